@@ -1,0 +1,1 @@
+"""The ``contextos`` command line: a thin translation of the Python API."""

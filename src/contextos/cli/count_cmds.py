@@ -1,0 +1,67 @@
+"""``contextos count FILE --model M``: tokens, share of the window, input cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..models import get_model
+from ..tokens import default_tokenizer
+from ..types import Message
+from .common import CliState, console, json_option, pass_state, print_json
+
+
+def _messages_from_json(text: str) -> list[Message] | None:
+    """A JSON list of {role, content} messages, or None when the file is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("messages"), list):
+        data = data["messages"]
+    if not isinstance(data, list) or not all(isinstance(m, dict) and "content" in m for m in data):
+        return None
+    return [Message(role=m.get("role", "user"), content=str(m["content"])) for m in data]
+
+
+def register(cli: click.Group, bench: click.Group) -> None:
+    @cli.command()
+    @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+    @click.option("--model", "-m", default="claude-sonnet-4-5", show_default=True,
+                  help="Model whose window and price to report against.")
+    @json_option
+    @pass_state
+    def count(state: CliState, file: str, model: str) -> None:
+        """Count the tokens of FILE (text, or a JSON list of chat messages; - for stdin)."""
+        info = get_model(model)
+        if file == "-":
+            text = click.get_text_stream("stdin").read()
+        else:
+            path = Path(file)
+            if not path.exists():
+                raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
+            text = path.read_text(encoding="utf-8", errors="replace")
+        tok = default_tokenizer()
+        messages = _messages_from_json(text)
+        tokens = tok.count_messages(messages) if messages is not None else tok.count(text)
+        result = {
+            "file": file,
+            "model": info.name,
+            "kind": "messages" if messages is not None else "text",
+            "tokens": tokens,
+            "tokenizer": tok.name,
+            "estimate": info.tokenizer != tok.name,
+            "context_window": info.context_window,
+            "window_share": tokens / info.context_window,
+            "input_cost_usd": info.input_cost(tokens),
+        }
+        if state.as_json:
+            print_json(result)
+            return
+        est = " (estimate: counted with cl100k)" if result["estimate"] else ""
+        console.print(
+            f"{tokens:,} tokens{est} · {result['window_share']:.2%} of {info.name}'s "
+            f"{info.context_window:,}-token window · input cost ${result['input_cost_usd']:.4f}"
+        )

@@ -1,0 +1,67 @@
+"""Entry point of the ``contextos`` command.
+
+Commands live in one module per concept (``memory_cmds``, ``session_cmds``,
+``bench_cmds``, ...), each exposing ``register(group)``. Errors from the
+library become one clean line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..errors import ContextosError
+from .common import CliState, err_console
+
+#: Modules that add commands to the group; each has ``register(cli, bench)``.
+COMMAND_MODULES = [
+    "contextos.cli.memory_cmds",
+    "contextos.cli.count_cmds",
+    "contextos.cli.bench_cmds",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="CONTEXTOS_DB", default=None, metavar="PATH",
+              help="Database: a SQLite file path or a postgresql:// URL "
+                   "(default: memory.db in the user data dir; env CONTEXTOS_DB).")
+@click.option("--tenant", envvar="CONTEXTOS_TENANT", default=None, help="Tenant to act for.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.version_option(package_name="contextos")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, tenant: str | None, as_json: bool) -> None:
+    """contextos: manage an LLM's context window like an OS manages memory."""
+    ctx.obj = CliState(db=db, tenant=tenant, as_json=as_json)
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that produce the numbers quoted in the docs."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(cli, bench)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; library errors become one line on stderr with exit code 1."""
+    try:
+        cli.main(args=argv, prog_name="contextos", standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except ContextosError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except (ValueError, TypeError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

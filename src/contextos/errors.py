@@ -1,0 +1,76 @@
+"""The one exception tree of contextos.
+
+Callers catch :class:`ContextosError` (or one of its children, grouped by what
+the caller can do about it) and never need to import a driver or SDK to handle
+a failure: vendor exceptions are converted at the seam with ``raise ... from``.
+Misuse of the API (wrong types, contradictory arguments) raises the builtin
+``TypeError`` / ``ValueError`` instead.
+"""
+
+from __future__ import annotations
+
+
+class ContextosError(Exception):
+    """Root of every error contextos raises on purpose."""
+
+
+class ConfigError(ContextosError):
+    """A setting is missing or invalid; the message says how to fix it."""
+
+
+class MissingExtraError(ConfigError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, extra: str, package: str) -> None:
+        super().__init__(
+            f"this feature needs the optional package {package!r}: "
+            f"pip install 'contextos[{extra}]'"
+        )
+        self.extra = extra
+        self.package = package
+
+
+class BudgetError(ContextosError):
+    """Something does not fit in the token budget it was given."""
+
+    def __init__(self, message: str, *, requested: int, available: int) -> None:
+        super().__init__(f"{message} (requested {requested} tokens, available {available})")
+        self.requested = requested
+        self.available = available
+
+
+class NotFound(ContextosError):
+    """The record, session or key asked for does not exist (in this scope)."""
+
+
+class ScopeError(ContextosError, ValueError):
+    """A read or write was attempted without a tenant/user/agent/session scope."""
+
+
+class StoreError(ContextosError):
+    """The storage backend failed: unreadable file, lost connection, corruption."""
+
+
+class ProviderError(ContextosError):
+    """An LLM provider call failed."""
+
+
+class AuthError(ProviderError):
+    """Credentials are missing or were refused."""
+
+
+class RateLimited(ProviderError):
+    """The provider asked us to slow down."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProviderHTTPError(ProviderError):
+    """The provider answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+        self.body = body

@@ -1,0 +1,130 @@
+"""The Store protocol: durable memory records, their history, session logs,
+and lexical and vector search under a typed :class:`~contextos.types.Filter`.
+
+Every method takes the tenant explicitly (inside a Scope or Filter): a store
+never answers across tenants. Backends convert their driver errors into
+:class:`~contextos.errors.StoreError`. ``tests/store_contract.py`` is the
+specification: a new backend is done when that suite passes against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A record id with a retriever's score (higher is better)."""
+
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A partial update of a record; ``None`` leaves a field as it is."""
+
+    text: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    valid_to: datetime | None = None
+    event_time: datetime | None = None
+    context: str | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable storage for contextos. See the module docstring."""
+
+    # -- records ---------------------------------------------------------
+    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
+        """Insert new records atomically (all or none) and log an ADD for each."""
+        ...
+
+    def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
+        """One record of ``tenant`` by id, or None."""
+        ...
+
+    def get_many(self, tenant: str, ids: Sequence[str]) -> list[MemoryRecord]:
+        """Records of ``tenant`` for ``ids``, in the order given; unknown ids are skipped."""
+        ...
+
+    def update(self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api") -> MemoryRecord:
+        """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
+
+        Raises NotFound when the id is not in this tenant.
+        """
+        ...
+
+    def delete(self, tenant: str, memory_id: str, *, actor: str = "api") -> None:
+        """Hard-delete a record (text, index rows, vector) and log a DELETE."""
+        ...
+
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+        """Records matching ``flt``, newest first."""
+        ...
+
+    def count(self, flt: Filter) -> int:
+        """How many records match ``flt``."""
+        ...
+
+    def history(self, tenant: str, memory_id: str) -> list[HistoryEvent]:
+        """Every change to a record, oldest first (kept after deletion)."""
+        ...
+
+    def forget(self, scope: Scope) -> int:
+        """Erase everything of ``scope.user_id`` in ``scope.tenant``: records, history,
+        index rows, vectors, session logs. Returns the number of records removed."""
+        ...
+
+    # -- search ----------------------------------------------------------
+    def keyword_search(self, flt: Filter, query: str, *, limit: int) -> list[Ranked]:
+        """BM25 over text and context, best first."""
+        ...
+
+    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:
+        """Cosine similarity over stored vectors, best first."""
+        ...
+
+    # -- vectors (embedded in batches behind add) -------------------------
+    def set_vectors(self, tenant: str, ids: Sequence[str], vectors: Vector, model: str) -> None:
+        """Store (normalised) vectors for records; unknown ids are ignored."""
+        ...
+
+    def pending_vectors(self, *, limit: int) -> list[MemoryRecord]:
+        """Records of any tenant that still have no vector (oldest first)."""
+        ...
+
+    # -- session logs ----------------------------------------------------
+    def append_turns(self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]) -> list[Turn]:
+        """Append messages to ``scope.session_id``'s log durably; returns them numbered."""
+        ...
+
+    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
+        """A session's turns in order, those with seq > ``after_seq``."""
+        ...
+
+    def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        """Replace the JSON state kept beside a session log (summary, compaction marks)."""
+        ...
+
+    def session_meta(self, scope: Scope) -> dict[str, Any]:
+        """The JSON state kept beside a session log ({} when none)."""
+        ...
+
+    def sessions(self, scope: Scope) -> list[str]:
+        """Session ids of ``scope.tenant`` (narrowed by user/agent when given)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...

