@@ -1,0 +1,93 @@
+"""Who is calling: an API key becomes a :class:`Principal` bound to one tenant.
+
+The tenant of every memory operation comes from here and only from here, never
+from a request body or query string, so one tenant's key cannot name another
+tenant. The admin key (configured on the server, compared in constant time)
+may manage keys but is not a tenant: it cannot read or write memories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import AuthError, RateLimited
+from .keys import KeyStore, hash_secret, secrets_match
+from .ratelimit import TokenBucketLimiter
+
+
+class Unauthenticated(AuthError):
+    """No key, or a key that is unknown, malformed or revoked (HTTP 401)."""
+
+
+class Forbidden(AuthError):
+    """A valid key used for something it may not do (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request: a tenant key, or the admin."""
+
+    key_id: str
+    tenant: str | None
+    is_admin: bool = False
+
+
+ADMIN = Principal(key_id="admin", tenant=None, is_admin=True)
+
+
+def bearer_secret(headers: Mapping[str, str]) -> str | None:
+    """The key from ``Authorization: Bearer ...`` or ``X-API-Key``, if any."""
+    auth = headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+class Authenticator:
+    """Turns a request's key into a Principal and charges its rate-limit bucket."""
+
+    def __init__(
+        self, keys: KeyStore, *, admin_key: str | None, limiter: TokenBucketLimiter
+    ) -> None:
+        if admin_key is not None and len(admin_key) < 16:
+            raise ValueError("the admin key must be at least 16 characters")
+        self.keys = keys
+        self._admin_hash = hash_secret(admin_key) if admin_key else None
+        self.limiter = limiter
+
+    def identify(self, secret: str | None) -> Principal:
+        """Principal for ``secret``; Unauthenticated when it names nobody."""
+        if not secret:
+            raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+        if self._admin_hash is not None and secrets_match(secret, self._admin_hash):
+            return ADMIN
+        key = self.keys.verify(secret)
+        if key is None:
+            raise Unauthenticated("invalid or revoked API key")
+        return Principal(key_id=key.id, tenant=key.tenant)
+
+    def tenant_of(self, headers: Mapping[str, str]) -> str:
+        """The tenant a request acts for; the admin key is refused here."""
+        principal = self._charge(self.identify(bearer_secret(headers)))
+        if principal.is_admin or principal.tenant is None:
+            raise Forbidden("the admin key manages keys only; use a tenant key for memories")
+        return principal.tenant
+
+    def require_admin(self, headers: Mapping[str, str]) -> Principal:
+        """The admin principal, or Forbidden for a tenant key."""
+        if self._admin_hash is None:
+            raise Forbidden("key management over HTTP is disabled: start the server "
+                            "with --admin-key (or CONTEXTOS_ADMIN_KEY)")
+        principal = self._charge(self.identify(bearer_secret(headers)))
+        if not principal.is_admin:
+            raise Forbidden("this route needs the admin key")
+        return principal
+
+    def _charge(self, principal: Principal) -> Principal:
+        wait = self.limiter.acquire(principal.key_id)
+        if wait > 0:
+            raise RateLimited(f"rate limit exceeded for key {principal.key_id}", retry_after=wait)
+        return principal

@@ -1,0 +1,219 @@
+"""API keys: a tenant-bound secret, stored only as a hash.
+
+A key looks like ``ctx_<id>_<secret>``. The ``id`` is public (it names the key
+in ``contextos keys list`` and in revocation); the whole string is hashed with
+SHA-256 and only the hash is stored, so a leaked database does not leak usable
+keys. Verification looks the row up by id and compares hashes in constant time.
+
+Keys live in an ``api_keys`` table in the same database as the memories: the
+SQLite file (through a connection of its own) or the PostgreSQL database, so
+server replicas sharing one PostgreSQL share their keys too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingExtraError, NotFound, StoreError
+
+KEY_PREFIX = "ctx_"
+_KEY_RE = re.compile(r"^ctx_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+#: Hash compared against when a key id is unknown, so a miss costs the same as a hit.
+_DUMMY_HASH = hashlib.sha256(b"contextos-no-such-key").hexdigest()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+)
+"""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key's public facts (never its secret)."""
+
+    id: str
+    tenant: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly created key: the only moment its secret is known."""
+
+    key: ApiKey
+    secret: str
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 hex digest of a key's full text (what the table stores)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def secrets_match(secret: str, expected_hash: str) -> bool:
+    """Constant-time check that ``secret`` hashes to ``expected_hash``."""
+    return hmac.compare_digest(hash_secret(secret), expected_hash)
+
+
+def validate_tenant(tenant: str) -> str:
+    """Tenant names are short identifiers; anything else is a caller mistake."""
+    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+        raise ValueError(
+            "tenant must be 1-128 characters of letters, digits and _.:@- "
+            "(starting with a letter or digit)"
+        )
+    return tenant
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+class _Sql:
+    """The few statements KeyStore needs, on sqlite3 or psycopg."""
+
+    def __init__(self, db: str) -> None:
+        self._lock = threading.Lock()
+        self._db = db
+        self.postgres = db.startswith(("postgresql://", "postgres://"))
+        self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        try:
+            self._conn: Any = self._connect_pg(db) if self.postgres else self._connect_sqlite(db)
+            if self.postgres:
+                import psycopg
+
+                self._errors = (psycopg.Error,)
+            self.run(_SCHEMA)
+            self.run("CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the API key table: {exc}") from exc
+
+    @staticmethod
+    def _connect_sqlite(db: str) -> sqlite3.Connection:
+        path = Path(db).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    @staticmethod
+    def _connect_pg(url: str) -> Any:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise MissingExtraError("postgres", "psycopg") from exc
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Execute one statement (autocommit) and return its rows."""
+        if self.postgres:
+            sql = sql.replace("?", "%s")
+        with self._lock:
+            try:
+                cur = self._conn.execute(sql, tuple(params))
+                return list(cur.fetchall()) if cur.description else []
+            except self._errors as exc:  # driver errors become StoreError at the seam
+                if self.postgres and self._conn.closed:
+                    self._conn = self._connect_pg(self._db)
+                raise StoreError(f"key table: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class KeyStore:
+    """Create, verify, list and revoke API keys in the ``api_keys`` table."""
+
+    def __init__(self, db: str) -> None:
+        self._sql = _Sql(str(db))
+
+    def create(self, tenant: str, name: str = "") -> IssuedKey:
+        """Issue a new key for ``tenant``; the returned secret is never stored."""
+        validate_tenant(tenant)
+        key_id = secrets.token_hex(6)
+        secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        now = datetime.now(UTC)
+        self._sql.run(
+            "INSERT INTO api_keys (id, tenant, name, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            (key_id, tenant, name, hash_secret(secret), now.isoformat()),
+        )
+        return IssuedKey(ApiKey(key_id, tenant, name, now), secret)
+
+    def verify(self, secret: str) -> ApiKey | None:
+        """The active key ``secret`` belongs to, or None (unknown, malformed or revoked)."""
+        match = _KEY_RE.match(secret) if isinstance(secret, str) else None
+        row = self._row(match.group(1)) if match else None
+        ok = secrets_match(secret if match else "", row[3] if row else _DUMMY_HASH)
+        if not (match and row and ok):
+            return None
+        key = self._to_key(row)
+        return key if key.active else None
+
+    def get(self, key_id: str) -> ApiKey:
+        """A key by id (revoked ones included); NotFound otherwise."""
+        row = self._row(key_id)
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}")
+        return self._to_key(row)
+
+    def list(self, tenant: str | None = None, *, include_revoked: bool = True) -> list[ApiKey]:
+        """Keys, oldest first, optionally of one tenant only."""
+        sql = "SELECT id, tenant, name, hash, created_at, revoked_at FROM api_keys"
+        params: tuple[Any, ...] = ()
+        if tenant is not None:
+            sql, params = sql + " WHERE tenant = ?", (tenant,)
+        keys = [self._to_key(r) for r in self._sql.run(sql + " ORDER BY created_at, id", params)]
+        return [k for k in keys if include_revoked or k.active]
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Revoke a key (idempotent); it stops verifying at once on every replica."""
+        key = self.get(key_id)
+        if key.active:
+            now = datetime.now(UTC).isoformat()
+            self._sql.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, key_id))
+        return self.get(key_id)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._sql.close()
+
+    def _row(self, key_id: str) -> tuple[Any, ...] | None:
+        rows = self._sql.run(
+            "SELECT id, tenant, name, hash, created_at, revoked_at FROM api_keys WHERE id = ?",
+            (key_id,),
+        )
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _to_key(row: Sequence[Any]) -> ApiKey:
+        created = _parse_time(row[4])
+        assert created is not None
+        return ApiKey(str(row[0]), str(row[1]), str(row[2]), created, _parse_time(row[5]))

@@ -1,0 +1,188 @@
+"""HTTP routes mirroring the Python API: ``Memory`` methods and the session log.
+
+Each handler parses, calls one API method on the caller's tenant, and shapes
+the result; there is no branching beyond validation. Handlers are sync: FastAPI
+runs them in its threadpool, which suits the blocking store and embedder.
+(No ``from __future__ import annotations`` here: FastAPI reads the handlers'
+annotations at runtime, and they name types local to the router factories.)
+"""
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Security
+from fastapi.security import HTTPBearer
+
+from ..tokens import TOKENS_PER_REPLY, Tokenizer
+from ..types import Filter, Scope
+from . import schemas as s
+from .auth import Authenticator
+from .tenants import TenantMemories
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+
+bearer = HTTPBearer(auto_error=False, description="A tenant API key: `ctx_...`")
+
+IdPath = Annotated[str, Path(min_length=1, max_length=s.MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=s.MAX_LIST_LIMIT)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+OptIdent = Annotated[str | None, Query(min_length=1, max_length=s.MAX_ID)]
+
+
+def _add(mem: "Memory", body: s.AddRequest) -> list[Any]:
+    messages = body.messages if isinstance(body.messages, str) else [
+        m.to_message() for m in body.messages]
+    return mem.add(messages, user_id=body.user_id, agent_id=body.agent_id,
+                   session_id=body.session_id, metadata=body.metadata,
+                   event_time=body.event_time, memory_type=body.memory_type)
+
+
+def _search_filter(body: s.SearchRequest) -> Filter | None:
+    """Metadata equality filters; Memory puts the key's tenant and the scope into it."""
+    return Filter(metadata=body.metadata) if body.metadata else None
+
+
+def _time_range(body: s.SearchRequest) -> tuple[Any, Any] | None:
+    if body.event_after is None and body.event_before is None:
+        return None
+    return (body.event_after, body.event_before)
+
+
+def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
+    """Routes under ``/v1/memories``, all scoped to the tenant of the caller's key."""
+    router = APIRouter(prefix="/v1/memories", tags=["memories"])
+
+    def tenant_memory(request: Request, _: Any = Security(bearer)) -> "Memory":
+        return tenants.get(auth.tenant_of(request.headers))
+
+    Mem = Annotated[Any, Depends(tenant_memory)]
+
+    @router.post("", status_code=201, response_model=s.RecordList, summary="add")
+    def add(body: s.AddRequest, mem: Mem) -> s.RecordList:
+        """Store messages (or one text) as memories of the given user/agent/session."""
+        return s.RecordList(results=[s.RecordOut.of(r) for r in _add(mem, body)])
+
+    @router.post("/search", response_model=s.HitList, summary="search")
+    def search(body: s.SearchRequest, mem: Mem) -> s.HitList:
+        """Hybrid search within a user/agent/session of the caller's tenant."""
+        hits = mem.search(
+            body.query, user_id=body.user_id, agent_id=body.agent_id,
+            session_id=body.session_id, filters=_search_filter(body), limit=body.limit,
+            token_budget=body.token_budget,
+            memory_types=tuple(body.memory_types) if body.memory_types else None,
+            as_of=body.as_of, time_range=_time_range(body),
+        )
+        return s.HitList(results=[s.HitOut.of(h) for h in hits])
+
+    @router.post("/forget", response_model=s.Forgotten, summary="forget")
+    def forget(body: s.ForgetRequest, mem: Mem) -> s.Forgotten:
+        """Erase everything stored about a user: records, history, vectors, session logs."""
+        return s.Forgotten(user_id=body.user_id, forgotten=mem.forget(body.user_id))
+
+    @router.get("", response_model=s.RecordList, summary="get_all")
+    def get_all(mem: Mem, user_id: OptIdent = None, agent_id: OptIdent = None,
+                session_id: OptIdent = None, limit: Limit = 100,
+                offset: Offset = 0) -> s.RecordList:
+        """List memories, newest first, one page at a time."""
+        records = mem.get_all(user_id=user_id, agent_id=agent_id, session_id=session_id,
+                              limit=limit, offset=offset)
+        return s.RecordList(results=[s.RecordOut.of(r) for r in records],
+                            limit=limit, offset=offset)
+
+    @router.get("/{memory_id}", response_model=s.RecordOut, summary="get")
+    def get(memory_id: IdPath, mem: Mem) -> s.RecordOut:
+        """One memory by id (404 when it is not in the caller's tenant)."""
+        return s.RecordOut.of(mem.get(memory_id))
+
+    @router.patch("/{memory_id}", response_model=s.RecordOut, summary="update")
+    def update(memory_id: IdPath, body: s.UpdateRequest, mem: Mem) -> s.RecordOut:
+        """Change a memory's text and/or metadata (logged in its history)."""
+        return s.RecordOut.of(mem.update(memory_id, text=body.text, metadata=body.metadata))
+
+    @router.delete("/{memory_id}", response_model=s.Deleted, summary="delete")
+    def delete(memory_id: IdPath, mem: Mem) -> s.Deleted:
+        """Delete a memory (its history keeps the DELETE event)."""
+        mem.delete(memory_id)
+        return s.Deleted(deleted=memory_id)
+
+    @router.get("/{memory_id}/history", response_model=s.HistoryList, summary="history")
+    def history(memory_id: IdPath, mem: Mem) -> s.HistoryList:
+        """Every change to a memory, oldest first."""
+        return s.HistoryList(results=[s.HistoryOut.of(e) for e in mem.history(memory_id)])
+
+    return router
+
+
+def session_router(auth: Authenticator, tenants: TenantMemories,
+                   tokenizer: Tokenizer) -> APIRouter:
+    """Routes under ``/v1/sessions``: the durable, append-only session log."""
+    router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+    def tenant_of(request: Request, _: Any = Security(bearer)) -> str:
+        return auth.tenant_of(request.headers)
+
+    Tenant = Annotated[str, Depends(tenant_of)]
+
+    @router.post("/{session_id}/turns", status_code=201, response_model=s.TurnList,
+                 summary="append_turns")
+    def append_turns(session_id: IdPath, body: s.AppendTurnsRequest,
+                     tenant: Tenant) -> s.TurnList:
+        """Append messages to a session's log, durably, numbered in order."""
+        scope = Scope(tenant=tenant, user_id=body.user_id, agent_id=body.agent_id,
+                      session_id=session_id)
+        messages = [m.to_message() for m in body.messages]
+        tokens = [tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
+        turns = tenants.store.append_turns(scope, messages, tokens)
+        return s.TurnList(results=[s.TurnOut.of(t) for t in turns])
+
+    @router.get("/{session_id}/turns", response_model=s.TurnList, summary="turns")
+    def turns(session_id: IdPath, tenant: Tenant,
+              after_seq: Annotated[int, Query(ge=-1, le=2**62)] = -1,
+              limit: Limit = 100) -> s.TurnList:
+        """A session's turns with seq > after_seq, in order."""
+        scope = Scope(tenant=tenant, session_id=session_id)
+        found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
+        return s.TurnList(results=[s.TurnOut.of(t) for t in found])
+
+    @router.get("", response_model=s.SessionList, summary="sessions")
+    def sessions(tenant: Tenant, user_id: OptIdent = None,
+                 agent_id: OptIdent = None) -> s.SessionList:
+        """Session ids of the caller's tenant, optionally of one user/agent."""
+        scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)
+        return s.SessionList(results=tenants.store.sessions(scope))
+
+    return router
+
+
+def key_router(auth: Authenticator) -> APIRouter:
+    """Routes under ``/v1/keys``: key management, for the admin key only."""
+    router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+    def admin(request: Request, _: Any = Security(bearer)) -> None:
+        auth.require_admin(request.headers)
+
+    deps = [Depends(admin)]
+
+    def out(key: Any) -> s.KeyOut:
+        return s.KeyOut(id=key.id, tenant=key.tenant, name=key.name,
+                        created_at=key.created_at, revoked_at=key.revoked_at)
+
+    @router.post("", status_code=201, response_model=s.IssuedKeyOut, dependencies=deps,
+                 summary="create_key")
+    def create_key(body: s.CreateKeyRequest) -> s.IssuedKeyOut:
+        """Issue a key bound to a tenant; the secret is in this response only."""
+        issued = auth.keys.create(body.tenant, body.name)
+        return s.IssuedKeyOut(**out(issued.key).model_dump(), key=issued.secret)
+
+    @router.get("", response_model=s.KeyList, dependencies=deps, summary="list_keys")
+    def list_keys(tenant: OptIdent = None) -> s.KeyList:
+        """Keys (never their secrets), optionally of one tenant."""
+        return s.KeyList(results=[out(k) for k in auth.keys.list(tenant)])
+
+    @router.delete("/{key_id}", response_model=s.KeyOut, dependencies=deps,
+                   summary="revoke_key")
+    def revoke_key(key_id: IdPath) -> s.KeyOut:
+        """Revoke a key; requests with it get 401 from then on."""
+        return out(auth.keys.revoke(key_id))
+
+    return router

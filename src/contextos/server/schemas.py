@@ -1,0 +1,260 @@
+"""Request and response bodies of the HTTP API (pydantic lives only here, at the edge).
+
+Validation is strict on purpose: text that cannot be stored or echoed back
+(lone surrogates, NaN, integers past 64 bits, absurd nesting) is refused with
+a 422 here instead of failing deep inside a store as a 500.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ..types import HistoryEvent, Hit, MemoryRecord, Message, Turn
+
+MAX_TEXT = 100_000
+MAX_ID = 256
+MAX_LIST_LIMIT = 1000
+MAX_SEARCH_LIMIT = 100
+MAX_MESSAGES = 1000
+_MAX_DEPTH = 8
+
+
+def _check_text(value: str) -> str:
+    """Refuse strings that are not valid Unicode scalar values or hold NUL."""
+    if "\x00" in value:
+        raise ValueError("text may not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def _check_json(value: Any, depth: int = 0) -> Any:
+    """Metadata must round-trip through strict JSON: finite numbers, 64-bit ints, shallow."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"metadata nests deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, str):
+        return _check_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("metadata integers must fit in 64 bits")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("metadata numbers must be finite")
+        return value
+    if isinstance(value, list):
+        return [_check_json(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {_check_text(str(k)): _check_json(v, depth + 1) for k, v in value.items()}
+    raise ValueError(f"unsupported metadata value of type {type(value).__name__}")
+
+
+def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else _check_json(value)
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_check_text)]
+Query = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(_check_text)]
+Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_check_text)]
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
+Scalar = Annotated[str, AfterValidator(_check_text)] | Annotated[
+    int, Field(ge=-(2**63), lt=2**63)] | Annotated[float, Field(allow_inf_nan=False)] | bool
+MemoryTypeName = Literal["episodic", "semantic", "procedural"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MessageIn(_Body):
+    role: Literal["system", "user", "assistant", "tool"] = "user"
+    content: Text
+    name: Ident | None = None
+    tool_call_id: Ident | None = None
+
+    def to_message(self) -> Message:
+        return Message(role=self.role, content=self.content, name=self.name,
+                       tool_call_id=self.tool_call_id)
+
+
+class ScopeIn(_Body):
+    user_id: Ident | None = None
+    agent_id: Ident | None = None
+    session_id: Ident | None = None
+
+
+class AddRequest(ScopeIn):
+    messages: Text | Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
+    metadata: Metadata = None
+    event_time: datetime | None = None
+    memory_type: MemoryTypeName = "episodic"
+
+
+class SearchRequest(ScopeIn):
+    query: Query
+    limit: int = Field(10, ge=1, le=MAX_SEARCH_LIMIT)
+    token_budget: int | None = Field(None, ge=1, le=1_000_000)
+    memory_types: list[MemoryTypeName] | None = Field(None, max_length=3)
+    as_of: datetime | None = None
+    event_after: datetime | None = None
+    event_before: datetime | None = None
+    metadata: Annotated[dict[Ident, Scalar], Field(max_length=32)] | None = None
+
+
+class UpdateRequest(_Body):
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT),
+                    AfterValidator(_check_text)] | None = None
+    metadata: Metadata = None
+
+
+class ForgetRequest(_Body):
+    user_id: Ident
+
+
+class AppendTurnsRequest(_Body):
+    messages: Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
+    user_id: Ident | None = None
+    agent_id: Ident | None = None
+
+
+class CreateKeyRequest(_Body):
+    tenant: Annotated[str, Field(min_length=1, max_length=128,
+                                 pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
+    name: Annotated[str, Field(max_length=200), AfterValidator(_check_text)] = ""
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+class RecordOut(BaseModel):
+    id: str
+    text: str
+    user_id: str | None
+    agent_id: str | None
+    session_id: str | None
+    memory_type: str
+    metadata: dict[str, Any]
+    created_at: datetime | None
+    updated_at: datetime | None
+    event_time: datetime | None
+    valid_from: datetime | None
+    valid_to: datetime | None
+    provenance: list[str]
+
+    @classmethod
+    def of(cls, r: MemoryRecord) -> RecordOut:
+        return cls(
+            id=r.id, text=r.text, user_id=r.user_id, agent_id=r.agent_id,
+            session_id=r.session_id, memory_type=r.memory_type, metadata=dict(r.metadata),
+            created_at=r.created_at, updated_at=r.updated_at, event_time=r.event_time,
+            valid_from=r.valid_from, valid_to=r.valid_to, provenance=list(r.provenance),
+        )
+
+
+class RecordList(BaseModel):
+    results: list[RecordOut]
+    limit: int | None = None
+    offset: int | None = None
+
+
+class HitOut(BaseModel):
+    memory: RecordOut
+    score: float
+    lexical_rank: int | None
+    dense_rank: int | None
+    tokens: int
+
+    @classmethod
+    def of(cls, h: Hit) -> HitOut:
+        return cls(memory=RecordOut.of(h.record), score=h.score, lexical_rank=h.lexical_rank,
+                   dense_rank=h.dense_rank, tokens=h.tokens)
+
+
+class HitList(BaseModel):
+    results: list[HitOut]
+
+
+class HistoryOut(BaseModel):
+    memory_id: str
+    event: str
+    old_text: str | None
+    new_text: str | None
+    at: datetime
+    actor: str
+
+    @classmethod
+    def of(cls, e: HistoryEvent) -> HistoryOut:
+        return cls(memory_id=e.memory_id, event=e.event, old_text=e.old_text,
+                   new_text=e.new_text, at=e.at, actor=e.actor)
+
+
+class HistoryList(BaseModel):
+    results: list[HistoryOut]
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class Forgotten(BaseModel):
+    user_id: str
+    forgotten: int
+
+
+class TurnOut(BaseModel):
+    session_id: str
+    seq: int
+    role: str
+    content: str
+    name: str | None
+    tool_call_id: str | None
+    tokens: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, t: Turn) -> TurnOut:
+        m = t.message
+        return cls(session_id=t.session_id, seq=t.seq, role=m.role, content=m.content,
+                   name=m.name, tool_call_id=m.tool_call_id, tokens=t.tokens,
+                   created_at=t.created_at)
+
+
+class TurnList(BaseModel):
+    results: list[TurnOut]
+
+
+class SessionList(BaseModel):
+    results: list[str]
+
+
+class KeyOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class IssuedKeyOut(KeyOut):
+    key: str = Field(description="The secret. Shown once; only its hash is stored.")
+
+
+class KeyList(BaseModel):
+    results: list[KeyOut]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,71 @@
+"""One :class:`~contextos.memory.Memory` per tenant, all over one shared store.
+
+The server holds no state of its own beyond this cache: every Memory writes
+through to the store (a SQLite file or a PostgreSQL shared by replicas), so a
+replica can be killed and another one answers the same tenant identically.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from ..embed import Embedder
+from ..store import Store, open_store
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+
+
+class TenantMemories:
+    """Lazily built Memory objects keyed by tenant, sharing one store and one embedder."""
+
+    def __init__(self, store: Store, embedder: Embedder, *, max_cached: int = 1024) -> None:
+        self.store = store
+        self.embedder = embedder
+        self._max = max_cached
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, Memory] = OrderedDict()
+
+    @classmethod
+    def open(cls, db: str, embedder: Embedder) -> TenantMemories:
+        """Open the store at ``db`` (SQLite path or postgresql:// URL)."""
+        return cls(open_store(db), embedder)
+
+    def get(self, tenant: str) -> Memory:
+        """The Memory of ``tenant`` (built on first use)."""
+        with self._lock:
+            memory = self._cache.get(tenant)
+            if memory is not None:
+                self._cache.move_to_end(tenant)
+                return memory
+        memory = self._build(tenant)
+        with self._lock:
+            existing = self._cache.setdefault(tenant, memory)
+            self._cache.move_to_end(tenant)
+            evicted = self._cache.popitem(last=False)[1] if len(self._cache) > self._max else None
+        if existing is not memory:
+            _release(memory)
+        if evicted is not None:
+            _release(evicted)
+        return existing
+
+    def _build(self, tenant: str) -> Memory:
+        from ..memory import Memory
+
+        return Memory(store=self.store, tenant=tenant, embedder=self.embedder)
+
+    def close(self) -> None:
+        """Finish pending embeddings of every tenant, then close the store."""
+        with self._lock:
+            memories = list(self._cache.values())
+            self._cache.clear()
+        for memory in memories:
+            _release(memory)
+        self.store.close()
+
+
+def _release(memory: Memory) -> None:
+    """Wait for a Memory's background embeddings; the shared store stays open."""
+    memory.flush()
