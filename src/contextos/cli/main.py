@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "contextos.cli.memory_cmds",
     "contextos.cli.count_cmds",
     "contextos.cli.bench_cmds",
+    "contextos.cli.server_cmds",
 ]
 
 
