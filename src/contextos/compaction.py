@@ -1,0 +1,233 @@
+"""Compaction: decide when and how a session's history shrinks, as pure functions.
+
+Four strategies, from most faithful to cheapest in window tokens:
+
+- ``truncate``: rotate the oldest turns out of the window (they stay in the log).
+- ``clear_tool_results``: keep every tool call but replace its bulky, stale
+  result by a stub that says how to get it back; truncate only if that is not
+  enough.
+- ``summarize``: keep the recent turns verbatim and fold the rotated ones into a
+  rolling summary, incrementally (only the newly rotated turns are read).
+- ``offload``: archive the rotated turns into episodic memory; the window
+  retrieves them on demand (the caller does the archiving: this module only
+  says which turns).
+
+Why thresholds with hysteresis: every compaction rewrites the part of the
+prompt that the provider has cached, so compacting a little on every call
+would miss the cache every call. Compaction starts when the history passes
+``trigger`` of its budget and then goes down to ``target``, a chunk big enough
+that the cached prefix changes rarely. A tool call is never separated from its
+result, pinned turns are never compacted, and the last ``keep_recent`` turns
+always stay verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .summarize import Summarizer, Summary
+from .types import Turn
+
+Strategy = Literal["truncate", "clear_tool_results", "summarize", "offload"]
+STRATEGIES: tuple[Strategy, ...] = ("truncate", "clear_tool_results", "summarize", "offload")
+
+#: Tokens a cleared tool result costs in the window (the stub).
+STUB_TOKENS = 40
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When to compact (``trigger``) and down to what (``target``), as shares of the budget."""
+
+    trigger: float = 0.8
+    target: float = 0.5
+    keep_recent: int = 2
+    summary_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < self.trigger <= 1:
+            raise ValueError("thresholds need 0 < target < trigger <= 1")
+        if not 0 <= self.summary_share < self.target:
+            raise ValueError("summary_share must be below target")
+
+
+@dataclass(frozen=True)
+class HistoryState:
+    """What compaction has done to a session; stored as JSON beside the log.
+
+    Turns with ``seq < start_seq`` are rotated out (except pinned ones).
+    """
+
+    start_seq: int = 0
+    summary: Summary | None = None
+    cleared: tuple[int, ...] = ()
+    pinned: tuple[int, ...] = ()
+    compactions: int = 0
+    archived_to: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"start_seq": self.start_seq, "cleared": list(self.cleared),
+                "pinned": list(self.pinned), "compactions": self.compactions,
+                "archived_to": self.archived_to,
+                "summary": self.summary.to_json() if self.summary else None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HistoryState:
+        """Inverse of :meth:`to_json` ({} gives a fresh state)."""
+        summary = data.get("summary")
+        return cls(int(data.get("start_seq", 0)), Summary.from_json(summary) if summary else None,
+                   tuple(int(x) for x in data.get("cleared", ())),
+                   tuple(int(x) for x in data.get("pinned", ())),
+                   int(data.get("compactions", 0)), int(data.get("archived_to", -1)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compaction decision: turns to rotate out, tool results to stub."""
+
+    strategy: Strategy
+    rotate: tuple[int, ...] = ()
+    clear: tuple[int, ...] = ()
+    before_tokens: int = 0
+    after_tokens: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def stub_text(turn: Turn) -> str:
+    """What replaces a cleared tool result: what it was and how to get it back."""
+    return (f"[tool result cleared to save context ({turn.tokens} tokens); "
+            f"fetch it again with session.turn({turn.seq}) or "
+            f"`contextos session show {turn.session_id} --seq {turn.seq}`]")
+
+
+def visible_turns(turns: Sequence[Turn], state: HistoryState) -> list[Turn]:
+    """Turns still in the window: not rotated out, or pinned."""
+    pinned = set(state.pinned)
+    return [t for t in turns if t.seq >= state.start_seq or t.seq in pinned]
+
+
+def turn_cost(turn: Turn, state: HistoryState) -> int:
+    """Window tokens of a turn (a cleared tool result costs its stub)."""
+    return STUB_TOKENS if turn.seq in state.cleared else turn.tokens
+
+
+def history_tokens(turns: Sequence[Turn], state: HistoryState) -> int:
+    """Tokens of the history as the window would show it: summary plus visible turns."""
+    summary = state.summary.tokens if state.summary else 0
+    return summary + sum(turn_cost(t, state) for t in visible_turns(turns, state))
+
+
+def needs_compaction(tokens: int, budget: int, thresholds: Thresholds) -> bool:
+    """True when the history passed the trigger share of its budget."""
+    return tokens > thresholds.trigger * budget
+
+
+def tool_units(turns: Sequence[Turn]) -> list[tuple[Turn, ...]]:
+    """Group turns so a tool call and its results are one unit.
+
+    An assistant turn with tool calls owns the following ``tool`` turns that
+    answer one of its call ids.
+    """
+    units: list[list[Turn]] = []
+    open_ids: set[str] = set()
+    for turn in turns:
+        msg = turn.message
+        if msg.role == "tool" and units and msg.tool_call_id in open_ids:
+            units[-1].append(turn)
+            continue
+        units.append([turn])
+        open_ids = {c.id for c in msg.tool_calls}
+    return [tuple(u) for u in units]
+
+
+def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
+                    strategy: Strategy, thresholds: Thresholds | None = None, *,
+                    force: bool = False) -> Plan | None:
+    """Decide a compaction, or None when the history is under the trigger.
+
+    ``budget`` is the history's share of the window (summary plus turns).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    th = thresholds or Thresholds()
+    before = history_tokens(turns, state)
+    if not force and not needs_compaction(before, budget, th):
+        return None
+    goal = int(th.target * budget)
+    visible = visible_turns(turns, state)
+    protected = {t.seq for t in visible[-th.keep_recent:]} if th.keep_recent else set()
+    protected |= set(state.pinned)
+    clear: list[int] = []
+    tokens = before
+    if strategy == "clear_tool_results":
+        clear, tokens = _plan_clear(visible, state, protected, tokens, goal)
+    reserve = int(th.summary_share * budget) if strategy == "summarize" else 0
+    if strategy == "summarize" and state.summary:
+        tokens -= state.summary.tokens  # the new summary replaces it within ``reserve``
+    rotate, tokens = _plan_rotate(visible, state, protected, set(clear), tokens, goal - reserve)
+    return Plan(strategy, tuple(rotate), tuple(clear), before, tokens + reserve)
+
+
+def _plan_clear(visible: Sequence[Turn], state: HistoryState, protected: set[int],
+                tokens: int, goal: int) -> tuple[list[int], int]:
+    clear: list[int] = []
+    for turn in visible:
+        if tokens <= goal:
+            break
+        if (turn.message.role == "tool" and turn.seq not in protected
+                and turn.seq not in state.cleared and turn.tokens > STUB_TOKENS):
+            clear.append(turn.seq)
+            tokens -= turn.tokens - STUB_TOKENS
+    return clear, tokens
+
+
+def _plan_rotate(visible: Sequence[Turn], state: HistoryState, protected: set[int],
+                 cleared_now: set[int], tokens: int, goal: int) -> tuple[list[int], int]:
+    """Rotate whole units, oldest first, until ``tokens <= goal``; stop at a protected unit."""
+    rotate: list[int] = []
+    pinned = set(state.pinned)
+    for unit in tool_units([t for t in visible if t.seq not in pinned]):
+        if tokens <= goal or any(t.seq in protected for t in unit):
+            break
+        for t in unit:
+            rotate.append(t.seq)
+            cost = STUB_TOKENS if t.seq in cleared_now else turn_cost(t, state)
+            tokens -= cost
+    return rotate, tokens
+
+
+def apply_compaction(plan: Plan, turns: Sequence[Turn], state: HistoryState, budget: int, *,
+                     summarizer: Summarizer | None = None,
+                     thresholds: Thresholds | None = None) -> HistoryState:
+    """The state after ``plan``. Summarizing reads only the rotated turns (O(new turns))."""
+    th = thresholds or Thresholds()
+    cleared = tuple(sorted(set(state.cleared) | set(plan.clear)))
+    if not plan.rotate:
+        return replace(state, cleared=cleared, compactions=state.compactions + 1)
+    start = max(plan.rotate) + 1
+    summary = state.summary
+    if plan.strategy == "summarize":
+        if summarizer is None:
+            raise ValueError("the summarize strategy needs a summarizer")
+        rotated = set(plan.rotate)
+        summary = summarizer.summarize([t for t in turns if t.seq in rotated], previous=summary,
+                                       max_tokens=int(th.summary_share * budget))
+    archived = max(plan.rotate) if plan.strategy == "offload" else state.archived_to
+    return replace(state, start_seq=max(start, state.start_seq), summary=summary,
+                   cleared=cleared, compactions=state.compactions + 1, archived_to=archived)
+
+
+def rotated_turns(plan: Plan, turns: Sequence[Turn]) -> list[Turn]:
+    """The turns a plan rotates out (what ``offload`` archives), in order."""
+    rotated = set(plan.rotate)
+    return [t for t in turns if t.seq in rotated]
+
+
+__all__ = [
+    "STRATEGIES", "STUB_TOKENS", "HistoryState", "Plan", "Strategy", "Thresholds",
+    "apply_compaction", "history_tokens", "needs_compaction", "plan_compaction",
+    "rotated_turns", "stub_text", "tool_units", "turn_cost", "visible_turns",
+]

@@ -1,0 +1,273 @@
+"""Sessions: a durable, append-only log of a conversation, and the window built from it.
+
+Every turn (user, assistant, tool call, tool result) is appended to the
+store with its token count before anything else happens, so a crash loses
+nothing and another process can resume the session by its id. What compaction
+did (rotated turns, the rolling summary, cleared tool results, pins) is kept as
+JSON beside the log; the log itself is never rewritten.
+
+:func:`standard_segments` is the default layout, pure: tools, system prompt,
+procedural rules, rolling summary (the cached, stable prefix), then the recent
+turns (append-only, cached up to the last one), then what changes every call:
+retrieved memories with the strongest at the edges, and the question last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .compaction import (
+    HistoryState,
+    Plan,
+    Strategy,
+    Thresholds,
+    apply_compaction,
+    history_tokens,
+    plan_compaction,
+    rotated_turns,
+    stub_text,
+    tool_units,
+    visible_turns,
+)
+from .errors import NotFound
+from .models import ModelInfo
+from .store.base import Store
+from .summarize import ExtractiveSummarizer, Summarizer, Summary, turn_ref, turn_time
+from .tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
+from .types import Hit, Message, Scope, Turn
+from .window import Item, Segment, Window, assemble, message_item, text_item, tool_item
+
+_META_KEY = "history"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Shares of the budget for the standard layout (fractions of the budget)."""
+
+    summary_ceiling: float = 0.25
+    memories_floor: float = 0.0
+    memories_ceiling: float = 0.5
+    restate_question_over: int | None = 1000
+    anchor_every: int = 16
+
+
+def turn_items(turns: Sequence[Turn], state: HistoryState,
+               tokenizer: Tokenizer) -> tuple[Item, ...]:
+    """Window items for the visible turns: cleared results as stubs, tool units grouped."""
+    pinned = set(state.pinned)
+    cleared = set(state.cleared)
+    items: list[Item] = []
+    for unit in tool_units(visible_turns(turns, state)):
+        group = f"unit:{unit[0].seq}" if len(unit) > 1 else ""
+        for t in unit:
+            msg, tokens = t.message, t.tokens
+            if t.seq in cleared:
+                msg = replace(msg, content=stub_text(t))
+                tokens = None
+            items.append(message_item(f"turn:{t.seq}", msg, tokenizer, tokens=tokens,
+                                      pinned=t.seq in pinned, group=group,
+                                      provenance=(turn_ref(t),)))
+    return tuple(items)
+
+
+def memory_text(hit: Hit) -> str:
+    """How a retrieved memory reads in the window: date and speaker, then the text."""
+    rec = hit.record
+    speaker = rec.metadata.get("speaker")
+    when = rec.event_time.strftime("%d %B %Y") if rec.event_time else ""
+    head = " ".join(x for x in (f"[{when}]" if when else "", f"{speaker}:" if speaker else "") if x)
+    return f"{head} {rec.text}" if head else rec.text
+
+
+def hit_items(hits: Sequence[Hit], tokenizer: Tokenizer) -> tuple[Item, ...]:
+    """Window items for search hits, ranked in the order given (best first)."""
+    items = []
+    for rank, hit in enumerate(hits, start=1):
+        rec = hit.record
+        refs = rec.provenance or tuple(
+            str(rec.metadata[k]) for k in ("dia_id",) if rec.metadata.get(k))
+        items.append(text_item(f"memory:{rec.id}", memory_text(hit), tokenizer, rank=rank,
+                               provenance=tuple(refs)))
+    return tuple(items)
+
+
+def standard_segments(budget: int, *, tokenizer: Tokenizer, question: str, system: str = "",
+                      rules: Sequence[str] = (), tools: Sequence[Mapping[str, Any]] = (),
+                      summary: Summary | None = None, turns: Sequence[Item] = (),
+                      memories: Sequence[Item] = (), layout: Layout | None = None
+                      ) -> list[Segment]:
+    """The default segments in layout order (see the module docstring)."""
+    lay = layout or Layout()
+    summary_items: tuple[Item, ...] = ()
+    if summary is not None and summary.lines:
+        text = "Summary of the earlier conversation:\n" + summary.text
+        summary_items = (text_item("summary", text, tokenizer, role="system",
+                                   provenance=summary.provenance()),)
+    return [
+        Segment("tools", "tools", tuple(tool_item(t, tokenizer) for t in tools),
+                priority=80, cache_ttl="1h", required=True),
+        Segment("system", "system", (text_item("system", system, tokenizer, role="system"),)
+                if system else (), priority=90, cache_ttl="1h", required=True),
+        Segment("rules", "system", tuple(text_item(f"rule:{i}", r, tokenizer, role="system")
+                                         for i, r in enumerate(rules)),
+                priority=85, cache_ttl="1h"),
+        Segment("summary", "system", summary_items, priority=30,
+                ceiling=int(lay.summary_ceiling * budget), cache_ttl="5m"),
+        Segment("turns", "messages", tuple(turns), priority=40, keep="newest",
+                cache_ttl="5m", anchor_every=lay.anchor_every),
+        Segment("memories", "context", tuple(memories), priority=50, keep="strongest",
+                placement="edges", floor=int(lay.memories_floor * budget),
+                ceiling=int(lay.memories_ceiling * budget)),
+        Segment("question", "question", (text_item("question", question, tokenizer),),
+                priority=100, required=True),
+    ]
+
+
+def window_budget(model: ModelInfo, budget: int | None = None) -> int:
+    """The input budget: ``budget`` if given, else the window minus the reserved output."""
+    if budget is not None:
+        return budget
+    return model.context_window - model.default_output_reserve()
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """What ``Session.compact`` did: the plan (None when under the trigger) and the new state."""
+
+    plan: Plan | None
+    state: HistoryState
+    archived: int = 0
+
+
+class Session:
+    """One conversation's durable log in a :class:`~contextos.store.base.Store`.
+
+    Example:
+        >>> s = Session(store, "chat-1", user_id="ana")           # doctest: +SKIP
+        >>> s.add(Message("user", "hi"))                          # doctest: +SKIP
+        >>> s.window(get_model("sonnet"), "what did I say?")      # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store, session_id: str, *, tenant: str = "default",
+                 user_id: str | None = None, agent_id: str | None = None,
+                 tokenizer: Tokenizer | None = None) -> None:
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise ValueError("session_id must be a non-empty string")
+        self.store = store
+        self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id,
+                           session_id=session_id)
+        self.tokenizer = tokenizer or default_tokenizer()
+        self._turns: list[Turn] = []
+
+    @property
+    def session_id(self) -> str:
+        """The session's id."""
+        return str(self.scope.session_id)
+
+    # -- the log ----------------------------------------------------------------
+    def add(self, *messages: Message) -> list[Turn]:
+        """Append messages durably (with token counts); returns them numbered."""
+        if not messages or not all(isinstance(m, Message) for m in messages):
+            raise TypeError("add takes one or more Message values")
+        tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
+        return self.store.append_turns(self.scope, list(messages), tokens)
+
+    def turns(self) -> list[Turn]:
+        """Every turn, oldest first (reads only what is new since the last call)."""
+        after = self._turns[-1].seq if self._turns else -1
+        self._turns += self.store.turns(self.scope, after_seq=after)
+        return list(self._turns)
+
+    def turn(self, seq: int) -> Turn:
+        """One turn by position (cleared tool results come back whole from here)."""
+        found = self.store.turns(self.scope, after_seq=seq - 1, limit=1)
+        if not found or found[0].seq != seq:
+            raise NotFound(f"session {self.session_id!r} has no turn {seq}")
+        return found[0]
+
+    # -- compaction state ----------------------------------------------------------
+    def state(self) -> HistoryState:
+        """What compaction has done so far (a fresh state for a new session)."""
+        return HistoryState.from_json(self.store.session_meta(self.scope).get(_META_KEY) or {})
+
+    def _save(self, state: HistoryState) -> None:
+        meta = dict(self.store.session_meta(self.scope))
+        meta[_META_KEY] = state.to_json()
+        self.store.set_session_meta(self.scope, meta)
+
+    def pin(self, seq: int, pinned: bool = True) -> HistoryState:
+        """Pin (or unpin) a turn: pinned turns are never compacted out of the window."""
+        self.turn(seq)
+        state = self.state()
+        pins = set(state.pinned) | {seq} if pinned else set(state.pinned) - {seq}
+        state = replace(state, pinned=tuple(sorted(pins)))
+        self._save(state)
+        return state
+
+    def history_tokens(self) -> int:
+        """Tokens of summary plus visible turns, as the window would show them."""
+        return history_tokens(self.turns(), self.state())
+
+    def compact(self, budget: int, strategy: Strategy = "summarize", *,
+                thresholds: Thresholds | None = None, summarizer: Summarizer | None = None,
+                memory: Any = None, force: bool = False) -> CompactionResult:
+        """Compact the history to fit ``budget`` (its share of the window), if needed.
+
+        ``offload`` archives rotated turns with ``memory.add`` (a
+        :class:`contextos.memory.Memory`), keeping each turn's reference.
+        """
+        turns, state = self.turns(), self.state()
+        plan = plan_compaction(turns, state, budget, strategy, thresholds, force=force)
+        if plan is None:
+            return CompactionResult(None, state)
+        archived = 0
+        if strategy == "offload":
+            if memory is None:
+                raise ValueError("the offload strategy needs a memory to archive into")
+            archived = len(archive(memory, rotated_turns(plan, turns), self.scope))
+        summarizer = summarizer or (ExtractiveSummarizer(self.tokenizer)
+                                    if strategy == "summarize" else None)
+        new = apply_compaction(plan, turns, state, budget, summarizer=summarizer,
+                               thresholds=thresholds)
+        self._save(new)
+        return CompactionResult(plan, new, archived)
+
+    # -- the window ------------------------------------------------------------------
+    def window(self, model: ModelInfo, question: str, *, budget: int | None = None,
+               system: str = "", rules: Sequence[str] = (),
+               tools: Sequence[Mapping[str, Any]] = (), hits: Sequence[Hit] = (),
+               layout: Layout | None = None) -> Window:
+        """Assemble the window for ``question`` under the model's budget."""
+        total = window_budget(model, budget)
+        state = self.state()
+        segments = standard_segments(
+            total, tokenizer=self.tokenizer, question=question, system=system, rules=rules,
+            tools=tools, summary=state.summary,
+            turns=turn_items(self.turns(), state, self.tokenizer),
+            memories=hit_items(hits, self.tokenizer), layout=layout)
+        lay = layout or Layout()
+        return assemble(segments, total, min_cache_tokens=model.min_cache_tokens,
+                        restate_question_over=lay.restate_question_over)
+
+
+def archive(memory: Any, turns: Sequence[Turn], scope: Scope) -> list[Any]:
+    """Store rotated turns as episodic memories, keeping reference, seq and time."""
+    if not turns:
+        return []
+    messages = []
+    for t in turns:
+        when = turn_time(t)
+        meta = {**t.message.metadata, "turn_seq": t.seq, "source_id": turn_ref(t)}
+        if when is not None:
+            meta["event_time"] = when.isoformat()
+        messages.append(replace(t.message, metadata=meta))
+    return list(memory.add(messages, user_id=scope.user_id, agent_id=scope.agent_id,
+                           session_id=scope.session_id))
+
+
+__all__ = [
+    "CompactionResult", "Layout", "Session", "archive", "hit_items", "memory_text",
+    "standard_segments", "turn_items", "window_budget",
+]

@@ -1,0 +1,205 @@
+"""Summaries of rotated-out turns: a protocol, and an offline extractive default.
+
+Compaction folds the oldest turns into a rolling summary. The summary must stay
+*traceable*: every line says which turn it came from (the turn's ``dia_id`` in
+``Message.metadata`` when the caller gave one, else ``<session>#<seq>``), so a
+benchmark, an auditor or a user can check what the model was told and why.
+
+The default :class:`ExtractiveSummarizer` needs no model and no network. It
+keeps whole sentences, never paraphrases: sentences are scored for salience
+(names, numbers, dates, first-person facts, content words; greetings and short
+fillers score low), each line is prefixed with the speaker and the turn's date,
+and the summary is updated incrementally: the previous summary's lines compete
+with the new turns' lines for the token ceiling, so one update costs
+O(new turns + summary), not O(history). An LLM-backed summarizer implements the
+same :class:`Summarizer` protocol (see the providers).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from .tokens import Tokenizer, default_tokenizer
+from .types import Turn
+
+
+def turn_ref(turn: Turn) -> str:
+    """The provenance reference of a turn: its ``dia_id`` if given, else ``session#seq``."""
+    ref = turn.message.metadata.get("dia_id") if turn.message.metadata else None
+    return str(ref) if ref else f"{turn.session_id}#{turn.seq}"
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    """One sentence kept from one turn."""
+
+    text: str
+    seq: int
+    ref: str
+    score: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A rolling summary: lines in turn order, and the turn range it covers."""
+
+    lines: tuple[SummaryLine, ...] = ()
+    covers_from: int = 0
+    covers_to: int = -1
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the lines (one newline between them is counted in each line)."""
+        return sum(line.tokens for line in self.lines)
+
+    @property
+    def text(self) -> str:
+        """The summary as it goes into the window."""
+        return "\n".join(line.text for line in self.lines)
+
+    def provenance(self) -> tuple[str, ...]:
+        """References of the turns the summary quotes, in order, without repeats."""
+        return tuple(dict.fromkeys(line.ref for line in self.lines))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (kept in the session's meta)."""
+        return {"from": self.covers_from, "to": self.covers_to,
+                "lines": [[ln.text, ln.seq, ln.ref, ln.score, ln.tokens] for ln in self.lines]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Summary:
+        """Inverse of :meth:`to_json`."""
+        lines = tuple(SummaryLine(str(t), int(s), str(r), float(sc), int(n))
+                      for t, s, r, sc, n in data.get("lines", []))
+        return cls(lines, int(data.get("from", 0)), int(data.get("to", -1)))
+
+
+@runtime_checkable
+class Summarizer(Protocol):
+    """Turns a run of turns (plus the previous summary) into a summary within a ceiling."""
+
+    def summarize(self, turns: Sequence[Turn], *, previous: Summary | None,
+                  max_tokens: int) -> Summary:
+        """Fold ``turns`` into ``previous``; the result has at most ``max_tokens`` tokens."""
+        ...
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_NUMBER = re.compile(r"\b\d[\d,.:/]*\b")
+_DATE = re.compile(
+    r"\b(january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|yesterday|today|"
+    r"tomorrow|tonight|weekend|last (?:week|month|year|night|summer|winter|spring|fall)|"
+    r"next (?:week|month|year)|ago|(?:19|20)\d\d)\b", re.IGNORECASE)
+_PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}\b")
+_WORD = re.compile(r"[A-Za-z']+")
+_FIRST_PERSON = re.compile(r"\b(I|I'm|I've|my|we|our)\b")
+_STOP_TEXT = """
+the a an and or but so to of in on at for with is are
+was were be been it this that these those you your i me my we our
+they them their he she his her its just really very too also what how when
+where who why do did does have has had not no yes yeah oh wow hey
+hi thanks thank great good nice awesome cool sounds like love glad happy sure can could
+would will about from there here all any some more much get got going know think
+"""
+_STOP = frozenset(_STOP_TEXT.split())
+
+
+def _score(sentence: str) -> float:
+    words = _WORD.findall(sentence)
+    content = [w for w in words if len(w) > 3 and w.lower() not in _STOP]
+    score = 2.0 * min(2, len(_NUMBER.findall(sentence)))
+    score += 2.0 * min(2, len(_DATE.findall(sentence)))
+    score += 1.5 * min(3, len(_PROPER.findall(sentence)))
+    score += 1.0 if _FIRST_PERSON.search(sentence) else 0.0
+    score += 0.4 * min(8, len(content))
+    if len(words) < 4:
+        score -= 2.0
+    if sentence.rstrip().endswith("?"):
+        score -= 1.0
+    return score
+
+
+@functools.lru_cache(maxsize=65536)
+def _lines_of(speaker: str, date: str, text: str, seq: int, ref: str,
+              tokenizer: Tokenizer) -> tuple[SummaryLine, ...]:
+    """Scored candidate lines of one turn (memoised: re-summarizing reuses them)."""
+    out = []
+    for sentence in _SENTENCE.split(text.strip()):
+        sentence = " ".join(sentence.split())
+        if not sentence:
+            continue
+        line = f"({date}) {speaker}: {sentence}" if date else f"{speaker}: {sentence}"
+        out.append(SummaryLine(line, seq, ref, _score(sentence), tokenizer.count(line) + 1))
+    return tuple(out)
+
+
+def turn_time(turn: Turn) -> datetime | None:
+    """When a turn was said: ``metadata["event_time"]`` (datetime or ISO text), else logged."""
+    when = turn.message.metadata.get("event_time") if turn.message.metadata else None
+    if isinstance(when, str):
+        try:
+            return datetime.fromisoformat(when)
+        except ValueError:
+            return turn.created_at
+    return when if isinstance(when, datetime) else turn.created_at
+
+
+def _date(when: datetime | None) -> str:
+    return f"{when.day} {when:%B %Y}" if when else ""
+
+
+class ExtractiveSummarizer:
+    """Offline summarizer: keeps the most salient sentences, each traceable to its turn.
+
+    Example:
+        >>> s = ExtractiveSummarizer().summarize(turns, previous=None, max_tokens=200)
+        ... # doctest: +SKIP
+    """
+
+    def __init__(self, tokenizer: Tokenizer | None = None, *, max_line_tokens: int = 80) -> None:
+        self.tokenizer = tokenizer or default_tokenizer()
+        self.max_line_tokens = max_line_tokens
+
+    def candidates(self, turns: Sequence[Turn]) -> list[SummaryLine]:
+        """Every sentence of ``turns`` as a scored line (long ones are left out)."""
+        out: list[SummaryLine] = []
+        for turn in turns:
+            msg = turn.message
+            if msg.role == "tool" or not msg.content.strip():
+                continue
+            speaker = msg.name or msg.role
+            lines = _lines_of(speaker, _date(turn_time(turn)), msg.content, turn.seq,
+                              turn_ref(turn), self.tokenizer)
+            out += [ln for ln in lines if ln.tokens <= self.max_line_tokens]
+        return out
+
+    def summarize(self, turns: Sequence[Turn], *, previous: Summary | None,
+                  max_tokens: int) -> Summary:
+        """Merge the previous lines with the new turns' lines; keep the best that fit."""
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        pool = list(previous.lines if previous else ()) + self.candidates(turns)
+        ranked = sorted(range(len(pool)), key=lambda i: (-pool[i].score, -pool[i].seq, i))
+        kept: set[int] = set()
+        left = max_tokens
+        for i in ranked:
+            if pool[i].tokens <= left:
+                kept.add(i)
+                left -= pool[i].tokens
+        lines = tuple(pool[i] for i in sorted(kept, key=lambda i: (pool[i].seq, i)))
+        start = previous.covers_from if previous and previous.covers_to >= 0 else (
+            turns[0].seq if turns else 0)
+        end = max([t.seq for t in turns] + [previous.covers_to if previous else -1])
+        return Summary(lines, start, end)
+
+
+__all__ = [
+    "ExtractiveSummarizer", "Summarizer", "Summary", "SummaryLine", "turn_ref", "turn_time",
+]

@@ -1,0 +1,405 @@
+"""Window assembly: fill a token budget segment by segment, pure and deterministic.
+
+A request is built from named *segments* (tool schemas, system prompt,
+procedural rules, conversation summary, recent turns, retrieved memories, the
+question). Each has a floor (tokens it is guaranteed when it has that much to
+say), a ceiling (tokens it may never pass) and a priority (who is served first
+when the budget is short). What does not fit is listed in the window's overflow
+report with the reason, never dropped silently.
+
+Why the default layout puts retrieved memories *after* the recent turns: a
+provider's prompt cache matches a byte prefix, so everything that changes per
+call (memories, the question) must sit at the end, after the append-only
+history. That also puts the retrieved material next to the question, at the
+edge of the prompt where models read best (Liu et al., "Lost in the Middle").
+Within a retrieved segment the strongest items go to the edges too: rank 1
+first, rank 2 last, rank 3 second, and so on, the weakest in the middle.
+
+Cache breakpoints are planned here as well, because they are a property of the
+layout: after the last block of each segment that asks for one, at most four,
+each prefix at least the model's minimum cacheable length, 1-hour ones before
+5-minute ones, plus a "stepping stone" inside long turn segments so a provider
+that looks back at most 20 blocks still finds the previous call's entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import BudgetError
+from .tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, Tokenizer
+from .types import Message, Role
+
+Kind = Literal["tools", "system", "messages", "context", "question"]
+Keep = Literal["first", "newest", "strongest"]
+Placement = Literal["given", "edges"]
+TTL = Literal["5m", "1h"]
+
+#: Anthropic allows at most four cache breakpoints per request.
+MAX_BREAKPOINTS = 4
+#: A breakpoint finds an earlier cache entry at most this many blocks back.
+LOOKBACK_BLOCKS = 20
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit a segment may hold: a tool schema, a text, a turn, a memory.
+
+    ``tokens`` is what the item costs in the request (framing included).
+    ``rank`` orders retrieved items (1 = strongest; 0 = unranked). Items with
+    the same non-empty ``group`` are kept or dropped together (a tool call and
+    its result). ``provenance`` names the turns the text comes from.
+    """
+
+    key: str
+    text: str
+    tokens: int
+    role: Role = "user"
+    message: Message | None = None
+    rank: int = 0
+    pinned: bool = False
+    group: str = ""
+    provenance: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A named part of the window with its share rules (see the module docstring)."""
+
+    name: str
+    kind: Kind
+    items: tuple[Item, ...] = ()
+    floor: int = 0
+    ceiling: int | None = None
+    priority: int = 0
+    keep: Keep = "first"
+    placement: Placement = "given"
+    cache_ttl: TTL | None = None
+    anchor_every: int = 0
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Block:
+    """One placed item, in request order."""
+
+    segment: str
+    kind: Kind
+    key: str
+    role: Role
+    text: str
+    tokens: int
+    message: Message | None = None
+    provenance: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Overflow:
+    """An item left out of the window, and why."""
+
+    segment: str
+    key: str
+    tokens: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """Cache the request up to and including ``blocks[after]``."""
+
+    after: int
+    ttl: TTL
+    segment: str
+    prefix_tokens: int
+
+
+@dataclass(frozen=True)
+class SegmentUsage:
+    """How one segment fared: tokens placed against its floor, ceiling and allowance."""
+
+    name: str
+    tokens: int
+    items: int
+    dropped: int
+    floor: int
+    ceiling: int | None
+    allowance: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """The assembled request, provider-neutral. Render it with :mod:`contextos.cache`."""
+
+    blocks: tuple[Block, ...]
+    budget: int
+    usage: tuple[SegmentUsage, ...]
+    overflow: tuple[Overflow, ...]
+    breakpoints: tuple[Breakpoint, ...]
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens the request costs as counted here (blocks plus the reply primer)."""
+        return sum(b.tokens for b in self.blocks) + TOKENS_PER_REPLY
+
+    def segment_tokens(self) -> dict[str, int]:
+        """Tokens placed per segment, in layout order."""
+        return {u.name: u.tokens for u in self.usage}
+
+    def provenance(self) -> set[str]:
+        """Every turn reference carried by a block (verbatim turns, summary and memory lines)."""
+        return {p for b in self.blocks for p in b.provenance}
+
+    def render_text(self) -> str:
+        """A plain, deterministic rendering for people and for tokens-free comparisons."""
+        out: list[str] = []
+        for block in self.blocks:
+            out.append(f"[{block.segment}:{block.role}] {block.text}")
+        return "\n".join(out)
+
+
+# -- items ---------------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> str:
+    """Byte-stable JSON (sorted keys, no spaces): tool schemas must never reorder."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def text_item(key: str, text: str, tokenizer: Tokenizer, **kw: Any) -> Item:
+    """An item for a text block, priced with the same framing as a message."""
+    return Item(key=key, text=text, tokens=tokenizer.count(text) + TOKENS_PER_MESSAGE, **kw)
+
+
+def message_item(key: str, message: Message, tokenizer: Tokenizer, *,
+                 tokens: int | None = None, **kw: Any) -> Item:
+    """An item for a chat message; ``tokens`` skips recounting when the log has it."""
+    if tokens is None:
+        tokens = tokenizer.count_messages([message]) - TOKENS_PER_REPLY
+    return Item(key=key, text=message.content, tokens=tokens, role=message.role,
+                message=message, **kw)
+
+
+def tool_item(schema: Mapping[str, Any], tokenizer: Tokenizer) -> Item:
+    """An item for a tool schema, serialised canonically so the cached prefix stays stable."""
+    text = canonical_json(schema)
+    return text_item(f"tool:{schema.get('name', '')}", text, tokenizer, role="system")
+
+
+def edge_order(items: Sequence[Item]) -> list[Item]:
+    """Place strongest-first items at the edges: 1st first, 2nd last, 3rd second, ...
+
+    Example:
+        >>> [i.key for i in edge_order([Item(k, "", 1) for k in "abcde"])]
+        ['a', 'c', 'e', 'd', 'b']
+    """
+    left = list(items[0::2])
+    right = list(items[1::2])
+    return left + right[::-1]
+
+
+# -- selection -----------------------------------------------------------------
+
+
+def _units(items: Sequence[Item]) -> list[tuple[Item, ...]]:
+    """Consecutive items sharing a non-empty group become one indivisible unit."""
+    units: list[list[Item]] = []
+    for item in items:
+        if item.group and units and units[-1][0].group == item.group:
+            units[-1].append(item)
+        else:
+            units.append([item])
+    return [tuple(u) for u in units]
+
+
+def _cost(unit: tuple[Item, ...]) -> int:
+    return sum(i.tokens for i in unit)
+
+
+def _strength(unit: tuple[Item, ...]) -> int:
+    ranks = [i.rank for i in unit if i.rank > 0]
+    return min(ranks) if ranks else 1 << 30
+
+
+def _select(seg: Segment, allowance: int) -> tuple[list[tuple[Item, ...]], list[tuple[Item, ...]]]:
+    """Units kept (in their final order) and units dropped, within ``allowance`` tokens."""
+    units = _units(seg.items)
+    order = list(range(len(units)))
+    if seg.keep == "newest":
+        order = [i for i in order if any(x.pinned for x in units[i])] + [
+            i for i in reversed(order) if not any(x.pinned for x in units[i])]
+    elif seg.keep == "strongest":
+        order.sort(key=lambda i: (_strength(units[i]), i))
+    kept: set[int] = set()
+    left = allowance
+    for i in order:
+        cost = _cost(units[i])
+        if cost <= left:
+            kept.add(i)
+            left -= cost
+        elif seg.keep != "strongest" and not any(x.pinned for x in units[i]):
+            break  # keep a contiguous prefix/suffix: no holes in the history
+    dropped = [units[i] for i in range(len(units)) if i not in kept]
+    if seg.keep == "strongest":
+        ranked = [units[i] for i in order if i in kept]
+        if seg.placement == "edges":
+            flat = edge_order([u[0] for u in ranked])
+            by_first = {id(u[0]): u for u in ranked}
+            return [by_first[id(x)] for x in flat], dropped
+        return [units[i] for i in sorted(kept)], dropped
+    return [units[i] for i in sorted(kept)], dropped
+
+
+def _check(segments: Sequence[Segment], budget: int) -> None:
+    if budget <= TOKENS_PER_REPLY:
+        raise BudgetError("budget too small for any request", requested=TOKENS_PER_REPLY + 1,
+                          available=budget)
+    names = [s.name for s in segments]
+    if len(set(names)) != len(names):
+        raise ValueError(f"segment names must be unique: {names}")
+    for s in segments:
+        if s.floor < 0 or (s.ceiling is not None and s.ceiling < 0):
+            raise ValueError(f"segment {s.name!r}: floor and ceiling must be >= 0")
+
+
+def assemble(segments: Sequence[Segment], budget: int, *, min_cache_tokens: int = 0,
+             restate_question_over: int | None = None) -> Window:
+    """Fill ``budget`` tokens from ``segments`` (given in layout order).
+
+    Floors are reserved first (up to what each segment has), then segments are
+    served by priority, each up to its ceiling. ``restate_question_over``:
+    when the context segments together pass this many tokens, the question is
+    also placed before them (if the budget allows; otherwise it is reported).
+
+    Raises:
+        BudgetError: the floors alone exceed the budget, or a required segment
+            (the question) does not fit.
+    """
+    _check(segments, budget)
+    left = budget - TOKENS_PER_REPLY
+    reserve = {s.name: min(s.floor, sum(i.tokens for i in s.items)) for s in segments}
+    reserved = sum(reserve.values())
+    if reserved > left:
+        raise BudgetError("segment floors exceed the budget", requested=reserved, available=left)
+    placed: dict[str, list[tuple[Item, ...]]] = {}
+    usage: dict[str, SegmentUsage] = {}
+    overflow: list[Overflow] = []
+    by_priority = sorted(range(len(segments)), key=lambda i: (-segments[i].priority, i))
+    for idx in by_priority:
+        seg = segments[idx]
+        reserved -= reserve[seg.name]
+        room = left - reserved
+        allowance = room if seg.ceiling is None else min(room, seg.ceiling)
+        kept, dropped = _select(seg, allowance)
+        if dropped and seg.required:
+            need = sum(_cost(u) for u in dropped) + sum(_cost(u) for u in kept)
+            raise BudgetError(f"segment {seg.name!r} does not fit", requested=need,
+                              available=allowance)
+        reason = (f"over the ceiling of segment {seg.name!r} ({seg.ceiling} tokens)"
+                  if seg.ceiling is not None and seg.ceiling < room
+                  else f"no budget left for segment {seg.name!r} after higher priorities")
+        overflow += [Overflow(seg.name, i.key, i.tokens, reason) for u in dropped for i in u]
+        used = sum(_cost(u) for u in kept)
+        left -= used
+        placed[seg.name] = kept
+        usage[seg.name] = SegmentUsage(seg.name, used, sum(len(u) for u in kept),
+                                       sum(len(u) for u in dropped), seg.floor, seg.ceiling,
+                                       allowance)
+    blocks = _layout(segments, placed)
+    blocks, extra = _restate(blocks, left, restate_question_over)
+    overflow += extra
+    window_usage = tuple(usage[s.name] for s in segments)
+    bps = plan_breakpoints(blocks, segments, min_cache_tokens=min_cache_tokens)
+    return Window(tuple(blocks), budget, window_usage, tuple(overflow), bps)
+
+
+def _layout(segments: Sequence[Segment],
+            placed: Mapping[str, list[tuple[Item, ...]]]) -> list[Block]:
+    blocks: list[Block] = []
+    for seg in segments:
+        for unit in placed[seg.name]:
+            blocks += [Block(seg.name, seg.kind, i.key, i.role, i.text, i.tokens, i.message,
+                             i.provenance) for i in unit]
+    return blocks
+
+
+def _restate(blocks: list[Block], left: int,
+             over: int | None) -> tuple[list[Block], list[Overflow]]:
+    """Copy the question before long retrieved material, when asked and affordable."""
+    if over is None:
+        return blocks, []
+    context = [i for i, b in enumerate(blocks) if b.kind == "context"]
+    questions = [b for b in blocks if b.kind == "question"]
+    if not context or not questions or sum(blocks[i].tokens for i in context) <= over:
+        return blocks, []
+    q = questions[-1]
+    if q.tokens > left:
+        return blocks, [Overflow(q.segment, q.key + ":restated", q.tokens,
+                                 "no budget left to restate the question")]
+    copy = Block(q.segment, "context", q.key + ":restated", q.role, q.text, q.tokens)
+    return blocks[: context[0]] + [copy] + blocks[context[0]:], []
+
+
+# -- cache breakpoints ---------------------------------------------------------
+
+
+def plan_breakpoints(blocks: Sequence[Block], segments: Sequence[Segment], *,
+                     min_cache_tokens: int = 0,
+                     max_breakpoints: int = MAX_BREAKPOINTS) -> tuple[Breakpoint, ...]:
+    """Where to put cache breakpoints (see the module docstring for the rules)."""
+    prefix: list[int] = []
+    total = 0
+    for b in blocks:
+        total += b.tokens
+        prefix.append(total)
+    cands = [c for c in _candidates(blocks, segments) if prefix[c[0]] >= min_cache_tokens]
+    cands = _fix_ttl_order(cands)
+    # Consecutive 1h candidates change together (instructions): the last one covers them all.
+    cands = [c for k, c in enumerate(cands)
+             if not (c[1] == "1h" and k + 1 < len(cands) and cands[k + 1][1] == "1h")]
+    if len(cands) > max_breakpoints:
+        # Keep the largest prefix, then stepping stones, then 1h, then the latest others.
+        last = len(cands) - 1
+        order = sorted(range(len(cands)), key=lambda k: (k != last, not cands[k][3],
+                                                          cands[k][1] != "1h", -k))
+        cands = [cands[k] for k in sorted(order[:max_breakpoints])]
+    return tuple(Breakpoint(i, ttl, seg, prefix[i]) for i, ttl, seg, _ in cands)
+
+
+_Cand = tuple[int, TTL, str, bool]
+
+
+def _candidates(blocks: Sequence[Block], segments: Sequence[Segment]) -> list[_Cand]:
+    """(block index, ttl, segment, is stepping stone) for every requested breakpoint."""
+    out: list[tuple[int, TTL, str, bool]] = []
+    for seg in segments:
+        if seg.cache_ttl is None:
+            continue
+        idx = [i for i, b in enumerate(blocks) if b.segment == seg.name and b.kind == seg.kind]
+        if not idx:
+            continue
+        if seg.anchor_every > 0 and len(idx) > seg.anchor_every:
+            stone = ((len(idx) - 1) // seg.anchor_every) * seg.anchor_every - 1
+            out.append((idx[stone], seg.cache_ttl, seg.name, True))
+        out.append((idx[-1], seg.cache_ttl, seg.name, False))
+    return sorted(out)
+
+
+def _fix_ttl_order(cands: list[_Cand]) -> list[_Cand]:
+    """A 1-hour breakpoint may not follow a 5-minute one: downgrade it."""
+    out: list[tuple[int, TTL, str, bool]] = []
+    seen_5m = False
+    for i, ttl, seg, stone in cands:
+        if ttl == "5m":
+            seen_5m = True
+        out.append((i, "5m" if seen_5m else ttl, seg, stone))
+    return out
+
+
+__all__ = [
+    "LOOKBACK_BLOCKS", "MAX_BREAKPOINTS", "Block", "Breakpoint", "Item", "Overflow", "Segment",
+    "SegmentUsage", "Window", "assemble", "canonical_json", "edge_order", "message_item",
+    "plan_breakpoints", "text_item", "tool_item",
+]
