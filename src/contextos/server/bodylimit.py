@@ -62,27 +62,40 @@ class BodyLimitMiddleware:
                      f"request body is larger than {self.max_bytes} bytes")
 
     async def _guarded(self, scope: Message, receive: Any, send: Any) -> None:
+        """Count a streamed body; once over the limit, whatever the app answers
+        (frameworks often turn a failed body read into their own 400) is replaced
+        by the 413, unless a response had already started."""
         seen = 0
+        exceeded = False
+        replaced = False
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message: Message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes")
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replacing_send(message: Message) -> None:
+            nonlocal replaced, started
+            if not exceeded or (started and not replaced):
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+            elif not replaced and message["type"] == "http.response.start":
+                replaced = True
+                for ours in self._too_large():
+                    await send(ours)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, replacing_send)
         except PayloadTooLarge:
-            if started:
+            if started and not replaced:
                 raise
-            for message in self._too_large():
-                await send(message)
+            if not replaced:
+                replaced = True
+                for ours in self._too_large():
+                    await send(ours)

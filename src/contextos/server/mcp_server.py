@@ -190,7 +190,7 @@ def build_mcp_server(tenants: TenantMemories, *, tenant: str | None = None,
         raise ValueError("give either a fixed tenant (stdio) or a KeyStore (HTTP)")
     resolver: Callable[[], str] = (lambda: tenant) if tenant is not None else _http_tenant
     tools = MemoryTools(tenants, resolver, tokenizer or default_tokenizer())
-    kwargs: dict[str, Any] = {"instructions": "Long-term memory of contextos. Every tool "
+    kwargs: dict[str, Any] = {"log_level": "WARNING", "instructions": "Long-term memory of contextos. Every tool "
                               "is scoped to the tenant of the configured API key."}
     if keys is not None:
         kwargs.update(_auth_kwargs(keys, http_url or "http://127.0.0.1:8765"))

@@ -1,0 +1,53 @@
+"""Shared helpers for the server tests: an in-process app and keys for tenants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from contextos.server.app import ServerConfig, create_app  # noqa: E402
+from contextos.server.ratelimit import RateLimit  # noqa: E402
+from contextos.testing.embedders import HashEmbedder  # noqa: E402
+
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def app_client(db: Path | str, **config: Any) -> Iterator[TestClient]:
+    """A TestClient over a fresh app on ``db`` (HashEmbedder, admin key, no rate limit)."""
+    config.setdefault("admin_key", ADMIN_KEY)
+    config.setdefault("rate_limit", RateLimit(rate=0))
+    app = create_app(ServerConfig(db=str(db), embedder="hash", **config),
+                     embedder=HashEmbedder())
+    with TestClient(app) as client:
+        yield client
+
+
+def issue_key(client: TestClient, tenant: str) -> str:
+    resp = client.post("/v1/keys", json={"tenant": tenant}, headers=auth(ADMIN_KEY))
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["key"])
+
+
+def assert_error(resp: Any, status: int, kind: str | None = None) -> dict[str, str]:
+    """The response is the one JSON error shape with this status (and type)."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"type", "message"}
+    assert body["error"]["message"]
+    if kind is not None:
+        assert body["error"]["type"] == kind
+    return dict(body["error"])

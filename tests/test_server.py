@@ -1,0 +1,238 @@
+"""The HTTP API: routes mirror the Python API, auth, limits, errors, keys, CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
+
+from contextos.cli.main import cli
+from contextos.memory import Memory
+from contextos.server.keys import KeyStore, validate_tenant
+from contextos.server.ratelimit import RateLimit, TokenBucketLimiter
+from contextos.testing.embedders import HashEmbedder
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "server.db"
+
+
+def test_memory_routes_match_the_python_api(db: Path) -> None:
+    with app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        added = c.post("/v1/memories", headers=h, json={
+            "messages": [{"role": "user", "content": "I am allergic to peanuts"},
+                         {"role": "assistant", "content": "Noted, no peanuts."}],
+            "user_id": "ana", "session_id": "s1", "metadata": {"source": "chat"}})
+        assert added.status_code == 201
+        ids = [r["id"] for r in added.json()["results"]]
+        assert len(ids) == 2
+        c.post("/v1/memories", headers=h, json={"messages": "Bob rides a red bike",
+                                                "user_id": "bob"})
+        http_hits = c.post("/v1/memories/search", headers=h,
+                           json={"query": "peanuts allergy", "user_id": "ana"}).json()
+        http_list = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()
+
+        with Memory(store=None, path_or_url=str(db), tenant="acme", embedder=HashEmbedder(),
+                    background_embedding=False) as mem:
+            mem.flush()
+            py_hits = mem.search("peanuts allergy", user_id="ana")
+            py_list = mem.get_all(user_id="ana")
+        assert [x["memory"]["id"] for x in http_hits["results"]] == [x.record.id for x in py_hits]
+        assert [x["id"] for x in http_list["results"]] == [r.id for r in py_list]
+        assert {x["user_id"] for x in http_list["results"]} == {"ana"}
+
+        one = c.get(f"/v1/memories/{ids[0]}", headers=h).json()
+        assert one["text"] == "I am allergic to peanuts"
+        assert one["metadata"]["source"] == "chat"
+        upd = c.patch(f"/v1/memories/{ids[0]}", headers=h, json={"text": "No peanuts, ever"})
+        assert upd.status_code == 200 and upd.json()["text"] == "No peanuts, ever"
+        hist = c.get(f"/v1/memories/{ids[0]}/history", headers=h).json()["results"]
+        assert [e["event"] for e in hist] == ["ADD", "UPDATE"]
+        assert hist[1]["old_text"] == "I am allergic to peanuts"
+        assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == {"deleted": ids[1]}
+        assert_error(c.get(f"/v1/memories/{ids[1]}", headers=h), 404, "NotFound")
+        gone = c.post("/v1/memories/forget", headers=h, json={"user_id": "ana"}).json()
+        assert gone == {"user_id": "ana", "forgotten": 1}
+        left = c.get("/v1/memories", headers=h, params={"user_id": "bob"}).json()["results"]
+        assert [r["text"] for r in left] == ["Bob rides a red bike"]
+
+
+def test_session_routes_append_and_read_in_order(db: Path) -> None:
+    with app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        first = c.post("/v1/sessions/s1/turns", headers=h, json={
+            "messages": [{"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "hello"}], "user_id": "ana"})
+        assert first.status_code == 201
+        c.post("/v1/sessions/s1/turns", headers=h,
+               json={"messages": [{"role": "user", "content": "bye"}], "user_id": "ana"})
+        turns = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
+        assert [(t["seq"], t["content"]) for t in turns] == [(0, "hi"), (1, "hello"), (2, "bye")]
+        assert all(t["tokens"] > 0 for t in turns)
+        later = c.get("/v1/sessions/s1/turns", headers=h, params={"after_seq": 0, "limit": 1})
+        assert [t["content"] for t in later.json()["results"]] == ["hello"]
+        assert c.get("/v1/sessions", headers=h, params={"user_id": "ana"}).json() == {
+            "results": ["s1"]}
+
+
+def test_list_is_paginated_with_a_maximum(db: Path) -> None:
+    with app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        for i in range(7):
+            c.post("/v1/memories", headers=h, json={"messages": f"note {i}", "user_id": "ana"})
+        pages = [c.get("/v1/memories", headers=h,
+                       params={"user_id": "ana", "limit": 3, "offset": off}).json()
+                 for off in (0, 3, 6)]
+        ids = [r["id"] for p in pages for r in p["results"]]
+        assert [len(p["results"]) for p in pages] == [3, 3, 1]
+        assert len(set(ids)) == 7
+        assert pages[1]["limit"] == 3 and pages[1]["offset"] == 3
+        too_many = c.get("/v1/memories", headers=h, params={"user_id": "ana", "limit": 1001})
+        assert_error(too_many, 422, "InvalidRequest")
+        assert "limit" in too_many.json()["error"]["message"]
+
+
+def test_auth_errors_are_json_401_and_403(db: Path) -> None:
+    with app_client(db) as c:
+        key = issue_key(c, "acme")
+        assert_error(c.get("/v1/memories", params={"user_id": "a"}), 401, "Unauthenticated")
+        bad = c.get("/v1/memories", params={"user_id": "a"}, headers=auth(key[:-2] + "xx"))
+        assert_error(bad, 401, "Unauthenticated")
+        assert bad.headers["www-authenticate"] == "Bearer"
+        via_header = c.get("/v1/memories", params={"user_id": "a"}, headers={"X-API-Key": key})
+        assert via_header.status_code == 200
+        # The admin key manages keys but cannot read memories; tenant keys cannot manage keys.
+        admin_read = c.get("/v1/memories", params={"user_id": "a"}, headers=auth(ADMIN_KEY))
+        assert_error(admin_read, 403, "Forbidden")
+        assert_error(c.get("/v1/keys", headers=auth(key)), 403, "Forbidden")
+        assert_error(c.post("/v1/keys", json={"tenant": "x"}, headers=auth(key)), 403)
+
+
+def test_revoked_key_is_refused_at_once(db: Path) -> None:
+    with app_client(db) as c:
+        key = issue_key(c, "acme")
+        key_id = key.split("_")[1]
+        assert c.get("/v1/memories", params={"user_id": "a"}, headers=auth(key)).status_code == 200
+        listed = c.get("/v1/keys", headers=auth(ADMIN_KEY), params={"tenant": "acme"}).json()
+        assert [k["id"] for k in listed["results"]] == [key_id]
+        assert "key" not in listed["results"][0]
+        revoked = c.delete(f"/v1/keys/{key_id}", headers=auth(ADMIN_KEY))
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+        assert_error(c.get("/v1/memories", params={"user_id": "a"}, headers=auth(key)), 401)
+        assert_error(c.delete("/v1/keys/nosuchkey", headers=auth(ADMIN_KEY)), 404, "NotFound")
+
+
+def test_key_management_over_http_is_off_without_an_admin_key(db: Path) -> None:
+    with app_client(db, admin_key=None) as c:
+        resp = c.post("/v1/keys", json={"tenant": "acme"}, headers=auth(ADMIN_KEY))
+        assert "admin-key" in assert_error(resp, 403, "Forbidden")["message"]
+
+
+def test_bodies_over_the_limit_get_413(db: Path) -> None:
+    with app_client(db, max_body_bytes=2048) as c:
+        h = auth(issue_key(c, "acme"))
+        big = {"messages": "x" * 5000, "user_id": "ana"}
+        assert_error(c.post("/v1/memories", headers=h, json=big), 413, "PayloadTooLarge")
+
+        def chunks():  # no Content-Length: counted while streaming
+            for _ in range(10):
+                yield b" " * 1000
+
+        streamed = c.post("/v1/memories", headers={**h, "content-type": "application/json"},
+                          content=chunks())
+        assert_error(streamed, 413, "PayloadTooLarge")
+        ok = c.post("/v1/memories", headers=h, json={"messages": "small", "user_id": "ana"})
+        assert ok.status_code == 201
+
+
+def test_rate_limit_answers_429_with_retry_after(db: Path) -> None:
+    with app_client(db, rate_limit=RateLimit(rate=0.5, burst=2)) as c:
+        a, b = auth(issue_key(c, "acme")), auth(issue_key(c, "other"))
+        params = {"user_id": "ana"}
+        assert [c.get("/v1/memories", headers=a, params=params).status_code
+                for _ in range(2)] == [200, 200]
+        limited = c.get("/v1/memories", headers=a, params=params)
+        assert_error(limited, 429, "RateLimited")
+        assert int(limited.headers["retry-after"]) >= 1
+        # Buckets are per key: another key is unaffected.
+        assert c.get("/v1/memories", headers=b, params=params).status_code == 200
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    now = [100.0]
+    limiter = TokenBucketLimiter(RateLimit(rate=2.0, burst=3), clock=lambda: now[0])
+    assert [limiter.acquire("k") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.acquire("k")
+    assert wait == pytest.approx(0.5)
+    now[0] += 0.5
+    assert limiter.acquire("k") == 0.0
+    assert limiter.acquire("k") > 0
+    now[0] += 100
+    assert [limiter.acquire("k") for _ in range(3)] == [0.0, 0.0, 0.0]  # capped at burst
+    assert limiter.acquire("k") > 0
+    assert TokenBucketLimiter(RateLimit(rate=0)).acquire("k") == 0.0
+    assert TokenBucketLimiter.retry_after_header(0.01) == "1"
+    assert TokenBucketLimiter.retry_after_header(2.2) == "3"
+
+
+def test_keys_are_stored_hashed_and_verified(tmp_path: Path) -> None:
+    db = tmp_path / "keys.db"
+    store = KeyStore(str(db))
+    issued = store.create("acme", "ci")
+    assert issued.secret.startswith(f"ctx_{issued.key.id}_")
+    assert store.verify(issued.secret) == issued.key
+    for wrong in ("", "ctx_", issued.secret + "x", issued.secret.replace("ctx_", "ctx-"),
+                  f"ctx_{issued.key.id}_" + "A" * 43, "\ud800", "ctx_" + "0" * 12 + "_" + "a" * 30):
+        assert store.verify(wrong) is None
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert issued.secret.encode() not in raw
+    assert issued.secret.split("_", 2)[2].encode() not in raw
+    rows = sqlite3.connect(db).execute("SELECT id, tenant, hash FROM api_keys").fetchall()
+    assert rows == [(issued.key.id, "acme", rows[0][2])] and len(rows[0][2]) == 64
+
+
+@pytest.mark.parametrize("bad", ["", " acme", "a" * 129, "ten/ant", "ténant", "a\nb"])
+def test_tenant_names_are_validated(bad: str) -> None:
+    with pytest.raises(ValueError):
+        validate_tenant(bad)
+
+
+def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
+    db = str(tmp_path / "cli.db")
+    runner = CliRunner()
+    created = runner.invoke(cli, ["keys", "create", "--db", db, "--tenant", "acme",
+                                  "--name", "laptop"])
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.splitlines()[0]
+    store = KeyStore(db)
+    key = store.verify(secret)
+    store.close()
+    assert key is not None and key.tenant == "acme" and key.name == "laptop"
+    listed = runner.invoke(cli, ["--db", db, "keys", "list", "--json"])
+    assert listed.exit_code == 0 and secret not in listed.output
+    assert f'"id": "{key.id}"' in listed.output
+    revoked = runner.invoke(cli, ["keys", "revoke", "--db", db, key.id])
+    assert revoked.exit_code == 0 and f"revoked {key.id}" in revoked.output
+    store = KeyStore(db)
+    assert store.verify(secret) is None
+    store.close()
+
+
+def test_openapi_lists_every_route_with_bearer_auth(db: Path) -> None:
+    with app_client(db) as c:
+        spec = c.get("/openapi.json").json()
+    paths = spec["paths"]
+    assert set(paths) >= {"/v1/memories", "/v1/memories/search", "/v1/memories/forget",
+                          "/v1/memories/{memory_id}", "/v1/memories/{memory_id}/history",
+                          "/v1/sessions", "/v1/sessions/{session_id}/turns", "/v1/keys",
+                          "/v1/keys/{key_id}", "/healthz"}
+    assert paths["/v1/memories/search"]["post"]["security"] == [{"HTTPBearer": []}]
+    summaries = {op["summary"] for p in paths.values() for op in p.values()}
+    assert {"add", "search", "get", "get_all", "update", "delete", "history",
+            "forget"} <= summaries
