@@ -1,0 +1,460 @@
+"""The scale-out Store: PostgreSQL with full-text search and pgvector.
+
+- One connection pool (psycopg 3 + psycopg_pool) per store; connections run in
+  autocommit and every write is one explicit transaction, so a failure leaves
+  nothing half-done.
+- Lexical search: a stored ``tsvector`` (text at weight A, context at weight B)
+  with a GIN index, queried as an OR of the query's words and ranked by
+  ``ts_rank_cd`` (see :meth:`PostgresStore.keyword_search`).
+- Dense search: ``vec`` with a cosine HNSW index per vector size; pgvector's
+  iterative index scan (0.8+) keeps filtered searches from coming back short.
+- Every statement filters on ``tenant`` and every key starts with it (see
+  ``schema_postgres``), so tenants can be partitioned apart.
+- Driver errors become :class:`~contextos.errors.StoreError` at this seam.
+
+Times are sent from Python (like the SQLite store does) so ``created_after``
+filters agree with the caller's clock, and come back as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from ..errors import MissingExtraError, NotFound, StoreError
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn, content_hash
+from .base import Patch, Ranked, Vector
+from .postgres_codec import (
+    RECORD_COLUMNS,
+    TURN_COLUMNS,
+    filter_sql,
+    metadata_jsonb,
+    opt_utc,
+    record_from_row,
+    record_params,
+    tsquery_text,
+    turn_from_row,
+    turn_params,
+    utc,
+    vector_text,
+)
+from .schema_postgres import TS_CONFIG, ensure_hnsw_index, migrate
+from .sqlite import STOPWORDS  # one stopword list, so both stores drop the same words
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: ts_rank weights for {D, C, B, A}: text (A) counts fully, context (B) at half, as in SQLite.
+_RANK_WEIGHTS = "{0.1, 0.2, 0.5, 1.0}"
+_INSERT_RECORD = (
+    "INSERT INTO memories (tenant, id, user_id, agent_id, session_id, memory_type, text, "
+    "context, metadata, created_at, updated_at, event_time, valid_from, valid_to, provenance, "
+    "hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
+)
+_INSERT_HISTORY = (
+    "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, actor) "
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostgresStore:
+    """Store on a PostgreSQL database with pgvector. Thread-safe.
+
+    Args:
+        url: a ``postgresql://`` URL (or libpq conninfo string).
+        schema: keep the tables in this schema (created if missing) instead of the
+            search path's default; tests use one schema per test.
+        max_connections: size of the connection pool.
+        connect_timeout: seconds to wait for the server before raising StoreError.
+
+    Example:
+        >>> store = PostgresStore("postgresql://app@127.0.0.1/contextos")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        max_connections: int = 8,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:  # pragma: no cover - exercised only without the extra
+            raise MissingExtraError("postgres", exc.name or "psycopg") from None
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must be a lower-case identifier, got {schema!r}")
+        self._psycopg = psycopg
+        self._where = _describe(url)
+        options = "-c TimeZone=UTC"
+        if schema is not None:
+            options += f" -c search_path={schema},public"
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "options": options,
+            "connect_timeout": max(1, int(connect_timeout)),
+        }
+        self._setup(url, schema, kwargs)
+        self._pool = ConnectionPool(
+            url,
+            kwargs=kwargs,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            check=ConnectionPool.check_connection,
+            timeout=connect_timeout,
+            name="contextos",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
+        self._indexed_dims: set[int] = set()
+
+    def _setup(self, url: str, schema: str | None, kwargs: dict[str, Any]) -> None:
+        """Create the schema if asked, migrate, and learn pgvector's version; on one
+        plain connection so a refused connection reports the server's own reason."""
+        try:
+            with self._psycopg.connect(url, **kwargs) as conn:
+                if schema is not None:
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                migrate(conn)
+                row = conn.execute(
+                    "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+                ).fetchone()
+        except self._psycopg.Error as exc:
+            raise StoreError(f"cannot open PostgreSQL store at {self._where}: {exc}") from exc
+        version = tuple(int(p) for p in re.findall(r"\d+", row[0] if row else "0")[:2])
+        self._iterative_scan = version >= (0, 8)
+
+    # -- plumbing ----------------------------------------------------------
+    @contextmanager
+    def _conn(self, what: str) -> Iterator[Any]:
+        """A pooled connection; driver errors inside become StoreError."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except self._psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL {what} failed ({self._where}): {exc}") from exc
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Any]:
+        """A cursor inside one transaction (committed on success, rolled back otherwise)."""
+        with self._conn(what) as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self._conn("read") as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- records -------------------------------------------------------------
+    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
+        if not records:
+            return
+        now = _now()
+        rows = [record_params(r, now) for r in records]
+        try:
+            with self._tx("write") as cur:
+                cur.executemany(_INSERT_RECORD, rows)
+                cur.executemany(
+                    _INSERT_HISTORY,
+                    [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
+                )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
+                raise ValueError(f"a record with this id already exists: {exc.__cause__}") from None
+            raise
+
+    def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = %s",
+            (tenant, memory_id),
+        )
+        return record_from_row(rows[0]) if rows else None
+
+    def get_many(self, tenant: str, ids: Sequence[str]) -> list[MemoryRecord]:
+        if not ids:
+            return []
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = ANY(%s)",
+            (tenant, list(ids)),
+        )
+        found = {r.id: r for r in map(record_from_row, rows)}
+        return [found[i] for i in ids if i in found]
+
+    def update(
+        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+    ) -> MemoryRecord:
+        now = _now()
+        with self._tx("update") as cur:
+            row = cur.execute(
+                f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s "
+                "AND m.id = %s FOR UPDATE",
+                (tenant, memory_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no memory {memory_id!r}")
+            old = record_from_row(row)
+            sets, params = _patch_sets(patch, now, text_changed=patch.text not in (None, old.text))
+            new_row = cur.execute(
+                f"UPDATE memories m SET {', '.join(sets)} WHERE m.tenant = %s AND m.id = %s "
+                f"RETURNING {RECORD_COLUMNS}",
+                (*params, tenant, memory_id),
+            ).fetchone()
+            closing = patch.valid_to is not None and patch.text is None and not patch.metadata
+            cur.execute(
+                _INSERT_HISTORY,
+                (
+                    tenant,
+                    old.user_id,
+                    memory_id,
+                    "DELETE" if closing else "UPDATE",
+                    old.text,
+                    patch.text if patch.text is not None else old.text,
+                    now,
+                    actor,
+                ),
+            )
+        return record_from_row(new_row)
+
+    def delete(self, tenant: str, memory_id: str, *, actor: str = "api") -> None:
+        now = _now()
+        with self._tx("delete") as cur:
+            row = cur.execute(
+                "DELETE FROM memories WHERE tenant = %s AND id = %s RETURNING user_id, text",
+                (tenant, memory_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no memory {memory_id!r}")
+            cur.execute(
+                _INSERT_HISTORY, (tenant, row[0], memory_id, "DELETE", row[1], None, now, actor)
+            )
+
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+        where, params = filter_sql(flt, _now())
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} "
+            "ORDER BY m.created_at DESC, m.seq DESC LIMIT %s OFFSET %s",
+            (*params, limit, offset),
+        )
+        return [record_from_row(r) for r in rows]
+
+    def count(self, flt: Filter) -> int:
+        where, params = filter_sql(flt, _now())
+        return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
+
+    def history(self, tenant: str, memory_id: str) -> list[HistoryEvent]:
+        rows = self._read(
+            "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
+            "WHERE tenant = %s AND memory_id = %s ORDER BY seq",
+            (tenant, memory_id),
+        )
+        return [HistoryEvent(r[0], r[1], r[2], r[3], utc(r[4]), r[5]) for r in rows]
+
+    def forget(self, scope: Scope) -> int:
+        if not scope.user_id:
+            raise ValueError("forget needs a user_id")
+        args = (scope.tenant, scope.user_id)
+        with self._tx("forget") as cur:
+            removed = cur.execute(
+                "DELETE FROM memories WHERE tenant = %s AND user_id = %s", args
+            ).rowcount
+            for table in ("history", "turns", "session_meta"):
+                cur.execute(f"DELETE FROM {table} WHERE tenant = %s AND user_id = %s", args)
+        return int(removed)
+
+    # -- search -------------------------------------------------------------
+    def keyword_search(self, flt: Filter, query: str, *, limit: int) -> list[Ranked]:
+        """Documents matching any of the query's words, ranked by ``ts_rank_cd``
+        (cover density, normalised by document length), text over context."""
+        terms = tsquery_text(query, STOPWORDS)
+        if not terms or limit <= 0:
+            return []
+        where, params = filter_sql(flt, _now())
+        rows = self._read(
+            f"SELECT m.id, ts_rank_cd(%s::float4[], m.tsv, q, 1) AS s "
+            f"FROM memories m, to_tsquery('{TS_CONFIG}', %s) AS q "
+            f"WHERE m.tsv @@ q AND {where} ORDER BY s DESC, m.seq LIMIT %s",
+            (_RANK_WEIGHTS, terms, *params, limit),
+        )
+        return [Ranked(r[0], float(r[1])) for r in rows]
+
+    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:
+        query = np.asarray(vector, dtype=np.float32).ravel()
+        dim = int(query.size)
+        if limit <= 0 or dim == 0:
+            return []
+        where, params = filter_sql(flt, _now())
+        probe = vector_text(query)
+        distance = f"m.vec::vector({dim}) <=> %s::vector({dim})"
+        with self._tx("vector search") as cur:
+            if self._iterative_scan:
+                cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows = cur.execute(
+                f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d FROM memories m "
+                f"WHERE m.dim = {dim} AND {where} ORDER BY {distance} LIMIT %s) "
+                "SELECT id, 1 - d FROM c ORDER BY d, seq",
+                (probe, *params, probe, limit),
+            ).fetchall()
+        return [Ranked(r[0], float(r[1])) for r in rows]
+
+    # -- vectors -------------------------------------------------------------
+    def set_vectors(self, tenant: str, ids: Sequence[str], vectors: Vector, model: str) -> None:
+        if len(ids) != len(vectors):
+            raise ValueError("ids and vectors differ in length")
+        if not len(ids):
+            return
+        vecs = np.asarray(vectors, dtype=np.float32)
+        dim = int(vecs.shape[1])
+        if dim not in self._indexed_dims:
+            with self._tx("index build") as cur:
+                ensure_hnsw_index(cur, dim)
+            self._indexed_dims.add(dim)
+        with self._tx("vector write") as cur:
+            cur.execute(
+                f"UPDATE memories m SET vec = u.v::vector({dim}), dim = {dim}, vec_model = %s "
+                "FROM unnest(%s::text[], %s::text[]) AS u(id, v) "
+                "WHERE m.tenant = %s AND m.id = u.id",
+                (model, list(ids), [vector_text(v) for v in vecs], tenant),
+            )
+
+    def pending_vectors(self, *, limit: int) -> list[MemoryRecord]:
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.vec IS NULL ORDER BY m.seq LIMIT %s",
+            (limit,),
+        )
+        return [record_from_row(r) for r in rows]
+
+    # -- session logs ------------------------------------------------------------
+    def append_turns(
+        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+    ) -> list[Turn]:
+        if not scope.session_id:
+            raise ValueError("append_turns needs a session_id")
+        if len(messages) != len(tokens):
+            raise ValueError("messages and tokens differ in length")
+        now = _now()
+        with self._tx("append") as cur:
+            # Upserting the session row first locks it: concurrent appends to one session
+            # queue here instead of racing for the same seq numbers.
+            cur.execute(
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
+                "updated_at) VALUES (%s,%s,%s,%s,'{}',%s) ON CONFLICT (tenant, session_id) "
+                "DO UPDATE SET updated_at = excluded.updated_at",
+                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
+            )
+            (last,) = cur.execute(
+                "SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = %s AND session_id = %s",
+                (scope.tenant, scope.session_id),
+            ).fetchone()
+            rows = [
+                turn_params(scope, last + 1 + k, m, t, now)
+                for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
+            ]
+            cur.executemany(
+                "INSERT INTO turns (tenant, session_id, seq, user_id, agent_id, role, content, "
+                "name, tool_call_id, tool_calls, metadata, tokens, created_at) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s)",
+                rows,
+            )
+        return [
+            Turn(
+                session_id=str(scope.session_id),
+                seq=last + 1 + k,
+                message=m,
+                tokens=t,
+                created_at=now,
+            )
+            for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
+        ]
+
+    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
+        rows = self._read(
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = %s AND "
+            "session_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (scope.tenant, scope.session_id, after_seq, limit),
+        )
+        return [turn_from_row(r) for r in rows]
+
+    def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        with self._tx("write") as cur:
+            cur.execute(
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
+                "updated_at) VALUES (%s,%s,%s,%s,%s::jsonb,%s) ON CONFLICT (tenant, session_id) "
+                "DO UPDATE SET meta = excluded.meta, updated_at = excluded.updated_at",
+                (
+                    scope.tenant,
+                    scope.session_id,
+                    scope.user_id,
+                    scope.agent_id,
+                    metadata_jsonb(meta),
+                    _now(),
+                ),
+            )
+
+    def session_meta(self, scope: Scope) -> dict[str, Any]:
+        rows = self._read(
+            "SELECT meta FROM session_meta WHERE tenant = %s AND session_id = %s",
+            (scope.tenant, scope.session_id),
+        )
+        return dict(rows[0][0]) if rows else {}
+
+    def sessions(self, scope: Scope) -> list[str]:
+        sql = "SELECT session_id FROM session_meta WHERE tenant = %s"
+        params: list[object] = [scope.tenant]
+        for col in ("user_id", "agent_id"):
+            if getattr(scope, col) is not None:
+                sql += f" AND {col} = %s"
+                params.append(getattr(scope, col))
+        return [r[0] for r in self._read(sql + " ORDER BY updated_at, session_id", params)]
+
+
+def _patch_sets(
+    patch: Patch, now: datetime, *, text_changed: bool
+) -> tuple[list[str], list[object]]:
+    sets, params = ["updated_at = %s"], [now]
+    if patch.text is not None:
+        sets += ["text = %s", "hash = %s"]
+        params += [patch.text, content_hash(patch.text)]
+    if text_changed:  # the stored vector described the old text
+        sets += ["vec = NULL", "dim = NULL", "vec_model = NULL"]
+    if patch.metadata is not None:
+        sets.append("metadata = %s::jsonb")
+        params.append(metadata_jsonb(patch.metadata))
+    if patch.context is not None:
+        sets.append("context = %s")
+        params.append(patch.context)
+    if patch.valid_to is not None:
+        sets.append("valid_to = %s")
+        params.append(opt_utc(patch.valid_to))
+    if patch.event_time is not None:
+        sets.append("event_time = %s")
+        params.append(opt_utc(patch.event_time))
+    return sets, params
+
+
+def _describe(url: str) -> str:
+    """host:port/dbname of ``url`` for messages (never the password)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.Error:  # a malformed URL: connect reports it properly
+        return "<unparsable URL>"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+__all__ = ["PostgresStore"]
