@@ -117,6 +117,7 @@ def test_tenant_b_cannot_reach_tenant_a_over_http(world: tuple[Any, str, str, Vi
     successes: list[str] = []
     attempts = 0
     for method, path, kwargs in _attacks(victim):
+        kwargs = dict(kwargs)
         headers = {**auth(b), **kwargs.pop("headers", {})}
         resp = c.request(method, path, headers=headers, **kwargs)
         attempts += 1
@@ -144,7 +145,9 @@ def test_admin_key_cannot_read_any_tenant(world: tuple[Any, str, str, Victim]) -
     for method, path, kwargs in _attacks(victim):
         if path.startswith("/v1/keys"):
             continue
-        resp = c.request(method, path, headers=auth(ADMIN_KEY), **kwargs)
+        kwargs = dict(kwargs)
+        headers = {**auth(ADMIN_KEY), **kwargs.pop("headers", {})}
+        resp = c.request(method, path, headers=headers, **kwargs)
         assert resp.status_code in (403, 404, 422), (method, path, resp.status_code)
         assert not _leaks(victim, resp.text, path)
 
@@ -158,8 +161,9 @@ def test_tenant_b_mcp_tools_cannot_reach_tenant_a(world: tuple[Any, str, str, Vi
         outputs.append(tools.list_memories(**scope, limit=1000))
         for word in SECRET_WORDS:
             outputs.append(tools.search_memory(word, **scope, limit=100))
-            outputs.append(tools.assemble_window(f"what is {word}?", **scope,
-                                                 token_budget=4000))
+            window = tools.assemble_window("what does the secret say?", **scope,
+                                           token_budget=4000)
+            outputs.append(window)
     for mid in victim.ids:
         with pytest.raises(NotFound):
             tools.delete_memory(mid)
