@@ -1,0 +1,138 @@
+"""Reading simple claims out of memory text: who, which attribute, what value, negated or not.
+
+Reconciliation needs to see that "Ann lives in Berlin" replaces "Ann lives in
+Paris" while "Ann likes Paris" does not, and that "Ann no longer lives in
+Paris" ends the old fact. A handful of attribute patterns (where someone lives,
+works, their job, age, partner, counts of kids and pets, "X's favourite Y is
+Z") and a negation detector cover the common cases; anything else falls back to
+lexical similarity.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .sentences import STOPWORDS
+
+_VALUE = r"(?P<v>[\w'&. -]+?)"
+_END = r"(?=\s*(?:[,.;!?:()\u2013\u2014-]|$|\s+(?:and|with|since|for|because|but|now|anymore|"
+_END += r"any\s+more|these\s+days|again|after|before|when|while|until|in\s+\d{4}|on\s+\d)\b))"
+_NUMWORD = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|no)"
+
+_SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (slot, re.compile(pattern + _END, re.IGNORECASE))
+    for slot, pattern in (
+        (
+            "location",
+            r"\b(?:lives|live|living|resides|reside|is\s+based|moved|relocated|has\s+moved)"
+            rf"\s+(?:back\s+)?(?:in|to)\s+{_VALUE}",
+        ),
+        (
+            "employer",
+            rf"\b(?:works|work|working|worked|is\s+employed|has\s+a\s+job)\s+(?:at|for)"
+            rf"\s+{_VALUE}",
+        ),
+        ("job", rf"\b(?:works|work|working)\s+as\s+(?:an?\s+)?{_VALUE}"),
+        ("job", rf"\b(?:job|occupation|profession)\s+is\s+(?:an?\s+)?{_VALUE}"),
+        ("age", rf"\bis\s+{_VALUE}\s+years?\s+old"),
+        ("partner", rf"\bis\s+(?:married|engaged)\s+to\s+{_VALUE}"),
+        ("partner", rf"\bis\s+(?:dating|seeing)\s+{_VALUE}"),
+        ("count:kids", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:kids|children|sons|daughters)"),
+        ("count:pets", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:dogs|cats|pets)"),
+        ("attr", rf"\b(?P<k>(?:favou?rite\s+)?\w+)\s+is\s+{_VALUE}"),
+    )
+)
+_NEGATION = re.compile(
+    r"\b(?:no\s+longer|not\s+anymore|not|never|doesn't|does\s+not|don't|do\s+not|isn't|"
+    r"wasn't|didn't|did\s+not|aren't|stopped|quit|moved\s+(?:out|away)\s+(?:of|from)|left)\b"
+    r"|\banymore\b|\bany\s+more\b",
+    re.IGNORECASE,
+)
+_NEG_REPAIR = (
+    (re.compile(r"\b(?:doesn't|does\s+not)\s+(\w+)", re.IGNORECASE), r"\1s"),
+    (re.compile(r"\b(?:isn't|is\s+not|is\s+no\s+longer)\b", re.IGNORECASE), "is"),
+    (re.compile(r"\bno\s+longer\s+(\w+)", re.IGNORECASE), r"\1"),
+    (re.compile(r"\bmoved\s+(?:out|away)\s+(?:of|from)\b", re.IGNORECASE), "lives in"),
+    (
+        re.compile(
+            r"\b(?:quit|left)\s+(?:\w+'s\s+|her\s+|his\s+|their\s+)?(?:job\s+)?at\b", re.IGNORECASE
+        ),
+        "works at",
+    ),
+    (re.compile(r"\s*\b(?:anymore|any\s+more)\b", re.IGNORECASE), ""),
+)
+_WORD = re.compile(r"[a-z0-9][a-z0-9'&-]*")
+_LEADING_NAME = re.compile(r"^\s*([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)(?:'s\b)?")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``subject``'s ``slot`` is ``value`` (or, when ``negated``, is not)."""
+
+    subject: str
+    slot: str
+    value: str
+    negated: bool
+
+
+def subject_of(text: str, speaker: str | None = None) -> str:
+    """Who a memory is about: the speaker when named first, else its leading name."""
+    if speaker and text.lstrip().startswith(speaker):
+        return speaker.lower()
+    m = _LEADING_NAME.match(text)
+    return m.group(1).lower() if m else (speaker or "").lower()
+
+
+def is_negated(text: str) -> bool:
+    """True when the text denies or ends something ("no longer", "doesn't", "quit")."""
+    return _NEGATION.search(text) is not None
+
+
+def affirm(text: str) -> str:
+    """The positive form of a negated claim ("no longer lives in Paris" -> "lives in Paris")."""
+    for pattern, repl in _NEG_REPAIR:
+        text = pattern.sub(repl, text)
+    return re.sub(r"\b(?:not|never)\s+", "", text, flags=re.IGNORECASE)
+
+
+def _norm_value(value: str) -> str:
+    words = [w for w in value.lower().split() if w not in ("a", "an", "the")]
+    return " ".join(words[:4]).strip(" .'")
+
+
+def claim(text: str, speaker: str | None = None) -> Claim | None:
+    """The attribute claim in ``text``, if one of the known patterns matches."""
+    negated = is_negated(text)
+    body = affirm(text) if negated else text
+    for slot, pattern in _SLOTS:
+        m = pattern.search(body)
+        if m is None:
+            continue
+        key = slot
+        if slot == "attr":
+            attr = m.group("k").lower()
+            if attr in STOPWORDS:
+                continue
+            key = f"attr:{attr}"
+        value = _norm_value(m.group("v"))
+        if value:
+            return Claim(subject_of(text, speaker), key, value, negated)
+    return None
+
+
+def stem_tokens(text: str) -> frozenset[str]:
+    """Content words with a crude plural/verb -s stripped, negation words removed."""
+    out: set[str] = set()
+    for w in _WORD.findall(text.lower()):
+        if w in STOPWORDS or _NEGATION.fullmatch(w):
+            continue
+        out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
+    return frozenset(out)
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """|a ∩ b| / |a ∪ b| (1.0 for two empty sets)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)

@@ -1,0 +1,365 @@
+"""Extraction: new conversation turns in, candidate memories out.
+
+A raw turn ("Wow! I went to a LGBTQ support group yesterday and it was so
+powerful.") is a poor memory: it carries chit-chat, a pronoun and a relative
+date that mean nothing a month later. The extractor keeps the facts, attributed
+to their speaker and pinned in time ("Caroline went to a LGBTQ support group
+on 7 May 2023 and it was so powerful."), drops greetings and thanks, merges
+near-duplicates and remembers which turn each fact came from.
+
+:class:`OfflineExtractor` does this with precompiled regular expressions only,
+fast enough to run on every turn. An LLM-backed extractor implements the same
+:class:`Extractor` protocol. Candidates are then reconciled against what is
+already stored (:mod:`contextos.memory.reconcile`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..embed import Embedder
+from ..types import MemoryType, Message
+from . import sentences as S
+from .temporal import TimeMention, parse_session_time, resolve, rewrite
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A memory proposed by extraction, before reconciliation decides its fate.
+
+    ``provenance`` holds the ids of the turns it came from (LoCoMo's ``dia_id``
+    or the message's ``id``); ``event_time`` is when the event happened, when
+    the text says or implies it; ``confidence`` is in [0, 1].
+    """
+
+    text: str
+    memory_type: MemoryType
+    event_time: datetime | None = None
+    provenance: tuple[str, ...] = ()
+    speaker: str | None = None
+    entities: tuple[str, ...] = ()
+    confidence: float = 0.5
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """Turns new conversation turns into candidate memories."""
+
+    def extract(
+        self, turns: Sequence[Message], *, session_time: datetime | None = None
+    ) -> list[Candidate]:
+        """Candidates from ``turns``; ``session_time`` anchors relative dates."""
+        ...
+
+
+_PROCEDURAL = re.compile(
+    r"^(?:please\s+)?(?:always|never|don't\s+ever|do\s+not|don't|make\s+sure\s+to|remember\s+to)"
+    r"\s+(?:answer|reply|respond|write|use|call\s+me|speak|talk\s+to\s+me|mention|include|"
+    r"format|explain|address\s+me|sign|add|start|end|cite|show)\b"
+    r"|\bfrom\s+now\s+on\b|\b(?:I|we)\s+(?:would\s+|'d\s+)?prefer\b|\bI'd\s+(?:rather|prefer)\b"
+    r"|\bmy\s+preference\b|\bcall\s+me\s+[A-Z]|\bplease\s+(?:always|never|use|answer|reply|"
+    r"respond|write|call|keep|avoid|stop|don't|do\s+not)\b"
+    r"|\b(?:answer|reply|respond|write|talk|speak)\s+(?:to\s+me\s+)?in\s+[A-Z][a-z]+\b",
+    re.IGNORECASE,
+)
+_PAST_EVENT = re.compile(
+    r"\bI\s+(?:just\s+|recently\s+|finally\s+|already\s+|also\s+)*(?:\w+ed|went|got|saw|made|took|"
+    r"came|gave|found|bought|began|became|left|met|ran|wrote|won|lost|sent|spent|heard|built|"
+    r"drove|ate|flew|sang|sold|swam|threw|had)\b|\bI've\s+(?:just\s+)?(?:\w+ed|been|got|gone|"
+    r"made|taken|seen|started|begun)\b|\bwe\s+(?:just\s+)?(?:\w+ed|went|got|saw|made|took|had)\b",
+)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+_CAPTION = re.compile(r"^(?:a\s+)?(?:photo|picture|image|photograph)\s+of\s+", re.IGNORECASE)
+_TURN_ID_KEYS = ("dia_id", "turn_id", "id", "message_id")
+_SPEAKER_KEYS = ("speaker", "name", "user")
+_TIME_KEYS = ("session_time", "date_time", "timestamp", "time")
+_CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
+
+
+def _speaker(message: Message) -> str:
+    if message.name:
+        return message.name
+    for key in _SPEAKER_KEYS:
+        value = message.metadata.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return message.role
+
+
+def _turn_id(message: Message) -> tuple[str, ...]:
+    for key in _TURN_ID_KEYS:
+        value = message.metadata.get(key)
+        if value is not None and value != "":
+            return (str(value),)
+    return ()
+
+
+def _turn_time(message: Message, default: datetime | None) -> datetime | None:
+    for key in _TIME_KEYS:
+        value = message.metadata.get(key)
+        if isinstance(value, (str, datetime)):
+            parsed = parse_session_time(value)
+            if parsed is not None:
+                return parsed
+    return default
+
+
+def _caption(metadata: Mapping[str, object]) -> str | None:
+    for key in _CAPTION_KEYS:
+        value = metadata.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What one turn's sentences share."""
+
+    speaker: str
+    provenance: tuple[str, ...]
+    anchor: datetime | None
+    names: tuple[str, ...]
+
+
+class OfflineExtractor:
+    """Rule-based extraction: sentence facts, resolved dates, no model.
+
+    ``participants`` are names whose vocative use ("Thanks, Mel!") is noise;
+    speakers seen in the turns are added automatically. With an ``embedder``,
+    candidates whose vectors are closer than ``embed_threshold`` are merged too.
+    ``roles`` are the message roles facts are taken from.
+
+    Example:
+        >>> from datetime import datetime
+        >>> msg = Message("user", "I went to a support group yesterday!", name="Caroline")
+        >>> OfflineExtractor().extract([msg], session_time=datetime(2023, 5, 8))[0].text
+        'Caroline went to a support group on 7 May 2023!'
+    """
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder | None = None,
+        participants: Sequence[str] = (),
+        roles: Sequence[str] = ("user", "assistant"),
+        lexical_threshold: float = 0.8,
+        embed_threshold: float = 0.92,
+        captions: bool = True,
+    ) -> None:
+        if not 0 < lexical_threshold <= 1 or not 0 < embed_threshold <= 1:
+            raise ValueError("similarity thresholds must be in (0, 1]")
+        self.embedder = embedder
+        self.participants = tuple(participants)
+        self.roles = frozenset(roles)
+        self.lexical_threshold = lexical_threshold
+        self.embed_threshold = embed_threshold
+        self.captions = captions
+
+    # -- public API --------------------------------------------------------
+    def extract(
+        self, turns: Sequence[Message], *, session_time: datetime | None = None
+    ) -> list[Candidate]:
+        """Candidates from ``turns``, near-duplicates merged across the batch."""
+        names = set(self.participants) | {_speaker(t) for t in turns if t.role in self.roles}
+        found: list[Candidate] = []
+        for turn in turns:
+            found.extend(self.extract_turn(turn, session_time=session_time, names=names))
+        merged = merge_duplicates(found, self.lexical_threshold)
+        if self.embedder is not None and len(merged) > 1:
+            merged = merge_by_embedding(merged, self.embedder, self.embed_threshold)
+        return merged
+
+    def extract_turn(
+        self,
+        turn: Message,
+        *,
+        session_time: datetime | None = None,
+        names: Sequence[str] | set[str] = (),
+    ) -> list[Candidate]:
+        """Candidates from one turn (for streaming; no merging across turns)."""
+        if turn.role not in self.roles:
+            return []
+        speaker = _speaker(turn)
+        ctx = _Context(
+            speaker=speaker,
+            provenance=_turn_id(turn),
+            anchor=_turn_time(turn, session_time),
+            names=tuple({speaker, *self.participants, *names}),
+        )
+        text = turn.content.translate(_APOSTROPHES)
+        mentions = resolve(text, ctx.anchor) if ctx.anchor is not None else []
+        out: list[Candidate] = []
+        for offset, sentence in S.split_sentences(text):
+            inside = [m for m in mentions if offset <= m.span[0] < offset + len(sentence)]
+            candidate = self._sentence(sentence, offset, inside, ctx)
+            if candidate is not None:
+                out.append(candidate)
+        caption = _caption(turn.metadata) if self.captions else None
+        if caption is not None:
+            out.append(self._caption(caption, ctx))
+        return out
+
+    # -- steps -------------------------------------------------------------
+    def _sentence(
+        self, sentence: str, offset: int, mentions: list[TimeMention], ctx: _Context
+    ) -> Candidate | None:
+        core = S.strip_filler(sentence, ctx.names)
+        if not core or not _worth_keeping(core, bool(mentions), ctx.names):
+            return None
+        start = offset + sentence.find(core) if core in sentence else offset
+        dated = rewrite(core, mentions, start) if core in sentence else core
+        text = S.to_third_person(dated, ctx.speaker)
+        if ctx.speaker not in text:
+            text = f"{ctx.speaker}: {text}"
+        text = text[0].upper() + text[1:]
+        memory_type, event_time = _classify(core, mentions, ctx.anchor)
+        ents = tuple(S.entities(text)) + tuple(S.numbers(core))
+        return Candidate(
+            text=text,
+            memory_type=memory_type,
+            event_time=event_time,
+            provenance=ctx.provenance,
+            speaker=ctx.speaker,
+            entities=tuple(dict.fromkeys(ents)),
+            confidence=_confidence(core, bool(mentions), ents, ctx.speaker),
+        )
+
+    def _caption(self, caption: str, ctx: _Context) -> Candidate:
+        body = _CAPTION.sub("", caption).rstrip(". ")
+        text = f"{ctx.speaker} shared a photo of {body}."
+        return Candidate(
+            text=text,
+            memory_type="episodic",
+            event_time=ctx.anchor,
+            provenance=ctx.provenance,
+            speaker=ctx.speaker,
+            entities=tuple(S.entities(text)),
+            confidence=0.5,
+        )
+
+
+def _worth_keeping(core: str, timed: bool, names: Sequence[str]) -> bool:
+    """False for chit-chat: greetings, thanks, praise, questions without facts."""
+    ignore = {n.lower() for n in names}
+    words = S.content_words(core, ignore)
+    first_person = S.has_first_person(core)
+    named = [e for e in S.entities(core) if not S.is_name_of(e, names)]
+    has_anchor = timed or bool(S.numbers(core)) or bool(named)
+    if S.is_question(core):
+        return first_person and has_anchor and len(words) >= 2
+    if has_anchor:
+        return True
+    if not first_person and (S.has_second_person(core) or S.is_reaction(core)):
+        return False  # praise for the listener, reactions: "you're so kind", "sounds fun!"
+    return len(words) >= 2 or (first_person and len(words) >= 1)
+
+
+def _classify(
+    core: str, mentions: list[TimeMention], anchor: datetime | None
+) -> tuple[MemoryType, datetime | None]:
+    if _PROCEDURAL.search(core):
+        return "procedural", None
+    if mentions:
+        return "episodic", mentions[0].start
+    if _PAST_EVENT.search(core):
+        return "episodic", anchor
+    return "semantic", None
+
+
+def _confidence(core: str, timed: bool, ents: tuple[str, ...], speaker: str) -> float:
+    score = 0.55
+    score += 0.15 if S.has_first_person(core) else 0.0
+    score += 0.1 if timed else 0.0
+    score += 0.1 if any(e != speaker for e in ents) else 0.0
+    return round(min(score, 0.95), 2)
+
+
+# -- merging near-duplicates ----------------------------------------------------
+def _merge(keep: Candidate, other: Candidate) -> Candidate:
+    """One candidate from two near-duplicates: the longer text, both provenances."""
+    if len(other.text) > len(keep.text):
+        keep, other = other, keep
+    provenance = tuple(dict.fromkeys(keep.provenance + other.provenance))
+    ents = tuple(dict.fromkeys(keep.entities + other.entities))
+    return replace(
+        keep,
+        provenance=provenance,
+        entities=ents,
+        confidence=max(keep.confidence, other.confidence),
+        event_time=keep.event_time or other.event_time,
+    )
+
+
+def _tokens(candidate: Candidate) -> frozenset[str]:
+    """Content words keyed by speaker, so different speakers never look alike."""
+    speaker = candidate.speaker or ""
+    words = S.content_words(candidate.text, {speaker.lower()})
+    return frozenset(f"{speaker}\x00{w}" for w in words)
+
+
+def merge_duplicates(candidates: Sequence[Candidate], threshold: float = 0.8) -> list[Candidate]:
+    """Merge candidates of one speaker whose content words overlap by ``threshold`` (Jaccard).
+
+    An inverted index keeps this near-linear: only candidates sharing a word are compared.
+    """
+    kept: list[Candidate] = []
+    token_sets: list[frozenset[str]] = []
+    index: dict[str, list[int]] = {}
+    for cand in candidates:
+        toks = _tokens(cand)
+        match = _best_overlap(toks, token_sets, index, threshold)
+        if match is None:
+            for tok in toks:
+                index.setdefault(tok, []).append(len(kept))
+            kept.append(cand)
+            token_sets.append(toks)
+        else:
+            kept[match] = _merge(kept[match], cand)
+            token_sets[match] = token_sets[match] | toks
+    return kept
+
+
+def _best_overlap(
+    toks: frozenset[str],
+    token_sets: Sequence[frozenset[str]],
+    index: Mapping[str, Sequence[int]],
+    threshold: float,
+) -> int | None:
+    """The earlier candidate with the highest Jaccard overlap >= ``threshold``, if any."""
+    if not toks:
+        return None
+    shared: dict[int, int] = {}
+    for tok in toks:
+        for i in index.get(tok, ()):
+            shared[i] = shared.get(i, 0) + 1
+    best, best_score = None, threshold
+    for i, n in shared.items():
+        score = n / (len(toks) + len(token_sets[i]) - n)
+        if score >= best_score:
+            best, best_score = i, score
+    return best
+
+
+def merge_by_embedding(
+    candidates: Sequence[Candidate], embedder: Embedder, threshold: float = 0.92
+) -> list[Candidate]:
+    """Merge candidates of one speaker whose embeddings' cosine similarity is >= ``threshold``."""
+    vectors = embedder.embed([c.text for c in candidates])
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -1.0)
+    parent = list(range(len(candidates)))
+    for i, j in zip(*np.nonzero(np.triu(sims) >= threshold), strict=True):
+        if candidates[i].speaker == candidates[j].speaker and parent[j] == j:
+            parent[j] = parent[i]
+    merged: dict[int, Candidate] = {}
+    for i, cand in enumerate(candidates):
+        root = parent[i]
+        merged[root] = _merge(merged[root], cand) if root in merged else cand
+    return [merged[k] for k in sorted(merged)]

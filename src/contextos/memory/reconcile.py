@@ -1,0 +1,327 @@
+"""Reconciliation: what to do with a new candidate fact given the similar facts stored.
+
+Four outcomes, as in mem0's design: ADD a new memory, UPDATE an existing one
+(the old record's validity is closed and a new record supersedes it, so history
+is kept), DELETE one (its validity is closed: it stops being true but is not
+erased), or NOOP (already known). A :class:`Decision` is a plain value; the
+deciders are pure (given the candidate and its neighbours); only :func:`apply`
+touches a :class:`~contextos.store.base.Store`.
+
+:class:`HeuristicReconciler` decides offline from exact/near duplicates,
+attribute claims ("lives in Paris" vs "lives in Berlin") and negation.
+:class:`LLMReconciler` asks a model through the :class:`~contextos.llm.LLM`
+seam, validates its JSON reply, and never lets a malformed reply destroy a memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ..embed import Embedder
+from ..errors import NotFound, ProviderError
+from ..llm import LLM, parse_json_reply, schema_errors
+from ..prompts import RECONCILE_V1, Prompt
+from ..store.base import Patch, Store
+from ..types import Filter, MemoryRecord, Message, Scope, content_hash
+from .claims import claim, is_negated, jaccard, stem_tokens, subject_of
+from .extract import Candidate
+from .temporal import describe
+
+log = logging.getLogger(__name__)
+
+Action = Literal["ADD", "UPDATE", "DELETE", "NOOP"]
+ACTIONS: tuple[Action, ...] = ("ADD", "UPDATE", "DELETE", "NOOP")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with ``candidate``. UPDATE and DELETE name the ``target_id`` they close.
+
+    ``text`` overrides the candidate's text for the record an ADD or UPDATE
+    writes (an LLM may merge old and new into one sentence).
+    """
+
+    action: Action
+    candidate: Candidate
+    target_id: str | None = None
+    text: str | None = None
+    reason: str = ""
+    decided_by: str = "heuristic"
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}; expected one of {ACTIONS}")
+        if self.action in ("UPDATE", "DELETE") and not self.target_id:
+            raise ValueError(f"{self.action} needs the id of the memory it changes")
+
+    @property
+    def new_text(self) -> str:
+        """The text of the record an ADD or UPDATE writes."""
+        return self.text or self.candidate.text
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """Decides the fate of a candidate given the most similar stored memories."""
+
+    def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        """One decision; ``similar`` is best first and may be empty."""
+        ...
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .!")
+
+
+class HeuristicReconciler:
+    """Offline decisions, checked in order against each similar (still valid) memory.
+
+    1. Same text -> NOOP. 2. Same words, opposite polarity -> DELETE (the new
+    fact negates the old) or UPDATE (the old one was a negation). 3. Same
+    subject and attribute, different value -> UPDATE; same value and the new
+    claim negated -> DELETE. 4. Content words overlap >= ``duplicate_threshold``
+    -> NOOP; the old words all inside a longer new fact -> UPDATE (more detail).
+    Otherwise ADD.
+    """
+
+    def __init__(self, *, duplicate_threshold: float = 0.8) -> None:
+        if not 0 < duplicate_threshold <= 1:
+            raise ValueError("duplicate_threshold must be in (0, 1]")
+        self.duplicate_threshold = duplicate_threshold
+
+    def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        live = [r for r in similar if r.valid_to is None]
+        for check in (self._exact, self._polarity, self._claims, self._overlap):
+            for record in live:
+                decision = check(candidate, record)
+                if decision is not None:
+                    return decision
+        return Decision("ADD", candidate, reason="no similar memory")
+
+    def _exact(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
+        if content_hash(cand.text) == record.hash or _normal(cand.text) == _normal(record.text):
+            return Decision("NOOP", cand, record.id, reason="exact duplicate")
+        return None
+
+    def _polarity(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
+        new_neg, old_neg = is_negated(cand.text), is_negated(record.text)
+        if new_neg == old_neg:
+            return None
+        if jaccard(stem_tokens(cand.text), stem_tokens(record.text)) < 0.75:
+            return None
+        if new_neg:
+            return Decision("DELETE", cand, record.id, reason="new fact negates it")
+        return Decision("UPDATE", cand, record.id, reason="new fact reverses a negation")
+
+    def _claims(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
+        new = claim(cand.text, cand.speaker)
+        old = claim(record.text, _speaker(record))
+        if new is None or old is None or (new.subject, new.slot) != (old.subject, old.slot):
+            return None
+        if old.negated:
+            return None
+        if new.negated:
+            if new.value == old.value:
+                return Decision("DELETE", cand, record.id, reason=f"{new.slot} no longer true")
+            return None
+        if new.value != old.value:
+            return Decision(
+                "UPDATE", cand, record.id, reason=f"{new.slot} changed: {old.value} -> {new.value}"
+            )
+        return None
+
+    def _overlap(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
+        if subject_of(cand.text, cand.speaker) != subject_of(record.text, _speaker(record)):
+            return None
+        new, old = stem_tokens(cand.text), stem_tokens(record.text)
+        if jaccard(new, old) >= self.duplicate_threshold:
+            return Decision("NOOP", cand, record.id, reason="near duplicate")
+        if len(old) >= 3 and old < new and len(cand.text) > len(record.text):
+            return Decision("UPDATE", cand, record.id, reason="same fact with more detail")
+        return None
+
+
+def _speaker(record: MemoryRecord) -> str | None:
+    value = record.metadata.get("speaker")
+    return value if isinstance(value, str) else None
+
+
+OnInvalid = Literal["noop", "raise", "fallback"]
+
+
+class LLMReconciler:
+    """Asks ``llm`` to decide, with ``prompt`` (default RECONCILE_V1) and its JSON schema.
+
+    Existing memories are shown numbered, so the model answers with an index
+    and cannot invent an id. With no similar memories the answer is ADD and
+    the model is not called. A reply that is not valid JSON of the schema, or
+    points at a memory that was not shown, is handled by ``on_invalid``:
+    ``"noop"`` (default: store nothing, change nothing, log a warning),
+    ``"fallback"`` (use ``fallback``, the heuristic decider by default) or
+    ``"raise"`` (ProviderError).
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        *,
+        prompt: Prompt = RECONCILE_V1,
+        on_invalid: OnInvalid = "noop",
+        fallback: Reconciler | None = None,
+    ) -> None:
+        if on_invalid not in ("noop", "raise", "fallback"):
+            raise ValueError(f"on_invalid must be noop, raise or fallback, not {on_invalid!r}")
+        self.llm = llm
+        self.prompt = prompt
+        self.on_invalid = on_invalid
+        self.fallback = fallback or HeuristicReconciler()
+
+    def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        if not similar:
+            return Decision("ADD", candidate, reason="no similar memory", decided_by="rule")
+        reply = self.llm.complete(
+            self.prompt.system,
+            [Message("user", self._render(candidate, similar))],
+            json_schema=self.prompt.schema,
+        )
+        try:
+            return self._parse(reply, candidate, similar)
+        except ValueError as exc:
+            return self._invalid(str(exc), candidate, similar)
+
+    def _render(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> str:
+        when = describe(candidate.event_time, "day") if candidate.event_time else "date unknown"
+        existing = "\n".join(f"[{i}] {r.text}" for i, r in enumerate(similar))
+        return self.prompt.render(
+            speaker=candidate.speaker or "unknown",
+            when=when,
+            fact=candidate.text,
+            existing=existing,
+        )
+
+    def _parse(self, reply: str, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        data: Any = parse_json_reply(reply)
+        errors = schema_errors(data, self.prompt.schema or {})
+        if errors:
+            raise ValueError("; ".join(errors))
+        action: Action = data["action"]
+        target = data.get("target")
+        shown = isinstance(target, int) and 0 <= target < len(similar)
+        if action in ("UPDATE", "DELETE") and not shown:
+            raise ValueError(f"{action} names memory {target!r}, not one of 0..{len(similar) - 1}")
+        target_id = similar[target].id if shown and action != "ADD" else None
+        text = data.get("text") if action in ("ADD", "UPDATE") else None
+        return Decision(
+            action,
+            candidate,
+            target_id,
+            text or None,
+            reason=str(data.get("reason", "")),
+            decided_by=self.prompt.id,
+        )
+
+    def _invalid(
+        self, problem: str, candidate: Candidate, similar: Sequence[MemoryRecord]
+    ) -> Decision:
+        if self.on_invalid == "raise":
+            raise ProviderError(f"invalid reconciliation reply from the model: {problem}")
+        log.warning(
+            "invalid reconciliation reply (%s); %s",
+            problem,
+            "using the fallback decider" if self.on_invalid == "fallback" else "NOOP",
+        )
+        if self.on_invalid == "fallback":
+            return self.fallback.decide(candidate, similar)
+        return Decision(
+            "NOOP", candidate, reason=f"invalid model reply: {problem}", decided_by=self.prompt.id
+        )
+
+
+# -- applying decisions ------------------------------------------------------------
+def new_record(
+    decision: Decision, scope: Scope, now: datetime, metadata: Mapping[str, Any] | None = None
+) -> MemoryRecord:
+    """The record an ADD or UPDATE writes, with the candidate's provenance and metadata."""
+    cand = decision.candidate
+    meta: dict[str, Any] = {"confidence": cand.confidence, "decided_by": decision.decided_by}
+    if cand.speaker:
+        meta["speaker"] = cand.speaker
+    if cand.entities:
+        meta["entities"] = list(cand.entities)
+    meta.update(metadata or {})
+    text = decision.new_text
+    return MemoryRecord(
+        id=uuid.uuid4().hex,
+        text=text,
+        scope=scope,
+        memory_type=cand.memory_type,
+        metadata=meta,
+        created_at=now,
+        updated_at=now,
+        event_time=cand.event_time,
+        valid_from=now,
+        provenance=cand.provenance,
+        hash=content_hash(text),
+    )
+
+
+def apply(
+    decision: Decision,
+    store: Store,
+    *,
+    scope: Scope,
+    now: datetime | None = None,
+    actor: str = "reconcile",
+    metadata: Mapping[str, Any] | None = None,
+) -> MemoryRecord | None:
+    """Carry out ``decision`` on ``store`` within ``scope``; returns the record written or closed.
+
+    ADD inserts a record. UPDATE inserts the new record first and then closes
+    the old one's ``valid_to`` (linking both ways in metadata), so a crash in
+    between leaves a duplicate rather than a lost fact. DELETE closes
+    ``valid_to`` without erasing. NOOP changes nothing and returns None.
+    A target outside ``scope.tenant`` raises NotFound.
+    """
+    now = now or datetime.now(UTC)
+    if decision.action == "NOOP":
+        return None
+    if decision.action == "ADD":
+        record = new_record(decision, scope, now, metadata)
+        store.put([record], actor=actor)
+        return record
+    target_id = decision.target_id or ""
+    old = store.get(scope.tenant, target_id)
+    if old is None:
+        raise NotFound(f"no memory {target_id!r} to {decision.action.lower()}")
+    if decision.action == "DELETE":
+        return store.update(scope.tenant, target_id, Patch(valid_to=now), actor=actor)
+    record = new_record(decision, scope, now, {**(metadata or {}), "supersedes": target_id})
+    store.put([record], actor=actor)
+    closed = {**old.metadata, "superseded_by": record.id}
+    store.update(scope.tenant, target_id, Patch(valid_to=now, metadata=closed), actor=actor)
+    return record
+
+
+def find_similar(
+    store: Store,
+    scope: Scope,
+    text: str,
+    *,
+    k: int = 5,
+    embedder: Embedder | None = None,
+) -> list[MemoryRecord]:
+    """The ``k`` stored memories of ``scope`` most like ``text`` (BM25, plus vectors if given)."""
+    flt = Filter(scope=scope)
+    # Store's method named ``list`` shadows the builtin in its annotations; hence the ignores.
+    ranked = [r.id for r in store.keyword_search(flt, text, limit=k)]  # type: ignore[attr-defined]
+    if embedder is not None:
+        vector = embedder.embed([text])[0]
+        for hit in store.vector_search(flt, vector, limit=k):  # type: ignore[attr-defined]
+            if hit.id not in ranked:
+                ranked.append(hit.id)
+    return store.get_many(scope.tenant, ranked[: 2 * k])

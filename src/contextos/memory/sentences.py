@@ -1,0 +1,266 @@
+"""Sentence-level analysis for the offline extractor, all precompiled regular expressions.
+
+Splitting a turn into sentences, telling facts from chit-chat, rewriting the
+first person into the speaker's name ("I went" -> "Caroline went") and
+collecting entities and numbers. No model and no downloads: this has to run
+on every turn at hundreds of turns per second on two cores.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+
+def _words(text: str) -> frozenset[str]:
+    """A word list written as text, one space between words."""
+    return frozenset(text.split())
+
+
+_ABBREVIATIONS = (
+    "mr.",
+    "mrs.",
+    "ms.",
+    "dr.",
+    "st.",
+    "e.g.",
+    "i.e.",
+    "vs.",
+    "etc.",
+    "jr.",
+    "sr.",
+    "prof.",
+    "mt.",
+    "no.",
+)
+_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\s*\n+\s*")
+
+STOPWORDS = _words(
+    """
+a about above after again against all am an and any are aren't as at be because been before
+being below between both but by can can't cannot could couldn't did didn't do does doesn't
+doing don't down during each few for from further had hadn't has hasn't have haven't having he
+he'd he'll he's her here here's hers herself him himself his how how's i i'd i'll i'm i've if
+in into is isn't it it's its itself let's me more most mustn't my myself no nor not of off on
+once only or other ought our ours ourselves out over own same shan't she she'd she'll she's
+should shouldn't so some such than that that's the their theirs them themselves then there
+there's these they they'd they'll they're they've this those through to too under until up very
+was wasn't we we'd we'll we're we've were weren't what what's when when's where where's which
+while who who's whom why why's with won't would wouldn't you you'd you'll you're you've your
+yours yourself yourselves just also really still even now then well much many lot lots thing
+things stuff kind sort gonna wanna gotta got get gets getting go going went make made way one
+ones something anything everything nothing yes yeah yep no nope oh ah wow hey hi hello thanks
+thank thx ok okay sure cool great awesome amazing nice good wonderful fantastic sweet lovely
+glad happy sounds sound fun totally absolutely definitely true right haha lol omg bye soon
+later see talk take care love like know think feel feels felt look looks looking seem seems
+mean guess hope bet agree agreed congrats congratulations incredible super pretty exciting
+excited interesting beautiful stunning impressive inspiring proud tho though since it'll
+that'll there'll gonna 'cause cause anyways yet ever
+"""
+)
+
+_FILLER_START = re.compile(
+    r"^(?:(?:hey|hi|hello|hiya|wow|whoa|oh|ah|aw+|yeah|yes|yep|yup|nope|no|ok|okay|well|so|"
+    r"haha+|hah|lol|omg|thanks|thank\s+you|totally|absolutely|definitely|sure|cool|great|"
+    r"awesome|nice|man|dude|um+|uh+|hmm+|btw|by\s+the\s+way|anyway|honestly|actually|"
+    r"you\s+know|i\s+mean|oh\s+my\s+god|gosh|geez|yay|sweet|true|right|indeed|exactly|"
+    r"of\s+course|for\s+sure|aww+)\b[\s,!.;:-]*)+",
+    re.IGNORECASE,
+)
+_QUESTION = re.compile(r"\?[\"')\s]*$")
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|me|my|mine|myself)\b")
+_WORD = re.compile(r"[a-z0-9][a-z0-9'&-]*")
+_NUMBER = re.compile(
+    r"(?<![\w.])[$£€]?\d[\d,]*(?:\.\d+)?(?:%|st|nd|rd|th|k|m)?(?![\w])", re.IGNORECASE
+)
+_CAPITALISED = re.compile(
+    r"\b(?:[A-Z][\w'&.-]*[\w])(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?(?:[A-Z][\w'&.-]*[\w]))*"
+)
+_NOT_ENTITY = _words(
+    """
+I I'm I've I'd I'll The A An My It It's This That These Those There Their They We We're Our He
+She His Her You Your Yes No Oh Wow Hey Hi Hello Thanks Thank So And But Or If When What Why How
+Where Who Which Well Yeah Yep Haha Lol Omg Ok Okay Sure Cool Great Awesome Nice Also Just Not
+Me Let Sounds Love Glad Aw Aww Congrats Congratulations Totally Definitely Absolutely Good
+Monday Tuesday Wednesday Thursday Friday Saturday Sunday Anyway Btw Maybe Hope Really Sorry
+January February March April May June July August September October November December Since
+It'll That'll Gonna Wanna Lots Lot Thank Thanks
+"""
+)
+
+# -- first person -> speaker ------------------------------------------------
+_SUBJECT = re.compile(
+    r"\bI(?P<contr>'m|'ve|'d|'ll)\b|\bI\s+(?P<adv>(?:(?:really|just|also|still|always|never|"
+    r"recently|finally|actually|totally|usually|often|even|already|definitely|absolutely|"
+    r"sometimes|truly|especially|only|mostly|personally|honestly|now|then|first|kinda|too)"
+    r"\s+)*)(?P<verb>[a-z][a-z'-]*)\b|\bI\b"
+)
+_OBJECT = re.compile(r"\b(?:my|mine|myself|me)\b", re.IGNORECASE)
+_SECOND_PERSON = re.compile(
+    r"\b(?:you|your|yours|yourself|you're|you've|you'd|you'll)\b", re.IGNORECASE
+)
+_INVARIANT = _words(
+    """
+can could will would should might must shall may did had was went got saw made took came gave
+found felt thought told said bought brought began became left met ran read wrote won lost sent
+spent kept knew heard held sat stood taught caught paid built drew drove ate fell flew forgot
+grew hung hid led let put quit rode rose sang sold shot slept spoke swam threw understood woke
+wore set cut hit hurt fed fought forgave chose broke bit blew dug dealt meant lent lit shut
+spun stuck struck swept swung tore won't can't couldn't wouldn't shouldn't didn't wasn't hadn't
+mustn't and or but too as not never to a an the in on at of for with, from by retook overtook
+undertook mistook forgot underwent overcame foresaw withdrew rewrote outgrew overheard
+misunderstood upheld withstood began sought fought thought brought bought
+"""
+)
+_IRREGULAR = {
+    "am": "is",
+    "have": "has",
+    "do": "does",
+    "don't": "doesn't",
+    "haven't": "hasn't",
+    "go": "goes",
+    "be": "is",
+    "was": "was",
+    "'m": "is",
+    "'ve": "has",
+    "'d": "would",
+    "'ll": "will",
+}
+
+
+def split_sentences(text: str) -> list[tuple[int, str]]:
+    """Sentences of ``text`` with their character offsets (abbreviations kept whole)."""
+    out: list[tuple[int, str]] = []
+    pos = 0
+    for m in _SPLIT.finditer(text):
+        out.append((pos, text[pos : m.start()]))
+        pos = m.end()
+    out.append((pos, text[pos:]))
+    merged: list[tuple[int, str]] = []
+    for offset, sent in out:
+        if merged and merged[-1][1].lower().endswith(_ABBREVIATIONS):
+            prev_off, prev = merged[-1]
+            merged[-1] = (prev_off, text[prev_off : offset + len(sent)])
+        elif sent.strip():
+            merged.append((offset, sent))
+    return merged
+
+
+def strip_filler(sentence: str, names: Collection[str] = ()) -> str:
+    """``sentence`` without leading interjections ("Wow, ...") or a vocative name at the end."""
+    text = _FILLER_START.sub("", sentence.strip())
+    if names:
+        alt = "|".join(re.escape(n[:3]) for n in names if n)
+        text = re.sub(rf",\s*(?:{alt})\w*\s*(?=[!.?]*$)", "", text)
+        text = re.sub(rf"^(?:{alt})\w*\s*[,!]\s*", "", text)
+        text = _FILLER_START.sub("", text)
+    return text.strip()
+
+
+def is_name_of(word: str, names: Collection[str]) -> bool:
+    """True when ``word`` is one of ``names`` or a nickname-like prefix of one ("Mel")."""
+    return any(n == word or (len(word) >= 3 and n.startswith(word)) for n in names)
+
+
+def content_words(text: str, ignore: Collection[str] = ()) -> list[str]:
+    """Lower-cased words of ``text`` that carry meaning (not stopwords, not ``ignore``)."""
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and w not in ignore]
+
+
+_REACTION = re.compile(
+    r"^(?:(?:that|this|it|they|those|these|he|she)(?:'s|'re|\s+is|\s+are|\s+was|\s+were|"
+    r"\s+sounds?|\s+looks?|\s+seems?)\b|(?:what|how)\s+(?:a\s+|an\s+)?(?:great|cool|nice|"
+    r"amazing|awesome|lovely|beautiful|fun|sweet|wonderful|fantastic|exciting|cute|gorgeous|"
+    r"incredible|special|inspiring|brave|kind)\b|(?:sounds|looks|seems|so|such|love|glad|"
+    r"can't\s+wait|good\s+luck|keep\s+(?:it|up)|well\s+done|best\s+of\s+luck)\b)",
+    re.IGNORECASE,
+)
+
+
+def is_reaction(sentence: str) -> bool:
+    """True for a reaction to what the other person said ("That sounds great!")."""
+    return _REACTION.search(sentence) is not None
+
+
+def is_question(sentence: str) -> bool:
+    """True when ``sentence`` ends with a question mark."""
+    return _QUESTION.search(sentence) is not None
+
+
+def has_second_person(sentence: str) -> bool:
+    """True when the sentence addresses the listener (you, your, ...)."""
+    return _SECOND_PERSON.search(sentence) is not None
+
+
+def has_first_person(sentence: str) -> bool:
+    """True when the speaker talks about themself (I, me, my, ...)."""
+    return _FIRST_PERSON.search(sentence) is not None
+
+
+def numbers(text: str) -> list[str]:
+    """Numbers, amounts and ordinals as written ("3", "$500", "18th")."""
+    return [m.group(0) for m in _NUMBER.finditer(text)]
+
+
+def entities(text: str) -> list[str]:
+    """Capitalised names and acronyms ("Caroline", "New York", "LGBTQ"), in order, unique."""
+    seen: dict[str, None] = {}
+    for m in _CAPITALISED.finditer(text):
+        words = m.group(0).split()
+        while words and words[0] in _NOT_ENTITY:
+            words.pop(0)
+        if len(words) == 1 and _starts_sentence(text, m.start()) and _common(words[0]):
+            continue
+        name = " ".join(words).rstrip(".'")
+        if name.endswith("'s"):
+            name = name[:-2]
+        if name and name not in _NOT_ENTITY:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _starts_sentence(text: str, pos: int) -> bool:
+    before = text[:pos].rstrip(" \"'(")
+    return not before or before[-1] in ".!?:"
+
+
+def _common(word: str) -> bool:
+    """A capitalised word that is probably just a sentence's first word ("Painting")."""
+    low = word.lower()
+    return low in STOPWORDS or (
+        not word.isupper() and low.endswith(("ing", "ed", "ly", "ness", "tion"))
+    )
+
+
+def _third_person(verb: str) -> str:
+    low = verb.lower()
+    if low in _IRREGULAR:
+        return _IRREGULAR[low]
+    if low in _INVARIANT or low.endswith(("ed", "n't", "ing", "ought")) or not low.isalpha():
+        return verb
+    if low.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if low.endswith("y") and low[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _subject(m: re.Match[str], name: str) -> str:
+    if m.group("contr"):
+        return f"{name} {_IRREGULAR[m.group('contr')]}"
+    if m.group("verb"):
+        return f"{name} {m.group('adv') or ''}{_third_person(m.group('verb'))}"
+    return name
+
+
+def _object(m: re.Match[str], name: str) -> str:
+    word = m.group(0).lower()
+    if word == "myself":
+        return "themself"
+    return f"{name}'s" if word in ("my", "mine") else name
+
+
+def to_third_person(sentence: str, name: str) -> str:
+    """``sentence`` with I/me/my made ``name`` ("I love my dog" -> "Ann loves Ann's dog")."""
+    text = _SUBJECT.sub(lambda m: _subject(m, name), sentence)
+    return _OBJECT.sub(lambda m: _object(m, name), text)

@@ -1,0 +1,503 @@
+"""Time expressions: turn "yesterday" into 7 May 2023.
+
+A memory that says "I went to a support group yesterday" is useless a month
+later unless "yesterday" is pinned to the day the words were said. This module
+finds time expressions in text and resolves them against an anchor (the
+session's time) into absolute intervals, and reads the time cues of a question
+("When did ...", "in May 2023", "last year") so retrieval can filter by time.
+
+It is one precompiled regular expression plus small handlers, pure Python and
+cheap enough to run on every turn. Conventions where English is ambiguous:
+weeks run Monday to Sunday; "last Friday" is the latest Friday strictly before
+the anchor's day; "next Friday" is the Friday of next week; a bare "Friday" or
+"the weekend" is read as past unless the sentence speaks of the future
+("will", "going to", "plan", ...); seasons are northern-hemisphere meteorological
+seasons; intervals are half-open ``[start, end)`` in the anchor's timezone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+Granularity = Literal["day", "weekend", "week", "month", "season", "year"]
+
+
+@dataclass(frozen=True)
+class TimeMention:
+    """A time expression found in text and the interval it denotes.
+
+    ``span`` is the (start, end) character offset in the text, including a
+    preposition the expression owns ("on Friday"); ``end`` is exclusive.
+    ``relative`` is False for complete dates written out ("7 May 2023"), True
+    when the anchor supplied something (a day, a year), so rewriting helps.
+    """
+
+    span: tuple[int, int]
+    start: datetime
+    end: datetime
+    granularity: Granularity
+    text: str = ""
+    relative: bool = True
+
+    def label(self) -> str:
+        """The interval as plain English: "7 May 2023", "May 2023", "the week of 1 May 2023"."""
+        return describe(self.start, self.granularity)
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """The time a question is about. ``None`` bounds are open.
+
+    ``asks_when`` is True for questions that ask for a time ("When did ...",
+    "How long ago ..."), even when they name no interval themselves.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    asks_when: bool = False
+
+
+_MONTHS = {
+    "january": 1,
+    "february": 2,
+    "march": 3,
+    "april": 4,
+    "may": 5,
+    "june": 6,
+    "july": 7,
+    "august": 8,
+    "september": 9,
+    "october": 10,
+    "november": 11,
+    "december": 12,
+    "jan": 1,
+    "feb": 2,
+    "mar": 3,
+    "apr": 4,
+    "jun": 6,
+    "jul": 7,
+    "aug": 8,
+    "sep": 9,
+    "sept": 9,
+    "oct": 10,
+    "nov": 11,
+    "dec": 12,
+}
+_WEEKDAYS = {
+    d: i
+    for i, d in enumerate(
+        ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    )
+}
+_NUMBERS = {
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "couple": 2,
+    "few": 3,
+    "several": 3,
+}
+_SEASON_START = {"spring": 3, "summer": 6, "fall": 9, "autumn": 9, "winter": 12}
+#: Word before a period -> offset in periods (last week = -1).
+_OFFSETS = {
+    "last": -1,
+    "past": -1,
+    "previous": -1,
+    "this past": -1,
+    "the past": -1,
+    "the previous": -1,
+    "the last": -1,
+    "this": 0,
+    "earlier this": 0,
+    "later this": 0,
+    "next": 1,
+    "coming": 1,
+    "the coming": 1,
+    "this coming": 1,
+    "the following": 1,
+    "the next": 1,
+}
+_AMBIGUOUS_MONTHS = {"may", "march", "mar", "jan", "dec", "sept", "sep", "oct", "nov", "aug"}
+
+_NUM = (
+    r"(?:\d{1,3}|a\s+couple\s+of|a\s+couple|couple\s+of|a\s+few|few|several|an?|one|two"
+    r"|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+)
+_UNIT = r"(?:day|week|month|year)s?"
+_WD = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_MONTH = (
+    r"(?:january|february|march|april|may|june|july|august|september|october|november"
+    r"|december|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\.?"
+)
+_PERIOD = r"(?:weekend|week|month|year|summer|winter|spring|fall|autumn)"
+_MOD = (
+    r"(?:earlier\s+this|later\s+this|this\s+past|this\s+coming|the\s+past|the\s+previous"
+    r"|the\s+following|the\s+coming|the\s+next|the\s+last|last|next|this|past|previous"
+    r"|coming)"
+)
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?\b"
+
+_PATTERN = re.compile(
+    rf"""\b(?:(?P<prep>on|in|during|over|since|until|till|by|before|after|from)\s+)?(?:
+      (?P<dby>(?:the\s+)?day\s+before\s+yesterday)
+    | (?P<dat>(?:the\s+)?day\s+after\s+tomorrow)
+    | (?P<relday>yesterday|today|tonight|tomorrow|last\s+night
+        |this\s+(?:morning|afternoon|evening))
+    | (?P<ago>(?P<agon>{_NUM})\s+(?P<agou>{_UNIT})\s+ago)
+    | (?P<later>(?P<latn>{_NUM})\s+(?P<latu>{_UNIT})(?P<fromnow>\s+from\s+now)?)
+    | (?P<relper>(?P<permod>{_MOD})\s+(?P<per>{_PERIOD}))
+    | (?P<relwd>(?P<wdmod>{_MOD})\s+(?P<wd1>{_WD}))
+    | (?P<iso>(?P<isoy>\d{{4}})-(?P<isom>\d{{2}})-(?P<isod>\d{{2}}))
+    | (?P<dmy>(?P<dmyd>{_DAY})\s+(?:of\s+)?(?P<dmym>{_MONTH}),?(?:\s+(?P<dmyy>\d{{4}}))?)
+    | (?P<mdy>(?P<mdym>{_MONTH})\s+(?P<mdyd>{_DAY}),?(?:\s+(?P<mdyy>\d{{4}}))?)
+    | (?P<my>(?P<mym>{_MONTH}),?\s+(?:of\s+)?(?P<myy>\d{{4}}))
+    | (?P<relmonth>(?:(?P<mmod>last|next|this)\s+)?(?P<mon>{_MONTH}))
+    | (?P<wd>{_WD})(?:\s+(?:morning|afternoon|evening|night))?
+    | (?P<weekend>the\s+weekend)
+    | (?P<year>(?:the\s+year\s+)?(?P<yy>(?:19|20)\d{{2}}))(?![\d%]|\s*(?:%|dollars|bucks|usd))
+    )\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_FUTURE = re.compile(
+    r"\b(?:will|shall|gonna|going\s+to|plan(?:s|ning)?|hope\s+to|hoping|can't\s+wait"
+    r"|looking\s+forward|upcoming|intend|wanna|want\s+to|about\s+to)\b|'ll\b"
+    r"|(?:'m|'re|\bam|\bare)\s+\w+ing\b",
+    re.IGNORECASE,
+)
+_LOCATIVE = {"on", "in", "during", "over"}
+
+
+def describe(start: datetime, granularity: Granularity) -> str:
+    """An interval start as English at its granularity ("7 May 2023", "summer 2023")."""
+    if granularity == "day":
+        return f"{start.day} {start:%B} {start.year}"
+    if granularity == "week":
+        return f"the week of {start.day} {start:%B} {start.year}"
+    if granularity == "weekend":
+        return f"the weekend of {start.day} {start:%B} {start.year}"
+    if granularity == "month":
+        return f"{start:%B} {start.year}"
+    if granularity == "season":
+        name = {3: "spring", 6: "summer", 9: "fall", 12: "winter"}[start.month]
+        return f"{name} {start.year}"
+    return str(start.year)
+
+
+def _day(anchor: datetime, offset: int = 0) -> datetime:
+    base = anchor.replace(hour=0, minute=0, second=0, microsecond=0)
+    return base + timedelta(days=offset)
+
+
+def _month_start(year: int, month: int, tz: object) -> datetime:
+    year += (month - 1) // 12
+    month = (month - 1) % 12 + 1
+    return datetime(year, month, 1, tzinfo=tz)  # type: ignore[arg-type]
+
+
+def _interval(start: datetime, gran: Granularity) -> tuple[datetime, datetime]:
+    if gran == "day":
+        return start, start + timedelta(days=1)
+    if gran == "weekend":
+        return start, start + timedelta(days=2)
+    if gran == "week":
+        return start, start + timedelta(days=7)
+    if gran == "month":
+        return start, _month_start(start.year, start.month + 1, start.tzinfo)
+    if gran == "season":
+        return start, _month_start(start.year, start.month + 3, start.tzinfo)
+    return start, start.replace(year=start.year + 1)
+
+
+def _count(word: str) -> int:
+    words = [w for w in word.lower().split() if w not in ("a", "of")] or ["a"]
+    return int(words[-1]) if words[-1].isdigit() else _NUMBERS.get(words[-1], 1)
+
+
+def _shift(anchor: datetime, n: int, unit: str) -> tuple[datetime, Granularity]:
+    """Anchor moved by ``n`` units (negative = past), at that unit's granularity."""
+    unit = unit.lower().rstrip("s")
+    if unit == "day":
+        return _day(anchor, n), "day"
+    if unit == "week":
+        day = _day(anchor, 7 * n)
+        return day - timedelta(days=day.weekday()), "week"
+    if unit == "month":
+        return _month_start(anchor.year, anchor.month + n, anchor.tzinfo), "month"
+    return datetime(anchor.year + n, 1, 1, tzinfo=anchor.tzinfo), "year"
+
+
+def _weekend(anchor: datetime, offset: int) -> datetime:
+    """Saturday of: the weekend being lived or coming (0), the one before (-1) or after (+1)."""
+    today = _day(anchor)
+    this_sat = today + timedelta(days=5 - today.weekday())
+    if offset < 0:
+        return this_sat - timedelta(days=7)
+    return this_sat + timedelta(days=7 * offset)
+
+
+def _season(anchor: datetime, name: str, offset: int) -> datetime:
+    """Start of the season ``name``: the current/last (-1), this year's (0) or next (+1) one."""
+    month = _SEASON_START[name.lower()]
+    start = datetime(anchor.year, month, 1, tzinfo=anchor.tzinfo)
+    if month == 12 and anchor.month < 3:
+        start = start.replace(year=anchor.year - 1)
+    end = _interval(start, "season")[1]
+    if offset < 0 and end > anchor:
+        start = start.replace(year=start.year - 1)
+    elif offset > 0 and start <= anchor:
+        start = start.replace(year=start.year + 1)
+    return start
+
+
+def _period(anchor: datetime, mod: str, period: str) -> tuple[datetime, Granularity]:
+    offset = _OFFSETS[" ".join(mod.lower().split())]
+    period = period.lower()
+    if period == "weekend":
+        return _weekend(anchor, offset), "weekend"
+    if period in _SEASON_START:
+        return _season(anchor, period, offset), "season"
+    return _shift(anchor, offset, period)
+
+
+def _weekday(anchor: datetime, weekday: int, mod: str | None, future: bool) -> datetime:
+    today = _day(anchor)
+    monday = today - timedelta(days=today.weekday())
+    mod = " ".join((mod or "").lower().split())
+    if mod in ("this", "earlier this", "later this"):
+        return monday + timedelta(days=weekday)
+    if mod in ("next", "the following", "the next"):
+        return monday + timedelta(days=7 + weekday)
+    if mod in ("coming", "this coming", "the coming") or (not mod and future):
+        return today + timedelta(days=(weekday - today.weekday()) % 7 or 7)
+    return today - timedelta(days=(today.weekday() - weekday) % 7 or 7)
+
+
+def _month_name(word: str) -> int:
+    return _MONTHS[word.lower().rstrip(".")]
+
+
+def _bare_month(anchor: datetime, month: int, mod: str | None, future: bool) -> datetime:
+    year = anchor.year
+    mod = (mod or "").lower()
+    if mod == "last" or (not mod and not future):
+        year = anchor.year if month <= anchor.month else anchor.year - 1
+        if mod == "last" and month == anchor.month:
+            year -= 1
+    elif mod == "next" or future:
+        year = anchor.year if month > anchor.month else anchor.year + 1
+    return datetime(year, month, 1, tzinfo=anchor.tzinfo)
+
+
+def _date(year: str | None, month: int, day: str, anchor: datetime) -> datetime | None:
+    d = int(re.sub(r"\D", "", day))
+    try:
+        return datetime(int(year) if year else anchor.year, month, d, tzinfo=anchor.tzinfo)
+    except ValueError:
+        return None
+
+
+_Resolved = tuple[datetime, Granularity, bool] | None
+
+
+def _relative(m: re.Match[str], anchor: datetime, future: bool) -> _Resolved:
+    """Expressions whose meaning depends on the anchor."""
+    g = m.group
+    if g("dby") or g("dat"):
+        return _day(anchor, -2 if g("dby") else 2), "day", True
+    if g("relday"):
+        word = g("relday").lower()
+        offset = -1 if word.startswith(("yesterday", "last")) else int(word == "tomorrow")
+        return _day(anchor, offset), "day", True
+    if g("ago"):
+        start, gran = _shift(anchor, -_count(g("agon")), g("agou"))
+        return start, gran, True
+    if g("later"):
+        if not g("fromnow") and (g("prep") or "").lower() != "in":
+            return None  # "for two weeks" is a duration, not a time
+        start, gran = _shift(anchor, _count(g("latn")), g("latu"))
+        return start, gran, True
+    if g("relper"):
+        start, gran = _period(anchor, g("permod"), g("per"))
+        return start, gran, True
+    if g("relwd") or g("wd"):
+        name = (g("wd1") or g("wd")).lower()
+        return _weekday(anchor, _WEEKDAYS[name], g("wdmod"), future), "day", True
+    if g("weekend"):
+        return _weekend(anchor, 0 if future else -1), "weekend", True
+    return None
+
+
+def _absolute(m: re.Match[str], anchor: datetime, future: bool) -> _Resolved:
+    """Dates written out; a missing year comes from the anchor."""
+    g = m.group
+    start: datetime | None = None
+    inferred = False
+    if g("iso"):
+        start = (
+            _date(g("isoy"), int(g("isom")), g("isod"), anchor) if 0 < int(g("isom")) < 13 else None
+        )
+    elif g("dmy"):
+        start = _date(g("dmyy"), _month_name(g("dmym")), g("dmyd"), anchor)
+        inferred = not g("dmyy")
+    elif g("mdy"):
+        start = _date(g("mdyy"), _month_name(g("mdym")), g("mdyd"), anchor)
+        inferred = not g("mdyy")
+    elif g("my"):
+        return (
+            datetime(int(g("myy")), _month_name(g("mym")), 1, tzinfo=anchor.tzinfo),
+            "month",
+            False,
+        )
+    elif g("relmonth"):
+        word = g("mon")
+        if word.lower().rstrip(".") in _AMBIGUOUS_MONTHS and not word[0].isupper():
+            return None  # "may" the verb, "march" the walk
+        if word.lower() == "may" and not (g("mmod") or g("prep")):
+            return None  # "May I ...": a month needs a preposition or modifier
+        month = _bare_month(anchor, _month_name(word), g("mmod"), future)
+        return month, "month", True
+    elif g("year"):
+        return datetime(int(g("yy")), 1, 1, tzinfo=anchor.tzinfo), "year", False
+    return (start, "day", inferred) if start else None
+
+
+def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[TimeMention]:
+    """Find the time expressions in ``text`` and pin them to absolute intervals.
+
+    ``future`` says how to read bare weekdays and months ("on Friday"); by
+    default it is guessed from the text's tense markers.
+
+    Example:
+        >>> m = resolve("I went there yesterday", datetime(2023, 5, 8, 13, 56))[0]
+        >>> (m.label(), m.granularity)
+        ('7 May 2023', 'day')
+    """
+    if future is None:
+        future = _FUTURE.search(text) is not None
+    mentions: list[TimeMention] = []
+    for m in _PATTERN.finditer(text):
+        resolved = _relative(m, anchor, future) or _absolute(m, anchor, future)
+        if resolved is None:
+            continue
+        start, gran, relative = resolved
+        begin, end = _interval(start, gran)
+        mentions.append(TimeMention(m.span(), begin, end, gran, m.group(0), relative))
+    return mentions
+
+
+def rewrite(text: str, mentions: list[TimeMention], offset: int = 0) -> str:
+    """``text`` with each relative mention replaced by its absolute date.
+
+    "I went yesterday" -> "I went on 7 May 2023"; "since last year" -> "since
+    2022". Absolute mentions are left as written. ``offset`` is where ``text``
+    starts inside the string the mentions were found in.
+    """
+    out: list[str] = []
+    pos = 0
+    for mention in mentions:
+        begin, end = mention.span[0] - offset, mention.span[1] - offset
+        if not mention.relative or begin < pos or end > len(text) or begin < 0:
+            continue
+        out.append(text[pos:begin])
+        out.append(_phrase(mention, text[begin:end]))
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _phrase(mention: TimeMention, original: str) -> str:
+    first = original.split(None, 1)[0].lower()
+    label = mention.label()
+    if first in _LOCATIVE or first not in _PREPOSITIONS:
+        prep = "on" if mention.granularity in ("day", "weekend") else "in"
+        return f"{prep} {label}"
+    return f"{original.split(None, 1)[0]} {label}"
+
+
+_PREPOSITIONS = {
+    "on",
+    "in",
+    "during",
+    "over",
+    "since",
+    "until",
+    "till",
+    "by",
+    "before",
+    "after",
+    "from",
+}
+_ASKS_WHEN = re.compile(
+    r"^\s*(?:when\b|what\s+(?:date|day|time|year|month|week)\b|which\s+(?:date|day|year|month"
+    r"|week)\b|how\s+long\s+ago\b|in\s+what\s+(?:year|month)\b)|\bwhat\s+year\b",
+    re.IGNORECASE,
+)
+
+
+def question_time_cues(question: str, now: datetime | None = None) -> TimeRange | None:
+    """The time a question asks about, or None when it has no time cue.
+
+    Relative cues ("last year") resolve against ``now`` (default: the current
+    UTC time). "before X" / "after X" / "since X" / "until X" open one bound.
+
+    Example:
+        >>> r = question_time_cues("What did Caroline do in May 2023?")
+        >>> (r.start.month, r.end.month, r.asks_when)
+        (5, 6, False)
+    """
+    asks_when = _ASKS_WHEN.search(question) is not None
+    anchor = now or datetime.now(UTC)
+    mentions = resolve(question, anchor, future=False)
+    if not mentions:
+        return TimeRange(asks_when=True) if asks_when else None
+    start: datetime | None = min(m.start for m in mentions)
+    end: datetime | None = max(m.end for m in mentions)
+    prep = mentions[0].text.split(None, 1)[0].lower()
+    if prep in ("before", "until", "till", "by") and len(mentions) == 1:
+        start = None
+        end = mentions[0].start if prep == "before" else mentions[0].end
+    elif prep in ("after", "since", "from") and len(mentions) == 1:
+        start, end = (mentions[0].end if prep == "after" else mentions[0].start), None
+    return TimeRange(start, end, asks_when)
+
+
+_SESSION_FORMATS = (
+    "%I:%M %p on %d %B, %Y",
+    "%I:%M %p on %d %b, %Y",
+    "%d %B %Y",
+    "%d %B, %Y",
+    "%B %d, %Y",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
+
+
+def parse_session_time(value: str | datetime | None) -> datetime | None:
+    """A session time from ISO text or LoCoMo's "1:56 pm on 8 May, 2023"; None if unreadable."""
+    if value is None or isinstance(value, datetime):
+        return value
+    text = value.strip()
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    for fmt in _SESSION_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
