@@ -1,0 +1,36 @@
+"""Provider adapters: Anthropic and OpenAI (and OpenAI-compatible servers).
+
+- :func:`wrap` puts contextos in the call path of an SDK client you already use.
+- :class:`~contextos.providers.anthropic.AnthropicTokenCounter` counts exactly
+  with Anthropic's ``count_tokens`` when a key is configured.
+- :mod:`~contextos.providers.errors` maps SDK exceptions to contextos errors.
+
+The SDKs are optional extras and are only imported when a client is wrapped
+or a counter is built from a key.
+"""
+
+from __future__ import annotations
+
+from .anthropic import AnthropicTokenCounter
+from .assembly import ContextSource, SessionContext
+from .base import CallRecord, ChatRequest, Prepared
+from .wrap import UsageLog, WrappedClient, wrap
+
+#: Adapter module per provider name (the one name-to-implementation table).
+ADAPTERS = {
+    "anthropic": "contextos.providers.anthropic:AnthropicAdapter",
+    "openai": "contextos.providers.openai:OpenAIAdapter",
+}
+
+__all__ = [
+    "ADAPTERS",
+    "AnthropicTokenCounter",
+    "CallRecord",
+    "ChatRequest",
+    "ContextSource",
+    "Prepared",
+    "SessionContext",
+    "UsageLog",
+    "WrappedClient",
+    "wrap",
+]

@@ -1,0 +1,356 @@
+"""Anthropic Messages API adapter: parse, render with ``cache_control``, read usage.
+
+Rendering is :func:`contextos.cache.render_anthropic` (one renderer for the
+wrapper, the simulator and the benchmarks): ``cache_control`` on the blocks
+where the window planned its breakpoints, a history that only grows so the
+bytes before the newest turn never change. The caller's own question content
+blocks (images, documents) are sent as given, and caller-placed
+``cache_control`` markers are kept and counted: a request never carries more
+than the API's four (ours are dropped first, earliest first).
+
+Usage is normalised to :class:`~contextos.types.Usage` as Anthropic reports it:
+``input_tokens`` are the uncached ones; writes (split 5m/1h) and reads apart.
+
+:class:`AnthropicTokenCounter` counts exactly with ``messages.count_tokens``
+when it has a client (an API key), and falls back to the offline cl100k
+counter, labelled as an estimate, when it has none.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..cache import render_anthropic
+from ..errors import MissingExtraError
+from ..tokens import Tokenizer, default_tokenizer
+from ..types import Message, Role, ToolCall, Usage
+from ..window import Block, Window
+from .assembly import model_info
+from .base import WIRE_KEY, ChatRequest, Prepared
+from .errors import call_mapped
+
+MAX_BREAKPOINTS = 4
+
+JSON = dict[str, Any]
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute or key access, so SDK models and plain dicts read the same."""
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        kind = _get(block, "type")
+        if kind == "text":
+            parts.append(_get(block, "text", ""))
+        elif kind == "tool_result":
+            parts.append(_text_of(_get(block, "content", "")))
+    return "\n".join(parts)
+
+
+def _neutral(wire: Mapping[str, Any]) -> Message:
+    content = wire.get("content")
+    blocks = content if isinstance(content, list) else []
+    calls = tuple(ToolCall(str(_get(b, "id")), str(_get(b, "name")),
+                           json.dumps(_get(b, "input", {}), sort_keys=True))
+                  for b in blocks if _get(b, "type") == "tool_use")
+    results = [b for b in blocks if _get(b, "type") == "tool_result"]
+    meta = {WIRE_KEY: ("anthropic", wire)}
+    if results and wire.get("role") == "user":
+        return Message("tool", _text_of(content), tool_call_id=str(_get(results[0], "tool_use_id")),
+                       metadata=meta)
+    role: Role = "assistant" if wire.get("role") == "assistant" else "user"
+    return Message(role, _text_of(content), tool_calls=calls, metadata=meta)
+
+
+def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
+    """The neutral form of ``messages.create`` keyword arguments."""
+    system = kwargs.get("system")
+    if isinstance(system, str):
+        parts: tuple[str, ...] = (system,) if system else ()
+    else:
+        parts = tuple(_get(b, "text", "") for b in system or [] if _get(b, "type") == "text")
+    return ChatRequest(
+        model=str(kwargs.get("model", "")),
+        system=parts,
+        messages=tuple(_neutral(m) for m in kwargs.get("messages") or []),
+        tools=tuple(kwargs.get("tools") or ()),
+        stream=bool(kwargs.get("stream")),
+    )
+
+
+# -- rendering -----------------------------------------------------------------
+
+
+def _question_content(question: Message | None) -> list[JSON] | None:
+    """The caller's own content blocks for the question (images, documents), if any."""
+    wire = question.metadata.get(WIRE_KEY) if question is not None else None
+    if wire is None or wire[0] != "anthropic":
+        return None
+    content = wire[1].get("content")
+    return copy.deepcopy(list(content)) if isinstance(content, list) else None
+
+
+def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
+    """The request body for a prepared window (:func:`contextos.cache.render_anthropic`),
+    with the caller's question content blocks sent as they were given."""
+    body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens)
+    own = _question_content(prepared.question)
+    if own is not None and body["messages"] and prepared.window.blocks[-1].kind == "question":
+        final = body["messages"][-1]["content"]
+        mark = final[-1].get("cache_control")
+        final[-1:] = own
+        if mark is not None:
+            final[-1]["cache_control"] = mark
+    return body
+
+
+def _all_blocks(kwargs: Mapping[str, Any]) -> list[Any]:
+    system = kwargs.get("system")
+    out: list[Any] = list(kwargs.get("tools") or [])
+    out += system if isinstance(system, list) else []
+    for message in kwargs.get("messages") or []:
+        content = message.get("content")
+        out += content if isinstance(content, list) else []
+    return out
+
+
+def _enforce_limit(kwargs: dict[str, Any]) -> None:
+    """Drop the earliest rendered breakpoints until at most four remain (in place).
+
+    The caller's ``tools`` are never touched (they are the caller's objects);
+    their markers only count against the limit.
+    """
+    marked = [b for b in _all_blocks(kwargs) if isinstance(b, dict) and "cache_control" in b]
+    excess = len(marked) - MAX_BREAKPOINTS
+    tool_ids = {id(t) for t in kwargs.get("tools") or []}
+    for block in marked:
+        if excess <= 0:
+            break
+        if id(block) not in tool_ids:
+            del block["cache_control"]
+            excess -= 1
+
+
+def prefix_hash(kwargs: Mapping[str, Any]) -> str:
+    """SHA-256 of the request up to its last ``cache_control`` block ('' when none)."""
+    blocks = _all_blocks(kwargs)
+    last = max((i for i, b in enumerate(blocks) if isinstance(b, dict) and "cache_control" in b),
+               default=-1)
+    if last < 0:
+        return ""
+    digest = hashlib.sha256(str(kwargs.get("model", "")).encode())
+    for block in blocks[: last + 1]:
+        digest.update(json.dumps(block, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """``messages.create`` keyword arguments for the prepared window.
+
+    The caller's other arguments (``max_tokens``, ``tools``, ``temperature``...)
+    are kept as given; ``system`` and ``messages`` come from the window.
+    """
+    body = render_body(prepared, max_tokens=kwargs.get("max_tokens"))
+    out = {k: v for k, v in kwargs.items() if k not in ("system", "messages")}
+    if body.get("system"):
+        out["system"] = body["system"]
+    out["messages"] = body["messages"]
+    _enforce_limit(out)
+    return out, prefix_hash(out)
+
+
+# -- responses -----------------------------------------------------------------
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int) else 0
+
+
+def usage_of(raw: Any) -> Usage:
+    """Normalise an Anthropic ``usage`` object (or dict) to :class:`Usage`."""
+    creation = _int(_get(raw, "cache_creation_input_tokens"))
+    split = _get(raw, "cache_creation")
+    five = _int(_get(split, "ephemeral_5m_input_tokens")) if split is not None else creation
+    hour = _int(_get(split, "ephemeral_1h_input_tokens")) if split is not None else 0
+    return Usage(
+        input_tokens=_int(_get(raw, "input_tokens")),
+        output_tokens=_int(_get(raw, "output_tokens")),
+        cache_creation_input_tokens=creation,
+        cache_read_input_tokens=_int(_get(raw, "cache_read_input_tokens")),
+        cache_creation_5m=five,
+        cache_creation_1h=hour,
+    )
+
+
+def reply_of(response: Any) -> Message:
+    """The assistant message of a ``Message`` response."""
+    content = _get(response, "content") or []
+    text = "".join(_get(b, "text", "") for b in content if _get(b, "type") == "text")
+    calls = tuple(ToolCall(str(_get(b, "id")), str(_get(b, "name")),
+                           json.dumps(_get(b, "input", {}), sort_keys=True))
+                  for b in content if _get(b, "type") == "tool_use")
+    return Message("assistant", text, tool_calls=calls)
+
+
+class AnthropicStreamAccumulator:
+    """Reply text and usage from ``RawMessageStreamEvent`` s as they pass by."""
+
+    def __init__(self) -> None:
+        self._usage: dict[str, Any] = {}
+        self._text: list[str] = []
+        self._tools: list[list[str]] = []
+        self.message_id: str | None = None
+
+    def feed(self, event: Any) -> None:
+        kind = _get(event, "type")
+        if kind == "message_start":
+            message = _get(event, "message")
+            self.message_id = _get(message, "id")
+            self._merge(_get(message, "usage"))
+        elif kind == "content_block_start":
+            block = _get(event, "content_block")
+            if _get(block, "type") == "tool_use":
+                self._tools.append([str(_get(block, "id")), str(_get(block, "name")), ""])
+        elif kind == "content_block_delta":
+            delta = _get(event, "delta")
+            if _get(delta, "type") == "text_delta":
+                self._text.append(_get(delta, "text", ""))
+            elif _get(delta, "type") == "input_json_delta" and self._tools:
+                self._tools[-1][2] += _get(delta, "partial_json", "")
+        elif kind == "message_delta":
+            self._merge(_get(event, "usage"))
+
+    def _merge(self, raw: Any) -> None:
+        """Later events carry cumulative counts: non-null fields replace earlier ones."""
+        if raw is None:
+            return
+        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
+                     "cache_read_input_tokens", "cache_creation"):
+            value = _get(raw, name)
+            if value is not None:
+                self._usage[name] = value
+
+    def usage(self) -> Usage:
+        return usage_of(self._usage)
+
+    def reply(self) -> Message:
+        calls = tuple(ToolCall(i, n, a or "{}") for i, n, a in self._tools)
+        return Message("assistant", "".join(self._text), tool_calls=calls)
+
+
+class AnthropicAdapter:
+    """The :class:`~contextos.providers.base.ProviderAdapter` for ``anthropic.Anthropic``."""
+
+    name = "anthropic"
+
+    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
+        return parse(kwargs)
+
+    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        return render(prepared, kwargs)
+
+    def usage(self, response: Any) -> Usage:
+        return usage_of(_get(response, "usage"))
+
+    def reply(self, response: Any) -> Message:
+        return reply_of(response)
+
+    def request_id(self, response: Any) -> str | None:
+        value = _get(response, "id")
+        return str(value) if value else None
+
+    def accumulator(self) -> AnthropicStreamAccumulator:
+        return AnthropicStreamAccumulator()
+
+
+# -- token counting --------------------------------------------------------------
+
+
+def _client_from_key(api_key: str, base_url: str | None) -> Any:
+    try:
+        import anthropic
+    except ImportError:
+        raise MissingExtraError("anthropic", "anthropic") from None
+    return anthropic.Anthropic(api_key=api_key, base_url=base_url)
+
+
+class AnthropicTokenCounter:
+    """A :class:`~contextos.tokens.Tokenizer` backed by ``messages.count_tokens``.
+
+    Exact (``exact = True``) when it has a client; otherwise it counts with the
+    offline cl100k tokenizer and says so (``exact = False``, name ends in
+    "(estimate)"). ``count(text)`` is the text's cost as one user message minus
+    the per-request framing, measured once with a one-character message.
+    Results are cached per text, so budgeting loops do not repeat API calls.
+
+    Example:
+        >>> counter = AnthropicTokenCounter(model="claude-haiku-4-5")  # no key: estimate
+        >>> counter.exact, counter.count("hello world")
+        (False, 2)
+    """
+
+    def __init__(self, client: Any = None, *, model: str = "claude-haiku-4-5",
+                 api_key: str | None = None, base_url: str | None = None,
+                 fallback: Tokenizer | None = None, cache_size: int = 4096) -> None:
+        if client is None and api_key:
+            client = _client_from_key(api_key, base_url)
+        self._client = client
+        self._fallback = fallback or default_tokenizer()
+        self.model = model
+        self.exact = client is not None
+        self.name = f"anthropic:{model}" if self.exact else f"{self._fallback.name} (estimate)"
+        self._cache: dict[str, int] = {}
+        self._cache_size = cache_size
+        self._framing: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, model: str | None = None) -> AnthropicTokenCounter:
+        """Exact when ``settings.anthropic_api_key`` is set, an estimate otherwise."""
+        return cls(model=model or settings.model, api_key=settings.anthropic_api_key)
+
+    def _api(self, messages: list[JSON], system: list[JSON] | None = None) -> int:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        if system:
+            kwargs["system"] = system
+        result = call_mapped("anthropic", self._client.messages.count_tokens, **kwargs)
+        return int(_get(result, "input_tokens"))
+
+    def count(self, text: str) -> int:
+        if not self.exact:
+            return self._fallback.count(text)
+        if not text:
+            return 0
+        if text not in self._cache:
+            if self._framing is None:
+                self._framing = self._api([{"role": "user", "content": "."}]) - 1
+            total = self._api([{"role": "user", "content": text}])
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[text] = max(0, total - self._framing)
+        return self._cache[text]
+
+    def count_messages(self, messages: Sequence[Message]) -> int:
+        if not self.exact:
+            return self._fallback.count_messages(messages)
+        blocks = tuple(
+            Block("system" if m.role == "system" else "history",
+                  "system" if m.role == "system" else "messages", str(i), m.role, m.content, 0,
+                  None if m.role == "system" else m)
+            for i, m in enumerate(sorted(messages, key=lambda m: m.role != "system")))
+        body = render_body(Prepared(Window(blocks, 0, (), (), ()), model_info(self.model)))
+        wire = body["messages"] or [{"role": "user", "content": "."}]
+        return self._api(wire, body.get("system"))

@@ -1,0 +1,106 @@
+"""Turn SDK exceptions into the contextos error tree, at the seam.
+
+Both official SDKs (``anthropic``, ``openai``) raise the same shapes: an
+``APIStatusError`` carrying ``status_code``, ``response`` and ``body``, and an
+``APIConnectionError`` when no response came. We read those attributes instead
+of importing either SDK, so this module works whichever is installed.
+
+Retries: both SDKs already retry connection errors, 408/409/429 and 5xx with
+exponential backoff (``max_retries``, honouring ``retry-after``). contextos
+does not retry on top of them -- a second loop would multiply the attempts and
+the wait. When the SDK gives up, the caller gets :class:`RateLimited` (with the
+server's ``retry_after``), :class:`AuthError` or :class:`ProviderHTTPError`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ..errors import AuthError, ProviderError, ProviderHTTPError, RateLimited
+
+T = TypeVar("T")
+
+_AUTH_STATUSES = (401, 403)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *,
+                      now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date).
+
+    Example:
+        >>> parse_retry_after({"retry-after": "2"})
+        2.0
+    """
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return float(millis) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        return max(0.0, email.utils.mktime_tz(parsed) - (time.time() if now is None else now))
+
+
+def _body_text(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if body is None:
+        response = getattr(exc, "response", None)
+        return str(getattr(response, "text", "") or "")
+    return body if isinstance(body, str) else json.dumps(body, default=str)
+
+
+def _is_sdk_error(exc: BaseException) -> bool:
+    """True for exceptions raised by the anthropic or openai SDKs (by their module)."""
+    root = type(exc).__module__.split(".")[0]
+    return root in ("anthropic", "openai")
+
+
+def to_contextos_error(exc: BaseException, provider: str) -> ProviderError:
+    """The contextos error for an SDK exception (the caller raises it ``from exc``)."""
+    status = getattr(exc, "status_code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    if not isinstance(status, int):
+        return ProviderError(f"{provider}: {message}")
+    if status in _AUTH_STATUSES:
+        return AuthError(
+            f"{provider} refused the credentials (HTTP {status}): {message}. "
+            f"Set the API key ({provider.upper()}_API_KEY) or pass api_key= to the client."
+        )
+    if status == 429:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+        return RateLimited(f"{provider} rate limit: {message}",
+                           retry_after=parse_retry_after(headers))
+    return ProviderHTTPError(f"{provider}: {message}", status=status, body=_body_text(exc))
+
+
+@contextmanager
+def mapped_errors(provider: str) -> Iterator[None]:
+    """Re-raise SDK exceptions inside the block as contextos errors (``from`` the original)."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_sdk_error(exc):
+            raise
+        raise to_contextos_error(exc, provider) from exc
+
+
+def call_mapped(provider: str, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``func(*args, **kwargs)`` with SDK exceptions mapped (see :func:`mapped_errors`)."""
+    with mapped_errors(provider):
+        return func(*args, **kwargs)

@@ -1,0 +1,235 @@
+"""OpenAI Chat Completions adapter (and any OpenAI-compatible server via ``base_url``).
+
+OpenAI caches prompt prefixes automatically, so rendering is about keeping
+the prefix byte-stable: :func:`contextos.cache.render_openai` puts the system
+prompt and the append-only history first and the per-call memories and the
+question last. ``prompt_cache_key`` (which routes one session's calls to the
+same cache) is sent only when asked for, because some OpenAI-compatible
+servers reject parameters they do not know.
+
+Usage is normalised like Anthropic's: ``input_tokens`` excludes cached tokens
+(OpenAI's ``prompt_tokens`` includes them), ``cache_read_input_tokens`` is
+``prompt_tokens_details.cached_tokens``. OpenAI bills no cache writes.
+
+Streams only report usage when ``stream_options.include_usage`` is set; the
+wrapper sets it, and when the caller had not asked for it, it hides the extra
+usage-only chunk (empty ``choices``) so the caller's loop sees what it expects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..cache import prompt_cache_key, render_openai, stable_end
+from ..types import Message, ToolCall, Usage
+from .base import WIRE_KEY, ChatRequest, Prepared
+
+JSON = dict[str, Any]
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(_get(p, "text", "") for p in content or [] if _get(p, "type") == "text")
+
+
+def _neutral(wire: Mapping[str, Any]) -> Message:
+    role = wire.get("role", "user")
+    calls = tuple(
+        ToolCall(str(_get(c, "id")), str(_get(_get(c, "function"), "name")),
+                 str(_get(_get(c, "function"), "arguments") or ""))
+        for c in wire.get("tool_calls") or [])
+    return Message(
+        role if role in ("user", "assistant", "tool") else "user",
+        _text_of(wire.get("content")),
+        name=wire.get("name"),
+        tool_call_id=wire.get("tool_call_id"),
+        tool_calls=calls,
+        metadata={WIRE_KEY: ("openai", wire)},
+    )
+
+
+def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
+    """The neutral form of ``chat.completions.create`` keyword arguments.
+
+    Leading system/developer messages are the system prompt; the rest are turns.
+    """
+    messages = list(kwargs.get("messages") or [])
+    head = 0
+    while head < len(messages) and messages[head].get("role") in _SYSTEM_ROLES:
+        head += 1
+    return ChatRequest(
+        model=str(kwargs.get("model", "")),
+        system=tuple(_text_of(m.get("content")) for m in messages[:head]),
+        messages=tuple(_neutral(m) for m in messages[head:]),
+        tools=tuple(kwargs.get("tools") or ()),
+        stream=bool(kwargs.get("stream")),
+    )
+
+
+# -- rendering -----------------------------------------------------------------
+
+
+def _system_role(kwargs: Mapping[str, Any]) -> str:
+    first = (kwargs.get("messages") or [{}])[0]
+    return "developer" if first.get("role") == "developer" else "system"
+
+
+def render(prepared: Prepared, kwargs: Mapping[str, Any], *,
+           cache_key: bool | str = False) -> tuple[dict[str, Any], str]:
+    """``chat.completions.create`` keyword arguments for the prepared window.
+
+    The caller's other arguments are kept; ``messages`` come from the window.
+    ``cache_key``: True sends :func:`contextos.cache.prompt_cache_key`, a string
+    sends that string, False sends none.
+    """
+    body = render_openai(prepared.window, prepared.model)
+    messages = body["messages"]
+    role = _system_role(kwargs)
+    for m in messages:
+        if m["role"] == "system" and role != "system":
+            m["role"] = role
+    own = _question_parts(prepared.question)
+    if own is not None and messages and prepared.window.blocks[-1].kind == "question":
+        messages[-1]["content"][-1:] = own
+    out = {k: v for k, v in kwargs.items() if k != "messages"}
+    out["messages"] = messages
+    if cache_key:
+        out["prompt_cache_key"] = (cache_key if isinstance(cache_key, str)
+                                   else prompt_cache_key(prepared.window))
+    return out, _prefix_hash(out, stable_end(prepared.window, "openai"), prepared)
+
+
+def _question_parts(question: Message | None) -> list[JSON] | None:
+    wire = question.metadata.get(WIRE_KEY) if question is not None else None
+    if wire is None or wire[0] != "openai":
+        return None
+    content = wire[1].get("content")
+    return copy.deepcopy(list(content)) if isinstance(content, list) else None
+
+
+def _prefix_hash(kwargs: Mapping[str, Any], stable_blocks: int, prepared: Prepared) -> str:
+    """SHA-256 of tools and the messages before the per-call context ('' when none)."""
+    has_final = any(b.kind in ("context", "question") for b in prepared.window.blocks)
+    messages = list(kwargs["messages"][:-1] if has_final else kwargs["messages"])
+    if not stable_blocks or not messages:
+        return ""
+    digest = hashlib.sha256(str(kwargs.get("model", "")).encode())
+    for item in [*(kwargs.get("tools") or []), *messages]:
+        digest.update(json.dumps(item, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+# -- responses -----------------------------------------------------------------
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int) else 0
+
+
+def usage_of(raw: Any) -> Usage:
+    """Normalise an OpenAI ``usage`` (object or dict) to :class:`Usage`."""
+    if raw is None:
+        return Usage()
+    prompt = _int(_get(raw, "prompt_tokens"))
+    cached = _int(_get(_get(raw, "prompt_tokens_details"), "cached_tokens"))
+    return Usage(input_tokens=prompt - cached, output_tokens=_int(_get(raw, "completion_tokens")),
+                 cache_read_input_tokens=cached)
+
+
+def reply_of(response: Any) -> Message:
+    """The first choice's assistant message of a ``ChatCompletion``."""
+    choices = _get(response, "choices") or []
+    if not choices:
+        return Message("assistant", "")
+    message = _get(choices[0], "message")
+    calls = tuple(
+        ToolCall(str(_get(c, "id")), str(_get(_get(c, "function"), "name")),
+                 str(_get(_get(c, "function"), "arguments") or ""))
+        for c in _get(message, "tool_calls") or [])
+    return Message("assistant", _get(message, "content") or "", tool_calls=calls)
+
+
+class OpenAIStreamAccumulator:
+    """Reply text, tool calls and usage from ``ChatCompletionChunk`` s."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._tools: dict[int, list[str]] = {}
+        self._usage: Any = None
+        self.message_id: str | None = None
+
+    def feed(self, chunk: Any) -> None:
+        self.message_id = self.message_id or _get(chunk, "id")
+        if _get(chunk, "usage") is not None:
+            self._usage = _get(chunk, "usage")
+        for choice in _get(chunk, "choices") or []:
+            if _get(choice, "index", 0) != 0:
+                continue
+            delta = _get(choice, "delta")
+            if _get(delta, "content"):
+                self._text.append(_get(delta, "content"))
+            for call in _get(delta, "tool_calls") or []:
+                slot = self._tools.setdefault(_get(call, "index", 0), ["", "", ""])
+                fn = _get(call, "function")
+                slot[0] = _get(call, "id") or slot[0]
+                slot[1] = _get(fn, "name") or slot[1]
+                slot[2] += _get(fn, "arguments") or ""
+
+    @property
+    def has_usage(self) -> bool:
+        return self._usage is not None
+
+    def usage(self) -> Usage:
+        return usage_of(self._usage)
+
+    def reply(self) -> Message:
+        calls = tuple(ToolCall(i, n, a) for _, (i, n, a) in sorted(self._tools.items()))
+        return Message("assistant", "".join(self._text), tool_calls=calls)
+
+
+def is_usage_only(chunk: Any) -> bool:
+    """True for the final ``include_usage`` chunk (no choices, a usage)."""
+    return not (_get(chunk, "choices") or []) and _get(chunk, "usage") is not None
+
+
+class OpenAIAdapter:
+    """The :class:`~contextos.providers.base.ProviderAdapter` for ``openai.OpenAI``."""
+
+    name = "openai"
+
+    def __init__(self, *, cache_key: bool | str = False) -> None:
+        self.cache_key = cache_key
+
+    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
+        return parse(kwargs)
+
+    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        return render(prepared, kwargs, cache_key=self.cache_key)
+
+    def usage(self, response: Any) -> Usage:
+        return usage_of(_get(response, "usage"))
+
+    def reply(self, response: Any) -> Message:
+        return reply_of(response)
+
+    def request_id(self, response: Any) -> str | None:
+        value = _get(response, "id")
+        return str(value) if value else None
+
+    def accumulator(self) -> OpenAIStreamAccumulator:
+        return OpenAIStreamAccumulator()

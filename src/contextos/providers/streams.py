@@ -1,0 +1,70 @@
+"""Watch an SDK stream without changing what the caller holds.
+
+The wrapped call must hand back the SDK's own ``Stream`` object (callers
+check its type, use it as a context manager, read ``.response``). Both SDKs
+iterate through the stream's ``_iterator``; we swap that iterator for a
+generator that shows each event to an accumulator, maps SDK errors to
+contextos errors, and reports once when the stream ends -- read to the end
+(``complete=True``) or closed early (``complete=False``, usage as far as it
+got). Should an SDK release drop ``_iterator``, the stream is wrapped in a
+thin proxy instead, so the wrapper degrades rather than breaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .base import StreamAccumulator
+from .errors import mapped_errors
+
+
+def _observed(inner: Iterator[Any], acc: StreamAccumulator, done: Callable[[bool], None],
+              provider: str, hide: Callable[[Any], bool] | None) -> Iterator[Any]:
+    complete = False
+    try:
+        with mapped_errors(provider):
+            for event in inner:
+                acc.feed(event)
+                if hide is not None and hide(event):
+                    continue
+                yield event
+        complete = True
+    finally:
+        done(complete)
+
+
+class _StreamProxy:
+    """Fallback: iterate through the observer, delegate everything else."""
+
+    def __init__(self, stream: Any, iterator: Iterator[Any]) -> None:
+        self._stream = stream
+        self._iterator = iterator
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterator
+
+    def __next__(self) -> Any:
+        return next(self._iterator)
+
+    def __enter__(self) -> _StreamProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def instrument(stream: Any, acc: StreamAccumulator, done: Callable[[bool], None], *,
+               provider: str, hide: Callable[[Any], bool] | None = None) -> Any:
+    """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring."""
+    inner = getattr(stream, "_iterator", None)
+    if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
+        stream.__dict__["_iterator"] = _observed(inner, acc, done, provider, hide)
+        return stream
+    return _StreamProxy(stream, _observed(iter(stream), acc, done, provider, hide))

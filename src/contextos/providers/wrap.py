@@ -1,0 +1,269 @@
+"""``contextos.wrap(client)``: the SDK you already use, with contextos managing the window.
+
+    >>> import anthropic, contextos                                    # doctest: +SKIP
+    >>> memory = contextos.Memory("memory.db")                          # doctest: +SKIP
+    >>> client = contextos.wrap(anthropic.Anthropic(), memory=memory,   # doctest: +SKIP
+    ...                         session="chat-1", user_id="ana")
+    >>> client.messages.create(model="claude-haiku-4-5", max_tokens=512,  # doctest: +SKIP
+    ...                        messages=[{"role": "user", "content": "What do I eat?"}])
+
+The wrapped client has the SDK's own call shape (``messages.create`` for
+``anthropic.Anthropic``, ``chat.completions.create`` for ``openai.OpenAI``;
+everything else is the SDK's, untouched) and returns the SDK's own response
+objects, streams included. Each call:
+
+1. assembles the window from the session log and memory (a
+   :class:`~contextos.providers.assembly.ContextSource`; injectable),
+2. renders it with cache breakpoints, sends it through the real SDK client,
+3. records usage (input, output, cache writes 5m/1h, cache reads) in
+   :attr:`WrappedClient.calls` and, with a session, in the session log.
+
+Without memory and session it is a pass-through: the request goes out as
+given and only usage is recorded. Streams (``stream=True``) come back as the
+SDK's stream object; usage is recorded when the stream ends. SDK exceptions
+become :mod:`contextos.errors` (see :mod:`contextos.providers.errors`); the
+SDK's own retries (``max_retries``) are the only ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..types import Usage
+from .base import CallRecord, Prepared, ProviderAdapter, StreamAccumulator
+from .errors import mapped_errors
+from .streams import instrument
+
+Recorder = Callable[[CallRecord], None]
+
+
+class UsageLog:
+    """Every call a wrapped client made, in order, with totals (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._calls: list[CallRecord] = []
+        self._lock = threading.Lock()
+
+    def append(self, call: CallRecord) -> None:
+        with self._lock:
+            self._calls.append(call)
+
+    def __iter__(self) -> Iterator[CallRecord]:
+        with self._lock:
+            return iter(list(self._calls))
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __getitem__(self, index: int) -> CallRecord:
+        return self._calls[index]
+
+    def total(self) -> Usage:
+        """The sum of every recorded call's usage."""
+        fields = Usage.__dataclass_fields__
+        sums = {k: sum(getattr(c.usage, k) for c in self) for k in fields}
+        return Usage(**sums)
+
+
+class _Core:
+    """Shared by the per-SDK facades: prepare, send, record."""
+
+    def __init__(self, adapter: ProviderAdapter, context: Any, recorders: list[Recorder],
+                 stream_usage: bool) -> None:
+        self.adapter = adapter
+        self.context = context
+        self.calls = UsageLog()
+        self.recorders = [self.calls.append, *recorders]
+        self.stream_usage = stream_usage
+
+    def call(self, send: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        prepared: Prepared | None = None
+        prefix = ""
+        if self.context is not None:
+            request = self.adapter.parse(kwargs)
+            reserve = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
+            prepared = self.context.prepare(request, reserve_tokens=reserve)
+            kwargs, prefix = self.adapter.render(prepared, kwargs)
+        stream = bool(kwargs.get("stream"))
+        hide_usage_chunk = False
+        if stream and self.adapter.name == "openai" and self.stream_usage:
+            kwargs, hide_usage_chunk = _with_stream_usage(kwargs)
+        started = time.perf_counter()
+        with mapped_errors(self.adapter.name):
+            response = send(**kwargs)
+        model = str(kwargs.get("model", ""))
+        if not stream:
+            self._finish(prepared, CallRecord(
+                self.adapter.name, model, self.adapter.usage(response),
+                self.adapter.reply(response), False, time.perf_counter() - started, prefix,
+                prepared.logged if prepared else (), _request_id(self.adapter, response)))
+            return response
+        acc = self.adapter.accumulator()
+
+        def done(complete: bool) -> None:
+            self._finish(prepared, _stream_record(self.adapter.name, model, acc, started, prefix,
+                                                  prepared, complete))
+
+        return instrument(response, acc, done, provider=self.adapter.name,
+                          hide=_usage_only if hide_usage_chunk else None)
+
+    def _finish(self, prepared: Prepared | None, record: CallRecord) -> None:
+        if prepared is not None and self.context is not None:
+            self.context.commit(prepared, record)
+        for recorder in self.recorders:
+            recorder(record)
+
+
+def _request_id(adapter: Any, response: Any) -> str | None:
+    getter = getattr(adapter, "request_id", None)
+    return getter(response) if getter is not None else None
+
+
+def _stream_record(provider: str, model: str, acc: StreamAccumulator, started: float,
+                   prefix: str, prepared: Prepared | None, complete: bool) -> CallRecord:
+    return CallRecord(provider, model, acc.usage(), acc.reply(), True,
+                      time.perf_counter() - started, prefix,
+                      prepared.logged if prepared else (),
+                      getattr(acc, "message_id", None), complete)
+
+
+def _with_stream_usage(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Ask for the usage chunk; True when the caller had not (so we hide it)."""
+    options = dict(kwargs.get("stream_options") or {})
+    if options.get("include_usage"):
+        return kwargs, False
+    options["include_usage"] = True
+    return {**kwargs, "stream_options": options}, True
+
+
+def _usage_only(chunk: Any) -> bool:
+    from .openai import is_usage_only
+
+    return is_usage_only(chunk)
+
+
+class _Resource:
+    """A proxy of an SDK resource (``client.messages``): ``create`` goes through the core."""
+
+    def __init__(self, inner: Any, core: _Core, provider: str) -> None:
+        self._inner = inner
+        self._core = core
+        self._provider = provider
+
+    def create(self, **kwargs: Any) -> Any:
+        """The SDK's ``create``, with the window managed and usage recorded."""
+        return self._core.call(self._inner.create, kwargs)
+
+    def count_tokens(self, **kwargs: Any) -> Any:
+        """The SDK's ``count_tokens`` (Anthropic), errors mapped."""
+        with mapped_errors(self._provider):
+            return self._inner.count_tokens(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _Chat:
+    def __init__(self, inner: Any, core: _Core) -> None:
+        self._inner = inner
+        self.completions = _Resource(inner.completions, core, "openai")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class WrappedClient:
+    """An SDK client with contextos in the call path. Build it with :func:`wrap`.
+
+    ``calls`` is the :class:`UsageLog` of this client's calls; ``unwrapped``
+    the SDK client itself. Any attribute not overridden is the SDK's.
+    """
+
+    def __init__(self, client: Any, core: _Core) -> None:
+        self.unwrapped = client
+        self._core = core
+        self.provider = core.adapter.name
+        if self.provider == "anthropic":
+            self.messages = _Resource(client.messages, core, "anthropic")
+        else:
+            self.chat = _Chat(client.chat, core)
+
+    @property
+    def calls(self) -> UsageLog:
+        return self._core.calls
+
+    @property
+    def context(self) -> Any:
+        """The :class:`~contextos.providers.assembly.ContextSource` (None in pass-through)."""
+        return self._core.context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unwrapped, name)
+
+
+def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
+    root = type(client).__module__.split(".")[0]
+    name = type(client).__name__
+    if name.startswith("Async"):
+        raise TypeError(f"contextos.wrap supports synchronous clients; got {name}")
+    if root == "anthropic" and hasattr(client, "messages"):
+        from .anthropic import AnthropicAdapter
+
+        return AnthropicAdapter()
+    if root == "openai" and hasattr(client, "chat"):
+        from .openai import OpenAIAdapter
+
+        return OpenAIAdapter(cache_key=cache_key)
+    raise TypeError(f"cannot wrap {type(client).__module__}.{name}: "
+                    "pass an anthropic.Anthropic or openai.OpenAI client")
+
+
+def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str | None = None,
+         agent_id: str | None = None, context: Any = None, memory_limit: int = 8,
+         memory_tokens: int = 1024, remember: bool = True, cache_ttl: str = "5m",
+         budget: int | None = None, prompt_cache_key: bool | str = False,
+         stream_usage: bool = True, on_call: Recorder | None = None) -> WrappedClient:
+    """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
+
+    Args:
+        client: the SDK client; its ``base_url``, ``max_retries`` and timeouts apply.
+        memory: a :class:`~contextos.memory.Memory` to retrieve from and remember into.
+        session: a session id: the conversation log kept in ``memory``'s store.
+        user_id/agent_id: the memory scope.
+        context: a ready :class:`~contextos.providers.assembly.ContextSource`
+            (instead of memory/session), e.g. the context engine's session.
+        memory_limit/memory_tokens: how many memories, and how many tokens of them.
+        remember: add each exchange to memory.
+        cache_ttl: ``"5m"`` or ``"1h"`` for the breakpoints after system and history.
+        budget: the input token budget (default: the model's window minus ``max_tokens``).
+        prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
+        stream_usage: OpenAI only; ask streams for the usage chunk.
+        on_call: called with every :class:`~contextos.providers.base.CallRecord`.
+
+    Raises:
+        TypeError: an unsupported client, or ``context`` together with memory/session.
+    """
+    adapter = _adapter_for(client, prompt_cache_key)
+    if context is not None and (memory is not None or session is not None):
+        raise TypeError("pass either context= or memory=/session=, not both")
+    if context is None and (memory is not None or session is not None):
+        from .assembly import SessionContext
+
+        context = SessionContext(memory=memory, session_id=_session_id(session), user_id=user_id,
+                                 agent_id=agent_id, memory_limit=memory_limit,
+                                 memory_tokens=memory_tokens, remember=remember,
+                                 cache_ttl=cache_ttl, budget=budget)
+    core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
+    return WrappedClient(client, core)
+
+
+def _session_id(session: Any) -> str | None:
+    if session is None or isinstance(session, str):
+        return session
+    value = getattr(session, "session_id", None) or getattr(session, "id", None)
+    if not isinstance(value, str):
+        raise TypeError("session must be a session id string or an object with .session_id")
+    return value

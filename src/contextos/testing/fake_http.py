@@ -1,0 +1,246 @@
+"""A tiny threaded HTTP server on 127.0.0.1 for the fake LLM providers.
+
+The fake providers (:mod:`contextos.testing.fake_anthropic`,
+:mod:`contextos.testing.fake_openai`) build on this: it records every request
+it receives (so tests can assert what a wrapper actually sent on the wire),
+plays scripted responses first-in first-out, and otherwise asks the provider
+subclass to answer. Streaming bodies go out with chunked transfer encoding,
+one chunk per Server-Sent Event, the way the real APIs send them.
+
+It is a real socket server: the real SDK clients talk to it through their own
+HTTP stack, so nothing inside an SDK is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake server received, byte for byte."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON (``None`` when empty)."""
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    """One Server-Sent Event: an optional ``event:`` name and its ``data:`` text."""
+
+    data: str
+    event: str | None = None
+
+    def encode(self) -> bytes:
+        head = f"event: {self.event}\n" if self.event else ""
+        return f"{head}data: {self.data}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class FakeResponse:
+    """What the fake server answers: a JSON body, or a stream of SSE events."""
+
+    status: int = 200
+    json_body: Any = None
+    events: Sequence[SSEEvent] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.json_body).encode() if self.json_body is not None else b""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs pool connections
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        self.server.owner._track(self.connection, open_=False)
+        super().finish()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._handle()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle()
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
+        response = self.server.owner._dispatch(request)
+        if response.events is None:
+            self._send_json(response)
+        else:
+            self._send_events(response)
+
+    def _send_json(self, response: FakeResponse) -> None:
+        payload = response.body_bytes()
+        self.send_response(response.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _send_events(self, response: FakeResponse) -> None:
+        self.send_response(response.status)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        for event in response.events or ():
+            chunk = event.encode()
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Stay quiet: tests and benchmarks read stdout."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, owner: FakeHTTPServer) -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class FakeHTTPServer:
+    """Base of the fake providers: loopback server, request log, response script.
+
+    Use it as a context manager (or call :meth:`start`/:meth:`stop`)::
+
+        with FakeAnthropic() as fake:
+            client = anthropic.Anthropic(base_url=fake.base_url, api_key="test")
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._script: list[FakeResponse] = []
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> Self:
+        """Bind a free port on 127.0.0.1 and serve on a background thread."""
+        if self._server is None:
+            self._server = _Server(self)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            with self._lock:
+                open_connections = list(self._connections)
+            for conn in open_connections:  # keep-alive connections a client left open
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = None
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the fake server is not running; call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- script and log ----------------------------------------------------
+    def enqueue(self, *responses: FakeResponse) -> None:
+        """Answer the next requests with ``responses``, in order, before the default."""
+        with self._lock:
+            self._script.extend(responses)
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """Recorded requests whose path (without query) equals ``path``."""
+        return [r for r in list(self.requests) if r.path.split("?")[0] == path]
+
+    def clear(self) -> None:
+        """Forget recorded requests and pending scripted responses."""
+        with self._lock:
+            self.requests.clear()
+            self._script.clear()
+
+    def _track(self, conn: socket.socket, *, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def _dispatch(self, request: RecordedRequest) -> FakeResponse:
+        with self._lock:
+            self.requests.append(request)
+            scripted = self._script.pop(0) if self._script else None
+        if scripted is not None:
+            return scripted
+        return self.respond(request)
+
+    def respond(self, request: RecordedRequest) -> FakeResponse:
+        """The default answer; providers override this."""
+        return FakeResponse(status=404, json_body={"error": f"no route for {request.path}"})
+
+
+def sse_json(events: Iterator[tuple[str | None, Any]]) -> list[SSEEvent]:
+    """SSE events from ``(event name, JSON payload)`` pairs."""
+    return [SSEEvent(data=json.dumps(payload), event=name) for name, payload in events]
+
+
+def text_pieces(text: str, size: int = 8) -> list[str]:
+    """Split ``text`` into stream deltas of about ``size`` characters."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def estimate_tokens(text: str) -> int:
+    """The fakes' deterministic token count: one token per four characters, rounded up."""
+    return (len(text) + 3) // 4

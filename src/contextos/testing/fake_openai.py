@@ -1,0 +1,207 @@
+"""A local fake of OpenAI's Chat Completions API (and compatible servers).
+
+Speaks what the real ``openai.OpenAI`` client expects at ``base_url``
+(``http://127.0.0.1:PORT/v1``): ``POST /chat/completions`` as JSON or, with
+``stream: true``, as ``chat.completion.chunk`` SSE events ending in
+``data: [DONE]``; with ``stream_options.include_usage`` the last chunk has
+empty ``choices`` and the usage, and earlier chunks carry ``"usage": null``.
+Errors use OpenAI's body (``{"error": {"message", "type", "param", "code"}}``),
+with ``retry-after`` on 429.
+
+Prompt caching is simulated the way OpenAI describes it: automatic, on the
+longest previously seen prefix (tools, then messages, at message boundaries)
+of at least ``min_cache_tokens`` (1,024 by default), rounded down to a multiple
+of ``cache_increment`` (128 by default), and reported as
+``usage.prompt_tokens_details.cached_tokens``.
+Tokens are one per four characters of each item's canonical JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .fake_http import (
+    FakeHTTPServer,
+    FakeResponse,
+    RecordedRequest,
+    SSEEvent,
+    estimate_tokens,
+    text_pieces,
+)
+
+#: OpenAI reports cache hits in increments of this many tokens.
+CACHE_INCREMENT = 128
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+}
+
+
+@dataclass(frozen=True)
+class OpenAIUsage:
+    """Usage the fake reports: ``prompt_tokens`` includes ``cached_tokens``."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+            },
+        }
+
+
+def _canonical(item: Any) -> str:
+    return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class _PrefixCache:
+    """Prefix hashes of earlier requests, at message boundaries."""
+
+    def __init__(self, min_tokens: int, increment: int) -> None:
+        self.min_tokens = min_tokens
+        self.increment = increment
+        self.keys: set[str] = set()
+
+    def account(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(prompt tokens, cached tokens) for a request, remembering its prefixes."""
+        items = [*(body.get("tools") or []), *(body.get("messages") or [])]
+        running = hashlib.sha256(str(body.get("model")).encode())
+        total = 0
+        cached = 0
+        for item in items:
+            text = _canonical(item)
+            running.update(text.encode())
+            total += estimate_tokens(text)
+            key = running.copy().hexdigest()
+            if key in self.keys:
+                cached = total
+            if total >= self.min_tokens:
+                self.keys.add(key)
+        if cached < self.min_tokens:
+            cached = 0
+        return total, cached - cached % self.increment
+
+
+def _default_reply(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if not isinstance(content, str):
+                content = " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+            return f"You said: {content[-200:]}"
+    return "Hello."
+
+
+class FakeOpenAI(FakeHTTPServer):
+    """Loopback fake of the OpenAI Chat Completions API. See the module docstring."""
+
+    def __init__(
+        self, *, reply: Callable[[dict[str, Any]], str] = _default_reply,
+        min_cache_tokens: int = 1024, cache_increment: int = CACHE_INCREMENT,
+    ) -> None:
+        super().__init__()
+        self.reply = reply
+        self.cache = _PrefixCache(min_cache_tokens, cache_increment)
+        self._ids = itertools.count(1)
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as ``openai.OpenAI(base_url=...)``."""
+        return self.origin + "/v1"
+
+    def completions_requests(self) -> list[RecordedRequest]:
+        """Recorded ``POST /v1/chat/completions`` requests."""
+        return self.requests_to("/v1/chat/completions")
+
+    # -- scripting -----------------------------------------------------------
+    def enqueue_error(self, status: int, message: str = "fake error", *,
+                      retry_after: float | None = None) -> None:
+        """Answer the next request with an API error body (and ``retry-after`` if given)."""
+        kind, code = _ERROR_TYPES.get(status, ("server_error", None))
+        headers = {"x-request-id": f"req_fake_{next(self._ids)}"}
+        if retry_after is not None:
+            headers["retry-after"] = f"{retry_after:g}"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        self.enqueue(FakeResponse(status=status, json_body=body, headers=headers))
+
+    def enqueue_reply(self, text: str, usage: OpenAIUsage, *, stream: bool = False,
+                      include_usage: bool = True, model: str = "gpt-4.1-mini") -> None:
+        """Answer the next request with ``text`` and exactly ``usage`` (a recorded response)."""
+        self.enqueue(self._completion(model, text, usage, stream=stream,
+                                      include_usage=include_usage))
+
+    # -- default behaviour ---------------------------------------------------
+    def respond(self, request: RecordedRequest) -> FakeResponse:
+        path = request.path.split("?")[0]
+        if request.method != "POST" or path != "/v1/chat/completions":
+            return FakeResponse(status=404, json_body={"error": {
+                "message": f"no route {request.method} {path}", "type": "invalid_request_error",
+                "param": None, "code": None}})
+        auth = request.headers.get("authorization", "")
+        if auth in ("", "Bearer", "Bearer invalid"):
+            kind, code = _ERROR_TYPES[401]
+            return FakeResponse(status=401, json_body={"error": {
+                "message": "Incorrect API key provided", "type": kind, "param": None,
+                "code": code}})
+        body = request.json()
+        total, cached = self.cache.account(body)
+        text = self.reply(body)
+        usage = OpenAIUsage(total, estimate_tokens(text), cached)
+        options = body.get("stream_options") or {}
+        return self._completion(body["model"], text, usage, stream=bool(body.get("stream")),
+                                include_usage=bool(options.get("include_usage")))
+
+    def _completion(self, model: str, text: str, usage: OpenAIUsage, *, stream: bool,
+                    include_usage: bool) -> FakeResponse:
+        cid = f"chatcmpl-fake{next(self._ids):06d}"
+        if not stream:
+            return FakeResponse(json_body={
+                "id": cid, "object": "chat.completion", "created": 1_764_000_000,
+                "model": model, "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text,
+                                         "refusal": None, "annotations": []}}],
+                "usage": usage.wire(), "service_tier": "default",
+            })
+        chunks = _chunks(cid, model, text, usage, include_usage)
+        events = [SSEEvent(data=json.dumps(c)) for c in chunks]
+        return FakeResponse(events=[*events, SSEEvent(data="[DONE]")])
+
+
+def _chunks(cid: str, model: str, text: str, usage: OpenAIUsage,
+            include_usage: bool) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` sequence of a streamed response."""
+    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": cid, "object": "chat.completion.chunk", "created": 1_764_000_000,
+                "model": model, "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish}], **extra}
+
+    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    for piece in text_pieces(text):
+        yield chunk({"content": piece})
+    yield chunk({}, "stop")
+    if include_usage:
+        yield {"id": cid, "object": "chat.completion.chunk", "created": 1_764_000_000,
+               "model": model, "system_fingerprint": "fp_fake", "choices": [],
+               "usage": usage.wire()}
