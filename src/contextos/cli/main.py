@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "contextos.cli.count_cmds",
     "contextos.cli.bench_cmds",
     "contextos.cli.server_cmds",
+    "contextos.cli.extract_cmds",
 ]
 
 
