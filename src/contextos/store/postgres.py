@@ -94,10 +94,21 @@ class PostgresStore:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must be a lower-case identifier, got {schema!r}")
         self._psycopg = psycopg
-        self._where = _describe(url)
-        options = "-c TimeZone=UTC"
-        if schema is not None:
-            options += f" -c search_path={schema},public"
+        self.schema = schema
+        info = _conninfo(url)
+        self._where = (
+            f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        )
+        # The URL's own options (e.g. ?options=-c%20hnsw.ef_search%3D100) come first.
+        options = " ".join(
+            o
+            for o in (
+                info.get("options", ""),
+                "-c TimeZone=UTC",
+                f"-c search_path={schema},public" if schema else "",
+            )
+            if o
+        )
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "options": options,
@@ -445,16 +456,15 @@ def _patch_sets(
     return sets, params
 
 
-def _describe(url: str) -> str:
-    """host:port/dbname of ``url`` for messages (never the password)."""
+def _conninfo(url: str) -> dict[str, str]:
+    """The parts of a URL or conninfo string (ValueError when it is malformed)."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        info = conninfo_to_dict(url)
-    except psycopg.Error:  # a malformed URL: connect reports it properly
-        return "<unparsable URL>"
-    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    except psycopg.Error as exc:
+        raise ValueError(f"not a PostgreSQL URL: {exc}") from None
 
 
 __all__ = ["PostgresStore"]

@@ -1,0 +1,78 @@
+"""The PostgreSQL that ``make test`` starts (scripts/postgres.sh), as test helpers.
+
+``source scripts/postgres.sh start`` exports ``CONTEXTOS_TEST_PG_URL``; when it
+could not start it exports ``CONTEXTOS_TEST_PG_SKIP_REASON`` (and writes
+``.pgdata/skip-reason``) instead, and the PostgreSQL tests skip with that
+reason. Set ``CONTEXTOS_TEST_PG_REQUIRED=1`` to make them fail instead.
+
+Each store gets a schema of its own, dropped afterwards, so tests never see
+each other's rows and can run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def skip_reason() -> str:
+    """Why there is no test PostgreSQL (for the skip message)."""
+    reason = os.environ.get("CONTEXTOS_TEST_PG_SKIP_REASON", "")
+    if not reason:
+        try:
+            reason = (REPO / ".pgdata" / "skip-reason").read_text(encoding="utf-8").strip()
+        except OSError:
+            reason = ""
+    return reason or (
+        "CONTEXTOS_TEST_PG_URL is not set: run the suite with `make test` "
+        "(or `source scripts/postgres.sh start` first)"
+    )
+
+
+def pg_url() -> str:
+    """The test server's URL, or skip (fail when CONTEXTOS_TEST_PG_REQUIRED is set)."""
+    url = os.environ.get("CONTEXTOS_TEST_PG_URL", "")
+    if url:
+        return url
+    if os.environ.get("CONTEXTOS_TEST_PG_REQUIRED"):
+        pytest.fail(f"PostgreSQL is required but unavailable: {skip_reason()}")
+    pytest.skip(f"PostgreSQL unavailable: {skip_reason()}")
+
+
+def connect(url: str, schema: str | None = None) -> Any:
+    """A plain autocommit psycopg connection (to look at what the store wrote)."""
+    import psycopg
+
+    options = f"-c search_path={schema},public" if schema else ""
+    return psycopg.connect(url, autocommit=True, options=options)
+
+
+def with_options(url: str, options: str) -> str:
+    """``url`` with server settings for its sessions (``-c name=value ...``)."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(options)}"
+
+
+@contextmanager
+def postgres_store(*, options: str = "", **kwargs: Any) -> Iterator[Any]:
+    """A PostgresStore in a fresh schema; the schema is dropped afterwards."""
+    from contextos.store.postgres import PostgresStore
+
+    url = pg_url()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    store = PostgresStore(with_options(url, options) if options else url, schema=schema, **kwargs)
+    try:
+        yield store
+    finally:
+        store.close()
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
