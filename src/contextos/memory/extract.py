@@ -282,18 +282,15 @@ def _confidence(core: str, timed: bool, ents: tuple[str, ...], speaker: str) -> 
 
 
 # -- merging near-duplicates ----------------------------------------------------
-def _merge(keep: Candidate, other: Candidate) -> Candidate:
-    """One candidate from two near-duplicates: the longer text, both provenances."""
-    if len(other.text) > len(keep.text):
-        keep, other = other, keep
-    provenance = tuple(dict.fromkeys(keep.provenance + other.provenance))
-    ents = tuple(dict.fromkeys(keep.entities + other.entities))
+def _merge(first: Candidate, later: Candidate) -> Candidate:
+    """One candidate from two near-duplicates: the longer text, both sources in order."""
+    base = later if len(later.text) > len(first.text) else first
     return replace(
-        keep,
-        provenance=provenance,
-        entities=ents,
-        confidence=max(keep.confidence, other.confidence),
-        event_time=keep.event_time or other.event_time,
+        base,
+        provenance=tuple(dict.fromkeys(first.provenance + later.provenance)),
+        entities=tuple(dict.fromkeys(base.entities + first.entities + later.entities)),
+        confidence=max(first.confidence, later.confidence),
+        event_time=base.event_time or first.event_time or later.event_time,
     )
 
 

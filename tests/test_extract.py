@@ -1,0 +1,231 @@
+"""The offline extractor: attributed facts, resolved dates, no chit-chat, merged duplicates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from contextos.bench.extract_speed import load_locomo_sessions
+from contextos.memory.extract import Candidate, Extractor, OfflineExtractor, merge_duplicates
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import Message
+
+SESSION = datetime(2023, 5, 8, 13, 56)
+LOCOMO = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "locomo" / "locomo-dev.json"
+)
+
+
+def say(speaker: str, text: str, turn_id: str = "D1:1", **metadata: object) -> Message:
+    return Message("user", text, name=speaker, metadata={"dia_id": turn_id, **metadata})
+
+
+def extract(*turns: Message, **kwargs: object) -> list[Candidate]:
+    return OfflineExtractor(**kwargs).extract(list(turns), session_time=SESSION)  # type: ignore[arg-type]
+
+
+def test_fact_is_attributed_dated_and_traced() -> None:
+    turn = say(
+        "Caroline", "I went to a LGBTQ support group yesterday and it was so powerful.", "D1:3"
+    )
+    [cand] = extract(turn)
+    assert cand.text.startswith("Caroline went to a LGBTQ support group on 7 May 2023")
+    assert cand.memory_type == "episodic"
+    assert cand.event_time == datetime(2023, 5, 7)
+    assert cand.provenance == ("D1:3",)
+    assert cand.speaker == "Caroline"
+    assert "LGBTQ" in cand.entities
+    assert 0 < cand.confidence <= 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hey Mel! Good to see you! How have you been?",
+        "Thanks!",
+        "Wow, that's great!",
+        "That sounds like so much fun, Caroline!",
+        "You're so kind.",
+        "Totally agree, Mel.",
+        "Bye! Talk to you soon!",
+        "What's up with you? Anything new?",
+    ],
+)
+def test_chit_chat_is_dropped(text: str) -> None:
+    assert extract(say("Caroline", text), say("Melanie", "ok", "D1:2")) == []
+
+
+def test_chit_chat_is_stripped_and_the_fact_kept() -> None:
+    [cand] = extract(
+        say("Caroline", "Wow, that's cool, Mel! I adopted a dog named Max last week."),
+        participants=["Melanie"],
+    )
+    assert cand.text == "Caroline adopted a dog named Max in the week of 1 May 2023."
+    assert "Max" in cand.entities
+    assert cand.event_time == datetime(2023, 5, 1)
+
+
+def test_numbers_and_entities_are_kept() -> None:
+    [cand] = extract(say("Nate", "I have 3 kids and we spent $500 on the trip to Paris."))
+    assert cand.text == "Nate has 3 kids and we spent $500 on the trip to Paris."
+    assert {"3", "$500", "Paris", "Nate"} <= set(cand.entities)
+    assert cand.memory_type == "semantic"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I'm keen on counseling.", "Caroline is keen on counseling."),
+        ("I really love my dog.", "Caroline really loves Caroline's dog."),
+        (
+            "I go swimming with the kids every week.",
+            "Caroline goes swimming with the kids every week.",
+        ),
+        (
+            "The support group made me feel accepted.",
+            "The support group made Caroline feel accepted.",
+        ),
+        ("Painting is a great way to relax.", "Caroline: Painting is a great way to relax."),
+    ],
+)
+def test_first_person_becomes_the_speaker(text: str, expected: str) -> None:
+    [cand] = extract(say("Caroline", text))
+    assert cand.text == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "memory_type"),
+    [
+        ("Please always answer in French.", "procedural"),
+        ("I prefer short answers with bullet points.", "procedural"),
+        ("From now on, use metric units.", "procedural"),
+        ("Call me Sam from now on.", "procedural"),
+        ("I love hiking in the mountains.", "semantic"),
+        ("I just signed up for a pottery class.", "episodic"),
+        ("We're thinking about going camping next month.", "episodic"),
+    ],
+)
+def test_memory_types(text: str, memory_type: str) -> None:
+    [cand] = extract(say("Ann", text))
+    assert cand.memory_type == memory_type
+
+
+def test_past_event_without_a_date_gets_the_session_time() -> None:
+    [cand] = extract(say("Melanie", "I just signed up for a pottery class."))
+    assert cand.event_time == SESSION
+
+
+def test_image_caption_becomes_a_fact() -> None:
+    turn = say(
+        "Caroline",
+        "Look at this!",
+        "D1:5",
+        blip_caption="a photo of a dog walking past a wall with a painting",
+    )
+    [cand] = extract(turn)
+    assert cand.text == "Caroline shared a photo of a dog walking past a wall with a painting."
+    assert cand.memory_type == "episodic"
+    assert cand.provenance == ("D1:5",)
+    assert cand.event_time == SESSION
+    assert extract(turn, captions=False) == []
+
+
+def test_near_duplicates_of_one_speaker_merge_with_both_sources() -> None:
+    found = extract(
+        say("Ann", "I love hiking in the mountains with my dog.", "D1:1"),
+        say("Ann", "I really love hiking in the mountains with my dog!", "D1:5"),
+        say("Bob", "I love hiking in the mountains with my dog.", "D1:6"),
+    )
+    assert len(found) == 2
+    ann = next(c for c in found if c.speaker == "Ann")
+    assert ann.provenance == ("D1:1", "D1:5")
+    assert ann.text == "Ann really loves hiking in the mountains with Ann's dog!"
+
+
+def test_embedding_similarity_merges_what_words_alone_do_not() -> None:
+    turns = (
+        say("Ann", "I love hiking in the mountains with my dog Rex and my sister.", "D1:1"),
+        say("Ann", "I love hiking in the mountains with my dog Rex and my sister Jo.", "D1:2"),
+    )
+    assert len(extract(*turns, lexical_threshold=1.0)) == 2
+    embedder = HashEmbedder(dimensions=256)
+    merged = extract(*turns, lexical_threshold=1.0, embedder=embedder, embed_threshold=0.9)
+    assert len(merged) == 1
+    assert merged[0].provenance == ("D1:1", "D1:2")
+    assert embedder.calls == 1
+
+
+def test_merge_duplicates_keeps_distinct_facts() -> None:
+    a = Candidate("Ann lives in Paris.", "semantic", speaker="Ann", provenance=("1",))
+    b = Candidate("Ann works at a bakery.", "semantic", speaker="Ann", provenance=("2",))
+    assert merge_duplicates([a, b]) == [a, b]
+    assert merge_duplicates([a, a]) == [a]
+
+
+def test_session_time_can_come_from_the_message() -> None:
+    turn = say("Ann", "I ran a marathon last Sunday.", session_time="1:56 pm on 8 May, 2023")
+    [cand] = OfflineExtractor().extract([turn], session_time=None)
+    assert cand.event_time == datetime(2023, 5, 7)
+    assert "on 7 May 2023" in cand.text
+
+
+def test_without_a_session_time_relative_words_stay() -> None:
+    [cand] = OfflineExtractor().extract([say("Ann", "I ran a marathon yesterday.")])
+    assert cand.text == "Ann ran a marathon yesterday."
+
+
+def test_speaker_falls_back_to_metadata_then_role() -> None:
+    meta = Message("user", "I live in Lisbon.", metadata={"speaker": "Rui", "id": "m1"})
+    anon = Message("user", "I live in Oslo.", metadata={"message_id": "m2"})
+    found = OfflineExtractor().extract([meta, anon])
+    assert [(c.speaker, c.text, c.provenance) for c in found] == [
+        ("Rui", "Rui lives in Lisbon.", ("m1",)),
+        ("user", "User lives in Oslo.", ("m2",)),
+    ]
+
+
+def test_system_and_tool_messages_are_ignored() -> None:
+    turns = [
+        Message("system", "Always answer in French."),
+        Message("tool", "Paris has 2 million people.", tool_call_id="t1"),
+    ]
+    assert OfflineExtractor().extract(turns) == []
+
+
+def test_streaming_one_turn_matches_the_batch() -> None:
+    turn = say("Ann", "I moved to Berlin last month. It is great.")
+    ex = OfflineExtractor()
+    assert ex.extract_turn(turn, session_time=SESSION) == ex.extract([turn], session_time=SESSION)
+
+
+def test_candidates_are_frozen_values_and_the_protocol_holds() -> None:
+    [cand] = extract(say("Ann", "I moved to Berlin last month."))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cand.text = "x"  # type: ignore[misc]
+    assert isinstance(OfflineExtractor(), Extractor)
+
+
+def test_bad_thresholds_are_refused() -> None:
+    with pytest.raises(ValueError):
+        OfflineExtractor(lexical_threshold=0)
+    with pytest.raises(ValueError):
+        OfflineExtractor(embed_threshold=1.5)
+
+
+@pytest.mark.skipif(not LOCOMO.is_file(), reason="LoCoMo dev split not present")
+def test_locomo_first_sessions_smoke() -> None:
+    sessions = load_locomo_sessions(LOCOMO)[:3]
+    ex = OfflineExtractor()
+    for session in sessions:
+        ids = {m.metadata["dia_id"] for m in session.messages}
+        found = ex.extract(session.messages, session_time=session.session_time)
+        assert found
+        assert all(c.provenance and set(c.provenance) <= ids for c in found)
+        assert not any(c.text.lower().startswith(("hey", "hi ", "thanks")) for c in found)
+    first = ex.extract(sessions[0].messages, session_time=sessions[0].session_time)
+    assert any("7 May 2023" in c.text and c.provenance == ("D1:3",) for c in first)
+    json.dumps([dataclasses.asdict(c) for c in first], default=str)

@@ -1,0 +1,124 @@
+"""`contextos extract FILE` and `contextos bench extract`, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from contextos.cli.main import cli, main
+
+LOCOMO = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "locomo" / "locomo-dev.json"
+)
+
+
+def test_extract_plain_lines(tmp_path: Path) -> None:
+    chat = tmp_path / "chat.txt"
+    chat.write_text(
+        "Caroline: Hey Mel! I went to a support group yesterday.\nMelanie: Wow, that's great!\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli, ["extract", str(chat), "--session-time", "1:56 pm on 8 May, 2023"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        "[episodic 2023-05-07] Caroline went to a support group on 7 May 2023.  (1)"
+    )
+
+
+def test_extract_json_messages_as_json(tmp_path: Path) -> None:
+    chat = tmp_path / "chat.json"
+    chat.write_text(
+        json.dumps(
+            {
+                "session_time": "2023-05-08T13:56:00",
+                "messages": [
+                    {
+                        "role": "user",
+                        "name": "Ann",
+                        "content": "I moved to Berlin last month.",
+                        "metadata": {"dia_id": "D1:1"},
+                    },
+                    {
+                        "role": "user",
+                        "name": "Bob",
+                        "content": "Thanks!",
+                        "metadata": {"dia_id": "D1:2"},
+                    },
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["extract", str(chat), "--json"])
+    assert result.exit_code == 0, result.output
+    [cand] = json.loads(result.output)
+    assert cand["text"] == "Ann moved to Berlin in April 2023."
+    assert cand["provenance"] == ["D1:1"]
+    assert cand["event_time"] == "2023-04-01T00:00:00"
+
+
+def test_extract_rejects_a_missing_file_and_a_bad_time(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["extract", str(tmp_path / "nope.txt")]).exit_code == 2
+    chat = tmp_path / "c.txt"
+    chat.write_text("Ann: I ran yesterday.", encoding="utf-8")
+    bad = runner.invoke(cli, ["extract", str(chat), "--session-time", "someday"])
+    assert bad.exit_code == 2 and "cannot read the time" in bad.output
+
+
+def test_bench_extract_missing_data_is_one_clean_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "extract", "--data", str(tmp_path / "missing.json")])
+    assert exit_info.value.code == 1
+    # rich wraps long lines at the console width; the message itself is one line
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
+    assert "Traceback" not in err
+
+
+def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:
+    data = [
+        {
+            "sample_id": "conv-x",
+            "conversation": {
+                "speaker_a": "Ann",
+                "speaker_b": "Bob",
+                "session_1_date_time": "1:56 pm on 8 May, 2023",
+                "session_1": [
+                    {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob!"},
+                    {
+                        "speaker": "Bob",
+                        "dia_id": "D1:2",
+                        "text": "I ran a marathon yesterday.",
+                        "blip_caption": "a photo of runners",
+                    },
+                    {"speaker": "Ann", "dia_id": "D1:3", "text": "Wow, that's amazing!"},
+                ],
+            },
+        }
+    ]
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    result = CliRunner().invoke(
+        cli, ["bench", "extract", "--data", str(path), "--repeat", "1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert (out["turns"], out["sessions"], out["candidates"]) == (3, 1, 2)
+    assert out["turns_per_second"] > 0
+    assert 0 < out["memory_tokens"] < out["raw_tokens"]
+    assert out["by_type"] == {"episodic": 2}
+
+
+@pytest.mark.skipif(not LOCOMO.is_file(), reason="LoCoMo dev split not present")
+def test_bench_extract_default_path_human_output() -> None:
+    result = CliRunner().invoke(cli, ["bench", "extract", "--limit", "2", "--repeat", "1"])
+    assert result.exit_code == 0, result.output
+    assert "turns/s" in result.output and "tokens vs raw" in result.output
