@@ -5,9 +5,10 @@ check its type, use it as a context manager, read ``.response``). Both SDKs
 iterate through the stream's ``_iterator``; we swap that iterator for a
 generator that shows each event to an accumulator, maps SDK errors to
 contextos errors, and reports once when the stream ends -- read to the end
-(``complete=True``) or closed early (``complete=False``, usage as far as it
-got). Should an SDK release drop ``_iterator``, the stream is wrapped in a
-thin proxy instead, so the wrapper degrades rather than breaks.
+(``complete=True``) or closed early with ``close()`` or a ``with`` block
+(``complete=False``, usage as far as it got). Should an SDK release drop
+``_iterator``, the stream is wrapped in a thin proxy instead, so the wrapper
+degrades rather than breaks.
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ def _observed(inner: Iterator[Any], acc: StreamAccumulator, done: Callable[[bool
         complete = True
     finally:
         done(complete)
+
+
+def _once(func: Callable[[bool], None]) -> Callable[[bool], None]:
+    called = False
+
+    def wrapper(complete: bool) -> None:
+        nonlocal called
+        if not called:
+            called = True
+            func(complete)
+
+    return wrapper
 
 
 class _StreamProxy:
@@ -63,8 +76,18 @@ class _StreamProxy:
 def instrument(stream: Any, acc: StreamAccumulator, done: Callable[[bool], None], *,
                provider: str, hide: Callable[[Any], bool] | None = None) -> Any:
     """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring."""
+    done = _once(done)
     inner = getattr(stream, "_iterator", None)
     if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
-        stream.__dict__["_iterator"] = _observed(inner, acc, done, provider, hide)
+        observed = _observed(inner, acc, done, provider, hide)
+        sdk_close = stream.close
+
+        def close() -> None:
+            observed.close()  # reports an early close now, not at garbage collection
+            done(False)  # (a stream closed before its first event)
+            sdk_close()
+
+        stream.__dict__["_iterator"] = observed
+        stream.__dict__["close"] = close
         return stream
     return _StreamProxy(stream, _observed(iter(stream), acc, done, provider, hide))

@@ -1,0 +1,362 @@
+"""The Anthropic adapter: the real ``anthropic.Anthropic`` client against a loopback fake.
+
+No transport mocks: the SDK speaks HTTP to :class:`FakeAnthropic` on 127.0.0.1,
+which records what it received and answers in the Messages API wire format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+anthropic = pytest.importorskip("anthropic")
+
+from contextos.errors import AuthError, ProviderError, ProviderHTTPError, RateLimited  # noqa: E402
+from contextos.memory import Memory  # noqa: E402
+from contextos.providers import AnthropicTokenCounter, wrap  # noqa: E402
+from contextos.testing.embedders import HashEmbedder  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
+from contextos.tokens import default_tokenizer  # noqa: E402
+from contextos.types import Message, Scope  # noqa: E402
+
+MODEL = "claude-sonnet-4"  # in the registry, minimum cacheable prompt 1,024 tokens
+SYSTEM = " ".join(f"Rule {i}: answer precisely and cite the memory you used." for i in range(120))
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as server:
+        yield server
+
+
+def _client(fake: FakeAnthropic, **kw: Any) -> Any:
+    kw.setdefault("max_retries", 0)
+    return anthropic.Anthropic(base_url=fake.base_url, api_key="test", **kw)
+
+
+@pytest.fixture
+def client(fake: FakeAnthropic) -> Iterator[Any]:
+    c = _client(fake)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Memory]:
+    m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
+    yield m
+    m.close()
+
+
+def _ask(c: Any, text: str, **kw: Any) -> Any:
+    return c.messages.create(model=MODEL, max_tokens=256,
+                             messages=[{"role": "user", "content": text}], **kw)
+
+
+def _strip_cc(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_cc(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_strip_cc(v) for v in value]
+    return value
+
+
+# -- pass-through ----------------------------------------------------------------
+
+
+def test_passthrough_sends_the_request_unchanged_and_records_usage(fake, client):
+    bare = _ask(client, "hello", system="be brief", stop_sequences=["END"])
+    wrapped = wrap(client)
+    got = _ask(wrapped, "hello", system="be brief", stop_sequences=["END"])
+    first, second = fake.messages_requests()
+    assert second.json() == first.json()
+    assert isinstance(got, anthropic.types.Message)
+    assert got.content[0].text == bare.content[0].text
+    (call,) = list(wrapped.calls)
+    assert call.provider == "anthropic" and call.model == MODEL and not call.stream
+    assert call.usage.input_tokens == got.usage.input_tokens > 0
+    assert call.usage.output_tokens == got.usage.output_tokens > 0
+    assert call.reply == Message("assistant", got.content[0].text)
+    assert call.request_id == got.id
+
+
+def test_recorded_cache_usage_fields_are_normalised(fake, client):
+    fake.enqueue_reply("cached answer", AnthropicUsage(input_tokens=12, output_tokens=5,
+                                                       cache_creation_5m=300,
+                                                       cache_creation_1h=2000, cache_read=4096))
+    wrapped = wrap(client)
+    response = _ask(wrapped, "hi")
+    assert response.usage.cache_creation.ephemeral_1h_input_tokens == 2000
+    usage = wrapped.calls[0].usage
+    assert (usage.input_tokens, usage.output_tokens) == (12, 5)
+    assert usage.cache_creation_input_tokens == 2300
+    assert (usage.cache_creation_5m, usage.cache_creation_1h) == (300, 2000)
+    assert usage.cache_read_input_tokens == 4096
+
+
+def test_cache_writes_without_ttl_split_count_as_5m(fake, client):
+    fake.enqueue(FakeResponse(json_body={
+        "id": "msg_old", "type": "message", "role": "assistant", "model": MODEL,
+        "content": [{"type": "text", "text": "x"}], "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 1, "cache_creation_input_tokens": 700,
+                  "cache_read_input_tokens": 0}}))
+    wrapped = wrap(client)
+    _ask(wrapped, "hi")
+    usage = wrapped.calls[0].usage
+    assert (usage.cache_creation_input_tokens, usage.cache_creation_5m,
+            usage.cache_creation_1h) == (700, 700, 0)
+
+
+# -- streaming -------------------------------------------------------------------
+
+
+def test_stream_returns_the_sdk_stream_and_records_usage_at_the_end(fake, client):
+    fake.enqueue_reply("streamed reply text", AnthropicUsage(40, 9, cache_creation_5m=1500,
+                                                             cache_read=2048), stream=True)
+    wrapped = wrap(client)
+    stream = _ask(wrapped, "tell me", stream=True)
+    assert isinstance(stream, anthropic.Stream)
+    events = []
+    for event in stream:
+        events.append(event)
+        if event.type != "message_stop":
+            assert len(wrapped.calls) == 0  # nothing recorded before the stream ends
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert set(kinds[2:-3]) == {"content_block_delta"}
+    assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    (call,) = list(wrapped.calls)
+    assert call.stream and call.complete
+    assert call.reply is not None and call.reply.content == "streamed reply text"
+    assert (call.usage.input_tokens, call.usage.output_tokens) == (40, 9)
+    assert call.usage.cache_creation_5m == 1500 and call.usage.cache_read_input_tokens == 2048
+    assert fake.messages_requests()[0].json()["stream"] is True
+
+
+def test_stream_closed_early_records_partial_usage(fake, client):
+    fake.enqueue_reply("a long reply " * 20, AnthropicUsage(30, 60), stream=True)
+    wrapped = wrap(client)
+    with _ask(wrapped, "go", stream=True) as stream:
+        first = next(iter(stream))
+        assert first.type == "message_start"
+    (call,) = list(wrapped.calls)
+    assert not call.complete
+    assert call.usage.input_tokens == 30  # known from message_start
+
+
+def test_error_event_inside_a_stream_becomes_a_provider_error(fake, client):
+    start = {"type": "message_start", "message": {
+        "id": "msg_x", "type": "message", "role": "assistant", "model": MODEL, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 1}}}
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    fake.enqueue(FakeResponse(events=[SSEEvent(json.dumps(start), "message_start"),
+                                      SSEEvent(json.dumps(error), "error")]))
+    wrapped = wrap(client)
+    stream = _ask(wrapped, "go", stream=True)
+    with pytest.raises(ProviderError) as info:
+        list(stream)
+    assert isinstance(info.value.__cause__, anthropic.APIError)
+    assert not wrapped.calls[0].complete
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def test_401_becomes_auth_error(fake):
+    c = anthropic.Anthropic(base_url=fake.base_url, api_key="invalid", max_retries=0)
+    with pytest.raises(AuthError) as info:
+        _ask(wrap(c), "hi")
+    assert isinstance(info.value.__cause__, anthropic.AuthenticationError)
+    c.close()
+
+
+def test_429_becomes_rate_limited_with_retry_after(fake, client):
+    fake.enqueue_error(429, "slow down", retry_after=7)
+    with pytest.raises(RateLimited) as info:
+        _ask(wrap(client), "hi")
+    assert info.value.retry_after == 7.0
+    assert isinstance(info.value.__cause__, anthropic.RateLimitError)
+
+
+def test_sdk_retries_429_itself_and_we_do_not_retry_again(fake):
+    c = _client(fake, max_retries=2)
+    for _ in range(3):
+        fake.enqueue(FakeResponse(status=429, headers={"retry-after-ms": "5"}, json_body={
+            "type": "error", "error": {"type": "rate_limit_error", "message": "busy"}}))
+    with pytest.raises(RateLimited) as info:
+        _ask(wrap(c), "hi")
+    assert len(fake.messages_requests()) == 3  # one call + the SDK's two retries, no more
+    assert info.value.retry_after == pytest.approx(0.005)
+    c.close()
+
+
+def test_sdk_retry_then_success_is_one_recorded_call(fake):
+    c = _client(fake, max_retries=1)
+    fake.enqueue(FakeResponse(status=429, headers={"retry-after-ms": "5"}, json_body={
+        "type": "error", "error": {"type": "rate_limit_error", "message": "busy"}}))
+    wrapped = wrap(c)
+    _ask(wrapped, "hi")
+    assert len(fake.messages_requests()) == 2 and len(wrapped.calls) == 1
+    c.close()
+
+
+@pytest.mark.parametrize("status", [400, 500, 529])
+def test_other_statuses_become_provider_http_error(fake, client, status):
+    fake.enqueue_error(status, "it broke")
+    with pytest.raises(ProviderHTTPError) as info:
+        _ask(wrap(client), "hi")
+    assert info.value.status == status
+    assert "it broke" in info.value.body
+    assert isinstance(info.value.__cause__, anthropic.APIStatusError)
+
+
+def test_connection_refused_becomes_provider_error():
+    server = FakeAnthropic().start()
+    url = server.base_url
+    server.stop()
+    c = anthropic.Anthropic(base_url=url, api_key="test", max_retries=0, timeout=2)
+    with pytest.raises(ProviderError) as info:
+        _ask(wrap(c), "hi")
+    assert isinstance(info.value.__cause__, anthropic.APIConnectionError)
+    c.close()
+
+
+# -- with memory and a session -----------------------------------------------------
+
+
+def _session_calls(fake, client, memory, questions, **kw):
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana", **kw)
+    for q in questions:
+        wrapped.messages.create(model=MODEL, max_tokens=256, system=SYSTEM,
+                                messages=[{"role": "user", "content": q}])
+    return wrapped, [r.json() for r in fake.messages_requests()]
+
+
+def test_session_places_breakpoints_and_keeps_the_prefix_byte_stable(fake, client, memory):
+    wrapped, bodies = _session_calls(fake, client, memory,
+                                     ["first question", "second one", "third", "fourth"])
+    for n, body in enumerate(bodies):
+        marks = [b for b in body["system"] if "cache_control" in b]
+        assert marks, "the system prompt ends in a breakpoint"
+        history = body["messages"][:-1]
+        if n:
+            assert "cache_control" in history[-1]["content"][-1], "history ends in a breakpoint"
+        blocks = [b for m in body["messages"] for b in m["content"]] + body["system"]
+        assert sum("cache_control" in b for b in blocks) <= 4
+    for before, after in zip(bodies, bodies[1:], strict=False):
+        old = before["messages"][:-1]
+        assert _strip_cc(after["system"]) == _strip_cc(before["system"])
+        assert _strip_cc(after["messages"][: len(old)]) == _strip_cc(old)
+    hashes = [c.prefix_hash for c in wrapped.calls]
+    assert all(hashes) and len(set(hashes)) == len(hashes)  # the cached prefix grows
+    reads = [c.usage.cache_read_input_tokens for c in wrapped.calls]
+    assert reads[0] == 0 and all(r > 0 for r in reads[1:])
+    assert reads == sorted(reads)
+
+
+def test_session_log_holds_each_turn_once_with_usage(fake, client, memory):
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    convo: list[dict[str, Any]] = []
+    for q in ["one", "two", "three"]:  # the caller resends the whole conversation
+        convo.append({"role": "user", "content": q})
+        r = wrapped.messages.create(model=MODEL, max_tokens=64, messages=convo)
+        convo.append({"role": "assistant", "content": r.content[0].text})
+    turns = memory.store.turns(Scope(tenant=memory.tenant, user_id="ana", session_id="s1"))
+    assert [t.message.role for t in turns] == ["user", "assistant"] * 3
+    assert [t.message.content for t in turns[::2]] == ["one", "two", "three"]
+    usage = turns[-1].message.metadata["usage"]
+    assert usage["input_tokens"] == wrapped.calls[-1].usage.input_tokens
+    assert turns[-1].message.metadata["model"] == MODEL
+    sent = fake.messages_requests()[-1].json()["messages"]
+    texts = [b["text"] for m in sent for b in m["content"]]
+    assert texts.count("one") == 1 and texts.count("two") == 1
+
+
+def test_memories_go_next_to_the_question_not_into_the_cached_prefix(fake, client, memory):
+    memory.add("Ana is allergic to peanuts", user_id="ana", session_id="older")
+    _session_calls(fake, client, memory, ["what am I allergic to?"])
+    body = fake.messages_requests()[0].json()
+    final = body["messages"][-1]
+    texts = [b["text"] for b in final["content"]]
+    assert texts[-1] == "what am I allergic to?"
+    assert any("peanuts" in t for t in texts[:-1])
+    assert not any("peanuts" in b["text"] for b in body["system"])
+
+
+def test_exchange_is_remembered_for_later_sessions(fake, client, memory):
+    _session_calls(fake, client, memory, ["my sister is called Bea"])
+    found = memory.search("sister Bea", user_id="ana")
+    assert any("Bea" in h.record.text for h in found)
+
+
+def test_question_content_blocks_are_sent_as_given(fake, client, memory):
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBORw0KGgo="}}
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    wrapped.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": [
+        image, {"type": "text", "text": "what is this?"}]}])
+    final = fake.messages_requests()[0].json()["messages"][-1]["content"]
+    assert final[-2] == image and final[-1]["text"] == "what is this?"
+
+
+def test_never_more_than_four_breakpoints_and_caller_tools_untouched(fake, client, memory):
+    tools = [{"name": f"t{i}", "description": "d", "input_schema": {"type": "object"},
+              "cache_control": {"type": "ephemeral"}} for i in range(3)]
+    snapshot = json.loads(json.dumps(tools))
+    _session_calls(fake, client, memory, ["a", "b", "c"], cache_ttl="5m")
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    wrapped.messages.create(model=MODEL, max_tokens=64, system=SYSTEM, tools=tools,
+                            messages=[{"role": "user", "content": "d"}])
+    body = fake.messages_requests()[-1].json()
+    blocks = body["tools"] + body["system"] + [b for m in body["messages"] for b in m["content"]]
+    assert sum("cache_control" in b for b in blocks) == 4
+    assert all("cache_control" in t for t in body["tools"])
+    assert tools == snapshot
+
+
+# -- token counting --------------------------------------------------------------
+
+
+def test_token_counter_is_exact_through_count_tokens(fake, client):
+    counter = AnthropicTokenCounter(client, model=MODEL)
+    assert counter.exact and counter.name == f"anthropic:{MODEL}"
+    msgs = [Message("system", "be brief"), Message("user", "hello there, how are you?")]
+    total = counter.count_messages(msgs)
+    sent = fake.requests_to("/v1/messages/count_tokens")[-1].json()
+    assert sent["system"] == [{"type": "text", "text": "be brief"}]
+    assert sent["messages"][0]["content"][0]["text"] == "hello there, how are you?"
+    expected = client.messages.count_tokens(model=MODEL, system=sent["system"],
+                                            messages=sent["messages"]).input_tokens
+    assert total == expected
+    before = len(fake.requests)
+    n = counter.count("some text to count")
+    assert n > 0 and counter.count("some text to count") == n
+    assert len(fake.requests) - before == 2  # framing once + the text once; then cached
+
+
+def test_token_counter_with_a_key_builds_its_own_client(fake):
+    counter = AnthropicTokenCounter(model=MODEL, api_key="test", base_url=fake.base_url)
+    assert counter.exact and counter.count_messages([Message("user", "hi")]) > 0
+    counter._client.close()
+
+
+def test_token_counter_without_a_key_is_a_labelled_estimate():
+    counter = AnthropicTokenCounter(model=MODEL)
+    assert not counter.exact and "estimate" in counter.name
+    assert counter.count("hello world") == default_tokenizer().count("hello world")
+    msgs = [Message("user", "hi")]
+    assert counter.count_messages(msgs) == default_tokenizer().count_messages(msgs)
+
+
+def test_token_counter_maps_auth_errors(fake):
+    c = anthropic.Anthropic(base_url=fake.base_url, api_key="invalid", max_retries=0)
+    with pytest.raises(AuthError):
+        AnthropicTokenCounter(c, model=MODEL).count("x")
+    c.close()
