@@ -225,3 +225,13 @@ def test_keyword_search_stems_and_weighs_text_over_context(store: Any) -> None:
     assert [h.id for h in hits] == ["1", "2"]
     assert hits[0].score > hits[1].score > 0
     assert store.keyword_search(Filter(Scope("t", "u")), "the and of", limit=5) == []
+
+
+def test_keyword_ranking_weighs_rare_words_over_common_ones(store: Any) -> None:
+    """BM25, not ts_rank: a name in every memory counts for little next to a rare word."""
+    store.put([_rec(i, f"Caroline said hello number {i}") for i in range(8)])
+    store.put([_rec("rare", "We talked about adoption"), _rec("name", "Caroline Caroline waved")])
+    hits = store.keyword_search(Filter(Scope("t", "u")), "Caroline adoption", limit=3)
+    assert [h.id for h in hits[:2]] == ["rare", "name"]
+    # only PostgreSQL's stopwords: no match, and no notice turned into an error
+    assert store.keyword_search(Filter(Scope("t", "u")), "about", limit=3) == []

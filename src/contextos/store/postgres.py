@@ -29,26 +29,26 @@ import numpy as np
 from ..errors import MissingExtraError, NotFound, StoreError
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn, content_hash
 from .base import Patch, Ranked, Vector
+from .postgres_bm25 import bm25_sql
 from .postgres_codec import (
     RECORD_COLUMNS,
     TURN_COLUMNS,
     filter_sql,
     metadata_jsonb,
     opt_utc,
+    or_tsquery,
+    query_words,
     record_from_row,
     record_params,
-    tsquery_text,
     turn_from_row,
     turn_params,
     utc,
     vector_text,
 )
-from .schema_postgres import TS_CONFIG, ensure_hnsw_index, migrate
+from .schema_postgres import ensure_hnsw_index, migrate
 from .sqlite import STOPWORDS  # one stopword list, so both stores drop the same words
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-#: ts_rank weights for {D, C, B, A}: text (A) counts fully, context (B) at half, as in SQLite.
-_RANK_WEIGHTS = "{0.1, 0.2, 0.5, 1.0}"
 _INSERT_RECORD = (
     "INSERT INTO memories (tenant, id, user_id, agent_id, session_id, memory_type, text, "
     "context, metadata, created_at, updated_at, event_time, valid_from, valid_to, provenance, "
@@ -288,18 +288,13 @@ class PostgresStore:
 
     # -- search -------------------------------------------------------------
     def keyword_search(self, flt: Filter, query: str, *, limit: int) -> list[Ranked]:
-        """Documents matching any of the query's words, ranked by ``ts_rank_cd``
-        (cover density, normalised by document length), text over context."""
-        terms = tsquery_text(query, STOPWORDS)
-        if not terms or limit <= 0:
+        """Okapi BM25 over text (full weight) and context (half), best first;
+        see ``postgres_bm25`` for why not ``ts_rank``."""
+        words = query_words(query, STOPWORDS)
+        if not words or limit <= 0:
             return []
         where, params = filter_sql(flt, _now())
-        rows = self._read(
-            f"SELECT m.id, ts_rank_cd(%s::float4[], m.tsv, q, 1) AS s "
-            f"FROM memories m, to_tsquery('{TS_CONFIG}', %s) AS q "
-            f"WHERE m.tsv @@ q AND {where} ORDER BY s DESC, m.seq LIMIT %s",
-            (_RANK_WEIGHTS, terms, *params, limit),
-        )
+        rows = self._read(bm25_sql(where), (words, or_tsquery(words), *params, *params, limit))
         return [Ranked(r[0], float(r[1])) for r in rows]
 
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:

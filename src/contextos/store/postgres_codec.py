@@ -157,13 +157,18 @@ def _nested(key: str, value: object) -> dict[str, Any]:
     return dict(probe)
 
 
-def tsquery_text(text: str, stopwords: frozenset[str]) -> str:
-    """A ``to_tsquery`` OR-expression of the distinct non-stopword words ('' if none)."""
+def query_words(text: str, stopwords: frozenset[str]) -> list[str]:
+    """The distinct non-stopword words of ``text``, lower-cased, at most 64."""
     words: list[str] = []
     for w in _WORD.findall(text.lower()):
         if w not in stopwords and w not in words:
             words.append(w)
-    return " | ".join(f"'{w}'" for w in words[:64])
+    return words[:64]
+
+
+def or_tsquery(words: Sequence[str]) -> str:
+    """A ``to_tsquery`` expression matching any of ``words`` (each is ``[^\\W_]+``)."""
+    return " | ".join(f"'{w}'" for w in words)
 
 
 def vector_text(vec: np.ndarray[Any, Any]) -> str:

@@ -1,0 +1,61 @@
+"""BM25 over PostgreSQL's ``tsvector``, so both stores rank keyword hits alike.
+
+PostgreSQL's own ``ts_rank``/``ts_rank_cd`` know nothing of how rare a word is:
+a memory that says "Caroline" twice outranks one that says "adoption" once for
+the question "what did Caroline say about adoption?", although in a
+conversation with Caroline her name is in every other turn. The SQLite store
+ranks with FTS5's BM25, which weighs each word by its inverse document
+frequency; this module computes the same Okapi BM25 in one SQL statement:
+
+- candidates: rows of the filter whose ``tsv`` matches any query word (GIN);
+- term frequency: positions of each query lexeme in the row, weighted 1.0 in
+  the text (weight A) and 0.5 in the context (weight B), as in SQLite;
+- document frequency and collection size: counted within the filter (the
+  tenant/user scope the search runs in), document length = distinct lexemes.
+
+Cost grows with the number of matching rows plus one count over the filter,
+which is one user's or session's memories for any scoped search.
+"""
+
+from __future__ import annotations
+
+from .schema_postgres import TS_CONFIG
+
+#: Okapi BM25 parameters (FTS5's defaults).
+K1 = 1.2
+B = 0.75
+
+
+def bm25_sql(where: str) -> str:
+    """The ranking query for filter clause ``where`` (over alias ``m``).
+
+    Parameters, in order: query words (text[]), the OR tsquery text, the filter's
+    parameters, the filter's parameters again, the limit.
+    """
+    return f"""
+WITH q AS (
+    SELECT DISTINCT lx FROM unnest(%s::text[]) AS w(word),
+        LATERAL unnest(tsvector_to_array(to_tsvector('{TS_CONFIG}', w.word))) AS lx
+), cand AS MATERIALIZED (
+    SELECT m.id, m.seq, m.tsv FROM memories m
+    WHERE m.tsv @@ to_tsquery('{TS_CONFIG}', %s) AND {where}
+), tf AS (
+    SELECT c.id, c.seq, u.lexeme, length(c.tsv)::float8 AS dl,
+        (SELECT sum(CASE x WHEN 'A' THEN 1.0 WHEN 'B' THEN 0.5 ELSE 0.25 END)
+           FROM unnest(u.weights) AS x)::float8 AS f
+    FROM cand c, LATERAL unnest(c.tsv) AS u
+    WHERE u.lexeme IN (SELECT lx FROM q)
+), df AS (
+    SELECT lexeme, count(*)::float8 AS n FROM tf GROUP BY lexeme
+), stats AS (
+    SELECT count(*)::float8 AS n, greatest(avg(length(m.tsv)), 1)::float8 AS avgdl
+    FROM memories m WHERE {where}
+)
+SELECT tf.id,
+    sum(ln(1 + (s.n - df.n + 0.5) / (df.n + 0.5))
+        * tf.f * {K1 + 1} / (tf.f + {K1} * (1 - {B} + {B} * tf.dl / s.avgdl))) AS score
+FROM tf JOIN df USING (lexeme) CROSS JOIN stats s
+GROUP BY tf.id, tf.seq
+ORDER BY score DESC, tf.seq
+LIMIT %s
+"""
