@@ -13,7 +13,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .sentences import STOPWORDS
+from .sentences import STOPWORDS, word_set
+
+#: Words that carry no claim. Narrower than STOPWORDS: "likes" vs "hates" must differ.
+_FUNCTION_WORDS = word_set(
+    """a an the and or but of in on at to for from by with about as into over than then so
+    is are was were be been being am do does did has have had will would can could should
+    i me my you your he him his she her it its we us our they them their this that these those
+    there here just really also very too still now"""
+)
 
 _VALUE = r"(?P<v>[\w'&. -]+?)"
 _END = r"(?=\s*(?:[,.;!?:()\u2013\u2014-]|$|\s+(?:and|with|since|for|because|but|now|anymore|"
@@ -125,7 +133,7 @@ def stem_tokens(text: str) -> frozenset[str]:
     """Content words with a crude plural/verb -s stripped, negation words removed."""
     out: set[str] = set()
     for w in _WORD.findall(text.lower()):
-        if w in STOPWORDS or _NEGATION.fullmatch(w):
+        if w in _FUNCTION_WORDS or _NEGATION.fullmatch(w):
             continue
         out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
     return frozenset(out)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Collection
 
 
-def _words(text: str) -> frozenset[str]:
+def word_set(text: str) -> frozenset[str]:
     """A word list written as text, one space between words."""
     return frozenset(text.split())
 
@@ -35,7 +35,7 @@ _ABBREVIATIONS = (
 )
 _SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\s*\n+\s*")
 
-STOPWORDS = _words(
+STOPWORDS = word_set(
     """
 a about above after again against all am an and any are aren't as at be because been before
 being below between both but by can can't cannot could couldn't did didn't do does doesn't
@@ -76,7 +76,7 @@ _NUMBER = re.compile(
 _CAPITALISED = re.compile(
     r"\b(?:[A-Z][\w'&.-]*[\w])(?:\s+(?:of\s+|the\s+|de\s+|and\s+)?(?:[A-Z][\w'&.-]*[\w]))*"
 )
-_NOT_ENTITY = _words(
+_NOT_ENTITY = word_set(
     """
 I I'm I've I'd I'll The A An My It It's This That These Those There Their They We We're Our He
 She His Her You Your Yes No Oh Wow Hey Hi Hello Thanks Thank So And But Or If When What Why How
@@ -99,7 +99,7 @@ _OBJECT = re.compile(r"\b(?:my|mine|myself|me)\b", re.IGNORECASE)
 _SECOND_PERSON = re.compile(
     r"\b(?:you|your|yours|yourself|you're|you've|you'd|you'll)\b", re.IGNORECASE
 )
-_INVARIANT = _words(
+_INVARIANT = word_set(
     """
 can could will would should might must shall may did had was went got saw made took came gave
 found felt thought told said bought brought began became left met ran read wrote won lost sent
