@@ -178,8 +178,13 @@ _ensure_owner_user() {
     --shell /usr/sbin/nologin postgres
 }
 
+# A port nobody listens on (pg_ctl start retries if another process grabs it first).
 _free_port() {
-  "${PY:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
+  done
 }
 
 _write_conf() {
@@ -198,13 +203,26 @@ logging_collector = off
 EOF
 }
 
-_init_cluster() {
-  local inst="$1" pw
+# The cluster lives in .pgdata/i<pid>; when the checkout is not reachable by the postgres
+# user (a clone under /root), it lives under /tmp and .pgdata/i<pid> links to it.
+_make_instance_dir() {
+  local inst="$1" real
   rm -rf "$inst" && mkdir -p "$inst" || return 1
+  _is_root || return 0
+  chown postgres: "$inst" && chmod 700 "$inst"
+  _as_owner test -w "$inst" && return 0
+  rmdir "$inst"
+  real="$(mktemp -d /tmp/contextos-pg.XXXXXX)" && chown postgres: "$real" && chmod 700 "$real" &&
+    ln -s "$real" "$inst"
+}
+
+_init_cluster() {
+  local pw inst
+  _make_instance_dir "$1" || return 1
+  inst="$(readlink -f "$1")"
+  CLUSTER="$inst"
   pw="$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-  echo "$pw" >"$inst/pw"
-  _is_root && chown -R postgres: "$inst"
-  chmod 700 "$inst"
+  echo "$pw" | _as_owner tee "$inst/pw" >/dev/null
   _as_owner "$BINDIR/initdb" -D "$inst/data" -U postgres -E UTF8 --no-locale --no-sync \
     --auth-local=trust --auth-host=scram-sha-256 --pwfile="$inst/pw" >"$inst/initdb.log" 2>&1 \
     || return 1
@@ -242,6 +260,7 @@ _stop_instance() {
   if [ -f "$inst/data/postmaster.pid" ] && [ -x "$bindir/pg_ctl" ]; then
     _as_owner "$bindir/pg_ctl" -D "$inst/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
   fi
+  [ -L "$inst" ] && rm -rf "$(readlink -f "$inst")"
   rm -rf "$inst" "$inst.env"
 }
 
@@ -249,7 +268,7 @@ _stop_instance() {
 _reap_stale() {
   local inst owner
   for inst in "$REPO"/.pgdata/i*; do
-    [ -d "$inst" ] || continue
+    [ -d "$inst" ] || [ -L "$inst" ] || continue
     owner="${inst##*/i}"
     [[ "$owner" =~ ^[0-9]+$ ]] || continue
     kill -0 "$owner" 2>/dev/null || _stop_instance "$inst"
@@ -260,7 +279,6 @@ _child_start() {
   local inst="$1" t0=$SECONDS route
   mkdir -p "$REPO/.pgdata" && rm -f "$REPO/.pgdata/skip-reason"
   if ! mkdir -p "$CACHE" 2>/dev/null; then CACHE="$REPO/.pgdata/cache" && mkdir -p "$CACHE"; fi
-  PY="$(command -v python3 || echo "$REPO/.venv/bin/python")"
   _reap_stale
   exec 9>"$CACHE/.lock" && flock -w 600 9 # one installer/builder at a time
   route="debian"
@@ -277,17 +295,18 @@ _child_start() {
   fi
   flock -u 9
   _ensure_owner_user || _fail "could not create the 'postgres' system user"
-  _init_cluster "$inst" || _fail "initdb failed: $(tail -n 3 "$inst/initdb.log" 2>/dev/null)"
-  echo "$BINDIR" >"$inst/bindir"
-  _start_server "$inst" || {
+  CLUSTER="$inst"
+  _init_cluster "$inst" || _fail "initdb failed: $(tail -n 3 "$CLUSTER/initdb.log" 2>/dev/null)"
+  echo "$BINDIR" >"$CLUSTER/bindir"
+  _start_server "$CLUSTER" || {
     local why
-    why="$(tail -n 3 "$inst/server.log" 2>/dev/null)"
+    why="$(tail -n 3 "$CLUSTER/server.log" 2>/dev/null)"
     _stop_instance "$inst"
     _fail "PostgreSQL did not start: $why"
   }
-  _create_db "$inst" || {
+  _create_db "$CLUSTER" || {
     local why
-    why="$(tail -n 3 "$inst/server.log" 2>/dev/null)"
+    why="$(tail -n 3 "$CLUSTER/server.log" 2>/dev/null)"
     _stop_instance "$inst"
     _fail "CREATE EXTENSION vector failed: $why"
   }
@@ -305,7 +324,8 @@ _child_stop() {
     _stop_instance "$CONTEXTOS_TEST_PG_DIR"
   else
     for inst in "$REPO"/.pgdata/i*; do
-      [ -d "$inst" ] && _stop_instance "$inst"
+      case "$inst" in *.env) continue ;; esac
+      if [ -d "$inst" ] || [ -L "$inst" ]; then _stop_instance "$inst"; fi
     done
   fi
   rm -f "$REPO/.pgdata/skip-reason"
