@@ -80,7 +80,8 @@ def test_numbers_and_entities_are_kept() -> None:
     ("text", "expected"),
     [
         ("I'm keen on counseling.", "Caroline is keen on counseling."),
-        ("I really love my dog.", "Caroline really loves Caroline's dog."),
+        ("I really love my dog.", "Caroline loves Caroline's dog."),
+        ("I just adopted Max 🐶!", "Caroline just adopted Max!"),
         (
             "I go swimming with the kids every week.",
             "Caroline goes swimming with the kids every week.",
@@ -143,7 +144,7 @@ def test_near_duplicates_of_one_speaker_merge_with_both_sources() -> None:
     assert len(found) == 2
     ann = next(c for c in found if c.speaker == "Ann")
     assert ann.provenance == ("D1:1", "D1:5")
-    assert ann.text == "Ann really loves hiking in the mountains with Ann's dog!"
+    assert ann.text == "Ann loves hiking in the mountains with Ann's dog."
 
 
 def test_embedding_similarity_merges_what_words_alone_do_not() -> None:
@@ -207,6 +208,13 @@ def test_candidates_are_frozen_values_and_the_protocol_holds() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cand.text = "x"  # type: ignore[misc]
     assert isinstance(OfflineExtractor(), Extractor)
+
+
+def test_min_confidence_drops_unattributed_opinions() -> None:
+    turns = (say("Ann", "Painting is a great way to relax."), say("Ann", "I paint every day.", "2"))
+    assert len(extract(*turns)) == 2
+    [kept] = extract(*turns, min_confidence=0.6)
+    assert kept.text == "Ann paints every day."
 
 
 def test_bad_thresholds_are_refused() -> None:

@@ -104,14 +104,24 @@ def register(cli: click.Group, bench: click.Group) -> None:
     )
     @click.option("--repeat", default=3, show_default=True, help="Passes; the fastest counts.")
     @click.option("--limit", default=None, type=int, help="Only the first N sessions.")
+    @click.option(
+        "--min-confidence",
+        default=0.0,
+        show_default=True,
+        help="Drop candidates below this confidence (smaller memory, lower recall).",
+    )
     @json_option
     @pass_state
-    def bench_extract(state: CliState, data: str | None, repeat: int, limit: int | None) -> None:
+    def bench_extract(
+        state: CliState, data: str | None, repeat: int, limit: int | None, min_confidence: float
+    ) -> None:
         """Offline extraction speed (turns/s) and memory size vs the raw conversation."""
         from ..bench.extract_speed import DEFAULT_LOCOMO, load_locomo_sessions, run_extract_bench
 
         sessions = load_locomo_sessions(data or DEFAULT_LOCOMO)
-        result = run_extract_bench(sessions[:limit] if limit else sessions, repeat=repeat)
+        extractor = OfflineExtractor(min_confidence=min_confidence)
+        chosen = sessions[:limit] if limit else sessions
+        result = run_extract_bench(chosen, extractor=extractor, repeat=repeat)
         if state.as_json:
             print_json(result)
             return

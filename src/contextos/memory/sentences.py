@@ -146,9 +146,16 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
     return merged
 
 
+_INTENSIFIER = re.compile(
+    r"\b(?:really|super|totally|literally|actually|definitely|absolutely|truly|basically)\s+"
+    r"|\s*[\U0001F300-\U0001FAFF\u2600-\u27BF]+",
+    re.IGNORECASE,
+)
+
+
 def strip_filler(sentence: str, names: Collection[str] = ()) -> str:
-    """``sentence`` without leading interjections ("Wow, ...") or a vocative name at the end."""
-    text = _FILLER_START.sub("", sentence.strip())
+    """``sentence`` without interjections ("Wow, ..."), intensifiers, emoji or a vocative name."""
+    text = _INTENSIFIER.sub("", _FILLER_START.sub("", sentence.strip()))
     if names:
         alt = "|".join(re.escape(n[:3]) for n in names if n)
         text = re.sub(rf",\s*(?:{alt})\w*\s*(?=[!.?]*$)", "", text)
