@@ -13,7 +13,7 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from contextos.server.app import ServerConfig, create_app  # noqa: E402
+from contextos.server.app import ServerConfig, close_app, create_app  # noqa: E402
 from contextos.server.ratelimit import RateLimit  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 
@@ -31,8 +31,11 @@ def app_client(db: Path | str, **config: Any) -> Iterator[TestClient]:
     config.setdefault("rate_limit", RateLimit(rate=0))
     app = create_app(ServerConfig(db=str(db), embedder="hash", **config),
                      embedder=HashEmbedder())
-    with TestClient(app) as client:
-        yield client
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        close_app(app)
 
 
 def issue_key(client: TestClient, tenant: str) -> str:

@@ -66,7 +66,7 @@ def serve(state: CliState, db: str | None, host: str, port: int, embedder: str |
           admin_key: str | None, max_body_bytes: int, rate: float, burst: int,
           log_level: str) -> None:
     """Run the HTTP API (memories, sessions, keys) on HOST:PORT over --db."""
-    from ..server.app import ServerConfig, create_app
+    from ..server.app import ServerConfig, close_app, create_app
     from ..server.ratelimit import RateLimit
 
     try:
@@ -80,7 +80,10 @@ def serve(state: CliState, db: str | None, host: str, port: int, embedder: str |
                           rate_limit=RateLimit(rate=rate, burst=burst))
     app = create_app(config)
     console.print(f"contextos serving on http://{host}:{port} (docs at /docs)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        close_app(app)
 
 
 @click.group()

@@ -100,15 +100,17 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None,
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
+        # Shutdown only drains embeddings: the same app object may be served more than
+        # once (tests, schema tools), so closing the store is close_app's job.
         try:
             yield
         finally:
-            tenants.close()
-            keys.close()
+            tenants.flush()
 
     app = fastapi.FastAPI(title="contextos", version=_version(), lifespan=lifespan,
                           description="Tenant-scoped memory and session API of contextos.")
     app.state.tenants, app.state.keys, app.state.auth = tenants, keys, auth
+    app.state.close = lambda: (tenants.close(), keys.close())
     app.include_router(memory_router(auth, tenants))
     app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
     app.include_router(key_router(auth))
@@ -121,6 +123,11 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None,
     _install_error_handlers(app, fastapi)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     return app
+
+
+def close_app(app: Any) -> None:
+    """Close what ``create_app`` opened (store, key table), after serving has stopped."""
+    app.state.close()
 
 
 def _install_error_handlers(app: Any, fastapi: Any) -> None:

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 
 bearer = HTTPBearer(auto_error=False, description="A tenant API key: `ctx_...`")
 
+#: Documented error answers of every route (one JSON shape, see app.error_body).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": s.ErrorOut, "description": text} for code, text in (
+        (400, "Invalid request (e.g. an unscoped search)"), (401, "Missing or invalid API key"),
+        (403, "Key not allowed here"), (404, "Not found in the caller's tenant"),
+        (413, "Body too large"), (422, "Malformed body or parameters"),
+        (429, "Rate limited; see Retry-After"), (503, "Store unavailable"))}
+
 IdPath = Annotated[str, Path(min_length=1, max_length=s.MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=s.MAX_LIST_LIMIT)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
@@ -50,7 +58,7 @@ def _time_range(body: s.SearchRequest) -> tuple[Any, Any] | None:
 
 def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     """Routes under ``/v1/memories``, all scoped to the tenant of the caller's key."""
-    router = APIRouter(prefix="/v1/memories", tags=["memories"])
+    router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERRORS)
 
     def tenant_memory(request: Request, _: Any = Security(bearer)) -> "Memory":
         return tenants.get(auth.tenant_of(request.headers))
@@ -116,7 +124,7 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
 def session_router(auth: Authenticator, tenants: TenantMemories,
                    tokenizer: Tokenizer) -> APIRouter:
     """Routes under ``/v1/sessions``: the durable, append-only session log."""
-    router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+    router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERRORS)
 
     def tenant_of(request: Request, _: Any = Security(bearer)) -> str:
         return auth.tenant_of(request.headers)
@@ -156,7 +164,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories,
 
 def key_router(auth: Authenticator) -> APIRouter:
     """Routes under ``/v1/keys``: key management, for the admin key only."""
-    router = APIRouter(prefix="/v1/keys", tags=["keys"])
+    router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERRORS)
 
     def admin(request: Request, _: Any = Security(bearer)) -> None:
         auth.require_admin(request.headers)

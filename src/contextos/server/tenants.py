@@ -56,6 +56,13 @@ class TenantMemories:
 
         return Memory(store=self.store, tenant=tenant, embedder=self.embedder)
 
+    def flush(self) -> None:
+        """Wait until every cached tenant's memories have their vectors."""
+        with self._lock:
+            memories = list(self._cache.values())
+        for memory in memories:
+            memory.flush()
+
     def close(self) -> None:
         """Finish pending embeddings of every tenant, then close the store."""
         with self._lock:
