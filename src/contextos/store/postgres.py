@@ -32,7 +32,6 @@ from .base import Patch, Ranked, Vector
 from .postgres_bm25 import bm25_sql
 from .postgres_codec import (
     RECORD_COLUMNS,
-    TURN_COLUMNS,
     filter_sql,
     metadata_jsonb,
     opt_utc,
@@ -40,11 +39,10 @@ from .postgres_codec import (
     query_words,
     record_from_row,
     record_params,
-    turn_from_row,
-    turn_params,
     utc,
     vector_text,
 )
+from .postgres_sessions import PgSessionLog
 from .schema_postgres import ensure_hnsw_index, migrate
 from .sqlite import STOPWORDS  # one stopword list, so both stores drop the same words
 
@@ -58,6 +56,15 @@ _INSERT_HISTORY = (
     "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, actor) "
     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
 )
+
+
+# `PostgresStore.list` shadows the builtin inside the class body, hence these aliases.
+_Records = list[MemoryRecord]
+_Ranks = list[Ranked]
+_Turns = list[Turn]
+_Strs = list[str]
+_Rows = list[Any]
+_Events = list[HistoryEvent]
 
 
 def _now() -> datetime:
@@ -130,6 +137,7 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
         self._indexed_dims: set[int] = set()
+        self._sessions = PgSessionLog(self._tx, self._read)
 
     def _setup(self, url: str, schema: str | None, kwargs: dict[str, Any]) -> None:
         """Create the schema if asked, migrate, and learn pgvector's version; on one
@@ -163,7 +171,7 @@ class PostgresStore:
         with self._conn(what) as conn, conn.transaction(), conn.cursor() as cur:
             yield cur
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    def _read(self, sql: str, params: Sequence[object] = ()) -> _Rows:
         with self._conn("read") as conn:
             return list(conn.execute(sql, params).fetchall())
 
@@ -195,7 +203,7 @@ class PostgresStore:
         )
         return record_from_row(rows[0]) if rows else None
 
-    def get_many(self, tenant: str, ids: Sequence[str]) -> list[MemoryRecord]:
+    def get_many(self, tenant: str, ids: Sequence[str]) -> _Records:
         if not ids:
             return []
         rows = self._read(
@@ -253,7 +261,7 @@ class PostgresStore:
                 _INSERT_HISTORY, (tenant, row[0], memory_id, "DELETE", row[1], None, now, actor)
             )
 
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> _Records:
         where, params = filter_sql(flt, _now())
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} "
@@ -266,7 +274,7 @@ class PostgresStore:
         where, params = filter_sql(flt, _now())
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
-    def history(self, tenant: str, memory_id: str) -> list[HistoryEvent]:
+    def history(self, tenant: str, memory_id: str) -> _Events:
         rows = self._read(
             "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
             "WHERE tenant = %s AND memory_id = %s ORDER BY seq",
@@ -287,7 +295,7 @@ class PostgresStore:
         return int(removed)
 
     # -- search -------------------------------------------------------------
-    def keyword_search(self, flt: Filter, query: str, *, limit: int) -> list[Ranked]:
+    def keyword_search(self, flt: Filter, query: str, *, limit: int) -> _Ranks:
         """Okapi BM25 over text (full weight) and context (half), best first;
         see ``postgres_bm25`` for why not ``ts_rank``."""
         words = query_words(query, STOPWORDS)
@@ -297,7 +305,7 @@ class PostgresStore:
         rows = self._read(bm25_sql(where), (words, or_tsquery(words), *params, *params, limit))
         return [Ranked(r[0], float(r[1])) for r in rows]
 
-    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:
+    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> _Ranks:
         query = np.asarray(vector, dtype=np.float32).ravel()
         dim = int(query.size)
         if limit <= 0 or dim == 0:
@@ -336,101 +344,37 @@ class PostgresStore:
                 (model, list(ids), [vector_text(v) for v in vecs], tenant),
             )
 
-    def pending_vectors(self, *, limit: int) -> list[MemoryRecord]:
+    def pending_vectors(self, *, limit: int) -> _Records:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.vec IS NULL ORDER BY m.seq LIMIT %s",
             (limit,),
         )
         return [record_from_row(r) for r in rows]
 
-    # -- session logs ------------------------------------------------------------
+    # -- session logs (postgres_sessions.PgSessionLog) ---------------------------
     def append_turns(
         self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
-    ) -> list[Turn]:
-        if not scope.session_id:
-            raise ValueError("append_turns needs a session_id")
-        if len(messages) != len(tokens):
-            raise ValueError("messages and tokens differ in length")
-        now = _now()
-        with self._tx("append") as cur:
-            # Upserting the session row first locks it: concurrent appends to one session
-            # queue here instead of racing for the same seq numbers.
-            cur.execute(
-                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
-                "updated_at) VALUES (%s,%s,%s,%s,'{}',%s) ON CONFLICT (tenant, session_id) "
-                "DO UPDATE SET updated_at = excluded.updated_at",
-                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
-            )
-            (last,) = cur.execute(
-                "SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = %s AND session_id = %s",
-                (scope.tenant, scope.session_id),
-            ).fetchone()
-            rows = [
-                turn_params(scope, last + 1 + k, m, t, now)
-                for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
-            ]
-            cur.executemany(
-                "INSERT INTO turns (tenant, session_id, seq, user_id, agent_id, role, content, "
-                "name, tool_call_id, tool_calls, metadata, tokens, created_at) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s)",
-                rows,
-            )
-        return [
-            Turn(
-                session_id=str(scope.session_id),
-                seq=last + 1 + k,
-                message=m,
-                tokens=t,
-                created_at=now,
-            )
-            for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
-        ]
+    ) -> _Turns:
+        return self._sessions.append_turns(scope, messages, tokens)
 
-    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
-        rows = self._read(
-            f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = %s AND "
-            "session_id = %s AND seq > %s ORDER BY seq LIMIT %s",
-            (scope.tenant, scope.session_id, after_seq, limit),
-        )
-        return [turn_from_row(r) for r in rows]
+    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> _Turns:
+        return self._sessions.turns(scope, after_seq=after_seq, limit=limit)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
-        with self._tx("write") as cur:
-            cur.execute(
-                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
-                "updated_at) VALUES (%s,%s,%s,%s,%s::jsonb,%s) ON CONFLICT (tenant, session_id) "
-                "DO UPDATE SET meta = excluded.meta, updated_at = excluded.updated_at",
-                (
-                    scope.tenant,
-                    scope.session_id,
-                    scope.user_id,
-                    scope.agent_id,
-                    metadata_jsonb(meta),
-                    _now(),
-                ),
-            )
+        self._sessions.set_session_meta(scope, meta)
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:
-        rows = self._read(
-            "SELECT meta FROM session_meta WHERE tenant = %s AND session_id = %s",
-            (scope.tenant, scope.session_id),
-        )
-        return dict(rows[0][0]) if rows else {}
+        return self._sessions.session_meta(scope)
 
-    def sessions(self, scope: Scope) -> list[str]:
-        sql = "SELECT session_id FROM session_meta WHERE tenant = %s"
-        params: list[object] = [scope.tenant]
-        for col in ("user_id", "agent_id"):
-            if getattr(scope, col) is not None:
-                sql += f" AND {col} = %s"
-                params.append(getattr(scope, col))
-        return [r[0] for r in self._read(sql + " ORDER BY updated_at, session_id", params)]
+    def sessions(self, scope: Scope) -> _Strs:
+        return self._sessions.sessions(scope)
 
 
 def _patch_sets(
     patch: Patch, now: datetime, *, text_changed: bool
 ) -> tuple[list[str], list[object]]:
-    sets, params = ["updated_at = %s"], [now]
+    sets: list[str] = ["updated_at = %s"]
+    params: list[object] = [now]
     if patch.text is not None:
         sets += ["text = %s", "hash = %s"]
         params += [patch.text, content_hash(patch.text)]

@@ -1,0 +1,109 @@
+"""Session logs on PostgreSQL: the ``turns`` of a session and the JSON kept beside them.
+
+A part of :class:`~contextos.store.postgres.PostgresStore`, split out because a
+session log is its own concept (an append-only, numbered message log) that shares
+only the connection pool with the memory records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+from ..types import Message, Scope, Turn
+from .postgres_codec import TURN_COLUMNS, metadata_jsonb, turn_from_row, turn_params
+
+Transaction = Callable[[str], AbstractContextManager[Any]]
+Reader = Callable[[str, Sequence[object]], "list[Any]"]
+
+
+class PgSessionLog:
+    """The session-log half of the Store protocol, over a store's transactions."""
+
+    def __init__(self, tx: Transaction, read: Reader) -> None:
+        self._tx = tx
+        self._read = read
+
+    def append_turns(
+        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+    ) -> list[Turn]:
+        if not scope.session_id:
+            raise ValueError("append_turns needs a session_id")
+        if len(messages) != len(tokens):
+            raise ValueError("messages and tokens differ in length")
+        now = datetime.now(UTC)
+        with self._tx("append") as cur:
+            # Upserting the session row first locks it: concurrent appends to one session
+            # queue here instead of racing for the same seq numbers.
+            cur.execute(
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
+                "updated_at) VALUES (%s,%s,%s,%s,'{}',%s) ON CONFLICT (tenant, session_id) "
+                "DO UPDATE SET updated_at = excluded.updated_at",
+                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
+            )
+            (last,) = cur.execute(
+                "SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = %s AND session_id = %s",
+                (scope.tenant, scope.session_id),
+            ).fetchone()
+            rows = [
+                turn_params(scope, last + 1 + k, m, t, now)
+                for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
+            ]
+            cur.executemany(
+                "INSERT INTO turns (tenant, session_id, seq, user_id, agent_id, role, content, "
+                "name, tool_call_id, tool_calls, metadata, tokens, created_at) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s)",
+                rows,
+            )
+        return [
+            Turn(
+                session_id=str(scope.session_id),
+                seq=last + 1 + k,
+                message=m,
+                tokens=t,
+                created_at=now,
+            )
+            for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
+        ]
+
+    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
+        rows = self._read(
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = %s AND "
+            "session_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (scope.tenant, scope.session_id, after_seq, limit),
+        )
+        return [turn_from_row(r) for r in rows]
+
+    def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        with self._tx("write") as cur:
+            cur.execute(
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
+                "updated_at) VALUES (%s,%s,%s,%s,%s::jsonb,%s) ON CONFLICT (tenant, session_id) "
+                "DO UPDATE SET meta = excluded.meta, updated_at = excluded.updated_at",
+                (
+                    scope.tenant,
+                    scope.session_id,
+                    scope.user_id,
+                    scope.agent_id,
+                    metadata_jsonb(meta),
+                    datetime.now(UTC),
+                ),
+            )
+
+    def session_meta(self, scope: Scope) -> dict[str, Any]:
+        rows = self._read(
+            "SELECT meta FROM session_meta WHERE tenant = %s AND session_id = %s",
+            (scope.tenant, scope.session_id),
+        )
+        return dict(rows[0][0]) if rows else {}
+
+    def sessions(self, scope: Scope) -> list[str]:
+        sql = "SELECT session_id FROM session_meta WHERE tenant = %s"
+        params: list[object] = [scope.tenant]
+        for col in ("user_id", "agent_id"):
+            if getattr(scope, col) is not None:
+                sql += f" AND {col} = %s"
+                params.append(getattr(scope, col))
+        return [r[0] for r in self._read(sql + " ORDER BY updated_at, session_id", params)]
