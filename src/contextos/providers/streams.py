@@ -13,7 +13,7 @@ degrades rather than breaks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from .base import StreamAccumulator
@@ -21,7 +21,7 @@ from .errors import mapped_errors
 
 
 def _observed(inner: Iterator[Any], acc: StreamAccumulator, done: Callable[[bool], None],
-              provider: str, hide: Callable[[Any], bool] | None) -> Iterator[Any]:
+              provider: str, hide: Callable[[Any], bool] | None) -> Generator[Any, None, None]:
     complete = False
     try:
         with mapped_errors(provider):

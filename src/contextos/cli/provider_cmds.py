@@ -1,0 +1,123 @@
+"""``contextos bench wrap`` and ``contextos chat``: the provider adapters from the shell."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from .common import CliState, console, json_option, pass_state, print_json
+
+if TYPE_CHECKING:
+    from ..providers.chat import ChatTurn
+
+
+def _bench_wrap(state: CliState, provider: str, mode: str, calls: int, warmup: int,
+                stream: bool, embedder: str) -> None:
+    from ..bench.wrap_overhead import TARGET_MS, measure
+
+    providers = ["anthropic", "openai"] if provider == "both" else [provider]
+    modes = ["passthrough", "session"] if mode == "both" else [mode]
+    results = [measure(p, mode=m, calls=calls, warmup=warmup, stream=stream,  # type: ignore[arg-type]
+                       embedder=embedder) for p in providers for m in modes]
+    if state.as_json:
+        print_json([{**dataclasses.asdict(r), "overhead_ms": r.overhead_ms,
+                     "target_ms": TARGET_MS, "within_target": r.within_target}
+                    for r in results])
+        return
+    for r in results:
+        verdict = "[green]ok[/green]" if r.within_target else "[red]over target[/red]"
+        console.print(
+            f"{r.provider:9} {r.mode:11} {'stream' if r.stream else 'json':6} "
+            f"calls={r.calls}  bare median {r.bare_median_ms:.2f} ms  "
+            f"wrapped median {r.wrapped_median_ms:.2f} ms  "
+            f"overhead {r.overhead_ms:+.2f} ms (target <= {TARGET_MS:.0f} ms: {verdict})")
+
+
+def _print_turn(turn: ChatTurn, show_window: bool) -> None:
+    if show_window and turn.window is not None:
+        console.rule("window")
+        console.print(turn.window.render_text(), markup=False, highlight=False)
+        sizes = ", ".join(f"{k}={v}" for k, v in turn.window.segment_tokens().items())
+        console.print(f"[dim]{turn.window.total_tokens} tokens ({sizes})[/dim]")
+        console.rule()
+    console.print(f"[bold]assistant>[/bold] {turn.reply}", highlight=False)
+    u = turn.usage
+    console.print(f"[dim]usage: in {u.input_tokens} out {u.output_tokens} "
+                  f"cache write {u.cache_creation_input_tokens} "
+                  f"read {u.cache_read_input_tokens}[/dim]")
+
+
+def _chat(state: CliState, provider: str, model: str | None, session_id: str, user_id: str,
+          base_url: str | None, show_window: bool) -> None:
+    from ..memory import Memory
+    from ..providers.chat import Chat
+
+    memory = Memory(state.settings.db, tenant=state.settings.tenant, settings=state.settings)
+    try:
+        chat = Chat(memory, provider=provider, session_id=session_id,  # type: ignore[arg-type]
+                    user_id=user_id, model=model, settings=state.settings, base_url=base_url)
+        stdin = sys.stdin
+        interactive = stdin.isatty()
+        while True:
+            if interactive:
+                console.print("[bold]you>[/bold] ", end="")
+            line = stdin.readline()
+            if not line or line.strip() in ("/quit", "/exit"):
+                break
+            if not line.strip():
+                continue
+            turn = chat.send(line.strip())
+            if state.as_json:
+                print_json({"reply": turn.reply, "usage": turn.usage,
+                            "memories": turn.memories,
+                            "window": turn.window.render_text() if turn.window else None})
+            else:
+                _print_turn(turn, show_window)
+    finally:
+        memory.close()
+
+
+def register(cli: click.Group, bench: click.Group) -> None:
+    """Add ``bench wrap`` and ``chat``."""
+
+    @bench.command("wrap")
+    @click.option("--provider", type=click.Choice(["anthropic", "openai", "both"]),
+                  default="both", show_default=True, help="Which SDK client to wrap.")
+    @click.option("--mode", type=click.Choice(["passthrough", "session", "both"]),
+                  default="both", show_default=True,
+                  help="passthrough: wrap(client); session: with memory and a session log.")
+    @click.option("--calls", default=200, show_default=True, type=click.IntRange(1),
+                  help="Measured calls of each kind (bare and wrapped, interleaved).")
+    @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0),
+                  help="Unmeasured calls first.")
+    @click.option("--stream", is_flag=True, help="Stream the responses (and read them whole).")
+    @click.option("--embedder", type=click.Choice(["hash", "minilm"]), default="hash",
+                  show_default=True, help="Embedder of the session mode's memory.")
+    @json_option
+    @pass_state
+    def bench_wrap(state: CliState, provider: str, mode: str, calls: int, warmup: int,
+                   stream: bool, embedder: str) -> None:
+        """Time a wrapped SDK call against the bare one on a loopback fake server."""
+        _bench_wrap(state, provider, mode, calls, warmup, stream, embedder)
+
+    @cli.command()
+    @click.option("--provider", type=click.Choice(["offline", "anthropic", "openai"]),
+                  default="offline", show_default=True,
+                  help="offline needs no key: it shows the window and answers from memory.")
+    @click.option("--model", "-m", default=None, help="Model name (default per provider).")
+    @click.option("--session", "session_id", default="chat", show_default=True,
+                  help="Session id: the conversation log to continue.")
+    @click.option("--user-id", default="me", show_default=True, help="Whose memories.")
+    @click.option("--base-url", default=None,
+                  help="An OpenAI-compatible server (with --provider openai).")
+    @click.option("--show-window/--no-show-window", default=True, show_default=True,
+                  help="Print the assembled window before each answer.")
+    @json_option
+    @pass_state
+    def chat(state: CliState, provider: str, model: str | None, session_id: str, user_id: str,
+             base_url: str | None, show_window: bool) -> None:
+        """Chat with memory; one line per message, /quit or end of input to stop."""
+        _chat(state, provider, model, session_id, user_id, base_url, show_window)

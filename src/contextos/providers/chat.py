@@ -1,0 +1,129 @@
+"""A chat loop's single step, for ``contextos chat``: send one message, see the window.
+
+:class:`Chat` runs every turn through the same path as :func:`wrap` (session
+log, memory retrieval, window assembly, remembering the exchange), against a
+real provider (``anthropic``, ``openai`` or any OpenAI-compatible
+``base_url``) or ``offline``: no model and no key; the window that would have
+been sent is assembled and shown, and the answer is extractive -- the
+strongest retrieved memory, quoted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..config import Settings
+from ..errors import ConfigError, MissingExtraError
+from ..types import Message, Usage
+from ..window import Window
+from .assembly import MEMORY_HEADER, SessionContext
+from .base import CallRecord, ChatRequest, Prepared
+from .wrap import WrappedClient, wrap
+
+ChatProvider = Literal["offline", "anthropic", "openai"]
+DEFAULT_MODELS = {"offline": "claude-haiku-4-5", "anthropic": "claude-haiku-4-5",
+                  "openai": "gpt-4.1-mini"}
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """What one step produced: the reply, the window sent, usage, what memory held."""
+
+    reply: str
+    window: Window | None
+    usage: Usage
+    memories: tuple[str, ...]
+
+
+def _sdk_client(provider: ChatProvider, settings: Settings, base_url: str | None) -> Any:
+    try:
+        if provider == "anthropic":
+            import anthropic
+
+            if not settings.anthropic_api_key:
+                raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY "
+                                  "(or use --provider offline)")
+            return anthropic.Anthropic(api_key=settings.anthropic_api_key, base_url=base_url)
+        import openai
+
+        url = base_url or settings.openai_base_url
+        key = settings.openai_api_key or ("none" if url else None)
+        if not key:
+            raise ConfigError("no OpenAI API key: set OPENAI_API_KEY, or OPENAI_BASE_URL for "
+                              "an OpenAI-compatible server (or use --provider offline)")
+        return openai.OpenAI(api_key=key, base_url=url)
+    except ImportError:
+        raise MissingExtraError(provider, provider) from None
+
+
+def _memories_of(window: Window) -> tuple[str, ...]:
+    return tuple(b.text for b in window.blocks if b.kind == "context" and b.text != MEMORY_HEADER)
+
+
+class Chat:
+    """One conversation: ``send(text)`` per user message. See the module docstring."""
+
+    def __init__(self, memory: Any, *, provider: ChatProvider = "offline",
+                 session_id: str = "chat", user_id: str = "me", model: str | None = None,
+                 system: str = "You are a helpful assistant with a long-term memory.",
+                 settings: Settings | None = None, base_url: str | None = None,
+                 client: Any = None, max_tokens: int = 1024) -> None:
+        self.provider = provider
+        self.model = model or DEFAULT_MODELS[provider]
+        self.system = system
+        self.max_tokens = max_tokens
+        self.memory = memory
+        self.context = SessionContext(memory=memory, session_id=session_id, user_id=user_id)
+        self._client: WrappedClient | None = None
+        self._watch = _Watch(self.context)
+        if provider != "offline":
+            raw = client or _sdk_client(provider, settings or memory.settings, base_url)
+            self._client = wrap(raw, context=self._watch)
+
+    def send(self, text: str) -> ChatTurn:
+        """Send one user message; returns the reply and the window it was answered from."""
+        if not text.strip():
+            raise ValueError("say something")
+        if self._client is None:
+            return self._offline(text)
+        if self.provider == "anthropic":
+            self._client.messages.create(
+                model=self.model, max_tokens=self.max_tokens, system=self.system,
+                messages=[{"role": "user", "content": text}])
+        else:
+            self._client.chat.completions.create(
+                model=self.model, max_tokens=self.max_tokens,
+                messages=[{"role": "system", "content": self.system},
+                          {"role": "user", "content": text}])
+        call = self._client.calls[-1]
+        window = self._watch.last.window if self._watch.last else None
+        return ChatTurn(call.reply.content if call.reply else "", window, call.usage,
+                        _memories_of(window) if window else ())
+
+    def _offline(self, text: str) -> ChatTurn:
+        request = ChatRequest(self.model, (self.system,), (Message("user", text),))
+        prepared = self.context.prepare(request, reserve_tokens=self.max_tokens)
+        memories = _memories_of(prepared.window)
+        reply = (f"From memory: {memories[0]}" if memories
+                 else "I don't have anything on that yet; I'll remember what you said.")
+        usage = Usage(input_tokens=prepared.window.total_tokens,
+                      output_tokens=self.context.tokenizer.count(reply))
+        self.context.commit(prepared, CallRecord("offline", self.model, usage,
+                                                 Message("assistant", reply), False, 0.0))
+        return ChatTurn(reply, prepared.window, usage, memories)
+
+
+class _Watch:
+    """A ContextSource that remembers the last prepared window (for display)."""
+
+    def __init__(self, inner: SessionContext) -> None:
+        self.inner = inner
+        self.last: Prepared | None = None
+
+    def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
+        self.last = self.inner.prepare(request, reserve_tokens=reserve_tokens)
+        return self.last
+
+    def commit(self, prepared: Prepared, call: CallRecord) -> None:
+        self.inner.commit(prepared, call)

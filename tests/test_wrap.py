@@ -1,0 +1,258 @@
+"""``contextos.providers.wrap``: the facade, its seams, error mapping and the CLI.
+
+Provider-specific wire behaviour is in test_providers_anthropic.py and
+test_providers_openai.py; this module covers what both share.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+from contextos.cli.main import cli  # noqa: E402
+from contextos.errors import ConfigError, ProviderError, RateLimited  # noqa: E402
+from contextos.memory import Memory  # noqa: E402
+from contextos.providers import CallRecord, ChatRequest, Prepared, wrap  # noqa: E402
+from contextos.providers.assembly import SessionContext, model_info, split_new  # noqa: E402
+from contextos.providers.chat import Chat  # noqa: E402
+from contextos.providers.errors import mapped_errors, parse_retry_after  # noqa: E402
+from contextos.testing.embedders import HashEmbedder  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from contextos.tokens import CharEstimateTokenizer  # noqa: E402
+from contextos.types import Message, Usage  # noqa: E402
+from contextos.window import Segment, assemble, message_item, text_item  # noqa: E402
+
+MODEL = "claude-haiku-4-5"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeAnthropic) -> Iterator[Any]:
+    c = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Memory]:
+    m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
+    yield m
+    m.close()
+
+
+def _ask(c: Any, text: str) -> Any:
+    return c.messages.create(model=MODEL, max_tokens=64,
+                             messages=[{"role": "user", "content": text}])
+
+
+# -- the facade ------------------------------------------------------------------
+
+
+def test_everything_but_create_is_the_sdk_client(client):
+    wrapped = wrap(client)
+    assert wrapped.unwrapped is client
+    assert wrapped.models is client.models
+    assert wrapped.base_url == client.base_url
+    assert wrapped.messages.batches is client.messages.batches
+    assert wrapped.provider == "anthropic" and wrapped.context is None
+
+
+def test_openai_client_gets_chat_completions(fake):
+    with FakeOpenAI() as server:
+        c = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        wrapped = wrap(c)
+        assert wrapped.provider == "openai"
+        assert wrapped.chat.completions.with_raw_response is not None
+        assert wrapped.models is c.models
+        c.close()
+
+
+@pytest.mark.parametrize("bad", [object(), "anthropic", None])
+def test_wrapping_something_else_is_a_type_error(bad):
+    with pytest.raises(TypeError, match="cannot wrap"):
+        wrap(bad)
+
+
+def test_async_clients_are_refused_clearly():
+    c = anthropic.AsyncAnthropic(api_key="test", base_url="http://127.0.0.1:9")
+    with pytest.raises(TypeError, match="synchronous"):
+        wrap(c)
+
+
+def test_context_and_memory_together_is_a_type_error(client, memory):
+    with pytest.raises(TypeError, match="either"):
+        wrap(client, memory=memory, context=SessionContext(memory=memory))
+
+
+def test_session_without_a_store_is_a_value_error(client):
+    with pytest.raises(ValueError, match="store"):
+        wrap(client, session="s1")
+
+
+def test_usage_log_totals_and_on_call(fake, client):
+    seen: list[CallRecord] = []
+    fake.enqueue_reply("a", AnthropicUsage(10, 2, cache_read=100))
+    fake.enqueue_reply("b", AnthropicUsage(5, 3, cache_creation_1h=50))
+    wrapped = wrap(client, on_call=seen.append)
+    _ask(wrapped, "x")
+    _ask(wrapped, "y")
+    assert [c.reply.content for c in seen if c.reply] == ["a", "b"]
+    assert len(wrapped.calls) == 2
+    assert wrapped.calls.total() == Usage(15, 5, 50, 100, 0, 50)
+
+
+# -- the assembly seam -------------------------------------------------------------
+
+
+class PinnedContext:
+    """A ContextSource double: always the same window, records what it was told."""
+
+    def __init__(self) -> None:
+        self.requests: list[ChatRequest] = []
+        self.commits: list[CallRecord] = []
+        self.tok = CharEstimateTokenizer()
+
+    def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
+        self.requests.append(request)
+        question = request.messages[-1]
+        window = assemble([
+            Segment("system", "system", (text_item("s", "pinned system", self.tok,
+                                                   role="system"),), cache_ttl="5m"),
+            Segment("question", "question", (message_item("q", question, self.tok),),
+                    required=True),
+        ], 10_000)
+        return Prepared(window, model_info(request.model), question, ())
+
+    def commit(self, prepared: Prepared, call: CallRecord) -> None:
+        self.commits.append(call)
+
+
+def test_an_injected_context_source_builds_the_request(fake, client):
+    ctx = PinnedContext()
+    wrapped = wrap(client, context=ctx)
+    _ask(wrapped, "what now?")
+    body = fake.messages_requests()[0].json()
+    assert body["system"] == [{"type": "text", "text": "pinned system",
+                               "cache_control": {"type": "ephemeral", "ttl": "5m"}}]
+    assert body["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "what now?"}]}]
+    assert ctx.requests[0].model == MODEL and ctx.requests[0].last_user_text() == "what now?"
+    assert ctx.commits[0].reply is not None and ctx.commits[0].prefix_hash
+
+
+def test_errors_reach_the_caller_and_nothing_is_committed(fake, client):
+    ctx = PinnedContext()
+    fake.enqueue_error(429, "later", retry_after=3)
+    with pytest.raises(RateLimited):
+        _ask(wrap(client, context=ctx), "hi")
+    assert ctx.commits == []
+
+
+def test_split_new_recognises_resent_history_and_retries():
+    a, b, c = Message("user", "a"), Message("assistant", "b"), Message("user", "c")
+    assert split_new([c], [a, b]) == (0, False)
+    assert split_new([a, b, c], [a, b]) == (2, False)
+    assert split_new([a], [a]) == (1, True)  # the same question again, unanswered
+    assert split_new([a, b, c], []) == (0, False)
+    assert split_new([b, c], [a, b]) == (1, False)
+
+
+def test_a_retried_question_is_logged_once(fake, memory):
+    c = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+    wrapped = wrap(c, memory=memory, session="s1", user_id="ana")
+    fake.enqueue_error(500, "oops")
+    with pytest.raises(ProviderError):
+        _ask(wrapped, "are you there?")
+    _ask(wrapped, "are you there?")
+    turns = wrapped.context.store.turns(wrapped.context.scope)
+    assert [t.message.content for t in turns][0] == "are you there?"
+    assert [t.message.role for t in turns] == ["user", "assistant"]
+    sent = fake.messages_requests()[-1].json()["messages"]
+    assert sum(b["text"] == "are you there?" for m in sent for b in m["content"]) == 1
+    c.close()
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def test_parse_retry_after_forms():
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    date = "Wed, 25 Nov 2026 12:00:10 GMT"
+    at = float(email.utils.mktime_tz(email.utils.parsedate_tz(date)))  # type: ignore[arg-type]
+    assert parse_retry_after({"retry-after": date}, now=at - 10) == 10.0
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None and parse_retry_after(None) is None
+
+
+def test_mapped_errors_leaves_our_own_exceptions_alone():
+    with pytest.raises(KeyError), mapped_errors("anthropic"):
+        raise KeyError("not an SDK error")
+
+
+# -- chat --------------------------------------------------------------------------
+
+
+def test_offline_chat_shows_the_window_and_answers_from_memory(memory):
+    memory.add("My cat is called Miso", user_id="me", session_id="earlier")
+    chat = Chat(memory, provider="offline", session_id="c1")
+    turn = chat.send("what is my cat called?")
+    assert "Miso" in turn.reply and any("Miso" in m for m in turn.memories)
+    assert turn.window is not None and "what is my cat called?" in turn.window.render_text()
+    again = chat.send("thanks")
+    assert again.window is not None
+    assert "what is my cat called?" in again.window.render_text()  # now in the history
+
+
+def test_chat_with_a_provider_goes_through_the_sdk(fake, client, memory):
+    chat = Chat(memory, provider="anthropic", client=client, model=MODEL, session_id="c2")
+    turn = chat.send("hello")
+    assert turn.reply.startswith("You said:")
+    assert turn.usage.input_tokens > 0 and turn.window is not None
+    assert fake.messages_requests()[0].json()["messages"][-1]["content"][-1]["text"] == "hello"
+
+
+def test_chat_without_a_key_says_how_to_set_it(memory):
+    from contextos.config import load_settings
+
+    settings = load_settings(env={}, db=str(memory.settings.db))
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        Chat(memory, provider="anthropic", settings=settings)
+
+
+def test_cli_chat_offline(tmp_path):
+    db = tmp_path / "chat.db"
+    runner = CliRunner()
+    env = {"CONTEXTOS_EMBEDDER": "hash"}
+    first = runner.invoke(cli, ["--db", str(db), "chat", "--no-show-window"],
+                          input="my favourite colour is teal\n/quit\n", env=env)
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(cli, ["--db", str(db), "--json", "chat", "--session", "other"],
+                           input="what is my favourite colour?\n", env=env)
+    assert second.exit_code == 0, second.output
+    out = json.loads(second.output)
+    assert "teal" in out["reply"] and out["window"]
+
+
+def test_cli_bench_wrap_prints_both_medians():
+    result = CliRunner().invoke(cli, ["bench", "wrap", "--provider", "anthropic", "--mode",
+                                      "passthrough", "--calls", "5", "--warmup", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    assert row["calls"] == 5 and row["bare_median_ms"] > 0 and row["wrapped_median_ms"] > 0
+    assert row["overhead_ms"] == pytest.approx(row["wrapped_median_ms"] - row["bare_median_ms"])
