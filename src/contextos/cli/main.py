@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "contextos.cli.bench_cmds",
     "contextos.cli.server_cmds",
     "contextos.cli.extract_cmds",
+    "contextos.cli.provider_cmds",
 ]
 
 
