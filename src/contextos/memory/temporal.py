@@ -457,8 +457,8 @@ def question_time_cues(question: str, now: datetime | None = None) -> TimeRange 
     return TimeRange(start, end, asks_when)
 
 
-_SESSION_FORMATS = ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y", "%d %B %Y", "%d %B, %Y")
-_SESSION_FORMATS += ("%B %d, %Y", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+_SESSION_FORMATS: tuple[str, ...] = ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y")
+_SESSION_FORMATS += ("%d %B %Y", "%d %B, %Y", "%B %d, %Y", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
 def parse_session_time(value: str | datetime | None) -> datetime | None:
