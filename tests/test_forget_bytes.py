@@ -1,0 +1,125 @@
+"""forget(user) through the server: afterwards none of that user's text is left.
+
+SQLite: no byte of it in the database file, its -wal or its -shm (the store
+runs with secure_delete, merges the FTS index and checkpoints the WAL).
+PostgreSQL: no row of any table mentions the user or their text.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pg_support import connect, pg_url, with_options
+from server_support import app_client, auth, issue_key
+
+
+def _marker(tag: str) -> str:
+    # Distinct leading letters per marker, so FTS prefix compression cannot split one.
+    return f"{tag}{secrets.token_hex(10)}"
+
+
+def _fill(client: Any, key: str) -> tuple[list[str], list[str]]:
+    """Write ana's and bob's data through every route that stores text."""
+    h = auth(key)
+    ana = [_marker(t) for t in ("qa", "qb", "qc", "qd", "qe", "qf", "qg")]
+    bob = [_marker("zz")]
+    ids = []
+    for word in ana[:3]:
+        r = client.post("/v1/memories", headers=h, json={
+            "messages": [{"role": "user", "content": f"ana says {word} about her health"}],
+            "user_id": "ana", "session_id": "ana-s1", "metadata": {"note": ana[3]}})
+        assert r.status_code == 201
+        ids += [x["id"] for x in r.json()["results"]]
+    client.patch(f"/v1/memories/{ids[0]}", headers=h, json={"text": f"ana corrected {ana[4]}"})
+    client.delete(f"/v1/memories/{ids[1]}", headers=h)
+    client.post("/v1/sessions/ana-s1/turns", headers=h, json={
+        "messages": [{"role": "user", "content": f"turn {ana[5]}"},
+                     {"role": "assistant", "content": f"reply {ana[6]}"}], "user_id": "ana"})
+    client.post("/v1/memories", headers=h, json={"messages": f"bob keeps {bob[0]}",
+                                                 "user_id": "bob"})
+    client.app.state.tenants.flush()  # vectors and index in place before forgetting
+    assert client.post("/v1/memories/search", headers=h,
+                       json={"query": ana[2], "user_id": "ana"}).json()["results"]
+    return ana, bob
+
+
+def _forget(client: Any, key: str) -> None:
+    h = auth(key)
+    resp = client.post("/v1/memories/forget", headers=h, json={"user_id": "ana"})
+    assert resp.status_code == 200 and resp.json()["forgotten"] == 2
+    assert client.get("/v1/memories", headers=h, params={"user_id": "ana"}).json() == {
+        "results": [], "limit": 100, "offset": 0}
+    assert client.get("/v1/sessions/ana-s1/turns", headers=h).json() == {"results": []}
+
+
+def _raw_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+def _found(blob: bytes, markers: list[str]) -> list[str]:
+    """Markers present in ``blob``, whole or by their tail (what prefix compression keeps)."""
+    return [m for m in markers if m.encode() in blob or m[-12:].encode() in blob]
+
+
+def test_sqlite_forget_leaves_no_byte_of_the_user(tmp_path: Path) -> None:
+    db = tmp_path / "forget.db"
+    with app_client(db) as client:
+        key = issue_key(client, "acme")
+        ana, bob = _fill(client, key)
+        assert _found(_raw_bytes(db), ana) == ana  # the scan does see text before forget
+        _forget(client, key)
+        blob = _raw_bytes(db)  # server still running: file, -wal and -shm as they are now
+        assert _found(blob, ana) == []
+        assert _found(blob, bob) == bob
+    assert _found(_raw_bytes(db), ana) == []
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    url = pg_url()  # skips with the reason when no test PostgreSQL is running
+    schema = f"forget_{uuid.uuid4().hex[:12]}"
+    with connect(url) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_options(url, f"-c search_path={schema},public"), schema
+    finally:
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _pg_rows_mentioning(url: str, schema: str, needles: list[str]) -> list[str]:
+    hits = []
+    with connect(url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "AND table_type = 'BASE TABLE'", (schema,))]
+        assert tables
+        for table in tables:
+            for (row,) in conn.execute(f'SELECT t::text FROM {schema}."{table}" t'):
+                hits += [f"{table}: {n}" for n in needles if n in row]
+    return hits
+
+
+@pytest.mark.postgres
+def test_postgres_forget_leaves_no_row_of_the_user(tmp_path: Path,
+                                                   pg_schema: tuple[str, str]) -> None:
+    url, schema = pg_schema
+    with app_client(url) as client:
+        key = issue_key(client, "acme")
+        ana, bob = _fill(client, key)
+        assert len(_pg_rows_mentioning(pg_url(), schema, ana)) >= len(ana)
+        _forget(client, key)
+        assert _pg_rows_mentioning(pg_url(), schema, [*ana, "ana-s1"]) == []
+        assert _pg_rows_mentioning(pg_url(), schema, bob) != []
+        with connect(pg_url()) as conn:
+            for table, in conn.execute(
+                    "SELECT table_name FROM information_schema.columns WHERE table_schema = %s "
+                    "AND column_name = 'user_id'", (schema,)).fetchall():
+                (n,) = conn.execute(f'SELECT count(*) FROM {schema}."{table}" '
+                                    "WHERE user_id = 'ana'").fetchone()
+                assert n == 0, table
