@@ -197,6 +197,18 @@ def test_system_and_tool_messages_are_ignored() -> None:
     assert OfflineExtractor().extract(turns) == []
 
 
+def test_the_models_own_replies_are_not_facts_but_named_speakers_are() -> None:
+    turns = [
+        Message("user", "I'm allergic to peanuts."),
+        Message("assistant", "Noted! I'll keep that in mind for your recipes."),
+        Message("assistant", "I live in Oslo with my cat.", name="Bob"),
+    ]
+    assert [c.text for c in OfflineExtractor().extract(turns)] == [
+        "User is allergic to peanuts.",
+        "Bob lives in Oslo with Bob's cat.",
+    ]
+
+
 def test_streaming_one_turn_matches_the_batch() -> None:
     turn = say("Ann", "I moved to Berlin last month. It is great.")
     ex = OfflineExtractor()

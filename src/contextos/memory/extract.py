@@ -134,7 +134,9 @@ class OfflineExtractor:
     ``participants`` are names whose vocative use ("Thanks, Mel!") is noise;
     speakers seen in the turns are added automatically. With an ``embedder``,
     candidates whose vectors are closer than ``embed_threshold`` are merged too.
-    ``roles`` are the message roles facts are taken from. ``min_confidence``
+    ``roles`` are the message roles facts are taken from; assistant messages
+    count only when they carry a ``name`` (a person in a multi-party chat), not
+    the model's own replies. ``min_confidence``
     trades recall for size: on LoCoMo, 0.6 drops the unattributed opinions
     ("Caroline: Painting is a great outlet") and halves the memory, while
     about 90% of the turns that answer questions still leave a memory.
@@ -190,8 +192,8 @@ class OfflineExtractor:
         names: Sequence[str] | set[str] = (),
     ) -> list[Candidate]:
         """Candidates from one turn (for streaming; no merging across turns)."""
-        if turn.role not in self.roles:
-            return []
+        if turn.role not in self.roles or (turn.role == "assistant" and not turn.name):
+            return []  # an unnamed assistant is the model itself: its words are not facts
         speaker = _speaker(turn)
         ctx = _Context(
             speaker=speaker,

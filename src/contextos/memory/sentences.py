@@ -55,7 +55,8 @@ glad happy sounds sound fun totally absolutely definitely true right haha lol om
 later see talk take care love like know think feel feels felt look looks looking seem seems
 mean guess hope bet agree agreed congrats congratulations incredible super pretty exciting
 excited interesting beautiful stunning impressive inspiring proud tho though since it'll
-that'll there'll gonna 'cause cause anyways yet ever
+that'll there'll gonna 'cause cause anyways yet ever appreciate appreciated lucky ouch rough
+dang wish luck cheers brilliant neat wild crazy long time bummer sorry hear heard glad advice
 """
 )
 
