@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,26 +31,16 @@ SAID = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 LATER = datetime(2023, 6, 9, 10, 0, tzinfo=UTC)
 
 
-def cand(text: str, speaker: str = "Ann", **kw: object) -> Candidate:
-    return Candidate(
-        text,
-        kw.pop("memory_type", "semantic"),
-        speaker=speaker,  # type: ignore[arg-type]
-        provenance=("D2:1",),
-        **kw,
-    )  # type: ignore[arg-type]
+def cand(text: str, speaker: str = "Ann", **kw: Any) -> Candidate:
+    kw.setdefault("memory_type", "semantic")
+    return Candidate(text, speaker=speaker, provenance=("D2:1",), **kw)
 
 
-def rec(text: str, rid: str = "m1", speaker: str = "Ann", **kw: object) -> MemoryRecord:
+def rec(text: str, rid: str = "m1", speaker: str = "Ann", **kw: Any) -> MemoryRecord:
+    meta = {"speaker": speaker}
     return MemoryRecord(
-        id=rid,
-        text=text,
-        scope=SCOPE,
-        memory_type="semantic",
-        metadata={"speaker": speaker},
-        hash=content_hash(text),
-        **kw,
-    )  # type: ignore[arg-type]
+        id=rid, text=text, scope=SCOPE, metadata=meta, hash=content_hash(text), **kw
+    )
 
 
 # -- heuristic decider -------------------------------------------------------------------
@@ -270,7 +261,7 @@ def test_apply_never_reaches_into_another_tenant(store: SQLiteStore) -> None:
     other = Scope(tenant="t2", user_id="ann")
     for action in ("UPDATE", "DELETE"):
         with pytest.raises(NotFound):
-            apply(Decision(action, cand("Ann lives in Rome."), old.id), store, scope=other)  # type: ignore[arg-type]
+            apply(Decision(action, cand("Ann lives in Rome."), old.id), store, scope=other)
     assert store.count(Filter(scope=other, include_invalid=True)) == 0
     assert active(store) == ["Ann lives in Paris."]
 
@@ -280,7 +271,7 @@ def test_extract_reconcile_apply_end_to_end(store: SQLiteStore) -> None:
 
     def ingest(text: str, turn_id: str, when: datetime) -> list[str]:
         msg = Message("user", text, name="Ann", metadata={"dia_id": turn_id})
-        actions = []
+        actions: list[str] = []
         for c in extractor.extract([msg], session_time=when):
             decision = decider.decide(c, find_similar(store, SCOPE, c.text, k=5))
             apply(decision, store, scope=SCOPE, now=when)
