@@ -20,9 +20,11 @@ from contextos.memory.reconcile import (
     Reconciler,
     apply,
     find_similar,
+    reconcile,
 )
 from contextos.prompts import RECONCILE_SCHEMA, RECONCILE_V1
 from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
 from contextos.testing.llm import ScriptedLLM
 from contextos.types import Filter, MemoryRecord, Message, Scope, content_hash
 
@@ -285,3 +287,29 @@ def test_extract_reconcile_apply_end_to_end(store: SQLiteStore) -> None:
     assert texts == ["Ann loves painting.", "Ann moved to Berlin in the week of 29 May 2023."]
     berlin = next(r for r in store.list(Filter(scope=SCOPE)) if "Berlin" in r.text)
     assert berlin.provenance == ("D2:3",)
+
+
+def test_reconcile_decides_and_applies_in_order(store: SQLiteStore) -> None:
+    batch = [cand("Ann lives in Paris."), cand("Ann lives in Paris!"), cand("Ann plays chess.")]
+    outcomes = reconcile(batch, store, scope=SCOPE, now=SAID, metadata={"session": "s1"})
+    assert [o.decision.action for o in outcomes] == ["ADD", "NOOP", "ADD"]
+    paris = outcomes[0].record
+    assert paris is not None
+    assert outcomes[1].record is None and outcomes[1].decision.target_id == paris.id
+    later = reconcile([cand("Ann lives in Rome.")], store, scope=SCOPE, now=LATER)
+    assert [(o.decision.action, o.decision.target_id) for o in later] == [("UPDATE", paris.id)]
+    assert active(store) == ["Ann lives in Rome.", "Ann plays chess."]
+    assert all(r.metadata.get("session") in ("s1", None) for r in store.list(Filter(scope=SCOPE)))
+
+
+def test_find_similar_merges_lexical_and_vector_hits(store: SQLiteStore) -> None:
+    embedder = HashEmbedder()
+    records = [add(store, t) for t in ("Ann lives in Paris.", "Ann plays chess.", "Bob cooks.")]
+    vectors = embedder.embed([r.text for r in records])
+    store.set_vectors("t1", [r.id for r in records], vectors, embedder.model_id)
+    lexical = find_similar(store, SCOPE, "Where does Ann live? Paris?", k=2)
+    both = find_similar(store, SCOPE, "Where does Ann live? Paris?", k=2, embedder=embedder)
+    assert lexical[0].text == "Ann lives in Paris."
+    assert both[0].text == "Ann lives in Paris."
+    assert len({r.id for r in both}) == len(both) <= 4
+    assert find_similar(store, Scope(tenant="t2", user_id="ann"), "Paris", k=2) == []

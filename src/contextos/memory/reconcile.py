@@ -325,3 +325,37 @@ def find_similar(
             if hit.id not in ranked:
                 ranked.append(hit.id)
     return store.get_many(scope.tenant, ranked[: 2 * k])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A decision and the record it wrote or closed (None for NOOP)."""
+
+    decision: Decision
+    record: MemoryRecord | None
+
+
+def reconcile(
+    candidates: Sequence[Candidate],
+    store: Store,
+    *,
+    scope: Scope,
+    reconciler: Reconciler | None = None,
+    embedder: Embedder | None = None,
+    k: int = 5,
+    now: datetime | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> list[Outcome]:
+    """Decide and apply each candidate in turn against what ``scope`` already holds.
+
+    Candidates are handled one after another, so a later one sees what an
+    earlier one wrote. The reconciler defaults to :class:`HeuristicReconciler`.
+    """
+    decider = reconciler or HeuristicReconciler()
+    outcomes: list[Outcome] = []
+    for candidate in candidates:
+        similar = find_similar(store, scope, candidate.text, k=k, embedder=embedder)
+        decision = decider.decide(candidate, similar)
+        record = apply(decision, store, scope=scope, now=now, metadata=metadata)
+        outcomes.append(Outcome(decision, record))
+    return outcomes
