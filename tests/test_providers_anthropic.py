@@ -306,18 +306,38 @@ def test_question_content_blocks_are_sent_as_given(fake, client, memory):
     assert final[-2] == image and final[-1]["text"] == "what is this?"
 
 
-def test_never_more_than_four_breakpoints_and_caller_tools_untouched(fake, client, memory):
+def test_custom_tools_are_placed_and_cached_by_the_window(fake, client, memory):
     tools = [{"name": f"t{i}", "description": "d", "input_schema": {"type": "object"},
               "cache_control": {"type": "ephemeral"}} for i in range(3)]
     snapshot = json.loads(json.dumps(tools))
-    _session_calls(fake, client, memory, ["a", "b", "c"], cache_ttl="5m")
+    _session_calls(fake, client, memory, ["a", "b"])
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    for q in ["c", "d"]:
+        wrapped.messages.create(model=MODEL, max_tokens=64, system=SYSTEM, tools=tools,
+                                messages=[{"role": "user", "content": q}])
+    first, second = (r.json() for r in fake.messages_requests()[-2:])
+    assert [t["name"] for t in second["tools"]] == ["t0", "t1", "t2"]
+    assert _strip_cc(second["tools"]) == _strip_cc(first["tools"])  # byte-stable
+    # tools come first in the cache order: the 1-hour breakpoint after the system covers them
+    assert second["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    blocks = second["tools"] + second["system"] + [b for m in second["messages"]
+                                                   for b in m["content"]]
+    assert sum("cache_control" in b for b in blocks) <= 4
+    assert tools == snapshot
+
+
+def test_server_tools_travel_verbatim_and_breakpoints_stay_within_four(fake, client, memory):
+    tools = [{"type": f"web_search_2025030{i}", "name": f"web_search_{i}",
+              "cache_control": {"type": "ephemeral"}} for i in range(3)]
+    snapshot = json.loads(json.dumps(tools))
+    _session_calls(fake, client, memory, ["a", "b", "c"])
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
     wrapped.messages.create(model=MODEL, max_tokens=64, system=SYSTEM, tools=tools,
                             messages=[{"role": "user", "content": "d"}])
     body = fake.messages_requests()[-1].json()
+    assert body["tools"] == snapshot
     blocks = body["tools"] + body["system"] + [b for m in body["messages"] for b in m["content"]]
     assert sum("cache_control" in b for b in blocks) == 4
-    assert all("cache_control" in t for t in body["tools"])
     assert tools == snapshot
 
 

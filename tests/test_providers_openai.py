@@ -182,3 +182,16 @@ def test_malformed_stream_is_a_provider_error(fake, client):
     fake.enqueue(FakeResponse(events=[SSEEvent('{"error": {"message": "boom"}}')]))
     with pytest.raises(ProviderError):
         list(_ask(wrap(client), "go", stream=True))
+
+
+def test_function_tools_go_through_the_window_strict_ones_verbatim(fake, client, memory):
+    plain = [{"type": "function", "function": {
+        "name": "lookup", "description": "find", "parameters": {"type": "object"}}}]
+    strict = [{"type": "function", "function": {
+        "name": "lookup", "parameters": {"type": "object"}, "strict": True}}]
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    _ask(wrapped, "one", tools=plain)
+    _ask(wrapped, "two", tools=strict)
+    first, second = (r.json() for r in fake.completions_requests())
+    assert first["tools"] == plain
+    assert second["tools"] == strict

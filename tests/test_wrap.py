@@ -179,7 +179,7 @@ def test_a_retried_question_is_logged_once(fake, memory):
     with pytest.raises(ProviderError):
         _ask(wrapped, "are you there?")
     _ask(wrapped, "are you there?")
-    turns = wrapped.context.store.turns(wrapped.context.scope)
+    turns = wrapped.context.session.turns()
     assert [t.message.content for t in turns][0] == "are you there?"
     assert [t.message.role for t in turns] == ["user", "assistant"]
     sent = fake.messages_requests()[-1].json()["messages"]
@@ -256,3 +256,18 @@ def test_cli_bench_wrap_prints_both_medians():
     (row,) = json.loads(result.output)
     assert row["calls"] == 5 and row["bare_median_ms"] > 0 and row["wrapped_median_ms"] > 0
     assert row["overhead_ms"] == pytest.approx(row["wrapped_median_ms"] - row["bare_median_ms"])
+
+
+def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(fake, client, memory):
+    wrapped = wrap(client, memory=memory, session="long", user_id="ana", budget=2500,
+                   remember=False)
+    for i in range(12):
+        _ask(wrapped, f"Turn {i}: " + "the weather in Lisbon was sunny and warm today. " * 12)
+    body = fake.messages_requests()[-1].json()
+    system = " ".join(b["text"] for b in body.get("system", []))
+    assert "Summary of the earlier conversation" in system
+    sent = [b["text"] for m in body["messages"] for b in m["content"]]
+    assert not any(t.startswith("Turn 0:") for t in sent)  # rotated out of the window
+    turns = wrapped.context.session.turns()
+    assert len(turns) == 24  # ... but never out of the log
+    assert wrapped.context.session.state().compactions >= 1

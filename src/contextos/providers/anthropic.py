@@ -76,6 +76,21 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
     return Message(role, _text_of(content), tool_calls=calls, metadata=meta)
 
 
+_CUSTOM_TOOL_KEYS = {"name", "description", "input_schema", "cache_control", "type"}
+
+
+def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
+    """Custom tools as neutral schemas; () when any is a server tool or has extra fields."""
+    out = []
+    for tool in tools or ():
+        if not isinstance(tool, Mapping) or set(tool) - _CUSTOM_TOOL_KEYS \
+                or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
+            return ()
+        out.append({"name": tool["name"], "description": tool.get("description", ""),
+                    "input_schema": tool["input_schema"]})
+    return tuple(out)
+
+
 def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     """The neutral form of ``messages.create`` keyword arguments."""
     system = kwargs.get("system")
@@ -87,7 +102,7 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
         model=str(kwargs.get("model", "")),
         system=parts,
         messages=tuple(_neutral(m) for m in kwargs.get("messages") or []),
-        tools=tuple(kwargs.get("tools") or ()),
+        tools=neutral_tools(kwargs.get("tools")),
         stream=bool(kwargs.get("stream")),
     )
 
@@ -161,11 +176,14 @@ def prefix_hash(kwargs: Mapping[str, Any]) -> str:
 def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """``messages.create`` keyword arguments for the prepared window.
 
-    The caller's other arguments (``max_tokens``, ``tools``, ``temperature``...)
-    are kept as given; ``system`` and ``messages`` come from the window.
+    The caller's other arguments (``max_tokens``, ``stop_sequences``...) are
+    kept as given; ``system`` and ``messages`` come from the window, and so do
+    ``tools`` when the window holds them (custom tools, rendered canonically).
     """
     body = render_body(prepared, max_tokens=kwargs.get("max_tokens"))
     out = {k: v for k, v in kwargs.items() if k not in ("system", "messages")}
+    if body.get("tools"):  # the caller's tools, placed (and cached) by the window
+        out["tools"] = body["tools"]
     if body.get("system"):
         out["system"] = body["system"]
     out["messages"] = body["messages"]

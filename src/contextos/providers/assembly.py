@@ -3,33 +3,38 @@
 :func:`contextos.providers.wrap` depends only on the small
 :class:`ContextSource` protocol (``prepare`` before the call, ``commit``
 after), so the context engine can be swapped or injected in tests. The
-default, :class:`SessionContext`, works on the Store's session log and a
-:class:`~contextos.memory.Memory`:
+default, :class:`SessionContext`, drives a :class:`~contextos.session.Session`
+and a :class:`~contextos.memory.Memory`:
 
-1. Messages the caller sent that the log already holds are recognised and
-   not logged twice (callers may send only the new turn, or the whole
-   conversation every time; a retry of the last question is recognised too).
-   New turns are appended to the log *before* the call, so a crash loses
-   nothing.
-2. The window is assembled with :func:`contextos.window.assemble`: system
-   prompt, the logged history (newest kept when short of budget), memories
-   retrieved for the question (strongest at the edges) and the question last,
-   with cache breakpoints after the system prompt and the history.
-3. After the call the reply is logged, with the call's usage in its metadata,
-   and the exchange is added to memory (``remember=True``).
+1. Messages the caller sent that the session log already holds are
+   recognised and not logged twice (callers may send only the new turn, or
+   the whole conversation every time; a retry of the last question is
+   recognised too). New turns, the question included, are appended to the
+   log *before* the call, so a crash loses nothing.
+2. When the history passes its compaction trigger, the session compacts
+   (``summarize`` by default; ``offload`` archives into memory).
+3. The window is the session's standard layout
+   (:func:`contextos.session.standard_segments`): tools, system prompt,
+   summary, recent turns -- the cached prefix, with breakpoints -- then the
+   memories retrieved for the question (strongest at the edges) and the
+   question last.
+4. After the call the reply is logged, with the call's usage in its
+   metadata, and the exchange is added to memory (``remember=True``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from ..compaction import Strategy, Thresholds
 from ..errors import ConfigError
 from ..models import ModelInfo, Prices, get_model
+from ..session import Layout, Session, hit_items, standard_segments, turn_items
 from ..tokens import Tokenizer, default_tokenizer
-from ..types import Message, Scope, Turn, Usage
-from ..window import Item, Segment, assemble, message_item, text_item
+from ..types import Message, Usage
+from ..window import Segment, assemble, message_item, text_item
 from .base import WIRE_KEY, CallRecord, ChatRequest, Prepared
 
 #: Introduces the retrieved memories in the final user message.
@@ -37,6 +42,8 @@ MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):
 
 #: Window size assumed for models the registry does not know (OpenAI-compatible servers).
 UNKNOWN_MODEL_WINDOW = 128_000
+
+Compaction = Literal["summarize", "truncate", "clear_tool_results", "offload"]
 
 
 class ContextSource(Protocol):
@@ -58,8 +65,9 @@ def model_info(name: str, *, window: int | None = None) -> ModelInfo:
     except ConfigError:
         return ModelInfo(name, "open", window or UNKNOWN_MODEL_WINDOW, 8192, 0,
                          Prices(0.0, 0.0, 0.0, 0.0, 0.0))
-    return replace(info, name=name) if window is None else replace(info, name=name,
-                                                                 context_window=window)
+    if window is None:
+        return replace(info, name=name)
+    return replace(info, name=name, context_window=window)
 
 
 def _same(a: Message, b: Message) -> bool:
@@ -94,109 +102,135 @@ def _usage_json(usage: Usage) -> dict[str, int]:
 
 
 class SessionContext:
-    """The default :class:`ContextSource`: a session log in a Store, plus Memory.
+    """The default :class:`ContextSource`: a :class:`~contextos.session.Session` plus Memory.
 
-    ``memory`` may be None (history only) and ``session_id`` may be None
-    (memory only: nothing is logged, the caller's messages are sent as given).
+    ``session`` is a Session or a session id (then the log lives in
+    ``memory``'s store); without one nothing is logged and the caller's
+    messages are the history. ``memory`` may be None (no retrieval).
+    ``tools`` (neutral schemas: name, description, input_schema/parameters)
+    are placed in the window when the adapter could convert the caller's.
     """
 
-    def __init__(self, *, memory: Any = None, store: Any = None, session_id: str | None = None,
-                 tenant: str | None = None, user_id: str | None = None,
+    def __init__(self, *, memory: Any = None, session: Session | str | None = None,
+                 store: Any = None, tenant: str | None = None, user_id: str | None = None,
                  agent_id: str | None = None, tokenizer: Tokenizer | None = None,
                  memory_limit: int = 8, memory_tokens: int = 1024, remember: bool = True,
-                 cache_ttl: str = "5m", budget: int | None = None) -> None:
-        if store is None and memory is not None:
-            store = memory.store
-        if session_id is not None and store is None:
-            raise ValueError("a session needs a store: pass memory= or store=")
+                 budget: int | None = None, compaction: Compaction | None = "summarize",
+                 history_share: float = 0.6, thresholds: Thresholds | None = None,
+                 layout: Layout | None = None) -> None:
         self.memory = memory
-        self.store = store
-        self.scope = Scope(tenant=tenant or getattr(memory, "tenant", None) or "default",
-                           user_id=user_id, agent_id=agent_id, session_id=session_id)
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
+        self.session = self._session(session, store, tenant, user_id, agent_id)
+        self.user_id = user_id if self.session is None else self.session.scope.user_id
+        self.agent_id = agent_id if self.session is None else self.session.scope.agent_id
         self.memory_limit = memory_limit
         self.memory_tokens = memory_tokens
         self.remember = remember
-        self.cache_ttl = cache_ttl
         self.budget = budget
+        self.compaction: Strategy | None = compaction
+        self.history_share = history_share
+        self.thresholds = thresholds
+        self.layout = layout or Layout()
+
+    def _session(self, session: Session | str | None, store: Any, tenant: str | None,
+                 user_id: str | None, agent_id: str | None) -> Session | None:
+        if session is None or isinstance(session, Session):
+            return session
+        if not isinstance(session, str):
+            raise TypeError("session must be a contextos Session or a session id string")
+        store = store if store is not None else getattr(self.memory, "store", None)
+        if store is None:
+            raise ValueError("a session id needs a store to log into: pass memory= or store=")
+        return Session(store, session, tenant=tenant or getattr(self.memory, "tenant", None)
+                       or "default", user_id=user_id, agent_id=agent_id,
+                       tokenizer=self.tokenizer)
+
+    @property
+    def scope_ok(self) -> bool:
+        return any(v is not None for v in (self.user_id, self.agent_id, self.session_id))
+
+    @property
+    def session_id(self) -> str | None:
+        return self.session.session_id if self.session is not None else None
 
     # -- before the call ---------------------------------------------------------
     def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
         model = model_info(request.model)
-        turns = self._turns()
-        history = [t.message for t in turns]
-        known, retry = split_new(request.messages, history) if self._logging else (0, False)
-        new = list(request.messages[known:])
+        budget = (self.budget or model.context_window) - reserve_tokens
+        question, history = self._log_and_split(request, budget)
+        hits = self._hits(request.last_user_text() or (question.content if question else ""))
+        segments = standard_segments(
+            budget, tokenizer=self.tokenizer, question=question.content if question else "",
+            system=request.system[0] if request.system else "", rules=request.system[1:],
+            tools=request.tools, summary=self._summary(), turns=history,
+            memories=hit_items(hits, self.tokenizer), layout=self.layout)
+        segments = self._finish_segments(segments, question, bool(hits))
+        window = assemble(segments, budget, min_cache_tokens=model.min_cache_tokens,
+                          restate_question_over=self.layout.restate_question_over)
+        return Prepared(window, model, question, ())
+
+    def _log_and_split(self, request: ChatRequest, budget: int) -> tuple[Message | None, Any]:
+        """Log what is new (question last, after compaction); return it and history items."""
+        sent = list(request.messages)
+        turns = self.session.turns() if self.session is not None else []
+        known, retry = split_new(sent, [t.message for t in turns]) if turns else (0, False)
+        new = sent[known:]
         question: Message | None = None
         if retry:
-            question, turns = request.messages[-1], turns[:-1]
+            question = sent[-1]
         elif new and new[-1].role == "user" and not new[-1].tool_calls:
             question = new.pop()
-        logged = self._log(new + ([question] if question is not None and not retry else []))
-        if self._logging:
-            turns = turns + logged[: len(new)]
-            history_items = [message_item(f"turn:{t.seq}", t.message, self.tokenizer,
-                                          tokens=t.tokens) for t in turns]
-        else:  # nothing logged: the caller's own messages are the history
-            history_items = [message_item(f"msg:{i}", m, self.tokenizer)
-                             for i, m in enumerate(new)]
-        segments = self._segments(request, history_items, question)
-        budget = (self.budget or model.context_window) - reserve_tokens
-        window = assemble(segments, budget, min_cache_tokens=model.min_cache_tokens)
-        return Prepared(window, model, question, tuple(t.message for t in logged))
+        if self.session is None:
+            items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
+            return question, items
+        if new:
+            self.session.add(*[_strip_wire(m) for m in new])
+        self._compact(budget)
+        turns = self.session.turns()
+        if retry:
+            turns = turns[:-1]
+        items = turn_items(turns, self.session.state(), self.tokenizer)
+        if question is not None and not retry:
+            self.session.add(_strip_wire(question))
+        return question, items
 
-    @property
-    def _logging(self) -> bool:
-        return self.scope.session_id is not None
+    def _compact(self, budget: int) -> None:
+        if self.session is None or self.compaction is None:
+            return
+        memory = self.memory if self.compaction == "offload" else None
+        strategy: Strategy = self.compaction if memory is not None or \
+            self.compaction != "offload" else "truncate"
+        self.session.compact(int(budget * self.history_share), strategy,
+                             thresholds=self.thresholds, memory=memory)
 
-    def _turns(self) -> list[Turn]:
-        return list(self.store.turns(self.scope)) if self._logging else []
+    def _summary(self) -> Any:
+        return self.session.state().summary if self.session is not None else None
 
-    def _log(self, messages: Sequence[Message]) -> list[Turn]:
-        if not self._logging or not messages:
+    def _finish_segments(self, segments: list[Segment], question: Message | None,
+                         has_hits: bool) -> list[Segment]:
+        """Label the memories, and send the caller's question as a message item."""
+        out: list[Segment] = []
+        for seg in segments:
+            if seg.name == "memories" and has_hits:
+                header = text_item("memories:header", MEMORY_HEADER, self.tokenizer)
+                out.append(Segment("memory_header", "context", (header,), priority=seg.priority))
+            if seg.name == "question":
+                if question is None:
+                    continue
+                seg = replace(seg, items=(message_item("question", question, self.tokenizer),))
+            out.append(seg)
+        return out
+
+    def _hits(self, query: str) -> list[Any]:
+        if self.memory is None or not query.strip() or not self.scope_ok:
             return []
-        clean = [_strip_wire(m) for m in messages]
-        tokens = [self.tokenizer.count_messages([m]) - 3 for m in clean]
-        return list(self.store.append_turns(self.scope, clean, tokens))
-
-    def _segments(self, request: ChatRequest, history: list[Item],
-                  question: Message | None) -> list[Segment]:
-        ttl: Any = self.cache_ttl
-        system = tuple(text_item(f"system:{i}", text, self.tokenizer, role="system")
-                       for i, text in enumerate(request.system))
-        segments = [
-            Segment("system", "system", system, floor=sum(i.tokens for i in system),
-                    priority=100, cache_ttl=ttl),
-            Segment("history", "messages", tuple(history), keep="newest", priority=10,
-                    cache_ttl=ttl, anchor_every=10),
-        ]
-        memories = self._memories(request.last_user_text() or (question.content if question
-                                                                  else ""))
-        if memories:
-            header = text_item("memories:header", MEMORY_HEADER, self.tokenizer)
-            segments.append(Segment("memory_header", "context", (header,), priority=20))
-            segments.append(Segment("memories", "context", memories, keep="strongest",
-                                    placement="edges", ceiling=self.memory_tokens, priority=20))
-        if question is not None:
-            item = message_item("question", question, self.tokenizer)
-            segments.append(Segment("question", "question", (item,), required=True,
-                                    priority=1000))
-        return segments
-
-    def _memories(self, query: str) -> tuple[Item, ...]:
-        if self.memory is None or not query.strip() or not self.scope.is_scoped():
-            return ()
-        from ..memory.render import render
-
-        hits = self.memory.search(query, user_id=self.scope.user_id,
-                                  agent_id=self.scope.agent_id, limit=self.memory_limit * 2,
-                                  token_budget=self.memory_tokens * 2)
-        if self._logging:  # this session's own turns are in the history already
-            hits = [h for h in hits if h.record.session_id != self.scope.session_id]
-        hits = hits[: self.memory_limit]
-        return tuple(text_item(f"memory:{h.record.id}", render(h.record), self.tokenizer,
-                               rank=rank, provenance=h.record.provenance)
-                     for rank, h in enumerate(hits, start=1))
+        hits = self.memory.search(query, user_id=self.user_id, agent_id=self.agent_id,
+                                  session_id=None if (self.user_id or self.agent_id)
+                                  else self.session_id,
+                                  limit=self.memory_limit * 2, token_budget=self.memory_tokens)
+        if self.session is not None:  # this session's own turns are in the history already
+            hits = [h for h in hits if h.record.session_id != self.session_id]
+        return list(hits[: self.memory_limit])
 
     # -- after the call --------------------------------------------------------------
     def commit(self, prepared: Prepared, call: CallRecord) -> None:
@@ -207,13 +241,12 @@ class SessionContext:
                 "provider": call.provider}
         if call.request_id:
             meta["request_id"] = call.request_id
-        logged = replace(reply, metadata=meta)
-        if self._logging:
-            tokens = call.usage.output_tokens or self.tokenizer.count(reply.content)
-            self.store.append_turns(self.scope, [logged], [tokens])
-        if self.remember and self.memory is not None and self.scope.is_scoped():
+        if self.session is not None:
+            self.session.add(replace(reply, metadata=meta))
+        if self.remember and self.memory is not None and self.scope_ok:
             said = [m for m in (prepared.question, reply) if m is not None and m.content.strip()]
             if said:
-                self.memory.add([_strip_wire(replace(m, metadata={})) for m in said],
-                                user_id=self.scope.user_id, agent_id=self.scope.agent_id,
-                                session_id=self.scope.session_id)
+                self.memory.add([Message(m.role, m.content) for m in said],
+                                user_id=self.user_id, agent_id=self.agent_id,
+                                session_id=self.session_id)
+

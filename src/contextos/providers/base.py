@@ -30,7 +30,10 @@ class ChatRequest:
 
     ``messages`` mirror the caller's messages (text only, the original wire
     dict kept in ``metadata["wire"]``); ``system`` is the caller's system
-    prompt as text parts; ``tools`` the caller's tool schemas, verbatim.
+    prompt as text parts; ``tools`` the caller's tool schemas in neutral form
+    (name, description, input_schema or parameters) -- empty when any tool
+    cannot be expressed that way (server tools, strict mode), in which case
+    the caller's tools travel verbatim outside the window.
     """
 
     model: str

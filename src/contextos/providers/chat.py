@@ -74,7 +74,7 @@ class Chat:
         self.system = system
         self.max_tokens = max_tokens
         self.memory = memory
-        self.context = SessionContext(memory=memory, session_id=session_id, user_id=user_id)
+        self.context = SessionContext(memory=memory, session=session_id, user_id=user_id)
         self._client: WrappedClient | None = None
         self._watch = _Watch(self.context)
         if provider != "offline":

@@ -63,6 +63,19 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
     )
 
 
+def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
+    """Function tools as neutral schemas; () when any has fields we would drop (``strict``)."""
+    out = []
+    for tool in tools or ():
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if tool.get("type") != "function" or not isinstance(fn, Mapping) or set(tool) != {
+                "type", "function"} or set(fn) - {"name", "description", "parameters"}:
+            return ()
+        out.append({"name": fn["name"], "description": fn.get("description", ""),
+                    "parameters": fn.get("parameters", {})})
+    return tuple(out)
+
+
 def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     """The neutral form of ``chat.completions.create`` keyword arguments.
 
@@ -76,7 +89,7 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
         model=str(kwargs.get("model", "")),
         system=tuple(_text_of(m.get("content")) for m in messages[:head]),
         messages=tuple(_neutral(m) for m in messages[head:]),
-        tools=tuple(kwargs.get("tools") or ()),
+        tools=neutral_tools(kwargs.get("tools")),
         stream=bool(kwargs.get("stream")),
     )
 
@@ -107,6 +120,8 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any], *,
     if own is not None and messages and prepared.window.blocks[-1].kind == "question":
         messages[-1]["content"][-1:] = own
     out = {k: v for k, v in kwargs.items() if k != "messages"}
+    if body.get("tools"):  # the caller's tools, in the window's canonical form
+        out["tools"] = body["tools"]
     out["messages"] = messages
     if cache_key:
         out["prompt_cache_key"] = (cache_key if isinstance(cache_key, str)

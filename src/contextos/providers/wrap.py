@@ -223,22 +223,24 @@ def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
 
 def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str | None = None,
          agent_id: str | None = None, context: Any = None, memory_limit: int = 8,
-         memory_tokens: int = 1024, remember: bool = True, cache_ttl: str = "5m",
-         budget: int | None = None, prompt_cache_key: bool | str = False,
+         memory_tokens: int = 1024, remember: bool = True, budget: int | None = None,
+         compaction: str | None = "summarize", prompt_cache_key: bool | str = False,
          stream_usage: bool = True, on_call: Recorder | None = None) -> WrappedClient:
     """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
 
     Args:
         client: the SDK client; its ``base_url``, ``max_retries`` and timeouts apply.
         memory: a :class:`~contextos.memory.Memory` to retrieve from and remember into.
-        session: a session id: the conversation log kept in ``memory``'s store.
+        session: a :class:`~contextos.session.Session`, or a session id (the log is
+            kept in ``memory``'s store).
         user_id/agent_id: the memory scope.
         context: a ready :class:`~contextos.providers.assembly.ContextSource`
             (instead of memory/session), e.g. the context engine's session.
         memory_limit/memory_tokens: how many memories, and how many tokens of them.
         remember: add each exchange to memory.
-        cache_ttl: ``"5m"`` or ``"1h"`` for the breakpoints after system and history.
         budget: the input token budget (default: the model's window minus ``max_tokens``).
+        compaction: the session's compaction strategy (``summarize``, ``truncate``,
+            ``clear_tool_results``, ``offload``) or None to never compact.
         prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
         stream_usage: OpenAI only; ask streams for the usage chunk.
         on_call: called with every :class:`~contextos.providers.base.CallRecord`.
@@ -252,18 +254,9 @@ def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str |
     if context is None and (memory is not None or session is not None):
         from .assembly import SessionContext
 
-        context = SessionContext(memory=memory, session_id=_session_id(session), user_id=user_id,
+        context = SessionContext(memory=memory, session=session, user_id=user_id,
                                  agent_id=agent_id, memory_limit=memory_limit,
                                  memory_tokens=memory_tokens, remember=remember,
-                                 cache_ttl=cache_ttl, budget=budget)
+                                 budget=budget, compaction=compaction)  # type: ignore[arg-type]
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
     return WrappedClient(client, core)
-
-
-def _session_id(session: Any) -> str | None:
-    if session is None or isinstance(session, str):
-        return session
-    value = getattr(session, "session_id", None) or getattr(session, "id", None)
-    if not isinstance(value, str):
-        raise TypeError("session must be a session id string or an object with .session_id")
-    return value
