@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 from contextos.bench.extract_speed import load_locomo_sessions
+from contextos.errors import ProviderError
 from contextos.memory.extract import Candidate, Extractor, OfflineExtractor, merge_duplicates
+from contextos.memory.extract_llm import LLMExtractor
+from contextos.prompts import EXTRACT_SCHEMA, EXTRACT_V1
 from contextos.testing.embedders import HashEmbedder
+from contextos.testing.llm import ScriptedLLM
 from contextos.types import Message
 
 SESSION = datetime(2023, 5, 8, 13, 56)
@@ -249,3 +253,57 @@ def test_locomo_first_sessions_smoke() -> None:
     first = ex.extract(sessions[0].messages, session_time=sessions[0].session_time)
     assert any("7 May 2023" in c.text and c.provenance == ("D1:3",) for c in first)
     json.dumps([dataclasses.asdict(c) for c in first], default=str)
+
+
+# -- LLM-backed extraction -------------------------------------------------------------------
+def test_llm_extractor_builds_candidates_from_the_reply() -> None:
+    reply = json.dumps(
+        {
+            "facts": [
+                {
+                    "text": "Caroline went to a LGBTQ support group on 7 May 2023.",
+                    "type": "episodic",
+                    "date": "2023-05-07",
+                    "source": "D1:3",
+                },
+                {
+                    "text": "Melanie paints sunrises.",
+                    "type": "semantic",
+                    "date": None,
+                    "source": "D9:9",
+                },
+            ]
+        }
+    )
+    llm = ScriptedLLM([reply])
+    turns = [
+        say(
+            "Caroline",
+            "I went to a LGBTQ support group yesterday.",
+            "D1:3",
+            blip_caption="a photo of a flag",
+        ),
+        say("Melanie", "I paint sunrises.", "D1:4"),
+    ]
+    first, second = LLMExtractor(llm).extract(turns, session_time=SESSION)
+    assert first.event_time == datetime(2023, 5, 7) and first.provenance == ("D1:3",)
+    assert first.speaker == "Caroline" and "LGBTQ" in first.entities
+    assert second.provenance == ("D1:3", "D1:4")  # unknown source: every turn sent
+    [call] = llm.calls
+    assert call.system == EXTRACT_V1.system and call.json_schema == EXTRACT_SCHEMA
+    sent = call.messages[0].content
+    assert "2023-05-08 13:56" in sent and "[D1:3] Caroline: I went" in sent
+    assert "[shares a photo: a photo of a flag]" in sent
+
+
+@pytest.mark.parametrize("bad", ["no JSON here", '{"facts": [{"text": "x"}]}', '{"facts": 3}'])
+def test_llm_extractor_falls_back_offline_on_a_bad_reply(
+    bad: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    turns = [say("Ann", "I moved to Berlin last month.")]
+    got = LLMExtractor(ScriptedLLM([bad])).extract(turns, session_time=SESSION)
+    assert got == OfflineExtractor().extract(turns, session_time=SESSION)
+    assert "invalid extraction reply" in caplog.text
+    with pytest.raises(ProviderError):
+        LLMExtractor(ScriptedLLM([bad]), on_invalid="raise").extract(turns)
+    assert LLMExtractor(ScriptedLLM([])).extract([]) == []

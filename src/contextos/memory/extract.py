@@ -82,7 +82,8 @@ _TIME_KEYS = ("session_time", "date_time", "timestamp", "time")
 _CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 
 
-def _speaker(message: Message) -> str:
+def speaker_of(message: Message) -> str:
+    """Who said ``message``: its ``name``, a speaker in its metadata, else its role."""
     if message.name:
         return message.name
     for key in _SPEAKER_KEYS:
@@ -92,7 +93,8 @@ def _speaker(message: Message) -> str:
     return message.role
 
 
-def _turn_id(message: Message) -> tuple[str, ...]:
+def turn_ids(message: Message) -> tuple[str, ...]:
+    """The id of the turn ``message`` came from (dia_id, turn_id, id), as provenance."""
     for key in _TURN_ID_KEYS:
         value = message.metadata.get(key)
         if value is not None and value != "":
@@ -174,7 +176,7 @@ class OfflineExtractor:
         self, turns: Sequence[Message], *, session_time: datetime | None = None
     ) -> list[Candidate]:
         """Candidates from ``turns``, near-duplicates merged across the batch."""
-        names = set(self.participants) | {_speaker(t) for t in turns if t.role in self.roles}
+        names = set(self.participants) | {speaker_of(t) for t in turns if t.role in self.roles}
         found: list[Candidate] = []
         for turn in turns:
             found.extend(self.extract_turn(turn, session_time=session_time, names=names))
@@ -194,10 +196,10 @@ class OfflineExtractor:
         """Candidates from one turn (for streaming; no merging across turns)."""
         if turn.role not in self.roles or (turn.role == "assistant" and not turn.name):
             return []  # an unnamed assistant is the model itself: its words are not facts
-        speaker = _speaker(turn)
+        speaker = speaker_of(turn)
         ctx = _Context(
             speaker=speaker,
-            provenance=_turn_id(turn),
+            provenance=turn_ids(turn),
             anchor=_turn_time(turn, session_time),
             names=tuple({speaker, *self.participants, *names}),
         )
