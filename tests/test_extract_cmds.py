@@ -77,10 +77,9 @@ def test_bench_extract_missing_data_is_one_clean_line(
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "extract", "--data", str(tmp_path / "missing.json")])
     assert exit_info.value.code == 1
-    # rich wraps long lines at the console width; the message itself is one line
-    err = " ".join(capsys.readouterr().err.split())
-    assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
-    assert "Traceback" not in err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: LoCoMo data not found at") and "--data PATH" in err
+    assert "\n" not in err and "Traceback" not in err
 
 
 def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:

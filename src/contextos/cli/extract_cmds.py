@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
 from ..memory.temporal import parse_session_time
 from ..types import Message
@@ -118,7 +119,10 @@ def register(cli: click.Group, bench: click.Group) -> None:
         """Offline extraction speed (turns/s) and memory size vs the raw conversation."""
         from ..bench.extract_speed import DEFAULT_LOCOMO, load_locomo_sessions, run_extract_bench
 
-        sessions = load_locomo_sessions(data or DEFAULT_LOCOMO)
+        try:
+            sessions = load_locomo_sessions(data or DEFAULT_LOCOMO)
+        except ConfigError as exc:  # click prints it as one unwrapped line
+            raise click.ClickException(str(exc)) from None
         extractor = OfflineExtractor(min_confidence=min_confidence)
         chosen = sessions[:limit] if limit else sessions
         result = run_extract_bench(chosen, extractor=extractor, repeat=repeat)
