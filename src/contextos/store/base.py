@@ -87,8 +87,9 @@ class Store(Protocol):
         ...
 
     # -- search ----------------------------------------------------------
-    def keyword_search(self, flt: Filter, query: str, *, limit: int) -> list[Ranked]:
-        """BM25 over text and context, best first."""
+    def keyword_search(self, flt: Filter, query: str, *, limit: int,
+                       context_weight: float = 0.5) -> list[Ranked]:
+        """BM25 over text and context (context scaled by ``context_weight``), best first."""
         ...
 
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:

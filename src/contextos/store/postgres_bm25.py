@@ -11,7 +11,8 @@ frequency; this module computes the same Okapi BM25 in one SQL statement:
 - term frequency: positions of each query lexeme in the row, weighted 1.0 in
   the text (weight A) and 0.5 in the context (weight B), as in SQLite;
 - document frequency and collection size: counted within the filter (the
-  tenant/user scope the search runs in), document length = distinct lexemes.
+  tenant/user scope the search runs in); document length = words in text and
+  context, stopwords included (the ``ntok`` column), as FTS5 counts tokens.
 
 Cost grows with the number of matching rows plus one count over the filter,
 which is one user's or session's memories for any scoped search.
@@ -37,10 +38,10 @@ WITH q AS (
     SELECT DISTINCT lx FROM unnest(%s::text[]) AS w(word),
         LATERAL unnest(tsvector_to_array(to_tsvector('{TS_CONFIG}', w.word))) AS lx
 ), cand AS MATERIALIZED (
-    SELECT m.id, m.seq, m.tsv FROM memories m
+    SELECT m.id, m.seq, m.tsv, m.ntok FROM memories m
     WHERE m.tsv @@ to_tsquery('{TS_CONFIG}', %s) AND {where}
 ), tf AS (
-    SELECT c.id, c.seq, u.lexeme, length(c.tsv)::float8 AS dl,
+    SELECT c.id, c.seq, u.lexeme, c.ntok::float8 AS dl,
         (SELECT sum(CASE x WHEN 'A' THEN 1.0 WHEN 'B' THEN 0.5 ELSE 0.25 END)
            FROM unnest(u.weights) AS x)::float8 AS f
     FROM cand c, LATERAL unnest(c.tsv) AS u
@@ -48,7 +49,7 @@ WITH q AS (
 ), df AS (
     SELECT lexeme, count(*)::float8 AS n FROM tf GROUP BY lexeme
 ), stats AS (
-    SELECT count(*)::float8 AS n, greatest(avg(length(m.tsv)), 1)::float8 AS avgdl
+    SELECT count(*)::float8 AS n, greatest(avg(m.ntok), 1)::float8 AS avgdl
     FROM memories m WHERE {where}
 )
 SELECT tf.id,

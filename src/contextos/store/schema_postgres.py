@@ -54,6 +54,12 @@ def _v1_initial(cur: Any) -> None:
                 setweight(to_tsvector('{TS_CONFIG}'::regconfig, text), 'A') ||
                 setweight(to_tsvector('{TS_CONFIG}'::regconfig, context), 'B')
             ) STORED,
+            -- words in text + context, stopwords included: BM25's document length
+            ntok integer GENERATED ALWAYS AS (
+                length(btrim(regexp_replace(text || ' ' || context, '[^[:alnum:]]+', ' ', 'g')))
+                - length(replace(btrim(regexp_replace(
+                    text || ' ' || context, '[^[:alnum:]]+', ' ', 'g')), ' ', '')) + 1
+            ) STORED,
             vec         vector,
             dim         integer,
             vec_model   text,

@@ -1,0 +1,223 @@
+"""The Memory facade: mem0-like verbs over a Store, an Embedder and a retriever.
+
+    >>> from contextos import Memory
+    >>> m = Memory("memory.db")                      # doctest: +SKIP
+    >>> m.add("I'm allergic to peanuts", user_id="ana")  # doctest: +SKIP
+    >>> m.search("what can't ana eat?", user_id="ana")   # doctest: +SKIP
+
+``add`` is durable and lexically searchable when it returns; vectors are
+computed in batches by a background thread (``flush()`` waits for them).
+Every read is scoped: a search without user, agent or session is refused
+rather than answered across users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings, load_settings
+from ..embed import Embedder, make_embedder
+from ..errors import NotFound, ScopeError
+from ..store import open_store
+from ..store.base import Patch, Store
+from ..tokens import Tokenizer, default_tokenizer
+from ..types import (
+    Filter, HistoryEvent, Hit, MemoryRecord, MemoryType, Message, Scope, content_hash,
+)
+from .embedding_worker import EmbeddingWorker, embed_pending
+from .ingest import MAX_TEXT_CHARS, build_records, to_messages, validate_options
+from .retrieval import HybridRetriever, RetrievalConfig
+
+MAX_LIMIT = 1000
+
+
+class Memory:
+    """Long-term memory for LLM applications. See the module docstring."""
+
+    def __init__(self, path_or_url: str | Path | None = None, *, tenant: str | None = None,
+                 embedder: Embedder | None = None, store: Store | None = None,
+                 settings: Settings | None = None, tokenizer: Tokenizer | None = None,
+                 background_embedding: bool = True,
+                 retrieval: RetrievalConfig | None = None) -> None:
+        self.settings = settings or load_settings(
+            db=str(path_or_url) if path_or_url is not None else None, tenant=tenant)
+        self.tenant = tenant or self.settings.tenant
+        self.store: Store = store or open_store(self.settings.db)
+        self.embedder = embedder or make_embedder(self.settings.embedder)
+        self.tokenizer = tokenizer or default_tokenizer()
+        self.retriever = HybridRetriever(self.store, self.embedder, config=retrieval,
+                                         count_tokens=self.tokenizer.count)
+        self._worker = (EmbeddingWorker(self.store, self.embedder,
+                                        batch_size=self.settings.embed_batch_size)
+                        if background_embedding else None)
+        if self._worker is not None:
+            self._worker.notify()  # embed whatever a crashed process left pending
+
+    # -- writing ---------------------------------------------------------------
+    def add(self, messages: str | Message | Mapping[str, Any] | Sequence[Any], *,
+            user_id: str | None = None, agent_id: str | None = None,
+            session_id: str | None = None, metadata: Mapping[str, Any] | None = None,
+            event_time: datetime | None = None,
+            memory_type: MemoryType = "episodic") -> list[MemoryRecord]:
+        """Store messages as memories (one per message), durably, and return them.
+
+        Args:
+            messages: text, a Message, a dict with role/content (and optional
+                name, caption, dia_id...), or a list of those.
+            user_id/agent_id/session_id: the scope; at least one is required.
+            metadata: JSON-serialisable data kept with every record.
+            event_time: when it was said or happened (defaults to now).
+            memory_type: "episodic" (default), "semantic" or "procedural".
+
+        Raises:
+            ScopeError: no user, agent or session given.
+            TypeError/ValueError: malformed messages, oversized text.
+        """
+        opts = validate_options(tenant=self.tenant, user_id=user_id, agent_id=agent_id,
+                                session_id=session_id, metadata=metadata, event_time=event_time,
+                                memory_type=memory_type)
+        last = self._last_turn(opts.scope)
+        records = build_records(to_messages(messages), opts, previous=last)
+        self.store.put(records)
+        self._embed_later()
+        return records
+
+    def _last_turn(self, scope: Scope) -> MemoryRecord | None:
+        """The latest memory of this session: a reply is indexed with what it answers,
+        and numbered after it (``metadata["seq"]``) so retrieval knows neighbours."""
+        if scope.session_id is None:
+            return None
+        last = self.store.list(Filter(scope=scope, include_invalid=True), limit=1)
+        return last[0] if last else None
+
+    def _embed_later(self) -> None:
+        if self._worker is not None:
+            self._worker.notify()
+        else:
+            while embed_pending(self.store, self.embedder,
+                                batch_size=self.settings.embed_batch_size):
+                pass
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every stored memory has its vector. False if ``timeout`` ran out."""
+        if self._worker is None:
+            self._embed_later()
+            return True
+        return self._worker.flush(timeout)
+
+    def update(self, memory_id: str, text: str | None = None, *,
+               metadata: Mapping[str, Any] | None = None) -> MemoryRecord:
+        """Change a memory's text and/or metadata; the old text stays in ``history``."""
+        if text is None and metadata is None:
+            raise ValueError("update needs text or metadata")
+        if text is not None:
+            _check_text(text)
+        record = self.store.update(self.tenant, memory_id, Patch(text=text, metadata=metadata))
+        self._embed_later()
+        return record
+
+    def delete(self, memory_id: str) -> None:
+        """Delete a memory (hard delete; the event stays in ``history``)."""
+        self.store.delete(self.tenant, memory_id)
+
+    def forget(self, user_id: str) -> int:
+        """Erase everything of one user: memories, history, session logs, vectors."""
+        if not isinstance(user_id, str) or not user_id.strip():
+            raise TypeError("forget needs a user_id string")
+        return self.store.forget(Scope(tenant=self.tenant, user_id=user_id))
+
+    # -- reading -----------------------------------------------------------------
+    def get(self, memory_id: str) -> MemoryRecord:
+        """One memory by id. Raises NotFound."""
+        record = self.store.get(self.tenant, memory_id)
+        if record is None:
+            raise NotFound(f"no memory {memory_id!r}")
+        return record
+
+    def get_all(self, *, user_id: str | None = None, agent_id: str | None = None,
+                session_id: str | None = None, filters: Filter | None = None,
+                limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+        """Memories in a scope, newest first (paginate with limit/offset)."""
+        flt = self._filter(filters, user_id, agent_id, session_id, None, None, None)
+        _check_limit(limit)
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError("offset must be a non-negative integer")
+        return self.store.list(flt, limit=limit, offset=offset)
+
+    def history(self, memory_id: str) -> list[HistoryEvent]:
+        """Every change to a memory, oldest first (kept after deletion)."""
+        return self.store.history(self.tenant, memory_id)
+
+    def search(self, query: str, *, user_id: str | None = None, agent_id: str | None = None,
+               session_id: str | None = None, filters: Filter | None = None, limit: int = 10,
+               token_budget: int | None = None,
+               memory_types: Sequence[MemoryType] | None = None, as_of: datetime | None = None,
+               time_range: tuple[datetime | None, datetime | None] | None = None) -> list[Hit]:
+        """Hybrid search in a scope, best first, cut to ``limit`` and ``token_budget``.
+
+        Raises:
+            ScopeError: neither a user, agent nor session (nor a scoped filter) is given.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        _check_limit(limit)
+        if token_budget is not None and (not isinstance(token_budget, int) or token_budget < 1):
+            raise ValueError("token_budget must be a positive integer")
+        flt = self._filter(filters, user_id, agent_id, session_id, memory_types, as_of, time_range)
+        return self.retriever.search(query[:MAX_TEXT_CHARS], flt, limit=limit,
+                                     token_budget=token_budget)
+
+    def _filter(self, filters: Filter | None, user_id: str | None, agent_id: str | None,
+                session_id: str | None, memory_types: Sequence[MemoryType] | None,
+                as_of: datetime | None,
+                time_range: tuple[datetime | None, datetime | None] | None) -> Filter:
+        from dataclasses import replace
+
+        base = filters or Filter()
+        if not isinstance(base, Filter):
+            raise TypeError("filters must be a contextos.Filter")
+        scope = Scope(tenant=self.tenant,  # the tenant is ours, never the caller's
+                      user_id=user_id or base.scope.user_id,
+                      agent_id=agent_id or base.scope.agent_id,
+                      session_id=session_id or base.scope.session_id)
+        if not scope.is_scoped():
+            raise ScopeError("searching needs a user_id, agent_id or session_id; "
+                             "an unscoped read would mix users' memories")
+        flt = replace(base, scope=scope)
+        if memory_types:
+            flt = replace(flt, memory_types=tuple(memory_types))
+        if as_of is not None:
+            flt = replace(flt, as_of=as_of)
+        if time_range is not None:
+            flt = replace(flt, event_after=time_range[0], event_before=time_range[1])
+        return flt
+
+    def close(self) -> None:
+        """Stop the embedding thread (pending work resumes on next open) and close the store."""
+        if self._worker is not None:
+            self._worker.close()
+        self.store.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_limit(limit: object) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer between 1 and {MAX_LIMIT}")
+
+
+def _check_text(text: object) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("text must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"a memory may hold at most {MAX_TEXT_CHARS:,} characters")
+
+
+__all__ = ["Memory", "content_hash"]

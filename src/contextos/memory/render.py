@@ -1,0 +1,38 @@
+"""How a memory reads when it is put in front of a model, and what gets embedded.
+
+One rendering everywhere (search results, windows, benchmarks) so that token
+budgets count exactly what is sent.
+"""
+
+from __future__ import annotations
+
+from ..types import MemoryRecord
+
+
+def render(record: MemoryRecord) -> str:
+    """``[2023-05-08] Caroline: text (image: caption)`` — date and speaker when known."""
+    parts = []
+    if record.event_time is not None:
+        parts.append(f"[{record.event_time.date().isoformat()}]")
+    speaker = record.metadata.get("speaker")
+    parts.append(f"{speaker}: {record.text}" if speaker else record.text)
+    caption = _caption(record)
+    if caption:
+        parts.append(f"(image: {caption})")
+    return " ".join(parts)
+
+
+def embedding_text(record: MemoryRecord) -> str:
+    """The text we embed: speaker, the memory and its image caption (no date)."""
+    speaker = record.metadata.get("speaker")
+    text = f"{speaker}: {record.text}" if speaker else record.text
+    caption = _caption(record)
+    return f"{text} (image: {caption})" if caption else text
+
+
+def _caption(record: MemoryRecord) -> str:
+    for key in ("caption", "blip_caption", "image_caption"):
+        value = record.metadata.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""

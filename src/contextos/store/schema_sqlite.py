@@ -1,0 +1,145 @@
+"""SQLite schema migrations, applied in order and recorded in ``PRAGMA user_version``.
+
+Each migration is a SQL script applied in one transaction; add new ones at the end, never
+edit an applied one. Times are stored as UTC epoch seconds (REAL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+
+V1_INITIAL = """
+        CREATE TABLE memories (
+            rowid       INTEGER PRIMARY KEY,
+            id          TEXT NOT NULL UNIQUE,
+            tenant      TEXT NOT NULL,
+            user_id     TEXT,
+            agent_id    TEXT,
+            session_id  TEXT,
+            memory_type TEXT NOT NULL,
+            text        TEXT NOT NULL,
+            context     TEXT NOT NULL DEFAULT '',
+            metadata    TEXT NOT NULL DEFAULT '{}',
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL,
+            event_time  REAL,
+            valid_from  REAL,
+            valid_to    REAL,
+            provenance  TEXT NOT NULL DEFAULT '[]',
+            hash        TEXT NOT NULL
+        );
+        CREATE INDEX memories_scope ON memories (tenant, user_id, agent_id, session_id);
+        CREATE INDEX memories_hash ON memories (tenant, hash);
+        CREATE INDEX memories_created ON memories (tenant, created_at);
+
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            text, context, content='memories', content_rowid='rowid',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, text, context) VALUES (new.rowid, new.text, new.context);
+        END;
+        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, text, context)
+            VALUES ('delete', old.rowid, old.text, old.context);
+        END;
+        CREATE TRIGGER memories_au AFTER UPDATE OF text, context ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, text, context)
+            VALUES ('delete', old.rowid, old.text, old.context);
+            INSERT INTO memories_fts (rowid, text, context) VALUES (new.rowid, new.text, new.context);
+        END;
+
+        -- vseq grows with every vector written, so other processes can load new ones incrementally.
+        CREATE TABLE vectors (
+            vseq      INTEGER PRIMARY KEY AUTOINCREMENT,
+            mem_rowid INTEGER NOT NULL UNIQUE REFERENCES memories (rowid) ON DELETE CASCADE,
+            model     TEXT NOT NULL,
+            vec       BLOB NOT NULL
+        );
+
+        CREATE TABLE history (
+            seq       INTEGER PRIMARY KEY,
+            tenant    TEXT NOT NULL,
+            user_id   TEXT,
+            memory_id TEXT NOT NULL,
+            event     TEXT NOT NULL,
+            old_text  TEXT,
+            new_text  TEXT,
+            at        REAL NOT NULL,
+            actor     TEXT NOT NULL
+        );
+        CREATE INDEX history_memory ON history (tenant, memory_id);
+        CREATE INDEX history_user ON history (tenant, user_id);
+
+        CREATE TABLE turns (
+            tenant       TEXT NOT NULL,
+            session_id   TEXT NOT NULL,
+            seq          INTEGER NOT NULL,
+            user_id      TEXT,
+            agent_id     TEXT,
+            role         TEXT NOT NULL,
+            content      TEXT NOT NULL,
+            name         TEXT,
+            tool_call_id TEXT,
+            tool_calls   TEXT NOT NULL DEFAULT '[]',
+            metadata     TEXT NOT NULL DEFAULT '{}',
+            tokens       INTEGER NOT NULL,
+            created_at   REAL NOT NULL,
+            PRIMARY KEY (tenant, session_id, seq)
+        );
+        CREATE INDEX turns_user ON turns (tenant, user_id);
+
+        CREATE TABLE session_meta (
+            tenant     TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            user_id    TEXT,
+            agent_id   TEXT,
+            meta       TEXT NOT NULL DEFAULT '{}',
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (tenant, session_id)
+        );
+"""
+
+#: Ordered migrations: SQL scripts, each applied in one transaction.
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL,)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (trigger bodies included) with SQLite's own parser."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+    if buf.strip():
+        yield buf
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring ``db`` to the newest schema; returns the version it ends at."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version == len(MIGRATIONS):
+        return version
+    # Take the write lock first, then re-read: another process may have migrated meanwhile.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):
+            from ..errors import StoreError
+
+            raise StoreError(
+                f"database schema version {version} is newer than this contextos "
+                f"understands ({len(MIGRATIONS)}); upgrade contextos"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in _statements(script):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)

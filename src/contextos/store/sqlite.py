@@ -1,0 +1,423 @@
+"""The default Store: one SQLite file with FTS5 (BM25) and vectors.
+
+- WAL mode and ``synchronous=FULL``: a committed write survives a crash of the
+  process or the machine; readers never block the writer.
+- Writes take the lock up front (``BEGIN IMMEDIATE``) and wait up to
+  ``busy_timeout`` for other processes, so two writers serialise cleanly.
+- ``secure_delete`` overwrites deleted content, and ``forget`` rewrites the
+  FTS index and truncates the WAL, so a forgotten user's text does not linger
+  in free pages.
+- Vectors are BLOBs in the ``vectors`` table, mirrored by an in-process
+  :class:`~contextos.store.vector_index.VectorIndex` (see there for why).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import NotFound, StoreError
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
+from .base import Patch, Ranked, Vector
+from .schema_sqlite import migrate
+from .sqlite_codec import (
+    RECORD_COLUMNS, dumps, filter_sql, from_epoch, metadata_json, opt_epoch, row_to_record,
+)
+from .vector_index import IndexRow, VectorIndex
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+#: Words too common to help BM25; dropping them keeps OR-queries fast.
+STOPWORDS = frozenset(
+    "a an and are as at be been but by did do does for from had has have he her his how i if in "
+    "into is it its me my of on or our she so than that the their them then there they this to "
+    "was we were what when where which who whom why will with would you your".split()
+)
+
+
+def fts_query(text: str) -> str:
+    """An FTS5 OR-query of the distinct non-stopword words in ``text`` ('' if none)."""
+    words: list[str] = []
+    for w in _WORD.findall(text.lower()):
+        if w not in STOPWORDS and w not in words:
+            words.append(w)
+    return " OR ".join(f'"{w}"' for w in words[:64])
+
+
+class SQLiteStore:
+    """Store on one SQLite file. Thread-safe; several processes may share the file."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                       timeout=busy_timeout_ms / 1000)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA secure_delete = ON")
+            migrate(self._db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open database {str(path)!r}: {exc}") from exc
+        self._index: VectorIndex | None = None
+        self._index_vseq = 0
+        self._data_version = -1
+
+    # -- plumbing ----------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"database is busy or unwritable: {exc}") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"write failed: {exc}") from exc
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"read failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- records -------------------------------------------------------------
+    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
+        if not records:
+            return
+        now = time.time()
+        rows = [_record_row(r, now) for r in records]
+        with self._write() as db:
+            try:
+                db.executemany(
+                    "INSERT INTO memories (id, tenant, user_id, agent_id, session_id, memory_type, "
+                    "text, context, metadata, created_at, updated_at, event_time, valid_from, "
+                    "valid_to, provenance, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"a record with this id already exists: {exc}") from None
+            db.executemany(
+                "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
+                "actor) VALUES (?,?,?,'ADD',NULL,?,?,?)",
+                [(r.tenant, r.user_id, r.id, r.text, now, actor) for r in records])
+
+    def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
+        rows = self._read(f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
+                          (tenant, memory_id))
+        return row_to_record(rows[0]) if rows else None
+
+    def get_many(self, tenant: str, ids: Sequence[str]) -> list[MemoryRecord]:
+        if not ids:
+            return []
+        found: dict[str, MemoryRecord] = {}
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._read(f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? "
+                                  f"AND id IN ({marks})", (tenant, *chunk)):
+                rec = row_to_record(row)
+                found[rec.id] = rec
+        return [found[i] for i in ids if i in found]
+
+    def update(self, tenant: str, memory_id: str, patch: Patch, *,
+               actor: str = "api") -> MemoryRecord:
+        now = time.time()
+        with self._write() as db:
+            row = db.execute(f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
+                             (tenant, memory_id)).fetchone()
+            if row is None:
+                raise NotFound(f"no memory {memory_id!r}")
+            old = row_to_record(row)
+            sets, params = _patch_sets(patch, now)
+            db.execute(f"UPDATE memories SET {', '.join(sets)} WHERE rowid = ?", (*params, row[0]))
+            if patch.text is not None and patch.text != old.text:
+                db.execute("DELETE FROM vectors WHERE mem_rowid = ?", (row[0],))
+            db.execute(
+                "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
+                "actor) VALUES (?,?,?,?,?,?,?,?)",
+                (tenant, old.user_id, memory_id, "DELETE" if patch.valid_to and patch.text is None
+                 and not patch.metadata else "UPDATE", old.text,
+                 patch.text if patch.text is not None else old.text, now, actor))
+            new = row_to_record(db.execute(f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid=?",
+                                           (row[0],)).fetchone())
+        if self._index is not None:
+            if patch.text is not None and patch.text != old.text:
+                self._index.remove([row[0]])
+            else:
+                self._index.update_times(row[0], valid_to=opt_epoch(new.valid_to),
+                                         event_time=opt_epoch(new.event_time))
+        return new
+
+    def delete(self, tenant: str, memory_id: str, *, actor: str = "api") -> None:
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT rowid, user_id, text FROM memories WHERE tenant = ? AND id = ?",
+                             (tenant, memory_id)).fetchone()
+            if row is None:
+                raise NotFound(f"no memory {memory_id!r}")
+            db.execute("DELETE FROM memories WHERE rowid = ?", (row[0],))
+            db.execute(
+                "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
+                "actor) VALUES (?,?,?,'DELETE',?,NULL,?,?)",
+                (tenant, row[1], memory_id, row[2], now, actor))
+        if self._index is not None:
+            self._index.remove([row[0]])
+
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+        where, params = filter_sql(flt, time.time())
+        rows = self._read(f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
+                          f"WHERE {where} ORDER BY m.created_at DESC, m.rowid DESC LIMIT ? OFFSET ?",
+                          (*params, limit, offset))
+        return [row_to_record(r) for r in rows]
+
+    def count(self, flt: Filter) -> int:
+        where, params = filter_sql(flt, time.time())
+        return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
+
+    def history(self, tenant: str, memory_id: str) -> list[HistoryEvent]:
+        rows = self._read("SELECT memory_id, event, old_text, new_text, at, actor FROM history "
+                          "WHERE tenant = ? AND memory_id = ? ORDER BY seq", (tenant, memory_id))
+        return [HistoryEvent(r[0], r[1], r[2], r[3], from_epoch(r[4]), r[5])  # type: ignore[arg-type]
+                for r in rows]
+
+    def forget(self, scope: Scope) -> int:
+        if not scope.user_id:
+            raise ValueError("forget needs a user_id")
+        args = (scope.tenant, scope.user_id)
+        with self._write() as db:
+            rowids = [r[0] for r in db.execute(
+                "SELECT rowid FROM memories WHERE tenant = ? AND user_id = ?", args)]
+            db.execute("DELETE FROM memories WHERE tenant = ? AND user_id = ?", args)
+            db.execute("DELETE FROM history WHERE tenant = ? AND user_id = ?", args)
+            db.execute("DELETE FROM turns WHERE tenant = ? AND user_id = ?", args)
+            db.execute("DELETE FROM session_meta WHERE tenant = ? AND user_id = ?", args)
+            # Merge FTS segments so deleted terms are dropped from the index pages.
+            db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self._index is not None:
+            self._index.remove(rowids)
+        return len(rowids)
+
+    # -- search -------------------------------------------------------------
+    def keyword_search(self, flt: Filter, query: str, *, limit: int,
+                       context_weight: float = 0.5) -> list[Ranked]:
+        match = fts_query(query)
+        if not match or limit <= 0:
+            return []
+        where, params = filter_sql(flt, time.time())
+        # Text counts fully; context (speaker, date, captions, the turn replied to) less.
+        rows = self._read(
+            f"SELECT m.id, bm25(memories_fts, 1.0, {float(context_weight)!r}) AS s "
+            "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
+            (match, *params, limit))
+        return [Ranked(r[0], -float(r[1])) for r in rows]
+
+    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:
+        index = self._fresh_index(len(vector))
+        now = time.time()
+        query = np.asarray(vector, dtype=np.float32)
+        if not flt.metadata:
+            hits = index.search(query, flt, limit=limit, now=now)
+            return self._ids_for(hits)
+        # Metadata filters live in SQL: over-fetch from the index, then filter.
+        fetch = limit * 4
+        while True:
+            hits = index.search(query, flt, limit=fetch, now=now)
+            kept = self._filter_rowids(flt, hits)
+            if len(kept) >= limit or len(hits) < fetch:
+                return self._ids_for(kept[:limit])
+            fetch *= 4
+
+    def _filter_rowids(self, flt: Filter, hits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        if not hits:
+            return []
+        where, params = filter_sql(flt, time.time())
+        ok: set[int] = set()
+        for chunk in _chunks([h[0] for h in hits], 500):
+            marks = ",".join("?" * len(chunk))
+            ok.update(r[0] for r in self._read(
+                f"SELECT m.rowid FROM memories m WHERE m.rowid IN ({marks}) AND {where}",
+                (*chunk, *params)))
+        return [h for h in hits if h[0] in ok]
+
+    def _ids_for(self, hits: list[tuple[int, float]]) -> list[Ranked]:
+        if not hits:
+            return []
+        marks = ",".join("?" * len(hits))
+        ids = dict(self._read(f"SELECT rowid, id FROM memories WHERE rowid IN ({marks})",
+                              [h[0] for h in hits]))
+        return [Ranked(ids[r], s) for r, s in hits if r in ids]
+
+    # -- vectors -------------------------------------------------------------
+    def set_vectors(self, tenant: str, ids: Sequence[str], vectors: Vector, model: str) -> None:
+        if len(ids) != len(vectors):
+            raise ValueError("ids and vectors differ in length")
+        vecs = np.asarray(vectors, dtype=np.float32)
+        with self._write() as db:
+            for chunk_start in range(0, len(ids), 500):
+                chunk = list(ids[chunk_start:chunk_start + 500])
+                marks = ",".join("?" * len(chunk))
+                rowid_of = dict(db.execute(
+                    f"SELECT id, rowid FROM memories WHERE tenant = ? AND id IN ({marks})",
+                    (tenant, *chunk)).fetchall())
+                db.executemany(
+                    "INSERT OR REPLACE INTO vectors (mem_rowid, model, vec) VALUES (?,?,?)",
+                    [(rowid_of[i], model, vecs[chunk_start + k].tobytes())
+                     for k, i in enumerate(chunk) if i in rowid_of])
+
+    def pending_vectors(self, *, limit: int) -> list[MemoryRecord]:
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
+            "LEFT JOIN vectors v ON v.mem_rowid = m.rowid WHERE v.mem_rowid IS NULL "
+            "ORDER BY m.rowid LIMIT ?", (limit,))
+        return [row_to_record(r) for r in rows]
+
+    def _fresh_index(self, dimensions: int) -> VectorIndex:
+        """The in-memory index, loaded or topped up with vectors written since last time
+        (by this process or another one: ``PRAGMA data_version`` tells)."""
+        with self._lock:
+            if self._index is None or self._index.dimensions != dimensions:
+                self._index = VectorIndex(dimensions)
+                self._index_vseq = 0
+                self._data_version = -1
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+            if version != self._data_version or self._index_vseq == 0:
+                self._load_vectors_since(self._index_vseq)
+                self._data_version = version
+            return self._index
+
+    def _load_vectors_since(self, vseq: int) -> None:
+        assert self._index is not None
+        cur = self._db.execute(
+            "SELECT v.vseq, v.vec, m.rowid, m.tenant, m.user_id, m.agent_id, m.session_id, "
+            "m.memory_type, m.created_at, m.event_time, m.valid_from, m.valid_to "
+            "FROM vectors v JOIN memories m ON m.rowid = v.mem_rowid WHERE v.vseq > ? "
+            "ORDER BY v.vseq", (vseq,))
+        dim = self._index.dimensions
+        while batch := cur.fetchmany(4096):
+            rows = [IndexRow(*r[2:]) for r in batch if len(r[1]) == dim * 4]
+            vecs = np.frombuffer(b"".join(r[1] for r in batch if len(r[1]) == dim * 4),
+                                 dtype=np.float32).reshape(-1, dim)
+            self._index.upsert(rows, vecs)
+            self._index_vseq = batch[-1][0]
+
+    # -- session logs ------------------------------------------------------------
+    def append_turns(self, scope: Scope, messages: Sequence[Message],
+                     tokens: Sequence[int]) -> list[Turn]:
+        if not scope.session_id:
+            raise ValueError("append_turns needs a session_id")
+        if len(messages) != len(tokens):
+            raise ValueError("messages and tokens differ in length")
+        now = time.time()
+        with self._write() as db:
+            (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = ? AND "
+                                 "session_id = ?", (scope.tenant, scope.session_id)).fetchone()
+            rows = [(scope.tenant, scope.session_id, last + 1 + k, scope.user_id, scope.agent_id,
+                     m.role, m.content, m.name, m.tool_call_id,
+                     dumps([[c.id, c.name, c.arguments] for c in m.tool_calls]),
+                     metadata_json(m.metadata), t, now)
+                    for k, (m, t) in enumerate(zip(messages, tokens, strict=True))]
+            db.executemany("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.execute(
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
+                "VALUES (?,?,?,?,'{}',?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
+                "updated_at = excluded.updated_at",
+                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now))
+        return [_turn_from_row(r) for r in rows]
+
+    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
+        rows = self._read("SELECT * FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
+                          "ORDER BY seq LIMIT ?",
+                          (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit))
+        return [_turn_from_row(r) for r in rows]
+
+    def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
+                "meta = excluded.meta, updated_at = excluded.updated_at",
+                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id,
+                 metadata_json(meta), time.time()))
+
+    def session_meta(self, scope: Scope) -> dict[str, Any]:
+        rows = self._read("SELECT meta FROM session_meta WHERE tenant = ? AND session_id = ?",
+                          (scope.tenant, scope.session_id))
+        return dict(json.loads(rows[0][0])) if rows else {}
+
+    def sessions(self, scope: Scope) -> list[str]:
+        sql = "SELECT session_id FROM session_meta WHERE tenant = ?"
+        params: list[object] = [scope.tenant]
+        for col in ("user_id", "agent_id"):
+            if getattr(scope, col) is not None:
+                sql += f" AND {col} = ?"
+                params.append(getattr(scope, col))
+        return [r[0] for r in self._read(sql + " ORDER BY updated_at, session_id", params)]
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
+    created = opt_epoch(r.created_at) or now
+    return (r.id, r.tenant, r.user_id, r.agent_id, r.session_id, r.memory_type, r.text, r.context,
+            metadata_json(r.metadata), created, opt_epoch(r.updated_at) or created,
+            opt_epoch(r.event_time), opt_epoch(r.valid_from), opt_epoch(r.valid_to),
+            json.dumps(list(r.provenance)), r.hash)
+
+
+def _patch_sets(patch: Patch, now: float) -> tuple[list[str], list[object]]:
+    sets, params = ["updated_at = ?"], [now]
+    if patch.text is not None:
+        from ..types import content_hash
+
+        sets += ["text = ?", "hash = ?"]
+        params += [patch.text, content_hash(patch.text)]
+    if patch.metadata is not None:
+        sets.append("metadata = ?")
+        params.append(metadata_json(patch.metadata))
+    if patch.context is not None:
+        sets.append("context = ?")
+        params.append(patch.context)
+    if patch.valid_to is not None:
+        sets.append("valid_to = ?")
+        params.append(opt_epoch(patch.valid_to))
+    if patch.event_time is not None:
+        sets.append("event_time = ?")
+        params.append(opt_epoch(patch.event_time))
+    return sets, params
+
+
+def _turn_from_row(r: Sequence[Any]) -> Turn:
+    (_tenant, session_id, seq, _user, _agent, role, content, name, tool_call_id, tool_calls,
+     metadata, tokens, created) = r
+    calls = tuple(ToolCall(*c) for c in json.loads(tool_calls))
+    msg = Message(role=role, content=content, name=name, tool_call_id=tool_call_id,
+                  tool_calls=calls, metadata=json.loads(metadata))
+    return Turn(session_id=session_id, seq=seq, message=msg, tokens=tokens,
+                created_at=from_epoch(created))  # type: ignore[arg-type]

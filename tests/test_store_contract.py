@@ -1,0 +1,270 @@
+"""The Store contract: every backend must pass every test here, identically.
+
+The ``store`` fixture (conftest.py) runs each test against a real SQLite file
+and, when ``make test`` started one, a real PostgreSQL with pgvector.
+This module is the specification for writing a new backend.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from contextos.errors import NotFound
+from contextos.store.base import Patch, Store
+from contextos.types import Filter, MemoryRecord, Message, Scope, ToolCall, content_hash
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def rec(text: str, *, user: str | None = "u1", tenant: str = "t1", agent: str | None = None,
+        session: str | None = None, mtype: str = "episodic", event: datetime | None = None,
+        meta: dict | None = None, context: str = "", created: datetime | None = None,
+        valid_to: datetime | None = None) -> MemoryRecord:
+    return MemoryRecord(
+        id=str(uuid.uuid4()), text=text,
+        scope=Scope(tenant=tenant, user_id=user, agent_id=agent, session_id=session),
+        memory_type=mtype, metadata=meta or {}, created_at=created or T0, event_time=event,
+        valid_from=event, valid_to=valid_to, provenance=("D1:1", "D1:2"), context=context,
+        hash=content_hash(text))  # type: ignore[arg-type]
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def scope_filter(user: str = "u1", tenant: str = "t1", **kw: object) -> Filter:
+    return Filter(scope=Scope(tenant=tenant, user_id=user), **kw)  # type: ignore[arg-type]
+
+
+# -- records -----------------------------------------------------------------
+
+def test_put_get_round_trip_keeps_every_field(store: Store) -> None:
+    r = rec("Ana moved to Lisbon 🇵🇹 — نعم", agent="a1", session="s1", mtype="semantic",
+            event=T0, meta={"k": "v", "n": 3, "nested": {"x": [1, 2]}}, context="Ana | May")
+    store.put([r])
+    got = store.get("t1", r.id)
+    assert got is not None
+    assert (got.text, got.scope, got.memory_type, dict(got.metadata)) == (
+        r.text, r.scope, r.memory_type, dict(r.metadata))
+    assert got.event_time == T0 and got.valid_from == T0 and got.valid_to is None
+    assert got.created_at == T0
+    assert got.provenance == ("D1:1", "D1:2") and got.context == "Ana | May"
+    assert got.hash == content_hash(r.text)
+
+
+def test_get_is_tenant_scoped(store: Store) -> None:
+    r = rec("secret of tenant one")
+    store.put([r])
+    assert store.get("t2", r.id) is None
+    assert store.get_many("t2", [r.id]) == []
+
+
+def test_put_is_atomic_and_rejects_duplicate_ids(store: Store) -> None:
+    a = rec("first")
+    store.put([a])
+    b = rec("second")
+    with pytest.raises(ValueError):
+        store.put([b, a])
+    assert store.get("t1", b.id) is None
+    assert store.count(scope_filter()) == 1
+
+
+def test_get_many_keeps_order_and_skips_unknown(store: Store) -> None:
+    rs = [rec(f"memory {i}") for i in range(5)]
+    store.put(rs)
+    ids = [rs[3].id, "nope", rs[0].id]
+    assert [r.id for r in store.get_many("t1", ids)] == [rs[3].id, rs[0].id]
+
+
+def test_update_logs_history_and_clears_vector(store: Store) -> None:
+    r = rec("likes tea")
+    store.put([r])
+    store.set_vectors("t1", [r.id], unit(1, 0, 0, 0)[None, :], "m")
+    assert store.pending_vectors(limit=10) == []
+    new = store.update("t1", r.id, Patch(text="likes coffee", metadata={"src": "chat"}))
+    assert new.text == "likes coffee" and dict(new.metadata) == {"src": "chat"}
+    assert new.hash == content_hash("likes coffee")
+    assert [p.id for p in store.pending_vectors(limit=10)] == [r.id]
+    events = store.history("t1", r.id)
+    assert [(e.event, e.old_text, e.new_text) for e in events] == [
+        ("ADD", None, "likes tea"), ("UPDATE", "likes tea", "likes coffee")]
+
+
+def test_update_and_delete_unknown_or_foreign_raise_not_found(store: Store) -> None:
+    r = rec("mine")
+    store.put([r])
+    with pytest.raises(NotFound):
+        store.update("t1", "missing", Patch(text="x"))
+    with pytest.raises(NotFound):
+        store.update("t2", r.id, Patch(text="stolen"))
+    with pytest.raises(NotFound):
+        store.delete("t2", r.id)
+    assert store.get("t1", r.id).text == "mine"  # type: ignore[union-attr]
+
+
+def test_delete_removes_record_but_keeps_history(store: Store) -> None:
+    r = rec("to be deleted")
+    store.put([r])
+    store.set_vectors("t1", [r.id], unit(1, 0, 0, 0)[None, :], "m")
+    store.delete("t1", r.id)
+    assert store.get("t1", r.id) is None
+    assert [e.event for e in store.history("t1", r.id)] == ["ADD", "DELETE"]
+    assert store.keyword_search(scope_filter(), "deleted", limit=5) == []
+    assert store.vector_search(scope_filter(), unit(1, 0, 0, 0), limit=5) == []
+
+
+def test_validity_interval_hides_closed_records_unless_asked(store: Store) -> None:
+    old = rec("lives in Paris", event=T0)
+    store.put([old])
+    store.update("t1", old.id, Patch(valid_to=T0 + timedelta(days=30)))
+    new = rec("lives in Berlin", event=T0 + timedelta(days=30))
+    store.put([new])
+    assert [r.text for r in store.list(scope_filter())] == ["lives in Berlin"]
+    as_of_may = scope_filter(as_of=T0 + timedelta(days=3))
+    assert [r.text for r in store.list(as_of_may)] == ["lives in Paris"]
+    everything = store.list(scope_filter(include_invalid=True))
+    assert {r.text for r in everything} == {"lives in Paris", "lives in Berlin"}
+    assert [r.id for r in store.keyword_search(as_of_may, "lives", limit=5)] == [old.id]
+
+
+def test_list_filters_and_paginates_newest_first(store: Store) -> None:
+    rs = [rec(f"note {i}", created=T0 + timedelta(minutes=i), session="s1" if i % 2 else "s2",
+              mtype="semantic" if i < 3 else "episodic", meta={"i": i, "even": i % 2 == 0},
+              event=T0 + timedelta(days=i))
+          for i in range(6)]
+    store.put(rs)
+    store.put([rec("other user", user="u2")])
+    assert [r.text for r in store.list(scope_filter(), limit=2)] == ["note 5", "note 4"]
+    assert [r.text for r in store.list(scope_filter(), limit=2, offset=2)] == ["note 3", "note 2"]
+    sem = store.list(scope_filter(memory_types=("semantic",)))
+    assert {r.text for r in sem} == {"note 0", "note 1", "note 2"}
+    sess = store.list(Filter(scope=Scope(tenant="t1", user_id="u1", session_id="s1")))
+    assert {r.text for r in sess} == {"note 1", "note 3", "note 5"}
+    meta = store.list(scope_filter(metadata={"even": True}))
+    assert {r.text for r in meta} == {"note 0", "note 2", "note 4"}
+    window = store.list(scope_filter(event_after=T0 + timedelta(days=2),
+                                     event_before=T0 + timedelta(days=4)))
+    assert {r.text for r in window} == {"note 2", "note 3"}
+    assert store.count(scope_filter()) == 6
+    assert store.count(Filter(scope=Scope(tenant="t1"))) == 7
+    assert store.count(Filter(scope=Scope(tenant="t2"))) == 0
+
+
+# -- search --------------------------------------------------------------------
+
+def test_keyword_search_ranks_and_scopes(store: Store) -> None:
+    store.put([rec("Melanie painted a sunrise over the lake"),
+               rec("Caroline went to the support group"),
+               rec("lake house weekend", user="u2"),
+               rec("lake trip in tenant two", tenant="t2")])
+    hits = store.keyword_search(scope_filter(), "When did Melanie paint the lake?", limit=5)
+    assert len(hits) == 1
+    assert store.get("t1", hits[0].id).text.startswith("Melanie")  # type: ignore[union-attr]
+    assert store.keyword_search(scope_filter(), "the of and", limit=5) == []
+
+
+def test_keyword_search_uses_context_and_survives_query_syntax(store: Store) -> None:
+    store.put([rec("I did it!", context="Caroline | image: a trophy on a shelf")])
+    assert len(store.keyword_search(scope_filter(), "trophy", limit=5)) == 1
+    for nasty in ['"unbalanced', "a AND OR NOT", "col:umn*", "(x", "'; DROP TABLE memories; --",
+                  "NEAR(a b)", "😀", "\x00"]:
+        store.keyword_search(scope_filter(), nasty, limit=5)  # must not raise
+    assert store.count(scope_filter()) == 1
+
+
+def test_vector_search_orders_by_cosine_within_scope(store: Store) -> None:
+    a, b, c = rec("a"), rec("b"), rec("c", user="u2")
+    d = rec("d", tenant="t2")
+    store.put([a, b, c])
+    store.put([d])
+    store.set_vectors("t1", [a.id, b.id, c.id],
+                      np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0), unit(1, 0, 0, 0)]), "m")
+    store.set_vectors("t2", [d.id], unit(1, 0, 0, 0)[None, :], "m")
+    hits = store.vector_search(scope_filter(), unit(1, 0.1, 0, 0), limit=5)
+    assert [h.id for h in hits] == [a.id, b.id]
+    assert hits[0].score > hits[1].score
+    assert hits[0].score == pytest.approx(float(unit(1, 0, 0, 0) @ unit(1, 0.1, 0, 0)), abs=1e-4)
+
+
+def test_vector_search_applies_metadata_and_type_filters(store: Store) -> None:
+    rs = [rec(f"m{i}", meta={"tag": "x" if i % 3 == 0 else "y"},
+              mtype="semantic" if i % 2 else "episodic") for i in range(12)]
+    store.put(rs)
+    store.set_vectors("t1", [r.id for r in rs],
+                      np.stack([unit(1, i / 10, 0, 0) for i in range(12)]), "m")
+    hits = store.vector_search(scope_filter(metadata={"tag": "x"}), unit(1, 0, 0, 0), limit=10)
+    assert [h.id for h in hits] == [rs[0].id, rs[3].id, rs[6].id, rs[9].id]
+    sem = store.vector_search(scope_filter(memory_types=("semantic",)), unit(1, 0, 0, 0), limit=3)
+    assert [h.id for h in sem] == [rs[1].id, rs[3].id, rs[5].id]
+
+
+def test_set_vectors_ignores_unknown_and_foreign_ids(store: Store) -> None:
+    r = rec("x")
+    store.put([r])
+    store.set_vectors("t2", [r.id], unit(1, 0, 0, 0)[None, :], "m")
+    assert [p.id for p in store.pending_vectors(limit=5)] == [r.id]
+    store.set_vectors("t1", ["unknown", r.id], np.stack([unit(0, 1, 0, 0), unit(1, 0, 0, 0)]), "m")
+    assert store.pending_vectors(limit=5) == []
+
+
+# -- forget ----------------------------------------------------------------------
+
+def test_forget_erases_one_user_everywhere(store: Store) -> None:
+    mine = [rec("u1 secret one", session="s1"), rec("u1 secret two")]
+    theirs = rec("u2 keeps this", user="u2")
+    store.put([*mine, theirs])
+    store.set_vectors("t1", [r.id for r in mine], np.stack([unit(1, 0, 0, 0)] * 2), "m")
+    s1 = Scope(tenant="t1", user_id="u1", session_id="s1")
+    store.append_turns(s1, [Message(role="user", content="u1 secret turn")], [5])
+    store.set_session_meta(s1, {"summary": "u1 secret summary"})
+    assert store.forget(Scope(tenant="t1", user_id="u1")) == 2
+    assert store.list(scope_filter(include_invalid=True)) == []
+    assert store.history("t1", mine[0].id) == []
+    assert store.turns(s1) == [] and store.session_meta(s1) == {}
+    assert store.keyword_search(scope_filter(), "secret", limit=5) == []
+    assert store.vector_search(scope_filter(), unit(1, 0, 0, 0), limit=5) == []
+    assert store.get("t1", theirs.id) is not None
+
+
+def test_forget_needs_a_user(store: Store) -> None:
+    with pytest.raises(ValueError):
+        store.forget(Scope(tenant="t1"))
+
+
+# -- session logs ------------------------------------------------------------------
+
+def test_session_log_appends_in_order_with_tool_calls(store: Store) -> None:
+    s = Scope(tenant="t1", user_id="u1", session_id="chat-1")
+    call = ToolCall(id="call_1", name="weather", arguments='{"city":"Oslo"}')
+    first = store.append_turns(s, [
+        Message(role="user", content="weather in Oslo?"),
+        Message(role="assistant", content="", tool_calls=(call,)),
+    ], [5, 9])
+    second = store.append_turns(s, [Message(role="tool", content="-3C", tool_call_id="call_1",
+                                             metadata={"k": 1})], [3])
+    assert [t.seq for t in first + second] == [0, 1, 2]
+    turns = store.turns(s)
+    assert [t.message.role for t in turns] == ["user", "assistant", "tool"]
+    assert turns[1].message.tool_calls == (call,)
+    assert turns[2].message.tool_call_id == "call_1" and dict(turns[2].message.metadata) == {"k": 1}
+    assert [t.tokens for t in turns] == [5, 9, 3]
+    assert [t.seq for t in store.turns(s, after_seq=0, limit=1)] == [1]
+    other_tenant = Scope(tenant="t2", user_id="u1", session_id="chat-1")
+    assert store.turns(other_tenant) == []
+
+
+def test_session_meta_and_listing(store: Store) -> None:
+    a = Scope(tenant="t1", user_id="u1", session_id="a")
+    b = Scope(tenant="t1", user_id="u2", session_id="b")
+    store.append_turns(a, [Message(role="user", content="hi")], [1])
+    store.set_session_meta(b, {"summary": "s", "covers": [0, 4]})
+    assert store.session_meta(b) == {"summary": "s", "covers": [0, 4]}
+    assert store.session_meta(Scope(tenant="t2", session_id="b")) == {}
+    assert set(store.sessions(Scope(tenant="t1"))) == {"a", "b"}
+    assert store.sessions(Scope(tenant="t1", user_id="u1")) == ["a"]
+    assert store.sessions(Scope(tenant="t2")) == []
