@@ -83,28 +83,42 @@ def test_bench_extract_missing_data_is_one_clean_line(
 
 
 def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:
-    data = [
+    turns = [
+        {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob!"},
         {
-            "sample_id": "conv-x",
-            "conversation": {
-                "speaker_a": "Ann",
-                "speaker_b": "Bob",
-                "session_1_date_time": "1:56 pm on 8 May, 2023",
-                "session_1": [
-                    {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob!"},
-                    {
-                        "speaker": "Bob",
-                        "dia_id": "D1:2",
-                        "text": "I ran a marathon yesterday.",
-                        "blip_caption": "a photo of runners",
-                    },
-                    {"speaker": "Ann", "dia_id": "D1:3", "text": "Wow, that's amazing!"},
-                ],
-            },
-        }
+            "speaker": "Bob",
+            "dia_id": "D1:2",
+            "text": "I ran a marathon yesterday.",
+            "blip_caption": "a photo of runners",
+        },
+        {"speaker": "Ann", "dia_id": "D1:3", "text": "Wow, that's amazing!"},
     ]
+    qa = [
+        {
+            "question": "When did Bob run?",
+            "answer": "7 May 2023",
+            "evidence": ["D1:2"],
+            "category": 2,
+        },
+        {"question": "Who greets?", "answer": "Ann", "evidence": ["D1:1; D1:3"], "category": 1},
+        {
+            "question": "Did Ann run?",
+            "adversarial_answer": "no",
+            "evidence": ["D1:1"],
+            "category": 5,
+        },
+    ]
+    conversation = {
+        "speaker_a": "Ann",
+        "speaker_b": "Bob",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": turns,
+    }
     path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
+    path.write_text(
+        json.dumps([{"sample_id": "conv-x", "conversation": conversation, "qa": qa}]),
+        encoding="utf-8",
+    )
     result = CliRunner().invoke(
         cli, ["bench", "extract", "--data", str(path), "--repeat", "1", "--json"]
     )
@@ -114,6 +128,15 @@ def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:
     assert out["turns_per_second"] > 0
     assert 0 < out["memory_tokens"] < out["raw_tokens"]
     assert out["by_type"] == {"episodic": 2}
+    assert out["turns_with_memory"] == pytest.approx(1 / 3, abs=1e-3)
+    assert out["evidence_coverage"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_bench_extract_rejects_a_file_that_is_not_locomo(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('{"hello": 1}', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["bench", "extract", "--data", str(path)])
+    assert result.exit_code == 1 and "is not a LoCoMo file" in result.output
 
 
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="LoCoMo dev split not present")

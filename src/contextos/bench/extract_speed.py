@@ -11,12 +11,14 @@ copied into the repository: the path is an argument.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
@@ -25,6 +27,7 @@ from ..tokens import default_tokenizer
 from ..types import Message
 
 DEFAULT_LOCOMO = "../shared/data/locomo/locomo-dev.json"
+_DIA_ID = re.compile(r"D\d+:\d+")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class ExtractBenchResult:
     size_ratio: float
     by_type: dict[str, int]
     turns_with_memory: float
+    evidence_coverage: float | None = None
 
 
 def turn_message(turn: dict[str, object]) -> Message:
@@ -61,11 +65,7 @@ def turn_message(turn: dict[str, object]) -> Message:
     return Message("user", str(turn.get("text", "")), name=str(turn["speaker"]), metadata=metadata)
 
 
-def load_locomo_sessions(path: str | Path) -> list[Session]:
-    """Every session of a locomo10-format file, in order.
-
-    Raises ConfigError with a one-line message when the file is missing or unreadable.
-    """
+def _read_samples(path: str | Path) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"LoCoMo data not found at {file} (pass --data PATH to locomo-dev.json)")
@@ -73,8 +73,18 @@ def load_locomo_sessions(path: str | Path) -> list[Session]:
         samples = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read LoCoMo data at {file}: {exc}") from None
+    if not isinstance(samples, list):
+        raise ConfigError(f"{file} is not a LoCoMo file (expected a JSON list of conversations)")
+    return samples
+
+
+def load_locomo_sessions(path: str | Path) -> list[Session]:
+    """Every session of a locomo10-format file, in order.
+
+    Raises ConfigError with a one-line message when the file is missing or unreadable.
+    """
     sessions: list[Session] = []
-    for sample in samples:
+    for sample in _read_samples(path):
         conv = sample["conversation"]
         n = 1
         while f"session_{n}" in conv:
@@ -85,6 +95,23 @@ def load_locomo_sessions(path: str | Path) -> list[Session]:
     return sessions
 
 
+def load_locomo_evidence(path: str | Path) -> dict[str, list[str]]:
+    """Per conversation, the turn ids cited as evidence by its non-adversarial questions.
+
+    LoCoMo's evidence lists are sometimes malformed ("D8:6; D9:17"): they are
+    split on ``[;, ]`` and only ids shaped like ``D<session>:<turn>`` are kept.
+    """
+    out: dict[str, list[str]] = {}
+    for sample in _read_samples(path):
+        ids = out.setdefault(sample.get("sample_id", ""), [])
+        for qa in sample.get("qa", []):
+            if qa.get("category") == 5:
+                continue
+            for raw in qa.get("evidence", []):
+                ids.extend(e for e in re.split(r"[;, ]+", str(raw)) if _DIA_ID.fullmatch(e))
+    return out
+
+
 def _raw_text(message: Message) -> str:
     caption = message.metadata.get("blip_caption")
     extra = f" [shared {caption}]" if caption else ""
@@ -92,20 +119,30 @@ def _raw_text(message: Message) -> str:
 
 
 def run_extract_bench(
-    sessions: Sequence[Session], *, extractor: OfflineExtractor | None = None, repeat: int = 3
+    sessions: Sequence[Session],
+    *,
+    extractor: OfflineExtractor | None = None,
+    repeat: int = 3,
+    evidence: Mapping[str, Sequence[str]] | None = None,
 ) -> ExtractBenchResult:
-    """Extract every session ``repeat`` times; the fastest pass gives turns/s."""
+    """Extract every session ``repeat`` times; the fastest pass gives turns/s.
+
+    With ``evidence`` (see :func:`load_locomo_evidence`), also the share of
+    evidence turns of the extracted conversations that left at least one memory.
+    """
     extractor = extractor or OfflineExtractor()
     turns = sum(len(s.messages) for s in sessions)
     best = float("inf")
     found: list[Candidate] = []
-    covered = 0
+    sources: dict[str, set[str]] = {}
     for _ in range(max(1, repeat)):
         started = time.perf_counter()
-        found, covered = [], 0
+        found, sources = [], {}
         for session in sessions:
             got = extractor.extract(session.messages, session_time=session.session_time)
-            covered += len({p for c in got for p in c.provenance})
+            sources.setdefault(session.conversation, set()).update(
+                p for c in got for p in c.provenance
+            )
             found.extend(got)
         best = min(best, time.perf_counter() - started)
     tok = default_tokenizer()
@@ -122,5 +159,20 @@ def run_extract_bench(
         memory_tokens=memory,
         size_ratio=round(memory / raw, 3) if raw else 0.0,
         by_type=dict(Counter(c.memory_type for c in found)),
-        turns_with_memory=round(covered / turns, 3) if turns else 0.0,
+        turns_with_memory=round(sum(map(len, sources.values())) / turns, 3) if turns else 0.0,
+        evidence_coverage=_coverage(evidence, sources, sessions),
     )
+
+
+def _coverage(
+    evidence: Mapping[str, Sequence[str]] | None,
+    sources: Mapping[str, set[str]],
+    sessions: Sequence[Session],
+) -> float | None:
+    if not evidence:
+        return None
+    known = {(s.conversation, str(m.metadata.get("dia_id"))) for s in sessions for m in s.messages}
+    cited = [(conv, i) for conv, ids in evidence.items() for i in ids if (conv, i) in known]
+    if not cited:
+        return None
+    return round(sum(i in sources.get(conv, ()) for conv, i in cited) / len(cited), 3)

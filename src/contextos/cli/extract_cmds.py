@@ -59,6 +59,10 @@ def _line(c: Candidate) -> str:
     return f"[{c.memory_type}{when}] {c.text}{source}"
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def register(cli: click.Group, bench: click.Group) -> None:
     """Add ``extract`` to the top-level group and ``extract`` to ``bench``."""
 
@@ -117,15 +121,16 @@ def register(cli: click.Group, bench: click.Group) -> None:
         state: CliState, data: str | None, repeat: int, limit: int | None, min_confidence: float
     ) -> None:
         """Offline extraction speed (turns/s) and memory size vs the raw conversation."""
-        from ..bench.extract_speed import DEFAULT_LOCOMO, load_locomo_sessions, run_extract_bench
+        from ..bench import extract_speed as eb
 
         try:
-            sessions = load_locomo_sessions(data or DEFAULT_LOCOMO)
+            sessions = eb.load_locomo_sessions(data or eb.DEFAULT_LOCOMO)
+            evidence = eb.load_locomo_evidence(data or eb.DEFAULT_LOCOMO)
         except ConfigError as exc:  # click prints it as one unwrapped line
             raise click.ClickException(str(exc)) from None
         extractor = OfflineExtractor(min_confidence=min_confidence)
         chosen = sessions[:limit] if limit else sessions
-        result = run_extract_bench(chosen, extractor=extractor, repeat=repeat)
+        result = eb.run_extract_bench(chosen, extractor=extractor, repeat=repeat, evidence=evidence)
         if state.as_json:
             print_json(result)
             return
@@ -134,6 +139,6 @@ def register(cli: click.Group, bench: click.Group) -> None:
             f"memories · {result.turns_per_second:,.0f} turns/s (best of {repeat}, before "
             f"embedding) · memory {result.memory_tokens:,} tokens vs raw {result.raw_tokens:,} "
             f"= {result.size_ratio:.1%} · turns kept {result.turns_with_memory:.0%} · "
-            f"types {result.by_type}",
+            f"evidence turns kept {_share(result.evidence_coverage)} · types {result.by_type}",
             highlight=False,
         )
