@@ -115,7 +115,7 @@ def standard_segments(budget: int, *, tokenizer: Tokenizer, question: str, syste
                 priority=85, cache_ttl="1h"),
         Segment("summary", "system", summary_items, priority=30,
                 ceiling=int(lay.summary_ceiling * budget), cache_ttl="5m"),
-        Segment("turns", "messages", tuple(turns), priority=40, keep="newest",
+        Segment("turns", "messages", tuple(turns), priority=60, keep="newest",
                 cache_ttl="5m", anchor_every=lay.anchor_every),
         Segment("memories", "context", tuple(memories), priority=50, keep="strongest",
                 placement="edges", floor=int(lay.memories_floor * budget),

@@ -1,0 +1,323 @@
+"""``contextos bench replay``: replay LoCoMo conversations as chats under a window budget.
+
+Each conversation is replayed in time order, speaker A as the user and B as
+the assistant, sessions on their LoCoMo dates and ``turn_gap_s`` seconds
+between turns. Every user turn is a request: the window is assembled with the
+strategy's history (plus retrieved memories for ``offload``), rendered in
+Anthropic's wire format and run through the :class:`~contextos.cache.CacheSimulator`
+with Claude Sonnet's rules and prices; the following assistant turn is its
+output. After each turn the strategy may compact.
+
+After the replay, the window is assembled for every LoCoMo question and the
+evidence it holds is scored at turn level: a turn counts when it is in the
+window verbatim, or when a summary line or retrieved memory whose provenance
+is that turn's ``dia_id`` is.
+
+The cache-read limit of a layout: only what changes per call (retrieved
+memories, the question, turns new since the previous call) can miss the cache,
+so limit = 1 - those tokens / input tokens; it is printed beside the measured
+share. Baselines: ``sliding`` keeps everything until the window overflows and
+then drops the oldest turns; ``resummarize`` rebuilds the summary of all older
+turns on every turn (cache-hostile).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ..cache import TTL_SECONDS, CacheSimulator, cache_request, report
+from ..compaction import HistoryState, Thresholds, apply_compaction, plan_compaction, rotated_turns
+from ..models import ModelInfo, get_model
+from ..session import Layout, archive, hit_items, standard_segments, turn_items
+from ..summarize import ExtractiveSummarizer
+from ..tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
+from ..types import Message, Scope, Turn, Usage
+from ..window import Window, assemble
+from .locomo_data import DEFAULT_LOCOMO, LocomoConversation, load_locomo
+
+STRATEGIES = ("truncate", "clear_tool_results", "summarize", "offload", "sliding", "resummarize")
+MAIN_CATEGORIES = (1, 2, 3, 4)
+SYSTEM = ("You are {b}, talking with your friend {a}. Reply as {b} would: warm, brief, "
+          "consistent with everything said before. Facts, names and dates from earlier in "
+          "the conversation are in the summary, the retrieved memories and the recent turns.")
+RULES = ("If a memory or summary line contradicts a recent turn, trust the recent turn.",
+         "Never invent events that were not mentioned.")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Run:
+    """One strategy replaying one conversation: its state and what it measured."""
+
+    strategy: str
+    history: HistoryState = field(default_factory=HistoryState)
+    usages: list[Usage] = field(default_factory=list)
+    window_tokens: list[int] = field(default_factory=list)
+    volatile: int = 0
+    volatile_ttl: int = 0
+    last_at: float = float("-inf")
+    peak: int = 0
+    compactions: int = 0
+    prev_keys: frozenset[str] = frozenset()
+    recall: list[tuple[int, float]] = field(default_factory=list)
+
+
+def chat_turns(conv: LocomoConversation, tokenizer: Tokenizer, gap_s: float) -> list[Turn]:
+    """The conversation as a logged chat (A = user, B = assistant), dia ids in metadata."""
+    out: list[Turn] = []
+    index: dict[int, int] = {}
+    for seq, t in enumerate(conv.turns):
+        k = index[t.session] = index.get(t.session, -1) + 1
+        start = t.time - timedelta(minutes=k)  # the loader spaced turns a minute apart
+        when = start + timedelta(seconds=gap_s * k)
+        text = f"{t.text} [shares a photo: {t.caption}]" if t.caption else t.text
+        role = "user" if t.speaker == conv.speaker_a else "assistant"
+        msg = Message(role=role, content=text, name=t.speaker,
+                      metadata={"dia_id": t.dia_id, "event_time": when.isoformat()})
+        tokens = tokenizer.count_messages([msg]) - TOKENS_PER_REPLY
+        out.append(Turn(conv.sample_id, seq, msg, tokens, when))
+    return out
+
+
+class MemoEmbedder:
+    """Wraps an embedder with a text -> vector memo, so budgets and strategies share work.
+
+    Benchmark-only: the replay embeds the same turns and questions many times.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimensions = inner.dimensions
+        self._memo: dict[str, Any] = {}
+
+    def warm(self, texts: Sequence[str], batch: int = 64) -> None:
+        """Embed ``texts`` in large batches up front (much cheaper than one by one)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        for i in range(0, len(todo), batch):
+            chunk = todo[i:i + batch]
+            self._memo.update(zip(chunk, self.inner.embed(chunk), strict=True))
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        import numpy as np
+
+        self.warm(texts)
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return np.stack([self._memo[t] for t in texts])
+
+
+class Replayer:
+    """Replays one conversation with one strategy under one budget."""
+
+    def __init__(self, conv: LocomoConversation, turns: Sequence[Turn], strategy: str,
+                 budget: int, model: ModelInfo, tokenizer: Tokenizer, workdir: Path,
+                 embedder: Any, thresholds: Thresholds) -> None:
+        self.conv, self.turns, self.budget, self.model = conv, list(turns), budget, model
+        self.tok, self.th = tokenizer, thresholds
+        self.run = Run(strategy)
+        self.system = SYSTEM.format(a=conv.speaker_a, b=conv.speaker_b)
+        fixed = tokenizer.count(self.system) + sum(tokenizer.count(r) for r in RULES) + 3 * 3
+        self.offload = strategy == "offload"
+        self.layout = Layout(memories_ceiling=0.45 if self.offload else 0.0,
+                             memories_floor=0.25 if self.offload else 0.0)
+        room = budget - fixed - 400  # room for the question (and its restatement)
+        # offload: the history keeps enough (60%) that its compacted prefix stays
+        # above the model's minimum cacheable length; memories get the rest.
+        self.history_budget = int(room * (0.6 if self.offload else 1.0))
+        self.summarizer = ExtractiveSummarizer(tokenizer)
+        self.memory = None
+        if self.offload:
+            from ..memory import Memory
+            self.memory = Memory(str(workdir / f"{conv.sample_id}-{budget}.db"),
+                                 embedder=embedder, background_embedding=False)
+        self.scope = Scope(user_id=conv.sample_id, session_id=conv.sample_id)
+        self.sim = CacheSimulator("anthropic", min_tokens=model.min_cache_tokens)
+
+    def close(self) -> None:
+        if self.memory is not None:
+            self.memory.close()
+
+    def window(self, upto: int, question: str) -> Window:
+        """The window for ``question`` with the history of turns before ``upto``."""
+        past = self.turns[:upto]
+        hits = []
+        if self.memory is not None and self.run.history.archived_to >= 0:
+            hits = self.memory.search(question, session_id=self.conv.sample_id, limit=60,
+                                      token_budget=int(self.layout.memories_ceiling
+                                                       * self.budget))
+        segments = standard_segments(
+            self.budget, tokenizer=self.tok, question=question, system=self.system,
+            rules=RULES, summary=self.run.history.summary,
+            turns=turn_items(past, self.run.history, self.tok),
+            memories=hit_items(hits, self.tok), layout=self.layout)
+        return assemble(segments, self.budget, min_cache_tokens=self.model.min_cache_tokens,
+                        restate_question_over=self.layout.restate_question_over)
+
+    def request(self, i: int) -> None:
+        turn = self.turns[i]
+        w = self.window(i, turn.message.content)
+        nxt = self.turns[i + 1] if i + 1 < len(self.turns) else None
+        out = nxt.tokens if nxt is not None and nxt.message.role == "assistant" else 0
+        usage = self.sim.send(cache_request(w, self.model, "anthropic",
+                                            at=turn.created_at.timestamp(), output_tokens=out))
+        keys = frozenset(b.key for b in w.blocks if b.kind == "messages")
+        volatile = sum(b.tokens for b in w.blocks if b.kind in ("context", "question")
+                       or (b.kind == "messages" and b.key not in self.run.prev_keys))
+        self.run.volatile += volatile
+        self.run.prev_keys = keys
+        at = turn.created_at.timestamp()
+        expired = at - self.run.last_at > TTL_SECONDS["5m"]
+        self.run.volatile_ttl += w.total_tokens if expired else volatile
+        self.run.last_at = at
+        self.run.usages.append(usage)
+        self.run.window_tokens.append(w.total_tokens)
+        self.run.peak = max(self.run.peak, w.total_tokens)
+
+    def after(self, i: int) -> None:
+        """Compaction after turn ``i`` joined the history."""
+        strategy = self.run.strategy
+        if strategy == "sliding":
+            return
+        past = self.turns[: i + 1]
+        if strategy == "resummarize":
+            self._resummarize(past)
+            return
+        plan = plan_compaction(past, self.run.history, self.history_budget,
+                               strategy, self.th)  # type: ignore[arg-type]
+        if plan is None:
+            return
+        if self.memory is not None:
+            archive(self.memory, rotated_turns(plan, past), self.scope)
+        self.run.history = apply_compaction(plan, past, self.run.history, self.history_budget,
+                                            summarizer=self.summarizer, thresholds=self.th)
+        self.run.compactions += 1
+
+    def _resummarize(self, past: Sequence[Turn]) -> None:
+        """Baseline: recent turns verbatim, everything older summarized from scratch."""
+        keep = int((self.th.target - self.th.summary_share) * self.history_budget)
+        used, start = 0, len(past)
+        while start > 0 and used + past[start - 1].tokens <= keep:
+            start -= 1
+            used += past[start].tokens
+        older = past[:start]
+        summary = self.summarizer.summarize(
+            older, previous=None, max_tokens=int(self.th.summary_share * self.history_budget)
+        ) if older else None
+        changed = start != self.run.history.start_seq
+        self.run.history = replace(self.run.history, start_seq=start, summary=summary)
+        self.run.compactions += int(changed)
+
+    def replay(self) -> None:
+        for i, turn in enumerate(self.turns):
+            if turn.message.role == "user":
+                self.request(i)
+            self.after(i)
+
+    def score(self) -> None:
+        """Evidence recall of the final window for every question with evidence."""
+        for qa in self.conv.qa:
+            if not qa.evidence:
+                continue
+            w = self.window(len(self.turns), qa.question)
+            self.run.peak = max(self.run.peak, w.total_tokens)
+            held = w.provenance()
+            self.run.recall.append((qa.category, sum(e in held for e in qa.evidence)
+                                    / len(qa.evidence)))
+
+
+def summarize_runs(runs: Sequence[Run], model: ModelInfo, budget: int) -> dict[str, Any]:
+    """One strategy's metrics over all conversations."""
+    usages = [u for r in runs for u in r.usages]
+    rep = report(usages, model)
+    main = [v for r in runs for c, v in r.recall if c in MAIN_CATEGORIES]
+    per_cat = {str(c): _mean([v for r in runs for k, v in r.recall if k == c]) for c in range(1, 6)}
+    volatile = sum(r.volatile for r in runs)
+    volatile_ttl = sum(r.volatile_ttl for r in runs)
+    return {
+        "evidence_recall": round(_mean(main), 4), "questions": len(main),
+        "recall_by_category": {k: round(v, 4) for k, v in per_cat.items()},
+        "peak_window_tokens": max(r.peak for r in runs), "budget": budget,
+        "within_budget": max(r.peak for r in runs) <= budget,
+        "requests": rep.requests, "input_tokens": rep.input_tokens,
+        "cache_read_tokens": rep.cache_read_tokens,
+        "cache_write_tokens": rep.cache_write_5m_tokens + rep.cache_write_1h_tokens,
+        "cache_read_share": round(rep.hit_ratio, 4),
+        "cache_read_limit": round(1 - volatile / rep.input_tokens, 4) if rep.input_tokens else 0,
+        "cache_read_limit_with_expiry": round(1 - volatile_ttl / rep.input_tokens, 4)
+        if rep.input_tokens else 0,
+        "cost_usd": round(rep.cost_usd, 4), "cost_without_cache_usd":
+            round(rep.cost_without_cache_usd, 4),
+        "compactions": sum(r.compactions for r in runs),
+    }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def run_replay(data: str | Path = DEFAULT_LOCOMO, *, budgets: Sequence[int] = (4000,),
+               strategies: Sequence[str] = STRATEGIES, model_name: str = "claude-sonnet-4-5",
+               limit: int | None = None, turn_gap_s: float = 120.0, embedder: Any = None,
+               thresholds: Thresholds | None = None,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Run the replay benchmark; returns the JSON report (with per-call series for plots)."""
+    unknown = set(strategies) - set(STRATEGIES)
+    if unknown:
+        raise ValueError(f"unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")
+    convs = load_locomo(data)[:limit]
+    model, tok, th = get_model(model_name), default_tokenizer(), thresholds or Thresholds()
+    chats = {c.sample_id: chat_turns(c, tok, turn_gap_s) for c in convs}
+    if "offload" in strategies:
+        if embedder is None:
+            from ..embed import MiniLMEmbedder
+            # One thread: on a busy 2-core machine torch's thread pool only contends.
+            embedder = MiniLMEmbedder(threads=1)
+        embedder = MemoEmbedder(embedder)
+        embedder.warm([t.message.content for ts in chats.values() for t in ts
+                       if t.message.role == "user"] + [q.question for c in convs for q in c.qa])
+    out: dict[str, Any] = {"model": model.name, "conversations": [c.sample_id for c in convs],
+                           "thresholds": {"trigger": th.trigger, "target": th.target,
+                                          "summary_share": th.summary_share},
+                           "turns": sum(len(t) for t in chats.values()), "budgets": {}}
+    with tempfile.TemporaryDirectory(prefix="ctxos-replay-") as tmp:
+        for budget in budgets:
+            result: dict[str, Any] = {}
+            for strategy in strategies:
+                started = time.perf_counter()
+                runs = []
+                for conv in convs:
+                    rp = Replayer(conv, chats[conv.sample_id], strategy, budget, model, tok,
+                                  Path(tmp), embedder, th)
+                    try:
+                        rp.replay()
+                        rp.score()
+                    finally:
+                        rp.close()
+                    runs.append(rp.run)
+                result[strategy] = summarize_runs(runs, model, budget)
+                result[strategy]["seconds"] = round(time.perf_counter() - started, 1)
+                result[strategy]["series"] = _series(runs[0])
+                if progress:
+                    progress(f"budget {budget} {strategy}: {result[strategy]['evidence_recall']}")
+            out["budgets"][str(budget)] = result
+    return out
+
+
+def _series(run: Run) -> dict[str, list[float]]:
+    """Per-call window tokens and cache-read share of the first conversation (for plots)."""
+    share = [u.cache_read_input_tokens / max(1, u.input_tokens + u.cache_read_input_tokens
+                                            + u.cache_creation_input_tokens)
+             for u in run.usages]
+    return {"window_tokens": [float(x) for x in run.window_tokens],
+            "cache_read_share": [round(x, 4) for x in share]}
+
+
+__all__ = ["STRATEGIES", "Replayer", "chat_turns", "run_replay", "summarize_runs"]
