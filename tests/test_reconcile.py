@@ -70,6 +70,10 @@ HEURISTIC_CASES = [
     ("Bob lives in Berlin.", "Ann lives in Paris.", "ADD", None),
     ("Ann plays the violin.", "Ann lives in Paris.", "ADD", None),
     ("Ann hates sushi.", "Ann likes sushi.", "ADD", None),
+    ("Ann is tall.", "Ann is a teacher.", "ADD", None),
+    ("Ann's cat's name is Tom.", "Ann's dog's name is Max.", "ADD", None),
+    ("Ann's dog's name is Rex.", "Ann's dog's name is Max.", "UPDATE", "m1"),
+    ("Bob doesn't like sushi.", "Ann likes sushi.", "ADD", None),
     ("Ann lives in Paris.", "Ann likes Paris in spring.", "ADD", None),
 ]
 

@@ -48,7 +48,7 @@ _SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("partner", rf"\bis\s+(?:dating|seeing)\s+{_VALUE}"),
         ("count:kids", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:kids|children|sons|daughters)"),
         ("count:pets", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:dogs|cats|pets)"),
-        ("attr", rf"\b(?P<k>(?:favou?rite\s+)?\w+)\s+is\s+{_VALUE}"),
+        ("attr", rf"\b(?P<o>\w+)'s\s+(?P<k>(?:favou?rite\s+)?\w+)\s+is\s+{_VALUE}"),
     )
 )
 _NEGATION = re.compile(
@@ -118,11 +118,11 @@ def claim(text: str, speaker: str | None = None) -> Claim | None:
         if m is None:
             continue
         key = slot
-        if slot == "attr":
+        if slot == "attr":  # "Ann's dog's name is Max": the owner is part of the attribute
             attr = m.group("k").lower()
             if attr in STOPWORDS:
                 continue
-            key = f"attr:{attr}"
+            key = f"attr:{m.group('o').lower()} {attr}"
         value = _norm_value(m.group("v"))
         if value:
             return Claim(subject_of(text, speaker), key, value, negated)

@@ -110,7 +110,7 @@ class HeuristicReconciler:
 
     def _polarity(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
         new_neg, old_neg = is_negated(cand.text), is_negated(record.text)
-        if new_neg == old_neg:
+        if new_neg == old_neg or not _same_subject(cand, record):
             return None
         if jaccard(stem_tokens(cand.text), stem_tokens(record.text)) < 0.75:
             return None
@@ -136,7 +136,7 @@ class HeuristicReconciler:
         return None
 
     def _overlap(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
-        if subject_of(cand.text, cand.speaker) != subject_of(record.text, _speaker(record)):
+        if not _same_subject(cand, record):
             return None
         new, old = stem_tokens(cand.text), stem_tokens(record.text)
         if jaccard(new, old) >= self.duplicate_threshold:
@@ -144,6 +144,10 @@ class HeuristicReconciler:
         if len(old) >= 3 and old < new and len(cand.text) > len(record.text):
             return Decision("UPDATE", cand, record.id, reason="same fact with more detail")
         return None
+
+
+def _same_subject(cand: Candidate, record: MemoryRecord) -> bool:
+    return subject_of(cand.text, cand.speaker) == subject_of(record.text, _speaker(record))
 
 
 def _speaker(record: MemoryRecord) -> str | None:
