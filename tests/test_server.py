@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +15,7 @@ from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
 
 from contextos.cli.main import cli
 from contextos.memory import Memory
+from contextos.server.batching import BatchingEmbedder
 from contextos.server.keys import KeyStore, validate_tenant
 from contextos.server.ratelimit import RateLimit, TokenBucketLimiter
 from contextos.testing.embedders import HashEmbedder
@@ -236,3 +241,56 @@ def test_openapi_lists_every_route_with_bearer_auth(db: Path) -> None:
     summaries = {op["summary"] for p in paths.values() for op in p.values()}
     assert {"add", "search", "get", "get_all", "update", "delete", "history",
             "forget"} <= summaries
+
+
+class _RecordingEmbedder(HashEmbedder):
+    """HashEmbedder that remembers each batch and can be held on a gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        self.gate.wait(10)
+        self.batches.append(list(texts))
+        if "boom" in texts:
+            raise RuntimeError("embedder failed")
+        return super().embed(texts)
+
+
+def test_batching_embedder_merges_concurrent_calls_and_prefers_queries() -> None:
+    inner = _RecordingEmbedder()
+    emb = BatchingEmbedder(inner, max_batch=64)
+    try:
+        inner.gate.clear()  # hold the first call so the rest queue up behind it
+        results: dict[str, np.ndarray] = {}
+        warm = [f"warm {i}" for i in range(8)]
+        first = threading.Thread(target=lambda: results.update(first=emb.embed(warm)))
+        first.start()
+        time.sleep(0.2)
+        big = [f"document {i}" for i in range(20)]
+        threads = [threading.Thread(target=lambda: results.update(big=emb.embed(big)))]
+        threads += [threading.Thread(target=lambda q=q: results.update({q: emb.embed([q])}))
+                    for q in ("tea", "coffee", "bike")]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        inner.gate.set()
+        for t in [first, *threads]:
+            t.join(10)
+        # The queries waiting behind the held call went out as one batch, ahead of the big
+        # call queued before them (then the two kinds alternate, so neither starves).
+        assert inner.batches[0] == warm
+        assert sorted(inner.batches[1]) == ["bike", "coffee", "tea"]
+        assert inner.batches[2] == big
+        plain = HashEmbedder()
+        for q in ("tea", "coffee", "bike"):
+            np.testing.assert_array_equal(results[q], plain.embed([q]))
+        np.testing.assert_array_equal(results["big"], plain.embed(big))
+        with pytest.raises(RuntimeError, match="embedder failed"):
+            emb.embed(["boom"])
+        assert emb.embed([]).shape == (0, inner.dimensions)
+    finally:
+        emb.close()

@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..tokens import Tokenizer, default_tokenizer
 from .auth import Authenticator, Forbidden, Unauthenticated
+from .batching import BatchingEmbedder
 from .bodylimit import BodyLimitMiddleware, PayloadTooLarge
 from .keys import KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
@@ -89,11 +90,17 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None,
     fastapi = _import_fastapi()
     from .routes import key_router, memory_router, session_router
 
-    tenants = TenantMemories.open(config.db, embedder or make_embedder(config.embedder))
+    batching = BatchingEmbedder(embedder or make_embedder(config.embedder))
+    try:
+        tenants = TenantMemories.open(config.db, batching)
+    except BaseException:
+        batching.close()
+        raise
     try:
         keys = KeyStore(config.db)
     except BaseException:
         tenants.close()
+        batching.close()
         raise
     auth = Authenticator(keys, admin_key=config.admin_key,
                          limiter=TokenBucketLimiter(config.rate_limit))
@@ -110,7 +117,7 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None,
     app = fastapi.FastAPI(title="contextos", version=_version(), lifespan=lifespan,
                           description="Tenant-scoped memory and session API of contextos.")
     app.state.tenants, app.state.keys, app.state.auth = tenants, keys, auth
-    app.state.close = lambda: (tenants.close(), keys.close())
+    app.state.close = lambda: (tenants.close(), keys.close(), batching.close())
     app.include_router(memory_router(auth, tenants))
     app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
     app.include_router(key_router(auth))

@@ -1,0 +1,115 @@
+"""Micro-batching of embeddings across concurrent requests.
+
+Under load, many request threads each want one query embedded at the same
+moment. A transformer embeds a batch of 32 short texts in little more time
+than one, so the server funnels every ``embed`` call through one thread that
+takes whatever is queued (up to ``max_batch`` texts) and embeds it in a single
+call. An idle server pays nothing extra: a lone request is embedded at once.
+
+Small calls (a search query) are served ahead of large ones (the background
+worker's batch of new memories), alternating so neither side starves: a
+user waiting on a search should not queue behind 64 documents.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..embed import Embedder, Vectors
+
+
+#: Calls with at most this many texts count as interactive (a query).
+SMALL = 4
+
+
+@dataclass
+class _Slot:
+    texts: Sequence[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Vectors | None = None
+    error: BaseException | None = None
+
+
+class BatchingEmbedder:
+    """An Embedder that merges concurrent calls into batches for ``inner``."""
+
+    def __init__(self, inner: Embedder, *, max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimensions = inner.dimensions
+        self.max_batch = max_batch
+        self._queue: deque[_Slot] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._big_turn = False
+        self._thread = threading.Thread(target=self._run, name="contextos-batch-embed",
+                                        daemon=True)
+        self._thread.start()
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` (possibly together with other threads' texts)."""
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        slot = _Slot(list(texts))
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the embedder is closed")
+            self._queue.append(slot)
+            self._cond.notify()
+        slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        assert slot.result is not None
+        return slot.result
+
+    def close(self) -> None:
+        """Stop the batching thread after the queued work is done."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    def _take(self) -> list[_Slot] | None:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            small = [slot for slot in self._queue if len(slot.texts) <= SMALL]
+            if small and not (self._big_turn and len(small) < len(self._queue)):
+                batch, size = [], 0
+                for slot in small:
+                    if batch and size + len(slot.texts) > self.max_batch:
+                        break
+                    batch.append(slot)
+                    size += len(slot.texts)
+                self._big_turn = True
+            else:
+                batch = [next(slot for slot in self._queue if len(slot.texts) > SMALL)]
+                self._big_turn = False
+            for slot in batch:
+                self._queue.remove(slot)
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            texts = [t for slot in batch for t in slot.texts]
+            try:
+                vectors = self.inner.embed(texts)
+            except BaseException as exc:  # handed to every waiting caller, who re-raises
+                for slot in batch:
+                    slot.error = exc
+                    slot.done.set()
+                continue
+            start = 0
+            for slot in batch:
+                slot.result = vectors[start:start + len(slot.texts)]
+                start += len(slot.texts)
+                slot.done.set()
