@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,36 +24,37 @@ def postgres_url() -> str | None:
 
 
 def postgres_skip_reason() -> str:
-    reason_file = REPO / ".pgdata.skip-reason"
-    if reason_file.exists():
-        return "PostgreSQL did not start: " + reason_file.read_text().strip()
-    return "PostgreSQL not started (run the suite with `make test`, which starts it)"
+    from pg_support import skip_reason
+
+    return "PostgreSQL unavailable: " + skip_reason()
 
 
-def _make_sqlite(tmp_path: Path) -> Store:
-    return SQLiteStore(tmp_path / "contract.db")
+@contextmanager
+def _make_sqlite(tmp_path: Path) -> Iterator[Store]:
+    s = SQLiteStore(tmp_path / "contract.db")
+    try:
+        yield s
+    finally:
+        s.close()
 
 
-def _make_postgres(tmp_path: Path) -> Store:
-    url = postgres_url()
-    if url is None:
-        pytest.skip(postgres_skip_reason())
-    from contextos.store.postgres import PostgresStore
+def _make_postgres(tmp_path: Path) -> AbstractContextManager[Store]:
+    """A PostgresStore in a fresh schema, dropped after the test (skips with the reason
+    when scripts/postgres.sh could not start a server)."""
+    from pg_support import postgres_store
 
-    store = PostgresStore(url)
-    store.reset_for_tests()  # type: ignore[attr-defined]
-    return store
+    return postgres_store()
 
 
-STORE_FACTORIES = {"sqlite": _make_sqlite, "postgres": _make_postgres}
+STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
+    "sqlite": _make_sqlite, "postgres": _make_postgres}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Every Store backend, fresh for each test."""
-    s = STORE_FACTORIES[request.param](tmp_path)
-    yield s
-    s.close()
+    with STORE_FACTORIES[request.param](tmp_path) as s:
+        yield s
 
 
 @pytest.fixture

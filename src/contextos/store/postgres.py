@@ -295,14 +295,17 @@ class PostgresStore:
         return int(removed)
 
     # -- search -------------------------------------------------------------
-    def keyword_search(self, flt: Filter, query: str, *, limit: int) -> _Ranks:
-        """Okapi BM25 over text (full weight) and context (half), best first;
-        see ``postgres_bm25`` for why not ``ts_rank``."""
+    def keyword_search(
+        self, flt: Filter, query: str, *, limit: int, context_weight: float = 0.5
+    ) -> _Ranks:
+        """Okapi BM25 over text and context (context scaled by ``context_weight``), best
+        first; see ``postgres_bm25`` for why not ``ts_rank``."""
         words = query_words(query, STOPWORDS)
         if not words or limit <= 0:
             return []
         where, params = filter_sql(flt, _now())
-        rows = self._read(bm25_sql(where), (words, or_tsquery(words), *params, *params, limit))
+        sql = bm25_sql(where, float(context_weight))
+        rows = self._read(sql, (words, or_tsquery(words), *params, *params, limit))
         return [Ranked(r[0], float(r[1])) for r in rows]
 
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> _Ranks:

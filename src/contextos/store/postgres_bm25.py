@@ -9,7 +9,8 @@ frequency; this module computes the same Okapi BM25 in one SQL statement:
 
 - candidates: rows of the filter whose ``tsv`` matches any query word (GIN);
 - term frequency: positions of each query lexeme in the row, weighted 1.0 in
-  the text (weight A) and 0.5 in the context (weight B), as in SQLite;
+  the text (weight A) and ``context_weight`` (0.5) in the context (weight B),
+  as FTS5's column weights do in the SQLite store;
 - document frequency and collection size: counted within the filter (the
   tenant/user scope the search runs in); document length = words in text and
   context, stopwords included (the ``ntok`` column), as FTS5 counts tokens.
@@ -27,8 +28,9 @@ K1 = 1.2
 B = 0.75
 
 
-def bm25_sql(where: str) -> str:
-    """The ranking query for filter clause ``where`` (over alias ``m``).
+def bm25_sql(where: str, context_weight: float = 0.5) -> str:
+    """The ranking query for filter clause ``where`` (over alias ``m``); a word in the
+    context counts ``context_weight`` times a word in the text.
 
     Parameters, in order: query words (text[]), the OR tsquery text, the filter's
     parameters, the filter's parameters again, the limit.
@@ -42,7 +44,7 @@ WITH q AS (
     WHERE m.tsv @@ to_tsquery('{TS_CONFIG}', %s) AND {where}
 ), tf AS (
     SELECT c.id, c.seq, u.lexeme, c.ntok::float8 AS dl,
-        (SELECT sum(CASE x WHEN 'A' THEN 1.0 WHEN 'B' THEN 0.5 ELSE 0.25 END)
+        (SELECT sum(CASE x WHEN 'A' THEN 1.0 WHEN 'B' THEN {float(context_weight)!r} ELSE 0 END)
            FROM unnest(u.weights) AS x)::float8 AS f
     FROM cand c, LATERAL unnest(c.tsv) AS u
     WHERE u.lexeme IN (SELECT lx FROM q)
