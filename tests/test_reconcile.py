@@ -317,3 +317,17 @@ def test_find_similar_merges_lexical_and_vector_hits(store: SQLiteStore) -> None
     assert both[0].text == "Ann lives in Paris."
     assert len({r.id for r in both}) == len(both) <= 4
     assert find_similar(store, Scope(tenant="t2", user_id="ann"), "Paris", k=2) == []
+
+
+def test_reconcile_writes_new_facts_in_one_batch_and_still_sees_them(store: SQLiteStore) -> None:
+    batch = [
+        cand("Ann lives in Paris."),
+        cand("Ann plays chess on Sundays."),
+        cand("Ann lives in Lyon."),  # changes a fact of this very batch
+        cand("Ann plays chess on Sundays!"),
+    ]
+    outcomes = reconcile(batch, store, scope=SCOPE, now=SAID)
+    assert [o.decision.action for o in outcomes] == ["ADD", "ADD", "UPDATE", "NOOP"]
+    assert outcomes[2].decision.target_id == outcomes[0].record.id  # type: ignore[union-attr]
+    assert active(store) == ["Ann lives in Lyon.", "Ann plays chess on Sundays."]
+    assert store.count(Filter(scope=SCOPE, include_invalid=True)) == 3

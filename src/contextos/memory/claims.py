@@ -10,6 +10,7 @@ lexical similarity.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -109,6 +110,7 @@ def _norm_value(value: str) -> str:
     return " ".join(words[:4]).strip(" .'")
 
 
+@functools.lru_cache(maxsize=8192)
 def claim(text: str, speaker: str | None = None) -> Claim | None:
     """The attribute claim in ``text``, if one of the known patterns matches."""
     negated = is_negated(text)
@@ -129,6 +131,7 @@ def claim(text: str, speaker: str | None = None) -> Claim | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)
 def stem_tokens(text: str) -> frozenset[str]:
     """Content words with a crude plural/verb -s stripped, negation words removed."""
     out: set[str] = set()

@@ -352,14 +352,34 @@ def reconcile(
 ) -> list[Outcome]:
     """Decide and apply each candidate in turn against what ``scope`` already holds.
 
-    Candidates are handled one after another, so a later one sees what an
-    earlier one wrote. The reconciler defaults to :class:`HeuristicReconciler`.
+    A later candidate sees what an earlier one added: new records wait in a
+    batch that is written with one ``put`` (one transaction instead of one per
+    fact) and are shown to the reconciler beside the stored ones; the batch is
+    written early when a decision needs to change one of its records. The
+    reconciler defaults to :class:`HeuristicReconciler`.
     """
     decider = reconciler or HeuristicReconciler()
+    now = now or datetime.now(UTC)
+    pending: list[MemoryRecord] = []
     outcomes: list[Outcome] = []
     for candidate in candidates:
-        similar = find_similar(store, scope, candidate.text, k=k, embedder=embedder)
-        decision = decider.decide(candidate, similar)
+        stored = find_similar(store, scope, candidate.text, k=k, embedder=embedder)
+        decision = decider.decide(candidate, _like(pending, candidate, k) + stored)
+        if decision.action == "ADD":
+            pending.append(new_record(decision, scope, now, metadata))
+            outcomes.append(Outcome(decision, pending[-1]))
+            continue
+        if any(r.id == decision.target_id for r in pending):
+            store.put(pending, actor="reconcile")
+            pending = []
         record = apply(decision, store, scope=scope, now=now, metadata=metadata)
         outcomes.append(Outcome(decision, record))
+    if pending:
+        store.put(pending, actor="reconcile")
     return outcomes
+
+
+def _like(pending: Sequence[MemoryRecord], candidate: Candidate, k: int) -> list[MemoryRecord]:
+    """Not-yet-written records sharing at least two content words with ``candidate``."""
+    words = stem_tokens(candidate.text)
+    return [r for r in pending if len(words & stem_tokens(r.text)) >= 2][-k:]
