@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .models import ModelInfo
+from .tokens import TOKENS_PER_REPLY
 from .types import Message, Usage
 from .window import LOOKBACK_BLOCKS, Window, canonical_json
 
@@ -226,6 +227,7 @@ class CacheRequest:
     breakpoints: tuple[tuple[int, str], ...]
     at: float
     output_tokens: int = 0
+    tail_tokens: int = TOKENS_PER_REPLY  # the reply primer: never cached
 
 
 def cache_request(window: Window, model: ModelInfo, wire: WireFormat, *, at: float,
@@ -241,7 +243,7 @@ def cache_request(window: Window, model: ModelInfo, wire: WireFormat, *, at: flo
         hashes.append(h.copy().hexdigest()[:32])
     bps = tuple((bp.after, bp.ttl) for bp in window.breakpoints) if wire == "anthropic" else ()
     return CacheRequest(tuple(hashes), tuple(b.tokens for b in window.blocks), bps, at,
-                        output_tokens)
+                        output_tokens, window.total_tokens - sum(b.tokens for b in window.blocks))
 
 
 class CacheSimulator:
@@ -284,7 +286,7 @@ class CacheSimulator:
             self._entries[req.hashes[i]] = req.at + TTL_SECONDS[ttl]
             self._ttl[req.hashes[i]] = TTL_SECONDS[ttl]
         read = prefix[read_end] if read_end >= 0 else 0
-        total = prefix[-1] if prefix else 0
+        total = (prefix[-1] if prefix else 0) + req.tail_tokens
         return Usage(input_tokens=total - read - w5 - w1, output_tokens=req.output_tokens,
                      cache_creation_input_tokens=w5 + w1, cache_read_input_tokens=read,
                      cache_creation_5m=w5, cache_creation_1h=w1)
@@ -300,7 +302,7 @@ class CacheSimulator:
         if prefix and prefix[-1] >= self.min_tokens:
             for h in req.hashes:
                 self._entries[h] = req.at + OPENAI_TTL_SECONDS
-        total = prefix[-1] if prefix else 0
+        total = (prefix[-1] if prefix else 0) + req.tail_tokens
         return Usage(input_tokens=total - cached, output_tokens=req.output_tokens,
                      cache_read_input_tokens=cached)
 

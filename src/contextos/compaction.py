@@ -146,7 +146,8 @@ def tool_units(turns: Sequence[Turn]) -> list[tuple[Turn, ...]]:
 def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
                     strategy: Strategy, thresholds: Thresholds | None = None, *,
                     force: bool = False) -> Plan | None:
-    """Decide a compaction, or None when the history is under the trigger.
+    """Decide a compaction, or None when the history is under the trigger (or when
+    everything that could go is protected: the recent or pinned turns).
 
     ``budget`` is the history's share of the window (summary plus turns).
     """
@@ -168,6 +169,8 @@ def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
     if strategy == "summarize" and state.summary:
         tokens -= state.summary.tokens  # the new summary replaces it within ``reserve``
     rotate, tokens = _plan_rotate(visible, state, protected, set(clear), tokens, goal - reserve)
+    if not rotate and not clear:
+        return None  # everything left is protected (recent or pinned)
     return Plan(strategy, tuple(rotate), tuple(clear), before, tokens + reserve)
 
 

@@ -320,4 +320,48 @@ def _series(run: Run) -> dict[str, list[float]]:
             "cache_read_share": [round(x, 4) for x in share]}
 
 
-__all__ = ["STRATEGIES", "Replayer", "chat_turns", "run_replay", "summarize_runs"]
+def time_assembly(*, turns: int = 100, budget: int = 200_000, repeat: int = 200,
+                  model_name: str = "claude-sonnet-4-5") -> dict[str, Any]:
+    """Milliseconds to assemble (and to assemble and render) an N-turn session's window.
+
+    The turns are logged values with their token counts (as a session holds
+    them); retrieval is excluded, as the issue's target says.
+    """
+    import statistics
+    from datetime import UTC, datetime
+
+    tok, model = default_tokenizer(), get_model(model_name)
+    log = [Turn("bench", i, Message(role="user" if i % 2 == 0 else "assistant",
+                                    content=f"Turn {i}: on 3 May 2023 Ana met Bo at the lake "
+                                            f"and they talked about {i} different plans."),
+                0, datetime(2023, 5, 3, tzinfo=UTC)) for i in range(turns)]
+    log = [replace(t, tokens=tok.count_messages([t.message]) - TOKENS_PER_REPLY) for t in log]
+    system = "You are a helpful assistant. " * 60
+
+    def once() -> Window:
+        segments = standard_segments(budget, tokenizer=tok, question="Where did Ana go?",
+                                     system=system, turns=turn_items(log, HistoryState(), tok))
+        return assemble(segments, budget, min_cache_tokens=model.min_cache_tokens)
+
+    def timed(fn: Callable[[], object]) -> list[float]:
+        out = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+        return sorted(out)
+
+    from ..cache import render_anthropic
+
+    once()
+    plain = timed(once)
+    rendered = timed(lambda: render_anthropic(once(), model))
+    return {"turns": turns, "budget": budget, "repeat": repeat,
+            "assemble_ms_median": statistics.median(plain),
+            "assemble_ms_p95": plain[int(0.95 * (len(plain) - 1))],
+            "render_ms_median": statistics.median(rendered),
+            "window_tokens": once().total_tokens}
+
+
+__all__ = ["STRATEGIES", "Replayer", "chat_turns", "run_replay", "summarize_runs",
+           "time_assembly"]

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "contextos.cli.server_cmds",
     "contextos.cli.extract_cmds",
     "contextos.cli.provider_cmds",
+    "contextos.cli.session_cmds",
 ]
 
 

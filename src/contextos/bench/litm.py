@@ -1,0 +1,187 @@
+"""``contextos bench litm``: where does the gold item land in the assembled window?
+
+Liu et al., "Lost in the Middle" (TACL 2024), showed that models use what sits
+at the start or the end of their context far better than what sits in the
+middle: a U-shaped curve over the position of the relevant document. Window
+assembly therefore places retrieved items by strength at the edges of their
+segment (rank 1 first, rank 2 last, rank 3 second, ...). This benchmark checks
+that placement on the paper's data:
+
+- key-value retrieval (``kv-retrieval-*_keys.jsonl.gz``): every key-value pair
+  is an item, the query is the key;
+- a 20-passage haystack built from ``nq-open-oracle.jsonl.gz``: the question's
+  gold passage among 19 gold passages of other questions (random distractors,
+  so easier than the paper's retrieved ones; see the data README).
+
+Items are ranked by BM25 (computed per example over its own items), assembled
+as a retrieved segment under the model's budget, and the gold item's slot is
+recorded. Reported: the share at the first or last slot, the slot histogram,
+the retrieval rank histogram, and a check that ranks 1 and 2 always land at an
+edge.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..models import get_model
+from ..session import window_budget
+from ..tokens import TOKENS_PER_MESSAGE, Tokenizer, default_tokenizer
+from ..window import Item, Segment, assemble, text_item
+
+DEFAULT_LITM = "../shared/data/lost-in-the-middle/"
+KV_FILES = ("kv-retrieval-75_keys.jsonl.gz", "kv-retrieval-140_keys.jsonl.gz")
+NQ_FILE = "nq-open-oracle.jsonl.gz"
+HAYSTACK = 20
+#: Positions the paper moved the gold document/key to (20 documents; 140 keys).
+PAPER_POSITIONS = {"20 documents": (1, 5, 10, 15, 20), "140 keys": (1, 35, 70, 105, 140)}
+U_CURVE_NOTE = (
+    "Lost in the Middle (Liu et al., TACL 2024) moved the gold document to positions "
+    "1, 5, 10, 15, 20 of 20 (and the gold key to 1, 35, 70, 105, 140 of 140): accuracy "
+    "is highest at the first position, high again at the last, and lowest in the middle "
+    "(for GPT-3.5-Turbo on 20 documents the middle fell below its closed-book score). "
+    "So the strongest retrieved items go to the edges of their segment.")
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One retrieval task: a query, its items, and which item is gold."""
+
+    query: str
+    items: tuple[str, ...]
+    gold: int
+
+
+def _lines(path: Path, limit: int | None) -> Iterator[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            if limit is not None and n >= limit:
+                return
+            yield json.loads(line)
+
+
+def kv_examples(path: Path, limit: int | None = None) -> list[Example]:
+    """Key-value examples: one item per ``"key": "value"`` record."""
+    out = []
+    for row in _lines(path, limit):
+        pairs = row["ordered_kv_records"]
+        items = tuple(json.dumps({k: v}) for k, v in pairs)
+        gold = next(i for i, (k, _) in enumerate(pairs) if k == row["key"])
+        out.append(Example(f'The value of key "{row["key"]}"?', items, gold))
+    return out
+
+
+def nq_examples(path: Path, limit: int | None = None, *, size: int = HAYSTACK,
+                seed: int = 0) -> list[Example]:
+    """20-passage haystacks: the gold passage among other questions' gold passages."""
+    rows = list(_lines(path, None))
+    passages = [f"(Title: {r['ctxs'][0]['title']}) {r['ctxs'][0]['text']}" for r in rows]
+    rng = random.Random(seed)
+    out = []
+    for i, row in enumerate(rows[:limit]):
+        others = rng.sample([j for j in range(len(rows)) if j != i], size - 1)
+        pos = i % size  # the gold's position before retrieval reorders
+        order = others[:pos] + [i] + others[pos:]
+        out.append(Example(row["question"], tuple(passages[j] for j in order), pos))
+    return out
+
+
+def bm25_ranks(query: str, docs: Sequence[str], k1: float = 1.2, b: float = 0.75) -> list[int]:
+    """Document indices, best first, by BM25 over ``docs`` themselves."""
+    toks = [[w.lower() for w in _WORD.findall(d)] for d in docs]
+    avg = sum(len(t) for t in toks) / max(1, len(toks))
+    df: Counter[str] = Counter(w for t in toks for w in set(t))
+    q = [w.lower() for w in _WORD.findall(query)]
+    scores = []
+    for t in toks:
+        tf = Counter(t)
+        s = 0.0
+        for w in q:
+            if w in tf:
+                idf = math.log(1 + (len(docs) - df[w] + 0.5) / (df[w] + 0.5))
+                s += idf * tf[w] * (k1 + 1) / (tf[w] + k1 * (1 - b + b * len(t) / avg))
+        scores.append(s)
+    return sorted(range(len(docs)), key=lambda i: (-scores[i], i))
+
+
+def place(example: Example, tokenizer: Tokenizer, budget: int) -> tuple[int, int, int]:
+    """(retrieval rank of gold, its slot in the segment, items placed), 1-based."""
+    ranking = bm25_ranks(example.query, example.items)
+    items: list[Item] = [
+        Item(f"item:{idx}", example.items[idx],
+             tokenizer.count(example.items[idx]) + TOKENS_PER_MESSAGE, rank=r)
+        for r, idx in enumerate(ranking, start=1)]
+    segments = [
+        Segment("retrieved", "context", tuple(items), keep="strongest", placement="edges",
+                priority=50),
+        Segment("question", "question", (text_item("question", example.query, tokenizer),),
+                priority=100, required=True),
+    ]
+    window = assemble(segments, budget)
+    placed = [b.key for b in window.blocks if b.segment == "retrieved"]
+    gold_key = f"item:{example.gold}"
+    rank = ranking.index(example.gold) + 1
+    slot = placed.index(gold_key) + 1 if gold_key in placed else 0
+    return rank, slot, len(placed)
+
+
+def score(examples: Sequence[Example], tokenizer: Tokenizer, budget: int) -> dict[str, Any]:
+    """Edge share, slot and rank histograms, and the ranks-1-and-2-at-an-edge check."""
+    n_items = max(len(e.items) for e in examples)
+    slots = [0] * n_items
+    ranks = [0] * n_items
+    edge = top2 = top2_edge = dropped = 0
+    for ex in examples:
+        rank, slot, placed = place(ex, tokenizer, budget)
+        ranks[rank - 1] += 1
+        if slot == 0:
+            dropped += 1
+            continue
+        slots[slot - 1] += 1
+        at_edge = slot in (1, placed)
+        edge += at_edge
+        if rank <= 2:
+            top2 += 1
+            top2_edge += at_edge
+    return {"examples": len(examples), "items": n_items, "edge_share": edge / len(examples),
+            "rank_le2": top2, "rank_le2_at_edge": top2_edge,
+            "rank_le2_always_at_edge": top2 == top2_edge, "gold_dropped": dropped,
+            "slot_histogram": slots, "rank_histogram": ranks}
+
+
+def run_litm(data: str | Path = DEFAULT_LITM, *, limit: int | None = None,
+             model_name: str = "claude-sonnet-4-5") -> dict[str, Any]:
+    """Run the benchmark on every data set present under ``data``."""
+    root = Path(data)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Lost-in-the-Middle data not found at {root} (pass --data PATH)")
+    tok = default_tokenizer()
+    budget = window_budget(get_model(model_name))
+    out: dict[str, Any] = {"model": model_name, "budget": budget, "retriever": "bm25",
+                           "paper_positions": PAPER_POSITIONS, "why": U_CURVE_NOTE,
+                           "datasets": {}}
+    for name in KV_FILES:
+        if (root / name).exists():
+            key = name.removesuffix(".jsonl.gz")
+            out["datasets"][key] = score(kv_examples(root / name, limit), tok, budget)
+    if (root / NQ_FILE).exists():
+        out["datasets"]["nq-oracle-haystack-20"] = score(
+            nq_examples(root / NQ_FILE, limit), tok, budget)
+    if not out["datasets"]:
+        raise FileNotFoundError(f"no Lost-in-the-Middle files under {root}")
+    return out
+
+
+__all__ = ["DEFAULT_LITM", "U_CURVE_NOTE", "bm25_ranks", "kv_examples", "nq_examples",
+           "place", "run_litm", "score"]

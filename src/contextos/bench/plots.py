@@ -1,0 +1,89 @@
+"""PNG plots for the context-engine benchmarks, written next to their JSON reports.
+
+matplotlib is an optional extra (``contextos[bench]``) and runs on the Agg
+backend, so plotting needs no display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingExtraError
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise MissingExtraError("bench", "matplotlib") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rolling_mean(values: Sequence[float], n: int = 10) -> list[float]:
+    """Mean of the last ``n`` values at each point (smooths per-call noise)."""
+    out: list[float] = []
+    total = 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= n:
+            total -= values[i - n]
+        out.append(total / min(i + 1, n))
+    return out
+
+
+def plot_replay(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Per budget: window tokens and cache-read share per call, one line per strategy."""
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    first = report["conversations"][0] if report.get("conversations") else ""
+    for budget, by_strategy in report["budgets"].items():
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+        for name, res in by_strategy.items():
+            series = res.get("series", {})
+            top.plot(series.get("window_tokens", []), label=name, linewidth=0.9)
+            bottom.plot(rolling_mean(series.get("cache_read_share", [])), label=name,
+                        linewidth=0.9)
+        top.axhline(int(budget), color="black", linestyle="--", linewidth=0.8, label="budget")
+        top.set_ylabel("window tokens")
+        top.set_title(f"replay of {first} at a {int(budget):,}-token budget")
+        bottom.set_ylabel("cache-read share (10-call mean)")
+        bottom.set_xlabel("request")
+        bottom.set_ylim(0, 1)
+        top.legend(fontsize=7, ncol=3)
+        fig.tight_layout()
+        path = out / f"replay-{budget}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_litm(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Per data set: where the gold item landed in its segment (slot histogram)."""
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, res in report["datasets"].items():
+        hist = res["slot_histogram"]
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.bar(range(1, len(hist) + 1), hist)
+        ax.set_xlabel("slot of the gold item in its segment (1 = first)")
+        ax.set_ylabel("examples")
+        ax.set_title(f"{name}: edge share {res['edge_share']:.2f}")
+        fig.tight_layout()
+        path = out / f"litm-{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+__all__ = ["plot_litm", "plot_replay", "rolling_mean"]
