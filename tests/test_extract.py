@@ -139,6 +139,17 @@ def test_image_caption_becomes_a_fact() -> None:
     assert extract(turn, captions=False) == []
 
 
+def test_an_inline_caption_marker_becomes_a_caption_fact() -> None:
+    turn = say("Bob", "Look at this! [shares a photo: a photo of a red bike]", "D3:4")
+    assert [c.text for c in extract(turn)] == ["Bob shared a photo of a red bike."]
+
+
+def test_a_per_turn_time_in_metadata_anchors_that_turn() -> None:
+    turn = say("Bob", "I fixed my bike yesterday.", event_time="2023-06-02T10:00:00+00:00")
+    [cand] = extract(turn)
+    assert cand.event_time is not None and cand.event_time.date().isoformat() == "2023-06-01"
+
+
 def test_near_duplicates_of_one_speaker_merge_with_both_sources() -> None:
     found = extract(
         say("Ann", "I love hiking in the mountains with my dog.", "D1:1"),

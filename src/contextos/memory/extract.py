@@ -78,7 +78,9 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u20
 _CAPTION = re.compile(r"^(?:a\s+)?(?:photo|picture|image|photograph)\s+of\s+", re.IGNORECASE)
 _TURN_ID_KEYS = ("dia_id", "turn_id", "id", "message_id")
 _SPEAKER_KEYS = ("speaker", "name", "user")
-_TIME_KEYS = ("session_time", "date_time", "timestamp", "time")
+_TIME_KEYS = ("session_time", "date_time", "event_time", "timestamp", "time")
+#: How a caption may be inlined into a turn's text (as contextos's LoCoMo replay does).
+_INLINE_CAPTION = re.compile(r"\s*\[(?:shares|shared) (?:a )?(?:photo|picture|image): ([^\]]+)\]")
 _CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 
 
@@ -204,6 +206,9 @@ class OfflineExtractor:
             names=tuple({speaker, *self.participants, *names}),
         )
         text = turn.content.translate(_APOSTROPHES)
+        inline = _INLINE_CAPTION.search(text)
+        if inline is not None:
+            text = _INLINE_CAPTION.sub("", text)
         mentions = resolve(text, ctx.anchor) if ctx.anchor is not None else []
         out: list[Candidate] = []
         for offset, sentence in S.split_sentences(text):
@@ -211,8 +216,8 @@ class OfflineExtractor:
             candidate = self._sentence(sentence, offset, inside, ctx)
             if candidate is not None:
                 out.append(candidate)
-        caption = _caption(turn.metadata) if self.captions else None
-        if caption is not None:
+        caption = _caption(turn.metadata) or (inline.group(1).strip() if inline else None)
+        if caption is not None and self.captions:
             out.append(self._caption(caption, ctx))
         return out
 
