@@ -126,6 +126,8 @@ class SessionContext:
         self.memory_limit = memory_limit
         self.memory_tokens = memory_tokens
         self.remember = remember
+        #: Also remember the assistant's replies (off for canned offline answers).
+        self.remember_replies = True
         self.budget = budget
         self.compaction: Strategy | None = compaction
         self.history_share = history_share
@@ -244,7 +246,8 @@ class SessionContext:
         if self.session is not None:
             self.session.add(replace(reply, metadata=meta))
         if self.remember and self.memory is not None and self.scope_ok:
-            said = [m for m in (prepared.question, reply) if m is not None and m.content.strip()]
+            said = [m for m in (prepared.question, reply if self.remember_replies else None)
+                    if m is not None and m.content.strip()]
             if said:
                 self.memory.add([Message(m.role, m.content) for m in said],
                                 user_id=self.user_id, agent_id=self.agent_id,

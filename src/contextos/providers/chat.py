@@ -75,6 +75,7 @@ class Chat:
         self.max_tokens = max_tokens
         self.memory = memory
         self.context = SessionContext(memory=memory, session=session_id, user_id=user_id)
+        self.context.remember_replies = provider != "offline"  # canned text is no memory
         self._client: WrappedClient | None = None
         self._watch = _Watch(self.context)
         if provider != "offline":
