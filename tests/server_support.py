@@ -29,8 +29,7 @@ def app_client(db: Path | str, **config: Any) -> Iterator[TestClient]:
     """A TestClient over a fresh app on ``db`` (HashEmbedder, admin key, no rate limit)."""
     config.setdefault("admin_key", ADMIN_KEY)
     config.setdefault("rate_limit", RateLimit(rate=0))
-    app = create_app(ServerConfig(db=str(db), embedder="hash", **config),
-                     embedder=HashEmbedder())
+    app = create_app(ServerConfig(db=str(db), embedder="hash", **config), embedder=HashEmbedder())
     try:
         with TestClient(app) as client:
             yield client

@@ -22,10 +22,9 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from pg_support import connect, pg_url, with_options  # noqa: E402
-
 from contextos.bench.serve import running_server  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
+from pg_support import connect, pg_url, with_options  # noqa: E402
 
 SERVER_FLAGS = ("--embedder", "hash", "--rate", "0", "--log-level", "error")
 WRITERS = 4
@@ -46,19 +45,26 @@ class Acked:
 
 def _writer(url: str, key: str, n: int, acked: Acked, stop: threading.Event) -> None:
     session = f"sess-{n}"
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=10) as client:
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ) as client:
         for i in range(100_000):
             if stop.is_set():
                 return
             text = f"writer {n} record {i} {uuid.uuid4().hex}"
             try:
                 if i % 2 == 0:
-                    resp = client.post("/v1/memories", json={"messages": text,
-                                                             "user_id": f"user{n}"})
+                    resp = client.post(
+                        "/v1/memories", json={"messages": text, "user_id": f"user{n}"}
+                    )
                 else:
-                    resp = client.post(f"/v1/sessions/{session}/turns", json={
-                        "messages": [{"role": "user", "content": text}], "user_id": f"user{n}"})
+                    resp = client.post(
+                        f"/v1/sessions/{session}/turns",
+                        json={
+                            "messages": [{"role": "user", "content": text}],
+                            "user_id": f"user{n}",
+                        },
+                    )
             except httpx.TransportError:
                 return  # the server is gone: this write was never acknowledged
             if resp.status_code != 201:
@@ -73,8 +79,10 @@ def _writer(url: str, key: str, n: int, acked: Acked, stop: threading.Event) -> 
 def _stream_then_kill(db: str, key: str, *, min_acked: int = 150) -> Acked:
     acked, stop = Acked(), threading.Event()
     with running_server(db, *SERVER_FLAGS) as (url, proc):
-        threads = [threading.Thread(target=_writer, args=(url, key, n, acked, stop))
-                   for n in range(WRITERS)]
+        threads = [
+            threading.Thread(target=_writer, args=(url, key, n, acked, stop))
+            for n in range(WRITERS)
+        ]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 20
@@ -91,8 +99,12 @@ def _stream_then_kill(db: str, key: str, *, min_acked: int = 150) -> Acked:
 
 
 def _verify(db: str, key: str, acked: Acked) -> None:
-    with running_server(db, *SERVER_FLAGS) as (url, _proc), httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+    with (
+        running_server(db, *SERVER_FLAGS) as (url, _proc),
+        httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client,
+    ):
         missing = []
         for memory_id, text in acked.records.items():
             resp = client.get(f"/v1/memories/{memory_id}")
@@ -100,12 +112,13 @@ def _verify(db: str, key: str, acked: Acked) -> None:
                 missing.append((memory_id, resp.status_code))
         assert missing == []
         for session, texts in acked.turns.items():
-            stored = client.get(f"/v1/sessions/{session}/turns",
-                                params={"limit": 1000}).json()["results"]
+            stored = client.get(f"/v1/sessions/{session}/turns", params={"limit": 1000}).json()[
+                "results"
+            ]
             contents = [t["content"] for t in stored]
             assert [t["seq"] for t in stored] == list(range(len(stored)))  # no gaps
             # Every acknowledged turn is there, in order (an unacknowledged last one may be too).
-            assert contents[:len(texts)] == texts
+            assert contents[: len(texts)] == texts
             assert len(contents) - len(texts) <= 1
 
 

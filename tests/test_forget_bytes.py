@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pg_support import connect, pg_url, with_options
 from server_support import app_client, auth, issue_key
 
@@ -30,21 +31,38 @@ def _fill(client: Any, key: str) -> tuple[list[str], list[str]]:
     bob = [_marker("zz")]
     ids = []
     for word in ana[:3]:
-        r = client.post("/v1/memories", headers=h, json={
-            "messages": [{"role": "user", "content": f"ana says {word} about her health"}],
-            "user_id": "ana", "session_id": "ana-s1", "metadata": {"note": ana[3]}})
+        r = client.post(
+            "/v1/memories",
+            headers=h,
+            json={
+                "messages": [{"role": "user", "content": f"ana says {word} about her health"}],
+                "user_id": "ana",
+                "session_id": "ana-s1",
+                "metadata": {"note": ana[3]},
+            },
+        )
         assert r.status_code == 201
         ids += [x["id"] for x in r.json()["results"]]
     client.patch(f"/v1/memories/{ids[0]}", headers=h, json={"text": f"ana corrected {ana[4]}"})
     client.delete(f"/v1/memories/{ids[1]}", headers=h)
-    client.post("/v1/sessions/ana-s1/turns", headers=h, json={
-        "messages": [{"role": "user", "content": f"turn {ana[5]}"},
-                     {"role": "assistant", "content": f"reply {ana[6]}"}], "user_id": "ana"})
-    client.post("/v1/memories", headers=h, json={"messages": f"bob keeps {bob[0]}",
-                                                 "user_id": "bob"})
+    client.post(
+        "/v1/sessions/ana-s1/turns",
+        headers=h,
+        json={
+            "messages": [
+                {"role": "user", "content": f"turn {ana[5]}"},
+                {"role": "assistant", "content": f"reply {ana[6]}"},
+            ],
+            "user_id": "ana",
+        },
+    )
+    client.post(
+        "/v1/memories", headers=h, json={"messages": f"bob keeps {bob[0]}", "user_id": "bob"}
+    )
     client.app.state.tenants.flush()  # vectors and index in place before forgetting
-    assert client.post("/v1/memories/search", headers=h,
-                       json={"query": ana[2], "user_id": "ana"}).json()["results"]
+    assert client.post(
+        "/v1/memories/search", headers=h, json={"query": ana[2], "user_id": "ana"}
+    ).json()["results"]
     return ana, bob
 
 
@@ -53,7 +71,10 @@ def _forget(client: Any, key: str) -> None:
     resp = client.post("/v1/memories/forget", headers=h, json={"user_id": "ana"})
     assert resp.status_code == 200 and resp.json()["forgotten"] == 2
     assert client.get("/v1/memories", headers=h, params={"user_id": "ana"}).json() == {
-        "results": [], "limit": 100, "offset": 0}
+        "results": [],
+        "limit": 100,
+        "offset": 0,
+    }
     assert client.get("/v1/sessions/ana-s1/turns", headers=h).json() == {"results": []}
 
 
@@ -95,9 +116,14 @@ def pg_schema() -> Iterator[tuple[str, str]]:
 def _pg_rows_mentioning(url: str, schema: str, needles: list[str]) -> list[str]:
     hits = []
     with connect(url) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-            "AND table_type = 'BASE TABLE'", (schema,))]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_type = 'BASE TABLE'",
+                (schema,),
+            )
+        ]
         assert tables
         for table in tables:
             for (row,) in conn.execute(f'SELECT t::text FROM {schema}."{table}" t'):
@@ -106,8 +132,9 @@ def _pg_rows_mentioning(url: str, schema: str, needles: list[str]) -> list[str]:
 
 
 @pytest.mark.postgres
-def test_postgres_forget_leaves_no_row_of_the_user(tmp_path: Path,
-                                                   pg_schema: tuple[str, str]) -> None:
+def test_postgres_forget_leaves_no_row_of_the_user(
+    tmp_path: Path, pg_schema: tuple[str, str]
+) -> None:
     url, schema = pg_schema
     with app_client(url) as client:
         key = issue_key(client, "acme")
@@ -117,9 +144,12 @@ def test_postgres_forget_leaves_no_row_of_the_user(tmp_path: Path,
         assert _pg_rows_mentioning(pg_url(), schema, [*ana, "ana-s1"]) == []
         assert _pg_rows_mentioning(pg_url(), schema, bob) != []
         with connect(pg_url()) as conn:
-            for table, in conn.execute(
-                    "SELECT table_name FROM information_schema.columns WHERE table_schema = %s "
-                    "AND column_name = 'user_id'", (schema,)).fetchall():
-                (n,) = conn.execute(f'SELECT count(*) FROM {schema}."{table}" '
-                                    "WHERE user_id = 'ana'").fetchone()
+            for (table,) in conn.execute(
+                "SELECT table_name FROM information_schema.columns WHERE table_schema = %s "
+                "AND column_name = 'user_id'",
+                (schema,),
+            ).fetchall():
+                (n,) = conn.execute(
+                    f"SELECT count(*) FROM {schema}.\"{table}\" WHERE user_id = 'ana'"
+                ).fetchone()
                 assert n == 0, table

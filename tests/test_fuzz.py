@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
 
 from contextos.cli.main import main
+from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -29,8 +29,12 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +42,11 @@ def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
     db = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
     with app_client(db) as client:
         key = issue_key(client, "fuzz")
-        client.post("/v1/memories", headers=auth(key),
-                    json={"messages": "a seed memory about tea", "user_id": "u1"})
+        client.post(
+            "/v1/memories",
+            headers=auth(key),
+            json={"messages": "a seed memory about tea", "user_id": "u1"},
+        )
         yield client, key
 
 
@@ -50,8 +57,10 @@ def test_openapi_fuzz_never_500(fuzz_client: tuple[Any, str], mode: str) -> None
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15
-    fuzzed = sum(_fuzz_operation(op, ADMIN_KEY if op.path.startswith("/v1/keys") else key, mode)
-                 for op in operations)
+    fuzzed = sum(
+        _fuzz_operation(op, ADMIN_KEY if op.path.startswith("/v1/keys") else key, mode)
+        for op in operations
+    )
     assert fuzzed >= (len(operations) if mode == "positive" else 10)
 
 
@@ -59,8 +68,13 @@ def _fuzz_operation(operation: Any, secret: str, mode: str) -> bool:
     """Fuzz one operation; False when it has no input that can be made invalid."""
     from schemathesis.generation import GenerationMode
 
-    @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck),
-              derandomize=True, database=None)
+    @settings(
+        max_examples=10,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
     @given(case=operation.as_strategy(GenerationMode(mode)))
     def fuzz(case: Any) -> None:
         case.call_and_validate(headers=auth(secret), checks=CHECKS)
@@ -88,8 +102,10 @@ HOSTILE_BODIES: list[tuple[str, bytes | str]] = [
     ("NaN metadata", '{"messages": "x", "user_id": "u", "metadata": {"a": NaN}}'),
     ("Infinity metadata", '{"messages": "x", "user_id": "u", "metadata": {"a": Infinity}}'),
     ("huge int", '{"messages": "x", "user_id": "u", "metadata": {"a": ' + "9" * 400 + "}}"),
-    ("deep nesting", '{"messages": "x", "user_id": "u", "metadata": {"a": '
-     + "[" * 50 + "]" * 50 + "}}"),
+    (
+        "deep nesting",
+        '{"messages": "x", "user_id": "u", "metadata": {"a": ' + "[" * 50 + "]" * 50 + "}}",
+    ),
     ("very deep nesting", "[" * 100_000 + "]" * 100_000),
     ("wrong type messages", '{"messages": 42, "user_id": "u"}'),
     ("wrong type user", '{"messages": "x", "user_id": ["u"]}'),
@@ -105,20 +121,34 @@ HOSTILE_BODIES: list[tuple[str, bytes | str]] = [
 
 
 @pytest.mark.parametrize(("name", "body"), HOSTILE_BODIES, ids=[n for n, _ in HOSTILE_BODIES])
-def test_hostile_bodies_get_clear_4xx(fuzz_client: tuple[Any, str], name: str,
-                                      body: bytes | str) -> None:
+def test_hostile_bodies_get_clear_4xx(
+    fuzz_client: tuple[Any, str], name: str, body: bytes | str
+) -> None:
     client, key = fuzz_client
     for path in ("/v1/memories", "/v1/memories/search", "/v1/sessions/s/turns"):
-        resp = client.post(path, content=body,
-                           headers={**auth(key), "content-type": "application/json"})
+        resp = client.post(
+            path, content=body, headers={**auth(key), "content-type": "application/json"}
+        )
         assert 400 <= resp.status_code < 500, (name, path, resp.status_code, resp.text[:300])
         assert_error(resp, resp.status_code)
 
 
-@pytest.mark.parametrize("text", [
-    "emoji 👩‍👩‍👧‍👦 family", "rtl עברית مرحبا", "combining e\u0301\u0301\u0301",
-    "zero\u200bwidth", "bom \ufeff", "astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "control \x01\x1f", "' OR 1=1 --",
-    "fts \"quote\" AND OR NOT * ( ) NEAR:", "%_\\", "line\r\nbreak"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "emoji 👩‍👩‍👧‍👦 family",
+        "rtl עברית مرحبا",
+        "combining e\u0301\u0301\u0301",
+        "zero\u200bwidth",
+        "bom \ufeff",
+        "astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+        "control \x01\x1f",
+        "' OR 1=1 --",
+        'fts "quote" AND OR NOT * ( ) NEAR:',
+        "%_\\",
+        "line\r\nbreak",
+    ],
+)
 def test_unicode_edge_cases_round_trip(fuzz_client: tuple[Any, str], text: str) -> None:
     client, key = fuzz_client
     h = auth(key)
@@ -137,8 +167,9 @@ def test_wrong_content_type_and_methods(fuzz_client: tuple[Any, str]) -> None:
     assert_error(form, 422)
     assert_error(client.put("/v1/memories", headers=auth(key)), 405, "HTTPError")
     assert_error(client.get("/v1/nothing-here", headers=auth(key)), 404, "HTTPError")
-    bad_len = client.post("/v1/memories", headers={**auth(key), "content-length": "abc"},
-                          content=b"{}")
+    bad_len = client.post(
+        "/v1/memories", headers={**auth(key), "content-length": "abc"}, content=b"{}"
+    )
     assert bad_len.status_code in (400, 422)
 
 
@@ -160,19 +191,25 @@ def _run_cli(argv: list[str]) -> tuple[int, str]:
 CLI_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
-          derandomize=True)
-@given(tenant=CLI_TEXT, name=CLI_TEXT, key_id=CLI_TEXT,
-       port=st.one_of(st.integers(-10, 70_000).map(str), CLI_TEXT))
-def test_cli_arguments_fail_cleanly(tmp_path_factory: pytest.TempPathFactory, tenant: str,
-                                    name: str, key_id: str, port: str) -> None:
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(
+    tenant=CLI_TEXT,
+    name=CLI_TEXT,
+    key_id=CLI_TEXT,
+    port=st.one_of(st.integers(-10, 70_000).map(str), CLI_TEXT),
+)
+def test_cli_arguments_fail_cleanly(
+    tmp_path_factory: pytest.TempPathFactory, tenant: str, name: str, key_id: str, port: str
+) -> None:
     db = str(tmp_path_factory.mktemp("cli") / "cli.db")
-    for argv in (["keys", "create", "--db", db, "--tenant", tenant, "--name", name],
-                 ["keys", "revoke", "--db", db, "--", key_id],
-                 ["keys", "list", "--db", db, "--tenant", tenant, "--json"],
-                 ["serve", "--db", db, "--port", port, "--rate", "-1"],
-                 ["bench", "serve", "--clients", port, "--seconds", "0"],
-                 ["mcp", "--db", db, "--transport", "x" + name, "--key", key_id]):
+    for argv in (
+        ["keys", "create", "--db", db, "--tenant", tenant, "--name", name],
+        ["keys", "revoke", "--db", db, "--", key_id],
+        ["keys", "list", "--db", db, "--tenant", tenant, "--json"],
+        ["serve", "--db", db, "--port", port, "--rate", "-1"],
+        ["bench", "serve", "--clients", port, "--seconds", "0"],
+        ["mcp", "--db", db, "--transport", "x" + name, "--key", key_id],
+    ):
         code, output = _run_cli(argv)
         assert code in (0, 1, 2), (argv, code, output)
         assert "Traceback" not in output, (argv, output)
@@ -183,7 +220,8 @@ def test_cli_arguments_fail_cleanly(tmp_path_factory: pytest.TempPathFactory, te
 
 
 def test_cli_keys_create_rejects_bad_tenant_with_a_message(tmp_path: Path) -> None:
-    code, output = _run_cli(["keys", "create", "--db", str(tmp_path / "k.db"),
-                             "--tenant", "no/slashes"])
+    code, output = _run_cli(
+        ["keys", "create", "--db", str(tmp_path / "k.db"), "--tenant", "no/slashes"]
+    )
     assert code == 2
     assert "tenant must be" in output

@@ -40,9 +40,11 @@ def _payload(result: Any) -> Any:
 
 
 async def _stdio(db: Path, key: str, fn: Callable[[ClientSession], Awaitable[Any]]) -> Any:
-    params = StdioServerParameters(command=CLI[0], args=[*CLI[1:], "mcp", "--db", str(db),
-                                                         "--embedder", "hash"],
-                                   env={"CONTEXTOS_API_KEY": key})
+    params = StdioServerParameters(
+        command=CLI[0],
+        args=[*CLI[1:], "mcp", "--db", str(db), "--embedder", "hash"],
+        env={"CONTEXTOS_API_KEY": key},
+    )
     with anyio.fail_after(60):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
@@ -55,19 +57,35 @@ def test_stdio_tools_round_trip(tmp_path: Path) -> None:
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
         names = {t.name for t in (await s.list_tools()).tools}
-        added = _payload(await s.call_tool("add_memory", {
-            "text": "Ana drinks green tea every morning", "user_id": "ana"}))
+        added = _payload(
+            await s.call_tool(
+                "add_memory", {"text": "Ana drinks green tea every morning", "user_id": "ana"}
+            )
+        )
         await s.call_tool("add_memory", {"text": "Ana's bike is red", "user_id": "ana"})
-        found = _payload(await s.call_tool("search_memory", {"query": "green tea",
-                                                             "user_id": "ana"}))
-        window = _payload(await s.call_tool("assemble_window", {
-            "question": "What does Ana drink?", "user_id": "ana", "token_budget": 300}))
+        found = _payload(
+            await s.call_tool("search_memory", {"query": "green tea", "user_id": "ana"})
+        )
+        window = _payload(
+            await s.call_tool(
+                "assemble_window",
+                {"question": "What does Ana drink?", "user_id": "ana", "token_budget": 300},
+            )
+        )
         unscoped = await s.call_tool("search_memory", {"query": "tea"})
         deleted = _payload(await s.call_tool("delete_memory", {"memory_id": added[0]["id"]}))
         missing = await s.call_tool("delete_memory", {"memory_id": added[0]["id"]})
         listed = _payload(await s.call_tool("list_memories", {"user_id": "ana"}))
-        return {"names": names, "added": added, "found": found, "window": window,
-                "unscoped": unscoped, "deleted": deleted, "missing": missing, "listed": listed}
+        return {
+            "names": names,
+            "added": added,
+            "found": found,
+            "window": window,
+            "unscoped": unscoped,
+            "deleted": deleted,
+            "missing": missing,
+            "listed": listed,
+        }
 
     out = anyio.run(_stdio, db, key, scenario)
     assert out["names"] == TOOLS
@@ -86,8 +104,13 @@ def test_stdio_tools_round_trip(tmp_path: Path) -> None:
 def test_stdio_refuses_to_start_without_a_valid_key(tmp_path: Path) -> None:
     db = tmp_path / "mcp.db"
     _keys(db, "acme")
-    proc = subprocess.run([*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--key", "nope"],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--key", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 1
     assert "needs a valid API key" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -101,14 +124,29 @@ def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
     key_a, key_b = _keys(db, "tenant-a", "tenant-b")
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
-    proc = subprocess.Popen([*CLI, "mcp", "--db", str(db), "--embedder", "hash",
-                             "--transport", "streamable-http", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "mcp",
+            "--db",
+            str(db),
+            "--embedder",
+            "hash",
+            "--transport",
+            "streamable-http",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     async def call(key: str, tool: str, args: dict[str, Any]) -> Any:
-        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http, \
-                streamable_http_client(url, http_client=http) as (read, write, *_), \
-                ClientSession(read, write) as s:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+            streamable_http_client(url, http_client=http) as (read, write, *_),
+            ClientSession(read, write) as s,
+        ):
             await s.initialize()
             return _payload(await s.call_tool(tool, args))
 
@@ -122,13 +160,18 @@ def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
                 except httpx2.TransportError:
                     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                     await anyio.sleep(0.2)
-            added = await call(key_a, "add_memory", {"text": "A's launch code is 0451",
-                                                     "user_id": "ana"})
-            return {"anonymous": anonymous.status_code, "added": added,
-                    "b_list": await call(key_b, "list_memories", {"user_id": "ana"}),
-                    "b_search": await call(key_b, "search_memory", {"query": "launch code",
-                                                                    "user_id": "ana"}),
-                    "a_list": await call(key_a, "list_memories", {"user_id": "ana"})}
+            added = await call(
+                key_a, "add_memory", {"text": "A's launch code is 0451", "user_id": "ana"}
+            )
+            return {
+                "anonymous": anonymous.status_code,
+                "added": added,
+                "b_list": await call(key_b, "list_memories", {"user_id": "ana"}),
+                "b_search": await call(
+                    key_b, "search_memory", {"query": "launch code", "user_id": "ana"}
+                ),
+                "a_list": await call(key_a, "list_memories", {"user_id": "ana"}),
+            }
 
     try:
         out = anyio.run(scenario)

@@ -8,10 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 from click.testing import CliRunner
-from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
 
 from contextos.cli.main import cli
 from contextos.memory import Memory
@@ -19,6 +17,7 @@ from contextos.server.batching import BatchingEmbedder
 from contextos.server.keys import KeyStore, validate_tenant
 from contextos.server.ratelimit import RateLimit, TokenBucketLimiter
 from contextos.testing.embedders import HashEmbedder
+from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
 
 
 @pytest.fixture
@@ -29,21 +28,37 @@ def db(tmp_path: Path) -> Path:
 def test_memory_routes_match_the_python_api(db: Path) -> None:
     with app_client(db) as c:
         h = auth(issue_key(c, "acme"))
-        added = c.post("/v1/memories", headers=h, json={
-            "messages": [{"role": "user", "content": "I am allergic to peanuts"},
-                         {"role": "assistant", "content": "Noted, no peanuts."}],
-            "user_id": "ana", "session_id": "s1", "metadata": {"source": "chat"}})
+        added = c.post(
+            "/v1/memories",
+            headers=h,
+            json={
+                "messages": [
+                    {"role": "user", "content": "I am allergic to peanuts"},
+                    {"role": "assistant", "content": "Noted, no peanuts."},
+                ],
+                "user_id": "ana",
+                "session_id": "s1",
+                "metadata": {"source": "chat"},
+            },
+        )
         assert added.status_code == 201
         ids = [r["id"] for r in added.json()["results"]]
         assert len(ids) == 2
-        c.post("/v1/memories", headers=h, json={"messages": "Bob rides a red bike",
-                                                "user_id": "bob"})
-        http_hits = c.post("/v1/memories/search", headers=h,
-                           json={"query": "peanuts allergy", "user_id": "ana"}).json()
+        c.post(
+            "/v1/memories", headers=h, json={"messages": "Bob rides a red bike", "user_id": "bob"}
+        )
+        http_hits = c.post(
+            "/v1/memories/search", headers=h, json={"query": "peanuts allergy", "user_id": "ana"}
+        ).json()
         http_list = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()
 
-        with Memory(store=None, path_or_url=str(db), tenant="acme", embedder=HashEmbedder(),
-                    background_embedding=False) as mem:
+        with Memory(
+            store=None,
+            path_or_url=str(db),
+            tenant="acme",
+            embedder=HashEmbedder(),
+            background_embedding=False,
+        ) as mem:
             mem.flush()
             py_hits = mem.search("peanuts allergy", user_id="ana")
             py_list = mem.get_all(user_id="ana")
@@ -70,19 +85,31 @@ def test_memory_routes_match_the_python_api(db: Path) -> None:
 def test_session_routes_append_and_read_in_order(db: Path) -> None:
     with app_client(db) as c:
         h = auth(issue_key(c, "acme"))
-        first = c.post("/v1/sessions/s1/turns", headers=h, json={
-            "messages": [{"role": "user", "content": "hi"},
-                         {"role": "assistant", "content": "hello"}], "user_id": "ana"})
+        first = c.post(
+            "/v1/sessions/s1/turns",
+            headers=h,
+            json={
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                ],
+                "user_id": "ana",
+            },
+        )
         assert first.status_code == 201
-        c.post("/v1/sessions/s1/turns", headers=h,
-               json={"messages": [{"role": "user", "content": "bye"}], "user_id": "ana"})
+        c.post(
+            "/v1/sessions/s1/turns",
+            headers=h,
+            json={"messages": [{"role": "user", "content": "bye"}], "user_id": "ana"},
+        )
         turns = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
         assert [(t["seq"], t["content"]) for t in turns] == [(0, "hi"), (1, "hello"), (2, "bye")]
         assert all(t["tokens"] > 0 for t in turns)
         later = c.get("/v1/sessions/s1/turns", headers=h, params={"after_seq": 0, "limit": 1})
         assert [t["content"] for t in later.json()["results"]] == ["hello"]
         assert c.get("/v1/sessions", headers=h, params={"user_id": "ana"}).json() == {
-            "results": ["s1"]}
+            "results": ["s1"]
+        }
 
 
 def test_list_is_paginated_with_a_maximum(db: Path) -> None:
@@ -90,9 +117,12 @@ def test_list_is_paginated_with_a_maximum(db: Path) -> None:
         h = auth(issue_key(c, "acme"))
         for i in range(7):
             c.post("/v1/memories", headers=h, json={"messages": f"note {i}", "user_id": "ana"})
-        pages = [c.get("/v1/memories", headers=h,
-                       params={"user_id": "ana", "limit": 3, "offset": off}).json()
-                 for off in (0, 3, 6)]
+        pages = [
+            c.get(
+                "/v1/memories", headers=h, params={"user_id": "ana", "limit": 3, "offset": off}
+            ).json()
+            for off in (0, 3, 6)
+        ]
         ids = [r["id"] for p in pages for r in p["results"]]
         assert [len(p["results"]) for p in pages] == [3, 3, 1]
         assert len(set(ids)) == 7
@@ -148,8 +178,9 @@ def test_bodies_over_the_limit_get_413(db: Path) -> None:
             for _ in range(10):
                 yield b" " * 1000
 
-        streamed = c.post("/v1/memories", headers={**h, "content-type": "application/json"},
-                          content=chunks())
+        streamed = c.post(
+            "/v1/memories", headers={**h, "content-type": "application/json"}, content=chunks()
+        )
         assert_error(streamed, 413, "PayloadTooLarge")
         ok = c.post("/v1/memories", headers=h, json={"messages": "small", "user_id": "ana"})
         assert ok.status_code == 201
@@ -159,8 +190,10 @@ def test_rate_limit_answers_429_with_retry_after(db: Path) -> None:
     with app_client(db, rate_limit=RateLimit(rate=0.5, burst=2)) as c:
         a, b = auth(issue_key(c, "acme")), auth(issue_key(c, "other"))
         params = {"user_id": "ana"}
-        assert [c.get("/v1/memories", headers=a, params=params).status_code
-                for _ in range(2)] == [200, 200]
+        assert [c.get("/v1/memories", headers=a, params=params).status_code for _ in range(2)] == [
+            200,
+            200,
+        ]
         limited = c.get("/v1/memories", headers=a, params=params)
         assert_error(limited, 429, "RateLimited")
         assert int(limited.headers["retry-after"]) >= 1
@@ -191,8 +224,15 @@ def test_keys_are_stored_hashed_and_verified(tmp_path: Path) -> None:
     issued = store.create("acme", "ci")
     assert issued.secret.startswith(f"ctx_{issued.key.id}_")
     assert store.verify(issued.secret) == issued.key
-    for wrong in ("", "ctx_", issued.secret + "x", issued.secret.replace("ctx_", "ctx-"),
-                  f"ctx_{issued.key.id}_" + "A" * 43, "\ud800", "ctx_" + "0" * 12 + "_" + "a" * 30):
+    for wrong in (
+        "",
+        "ctx_",
+        issued.secret + "x",
+        issued.secret.replace("ctx_", "ctx-"),
+        f"ctx_{issued.key.id}_" + "A" * 43,
+        "\ud800",
+        "ctx_" + "0" * 12 + "_" + "a" * 30,
+    ):
         assert store.verify(wrong) is None
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
@@ -211,8 +251,9 @@ def test_tenant_names_are_validated(bad: str) -> None:
 def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
     db = str(tmp_path / "cli.db")
     runner = CliRunner()
-    created = runner.invoke(cli, ["keys", "create", "--db", db, "--tenant", "acme",
-                                  "--name", "laptop"])
+    created = runner.invoke(
+        cli, ["keys", "create", "--db", db, "--tenant", "acme", "--name", "laptop"]
+    )
     assert created.exit_code == 0, created.output
     secret = created.stdout.splitlines()[0]
     store = KeyStore(db)
@@ -233,14 +274,21 @@ def test_openapi_lists_every_route_with_bearer_auth(db: Path) -> None:
     with app_client(db) as c:
         spec = c.get("/openapi.json").json()
     paths = spec["paths"]
-    assert set(paths) >= {"/v1/memories", "/v1/memories/search", "/v1/memories/forget",
-                          "/v1/memories/{memory_id}", "/v1/memories/{memory_id}/history",
-                          "/v1/sessions", "/v1/sessions/{session_id}/turns", "/v1/keys",
-                          "/v1/keys/{key_id}", "/healthz"}
+    assert set(paths) >= {
+        "/v1/memories",
+        "/v1/memories/search",
+        "/v1/memories/forget",
+        "/v1/memories/{memory_id}",
+        "/v1/memories/{memory_id}/history",
+        "/v1/sessions",
+        "/v1/sessions/{session_id}/turns",
+        "/v1/keys",
+        "/v1/keys/{key_id}",
+        "/healthz",
+    }
     assert paths["/v1/memories/search"]["post"]["security"] == [{"HTTPBearer": []}]
     summaries = {op["summary"] for p in paths.values() for op in p.values()}
-    assert {"add", "search", "get", "get_all", "update", "delete", "history",
-            "forget"} <= summaries
+    assert {"add", "search", "get", "get_all", "update", "delete", "history", "forget"} <= summaries
 
 
 class _RecordingEmbedder(HashEmbedder):
@@ -272,8 +320,10 @@ def test_batching_embedder_merges_concurrent_calls_and_prefers_queries() -> None
         time.sleep(0.2)
         big = [f"document {i}" for i in range(20)]
         threads = [threading.Thread(target=lambda: results.update(big=emb.embed(big)))]
-        threads += [threading.Thread(target=lambda q=q: results.update({q: emb.embed([q])}))
-                    for q in ("tea", "coffee", "bike")]
+        threads += [
+            threading.Thread(target=lambda q=q: results.update({q: emb.embed([q])}))
+            for q in ("tea", "coffee", "bike")
+        ]
         for t in threads:
             t.start()
             time.sleep(0.05)

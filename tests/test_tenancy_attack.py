@@ -11,15 +11,14 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from server_support import ADMIN_KEY, app_client, auth, issue_key
 
 from contextos.errors import NotFound
 from contextos.server.mcp_server import MemoryTools
 from contextos.tokens import default_tokenizer
+from server_support import ADMIN_KEY, app_client, auth, issue_key
 
 SECRET_WORDS = ["zanzibarite", "quokkaflux", "vermillionwhale"]
 
@@ -39,31 +38,52 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, 
         texts = [f"ana secret {w} number {i}" for i, w in enumerate(SECRET_WORDS)]
         ids = []
         for text in texts[:2]:
-            r = c.post("/v1/memories", headers=auth(a), json={
-                "messages": text, "user_id": "ana", "session_id": "s-a",
-                "metadata": {"project": "apollo"}})
+            r = c.post(
+                "/v1/memories",
+                headers=auth(a),
+                json={
+                    "messages": text,
+                    "user_id": "ana",
+                    "session_id": "s-a",
+                    "metadata": {"project": "apollo"},
+                },
+            )
             ids += [x["id"] for x in r.json()["results"]]
-        r = c.post("/v1/memories", headers=auth(a), json={
-            "messages": texts[2], "user_id": "bob", "agent_id": "helper",
-            "memory_type": "semantic"})
+        r = c.post(
+            "/v1/memories",
+            headers=auth(a),
+            json={
+                "messages": texts[2],
+                "user_id": "bob",
+                "agent_id": "helper",
+                "memory_type": "semantic",
+            },
+        )
         ids += [x["id"] for x in r.json()["results"]]
         c.patch(f"/v1/memories/{ids[0]}", headers=auth(a), json={"metadata": {"v": 2}})
-        c.post("/v1/sessions/s-a/turns", headers=auth(a), json={
-            "messages": [{"role": "user", "content": texts[0]}], "user_id": "ana"})
+        c.post(
+            "/v1/sessions/s-a/turns",
+            headers=auth(a),
+            json={"messages": [{"role": "user", "content": texts[0]}], "user_id": "ana"},
+        )
         # B has its own user called ana, to prove user ids do not cross tenants either.
-        c.post("/v1/memories", headers=auth(b), json={"messages": "b's ana likes tea",
-                                                      "user_id": "ana"})
+        c.post(
+            "/v1/memories",
+            headers=auth(b),
+            json={"messages": "b's ana likes tea", "user_id": "ana"},
+        )
         yield c, a, b, Victim(ids, texts, _snapshot(c, a, ids))
 
 
 def _snapshot(c: Any, key: str, ids: list[str]) -> str:
     """Everything tenant A can see, as one string, to compare before and after."""
     h = auth(key)
-    parts = [c.get("/v1/memories", headers=h, params={"user_id": u}).json()
-             for u in ("ana", "bob")]
+    parts = [c.get("/v1/memories", headers=h, params={"user_id": u}).json() for u in ("ana", "bob")]
     parts += [c.get(f"/v1/memories/{i}/history", headers=h).json() for i in ids]
-    parts += [c.get("/v1/sessions/s-a/turns", headers=h).json(),
-              c.get("/v1/sessions", headers=h).json()]
+    parts += [
+        c.get("/v1/sessions/s-a/turns", headers=h).json(),
+        c.get("/v1/sessions", headers=h).json(),
+    ]
     return json.dumps(parts, sort_keys=True)
 
 
@@ -83,22 +103,32 @@ def _attacks(victim: Victim) -> Iterator[tuple[str, str, dict[str, Any]]]:
         yield "PATCH", f"/v1/memories/{mid}", {"json": {"text": "pwned"}}
         yield "PATCH", f"/v1/memories/{mid}", {"json": {"metadata": {"pwned": True}}}
         yield "GET", f"/v1/memories/{mid}/history", {}
-    for scope in ({"user_id": "ana"}, {"user_id": "bob"}, {"session_id": "s-a"},
-                  {"agent_id": "helper"}, {"user_id": "%"}, {"user_id": "' OR 1=1 --"}):
+    for scope in (
+        {"user_id": "ana"},
+        {"user_id": "bob"},
+        {"session_id": "s-a"},
+        {"agent_id": "helper"},
+        {"user_id": "%"},
+        {"user_id": "' OR 1=1 --"},
+    ):
         yield "GET", "/v1/memories", {"params": {**scope, "limit": 1000}}
         yield "GET", "/v1/memories", {"params": {**scope, "tenant": "tenant-a"}}
         for word in SECRET_WORDS + ["ana secret number"]:
             yield "POST", "/v1/memories/search", {"json": {"query": word, **scope, "limit": 100}}
-        yield "POST", "/v1/memories/search", {"json": {
-            "query": "secret", **scope, "metadata": {"project": "apollo"}}}
-    smuggled = [{"messages": "x", "user_id": "ana", "tenant": "tenant-a"},
-                {"query": "secret", "user_id": "ana", "tenant": "tenant-a"},
-                {"query": "secret", "user_id": "ana", "scope": {"tenant": "tenant-a"}}]
+        yield (
+            "POST",
+            "/v1/memories/search",
+            {"json": {"query": "secret", **scope, "metadata": {"project": "apollo"}}},
+        )
+    smuggled = [
+        {"messages": "x", "user_id": "ana", "tenant": "tenant-a"},
+        {"query": "secret", "user_id": "ana", "tenant": "tenant-a"},
+        {"query": "secret", "user_id": "ana", "scope": {"tenant": "tenant-a"}},
+    ]
     yield "POST", "/v1/memories", {"json": smuggled[0]}
     yield "POST", "/v1/memories/search", {"json": smuggled[1]}
     yield "POST", "/v1/memories/search", {"json": smuggled[2]}
-    yield "GET", "/v1/memories", {"params": {"user_id": "ana"},
-                                  "headers": {"X-Tenant": "tenant-a"}}
+    yield "GET", "/v1/memories", {"params": {"user_id": "ana"}, "headers": {"X-Tenant": "tenant-a"}}
     yield "GET", "/v1/sessions", {}
     yield "GET", "/v1/sessions", {"params": {"user_id": "ana"}}
     yield "GET", "/v1/sessions/s-a/turns", {}
@@ -108,8 +138,11 @@ def _attacks(victim: Victim) -> Iterator[tuple[str, str, dict[str, Any]]]:
         yield "DELETE", f"/v1/memories/{mid}", {}
     yield "POST", "/v1/memories/forget", {"json": {"user_id": "ana"}}
     yield "POST", "/v1/memories/forget", {"json": {"user_id": "bob"}}
-    yield "POST", "/v1/sessions/s-a/turns", {"json": {
-        "messages": [{"role": "user", "content": "injected"}], "user_id": "ana"}}
+    yield (
+        "POST",
+        "/v1/sessions/s-a/turns",
+        {"json": {"messages": [{"role": "user", "content": "injected"}], "user_id": "ana"}},
+    )
 
 
 def test_tenant_b_cannot_reach_tenant_a_over_http(world: tuple[Any, str, str, Victim]) -> None:
@@ -131,7 +164,8 @@ def test_tenant_b_cannot_reach_tenant_a_over_http(world: tuple[Any, str, str, Vi
 
 
 def test_tenant_b_gets_not_found_not_forbidden_for_a_ids(
-        world: tuple[Any, str, str, Victim]) -> None:
+    world: tuple[Any, str, str, Victim],
+) -> None:
     """404, the same as a random id, so B cannot even learn that an id exists."""
     c, _a, b, victim = world
     for mid in victim.ids + [str(uuid.uuid4())]:
@@ -156,13 +190,16 @@ def test_tenant_b_mcp_tools_cannot_reach_tenant_a(world: tuple[Any, str, str, Vi
     c, a, _b, victim = world
     tools = MemoryTools(c.app.state.tenants, lambda: "tenant-b", default_tokenizer())
     outputs: list[Any] = []
-    for scope in ({"user_id": "ana"}, {"user_id": "bob"}, {"session_id": "s-a"},
-                  {"agent_id": "helper"}):
+    for scope in (
+        {"user_id": "ana"},
+        {"user_id": "bob"},
+        {"session_id": "s-a"},
+        {"agent_id": "helper"},
+    ):
         outputs.append(tools.list_memories(**scope, limit=1000))
         for word in SECRET_WORDS:
             outputs.append(tools.search_memory(word, **scope, limit=100))
-            window = tools.assemble_window("what does the secret say?", **scope,
-                                           token_budget=4000)
+            window = tools.assemble_window("what does the secret say?", **scope, token_budget=4000)
             outputs.append(window)
     for mid in victim.ids:
         with pytest.raises(NotFound):

@@ -31,9 +31,12 @@ from typing import Any
 
 from .stats import percentile
 
-_WORDS = ("coffee tea hiking paris berlin tokyo guitar piano dog cat allergy peanuts "
-          "birthday march project deadline python rust garden tomatoes marathon bike "
-          "sister brother meeting doctor dentist vacation beach mountain novel movie").split()
+_VOCABULARY = (
+    "coffee tea hiking paris berlin tokyo guitar piano dog cat allergy peanuts "
+    "birthday march project deadline python rust garden tomatoes marathon bike "
+    "sister brother meeting doctor dentist vacation beach mountain novel movie"
+)
+_WORDS = tuple(_VOCABULARY.split(" "))
 USERS_PER_RUN = 10
 
 
@@ -46,9 +49,14 @@ class OpStats:
 
     def summary(self, seconds: float) -> dict[str, float | int]:
         lat = self.latencies
-        return {"ok": len(lat), "errors": self.errors, "per_s": len(lat) / seconds,
-                "p50_ms": percentile(lat, 50) * 1000, "p95_ms": percentile(lat, 95) * 1000,
-                "p99_ms": percentile(lat, 99) * 1000}
+        return {
+            "ok": len(lat),
+            "errors": self.errors,
+            "per_s": len(lat) / seconds,
+            "p50_ms": percentile(lat, 50) * 1000,
+            "p95_ms": percentile(lat, 95) * 1000,
+            "p99_ms": percentile(lat, 99) * 1000,
+        }
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,19 @@ def free_port() -> int:
 
 def serve_command(db: str, port: int, *extra: str) -> list[str]:
     """The argv of ``contextos serve`` for this interpreter."""
-    return [sys.executable, "-c", "from contextos.cli.main import main; main()",
-            "serve", "--db", db, "--host", "127.0.0.1", "--port", str(port), *extra]
+    return [
+        sys.executable,
+        "-c",
+        "from contextos.cli.main import main; main()",
+        "serve",
+        "--db",
+        db,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -93,12 +112,17 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
 
 
 @contextmanager
-def running_server(db: str, *extra: str, env: dict[str, str] | None = None,
-                   timeout: float = 60.0) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def running_server(
+    db: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``contextos serve`` in a subprocess on a free loopback port; stopped on exit."""
     port = free_port()
-    proc = subprocess.Popen(serve_command(db, port, *extra), env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        serve_command(db, port, *extra),
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, timeout)
@@ -119,14 +143,23 @@ def _sentence(rng: random.Random) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 14)))
 
 
-async def _client(n: int, client: Any, deadline: float, cfg: ServeBenchConfig,
-                  stats: dict[str, OpStats], acked: set[str]) -> None:
+async def _client(
+    n: int,
+    client: Any,
+    deadline: float,
+    cfg: ServeBenchConfig,
+    stats: dict[str, OpStats],
+    acked: set[str],
+) -> None:
     rng = random.Random(cfg.seed * 1000 + n)
     user = f"user{n % USERS_PER_RUN}"
     while time.monotonic() < deadline:
         op = "add" if rng.random() < cfg.add_fraction else "search"
-        body: dict[str, Any] = ({"messages": _sentence(rng), "user_id": user} if op == "add"
-                                else {"query": _sentence(rng)[:60], "user_id": user, "limit": 10})
+        body: dict[str, Any] = (
+            {"messages": _sentence(rng), "user_id": user}
+            if op == "add"
+            else {"query": _sentence(rng)[:60], "user_id": user, "limit": 10}
+        )
         path = "/v1/memories" if op == "add" else "/v1/memories/search"
         start = time.perf_counter()
         try:
@@ -143,19 +176,22 @@ async def _client(n: int, client: Any, deadline: float, cfg: ServeBenchConfig,
             acked.update(r["id"] for r in resp.json()["results"])
 
 
-async def _load(url: str, key: str, cfg: ServeBenchConfig) -> tuple[dict[str, OpStats],
-                                                                   set[str], float]:
+async def _load(
+    url: str, key: str, cfg: ServeBenchConfig
+) -> tuple[dict[str, OpStats], set[str], float]:
     import httpx
 
     stats = {"add": OpStats(), "search": OpStats()}
     acked: set[str] = set()
     limits = httpx.Limits(max_connections=cfg.clients, max_keepalive_connections=cfg.clients)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+    ) as client:
         start = time.monotonic()
         deadline = start + cfg.seconds
-        await asyncio.gather(*(_client(n, client, deadline, cfg, stats, acked)
-                               for n in range(cfg.clients)))
+        await asyncio.gather(
+            *(_client(n, client, deadline, cfg, stats, acked) for n in range(cfg.clients))
+        )
         elapsed = time.monotonic() - start
     return stats, acked, elapsed
 
@@ -165,13 +201,15 @@ def _stored_ids(url: str, key: str) -> set[str]:
     import httpx
 
     ids: set[str] = set()
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=60) as client:
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as client:
         for u in range(USERS_PER_RUN):
             offset = 0
             while True:
-                page = client.get("/v1/memories", params={
-                    "user_id": f"user{u}", "limit": 1000, "offset": offset}).json()["results"]
+                page = client.get(
+                    "/v1/memories", params={"user_id": f"user{u}", "limit": 1000, "offset": offset}
+                ).json()["results"]
                 ids.update(r["id"] for r in page)
                 offset += len(page)
                 if len(page) < 1000:
@@ -184,8 +222,12 @@ def _warm_up(url: str, key: str) -> None:
     import httpx
 
     headers = {"Authorization": f"Bearer {key}"}
-    httpx.post(f"{url}/v1/memories/search", json={"query": "warm up", "user_id": "user0"},
-               headers=headers, timeout=300).raise_for_status()
+    httpx.post(
+        f"{url}/v1/memories/search",
+        json={"query": "warm up", "user_id": "user0"},
+        headers=headers,
+        timeout=300,
+    ).raise_for_status()
 
 
 def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
@@ -205,8 +247,11 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
             stored = _stored_ids(url, key)
     total_ok = sum(len(s.latencies) for s in stats.values())
     return {
-        "config": {**asdict(cfg), "db": "sqlite (temporary file)" if cfg.db is None
-                   else _redact(cfg.db), "cpu_count": os.cpu_count()},
+        "config": {
+            **asdict(cfg),
+            "db": "sqlite (temporary file)" if cfg.db is None else _redact(cfg.db),
+            "cpu_count": os.cpu_count(),
+        },
         "elapsed_s": elapsed,
         "throughput_per_s": total_ok / elapsed,
         "add": stats["add"].summary(elapsed),

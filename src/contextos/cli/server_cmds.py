@@ -11,8 +11,10 @@ import click
 
 from .common import CliState, console, json_option, pass_state, print_json
 
-ADMIN_KEY_HELP = ("Admin key for /v1/keys (manages keys, cannot read memories); "
-                  "env CONTEXTOS_ADMIN_KEY. Without it, keys are managed with `contextos keys`.")
+ADMIN_KEY_HELP = (
+    "Admin key for /v1/keys (manages keys, cannot read memories); "
+    "env CONTEXTOS_ADMIN_KEY. Without it, keys are managed with `contextos keys`."
+)
 
 
 def _db(state: CliState, db: str | None) -> str:
@@ -28,13 +30,21 @@ def _key_dict(key: object) -> dict[str, object]:
     from ..server.keys import ApiKey
 
     assert isinstance(key, ApiKey)
-    return {"id": key.id, "tenant": key.tenant, "name": key.name,
-            "created_at": key.created_at.isoformat(),
-            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None}
+    return {
+        "id": key.id,
+        "tenant": key.tenant,
+        "name": key.name,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
 
 
-db_option = click.option("--db", default=None, metavar="PATH_OR_URL",
-                         help="SQLite file or postgresql:// URL (overrides the group's --db).")
+db_option = click.option(
+    "--db",
+    default=None,
+    metavar="PATH_OR_URL",
+    help="SQLite file or postgresql:// URL (overrides the group's --db).",
+)
 
 
 def register(cli: click.Group, bench: click.Group) -> None:
@@ -48,23 +58,55 @@ def register(cli: click.Group, bench: click.Group) -> None:
 @click.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-              help="TCP port.")
-@click.option("--embedder", default=None, help="Embedder name (minilm, or hash for tests); "
-              "env CONTEXTOS_EMBEDDER.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+)
+@click.option(
+    "--embedder",
+    default=None,
+    help="Embedder name (minilm, or hash for tests); env CONTEXTOS_EMBEDDER.",
+)
 @click.option("--admin-key", envvar="CONTEXTOS_ADMIN_KEY", default=None, help=ADMIN_KEY_HELP)
-@click.option("--max-body-bytes", default=1_000_000, show_default=True,
-              type=click.IntRange(1024), help="Larger request bodies get 413.")
-@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(0),
-              help="Requests per second per key (0: no limit); over it: 429 + Retry-After.")
-@click.option("--burst", default=100, show_default=True, type=click.IntRange(1),
-              help="Requests a key may send at once before the rate applies.")
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option(
+    "--max-body-bytes",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Larger request bodies get 413.",
+)
+@click.option(
+    "--rate",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Requests per second per key (0: no limit); over it: 429 + Retry-After.",
+)
+@click.option(
+    "--burst",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests a key may send at once before the rate applies.",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
 @pass_state
-def serve(state: CliState, db: str | None, host: str, port: int, embedder: str | None,
-          admin_key: str | None, max_body_bytes: int, rate: float, burst: int,
-          log_level: str) -> None:
+def serve(
+    state: CliState,
+    db: str | None,
+    host: str,
+    port: int,
+    embedder: str | None,
+    admin_key: str | None,
+    max_body_bytes: int,
+    rate: float,
+    burst: int,
+    log_level: str,
+) -> None:
     """Run the HTTP API (memories, sessions, keys) on HOST:PORT over --db."""
     from ..server.app import ServerConfig, close_app, create_app
     from ..server.ratelimit import RateLimit
@@ -75,9 +117,13 @@ def serve(state: CliState, db: str | None, host: str, port: int, embedder: str |
         from ..errors import MissingExtraError
 
         raise MissingExtraError("server", "uvicorn") from exc
-    config = ServerConfig(db=_db(state, db), embedder=_embedder_name(state, embedder),
-                          admin_key=admin_key, max_body_bytes=max_body_bytes,
-                          rate_limit=RateLimit(rate=rate, burst=burst))
+    config = ServerConfig(
+        db=_db(state, db),
+        embedder=_embedder_name(state, embedder),
+        admin_key=admin_key,
+        max_body_bytes=max_body_bytes,
+        rate_limit=RateLimit(rate=rate, burst=burst),
+    )
     app = create_app(config)
     console.print(f"contextos serving on http://{host}:{port} (docs at /docs)", highlight=False)
     try:
@@ -110,8 +156,12 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
         print_json({**_key_dict(issued.key), "key": issued.secret})
         return
     click.echo(issued.secret)
-    console.print(f"key {issued.key.id} for tenant {tenant!r}: store the secret now, "
-                  "it cannot be shown again", style="dim", highlight=False)
+    console.print(
+        f"key {issued.key.id} for tenant {tenant!r}: store the secret now, "
+        "it cannot be shown again",
+        style="dim",
+        highlight=False,
+    )
 
 
 @keys.command("list")
@@ -158,18 +208,40 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 
 @click.command()
 @db_option
-@click.option("--transport", type=click.Choice(["stdio", "streamable-http"]), default="stdio",
-              show_default=True, help="stdio for a local client; streamable-http to listen.")
-@click.option("--key", "api_key", envvar="CONTEXTOS_API_KEY", default=None,
-              help="stdio: the API key whose tenant the tools act for (env CONTEXTOS_API_KEY). "
-                   "HTTP: not used; each request brings its own Bearer key.")
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "streamable-http"]),
+    default="stdio",
+    show_default=True,
+    help="stdio for a local client; streamable-http to listen.",
+)
+@click.option(
+    "--key",
+    "api_key",
+    envvar="CONTEXTOS_API_KEY",
+    default=None,
+    help="stdio: the API key whose tenant the tools act for (env CONTEXTOS_API_KEY). "
+    "HTTP: not used; each request brings its own Bearer key.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: interface.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535),
-              help="HTTP: port (endpoint /mcp).")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="HTTP: port (endpoint /mcp).",
+)
 @click.option("--embedder", default=None, help="Embedder name (minilm, or hash for tests).")
 @pass_state
-def mcp(state: CliState, db: str | None, transport: str, api_key: str | None, host: str,
-        port: int, embedder: str | None) -> None:
+def mcp(
+    state: CliState,
+    db: str | None,
+    transport: str,
+    api_key: str | None,
+    host: str,
+    port: int,
+    embedder: str | None,
+) -> None:
     """Run the MCP server (memory tools + window assembly) for one tenant's key."""
     from ..embed import make_embedder
     from ..server.auth import Unauthenticated
@@ -184,14 +256,15 @@ def mcp(state: CliState, db: str | None, transport: str, api_key: str | None, ho
         if transport == "stdio":
             key = key_store.verify(api_key or "")
             if key is None:
-                raise Unauthenticated("contextos mcp needs a valid API key: pass --key or set "
-                                      "CONTEXTOS_API_KEY (create one with `contextos keys "
-                                      "create --tenant T`)")
+                raise Unauthenticated(
+                    "contextos mcp needs a valid API key: pass --key or set "
+                    "CONTEXTOS_API_KEY (create one with `contextos keys "
+                    "create --tenant T`)"
+                )
             server = build_mcp_server(tenants, tenant=key.tenant)
             server.run("stdio")
         else:
-            server = build_mcp_server(tenants, keys=key_store,
-                                      http_url=f"http://{host}:{port}")
+            server = build_mcp_server(tenants, keys=key_store, http_url=f"http://{host}:{port}")
             server.run("streamable-http", host=host, port=port)
     finally:
         tenants.close()
@@ -200,19 +273,51 @@ def mcp(state: CliState, db: str | None, transport: str, api_key: str | None, ho
 
 @click.command("serve")
 @db_option
-@click.option("--clients", default=50, show_default=True, type=click.IntRange(1, 1000),
-              help="Concurrent clients.")
-@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(1),
-              help="How long the load runs.")
-@click.option("--embedder", default="minilm", show_default=True,
-              help="Embedder of the server under test (minilm is the real configuration).")
-@click.option("--add-fraction", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Share of requests that are adds (the rest are searches).")
-@click.option("--json", "json_out", default=None, metavar="OUT",
-              type=click.Path(dir_okay=False), help="Also write the report to this file.")
+@click.option(
+    "--clients",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Concurrent clients.",
+)
+@click.option(
+    "--seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="How long the load runs.",
+)
+@click.option(
+    "--embedder",
+    default="minilm",
+    show_default=True,
+    help="Embedder of the server under test (minilm is the real configuration).",
+)
+@click.option(
+    "--add-fraction",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of requests that are adds (the rest are searches).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    default=None,
+    metavar="OUT",
+    type=click.Path(dir_okay=False),
+    help="Also write the report to this file.",
+)
 @pass_state
-def serve_bench(state: CliState, db: str | None, clients: int, seconds: float, embedder: str,
-                add_fraction: float, json_out: str | None) -> None:
+def serve_bench(
+    state: CliState,
+    db: str | None,
+    clients: int,
+    seconds: float,
+    embedder: str,
+    add_fraction: float,
+    json_out: str | None,
+) -> None:
     """Load-test `contextos serve` on loopback: throughput, p50/p95/p99, errors,
     acknowledged vs stored writes (default: a temporary SQLite file; --db for PostgreSQL)."""
     import json
@@ -220,9 +325,15 @@ def serve_bench(state: CliState, db: str | None, clients: int, seconds: float, e
 
     from ..bench.serve import ServeBenchConfig, run_serve_bench
 
-    report = run_serve_bench(ServeBenchConfig(db=db or state.db, clients=clients,
-                                              seconds=seconds, embedder=embedder,
-                                              add_fraction=add_fraction))
+    report = run_serve_bench(
+        ServeBenchConfig(
+            db=db or state.db,
+            clients=clients,
+            seconds=seconds,
+            embedder=embedder,
+            add_fraction=add_fraction,
+        )
+    )
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -235,12 +346,20 @@ def serve_bench(state: CliState, db: str | None, clients: int, seconds: float, e
 def _print_bench(report: dict[str, object]) -> None:
     add, search = report["add"], report["search"]
     assert isinstance(add, dict) and isinstance(search, dict)
-    console.print(f"{report['throughput_per_s']:.1f} req/s over {report['elapsed_s']:.1f}s, "
-                  f"errors {report['errors']}", highlight=False)
+    console.print(
+        f"{report['throughput_per_s']:.1f} req/s over {report['elapsed_s']:.1f}s, "
+        f"errors {report['errors']}",
+        highlight=False,
+    )
     for name, op in (("add", add), ("search", search)):
-        console.print(f"  {name:6} {op['per_s']:7.1f}/s  p50 {op['p50_ms']:7.1f} ms  "
-                      f"p95 {op['p95_ms']:7.1f} ms  p99 {op['p99_ms']:7.1f} ms  "
-                      f"errors {op['errors']}", highlight=False)
-    console.print(f"  acknowledged writes {report['acknowledged_writes']}, stored "
-                  f"{report['stored_writes']}, missing {report['missing_writes']}",
-                  highlight=False)
+        console.print(
+            f"  {name:6} {op['per_s']:7.1f}/s  p50 {op['p50_ms']:7.1f} ms  "
+            f"p95 {op['p95_ms']:7.1f} ms  p99 {op['p99_ms']:7.1f} ms  "
+            f"errors {op['errors']}",
+            highlight=False,
+        )
+    console.print(
+        f"  acknowledged writes {report['acknowledged_writes']}, stored "
+        f"{report['stored_writes']}, missing {report['missing_writes']}",
+        highlight=False,
+    )

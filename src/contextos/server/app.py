@@ -84,8 +84,9 @@ def _import_fastapi() -> Any:
     return fastapi
 
 
-def create_app(config: ServerConfig, *, embedder: Embedder | None = None,
-               tokenizer: Tokenizer | None = None) -> Any:
+def create_app(
+    config: ServerConfig, *, embedder: Embedder | None = None, tokenizer: Tokenizer | None = None
+) -> Any:
     """Build the FastAPI app for ``config`` (store and key table opened now)."""
     fastapi = _import_fastapi()
     from .routes import key_router, memory_router, session_router
@@ -102,8 +103,9 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None,
         tenants.close()
         batching.close()
         raise
-    auth = Authenticator(keys, admin_key=config.admin_key,
-                         limiter=TokenBucketLimiter(config.rate_limit))
+    auth = Authenticator(
+        keys, admin_key=config.admin_key, limiter=TokenBucketLimiter(config.rate_limit)
+    )
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -114,22 +116,34 @@ def create_app(config: ServerConfig, *, embedder: Embedder | None = None,
         finally:
             tenants.flush()
 
-    app = fastapi.FastAPI(title="contextos", version=_version(), lifespan=lifespan,
-                          description="Tenant-scoped memory and session API of contextos.")
+    app = fastapi.FastAPI(
+        title="contextos",
+        version=_version(),
+        lifespan=lifespan,
+        description="Tenant-scoped memory and session API of contextos.",
+    )
     app.state.tenants, app.state.keys, app.state.auth = tenants, keys, auth
-    app.state.close = lambda: (tenants.close(), keys.close(), batching.close())
+
+    def close() -> None:
+        tenants.close()
+        keys.close()
+        batching.close()
+
+    app.state.close = close
     app.include_router(memory_router(auth, tenants))
     app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
     app.include_router(key_router(auth))
 
-    @app.get("/healthz", tags=["health"], summary="health")
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers (no auth, touches no data)."""
-        return {"status": "ok"}
+    app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="health")
 
     _install_error_handlers(app, fastapi)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     return app
+
+
+def _healthz() -> dict[str, str]:
+    """Liveness: the process answers (no auth, touches no data)."""
+    return {"status": "ok"}
 
 
 def close_app(app: Any) -> None:
@@ -161,8 +175,11 @@ def _install_error_handlers(app: Any, fastapi: Any) -> None:
         return JSONResponse(error_body("InvalidRequest", _describe(exc.errors())), 422)
 
     async def on_http(_: Any, exc: HTTPException) -> Any:
-        return JSONResponse(error_body("HTTPError", str(exc.detail)), exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body("HTTPError", str(exc.detail)),
+            exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)

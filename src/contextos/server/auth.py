@@ -79,8 +79,10 @@ class Authenticator:
     def require_admin(self, headers: Mapping[str, str]) -> Principal:
         """The admin principal, or Forbidden for a tenant key."""
         if self._admin_hash is None:
-            raise Forbidden("key management over HTTP is disabled: start the server "
-                            "with --admin-key (or CONTEXTOS_ADMIN_KEY)")
+            raise Forbidden(
+                "key management over HTTP is disabled: start the server "
+                "with --admin-key (or CONTEXTOS_ADMIN_KEY)"
+            )
         principal = self._charge(self.identify(bearer_secret(headers)))
         if not principal.is_admin:
             raise Forbidden("this route needs the admin key")

@@ -22,7 +22,6 @@ import numpy as np
 
 from ..embed import Embedder, Vectors
 
-
 #: Calls with at most this many texts count as interactive (a query).
 SMALL = 4
 
@@ -49,8 +48,7 @@ class BatchingEmbedder:
         self._cond = threading.Condition()
         self._closed = False
         self._big_turn = False
-        self._thread = threading.Thread(target=self._run, name="contextos-batch-embed",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="contextos-batch-embed", daemon=True)
         self._thread.start()
 
     def embed(self, texts: Sequence[str]) -> Vectors:
@@ -84,7 +82,8 @@ class BatchingEmbedder:
                 return None
             small = [slot for slot in self._queue if len(slot.texts) <= SMALL]
             if small and not (self._big_turn and len(small) < len(self._queue)):
-                batch, size = [], 0
+                batch: list[_Slot] = []
+                size = 0
                 for slot in small:
                     if batch and size + len(slot.texts) > self.max_batch:
                         break
@@ -110,6 +109,6 @@ class BatchingEmbedder:
                 continue
             start = 0
             for slot in batch:
-                slot.result = vectors[start:start + len(slot.texts)]
+                slot.result = vectors[start : start + len(slot.texts)]
                 start += len(slot.texts)
                 slot.done.set()

@@ -21,9 +21,14 @@ class PayloadTooLarge(ContextosError):
 
 def _json(status: int, kind: str, message: str) -> tuple[Message, Message]:
     body = json.dumps({"error": {"type": kind, "message": message}}).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
     return start, {"type": "http.response.body", "body": body}
 
 
@@ -58,8 +63,7 @@ class BodyLimitMiddleware:
         return None
 
     def _too_large(self) -> tuple[Message, Message]:
-        return _json(413, "PayloadTooLarge",
-                     f"request body is larger than {self.max_bytes} bytes")
+        return _json(413, "PayloadTooLarge", f"request body is larger than {self.max_bytes} bytes")
 
     async def _guarded(self, scope: Message, receive: Any, send: Any) -> None:
         """Count a streamed body; once over the limit, whatever the app answers

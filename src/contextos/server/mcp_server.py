@@ -26,29 +26,35 @@ from .auth import Unauthenticated
 from .keys import KeyStore
 from .tenants import TenantMemories
 
+
 def _sdk() -> tuple[type[Any], str]:
     """The installed SDK's server class and its major version."""
-    try:
-        from mcp.server.mcpserver import MCPServer
+    import importlib
 
-        return MCPServer, "2"
-    except ImportError:
-        pass
-    try:
-        from mcp.server.fastmcp import FastMCP
-
-        return FastMCP, "1"
-    except ImportError as exc:
-        raise MissingExtraError("mcp", "mcp") from exc
+    for module, name, major in (
+        ("mcp.server.mcpserver", "MCPServer", "2"),
+        ("mcp.server.fastmcp", "FastMCP", "1"),
+    ):
+        try:
+            return getattr(importlib.import_module(module), name), major
+        except (ImportError, AttributeError):
+            continue
+    raise MissingExtraError("mcp", "mcp")
 
 
 def record_dict(r: MemoryRecord) -> dict[str, Any]:
     """A memory as plain JSON for a tool result."""
-    return {"id": r.id, "text": r.text, "user_id": r.user_id, "agent_id": r.agent_id,
-            "session_id": r.session_id, "memory_type": r.memory_type,
-            "metadata": dict(r.metadata),
-            "event_time": r.event_time.isoformat() if r.event_time else None,
-            "created_at": r.created_at.isoformat() if r.created_at else None}
+    return {
+        "id": r.id,
+        "text": r.text,
+        "user_id": r.user_id,
+        "agent_id": r.agent_id,
+        "session_id": r.session_id,
+        "memory_type": r.memory_type,
+        "metadata": dict(r.metadata),
+        "event_time": r.event_time.isoformat() if r.event_time else None,
+        "created_at": r.created_at.isoformat() if r.created_at else None,
+    }
 
 
 def hit_dict(h: Hit) -> dict[str, Any]:
@@ -63,31 +69,61 @@ class MemoryTools:
     tenant: Callable[[], str]
     tokenizer: Tokenizer
 
-    def add_memory(self, text: str, user_id: str | None = None, agent_id: str | None = None,
-                   session_id: str | None = None, metadata: dict[str, Any] | None = None,
-                   memory_type: MemoryType = "episodic") -> list[dict[str, Any]]:
+    def add_memory(
+        self,
+        text: str,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        memory_type: MemoryType = "episodic",
+    ) -> list[dict[str, Any]]:
         """Remember a text for a user, agent or session (at least one is required)."""
         mem = self.tenants.get(self.tenant())
-        records = mem.add(text, user_id=user_id, agent_id=agent_id, session_id=session_id,
-                          metadata=metadata, memory_type=memory_type)
+        records = mem.add(
+            text,
+            user_id=user_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            metadata=metadata,
+            memory_type=memory_type,
+        )
         return [record_dict(r) for r in records]
 
-    def search_memory(self, query: str, user_id: str | None = None,
-                      agent_id: str | None = None, session_id: str | None = None,
-                      limit: int = 10, token_budget: int | None = None) -> list[dict[str, Any]]:
+    def search_memory(
+        self,
+        query: str,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        limit: int = 10,
+        token_budget: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Find the memories most relevant to a query within a user/agent/session."""
         mem = self.tenants.get(self.tenant())
-        hits = mem.search(query, user_id=user_id, agent_id=agent_id, session_id=session_id,
-                          limit=limit, token_budget=token_budget)
+        hits = mem.search(
+            query,
+            user_id=user_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            limit=limit,
+            token_budget=token_budget,
+        )
         return [hit_dict(h) for h in hits]
 
-    def list_memories(self, user_id: str | None = None, agent_id: str | None = None,
-                      session_id: str | None = None, limit: int = 50,
-                      offset: int = 0) -> list[dict[str, Any]]:
+    def list_memories(
+        self,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
         """List memories of a user/agent/session, newest first (paginate with offset)."""
         mem = self.tenants.get(self.tenant())
-        records = mem.get_all(user_id=user_id, agent_id=agent_id, session_id=session_id,
-                              limit=limit, offset=offset)
+        records = mem.get_all(
+            user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit, offset=offset
+        )
         return [record_dict(r) for r in records]
 
     def delete_memory(self, memory_id: str) -> dict[str, str]:
@@ -95,35 +131,63 @@ class MemoryTools:
         self.tenants.get(self.tenant()).delete(memory_id)
         return {"deleted": memory_id}
 
-    def assemble_window(self, question: str, user_id: str | None = None,
-                        agent_id: str | None = None, session_id: str | None = None,
-                        token_budget: int = 2000, limit: int = 20) -> dict[str, Any]:
+    def assemble_window(
+        self,
+        question: str,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        token_budget: int = 2000,
+        limit: int = 20,
+    ) -> dict[str, Any]:
         """Build a context window for a question: the relevant memories placed at the
         edges (strongest first and last) and the question last, within token_budget."""
         from ..memory.render import render
         from ..window import Segment, assemble, text_item
 
         mem = self.tenants.get(self.tenant())
-        hits = mem.search(question, user_id=user_id, agent_id=agent_id,
-                          session_id=session_id, limit=limit)
-        items = tuple(text_item(f"memory:{h.record.id}", render(h.record), self.tokenizer,
-                                rank=rank, provenance=(h.record.id,))
-                      for rank, h in enumerate(hits, start=1))
+        hits = mem.search(
+            question, user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit
+        )
+        items = tuple(
+            text_item(
+                f"memory:{h.record.id}",
+                render(h.record),
+                self.tokenizer,
+                rank=rank,
+                provenance=(h.record.id,),
+            )
+            for rank, h in enumerate(hits, start=1)
+        )
         segments = [
             Segment("memories", "context", items, keep="strongest", placement="edges"),
-            Segment("question", "question", (text_item("question", question, self.tokenizer),),
-                    priority=10, required=True),
+            Segment(
+                "question",
+                "question",
+                (text_item("question", question, self.tokenizer),),
+                priority=10,
+                required=True,
+            ),
         ]
         window = assemble(segments, token_budget)
-        return {"text": window.render_text(), "tokens": window.total_tokens,
-                "budget": token_budget,
-                "memory_ids": [b.key.removeprefix("memory:") for b in window.blocks
-                               if b.segment == "memories"],
-                "left_out": [o.key.removeprefix("memory:") for o in window.overflow]}
+        return {
+            "text": window.render_text(),
+            "tokens": window.total_tokens,
+            "budget": token_budget,
+            "memory_ids": [
+                b.key.removeprefix("memory:") for b in window.blocks if b.segment == "memories"
+            ],
+            "left_out": [o.key.removeprefix("memory:") for o in window.overflow],
+        }
 
     def functions(self) -> list[Callable[..., Any]]:
-        return [self.add_memory, self.search_memory, self.list_memories, self.delete_memory,
-                self.assemble_window]
+        return [
+            self.add_memory,
+            self.search_memory,
+            self.list_memories,
+            self.delete_memory,
+            self.assemble_window,
+        ]
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,14 +205,16 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _tool_error() -> type[Exception]:
-    try:
-        from mcp.server.mcpserver.exceptions import ToolError
+    """The SDK's ToolError: its message is what the client sees as the tool's error."""
+    import importlib
 
-        return ToolError  # type: ignore[no-any-return]
-    except ImportError:
-        from mcp.server.fastmcp.exceptions import ToolError
-
-        return ToolError  # type: ignore[no-any-return]
+    for module in ("mcp.server.mcpserver.exceptions", "mcp.server.fastmcp.exceptions"):
+        try:
+            error: type[Exception] = importlib.import_module(module).ToolError
+            return error
+        except (ImportError, AttributeError):
+            continue
+    raise MissingExtraError("mcp", "mcp")
 
 
 def _http_tenant() -> str:
@@ -177,9 +243,14 @@ class KeyVerifier:
         return AccessToken(token=token, client_id=key.id, scopes=[], subject=key.tenant)
 
 
-def build_mcp_server(tenants: TenantMemories, *, tenant: str | None = None,
-                     keys: KeyStore | None = None, http_url: str | None = None,
-                     tokenizer: Tokenizer | None = None) -> Any:
+def build_mcp_server(
+    tenants: TenantMemories,
+    *,
+    tenant: str | None = None,
+    keys: KeyStore | None = None,
+    http_url: str | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> Any:
     """An MCP server whose tools act for ``tenant`` (stdio) or for each request's key (HTTP).
 
     Give ``tenant`` for stdio; give ``keys`` and ``http_url`` (the public base URL,
@@ -190,8 +261,11 @@ def build_mcp_server(tenants: TenantMemories, *, tenant: str | None = None,
         raise ValueError("give either a fixed tenant (stdio) or a KeyStore (HTTP)")
     resolver: Callable[[], str] = (lambda: tenant) if tenant is not None else _http_tenant
     tools = MemoryTools(tenants, resolver, tokenizer or default_tokenizer())
-    kwargs: dict[str, Any] = {"log_level": "WARNING", "instructions": "Long-term memory of contextos. Every tool "
-                              "is scoped to the tenant of the configured API key."}
+    kwargs: dict[str, Any] = {
+        "log_level": "WARNING",
+        "instructions": "Long-term memory of contextos. Every tool is scoped to the tenant "
+        "of the configured API key.",
+    }
     if keys is not None:
         kwargs.update(_auth_kwargs(keys, http_url or "http://127.0.0.1:8765"))
     server = server_cls("contextos", **kwargs)
@@ -203,8 +277,12 @@ def build_mcp_server(tenants: TenantMemories, *, tenant: str | None = None,
 
 def _auth_kwargs(keys: KeyStore, base_url: str) -> dict[str, Any]:
     from mcp.server.auth.settings import AuthSettings
+    from pydantic import AnyHttpUrl
 
     base = base_url.rstrip("/")
-    auth = AuthSettings(issuer_url=base, resource_server_url=f"{base}/mcp",
-                        validate_token_resource=False)
+    auth = AuthSettings(
+        issuer_url=AnyHttpUrl(base),
+        resource_server_url=AnyHttpUrl(f"{base}/mcp"),
+        validate_token_resource=False,
+    )
     return {"auth": auth, "token_verifier": KeyVerifier(keys)}

@@ -25,11 +25,18 @@ bearer = HTTPBearer(auto_error=False, description="A tenant API key: `ctx_...`")
 
 #: Documented error answers of every route (one JSON shape, see app.error_body).
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": s.ErrorOut, "description": text} for code, text in (
-        (400, "Invalid request (e.g. an unscoped search)"), (401, "Missing or invalid API key"),
-        (403, "Key not allowed here"), (404, "Not found in the caller's tenant"),
-        (413, "Body too large"), (422, "Malformed body or parameters"),
-        (429, "Rate limited; see Retry-After"), (503, "Store unavailable"))}
+    code: {"model": s.ErrorOut, "description": text}
+    for code, text in (
+        (400, "Invalid request (e.g. an unscoped search)"),
+        (401, "Missing or invalid API key"),
+        (403, "Key not allowed here"),
+        (404, "Not found in the caller's tenant"),
+        (413, "Body too large"),
+        (422, "Malformed body or parameters"),
+        (429, "Rate limited; see Retry-After"),
+        (503, "Store unavailable"),
+    )
+}
 
 IdPath = Annotated[str, Path(min_length=1, max_length=s.MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=s.MAX_LIST_LIMIT)]
@@ -38,11 +45,18 @@ OptIdent = Annotated[str | None, Query(min_length=1, max_length=s.MAX_ID)]
 
 
 def _add(mem: "Memory", body: s.AddRequest) -> list[Any]:
-    messages = body.messages if isinstance(body.messages, str) else [
-        m.to_message() for m in body.messages]
-    return mem.add(messages, user_id=body.user_id, agent_id=body.agent_id,
-                   session_id=body.session_id, metadata=body.metadata,
-                   event_time=body.event_time, memory_type=body.memory_type)
+    messages = (
+        body.messages if isinstance(body.messages, str) else [m.to_message() for m in body.messages]
+    )
+    return mem.add(
+        messages,
+        user_id=body.user_id,
+        agent_id=body.agent_id,
+        session_id=body.session_id,
+        metadata=body.metadata,
+        event_time=body.event_time,
+        memory_type=body.memory_type,
+    )
 
 
 def _search_filter(body: s.SearchRequest) -> Filter | None:
@@ -60,7 +74,7 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     """Routes under ``/v1/memories``, all scoped to the tenant of the caller's key."""
     router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERRORS)
 
-    def tenant_memory(request: Request, _: Any = Security(bearer)) -> "Memory":
+    def tenant_memory(request: Request, _: Annotated[Any, Security(bearer)] = None) -> "Memory":
         return tenants.get(auth.tenant_of(request.headers))
 
     Mem = Annotated[Any, Depends(tenant_memory)]
@@ -74,11 +88,16 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     def search(body: s.SearchRequest, mem: Mem) -> s.HitList:
         """Hybrid search within a user/agent/session of the caller's tenant."""
         hits = mem.search(
-            body.query, user_id=body.user_id, agent_id=body.agent_id,
-            session_id=body.session_id, filters=_search_filter(body), limit=body.limit,
+            body.query,
+            user_id=body.user_id,
+            agent_id=body.agent_id,
+            session_id=body.session_id,
+            filters=_search_filter(body),
+            limit=body.limit,
             token_budget=body.token_budget,
             memory_types=tuple(body.memory_types) if body.memory_types else None,
-            as_of=body.as_of, time_range=_time_range(body),
+            as_of=body.as_of,
+            time_range=_time_range(body),
         )
         return s.HitList(results=[s.HitOut.of(h) for h in hits])
 
@@ -88,14 +107,21 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         return s.Forgotten(user_id=body.user_id, forgotten=mem.forget(body.user_id))
 
     @router.get("", response_model=s.RecordList, summary="get_all")
-    def get_all(mem: Mem, user_id: OptIdent = None, agent_id: OptIdent = None,
-                session_id: OptIdent = None, limit: Limit = 100,
-                offset: Offset = 0) -> s.RecordList:
+    def get_all(
+        mem: Mem,
+        user_id: OptIdent = None,
+        agent_id: OptIdent = None,
+        session_id: OptIdent = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> s.RecordList:
         """List memories, newest first, one page at a time."""
-        records = mem.get_all(user_id=user_id, agent_id=agent_id, session_id=session_id,
-                              limit=limit, offset=offset)
-        return s.RecordList(results=[s.RecordOut.of(r) for r in records],
-                            limit=limit, offset=offset)
+        records = mem.get_all(
+            user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit, offset=offset
+        )
+        return s.RecordList(
+            results=[s.RecordOut.of(r) for r in records], limit=limit, offset=offset
+        )
 
     @router.get("/{memory_id}", response_model=s.RecordOut, summary="get")
     def get(memory_id: IdPath, mem: Mem) -> s.RecordOut:
@@ -121,40 +147,44 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     return router
 
 
-def session_router(auth: Authenticator, tenants: TenantMemories,
-                   tokenizer: Tokenizer) -> APIRouter:
+def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Tokenizer) -> APIRouter:
     """Routes under ``/v1/sessions``: the durable, append-only session log."""
     router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERRORS)
 
-    def tenant_of(request: Request, _: Any = Security(bearer)) -> str:
+    def tenant_of(request: Request, _: Annotated[Any, Security(bearer)] = None) -> str:
         return auth.tenant_of(request.headers)
 
     Tenant = Annotated[str, Depends(tenant_of)]
 
-    @router.post("/{session_id}/turns", status_code=201, response_model=s.TurnList,
-                 summary="append_turns")
-    def append_turns(session_id: IdPath, body: s.AppendTurnsRequest,
-                     tenant: Tenant) -> s.TurnList:
+    @router.post(
+        "/{session_id}/turns", status_code=201, response_model=s.TurnList, summary="append_turns"
+    )
+    def append_turns(session_id: IdPath, body: s.AppendTurnsRequest, tenant: Tenant) -> s.TurnList:
         """Append messages to a session's log, durably, numbered in order."""
-        scope = Scope(tenant=tenant, user_id=body.user_id, agent_id=body.agent_id,
-                      session_id=session_id)
+        scope = Scope(
+            tenant=tenant, user_id=body.user_id, agent_id=body.agent_id, session_id=session_id
+        )
         messages = [m.to_message() for m in body.messages]
         tokens = [tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
         turns = tenants.store.append_turns(scope, messages, tokens)
         return s.TurnList(results=[s.TurnOut.of(t) for t in turns])
 
     @router.get("/{session_id}/turns", response_model=s.TurnList, summary="turns")
-    def turns(session_id: IdPath, tenant: Tenant,
-              after_seq: Annotated[int, Query(ge=-1, le=2**62)] = -1,
-              limit: Limit = 100) -> s.TurnList:
+    def turns(
+        session_id: IdPath,
+        tenant: Tenant,
+        after_seq: Annotated[int, Query(ge=-1, le=2**62)] = -1,
+        limit: Limit = 100,
+    ) -> s.TurnList:
         """A session's turns with seq > after_seq, in order."""
         scope = Scope(tenant=tenant, session_id=session_id)
         found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
         return s.TurnList(results=[s.TurnOut.of(t) for t in found])
 
     @router.get("", response_model=s.SessionList, summary="sessions")
-    def sessions(tenant: Tenant, user_id: OptIdent = None,
-                 agent_id: OptIdent = None) -> s.SessionList:
+    def sessions(
+        tenant: Tenant, user_id: OptIdent = None, agent_id: OptIdent = None
+    ) -> s.SessionList:
         """Session ids of the caller's tenant, optionally of one user/agent."""
         scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)
         return s.SessionList(results=tenants.store.sessions(scope))
@@ -166,17 +196,23 @@ def key_router(auth: Authenticator) -> APIRouter:
     """Routes under ``/v1/keys``: key management, for the admin key only."""
     router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERRORS)
 
-    def admin(request: Request, _: Any = Security(bearer)) -> None:
+    def admin(request: Request, _: Annotated[Any, Security(bearer)] = None) -> None:
         auth.require_admin(request.headers)
 
     deps = [Depends(admin)]
 
     def out(key: Any) -> s.KeyOut:
-        return s.KeyOut(id=key.id, tenant=key.tenant, name=key.name,
-                        created_at=key.created_at, revoked_at=key.revoked_at)
+        return s.KeyOut(
+            id=key.id,
+            tenant=key.tenant,
+            name=key.name,
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
 
-    @router.post("", status_code=201, response_model=s.IssuedKeyOut, dependencies=deps,
-                 summary="create_key")
+    @router.post(
+        "", status_code=201, response_model=s.IssuedKeyOut, dependencies=deps, summary="create_key"
+    )
     def create_key(body: s.CreateKeyRequest) -> s.IssuedKeyOut:
         """Issue a key bound to a tenant; the secret is in this response only."""
         issued = auth.keys.create(body.tenant, body.name)
@@ -187,8 +223,7 @@ def key_router(auth: Authenticator) -> APIRouter:
         """Keys (never their secrets), optionally of one tenant."""
         return s.KeyList(results=[out(k) for k in auth.keys.list(tenant)])
 
-    @router.delete("/{key_id}", response_model=s.KeyOut, dependencies=deps,
-                   summary="revoke_key")
+    @router.delete("/{key_id}", response_model=s.KeyOut, dependencies=deps, summary="revoke_key")
     def revoke_key(key_id: IdPath) -> s.KeyOut:
         """Revoke a key; requests with it get 401 from then on."""
         return out(auth.keys.revoke(key_id))

@@ -65,8 +65,12 @@ Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_check_text)]
 Query = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(_check_text)]
 Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_check_text)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
-Scalar = Annotated[str, AfterValidator(_check_text)] | Annotated[
-    int, Field(ge=-(2**63), lt=2**63)] | Annotated[float, Field(allow_inf_nan=False)] | bool
+Scalar = (
+    Annotated[str, AfterValidator(_check_text)]
+    | Annotated[int, Field(ge=-(2**63), lt=2**63)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+)
 MemoryTypeName = Literal["episodic", "semantic", "procedural"]
 
 
@@ -81,8 +85,9 @@ class MessageIn(_Body):
     tool_call_id: Ident | None = None
 
     def to_message(self) -> Message:
-        return Message(role=self.role, content=self.content, name=self.name,
-                       tool_call_id=self.tool_call_id)
+        return Message(
+            role=self.role, content=self.content, name=self.name, tool_call_id=self.tool_call_id
+        )
 
 
 class ScopeIn(_Body):
@@ -110,8 +115,9 @@ class SearchRequest(ScopeIn):
 
 
 class UpdateRequest(_Body):
-    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT),
-                    AfterValidator(_check_text)] | None = None
+    text: (
+        Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_check_text)] | None
+    ) = None
     metadata: Metadata = None
 
 
@@ -126,8 +132,9 @@ class AppendTurnsRequest(_Body):
 
 
 class CreateKeyRequest(_Body):
-    tenant: Annotated[str, Field(min_length=1, max_length=128,
-                                 pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
+    tenant: Annotated[
+        str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+    ]
     name: Annotated[str, Field(max_length=200), AfterValidator(_check_text)] = ""
 
 
@@ -152,10 +159,19 @@ class RecordOut(BaseModel):
     @classmethod
     def of(cls, r: MemoryRecord) -> RecordOut:
         return cls(
-            id=r.id, text=r.text, user_id=r.user_id, agent_id=r.agent_id,
-            session_id=r.session_id, memory_type=r.memory_type, metadata=dict(r.metadata),
-            created_at=r.created_at, updated_at=r.updated_at, event_time=r.event_time,
-            valid_from=r.valid_from, valid_to=r.valid_to, provenance=list(r.provenance),
+            id=r.id,
+            text=r.text,
+            user_id=r.user_id,
+            agent_id=r.agent_id,
+            session_id=r.session_id,
+            memory_type=r.memory_type,
+            metadata=dict(r.metadata),
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            event_time=r.event_time,
+            valid_from=r.valid_from,
+            valid_to=r.valid_to,
+            provenance=list(r.provenance),
         )
 
 
@@ -174,8 +190,13 @@ class HitOut(BaseModel):
 
     @classmethod
     def of(cls, h: Hit) -> HitOut:
-        return cls(memory=RecordOut.of(h.record), score=h.score, lexical_rank=h.lexical_rank,
-                   dense_rank=h.dense_rank, tokens=h.tokens)
+        return cls(
+            memory=RecordOut.of(h.record),
+            score=h.score,
+            lexical_rank=h.lexical_rank,
+            dense_rank=h.dense_rank,
+            tokens=h.tokens,
+        )
 
 
 class HitList(BaseModel):
@@ -192,8 +213,14 @@ class HistoryOut(BaseModel):
 
     @classmethod
     def of(cls, e: HistoryEvent) -> HistoryOut:
-        return cls(memory_id=e.memory_id, event=e.event, old_text=e.old_text,
-                   new_text=e.new_text, at=e.at, actor=e.actor)
+        return cls(
+            memory_id=e.memory_id,
+            event=e.event,
+            old_text=e.old_text,
+            new_text=e.new_text,
+            at=e.at,
+            actor=e.actor,
+        )
 
 
 class HistoryList(BaseModel):
@@ -222,9 +249,16 @@ class TurnOut(BaseModel):
     @classmethod
     def of(cls, t: Turn) -> TurnOut:
         m = t.message
-        return cls(session_id=t.session_id, seq=t.seq, role=m.role, content=m.content,
-                   name=m.name, tool_call_id=m.tool_call_id, tokens=t.tokens,
-                   created_at=t.created_at)
+        return cls(
+            session_id=t.session_id,
+            seq=t.seq,
+            role=m.role,
+            content=m.content,
+            name=m.name,
+            tool_call_id=m.tool_call_id,
+            tokens=t.tokens,
+            created_at=t.created_at,
+        )
 
 
 class TurnList(BaseModel):
