@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contextos.bench.extract_speed import load_locomo_sessions
 from contextos.errors import ProviderError
@@ -318,3 +320,19 @@ def test_llm_extractor_falls_back_offline_on_a_bad_reply(
     with pytest.raises(ProviderError):
         LLMExtractor(ScriptedLLM([bad]), on_invalid="raise").extract(turns)
     assert LLMExtractor(ScriptedLLM([])).extract([]) == []
+
+
+@given(text=st.text(max_size=300), speaker=st.text(min_size=1, max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_any_text_extracts_without_error(text: str, speaker: str) -> None:
+    turn = Message("user", text, name=speaker, metadata={"dia_id": "D1:1", "caption": text[:20]})
+    for cand in OfflineExtractor().extract([turn], session_time=SESSION):
+        assert cand.text.strip() and cand.provenance == ("D1:1",) and cand.speaker == speaker
+        assert 0 <= cand.confidence <= 1
+
+
+def test_long_multiline_turns_are_handled() -> None:
+    text = "\n".join(f"I visited city number {i} last week." for i in range(300))
+    found = extract(say("Ann", text + "\n```python\nprint('hi')\n```"))
+    assert 1 <= len(found) <= 301
+    assert all(c.provenance == ("D1:1",) for c in found)
