@@ -1,9 +1,114 @@
-"""``contextos bench ...``: the benchmarks behind every number the docs quote."""
+"""``contextos bench locomo`` and ``contextos bench scale``: the memory benchmarks.
+
+Each writes a JSON report with ``--json OUT`` and prints a summary table.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .common import CliState, console, err_console, pass_state
+
+KEYS = ("recall@5", "recall@10", "recall@25", "recall@500t", "recall@1000t", "recall@2000t",
+        "tokens@10")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=True)
+
+
+def _write_json(path: str | None, report: dict[str, Any]) -> None:
+    if path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        err_console.print(f"wrote {out}")
+
+
+def _locomo_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"LoCoMo turn-level evidence recall · {report['turns']} turns")
+    table.add_column("retriever / category")
+    for k in KEYS:
+        table.add_column(k, justify="right")
+    table.add_column("n", justify="right")
+
+    def row(label: str, m: dict[str, float]) -> None:
+        table.add_row(label, *(f"{m.get(k, 0):.3f}" if k != "tokens@10" else f"{m.get(k, 0):.0f}"
+                               for k in KEYS), str(m.get("n", 0)))
+
+    row("contextos (cat 1-4)", report["overall"])
+    for c, m in report["by_category"].items():
+        row(f"  category {c}", m)
+    for name, m in report["baselines"].items():
+        row(f"baseline {name} (cat 1-4)", m)
+    return table
 
 
 def register(cli: click.Group, bench: click.Group) -> None:
-    """Add the benchmark commands to ``bench``."""
+    @bench.command("locomo")
+    @click.option("--data", default="../shared/data/locomo/locomo-dev.json", show_default=True,
+                  help="Path to the LoCoMo JSON (never copied into the repo).")
+    @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
+    @click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
+    @click.option("--embedder", default=None, help="Embedder name (default: minilm).")
+    @pass_state
+    def locomo(state: CliState, data: str, json_out: str | None, conversations: int | None,
+               embedder: str | None) -> None:
+        """Evidence recall on LoCoMo, with BM25-only and dense-only baselines."""
+        from ..bench.locomo import run_locomo
+        from ..bench.locomo_data import load_locomo
+        from ..embed import make_embedder
+
+        if not Path(data).exists():
+            raise click.ClickException(f"LoCoMo data not found at {data} (pass --data PATH)")
+        convs = load_locomo(data)[:conversations]
+        turns = sum(len(c.turns) for c in convs)
+        questions = sum(1 for c in convs for q in c.qa if q.evidence)
+        with _progress() as bar:
+            tasks = {"ingest": bar.add_task("ingest turns", total=turns),
+                     "search": bar.add_task("questions", total=questions)}
+            report = run_locomo(data, conversations=conversations,
+                                embedder=make_embedder(embedder) if embedder else None,
+                                progress=lambda kind, n: bar.advance(tasks[kind], n))
+        _write_json(json_out, report)
+        if state.as_json:
+            click.echo(json.dumps(report, indent=2, default=str))
+            return
+        console.print(_locomo_table(report))
+        lat = report["latency_ms"]
+        console.print(f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
+                      f"add mean {lat['ingest_per_turn']} ms · add p95 {lat['add_p95']} ms · "
+                      f"embedding {report['embed_per_s']} turns/s · peak RSS "
+                      f"{report['peak_rss_mb']} MB")
+
+    @bench.command("scale")
+    @click.option("--n", "n", default=100_000, show_default=True, type=click.IntRange(100))
+    @click.option("--queries", default=200, show_default=True, type=click.IntRange(1))
+    @click.option("--json", "json_out", metavar="OUT", help="Write the report here.")
+    @pass_state
+    def scale(state: CliState, n: int, queries: int, json_out: str | None) -> None:
+        """Add/search latency, embedding rate and DB size at 10k and 100k memories."""
+        from ..bench.scale import run_scale
+
+        with _progress() as bar:
+            task = bar.add_task("add memories", total=n)
+            report = run_scale(n, queries=queries, progress=lambda k: bar.advance(task, k))
+        _write_json(json_out, report)
+        if state.as_json:
+            click.echo(json.dumps(report, indent=2))
+            return
+        table = Table(title=f"scale · embedding {report['embed_per_s']} texts/s")
+        cols = ("n", "add_p50_ms", "add_p95_ms", "ingest_per_s", "search_p50_ms",
+                "search_p95_ms", "db_mb", "real_vectors", "stand_in_vectors")
+        for c in cols:
+            table.add_column(c, justify="right")
+        for r in report["results"]:
+            table.add_row(*(str(r[c]) for c in cols))
+        console.print(table)

@@ -1,9 +1,252 @@
-"""Memory commands: add, search, get, list, update, delete, history, forget."""
+"""Memory commands: add, search, get, list, update, delete, history, forget.
+
+Each one parses its flags, calls one ``Memory`` method and prints the result
+(``--json`` for machines).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
 import click
+from rich.table import Table
+
+from ..memory import Memory
+from ..memory.render import render
+from ..types import HistoryEvent, Hit, MemoryRecord
+from .common import CliState, console, json_option, pass_state, print_json
 
 
-def register(cli: click.Group, bench: click.Group) -> None:
-    """Add the benchmark commands to ``bench``."""
+@contextmanager
+def open_memory(state: CliState, *, embed: bool = True) -> Iterator[Memory]:
+    """Open the configured database; wait for embeddings before closing when writing."""
+    memory = Memory(state.settings.db, settings=state.settings, background_embedding=False) \
+        if not embed else Memory(state.settings.db, settings=state.settings)
+    try:
+        yield memory
+    finally:
+        memory.close()
+
+
+def record_dict(r: MemoryRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "text": r.text, "memory_type": r.memory_type,
+        "user_id": r.user_id, "agent_id": r.agent_id, "session_id": r.session_id,
+        "metadata": dict(r.metadata), "created_at": r.created_at, "updated_at": r.updated_at,
+        "event_time": r.event_time, "valid_from": r.valid_from, "valid_to": r.valid_to,
+        "provenance": list(r.provenance),
+    }
+
+
+def hit_dict(h: Hit) -> dict[str, Any]:
+    return {**record_dict(h.record), "score": h.score, "tokens": h.tokens,
+            "lexical_rank": h.lexical_rank, "dense_rank": h.dense_rank}
+
+
+def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("id", "type", "when", "memory"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        when = (r.event_time or r.created_at)
+        table.add_row(r.id[:8], r.memory_type, when.date().isoformat() if when else "",
+                      render(r))
+    return table
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 date or time") from None
+
+
+def _parse_metadata(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    return data
+
+
+scope_options = [
+    click.option("--user-id", "-u", help="Whose memory (user scope)."),
+    click.option("--agent-id", "-a", help="Agent scope."),
+    click.option("--session-id", "-s", help="Session scope."),
+]
+
+
+def with_scope(func: Any) -> Any:
+    for option in reversed(scope_options):
+        func = option(func)
+    return func
+
+
+def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one small function per command
+    @cli.command()
+    @click.argument("text")
+    @with_scope
+    @click.option("--metadata", help="JSON object kept with the memory.")
+    @click.option("--event-time", help="When it was said or happened (ISO-8601).")
+    @click.option("--type", "memory_type", default="episodic",
+                  type=click.Choice(["episodic", "semantic", "procedural"]), show_default=True)
+    @click.option("--speaker", help="Who said it.")
+    @json_option
+    @pass_state
+    def add(state: CliState, text: str, user_id: str | None, agent_id: str | None,
+            session_id: str | None, metadata: str | None, event_time: str | None,
+            memory_type: str, speaker: str | None) -> None:
+        """Store TEXT as a memory (- reads it from stdin)."""
+        if text == "-":
+            text = click.get_text_stream("stdin").read()
+        message = {"role": "user", "content": text, **({"name": speaker} if speaker else {})}
+        with open_memory(state) as memory:
+            records = memory.add(message, user_id=user_id, agent_id=agent_id,
+                                 session_id=session_id, metadata=_parse_metadata(metadata),
+                                 event_time=_parse_time(event_time),
+                                 memory_type=memory_type)  # type: ignore[arg-type]
+            memory.flush()
+        if state.as_json:
+            print_json([record_dict(r) for r in records])
+        else:
+            for r in records:
+                console.print(f"added {r.id}")
+
+    @cli.command()
+    @click.argument("query")
+    @with_scope
+    @click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+    @click.option("--token-budget", type=click.IntRange(1), help="Cut results to this many tokens.")
+    @click.option("--type", "memory_types", multiple=True,
+                  type=click.Choice(["episodic", "semantic", "procedural"]))
+    @click.option("--as-of", help="Only memories valid at this time (ISO-8601).")
+    @json_option
+    @pass_state
+    def search(state: CliState, query: str, user_id: str | None, agent_id: str | None,
+               session_id: str | None, limit: int, token_budget: int | None,
+               memory_types: tuple[str, ...], as_of: str | None) -> None:
+        """Search memories in a scope (hybrid BM25 + vectors)."""
+        with open_memory(state) as memory:
+            memory.flush()
+            hits = memory.search(query, user_id=user_id, agent_id=agent_id,
+                                 session_id=session_id, limit=limit, token_budget=token_budget,
+                                 memory_types=memory_types or None,  # type: ignore[arg-type]
+                                 as_of=_parse_time(as_of))
+        if state.as_json:
+            print_json([hit_dict(h) for h in hits])
+            return
+        table = Table(title=f"{len(hits)} results · {sum(h.tokens for h in hits)} tokens")
+        for col in ("#", "score", "tokens", "id", "memory"):
+            table.add_column(col, overflow="fold")
+        for i, h in enumerate(hits, 1):
+            table.add_row(str(i), f"{h.score:.4f}", str(h.tokens), h.record.id[:8],
+                          render(h.record))
+        console.print(table)
+
+    @cli.command()
+    @click.argument("memory_id")
+    @json_option
+    @pass_state
+    def get(state: CliState, memory_id: str) -> None:
+        """Show one memory by id."""
+        with open_memory(state, embed=False) as memory:
+            r = memory.get(memory_id)
+        if state.as_json:
+            print_json(record_dict(r))
+        else:
+            console.print(_records_table([r], r.id))
+
+    @cli.command("list")
+    @with_scope
+    @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+    @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+    @json_option
+    @pass_state
+    def list_(state: CliState, user_id: str | None, agent_id: str | None,
+              session_id: str | None, limit: int, offset: int) -> None:
+        """List memories in a scope, newest first (Memory.get_all)."""
+        with open_memory(state, embed=False) as memory:
+            records = memory.get_all(user_id=user_id, agent_id=agent_id, session_id=session_id,
+                                     limit=limit, offset=offset)
+        if state.as_json:
+            print_json([record_dict(r) for r in records])
+        else:
+            console.print(_records_table(records, f"{len(records)} memories"))
+
+    @cli.command()
+    @click.argument("memory_id")
+    @click.option("--text", help="New text.")
+    @click.option("--metadata", help="New metadata (JSON object).")
+    @json_option
+    @pass_state
+    def update(state: CliState, memory_id: str, text: str | None, metadata: str | None) -> None:
+        """Change a memory's text or metadata (the old text stays in its history)."""
+        with open_memory(state) as memory:
+            r = memory.update(memory_id, text, metadata=_parse_metadata(metadata))
+            memory.flush()
+        if state.as_json:
+            print_json(record_dict(r))
+        else:
+            console.print(f"updated {r.id}")
+
+    @cli.command()
+    @click.argument("memory_id")
+    @json_option
+    @pass_state
+    def delete(state: CliState, memory_id: str) -> None:
+        """Delete one memory."""
+        with open_memory(state, embed=False) as memory:
+            memory.delete(memory_id)
+        if state.as_json:
+            print_json({"deleted": memory_id})
+        else:
+            console.print(f"deleted {memory_id}")
+
+    @cli.command()
+    @click.argument("memory_id")
+    @json_option
+    @pass_state
+    def history(state: CliState, memory_id: str) -> None:
+        """Every change to a memory, oldest first."""
+        with open_memory(state, embed=False) as memory:
+            events = memory.history(memory_id)
+        if state.as_json:
+            print_json(events)
+            return
+        _print_history(events)
+
+    @cli.command()
+    @click.option("--user-id", "-u", required=True, help="The user to erase.")
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @json_option
+    @pass_state
+    def forget(state: CliState, user_id: str, yes: bool) -> None:
+        """Erase everything of one user (memories, history, sessions, vectors)."""
+        if not yes and not state.as_json:
+            click.confirm(f"Erase every memory of {user_id!r}?", abort=True)
+        with open_memory(state, embed=False) as memory:
+            n = memory.forget(user_id)
+        if state.as_json:
+            print_json({"user_id": user_id, "forgotten": n})
+        else:
+            console.print(f"forgot {n} memories of {user_id}")
+
+
+def _print_history(events: Sequence[HistoryEvent]) -> None:
+    table = Table(title="history")
+    for col in ("at", "event", "old", "new", "actor"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        table.add_row(e.at.isoformat(timespec="seconds"), e.event, e.old_text or "",
+                      e.new_text or "", e.actor)
+    console.print(table)

@@ -131,6 +131,8 @@ def build_records(messages: Sequence[Message], opts: AddOptions,
             valid_from=event_time or now, provenance=_provenance(message),
             context=_context(message, event_time, prev), hash=content_hash(text)))
         prev = message
+    if not records:
+        raise ValueError("nothing to add: every message is empty")
     return records
 
 

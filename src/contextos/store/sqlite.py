@@ -1,7 +1,10 @@
 """The default Store: one SQLite file with FTS5 (BM25) and vectors.
 
-- WAL mode and ``synchronous=FULL``: a committed write survives a crash of the
-  process or the machine; readers never block the writer.
+- WAL mode; readers never block the writer. ``synchronous`` defaults to
+  NORMAL: a committed write survives a crash (kill -9) of any process, and the
+  file is never corrupted; only an OS crash or power cut can lose the last
+  commits. ``synchronous="FULL"`` also survives those, at one fsync per
+  commit (measured here: add p50 0.4 ms with NORMAL, 4.5 ms with FULL).
 - Writes take the lock up front (``BEGIN IMMEDIATE``) and wait up to
   ``busy_timeout`` for other processes, so two writers serialise cleanly.
 - ``secure_delete`` overwrites deleted content, and ``forget`` rewrites the
@@ -55,7 +58,10 @@ def fts_query(text: str) -> str:
 class SQLiteStore:
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000,
+                 synchronous: str = "NORMAL") -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +71,7 @@ class SQLiteStore:
                                        timeout=busy_timeout_ms / 1000)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA secure_delete = ON")
             migrate(self._db)
@@ -287,6 +293,10 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO vectors (mem_rowid, model, vec) VALUES (?,?,?)",
                     [(rowid_of[i], model, vecs[chunk_start + k].tobytes())
                      for k, i in enumerate(chunk) if i in rowid_of])
+
+    def count_vectors(self) -> int:
+        """How many records have a vector (diagnostics and benchmarks)."""
+        return int(self._read("SELECT count(*) FROM vectors")[0][0])
 
     def pending_vectors(self, *, limit: int) -> list[MemoryRecord]:
         rows = self._read(

@@ -1,0 +1,153 @@
+"""``contextos bench scale``: add latency, embedding throughput, search latency and
+database size as a store grows to ``n`` memories.
+
+Records are synthetic chat turns (templated sentences over a varied
+vocabulary), added one ``Memory.add`` call at a time while the background
+worker embeds them with the real model, as in an application. Embedding 100k
+texts on two cores would take ~15 minutes, so at each checkpoint the records
+the worker has not reached yet get stand-in vectors: real embeddings of other
+records plus noise, re-normalised. Search cost depends on the number and
+dimension of vectors, not their content, so latency is measured faithfully;
+the report says how many vectors were real. Queries are embedded for real.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..embed import Embedder, default_embedder
+from ..memory import Memory
+from ..store.sqlite import SQLiteStore
+from .stats import percentile
+
+_PEOPLE = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Farah", "Goran", "Hana", "Ivan", "Jun", "Kofi",
+           "Lena", "Mateo", "Nia", "Omar", "Priya"]
+_VERBS = ["visited", "cooked", "painted", "read about", "talked about", "bought", "fixed",
+          "planned", "photographed", "wrote about", "learned", "lost", "found", "recommended"]
+_THINGS = ["a pottery class", "the lake house", "a vintage camera", "sourdough bread",
+           "a marathon", "the science museum", "an adoption agency", "a jazz concert",
+           "a camping trip", "a new guitar", "the community garden", "a job interview",
+           "a chess tournament", "a road trip to Utah", "a yoga retreat", "a charity run",
+           "the farmers market", "a coding bootcamp", "a birthday party", "a hiking trail"]
+_WHEN = ["yesterday", "last week", "this morning", "two days ago", "last month", "on Friday",
+         "over the weekend", "in May", "last summer", "a while ago"]
+_TAILS = ["and it was great", "with the kids", "and felt proud", "but it rained",
+          "for the first time", "with an old friend", "and took notes", "on a budget", "", ""]
+
+
+def synthetic_turn(rng: random.Random) -> str:
+    return " ".join(filter(None, [rng.choice(_PEOPLE), rng.choice(_VERBS), rng.choice(_THINGS),
+                                  rng.choice(_WHEN), rng.choice(_TAILS)])) + "."
+
+
+def synthetic_query(rng: random.Random) -> str:
+    return f"When did {rng.choice(_PEOPLE)} {rng.choice(_VERBS)} {rng.choice(_THINGS)}?"
+
+
+def fill_pending_vectors(store: SQLiteStore, dims: int, rng: np.random.Generator) -> int:
+    """Give records the worker has not embedded yet stand-in vectors (see module doc)."""
+    real = store._fresh_index(dims)  # noqa: SLF001 - benchmark peeks at the index it fills
+    pool = real._vecs[: max(1, real._size)].copy()  # noqa: SLF001
+    filled = 0
+    while pending := store.pending_vectors(limit=5000):
+        base = pool[rng.integers(0, len(pool), len(pending))]
+        noisy = base + rng.normal(0, 0.05, base.shape).astype(np.float32)
+        noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+        by_tenant: dict[str, list[int]] = {}
+        for i, r in enumerate(pending):
+            by_tenant.setdefault(r.tenant, []).append(i)
+        for tenant, rows in by_tenant.items():
+            store.set_vectors(tenant, [pending[i].id for i in rows], noisy[rows], "stand-in")
+        filled += len(pending)
+    return filled
+
+
+def _measure_search(memory: Memory, users: Sequence[str], rng: random.Random,
+                    queries: int) -> list[float]:
+    times = []
+    for _ in range(queries):
+        q = synthetic_query(rng)
+        start = time.perf_counter()
+        memory.search(q, user_id=rng.choice(users), limit=10)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_scale(n: int = 100_000, *, checkpoints: Sequence[int] = (10_000, 100_000),
+              users: int = 10, queries: int = 200, workdir: str | Path | None = None,
+              embedder: Embedder | None = None,
+              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Grow a store to ``n`` memories and measure at each checkpoint ≤ n."""
+    points = sorted({c for c in checkpoints if c <= n} | {n})
+    rng = random.Random(7)
+    nprng = np.random.default_rng(7)
+    embedder = embedder or default_embedder()
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    db = Path(workdir or tmp.name) / "scale.db"  # type: ignore[union-attr]
+    user_ids = [f"user-{i}" for i in range(users)]
+    results: list[dict[str, Any]] = []
+    added = 0
+    embed_rate = measure_embed_rate(embedder)
+    memory = Memory(db, embedder=embedder)
+    try:
+        for point in points:
+            add_times: list[float] = []
+            start = time.perf_counter()
+            while added < point:
+                text = synthetic_turn(rng)
+                t0 = time.perf_counter()
+                memory.add(text, user_id=rng.choice(user_ids), session_id=f"s{added // 50}")
+                add_times.append(time.perf_counter() - t0)
+                added += 1
+                if progress and added % 1000 == 0:
+                    progress(1000)
+            ingest_seconds = time.perf_counter() - start
+            store = memory.store
+            assert isinstance(store, SQLiteStore)
+            n_real = store.count_vectors()
+            memory.close()  # stop the worker; what it did not reach gets stand-ins
+            store = SQLiteStore(db)
+            stand_ins = fill_pending_vectors(store, embedder.dimensions, nprng)
+            store.close()
+            memory = Memory(db, embedder=embedder)
+            memory.search("warm up the index", user_id=user_ids[0])
+            search_times = _measure_search(memory, user_ids, rng, queries)
+            results.append({
+                "n": point,
+                "add_p50_ms": round(percentile(add_times, 50) * 1000, 3),
+                "add_p95_ms": round(percentile(add_times, 95) * 1000, 3),
+                "ingest_per_s": round(len(add_times) / ingest_seconds, 1),
+                "embed_per_s": embed_rate,
+                "real_vectors": n_real,
+                "stand_in_vectors": stand_ins,
+                "search_p50_ms": round(percentile(search_times, 50) * 1000, 3),
+                "search_p95_ms": round(percentile(search_times, 95) * 1000, 3),
+                "db_mb": round(_db_size(db) / 1e6, 1),
+            })
+    finally:
+        memory.close()
+        if tmp is not None:
+            tmp.cleanup()
+    return {"results": results, "users": users, "queries_per_point": queries,
+            "embed_per_s": embed_rate}
+
+
+def measure_embed_rate(embedder: Embedder, *, texts: int = 1024, batch: int = 64) -> float:
+    """Embedding throughput on synthetic turns, in batches as the worker does (texts/s)."""
+    rng = random.Random(11)
+    sample = [synthetic_turn(rng) for _ in range(texts)]
+    start = time.perf_counter()
+    for i in range(0, texts, batch):
+        embedder.embed(sample[i:i + batch])
+    return round(texts / (time.perf_counter() - start), 1)
+
+
+def _db_size(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
