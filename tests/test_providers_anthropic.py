@@ -380,3 +380,45 @@ def test_token_counter_maps_auth_errors(fake):
     with pytest.raises(AuthError):
         AnthropicTokenCounter(c, model=MODEL).count("x")
     c.close()
+
+
+# -- the messages.stream() helper and the LLM seam ---------------------------------
+
+
+def test_stream_helper_is_wrapped_too(fake, client, memory):
+    memory.add("Ana plays the cello", user_id="ana", session_id="older")
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    with wrapped.messages.stream(model=MODEL, max_tokens=64, system=SYSTEM,
+                                 messages=[{"role": "user", "content": "what do I play?"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == final.content[0].text
+    body = fake.messages_requests()[0].json()
+    assert body["stream"] is True
+    assert any("cello" in b["text"] for b in body["messages"][-1]["content"])
+    (call,) = list(wrapped.calls)
+    assert call.complete and call.reply is not None and call.reply.content == text
+    assert call.usage.output_tokens == final.usage.output_tokens
+    turns = wrapped.context.session.turns()
+    assert [t.message.content for t in turns] == ["what do I play?", text]
+
+
+def test_stream_helper_errors_are_mapped(fake, client):
+    fake.enqueue_error(401, "bad key")
+    with pytest.raises(AuthError), wrap(client).messages.stream(
+            model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "x"}]):
+        pass
+
+
+def test_anthropic_llm_asks_for_structured_output(fake, client):
+    from contextos.providers.llm import AnthropicLLM
+
+    fake.reply = lambda body: '{"action": "ADD"}'
+    llm = AnthropicLLM(client, model=MODEL, max_tokens=100)
+    schema = {"type": "object", "properties": {"action": {"enum": ["ADD", "NOOP"]}}}
+    out = llm.complete("decide", [Message("user", "Ana likes tea")], json_schema=schema)
+    assert out == '{"action": "ADD"}'
+    body = fake.messages_requests()[0].json()
+    assert body["system"] == "decide"
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert llm.calls[0].usage.output_tokens > 0

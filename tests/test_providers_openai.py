@@ -195,3 +195,21 @@ def test_function_tools_go_through_the_window_strict_ones_verbatim(fake, client,
     first, second = (r.json() for r in fake.completions_requests())
     assert first["tools"] == plain
     assert second["tools"] == strict
+
+
+def test_openai_llm_and_settings(fake, client):
+    from contextos.config import load_settings
+    from contextos.providers.llm import OpenAILLM, llm_from_settings
+
+    fake.reply = lambda body: '{"ok": true}'
+    llm = OpenAILLM(client, model=MODEL)
+    assert llm.complete("be json", [Message("user", "hi")], json_schema={"type": "object"}) \
+        == '{"ok": true}'
+    body = fake.completions_requests()[0].json()
+    assert body["messages"][0] == {"role": "system", "content": "be json"}
+    assert body["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    assert llm_from_settings(load_settings(env={})) is None
+    local = llm_from_settings(load_settings(env={"OPENAI_BASE_URL": fake.base_url}))
+    assert isinstance(local, OpenAILLM)
+    assert local.complete("", [Message("user", "x")]) == '{"ok": true}'
+    local.client.close()

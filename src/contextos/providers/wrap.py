@@ -19,8 +19,9 @@ objects, streams included. Each call:
    :attr:`WrappedClient.calls` and, with a session, in the session log.
 
 Without memory and session it is a pass-through: the request goes out as
-given and only usage is recorded. Streams (``stream=True``) come back as the
-SDK's stream object; usage is recorded when the stream ends. SDK exceptions
+given and only usage is recorded. Streams (``stream=True``, and Anthropic's
+``messages.stream(...)`` helper) come back as the SDK's stream objects;
+usage is recorded when the stream ends. SDK exceptions
 become :mod:`contextos.errors` (see :mod:`contextos.providers.errors`); the
 SDK's own retries (``max_retries``) are the only ones.
 """
@@ -79,14 +80,18 @@ class _Core:
         self.recorders = [self.calls.append, *recorders]
         self.stream_usage = stream_usage
 
+    def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
+        """Assemble and render the window (pass-through without a context source)."""
+        if self.context is None:
+            return None, kwargs, ""
+        request = self.adapter.parse(kwargs)
+        reserve = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
+        prepared = self.context.prepare(request, reserve_tokens=reserve)
+        rendered, prefix = self.adapter.render(prepared, kwargs)
+        return prepared, rendered, prefix
+
     def call(self, send: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        prepared: Prepared | None = None
-        prefix = ""
-        if self.context is not None:
-            request = self.adapter.parse(kwargs)
-            reserve = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
-            prepared = self.context.prepare(request, reserve_tokens=reserve)
-            kwargs, prefix = self.adapter.render(prepared, kwargs)
+        prepared, kwargs, prefix = self._prepare(kwargs)
         stream = bool(kwargs.get("stream"))
         hide_usage_chunk = False
         if stream and self.adapter.name == "openai" and self.stream_usage:
@@ -101,20 +106,55 @@ class _Core:
                 self.adapter.reply(response), False, time.perf_counter() - started, prefix,
                 prepared.logged if prepared else (), _request_id(self.adapter, response)))
             return response
+        return self.observe(response, prepared, prefix, model, started,
+                            hide=_usage_only if hide_usage_chunk else None)
+
+    def observe(self, stream: Any, prepared: Prepared | None, prefix: str, model: str,
+                started: float, hide: Callable[[Any], bool] | None = None) -> Any:
+        """Instrument an SDK stream so its usage is recorded when it ends."""
         acc = self.adapter.accumulator()
 
         def done(complete: bool) -> None:
             self._finish(prepared, _stream_record(self.adapter.name, model, acc, started, prefix,
                                                   prepared, complete))
 
-        return instrument(response, acc, done, provider=self.adapter.name,
-                          hide=_usage_only if hide_usage_chunk else None)
+        return instrument(stream, acc, done, provider=self.adapter.name, hide=hide)
+
+    def stream_manager(self, open_stream: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        """Anthropic's ``messages.stream(...)`` helper, with the window managed."""
+        prepared, kwargs, prefix = self._prepare(kwargs)
+        return _ManagedStream(open_stream(**kwargs), self, prepared, prefix,
+                              str(kwargs.get("model", "")))
 
     def _finish(self, prepared: Prepared | None, record: CallRecord) -> None:
         if prepared is not None and self.context is not None:
             self.context.commit(prepared, record)
         for recorder in self.recorders:
             recorder(record)
+
+
+class _ManagedStream:
+    """Stands in for ``MessageStreamManager``: entering it opens and instruments the stream."""
+
+    def __init__(self, manager: Any, core: _Core, prepared: Prepared | None, prefix: str,
+                 model: str) -> None:
+        self._manager = manager
+        self._core = core
+        self._prepared = prepared
+        self._prefix = prefix
+        self._model = model
+
+    def __enter__(self) -> Any:
+        started = time.perf_counter()
+        with mapped_errors("anthropic"):
+            stream = self._manager.__enter__()
+        # MessageStream reads its raw SDK stream lazily: instrument that before the first event.
+        self._core.observe(stream._raw_stream, self._prepared, self._prefix, self._model,
+                           started)
+        return stream
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._manager.__exit__(*exc)
 
 
 def _request_id(adapter: Any, response: Any) -> str | None:
@@ -156,6 +196,13 @@ class _Resource:
     def create(self, **kwargs: Any) -> Any:
         """The SDK's ``create``, with the window managed and usage recorded."""
         return self._core.call(self._inner.create, kwargs)
+
+    def stream(self, **kwargs: Any) -> Any:
+        """Anthropic's ``messages.stream(...)`` context manager, window managed, usage recorded."""
+        if self._provider != "anthropic":
+            raise TypeError("the stream() helper is wrapped for Anthropic only; "
+                            "use create(stream=True)")
+        return self._core.stream_manager(self._inner.stream, kwargs)
 
     def count_tokens(self, **kwargs: Any) -> Any:
         """The SDK's ``count_tokens`` (Anthropic), errors mapped."""

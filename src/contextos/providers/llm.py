@@ -1,0 +1,110 @@
+"""Provider-backed implementations of the :class:`contextos.llm.LLM` seam.
+
+Extraction, reconciliation and summarization call ``complete(system,
+messages, json_schema=...)``; these classes answer it with a real model.
+With a schema they ask for structured output the way each API offers it
+(Anthropic ``output_config.format``, OpenAI ``response_format`` with
+``json_schema``); callers still validate the reply, because an
+OpenAI-compatible server may ignore the request. Usage of every call is kept
+in ``.calls`` (a :class:`~contextos.providers.wrap.UsageLog`), errors are
+contextos errors, and retries are the SDK's (``max_retries``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..config import Settings
+from ..errors import MissingExtraError
+from ..types import Message
+from .base import CallRecord
+from .errors import call_mapped
+from .wrap import UsageLog
+
+
+def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    return [{"role": "assistant" if m.role == "assistant" else "user", "content": m.content}
+            for m in messages if m.role != "system"]
+
+
+class AnthropicLLM:
+    """``LLM`` over ``anthropic.Anthropic().messages.create``."""
+
+    def __init__(self, client: Any, *, model: str = "claude-haiku-4-5",
+                 max_tokens: int = 2048) -> None:
+        self.client = client
+        self.model = model
+        self.max_tokens = max_tokens
+        self.calls = UsageLog()
+
+    def complete(self, system: str, messages: Sequence[Message], *,
+                 json_schema: Mapping[str, Any] | None = None) -> str:
+        from .anthropic import reply_of, usage_of
+
+        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens,
+                                  "messages": _turns(messages)}
+        if system:
+            kwargs["system"] = system
+        if json_schema is not None:
+            kwargs["output_config"] = {"format": {"type": "json_schema",
+                                                  "schema": dict(json_schema)}}
+        started = time.perf_counter()
+        response = call_mapped("anthropic", self.client.messages.create, **kwargs)
+        reply = reply_of(response)
+        self.calls.append(CallRecord("anthropic", self.model, usage_of(response.usage), reply,
+                                     False, time.perf_counter() - started))
+        return reply.content
+
+
+class OpenAILLM:
+    """``LLM`` over ``openai.OpenAI().chat.completions.create`` (any compatible server)."""
+
+    def __init__(self, client: Any, *, model: str = "gpt-4.1-mini",
+                 max_tokens: int | None = 2048) -> None:
+        self.client = client
+        self.model = model
+        self.max_tokens = max_tokens
+        self.calls = UsageLog()
+
+    def complete(self, system: str, messages: Sequence[Message], *,
+                 json_schema: Mapping[str, Any] | None = None) -> str:
+        from .openai import reply_of, usage_of
+
+        wire = ([{"role": "system", "content": system}] if system else []) + _turns(messages)
+        kwargs: dict[str, Any] = {"model": self.model, "messages": wire}
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        if json_schema is not None:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "reply", "schema": dict(json_schema)}}
+        started = time.perf_counter()
+        response = call_mapped("openai", self.client.chat.completions.create, **kwargs)
+        reply = reply_of(response)
+        self.calls.append(CallRecord("openai", self.model, usage_of(response.usage), reply,
+                                     False, time.perf_counter() - started))
+        return reply.content
+
+
+def llm_from_settings(settings: Settings, *, model: str | None = None) -> Any:
+    """An LLM for the configured key, or None when no provider is configured.
+
+    Anthropic when ``ANTHROPIC_API_KEY`` is set, else OpenAI when
+    ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline".
+    """
+    try:
+        if settings.anthropic_api_key:
+            import anthropic
+
+            return AnthropicLLM(anthropic.Anthropic(api_key=settings.anthropic_api_key),
+                                model=model or settings.model)
+        if settings.openai_api_key or settings.openai_base_url:
+            import openai
+
+            client = openai.OpenAI(api_key=settings.openai_api_key or "none",
+                                   base_url=settings.openai_base_url)
+            return OpenAILLM(client, model=model or "gpt-4.1-mini")
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "anthropic", exc.name or "anthropic") from None
+    return None
