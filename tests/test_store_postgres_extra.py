@@ -235,3 +235,34 @@ def test_keyword_ranking_weighs_rare_words_over_common_ones(store: Any) -> None:
     assert [h.id for h in hits[:2]] == ["rare", "name"]
     # only PostgreSQL's stopwords: no match, and no notice turned into an error
     assert store.keyword_search(Filter(Scope("t", "u")), "about", limit=3) == []
+
+
+def test_memory_search_finds_the_same_memories_on_both_stores(store: Any, tmp_path: Any) -> None:
+    """The Memory facade over PostgreSQL answers like it does over SQLite (hybrid search)."""
+    from contextos.memory import Memory
+    from contextos.store.sqlite import SQLiteStore
+    from contextos.testing.embedders import HashEmbedder
+
+    facts = [
+        "Caroline went to the LGBTQ support group on Sunday",
+        "Melanie painted a sunrise over the lake last year",
+        "Caroline is researching adoption agencies",
+        "Melanie ran a charity race for mental health",
+        "Caroline wants to study counseling and psychology",
+        "The cat knocked over a vase in the kitchen",
+        "They went camping in the mountains in June",
+    ]
+    answers = []
+    for backend in (SQLiteStore(tmp_path / "m.db"), store):
+        memory = Memory(store=backend, tenant="acme", embedder=HashEmbedder())
+        memory.add(facts, user_id="ana")
+        memory.flush()
+        answers.append(
+            [
+                [h.record.text for h in memory.search(q, user_id="ana", limit=2)]
+                for q in ("adoption research", "what did Melanie paint?", "camping")
+            ]
+        )
+        memory.close()  # closes the store too; closing twice is harmless
+    assert answers[0] == answers[1]
+    assert answers[1][0][0] == "Caroline is researching adoption agencies"
