@@ -88,6 +88,8 @@ def test_numbers_and_entities_are_kept() -> None:
         ("I'm keen on counseling.", "Caroline is keen on counseling."),
         ("I really love my dog.", "Caroline loves Caroline's dog."),
         ("I just adopted Max 🐶!", "Caroline just adopted Max!"),
+        ("I really went hiking yesterday.", "Caroline went hiking on 7 May 2023."),
+        ("Yesterday I really went hiking.", "On 7 May 2023 Caroline went hiking."),
         (
             "I go swimming with the kids every week.",
             "Caroline goes swimming with the kids every week.",

@@ -225,17 +225,15 @@ class OfflineExtractor:
     def _sentence(
         self, sentence: str, offset: int, mentions: list[TimeMention], ctx: _Context
     ) -> Candidate | None:
-        core = S.strip_filler(sentence, ctx.names)
+        core = S.strip_filler(rewrite(sentence, mentions, offset), ctx.names)
         if not core or not _worth_keeping(core, bool(mentions), ctx.names):
             return None
-        start = offset + sentence.find(core) if core in sentence else offset
-        dated = rewrite(core, mentions, start) if core in sentence else core
-        text = S.to_third_person(dated, ctx.speaker)
+        text = S.to_third_person(core, ctx.speaker)
         if ctx.speaker not in text:
             text = f"{ctx.speaker}: {text}"
         text = text[0].upper() + text[1:]
         memory_type, event_time = _classify(core, mentions, ctx.anchor)
-        ents = tuple(S.entities(text)) + tuple(S.numbers(core))
+        ents = tuple(S.entities(text)) + tuple(S.numbers(sentence))
         return Candidate(
             text=text,
             memory_type=memory_type,
