@@ -183,6 +183,9 @@ def test_no_similar_memories_means_add_without_a_model_call() -> None:
     llm = ScriptedLLM([])
     decision = LLMReconciler(llm).decide(cand("Ann lives in Rome."), [])
     assert decision.action == "ADD" and llm.calls == []
+    closed = rec("Ann lives in Paris.", valid_to=SAID)
+    assert LLMReconciler(llm).decide(cand("Ann lives in Rome."), [closed]).action == "ADD"
+    assert llm.calls == []
 
 
 def test_scripted_llm_fails_loudly_when_out_of_replies() -> None:

@@ -186,6 +186,7 @@ class LLMReconciler:
         self.fallback = fallback or HeuristicReconciler()
 
     def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        similar = [r for r in similar if r.valid_to is None]  # closed facts are history
         if not similar:
             return Decision("ADD", candidate, reason="no similar memory", decided_by="rule")
         reply = self.llm.complete(
