@@ -90,7 +90,7 @@ _OFFSETS.update(
 _AMBIGUOUS_MONTHS = {"may", "march", "mar", "jan", "dec", "sept", "sep", "oct", "nov", "aug"}
 
 _NUM = (
-    r"(?:\d{1,3}|a\s+couple\s+of|a\s+couple|couple\s+of|a\s+few|few|several|an?|one|two"
+    r"(?:\d{1,3}|a\s+couple\s+of|a\s+couple|couple\s+of|couple|a\s+few|few|several|an?|one|two"
     r"|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
 )
 _UNIT = r"(?:day|week|month|year)s?"
