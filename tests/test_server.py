@@ -344,3 +344,47 @@ def test_batching_embedder_merges_concurrent_calls_and_prefers_queries() -> None
         assert emb.embed([]).shape == (0, inner.dimensions)
     finally:
         emb.close()
+
+
+def test_window_route_assembles_turns_and_memories_within_budget(db: Path) -> None:
+    with app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        tea = c.post(
+            "/v1/memories",
+            headers=h,
+            json={"messages": "Ana drinks green tea every morning", "user_id": "ana"},
+        ).json()["results"][0]["id"]
+        c.post(
+            "/v1/sessions/s1/turns",
+            headers=h,
+            json={
+                "messages": [
+                    {"role": "user", "content": "I'm planning breakfast"},
+                    {"role": "assistant", "content": "Sounds good, what do you like? " * 20},
+                ],
+                "user_id": "ana",
+            },
+        )
+        resp = c.post(
+            "/v1/sessions/s1/window",
+            headers=h,
+            json={"question": "What does Ana drink?", "user_id": "ana", "token_budget": 400},
+        )
+        assert resp.status_code == 200, resp.text
+        win = resp.json()
+        assert win["tokens"] <= 400 and win["budget"] == 400
+        assert tea in win["memory_ids"]
+        segments = [b["segment"] for b in win["blocks"]]
+        assert segments[-1] == "question" and "turns" in segments and "memories" in segments
+        assert win["blocks"][-1]["text"] == "What does Ana drink?"
+        tiny = c.post(
+            "/v1/sessions/s1/window",
+            headers=h,
+            json={"question": "What does Ana drink?", "user_id": "ana", "token_budget": 64},
+        )
+        assert tiny.status_code == 200 and tiny.json()["tokens"] <= 64
+        assert tiny.json()["left_out"]  # what did not fit is reported, not dropped silently
+        unknown = c.post(
+            "/v1/sessions/s1/window", headers=h, json={"question": "q", "model": "nope-9"}
+        )
+        assert_error(unknown, 400, "ConfigError")

@@ -134,6 +134,8 @@ def _attacks(victim: Victim) -> Iterator[tuple[str, str, dict[str, Any]]]:
     yield "GET", "/v1/sessions/s-a/turns", {}
     yield "GET", "/v1/sessions/s-a/turns", {"params": {"after_seq": -1, "limit": 1000}}
     yield "GET", "/v1/keys", {}
+    for scope in ({"user_id": "ana"}, {"user_id": "bob"}, {"agent_id": "helper"}, {}):
+        yield "POST", "/v1/sessions/s-a/window", {"json": {"question": "the secret?", **scope}}
     for mid in victim.ids + guesses:  # destructive ones last
         yield "DELETE", f"/v1/memories/{mid}", {}
     yield "POST", "/v1/memories/forget", {"json": {"user_id": "ana"}}

@@ -140,45 +140,20 @@ class MemoryTools:
         token_budget: int = 2000,
         limit: int = 20,
     ) -> dict[str, Any]:
-        """Build a context window for a question: the relevant memories placed at the
-        edges (strongest first and last) and the question last, within token_budget."""
-        from ..memory.render import render
-        from ..window import Segment, assemble, text_item
+        """Build a context window for a question within token_budget: the session's
+        summary and recent turns (when session_id is given), the relevant memories with
+        the strongest at the edges, and the question last."""
+        from .windowing import WindowRequest, build_window, window_dict
 
-        mem = self.tenants.get(self.tenant())
-        hits = mem.search(
-            question, user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit
+        req = WindowRequest(
+            question=question,
+            user_id=user_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            token_budget=token_budget,
+            limit=limit,
         )
-        items = tuple(
-            text_item(
-                f"memory:{h.record.id}",
-                render(h.record),
-                self.tokenizer,
-                rank=rank,
-                provenance=(h.record.id,),
-            )
-            for rank, h in enumerate(hits, start=1)
-        )
-        segments = [
-            Segment("memories", "context", items, keep="strongest", placement="edges"),
-            Segment(
-                "question",
-                "question",
-                (text_item("question", question, self.tokenizer),),
-                priority=10,
-                required=True,
-            ),
-        ]
-        window = assemble(segments, token_budget)
-        return {
-            "text": window.render_text(),
-            "tokens": window.total_tokens,
-            "budget": token_budget,
-            "memory_ids": [
-                b.key.removeprefix("memory:") for b in window.blocks if b.segment == "memories"
-            ],
-            "left_out": [o.key.removeprefix("memory:") for o in window.overflow],
-        }
+        return window_dict(build_window(self.tenants, self.tenant(), req, self.tokenizer))
 
     def functions(self) -> list[Callable[..., Any]]:
         return [

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPBearer
 
-from ..tokens import TOKENS_PER_REPLY, Tokenizer
+from ..session import Session
+from ..tokens import Tokenizer
 from ..types import Filter, Scope
 from . import schemas as s
 from .auth import Authenticator
 from .tenants import TenantMemories
+from .windowing import WindowRequest, build_window, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -160,13 +162,16 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         "/{session_id}/turns", status_code=201, response_model=s.TurnList, summary="append_turns"
     )
     def append_turns(session_id: IdPath, body: s.AppendTurnsRequest, tenant: Tenant) -> s.TurnList:
-        """Append messages to a session's log, durably, numbered in order."""
-        scope = Scope(
-            tenant=tenant, user_id=body.user_id, agent_id=body.agent_id, session_id=session_id
+        """Append messages to a session's log, durably, numbered in order (Session.add)."""
+        session = Session(
+            tenants.store,
+            session_id,
+            tenant=tenant,
+            user_id=body.user_id,
+            agent_id=body.agent_id,
+            tokenizer=tokenizer,
         )
-        messages = [m.to_message() for m in body.messages]
-        tokens = [tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
-        turns = tenants.store.append_turns(scope, messages, tokens)
+        turns = session.add(*(m.to_message() for m in body.messages))
         return s.TurnList(results=[s.TurnOut.of(t) for t in turns])
 
     @router.get("/{session_id}/turns", response_model=s.TurnList, summary="turns")
@@ -180,6 +185,21 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         scope = Scope(tenant=tenant, session_id=session_id)
         found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
         return s.TurnList(results=[s.TurnOut.of(t) for t in found])
+
+    @router.post("/{session_id}/window", response_model=s.WindowOut, summary="window")
+    def window(session_id: IdPath, body: s.WindowRequestIn, tenant: Tenant) -> s.WindowOut:
+        """Assemble the context window for a question: summary, recent turns,
+        retrieved memories at the edges, question last, within token_budget."""
+        req = WindowRequest(
+            question=body.question,
+            user_id=body.user_id,
+            agent_id=body.agent_id,
+            session_id=session_id,
+            token_budget=body.token_budget,
+            limit=body.limit,
+            model=body.model,
+        )
+        return s.WindowOut(**window_dict(build_window(tenants, tenant, req, tokenizer)))
 
     @router.get("", response_model=s.SessionList, summary="sessions")
     def sessions(

@@ -131,6 +131,15 @@ class AppendTurnsRequest(_Body):
     agent_id: Ident | None = None
 
 
+class WindowRequestIn(_Body):
+    question: Query
+    user_id: Ident | None = None
+    agent_id: Ident | None = None
+    token_budget: int = Field(2000, ge=64, le=2_000_000)
+    limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
+    model: Annotated[str, Field(min_length=1, max_length=100)] = "claude-sonnet-4-5"
+
+
 class CreateKeyRequest(_Body):
     tenant: Annotated[
         str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
@@ -267,6 +276,29 @@ class TurnList(BaseModel):
 
 class SessionList(BaseModel):
     results: list[str]
+
+
+class BlockOut(BaseModel):
+    segment: str
+    role: str
+    text: str
+    tokens: int
+
+
+class LeftOut(BaseModel):
+    segment: str
+    key: str
+    tokens: int
+    reason: str
+
+
+class WindowOut(BaseModel):
+    text: str
+    tokens: int
+    budget: int
+    memory_ids: list[str]
+    blocks: list[BlockOut]
+    left_out: list[LeftOut]
 
 
 class KeyOut(BaseModel):
