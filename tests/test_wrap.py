@@ -271,3 +271,15 @@ def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(fake, client, 
     turns = wrapped.context.session.turns()
     assert len(turns) == 24  # ... but never out of the log
     assert wrapped.context.session.state().compactions >= 1
+
+
+def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(fake, client,
+                                                                          memory):
+    from contextos.errors import BudgetError
+
+    wrapped = wrap(client, memory=memory, session="tight", user_id="ana", budget=400)
+    with pytest.raises(BudgetError):
+        _ask(wrapped, "words " * 2000)
+    assert fake.messages_requests() == [] and wrapped.context.session.turns() == []
+    _ask(wrapped, "short one")
+    assert [t.message.content for t in wrapped.context.session.turns()][0] == "short one"

@@ -158,8 +158,9 @@ class SessionContext:
     # -- before the call ---------------------------------------------------------
     def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
         model = model_info(request.model)
-        budget = (self.budget or model.context_window) - reserve_tokens
-        question, history = self._log_and_split(request, budget)
+        budget = (self.budget or model.context_window) - (
+            reserve_tokens or model.default_output_reserve())
+        question, history, retry = self._log_and_split(request, budget)
         hits = self._hits(request.last_user_text() or (question.content if question else ""))
         segments = standard_segments(
             budget, tokenizer=self.tokenizer, question=question.content if question else "",
@@ -169,10 +170,13 @@ class SessionContext:
         segments = self._finish_segments(segments, question, bool(hits))
         window = assemble(segments, budget, min_cache_tokens=model.min_cache_tokens,
                           restate_question_over=self.layout.restate_question_over)
+        if question is not None and self.session is not None and not retry:
+            self.session.add(_strip_wire(question))  # durable before the call, once it fits
         return Prepared(window, model, question, ())
 
-    def _log_and_split(self, request: ChatRequest, budget: int) -> tuple[Message | None, Any]:
-        """Log what is new (question last, after compaction); return it and history items."""
+    def _log_and_split(self, request: ChatRequest,
+                       budget: int) -> tuple[Message | None, Any, bool]:
+        """Log what is new but the question; return the question, history items, is-a-retry."""
         sent = list(request.messages)
         turns = self.session.turns() if self.session is not None else []
         known, retry = split_new(sent, [t.message for t in turns]) if turns else (0, False)
@@ -184,17 +188,14 @@ class SessionContext:
             question = new.pop()
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
-            return question, items
+            return question, items, False
         if new:
             self.session.add(*[_strip_wire(m) for m in new])
         self._compact(budget)
         turns = self.session.turns()
         if retry:
             turns = turns[:-1]
-        items = turn_items(turns, self.session.state(), self.tokenizer)
-        if question is not None and not retry:
-            self.session.add(_strip_wire(question))
-        return question, items
+        return question, turn_items(turns, self.session.state(), self.tokenizer), retry
 
     def _compact(self, budget: int) -> None:
         if self.session is None or self.compaction is None:

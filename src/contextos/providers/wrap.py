@@ -86,6 +86,8 @@ class _Core:
             return None, kwargs, ""
         request = self.adapter.parse(kwargs)
         reserve = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
+        if kwargs.get("tools") and not request.tools:  # verbatim tools: not in the window
+            reserve += _tokens_of(kwargs["tools"])
         prepared = self.context.prepare(request, reserve_tokens=reserve)
         rendered, prefix = self.adapter.render(prepared, kwargs)
         return prepared, rendered, prefix
@@ -155,6 +157,14 @@ class _ManagedStream:
 
     def __exit__(self, *exc: Any) -> Any:
         return self._manager.__exit__(*exc)
+
+
+def _tokens_of(value: Any) -> int:
+    import json
+
+    from ..tokens import default_tokenizer
+
+    return default_tokenizer().count(json.dumps(value, default=str))
 
 
 def _request_id(adapter: Any, response: Any) -> str | None:
