@@ -103,9 +103,17 @@ def stub_text(turn: Turn) -> str:
             f"`contextos session show {turn.session_id} --seq {turn.seq}`]")
 
 
+def pinned_seqs(turns: Sequence[Turn], state: HistoryState) -> set[int]:
+    """Pinned turns plus the rest of their tool unit (a pinned result keeps its call)."""
+    if not state.pinned:
+        return set()
+    pins = set(state.pinned)
+    return {t.seq for u in tool_units(turns) if any(x.seq in pins for x in u) for t in u}
+
+
 def visible_turns(turns: Sequence[Turn], state: HistoryState) -> list[Turn]:
-    """Turns still in the window: not rotated out, or pinned."""
-    pinned = set(state.pinned)
+    """Turns still in the window: not rotated out, or pinned (with their tool unit)."""
+    pinned = pinned_seqs(turns, state)
     return [t for t in turns if t.seq >= state.start_seq or t.seq in pinned]
 
 
@@ -160,7 +168,7 @@ def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
     goal = int(th.target * budget)
     visible = visible_turns(turns, state)
     protected = {t.seq for t in visible[-th.keep_recent:]} if th.keep_recent else set()
-    protected |= set(state.pinned)
+    pinned = pinned_seqs(turns, state)
     clear: list[int] = []
     tokens = before
     if strategy == "clear_tool_results":
@@ -168,7 +176,8 @@ def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
     reserve = int(th.summary_share * budget) if strategy == "summarize" else 0
     if strategy == "summarize" and state.summary:
         tokens -= state.summary.tokens  # the new summary replaces it within ``reserve``
-    rotate, tokens = _plan_rotate(visible, state, protected, set(clear), tokens, goal - reserve)
+    rotate, tokens = _plan_rotate(visible, state, protected, pinned, set(clear), tokens,
+                                  goal - reserve)
     if not rotate and not clear:
         return None  # everything left is protected (recent or pinned)
     return Plan(strategy, tuple(rotate), tuple(clear), before, tokens + reserve)
@@ -181,6 +190,7 @@ def _plan_clear(visible: Sequence[Turn], state: HistoryState, protected: set[int
         if tokens <= goal:
             break
         if (turn.message.role == "tool" and turn.seq not in protected
+                and turn.seq not in state.pinned
                 and turn.seq not in state.cleared and turn.tokens > STUB_TOKENS):
             clear.append(turn.seq)
             tokens -= turn.tokens - STUB_TOKENS
@@ -188,13 +198,18 @@ def _plan_clear(visible: Sequence[Turn], state: HistoryState, protected: set[int
 
 
 def _plan_rotate(visible: Sequence[Turn], state: HistoryState, protected: set[int],
-                 cleared_now: set[int], tokens: int, goal: int) -> tuple[list[int], int]:
-    """Rotate whole units, oldest first, until ``tokens <= goal``; stop at a protected unit."""
+                 pinned: set[int], cleared_now: set[int], tokens: int,
+                 goal: int) -> tuple[list[int], int]:
+    """Rotate whole units, oldest first, until ``tokens <= goal``.
+
+    Pinned units are stepped over (they stay visible); a recent unit stops it.
+    """
     rotate: list[int] = []
-    pinned = set(state.pinned)
-    for unit in tool_units([t for t in visible if t.seq not in pinned]):
+    for unit in tool_units(visible):
         if tokens <= goal or any(t.seq in protected for t in unit):
             break
+        if any(t.seq in pinned for t in unit):
+            continue
         for t in unit:
             rotate.append(t.seq)
             cost = STUB_TOKENS if t.seq in cleared_now else turn_cost(t, state)
@@ -231,6 +246,6 @@ def rotated_turns(plan: Plan, turns: Sequence[Turn]) -> list[Turn]:
 
 __all__ = [
     "STRATEGIES", "STUB_TOKENS", "HistoryState", "Plan", "Strategy", "Thresholds",
-    "apply_compaction", "history_tokens", "needs_compaction", "plan_compaction",
+    "apply_compaction", "history_tokens", "needs_compaction", "pinned_seqs", "plan_compaction",
     "rotated_turns", "stub_text", "tool_units", "turn_cost", "visible_turns",
 ]

@@ -25,6 +25,7 @@ from .compaction import (
     Thresholds,
     apply_compaction,
     history_tokens,
+    pinned_seqs,
     plan_compaction,
     rotated_turns,
     stub_text,
@@ -56,7 +57,7 @@ class Layout:
 def turn_items(turns: Sequence[Turn], state: HistoryState,
                tokenizer: Tokenizer) -> tuple[Item, ...]:
     """Window items for the visible turns: cleared results as stubs, tool units grouped."""
-    pinned = set(state.pinned)
+    pinned = pinned_seqs(turns, state)
     cleared = set(state.cleared)
     items: list[Item] = []
     for unit in tool_units(visible_turns(turns, state)):

@@ -163,12 +163,14 @@ class ExtractiveSummarizer:
         ... # doctest: +SKIP
     """
 
-    def __init__(self, tokenizer: Tokenizer | None = None, *, max_line_tokens: int = 80) -> None:
+    def __init__(self, tokenizer: Tokenizer | None = None, *, max_line_tokens: int = 80,
+                 min_score: float = 0.0) -> None:
         self.tokenizer = tokenizer or default_tokenizer()
         self.max_line_tokens = max_line_tokens
+        self.min_score = min_score
 
     def candidates(self, turns: Sequence[Turn]) -> list[SummaryLine]:
-        """Every sentence of ``turns`` as a scored line (long ones are left out)."""
+        """Salient sentences of ``turns`` as scored lines (long and filler ones left out)."""
         out: list[SummaryLine] = []
         for turn in turns:
             msg = turn.message
@@ -177,7 +179,8 @@ class ExtractiveSummarizer:
             speaker = msg.name or msg.role
             lines = _lines_of(speaker, _date(turn_time(turn)), msg.content, turn.seq,
                               turn_ref(turn), self.tokenizer)
-            out += [ln for ln in lines if ln.tokens <= self.max_line_tokens]
+            out += [ln for ln in lines
+                    if ln.tokens <= self.max_line_tokens and ln.score > self.min_score]
         return out
 
     def summarize(self, turns: Sequence[Turn], *, previous: Summary | None,
