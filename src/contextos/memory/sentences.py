@@ -8,6 +8,7 @@ on every turn at hundreds of turns per second on two cores.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection
 
@@ -157,12 +158,21 @@ _INTENSIFIER = re.compile(
 def strip_filler(sentence: str, names: Collection[str] = ()) -> str:
     """``sentence`` without interjections ("Wow, ..."), intensifiers, emoji or a vocative name."""
     text = _INTENSIFIER.sub("", _FILLER_START.sub("", sentence.strip()))
-    if names:
-        alt = "|".join(re.escape(n[:3]) for n in names if n)
-        text = re.sub(rf",\s*(?:{alt})\w*\s*(?=[!.?]*$)", "", text)
-        text = re.sub(rf"^(?:{alt})\w*\s*[,!]\s*", "", text)
+    vocatives = _vocatives(frozenset(n for n in names if n))
+    if vocatives:
+        for pattern in vocatives:
+            text = pattern.sub("", text)
         text = _FILLER_START.sub("", text)
     return text.strip()
+
+
+@functools.lru_cache(maxsize=256)
+def _vocatives(names: frozenset[str]) -> tuple[re.Pattern[str], ...]:
+    """Patterns for a name (or its first three letters, "Mel") used to address someone."""
+    if not names:
+        return ()
+    alt = "|".join(sorted({re.escape(n[:3]) for n in names}))
+    return (re.compile(rf",\s*(?:{alt})\w*\s*(?=[!.?]*$)"), re.compile(rf"^(?:{alt})\w*\s*[,!]\s*"))
 
 
 def is_name_of(word: str, names: Collection[str]) -> bool:
