@@ -208,6 +208,17 @@ def test_speaker_falls_back_to_metadata_then_role() -> None:
     ]
 
 
+def test_role_names_are_not_taken_for_vocatives() -> None:
+    turns = [
+        Message("user", "I find the new planner very, useful!"),
+        say("Al", "I love Alaska, Al!"),
+    ]
+    assert [c.text for c in OfflineExtractor().extract(turns)] == [
+        "User finds the new planner very, useful!",
+        "Al loves Alaska!",
+    ]
+
+
 def test_system_and_tool_messages_are_ignored() -> None:
     turns = [
         Message("system", "Always answer in French."),

@@ -178,7 +178,8 @@ class OfflineExtractor:
         self, turns: Sequence[Message], *, session_time: datetime | None = None
     ) -> list[Candidate]:
         """Candidates from ``turns``, near-duplicates merged across the batch."""
-        names = set(self.participants) | {speaker_of(t) for t in turns if t.role in self.roles}
+        speakers = {speaker_of(t) for t in turns if t.role in self.roles}
+        names = set(self.participants) | (speakers - {"user", "assistant"})
         found: list[Candidate] = []
         for turn in turns:
             found.extend(self.extract_turn(turn, session_time=session_time, names=names))
@@ -203,7 +204,7 @@ class OfflineExtractor:
             speaker=speaker,
             provenance=turn_ids(turn),
             anchor=_turn_time(turn, session_time),
-            names=tuple({speaker, *self.participants, *names}),
+            names=tuple({speaker, *self.participants, *names} - {"user", "assistant"}),
         )
         text = turn.content.translate(_APOSTROPHES)
         inline = _INLINE_CAPTION.search(text)

@@ -171,7 +171,13 @@ def _vocatives(names: frozenset[str]) -> tuple[re.Pattern[str], ...]:
     """Patterns for a name (or its first three letters, "Mel") used to address someone."""
     if not names:
         return ()
-    alt = "|".join(sorted({re.escape(n[:3]) for n in names}))
+    alt = "|".join(
+        sorted({re.escape(n[:3]) + r"\w*" if len(n) > 3 else re.escape(n) for n in names})
+    )
+    return (
+        re.compile(rf",\s*(?:{alt})\s*(?=[!.?]*$)"),
+        re.compile(rf"^(?:{alt})\s*[,!]\s*"),
+    )
     return (re.compile(rf",\s*(?:{alt})\w*\s*(?=[!.?]*$)"), re.compile(rf"^(?:{alt})\w*\s*[,!]\s*"))
 
 
