@@ -334,3 +334,15 @@ def test_reconcile_writes_new_facts_in_one_batch_and_still_sees_them(store: SQLi
     assert outcomes[2].decision.target_id == outcomes[0].record.id  # type: ignore[union-attr]
     assert active(store) == ["Ann lives in Lyon.", "Ann plays chess on Sundays."]
     assert store.count(Filter(scope=SCOPE, include_invalid=True)) == 3
+
+
+def test_reconcile_looks_across_the_users_sessions(store: SQLiteStore) -> None:
+    monday = Scope(tenant="t1", user_id="ann", session_id="s1")
+    friday = Scope(tenant="t1", user_id="ann", session_id="s2")
+    [first] = reconcile([cand("Ann lives in Paris.")], store, scope=monday, now=SAID)
+    [later] = reconcile([cand("Ann lives in Rome.")], store, scope=friday, now=LATER)
+    assert first.record is not None and later.decision.target_id == first.record.id
+    assert later.record is not None and later.record.session_id == "s2"
+    other = Scope(tenant="t1", user_id="bob", session_id="s1")
+    [bob] = reconcile([cand("Ann lives in Rome.")], store, scope=other, now=LATER)
+    assert bob.decision.action == "ADD"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -353,7 +353,9 @@ def reconcile(
 ) -> list[Outcome]:
     """Decide and apply each candidate in turn against what ``scope`` already holds.
 
-    A later candidate sees what an earlier one added: new records wait in a
+    Similar memories are looked up across the user's (or agent's) sessions, not
+    only ``scope.session_id``: a fact said in one session can update one said in
+    another. A later candidate sees what an earlier one added: new records wait in a
     batch that is written with one ``put`` (one transaction instead of one per
     fact) and are shown to the reconciler beside the stored ones; the batch is
     written early when a decision needs to change one of its records. The
@@ -361,10 +363,11 @@ def reconcile(
     """
     decider = reconciler or HeuristicReconciler()
     now = now or datetime.now(UTC)
+    across = replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
     pending: list[MemoryRecord] = []
     outcomes: list[Outcome] = []
     for candidate in candidates:
-        stored = find_similar(store, scope, candidate.text, k=k, embedder=embedder)
+        stored = find_similar(store, across, candidate.text, k=k, embedder=embedder)
         decision = decider.decide(candidate, _like(pending, candidate, k) + stored)
         if decision.action == "ADD":
             pending.append(new_record(decision, scope, now, metadata))
