@@ -265,12 +265,15 @@ def test_apply_noop_changes_nothing(store: SQLiteStore) -> None:
     assert [e.event for e in store.history("t1", old.id)] == ["ADD"]
 
 
-def test_apply_never_reaches_into_another_tenant(store: SQLiteStore) -> None:
+def test_apply_never_reaches_into_another_tenant_or_user(store: SQLiteStore) -> None:
     old = add(store, "Ann lives in Paris.")
     other = Scope(tenant="t2", user_id="ann")
     for action in ("UPDATE", "DELETE"):
         with pytest.raises(NotFound):
             apply(Decision(action, cand("Ann lives in Rome."), old.id), store, scope=other)
+        with pytest.raises(NotFound):
+            bob = Scope(tenant="t1", user_id="bob")
+            apply(Decision(action, cand("Ann lives in Rome."), old.id), store, scope=bob)
     assert store.count(Filter(scope=other, include_invalid=True)) == 0
     assert active(store) == ["Ann lives in Paris."]
 

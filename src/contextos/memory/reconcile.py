@@ -290,7 +290,7 @@ def apply(
     the old one's ``valid_to`` (linking both ways in metadata), so a crash in
     between leaves a duplicate rather than a lost fact. DELETE closes
     ``valid_to`` without erasing. NOOP changes nothing and returns None.
-    A target outside ``scope.tenant`` raises NotFound.
+    A target outside ``scope`` (another tenant, user or agent) raises NotFound.
     """
     now = now or datetime.now(UTC)
     if decision.action == "NOOP":
@@ -301,7 +301,7 @@ def apply(
         return record
     target_id = decision.target_id or ""
     old = store.get(scope.tenant, target_id)
-    if old is None:
+    if old is None or not _within(old.scope, scope):
         raise NotFound(f"no memory {target_id!r} to {decision.action.lower()}")
     if decision.action == "DELETE":
         return store.update(scope.tenant, target_id, Patch(valid_to=now), actor=actor)
@@ -310,6 +310,14 @@ def apply(
     closed = {**old.metadata, "superseded_by": record.id}
     store.update(scope.tenant, target_id, Patch(valid_to=now, metadata=closed), actor=actor)
     return record
+
+
+def _within(owner: Scope, scope: Scope) -> bool:
+    """True when a record owned by ``owner`` may be changed by someone acting in ``scope``."""
+    return all(
+        mine is None or mine == theirs
+        for mine, theirs in ((scope.user_id, owner.user_id), (scope.agent_id, owner.agent_id))
+    )
 
 
 def find_similar(
