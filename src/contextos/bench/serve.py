@@ -46,6 +46,13 @@ class OpStats:
 
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    samples: list[str] = field(default_factory=list)
+
+    def fail(self, what: str) -> None:
+        """Count an error and keep the first few descriptions for the report."""
+        self.errors += 1
+        if len(self.samples) < 5:
+            self.samples.append(what[:300])
 
     def summary(self, seconds: float) -> dict[str, float | int]:
         lat = self.latencies
@@ -56,6 +63,7 @@ class OpStats:
             "p50_ms": percentile(lat, 50) * 1000,
             "p95_ms": percentile(lat, 95) * 1000,
             "p99_ms": percentile(lat, 99) * 1000,
+            "error_samples": list(self.samples),
         }
 
 
@@ -164,12 +172,12 @@ async def _client(
         start = time.perf_counter()
         try:
             resp = await client.post(path, json=body)
-        except Exception:  # transport failures are counted as errors, not raised
-            stats[op].errors += 1
+        except Exception as exc:  # transport failures are counted as errors, not raised
+            stats[op].fail(f"{type(exc).__name__}: {exc}")
             continue
         elapsed = time.perf_counter() - start
         if resp.status_code >= 300:
-            stats[op].errors += 1
+            stats[op].fail(f"HTTP {resp.status_code}: {resp.text}")
             continue
         stats[op].latencies.append(elapsed)
         if op == "add":
@@ -183,7 +191,11 @@ async def _load(
 
     stats = {"add": OpStats(), "search": OpStats()}
     acked: set[str] = set()
-    limits = httpx.Limits(max_connections=cfg.clients, max_keepalive_connections=cfg.clients)
+    # Idle connections expire on the client first (server keep-alive is 65 s), so a
+    # request never races the server closing its connection.
+    limits = httpx.Limits(
+        max_connections=cfg.clients, max_keepalive_connections=cfg.clients, keepalive_expiry=5
+    )
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
     ) as client:

@@ -89,6 +89,14 @@ def register(cli: click.Group, bench: click.Group) -> None:
     help="Requests a key may send at once before the rate applies.",
 )
 @click.option(
+    "--keep-alive",
+    default=65,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds an idle client connection stays open (keep it above the client's or "
+    "load balancer's idle timeout, or requests race the close).",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -105,6 +113,7 @@ def serve(
     max_body_bytes: int,
     rate: float,
     burst: int,
+    keep_alive: int,
     log_level: str,
 ) -> None:
     """Run the HTTP API (memories, sessions, keys) on HOST:PORT over --db."""
@@ -127,7 +136,14 @@ def serve(
     app = create_app(config)
     console.print(f"contextos serving on http://{host}:{port} (docs at /docs)", highlight=False)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            timeout_keep_alive=keep_alive,
+        )
     finally:
         close_app(app)
 
@@ -358,6 +374,8 @@ def _print_bench(report: dict[str, object]) -> None:
             f"errors {op['errors']}",
             highlight=False,
         )
+        for sample in op.get("error_samples", []):
+            console.print(f"    error: {sample}", highlight=False, markup=False)
     console.print(
         f"  acknowledged writes {report['acknowledged_writes']}, stored "
         f"{report['stored_writes']}, missing {report['missing_writes']}",
