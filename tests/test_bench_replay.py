@@ -1,0 +1,68 @@
+"""The replay benchmark on one LoCoMo conversation (skipped when the data is absent)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import LOCOMO
+from contextos.testing.embedders import HashEmbedder
+
+pytestmark = pytest.mark.skipif(not LOCOMO.exists(), reason=f"LoCoMo data not at {LOCOMO}")
+
+
+@pytest.fixture(scope="module")
+def report():
+    from contextos.bench.replay import run_replay
+
+    return run_replay(LOCOMO, budgets=(4000,), limit=1, embedder=HashEmbedder(),
+                      strategies=("truncate", "summarize", "offload", "sliding", "resummarize"))
+
+
+def test_every_strategy_stays_within_budget_and_under_its_cache_limit(report):
+    res = report["budgets"]["4000"]
+    for name, r in res.items():
+        assert r["peak_window_tokens"] <= 4000, name
+        assert r["cache_read_share"] <= r["cache_read_limit"] + 1e-9, name
+        assert r["requests"] == len(r["series"]["window_tokens"]) > 100
+        assert r["questions"] > 100
+
+
+def test_baselines_are_cache_hostile_and_compaction_is_not(report):
+    res = report["budgets"]["4000"]
+    assert res["resummarize"]["cache_read_share"] < 0.2
+    assert res["sliding"]["cache_read_share"] < 0.3
+    for name in ("truncate", "summarize"):
+        assert res[name]["cache_read_share"] > 0.7, name
+        assert res[name]["cost_usd"] < res["sliding"]["cost_usd"]
+        assert 0 < res[name]["compactions"] < res[name]["requests"] / 5
+
+
+def test_summary_and_memory_raise_evidence_recall(report):
+    res = report["budgets"]["4000"]
+    assert res["summarize"]["evidence_recall"] > res["truncate"]["evidence_recall"]
+    assert res["offload"]["evidence_recall"] > res["summarize"]["evidence_recall"]
+
+
+def test_cli_writes_report_and_plots(tmp_path):
+    from contextos.cli.main import cli
+
+    out = tmp_path / "r" / "replay.json"
+    r = CliRunner().invoke(cli, ["bench", "replay", "--data", str(LOCOMO), "--limit", "1",
+                                 "--budget", "3000", "--strategy", "truncate",
+                                 "--strategy", "sliding", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert set(data["budgets"]["3000"]) == {"truncate", "sliding"}
+    assert (out.parent / "replay-3000.png").stat().st_size > 1000
+    assert "replay at 3,000 tokens" in r.output
+
+
+def test_missing_data_is_one_clean_line(tmp_path):
+    from contextos.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "replay", "--data", str(tmp_path / "nope.json")])
+    assert info.value.code != 0

@@ -1,0 +1,157 @@
+"""Sessions on a real SQLite store: durability, resume, compaction state, offload, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from contextos.cache import render_anthropic
+from contextos.errors import NotFound
+from contextos.memory import Memory
+from contextos.models import get_model
+from contextos.session import Session, window_budget
+from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import Message, ToolCall
+
+SONNET = get_model("claude-sonnet-4-5")
+
+
+@pytest.fixture()
+def db(tmp_path):
+    return str(tmp_path / "s.db")
+
+
+def chat(session: Session, n: int) -> None:
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        session.add(Message(role, f"Message {i}: Ana flew to city number {i} on 3 May 2023.",
+                            metadata={"dia_id": f"D1:{i}"}))
+
+
+def test_turns_are_durable_and_resumable_from_another_store(db):
+    s = Session(SQLiteStore(db), "chat", user_id="ana")
+    added = s.add(Message("user", "hello"), Message("assistant", "hi there"))
+    assert [t.seq for t in added] == [0, 1]
+    assert all(t.tokens > 0 for t in added)
+    s.store.close()
+    resumed = Session(SQLiteStore(db), "chat", user_id="ana")  # e.g. another process
+    assert [t.message.content for t in resumed.turns()] == ["hello", "hi there"]
+    resumed.add(Message("user", "again"))
+    assert [t.seq for t in resumed.turns()] == [0, 1, 2]
+    assert resumed.turn(2).message.content == "again"
+    with pytest.raises(NotFound):
+        resumed.turn(9)
+
+
+def test_tool_calls_round_trip_and_render(db):
+    s = Session(SQLiteStore(db), "tools")
+    call = ToolCall("call_1", "lookup", '{"id":"x"}')
+    s.add(Message("user", "look it up"), Message("assistant", "", tool_calls=(call,)),
+          Message("tool", "found x", tool_call_id="call_1"))
+    body = render_anthropic(s.window(SONNET, "and?"), SONNET)
+    kinds = [c["type"] for m in body["messages"] for c in m["content"]]
+    assert kinds == ["text", "tool_use", "tool_result", "text"]
+
+
+def test_compaction_state_persists_and_window_shrinks(db):
+    s = Session(SQLiteStore(db), "long", user_id="ana")
+    chat(s, 40)
+    before = s.history_tokens()
+    result = s.compact(before * 2, "summarize")
+    assert result.plan is None  # at 50% of its budget: under the 80% trigger
+    result = s.compact(int(before / 0.9), "summarize")
+    assert result.plan is not None and result.state.summary is not None
+    again = Session(SQLiteStore(db), "long", user_id="ana")
+    state = again.state()
+    assert state == result.state
+    assert again.history_tokens() < before
+    w = again.window(SONNET, "where did Ana fly?")
+    assert "summary" in {b.segment for b in w.blocks}
+    refs = w.provenance()
+    assert {"D1:0", "D1:39"} & refs  # summary lines and verbatim turns keep their dia ids
+    assert w.total_tokens <= window_budget(SONNET)
+
+
+def test_pinned_turn_survives_truncation(db):
+    s = Session(SQLiteStore(db), "pins")
+    chat(s, 30)
+    s.pin(1)
+    result = s.compact(100, "truncate", force=True)
+    assert result.plan is not None and 1 not in result.plan.rotate
+    keys = [b.key for b in s.window(SONNET, "q").blocks if b.segment == "turns"]
+    assert keys[0] == "turn:1" and "turn:0" not in keys
+    s.pin(1, pinned=False)
+    assert s.state().pinned == ()
+
+
+def test_offload_archives_into_memory_and_retrieves(db, tmp_path):
+    store = SQLiteStore(db)
+    memory = Memory(str(tmp_path / "mem.db"), embedder=HashEmbedder(),
+                    background_embedding=False)
+    try:
+        s = Session(store, "off", user_id="ana")
+        chat(s, 30)
+        result = s.compact(300, "offload", memory=memory)
+        assert result.plan is not None and result.archived == len(result.plan.rotate)
+        hits = memory.search("city number 2", session_id="off", limit=5)
+        assert hits and "D1:2" in hits[0].record.provenance
+        w = s.window(SONNET, "Which city was number 2?", hits=hits)
+        mem_blocks = [b for b in w.blocks if b.segment == "memories"]
+        assert mem_blocks[0].provenance == hits[0].record.provenance  # rank 1 first
+        assert "D1:2" in w.provenance()
+    finally:
+        memory.close()
+        store.close()
+
+
+def test_offload_needs_a_memory(db):
+    s = Session(SQLiteStore(db), "x")
+    chat(s, 30)
+    with pytest.raises(ValueError):
+        s.compact(100, "offload")
+
+
+def test_bad_input(db):
+    with pytest.raises(ValueError):
+        Session(SQLiteStore(db), " ")
+    with pytest.raises(TypeError):
+        Session(SQLiteStore(db), "a").add("text")  # type: ignore[arg-type]
+
+
+def test_cli_session_window_compact(db):
+    from contextos.cli.main import cli
+
+    runner = CliRunner()
+    base = ["--db", db]
+    for i in range(12):
+        r = runner.invoke(cli, [*base, "session", "add", "c1", f"On day {i} Bo ran {i} km.",
+                                "--role", "user" if i % 2 == 0 else "assistant"])
+        assert r.exit_code == 0, r.output
+    shown = runner.invoke(cli, [*base, "--json", "session", "show", "c1"])
+    assert len(json.loads(shown.output)["turns"]) == 12
+    table = runner.invoke(cli, [*base, "window", "--session", "c1", "-q", "How far?"])
+    assert table.exit_code == 0 and "turns" in table.output and "question" in table.output
+    body = runner.invoke(cli, [*base, "window", "--session", "c1", "-q", "How far?",
+                               "--format", "anthropic"])
+    assert json.loads(body.output)["messages"][-1]["content"][-1]["text"] == "How far?"
+    oai = runner.invoke(cli, [*base, "window", "--session", "c1", "-q", "x", "--format",
+                              "openai", "--model", "gpt-4.1"])
+    assert "prompt_cache_key" in json.loads(oai.output)
+    comp = runner.invoke(cli, [*base, "--json", "compact", "--session", "c1", "--budget",
+                               "120", "--strategy", "truncate"])
+    data = json.loads(comp.output)
+    assert data["compacted"] and data["state"]["start_seq"] > 0
+    again = runner.invoke(cli, [*base, "session", "show", "c1"])
+    assert "(compacted)" in again.output
+
+
+def test_cli_bench_assemble_is_fast():
+    from contextos.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["--json", "bench", "assemble", "--repeat", "5"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["turns"] == 100 and data["window_tokens"] > 100 * 10
