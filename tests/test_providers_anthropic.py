@@ -7,6 +7,7 @@ which records what it received and answers in the Messages API wire format.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ def client(fake: FakeAnthropic) -> Iterator[Any]:
 def memory(tmp_path: Path) -> Iterator[Memory]:
     m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
     yield m
+    for thread in threading.enumerate():  # a wrapper's background commit still writing
+        if thread.name == "contextos-commit":
+            thread.join()
     m.close()
 
 
@@ -236,6 +240,7 @@ def _session_calls(fake, client, memory, questions, **kw):
     for q in questions:
         wrapped.messages.create(model=MODEL, max_tokens=256, system=SYSTEM,
                                 messages=[{"role": "user", "content": q}])
+    wrapped.flush()
     return wrapped, [r.json() for r in fake.messages_requests()]
 
 
@@ -268,6 +273,7 @@ def test_session_log_holds_each_turn_once_with_usage(fake, client, memory):
         convo.append({"role": "user", "content": q})
         r = wrapped.messages.create(model=MODEL, max_tokens=64, messages=convo)
         convo.append({"role": "assistant", "content": r.content[0].text})
+    wrapped.flush()
     turns = memory.store.turns(Scope(tenant=memory.tenant, user_id="ana", session_id="s1"))
     assert [t.message.role for t in turns] == ["user", "assistant"] * 3
     assert [t.message.content for t in turns[::2]] == ["one", "two", "three"]
@@ -399,6 +405,7 @@ def test_stream_helper_is_wrapped_too(fake, client, memory):
     (call,) = list(wrapped.calls)
     assert call.complete and call.reply is not None and call.reply.content == text
     assert call.usage.output_tokens == final.usage.output_tokens
+    wrapped.flush()
     turns = wrapped.context.session.turns()
     assert [t.message.content for t in turns] == ["what do I play?", text]
 

@@ -6,6 +6,7 @@ The same tests stand for any OpenAI-compatible server reached through
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ def client(fake: FakeOpenAI) -> Iterator[Any]:
 def memory(tmp_path: Path) -> Iterator[Memory]:
     m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
     yield m
+    for thread in threading.enumerate():  # a wrapper's background commit still writing
+        if thread.name == "contextos-commit":
+            thread.join()
     m.close()
 
 
@@ -162,6 +166,7 @@ def test_session_prefix_is_stable_and_served_from_the_cache(fake, client, memory
     assert final[-1]["text"] == "where do I live?" and any("Lisbon" in p["text"] for p in final)
     cached = [c.usage.cache_read_input_tokens for c in wrapped.calls]
     assert cached[0] == 0 and all(c > 0 for c in cached[1:])
+    wrapped.flush()
     turns = memory.store.turns(Scope(tenant=memory.tenant, user_id="ana", session_id="s1"))
     assert [t.message.role for t in turns] == ["user", "assistant"] * 3
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def client(fake: FakeAnthropic) -> Iterator[Any]:
 def memory(tmp_path: Path) -> Iterator[Memory]:
     m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
     yield m
+    for thread in threading.enumerate():  # a wrapper's background commit still writing
+        if thread.name == "contextos-commit":
+            thread.join()
     m.close()
 
 
@@ -179,6 +183,7 @@ def test_a_retried_question_is_logged_once(fake, memory):
     with pytest.raises(ProviderError):
         _ask(wrapped, "are you there?")
     _ask(wrapped, "are you there?")
+    wrapped.flush()
     turns = wrapped.context.session.turns()
     assert [t.message.content for t in turns][0] == "are you there?"
     assert [t.message.role for t in turns] == ["user", "assistant"]
@@ -215,6 +220,7 @@ def test_offline_chat_shows_the_window_and_answers_from_memory(memory):
     assert "Miso" in turn.reply and any("Miso" in m for m in turn.memories)
     assert turn.window is not None and "what is my cat called?" in turn.window.render_text()
     again = chat.send("thanks")
+    chat.close()
     assert again.window is not None
     assert "what is my cat called?" in again.window.render_text()  # now in the history
 
@@ -268,6 +274,7 @@ def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(fake, client, 
     assert "Summary of the earlier conversation" in system
     sent = [b["text"] for m in body["messages"] for b in m["content"]]
     assert not any(t.startswith("Turn 0:") for t in sent)  # rotated out of the window
+    wrapped.flush()
     turns = wrapped.context.session.turns()
     assert len(turns) == 24  # ... but never out of the log
     assert wrapped.context.session.state().compactions >= 1
@@ -282,4 +289,36 @@ def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(fake,
         _ask(wrapped, "words " * 2000)
     assert fake.messages_requests() == [] and wrapped.context.session.turns() == []
     _ask(wrapped, "short one")
+    wrapped.flush()
     assert [t.message.content for t in wrapped.context.session.turns()][0] == "short one"
+
+
+class _ForgetfulMemory:
+    """A Memory stand-in whose writes fail (the store underneath is real)."""
+
+    def __init__(self, real: Memory) -> None:
+        self.store, self.tenant, self.tokenizer = real.store, real.tenant, real.tokenizer
+
+    def search(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+    def add(self, *args: Any, **kwargs: Any) -> list[Any]:
+        from contextos.errors import StoreError
+
+        raise StoreError("disk full")
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_failed_commit_is_raised_not_lost(fake, client, memory, background):
+    from contextos.errors import StoreError
+
+    wrapped = wrap(client, memory=_ForgetfulMemory(memory), session="s", user_id="ana",
+                   background_commit=background)
+    if background:
+        _ask(wrapped, "first")  # the caller has its answer; the write fails behind it
+        with pytest.raises(StoreError, match="disk full"):
+            _ask(wrapped, "second")  # ... and the next call reports it before sending
+        assert len(fake.messages_requests()) == 1
+    else:
+        with pytest.raises(StoreError, match="disk full"):
+            _ask(wrapped, "first")

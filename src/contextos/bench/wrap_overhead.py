@@ -171,7 +171,7 @@ def measure(provider: Provider = "anthropic", *, mode: Mode = "passthrough", cal
             from ..memory import Memory
 
             memory = Memory(Path(tmp) / "bench.db", embedder=make_embedder(embedder),
-                            background_embedding=False)
+                            background_embedding=True)
             memory.add(list(_FACTS), user_id="ana", session_id="earlier")
             wrapped = wrap(client, memory=memory, session="bench", user_id="ana")
         else:
@@ -179,6 +179,7 @@ def measure(provider: Provider = "anthropic", *, mode: Mode = "passthrough", cal
         try:
             bare, timed = _run(provider, mode, calls, warmup, stream, wrapped, client, fake)
         finally:
+            wrapped.flush()
             if memory is not None:
                 memory.close()
     return OverheadResult(provider, mode, stream, calls, statistics.median(bare),

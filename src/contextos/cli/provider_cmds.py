@@ -56,6 +56,7 @@ def _chat(state: CliState, provider: str, model: str | None, session_id: str, us
     from ..providers.chat import Chat
 
     memory = Memory(state.settings.db, tenant=state.settings.tenant, settings=state.settings)
+    chat: Chat | None = None
     try:
         chat = Chat(memory, provider=provider, session_id=session_id,  # type: ignore[arg-type]
                     user_id=user_id, model=model, settings=state.settings, base_url=base_url)
@@ -77,6 +78,8 @@ def _chat(state: CliState, provider: str, model: str | None, session_id: str, us
             else:
                 _print_turn(turn, show_window)
     finally:
+        if chat is not None:
+            chat.close()
         memory.close()
 
 

@@ -19,12 +19,16 @@ and a :class:`~contextos.memory.Memory`:
    memories retrieved for the question (strongest at the edges) and the
    question last.
 4. After the call the reply is logged, with the call's usage in its
-   metadata, and the exchange is added to memory (``remember=True``).
+   metadata, and the exchange is added to memory (``remember=True``) -- on a
+   background thread by default (``background_commit``), so the caller does
+   not wait for those durable writes; the next call, or ``flush()``, waits
+   for them first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
@@ -56,6 +60,45 @@ class ContextSource(Protocol):
     def commit(self, prepared: Prepared, call: CallRecord) -> None:
         """Record the call's reply and usage (the session log, memory)."""
         ...
+
+
+class _Committer:
+    """Runs commits in order, each on its own thread, one at a time.
+
+    Why: logging the reply and remembering the exchange are durable SQLite
+    writes (fsync'd); the caller already has its answer and should not wait
+    for them. The next ``prepare`` (or ``flush``) waits, so the log is always
+    complete before the next window is built, and a failed write is raised
+    there instead of being lost.
+    """
+
+    def __init__(self, background: bool) -> None:
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, func: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        if not self.background:
+            func(*args)
+            return
+
+        def run() -> None:
+            try:
+                func(*args)
+            except BaseException as exc:  # handed to the caller by wait()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="contextos-commit", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def model_info(name: str, *, window: int | None = None) -> ModelInfo:
@@ -117,8 +160,9 @@ class SessionContext:
                  memory_limit: int = 8, memory_tokens: int = 1024, remember: bool = True,
                  budget: int | None = None, compaction: Compaction | None = "summarize",
                  history_share: float = 0.6, thresholds: Thresholds | None = None,
-                 layout: Layout | None = None) -> None:
+                 layout: Layout | None = None, background_commit: bool = True) -> None:
         self.memory = memory
+        self._committer = _Committer(background_commit)
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
         self.session = self._session(session, store, tenant, user_id, agent_id)
         self.user_id = user_id if self.session is None else self.session.scope.user_id
@@ -157,6 +201,7 @@ class SessionContext:
 
     # -- before the call ---------------------------------------------------------
     def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
+        self.flush()  # the previous reply is in the log before this window is built
         model = model_info(request.model)
         budget = (self.budget or model.context_window) - (
             reserve_tokens or model.default_output_reserve())
@@ -237,6 +282,14 @@ class SessionContext:
 
     # -- after the call --------------------------------------------------------------
     def commit(self, prepared: Prepared, call: CallRecord) -> None:
+        """Log the reply and remember the exchange (on a background thread by default)."""
+        self._committer.submit(self._commit, prepared, call)
+
+    def flush(self) -> None:
+        """Wait for the last commit; re-raise its error if it failed."""
+        self._committer.wait()
+
+    def _commit(self, prepared: Prepared, call: CallRecord) -> None:
         reply = call.reply
         if reply is None:
             return

@@ -102,6 +102,10 @@ class Chat:
         return ChatTurn(call.reply.content if call.reply else "", window, call.usage,
                         _memories_of(window) if window else ())
 
+    def close(self) -> None:
+        """Wait for the last reply to be logged and remembered."""
+        self.context.flush()
+
     def _offline(self, text: str) -> ChatTurn:
         request = ChatRequest(self.model, (self.system,), (Message("user", text),))
         prepared = self.context.prepare(request, reserve_tokens=self.max_tokens)

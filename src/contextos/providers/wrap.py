@@ -252,6 +252,12 @@ class WrappedClient:
     def calls(self) -> UsageLog:
         return self._core.calls
 
+    def flush(self) -> None:
+        """Wait until the last call's reply is logged and remembered (see ``background_commit``)."""
+        flush = getattr(self._core.context, "flush", None)
+        if flush is not None:
+            flush()
+
     @property
     def context(self) -> Any:
         """The :class:`~contextos.providers.assembly.ContextSource` (None in pass-through)."""
@@ -281,8 +287,9 @@ def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
 def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str | None = None,
          agent_id: str | None = None, context: Any = None, memory_limit: int = 8,
          memory_tokens: int = 1024, remember: bool = True, budget: int | None = None,
-         compaction: str | None = "summarize", prompt_cache_key: bool | str = False,
-         stream_usage: bool = True, on_call: Recorder | None = None) -> WrappedClient:
+         compaction: str | None = "summarize", background_commit: bool = True,
+         prompt_cache_key: bool | str = False, stream_usage: bool = True,
+         on_call: Recorder | None = None) -> WrappedClient:
     """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
 
     Args:
@@ -298,6 +305,8 @@ def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str |
         budget: the input token budget (default: the model's window minus ``max_tokens``).
         compaction: the session's compaction strategy (``summarize``, ``truncate``,
             ``clear_tool_results``, ``offload``) or None to never compact.
+        background_commit: log the reply and remember the exchange on a background
+            thread (the next call or ``flush()`` waits for it); False to do it inline.
         prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
         stream_usage: OpenAI only; ask streams for the usage chunk.
         on_call: called with every :class:`~contextos.providers.base.CallRecord`.
@@ -314,6 +323,7 @@ def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str |
         context = SessionContext(memory=memory, session=session, user_id=user_id,
                                  agent_id=agent_id, memory_limit=memory_limit,
                                  memory_tokens=memory_tokens, remember=remember,
-                                 budget=budget, compaction=compaction)  # type: ignore[arg-type]
+                                 budget=budget, compaction=compaction,  # type: ignore[arg-type]
+                                 background_commit=background_commit)
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
     return WrappedClient(client, core)
