@@ -82,15 +82,19 @@ def render_anthropic(window: Window, model: ModelInfo, *, max_tokens: int | None
     messages: list[dict[str, Any]] = []
     final: list[dict[str, Any]] = []
     for i, b in enumerate(window.blocks):
-        mark = {"type": "ephemeral", "ttl": marks[i]} if i in marks else None
+        mark: dict[str, Any] | None = (
+            {"type": "ephemeral", "ttl": marks[i]} if i in marks else None)
         if b.kind == "messages":
-            role, content = (_anthropic_turn(b.message) if b.message is not None
-                             else (b.role, [{"type": "text", "text": b.text}]))
+            content: list[dict[str, Any]] = [{"type": "text", "text": b.text}]
+            role: str = b.role
+            if b.message is not None:
+                role, content = _anthropic_turn(b.message)
             if mark:
                 content[-1]["cache_control"] = mark
             messages.append({"role": role, "content": content})
             continue
-        block = _anthropic_tool(b.text) if b.kind == "tools" else {"type": "text", "text": b.text}
+        block: dict[str, Any] = (_anthropic_tool(b.text) if b.kind == "tools"
+                                 else {"type": "text", "text": b.text})
         if mark:
             block["cache_control"] = mark
         {"tools": tools, "system": system}.get(b.kind, final).append(block)

@@ -63,7 +63,8 @@ def turn_items(turns: Sequence[Turn], state: HistoryState,
     for unit in tool_units(visible_turns(turns, state)):
         group = f"unit:{unit[0].seq}" if len(unit) > 1 else ""
         for t in unit:
-            msg, tokens = t.message, t.tokens
+            msg: Message = t.message
+            tokens: int | None = t.tokens
             if t.seq in cleared:
                 msg = replace(msg, content=stub_text(t))
                 tokens = None
@@ -183,10 +184,11 @@ class Session:
 
     def turn(self, seq: int) -> Turn:
         """One turn by position (cleared tool results come back whole from here)."""
-        found = self.store.turns(self.scope, after_seq=seq - 1, limit=1)
-        if not found or found[0].seq != seq:
+        found: Sequence[Turn] = self.store.turns(self.scope, after_seq=seq - 1, limit=1)
+        first: Turn | None = found[0] if found else None
+        if first is None or first.seq != seq:
             raise NotFound(f"session {self.session_id!r} has no turn {seq}")
-        return found[0]
+        return first
 
     # -- compaction state ----------------------------------------------------------
     def state(self) -> HistoryState:

@@ -17,7 +17,6 @@ same :class:`Summarizer` protocol (see the providers).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,10 +125,9 @@ def _score(sentence: str) -> float:
     return score
 
 
-@functools.lru_cache(maxsize=65536)
 def _lines_of(speaker: str, date: str, text: str, seq: int, ref: str,
               tokenizer: Tokenizer) -> tuple[SummaryLine, ...]:
-    """Scored candidate lines of one turn (memoised: re-summarizing reuses them)."""
+    """Scored candidate lines of one turn."""
     out = []
     for sentence in _SENTENCE.split(text.strip()):
         sentence = " ".join(sentence.split())
@@ -168,6 +166,7 @@ class ExtractiveSummarizer:
         self.tokenizer = tokenizer or default_tokenizer()
         self.max_line_tokens = max_line_tokens
         self.min_score = min_score
+        self._memo: dict[tuple[str, str, str, int, str], tuple[SummaryLine, ...]] = {}
 
     def candidates(self, turns: Sequence[Turn]) -> list[SummaryLine]:
         """Salient sentences of ``turns`` as scored lines (long and filler ones left out)."""
@@ -177,11 +176,22 @@ class ExtractiveSummarizer:
             if msg.role == "tool" or not msg.content.strip():
                 continue
             speaker = msg.name or msg.role
-            lines = _lines_of(speaker, _date(turn_time(turn)), msg.content, turn.seq,
-                              turn_ref(turn), self.tokenizer)
+            lines = self._lines(speaker, _date(turn_time(turn)), msg.content, turn.seq,
+                                turn_ref(turn))
             out += [ln for ln in lines
                     if ln.tokens <= self.max_line_tokens and ln.score > self.min_score]
         return out
+
+    def _lines(self, speaker: str, date: str, text: str, seq: int,
+               ref: str) -> tuple[SummaryLine, ...]:
+        """Memoised :func:`_lines_of`: re-summarizing the same turns reuses their scores."""
+        key = (speaker, date, text, seq, ref)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) > 100_000:
+                self._memo.clear()
+            found = self._memo[key] = _lines_of(speaker, date, text, seq, ref, self.tokenizer)
+        return found
 
     def summarize(self, turns: Sequence[Turn], *, previous: Summary | None,
                   max_tokens: int) -> Summary:

@@ -37,7 +37,7 @@ from ..models import ModelInfo, get_model
 from ..session import Layout, archive, hit_items, standard_segments, turn_items
 from ..summarize import ExtractiveSummarizer
 from ..tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
-from ..types import Message, Scope, Turn, Usage
+from ..types import Message, Role, Scope, Turn, Usage
 from ..window import Window, assemble
 from .locomo_data import DEFAULT_LOCOMO, LocomoConversation, load_locomo
 
@@ -78,7 +78,7 @@ def chat_turns(conv: LocomoConversation, tokenizer: Tokenizer, gap_s: float) -> 
         start = t.time - timedelta(minutes=k)  # the loader spaced turns a minute apart
         when = start + timedelta(seconds=gap_s * k)
         text = f"{t.text} [shares a photo: {t.caption}]" if t.caption else t.text
-        role = "user" if t.speaker == conv.speaker_a else "assistant"
+        role: Role = "user" if t.speaker == conv.speaker_a else "assistant"
         msg = Message(role=role, content=text, name=t.speaker,
                       metadata={"dia_id": t.dia_id, "event_time": when.isoformat()})
         tokens = tokenizer.count_messages([msg]) - TOKENS_PER_REPLY

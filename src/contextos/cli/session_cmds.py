@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from ..cache import CacheSimulator, cache_request, render, report
 from ..compaction import STRATEGIES, Thresholds
-from ..models import get_model
+from ..models import ModelInfo, get_model
 from ..session import Session
-from ..types import Message
+from ..types import Message, Role
 from ..window import Window
 from .common import CliState, console, json_option, pass_state, print_json
 
@@ -43,7 +44,7 @@ def _window_report(window: Window, model_name: str) -> dict[str, Any]:
             "cost_if_prefix_cached_usd": _warm_cost(window, model)}
 
 
-def _warm_cost(window: Window, model: Any) -> float:
+def _warm_cost(window: Window, model: ModelInfo) -> float:
     """Input cost when everything up to the last breakpoint is read from the cache."""
     cached = window.breakpoints[-1].prefix_tokens if window.breakpoints else 0
     rest = window.total_tokens - cached
@@ -94,9 +95,9 @@ def _register_session(cli: click.Group) -> None:
                     name: str | None, user_id: str | None) -> None:
         """Append one message to SESSION_ID's log (CONTENT, or - for stdin)."""
         if content == "-":
-            content = click.get_text_stream("stdin").read()
+            content = sys.stdin.read()
         turns = _session(state, session_id, user_id).add(
-            Message(role=role, content=content, name=name))  # type: ignore[arg-type]
+            Message(role=cast(Role, role), content=content, name=name))
         if state.as_json:
             print_json(turns)
             return
@@ -271,7 +272,7 @@ def _require(path: str, what: str) -> None:
 
 
 def _without_series(rep: dict[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(rep))
+    out: dict[str, Any] = json.loads(json.dumps(rep))
     for by_strategy in out.get("budgets", {}).values():
         for res in by_strategy.values():
             res.pop("series", None)
@@ -285,7 +286,10 @@ def _write(rep: dict[str, Any], out: str, plots: bool, kind: str) -> None:
     if plots:
         from ..bench import plots as p
 
-        (p.plot_replay if kind == "replay" else p.plot_litm)(rep, path.parent)
+        if kind == "replay":
+            p.plot_replay(rep, path.parent)
+        else:
+            p.plot_litm(rep, path.parent)
 
 
 def _print_replay(rep: dict[str, Any]) -> None:
