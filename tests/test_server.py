@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -388,3 +389,30 @@ def test_window_route_assembles_turns_and_memories_within_budget(db: Path) -> No
             "/v1/sessions/s1/window", headers=h, json={"question": "q", "model": "nope-9"}
         )
         assert_error(unknown, 400, "ConfigError")
+
+
+def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) -> None:
+    """The load benchmark end to end, tiny: a real server subprocess, two clients, one second."""
+    out = tmp_path / "serve.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "serve",
+            "--clients",
+            "2",
+            "--seconds",
+            "1",
+            "--embedder",
+            "hash",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["errors"] == 0
+    assert report["add"]["ok"] + report["search"]["ok"] > 0
+    assert report["acknowledged_writes"] == report["stored_writes"] == report["stored_total"]
+    assert report["missing_writes"] == 0
+    assert "acknowledged writes" in result.output
