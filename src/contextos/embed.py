@@ -19,7 +19,7 @@ import functools
 import os
 import threading
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -46,7 +46,8 @@ def normalize(vectors: npt.NDArray[np.floating]) -> Vectors:
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (v / norms).astype(np.float32, copy=False)
+    out: Vectors = (v / norms).astype(np.float32, copy=False)
+    return out
 
 
 class MiniLMEmbedder:
@@ -58,10 +59,10 @@ class MiniLMEmbedder:
     def __init__(self, *, batch_size: int = 64, threads: int | None = None) -> None:
         self.batch_size = batch_size
         self._threads = threads
-        self._model = None
+        self._model: Any = None
         self._lock = threading.Lock()
 
-    def _load(self):  # type: ignore[no-untyped-def]
+    def _load(self) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -103,7 +104,7 @@ def make_embedder(name: str) -> Embedder:
 
         return HashEmbedder()
     try:
-        return EMBEDDERS[name]()  # type: ignore[return-value]
+        return EMBEDDERS[name]()
     except KeyError:
         raise ConfigError(f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}, hash") from None
 

@@ -82,7 +82,7 @@ class TiktokenTokenizer:
         ids = self._encoding.encode(text, disallowed_special=())
         if len(ids) <= max_tokens:
             return text
-        return self._encoding.decode(ids[: max(0, max_tokens)])
+        return str(self._encoding.decode(ids[: max(0, max_tokens)]))
 
 
 class CharEstimateTokenizer:

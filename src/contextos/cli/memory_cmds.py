@@ -109,7 +109,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         """Store TEXT as a memory (- reads it from stdin)."""
         if text == "-":
             text = click.get_text_stream("stdin").read()
-        message = {"role": "user", "content": text, **({"name": speaker} if speaker else {})}
+        message: dict[str, str] = {"role": "user", "content": text}
+        if speaker:
+            message["name"] = speaker
         with open_memory(state) as memory:
             records = memory.add(message, user_id=user_id, agent_id=agent_id,
                                  session_id=session_id, metadata=_parse_metadata(metadata),

@@ -28,7 +28,11 @@ from ..types import (
     Filter, HistoryEvent, Hit, MemoryRecord, MemoryType, Message, Scope, content_hash,
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
-from .ingest import MAX_TEXT_CHARS, build_records, to_messages, validate_options
+from .extract import Extractor
+from .ingest import (
+    MAX_TEXT_CHARS, AddOptions, _next_seq, build_records, to_messages, validate_options,
+)
+from .reconcile import Reconciler
 from .retrieval import HybridRetriever, RetrievalConfig
 
 MAX_LIMIT = 1000
@@ -41,13 +45,17 @@ class Memory:
                  embedder: Embedder | None = None, store: Store | None = None,
                  settings: Settings | None = None, tokenizer: Tokenizer | None = None,
                  background_embedding: bool = True,
-                 retrieval: RetrievalConfig | None = None) -> None:
+                 retrieval: RetrievalConfig | None = None,
+                 extractor: Extractor | None = None,
+                 reconciler: Reconciler | None = None) -> None:
         self.settings = settings or load_settings(
             db=str(path_or_url) if path_or_url is not None else None, tenant=tenant)
         self.tenant = tenant or self.settings.tenant
         self.store: Store = store or open_store(self.settings.db)
         self.embedder = embedder or make_embedder(self.settings.embedder)
         self.tokenizer = tokenizer or default_tokenizer()
+        self.extractor = extractor  # None: the offline extractor, for add(infer=True)
+        self.reconciler = reconciler  # None: the heuristic reconciler
         self.retriever = HybridRetriever(self.store, self.embedder, config=retrieval,
                                          count_tokens=self.tokenizer.count)
         self._worker = (EmbeddingWorker(self.store, self.embedder,
@@ -61,8 +69,15 @@ class Memory:
             user_id: str | None = None, agent_id: str | None = None,
             session_id: str | None = None, metadata: Mapping[str, Any] | None = None,
             event_time: datetime | None = None,
-            memory_type: MemoryType = "episodic") -> list[MemoryRecord]:
+            memory_type: MemoryType = "episodic", infer: bool = False,
+            extractor: Extractor | None = None) -> list[MemoryRecord]:
         """Store messages as memories (one per message), durably, and return them.
+
+        With ``infer=True`` the facts of the messages are stored instead: the
+        extractor (``extractor``, else the Memory's, else the offline one) proposes
+        semantic/episodic/procedural facts, each is reconciled with similar stored
+        memories (ADD/UPDATE/DELETE/NOOP) and the records written are returned
+        (possibly none). ``memory_type`` is then chosen per fact by the extractor.
 
         Args:
             messages: text, a Message, a dict with role/content (and optional
@@ -71,6 +86,8 @@ class Memory:
             metadata: JSON-serialisable data kept with every record.
             event_time: when it was said or happened (defaults to now).
             memory_type: "episodic" (default), "semantic" or "procedural".
+            infer: extract and reconcile facts instead of storing the turns verbatim.
+            extractor: the Extractor for this call (with ``infer=True``).
 
         Raises:
             ScopeError: no user, agent or session given.
@@ -80,10 +97,22 @@ class Memory:
                                 session_id=session_id, metadata=metadata, event_time=event_time,
                                 memory_type=memory_type)
         last = self._last_turn(opts.scope)
+        if infer:
+            return self._infer(to_messages(messages), opts, last, extractor)
         records = build_records(to_messages(messages), opts, previous=last)
         self.store.put(records)
         self._embed_later()
         return records
+
+    def _infer(self, messages: list[Message], opts: AddOptions, last: MemoryRecord | None,
+               extractor: Extractor | None) -> list[MemoryRecord]:
+        from .infer import infer, written
+
+        first_seq = _next_seq(last) if opts.scope.session_id else None
+        outcomes = infer(self.store, messages, opts, extractor=extractor or self.extractor,
+                         reconciler=self.reconciler, first_seq=first_seq)
+        self._embed_later()
+        return written(outcomes)
 
     def _last_turn(self, scope: Scope) -> MemoryRecord | None:
         """The latest memory of this session: a reply is indexed with what it answers,

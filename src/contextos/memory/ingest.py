@@ -86,7 +86,7 @@ def validate_options(*, tenant: str, user_id: str | None, agent_id: str | None,
         from ..errors import ScopeError
 
         raise ScopeError("add needs a user_id, agent_id or session_id to scope the memory")
-    return AddOptions(scope, dict(metadata or {}), event_time, memory_type)  # type: ignore[arg-type]
+    return AddOptions(scope, dict(metadata or {}), event_time, memory_type)
 
 
 def caption_of(message: Message) -> str:

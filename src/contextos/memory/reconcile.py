@@ -330,11 +330,10 @@ def find_similar(
 ) -> list[MemoryRecord]:
     """The ``k`` stored memories of ``scope`` most like ``text`` (BM25, plus vectors if given)."""
     flt = Filter(scope=scope)
-    # Store's method named ``list`` shadows the builtin in its annotations; hence the ignores.
-    ranked = [r.id for r in store.keyword_search(flt, text, limit=k)]  # type: ignore[attr-defined]
+    ranked = [r.id for r in store.keyword_search(flt, text, limit=k)]
     if embedder is not None:
         vector = embedder.embed([text])[0]
-        for hit in store.vector_search(flt, vector, limit=k):  # type: ignore[attr-defined]
+        for hit in store.vector_search(flt, vector, limit=k):
             if hit.id not in ranked:
                 ranked.append(hit.id)
     return store.get_many(scope.tenant, ranked[: 2 * k])

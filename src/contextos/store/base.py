@@ -9,6 +9,8 @@ specification: a new backend is done when that suite passes against it.
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,7 +56,7 @@ class Store(Protocol):
         """One record of ``tenant`` by id, or None."""
         ...
 
-    def get_many(self, tenant: str, ids: Sequence[str]) -> list[MemoryRecord]:
+    def get_many(self, tenant: str, ids: Sequence[str]) -> builtins.list[MemoryRecord]:
         """Records of ``tenant`` for ``ids``, in the order given; unknown ids are skipped."""
         ...
 
@@ -69,7 +71,7 @@ class Store(Protocol):
         """Hard-delete a record (text, index rows, vector) and log a DELETE."""
         ...
 
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> builtins.list[MemoryRecord]:
         """Records matching ``flt``, newest first."""
         ...
 
@@ -77,7 +79,7 @@ class Store(Protocol):
         """How many records match ``flt``."""
         ...
 
-    def history(self, tenant: str, memory_id: str) -> list[HistoryEvent]:
+    def history(self, tenant: str, memory_id: str) -> builtins.list[HistoryEvent]:
         """Every change to a record, oldest first (kept after deletion)."""
         ...
 
@@ -88,11 +90,11 @@ class Store(Protocol):
 
     # -- search ----------------------------------------------------------
     def keyword_search(self, flt: Filter, query: str, *, limit: int,
-                       context_weight: float = 0.5) -> list[Ranked]:
+                       context_weight: float = 0.5) -> builtins.list[Ranked]:
         """BM25 over text and context (context scaled by ``context_weight``), best first."""
         ...
 
-    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:
+    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> builtins.list[Ranked]:
         """Cosine similarity over stored vectors, best first."""
         ...
 
@@ -101,16 +103,16 @@ class Store(Protocol):
         """Store (normalised) vectors for records; unknown ids are ignored."""
         ...
 
-    def pending_vectors(self, *, limit: int) -> list[MemoryRecord]:
+    def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         """Records of any tenant that still have no vector (oldest first)."""
         ...
 
     # -- session logs ----------------------------------------------------
-    def append_turns(self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]) -> list[Turn]:
+    def append_turns(self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]) -> builtins.list[Turn]:
         """Append messages to ``scope.session_id``'s log durably; returns them numbered."""
         ...
 
-    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
+    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> builtins.list[Turn]:
         """A session's turns in order, those with seq > ``after_seq``."""
         ...
 
@@ -122,7 +124,7 @@ class Store(Protocol):
         """The JSON state kept beside a session log ({} when none)."""
         ...
 
-    def sessions(self, scope: Scope) -> list[str]:
+    def sessions(self, scope: Scope) -> builtins.list[str]:
         """Session ids of ``scope.tenant`` (narrowed by user/agent when given)."""
         ...
 

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import re
 import sqlite3
@@ -48,7 +50,7 @@ STOPWORDS = frozenset(
 
 def fts_query(text: str) -> str:
     """An FTS5 OR-query of the distinct non-stopword words in ``text`` ('' if none)."""
-    words: list[str] = []
+    words: builtins.list[str] = []
     for w in _WORD.findall(text.lower()):
         if w not in STOPWORDS and w not in words:
             words.append(w)
@@ -99,7 +101,7 @@ class SQLiteStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    def _read(self, sql: str, params: Sequence[object] = ()) -> builtins.list[Any]:
         with self._lock:
             try:
                 return self._db.execute(sql, params).fetchall()
@@ -134,7 +136,7 @@ class SQLiteStore:
                           (tenant, memory_id))
         return row_to_record(rows[0]) if rows else None
 
-    def get_many(self, tenant: str, ids: Sequence[str]) -> list[MemoryRecord]:
+    def get_many(self, tenant: str, ids: Sequence[str]) -> builtins.list[MemoryRecord]:
         if not ids:
             return []
         found: dict[str, MemoryRecord] = {}
@@ -190,7 +192,7 @@ class SQLiteStore:
         if self._index is not None:
             self._index.remove([row[0]])
 
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> builtins.list[MemoryRecord]:
         where, params = filter_sql(flt, time.time())
         rows = self._read(f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
                           f"WHERE {where} ORDER BY m.created_at DESC, m.rowid DESC LIMIT ? OFFSET ?",
@@ -201,7 +203,7 @@ class SQLiteStore:
         where, params = filter_sql(flt, time.time())
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
-    def history(self, tenant: str, memory_id: str) -> list[HistoryEvent]:
+    def history(self, tenant: str, memory_id: str) -> builtins.list[HistoryEvent]:
         rows = self._read("SELECT memory_id, event, old_text, new_text, at, actor FROM history "
                           "WHERE tenant = ? AND memory_id = ? ORDER BY seq", (tenant, memory_id))
         return [HistoryEvent(r[0], r[1], r[2], r[3], from_epoch(r[4]), r[5])  # type: ignore[arg-type]
@@ -228,7 +230,7 @@ class SQLiteStore:
 
     # -- search -------------------------------------------------------------
     def keyword_search(self, flt: Filter, query: str, *, limit: int,
-                       context_weight: float = 0.5) -> list[Ranked]:
+                       context_weight: float = 0.5) -> builtins.list[Ranked]:
         match = fts_query(query)
         if not match or limit <= 0:
             return []
@@ -241,7 +243,7 @@ class SQLiteStore:
             (match, *params, limit))
         return [Ranked(r[0], -float(r[1])) for r in rows]
 
-    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:
+    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> builtins.list[Ranked]:
         index = self._fresh_index(len(vector))
         now = time.time()
         query = np.asarray(vector, dtype=np.float32)
@@ -257,7 +259,7 @@ class SQLiteStore:
                 return self._ids_for(kept[:limit])
             fetch *= 4
 
-    def _filter_rowids(self, flt: Filter, hits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    def _filter_rowids(self, flt: Filter, hits: builtins.list[tuple[int, float]]) -> builtins.list[tuple[int, float]]:
         if not hits:
             return []
         where, params = filter_sql(flt, time.time())
@@ -269,7 +271,7 @@ class SQLiteStore:
                 (*chunk, *params)))
         return [h for h in hits if h[0] in ok]
 
-    def _ids_for(self, hits: list[tuple[int, float]]) -> list[Ranked]:
+    def _ids_for(self, hits: builtins.list[tuple[int, float]]) -> builtins.list[Ranked]:
         if not hits:
             return []
         marks = ",".join("?" * len(hits))
@@ -298,7 +300,7 @@ class SQLiteStore:
         """How many records have a vector (diagnostics and benchmarks)."""
         return int(self._read("SELECT count(*) FROM vectors")[0][0])
 
-    def pending_vectors(self, *, limit: int) -> list[MemoryRecord]:
+    def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
             "LEFT JOIN vectors v ON v.mem_rowid = m.rowid WHERE v.mem_rowid IS NULL "
@@ -336,7 +338,7 @@ class SQLiteStore:
 
     # -- session logs ------------------------------------------------------------
     def append_turns(self, scope: Scope, messages: Sequence[Message],
-                     tokens: Sequence[int]) -> list[Turn]:
+                     tokens: Sequence[int]) -> builtins.list[Turn]:
         if not scope.session_id:
             raise ValueError("append_turns needs a session_id")
         if len(messages) != len(tokens):
@@ -358,7 +360,7 @@ class SQLiteStore:
                 (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now))
         return [_turn_from_row(r) for r in rows]
 
-    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
+    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> builtins.list[Turn]:
         rows = self._read("SELECT * FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
                           "ORDER BY seq LIMIT ?",
                           (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit))
@@ -378,9 +380,9 @@ class SQLiteStore:
                           (scope.tenant, scope.session_id))
         return dict(json.loads(rows[0][0])) if rows else {}
 
-    def sessions(self, scope: Scope) -> list[str]:
+    def sessions(self, scope: Scope) -> builtins.list[str]:
         sql = "SELECT session_id FROM session_meta WHERE tenant = ?"
-        params: list[object] = [scope.tenant]
+        params: builtins.list[object] = [scope.tenant]
         for col in ("user_id", "agent_id"):
             if getattr(scope, col) is not None:
                 sql += f" AND {col} = ?"
@@ -402,7 +404,8 @@ def _record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
 
 
 def _patch_sets(patch: Patch, now: float) -> tuple[list[str], list[object]]:
-    sets, params = ["updated_at = ?"], [now]
+    sets: builtins.list[str] = ["updated_at = ?"]
+    params: builtins.list[object] = [now]
     if patch.text is not None:
         from ..types import content_hash
 

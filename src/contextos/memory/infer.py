@@ -1,0 +1,109 @@
+"""``Memory.add(..., infer=True)``: store the facts of a conversation, not its turns.
+
+Raw turns are verbatim and cheap to store, but they carry chit-chat, pronouns
+and relative dates ("yesterday") that mean little a month later. With
+``infer=True`` the turns go through an :class:`~contextos.memory.extract.Extractor`
+(the offline one by default, an LLM-backed one when configured), each candidate
+fact is reconciled against the similar facts already stored (ADD / UPDATE /
+DELETE / NOOP, :mod:`contextos.memory.reconcile`), and what survives is stored
+as semantic, episodic or procedural memories that point back to their source
+turns (``provenance``: the messages' ``dia_id`` / ``source_id`` / ``id``).
+
+Each fact is dated: ``event_time`` is the time the text gives ("on 7 May 2023",
+resolved from "yesterday"), else when its turn was said. Within a session the
+facts are numbered by source turn (``metadata["seq"]``) so retrieval can let
+facts of neighbouring turns lend each other relevance, as it does for turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ..store.base import Store
+from ..types import MemoryRecord, Message
+from .extract import Candidate, Extractor, OfflineExtractor, turn_ids
+from .ingest import AddOptions, _as_datetime
+from .reconcile import Outcome, Reconciler, reconcile
+
+#: Metadata keys naming the turn a message is (provenance), in order of preference.
+_SOURCE_KEYS = ("dia_id", "source_id", "turn_id", "id", "message_id")
+
+
+def prepare(messages: Sequence[Message], default_time: datetime) -> list[Message]:
+    """Messages ready for an extractor: a turn id and a time in their metadata.
+
+    ``source_id`` is accepted as the turn id (the extractor reads ``turn_id``), and a
+    turn's ``event_time`` (or the call's) becomes its ``session_time`` anchor.
+    """
+    out = []
+    for message in messages:
+        meta: dict[str, Any] = dict(message.metadata)
+        source = next((meta[k] for k in _SOURCE_KEYS if meta.get(k) not in (None, "")), None)
+        if source is not None and not turn_ids(message):
+            meta["turn_id"] = str(source)
+        when = _as_datetime(meta.get("event_time")) or default_time
+        meta["event_time"] = when
+        out.append(replace(message, metadata=meta))
+    return out
+
+
+def _turn_times(messages: Sequence[Message]) -> dict[str, datetime]:
+    return {ids[0]: m.metadata["event_time"] for m in messages if (ids := turn_ids(m))}
+
+
+def _dated(candidates: Sequence[Candidate], times: Mapping[str, datetime],
+           default: datetime) -> list[Candidate]:
+    """Every candidate gets an event time: the one its text gives, else its turn's."""
+    out = []
+    for cand in candidates:
+        if cand.event_time is None:
+            when = next((times[p] for p in cand.provenance if p in times), default)
+            cand = replace(cand, event_time=when)
+        out.append(cand)
+    return out
+
+
+def _by_turn(candidates: Sequence[Candidate], order: Mapping[str, int]) -> list[
+        tuple[int | None, list[Candidate]]]:
+    """Candidates grouped by the position of their first source turn (in turn order)."""
+    groups: dict[int | None, list[Candidate]] = {}
+    for cand in candidates:
+        pos = next((order[p] for p in cand.provenance if p in order), None)
+        groups.setdefault(pos, []).append(cand)
+    return sorted(groups.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+
+
+def infer(store: Store, messages: Sequence[Message], opts: AddOptions, *,
+          extractor: Extractor | None = None, reconciler: Reconciler | None = None,
+          first_seq: int | None = None) -> list[Outcome]:
+    """Extract facts from ``messages``, reconcile them with ``opts.scope``'s memories, store them.
+
+    ``first_seq`` is the session position of the first message (None outside a
+    session): facts are numbered by their source turn. Returns every decision
+    with the record it wrote or closed.
+    """
+    now = datetime.now(UTC)
+    default_time = opts.event_time or now
+    turns = prepare(messages, default_time)
+    extractor = extractor or OfflineExtractor()
+    candidates = extractor.extract(turns, session_time=default_time)
+    candidates = _dated(candidates, _turn_times(turns), default_time)
+    order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
+    base_meta = {**opts.metadata, "inferred": True}
+    outcomes: list[Outcome] = []
+    for pos, group in _by_turn(candidates, order):
+        meta = dict(base_meta)
+        if first_seq is not None:
+            meta["seq"] = first_seq + (pos or 0)
+        outcomes.extend(reconcile(group, store, scope=opts.scope, reconciler=reconciler,
+                                  now=now, metadata=meta))
+    return outcomes
+
+
+def written(outcomes: Sequence[Outcome]) -> list[MemoryRecord]:
+    """The records an inferring add stored (ADDs and the new side of UPDATEs)."""
+    return [o.record for o in outcomes
+            if o.record is not None and o.decision.action in ("ADD", "UPDATE")]
