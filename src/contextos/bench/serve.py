@@ -54,7 +54,7 @@ class OpStats:
         if len(self.samples) < 5:
             self.samples.append(what[:300])
 
-    def summary(self, seconds: float) -> dict[str, float | int]:
+    def summary(self, seconds: float) -> dict[str, Any]:
         lat = self.latencies
         return {
             "ok": len(lat),
