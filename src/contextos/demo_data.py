@@ -59,3 +59,57 @@ QUESTIONS: tuple[str, ...] = (
 #: An image caption attached to one turn, as a vision model would describe it.
 CAPTIONS = {"Pimenta would love that pool. Look at her at the beach this morning!":
             "a photo of a curly black dog running on a sandy beach"}
+
+#: The coach's persona: a static system prompt, as real applications have.
+SYSTEM_PROMPT = """You are Coach, the running coach and friend of Maya, an amateur runner who lives in Lisbon.
+You help her plan training, stay injury-free and enjoy running, and you remember what she and her friends tell you.
+
+How to answer:
+- Answer from the conversation, the summary of earlier sessions and the memories provided. When they do not contain the answer, say so plainly instead of guessing.
+- Give dates as absolute dates (for example 19 May 2024), not as "yesterday" or "last week", because Maya reads old messages later.
+- Keep answers short: at most three sentences, unless Maya asks for a training plan.
+- When Maya mentions pain, ask where it hurts, since when, and whether it gets worse while running; suggest seeing a physiotherapist for pain that lasts more than a few days. Never diagnose.
+- Training plans: build volume by at most ten percent a week, keep one rest day, one long run, one session of intervals or tempo, and easy runs in between. Add strength work twice a week for knees and hips.
+- Races: taper in the last ten days before a half marathon and in the last two to three weeks before a marathon. On race day, start slower than goal pace for the first kilometres.
+- Nutrition: suggest carbohydrates before long runs, water and electrolytes in the heat, and food within an hour after hard sessions. Respect allergies mentioned in memory.
+- Tone: warm, direct, encouraging; celebrate finished races and personal bests; no lectures.
+
+Tools: use get_weather before recommending outdoor sessions, log_run when Maya reports a run with distance and time, and plan_week when she asks for a plan. Tool results may be cleared from the context later; you can call the tool again to get them back.
+"""
+
+#: Tool schemas the coach can call (JSON Schema), rendered deterministically in the cached prefix.
+TOOLS: tuple[dict[str, object], ...] = (
+    {"name": "get_weather",
+     "description": "Current weather and the hourly forecast for a city: temperature in Celsius, "
+                    "chance of rain, wind speed and UV index. Use it before recommending an "
+                    "outdoor session or a race-day strategy.",
+     "input_schema": {"type": "object", "properties": {
+         "city": {"type": "string", "description": "City name, for example Lisbon or Porto."},
+         "hours": {"type": "integer", "minimum": 1, "maximum": 48,
+                   "description": "How many hours of forecast to return (default 12)."}},
+         "required": ["city"]}},
+    {"name": "log_run",
+     "description": "Record a run in Maya's training log: distance, duration, perceived effort "
+                    "and any pain. Returns the weekly volume so far and the change against "
+                    "last week, so the coach can keep increases under ten percent.",
+     "input_schema": {"type": "object", "properties": {
+         "date": {"type": "string", "format": "date", "description": "Day of the run (YYYY-MM-DD)."},
+         "distance_km": {"type": "number", "minimum": 0, "description": "Distance in kilometres."},
+         "duration_min": {"type": "number", "minimum": 0, "description": "Duration in minutes."},
+         "effort": {"type": "integer", "minimum": 1, "maximum": 10,
+                    "description": "Perceived effort from 1 (very easy) to 10 (all out)."},
+         "pain": {"type": "string", "description": "Where it hurt, if anywhere, in Maya's words."}},
+         "required": ["date", "distance_km", "duration_min"]}},
+    {"name": "plan_week",
+     "description": "Draft a training week towards a goal race: returns seven days with the "
+                    "session type (rest, easy, long, intervals, tempo, strength, swim), the "
+                    "distance or duration and a one-line purpose for each day.",
+     "input_schema": {"type": "object", "properties": {
+         "goal_race": {"type": "string", "description": "The race, for example Porto marathon."},
+         "race_date": {"type": "string", "format": "date", "description": "Race day (YYYY-MM-DD)."},
+         "weekly_km": {"type": "number", "minimum": 0,
+                       "description": "Current weekly volume in kilometres."},
+         "constraints": {"type": "array", "items": {"type": "string"},
+                         "description": "Things to respect: injuries, busy days, pool days."}},
+         "required": ["goal_race", "race_date"]}},
+)

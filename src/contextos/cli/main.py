@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "contextos.cli.extract_cmds",
     "contextos.cli.provider_cmds",
     "contextos.cli.session_cmds",
+    "contextos.cli.demo_cmds",
 ]
 
 

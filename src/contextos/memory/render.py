@@ -14,8 +14,7 @@ def render(record: MemoryRecord) -> str:
     parts = []
     if record.event_time is not None:
         parts.append(f"[{record.event_time.date().isoformat()}]")
-    speaker = record.metadata.get("speaker")
-    parts.append(f"{speaker}: {record.text}" if speaker else record.text)
+    parts.append(_with_speaker(record))
     caption = _caption(record)
     if caption:
         parts.append(f"(image: {caption})")
@@ -24,10 +23,17 @@ def render(record: MemoryRecord) -> str:
 
 def embedding_text(record: MemoryRecord) -> str:
     """The text we embed: speaker, the memory and its image caption (no date)."""
-    speaker = record.metadata.get("speaker")
-    text = f"{speaker}: {record.text}" if speaker else record.text
+    text = _with_speaker(record)
     caption = _caption(record)
     return f"{text} (image: {caption})" if caption else text
+
+
+def _with_speaker(record: MemoryRecord) -> str:
+    """``Speaker: text``, unless the text already starts with the speaker's name."""
+    speaker = record.metadata.get("speaker")
+    if not speaker or record.text.startswith(str(speaker)):
+        return record.text
+    return f"{speaker}: {record.text}"
 
 
 def _caption(record: MemoryRecord) -> str:

@@ -1,0 +1,111 @@
+"""The ``contextos demo`` job: the whole pipeline on a conversation we wrote.
+
+1. Every turn goes into a durable session log and into long-term memory as a
+   raw episodic record; the offline extractor also stores facts (with dates
+   resolved and provenance to the turn).
+2. Questions are answered from memory by hybrid retrieval, within a token budget.
+3. The session is compacted (recent turns verbatim, a rolling summary of the rest).
+4. A window is assembled for a question: cached prefix, summary, memories at
+   the edges, recent turns, question last; priced for Claude Sonnet with the
+   prompt-cache simulator over a few calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .cache import CacheReport, CacheSimulator, cache_request, report
+from .demo_data import CAPTIONS, QUESTIONS, SESSIONS, SPEAKERS, SYSTEM_PROMPT, TOOLS
+from .memory import Memory
+from .models import ModelInfo, get_model
+from .session import Session
+from .types import Hit, MemoryRecord, Message
+from .window import Window
+
+USER = "maya"
+RULES = ("Always remind Maya to stretch after runs.", "Answer in at most three sentences.")
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, for printing (or for tests)."""
+
+    turns: int = 0
+    raw_records: list[MemoryRecord] = field(default_factory=list)
+    facts: list[MemoryRecord] = field(default_factory=list)
+    answers: list[tuple[str, list[Hit]]] = field(default_factory=list)
+    history_tokens_before: int = 0
+    history_tokens_after: int = 0
+    compactions: int = 0
+    window: Window | None = None
+    cache: CacheReport | None = None
+    model: ModelInfo | None = None
+
+
+def _messages(session_no: int) -> list[Message]:
+    start = datetime.fromisoformat(SESSIONS[session_no][0])
+    out = []
+    for k, (speaker, text) in enumerate(SESSIONS[session_no][1]):
+        meta: dict[str, Any] = {"dia_id": f"S{session_no + 1}:{k + 1}",
+                                "event_time": (start + timedelta(minutes=k)).isoformat()}
+        if text in CAPTIONS:
+            meta["caption"] = CAPTIONS[text]
+        role = "user" if speaker == SPEAKERS[0] else "assistant"
+        out.append(Message(role=role, content=text, name=speaker, metadata=meta))
+    return out
+
+
+def ingest(memory: Memory, session: Session, result: DemoResult) -> None:
+    """Log every turn, store it as a memory, and extract facts from it."""
+    for n in range(len(SESSIONS)):
+        messages = _messages(n)
+        session.add(*messages)
+        sid = f"demo-{n + 1}"
+        result.raw_records += memory.add(messages, user_id=USER, session_id=sid)
+        result.facts += memory.add(messages, user_id=USER, session_id=sid, infer=True)
+        result.turns += len(messages)
+    memory.flush()
+
+
+def run_demo(db: str | Path, *, model_name: str = "claude-sonnet-4-5",
+             progress: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the demo against a database file (created if missing)."""
+    say = progress or (lambda _msg: None)
+    result = DemoResult(model=get_model(model_name))
+    memory = Memory(db)
+    try:
+        session = Session(memory.store, "demo-chat", user_id=USER)
+        say("ingesting the sample conversation (the embedding model loads on first use)")
+        ingest(memory, session, result)
+        for question in QUESTIONS:
+            result.answers.append((question, memory.search(question, user_id=USER, limit=3,
+                                                           token_budget=200)))
+        say("compacting the session")
+        result.history_tokens_before = session.history_tokens()
+        compacted = session.compact(600, "summarize")
+        result.compactions = 1 if compacted.plan is not None else 0
+        result.history_tokens_after = session.history_tokens()
+        result.window, result.cache = _window_and_cost(memory, session, result.model)
+    finally:
+        memory.close()
+    return result
+
+
+def _window_and_cost(memory: Memory, session: Session,
+                     model: ModelInfo) -> tuple[Window, CacheReport]:
+    """Assemble a window per question and price the sequence with the cache simulator."""
+    sim = CacheSimulator("anthropic", min_tokens=model.min_cache_tokens)
+    usages = []
+    window = None
+    for i, question in enumerate(QUESTIONS):
+        hits = memory.search(question, user_id=USER, limit=8)
+        window = session.window(model, question, budget=4000, system=SYSTEM_PROMPT,
+                                rules=RULES, tools=TOOLS, hits=hits)
+        usages.append(sim.send(cache_request(window, model, "anthropic", at=60.0 * i,
+                                             output_tokens=80)))
+    assert window is not None
+    return window, report(usages, model)
