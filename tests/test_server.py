@@ -416,3 +416,23 @@ def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) ->
     assert report["acknowledged_writes"] == report["stored_writes"] == report["stored_total"]
     assert report["missing_writes"] == 0
     assert "acknowledged writes" in result.output
+
+
+def test_add_with_infer_stores_extracted_facts(db: Path) -> None:
+    with app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        resp = c.post(
+            "/v1/memories",
+            headers=h,
+            json={
+                "messages": [{"role": "user", "content": "I am allergic to peanuts."}],
+                "user_id": "ana",
+                "infer": True,
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        facts = resp.json()["results"]
+        assert facts and all(f["user_id"] == "ana" for f in facts)
+        assert any("peanut" in f["text"].lower() for f in facts)
+        listed = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()["results"]
+        assert {f["id"] for f in facts} <= {r["id"] for r in listed}

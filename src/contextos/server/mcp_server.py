@@ -77,8 +77,11 @@ class MemoryTools:
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         memory_type: MemoryType = "episodic",
+        infer: bool = False,
     ) -> list[dict[str, Any]]:
-        """Remember a text for a user, agent or session (at least one is required)."""
+        """Remember a text for a user, agent or session (at least one is required).
+        With infer=true the facts in it are extracted and reconciled with what is
+        already stored (add, update or drop) instead of storing the text verbatim."""
         mem = self.tenants.get(self.tenant())
         records = mem.add(
             text,
@@ -87,6 +90,7 @@ class MemoryTools:
             session_id=session_id,
             metadata=metadata,
             memory_type=memory_type,
+            infer=infer,
         )
         return [record_dict(r) for r in records]
 

@@ -58,6 +58,7 @@ def _add(mem: "Memory", body: s.AddRequest) -> list[Any]:
         metadata=body.metadata,
         event_time=body.event_time,
         memory_type=body.memory_type,
+        infer=body.infer,
     )
 
 

@@ -101,6 +101,9 @@ class AddRequest(ScopeIn):
     metadata: Metadata = None
     event_time: datetime | None = None
     memory_type: MemoryTypeName = "episodic"
+    infer: bool = Field(
+        False, description="Extract and reconcile facts instead of storing the turns verbatim."
+    )
 
 
 class SearchRequest(ScopeIn):
