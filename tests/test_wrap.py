@@ -100,7 +100,7 @@ def test_async_clients_are_refused_clearly():
 
 def test_context_and_memory_together_is_a_type_error(client, memory):
     with pytest.raises(TypeError, match="either"):
-        wrap(client, memory=memory, context=SessionContext(memory=memory))
+        wrap(client, memory=memory, context=SessionContext(memory=memory, user_id="ana"))
 
 
 def test_session_without_a_store_is_a_value_error(client):
@@ -322,3 +322,10 @@ def test_a_failed_commit_is_raised_not_lost(fake, client, memory, background):
     else:
         with pytest.raises(StoreError, match="disk full"):
             _ask(wrapped, "first")
+
+
+def test_memory_without_any_scope_is_refused(client, memory):
+    from contextos.errors import ScopeError
+
+    with pytest.raises(ScopeError):
+        wrap(client, memory=memory)

@@ -16,14 +16,7 @@ from .assembly import ContextSource, SessionContext
 from .base import CallRecord, ChatRequest, Prepared
 from .wrap import UsageLog, WrappedClient, wrap
 
-#: Adapter module per provider name (the one name-to-implementation table).
-ADAPTERS = {
-    "anthropic": "contextos.providers.anthropic:AnthropicAdapter",
-    "openai": "contextos.providers.openai:OpenAIAdapter",
-}
-
 __all__ = [
-    "ADAPTERS",
     "AnthropicTokenCounter",
     "CallRecord",
     "ChatRequest",

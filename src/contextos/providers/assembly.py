@@ -33,7 +33,7 @@ from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 from ..compaction import Strategy, Thresholds
-from ..errors import ConfigError
+from ..errors import ConfigError, ScopeError
 from ..models import ModelInfo, Prices, get_model
 from ..session import Layout, Session, hit_items, standard_segments, turn_items
 from ..tokens import Tokenizer, default_tokenizer
@@ -167,6 +167,9 @@ class SessionContext:
         self.session = self._session(session, store, tenant, user_id, agent_id)
         self.user_id = user_id if self.session is None else self.session.scope.user_id
         self.agent_id = agent_id if self.session is None else self.session.scope.agent_id
+        if memory is not None and not self.scope_ok:
+            raise ScopeError("memory needs a scope to read and write: pass user_id, "
+                             "agent_id or a session")
         self.memory_limit = memory_limit
         self.memory_tokens = memory_tokens
         self.remember = remember
