@@ -1,0 +1,5 @@
+"""``python -m contextos.cli``."""
+
+from .main import main
+
+main()
