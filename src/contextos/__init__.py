@@ -1,4 +1,13 @@
-"""contextos: manage an LLM's context window the way an operating system manages memory."""
+"""contextos: manage an LLM's context window the way an operating system manages memory.
+
+The public API, in the order of one call:
+
+- :class:`Memory` — long-term memory (add, search, get, get_all, update, delete,
+  history, forget) on SQLite or PostgreSQL.
+- :class:`Session` — a durable turn log with compaction and window assembly.
+- :func:`wrap` — contextos inside the official Anthropic/OpenAI SDK clients.
+- :func:`get_model`, :func:`count_tokens` — the model registry and offline counting.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ from .errors import (
     BudgetError,
     ConfigError,
     ContextosError,
+    MissingExtraError,
     NotFound,
     ProviderError,
     ProviderHTTPError,
@@ -14,8 +24,26 @@ from .errors import (
     ScopeError,
     StoreError,
 )
+from .memory import Memory, RetrievalConfig
+from .models import ModelInfo, Prices, get_model
+from .providers import wrap
+from .session import Session
+from .store import Store, open_store
 from .tokens import Tokenizer, count_tokens, default_tokenizer
-from .types import Filter, Hit, MemoryRecord, Message, Scope, Turn, Usage
+from .types import (
+    Filter,
+    HistoryEvent,
+    Hit,
+    MemoryRecord,
+    Message,
+    Scope,
+    ToolCall,
+    Turn,
+    Usage,
+)
+from .window import Window
+
+__version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
@@ -23,19 +51,33 @@ __all__ = [
     "ConfigError",
     "ContextosError",
     "Filter",
+    "HistoryEvent",
     "Hit",
+    "Memory",
     "MemoryRecord",
     "Message",
+    "MissingExtraError",
+    "ModelInfo",
     "NotFound",
+    "Prices",
     "ProviderError",
     "ProviderHTTPError",
     "RateLimited",
+    "RetrievalConfig",
     "Scope",
     "ScopeError",
+    "Session",
+    "Store",
     "StoreError",
     "Tokenizer",
+    "ToolCall",
     "Turn",
     "Usage",
+    "Window",
+    "__version__",
     "count_tokens",
     "default_tokenizer",
+    "get_model",
+    "open_store",
+    "wrap",
 ]
