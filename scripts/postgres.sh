@@ -131,10 +131,26 @@ _debian_pgvector() {
     install -m 644 "$built"/vector.control "$built"/vector--*.sql "$share/extension/"
 }
 
+# The server headers, from postgresql-server-dev-NN's .deb unpacked into the cache rather than
+# installed: the package depends on clang and LLVM (~300 MB), which pgvector does not need.
+# (pg_config and PGXS come with postgresql-client-NN, already installed with the server.)
+_server_headers() {
+  local installed="/usr/include/postgresql/$PG_MAJOR/server" dev="$CACHE/server-dev-$PG_MAJOR"
+  if [ -f "$installed/postgres.h" ]; then echo "$installed" && return 0; fi
+  if [ ! -f "$dev/usr/include/postgresql/$PG_MAJOR/server/postgres.h" ]; then
+    rm -rf "$dev" "$dev.deb" && mkdir -p "$dev.deb" || return 1
+    (cd "$dev.deb" && apt-get -q -o APT::Sandbox::User=root download \
+      "postgresql-server-dev-$PG_MAJOR" >>"$CACHE/apt.log" 2>&1) || return 1
+    dpkg-deb -x "$dev.deb"/postgresql-server-dev-*.deb "$dev" && rm -rf "$dev.deb" || return 1
+  fi
+  echo "$dev/usr/include/postgresql/$PG_MAJOR/server"
+}
+
 _build_pgvector() {
-  local bindir="$1" out="$2" work="$CACHE/src" list="$CACHE/apt-src"
+  local bindir="$1" out="$2" work="$CACHE/src" list="$CACHE/apt-src" headers
   _log "building pgvector for PostgreSQL $PG_MAJOR (once; cached in $out)"
-  _apt_install "postgresql-server-dev-$PG_MAJOR" make gcc libc6-dev || return 1
+  _apt_install make gcc libc6-dev || return 1
+  headers="$(_server_headers)" || return 1
   rm -rf "$work" && mkdir -p "$work" "$list/lists/partial" "$list/cache/archives/partial"
   echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" \
     "http://deb.debian.org/debian trixie main" >"$list/sources.list"
@@ -148,7 +164,7 @@ _build_pgvector() {
   [ -n "$src" ] || return 1
   # OPTFLAGS="" as Debian's own package does: no -march=native, so the cached build is portable.
   make -s -C "$src" -j"$(nproc)" OPTFLAGS="" with_llvm=no PG_CONFIG="$bindir/pg_config" \
-    >"$CACHE/build.log" 2>&1 || return 1
+    includedir_server="$headers" >"$CACHE/build.log" 2>&1 || return 1
   mkdir -p "$out.tmp" && cp "$src/vector.so" "$src/vector.control" "$out.tmp/" &&
     cp "$src"/sql/vector--*.sql "$out.tmp/" || return 1
   rm -rf "$out" && mv "$out.tmp" "$out" && rm -rf "$work" "$list"
