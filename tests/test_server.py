@@ -436,3 +436,29 @@ def test_add_with_infer_stores_extracted_facts(db: Path) -> None:
         assert any("peanut" in f["text"].lower() for f in facts)
         listed = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()["results"]
         assert {f["id"] for f in facts} <= {r["id"] for r in listed}
+
+
+def test_serve_with_two_workers_shares_one_database(tmp_path: Path) -> None:
+    """`serve --workers 2`: two stateless processes, one store, one key table."""
+    httpx = pytest.importorskip("httpx")
+    from contextos.bench.serve import running_server
+
+    db = str(tmp_path / "workers.db")
+    store = KeyStore(db)
+    key = store.create("acme").secret
+    store.close()
+    flags = ("--embedder", "hash", "--workers", "2", "--admin-key", ADMIN_KEY)
+    with running_server(db, *flags) as (url, _proc):
+        added = set()
+        for i in range(8):  # fresh connections, spread over both processes by the kernel
+            resp = httpx.post(
+                f"{url}/v1/memories",
+                json={"messages": f"note {i}", "user_id": "u"},
+                headers=auth(key),
+            )
+            assert resp.status_code == 201, resp.text
+            added.add(resp.json()["results"][0]["id"])
+        listed = httpx.get(f"{url}/v1/memories", params={"user_id": "u"}, headers=auth(key))
+        assert {r["id"] for r in listed.json()["results"]} == added
+        keys = httpx.get(f"{url}/v1/keys", headers=auth(ADMIN_KEY))
+        assert keys.status_code == 200 and len(keys.json()["results"]) == 1

@@ -76,6 +76,7 @@ class ServeBenchConfig:
     add_fraction: float = 0.5
     seed: int = 0
     startup_timeout: float = 180.0
+    workers: int = 1
 
 
 def free_port() -> int:
@@ -229,17 +230,24 @@ def _stored_ids(url: str, key: str) -> set[str]:
     return ids
 
 
-def _warm_up(url: str, key: str) -> None:
-    """Load the embedding model before the clock starts (first search embeds)."""
+def _warm_up(url: str, key: str, workers: int) -> None:
+    """Load the embedding model before the clock starts (first search embeds), in
+    every worker process as far as connection spreading allows."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {key}"}
-    httpx.post(
-        f"{url}/v1/memories/search",
-        json={"query": "warm up", "user_id": "user0"},
-        headers=headers,
-        timeout=300,
-    ).raise_for_status()
+    async def one(client: Any) -> None:
+        resp = await client.post(
+            "/v1/memories/search", json={"query": "warm up", "user_id": "user0"}
+        )
+        resp.raise_for_status()
+
+    async def all_workers() -> None:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+        ) as client:
+            await asyncio.gather(*(one(client) for _ in range(4 * workers)))
+
+    asyncio.run(all_workers())
 
 
 def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
@@ -252,9 +260,18 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
         keystore = KeyStore(db)
         key = keystore.create(tenant, "bench serve").secret
         keystore.close()
-        extra = ("--embedder", cfg.embedder, "--rate", "0", "--log-level", "error")
+        extra = (
+            "--embedder",
+            cfg.embedder,
+            "--rate",
+            "0",
+            "--log-level",
+            "error",
+            "--workers",
+            str(cfg.workers),
+        )
         with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, _proc):
-            _warm_up(url, key)
+            _warm_up(url, key, cfg.workers)
             stats, acked, elapsed = asyncio.run(_load(url, key, cfg))
             stored = _stored_ids(url, key)
     total_ok = sum(len(s.latencies) for s in stats.values())

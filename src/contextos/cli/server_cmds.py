@@ -7,6 +7,9 @@ runs it; none holds logic of its own.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import click
 
 from .common import CliState, console, json_option, pass_state, print_json
@@ -38,6 +41,9 @@ def _key_dict(key: object) -> dict[str, object]:
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
     }
 
+
+#: Hands ``serve``'s settings to its worker processes (admin key included, never logged).
+WORKER_CONFIG_ENV = "CONTEXTOS_SERVE_WORKER_CONFIG"
 
 db_option = click.option(
     "--db",
@@ -97,6 +103,13 @@ def register(cli: click.Group, bench: click.Group) -> None:
     "load balancer's idle timeout, or requests race the close).",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port (each a stateless replica over --db).",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -114,10 +127,11 @@ def serve(
     rate: float,
     burst: int,
     keep_alive: int,
+    workers: int,
     log_level: str,
 ) -> None:
     """Run the HTTP API (memories, sessions, keys) on HOST:PORT over --db."""
-    from ..server.app import ServerConfig, close_app, create_app
+    from ..server.app import ServerConfig, close_app, config_to_json, create_app
     from ..server.ratelimit import RateLimit
 
     try:
@@ -133,19 +147,32 @@ def serve(
         max_body_bytes=max_body_bytes,
         rate_limit=RateLimit(rate=rate, burst=burst),
     )
-    app = create_app(config)
     console.print(f"contextos serving on http://{host}:{port} (docs at /docs)", highlight=False)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "timeout_keep_alive": keep_alive,
+    }
+    if workers > 1:
+        # Worker processes build their own app from the config handed over in the
+        # environment (uvicorn needs an import string to spawn them).
+        os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+        return
+    app = create_app(config)
     try:
-        uvicorn.run(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            access_log=False,
-            timeout_keep_alive=keep_alive,
-        )
+        uvicorn.run(app, **options)
     finally:
         close_app(app)
+
+
+def worker_app() -> Any:
+    """The app of one ``serve --workers N`` process (see ``serve``)."""
+    from ..server.app import config_from_json, create_app
+
+    return create_app(config_from_json(os.environ[WORKER_CONFIG_ENV]))
 
 
 @click.group()
@@ -317,6 +344,13 @@ def mcp(
     help="Share of requests that are adds (the rest are searches).",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes (serve --workers).",
+)
+@click.option(
     "--json",
     "json_out",
     default=None,
@@ -332,6 +366,7 @@ def serve_bench(
     seconds: float,
     embedder: str,
     add_fraction: float,
+    workers: int,
     json_out: str | None,
 ) -> None:
     """Load-test `contextos serve` on loopback: throughput, p50/p95/p99, errors,
@@ -348,6 +383,7 @@ def serve_bench(
             seconds=seconds,
             embedder=embedder,
             add_fraction=add_fraction,
+            workers=workers,
         )
     )
     if json_out:

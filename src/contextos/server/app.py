@@ -9,10 +9,11 @@ a traceback never reaches a client.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..embed import Embedder, make_embedder
@@ -64,6 +65,17 @@ class ServerConfig:
     admin_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
     rate_limit: RateLimit = field(default_factory=RateLimit)
+
+
+def config_to_json(config: ServerConfig) -> str:
+    """Serialise a config for another process (``serve --workers``)."""
+    return json.dumps({**asdict(config), "rate_limit": asdict(config.rate_limit)})
+
+
+def config_from_json(text: str) -> ServerConfig:
+    """The inverse of :func:`config_to_json`."""
+    data = json.loads(text)
+    return ServerConfig(**{**data, "rate_limit": RateLimit(**data["rate_limit"])})
 
 
 def status_for(exc: BaseException) -> int:
