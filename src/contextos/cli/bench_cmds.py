@@ -58,9 +58,12 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
     @click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
     @click.option("--embedder", default=None, help="Embedder name (default: minilm).")
+    @click.option("--memory", "memory_mode", default="raw",
+                  type=click.Choice(["raw", "extracted", "observations"]), show_default=True,
+                  help="What is stored: raw turns, extracted facts, or LoCoMo's observations.")
     @pass_state
     def locomo(state: CliState, data: str, json_out: str | None, conversations: int | None,
-               embedder: str | None) -> None:
+               embedder: str | None, memory_mode: str) -> None:
         """Evidence recall on LoCoMo, with BM25-only and dense-only baselines."""
         from ..bench.locomo import run_locomo
         from ..bench.locomo_data import load_locomo
@@ -76,7 +79,8 @@ def register(cli: click.Group, bench: click.Group) -> None:
                      "search": bar.add_task("questions", total=questions)}
             report = run_locomo(data, conversations=conversations,
                                 embedder=make_embedder(embedder) if embedder else None,
-                                progress=lambda kind, n: bar.advance(tasks[kind], n))
+                                progress=lambda kind, n: bar.advance(tasks[kind], n),
+                                memory_mode=memory_mode)
         _write_json(json_out, report)
         if state.as_json:
             click.echo(json.dumps(report, indent=2, default=str))
@@ -85,8 +89,11 @@ def register(cli: click.Group, bench: click.Group) -> None:
         lat = report["latency_ms"]
         console.print(f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
                       f"add mean {lat['ingest_per_turn']} ms · add p95 {lat['add_p95']} ms · "
-                      f"embedding {report['embed_per_s']} turns/s · peak RSS "
+                      f"embedding {report['embed_per_s']} records/s · peak RSS "
                       f"{report['peak_rss_mb']} MB")
+        console.print(f"memory {report['memory_mode']}: {report['memory_tokens']:,} tokens stored "
+                      f"vs {report['raw_tokens']:,} in the raw conversation "
+                      f"({report['memory_to_raw']}x) · {report['records']:,} records")
 
     @bench.command("scale")
     @click.option("--n", "n", default=100_000, show_default=True, type=click.IntRange(100))

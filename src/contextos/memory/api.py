@@ -29,9 +29,7 @@ from ..types import (
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .extract import Extractor
-from .ingest import (
-    MAX_TEXT_CHARS, AddOptions, _next_seq, build_records, to_messages, validate_options,
-)
+from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
 from .reconcile import Reconciler
 from .retrieval import HybridRetriever, RetrievalConfig
 
@@ -106,9 +104,9 @@ class Memory:
 
     def _infer(self, messages: list[Message], opts: AddOptions, last: MemoryRecord | None,
                extractor: Extractor | None) -> list[MemoryRecord]:
-        from .infer import infer, written
+        from .infer import infer, next_seq, written
 
-        first_seq = _next_seq(last) if opts.scope.session_id else None
+        first_seq = next_seq(last) if opts.scope.session_id else None
         outcomes = infer(self.store, messages, opts, extractor=extractor or self.extractor,
                          reconciler=self.reconciler, first_seq=first_seq)
         self._embed_later()

@@ -103,6 +103,12 @@ def infer(store: Store, messages: Sequence[Message], opts: AddOptions, *,
     return outcomes
 
 
+def next_seq(last: MemoryRecord | None) -> int:
+    """The session position after ``last``, the session's latest memory (0 when none)."""
+    seq = last.metadata.get("seq") if last is not None else None
+    return seq + 1 if isinstance(seq, int) else 0
+
+
 def written(outcomes: Sequence[Outcome]) -> list[MemoryRecord]:
     """The records an inferring add stored (ADDs and the new side of UPDATEs)."""
     return [o.record for o in outcomes

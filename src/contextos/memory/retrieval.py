@@ -23,10 +23,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ..embed import Embedder
 from ..store.base import Ranked, Store
 from ..types import Filter, Hit, MemoryRecord
+from .temporal import TimeRange, question_time_cues, resolve
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class RetrievalConfig:
     neighbour_weight: float = 0.5
     #: Weight of the session's strength (sum of its best three turns) added to each turn.
     session_weight: float = 0.1
+    #: For questions with a time cue ("when", "in May 2023", "last year"): a memory's
+    #: score is multiplied by (1 + temporal_weight) when it names a time ("when"
+    #: questions) or is dated inside the asked period. 0 turns the step off.
+    temporal_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class HybridRetriever:
         self.embedder = embedder
         self.config = config or RetrievalConfig()
         self._count = count_tokens
+        #: The "now" relative time cues in questions ("last year") resolve against.
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def search(self, query: str, flt: Filter, *, limit: int,
                token_budget: int | None = None) -> list[Hit]:
@@ -98,6 +106,8 @@ class HybridRetriever:
                                                        [c.id for c in fused])}
         hits = [Hit(records[c.id], c.score, c.lexical_rank, c.dense_rank)
                 for c in fused if c.id in records]
+        if cfg.temporal_weight:
+            hits = temporal_rerank(hits, question_time_cues(query, self.now()), cfg.temporal_weight)
         if cfg.neighbour_weight or cfg.session_weight:
             hits = conversational_rerank(hits, cfg)
         return self._cut(hits, limit, token_budget)
@@ -131,7 +141,10 @@ def conversational_rerank(hits: Sequence[Hit], cfg: RetrievalConfig) -> list[Hit
     An answer in a conversation is often split over a question and its reply,
     and the session where a topic was discussed holds several relevant turns.
     """
-    by_pos = {p: h.score for h in hits if (p := _position(h.record)) is not None}
+    by_pos: dict[tuple[str, int], float] = {}
+    for h in hits:  # facts extracted from one turn share its position: keep the best
+        if (p := _position(h.record)) is not None and h.score > by_pos.get(p, 0.0):
+            by_pos[p] = h.score
     session_best: dict[str, list[float]] = defaultdict(list)
     for (session, _seq), score in by_pos.items():
         session_best[session].append(score)
@@ -145,5 +158,39 @@ def conversational_rerank(hits: Sequence[Hit], cfg: RetrievalConfig) -> list[Hit
             neighbour = max(by_pos.get((session, seq - 1), 0.0), by_pos.get((session, seq + 1), 0.0))
             score += cfg.neighbour_weight * neighbour + cfg.session_weight * session_strength[session]
         rescored.append(Hit(h.record, score, h.lexical_rank, h.dense_rank, h.tokens))
+    rescored.sort(key=lambda h: (-h.score, h.record.id))
+    return rescored
+
+
+def temporal_match(record: MemoryRecord, cue: TimeRange) -> bool:
+    """Whether ``record`` answers the time cue of a question.
+
+    A bounded cue ("in May 2023") matches a memory dated inside it or naming a
+    time inside it; a bare "when" matches a memory that names a time at all
+    ("yesterday", "on 7 May 2023"), since that is where the answer is.
+    """
+    anchor = record.event_time or record.created_at or datetime.now(UTC)
+    mentions = resolve(record.text, anchor)
+    if cue.start is None and cue.end is None:
+        return bool(mentions)
+    spans = [(m.start, m.end) for m in mentions]
+    if record.event_time is not None:
+        spans.append((record.event_time, record.event_time))
+    return any(_overlaps(a, b, cue) for a, b in spans)
+
+
+def _overlaps(start: datetime, end: datetime, cue: TimeRange) -> bool:
+    try:
+        return (cue.end is None or start < cue.end) and (cue.start is None or end >= cue.start)
+    except TypeError:  # a naive date against an aware one: no comparison possible
+        return False
+
+
+def temporal_rerank(hits: Sequence[Hit], cue: TimeRange | None, weight: float) -> list[Hit]:
+    """Raise memories that match the question's time cue (see ``temporal_match``)."""
+    if cue is None:
+        return list(hits)
+    rescored = [Hit(h.record, h.score * (1 + weight), h.lexical_rank, h.dense_rank, h.tokens)
+                if temporal_match(h.record, cue) else h for h in hits]
     rescored.sort(key=lambda h: (-h.score, h.record.id))
     return rescored

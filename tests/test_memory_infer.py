@@ -1,0 +1,207 @@
+"""Memory.add(infer=True): extracted, reconciled, dated facts with provenance; temporal ranking;
+the LoCoMo memory modes (on a small synthetic conversation, never LoCoMo itself)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from contextos.bench.locomo_data import LocomoConversation, LocomoTurn
+from contextos.bench.locomo_memory import (
+    ingest,
+    memory_tokens,
+    raw_tokens,
+    size_report,
+    stored_records,
+)
+from contextos.memory import Memory, RetrievalConfig
+from contextos.memory.extract_llm import LLMExtractor
+from contextos.memory.retrieval import HybridRetriever, temporal_match
+from contextos.memory.temporal import TimeRange
+from contextos.testing.embedders import HashEmbedder
+from contextos.testing.llm import ScriptedLLM
+from contextos.types import Filter, MemoryRecord, Scope
+
+SESSION = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Memory]:
+    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
+    yield m
+    m.close()
+
+
+def turn(speaker: str, text: str, dia_id: str, **extra: object) -> dict[str, object]:
+    return {"role": "user", "content": text, "name": speaker, "dia_id": dia_id, **extra}
+
+
+def test_infer_stores_dated_facts_with_provenance_not_turns(memory: Memory) -> None:
+    records = memory.add(
+        [turn("Caroline", "Hey Mel! I went to a LGBTQ support group yesterday.", "D1:3"),
+         turn("Melanie", "Wow, thanks for sharing!", "D1:4"),
+         turn("Melanie", "Please always answer in French.", "D1:5")],
+        user_id="u", session_id="s1", event_time=SESSION, infer=True)
+    by_source = {r.provenance: r for r in records}
+    assert set(by_source) == {("D1:3",), ("D1:5",)}  # the thanks left no memory
+    group = by_source[("D1:3",)]
+    assert group.text == "Caroline went to a LGBTQ support group on 7 May 2023."
+    assert group.memory_type == "episodic"
+    assert group.event_time == datetime(2023, 5, 7, tzinfo=UTC)
+    assert group.metadata["speaker"] == "Caroline" and group.metadata["inferred"] is True
+    assert by_source[("D1:5",)].memory_type == "procedural"
+    stored = memory.get_all(user_id="u")
+    assert sorted(r.id for r in stored) == sorted(r.id for r in records)
+    assert not any("Hey Mel" in r.text for r in stored)
+
+
+def test_undated_facts_take_their_turn_time_and_source_id(memory: Memory) -> None:
+    said = SESSION + timedelta(minutes=3)
+    [record] = memory.add({"role": "user", "content": "I work as a nurse in Boston.",
+                           "name": "Ann", "source_id": "msg-7", "event_time": said.isoformat()},
+                          user_id="u", event_time=SESSION, infer=True)
+    assert record.provenance == ("msg-7",)
+    assert record.memory_type == "semantic"
+    assert record.event_time == said
+
+
+def test_facts_are_numbered_by_source_turn_within_a_session(memory: Memory) -> None:
+    memory.add(turn("Ann", "I adopted a dog named Rex last week.", "D1:1"),
+               user_id="u", session_id="s", event_time=SESSION, infer=True)
+    records = memory.add([turn("Bob", "Nice.", "D1:2"),
+                          turn("Bob", "I bought a red bike in Paris.", "D1:3")],
+                         user_id="u", session_id="s", event_time=SESSION, infer=True)
+    first = memory.get_all(user_id="u", session_id="s")[-1]
+    assert first.metadata["seq"] == 0
+    assert [r.metadata["seq"] for r in records] == [2]  # the second turn of the second add
+
+
+def test_reconciliation_updates_and_skips_duplicates(memory: Memory) -> None:
+    [paris] = memory.add(turn("Ann", "I live in Paris.", "D1:1"), user_id="u",
+                         session_id="s1", event_time=SESSION, infer=True)
+    assert memory.add(turn("Ann", "I live in Paris.", "D2:1"), user_id="u",
+                      session_id="s2", event_time=SESSION, infer=True) == []
+    [berlin] = memory.add(turn("Ann", "I live in Berlin now.", "D3:1"), user_id="u",
+                          session_id="s3", event_time=SESSION, infer=True)
+    assert berlin.metadata["supersedes"] == paris.id
+    old = memory.get(paris.id)
+    assert old.valid_to is not None and old.metadata["superseded_by"] == berlin.id
+    live = memory.get_all(user_id="u")
+    assert [r.text for r in live] == ["Ann lives in Berlin now."]
+    hits = memory.search("where does Ann live?", user_id="u")
+    assert [h.record.id for h in hits] == [berlin.id]
+
+
+def test_raw_add_is_unchanged(memory: Memory) -> None:
+    records = memory.add([turn("Ann", "Hey! I went there yesterday.", "D1:1"),
+                          turn("Bob", "Thanks!", "D1:2")],
+                         user_id="u", session_id="s", event_time=SESSION)
+    assert [r.text for r in records] == ["Hey! I went there yesterday.", "Thanks!"]
+    assert [r.provenance for r in records] == [("D1:1",), ("D1:2",)]
+    assert all(r.memory_type == "episodic" and "inferred" not in r.metadata for r in records)
+
+
+def llm_reply(facts: list[dict[str, object]]) -> str:
+    return json.dumps({"facts": facts})
+
+
+def test_llm_extractor_configured_on_the_memory(tmp_path: Path) -> None:
+    llm = ScriptedLLM([llm_reply([
+        {"text": "Caroline went to a support group on 7 May 2023.", "type": "episodic",
+         "date": "2023-05-07", "source": "D1:3"}])])
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False,
+                extractor=LLMExtractor(llm)) as memory:
+        [record] = memory.add(turn("Caroline", "I went to a support group yesterday!", "D1:3"),
+                              user_id="u", session_id="s", event_time=SESSION, infer=True)
+    assert len(llm.calls) == 1 and "[D1:3] Caroline:" in llm.calls[0].messages[0].content
+    assert record.text == "Caroline went to a support group on 7 May 2023."
+    assert record.provenance == ("D1:3",)
+    assert record.event_time is not None and record.event_time.date().isoformat() == "2023-05-07"
+
+
+def test_extractor_per_call_overrides_and_bad_llm_reply_falls_back(memory: Memory) -> None:
+    llm = ScriptedLLM(["this is not JSON"])
+    [record] = memory.add(turn("Ann", "I have 3 kids.", "D1:1"), user_id="u",
+                          event_time=SESSION, infer=True, extractor=LLMExtractor(llm))
+    assert len(llm.calls) == 1
+    assert record.text == "Ann has 3 kids." and record.provenance == ("D1:1",)
+
+
+# -- temporal ranking ---------------------------------------------------------------
+def rec(text: str, when: datetime) -> MemoryRecord:
+    return MemoryRecord(id=text, text=text, event_time=when)
+
+
+def test_temporal_match() -> None:
+    when = TimeRange(asks_when=True)
+    assert temporal_match(rec("I ran a race last Saturday.", SESSION), when)
+    assert not temporal_match(rec("I love running races.", SESSION), when)
+    may = TimeRange(datetime(2023, 5, 1, tzinfo=UTC), datetime(2023, 6, 1, tzinfo=UTC))
+    assert temporal_match(rec("I love running.", SESSION), may)
+    assert not temporal_match(rec("I love running.", SESSION + timedelta(days=60)), may)
+    assert temporal_match(rec("Back in May 2023 I ran.", SESSION + timedelta(days=60)), may)
+
+
+def test_temporal_weight_raises_dated_memories_for_when_questions(memory: Memory) -> None:
+    memory.add(["Ann loves to run races with her friends.",
+                "Ann ran a charity race last Saturday."], user_id="u", event_time=SESSION)
+    memory.flush()
+    flt = Filter(scope=Scope(user_id="u"))
+    question = "When did Ann run a race with her friends?"
+
+    def top(weight: float) -> str:
+        r = HybridRetriever(memory.store, memory.embedder, count_tokens=memory.tokenizer.count,
+                            config=RetrievalConfig(temporal_weight=weight))
+        return r.search(question, flt, limit=2)[0].record.text
+
+    assert top(0.0) == "Ann loves to run races with her friends."
+    assert top(2.0) == "Ann ran a charity race last Saturday."
+
+
+def test_search_as_of_and_time_range_with_inferred_facts(memory: Memory) -> None:
+    memory.add(turn("Ann", "I went hiking yesterday.", "D1:1"), user_id="u",
+               event_time=SESSION, infer=True)
+    memory.add(turn("Ann", "I went hiking yesterday.", "D9:1"), user_id="u",
+               event_time=SESSION + timedelta(days=90), infer=True)
+    may = (datetime(2023, 5, 1, tzinfo=UTC), datetime(2023, 6, 1, tzinfo=UTC))
+    hits = memory.search("hiking", user_id="u", time_range=may)
+    assert [h.record.provenance for h in hits] == [("D1:1",)]
+
+
+# -- the LoCoMo memory modes, on a synthetic conversation ------------------------------
+def conversation() -> LocomoConversation:
+    lines = [("Ann", "Hi Bob! I adopted a puppy named Rex yesterday."), ("Bob", "Congrats!"),
+             ("Ann", "Thanks! I also started a pottery class."), ("Bob", "I live in Oslo now.")]
+    turns = tuple(LocomoTurn(f"D1:{i + 1}", s, t, "", 1, SESSION + timedelta(minutes=i))
+                  for i, (s, t) in enumerate(lines))
+    obs = (("Ann", "Ann adopted a puppy named Rex.", "D1:1"),
+           ("Bob", "Bob lives in Oslo.", "D1:4"))
+    return LocomoConversation("conv-x", "Ann", "Bob", turns, (), obs)
+
+
+@pytest.mark.parametrize("mode", ["raw", "extracted", "observations"])
+def test_memory_modes_store_with_provenance_and_count_tokens(memory: Memory, mode: str) -> None:
+    conv = conversation()
+    ingest(mode, memory, conv, [])
+    memory.flush()
+    records = stored_records(memory, conv)
+    sources = {p for r in records for p in r.provenance}
+    if mode == "raw":
+        assert len(records) == 4 and sources == {"D1:1", "D1:2", "D1:3", "D1:4"}
+    elif mode == "observations":
+        assert {r.text for r in records} == {"Ann adopted a puppy named Rex.", "Bob lives in Oslo."}
+        assert all(r.memory_type == "semantic" and r.event_time == SESSION for r in records)
+    else:
+        assert "D1:2" not in sources and {"D1:1", "D1:3", "D1:4"} <= sources
+    report = size_report(memory, [conv], mode)
+    assert report["memory_mode"] == mode and report["records"] == len(records)
+    assert report["raw_tokens"] == raw_tokens(memory, conv) > 0
+    assert report["memory_tokens"] == memory_tokens(memory, records) > 0
+    if mode == "raw":  # the reply context indexed with each turn counts too
+        assert report["memory_tokens"] > report["raw_tokens"]
+    hits = memory.search("What is the name of Ann's puppy?", user_id="conv-x", limit=3)
+    assert "D1:1" in {p for h in hits for p in h.record.provenance}
