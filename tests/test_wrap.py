@@ -329,3 +329,50 @@ def test_memory_without_any_scope_is_refused(client, memory):
 
     with pytest.raises(ScopeError):
         wrap(client, memory=memory)
+
+
+# -- property: a growing conversation never rewrites the cached prefix -------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60).filter(
+    lambda t: t.strip() != "")
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(questions=st.lists(_texts, min_size=2, max_size=6), provider=st.sampled_from(
+    ["anthropic", "openai"]))
+def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions, provider):
+    from contextos.providers.anthropic import AnthropicAdapter
+    from contextos.providers.openai import OpenAIAdapter
+
+    adapter: Any = AnthropicAdapter() if provider == "anthropic" else OpenAIAdapter()
+    db = tmp_path_factory.mktemp("prop") / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as mem:
+        ctx = SessionContext(memory=mem, session="p", user_id="u", background_commit=False)
+        bodies = []
+        for i, q in enumerate(questions):
+            kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 32, "messages": [
+                {"role": "user", "content": q}]}
+            if provider == "anthropic":
+                kwargs["system"] = "stable system prompt"
+            else:
+                kwargs["messages"].insert(0, {"role": "system", "content": "stable system"})
+            prepared = ctx.prepare(adapter.parse(kwargs), reserve_tokens=32)
+            body, _ = adapter.render(prepared, kwargs)
+            bodies.append(body)
+            ctx.commit(prepared, CallRecord(provider, MODEL, Usage(1, 1),
+                                            Message("assistant", f"reply {i}"), False, 0.0))
+    for before, after in zip(bodies, bodies[1:], strict=False):
+        assert _strip(after.get("system")) == _strip(before.get("system"))
+        stable = before["messages"][:-1]  # everything but the per-call final message
+        assert _strip(after["messages"][: len(stable)]) == _strip(stable)
