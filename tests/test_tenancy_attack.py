@@ -18,6 +18,7 @@ import pytest
 from contextos.errors import NotFound
 from contextos.server.mcp_server import MemoryTools
 from contextos.tokens import default_tokenizer
+from pg_support import connect, pg_url, with_options
 from server_support import ADMIN_KEY, app_client, auth, issue_key
 
 SECRET_WORDS = ["zanzibarite", "quokkaflux", "vermillionwhale"]
@@ -30,10 +31,30 @@ class Victim:
     snapshot: str
 
 
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The same attacks against each backend: a SQLite file, a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield str(tmp_path_factory.mktemp("tenancy") / "t.db")
+        return
+    url = pg_url()  # skips with the reason when no test PostgreSQL is running
+    schema = f"tenancy_{uuid.uuid4().hex[:12]}"
+    with connect(url) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_options(url, f"-c search_path={schema},public")
+    finally:
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, str, Victim]]:
-    db = tmp_path_factory.mktemp("tenancy") / "t.db"
-    with app_client(db) as c:
+def world(database: str) -> Iterator[tuple[Any, str, str, Victim]]:
+    with app_client(database) as c:
         a, b = issue_key(c, "tenant-a"), issue_key(c, "tenant-b")
         texts = [f"ana secret {w} number {i}" for i, w in enumerate(SECRET_WORDS)]
         ids = []
