@@ -218,3 +218,13 @@ def test_openai_llm_and_settings(fake, client):
     assert isinstance(local, OpenAILLM)
     assert local.complete("", [Message("user", "x")]) == '{"ok": true}'
     local.client.close()
+
+
+def test_streamed_reply_is_logged_when_the_stream_ends(fake, client, memory):
+    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    stream = _ask(wrapped, "stream it", stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream)
+    wrapped.flush()
+    turns = wrapped.context.session.turns()
+    assert [t.message.content for t in turns] == ["stream it", text]
+    assert turns[-1].message.metadata["usage"]["output_tokens"] > 0
