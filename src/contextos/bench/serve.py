@@ -280,6 +280,8 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
             **asdict(cfg),
             "db": "sqlite (temporary file)" if cfg.db is None else _redact(cfg.db),
             "cpu_count": os.cpu_count(),
+            # Other work on the machine competes with server and clients: say how much.
+            "load_average_1m_at_end": os.getloadavg()[0],
         },
         "elapsed_s": elapsed,
         "throughput_per_s": total_ok / elapsed,
