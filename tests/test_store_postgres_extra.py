@@ -83,7 +83,7 @@ def test_migrations_are_recorded_once_and_a_newer_schema_is_refused(store: Any) 
 def test_driver_errors_become_store_errors(store: Any) -> None:
     store.put([_rec(1, "hello world")])
     with connect(pg_url(), store.schema) as conn:
-        conn.execute("DROP TABLE memories")
+        conn.execute("DROP TABLE memories CASCADE")
     with pytest.raises(StoreError) as info:
         store.get("t", "1")
     assert type(info.value.__cause__).__module__.startswith("psycopg")
@@ -104,6 +104,8 @@ def test_tables_are_keyed_tenant_first(store: Any) -> None:
         "history": "tenant",
         "turns": "tenant",
         "session_meta": "tenant",
+        "vectors": "tenant",
+        "pending_vectors": "tenant",
         "schema_version": "version",
     }
 
@@ -134,22 +136,23 @@ def test_hnsw_scan_under_a_tenant_filter_does_not_come_back_short() -> None:
     about one of them tenant b's; pgvector's iterative scan must keep going to fill 10."""
     forced = "-c enable_seqscan=off -c enable_bitmapscan=off -c hnsw.ef_search=40"
     with postgres_store(options=forced) as store:
-        with connect(pg_url(), store.schema) as conn:  # leave the planner only the HNSW index
-            conn.execute("ALTER TABLE memories DROP CONSTRAINT memories_pkey")
-            conn.execute("DROP INDEX memories_scope, memories_created, memories_hash")
         small, query = _two_tenants(store, 16, seed=11)
+        with connect(pg_url(), store.schema) as conn:  # leave the planner only the HNSW index
+            conn.execute("ALTER TABLE vectors DROP CONSTRAINT vectors_pkey")
+            conn.execute("DROP INDEX memories_scope, memories_created, memories_hash")
         hits = store.vector_search(Filter(Scope("b")), query, limit=10)
         with connect(with_options(pg_url(), forced), store.schema) as conn:
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
             plan = "\n".join(
                 r[0]
                 for r in conn.execute(
-                    "EXPLAIN SELECT id FROM memories m WHERE m.dim = 16 AND m.tenant = 'b' "
-                    "ORDER BY m.vec::vector(16) <=> %s::vector(16) LIMIT 10",
+                    "EXPLAIN SELECT m.id FROM vectors v JOIN memories m ON m.tenant = v.tenant "
+                    "AND m.id = v.memory_id WHERE v.dim = 16 AND v.tenant = 'b' AND m.tenant = 'b' "
+                    "ORDER BY v.vec::vector(16) <=> %s::vector(16) LIMIT 10",
                     ("[" + ",".join(map(str, query.tolist())) + "]",),
                 )
             )
-    assert "memories_vec_16" in plan
+    assert "vectors_hnsw_16" in plan
     assert len(hits) == 10 and all(h.id.startswith("b") for h in hits)
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
@@ -271,3 +274,24 @@ def test_memory_search_finds_the_same_memories_on_both_stores(store: Any, tmp_pa
         memory.close()  # closes the store too; closing twice is harmless
     assert answers[0] == answers[1]
     assert answers[1][0][0][1] == "Caroline is researching adoption agencies"
+
+
+def test_closing_or_tagging_a_memory_leaves_its_vector_row_alone(store: Any) -> None:
+    """Vectors have their own table: reconciliation's updates (validity, metadata) do not
+    rewrite the vector (which would re-insert it into the HNSW index); a new text drops it."""
+    from datetime import UTC, datetime
+
+    store.put([_rec(1, "likes tea")])
+    store.set_vectors("t", ["1"], np.array([[1, 0, 0]], dtype=np.float32), "m")
+
+    def vector_version() -> Any:
+        with connect(pg_url(), store.schema) as conn:
+            row = conn.execute("SELECT xmin::text FROM vectors WHERE memory_id = '1'").fetchone()
+        return row[0] if row else None
+
+    before = vector_version()
+    store.update("t", "1", Patch(metadata={"closed_by": "2"}, valid_to=datetime.now(UTC)))
+    assert vector_version() == before is not None
+    store.update("t", "1", Patch(text="likes coffee"))
+    assert vector_version() is None
+    assert [r.id for r in store.pending_vectors(limit=5)] == ["1"]

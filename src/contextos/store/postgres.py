@@ -6,7 +6,7 @@
 - Lexical search: a stored ``tsvector`` (text at weight A, context at weight B)
   with a GIN index, queried as an OR of the query's words and ranked by
   ``ts_rank_cd`` (see :meth:`PostgresStore.keyword_search`).
-- Dense search: ``vec`` with a cosine HNSW index per vector size; pgvector's
+- Dense search: a ``vectors`` table with a cosine HNSW index per vector size; pgvector's
   iterative index scan (0.8+) keeps filtered searches from coming back short.
 - Every statement filters on ``tenant`` and every key starts with it (see
   ``schema_postgres``), so tenants can be partitioned apart.
@@ -188,6 +188,10 @@ class PostgresStore:
             with self._tx("write") as cur:
                 cur.executemany(_INSERT_RECORD, rows)
                 cur.executemany(
+                    "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s)",
+                    [(r.tenant, r.id) for r in records],
+                )
+                cur.executemany(
                     _INSERT_HISTORY,
                     [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
                 )
@@ -226,7 +230,16 @@ class PostgresStore:
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             old = record_from_row(row)
-            sets, params = _patch_sets(patch, now, text_changed=patch.text not in (None, old.text))
+            sets, params = _patch_sets(patch, now)
+            if patch.text not in (None, old.text):  # the stored vector described the old text
+                cur.execute(
+                    "DELETE FROM vectors WHERE tenant = %s AND memory_id = %s", (tenant, memory_id)
+                )
+                cur.execute(
+                    "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (tenant, memory_id),
+                )
             new_row = cur.execute(
                 f"UPDATE memories m SET {', '.join(sets)} WHERE m.tenant = %s AND m.id = %s "
                 f"RETURNING {RECORD_COLUMNS}",
@@ -315,15 +328,17 @@ class PostgresStore:
             return []
         where, params = filter_sql(flt, _now())
         probe = vector_text(query)
-        distance = f"m.vec::vector({dim}) <=> %s::vector({dim})"
+        distance = f"v.vec::vector({dim}) <=> %s::vector({dim})"
         with self._tx("vector search") as cur:
             if self._iterative_scan:
                 cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             rows = cur.execute(
-                f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d FROM memories m "
-                f"WHERE m.dim = {dim} AND {where} ORDER BY {distance} LIMIT %s) "
+                f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d FROM vectors v "
+                "JOIN memories m ON m.tenant = v.tenant AND m.id = v.memory_id "
+                f"WHERE v.dim = {dim} AND v.tenant = %s AND {where} "
+                f"ORDER BY {distance} LIMIT %s) "
                 "SELECT id, 1 - d FROM c ORDER BY d, seq",
-                (probe, *params, probe, limit),
+                (probe, flt.scope.tenant, *params, probe, limit),
             ).fetchall()
         return [Ranked(r[0], float(r[1])) for r in rows]
 
@@ -339,17 +354,26 @@ class PostgresStore:
             with self._tx("index build") as cur:
                 ensure_hnsw_index(cur, dim)
             self._indexed_dims.add(dim)
+        latest = {memory_id: k for k, memory_id in enumerate(ids)}  # last one wins
         with self._tx("vector write") as cur:
             cur.execute(
-                f"UPDATE memories m SET vec = u.v::vector({dim}), dim = {dim}, vec_model = %s "
+                "INSERT INTO vectors (tenant, memory_id, dim, model, vec) "
+                f"SELECT m.tenant, m.id, {dim}, %s, u.v::vector({dim}) "
                 "FROM unnest(%s::text[], %s::text[]) AS u(id, v) "
-                "WHERE m.tenant = %s AND m.id = u.id",
-                (model, list(ids), [vector_text(v) for v in vecs], tenant),
+                "JOIN memories m ON m.tenant = %s AND m.id = u.id "
+                "ON CONFLICT (tenant, memory_id) DO UPDATE SET "
+                "dim = excluded.dim, model = excluded.model, vec = excluded.vec",
+                (model, list(latest), [vector_text(vecs[k]) for k in latest.values()], tenant),
+            )
+            cur.execute(
+                "DELETE FROM pending_vectors WHERE tenant = %s AND memory_id = ANY(%s)",
+                (tenant, list(latest)),
             )
 
     def pending_vectors(self, *, limit: int) -> _Records:
         rows = self._read(
-            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.vec IS NULL ORDER BY m.seq LIMIT %s",
+            f"SELECT {RECORD_COLUMNS} FROM pending_vectors p JOIN memories m "
+            "ON m.tenant = p.tenant AND m.id = p.memory_id ORDER BY m.seq LIMIT %s",
             (limit,),
         )
         return [record_from_row(r) for r in rows]
@@ -373,16 +397,12 @@ class PostgresStore:
         return self._sessions.sessions(scope)
 
 
-def _patch_sets(
-    patch: Patch, now: datetime, *, text_changed: bool
-) -> tuple[list[str], list[object]]:
+def _patch_sets(patch: Patch, now: datetime) -> tuple[list[str], list[object]]:
     sets: list[str] = ["updated_at = %s"]
     params: list[object] = [now]
     if patch.text is not None:
         sets += ["text = %s", "hash = %s"]
         params += [patch.text, content_hash(patch.text)]
-    if text_changed:  # the stored vector described the old text
-        sets += ["vec = NULL", "dim = NULL", "vec_model = NULL"]
     if patch.metadata is not None:
         sets.append("metadata = %s::jsonb")
         params.append(metadata_jsonb(patch.metadata))

@@ -8,10 +8,14 @@ Every table is keyed tenant-first, so a deployment that outgrows one server can
 partition (or shard) by tenant without changing a query: every statement the
 store runs filters on ``tenant``.
 
-Vectors live in the ``memories`` row (``vec``, untyped ``vector``) with their
-dimension in ``dim``; the HNSW index is a partial expression index per
-dimension (``vec::vector(384)`` where ``dim = 384``), created the first time a
-vector of that size is written, because pgvector can only index a column of
+Vectors live in their own narrow table, ``vectors`` (untyped ``vector`` plus
+its ``dim``), not in the memory row: updating a memory's metadata or validity
+then never re-inserts its vector into the HNSW index, and scans of memories
+(listing, BM25 statistics) do not drag 1.5 kB of floats along per row. Records
+waiting for a vector are queued in ``pending_vectors``. The HNSW index is a
+partial expression index per dimension (``vec::vector(384)`` where
+``dim = 384``), created the first time a vector of that size is written,
+because pgvector can only index a column of
 fixed size and the store does not know the embedder's size up front.
 """
 
@@ -60,9 +64,6 @@ def _v1_initial(cur: Any) -> None:
                 - length(replace(btrim(regexp_replace(
                     text || ' ' || context, '[^[:alnum:]]+', ' ', 'g')), ' ', '')) + 1
             ) STORED,
-            vec         vector,
-            dim         integer,
-            vec_model   text,
             PRIMARY KEY (tenant, id)
         );
         CREATE UNIQUE INDEX memories_seq ON memories (seq);
@@ -71,7 +72,23 @@ def _v1_initial(cur: Any) -> None:
         CREATE INDEX memories_hash ON memories (tenant, hash);
         CREATE INDEX memories_tsv ON memories USING gin (tsv);
         CREATE INDEX memories_metadata ON memories USING gin (metadata jsonb_path_ops);
-        CREATE INDEX memories_pending ON memories (seq) WHERE vec IS NULL;
+
+        CREATE TABLE vectors (
+            tenant    text NOT NULL,
+            memory_id text NOT NULL,
+            dim       integer NOT NULL,
+            model     text NOT NULL,
+            vec       vector NOT NULL,
+            PRIMARY KEY (tenant, memory_id),
+            FOREIGN KEY (tenant, memory_id) REFERENCES memories (tenant, id) ON DELETE CASCADE
+        );
+
+        CREATE TABLE pending_vectors (
+            tenant    text NOT NULL,
+            memory_id text NOT NULL,
+            PRIMARY KEY (tenant, memory_id),
+            FOREIGN KEY (tenant, memory_id) REFERENCES memories (tenant, id) ON DELETE CASCADE
+        );
 
         CREATE TABLE history (
             tenant    text NOT NULL,
@@ -164,6 +181,6 @@ def ensure_hnsw_index(cur: Any, dim: int) -> None:
         raise ValueError(f"pgvector indexes vectors of 1..2000 dimensions, got {dim}")
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
     cur.execute(
-        f"CREATE INDEX IF NOT EXISTS memories_vec_{dim} ON memories USING hnsw "
+        f"CREATE INDEX IF NOT EXISTS vectors_hnsw_{dim} ON vectors USING hnsw "
         f"((vec::vector({dim})) vector_cosine_ops) WHERE dim = {dim}"
     )
