@@ -4,10 +4,11 @@
   autocommit and every write is one explicit transaction, so a failure leaves
   nothing half-done.
 - Lexical search: a stored ``tsvector`` (text at weight A, context at weight B)
-  with a GIN index, queried as an OR of the query's words and ranked by
-  ``ts_rank_cd`` (see :meth:`PostgresStore.keyword_search`).
-- Dense search: a ``vectors`` table with a cosine HNSW index per vector size; pgvector's
-  iterative index scan (0.8+) keeps filtered searches from coming back short.
+  with a GIN index, queried as an OR of the query's words and ranked by Okapi
+  BM25 computed in SQL (see ``postgres_bm25``).
+- Dense search: a ``vectors`` table with a cosine HNSW index per vector size;
+  pgvector's iterative index scan (0.8+) keeps filtered searches from coming
+  back short.
 - Every statement filters on ``tenant`` and every key starts with it (see
   ``schema_postgres``), so tenants can be partitioned apart.
 - Driver errors become :class:`~contextos.errors.StoreError` at this seam.
