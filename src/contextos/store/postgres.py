@@ -136,6 +136,7 @@ class PostgresStore:
         try:
             self._pool.open(wait=True, timeout=connect_timeout)
         except psycopg.Error as exc:
+            self._pool.close()
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
         self._indexed_dims: set[int] = set()
         self._sessions = PgSessionLog(self._tx, self._read)
