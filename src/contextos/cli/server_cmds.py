@@ -308,7 +308,11 @@ def mcp(
             server.run("stdio")
         else:
             server = build_mcp_server(tenants, keys=key_store, http_url=f"http://{host}:{port}")
-            server.run("streamable-http", host=host, port=port)
+            if server.contextos_major == "1":  # FastMCP takes host/port as settings
+                server.settings.host, server.settings.port = host, port
+                server.run("streamable-http")
+            else:
+                server.run("streamable-http", host=host, port=port)
     finally:
         tenants.close()
         key_store.close()
