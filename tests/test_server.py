@@ -109,8 +109,22 @@ def test_session_routes_append_and_read_in_order(db: Path) -> None:
         later = c.get("/v1/sessions/s1/turns", headers=h, params={"after_seq": 0, "limit": 1})
         assert [t["content"] for t in later.json()["results"]] == ["hello"]
         assert c.get("/v1/sessions", headers=h, params={"user_id": "ana"}).json() == {
-            "results": ["s1"]
+            "results": ["s1"],
+            "limit": 100,
+            "offset": 0,
         }
+        for sid in ("s2", "s3"):
+            c.post(
+                f"/v1/sessions/{sid}/turns",
+                headers=h,
+                json={"messages": [{"role": "user", "content": sid}], "user_id": "ana"},
+            )
+        pages = [
+            c.get("/v1/sessions", headers=h, params={"limit": 2, "offset": off}).json()["results"]
+            for off in (0, 2)
+        ]
+        assert pages == [["s1", "s2"], ["s3"]]
+        assert_error(c.get("/v1/sessions", headers=h, params={"limit": 5000}), 422)
 
 
 def test_list_is_paginated_with_a_maximum(db: Path) -> None:
@@ -161,6 +175,11 @@ def test_revoked_key_is_refused_at_once(db: Path) -> None:
         assert revoked.status_code == 200 and revoked.json()["revoked_at"]
         assert_error(c.get("/v1/memories", params={"user_id": "a"}, headers=auth(key)), 401)
         assert_error(c.delete("/v1/keys/nosuchkey", headers=auth(ADMIN_KEY)), 404, "NotFound")
+
+
+def test_a_short_admin_key_is_refused(db: Path) -> None:
+    with pytest.raises(ValueError, match="at least 16"), app_client(db, admin_key="short"):
+        pass
 
 
 def test_key_management_over_http_is_off_without_an_admin_key(db: Path) -> None:

@@ -28,7 +28,7 @@ from ..errors import (
     StoreError,
 )
 from ..tokens import Tokenizer, default_tokenizer
-from .auth import Authenticator, Forbidden, Unauthenticated
+from .auth import Authenticator, Forbidden, Unauthenticated, validate_admin_key
 from .batching import BatchingEmbedder
 from .bodylimit import BodyLimitMiddleware, PayloadTooLarge
 from .keys import KeyStore
@@ -103,6 +103,7 @@ def create_app(
     fastapi = _import_fastapi()
     from .routes import key_router, memory_router, session_router
 
+    validate_admin_key(config.admin_key)  # before anything is opened
     batching = BatchingEmbedder(embedder or make_embedder(config.embedder))
     try:
         tenants = TenantMemories.open(config.db, batching)

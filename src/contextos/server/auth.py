@@ -46,14 +46,19 @@ def bearer_secret(headers: Mapping[str, str]) -> str | None:
     return api_key or None
 
 
+def validate_admin_key(admin_key: str | None) -> None:
+    """A guessable admin key would undo the tenancy model: require some length."""
+    if admin_key is not None and len(admin_key) < 16:
+        raise ValueError("the admin key must be at least 16 characters")
+
+
 class Authenticator:
     """Turns a request's key into a Principal and charges its rate-limit bucket."""
 
     def __init__(
         self, keys: KeyStore, *, admin_key: str | None, limiter: TokenBucketLimiter
     ) -> None:
-        if admin_key is not None and len(admin_key) < 16:
-            raise ValueError("the admin key must be at least 16 characters")
+        validate_admin_key(admin_key)
         self.keys = keys
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self.limiter = limiter

@@ -204,11 +204,17 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
 
     @router.get("", response_model=s.SessionList, summary="sessions")
     def sessions(
-        tenant: Tenant, user_id: OptIdent = None, agent_id: OptIdent = None
+        tenant: Tenant,
+        user_id: OptIdent = None,
+        agent_id: OptIdent = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> s.SessionList:
-        """Session ids of the caller's tenant, optionally of one user/agent."""
+        """Session ids of the caller's tenant (least recently active first), optionally
+        of one user/agent, one page at a time."""
         scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)
-        return s.SessionList(results=tenants.store.sessions(scope))
+        page = tenants.store.sessions(scope)[offset : offset + limit]
+        return s.SessionList(results=page, limit=limit, offset=offset)
 
     return router
 
@@ -240,9 +246,10 @@ def key_router(auth: Authenticator) -> APIRouter:
         return s.IssuedKeyOut(**out(issued.key).model_dump(), key=issued.secret)
 
     @router.get("", response_model=s.KeyList, dependencies=deps, summary="list_keys")
-    def list_keys(tenant: OptIdent = None) -> s.KeyList:
-        """Keys (never their secrets), optionally of one tenant."""
-        return s.KeyList(results=[out(k) for k in auth.keys.list(tenant)])
+    def list_keys(tenant: OptIdent = None, limit: Limit = 100, offset: Offset = 0) -> s.KeyList:
+        """Keys (never their secrets), oldest first, optionally of one tenant."""
+        page = auth.keys.list(tenant)[offset : offset + limit]
+        return s.KeyList(results=[out(k) for k in page], limit=limit, offset=offset)
 
     @router.delete("/{key_id}", response_model=s.KeyOut, dependencies=deps, summary="revoke_key")
     def revoke_key(key_id: IdPath) -> s.KeyOut:

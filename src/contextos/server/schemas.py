@@ -279,6 +279,8 @@ class TurnList(BaseModel):
 
 class SessionList(BaseModel):
     results: list[str]
+    limit: int | None = None
+    offset: int | None = None
 
 
 class BlockOut(BaseModel):
@@ -318,6 +320,8 @@ class IssuedKeyOut(KeyOut):
 
 class KeyList(BaseModel):
     results: list[KeyOut]
+    limit: int | None = None
+    offset: int | None = None
 
 
 class ErrorDetail(BaseModel):
