@@ -429,3 +429,16 @@ def test_anthropic_llm_asks_for_structured_output(fake, client):
     assert body["system"] == "decide"
     assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     assert llm.calls[0].usage.output_tokens > 0
+
+
+def test_stream_usage_when_message_delta_only_carries_output_tokens():
+    with FakeAnthropic(delta_usage="output_only") as server:
+        c = _client(server)
+        server.enqueue_reply("short", AnthropicUsage(21, 7, cache_creation_1h=900,
+                                                     cache_read=300), stream=True)
+        wrapped = wrap(c)
+        list(_ask(wrapped, "go", stream=True))
+        usage = wrapped.calls[0].usage
+        assert (usage.input_tokens, usage.output_tokens) == (21, 7)
+        assert (usage.cache_creation_1h, usage.cache_read_input_tokens) == (900, 300)
+        c.close()

@@ -172,11 +172,15 @@ class FakeAnthropic(FakeHTTPServer):
     """Loopback fake of the Anthropic API. See the module docstring."""
 
     def __init__(
-        self, *, reply: Callable[[dict[str, Any]], str] = _default_reply, min_cache_tokens: int = 0
+        self, *, reply: Callable[[dict[str, Any]], str] = _default_reply, min_cache_tokens: int = 0,
+        delta_usage: str = "cumulative",
     ) -> None:
         super().__init__()
         self.reply = reply
         self.cache = _PromptCache(min_cache_tokens)
+        #: ``cumulative``: ``message_delta`` repeats input and cache counts (current API);
+        #: ``output_only``: it carries ``output_tokens`` alone (older API versions).
+        self.delta_usage = delta_usage
         self._ids = itertools.count(1)
 
     @property
@@ -235,12 +239,13 @@ class FakeAnthropic(FakeHTTPServer):
                 "content": [{"type": "text", "text": text}],
                 "stop_reason": "end_turn", "stop_sequence": None, "usage": usage.wire(),
             }, headers=headers)
-        return FakeResponse(events=sse_json(_stream_events(msg_id, model, text, usage)),
+        events = _stream_events(msg_id, model, text, usage, self.delta_usage == "cumulative")
+        return FakeResponse(events=sse_json(events),
                             headers=headers)
 
 
-def _stream_events(msg_id: str, model: str, text: str,
-                   usage: AnthropicUsage) -> Iterator[tuple[str, Any]]:
+def _stream_events(msg_id: str, model: str, text: str, usage: AnthropicUsage,
+                   cumulative: bool) -> Iterator[tuple[str, Any]]:
     """The event sequence of a streamed Messages response, as the real API sends it."""
     yield "message_start", {"type": "message_start", "message": {
         "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -255,6 +260,8 @@ def _stream_events(msg_id: str, model: str, text: str,
     final = usage.wire()
     final.pop("cache_creation")
     final.pop("service_tier")
+    if not cumulative:
+        final = {"output_tokens": usage.output_tokens}
     yield "message_delta", {"type": "message_delta",
                             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                             "usage": final}
