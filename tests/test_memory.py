@@ -235,3 +235,22 @@ def test_forget_leaves_no_text_in_the_file(tmp_path: Path) -> None:
     con = sqlite3.connect(db)
     assert con.execute("select count(*) from memories").fetchone()[0] == 1
     con.close()
+
+
+def test_a_shared_worker_serves_several_tenants(tmp_path: Path) -> None:
+    from contextos.memory.embedding_worker import EmbeddingWorker
+
+    store = SQLiteStore(tmp_path / "m.db")
+    embedder = HashEmbedder()
+    worker = EmbeddingWorker(store, embedder)
+    a = Memory(store=store, tenant="a", embedder=embedder, worker=worker)
+    b = Memory(store=store, tenant="b", embedder=embedder, worker=worker)
+    a.add("alpha note", user_id="u")
+    b.add("beta note", user_id="u")
+    assert a.flush(timeout=30)
+    assert store.pending_vectors(limit=10) == []
+    b.add("gamma note", user_id="u")
+    assert b.flush(timeout=30)
+    assert store.pending_vectors(limit=10) == []
+    worker.close()
+    store.close()

@@ -43,6 +43,7 @@ class Memory:
                  embedder: Embedder | None = None, store: Store | None = None,
                  settings: Settings | None = None, tokenizer: Tokenizer | None = None,
                  background_embedding: bool = True,
+                 worker: EmbeddingWorker | None = None,
                  retrieval: RetrievalConfig | None = None,
                  extractor: Extractor | None = None,
                  reconciler: Reconciler | None = None) -> None:
@@ -56,7 +57,9 @@ class Memory:
         self.reconciler = reconciler  # None: the heuristic reconciler
         self.retriever = HybridRetriever(self.store, self.embedder, config=retrieval,
                                          count_tokens=self.tokenizer.count)
-        self._worker = (EmbeddingWorker(self.store, self.embedder,
+        # A shared worker (one per store, e.g. in the server) is used but not owned.
+        self._owns_worker = worker is None
+        self._worker = worker or (EmbeddingWorker(self.store, self.embedder,
                                         batch_size=self.settings.embed_batch_size)
                         if background_embedding else None)
         if self._worker is not None:
@@ -224,7 +227,7 @@ class Memory:
 
     def close(self) -> None:
         """Stop the embedding thread (pending work resumes on next open) and close the store."""
-        if self._worker is not None:
+        if self._worker is not None and self._owns_worker:
             self._worker.close()
         self.store.close()
 

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ..embed import Embedder
+from ..memory.embedding_worker import EmbeddingWorker
 from ..store import Store, open_store
 
 if TYPE_CHECKING:
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 
 class TenantMemories:
-    """Lazily built Memory objects keyed by tenant, sharing one store and one embedder."""
+    """Lazily built Memory objects keyed by tenant, sharing one store, one embedder and
+    one embedding worker (a worker embeds pending records of every tenant)."""
 
     def __init__(self, store: Store, embedder: Embedder, *, max_cached: int = 1024) -> None:
         self.store = store
@@ -27,6 +29,8 @@ class TenantMemories:
         self._max = max_cached
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Memory] = OrderedDict()
+        self.worker = EmbeddingWorker(store, embedder)
+        self.worker.notify()  # embed whatever a crashed replica left pending
 
     @classmethod
     def open(cls, db: str, embedder: Embedder) -> TenantMemories:
@@ -54,7 +58,8 @@ class TenantMemories:
     def _build(self, tenant: str) -> Memory:
         from ..memory import Memory
 
-        return Memory(store=self.store, tenant=tenant, embedder=self.embedder)
+        return Memory(store=self.store, tenant=tenant, embedder=self.embedder,
+                      worker=self.worker)
 
     def flush(self) -> None:
         """Wait until every cached tenant's memories have their vectors."""
@@ -70,6 +75,7 @@ class TenantMemories:
             self._cache.clear()
         for memory in memories:
             _release(memory)
+        self.worker.close()
         self.store.close()
 
 
