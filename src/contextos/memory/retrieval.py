@@ -12,7 +12,12 @@ split, categories 1-4, recall@10; ``contextos bench locomo``):
   dense alone is 0.49, at equal weight it drags fusion down to 0.65;
 - a turn borrows half the score of its best neighbour in the same session and
   a tenth of its session's strength, because answers are spread over a question
-  and its reply, and topics over a session: 0.725 -> 0.738.
+  and its reply, and topics over a session: 0.725 -> 0.738;
+- for a question with a time cue ("When did ...", "in May 2023"), memories that
+  name a time, or are dated inside the asked period, count double
+  (``temporal_weight=1``): 0.738 -> 0.755 (category 2, temporal: 0.834 -> 0.896;
+  recall within 1,000 tokens 0.819 -> 0.829). Weights 0.3 / 2 / 4 gave 0.747 /
+  0.748 / 0.739.
 
 These are a handful of global constants chosen on the 5 dev conversations,
 never per question.
@@ -23,6 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime
 
 from ..embed import Embedder
@@ -51,7 +57,7 @@ class RetrievalConfig:
     #: For questions with a time cue ("when", "in May 2023", "last year"): a memory's
     #: score is multiplied by (1 + temporal_weight) when it names a time ("when"
     #: questions) or is dated inside the asked period. 0 turns the step off.
-    temporal_weight: float = 0.0
+    temporal_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -170,13 +176,18 @@ def temporal_match(record: MemoryRecord, cue: TimeRange) -> bool:
     ("yesterday", "on 7 May 2023"), since that is where the answer is.
     """
     anchor = record.event_time or record.created_at or datetime.now(UTC)
-    mentions = resolve(record.text, anchor)
+    spans = list(_times_named(record.text, anchor))
     if cue.start is None and cue.end is None:
-        return bool(mentions)
-    spans = [(m.start, m.end) for m in mentions]
+        return bool(spans)
     if record.event_time is not None:
         spans.append((record.event_time, record.event_time))
     return any(_overlaps(a, b, cue) for a, b in spans)
+
+
+@lru_cache(maxsize=65_536)
+def _times_named(text: str, anchor: datetime) -> tuple[tuple[datetime, datetime], ...]:
+    """The intervals ``text`` names (cached: resolving costs ~0.3 ms for a long turn)."""
+    return tuple((m.start, m.end) for m in resolve(text, anchor))
 
 
 def _overlaps(start: datetime, end: datetime, cue: TimeRange) -> bool:
