@@ -54,6 +54,8 @@ class RetrievalConfig:
     neighbour_weight: float = 0.5
     #: Weight of the session's strength (sum of its best three turns) added to each turn.
     session_weight: float = 0.1
+    #: How many fused candidates are loaded and re-ranked (the rest cannot reach the top).
+    rerank_depth: int = 50
     #: For questions with a time cue ("when", "in May 2023", "last year"): a memory's
     #: score is multiplied by (1 + temporal_weight) when it names a time ("when"
     #: questions) or is dated inside the asked period. 0 turns the step off.
@@ -107,7 +109,7 @@ class HybridRetriever:
         if cfg.mode != "bm25":
             vector = self.embedder.embed([query])[0]
             dense = self.store.vector_search(flt, vector, limit=n)
-        fused = fuse(lexical, dense, cfg)
+        fused = fuse(lexical, dense, cfg)[: max(cfg.rerank_depth, limit)]
         records = {r.id: r for r in self.store.get_many(flt.scope.tenant,
                                                        [c.id for c in fused])}
         hits = [Hit(records[c.id], c.score, c.lexical_rank, c.dense_rank)
