@@ -205,3 +205,13 @@ def test_memory_modes_store_with_provenance_and_count_tokens(memory: Memory, mod
         assert report["memory_tokens"] > report["raw_tokens"]
     hits = memory.search("What is the name of Ann's puppy?", user_id="conv-x", limit=3)
     assert "D1:1" in {p for h in hits for p in h.record.provenance}
+
+
+def test_reply_facts_are_indexed_with_the_question_they_answer(memory: Memory) -> None:
+    records = memory.add([turn("Bob", "Nice! What did you paint last weekend?", "D1:1"),
+                          turn("Ann", "A sunset over the lake with my kids.", "D1:2")],
+                         user_id="u", session_id="s", event_time=SESSION, infer=True)
+    reply = next(r for r in records if r.provenance == ("D1:2",))
+    assert reply.context == memory.get(reply.id).context == "paint last weekend"
+    hits = memory.search("paint", user_id="u", limit=5)
+    assert reply.id in [h.record.id for h in hits]

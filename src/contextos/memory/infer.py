@@ -13,6 +13,12 @@ Each fact is dated: ``event_time`` is the time the text gives ("on 7 May 2023",
 resolved from "yesterday"), else when its turn was said. Within a session the
 facts are numbered by source turn (``metadata["seq"]``) so retrieval can let
 facts of neighbouring turns lend each other relevance, as it does for turns.
+
+A fact from a reply is indexed (``context``, not shown) with the content words
+of the question it answers, when the previous turn of the batch asked one:
+"Here's my latest one" answers "What did you paint?", and the question's word
+"paint" is what finds it. On LoCoMo (dev split, categories 1-4) this raised
+recall within 1,000 tokens from 0.803 to 0.816 for 4.7k more tokens (+5%).
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from ..store.base import Store
 from ..types import MemoryRecord, Message
-from .extract import Candidate, Extractor, OfflineExtractor, turn_ids
+from . import sentences as S
+from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
 from .reconcile import Outcome, Reconciler, reconcile
 
@@ -66,6 +73,45 @@ def _dated(candidates: Sequence[Candidate], times: Mapping[str, datetime],
     return out
 
 
+def question_contexts(turns: Sequence[Message]) -> dict[str, str]:
+    """Turn id -> content words of the question the previous turn (another speaker) asked."""
+    out: dict[str, str] = {}
+    for before, turn in zip(turns, turns[1:], strict=False):
+        ids = turn_ids(turn)
+        if not ids or speaker_of(before) == speaker_of(turn):
+            continue
+        asked = " ".join(x for _, x in S.split_sentences(before.content) if S.is_question(x))
+        ignore = {speaker_of(before).lower(), speaker_of(turn).lower()}
+        words = dict.fromkeys(S.content_words(asked, ignore))
+        if words:
+            out[ids[0]] = " ".join(words)
+    return out
+
+
+class _ContextStore:
+    """A Store whose ``put`` indexes each new record with its source turn's question.
+
+    Reconciliation writes the records itself; this adapter adds the context on
+    the way in, so the reconciler need not know about it.
+    """
+
+    def __init__(self, store: Store, contexts: Mapping[str, str]) -> None:
+        self._store = store
+        self._contexts = contexts
+
+    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
+        self._store.put([self.with_context(r) for r in records], actor=actor)
+
+    def with_context(self, record: MemoryRecord) -> MemoryRecord:
+        if record.context or not record.provenance:
+            return record
+        context = self._contexts.get(record.provenance[0])
+        return replace(record, context=context) if context else record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 def _by_turn(candidates: Sequence[Candidate], order: Mapping[str, int]) -> list[
         tuple[int | None, list[Candidate]]]:
     """Candidates grouped by the position of their first source turn (in turn order)."""
@@ -93,13 +139,18 @@ def infer(store: Store, messages: Sequence[Message], opts: AddOptions, *,
     candidates = _dated(candidates, _turn_times(turns), default_time)
     order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
     base_meta = {**opts.metadata, "inferred": True}
+    adapter = _ContextStore(store, question_contexts(turns))
+    target = cast(Store, adapter)
     outcomes: list[Outcome] = []
     for pos, group in _by_turn(candidates, order):
         meta = dict(base_meta)
         if first_seq is not None:
             meta["seq"] = first_seq + (pos or 0)
-        outcomes.extend(reconcile(group, store, scope=opts.scope, reconciler=reconciler,
-                                  now=now, metadata=meta))
+        for outcome in reconcile(group, target, scope=opts.scope, reconciler=reconciler,
+                                 now=now, metadata=meta):
+            if outcome.record is not None and outcome.decision.action != "DELETE":
+                outcome = replace(outcome, record=adapter.with_context(outcome.record))
+            outcomes.append(outcome)
     return outcomes
 
 
