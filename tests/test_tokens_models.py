@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from contextos import ConfigError, Message, count_tokens, default_tokenizer
-from contextos.models import MODELS, get_model
+from contextos.models import ALIASES, MODELS, get_model
 from contextos.tokens import CharEstimateTokenizer, Tokenizer
 
 
@@ -43,18 +45,82 @@ def test_registry_values_are_consistent() -> None:
     for m in MODELS.values():
         assert m.context_window > m.max_output_tokens > 0
         p = m.prices
-        assert p.cache_read <= p.input <= p.cache_write_5m <= p.cache_write_1h or m.provider != "anthropic"
         if m.provider == "anthropic":
+            assert p.cache_read <= p.input <= p.cache_write_5m <= p.cache_write_1h
             assert p.cache_write_5m == pytest.approx(p.input * 1.25)
             assert p.cache_read == pytest.approx(p.input * 0.1)
 
 
 def test_aliases_and_unknown_models() -> None:
-    assert get_model("sonnet").name == "claude-sonnet-4-5"
+    assert get_model("sonnet").name == "claude-sonnet-4-6"
+    assert get_model("opus").name == "claude-opus-4-8"
+    assert get_model("haiku").name == "claude-haiku-4-5"
     assert get_model("claude-haiku-4-5-20251001").min_cache_tokens == 4096
+    assert get_model("claude-sonnet-4-5-20250929").name == "claude-sonnet-4-5"
+    assert get_model("gpt-5.1-2025-11-13").name == "gpt-5.1"
     with pytest.raises(ConfigError, match="known models"):
         get_model("gpt-7-ultra")
 
 
+def test_every_alias_resolves_to_a_registry_entry() -> None:
+    assert set(ALIASES.values()) <= set(MODELS)
+    assert not set(ALIASES) & set(MODELS)  # an alias never shadows a real name
+
+
+def test_family_aliases_point_at_current_models() -> None:
+    for alias in ("sonnet", "opus", "haiku"):
+        assert get_model(alias).deprecated is None, alias
+
+
+# Minimum cacheable prompt per model, as checked against the sources named in models.py
+# (Opus 4.7's value is the documented assumption). A new model must be added here too.
+MIN_CACHE = {
+    "claude-opus-4-8": 1024, "claude-opus-4-7": 4096, "claude-opus-4-6": 4096,
+    "claude-sonnet-4-6": 1024, "claude-haiku-4-5": 4096, "claude-opus-4-5": 4096,
+    "claude-sonnet-4-5": 1024, "claude-opus-4-1": 1024, "claude-opus-4": 1024,
+    "claude-sonnet-4": 1024,
+    "gpt-4.1": 1024, "gpt-4.1-mini": 1024, "gpt-4.1-nano": 1024, "gpt-5.1": 1024,
+    "gpt-5": 1024, "gpt-5-mini": 1024, "gpt-5-nano": 1024,
+}
+
+
+def test_every_hosted_model_has_a_source_checked_cache_minimum() -> None:
+    hosted = {n for n, m in MODELS.items() if m.provider != "open"}
+    assert hosted == set(MIN_CACHE)
+    for name, minimum in MIN_CACHE.items():
+        assert MODELS[name].min_cache_tokens == minimum, name
+
+
+def test_new_claude_and_gpt_entries() -> None:
+    sonnet = get_model("claude-sonnet-4-6")
+    assert (sonnet.context_window, sonnet.max_output_tokens) == (1_000_000, 128_000)
+    assert (sonnet.prices.input, sonnet.prices.output) == (3.0, 15.0)
+    assert sonnet.prices.cache_write_1h == pytest.approx(6.0)
+    opus = get_model("claude-opus-4-8")
+    assert (opus.context_window, opus.max_output_tokens) == (1_000_000, 128_000)
+    assert (opus.prices.input, opus.prices.output, opus.prices.cache_read) == (5.0, 25.0, 0.5)
+    gpt = get_model("gpt-5.1")
+    assert (gpt.context_window, gpt.max_output_tokens) == (400_000, 128_000)
+    assert (gpt.prices.input, gpt.prices.cache_read, gpt.prices.output) == (1.25, 0.125, 10.0)
+    assert gpt.tokenizer == "o200k_base"
+
+
+def test_deprecated_models_report_their_end_of_life_date() -> None:
+    assert get_model("claude-sonnet-4-5").deprecated == "2026-11-30"
+    assert get_model("claude-sonnet-4-5-20250929").deprecated == "2026-11-30"
+    assert get_model("claude-opus-4-5").deprecated == "2027-01-22"
+    assert get_model("gpt-5").deprecated == "2026-12-11"
+    assert get_model("claude-sonnet-4-6").deprecated is None
+    for m in MODELS.values():  # ISO dates, so they sort and compare as strings
+        assert m.deprecated is None or date.fromisoformat(m.deprecated)
+
+
+def test_default_model_is_current() -> None:
+    from contextos.config import Settings
+
+    assert get_model(Settings().model).deprecated is None
+
+
 def test_input_cost() -> None:
-    assert get_model("claude-sonnet-4-5").input_cost(1_000_000) == pytest.approx(3.0)
+    assert get_model("claude-sonnet-4-6").input_cost(1_000_000) == pytest.approx(3.0)
+    assert get_model("claude-opus-4-8").input_cost(2_000_000) == pytest.approx(10.0)

@@ -6,14 +6,44 @@ for free, so both equal the input price there); ``cache_read`` is the price of
 a cached input token. ``min_cache_tokens`` is the shortest prefix the provider
 will cache. Each entry names its source; check them when prices change.
 
-Sources (read 2025-11):
-- [A-PRICE] https://docs.anthropic.com/en/docs/about-claude/pricing
+Sources (read 2025-11, re-read 2026-11-25 where marked *):
+- [A-PRICE]* https://platform.claude.com/docs/en/about-claude/pricing
+  (Opus 4.5/4.6/4.7/4.8 $5/$25, cache 5m $6.25, 1h $10, read $0.50;
+  Opus 4.1/4 $15/$75 "retired, except on Bedrock and Google Cloud")
 - [A-MODELS] https://docs.anthropic.com/en/docs/about-claude/models/overview
-- [A-CACHE] https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching
+- [A-OPUS48]* https://platform.claude.com/docs/en/models/opus-4-8/overview (1M, 128K, $5/$25)
+  and https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-8
+  ("lower 1,024-token minimum cacheable prompt length")
+- [A-OPUS46]* https://platform.claude.com/docs/en/models/opus-4-6/overview (1M, 128K, $5/$25)
+- [A-SONNET46]* https://platform.claude.com/docs/en/models/sonnet-4-6/overview (1M, 128K, $3/$15)
+- [A-OPUS45]* https://platform.claude.com/docs/pt-BR/models/opus-4-5/overview (200K, 64K, $5/$25)
+- [A-SONNET45]* https://platform.claude.com/docs/zh-CN/models/sonnet-4-5/overview
+  (deprecated, "retires on November 30, 2026")
+- [B-OPUS47]* https://docs.aws.amazon.com/bedrock/latest/userguide/model-card-anthropic-claude-opus-4-7.md
+  (1M window, 128K output; no Anthropic-hosted Opus 4.7 overview page was found)
+- [A-CACHE] https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching; its 2026 table
+  ("4096 tokens for Claude Opus 4.6, Claude Opus 4.5 / 1024 tokens for Claude Sonnet 4.6, Claude
+  Sonnet 4.5, Claude Opus 4.1, Claude Opus 4, Claude Sonnet 4 / 4096 tokens for Claude Haiku 4.5")
+  is quoted verbatim in https://github.com/anthropics/anthropic-sdk-python/issues/1194 *
+- [A-DEPR]* anthropic SDK 2.14.0 anthropic/_data/deprecated_models.py (Opus 4.5: January 22nd,
+  2027; Sonnet 4.5: November 30th, 2026) and
+  https://platform.claude.com/docs/en/about-claude/model-deprecations. Retirements of Opus 4 and
+  Sonnet 4 (2026-06-15) as reported from Anthropic's release notes by
+  https://raw.githubusercontent.com/ottto-ai/ai-provider-watch/main/data/events/2026-06-15-anthropic-sonnet-4-opus-4-retirement.json;
+  Opus 4.1 (2026-08-05) from https://github.com/multidotdev/cli/releases/tag/v0.0.135 (third party).
 - [O-PRICE] https://platform.openai.com/docs/pricing
 - [O-MODELS] https://platform.openai.com/docs/models
-- [O-CACHE] https://platform.openai.com/docs/guides/prompt-caching
+- [O-GPT51]* https://developers.openai.com/zh-Hans/api/docs/models/gpt-5.1
+  (400,000 window, 128,000 output, $1.25 in / $0.125 cached / $10 out)
+- [O-CACHE]* https://developers.openai.com/docs/guides/prompt-caching ("1024 tokens or longer")
+- [O-DEPR]* openai SDK 3.57.0 openai/types/shared/chat_model.py docstring, citing
+  https://developers.openai.com/api/docs/deprecations (announced shutdown dates).
 - open models: their model cards on huggingface.co (context length); self-hosted, so price 0.
+
+ASSUMPTION (tell the lead): no official number was found for Opus 4.7's minimum cacheable
+prompt. Third-party pages disagree (4,096: docs.litellm.ai prompt_caching, claudecodeguides.com,
+clawdemy.org; 2,048: dev.to/creeta). We use 4,096, the larger: too high a minimum only skips a
+breakpoint that would have cached, too low a one places a breakpoint that silently caches nothing.
 """
 
 from __future__ import annotations
@@ -48,6 +78,8 @@ class ModelInfo:
     min_cache_tokens: int
     prices: Prices
     tokenizer: str = "cl100k_base"  # what we count with offline (an estimate for non-OpenAI)
+    #: ISO date the provider retires (or retired) the model; None while it is not deprecated.
+    deprecated: str | None = None
 
     def input_cost(self, tokens: int) -> float:
         """Dollars for ``tokens`` uncached input tokens."""
@@ -58,18 +90,21 @@ class ModelInfo:
         return min(self.max_output_tokens, max(1024, self.context_window // 16))
 
 
-def _anthropic(name: str, window: int, max_out: int, min_cache: int, inp: float, out: float) -> ModelInfo:
+def _anthropic(name: str, window: int, max_out: int, min_cache: int, inp: float, out: float,
+               deprecated: str | None = None) -> ModelInfo:
     # Anthropic: cache write 5m = 1.25x input, 1h = 2x input, read = 0.1x input [A-PRICE].
     return ModelInfo(
         name, "anthropic", window, max_out, min_cache,
         Prices(inp, out, round(inp * 1.25, 4), inp * 2, round(inp * 0.1, 4)),
+        deprecated=deprecated,
     )
 
 
-def _openai(name: str, window: int, max_out: int, inp: float, out: float, cached: float) -> ModelInfo:
+def _openai(name: str, window: int, max_out: int, inp: float, out: float, cached: float,
+            deprecated: str | None = None) -> ModelInfo:
     # OpenAI: automatic prefix caching from 1,024 tokens, no write surcharge [O-CACHE].
     return ModelInfo(name, "openai", window, max_out, 1024, Prices(inp, out, inp, inp, cached),
-                     tokenizer="o200k_base")
+                     tokenizer="o200k_base", deprecated=deprecated)
 
 
 def _open(name: str, window: int, max_out: int) -> ModelInfo:
@@ -77,22 +112,32 @@ def _open(name: str, window: int, max_out: int) -> ModelInfo:
 
 
 _MODELS: tuple[ModelInfo, ...] = (
-    # Claude 4.x: windows and output limits [A-MODELS]; prices [A-PRICE];
-    # minimum cacheable prompt [A-CACHE]: 4,096 for Opus 4.5 and Haiku 4.5, 1,024 for Sonnet/Opus 4/4.1.
-    _anthropic("claude-opus-4-5", 200_000, 64_000, 4096, 5.0, 25.0),
-    _anthropic("claude-opus-4-1", 200_000, 32_000, 1024, 15.0, 75.0),
-    _anthropic("claude-opus-4", 200_000, 32_000, 1024, 15.0, 75.0),
-    _anthropic("claude-sonnet-4-5", 200_000, 64_000, 1024, 3.0, 15.0),
-    _anthropic("claude-sonnet-4", 200_000, 64_000, 1024, 3.0, 15.0),
+    # Claude 4.x. Windows and output limits [A-OPUS48] [A-OPUS46] [A-SONNET46] [A-OPUS45]
+    # [B-OPUS47] [A-MODELS]; prices [A-PRICE]; minimum cacheable prompt [A-CACHE], Opus 4.8 from
+    # [A-OPUS48], Opus 4.7 an ASSUMPTION (see the module docstring). Long-context (>200K) price
+    # tiers are not modelled. Deprecation / retirement dates [A-DEPR].
+    _anthropic("claude-opus-4-8", 1_000_000, 128_000, 1024, 5.0, 25.0),
+    _anthropic("claude-opus-4-7", 1_000_000, 128_000, 4096, 5.0, 25.0),  # min cache: assumption
+    _anthropic("claude-opus-4-6", 1_000_000, 128_000, 4096, 5.0, 25.0),
+    _anthropic("claude-sonnet-4-6", 1_000_000, 128_000, 1024, 3.0, 15.0),
     _anthropic("claude-haiku-4-5", 200_000, 64_000, 4096, 1.0, 5.0),
-    # GPT-4.1 family: 1,047,576-token window, 32,768 output [O-MODELS]; prices [O-PRICE].
-    _openai("gpt-4.1", 1_047_576, 32_768, 2.0, 8.0, 0.5),
-    _openai("gpt-4.1-mini", 1_047_576, 32_768, 0.4, 1.6, 0.1),
-    _openai("gpt-4.1-nano", 1_047_576, 32_768, 0.1, 0.4, 0.025),
-    # GPT-5 family: 400,000-token window, 128,000 output [O-MODELS]; prices [O-PRICE].
-    _openai("gpt-5", 400_000, 128_000, 1.25, 10.0, 0.125),
-    _openai("gpt-5-mini", 400_000, 128_000, 0.25, 2.0, 0.025),
-    _openai("gpt-5-nano", 400_000, 128_000, 0.05, 0.4, 0.005),
+    _anthropic("claude-opus-4-5", 200_000, 64_000, 4096, 5.0, 25.0, deprecated="2027-01-22"),
+    _anthropic("claude-sonnet-4-5", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-11-30"),
+    # Retired on the Claude API (kept so old logs and sessions still price and budget).
+    _anthropic("claude-opus-4-1", 200_000, 32_000, 1024, 15.0, 75.0, deprecated="2026-08-05"),
+    _anthropic("claude-opus-4", 200_000, 32_000, 1024, 15.0, 75.0, deprecated="2026-06-15"),
+    _anthropic("claude-sonnet-4", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-06-15"),
+    # GPT-4.1 family: 1,047,576-token window, 32,768 output [O-MODELS]; prices [O-PRICE]
+    # (read 2025-11, not re-verified 2026-11-25); shutdown dates [O-DEPR].
+    _openai("gpt-4.1", 1_047_576, 32_768, 2.0, 8.0, 0.5, deprecated="2027-01-14"),
+    _openai("gpt-4.1-mini", 1_047_576, 32_768, 0.4, 1.6, 0.1, deprecated="2027-01-14"),
+    _openai("gpt-4.1-nano", 1_047_576, 32_768, 0.1, 0.4, 0.025, deprecated="2026-10-23"),
+    # GPT-5 family: 400,000-token window, 128,000 output [O-MODELS]; prices [O-PRICE];
+    # GPT-5.1 [O-GPT51]; shutdown dates [O-DEPR].
+    _openai("gpt-5.1", 400_000, 128_000, 1.25, 10.0, 0.125, deprecated="2027-04-01"),
+    _openai("gpt-5", 400_000, 128_000, 1.25, 10.0, 0.125, deprecated="2026-12-11"),
+    _openai("gpt-5-mini", 400_000, 128_000, 0.25, 2.0, 0.025, deprecated="2026-12-11"),
+    _openai("gpt-5-nano", 400_000, 128_000, 0.05, 0.4, 0.005, deprecated="2026-12-11"),
     # Open models, self-hosted (price 0): context length from each model card.
     _open("llama-3.1-8b-instruct", 131_072, 8_192),
     _open("llama-3.3-70b-instruct", 131_072, 8_192),
@@ -110,8 +155,16 @@ ALIASES: dict[str, str] = {
     "claude-opus-4-1-20250805": "claude-opus-4-1",
     "claude-sonnet-4-20250514": "claude-sonnet-4",
     "claude-opus-4-20250514": "claude-opus-4",
-    "sonnet": "claude-sonnet-4-5",
-    "opus": "claude-opus-4-5",
+    "gpt-4.1-2025-04-14": "gpt-4.1",
+    "gpt-4.1-mini-2025-04-14": "gpt-4.1-mini",
+    "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano",
+    "gpt-5-2025-08-07": "gpt-5",
+    "gpt-5-mini-2025-08-07": "gpt-5-mini",
+    "gpt-5-nano-2025-08-07": "gpt-5-nano",
+    "gpt-5.1-2025-11-13": "gpt-5.1",
+    # Family aliases: the newest non-deprecated Claude 4.x of each tier in this registry.
+    "sonnet": "claude-sonnet-4-6",
+    "opus": "claude-opus-4-8",
     "haiku": "claude-haiku-4-5",
 }
 
