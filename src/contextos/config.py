@@ -29,7 +29,7 @@ class Settings:
     db: str = ""
     tenant: str = "default"
     embedder: str = "minilm"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     anthropic_api_key: str | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None

@@ -71,7 +71,7 @@ def ingest(memory: Memory, session: Session, result: DemoResult) -> None:
     memory.flush()
 
 
-def run_demo(db: str | Path, *, model_name: str = "claude-sonnet-4-5",
+def run_demo(db: str | Path, *, model_name: str = "claude-sonnet-4-6",
              progress: Callable[[str], None] | None = None) -> DemoResult:
     """Run the demo against a database file (created if missing)."""
     say = progress or (lambda _msg: None)

@@ -161,7 +161,7 @@ def score(examples: Sequence[Example], tokenizer: Tokenizer, budget: int) -> dic
 
 
 def run_litm(data: str | Path = DEFAULT_LITM, *, limit: int | None = None,
-             model_name: str = "claude-sonnet-4-5") -> dict[str, Any]:
+             model_name: str = "claude-sonnet-4-6") -> dict[str, Any]:
     """Run the benchmark on every data set present under ``data``."""
     root = Path(data)
     if not root.is_dir():

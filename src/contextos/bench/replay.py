@@ -264,7 +264,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def run_replay(data: str | Path = DEFAULT_LOCOMO, *, budgets: Sequence[int] = (4000,),
-               strategies: Sequence[str] = STRATEGIES, model_name: str = "claude-sonnet-4-5",
+               strategies: Sequence[str] = STRATEGIES, model_name: str = "claude-sonnet-4-6",
                limit: int | None = None, turn_gap_s: float = 120.0, embedder: Any = None,
                thresholds: Thresholds | None = None,
                progress: Progress | None = None) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def _series(run: Run) -> dict[str, list[float]]:
 
 
 def time_assembly(*, turns: int = 100, budget: int = 200_000, repeat: int = 200,
-                  model_name: str = "claude-sonnet-4-5") -> dict[str, Any]:
+                  model_name: str = "claude-sonnet-4-6") -> dict[str, Any]:
     """Milliseconds to assemble (and to assemble and render) an N-turn session's window.
 
     The turns are logged values with their token counts (as a session holds

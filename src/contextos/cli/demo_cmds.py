@@ -16,7 +16,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @cli.command()
     @click.option("--keep", "keep_db", metavar="PATH",
                   help="Keep the demo database at PATH (default: a temporary file).")
-    @click.option("--model", default="claude-sonnet-4-5", show_default=True)
+    @click.option("--model", default="claude-sonnet-4-6", show_default=True)
     @pass_state
     def demo(state: CliState, keep_db: str | None, model: str) -> None:
         """Ingest a sample conversation, retrieve, compact, assemble and price a window."""

@@ -129,7 +129,7 @@ def _register_session(cli: click.Group) -> None:
 def _register_window(cli: click.Group) -> None:
     @cli.command("window")
     @click.option("--session", "session_id", required=True, help="Session id.")
-    @click.option("--model", "-m", default="claude-sonnet-4-5", show_default=True)
+    @click.option("--model", "-m", default="claude-sonnet-4-6", show_default=True)
     @click.option("--question", "-q", required=True, help="The current question.")
     @click.option("--budget", type=int, default=None,
                   help="Input tokens (default: model window minus reserved output).")

@@ -140,7 +140,7 @@ class WindowRequestIn(_Body):
     agent_id: Ident | None = None
     token_budget: int = Field(2000, ge=64, le=2_000_000)
     limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
-    model: Annotated[str, Field(min_length=1, max_length=100)] = "claude-sonnet-4-5"
+    model: Annotated[str, Field(min_length=1, max_length=100)] = "claude-sonnet-4-6"
 
 
 class CreateKeyRequest(_Body):

@@ -17,7 +17,7 @@ from ..tokens import Tokenizer
 from ..window import Window, assemble
 from .tenants import TenantMemories
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
 @dataclass(frozen=True)

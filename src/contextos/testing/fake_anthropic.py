@@ -21,7 +21,7 @@ Example::
 
     with FakeAnthropic() as fake:
         client = anthropic.Anthropic(base_url=fake.base_url, api_key="test")
-        client.messages.create(model="claude-sonnet-4-5", max_tokens=64,
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=64,
                                messages=[{"role": "user", "content": "hi"}])
         assert fake.messages_requests()[0].json()["messages"][0]["content"] == "hi"
 """
@@ -207,7 +207,7 @@ class FakeAnthropic(FakeHTTPServer):
         self.enqueue(FakeResponse(status=status, json_body=body, headers=headers))
 
     def enqueue_reply(self, text: str, usage: AnthropicUsage, *, stream: bool = False,
-                      model: str = "claude-sonnet-4-5") -> None:
+                      model: str = "claude-sonnet-4-6") -> None:
         """Answer the next request with ``text`` and exactly ``usage`` (a recorded response)."""
         self.enqueue(self._message_response(model, text, usage, stream=stream))
 
