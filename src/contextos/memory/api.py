@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
@@ -28,10 +28,12 @@ from ..types import (
     Filter, HistoryEvent, Hit, MemoryRecord, MemoryType, Message, Scope, content_hash,
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
-from .extract import Extractor
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
-from .reconcile import Reconciler
 from .retrieval import HybridRetriever, RetrievalConfig
+
+if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
+    from .extract import Extractor
+    from .reconcile import Reconciler
 
 MAX_LIMIT = 1000
 
