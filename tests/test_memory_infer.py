@@ -215,3 +215,23 @@ def test_reply_facts_are_indexed_with_the_question_they_answer(memory: Memory) -
     assert reply.context == memory.get(reply.id).context == "paint last weekend"
     hits = memory.search("paint", user_id="u", limit=5)
     assert reply.id in [h.record.id for h in hits]
+
+
+def test_locomo_extracted_report(locomo_path: Path, tmp_path: Path) -> None:
+    from contextos.bench.locomo import run_locomo
+
+    report = run_locomo(locomo_path, embedder=HashEmbedder(), conversations=1,
+                        workdir=tmp_path, memory_mode="extracted")
+    assert report["memory_mode"] == "extracted"
+    assert 0 < report["memory_tokens"] < report["raw_tokens"]
+    assert report["records_by_type"]["semantic"] > 0 and report["records_by_type"]["episodic"] > 0
+    assert report["overall"]["recall@25"] > 0.5  # facts point back to the evidence turns
+
+
+def test_cli_rejects_an_unknown_memory_mode() -> None:
+    from click.testing import CliRunner
+
+    from contextos.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["bench", "locomo", "--memory", "summaries"])
+    assert result.exit_code == 2 and "summaries" in result.output
