@@ -21,7 +21,7 @@ from typing import Any
 
 from ..embed import Embedder
 from ..memory import Memory, RetrievalConfig
-from ..memory.retrieval import HybridRetriever
+from ..memory.retrieval import FACT_RETRIEVAL, HybridRetriever
 from ..types import Filter, Hit, Scope
 from .locomo_data import LocomoConversation, LocomoQA, load_locomo
 from .locomo_memory import MEMORY_MODES, ingest_raw, size_report
@@ -85,7 +85,7 @@ def run_locomo(data: str | Path, *, embedder: Embedder | None = None,
     if memory_mode not in MEMORY_MODES:
         raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, not {memory_mode!r}")
     convs = load_locomo(data)[:conversations]
-    config = config or RetrievalConfig()
+    config = config or (RetrievalConfig() if memory_mode == "raw" else FACT_RETRIEVAL)
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     db = Path(workdir or tmp.name) / "locomo-bench.db"  # type: ignore[union-attr]
     memory = Memory(db, embedder=embedder, retrieval=config)

@@ -81,6 +81,7 @@ class Memory:
         semantic/episodic/procedural facts, each is reconciled with similar stored
         memories (ADD/UPDATE/DELETE/NOOP) and the records written are returned
         (possibly none). ``memory_type`` is then chosen per fact by the extractor.
+        A memory of facts searches best with ``retrieval=retrieval.FACT_RETRIEVAL``.
 
         Args:
             messages: text, a Message, a dict with role/content (and optional

@@ -62,6 +62,14 @@ class RetrievalConfig:
     temporal_weight: float = 1.0
 
 
+#: Settings for a memory of extracted facts (``Memory.add(infer=True)``): short,
+#: self-contained sentences embed far better than raw turns (dense-only recall@10
+#: on LoCoMo 0.67 against 0.57), so MiniLM gets more weight than BM25. Chosen on
+#: the LoCoMo dev split with ``--memory extracted``: dense_weight 0.3 / 1 / 1.5 / 2 / 3
+#: gave recall within 1,000 tokens 0.816 / 0.849 / 0.863 / 0.860 / 0.856.
+FACT_RETRIEVAL = RetrievalConfig(dense_weight=1.5)
+
+
 @dataclass(frozen=True)
 class Candidate:
     id: str
