@@ -141,6 +141,13 @@ class Memory:
             return True
         return self._worker.flush(timeout)
 
+    @property
+    def embedding_rate(self) -> float | None:
+        """Records per second the background worker embedded, timed over its own work."""
+        if self._worker is None or self._worker.seconds == 0:
+            return None
+        return self._worker.embedded / self._worker.seconds
+
     def update(self, memory_id: str, text: str | None = None, *,
                metadata: Mapping[str, Any] | None = None) -> MemoryRecord:
         """Change a memory's text and/or metadata; the old text stays in ``history``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 
 from ..embed import Embedder
@@ -49,6 +50,9 @@ class EmbeddingWorker:
         self._idle = threading.Event()
         self._stop = False
         self._error: BaseException | None = None
+        #: Records embedded and seconds spent embedding them (for benchmarks).
+        self.embedded = 0
+        self.seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="contextos-embed", daemon=True)
         self._thread.start()
 
@@ -76,9 +80,13 @@ class EmbeddingWorker:
             self._wake.wait()
             self._wake.clear()
             try:
-                while not self._stop and embed_pending(
-                        self._store, self._embedder, batch_size=self._batch_size):
-                    pass
+                while not self._stop:
+                    start = time.perf_counter()
+                    done = embed_pending(self._store, self._embedder, batch_size=self._batch_size)
+                    if not done:
+                        break
+                    self.embedded += done
+                    self.seconds += time.perf_counter() - start
             except Exception as exc:  # surfaced to the caller through flush()
                 log.warning("background embedding failed: %s", exc)
                 self._error = exc
