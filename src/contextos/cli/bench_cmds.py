@@ -33,21 +33,24 @@ def _write_json(path: str | None, report: dict[str, Any]) -> None:
 
 
 def _locomo_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"LoCoMo turn-level evidence recall · {report['turns']} turns")
-    table.add_column("retriever / category")
+    table = Table(title=f"LoCoMo turn-level evidence recall · {report['turns']} turns",
+                  caption="r@k: recall in the top k · r@Nt: within N tokens · tok@10: tokens "
+                          "of the top 10 · cat 1-4 overall, 5 (adversarial) apart")
+    table.add_column("retriever", no_wrap=True)
     for k in KEYS:
-        table.add_column(k, justify="right")
+        table.add_column(k.replace("recall", "r").replace("tokens", "tok"), justify="right",
+                         no_wrap=True)
     table.add_column("n", justify="right")
 
     def row(label: str, m: dict[str, float]) -> None:
         table.add_row(label, *(f"{m.get(k, 0):.3f}" if k != "tokens@10" else f"{m.get(k, 0):.0f}"
                                for k in KEYS), str(m.get("n", 0)))
 
-    row("contextos (cat 1-4)", report["overall"])
+    row("contextos", report["overall"])
     for c, m in report["by_category"].items():
-        row(f"  category {c}", m)
+        row(f" cat {c}", m)
     for name, m in report["baselines"].items():
-        row(f"baseline {name} (cat 1-4)", m)
+        row(f"{name} only", m)
     return table
 
 
