@@ -1,6 +1,6 @@
 """Long-term memory: the Memory facade, ingestion, retrieval and background embedding."""
 
 from .api import Memory
-from .retrieval import HybridRetriever, RetrievalConfig
+from .retrieval import FACT_RETRIEVAL, HybridRetriever, RetrievalConfig
 
-__all__ = ["HybridRetriever", "Memory", "RetrievalConfig"]
+__all__ = ["FACT_RETRIEVAL", "HybridRetriever", "Memory", "RetrievalConfig"]
