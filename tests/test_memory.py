@@ -254,3 +254,24 @@ def test_a_shared_worker_serves_several_tenants(tmp_path: Path) -> None:
     assert store.pending_vectors(limit=10) == []
     worker.close()
     store.close()
+
+
+def test_a_version_1_database_is_migrated_with_its_pending_vectors(tmp_path: Path) -> None:
+    from contextos.store.schema_sqlite import V1_INITIAL, _statements
+
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    for statement in _statements(V1_INITIAL):
+        con.execute(statement)
+    con.execute("PRAGMA user_version = 1")
+    con.execute("INSERT INTO memories (id, tenant, user_id, memory_type, text, created_at, "
+                "updated_at, hash) VALUES ('m1', 'default', 'u', 'episodic', 'old note', 0, 0, 'h')")
+    con.commit()
+    con.close()
+    m = Memory(db, embedder=HashEmbedder())
+    assert m.flush(timeout=30)
+    assert m.store.pending_vectors(limit=5) == []
+    assert m.search("old note", user_id="u")[0].dense_rank == 1
+    m.update("m1", "new note")
+    assert [r.id for r in m.store.pending_vectors(limit=5)] in ([], ["m1"])
+    m.close()

@@ -143,6 +143,7 @@ def measure_embed_rate(embedder: Embedder, *, texts: int = 1024, batch: int = 64
     """Embedding throughput on synthetic turns, in batches as the worker does (texts/s)."""
     rng = random.Random(11)
     sample = [synthetic_turn(rng) for _ in range(texts)]
+    embedder.embed(sample[:batch])  # load the model first: its start-up is not throughput
     start = time.perf_counter()
     for i in range(0, texts, batch):
         embedder.embed(sample[i:i + batch])

@@ -102,8 +102,31 @@ V1_INITIAL = """
         );
 """
 
+#: Records waiting for a vector, kept by triggers so the embedding worker finds them
+#: without scanning every record (that scan grew to ~50 ms at 100k records and, holding
+#: the store's lock, pushed add() p95 to 60 ms).
+V2_PENDING_VECTORS = """
+CREATE TABLE pending_vectors (mem_rowid INTEGER PRIMARY KEY);
+INSERT INTO pending_vectors (mem_rowid)
+    SELECT m.rowid FROM memories m LEFT JOIN vectors v ON v.mem_rowid = m.rowid
+    WHERE v.mem_rowid IS NULL;
+CREATE TRIGGER pending_on_insert AFTER INSERT ON memories BEGIN
+    INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
+END;
+CREATE TRIGGER pending_on_delete AFTER DELETE ON memories BEGIN
+    DELETE FROM pending_vectors WHERE mem_rowid = old.rowid;
+END;
+CREATE TRIGGER pending_done AFTER INSERT ON vectors BEGIN
+    DELETE FROM pending_vectors WHERE mem_rowid = new.mem_rowid;
+END;
+CREATE TRIGGER pending_again AFTER DELETE ON vectors
+WHEN EXISTS (SELECT 1 FROM memories WHERE rowid = old.mem_rowid) BEGIN
+    INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (old.mem_rowid);
+END;
+"""
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL,)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_PENDING_VECTORS)
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -302,9 +302,8 @@ class SQLiteStore:
 
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         rows = self._read(
-            f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
-            "LEFT JOIN vectors v ON v.mem_rowid = m.rowid WHERE v.mem_rowid IS NULL "
-            "ORDER BY m.rowid LIMIT ?", (limit,))
+            f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM pending_vectors p "
+            "JOIN memories m ON m.rowid = p.mem_rowid ORDER BY p.mem_rowid LIMIT ?", (limit,))
         return [row_to_record(r) for r in rows]
 
     def _fresh_index(self, dimensions: int) -> VectorIndex:
