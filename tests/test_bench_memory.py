@@ -39,7 +39,7 @@ def test_score_question_counts_recall_by_rank_and_tokens() -> None:
 def test_locomo_report_shape(locomo_path: Path, tmp_path: Path) -> None:
     report = run_locomo(locomo_path, embedder=HashEmbedder(), conversations=1,
                         workdir=tmp_path)
-    assert KEYS <= set(report["overall"]) and report["overall"]["n"] > 100
+    assert set(report["overall"]) >= KEYS and report["overall"]["n"] > 100
     assert set(report["by_category"]) == {"1", "2", "3", "4", "5"}
     assert set(report["baselines"]) == {"bm25", "dense"}
     assert {"search_p50", "search_p95", "ingest_per_turn"} <= set(report["latency_ms"])

@@ -25,7 +25,14 @@ from ..store import open_store
 from ..store.base import Patch, Store
 from ..tokens import Tokenizer, default_tokenizer
 from ..types import (
-    Filter, HistoryEvent, Hit, MemoryRecord, MemoryType, Message, Scope, content_hash,
+    Filter,
+    HistoryEvent,
+    Hit,
+    MemoryRecord,
+    MemoryType,
+    Message,
+    Scope,
+    content_hash,
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options

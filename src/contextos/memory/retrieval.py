@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
 from datetime import UTC, datetime
 
 from ..embed import Embedder
@@ -56,7 +55,8 @@ class RetrievalConfig:
     neighbour_weight: float = 0.5
     #: Weight of the session's strength (sum of its best three turns) added to each turn.
     session_weight: float = 0.1
-    #: How many fused candidates are loaded and re-ranked (the rest cannot reach the top).
+    #: How many fused candidates are loaded and re-ranked (LoCoMo dev recall was the same
+    #: at 50 and 200; fewer rows to decode per search).
     rerank_depth: int = 50
     #: For questions with a time cue ("when", "in May 2023", "last year"): a memory's
     #: score is multiplied by (1 + temporal_weight) when it names a time ("when"

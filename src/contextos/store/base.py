@@ -10,7 +10,6 @@ specification: a new backend is done when that suite passes against it.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-
 V1_INITIAL = """
         CREATE TABLE memories (
             rowid       INTEGER PRIMARY KEY,

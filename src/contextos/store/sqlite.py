@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import builtins
-
 import json
 import re
 import sqlite3
@@ -35,16 +34,20 @@ from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, ToolCall
 from .base import Patch, Ranked, Vector
 from .schema_sqlite import migrate
 from .sqlite_codec import (
-    RECORD_COLUMNS, dumps, filter_sql, from_epoch, metadata_json, opt_epoch, row_to_record,
+    RECORD_COLUMNS,
+    dumps,
+    filter_sql,
+    from_epoch,
+    metadata_json,
+    opt_epoch,
+    row_to_record,
 )
 from .vector_index import IndexRow, VectorIndex
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: Words too common to help BM25; dropping them keeps OR-queries fast.
 STOPWORDS = frozenset(
-    "a an and are as at be been but by did do does for from had has have he her his how i if in "
-    "into is it its me my of on or our she so than that the their them then there they this to "
-    "was we were what when where which who whom why will with would you your".split()
+    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "she", "so", "than", "that", "the", "their", "them", "then", "there", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your"]
 )
 
 
