@@ -30,7 +30,7 @@ from ..tokens import Tokenizer, default_tokenizer
 from ..types import Message, Role, ToolCall, Usage
 from ..window import Block, Window
 from .assembly import model_info
-from .base import WIRE_KEY, ChatRequest, Prepared
+from .base import WIRE_KEY, ChatRequest, Prepared, field_of
 from .errors import call_mapped
 
 MAX_BREAKPOINTS = 4
@@ -38,11 +38,6 @@ MAX_BREAKPOINTS = 4
 JSON = dict[str, Any]
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Attribute or key access, so SDK models and plain dicts read the same."""
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 # -- parsing -------------------------------------------------------------------
@@ -53,24 +48,24 @@ def _text_of(content: Any) -> str:
         return content
     parts = []
     for block in content or []:
-        kind = _get(block, "type")
+        kind = field_of(block, "type")
         if kind == "text":
-            parts.append(_get(block, "text", ""))
+            parts.append(field_of(block, "text", ""))
         elif kind == "tool_result":
-            parts.append(_text_of(_get(block, "content", "")))
+            parts.append(_text_of(field_of(block, "content", "")))
     return "\n".join(parts)
 
 
 def _neutral(wire: Mapping[str, Any]) -> Message:
     content = wire.get("content")
     blocks = content if isinstance(content, list) else []
-    calls = tuple(ToolCall(str(_get(b, "id")), str(_get(b, "name")),
-                           json.dumps(_get(b, "input", {}), sort_keys=True))
-                  for b in blocks if _get(b, "type") == "tool_use")
-    results = [b for b in blocks if _get(b, "type") == "tool_result"]
+    calls = tuple(ToolCall(str(field_of(b, "id")), str(field_of(b, "name")),
+                           json.dumps(field_of(b, "input", {}), sort_keys=True))
+                  for b in blocks if field_of(b, "type") == "tool_use")
+    results = [b for b in blocks if field_of(b, "type") == "tool_result"]
     meta = {WIRE_KEY: ("anthropic", wire)}
     if results and wire.get("role") == "user":
-        return Message("tool", _text_of(content), tool_call_id=str(_get(results[0], "tool_use_id")),
+        return Message("tool", _text_of(content), tool_call_id=str(field_of(results[0], "tool_use_id")),
                        metadata=meta)
     role: Role = "assistant" if wire.get("role") == "assistant" else "user"
     return Message(role, _text_of(content), tool_calls=calls, metadata=meta)
@@ -97,7 +92,7 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     if isinstance(system, str):
         parts: tuple[str, ...] = (system,) if system else ()
     else:
-        parts = tuple(_get(b, "text", "") for b in system or [] if _get(b, "type") == "text")
+        parts = tuple(field_of(b, "text", "") for b in system or [] if field_of(b, "type") == "text")
     return ChatRequest(
         model=str(kwargs.get("model", "")),
         system=parts,
@@ -200,15 +195,15 @@ def _int(value: Any) -> int:
 
 def usage_of(raw: Any) -> Usage:
     """Normalise an Anthropic ``usage`` object (or dict) to :class:`Usage`."""
-    creation = _int(_get(raw, "cache_creation_input_tokens"))
-    split = _get(raw, "cache_creation")
-    five = _int(_get(split, "ephemeral_5m_input_tokens")) if split is not None else creation
-    hour = _int(_get(split, "ephemeral_1h_input_tokens")) if split is not None else 0
+    creation = _int(field_of(raw, "cache_creation_input_tokens"))
+    split = field_of(raw, "cache_creation")
+    five = _int(field_of(split, "ephemeral_5m_input_tokens")) if split is not None else creation
+    hour = _int(field_of(split, "ephemeral_1h_input_tokens")) if split is not None else 0
     return Usage(
-        input_tokens=_int(_get(raw, "input_tokens")),
-        output_tokens=_int(_get(raw, "output_tokens")),
+        input_tokens=_int(field_of(raw, "input_tokens")),
+        output_tokens=_int(field_of(raw, "output_tokens")),
         cache_creation_input_tokens=creation,
-        cache_read_input_tokens=_int(_get(raw, "cache_read_input_tokens")),
+        cache_read_input_tokens=_int(field_of(raw, "cache_read_input_tokens")),
         cache_creation_5m=five,
         cache_creation_1h=hour,
     )
@@ -216,11 +211,11 @@ def usage_of(raw: Any) -> Usage:
 
 def reply_of(response: Any) -> Message:
     """The assistant message of a ``Message`` response."""
-    content = _get(response, "content") or []
-    text = "".join(_get(b, "text", "") for b in content if _get(b, "type") == "text")
-    calls = tuple(ToolCall(str(_get(b, "id")), str(_get(b, "name")),
-                           json.dumps(_get(b, "input", {}), sort_keys=True))
-                  for b in content if _get(b, "type") == "tool_use")
+    content = field_of(response, "content") or []
+    text = "".join(field_of(b, "text", "") for b in content if field_of(b, "type") == "text")
+    calls = tuple(ToolCall(str(field_of(b, "id")), str(field_of(b, "name")),
+                           json.dumps(field_of(b, "input", {}), sort_keys=True))
+                  for b in content if field_of(b, "type") == "tool_use")
     return Message("assistant", text, tool_calls=calls)
 
 
@@ -234,23 +229,23 @@ class AnthropicStreamAccumulator:
         self.message_id: str | None = None
 
     def feed(self, event: Any) -> None:
-        kind = _get(event, "type")
+        kind = field_of(event, "type")
         if kind == "message_start":
-            message = _get(event, "message")
-            self.message_id = _get(message, "id")
-            self._merge(_get(message, "usage"))
+            message = field_of(event, "message")
+            self.message_id = field_of(message, "id")
+            self._merge(field_of(message, "usage"))
         elif kind == "content_block_start":
-            block = _get(event, "content_block")
-            if _get(block, "type") == "tool_use":
-                self._tools.append([str(_get(block, "id")), str(_get(block, "name")), ""])
+            block = field_of(event, "content_block")
+            if field_of(block, "type") == "tool_use":
+                self._tools.append([str(field_of(block, "id")), str(field_of(block, "name")), ""])
         elif kind == "content_block_delta":
-            delta = _get(event, "delta")
-            if _get(delta, "type") == "text_delta":
-                self._text.append(_get(delta, "text", ""))
-            elif _get(delta, "type") == "input_json_delta" and self._tools:
-                self._tools[-1][2] += _get(delta, "partial_json", "")
+            delta = field_of(event, "delta")
+            if field_of(delta, "type") == "text_delta":
+                self._text.append(field_of(delta, "text", ""))
+            elif field_of(delta, "type") == "input_json_delta" and self._tools:
+                self._tools[-1][2] += field_of(delta, "partial_json", "")
         elif kind == "message_delta":
-            self._merge(_get(event, "usage"))
+            self._merge(field_of(event, "usage"))
 
     def _merge(self, raw: Any) -> None:
         """Later events carry cumulative counts: non-null fields replace earlier ones."""
@@ -258,7 +253,7 @@ class AnthropicStreamAccumulator:
             return
         for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
                      "cache_read_input_tokens", "cache_creation"):
-            value = _get(raw, name)
+            value = field_of(raw, name)
             if value is not None:
                 self._usage[name] = value
 
@@ -282,13 +277,13 @@ class AnthropicAdapter:
         return render(prepared, kwargs)
 
     def usage(self, response: Any) -> Usage:
-        return usage_of(_get(response, "usage"))
+        return usage_of(field_of(response, "usage"))
 
     def reply(self, response: Any) -> Message:
         return reply_of(response)
 
     def request_id(self, response: Any) -> str | None:
-        value = _get(response, "id")
+        value = field_of(response, "id")
         return str(value) if value else None
 
     def accumulator(self) -> AnthropicStreamAccumulator:
@@ -345,7 +340,7 @@ class AnthropicTokenCounter:
         if system:
             kwargs["system"] = system
         result = call_mapped("anthropic", self._client.messages.count_tokens, **kwargs)
-        return int(_get(result, "input_tokens"))
+        return int(field_of(result, "input_tokens"))
 
     def count(self, text: str) -> int:
         if not self.exact:

@@ -26,16 +26,12 @@ from typing import Any
 
 from ..cache import prompt_cache_key, render_openai, stable_end
 from ..types import Message, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared
+from .base import WIRE_KEY, ChatRequest, Prepared, field_of
 
 JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 # -- parsing -------------------------------------------------------------------
@@ -44,14 +40,14 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n".join(_get(p, "text", "") for p in content or [] if _get(p, "type") == "text")
+    return "\n".join(field_of(p, "text", "") for p in content or [] if field_of(p, "type") == "text")
 
 
 def _neutral(wire: Mapping[str, Any]) -> Message:
     role = wire.get("role", "user")
     calls = tuple(
-        ToolCall(str(_get(c, "id")), str(_get(_get(c, "function"), "name")),
-                 str(_get(_get(c, "function"), "arguments") or ""))
+        ToolCall(str(field_of(c, "id")), str(field_of(field_of(c, "function"), "name")),
+                 str(field_of(field_of(c, "function"), "arguments") or ""))
         for c in wire.get("tool_calls") or [])
     return Message(
         role if role in ("user", "assistant", "tool") else "user",
@@ -160,23 +156,23 @@ def usage_of(raw: Any) -> Usage:
     """Normalise an OpenAI ``usage`` (object or dict) to :class:`Usage`."""
     if raw is None:
         return Usage()
-    prompt = _int(_get(raw, "prompt_tokens"))
-    cached = _int(_get(_get(raw, "prompt_tokens_details"), "cached_tokens"))
-    return Usage(input_tokens=prompt - cached, output_tokens=_int(_get(raw, "completion_tokens")),
+    prompt = _int(field_of(raw, "prompt_tokens"))
+    cached = _int(field_of(field_of(raw, "prompt_tokens_details"), "cached_tokens"))
+    return Usage(input_tokens=prompt - cached, output_tokens=_int(field_of(raw, "completion_tokens")),
                  cache_read_input_tokens=cached)
 
 
 def reply_of(response: Any) -> Message:
     """The first choice's assistant message of a ``ChatCompletion``."""
-    choices = _get(response, "choices") or []
+    choices = field_of(response, "choices") or []
     if not choices:
         return Message("assistant", "")
-    message = _get(choices[0], "message")
+    message = field_of(choices[0], "message")
     calls = tuple(
-        ToolCall(str(_get(c, "id")), str(_get(_get(c, "function"), "name")),
-                 str(_get(_get(c, "function"), "arguments") or ""))
-        for c in _get(message, "tool_calls") or [])
-    return Message("assistant", _get(message, "content") or "", tool_calls=calls)
+        ToolCall(str(field_of(c, "id")), str(field_of(field_of(c, "function"), "name")),
+                 str(field_of(field_of(c, "function"), "arguments") or ""))
+        for c in field_of(message, "tool_calls") or [])
+    return Message("assistant", field_of(message, "content") or "", tool_calls=calls)
 
 
 class OpenAIStreamAccumulator:
@@ -189,21 +185,21 @@ class OpenAIStreamAccumulator:
         self.message_id: str | None = None
 
     def feed(self, chunk: Any) -> None:
-        self.message_id = self.message_id or _get(chunk, "id")
-        if _get(chunk, "usage") is not None:
-            self._usage = _get(chunk, "usage")
-        for choice in _get(chunk, "choices") or []:
-            if _get(choice, "index", 0) != 0:
+        self.message_id = self.message_id or field_of(chunk, "id")
+        if field_of(chunk, "usage") is not None:
+            self._usage = field_of(chunk, "usage")
+        for choice in field_of(chunk, "choices") or []:
+            if field_of(choice, "index", 0) != 0:
                 continue
-            delta = _get(choice, "delta")
-            if _get(delta, "content"):
-                self._text.append(_get(delta, "content"))
-            for call in _get(delta, "tool_calls") or []:
-                slot = self._tools.setdefault(_get(call, "index", 0), ["", "", ""])
-                fn = _get(call, "function")
-                slot[0] = _get(call, "id") or slot[0]
-                slot[1] = _get(fn, "name") or slot[1]
-                slot[2] += _get(fn, "arguments") or ""
+            delta = field_of(choice, "delta")
+            if field_of(delta, "content"):
+                self._text.append(field_of(delta, "content"))
+            for call in field_of(delta, "tool_calls") or []:
+                slot = self._tools.setdefault(field_of(call, "index", 0), ["", "", ""])
+                fn = field_of(call, "function")
+                slot[0] = field_of(call, "id") or slot[0]
+                slot[1] = field_of(fn, "name") or slot[1]
+                slot[2] += field_of(fn, "arguments") or ""
 
     @property
     def has_usage(self) -> bool:
@@ -219,7 +215,7 @@ class OpenAIStreamAccumulator:
 
 def is_usage_only(chunk: Any) -> bool:
     """True for the final ``include_usage`` chunk (no choices, a usage)."""
-    return not (_get(chunk, "choices") or []) and _get(chunk, "usage") is not None
+    return not (field_of(chunk, "choices") or []) and field_of(chunk, "usage") is not None
 
 
 class OpenAIAdapter:
@@ -237,13 +233,13 @@ class OpenAIAdapter:
         return render(prepared, kwargs, cache_key=self.cache_key)
 
     def usage(self, response: Any) -> Usage:
-        return usage_of(_get(response, "usage"))
+        return usage_of(field_of(response, "usage"))
 
     def reply(self, response: Any) -> Message:
         return reply_of(response)
 
     def request_id(self, response: Any) -> str | None:
-        value = _get(response, "id")
+        value = field_of(response, "id")
         return str(value) if value else None
 
     def accumulator(self) -> OpenAIStreamAccumulator:

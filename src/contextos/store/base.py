@@ -42,6 +42,23 @@ class Patch:
     context: str | None = None
 
 
+def patch_columns(patch: Patch) -> builtins.list[tuple[str, Any]]:
+    """The columns a patch sets, with their values before backend encoding.
+
+    Both backends build their UPDATE from this, so a new Patch field is added once.
+    """
+    from ..types import content_hash
+
+    cols: builtins.list[tuple[str, Any]] = []
+    if patch.text is not None:
+        cols += [("text", patch.text), ("hash", content_hash(patch.text))]
+    for name in ("metadata", "context", "valid_to", "event_time"):
+        value = getattr(patch, name)
+        if value is not None:
+            cols.append((name, value))
+    return cols
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable storage for contextos. See the module docstring."""

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError, NotFound, StoreError
-from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn, content_hash
-from .base import Patch, Ranked, Vector
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
+from .base import Patch, Ranked, Vector, patch_columns
 from .postgres_bm25 import bm25_sql
 from .postgres_codec import (
     RECORD_COLUMNS,
@@ -400,24 +400,12 @@ class PostgresStore:
 
 
 def _patch_sets(patch: Patch, now: datetime) -> tuple[list[str], list[object]]:
-    sets: list[str] = ["updated_at = %s"]
-    params: list[object] = [now]
-    if patch.text is not None:
-        sets += ["text = %s", "hash = %s"]
-        params += [patch.text, content_hash(patch.text)]
-    if patch.metadata is not None:
-        sets.append("metadata = %s::jsonb")
-        params.append(metadata_jsonb(patch.metadata))
-    if patch.context is not None:
-        sets.append("context = %s")
-        params.append(patch.context)
-    if patch.valid_to is not None:
-        sets.append("valid_to = %s")
-        params.append(opt_utc(patch.valid_to))
-    if patch.event_time is not None:
-        sets.append("event_time = %s")
-        params.append(opt_utc(patch.event_time))
-    return sets, params
+    encode: dict[str, Any] = {"metadata": metadata_jsonb, "valid_to": opt_utc,
+                              "event_time": opt_utc}
+    cols = [("updated_at", now)] + [(c, encode[c](v) if c in encode else v)
+                                    for c, v in patch_columns(patch)]
+    cast = {"metadata": "::jsonb"}
+    return [f"{c} = %s{cast.get(c, '')}" for c, _ in cols], [v for _, v in cols]
 
 
 def _conninfo(url: str) -> dict[str, str]:

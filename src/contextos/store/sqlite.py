@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import NotFound, StoreError
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
-from .base import Patch, Ranked, Vector
+from .base import Patch, Ranked, Vector, patch_columns
 from .schema_sqlite import migrate
 from .sqlite_codec import (
     RECORD_COLUMNS,
@@ -405,27 +405,12 @@ def _record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
             json.dumps(list(r.provenance)), r.hash)
 
 
-def _patch_sets(patch: Patch, now: float) -> tuple[list[str], list[object]]:
-    sets: builtins.list[str] = ["updated_at = ?"]
-    params: builtins.list[object] = [now]
-    if patch.text is not None:
-        from ..types import content_hash
-
-        sets += ["text = ?", "hash = ?"]
-        params += [patch.text, content_hash(patch.text)]
-    if patch.metadata is not None:
-        sets.append("metadata = ?")
-        params.append(metadata_json(patch.metadata))
-    if patch.context is not None:
-        sets.append("context = ?")
-        params.append(patch.context)
-    if patch.valid_to is not None:
-        sets.append("valid_to = ?")
-        params.append(opt_epoch(patch.valid_to))
-    if patch.event_time is not None:
-        sets.append("event_time = ?")
-        params.append(opt_epoch(patch.event_time))
-    return sets, params
+def _patch_sets(patch: Patch, now: float) -> tuple[builtins.list[str], builtins.list[object]]:
+    encode: dict[str, Any] = {"metadata": metadata_json, "valid_to": opt_epoch,
+                              "event_time": opt_epoch}
+    cols = [("updated_at", now)] + [(c, encode[c](v) if c in encode else v)
+                                    for c, v in patch_columns(patch)]
+    return [f"{c} = ?" for c, _ in cols], [v for _, v in cols]
 
 
 def _turn_from_row(r: Sequence[Any]) -> Turn:
