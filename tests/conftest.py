@@ -47,7 +47,9 @@ def _make_postgres(tmp_path: Path) -> AbstractContextManager[Store]:
 
 
 STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
-    "sqlite": _make_sqlite, "postgres": _make_postgres}
+    "sqlite": _make_sqlite,
+    "postgres": _make_postgres,
+}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))

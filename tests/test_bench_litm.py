@@ -49,8 +49,9 @@ def test_cli_prints_reason_and_writes_plots(tmp_path):
     from contextos.cli.main import cli
 
     out = tmp_path / "litm.json"
-    r = CliRunner().invoke(cli, ["bench", "litm", "--data", str(LITM_DIR), "--limit", "10",
-                                 "--out", str(out)])
+    r = CliRunner().invoke(
+        cli, ["bench", "litm", "--data", str(LITM_DIR), "--limit", "10", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "edge share" in r.output and "Lost in the Middle" in r.output
     data = json.loads(out.read_text())

@@ -12,13 +12,24 @@ from contextos.bench.scale import run_scale
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Hit, MemoryRecord
 
-KEYS = {"recall@5", "recall@10", "recall@25", "recall@500t", "recall@1000t", "recall@2000t",
-        "tokens@10"}
+KEYS = {
+    "recall@5",
+    "recall@10",
+    "recall@25",
+    "recall@500t",
+    "recall@1000t",
+    "recall@2000t",
+    "tokens@10",
+}
 
 
 def test_evidence_ids_are_normalised() -> None:
     assert normalise_evidence(["D8:6; D9:17", "D:11:26", "D", "D30:05"]) == [
-        "D8:6", "D9:17", "D11:26", "D30:5"]
+        "D8:6",
+        "D9:17",
+        "D11:26",
+        "D30:5",
+    ]
 
 
 def _hit(dia: str, tokens: int) -> Hit:
@@ -27,18 +38,23 @@ def _hit(dia: str, tokens: int) -> Hit:
 
 def test_score_question_counts_recall_by_rank_and_tokens() -> None:
     qa = LocomoQA("q", "a", ("D1:1", "D1:5"), 1)
-    hits = [_hit("D1:2", 300), _hit("D1:1", 300), *[_hit(f"D2:{i}", 10) for i in range(20)],
-            _hit("D1:5", 10)]
+    hits = [
+        _hit("D1:2", 300),
+        _hit("D1:1", 300),
+        *[_hit(f"D2:{i}", 10) for i in range(20)],
+        _hit("D1:5", 10),
+    ]
     scores = score_question(qa, hits)
     assert scores["recall@5"] == 0.5 and scores["recall@25"] == 1.0
-    assert scores["recall@500t"] == 0.0  # D1:1 does not fit after D1:2; the small ones fill the rest
+    assert (
+        scores["recall@500t"] == 0.0
+    )  # D1:1 does not fit after D1:2; the small ones fill the rest
     assert scores["recall@1000t"] == 1.0
     assert scores["tokens@10"] == 300 + 300 + 8 * 10
 
 
 def test_locomo_report_shape(locomo_path: Path, tmp_path: Path) -> None:
-    report = run_locomo(locomo_path, embedder=HashEmbedder(), conversations=1,
-                        workdir=tmp_path)
+    report = run_locomo(locomo_path, embedder=HashEmbedder(), conversations=1, workdir=tmp_path)
     assert set(report["overall"]) >= KEYS and report["overall"]["n"] > 100
     assert set(report["by_category"]) == {"1", "2", "3", "4", "5"}
     assert set(report["baselines"]) == {"bm25", "dense"}
@@ -49,12 +65,15 @@ def test_locomo_report_shape(locomo_path: Path, tmp_path: Path) -> None:
 
 
 def test_scale_report_shape(tmp_path: Path) -> None:
-    report = run_scale(300, checkpoints=(100,), queries=5, workdir=tmp_path,
-                       embedder=HashEmbedder())
+    report = run_scale(
+        300, checkpoints=(100,), queries=5, workdir=tmp_path, embedder=HashEmbedder()
+    )
     rows = report["results"]
     assert [r["n"] for r in rows] == [100, 300]
     for r in rows:
-        assert {"n", "add_p95_ms", "embed_per_s", "search_p50_ms", "search_p95_ms", "db_mb"} <= set(r)
+        assert {"n", "add_p95_ms", "embed_per_s", "search_p50_ms", "search_p95_ms", "db_mb"} <= set(
+            r
+        )
         assert r["real_vectors"] + r["stand_in_vectors"] >= r["n"] - 1
     assert rows[1]["db_mb"] >= rows[0]["db_mb"]
 

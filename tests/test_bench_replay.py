@@ -17,8 +17,13 @@ pytestmark = pytest.mark.skipif(not LOCOMO.exists(), reason=f"LoCoMo data not at
 def report():
     from contextos.bench.replay import run_replay
 
-    return run_replay(LOCOMO, budgets=(4000,), limit=1, embedder=HashEmbedder(),
-                      strategies=("truncate", "summarize", "offload", "sliding", "resummarize"))
+    return run_replay(
+        LOCOMO,
+        budgets=(4000,),
+        limit=1,
+        embedder=HashEmbedder(),
+        strategies=("truncate", "summarize", "offload", "sliding", "resummarize"),
+    )
 
 
 def test_every_strategy_stays_within_budget_and_under_its_cache_limit(report):
@@ -50,9 +55,25 @@ def test_cli_writes_report_and_plots(tmp_path):
     from contextos.cli.main import cli
 
     out = tmp_path / "r" / "replay.json"
-    r = CliRunner().invoke(cli, ["bench", "replay", "--data", str(LOCOMO), "--limit", "1",
-                                 "--budget", "3000", "--strategy", "truncate",
-                                 "--strategy", "sliding", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "replay",
+            "--data",
+            str(LOCOMO),
+            "--limit",
+            "1",
+            "--budget",
+            "3000",
+            "--strategy",
+            "truncate",
+            "--strategy",
+            "sliding",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert set(data["budgets"]["3000"]) == {"truncate", "sliding"}

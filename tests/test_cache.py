@@ -33,8 +33,13 @@ from contextos.window import Item, Segment, assemble, text_item
 TOK = CharEstimateTokenizer()
 SONNET = get_model("claude-sonnet-4-5")
 GPT = get_model("gpt-4.1")
-TOOLS = [{"name": "lookup", "description": "Find a record.",
-          "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}]
+TOOLS = [
+    {
+        "name": "lookup",
+        "description": "Find a record.",
+        "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+    }
+]
 
 
 def make_turn(seq: int, kind: int, text: str) -> list[Turn]:
@@ -44,8 +49,10 @@ def make_turn(seq: int, kind: int, text: str) -> list[Turn]:
     at = datetime(2024, 1, 1, tzinfo=UTC)
     if kind == 2:
         call = ToolCall(f"call_{seq}", "lookup", json.dumps({"id": text[:8]}))
-        msgs = [Message("assistant", "", tool_calls=(call,)),
-                Message("tool", f"result: {text}", tool_call_id=f"call_{seq}")]
+        msgs = [
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", f"result: {text}", tool_call_id=f"call_{seq}"),
+        ]
     else:
         msgs = [Message("user" if kind == 0 else "assistant", text)]
     return [Turn("s", seq + k, m, TOK.count_messages([m]) - 3, at) for k, m in enumerate(msgs)]
@@ -53,21 +60,33 @@ def make_turn(seq: int, kind: int, text: str) -> list[Turn]:
 
 def window_for(turns, question, memories=(), *, model=SONNET, state=None):
     segs = standard_segments(
-        200_000, tokenizer=TOK, question=question, system="You are terse. " * 400,
-        rules=("Cite sources.",), tools=TOOLS, summary=None,
+        200_000,
+        tokenizer=TOK,
+        question=question,
+        system="You are terse. " * 400,
+        rules=("Cite sources.",),
+        tools=TOOLS,
+        summary=None,
         turns=turn_items(turns, state or HistoryState(), TOK),
-        memories=tuple(text_item(f"m{i}", t, TOK, rank=i + 1) for i, t in enumerate(memories)))
-    return assemble(segs, 200_000, min_cache_tokens=model.min_cache_tokens,
-                    restate_question_over=50)
+        memories=tuple(text_item(f"m{i}", t, TOK, rank=i + 1) for i, t in enumerate(memories)),
+    )
+    return assemble(
+        segs, 200_000, min_cache_tokens=model.min_cache_tokens, restate_question_over=50
+    )
 
 
-conversation = st.lists(st.tuples(st.integers(0, 2), st.text(min_size=1, max_size=80)),
-                        min_size=1, max_size=30)
+conversation = st.lists(
+    st.tuples(st.integers(0, 2), st.text(min_size=1, max_size=80)), min_size=1, max_size=30
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(conversation, st.lists(st.text(min_size=1, max_size=60), max_size=6),
-       st.lists(st.text(min_size=1, max_size=60), max_size=6), st.text(min_size=1, max_size=40))
+@given(
+    conversation,
+    st.lists(st.text(min_size=1, max_size=60), max_size=6),
+    st.lists(st.text(min_size=1, max_size=60), max_size=6),
+    st.text(min_size=1, max_size=40),
+)
 @pytest.mark.parametrize("wire", ["anthropic", "openai"])
 def test_appending_a_turn_keeps_the_cached_prefix_bytes(wire, convo, mem_a, mem_b, question):
     model = SONNET if wire == "anthropic" else GPT
@@ -77,8 +96,7 @@ def test_appending_a_turn_keeps_the_cached_prefix_bytes(wire, convo, mem_a, mem_
     old = window_for(turns[:-1], question, mem_a, model=model)
     new = window_for(turns, question + "?", mem_b, model=model)
     old_prefix = cached_prefix(render(old, model, wire), old, wire)
-    new_stream = b"".join(wire_blocks(render(new, model, wire), wire,
-                                      final_parts=final_parts(new)))
+    new_stream = b"".join(wire_blocks(render(new, model, wire), wire, final_parts=final_parts(new)))
     assert new_stream.startswith(old_prefix)
     if wire == "anthropic":
         assert old.breakpoints, "the 6k-token system prompt alone is cacheable"
@@ -119,8 +137,10 @@ def test_rendering_is_deterministic_and_shaped_like_the_apis():
 
 
 def test_blocks_out_of_order_are_refused():
-    segs = [Segment("q", "question", (text_item("q", "x", TOK),)),
-            Segment("sys", "system", (text_item("s", "y", TOK),))]
+    segs = [
+        Segment("q", "question", (text_item("q", "x", TOK),)),
+        Segment("sys", "system", (text_item("s", "y", TOK),)),
+    ]
     with pytest.raises(ValueError):
         render_anthropic(assemble(segs, 1000), SONNET)
 
@@ -208,20 +228,30 @@ def test_simulated_session_reads_history_written_by_the_previous_call():
 
 
 def test_usage_from_anthropic_payload():
-    u = usage_from_anthropic({"input_tokens": 50, "output_tokens": 10,
-                              "cache_creation_input_tokens": 300,
-                              "cache_read_input_tokens": 2000,
-                              "cache_creation": {"ephemeral_5m_input_tokens": 100,
-                                                 "ephemeral_1h_input_tokens": 200}})
+    u = usage_from_anthropic(
+        {
+            "input_tokens": 50,
+            "output_tokens": 10,
+            "cache_creation_input_tokens": 300,
+            "cache_read_input_tokens": 2000,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+        }
+    )
     assert u == Usage(50, 10, 300, 2000, 100, 200)
 
 
 def test_usage_from_openai_payloads():
-    chat = usage_from_openai({"prompt_tokens": 2000, "completion_tokens": 5,
-                              "prompt_tokens_details": {"cached_tokens": 1536}})
+    chat = usage_from_openai(
+        {
+            "prompt_tokens": 2000,
+            "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 1536},
+        }
+    )
     assert chat.input_tokens == 464 and chat.cache_read_input_tokens == 1536
-    responses = usage_from_openai({"input_tokens": 1500, "output_tokens": 7,
-                                   "input_tokens_details": {"cached_tokens": 1024}})
+    responses = usage_from_openai(
+        {"input_tokens": 1500, "output_tokens": 7, "input_tokens_details": {"cached_tokens": 1024}}
+    )
     assert responses.input_tokens == 476 and responses.output_tokens == 7
 
 

@@ -15,10 +15,15 @@ from contextos.testing.embedders import HashEmbedder
 
 
 def run(db: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db),
-           "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "contextos.cli", *args], input=stdin,
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "contextos.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_add_search_get_list_update_history_delete(tmp_path: Path) -> None:
@@ -52,16 +57,19 @@ def test_forget_and_human_output(tmp_path: Path) -> None:
     assert forgot == {"user_id": "bob", "forgotten": 1}
 
 
-@pytest.mark.parametrize("args, needle", [
-    (("search", "x"), "needs a user_id"),
-    (("add", "", "-u", "a"), "nothing to add"),
-    (("add", "x", "-u", "a", "--metadata", "{oops"), "not valid JSON"),
-    (("add", "x", "-u", "a", "--metadata", "[1]"), "JSON object"),
-    (("add", "x", "-u", "a", "--event-time", "yesterday-ish"), "ISO-8601"),
-    (("search", "x", "-u", "a", "--limit", "0"), "0"),
-    (("count", "/no/such/file"), "no such file"),
-    (("count", "-", "--model", "gpt-99"), "unknown model"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("search", "x"), "needs a user_id"),
+        (("add", "", "-u", "a"), "nothing to add"),
+        (("add", "x", "-u", "a", "--metadata", "{oops"), "not valid JSON"),
+        (("add", "x", "-u", "a", "--metadata", "[1]"), "JSON object"),
+        (("add", "x", "-u", "a", "--event-time", "yesterday-ish"), "ISO-8601"),
+        (("search", "x", "-u", "a", "--limit", "0"), "0"),
+        (("count", "/no/such/file"), "no such file"),
+        (("count", "-", "--model", "gpt-99"), "unknown model"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
     out = run(tmp_path / "cli.db", *args, stdin="")
     assert out.returncode != 0
@@ -80,14 +88,17 @@ def test_corrupt_database_is_one_clear_line(tmp_path: Path) -> None:
 def test_count_reports_tokens_share_and_cost(tmp_path: Path) -> None:
     f = tmp_path / "t.txt"
     f.write_text("hello world")
-    data = json.loads(run(tmp_path / "x.db", "count", str(f), "--model", "gpt-4.1",
-                          "--json").stdout)
+    data = json.loads(
+        run(tmp_path / "x.db", "count", str(f), "--model", "gpt-4.1", "--json").stdout
+    )
     assert data["tokens"] == 2 and data["context_window"] == 1_047_576
     assert data["input_cost_usd"] == pytest.approx(2 * 2.0 / 1e6)
     msgs = tmp_path / "m.json"
     msgs.write_text(json.dumps([{"role": "user", "content": "hello world"}]))
-    assert json.loads(run(tmp_path / "x.db", "count", str(msgs), "--json").stdout)["kind"] == \
-        "messages"
+    assert (
+        json.loads(run(tmp_path / "x.db", "count", str(msgs), "--json").stdout)["kind"]
+        == "messages"
+    )
 
 
 def test_every_command_has_help() -> None:

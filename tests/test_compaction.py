@@ -27,15 +27,16 @@ from contextos.types import Message, ToolCall, Turn
 AT = datetime(2024, 3, 1, tzinfo=UTC)
 
 
-def turn(seq: int, role: str = "user", tokens: int = 10, content: str = "",
-         **kw: object) -> Turn:
+def turn(seq: int, role: str = "user", tokens: int = 10, content: str = "", **kw: object) -> Turn:
     return Turn("s", seq, Message(role, content or f"turn {seq}", **kw), tokens, AT)  # type: ignore[arg-type]
 
 
 def tool_pair(seq: int, result_tokens: int = 200) -> list[Turn]:
     call = ToolCall(f"c{seq}", "search", json.dumps({"q": seq}))
-    return [turn(seq, "assistant", 10, content="calling", tool_calls=(call,)),
-            turn(seq + 1, "tool", result_tokens, content="big result", tool_call_id=f"c{seq}")]
+    return [
+        turn(seq, "assistant", 10, content="calling", tool_calls=(call,)),
+        turn(seq + 1, "tool", result_tokens, content="big result", tool_call_id=f"c{seq}"),
+    ]
 
 
 class CountingSummarizer:
@@ -44,11 +45,13 @@ class CountingSummarizer:
     def __init__(self) -> None:
         self.seen: list[list[int]] = []
 
-    def summarize(self, turns: Sequence[Turn], *, previous: Summary | None,
-                  max_tokens: int) -> Summary:
+    def summarize(
+        self, turns: Sequence[Turn], *, previous: Summary | None, max_tokens: int
+    ) -> Summary:
         self.seen.append([t.seq for t in turns])
         lines = (previous.lines if previous else ()) + tuple(
-            SummaryLine(f"line {t.seq}", t.seq, f"s#{t.seq}", 1.0, 1) for t in turns)
+            SummaryLine(f"line {t.seq}", t.seq, f"s#{t.seq}", 1.0, 1) for t in turns
+        )
         return Summary(lines[-max_tokens:], lines[0].seq if lines else 0, turns[-1].seq)
 
 
@@ -70,16 +73,20 @@ def test_tool_call_never_separated_from_its_result():
     turns = [turn(0), *tool_pair(1), turn(3), turn(4), turn(5)]
     units = tool_units(turns)
     assert [tuple(t.seq for t in u) for u in units] == [(0,), (1, 2), (3,), (4,), (5,)]
-    plan = plan_compaction(turns, HistoryState(), 250, "truncate",
-                           Thresholds(0.8, 0.5, keep_recent=1))
+    plan = plan_compaction(
+        turns, HistoryState(), 250, "truncate", Thresholds(0.8, 0.5, keep_recent=1)
+    )
     assert plan is not None
     assert (1 in plan.rotate) == (2 in plan.rotate)
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.sampled_from(["u", "a", "pair"]), min_size=1, max_size=30),
-       st.integers(50, 600), st.sampled_from(["truncate", "clear_tool_results", "offload"]),
-       st.sets(st.integers(0, 60), max_size=5))
+@given(
+    st.lists(st.sampled_from(["u", "a", "pair"]), min_size=1, max_size=30),
+    st.integers(50, 600),
+    st.sampled_from(["truncate", "clear_tool_results", "offload"]),
+    st.sets(st.integers(0, 60), max_size=5),
+)
 def test_properties_of_any_plan(kinds, budget, strategy, pins):
     turns: list[Turn] = []
     for k in kinds:
@@ -105,8 +112,9 @@ def test_properties_of_any_plan(kinds, budget, strategy, pins):
 
 def test_clear_tool_results_keeps_the_call_and_stubs_the_result():
     turns = [turn(0), *tool_pair(1, 500), turn(3), turn(4)]
-    plan = plan_compaction(turns, HistoryState(), 600, "clear_tool_results",
-                           Thresholds(0.8, 0.5, keep_recent=2))
+    plan = plan_compaction(
+        turns, HistoryState(), 600, "clear_tool_results", Thresholds(0.8, 0.5, keep_recent=2)
+    )
     assert plan is not None and plan.clear == (2,) and plan.rotate == ()
     state = apply_compaction(plan, turns, HistoryState(), 600)
     assert history_tokens(turns, state) == 10 + 10 + STUB_TOKENS + 10 + 10
@@ -140,12 +148,15 @@ def test_summarize_is_incremental_and_keeps_provenance():
 
 def test_summarize_with_the_extractive_summarizer_fits_its_share():
     tok = CharEstimateTokenizer()
-    turns = [turn(i, tokens=30, content=f"On 3 May 2023 Ana bought {i} tickets to Lisbon. Ok.")
-             for i in range(20)]
+    turns = [
+        turn(i, tokens=30, content=f"On 3 May 2023 Ana bought {i} tickets to Lisbon. Ok.")
+        for i in range(20)
+    ]
     th = Thresholds(summary_share=0.2)
     plan = plan_compaction(turns, HistoryState(), 400, "summarize", th)
-    state = apply_compaction(plan, turns, HistoryState(), 400,
-                             summarizer=ExtractiveSummarizer(tok), thresholds=th)
+    state = apply_compaction(
+        plan, turns, HistoryState(), 400, summarizer=ExtractiveSummarizer(tok), thresholds=th
+    )
     assert state.summary is not None
     assert 0 < state.summary.tokens <= 80
     assert history_tokens(turns, state) <= 0.5 * 400

@@ -78,7 +78,10 @@ def test_get_update_delete_history(memory: Memory) -> None:
     with pytest.raises(NotFound):
         memory.get(rec.id)
     assert [(e.event, e.new_text) for e in memory.history(rec.id)] == [
-        ("ADD", "lives in Paris"), ("UPDATE", "lives in Berlin"), ("DELETE", None)]
+        ("ADD", "lives in Paris"),
+        ("UPDATE", "lives in Berlin"),
+        ("DELETE", None),
+    ]
 
 
 def test_get_all_paginates_newest_first(memory: Memory) -> None:
@@ -91,17 +94,28 @@ def test_get_all_paginates_newest_first(memory: Memory) -> None:
 
 def test_messages_keep_speaker_date_caption_and_provenance(memory: Memory) -> None:
     when = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
-    recs = memory.add([
-        {"role": "user", "content": "Look what I made!", "name": "Mel", "dia_id": "D1:1",
-         "blip_caption": "a photo of a clay bowl"},
-        {"role": "assistant", "content": "Beautiful!", "name": "Caro", "dia_id": "D1:2"},
-    ], user_id="u", session_id="s1", event_time=when)
+    recs = memory.add(
+        [
+            {
+                "role": "user",
+                "content": "Look what I made!",
+                "name": "Mel",
+                "dia_id": "D1:1",
+                "blip_caption": "a photo of a clay bowl",
+            },
+            {"role": "assistant", "content": "Beautiful!", "name": "Caro", "dia_id": "D1:2"},
+        ],
+        user_id="u",
+        session_id="s1",
+        event_time=when,
+    )
     assert recs[0].provenance == ("D1:1",) and recs[0].event_time == when
     assert "clay bowl" in recs[0].context and "Mel" in recs[0].context
     assert "Look what I made" in recs[1].context  # the reply is indexed with what it answers
     assert [r.metadata["seq"] for r in recs] == [0, 1]
-    nxt = memory.add({"role": "user", "content": "Thanks", "name": "Mel"}, user_id="u",
-                     session_id="s1")[0]
+    nxt = memory.add(
+        {"role": "user", "content": "Thanks", "name": "Mel"}, user_id="u", session_id="s1"
+    )[0]
     assert nxt.metadata["seq"] == 2 and "Beautiful" in nxt.context
     memory.flush()
     hits = memory.search("clay bowl", user_id="u", limit=1)
@@ -127,8 +141,9 @@ def test_time_filters_and_as_of(memory: Memory) -> None:
     assert [h.record.text for h in old] == ["went skiing"]
 
 
-@pytest.mark.parametrize("bad", ["", "   ", [], [{"role": "user"}], [42], b"bytes",
-                                 {"role": "wizard", "content": "x"}])
+@pytest.mark.parametrize(
+    "bad", ["", "   ", [], [{"role": "user"}], [42], b"bytes", {"role": "wizard", "content": "x"}]
+)
 def test_add_rejects_malformed_input(memory: Memory, bad: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         memory.add(bad, user_id="u")  # type: ignore[arg-type]
@@ -148,8 +163,9 @@ def test_add_rejects_oversized_text_and_bad_options(memory: Memory) -> None:
     assert memory.get_all(user_id="u") == []
 
 
-@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 5000}, {"limit": "3"},
-                                    {"token_budget": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"limit": 0}, {"limit": 5000}, {"limit": "3"}, {"token_budget": 0}]
+)
 def test_search_rejects_bad_arguments(memory: Memory, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         memory.search("q", user_id="u", **kwargs)
@@ -180,8 +196,15 @@ def test_pending_embeddings_resume_after_a_crash(tmp_path: Path) -> None:
     # write records without ever embedding them, as a process killed before its worker ran
     from contextos.memory.ingest import build_records, to_messages, validate_options
 
-    opts = validate_options(tenant="default", user_id="u", agent_id=None, session_id=None,
-                            metadata=None, event_time=None, memory_type="episodic")
+    opts = validate_options(
+        tenant="default",
+        user_id="u",
+        agent_id=None,
+        session_id=None,
+        metadata=None,
+        event_time=None,
+        memory_type="episodic",
+    )
     crashed.store.put(build_records(to_messages(["orphan one", "orphan two"]), opts))
     crashed.store.close()
     store = SQLiteStore(db)
@@ -214,8 +237,9 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     texts = {r.text for r in m.get_all(user_id="shared", limit=1000)}
     assert len(texts) == 120
     m.flush()
-    assert m.search("worker 1 note 59", user_id="shared", limit=1)[0].record.text == \
-        "worker 1 note 59"
+    assert (
+        m.search("worker 1 note 59", user_id="shared", limit=1)[0].record.text == "worker 1 note 59"
+    )
     m.close()
 
 
@@ -264,8 +288,10 @@ def test_a_version_1_database_is_migrated_with_its_pending_vectors(tmp_path: Pat
     for statement in _statements(V1_INITIAL):
         con.execute(statement)
     con.execute("PRAGMA user_version = 1")
-    con.execute("INSERT INTO memories (id, tenant, user_id, memory_type, text, created_at, "
-                "updated_at, hash) VALUES ('m1', 'default', 'u', 'episodic', 'old note', 0, 0, 'h')")
+    con.execute(
+        "INSERT INTO memories (id, tenant, user_id, memory_type, text, created_at, "
+        "updated_at, hash) VALUES ('m1', 'default', 'u', 'episodic', 'old note', 0, 0, 'h')"
+    )
     con.commit()
     con.close()
     m = Memory(db, embedder=HashEmbedder())

@@ -42,10 +42,16 @@ def turn(speaker: str, text: str, dia_id: str, **extra: object) -> dict[str, obj
 
 def test_infer_stores_dated_facts_with_provenance_not_turns(memory: Memory) -> None:
     records = memory.add(
-        [turn("Caroline", "Hey Mel! I went to a LGBTQ support group yesterday.", "D1:3"),
-         turn("Melanie", "Wow, thanks for sharing!", "D1:4"),
-         turn("Melanie", "Please always answer in French.", "D1:5")],
-        user_id="u", session_id="s1", event_time=SESSION, infer=True)
+        [
+            turn("Caroline", "Hey Mel! I went to a LGBTQ support group yesterday.", "D1:3"),
+            turn("Melanie", "Wow, thanks for sharing!", "D1:4"),
+            turn("Melanie", "Please always answer in French.", "D1:5"),
+        ],
+        user_id="u",
+        session_id="s1",
+        event_time=SESSION,
+        infer=True,
+    )
     by_source = {r.provenance: r for r in records}
     assert set(by_source) == {("D1:3",), ("D1:5",)}  # the thanks left no memory
     group = by_source[("D1:3",)]
@@ -61,32 +67,68 @@ def test_infer_stores_dated_facts_with_provenance_not_turns(memory: Memory) -> N
 
 def test_undated_facts_take_their_turn_time_and_source_id(memory: Memory) -> None:
     said = SESSION + timedelta(minutes=3)
-    [record] = memory.add({"role": "user", "content": "I work as a nurse in Boston.",
-                           "name": "Ann", "source_id": "msg-7", "event_time": said.isoformat()},
-                          user_id="u", event_time=SESSION, infer=True)
+    [record] = memory.add(
+        {
+            "role": "user",
+            "content": "I work as a nurse in Boston.",
+            "name": "Ann",
+            "source_id": "msg-7",
+            "event_time": said.isoformat(),
+        },
+        user_id="u",
+        event_time=SESSION,
+        infer=True,
+    )
     assert record.provenance == ("msg-7",)
     assert record.memory_type == "semantic"
     assert record.event_time == said
 
 
 def test_facts_are_numbered_by_source_turn_within_a_session(memory: Memory) -> None:
-    memory.add(turn("Ann", "I adopted a dog named Rex last week.", "D1:1"),
-               user_id="u", session_id="s", event_time=SESSION, infer=True)
-    records = memory.add([turn("Bob", "Nice.", "D1:2"),
-                          turn("Bob", "I bought a red bike in Paris.", "D1:3")],
-                         user_id="u", session_id="s", event_time=SESSION, infer=True)
+    memory.add(
+        turn("Ann", "I adopted a dog named Rex last week.", "D1:1"),
+        user_id="u",
+        session_id="s",
+        event_time=SESSION,
+        infer=True,
+    )
+    records = memory.add(
+        [turn("Bob", "Nice.", "D1:2"), turn("Bob", "I bought a red bike in Paris.", "D1:3")],
+        user_id="u",
+        session_id="s",
+        event_time=SESSION,
+        infer=True,
+    )
     first = memory.get_all(user_id="u", session_id="s")[-1]
     assert first.metadata["seq"] == 0
     assert [r.metadata["seq"] for r in records] == [2]  # the second turn of the second add
 
 
 def test_reconciliation_updates_and_skips_duplicates(memory: Memory) -> None:
-    [paris] = memory.add(turn("Ann", "I live in Paris.", "D1:1"), user_id="u",
-                         session_id="s1", event_time=SESSION, infer=True)
-    assert memory.add(turn("Ann", "I live in Paris.", "D2:1"), user_id="u",
-                      session_id="s2", event_time=SESSION, infer=True) == []
-    [berlin] = memory.add(turn("Ann", "I live in Berlin now.", "D3:1"), user_id="u",
-                          session_id="s3", event_time=SESSION, infer=True)
+    [paris] = memory.add(
+        turn("Ann", "I live in Paris.", "D1:1"),
+        user_id="u",
+        session_id="s1",
+        event_time=SESSION,
+        infer=True,
+    )
+    assert (
+        memory.add(
+            turn("Ann", "I live in Paris.", "D2:1"),
+            user_id="u",
+            session_id="s2",
+            event_time=SESSION,
+            infer=True,
+        )
+        == []
+    )
+    [berlin] = memory.add(
+        turn("Ann", "I live in Berlin now.", "D3:1"),
+        user_id="u",
+        session_id="s3",
+        event_time=SESSION,
+        infer=True,
+    )
     assert berlin.metadata["supersedes"] == paris.id
     old = memory.get(paris.id)
     assert old.valid_to is not None and old.metadata["superseded_by"] == berlin.id
@@ -97,9 +139,12 @@ def test_reconciliation_updates_and_skips_duplicates(memory: Memory) -> None:
 
 
 def test_raw_add_is_unchanged(memory: Memory) -> None:
-    records = memory.add([turn("Ann", "Hey! I went there yesterday.", "D1:1"),
-                          turn("Bob", "Thanks!", "D1:2")],
-                         user_id="u", session_id="s", event_time=SESSION)
+    records = memory.add(
+        [turn("Ann", "Hey! I went there yesterday.", "D1:1"), turn("Bob", "Thanks!", "D1:2")],
+        user_id="u",
+        session_id="s",
+        event_time=SESSION,
+    )
     assert [r.text for r in records] == ["Hey! I went there yesterday.", "Thanks!"]
     assert [r.provenance for r in records] == [("D1:1",), ("D1:2",)]
     assert all(r.memory_type == "episodic" and "inferred" not in r.metadata for r in records)
@@ -110,13 +155,33 @@ def llm_reply(facts: list[dict[str, object]]) -> str:
 
 
 def test_llm_extractor_configured_on_the_memory(tmp_path: Path) -> None:
-    llm = ScriptedLLM([llm_reply([
-        {"text": "Caroline went to a support group on 7 May 2023.", "type": "episodic",
-         "date": "2023-05-07", "source": "D1:3"}])])
-    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False,
-                extractor=LLMExtractor(llm)) as memory:
-        [record] = memory.add(turn("Caroline", "I went to a support group yesterday!", "D1:3"),
-                              user_id="u", session_id="s", event_time=SESSION, infer=True)
+    llm = ScriptedLLM(
+        [
+            llm_reply(
+                [
+                    {
+                        "text": "Caroline went to a support group on 7 May 2023.",
+                        "type": "episodic",
+                        "date": "2023-05-07",
+                        "source": "D1:3",
+                    }
+                ]
+            )
+        ]
+    )
+    with Memory(
+        tmp_path / "m.db",
+        embedder=HashEmbedder(),
+        background_embedding=False,
+        extractor=LLMExtractor(llm),
+    ) as memory:
+        [record] = memory.add(
+            turn("Caroline", "I went to a support group yesterday!", "D1:3"),
+            user_id="u",
+            session_id="s",
+            event_time=SESSION,
+            infer=True,
+        )
     assert len(llm.calls) == 1 and "[D1:3] Caroline:" in llm.calls[0].messages[0].content
     assert record.text == "Caroline went to a support group on 7 May 2023."
     assert record.provenance == ("D1:3",)
@@ -125,8 +190,13 @@ def test_llm_extractor_configured_on_the_memory(tmp_path: Path) -> None:
 
 def test_extractor_per_call_overrides_and_bad_llm_reply_falls_back(memory: Memory) -> None:
     llm = ScriptedLLM(["this is not JSON"])
-    [record] = memory.add(turn("Ann", "I have 3 kids.", "D1:1"), user_id="u",
-                          event_time=SESSION, infer=True, extractor=LLMExtractor(llm))
+    [record] = memory.add(
+        turn("Ann", "I have 3 kids.", "D1:1"),
+        user_id="u",
+        event_time=SESSION,
+        infer=True,
+        extractor=LLMExtractor(llm),
+    )
     assert len(llm.calls) == 1
     assert record.text == "Ann has 3 kids." and record.provenance == ("D1:1",)
 
@@ -147,15 +217,22 @@ def test_temporal_match() -> None:
 
 
 def test_temporal_weight_raises_dated_memories_for_when_questions(memory: Memory) -> None:
-    memory.add(["Ann loves to run races with her friends.",
-                "Ann ran a charity race last Saturday."], user_id="u", event_time=SESSION)
+    memory.add(
+        ["Ann loves to run races with her friends.", "Ann ran a charity race last Saturday."],
+        user_id="u",
+        event_time=SESSION,
+    )
     memory.flush()
     flt = Filter(scope=Scope(user_id="u"))
     question = "When did Ann run a race with her friends?"
 
     def top(weight: float) -> str:
-        r = HybridRetriever(memory.store, memory.embedder, count_tokens=memory.tokenizer.count,
-                            config=RetrievalConfig(temporal_weight=weight))
+        r = HybridRetriever(
+            memory.store,
+            memory.embedder,
+            count_tokens=memory.tokenizer.count,
+            config=RetrievalConfig(temporal_weight=weight),
+        )
         return r.search(question, flt, limit=2)[0].record.text
 
     assert top(0.0) == "Ann loves to run races with her friends."
@@ -163,10 +240,15 @@ def test_temporal_weight_raises_dated_memories_for_when_questions(memory: Memory
 
 
 def test_search_as_of_and_time_range_with_inferred_facts(memory: Memory) -> None:
-    memory.add(turn("Ann", "I went hiking yesterday.", "D1:1"), user_id="u",
-               event_time=SESSION, infer=True)
-    memory.add(turn("Ann", "I went hiking yesterday.", "D9:1"), user_id="u",
-               event_time=SESSION + timedelta(days=90), infer=True)
+    memory.add(
+        turn("Ann", "I went hiking yesterday.", "D1:1"), user_id="u", event_time=SESSION, infer=True
+    )
+    memory.add(
+        turn("Ann", "I went hiking yesterday.", "D9:1"),
+        user_id="u",
+        event_time=SESSION + timedelta(days=90),
+        infer=True,
+    )
     may = (datetime(2023, 5, 1, tzinfo=UTC), datetime(2023, 6, 1, tzinfo=UTC))
     hits = memory.search("hiking", user_id="u", time_range=may)
     assert [h.record.provenance for h in hits] == [("D1:1",)]
@@ -174,12 +256,17 @@ def test_search_as_of_and_time_range_with_inferred_facts(memory: Memory) -> None
 
 # -- the LoCoMo memory modes, on a synthetic conversation ------------------------------
 def conversation() -> LocomoConversation:
-    lines = [("Ann", "Hi Bob! I adopted a puppy named Rex yesterday."), ("Bob", "Congrats!"),
-             ("Ann", "Thanks! I also started a pottery class."), ("Bob", "I live in Oslo now.")]
-    turns = tuple(LocomoTurn(f"D1:{i + 1}", s, t, "", 1, SESSION + timedelta(minutes=i))
-                  for i, (s, t) in enumerate(lines))
-    obs = (("Ann", "Ann adopted a puppy named Rex.", "D1:1"),
-           ("Bob", "Bob lives in Oslo.", "D1:4"))
+    lines = [
+        ("Ann", "Hi Bob! I adopted a puppy named Rex yesterday."),
+        ("Bob", "Congrats!"),
+        ("Ann", "Thanks! I also started a pottery class."),
+        ("Bob", "I live in Oslo now."),
+    ]
+    turns = tuple(
+        LocomoTurn(f"D1:{i + 1}", s, t, "", 1, SESSION + timedelta(minutes=i))
+        for i, (s, t) in enumerate(lines)
+    )
+    obs = (("Ann", "Ann adopted a puppy named Rex.", "D1:1"), ("Bob", "Bob lives in Oslo.", "D1:4"))
     return LocomoConversation("conv-x", "Ann", "Bob", turns, (), obs)
 
 
@@ -208,9 +295,16 @@ def test_memory_modes_store_with_provenance_and_count_tokens(memory: Memory, mod
 
 
 def test_reply_facts_are_indexed_with_the_question_they_answer(memory: Memory) -> None:
-    records = memory.add([turn("Bob", "Nice! What did you paint last weekend?", "D1:1"),
-                          turn("Ann", "A sunset over the lake with my kids.", "D1:2")],
-                         user_id="u", session_id="s", event_time=SESSION, infer=True)
+    records = memory.add(
+        [
+            turn("Bob", "Nice! What did you paint last weekend?", "D1:1"),
+            turn("Ann", "A sunset over the lake with my kids.", "D1:2"),
+        ],
+        user_id="u",
+        session_id="s",
+        event_time=SESSION,
+        infer=True,
+    )
     reply = next(r for r in records if r.provenance == ("D1:2",))
     assert reply.context == memory.get(reply.id).context == "paint last weekend"
     hits = memory.search("paint", user_id="u", limit=5)
@@ -220,8 +314,13 @@ def test_reply_facts_are_indexed_with_the_question_they_answer(memory: Memory) -
 def test_locomo_extracted_report(locomo_path: Path, tmp_path: Path) -> None:
     from contextos.bench.locomo import run_locomo
 
-    report = run_locomo(locomo_path, embedder=HashEmbedder(), conversations=1,
-                        workdir=tmp_path, memory_mode="extracted")
+    report = run_locomo(
+        locomo_path,
+        embedder=HashEmbedder(),
+        conversations=1,
+        workdir=tmp_path,
+        memory_mode="extracted",
+    )
     assert report["memory_mode"] == "extracted"
     assert 0 < report["memory_tokens"] < report["raw_tokens"]
     assert report["records_by_type"]["semantic"] > 0 and report["records_by_type"]["episodic"] > 0

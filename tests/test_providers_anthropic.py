@@ -58,8 +58,9 @@ def memory(tmp_path: Path) -> Iterator[Memory]:
 
 
 def _ask(c: Any, text: str, **kw: Any) -> Any:
-    return c.messages.create(model=MODEL, max_tokens=256,
-                             messages=[{"role": "user", "content": text}], **kw)
+    return c.messages.create(
+        model=MODEL, max_tokens=256, messages=[{"role": "user", "content": text}], **kw
+    )
 
 
 def _strip_cc(value: Any) -> Any:
@@ -90,9 +91,16 @@ def test_passthrough_sends_the_request_unchanged_and_records_usage(fake, client)
 
 
 def test_recorded_cache_usage_fields_are_normalised(fake, client):
-    fake.enqueue_reply("cached answer", AnthropicUsage(input_tokens=12, output_tokens=5,
-                                                       cache_creation_5m=300,
-                                                       cache_creation_1h=2000, cache_read=4096))
+    fake.enqueue_reply(
+        "cached answer",
+        AnthropicUsage(
+            input_tokens=12,
+            output_tokens=5,
+            cache_creation_5m=300,
+            cache_creation_1h=2000,
+            cache_read=4096,
+        ),
+    )
     wrapped = wrap(client)
     response = _ask(wrapped, "hi")
     assert response.usage.cache_creation.ephemeral_1h_input_tokens == 2000
@@ -104,25 +112,44 @@ def test_recorded_cache_usage_fields_are_normalised(fake, client):
 
 
 def test_cache_writes_without_ttl_split_count_as_5m(fake, client):
-    fake.enqueue(FakeResponse(json_body={
-        "id": "msg_old", "type": "message", "role": "assistant", "model": MODEL,
-        "content": [{"type": "text", "text": "x"}], "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 3, "output_tokens": 1, "cache_creation_input_tokens": 700,
-                  "cache_read_input_tokens": 0}}))
+    fake.enqueue(
+        FakeResponse(
+            json_body={
+                "id": "msg_old",
+                "type": "message",
+                "role": "assistant",
+                "model": MODEL,
+                "content": [{"type": "text", "text": "x"}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": 3,
+                    "output_tokens": 1,
+                    "cache_creation_input_tokens": 700,
+                    "cache_read_input_tokens": 0,
+                },
+            }
+        )
+    )
     wrapped = wrap(client)
     _ask(wrapped, "hi")
     usage = wrapped.calls[0].usage
-    assert (usage.cache_creation_input_tokens, usage.cache_creation_5m,
-            usage.cache_creation_1h) == (700, 700, 0)
+    assert (
+        usage.cache_creation_input_tokens,
+        usage.cache_creation_5m,
+        usage.cache_creation_1h,
+    ) == (700, 700, 0)
 
 
 # -- streaming -------------------------------------------------------------------
 
 
 def test_stream_returns_the_sdk_stream_and_records_usage_at_the_end(fake, client):
-    fake.enqueue_reply("streamed reply text", AnthropicUsage(40, 9, cache_creation_5m=1500,
-                                                             cache_read=2048), stream=True)
+    fake.enqueue_reply(
+        "streamed reply text",
+        AnthropicUsage(40, 9, cache_creation_5m=1500, cache_read=2048),
+        stream=True,
+    )
     wrapped = wrap(client)
     stream = _ask(wrapped, "tell me", stream=True)
     assert isinstance(stream, anthropic.Stream)
@@ -155,13 +182,28 @@ def test_stream_closed_early_records_partial_usage(fake, client):
 
 
 def test_error_event_inside_a_stream_becomes_a_provider_error(fake, client):
-    start = {"type": "message_start", "message": {
-        "id": "msg_x", "type": "message", "role": "assistant", "model": MODEL, "content": [],
-        "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": 5, "output_tokens": 1}}}
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_x",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+        },
+    }
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    fake.enqueue(FakeResponse(events=[SSEEvent(json.dumps(start), "message_start"),
-                                      SSEEvent(json.dumps(error), "error")]))
+    fake.enqueue(
+        FakeResponse(
+            events=[
+                SSEEvent(json.dumps(start), "message_start"),
+                SSEEvent(json.dumps(error), "error"),
+            ]
+        )
+    )
     wrapped = wrap(client)
     stream = _ask(wrapped, "go", stream=True)
     with pytest.raises(ProviderError) as info:
@@ -192,8 +234,16 @@ def test_429_becomes_rate_limited_with_retry_after(fake, client):
 def test_sdk_retries_429_itself_and_we_do_not_retry_again(fake):
     c = _client(fake, max_retries=2)
     for _ in range(3):
-        fake.enqueue(FakeResponse(status=429, headers={"retry-after-ms": "5"}, json_body={
-            "type": "error", "error": {"type": "rate_limit_error", "message": "busy"}}))
+        fake.enqueue(
+            FakeResponse(
+                status=429,
+                headers={"retry-after-ms": "5"},
+                json_body={
+                    "type": "error",
+                    "error": {"type": "rate_limit_error", "message": "busy"},
+                },
+            )
+        )
     with pytest.raises(RateLimited) as info:
         _ask(wrap(c), "hi")
     assert len(fake.messages_requests()) == 3  # one call + the SDK's two retries, no more
@@ -203,8 +253,13 @@ def test_sdk_retries_429_itself_and_we_do_not_retry_again(fake):
 
 def test_sdk_retry_then_success_is_one_recorded_call(fake):
     c = _client(fake, max_retries=1)
-    fake.enqueue(FakeResponse(status=429, headers={"retry-after-ms": "5"}, json_body={
-        "type": "error", "error": {"type": "rate_limit_error", "message": "busy"}}))
+    fake.enqueue(
+        FakeResponse(
+            status=429,
+            headers={"retry-after-ms": "5"},
+            json_body={"type": "error", "error": {"type": "rate_limit_error", "message": "busy"}},
+        )
+    )
     wrapped = wrap(c)
     _ask(wrapped, "hi")
     assert len(fake.messages_requests()) == 2 and len(wrapped.calls) == 1
@@ -238,15 +293,17 @@ def test_connection_refused_becomes_provider_error():
 def _session_calls(fake, client, memory, questions, **kw):
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana", **kw)
     for q in questions:
-        wrapped.messages.create(model=MODEL, max_tokens=256, system=SYSTEM,
-                                messages=[{"role": "user", "content": q}])
+        wrapped.messages.create(
+            model=MODEL, max_tokens=256, system=SYSTEM, messages=[{"role": "user", "content": q}]
+        )
     wrapped.flush()
     return wrapped, [r.json() for r in fake.messages_requests()]
 
 
 def test_session_places_breakpoints_and_keeps_the_prefix_byte_stable(fake, client, memory):
-    wrapped, bodies = _session_calls(fake, client, memory,
-                                     ["first question", "second one", "third", "fourth"])
+    wrapped, bodies = _session_calls(
+        fake, client, memory, ["first question", "second one", "third", "fourth"]
+    )
     for n, body in enumerate(bodies):
         marks = [b for b in body["system"] if "cache_control" in b]
         assert marks, "the system prompt ends in a breakpoint"
@@ -303,43 +360,72 @@ def test_exchange_is_remembered_for_later_sessions(fake, client, memory):
 
 
 def test_question_content_blocks_are_sent_as_given(fake, client, memory):
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": "iVBORw0KGgo="}}
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
-    wrapped.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": [
-        image, {"type": "text", "text": "what is this?"}]}])
+    wrapped.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        messages=[{"role": "user", "content": [image, {"type": "text", "text": "what is this?"}]}],
+    )
     final = fake.messages_requests()[0].json()["messages"][-1]["content"]
     assert final[-2] == image and final[-1]["text"] == "what is this?"
 
 
 def test_custom_tools_are_placed_and_cached_by_the_window(fake, client, memory):
-    tools = [{"name": f"t{i}", "description": "d", "input_schema": {"type": "object"},
-              "cache_control": {"type": "ephemeral"}} for i in range(3)]
+    tools = [
+        {
+            "name": f"t{i}",
+            "description": "d",
+            "input_schema": {"type": "object"},
+            "cache_control": {"type": "ephemeral"},
+        }
+        for i in range(3)
+    ]
     snapshot = json.loads(json.dumps(tools))
     _session_calls(fake, client, memory, ["a", "b"])
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
     for q in ["c", "d"]:
-        wrapped.messages.create(model=MODEL, max_tokens=64, system=SYSTEM, tools=tools,
-                                messages=[{"role": "user", "content": q}])
+        wrapped.messages.create(
+            model=MODEL,
+            max_tokens=64,
+            system=SYSTEM,
+            tools=tools,
+            messages=[{"role": "user", "content": q}],
+        )
     first, second = (r.json() for r in fake.messages_requests()[-2:])
     assert [t["name"] for t in second["tools"]] == ["t0", "t1", "t2"]
     assert _strip_cc(second["tools"]) == _strip_cc(first["tools"])  # byte-stable
     # tools come first in the cache order: the 1-hour breakpoint after the system covers them
     assert second["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
-    blocks = second["tools"] + second["system"] + [b for m in second["messages"]
-                                                   for b in m["content"]]
+    blocks = (
+        second["tools"] + second["system"] + [b for m in second["messages"] for b in m["content"]]
+    )
     assert sum("cache_control" in b for b in blocks) <= 4
     assert tools == snapshot
 
 
 def test_server_tools_travel_verbatim_and_breakpoints_stay_within_four(fake, client, memory):
-    tools = [{"type": f"web_search_2025030{i}", "name": f"web_search_{i}",
-              "cache_control": {"type": "ephemeral"}} for i in range(3)]
+    tools = [
+        {
+            "type": f"web_search_2025030{i}",
+            "name": f"web_search_{i}",
+            "cache_control": {"type": "ephemeral"},
+        }
+        for i in range(3)
+    ]
     snapshot = json.loads(json.dumps(tools))
     _session_calls(fake, client, memory, ["a", "b", "c"])
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
-    wrapped.messages.create(model=MODEL, max_tokens=64, system=SYSTEM, tools=tools,
-                            messages=[{"role": "user", "content": "d"}])
+    wrapped.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        system=SYSTEM,
+        tools=tools,
+        messages=[{"role": "user", "content": "d"}],
+    )
     body = fake.messages_requests()[-1].json()
     assert body["tools"] == snapshot
     blocks = body["tools"] + body["system"] + [b for m in body["messages"] for b in m["content"]]
@@ -358,8 +444,9 @@ def test_token_counter_is_exact_through_count_tokens(fake, client):
     sent = fake.requests_to("/v1/messages/count_tokens")[-1].json()
     assert sent["system"] == [{"type": "text", "text": "be brief"}]
     assert sent["messages"][0]["content"][0]["text"] == "hello there, how are you?"
-    expected = client.messages.count_tokens(model=MODEL, system=sent["system"],
-                                            messages=sent["messages"]).input_tokens
+    expected = client.messages.count_tokens(
+        model=MODEL, system=sent["system"], messages=sent["messages"]
+    ).input_tokens
     assert total == expected
     before = len(fake.requests)
     n = counter.count("some text to count")
@@ -394,8 +481,12 @@ def test_token_counter_maps_auth_errors(fake):
 def test_stream_helper_is_wrapped_too(fake, client, memory):
     memory.add("Ana plays the cello", user_id="ana", session_id="older")
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
-    with wrapped.messages.stream(model=MODEL, max_tokens=64, system=SYSTEM,
-                                 messages=[{"role": "user", "content": "what do I play?"}]) as s:
+    with wrapped.messages.stream(
+        model=MODEL,
+        max_tokens=64,
+        system=SYSTEM,
+        messages=[{"role": "user", "content": "what do I play?"}],
+    ) as s:
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text == final.content[0].text
@@ -412,8 +503,12 @@ def test_stream_helper_is_wrapped_too(fake, client, memory):
 
 def test_stream_helper_errors_are_mapped(fake, client):
     fake.enqueue_error(401, "bad key")
-    with pytest.raises(AuthError), wrap(client).messages.stream(
-            model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "x"}]):
+    with (
+        pytest.raises(AuthError),
+        wrap(client).messages.stream(
+            model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        ),
+    ):
         pass
 
 
@@ -434,8 +529,9 @@ def test_anthropic_llm_asks_for_structured_output(fake, client):
 def test_stream_usage_when_message_delta_only_carries_output_tokens():
     with FakeAnthropic(delta_usage="output_only") as server:
         c = _client(server)
-        server.enqueue_reply("short", AnthropicUsage(21, 7, cache_creation_1h=900,
-                                                     cache_read=300), stream=True)
+        server.enqueue_reply(
+            "short", AnthropicUsage(21, 7, cache_creation_1h=900, cache_read=300), stream=True
+        )
         wrapped = wrap(c)
         list(_ask(wrapped, "go", stream=True))
         usage = wrapped.calls[0].usage

@@ -55,10 +55,10 @@ def memory(tmp_path: Path) -> Iterator[Memory]:
     m.close()
 
 
-def _ask(c: Any, text: str, *, model: str = MODEL, system: str | None = None,
-         **kw: Any) -> Any:
+def _ask(c: Any, text: str, *, model: str = MODEL, system: str | None = None, **kw: Any) -> Any:
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": text}]
+        {"role": "user", "content": text}
+    ]
     return c.chat.completions.create(model=model, messages=messages, **kw)
 
 
@@ -78,8 +78,9 @@ def test_passthrough_sends_the_request_unchanged_and_records_usage(fake, client)
 
 
 def test_cached_tokens_are_normalised_like_anthropic(fake, client):
-    fake.enqueue_reply("ok", OpenAIUsage(prompt_tokens=2000, completion_tokens=7,
-                                         cached_tokens=1536))
+    fake.enqueue_reply(
+        "ok", OpenAIUsage(prompt_tokens=2000, completion_tokens=7, cached_tokens=1536)
+    )
     wrapped = wrap(client)
     response = _ask(wrapped, "hi")
     assert response.usage.prompt_tokens_details.cached_tokens == 1536
@@ -173,8 +174,10 @@ def test_session_prefix_is_stable_and_served_from_the_cache(fake, client, memory
 
 def test_prompt_cache_key_when_asked_and_developer_role_kept(fake, client, memory):
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana", prompt_cache_key=True)
-    wrapped.chat.completions.create(model=MODEL, messages=[
-        {"role": "developer", "content": "be terse"}, {"role": "user", "content": "hi"}])
+    wrapped.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "developer", "content": "be terse"}, {"role": "user", "content": "hi"}],
+    )
     body = fake.completions_requests()[0].json()
     assert body["prompt_cache_key"].startswith("ctxos-")
     assert body["messages"][0] == {"role": "developer", "content": "be terse"}
@@ -190,10 +193,18 @@ def test_malformed_stream_is_a_provider_error(fake, client):
 
 
 def test_function_tools_go_through_the_window_strict_ones_verbatim(fake, client, memory):
-    plain = [{"type": "function", "function": {
-        "name": "lookup", "description": "find", "parameters": {"type": "object"}}}]
-    strict = [{"type": "function", "function": {
-        "name": "lookup", "parameters": {"type": "object"}, "strict": True}}]
+    plain = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "description": "find", "parameters": {"type": "object"}},
+        }
+    ]
+    strict = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "parameters": {"type": "object"}, "strict": True},
+        }
+    ]
     wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
     _ask(wrapped, "one", tools=plain)
     _ask(wrapped, "two", tools=strict)
@@ -208,8 +219,10 @@ def test_openai_llm_and_settings(fake, client):
 
     fake.reply = lambda body: '{"ok": true}'
     llm = OpenAILLM(client, model=MODEL)
-    assert llm.complete("be json", [Message("user", "hi")], json_schema={"type": "object"}) \
+    assert (
+        llm.complete("be json", [Message("user", "hi")], json_schema={"type": "object"})
         == '{"ok": true}'
+    )
     body = fake.completions_requests()[0].json()
     assert body["messages"][0] == {"role": "system", "content": "be json"}
     assert body["response_format"]["json_schema"]["schema"] == {"type": "object"}

@@ -20,8 +20,18 @@ def test_all_names_resolve_and_are_documented() -> None:
 
 
 def test_memory_verbs_have_docstrings() -> None:
-    for verb in ("add", "search", "get", "get_all", "update", "delete", "history", "forget",
-                 "flush", "close"):
+    for verb in (
+        "add",
+        "search",
+        "get",
+        "get_all",
+        "update",
+        "delete",
+        "history",
+        "forget",
+        "flush",
+        "close",
+    ):
         assert getattr(contextos.Memory, verb).__doc__, verb
 
 

@@ -27,8 +27,13 @@ def db(tmp_path):
 def chat(session: Session, n: int) -> None:
     for i in range(n):
         role = "user" if i % 2 == 0 else "assistant"
-        session.add(Message(role, f"Message {i}: Ana flew to city number {i} on 3 May 2023.",
-                            metadata={"dia_id": f"D1:{i}"}))
+        session.add(
+            Message(
+                role,
+                f"Message {i}: Ana flew to city number {i} on 3 May 2023.",
+                metadata={"dia_id": f"D1:{i}"},
+            )
+        )
 
 
 def test_turns_are_durable_and_resumable_from_another_store(db):
@@ -49,8 +54,11 @@ def test_turns_are_durable_and_resumable_from_another_store(db):
 def test_tool_calls_round_trip_and_render(db):
     s = Session(SQLiteStore(db), "tools")
     call = ToolCall("call_1", "lookup", '{"id":"x"}')
-    s.add(Message("user", "look it up"), Message("assistant", "", tool_calls=(call,)),
-          Message("tool", "found x", tool_call_id="call_1"))
+    s.add(
+        Message("user", "look it up"),
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "found x", tool_call_id="call_1"),
+    )
     body = render_anthropic(s.window(SONNET, "and?"), SONNET)
     kinds = [c["type"] for m in body["messages"] for c in m["content"]]
     assert kinds == ["text", "tool_use", "tool_result", "text"]
@@ -89,8 +97,7 @@ def test_pinned_turn_survives_truncation(db):
 
 def test_offload_archives_into_memory_and_retrieves(db, tmp_path):
     store = SQLiteStore(db)
-    memory = Memory(str(tmp_path / "mem.db"), embedder=HashEmbedder(),
-                    background_embedding=False)
+    memory = Memory(str(tmp_path / "mem.db"), embedder=HashEmbedder(), background_embedding=False)
     try:
         s = Session(store, "off", user_id="ana")
         chat(s, 30)
@@ -127,21 +134,46 @@ def test_cli_session_window_compact(db):
     runner = CliRunner()
     base = ["--db", db]
     for i in range(12):
-        r = runner.invoke(cli, [*base, "session", "add", "c1", f"On day {i} Bo ran {i} km.",
-                                "--role", "user" if i % 2 == 0 else "assistant"])
+        r = runner.invoke(
+            cli,
+            [
+                *base,
+                "session",
+                "add",
+                "c1",
+                f"On day {i} Bo ran {i} km.",
+                "--role",
+                "user" if i % 2 == 0 else "assistant",
+            ],
+        )
         assert r.exit_code == 0, r.output
     shown = runner.invoke(cli, [*base, "--json", "session", "show", "c1"])
     assert len(json.loads(shown.output)["turns"]) == 12
     table = runner.invoke(cli, [*base, "window", "--session", "c1", "-q", "How far?"])
     assert table.exit_code == 0 and "turns" in table.output and "question" in table.output
-    body = runner.invoke(cli, [*base, "window", "--session", "c1", "-q", "How far?",
-                               "--format", "anthropic"])
+    body = runner.invoke(
+        cli, [*base, "window", "--session", "c1", "-q", "How far?", "--format", "anthropic"]
+    )
     assert json.loads(body.output)["messages"][-1]["content"][-1]["text"] == "How far?"
-    oai = runner.invoke(cli, [*base, "window", "--session", "c1", "-q", "x", "--format",
-                              "openai", "--model", "gpt-4.1"])
+    oai = runner.invoke(
+        cli,
+        [*base, "window", "--session", "c1", "-q", "x", "--format", "openai", "--model", "gpt-4.1"],
+    )
     assert "prompt_cache_key" in json.loads(oai.output)
-    comp = runner.invoke(cli, [*base, "--json", "compact", "--session", "c1", "--budget",
-                               "120", "--strategy", "truncate"])
+    comp = runner.invoke(
+        cli,
+        [
+            *base,
+            "--json",
+            "compact",
+            "--session",
+            "c1",
+            "--budget",
+            "120",
+            "--strategy",
+            "truncate",
+        ],
+    )
     data = json.loads(comp.output)
     assert data["compacted"] and data["state"]["start_seq"] > 0
     again = runner.invoke(cli, [*base, "session", "show", "c1"])

@@ -20,16 +20,34 @@ from contextos.types import Filter, MemoryRecord, Message, Scope, ToolCall, cont
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def rec(text: str, *, user: str | None = "u1", tenant: str = "t1", agent: str | None = None,
-        session: str | None = None, mtype: str = "episodic", event: datetime | None = None,
-        meta: dict | None = None, context: str = "", created: datetime | None = None,
-        valid_to: datetime | None = None) -> MemoryRecord:
+def rec(
+    text: str,
+    *,
+    user: str | None = "u1",
+    tenant: str = "t1",
+    agent: str | None = None,
+    session: str | None = None,
+    mtype: str = "episodic",
+    event: datetime | None = None,
+    meta: dict | None = None,
+    context: str = "",
+    created: datetime | None = None,
+    valid_to: datetime | None = None,
+) -> MemoryRecord:
     return MemoryRecord(
-        id=str(uuid.uuid4()), text=text,
+        id=str(uuid.uuid4()),
+        text=text,
         scope=Scope(tenant=tenant, user_id=user, agent_id=agent, session_id=session),
-        memory_type=mtype, metadata=meta or {}, created_at=created or T0, event_time=event,
-        valid_from=event, valid_to=valid_to, provenance=("D1:1", "D1:2"), context=context,
-        hash=content_hash(text))  # type: ignore[arg-type]
+        memory_type=mtype,
+        metadata=meta or {},
+        created_at=created or T0,
+        event_time=event,
+        valid_from=event,
+        valid_to=valid_to,
+        provenance=("D1:1", "D1:2"),
+        context=context,
+        hash=content_hash(text),
+    )  # type: ignore[arg-type]
 
 
 def unit(*values: float) -> np.ndarray:
@@ -43,14 +61,26 @@ def scope_filter(user: str = "u1", tenant: str = "t1", **kw: object) -> Filter:
 
 # -- records -----------------------------------------------------------------
 
+
 def test_put_get_round_trip_keeps_every_field(store: Store) -> None:
-    r = rec("Ana moved to Lisbon 🇵🇹 — نعم", agent="a1", session="s1", mtype="semantic",
-            event=T0, meta={"k": "v", "n": 3, "nested": {"x": [1, 2]}}, context="Ana | May")
+    r = rec(
+        "Ana moved to Lisbon 🇵🇹 — نعم",
+        agent="a1",
+        session="s1",
+        mtype="semantic",
+        event=T0,
+        meta={"k": "v", "n": 3, "nested": {"x": [1, 2]}},
+        context="Ana | May",
+    )
     store.put([r])
     got = store.get("t1", r.id)
     assert got is not None
     assert (got.text, got.scope, got.memory_type, dict(got.metadata)) == (
-        r.text, r.scope, r.memory_type, dict(r.metadata))
+        r.text,
+        r.scope,
+        r.memory_type,
+        dict(r.metadata),
+    )
     assert got.event_time == T0 and got.valid_from == T0 and got.valid_to is None
     assert got.created_at == T0
     assert got.provenance == ("D1:1", "D1:2") and got.context == "Ana | May"
@@ -92,7 +122,9 @@ def test_update_logs_history_and_clears_vector(store: Store) -> None:
     assert [p.id for p in store.pending_vectors(limit=10)] == [r.id]
     events = store.history("t1", r.id)
     assert [(e.event, e.old_text, e.new_text) for e in events] == [
-        ("ADD", None, "likes tea"), ("UPDATE", "likes tea", "likes coffee")]
+        ("ADD", None, "likes tea"),
+        ("UPDATE", "likes tea", "likes coffee"),
+    ]
 
 
 def test_update_and_delete_unknown_or_foreign_raise_not_found(store: Store) -> None:
@@ -133,10 +165,17 @@ def test_validity_interval_hides_closed_records_unless_asked(store: Store) -> No
 
 
 def test_list_filters_and_paginates_newest_first(store: Store) -> None:
-    rs = [rec(f"note {i}", created=T0 + timedelta(minutes=i), session="s1" if i % 2 else "s2",
-              mtype="semantic" if i < 3 else "episodic", meta={"i": i, "even": i % 2 == 0},
-              event=T0 + timedelta(days=i))
-          for i in range(6)]
+    rs = [
+        rec(
+            f"note {i}",
+            created=T0 + timedelta(minutes=i),
+            session="s1" if i % 2 else "s2",
+            mtype="semantic" if i < 3 else "episodic",
+            meta={"i": i, "even": i % 2 == 0},
+            event=T0 + timedelta(days=i),
+        )
+        for i in range(6)
+    ]
     store.put(rs)
     store.put([rec("other user", user="u2")])
     assert [r.text for r in store.list(scope_filter(), limit=2)] == ["note 5", "note 4"]
@@ -147,8 +186,9 @@ def test_list_filters_and_paginates_newest_first(store: Store) -> None:
     assert {r.text for r in sess} == {"note 1", "note 3", "note 5"}
     meta = store.list(scope_filter(metadata={"even": True}))
     assert {r.text for r in meta} == {"note 0", "note 2", "note 4"}
-    window = store.list(scope_filter(event_after=T0 + timedelta(days=2),
-                                     event_before=T0 + timedelta(days=4)))
+    window = store.list(
+        scope_filter(event_after=T0 + timedelta(days=2), event_before=T0 + timedelta(days=4))
+    )
     assert {r.text for r in window} == {"note 2", "note 3"}
     assert store.count(scope_filter()) == 6
     assert store.count(Filter(scope=Scope(tenant="t1"))) == 7
@@ -157,11 +197,16 @@ def test_list_filters_and_paginates_newest_first(store: Store) -> None:
 
 # -- search --------------------------------------------------------------------
 
+
 def test_keyword_search_ranks_and_scopes(store: Store) -> None:
-    store.put([rec("Melanie painted a sunrise over the lake"),
-               rec("Caroline went to the support group"),
-               rec("lake house weekend", user="u2"),
-               rec("lake trip in tenant two", tenant="t2")])
+    store.put(
+        [
+            rec("Melanie painted a sunrise over the lake"),
+            rec("Caroline went to the support group"),
+            rec("lake house weekend", user="u2"),
+            rec("lake trip in tenant two", tenant="t2"),
+        ]
+    )
     hits = store.keyword_search(scope_filter(), "When did Melanie paint the lake?", limit=5)
     assert len(hits) == 1
     assert store.get("t1", hits[0].id).text.startswith("Melanie")  # type: ignore[union-attr]
@@ -171,8 +216,16 @@ def test_keyword_search_ranks_and_scopes(store: Store) -> None:
 def test_keyword_search_uses_context_and_survives_query_syntax(store: Store) -> None:
     store.put([rec("I did it!", context="Caroline | image: a trophy on a shelf")])
     assert len(store.keyword_search(scope_filter(), "trophy", limit=5)) == 1
-    for nasty in ['"unbalanced', "a AND OR NOT", "col:umn*", "(x", "'; DROP TABLE memories; --",
-                  "NEAR(a b)", "😀", "\x00"]:
+    for nasty in [
+        '"unbalanced',
+        "a AND OR NOT",
+        "col:umn*",
+        "(x",
+        "'; DROP TABLE memories; --",
+        "NEAR(a b)",
+        "😀",
+        "\x00",
+    ]:
         store.keyword_search(scope_filter(), nasty, limit=5)  # must not raise
     assert store.count(scope_filter()) == 1
 
@@ -182,8 +235,12 @@ def test_vector_search_orders_by_cosine_within_scope(store: Store) -> None:
     d = rec("d", tenant="t2")
     store.put([a, b, c])
     store.put([d])
-    store.set_vectors("t1", [a.id, b.id, c.id],
-                      np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0), unit(1, 0, 0, 0)]), "m")
+    store.set_vectors(
+        "t1",
+        [a.id, b.id, c.id],
+        np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0), unit(1, 0, 0, 0)]),
+        "m",
+    )
     store.set_vectors("t2", [d.id], unit(1, 0, 0, 0)[None, :], "m")
     hits = store.vector_search(scope_filter(), unit(1, 0.1, 0, 0), limit=5)
     assert [h.id for h in hits] == [a.id, b.id]
@@ -192,11 +249,18 @@ def test_vector_search_orders_by_cosine_within_scope(store: Store) -> None:
 
 
 def test_vector_search_applies_metadata_and_type_filters(store: Store) -> None:
-    rs = [rec(f"m{i}", meta={"tag": "x" if i % 3 == 0 else "y"},
-              mtype="semantic" if i % 2 else "episodic") for i in range(12)]
+    rs = [
+        rec(
+            f"m{i}",
+            meta={"tag": "x" if i % 3 == 0 else "y"},
+            mtype="semantic" if i % 2 else "episodic",
+        )
+        for i in range(12)
+    ]
     store.put(rs)
-    store.set_vectors("t1", [r.id for r in rs],
-                      np.stack([unit(1, i / 10, 0, 0) for i in range(12)]), "m")
+    store.set_vectors(
+        "t1", [r.id for r in rs], np.stack([unit(1, i / 10, 0, 0) for i in range(12)]), "m"
+    )
     hits = store.vector_search(scope_filter(metadata={"tag": "x"}), unit(1, 0, 0, 0), limit=10)
     assert [h.id for h in hits] == [rs[0].id, rs[3].id, rs[6].id, rs[9].id]
     sem = store.vector_search(scope_filter(memory_types=("semantic",)), unit(1, 0, 0, 0), limit=3)
@@ -213,6 +277,7 @@ def test_set_vectors_ignores_unknown_and_foreign_ids(store: Store) -> None:
 
 
 # -- forget ----------------------------------------------------------------------
+
 
 def test_forget_erases_one_user_everywhere(store: Store) -> None:
     mine = [rec("u1 secret one", session="s1"), rec("u1 secret two")]
@@ -238,15 +303,21 @@ def test_forget_needs_a_user(store: Store) -> None:
 
 # -- session logs ------------------------------------------------------------------
 
+
 def test_session_log_appends_in_order_with_tool_calls(store: Store) -> None:
     s = Scope(tenant="t1", user_id="u1", session_id="chat-1")
     call = ToolCall(id="call_1", name="weather", arguments='{"city":"Oslo"}')
-    first = store.append_turns(s, [
-        Message(role="user", content="weather in Oslo?"),
-        Message(role="assistant", content="", tool_calls=(call,)),
-    ], [5, 9])
-    second = store.append_turns(s, [Message(role="tool", content="-3C", tool_call_id="call_1",
-                                             metadata={"k": 1})], [3])
+    first = store.append_turns(
+        s,
+        [
+            Message(role="user", content="weather in Oslo?"),
+            Message(role="assistant", content="", tool_calls=(call,)),
+        ],
+        [5, 9],
+    )
+    second = store.append_turns(
+        s, [Message(role="tool", content="-3C", tool_call_id="call_1", metadata={"k": 1})], [3]
+    )
     assert [t.seq for t in first + second] == [0, 1, 2]
     turns = store.turns(s)
     assert [t.message.role for t in turns] == ["user", "assistant", "tool"]

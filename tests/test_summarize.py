@@ -12,14 +12,22 @@ TOK = CharEstimateTokenizer()
 
 
 def t(seq: int, text: str, name: str = "Ana", **meta: object) -> Turn:
-    return Turn("chat", seq, Message("user", text, name=name, metadata=meta), 10,
-                datetime(2023, 5, 8, tzinfo=UTC))
+    return Turn(
+        "chat",
+        seq,
+        Message("user", text, name=name, metadata=meta),
+        10,
+        datetime(2023, 5, 8, tzinfo=UTC),
+    )
 
 
 def test_keeps_names_numbers_and_dates_over_filler():
-    turns = [t(0, "Wow, cool!"), t(1, "Haha yes."),
-             t(2, "On 12 June 2023 Caroline adopted 2 dogs in Boston.", dia_id="D1:3"),
-             t(3, "That sounds nice.")]
+    turns = [
+        t(0, "Wow, cool!"),
+        t(1, "Haha yes."),
+        t(2, "On 12 June 2023 Caroline adopted 2 dogs in Boston.", dia_id="D1:3"),
+        t(3, "That sounds nice."),
+    ]
     s = ExtractiveSummarizer(TOK).summarize(turns, previous=None, max_tokens=30)
     assert len(s.lines) == 1
     line = s.lines[0]
@@ -29,8 +37,10 @@ def test_keeps_names_numbers_and_dates_over_filler():
 
 
 def test_every_line_is_a_sentence_of_its_turn():
-    turns = [t(i, f"I met Bo on day {i}. We walked {i} miles. Fine.", dia_id=f"D1:{i}")
-             for i in range(12)]
+    turns = [
+        t(i, f"I met Bo on day {i}. We walked {i} miles. Fine.", dia_id=f"D1:{i}")
+        for i in range(12)
+    ]
     s = ExtractiveSummarizer(TOK).summarize(turns, previous=None, max_tokens=200)
     assert s.tokens <= 200
     by_ref = {turn_ref(x): x for x in turns}
@@ -43,15 +53,18 @@ def test_every_line_is_a_sentence_of_its_turn():
 
 def test_incremental_update_competes_with_previous_lines():
     summ = ExtractiveSummarizer(TOK)
-    first = summ.summarize([t(0, "Ana moved to Lisbon in 2021."), t(1, "ok")], previous=None,
-                           max_tokens=40)
-    second = summ.summarize([t(2, "hmm"), t(3, "Bo was born on 4 July 1990 in Ohio.")],
-                            previous=first, max_tokens=40)
+    first = summ.summarize(
+        [t(0, "Ana moved to Lisbon in 2021."), t(1, "ok")], previous=None, max_tokens=40
+    )
+    second = summ.summarize(
+        [t(2, "hmm"), t(3, "Bo was born on 4 July 1990 in Ohio.")], previous=first, max_tokens=40
+    )
     texts = " ".join(ln.text for ln in second.lines)
     assert "Lisbon" in texts and "Ohio" in texts
     assert second.covers_from == 0 and second.covers_to == 3
-    tight = summ.summarize([t(4, "Cy said 7 words on 1 May 2020 to Dee in Rome.")],
-                           previous=second, max_tokens=15)
+    tight = summ.summarize(
+        [t(4, "Cy said 7 words on 1 May 2020 to Dee in Rome.")], previous=second, max_tokens=15
+    )
     assert tight.tokens <= 15
 
 
@@ -61,6 +74,9 @@ def test_protocol_and_references():
     assert turn_ref(plain) == "chat#5"
     timed = t(6, "x", event_time="2022-01-02T03:04:05+00:00")
     assert turn_time(timed) == datetime(2022, 1, 2, 3, 4, 5, tzinfo=UTC)
-    s = Summary.from_json(ExtractiveSummarizer(TOK).summarize(
-        [t(1, "Ana flew to Oslo on 3 March.")], previous=None, max_tokens=50).to_json())
+    s = Summary.from_json(
+        ExtractiveSummarizer(TOK)
+        .summarize([t(1, "Ana flew to Oslo on 3 March.")], previous=None, max_tokens=50)
+        .to_json()
+    )
     assert s.lines and s.provenance() == ("chat#1",)

@@ -75,12 +75,23 @@ def test_family_aliases_point_at_current_models() -> None:
 # Minimum cacheable prompt per model, as checked against the sources named in models.py
 # (Opus 4.7's value is the documented assumption). A new model must be added here too.
 MIN_CACHE = {
-    "claude-opus-4-8": 1024, "claude-opus-4-7": 4096, "claude-opus-4-6": 4096,
-    "claude-sonnet-4-6": 1024, "claude-haiku-4-5": 4096, "claude-opus-4-5": 4096,
-    "claude-sonnet-4-5": 1024, "claude-opus-4-1": 1024, "claude-opus-4": 1024,
+    "claude-opus-4-8": 1024,
+    "claude-opus-4-7": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-sonnet-4-6": 1024,
+    "claude-haiku-4-5": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-sonnet-4-5": 1024,
+    "claude-opus-4-1": 1024,
+    "claude-opus-4": 1024,
     "claude-sonnet-4": 1024,
-    "gpt-4.1": 1024, "gpt-4.1-mini": 1024, "gpt-4.1-nano": 1024, "gpt-5.1": 1024,
-    "gpt-5": 1024, "gpt-5-mini": 1024, "gpt-5-nano": 1024,
+    "gpt-4.1": 1024,
+    "gpt-4.1-mini": 1024,
+    "gpt-4.1-nano": 1024,
+    "gpt-5.1": 1024,
+    "gpt-5": 1024,
+    "gpt-5-mini": 1024,
+    "gpt-5-nano": 1024,
 }
 
 

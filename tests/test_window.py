@@ -25,25 +25,41 @@ TOK = CharEstimateTokenizer()
 
 
 def q(text: str = "What is the answer?") -> Segment:
-    return Segment("question", "question", (text_item("q", text, TOK),), priority=100,
-                   required=True)
+    return Segment(
+        "question", "question", (text_item("q", text, TOK),), priority=100, required=True
+    )
 
 
 def ranked(n: int, size: int = 10) -> tuple[Item, ...]:
     return tuple(Item(f"m{r}", f"memory {r}", size, rank=r) for r in range(1, n + 1))
 
 
-item_st = st.builds(lambda k, t, r, p: Item(f"k{k}", "x" * t, t, rank=r, pinned=p),
-                    st.integers(0, 10_000), st.integers(1, 300), st.integers(0, 20),
-                    st.booleans())
+item_st = st.builds(
+    lambda k, t, r, p: Item(f"k{k}", "x" * t, t, rank=r, pinned=p),
+    st.integers(0, 10_000),
+    st.integers(1, 300),
+    st.integers(0, 20),
+    st.booleans(),
+)
 segment_st = st.builds(
     lambda name, kind, items, floor, ceiling, prio, keep: Segment(
-        name, kind, tuple({i.key: i for i in items}.values()), floor=floor, ceiling=ceiling,
-        priority=prio, keep=keep, placement="edges" if keep == "strongest" else "given"),
-    st.sampled_from(["a", "b", "c", "d"]), st.sampled_from(["system", "messages", "context"]),
-    st.lists(item_st, max_size=15), st.integers(0, 200),
-    st.one_of(st.none(), st.integers(0, 2000)), st.integers(0, 100),
-    st.sampled_from(["first", "newest", "strongest"]))
+        name,
+        kind,
+        tuple({i.key: i for i in items}.values()),
+        floor=floor,
+        ceiling=ceiling,
+        priority=prio,
+        keep=keep,
+        placement="edges" if keep == "strongest" else "given",
+    ),
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.sampled_from(["system", "messages", "context"]),
+    st.lists(item_st, max_size=15),
+    st.integers(0, 200),
+    st.one_of(st.none(), st.integers(0, 2000)),
+    st.integers(0, 100),
+    st.sampled_from(["first", "newest", "strongest"]),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -101,8 +117,7 @@ def test_ranks_one_and_two_always_land_on_the_edges(order):
 
 
 def test_weakest_sit_in_the_middle_and_weak_items_drop_first():
-    seg = Segment("mem", "context", ranked(10), keep="strongest", placement="edges",
-                  ceiling=60)
+    seg = Segment("mem", "context", ranked(10), keep="strongest", placement="edges", ceiling=60)
     w = assemble([seg, q()], 1000)
     keys = [b.key for b in w.blocks if b.segment == "mem"]
     assert keys == ["m1", "m3", "m5", "m6", "m4", "m2"]
@@ -112,8 +127,7 @@ def test_weakest_sit_in_the_middle_and_weak_items_drop_first():
 
 def test_priority_decides_who_gets_a_short_budget_and_floor_is_reserved():
     low = Segment("low", "context", ranked(20), priority=1, keep="strongest", floor=50)
-    high = Segment("high", "system", tuple(Item(f"h{i}", "h", 10) for i in range(20)),
-                   priority=50)
+    high = Segment("high", "system", tuple(Item(f"h{i}", "h", 10) for i in range(20)), priority=50)
     w = assemble([high, low, q("x")], 200)
     tokens = w.segment_tokens()
     assert tokens["low"] == 50  # its floor, even though 'high' wanted everything
@@ -122,8 +136,9 @@ def test_priority_decides_who_gets_a_short_budget_and_floor_is_reserved():
 
 
 def test_question_last_and_required():
-    turns = Segment("turns", "messages", (message_item("t0", Message("user", "hi"), TOK),),
-                    keep="newest")
+    turns = Segment(
+        "turns", "messages", (message_item("t0", Message("user", "hi"), TOK),), keep="newest"
+    )
     w = assemble([turns, q("the question")], 100)
     assert w.blocks[-1].kind == "question" and w.blocks[-1].text == "the question"
     with pytest.raises(BudgetError):
@@ -172,9 +187,14 @@ def _bp_segments(n_turns: int, turn_tokens: int = 100) -> list[Segment]:
     return [
         Segment("system", "system", (Item("sys", "s", 1500),), cache_ttl="1h"),
         Segment("summary", "system", (Item("sum", "s", 300),), cache_ttl="5m"),
-        Segment("turns", "messages",
-                tuple(Item(f"t{i}", "t", turn_tokens) for i in range(n_turns)),
-                keep="newest", cache_ttl="5m", anchor_every=16),
+        Segment(
+            "turns",
+            "messages",
+            tuple(Item(f"t{i}", "t", turn_tokens) for i in range(n_turns)),
+            keep="newest",
+            cache_ttl="5m",
+            anchor_every=16,
+        ),
         Segment("mem", "context", ranked(3), keep="strongest", cache_ttl="1h"),
         q(),
     ]
@@ -201,14 +221,25 @@ def test_breakpoints_below_minimum_are_dropped():
     assert len(assemble(segs, 10_000, min_cache_tokens=0).breakpoints) == 1
 
 
-@given(st.lists(st.tuples(st.integers(1, 400), st.sampled_from(["5m", "1h", None]),
-                          st.integers(0, 40)), min_size=1, max_size=9),
-       st.integers(0, 3000))
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 400), st.sampled_from(["5m", "1h", None]), st.integers(0, 40)),
+        min_size=1,
+        max_size=9,
+    ),
+    st.integers(0, 3000),
+)
 def test_breakpoint_plan_properties(specs, minimum):
-    segments = [Segment(f"s{k}", "system",
-                        tuple(Item(f"s{k}i{j}", "x", tokens) for j in range(3)),
-                        cache_ttl=ttl, anchor_every=anchor)
-                for k, (tokens, ttl, anchor) in enumerate(specs)]
+    segments = [
+        Segment(
+            f"s{k}",
+            "system",
+            tuple(Item(f"s{k}i{j}", "x", tokens) for j in range(3)),
+            cache_ttl=ttl,
+            anchor_every=anchor,
+        )
+        for k, (tokens, ttl, anchor) in enumerate(specs)
+    ]
     w = assemble(segments, 10_000_000, min_cache_tokens=minimum)
     bps = plan_breakpoints(w.blocks, segments, min_cache_tokens=minimum)
     assert len(bps) <= 4

@@ -60,8 +60,9 @@ def memory(tmp_path: Path) -> Iterator[Memory]:
 
 
 def _ask(c: Any, text: str) -> Any:
-    return c.messages.create(model=MODEL, max_tokens=64,
-                             messages=[{"role": "user", "content": text}])
+    return c.messages.create(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": text}]
+    )
 
 
 # -- the facade ------------------------------------------------------------------
@@ -134,12 +135,20 @@ class PinnedContext:
     def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
         self.requests.append(request)
         question = request.messages[-1]
-        window = assemble([
-            Segment("system", "system", (text_item("s", "pinned system", self.tok,
-                                                   role="system"),), cache_ttl="5m"),
-            Segment("question", "question", (message_item("q", question, self.tok),),
-                    required=True),
-        ], 10_000)
+        window = assemble(
+            [
+                Segment(
+                    "system",
+                    "system",
+                    (text_item("s", "pinned system", self.tok, role="system"),),
+                    cache_ttl="5m",
+                ),
+                Segment(
+                    "question", "question", (message_item("q", question, self.tok),), required=True
+                ),
+            ],
+            10_000,
+        )
         return Prepared(window, model_info(request.model), question, ())
 
     def commit(self, prepared: Prepared, call: CallRecord) -> None:
@@ -151,10 +160,16 @@ def test_an_injected_context_source_builds_the_request(fake, client):
     wrapped = wrap(client, context=ctx)
     _ask(wrapped, "what now?")
     body = fake.messages_requests()[0].json()
-    assert body["system"] == [{"type": "text", "text": "pinned system",
-                               "cache_control": {"type": "ephemeral", "ttl": "5m"}}]
-    assert body["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": "what now?"}]}]
+    assert body["system"] == [
+        {
+            "type": "text",
+            "text": "pinned system",
+            "cache_control": {"type": "ephemeral", "ttl": "5m"},
+        }
+    ]
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "what now?"}]}
+    ]
     assert ctx.requests[0].model == MODEL and ctx.requests[0].last_user_text() == "what now?"
     assert ctx.commits[0].reply is not None and ctx.commits[0].prefix_hash
 
@@ -245,19 +260,41 @@ def test_cli_chat_offline(tmp_path):
     db = tmp_path / "chat.db"
     runner = CliRunner()
     env = {"CONTEXTOS_EMBEDDER": "hash"}
-    first = runner.invoke(cli, ["--db", str(db), "chat", "--no-show-window"],
-                          input="my favourite colour is teal\n/quit\n", env=env)
+    first = runner.invoke(
+        cli,
+        ["--db", str(db), "chat", "--no-show-window"],
+        input="my favourite colour is teal\n/quit\n",
+        env=env,
+    )
     assert first.exit_code == 0, first.output
-    second = runner.invoke(cli, ["--db", str(db), "--json", "chat", "--session", "other"],
-                           input="what is my favourite colour?\n", env=env)
+    second = runner.invoke(
+        cli,
+        ["--db", str(db), "--json", "chat", "--session", "other"],
+        input="what is my favourite colour?\n",
+        env=env,
+    )
     assert second.exit_code == 0, second.output
     out = json.loads(second.output)
     assert "teal" in out["reply"] and out["window"]
 
 
 def test_cli_bench_wrap_prints_both_medians():
-    result = CliRunner().invoke(cli, ["bench", "wrap", "--provider", "anthropic", "--mode",
-                                      "passthrough", "--calls", "5", "--warmup", "1", "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "wrap",
+            "--provider",
+            "anthropic",
+            "--mode",
+            "passthrough",
+            "--calls",
+            "5",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
     assert row["calls"] == 5 and row["bare_median_ms"] > 0 and row["wrapped_median_ms"] > 0
@@ -265,8 +302,9 @@ def test_cli_bench_wrap_prints_both_medians():
 
 
 def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(fake, client, memory):
-    wrapped = wrap(client, memory=memory, session="long", user_id="ana", budget=2500,
-                   remember=False)
+    wrapped = wrap(
+        client, memory=memory, session="long", user_id="ana", budget=2500, remember=False
+    )
     for i in range(12):
         _ask(wrapped, f"Turn {i}: " + "the weather in Lisbon was sunny and warm today. " * 12)
     body = fake.messages_requests()[-1].json()
@@ -280,8 +318,7 @@ def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(fake, client, 
     assert wrapped.context.session.state().compactions >= 1
 
 
-def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(fake, client,
-                                                                          memory):
+def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(fake, client, memory):
     from contextos.errors import BudgetError
 
     wrapped = wrap(client, memory=memory, session="tight", user_id="ana", budget=400)
@@ -312,8 +349,13 @@ class _ForgetfulMemory:
 def test_a_failed_commit_is_raised_not_lost(fake, client, memory, background):
     from contextos.errors import StoreError
 
-    wrapped = wrap(client, memory=_ForgetfulMemory(memory), session="s", user_id="ana",
-                   background_commit=background)
+    wrapped = wrap(
+        client,
+        memory=_ForgetfulMemory(memory),
+        session="s",
+        user_id="ana",
+        background_commit=background,
+    )
     if background:
         _ask(wrapped, "first")  # the caller has its answer; the write fails behind it
         with pytest.raises(StoreError, match="disk full"):
@@ -337,7 +379,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60).filter(
-    lambda t: t.strip() != "")
+    lambda t: t.strip() != ""
+)
 
 
 def _strip(value: Any) -> Any:
@@ -349,8 +392,10 @@ def _strip(value: Any) -> Any:
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(questions=st.lists(_texts, min_size=2, max_size=6), provider=st.sampled_from(
-    ["anthropic", "openai"]))
+@given(
+    questions=st.lists(_texts, min_size=2, max_size=6),
+    provider=st.sampled_from(["anthropic", "openai"]),
+)
 def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions, provider):
     from contextos.providers.anthropic import AnthropicAdapter
     from contextos.providers.openai import OpenAIAdapter
@@ -361,8 +406,11 @@ def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions,
         ctx = SessionContext(memory=mem, session="p", user_id="u", background_commit=False)
         bodies = []
         for i, q in enumerate(questions):
-            kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 32, "messages": [
-                {"role": "user", "content": q}]}
+            kwargs: dict[str, Any] = {
+                "model": MODEL,
+                "max_tokens": 32,
+                "messages": [{"role": "user", "content": q}],
+            }
             if provider == "anthropic":
                 kwargs["system"] = "stable system prompt"
             else:
@@ -370,8 +418,12 @@ def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions,
             prepared = ctx.prepare(adapter.parse(kwargs), reserve_tokens=32)
             body, _ = adapter.render(prepared, kwargs)
             bodies.append(body)
-            ctx.commit(prepared, CallRecord(provider, MODEL, Usage(1, 1),
-                                            Message("assistant", f"reply {i}"), False, 0.0))
+            ctx.commit(
+                prepared,
+                CallRecord(
+                    provider, MODEL, Usage(1, 1), Message("assistant", f"reply {i}"), False, 0.0
+                ),
+            )
     for before, after in zip(bodies, bodies[1:], strict=False):
         assert _strip(after.get("system")) == _strip(before.get("system"))
         stable = before["messages"][:-1]  # everything but the per-call final message

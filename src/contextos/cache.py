@@ -50,25 +50,32 @@ def _check_order(window: Window) -> None:
 
 def _anthropic_tool(text: str) -> dict[str, Any]:
     schema = json.loads(text)
-    out = {"name": schema["name"], "description": schema.get("description", ""),
-           "input_schema": schema.get("input_schema", schema.get("parameters", {}))}
+    out = {
+        "name": schema["name"],
+        "description": schema.get("description", ""),
+        "input_schema": schema.get("input_schema", schema.get("parameters", {})),
+    }
     return out
 
 
 def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     """(role, content blocks) for one logged message."""
     if msg.role == "tool":
-        return "user", [{"type": "tool_result", "tool_use_id": msg.tool_call_id or "",
-                         "content": msg.content}]
+        return "user", [
+            {"type": "tool_result", "tool_use_id": msg.tool_call_id or "", "content": msg.content}
+        ]
     role = "assistant" if msg.role == "assistant" else "user"
     blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
-    blocks += [{"type": "tool_use", "id": c.id, "name": c.name,
-                "input": json.loads(c.arguments or "{}")} for c in msg.tool_calls]
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")}
+        for c in msg.tool_calls
+    ]
     return role, blocks or [{"type": "text", "text": ""}]
 
 
-def render_anthropic(window: Window, model: ModelInfo, *, max_tokens: int | None = None
-                     ) -> dict[str, Any]:
+def render_anthropic(
+    window: Window, model: ModelInfo, *, max_tokens: int | None = None
+) -> dict[str, Any]:
     """The Messages API request body, with ``cache_control`` where the window planned it.
 
     Each window block becomes one tool, one system block, one message (a
@@ -82,8 +89,7 @@ def render_anthropic(window: Window, model: ModelInfo, *, max_tokens: int | None
     messages: list[dict[str, Any]] = []
     final: list[dict[str, Any]] = []
     for i, b in enumerate(window.blocks):
-        mark: dict[str, Any] | None = (
-            {"type": "ephemeral", "ttl": marks[i]} if i in marks else None)
+        mark: dict[str, Any] | None = {"type": "ephemeral", "ttl": marks[i]} if i in marks else None
         if b.kind == "messages":
             content: list[dict[str, Any]] = [{"type": "text", "text": b.text}]
             role: str = b.role
@@ -93,15 +99,18 @@ def render_anthropic(window: Window, model: ModelInfo, *, max_tokens: int | None
                 content[-1]["cache_control"] = mark
             messages.append({"role": role, "content": content})
             continue
-        block: dict[str, Any] = (_anthropic_tool(b.text) if b.kind == "tools"
-                                 else {"type": "text", "text": b.text})
+        block: dict[str, Any] = (
+            _anthropic_tool(b.text) if b.kind == "tools" else {"type": "text", "text": b.text}
+        )
         if mark:
             block["cache_control"] = mark
         {"tools": tools, "system": system}.get(b.kind, final).append(block)
     if final:
         messages.append({"role": "user", "content": final})
-    body: dict[str, Any] = {"model": model.name,
-                            "max_tokens": max_tokens or model.default_output_reserve()}
+    body: dict[str, Any] = {
+        "model": model.name,
+        "max_tokens": max_tokens or model.default_output_reserve(),
+    }
     if tools:
         body["tools"] = tools
     if system:
@@ -115,9 +124,14 @@ def render_anthropic(window: Window, model: ModelInfo, *, max_tokens: int | None
 
 def _openai_tool(text: str) -> dict[str, Any]:
     schema = json.loads(text)
-    return {"type": "function", "function": {
-        "name": schema["name"], "description": schema.get("description", ""),
-        "parameters": schema.get("parameters", schema.get("input_schema", {}))}}
+    return {
+        "type": "function",
+        "function": {
+            "name": schema["name"],
+            "description": schema.get("description", ""),
+            "parameters": schema.get("parameters", schema.get("input_schema", {})),
+        },
+    }
 
 
 def _openai_turn(msg: Message) -> dict[str, Any]:
@@ -125,9 +139,10 @@ def _openai_turn(msg: Message) -> dict[str, Any]:
         return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.content}
     out: dict[str, Any] = {"role": msg.role, "content": msg.content}
     if msg.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "type": "function",
-                              "function": {"name": c.name, "arguments": c.arguments}}
-                             for c in msg.tool_calls]
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in msg.tool_calls
+        ]
     return out
 
 
@@ -137,8 +152,9 @@ def prompt_cache_key(window: Window) -> str:
     return "ctxos-" + hashlib.sha256("\x1f".join(stable).encode()).hexdigest()[:24]
 
 
-def render_openai(window: Window, model: ModelInfo, *, cache_key: str | None = None
-                  ) -> dict[str, Any]:
+def render_openai(
+    window: Window, model: ModelInfo, *, cache_key: str | None = None
+) -> dict[str, Any]:
     """The Chat Completions request body: stable prefix first, ``prompt_cache_key`` set."""
     _check_order(window)
     tools = [_openai_tool(b.text) for b in window.blocks if b.kind == "tools"]
@@ -148,8 +164,11 @@ def render_openai(window: Window, model: ModelInfo, *, cache_key: str | None = N
         if b.kind == "system":
             messages.append({"role": "system", "content": b.text})
         elif b.kind == "messages":
-            messages.append(_openai_turn(b.message) if b.message is not None
-                            else {"role": b.role, "content": b.text})
+            messages.append(
+                _openai_turn(b.message)
+                if b.message is not None
+                else {"role": b.role, "content": b.text}
+            )
         elif b.kind in ("context", "question"):
             final.append({"type": "text", "text": b.text})
     if final:
@@ -234,8 +253,9 @@ class CacheRequest:
     tail_tokens: int = TOKENS_PER_REPLY  # the reply primer: never cached
 
 
-def cache_request(window: Window, model: ModelInfo, wire: WireFormat, *, at: float,
-                  output_tokens: int = 0) -> CacheRequest:
+def cache_request(
+    window: Window, model: ModelInfo, wire: WireFormat, *, at: float, output_tokens: int = 0
+) -> CacheRequest:
     """Render ``window`` and chain-hash its wire blocks (hash i covers blocks 0..i)."""
     blocks = wire_blocks(render(window, model, wire), wire, final_parts=final_parts(window))
     if len(blocks) != len(window.blocks):
@@ -246,15 +266,22 @@ def cache_request(window: Window, model: ModelInfo, wire: WireFormat, *, at: flo
         h.update(len(raw).to_bytes(8, "little") + raw)
         hashes.append(h.copy().hexdigest()[:32])
     bps = tuple((bp.after, bp.ttl) for bp in window.breakpoints) if wire == "anthropic" else ()
-    return CacheRequest(tuple(hashes), tuple(b.tokens for b in window.blocks), bps, at,
-                        output_tokens, window.total_tokens - sum(b.tokens for b in window.blocks))
+    return CacheRequest(
+        tuple(hashes),
+        tuple(b.tokens for b in window.blocks),
+        bps,
+        at,
+        output_tokens,
+        window.total_tokens - sum(b.tokens for b in window.blocks),
+    )
 
 
 class CacheSimulator:
     """Applies a provider's prompt-cache rules to a sequence of requests (offline)."""
 
-    def __init__(self, wire: WireFormat, *, min_tokens: int,
-                 lookback: int = LOOKBACK_BLOCKS) -> None:
+    def __init__(
+        self, wire: WireFormat, *, min_tokens: int, lookback: int = LOOKBACK_BLOCKS
+    ) -> None:
         self.wire = wire
         self.min_tokens = min_tokens
         self.lookback = lookback
@@ -291,9 +318,14 @@ class CacheSimulator:
             self._ttl[req.hashes[i]] = TTL_SECONDS[ttl]
         read = prefix[read_end] if read_end >= 0 else 0
         total = (prefix[-1] if prefix else 0) + req.tail_tokens
-        return Usage(input_tokens=total - read - w5 - w1, output_tokens=req.output_tokens,
-                     cache_creation_input_tokens=w5 + w1, cache_read_input_tokens=read,
-                     cache_creation_5m=w5, cache_creation_1h=w1)
+        return Usage(
+            input_tokens=total - read - w5 - w1,
+            output_tokens=req.output_tokens,
+            cache_creation_input_tokens=w5 + w1,
+            cache_read_input_tokens=read,
+            cache_creation_5m=w5,
+            cache_creation_1h=w1,
+        )
 
     def _send_openai(self, req: CacheRequest) -> Usage:
         prefix = _prefix_sums(req.tokens)
@@ -307,8 +339,11 @@ class CacheSimulator:
             for h in req.hashes:
                 self._entries[h] = req.at + OPENAI_TTL_SECONDS
         total = (prefix[-1] if prefix else 0) + req.tail_tokens
-        return Usage(input_tokens=total - cached, output_tokens=req.output_tokens,
-                     cache_read_input_tokens=cached)
+        return Usage(
+            input_tokens=total - cached,
+            output_tokens=req.output_tokens,
+            cache_read_input_tokens=cached,
+        )
 
 
 def _prefix_sums(tokens: Sequence[int]) -> list[int]:
@@ -346,8 +381,7 @@ def usage_from_openai(usage: Mapping[str, Any]) -> Usage:
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     cached = int(details.get("cached_tokens") or 0)
     output = int(usage.get("completion_tokens", usage.get("output_tokens")) or 0)
-    return Usage(input_tokens=prompt - cached, output_tokens=output,
-                 cache_read_input_tokens=cached)
+    return Usage(input_tokens=prompt - cached, output_tokens=output, cache_read_input_tokens=cached)
 
 
 @dataclass(frozen=True)
@@ -384,8 +418,13 @@ def report(usages: Sequence[Usage], model: ModelInfo) -> CacheReport:
     w5 = sum(u.cache_creation_input_tokens for u in usages) - w1
     out = sum(u.output_tokens for u in usages)
     total_in = unc + read + w5 + w1
-    cost = (unc * p.input + read * p.cache_read + w5 * p.cache_write_5m + w1 * p.cache_write_1h
-            + out * p.output) / 1e6
+    cost = (
+        unc * p.input
+        + read * p.cache_read
+        + w5 * p.cache_write_5m
+        + w1 * p.cache_write_1h
+        + out * p.output
+    ) / 1e6
     plain = (total_in * p.input + out * p.output) / 1e6
     return CacheReport(len(usages), total_in, unc, read, w5, w1, out, cost, plain)
 
@@ -412,8 +451,20 @@ class CacheLedger:
 
 
 __all__ = [
-    "CacheLedger", "CacheReport", "CacheRequest", "CacheSimulator", "cache_request",
-    "cached_prefix", "final_parts", "prompt_cache_key", "render", "render_anthropic",
-    "render_openai", "report", "stable_end", "usage_from_anthropic", "usage_from_openai",
+    "CacheLedger",
+    "CacheReport",
+    "CacheRequest",
+    "CacheSimulator",
+    "cache_request",
+    "cached_prefix",
+    "final_parts",
+    "prompt_cache_key",
+    "render",
+    "render_anthropic",
+    "render_openai",
+    "report",
+    "stable_end",
+    "usage_from_anthropic",
+    "usage_from_openai",
     "wire_blocks",
 ]

@@ -69,19 +69,27 @@ class HistoryState:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"start_seq": self.start_seq, "cleared": list(self.cleared),
-                "pinned": list(self.pinned), "compactions": self.compactions,
-                "archived_to": self.archived_to,
-                "summary": self.summary.to_json() if self.summary else None}
+        return {
+            "start_seq": self.start_seq,
+            "cleared": list(self.cleared),
+            "pinned": list(self.pinned),
+            "compactions": self.compactions,
+            "archived_to": self.archived_to,
+            "summary": self.summary.to_json() if self.summary else None,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HistoryState:
         """Inverse of :meth:`to_json` ({} gives a fresh state)."""
         summary = data.get("summary")
-        return cls(int(data.get("start_seq", 0)), Summary.from_json(summary) if summary else None,
-                   tuple(int(x) for x in data.get("cleared", ())),
-                   tuple(int(x) for x in data.get("pinned", ())),
-                   int(data.get("compactions", 0)), int(data.get("archived_to", -1)))
+        return cls(
+            int(data.get("start_seq", 0)),
+            Summary.from_json(summary) if summary else None,
+            tuple(int(x) for x in data.get("cleared", ())),
+            tuple(int(x) for x in data.get("pinned", ())),
+            int(data.get("compactions", 0)),
+            int(data.get("archived_to", -1)),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,9 +106,11 @@ class Plan:
 
 def stub_text(turn: Turn) -> str:
     """What replaces a cleared tool result: what it was and how to get it back."""
-    return (f"[tool result cleared to save context ({turn.tokens} tokens); "
-            f"fetch it again with session.turn({turn.seq}) or "
-            f"`contextos session show {turn.session_id} --seq {turn.seq}`]")
+    return (
+        f"[tool result cleared to save context ({turn.tokens} tokens); "
+        f"fetch it again with session.turn({turn.seq}) or "
+        f"`contextos session show {turn.session_id} --seq {turn.seq}`]"
+    )
 
 
 def pinned_seqs(turns: Sequence[Turn], state: HistoryState) -> set[int]:
@@ -151,9 +161,15 @@ def tool_units(turns: Sequence[Turn]) -> list[tuple[Turn, ...]]:
     return [tuple(u) for u in units]
 
 
-def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
-                    strategy: Strategy, thresholds: Thresholds | None = None, *,
-                    force: bool = False) -> Plan | None:
+def plan_compaction(
+    turns: Sequence[Turn],
+    state: HistoryState,
+    budget: int,
+    strategy: Strategy,
+    thresholds: Thresholds | None = None,
+    *,
+    force: bool = False,
+) -> Plan | None:
     """Decide a compaction, or None when the history is under the trigger (or when
     everything that could go is protected: the recent or pinned turns).
 
@@ -167,7 +183,7 @@ def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
         return None
     goal = int(th.target * budget)
     visible = visible_turns(turns, state)
-    protected = {t.seq for t in visible[-th.keep_recent:]} if th.keep_recent else set()
+    protected = {t.seq for t in visible[-th.keep_recent :]} if th.keep_recent else set()
     pinned = pinned_seqs(turns, state)
     clear: list[int] = []
     tokens = before
@@ -176,30 +192,42 @@ def plan_compaction(turns: Sequence[Turn], state: HistoryState, budget: int,
     reserve = int(th.summary_share * budget) if strategy == "summarize" else 0
     if strategy == "summarize" and state.summary:
         tokens -= state.summary.tokens  # the new summary replaces it within ``reserve``
-    rotate, tokens = _plan_rotate(visible, state, protected, pinned, set(clear), tokens,
-                                  goal - reserve)
+    rotate, tokens = _plan_rotate(
+        visible, state, protected, pinned, set(clear), tokens, goal - reserve
+    )
     if not rotate and not clear:
         return None  # everything left is protected (recent or pinned)
     return Plan(strategy, tuple(rotate), tuple(clear), before, tokens + reserve)
 
 
-def _plan_clear(visible: Sequence[Turn], state: HistoryState, protected: set[int],
-                tokens: int, goal: int) -> tuple[list[int], int]:
+def _plan_clear(
+    visible: Sequence[Turn], state: HistoryState, protected: set[int], tokens: int, goal: int
+) -> tuple[list[int], int]:
     clear: list[int] = []
     for turn in visible:
         if tokens <= goal:
             break
-        if (turn.message.role == "tool" and turn.seq not in protected
-                and turn.seq not in state.pinned
-                and turn.seq not in state.cleared and turn.tokens > STUB_TOKENS):
+        if (
+            turn.message.role == "tool"
+            and turn.seq not in protected
+            and turn.seq not in state.pinned
+            and turn.seq not in state.cleared
+            and turn.tokens > STUB_TOKENS
+        ):
             clear.append(turn.seq)
             tokens -= turn.tokens - STUB_TOKENS
     return clear, tokens
 
 
-def _plan_rotate(visible: Sequence[Turn], state: HistoryState, protected: set[int],
-                 pinned: set[int], cleared_now: set[int], tokens: int,
-                 goal: int) -> tuple[list[int], int]:
+def _plan_rotate(
+    visible: Sequence[Turn],
+    state: HistoryState,
+    protected: set[int],
+    pinned: set[int],
+    cleared_now: set[int],
+    tokens: int,
+    goal: int,
+) -> tuple[list[int], int]:
     """Rotate whole units, oldest first, until ``tokens <= goal``.
 
     Pinned units are stepped over (they stay visible); a recent unit stops it.
@@ -217,9 +245,15 @@ def _plan_rotate(visible: Sequence[Turn], state: HistoryState, protected: set[in
     return rotate, tokens
 
 
-def apply_compaction(plan: Plan, turns: Sequence[Turn], state: HistoryState, budget: int, *,
-                     summarizer: Summarizer | None = None,
-                     thresholds: Thresholds | None = None) -> HistoryState:
+def apply_compaction(
+    plan: Plan,
+    turns: Sequence[Turn],
+    state: HistoryState,
+    budget: int,
+    *,
+    summarizer: Summarizer | None = None,
+    thresholds: Thresholds | None = None,
+) -> HistoryState:
     """The state after ``plan``. Summarizing reads only the rotated turns (O(new turns))."""
     th = thresholds or Thresholds()
     cleared = tuple(sorted(set(state.cleared) | set(plan.clear)))
@@ -231,11 +265,20 @@ def apply_compaction(plan: Plan, turns: Sequence[Turn], state: HistoryState, bud
         if summarizer is None:
             raise ValueError("the summarize strategy needs a summarizer")
         rotated = set(plan.rotate)
-        summary = summarizer.summarize([t for t in turns if t.seq in rotated], previous=summary,
-                                       max_tokens=int(th.summary_share * budget))
+        summary = summarizer.summarize(
+            [t for t in turns if t.seq in rotated],
+            previous=summary,
+            max_tokens=int(th.summary_share * budget),
+        )
     archived = max(plan.rotate) if plan.strategy == "offload" else state.archived_to
-    return replace(state, start_seq=max(start, state.start_seq), summary=summary,
-                   cleared=cleared, compactions=state.compactions + 1, archived_to=archived)
+    return replace(
+        state,
+        start_seq=max(start, state.start_seq),
+        summary=summary,
+        cleared=cleared,
+        compactions=state.compactions + 1,
+        archived_to=archived,
+    )
 
 
 def rotated_turns(plan: Plan, turns: Sequence[Turn]) -> list[Turn]:
@@ -245,7 +288,20 @@ def rotated_turns(plan: Plan, turns: Sequence[Turn]) -> list[Turn]:
 
 
 __all__ = [
-    "STRATEGIES", "STUB_TOKENS", "HistoryState", "Plan", "Strategy", "Thresholds",
-    "apply_compaction", "history_tokens", "needs_compaction", "pinned_seqs", "plan_compaction",
-    "rotated_turns", "stub_text", "tool_units", "turn_cost", "visible_turns",
+    "STRATEGIES",
+    "STUB_TOKENS",
+    "HistoryState",
+    "Plan",
+    "Strategy",
+    "Thresholds",
+    "apply_compaction",
+    "history_tokens",
+    "needs_compaction",
+    "pinned_seqs",
+    "plan_compaction",
+    "rotated_turns",
+    "stub_text",
+    "tool_units",
+    "turn_cost",
+    "visible_turns",
 ]

@@ -50,8 +50,10 @@ def _messages(session_no: int) -> list[Message]:
     start = datetime.fromisoformat(SESSIONS[session_no][0])
     out = []
     for k, (speaker, text) in enumerate(SESSIONS[session_no][1]):
-        meta: dict[str, Any] = {"dia_id": f"S{session_no + 1}:{k + 1}",
-                                "event_time": (start + timedelta(minutes=k)).isoformat()}
+        meta: dict[str, Any] = {
+            "dia_id": f"S{session_no + 1}:{k + 1}",
+            "event_time": (start + timedelta(minutes=k)).isoformat(),
+        }
         if text in CAPTIONS:
             meta["caption"] = CAPTIONS[text]
         role = "user" if speaker == SPEAKERS[0] else "assistant"
@@ -71,8 +73,12 @@ def ingest(memory: Memory, session: Session, result: DemoResult) -> None:
     memory.flush()
 
 
-def run_demo(db: str | Path, *, model_name: str = "claude-sonnet-4-6",
-             progress: Callable[[str], None] | None = None) -> DemoResult:
+def run_demo(
+    db: str | Path,
+    *,
+    model_name: str = "claude-sonnet-4-6",
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
     """Run the demo against a database file (created if missing)."""
     say = progress or (lambda _msg: None)
     result = DemoResult(model=get_model(model_name))
@@ -82,8 +88,9 @@ def run_demo(db: str | Path, *, model_name: str = "claude-sonnet-4-6",
         say("ingesting the sample conversation (the embedding model loads on first use)")
         ingest(memory, session, result)
         for question in QUESTIONS:
-            result.answers.append((question, memory.search(question, user_id=USER, limit=3,
-                                                           token_budget=200)))
+            result.answers.append(
+                (question, memory.search(question, user_id=USER, limit=3, token_budget=200))
+            )
         say("compacting the session")
         result.history_tokens_before = session.history_tokens()
         compacted = session.compact(600, "summarize")
@@ -95,17 +102,20 @@ def run_demo(db: str | Path, *, model_name: str = "claude-sonnet-4-6",
     return result
 
 
-def _window_and_cost(memory: Memory, session: Session,
-                     model: ModelInfo) -> tuple[Window, CacheReport]:
+def _window_and_cost(
+    memory: Memory, session: Session, model: ModelInfo
+) -> tuple[Window, CacheReport]:
     """Assemble a window per question and price the sequence with the cache simulator."""
     sim = CacheSimulator("anthropic", min_tokens=model.min_cache_tokens)
     usages = []
     window = None
     for i, question in enumerate(QUESTIONS):
         hits = memory.search(question, user_id=USER, limit=8)
-        window = session.window(model, question, budget=4000, system=SYSTEM_PROMPT,
-                                rules=RULES, tools=TOOLS, hits=hits)
-        usages.append(sim.send(cache_request(window, model, "anthropic", at=60.0 * i,
-                                             output_tokens=80)))
+        window = session.window(
+            model, question, budget=4000, system=SYSTEM_PROMPT, rules=RULES, tools=TOOLS, hits=hits
+        )
+        usages.append(
+            sim.send(cache_request(window, model, "anthropic", at=60.0 * i, output_tokens=80))
+        )
     assert window is not None
     return window, report(usages, model)

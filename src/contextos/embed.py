@@ -108,8 +108,11 @@ class MiniLMEmbedder:
             if model is None:
                 model = self._models[kind] = self._load()
             out = model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
         return np.asarray(out, dtype=np.float32)
 
@@ -129,7 +132,9 @@ def make_embedder(name: str) -> Embedder:
     try:
         return EMBEDDERS[name]()
     except KeyError:
-        raise ConfigError(f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}, hash") from None
+        raise ConfigError(
+            f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}, hash"
+        ) from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,8 +23,7 @@ class MissingExtraError(ConfigError):
 
     def __init__(self, extra: str, package: str) -> None:
         super().__init__(
-            f"this feature needs the optional package {package!r}: "
-            f"pip install 'contextos[{extra}]'"
+            f"this feature needs the optional package {package!r}: pip install 'contextos[{extra}]'"
         )
         self.extra = extra
         self.package = package

@@ -90,21 +90,47 @@ class ModelInfo:
         return min(self.max_output_tokens, max(1024, self.context_window // 16))
 
 
-def _anthropic(name: str, window: int, max_out: int, min_cache: int, inp: float, out: float,
-               deprecated: str | None = None) -> ModelInfo:
+def _anthropic(
+    name: str,
+    window: int,
+    max_out: int,
+    min_cache: int,
+    inp: float,
+    out: float,
+    deprecated: str | None = None,
+) -> ModelInfo:
     # Anthropic: cache write 5m = 1.25x input, 1h = 2x input, read = 0.1x input [A-PRICE].
     return ModelInfo(
-        name, "anthropic", window, max_out, min_cache,
+        name,
+        "anthropic",
+        window,
+        max_out,
+        min_cache,
         Prices(inp, out, round(inp * 1.25, 4), inp * 2, round(inp * 0.1, 4)),
         deprecated=deprecated,
     )
 
 
-def _openai(name: str, window: int, max_out: int, inp: float, out: float, cached: float,
-            deprecated: str | None = None) -> ModelInfo:
+def _openai(
+    name: str,
+    window: int,
+    max_out: int,
+    inp: float,
+    out: float,
+    cached: float,
+    deprecated: str | None = None,
+) -> ModelInfo:
     # OpenAI: automatic prefix caching from 1,024 tokens, no write surcharge [O-CACHE].
-    return ModelInfo(name, "openai", window, max_out, 1024, Prices(inp, out, inp, inp, cached),
-                     tokenizer="o200k_base", deprecated=deprecated)
+    return ModelInfo(
+        name,
+        "openai",
+        window,
+        max_out,
+        1024,
+        Prices(inp, out, inp, inp, cached),
+        tokenizer="o200k_base",
+        deprecated=deprecated,
+    )
 
 
 def _open(name: str, window: int, max_out: int) -> ModelInfo:

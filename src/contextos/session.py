@@ -54,8 +54,9 @@ class Layout:
     anchor_every: int = 16
 
 
-def turn_items(turns: Sequence[Turn], state: HistoryState,
-               tokenizer: Tokenizer) -> tuple[Item, ...]:
+def turn_items(
+    turns: Sequence[Turn], state: HistoryState, tokenizer: Tokenizer
+) -> tuple[Item, ...]:
     """Window items for the visible turns: cleared results as stubs, tool units grouped."""
     pinned = pinned_seqs(turns, state)
     cleared = set(state.cleared)
@@ -68,9 +69,17 @@ def turn_items(turns: Sequence[Turn], state: HistoryState,
             if t.seq in cleared:
                 msg = replace(msg, content=stub_text(t))
                 tokens = None
-            items.append(message_item(f"turn:{t.seq}", msg, tokenizer, tokens=tokens,
-                                      pinned=t.seq in pinned, group=group,
-                                      provenance=(turn_ref(t),)))
+            items.append(
+                message_item(
+                    f"turn:{t.seq}",
+                    msg,
+                    tokenizer,
+                    tokens=tokens,
+                    pinned=t.seq in pinned,
+                    group=group,
+                    provenance=(turn_ref(t),),
+                )
+            )
     return tuple(items)
 
 
@@ -89,41 +98,95 @@ def hit_items(hits: Sequence[Hit], tokenizer: Tokenizer) -> tuple[Item, ...]:
     for rank, hit in enumerate(hits, start=1):
         rec = hit.record
         refs = rec.provenance or tuple(
-            str(rec.metadata[k]) for k in ("dia_id",) if rec.metadata.get(k))
-        items.append(text_item(f"memory:{rec.id}", memory_text(hit), tokenizer, rank=rank,
-                               provenance=tuple(refs)))
+            str(rec.metadata[k]) for k in ("dia_id",) if rec.metadata.get(k)
+        )
+        items.append(
+            text_item(
+                f"memory:{rec.id}", memory_text(hit), tokenizer, rank=rank, provenance=tuple(refs)
+            )
+        )
     return tuple(items)
 
 
-def standard_segments(budget: int, *, tokenizer: Tokenizer, question: str, system: str = "",
-                      rules: Sequence[str] = (), tools: Sequence[Mapping[str, Any]] = (),
-                      summary: Summary | None = None, turns: Sequence[Item] = (),
-                      memories: Sequence[Item] = (), layout: Layout | None = None
-                      ) -> list[Segment]:
+def standard_segments(
+    budget: int,
+    *,
+    tokenizer: Tokenizer,
+    question: str,
+    system: str = "",
+    rules: Sequence[str] = (),
+    tools: Sequence[Mapping[str, Any]] = (),
+    summary: Summary | None = None,
+    turns: Sequence[Item] = (),
+    memories: Sequence[Item] = (),
+    layout: Layout | None = None,
+) -> list[Segment]:
     """The default segments in layout order (see the module docstring)."""
     lay = layout or Layout()
     summary_items: tuple[Item, ...] = ()
     if summary is not None and summary.lines:
         text = "Summary of the earlier conversation:\n" + summary.text
-        summary_items = (text_item("summary", text, tokenizer, role="system",
-                                   provenance=summary.provenance()),)
+        summary_items = (
+            text_item("summary", text, tokenizer, role="system", provenance=summary.provenance()),
+        )
     return [
-        Segment("tools", "tools", tuple(tool_item(t, tokenizer) for t in tools),
-                priority=80, cache_ttl="1h", required=True),
-        Segment("system", "system", (text_item("system", system, tokenizer, role="system"),)
-                if system else (), priority=90, cache_ttl="1h", required=True),
-        Segment("rules", "system", tuple(text_item(f"rule:{i}", r, tokenizer, role="system")
-                                         for i, r in enumerate(rules)),
-                priority=85, cache_ttl="1h"),
-        Segment("summary", "system", summary_items, priority=30,
-                ceiling=int(lay.summary_ceiling * budget), cache_ttl="5m"),
-        Segment("turns", "messages", tuple(turns), priority=60, keep="newest",
-                cache_ttl="5m", anchor_every=lay.anchor_every),
-        Segment("memories", "context", tuple(memories), priority=50, keep="strongest",
-                placement="edges", floor=int(lay.memories_floor * budget),
-                ceiling=int(lay.memories_ceiling * budget)),
-        Segment("question", "question", (text_item("question", question, tokenizer),),
-                priority=100, required=True),
+        Segment(
+            "tools",
+            "tools",
+            tuple(tool_item(t, tokenizer) for t in tools),
+            priority=80,
+            cache_ttl="1h",
+            required=True,
+        ),
+        Segment(
+            "system",
+            "system",
+            (text_item("system", system, tokenizer, role="system"),) if system else (),
+            priority=90,
+            cache_ttl="1h",
+            required=True,
+        ),
+        Segment(
+            "rules",
+            "system",
+            tuple(text_item(f"rule:{i}", r, tokenizer, role="system") for i, r in enumerate(rules)),
+            priority=85,
+            cache_ttl="1h",
+        ),
+        Segment(
+            "summary",
+            "system",
+            summary_items,
+            priority=30,
+            ceiling=int(lay.summary_ceiling * budget),
+            cache_ttl="5m",
+        ),
+        Segment(
+            "turns",
+            "messages",
+            tuple(turns),
+            priority=60,
+            keep="newest",
+            cache_ttl="5m",
+            anchor_every=lay.anchor_every,
+        ),
+        Segment(
+            "memories",
+            "context",
+            tuple(memories),
+            priority=50,
+            keep="strongest",
+            placement="edges",
+            floor=int(lay.memories_floor * budget),
+            ceiling=int(lay.memories_ceiling * budget),
+        ),
+        Segment(
+            "question",
+            "question",
+            (text_item("question", question, tokenizer),),
+            priority=100,
+            required=True,
+        ),
     ]
 
 
@@ -152,14 +215,20 @@ class Session:
         >>> s.window(get_model("sonnet"), "what did I say?")      # doctest: +SKIP
     """
 
-    def __init__(self, store: Store, session_id: str, *, tenant: str = "default",
-                 user_id: str | None = None, agent_id: str | None = None,
-                 tokenizer: Tokenizer | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        session_id: str,
+        *,
+        tenant: str = "default",
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
         if not isinstance(session_id, str) or not session_id.strip():
             raise ValueError("session_id must be a non-empty string")
         self.store = store
-        self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id,
-                           session_id=session_id)
+        self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
         self.tokenizer = tokenizer or default_tokenizer()
         self._turns: list[Turn] = []
 
@@ -213,9 +282,16 @@ class Session:
         """Tokens of summary plus visible turns, as the window would show them."""
         return history_tokens(self.turns(), self.state())
 
-    def compact(self, budget: int, strategy: Strategy = "summarize", *,
-                thresholds: Thresholds | None = None, summarizer: Summarizer | None = None,
-                memory: Any = None, force: bool = False) -> CompactionResult:
+    def compact(
+        self,
+        budget: int,
+        strategy: Strategy = "summarize",
+        *,
+        thresholds: Thresholds | None = None,
+        summarizer: Summarizer | None = None,
+        memory: Any = None,
+        force: bool = False,
+    ) -> CompactionResult:
         """Compact the history to fit ``budget`` (its share of the window), if needed.
 
         ``offload`` archives rotated turns with ``memory.add`` (a
@@ -230,29 +306,50 @@ class Session:
             if memory is None:
                 raise ValueError("the offload strategy needs a memory to archive into")
             archived = len(archive(memory, rotated_turns(plan, turns), self.scope))
-        summarizer = summarizer or (ExtractiveSummarizer(self.tokenizer)
-                                    if strategy == "summarize" else None)
-        new = apply_compaction(plan, turns, state, budget, summarizer=summarizer,
-                               thresholds=thresholds)
+        summarizer = summarizer or (
+            ExtractiveSummarizer(self.tokenizer) if strategy == "summarize" else None
+        )
+        new = apply_compaction(
+            plan, turns, state, budget, summarizer=summarizer, thresholds=thresholds
+        )
         self._save(new)
         return CompactionResult(plan, new, archived)
 
     # -- the window ------------------------------------------------------------------
-    def window(self, model: ModelInfo, question: str, *, budget: int | None = None,
-               system: str = "", rules: Sequence[str] = (),
-               tools: Sequence[Mapping[str, Any]] = (), hits: Sequence[Hit] = (),
-               layout: Layout | None = None) -> Window:
+    def window(
+        self,
+        model: ModelInfo,
+        question: str,
+        *,
+        budget: int | None = None,
+        system: str = "",
+        rules: Sequence[str] = (),
+        tools: Sequence[Mapping[str, Any]] = (),
+        hits: Sequence[Hit] = (),
+        layout: Layout | None = None,
+    ) -> Window:
         """Assemble the window for ``question`` under the model's budget."""
         total = window_budget(model, budget)
         state = self.state()
         segments = standard_segments(
-            total, tokenizer=self.tokenizer, question=question, system=system, rules=rules,
-            tools=tools, summary=state.summary,
+            total,
+            tokenizer=self.tokenizer,
+            question=question,
+            system=system,
+            rules=rules,
+            tools=tools,
+            summary=state.summary,
             turns=turn_items(self.turns(), state, self.tokenizer),
-            memories=hit_items(hits, self.tokenizer), layout=layout)
+            memories=hit_items(hits, self.tokenizer),
+            layout=layout,
+        )
         lay = layout or Layout()
-        return assemble(segments, total, min_cache_tokens=model.min_cache_tokens,
-                        restate_question_over=lay.restate_question_over)
+        return assemble(
+            segments,
+            total,
+            min_cache_tokens=model.min_cache_tokens,
+            restate_question_over=lay.restate_question_over,
+        )
 
 
 def archive(memory: Any, turns: Sequence[Turn], scope: Scope) -> list[Any]:
@@ -266,11 +363,21 @@ def archive(memory: Any, turns: Sequence[Turn], scope: Scope) -> list[Any]:
         if when is not None:
             meta["event_time"] = when.isoformat()
         messages.append(replace(t.message, metadata=meta))
-    return list(memory.add(messages, user_id=scope.user_id, agent_id=scope.agent_id,
-                           session_id=scope.session_id))
+    return list(
+        memory.add(
+            messages, user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id
+        )
+    )
 
 
 __all__ = [
-    "CompactionResult", "Layout", "Session", "archive", "hit_items", "memory_text",
-    "standard_segments", "turn_items", "window_budget",
+    "CompactionResult",
+    "Layout",
+    "Session",
+    "archive",
+    "hit_items",
+    "memory_text",
+    "standard_segments",
+    "turn_items",
+    "window_budget",
 ]

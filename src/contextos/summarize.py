@@ -68,14 +68,19 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (kept in the session's meta)."""
-        return {"from": self.covers_from, "to": self.covers_to,
-                "lines": [[ln.text, ln.seq, ln.ref, ln.score, ln.tokens] for ln in self.lines]}
+        return {
+            "from": self.covers_from,
+            "to": self.covers_to,
+            "lines": [[ln.text, ln.seq, ln.ref, ln.score, ln.tokens] for ln in self.lines],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Summary:
         """Inverse of :meth:`to_json`."""
-        lines = tuple(SummaryLine(str(t), int(s), str(r), float(sc), int(n))
-                      for t, s, r, sc, n in data.get("lines", []))
+        lines = tuple(
+            SummaryLine(str(t), int(s), str(r), float(sc), int(n))
+            for t, s, r, sc, n in data.get("lines", [])
+        )
         return cls(lines, int(data.get("from", 0)), int(data.get("to", -1)))
 
 
@@ -83,8 +88,9 @@ class Summary:
 class Summarizer(Protocol):
     """Turns a run of turns (plus the previous summary) into a summary within a ceiling."""
 
-    def summarize(self, turns: Sequence[Turn], *, previous: Summary | None,
-                  max_tokens: int) -> Summary:
+    def summarize(
+        self, turns: Sequence[Turn], *, previous: Summary | None, max_tokens: int
+    ) -> Summary:
         """Fold ``turns`` into ``previous``; the result has at most ``max_tokens`` tokens."""
         ...
 
@@ -95,7 +101,9 @@ _DATE = re.compile(
     r"\b(january|february|march|april|may|june|july|august|september|october|november|"
     r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|yesterday|today|"
     r"tomorrow|tonight|weekend|last (?:week|month|year|night|summer|winter|spring|fall)|"
-    r"next (?:week|month|year)|ago|(?:19|20)\d\d)\b", re.IGNORECASE)
+    r"next (?:week|month|year)|ago|(?:19|20)\d\d)\b",
+    re.IGNORECASE,
+)
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}\b")
 _WORD = re.compile(r"[A-Za-z']+")
 _FIRST_PERSON = re.compile(r"\b(I|I'm|I've|my|we|our)\b")
@@ -125,8 +133,9 @@ def _score(sentence: str) -> float:
     return score
 
 
-def _lines_of(speaker: str, date: str, text: str, seq: int, ref: str,
-              tokenizer: Tokenizer) -> tuple[SummaryLine, ...]:
+def _lines_of(
+    speaker: str, date: str, text: str, seq: int, ref: str, tokenizer: Tokenizer
+) -> tuple[SummaryLine, ...]:
     """Scored candidate lines of one turn."""
     out = []
     for sentence in _SENTENCE.split(text.strip()):
@@ -161,8 +170,13 @@ class ExtractiveSummarizer:
         ... # doctest: +SKIP
     """
 
-    def __init__(self, tokenizer: Tokenizer | None = None, *, max_line_tokens: int = 80,
-                 min_score: float = 0.0) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer | None = None,
+        *,
+        max_line_tokens: int = 80,
+        min_score: float = 0.0,
+    ) -> None:
         self.tokenizer = tokenizer or default_tokenizer()
         self.max_line_tokens = max_line_tokens
         self.min_score = min_score
@@ -176,14 +190,19 @@ class ExtractiveSummarizer:
             if msg.role == "tool" or not msg.content.strip():
                 continue
             speaker = msg.name or msg.role
-            lines = self._lines(speaker, _date(turn_time(turn)), msg.content, turn.seq,
-                                turn_ref(turn))
-            out += [ln for ln in lines
-                    if ln.tokens <= self.max_line_tokens and ln.score > self.min_score]
+            lines = self._lines(
+                speaker, _date(turn_time(turn)), msg.content, turn.seq, turn_ref(turn)
+            )
+            out += [
+                ln
+                for ln in lines
+                if ln.tokens <= self.max_line_tokens and ln.score > self.min_score
+            ]
         return out
 
-    def _lines(self, speaker: str, date: str, text: str, seq: int,
-               ref: str) -> tuple[SummaryLine, ...]:
+    def _lines(
+        self, speaker: str, date: str, text: str, seq: int, ref: str
+    ) -> tuple[SummaryLine, ...]:
         """Memoised :func:`_lines_of`: re-summarizing the same turns reuses their scores."""
         key = (speaker, date, text, seq, ref)
         found = self._memo.get(key)
@@ -193,8 +212,9 @@ class ExtractiveSummarizer:
             found = self._memo[key] = _lines_of(speaker, date, text, seq, ref, self.tokenizer)
         return found
 
-    def summarize(self, turns: Sequence[Turn], *, previous: Summary | None,
-                  max_tokens: int) -> Summary:
+    def summarize(
+        self, turns: Sequence[Turn], *, previous: Summary | None, max_tokens: int
+    ) -> Summary:
         """Merge the previous lines with the new turns' lines; keep the best that fit."""
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
@@ -207,12 +227,20 @@ class ExtractiveSummarizer:
                 kept.add(i)
                 left -= pool[i].tokens
         lines = tuple(pool[i] for i in sorted(kept, key=lambda i: (pool[i].seq, i)))
-        start = previous.covers_from if previous and previous.covers_to >= 0 else (
-            turns[0].seq if turns else 0)
+        start = (
+            previous.covers_from
+            if previous and previous.covers_to >= 0
+            else (turns[0].seq if turns else 0)
+        )
         end = max([t.seq for t in turns] + [previous.covers_to if previous else -1])
         return Summary(lines, start, end)
 
 
 __all__ = [
-    "ExtractiveSummarizer", "Summarizer", "Summary", "SummaryLine", "turn_ref", "turn_time",
+    "ExtractiveSummarizer",
+    "Summarizer",
+    "Summary",
+    "SummaryLine",
+    "turn_ref",
+    "turn_time",
 ]

@@ -173,13 +173,15 @@ def text_item(key: str, text: str, tokenizer: Tokenizer, **kw: Any) -> Item:
     return Item(key=key, text=text, tokens=tokenizer.count(text) + TOKENS_PER_MESSAGE, **kw)
 
 
-def message_item(key: str, message: Message, tokenizer: Tokenizer, *,
-                 tokens: int | None = None, **kw: Any) -> Item:
+def message_item(
+    key: str, message: Message, tokenizer: Tokenizer, *, tokens: int | None = None, **kw: Any
+) -> Item:
     """An item for a chat message; ``tokens`` skips recounting when the log has it."""
     if tokens is None:
         tokens = tokenizer.count_messages([message]) - TOKENS_PER_REPLY
-    return Item(key=key, text=message.content, tokens=tokens, role=message.role,
-                message=message, **kw)
+    return Item(
+        key=key, text=message.content, tokens=tokens, role=message.role, message=message, **kw
+    )
 
 
 def tool_item(schema: Mapping[str, Any], tokenizer: Tokenizer) -> Item:
@@ -229,7 +231,8 @@ def _select(seg: Segment, allowance: int) -> tuple[list[tuple[Item, ...]], list[
     order = list(range(len(units)))
     if seg.keep == "newest":
         order = [i for i in order if any(x.pinned for x in units[i])] + [
-            i for i in reversed(order) if not any(x.pinned for x in units[i])]
+            i for i in reversed(order) if not any(x.pinned for x in units[i])
+        ]
     elif seg.keep == "strongest":
         order.sort(key=lambda i: (_strength(units[i]), i))
     kept: set[int] = set()
@@ -254,8 +257,9 @@ def _select(seg: Segment, allowance: int) -> tuple[list[tuple[Item, ...]], list[
 
 def _check(segments: Sequence[Segment], budget: int) -> None:
     if budget <= TOKENS_PER_REPLY:
-        raise BudgetError("budget too small for any request", requested=TOKENS_PER_REPLY + 1,
-                          available=budget)
+        raise BudgetError(
+            "budget too small for any request", requested=TOKENS_PER_REPLY + 1, available=budget
+        )
     names = [s.name for s in segments]
     if len(set(names)) != len(names):
         raise ValueError(f"segment names must be unique: {names}")
@@ -264,8 +268,13 @@ def _check(segments: Sequence[Segment], budget: int) -> None:
             raise ValueError(f"segment {s.name!r}: floor and ceiling must be >= 0")
 
 
-def assemble(segments: Sequence[Segment], budget: int, *, min_cache_tokens: int = 0,
-             restate_question_over: int | None = None) -> Window:
+def assemble(
+    segments: Sequence[Segment],
+    budget: int,
+    *,
+    min_cache_tokens: int = 0,
+    restate_question_over: int | None = None,
+) -> Window:
     """Fill ``budget`` tokens from ``segments`` (given in layout order).
 
     Floors are reserved first (up to what each segment has), then segments are
@@ -295,18 +304,27 @@ def assemble(segments: Sequence[Segment], budget: int, *, min_cache_tokens: int 
         kept, dropped = _select(seg, allowance)
         if dropped and seg.required:
             need = sum(_cost(u) for u in dropped) + sum(_cost(u) for u in kept)
-            raise BudgetError(f"segment {seg.name!r} does not fit", requested=need,
-                              available=allowance)
-        reason = (f"over the ceiling of segment {seg.name!r} ({seg.ceiling} tokens)"
-                  if seg.ceiling is not None and seg.ceiling < room
-                  else f"no budget left for segment {seg.name!r} after higher priorities")
+            raise BudgetError(
+                f"segment {seg.name!r} does not fit", requested=need, available=allowance
+            )
+        reason = (
+            f"over the ceiling of segment {seg.name!r} ({seg.ceiling} tokens)"
+            if seg.ceiling is not None and seg.ceiling < room
+            else f"no budget left for segment {seg.name!r} after higher priorities"
+        )
         overflow += [Overflow(seg.name, i.key, i.tokens, reason) for u in dropped for i in u]
         used = sum(_cost(u) for u in kept)
         left -= used
         placed[seg.name] = kept
-        usage[seg.name] = SegmentUsage(seg.name, used, sum(len(u) for u in kept),
-                                       sum(len(u) for u in dropped), seg.floor, seg.ceiling,
-                                       allowance)
+        usage[seg.name] = SegmentUsage(
+            seg.name,
+            used,
+            sum(len(u) for u in kept),
+            sum(len(u) for u in dropped),
+            seg.floor,
+            seg.ceiling,
+            allowance,
+        )
     blocks = _layout(segments, placed)
     blocks, extra = _restate(blocks, left, restate_question_over)
     overflow += extra
@@ -315,18 +333,22 @@ def assemble(segments: Sequence[Segment], budget: int, *, min_cache_tokens: int 
     return Window(tuple(blocks), budget, window_usage, tuple(overflow), bps)
 
 
-def _layout(segments: Sequence[Segment],
-            placed: Mapping[str, list[tuple[Item, ...]]]) -> list[Block]:
+def _layout(
+    segments: Sequence[Segment], placed: Mapping[str, list[tuple[Item, ...]]]
+) -> list[Block]:
     blocks: list[Block] = []
     for seg in segments:
         for unit in placed[seg.name]:
-            blocks += [Block(seg.name, seg.kind, i.key, i.role, i.text, i.tokens, i.message,
-                             i.provenance) for i in unit]
+            blocks += [
+                Block(seg.name, seg.kind, i.key, i.role, i.text, i.tokens, i.message, i.provenance)
+                for i in unit
+            ]
     return blocks
 
 
-def _restate(blocks: list[Block], left: int,
-             over: int | None) -> tuple[list[Block], list[Overflow]]:
+def _restate(
+    blocks: list[Block], left: int, over: int | None
+) -> tuple[list[Block], list[Overflow]]:
     """Copy the question before long retrieved material, when asked and affordable."""
     if over is None:
         return blocks, []
@@ -336,18 +358,25 @@ def _restate(blocks: list[Block], left: int,
         return blocks, []
     q = questions[-1]
     if q.tokens > left:
-        return blocks, [Overflow(q.segment, q.key + ":restated", q.tokens,
-                                 "no budget left to restate the question")]
+        return blocks, [
+            Overflow(
+                q.segment, q.key + ":restated", q.tokens, "no budget left to restate the question"
+            )
+        ]
     copy = Block(q.segment, "context", q.key + ":restated", q.role, q.text, q.tokens)
-    return blocks[: context[0]] + [copy] + blocks[context[0]:], []
+    return blocks[: context[0]] + [copy] + blocks[context[0] :], []
 
 
 # -- cache breakpoints ---------------------------------------------------------
 
 
-def plan_breakpoints(blocks: Sequence[Block], segments: Sequence[Segment], *,
-                     min_cache_tokens: int = 0,
-                     max_breakpoints: int = MAX_BREAKPOINTS) -> tuple[Breakpoint, ...]:
+def plan_breakpoints(
+    blocks: Sequence[Block],
+    segments: Sequence[Segment],
+    *,
+    min_cache_tokens: int = 0,
+    max_breakpoints: int = MAX_BREAKPOINTS,
+) -> tuple[Breakpoint, ...]:
     """Where to put cache breakpoints (see the module docstring for the rules)."""
     prefix: list[int] = []
     total = 0
@@ -357,13 +386,17 @@ def plan_breakpoints(blocks: Sequence[Block], segments: Sequence[Segment], *,
     cands = [c for c in _candidates(blocks, segments) if prefix[c[0]] >= min_cache_tokens]
     cands = _fix_ttl_order(cands)
     # Consecutive 1h candidates change together (instructions): the last one covers them all.
-    cands = [c for k, c in enumerate(cands)
-             if not (c[1] == "1h" and k + 1 < len(cands) and cands[k + 1][1] == "1h")]
+    cands = [
+        c
+        for k, c in enumerate(cands)
+        if not (c[1] == "1h" and k + 1 < len(cands) and cands[k + 1][1] == "1h")
+    ]
     if len(cands) > max_breakpoints:
         # Keep the largest prefix, then stepping stones, then 1h, then the latest others.
         last = len(cands) - 1
-        order = sorted(range(len(cands)), key=lambda k: (k != last, not cands[k][3],
-                                                          cands[k][1] != "1h", -k))
+        order = sorted(
+            range(len(cands)), key=lambda k: (k != last, not cands[k][3], cands[k][1] != "1h", -k)
+        )
         cands = [cands[k] for k in sorted(order[:max_breakpoints])]
     return tuple(Breakpoint(i, ttl, seg, prefix[i]) for i, ttl, seg, _ in cands)
 
@@ -399,7 +432,20 @@ def _fix_ttl_order(cands: list[_Cand]) -> list[_Cand]:
 
 
 __all__ = [
-    "LOOKBACK_BLOCKS", "MAX_BREAKPOINTS", "Block", "Breakpoint", "Item", "Overflow", "Segment",
-    "SegmentUsage", "Window", "assemble", "canonical_json", "edge_order", "message_item",
-    "plan_breakpoints", "text_item", "tool_item",
+    "LOOKBACK_BLOCKS",
+    "MAX_BREAKPOINTS",
+    "Block",
+    "Breakpoint",
+    "Item",
+    "Overflow",
+    "Segment",
+    "SegmentUsage",
+    "Window",
+    "assemble",
+    "canonical_json",
+    "edge_order",
+    "message_item",
+    "plan_breakpoints",
+    "text_item",
+    "tool_item",
 ]

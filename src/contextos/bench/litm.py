@@ -49,7 +49,8 @@ U_CURVE_NOTE = (
     "1, 5, 10, 15, 20 of 20 (and the gold key to 1, 35, 70, 105, 140 of 140): accuracy "
     "is highest at the first position, high again at the last, and lowest in the middle "
     "(for GPT-3.5-Turbo on 20 documents the middle fell below its closed-book score). "
-    "So the strongest retrieved items go to the edges of their segment.")
+    "So the strongest retrieved items go to the edges of their segment."
+)
 
 _WORD = re.compile(r"\w+")
 
@@ -82,8 +83,9 @@ def kv_examples(path: Path, limit: int | None = None) -> list[Example]:
     return out
 
 
-def nq_examples(path: Path, limit: int | None = None, *, size: int = HAYSTACK,
-                seed: int = 0) -> list[Example]:
+def nq_examples(
+    path: Path, limit: int | None = None, *, size: int = HAYSTACK, seed: int = 0
+) -> list[Example]:
     """20-passage haystacks: the gold passage among other questions' gold passages."""
     rows = list(_lines(path, None))
     passages = [f"(Title: {r['ctxs'][0]['title']}) {r['ctxs'][0]['text']}" for r in rows]
@@ -119,14 +121,25 @@ def place(example: Example, tokenizer: Tokenizer, budget: int) -> tuple[int, int
     """(retrieval rank of gold, its slot in the segment, items placed), 1-based."""
     ranking = bm25_ranks(example.query, example.items)
     items: list[Item] = [
-        Item(f"item:{idx}", example.items[idx],
-             tokenizer.count(example.items[idx]) + TOKENS_PER_MESSAGE, rank=r)
-        for r, idx in enumerate(ranking, start=1)]
+        Item(
+            f"item:{idx}",
+            example.items[idx],
+            tokenizer.count(example.items[idx]) + TOKENS_PER_MESSAGE,
+            rank=r,
+        )
+        for r, idx in enumerate(ranking, start=1)
+    ]
     segments = [
-        Segment("retrieved", "context", tuple(items), keep="strongest", placement="edges",
-                priority=50),
-        Segment("question", "question", (text_item("question", example.query, tokenizer),),
-                priority=100, required=True),
+        Segment(
+            "retrieved", "context", tuple(items), keep="strongest", placement="edges", priority=50
+        ),
+        Segment(
+            "question",
+            "question",
+            (text_item("question", example.query, tokenizer),),
+            priority=100,
+            required=True,
+        ),
     ]
     window = assemble(segments, budget)
     placed = [b.key for b in window.blocks if b.segment == "retrieved"]
@@ -154,34 +167,59 @@ def score(examples: Sequence[Example], tokenizer: Tokenizer, budget: int) -> dic
         if rank <= 2:
             top2 += 1
             top2_edge += at_edge
-    return {"examples": len(examples), "items": n_items, "edge_share": edge / len(examples),
-            "rank_le2": top2, "rank_le2_at_edge": top2_edge,
-            "rank_le2_always_at_edge": top2 == top2_edge, "gold_dropped": dropped,
-            "slot_histogram": slots, "rank_histogram": ranks}
+    return {
+        "examples": len(examples),
+        "items": n_items,
+        "edge_share": edge / len(examples),
+        "rank_le2": top2,
+        "rank_le2_at_edge": top2_edge,
+        "rank_le2_always_at_edge": top2 == top2_edge,
+        "gold_dropped": dropped,
+        "slot_histogram": slots,
+        "rank_histogram": ranks,
+    }
 
 
-def run_litm(data: str | Path = DEFAULT_LITM, *, limit: int | None = None,
-             model_name: str = "claude-sonnet-4-6") -> dict[str, Any]:
+def run_litm(
+    data: str | Path = DEFAULT_LITM,
+    *,
+    limit: int | None = None,
+    model_name: str = "claude-sonnet-4-6",
+) -> dict[str, Any]:
     """Run the benchmark on every data set present under ``data``."""
     root = Path(data)
     if not root.is_dir():
         raise FileNotFoundError(f"Lost-in-the-Middle data not found at {root} (pass --data PATH)")
     tok = default_tokenizer()
     budget = window_budget(get_model(model_name))
-    out: dict[str, Any] = {"model": model_name, "budget": budget, "retriever": "bm25",
-                           "paper_positions": PAPER_POSITIONS, "why": U_CURVE_NOTE,
-                           "datasets": {}}
+    out: dict[str, Any] = {
+        "model": model_name,
+        "budget": budget,
+        "retriever": "bm25",
+        "paper_positions": PAPER_POSITIONS,
+        "why": U_CURVE_NOTE,
+        "datasets": {},
+    }
     for name in KV_FILES:
         if (root / name).exists():
             key = name.removesuffix(".jsonl.gz")
             out["datasets"][key] = score(kv_examples(root / name, limit), tok, budget)
     if (root / NQ_FILE).exists():
         out["datasets"]["nq-oracle-haystack-20"] = score(
-            nq_examples(root / NQ_FILE, limit), tok, budget)
+            nq_examples(root / NQ_FILE, limit), tok, budget
+        )
     if not out["datasets"]:
         raise FileNotFoundError(f"no Lost-in-the-Middle files under {root}")
     return out
 
 
-__all__ = ["DEFAULT_LITM", "U_CURVE_NOTE", "bm25_ranks", "kv_examples", "nq_examples",
-           "place", "run_litm", "score"]
+__all__ = [
+    "DEFAULT_LITM",
+    "U_CURVE_NOTE",
+    "bm25_ranks",
+    "kv_examples",
+    "nq_examples",
+    "place",
+    "run_litm",
+    "score",
+]

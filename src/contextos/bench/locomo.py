@@ -60,7 +60,9 @@ def score_question(qa: LocomoQA, hits: Sequence[Hit]) -> dict[str, float]:
     return out
 
 
-def aggregate(rows: Sequence[tuple[int, dict[str, float]]], categories: Sequence[int]) -> dict[str, float]:
+def aggregate(
+    rows: Sequence[tuple[int, dict[str, float]]], categories: Sequence[int]
+) -> dict[str, float]:
     chosen = [m for c, m in rows if c in categories]
     if not chosen:
         return {"n": 0}
@@ -73,10 +75,16 @@ def ingest(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> 
     ingest_raw(memory, conv, add_times)
 
 
-def run_locomo(data: str | Path, *, embedder: Embedder | None = None,
-               config: RetrievalConfig | None = None, conversations: int | None = None,
-               workdir: str | Path | None = None, progress: Progress | None = None,
-               memory_mode: str = "raw") -> dict[str, Any]:
+def run_locomo(
+    data: str | Path,
+    *,
+    embedder: Embedder | None = None,
+    config: RetrievalConfig | None = None,
+    conversations: int | None = None,
+    workdir: str | Path | None = None,
+    progress: Progress | None = None,
+    memory_mode: str = "raw",
+) -> dict[str, Any]:
     """Run the benchmark and return the report (see the module docstring).
 
     ``memory_mode`` picks what is stored per conversation: raw turns, extracted
@@ -98,8 +106,11 @@ def run_locomo(data: str | Path, *, embedder: Embedder | None = None,
         memory.flush()
         embed_rate = memory.embedding_rate
         sizes = size_report(memory, convs, memory_mode)
-        modes = {"hybrid": config, "bm25": replace(config, mode="bm25"),
-                 "dense": replace(config, mode="dense")}
+        modes = {
+            "hybrid": config,
+            "bm25": replace(config, mode="bm25"),
+            "dense": replace(config, mode="dense"),
+        }
         rows: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
         latencies: list[float] = []
         for conv in convs:
@@ -107,10 +118,17 @@ def run_locomo(data: str | Path, *, embedder: Embedder | None = None,
                 if not qa.evidence:
                     continue
                 for mode, cfg in modes.items():
-                    retriever = HybridRetriever(memory.store, memory.embedder, config=cfg,
-                                                count_tokens=memory.tokenizer.count)
-                    hits = retriever.search(qa.question, Filter(scope=Scope(
-                        tenant=memory.tenant, user_id=conv.sample_id)), limit=100)
+                    retriever = HybridRetriever(
+                        memory.store,
+                        memory.embedder,
+                        config=cfg,
+                        count_tokens=memory.tokenizer.count,
+                    )
+                    hits = retriever.search(
+                        qa.question,
+                        Filter(scope=Scope(tenant=memory.tenant, user_id=conv.sample_id)),
+                        limit=100,
+                    )
                     rows[mode].append((qa.category, score_question(qa, hits)))
                 start = time.perf_counter()
                 memory.search(qa.question, user_id=conv.sample_id, limit=10)
@@ -132,8 +150,9 @@ def run_locomo(data: str | Path, *, embedder: Embedder | None = None,
         "overall": aggregate(rows["hybrid"], MAIN_CATEGORIES),
         "by_category": {str(c): aggregate(rows["hybrid"], (c,)) for c in range(1, 6)},
         "baselines": {m: aggregate(rows[m], MAIN_CATEGORIES) for m in ("bm25", "dense")},
-        "baselines_by_category": {m: {str(c): aggregate(rows[m], (c,)) for c in range(1, 6)}
-                                  for m in ("bm25", "dense")},
+        "baselines_by_category": {
+            m: {str(c): aggregate(rows[m], (c,)) for c in range(1, 6)} for m in ("bm25", "dense")
+        },
         "latency_ms": {
             "search_p50": round(percentile(latencies, 50) * 1000, 3),
             "search_p95": round(percentile(latencies, 95) * 1000, 3),

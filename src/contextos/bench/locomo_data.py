@@ -68,8 +68,11 @@ def normalise_evidence(raw: list[str]) -> list[str]:
 
 
 def _sessions(conv: dict) -> Iterator[tuple[int, datetime, list[dict]]]:  # type: ignore[type-arg]
-    numbers = sorted(int(k.split("_")[1]) for k in conv
-                     if re.fullmatch(r"session_\d+", k) and isinstance(conv[k], list))
+    numbers = sorted(
+        int(k.split("_")[1])
+        for k in conv
+        if re.fullmatch(r"session_\d+", k) and isinstance(conv[k], list)
+    )
     for n in numbers:
         yield n, session_time(conv[f"session_{n}_date_time"]), conv[f"session_{n}"]
 
@@ -79,21 +82,32 @@ def _conversation(sample: dict) -> LocomoConversation:  # type: ignore[type-arg]
     turns = []
     for n, start, items in _sessions(conv):
         for k, t in enumerate(items):
-            turns.append(LocomoTurn(
-                dia_id=t["dia_id"], speaker=t["speaker"], text=t.get("text", ""),
-                caption=t.get("blip_caption", "") or "", session=n,
-                time=start + timedelta(minutes=k)))
+            turns.append(
+                LocomoTurn(
+                    dia_id=t["dia_id"],
+                    speaker=t["speaker"],
+                    text=t.get("text", ""),
+                    caption=t.get("blip_caption", "") or "",
+                    session=n,
+                    time=start + timedelta(minutes=k),
+                )
+            )
     known = {t.dia_id for t in turns}
     qa = tuple(
-        LocomoQA(q["question"], str(q.get("answer", q.get("adversarial_answer", ""))),
-                 tuple(e for e in normalise_evidence(q.get("evidence", [])) if e in known),
-                 int(q["category"]))
-        for q in sample["qa"])
+        LocomoQA(
+            q["question"],
+            str(q.get("answer", q.get("adversarial_answer", ""))),
+            tuple(e for e in normalise_evidence(q.get("evidence", [])) if e in known),
+            int(q["category"]),
+        )
+        for q in sample["qa"]
+    )
     obs = []
     for key, by_speaker in sorted(sample.get("observation", {}).items()):
         for speaker, facts in by_speaker.items():
             for fact, dia in facts:
                 ev = normalise_evidence([dia] if isinstance(dia, str) else list(dia))
                 obs.append((speaker, fact, ev[0] if ev else ""))
-    return LocomoConversation(sample["sample_id"], conv["speaker_a"], conv["speaker_b"],
-                              tuple(turns), qa, tuple(obs))
+    return LocomoConversation(
+        sample["sample_id"], conv["speaker_a"], conv["speaker_b"], tuple(turns), qa, tuple(obs)
+    )

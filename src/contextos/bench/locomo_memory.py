@@ -38,8 +38,12 @@ def session_id(conv: LocomoConversation, session: int) -> str:
 
 def turn_message(turn: LocomoTurn) -> dict[str, object]:
     """A LoCoMo turn as ``Memory.add`` takes it (speaker, dia_id, caption)."""
-    message: dict[str, object] = {"role": "user", "content": turn.text, "name": turn.speaker,
-                                  "dia_id": turn.dia_id}
+    message: dict[str, object] = {
+        "role": "user",
+        "content": turn.text,
+        "name": turn.speaker,
+        "dia_id": turn.dia_id,
+    }
     if turn.caption:
         message["caption"] = turn.caption
     return message
@@ -49,8 +53,12 @@ def ingest_raw(memory: Memory, conv: LocomoConversation, add_times: list[float])
     """Add every turn of a conversation, one ``add`` call per turn (as an app would)."""
     for turn in conv.turns:
         start = time.perf_counter()
-        memory.add(turn_message(turn), user_id=conv.sample_id,
-                   session_id=session_id(conv, turn.session), event_time=turn.time)
+        memory.add(
+            turn_message(turn),
+            user_id=conv.sample_id,
+            session_id=session_id(conv, turn.session),
+            event_time=turn.time,
+        )
         add_times.append(time.perf_counter() - start)
 
 
@@ -66,13 +74,17 @@ def ingest_extracted(memory: Memory, conv: LocomoConversation, add_times: list[f
     for number, turns in sessions(conv).items():
         messages = [{**turn_message(t), "event_time": t.time} for t in turns]
         start = time.perf_counter()
-        memory.add(messages, user_id=conv.sample_id, session_id=session_id(conv, number),
-                   event_time=turns[0].time, infer=True)
+        memory.add(
+            messages,
+            user_id=conv.sample_id,
+            session_id=session_id(conv, number),
+            event_time=turns[0].time,
+            infer=True,
+        )
         add_times.append(time.perf_counter() - start)
 
 
-def ingest_observations(memory: Memory, conv: LocomoConversation,
-                        add_times: list[float]) -> None:
+def ingest_observations(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
     """LoCoMo's observation facts as semantic memories, dated by their session."""
     by_id = {t.dia_id: t for t in conv.turns}
     firsts = {n: turns[0].time for n, turns in sessions(conv).items()}
@@ -84,13 +96,25 @@ def ingest_observations(memory: Memory, conv: LocomoConversation,
         if turn is None or not fact.strip():
             continue
         when = firsts[turn.session]
-        records.append(MemoryRecord(
-            id=uuid.uuid4().hex, text=fact.strip(), memory_type="semantic",
-            scope=Scope(tenant=memory.tenant, user_id=conv.sample_id,
-                        session_id=session_id(conv, turn.session)),
-            metadata={"speaker": speaker, "seq": seqs[turn.session], "dia_id": dia_id},
-            created_at=now, updated_at=now, event_time=when, valid_from=when,
-            provenance=(dia_id,), hash=content_hash(fact.strip())))
+        records.append(
+            MemoryRecord(
+                id=uuid.uuid4().hex,
+                text=fact.strip(),
+                memory_type="semantic",
+                scope=Scope(
+                    tenant=memory.tenant,
+                    user_id=conv.sample_id,
+                    session_id=session_id(conv, turn.session),
+                ),
+                metadata={"speaker": speaker, "seq": seqs[turn.session], "dia_id": dia_id},
+                created_at=now,
+                updated_at=now,
+                event_time=when,
+                valid_from=when,
+                provenance=(dia_id,),
+                hash=content_hash(fact.strip()),
+            )
+        )
         seqs[turn.session] += 1
     start = time.perf_counter()
     memory.store.put(records)
@@ -98,8 +122,7 @@ def ingest_observations(memory: Memory, conv: LocomoConversation,
     memory.flush(timeout=0)  # wake the embedding worker
 
 
-INGESTERS = {"raw": ingest_raw, "extracted": ingest_extracted,
-             "observations": ingest_observations}
+INGESTERS = {"raw": ingest_raw, "extracted": ingest_extracted, "observations": ingest_observations}
 
 
 def ingest(mode: str, memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
@@ -142,7 +165,12 @@ def size_report(memory: Memory, convs: Sequence[LocomoConversation], mode: str) 
     types: dict[str, int] = defaultdict(int)
     for r in records:
         types[r.memory_type] += 1
-    return {"memory_mode": mode, "memory_tokens": mem, "raw_tokens": raw,
-            "memory_to_raw": round(mem / raw, 3) if raw else None,
-            "records": len(records), "records_closed": sum(r.valid_to is not None for r in records),
-            "records_by_type": dict(types)}
+    return {
+        "memory_mode": mode,
+        "memory_tokens": mem,
+        "raw_tokens": raw,
+        "memory_to_raw": round(mem / raw, 3) if raw else None,
+        "records": len(records),
+        "records_closed": sum(r.valid_to is not None for r in records),
+        "records_by_type": dict(types),
+    }

@@ -48,8 +48,7 @@ def plot_replay(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         for name, res in by_strategy.items():
             series = res.get("series", {})
             top.plot(series.get("window_tokens", []), label=name, linewidth=0.9)
-            bottom.plot(rolling_mean(series.get("cache_read_share", [])), label=name,
-                        linewidth=0.9)
+            bottom.plot(rolling_mean(series.get("cache_read_share", [])), label=name, linewidth=0.9)
         top.axhline(int(budget), color="black", linestyle="--", linewidth=0.8, label="budget")
         top.set_ylabel("window tokens")
         top.set_title(f"replay of {first} at a {int(budget):,}-token budget")

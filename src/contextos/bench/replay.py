@@ -43,11 +43,15 @@ from .locomo_data import DEFAULT_LOCOMO, LocomoConversation, load_locomo
 
 STRATEGIES = ("truncate", "clear_tool_results", "summarize", "offload", "sliding", "resummarize")
 MAIN_CATEGORIES = (1, 2, 3, 4)
-SYSTEM = ("You are {b}, talking with your friend {a}. Reply as {b} would: warm, brief, "
-          "consistent with everything said before. Facts, names and dates from earlier in "
-          "the conversation are in the summary, the retrieved memories and the recent turns.")
-RULES = ("If a memory or summary line contradicts a recent turn, trust the recent turn.",
-         "Never invent events that were not mentioned.")
+SYSTEM = (
+    "You are {b}, talking with your friend {a}. Reply as {b} would: warm, brief, "
+    "consistent with everything said before. Facts, names and dates from earlier in "
+    "the conversation are in the summary, the retrieved memories and the recent turns."
+)
+RULES = (
+    "If a memory or summary line contradicts a recent turn, trust the recent turn.",
+    "Never invent events that were not mentioned.",
+)
 
 Progress = Callable[[str], None]
 
@@ -79,8 +83,12 @@ def chat_turns(conv: LocomoConversation, tokenizer: Tokenizer, gap_s: float) -> 
         when = start + timedelta(seconds=gap_s * k)
         text = f"{t.text} [shares a photo: {t.caption}]" if t.caption else t.text
         role: Role = "user" if t.speaker == conv.speaker_a else "assistant"
-        msg = Message(role=role, content=text, name=t.speaker,
-                      metadata={"dia_id": t.dia_id, "event_time": when.isoformat()})
+        msg = Message(
+            role=role,
+            content=text,
+            name=t.speaker,
+            metadata={"dia_id": t.dia_id, "event_time": when.isoformat()},
+        )
         tokens = tokenizer.count_messages([msg]) - TOKENS_PER_REPLY
         out.append(Turn(conv.sample_id, seq, msg, tokens, when))
     return out
@@ -102,7 +110,7 @@ class MemoEmbedder:
         """Embed ``texts`` in large batches up front (much cheaper than one by one)."""
         todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
         for i in range(0, len(todo), batch):
-            chunk = todo[i:i + batch]
+            chunk = todo[i : i + batch]
             self._memo.update(zip(chunk, self.inner.embed(chunk), strict=True))
 
     def embed(self, texts: Sequence[str]) -> Any:
@@ -117,17 +125,28 @@ class MemoEmbedder:
 class Replayer:
     """Replays one conversation with one strategy under one budget."""
 
-    def __init__(self, conv: LocomoConversation, turns: Sequence[Turn], strategy: str,
-                 budget: int, model: ModelInfo, tokenizer: Tokenizer, workdir: Path,
-                 embedder: Any, thresholds: Thresholds) -> None:
+    def __init__(
+        self,
+        conv: LocomoConversation,
+        turns: Sequence[Turn],
+        strategy: str,
+        budget: int,
+        model: ModelInfo,
+        tokenizer: Tokenizer,
+        workdir: Path,
+        embedder: Any,
+        thresholds: Thresholds,
+    ) -> None:
         self.conv, self.turns, self.budget, self.model = conv, list(turns), budget, model
         self.tok, self.th = tokenizer, thresholds
         self.run = Run(strategy)
         self.system = SYSTEM.format(a=conv.speaker_a, b=conv.speaker_b)
         fixed = tokenizer.count(self.system) + sum(tokenizer.count(r) for r in RULES) + 3 * 3
         self.offload = strategy == "offload"
-        self.layout = Layout(memories_ceiling=0.45 if self.offload else 0.0,
-                             memories_floor=0.25 if self.offload else 0.0)
+        self.layout = Layout(
+            memories_ceiling=0.45 if self.offload else 0.0,
+            memories_floor=0.25 if self.offload else 0.0,
+        )
         room = budget - fixed - 400  # room for the question (and its restatement)
         # offload: the history keeps enough (60%) that its compacted prefix stays
         # above the model's minimum cacheable length; memories get the rest.
@@ -136,8 +155,12 @@ class Replayer:
         self.memory = None
         if self.offload:
             from ..memory import Memory
-            self.memory = Memory(str(workdir / f"{conv.sample_id}-{budget}.db"),
-                                 embedder=embedder, background_embedding=False)
+
+            self.memory = Memory(
+                str(workdir / f"{conv.sample_id}-{budget}.db"),
+                embedder=embedder,
+                background_embedding=False,
+            )
         self.scope = Scope(user_id=conv.sample_id, session_id=conv.sample_id)
         self.sim = CacheSimulator("anthropic", min_tokens=model.min_cache_tokens)
 
@@ -150,27 +173,47 @@ class Replayer:
         past = self.turns[:upto]
         hits = []
         if self.memory is not None and self.run.history.archived_to >= 0:
-            hits = self.memory.search(question, session_id=self.conv.sample_id, limit=60,
-                                      token_budget=int(self.layout.memories_ceiling
-                                                       * self.budget))
+            hits = self.memory.search(
+                question,
+                session_id=self.conv.sample_id,
+                limit=60,
+                token_budget=int(self.layout.memories_ceiling * self.budget),
+            )
         segments = standard_segments(
-            self.budget, tokenizer=self.tok, question=question, system=self.system,
-            rules=RULES, summary=self.run.history.summary,
+            self.budget,
+            tokenizer=self.tok,
+            question=question,
+            system=self.system,
+            rules=RULES,
+            summary=self.run.history.summary,
             turns=turn_items(past, self.run.history, self.tok),
-            memories=hit_items(hits, self.tok), layout=self.layout)
-        return assemble(segments, self.budget, min_cache_tokens=self.model.min_cache_tokens,
-                        restate_question_over=self.layout.restate_question_over)
+            memories=hit_items(hits, self.tok),
+            layout=self.layout,
+        )
+        return assemble(
+            segments,
+            self.budget,
+            min_cache_tokens=self.model.min_cache_tokens,
+            restate_question_over=self.layout.restate_question_over,
+        )
 
     def request(self, i: int) -> None:
         turn = self.turns[i]
         w = self.window(i, turn.message.content)
         nxt = self.turns[i + 1] if i + 1 < len(self.turns) else None
         out = nxt.tokens if nxt is not None and nxt.message.role == "assistant" else 0
-        usage = self.sim.send(cache_request(w, self.model, "anthropic",
-                                            at=turn.created_at.timestamp(), output_tokens=out))
+        usage = self.sim.send(
+            cache_request(
+                w, self.model, "anthropic", at=turn.created_at.timestamp(), output_tokens=out
+            )
+        )
         keys = frozenset(b.key for b in w.blocks if b.kind == "messages")
-        volatile = sum(b.tokens for b in w.blocks if b.kind in ("context", "question")
-                       or (b.kind == "messages" and b.key not in self.run.prev_keys))
+        volatile = sum(
+            b.tokens
+            for b in w.blocks
+            if b.kind in ("context", "question")
+            or (b.kind == "messages" and b.key not in self.run.prev_keys)
+        )
         self.run.volatile += volatile
         self.run.prev_keys = keys
         at = turn.created_at.timestamp()
@@ -190,14 +233,19 @@ class Replayer:
         if strategy == "resummarize":
             self._resummarize(past)
             return
-        plan = plan_compaction(past, self.run.history, self.history_budget,
-                               strategy, self.th)  # type: ignore[arg-type]
+        plan = plan_compaction(past, self.run.history, self.history_budget, strategy, self.th)  # type: ignore[arg-type]
         if plan is None:
             return
         if self.memory is not None:
             archive(self.memory, rotated_turns(plan, past), self.scope)
-        self.run.history = apply_compaction(plan, past, self.run.history, self.history_budget,
-                                            summarizer=self.summarizer, thresholds=self.th)
+        self.run.history = apply_compaction(
+            plan,
+            past,
+            self.run.history,
+            self.history_budget,
+            summarizer=self.summarizer,
+            thresholds=self.th,
+        )
         self.run.compactions += 1
 
     def _resummarize(self, past: Sequence[Turn]) -> None:
@@ -208,9 +256,13 @@ class Replayer:
             start -= 1
             used += past[start].tokens
         older = past[:start]
-        summary = self.summarizer.summarize(
-            older, previous=None, max_tokens=int(self.th.summary_share * self.history_budget)
-        ) if older else None
+        summary = (
+            self.summarizer.summarize(
+                older, previous=None, max_tokens=int(self.th.summary_share * self.history_budget)
+            )
+            if older
+            else None
+        )
         changed = start != self.run.history.start_seq
         self.run.history = replace(self.run.history, start_seq=start, summary=summary)
         self.run.compactions += int(changed)
@@ -229,8 +281,9 @@ class Replayer:
             w = self.window(len(self.turns), qa.question)
             self.run.peak = max(self.run.peak, w.total_tokens)
             held = w.provenance()
-            self.run.recall.append((qa.category, sum(e in held for e in qa.evidence)
-                                    / len(qa.evidence)))
+            self.run.recall.append(
+                (qa.category, sum(e in held for e in qa.evidence) / len(qa.evidence))
+            )
 
 
 def summarize_runs(runs: Sequence[Run], model: ModelInfo, budget: int) -> dict[str, Any]:
@@ -242,19 +295,23 @@ def summarize_runs(runs: Sequence[Run], model: ModelInfo, budget: int) -> dict[s
     volatile = sum(r.volatile for r in runs)
     volatile_ttl = sum(r.volatile_ttl for r in runs)
     return {
-        "evidence_recall": round(_mean(main), 4), "questions": len(main),
+        "evidence_recall": round(_mean(main), 4),
+        "questions": len(main),
         "recall_by_category": {k: round(v, 4) for k, v in per_cat.items()},
-        "peak_window_tokens": max(r.peak for r in runs), "budget": budget,
+        "peak_window_tokens": max(r.peak for r in runs),
+        "budget": budget,
         "within_budget": max(r.peak for r in runs) <= budget,
-        "requests": rep.requests, "input_tokens": rep.input_tokens,
+        "requests": rep.requests,
+        "input_tokens": rep.input_tokens,
         "cache_read_tokens": rep.cache_read_tokens,
         "cache_write_tokens": rep.cache_write_5m_tokens + rep.cache_write_1h_tokens,
         "cache_read_share": round(rep.hit_ratio, 4),
         "cache_read_limit": round(1 - volatile / rep.input_tokens, 4) if rep.input_tokens else 0,
         "cache_read_limit_with_expiry": round(1 - volatile_ttl / rep.input_tokens, 4)
-        if rep.input_tokens else 0,
-        "cost_usd": round(rep.cost_usd, 4), "cost_without_cache_usd":
-            round(rep.cost_without_cache_usd, 4),
+        if rep.input_tokens
+        else 0,
+        "cost_usd": round(rep.cost_usd, 4),
+        "cost_without_cache_usd": round(rep.cost_without_cache_usd, 4),
         "compactions": sum(r.compactions for r in runs),
     }
 
@@ -263,11 +320,18 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def run_replay(data: str | Path = DEFAULT_LOCOMO, *, budgets: Sequence[int] = (4000,),
-               strategies: Sequence[str] = STRATEGIES, model_name: str = "claude-sonnet-4-6",
-               limit: int | None = None, turn_gap_s: float = 120.0, embedder: Any = None,
-               thresholds: Thresholds | None = None,
-               progress: Progress | None = None) -> dict[str, Any]:
+def run_replay(
+    data: str | Path = DEFAULT_LOCOMO,
+    *,
+    budgets: Sequence[int] = (4000,),
+    strategies: Sequence[str] = STRATEGIES,
+    model_name: str = "claude-sonnet-4-6",
+    limit: int | None = None,
+    turn_gap_s: float = 120.0,
+    embedder: Any = None,
+    thresholds: Thresholds | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Run the replay benchmark; returns the JSON report (with per-call series for plots)."""
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
@@ -278,15 +342,25 @@ def run_replay(data: str | Path = DEFAULT_LOCOMO, *, budgets: Sequence[int] = (4
     if "offload" in strategies:
         if embedder is None:
             from ..embed import MiniLMEmbedder
+
             # One thread: on a busy 2-core machine torch's thread pool only contends.
             embedder = MiniLMEmbedder(threads=1)
         embedder = MemoEmbedder(embedder)
-        embedder.warm([t.message.content for ts in chats.values() for t in ts
-                       if t.message.role == "user"] + [q.question for c in convs for q in c.qa])
-    out: dict[str, Any] = {"model": model.name, "conversations": [c.sample_id for c in convs],
-                           "thresholds": {"trigger": th.trigger, "target": th.target,
-                                          "summary_share": th.summary_share},
-                           "turns": sum(len(t) for t in chats.values()), "budgets": {}}
+        embedder.warm(
+            [t.message.content for ts in chats.values() for t in ts if t.message.role == "user"]
+            + [q.question for c in convs for q in c.qa]
+        )
+    out: dict[str, Any] = {
+        "model": model.name,
+        "conversations": [c.sample_id for c in convs],
+        "thresholds": {
+            "trigger": th.trigger,
+            "target": th.target,
+            "summary_share": th.summary_share,
+        },
+        "turns": sum(len(t) for t in chats.values()),
+        "budgets": {},
+    }
     with tempfile.TemporaryDirectory(prefix="ctxos-replay-") as tmp:
         for budget in budgets:
             result: dict[str, Any] = {}
@@ -294,8 +368,17 @@ def run_replay(data: str | Path = DEFAULT_LOCOMO, *, budgets: Sequence[int] = (4
                 started = time.perf_counter()
                 runs = []
                 for conv in convs:
-                    rp = Replayer(conv, chats[conv.sample_id], strategy, budget, model, tok,
-                                  Path(tmp), embedder, th)
+                    rp = Replayer(
+                        conv,
+                        chats[conv.sample_id],
+                        strategy,
+                        budget,
+                        model,
+                        tok,
+                        Path(tmp),
+                        embedder,
+                        th,
+                    )
                     try:
                         rp.replay()
                         rp.score()
@@ -313,15 +396,24 @@ def run_replay(data: str | Path = DEFAULT_LOCOMO, *, budgets: Sequence[int] = (4
 
 def _series(run: Run) -> dict[str, list[float]]:
     """Per-call window tokens and cache-read share of the first conversation (for plots)."""
-    share = [u.cache_read_input_tokens / max(1, u.input_tokens + u.cache_read_input_tokens
-                                            + u.cache_creation_input_tokens)
-             for u in run.usages]
-    return {"window_tokens": [float(x) for x in run.window_tokens],
-            "cache_read_share": [round(x, 4) for x in share]}
+    share = [
+        u.cache_read_input_tokens
+        / max(1, u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens)
+        for u in run.usages
+    ]
+    return {
+        "window_tokens": [float(x) for x in run.window_tokens],
+        "cache_read_share": [round(x, 4) for x in share],
+    }
 
 
-def time_assembly(*, turns: int = 100, budget: int = 200_000, repeat: int = 200,
-                  model_name: str = "claude-sonnet-4-6") -> dict[str, Any]:
+def time_assembly(
+    *,
+    turns: int = 100,
+    budget: int = 200_000,
+    repeat: int = 200,
+    model_name: str = "claude-sonnet-4-6",
+) -> dict[str, Any]:
     """Milliseconds to assemble (and to assemble and render) an N-turn session's window.
 
     The turns are logged values with their token counts (as a session holds
@@ -331,16 +423,31 @@ def time_assembly(*, turns: int = 100, budget: int = 200_000, repeat: int = 200,
     from datetime import UTC, datetime
 
     tok, model = default_tokenizer(), get_model(model_name)
-    log = [Turn("bench", i, Message(role="user" if i % 2 == 0 else "assistant",
-                                    content=f"Turn {i}: on 3 May 2023 Ana met Bo at the lake "
-                                            f"and they talked about {i} different plans."),
-                0, datetime(2023, 5, 3, tzinfo=UTC)) for i in range(turns)]
+    log = [
+        Turn(
+            "bench",
+            i,
+            Message(
+                role="user" if i % 2 == 0 else "assistant",
+                content=f"Turn {i}: on 3 May 2023 Ana met Bo at the lake "
+                f"and they talked about {i} different plans.",
+            ),
+            0,
+            datetime(2023, 5, 3, tzinfo=UTC),
+        )
+        for i in range(turns)
+    ]
     log = [replace(t, tokens=tok.count_messages([t.message]) - TOKENS_PER_REPLY) for t in log]
     system = "You are a helpful assistant. " * 60
 
     def once() -> Window:
-        segments = standard_segments(budget, tokenizer=tok, question="Where did Ana go?",
-                                     system=system, turns=turn_items(log, HistoryState(), tok))
+        segments = standard_segments(
+            budget,
+            tokenizer=tok,
+            question="Where did Ana go?",
+            system=system,
+            turns=turn_items(log, HistoryState(), tok),
+        )
         return assemble(segments, budget, min_cache_tokens=model.min_cache_tokens)
 
     def timed(fn: Callable[[], object]) -> list[float]:
@@ -356,12 +463,15 @@ def time_assembly(*, turns: int = 100, budget: int = 200_000, repeat: int = 200,
     once()
     plain = timed(once)
     rendered = timed(lambda: render_anthropic(once(), model))
-    return {"turns": turns, "budget": budget, "repeat": repeat,
-            "assemble_ms_median": statistics.median(plain),
-            "assemble_ms_p95": plain[int(0.95 * (len(plain) - 1))],
-            "render_ms_median": statistics.median(rendered),
-            "window_tokens": once().total_tokens}
+    return {
+        "turns": turns,
+        "budget": budget,
+        "repeat": repeat,
+        "assemble_ms_median": statistics.median(plain),
+        "assemble_ms_p95": plain[int(0.95 * (len(plain) - 1))],
+        "render_ms_median": statistics.median(rendered),
+        "window_tokens": once().total_tokens,
+    }
 
 
-__all__ = ["STRATEGIES", "Replayer", "chat_turns", "run_replay", "summarize_runs",
-           "time_assembly"]
+__all__ = ["STRATEGIES", "Replayer", "chat_turns", "run_replay", "summarize_runs", "time_assembly"]

@@ -27,24 +27,104 @@ from ..memory import Memory
 from ..store.sqlite import SQLiteStore
 from .stats import percentile
 
-_PEOPLE = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Farah", "Goran", "Hana", "Ivan", "Jun", "Kofi",
-           "Lena", "Mateo", "Nia", "Omar", "Priya"]
-_VERBS = ["visited", "cooked", "painted", "read about", "talked about", "bought", "fixed",
-          "planned", "photographed", "wrote about", "learned", "lost", "found", "recommended"]
-_THINGS = ["a pottery class", "the lake house", "a vintage camera", "sourdough bread",
-           "a marathon", "the science museum", "an adoption agency", "a jazz concert",
-           "a camping trip", "a new guitar", "the community garden", "a job interview",
-           "a chess tournament", "a road trip to Utah", "a yoga retreat", "a charity run",
-           "the farmers market", "a coding bootcamp", "a birthday party", "a hiking trail"]
-_WHEN = ["yesterday", "last week", "this morning", "two days ago", "last month", "on Friday",
-         "over the weekend", "in May", "last summer", "a while ago"]
-_TAILS = ["and it was great", "with the kids", "and felt proud", "but it rained",
-          "for the first time", "with an old friend", "and took notes", "on a budget", "", ""]
+_PEOPLE = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Farah",
+    "Goran",
+    "Hana",
+    "Ivan",
+    "Jun",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Omar",
+    "Priya",
+]
+_VERBS = [
+    "visited",
+    "cooked",
+    "painted",
+    "read about",
+    "talked about",
+    "bought",
+    "fixed",
+    "planned",
+    "photographed",
+    "wrote about",
+    "learned",
+    "lost",
+    "found",
+    "recommended",
+]
+_THINGS = [
+    "a pottery class",
+    "the lake house",
+    "a vintage camera",
+    "sourdough bread",
+    "a marathon",
+    "the science museum",
+    "an adoption agency",
+    "a jazz concert",
+    "a camping trip",
+    "a new guitar",
+    "the community garden",
+    "a job interview",
+    "a chess tournament",
+    "a road trip to Utah",
+    "a yoga retreat",
+    "a charity run",
+    "the farmers market",
+    "a coding bootcamp",
+    "a birthday party",
+    "a hiking trail",
+]
+_WHEN = [
+    "yesterday",
+    "last week",
+    "this morning",
+    "two days ago",
+    "last month",
+    "on Friday",
+    "over the weekend",
+    "in May",
+    "last summer",
+    "a while ago",
+]
+_TAILS = [
+    "and it was great",
+    "with the kids",
+    "and felt proud",
+    "but it rained",
+    "for the first time",
+    "with an old friend",
+    "and took notes",
+    "on a budget",
+    "",
+    "",
+]
 
 
 def synthetic_turn(rng: random.Random) -> str:
-    return " ".join(filter(None, [rng.choice(_PEOPLE), rng.choice(_VERBS), rng.choice(_THINGS),
-                                  rng.choice(_WHEN), rng.choice(_TAILS)])) + "."
+    return (
+        " ".join(
+            filter(
+                None,
+                [
+                    rng.choice(_PEOPLE),
+                    rng.choice(_VERBS),
+                    rng.choice(_THINGS),
+                    rng.choice(_WHEN),
+                    rng.choice(_TAILS),
+                ],
+            )
+        )
+        + "."
+    )
 
 
 def synthetic_query(rng: random.Random) -> str:
@@ -69,8 +149,9 @@ def fill_pending_vectors(store: SQLiteStore, dims: int, rng: np.random.Generator
     return filled
 
 
-def _measure_search(memory: Memory, users: Sequence[str], rng: random.Random,
-                    queries: int) -> list[float]:
+def _measure_search(
+    memory: Memory, users: Sequence[str], rng: random.Random, queries: int
+) -> list[float]:
     times = []
     for _ in range(queries):
         q = synthetic_query(rng)
@@ -80,10 +161,16 @@ def _measure_search(memory: Memory, users: Sequence[str], rng: random.Random,
     return times
 
 
-def run_scale(n: int = 100_000, *, checkpoints: Sequence[int] = (10_000, 100_000),
-              users: int = 10, queries: int = 200, workdir: str | Path | None = None,
-              embedder: Embedder | None = None,
-              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run_scale(
+    n: int = 100_000,
+    *,
+    checkpoints: Sequence[int] = (10_000, 100_000),
+    users: int = 10,
+    queries: int = 200,
+    workdir: str | Path | None = None,
+    embedder: Embedder | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Grow a store to ``n`` memories and measure at each checkpoint ≤ n."""
     points = sorted({c for c in checkpoints if c <= n} | {n})
     rng = random.Random(7)
@@ -119,24 +206,30 @@ def run_scale(n: int = 100_000, *, checkpoints: Sequence[int] = (10_000, 100_000
             memory = Memory(db, embedder=embedder)
             memory.search("warm up the index", user_id=user_ids[0])
             search_times = _measure_search(memory, user_ids, rng, queries)
-            results.append({
-                "n": point,
-                "add_p50_ms": round(percentile(add_times, 50) * 1000, 3),
-                "add_p95_ms": round(percentile(add_times, 95) * 1000, 3),
-                "ingest_per_s": round(len(add_times) / ingest_seconds, 1),
-                "embed_per_s": embed_rate,
-                "real_vectors": n_real,
-                "stand_in_vectors": stand_ins,
-                "search_p50_ms": round(percentile(search_times, 50) * 1000, 3),
-                "search_p95_ms": round(percentile(search_times, 95) * 1000, 3),
-                "db_mb": round(_db_size(db) / 1e6, 1),
-            })
+            results.append(
+                {
+                    "n": point,
+                    "add_p50_ms": round(percentile(add_times, 50) * 1000, 3),
+                    "add_p95_ms": round(percentile(add_times, 95) * 1000, 3),
+                    "ingest_per_s": round(len(add_times) / ingest_seconds, 1),
+                    "embed_per_s": embed_rate,
+                    "real_vectors": n_real,
+                    "stand_in_vectors": stand_ins,
+                    "search_p50_ms": round(percentile(search_times, 50) * 1000, 3),
+                    "search_p95_ms": round(percentile(search_times, 95) * 1000, 3),
+                    "db_mb": round(_db_size(db) / 1e6, 1),
+                }
+            )
     finally:
         memory.close()
         if tmp is not None:
             tmp.cleanup()
-    return {"results": results, "users": users, "queries_per_point": queries,
-            "embed_per_s": embed_rate}
+    return {
+        "results": results,
+        "users": users,
+        "queries_per_point": queries,
+        "embed_per_s": embed_rate,
+    }
 
 
 def measure_embed_rate(embedder: Embedder, *, texts: int = 1024, batch: int = 64) -> float:
@@ -146,7 +239,7 @@ def measure_embed_rate(embedder: Embedder, *, texts: int = 1024, batch: int = 64
     embedder.embed(sample[:batch])  # load the model first: its start-up is not throughput
     start = time.perf_counter()
     for i in range(0, texts, batch):
-        embedder.embed(sample[i:i + batch])
+        embedder.embed(sample[i : i + batch])
     return round(texts / (time.perf_counter() - start), 1)
 
 

@@ -38,9 +38,14 @@ Mode = Literal["passthrough", "session"]
 TARGET_MS = 10.0
 
 _SYSTEM = " ".join(f"Rule {i}: answer from the memories when they apply." for i in range(60))
-_FACTS = ["Ana is allergic to peanuts.", "Ana's sister is called Bea.",
-          "Ana moved to Lisbon in 2021.", "Ana prefers short answers.",
-          "Ana is learning the cello.", "Ana works as a nurse."]
+_FACTS = [
+    "Ana is allergic to peanuts.",
+    "Ana's sister is called Bea.",
+    "Ana moved to Lisbon in 2021.",
+    "Ana prefers short answers.",
+    "Ana is learning the cello.",
+    "Ana works as a nurse.",
+]
 
 
 @dataclass(frozen=True)
@@ -103,11 +108,17 @@ def _server(provider: Provider) -> Iterator[tuple[FakeHTTPServer, Any]]:
 
 def _send(provider: Provider, target: Any, kwargs: dict[str, Any], stream: bool) -> None:
     if provider == "anthropic":
-        result = target.messages.create(**kwargs, stream=stream) if stream else \
-            target.messages.create(**kwargs)
+        result = (
+            target.messages.create(**kwargs, stream=stream)
+            if stream
+            else target.messages.create(**kwargs)
+        )
     else:
-        result = target.chat.completions.create(**kwargs, stream=stream) if stream else \
-            target.chat.completions.create(**kwargs)
+        result = (
+            target.chat.completions.create(**kwargs, stream=stream)
+            if stream
+            else target.chat.completions.create(**kwargs)
+        )
     if stream:
         for _ in result:
             pass
@@ -115,11 +126,17 @@ def _send(provider: Provider, target: Any, kwargs: dict[str, Any], stream: bool)
 
 def _call_kwargs(provider: Provider, question: str) -> dict[str, Any]:
     if provider == "anthropic":
-        return {"model": "claude-haiku-4-5", "max_tokens": 256, "system": _SYSTEM,
-                "messages": [{"role": "user", "content": question}]}
-    return {"model": "gpt-4.1-mini", "max_tokens": 256,
-            "messages": [{"role": "system", "content": _SYSTEM},
-                         {"role": "user", "content": question}]}
+        return {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 256,
+            "system": _SYSTEM,
+            "messages": [{"role": "user", "content": question}],
+        }
+    return {
+        "model": "gpt-4.1-mini",
+        "max_tokens": 256,
+        "messages": [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": question}],
+    }
 
 
 def _timed(func: Callable[[], None]) -> float:
@@ -135,9 +152,16 @@ def _sent_body(fake: FakeHTTPServer) -> dict[str, Any]:
     return body
 
 
-def _run(provider: Provider, mode: Mode, calls: int, warmup: int, stream: bool,
-         wrapped: WrappedClient, client: Any, fake: FakeHTTPServer) -> tuple[list[float],
-                                                                              list[float]]:
+def _run(
+    provider: Provider,
+    mode: Mode,
+    calls: int,
+    warmup: int,
+    stream: bool,
+    wrapped: WrappedClient,
+    client: Any,
+    fake: FakeHTTPServer,
+) -> tuple[list[float], list[float]]:
     bare_ms: list[float] = []
     wrapped_ms: list[float] = []
     for i in range(warmup + calls):
@@ -155,8 +179,15 @@ def _p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
 
 
-def measure(provider: Provider = "anthropic", *, mode: Mode = "passthrough", calls: int = 200,
-            warmup: int = 10, stream: bool = False, embedder: str = "hash") -> OverheadResult:
+def measure(
+    provider: Provider = "anthropic",
+    *,
+    mode: Mode = "passthrough",
+    calls: int = 200,
+    warmup: int = 10,
+    stream: bool = False,
+    embedder: str = "hash",
+) -> OverheadResult:
     """Run ``calls`` interleaved bare/wrapped calls and return both medians.
 
     ``embedder`` (session mode): ``hash`` (fast, deterministic) or ``minilm``
@@ -170,8 +201,9 @@ def measure(provider: Provider = "anthropic", *, mode: Mode = "passthrough", cal
             from ..embed import make_embedder
             from ..memory import Memory
 
-            memory = Memory(Path(tmp) / "bench.db", embedder=make_embedder(embedder),
-                            background_embedding=True)
+            memory = Memory(
+                Path(tmp) / "bench.db", embedder=make_embedder(embedder), background_embedding=True
+            )
             memory.add(list(_FACTS), user_id="ana", session_id="earlier")
             wrapped = wrap(client, memory=memory, session="bench", user_id="ana")
         else:
@@ -182,6 +214,14 @@ def measure(provider: Provider = "anthropic", *, mode: Mode = "passthrough", cal
             wrapped.flush()
             if memory is not None:
                 memory.close()
-    return OverheadResult(provider, mode, stream, calls, statistics.median(bare),
-                          statistics.median(timed), _p90(bare), _p90(timed),
-                          embedder if mode == "session" else "-")
+    return OverheadResult(
+        provider,
+        mode,
+        stream,
+        calls,
+        statistics.median(bare),
+        statistics.median(timed),
+        _p90(bare),
+        _p90(timed),
+        embedder if mode == "session" else "-",
+    )

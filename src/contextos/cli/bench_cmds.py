@@ -15,13 +15,26 @@ from rich.table import Table
 
 from .common import CliState, console, err_console, pass_state
 
-KEYS = ("recall@5", "recall@10", "recall@25", "recall@500t", "recall@1000t", "recall@2000t",
-        "tokens@10")
+KEYS = (
+    "recall@5",
+    "recall@10",
+    "recall@25",
+    "recall@500t",
+    "recall@1000t",
+    "recall@2000t",
+    "tokens@10",
+)
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err_console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
 
 
 def _write_json(path: str | None, report: dict[str, Any]) -> None:
@@ -33,18 +46,24 @@ def _write_json(path: str | None, report: dict[str, Any]) -> None:
 
 
 def _locomo_table(report: dict[str, Any]) -> Table:
-    table = Table(title=f"LoCoMo turn-level evidence recall · {report['turns']} turns",
-                  caption="r@k: recall in the top k · r@Nt: within N tokens · tok@10: tokens "
-                          "of the top 10 · cat 1-4 overall, 5 (adversarial) apart")
+    table = Table(
+        title=f"LoCoMo turn-level evidence recall · {report['turns']} turns",
+        caption="r@k: recall in the top k · r@Nt: within N tokens · tok@10: tokens "
+        "of the top 10 · cat 1-4 overall, 5 (adversarial) apart",
+    )
     table.add_column("retriever", no_wrap=True)
     for k in KEYS:
-        table.add_column(k.replace("recall", "r").replace("tokens", "tok"), justify="right",
-                         no_wrap=True)
+        table.add_column(
+            k.replace("recall", "r").replace("tokens", "tok"), justify="right", no_wrap=True
+        )
     table.add_column("n", justify="right")
 
     def row(label: str, m: dict[str, float]) -> None:
-        table.add_row(label, *(f"{m.get(k, 0):.3f}" if k != "tokens@10" else f"{m.get(k, 0):.0f}"
-                               for k in KEYS), str(m.get("n", 0)))
+        table.add_row(
+            label,
+            *(f"{m.get(k, 0):.3f}" if k != "tokens@10" else f"{m.get(k, 0):.0f}" for k in KEYS),
+            str(m.get("n", 0)),
+        )
 
     row("contextos", report["overall"])
     for c, m in report["by_category"].items():
@@ -56,17 +75,32 @@ def _locomo_table(report: dict[str, Any]) -> Table:
 
 def register(cli: click.Group, bench: click.Group) -> None:
     @bench.command("locomo")
-    @click.option("--data", default="../shared/data/locomo/locomo-dev.json", show_default=True,
-                  help="Path to the LoCoMo JSON (never copied into the repo).")
+    @click.option(
+        "--data",
+        default="../shared/data/locomo/locomo-dev.json",
+        show_default=True,
+        help="Path to the LoCoMo JSON (never copied into the repo).",
+    )
     @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
     @click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
     @click.option("--embedder", default=None, help="Embedder name (default: minilm).")
-    @click.option("--memory", "memory_mode", default="raw",
-                  type=click.Choice(["raw", "extracted", "observations"]), show_default=True,
-                  help="What is stored: raw turns, extracted facts, or LoCoMo's observations.")
+    @click.option(
+        "--memory",
+        "memory_mode",
+        default="raw",
+        type=click.Choice(["raw", "extracted", "observations"]),
+        show_default=True,
+        help="What is stored: raw turns, extracted facts, or LoCoMo's observations.",
+    )
     @pass_state
-    def locomo(state: CliState, data: str, json_out: str | None, conversations: int | None,
-               embedder: str | None, memory_mode: str) -> None:
+    def locomo(
+        state: CliState,
+        data: str,
+        json_out: str | None,
+        conversations: int | None,
+        embedder: str | None,
+        memory_mode: str,
+    ) -> None:
         """Evidence recall on LoCoMo, with BM25-only and dense-only baselines."""
         from ..bench.locomo import run_locomo
         from ..bench.locomo_data import load_locomo
@@ -78,25 +112,34 @@ def register(cli: click.Group, bench: click.Group) -> None:
         turns = sum(len(c.turns) for c in convs)
         questions = sum(1 for c in convs for q in c.qa if q.evidence)
         with _progress() as bar:
-            tasks = {"ingest": bar.add_task("ingest turns", total=turns),
-                     "search": bar.add_task("questions", total=questions)}
-            report = run_locomo(data, conversations=conversations,
-                                embedder=make_embedder(embedder) if embedder else None,
-                                progress=lambda kind, n: bar.advance(tasks[kind], n),
-                                memory_mode=memory_mode)
+            tasks = {
+                "ingest": bar.add_task("ingest turns", total=turns),
+                "search": bar.add_task("questions", total=questions),
+            }
+            report = run_locomo(
+                data,
+                conversations=conversations,
+                embedder=make_embedder(embedder) if embedder else None,
+                progress=lambda kind, n: bar.advance(tasks[kind], n),
+                memory_mode=memory_mode,
+            )
         _write_json(json_out, report)
         if state.as_json:
             click.echo(json.dumps(report, indent=2, default=str))
             return
         console.print(_locomo_table(report))
         lat = report["latency_ms"]
-        console.print(f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
-                      f"add mean {lat['ingest_per_turn']} ms · add p95 {lat['add_p95']} ms · "
-                      f"embedding {report['embed_per_s']} records/s · peak RSS "
-                      f"{report['peak_rss_mb']} MB")
-        console.print(f"memory {report['memory_mode']}: {report['memory_tokens']:,} tokens stored "
-                      f"vs {report['raw_tokens']:,} in the raw conversation "
-                      f"({report['memory_to_raw']}x) · {report['records']:,} records")
+        console.print(
+            f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
+            f"add mean {lat['ingest_per_turn']} ms · add p95 {lat['add_p95']} ms · "
+            f"embedding {report['embed_per_s']} records/s · peak RSS "
+            f"{report['peak_rss_mb']} MB"
+        )
+        console.print(
+            f"memory {report['memory_mode']}: {report['memory_tokens']:,} tokens stored "
+            f"vs {report['raw_tokens']:,} in the raw conversation "
+            f"({report['memory_to_raw']}x) · {report['records']:,} records"
+        )
 
     @bench.command("scale")
     @click.option("--n", "n", default=100_000, show_default=True, type=click.IntRange(100))
@@ -115,8 +158,17 @@ def register(cli: click.Group, bench: click.Group) -> None:
             click.echo(json.dumps(report, indent=2))
             return
         table = Table(title=f"scale · embedding {report['embed_per_s']} texts/s")
-        cols = ("n", "add_p50_ms", "add_p95_ms", "ingest_per_s", "search_p50_ms",
-                "search_p95_ms", "db_mb", "real_vectors", "stand_in_vectors")
+        cols = (
+            "n",
+            "add_p50_ms",
+            "add_p95_ms",
+            "ingest_per_s",
+            "search_p50_ms",
+            "search_p95_ms",
+            "db_mb",
+            "real_vectors",
+            "stand_in_vectors",
+        )
         for c in cols:
             table.add_column(c, justify="right")
         for r in report["results"]:

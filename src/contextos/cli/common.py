@@ -67,6 +67,10 @@ def json_option(func: F) -> F:
             ctx.ensure_object(CliState).as_json = True
 
     return click.option(
-        "--json", "as_json", is_flag=True, expose_value=False, callback=callback,
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=callback,
         help="Print machine-readable JSON.",
     )(func)

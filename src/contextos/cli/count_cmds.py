@@ -29,8 +29,13 @@ def _messages_from_json(text: str) -> list[Message] | None:
 def register(cli: click.Group, bench: click.Group) -> None:
     @cli.command()
     @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-    @click.option("--model", "-m", default="claude-sonnet-4-6", show_default=True,
-                  help="Model whose window and price to report against.")
+    @click.option(
+        "--model",
+        "-m",
+        default="claude-sonnet-4-6",
+        show_default=True,
+        help="Model whose window and price to report against.",
+    )
     @json_option
     @pass_state
     def count(state: CliState, file: str, model: str) -> None:

@@ -14,8 +14,12 @@ from .common import CliState, console, err_console, pass_state
 
 def register(cli: click.Group, bench: click.Group) -> None:
     @cli.command()
-    @click.option("--keep", "keep_db", metavar="PATH",
-                  help="Keep the demo database at PATH (default: a temporary file).")
+    @click.option(
+        "--keep",
+        "keep_db",
+        metavar="PATH",
+        help="Keep the demo database at PATH (default: a temporary file).",
+    )
     @click.option("--model", default="claude-sonnet-4-6", show_default=True)
     @pass_state
     def demo(state: CliState, keep_db: str | None, model: str) -> None:
@@ -24,24 +28,31 @@ def register(cli: click.Group, bench: click.Group) -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(keep_db) if keep_db else Path(tmp) / "demo.db"
-            result = run_demo(db, model_name=model,
-                              progress=lambda msg: err_console.print(f"[dim]{msg}…[/dim]"))
+            result = run_demo(
+                db, model_name=model, progress=lambda msg: err_console.print(f"[dim]{msg}…[/dim]")
+            )
         console.rule("1 · memory")
-        console.print(f"{result.turns} turns logged; {len(result.raw_records)} raw memories "
-                      f"and {len(result.facts)} extracted facts stored")
+        console.print(
+            f"{result.turns} turns logged; {len(result.raw_records)} raw memories "
+            f"and {len(result.facts)} extracted facts stored"
+        )
         for fact in result.facts[:6]:
-            console.print(f"  [green]fact[/green] {render(fact)}  "
-                          f"[dim]← {', '.join(fact.provenance)}[/dim]")
+            console.print(
+                f"  [green]fact[/green] {render(fact)}  [dim]← {', '.join(fact.provenance)}[/dim]"
+            )
         console.rule("2 · retrieval (≤ 200 tokens per question)")
         for question, hits in result.answers:
-            console.print(f"[bold]{question}[/bold]  "
-                          f"[dim]{sum(h.tokens for h in hits)} tokens[/dim]")
+            console.print(
+                f"[bold]{question}[/bold]  [dim]{sum(h.tokens for h in hits)} tokens[/dim]"
+            )
             for h in hits:
                 console.print(f"  {h.tokens:>3} tok · {render(h.record)}")
         console.rule("3 · compaction")
-        console.print(f"history {result.history_tokens_before} → "
-                      f"{result.history_tokens_after} tokens "
-                      f"({result.compactions} compaction: recent turns verbatim + summary)")
+        console.print(
+            f"history {result.history_tokens_before} → "
+            f"{result.history_tokens_after} tokens "
+            f"({result.compactions} compaction: recent turns verbatim + summary)"
+        )
         console.rule("4 · the window and its cost")
         assert result.window is not None and result.cache is not None
         table = Table()
@@ -50,10 +61,17 @@ def register(cli: click.Group, bench: click.Group) -> None:
         for u in result.window.usage:
             table.add_row(u.name, str(u.tokens), str(u.items), str(u.dropped))
         console.print(table)
-        bps = ", ".join(f"after block {b.after} ({b.segment}, {b.ttl}, {b.prefix_tokens} tok)"
-                        for b in result.window.breakpoints) or "none (prefix below the minimum)"
+        bps = (
+            ", ".join(
+                f"after block {b.after} ({b.segment}, {b.ttl}, {b.prefix_tokens} tok)"
+                for b in result.window.breakpoints
+            )
+            or "none (prefix below the minimum)"
+        )
         console.print(f"cache breakpoints: {bps}")
         c = result.cache
-        console.print(f"{c.requests} calls on {result.model.name if result.model else model}: "
-                      f"{c.input_tokens} input tokens, {c.hit_ratio:.0%} read from cache; "
-                      f"${c.cost_usd:.5f} vs ${c.cost_without_cache_usd:.5f} uncached")
+        console.print(
+            f"{c.requests} calls on {result.model.name if result.model else model}: "
+            f"{c.input_tokens} input tokens, {c.hit_ratio:.0%} read from cache; "
+            f"${c.cost_usd:.5f} vs ${c.cost_without_cache_usd:.5f} uncached"
+        )

@@ -29,9 +29,14 @@ COMMAND_MODULES = [
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", envvar="CONTEXTOS_DB", default=None, metavar="PATH",
-              help="Database: a SQLite file path or a postgresql:// URL "
-                   "(default: memory.db in the user data dir; env CONTEXTOS_DB).")
+@click.option(
+    "--db",
+    envvar="CONTEXTOS_DB",
+    default=None,
+    metavar="PATH",
+    help="Database: a SQLite file path or a postgresql:// URL "
+    "(default: memory.db in the user data dir; env CONTEXTOS_DB).",
+)
 @click.option("--tenant", envvar="CONTEXTOS_TENANT", default=None, help="Tenant to act for.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.version_option(package_name="contextos")

@@ -24,8 +24,11 @@ from .common import CliState, console, json_option, pass_state, print_json
 @contextmanager
 def open_memory(state: CliState, *, embed: bool = True) -> Iterator[Memory]:
     """Open the configured database; wait for embeddings before closing when writing."""
-    memory = Memory(state.settings.db, settings=state.settings, background_embedding=False) \
-        if not embed else Memory(state.settings.db, settings=state.settings)
+    memory = (
+        Memory(state.settings.db, settings=state.settings, background_embedding=False)
+        if not embed
+        else Memory(state.settings.db, settings=state.settings)
+    )
     try:
         yield memory
     finally:
@@ -34,17 +37,30 @@ def open_memory(state: CliState, *, embed: bool = True) -> Iterator[Memory]:
 
 def record_dict(r: MemoryRecord) -> dict[str, Any]:
     return {
-        "id": r.id, "text": r.text, "memory_type": r.memory_type,
-        "user_id": r.user_id, "agent_id": r.agent_id, "session_id": r.session_id,
-        "metadata": dict(r.metadata), "created_at": r.created_at, "updated_at": r.updated_at,
-        "event_time": r.event_time, "valid_from": r.valid_from, "valid_to": r.valid_to,
+        "id": r.id,
+        "text": r.text,
+        "memory_type": r.memory_type,
+        "user_id": r.user_id,
+        "agent_id": r.agent_id,
+        "session_id": r.session_id,
+        "metadata": dict(r.metadata),
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "event_time": r.event_time,
+        "valid_from": r.valid_from,
+        "valid_to": r.valid_to,
         "provenance": list(r.provenance),
     }
 
 
 def hit_dict(h: Hit) -> dict[str, Any]:
-    return {**record_dict(h.record), "score": h.score, "tokens": h.tokens,
-            "lexical_rank": h.lexical_rank, "dense_rank": h.dense_rank}
+    return {
+        **record_dict(h.record),
+        "score": h.score,
+        "tokens": h.tokens,
+        "lexical_rank": h.lexical_rank,
+        "dense_rank": h.dense_rank,
+    }
 
 
 def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
@@ -52,9 +68,8 @@ def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
     for col in ("id", "type", "when", "memory"):
         table.add_column(col, overflow="fold")
     for r in records:
-        when = (r.event_time or r.created_at)
-        table.add_row(r.id[:8], r.memory_type, when.date().isoformat() if when else "",
-                      render(r))
+        when = r.event_time or r.created_at
+        table.add_row(r.id[:8], r.memory_type, when.date().isoformat() if when else "", render(r))
     return table
 
 
@@ -98,14 +113,27 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @with_scope
     @click.option("--metadata", help="JSON object kept with the memory.")
     @click.option("--event-time", help="When it was said or happened (ISO-8601).")
-    @click.option("--type", "memory_type", default="episodic",
-                  type=click.Choice(["episodic", "semantic", "procedural"]), show_default=True)
+    @click.option(
+        "--type",
+        "memory_type",
+        default="episodic",
+        type=click.Choice(["episodic", "semantic", "procedural"]),
+        show_default=True,
+    )
     @click.option("--speaker", help="Who said it.")
     @json_option
     @pass_state
-    def add(state: CliState, text: str, user_id: str | None, agent_id: str | None,
-            session_id: str | None, metadata: str | None, event_time: str | None,
-            memory_type: str, speaker: str | None) -> None:
+    def add(
+        state: CliState,
+        text: str,
+        user_id: str | None,
+        agent_id: str | None,
+        session_id: str | None,
+        metadata: str | None,
+        event_time: str | None,
+        memory_type: str,
+        speaker: str | None,
+    ) -> None:
         """Store TEXT as a memory (- reads it from stdin)."""
         if text == "-":
             text = click.get_text_stream("stdin").read()
@@ -113,10 +141,15 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if speaker:
             message["name"] = speaker
         with open_memory(state) as memory:
-            records = memory.add(message, user_id=user_id, agent_id=agent_id,
-                                 session_id=session_id, metadata=_parse_metadata(metadata),
-                                 event_time=_parse_time(event_time),
-                                 memory_type=memory_type)  # type: ignore[arg-type]
+            records = memory.add(
+                message,
+                user_id=user_id,
+                agent_id=agent_id,
+                session_id=session_id,
+                metadata=_parse_metadata(metadata),
+                event_time=_parse_time(event_time),
+                memory_type=memory_type,
+            )  # type: ignore[arg-type]
             memory.flush()
         if state.as_json:
             print_json([record_dict(r) for r in records])
@@ -129,21 +162,39 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @with_scope
     @click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
     @click.option("--token-budget", type=click.IntRange(1), help="Cut results to this many tokens.")
-    @click.option("--type", "memory_types", multiple=True,
-                  type=click.Choice(["episodic", "semantic", "procedural"]))
+    @click.option(
+        "--type",
+        "memory_types",
+        multiple=True,
+        type=click.Choice(["episodic", "semantic", "procedural"]),
+    )
     @click.option("--as-of", help="Only memories valid at this time (ISO-8601).")
     @json_option
     @pass_state
-    def search(state: CliState, query: str, user_id: str | None, agent_id: str | None,
-               session_id: str | None, limit: int, token_budget: int | None,
-               memory_types: tuple[str, ...], as_of: str | None) -> None:
+    def search(
+        state: CliState,
+        query: str,
+        user_id: str | None,
+        agent_id: str | None,
+        session_id: str | None,
+        limit: int,
+        token_budget: int | None,
+        memory_types: tuple[str, ...],
+        as_of: str | None,
+    ) -> None:
         """Search memories in a scope (hybrid BM25 + vectors)."""
         with open_memory(state) as memory:
             memory.flush()
-            hits = memory.search(query, user_id=user_id, agent_id=agent_id,
-                                 session_id=session_id, limit=limit, token_budget=token_budget,
-                                 memory_types=memory_types or None,  # type: ignore[arg-type]
-                                 as_of=_parse_time(as_of))
+            hits = memory.search(
+                query,
+                user_id=user_id,
+                agent_id=agent_id,
+                session_id=session_id,
+                limit=limit,
+                token_budget=token_budget,
+                memory_types=memory_types or None,  # type: ignore[arg-type]
+                as_of=_parse_time(as_of),
+            )
         if state.as_json:
             print_json([hit_dict(h) for h in hits])
             return
@@ -151,8 +202,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         for col in ("#", "score", "tokens", "id", "memory"):
             table.add_column(col, overflow="fold")
         for i, h in enumerate(hits, 1):
-            table.add_row(str(i), f"{h.score:.4f}", str(h.tokens), h.record.id[:8],
-                          render(h.record))
+            table.add_row(
+                str(i), f"{h.score:.4f}", str(h.tokens), h.record.id[:8], render(h.record)
+            )
         console.print(table)
 
     @cli.command()
@@ -174,12 +226,23 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
     @json_option
     @pass_state
-    def list_(state: CliState, user_id: str | None, agent_id: str | None,
-              session_id: str | None, limit: int, offset: int) -> None:
+    def list_(
+        state: CliState,
+        user_id: str | None,
+        agent_id: str | None,
+        session_id: str | None,
+        limit: int,
+        offset: int,
+    ) -> None:
         """List memories in a scope, newest first (Memory.get_all)."""
         with open_memory(state, embed=False) as memory:
-            records = memory.get_all(user_id=user_id, agent_id=agent_id, session_id=session_id,
-                                     limit=limit, offset=offset)
+            records = memory.get_all(
+                user_id=user_id,
+                agent_id=agent_id,
+                session_id=session_id,
+                limit=limit,
+                offset=offset,
+            )
         if state.as_json:
             print_json([record_dict(r) for r in records])
         else:
@@ -249,6 +312,7 @@ def _print_history(events: Sequence[HistoryEvent]) -> None:
     for col in ("at", "event", "old", "new", "actor"):
         table.add_column(col, overflow="fold")
     for e in events:
-        table.add_row(e.at.isoformat(timespec="seconds"), e.event, e.old_text or "",
-                      e.new_text or "", e.actor)
+        table.add_row(
+            e.at.isoformat(timespec="seconds"), e.event, e.old_text or "", e.new_text or "", e.actor
+        )
     console.print(table)

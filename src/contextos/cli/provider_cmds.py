@@ -14,18 +14,37 @@ if TYPE_CHECKING:
     from ..providers.chat import ChatTurn
 
 
-def _bench_wrap(state: CliState, provider: str, mode: str, calls: int, warmup: int,
-                stream: bool, embedder: str) -> None:
+def _bench_wrap(
+    state: CliState, provider: str, mode: str, calls: int, warmup: int, stream: bool, embedder: str
+) -> None:
     from ..bench.wrap_overhead import TARGET_MS, measure
 
     providers = ["anthropic", "openai"] if provider == "both" else [provider]
     modes = ["passthrough", "session"] if mode == "both" else [mode]
-    results = [measure(p, mode=m, calls=calls, warmup=warmup, stream=stream,  # type: ignore[arg-type]
-                       embedder=embedder) for p in providers for m in modes]
+    results = [
+        measure(
+            p,
+            mode=m,
+            calls=calls,
+            warmup=warmup,
+            stream=stream,  # type: ignore[arg-type]
+            embedder=embedder,
+        )
+        for p in providers
+        for m in modes
+    ]
     if state.as_json:
-        print_json([{**dataclasses.asdict(r), "overhead_ms": r.overhead_ms,
-                     "target_ms": TARGET_MS, "within_target": r.within_target}
-                    for r in results])
+        print_json(
+            [
+                {
+                    **dataclasses.asdict(r),
+                    "overhead_ms": r.overhead_ms,
+                    "target_ms": TARGET_MS,
+                    "within_target": r.within_target,
+                }
+                for r in results
+            ]
+        )
         return
     for r in results:
         verdict = "[green]ok[/green]" if r.within_target else "[red]over target[/red]"
@@ -33,7 +52,8 @@ def _bench_wrap(state: CliState, provider: str, mode: str, calls: int, warmup: i
             f"{r.provider:9} {r.mode:11} {'stream' if r.stream else 'json':6} "
             f"calls={r.calls}  bare median {r.bare_median_ms:.2f} ms  "
             f"wrapped median {r.wrapped_median_ms:.2f} ms  "
-            f"overhead {r.overhead_ms:+.2f} ms (target <= {TARGET_MS:.0f} ms: {verdict})")
+            f"overhead {r.overhead_ms:+.2f} ms (target <= {TARGET_MS:.0f} ms: {verdict})"
+        )
 
 
 def _print_turn(turn: ChatTurn, show_window: bool) -> None:
@@ -45,21 +65,37 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
         console.rule()
     console.print(f"[bold]assistant>[/bold] {turn.reply}", highlight=False)
     u = turn.usage
-    console.print(f"[dim]usage: in {u.input_tokens} out {u.output_tokens} "
-                  f"cache write {u.cache_creation_input_tokens} "
-                  f"read {u.cache_read_input_tokens}[/dim]")
+    console.print(
+        f"[dim]usage: in {u.input_tokens} out {u.output_tokens} "
+        f"cache write {u.cache_creation_input_tokens} "
+        f"read {u.cache_read_input_tokens}[/dim]"
+    )
 
 
-def _chat(state: CliState, provider: str, model: str | None, session_id: str, user_id: str,
-          base_url: str | None, show_window: bool) -> None:
+def _chat(
+    state: CliState,
+    provider: str,
+    model: str | None,
+    session_id: str,
+    user_id: str,
+    base_url: str | None,
+    show_window: bool,
+) -> None:
     from ..memory import Memory
     from ..providers.chat import Chat
 
     memory = Memory(state.settings.db, tenant=state.settings.tenant, settings=state.settings)
     chat: Chat | None = None
     try:
-        chat = Chat(memory, provider=provider, session_id=session_id,  # type: ignore[arg-type]
-                    user_id=user_id, model=model, settings=state.settings, base_url=base_url)
+        chat = Chat(
+            memory,
+            provider=provider,
+            session_id=session_id,  # type: ignore[arg-type]
+            user_id=user_id,
+            model=model,
+            settings=state.settings,
+            base_url=base_url,
+        )
         stdin = sys.stdin
         interactive = stdin.isatty()
         while True:
@@ -72,9 +108,14 @@ def _chat(state: CliState, provider: str, model: str | None, session_id: str, us
                 continue
             turn = chat.send(line.strip())
             if state.as_json:
-                print_json({"reply": turn.reply, "usage": turn.usage,
-                            "memories": turn.memories,
-                            "window": turn.window.render_text() if turn.window else None})
+                print_json(
+                    {
+                        "reply": turn.reply,
+                        "usage": turn.usage,
+                        "memories": turn.memories,
+                        "window": turn.window.render_text() if turn.window else None,
+                    }
+                )
             else:
                 _print_turn(turn, show_window)
     finally:
@@ -87,40 +128,92 @@ def register(cli: click.Group, bench: click.Group) -> None:
     """Add ``bench wrap`` and ``chat``."""
 
     @bench.command("wrap")
-    @click.option("--provider", type=click.Choice(["anthropic", "openai", "both"]),
-                  default="both", show_default=True, help="Which SDK client to wrap.")
-    @click.option("--mode", type=click.Choice(["passthrough", "session", "both"]),
-                  default="both", show_default=True,
-                  help="passthrough: wrap(client); session: with memory and a session log.")
-    @click.option("--calls", default=200, show_default=True, type=click.IntRange(1),
-                  help="Measured calls of each kind (bare and wrapped, interleaved).")
-    @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0),
-                  help="Unmeasured calls first.")
+    @click.option(
+        "--provider",
+        type=click.Choice(["anthropic", "openai", "both"]),
+        default="both",
+        show_default=True,
+        help="Which SDK client to wrap.",
+    )
+    @click.option(
+        "--mode",
+        type=click.Choice(["passthrough", "session", "both"]),
+        default="both",
+        show_default=True,
+        help="passthrough: wrap(client); session: with memory and a session log.",
+    )
+    @click.option(
+        "--calls",
+        default=200,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Measured calls of each kind (bare and wrapped, interleaved).",
+    )
+    @click.option(
+        "--warmup",
+        default=10,
+        show_default=True,
+        type=click.IntRange(0),
+        help="Unmeasured calls first.",
+    )
     @click.option("--stream", is_flag=True, help="Stream the responses (and read them whole).")
-    @click.option("--embedder", type=click.Choice(["hash", "minilm"]), default="hash",
-                  show_default=True, help="Embedder of the session mode's memory.")
+    @click.option(
+        "--embedder",
+        type=click.Choice(["hash", "minilm"]),
+        default="hash",
+        show_default=True,
+        help="Embedder of the session mode's memory.",
+    )
     @json_option
     @pass_state
-    def bench_wrap(state: CliState, provider: str, mode: str, calls: int, warmup: int,
-                   stream: bool, embedder: str) -> None:
+    def bench_wrap(
+        state: CliState,
+        provider: str,
+        mode: str,
+        calls: int,
+        warmup: int,
+        stream: bool,
+        embedder: str,
+    ) -> None:
         """Time a wrapped SDK call against the bare one on a loopback fake server."""
         _bench_wrap(state, provider, mode, calls, warmup, stream, embedder)
 
     @cli.command()
-    @click.option("--provider", type=click.Choice(["offline", "anthropic", "openai"]),
-                  default="offline", show_default=True,
-                  help="offline needs no key: it shows the window and answers from memory.")
+    @click.option(
+        "--provider",
+        type=click.Choice(["offline", "anthropic", "openai"]),
+        default="offline",
+        show_default=True,
+        help="offline needs no key: it shows the window and answers from memory.",
+    )
     @click.option("--model", "-m", default=None, help="Model name (default per provider).")
-    @click.option("--session", "session_id", default="chat", show_default=True,
-                  help="Session id: the conversation log to continue.")
+    @click.option(
+        "--session",
+        "session_id",
+        default="chat",
+        show_default=True,
+        help="Session id: the conversation log to continue.",
+    )
     @click.option("--user-id", default="me", show_default=True, help="Whose memories.")
-    @click.option("--base-url", default=None,
-                  help="An OpenAI-compatible server (with --provider openai).")
-    @click.option("--show-window/--no-show-window", default=True, show_default=True,
-                  help="Print the assembled window before each answer.")
+    @click.option(
+        "--base-url", default=None, help="An OpenAI-compatible server (with --provider openai)."
+    )
+    @click.option(
+        "--show-window/--no-show-window",
+        default=True,
+        show_default=True,
+        help="Print the assembled window before each answer.",
+    )
     @json_option
     @pass_state
-    def chat(state: CliState, provider: str, model: str | None, session_id: str, user_id: str,
-             base_url: str | None, show_window: bool) -> None:
+    def chat(
+        state: CliState,
+        provider: str,
+        model: str | None,
+        session_id: str,
+        user_id: str,
+        base_url: str | None,
+        show_window: bool,
+    ) -> None:
         """Chat with memory; one line per message, /quit or end of input to stop."""
         _chat(state, provider, model, session_id, user_id, base_url, show_window)

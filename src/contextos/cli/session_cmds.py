@@ -31,17 +31,24 @@ def _session(state: CliState, session_id: str, user_id: str | None) -> Session:
 
 def _window_report(window: Window, model_name: str) -> dict[str, Any]:
     model = get_model(model_name)
-    usage = CacheSimulator("anthropic" if model.provider == "anthropic" else "openai",
-                           min_tokens=model.min_cache_tokens).send(
-        cache_request(window, model, "anthropic" if model.provider == "anthropic" else "openai",
-                      at=0.0))
+    usage = CacheSimulator(
+        "anthropic" if model.provider == "anthropic" else "openai",
+        min_tokens=model.min_cache_tokens,
+    ).send(
+        cache_request(
+            window, model, "anthropic" if model.provider == "anthropic" else "openai", at=0.0
+        )
+    )
     cold = report([usage], model)
-    return {"total_tokens": window.total_tokens, "budget": window.budget,
-            "segments": [asdict(u) for u in window.usage],
-            "breakpoints": [asdict(b) for b in window.breakpoints],
-            "overflow": [asdict(o) for o in window.overflow],
-            "cost_cold_usd": cold.cost_usd,
-            "cost_if_prefix_cached_usd": _warm_cost(window, model)}
+    return {
+        "total_tokens": window.total_tokens,
+        "budget": window.budget,
+        "segments": [asdict(u) for u in window.usage],
+        "breakpoints": [asdict(b) for b in window.breakpoints],
+        "overflow": [asdict(o) for o in window.overflow],
+        "cost_cold_usd": cold.cost_usd,
+        "cost_if_prefix_cached_usd": _warm_cost(window, model),
+    }
 
 
 def _warm_cost(window: Window, model: ModelInfo) -> float:
@@ -58,16 +65,26 @@ def _print_window(window: Window, info: dict[str, Any]) -> None:
     for col in ("segment", "tokens", "items", "dropped", "floor", "ceiling"):
         table.add_column(col)
     for u in window.usage:
-        table.add_row(u.name, f"{u.tokens:,}", str(u.items), str(u.dropped), str(u.floor),
-                      "-" if u.ceiling is None else str(u.ceiling))
+        table.add_row(
+            u.name,
+            f"{u.tokens:,}",
+            str(u.items),
+            str(u.dropped),
+            str(u.floor),
+            "-" if u.ceiling is None else str(u.ceiling),
+        )
     console.print(table)
     for bp in window.breakpoints:
-        console.print(f"breakpoint after block {bp.after} ({bp.segment}, {bp.ttl}, "
-                      f"{bp.prefix_tokens:,} prefix tokens)")
+        console.print(
+            f"breakpoint after block {bp.after} ({bp.segment}, {bp.ttl}, "
+            f"{bp.prefix_tokens:,} prefix tokens)"
+        )
     for o in window.overflow:
         console.print(f"dropped {o.key} ({o.tokens} tokens): {o.reason}")
-    console.print(f"input cost: ${info['cost_cold_usd']:.5f} cold, "
-                  f"${info['cost_if_prefix_cached_usd']:.5f} with the prefix cached")
+    console.print(
+        f"input cost: ${info['cost_cold_usd']:.5f} cold, "
+        f"${info['cost_if_prefix_cached_usd']:.5f} with the prefix cached"
+    )
 
 
 def register(cli: click.Group, bench: click.Group) -> None:
@@ -85,19 +102,31 @@ def _register_session(cli: click.Group) -> None:
     @session.command("add")
     @click.argument("session_id")
     @click.argument("content")
-    @click.option("--role", type=click.Choice(["user", "assistant", "system", "tool"]),
-                  default="user", show_default=True, help="Who said it.")
+    @click.option(
+        "--role",
+        type=click.Choice(["user", "assistant", "system", "tool"]),
+        default="user",
+        show_default=True,
+        help="Who said it.",
+    )
     @click.option("--name", default=None, help="Speaker name.")
     @click.option("--user-id", default=None, help="Owner of the session.")
     @json_option
     @pass_state
-    def session_add(state: CliState, session_id: str, content: str, role: str,
-                    name: str | None, user_id: str | None) -> None:
+    def session_add(
+        state: CliState,
+        session_id: str,
+        content: str,
+        role: str,
+        name: str | None,
+        user_id: str | None,
+    ) -> None:
         """Append one message to SESSION_ID's log (CONTENT, or - for stdin)."""
         if content == "-":
             content = sys.stdin.read()
         turns = _session(state, session_id, user_id).add(
-            Message(role=cast(Role, role), content=content, name=name))
+            Message(role=cast(Role, role), content=content, name=name)
+        )
         if state.as_json:
             print_json(turns)
             return
@@ -110,8 +139,9 @@ def _register_session(cli: click.Group) -> None:
     @click.option("--user-id", default=None, help="Owner of the session.")
     @json_option
     @pass_state
-    def session_show(state: CliState, session_id: str, seq: int | None,
-                     user_id: str | None) -> None:
+    def session_show(
+        state: CliState, session_id: str, seq: int | None, user_id: str | None
+    ) -> None:
         """Print a session's turns and its compaction state."""
         s = _session(state, session_id, user_id)
         turns = [s.turn(seq)] if seq is not None else s.turns()
@@ -121,8 +151,10 @@ def _register_session(cli: click.Group) -> None:
             return
         for t in turns:
             mark = "" if t.seq >= st.start_seq or t.seq in st.pinned else " (compacted)"
-            console.print(f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {t.message.content}",
-                          highlight=False)
+            console.print(
+                f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {t.message.content}",
+                highlight=False,
+            )
         console.print(f"compactions: {st.compactions}, first verbatim turn: {st.start_seq}")
 
 
@@ -131,20 +163,39 @@ def _register_window(cli: click.Group) -> None:
     @click.option("--session", "session_id", required=True, help="Session id.")
     @click.option("--model", "-m", default="claude-sonnet-4-6", show_default=True)
     @click.option("--question", "-q", required=True, help="The current question.")
-    @click.option("--budget", type=int, default=None,
-                  help="Input tokens (default: model window minus reserved output).")
+    @click.option(
+        "--budget",
+        type=int,
+        default=None,
+        help="Input tokens (default: model window minus reserved output).",
+    )
     @click.option("--system", default="", help="System prompt.")
-    @click.option("--format", "fmt", type=click.Choice(["table", "anthropic", "openai"]),
-                  default="table", show_default=True, help="Print the table or a request body.")
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "anthropic", "openai"]),
+        default="table",
+        show_default=True,
+        help="Print the table or a request body.",
+    )
     @click.option("--user-id", default=None, help="Owner of the session.")
     @json_option
     @pass_state
-    def window_cmd(state: CliState, session_id: str, model: str, question: str,
-                   budget: int | None, system: str, fmt: str, user_id: str | None) -> None:
+    def window_cmd(
+        state: CliState,
+        session_id: str,
+        model: str,
+        question: str,
+        budget: int | None,
+        system: str,
+        fmt: str,
+        user_id: str | None,
+    ) -> None:
         """Assemble the window for a question: segments, breakpoints, overflow, cost."""
         info = get_model(model)
-        w = _session(state, session_id, user_id).window(info, question, budget=budget,
-                                                        system=system)
+        w = _session(state, session_id, user_id).window(
+            info, question, budget=budget, system=system
+        )
         if fmt != "table":
             print_json(render(w, info, fmt))  # type: ignore[arg-type]
             return
@@ -156,36 +207,52 @@ def _register_window(cli: click.Group) -> None:
 
     @cli.command("compact")
     @click.option("--session", "session_id", required=True, help="Session id.")
-    @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default="summarize",
-                  show_default=True, help="How to compact.")
+    @click.option(
+        "--strategy",
+        type=click.Choice(list(STRATEGIES)),
+        default="summarize",
+        show_default=True,
+        help="How to compact.",
+    )
     @click.option("--budget", type=int, required=True, help="Tokens for the history.")
     @click.option("--force", is_flag=True, help="Compact even under the trigger threshold.")
     @click.option("--user-id", default=None, help="Owner of the session.")
     @json_option
     @pass_state
-    def compact_cmd(state: CliState, session_id: str, strategy: str, budget: int, force: bool,
-                    user_id: str | None) -> None:
+    def compact_cmd(
+        state: CliState,
+        session_id: str,
+        strategy: str,
+        budget: int,
+        force: bool,
+        user_id: str | None,
+    ) -> None:
         """Compact a session's history (offload archives into this database's memory)."""
         s = _session(state, session_id, user_id)
         memory = None
         if strategy == "offload":
             from ..memory import Memory
-            memory = Memory(store=s.store, tenant=state.settings.tenant,
-                            settings=state.settings)
+
+            memory = Memory(store=s.store, tenant=state.settings.tenant, settings=state.settings)
         result = s.compact(budget, strategy, memory=memory, force=force)  # type: ignore[arg-type]
         if memory is not None:
             memory.flush()
-        payload = {"compacted": result.plan is not None, "state": result.state.to_json(),
-                   "plan": asdict(result.plan) if result.plan else None,
-                   "archived": result.archived}
+        payload = {
+            "compacted": result.plan is not None,
+            "state": result.state.to_json(),
+            "plan": asdict(result.plan) if result.plan else None,
+            "archived": result.archived,
+        }
         if state.as_json:
             print_json(payload)
         elif result.plan is None:
             console.print("under the trigger threshold: nothing to do (use --force)")
         else:
             p = result.plan
-            console.print(f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
-                          f"{len(p.rotate)} turns rotated, {len(p.clear)} results cleared")
+            console.print(
+                f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
+                f"{len(p.rotate)} turns rotated, {len(p.clear)} results cleared"
+            )
 
 
 def _register_bench(bench: click.Group) -> None:
@@ -195,28 +262,58 @@ def _register_bench(bench: click.Group) -> None:
 
     @bench.command("replay")
     @click.option("--data", default=DEFAULT_LOCOMO, show_default=True, help="LoCoMo JSON.")
-    @click.option("--budget", "budgets", type=int, multiple=True, default=(4000, 16000),
-                  show_default=True, help="Window budget(s).")
-    @click.option("--strategy", "strategies", type=click.Choice(list(REPLAY_STRATEGIES)),
-                  multiple=True, default=REPLAY_STRATEGIES, help="Strategies to run (all).")
+    @click.option(
+        "--budget",
+        "budgets",
+        type=int,
+        multiple=True,
+        default=(4000, 16000),
+        show_default=True,
+        help="Window budget(s).",
+    )
+    @click.option(
+        "--strategy",
+        "strategies",
+        type=click.Choice(list(REPLAY_STRATEGIES)),
+        multiple=True,
+        default=REPLAY_STRATEGIES,
+        help="Strategies to run (all).",
+    )
     @click.option("--limit", type=int, default=None, help="Only the first N conversations.")
-    @click.option("--out", default="bench-out/replay.json", show_default=True,
-                  help="JSON report; PNG plots go next to it.")
+    @click.option(
+        "--out",
+        default="bench-out/replay.json",
+        show_default=True,
+        help="JSON report; PNG plots go next to it.",
+    )
     @click.option("--trigger", type=float, default=0.8, show_default=True)
     @click.option("--target", type=float, default=0.5, show_default=True)
     @click.option("--plots/--no-plots", default=True, help="Write PNG plots.")
     @json_option
     @pass_state
-    def replay_cmd(state: CliState, data: str, budgets: tuple[int, ...],
-                   strategies: tuple[str, ...], limit: int | None, out: str, trigger: float,
-                   target: float, plots: bool) -> None:
+    def replay_cmd(
+        state: CliState,
+        data: str,
+        budgets: tuple[int, ...],
+        strategies: tuple[str, ...],
+        limit: int | None,
+        out: str,
+        trigger: float,
+        target: float,
+        plots: bool,
+    ) -> None:
         """Replay LoCoMo chats per compaction strategy: recall, tokens, cache, cost."""
         from ..bench.replay import run_replay
 
         _require(data, "LoCoMo data")
-        rep = run_replay(data, budgets=budgets, strategies=strategies, limit=limit,
-                         thresholds=Thresholds(trigger=trigger, target=target),
-                         progress=None if state.as_json else console.print)
+        rep = run_replay(
+            data,
+            budgets=budgets,
+            strategies=strategies,
+            limit=limit,
+            thresholds=Thresholds(trigger=trigger, target=target),
+            progress=None if state.as_json else console.print,
+        )
         _write(rep, out, plots, "replay")
         if state.as_json:
             print_json(_without_series(rep))
@@ -224,8 +321,12 @@ def _register_bench(bench: click.Group) -> None:
         _print_replay(rep)
 
     @bench.command("litm")
-    @click.option("--data", default=DEFAULT_LITM, show_default=True,
-                  help="Folder with the Lost-in-the-Middle files.")
+    @click.option(
+        "--data",
+        default=DEFAULT_LITM,
+        show_default=True,
+        help="Folder with the Lost-in-the-Middle files.",
+    )
     @click.option("--limit", type=int, default=None, help="Examples per data set.")
     @click.option("--out", default="bench-out/litm.json", show_default=True)
     @click.option("--plots/--no-plots", default=True, help="Write PNG plots.")
@@ -243,9 +344,11 @@ def _register_bench(bench: click.Group) -> None:
             return
         console.print(rep["why"])
         for name, r in rep["datasets"].items():
-            console.print(f"{name}: edge share {r['edge_share']:.3f} over {r['examples']} "
-                          f"examples; gold ranked 1-2 at an edge {r['rank_le2_at_edge']}/"
-                          f"{r['rank_le2']}; rank histogram (1..5) {r['rank_histogram'][:5]}")
+            console.print(
+                f"{name}: edge share {r['edge_share']:.3f} over {r['examples']} "
+                f"examples; gold ranked 1-2 at an edge {r['rank_le2_at_edge']}/"
+                f"{r['rank_le2']}; rank histogram (1..5) {r['rank_histogram'][:5]}"
+            )
 
     @bench.command("assemble")
     @click.option("--turns", type=int, default=100, show_default=True)
@@ -261,9 +364,11 @@ def _register_bench(bench: click.Group) -> None:
         if state.as_json:
             print_json(rep)
             return
-        console.print(f"{turns} turns, budget {budget:,}: assemble median "
-                      f"{rep['assemble_ms_median']:.3f} ms (p95 {rep['assemble_ms_p95']:.3f}), "
-                      f"assemble+render median {rep['render_ms_median']:.3f} ms")
+        console.print(
+            f"{turns} turns, budget {budget:,}: assemble median "
+            f"{rep['assemble_ms_median']:.3f} ms (p95 {rep['assemble_ms_p95']:.3f}), "
+            f"assemble+render median {rep['render_ms_median']:.3f} ms"
+        )
 
 
 def _require(path: str, what: str) -> None:
@@ -297,14 +402,30 @@ def _print_replay(rep: dict[str, Any]) -> None:
 
     for budget, by_strategy in rep["budgets"].items():
         table = Table(title=f"replay at {int(budget):,} tokens ({rep['turns']:,} turns)")
-        for col in ("strategy", "recall 1-4", "peak", "input tok", "read share", "limit",
-                    "limit w/ expiry", "cost $", "no-cache $", "compactions"):
+        for col in (
+            "strategy",
+            "recall 1-4",
+            "peak",
+            "input tok",
+            "read share",
+            "limit",
+            "limit w/ expiry",
+            "cost $",
+            "no-cache $",
+            "compactions",
+        ):
             table.add_column(col)
         for name, r in by_strategy.items():
-            table.add_row(name, f"{r['evidence_recall']:.3f}", f"{r['peak_window_tokens']:,}",
-                          f"{r['input_tokens']:,}", f"{r['cache_read_share']:.3f}",
-                          f"{r['cache_read_limit']:.3f}",
-                          f"{r['cache_read_limit_with_expiry']:.3f}", f"{r['cost_usd']:.2f}",
-                          f"{r['cost_without_cache_usd']:.2f}", str(r["compactions"]))
+            table.add_row(
+                name,
+                f"{r['evidence_recall']:.3f}",
+                f"{r['peak_window_tokens']:,}",
+                f"{r['input_tokens']:,}",
+                f"{r['cache_read_share']:.3f}",
+                f"{r['cache_read_limit']:.3f}",
+                f"{r['cache_read_limit_with_expiry']:.3f}",
+                f"{r['cost_usd']:.2f}",
+                f"{r['cost_without_cache_usd']:.2f}",
+                str(r["compactions"]),
+            )
         console.print(table)
-

@@ -48,39 +48,57 @@ MAX_LIMIT = 1000
 class Memory:
     """Long-term memory for LLM applications. See the module docstring."""
 
-    def __init__(self, path_or_url: str | Path | None = None, *, tenant: str | None = None,
-                 embedder: Embedder | None = None, store: Store | None = None,
-                 settings: Settings | None = None, tokenizer: Tokenizer | None = None,
-                 background_embedding: bool = True,
-                 worker: EmbeddingWorker | None = None,
-                 retrieval: RetrievalConfig | None = None,
-                 extractor: Extractor | None = None,
-                 reconciler: Reconciler | None = None) -> None:
+    def __init__(
+        self,
+        path_or_url: str | Path | None = None,
+        *,
+        tenant: str | None = None,
+        embedder: Embedder | None = None,
+        store: Store | None = None,
+        settings: Settings | None = None,
+        tokenizer: Tokenizer | None = None,
+        background_embedding: bool = True,
+        worker: EmbeddingWorker | None = None,
+        retrieval: RetrievalConfig | None = None,
+        extractor: Extractor | None = None,
+        reconciler: Reconciler | None = None,
+    ) -> None:
         self.settings = settings or load_settings(
-            db=str(path_or_url) if path_or_url is not None else None, tenant=tenant)
+            db=str(path_or_url) if path_or_url is not None else None, tenant=tenant
+        )
         self.tenant = tenant or self.settings.tenant
         self.store: Store = store or open_store(self.settings.db)
         self.embedder = embedder or make_embedder(self.settings.embedder)
         self.tokenizer = tokenizer or default_tokenizer()
         self.extractor = extractor  # None: the offline extractor, for add(infer=True)
         self.reconciler = reconciler  # None: the heuristic reconciler
-        self.retriever = HybridRetriever(self.store, self.embedder, config=retrieval,
-                                         count_tokens=self.tokenizer.count)
+        self.retriever = HybridRetriever(
+            self.store, self.embedder, config=retrieval, count_tokens=self.tokenizer.count
+        )
         # A shared worker (one per store, e.g. in the server) is used but not owned.
         self._owns_worker = worker is None
-        self._worker = worker or (EmbeddingWorker(self.store, self.embedder,
-                                        batch_size=self.settings.embed_batch_size)
-                        if background_embedding else None)
+        self._worker = worker or (
+            EmbeddingWorker(self.store, self.embedder, batch_size=self.settings.embed_batch_size)
+            if background_embedding
+            else None
+        )
         if self._worker is not None:
             self._worker.notify()  # embed whatever a crashed process left pending
 
     # -- writing ---------------------------------------------------------------
-    def add(self, messages: str | Message | Mapping[str, Any] | Sequence[Any], *,
-            user_id: str | None = None, agent_id: str | None = None,
-            session_id: str | None = None, metadata: Mapping[str, Any] | None = None,
-            event_time: datetime | None = None,
-            memory_type: MemoryType = "episodic", infer: bool = False,
-            extractor: Extractor | None = None) -> list[MemoryRecord]:
+    def add(
+        self,
+        messages: str | Message | Mapping[str, Any] | Sequence[Any],
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        event_time: datetime | None = None,
+        memory_type: MemoryType = "episodic",
+        infer: bool = False,
+        extractor: Extractor | None = None,
+    ) -> list[MemoryRecord]:
         """Store messages as memories (one per message), durably, and return them.
 
         With ``infer=True`` the facts of the messages are stored instead: the
@@ -104,9 +122,15 @@ class Memory:
             ScopeError: no user, agent or session given.
             TypeError/ValueError: malformed messages, oversized text.
         """
-        opts = validate_options(tenant=self.tenant, user_id=user_id, agent_id=agent_id,
-                                session_id=session_id, metadata=metadata, event_time=event_time,
-                                memory_type=memory_type)
+        opts = validate_options(
+            tenant=self.tenant,
+            user_id=user_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            metadata=metadata,
+            event_time=event_time,
+            memory_type=memory_type,
+        )
         last = self._last_turn(opts.scope)
         if infer:
             return self._infer(to_messages(messages), opts, last, extractor)
@@ -115,13 +139,24 @@ class Memory:
         self._embed_later()
         return records
 
-    def _infer(self, messages: list[Message], opts: AddOptions, last: MemoryRecord | None,
-               extractor: Extractor | None) -> list[MemoryRecord]:
+    def _infer(
+        self,
+        messages: list[Message],
+        opts: AddOptions,
+        last: MemoryRecord | None,
+        extractor: Extractor | None,
+    ) -> list[MemoryRecord]:
         from .infer import infer, next_seq, written
 
         first_seq = next_seq(last) if opts.scope.session_id else None
-        outcomes = infer(self.store, messages, opts, extractor=extractor or self.extractor,
-                         reconciler=self.reconciler, first_seq=first_seq)
+        outcomes = infer(
+            self.store,
+            messages,
+            opts,
+            extractor=extractor or self.extractor,
+            reconciler=self.reconciler,
+            first_seq=first_seq,
+        )
         self._embed_later()
         return written(outcomes)
 
@@ -137,8 +172,9 @@ class Memory:
         if self._worker is not None:
             self._worker.notify()
         else:
-            while embed_pending(self.store, self.embedder,
-                                batch_size=self.settings.embed_batch_size):
+            while embed_pending(
+                self.store, self.embedder, batch_size=self.settings.embed_batch_size
+            ):
                 pass
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -155,8 +191,9 @@ class Memory:
             return None
         return self._worker.embedded / self._worker.seconds
 
-    def update(self, memory_id: str, text: str | None = None, *,
-               metadata: Mapping[str, Any] | None = None) -> MemoryRecord:
+    def update(
+        self, memory_id: str, text: str | None = None, *, metadata: Mapping[str, Any] | None = None
+    ) -> MemoryRecord:
         """Change a memory's text and/or metadata; the old text stays in ``history``."""
         if text is None and metadata is None:
             raise ValueError("update needs text or metadata")
@@ -184,9 +221,16 @@ class Memory:
             raise NotFound(f"no memory {memory_id!r}")
         return record
 
-    def get_all(self, *, user_id: str | None = None, agent_id: str | None = None,
-                session_id: str | None = None, filters: Filter | None = None,
-                limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
+    def get_all(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        filters: Filter | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[MemoryRecord]:
         """Memories in a scope, newest first (paginate with limit/offset)."""
         flt = self._filter(filters, user_id, agent_id, session_id, None, None, None)
         _check_limit(limit)
@@ -198,11 +242,20 @@ class Memory:
         """Every change to a memory, oldest first (kept after deletion)."""
         return self.store.history(self.tenant, memory_id)
 
-    def search(self, query: str, *, user_id: str | None = None, agent_id: str | None = None,
-               session_id: str | None = None, filters: Filter | None = None, limit: int = 10,
-               token_budget: int | None = None,
-               memory_types: Sequence[MemoryType] | None = None, as_of: datetime | None = None,
-               time_range: tuple[datetime | None, datetime | None] | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        filters: Filter | None = None,
+        limit: int = 10,
+        token_budget: int | None = None,
+        memory_types: Sequence[MemoryType] | None = None,
+        as_of: datetime | None = None,
+        time_range: tuple[datetime | None, datetime | None] | None = None,
+    ) -> list[Hit]:
         """Hybrid search in a scope, best first, cut to ``limit`` and ``token_budget``.
 
         Raises:
@@ -214,25 +267,36 @@ class Memory:
         if token_budget is not None and (not isinstance(token_budget, int) or token_budget < 1):
             raise ValueError("token_budget must be a positive integer")
         flt = self._filter(filters, user_id, agent_id, session_id, memory_types, as_of, time_range)
-        return self.retriever.search(query[:MAX_TEXT_CHARS], flt, limit=limit,
-                                     token_budget=token_budget)
+        return self.retriever.search(
+            query[:MAX_TEXT_CHARS], flt, limit=limit, token_budget=token_budget
+        )
 
-    def _filter(self, filters: Filter | None, user_id: str | None, agent_id: str | None,
-                session_id: str | None, memory_types: Sequence[MemoryType] | None,
-                as_of: datetime | None,
-                time_range: tuple[datetime | None, datetime | None] | None) -> Filter:
+    def _filter(
+        self,
+        filters: Filter | None,
+        user_id: str | None,
+        agent_id: str | None,
+        session_id: str | None,
+        memory_types: Sequence[MemoryType] | None,
+        as_of: datetime | None,
+        time_range: tuple[datetime | None, datetime | None] | None,
+    ) -> Filter:
         from dataclasses import replace
 
         base = filters or Filter()
         if not isinstance(base, Filter):
             raise TypeError("filters must be a contextos.Filter")
-        scope = Scope(tenant=self.tenant,  # the tenant is ours, never the caller's
-                      user_id=user_id or base.scope.user_id,
-                      agent_id=agent_id or base.scope.agent_id,
-                      session_id=session_id or base.scope.session_id)
+        scope = Scope(
+            tenant=self.tenant,  # the tenant is ours, never the caller's
+            user_id=user_id or base.scope.user_id,
+            agent_id=agent_id or base.scope.agent_id,
+            session_id=session_id or base.scope.session_id,
+        )
         if not scope.is_scoped():
-            raise ScopeError("searching needs a user_id, agent_id or session_id; "
-                             "an unscoped read would mix users' memories")
+            raise ScopeError(
+                "searching needs a user_id, agent_id or session_id; "
+                "an unscoped read would mix users' memories"
+            )
         flt = replace(base, scope=scope)
         if memory_types:
             flt = replace(flt, memory_types=tuple(memory_types))

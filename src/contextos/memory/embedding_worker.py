@@ -36,8 +36,10 @@ def embed_pending(store: Store, embedder: Embedder, *, batch_size: int = 64) -> 
     embed_batch = getattr(embedder, "embed_batch", embedder.embed)
     vectors = embed_batch(texts)
     if vectors.shape != (len(pending), embedder.dimensions):
-        raise ValueError(f"embedder returned shape {vectors.shape}, "
-                         f"expected ({len(pending)}, {embedder.dimensions})")
+        raise ValueError(
+            f"embedder returned shape {vectors.shape}, "
+            f"expected ({len(pending)}, {embedder.dimensions})"
+        )
     for tenant, rows in by_tenant.items():
         store.set_vectors(tenant, [pending[i].id for i in rows], vectors[rows], embedder.model_id)
     return len(pending)
@@ -46,8 +48,9 @@ def embed_pending(store: Store, embedder: Embedder, *, batch_size: int = 64) -> 
 class EmbeddingWorker:
     """A daemon thread that embeds pending records whenever it is woken."""
 
-    def __init__(self, store: Store, embedder: Embedder, *, batch_size: int = 64,
-                 linger: float = 0.2) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, *, batch_size: int = 64, linger: float = 0.2
+    ) -> None:
         """``linger``: seconds to let records accumulate after a wake-up. An app adds
         one turn at a time; without lingering the worker embedded batches of one,
         at ~25 ms each on two cores (26 turns/s) instead of batches of dozens."""

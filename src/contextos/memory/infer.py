@@ -61,8 +61,9 @@ def _turn_times(messages: Sequence[Message]) -> dict[str, datetime]:
     return {ids[0]: m.metadata["event_time"] for m in messages if (ids := turn_ids(m))}
 
 
-def _dated(candidates: Sequence[Candidate], times: Mapping[str, datetime],
-           default: datetime) -> list[Candidate]:
+def _dated(
+    candidates: Sequence[Candidate], times: Mapping[str, datetime], default: datetime
+) -> list[Candidate]:
     """Every candidate gets an event time: the one its text gives, else its turn's."""
     out = []
     for cand in candidates:
@@ -112,8 +113,9 @@ class _ContextStore:
         return getattr(self._store, name)
 
 
-def _by_turn(candidates: Sequence[Candidate], order: Mapping[str, int]) -> list[
-        tuple[int | None, list[Candidate]]]:
+def _by_turn(
+    candidates: Sequence[Candidate], order: Mapping[str, int]
+) -> list[tuple[int | None, list[Candidate]]]:
     """Candidates grouped by the position of their first source turn (in turn order)."""
     groups: dict[int | None, list[Candidate]] = {}
     for cand in candidates:
@@ -122,9 +124,15 @@ def _by_turn(candidates: Sequence[Candidate], order: Mapping[str, int]) -> list[
     return sorted(groups.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
 
 
-def infer(store: Store, messages: Sequence[Message], opts: AddOptions, *,
-          extractor: Extractor | None = None, reconciler: Reconciler | None = None,
-          first_seq: int | None = None) -> list[Outcome]:
+def infer(
+    store: Store,
+    messages: Sequence[Message],
+    opts: AddOptions,
+    *,
+    extractor: Extractor | None = None,
+    reconciler: Reconciler | None = None,
+    first_seq: int | None = None,
+) -> list[Outcome]:
     """Extract facts from ``messages``, reconcile them with ``opts.scope``'s memories, store them.
 
     ``first_seq`` is the session position of the first message (None outside a
@@ -146,8 +154,9 @@ def infer(store: Store, messages: Sequence[Message], opts: AddOptions, *,
         meta = dict(base_meta)
         if first_seq is not None:
             meta["seq"] = first_seq + (pos or 0)
-        for outcome in reconcile(group, target, scope=opts.scope, reconciler=reconciler,
-                                 now=now, metadata=meta):
+        for outcome in reconcile(
+            group, target, scope=opts.scope, reconciler=reconciler, now=now, metadata=meta
+        ):
             if outcome.record is not None and outcome.decision.action != "DELETE":
                 outcome = replace(outcome, record=adapter.with_context(outcome.record))
             outcomes.append(outcome)
@@ -162,5 +171,8 @@ def next_seq(last: MemoryRecord | None) -> int:
 
 def written(outcomes: Sequence[Outcome]) -> list[MemoryRecord]:
     """The records an inferring add stored (ADDs and the new side of UPDATEs)."""
-    return [o.record for o in outcomes
-            if o.record is not None and o.decision.action in ("ADD", "UPDATE")]
+    return [
+        o.record
+        for o in outcomes
+        if o.record is not None and o.decision.action in ("ADD", "UPDATE")
+    ]

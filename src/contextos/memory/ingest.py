@@ -61,16 +61,29 @@ def _one_message(item: object) -> Message:
     if role not in _ROLES:
         raise ValueError(f"unknown role {role!r}; use one of {sorted(_ROLES)}")
     name = item.get("name", item.get("speaker"))
-    extra = {k: v for k, v in item.items()
-             if k not in _MESSAGE_KEYS and k not in ("text", "speaker")}
+    extra = {
+        k: v for k, v in item.items() if k not in _MESSAGE_KEYS and k not in ("text", "speaker")
+    }
     meta = {**dict(item.get("metadata") or {}), **extra}
-    return Message(role=role, content=content, name=name if isinstance(name, str) else None,
-                   tool_call_id=item.get("tool_call_id"), metadata=meta)
+    return Message(
+        role=role,
+        content=content,
+        name=name if isinstance(name, str) else None,
+        tool_call_id=item.get("tool_call_id"),
+        metadata=meta,
+    )
 
 
-def validate_options(*, tenant: str, user_id: str | None, agent_id: str | None,
-                     session_id: str | None, metadata: Mapping[str, Any] | None,
-                     event_time: datetime | None, memory_type: str) -> AddOptions:
+def validate_options(
+    *,
+    tenant: str,
+    user_id: str | None,
+    agent_id: str | None,
+    session_id: str | None,
+    metadata: Mapping[str, Any] | None,
+    event_time: datetime | None,
+    memory_type: str,
+) -> AddOptions:
     """Check the keyword arguments of ``add`` and bundle them."""
     for label, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -98,8 +111,9 @@ def caption_of(message: Message) -> str:
     return ""
 
 
-def build_records(messages: Sequence[Message], opts: AddOptions,
-                  previous: MemoryRecord | None = None) -> list[MemoryRecord]:
+def build_records(
+    messages: Sequence[Message], opts: AddOptions, previous: MemoryRecord | None = None
+) -> list[MemoryRecord]:
     """One episodic (or ``opts.memory_type``) record per non-empty message.
 
     With a session, records are numbered (``metadata["seq"]``) after ``previous``,
@@ -114,8 +128,10 @@ def build_records(messages: Sequence[Message], opts: AddOptions,
         if not text:
             continue
         if len(text) > MAX_TEXT_CHARS:
-            raise ValueError(f"a memory may hold at most {MAX_TEXT_CHARS:,} characters "
-                             f"(got {len(text):,}); split it first")
+            raise ValueError(
+                f"a memory may hold at most {MAX_TEXT_CHARS:,} characters "
+                f"(got {len(text):,}); split it first"
+            )
         event = message.metadata.get("event_time") or opts.event_time
         event_time = _as_datetime(event)
         meta = {**opts.metadata, **{k: v for k, v in message.metadata.items() if k != "event_time"}}
@@ -125,11 +141,22 @@ def build_records(messages: Sequence[Message], opts: AddOptions,
         if seq is not None:
             meta["seq"] = seq
             seq += 1
-        records.append(MemoryRecord(
-            id=str(uuid.uuid4()), text=text, scope=opts.scope, memory_type=opts.memory_type,
-            metadata=meta, created_at=now, updated_at=now, event_time=event_time,
-            valid_from=event_time or now, provenance=_provenance(message),
-            context=_context(message, event_time, prev), hash=content_hash(text)))
+        records.append(
+            MemoryRecord(
+                id=str(uuid.uuid4()),
+                text=text,
+                scope=opts.scope,
+                memory_type=opts.memory_type,
+                metadata=meta,
+                created_at=now,
+                updated_at=now,
+                event_time=event_time,
+                valid_from=event_time or now,
+                provenance=_provenance(message),
+                context=_context(message, event_time, prev),
+                hash=content_hash(text),
+            )
+        )
         prev = message
     if not records:
         raise ValueError("nothing to add: every message is empty")
@@ -145,8 +172,9 @@ def _next_seq(previous: MemoryRecord | None) -> int:
 
 def _as_message(record: MemoryRecord) -> Message:
     speaker = record.metadata.get("speaker")
-    return Message(role="user", content=record.text,
-                   name=speaker if isinstance(speaker, str) else None)
+    return Message(
+        role="user", content=record.text, name=speaker if isinstance(speaker, str) else None
+    )
 
 
 def _provenance(message: Message) -> tuple[str, ...]:

@@ -80,7 +80,9 @@ class Candidate:
     dense_rank: int | None
 
 
-def fuse(lexical: Sequence[Ranked], dense: Sequence[Ranked], cfg: RetrievalConfig) -> list[Candidate]:
+def fuse(
+    lexical: Sequence[Ranked], dense: Sequence[Ranked], cfg: RetrievalConfig
+) -> list[Candidate]:
     """Reciprocal-rank fusion: score = sum of weight / (k + rank) over the retrievers."""
     scores: dict[str, float] = defaultdict(float)
     lex_rank: dict[str, int] = {}
@@ -104,9 +106,14 @@ def _query_pool() -> ThreadPoolExecutor:
 class HybridRetriever:
     """Retrieves memories for a query from a Store with an Embedder."""
 
-    def __init__(self, store: Store, embedder: Embedder, *,
-                 config: RetrievalConfig | None = None,
-                 count_tokens: Callable[[str], int] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        *,
+        config: RetrievalConfig | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.config = config or RetrievalConfig()
@@ -114,25 +121,29 @@ class HybridRetriever:
         #: The "now" relative time cues in questions ("last year") resolve against.
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    def search(self, query: str, flt: Filter, *, limit: int,
-               token_budget: int | None = None) -> list[Hit]:
+    def search(
+        self, query: str, flt: Filter, *, limit: int, token_budget: int | None = None
+    ) -> list[Hit]:
         cfg = self.config
         n = max(cfg.candidates, limit)
         # The query embedding (~25 ms on two cores) overlaps with the BM25 query.
-        pending = _query_pool().submit(self.embedder.embed, [query]) \
-            if cfg.mode != "bm25" else None
-        lexical = (self.store.keyword_search(flt, query, limit=n,
-                                             context_weight=cfg.context_weight)
-                   if cfg.mode != "dense" else [])
+        pending = _query_pool().submit(self.embedder.embed, [query]) if cfg.mode != "bm25" else None
+        lexical = (
+            self.store.keyword_search(flt, query, limit=n, context_weight=cfg.context_weight)
+            if cfg.mode != "dense"
+            else []
+        )
         dense: list[Ranked] = []
         if pending is not None:
             vector = pending.result()[0]
             dense = self.store.vector_search(flt, vector, limit=n)
         fused = fuse(lexical, dense, cfg)[: max(cfg.rerank_depth, limit)]
-        records = {r.id: r for r in self.store.get_many(flt.scope.tenant,
-                                                       [c.id for c in fused])}
-        hits = [Hit(records[c.id], c.score, c.lexical_rank, c.dense_rank)
-                for c in fused if c.id in records]
+        records = {r.id: r for r in self.store.get_many(flt.scope.tenant, [c.id for c in fused])}
+        hits = [
+            Hit(records[c.id], c.score, c.lexical_rank, c.dense_rank)
+            for c in fused
+            if c.id in records
+        ]
         if cfg.temporal_weight:
             hits = temporal_rerank(hits, question_time_cues(query, self.now()), cfg.temporal_weight)
         if cfg.neighbour_weight or cfg.session_weight:
@@ -182,8 +193,12 @@ def conversational_rerank(hits: Sequence[Hit], cfg: RetrievalConfig) -> list[Hit
         score = h.score
         if pos is not None:
             session, seq = pos
-            neighbour = max(by_pos.get((session, seq - 1), 0.0), by_pos.get((session, seq + 1), 0.0))
-            score += cfg.neighbour_weight * neighbour + cfg.session_weight * session_strength[session]
+            neighbour = max(
+                by_pos.get((session, seq - 1), 0.0), by_pos.get((session, seq + 1), 0.0)
+            )
+            score += (
+                cfg.neighbour_weight * neighbour + cfg.session_weight * session_strength[session]
+            )
         rescored.append(Hit(h.record, score, h.lexical_rank, h.dense_rank, h.tokens))
     rescored.sort(key=lambda h: (-h.score, h.record.id))
     return rescored
@@ -222,7 +237,11 @@ def temporal_rerank(hits: Sequence[Hit], cue: TimeRange | None, weight: float) -
     """Raise memories that match the question's time cue (see ``temporal_match``)."""
     if cue is None:
         return list(hits)
-    rescored = [Hit(h.record, h.score * (1 + weight), h.lexical_rank, h.dense_rank, h.tokens)
-                if temporal_match(h.record, cue) else h for h in hits]
+    rescored = [
+        Hit(h.record, h.score * (1 + weight), h.lexical_rank, h.dense_rank, h.tokens)
+        if temporal_match(h.record, cue)
+        else h
+        for h in hits
+    ]
     rescored.sort(key=lambda h: (-h.score, h.record.id))
     return rescored

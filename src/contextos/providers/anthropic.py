@@ -38,8 +38,6 @@ MAX_BREAKPOINTS = 4
 JSON = dict[str, Any]
 
 
-
-
 # -- parsing -------------------------------------------------------------------
 
 
@@ -59,14 +57,24 @@ def _text_of(content: Any) -> str:
 def _neutral(wire: Mapping[str, Any]) -> Message:
     content = wire.get("content")
     blocks = content if isinstance(content, list) else []
-    calls = tuple(ToolCall(str(field_of(b, "id")), str(field_of(b, "name")),
-                           json.dumps(field_of(b, "input", {}), sort_keys=True))
-                  for b in blocks if field_of(b, "type") == "tool_use")
+    calls = tuple(
+        ToolCall(
+            str(field_of(b, "id")),
+            str(field_of(b, "name")),
+            json.dumps(field_of(b, "input", {}), sort_keys=True),
+        )
+        for b in blocks
+        if field_of(b, "type") == "tool_use"
+    )
     results = [b for b in blocks if field_of(b, "type") == "tool_result"]
     meta = {WIRE_KEY: ("anthropic", wire)}
     if results and wire.get("role") == "user":
-        return Message("tool", _text_of(content), tool_call_id=str(field_of(results[0], "tool_use_id")),
-                       metadata=meta)
+        return Message(
+            "tool",
+            _text_of(content),
+            tool_call_id=str(field_of(results[0], "tool_use_id")),
+            metadata=meta,
+        )
     role: Role = "assistant" if wire.get("role") == "assistant" else "user"
     return Message(role, _text_of(content), tool_calls=calls, metadata=meta)
 
@@ -78,11 +86,20 @@ def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
     """Custom tools as neutral schemas; () when any is a server tool or has extra fields."""
     out = []
     for tool in tools or ():
-        if not isinstance(tool, Mapping) or set(tool) - _CUSTOM_TOOL_KEYS \
-                or tool.get("type", "custom") != "custom" or "input_schema" not in tool:
+        if (
+            not isinstance(tool, Mapping)
+            or set(tool) - _CUSTOM_TOOL_KEYS
+            or tool.get("type", "custom") != "custom"
+            or "input_schema" not in tool
+        ):
             return ()
-        out.append({"name": tool["name"], "description": tool.get("description", ""),
-                    "input_schema": tool["input_schema"]})
+        out.append(
+            {
+                "name": tool["name"],
+                "description": tool.get("description", ""),
+                "input_schema": tool["input_schema"],
+            }
+        )
     return tuple(out)
 
 
@@ -92,7 +109,9 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     if isinstance(system, str):
         parts: tuple[str, ...] = (system,) if system else ()
     else:
-        parts = tuple(field_of(b, "text", "") for b in system or [] if field_of(b, "type") == "text")
+        parts = tuple(
+            field_of(b, "text", "") for b in system or [] if field_of(b, "type") == "text"
+        )
     return ChatRequest(
         model=str(kwargs.get("model", "")),
         system=parts,
@@ -158,8 +177,10 @@ def _enforce_limit(kwargs: dict[str, Any]) -> None:
 def prefix_hash(kwargs: Mapping[str, Any]) -> str:
     """SHA-256 of the request up to its last ``cache_control`` block ('' when none)."""
     blocks = _all_blocks(kwargs)
-    last = max((i for i, b in enumerate(blocks) if isinstance(b, dict) and "cache_control" in b),
-               default=-1)
+    last = max(
+        (i for i, b in enumerate(blocks) if isinstance(b, dict) and "cache_control" in b),
+        default=-1,
+    )
     if last < 0:
         return ""
     digest = hashlib.sha256(str(kwargs.get("model", "")).encode())
@@ -213,9 +234,15 @@ def reply_of(response: Any) -> Message:
     """The assistant message of a ``Message`` response."""
     content = field_of(response, "content") or []
     text = "".join(field_of(b, "text", "") for b in content if field_of(b, "type") == "text")
-    calls = tuple(ToolCall(str(field_of(b, "id")), str(field_of(b, "name")),
-                           json.dumps(field_of(b, "input", {}), sort_keys=True))
-                  for b in content if field_of(b, "type") == "tool_use")
+    calls = tuple(
+        ToolCall(
+            str(field_of(b, "id")),
+            str(field_of(b, "name")),
+            json.dumps(field_of(b, "input", {}), sort_keys=True),
+        )
+        for b in content
+        if field_of(b, "type") == "tool_use"
+    )
     return Message("assistant", text, tool_calls=calls)
 
 
@@ -251,8 +278,13 @@ class AnthropicStreamAccumulator:
         """Later events carry cumulative counts: non-null fields replace earlier ones."""
         if raw is None:
             return
-        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens",
-                     "cache_read_input_tokens", "cache_creation"):
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "cache_creation",
+        ):
             value = field_of(raw, name)
             if value is not None:
                 self._usage[name] = value
@@ -316,9 +348,16 @@ class AnthropicTokenCounter:
         (False, 2)
     """
 
-    def __init__(self, client: Any = None, *, model: str = "claude-haiku-4-5",
-                 api_key: str | None = None, base_url: str | None = None,
-                 fallback: Tokenizer | None = None, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        model: str = "claude-haiku-4-5",
+        api_key: str | None = None,
+        base_url: str | None = None,
+        fallback: Tokenizer | None = None,
+        cache_size: int = 4096,
+    ) -> None:
         if client is None and api_key:
             client = _client_from_key(api_key, base_url)
         self._client = client
@@ -360,10 +399,17 @@ class AnthropicTokenCounter:
         if not self.exact:
             return self._fallback.count_messages(messages)
         blocks = tuple(
-            Block("system" if m.role == "system" else "history",
-                  "system" if m.role == "system" else "messages", str(i), m.role, m.content, 0,
-                  None if m.role == "system" else m)
-            for i, m in enumerate(sorted(messages, key=lambda m: m.role != "system")))
+            Block(
+                "system" if m.role == "system" else "history",
+                "system" if m.role == "system" else "messages",
+                str(i),
+                m.role,
+                m.content,
+                0,
+                None if m.role == "system" else m,
+            )
+            for i, m in enumerate(sorted(messages, key=lambda m: m.role != "system"))
+        )
         body = render_body(Prepared(Window(blocks, 0, (), (), ()), model_info(self.model)))
         wire = body["messages"] or [{"role": "user", "content": "."}]
         return self._api(wire, body.get("system"))

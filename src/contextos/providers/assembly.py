@@ -106,8 +106,9 @@ def model_info(name: str, *, window: int | None = None) -> ModelInfo:
     try:
         info = get_model(name)
     except ConfigError:
-        return ModelInfo(name, "open", window or UNKNOWN_MODEL_WINDOW, 8192, 0,
-                         Prices(0.0, 0.0, 0.0, 0.0, 0.0))
+        return ModelInfo(
+            name, "open", window or UNKNOWN_MODEL_WINDOW, 8192, 0, Prices(0.0, 0.0, 0.0, 0.0, 0.0)
+        )
     if window is None:
         return replace(info, name=name)
     return replace(info, name=name, context_window=window)
@@ -115,7 +116,11 @@ def model_info(name: str, *, window: int | None = None) -> ModelInfo:
 
 def _same(a: Message, b: Message) -> bool:
     return (a.role, a.content, a.tool_call_id, a.tool_calls) == (
-        b.role, b.content, b.tool_call_id, b.tool_calls)
+        b.role,
+        b.content,
+        b.tool_call_id,
+        b.tool_calls,
+    )
 
 
 def split_new(sent: Sequence[Message], logged: Sequence[Message]) -> tuple[int, bool]:
@@ -125,12 +130,13 @@ def split_new(sent: Sequence[Message], logged: Sequence[Message]) -> tuple[int, 
     one is the log's unanswered last user message.
     """
     if sent and logged and sent[-1].role == "user" and len(sent) <= len(logged):
-        tail = logged[len(logged) - len(sent):]
+        tail = logged[len(logged) - len(sent) :]
         if all(_same(a, b) for a, b in zip(sent, tail, strict=True)):
             return len(sent), True
     for k in range(min(len(sent) - 1, len(logged)), 0, -1):
         if _same(sent[k - 1], logged[-1]) and all(
-                _same(a, b) for a, b in zip(sent[:k], logged[-k:], strict=True)):
+            _same(a, b) for a, b in zip(sent[:k], logged[-k:], strict=True)
+        ):
             return k, False
     return 0, False
 
@@ -154,13 +160,26 @@ class SessionContext:
     are placed in the window when the adapter could convert the caller's.
     """
 
-    def __init__(self, *, memory: Any = None, session: Session | str | None = None,
-                 store: Any = None, tenant: str | None = None, user_id: str | None = None,
-                 agent_id: str | None = None, tokenizer: Tokenizer | None = None,
-                 memory_limit: int = 8, memory_tokens: int = 1024, remember: bool = True,
-                 budget: int | None = None, compaction: Compaction | None = "summarize",
-                 history_share: float = 0.6, thresholds: Thresholds | None = None,
-                 layout: Layout | None = None, background_commit: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        memory: Any = None,
+        session: Session | str | None = None,
+        store: Any = None,
+        tenant: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        tokenizer: Tokenizer | None = None,
+        memory_limit: int = 8,
+        memory_tokens: int = 1024,
+        remember: bool = True,
+        budget: int | None = None,
+        compaction: Compaction | None = "summarize",
+        history_share: float = 0.6,
+        thresholds: Thresholds | None = None,
+        layout: Layout | None = None,
+        background_commit: bool = True,
+    ) -> None:
         self.memory = memory
         self._committer = _Committer(background_commit)
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
@@ -168,8 +187,9 @@ class SessionContext:
         self.user_id = user_id if self.session is None else self.session.scope.user_id
         self.agent_id = agent_id if self.session is None else self.session.scope.agent_id
         if memory is not None and not self.scope_ok:
-            raise ScopeError("memory needs a scope to read and write: pass user_id, "
-                             "agent_id or a session")
+            raise ScopeError(
+                "memory needs a scope to read and write: pass user_id, agent_id or a session"
+            )
         self.memory_limit = memory_limit
         self.memory_tokens = memory_tokens
         self.remember = remember
@@ -181,8 +201,14 @@ class SessionContext:
         self.thresholds = thresholds
         self.layout = layout or Layout()
 
-    def _session(self, session: Session | str | None, store: Any, tenant: str | None,
-                 user_id: str | None, agent_id: str | None) -> Session | None:
+    def _session(
+        self,
+        session: Session | str | None,
+        store: Any,
+        tenant: str | None,
+        user_id: str | None,
+        agent_id: str | None,
+    ) -> Session | None:
         if session is None or isinstance(session, Session):
             return session
         if not isinstance(session, str):
@@ -190,9 +216,14 @@ class SessionContext:
         store = store if store is not None else getattr(self.memory, "store", None)
         if store is None:
             raise ValueError("a session id needs a store to log into: pass memory= or store=")
-        return Session(store, session, tenant=tenant or getattr(self.memory, "tenant", None)
-                       or "default", user_id=user_id, agent_id=agent_id,
-                       tokenizer=self.tokenizer)
+        return Session(
+            store,
+            session,
+            tenant=tenant or getattr(self.memory, "tenant", None) or "default",
+            user_id=user_id,
+            agent_id=agent_id,
+            tokenizer=self.tokenizer,
+        )
 
     @property
     def scope_ok(self) -> bool:
@@ -207,23 +238,34 @@ class SessionContext:
         self.flush()  # the previous reply is in the log before this window is built
         model = model_info(request.model)
         budget = (self.budget or model.context_window) - (
-            reserve_tokens or model.default_output_reserve())
+            reserve_tokens or model.default_output_reserve()
+        )
         question, history, retry = self._log_and_split(request, budget)
         hits = self._hits(request.last_user_text() or (question.content if question else ""))
         segments = standard_segments(
-            budget, tokenizer=self.tokenizer, question=question.content if question else "",
-            system=request.system[0] if request.system else "", rules=request.system[1:],
-            tools=request.tools, summary=self._summary(), turns=history,
-            memories=hit_items(hits, self.tokenizer), layout=self.layout)
+            budget,
+            tokenizer=self.tokenizer,
+            question=question.content if question else "",
+            system=request.system[0] if request.system else "",
+            rules=request.system[1:],
+            tools=request.tools,
+            summary=self._summary(),
+            turns=history,
+            memories=hit_items(hits, self.tokenizer),
+            layout=self.layout,
+        )
         segments = self._finish_segments(segments, question, bool(hits))
-        window = assemble(segments, budget, min_cache_tokens=model.min_cache_tokens,
-                          restate_question_over=self.layout.restate_question_over)
+        window = assemble(
+            segments,
+            budget,
+            min_cache_tokens=model.min_cache_tokens,
+            restate_question_over=self.layout.restate_question_over,
+        )
         if question is not None and self.session is not None and not retry:
             self.session.add(_strip_wire(question))  # durable before the call, once it fits
         return Prepared(window, model, question, ())
 
-    def _log_and_split(self, request: ChatRequest,
-                       budget: int) -> tuple[Message | None, Any, bool]:
+    def _log_and_split(self, request: ChatRequest, budget: int) -> tuple[Message | None, Any, bool]:
         """Log what is new but the question; return the question, history items, is-a-retry."""
         sent = list(request.messages)
         turns = self.session.turns() if self.session is not None else []
@@ -249,16 +291,19 @@ class SessionContext:
         if self.session is None or self.compaction is None:
             return
         memory = self.memory if self.compaction == "offload" else None
-        strategy: Strategy = self.compaction if memory is not None or \
-            self.compaction != "offload" else "truncate"
-        self.session.compact(int(budget * self.history_share), strategy,
-                             thresholds=self.thresholds, memory=memory)
+        strategy: Strategy = (
+            self.compaction if memory is not None or self.compaction != "offload" else "truncate"
+        )
+        self.session.compact(
+            int(budget * self.history_share), strategy, thresholds=self.thresholds, memory=memory
+        )
 
     def _summary(self) -> Any:
         return self.session.state().summary if self.session is not None else None
 
-    def _finish_segments(self, segments: list[Segment], question: Message | None,
-                         has_hits: bool) -> list[Segment]:
+    def _finish_segments(
+        self, segments: list[Segment], question: Message | None, has_hits: bool
+    ) -> list[Segment]:
         """Label the memories, and send the caller's question as a message item."""
         out: list[Segment] = []
         for seg in segments:
@@ -275,10 +320,14 @@ class SessionContext:
     def _hits(self, query: str) -> list[Any]:
         if self.memory is None or not query.strip() or not self.scope_ok:
             return []
-        hits = self.memory.search(query, user_id=self.user_id, agent_id=self.agent_id,
-                                  session_id=None if (self.user_id or self.agent_id)
-                                  else self.session_id,
-                                  limit=self.memory_limit * 2, token_budget=self.memory_tokens)
+        hits = self.memory.search(
+            query,
+            user_id=self.user_id,
+            agent_id=self.agent_id,
+            session_id=None if (self.user_id or self.agent_id) else self.session_id,
+            limit=self.memory_limit * 2,
+            token_budget=self.memory_tokens,
+        )
         if self.session is not None:  # this session's own turns are in the history already
             hits = [h for h in hits if h.record.session_id != self.session_id]
         return list(hits[: self.memory_limit])
@@ -296,17 +345,26 @@ class SessionContext:
         reply = call.reply
         if reply is None:
             return
-        meta = {**reply.metadata, "usage": _usage_json(call.usage), "model": call.model,
-                "provider": call.provider}
+        meta = {
+            **reply.metadata,
+            "usage": _usage_json(call.usage),
+            "model": call.model,
+            "provider": call.provider,
+        }
         if call.request_id:
             meta["request_id"] = call.request_id
         if self.session is not None:
             self.session.add(replace(reply, metadata=meta))
         if self.remember and self.memory is not None and self.scope_ok:
-            said = [m for m in (prepared.question, reply if self.remember_replies else None)
-                    if m is not None and m.content.strip()]
+            said = [
+                m
+                for m in (prepared.question, reply if self.remember_replies else None)
+                if m is not None and m.content.strip()
+            ]
             if said:
-                self.memory.add([Message(m.role, m.content) for m in said],
-                                user_id=self.user_id, agent_id=self.agent_id,
-                                session_id=self.session_id)
-
+                self.memory.add(
+                    [Message(m.role, m.content) for m in said],
+                    user_id=self.user_id,
+                    agent_id=self.agent_id,
+                    session_id=self.session_id,
+                )

@@ -22,8 +22,11 @@ from .base import CallRecord, ChatRequest, Prepared
 from .wrap import WrappedClient, wrap
 
 ChatProvider = Literal["offline", "anthropic", "openai"]
-DEFAULT_MODELS = {"offline": "claude-haiku-4-5", "anthropic": "claude-haiku-4-5",
-                  "openai": "gpt-4.1-mini"}
+DEFAULT_MODELS = {
+    "offline": "claude-haiku-4-5",
+    "anthropic": "claude-haiku-4-5",
+    "openai": "gpt-4.1-mini",
+}
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,19 @@ def _sdk_client(provider: ChatProvider, settings: Settings, base_url: str | None
             import anthropic
 
             if not settings.anthropic_api_key:
-                raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY "
-                                  "(or use --provider offline)")
+                raise ConfigError(
+                    "no Anthropic API key: set ANTHROPIC_API_KEY (or use --provider offline)"
+                )
             return anthropic.Anthropic(api_key=settings.anthropic_api_key, base_url=base_url)
         import openai
 
         url = base_url or settings.openai_base_url
         key = settings.openai_api_key or ("none" if url else None)
         if not key:
-            raise ConfigError("no OpenAI API key: set OPENAI_API_KEY, or OPENAI_BASE_URL for "
-                              "an OpenAI-compatible server (or use --provider offline)")
+            raise ConfigError(
+                "no OpenAI API key: set OPENAI_API_KEY, or OPENAI_BASE_URL for "
+                "an OpenAI-compatible server (or use --provider offline)"
+            )
         return openai.OpenAI(api_key=key, base_url=url)
     except ImportError:
         raise MissingExtraError(provider, provider) from None
@@ -64,11 +70,20 @@ def _memories_of(window: Window) -> tuple[str, ...]:
 class Chat:
     """One conversation: ``send(text)`` per user message. See the module docstring."""
 
-    def __init__(self, memory: Any, *, provider: ChatProvider = "offline",
-                 session_id: str = "chat", user_id: str = "me", model: str | None = None,
-                 system: str = "You are a helpful assistant with a long-term memory.",
-                 settings: Settings | None = None, base_url: str | None = None,
-                 client: Any = None, max_tokens: int = 1024) -> None:
+    def __init__(
+        self,
+        memory: Any,
+        *,
+        provider: ChatProvider = "offline",
+        session_id: str = "chat",
+        user_id: str = "me",
+        model: str | None = None,
+        system: str = "You are a helpful assistant with a long-term memory.",
+        settings: Settings | None = None,
+        base_url: str | None = None,
+        client: Any = None,
+        max_tokens: int = 1024,
+    ) -> None:
         self.provider = provider
         self.model = model or DEFAULT_MODELS[provider]
         self.system = system
@@ -90,17 +105,28 @@ class Chat:
             return self._offline(text)
         if self.provider == "anthropic":
             self._client.messages.create(
-                model=self.model, max_tokens=self.max_tokens, system=self.system,
-                messages=[{"role": "user", "content": text}])
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=self.system,
+                messages=[{"role": "user", "content": text}],
+            )
         else:
             self._client.chat.completions.create(
-                model=self.model, max_tokens=self.max_tokens,
-                messages=[{"role": "system", "content": self.system},
-                          {"role": "user", "content": text}])
+                model=self.model,
+                max_tokens=self.max_tokens,
+                messages=[
+                    {"role": "system", "content": self.system},
+                    {"role": "user", "content": text},
+                ],
+            )
         call = self._client.calls[-1]
         window = self._watch.last.window if self._watch.last else None
-        return ChatTurn(call.reply.content if call.reply else "", window, call.usage,
-                        _memories_of(window) if window else ())
+        return ChatTurn(
+            call.reply.content if call.reply else "",
+            window,
+            call.usage,
+            _memories_of(window) if window else (),
+        )
 
     def close(self) -> None:
         """Wait for the last reply to be logged and remembered."""
@@ -110,12 +136,19 @@ class Chat:
         request = ChatRequest(self.model, (self.system,), (Message("user", text),))
         prepared = self.context.prepare(request, reserve_tokens=self.max_tokens)
         memories = _memories_of(prepared.window)
-        reply = (f"From memory: {memories[0]}" if memories
-                 else "I don't have anything on that yet; I'll remember what you said.")
-        usage = Usage(input_tokens=prepared.window.total_tokens,
-                      output_tokens=self.context.tokenizer.count(reply))
-        self.context.commit(prepared, CallRecord("offline", self.model, usage,
-                                                 Message("assistant", reply), False, 0.0))
+        reply = (
+            f"From memory: {memories[0]}"
+            if memories
+            else "I don't have anything on that yet; I'll remember what you said."
+        )
+        usage = Usage(
+            input_tokens=prepared.window.total_tokens,
+            output_tokens=self.context.tokenizer.count(reply),
+        )
+        self.context.commit(
+            prepared,
+            CallRecord("offline", self.model, usage, Message("assistant", reply), False, 0.0),
+        )
         return ChatTurn(reply, prepared.window, usage, memories)
 
 

@@ -28,8 +28,9 @@ T = TypeVar("T")
 _AUTH_STATUSES = (401, 403)
 
 
-def parse_retry_after(headers: Mapping[str, str] | None, *,
-                      now: float | None = None) -> float | None:
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
     """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date).
 
     Example:
@@ -84,8 +85,9 @@ def to_contextos_error(exc: BaseException, provider: str) -> ProviderError:
     if status == 429:
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
-        return RateLimited(f"{provider} rate limit: {message}",
-                           retry_after=parse_retry_after(headers))
+        return RateLimited(
+            f"{provider} rate limit: {message}", retry_after=parse_retry_after(headers)
+        )
     return ProviderHTTPError(f"{provider}: {message}", status=status, body=_body_text(exc))
 
 

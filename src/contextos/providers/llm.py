@@ -25,51 +25,78 @@ from .wrap import UsageLog
 
 
 def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    return [{"role": "assistant" if m.role == "assistant" else "user", "content": m.content}
-            for m in messages if m.role != "system"]
+    return [
+        {"role": "assistant" if m.role == "assistant" else "user", "content": m.content}
+        for m in messages
+        if m.role != "system"
+    ]
 
 
 class AnthropicLLM:
     """``LLM`` over ``anthropic.Anthropic().messages.create``."""
 
-    def __init__(self, client: Any, *, model: str = "claude-haiku-4-5",
-                 max_tokens: int = 2048) -> None:
+    def __init__(
+        self, client: Any, *, model: str = "claude-haiku-4-5", max_tokens: int = 2048
+    ) -> None:
         self.client = client
         self.model = model
         self.max_tokens = max_tokens
         self.calls = UsageLog()
 
-    def complete(self, system: str, messages: Sequence[Message], *,
-                 json_schema: Mapping[str, Any] | None = None) -> str:
+    def complete(
+        self,
+        system: str,
+        messages: Sequence[Message],
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> str:
         from .anthropic import reply_of, usage_of
 
-        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens,
-                                  "messages": _turns(messages)}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "messages": _turns(messages),
+        }
         if system:
             kwargs["system"] = system
         if json_schema is not None:
-            kwargs["output_config"] = {"format": {"type": "json_schema",
-                                                  "schema": dict(json_schema)}}
+            kwargs["output_config"] = {
+                "format": {"type": "json_schema", "schema": dict(json_schema)}
+            }
         started = time.perf_counter()
         response = call_mapped("anthropic", self.client.messages.create, **kwargs)
         reply = reply_of(response)
-        self.calls.append(CallRecord("anthropic", self.model, usage_of(response.usage), reply,
-                                     False, time.perf_counter() - started))
+        self.calls.append(
+            CallRecord(
+                "anthropic",
+                self.model,
+                usage_of(response.usage),
+                reply,
+                False,
+                time.perf_counter() - started,
+            )
+        )
         return reply.content
 
 
 class OpenAILLM:
     """``LLM`` over ``openai.OpenAI().chat.completions.create`` (any compatible server)."""
 
-    def __init__(self, client: Any, *, model: str = "gpt-4.1-mini",
-                 max_tokens: int | None = 2048) -> None:
+    def __init__(
+        self, client: Any, *, model: str = "gpt-4.1-mini", max_tokens: int | None = 2048
+    ) -> None:
         self.client = client
         self.model = model
         self.max_tokens = max_tokens
         self.calls = UsageLog()
 
-    def complete(self, system: str, messages: Sequence[Message], *,
-                 json_schema: Mapping[str, Any] | None = None) -> str:
+    def complete(
+        self,
+        system: str,
+        messages: Sequence[Message],
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> str:
         from .openai import reply_of, usage_of
 
         wire = ([{"role": "system", "content": system}] if system else []) + _turns(messages)
@@ -77,13 +104,23 @@ class OpenAILLM:
         if self.max_tokens is not None:
             kwargs["max_tokens"] = self.max_tokens
         if json_schema is not None:
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "reply", "schema": dict(json_schema)}}
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": dict(json_schema)},
+            }
         started = time.perf_counter()
         response = call_mapped("openai", self.client.chat.completions.create, **kwargs)
         reply = reply_of(response)
-        self.calls.append(CallRecord("openai", self.model, usage_of(response.usage), reply,
-                                     False, time.perf_counter() - started))
+        self.calls.append(
+            CallRecord(
+                "openai",
+                self.model,
+                usage_of(response.usage),
+                reply,
+                False,
+                time.perf_counter() - started,
+            )
+        )
         return reply.content
 
 
@@ -97,13 +134,16 @@ def llm_from_settings(settings: Settings, *, model: str | None = None) -> Any:
         if settings.anthropic_api_key:
             import anthropic
 
-            return AnthropicLLM(anthropic.Anthropic(api_key=settings.anthropic_api_key),
-                                model=model or settings.model)
+            return AnthropicLLM(
+                anthropic.Anthropic(api_key=settings.anthropic_api_key),
+                model=model or settings.model,
+            )
         if settings.openai_api_key or settings.openai_base_url:
             import openai
 
-            client = openai.OpenAI(api_key=settings.openai_api_key or "none",
-                                   base_url=settings.openai_base_url)
+            client = openai.OpenAI(
+                api_key=settings.openai_api_key or "none", base_url=settings.openai_base_url
+            )
             return OpenAILLM(client, model=model or "gpt-4.1-mini")
     except ImportError as exc:
         raise MissingExtraError(exc.name or "anthropic", exc.name or "anthropic") from None

@@ -32,23 +32,27 @@ JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
 
 
-
-
 # -- parsing -------------------------------------------------------------------
 
 
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n".join(field_of(p, "text", "") for p in content or [] if field_of(p, "type") == "text")
+    return "\n".join(
+        field_of(p, "text", "") for p in content or [] if field_of(p, "type") == "text"
+    )
 
 
 def _neutral(wire: Mapping[str, Any]) -> Message:
     role = wire.get("role", "user")
     calls = tuple(
-        ToolCall(str(field_of(c, "id")), str(field_of(field_of(c, "function"), "name")),
-                 str(field_of(field_of(c, "function"), "arguments") or ""))
-        for c in wire.get("tool_calls") or [])
+        ToolCall(
+            str(field_of(c, "id")),
+            str(field_of(field_of(c, "function"), "name")),
+            str(field_of(field_of(c, "function"), "arguments") or ""),
+        )
+        for c in wire.get("tool_calls") or []
+    )
     return Message(
         role if role in ("user", "assistant", "tool") else "user",
         _text_of(wire.get("content")),
@@ -64,11 +68,20 @@ def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
     out = []
     for tool in tools or ():
         fn = tool.get("function") if isinstance(tool, Mapping) else None
-        if tool.get("type") != "function" or not isinstance(fn, Mapping) or set(tool) != {
-                "type", "function"} or set(fn) - {"name", "description", "parameters"}:
+        if (
+            tool.get("type") != "function"
+            or not isinstance(fn, Mapping)
+            or set(tool) != {"type", "function"}
+            or set(fn) - {"name", "description", "parameters"}
+        ):
             return ()
-        out.append({"name": fn["name"], "description": fn.get("description", ""),
-                    "parameters": fn.get("parameters", {})})
+        out.append(
+            {
+                "name": fn["name"],
+                "description": fn.get("description", ""),
+                "parameters": fn.get("parameters", {}),
+            }
+        )
     return tuple(out)
 
 
@@ -98,8 +111,9 @@ def _system_role(kwargs: Mapping[str, Any]) -> str:
     return "developer" if first.get("role") == "developer" else "system"
 
 
-def render(prepared: Prepared, kwargs: Mapping[str, Any], *,
-           cache_key: bool | str = False) -> tuple[dict[str, Any], str]:
+def render(
+    prepared: Prepared, kwargs: Mapping[str, Any], *, cache_key: bool | str = False
+) -> tuple[dict[str, Any], str]:
     """``chat.completions.create`` keyword arguments for the prepared window.
 
     The caller's other arguments are kept; ``messages`` come from the window.
@@ -120,8 +134,9 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any], *,
         out["tools"] = body["tools"]
     out["messages"] = messages
     if cache_key:
-        out["prompt_cache_key"] = (cache_key if isinstance(cache_key, str)
-                                   else prompt_cache_key(prepared.window))
+        out["prompt_cache_key"] = (
+            cache_key if isinstance(cache_key, str) else prompt_cache_key(prepared.window)
+        )
     return out, _prefix_hash(out, stable_end(prepared.window, "openai"), prepared)
 
 
@@ -158,8 +173,11 @@ def usage_of(raw: Any) -> Usage:
         return Usage()
     prompt = _int(field_of(raw, "prompt_tokens"))
     cached = _int(field_of(field_of(raw, "prompt_tokens_details"), "cached_tokens"))
-    return Usage(input_tokens=prompt - cached, output_tokens=_int(field_of(raw, "completion_tokens")),
-                 cache_read_input_tokens=cached)
+    return Usage(
+        input_tokens=prompt - cached,
+        output_tokens=_int(field_of(raw, "completion_tokens")),
+        cache_read_input_tokens=cached,
+    )
 
 
 def reply_of(response: Any) -> Message:
@@ -169,9 +187,13 @@ def reply_of(response: Any) -> Message:
         return Message("assistant", "")
     message = field_of(choices[0], "message")
     calls = tuple(
-        ToolCall(str(field_of(c, "id")), str(field_of(field_of(c, "function"), "name")),
-                 str(field_of(field_of(c, "function"), "arguments") or ""))
-        for c in field_of(message, "tool_calls") or [])
+        ToolCall(
+            str(field_of(c, "id")),
+            str(field_of(field_of(c, "function"), "name")),
+            str(field_of(field_of(c, "function"), "arguments") or ""),
+        )
+        for c in field_of(message, "tool_calls") or []
+    )
     return Message("assistant", field_of(message, "content") or "", tool_calls=calls)
 
 

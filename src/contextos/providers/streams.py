@@ -20,8 +20,13 @@ from .base import StreamAccumulator
 from .errors import mapped_errors
 
 
-def _observed(inner: Iterator[Any], acc: StreamAccumulator, done: Callable[[bool], None],
-              provider: str, hide: Callable[[Any], bool] | None) -> Generator[Any, None, None]:
+def _observed(
+    inner: Iterator[Any],
+    acc: StreamAccumulator,
+    done: Callable[[bool], None],
+    provider: str,
+    hide: Callable[[Any], bool] | None,
+) -> Generator[Any, None, None]:
     complete = False
     try:
         with mapped_errors(provider):
@@ -73,8 +78,14 @@ class _StreamProxy:
         return getattr(self._stream, name)
 
 
-def instrument(stream: Any, acc: StreamAccumulator, done: Callable[[bool], None], *,
-               provider: str, hide: Callable[[Any], bool] | None = None) -> Any:
+def instrument(
+    stream: Any,
+    acc: StreamAccumulator,
+    done: Callable[[bool], None],
+    *,
+    provider: str,
+    hide: Callable[[Any], bool] | None = None,
+) -> Any:
     """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring."""
     done = _once(done)
     inner = getattr(stream, "_iterator", None)

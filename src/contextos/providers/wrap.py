@@ -72,8 +72,9 @@ class UsageLog:
 class _Core:
     """Shared by the per-SDK facades: prepare, send, record."""
 
-    def __init__(self, adapter: ProviderAdapter, context: Any, recorders: list[Recorder],
-                 stream_usage: bool) -> None:
+    def __init__(
+        self, adapter: ProviderAdapter, context: Any, recorders: list[Recorder], stream_usage: bool
+    ) -> None:
         self.adapter = adapter
         self.context = context
         self.calls = UsageLog()
@@ -103,30 +104,56 @@ class _Core:
             response = send(**kwargs)
         model = str(kwargs.get("model", ""))
         if not stream:
-            self._finish(prepared, CallRecord(
-                self.adapter.name, model, self.adapter.usage(response),
-                self.adapter.reply(response), False, time.perf_counter() - started, prefix,
-                prepared.logged if prepared else (), _request_id(self.adapter, response)))
+            self._finish(
+                prepared,
+                CallRecord(
+                    self.adapter.name,
+                    model,
+                    self.adapter.usage(response),
+                    self.adapter.reply(response),
+                    False,
+                    time.perf_counter() - started,
+                    prefix,
+                    prepared.logged if prepared else (),
+                    _request_id(self.adapter, response),
+                ),
+            )
             return response
-        return self.observe(response, prepared, prefix, model, started,
-                            hide=_usage_only if hide_usage_chunk else None)
+        return self.observe(
+            response,
+            prepared,
+            prefix,
+            model,
+            started,
+            hide=_usage_only if hide_usage_chunk else None,
+        )
 
-    def observe(self, stream: Any, prepared: Prepared | None, prefix: str, model: str,
-                started: float, hide: Callable[[Any], bool] | None = None) -> Any:
+    def observe(
+        self,
+        stream: Any,
+        prepared: Prepared | None,
+        prefix: str,
+        model: str,
+        started: float,
+        hide: Callable[[Any], bool] | None = None,
+    ) -> Any:
         """Instrument an SDK stream so its usage is recorded when it ends."""
         acc = self.adapter.accumulator()
 
         def done(complete: bool) -> None:
-            self._finish(prepared, _stream_record(self.adapter.name, model, acc, started, prefix,
-                                                  prepared, complete))
+            self._finish(
+                prepared,
+                _stream_record(self.adapter.name, model, acc, started, prefix, prepared, complete),
+            )
 
         return instrument(stream, acc, done, provider=self.adapter.name, hide=hide)
 
     def stream_manager(self, open_stream: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         """Anthropic's ``messages.stream(...)`` helper, with the window managed."""
         prepared, kwargs, prefix = self._prepare(kwargs)
-        return _ManagedStream(open_stream(**kwargs), self, prepared, prefix,
-                              str(kwargs.get("model", "")))
+        return _ManagedStream(
+            open_stream(**kwargs), self, prepared, prefix, str(kwargs.get("model", ""))
+        )
 
     def _finish(self, prepared: Prepared | None, record: CallRecord) -> None:
         if prepared is not None and self.context is not None:
@@ -138,8 +165,9 @@ class _Core:
 class _ManagedStream:
     """Stands in for ``MessageStreamManager``: entering it opens and instruments the stream."""
 
-    def __init__(self, manager: Any, core: _Core, prepared: Prepared | None, prefix: str,
-                 model: str) -> None:
+    def __init__(
+        self, manager: Any, core: _Core, prepared: Prepared | None, prefix: str, model: str
+    ) -> None:
         self._manager = manager
         self._core = core
         self._prepared = prepared
@@ -151,8 +179,7 @@ class _ManagedStream:
         with mapped_errors("anthropic"):
             stream = self._manager.__enter__()
         # MessageStream reads its raw SDK stream lazily: instrument that before the first event.
-        self._core.observe(stream._raw_stream, self._prepared, self._prefix, self._model,
-                           started)
+        self._core.observe(stream._raw_stream, self._prepared, self._prefix, self._model, started)
         return stream
 
     def __exit__(self, *exc: Any) -> Any:
@@ -172,12 +199,27 @@ def _request_id(adapter: Any, response: Any) -> str | None:
     return getter(response) if getter is not None else None
 
 
-def _stream_record(provider: str, model: str, acc: StreamAccumulator, started: float,
-                   prefix: str, prepared: Prepared | None, complete: bool) -> CallRecord:
-    return CallRecord(provider, model, acc.usage(), acc.reply(), True,
-                      time.perf_counter() - started, prefix,
-                      prepared.logged if prepared else (),
-                      getattr(acc, "message_id", None), complete)
+def _stream_record(
+    provider: str,
+    model: str,
+    acc: StreamAccumulator,
+    started: float,
+    prefix: str,
+    prepared: Prepared | None,
+    complete: bool,
+) -> CallRecord:
+    return CallRecord(
+        provider,
+        model,
+        acc.usage(),
+        acc.reply(),
+        True,
+        time.perf_counter() - started,
+        prefix,
+        prepared.logged if prepared else (),
+        getattr(acc, "message_id", None),
+        complete,
+    )
 
 
 def _with_stream_usage(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -210,8 +252,9 @@ class _Resource:
     def stream(self, **kwargs: Any) -> Any:
         """Anthropic's ``messages.stream(...)`` context manager, window managed, usage recorded."""
         if self._provider != "anthropic":
-            raise TypeError("the stream() helper is wrapped for Anthropic only; "
-                            "use create(stream=True)")
+            raise TypeError(
+                "the stream() helper is wrapped for Anthropic only; use create(stream=True)"
+            )
         return self._core.stream_manager(self._inner.stream, kwargs)
 
     def count_tokens(self, **kwargs: Any) -> Any:
@@ -280,16 +323,30 @@ def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
         from .openai import OpenAIAdapter
 
         return OpenAIAdapter(cache_key=cache_key)
-    raise TypeError(f"cannot wrap {type(client).__module__}.{name}: "
-                    "pass an anthropic.Anthropic or openai.OpenAI client")
+    raise TypeError(
+        f"cannot wrap {type(client).__module__}.{name}: "
+        "pass an anthropic.Anthropic or openai.OpenAI client"
+    )
 
 
-def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str | None = None,
-         agent_id: str | None = None, context: Any = None, memory_limit: int = 8,
-         memory_tokens: int = 1024, remember: bool = True, budget: int | None = None,
-         compaction: str | None = "summarize", background_commit: bool = True,
-         prompt_cache_key: bool | str = False, stream_usage: bool = True,
-         on_call: Recorder | None = None) -> WrappedClient:
+def wrap(
+    client: Any,
+    memory: Any = None,
+    session: Any = None,
+    *,
+    user_id: str | None = None,
+    agent_id: str | None = None,
+    context: Any = None,
+    memory_limit: int = 8,
+    memory_tokens: int = 1024,
+    remember: bool = True,
+    budget: int | None = None,
+    compaction: str | None = "summarize",
+    background_commit: bool = True,
+    prompt_cache_key: bool | str = False,
+    stream_usage: bool = True,
+    on_call: Recorder | None = None,
+) -> WrappedClient:
     """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
 
     Args:
@@ -320,10 +377,17 @@ def wrap(client: Any, memory: Any = None, session: Any = None, *, user_id: str |
     if context is None and (memory is not None or session is not None):
         from .assembly import SessionContext
 
-        context = SessionContext(memory=memory, session=session, user_id=user_id,
-                                 agent_id=agent_id, memory_limit=memory_limit,
-                                 memory_tokens=memory_tokens, remember=remember,
-                                 budget=budget, compaction=compaction,  # type: ignore[arg-type]
-                                 background_commit=background_commit)
+        context = SessionContext(
+            memory=memory,
+            session=session,
+            user_id=user_id,
+            agent_id=agent_id,
+            memory_limit=memory_limit,
+            memory_tokens=memory_tokens,
+            remember=remember,
+            budget=budget,
+            compaction=compaction,  # type: ignore[arg-type]
+            background_commit=background_commit,
+        )
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
     return WrappedClient(client, core)

@@ -58,8 +58,7 @@ class TenantMemories:
     def _build(self, tenant: str) -> Memory:
         from ..memory import Memory
 
-        return Memory(store=self.store, tenant=tenant, embedder=self.embedder,
-                      worker=self.worker)
+        return Memory(store=self.store, tenant=tenant, embedder=self.embedder, worker=self.worker)
 
     def flush(self) -> None:
         """Wait until every cached tenant's memories have their vectors."""

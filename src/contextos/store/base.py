@@ -76,7 +76,9 @@ class Store(Protocol):
         """Records of ``tenant`` for ``ids``, in the order given; unknown ids are skipped."""
         ...
 
-    def update(self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api") -> MemoryRecord:
+    def update(
+        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+    ) -> MemoryRecord:
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
 
         Raises NotFound when the id is not in this tenant.
@@ -87,7 +89,9 @@ class Store(Protocol):
         """Hard-delete a record (text, index rows, vector) and log a DELETE."""
         ...
 
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> builtins.list[MemoryRecord]:
+    def list(
+        self, flt: Filter, *, limit: int = 100, offset: int = 0
+    ) -> builtins.list[MemoryRecord]:
         """Records matching ``flt``, newest first."""
         ...
 
@@ -105,8 +109,9 @@ class Store(Protocol):
         ...
 
     # -- search ----------------------------------------------------------
-    def keyword_search(self, flt: Filter, query: str, *, limit: int,
-                       context_weight: float = 0.5) -> builtins.list[Ranked]:
+    def keyword_search(
+        self, flt: Filter, query: str, *, limit: int, context_weight: float = 0.5
+    ) -> builtins.list[Ranked]:
         """BM25 over text and context (context scaled by ``context_weight``), best first."""
         ...
 
@@ -124,11 +129,15 @@ class Store(Protocol):
         ...
 
     # -- session logs ----------------------------------------------------
-    def append_turns(self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]) -> builtins.list[Turn]:
+    def append_turns(
+        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+    ) -> builtins.list[Turn]:
         """Append messages to ``scope.session_id``'s log durably; returns them numbered."""
         ...
 
-    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> builtins.list[Turn]:
+    def turns(
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
+    ) -> builtins.list[Turn]:
         """A session's turns in order, those with seq > ``after_seq``."""
         ...
 

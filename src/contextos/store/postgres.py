@@ -400,10 +400,14 @@ class PostgresStore:
 
 
 def _patch_sets(patch: Patch, now: datetime) -> tuple[list[str], list[object]]:
-    encode: dict[str, Any] = {"metadata": metadata_jsonb, "valid_to": opt_utc,
-                              "event_time": opt_utc}
-    cols = [("updated_at", now)] + [(c, encode[c](v) if c in encode else v)
-                                    for c, v in patch_columns(patch)]
+    encode: dict[str, Any] = {
+        "metadata": metadata_jsonb,
+        "valid_to": opt_utc,
+        "event_time": opt_utc,
+    }
+    cols = [("updated_at", now)] + [
+        (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
+    ]
     cast = {"metadata": "::jsonb"}
     return [f"{c} = %s{cast.get(c, '')}" for c, _ in cols], [v for _, v in cols]
 

@@ -47,7 +47,70 @@ from .vector_index import IndexRow, VectorIndex
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: Words too common to help BM25; dropping them keeps OR-queries fast.
 STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "she", "so", "than", "that", "the", "their", "them", "then", "there", "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
 )
 
 
@@ -63,8 +126,9 @@ def fts_query(text: str) -> str:
 class SQLiteStore:
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000,
-                 synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 10_000, synchronous: str = "NORMAL"
+    ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
         self.path = Path(path)
@@ -72,8 +136,12 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                       timeout=busy_timeout_ms / 1000)
+            self._db = sqlite3.connect(
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout_ms / 1000,
+            )
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
@@ -126,17 +194,22 @@ class SQLiteStore:
                 db.executemany(
                     "INSERT INTO memories (id, tenant, user_id, agent_id, session_id, memory_type, "
                     "text, context, metadata, created_at, updated_at, event_time, valid_from, "
-                    "valid_to, provenance, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    "valid_to, provenance, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"a record with this id already exists: {exc}") from None
             db.executemany(
                 "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
                 "actor) VALUES (?,?,?,'ADD',NULL,?,?,?)",
-                [(r.tenant, r.user_id, r.id, r.text, now, actor) for r in records])
+                [(r.tenant, r.user_id, r.id, r.text, now, actor) for r in records],
+            )
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
-        rows = self._read(f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
-                          (tenant, memory_id))
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
+            (tenant, memory_id),
+        )
         return row_to_record(rows[0]) if rows else None
 
     def get_many(self, tenant: str, ids: Sequence[str]) -> builtins.list[MemoryRecord]:
@@ -145,18 +218,23 @@ class SQLiteStore:
         found: dict[str, MemoryRecord] = {}
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
-            for row in self._read(f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? "
-                                  f"AND id IN ({marks})", (tenant, *chunk)):
+            for row in self._read(
+                f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id IN ({marks})",
+                (tenant, *chunk),
+            ):
                 rec = row_to_record(row)
                 found[rec.id] = rec
         return [found[i] for i in ids if i in found]
 
-    def update(self, tenant: str, memory_id: str, patch: Patch, *,
-               actor: str = "api") -> MemoryRecord:
+    def update(
+        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+    ) -> MemoryRecord:
         now = time.time()
         with self._write() as db:
-            row = db.execute(f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
-                             (tenant, memory_id)).fetchone()
+            row = db.execute(
+                f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
+                (tenant, memory_id),
+            ).fetchone()
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             old = row_to_record(row)
@@ -167,39 +245,60 @@ class SQLiteStore:
             db.execute(
                 "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
                 "actor) VALUES (?,?,?,?,?,?,?,?)",
-                (tenant, old.user_id, memory_id, "DELETE" if patch.valid_to and patch.text is None
-                 and not patch.metadata else "UPDATE", old.text,
-                 patch.text if patch.text is not None else old.text, now, actor))
-            new = row_to_record(db.execute(f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid=?",
-                                           (row[0],)).fetchone())
+                (
+                    tenant,
+                    old.user_id,
+                    memory_id,
+                    "DELETE"
+                    if patch.valid_to and patch.text is None and not patch.metadata
+                    else "UPDATE",
+                    old.text,
+                    patch.text if patch.text is not None else old.text,
+                    now,
+                    actor,
+                ),
+            )
+            new = row_to_record(
+                db.execute(
+                    f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid=?", (row[0],)
+                ).fetchone()
+            )
         if self._index is not None:
             if patch.text is not None and patch.text != old.text:
                 self._index.remove([row[0]])
             else:
-                self._index.update_times(row[0], valid_to=opt_epoch(new.valid_to),
-                                         event_time=opt_epoch(new.event_time))
+                self._index.update_times(
+                    row[0], valid_to=opt_epoch(new.valid_to), event_time=opt_epoch(new.event_time)
+                )
         return new
 
     def delete(self, tenant: str, memory_id: str, *, actor: str = "api") -> None:
         now = time.time()
         with self._write() as db:
-            row = db.execute("SELECT rowid, user_id, text FROM memories WHERE tenant = ? AND id = ?",
-                             (tenant, memory_id)).fetchone()
+            row = db.execute(
+                "SELECT rowid, user_id, text FROM memories WHERE tenant = ? AND id = ?",
+                (tenant, memory_id),
+            ).fetchone()
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             db.execute("DELETE FROM memories WHERE rowid = ?", (row[0],))
             db.execute(
                 "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
                 "actor) VALUES (?,?,?,'DELETE',?,NULL,?,?)",
-                (tenant, row[1], memory_id, row[2], now, actor))
+                (tenant, row[1], memory_id, row[2], now, actor),
+            )
         if self._index is not None:
             self._index.remove([row[0]])
 
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> builtins.list[MemoryRecord]:
+    def list(
+        self, flt: Filter, *, limit: int = 100, offset: int = 0
+    ) -> builtins.list[MemoryRecord]:
         where, params = filter_sql(flt, time.time())
-        rows = self._read(f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
-                          f"WHERE {where} ORDER BY m.created_at DESC, m.rowid DESC LIMIT ? OFFSET ?",
-                          (*params, limit, offset))
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
+            f"WHERE {where} ORDER BY m.created_at DESC, m.rowid DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
         return [row_to_record(r) for r in rows]
 
     def count(self, flt: Filter) -> int:
@@ -207,18 +306,27 @@ class SQLiteStore:
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
     def history(self, tenant: str, memory_id: str) -> builtins.list[HistoryEvent]:
-        rows = self._read("SELECT memory_id, event, old_text, new_text, at, actor FROM history "
-                          "WHERE tenant = ? AND memory_id = ? ORDER BY seq", (tenant, memory_id))
-        return [HistoryEvent(r[0], r[1], r[2], r[3], from_epoch(r[4]), r[5])  # type: ignore[arg-type]
-                for r in rows]
+        rows = self._read(
+            "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
+            "WHERE tenant = ? AND memory_id = ? ORDER BY seq",
+            (tenant, memory_id),
+        )
+        return [
+            HistoryEvent(r[0], r[1], r[2], r[3], from_epoch(r[4]), r[5])  # type: ignore[arg-type]
+            for r in rows
+        ]
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
         args = (scope.tenant, scope.user_id)
         with self._write() as db:
-            rowids = [r[0] for r in db.execute(
-                "SELECT rowid FROM memories WHERE tenant = ? AND user_id = ?", args)]
+            rowids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT rowid FROM memories WHERE tenant = ? AND user_id = ?", args
+                )
+            ]
             db.execute("DELETE FROM memories WHERE tenant = ? AND user_id = ?", args)
             db.execute("DELETE FROM history WHERE tenant = ? AND user_id = ?", args)
             db.execute("DELETE FROM turns WHERE tenant = ? AND user_id = ?", args)
@@ -232,8 +340,9 @@ class SQLiteStore:
         return len(rowids)
 
     # -- search -------------------------------------------------------------
-    def keyword_search(self, flt: Filter, query: str, *, limit: int,
-                       context_weight: float = 0.5) -> builtins.list[Ranked]:
+    def keyword_search(
+        self, flt: Filter, query: str, *, limit: int, context_weight: float = 0.5
+    ) -> builtins.list[Ranked]:
         match = fts_query(query)
         if not match or limit <= 0:
             return []
@@ -243,7 +352,8 @@ class SQLiteStore:
             f"SELECT m.id, bm25(memories_fts, 1.0, {float(context_weight)!r}) AS s "
             "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
-            (match, *params, limit))
+            (match, *params, limit),
+        )
         return [Ranked(r[0], -float(r[1])) for r in rows]
 
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> builtins.list[Ranked]:
@@ -262,24 +372,33 @@ class SQLiteStore:
                 return self._ids_for(kept[:limit])
             fetch *= 4
 
-    def _filter_rowids(self, flt: Filter, hits: builtins.list[tuple[int, float]]) -> builtins.list[tuple[int, float]]:
+    def _filter_rowids(
+        self, flt: Filter, hits: builtins.list[tuple[int, float]]
+    ) -> builtins.list[tuple[int, float]]:
         if not hits:
             return []
         where, params = filter_sql(flt, time.time())
         ok: set[int] = set()
         for chunk in _chunks([h[0] for h in hits], 500):
             marks = ",".join("?" * len(chunk))
-            ok.update(r[0] for r in self._read(
-                f"SELECT m.rowid FROM memories m WHERE m.rowid IN ({marks}) AND {where}",
-                (*chunk, *params)))
+            ok.update(
+                r[0]
+                for r in self._read(
+                    f"SELECT m.rowid FROM memories m WHERE m.rowid IN ({marks}) AND {where}",
+                    (*chunk, *params),
+                )
+            )
         return [h for h in hits if h[0] in ok]
 
     def _ids_for(self, hits: builtins.list[tuple[int, float]]) -> builtins.list[Ranked]:
         if not hits:
             return []
         marks = ",".join("?" * len(hits))
-        ids = dict(self._read(f"SELECT rowid, id FROM memories WHERE rowid IN ({marks})",
-                              [h[0] for h in hits]))
+        ids = dict(
+            self._read(
+                f"SELECT rowid, id FROM memories WHERE rowid IN ({marks})", [h[0] for h in hits]
+            )
+        )
         return [Ranked(ids[r], s) for r, s in hits if r in ids]
 
     # -- vectors -------------------------------------------------------------
@@ -289,15 +408,22 @@ class SQLiteStore:
         vecs = np.asarray(vectors, dtype=np.float32)
         with self._write() as db:
             for chunk_start in range(0, len(ids), 500):
-                chunk = list(ids[chunk_start:chunk_start + 500])
+                chunk = list(ids[chunk_start : chunk_start + 500])
                 marks = ",".join("?" * len(chunk))
-                rowid_of = dict(db.execute(
-                    f"SELECT id, rowid FROM memories WHERE tenant = ? AND id IN ({marks})",
-                    (tenant, *chunk)).fetchall())
+                rowid_of = dict(
+                    db.execute(
+                        f"SELECT id, rowid FROM memories WHERE tenant = ? AND id IN ({marks})",
+                        (tenant, *chunk),
+                    ).fetchall()
+                )
                 db.executemany(
                     "INSERT OR REPLACE INTO vectors (mem_rowid, model, vec) VALUES (?,?,?)",
-                    [(rowid_of[i], model, vecs[chunk_start + k].tobytes())
-                     for k, i in enumerate(chunk) if i in rowid_of])
+                    [
+                        (rowid_of[i], model, vecs[chunk_start + k].tobytes())
+                        for k, i in enumerate(chunk)
+                        if i in rowid_of
+                    ],
+                )
 
     def count_vectors(self) -> int:
         """How many records have a vector (diagnostics and benchmarks)."""
@@ -306,7 +432,9 @@ class SQLiteStore:
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM pending_vectors p "
-            "JOIN memories m ON m.rowid = p.mem_rowid ORDER BY p.mem_rowid LIMIT ?", (limit,))
+            "JOIN memories m ON m.rowid = p.mem_rowid ORDER BY p.mem_rowid LIMIT ?",
+            (limit,),
+        )
         return [row_to_record(r) for r in rows]
 
     def _fresh_index(self, dimensions: int) -> VectorIndex:
@@ -329,43 +457,67 @@ class SQLiteStore:
             "SELECT v.vseq, v.vec, m.rowid, m.tenant, m.user_id, m.agent_id, m.session_id, "
             "m.memory_type, m.created_at, m.event_time, m.valid_from, m.valid_to "
             "FROM vectors v JOIN memories m ON m.rowid = v.mem_rowid WHERE v.vseq > ? "
-            "ORDER BY v.vseq", (vseq,))
+            "ORDER BY v.vseq",
+            (vseq,),
+        )
         dim = self._index.dimensions
         while batch := cur.fetchmany(4096):
             rows = [IndexRow(*r[2:]) for r in batch if len(r[1]) == dim * 4]
-            vecs = np.frombuffer(b"".join(r[1] for r in batch if len(r[1]) == dim * 4),
-                                 dtype=np.float32).reshape(-1, dim)
+            vecs = np.frombuffer(
+                b"".join(r[1] for r in batch if len(r[1]) == dim * 4), dtype=np.float32
+            ).reshape(-1, dim)
             self._index.upsert(rows, vecs)
             self._index_vseq = batch[-1][0]
 
     # -- session logs ------------------------------------------------------------
-    def append_turns(self, scope: Scope, messages: Sequence[Message],
-                     tokens: Sequence[int]) -> builtins.list[Turn]:
+    def append_turns(
+        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+    ) -> builtins.list[Turn]:
         if not scope.session_id:
             raise ValueError("append_turns needs a session_id")
         if len(messages) != len(tokens):
             raise ValueError("messages and tokens differ in length")
         now = time.time()
         with self._write() as db:
-            (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = ? AND "
-                                 "session_id = ?", (scope.tenant, scope.session_id)).fetchone()
-            rows = [(scope.tenant, scope.session_id, last + 1 + k, scope.user_id, scope.agent_id,
-                     m.role, m.content, m.name, m.tool_call_id,
-                     dumps([[c.id, c.name, c.arguments] for c in m.tool_calls]),
-                     metadata_json(m.metadata), t, now)
-                    for k, (m, t) in enumerate(zip(messages, tokens, strict=True))]
+            (last,) = db.execute(
+                "SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = ? AND session_id = ?",
+                (scope.tenant, scope.session_id),
+            ).fetchone()
+            rows = [
+                (
+                    scope.tenant,
+                    scope.session_id,
+                    last + 1 + k,
+                    scope.user_id,
+                    scope.agent_id,
+                    m.role,
+                    m.content,
+                    m.name,
+                    m.tool_call_id,
+                    dumps([[c.id, c.name, c.arguments] for c in m.tool_calls]),
+                    metadata_json(m.metadata),
+                    t,
+                    now,
+                )
+                for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
+            ]
             db.executemany("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             db.execute(
                 "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
                 "VALUES (?,?,?,?,'{}',?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
                 "updated_at = excluded.updated_at",
-                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now))
+                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
+            )
         return [_turn_from_row(r) for r in rows]
 
-    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> builtins.list[Turn]:
-        rows = self._read("SELECT * FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
-                          "ORDER BY seq LIMIT ?",
-                          (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit))
+    def turns(
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
+    ) -> builtins.list[Turn]:
+        rows = self._read(
+            "SELECT * FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit),
+        )
         return [_turn_from_row(r) for r in rows]
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
@@ -374,12 +526,21 @@ class SQLiteStore:
                 "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
                 "meta = excluded.meta, updated_at = excluded.updated_at",
-                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id,
-                 metadata_json(meta), time.time()))
+                (
+                    scope.tenant,
+                    scope.session_id,
+                    scope.user_id,
+                    scope.agent_id,
+                    metadata_json(meta),
+                    time.time(),
+                ),
+            )
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:
-        rows = self._read("SELECT meta FROM session_meta WHERE tenant = ? AND session_id = ?",
-                          (scope.tenant, scope.session_id))
+        rows = self._read(
+            "SELECT meta FROM session_meta WHERE tenant = ? AND session_id = ?",
+            (scope.tenant, scope.session_id),
+        )
         return dict(json.loads(rows[0][0])) if rows else {}
 
     def sessions(self, scope: Scope) -> builtins.list[str]:
@@ -394,30 +555,68 @@ class SQLiteStore:
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
     created = opt_epoch(r.created_at) or now
-    return (r.id, r.tenant, r.user_id, r.agent_id, r.session_id, r.memory_type, r.text, r.context,
-            metadata_json(r.metadata), created, opt_epoch(r.updated_at) or created,
-            opt_epoch(r.event_time), opt_epoch(r.valid_from), opt_epoch(r.valid_to),
-            json.dumps(list(r.provenance)), r.hash)
+    return (
+        r.id,
+        r.tenant,
+        r.user_id,
+        r.agent_id,
+        r.session_id,
+        r.memory_type,
+        r.text,
+        r.context,
+        metadata_json(r.metadata),
+        created,
+        opt_epoch(r.updated_at) or created,
+        opt_epoch(r.event_time),
+        opt_epoch(r.valid_from),
+        opt_epoch(r.valid_to),
+        json.dumps(list(r.provenance)),
+        r.hash,
+    )
 
 
 def _patch_sets(patch: Patch, now: float) -> tuple[builtins.list[str], builtins.list[object]]:
-    encode: dict[str, Any] = {"metadata": metadata_json, "valid_to": opt_epoch,
-                              "event_time": opt_epoch}
-    cols = [("updated_at", now)] + [(c, encode[c](v) if c in encode else v)
-                                    for c, v in patch_columns(patch)]
+    encode: dict[str, Any] = {
+        "metadata": metadata_json,
+        "valid_to": opt_epoch,
+        "event_time": opt_epoch,
+    }
+    cols = [("updated_at", now)] + [
+        (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
+    ]
     return [f"{c} = ?" for c, _ in cols], [v for _, v in cols]
 
 
 def _turn_from_row(r: Sequence[Any]) -> Turn:
-    (_tenant, session_id, seq, _user, _agent, role, content, name, tool_call_id, tool_calls,
-     metadata, tokens, created) = r
+    (
+        _tenant,
+        session_id,
+        seq,
+        _user,
+        _agent,
+        role,
+        content,
+        name,
+        tool_call_id,
+        tool_calls,
+        metadata,
+        tokens,
+        created,
+    ) = r
     calls = tuple(ToolCall(*c) for c in json.loads(tool_calls))
-    msg = Message(role=role, content=content, name=name, tool_call_id=tool_call_id,
-                  tool_calls=calls, metadata=json.loads(metadata))
-    return Turn(session_id=session_id, seq=seq, message=msg, tokens=tokens,
-                created_at=from_epoch(created))  # type: ignore[arg-type]
+    msg = Message(
+        role=role,
+        content=content,
+        name=name,
+        tool_call_id=tool_call_id,
+        tool_calls=calls,
+        metadata=json.loads(metadata),
+    )
+    return Turn(
+        session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=from_epoch(created)
+    )  # type: ignore[arg-type]

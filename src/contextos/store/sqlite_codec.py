@@ -33,13 +33,29 @@ def from_epoch(value: float | None) -> datetime | None:
 
 def dumps(value: object) -> str:
     """Compact, key-sorted JSON, so equal values are stored as equal bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
-    (_rowid, mid, tenant, user_id, agent_id, session_id, mtype, text, context, metadata,
-     created, updated, event, vfrom, vto, provenance, hsh) = tuple(row)
+    (
+        _rowid,
+        mid,
+        tenant,
+        user_id,
+        agent_id,
+        session_id,
+        mtype,
+        text,
+        context,
+        metadata,
+        created,
+        updated,
+        event,
+        vfrom,
+        vto,
+        provenance,
+        hsh,
+    ) = tuple(row)
     return MemoryRecord(
         id=mid,
         text=text,
@@ -70,9 +86,12 @@ def filter_sql(flt: Filter, now: float, alias: str = "m") -> tuple[str, list[obj
     if flt.memory_types:
         clauses.append(f"{a}.memory_type IN ({','.join('?' * len(flt.memory_types))})")
         params.extend(flt.memory_types)
-    for col, op, value in (("event_time", ">=", flt.event_after), ("event_time", "<", flt.event_before),
-                           ("created_at", ">=", flt.created_after),
-                           ("created_at", "<", flt.created_before)):
+    for col, op, value in (
+        ("event_time", ">=", flt.event_after),
+        ("event_time", "<", flt.event_before),
+        ("created_at", ">=", flt.created_after),
+        ("created_at", "<", flt.created_before),
+    ):
         if value is not None:
             clauses.append(f"{a}.{col} {op} ?")
             params.append(to_epoch(value))
@@ -93,7 +112,6 @@ def filter_sql(flt: Filter, now: float, alias: str = "m") -> tuple[str, list[obj
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:
     try:
-        return json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False)
+        return json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None

@@ -117,8 +117,12 @@ class VectorIndex:
         n = self._size
         mask = self._alive[:n].copy()
         scope = flt.scope
-        for f, value in (("tenant", scope.tenant), ("user_id", scope.user_id),
-                         ("agent_id", scope.agent_id), ("session_id", scope.session_id)):
+        for f, value in (
+            ("tenant", scope.tenant),
+            ("user_id", scope.user_id),
+            ("agent_id", scope.agent_id),
+            ("session_id", scope.session_id),
+        ):
             if value is not None:
                 mask &= self._scope[f][:n] == self._codes.get(value, -1)
         if flt.memory_types:
@@ -127,8 +131,9 @@ class VectorIndex:
         mask &= _time_mask(self._times, n, flt, now)
         return mask
 
-    def search(self, query: npt.NDArray[np.float32], flt: Filter, *, limit: int,
-               now: float) -> list[tuple[int, float]]:
+    def search(
+        self, query: npt.NDArray[np.float32], flt: Filter, *, limit: int, now: float
+    ) -> list[tuple[int, float]]:
         """Top ``limit`` (rowid, cosine) pairs among vectors that pass the filter's
         scope, type and time parts (metadata filters are applied by the caller)."""
         n = self._size
@@ -146,12 +151,12 @@ class VectorIndex:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         chosen = top if idx.size == n else idx[top]
-        return [(int(self._rowids[p]), float(s)) for p, s in
-                zip(chosen, scores[top], strict=True)]
+        return [(int(self._rowids[p]), float(s)) for p, s in zip(chosen, scores[top], strict=True)]
 
 
-def _time_mask(times: dict[str, npt.NDArray[np.float64]], n: int, flt: Filter,
-               now: float) -> npt.NDArray[np.bool_]:
+def _time_mask(
+    times: dict[str, npt.NDArray[np.float64]], n: int, flt: Filter, now: float
+) -> npt.NDArray[np.bool_]:
     from .sqlite_codec import to_epoch
 
     mask = np.ones(n, dtype=bool)

@@ -172,7 +172,10 @@ class FakeAnthropic(FakeHTTPServer):
     """Loopback fake of the Anthropic API. See the module docstring."""
 
     def __init__(
-        self, *, reply: Callable[[dict[str, Any]], str] = _default_reply, min_cache_tokens: int = 0,
+        self,
+        *,
+        reply: Callable[[dict[str, Any]], str] = _default_reply,
+        min_cache_tokens: int = 0,
         delta_usage: str = "cumulative",
     ) -> None:
         super().__init__()
@@ -194,20 +197,34 @@ class FakeAnthropic(FakeHTTPServer):
 
     # -- scripting -----------------------------------------------------------
     def enqueue_error(
-        self, status: int, message: str = "fake error", *, retry_after: float | None = None,
+        self,
+        status: int,
+        message: str = "fake error",
+        *,
+        retry_after: float | None = None,
         error_type: str | None = None,
     ) -> None:
         """Answer the next request with an API error body (and ``retry-after`` if given)."""
         headers = {"request-id": f"req_fake_{next(self._ids)}"}
         if retry_after is not None:
             headers["retry-after"] = f"{retry_after:g}"
-        body = {"type": "error",
-                "error": {"type": error_type or _ERROR_TYPES.get(status, "api_error"),
-                          "message": message}}
+        body = {
+            "type": "error",
+            "error": {
+                "type": error_type or _ERROR_TYPES.get(status, "api_error"),
+                "message": message,
+            },
+        }
         self.enqueue(FakeResponse(status=status, json_body=body, headers=headers))
 
-    def enqueue_reply(self, text: str, usage: AnthropicUsage, *, stream: bool = False,
-                      model: str = "claude-sonnet-4-6") -> None:
+    def enqueue_reply(
+        self,
+        text: str,
+        usage: AnthropicUsage,
+        *,
+        stream: bool = False,
+        model: str = "claude-sonnet-4-6",
+    ) -> None:
         """Answer the next request with ``text`` and exactly ``usage`` (a recorded response)."""
         self.enqueue(self._message_response(model, text, usage, stream=stream))
 
@@ -215,11 +232,24 @@ class FakeAnthropic(FakeHTTPServer):
     def respond(self, request: RecordedRequest) -> FakeResponse:
         path = request.path.split("?")[0]
         if request.method != "POST" or path not in ("/v1/messages", "/v1/messages/count_tokens"):
-            return FakeResponse(status=404, json_body={"type": "error", "error": {
-                "type": "not_found_error", "message": f"no route {request.method} {path}"}})
+            return FakeResponse(
+                status=404,
+                json_body={
+                    "type": "error",
+                    "error": {
+                        "type": "not_found_error",
+                        "message": f"no route {request.method} {path}",
+                    },
+                },
+            )
         if _api_key(request) in ("", "invalid"):
-            return FakeResponse(status=401, json_body={"type": "error", "error": {
-                "type": "authentication_error", "message": "invalid x-api-key"}})
+            return FakeResponse(
+                status=401,
+                json_body={
+                    "type": "error",
+                    "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+                },
+            )
         body = request.json()
         if path.endswith("count_tokens"):
             total = sum(estimate_tokens(text) for text, _ in _blocks(body))
@@ -229,40 +259,75 @@ class FakeAnthropic(FakeHTTPServer):
         usage = AnthropicUsage(uncached, estimate_tokens(text), w5, w1h, read)
         return self._message_response(body["model"], text, usage, stream=bool(body.get("stream")))
 
-    def _message_response(self, model: str, text: str, usage: AnthropicUsage, *,
-                          stream: bool) -> FakeResponse:
+    def _message_response(
+        self, model: str, text: str, usage: AnthropicUsage, *, stream: bool
+    ) -> FakeResponse:
         msg_id = f"msg_fake_{next(self._ids):06d}"
         headers = {"request-id": f"req_{msg_id}"}
         if not stream:
-            return FakeResponse(json_body={
-                "id": msg_id, "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn", "stop_sequence": None, "usage": usage.wire(),
-            }, headers=headers)
+            return FakeResponse(
+                json_body={
+                    "id": msg_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": usage.wire(),
+                },
+                headers=headers,
+            )
         events = _stream_events(msg_id, model, text, usage, self.delta_usage == "cumulative")
-        return FakeResponse(events=sse_json(events),
-                            headers=headers)
+        return FakeResponse(events=sse_json(events), headers=headers)
 
 
-def _stream_events(msg_id: str, model: str, text: str, usage: AnthropicUsage,
-                   cumulative: bool) -> Iterator[tuple[str, Any]]:
+def _stream_events(
+    msg_id: str, model: str, text: str, usage: AnthropicUsage, cumulative: bool
+) -> Iterator[tuple[str, Any]]:
     """The event sequence of a streamed Messages response, as the real API sends it."""
-    yield "message_start", {"type": "message_start", "message": {
-        "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": usage.wire(output_tokens=1)}}
-    yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                  "content_block": {"type": "text", "text": ""}}
+    yield (
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": usage.wire(output_tokens=1),
+            },
+        },
+    )
+    yield (
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    )
     yield "ping", {"type": "ping"}
     for piece in text_pieces(text):
-        yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                      "delta": {"type": "text_delta", "text": piece}}
+        yield (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            },
+        )
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
     final = usage.wire()
     final.pop("cache_creation")
     final.pop("service_tier")
     if not cumulative:
         final = {"output_tokens": usage.output_tokens}
-    yield "message_delta", {"type": "message_delta",
-                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                            "usage": final}
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": final,
+        },
+    )
     yield "message_stop", {"type": "message_stop"}

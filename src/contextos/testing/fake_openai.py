@@ -62,8 +62,10 @@ class OpenAIUsage:
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0, "audio_tokens": 0,
-                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
             },
         }
 
@@ -114,8 +116,11 @@ class FakeOpenAI(FakeHTTPServer):
     """Loopback fake of the OpenAI Chat Completions API. See the module docstring."""
 
     def __init__(
-        self, *, reply: Callable[[dict[str, Any]], str] = _default_reply,
-        min_cache_tokens: int = 1024, cache_increment: int = CACHE_INCREMENT,
+        self,
+        *,
+        reply: Callable[[dict[str, Any]], str] = _default_reply,
+        min_cache_tokens: int = 1024,
+        cache_increment: int = CACHE_INCREMENT,
     ) -> None:
         super().__init__()
         self.reply = reply
@@ -132,8 +137,9 @@ class FakeOpenAI(FakeHTTPServer):
         return self.requests_to("/v1/chat/completions")
 
     # -- scripting -----------------------------------------------------------
-    def enqueue_error(self, status: int, message: str = "fake error", *,
-                      retry_after: float | None = None) -> None:
+    def enqueue_error(
+        self, status: int, message: str = "fake error", *, retry_after: float | None = None
+    ) -> None:
         """Answer the next request with an API error body (and ``retry-after`` if given)."""
         kind, code = _ERROR_TYPES.get(status, ("server_error", None))
         headers = {"x-request-id": f"req_fake_{next(self._ids)}"}
@@ -142,66 +148,124 @@ class FakeOpenAI(FakeHTTPServer):
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         self.enqueue(FakeResponse(status=status, json_body=body, headers=headers))
 
-    def enqueue_reply(self, text: str, usage: OpenAIUsage, *, stream: bool = False,
-                      include_usage: bool = True, model: str = "gpt-4.1-mini") -> None:
+    def enqueue_reply(
+        self,
+        text: str,
+        usage: OpenAIUsage,
+        *,
+        stream: bool = False,
+        include_usage: bool = True,
+        model: str = "gpt-4.1-mini",
+    ) -> None:
         """Answer the next request with ``text`` and exactly ``usage`` (a recorded response)."""
-        self.enqueue(self._completion(model, text, usage, stream=stream,
-                                      include_usage=include_usage))
+        self.enqueue(
+            self._completion(model, text, usage, stream=stream, include_usage=include_usage)
+        )
 
     # -- default behaviour ---------------------------------------------------
     def respond(self, request: RecordedRequest) -> FakeResponse:
         path = request.path.split("?")[0]
         if request.method != "POST" or path != "/v1/chat/completions":
-            return FakeResponse(status=404, json_body={"error": {
-                "message": f"no route {request.method} {path}", "type": "invalid_request_error",
-                "param": None, "code": None}})
+            return FakeResponse(
+                status=404,
+                json_body={
+                    "error": {
+                        "message": f"no route {request.method} {path}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
         auth = request.headers.get("authorization", "")
         if auth in ("", "Bearer", "Bearer invalid"):
             kind, code = _ERROR_TYPES[401]
-            return FakeResponse(status=401, json_body={"error": {
-                "message": "Incorrect API key provided", "type": kind, "param": None,
-                "code": code}})
+            return FakeResponse(
+                status=401,
+                json_body={
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": kind,
+                        "param": None,
+                        "code": code,
+                    }
+                },
+            )
         body = request.json()
         total, cached = self.cache.account(body)
         text = self.reply(body)
         usage = OpenAIUsage(total, estimate_tokens(text), cached)
         options = body.get("stream_options") or {}
-        return self._completion(body["model"], text, usage, stream=bool(body.get("stream")),
-                                include_usage=bool(options.get("include_usage")))
+        return self._completion(
+            body["model"],
+            text,
+            usage,
+            stream=bool(body.get("stream")),
+            include_usage=bool(options.get("include_usage")),
+        )
 
-    def _completion(self, model: str, text: str, usage: OpenAIUsage, *, stream: bool,
-                    include_usage: bool) -> FakeResponse:
+    def _completion(
+        self, model: str, text: str, usage: OpenAIUsage, *, stream: bool, include_usage: bool
+    ) -> FakeResponse:
         cid = f"chatcmpl-fake{next(self._ids):06d}"
         if not stream:
-            return FakeResponse(json_body={
-                "id": cid, "object": "chat.completion", "created": 1_764_000_000,
-                "model": model, "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text,
-                                         "refusal": None, "annotations": []}}],
-                "usage": usage.wire(), "service_tier": "default",
-            })
+            return FakeResponse(
+                json_body={
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": 1_764_000_000,
+                    "model": model,
+                    "system_fingerprint": "fp_fake",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": text,
+                                "refusal": None,
+                                "annotations": [],
+                            },
+                        }
+                    ],
+                    "usage": usage.wire(),
+                    "service_tier": "default",
+                }
+            )
         chunks = _chunks(cid, model, text, usage, include_usage)
         events = [SSEEvent(data=json.dumps(c)) for c in chunks]
         return FakeResponse(events=[*events, SSEEvent(data="[DONE]")])
 
 
-def _chunks(cid: str, model: str, text: str, usage: OpenAIUsage,
-            include_usage: bool) -> Iterator[dict[str, Any]]:
+def _chunks(
+    cid: str, model: str, text: str, usage: OpenAIUsage, include_usage: bool
+) -> Iterator[dict[str, Any]]:
     """The ``chat.completion.chunk`` sequence of a streamed response."""
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": cid, "object": "chat.completion.chunk", "created": 1_764_000_000,
-                "model": model, "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish}], **extra}
+        return {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": 1_764_000_000,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            **extra,
+        }
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     for piece in text_pieces(text):
         yield chunk({"content": piece})
     yield chunk({}, "stop")
     if include_usage:
-        yield {"id": cid, "object": "chat.completion.chunk", "created": 1_764_000_000,
-               "model": model, "system_fingerprint": "fp_fake", "choices": [],
-               "usage": usage.wire()}
+        yield {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": 1_764_000_000,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [],
+            "usage": usage.wire(),
+        }
