@@ -223,6 +223,12 @@ class Memory:
             raise TypeError("forget needs a user_id string")
         return self.store.forget(Scope(tenant=self.tenant, user_id=user_id))
 
+    def vacuum(self) -> None:
+        """Rewrite the database so erased rows leave no bytes and space is reclaimed.
+        PostgreSQL keeps deleted rows' bytes in dead tuples and index entries until this
+        runs (``VACUUM FULL``, which locks each table while it rewrites it)."""
+        self.store.vacuum()
+
     def embedding_status(self) -> EmbeddingStatus:
         """Memories of this tenant still waiting for a vector, and those whose
         embedding failed (quarantined with the error; a text update retries them)."""

@@ -200,6 +200,11 @@ class Store(Protocol):
         """Session ids of ``scope.tenant`` (narrowed by user/agent when given)."""
         ...
 
+    def vacuum(self) -> None:
+        """Rewrite the storage so that erased rows leave no bytes behind and space is
+        reclaimed (see each backend for what it does and what it locks)."""
+        ...
+
     def close(self) -> None:
         """Release connections and files."""
         ...
