@@ -96,6 +96,9 @@ with Memory(path, embedder=HashEmbedder()) as m:
     m.delete(newest)
     m.add("eve secret diary entry about her dog Pimenta", user_id="eve")
     m.flush()
+with Memory(path, embedder=HashEmbedder(), tenant="acme") as other_tenant:
+    other_tenant.add("acme ana diary entry about her dog Pimenta", user_id="ana")
+    other_tenant.flush()
 """
 
 
@@ -116,6 +119,7 @@ def test_a_delete_and_reused_rowid_in_another_process_never_leaks(tmp_path: Path
             )
             hits = m.search("diary entry about her dog Pimenta", user_id="ana", limit=50)
             assert all(h.record.user_id == "ana" for h in hits), [h.record.text for h in hits]
+            assert all(h.record.tenant == m.tenant for h in hits), [h.record.text for h in hits]
             assert records[-1].id not in {h.record.id for h in hits}
             assert all(h.record.text != "eve secret diary entry" for h in hits)
             eve = m.search("diary entry", user_id="eve")
