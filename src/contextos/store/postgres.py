@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError, NotFound, StoreError
+from ..text.query import query_terms
 from ..times import opt_utc, utc
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
 from .base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
@@ -39,14 +40,12 @@ from .postgres_codec import (
     filter_sql,
     metadata_jsonb,
     or_tsquery,
-    query_words,
     record_from_row,
     record_params,
     vector_text,
 )
 from .postgres_sessions import PgSessionLog
 from .schema_postgres import ensure_hnsw_index, migrate
-from .sqlite import STOPWORDS  # one stopword list, so both stores drop the same words
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INSERT_RECORD = (
@@ -402,7 +401,7 @@ class PostgresStore:
     ) -> _Ranks:
         """Okapi BM25 over text and context (context scaled by ``context_weight``), best
         first; see ``postgres_bm25`` for why not ``ts_rank``."""
-        words = query_words(query, STOPWORDS)
+        words = query_terms(query)
         if not words or limit <= 0:
             return []
         where, params = filter_sql(flt, _now())

@@ -9,7 +9,6 @@ hidden unless asked for, metadata keys are identifiers with dots for nesting.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -29,8 +28,6 @@ RECORD_COLUMNS = (
 TURN_COLUMNS = (
     "session_id, seq, role, content, name, tool_call_id, tool_calls, metadata, tokens, created_at"
 )
-
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def jsonb(value: object) -> str:
@@ -144,15 +141,6 @@ def _nested(key: str, value: object) -> dict[str, Any]:
     for part in reversed(key.split(".")):
         probe = {part: probe}
     return dict(probe)
-
-
-def query_words(text: str, stopwords: frozenset[str]) -> list[str]:
-    """The distinct non-stopword words of ``text``, lower-cased, at most 64."""
-    words: list[str] = []
-    for w in _WORD.findall(text.lower()):
-        if w not in stopwords and w not in words:
-            words.append(w)
-    return words[:64]
 
 
 def or_tsquery(words: Sequence[str]) -> str:

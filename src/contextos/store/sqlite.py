@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -32,6 +31,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import NotFound, StoreError
+from ..text.query import query_terms
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
 from .base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
 from .erasure import scrub_context
@@ -47,83 +47,10 @@ from .sqlite_codec import (
 )
 from .vector_index import IndexRow, VectorIndex
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-#: Words too common to help BM25; dropping them keeps OR-queries fast.
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "she",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
-)
-
 
 def fts_query(text: str) -> str:
     """An FTS5 OR-query of the distinct non-stopword words in ``text`` ('' if none)."""
-    words: builtins.list[str] = []
-    for w in _WORD.findall(text.lower()):
-        if w not in STOPWORDS and w not in words:
-            words.append(w)
-    return " OR ".join(f'"{w}"' for w in words[:64])
+    return " OR ".join(f'"{w}"' for w in query_terms(text))
 
 
 class SQLiteStore:
