@@ -45,13 +45,13 @@ from .postgres_codec import (
     vector_text,
 )
 from .postgres_sessions import PgSessionLog
+from .records import RECORD_FIELDS
 from .schema_postgres import ensure_hnsw_index, migrate
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INSERT_RECORD = (
-    "INSERT INTO memories (tenant, id, user_id, agent_id, session_id, memory_type, text, "
-    "context, metadata, created_at, updated_at, event_time, valid_from, valid_to, provenance, "
-    "hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
+    f"INSERT INTO memories ({', '.join(RECORD_FIELDS)}) "
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
 )
 _INSERT_HISTORY = (
     "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, actor) "

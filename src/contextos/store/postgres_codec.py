@@ -18,12 +18,9 @@ import numpy as np
 from ..times import opt_utc, utc
 from ..types import Filter, MemoryRecord, Message, Scope, ToolCall, Turn
 from .base import check_metadata_key
+from .records import RECORD_FIELDS, record_from_values, record_values
 
-RECORD_COLUMNS = (
-    "m.id, m.tenant, m.user_id, m.agent_id, m.session_id, m.memory_type, m.text, m.context, "
-    "m.metadata, m.created_at, m.updated_at, m.event_time, m.valid_from, m.valid_to, "
-    "m.provenance, m.hash"
-)
+RECORD_COLUMNS = ", ".join(f"m.{name}" for name in RECORD_FIELDS)
 
 TURN_COLUMNS = (
     "session_id, seq, role, content, name, tool_call_id, tool_calls, metadata, tokens, created_at"
@@ -43,61 +40,13 @@ def metadata_jsonb(metadata: Mapping[str, Any]) -> str:
 
 
 def record_from_row(row: Sequence[Any]) -> MemoryRecord:
-    (
-        mid,
-        tenant,
-        user_id,
-        agent_id,
-        session_id,
-        mtype,
-        text,
-        context,
-        metadata,
-        created,
-        updated,
-        event,
-        vfrom,
-        vto,
-        provenance,
-        hsh,
-    ) = row
-    return MemoryRecord(
-        id=mid,
-        text=text,
-        scope=Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id),
-        memory_type=mtype,
-        metadata=metadata,
-        created_at=opt_utc(created),
-        updated_at=opt_utc(updated),
-        event_time=opt_utc(event),
-        valid_from=opt_utc(vfrom),
-        valid_to=opt_utc(vto),
-        provenance=tuple(provenance),
-        context=context,
-        hash=hsh,
-    )
+    """A record of a row selected with ``RECORD_COLUMNS``."""
+    return record_from_values(row, time=opt_utc, from_json=lambda value: value)
 
 
 def record_params(r: MemoryRecord, now: datetime) -> tuple[object, ...]:
-    created = opt_utc(r.created_at) or now
-    return (
-        r.tenant,
-        r.id,
-        r.user_id,
-        r.agent_id,
-        r.session_id,
-        r.memory_type,
-        r.text,
-        r.context,
-        metadata_jsonb(r.metadata),
-        created,
-        opt_utc(r.updated_at) or created,
-        opt_utc(r.event_time),
-        opt_utc(r.valid_from),
-        opt_utc(r.valid_to),
-        jsonb(list(r.provenance)),
-        r.hash,
-    )
+    """Column values in ``RECORD_FIELDS`` order, for an INSERT."""
+    return record_values(r, now, time=opt_utc, to_json=jsonb)
 
 
 def filter_sql(flt: Filter, now: datetime) -> tuple[str, list[object]]:

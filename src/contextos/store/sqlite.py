@@ -43,6 +43,7 @@ from .sqlite_codec import (
     from_epoch,
     metadata_json,
     opt_epoch,
+    record_row,
     row_to_record,
 )
 from .vector_index import IndexRow, VectorIndex
@@ -133,7 +134,7 @@ class SQLiteStore:
         if not records:
             return
         now = time.time()
-        rows = [_record_row(r, now) for r in records]
+        rows = [record_row(r, now) for r in records]
         with self._write() as db:
             try:
                 db.executemany(
@@ -666,28 +667,6 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
-    created = opt_epoch(r.created_at) or now
-    return (
-        r.id,
-        r.tenant,
-        r.user_id,
-        r.agent_id,
-        r.session_id,
-        r.memory_type,
-        r.text,
-        r.context,
-        metadata_json(r.metadata),
-        created,
-        opt_epoch(r.updated_at) or created,
-        opt_epoch(r.event_time),
-        opt_epoch(r.valid_from),
-        opt_epoch(r.valid_to),
-        json.dumps(list(r.provenance)),
-        r.hash,
-    )
 
 
 def _patch_sets(patch: Patch, now: float) -> tuple[builtins.list[str], builtins.list[object]]:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from ..times import from_epoch, opt_epoch, to_epoch
-from ..types import Filter, MemoryRecord, Scope
+from ..types import Filter, MemoryRecord
 from .base import check_metadata_key
+from .records import RECORD_FIELDS, record_from_values, record_values
 
 __all__ = ["from_epoch", "opt_epoch", "to_epoch"]  # re-exported for the SQLite store
 
-RECORD_COLUMNS = (
-    "rowid, id, tenant, user_id, agent_id, session_id, memory_type, text, context, metadata, "
-    "created_at, updated_at, event_time, valid_from, valid_to, provenance, hash"
-)
+RECORD_COLUMNS = "rowid, " + ", ".join(RECORD_FIELDS)
 
 
 def dumps(value: object) -> str:
@@ -25,40 +24,23 @@ def dumps(value: object) -> str:
 
 
 def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
-    (
-        _rowid,
-        mid,
-        tenant,
-        user_id,
-        agent_id,
-        session_id,
-        mtype,
-        text,
-        context,
-        metadata,
-        created,
-        updated,
-        event,
-        vfrom,
-        vto,
-        provenance,
-        hsh,
-    ) = tuple(row)
-    return MemoryRecord(
-        id=mid,
-        text=text,
-        scope=Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id),
-        memory_type=mtype,
-        metadata=json.loads(metadata),
-        created_at=from_epoch(created),
-        updated_at=from_epoch(updated),
-        event_time=from_epoch(event),
-        valid_from=from_epoch(vfrom),
-        valid_to=from_epoch(vto),
-        provenance=tuple(json.loads(provenance)),
-        context=context,
-        hash=hsh,
-    )
+    """A record of a row selected with ``RECORD_COLUMNS`` (rowid first)."""
+    return record_from_values(tuple(row)[1:], time=_time, from_json=json.loads)
+
+
+def record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
+    """Column values in ``RECORD_FIELDS`` order, for an INSERT."""
+    return record_values(r, from_epoch(now), time=opt_epoch, to_json=_json_text)
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else from_epoch(value)
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, dict):
+        return metadata_json(value)
+    return json.dumps(value)
 
 
 def filter_sql(flt: Filter, now: float, alias: str = "m") -> tuple[str, list[object]]:
