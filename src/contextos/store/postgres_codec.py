@@ -17,7 +17,7 @@ import numpy as np
 
 from ..times import opt_utc, utc
 from ..types import Filter, MemoryRecord, Message, Scope, ToolCall, Turn
-from .base import check_metadata_key
+from .filters import Dialect, where_clause
 from .records import RECORD_FIELDS, record_from_values, record_values
 
 RECORD_COLUMNS = ", ".join(f"m.{name}" for name in RECORD_FIELDS)
@@ -51,41 +51,20 @@ def record_params(r: MemoryRecord, now: datetime) -> tuple[object, ...]:
 
 def filter_sql(flt: Filter, now: datetime) -> tuple[str, list[object]]:
     """A WHERE clause (without the keyword, over alias ``m``) and its parameters."""
-    clauses = ["m.tenant = %s"]
-    params: list[object] = [flt.scope.tenant]
-    for col in ("user_id", "agent_id", "session_id"):
-        value = getattr(flt.scope, col)
-        if value is not None:
-            clauses.append(f"m.{col} = %s")
-            params.append(value)
-    if flt.memory_types:
-        clauses.append("m.memory_type = ANY(%s)")
-        params.append(list(flt.memory_types))
-    for col, op, value in (
-        ("event_time", ">=", flt.event_after),
-        ("event_time", "<", flt.event_before),
-        ("created_at", ">=", flt.created_after),
-        ("created_at", "<", flt.created_before),
-    ):
-        if value is not None:
-            clauses.append(f"m.{col} {op} %s")
-            params.append(utc(value))
-    if not flt.include_invalid:
-        at = now if flt.as_of is None else utc(flt.as_of)
-        clauses.append("(m.valid_to IS NULL OR m.valid_to > %s)")
-        params.append(at)
-        if flt.as_of is not None:
-            clauses.append("(m.valid_from IS NULL OR m.valid_from <= %s)")
-            params.append(at)
-    for key, value in sorted(flt.metadata.items()):
-        clauses.append("m.metadata @> %s::jsonb")
-        params.append(jsonb(_nested(key, value)))
-    return " AND ".join(clauses), params
+    return where_clause(flt, now, POSTGRES)
+
+
+POSTGRES = Dialect(
+    mark="%s",
+    time=utc,
+    one_of=lambda a, values: (f"{a}.memory_type = ANY(%s)", [list(values)]),
+    # jsonb containment: served by the metadata GIN index (dotted keys nest)
+    metadata=lambda a, key, value: (f"{a}.metadata @> %s::jsonb", jsonb(_nested(key, value))),
+)
 
 
 def _nested(key: str, value: object) -> dict[str, Any]:
     """``{"a": {"b": value}}`` for key ``a.b``: a jsonb containment probe (GIN-indexed)."""
-    check_metadata_key(key)
     probe: Any = value
     for part in reversed(key.split(".")):
         probe = {part: probe}

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..times import from_epoch, opt_epoch, to_epoch
 from ..types import Filter, MemoryRecord
-from .base import check_metadata_key
+from .filters import Dialect, where_clause
 from .records import RECORD_FIELDS, record_from_values, record_values
 
 __all__ = ["from_epoch", "opt_epoch", "to_epoch"]  # re-exported for the SQLite store
@@ -45,38 +45,15 @@ def _json_text(value: object) -> str:
 
 def filter_sql(flt: Filter, now: float, alias: str = "m") -> tuple[str, list[object]]:
     """A WHERE clause (without the keyword) and its parameters for ``flt``."""
-    a = alias
-    clauses = [f"{a}.tenant = ?"]
-    params: list[object] = [flt.scope.tenant]
-    for col in ("user_id", "agent_id", "session_id"):
-        value = getattr(flt.scope, col)
-        if value is not None:
-            clauses.append(f"{a}.{col} = ?")
-            params.append(value)
-    if flt.memory_types:
-        clauses.append(f"{a}.memory_type IN ({','.join('?' * len(flt.memory_types))})")
-        params.extend(flt.memory_types)
-    for col, op, value in (
-        ("event_time", ">=", flt.event_after),
-        ("event_time", "<", flt.event_before),
-        ("created_at", ">=", flt.created_after),
-        ("created_at", "<", flt.created_before),
-    ):
-        if value is not None:
-            clauses.append(f"{a}.{col} {op} ?")
-            params.append(to_epoch(value))
-    if not flt.include_invalid:
-        at = now if flt.as_of is None else to_epoch(flt.as_of)
-        clauses.append(f"({a}.valid_to IS NULL OR {a}.valid_to > ?)")
-        params.append(at)
-        if flt.as_of is not None:
-            clauses.append(f"({a}.valid_from IS NULL OR {a}.valid_from <= ?)")
-            params.append(at)
-    for key, value in sorted(flt.metadata.items()):
-        check_metadata_key(key)
-        clauses.append(f"json_extract({a}.metadata, '$.{key}') = ?")
-        params.append(value)
-    return " AND ".join(clauses), params
+    return where_clause(flt, from_epoch(now), SQLITE, alias)
+
+
+SQLITE = Dialect(
+    mark="?",
+    time=to_epoch,
+    one_of=lambda a, values: (f"{a}.memory_type IN ({','.join('?' * len(values))})", [*values]),
+    metadata=lambda a, key, value: (f"json_extract({a}.metadata, '$.{key}') = ?", value),
+)
 
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:
