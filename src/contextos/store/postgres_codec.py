@@ -16,15 +16,20 @@ from typing import Any
 import numpy as np
 
 from ..times import opt_utc, utc
-from ..types import Filter, MemoryRecord, Message, Scope, ToolCall, Turn
+from ..types import Filter, MemoryRecord, Message, Scope, Turn
 from .filters import Dialect, where_clause
-from .records import RECORD_FIELDS, record_from_values, record_values
+from .records import (
+    RECORD_FIELDS,
+    TURN_FIELDS,
+    record_from_values,
+    record_values,
+    turn_from_values,
+    turn_values,
+)
 
 RECORD_COLUMNS = ", ".join(f"m.{name}" for name in RECORD_FIELDS)
 
-TURN_COLUMNS = (
-    "session_id, seq, role, content, name, tool_call_id, tool_calls, metadata, tokens, created_at"
-)
+TURN_COLUMNS = ", ".join(TURN_FIELDS)
 
 
 def jsonb(value: object) -> str:
@@ -84,32 +89,10 @@ def vector_text(vec: np.ndarray[Any, Any]) -> str:
 def turn_params(
     scope: Scope, seq: int, m: Message, tokens: int, now: datetime
 ) -> tuple[object, ...]:
-    calls = jsonb([[c.id, c.name, c.arguments] for c in m.tool_calls])
-    return (
-        scope.tenant,
-        scope.session_id,
-        seq,
-        scope.user_id,
-        scope.agent_id,
-        m.role,
-        m.content,
-        m.name,
-        m.tool_call_id,
-        calls,
-        metadata_jsonb(m.metadata),
-        tokens,
-        now,
-    )
+    """Column values in ``TURN_FIELDS`` order, for an INSERT."""
+    return turn_values(scope, seq, m, tokens, now, time=utc, to_json=jsonb)
 
 
 def turn_from_row(r: Sequence[Any]) -> Turn:
-    (session_id, seq, role, content, name, tool_call_id, tool_calls, metadata, tokens, created) = r
-    msg = Message(
-        role=role,
-        content=content,
-        name=name,
-        tool_call_id=tool_call_id,
-        tool_calls=tuple(ToolCall(*c) for c in tool_calls),
-        metadata=metadata,
-    )
-    return Turn(session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=utc(created))
+    """A turn of a row selected with ``TURN_COLUMNS``."""
+    return turn_from_values(r, time=utc, from_json=lambda value: value)

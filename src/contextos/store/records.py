@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..types import MemoryRecord, Scope
+from ..types import MemoryRecord, Message, Scope, ToolCall, Turn
 
 #: The ``memories`` columns a record is written to and read from, in this order.
 RECORD_FIELDS = (
@@ -86,4 +86,72 @@ def record_from_values(
         provenance=tuple(from_json(provenance)),
         context=context,
         hash=hsh,
+    )
+
+
+#: The ``turns`` columns, in the order both stores insert them.
+TURN_FIELDS = (
+    "tenant",
+    "session_id",
+    "seq",
+    "user_id",
+    "agent_id",
+    "role",
+    "content",
+    "name",
+    "tool_call_id",
+    "tool_calls",
+    "metadata",
+    "tokens",
+    "created_at",
+)
+
+
+def turn_values(
+    scope: Scope,
+    seq: int,
+    m: Message,
+    tokens: int,
+    now: datetime,
+    *,
+    time: Callable[[datetime], Any],
+    to_json: Callable[[Any], Any],
+) -> tuple[object, ...]:
+    """The column values of one logged message in ``TURN_FIELDS`` order."""
+    return (
+        scope.tenant,
+        scope.session_id,
+        seq,
+        scope.user_id,
+        scope.agent_id,
+        m.role,
+        m.content,
+        m.name,
+        m.tool_call_id,
+        to_json([[c.id, c.name, c.arguments] for c in m.tool_calls]),
+        to_json(dict(m.metadata)),
+        tokens,
+        time(now),
+    )
+
+
+def turn_from_values(
+    values: Sequence[Any],
+    *,
+    time: Callable[[Any], datetime],
+    from_json: Callable[[Any], Any],
+) -> Turn:
+    """The turn of column values in ``TURN_FIELDS`` order."""
+    (_tenant, session_id, seq, _user, _agent, role, content, name, tool_call_id) = values[:9]
+    tool_calls, metadata, tokens, created = values[9:]
+    msg = Message(
+        role=role,
+        content=content,
+        name=name,
+        tool_call_id=tool_call_id,
+        tool_calls=tuple(ToolCall(*c) for c in from_json(tool_calls)),
+        metadata=from_json(metadata),
+    )
+    return Turn(
+        session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=time(created)
     )

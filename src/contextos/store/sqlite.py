@@ -32,19 +32,21 @@ import numpy as np
 
 from ..errors import NotFound, StoreError
 from ..text.query import query_terms
-from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
 from .base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
 from .erasure import scrub_context
 from .schema_sqlite import MIGRATIONS, migrate
 from .sqlite_codec import (
     RECORD_COLUMNS,
-    dumps,
+    TURN_COLUMNS,
     filter_sql,
     from_epoch,
     metadata_json,
     opt_epoch,
     record_row,
     row_to_record,
+    turn_from_row,
+    turn_row,
 )
 from .vector_index import IndexRow, VectorIndex
 
@@ -531,21 +533,7 @@ class SQLiteStore:
                 (scope.tenant, scope.session_id),
             ).fetchone()
             rows = [
-                (
-                    scope.tenant,
-                    scope.session_id,
-                    last + 1 + k,
-                    scope.user_id,
-                    scope.agent_id,
-                    m.role,
-                    m.content,
-                    m.name,
-                    m.tool_call_id,
-                    dumps([[c.id, c.name, c.arguments] for c in m.tool_calls]),
-                    metadata_json(m.metadata),
-                    t,
-                    now,
-                )
+                turn_row(scope, last + 1 + k, m, t, now)
                 for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
             ]
             db.executemany("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -556,17 +544,17 @@ class SQLiteStore:
                 "updated_at = excluded.updated_at",
                 (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
             )
-        return [_turn_from_row(r) for r in rows]
+        return [turn_from_row(r) for r in rows]
 
     def turns(
         self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
     ) -> builtins.list[Turn]:
         rows = self._read(
-            "SELECT * FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
             "ORDER BY seq LIMIT ?",
             (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit),
         )
-        return [_turn_from_row(r) for r in rows]
+        return [turn_from_row(r) for r in rows]
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         with self._write() as db:
@@ -679,33 +667,3 @@ def _patch_sets(patch: Patch, now: float) -> tuple[builtins.list[str], builtins.
         (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
     ]
     return [f"{c} = ?" for c, _ in cols], [v for _, v in cols]
-
-
-def _turn_from_row(r: Sequence[Any]) -> Turn:
-    (
-        _tenant,
-        session_id,
-        seq,
-        _user,
-        _agent,
-        role,
-        content,
-        name,
-        tool_call_id,
-        tool_calls,
-        metadata,
-        tokens,
-        created,
-    ) = r
-    calls = tuple(ToolCall(*c) for c in json.loads(tool_calls))
-    msg = Message(
-        role=role,
-        content=content,
-        name=name,
-        tool_call_id=tool_call_id,
-        tool_calls=calls,
-        metadata=json.loads(metadata),
-    )
-    return Turn(
-        session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=from_epoch(created)
-    )

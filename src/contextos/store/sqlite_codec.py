@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from ..times import from_epoch, opt_epoch, to_epoch
-from ..types import Filter, MemoryRecord
+from ..types import Filter, MemoryRecord, Message, Scope, Turn
 from .filters import Dialect, where_clause
-from .records import RECORD_FIELDS, record_from_values, record_values
+from .records import (
+    RECORD_FIELDS,
+    TURN_FIELDS,
+    record_from_values,
+    record_values,
+    turn_from_values,
+    turn_values,
+)
 
 __all__ = ["from_epoch", "opt_epoch", "to_epoch"]  # re-exported for the SQLite store
 
@@ -31,6 +38,19 @@ def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
 def record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
     """Column values in ``RECORD_FIELDS`` order, for an INSERT."""
     return record_values(r, from_epoch(now), time=opt_epoch, to_json=_json_text)
+
+
+TURN_COLUMNS = ", ".join(TURN_FIELDS)
+
+
+def turn_row(scope: Scope, seq: int, m: Message, tokens: int, now: float) -> tuple[object, ...]:
+    """Column values in ``TURN_FIELDS`` order, for an INSERT."""
+    return turn_values(scope, seq, m, tokens, from_epoch(now), time=to_epoch, to_json=_json_text)
+
+
+def turn_from_row(row: Sequence[Any]) -> Turn:
+    """A turn of a row selected with ``TURN_COLUMNS``."""
+    return turn_from_values(row, time=from_epoch, from_json=json.loads)
 
 
 def _time(value: float | None) -> datetime | None:
