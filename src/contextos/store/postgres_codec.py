@@ -17,19 +17,12 @@ import numpy as np
 
 from ..times import opt_utc, utc
 from ..types import Filter, MemoryRecord, Message, Scope, Turn
+from . import records
 from .filters import Dialect, where_clause
-from .records import (
-    RECORD_FIELDS,
-    TURN_FIELDS,
-    record_from_values,
-    record_values,
-    turn_from_values,
-    turn_values,
-)
 
-RECORD_COLUMNS = ", ".join(f"m.{name}" for name in RECORD_FIELDS)
+RECORD_COLUMNS = ", ".join(f"m.{name}" for name in records.RECORD_FIELDS)
 
-TURN_COLUMNS = ", ".join(TURN_FIELDS)
+TURN_COLUMNS = ", ".join(records.TURN_FIELDS)
 
 
 def jsonb(value: object) -> str:
@@ -46,12 +39,12 @@ def metadata_jsonb(metadata: Mapping[str, Any]) -> str:
 
 def record_from_row(row: Sequence[Any]) -> MemoryRecord:
     """A record of a row selected with ``RECORD_COLUMNS``."""
-    return record_from_values(row, time=opt_utc, from_json=lambda value: value)
+    return records.record_from_values(row, time=opt_utc, from_json=lambda value: value)
 
 
 def record_params(r: MemoryRecord, now: datetime) -> tuple[object, ...]:
-    """Column values in ``RECORD_FIELDS`` order, for an INSERT."""
-    return record_values(r, now, time=opt_utc, to_json=jsonb)
+    """Column values in ``records.RECORD_FIELDS`` order, for an INSERT."""
+    return records.record_values(r, now, time=opt_utc, to_json=jsonb)
 
 
 def filter_sql(flt: Filter, now: datetime) -> tuple[str, list[object]]:
@@ -89,10 +82,10 @@ def vector_text(vec: np.ndarray[Any, Any]) -> str:
 def turn_params(
     scope: Scope, seq: int, m: Message, tokens: int, now: datetime
 ) -> tuple[object, ...]:
-    """Column values in ``TURN_FIELDS`` order, for an INSERT."""
-    return turn_values(scope, seq, m, tokens, now, time=utc, to_json=jsonb)
+    """Column values in ``records.TURN_FIELDS`` order, for an INSERT."""
+    return records.turn_values(scope, seq, m, tokens, now, time=utc, to_json=jsonb)
 
 
 def turn_from_row(r: Sequence[Any]) -> Turn:
     """A turn of a row selected with ``TURN_COLUMNS``."""
-    return turn_from_values(r, time=utc, from_json=lambda value: value)
+    return records.turn_from_values(r, time=utc, from_json=lambda value: value)

@@ -10,19 +10,12 @@ from typing import Any
 
 from ..times import from_epoch, opt_epoch, to_epoch
 from ..types import Filter, MemoryRecord, Message, Scope, Turn
+from . import records
 from .filters import Dialect, where_clause
-from .records import (
-    RECORD_FIELDS,
-    TURN_FIELDS,
-    record_from_values,
-    record_values,
-    turn_from_values,
-    turn_values,
-)
 
 __all__ = ["from_epoch", "opt_epoch", "to_epoch"]  # re-exported for the SQLite store
 
-RECORD_COLUMNS = "rowid, " + ", ".join(RECORD_FIELDS)
+RECORD_COLUMNS = "rowid, " + ", ".join(records.RECORD_FIELDS)
 
 
 def dumps(value: object) -> str:
@@ -32,25 +25,27 @@ def dumps(value: object) -> str:
 
 def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
     """A record of a row selected with ``RECORD_COLUMNS`` (rowid first)."""
-    return record_from_values(tuple(row)[1:], time=_time, from_json=json.loads)
+    return records.record_from_values(tuple(row)[1:], time=_time, from_json=json.loads)
 
 
 def record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
-    """Column values in ``RECORD_FIELDS`` order, for an INSERT."""
-    return record_values(r, from_epoch(now), time=opt_epoch, to_json=_json_text)
+    """Column values in ``records.RECORD_FIELDS`` order, for an INSERT."""
+    return records.record_values(r, from_epoch(now), time=opt_epoch, to_json=_json_text)
 
 
-TURN_COLUMNS = ", ".join(TURN_FIELDS)
+TURN_COLUMNS = ", ".join(records.TURN_FIELDS)
 
 
 def turn_row(scope: Scope, seq: int, m: Message, tokens: int, now: float) -> tuple[object, ...]:
-    """Column values in ``TURN_FIELDS`` order, for an INSERT."""
-    return turn_values(scope, seq, m, tokens, from_epoch(now), time=to_epoch, to_json=_json_text)
+    """Column values in ``records.TURN_FIELDS`` order, for an INSERT."""
+    return records.turn_values(
+        scope, seq, m, tokens, from_epoch(now), time=to_epoch, to_json=_json_text
+    )
 
 
 def turn_from_row(row: Sequence[Any]) -> Turn:
     """A turn of a row selected with ``TURN_COLUMNS``."""
-    return turn_from_values(row, time=from_epoch, from_json=json.loads)
+    return records.turn_from_values(row, time=from_epoch, from_json=json.loads)
 
 
 def _time(value: float | None) -> datetime | None:
