@@ -146,6 +146,10 @@ def create_app(
     app.include_router(memory_router(auth, tenants))
     app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
     app.include_router(key_router(auth))
+    # The inspector page (/ui), its JSON routes and the security headers.
+    from .ui import install_ui
+
+    install_ui(app, auth, tenants, tokenizer or default_tokenizer())
 
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="health")
 
