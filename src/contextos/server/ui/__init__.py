@@ -24,6 +24,7 @@ STATIC = files(__name__).joinpath("static")
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 CSP = (

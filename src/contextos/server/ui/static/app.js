@@ -1,6 +1,6 @@
 // contextos inspector: plain JavaScript, no build step, no dependencies.
 // Stored text is hostile input: it only ever reaches the page through textContent,
-// input values and attribute-free element construction (never innerHTML).
+// input values and element construction (never an HTML-parsing sink).
 "use strict";
 
 const KEY = "contextos_key";
