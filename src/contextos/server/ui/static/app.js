@@ -142,8 +142,13 @@ async function start() {
     $("who").textContent = "tenant: " + me.tenant;
   });
   const views = { memories: startMemories, sessions: startSessions, cache: startCache };
+  if (!wired) wire[view]();  // listeners once, even after a refused key and a second sign-in
+  wired = true;
   await Promise.all([who, views[view]()]);
 }
+
+let wired = false;
+const wire = { memories: wireMemories, sessions: wireSessions, cache: wireCache };
 
 // -- memories -------------------------------------------------------------------------
 
@@ -169,6 +174,11 @@ async function startMemories() {
   $("f-validity").value = params.get("validity") === "all" ? "all" : "current";
   $("f-query").value = params.get("q") || "";
   mem.offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+  if ($("f-query").value) await searchMemories();
+  else await loadMemories();
+}
+
+function wireMemories() {
   $("scope-form").addEventListener("submit", (e) => {
     e.preventDefault();
     mem.offset = 0;
@@ -196,8 +206,6 @@ async function startMemories() {
     $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
   });
   $("forget-button").addEventListener("click", () => forgetUser().catch(fail));
-  if ($("f-query").value) await searchMemories();
-  else await loadMemories();
 }
 
 function fail(err) {
@@ -383,8 +391,7 @@ async function listSessions(listId, userInput, onPick) {
 
 const sess = { id: null, after: -1 };
 
-async function startSessions() {
-  $("s-user").value = params.get("user_id") || "";
+function wireSessions() {
   $("sess-scope").addEventListener("submit", (e) => {
     e.preventDefault();
     listSessions("session-list", "s-user", openSession).catch(fail);
@@ -394,6 +401,10 @@ async function startSessions() {
     e.preventDefault();
     buildWindow().catch(fail);
   });
+}
+
+async function startSessions() {
+  $("s-user").value = params.get("user_id") || "";
   const ids = await listSessions("session-list", "s-user", openSession);
   const pick = params.get("session_id");
   if (pick && ids.includes(pick)) await openSession(pick);
@@ -472,13 +483,16 @@ async function buildWindow() {
 
 let chartUrl = null;
 
-async function startCache() {
-  $("c-user").value = params.get("user_id") || "";
-  $("c-model").value = params.get("model") || "claude-sonnet-4-6";
+function wireCache() {
   $("cache-scope").addEventListener("submit", (e) => {
     e.preventDefault();
     listSessions("cache-sessions", "c-user", openCache).catch(fail);
   });
+}
+
+async function startCache() {
+  $("c-user").value = params.get("user_id") || "";
+  $("c-model").value = params.get("model") || "claude-sonnet-4-6";
   const ids = await listSessions("cache-sessions", "c-user", openCache);
   const pick = params.get("session_id") || ids[ids.length - 1];
   if (pick && ids.includes(pick)) await openCache(pick);
