@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
 from ui_support import (
     SHOTS,
     LiveServer,
@@ -26,6 +27,7 @@ from ui_support import (
     paint_times,
     shot,
     wait_rendered,
+    wait_text,
 )
 
 #: The issue's target: every page's first paint within 300 ms with 10k memories.
@@ -53,9 +55,7 @@ def rows(page: Any, selector: str = "#mem-rows tr") -> list[list[str]]:
     )
 
 
-def test_sign_in_then_see_memories_added_through_the_api(
-    server: LiveServer, browser: Any
-) -> None:
+def test_sign_in_then_see_memories_added_through_the_api(server: LiveServer, browser: Any) -> None:
     key = server.issue_key("signin")
     server.add(
         key,
@@ -147,12 +147,12 @@ def test_history_edit_and_delete(server: LiveServer, browser: Any) -> None:
     old, new = rows(page, "#history-rows tr")[1][2:4]
     assert (old, new) == ("Ana lives in Porto.", "Ana lives in Lisbon.")
     assert server.call("GET", f"/v1/memories/{rec['id']}", key)["text"] == "Ana lives in Lisbon."
-    page.wait_for_function("() => document.querySelector('#mem-rows').innerText.includes('Lisbon')")
+    wait_text(page, "#mem-rows", "Lisbon")
 
     page.click("#d-delete")
     page.click("#d-delete-confirm")
     page.wait_for_selector("#detail", state="hidden")
-    page.wait_for_function("() => !document.querySelector('#mem-rows').innerText.includes('Lisbon')")
+    wait_text(page, "#mem-rows", "Lisbon", present=False)
     resp = server.http.get(f"/v1/memories/{rec['id']}", headers={"Authorization": f"Bearer {key}"})
     assert resp.status_code == 404
     context.close()
@@ -171,7 +171,7 @@ def test_forget_a_user_needs_confirmation(server: LiveServer, browser: Any) -> N
     page.fill("#forget-confirm-input", "ana")
     assert page.is_enabled("#forget-button")
     page.click("#forget-button")
-    page.wait_for_function("() => document.querySelector('#mem-status').innerText.startsWith('Forgot')")
+    wait_text(page, "#mem-status", "Forgot user ana")
     assert "1 records erased" in page.inner_text("#mem-status")
     assert server.call("GET", "/v1/memories?user_id=ana", key)["results"] == []
     assert len(server.call("GET", "/v1/memories?user_id=bo", key)["results"]) == 1
@@ -270,7 +270,7 @@ def test_hostile_text_in_every_field_renders_as_text(server: LiveServer, browser
     # Search hits.
     page.fill("#f-query", "window xss data")
     page.click("#search-button")
-    page.wait_for_function("() => document.querySelector('#mem-head').innerText.includes('lexical')")
+    wait_text(page, "#mem-head", "lexical")
     assert PAYLOADS[1] in page.inner_text("#mem-rows")
     assert_no_injection(page, "search")
 
@@ -409,7 +409,7 @@ def test_first_paint_with_10k_memories(server: LiveServer, browser: Any) -> None
     page.goto(server.base + pages["memories"][0])  # warm the browser and the server once
     wait_rendered(page, "memories")
     context.close()
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for name, (path, view) in pages.items():
         runs = []
         for _ in range(3):

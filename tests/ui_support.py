@@ -170,3 +170,11 @@ def shot(page: Any, name: str) -> Path:
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def wait_text(page: Any, selector: str, text: str, *, present: bool = True) -> None:
+    """Wait until the element's text does (or no longer does) include ``text``."""
+    page.wait_for_function(
+        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p",
+        arg=[selector, text, present],
+    )
