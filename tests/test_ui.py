@@ -222,5 +222,15 @@ def test_chart_escapes_text_and_draws_one_bar_per_call() -> None:
     assert svg.count('class="share"') == 2
     heights = [float(h) for h in re.findall(r'class="share"[^>]*height="([\d.]+)"', svg)]
     assert heights[0] == 0.0 and heights[1] > 0
+    # A call that paid for a cache write (negative saving) is drawn below the zero line.
+    mixed = cost_chart_svg([Call(0, 0.0, -0.002), Call(2, 0.5, 0.004)], title="s")
+    zero_line = re.search(r'class="zero" x1="[\d.]+" y1="([\d.]+)"', mixed)
+    saved_line = re.search(r'class="saved" points="([^"]+)"', mixed)
+    assert zero_line and saved_line
+    zero = float(zero_line.group(1))
+    pts = saved_line.group(1).split()
+    ys = [float(p.split(",")[1]) for p in pts]
+    assert ys[0] > zero > ys[1]  # SVG y grows downwards
+    assert "-$0.0020" in mixed
     empty = cost_chart_svg([], title="s")
     assert "no calls to replay" in empty

@@ -33,7 +33,8 @@ def _text(value: str) -> str:
 
 
 def _money(value: float) -> str:
-    return f"${value:.4f}" if abs(value) < 1 else f"${value:,.2f}"
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):.4f}" if abs(value) < 1 else f"{sign}${abs(value):,.2f}"
 
 
 def cost_chart_svg(calls: Sequence[CallPoint], *, title: str) -> str:
@@ -61,7 +62,15 @@ def cost_chart_svg(calls: Sequence[CallPoint], *, title: str) -> str:
     n = len(calls)
     step = plot_w / n
     bar = max(1.0, step * 0.7)
-    top_saved = max(max(abs(c.saved_usd) for c in calls), 1e-9)
+    # The saving axis spans from the lowest (a call that writes the cache can cost more
+    # than it saves: negative) to the highest saving, always including zero.
+    lo = min(0.0, min(c.saved_usd for c in calls))
+    hi = max(0.0, max(c.saved_usd for c in calls))
+    span = (hi - lo) or 1e-9
+
+    def y_of(saved: float) -> float:
+        return base - (saved - lo) / span * plot_h
+
     for i, c in enumerate(calls):
         h = max(0.0, min(1.0, c.read_share)) * plot_h
         x = LEFT + i * step + (step - bar) / 2
@@ -71,15 +80,21 @@ def cost_chart_svg(calls: Sequence[CallPoint], *, title: str) -> str:
             f"{c.read_share:.0%} read from cache, saved {_money(c.saved_usd)}</title></rect>"
         )
     points = " ".join(
-        f"{LEFT + (i + 0.5) * step:.1f},{base - max(0.0, c.saved_usd) / top_saved * plot_h:.1f}"
-        for i, c in enumerate(calls)
+        f"{LEFT + (i + 0.5) * step:.1f},{y_of(c.saved_usd):.1f}" for i, c in enumerate(calls)
     )
-    parts.append(f'<polyline points="{points}" fill="none" stroke="#e8710a" stroke-width="2"/>')
-    for frac in (0.0, 0.5, 1.0):
-        y = base - frac * plot_h
+    if lo < 0:
+        zero = y_of(0.0)
         parts.append(
-            f'<text x="{LEFT + plot_w + 6}" y="{y + 4:.1f}" fill="#e8710a">'
-            f"{_money(frac * top_saved)}</text>"
+            f'<line class="zero" x1="{LEFT}" y1="{zero:.1f}" x2="{LEFT + plot_w}" '
+            f'y2="{zero:.1f}" stroke="#e8710a" stroke-dasharray="3 3"/>'
+        )
+    parts.append(
+        f'<polyline class="saved" points="{points}" fill="none" stroke="#e8710a" stroke-width="2"/>'
+    )
+    for value in sorted({lo, 0.0, hi}):
+        parts.append(
+            f'<text x="{LEFT + plot_w + 6}" y="{y_of(value) + 4:.1f}" fill="#e8710a">'
+            f"{_money(value)}</text>"
         )
     total = sum(c.saved_usd for c in calls)
     parts.append(
