@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...tokens import Tokenizer
+    from ..auth import Authenticator
+    from ..tenants import TenantMemories
 
 STATIC = files(__name__).joinpath("static")
 
@@ -98,7 +103,9 @@ def page_router() -> Any:
     return router
 
 
-def install_ui(app: Any, auth: Any, tenants: Any, tokenizer: Any) -> None:
+def install_ui(
+    app: Any, auth: Authenticator, tenants: TenantMemories, tokenizer: Tokenizer
+) -> None:
     """Mount the inspector on ``app``: the page, its JSON routes, the security headers."""
     from ..inspect_routes import inspect_router
 
