@@ -209,6 +209,7 @@ def test_cache_replay_reads_the_shared_prefix_and_prices_the_saving(client: Any)
     svg = client.get("/ui/api/sessions/s1/cache.svg", headers=auth(key))
     assert svg.headers["content-type"].startswith("image/svg+xml")
     assert svg.text.count('class="share"') == 6
+    assert data["svg"] == svg.text  # the page takes the chart from the JSON (one replay)
 
 
 def test_chart_escapes_text_and_draws_one_bar_per_call() -> None:

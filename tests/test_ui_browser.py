@@ -32,6 +32,8 @@ from ui_support import (
 
 #: The issue's target: every page's first paint within 300 ms with 10k memories.
 FIRST_PAINT_MS = 300.0
+#: Fresh page loads per page; the median is compared with the target.
+RUNS = 5
 
 
 @pytest.fixture(scope="module")
@@ -392,6 +394,7 @@ def _seed_10k(server: LiveServer, key: str) -> None:
         for i in range(40)
     ]
     server.turns(key, "perf-chat", chat, user_id="perf")
+    server.app.state.tenants.flush()  # measure the steady state, not the embedding backlog
 
 
 def test_first_paint_with_10k_memories(server: LiveServer, browser: Any) -> None:
@@ -412,7 +415,7 @@ def test_first_paint_with_10k_memories(server: LiveServer, browser: Any) -> None
     results: dict[str, dict[str, Any]] = {}
     for name, (path, view) in pages.items():
         runs = []
-        for _ in range(3):
+        for _ in range(RUNS):
             context, page = new_page(browser, key)
             page.goto(server.base + path)
             wait_rendered(page, view)

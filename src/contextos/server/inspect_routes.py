@@ -181,7 +181,8 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
 
     @router.get("/sessions/{session_id}/cache")
     def cache(session_id: IdPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
-        """Per replayed call: cache-read share and money saved, with totals."""
+        """Per replayed call: cache-read share and money saved, with totals and the
+        chart (the page needs both; one replay serves them)."""
         info = get_model(model)
         calls = replay_costs(session_log(tenant, session_id), info, tokenizer)
         total_in = sum(c.input_tokens for c in calls)
@@ -190,6 +191,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
             "calls": [asdict(c) for c in calls],
             "read_share": sum(c.cache_read_tokens for c in calls) / total_in if total_in else 0.0,
             "saved_usd": sum(c.saved_usd for c in calls),
+            "svg": cost_chart_svg(calls, title=f"{session_id} · {info.name}"),
         }
 
     @router.get("/sessions/{session_id}/cache.svg")

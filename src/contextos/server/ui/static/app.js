@@ -80,10 +80,6 @@ async function api(path, options = {}) {
     showSignin("The key was refused: sign in again.");
     throw new ApiError(401, null);
   }
-  if (options.raw) {
-    if (!resp.ok) throw new ApiError(resp.status, null);
-    return resp;
-  }
   const body = await resp.json().catch(() => null);
   if (!resp.ok) throw new ApiError(resp.status, body);
   return body;
@@ -138,13 +134,12 @@ async function start() {
     if (a.dataset.view === view) a.className = "current";
   }
   $("view-" + view).hidden = false;
-  const who = api("/ui/api/whoami").then((me) => {
-    $("who").textContent = "tenant: " + me.tenant;
-  });
   const views = { memories: startMemories, sessions: startSessions, cache: startCache };
   if (!wired) wire[view]();  // listeners once, even after a refused key and a second sign-in
   wired = true;
-  await Promise.all([who, views[view]()]);
+  await views[view]();  // the data first; who is signed in is shown after it
+  const me = await api("/ui/api/whoami");
+  $("who").textContent = "tenant: " + me.tenant;
 }
 
 let wired = false;
@@ -405,13 +400,22 @@ function wireSessions() {
 
 async function startSessions() {
   $("s-user").value = params.get("user_id") || "";
-  const ids = await listSessions("session-list", "s-user", openSession);
   const pick = params.get("session_id");
-  if (pick && ids.includes(pick)) await openSession(pick);
+  // A linked session's log is fetched beside the list, and shown when the list has it.
+  const [ids, first] = await Promise.all([
+    listSessions("session-list", "s-user", (sid) => openSession(sid)),
+    pick ? turnsPage(pick, -1) : null,
+  ]);
+  if (pick && ids.includes(pick)) await openSession(pick, first);
   rendered();
 }
 
-async function openSession(sid) {
+function turnsPage(sid, after) {
+  return api("/v1/sessions/" + encodeURIComponent(sid) + "/turns?" + query({ after_seq: after, limit: 200 }));
+}
+
+async function openSession(sid, firstPage) {
+  const found = await (firstPage || turnsPage(sid, -1));
   sess.id = sid;
   sess.after = -1;
   setUrl({ session_id: sid });
@@ -419,12 +423,14 @@ async function openSession(sid) {
   $("turn-rows").replaceChildren();
   $("window-out").hidden = true;
   $("session-detail").hidden = false;
-  await loadTurns();
+  appendTurns(found);
 }
 
 async function loadTurns() {
-  const path = "/v1/sessions/" + encodeURIComponent(sess.id) + "/turns?";
-  const found = await api(path + query({ after_seq: sess.after, limit: 200 }));
+  appendTurns(await turnsPage(sess.id, sess.after));
+}
+
+function appendTurns(found) {
   for (const t of found.results) {
     $("turn-rows").appendChild(row([t.seq, t.role, t.name, t.tokens, el("div", t.content, "text"), when(t.created_at)]));
     sess.after = t.seq;
@@ -493,9 +499,15 @@ function wireCache() {
 async function startCache() {
   $("c-user").value = params.get("user_id") || "";
   $("c-model").value = params.get("model") || "claude-sonnet-4-6";
-  const ids = await listSessions("cache-sessions", "c-user", openCache);
-  const pick = params.get("session_id") || ids[ids.length - 1];
-  if (pick && ids.includes(pick)) await openCache(pick);
+  const pick = params.get("session_id");
+  // A linked session's replay is fetched beside the list, and shown when the list has it;
+  // with none named, the most recently active session is shown.
+  const [ids, data] = await Promise.all([
+    listSessions("cache-sessions", "c-user", (sid) => openCache(sid)),
+    pick ? cacheData(pick) : null,
+  ]);
+  const show = pick ? (ids.includes(pick) ? pick : null) : ids[ids.length - 1];
+  if (show) await openCache(show, show === pick ? data : null);
   rendered();
 }
 
@@ -503,12 +515,14 @@ function money(x) {
   return (x < 0 ? "-$" : "$") + Math.abs(x).toFixed(Math.abs(x) < 1 ? 5 : 2);
 }
 
-async function openCache(sid) {
+function cacheData(sid) {
   const model = $("c-model").value.trim();
-  setUrl({ session_id: sid, model });
-  const base = "/ui/api/sessions/" + encodeURIComponent(sid) + "/cache";
-  const q = "?" + query({ model });
-  const [data, svg] = await Promise.all([api(base + q), api(base + ".svg" + q, { raw: true })]);
+  return api("/ui/api/sessions/" + encodeURIComponent(sid) + "/cache?" + query({ model }));
+}
+
+async function openCache(sid, prefetched) {
+  const data = await (prefetched || cacheData(sid));
+  setUrl({ session_id: sid, model: $("c-model").value.trim() });
   $("c-id").textContent = sid;
   $("c-summary").textContent = data.calls.length + " calls replayed with " + data.model + " · cache-read share " +
     (100 * data.read_share).toFixed(1) + "% · saved " + money(data.saved_usd);
@@ -517,7 +531,8 @@ async function openCache(sid) {
     money(c.cost_usd), money(c.cost_without_cache_usd), money(c.saved_usd),
   ])));
   if (chartUrl) URL.revokeObjectURL(chartUrl);
-  chartUrl = URL.createObjectURL(await svg.blob());
+  // The server-made SVG, shown in an <img> (scripts never run there) from a blob: URL.
+  chartUrl = URL.createObjectURL(new Blob([data.svg], { type: "image/svg+xml" }));
   const img = $("c-chart");
   const loaded = new Promise((resolve) => img.addEventListener("load", resolve, { once: true }));
   img.src = chartUrl;
