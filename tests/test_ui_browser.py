@@ -143,12 +143,19 @@ def test_history_edit_and_delete(server: LiveServer, browser: Any) -> None:
     assert page.inner_text("#d-id") == rec["id"]
     assert len(rows(page, "#history-rows tr")) == 1
 
+    page.fill("#d-meta", "{not json")
+    page.click("#d-save")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "not valid JSON" in page.inner_text("#error")
     page.fill("#d-text", "Ana lives in Lisbon.")
+    page.fill("#d-meta", '{"source": "correction"}')
     page.click("#d-save")
     page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 2")
     old, new = rows(page, "#history-rows tr")[1][2:4]
     assert (old, new) == ("Ana lives in Porto.", "Ana lives in Lisbon.")
-    assert server.call("GET", f"/v1/memories/{rec['id']}", key)["text"] == "Ana lives in Lisbon."
+    stored = server.call("GET", f"/v1/memories/{rec['id']}", key)
+    assert stored["text"] == "Ana lives in Lisbon."
+    assert stored["metadata"]["source"] == "correction"
     wait_text(page, "#mem-rows", "Lisbon")
 
     page.click("#d-delete")
