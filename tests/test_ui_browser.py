@@ -123,11 +123,29 @@ def test_search_shows_lexical_and_dense_rank_and_score(server: LiveServer, brows
     wait_rendered(page, "memories")
     header = page.eval_on_selector_all("#mem-head th", "ths => ths.map(th => th.innerText)")
     assert header[:4] == ["#", "score", "lexical rank", "dense rank"]
-    first = rows(page)[0]
-    assert "quarterly report is due on Friday" in first[4]
-    assert first[2] == "1"  # the only lexical match ranks first lexically
-    assert float(first[1]) > 0
-    assert first[3] == "–" or int(first[3]) >= 1
+    shown = rows(page)
+    assert "quarterly report is due on Friday" in shown[0][4]
+    assert shown[0][2] == "1"  # the only lexical match ranks first lexically
+    # Every hit as /v1 answers the same search: order, fused score, both ranks.
+    api = server.call(
+        "POST",
+        "/v1/memories/search",
+        key,
+        {"query": "quarterly report Friday", "user_id": "ana", "limit": 20},
+    )["results"]
+    assert len(shown) == len(api) == 3
+
+    def rank(value: int | None) -> str:
+        return "–" if value is None else str(value)
+
+    for cells, hit in zip(shown, api, strict=True):
+        assert cells[1:4] == [
+            f"{hit['score']:.4f}",
+            rank(hit["lexical_rank"]),
+            rank(hit["dense_rank"]),
+        ]
+        assert cells[4].startswith(hit["memory"]["text"])
+    assert any(cells[2] != cells[3] for cells in shown)  # the two ranks are told apart
     assert "q=quarterly" in page.url  # the search is a link
     context.close()
 
