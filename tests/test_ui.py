@@ -78,6 +78,8 @@ def test_api_responses_say_nosniff_and_docs_keep_working(client: Any) -> None:
     assert client.get("/healthz").headers["x-content-type-options"] == "nosniff"
     resp = client.get("/v1/memories", params={"user_id": "x"})
     assert resp.headers["x-content-type-options"] == "nosniff"
+    too_big = client.post("/v1/memories", content=b"x" * 1_000_001)
+    assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
     # The CSP is the inspector's: FastAPI's /docs page (CDN Swagger UI) is left as it was.
     assert "content-security-policy" not in client.get("/docs").headers
 

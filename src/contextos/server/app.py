@@ -146,15 +146,16 @@ def create_app(
     app.include_router(memory_router(auth, tenants))
     app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
     app.include_router(key_router(auth))
-    # The inspector page (/ui), its JSON routes and the security headers.
-    from .ui import install_ui
-
-    install_ui(app, auth, tenants, tokenizer or default_tokenizer())
 
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="health")
 
     _install_error_handlers(app, fastapi)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    # The inspector page (/ui), its JSON routes, and the security headers (added last:
+    # outermost, so even the body-limit middleware's 413s carry them).
+    from .ui import install_ui
+
+    install_ui(app, auth, tenants, tokenizer or default_tokenizer())
     return app
 
 
