@@ -13,8 +13,14 @@ from typing import Any
 
 import pytest
 
+from contextos.models import get_model
+from contextos.server.inspect_routes import replay_costs
 from contextos.server.ui.chart import cost_chart_svg
+from contextos.session import Session
 from contextos.store.base import Patch
+from contextos.store.sqlite import SQLiteStore
+from contextos.tokens import default_tokenizer
+from contextos.types import Message
 from pg_support import connect, pg_url, with_options
 from server_support import app_client, assert_error, auth, issue_key
 
@@ -228,6 +234,28 @@ def test_cache_replay_reads_the_shared_prefix_and_prices_the_saving(client: Any)
     assert svg.headers["content-type"].startswith("image/svg+xml")
     assert svg.text.count('class="share"') == 6
     assert data["svg"] == svg.text  # the page takes the chart from the JSON (one replay)
+
+
+def test_replay_of_the_newest_calls_prices_them_as_the_full_replay(tmp_path: Path) -> None:
+    """Replaying only the newest calls (after one warm-up call) changes no number."""
+    store = SQLiteStore(tmp_path / "replay.db")
+    try:
+        session = Session(store, "long", tokenizer=default_tokenizer())
+        for i in range(12):
+            session.add(
+                Message("user", f"question {i} " + "context " * (300 + 40 * i)),
+                Message("assistant", f"answer {i}"),
+            )
+        turns = session.turns()
+    finally:
+        store.close()
+    model = get_model("claude-sonnet-4-6")
+    full = replay_costs(turns, model, default_tokenizer(), max_calls=100)
+    assert len(full) == 12 and sum(c.cache_read_tokens for c in full) > 0
+    for n in (1, 3, 11):
+        assert replay_costs(turns, model, default_tokenizer(), max_calls=n) == full[-n:]
+    with pytest.raises(ValueError):
+        replay_costs(turns, model, default_tokenizer(), max_calls=0)
 
 
 def test_chart_escapes_text_and_draws_one_bar_per_call() -> None:

@@ -35,8 +35,9 @@ from .windowing import DEFAULT_MODEL, WindowRequest, build_window, window_dict
 if TYPE_CHECKING:
     from ..memory import Memory
 
-#: The replay prices at most this many calls (the newest), so a page stays fast.
-MAX_REPLAY_CALLS = 300
+#: The replay prices at most this many calls (the newest), so a page stays fast: each
+#: replayed call renders and hashes its whole window, so a replay is O(calls x turns).
+MAX_REPLAY_CALLS = 100
 
 Validity = Literal["current", "all"]
 ModelName = Annotated[str, Query(min_length=1, max_length=100)]
@@ -69,14 +70,18 @@ def replay_costs(
     Each user turn is one call: the window holds the turns before it (uncompacted,
     no retrieved memories) with the user turn as the question, sent at the turn's
     time; the next assistant turn is its output. Only the newest ``max_calls``
-    calls are priced, but the cache is warmed by the ones before them.
+    calls are replayed and priced, after one more that warms the cache: a call reads
+    the longest cached prefix, which is the one the call before it wrote.
     """
+    if max_calls < 1:
+        raise ValueError("max_calls must be at least 1")
     sim = CacheSimulator(wire_of(model), min_tokens=model.min_cache_tokens)
     budget = window_budget(model)
     calls = [i for i, t in enumerate(turns) if t.message.role == "user"]
+    first = max(0, len(calls) - max_calls)
     out: list[CallCost] = []
     state = HistoryState()
-    for n, i in enumerate(calls):
+    for n, i in enumerate(calls[max(0, first - 1) :], start=max(0, first - 1)):
         turn = turns[i]
         segments = standard_segments(
             budget,
@@ -91,8 +96,8 @@ def replay_costs(
             window, model, wire_of(model), at=turn.created_at.timestamp(), output_tokens=output
         )
         usage = sim.send(req)
-        if n < len(calls) - max_calls:
-            continue
+        if n < first:
+            continue  # the warm-up call
         priced = report([usage], model)
         out.append(
             CallCost(
