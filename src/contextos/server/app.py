@@ -151,6 +151,11 @@ def create_app(
 
     _install_error_handlers(app, fastapi)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    # The inspector page (/ui), its JSON routes, and the security headers (added last:
+    # outermost, so even the body-limit middleware's 413s carry them).
+    from .ui import install_ui
+
+    install_ui(app, auth, tenants, tokenizer or default_tokenizer())
     return app
 
 
