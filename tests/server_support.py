@@ -26,9 +26,11 @@ def auth(key: str) -> dict[str, str]:
 
 @contextmanager
 def app_client(db: Path | str, **config: Any) -> Iterator[TestClient]:
-    """A TestClient over a fresh app on ``db`` (HashEmbedder, admin key, no rate limit)."""
+    """A TestClient over a fresh app on ``db`` (HashEmbedder, admin key, no rate limit
+    and no throttle on failed authentication unless the test sets them)."""
     config.setdefault("admin_key", ADMIN_KEY)
     config.setdefault("rate_limit", RateLimit(rate=0))
+    config.setdefault("auth_failures", RateLimit(rate=0))
     app = create_app(ServerConfig(db=str(db), embedder="hash", **config), embedder=HashEmbedder())
     try:
         with TestClient(app) as client:
