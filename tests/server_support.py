@@ -55,3 +55,29 @@ def assert_error(resp: Any, status: int, kind: str | None = None) -> dict[str, s
     if kind is not None:
         assert body["error"]["type"] == kind
     return dict(body["error"])
+
+
+#: Both stores: a SQLite file, and a PostgreSQL schema when the test server runs.
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def database(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh database of ``kind`` ("sqlite" or "postgres"): a file under ``tmp``, or a
+    new PostgreSQL schema (dropped afterwards; skips when no test PostgreSQL runs)."""
+    if kind == "sqlite":
+        yield str(tmp / "server.db")
+        return
+    import uuid
+
+    from pg_support import connect, pg_url, with_options
+
+    url = pg_url()
+    schema = f"srv_{uuid.uuid4().hex[:12]}"
+    with connect(url) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_options(url, f"-c search_path={schema},public")
+    finally:
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
