@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
+from ..times import opt_utc, utc
 from ..types import Filter, MemoryRecord, Message, Scope, ToolCall, Turn
+from .base import check_metadata_key
 
 RECORD_COLUMNS = (
     "m.id, m.tenant, m.user_id, m.agent_id, m.session_id, m.memory_type, m.text, m.context, "
@@ -29,18 +31,6 @@ TURN_COLUMNS = (
 )
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC datetime (naive ones are taken as UTC)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else utc(value)
 
 
 def jsonb(value: object) -> str:
@@ -149,8 +139,7 @@ def filter_sql(flt: Filter, now: datetime) -> tuple[str, list[object]]:
 
 def _nested(key: str, value: object) -> dict[str, Any]:
     """``{"a": {"b": value}}`` for key ``a.b``: a jsonb containment probe (GIN-indexed)."""
-    if not isinstance(key, str) or not _KEY.match(key):
-        raise ValueError(f"metadata filter keys must be identifiers, got {key!r}")
+    check_metadata_key(key)
     probe: Any = value
     for part in reversed(key.split(".")):
         probe = {part: probe}

@@ -5,30 +5,18 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from ..times import from_epoch, opt_epoch, to_epoch
 from ..types import Filter, MemoryRecord, Scope
+from .base import check_metadata_key
+
+__all__ = ["from_epoch", "opt_epoch", "to_epoch"]  # re-exported for the SQLite store
 
 RECORD_COLUMNS = (
     "rowid, id, tenant, user_id, agent_id, session_id, memory_type, text, context, metadata, "
     "created_at, updated_at, event_time, valid_from, valid_to, provenance, hash"
 )
-
-
-def to_epoch(value: datetime) -> float:
-    """UTC epoch seconds; naive datetimes are taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-def opt_epoch(value: datetime | None) -> float | None:
-    return None if value is None else to_epoch(value)
-
-
-def from_epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
 def dumps(value: object) -> str:
@@ -103,8 +91,7 @@ def filter_sql(flt: Filter, now: float, alias: str = "m") -> tuple[str, list[obj
             clauses.append(f"({a}.valid_from IS NULL OR {a}.valid_from <= ?)")
             params.append(at)
     for key, value in sorted(flt.metadata.items()):
-        if not isinstance(key, str) or not key.replace("_", "").replace(".", "").isalnum():
-            raise ValueError(f"metadata filter keys must be identifiers, got {key!r}")
+        check_metadata_key(key)
         clauses.append(f"json_extract({a}.metadata, '$.{key}') = ?")
         params.append(value)
     return " AND ".join(clauses), params
