@@ -108,7 +108,7 @@ def test_stdio_tools_round_trip(tmp_path: Path) -> None:
     assert out["window"]["tokens"] <= 300
     assert out["window"]["text"].rstrip().endswith("What does Ana drink?")
     assert out["unscoped"].is_error and "ScopeError" in out["unscoped"].content[0].text
-    assert out["deleted"] == {"deleted": tea_id}
+    assert out["deleted"] == {"deleted": tea_id, "purged": False}
     assert out["missing"].is_error and "NotFound" in out["missing"].content[0].text
     assert [r["text"] for r in out["listed"]] == ["Ana's bike is red"]
 

@@ -75,7 +75,8 @@ def test_memory_routes_match_the_python_api(db: Path) -> None:
         hist = c.get(f"/v1/memories/{ids[0]}/history", headers=h).json()["results"]
         assert [e["event"] for e in hist] == ["ADD", "UPDATE"]
         assert hist[1]["old_text"] == "I am allergic to peanuts"
-        assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == {"deleted": ids[1]}
+        deleted = {"deleted": ids[1], "purged": False}
+        assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == deleted
         assert_error(c.get(f"/v1/memories/{ids[1]}", headers=h), 404, "NotFound")
         gone = c.post("/v1/memories/forget", headers=h, json={"user_id": "ana"}).json()
         assert gone == {"user_id": "ana", "forgotten": 1}

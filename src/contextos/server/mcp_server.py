@@ -180,11 +180,12 @@ class MemoryTools:
         events = self._memory().history(key.memory_id)
         return [s.HistoryOut.of(e).model_dump(mode="json") for e in events]
 
-    def delete_memory(self, memory_id: str) -> dict[str, str]:
-        """Delete one memory by id."""
+    def delete_memory(self, memory_id: str, purge: bool = False) -> dict[str, Any]:
+        """Delete one memory by id. Its history keeps the DELETE event; with purge=true
+        the text also leaves the history, the search index and every copy of it."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
-        self._memory().delete(key.memory_id)
-        return {"deleted": key.memory_id}
+        self._memory().delete(key.memory_id, purge=purge)
+        return s.Deleted(deleted=key.memory_id, purged=purge).model_dump()
 
     def assemble_window(
         self,

@@ -119,10 +119,11 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         return s.RecordOut.of(ops.update(mem, memory_id, body))
 
     @router.delete("/{memory_id}", response_model=s.Deleted, summary="delete")
-    def delete(memory_id: IdPath, mem: Mem) -> s.Deleted:
-        """Delete a memory (its history keeps the DELETE event)."""
-        mem.delete(memory_id)
-        return s.Deleted(deleted=memory_id)
+    def delete(memory_id: IdPath, mem: Mem, purge: bool = False) -> s.Deleted:
+        """Delete a memory. Its history keeps the DELETE event; with purge=true the
+        text also leaves the history, the search index and every copy of it."""
+        mem.delete(memory_id, purge=purge)
+        return s.Deleted(deleted=memory_id, purged=purge)
 
     @router.get("/{memory_id}/history", response_model=s.HistoryList, summary="history")
     def history(memory_id: IdPath, mem: Mem) -> s.HistoryList:

@@ -14,11 +14,12 @@ exactly the same input.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from ..times import utc
 from ..types import HistoryEvent, Hit, MemoryRecord, Message, Turn
 from .errors import describe
 
@@ -45,13 +46,9 @@ def check_text(value: str) -> str:
 
 
 def _check_time(value: datetime) -> datetime:
-    """A time must have a UTC equivalent within years 1-9999 (naive times are UTC):
-    ``0001-01-01T00:00+01:00`` is in year 0 in UTC, which no store can represent."""
-    try:
-        value.astimezone(UTC) if value.tzinfo is not None else value
-    except (OverflowError, ValueError):
-        raise ValueError("time is outside years 1-9999 once converted to UTC") from None
-    return value
+    """The library's one rule for times (:func:`contextos.times.utc`): an instant in
+    years 1-9999 in UTC, naive meaning UTC. ``0001-01-01T00:00+01:00`` is refused."""
+    return utc(value)
 
 
 def _check_json(value: Any, depth: int = 0) -> Any:
@@ -296,6 +293,7 @@ class HistoryList(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
+    purged: bool = Field(False, description="The text was also removed from history.")
 
 
 class Forgotten(BaseModel):
