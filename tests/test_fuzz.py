@@ -235,7 +235,8 @@ def test_cli_keys_create_rejects_bad_tenant_with_a_message(tmp_path: Path) -> No
 # -- MCP tool arguments ----------------------------------------------------------------
 
 ANY_TEXT = st.text(max_size=30)
-ANY_INT = st.one_of(st.integers(), st.integers(-(2**70), 2**70))
+EDGE_INTS = [0, 1, -1, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30]
+ANY_INT = st.one_of(st.sampled_from(EDGE_INTS), st.integers(), st.integers(-(2**70), 2**70))
 ANY_JSON = st.recursive(
     st.none() | st.booleans() | ANY_INT | st.floats() | ANY_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3),
@@ -246,7 +247,7 @@ ANY_JSON = st.recursive(
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(
     text=ANY_TEXT,
-    ident=st.one_of(st.none(), ANY_TEXT),
+    ident=st.one_of(st.just("u"), st.none(), ANY_TEXT),
     number=ANY_INT,
     meta=st.one_of(st.none(), st.dictionaries(ANY_TEXT, ANY_JSON, max_size=3)),
     when=st.one_of(st.none(), ANY_TEXT, st.datetimes(timezones=st.timezones()).map(str)),
@@ -274,7 +275,8 @@ def test_mcp_tools_refuse_bad_arguments_as_tool_errors(
             {"messages": text, "user_id": ident, "metadata": meta, "event_time": when},
         ),
         (tools.search_memory, {"query": text, "user_id": ident, "limit": number, "metadata": meta}),
-        (tools.list_memories, {"session_id": ident, "limit": number, "offset": number}),
+        (tools.list_memories, {"session_id": ident, "limit": 10, "offset": number}),
+        (tools.list_memories, {"user_id": ident, "limit": number}),
         (tools.get_memory, {"memory_id": text}),
         (tools.update_memory, {"memory_id": text, "text": ident, "metadata": meta}),
         (tools.memory_history, {"memory_id": text}),
