@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,7 @@ def test_bodies_over_the_limit_get_413(db: Path) -> None:
         big = {"messages": "x" * 5000, "user_id": "ana"}
         assert_error(c.post("/v1/memories", headers=h, json=big), 413, "PayloadTooLarge")
 
-        def chunks():  # no Content-Length: counted while streaming
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
             for _ in range(10):
                 yield b" " * 1000
 

@@ -245,7 +245,8 @@ def test_store_busy_is_503_with_retry_after(
             c.post("/v1/memories", headers=h, json={"messages": "one", "user_id": "u"}).status_code
             == 201
         )
-        c.app.state.tenants.flush()
+        app: Any = c.app
+        app.state.tenants.flush()
         locker = lock()
         with caplog.at_level(logging.WARNING):
             busy = c.post("/v1/memories", headers=h, json={"messages": "two", "user_id": "u"})
