@@ -156,8 +156,8 @@ def create_app(
     # Outermost last: the body limit, then authentication, then JSON bodies.
     app.add_middleware(JsonBody, prefixes=API_PREFIXES)
     # Without an admin key /v1/keys answers 403 with a hint, whatever key is sent.
-    gated = API_PREFIXES if config.admin_key else ("/v1/memories", "/v1/sessions")
-    app.add_middleware(AuthGate, auth=auth, prefixes=gated)
+    ungated = () if config.admin_key else ("/v1/keys",)
+    app.add_middleware(AuthGate, auth=auth, prefixes=API_PREFIXES, exclude=ungated)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     return app
 

@@ -99,8 +99,14 @@ class Authenticator:
             raise Unauthenticated("invalid or revoked API key")
         return Principal(key_id=key.id, tenant=key.tenant)
 
+    def tenant_of(self, headers: Mapping[str, str]) -> str:
+        """The tenant of a request's key, checked and charged here: for routes mounted
+        outside :class:`~contextos.server.gate.AuthGate` (behind it, use
+        ``tenant_for`` on the gate's principal, or the key pays twice)."""
+        return self.tenant_for(self._charge(self.identify(bearer_secret(headers))))
+
     @staticmethod
-    def tenant_of(principal: Principal) -> str:
+    def tenant_for(principal: Principal) -> str:
         """The tenant a request acts for; the admin key is refused here."""
         if principal.is_admin or principal.tenant is None:
             raise Forbidden("the admin key manages keys only; use a tenant key for memories")

@@ -60,15 +60,28 @@ def error_messages(exc: BaseException) -> tuple[Message, Message]:
 
 
 class AuthGate:
-    """Authenticate and rate-limit requests under ``prefixes`` from their headers alone."""
+    """Authenticate and rate-limit requests under ``prefixes`` (except those under
+    ``exclude``) from their headers alone."""
 
-    def __init__(self, app: Any, auth: Authenticator, prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        auth: Authenticator,
+        prefixes: tuple[str, ...],
+        exclude: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.auth = auth
         self.prefixes = prefixes
+        self.exclude = exclude
 
     async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefixes):
+        path = str(scope.get("path", ""))
+        if (
+            scope["type"] != "http"
+            or not path.startswith(self.prefixes)
+            or (self.exclude and path.startswith(self.exclude))
+        ):
             await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("unknown", 0)

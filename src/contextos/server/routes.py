@@ -70,7 +70,7 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERRORS)
 
     def tenant_memory(request: Request, _: Annotated[Any, Security(bearer)] = None) -> "Memory":
-        return tenants.get(auth.tenant_of(caller(auth, request)))
+        return tenants.get(auth.tenant_for(caller(auth, request)))
 
     Mem = Annotated[Any, Depends(tenant_memory)]
 
@@ -138,7 +138,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERRORS)
 
     def tenant_of(request: Request, _: Annotated[Any, Security(bearer)] = None) -> str:
-        return auth.tenant_of(caller(auth, request))
+        return auth.tenant_for(caller(auth, request))
 
     Tenant = Annotated[str, Depends(tenant_of)]
 
