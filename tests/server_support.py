@@ -62,9 +62,10 @@ STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
+def database(kind: str, tmp: Path, *, pg_options: str = "") -> Iterator[str]:
     """A fresh database of ``kind`` ("sqlite" or "postgres"): a file under ``tmp``, or a
-    new PostgreSQL schema (dropped afterwards; skips when no test PostgreSQL runs)."""
+    new PostgreSQL schema (dropped afterwards; skips when no test PostgreSQL runs),
+    its sessions started with ``pg_options`` (e.g. ``-c lock_timeout=500``)."""
     if kind == "sqlite":
         yield str(tmp / "server.db")
         return
@@ -77,7 +78,50 @@ def database(kind: str, tmp: Path) -> Iterator[str]:
     with connect(url) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield with_options(url, f"-c search_path={schema},public")
+        yield with_options(url, f"-c search_path={schema},public {pg_options}".strip())
     finally:
         with connect(url) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+LOCKER = (
+    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+    "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()"
+)
+
+
+@contextmanager
+def store_locked(db: str) -> Iterator[None]:
+    """Another process holds ``db``'s lock while inside: a SQLite write lock
+    (``BEGIN EXCLUSIVE``), or PostgreSQL's ACCESS EXCLUSIVE lock on the memories table
+    (pair with ``pg_options="-c lock_timeout=..."`` so the server gives up quickly)."""
+    if "://" in db:
+        import psycopg
+
+        conn = psycopg.connect(db)  # the URL's options carry the schema's search_path
+        try:
+            conn.execute("LOCK TABLE memories IN ACCESS EXCLUSIVE MODE")
+            yield
+        finally:
+            conn.rollback()
+            conn.close()
+        return
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()

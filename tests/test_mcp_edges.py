@@ -6,7 +6,6 @@ HTTP, the package version, and a busy store answered as a tool error."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 import contextos  # noqa: E402
 from contextos.server.errors import package_version  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
-from server_support import STORES, database  # noqa: E402
+from server_support import STORES, database, store_locked  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 SRC = str(Path(contextos.__file__).resolve().parents[1])
@@ -174,38 +173,21 @@ def test_mcp_validates_like_http_and_edits_memories(db: str, tmp_path: Path) -> 
     assert "Traceback" not in errlog.read_text()
 
 
-LOCKER = (
-    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-    "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()"
-)
-
-
-def test_mcp_store_busy_is_a_tool_error_without_the_path(tmp_path: Path) -> None:
-    db = str(tmp_path / "busy.db")
-    key = _key(db)
+@pytest.mark.parametrize("kind", STORES)
+def test_mcp_store_busy_is_a_tool_error_without_infrastructure(kind: str, tmp_path: Path) -> None:
     errlog = tmp_path / "mcp-stderr.txt"
+    with database(kind, tmp_path, pg_options="-c lock_timeout=500") as db:
+        key = _key(db)
 
-    async def scenario(s: ClientSession, _: Any) -> tuple[Any, Any]:
-        _payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
-        locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, db],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
-            busy = await s.call_tool("add_memory", {"messages": "during", "user_id": "u"})
-        finally:
-            assert locker.stdin is not None and locker.stdout is not None
-            locker.stdin.close()
-            locker.wait(timeout=30)
-            locker.stdout.close()
-        after = await s.call_tool("add_memory", {"messages": "after", "user_id": "u"})
-        return busy, after
+        async def scenario(s: ClientSession, _: Any) -> tuple[Any, Any]:
+            _payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
+            with store_locked(db):
+                busy = await s.call_tool("add_memory", {"messages": "during", "user_id": "u"})
+            after = await s.call_tool("add_memory", {"messages": "after", "user_id": "u"})
+            return busy, after
 
-    busy, after = _session(db, key, errlog, scenario)
-    text = _error_text(busy)
-    assert "StoreError" in text and "busy or unavailable" in text
-    assert db not in text and "busy.db" not in text
-    assert _payload(after)[0]["text"] == "after"
+        busy, after = _session(db, key, errlog, scenario)
+        text = _error_text(busy)
+        assert "StoreError" in text and "busy or unavailable" in text
+        assert not [x for x in _secrets_of(db) if x and x in text], text
+        assert _payload(after)[0]["text"] == "after"
