@@ -313,7 +313,11 @@ def build_mcp_server(
     }
     if keys is not None:
         kwargs.update(_auth_kwargs(keys, http_url or "http://127.0.0.1:8765"))
-    server = server_cls("contextos", version=package_version(), **kwargs)
+    if major == "2":
+        kwargs["version"] = package_version()
+    server = server_cls("contextos", **kwargs)
+    if major == "1":  # FastMCP 1.x has no version argument; its low-level server does
+        server._mcp_server.version = package_version()
     for fn in tools.functions():
         server.add_tool(_guard(fn), name=fn.__name__, description=fn.__doc__)
     server.contextos_major = major
