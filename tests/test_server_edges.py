@@ -410,3 +410,11 @@ def test_serve_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert pending == 0
+
+
+def test_the_inspectors_json_routes_sit_behind_the_same_gate(tmp_path: Path) -> None:
+    with app_client(tmp_path / "ui.db", auth_failures=RateLimit(rate=1.0, burst=20)) as c:
+        statuses = [
+            c.get("/ui/api/whoami", headers=auth(f"ctx_wrong{i}")).status_code for i in range(60)
+        ]
+        assert statuses.count(401) <= 25 and statuses.count(429) >= 35, statuses

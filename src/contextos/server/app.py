@@ -41,7 +41,7 @@ log = logging.getLogger("contextos.server")
 __all__ = ["STATUS", "ServerConfig", "close_app", "create_app", "error_body", "status_for"]
 
 #: Path prefixes of the API: authenticated before their body is read, bodies are JSON.
-API_PREFIXES = ("/v1/",)
+API_PREFIXES = ("/v1/", "/ui/api/")
 
 
 @dataclass(frozen=True)

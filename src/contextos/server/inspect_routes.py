@@ -28,7 +28,7 @@ from ..types import Filter, Scope, Turn
 from ..window import assemble
 from . import schemas as s
 from .auth import Authenticator
-from .routes import IdPath, Limit, Offset, OptIdent
+from .routes import IdPath, Limit, Offset, OptIdent, caller
 from .tenants import TenantMemories
 from .windowing import DEFAULT_MODEL, WindowRequest, build_window, window_dict
 
@@ -121,7 +121,9 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     router = APIRouter(prefix="/ui/api", include_in_schema=False)
 
     def tenant_of(request: Request) -> str:
-        return auth.tenant_of(request.headers)
+        # Behind the AuthGate (app.API_PREFIXES): the key was checked, throttled on
+        # failure and charged once there, before the body was read.
+        return auth.tenant_for(caller(auth, request))
 
     Tenant = Annotated[str, Depends(tenant_of)]
 
