@@ -1,0 +1,1 @@
+"""Agent-facing memory: Anthropic's memory tool and self-editing (MemGPT-style) memory."""
