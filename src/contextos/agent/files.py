@@ -155,6 +155,8 @@ class MemoryFiles:
                 f"File {path} would be {len(content):,} characters; "
                 f"a memory file holds at most {MAX_FILE_CHARS:,}"
             )
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in content):
+            raise MemoryFileError(f"File {path} content is not valid UTF-8 (lone surrogates)")
         body = content.rstrip()
         return f"{path}\n{body}", {"source": SOURCE, "path": path, "tail": content[len(body) :]}
 

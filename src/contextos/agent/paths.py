@@ -5,7 +5,8 @@ store (there is no filesystem to escape into), but a path is also a name other
 code may one day map onto disks or URLs, so the rules are strict rather than
 clever: no ``.`` or ``..`` segments at all (not even ones that would resolve
 inside ``/memories``), no backslashes, control characters or NUL, no
-percent-encoding, no Unicode that NFKC would turn into something else
+percent-encoding, no invisible characters (zero-width, bidi
+overrides) or lone surrogates, no Unicode that NFKC would turn into something else
 (fullwidth dots and slashes), and bounded lengths. Repeated and trailing
 slashes are harmless and collapsed.
 """
@@ -40,8 +41,8 @@ def _describe(path: object) -> str:
 def _check_text(path: str, shown: str) -> None:
     if len(path) > MAX_PATH_CHARS:
         raise PathRefused(f"Path is longer than {MAX_PATH_CHARS} characters: {shown}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        raise PathRefused(f"Path contains control characters or NUL: {shown}")
+    if not path.isprintable():  # NUL, control, format (bidi, zero-width), lone surrogates
+        raise PathRefused(f"Path contains control, invisible or invalid characters: {shown}")
     if "\\" in path:
         raise PathRefused(f"Path contains a backslash: {shown}")
     if unquote(path) != path:
