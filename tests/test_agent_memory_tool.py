@@ -172,7 +172,8 @@ def test_str_replace_unique_match_with_snippet(tool: MemoryTool) -> None:
     out = run(tool, command="str_replace", path="/memories/p.md", old_str="coffee", new_str="tea")
     assert out == (
         "The memory file has been edited. Here is the snippet showing the change "
-        "(with line numbers):\n     1\tl1\n     2\tl2\n     3\tAna likes tea\n     4\tl4\n     5\tl5"
+        "(with line numbers):\n"
+        "     1\tl1\n     2\tl2\n     3\tAna likes tea\n     4\tl4\n     5\tl5"
     )
     assert tool.files.read("/memories/p.md") == "l1\nl2\nAna likes tea\nl4\nl5\nl6\n"
 
