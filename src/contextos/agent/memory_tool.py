@@ -4,7 +4,7 @@
     >>> from contextos import Memory
     >>> from contextos.agent import MemoryTool
     >>> tool = MemoryTool(Memory("memory.db"), user_id="ana")               # doctest: +SKIP
-    >>> anthropic.Anthropic().beta.messages.run_tools(                      # doctest: +SKIP
+    >>> anthropic.Anthropic().beta.messages.tool_runner(                      # doctest: +SKIP
     ...     model="claude-sonnet-4-6", max_tokens=1024, tools=[tool],
     ...     messages=[{"role": "user", "content": "Remember I like coffee"}]).until_done()
 
