@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -135,13 +135,14 @@ class AgentTools:
             args = json.loads(arguments or "{}") if isinstance(arguments, str) else arguments
             if not isinstance(args, Mapping):
                 raise CoreMemoryError("tool arguments must be a JSON object")
-            handler = {
+            handlers: dict[str, Callable[..., str]] = {
                 "core_memory_append": self._append,
                 "core_memory_replace": self._replace,
                 "archival_memory_insert": self._insert,
                 "archival_memory_search": self._search,
                 "conversation_search": self._conversation,
-            }.get(name)
+            }
+            handler = handlers.get(name)
             if handler is None:
                 raise CoreMemoryError(f"unknown tool {name!r}")
             return ToolOutcome(name, handler(**args))
