@@ -16,11 +16,15 @@ pytest.importorskip("mcp")
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
+import contextos  # noqa: E402
+from contextos.agent.mcp_tools import mcp_functions  # noqa: E402
 from contextos.bench.serve import free_port  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
-TOOLS = {"add_memory", "search_memory", "list_memories", "delete_memory", "assemble_window"}
+TOOLS = {"add_memory", "search_memory", "list_memories", "delete_memory", "assemble_window"} | {
+    fn.__name__ for fn in mcp_functions(lambda: None)
+}
 
 
 def _keys(db: Path, *tenants: str) -> list[str]:
@@ -43,7 +47,8 @@ async def _stdio(db: Path, key: str, fn: Callable[[ClientSession], Awaitable[Any
     params = StdioServerParameters(
         command=CLI[0],
         args=[*CLI[1:], "mcp", "--db", str(db), "--embedder", "hash"],
-        env={"CONTEXTOS_API_KEY": key},
+        # the server imports the contextos under test (a worktree's src), not an installed one
+        env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": str(Path(contextos.__file__).parents[1])},
     )
     with anyio.fail_after(60):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:

@@ -218,4 +218,27 @@ __all__ = [
     "ToolOutcome",
     "anthropic_schemas",
     "openai_schemas",
+    "scoped_tools",
 ]
+
+
+def scoped_tools(
+    memory: Any,
+    *,
+    user_id: str | None = None,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+) -> AgentTools:
+    """The tools of one scope of ``memory`` (a Memory), with the session log if given.
+
+    What the MCP tools and the HTTP routes build per call: everything lives in
+    the store, so nothing is kept between calls.
+    """
+    from ..session import Session
+
+    session = (
+        Session(memory.store, session_id, tenant=memory.tenant, user_id=user_id, agent_id=agent_id)
+        if session_id
+        else None
+    )
+    return AgentTools(CoreMemory(memory, user_id=user_id, agent_id=agent_id), session=session)

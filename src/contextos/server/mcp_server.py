@@ -248,7 +248,9 @@ def build_mcp_server(
     if keys is not None:
         kwargs.update(_auth_kwargs(keys, http_url or "http://127.0.0.1:8765"))
     server = server_cls("contextos", **kwargs)
-    for fn in tools.functions():
+    from ..agent.mcp_tools import mcp_functions  # the self-editing memory tools
+
+    for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
         server.add_tool(_guard(fn), name=fn.__name__, description=fn.__doc__)
     server.contextos_major = major
     return server
