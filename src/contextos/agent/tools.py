@@ -194,6 +194,8 @@ class AgentTools:
     def _conversation(self, query: str) -> str:
         if self.session is None:
             raise CoreMemoryError("there is no conversation log to search here")
+        if not isinstance(query, str):
+            raise CoreMemoryError("query must be a string")
         words = {w for w in _WORD.findall(query.lower()) if len(w) > 1}
         if not words:
             raise CoreMemoryError("query must contain a word")
