@@ -12,8 +12,8 @@ import pytest
 from anthropic.lib.tools import BetaAbstractMemoryTool, BetaAsyncAbstractMemoryTool, ToolError
 
 from contextos import Memory
+from contextos.agent import AsyncMemoryTool, MemoryTool
 from contextos.agent.files import MAX_FILE_CHARS
-from contextos.agent.memory_tool import AsyncMemoryTool, MemoryTool
 from contextos.agent.paths import MAX_PATH_CHARS
 from contextos.errors import ScopeError
 from contextos.testing.embedders import HashEmbedder

@@ -10,7 +10,7 @@ import pytest
 
 from agent_scripts import anthropic_text, anthropic_tool_use, tool_results
 from contextos import Memory
-from contextos.agent.memory_tool import MemoryTool
+from contextos.agent import MemoryTool
 from contextos.embed import Embedder
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.fake_anthropic import FakeAnthropic
