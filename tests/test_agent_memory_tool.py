@@ -16,16 +16,17 @@ from contextos.agent import AsyncMemoryTool, MemoryTool
 from contextos.agent.files import MAX_FILE_CHARS
 from contextos.agent.paths import MAX_PATH_CHARS
 from contextos.errors import ScopeError
+from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 
 LISTING = "Here're the files and directories up to 2 levels deep in {}, excluding hidden items:"
 
 
 @pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    m.close()
+def memory(store: Store) -> Iterator[Memory]:
+    """A Memory on every Store backend (SQLite file; PostgreSQL when scripts/postgres.sh runs)."""
+    m = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+    yield m  # no worker to stop (background_embedding=False); the store fixture closes the store
 
 
 @pytest.fixture
@@ -441,6 +442,7 @@ def test_hostile_paths_never_escape_nor_read_across_users(memory: Memory, comman
             not str(r.metadata["path"]).startswith("/memories/")
             or ".." in str(r.metadata["path"]).split("/")
             or "\\" in str(r.metadata["path"])
+            or not str(r.metadata["path"]).isprintable()
         )
     ]
     assert escapes == []
