@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from contextos.testing.fake_http import FakeResponse
 
@@ -122,3 +125,20 @@ def tool_results(body: dict[str, Any]) -> list[str]:
                         inner = "".join(b.get("text", "") for b in inner)
                     out.append(str(inner))
     return out
+
+
+_OPEN: list[Any] = []
+
+
+def opened(client: Any) -> Any:
+    """Register an SDK client to be closed after the test (no stray sockets)."""
+    _OPEN.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def close_sdk_clients() -> Iterator[None]:
+    """Close every client a test registered with :func:`opened`."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()

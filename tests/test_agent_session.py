@@ -8,7 +8,13 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from agent_scripts import anthropic_text, anthropic_tool_use, tool_results
+from agent_scripts import (
+    anthropic_text,
+    anthropic_tool_use,
+    close_sdk_clients,  # noqa: F401 - autouse: closes the SDK clients
+    opened,
+    tool_results,
+)
 from contextos import Memory
 from contextos.agent import MemoryTool
 from contextos.embed import Embedder
@@ -20,7 +26,7 @@ NOTE = "Ana is allergic to peanuts.\nShe prefers a window seat on long flights.\
 
 def first_session(fake: FakeAnthropic, db: Path, embedder: Embedder) -> None:
     with Memory(db, embedder=embedder, background_embedding=False) as memory:
-        client = anthropic.Anthropic(base_url=fake.base_url, api_key="test")
+        client = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
         fake.enqueue(
             anthropic_tool_use(("memory", {"command": "view", "path": "/memories"})),
             anthropic_tool_use(
@@ -47,7 +53,7 @@ def first_session(fake: FakeAnthropic, db: Path, embedder: Embedder) -> None:
 def second_session(fake: FakeAnthropic, db: Path, embedder: Embedder) -> None:
     fake.clear()
     with Memory(db, embedder=embedder, background_embedding=False) as memory:
-        client = anthropic.Anthropic(base_url=fake.base_url, api_key="test")
+        client = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
         fake.enqueue(
             anthropic_tool_use(("memory", {"command": "view", "path": "/memories"})),
             anthropic_tool_use(("memory", {"command": "view", "path": "/memories/ana.md"})),

@@ -16,8 +16,10 @@ import pytest
 from agent_scripts import (
     anthropic_text,
     anthropic_tool_use,
+    close_sdk_clients,  # noqa: F401 - autouse: closes the SDK clients
     openai_text,
     openai_tool_calls,
+    opened,
     tool_results,
 )
 from contextos import Memory, wrap
@@ -47,7 +49,7 @@ def memory(tmp_path: Path) -> Iterator[Memory]:
 
 def test_anthropic_model_updates_human_then_answers_from_it(memory: Memory) -> None:
     with FakeAnthropic(reply=answer_from_core) as fake:
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test")
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
         client = wrap(
             sdk,
             memory=memory,
@@ -85,7 +87,7 @@ def test_anthropic_model_updates_human_then_answers_from_it(memory: Memory) -> N
 
     # a later session: the pinned block carries the fact, and the model answers from it
     with FakeAnthropic(reply=answer_from_core) as fake:
-        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test")
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
         later = wrap(sdk, memory=memory, session="s2", user_id="ana", memory_tools=True)
         reply = later.messages.create(
             model="claude-sonnet-4-6",
@@ -98,7 +100,7 @@ def test_anthropic_model_updates_human_then_answers_from_it(memory: Memory) -> N
 
 def test_openai_model_updates_human_then_answers_from_it(memory: Memory) -> None:
     with FakeOpenAI(reply=answer_from_core) as fake:
-        sdk = openai.OpenAI(base_url=fake.base_url, api_key="test")
+        sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="test"))
         client = wrap(sdk, memory=memory, session="o1", user_id="ana", memory_tools=True)
         fake.enqueue(
             openai_tool_calls(
@@ -139,7 +141,7 @@ def test_openai_model_updates_human_then_answers_from_it(memory: Memory) -> None
     # in the same session the snapshot waits for a compaction point, but the edit is in
     # the history the model reads (the tool results above), so a new session is asked:
     with FakeOpenAI(reply=answer_from_core) as fake:
-        sdk = openai.OpenAI(base_url=fake.base_url, api_key="test")
+        sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="test"))
         later = wrap(sdk, memory=memory, session="o2", user_id="ana", memory_tools=True)
         reply = later.chat.completions.create(
             model="gpt-4.1-mini", messages=[{"role": "user", "content": "Where do I live?"}]
@@ -149,7 +151,7 @@ def test_openai_model_updates_human_then_answers_from_it(memory: Memory) -> None
 
 
 def test_memory_tools_needs_memory_and_refuses_streams(memory: Memory) -> None:
-    sdk = anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="test")
+    sdk = opened(anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="test"))
     with pytest.raises(TypeError, match="needs memory"):
         wrap(sdk, memory_tools=True)
     client = wrap(sdk, memory=memory, user_id="ana", memory_tools=True)
@@ -160,3 +162,75 @@ def test_memory_tools_needs_memory_and_refuses_streams(memory: Memory) -> None:
             stream=True,
             messages=[{"role": "user", "content": "x"}],
         )
+
+
+def scripted_agent(edit_turns: set[int]) -> Any:
+    """A model for the fake server: on turns in ``edit_turns`` it first appends a fact to
+    its ``human`` block, then answers; the fake prices every request's cache use."""
+
+    def reply(body: dict[str, Any]) -> str | list[dict[str, Any]]:
+        # the newest tool result or question, looking back past retrieved memories
+        i = -1
+        for message in reversed(body["messages"]):
+            content = message["content"]
+            blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+            if any(b.get("type") == "tool_result" for b in blocks):
+                return "Saved that; here is my answer."
+            text = " ".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+            found = re.match(r"Turn (\d+):", text)
+            if message["role"] == "user" and found:
+                i = int(found.group(1))
+                break
+        if i in edit_turns:
+            return [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{i}",
+                    "name": "core_memory_append",
+                    "input": {"label": "human", "content": f"Fact from turn {i}."},
+                }
+            ]
+        return f"Answer {i}: first list the constraints, then compare two options, then pick one."
+
+    return reply
+
+
+def read_share(tmp_path: Path, name: str, live: bool) -> tuple[float, int]:
+    from contextos.agent import AgentTools, CorePrefix, ToolLoop
+    from contextos.agent.bench import SYSTEM
+
+    edits = {3, 9, 15, 21, 27}
+    with (
+        Memory(tmp_path / f"{name}.db", embedder=HashEmbedder(), background_embedding=False) as m,
+        FakeAnthropic(reply=scripted_agent(edits), min_cache_tokens=1024) as fake,
+    ):
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        core = CoreMemory(m, user_id="ana")
+        option: Any = True
+        if live:
+            option = ToolLoop(AgentTools(core), "anthropic", prefix=CorePrefix(core, live=True))
+        client = wrap(sdk, memory=m, session=name, user_id="ana", memory_tools=option)
+        for i in range(30):
+            client.messages.create(
+                model="claude-sonnet-4-6",
+                max_tokens=256,
+                system=SYSTEM,
+                messages=[{"role": "user", "content": f"Turn {i}: help me plan item {i}, please."}],
+            )
+        client.flush()
+        assert len(core.get("human").value.splitlines()) == 5
+        total = client.calls.total()
+        inputs = (
+            total.input_tokens + total.cache_read_input_tokens + total.cache_creation_input_tokens
+        )
+        return total.cache_read_input_tokens / inputs, len(client.calls)
+
+
+def test_thirty_turns_with_five_core_edits_through_wrap_keep_the_cache(tmp_path: Path) -> None:
+    """End to end (wrap + the fake server's prompt cache), not only the simulator."""
+    snapshot, calls = read_share(tmp_path, "snap", live=False)
+    live, _ = read_share(tmp_path, "live", live=True)
+    print(f"cache-read share through wrap: snapshot={snapshot:.3f} live={live:.3f} ({calls} calls)")
+    assert calls == 35
+    assert snapshot >= 0.7
+    assert live < snapshot
