@@ -69,6 +69,38 @@ class BenchResult:
     refreshes: int
 
 
+class _Agent:
+    """The scripted agent: logs each turn, edits on cue, prices every model call."""
+
+    def __init__(self, tools: AgentTools, prefix: CorePrefix, info: ModelInfo) -> None:
+        if tools.session is None:
+            raise ValueError("the scripted agent needs tools with a session log")
+        self.session: Session = tools.session
+        self.tools = tools
+        self.prefix = prefix
+        self.info = info
+        self.sim = CacheSimulator("anthropic", min_tokens=info.min_cache_tokens)
+        self.usages: list[Usage] = []
+
+    def call(self, question: str, at: float) -> None:
+        rules = [self.prefix.text(compaction_point(self.session))]
+        window = self.session.window(self.info, question, system=SYSTEM, rules=rules, tools=SCHEMAS)
+        self.usages.append(self.sim.send(cache_request(window, self.info, "anthropic", at=at)))
+
+    def turn(self, i: int, at: float, edit: bool) -> None:
+        question = _question(i)
+        self.call(question, at)
+        self.session.add(Message("user", question))
+        if edit:  # the model's tool call, its result, then a second call for the answer
+            args = json.dumps({"label": "human", "content": f"Fact {i}: {_TOPICS[i % 6]}."})
+            tc = ToolCall(f"call_{i}", "core_memory_append", args)
+            self.session.add(Message("assistant", "", tool_calls=(tc,)))
+            outcome = self.tools.execute(tc.name, tc.arguments)
+            self.session.add(Message("tool", outcome.text, tool_call_id=tc.id))
+            self.call("", at + 2.0)
+        self.session.add(Message("assistant", _answer(i)))
+
+
 def simulate(
     *,
     turns: int = 30,
@@ -87,6 +119,7 @@ def simulate(
     if not 0 <= edits <= turns:
         raise ValueError("edits must be between 0 and turns")
     info = model or get_model("claude-sonnet-4-6")
+    edit_turns = {round((k + 0.5) * turns / edits) for k in range(edits)} if edits else set()
     with tempfile.TemporaryDirectory() as tmp:
         db = (workdir or Path(tmp)) / f"bench-{policy}.db"
         with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
@@ -94,32 +127,11 @@ def simulate(
             core.set("persona", "I am Ada, a careful personal assistant.")
             prefix = CorePrefix(core, live=policy == "live")
             session = Session(memory.store, "bench", tenant=memory.tenant, user_id="ana")
-            tools = AgentTools(core, session=session, prefix=prefix)
-            sim = CacheSimulator("anthropic", min_tokens=info.min_cache_tokens)
-            usages: list[Usage] = []
-            edit_turns = (
-                {round((k + 0.5) * turns / edits) for k in range(edits)} if edits else set()
-            )
-
-            def call(question: str, at: float) -> None:
-                rules = [prefix.text(compaction_point(session))]
-                window = session.window(info, question, system=SYSTEM, rules=rules, tools=SCHEMAS)
-                usages.append(sim.send(cache_request(window, info, "anthropic", at=at)))
-
+            agent = _Agent(AgentTools(core, session=session, prefix=prefix), prefix, info)
             for i in range(turns):
-                at = i * gap_seconds
-                question = _question(i)
-                call(question, at)
-                session.add(Message("user", question))
-                if i in edit_turns:
-                    args = json.dumps({"label": "human", "content": f"Fact {i}: {_TOPICS[i % 6]}."})
-                    tc = ToolCall(f"call_{i}", "core_memory_append", args)
-                    session.add(Message("assistant", "", tool_calls=(tc,)))
-                    outcome = tools.execute(tc.name, tc.arguments)
-                    session.add(Message("tool", outcome.text, tool_call_id=tc.id))
-                    call("", at + 2.0)
-                session.add(Message("assistant", _answer(i)))
+                agent.turn(i, i * gap_seconds, i in edit_turns)
             made = len(core.get("human").value.splitlines())
+    usages = agent.usages
     return BenchResult(policy, report(usages, info), len(usages), made, prefix.refreshes)
 
 
