@@ -342,9 +342,11 @@ def test_async_twin_gives_the_same_answers(tmp_path: Path) -> None:
             return out
 
         assert asyncio.run(go()) == expected
-    assert expected[-2] == "Successfully deleted /memories/m.md" or expected[-1].startswith(
-        "Successfully"
+    assert expected[3] == (
+        "Here's the content of /memories/n.md with line numbers:\n     1\tx\n     2\tw"
     )
+    assert expected[-2] == "error: Path '/memories/../x' would escape /memories directory"
+    assert expected[-1] == "Successfully deleted /memories/m.md"
 
 
 # -- confinement -----------------------------------------------------------------------------

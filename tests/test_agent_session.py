@@ -115,3 +115,40 @@ def test_notes_found_by_meaning_in_a_new_session(tmp_path: Path) -> None:
                 }
             )
         second_session(fake, tmp_path / "m.db", embedder)
+
+
+def test_async_memory_tool_with_the_async_tool_runner(tmp_path: Path) -> None:
+    import asyncio
+
+    from contextos.agent import AsyncMemoryTool
+
+    with (
+        FakeAnthropic() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+    ):
+        fake.enqueue(
+            anthropic_tool_use(
+                ("memory", {"command": "create", "path": "/memories/a.md", "file_text": "hi\n"})
+            ),
+            anthropic_tool_use(("memory", {"command": "view", "path": "/memories/../a.md"})),
+            anthropic_text("done"),
+        )
+
+        async def go() -> None:
+            async with anthropic.AsyncAnthropic(base_url=fake.base_url, api_key="test") as client:
+                await client.beta.messages.tool_runner(
+                    model="claude-sonnet-4-6",
+                    max_tokens=64,
+                    messages=[{"role": "user", "content": "note hi"}],
+                    tools=[AsyncMemoryTool(memory, user_id="ana")],
+                ).until_done()
+
+        asyncio.run(go())
+        bodies = [r.json() for r in fake.messages_requests()]
+        assert tool_results(bodies[1]) == ["File created successfully at: /memories/a.md"]
+        last = bodies[2]["messages"][-1]["content"][0]
+        assert last["is_error"] is True
+        assert tool_results(bodies[2])[-1] == (
+            "Path '/memories/../a.md' would escape /memories directory"
+        )
+        assert MemoryTool(memory, user_id="ana").files.read("/memories/a.md") == "hi\n"
