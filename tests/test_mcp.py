@@ -17,6 +17,7 @@ from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
 import contextos  # noqa: E402
+from contextos.agent.mcp_tools import mcp_functions  # noqa: E402
 from contextos.bench.serve import free_port  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 
@@ -30,7 +31,7 @@ TOOLS = {
     "memory_history",
     "delete_memory",
     "assemble_window",
-}
+} | {fn.__name__ for fn in mcp_functions(lambda: None)}
 #: The stdio client starts the server with a bare environment: point it at this checkout.
 SRC = str(Path(contextos.__file__).resolve().parents[1])
 

@@ -149,6 +149,9 @@ def create_app(
     app.include_router(memory_router(auth, tenants))
     app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
     app.include_router(key_router(auth))
+    from ..agent.routes import agent_router  # the self-editing memory tools
+
+    app.include_router(agent_router(auth, tenants))
 
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="health")
 

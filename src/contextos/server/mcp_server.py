@@ -318,7 +318,9 @@ def build_mcp_server(
     server = server_cls("contextos", **kwargs)
     if major == "1":  # FastMCP 1.x has no version argument; its low-level server does
         server._mcp_server.version = package_version()
-    for fn in tools.functions():
+    from ..agent.mcp_tools import mcp_functions  # the self-editing memory tools
+
+    for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
         server.add_tool(_guard(fn), name=fn.__name__, description=fn.__doc__)
     server.contextos_major = major
     return server
