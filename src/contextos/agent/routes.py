@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import NotFound
 from ..server import schemas as s
-from ..server.routes import ERRORS, OptIdent, bearer
+from ..server.routes import ERRORS, OptIdent, bearer, caller
 from .tools import SCHEMAS, TOOL_NAMES, scoped_tools
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def agent_router(auth: "Authenticator", tenants: "TenantMemories") -> APIRouter:
     router = APIRouter(prefix="/v1/agent", tags=["agent"], responses=ERRORS)
 
     def tenant_memory(request: Request, _: Annotated[Any, Security(bearer)] = None) -> "Memory":
-        return tenants.get(auth.tenant_of(request.headers))
+        return tenants.get(auth.tenant_for(caller(auth, request)))  # charged once, at the gate
 
     Mem = Annotated[Any, Depends(tenant_memory)]
 
