@@ -78,7 +78,7 @@ def test_bench_extract_missing_data_is_one_clean_line(
         main(["bench", "extract", "--data", str(tmp_path / "missing.json")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("Error: LoCoMo data not found at") and "--data PATH" in err
+    assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
     assert "\n" not in err and "Traceback" not in err
 
 
