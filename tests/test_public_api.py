@@ -45,9 +45,7 @@ def test_all_names_resolve_and_are_documented() -> None:
                     continue
                 func = value.fget if isinstance(value, property) else value
                 func = getattr(func, "__func__", func)  # classmethod/staticmethod
-                if (inspect.isfunction(func) or isinstance(value, property)) and not (
-                    func.__doc__
-                ):
+                if (inspect.isfunction(func) or isinstance(value, property)) and not (func.__doc__):
                     missing.append(f"{name}.{attr}")
     assert not missing, f"undocumented public API: {missing}"
 

@@ -26,7 +26,7 @@ from ..config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
+console = Console(soft_wrap=True)  # lines are not cut at 80 columns under a pipe
 err_console = Console(stderr=True, soft_wrap=True)
 
 
