@@ -152,8 +152,13 @@ def test_api_dedupe_keeps_session_turns_and_scopes_apart(tmp_path: Path) -> None
         turns = [m.add("ok", user_id="ana", session_id="s1")[0] for _ in range(2)]
         assert turns[0].id != turns[1].id
         assert m.add("I'm allergic to peanuts", user_id="ana", dedupe=False) != a
+        in_session = m.add("walks the dog", user_id="ana", session_id="s9")
+        for_agent = m.add("walks the dog", user_id="ana", agent_id="x")
+        plain = m.add("walks the dog", user_id="ana")  # the same text, a wider scope
+        assert plain[0].id not in {in_session[0].id, for_agent[0].id}
         texts = [r.text for r in m.get_all(user_id="ana")]
         assert texts.count("I'm allergic to peanuts") == 4 and texts.count("ok") == 3
+        assert texts.count("walks the dog") == 3
 
 
 def test_add_infer_stores_the_facts(tmp_path: Path) -> None:

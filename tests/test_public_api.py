@@ -86,3 +86,35 @@ def test_readme_keeps_exactly_the_two_setup_commands() -> None:
     setup = text.split("## Set-up", 1)[1].split("##", 1)[0]
     commands = re.findall(r"^make \w+", setup, re.M)
     assert commands == ["make demo", "make test"]
+
+
+def _extras(names: set[str], optional: dict[str, list[str]]) -> set[str]:
+    """Extras with the ones they pull in (``all = ["contextos[server,...]"]``)."""
+    out = set(names)
+    for name in names:
+        for req in optional.get(name, []):
+            inner = re.fullmatch(r"contextos\[([\w,]+)\]", req)
+            if inner:
+                out |= _extras(set(inner.group(1).split(",")), optional)
+    return out
+
+
+def test_make_demo_installs_what_the_readme_uses_next() -> None:
+    """The README's steps after `make demo` (serve, mcp, chat --provider, a postgresql://
+    --db) must not fail for a missing extra in the .venv that `make demo` made."""
+    import tomllib
+
+    makefile = (README.parent / "Makefile").read_text()
+    recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    named = re.findall(r"install -e '?\.\[([\w,]+)\]'?", recipe)
+    assert named, "make demo installs no extras"
+    optional = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    installed = _extras({e for group in named for e in group.split(",")}, optional)
+    readme = README.read_text()
+    needs = {"server": "contextos serve", "mcp": "contextos mcp", "postgres": "postgresql://"}
+    needs |= {"anthropic": "anthropic", "openai": "OpenAI"}
+    for extra, mention in needs.items():
+        assert mention in readme, mention  # the README still uses it
+        assert extra in installed, f"make demo does not install contextos[{extra}]"
