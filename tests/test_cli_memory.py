@@ -118,6 +118,19 @@ def test_add_from_stdin_must_be_utf8(tmp_path: Path) -> None:
     assert json.loads(ok.stdout)[0]["text"] == "café au lait"
 
 
+def test_count_and_extract_refuse_latin1_and_binary_files(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café au lait".encode("latin-1"))
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)))
+    for command in ("count", "extract"):
+        out = run(tmp_path / "cli.db", command, str(latin1))
+        assert out.returncode == 2 and "is not UTF-8 text (byte 0xe9 at offset 3)" in out.stderr
+        out = run(tmp_path / "cli.db", command, str(binary))
+        assert out.returncode == 2 and "is a binary file, not text" in out.stderr
+        assert out.stderr.count("\n") == 1
+
+
 def test_metadata_round_trips_through_get_json(tmp_path: Path) -> None:
     db = tmp_path / "cli.db"
     meta = '{"a": 1.5, "b": [true, null], "c": "x"}'

@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -62,6 +63,34 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState)
+
+
+def read_text_arg(source: str, *, param: str = "FILE") -> str:
+    """The text of a file argument (``-``: stdin), which must be UTF-8 text.
+
+    Why strict: counting or storing a Latin-1 or binary file after silently
+    replacing its bytes gives wrong numbers and garbled memories; say what is
+    wrong and how to fix it instead, in one line.
+    """
+    if source == "-":
+        data: bytes = sys.stdin.buffer.read()
+        where = "stdin"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise click.BadParameter(f"no such file: {source}", param_hint=param)
+        data = path.read_bytes()
+        where = source
+    if b"\x00" in data:
+        raise click.BadParameter(f"{where} is a binary file, not text", param_hint=param)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{where} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "convert it first, e.g. iconv -f latin1 -t utf-8",
+            param_hint=param,
+        ) from None
 
 
 def plural(n: int, noun: str, nouns: str | None = None) -> str:

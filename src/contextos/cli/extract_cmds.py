@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,7 +12,15 @@ from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
 from ..memory.temporal import parse_session_time
 from ..types import Message
-from .common import CliState, console, json_option, pass_state, print_json, progress_bar
+from .common import (
+    CliState,
+    console,
+    json_option,
+    pass_state,
+    print_json,
+    progress_bar,
+    read_text_arg,
+)
 
 
 def _message(item: dict[str, Any]) -> Message:
@@ -79,13 +85,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @pass_state
     def extract(state: CliState, file: str, session_time: str | None) -> None:
         """Extract candidate memories from FILE (JSON messages or 'Speaker: text' lines)."""
-        if file == "-":
-            text = sys.stdin.read()
-        else:
-            path = Path(file)
-            if not path.is_file():
-                raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
-            text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text_arg(file)
         turns, file_time = read_turns(text)
         raw_time = session_time or file_time
         when = parse_session_time(raw_time)

@@ -9,7 +9,6 @@ as plain text, never as markup.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,7 +22,16 @@ from ..errors import NotFound
 from ..memory import Memory
 from ..memory.render import render
 from ..types import HistoryEvent, Hit, MemoryRecord, MemoryType
-from .common import CliState, console, json_option, pass_state, plural, print_json, print_table
+from .common import (
+    CliState,
+    console,
+    json_option,
+    pass_state,
+    plural,
+    print_json,
+    print_table,
+    read_text_arg,
+)
 
 
 @contextmanager
@@ -79,19 +87,6 @@ def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
             Text(r.id), r.memory_type, when.date().isoformat() if when else "", Text(render(r))
         )
     return table
-
-
-def read_stdin_text() -> str:
-    """All of stdin as UTF-8 text; anything else is refused with a hint, not a codec trace."""
-    data: bytes = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise click.BadParameter(
-            f"stdin is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            "convert it first, e.g. iconv -f latin1 -t utf-8",
-            param_hint="TEXT",
-        ) from None
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -186,7 +181,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         back the stored memory instead of a copy; --no-dedupe stores a copy.
         """
         if text == "-":
-            text = read_stdin_text()
+            text = read_text_arg("-", param="TEXT")
         message: dict[str, str] = {"role": "user", "content": text}
         if speaker:
             message["name"] = speaker

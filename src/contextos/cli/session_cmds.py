@@ -18,7 +18,15 @@ from ..models import ModelInfo, get_model
 from ..session import Session
 from ..types import Hit, Message, Role
 from ..window import Window
-from .common import CliState, console, json_option, pass_state, print_json, print_table
+from .common import (
+    CliState,
+    console,
+    json_option,
+    pass_state,
+    print_json,
+    print_table,
+    read_text_arg,
+)
 
 #: Memories retrieved for ``window`` (as many as the demo and the SDK wrappers use).
 WINDOW_MEMORIES = 8
@@ -151,9 +159,7 @@ def _register_session(cli: click.Group) -> None:
     ) -> None:
         """Append one message to SESSION_ID's log (CONTENT, or - for stdin)."""
         if content == "-":
-            from .memory_cmds import read_stdin_text
-
-            content = read_stdin_text()
+            content = read_text_arg("-", param="CONTENT")
             if not content.strip():
                 raise click.BadParameter("stdin is empty", param_hint="CONTENT")
         turns = _session(state, session_id, user_id).add(
