@@ -23,6 +23,7 @@ from .common import (
     console,
     json_option,
     pass_state,
+    plural,
     print_json,
     print_table,
     read_text_arg,
@@ -299,7 +300,8 @@ def _register_window(cli: click.Group) -> None:
             p = result.plan
             console.print(
                 f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
-                f"{len(p.rotate)} turns rotated, {len(p.clear)} results cleared"
+                f"{plural(len(p.rotate), 'turn')} rotated, "
+                f"{plural(len(p.clear), 'result')} cleared"
             )
 
 
