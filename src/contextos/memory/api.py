@@ -153,12 +153,18 @@ class Memory:
         self, records: list[MemoryRecord]
     ) -> tuple[list[MemoryRecord], list[MemoryRecord]]:
         """Swap each record for a stored (or earlier) one with the same hash, type and
-        exact scope; return the records to hand back and those still to write."""
+        exact scope; return the records to hand back and those still to write.
+
+        Why BM25: the stores have no lookup by hash, and scanning a scope is O(n) per
+        add; the 20 best keyword matches hold any exact repeat unless 20 records of
+        the scope (in its sessions, say) repeat the text too. Two concurrent adds
+        of one text may both store it: this is a courtesy, not a constraint.
+        """
         out: list[MemoryRecord] = []
         new: list[MemoryRecord] = []
         for record in records:
             twin = next((r for r in new if _same_memory(r, record)), None)
-            if twin is None:  # the exact text ranks first in BM25 among its own scope
+            if twin is None:  # an exact repeat is among the text's own best BM25 matches
                 flt = Filter(scope=record.scope, memory_types=(record.memory_type,))
                 ranked = self.store.keyword_search(flt, record.text, limit=20)
                 stored = self.store.get_many(self.tenant, [r.id for r in ranked])
