@@ -110,3 +110,66 @@ def _close(namespace: dict[str, object]) -> None:
     for value in list(namespace.values()):
         if isinstance(value, Store) and not isinstance(value, type):
             value.close()
+
+
+# -- shell examples -------------------------------------------------------------------
+# They need a shell, a server or a key, so they are not run here (the README's are walked
+# by hand); every command and flag they name must exist, though.
+
+SHELL_FENCE = re.compile(r"^```(?:bash|sh)\n(?P<code>.*?)^```", re.S | re.M)
+
+
+def shell_invocations(path: Path) -> list[list[str]]:
+    """The ``contextos ...`` invocations of a file's shell blocks, as word lists.
+
+    A synopsis line (``contextos get ID | list -u ana · window``) gives one
+    invocation per segment, each relative to ``contextos``.
+    """
+    found = []
+    for block in SHELL_FENCE.finditer(path.read_text(encoding="utf-8")):
+        for line in block.group("code").splitlines():
+            line = re.sub(r"\s#\s.*$", "", line)  # a trailing comment
+            start = line.find("contextos ")
+            if start < 0 or line.lstrip().startswith("make "):
+                continue
+            rest = re.split(r"\s\|\s+head\b|\)|\s&\s*$", line[start + len("contextos ") :])[0]
+            for segment in re.split(r"\s[|·]\s", rest):
+                found.append(segment.split())
+    return found
+
+
+def _check_invocation(words: list[str]) -> None:
+    import click
+
+    from contextos.cli.main import cli
+
+    def options(command: click.Command) -> set[str]:
+        return {o for p in command.params for o in getattr(p, "opts", []) + p.secondary_opts}
+
+    allowed = options(cli)
+    command: click.Command = cli
+    i = 0
+    while isinstance(command, click.Group):  # a group takes no arguments: a command
+        names = words[i].split("/") if i < len(words) else [""]  # `session add/show`
+        subs = [command.get_command(click.Context(command), n) for n in names]
+        found = [sub for sub in subs if sub is not None]
+        assert len(found) == len(names), f"no such command: contextos {' '.join(words)}"
+        command = found[0]
+        allowed |= options(command)
+        i += 1
+    flags = [w.split("=")[0] for w in words[i:] if w.startswith("-") and w != "-"]
+    unknown = [f for f in flags if f not in allowed]
+    assert not unknown, f"contextos {' '.join(words)}: unknown {unknown}"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
+def test_shell_examples_name_real_commands_and_flags(path: Path) -> None:
+    for words in shell_invocations(path):
+        _check_invocation(words)
+
+
+def test_shell_examples_are_found() -> None:
+    readme = shell_invocations(REPO / "README.md")
+    assert readme[0][:9] == ["add", '"I', "moved", "to", "Lisbon", "in", 'May"', "-u", "ana"]
+    assert ["list", "-u", "ana"] in readme and ["keys", "create"] in readme
+    assert len(readme) >= 15
