@@ -31,6 +31,8 @@ def default_db_path() -> Path:
 def check_db(db: str) -> str:
     """Refuse a database setting that can only be a mistake; return it unchanged.
 
+    The CLI checks ``--db``/``CONTEXTOS_DB`` with it before opening anything.
+
     A ``postgresql://`` URL passes. A SQLite path must be non-empty and its
     directory must exist: a typo such as ``/nonexistent_dir/sub/x.db`` would
     otherwise create directories and an empty database, and later reads
@@ -85,8 +87,7 @@ _ENV = {
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Resolve settings: ``overrides`` (non-None) > environment > defaults.
 
-    A database given here or in ``CONTEXTOS_DB`` is checked by :func:`check_db`;
-    none given means :func:`default_db_path` (its directory is created).
+    No database given means :func:`default_db_path` (its directory is created).
     """
     env = os.environ if env is None else env
     values: dict[str, object] = {}
@@ -100,8 +101,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             values["embed_batch_size"] = int(str(values["embed_batch_size"]))
         except ValueError:
             raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be an integer") from None
-    if "db" in values:
-        check_db(str(values["db"]))
     settings = replace(Settings(), **values)  # type: ignore[arg-type]
     if not settings.db:
         path = default_db_path()

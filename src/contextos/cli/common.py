@@ -48,8 +48,10 @@ class CliState:
         default file appears where it matters (on stderr, once per command).
         """
         if self._settings is None:
-            from ..config import load_settings
+            from ..config import check_db, load_settings
 
+            if self.db is not None:  # --db or CONTEXTOS_DB (click reads both)
+                check_db(self.db)
             self._settings = load_settings(db=self.db, tenant=self.tenant)
             if self.db is None:
                 err_console.print(
