@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from contextos.memory import Memory
+from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 
 
@@ -152,10 +153,11 @@ def test_the_same_fact_twice_is_stored_once(tmp_path: Path) -> None:
     assert len(json.loads(run(db, "list", "-u", "ana", "--json").stdout)) == 2
 
 
-def test_api_dedupe_keeps_session_turns_and_scopes_apart(tmp_path: Path) -> None:
-    """Memory.add under the CLI: exact repeats outside a session come back as the stored
-    record; turns of a conversation, other types and other scopes are never merged."""
-    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+def test_api_dedupe_keeps_session_turns_and_scopes_apart(store: Store) -> None:
+    """Memory.add under the CLI, on both stores: exact repeats outside a session come back
+    as the stored record; turns of a conversation, other types and other scopes are never
+    merged."""
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
         a = m.add("I'm allergic to peanuts", user_id="ana")
         assert m.add("I'm allergic to peanuts", user_id="ana") == a
         twice = m.add(["ok", "ok"], user_id="ana")  # a repeat inside one call, too
