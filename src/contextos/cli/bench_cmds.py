@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from .common import CliState, console, err_console, pass_state
+from .common import CliState, console, err_console, pass_state, print_table, progress_bar
 
 KEYS = (
     "recall@5",
@@ -26,23 +26,12 @@ KEYS = (
 )
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-
-
 def _write_json(path: str | None, report: dict[str, Any]) -> None:
     if path:
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        err_console.print(f"wrote {out}")
+        err_console.print(Text(f"wrote {out}"))
 
 
 def _locomo_table(report: dict[str, Any]) -> Table:
@@ -111,7 +100,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         convs = load_locomo(data)[:conversations]
         turns = sum(len(c.turns) for c in convs)
         questions = sum(1 for c in convs for q in c.qa if q.evidence)
-        with _progress() as bar:
+        with progress_bar() as bar:
             tasks = {
                 "ingest": bar.add_task("ingest turns", total=turns),
                 "search": bar.add_task("questions", total=questions),
@@ -127,7 +116,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         if state.as_json:
             click.echo(json.dumps(report, indent=2, default=str))
             return
-        console.print(_locomo_table(report))
+        print_table(_locomo_table(report))
         lat = report["latency_ms"]
         console.print(
             f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
@@ -150,7 +139,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         """Add/search latency, embedding rate and DB size at 10k and 100k memories."""
         from ..bench.scale import run_scale
 
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("add memories", total=n)
             report = run_scale(n, queries=queries, progress=lambda k: bar.advance(task, k))
         _write_json(json_out, report)
@@ -173,4 +162,4 @@ def register(cli: click.Group, bench: click.Group) -> None:
             table.add_column(c, justify="right")
         for r in report["results"]:
             table.add_row(*(str(r[c]) for c in cols))
-        console.print(table)
+        print_table(table)
