@@ -339,3 +339,16 @@ def test_session_meta_and_listing(store: Store) -> None:
     assert set(store.sessions(Scope(tenant="t1"))) == {"a", "b"}
     assert store.sessions(Scope(tenant="t1", user_id="u1")) == ["a"]
     assert store.sessions(Scope(tenant="t2")) == []
+
+
+def test_find_by_hash_matches_the_exact_scope_only(store: Store) -> None:
+    a = rec("same words", user="u1")
+    b = rec("same words", user="u1", session="s1")
+    c = rec("same words", user="u2")
+    d = rec("other words", user="u1")
+    store.put([a, b, c, d])
+    found = store.find_by_hash(Scope(tenant="t1", user_id="u1"), content_hash("same words"))
+    assert [r.id for r in found] == [a.id]
+    in_session = Scope(tenant="t1", user_id="u1", session_id="s1")
+    assert [r.id for r in store.find_by_hash(in_session, content_hash("same words"))] == [b.id]
+    assert store.find_by_hash(Scope(tenant="t2", user_id="u1"), content_hash("same words")) == []

@@ -156,19 +156,16 @@ class Memory:
         """Swap each record for a stored (or earlier) one with the same hash, type and
         exact scope; return the records to hand back and those still to write.
 
-        Why BM25: the stores have no lookup by hash, and scanning a scope is O(n) per
-        add; the 20 best keyword matches hold any exact repeat unless 20 records of
-        the scope (in its sessions, say) repeat the text too. Two concurrent adds
-        of one text may both store it: this is a courtesy, not a constraint.
+        The stores look the hash up in an index (``Store.find_by_hash``). Two
+        concurrent adds of one text may both store it: this is a courtesy, not a
+        constraint.
         """
         out: list[MemoryRecord] = []
         new: list[MemoryRecord] = []
         for record in records:
             twin = next((r for r in new if _same_memory(r, record)), None)
-            if twin is None:  # an exact repeat is among the text's own best BM25 matches
-                flt = Filter(scope=record.scope, memory_types=(record.memory_type,))
-                ranked = self.store.keyword_search(flt, record.text, limit=20)
-                stored = self.store.get_many(self.tenant, [r.id for r in ranked])
+            if twin is None:
+                stored = self.store.find_by_hash(record.scope, record.hash)
                 twin = next((r for r in stored if _same_memory(r, record)), None)
             if twin is None:
                 new.append(record)

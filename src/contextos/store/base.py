@@ -125,6 +125,11 @@ class Store(Protocol):
         """
         ...
 
+    def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
+        """Current records with this text hash in exactly ``scope`` (every part equal,
+        missing parts included), oldest first: finds exact repeats through an index."""
+        ...
+
     def list(
         self, flt: Filter, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[MemoryRecord]:

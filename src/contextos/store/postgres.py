@@ -301,6 +301,16 @@ class PostgresStore:
                 (tenant, row[0], memory_id, "DELETE", None if purge else row[1], None, now, actor),
             )
 
+    def find_by_hash(self, scope: Scope, content_hash: str) -> _Records:
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.hash = %s "
+            "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
+            "AND m.session_id IS NOT DISTINCT FROM %s "
+            "AND (m.valid_to IS NULL OR m.valid_to > now()) ORDER BY m.created_at, m.seq",
+            (scope.tenant, content_hash, scope.user_id, scope.agent_id, scope.session_id),
+        )
+        return [record_from_row(r) for r in rows]
+
     def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> _Records:
         where, params = filter_sql(flt, _now())
         rows = self._read(

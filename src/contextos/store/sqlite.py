@@ -255,6 +255,22 @@ class SQLiteStore:
             self._erasure_pending = True
             self._truncate_wal(wait=True)
 
+    def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND hash = ? "
+            "AND user_id IS ? AND agent_id IS ? AND session_id IS ? "
+            "AND (valid_to IS NULL OR valid_to > ?) ORDER BY created_at, rowid",
+            (
+                scope.tenant,
+                content_hash,
+                scope.user_id,
+                scope.agent_id,
+                scope.session_id,
+                time.time(),
+            ),
+        )
+        return [row_to_record(r) for r in rows]
+
     def list(
         self, flt: Filter, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[MemoryRecord]:
