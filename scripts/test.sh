@@ -18,6 +18,24 @@ if [ -f scripts/browser.sh ]; then
   source scripts/browser.sh || echo "browser: unavailable; the browser tests will skip with the reason"
 fi
 
+# Quality gates (issue 11): lint, format and strict types, all with 0 errors. They run
+# before the suite and fail the run after it, so one report shows everything.
+gates=0
+echo "== ruff check src tests"
+ruff check src tests || gates=1
+echo "== ruff format --check src tests"
+ruff format --check src tests || gates=1
+echo "== mypy --strict src"
+mypy --strict src || gates=1
+
 python -m pytest "$@"
 rc=$?
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no test: that is a failure here" >&2
+  rc=1
+fi
+if [ "$gates" != 0 ]; then
+  echo "quality gates failed: see the ruff/mypy output above" >&2
+  [ "$rc" = 0 ] && rc=1
+fi
 exit $rc
