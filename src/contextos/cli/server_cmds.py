@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .common import CliState, console, json_option, pass_state, print_json
+from .common import CliState, F, console, json_option, pass_state, print_json
 
 ADMIN_KEY_HELP = (
     "Admin key for /v1/keys (manages keys, cannot read memories); "
@@ -114,6 +115,45 @@ def register(cli: click.Group, bench: click.Group) -> None:
     bench.add_command(serve_bench)
 
 
+def limit_options(note: str = "") -> Callable[[F], F]:
+    """``--rate``, ``--burst`` and ``--max-body-bytes``: the same limits for ``serve``
+    and for ``mcp`` over HTTP (``note`` prefixes each help text)."""
+
+    def text(help_text: str) -> str:
+        return f"{note}{help_text}" if note else help_text[0].upper() + help_text[1:]
+
+    options = [
+        click.option(
+            "--rate",
+            default=50.0,
+            show_default=True,
+            type=click.FloatRange(0),
+            help=text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
+        ),
+        click.option(
+            "--burst",
+            default=100,
+            show_default=True,
+            type=click.IntRange(1),
+            help=text("requests a key may send at once before the rate applies."),
+        ),
+        click.option(
+            "--max-body-bytes",
+            default=1_000_000,
+            show_default=True,
+            type=click.IntRange(1024),
+            help=text("larger request bodies get 413."),
+        ),
+    ]
+
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @click.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
@@ -126,27 +166,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     help="Embedder name (minilm, or hash for tests); env CONTEXTOS_EMBEDDER.",
 )
 @click.option("--admin-key", envvar="CONTEXTOS_ADMIN_KEY", default=None, help=ADMIN_KEY_HELP)
-@click.option(
-    "--max-body-bytes",
-    default=1_000_000,
-    show_default=True,
-    type=click.IntRange(1024),
-    help="Larger request bodies get 413.",
-)
-@click.option(
-    "--rate",
-    default=50.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Requests per second per key (0: no limit); over it: 429 + Retry-After.",
-)
-@click.option(
-    "--burst",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Requests a key may send at once before the rate applies.",
-)
+@limit_options()
 @click.option(
     "--keep-alive",
     default=65,
@@ -346,27 +366,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     help="HTTP: port (endpoint /mcp).",
 )
 @click.option("--embedder", default=None, help="Embedder name (minilm, or hash for tests).")
-@click.option(
-    "--rate",
-    default=50.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="HTTP: requests per second per key (0: no limit); over it: 429 + Retry-After.",
-)
-@click.option(
-    "--burst",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1),
-    help="HTTP: requests a key may send at once before the rate applies.",
-)
-@click.option(
-    "--max-body-bytes",
-    default=1_000_000,
-    show_default=True,
-    type=click.IntRange(1024),
-    help="HTTP: larger request bodies get 413.",
-)
+@limit_options("HTTP: ")
 @pass_state
 def mcp(
     state: CliState,
