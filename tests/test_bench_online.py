@@ -82,7 +82,7 @@ def test_bench_online_end_to_end_on_a_slice(locomo_path: Path, tmp_path: Path) -
         ]
     )
     report = json.loads(out.read_text())
-    for phase in ("online", "batch"):
+    for phase in ("online", "batch", "batch_same_turns"):
         assert {"recall@10", "recall@1000t"} <= set(report[phase])
         assert all(0.0 <= report[phase][k] <= 1.0 for k in ("recall@10", "recall@1000t"))
     assert {"p50", "p95"} <= set(report["vector_lag_ms"])
@@ -90,7 +90,9 @@ def test_bench_online_end_to_end_on_a_slice(locomo_path: Path, tmp_path: Path) -
     asked = len(plan(load_locomo(locomo_path)[:1], 25)[0][1])
     assert report["online"]["n"] == report["batch"]["n"] == report["questions"] == asked > 0
     assert report["turns"] == 25
+    assert report["batch_same_turns"]["n"] == asked
     assert report["batch"]["recall@25"] == 1.0  # scored from the hits the server returned
+    assert report["batch_same_turns"]["recall@25"] == 1.0  # the evidence is in its turns
     lag = report["vector_lag_ms"]
     assert lag["probed"] >= 1 and 0 <= lag["unseen"] <= lag["probed"]
     assert 0 < lag["p50"] <= lag["p95"] <= lag["timeout_ms"]

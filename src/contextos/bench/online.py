@@ -20,7 +20,12 @@ in a process that stays up. This benchmark uses ``contextos serve`` that way:
   meaning (so it includes one search's latency: an upper bound);
 - then *batch*: the server is stopped (shutdown waits for every vector), a
   fresh one is started on the same store, and the same questions are asked of
-  the same records: the add-everything-flush-then-ask reference.
+  the same records: the add-everything-flush-then-ask reference. Each question
+  is asked twice there: over every turn (``batch``) and over only the turns
+  that had been acknowledged when it was asked online (``batch_same_turns``,
+  by ``event_before``). An online ask has not yet met the later turns, which
+  are distractors to batch, so online can beat ``batch`` while its index is
+  stale; against ``batch_same_turns`` only staleness differs.
 
 Both phases are scored by ``bench locomo``'s scoring (turn-level evidence
 recall at k and within token budgets), so the two recalls differ only in when
@@ -40,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +115,8 @@ class _Run:
     lag_s: list[float] = field(default_factory=list)
     unseen: int = 0
     rows: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    behind: list[int] = field(default_factory=list)  # turns added between release and answer
+    #: Each question with the last turn acknowledged when it was asked.
+    asked: list[tuple[_Question, int]] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     probing: bool = False
     since_probe: int = 0
@@ -181,8 +188,17 @@ async def _post(client: Any, path: str, body: dict[str, Any]) -> tuple[Any, floa
     return resp.json(), elapsed
 
 
-async def _ask(client: Any, q: _Question) -> tuple[dict[str, float], float]:
-    body = {"query": q.qa.question, "user_id": q.conv.sample_id, "limit": SEARCH_LIMIT}
+async def _ask(
+    client: Any, q: _Question, seen: int | None = None
+) -> tuple[dict[str, float], float]:
+    """Ask ``q`` and score it; with ``seen``, only turns up to that position are searched."""
+    body: dict[str, Any] = {
+        "query": q.qa.question,
+        "user_id": q.conv.sample_id,
+        "limit": SEARCH_LIMIT,
+    }
+    if seen is not None:  # turns are dated a minute or more apart, in conversation order
+        body["event_before"] = (q.conv.turns[seen].time + timedelta(seconds=1)).isoformat()
     data, elapsed = await _post(client, "/v1/memories/search", body)
     return score_question(q.qa, hits_of(data["results"])), elapsed
 
@@ -232,7 +248,7 @@ class _Stream:
             scores, elapsed = await _ask(self.client, q)
             self.run.search_s.append(elapsed)
             self.run.rows.append((q.qa.category, scores))
-            self.run.behind.append(self.written[conv.sample_id] - q.release)
+            self.run.asked.append((q, self.written[conv.sample_id]))
             self.progress("online", 1)
 
     def maybe_probe(
@@ -307,27 +323,40 @@ async def _stream(
     return stream.run, elapsed
 
 
+@dataclass
+class _Batch:
+    """What the batch phase measured."""
+
+    rows: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    #: The same questions limited to the turns the online ask had: only staleness differs.
+    prefix_rows: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    search_s: list[float] = field(default_factory=list)
+
+
 async def _batch(
     url: str,
     key: str,
-    planned: list[tuple[LocomoConversation, list[_Question]]],
+    asked: list[tuple[_Question, int]],
     progress: Progress | None,
-    forget: bool,
-) -> tuple[list[tuple[int, dict[str, float]]], list[float]]:
-    rows, latencies = [], []
+    forget: Sequence[str],
+) -> _Batch:
+    out = _Batch()
     async with _client(url, key) as client:
         await _post(client, "/v1/memories/search", {"query": "warm up", "user_id": "warm-up"})
-        for _, questions in planned:
-            for q in questions:
-                scores, elapsed = await _ask(client, q)
-                rows.append((q.qa.category, scores))
-                latencies.append(elapsed)
-                if progress:
-                    progress("batch", 1)
-        if forget:  # a store the caller keeps: leave none of the run's users behind
-            for conv, _ in planned:
-                await _post(client, "/v1/memories/forget", {"user_id": conv.sample_id})
-    return rows, latencies
+        for q, seen in asked:
+            scores, elapsed = await _ask(client, q)
+            out.rows.append((q.qa.category, scores))
+            out.search_s.append(elapsed)
+            out.prefix_rows.append((q.qa.category, (await _ask(client, q, seen))[0]))
+            if progress:
+                progress("batch", 1)
+        for user in forget:  # a store the caller keeps: leave none of the run's users behind
+            await _post(client, "/v1/memories/forget", {"user_id": user})
+    return out
+
+
+def _delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: round(a[k] - b[k], 4) for k in ("recall@10", "recall@1000t") if k in a and k in b}
 
 
 def _ms(values: Sequence[float], q: float) -> float:
@@ -357,13 +386,14 @@ def run_online_bench(cfg: OnlineBenchConfig, progress: Progress | None = None) -
         # Leaving the block stopped the server, and its shutdown waited for every vector:
         # a fresh process on the same store is the flushed, add-everything reference.
         with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, _):
-            batch_rows, batch_s = asyncio.run(
-                _batch(url, key, planned, progress, forget=cfg.store is not None)
-            )
+            users = [c.sample_id for c in convs] if cfg.store is not None else []
+            done = asyncio.run(_batch(url, key, run.asked, progress, forget=users))
     online = aggregate(run.rows, MAIN_CATEGORIES)
-    batch = aggregate(batch_rows, MAIN_CATEGORIES)
+    batch = aggregate(done.rows, MAIN_CATEGORIES)
+    prefix = aggregate(done.prefix_rows, MAIN_CATEGORIES)
     turns = sum(len(c.turns[: cfg.limit]) for c in convs)
-    categories = sorted({c for c, _ in batch_rows})
+    categories = sorted({c for c, _ in done.rows})
+    behind = [seen - q.release for q, seen in run.asked]
     samples = run.lag_s + [cfg.lag_timeout] * run.unseen  # unseen: censored at the timeout
     return {
         "data": str(cfg.data),
@@ -371,16 +401,19 @@ def run_online_bench(cfg: OnlineBenchConfig, progress: Progress | None = None) -
         "config": {**asdict(cfg), "store": None if cfg.store is None else _redact(cfg.store)},
         "conversations": [c.sample_id for c in convs],
         "turns": turns,
-        "questions": len(batch_rows),
+        "questions": len(done.rows),
         "online": online,
         "batch": batch,
-        "online_minus_batch": {
-            k: round(online[k] - batch[k], 4) for k in ("recall@10", "recall@1000t") if k in online
-        },
+        # Batch over only the turns the online ask could see: isolates staleness from
+        # the online ask's advantage of not yet having the later turns as distractors.
+        "batch_same_turns": prefix,
+        "online_minus_batch": _delta(online, batch),
+        "online_minus_batch_same_turns": _delta(online, prefix),
         "by_category": {
             str(c): {
                 "online": aggregate(run.rows, (c,)),
-                "batch": aggregate(batch_rows, (c,)),
+                "batch": aggregate(done.rows, (c,)),
+                "batch_same_turns": aggregate(done.prefix_rows, (c,)),
             }
             for c in categories
         },
@@ -397,13 +430,13 @@ def run_online_bench(cfg: OnlineBenchConfig, progress: Progress | None = None) -
             "add_p95": _ms(run.add_s, 95),
             "search_p50": _ms(run.search_s, 50),
             "search_p95": _ms(run.search_s, 95),
-            "batch_search_p50": _ms(batch_s, 50),
-            "batch_search_p95": _ms(batch_s, 95),
+            "batch_search_p50": _ms(done.search_s, 50),
+            "batch_search_p95": _ms(done.search_s, 95),
         },
         # How many later turns had been added when each online question was answered.
         "turns_added_before_answer": {
-            "p50": percentile(run.behind, 50),
-            "max": max(run.behind, default=0),
+            "p50": percentile(behind, 50),
+            "max": max(behind, default=0),
         },
         "stream_s": round(stream_s, 1),
         "turns_per_s": round(turns / stream_s, 1) if stream_s else None,

@@ -282,14 +282,15 @@ def _print_online(report: dict[str, Any]) -> None:
         title=f"LoCoMo online · {report['turns']} turns · {report['questions']} questions "
         f"(categories 1-4)",
         caption="online: asked right after the session of its latest evidence, while later "
-        "turns stream · batch: everything added and embedded first",
+        "turns stream · batch: everything added and embedded first · batch same turns: "
+        "embedded first, searched over the turns the online ask had",
     )
     for col in ("", "r@10", "r@1000t", "r@25", "n"):
         table.add_column(col, justify="right" if col else "left")
-    for label in ("online", "batch"):
+    for label in ("online", "batch", "batch_same_turns"):
         m = report[label]
         table.add_row(
-            label,
+            label.replace("_", " "),
             *(f"{m.get(k, 0):.3f}" for k in ("recall@10", "recall@1000t", "recall@25")),
             str(m.get("n", 0)),
         )
