@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,7 @@ from contextos.bench.locomo import score_question
 from contextos.bench.locomo_data import LocomoQA, load_locomo
 from contextos.bench.online import OnlineBenchConfig, hits_of, plan
 from contextos.cli.main import main
+from pg_support import connect, pg_url, with_options
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -55,10 +59,8 @@ def test_hits_are_scored_by_the_dia_id_the_server_returns_in_metadata() -> None:
     assert scores["recall@1000t"] == 0.5  # D1:3 does not fit after D1:1
 
 
-def test_bench_online_end_to_end_on_a_slice(locomo_path: Path, tmp_path: Path) -> None:
-    """A real server (HashEmbedder) and a key; 25 turns, so every record of the user is
-    among the top 25 once embedded: batch recall@25 must be exactly 1."""
-    out = tmp_path / "online.json"
+def _run_slice(locomo_path: Path, out: Path, *extra: str) -> dict[str, Any]:
+    """``bench online`` on the first 25 turns of one conversation (HashEmbedder server)."""
     main(
         [
             "bench",
@@ -79,9 +81,17 @@ def test_bench_online_end_to_end_on_a_slice(locomo_path: Path, tmp_path: Path) -
             "3",
             "--json",
             str(out),
+            *extra,
         ]
     )
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def _check_report(report: dict[str, Any], locomo_path: Path) -> None:
+    """The documented keys, and recall scored from the hits the server returned: with 25
+    turns every record of the user is among the top 25 once embedded, so batch
+    recall@25 is exactly 1."""
     for phase in ("online", "batch", "batch_same_turns"):
         assert {"recall@10", "recall@1000t"} <= set(report[phase])
         assert all(0.0 <= report[phase][k] <= 1.0 for k in ("recall@10", "recall@1000t"))
@@ -89,15 +99,44 @@ def test_bench_online_end_to_end_on_a_slice(locomo_path: Path, tmp_path: Path) -
     assert {"add_p95", "search_p95"} <= set(report["latency_ms"])
     asked = len(plan(load_locomo(locomo_path)[:1], 25)[0][1])
     assert report["online"]["n"] == report["batch"]["n"] == report["questions"] == asked > 0
-    assert report["turns"] == 25
     assert report["batch_same_turns"]["n"] == asked
-    assert report["batch"]["recall@25"] == 1.0  # scored from the hits the server returned
+    assert report["turns"] == 25
+    assert report["batch"]["recall@25"] == 1.0
     assert report["batch_same_turns"]["recall@25"] == 1.0  # the evidence is in its turns
     lag = report["vector_lag_ms"]
     assert lag["probed"] >= 1 and 0 <= lag["unseen"] <= lag["probed"]
     assert 0 < lag["p50"] <= lag["p95"] <= lag["timeout_ms"]
     assert 0 < report["latency_ms"]["add_p50"] <= report["latency_ms"]["add_p95"]
     assert 0 < report["latency_ms"]["search_p50"] <= report["latency_ms"]["search_p95"]
+
+
+def test_bench_online_end_to_end_on_a_slice(locomo_path: Path, tmp_path: Path) -> None:
+    _check_report(_run_slice(locomo_path, tmp_path / "online.json"), locomo_path)
+
+
+@pytest.fixture
+def pg_db() -> Iterator[tuple[str, str]]:
+    url = pg_url()  # skips with the reason when no test PostgreSQL is running
+    schema = f"online_{uuid.uuid4().hex[:12]}"
+    with connect(url) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_options(url, f"-c search_path={schema},public"), schema
+    finally:
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.mark.postgres
+def test_bench_online_on_postgresql_leaves_no_memories(
+    locomo_path: Path, tmp_path: Path, pg_db: tuple[str, str]
+) -> None:
+    url, schema = pg_db
+    report = _run_slice(locomo_path, tmp_path / "online.json", "--store", url)
+    _check_report(report, locomo_path)
+    assert "***" in report["store"]  # the password never lands in the report
+    with connect(pg_url(), schema) as conn:  # the caller's store: the run forgot its users
+        assert conn.execute("SELECT count(*) FROM memories").fetchone() == (0,)
 
 
 def test_missing_data_is_a_one_line_error(
