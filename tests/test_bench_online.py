@@ -154,3 +154,5 @@ def test_config_refuses_nonsense() -> None:
         OnlineBenchConfig(rate=-1)
     with pytest.raises(ValueError, match="limit"):
         OnlineBenchConfig(limit=0)
+    with pytest.raises(ValueError, match="store"):
+        OnlineBenchConfig(store="")

@@ -87,6 +87,8 @@ class OnlineBenchConfig:
     startup_timeout: float = 180.0
 
     def __post_init__(self) -> None:
+        if self.store is not None and not self.store.strip():
+            raise ValueError("store must be a SQLite path or postgresql:// URL, not empty")
         if self.conversations is not None and self.conversations < 1:
             raise ValueError("conversations must be at least 1")
         if self.limit is not None and self.limit < 1:
