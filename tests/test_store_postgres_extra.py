@@ -106,6 +106,7 @@ def test_tables_are_keyed_tenant_first(store: Any) -> None:
         "session_meta": "tenant",
         "vectors": "tenant",
         "pending_vectors": "tenant",
+        "vector_quarantine": "tenant",
         "schema_version": "version",
     }
 

@@ -16,10 +16,13 @@ from .errors import ConfigError
 
 
 def default_db_path() -> Path:
-    """``memory.db`` in the user data directory (created only when first written)."""
+    """``memory.db`` in the user data directory (the directory is created here: the
+    store itself refuses a path whose folder is missing, to catch typos)."""
     import platformdirs
 
-    return Path(platformdirs.user_data_dir("contextos")) / "memory.db"
+    folder = Path(platformdirs.user_data_dir("contextos"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "memory.db"
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,43 @@ class Filter:
     include_invalid: bool = False
     metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
+    def matches(self, record: MemoryRecord, now: datetime) -> bool:
+        """Whether ``record`` passes every part of this filter at instant ``now``.
+
+        Stores filter in SQL or in their vector index; search results are checked
+        again with this one function before they are returned, so an index that is
+        stale (another process deleted a record and its id came back) can never
+        hand a caller a record outside its scope.
+        """
+        from .times import utc
+
+        scope = self.scope
+        if record.tenant != scope.tenant:
+            return False
+        for wanted, have in (
+            (scope.user_id, record.user_id),
+            (scope.agent_id, record.agent_id),
+            (scope.session_id, record.session_id),
+        ):
+            if wanted is not None and wanted != have:
+                return False
+        if self.memory_types and record.memory_type not in self.memory_types:
+            return False
+        if not _in_range(record.event_time, self.event_after, self.event_before):
+            return False
+        if not _in_range(record.created_at, self.created_after, self.created_before):
+            return False
+        if not self.include_invalid:
+            at = utc(now if self.as_of is None else self.as_of)
+            if record.valid_to is not None and utc(record.valid_to) <= at:
+                return False
+            valid_from = record.valid_from
+            if self.as_of is not None and valid_from is not None and utc(valid_from) > at:
+                return False
+        return all(
+            _metadata_value(record.metadata, key) == value for key, value in self.metadata.items()
+        )
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -167,3 +204,28 @@ class Usage:
     cache_read_input_tokens: int = 0
     cache_creation_5m: int = 0
     cache_creation_1h: int = 0
+
+
+def _in_range(value: datetime | None, after: datetime | None, before: datetime | None) -> bool:
+    """SQL semantics: a bound on a missing time excludes the record."""
+    from .times import utc
+
+    if after is None and before is None:
+        return True
+    if value is None:
+        return False
+    at = utc(value)
+    return (after is None or at >= utc(after)) and (before is None or at < utc(before))
+
+
+_MISSING = object()
+
+
+def _metadata_value(metadata: Mapping[str, Any], key: str) -> object:
+    """The value at a dotted metadata path (``a.b``), as the stores' JSON lookups read it."""
+    value: object = metadata
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value

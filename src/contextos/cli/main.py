@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "contextos.cli.provider_cmds",
     "contextos.cli.session_cmds",
     "contextos.cli.demo_cmds",
+    "contextos.cli.store_cmds",
 ]
 
 

@@ -266,14 +266,19 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
 
     @cli.command()
     @click.argument("memory_id")
+    @click.option(
+        "--purge",
+        is_flag=True,
+        help="Also remove the text from history and every copy (default: history keeps it).",
+    )
     @json_option
     @pass_state
-    def delete(state: CliState, memory_id: str) -> None:
-        """Delete one memory."""
+    def delete(state: CliState, memory_id: str, purge: bool) -> None:
+        """Delete one memory (its history keeps the text unless --purge)."""
         with open_memory(state, embed=False) as memory:
-            memory.delete(memory_id)
+            memory.delete(memory_id, purge=purge)
         if state.as_json:
-            print_json({"deleted": memory_id})
+            print_json({"deleted": memory_id, "purged": purge})
         else:
             console.print(f"deleted {memory_id}")
 

@@ -22,7 +22,8 @@ from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..errors import NotFound, ScopeError
 from ..store import open_store
-from ..store.base import Patch, Store
+from ..store.base import EmbeddingStatus, Patch, Store
+from ..times import opt_utc
 from ..tokens import Tokenizer, default_tokenizer
 from ..types import (
     Filter,
@@ -203,15 +204,35 @@ class Memory:
         self._embed_later()
         return record
 
-    def delete(self, memory_id: str) -> None:
-        """Delete a memory (hard delete; the event stays in ``history``)."""
-        self.store.delete(self.tenant, memory_id)
+    def delete(self, memory_id: str, *, purge: bool = False) -> None:
+        """Delete a memory. Its history keeps the event, and by default the text it had
+        (an audit trail readable by anyone with access to the tenant). With
+        ``purge=True`` the text leaves history, the search index and every copy in
+        other records' reply context, and the file's write-ahead log is truncated.
+        """
+        self.store.delete(self.tenant, memory_id, purge=purge)
 
     def forget(self, user_id: str) -> int:
-        """Erase everything of one user: memories, history, session logs, vectors."""
+        """Erase everything of one user: memories, history, session logs, vectors; in the
+        user's sessions also records and turns that name no user, and copies of the
+        user's text in other records' reply context. SQLite: no byte of it is left in
+        the file or its -wal once this returns; if a reader still holds old pages,
+        StoreError is raised and the erasure completes when the reader closes.
+        Returns the number of memories removed."""
         if not isinstance(user_id, str) or not user_id.strip():
             raise TypeError("forget needs a user_id string")
         return self.store.forget(Scope(tenant=self.tenant, user_id=user_id))
+
+    def vacuum(self) -> None:
+        """Rewrite the database so erased rows leave no bytes and space is reclaimed.
+        PostgreSQL keeps deleted rows' bytes in dead tuples and index entries until this
+        runs (``VACUUM FULL``, which locks each table while it rewrites it)."""
+        self.store.vacuum()
+
+    def embedding_status(self) -> EmbeddingStatus:
+        """Memories of this tenant still waiting for a vector, and those whose
+        embedding failed (quarantined with the error; a text update retries them)."""
+        return self.store.embedding_status(self.tenant)
 
     # -- reading -----------------------------------------------------------------
     def get(self, memory_id: str) -> MemoryRecord:
@@ -303,8 +324,17 @@ class Memory:
         if as_of is not None:
             flt = replace(flt, as_of=as_of)
         if time_range is not None:
+            if not isinstance(time_range, tuple) or len(time_range) != 2:
+                raise TypeError("time_range must be a (start, end) tuple")
             flt = replace(flt, event_after=time_range[0], event_before=time_range[1])
-        return flt
+        return replace(
+            flt,
+            event_after=opt_utc(flt.event_after, "time_range start"),
+            event_before=opt_utc(flt.event_before, "time_range end"),
+            created_after=opt_utc(flt.created_after, "created_after"),
+            created_before=opt_utc(flt.created_before, "created_before"),
+            as_of=opt_utc(flt.as_of, "as_of"),
+        )
 
     def close(self) -> None:
         """Stop the embedding thread (pending work resumes on next open) and close the store."""

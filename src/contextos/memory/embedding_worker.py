@@ -15,34 +15,69 @@ import threading
 import time
 from collections import defaultdict
 
+import numpy as np
+
 from ..embed import Embedder
 from ..store.base import Store
+from ..types import MemoryRecord
 from .render import embedding_text
 
 log = logging.getLogger(__name__)
 
+#: Seconds before the worker tries again after the store itself failed.
+RETRY_S = 1.0
+
 
 def embed_pending(store: Store, embedder: Embedder, *, batch_size: int = 64) -> int:
-    """Embed one batch of pending records; returns how many were embedded."""
+    """Embed one batch of pending records; returns how many left the queue.
+
+    A batch that fails is retried record by record, and a record that still fails
+    is quarantined with its error (``Store.embedding_status`` lists it), so one bad
+    row never stalls embedding for everyone else.
+    """
     pending = store.pending_vectors(limit=batch_size)
     if not pending:
         return 0
+    try:
+        _embed_and_store(store, embedder, pending)
+    except Exception as exc:
+        if len(pending) == 1:
+            log.warning("embedding of memory %s failed; quarantined: %s", pending[0].id, exc)
+            store.quarantine_vectors(pending[0].tenant, [pending[0].id], _describe(exc))
+        else:
+            for record in pending:
+                try:
+                    _embed_and_store(store, embedder, [record])
+                except Exception as one_exc:
+                    log.warning(
+                        "embedding of memory %s failed; quarantined: %s", record.id, one_exc
+                    )
+                    store.quarantine_vectors(record.tenant, [record.id], _describe(one_exc))
+    return len(pending)
+
+
+def _embed_and_store(store: Store, embedder: Embedder, records: list[MemoryRecord]) -> None:
     by_tenant: dict[str, list[int]] = defaultdict(list)
-    for pos, record in enumerate(pending):
+    for pos, record in enumerate(records):
         by_tenant[record.tenant].append(pos)
-    texts = [embedding_text(r) for r in pending]
+    texts = [embedding_text(r) for r in records]
     # Embedders may keep a separate path for background batches (MiniLM keeps its query
     # model free for searches); the protocol's embed() is the fallback.
     embed_batch = getattr(embedder, "embed_batch", embedder.embed)
     vectors = embed_batch(texts)
-    if vectors.shape != (len(pending), embedder.dimensions):
+    if vectors.shape != (len(records), embedder.dimensions):
         raise ValueError(
             f"embedder returned shape {vectors.shape}, "
-            f"expected ({len(pending)}, {embedder.dimensions})"
+            f"expected ({len(records)}, {embedder.dimensions})"
         )
+    if not np.all(np.isfinite(vectors)):
+        raise ValueError("embedder returned a vector with NaN or infinite values")
     for tenant, rows in by_tenant.items():
-        store.set_vectors(tenant, [pending[i].id for i in rows], vectors[rows], embedder.model_id)
-    return len(pending)
+        store.set_vectors(tenant, [records[i].id for i in rows], vectors[rows], embedder.model_id)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 class EmbeddingWorker:
@@ -106,8 +141,12 @@ class EmbeddingWorker:
                         break
                     self.embedded += done
                     self.seconds += time.perf_counter() - start
-            except Exception as exc:  # surfaced to the caller through flush()
-                log.warning("background embedding failed: %s", exc)
+            except Exception as exc:  # the store failed (busy, closed): surfaced by flush()
+                log.warning("background embedding failed, retrying in %.0f s: %s", RETRY_S, exc)
                 self._error = exc
+                if not self._stop:
+                    retry = threading.Timer(RETRY_S, self.notify)
+                    retry.daemon = True
+                    retry.start()
             if not self._wake.is_set():
                 self._idle.set()

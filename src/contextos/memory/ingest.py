@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..times import opt_utc
 from ..types import MEMORY_TYPES, MemoryRecord, MemoryType, Message, Scope, content_hash
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
@@ -94,6 +95,7 @@ def validate_options(
         raise TypeError("metadata must be a dict")
     if event_time is not None and not isinstance(event_time, datetime):
         raise TypeError("event_time must be a datetime")
+    event_time = opt_utc(event_time, "event_time")
     scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
     if not scope.is_scoped():
         from ..errors import ScopeError
@@ -198,11 +200,4 @@ def _context(message: Message, event_time: datetime | None, prev: Message | None
 
 
 def _as_datetime(value: object) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"event_time {value!r} is not an ISO-8601 date") from None
-    raise TypeError("event_time must be a datetime or an ISO-8601 string")
+    return opt_utc(value, "event_time")

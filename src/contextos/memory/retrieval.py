@@ -138,7 +138,14 @@ class HybridRetriever:
             vector = pending.result()[0]
             dense = self.store.vector_search(flt, vector, limit=n)
         fused = fuse(lexical, dense, cfg)[: max(cfg.rerank_depth, limit)]
-        records = {r.id: r for r in self.store.get_many(flt.scope.tenant, [c.id for c in fused])}
+        # Defense in depth: every record is re-checked against the whole filter at fetch
+        # time, whatever the store's indexes said.
+        now = datetime.now(UTC)
+        records = {
+            r.id: r
+            for r in self.store.get_many(flt.scope.tenant, [c.id for c in fused])
+            if flt.matches(r, now)
+        }
         hits = [
             Hit(records[c.id], c.score, c.lexical_rank, c.dense_rank)
             for c in fused

@@ -10,6 +10,7 @@ specification: a new backend is done when that suite passes against it.
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,24 @@ class Ranked:
 
 
 @dataclass(frozen=True)
+class Quarantined:
+    """A record whose embedding failed: kept out of the queue, with the error."""
+
+    id: str
+    tenant: str
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class EmbeddingStatus:
+    """How far embedding has got: records still waiting, and those set aside."""
+
+    pending: int
+    quarantined: tuple[Quarantined, ...] = ()
+
+
+@dataclass(frozen=True)
 class Patch:
     """A partial update of a record; ``None`` leaves a field as it is."""
 
@@ -40,6 +59,16 @@ class Patch:
     valid_to: datetime | None = None
     event_time: datetime | None = None
     context: str | None = None
+
+
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+
+
+def check_metadata_key(key: object) -> None:
+    """A metadata filter key is a dotted path of identifiers (``a``, ``a.b``); both
+    stores put it into a JSON path, so ``a..b``, ``.a`` or quotes are refused here."""
+    if not isinstance(key, str) or len(key) > 200 or not _METADATA_KEY.match(key):
+        raise ValueError(f"metadata filter keys must be dotted identifiers, got {key!r}")
 
 
 def patch_columns(patch: Patch) -> builtins.list[tuple[str, Any]]:
@@ -85,8 +114,15 @@ class Store(Protocol):
         """
         ...
 
-    def delete(self, tenant: str, memory_id: str, *, actor: str = "api") -> None:
-        """Hard-delete a record (text, index rows, vector) and log a DELETE."""
+    def delete(
+        self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
+    ) -> None:
+        """Hard-delete a record (text, index rows, vector) and log a DELETE.
+
+        By default the history keeps the texts the record had (an audit trail);
+        ``purge=True`` removes them from history and from every copy (reply
+        contexts, index pages), leaving the events without their text.
+        """
         ...
 
     def list(
@@ -105,7 +141,9 @@ class Store(Protocol):
 
     def forget(self, scope: Scope) -> int:
         """Erase everything of ``scope.user_id`` in ``scope.tenant``: records, history,
-        index rows, vectors, session logs. Returns the number of records removed."""
+        index rows, vectors, session logs; in the user's sessions also the records and
+        turns that name no user, and copies of the user's text in other records'
+        reply context. Returns the number of records removed."""
         ...
 
     # -- search ----------------------------------------------------------
@@ -126,6 +164,15 @@ class Store(Protocol):
 
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         """Records of any tenant that still have no vector (oldest first)."""
+        ...
+
+    def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
+        """Take records whose embedding failed out of the queue, keeping the error
+        (a text change puts them back)."""
+        ...
+
+    def embedding_status(self, tenant: str | None = None) -> EmbeddingStatus:
+        """Pending and quarantined records (of ``tenant``, or of all tenants)."""
         ...
 
     # -- session logs ----------------------------------------------------
@@ -151,6 +198,11 @@ class Store(Protocol):
 
     def sessions(self, scope: Scope) -> builtins.list[str]:
         """Session ids of ``scope.tenant`` (narrowed by user/agent when given)."""
+        ...
+
+    def vacuum(self) -> None:
+        """Rewrite the storage so that erased rows leave no bytes behind and space is
+        reclaimed (see each backend for what it does and what it locks)."""
         ...
 
     def close(self) -> None:

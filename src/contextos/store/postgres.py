@@ -19,6 +19,7 @@ filters agree with the caller's clock, and come back as aware UTC datetimes.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,30 +29,29 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError, NotFound, StoreError
+from ..text.query import query_terms
+from ..times import opt_utc, utc
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
-from .base import Patch, Ranked, Vector, patch_columns
+from .base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
+from .erasure import scrub_context
 from .postgres_bm25 import bm25_sql
 from .postgres_codec import (
     RECORD_COLUMNS,
     filter_sql,
     metadata_jsonb,
-    opt_utc,
     or_tsquery,
-    query_words,
     record_from_row,
     record_params,
-    utc,
     vector_text,
 )
 from .postgres_sessions import PgSessionLog
+from .records import RECORD_FIELDS
 from .schema_postgres import ensure_hnsw_index, migrate
-from .sqlite import STOPWORDS  # one stopword list, so both stores drop the same words
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INSERT_RECORD = (
-    "INSERT INTO memories (tenant, id, user_id, agent_id, session_id, memory_type, text, "
-    "context, metadata, created_at, updated_at, event_time, valid_from, valid_to, provenance, "
-    "hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
+    f"INSERT INTO memories ({', '.join(RECORD_FIELDS)}) "
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
 )
 _INSERT_HISTORY = (
     "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, actor) "
@@ -64,6 +64,8 @@ _Records = list[MemoryRecord]
 _Ranks = list[Ranked]
 _Turns = list[Turn]
 _Strs = list[str]
+log = logging.getLogger(__name__)
+
 _Rows = list[Any]
 _Events = list[HistoryEvent]
 
@@ -164,8 +166,15 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn:
                 yield conn
+        except self._psycopg.DataError as exc:
+            # A value the database cannot hold (a NUL character in text, a number out of
+            # range) is the caller's input: a ValueError, whatever the edge.
+            raise ValueError(f"PostgreSQL cannot store this value: {_first_line(exc)}") from None
         except self._psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL {what} failed ({self._where}): {exc}") from exc
+            # The server, port and database stay in the log, never in the error text,
+            # which may reach an HTTP or MCP client.
+            log.warning("PostgreSQL %s failed (%s): %s", what, self._where, exc)
+            raise StoreError(f"PostgreSQL {what} failed: {_first_line(exc)}") from exc
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Any]:
@@ -242,6 +251,10 @@ class PostgresStore:
                     "ON CONFLICT DO NOTHING",
                     (tenant, memory_id),
                 )
+                cur.execute(
+                    "DELETE FROM vector_quarantine WHERE tenant = %s AND memory_id = %s",
+                    (tenant, memory_id),
+                )
             new_row = cur.execute(
                 f"UPDATE memories m SET {', '.join(sets)} WHERE m.tenant = %s AND m.id = %s "
                 f"RETURNING {RECORD_COLUMNS}",
@@ -263,17 +276,29 @@ class PostgresStore:
             )
         return record_from_row(new_row)
 
-    def delete(self, tenant: str, memory_id: str, *, actor: str = "api") -> None:
+    def delete(
+        self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
+    ) -> None:
         now = _now()
         with self._tx("delete") as cur:
             row = cur.execute(
-                "DELETE FROM memories WHERE tenant = %s AND id = %s RETURNING user_id, text",
+                "DELETE FROM memories WHERE tenant = %s AND id = %s "
+                "RETURNING user_id, text, session_id",
                 (tenant, memory_id),
             ).fetchone()
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
+            if purge:
+                cur.execute(
+                    "UPDATE history SET old_text = NULL, new_text = NULL "
+                    "WHERE tenant = %s AND memory_id = %s",
+                    (tenant, memory_id),
+                )
+                if row[2] is not None:
+                    _scrub_contexts(cur, tenant, [row[2]], [row[1]])
             cur.execute(
-                _INSERT_HISTORY, (tenant, row[0], memory_id, "DELETE", row[1], None, now, actor)
+                _INSERT_HISTORY,
+                (tenant, row[0], memory_id, "DELETE", None if purge else row[1], None, now, actor),
             )
 
     def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> _Records:
@@ -300,14 +325,75 @@ class PostgresStore:
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
-        args = (scope.tenant, scope.user_id)
+        t, u = scope.tenant, scope.user_id
         with self._tx("forget") as cur:
-            removed = cur.execute(
-                "DELETE FROM memories WHERE tenant = %s AND user_id = %s", args
-            ).rowcount
-            for table in ("history", "turns", "session_meta"):
-                cur.execute(f"DELETE FROM {table} WHERE tenant = %s AND user_id = %s", args)
-        return int(removed)
+            sessions = [
+                r[0]
+                for r in cur.execute(
+                    "SELECT session_id FROM memories WHERE tenant = %s AND user_id = %s "
+                    "AND session_id IS NOT NULL UNION "
+                    "SELECT session_id FROM turns WHERE tenant = %s AND user_id = %s UNION "
+                    "SELECT session_id FROM session_meta WHERE tenant = %s AND user_id = %s",
+                    (t, u) * 3,
+                ).fetchall()
+            ]
+            # The user's rows, and in the user's sessions those that name no user.
+            mine = "tenant = %s AND (user_id = %s OR (user_id IS NULL AND session_id = ANY(%s)))"
+            args = (t, u, sessions)
+            doomed = cur.execute(
+                f"DELETE FROM memories WHERE {mine} RETURNING id, text", args
+            ).fetchall()
+            turns = cur.execute(f"DELETE FROM turns WHERE {mine} RETURNING content", args)
+            texts = [r[1] for r in doomed] + [r[0] for r in turns.fetchall()]
+            _scrub_contexts(cur, t, sessions, texts)
+            cur.execute(
+                "DELETE FROM history WHERE tenant = %s AND (user_id = %s OR memory_id = ANY(%s))",
+                (t, u, [r[0] for r in doomed]),
+            )
+            cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
+        return len(doomed)
+
+    def vacuum(self) -> None:
+        """Rewrite contextos's tables and indexes so erased rows leave no bytes in them.
+
+        After ``forget`` or ``delete(purge=True)`` the rows are gone from every query,
+        but their bytes stay in dead tuples (and GIN/HNSW index entries) until a
+        VACUUM, and plain VACUUM only marks that space free. ``VACUUM FULL`` writes
+        new files holding live rows only; a CHECKPOINT then lets old WAL segments be
+        recycled (archived WAL and replicas keep them as long as they are configured
+        to). It takes an exclusive lock on each table while it runs.
+        """
+        with self._conn("vacuum") as conn:
+            conn.autocommit = True
+            for table in _TABLES:
+                conn.execute(f"VACUUM (FULL, ANALYZE) {table}")
+            conn.execute("CHECKPOINT")
+
+    def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
+        with self._tx("quarantine") as cur:
+            cur.execute(
+                "INSERT INTO vector_quarantine (tenant, memory_id, error, at) "
+                "SELECT tenant, id, %s, now() FROM memories WHERE tenant = %s AND id = ANY(%s) "
+                "ON CONFLICT (tenant, memory_id) DO UPDATE SET error = excluded.error, at = now()",
+                (error[:500], tenant, list(ids)),
+            )
+            cur.execute(
+                "DELETE FROM pending_vectors WHERE tenant = %s AND memory_id = ANY(%s)",
+                (tenant, list(ids)),
+            )
+
+    def embedding_status(self, tenant: str | None = None) -> EmbeddingStatus:
+        where, params = ("WHERE tenant = %s", [tenant]) if tenant is not None else ("", [])
+        pending = self._read(f"SELECT count(*) FROM pending_vectors {where}", params)[0][0]
+        rows = self._read(
+            f"SELECT memory_id, tenant, error, at FROM vector_quarantine {where} "
+            "ORDER BY at LIMIT 100",
+            params,
+        )
+        return EmbeddingStatus(
+            pending=int(pending),
+            quarantined=tuple(Quarantined(r[0], r[1], r[2], utc(r[3])) for r in rows),
+        )
 
     # -- search -------------------------------------------------------------
     def keyword_search(
@@ -315,7 +401,7 @@ class PostgresStore:
     ) -> _Ranks:
         """Okapi BM25 over text and context (context scaled by ``context_weight``), best
         first; see ``postgres_bm25`` for why not ``ts_rank``."""
-        words = query_words(query, STOPWORDS)
+        words = query_terms(query)
         if not words or limit <= 0:
             return []
         where, params = filter_sql(flt, _now())
@@ -397,6 +483,40 @@ class PostgresStore:
 
     def sessions(self, scope: Scope) -> _Strs:
         return self._sessions.sessions(scope)
+
+
+#: contextos's tables, rewritten by ``vacuum``.
+_TABLES = (
+    "memories",
+    "vectors",
+    "pending_vectors",
+    "vector_quarantine",
+    "history",
+    "turns",
+    "session_meta",
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Sequence[str]) -> None:
+    """Remove copies of ``texts`` from the context of records in ``sessions``."""
+    if not sessions or not texts:
+        return
+    rows = cur.execute(
+        "SELECT id, context FROM memories WHERE tenant = %s AND context <> '' "
+        "AND session_id = ANY(%s)",
+        (tenant, list(sessions)),
+    ).fetchall()
+    for memory_id, ctx in rows:
+        new = scrub_context(ctx, texts)
+        if new != ctx:
+            cur.execute(
+                "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s",
+                (new, tenant, memory_id),
+            )
 
 
 def _patch_sets(patch: Patch, now: datetime) -> tuple[list[str], list[object]]:

@@ -137,7 +137,23 @@ def _v1_initial(cur: Any) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_initial,)
+def _v2_quarantine(cur: Any) -> None:
+    """Records whose embedding failed, with the error, out of the queue (see SQLite's V3)."""
+    cur.execute(
+        """
+        CREATE TABLE vector_quarantine (
+            tenant    text NOT NULL,
+            memory_id text NOT NULL,
+            error     text NOT NULL,
+            at        timestamptz NOT NULL,
+            PRIMARY KEY (tenant, memory_id),
+            FOREIGN KEY (tenant, memory_id) REFERENCES memories (tenant, id) ON DELETE CASCADE
+        );
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_initial, _v2_quarantine)
 
 
 def migrate(conn: Any) -> int:

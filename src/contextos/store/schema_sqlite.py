@@ -124,8 +124,37 @@ WHEN EXISTS (SELECT 1 FROM memories WHERE rowid = old.mem_rowid) BEGIN
 END;
 """
 
+#: What an in-process vector index must re-read, kept by triggers: every record deleted,
+#: or whose text or times changed, since a given ``seq``. Another process's index reads
+#: this log to drop stale vectors (before it, a delete in one process was never seen by
+#: another, whose index then served a reused rowid under the deleted record's scope).
+#: Records whose embedding failed are quarantined with the error, out of the queue, so
+#: one bad row cannot stall the worker for every tenant; a text change retries them.
+#: ``erasure_pending`` remembers a forget/purge whose WAL could not yet be truncated.
+V3_INDEX_LOG_AND_QUARANTINE = """
+CREATE TABLE index_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, mem_id TEXT NOT NULL);
+CREATE TRIGGER index_log_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (old.id);
+END;
+CREATE TRIGGER index_log_update
+AFTER UPDATE OF text, valid_from, valid_to, event_time ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (new.id);
+END;
+CREATE TABLE vector_quarantine (
+    mem_rowid INTEGER PRIMARY KEY REFERENCES memories (rowid) ON DELETE CASCADE,
+    error     TEXT NOT NULL,
+    at        REAL NOT NULL
+);
+CREATE TRIGGER quarantine_retry AFTER UPDATE OF text ON memories
+WHEN EXISTS (SELECT 1 FROM vector_quarantine WHERE mem_rowid = new.rowid) BEGIN
+    DELETE FROM vector_quarantine WHERE mem_rowid = new.rowid;
+    INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
+END;
+CREATE TABLE erasure_pending (id INTEGER PRIMARY KEY CHECK (id = 1), since REAL NOT NULL);
+"""
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
-MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_PENDING_VECTORS)
+MIGRATIONS: tuple[str, ...] = (V1_INITIAL, V2_PENDING_VECTORS, V3_INDEX_LOG_AND_QUARANTINE)
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -144,7 +173,7 @@ def migrate(db: sqlite3.Connection) -> int:
     """Bring ``db`` to the newest schema; returns the version it ends at."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version == len(MIGRATIONS):
-        return version
+        return int(version)
     # Take the write lock first, then re-read: another process may have migrated meanwhile.
     db.execute("BEGIN IMMEDIATE")
     try:

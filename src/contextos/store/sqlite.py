@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import builtins
 import json
-import re
+import os
 import sqlite3
 import threading
 import time
@@ -26,101 +26,34 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from ..errors import NotFound, StoreError
-from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
-from .base import Patch, Ranked, Vector, patch_columns
-from .schema_sqlite import migrate
+from ..text.query import query_terms
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
+from .base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
+from .erasure import scrub_context
+from .schema_sqlite import MIGRATIONS, migrate
 from .sqlite_codec import (
     RECORD_COLUMNS,
-    dumps,
+    TURN_COLUMNS,
     filter_sql,
     from_epoch,
     metadata_json,
     opt_epoch,
+    record_row,
     row_to_record,
+    turn_from_row,
+    turn_row,
 )
 from .vector_index import IndexRow, VectorIndex
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-#: Words too common to help BM25; dropping them keeps OR-queries fast.
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "she",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
-)
 
 
 def fts_query(text: str) -> str:
     """An FTS5 OR-query of the distinct non-stopword words in ``text`` ('' if none)."""
-    words: builtins.list[str] = []
-    for w in _WORD.findall(text.lower()):
-        if w not in STOPWORDS and w not in words:
-            words.append(w)
-    return " OR ".join(f'"{w}"' for w in words[:64])
+    return " OR ".join(f'"{w}"' for w in query_terms(text))
 
 
 class SQLiteStore:
@@ -132,32 +65,26 @@ class SQLiteStore:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(
-                str(path),
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=busy_timeout_ms / 1000,
-            )
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA secure_delete = ON")
-            migrate(self._db)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open database {str(path)!r}: {exc}") from exc
+        self._db = _connect(str(path), busy_timeout_ms, synchronous.upper())
+        self.read_only = bool(self._db.execute("PRAGMA query_only").fetchone()[0])
         self._index: VectorIndex | None = None
-        self._index_vseq = 0
-        self._data_version = -1
+        self._index_vseq = 0  # vectors loaded up to this vseq
+        self._index_log_seq = 0  # index_log read up to this seq
+        self._seen_version: tuple[int, int] = (-1, -1)
+        self._erasure_pending = bool(
+            not self.read_only and self._db.execute("SELECT 1 FROM erasure_pending").fetchone()
+        )
+        #: Commits made on this connection: ``PRAGMA data_version`` only tells about
+        #: other connections', so the index also watches this counter.
+        self._writes = 0
 
     # -- plumbing ----------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self.read_only:
+                raise StoreError("this database was opened read-only (its folder is not writable)")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -171,6 +98,22 @@ class SQLiteStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._writes += 1
+            self._retry_erasure()
+
+    def _retry_erasure(self) -> None:
+        """After a commit: finish an erasure left pending by any process, if no reader
+        holds the old pages any more (never blocks)."""
+        try:
+            if (
+                self._erasure_pending
+                or self._db.execute("SELECT 1 FROM erasure_pending").fetchone()
+            ):
+                self._erasure_pending = True
+                self._truncate_wal(wait=False)
+        except (StoreError, sqlite3.DatabaseError):
+            pass  # still held by a reader: the next write or close tries again
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> builtins.list[Any]:
         with self._lock:
@@ -181,6 +124,11 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            try:
+                if not self.read_only:
+                    self._truncate_wal(wait=False)
+            except StoreError:
+                pass  # the next process to write finishes the erasure (erasure_pending)
             self._db.close()
 
     # -- records -------------------------------------------------------------
@@ -188,7 +136,7 @@ class SQLiteStore:
         if not records:
             return
         now = time.time()
-        rows = [_record_row(r, now) for r in records]
+        rows = [record_row(r, now) for r in records]
         with self._write() as db:
             try:
                 db.executemany(
@@ -263,32 +211,37 @@ class SQLiteStore:
                     f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid=?", (row[0],)
                 ).fetchone()
             )
-        if self._index is not None:
-            if patch.text is not None and patch.text != old.text:
-                self._index.remove([row[0]])
-            else:
-                self._index.update_times(
-                    row[0], valid_to=opt_epoch(new.valid_to), event_time=opt_epoch(new.event_time)
-                )
         return new
 
-    def delete(self, tenant: str, memory_id: str, *, actor: str = "api") -> None:
+    def delete(
+        self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
+    ) -> None:
         now = time.time()
         with self._write() as db:
             row = db.execute(
-                "SELECT rowid, user_id, text FROM memories WHERE tenant = ? AND id = ?",
+                "SELECT rowid, user_id, text, session_id FROM memories WHERE tenant = ? AND id = ?",
                 (tenant, memory_id),
             ).fetchone()
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             db.execute("DELETE FROM memories WHERE rowid = ?", (row[0],))
+            if purge:
+                db.execute(
+                    "UPDATE history SET old_text = NULL, new_text = NULL "
+                    "WHERE tenant = ? AND memory_id = ?",
+                    (tenant, memory_id),
+                )
+                if row[3] is not None:
+                    _scrub_contexts(db, tenant, [row[3]], [row[2]])
+                _merge_fts_and_mark_erasure(db, now)
             db.execute(
                 "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
                 "actor) VALUES (?,?,?,'DELETE',?,NULL,?,?)",
-                (tenant, row[1], memory_id, row[2], now, actor),
+                (tenant, row[1], memory_id, None if purge else row[2], now, actor),
             )
-        if self._index is not None:
-            self._index.remove([row[0]])
+        if purge:
+            self._erasure_pending = True
+            self._truncate_wal(wait=True)
 
     def list(
         self, flt: Filter, *, limit: int = 100, offset: int = 0
@@ -311,33 +264,85 @@ class SQLiteStore:
             "WHERE tenant = ? AND memory_id = ? ORDER BY seq",
             (tenant, memory_id),
         )
-        return [
-            HistoryEvent(r[0], r[1], r[2], r[3], from_epoch(r[4]), r[5])  # type: ignore[arg-type]
-            for r in rows
-        ]
+        return [HistoryEvent(r[0], r[1], r[2], r[3], from_epoch(r[4]), r[5]) for r in rows]
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
-        args = (scope.tenant, scope.user_id)
+        t, u = scope.tenant, scope.user_id
         with self._write() as db:
-            rowids = [
+            sessions = [
                 r[0]
                 for r in db.execute(
-                    "SELECT rowid FROM memories WHERE tenant = ? AND user_id = ?", args
+                    "SELECT session_id FROM memories WHERE tenant = ? AND user_id = ? "
+                    "AND session_id IS NOT NULL UNION "
+                    "SELECT session_id FROM turns WHERE tenant = ? AND user_id = ? UNION "
+                    "SELECT session_id FROM session_meta WHERE tenant = ? AND user_id = ?",
+                    (t, u) * 3,
                 )
             ]
-            db.execute("DELETE FROM memories WHERE tenant = ? AND user_id = ?", args)
-            db.execute("DELETE FROM history WHERE tenant = ? AND user_id = ?", args)
-            db.execute("DELETE FROM turns WHERE tenant = ? AND user_id = ?", args)
-            db.execute("DELETE FROM session_meta WHERE tenant = ? AND user_id = ?", args)
-            # Merge FTS segments so deleted terms are dropped from the index pages.
-            db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+            # The user's records, and in the user's sessions those that name no user
+            # (an assistant's replies, turns added with only a session id).
+            mine = "tenant = ? AND (user_id = ? OR (user_id IS NULL AND session_id IN "
+            mine += "(SELECT value FROM json_each(?))))"
+            args = (t, u, json.dumps(sessions))
+            doomed = db.execute(f"SELECT id, text FROM memories WHERE {mine}", args).fetchall()
+            turns = db.execute(f"SELECT content FROM turns WHERE {mine}", args).fetchall()
+            _scrub_contexts(db, t, sessions, [r[1] for r in doomed] + [r[0] for r in turns])
+            db.execute(f"DELETE FROM memories WHERE {mine}", args)
+            db.execute(
+                "DELETE FROM history WHERE tenant = ? AND (user_id = ? OR memory_id IN "
+                "(SELECT value FROM json_each(?)))",
+                (t, u, json.dumps([r[0] for r in doomed])),
+            )
+            db.execute(f"DELETE FROM turns WHERE {mine}", args)
+            db.execute(f"DELETE FROM session_meta WHERE {mine}", args)
+            _merge_fts_and_mark_erasure(db, time.time())
+        self._erasure_pending = True
+        self._truncate_wal(wait=True)
+        return len(doomed)
+
+    def vacuum(self) -> None:
+        """Rebuild the file (``VACUUM``) and truncate the WAL: frees the pages erased
+        records left and shrinks the file. Not needed for erasure (secure_delete
+        already zeroes them); useful after large deletes."""
         with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if self._index is not None:
-            self._index.remove(rowids)
-        return len(rowids)
+            try:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"vacuum failed: {exc}") from exc
+
+    def _truncate_wal(self, *, wait: bool) -> None:
+        """Finish an erasure: checkpoint the WAL into the (secure-deleted) file and
+        truncate it, so no old page with erased text survives in the -wal.
+
+        An open read transaction (here or in another process) keeps the old pages;
+        with ``wait`` this waits up to the busy timeout for it, then raises
+        StoreError. The erasure stays marked in the file and every later write or
+        close of any process retries, so success is never reported while the
+        bytes remain.
+        """
+        with self._lock:
+            if not self._erasure_pending:
+                return
+            if not wait:
+                timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
+                self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if busy:
+                    raise StoreError(
+                        "erased, but an open reader still holds the old pages in the "
+                        "write-ahead log; they are removed when it closes (retry to confirm)"
+                    )
+                self._db.execute("DELETE FROM erasure_pending")
+                self._erasure_pending = False
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"could not finish the erasure: {exc}") from exc
+            finally:
+                if not wait:
+                    self._db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
     # -- search -------------------------------------------------------------
     def keyword_search(
@@ -360,46 +365,36 @@ class SQLiteStore:
         index = self._fresh_index(len(vector))
         now = time.time()
         query = np.asarray(vector, dtype=np.float32)
-        if not flt.metadata:
-            hits = index.search(query, flt, limit=limit, now=now)
-            return self._ids_for(hits)
-        # Metadata filters live in SQL: over-fetch from the index, then filter.
-        fetch = limit * 4
+        # The index pre-filters scope, type and time; every hit is then checked against
+        # the whole filter in SQL (metadata too), so nothing stale or foreign survives.
+        fetch = limit if not flt.metadata else limit * 4
         while True:
             hits = index.search(query, flt, limit=fetch, now=now)
-            kept = self._filter_rowids(flt, hits)
+            kept = self._still_matching(flt, hits)
             if len(kept) >= limit or len(hits) < fetch:
-                return self._ids_for(kept[:limit])
+                return [Ranked(i, score) for i, score in kept[:limit]]
             fetch *= 4
 
-    def _filter_rowids(
-        self, flt: Filter, hits: builtins.list[tuple[int, float]]
-    ) -> builtins.list[tuple[int, float]]:
+    def _still_matching(
+        self, flt: Filter, hits: builtins.list[tuple[str, float]]
+    ) -> builtins.list[tuple[str, float]]:
         if not hits:
             return []
         where, params = filter_sql(flt, time.time())
-        ok: set[int] = set()
+        ok: set[str] = set()
         for chunk in _chunks([h[0] for h in hits], 500):
             marks = ",".join("?" * len(chunk))
             ok.update(
                 r[0]
                 for r in self._read(
-                    f"SELECT m.rowid FROM memories m WHERE m.rowid IN ({marks}) AND {where}",
+                    # Look the few ids up first: left to itself the planner walks the
+                    # whole scope index (10k rows for one user) to test the id list.
+                    f"WITH m AS MATERIALIZED (SELECT * FROM memories WHERE id IN ({marks})) "
+                    f"SELECT m.id FROM m WHERE {where}",
                     (*chunk, *params),
                 )
             )
         return [h for h in hits if h[0] in ok]
-
-    def _ids_for(self, hits: builtins.list[tuple[int, float]]) -> builtins.list[Ranked]:
-        if not hits:
-            return []
-        marks = ",".join("?" * len(hits))
-        ids = dict(
-            self._read(
-                f"SELECT rowid, id FROM memories WHERE rowid IN ({marks})", [h[0] for h in hits]
-            )
-        )
-        return [Ranked(ids[r], s) for r, s in hits if r in ids]
 
     # -- vectors -------------------------------------------------------------
     def set_vectors(self, tenant: str, ids: Sequence[str], vectors: Vector, model: str) -> None:
@@ -437,37 +432,94 @@ class SQLiteStore:
         )
         return [row_to_record(r) for r in rows]
 
+    def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
+        with self._write() as db:
+            rowids = db.execute(
+                "SELECT rowid FROM memories WHERE tenant = ? AND id IN "
+                "(SELECT value FROM json_each(?))",
+                (tenant, json.dumps(list(ids))),
+            ).fetchall()
+            db.executemany(
+                "INSERT OR REPLACE INTO vector_quarantine (mem_rowid, error, at) VALUES (?,?,?)",
+                [(r[0], error[:500], time.time()) for r in rowids],
+            )
+            db.executemany("DELETE FROM pending_vectors WHERE mem_rowid = ?", rowids)
+
+    def embedding_status(self, tenant: str | None = None) -> EmbeddingStatus:
+        where, params = ("WHERE m.tenant = ?", [tenant]) if tenant is not None else ("", [])
+        pending = self._read(
+            f"SELECT count(*) FROM pending_vectors p JOIN memories m ON m.rowid = p.mem_rowid "
+            f"{where}",
+            params,
+        )[0][0]
+        rows = self._read(
+            f"SELECT m.id, m.tenant, q.error, q.at FROM vector_quarantine q JOIN memories m "
+            f"ON m.rowid = q.mem_rowid {where} ORDER BY q.at LIMIT 100",
+            params,
+        )
+        return EmbeddingStatus(
+            pending=int(pending),
+            quarantined=tuple(Quarantined(r[0], r[1], r[2], from_epoch(r[3])) for r in rows),
+        )
+
     def _fresh_index(self, dimensions: int) -> VectorIndex:
-        """The in-memory index, loaded or topped up with vectors written since last time
-        (by this process or another one: ``PRAGMA data_version`` tells)."""
+        """The in-memory index, brought up to date with every committed change.
+
+        Other processes' commits show in ``PRAGMA data_version``, this connection's
+        in ``self._writes``. Changes are read in one snapshot: records deleted or
+        changed since the last look (``index_log``) are dropped and re-read, then
+        vectors written since (``vseq``) are added.
+        """
         with self._lock:
             if self._index is None or self._index.dimensions != dimensions:
                 self._index = VectorIndex(dimensions)
-                self._index_vseq = 0
-                self._data_version = -1
-            (version,) = self._db.execute("PRAGMA data_version").fetchone()
-            if version != self._data_version or self._index_vseq == 0:
-                self._load_vectors_since(self._index_vseq)
-                self._data_version = version
+                self._index_vseq = self._index_log_seq = 0
+                self._seen_version = (-1, -1)
+            (data_version,) = self._db.execute("PRAGMA data_version").fetchone()
+            version = (data_version, self._writes)
+            if version != self._seen_version:
+                try:
+                    self._db.execute("BEGIN")
+                    self._refresh_index(self._index)
+                    self._db.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    self._db.execute("ROLLBACK")
+                    raise StoreError(f"read failed: {exc}") from exc
+                self._seen_version = version
             return self._index
 
-    def _load_vectors_since(self, vseq: int) -> None:
+    def _refresh_index(self, index: VectorIndex) -> None:
+        (last_log,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
+        if self._index_vseq and last_log > self._index_log_seq:
+            changed = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT DISTINCT mem_id FROM index_log WHERE seq > ?", (self._index_log_seq,)
+                )
+            ]
+            index.remove(changed)
+            self._load_vectors("m.id IN (SELECT value FROM json_each(?))", (json.dumps(changed),))
+        self._index_log_seq = last_log
+        self._index_vseq = self._load_vectors("v.vseq > ?", (self._index_vseq,))
+
+    def _load_vectors(self, where: str, params: Sequence[object]) -> int:
+        """Upsert the vectors matching ``where``; returns the highest vseq seen."""
         assert self._index is not None
         cur = self._db.execute(
-            "SELECT v.vseq, v.vec, m.rowid, m.tenant, m.user_id, m.agent_id, m.session_id, "
+            "SELECT v.vseq, v.vec, m.id, m.tenant, m.user_id, m.agent_id, m.session_id, "
             "m.memory_type, m.created_at, m.event_time, m.valid_from, m.valid_to "
-            "FROM vectors v JOIN memories m ON m.rowid = v.mem_rowid WHERE v.vseq > ? "
+            f"FROM vectors v JOIN memories m ON m.rowid = v.mem_rowid WHERE {where} "
             "ORDER BY v.vseq",
-            (vseq,),
+            params,
         )
         dim = self._index.dimensions
+        top = self._index_vseq
         while batch := cur.fetchmany(4096):
-            rows = [IndexRow(*r[2:]) for r in batch if len(r[1]) == dim * 4]
-            vecs = np.frombuffer(
-                b"".join(r[1] for r in batch if len(r[1]) == dim * 4), dtype=np.float32
-            ).reshape(-1, dim)
-            self._index.upsert(rows, vecs)
-            self._index_vseq = batch[-1][0]
+            good = [r for r in batch if len(r[1]) == dim * 4]
+            vecs = np.frombuffer(b"".join(r[1] for r in good), dtype=np.float32)
+            self._index.upsert([IndexRow(*r[2:]) for r in good], vecs.reshape(-1, dim))
+            top = max(top, batch[-1][0])
+        return int(top)
 
     # -- session logs ------------------------------------------------------------
     def append_turns(
@@ -484,46 +536,34 @@ class SQLiteStore:
                 (scope.tenant, scope.session_id),
             ).fetchone()
             rows = [
-                (
-                    scope.tenant,
-                    scope.session_id,
-                    last + 1 + k,
-                    scope.user_id,
-                    scope.agent_id,
-                    m.role,
-                    m.content,
-                    m.name,
-                    m.tool_call_id,
-                    dumps([[c.id, c.name, c.arguments] for c in m.tool_calls]),
-                    metadata_json(m.metadata),
-                    t,
-                    now,
-                )
+                turn_row(scope, last + 1 + k, m, t, now)
                 for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
             ]
             db.executemany("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             db.execute(
-                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
+                "updated_at) "
                 "VALUES (?,?,?,?,'{}',?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
                 "updated_at = excluded.updated_at",
                 (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
             )
-        return [_turn_from_row(r) for r in rows]
+        return [turn_from_row(r) for r in rows]
 
     def turns(
         self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
     ) -> builtins.list[Turn]:
         rows = self._read(
-            "SELECT * FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
             "ORDER BY seq LIMIT ?",
             (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit),
         )
-        return [_turn_from_row(r) for r in rows]
+        return [turn_from_row(r) for r in rows]
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
+                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
+                "updated_at) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
                 "meta = excluded.meta, updated_at = excluded.updated_at",
                 (
@@ -553,31 +593,71 @@ class SQLiteStore:
         return [r[0] for r in self._read(sql + " ORDER BY updated_at, session_id", params)]
 
 
+def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
+    """Open (and migrate) the database file; read-only when its folder is not writable.
+
+    A missing folder is an error rather than created: a mistyped path used to
+    leave a new empty database behind and answer "0 memories".
+    """
+    read_only = False
+    if path != ":memory:":
+        file = Path(path)
+        if file.is_dir():
+            raise StoreError(f"cannot open database {path!r}: it is a directory")
+        if not file.parent.is_dir():
+            raise StoreError(
+                f"cannot open database {path!r}: folder {str(file.parent)!r} does not exist"
+            )
+        read_only = file.exists() and not os.access(file.parent, os.W_OK)
+    try:
+        if read_only:
+            # A WAL database needs its -shm beside it; immutable=1 reads without one.
+            uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro&immutable=1"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only = 1")
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version != len(MIGRATIONS):
+                raise StoreError(f"database {path!r} is read-only and needs a schema upgrade")
+            return db
+        db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA secure_delete = ON")
+        migrate(db)
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open database {path!r}: {exc}") from exc
+
+
+def _scrub_contexts(
+    db: sqlite3.Connection, tenant: str, sessions: Sequence[str], texts: Sequence[str]
+) -> None:
+    """Remove copies of ``texts`` from the context of records in ``sessions``."""
+    if not sessions or not texts:
+        return
+    rows = db.execute(
+        "SELECT rowid, context FROM memories WHERE tenant = ? AND context != '' "
+        "AND session_id IN (SELECT value FROM json_each(?))",
+        (tenant, json.dumps(list(sessions))),
+    ).fetchall()
+    changed = [(new, rowid) for rowid, ctx in rows if (new := scrub_context(ctx, texts)) != ctx]
+    db.executemany("UPDATE memories SET context = ? WHERE rowid = ?", changed)
+
+
+def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
+    """Merge the FTS segments (deleted terms leave the index pages) and mark that the
+    WAL must be truncated before the erasure is complete."""
+    db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+    db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
+
+
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
-    created = opt_epoch(r.created_at) or now
-    return (
-        r.id,
-        r.tenant,
-        r.user_id,
-        r.agent_id,
-        r.session_id,
-        r.memory_type,
-        r.text,
-        r.context,
-        metadata_json(r.metadata),
-        created,
-        opt_epoch(r.updated_at) or created,
-        opt_epoch(r.event_time),
-        opt_epoch(r.valid_from),
-        opt_epoch(r.valid_to),
-        json.dumps(list(r.provenance)),
-        r.hash,
-    )
 
 
 def _patch_sets(patch: Patch, now: float) -> tuple[builtins.list[str], builtins.list[object]]:
@@ -590,33 +670,3 @@ def _patch_sets(patch: Patch, now: float) -> tuple[builtins.list[str], builtins.
         (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
     ]
     return [f"{c} = ?" for c, _ in cols], [v for _, v in cols]
-
-
-def _turn_from_row(r: Sequence[Any]) -> Turn:
-    (
-        _tenant,
-        session_id,
-        seq,
-        _user,
-        _agent,
-        role,
-        content,
-        name,
-        tool_call_id,
-        tool_calls,
-        metadata,
-        tokens,
-        created,
-    ) = r
-    calls = tuple(ToolCall(*c) for c in json.loads(tool_calls))
-    msg = Message(
-        role=role,
-        content=content,
-        name=name,
-        tool_call_id=tool_call_id,
-        tool_calls=calls,
-        metadata=json.loads(metadata),
-    )
-    return Turn(
-        session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=from_epoch(created)
-    )  # type: ignore[arg-type]

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from ..types import Filter, MemoryRecord, Scope
+from ..times import from_epoch, opt_epoch, to_epoch
+from ..types import Filter, MemoryRecord, Message, Scope, Turn
+from . import records
+from .filters import Dialect, where_clause
 
-RECORD_COLUMNS = (
-    "rowid, id, tenant, user_id, agent_id, session_id, memory_type, text, context, metadata, "
-    "created_at, updated_at, event_time, valid_from, valid_to, provenance, hash"
-)
+__all__ = ["from_epoch", "opt_epoch", "to_epoch"]  # re-exported for the SQLite store
 
-
-def to_epoch(value: datetime) -> float:
-    """UTC epoch seconds; naive datetimes are taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-def opt_epoch(value: datetime | None) -> float | None:
-    return None if value is None else to_epoch(value)
-
-
-def from_epoch(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+RECORD_COLUMNS = "rowid, " + ", ".join(records.RECORD_FIELDS)
 
 
 def dumps(value: object) -> str:
@@ -37,77 +24,51 @@ def dumps(value: object) -> str:
 
 
 def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
-    (
-        _rowid,
-        mid,
-        tenant,
-        user_id,
-        agent_id,
-        session_id,
-        mtype,
-        text,
-        context,
-        metadata,
-        created,
-        updated,
-        event,
-        vfrom,
-        vto,
-        provenance,
-        hsh,
-    ) = tuple(row)
-    return MemoryRecord(
-        id=mid,
-        text=text,
-        scope=Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id),
-        memory_type=mtype,
-        metadata=json.loads(metadata),
-        created_at=from_epoch(created),
-        updated_at=from_epoch(updated),
-        event_time=from_epoch(event),
-        valid_from=from_epoch(vfrom),
-        valid_to=from_epoch(vto),
-        provenance=tuple(json.loads(provenance)),
-        context=context,
-        hash=hsh,
+    """A record of a row selected with ``RECORD_COLUMNS`` (rowid first)."""
+    return records.record_from_values(tuple(row)[1:], time=_time, from_json=json.loads)
+
+
+def record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
+    """Column values in ``records.RECORD_FIELDS`` order, for an INSERT."""
+    return records.record_values(r, from_epoch(now), time=opt_epoch, to_json=_json_text)
+
+
+TURN_COLUMNS = ", ".join(records.TURN_FIELDS)
+
+
+def turn_row(scope: Scope, seq: int, m: Message, tokens: int, now: float) -> tuple[object, ...]:
+    """Column values in ``records.TURN_FIELDS`` order, for an INSERT."""
+    return records.turn_values(
+        scope, seq, m, tokens, from_epoch(now), time=to_epoch, to_json=_json_text
     )
+
+
+def turn_from_row(row: Sequence[Any]) -> Turn:
+    """A turn of a row selected with ``TURN_COLUMNS``."""
+    return records.turn_from_values(row, time=from_epoch, from_json=json.loads)
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else from_epoch(value)
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, dict):
+        return metadata_json(value)
+    return json.dumps(value)
 
 
 def filter_sql(flt: Filter, now: float, alias: str = "m") -> tuple[str, list[object]]:
     """A WHERE clause (without the keyword) and its parameters for ``flt``."""
-    a = alias
-    clauses = [f"{a}.tenant = ?"]
-    params: list[object] = [flt.scope.tenant]
-    for col in ("user_id", "agent_id", "session_id"):
-        value = getattr(flt.scope, col)
-        if value is not None:
-            clauses.append(f"{a}.{col} = ?")
-            params.append(value)
-    if flt.memory_types:
-        clauses.append(f"{a}.memory_type IN ({','.join('?' * len(flt.memory_types))})")
-        params.extend(flt.memory_types)
-    for col, op, value in (
-        ("event_time", ">=", flt.event_after),
-        ("event_time", "<", flt.event_before),
-        ("created_at", ">=", flt.created_after),
-        ("created_at", "<", flt.created_before),
-    ):
-        if value is not None:
-            clauses.append(f"{a}.{col} {op} ?")
-            params.append(to_epoch(value))
-    if not flt.include_invalid:
-        at = now if flt.as_of is None else to_epoch(flt.as_of)
-        clauses.append(f"({a}.valid_to IS NULL OR {a}.valid_to > ?)")
-        params.append(at)
-        if flt.as_of is not None:
-            clauses.append(f"({a}.valid_from IS NULL OR {a}.valid_from <= ?)")
-            params.append(at)
-    for key, value in sorted(flt.metadata.items()):
-        if not isinstance(key, str) or not key.replace("_", "").replace(".", "").isalnum():
-            raise ValueError(f"metadata filter keys must be identifiers, got {key!r}")
-        clauses.append(f"json_extract({a}.metadata, '$.{key}') = ?")
-        params.append(value)
-    return " AND ".join(clauses), params
+    return where_clause(flt, from_epoch(now), SQLITE, alias)
+
+
+SQLITE = Dialect(
+    mark="?",
+    time=to_epoch,
+    one_of=lambda a, values: (f"{a}.memory_type IN ({','.join('?' * len(values))})", [*values]),
+    metadata=lambda a, key, value: (f"json_extract({a}.metadata, '$.{key}') = ?", value),
+)
 
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:

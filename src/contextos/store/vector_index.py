@@ -7,8 +7,11 @@ ctypes tricks. So the vectors stay durable in the ``vectors`` table and this
 index mirrors them in memory, with the scope columns as integer codes so that
 tenant/user/agent/session/type/time filters are vectorised masks, not SQL.
 
-The index grows by appending (amortised doubling); rows of deleted records are
-marked dead and reused on the next full reload.
+Rows are keyed by the record's id (a UUID, never reused), not by SQLite's rowid:
+a rowid freed by a delete in another process comes back for the next insert,
+and an index keyed by rowid then attributed the new record (another user's) to
+the old one's scope. The index grows by appending (amortised doubling); rows of
+removed records are marked dead.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ _TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to")
 class IndexRow:
     """What the index keeps about one record besides its vector."""
 
-    rowid: int
+    id: str
     tenant: str
     user_id: str | None
     agent_id: str | None
@@ -49,10 +52,10 @@ class VectorIndex:
         self.dimensions = dimensions
         self._codes: dict[str | None, int] = {None: 0}
         self._size = 0
-        self._pos: dict[int, int] = {}
+        self._pos: dict[str, int] = {}
+        self._ids: list[str] = []
         cap = 1024
         self._vecs = np.zeros((cap, dimensions), dtype=np.float32)
-        self._rowids = np.zeros(cap, dtype=np.int64)
         self._alive = np.zeros(cap, dtype=bool)
         self._scope = {f: np.zeros(cap, dtype=np.int32) for f in _SCOPE_FIELDS}
         self._times = {f: np.full(cap, np.nan, dtype=np.float64) for f in _TIME_FIELDS}
@@ -67,12 +70,11 @@ class VectorIndex:
         return code
 
     def _grow(self, need: int) -> None:
-        cap = len(self._rowids)
+        cap = len(self._alive)
         if need <= cap:
             return
         new_cap = max(need, cap * 2)
         self._vecs = np.resize(self._vecs, (new_cap, self.dimensions))
-        self._rowids = np.resize(self._rowids, new_cap)
         self._alive = np.resize(self._alive, new_cap)
         self._alive[cap:] = False
         for f in _SCOPE_FIELDS:
@@ -85,12 +87,12 @@ class VectorIndex:
         rows = list(rows)
         self._grow(self._size + len(rows))
         for row, vec in zip(rows, vectors, strict=True):
-            pos = self._pos.get(row.rowid)
+            pos = self._pos.get(row.id)
             if pos is None:
-                pos = self._pos[row.rowid] = self._size
+                pos = self._pos[row.id] = self._size
+                self._ids.append(row.id)
                 self._size += 1
             self._vecs[pos] = vec
-            self._rowids[pos] = row.rowid
             self._alive[pos] = True
             for f in _SCOPE_FIELDS:
                 self._scope[f][pos] = self._code(getattr(row, f))
@@ -98,18 +100,10 @@ class VectorIndex:
                 value = getattr(row, f)
                 self._times[f][pos] = math.nan if value is None else value
 
-    def update_times(self, rowid: int, **times: float | None) -> None:
-        """Refresh time columns of one record (e.g. validity closed by an update)."""
-        pos = self._pos.get(rowid)
-        if pos is None:
-            return
-        for f, value in times.items():
-            self._times[f][pos] = math.nan if value is None else value
-
-    def remove(self, rowids: Iterable[int]) -> None:
+    def remove(self, ids: Iterable[str]) -> None:
         """Forget records (their rows stay allocated but dead)."""
-        for rowid in rowids:
-            pos = self._pos.pop(rowid, None)
+        for memory_id in ids:
+            pos = self._pos.pop(memory_id, None)
             if pos is not None:
                 self._alive[pos] = False
 
@@ -133,9 +127,9 @@ class VectorIndex:
 
     def search(
         self, query: npt.NDArray[np.float32], flt: Filter, *, limit: int, now: float
-    ) -> list[tuple[int, float]]:
-        """Top ``limit`` (rowid, cosine) pairs among vectors that pass the filter's
-        scope, type and time parts (metadata filters are applied by the caller)."""
+    ) -> list[tuple[str, float]]:
+        """Top ``limit`` (id, cosine) pairs among vectors that pass the filter's
+        scope, type and time parts (the store re-checks the whole filter in SQL)."""
         n = self._size
         if n == 0 or limit <= 0:
             return []
@@ -143,21 +137,18 @@ class VectorIndex:
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return []
-        if idx.size == n:
-            scores = self._vecs[:n] @ query
-        else:
-            scores = self._vecs[idx] @ query
+        scores = self._vecs[:n] @ query if idx.size == n else self._vecs[idx] @ query
         k = min(limit, scores.size)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         chosen = top if idx.size == n else idx[top]
-        return [(int(self._rowids[p]), float(s)) for p, s in zip(chosen, scores[top], strict=True)]
+        return [(self._ids[p], float(s)) for p, s in zip(chosen, scores[top], strict=True)]
 
 
 def _time_mask(
     times: dict[str, npt.NDArray[np.float64]], n: int, flt: Filter, now: float
 ) -> npt.NDArray[np.bool_]:
-    from .sqlite_codec import to_epoch
+    from ..times import to_epoch
 
     mask = np.ones(n, dtype=bool)
     with np.errstate(invalid="ignore"):

@@ -35,3 +35,20 @@ class HashEmbedder:
                 sign = 1.0 if digest[4] & 1 else -1.0
                 out[row, bucket] += sign
         return normalize(out)
+
+
+class FailingEmbedder(HashEmbedder):
+    """A HashEmbedder that raises for any batch holding a text with ``poison`` in it:
+    stands in for an embedder that chokes on one input (tests that one bad record
+    cannot stall embedding for everyone else)."""
+
+    model_id = "hash-bow-failing"
+
+    def __init__(self, poison: str, dimensions: int = 64) -> None:
+        super().__init__(dimensions)
+        self.poison = poison
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if any(self.poison in t for t in texts):
+            raise ValueError(f"cannot embed a text containing {self.poison!r}")
+        return super().embed(texts)

@@ -1,0 +1,59 @@
+"""Store commands: ``status`` (embedding queue and quarantined records) and ``vacuum``.
+
+Each opens the configured database, calls one ``Memory`` method and prints the result.
+"""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..memory import Memory
+from .common import CliState, console, json_option, pass_state, print_json
+
+
+def register(cli: click.Group, bench: click.Group) -> None:
+    """Add ``status`` and ``vacuum`` to the ``contextos`` group."""
+
+    @cli.command()
+    @json_option
+    @pass_state
+    def status(state: CliState) -> None:
+        """Memories still waiting for a vector, and those whose embedding failed."""
+        with Memory(
+            state.settings.db, settings=state.settings, background_embedding=False
+        ) as memory:
+            report = memory.embedding_status()
+        if state.as_json:
+            print_json(
+                {
+                    "pending": report.pending,
+                    "quarantined": [
+                        {"id": q.id, "error": q.error, "at": q.at.isoformat()}
+                        for q in report.quarantined
+                    ],
+                }
+            )
+            return
+        console.print(f"waiting for a vector: {report.pending}")
+        console.print(f"quarantined (embedding failed): {len(report.quarantined)}")
+        if report.quarantined:
+            table = Table("id", "error", "since")
+            for q in report.quarantined:
+                table.add_row(escape(q.id), escape(q.error), q.at.isoformat(timespec="seconds"))
+            console.print(table)
+
+    @cli.command()
+    @json_option
+    @pass_state
+    def vacuum(state: CliState) -> None:
+        """Rewrite the database so erased rows leave no bytes (PostgreSQL: VACUUM FULL)."""
+        with Memory(
+            state.settings.db, settings=state.settings, background_embedding=False
+        ) as memory:
+            memory.vacuum()
+        if state.as_json:
+            print_json({"vacuumed": True})
+        else:
+            console.print("vacuumed")

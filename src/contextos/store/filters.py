@@ -1,0 +1,67 @@
+"""A :class:`~contextos.types.Filter` as a SQL WHERE clause, for every backend.
+
+The clause is the same for SQLite and PostgreSQL but for four things, which each
+store passes as a :class:`Dialect`: its parameter mark, how it writes a time, how it
+tests a type against a list, and how it looks into the metadata JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..types import Filter
+from .base import check_metadata_key
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends' WHERE clauses."""
+
+    mark: str
+    time: Callable[[datetime], object]
+    #: (alias, values) -> (clause, params) testing ``memory_type`` against ``values``
+    one_of: Callable[[str, Sequence[str]], tuple[str, list[object]]]
+    #: (alias, dotted key, value) -> (clause, param) testing one metadata value
+    metadata: Callable[[str, str, object], tuple[str, object]]
+
+
+def where_clause(
+    flt: Filter, now: datetime, dialect: Dialect, alias: str = "m"
+) -> tuple[str, list[object]]:
+    """A WHERE clause (without the keyword) over ``alias`` and its parameters."""
+    a, mark = alias, dialect.mark
+    clauses = [f"{a}.tenant = {mark}"]
+    params: list[object] = [flt.scope.tenant]
+    for col in ("user_id", "agent_id", "session_id"):
+        value = getattr(flt.scope, col)
+        if value is not None:
+            clauses.append(f"{a}.{col} = {mark}")
+            params.append(value)
+    if flt.memory_types:
+        clause, values = dialect.one_of(a, flt.memory_types)
+        clauses.append(clause)
+        params.extend(values)
+    for col, op, bound in (
+        ("event_time", ">=", flt.event_after),
+        ("event_time", "<", flt.event_before),
+        ("created_at", ">=", flt.created_after),
+        ("created_at", "<", flt.created_before),
+    ):
+        if bound is not None:
+            clauses.append(f"{a}.{col} {op} {mark}")
+            params.append(dialect.time(bound))
+    if not flt.include_invalid:
+        at = dialect.time(now if flt.as_of is None else flt.as_of)
+        clauses.append(f"({a}.valid_to IS NULL OR {a}.valid_to > {mark})")
+        params.append(at)
+        if flt.as_of is not None:
+            clauses.append(f"({a}.valid_from IS NULL OR {a}.valid_from <= {mark})")
+            params.append(at)
+    for key, value in sorted(flt.metadata.items()):
+        check_metadata_key(key)
+        clause, param = dialect.metadata(a, key, value)
+        clauses.append(clause)
+        params.append(param)
+    return " AND ".join(clauses), params

@@ -1,0 +1,1 @@
+"""Text handling shared by the stores, retrieval and summaries: words, stopwords, query terms."""

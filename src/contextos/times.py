@@ -1,0 +1,67 @@
+"""One rule for every time contextos accepts: an instant that can be written as UTC
+within years 1 to 9999.
+
+Why: ``datetime(1, 1, 1, tzinfo=+01:00)`` is a valid Python value but lies in
+year 0 once converted to UTC. Stored as epoch seconds it could never be read back,
+and one such row used to stop the embedding worker for every tenant. Every edge
+(Python API, HTTP, MCP, CLI) normalises times with :func:`utc` and refuses what
+it cannot represent with a ``ValueError``; reading old rows uses
+:func:`from_epoch`, which clamps instead of failing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import overload
+
+#: The instants a stored time may take (inclusive), as UTC epoch seconds.
+MIN_EPOCH = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+MAX_EPOCH = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc(value: object, name: str = "time") -> datetime:
+    """``value`` as an aware UTC datetime; naive datetimes are taken as UTC.
+
+    Accepts a ``datetime`` or an ISO-8601 string. Raises ``TypeError`` for other
+    types and ``ValueError`` when the instant falls outside years 1-9999 in UTC.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{name} {value!r} is not an ISO-8601 date") from None
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime or an ISO-8601 string")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{name} {value.isoformat()} is outside years 1-9999 in UTC") from None
+
+
+def opt_utc(value: object, name: str = "time") -> datetime | None:
+    """:func:`utc`, passing ``None`` through."""
+    return None if value is None else utc(value, name)
+
+
+def to_epoch(value: datetime) -> float:
+    """UTC epoch seconds (naive datetimes are taken as UTC)."""
+    return utc(value).timestamp()
+
+
+def opt_epoch(value: datetime | None) -> float | None:
+    return None if value is None else to_epoch(value)
+
+
+@overload
+def from_epoch(value: float) -> datetime: ...
+@overload
+def from_epoch(value: None) -> None: ...
+def from_epoch(value: float | None) -> datetime | None:
+    """The datetime of stored epoch seconds, clamped to years 1-9999, so a row written
+    before times were validated can still be read (and deleted) rather than failing."""
+    if value is None:
+        return None
+    return _EPOCH + timedelta(seconds=min(max(float(value), MIN_EPOCH), MAX_EPOCH))

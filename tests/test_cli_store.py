@@ -1,0 +1,49 @@
+"""``contextos status``, ``vacuum`` and ``delete --purge`` mirror the Memory API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from contextos.memory import Memory
+from contextos.testing.embedders import FailingEmbedder
+
+
+def run(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "contextos.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_status_lists_quarantined_records_and_vacuum_runs(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=FailingEmbedder("POISON")) as m:
+        [bad] = m.add("a POISON text", user_id="ana")
+        m.add("a fine text", user_id="ana")
+        m.flush()
+    report = json.loads(run(db, "--json", "status").stdout)
+    assert report["pending"] == 0
+    assert [q["id"] for q in report["quarantined"]] == [bad.id]
+    assert "POISON" in report["quarantined"][0]["error"]
+    human = run(db, "status")
+    assert "quarantined (embedding failed): 1" in human.stdout
+    assert run(db, "vacuum").returncode == 0
+
+
+def test_delete_purge_removes_the_text_from_history(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    mid = json.loads(run(db, "add", "qzcliprivate note", "-u", "ana", "--json").stdout)[0]["id"]
+    out = json.loads(run(db, "delete", mid, "--purge", "--json").stdout)
+    assert out == {"deleted": mid, "purged": True}
+    history = json.loads(run(db, "history", mid, "--json").stdout)
+    assert [e["event"] for e in history] == ["ADD", "DELETE"]
+    assert all(e["old_text"] is None and e["new_text"] is None for e in history)
+    assert b"qzcliprivate" not in db.read_bytes()

@@ -1,0 +1,509 @@
+"""Memory that stays right while the application runs (issue 10).
+
+Every test here is shaped like real use: a Memory kept open while writes and
+reads interleave, a second process on the same file, a poisoned row among good
+ones, an erasure while a reader is open. Each failed on main before the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contextos import Filter, Scope, StoreError
+from contextos.memory import Memory
+from contextos.memory.ingest import build_records, to_messages, validate_options
+from contextos.session import Session
+from contextos.store.erasure import scrub_context
+from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import FailingEmbedder, HashEmbedder
+from contextos.types import Message
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def open_memory(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Memory]:
+    """A Memory on a real SQLite file or a fresh PostgreSQL schema."""
+    embedder = kwargs.pop("embedder", None) or HashEmbedder()
+    if kind == "sqlite":
+        with Memory(tmp_path / "m.db", embedder=embedder, **kwargs) as m:
+            yield m
+        return
+    from pg_support import postgres_store
+
+    with postgres_store() as store:
+        m = Memory(store=store, embedder=embedder, **kwargs)
+        try:
+            yield m
+        finally:
+            m.close()
+
+
+BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+
+
+def _dense_ranked(m: Memory, query: str, user: str) -> dict[str, int | None]:
+    return {h.record.text: h.dense_rank for h in m.search(query, user_id=user, limit=20)}
+
+
+# -- the vector index is never stale ------------------------------------------------------
+
+
+@BOTH
+def test_memories_added_while_the_process_runs_get_a_dense_rank(kind: str, tmp_path: Path) -> None:
+    with open_memory(kind, tmp_path) as m:
+        m.add("I moved to Lisbon in May", user_id="ana")
+        m.flush()
+        assert _dense_ranked(m, "where does she live", "ana")["I moved to Lisbon in May"]
+        for n in range(5):  # write, embed, read, again: each new record must be seen
+            text = f"My dog number {n} is called Pimenta"
+            m.add(text, user_id="ana")
+            m.flush()
+            ranks = _dense_ranked(m, "what is the name of her pet", "ana")
+            assert ranks.get(text) is not None, f"round {n}: {text!r} has no dense rank"
+
+
+def test_an_update_in_this_process_is_seen_by_the_next_dense_search(tmp_path: Path) -> None:
+    with open_memory("sqlite", tmp_path) as m:
+        [rec] = m.add("alpha beta gamma", user_id="ana")
+        m.flush()
+        m.search("alpha", user_id="ana")  # loads the index
+        m.update(rec.id, "delta epsilon zeta")
+        m.flush()
+        [hit] = [h for h in m.search("delta epsilon zeta", user_id="ana") if h.record.id == rec.id]
+        assert hit.dense_rank == 1
+
+
+_OTHER_PROCESS = """
+import sys
+from contextos.memory import Memory
+from contextos.memory.ingest import build_records, to_messages, validate_options
+from contextos.testing.embedders import HashEmbedder
+path, newest = sys.argv[1], sys.argv[2]
+with Memory(path, embedder=HashEmbedder()) as m:
+    m.delete(newest)
+    m.add("eve secret diary entry about her dog Pimenta", user_id="eve")
+    m.flush()
+with Memory(path, embedder=HashEmbedder(), tenant="acme") as other_tenant:
+    other_tenant.add("acme ana diary entry about her dog Pimenta", user_id="ana")
+    other_tenant.flush()
+"""
+
+
+def test_a_delete_and_reused_rowid_in_another_process_never_leaks(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with Memory(db, embedder=HashEmbedder()) as m:
+        for trial in range(5):
+            texts = [f"ana note {trial} {n} about her dog Pimenta" for n in range(3)]
+            records = [m.add(t, user_id="ana")[0] for t in texts]
+            m.flush()
+            m.search("dog Pimenta", user_id="ana")  # the index is loaded in this process
+            subprocess.run(
+                [sys.executable, "-c", _OTHER_PROCESS, str(db), records[-1].id],
+                check=True,
+                env=env,
+                timeout=120,
+            )
+            hits = m.search("diary entry about her dog Pimenta", user_id="ana", limit=50)
+            assert all(h.record.user_id == "ana" for h in hits), [h.record.text for h in hits]
+            assert all(h.record.tenant == m.tenant for h in hits), [h.record.text for h in hits]
+            assert records[-1].id not in {h.record.id for h in hits}
+            assert all(h.record.text != "eve secret diary entry" for h in hits)
+            eve = m.search("diary entry", user_id="eve")
+            assert {h.record.user_id for h in eve} == {"eve"}
+
+
+@BOTH
+def test_two_memories_on_one_store_never_cross_users(kind: str, tmp_path: Path) -> None:
+    with open_memory(kind, tmp_path) as first:
+        second = Memory(store=first.store, embedder=HashEmbedder(), background_embedding=False)
+        first.add("ana likes the blue bicycle", user_id="ana")
+        first.flush()
+        first.search("blue bicycle", user_id="ana")
+        [ana_new] = second.add("ana rides the blue bicycle to work", user_id="ana")
+        second.delete(ana_new.id)
+        second.add("eve rides the blue bicycle at night", user_id="eve")
+        second.flush()
+        users = {h.record.user_id for h in first.search("blue bicycle", user_id="ana")}
+        assert users == {"ana"}
+
+
+# -- bad rows are contained ---------------------------------------------------------------
+
+_POISON_TIMES = [
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+    datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=23, minutes=59))),
+]
+
+
+@BOTH
+@pytest.mark.parametrize("when", _POISON_TIMES, ids=["year-0", "year-10000"])
+def test_times_outside_utc_years_1_to_9999_are_refused(
+    kind: str, when: datetime, tmp_path: Path
+) -> None:
+    with open_memory(kind, tmp_path) as m:
+        with pytest.raises(ValueError, match="outside years 1-9999"):
+            m.add("hello", user_id="ana", event_time=when)
+        with pytest.raises(ValueError, match="outside years 1-9999"):
+            m.add({"content": "hello", "event_time": when.isoformat()}, user_id="ana")
+        with pytest.raises(ValueError, match="outside years 1-9999"):
+            m.search("hello", user_id="ana", as_of=when)
+        with pytest.raises(ValueError, match="outside years 1-9999"):
+            m.search("hello", user_id="ana", time_range=(when, None))
+        m.add("still fine", user_id="ana", event_time=datetime(1, 1, 2, tzinfo=UTC))
+        assert [r.text for r in m.get_all(user_id="ana")] == ["still fine"]
+
+
+def test_a_row_poisoned_before_validation_does_not_stop_anyone(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as m:
+        [rec] = m.add("poisoned row", user_id="ana")
+        m.flush()
+    raw = sqlite3.connect(db)  # a row written by an older version, before times were checked
+    raw.execute("UPDATE memories SET event_time = ? WHERE id = ?", (-62135600000.0, rec.id))
+    raw.execute("DELETE FROM vectors")
+    raw.execute("INSERT OR IGNORE INTO pending_vectors SELECT rowid FROM memories")
+    raw.commit()
+    raw.close()
+    with Memory(db, embedder=HashEmbedder()) as m:
+        assert m.get(rec.id).event_time == datetime(1, 1, 1, tzinfo=UTC)
+        assert [r.id for r in m.get_all(user_id="ana")] == [rec.id]
+        [other] = m.add("bob's plain memory", user_id="bob")
+        assert m.flush(timeout=30)
+        assert m.search("plain memory", user_id="bob")[0].dense_rank == 1
+        assert m.search("poisoned", user_id="ana")[0].record.id == rec.id
+        assert other.id
+
+
+@BOTH
+def test_a_record_that_cannot_be_embedded_is_quarantined_and_the_rest_continue(
+    kind: str, tmp_path: Path
+) -> None:
+    with open_memory(kind, tmp_path, embedder=FailingEmbedder("POISON")) as m:
+        [bad] = m.add("a POISON text", user_id="ana")
+        good = [m.add(f"good memory {n} of tenant user", user_id=f"u{n}")[0] for n in range(20)]
+        assert m.flush(timeout=60)
+        for n, rec in enumerate(good):
+            [hit] = m.search(rec.text, user_id=f"u{n}")
+            assert hit.dense_rank == 1
+        status = m.embedding_status()
+        assert status.pending == 0
+        assert [q.id for q in status.quarantined] == [bad.id]
+        assert "POISON" in status.quarantined[0].error
+        m.update(bad.id, "a cured text")  # a text change gives it another chance
+        assert m.flush(timeout=60)
+        assert m.embedding_status().quarantined == ()
+        assert m.search("a cured text", user_id="ana")[0].dense_rank == 1
+
+
+# -- erasure --------------------------------------------------------------------------------
+
+
+def _file_bytes(db: Path) -> bytes:
+    out = b""
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{db}{suffix}")
+        if path.exists():
+            out += path.read_bytes()
+    return out
+
+
+def _conversation(m: Memory, secret: str) -> None:
+    """Ana talks in session s1; the assistant's reply names no user (only the session)."""
+    m.add({"role": "user", "content": f"my code word is {secret}"}, user_id="ana", session_id="s1")
+    m.add(
+        {"role": "assistant", "content": "noted, I will remember it"},
+        agent_id="helper",
+        session_id="s1",
+    )
+    session = Session(m.store, "s1", tenant=m.tenant)  # a turn log appended without a user
+    session.add(Message("user", f"turn log copy {secret}"))
+    m.add("bob keeps bobsecretvalue42", user_id="bob", session_id="s2")
+    m.flush()
+
+
+def test_forget_leaves_no_byte_of_the_user_in_file_wal_or_shm(tmp_path: Path) -> None:
+    secret = "qzsecretmarker91"
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as m:
+        _conversation(m, secret)
+        assert secret.encode() in _file_bytes(db)
+        m.forget("ana")
+        assert m.search(secret, session_id="s1") == []
+        assert m.search("code word", agent_id="helper") == [] or all(
+            secret not in h.record.context for h in m.search("code word", agent_id="helper")
+        )
+        assert m.store.turns(Scope(tenant=m.tenant, session_id="s1")) == []
+        assert secret.encode() not in _file_bytes(db)
+        assert b"bobsecretvalue42" in _file_bytes(db)  # bob is untouched
+
+
+@BOTH
+def test_another_users_record_that_quoted_the_user_survives_without_the_quote(
+    kind: str, tmp_path: Path
+) -> None:
+    secret = "qzsecretmarker92"
+    with open_memory(kind, tmp_path) as m:
+        m.add(
+            {"role": "user", "content": f"my code word is {secret}"}, user_id="ana", session_id="s1"
+        )
+        [reply] = build_records(
+            to_messages([{"role": "user", "content": "noted", "name": "Carl"}]),
+            validate_options(
+                tenant=m.tenant,
+                user_id="carl",
+                agent_id=None,
+                session_id="s1",
+                metadata=None,
+                event_time=None,
+                memory_type="episodic",
+            ),
+            previous=m.get_all(user_id="ana")[0],  # carl answers ana in a shared session
+        )
+        m.store.put([reply])
+        assert secret in m.get(reply.id).context
+        assert [h.record.id for h in m.search(secret, user_id="carl")] == [reply.id]
+        m.forget("ana")
+        kept = m.get(reply.id)
+        assert kept.text == "noted" and secret not in kept.context
+        assert m.search(secret, user_id="carl") == []
+
+
+def test_scrub_context_cuts_the_quoted_reply_and_stray_copies() -> None:
+    ctx = "Carl | 08 May 2023 Monday | replying to Ana: my code word is qz | trailing"
+    assert scrub_context(ctx, ["  my code word is qz"]) == "Carl | 08 May 2023 Monday"
+    assert scrub_context("caption mentions qzsecret here", ["qzsecret"]) == "caption mentions  here"
+    assert scrub_context("nothing to see", ["qzsecret", ""]) == "nothing to see"
+
+
+def test_forget_with_an_open_reader_fails_loudly_then_completes(tmp_path: Path) -> None:
+    secret = "qzsecretmarker93"
+    db = tmp_path / "m.db"
+    store = SQLiteStore(db, busy_timeout_ms=300)
+    m = Memory(store=store, embedder=HashEmbedder())
+    _conversation(m, secret)
+    reader = sqlite3.connect(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM memories").fetchone()  # holds a read snapshot
+    with pytest.raises(StoreError, match="open reader"):
+        m.forget("ana")
+    assert m.get_all(user_id="ana") == []  # erased from every query already
+    reader.rollback()
+    reader.close()
+    m.add("an unrelated later write", user_id="bob")  # any later write finishes the erasure
+    assert secret.encode() not in _file_bytes(db)
+    m.close()
+
+
+def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:
+    secret = "qzsecretmarker94"
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as m:
+        _conversation(m, secret)
+        reader = sqlite3.connect(db, check_same_thread=False)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM memories").fetchone()
+        closer = threading.Timer(0.5, lambda: (reader.rollback(), reader.close()))
+        closer.start()
+        started = time.monotonic()
+        assert m.forget("ana") == 2
+        closer.join()
+        assert time.monotonic() - started >= 0.4
+        assert secret.encode() not in _file_bytes(db)
+
+
+def test_an_erasure_left_pending_is_finished_by_the_next_process(tmp_path: Path) -> None:
+    secret = "qzsecretmarker95"
+    db = tmp_path / "m.db"
+    m = Memory(store=SQLiteStore(db, busy_timeout_ms=200), embedder=HashEmbedder())
+    _conversation(m, secret)
+    reader = sqlite3.connect(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM memories").fetchone()
+    with pytest.raises(StoreError):
+        m.forget("ana")
+    m.store._db.close()  # a crash: no close(), no retry from this process
+    reader.rollback()
+    reader.close()
+    with Memory(db, embedder=HashEmbedder()) as again:
+        again.add("something else", user_id="bob")
+    assert secret.encode() not in _file_bytes(db)
+
+
+@BOTH
+def test_delete_keeps_history_text_by_default_and_purge_removes_it(
+    kind: str, tmp_path: Path
+) -> None:
+    with open_memory(kind, tmp_path) as m:
+        [kept] = m.add("qzkeptmarker ordinary note", user_id="ana", session_id="s9")
+        [gone] = m.add("qzpurgedmarker private note", user_id="ana", session_id="s9")
+        [reply] = m.add({"role": "assistant", "content": "ok"}, user_id="ana", session_id="s9")
+        m.delete(kept.id)
+        assert [e.event for e in m.history(kept.id)] == ["ADD", "DELETE"]
+        assert "qzkeptmarker" in (m.history(kept.id)[-1].old_text or "")
+        m.delete(gone.id, purge=True)
+        events = m.history(gone.id)
+        assert [e.event for e in events] == ["ADD", "DELETE"]
+        assert all(e.old_text is None and e.new_text is None for e in events)
+        assert "qzpurgedmarker" not in m.get(reply.id).context
+        assert m.search("qzpurgedmarker", user_id="ana") == []
+        if kind == "sqlite":
+            assert b"qzpurgedmarker" not in _file_bytes(tmp_path / "m.db")
+
+
+@BOTH
+def test_forget_reaches_untagged_turns_and_reply_contexts(kind: str, tmp_path: Path) -> None:
+    secret = "qzsecretmarker96"
+    with open_memory(kind, tmp_path) as m:
+        _conversation(m, secret)
+        assert m.forget("ana") == 2
+        store = m.store
+        assert store.turns(Scope(tenant=m.tenant, session_id="s1")) == []
+        for rec in store.list(Filter(scope=Scope(tenant=m.tenant, session_id="s1")), limit=100):
+            assert secret not in rec.text and secret not in rec.context
+        assert [r.text for r in m.get_all(user_id="bob")] == ["bob keeps bobsecretvalue42"]
+
+
+def test_postgres_forget_then_vacuum_leaves_no_row_and_no_byte(tmp_path: Path) -> None:
+    from pg_support import connect, pg_url, postgres_store
+
+    secret = "qzsecretmarker97"
+    data_dir = os.environ.get("CONTEXTOS_TEST_PG_DIR", "")
+    with postgres_store() as store:
+        m = Memory(store=store, embedder=HashEmbedder())
+        _conversation(m, secret)
+        m.forget("ana")
+        schema = store.schema
+        with connect(pg_url(), schema) as conn:
+            for (table,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            ).fetchall():
+                n = conn.execute(
+                    f"SELECT count(*) FROM {schema}.{table} t WHERE t::text LIKE %s",
+                    (f"%{secret}%",),
+                ).fetchone()[0]
+                assert n == 0, f"{table} still mentions the user"
+            store.vacuum()
+            files = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                    "AND pg_relation_filepath(c.oid) IS NOT NULL",
+                    (schema,),
+                ).fetchall()
+            ]
+        m.close()
+        base = Path(data_dir) / "data"
+        if not data_dir or not base.is_dir():
+            pytest.skip("the test PostgreSQL's data directory is not visible here")
+        found = [f for f in files if secret.encode() in _relation_bytes(base / f)]
+        assert found == [], f"bytes of the user remain in {found}"
+
+
+def _relation_bytes(path: Path) -> bytes:
+    out = b""
+    for candidate in [path, *sorted(path.parent.glob(path.name + ".*"))]:
+        if candidate.is_file():
+            out += candidate.read_bytes()
+    return out
+
+
+# -- hostile input at the store -------------------------------------------------------------
+
+
+@BOTH
+@pytest.mark.parametrize("key", ["a..b", "a.", ".a", "a'b", "a b", ""])
+def test_odd_metadata_filter_keys_are_a_value_error(kind: str, key: str, tmp_path: Path) -> None:
+    with open_memory(kind, tmp_path) as m:
+        m.add("hello", user_id="ana", metadata={"a": {"b": 1}})
+        m.flush()
+        flt = Filter(metadata={key: 1})
+        with pytest.raises(ValueError, match="metadata filter keys"):
+            m.search("hello", user_id="ana", filters=flt)
+        with pytest.raises(ValueError, match="metadata filter keys"):
+            m.get_all(user_id="ana", filters=flt)
+
+
+def test_nul_characters_on_postgres_are_a_value_error_without_server_details(
+    tmp_path: Path,
+) -> None:
+    with open_memory("postgres", tmp_path) as m:
+        for call in (
+            lambda: m.add("a\x00b", user_id="ana"),
+            lambda: m.add("hello", user_id="a\x00b"),
+            lambda: m.get("a\x00b"),
+            lambda: m.get_all(user_id="\x00"),
+        ):
+            with pytest.raises(ValueError) as info:
+                call()
+            assert "127.0.0.1" not in str(info.value) and "contextos_test" not in str(info.value)
+        assert m.search("x\x00y hello", user_id="ana") == []  # NUL in a query is no error
+
+
+# -- every hit is re-checked against the whole filter ------------------------------------
+
+
+def test_filter_matches_checks_every_part_of_the_filter() -> None:
+    from contextos.types import MemoryRecord
+
+    t = datetime(2024, 5, 1, tzinfo=UTC)
+    rec = MemoryRecord(
+        id="r1",
+        text="x",
+        scope=Scope(tenant="t", user_id="ana", agent_id="bot", session_id="s"),
+        memory_type="semantic",
+        metadata={"a": {"b": 1}, "k": "v"},
+        created_at=t,
+        event_time=t,
+        valid_from=t,
+        valid_to=t + timedelta(days=10),
+    )
+    now = t + timedelta(days=1)
+    yes = Filter(scope=Scope(tenant="t", user_id="ana"))
+    assert yes.matches(rec, now)
+    for flt in (
+        Filter(scope=Scope(tenant="other", user_id="ana")),
+        Filter(scope=Scope(tenant="t", user_id="eve")),
+        Filter(scope=Scope(tenant="t", agent_id="other")),
+        Filter(scope=Scope(tenant="t", session_id="other")),
+        Filter(scope=Scope(tenant="t", user_id="ana"), memory_types=("episodic",)),
+        Filter(scope=Scope(tenant="t", user_id="ana"), event_after=t + timedelta(seconds=1)),
+        Filter(scope=Scope(tenant="t", user_id="ana"), event_before=t),
+        Filter(scope=Scope(tenant="t", user_id="ana"), created_after=now),
+        Filter(scope=Scope(tenant="t", user_id="ana"), as_of=t - timedelta(days=1)),
+        Filter(scope=Scope(tenant="t", user_id="ana"), metadata={"a.b": 2}),
+        Filter(scope=Scope(tenant="t", user_id="ana"), metadata={"missing": 1}),
+    ):
+        assert not flt.matches(rec, now), flt
+    assert not yes.matches(rec, t + timedelta(days=11))  # validity closed by then
+    assert Filter(scope=yes.scope, include_invalid=True).matches(rec, t + timedelta(days=11))
+    assert Filter(scope=yes.scope, metadata={"a.b": 1, "k": "v"}).matches(rec, now)
+
+
+def test_validity_closed_by_another_connection_hides_the_record(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as m:
+        [rec] = m.add("ana lives in Porto", user_id="ana")
+        m.flush()
+        assert m.search("lives in Porto", user_id="ana")[0].dense_rank == 1
+        other = SQLiteStore(db)  # e.g. a reconcile in another process supersedes it
+        from contextos.store.base import Patch
+
+        other.update(m.tenant, rec.id, Patch(valid_to=datetime.now(UTC) - timedelta(seconds=1)))
+        other.close()
+        assert m.search("lives in Porto", user_id="ana") == []
