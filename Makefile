@@ -10,9 +10,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+# Every extra: the README's steps after `make demo` (serve, mcp, chat --provider,
+# --db postgresql://, bench plots) each need one, and none may fail for a missing package.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e .
+	$(PIP) install -e '.[all]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -12,6 +12,12 @@ if [ -x scripts/postgres.sh ]; then
   trap 'bash scripts/postgres.sh stop' EXIT
 fi
 
+if [ -f scripts/browser.sh ]; then
+  # Debian's chromium and the playwright package for the inspector's browser tests.
+  # shellcheck disable=SC1091
+  source scripts/browser.sh || echo "browser: unavailable; the browser tests will skip with the reason"
+fi
+
 python -m pytest "$@"
 rc=$?
 exit $rc

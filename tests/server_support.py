@@ -26,9 +26,11 @@ def auth(key: str) -> dict[str, str]:
 
 @contextmanager
 def app_client(db: Path | str, **config: Any) -> Iterator[TestClient]:
-    """A TestClient over a fresh app on ``db`` (HashEmbedder, admin key, no rate limit)."""
+    """A TestClient over a fresh app on ``db`` (HashEmbedder, admin key, no rate limit
+    and no throttle on failed authentication unless the test sets them)."""
     config.setdefault("admin_key", ADMIN_KEY)
     config.setdefault("rate_limit", RateLimit(rate=0))
+    config.setdefault("auth_failures", RateLimit(rate=0))
     app = create_app(ServerConfig(db=str(db), embedder="hash", **config), embedder=HashEmbedder())
     try:
         with TestClient(app) as client:
@@ -53,3 +55,73 @@ def assert_error(resp: Any, status: int, kind: str | None = None) -> dict[str, s
     if kind is not None:
         assert body["error"]["type"] == kind
     return dict(body["error"])
+
+
+#: Both stores: a SQLite file, and a PostgreSQL schema when the test server runs.
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def database(kind: str, tmp: Path, *, pg_options: str = "") -> Iterator[str]:
+    """A fresh database of ``kind`` ("sqlite" or "postgres"): a file under ``tmp``, or a
+    new PostgreSQL schema (dropped afterwards; skips when no test PostgreSQL runs),
+    its sessions started with ``pg_options`` (e.g. ``-c lock_timeout=500``)."""
+    if kind == "sqlite":
+        yield str(tmp / "server.db")
+        return
+    import uuid
+
+    from pg_support import connect, pg_url, with_options
+
+    url = pg_url()
+    schema = f"srv_{uuid.uuid4().hex[:12]}"
+    with connect(url) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_options(url, f"-c search_path={schema},public {pg_options}".strip())
+    finally:
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+LOCKER = (
+    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+    "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()"
+)
+
+
+@contextmanager
+def store_locked(db: str) -> Iterator[None]:
+    """Another process holds ``db``'s lock while inside: a SQLite write lock
+    (``BEGIN EXCLUSIVE``), or PostgreSQL's ACCESS EXCLUSIVE lock on the memories table
+    (pair with ``pg_options="-c lock_timeout=..."`` so the server gives up quickly)."""
+    if "://" in db:
+        import psycopg
+
+        conn = psycopg.connect(db)  # the URL's options carry the schema's search_path
+        try:
+            conn.execute("LOCK TABLE memories IN ACCESS EXCLUSIVE MODE")
+            yield
+        finally:
+            conn.rollback()
+            conn.close()
+        return
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()

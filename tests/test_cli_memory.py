@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from contextos.memory import Memory
+from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 
 
@@ -68,13 +69,154 @@ def test_forget_and_human_output(tmp_path: Path) -> None:
         (("search", "x", "-u", "a", "--limit", "0"), "0"),
         (("count", "/no/such/file"), "no such file"),
         (("count", "-", "--model", "gpt-99"), "unknown model"),
+        (("add", "x", "-u", "a", "--metadata", '{"a": NaN}'), "NaN is not valid JSON"),
+        (("add", "x", "-u", "a", "--metadata", '{"a": Infinity}'), "Infinity is not valid"),
+        (("list",), "list needs a scope: --user-id/-u"),
+        (("history", "nosuch"), "no memory 'nosuch'"),
+        (("--tenant", "bad tenant!", "list", "-u", "a"), "tenant must be"),
+        (("--db", "", "list", "-u", "a"), "database path is empty"),
+        (("--db", "/nonexistent_dir/sub/x.db", "list", "-u", "a"), "no directory"),
+        (("compact", "--session", "s", "--budget", "-5"), "--budget"),
+        (("compact", "--session", "s", "--budget", "0"), "--budget"),
+        (("window", "--session", "s", "-q", ""), "must not be empty"),
+        (("window", "--session", "s", "-q", " "), "must not be empty"),
+        (("window", "--session", "s", "-q", "x", "--budget", "-5"), "--budget"),
+        (("session", "add", "s", ""), "must not be empty"),
+        (("session", "show", "nosuch"), "no session 'nosuch'"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
     out = run(tmp_path / "cli.db", *args, stdin="")
     assert out.returncode != 0
     assert needle in out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_bad_db_path_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent_dir" / "sub" / "x.db"
+    out = run(missing, "add", "x", "-u", "a")
+    assert out.returncode == 1 and "no directory" in out.stderr
+    assert not (tmp_path / "nonexistent_dir").exists()
+    folder = run(tmp_path, "list", "-u", "a")  # a directory is no database file
+    assert folder.returncode == 1 and "is a directory" in folder.stderr
+
+
+def test_add_from_stdin_must_be_utf8(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "contextos.cli", "add", "-", "-u", "ana"],
+        input="café au lait".encode("latin-1"),
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "stdin is not UTF-8 text (byte 0xe9" in err
+    assert "codec" not in err and err.count("\n") == 1
+    ok = run(db, "add", "-", "-u", "ana", "--json", stdin="café au lait")
+    assert json.loads(ok.stdout)[0]["text"] == "café au lait"
+
+
+def test_count_and_extract_refuse_latin1_and_binary_files(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café au lait".encode("latin-1"))
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)))
+    for command in ("count", "extract"):
+        out = run(tmp_path / "cli.db", command, str(latin1))
+        assert out.returncode == 2 and "is not UTF-8 text (byte 0xe9 at offset 3)" in out.stderr
+        out = run(tmp_path / "cli.db", command, str(binary))
+        assert out.returncode == 2 and "is a binary file, not text" in out.stderr
+        assert out.stderr.count("\n") == 1
+
+
+def test_metadata_round_trips_through_get_json(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    meta = '{"a": 1.5, "b": [true, null], "c": "x"}'
+    mid = json.loads(run(db, "add", "x", "-u", "a", "--metadata", meta, "--json").stdout)[0]["id"]
+    stored = json.loads(run(db, "get", mid, "--json").stdout)["metadata"]
+    assert stored == {**json.loads(meta), "role": "user"}
+
+
+def test_the_same_fact_twice_is_stored_once(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    first = run(db, "add", "I'm allergic to peanuts", "-u", "ana")
+    again = run(db, "add", "I'm allergic to peanuts", "-u", "ana")
+    mid = first.stdout.split()[-1]
+    assert first.stdout.startswith("added ") and again.stdout.strip() == f"already stored {mid}"
+    other_user = run(db, "add", "I'm allergic to peanuts", "-u", "bob", "--json")
+    assert json.loads(other_user.stdout)[0]["id"] != mid  # scopes never merge
+    copy = run(db, "add", "I'm allergic to peanuts", "-u", "ana", "--no-dedupe", "--json")
+    assert json.loads(copy.stdout)[0]["id"] != mid
+    assert len(json.loads(run(db, "list", "-u", "ana", "--json").stdout)) == 2
+
+
+def test_api_dedupe_keeps_session_turns_and_scopes_apart(store: Store) -> None:
+    """Memory.add under the CLI, on both stores: exact repeats outside a session come back
+    as the stored record; turns of a conversation, other types and other scopes are never
+    merged."""
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
+        a = m.add("I'm allergic to peanuts", user_id="ana")
+        assert m.add("I'm allergic to peanuts", user_id="ana") == a
+        twice = m.add(["ok", "ok"], user_id="ana")  # a repeat inside one call, too
+        assert twice[0].id == twice[1].id
+        assert m.add("I'm allergic to peanuts", user_id="ana", memory_type="semantic") != a
+        assert m.add("I'm allergic to peanuts", user_id="ana", agent_id="x") != a
+        turns = [m.add("ok", user_id="ana", session_id="s1")[0] for _ in range(2)]
+        assert turns[0].id != turns[1].id
+        assert m.add("I'm allergic to peanuts", user_id="ana", dedupe=False) != a
+        in_session = m.add("walks the dog", user_id="ana", session_id="s9")
+        for_agent = m.add("walks the dog", user_id="ana", agent_id="x")
+        plain = m.add("walks the dog", user_id="ana")  # the same text, a wider scope
+        assert plain[0].id not in {in_session[0].id, for_agent[0].id}
+        texts = [r.text for r in m.get_all(user_id="ana")]
+        assert texts.count("I'm allergic to peanuts") == 4 and texts.count("ok") == 3
+        assert texts.count("walks the dog") == 3
+
+
+def test_add_infer_stores_the_facts(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    said = ("My daughter Lily turns 7 on Saturday", "-u", "ana", "--event-time", "2024-05-08")
+    out = run(db, "add", *said, "--infer", "--json")
+    facts = json.loads(out.stdout)
+    assert out.returncode == 0 and [f["text"] for f in facts] == [
+        "User's daughter Lily turns 7 on 4 May 2024"
+    ]
+    question = run(db, "add", "what does Lily like?", "-u", "ana", "--infer")
+    assert question.returncode == 0 and "nothing new to remember" in question.stdout
+    assert len(json.loads(run(db, "list", "-u", "ana", "--json").stdout)) == 1
+
+
+def test_one_default_database_for_the_api_and_the_cli(tmp_path: Path) -> None:
+    """Memory() and a bare `contextos list` open the same file and the CLI says which."""
+    home = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    code = (
+        "from contextos import Memory\n"
+        "with Memory() as m:\n"
+        "    m.add('I live in Lisbon', user_id='ana')\n"
+        "    print(m.settings.db)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CONTEXTOS_DB"}
+    env.update(home, CONTEXTOS_EMBEDDER="hash")
+    api = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert api.returncode == 0, api.stderr
+    default = Path(api.stdout.strip())
+    assert default == tmp_path / "data" / "contextos" / "memory.db" and default.exists()
+    out = subprocess.run(
+        [sys.executable, "-m", "contextos.cli", "list", "-u", "ana"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0 and "I live in Lisbon" in out.stdout
+    assert f"database: {default} (the default" in out.stderr
+    explicit = run(tmp_path / "other.db", "list", "-u", "ana")
+    assert "database:" not in explicit.stderr  # named by the user: no note
 
 
 def test_corrupt_database_is_one_clear_line(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,11 +81,12 @@ def test_bench_extract_missing_data_is_one_clean_line(
         main(["bench", "extract", "--data", str(tmp_path / "missing.json")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("Error: LoCoMo data not found at") and "--data PATH" in err
+    assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
     assert "\n" not in err and "Traceback" not in err
 
 
-def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:
+def _tiny_locomo(tmp_path: Path) -> Path:
+    """One LoCoMo-format conversation of three turns."""
     turns = [
         {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob!"},
         {
@@ -119,6 +123,11 @@ def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:
         json.dumps([{"sample_id": "conv-x", "conversation": conversation, "qa": qa}]),
         encoding="utf-8",
     )
+    return path
+
+
+def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:
+    path = _tiny_locomo(tmp_path)
     result = CliRunner().invoke(
         cli, ["bench", "extract", "--data", str(path), "--repeat", "1", "--json"]
     )
@@ -144,3 +153,28 @@ def test_bench_extract_default_path_human_output() -> None:
     result = CliRunner().invoke(cli, ["bench", "extract", "--limit", "2", "--repeat", "1"])
     assert result.exit_code == 0, result.output
     assert "turns/s" in result.output and "tokens vs raw" in result.output
+
+
+def test_bench_extract_reports_progress(tmp_path: Path) -> None:
+    """A rich progress bar on a terminal: every turn of every pass is counted."""
+    from contextos.bench.extract_speed import load_locomo_sessions, run_extract_bench
+
+    sessions = load_locomo_sessions(str(_tiny_locomo(tmp_path)))
+    seen: list[int] = []
+    run_extract_bench(sessions, repeat=2, progress=seen.append)
+    assert sum(seen) == 2 * 3 and len(seen) == 2 * len(sessions)
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")},
+        "FORCE_COLOR": "1",
+        "COLUMNS": "120",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "contextos.cli", "bench", "extract"]
+        + ["--data", str(tmp_path / "tiny.json"), "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "extract (2 passes)" in proc.stderr and "6/6" in proc.stderr

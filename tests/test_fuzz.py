@@ -10,7 +10,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from contextos.cli.main import main
-from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
+from server_support import ADMIN_KEY, STORES, app_client, assert_error, auth, database, issue_key
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -37,10 +37,15 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fuzz_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    db = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
-    with app_client(db) as client:
+@pytest.fixture(scope="module", params=STORES)
+def fuzz_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, str]]:
+    """The app over each store (PostgreSQL refuses what SQLite stores, e.g. NUL)."""
+    with (
+        database(request.param, tmp_path_factory.mktemp("fuzz")) as db,
+        app_client(db) as client,
+    ):
         key = issue_key(client, "fuzz")
         client.post(
             "/v1/memories",
@@ -188,7 +193,8 @@ def _run_cli(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue() + out.getvalue()
 
 
-CLI_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+CLI_TEXT = st.text(st.characters(blacklist_categories=SURROGATES), max_size=40)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -225,3 +231,63 @@ def test_cli_keys_create_rejects_bad_tenant_with_a_message(tmp_path: Path) -> No
     )
     assert code == 2
     assert "tenant must be" in output
+
+
+# -- MCP tool arguments ----------------------------------------------------------------
+
+ANY_TEXT = st.text(max_size=30)
+EDGE_INTS = [0, 1, -1, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30]
+ANY_INT = st.one_of(st.sampled_from(EDGE_INTS), st.integers(), st.integers(-(2**70), 2**70))
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | ANY_INT | st.floats() | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(
+    text=ANY_TEXT,
+    ident=st.one_of(st.just("u"), st.none(), ANY_TEXT),
+    number=ANY_INT,
+    meta=st.one_of(st.none(), st.dictionaries(ANY_TEXT, ANY_JSON, max_size=3)),
+    when=st.one_of(st.none(), ANY_TEXT, st.datetimes(timezones=st.timezones()).map(str)),
+)
+def test_mcp_tools_refuse_bad_arguments_as_tool_errors(
+    fuzz_client: tuple[Any, str],
+    text: str,
+    ident: str | None,
+    number: int,
+    meta: dict[str, Any] | None,
+    when: str | None,
+) -> None:
+    """Every MCP tool, with arbitrary arguments: a result, or an error the tool layer
+    reports with its message (ValueError, TypeError, ContextosError) that is not a
+    store failure; never an exception the SDK would log as a crash."""
+    from contextos.errors import ContextosError, StoreError
+    from contextos.server.mcp_server import MemoryTools
+    from contextos.tokens import default_tokenizer
+
+    client, _ = fuzz_client
+    tools = MemoryTools(client.app.state.tenants, lambda: "fuzz-mcp", default_tokenizer())
+    calls: list[tuple[Any, dict[str, Any]]] = [
+        (
+            tools.add_memory,
+            {"messages": text, "user_id": ident, "metadata": meta, "event_time": when},
+        ),
+        (tools.search_memory, {"query": text, "user_id": ident, "limit": number, "metadata": meta}),
+        (tools.list_memories, {"session_id": ident, "limit": 10, "offset": number}),
+        (tools.list_memories, {"user_id": ident, "limit": number}),
+        (tools.get_memory, {"memory_id": text}),
+        (tools.update_memory, {"memory_id": text, "text": ident, "metadata": meta}),
+        (tools.memory_history, {"memory_id": text}),
+        (tools.delete_memory, {"memory_id": text}),
+        (tools.assemble_window, {"question": text, "user_id": ident, "token_budget": number}),
+    ]
+    for tool, kwargs in calls:
+        try:
+            tool(**kwargs)
+        except StoreError as exc:  # a healthy store failing means bad input got through
+            raise AssertionError((tool.__name__, kwargs, exc)) from exc
+        except (ContextosError, ValueError, TypeError):
+            pass

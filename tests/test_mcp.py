@@ -16,11 +16,24 @@ pytest.importorskip("mcp")
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
+import contextos  # noqa: E402
+from contextos.agent.mcp_tools import mcp_functions  # noqa: E402
 from contextos.bench.serve import free_port  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
-TOOLS = {"add_memory", "search_memory", "list_memories", "delete_memory", "assemble_window"}
+TOOLS = {
+    "add_memory",
+    "search_memory",
+    "list_memories",
+    "get_memory",
+    "update_memory",
+    "memory_history",
+    "delete_memory",
+    "assemble_window",
+} | {fn.__name__ for fn in mcp_functions(lambda: None)}
+#: The stdio client starts the server with a bare environment: point it at this checkout.
+SRC = str(Path(contextos.__file__).resolve().parents[1])
 
 
 def _keys(db: Path, *tenants: str) -> list[str]:
@@ -43,7 +56,7 @@ async def _stdio(db: Path, key: str, fn: Callable[[ClientSession], Awaitable[Any
     params = StdioServerParameters(
         command=CLI[0],
         args=[*CLI[1:], "mcp", "--db", str(db), "--embedder", "hash"],
-        env={"CONTEXTOS_API_KEY": key},
+        env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
     )
     with anyio.fail_after(60):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
@@ -96,7 +109,7 @@ def test_stdio_tools_round_trip(tmp_path: Path) -> None:
     assert out["window"]["tokens"] <= 300
     assert out["window"]["text"].rstrip().endswith("What does Ana drink?")
     assert out["unscoped"].is_error and "ScopeError" in out["unscoped"].content[0].text
-    assert out["deleted"] == {"deleted": tea_id}
+    assert out["deleted"] == {"deleted": tea_id, "purged": False}
     assert out["missing"].is_error and "NotFound" in out["missing"].content[0].text
     assert [r["text"] for r in out["listed"]] == ["Ana's bike is red"]
 

@@ -507,3 +507,23 @@ def test_validity_closed_by_another_connection_hides_the_record(tmp_path: Path) 
         other.update(m.tenant, rec.id, Patch(valid_to=datetime.now(UTC) - timedelta(seconds=1)))
         other.close()
         assert m.search("lives in Porto", user_id="ana") == []
+
+
+def test_reads_do_not_queue_behind_a_write_waiting_for_another_process(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    m = Memory(store=SQLiteStore(db, busy_timeout_ms=3000), embedder=HashEmbedder())
+    m.add("ana likes tea", user_id="ana")
+    m.flush()
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    writer = threading.Thread(target=lambda: pytest.raises(StoreError, m.add, "x", user_id="b"))
+    writer.start()
+    time.sleep(0.3)  # the add now waits for the lock, holding the store's write side
+    started = time.monotonic()
+    assert [r.text for r in m.get_all(user_id="ana")] == ["ana likes tea"]
+    assert m.search("tea", user_id="ana")[0].record.text == "ana likes tea"
+    assert time.monotonic() - started < 1.5
+    writer.join()
+    holder.rollback()
+    holder.close()
+    m.close()

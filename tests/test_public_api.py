@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,40 @@ import contextos
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def test_exported_members() -> None:
+    """Like httpx's test: ``__all__`` is exactly the package's public names, sorted."""
+    public = {
+        name
+        for name, value in vars(contextos).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)  # submodules, imported as a side effect
+        and name != "annotations"  # from __future__
+    }
+    assert set(contextos.__all__) == public | {"__version__"}
+    assert contextos.__all__ == sorted(contextos.__all__, key=lambda n: (n.islower(), n))
+    assert len(contextos.__all__) == len(set(contextos.__all__))
+
+
 def test_all_names_resolve_and_are_documented() -> None:
+    """Every exported name exists and says what it is for, and so does every public
+    method and property of an exported class (what a user reaches with one dot)."""
+    missing = []
     for name in contextos.__all__:
-        obj = getattr(contextos, name)
-        if callable(obj) and not name.startswith("_"):
-            assert obj.__doc__, f"contextos.{name} has no docstring"
+        obj = getattr(contextos, name)  # AttributeError: __all__ names a ghost
+        if name == "__version__":
+            assert isinstance(obj, str) and obj
+            continue
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj):
+            for attr, value in vars(obj).items():
+                if attr.startswith("_"):
+                    continue
+                func = value.fget if isinstance(value, property) else value
+                func = getattr(func, "__func__", func)  # classmethod/staticmethod
+                if (inspect.isfunction(func) or isinstance(value, property)) and not (func.__doc__):
+                    missing.append(f"{name}.{attr}")
+    assert not missing, f"undocumented public API: {missing}"
 
 
 def test_memory_verbs_have_docstrings() -> None:
@@ -40,11 +71,14 @@ def test_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert block, "README lost its example"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CONTEXTOS_EMBEDDER", "hash")
-    namespace: dict[str, object] = {}
-    exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102
-    hits = namespace["hits"]
-    assert [h.record.text for h in hits] == ["I'm allergic to peanuts"]  # type: ignore[attr-defined]
-    namespace["memory"].close()  # type: ignore[attr-defined]
+    monkeypatch.setenv("CONTEXTOS_DB", str(tmp_path / "default.db"))  # what Memory() opens
+    for run in (1, 2):  # a second run finds the fact stored once (no duplicate)
+        namespace: dict[str, object] = {}
+        exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102
+        hits = namespace["hits"]
+        assert [h.record.text for h in hits] == ["I'm allergic to peanuts"], run  # type: ignore[attr-defined]
+        namespace["memory"].close()  # type: ignore[attr-defined]
+    assert (tmp_path / "default.db").exists()
 
 
 def test_readme_keeps_exactly_the_two_setup_commands() -> None:
@@ -52,3 +86,35 @@ def test_readme_keeps_exactly_the_two_setup_commands() -> None:
     setup = text.split("## Set-up", 1)[1].split("##", 1)[0]
     commands = re.findall(r"^make \w+", setup, re.M)
     assert commands == ["make demo", "make test"]
+
+
+def _extras(names: set[str], optional: dict[str, list[str]]) -> set[str]:
+    """Extras with the ones they pull in (``all = ["contextos[server,...]"]``)."""
+    out = set(names)
+    for name in names:
+        for req in optional.get(name, []):
+            inner = re.fullmatch(r"contextos\[([\w,]+)\]", req)
+            if inner:
+                out |= _extras(set(inner.group(1).split(",")), optional)
+    return out
+
+
+def test_make_demo_installs_what_the_readme_uses_next() -> None:
+    """The README's steps after `make demo` (serve, mcp, chat --provider, a postgresql://
+    --db) must not fail for a missing extra in the .venv that `make demo` made."""
+    import tomllib
+
+    makefile = (README.parent / "Makefile").read_text()
+    recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    named = re.findall(r"install -e '?\.\[([\w,]+)\]'?", recipe)
+    assert named, "make demo installs no extras"
+    optional = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    installed = _extras({e for group in named for e in group.split(",")}, optional)
+    readme = README.read_text()
+    needs = {"server": "contextos serve", "mcp": "contextos mcp", "postgres": "postgresql://"}
+    needs |= {"anthropic": "anthropic", "openai": "OpenAI"}
+    for extra, mention in needs.items():
+        assert mention in readme, mention  # the README still uses it
+        assert extra in installed, f"make demo does not install contextos[{extra}]"

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,8 @@ def test_memory_routes_match_the_python_api(db: Path) -> None:
         hist = c.get(f"/v1/memories/{ids[0]}/history", headers=h).json()["results"]
         assert [e["event"] for e in hist] == ["ADD", "UPDATE"]
         assert hist[1]["old_text"] == "I am allergic to peanuts"
-        assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == {"deleted": ids[1]}
+        deleted = {"deleted": ids[1], "purged": False}
+        assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == deleted
         assert_error(c.get(f"/v1/memories/{ids[1]}", headers=h), 404, "NotFound")
         gone = c.post("/v1/memories/forget", headers=h, json={"user_id": "ana"}).json()
         assert gone == {"user_id": "ana", "forgotten": 1}
@@ -194,7 +196,7 @@ def test_bodies_over_the_limit_get_413(db: Path) -> None:
         big = {"messages": "x" * 5000, "user_id": "ana"}
         assert_error(c.post("/v1/memories", headers=h, json=big), 413, "PayloadTooLarge")
 
-        def chunks():  # no Content-Length: counted while streaming
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
             for _ in range(10):
                 yield b" " * 1000
 

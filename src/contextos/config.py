@@ -7,6 +7,7 @@ environment variable, then default. Library objects take a :class:`Settings`
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -16,13 +17,45 @@ from .errors import ConfigError
 
 
 def default_db_path() -> Path:
-    """``memory.db`` in the user data directory (the directory is created here: the
-    store itself refuses a path whose folder is missing, to catch typos)."""
+    """``memory.db`` in the user data directory: the one default of the API and the CLI.
+
+    ``Memory()`` and a bare ``contextos list`` open this same file, whatever
+    the current directory is, so what one writes the other reads. Its
+    directory is created by :func:`load_settings` when the default is chosen.
+    """
     import platformdirs
 
-    folder = Path(platformdirs.user_data_dir("contextos"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "memory.db"
+    return Path(platformdirs.user_data_dir("contextos")) / "memory.db"
+
+
+def check_db(db: str) -> str:
+    """Refuse a database setting that can only be a mistake; return it unchanged.
+
+    The CLI checks ``--db``/``CONTEXTOS_DB`` with it before opening anything.
+
+    A ``postgresql://`` URL passes. A SQLite path must be non-empty and its
+    directory must exist: a typo such as ``/nonexistent_dir/sub/x.db`` would
+    otherwise create directories and an empty database, and later reads
+    would silently show nothing.
+
+    Raises:
+        ConfigError: empty, a directory, or in a directory that does not exist.
+    """
+    if not isinstance(db, str):
+        raise TypeError(f"the database must be a path or URL string, not {type(db).__name__}")
+    if not db.strip():
+        raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
+    if "://" in db:
+        return db
+    path = Path(db).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{db} is a directory: pass a database file inside it")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"no directory {str(path.parent)!r} for the database {db}: create it first "
+            "or fix the path"
+        )
+    return db
 
 
 @dataclass(frozen=True)
@@ -52,7 +85,10 @@ _ENV = {
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Resolve settings: ``overrides`` (non-None) > environment > defaults."""
+    """Resolve settings: ``overrides`` (non-None) > environment > defaults.
+
+    No database given means :func:`default_db_path` (its directory is created).
+    """
     env = os.environ if env is None else env
     values: dict[str, object] = {}
     for f in fields(Settings):
@@ -67,5 +103,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be an integer") from None
     settings = replace(Settings(), **values)  # type: ignore[arg-type]
     if not settings.db:
-        settings = replace(settings, db=str(default_db_path()))
+        path = default_db_path()
+        # The default's directory is ours to create (any other path is the caller's);
+        # in a read-only home, opening the database will say what failed.
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        settings = replace(settings, db=str(path))
     return settings

@@ -23,7 +23,7 @@ from .demo_data import CAPTIONS, QUESTIONS, SESSIONS, SPEAKERS, SYSTEM_PROMPT, T
 from .memory import Memory
 from .models import ModelInfo, get_model
 from .session import Session
-from .types import Hit, MemoryRecord, Message
+from .types import Hit, MemoryRecord, Message, Role
 from .window import Window
 
 USER = "maya"
@@ -56,7 +56,7 @@ def _messages(session_no: int) -> list[Message]:
         }
         if text in CAPTIONS:
             meta["caption"] = CAPTIONS[text]
-        role = "user" if speaker == SPEAKERS[0] else "assistant"
+        role: Role = "user" if speaker == SPEAKERS[0] else "assistant"
         out.append(Message(role=role, content=text, name=speaker, metadata=meta))
     return out
 
@@ -81,7 +81,8 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo against a database file (created if missing)."""
     say = progress or (lambda _msg: None)
-    result = DemoResult(model=get_model(model_name))
+    model = get_model(model_name)  # unknown names fail here, before any work
+    result = DemoResult(model=model)
     memory = Memory(db)
     try:
         session = Session(memory.store, "demo-chat", user_id=USER)
@@ -96,7 +97,7 @@ def run_demo(
         compacted = session.compact(600, "summarize")
         result.compactions = 1 if compacted.plan is not None else 0
         result.history_tokens_after = session.history_tokens()
-        result.window, result.cache = _window_and_cost(memory, session, result.model)
+        result.window, result.cache = _window_and_cost(memory, session, model)
     finally:
         memory.close()
     return result

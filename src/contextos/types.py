@@ -67,18 +67,22 @@ class MemoryRecord:
 
     @property
     def tenant(self) -> str:
+        """The customer the memory belongs to (``scope.tenant``)."""
         return self.scope.tenant
 
     @property
     def user_id(self) -> str | None:
+        """Whose memory it is (``scope.user_id``)."""
         return self.scope.user_id
 
     @property
     def agent_id(self) -> str | None:
+        """The agent it belongs to (``scope.agent_id``)."""
         return self.scope.agent_id
 
     @property
     def session_id(self) -> str | None:
+        """The conversation it came from (``scope.session_id``)."""
         return self.scope.session_id
 
 

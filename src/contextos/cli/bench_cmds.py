@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..bench.locomo_data import DEFAULT_LOCOMO
-from .common import CliState, console, err_console, pass_state
+from .common import CliState, console, err_console, pass_state, print_table, progress_bar
 
 KEYS = (
     "recall@5",
@@ -27,23 +27,12 @@ KEYS = (
 )
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-
-
 def _write_json(path: str | None, report: dict[str, Any]) -> None:
     if path:
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        err_console.print(f"wrote {out}")
+        err_console.print(Text(f"wrote {out}"))
 
 
 def _locomo_table(report: dict[str, Any]) -> Table:
@@ -112,7 +101,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         convs = load_locomo(data)[:conversations]
         turns = sum(len(c.turns) for c in convs)
         questions = sum(1 for c in convs for q in c.qa if q.evidence)
-        with _progress() as bar:
+        with progress_bar() as bar:
             tasks = {
                 "ingest": bar.add_task("ingest turns", total=turns),
                 "search": bar.add_task("questions", total=questions),
@@ -128,7 +117,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         if state.as_json:
             click.echo(json.dumps(report, indent=2, default=str))
             return
-        console.print(_locomo_table(report))
+        print_table(_locomo_table(report))
         lat = report["latency_ms"]
         console.print(
             f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
@@ -151,7 +140,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         """Add/search latency, embedding rate and DB size at 10k and 100k memories."""
         from ..bench.scale import run_scale
 
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("add memories", total=n)
             report = run_scale(n, queries=queries, progress=lambda k: bar.advance(task, k))
         _write_json(json_out, report)
@@ -174,7 +163,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
             table.add_column(c, justify="right")
         for r in report["results"]:
             table.add_row(*(str(r[c]) for c in cols))
-        console.print(table)
+        print_table(table)
 
     bench.add_command(online_bench)
 
@@ -257,7 +246,7 @@ def online_bench(
     )
     planned = plan(load_locomo(data)[:conversations], limit)
     questions = sum(len(qs) for _, qs in planned)
-    with _progress() as bar:
+    with progress_bar() as bar:
         tasks = {
             "stream": bar.add_task(
                 "stream turns", total=sum(len(c.turns[:limit]) for c, _ in planned)
@@ -294,7 +283,7 @@ def _print_online(report: dict[str, Any]) -> None:
             *(f"{m.get(k, 0):.3f}" for k in ("recall@10", "recall@1000t", "recall@25")),
             str(m.get("n", 0)),
         )
-    console.print(table)
+    print_table(table)
     lag, lat = report["vector_lag_ms"], report["latency_ms"]
     console.print(
         f"vector lag p50 {lag['p50']} ms · p95 {lag['p95']} ms · {lag['unseen']} of "

@@ -1,4 +1,10 @@
-"""What every CLI command shares: settings, JSON output, one-line errors."""
+"""What every CLI command shares: settings, JSON output, one-line errors, safe printing.
+
+Text that came from a user or a model (memories, turns, replies, ids, error
+messages quoting input) is never rich markup: it is printed as a ``Text`` or
+passed through :func:`escape`, so stored text cannot inject styles or terminal
+hyperlinks (``[link=...]``) into someone's terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,21 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
 from ..config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
+console = Console(soft_wrap=True)  # lines are not cut at 80 columns under a pipe
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -31,14 +42,88 @@ class CliState:
 
     @property
     def settings(self) -> Settings:
-        if self._settings is None:
-            from ..config import load_settings
+        """The resolved settings; the first call checks ``--db`` and says which file is used.
 
+        Only commands that open the database read this, so the note about the
+        default file appears where it matters (on stderr, once per command).
+        """
+        if self._settings is None:
+            from ..config import check_db, load_settings
+
+            if self.db is not None:  # --db or CONTEXTOS_DB (click reads both)
+                check_db(self.db)
             self._settings = load_settings(db=self.db, tenant=self.tenant)
+            if self.db is None:
+                err_console.print(
+                    Text(
+                        f"database: {self._settings.db} (the default; --db PATH or "
+                        "CONTEXTOS_DB to change)",
+                        style="dim",
+                    )
+                )
         return self._settings
 
 
 pass_state = click.make_pass_decorator(CliState)
+
+
+def read_text_arg(source: str, *, param: str = "FILE") -> str:
+    """The text of a file argument (``-``: stdin), which must be UTF-8 text.
+
+    Why strict: counting or storing a Latin-1 or binary file after silently
+    replacing its bytes gives wrong numbers and garbled memories; say what is
+    wrong and how to fix it instead, in one line.
+    """
+    if source == "-":
+        data: bytes = sys.stdin.buffer.read()
+        where = "stdin"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise click.BadParameter(f"no such file: {source}", param_hint=param)
+        data = path.read_bytes()
+        where = source
+    if b"\x00" in data:
+        raise click.BadParameter(f"{where} is a binary file, not text", param_hint=param)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(
+            f"{where} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "convert it first, e.g. iconv -f latin1 -t utf-8",
+            param_hint=param,
+        ) from None
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 memory``, ``2 memories``: the count and the noun that agrees with it."""
+    return f"{n:,} {noun if n == 1 else (nouns or noun + 's')}"
+
+
+def progress_bar() -> Progress:
+    """The benchmarks' progress bar: on stderr, gone when done, silent off a terminal."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def print_table(table: Table) -> None:
+    """Print a table: fitted to the terminal, or whole when stdout is a pipe or file.
+
+    Why: off a terminal rich assumes 80 columns and cuts cells and headers
+    with "…"; a table piped into a file or ``grep`` must keep every character.
+    """
+    if console.is_terminal:
+        console.print(table)
+        return
+    wide = console.options.update(max_width=1_000_000)
+    width = max(Measurement.get(console, wide, table).maximum, console.width)
+    Console(file=console.file, width=width, no_color=console.no_color).print(table)
 
 
 def json_default(value: object) -> object:

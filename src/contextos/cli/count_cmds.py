@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from ..models import get_model
 from ..tokens import default_tokenizer
 from ..types import Message
-from .common import CliState, console, json_option, pass_state, print_json
+from .common import CliState, console, json_option, pass_state, print_json, read_text_arg
 
 
 def _messages_from_json(text: str) -> list[Message] | None:
@@ -41,13 +40,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     def count(state: CliState, file: str, model: str) -> None:
         """Count the tokens of FILE (text, or a JSON list of chat messages; - for stdin)."""
         info = get_model(model)
-        if file == "-":
-            text = click.get_text_stream("stdin").read()
-        else:
-            path = Path(file)
-            if not path.exists():
-                raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
-            text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text_arg(file)  # UTF-8 text only: a clear error for Latin-1 or binary
         tok = default_tokenizer()
         messages = _messages_from_json(text)
         tokens = tok.count_messages(messages) if messages is not None else tok.count(text)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,7 +12,15 @@ from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
 from ..memory.temporal import parse_session_time
 from ..types import Message
-from .common import CliState, console, json_option, pass_state, print_json
+from .common import (
+    CliState,
+    console,
+    json_option,
+    pass_state,
+    print_json,
+    progress_bar,
+    read_text_arg,
+)
 
 
 def _message(item: dict[str, Any]) -> Message:
@@ -79,13 +85,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @pass_state
     def extract(state: CliState, file: str, session_time: str | None) -> None:
         """Extract candidate memories from FILE (JSON messages or 'Speaker: text' lines)."""
-        if file == "-":
-            text = sys.stdin.read()
-        else:
-            path = Path(file)
-            if not path.is_file():
-                raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
-            text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text_arg(file)
         turns, file_time = read_turns(text)
         raw_time = session_time or file_time
         when = parse_session_time(raw_time)
@@ -107,8 +107,16 @@ def register(cli: click.Group, bench: click.Group) -> None:
         metavar="PATH",
         help="LoCoMo file (default ../shared/data/locomo/locomo-dev.json).",
     )
-    @click.option("--repeat", default=3, show_default=True, help="Passes; the fastest counts.")
-    @click.option("--limit", default=None, type=int, help="Only the first N sessions.")
+    @click.option(
+        "--repeat",
+        default=3,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Passes; the fastest counts.",
+    )
+    @click.option(
+        "--limit", default=None, type=click.IntRange(1), help="Only the first N sessions."
+    )
     @click.option(
         "--min-confidence",
         default=0.0,
@@ -130,7 +138,18 @@ def register(cli: click.Group, bench: click.Group) -> None:
             raise click.ClickException(str(exc)) from None
         extractor = OfflineExtractor(min_confidence=min_confidence)
         chosen = sessions[:limit] if limit else sessions
-        result = eb.run_extract_bench(chosen, extractor=extractor, repeat=repeat, evidence=evidence)
+        passes = max(1, repeat)
+        with progress_bar() as bar:
+            task = bar.add_task(
+                f"extract ({passes} passes)", total=passes * sum(len(s.messages) for s in chosen)
+            )
+            result = eb.run_extract_bench(
+                chosen,
+                extractor=extractor,
+                repeat=repeat,
+                evidence=evidence,
+                progress=lambda n: bar.advance(task, n),
+            )
         if state.as_json:
             print_json(result)
             return

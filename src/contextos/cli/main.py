@@ -11,6 +11,7 @@ import importlib
 import sys
 
 import click
+from rich.text import Text
 
 from ..errors import ContextosError
 from .common import CliState, err_console
@@ -44,6 +45,13 @@ COMMAND_MODULES = [
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, tenant: str | None, as_json: bool) -> None:
     """contextos: manage an LLM's context window like an OS manages memory."""
+    if tenant is not None:
+        from ..server.keys import validate_tenant
+
+        try:
+            validate_tenant(tenant)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tenant") from None
     ctx.obj = CliState(db=db, tenant=tenant, as_json=as_json)
 
 
@@ -63,16 +71,29 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         err_console.print("aborted")
         sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        print_error(exc.format_message() + hint)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        print_error(exc.format_message())
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except ContextosError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(1)
     except (ValueError, TypeError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, one line, the message as plain text.
+
+    Why plain: messages quote user input and name extras such as
+    ``contextos[server]``, which rich markup would swallow as a tag.
+    """
+    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False)

@@ -1,7 +1,9 @@
 """Memory commands: add, search, get, list, update, delete, history, forget.
 
 Each one parses its flags, calls one ``Memory`` method and prints the result
-(``--json`` for machines).
+(``--json`` for machines). Tables show whole ids, so any id printed can be
+pasted into ``get``/``update``/``delete``/``history``; memory text is printed
+as plain text, never as markup.
 """
 
 from __future__ import annotations
@@ -9,16 +11,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import click
 from rich.table import Table
+from rich.text import Text
 
+from ..errors import NotFound
 from ..memory import Memory
 from ..memory.render import render
-from ..types import HistoryEvent, Hit, MemoryRecord
-from .common import CliState, console, json_option, pass_state, print_json
+from ..types import HistoryEvent, Hit, MemoryRecord, MemoryType
+from .common import (
+    CliState,
+    console,
+    json_option,
+    pass_state,
+    plural,
+    print_json,
+    print_table,
+    read_text_arg,
+)
 
 
 @contextmanager
@@ -64,12 +77,15 @@ def hit_dict(h: Hit) -> dict[str, Any]:
 
 
 def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("id", "type", "when", "memory"):
+    table = Table(title=Text(title))
+    table.add_column("id", no_wrap=True)  # whole: what `get ID` takes
+    for col in ("type", "when", "memory"):
         table.add_column(col, overflow="fold")
     for r in records:
         when = r.event_time or r.created_at
-        table.add_row(r.id[:8], r.memory_type, when.date().isoformat() if when else "", render(r))
+        table.add_row(
+            Text(r.id), r.memory_type, when.date().isoformat() if when else "", Text(render(r))
+        )
     return table
 
 
@@ -86,12 +102,23 @@ def _parse_metadata(value: str | None) -> dict[str, Any] | None:
     if value is None:
         return None
     try:
-        data = json.loads(value)
+        data = json.loads(value, parse_constant=_no_constant)
+    except _NotJson as exc:
+        raise click.BadParameter(str(exc), param_hint="--metadata") from None
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from None
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--metadata")
     return data
+
+
+class _NotJson(ValueError):
+    """A value Python's json accepts but JSON does not (NaN, Infinity)."""
+
+
+def _no_constant(name: str) -> Any:
+    # Stored metadata must round-trip: `get --json` would print invalid JSON.
+    raise _NotJson(f"{name} is not valid JSON (metadata must round-trip)")
 
 
 scope_options = [
@@ -121,6 +148,18 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         show_default=True,
     )
     @click.option("--speaker", help="Who said it.")
+    @click.option(
+        "--infer",
+        is_flag=True,
+        help="Store the facts extracted from TEXT (reconciled with stored ones), "
+        "not TEXT verbatim.",
+    )
+    @click.option(
+        "--no-dedupe",
+        "no_dedupe",
+        is_flag=True,
+        help="Store TEXT again even if the same text is already stored in this scope.",
+    )
     @json_option
     @pass_state
     def add(
@@ -133,13 +172,20 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         event_time: str | None,
         memory_type: str,
         speaker: str | None,
+        infer: bool,
+        no_dedupe: bool,
     ) -> None:
-        """Store TEXT as a memory (- reads it from stdin)."""
+        """Store TEXT as a memory (- reads it from stdin).
+
+        The same text added again in the same scope (outside a session) gives
+        back the stored memory instead of a copy; --no-dedupe stores a copy.
+        """
         if text == "-":
-            text = click.get_text_stream("stdin").read()
+            text = read_text_arg("-", param="TEXT")
         message: dict[str, str] = {"role": "user", "content": text}
         if speaker:
             message["name"] = speaker
+        started = datetime.now(UTC)
         with open_memory(state) as memory:
             records = memory.add(
                 message,
@@ -148,14 +194,22 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 session_id=session_id,
                 metadata=_parse_metadata(metadata),
                 event_time=_parse_time(event_time),
-                memory_type=memory_type,
-            )  # type: ignore[arg-type]
+                memory_type=cast(MemoryType, memory_type),
+                infer=infer,
+                dedupe=not no_dedupe,
+            )
             memory.flush()
         if state.as_json:
             print_json([record_dict(r) for r in records])
-        else:
-            for r in records:
-                console.print(f"added {r.id}")
+            return
+        if not records:
+            console.print("nothing new to remember (no facts found, or all already stored)")
+        for r in records:
+            old = r.created_at is not None and r.created_at < started
+            verb = "already stored" if old else "added"
+            console.print(Text(f"{verb} {r.id}"), highlight=False)
+            if infer:
+                console.print(Text(f"  {render(r)}"), highlight=False)
 
     @cli.command()
     @click.argument("query")
@@ -192,20 +246,22 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 session_id=session_id,
                 limit=limit,
                 token_budget=token_budget,
-                memory_types=memory_types or None,  # type: ignore[arg-type]
+                memory_types=cast(tuple[MemoryType, ...], memory_types) or None,
                 as_of=_parse_time(as_of),
             )
         if state.as_json:
             print_json([hit_dict(h) for h in hits])
             return
-        table = Table(title=f"{len(hits)} results · {sum(h.tokens for h in hits)} tokens")
+        table = Table(
+            title=f"{plural(len(hits), 'result')} · {plural(sum(h.tokens for h in hits), 'token')}"
+        )
         for col in ("#", "score", "tokens", "id", "memory"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col, overflow="fold", no_wrap=col == "id")
         for i, h in enumerate(hits, 1):
             table.add_row(
-                str(i), f"{h.score:.4f}", str(h.tokens), h.record.id[:8], render(h.record)
+                str(i), f"{h.score:.4f}", str(h.tokens), Text(h.record.id), Text(render(h.record))
             )
-        console.print(table)
+        print_table(table)
 
     @cli.command()
     @click.argument("memory_id")
@@ -218,7 +274,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if state.as_json:
             print_json(record_dict(r))
         else:
-            console.print(_records_table([r], r.id))
+            print_table(_records_table([r], r.id))
 
     @cli.command("list")
     @with_scope
@@ -235,6 +291,11 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         offset: int,
     ) -> None:
         """List memories in a scope, newest first (Memory.get_all)."""
+        if not (user_id or agent_id or session_id):
+            raise click.UsageError(
+                "list needs a scope: --user-id/-u, --agent-id/-a or --session-id/-s "
+                "(one user's memories are never listed with another's)"
+            )
         with open_memory(state, embed=False) as memory:
             records = memory.get_all(
                 user_id=user_id,
@@ -246,7 +307,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if state.as_json:
             print_json([record_dict(r) for r in records])
         else:
-            console.print(_records_table(records, f"{len(records)} memories"))
+            print_table(_records_table(records, plural(len(records), "memory", "memories")))
 
     @cli.command()
     @click.argument("memory_id")
@@ -262,7 +323,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if state.as_json:
             print_json(record_dict(r))
         else:
-            console.print(f"updated {r.id}")
+            console.print(Text(f"updated {r.id}"), highlight=False)
 
     @cli.command()
     @click.argument("memory_id")
@@ -280,7 +341,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if state.as_json:
             print_json({"deleted": memory_id, "purged": purge})
         else:
-            console.print(f"deleted {memory_id}")
+            console.print(Text(f"deleted {memory_id}"), highlight=False)
 
     @cli.command()
     @click.argument("memory_id")
@@ -290,6 +351,8 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         """Every change to a memory, oldest first."""
         with open_memory(state, embed=False) as memory:
             events = memory.history(memory_id)
+        if not events:  # like `get`: an unknown id is an error, not an empty table
+            raise NotFound(f"no memory {memory_id!r}")
         if state.as_json:
             print_json(events)
             return
@@ -309,7 +372,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if state.as_json:
             print_json({"user_id": user_id, "forgotten": n})
         else:
-            console.print(f"forgot {n} memories of {user_id}")
+            console.print(
+                Text(f"forgot {plural(n, 'memory', 'memories')} of {user_id}"), highlight=False
+            )
 
 
 def _print_history(events: Sequence[HistoryEvent]) -> None:
@@ -318,6 +383,10 @@ def _print_history(events: Sequence[HistoryEvent]) -> None:
         table.add_column(col, overflow="fold")
     for e in events:
         table.add_row(
-            e.at.isoformat(timespec="seconds"), e.event, e.old_text or "", e.new_text or "", e.actor
+            e.at.isoformat(timespec="seconds"),
+            e.event,
+            Text(e.old_text or ""),
+            Text(e.new_text or ""),
+            Text(e.actor),
         )
-    console.print(table)
+    print_table(table)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import click
+from rich.text import Text
 
 from .common import CliState, console, json_option, pass_state, print_json
 
 if TYPE_CHECKING:
-    from ..providers.chat import ChatTurn
+    from ..providers.chat import ChatProvider, ChatTurn
 
 
 def _bench_wrap(
@@ -19,17 +20,16 @@ def _bench_wrap(
 ) -> None:
     from ..bench.wrap_overhead import TARGET_MS, measure
 
-    providers = ["anthropic", "openai"] if provider == "both" else [provider]
-    modes = ["passthrough", "session"] if mode == "both" else [mode]
+    providers = cast(
+        list[Literal["anthropic", "openai"]],
+        ["anthropic", "openai"] if provider == "both" else [provider],
+    )
+    modes = cast(
+        list[Literal["passthrough", "session"]],
+        ["passthrough", "session"] if mode == "both" else [mode],
+    )
     results = [
-        measure(
-            p,
-            mode=m,
-            calls=calls,
-            warmup=warmup,
-            stream=stream,  # type: ignore[arg-type]
-            embedder=embedder,
-        )
+        measure(p, mode=m, calls=calls, warmup=warmup, stream=stream, embedder=embedder)
         for p in providers
         for m in modes
     ]
@@ -61,14 +61,17 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
         console.rule("window")
         console.print(turn.window.render_text(), markup=False, highlight=False)
         sizes = ", ".join(f"{k}={v}" for k, v in turn.window.segment_tokens().items())
-        console.print(f"[dim]{turn.window.total_tokens} tokens ({sizes})[/dim]")
+        console.print(Text(f"{turn.window.total_tokens} tokens ({sizes})", style="dim"))
         console.rule()
-    console.print(f"[bold]assistant>[/bold] {turn.reply}", highlight=False)
+    console.print(Text.assemble(("assistant>", "bold"), " ", turn.reply), highlight=False)
     u = turn.usage
     console.print(
-        f"[dim]usage: in {u.input_tokens} out {u.output_tokens} "
-        f"cache write {u.cache_creation_input_tokens} "
-        f"read {u.cache_read_input_tokens}[/dim]"
+        Text(
+            f"usage: in {u.input_tokens} out {u.output_tokens} "
+            f"cache write {u.cache_creation_input_tokens} "
+            f"read {u.cache_read_input_tokens}",
+            style="dim",
+        )
     )
 
 
@@ -89,8 +92,8 @@ def _chat(
     try:
         chat = Chat(
             memory,
-            provider=provider,
-            session_id=session_id,  # type: ignore[arg-type]
+            provider=cast("ChatProvider", provider),
+            session_id=session_id,
             user_id=user_id,
             model=model,
             settings=state.settings,

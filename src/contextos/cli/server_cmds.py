@@ -8,6 +8,9 @@ runs it; none holds logic of its own.
 from __future__ import annotations
 
 import os
+import signal
+import socket
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,8 +24,58 @@ ADMIN_KEY_HELP = (
 
 
 def _db(state: CliState, db: str | None) -> str:
-    """``--db`` given after the command wins over the group's ``--db``."""
-    return db or state.settings.db
+    """``--db`` given after the command wins over the group's ``--db``; a directory is
+    refused here, in one line, before anything tries to open it as a SQLite file."""
+    target = db or state.settings.db
+    if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
+        raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
+    return target
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is announced or loaded, so a busy
+    port fails at once with one line (and port 0 picks a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)  # serve --workers hands it to the worker processes
+    return sock
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived after the server had stopped gracefully."""
+
+
+def _run_server(app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
+    """Serve ``app`` (an ASGI app, or an import string with ``factory``/``workers`` in
+    ``options``) on the bound ``sock`` until SIGTERM or Ctrl-C, then return.
+
+    uvicorn stops gracefully on SIGTERM and then raises the signal again, which by
+    default kills the process on the spot; a handler of ours turns that into a normal
+    return, so callers close what they opened and the exit status is 0."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    config = uvicorn.Config(app, **options)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
+    except (_Stopped, KeyboardInterrupt):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
 
 
 def _embedder_name(state: CliState, embedder: str | None) -> str:
@@ -135,7 +188,7 @@ def serve(
     from ..server.ratelimit import RateLimit
 
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         from ..errors import MissingExtraError
 
@@ -147,32 +200,50 @@ def serve(
         max_body_bytes=max_body_bytes,
         rate_limit=RateLimit(rate=rate, burst=burst),
     )
-    console.print(f"contextos serving on http://{host}:{port} (docs at /docs)", highlight=False)
     options: dict[str, Any] = {
-        "host": host,
-        "port": port,
         "log_level": log_level,
         "access_log": False,
         "timeout_keep_alive": keep_alive,
     }
+    sock = _bind(host, port)
+    url = _url(host, sock.getsockname()[1])
     if workers > 1:
         # Worker processes build their own app from the config handed over in the
-        # environment (uvicorn needs an import string to spawn them).
+        # environment (uvicorn needs an import string to spawn them); each closes
+        # its store when it is shut down.
         os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
-        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+        _announce(url)
+        worker_options = {**options, "factory": True, "workers": workers}
+        _run_server(f"{__name__}:worker_app", sock, worker_options)
+        console.print("contextos stopped", highlight=False)
         return
-    app = create_app(config)
     try:
-        uvicorn.run(app, **options)
+        app = create_app(config, close_on_shutdown=True)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        _announce(url)
+        _run_server(app, sock, options)
     finally:
-        close_app(app)
+        close_app(app)  # no-op after a normal shutdown, which already closed it
+    console.print("contextos stopped (store closed)", highlight=False)
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _announce(url: str) -> None:
+    """Say where the server listens, once the port is bound and the app is built."""
+    console.print(f"contextos serving on {url} (OpenAPI schema at /openapi.json)", highlight=False)
 
 
 def worker_app() -> Any:
     """The app of one ``serve --workers N`` process (see ``serve``)."""
     from ..server.app import config_from_json, create_app
 
-    return create_app(config_from_json(os.environ[WORKER_CONFIG_ENV]))
+    return create_app(config_from_json(os.environ[WORKER_CONFIG_ENV]), close_on_shutdown=True)
 
 
 @click.group()
@@ -275,6 +346,27 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     help="HTTP: port (endpoint /mcp).",
 )
 @click.option("--embedder", default=None, help="Embedder name (minilm, or hash for tests).")
+@click.option(
+    "--rate",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="HTTP: requests per second per key (0: no limit); over it: 429 + Retry-After.",
+)
+@click.option(
+    "--burst",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="HTTP: requests a key may send at once before the rate applies.",
+)
+@click.option(
+    "--max-body-bytes",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="HTTP: larger request bodies get 413.",
+)
 @pass_state
 def mcp(
     state: CliState,
@@ -284,15 +376,20 @@ def mcp(
     host: str,
     port: int,
     embedder: str | None,
+    rate: float,
+    burst: int,
+    max_body_bytes: int,
 ) -> None:
     """Run the MCP server (memory tools + window assembly) for one tenant's key."""
     from ..embed import make_embedder
     from ..server.auth import Unauthenticated
     from ..server.keys import KeyStore
-    from ..server.mcp_server import build_mcp_server
+    from ..server.mcp_server import build_mcp_server, mcp_http_app
+    from ..server.ratelimit import RateLimit
     from ..server.tenants import TenantMemories
 
     target = _db(state, db)
+    sock = _bind(host, port) if transport != "stdio" else None
     key_store = KeyStore(target)
     tenants = TenantMemories.open(target, make_embedder(_embedder_name(state, embedder)))
     try:
@@ -307,13 +404,21 @@ def mcp(
             server = build_mcp_server(tenants, tenant=key.tenant)
             server.run("stdio")
         else:
-            server = build_mcp_server(tenants, keys=key_store, http_url=f"http://{host}:{port}")
-            if server.contextos_major == "1":  # FastMCP takes host/port as settings
-                server.settings.host, server.settings.port = host, port
-                server.run("streamable-http")
-            else:
-                server.run("streamable-http", host=host, port=port)
+            assert sock is not None
+            url = _url(host, sock.getsockname()[1])
+            server = build_mcp_server(tenants, keys=key_store, http_url=url)
+            app = mcp_http_app(
+                server,
+                key_store,
+                host=host,
+                rate_limit=RateLimit(rate=rate, burst=burst),
+                max_body_bytes=max_body_bytes,
+            )
+            console.print(f"contextos MCP serving on {url}/mcp", highlight=False)
+            _run_server(app, sock, {"log_level": "warning", "access_log": False})
     finally:
+        if sock is not None:
+            sock.close()
         tenants.close()
         key_store.close()
 

@@ -4,29 +4,62 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
 import click
+from rich.text import Text
 
 from ..cache import CacheSimulator, cache_request, render, report
 from ..compaction import STRATEGIES, Thresholds
+from ..errors import NotFound
 from ..models import ModelInfo, get_model
 from ..session import Session
-from ..types import Message, Role
+from ..types import Hit, Message, Role
 from ..window import Window
-from .common import CliState, console, json_option, pass_state, print_json
+from .common import (
+    CliState,
+    console,
+    json_option,
+    pass_state,
+    plural,
+    print_json,
+    print_table,
+    read_text_arg,
+)
+
+#: Memories retrieved for ``window`` (as many as the demo and the SDK wrappers use).
+WINDOW_MEMORIES = 8
 
 
 def _session(state: CliState, session_id: str, user_id: str | None) -> Session:
     from ..store import open_store
 
     settings = state.settings
-    if "://" not in settings.db:
-        Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
     return Session(open_store(settings.db), session_id, tenant=settings.tenant, user_id=user_id)
+
+
+def _non_empty(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("must not be empty", param=param)
+    return value
+
+
+def _memories_for(state: CliState, s: Session, question: str, user_id: str | None) -> list[Hit]:
+    """What long-term memory holds for ``question``: the user's memories when a user is
+    given (as the demo and ``wrap`` do), else the memories filed under this session."""
+    from ..memory import Memory
+
+    memory = Memory(
+        store=s.store,
+        tenant=state.settings.tenant,
+        settings=state.settings,
+        background_embedding=False,
+    )
+    if user_id:
+        return memory.search(question, user_id=user_id, limit=WINDOW_MEMORIES)
+    return memory.search(question, session_id=s.session_id, limit=WINDOW_MEMORIES)
 
 
 def _window_report(window: Window, model_name: str) -> dict[str, Any]:
@@ -66,24 +99,28 @@ def _print_window(window: Window, info: dict[str, Any]) -> None:
         table.add_column(col)
     for u in window.usage:
         table.add_row(
-            u.name,
+            Text(u.name),
             f"{u.tokens:,}",
             str(u.items),
             str(u.dropped),
             str(u.floor),
             "-" if u.ceiling is None else str(u.ceiling),
         )
-    console.print(table)
+    print_table(table)
     for bp in window.breakpoints:
         console.print(
-            f"breakpoint after block {bp.after} ({bp.segment}, {bp.ttl}, "
-            f"{bp.prefix_tokens:,} prefix tokens)"
+            Text(
+                f"breakpoint after block {bp.after} ({bp.segment}, {bp.ttl}, "
+                f"{bp.prefix_tokens:,} prefix tokens)"
+            )
         )
     for o in window.overflow:
-        console.print(f"dropped {o.key} ({o.tokens} tokens): {o.reason}")
+        console.print(Text(f"dropped {o.key} ({o.tokens} tokens): {o.reason}"))
     console.print(
         f"input cost: ${info['cost_cold_usd']:.5f} cold, "
-        f"${info['cost_if_prefix_cached_usd']:.5f} with the prefix cached"
+        f"${info['cost_if_prefix_cached_usd']:.5f} with the prefix cached "
+        "(list prices; the cache simulator's estimate)",
+        highlight=False,
     )
 
 
@@ -100,8 +137,8 @@ def _register_session(cli: click.Group) -> None:
         """Durable conversation logs (append-only)."""
 
     @session.command("add")
-    @click.argument("session_id")
-    @click.argument("content")
+    @click.argument("session_id", callback=_non_empty)
+    @click.argument("content", callback=_non_empty)
     @click.option(
         "--role",
         type=click.Choice(["user", "assistant", "system", "tool"]),
@@ -123,7 +160,9 @@ def _register_session(cli: click.Group) -> None:
     ) -> None:
         """Append one message to SESSION_ID's log (CONTENT, or - for stdin)."""
         if content == "-":
-            content = sys.stdin.read()
+            content = read_text_arg("-", param="CONTENT")
+            if not content.strip():
+                raise click.BadParameter("stdin is empty", param_hint="CONTENT")
         turns = _session(state, session_id, user_id).add(
             Message(role=cast(Role, role), content=content, name=name)
         )
@@ -131,7 +170,7 @@ def _register_session(cli: click.Group) -> None:
             print_json(turns)
             return
         for t in turns:
-            console.print(f"{session_id} #{t.seq}: {t.tokens} tokens")
+            console.print(Text(f"{session_id} #{t.seq}: {t.tokens} tokens"))
 
     @session.command("show")
     @click.argument("session_id")
@@ -145,6 +184,8 @@ def _register_session(cli: click.Group) -> None:
         """Print a session's turns and its compaction state."""
         s = _session(state, session_id, user_id)
         turns = [s.turn(seq)] if seq is not None else s.turns()
+        if not turns:  # like `get`: an unknown session is an error, not an empty log
+            raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
         st = s.state()
         if state.as_json:
             print_json({"turns": turns, "state": st.to_json()})
@@ -152,7 +193,7 @@ def _register_session(cli: click.Group) -> None:
         for t in turns:
             mark = "" if t.seq >= st.start_seq or t.seq in st.pinned else " (compacted)"
             console.print(
-                f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {t.message.content}",
+                Text(f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {t.message.content}"),
                 highlight=False,
             )
         console.print(f"compactions: {st.compactions}, first verbatim turn: {st.start_seq}")
@@ -162,10 +203,12 @@ def _register_window(cli: click.Group) -> None:
     @cli.command("window")
     @click.option("--session", "session_id", required=True, help="Session id.")
     @click.option("--model", "-m", default="claude-sonnet-4-6", show_default=True)
-    @click.option("--question", "-q", required=True, help="The current question.")
+    @click.option(
+        "--question", "-q", required=True, callback=_non_empty, help="The current question."
+    )
     @click.option(
         "--budget",
-        type=int,
+        type=click.IntRange(1),
         default=None,
         help="Input tokens (default: model window minus reserved output).",
     )
@@ -178,7 +221,12 @@ def _register_window(cli: click.Group) -> None:
         show_default=True,
         help="Print the table or a request body.",
     )
-    @click.option("--user-id", default=None, help="Owner of the session.")
+    @click.option(
+        "--user-id",
+        default=None,
+        help="Owner of the session; their memories are retrieved for the question "
+        "(without it, the memories filed under this session).",
+    )
     @json_option
     @pass_state
     def window_cmd(
@@ -191,11 +239,12 @@ def _register_window(cli: click.Group) -> None:
         fmt: str,
         user_id: str | None,
     ) -> None:
-        """Assemble the window for a question: segments, breakpoints, overflow, cost."""
+        """Assemble the window for a question: memories retrieved for it, the session's
+        history, segments, breakpoints, overflow, cost."""
         info = get_model(model)
-        w = _session(state, session_id, user_id).window(
-            info, question, budget=budget, system=system
-        )
+        s = _session(state, session_id, user_id)
+        hits = _memories_for(state, s, question, user_id)
+        w = s.window(info, question, budget=budget, system=system, hits=hits)
         if fmt != "table":
             print_json(render(w, info, fmt))  # type: ignore[arg-type]
             return
@@ -214,7 +263,7 @@ def _register_window(cli: click.Group) -> None:
         show_default=True,
         help="How to compact.",
     )
-    @click.option("--budget", type=int, required=True, help="Tokens for the history.")
+    @click.option("--budget", type=click.IntRange(1), required=True, help="Tokens for the history.")
     @click.option("--force", is_flag=True, help="Compact even under the trigger threshold.")
     @click.option("--user-id", default=None, help="Owner of the session.")
     @json_option
@@ -251,7 +300,8 @@ def _register_window(cli: click.Group) -> None:
             p = result.plan
             console.print(
                 f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
-                f"{len(p.rotate)} turns rotated, {len(p.clear)} results cleared"
+                f"{plural(len(p.rotate), 'turn')} rotated, "
+                f"{plural(len(p.clear), 'result')} cleared"
             )
 
 
@@ -428,4 +478,4 @@ def _print_replay(rep: dict[str, Any]) -> None:
                 f"{r['cost_without_cache_usd']:.2f}",
                 str(r["compactions"]),
             )
-        console.print(table)
+        print_table(table)

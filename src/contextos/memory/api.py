@@ -99,6 +99,7 @@ class Memory:
         memory_type: MemoryType = "episodic",
         infer: bool = False,
         extractor: Extractor | None = None,
+        dedupe: bool = True,
     ) -> list[MemoryRecord]:
         """Store messages as memories (one per message), durably, and return them.
 
@@ -118,6 +119,10 @@ class Memory:
             memory_type: "episodic" (default), "semantic" or "procedural".
             infer: extract and reconcile facts instead of storing the turns verbatim.
             extractor: the Extractor for this call (with ``infer=True``).
+            dedupe: outside a session, an exact repeat (same text, type and
+                scope) returns the stored record instead of a copy, so a fact
+                added twice is stored and injected once. Turns of a session
+                are never merged. ``False`` stores every message.
 
         Raises:
             ScopeError: no user, agent or session given.
@@ -136,9 +141,39 @@ class Memory:
         if infer:
             return self._infer(to_messages(messages), opts, last, extractor)
         records = build_records(to_messages(messages), opts, previous=last)
-        self.store.put(records)
-        self._embed_later()
+        if dedupe and opts.scope.session_id is None:
+            records, new = self._reuse_repeats(records)
+        else:
+            new = records
+        if new:
+            self.store.put(new)
+            self._embed_later()
         return records
+
+    def _reuse_repeats(
+        self, records: list[MemoryRecord]
+    ) -> tuple[list[MemoryRecord], list[MemoryRecord]]:
+        """Swap each record for a stored (or earlier) one with the same hash, type and
+        exact scope; return the records to hand back and those still to write.
+
+        Why BM25: the stores have no lookup by hash, and scanning a scope is O(n) per
+        add; the 20 best keyword matches hold any exact repeat unless 20 records of
+        the scope (in its sessions, say) repeat the text too. Two concurrent adds
+        of one text may both store it: this is a courtesy, not a constraint.
+        """
+        out: list[MemoryRecord] = []
+        new: list[MemoryRecord] = []
+        for record in records:
+            twin = next((r for r in new if _same_memory(r, record)), None)
+            if twin is None:  # an exact repeat is among the text's own best BM25 matches
+                flt = Filter(scope=record.scope, memory_types=(record.memory_type,))
+                ranked = self.store.keyword_search(flt, record.text, limit=20)
+                stored = self.store.get_many(self.tenant, [r.id for r in ranked])
+                twin = next((r for r in stored if _same_memory(r, record)), None)
+            if twin is None:
+                new.append(record)
+            out.append(twin or record)
+        return out, new
 
     def _infer(
         self,
@@ -315,7 +350,7 @@ class Memory:
         )
         if not scope.is_scoped():
             raise ScopeError(
-                "searching needs a user_id, agent_id or session_id; "
+                "reading memories needs a user_id, agent_id or session_id; "
                 "an unscoped read would mix users' memories"
             )
         flt = replace(base, scope=scope)
@@ -347,6 +382,10 @@ class Memory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
+    return a.hash == b.hash and a.scope == b.scope and a.memory_type == b.memory_type
 
 
 def _check_limit(limit: object) -> None:

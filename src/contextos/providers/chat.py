@@ -1,11 +1,16 @@
 """A chat loop's single step, for ``contextos chat``: send one message, see the window.
 
 :class:`Chat` runs every turn through the same path as :func:`wrap` (session
-log, memory retrieval, window assembly, remembering the exchange), against a
-real provider (``anthropic``, ``openai`` or any OpenAI-compatible
-``base_url``) or ``offline``: no model and no key; the window that would have
-been sent is assembled and shown, and the answer is extractive -- the
-strongest retrieved memory, quoted.
+log, memory retrieval, window assembly), against a real provider
+(``anthropic``, ``openai`` or any OpenAI-compatible ``base_url``) or
+``offline``: no model and no key; the window that would have been sent is
+assembled and shown, and the answer is extractive -- the strongest retrieved
+memory, quoted.
+
+Long-term memory keeps the facts of what the user said, not the messages: each
+user message goes through the extractor (``Memory.add(..., infer=True)``), so
+"I'm allergic to peanuts" is remembered as a fact, and "what am I allergic to?"
+or "hi" leave nothing behind. Every message is still in the session log.
 """
 
 from __future__ import annotations
@@ -89,8 +94,10 @@ class Chat:
         self.system = system
         self.max_tokens = max_tokens
         self.memory = memory
-        self.context = SessionContext(memory=memory, session=session_id, user_id=user_id)
-        self.context.remember_replies = provider != "offline"  # canned text is no memory
+        # The session log keeps every turn; memory gets extracted facts (see _remember).
+        self.context = SessionContext(
+            memory=memory, session=session_id, user_id=user_id, remember=False
+        )
         self._client: WrappedClient | None = None
         self._watch = _Watch(self.context)
         if provider != "offline":
@@ -101,8 +108,22 @@ class Chat:
         """Send one user message; returns the reply and the window it was answered from."""
         if not text.strip():
             raise ValueError("say something")
-        if self._client is None:
-            return self._offline(text)
+        turn = self._offline(text) if self._client is None else self._call(text)
+        self._remember(text)
+        return turn
+
+    def _remember(self, text: str) -> None:
+        """Store the facts of a user message, reconciled with what memory holds."""
+        if self.memory is not None:
+            self.memory.add(
+                Message("user", text),
+                user_id=self.context.user_id,
+                agent_id=self.context.agent_id,
+                infer=True,
+            )
+
+    def _call(self, text: str) -> ChatTurn:
+        assert self._client is not None
         if self.provider == "anthropic":
             self._client.messages.create(
                 model=self.model,

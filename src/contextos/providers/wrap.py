@@ -80,6 +80,7 @@ class _Core:
         self.calls = UsageLog()
         self.recorders = [self.calls.append, *recorders]
         self.stream_usage = stream_usage
+        self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
 
     def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
         """Assemble and render the window (pass-through without a context source)."""
@@ -247,6 +248,9 @@ class _Resource:
 
     def create(self, **kwargs: Any) -> Any:
         """The SDK's ``create``, with the window managed and usage recorded."""
+        if self._core.tool_loop is not None:  # memory_tools: every request of the loop goes
+            send = lambda kw: self._core.call(self._inner.create, kw)  # noqa: E731 - through call
+            return self._core.tool_loop.create(send, self._core.adapter.reply, **kwargs)
         return self._core.call(self._inner.create, kwargs)
 
     def stream(self, **kwargs: Any) -> Any:
@@ -346,6 +350,7 @@ def wrap(
     prompt_cache_key: bool | str = False,
     stream_usage: bool = True,
     on_call: Recorder | None = None,
+    memory_tools: Any = False,
 ) -> WrappedClient:
     """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
 
@@ -367,6 +372,9 @@ def wrap(
         prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
         stream_usage: OpenAI only; ask streams for the usage chunk.
         on_call: called with every :class:`~contextos.providers.base.CallRecord`.
+        memory_tools: True to offer the model the self-editing memory tools (core
+            blocks pinned in the prefix, archival memory, conversation search) and run
+            them until it answers (see :mod:`contextos.agent.loop`); or a ready ToolLoop.
 
     Raises:
         TypeError: an unsupported client, or ``context`` together with memory/session.
@@ -390,4 +398,15 @@ def wrap(
             background_commit=background_commit,
         )
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
+    if memory_tools is not False:
+        from ..agent.loop import tool_loop_for_wrap
+
+        core.tool_loop = tool_loop_for_wrap(
+            memory_tools,
+            adapter.name,
+            memory=memory,
+            context=context,
+            user_id=user_id,
+            agent_id=agent_id,
+        )
     return WrappedClient(client, core)

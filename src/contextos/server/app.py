@@ -17,43 +17,31 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..embed import Embedder, make_embedder
-from ..errors import (
-    BudgetError,
-    ConfigError,
-    ContextosError,
-    MissingExtraError,
-    NotFound,
-    RateLimited,
-    ScopeError,
-    StoreError,
-)
+from ..errors import ContextosError, MissingExtraError
 from ..tokens import Tokenizer, default_tokenizer
-from .auth import Authenticator, Forbidden, Unauthenticated, validate_admin_key
+from .auth import DEFAULT_AUTH_FAILURES, Authenticator, validate_admin_key
 from .batching import BatchingEmbedder
-from .bodylimit import BodyLimitMiddleware, PayloadTooLarge
+from .bodylimit import DEFAULT_MAX_BODY, BodyLimitMiddleware
+from .errors import (
+    STATUS,
+    describe,
+    error_body,
+    package_version,
+    public_message,
+    retry_after,
+    status_for,
+)
+from .gate import AuthGate, JsonBody
 from .keys import KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
 
 log = logging.getLogger("contextos.server")
 
-#: Status code of each error class; the first matching row wins (subclasses first).
-STATUS: tuple[tuple[type[BaseException], int], ...] = (
-    (Unauthenticated, 401),
-    (Forbidden, 403),
-    (RateLimited, 429),
-    (PayloadTooLarge, 413),
-    (NotFound, 404),
-    (ScopeError, 400),
-    (BudgetError, 400),
-    (StoreError, 503),
-    (ConfigError, 400),
-    (ContextosError, 400),
-    (ValueError, 400),
-    (TypeError, 400),
-)
+__all__ = ["STATUS", "ServerConfig", "close_app", "create_app", "error_body", "status_for"]
 
-DEFAULT_MAX_BODY = 1_000_000
+#: Path prefixes of the API: authenticated before their body is read, bodies are JSON.
+API_PREFIXES = ("/v1/", "/ui/api/")
 
 
 @dataclass(frozen=True)
@@ -65,27 +53,20 @@ class ServerConfig:
     admin_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
     rate_limit: RateLimit = field(default_factory=RateLimit)
+    #: Failed authentications per client address (burst, then per second); over it: 429.
+    auth_failures: RateLimit = field(default_factory=lambda: DEFAULT_AUTH_FAILURES)
 
 
 def config_to_json(config: ServerConfig) -> str:
     """Serialise a config for another process (``serve --workers``)."""
-    return json.dumps({**asdict(config), "rate_limit": asdict(config.rate_limit)})
+    return json.dumps(asdict(config))
 
 
 def config_from_json(text: str) -> ServerConfig:
     """The inverse of :func:`config_to_json`."""
     data = json.loads(text)
-    return ServerConfig(**{**data, "rate_limit": RateLimit(**data["rate_limit"])})
-
-
-def status_for(exc: BaseException) -> int:
-    """The HTTP status of an exception (500 only for bugs)."""
-    return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-
-
-def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
-    """The one error shape every route and middleware answers with."""
-    return {"error": {"type": kind, "message": message}}
+    limits = {name: RateLimit(**data[name]) for name in ("rate_limit", "auth_failures")}
+    return ServerConfig(**{**data, **limits})
 
 
 def _import_fastapi() -> Any:
@@ -97,9 +78,18 @@ def _import_fastapi() -> Any:
 
 
 def create_app(
-    config: ServerConfig, *, embedder: Embedder | None = None, tokenizer: Tokenizer | None = None
+    config: ServerConfig,
+    *,
+    embedder: Embedder | None = None,
+    tokenizer: Tokenizer | None = None,
+    close_on_shutdown: bool = False,
 ) -> Any:
-    """Build the FastAPI app for ``config`` (store and key table opened now)."""
+    """Build the FastAPI app for ``config`` (store and key table opened now).
+
+    With ``close_on_shutdown`` the app closes its store, key table and embedding
+    worker when the server shuts it down (``contextos serve``: uvicorn re-raises
+    SIGTERM once it has stopped, so nothing after ``run`` would get to run);
+    otherwise :func:`close_app` does, and the app may be served more than once."""
     fastapi = _import_fastapi()
     from .routes import key_router, memory_router, session_router
 
@@ -117,40 +107,66 @@ def create_app(
         batching.close()
         raise
     auth = Authenticator(
-        keys, admin_key=config.admin_key, limiter=TokenBucketLimiter(config.rate_limit)
+        keys,
+        admin_key=config.admin_key,
+        limiter=TokenBucketLimiter(config.rate_limit),
+        failures=TokenBucketLimiter(config.auth_failures),
     )
+    closed = False
+
+    def close() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            tenants.close()
+            keys.close()
+            batching.close()
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
-        # Shutdown only drains embeddings: the same app object may be served more than
-        # once (tests, schema tools), so closing the store is close_app's job.
         try:
             yield
         finally:
-            tenants.flush()
+            try:
+                tenants.flush()  # drain embeddings; a busy store must not crash shutdown
+            except Exception as exc:  # noqa: BLE001 - logged; pending rows stay pending
+                log.warning("pending embeddings not drained at shutdown: %s", exc)
+            if close_on_shutdown:
+                close()
 
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and nothing
+    # here may need the internet. The schema is at /openapi.json for any local viewer.
     app = fastapi.FastAPI(
         title="contextos",
-        version=_version(),
+        version=package_version(),
         lifespan=lifespan,
         description="Tenant-scoped memory and session API of contextos.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.tenants, app.state.keys, app.state.auth = tenants, keys, auth
-
-    def close() -> None:
-        tenants.close()
-        keys.close()
-        batching.close()
-
     app.state.close = close
     app.include_router(memory_router(auth, tenants))
     app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
     app.include_router(key_router(auth))
+    from ..agent.routes import agent_router  # the self-editing memory tools
+
+    app.include_router(agent_router(auth, tenants))
 
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="health")
 
     _install_error_handlers(app, fastapi)
+    # Outermost last: the body limit, then authentication, then JSON bodies.
+    app.add_middleware(JsonBody, prefixes=API_PREFIXES)
+    # Without an admin key /v1/keys answers 403 with a hint, whatever key is sent.
+    ungated = () if config.admin_key else ("/v1/keys",)
+    app.add_middleware(AuthGate, auth=auth, prefixes=API_PREFIXES, exclude=ungated)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    # The inspector page (/ui), its JSON routes, and the security headers (added last:
+    # outermost, so even the body-limit middleware's 413s carry them).
+    from .ui import install_ui
+
+    install_ui(app, auth, tenants, tokenizer or default_tokenizer())
     return app
 
 
@@ -169,23 +185,19 @@ def _install_error_handlers(app: Any, fastapi: Any) -> None:
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
-    def respond(exc: BaseException, status: int, message: str) -> Any:
-        headers = {}
-        if isinstance(exc, RateLimited):
-            headers["Retry-After"] = TokenBucketLimiter.retry_after_header(exc.retry_after or 1)
-        if status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse(error_body(type(exc).__name__, message), status, headers=headers)
-
     async def on_library_error(_: Any, exc: Exception) -> Any:
         status = status_for(exc)
-        if status >= 500:
-            log.error("unexpected error", exc_info=exc)
-            return respond(exc, 500, "internal server error")
-        return respond(exc, status, str(exc) or type(exc).__name__)
+        headers = {}
+        wait = retry_after(exc)
+        if wait is not None:
+            headers["Retry-After"] = TokenBucketLimiter.retry_after_header(wait)
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        body = error_body(type(exc).__name__, public_message(exc))
+        return JSONResponse(body, status, headers=headers)
 
     async def on_validation(_: Any, exc: RequestValidationError) -> Any:
-        return JSONResponse(error_body("InvalidRequest", _describe(exc.errors())), 422)
+        return JSONResponse(error_body("InvalidRequest", describe(exc.errors())), 422)
 
     async def on_http(_: Any, exc: HTTPException) -> Any:
         return JSONResponse(
@@ -198,21 +210,3 @@ def _install_error_handlers(app: Any, fastapi: Any) -> None:
     app.add_exception_handler(HTTPException, on_http)
     for cls in (ContextosError, ValueError, TypeError, Exception):
         app.add_exception_handler(cls, on_library_error)
-
-
-def _describe(errors: Any) -> str:
-    """One readable line per validation problem: ``body.limit: must be <= 100``."""
-    parts = []
-    for err in list(errors)[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("contextos")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0"

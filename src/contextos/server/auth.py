@@ -8,12 +8,15 @@ may manage keys but is not a tenant: it cannot read or write memories.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..errors import AuthError, RateLimited
 from .keys import KeyStore, hash_secret, secrets_match
-from .ratelimit import TokenBucketLimiter
+from .ratelimit import RateLimit, TokenBucketLimiter
+
+#: Failed authentications a client may make at once, then per second.
+DEFAULT_AUTH_FAILURES = RateLimit(rate=1.0, burst=20)
 
 
 class Unauthenticated(AuthError):
@@ -56,12 +59,34 @@ class Authenticator:
     """Turns a request's key into a Principal and charges its rate-limit bucket."""
 
     def __init__(
-        self, keys: KeyStore, *, admin_key: str | None, limiter: TokenBucketLimiter
+        self,
+        keys: KeyStore,
+        *,
+        admin_key: str | None,
+        limiter: TokenBucketLimiter,
+        failures: TokenBucketLimiter | None = None,
     ) -> None:
         validate_admin_key(admin_key)
         self.keys = keys
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self.limiter = limiter
+        self.failures = failures or TokenBucketLimiter(DEFAULT_AUTH_FAILURES)
+
+    def admit(self, headers: Mapping[str, str], client: str) -> Principal:
+        """The caller of a request from address ``client``, charged to its key's bucket.
+
+        Raises RateLimited while ``client`` has used up its failed attempts (before
+        the key is checked), Unauthenticated for a missing or wrong key (which uses
+        one attempt), and RateLimited when the key is over its own rate."""
+        wait = self.failures.wait(client)
+        if wait > 0:
+            raise RateLimited("too many failed authentications from this client", retry_after=wait)
+        try:
+            principal = self.identify(bearer_secret(headers))
+        except Unauthenticated:
+            self.failures.acquire(client)
+            raise
+        return self._charge(principal)
 
     def identify(self, secret: str | None) -> Principal:
         """Principal for ``secret``; Unauthenticated when it names nobody."""
@@ -75,20 +100,27 @@ class Authenticator:
         return Principal(key_id=key.id, tenant=key.tenant)
 
     def tenant_of(self, headers: Mapping[str, str]) -> str:
+        """The tenant of a request's key, checked and charged here: for routes mounted
+        outside :class:`~contextos.server.gate.AuthGate` (behind it, use
+        ``tenant_for`` on the gate's principal, or the key pays twice)."""
+        return self.tenant_for(self._charge(self.identify(bearer_secret(headers))))
+
+    @staticmethod
+    def tenant_for(principal: Principal) -> str:
         """The tenant a request acts for; the admin key is refused here."""
-        principal = self._charge(self.identify(bearer_secret(headers)))
         if principal.is_admin or principal.tenant is None:
             raise Forbidden("the admin key manages keys only; use a tenant key for memories")
         return principal.tenant
 
-    def require_admin(self, headers: Mapping[str, str]) -> Principal:
-        """The admin principal, or Forbidden for a tenant key."""
+    def require_admin(self, caller: Callable[[], Principal]) -> Principal:
+        """The admin principal (``caller`` is asked only when key management is
+        enabled), or Forbidden for a tenant key."""
         if self._admin_hash is None:
             raise Forbidden(
                 "key management over HTTP is disabled: start the server "
                 "with --admin-key (or CONTEXTOS_ADMIN_KEY)"
             )
-        principal = self._charge(self.identify(bearer_secret(headers)))
+        principal = caller()
         if not principal.is_admin:
             raise Forbidden("this route needs the admin key")
         return principal

@@ -14,6 +14,9 @@ from ..errors import ContextosError
 
 Message = dict[str, Any]
 
+#: Larger request bodies get 413 (HTTP API and MCP endpoint alike).
+DEFAULT_MAX_BODY = 1_000_000
+
 
 class PayloadTooLarge(ContextosError):
     """The request body is larger than the server accepts (HTTP 413)."""

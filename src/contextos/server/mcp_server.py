@@ -1,8 +1,10 @@
 """The MCP server: memory tools for agents, over stdio or streamable HTTP.
 
-Tools: ``add_memory``, ``search_memory``, ``list_memories``, ``delete_memory``
-and ``assemble_window`` (retrieved memories placed in a token budget around a
-question with :func:`contextos.window.assemble`). Every tool acts for one
+Tools: ``add_memory``, ``search_memory``, ``list_memories``, ``get_memory``,
+``update_memory``, ``memory_history``, ``delete_memory`` and ``assemble_window``
+(retrieved memories placed in a token budget around a question with
+:func:`contextos.window.assemble`). Arguments are validated by the HTTP API's
+models, so both protocols accept and refuse the same input. Every tool acts for one
 tenant, decided by an API key and never by a tool argument:
 
 * stdio: the key given at start (``--key`` / ``CONTEXTOS_API_KEY``), checked once;
@@ -17,14 +19,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError, MissingExtraError
+
+try:  # the tools validate with pydantic models, which the mcp extra brings
+    import pydantic  # noqa: F401
+except ImportError as _missing:  # pragma: no cover - depends on the installed extras
+    raise MissingExtraError("mcp", "mcp") from _missing
+
 from ..tokens import Tokenizer, default_tokenizer
 from ..types import Hit, MemoryRecord, MemoryType
-from .auth import Unauthenticated
+from . import ops
+from . import schemas as s
+from .auth import DEFAULT_AUTH_FAILURES, Authenticator, Unauthenticated
+from .bodylimit import DEFAULT_MAX_BODY, BodyLimitMiddleware
+from .errors import package_version, public_message
+from .gate import AuthGate
 from .keys import KeyStore
+from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
+
+if TYPE_CHECKING:
+    from ..memory import Memory
 
 
 def _sdk() -> tuple[type[Any], str]:
@@ -43,18 +60,9 @@ def _sdk() -> tuple[type[Any], str]:
 
 
 def record_dict(r: MemoryRecord) -> dict[str, Any]:
-    """A memory as plain JSON for a tool result."""
-    return {
-        "id": r.id,
-        "text": r.text,
-        "user_id": r.user_id,
-        "agent_id": r.agent_id,
-        "session_id": r.session_id,
-        "memory_type": r.memory_type,
-        "metadata": dict(r.metadata),
-        "event_time": r.event_time.isoformat() if r.event_time else None,
-        "created_at": r.created_at.isoformat() if r.created_at else None,
-    }
+    """A memory as plain JSON for a tool result: the same fields as the HTTP API's."""
+    out: dict[str, Any] = s.RecordOut.of(r).model_dump(mode="json")
+    return out
 
 
 def hit_dict(h: Hit) -> dict[str, Any]:
@@ -63,36 +71,52 @@ def hit_dict(h: Hit) -> dict[str, Any]:
 
 @dataclass
 class MemoryTools:
-    """The tool functions, bound to a tenant resolver; usable without any MCP SDK."""
+    """The tool functions, bound to a tenant resolver; usable without any MCP SDK.
+
+    Every tool validates its arguments with the HTTP API's models
+    (:func:`contextos.server.schemas.parse`) and runs the same operation as the
+    HTTP route (:mod:`contextos.server.ops`): what HTTP refuses, MCP refuses."""
 
     tenants: TenantMemories
     tenant: Callable[[], str]
     tokenizer: Tokenizer
 
+    def _memory(self) -> Memory:
+        return self.tenants.get(self.tenant())
+
     def add_memory(
         self,
-        text: str,
+        messages: str | list[dict[str, Any]] | None = None,
         user_id: str | None = None,
         agent_id: str | None = None,
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        event_time: str | None = None,
         memory_type: MemoryType = "episodic",
         infer: bool = False,
+        text: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Remember a text for a user, agent or session (at least one is required).
-        With infer=true the facts in it are extracted and reconciled with what is
-        already stored (add, update or drop) instead of storing the text verbatim."""
-        mem = self.tenants.get(self.tenant())
-        records = mem.add(
-            text,
+        """Remember messages (a text, or a list of {"role", "content"}) for a user, agent
+        or session (at least one is required). With infer=true the facts in them are
+        extracted and reconciled with what is already stored (add, update or drop)
+        instead of storing them verbatim. event_time: ISO 8601, when it happened.
+        `text` is the deprecated name of `messages` (a single text)."""
+        if text is not None:
+            if messages is not None:
+                raise ValueError("give messages or its deprecated alias text, not both")
+            messages = text
+        body = s.parse(
+            s.AddRequest,
+            messages=messages,
             user_id=user_id,
             agent_id=agent_id,
             session_id=session_id,
             metadata=metadata,
+            event_time=event_time,
             memory_type=memory_type,
             infer=infer,
         )
-        return [record_dict(r) for r in records]
+        return [record_dict(r) for r in ops.add(self._memory(), body)]
 
     def search_memory(
         self,
@@ -102,18 +126,21 @@ class MemoryTools:
         session_id: str | None = None,
         limit: int = 10,
         token_budget: int | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Find the memories most relevant to a query within a user/agent/session."""
-        mem = self.tenants.get(self.tenant())
-        hits = mem.search(
-            query,
+        """Find the memories most relevant to a query within a user/agent/session
+        (metadata: equality filters, dotted keys look into nested objects)."""
+        body = s.parse(
+            s.SearchRequest,
+            query=query,
             user_id=user_id,
             agent_id=agent_id,
             session_id=session_id,
             limit=limit,
             token_budget=token_budget,
+            metadata=metadata,
         )
-        return [hit_dict(h) for h in hits]
+        return [hit_dict(h) for h in ops.search(self._memory(), body)]
 
     def list_memories(
         self,
@@ -124,16 +151,41 @@ class MemoryTools:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """List memories of a user/agent/session, newest first (paginate with offset)."""
-        mem = self.tenants.get(self.tenant())
-        records = mem.get_all(
-            user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit, offset=offset
+        body = s.parse(
+            s.ListRequest,
+            user_id=user_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            limit=limit,
+            offset=offset,
         )
-        return [record_dict(r) for r in records]
+        return [record_dict(r) for r in ops.list_page(self._memory(), body)]
 
-    def delete_memory(self, memory_id: str) -> dict[str, str]:
-        """Delete one memory by id."""
-        self.tenants.get(self.tenant()).delete(memory_id)
-        return {"deleted": memory_id}
+    def get_memory(self, memory_id: str) -> dict[str, Any]:
+        """One memory by id."""
+        key = s.parse(s.MemoryIdIn, memory_id=memory_id)
+        return record_dict(self._memory().get(key.memory_id))
+
+    def update_memory(
+        self, memory_id: str, text: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Change a memory's text and/or metadata (the old text stays in its history)."""
+        key = s.parse(s.MemoryIdIn, memory_id=memory_id)
+        body = s.parse(s.UpdateRequest, text=text, metadata=metadata)
+        return record_dict(ops.update(self._memory(), key.memory_id, body))
+
+    def memory_history(self, memory_id: str) -> list[dict[str, Any]]:
+        """Every change to a memory (ADD, UPDATE, DELETE), oldest first."""
+        key = s.parse(s.MemoryIdIn, memory_id=memory_id)
+        events = self._memory().history(key.memory_id)
+        return [s.HistoryOut.of(e).model_dump(mode="json") for e in events]
+
+    def delete_memory(self, memory_id: str, purge: bool = False) -> dict[str, Any]:
+        """Delete one memory by id. Its history keeps the DELETE event; with purge=true
+        the text also leaves the history, the search index and every copy of it."""
+        key = s.parse(s.MemoryIdIn, memory_id=memory_id)
+        self._memory().delete(key.memory_id, purge=purge)
+        return s.Deleted(deleted=key.memory_id, purged=purge).model_dump()
 
     def assemble_window(
         self,
@@ -149,13 +201,22 @@ class MemoryTools:
         the strongest at the edges, and the question last."""
         from .windowing import WindowRequest, build_window, window_dict
 
-        req = WindowRequest(
+        body = s.parse(
+            s.WindowToolIn,
             question=question,
             user_id=user_id,
             agent_id=agent_id,
             session_id=session_id,
             token_budget=token_budget,
             limit=limit,
+        )
+        req = WindowRequest(
+            question=body.question,
+            user_id=body.user_id,
+            agent_id=body.agent_id,
+            session_id=body.session_id,
+            token_budget=body.token_budget,
+            limit=body.limit,
         )
         return window_dict(build_window(self.tenants, self.tenant(), req, self.tokenizer))
 
@@ -164,13 +225,16 @@ class MemoryTools:
             self.add_memory,
             self.search_memory,
             self.list_memories,
+            self.get_memory,
+            self.update_memory,
+            self.memory_history,
             self.delete_memory,
             self.assemble_window,
         ]
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Library errors become a tool error with their message (never a traceback)."""
+    """Library errors become a tool error with their public message (never a traceback)."""
     import functools
 
     @functools.wraps(fn)
@@ -178,7 +242,9 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (ContextosError, ValueError, TypeError) as exc:
-            raise _tool_error()(f"{type(exc).__name__}: {exc}") from exc
+            # The same text an HTTP client gets: a store failure says "busy or
+            # unavailable, retry", never a path, host or database name.
+            raise _tool_error()(f"{type(exc).__name__}: {public_message(exc)}") from None
 
     return wrapper
 
@@ -247,11 +313,43 @@ def build_mcp_server(
     }
     if keys is not None:
         kwargs.update(_auth_kwargs(keys, http_url or "http://127.0.0.1:8765"))
+    if major == "2":
+        kwargs["version"] = package_version()
     server = server_cls("contextos", **kwargs)
-    for fn in tools.functions():
+    if major == "1":  # FastMCP 1.x has no version argument; its low-level server does
+        server._mcp_server.version = package_version()
+    from ..agent.mcp_tools import mcp_functions  # the self-editing memory tools
+
+    for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
         server.add_tool(_guard(fn), name=fn.__name__, description=fn.__doc__)
     server.contextos_major = major
     return server
+
+
+def mcp_http_app(
+    server: Any,
+    keys: KeyStore,
+    *,
+    host: str = "127.0.0.1",
+    rate_limit: RateLimit | None = None,
+    auth_failures: RateLimit | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+) -> Any:
+    """The ASGI app of ``server`` (built with ``keys``) for streamable HTTP, behind the
+    same gate as the HTTP API: bodies over ``max_body_bytes`` get 413, a request without
+    a valid key 401 before its body is read (429 once its client has failed too often),
+    and each key is held to ``rate_limit`` (429 + Retry-After)."""
+    app = server.streamable_http_app(host=host) if server.contextos_major == "2" else None
+    if app is None:  # FastMCP 1.x takes host/port as settings
+        server.settings.host = host
+        app = server.streamable_http_app()
+    auth = Authenticator(
+        keys,
+        admin_key=None,
+        limiter=TokenBucketLimiter(rate_limit or RateLimit()),
+        failures=TokenBucketLimiter(auth_failures or DEFAULT_AUTH_FAILURES),
+    )
+    return BodyLimitMiddleware(AuthGate(app, auth, ("/mcp",)), max_bytes=max_body_bytes)
 
 
 def _auth_kwargs(keys: KeyStore, base_url: str) -> dict[str, Any]:

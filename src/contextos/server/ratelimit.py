@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+#: Buckets kept before full ones are forgotten.
+MAX_BUCKETS = 65_536
+
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -54,7 +57,27 @@ class TokenBucketLimiter:
                 self._buckets[key] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
+            if len(self._buckets) > MAX_BUCKETS:
+                self._prune(now)
             return (1.0 - tokens) / self.limit.rate
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled (they equal a fresh one): keyed by client
+        address, the table must not grow with every address that ever failed."""
+        full = float(self.limit.burst)
+        for key, (tokens, last) in list(self._buckets.items()):
+            if tokens + (now - last) * self.limit.rate >= full:
+                del self._buckets[key]
+
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` has a token (0.0 when it has one now); takes none."""
+        if not self.limit.enabled:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.limit.burst), now))
+        tokens = min(float(self.limit.burst), tokens + (now - last) * self.limit.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.limit.rate
 
     @staticmethod
     def retry_after_header(wait: float) -> str:

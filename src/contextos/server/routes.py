@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPBearer
+from pydantic import AfterValidator
 
 from ..session import Session
 from ..tokens import Tokenizer
-from ..types import Filter, Scope
+from ..types import Scope
+from . import ops
 from . import schemas as s
-from .auth import Authenticator
+from .auth import Authenticator, Principal
+from .gate import principal_in
 from .tenants import TenantMemories
 from .windowing import WindowRequest, build_window, window_dict
 
@@ -40,37 +43,26 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 
-IdPath = Annotated[str, Path(min_length=1, max_length=s.MAX_ID)]
+# Paths and query values pass the same checks as body fields (schemas.check_text: no NUL,
+# valid Unicode), with the same limits.
+IdPath = Annotated[str, Path(min_length=1, max_length=s.MAX_ID), AfterValidator(s.check_text)]
 Limit = Annotated[int, Query(ge=1, le=s.MAX_LIST_LIMIT)]
-Offset = Annotated[int, Query(ge=0, le=10_000_000)]
-OptIdent = Annotated[str | None, Query(min_length=1, max_length=s.MAX_ID)]
+Offset = Annotated[int, Query(ge=0, le=s.MAX_OFFSET)]
+OptIdent = Annotated[
+    str | None,
+    Query(min_length=1, max_length=s.MAX_ID),
+    AfterValidator(lambda v: None if v is None else s.check_text(v)),
+]
 
 
-def _add(mem: "Memory", body: s.AddRequest) -> list[Any]:
-    messages = (
-        body.messages if isinstance(body.messages, str) else [m.to_message() for m in body.messages]
-    )
-    return mem.add(
-        messages,
-        user_id=body.user_id,
-        agent_id=body.agent_id,
-        session_id=body.session_id,
-        metadata=body.metadata,
-        event_time=body.event_time,
-        memory_type=body.memory_type,
-        infer=body.infer,
-    )
-
-
-def _search_filter(body: s.SearchRequest) -> Filter | None:
-    """Metadata equality filters; Memory puts the key's tenant and the scope into it."""
-    return Filter(metadata=body.metadata) if body.metadata else None
-
-
-def _time_range(body: s.SearchRequest) -> tuple[Any, Any] | None:
-    if body.event_after is None and body.event_before is None:
-        return None
-    return (body.event_after, body.event_before)
+def caller(auth: Authenticator, request: Request) -> Principal:
+    """The verified caller: from the AuthGate in front of the app (which has already
+    charged its rate limit), or checked here when the routes are mounted without it."""
+    principal = principal_in(request.scope)
+    if principal is None:
+        client = request.client.host if request.client else "unknown"
+        principal = auth.admit(request.headers, client)
+    return principal
 
 
 def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
@@ -78,30 +70,19 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERRORS)
 
     def tenant_memory(request: Request, _: Annotated[Any, Security(bearer)] = None) -> "Memory":
-        return tenants.get(auth.tenant_of(request.headers))
+        return tenants.get(auth.tenant_for(caller(auth, request)))
 
     Mem = Annotated[Any, Depends(tenant_memory)]
 
     @router.post("", status_code=201, response_model=s.RecordList, summary="add")
     def add(body: s.AddRequest, mem: Mem) -> s.RecordList:
         """Store messages (or one text) as memories of the given user/agent/session."""
-        return s.RecordList(results=[s.RecordOut.of(r) for r in _add(mem, body)])
+        return s.RecordList(results=[s.RecordOut.of(r) for r in ops.add(mem, body)])
 
     @router.post("/search", response_model=s.HitList, summary="search")
     def search(body: s.SearchRequest, mem: Mem) -> s.HitList:
         """Hybrid search within a user/agent/session of the caller's tenant."""
-        hits = mem.search(
-            body.query,
-            user_id=body.user_id,
-            agent_id=body.agent_id,
-            session_id=body.session_id,
-            filters=_search_filter(body),
-            limit=body.limit,
-            token_budget=body.token_budget,
-            memory_types=tuple(body.memory_types) if body.memory_types else None,
-            as_of=body.as_of,
-            time_range=_time_range(body),
-        )
+        hits = ops.search(mem, body)
         return s.HitList(results=[s.HitOut.of(h) for h in hits])
 
     @router.post("/forget", response_model=s.Forgotten, summary="forget")
@@ -119,9 +100,10 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         offset: Offset = 0,
     ) -> s.RecordList:
         """List memories, newest first, one page at a time."""
-        records = mem.get_all(
+        page = s.ListRequest(
             user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit, offset=offset
         )
+        records = ops.list_page(mem, page)
         return s.RecordList(
             results=[s.RecordOut.of(r) for r in records], limit=limit, offset=offset
         )
@@ -134,13 +116,14 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     @router.patch("/{memory_id}", response_model=s.RecordOut, summary="update")
     def update(memory_id: IdPath, body: s.UpdateRequest, mem: Mem) -> s.RecordOut:
         """Change a memory's text and/or metadata (logged in its history)."""
-        return s.RecordOut.of(mem.update(memory_id, text=body.text, metadata=body.metadata))
+        return s.RecordOut.of(ops.update(mem, memory_id, body))
 
     @router.delete("/{memory_id}", response_model=s.Deleted, summary="delete")
-    def delete(memory_id: IdPath, mem: Mem) -> s.Deleted:
-        """Delete a memory (its history keeps the DELETE event)."""
-        mem.delete(memory_id)
-        return s.Deleted(deleted=memory_id)
+    def delete(memory_id: IdPath, mem: Mem, purge: bool = False) -> s.Deleted:
+        """Delete a memory. Its history keeps the DELETE event; with purge=true the
+        text also leaves the history, the search index and every copy of it."""
+        mem.delete(memory_id, purge=purge)
+        return s.Deleted(deleted=memory_id, purged=purge)
 
     @router.get("/{memory_id}/history", response_model=s.HistoryList, summary="history")
     def history(memory_id: IdPath, mem: Mem) -> s.HistoryList:
@@ -155,7 +138,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERRORS)
 
     def tenant_of(request: Request, _: Annotated[Any, Security(bearer)] = None) -> str:
-        return auth.tenant_of(request.headers)
+        return auth.tenant_for(caller(auth, request))
 
     Tenant = Annotated[str, Depends(tenant_of)]
 
@@ -224,7 +207,7 @@ def key_router(auth: Authenticator) -> APIRouter:
     router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERRORS)
 
     def admin(request: Request, _: Annotated[Any, Security(bearer)] = None) -> None:
-        auth.require_admin(request.headers)
+        auth.require_admin(lambda: caller(auth, request))
 
     deps = [Depends(admin)]
 

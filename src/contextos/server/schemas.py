@@ -1,29 +1,40 @@
-"""Request and response bodies of the HTTP API (pydantic lives only here, at the edge).
+"""Request and response bodies of the HTTP API and the arguments of the MCP tools
+(pydantic lives only here, at the edge).
 
 Validation is strict on purpose: text that cannot be stored or echoed back
-(lone surrogates, NaN, integers past 64 bits, absurd nesting) is refused with
-a 422 here instead of failing deep inside a store as a 500.
+(NUL, which PostgreSQL cannot store; lone surrogates; NaN; integers past 64
+bits; absurd nesting; times that cannot be put in UTC within years 1-9999;
+metadata filter keys that are not dotted identifiers) is refused with a 422
+here instead of failing deep inside a store as a 500. The HTTP routes declare
+these types for bodies, paths and query values; the MCP tools run their
+arguments through the same models with :func:`parse`, so both protocols accept
+exactly the same input.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from ..times import utc
 from ..types import HistoryEvent, Hit, MemoryRecord, Message, Turn
+from .errors import describe
 
 MAX_TEXT = 100_000
 MAX_ID = 256
 MAX_LIST_LIMIT = 1000
 MAX_SEARCH_LIMIT = 100
 MAX_MESSAGES = 1000
+MAX_OFFSET = 10_000_000
 _MAX_DEPTH = 8
+#: A metadata filter key: identifiers joined by dots (``a.b`` looks into nested objects).
+FILTER_KEY = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 
 
-def _check_text(value: str) -> str:
+def check_text(value: str) -> str:
     """Refuse strings that are not valid Unicode scalar values or hold NUL."""
     if "\x00" in value:
         raise ValueError("text may not contain NUL characters")
@@ -34,12 +45,18 @@ def _check_text(value: str) -> str:
     return value
 
 
+def _check_time(value: datetime) -> datetime:
+    """The library's one rule for times (:func:`contextos.times.utc`): an instant in
+    years 1-9999 in UTC, naive meaning UTC. ``0001-01-01T00:00+01:00`` is refused."""
+    return utc(value)
+
+
 def _check_json(value: Any, depth: int = 0) -> Any:
     """Metadata must round-trip through strict JSON: finite numbers, 64-bit ints, shallow."""
     if depth > _MAX_DEPTH:
         raise ValueError(f"metadata nests deeper than {_MAX_DEPTH} levels")
     if isinstance(value, str):
-        return _check_text(value)
+        return check_text(value)
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
@@ -53,7 +70,7 @@ def _check_json(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
         return [_check_json(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {_check_text(str(k)): _check_json(v, depth + 1) for k, v in value.items()}
+        return {check_text(str(k)): _check_json(v, depth + 1) for k, v in value.items()}
     raise ValueError(f"unsupported metadata value of type {type(value).__name__}")
 
 
@@ -61,12 +78,14 @@ def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else _check_json(value)
 
 
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_check_text)]
-Query = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(_check_text)]
-Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(_check_text)]
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(check_text)]
+Query = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(check_text)]
+Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(check_text)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
+Time = Annotated[datetime, AfterValidator(_check_time)]
+FilterKey = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=FILTER_KEY)]
 Scalar = (
-    Annotated[str, AfterValidator(_check_text)]
+    Annotated[str, AfterValidator(check_text)]
     | Annotated[int, Field(ge=-(2**63), lt=2**63)]
     | Annotated[float, Field(allow_inf_nan=False)]
     | bool
@@ -99,7 +118,7 @@ class ScopeIn(_Body):
 class AddRequest(ScopeIn):
     messages: Text | Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
     metadata: Metadata = None
-    event_time: datetime | None = None
+    event_time: Time | None = None
     memory_type: MemoryTypeName = "episodic"
     infer: bool = Field(
         False, description="Extract and reconcile facts instead of storing the turns verbatim."
@@ -111,17 +130,30 @@ class SearchRequest(ScopeIn):
     limit: int = Field(10, ge=1, le=MAX_SEARCH_LIMIT)
     token_budget: int | None = Field(None, ge=1, le=1_000_000)
     memory_types: list[MemoryTypeName] | None = Field(None, max_length=3)
-    as_of: datetime | None = None
-    event_after: datetime | None = None
-    event_before: datetime | None = None
-    metadata: Annotated[dict[Ident, Scalar], Field(max_length=32)] | None = None
+    as_of: Time | None = None
+    event_after: Time | None = None
+    event_before: Time | None = None
+    metadata: Annotated[dict[FilterKey, Scalar], Field(max_length=32)] | None = None
 
 
 class UpdateRequest(_Body):
     text: (
-        Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_check_text)] | None
+        Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(check_text)] | None
     ) = None
     metadata: Metadata = None
+
+
+class ListRequest(ScopeIn):
+    """A page of memories (query values of ``GET /v1/memories``; MCP ``list_memories``)."""
+
+    limit: int = Field(100, ge=1, le=MAX_LIST_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+
+
+class MemoryIdIn(_Body):
+    """One memory by id (the path of ``/v1/memories/{id}``; MCP tools on one memory)."""
+
+    memory_id: Ident
 
 
 class ForgetRequest(_Body):
@@ -140,14 +172,34 @@ class WindowRequestIn(_Body):
     agent_id: Ident | None = None
     token_budget: int = Field(2000, ge=64, le=2_000_000)
     limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
-    model: Annotated[str, Field(min_length=1, max_length=100)] = "claude-sonnet-4-6"
+    model: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_text)] = (
+        "claude-sonnet-4-6"
+    )
 
 
 class CreateKeyRequest(_Body):
     tenant: Annotated[
         str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
     ]
-    name: Annotated[str, Field(max_length=200), AfterValidator(_check_text)] = ""
+    name: Annotated[str, Field(max_length=200), AfterValidator(check_text)] = ""
+
+
+class WindowToolIn(WindowRequestIn):
+    """MCP ``assemble_window``: the HTTP window body plus the session it is for."""
+
+    session_id: Ident | None = None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse(model: type[Model], **fields: Any) -> Model:
+    """Validate tool arguments with an HTTP model (None means "not given": the
+    model's default applies); ValueError with one line per problem when invalid."""
+    try:
+        return model.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise ValueError(describe(exc.errors())) from None
 
 
 # -- responses ------------------------------------------------------------------------
@@ -241,6 +293,7 @@ class HistoryList(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
+    purged: bool = Field(False, description="The text was also removed from history.")
 
 
 class Forgotten(BaseModel):

@@ -68,6 +68,15 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._db = _connect(str(path), busy_timeout_ms, synchronous.upper())
         self.read_only = bool(self._db.execute("PRAGMA query_only").fetchone()[0])
+        # Reads use a connection of their own: a write waiting for another process's
+        # lock (up to busy_timeout) holds ``_lock``, and reads must not queue behind it.
+        # WAL lets this reader see every committed write without blocking any writer.
+        self._read_lock = threading.RLock()
+        self._reader = (
+            self._db
+            if self.read_only or str(path) == ":memory:"
+            else _open_reader(str(path), busy_timeout_ms)
+        )
         self._index: VectorIndex | None = None
         self._index_vseq = 0  # vectors loaded up to this vseq
         self._index_log_seq = 0  # index_log read up to this seq
@@ -116,9 +125,9 @@ class SQLiteStore:
             pass  # still held by a reader: the next write or close tries again
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> builtins.list[Any]:
-        with self._lock:
+        with self._read_lock:
             try:
-                return self._db.execute(sql, params).fetchall()
+                return self._reader.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"read failed: {exc}") from exc
 
@@ -129,6 +138,9 @@ class SQLiteStore:
                     self._truncate_wal(wait=False)
             except StoreError:
                 pass  # the next process to write finishes the erasure (erasure_pending)
+            with self._read_lock:
+                if self._reader is not self._db:
+                    self._reader.close()
             self._db.close()
 
     # -- records -------------------------------------------------------------
@@ -465,35 +477,36 @@ class SQLiteStore:
     def _fresh_index(self, dimensions: int) -> VectorIndex:
         """The in-memory index, brought up to date with every committed change.
 
-        Other processes' commits show in ``PRAGMA data_version``, this connection's
-        in ``self._writes``. Changes are read in one snapshot: records deleted or
-        changed since the last look (``index_log``) are dropped and re-read, then
-        vectors written since (``vseq``) are added.
+        Commits of other connections (the writer's included) show in the reader's
+        ``PRAGMA data_version``; ``self._writes`` covers a read-only or in-memory store,
+        whose reads share the writer's connection. Changes are read in one snapshot:
+        records deleted or changed since the last look (``index_log``) are dropped and
+        re-read, then vectors written since (``vseq``) are added.
         """
-        with self._lock:
+        with self._read_lock:
             if self._index is None or self._index.dimensions != dimensions:
                 self._index = VectorIndex(dimensions)
                 self._index_vseq = self._index_log_seq = 0
                 self._seen_version = (-1, -1)
-            (data_version,) = self._db.execute("PRAGMA data_version").fetchone()
+            (data_version,) = self._reader.execute("PRAGMA data_version").fetchone()
             version = (data_version, self._writes)
             if version != self._seen_version:
                 try:
-                    self._db.execute("BEGIN")
+                    self._reader.execute("BEGIN")
                     self._refresh_index(self._index)
-                    self._db.execute("COMMIT")
+                    self._reader.execute("COMMIT")
                 except sqlite3.DatabaseError as exc:
-                    self._db.execute("ROLLBACK")
+                    self._reader.execute("ROLLBACK")
                     raise StoreError(f"read failed: {exc}") from exc
                 self._seen_version = version
             return self._index
 
     def _refresh_index(self, index: VectorIndex) -> None:
-        (last_log,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
+        (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
         if self._index_vseq and last_log > self._index_log_seq:
             changed = [
                 r[0]
-                for r in self._db.execute(
+                for r in self._reader.execute(
                     "SELECT DISTINCT mem_id FROM index_log WHERE seq > ?", (self._index_log_seq,)
                 )
             ]
@@ -505,7 +518,7 @@ class SQLiteStore:
     def _load_vectors(self, where: str, params: Sequence[object]) -> int:
         """Upsert the vectors matching ``where``; returns the highest vseq seen."""
         assert self._index is not None
-        cur = self._db.execute(
+        cur = self._reader.execute(
             "SELECT v.vseq, v.vec, m.id, m.tenant, m.user_id, m.agent_id, m.session_id, "
             "m.memory_type, m.created_at, m.event_time, m.valid_from, m.valid_to "
             f"FROM vectors v JOIN memories m ON m.rowid = v.mem_rowid WHERE {where} "
@@ -653,6 +666,19 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
     WAL must be truncated before the erasure is complete."""
     db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
     db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
+
+
+def _open_reader(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A second connection to a file the writer has opened and migrated, for reads."""
+    try:
+        db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        db.execute("PRAGMA query_only = 1")
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open database {path!r}: {exc}") from exc
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -17,6 +17,10 @@ counted as one per four characters of each block's canonical JSON, so numbers
 are deterministic. Prefixes shorter than ``min_cache_tokens`` are not cached,
 like the real API.
 
+The ``reply`` hook returns the answer's text, or a list of content blocks (for
+example ``tool_use`` blocks, to script an agent's tool calls; not streamed),
+which go out as given, with the cache accounting above.
+
 Example::
 
     with FakeAnthropic() as fake:
@@ -174,7 +178,7 @@ class FakeAnthropic(FakeHTTPServer):
     def __init__(
         self,
         *,
-        reply: Callable[[dict[str, Any]], str] = _default_reply,
+        reply: Callable[[dict[str, Any]], str | list[dict[str, Any]]] = _default_reply,
         min_cache_tokens: int = 0,
         delta_usage: str = "cumulative",
     ) -> None:
@@ -256,8 +260,31 @@ class FakeAnthropic(FakeHTTPServer):
             return FakeResponse(json_body={"input_tokens": total})
         uncached, w5, w1h, read = self.cache.account(body["model"], body)
         text = self.reply(body)
+        if isinstance(text, list):  # content blocks (e.g. tool_use): a scripted agent turn
+            usage = AnthropicUsage(uncached, estimate_tokens(json.dumps(text)), w5, w1h, read)
+            return self._blocks_response(body["model"], text, usage)
         usage = AnthropicUsage(uncached, estimate_tokens(text), w5, w1h, read)
         return self._message_response(body["model"], text, usage, stream=bool(body.get("stream")))
+
+    def _blocks_response(
+        self, model: str, content: list[dict[str, Any]], usage: AnthropicUsage
+    ) -> FakeResponse:
+        """A non-streamed message whose content is the reply hook's blocks, as given."""
+        msg_id = f"msg_fake_{next(self._ids):06d}"
+        tool_use = any(b.get("type") == "tool_use" for b in content)
+        return FakeResponse(
+            json_body={
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": "tool_use" if tool_use else "end_turn",
+                "stop_sequence": None,
+                "usage": usage.wire(),
+            },
+            headers={"request-id": f"req_{msg_id}"},
+        )
 
     def _message_response(
         self, model: str, text: str, usage: AnthropicUsage, *, stream: bool

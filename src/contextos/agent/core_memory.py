@@ -1,0 +1,240 @@
+"""Self-editing core memory (MemGPT/Letta style): labeled blocks the model rewrites.
+
+A block (``persona``, ``human``, ...) is one procedural memory in the scope
+given at construction, with a size limit in characters; its text is a header
+line naming the label, then the value, so it is searchable like any memory and
+each edit is an UPDATE in ``Memory.history``.
+
+The blocks are pinned in the window's cached prefix (the ``rules`` of
+:meth:`contextos.session.Session.window`, or a system block of a wrapped
+call). Re-rendering them on every edit would change the prefix bytes and
+throw away the cache of everything after them, every time the model edits.
+So :class:`CorePrefix` keeps a *snapshot*: the prefix shows the blocks as they
+were at the last compaction point and is re-rendered only when the session's
+compaction state moves on (the prefix is rebuilt then anyway). Until then an
+edit reaches the model as what it already is in the history -- the tool call
+and its result, which quote the block's new value -- an append after the
+cached prefix. ``refresh_after`` bounds how many edits may wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ScopeError
+from ..types import Filter
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+    from ..session import Session
+
+#: Blocks every CoreMemory has unless told otherwise, with their limits in characters.
+DEFAULT_BLOCKS: Mapping[str, int] = {"persona": 2000, "human": 2000}
+SOURCE = "core_memory"
+MAX_LABEL_CHARS = 64
+
+
+class CoreMemoryError(ValueError):
+    """A core-memory edit that cannot be done; the message is shown to the model."""
+
+
+@dataclass(frozen=True)
+class CoreBlock:
+    """One block: its label, value, limit (characters) and the memory holding it."""
+
+    label: str
+    value: str
+    limit: int
+    memory_id: str | None = None
+
+
+def _header(label: str) -> str:
+    return f"[core memory block: {label}]"
+
+
+class CoreMemory:
+    """Labeled, size-limited blocks stored as procedural memories of one scope."""
+
+    def __init__(
+        self,
+        memory: Memory,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        blocks: Mapping[str, int] | None = None,
+    ) -> None:
+        if user_id is None and agent_id is None:
+            raise ScopeError("core memory needs a user_id or an agent_id to live under")
+        limits = dict(DEFAULT_BLOCKS if blocks is None else blocks)
+        for label, limit in limits.items():
+            _check_label(label)
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise ValueError(f"the limit of block {label!r} must be a positive integer")
+        self.memory = memory
+        self.user_id = user_id
+        self.agent_id = agent_id
+        self.limits = limits
+
+    # -- reading ----------------------------------------------------------------------
+    def _stored(self) -> dict[str, CoreBlock]:
+        flt = Filter(metadata={"source": SOURCE})
+        records = self.memory.get_all(
+            user_id=self.user_id, agent_id=self.agent_id, filters=flt, limit=1000
+        )
+        out: dict[str, CoreBlock] = {}
+        for r in records:
+            if (r.scope.user_id, r.scope.agent_id, r.scope.session_id) != (
+                self.user_id,
+                self.agent_id,
+                None,
+            ):
+                continue
+            label = str(r.metadata["label"])
+            out[label] = CoreBlock(label, r.text.partition("\n")[2], self._limit(label), r.id)
+        return out
+
+    def _limit(self, label: str) -> int:
+        return self.limits.get(label, max(self.limits.values(), default=2000))
+
+    def blocks(self) -> list[CoreBlock]:
+        """The configured blocks (empty until written) and any other stored ones, by label."""
+        stored = self._stored()
+        labels = [*self.limits, *sorted(set(stored) - set(self.limits))]
+        return [stored.get(label) or CoreBlock(label, "", self._limit(label)) for label in labels]
+
+    def get(self, label: str) -> CoreBlock:
+        """One block (its value is '' until written)."""
+        self._known(label)
+        return self._stored().get(label) or CoreBlock(label, "", self._limit(label))
+
+    def _known(self, label: str) -> None:
+        if label not in self.limits:
+            raise CoreMemoryError(
+                f"No core memory block {label!r}; the blocks are: {', '.join(self.limits)}"
+            )
+
+    # -- writing ----------------------------------------------------------------------
+    def set(self, label: str, value: str) -> CoreBlock:
+        """Write a block's whole value (kept in history)."""
+        self._known(label)
+        if not isinstance(value, str):
+            raise CoreMemoryError("a block's value must be a string")
+        value = value.strip()
+        limit = self._limit(label)
+        if len(value) > limit:
+            raise CoreMemoryError(
+                f"Block {label!r} would be {len(value)} characters; its limit is {limit}. "
+                "Shorten it, or move details to archival memory."
+            )
+        current = self._stored().get(label)
+        text = f"{_header(label)}\n{value}"
+        meta = {"source": SOURCE, "label": label}
+        if current is None:
+            rec = self.memory.add(
+                text,
+                user_id=self.user_id,
+                agent_id=self.agent_id,
+                metadata=meta,
+                memory_type="procedural",
+            )[0]
+            return CoreBlock(label, value, limit, rec.id)
+        if current.value != value:
+            self.memory.update(str(current.memory_id), text, metadata=meta)
+        return CoreBlock(label, value, limit, current.memory_id)
+
+    def append(self, label: str, content: str) -> CoreBlock:
+        """Add a line to a block."""
+        _need_text("content", content)
+        value = self.get(label).value
+        return self.set(label, f"{value}\n{content.strip()}" if value else content.strip())
+
+    def replace(self, label: str, old_content: str, new_content: str) -> CoreBlock:
+        """Replace ``old_content`` (which must appear) with ``new_content`` ('' deletes it)."""
+        _need_text("old_content", old_content)
+        if not isinstance(new_content, str):
+            raise CoreMemoryError("new_content must be a string")
+        value = self.get(label).value
+        if old_content not in value:
+            raise CoreMemoryError(
+                f"old_content {old_content!r} does not appear in block {label!r}; "
+                "copy it exactly from the block"
+            )
+        return self.set(label, value.replace(old_content, new_content))
+
+    # -- rendering --------------------------------------------------------------------
+    def render(self) -> str:
+        """The blocks as the model reads them in its prefix."""
+        parts = ["<core_memory>"]
+        for b in self.blocks():
+            parts += [f'<{b.label} chars="{len(b.value)}/{b.limit}">', b.value, f"</{b.label}>"]
+        parts.append("</core_memory>")
+        return "\n".join(parts)
+
+
+def _check_label(label: object) -> None:
+    if (
+        not isinstance(label, str)
+        or not label
+        or len(label) > MAX_LABEL_CHARS
+        or not label.replace("_", "").isalnum()
+        or not label.isascii()
+    ):
+        raise ValueError(f"a block label is 1-{MAX_LABEL_CHARS} ASCII letters, digits or _")
+
+
+def _need_text(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise CoreMemoryError(f"{name} must be a non-empty string")
+
+
+def compaction_point(session: Session | None) -> Any:
+    """A key that changes exactly when the session compacts (None without a session)."""
+    if session is None:
+        return None
+    state = session.state()
+    return (state.compactions, state.start_seq)
+
+
+class CorePrefix:
+    """The core-memory text pinned in the cached prefix: a snapshot, refreshed rarely.
+
+    ``text(key)`` re-renders when ``key`` differs from the last one (pass
+    :func:`compaction_point` of the session), when no snapshot exists yet,
+    or when ``refresh_after`` edits are waiting (None: never for that reason).
+    ``live=True`` re-renders on every call (for comparison: it breaks the cache
+    after each edit).
+    """
+
+    def __init__(
+        self, core: CoreMemory, *, refresh_after: int | None = None, live: bool = False
+    ) -> None:
+        self.core = core
+        self.refresh_after = refresh_after
+        self.live = live
+        self.pending = 0
+        self.refreshes = 0
+        self._text: str | None = None
+        self._key: Any = None
+
+    def edited(self) -> None:
+        """Count an edit that is not in the snapshot yet."""
+        self.pending += 1
+
+    def text(self, key: Any = None) -> str:
+        due = self.refresh_after is not None and self.pending >= self.refresh_after
+        if self.live or self._text is None or key != self._key or due:
+            self._text, self._key, self.pending = self.core.render(), key, 0
+            self.refreshes += 1
+        return self._text
+
+
+__all__ = [
+    "DEFAULT_BLOCKS",
+    "CoreBlock",
+    "CoreMemory",
+    "CoreMemoryError",
+    "CorePrefix",
+    "compaction_point",
+]

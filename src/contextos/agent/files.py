@@ -1,0 +1,373 @@
+"""The files of Anthropic's memory tool, kept as memories in the contextos store.
+
+Each file is one memory (``memory_type="semantic"``) in the scope given at
+construction (the tenant is the Memory's). Its text is the path on the first
+line and the content after it, so ``Memory.search`` finds a note by what it
+says *and* by its name, and every change is an ADD/UPDATE/DELETE event in
+``Memory.history``. Directories are implied by the paths of the files in
+them, as in an object store: creating ``/memories/a/b.md`` makes ``/memories/a``.
+
+The command texts (results and errors) follow the anthropic SDK's reference
+backend (``BetaLocalFilesystemMemoryTool``) word for word, so a model sees the
+same answers whichever backend runs. Where a store differs from a disk: a
+directory's size is the total size of its files, ``..`` is refused even when
+it would resolve inside ``/memories``, and a file holds at most
+:data:`MAX_FILE_CHARS` characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import ScopeError
+from ..memory.ingest import MAX_TEXT_CHARS
+from ..types import Filter
+from .paths import (
+    MAX_PATH_CHARS,
+    ROOT,
+    MemoryFileError,
+    hidden,
+    is_under,
+    normalize,
+    parent,
+)
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+
+#: Largest file content, in characters (the path line shares the memory's limit).
+MAX_FILE_CHARS = MAX_TEXT_CHARS - MAX_PATH_CHARS - 1
+MAX_LINES = 999_999
+LINE_NUMBER_WIDTH = len(str(MAX_LINES))
+#: Metadata marking a memory as a memory-tool file, with its path and trailing whitespace.
+SOURCE = "memory_tool"
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class MemoryFile:
+    """One file: its normalised path, its exact content, and the memory holding it."""
+
+    path: str
+    content: str
+    memory_id: str
+
+
+def format_size(size: int) -> str:
+    """Human-readable size as the SDK writes it (``0B``, ``512B``, ``1.5K``, ``2M``)."""
+    if size == 0:
+        return "0B"
+    units = ["B", "K", "M", "G"]
+    i = min((size.bit_length() - 1) // 10, len(units) - 1)
+    value = size / (1024**i)
+    return f"{int(value)}{units[i]}" if value == int(value) else f"{value:.1f}{units[i]}"
+
+
+def _numbered(lines: Sequence[str], first: int) -> str:
+    return "\n".join(
+        f"{str(i + first).rjust(LINE_NUMBER_WIDTH)}\t{line}" for i, line in enumerate(lines)
+    )
+
+
+def _lines_keeping_cr(content: str) -> list[str]:
+    """Split on LF only, without the empty tail a trailing newline leaves (as the SDK)."""
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+class MemoryFiles:
+    """The memory tool's file commands over a :class:`~contextos.memory.Memory`.
+
+    Each command returns the text the model sees, or raises
+    :class:`~contextos.agent.paths.MemoryFileError` with the error text.
+    """
+
+    def __init__(
+        self, memory: Memory, *, user_id: str | None = None, agent_id: str | None = None
+    ) -> None:
+        for name, value in (("user_id", user_id), ("agent_id", agent_id)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string")
+        if user_id is None and agent_id is None:
+            raise ScopeError("memory files need a user_id or an agent_id to live under")
+        self.memory = memory
+        self.user_id = user_id
+        self.agent_id = agent_id
+
+    # -- reading -------------------------------------------------------------------
+    def files(self) -> list[MemoryFile]:
+        """Every file in this scope, sorted by path."""
+        flt = Filter(metadata={"source": SOURCE})
+        out: list[MemoryFile] = []
+        offset = 0
+        while True:
+            page = self.memory.get_all(
+                user_id=self.user_id,
+                agent_id=self.agent_id,
+                filters=flt,
+                limit=_PAGE,
+                offset=offset,
+            )
+            for r in page:
+                # Exactly this scope: a user's files are not an agent's files, nor a session's.
+                if (r.scope.user_id, r.scope.agent_id, r.scope.session_id) != (
+                    self.user_id,
+                    self.agent_id,
+                    None,
+                ):
+                    continue
+                body = r.text.partition("\n")[2]
+                out.append(
+                    MemoryFile(
+                        str(r.metadata["path"]), body + str(r.metadata.get("tail", "")), r.id
+                    )
+                )
+            if len(page) < _PAGE:
+                return sorted(out, key=lambda f: f.path)
+            offset += _PAGE
+
+    def _index(self) -> dict[str, MemoryFile]:
+        return {f.path: f for f in self.files()}
+
+    def read(self, path: str) -> str:
+        """A file's exact content."""
+        found = self._index().get(normalize(path))
+        if found is None:
+            raise MemoryFileError(f"The path {path} does not exist. Please provide a valid path.")
+        return found.content
+
+    def memory_id(self, path: str) -> str:
+        """The id of the memory holding a file (for ``Memory.history``)."""
+        found = self._index().get(normalize(path))
+        if found is None:
+            raise MemoryFileError(f"The path {path} does not exist. Please provide a valid path.")
+        return found.memory_id
+
+    # -- writing (one place builds a file's memory) --------------------------------
+    @staticmethod
+    def _record(path: str, content: str) -> tuple[str, dict[str, str]]:
+        if len(content) > MAX_FILE_CHARS:
+            raise MemoryFileError(
+                f"File {path} would be {len(content):,} characters; "
+                f"a memory file holds at most {MAX_FILE_CHARS:,}"
+            )
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in content):
+            raise MemoryFileError(f"File {path} content is not valid UTF-8 (lone surrogates)")
+        body = content.rstrip()
+        return f"{path}\n{body}", {"source": SOURCE, "path": path, "tail": content[len(body) :]}
+
+    def _put(self, path: str, content: str) -> None:
+        text, meta = self._record(path, content)
+        self.memory.add(
+            text,
+            user_id=self.user_id,
+            agent_id=self.agent_id,
+            metadata=meta,
+            memory_type="semantic",
+        )
+
+    def _write(self, found: MemoryFile, content: str, path: str | None = None) -> None:
+        text, meta = self._record(path or found.path, content)
+        self.memory.update(found.memory_id, text, metadata=meta)
+
+    # -- commands --------------------------------------------------------------------
+    def view(self, path: str, view_range: Sequence[int] | None = None) -> str:
+        """A directory listing (2 levels, sizes) or a file with line numbers."""
+        norm = normalize(path)
+        index = self._index()
+        if norm in index:
+            return self._view_file(path, index[norm].content, view_range)
+        inside = [f for f in index.values() if is_under(f.path, norm)]
+        if norm != ROOT and not inside:
+            raise MemoryFileError(f"The path {path} does not exist. Please provide a valid path.")
+        return self._listing(path, norm, inside)
+
+    @staticmethod
+    def _listing(shown: str, norm: str, inside: Sequence[MemoryFile]) -> str:
+        sizes: dict[str, int] = {}  # relative path ("a", "a/b.md") -> bytes
+        for f in inside:
+            rel = f.path[len(norm) + 1 :]
+            if hidden(rel):
+                continue
+            size = len(f.content.encode("utf-8"))
+            parts = rel.split("/")
+            for depth in range(1, min(len(parts), 2) + 1):
+                key = "/".join(parts[:depth]) + ("/" if depth < len(parts) else "")
+                sizes[key] = sizes.get(key, 0) + size
+        base = shown.rstrip("/") or ROOT
+        total = sum(
+            len(f.content.encode("utf-8")) for f in inside if not hidden(f.path[len(norm) + 1 :])
+        )
+        lines = [f"{format_size(total)}\t{base}"]
+        lines += [
+            f"{format_size(sizes[k])}\t{base}/{k}"
+            for k in sorted(sizes, key=lambda k: k.rstrip("/").split("/"))
+        ]
+        header = (
+            f"Here're the files and directories up to 2 levels deep in {base}, "
+            "excluding hidden items:"
+        )
+        return header + "\n" + "\n".join(lines)
+
+    @staticmethod
+    def _view_file(path: str, content: str, view_range: Sequence[int] | None) -> str:
+        lines = content.split("\n")
+        if len(lines) > MAX_LINES:
+            raise MemoryFileError(f"File {path} exceeds maximum line limit of 999,999 lines.")
+        first = 1
+        if view_range is not None:
+            start, end = _check_range(view_range, len(lines))
+            lines, first = lines[start - 1 : len(lines) if end == -1 else end], start
+        return f"Here's the content of {path} with line numbers:\n" + _numbered(lines, first)
+
+    def create(self, path: str, file_text: str) -> str:
+        """A new file; refused when the path (or a parent of it) exists."""
+        norm = normalize(path)
+        _need_str("file_text", file_text)
+        if norm == ROOT:
+            raise MemoryFileError("Cannot create a file at the /memories directory itself")
+        index = self._index()
+        if norm in index or any(is_under(p, norm) for p in index):
+            raise MemoryFileError(f"File {path} already exists")
+        self._check_parents(norm, index, path)
+        self._put(norm, file_text)
+        return f"File created successfully at: {path}"
+
+    @staticmethod
+    def _check_parents(norm: str, index: dict[str, MemoryFile], shown: str) -> None:
+        up = parent(norm)
+        while up != ROOT:
+            if up in index:
+                raise MemoryFileError(f"Cannot create {shown}: {up} is a file, not a directory")
+            up = parent(up)
+
+    def _file(self, path: str) -> MemoryFile:
+        """The file at ``path``, with the SDK's errors for a missing path or a directory."""
+        norm = normalize(path)
+        index = self._index()
+        if norm in index:
+            return index[norm]
+        if norm == ROOT or any(is_under(p, norm) for p in index):
+            raise MemoryFileError(f"The path {path} is not a file.")
+        raise MemoryFileError(f"The path {path} does not exist. Please provide a valid path.")
+
+    def str_replace(self, path: str, old_str: str, new_str: str) -> str:
+        """Replace the one occurrence of ``old_str``; refuse zero or several."""
+        _need_str("old_str", old_str)
+        _need_str("new_str", new_str)
+        found = self._file(path)
+        content = found.content
+        count = content.count(old_str) if old_str else 0
+        if count == 0:
+            raise MemoryFileError(
+                f"No replacement was performed, old_str `{old_str}` "
+                f"did not appear verbatim in {path}."
+            )
+        if count > 1:
+            lines, start = [], 0
+            while (pos := content.find(old_str, start)) != -1:
+                lines.append(content[:pos].count("\n") + 1)
+                start = pos + 1
+            raise MemoryFileError(
+                f"No replacement was performed. Multiple occurrences of old_str `{old_str}` "
+                f"in lines: {', '.join(map(str, lines))}. Please ensure it is unique"
+            )
+        changed = content[: content.find(old_str)].count("\n")
+        new_content = content.replace(old_str, new_str)
+        self._write(found, new_content)
+        new_lines = new_content.split("\n")
+        lo, hi = max(0, changed - 2), min(len(new_lines), changed + 3)
+        return (
+            "The memory file has been edited. Here is the snippet showing the change "
+            "(with line numbers):\n" + _numbered(new_lines[lo:hi], lo + 1)
+        )
+
+    def insert(self, path: str, insert_line: int, insert_text: str) -> str:
+        """Insert ``insert_text`` after line ``insert_line`` (0: at the top)."""
+        _need_str("insert_text", insert_text)
+        found = self._file(path)
+        lines = _lines_keeping_cr(found.content)
+        if (
+            not isinstance(insert_line, int)
+            or isinstance(insert_line, bool)
+            or not 0 <= insert_line <= len(lines)
+        ):
+            raise MemoryFileError(
+                f"Invalid `insert_line` parameter: {insert_line}. "
+                f"It should be within the range [0, {len(lines)}]."
+            )
+        lines.insert(insert_line, insert_text.rstrip("\n"))
+        new_content = "\n".join(lines)
+        self._write(found, new_content if new_content.endswith("\n") else new_content + "\n")
+        return f"The file {path} has been edited."
+
+    def delete(self, path: str) -> str:
+        """Delete a file, or a directory with everything in it."""
+        norm = normalize(path)
+        if norm == ROOT:
+            raise MemoryFileError("Cannot delete the /memories directory itself")
+        index = self._index()
+        doomed = [f for p, f in index.items() if p == norm or is_under(p, norm)]
+        if not doomed:
+            raise MemoryFileError(f"The path {path} does not exist")
+        for f in doomed:
+            self.memory.delete(f.memory_id)
+        return f"Successfully deleted {path}"
+
+    def rename(self, old_path: str, new_path: str) -> str:
+        """Move a file or a directory (with everything in it) to a path that does not exist."""
+        old, new = normalize(old_path), normalize(new_path)
+        if old == ROOT:
+            raise MemoryFileError("Cannot rename the /memories directory itself")
+        index = self._index()
+        moving = [f for p, f in index.items() if p == old or is_under(p, old)]
+        if new == ROOT or new in index or any(is_under(p, new) for p in index):
+            raise MemoryFileError(f"The destination {new_path} already exists")
+        if not moving:
+            raise MemoryFileError(f"The path {old_path} does not exist")
+        if is_under(new, old):
+            raise MemoryFileError(f"Cannot move {old_path} into itself ({new_path})")
+        self._check_parents(new, index, new_path)
+        for f in moving:
+            self._write(f, f.content, new + f.path[len(old) :])
+        return f"Successfully renamed {old_path} to {new_path}"
+
+    def clear(self) -> str:
+        """Delete every file of this scope."""
+        for f in self.files():
+            self.memory.delete(f.memory_id)
+        return "All memory cleared"
+
+
+def _need_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise MemoryFileError(f"`{name}` must be a string, got: {type(value).__name__}")
+
+
+def _check_range(view_range: Sequence[int], n_lines: int) -> tuple[int, int]:
+    """(start, end) of a valid ``view_range``; the text editor tool's errors otherwise."""
+    if (
+        isinstance(view_range, str)
+        or len(view_range) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in view_range)
+    ):
+        raise MemoryFileError("Invalid `view_range`. It should be a list of two integers.")
+    start, end = view_range
+    if not 1 <= start <= n_lines:
+        raise MemoryFileError(
+            f"Invalid `view_range`: {list(view_range)}. Its first element `{start}` should be "
+            f"within the range of lines of the file: [1, {n_lines}]"
+        )
+    if end != -1 and not start <= end <= n_lines:
+        raise MemoryFileError(
+            f"Invalid `view_range`: {list(view_range)}. Its second element `{end}` should be "
+            f"-1 or within [{start}, {n_lines}]"
+        )
+    return start, end
+
+
+__all__ = ["MAX_FILE_CHARS", "MemoryFile", "MemoryFiles", "format_size"]

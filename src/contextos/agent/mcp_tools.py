@@ -1,0 +1,88 @@
+"""The self-editing memory tools as MCP tool functions (registered by the MCP server).
+
+Each function acts on the tenant the server resolves for the call (from the
+API key, never from an argument) and on the user/agent/session given as
+arguments, like the server's other tools. A refused call raises, so the MCP
+SDK reports it as a tool error with the same text the wrappers' loop shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .core_memory import CoreMemoryError
+from .tools import AgentTools, scoped_tools
+
+
+def mcp_functions(memory_of_caller: Callable[[], Any]) -> list[Callable[..., Any]]:
+    """The five tools, bound to a function returning the caller's tenant Memory."""
+
+    def run(
+        name: str,
+        args: dict[str, Any],
+        user_id: str | None,
+        agent_id: str | None,
+        session_id: str | None = None,
+    ) -> dict[str, Any]:
+        tools: AgentTools = scoped_tools(
+            memory_of_caller(), user_id=user_id, agent_id=agent_id, session_id=session_id
+        )
+        outcome = tools.execute(name, args)
+        if outcome.is_error:
+            raise CoreMemoryError(outcome.text)
+        return {"tool": name, "result": outcome.text}
+
+    def core_memory_append(
+        label: str, content: str, user_id: str | None = None, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        """Add a line to a core memory block ('human' or 'persona') of a user/agent;
+        core memory is pinned in the agent's context."""
+        return run("core_memory_append", {"label": label, "content": content}, user_id, agent_id)
+
+    def core_memory_replace(
+        label: str,
+        old_content: str,
+        new_content: str,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Replace exact text in a core memory block (an empty new_content deletes it)."""
+        args = {"label": label, "old_content": old_content, "new_content": new_content}
+        return run("core_memory_replace", args, user_id, agent_id)
+
+    def archival_memory_insert(
+        content: str, user_id: str | None = None, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        """Store a passage in archival (long-term) memory of a user/agent."""
+        return run("archival_memory_insert", {"content": content}, user_id, agent_id)
+
+    def archival_memory_search(
+        query: str, user_id: str | None = None, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        """Search a user's/agent's archival memory by meaning."""
+        return run("archival_memory_search", {"query": query}, user_id, agent_id)
+
+    def conversation_search(
+        query: str, session_id: str, user_id: str | None = None, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        """Search a session's full log (including turns compacted out of the window)."""
+        return run("conversation_search", {"query": query}, user_id, agent_id, session_id)
+
+    def core_memory_view(user_id: str | None = None, agent_id: str | None = None) -> dict[str, Any]:
+        """The core memory blocks of a user/agent as the agent should pin them in its
+        system prompt (MCP clients assemble their own context)."""
+        core = scoped_tools(memory_of_caller(), user_id=user_id, agent_id=agent_id).core
+        return {"tool": "core_memory_view", "result": core.render()}
+
+    return [
+        core_memory_view,
+        core_memory_append,
+        core_memory_replace,
+        archival_memory_insert,
+        archival_memory_search,
+        conversation_search,
+    ]
+
+
+__all__ = ["mcp_functions"]

@@ -1,0 +1,99 @@
+"""HTTP routes of the self-editing memory tools, under ``/v1/agent``.
+
+``POST /v1/agent/tools/{name}`` runs one tool for a user/agent (and session)
+of the caller's tenant and answers what the model would see: the text and
+whether it is an error (a refused edit is a normal tool result, status 200).
+``GET /v1/agent/core`` gives the blocks and the text to pin in the prefix;
+``GET /v1/agent/tools`` the tool schemas. (No ``from __future__ import
+annotations``: FastAPI reads the handlers' annotations at runtime.)
+"""
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Security
+from pydantic import BaseModel, Field
+
+from ..errors import NotFound
+from ..server import schemas as s
+from ..server.routes import ERRORS, OptIdent, bearer, caller
+from .tools import SCHEMAS, TOOL_NAMES, scoped_tools
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+    from ..server.auth import Authenticator
+    from ..server.tenants import TenantMemories
+
+
+class ToolCallIn(BaseModel):
+    """One tool call: the scope it acts in and the tool's arguments."""
+
+    user_id: str | None = Field(None, min_length=1, max_length=s.MAX_ID)
+    agent_id: str | None = Field(None, min_length=1, max_length=s.MAX_ID)
+    session_id: str | None = Field(None, min_length=1, max_length=s.MAX_ID)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolOutcomeOut(BaseModel):
+    """What the model sees: the tool's text, and whether it is an error."""
+
+    name: str
+    text: str
+    is_error: bool
+
+
+class BlockOut(BaseModel):
+    label: str
+    value: str
+    limit: int
+    memory_id: str | None
+
+
+class CoreOut(BaseModel):
+    """The core memory blocks of a scope, and the text to pin in the prefix."""
+
+    blocks: list[BlockOut]
+    prefix: str
+
+
+class ToolsOut(BaseModel):
+    tools: list[dict[str, Any]]
+
+
+def agent_router(auth: "Authenticator", tenants: "TenantMemories") -> APIRouter:
+    """Routes under ``/v1/agent``, scoped to the tenant of the caller's key."""
+    router = APIRouter(prefix="/v1/agent", tags=["agent"], responses=ERRORS)
+
+    def tenant_memory(request: Request, _: Annotated[Any, Security(bearer)] = None) -> "Memory":
+        return tenants.get(auth.tenant_for(caller(auth, request)))  # charged once, at the gate
+
+    Mem = Annotated[Any, Depends(tenant_memory)]
+
+    @router.get("/tools", response_model=ToolsOut, summary="tool_schemas")
+    def tools(_: Mem) -> ToolsOut:
+        """The self-editing memory tools' schemas (name, description, input_schema)."""
+        return ToolsOut(tools=[dict(t) for t in SCHEMAS])
+
+    @router.post("/tools/{name}", response_model=ToolOutcomeOut, summary="execute")
+    def execute(name: str, body: ToolCallIn, mem: Mem) -> ToolOutcomeOut:
+        """Run one tool (AgentTools.execute); a refused call has is_error true."""
+        if name not in TOOL_NAMES:
+            raise NotFound(
+                f"no agent tool {name!r}; the tools are: {', '.join(sorted(TOOL_NAMES))}"
+            )
+        agent = scoped_tools(
+            mem, user_id=body.user_id, agent_id=body.agent_id, session_id=body.session_id
+        )
+        out = agent.execute(name, body.arguments)
+        return ToolOutcomeOut(name=out.name, text=out.text, is_error=out.is_error)
+
+    @router.get("/core", response_model=CoreOut, summary="core_memory")
+    def core(mem: Mem, user_id: OptIdent = None, agent_id: OptIdent = None) -> CoreOut:
+        """The core memory blocks of a user/agent and the text to pin in the prefix."""
+        memory = scoped_tools(mem, user_id=user_id, agent_id=agent_id).core
+        blocks = [BlockOut(**vars(b)) for b in memory.blocks()]
+        return CoreOut(blocks=blocks, prefix=memory.render())
+
+    return router
+
+
+__all__ = ["agent_router"]

@@ -1,0 +1,246 @@
+"""The self-editing memory tools, their schemas, and one executor for every interface.
+
+``core_memory_append``, ``core_memory_replace`` (the pinned blocks),
+``archival_memory_insert``, ``archival_memory_search`` (long-term memory,
+searched by meaning) and ``conversation_search`` (the session log). The MCP
+tools, the HTTP routes and the wrapper's tool loop all call
+:meth:`AgentTools.execute`, so the three behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ContextosError
+from ..types import Filter
+from .core_memory import CoreMemory, CoreMemoryError, CorePrefix
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+ARCHIVAL = "archival"
+SEARCH_LIMIT = 5
+_WORD = re.compile(r"\w+")
+
+
+def _schema(name: str, description: str, **props: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        "input_schema": {
+            "type": "object",
+            "properties": {k: {"type": t, "description": d} for k, (t, d) in props.items()},
+            "required": list(props),
+        },
+    }
+
+
+#: Neutral schemas (name, description, input_schema), in a fixed order: the bytes of the
+#: tool definitions are part of the cached prefix.
+SCHEMAS: tuple[dict[str, Any], ...] = (
+    _schema(
+        "core_memory_append",
+        "Add a line to one of your core memory blocks (always in your context). "
+        "Use it for lasting facts about the user (block 'human') or yourself ('persona').",
+        label=("string", "The block: 'human' or 'persona'"),
+        content=("string", "The text to add"),
+    ),
+    _schema(
+        "core_memory_replace",
+        "Replace text in a core memory block; old_content must be copied exactly. "
+        "An empty new_content deletes it.",
+        label=("string", "The block: 'human' or 'persona'"),
+        old_content=("string", "Exact text to replace"),
+        new_content=("string", "The new text"),
+    ),
+    _schema(
+        "archival_memory_insert",
+        "Store a passage in archival memory (long-term, not in your context; "
+        "search it with archival_memory_search).",
+        content=("string", "The passage to store"),
+    ),
+    _schema(
+        "archival_memory_search",
+        "Search archival memory by meaning.",
+        query=("string", "What to look for"),
+    ),
+    _schema(
+        "conversation_search",
+        "Search this conversation's full log, including turns no longer in your context.",
+        query=("string", "Words to look for"),
+    ),
+)
+
+
+def anthropic_schemas() -> list[dict[str, Any]]:
+    """The tools as Anthropic ``tools`` entries."""
+    return [dict(s) for s in SCHEMAS]
+
+
+def openai_schemas() -> list[dict[str, Any]]:
+    """The tools as OpenAI Chat Completions ``tools`` entries."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": s["name"],
+                "description": s["description"],
+                "parameters": s["input_schema"],
+            },
+        }
+        for s in SCHEMAS
+    ]
+
+
+TOOL_NAMES = frozenset(s["name"] for s in SCHEMAS)
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What a tool call returned: the text for the model, and whether it is an error."""
+
+    name: str
+    text: str
+    is_error: bool = False
+
+
+class AgentTools:
+    """Runs the memory tools for one scope: core blocks, archival memory, a session log.
+
+    ``prefix`` (optional) is told about each core edit so it can bound how
+    many edits wait outside the cached snapshot.
+    """
+
+    def __init__(
+        self,
+        core: CoreMemory,
+        *,
+        session: Session | None = None,
+        prefix: CorePrefix | None = None,
+        search_limit: int = SEARCH_LIMIT,
+    ) -> None:
+        self.core = core
+        self.memory = core.memory
+        self.session = session
+        self.prefix = prefix
+        self.search_limit = search_limit
+
+    def execute(self, name: str, arguments: Mapping[str, Any] | str) -> ToolOutcome:
+        """Run tool ``name``; a refused call comes back as an error outcome, never raised."""
+        try:
+            args = json.loads(arguments or "{}") if isinstance(arguments, str) else arguments
+            if not isinstance(args, Mapping):
+                raise CoreMemoryError("tool arguments must be a JSON object")
+            handlers: dict[str, Callable[..., str]] = {
+                "core_memory_append": self._append,
+                "core_memory_replace": self._replace,
+                "archival_memory_insert": self._insert,
+                "archival_memory_search": self._search,
+                "conversation_search": self._conversation,
+            }
+            handler = handlers.get(name)
+            if handler is None:
+                raise CoreMemoryError(f"unknown tool {name!r}")
+            return ToolOutcome(name, handler(**args))
+        except TypeError as exc:  # missing or unexpected arguments
+            return ToolOutcome(name, f"Error: bad arguments for {name}: {exc}", True)
+        except (ValueError, ContextosError) as exc:  # CoreMemoryError, bad JSON, scope
+            return ToolOutcome(name, f"Error: {exc}", True)
+
+    def _edited(self, label: str) -> str:
+        if self.prefix is not None:
+            self.prefix.edited()
+        block = self.core.get(label)
+        return f"Core memory block {label!r} is now:\n{block.value}"
+
+    def _append(self, label: str, content: str) -> str:
+        self.core.append(label, content)
+        return self._edited(label)
+
+    def _replace(self, label: str, old_content: str, new_content: str) -> str:
+        self.core.replace(label, old_content, new_content)
+        return self._edited(label)
+
+    def _insert(self, content: str) -> str:
+        if not isinstance(content, str) or not content.strip():
+            raise CoreMemoryError("content must be a non-empty string")
+        rec = self.memory.add(
+            content,
+            user_id=self.core.user_id,
+            agent_id=self.core.agent_id,
+            metadata={"source": ARCHIVAL},
+            memory_type="semantic",
+        )[0]
+        return f"Stored in archival memory (id {rec.id})."
+
+    def _search(self, query: str) -> str:
+        if not isinstance(query, str) or not query.strip():
+            raise CoreMemoryError("query must be a non-empty string")
+        hits = self.memory.search(
+            query,
+            user_id=self.core.user_id,
+            agent_id=self.core.agent_id,
+            filters=Filter(metadata={"source": ARCHIVAL}),
+            limit=self.search_limit,
+        )
+        if not hits:
+            return "No archival memories matched."
+        return "\n".join(f"{i}. {h.record.text}" for i, h in enumerate(hits, start=1))
+
+    def _conversation(self, query: str) -> str:
+        if self.session is None:
+            raise CoreMemoryError("there is no conversation log to search here")
+        if not isinstance(query, str):
+            raise CoreMemoryError("query must be a string")
+        words = {w for w in _WORD.findall(query.lower()) if len(w) > 1}
+        if not words:
+            raise CoreMemoryError("query must contain a word")
+        scored = []
+        for t in self.session.turns():
+            found = words & set(_WORD.findall(t.message.content.lower()))
+            if found and t.message.role in ("user", "assistant"):
+                scored.append((-len(found), -t.seq, t))
+        if not scored:
+            return "No earlier messages matched."
+        best = sorted(scored)[: self.search_limit]
+        return "\n".join(
+            f"[turn {t.seq}] {t.message.role}: {t.message.content}"
+            for _, _, t in sorted(best, key=lambda x: x[2].seq)
+        )
+
+
+__all__ = [
+    "SCHEMAS",
+    "TOOL_NAMES",
+    "AgentTools",
+    "ToolOutcome",
+    "anthropic_schemas",
+    "openai_schemas",
+    "scoped_tools",
+]
+
+
+def scoped_tools(
+    memory: Any,
+    *,
+    user_id: str | None = None,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+) -> AgentTools:
+    """The tools of one scope of ``memory`` (a Memory), with the session log if given.
+
+    What the MCP tools and the HTTP routes build per call: everything lives in
+    the store, so nothing is kept between calls.
+    """
+    from ..session import Session
+
+    session = (
+        Session(memory.store, session_id, tenant=memory.tenant, user_id=user_id, agent_id=agent_id)
+        if session_id
+        else None
+    )
+    return AgentTools(CoreMemory(memory, user_id=user_id, agent_id=agent_id), session=session)

@@ -1,0 +1,103 @@
+"""How an exception is told to a client: one table for HTTP and MCP alike.
+
+The status of each error class, and the text a client may see, are decided
+here once, so the HTTP API and the MCP tools cannot drift apart. Input errors
+keep their message (it says what to fix); store failures are answered with a
+fixed text and a ``Retry-After``, because their detail (file paths, host, port,
+database name) is infrastructure a client must not learn, and the usual cause
+(another writer holding the lock, a restarting database) passes by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import (
+    BudgetError,
+    ConfigError,
+    ContextosError,
+    NotFound,
+    RateLimited,
+    ScopeError,
+    StoreError,
+)
+from .auth import Forbidden, Unauthenticated
+from .bodylimit import PayloadTooLarge
+
+log = logging.getLogger("contextos.server")
+
+
+#: Status code of each error class; the first matching row wins (subclasses first).
+STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (RateLimited, 429),
+    (PayloadTooLarge, 413),
+    (NotFound, 404),
+    (ScopeError, 400),
+    (BudgetError, 400),
+    (StoreError, 503),
+    (ConfigError, 400),
+    (ContextosError, 400),
+    (ValueError, 400),
+    (TypeError, 400),
+)
+
+#: Seconds a client is asked to wait after a 503 (a busy SQLite lock or a
+#: PostgreSQL failover is usually over by then).
+STORE_RETRY_AFTER = 1
+
+STORE_UNAVAILABLE = "the store is busy or unavailable; retry after a moment"
+
+
+def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
+    """The one error shape every route and middleware answers with."""
+    return {"error": {"type": kind, "message": message}}
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status of an exception (500 only for bugs)."""
+    return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+
+
+def public_message(exc: BaseException) -> str:
+    """What a client may read about ``exc``: the message of an input error, a fixed
+    text for a store failure (logged here with its detail) or for a bug."""
+    status = status_for(exc)
+    if status == 503:
+        log.warning("store unavailable: %s", exc)
+        return STORE_UNAVAILABLE
+    if status >= 500:
+        log.error("unexpected error", exc_info=exc)
+        return "internal server error"
+    return str(exc) or type(exc).__name__
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds to send as ``Retry-After`` (None when the client should not retry as is)."""
+    if isinstance(exc, RateLimited):
+        return exc.retry_after or 1.0
+    if isinstance(exc, StoreError):
+        return float(STORE_RETRY_AFTER)
+    return None
+
+
+def describe(errors: Iterable[Mapping[str, Any]]) -> str:
+    """One readable line per validation problem: ``body.limit: must be <= 100``."""
+    parts = []
+    for err in list(errors)[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def package_version() -> str:
+    """The installed contextos version, reported by the HTTP API and the MCP server."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("contextos")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"

@@ -1,0 +1,115 @@
+"""Pure ASGI middleware in front of the routes: authenticate before the body is read.
+
+A framework reads and parses a request body before its route dependencies run,
+so a check done in a dependency lets anyone make the server buffer and parse a
+body they had no right to send. :class:`AuthGate` looks only at the headers:
+a missing or wrong key is answered 401 (or 429 once the client has used up its
+failed attempts) without a byte of the body being read, and a valid key is
+charged to its rate-limit bucket here, once, for the HTTP API and the MCP
+endpoint alike. The verified :class:`~contextos.server.auth.Principal` travels
+in the ASGI scope to the route, which does not look the key up again.
+
+:class:`JsonBody` lets a JSON body through whatever ``Content-Type`` the client
+sent (``curl -d`` sends a form type): every body of this API is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import anyio.to_thread
+
+from ..errors import ContextosError
+from .auth import Authenticator, Principal
+from .errors import error_body, public_message, retry_after, status_for
+from .ratelimit import TokenBucketLimiter
+
+Message = dict[str, Any]
+
+#: The ASGI scope key that carries the verified caller to the routes.
+PRINCIPAL = "contextos.principal"
+
+
+def principal_in(scope: Mapping[str, Any]) -> Principal | None:
+    """The caller :class:`AuthGate` verified for this request, if it ran."""
+    found = scope.get(PRINCIPAL)
+    return found if isinstance(found, Principal) else None
+
+
+def _headers(scope: Message) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def error_messages(exc: BaseException) -> tuple[Message, Message]:
+    """The ASGI messages of the one JSON error shape for ``exc`` (see errors.py)."""
+    status = status_for(exc)
+    body = json.dumps(error_body(type(exc).__name__, public_message(exc))).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    wait = retry_after(exc)
+    if wait is not None:
+        headers.append((b"retry-after", TokenBucketLimiter.retry_after_header(wait).encode()))
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    start = {"type": "http.response.start", "status": status, "headers": headers}
+    return start, {"type": "http.response.body", "body": body}
+
+
+class AuthGate:
+    """Authenticate and rate-limit requests under ``prefixes`` (except those under
+    ``exclude``) from their headers alone."""
+
+    def __init__(
+        self,
+        app: Any,
+        auth: Authenticator,
+        prefixes: tuple[str, ...],
+        exclude: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.auth = auth
+        self.prefixes = prefixes
+        self.exclude = exclude
+
+    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
+        path = str(scope.get("path", ""))
+        if (
+            scope["type"] != "http"
+            or not path.startswith(self.prefixes)
+            or (self.exclude and path.startswith(self.exclude))
+        ):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client") or ("unknown", 0)
+        try:
+            principal = await anyio.to_thread.run_sync(
+                self.auth.admit, _headers(scope), str(client[0])
+            )
+        except ContextosError as exc:
+            for message in error_messages(exc):
+                await send(message)
+            return
+        await self.app({**scope, PRINCIPAL: principal}, receive, send)
+
+
+class JsonBody:
+    """Treat every request body under ``prefixes`` as JSON, whatever its Content-Type."""
+
+    def __init__(self, app: Any, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("method") in ("POST", "PUT", "PATCH")
+            and str(scope.get("path", "")).startswith(self.prefixes)
+        ):
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+            headers.append((b"content-type", b"application/json"))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)

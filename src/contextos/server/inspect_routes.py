@@ -1,0 +1,212 @@
+"""JSON the inspector page needs that ``/v1`` does not give: filtered memory pages
+with a total, a window with its cache breakpoints and segment usage, and the
+cache replay of a session (per call: cache-read share and money saved).
+
+Every route takes the tenant from the caller's key through the same
+:class:`~contextos.server.auth.Authenticator` as ``/v1`` and reads only through
+that tenant's :class:`~contextos.memory.Memory` or a :class:`~contextos.types.Scope`
+carrying that tenant, so the page can show nothing the key could not read
+through ``/v1``. The routes stay out of the OpenAPI schema: they serve one page
+and may change with it.
+
+(No ``from __future__ import annotations``: FastAPI reads the handlers'
+annotations at runtime.)
+"""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from ..cache import CacheSimulator, WireFormat, cache_request, report
+from ..compaction import HistoryState
+from ..models import ModelInfo, get_model
+from ..session import standard_segments, turn_items, window_budget
+from ..tokens import Tokenizer
+from ..types import Filter, Scope, Turn
+from ..window import assemble
+from . import schemas as s
+from .auth import Authenticator
+from .routes import IdPath, Limit, Offset, OptIdent, caller
+from .tenants import TenantMemories
+from .windowing import DEFAULT_MODEL, WindowRequest, build_window, window_dict
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+
+#: The replay prices at most this many calls (the newest), so a page stays fast: each
+#: replayed call renders and hashes its whole window, so a replay is O(calls x turns).
+MAX_REPLAY_CALLS = 100
+
+Validity = Literal["current", "all"]
+ModelName = Annotated[str, Query(min_length=1, max_length=100)]
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """One replayed call of a session: what the prompt cache did and what it saved."""
+
+    seq: int
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    read_share: float
+    cost_usd: float
+    cost_without_cache_usd: float
+    saved_usd: float
+
+
+def wire_of(model: ModelInfo) -> WireFormat:
+    """The wire format whose cache rules apply to ``model``."""
+    return "anthropic" if model.provider == "anthropic" else "openai"
+
+
+def replay_costs(
+    turns: list[Turn], model: ModelInfo, tokenizer: Tokenizer, *, max_calls: int = MAX_REPLAY_CALLS
+) -> list[CallCost]:
+    """Replay a session log as the calls that produced it, through the cache simulator.
+
+    Each user turn is one call: the window holds the turns before it (uncompacted,
+    no retrieved memories) with the user turn as the question, sent at the turn's
+    time; the next assistant turn is its output. Only the newest ``max_calls``
+    calls are replayed and priced, after one more that warms the cache: a call reads
+    the longest cached prefix, which is the one the call before it wrote.
+    """
+    if max_calls < 1:
+        raise ValueError("max_calls must be at least 1")
+    sim = CacheSimulator(wire_of(model), min_tokens=model.min_cache_tokens)
+    budget = window_budget(model)
+    calls = [i for i, t in enumerate(turns) if t.message.role == "user"]
+    first = max(0, len(calls) - max_calls)
+    out: list[CallCost] = []
+    state = HistoryState()
+    for n, i in enumerate(calls[max(0, first - 1) :], start=max(0, first - 1)):
+        turn = turns[i]
+        segments = standard_segments(
+            budget,
+            tokenizer=tokenizer,
+            question=turn.message.content,
+            turns=turn_items(turns[:i], state, tokenizer),
+        )
+        window = assemble(segments, budget, min_cache_tokens=model.min_cache_tokens)
+        reply = turns[i + 1] if i + 1 < len(turns) else None
+        output = reply.tokens if reply is not None and reply.message.role == "assistant" else 0
+        req = cache_request(
+            window, model, wire_of(model), at=turn.created_at.timestamp(), output_tokens=output
+        )
+        usage = sim.send(req)
+        if n < first:
+            continue  # the warm-up call
+        priced = report([usage], model)
+        out.append(
+            CallCost(
+                seq=turn.seq,
+                input_tokens=priced.input_tokens,
+                cache_read_tokens=priced.cache_read_tokens,
+                cache_write_tokens=priced.cache_write_5m_tokens + priced.cache_write_1h_tokens,
+                read_share=priced.hit_ratio,
+                cost_usd=priced.cost_usd,
+                cost_without_cache_usd=priced.cost_without_cache_usd,
+                saved_usd=priced.saved_usd,
+            )
+        )
+    return out
+
+
+def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Tokenizer) -> APIRouter:
+    """Routes under ``/ui/api``, each scoped to the tenant of the caller's key."""
+    from .ui.chart import cost_chart_svg
+
+    router = APIRouter(prefix="/ui/api", include_in_schema=False)
+
+    def tenant_of(request: Request) -> str:
+        # Behind the AuthGate (app.API_PREFIXES): the key was checked, throttled on
+        # failure and charged once there, before the body was read.
+        return auth.tenant_for(caller(auth, request))
+
+    Tenant = Annotated[str, Depends(tenant_of)]
+
+    def session_log(tenant: str, session_id: str) -> list[Turn]:
+        return list(tenants.store.turns(Scope(tenant=tenant, session_id=session_id)))
+
+    @router.get("/whoami")
+    def whoami(tenant: Tenant) -> dict[str, str]:
+        """The tenant the key acts for (the page shows it after sign-in)."""
+        return {"tenant": tenant}
+
+    @router.get("/memories")
+    def memories(
+        tenant: Tenant,
+        user_id: OptIdent = None,
+        agent_id: OptIdent = None,
+        session_id: OptIdent = None,
+        memory_type: Annotated[list[s.MemoryTypeName] | None, Query(max_length=3)] = None,
+        validity: Validity = "current",
+        as_of: datetime | None = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        """One page of memories, newest first, with the total matching the filters.
+
+        ``validity=all`` includes superseded and deleted facts (their ``valid_to``
+        is set); ``as_of`` keeps those valid at an instant.
+        """
+        mem: Memory = tenants.get(tenant)
+        flt = Filter(
+            scope=Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id),
+            memory_types=tuple(memory_type or ()),
+            as_of=as_of,
+            include_invalid=validity == "all",
+        )
+        records = mem.get_all(filters=flt, limit=limit, offset=offset)
+        return {
+            "results": [s.RecordOut.of(r).model_dump(mode="json") for r in records],
+            "total": tenants.store.count(flt),
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @router.post("/sessions/{session_id}/window")
+    def window(session_id: IdPath, body: s.WindowRequestIn, tenant: Tenant) -> dict[str, Any]:
+        """The window ``/v1`` would assemble, plus its segment usage and cache breakpoints."""
+        req = WindowRequest(
+            question=body.question,
+            user_id=body.user_id,
+            agent_id=body.agent_id,
+            session_id=session_id,
+            token_budget=body.token_budget,
+            limit=body.limit,
+            model=body.model,
+        )
+        built = build_window(tenants, tenant, req, tokenizer)
+        return {
+            **window_dict(built),
+            "segments": [asdict(u) for u in built.usage],
+            "breakpoints": [asdict(b) for b in built.breakpoints],
+        }
+
+    @router.get("/sessions/{session_id}/cache")
+    def cache(session_id: IdPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
+        """Per replayed call: cache-read share and money saved, with totals and the
+        chart (the page needs both; one replay serves them)."""
+        info = get_model(model)
+        calls = replay_costs(session_log(tenant, session_id), info, tokenizer)
+        total_in = sum(c.input_tokens for c in calls)
+        return {
+            "model": info.name,
+            "calls": [asdict(c) for c in calls],
+            "read_share": sum(c.cache_read_tokens for c in calls) / total_in if total_in else 0.0,
+            "saved_usd": sum(c.saved_usd for c in calls),
+            "svg": cost_chart_svg(calls, title=f"{session_id} · {info.name}"),
+        }
+
+    @router.get("/sessions/{session_id}/cache.svg")
+    def cache_svg(session_id: IdPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
+        """The same replay drawn as an SVG chart (made here: no chart library, no CDN)."""
+        info = get_model(model)
+        calls = replay_costs(session_log(tenant, session_id), info, tokenizer)
+        svg = cost_chart_svg(calls, title=f"{session_id} · {info.name}")
+        return Response(svg, media_type="image/svg+xml")
+
+    return router

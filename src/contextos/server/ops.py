@@ -1,0 +1,71 @@
+"""Each server operation once: a validated request model becomes one ``Memory`` call.
+
+The HTTP routes and the MCP tools both call these, so the two protocols cannot
+pass different arguments to the library for the same request. Nothing here
+imports a web framework.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..types import Filter, Hit, MemoryRecord
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+    from . import schemas as s
+
+
+def add(mem: Memory, body: s.AddRequest) -> list[MemoryRecord]:
+    """Store the request's messages (or one text) in its scope."""
+    messages: Any = (
+        body.messages if isinstance(body.messages, str) else [m.to_message() for m in body.messages]
+    )
+    return mem.add(
+        messages,
+        user_id=body.user_id,
+        agent_id=body.agent_id,
+        session_id=body.session_id,
+        metadata=body.metadata,
+        event_time=body.event_time,
+        memory_type=body.memory_type,
+        infer=body.infer,
+    )
+
+
+def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:
+    """Hybrid search in the request's scope, with its metadata and time filters."""
+    time_range = (
+        None
+        if body.event_after is None and body.event_before is None
+        else (body.event_after, body.event_before)
+    )
+    return mem.search(
+        body.query,
+        user_id=body.user_id,
+        agent_id=body.agent_id,
+        session_id=body.session_id,
+        # Metadata equality filters; Memory adds the key's tenant and the scope.
+        filters=Filter(metadata=body.metadata) if body.metadata else None,
+        limit=body.limit,
+        token_budget=body.token_budget,
+        memory_types=tuple(body.memory_types) if body.memory_types else None,
+        as_of=body.as_of,
+        time_range=time_range,
+    )
+
+
+def list_page(mem: Memory, body: s.ListRequest) -> list[MemoryRecord]:
+    """One page of the scope's memories, newest first."""
+    return mem.get_all(
+        user_id=body.user_id,
+        agent_id=body.agent_id,
+        session_id=body.session_id,
+        limit=body.limit,
+        offset=body.offset,
+    )
+
+
+def update(mem: Memory, memory_id: str, body: s.UpdateRequest) -> MemoryRecord:
+    """Change a memory's text and/or metadata."""
+    return mem.update(memory_id, text=body.text, metadata=body.metadata)

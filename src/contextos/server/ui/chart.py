@@ -1,0 +1,105 @@
+"""A server-made SVG chart of a session's cache replay: per call, the share of input
+read from the cache (bars, left axis) and the money it saved (line, right axis).
+
+Made here from plain strings so the page needs no chart library and no CDN.
+Every text that could come from a caller (the title holds a session id) goes
+through :func:`xml.sax.saxutils.escape` with quotes escaped as well; numbers are
+formatted by us. The page shows the SVG in an ``<img>``, where scripts never run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+from xml.sax.saxutils import escape
+
+WIDTH, HEIGHT = 760, 280
+LEFT, RIGHT, TOP, BOTTOM = 56, 72, 36, 40
+
+
+class CallPoint(Protocol):
+    """What the chart reads of one call (see ``inspect_routes.CallCost``)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def read_share(self) -> float: ...
+    @property
+    def saved_usd(self) -> float: ...
+
+
+def _text(value: str) -> str:
+    return escape(value, {'"': "&quot;", "'": "&#x27;"})
+
+
+def _money(value: float) -> str:
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):.4f}" if abs(value) < 1 else f"{sign}${abs(value):,.2f}"
+
+
+def cost_chart_svg(calls: Sequence[CallPoint], *, title: str) -> str:
+    """The chart as an SVG document (an empty-state chart when there are no calls)."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
+        f'<text x="{LEFT}" y="20" font-size="13" font-weight="bold">{_text(title)}</text>',
+    ]
+    base = TOP + plot_h
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = base - frac * plot_h
+        parts.append(
+            f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}" stroke="#e3e3e3"/>'
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{frac:.0%}</text>'
+        )
+    if not calls:
+        parts.append(
+            f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" text-anchor="middle" '
+            'fill="#777">no calls to replay: the session has no user turns</text></svg>'
+        )
+        return "".join(parts)
+    n = len(calls)
+    step = plot_w / n
+    bar = max(1.0, step * 0.7)
+    # The saving axis spans from the lowest (a call that writes the cache can cost more
+    # than it saves: negative) to the highest saving, always including zero.
+    lo = min(0.0, min(c.saved_usd for c in calls))
+    hi = max(0.0, max(c.saved_usd for c in calls))
+    span = (hi - lo) or 1e-9
+
+    def y_of(saved: float) -> float:
+        return base - (saved - lo) / span * plot_h
+
+    for i, c in enumerate(calls):
+        h = max(0.0, min(1.0, c.read_share)) * plot_h
+        x = LEFT + i * step + (step - bar) / 2
+        parts.append(
+            f'<rect class="share" x="{x:.1f}" y="{base - h:.1f}" width="{bar:.1f}" '
+            f'height="{h:.1f}" fill="#4c8bf5"><title>call at turn {c.seq}: '
+            f"{c.read_share:.0%} read from cache, saved {_money(c.saved_usd)}</title></rect>"
+        )
+    points = " ".join(
+        f"{LEFT + (i + 0.5) * step:.1f},{y_of(c.saved_usd):.1f}" for i, c in enumerate(calls)
+    )
+    if lo < 0:
+        zero = y_of(0.0)
+        parts.append(
+            f'<line class="zero" x1="{LEFT}" y1="{zero:.1f}" x2="{LEFT + plot_w}" '
+            f'y2="{zero:.1f}" stroke="#e8710a" stroke-dasharray="3 3"/>'
+        )
+    parts.append(
+        f'<polyline class="saved" points="{points}" fill="none" stroke="#e8710a" stroke-width="2"/>'
+    )
+    for value in sorted({lo, 0.0, hi}):
+        parts.append(
+            f'<text x="{LEFT + plot_w + 6}" y="{y_of(value) + 4:.1f}" fill="#e8710a">'
+            f"{_money(value)}</text>"
+        )
+    total = sum(c.saved_usd for c in calls)
+    parts.append(
+        f'<text x="{LEFT}" y="{HEIGHT - 12}" fill="#333">{n} calls (turn seq '
+        f"{calls[0].seq}..{calls[-1].seq}) · bars: cache-read share · line: saved per call · "
+        f"total saved {_money(total)}</text></svg>"
+    )
+    return "".join(parts)

@@ -1,0 +1,550 @@
+// contextos inspector: plain JavaScript, no build step, no dependencies.
+// Stored text is hostile input: it only ever reaches the page through textContent,
+// input values and element construction (never an HTML-parsing sink).
+"use strict";
+
+const KEY = "contextos_key";
+const PAGE = 50;
+const params = new URLSearchParams(location.search);
+const view = ["memories", "sessions", "cache"].includes(params.get("view"))
+  ? params.get("view")
+  : "memories";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.appendChild(cell);
+    else td.textContent = cell === null || cell === undefined ? "" : String(cell);
+    tr.appendChild(td);
+  }
+  return tr;
+}
+
+function button(text, onClick, cls) {
+  const b = el("button", text, cls);
+  b.type = "button";
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function rendered() {
+  // What the browser test waits for, and the end of the "time to data" measure.
+  performance.mark("ui:data");
+  document.documentElement.dataset.rendered = view;
+}
+
+function setUrl(updates) {
+  const p = new URLSearchParams(location.search);
+  for (const [k, v] of Object.entries(updates)) {
+    if (v === null || v === undefined || v === "") p.delete(k);
+    else p.set(k, String(v));
+  }
+  history.replaceState(null, "", "/ui?" + p.toString());
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || "HTTP " + status);
+    this.status = status;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(KEY) };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, {
+    method: options.method || "GET",
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    credentials: "omit",
+    cache: "no-store",
+  });
+  if (resp.status === 401) {
+    sessionStorage.removeItem(KEY);
+    showSignin("The key was refused: sign in again.");
+    throw new ApiError(401, null);
+  }
+  const body = await resp.json().catch(() => null);
+  if (!resp.ok) throw new ApiError(resp.status, body);
+  return body;
+}
+
+function query(obj) {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(obj)) if (v !== null && v !== undefined && v !== "") p.set(k, v);
+  return p.toString();
+}
+
+function when(iso) {
+  return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "";
+}
+
+// -- sign-in --------------------------------------------------------------------------
+
+function showSignin(message) {
+  for (const id of ["view-memories", "view-sessions", "view-cache", "nav", "signout"]) $(id).hidden = true;
+  $("who").textContent = "";
+  $("signin").hidden = false;
+  showError(message);
+  $("key").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const key = $("key").value.trim();
+  if (!key) return;
+  sessionStorage.setItem(KEY, key);
+  $("key").value = "";
+  try {
+    await start();
+  } catch (err) {
+    if (err.status !== 401) showError(err.message);
+  }
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  location.assign("/ui");
+}
+
+async function start() {
+  $("signin").hidden = true;
+  showError("");
+  $("nav").hidden = false;
+  $("signout").hidden = false;
+  const keep = query({ user_id: params.get("user_id") });
+  for (const a of document.querySelectorAll("#nav a")) {
+    a.href = "/ui?view=" + a.dataset.view + (keep ? "&" + keep : "");
+    if (a.dataset.view === view) a.className = "current";
+  }
+  $("view-" + view).hidden = false;
+  const views = { memories: startMemories, sessions: startSessions, cache: startCache };
+  if (!wired) wire[view]();  // listeners once, even after a refused key and a second sign-in
+  wired = true;
+  await views[view]();  // the data first; who is signed in is shown after it
+  const me = await api("/ui/api/whoami");
+  $("who").textContent = "tenant: " + me.tenant;
+}
+
+let wired = false;
+const wire = { memories: wireMemories, sessions: wireSessions, cache: wireCache };
+
+// -- memories -------------------------------------------------------------------------
+
+const mem = { offset: 0, total: 0, scope: {} };
+
+function scopeFromForm() {
+  return {
+    user_id: $("f-user").value.trim(),
+    agent_id: $("f-agent").value.trim(),
+    session_id: $("f-session").value.trim(),
+  };
+}
+
+function isScoped(scope) {
+  return Boolean(scope.user_id || scope.agent_id || scope.session_id);
+}
+
+async function startMemories() {
+  $("f-user").value = params.get("user_id") || "";
+  $("f-agent").value = params.get("agent_id") || "";
+  $("f-session").value = params.get("session_id") || "";
+  $("f-type").value = params.get("memory_type") || "";
+  $("f-validity").value = params.get("validity") === "all" ? "all" : "current";
+  $("f-query").value = params.get("q") || "";
+  mem.offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+  if ($("f-query").value) await searchMemories();
+  else await loadMemories();
+}
+
+function wireMemories() {
+  $("scope-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    mem.offset = 0;
+    $("f-query").value = "";
+    loadMemories().catch(fail);
+  });
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    searchMemories().catch(fail);
+  });
+  $("search-clear").addEventListener("click", () => {
+    $("f-query").value = "";
+    loadMemories().catch(fail);
+  });
+  $("prev").addEventListener("click", () => {
+    mem.offset = Math.max(0, mem.offset - PAGE);
+    loadMemories().catch(fail);
+  });
+  $("next").addEventListener("click", () => {
+    mem.offset += PAGE;
+    loadMemories().catch(fail);
+  });
+  $("d-close").addEventListener("click", () => ($("detail").hidden = true));
+  $("forget-confirm-input").addEventListener("input", () => {
+    $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
+  });
+  $("forget-button").addEventListener("click", () => forgetUser().catch(fail));
+}
+
+function fail(err) {
+  if (err && err.status !== 401) showError(err.message);
+}
+
+function head(names) {
+  const tr = $("mem-head");
+  tr.replaceChildren(...names.map((n) => el("th", n)));
+}
+
+function scopeCell(r) {
+  const parts = [];
+  if (r.user_id) parts.push("user " + r.user_id);
+  if (r.agent_id) parts.push("agent " + r.agent_id);
+  if (r.session_id) parts.push("session " + r.session_id);
+  return parts.join(" · ");
+}
+
+function validity(r) {
+  if (r.valid_to) return el("span", "ended " + when(r.valid_to), "badge ended");
+  return el("span", "current", "badge");
+}
+
+function metaText(meta) {
+  const keys = Object.keys(meta || {});
+  return keys.length ? JSON.stringify(meta) : "";
+}
+
+function textCell(r) {
+  const wrap = document.createElement("div");
+  wrap.appendChild(el("div", r.text, "text"));
+  const meta = metaText(r.metadata);
+  if (meta) wrap.appendChild(el("div", meta, "meta"));
+  return wrap;
+}
+
+function openButton(r) {
+  return button("history / edit", () => openMemory(r.id).catch(fail), "link");
+}
+
+function showForget(scope) {
+  mem.scope = scope;
+  $("forget").hidden = !scope.user_id;
+  $("forget-user").textContent = scope.user_id || "";
+  $("forget-confirm-input").value = "";
+  $("forget-button").disabled = true;
+}
+
+async function loadMemories() {
+  const scope = scopeFromForm();
+  showForget(scope);
+  setUrl({ ...scope, memory_type: $("f-type").value, validity: $("f-validity").value === "all" ? "all" : "",
+    offset: mem.offset || "", q: "" });
+  if (!isScoped(scope)) {
+    $("mem-status").textContent = "Enter a user, agent or session to see its memories.";
+    $("memories").hidden = true;
+    $("pager").hidden = true;
+    rendered();
+    return;
+  }
+  const page = await api("/ui/api/memories?" + query({
+    ...scope, memory_type: $("f-type").value, validity: $("f-validity").value, limit: PAGE, offset: mem.offset,
+  }));
+  mem.total = page.total;
+  head(["memory", "type", "scope", "created", "validity", ""]);
+  $("mem-rows").replaceChildren(...page.results.map((r) => row([
+    textCell(r), r.memory_type, scopeCell(r), when(r.created_at), validity(r), openButton(r),
+  ])));
+  $("memories").hidden = false;
+  const last = Math.min(mem.offset + page.results.length, page.total);
+  $("mem-status").textContent = page.total + " memories";
+  $("page-info").textContent = page.total ? mem.offset + 1 + "–" + last + " of " + page.total : "none";
+  $("prev").disabled = mem.offset === 0;
+  $("next").disabled = last >= page.total;
+  $("pager").hidden = false;
+  rendered();
+}
+
+async function searchMemories() {
+  const scope = scopeFromForm();
+  const q = $("f-query").value.trim();
+  if (!q) return loadMemories();
+  showForget(scope);
+  setUrl({ ...scope, q, offset: "" });
+  if (!isScoped(scope)) {
+    $("mem-status").textContent = "Searching needs a user, agent or session.";
+    rendered();
+    return;
+  }
+  const type = $("f-type").value;
+  const found = await api("/v1/memories/search", {
+    method: "POST",
+    body: { ...Object.fromEntries(Object.entries(scope).filter(([, v]) => v)), query: q, limit: 20,
+      memory_types: type ? [type] : null },
+  });
+  head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", ""]);
+  $("mem-rows").replaceChildren(...found.results.map((h, i) => row([
+    i + 1, h.score.toFixed(4), h.lexical_rank ?? "–", h.dense_rank ?? "–", textCell(h.memory),
+    h.memory.memory_type, scopeCell(h.memory), openButton(h.memory),
+  ])));
+  $("memories").hidden = false;
+  $("pager").hidden = true;
+  $("mem-status").textContent = found.results.length + " hits for the query (hybrid: lexical and dense ranks fused)";
+  rendered();
+}
+
+async function openMemory(id) {
+  const path = "/v1/memories/" + encodeURIComponent(id);
+  const [r, hist] = await Promise.all([api(path), api(path + "/history")]);
+  $("d-id").textContent = r.id;
+  const fields = [
+    ["type", r.memory_type], ["scope", scopeCell(r)], ["created", when(r.created_at)],
+    ["updated", when(r.updated_at)], ["event time", when(r.event_time)],
+    ["valid", when(r.valid_from) + " → " + (when(r.valid_to) || "now")],
+    ["provenance", (r.provenance || []).join(", ")],
+  ];
+  $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
+  $("d-text").value = r.text;
+  $("d-meta").value = JSON.stringify(r.metadata || {}, null, 1);
+  $("history-rows").replaceChildren(...hist.results.map((e) => row([
+    when(e.at), e.event, e.old_text, e.new_text, e.actor,
+  ])));
+  const form = $("edit-form");
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    saveMemory(r.id).catch(fail);
+  };
+  $("d-delete-confirm").hidden = true;
+  $("d-delete").onclick = () => ($("d-delete-confirm").hidden = false);
+  $("d-delete-confirm").onclick = () => deleteMemory(r.id).catch(fail);
+  $("detail").hidden = false;
+  $("detail").scrollIntoView();
+}
+
+async function saveMemory(id) {
+  let metadata;
+  try {
+    metadata = JSON.parse($("d-meta").value || "{}");
+  } catch (err) {
+    showError("metadata is not valid JSON: " + err.message);
+    return;
+  }
+  await api("/v1/memories/" + encodeURIComponent(id), {
+    method: "PATCH",
+    body: { text: $("d-text").value, metadata },
+  });
+  showError("");
+  await openMemory(id);
+  await loadMemories();
+}
+
+async function deleteMemory(id) {
+  await api("/v1/memories/" + encodeURIComponent(id), { method: "DELETE" });
+  $("detail").hidden = true;
+  await loadMemories();
+}
+
+async function forgetUser() {
+  const user = mem.scope.user_id;
+  if (!user || $("forget-confirm-input").value !== user) return;
+  const out = await api("/v1/memories/forget", { method: "POST", body: { user_id: user } });
+  $("detail").hidden = true;
+  await loadMemories();
+  $("mem-status").textContent = "Forgot user " + out.user_id + ": " + out.forgotten + " records erased.";
+}
+
+// -- sessions -------------------------------------------------------------------------
+
+async function listSessions(listId, userInput, onPick) {
+  const user = $(userInput).value.trim();
+  setUrl({ user_id: user });
+  const found = await api("/v1/sessions?" + query({ user_id: user, limit: 1000 }));
+  const items = found.results.map((sid) => {
+    const li = document.createElement("li");
+    li.appendChild(button(sid, () => onPick(sid).catch(fail), "chip"));
+    return li;
+  });
+  if (!items.length) items.push(el("li", "no sessions" + (user ? " for this user" : ""), "status"));
+  $(listId).replaceChildren(...items);
+  return found.results;
+}
+
+const sess = { id: null, after: -1 };
+
+function wireSessions() {
+  $("sess-scope").addEventListener("submit", (e) => {
+    e.preventDefault();
+    listSessions("session-list", "s-user", openSession).catch(fail);
+  });
+  $("turns-more").addEventListener("click", () => loadTurns().catch(fail));
+  $("window-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    buildWindow().catch(fail);
+  });
+}
+
+async function startSessions() {
+  $("s-user").value = params.get("user_id") || "";
+  const pick = params.get("session_id");
+  // A linked session's log is fetched beside the list, and shown when the list has it.
+  const [ids, first] = await Promise.all([
+    listSessions("session-list", "s-user", (sid) => openSession(sid)),
+    pick ? turnsPage(pick, -1) : null,
+  ]);
+  if (pick && ids.includes(pick)) await openSession(pick, first);
+  rendered();
+}
+
+function turnsPage(sid, after) {
+  return api("/v1/sessions/" + encodeURIComponent(sid) + "/turns?" + query({ after_seq: after, limit: 200 }));
+}
+
+async function openSession(sid, firstPage) {
+  const found = await (firstPage || turnsPage(sid, -1));
+  sess.id = sid;
+  sess.after = -1;
+  setUrl({ session_id: sid });
+  $("s-id").textContent = sid;
+  $("turn-rows").replaceChildren();
+  $("window-out").hidden = true;
+  $("session-detail").hidden = false;
+  appendTurns(found);
+}
+
+async function loadTurns() {
+  appendTurns(await turnsPage(sess.id, sess.after));
+}
+
+function appendTurns(found) {
+  for (const t of found.results) {
+    $("turn-rows").appendChild(row([t.seq, t.role, t.name, t.tokens, el("div", t.content, "text"), when(t.created_at)]));
+    sess.after = t.seq;
+  }
+  $("turns-more").hidden = found.results.length < 200;
+}
+
+const SEGMENT_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
+
+async function buildWindow() {
+  const user = $("s-user").value.trim();
+  const budget = parseInt($("w-budget").value, 10) || 2000;
+  const w = await api("/ui/api/sessions/" + encodeURIComponent(sess.id) + "/window", {
+    method: "POST",
+    body: { question: $("w-question").value, token_budget: budget, model: $("w-model").value.trim(),
+      ...(user ? { user_id: user } : {}) },
+  });
+  const color = {};
+  w.segments.forEach((u, i) => (color[u.name] = SEGMENT_CLASSES[i % SEGMENT_CLASSES.length]));
+  const breaks = new Map(w.breakpoints.map((b) => [b.after, b]));
+  $("w-summary").textContent = w.tokens + " of " + w.budget + " tokens · " + w.blocks.length + " blocks · " +
+    w.breakpoints.length + " cache breakpoints · " + w.left_out.length + " left out";
+  const strip = [];
+  w.blocks.forEach((b, i) => {
+    const part = el("span", "", "seg " + color[b.segment]);
+    part.title = b.segment + " · " + b.tokens + " tokens";
+    part.style.flexGrow = String(Math.max(b.tokens, 1));  // CSSOM, allowed by the CSP
+    strip.push(part);
+    if (breaks.has(i)) strip.push(el("span", "", "bp"));
+  });
+  $("w-strip").replaceChildren(...strip);
+  $("w-legend").replaceChildren(...w.segments.map((u) => {
+    const li = el("li", u.name + ": " + u.tokens + " tokens, " + u.items + " items" +
+      (u.dropped ? ", " + u.dropped + " dropped" : ""));
+    li.prepend(el("span", "", "swatch " + color[u.name]));
+    return li;
+  }));
+  const rows = [];
+  w.blocks.forEach((b, i) => {
+    rows.push(row([i, el("span", b.segment, "swatch-text " + color[b.segment]), b.role, b.tokens, el("div", b.text, "text")]));
+    const bp = breaks.get(i);
+    if (bp) {
+      const tr = row(["", "cache breakpoint (" + bp.ttl + ")", "", bp.prefix_tokens, "prefix up to here is cached"]);
+      tr.className = "bp-row";
+      rows.push(tr);
+    }
+  });
+  $("block-rows").replaceChildren(...rows);
+  $("leftout-rows").replaceChildren(...(w.left_out.length
+    ? w.left_out.map((o) => row([o.segment, o.key, o.tokens, o.reason]))
+    : [row(["", "nothing was left out", "", ""])]));
+  $("window-out").hidden = false;
+}
+
+// -- cache and cost ---------------------------------------------------------------------
+
+let chartUrl = null;
+
+function wireCache() {
+  $("cache-scope").addEventListener("submit", (e) => {
+    e.preventDefault();
+    listSessions("cache-sessions", "c-user", openCache).catch(fail);
+  });
+}
+
+async function startCache() {
+  $("c-user").value = params.get("user_id") || "";
+  $("c-model").value = params.get("model") || "claude-sonnet-4-6";
+  const pick = params.get("session_id");
+  // A linked session's replay is fetched beside the list, and shown when the list has it;
+  // with none named, the most recently active session is shown.
+  const [ids, data] = await Promise.all([
+    listSessions("cache-sessions", "c-user", (sid) => openCache(sid)),
+    pick ? cacheData(pick) : null,
+  ]);
+  const show = pick ? (ids.includes(pick) ? pick : null) : ids[ids.length - 1];
+  if (show) await openCache(show, show === pick ? data : null);
+  rendered();
+}
+
+function money(x) {
+  return (x < 0 ? "-$" : "$") + Math.abs(x).toFixed(Math.abs(x) < 1 ? 5 : 2);
+}
+
+function cacheData(sid) {
+  const model = $("c-model").value.trim();
+  return api("/ui/api/sessions/" + encodeURIComponent(sid) + "/cache?" + query({ model }));
+}
+
+async function openCache(sid, prefetched) {
+  const data = await (prefetched || cacheData(sid));
+  setUrl({ session_id: sid, model: $("c-model").value.trim() });
+  $("c-id").textContent = sid;
+  $("c-summary").textContent = data.calls.length + " calls replayed with " + data.model + " · cache-read share " +
+    (100 * data.read_share).toFixed(1) + "% · saved " + money(data.saved_usd);
+  $("call-rows").replaceChildren(...data.calls.map((c) => row([
+    c.seq, c.input_tokens, c.cache_read_tokens, c.cache_write_tokens, (100 * c.read_share).toFixed(1) + "%",
+    money(c.cost_usd), money(c.cost_without_cache_usd), money(c.saved_usd),
+  ])));
+  if (chartUrl) URL.revokeObjectURL(chartUrl);
+  // The server-made SVG, shown in an <img> (scripts never run there) from a blob: URL.
+  chartUrl = URL.createObjectURL(new Blob([data.svg], { type: "image/svg+xml" }));
+  const img = $("c-chart");
+  const loaded = new Promise((resolve) => img.addEventListener("load", resolve, { once: true }));
+  img.src = chartUrl;
+  $("cache-detail").hidden = false;
+  await loaded;
+}
+
+// -- boot -------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("signin-form").addEventListener("submit", signIn);
+  $("signout").addEventListener("click", signOut);
+  if (sessionStorage.getItem(KEY)) start().catch(fail);
+  else showSignin("");
+});

@@ -1,0 +1,42 @@
+"""Run the real ``contextos`` command in a subprocess, as a user's shell would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: Flags that reach the command only through the environment in these tests.
+_CLEARED = ("CONTEXTOS_DB", "CONTEXTOS_TENANT", "COLUMNS", "FORCE_COLOR", "NO_COLOR")
+
+
+def run_cli(
+    *args: str,
+    db: Path | None = None,
+    stdin: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``contextos ARGS`` with the hash embedder; stdout is a pipe (not a terminal).
+
+    ``db`` goes in ``CONTEXTOS_DB``; ``env`` adds or overrides variables (HOME
+    and XDG_DATA_HOME there move the default database into a temp folder).
+    """
+    base = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+    base["CONTEXTOS_EMBEDDER"] = "hash"
+    if db is not None:
+        base["CONTEXTOS_DB"] = str(db)
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+    proc = subprocess.run(
+        [sys.executable, "-m", "contextos.cli", *args],
+        input=data,
+        capture_output=True,
+        env={**base, **(env or {})},
+        timeout=180,
+    )
+    return subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode("utf-8", errors="replace"),
+        proc.stderr.decode("utf-8", errors="replace"),
+    )

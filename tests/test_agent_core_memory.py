@@ -1,0 +1,120 @@
+"""Core memory blocks, the self-editing tools' executor, and what edits cost the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contextos import Memory
+from contextos.agent.bench import simulate
+from contextos.agent.core_memory import CoreMemory, CoreMemoryError, CorePrefix, compaction_point
+from contextos.agent.tools import SCHEMAS, AgentTools, openai_schemas
+from contextos.errors import ScopeError
+from contextos.session import Session
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import Message
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Memory]:
+    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
+    yield m
+    m.close()
+
+
+def test_blocks_are_procedural_memories_with_limits_and_history(memory: Memory) -> None:
+    core = CoreMemory(memory, user_id="ana", blocks={"persona": 100, "human": 40})
+    assert [(b.label, b.value) for b in core.blocks()] == [("persona", ""), ("human", "")]
+    core.append("human", "Name: Ana.")
+    block = core.append("human", "Vegetarian.")
+    assert block.value == "Name: Ana.\nVegetarian."
+    record = memory.get(str(block.memory_id))
+    assert record.memory_type == "procedural" and record.user_id == "ana"
+    with pytest.raises(CoreMemoryError, match="limit is 40"):
+        core.append("human", "Allergic to peanuts and to shellfish.")
+    assert core.get("human").value == "Name: Ana.\nVegetarian."
+    core.replace("human", "Vegetarian.", "Vegan.")
+    with pytest.raises(CoreMemoryError, match="does not appear"):
+        core.replace("human", "Vegetarian.", "x")
+    with pytest.raises(CoreMemoryError, match="No core memory block 'mood'"):
+        core.append("mood", "happy")
+    events = memory.history(str(block.memory_id))
+    assert [e.event for e in events] == ["ADD", "UPDATE", "UPDATE"]
+    assert "Vegan." in core.render() and '<human chars="17/40">' in core.render()
+    # another scope sees nothing
+    assert CoreMemory(memory, user_id="bob").get("human").value == ""
+    assert CoreMemory(memory, user_id="ana", agent_id="bot").get("human").value == ""
+    with pytest.raises(ScopeError):
+        CoreMemory(memory)
+
+
+def test_executor_runs_every_tool_and_reports_errors(memory: Memory) -> None:
+    session = Session(memory.store, "s", tenant=memory.tenant, user_id="ana")
+    session.add(Message("user", "My cat is called Miso."), Message("assistant", "Cute name!"))
+    session.add(Message("user", "What about dinner?"))
+    tools = AgentTools(CoreMemory(memory, user_id="ana"), session=session)
+    assert {s["name"] for s in SCHEMAS} == {
+        "core_memory_append",
+        "core_memory_replace",
+        "archival_memory_insert",
+        "archival_memory_search",
+        "conversation_search",
+    }
+    assert [t["function"]["name"] for t in openai_schemas()] == [s["name"] for s in SCHEMAS]
+    out = tools.execute("core_memory_append", '{"label": "human", "content": "Has a cat."}')
+    assert not out.is_error and out.text.endswith("Has a cat.")
+    out = tools.execute("archival_memory_insert", {"content": "Ana's cat Miso is a tabby."})
+    assert out.text.startswith("Stored in archival memory")
+    memory.add("Miso unrelated non-archival note", user_id="ana")
+    found = tools.execute("archival_memory_search", {"query": "tabby cat"})
+    assert "Miso is a tabby" in found.text and "non-archival" not in found.text
+    conv = tools.execute("conversation_search", {"query": "cat called"})
+    assert conv.text == "[turn 0] user: My cat is called Miso."
+    for name, args, message in (
+        ("core_memory_append", {"label": "human"}, "bad arguments"),
+        (
+            "core_memory_replace",
+            {"label": "human", "old_content": "dog", "new_content": "x"},
+            "does not appear",
+        ),
+        ("nope", {}, "unknown tool"),
+        ("core_memory_append", "{not json", "Error:"),
+        ("archival_memory_search", {"query": " "}, "non-empty"),
+    ):
+        result = tools.execute(name, args)
+        assert result.is_error and message in result.text, (name, result)
+    no_log = AgentTools(CoreMemory(memory, user_id="ana"))
+    assert no_log.execute("conversation_search", {"query": "cat"}).is_error
+
+
+def test_prefix_snapshot_changes_only_at_compaction_points(memory: Memory) -> None:
+    core = CoreMemory(memory, user_id="ana")
+    session = Session(memory.store, "s", tenant=memory.tenant, user_id="ana")
+    prefix = CorePrefix(core)
+    first = prefix.text(compaction_point(session))
+    core.append("human", "Lives in Porto.")
+    assert prefix.text(compaction_point(session)) == first  # same bytes: the cache holds
+    for i in range(40):
+        session.add(Message("user", f"message {i} " + "words " * 40))
+    session.compact(300, "truncate", force=True)
+    refreshed = prefix.text(compaction_point(session))
+    assert refreshed != first and "Lives in Porto." in refreshed
+    bounded = CorePrefix(core, refresh_after=2)
+    start = bounded.text()
+    core.append("human", "Has a cat.")
+    bounded.edited()
+    assert bounded.text() == start
+    bounded.edited()
+    assert "Has a cat." in bounded.text()
+
+
+def test_thirty_turns_five_edits_keep_the_cache(tmp_path: Path) -> None:
+    snap = simulate(turns=30, edits=5, policy="snapshot", workdir=tmp_path)
+    live = simulate(turns=30, edits=5, policy="live", workdir=tmp_path)
+    assert snap.edits == live.edits == 5
+    assert snap.calls == 35 and snap.refreshes == 1
+    assert snap.report.hit_ratio >= 0.7
+    assert live.report.hit_ratio < snap.report.hit_ratio
+    assert snap.report.cost_usd < live.report.cost_usd

@@ -1,0 +1,68 @@
+"""The self-editing memory tools over HTTP (``/v1/agent``), tenant-scoped by the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server_support import app_client, assert_error, auth, issue_key
+
+
+def test_agent_routes_edit_core_memory_and_answer_from_it(tmp_path: Path) -> None:
+    with app_client(tmp_path / "s.db") as client:
+        key_a, key_b = issue_key(client, "acme"), issue_key(client, "other")
+        names = [
+            t["name"] for t in client.get("/v1/agent/tools", headers=auth(key_a)).json()["tools"]
+        ]
+        assert "core_memory_append" in names and "conversation_search" in names
+
+        def call(key: str, name: str, **body: object) -> dict[str, object]:
+            resp = client.post(f"/v1/agent/tools/{name}", json=body, headers=auth(key))
+            assert resp.status_code == 200, resp.text
+            return dict(resp.json())
+
+        out = call(
+            key_a,
+            "core_memory_append",
+            user_id="ana",
+            arguments={"label": "human", "content": "Lives in Porto."},
+        )
+        assert out == {
+            "name": "core_memory_append",
+            "text": "Core memory block 'human' is now:\nLives in Porto.",
+            "is_error": False,
+        }
+        bad = call(
+            key_a,
+            "core_memory_replace",
+            user_id="ana",
+            arguments={"label": "human", "old_content": "Lisbon", "new_content": "x"},
+        )
+        assert bad["is_error"] and "does not appear" in str(bad["text"])
+        core = client.get("/v1/agent/core", params={"user_id": "ana"}, headers=auth(key_a)).json()
+        human = [b for b in core["blocks"] if b["label"] == "human"][0]
+        assert human["value"] == "Lives in Porto." and human["limit"] == 2000
+        assert "Lives in Porto." in core["prefix"]
+        other = client.get("/v1/agent/core", params={"user_id": "ana"}, headers=auth(key_b)).json()
+        assert "Porto" not in other["prefix"]
+        client.post(
+            "/v1/sessions/c1/turns",
+            json={
+                "user_id": "ana",
+                "messages": [{"role": "user", "content": "I adopted a cat named Miso."}],
+            },
+            headers=auth(key_a),
+        )
+        conv = call(
+            key_a, "conversation_search", user_id="ana", session_id="c1", arguments={"query": "cat"}
+        )
+        assert conv["text"] == "[turn 0] user: I adopted a cat named Miso."
+        assert_error(
+            client.post("/v1/agent/tools/rm_rf", json={"user_id": "ana"}, headers=auth(key_a)), 404
+        )
+        assert_error(
+            client.post(
+                "/v1/agent/tools/core_memory_append", json={"arguments": {}}, headers=auth(key_a)
+            ),
+            400,
+        )
+        assert client.post("/v1/agent/tools/core_memory_append", json={}).status_code == 401

@@ -1,0 +1,111 @@
+"""What the CLI prints: user text verbatim (never markup), whole tables off a terminal,
+one-line errors, hints that keep their brackets."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli_support import run_cli
+
+HOSTILE = (
+    "pip install 'contextos[server]' and [bold]x[/bold] then "
+    "[link=http://evil.example]click[/link] [red]alert[/red]"
+)
+#: OSC 8, the escape sequence that opens a terminal hyperlink.
+OSC8 = "\x1b]8;"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _plain(text: str) -> str:
+    """Terminal output without colour codes or line folding, to look for a string."""
+    return re.sub(r"\s*[│┃]\s*", " ", ANSI.sub("", text))
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
+def test_stored_text_is_printed_verbatim_never_as_markup(tmp_path: Path, terminal: bool) -> None:
+    db = tmp_path / "m.db"
+    added = json.loads(run_cli("add", HOSTILE, "-u", "ana", "--json", db=db).stdout)
+    mid = added[0]["id"]
+    run_cli("update", mid, "--text", HOSTILE + " v2", db=db)
+    run_cli("session", "add", "s1", HOSTILE, db=db)
+    # A terminal (forced colour) is where a link or a style would do harm.
+    env = {"FORCE_COLOR": "1", "COLUMNS": "400"} if terminal else {}
+    outputs = {
+        "list": run_cli("list", "-u", "ana", db=db, env=env),
+        "search": run_cli("search", "contextos server bold", "-u", "ana", db=db, env=env),
+        "get": run_cli("get", mid, db=db, env=env),
+        "history": run_cli("history", mid, db=db, env=env),
+        "session show": run_cli("session", "show", "s1", db=db, env=env),
+    }
+    for name, out in outputs.items():
+        assert out.returncode == 0, (name, out.stderr)
+        assert OSC8 not in out.stdout, f"{name} printed a live hyperlink"
+        assert HOSTILE in _plain(out.stdout), f"{name} did not print the text verbatim"
+    if terminal:  # and the text carries no style of its own: no red from [red]
+        line = next(x for x in outputs["session show"].stdout.splitlines() if "alert" in x)
+        assert "\x1b[31m" not in line
+
+
+def test_errors_quoting_user_text_keep_it_verbatim(tmp_path: Path) -> None:
+    out = run_cli("get", "[red]no[/red]", db=tmp_path / "m.db", env={"FORCE_COLOR": "1"})
+    assert out.returncode == 1
+    assert "[red]no[/red]" in ANSI.sub("", out.stderr)
+
+
+def test_missing_extra_hint_keeps_the_extra_name(tmp_path: Path) -> None:
+    """The hint must say contextos[server]: rich once swallowed [server] as a tag."""
+    code = (
+        "import sys; sys.modules['uvicorn'] = None\n"  # as if the extra were not installed
+        "from contextos.cli.main import main\n"
+        f"main(['serve', '--db', {str(tmp_path / 'm.db')!r}])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "pip install 'contextos[server]'" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_usage_errors_are_one_line_with_a_help_pointer(tmp_path: Path) -> None:
+    out = run_cli("compact", "--session", "s", "--budget", "0", db=tmp_path / "m.db")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    assert "'contextos compact --help'" in out.stderr
+
+
+def test_tables_under_a_pipe_are_printed_whole(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    long_text = " ".join(f"word{i}" for i in range(60))  # ~420 characters
+    mid = json.loads(run_cli("add", long_text, "-u", "ana", "--json", db=db).stdout)[0]["id"]
+    out = run_cli("list", "-u", "ana", db=db)  # stdout is a pipe, COLUMNS unset
+    assert out.returncode == 0
+    assert "…" not in out.stdout
+    assert long_text in out.stdout and mid in out.stdout  # one row, nothing folded or cut
+    assert max(len(line) for line in out.stdout.splitlines()) > 400
+
+
+def test_ids_in_tables_are_whole_and_usable(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    run_cli("add", "I live in Lisbon", "-u", "ana", db=db)
+    shown = run_cli("list", "-u", "ana", db=db).stdout
+    ids = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", shown)
+    assert len(ids) == 1
+    for command in ("get", "history"):
+        assert run_cli(command, ids[0], db=db).returncode == 0, command
+    assert run_cli("delete", ids[0], db=db).returncode == 0
+
+
+def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    run_cli("add", "one thing", "-u", "ana", db=db)
+    listed = run_cli("list", "-u", "ana", db=db).stdout
+    assert "1 memory" in listed and "1 memories" not in listed
+    found = run_cli("search", "thing", "-u", "ana", db=db).stdout
+    assert "1 result " in found
+    forgot = run_cli("forget", "-u", "ana", "--yes", db=db).stdout
+    assert "forgot 1 memory of ana" in forgot

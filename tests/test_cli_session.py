@@ -1,0 +1,92 @@
+"""The context engine from the shell: window retrieves memories, chat keeps facts, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_support import run_cli
+
+
+def _memories_segment(report: dict[str, object]) -> dict[str, int]:
+    segments = report["segments"]
+    assert isinstance(segments, list)
+    return next(s for s in segments if s["name"] == "memories")
+
+
+def test_window_retrieves_the_users_memories(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    run_cli("add", "Maya is allergic to peanuts", "-u", "maya", db=db)
+    run_cli("add", "Maya runs every morning by the river", "-u", "maya", db=db)
+    run_cli("add", "Bob is allergic to cats", "-u", "bob", db=db)
+    run_cli("session", "add", "chat", "Plan dinner for Friday", "--user-id", "maya", db=db)
+    ask = ("window", "--session", "chat", "-q", "what is Maya allergic to?")
+    with_user = run_cli(*ask, "--user-id", "maya", "--json", db=db)
+    assert with_user.returncode == 0, with_user.stderr
+    seg = _memories_segment(json.loads(with_user.stdout))
+    assert seg["items"] == 2 and seg["tokens"] > 0
+    body = json.loads(run_cli(*ask, "--user-id", "maya", "--format", "anthropic", db=db).stdout)
+    sent = json.dumps(body)
+    assert "Maya is allergic to peanuts" in sent and "Bob is allergic" not in sent
+    # no user: only memories filed under this session (none here), never other users'
+    alone = json.loads(run_cli(*ask, "--json", db=db).stdout)
+    assert _memories_segment(alone)["items"] == 0
+
+
+def test_window_without_user_uses_the_sessions_memories(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    run_cli("add", "the deploy key lives in the vault", "-s", "ops", db=db)
+    run_cli("session", "add", "ops", "hello", db=db)
+    out = run_cli("window", "--session", "ops", "-q", "where is the deploy key?", "--json", db=db)
+    assert _memories_segment(json.loads(out.stdout))["items"] == 1
+
+
+def test_window_prints_where_its_cost_comes_from(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    run_cli("session", "add", "s", "hi", db=db)
+    out = run_cli("window", "--session", "s", "-q", "hello?", db=db)
+    assert out.returncode == 0 and "cache simulator" in out.stdout
+
+
+def test_chat_remembers_facts_not_questions(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    said = "I'm allergic to peanuts\nwhat am I allergic to?\nhi\n"
+    out = run_cli("chat", "--user-id", "ana", "--no-show-window", "--json", db=db, stdin=said)
+    assert out.returncode == 0, out.stderr
+    replies = [json.loads(doc)["reply"] for doc in _json_documents(out.stdout)]
+    assert replies[1].startswith("From memory: ")
+    assert replies[1].endswith("User is allergic to peanuts")
+    stored = json.loads(run_cli("list", "-u", "ana", "--json", db=db).stdout)
+    assert [m["text"] for m in stored] == ["User is allergic to peanuts"]
+    log = json.loads(run_cli("session", "show", "chat", "--json", db=db).stdout)
+    assert [t["message"]["content"] for t in log["turns"]][::2] == [
+        "I'm allergic to peanuts",
+        "what am I allergic to?",
+        "hi",
+    ]  # the session log keeps every message
+
+
+def _json_documents(text: str) -> list[str]:
+    """Split concatenated pretty-printed JSON documents (one per chat turn)."""
+    decoder = json.JSONDecoder()
+    docs, i = [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        obj, end = decoder.raw_decode(text, i)
+        docs.append(json.dumps(obj))
+        i = end
+    return docs
+
+
+def test_demo_json(tmp_path: Path) -> None:
+    out = run_cli("demo", "--json", "--keep", str(tmp_path / "demo.db"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["turns"] > 0 and report["raw_memories"] == report["turns"]
+    assert report["facts"] and report["answers"]
+    seg = {s["name"]: s for s in report["window"]["segments"]}
+    assert seg["memories"]["tokens"] > 0
+    assert "simulator" in report["cost"]["source"]
+    assert (tmp_path / "demo.db").exists()

@@ -1,0 +1,193 @@
+"""`contextos mcp` over stdio against both stores: the same validation as HTTP (hostile
+arguments are tool errors, never tracebacks, and never name the database), the tools
+agents need to edit memory (get, update, history, delete with purge), `messages` like
+HTTP, the package version, and a busy store answered as a tool error."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+
+pytest.importorskip("mcp")
+
+from mcp.client.session import ClientSession  # noqa: E402
+from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
+
+import contextos  # noqa: E402
+from contextos.server.errors import package_version  # noqa: E402
+from contextos.server.keys import KeyStore  # noqa: E402
+from server_support import STORES, database, store_locked  # noqa: E402
+
+CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
+SRC = str(Path(contextos.__file__).resolve().parents[1])
+
+
+@pytest.fixture(params=STORES)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as target:
+        yield target
+
+
+def _key(db: str) -> str:
+    store = KeyStore(db)
+    try:
+        return store.create("acme").secret
+    finally:
+        store.close()
+
+
+def _session(
+    db: str, key: str, errlog: Path, fn: Callable[[ClientSession, Any], Awaitable[Any]]
+) -> Any:
+    """Run ``fn(session, init_result)`` against a fresh `contextos mcp` on ``db``."""
+    params = StdioServerParameters(
+        command=CLI[0],
+        args=[*CLI[1:], "mcp", "--db", db, "--embedder", "hash"],
+        env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
+    )
+
+    async def run() -> Any:
+        with errlog.open("w") as err, anyio.fail_after(120):
+            async with (
+                stdio_client(params, errlog=err) as (read, write),
+                ClientSession(read, write) as s,
+            ):
+                init = await s.initialize()
+                return await fn(s, init)
+
+    return anyio.run(run)
+
+
+def _payload(result: Any) -> Any:
+    assert not result.is_error, result.content
+    data = result.structured_content
+    return data["result"] if set(data) == {"result"} else data
+
+
+def _error_text(result: Any) -> str:
+    assert result.is_error, result.content
+    return str(result.content[0].text)
+
+
+def _secrets_of(target: str) -> list[str]:
+    if "://" not in target:
+        return [target, Path(target).name]
+    parts = urlsplit(target)
+    return [str(parts.hostname), str(parts.port), parts.path.strip("/"), str(parts.password)]
+
+
+HOSTILE: list[tuple[str, dict[str, Any], str]] = [
+    ("add_memory", {"messages": "a\x00b", "user_id": "u"}, "NUL"),
+    ("add_memory", {"messages": "x", "user_id": "\x00"}, "NUL"),
+    ("add_memory", {"messages": "x", "user_id": "u", "metadata": {"n": 2**64}}, "64 bits"),
+    (
+        "add_memory",
+        {"messages": "x", "user_id": "u", "event_time": "0001-01-01T00:00:00+01:00"},
+        "1-9999",
+    ),
+    ("add_memory", {"messages": "x", "text": "y", "user_id": "u"}, "not both"),
+    ("add_memory", {"messages": [], "user_id": "u"}, "messages"),
+    ("add_memory", {"messages": [{"role": "root", "content": "x"}], "user_id": "u"}, "role"),
+    ("search_memory", {"query": "q", "user_id": "u\x00"}, "NUL"),
+    ("search_memory", {"query": "q", "user_id": "u", "limit": 2**70}, "limit"),
+    ("search_memory", {"query": "q", "user_id": "u", "metadata": {"a..b": 1}}, "pattern"),
+    ("search_memory", {"query": "q", "user_id": "u", "metadata": {".a": 1}}, "pattern"),
+    ("list_memories", {"user_id": "u", "offset": 2**63}, "offset"),
+    ("list_memories", {"user_id": "u", "limit": 2**64}, "limit"),
+    ("list_memories", {"session_id": "%00\x00"}, "NUL"),
+    ("get_memory", {"memory_id": "a\x00b"}, "NUL"),
+    ("update_memory", {"memory_id": "a\x00b", "text": "x"}, "NUL"),
+    ("update_memory", {"memory_id": "nosuch", "text": "x\x00"}, "NUL"),
+    ("memory_history", {"memory_id": "\x00"}, "NUL"),
+    ("delete_memory", {"memory_id": "\x00"}, "NUL"),
+    ("assemble_window", {"question": "q", "user_id": "u", "session_id": "s\x00"}, "NUL"),
+    ("assemble_window", {"question": "q", "user_id": "u", "token_budget": 2**64}, "token_budget"),
+]
+
+
+def test_mcp_validates_like_http_and_edits_memories(db: str, tmp_path: Path) -> None:
+    key = _key(db)
+    errlog = tmp_path / "mcp-stderr.txt"
+
+    async def scenario(s: ClientSession, init: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": init.server_info.version}
+        out["hostile"] = [
+            (tool, await s.call_tool(tool, args), want) for tool, args, want in HOSTILE
+        ]
+        turns = [
+            {"role": "user", "content": "I moved to Lisbon in May"},
+            {"role": "assistant", "content": "Lisbon is lovely."},
+        ]
+        out["added"] = _payload(
+            await s.call_tool(
+                "add_memory", {"messages": turns, "user_id": "ana", "session_id": "s1"}
+            )
+        )
+        out["alias"] = _payload(
+            await s.call_tool("add_memory", {"text": "My dog is called Pimenta", "user_id": "ana"})
+        )
+        first = out["added"][0]["id"]
+        out["got"] = _payload(await s.call_tool("get_memory", {"memory_id": first}))
+        out["updated"] = _payload(
+            await s.call_tool(
+                "update_memory",
+                {"memory_id": first, "text": "I moved to Porto in June", "metadata": {"v": 2}},
+            )
+        )
+        out["history"] = _payload(await s.call_tool("memory_history", {"memory_id": first}))
+        out["missing"] = await s.call_tool("get_memory", {"memory_id": "no-such-id"})
+        dog = out["alias"][0]["id"]
+        out["purged"] = _payload(
+            await s.call_tool("delete_memory", {"memory_id": dog, "purge": True})
+        )
+        out["purged_history"] = _payload(await s.call_tool("memory_history", {"memory_id": dog}))
+        return out
+
+    out = _session(db, key, errlog, scenario)
+    assert out["version"] == package_version() and out["version"]
+    secrets = [x for x in _secrets_of(db) if x]
+    for tool, result, want in out["hostile"]:
+        text = _error_text(result)
+        assert want in text, (tool, text)
+        assert not [x for x in secrets if x in text], (tool, text)
+    assert [r["text"] for r in out["added"]] == ["I moved to Lisbon in May", "Lisbon is lovely."]
+    assert out["added"][0]["session_id"] == "s1" and out["added"][0]["metadata"]["role"] == "user"
+    assert out["alias"][0]["text"] == "My dog is called Pimenta"
+    assert out["got"]["text"] == "I moved to Lisbon in May"
+    assert (
+        out["updated"]["text"] == "I moved to Porto in June"
+        and out["updated"]["metadata"]["v"] == 2
+    )
+    assert [e["event"] for e in out["history"]] == ["ADD", "UPDATE"]
+    assert out["history"][1]["old_text"] == "I moved to Lisbon in May"
+    assert "NotFound" in _error_text(out["missing"])
+    assert out["purged"] == {"deleted": out["alias"][0]["id"], "purged": True}
+    assert "Pimenta" not in json.dumps(out["purged_history"])
+    assert "Traceback" not in errlog.read_text()
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_mcp_store_busy_is_a_tool_error_without_infrastructure(kind: str, tmp_path: Path) -> None:
+    errlog = tmp_path / "mcp-stderr.txt"
+    with database(kind, tmp_path, pg_options="-c lock_timeout=500") as db:
+        key = _key(db)
+
+        async def scenario(s: ClientSession, _: Any) -> tuple[Any, Any]:
+            _payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
+            with store_locked(db):
+                busy = await s.call_tool("add_memory", {"messages": "during", "user_id": "u"})
+            after = await s.call_tool("add_memory", {"messages": "after", "user_id": "u"})
+            return busy, after
+
+        busy, after = _session(db, key, errlog, scenario)
+        text = _error_text(busy)
+        assert "StoreError" in text and "busy or unavailable" in text
+        assert not [x for x in _secrets_of(db) if x and x in text], text
+        assert _payload(after)[0]["text"] == "after"

@@ -1,0 +1,420 @@
+"""The server's edges under hostile input and hostile conditions, on both stores.
+
+Input never gets a 5xx (NUL, >64-bit integers, odd metadata filter keys, times
+with no UTC equivalent in years 1-9999), on HTTP and MCP alike, and no error
+text names the database; a busy store is a 503 with Retry-After; failed
+authentication is throttled before the body is read; ``serve`` binds before it
+announces, refuses a directory, and closes its store on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from contextos.server.errors import package_version
+from contextos.server.keys import KeyStore
+from contextos.server.ratelimit import RateLimit
+from server_support import (
+    ADMIN_KEY,
+    STORES,
+    app_client,
+    assert_error,
+    auth,
+    database,
+    issue_key,
+    store_locked,
+)
+
+CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
+
+BAD_IDS = ["a%00b", "%00", "x%00"]
+BAD_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59"]
+BAD_FILTER_KEYS = ["a..b", "a.", ".a", "a b", "$", "a[0]", "a'b"]
+
+
+@pytest.fixture(scope="module", params=STORES)
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with database(request.param, tmp_path_factory.mktemp("edges")) as target:
+        yield target
+
+
+def _secrets_of(target: str) -> list[str]:
+    """What no error text may contain: the file path, or PostgreSQL's host, port, name."""
+    if "://" not in target:
+        return [target, Path(target).name]
+    parts = urlsplit(target)
+    return [str(parts.hostname), str(parts.port), parts.path.strip("/"), str(parts.password)]
+
+
+def _hostile_requests(key: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, url, kwargs) that the edge must each refuse with a 422."""
+    h, admin = auth(key), auth(ADMIN_KEY)
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for bad in BAD_IDS:
+        out += [
+            ("GET", f"/v1/memories/{bad}", {"headers": h}),
+            ("PATCH", f"/v1/memories/{bad}", {"headers": h, "json": {"text": "x"}}),
+            ("DELETE", f"/v1/memories/{bad}", {"headers": h}),
+            ("GET", f"/v1/memories/{bad}/history", {"headers": h}),
+            ("GET", f"/v1/sessions/{bad}/turns", {"headers": h}),
+            (
+                "POST",
+                f"/v1/sessions/{bad}/turns",
+                {"headers": h, "json": {"messages": [{"content": "x"}]}},
+            ),
+            ("POST", f"/v1/sessions/{bad}/window", {"headers": h, "json": {"question": "q"}}),
+            ("DELETE", f"/v1/keys/{bad}", {"headers": admin}),
+        ]
+        for name in ("user_id", "agent_id", "session_id"):
+            out.append(("GET", f"/v1/memories?{name}={bad}", {"headers": h}))
+        out += [
+            ("GET", f"/v1/sessions?user_id={bad}", {"headers": h}),
+            ("GET", f"/v1/keys?tenant={bad}", {"headers": admin}),
+        ]
+    for big in (2**63, 2**64, -(2**63) - 1):
+        out += [
+            ("GET", f"/v1/memories?user_id=u&offset={big}", {"headers": h}),
+            ("GET", f"/v1/memories?user_id=u&limit={big}", {"headers": h}),
+            ("GET", f"/v1/sessions/s/turns?after_seq={big}", {"headers": h}),
+            ("GET", f"/v1/sessions?offset={big}", {"headers": h}),
+            (
+                "POST",
+                "/v1/memories/search",
+                {"headers": h, "json": {"query": "q", "user_id": "u", "limit": big}},
+            ),
+            (
+                "POST",
+                "/v1/memories",
+                {"headers": h, "json": {"messages": "x", "user_id": "u", "metadata": {"n": big}}},
+            ),
+        ]
+    for key_name in BAD_FILTER_KEYS:
+        body = {"query": "q", "user_id": "u", "metadata": {key_name: 1}}
+        out.append(("POST", "/v1/memories/search", {"headers": h, "json": body}))
+    for when in BAD_TIMES:
+        out.append(
+            (
+                "POST",
+                "/v1/memories",
+                {"headers": h, "json": {"messages": "x", "user_id": "u", "event_time": when}},
+            )
+        )
+        for field in ("as_of", "event_after", "event_before"):
+            body = {"query": "q", "user_id": "u", field: when}
+            out.append(("POST", "/v1/memories/search", {"headers": h, "json": body}))
+    out.append(
+        ("POST", "/v1/memories", {"headers": h, "json": {"messages": "a\x00b", "user_id": "u"}})
+    )
+    out.append(("POST", "/v1/memories/forget", {"headers": h, "json": {"user_id": "\x00"}}))
+    return out
+
+
+def test_hostile_paths_queries_and_bodies_get_4xx_without_leaking(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING), app_client(db) as c:
+        key = issue_key(c, "acme")
+        c.post("/v1/memories", headers=auth(key), json={"messages": "seed", "user_id": "u"})
+        cases = _hostile_requests(key)
+        assert len(cases) >= 70
+        failures = []
+        for method, url, kwargs in cases:
+            resp = c.request(method, url, **kwargs)
+            # 422: refused by the schema layer at the edge, not by a store further in.
+            if resp.status_code != 422:
+                failures.append((method, url, resp.status_code, resp.text[:200]))
+                continue
+            assert_error(resp, 422, "InvalidRequest")
+            leaked = [s for s in _secrets_of(db) if s and s in resp.text]
+            assert not leaked, (url, leaked, resp.text)
+        assert failures == []
+        # A valid search with a dotted filter key still works (the rule is not too tight).
+        ok = c.post(
+            "/v1/memories/search",
+            headers=auth(key),
+            json={"query": "seed", "user_id": "u", "metadata": {"a.b_c": 1}},
+        )
+        assert ok.status_code == 200, ok.text
+    # Refused input is not an error of the server: nothing logged as one.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_times_at_the_utc_edges_are_accepted(db: str) -> None:
+    with app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        for when in (
+            "0001-01-01T00:00:00+00:00",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T01:00:00+01:00",
+        ):
+            resp = c.post(
+                "/v1/memories",
+                headers=h,
+                json={"messages": f"at {when}", "user_id": "t", "event_time": when},
+            )
+            assert resp.status_code == 201, (when, resp.text)
+        listed = c.get("/v1/memories", headers=h, params={"user_id": "t"})
+        assert listed.status_code == 200 and len(listed.json()["results"]) == 3
+
+
+def test_json_body_is_accepted_whatever_the_content_type(tmp_path: Path) -> None:
+    """The README's curl sends `-d '{...}'` without a JSON content type."""
+    with app_client(tmp_path / "ct.db") as c:
+        h = auth(issue_key(c, "acme"))
+        for content_type in ("application/x-www-form-urlencoded", "text/plain", None):
+            headers = {**h, **({"content-type": content_type} if content_type else {})}
+            resp = c.post(
+                "/v1/memories",
+                headers=headers,
+                content=b'{"messages": "curl says hi", "user_id": "u"}',
+            )
+            assert resp.status_code == 201, (content_type, resp.text)
+        form = c.post("/v1/memories", headers=h, data={"messages": "x", "user_id": "u"})
+        assert "JSON" in assert_error(form, 422, "InvalidRequest")["message"]
+
+
+def test_no_page_needs_the_internet(tmp_path: Path) -> None:
+    with app_client(tmp_path / "docs.db") as c:
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert c.get(path).status_code == 404
+        schema = c.get("/openapi.json")
+        assert schema.status_code == 200 and schema.json()["info"]["version"] == package_version()
+
+
+# -- a busy store ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_store_busy_is_503_with_retry_after(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the store's lock: 503 + Retry-After, the text names no path,
+    host or database, nothing is logged as a server error, and the next try succeeds."""
+    with database(kind, tmp_path, pg_options="-c lock_timeout=500") as db, app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        first = c.post("/v1/memories", headers=h, json={"messages": "one", "user_id": "u"})
+        assert first.status_code == 201
+        app: Any = c.app
+        app.state.tenants.flush()
+        with store_locked(db), caplog.at_level(logging.WARNING):
+            busy = c.post("/v1/memories", headers=h, json={"messages": "two", "user_id": "u"})
+        error = assert_error(busy, 503, "StoreError")
+        assert busy.headers["retry-after"] == "1"
+        assert "retry" in error["message"]
+        assert not [x for x in _secrets_of(db) if x and x in busy.text], busy.text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        again = c.post("/v1/memories", headers=h, json={"messages": "two", "user_id": "u"})
+        assert again.status_code == 201, again.text
+
+
+# -- authentication before the body -------------------------------------------------------
+
+
+def test_failed_authentication_is_throttled_per_client(tmp_path: Path) -> None:
+    with app_client(tmp_path / "auth.db", auth_failures=RateLimit(rate=1.0, burst=20)) as c:
+        key = issue_key(c, "acme")
+        codes = [
+            c.post(
+                "/v1/memories",
+                headers=auth(f"ctx_wrong{i}"),
+                json={"messages": "x", "user_id": "u"},
+            )
+            for i in range(300)
+        ]
+        statuses = [r.status_code for r in codes]
+        assert set(statuses) == {401, 429}
+        assert statuses.count(401) <= 25 and statuses.count(429) >= 270
+        assert all(r.headers.get("retry-after") for r in codes if r.status_code == 429)
+        # While the client is throttled even a valid key waits: a guess must not be
+        # told apart from a miss by its status.
+        assert c.get("/v1/memories", headers=auth(key), params={"user_id": "u"}).status_code == 429
+
+
+def _raw_headers_only(url: str, path: str, secret: str, length: int) -> bytes:
+    """Send a request's headers announcing ``length`` body bytes, never the body; return
+    what the server answers within 10 s (b"" if it waits for the body instead)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json, text/event-stream\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+        )
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            return b""
+
+
+def test_a_wrong_key_is_refused_before_the_body_is_read(tmp_path: Path) -> None:
+    from contextos.bench.serve import running_server
+
+    db = str(tmp_path / "gate.db")
+    with running_server(db, "--embedder", "hash", "--max-body-bytes", "2000000") as (url, _):
+        answer = _raw_headers_only(url, "/v1/memories", "ctx_wrong", 1_000_000)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+
+
+@pytest.fixture
+def mcp_http(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`contextos mcp --transport streamable-http` with a tight rate limit, and a key."""
+    from contextos.bench.serve import free_port
+
+    db = tmp_path / "mcp.db"
+    store = KeyStore(str(db))
+    key = store.create("acme").secret
+    store.close()
+    port = free_port()
+    argv = [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
+    proc = subprocess.Popen(
+        [*argv, "--port", str(port), "--rate", "1", "--burst", "3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        yield url, key
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_mcp_over_http_is_rate_limited_and_throttles_failed_auth(mcp_http: tuple[str, str]) -> None:
+    httpx = pytest.importorskip("httpx")
+    url, key = mcp_http
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    accept = {"Accept": "application/json, text/event-stream"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        good = [
+            http.post("/mcp", json=ping, headers={**accept, **auth(key)}).status_code
+            for _ in range(10)
+        ]
+        assert 429 not in good[:3] and good.count(429) >= 5, good
+        assert _raw_headers_only(url, "/mcp", "ctx_wrong", 500_000).startswith(b"HTTP/1.1 401")
+        wrong = [
+            http.post("/mcp", json=ping, headers={**accept, **auth(f"ctx_wrong{i}")}).status_code
+            for i in range(40)
+        ]
+    assert set(wrong) == {401, 429} and wrong.count(429) >= 15, wrong
+
+
+# -- contextos serve -----------------------------------------------------------------------
+
+
+def test_serve_refuses_a_busy_port_before_announcing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [
+                *CLI,
+                "serve",
+                "--db",
+                str(tmp_path / "p.db"),
+                "--embedder",
+                "hash",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "serving on" not in proc.stdout + proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_a_directory_as_db(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*CLI, "serve", "--db", str(tmp_path), "--embedder", "hash", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "is a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert "serving on" not in proc.stdout
+
+
+def test_serve_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    db = tmp_path / "term.db"
+    store = KeyStore(str(db))
+    key = store.create("acme").secret
+    store.close()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "serving on http://127.0.0.1:" in line, line + (
+            proc.stderr.read() if proc.stderr else ""
+        )
+        url = line.split("serving on ")[1].split()[0]
+        assert not url.endswith(":0")  # the port actually bound, not the one asked for
+        for i in range(20):
+            resp = httpx.post(
+                f"{url}/v1/memories",
+                json={"messages": f"note {i}", "user_id": "u"},
+                headers=auth(key),
+            )
+            assert resp.status_code == 201, resp.text
+        assert Path(f"{db}-wal").exists()  # the server holds the file open
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Every connection closed: SQLite checkpointed and removed the -wal on the last close,
+    # and the embedding worker finished what was pending before the store closed.
+    assert not Path(f"{db}-wal").exists()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
+    conn = sqlite3.connect(db)
+    try:
+        pending = conn.execute(
+            "SELECT count(*) FROM memories m WHERE NOT EXISTS "
+            "(SELECT 1 FROM vectors v WHERE v.mem_rowid = m.rowid)"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    assert pending == 0
+
+
+def test_the_inspectors_json_routes_sit_behind_the_same_gate(tmp_path: Path) -> None:
+    with app_client(tmp_path / "ui.db", auth_failures=RateLimit(rate=1.0, burst=20)) as c:
+        statuses = [
+            c.get("/ui/api/whoami", headers=auth(f"ctx_wrong{i}")).status_code for i in range(60)
+        ]
+        assert statuses.count(401) <= 25 and statuses.count(429) >= 35, statuses

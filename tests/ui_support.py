@@ -1,0 +1,180 @@
+"""Helpers for the inspector's tests: a real server on loopback and a real chromium.
+
+The server is the app ``contextos serve`` runs (HashEmbedder, admin key, no rate
+limit) served by uvicorn on 127.0.0.1 in a thread. The browser is Debian's
+chromium driven by playwright (``scripts/browser.sh`` installs both); when it
+cannot start, the browser tests skip with the launch error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from contextos.server.app import ServerConfig, close_app, create_app  # noqa: E402
+from contextos.server.ratelimit import RateLimit  # noqa: E402
+from contextos.testing.embedders import HashEmbedder  # noqa: E402
+
+ADMIN_KEY = "test-admin-key-0123456789"
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = REPO / "bench-out" / "ui"
+CHROMIUM = os.environ.get("CONTEXTOS_TEST_CHROMIUM", "/usr/bin/chromium")
+
+#: Run in every page before its own script: counts script execution by payloads and
+#: CSP violations, so a test can tell "no script ran" from "nothing was tried".
+XSS_HOOK = """
+window.__xss = 0;
+window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__csp.push(e.violatedDirective + ' ' + e.blockedURI);
+});
+"""
+
+
+class LiveServer:
+    """A real HTTP server (uvicorn) on 127.0.0.1 over a fresh store at ``db``."""
+
+    def __init__(self, db: Path) -> None:
+        self.app = create_app(
+            ServerConfig(
+                db=str(db), embedder="hash", admin_key=ADMIN_KEY, rate_limit=RateLimit(rate=0)
+            ),
+            embedder=HashEmbedder(),
+        )
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.base, timeout=60)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        close_app(self.app)
+
+    # -- the API, as a client of the server ------------------------------------------------
+    def issue_key(self, tenant: str) -> str:
+        resp = self.http.post("/v1/keys", json={"tenant": tenant}, headers=auth(ADMIN_KEY))
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["key"])
+
+    def call(self, method: str, path: str, key: str, body: Any = None) -> Any:
+        resp = self.http.request(method, path, json=body, headers=auth(key))
+        assert resp.status_code < 300, resp.text
+        return resp.json()
+
+    def add(self, key: str, **body: Any) -> list[dict[str, Any]]:
+        return list(self.call("POST", "/v1/memories", key, body)["results"])
+
+    def turns(self, key: str, session_id: str, messages: list[dict[str, str]], **scope: Any) -> Any:
+        body = {"messages": messages, **scope}
+        return self.call("POST", f"/v1/sessions/{session_id}/turns", key, body)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@contextmanager
+def live_server(db: Path) -> Iterator[LiveServer]:
+    server = LiveServer(db)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Debian chromium under playwright; skips with the reason if it cannot start."""
+    reason = os.environ.get("CONTEXTOS_TEST_BROWSER_SKIP_REASON")
+    if reason:
+        pytest.skip(f"browser unavailable: {reason}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip(
+            "browser unavailable: the playwright package is not installed (scripts/browser.sh)"
+        )
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"browser unavailable: {CHROMIUM} does not exist (scripts/browser.sh)")
+    with sync_playwright() as pw:
+        try:
+            # --no-sandbox: the test machines run as root, where chromium's sandbox refuses.
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            )
+        except Exception as exc:  # the one place a launch failure turns into a skip
+            pytest.skip(f"browser unavailable: chromium did not start: {exc}")
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser: Any, key: str | None = None) -> tuple[Any, Any]:
+    """A fresh context (own sessionStorage) and page with the XSS hook; signed in with ``key``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_init_script(XSS_HOOK)
+    if key is not None:
+        context.add_init_script(f"sessionStorage.setItem('contextos_key', {json.dumps(key)});")
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    return context, page
+
+
+def wait_rendered(page: Any, view: str) -> None:
+    """Wait until the page says its data is on screen (``data-rendered`` on <html>)."""
+    page.wait_for_selector(f"html[data-rendered='{view}']", state="attached")
+
+
+def paint_times(page: Any) -> dict[str, float]:
+    """First contentful paint and the time the data was rendered (ms since navigation)."""
+    return dict(
+        page.evaluate(
+            """() => ({
+              fcp: performance.getEntriesByName('first-contentful-paint')[0].startTime,
+              data: performance.getEntriesByName('ui:data')[0].startTime,
+            })"""
+        )
+    )
+
+
+def shot(page: Any, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wait_text(page: Any, selector: str, text: str, *, present: bool = True) -> None:
+    """Wait until the element's text does (or no longer does) include ``text``."""
+    page.wait_for_function(
+        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p",
+        arg=[selector, text, present],
+    )
