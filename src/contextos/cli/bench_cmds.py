@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from ..bench.locomo_data import DEFAULT_LOCOMO
 from .common import CliState, console, err_console, pass_state, print_table, progress_bar
 
 KEYS = (
@@ -163,3 +164,130 @@ def register(cli: click.Group, bench: click.Group) -> None:
         for r in report["results"]:
             table.add_row(*(str(r[c]) for c in cols))
         print_table(table)
+
+    bench.add_command(online_bench)
+
+
+@click.command("online")
+@click.option(
+    "--data",
+    default=DEFAULT_LOCOMO,
+    show_default=True,
+    help="Path to the LoCoMo JSON (never copied into the repo).",
+)
+@click.option(
+    "--store",
+    default=None,
+    metavar="PATH_OR_URL",
+    help="Store of the server under test: a SQLite path or postgresql:// URL "
+    "(default: a temporary SQLite file).",
+)
+@click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
+@click.option(
+    "--limit", type=click.IntRange(1), help="Only the first N turns of each conversation."
+)
+@click.option(
+    "--embedder",
+    default="minilm",
+    show_default=True,
+    help="Embedder of the server under test (minilm is the real configuration).",
+)
+@click.option(
+    "--rate",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Turns per second over all conversations together (0: as fast as acknowledged).",
+)
+@click.option(
+    "--lag-every",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Probe the vector lag of at most one add in this many (one probe at a time).",
+)
+@click.option(
+    "--lag-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds after which a probed add still not searchable by meaning counts as unseen.",
+)
+@click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
+@pass_state
+def online_bench(
+    state: CliState,
+    data: str,
+    store: str | None,
+    conversations: int | None,
+    limit: int | None,
+    embedder: str,
+    rate: float,
+    lag_every: int,
+    lag_timeout: float,
+    json_out: str | None,
+) -> None:
+    """LoCoMo streamed through `contextos serve` while its questions are asked:
+    online vs batch recall, vector lag, add/search latency."""
+    from ..bench.locomo_data import load_locomo
+    from ..bench.online import OnlineBenchConfig, plan, run_online_bench
+
+    if not Path(data).exists():
+        raise click.ClickException(f"LoCoMo data not found at {data} (pass --data PATH)")
+    cfg = OnlineBenchConfig(
+        data=data,
+        store=store,
+        conversations=conversations,
+        limit=limit,
+        embedder=embedder,
+        rate=rate,
+        lag_every=lag_every,
+        lag_timeout=lag_timeout,
+    )
+    planned = plan(load_locomo(data)[:conversations], limit)
+    questions = sum(len(qs) for _, qs in planned)
+    with progress_bar() as bar:
+        tasks = {
+            "stream": bar.add_task(
+                "stream turns", total=sum(len(c.turns[:limit]) for c, _ in planned)
+            ),
+            "online": bar.add_task("online questions", total=questions),
+            "batch": bar.add_task("batch questions", total=questions),
+        }
+        try:
+            report = run_online_bench(cfg, progress=lambda kind, n: bar.advance(tasks[kind], n))
+        except RuntimeError as exc:  # OnlineBenchError, or the server would not start
+            raise click.ClickException(str(exc)) from exc
+    _write_json(json_out, report)
+    if state.as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    _print_online(report)
+
+
+def _print_online(report: dict[str, Any]) -> None:
+    """The online-vs-batch table and the lag/latency line of ``bench online``."""
+    table = Table(
+        title=f"LoCoMo online · {report['turns']} turns · {report['questions']} questions "
+        f"(categories 1-4)",
+        caption="online: asked right after the session of its latest evidence, while later "
+        "turns stream · batch: everything added and embedded first · batch same turns: "
+        "embedded first, searched over the turns the online ask had",
+    )
+    for col in ("", "r@10", "r@1000t", "r@25", "n"):
+        table.add_column(col, justify="right" if col else "left")
+    for label in ("online", "batch", "batch_same_turns"):
+        m = report[label]
+        table.add_row(
+            label.replace("_", " "),
+            *(f"{m.get(k, 0):.3f}" for k in ("recall@10", "recall@1000t", "recall@25")),
+            str(m.get("n", 0)),
+        )
+    print_table(table)
+    lag, lat = report["vector_lag_ms"], report["latency_ms"]
+    console.print(
+        f"vector lag p50 {lag['p50']} ms · p95 {lag['p95']} ms · {lag['unseen']} of "
+        f"{lag['probed']} probes unseen after {lag['timeout_ms']} ms · add p50 "
+        f"{lat['add_p50']} / p95 {lat['add_p95']} ms · search p50 {lat['search_p50']} / "
+        f"p95 {lat['search_p95']} ms · {report['turns_per_s']} turns/s"
+    )
