@@ -418,3 +418,37 @@ def test_the_inspectors_json_routes_sit_behind_the_same_gate(tmp_path: Path) -> 
             c.get("/ui/api/whoami", headers=auth(f"ctx_wrong{i}")).status_code for i in range(60)
         ]
         assert statuses.count(401) <= 25 and statuses.count(429) >= 35, statuses
+
+
+def test_per_message_metadata_reaches_the_index_like_the_python_api(tmp_path: Path) -> None:
+    with app_client(tmp_path / "meta.db") as c:
+        key = issue_key(c, "acme")
+        r = c.post(
+            "/v1/memories",
+            headers=auth(key),
+            json={
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "look what I found",
+                        "name": "Ana",
+                        "metadata": {"caption": "a red kayak on a lake", "dia_id": "D1:3"},
+                    }
+                ],
+                "user_id": "ana",
+                "session_id": "s1",
+            },
+        )
+        assert r.status_code == 201, r.text
+        [rec] = r.json()["results"]
+        assert rec["metadata"]["caption"] == "a red kayak on a lake"
+        hits = c.post(
+            "/v1/memories/search", headers=auth(key), json={"query": "kayak", "user_id": "ana"}
+        ).json()["results"]
+        assert [h["memory"]["id"] for h in hits] == [rec["id"]]
+        bad = c.post(
+            "/v1/memories",
+            headers=auth(key),
+            json={"messages": [{"content": "x", "metadata": {"a\x00": 1}}], "user_id": "ana"},
+        )
+        assert bad.status_code == 422

@@ -102,10 +102,19 @@ class MessageIn(_Body):
     content: Text
     name: Ident | None = None
     tool_call_id: Ident | None = None
+    metadata: Metadata = Field(
+        None,
+        description="This message's own data, as in Memory.add: e.g. caption (an image's "
+        "description, indexed), source_id/dia_id (provenance), event_time.",
+    )
 
     def to_message(self) -> Message:
         return Message(
-            role=self.role, content=self.content, name=self.name, tool_call_id=self.tool_call_id
+            role=self.role,
+            content=self.content,
+            name=self.name,
+            tool_call_id=self.tool_call_id,
+            metadata=self.metadata or {},
         )
 
 
