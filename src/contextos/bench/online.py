@@ -29,11 +29,9 @@ in a process that stays up. This benchmark uses ``contextos serve`` that way:
 
 Both phases are scored by ``bench locomo``'s scoring (turn-level evidence
 recall at k and within token budgets), so the two recalls differ only in when
-the question was asked. The HTTP API takes per-request metadata but not
-per-message metadata, so each turn's ``dia_id`` travels in the record's
-metadata (scored from there) and its image caption is stored but not indexed;
-the recalls are comparable with each other, not digit for digit with
-``bench locomo`` (which indexes captions).
+the question was asked. Each turn goes in as ``bench locomo`` adds it, its
+``dia_id`` and image caption as the message's own metadata (the caption is
+indexed, the ``dia_id`` is the provenance).
 """
 
 from __future__ import annotations
@@ -150,16 +148,18 @@ def plan(
 
 
 def _add_body(conv: LocomoConversation, position: int) -> dict[str, Any]:
+    """One turn as ``bench locomo`` adds it: dia_id and caption are the message's own
+    metadata, so the caption is indexed and the dia_id becomes the provenance."""
     turn = conv.turns[position]
     metadata: dict[str, Any] = {"dia_id": turn.dia_id}
     if turn.caption:
         metadata["caption"] = turn.caption
+    message = {"role": "user", "content": turn.text, "name": turn.speaker, "metadata": metadata}
     return {
-        "messages": [{"role": "user", "content": turn.text, "name": turn.speaker}],
+        "messages": [message],
         "user_id": conv.sample_id,
         "session_id": session_id(conv, turn.session),
         "event_time": turn.time.isoformat(),
-        "metadata": metadata,
     }
 
 
