@@ -126,7 +126,7 @@ def test_model_folder_without_its_files_is_a_clear_error(tmp_path: Path) -> None
 
 def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="not one string"):
-        MiniLMEmbedder().embed("tea")  # type: ignore[arg-type]
+        MiniLMEmbedder().embed("tea")
     with pytest.raises(ValueError, match=">= 1"):
         MiniLMEmbedder(threads=0)
     with pytest.raises(ConfigError, match="unknown embedder"):
