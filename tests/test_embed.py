@@ -17,7 +17,9 @@ from contextos.bench.locomo_data import load_locomo
 from contextos.embed import MiniLMEmbedder, make_embedder
 from contextos.embed.minilm import model_dir
 from contextos.errors import ConfigError
+from contextos.memory.embedding_worker import EmbeddingWorker
 from contextos.server.batching import BatchingEmbedder
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 
 slow = pytest.mark.slow
@@ -198,3 +200,19 @@ def test_concurrent_queries_through_the_batcher_get_their_own_vectors(
         emb.close()
     for text in TEXTS:
         assert float(results[text] @ minilm.embed([text])[0]) >= 0.99999
+
+
+def test_flush_does_not_wait_out_the_workers_linger(tmp_path: Path) -> None:
+    """A CLI command opens a Memory (the worker wakes and lingers to gather a batch)
+    and flushes at once: the flush cuts the linger short instead of waiting it out."""
+    store = SQLiteStore(tmp_path / "m.db")
+    worker = EmbeddingWorker(store, HashEmbedder(), linger=5.0)
+    try:
+        worker.notify()  # as Memory() does on open
+        time.sleep(0.1)  # the worker is now lingering
+        start = time.perf_counter()
+        assert worker.flush(10)
+        assert time.perf_counter() - start < 2.0
+    finally:
+        worker.close()
+        store.close()
