@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import ConfigError
+
 #: Bump when the graph below changes: old cached graphs are then ignored.
 BUILDER_VERSION = 1
 
@@ -189,7 +191,12 @@ def _gelu(g: _Builder, x: str) -> str:
 def build_graph(t: dict[str, npt.NDArray[Any]]) -> bytes:
     """The serialized ONNX model: inputs ``input_ids`` and ``attention_mask`` (int64,
     batch × seq), output ``sentence_embedding`` (float32, batch × 384, unit length)."""
-    from onnx import TensorProto, checker, helper
+    try:
+        from onnx import TensorProto, checker, helper
+    except ImportError:
+        raise ConfigError(
+            "building the MiniLM graph (once, then cached) needs onnx: pip install 'onnx>=1.15'"
+        ) from None
 
     g = _Builder()
     # Embeddings. Single sentences always have token type 0, so its row is folded
