@@ -78,7 +78,8 @@ def test_scale_report_shape(tmp_path: Path) -> None:
         assert r["real_vectors"] + r["stand_in_vectors"] == r["n"]
         assert r["real_vectors"] >= 0 and r["stand_in_vectors"] >= 0
     assert rows[1]["db_mb"] >= rows[0]["db_mb"]
-    assert report["query_embed_ms"] > 0 and report["embed_per_s"] > 0
+    for key in ("query_embed_ms", "query_embed_cpu_ms", "embed_per_s", "embed_per_cpu_s"):
+        assert report[key] > 0 and rows[0][key] == report[key], key
 
 
 @pytest.mark.parametrize("missing", ["/no/such/locomo.json"])
