@@ -1,10 +1,16 @@
-"""``contextos bench scale``: add latency, embedding throughput, search latency and
+"""``contextos bench scale``: add latency, embedding cost, search latency and
 database size as a store grows to ``n`` memories.
+
+Before the store is filled, the embedder is timed on its own: one short question
+at a time (``query_embed_ms``, what a search pays) and LoCoMo-like turns in batches
+of 64 (``embed_per_s``, what the background worker sustains), each also in CPU time
+of the calling thread (``query_embed_cpu_ms``, ``embed_per_cpu_s``), which stays
+meaningful when other jobs load the machine.
 
 Records are synthetic chat turns (templated sentences over a varied
 vocabulary), added one ``Memory.add`` call at a time while the background
 worker embeds them with the real model, as in an application. Embedding 100k
-texts on two cores would take ~15 minutes, so at each checkpoint the records
+texts takes minutes, so at each checkpoint the records
 the worker has not reached yet get stand-in vectors: real embeddings of other
 records plus noise, re-normalised. Search cost depends on the number and
 dimension of vectors, not their content, so latency is measured faithfully;
