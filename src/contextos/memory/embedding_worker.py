@@ -124,14 +124,17 @@ class EmbeddingWorker:
 
     def close(self) -> None:
         self._stop = True
+        self._flushing.set()  # cut a linger short: closing waits for nothing to gather
         self._wake.set()
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self._stop:
             self._wake.wait()
-            if not self._flushing.is_set() and not self._stop:
-                time.sleep(self._linger)
+            if not self._stop:
+                # Linger, but not past a flush(): a CLI command that opens a Memory and
+                # flushes at once otherwise waited out the whole linger (0.2 s).
+                self._flushing.wait(self._linger)
             self._wake.clear()
             try:
                 while not self._stop:

@@ -6,9 +6,12 @@ than one, so the server funnels every ``embed`` call through one thread that
 takes whatever is queued (up to ``max_batch`` texts) and embeds it in a single
 call. An idle server pays nothing extra: a lone request is embedded at once.
 
-Small calls (a search query) are served ahead of large ones (the background
-worker's batch of new memories), alternating so neither side starves: a
-user waiting on a search should not queue behind 64 documents.
+Small calls (a search query) are served ahead of large ones, alternating so
+neither side starves: a user waiting on a search should not queue behind 64
+documents. The background worker does not queue at all: it calls
+:meth:`BatchingEmbedder.embed_batch`, which runs on the worker's own thread
+(the MiniLM embedder's onnxruntime session serves several threads at once), so
+the second core embeds new memories while this thread embeds queries.
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ class BatchingEmbedder:
             raise slot.error
         assert slot.result is not None
         return slot.result
+
+    def embed_batch(self, texts: Sequence[str]) -> Vectors:
+        """Background embedding on the caller's thread, beside the query thread.
+
+        Why not through the queue: a batch of 64 new memories held the batching
+        thread for the length of its forward passes, so queries arriving meanwhile
+        waited for it. ``inner`` must allow calls from several threads (MiniLM and
+        the hash embedder do)."""
+        inner_batch = getattr(self.inner, "embed_batch", self.inner.embed)
+        vectors: Vectors = inner_batch(texts)
+        return vectors
 
     def close(self) -> None:
         """Stop the batching thread after the queued work is done."""

