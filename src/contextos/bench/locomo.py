@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -97,10 +97,11 @@ def evaluate(
 #: Values tried for each data-chosen constant by ``--cv``, one constant at a time
 #: around the configuration under test (the full product would cost hours).
 CV_GRID: dict[str, tuple[float, ...]] = {
-    "dense_weight": (0.2, 0.5, 1.0),
-    "neighbour_weight": (0.0, 0.25, 1.0),
-    "session_weight": (0.0, 0.2),
+    "dense_weight": (0.3, 0.8, 1.0),
+    "neighbour_weight": (0.0, 0.5),
+    "session_weight": (0.0, 0.1, 0.3),
     "temporal_weight": (0.0, 0.5, 2.0),
+    "speaker_weight": (0.0, 1.0, 5.0),
     "context_weight": (0.25, 1.0),
 }
 
@@ -129,12 +130,14 @@ def cross_validate(
     convs: Sequence[LocomoConversation],
     config: RetrievalConfig,
     progress: Progress | None = None,
+    candidates: Mapping[str, RetrievalConfig] | None = None,
 ) -> dict[str, Any]:
-    """Leave-one-conversation-out: for each conversation, pick among ``cv_candidates``
-    the configuration with the best recall@10 (categories 1-4) on the *other*
+    """Leave-one-conversation-out: for each conversation, pick among ``candidates``
+    (default: ``cv_candidates(config)``, whose ``"default"`` wins ties) the
+    configuration with the best recall@10 (categories 1-4) on the *other*
     conversations, and score it on this one. The held-out rows of every fold,
     pooled, give the cross-validated figures; each fold's choice is reported."""
-    candidates = cv_candidates(config)
+    candidates = candidates or cv_candidates(config)
     by_label: dict[str, list[Row]] = {}
     for label, cfg in candidates.items():
         by_label[label] = evaluate(memory, convs, cfg)
