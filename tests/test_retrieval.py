@@ -1,4 +1,5 @@
-"""``search(min_score=...)``: a relevance floor on one scale for every query.
+"""Retrieval steps: ``search(min_score=...)``, a relevance floor on one scale for every
+query, and the speaker step.
 
 Real SQLite stores in tmp_path, the shipped HashEmbedder (bag of hashed words,
 so cosines are predictable from shared words), the CLI in a subprocess.
@@ -14,9 +15,10 @@ import pytest
 
 from contextos.memory import Memory, RetrievalConfig
 from contextos.memory.render import embedding_text
-from contextos.memory.retrieval import Candidate, above_floor
+from contextos.memory.retrieval import Candidate, above_floor, named_speaker, speaker_rerank
 from contextos.store.base import Ranked
 from contextos.testing.embedders import HashEmbedder
+from contextos.types import Hit, MemoryRecord, Scope
 from test_cli_memory import run
 
 FACTS = (
@@ -109,3 +111,22 @@ def test_cli_min_score(tmp_path: Path) -> None:
     assert [h["text"] for h in json.loads(out.stdout)] == ["I am allergic to peanuts"]
     bad = run(db, "search", "peanuts", "-u", "ana", "--min-score", "3")
     assert bad.returncode != 0 and "min-score" in bad.stderr
+
+
+def test_the_speaker_a_question_names() -> None:
+    def hit(speaker: str) -> Hit:
+        record = MemoryRecord(
+            id=speaker,
+            text="hi",
+            scope=Scope(tenant="t", user_id="u"),
+            metadata={"speaker": speaker},
+        )
+        return Hit(record, 1.0)
+
+    hits = [hit("Caroline"), hit("Melanie"), hit("Jon Smith")]
+    assert named_speaker("What does melanie do to relax?", hits) == "Melanie"
+    assert named_speaker("When did Jon open his studio?", hits) == "Jon Smith"
+    assert named_speaker("Did Caroline meet Melanie?", hits) is None  # two names
+    assert named_speaker("What is Carolines job?", hits) is None  # whole words only
+    ranked = speaker_rerank([hit("Caroline"), hit("Melanie")], "Melanie's dog?", 3.0)
+    assert [(h.record.id, h.score) for h in ranked] == [("Melanie", 4.0), ("Caroline", 1.0)]
