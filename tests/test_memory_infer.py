@@ -4,6 +4,7 @@ the LoCoMo memory modes (on a small synthetic conversation, never LoCoMo itself)
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,21 @@ def test_infer_stores_dated_facts_with_provenance_not_turns(memory: Memory) -> N
     stored = memory.get_all(user_id="u")
     assert sorted(r.id for r in stored) == sorted(r.id for r in records)
     assert not any("Hey Mel" in r.text for r in stored)
+
+
+def test_inferred_and_verbatim_memories_share_one_id_format(memory: Memory) -> None:
+    """Issue 14: inferred memories had undashed hex ids, verbatim ones dashed UUIDs."""
+    [plain] = memory.add("I like tea.", user_id="u", session_id="s1", event_time=SESSION)
+    inferred = memory.add(
+        [turn("Caroline", "I went to a LGBTQ support group yesterday.", "D1:3")],
+        user_id="u",
+        session_id="s1",
+        event_time=SESSION,
+        infer=True,
+    )
+    assert inferred
+    for record in (plain, *inferred):
+        assert str(uuid.UUID(record.id)) == record.id  # canonical, dashed, lower case
 
 
 def test_undated_facts_take_their_turn_time_and_source_id(memory: Memory) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from contextos.memory.reconcile import (
     reconcile,
 )
 from contextos.prompts import RECONCILE_SCHEMA, RECONCILE_V1
-from contextos.store.sqlite import SQLiteStore
+from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.llm import ScriptedLLM
 from contextos.types import Filter, MemoryRecord, Message, Scope, content_hash
@@ -195,25 +193,18 @@ def test_scripted_llm_fails_loudly_when_out_of_replies() -> None:
         LLMReconciler(llm).decide(cand("Ann y."), SIMILAR)
 
 
-# -- apply() on a real SQLite store ---------------------------------------------------------
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "m.db")
-    yield s
-    s.close()
-
-
-def active(store: SQLiteStore) -> list[str]:
+# -- apply() on real stores: SQLite and PostgreSQL (the ``store`` fixture of conftest) ------
+def active(store: Store) -> list[str]:
     return sorted(r.text for r in store.list(Filter(scope=SCOPE)))
 
 
-def add(store: SQLiteStore, text: str) -> MemoryRecord:
+def add(store: Store, text: str) -> MemoryRecord:
     record = apply(Decision("ADD", cand(text)), store, scope=SCOPE, now=SAID)
     assert record is not None
     return record
 
 
-def test_apply_add_inserts_with_provenance(store: SQLiteStore) -> None:
+def test_apply_add_inserts_with_provenance(store: Store) -> None:
     c = cand(
         "Ann ran a race on 7 May 2023.",
         memory_type="episodic",
@@ -233,7 +224,7 @@ def test_apply_add_inserts_with_provenance(store: SQLiteStore) -> None:
     assert [e.event for e in store.history("t1", record.id)] == ["ADD"]
 
 
-def test_apply_update_closes_the_old_record_and_links_both(store: SQLiteStore) -> None:
+def test_apply_update_closes_the_old_record_and_links_both(store: Store) -> None:
     old = add(store, "Ann lives in Paris.")
     decision = HeuristicReconciler().decide(cand("Ann lives in Berlin."), [old])
     new = apply(decision, store, scope=SCOPE, now=LATER)
@@ -248,7 +239,7 @@ def test_apply_update_closes_the_old_record_and_links_both(store: SQLiteStore) -
     assert [e.event for e in store.history("t1", old.id)] == ["ADD", "UPDATE"]
 
 
-def test_apply_delete_closes_validity_without_erasing(store: SQLiteStore) -> None:
+def test_apply_delete_closes_validity_without_erasing(store: Store) -> None:
     old = add(store, "Ann lives in Paris.")
     decision = HeuristicReconciler().decide(cand("Ann no longer lives in Paris."), [old])
     closed = apply(decision, store, scope=SCOPE, now=LATER)
@@ -258,14 +249,14 @@ def test_apply_delete_closes_validity_without_erasing(store: SQLiteStore) -> Non
     assert [e.event for e in store.history("t1", old.id)] == ["ADD", "DELETE"]
 
 
-def test_apply_noop_changes_nothing(store: SQLiteStore) -> None:
+def test_apply_noop_changes_nothing(store: Store) -> None:
     old = add(store, "Ann lives in Paris.")
     assert apply(Decision("NOOP", cand("Ann lives in Paris."), old.id), store, scope=SCOPE) is None
     assert store.count(Filter(scope=SCOPE, include_invalid=True)) == 1
     assert [e.event for e in store.history("t1", old.id)] == ["ADD"]
 
 
-def test_apply_never_reaches_into_another_tenant_or_user(store: SQLiteStore) -> None:
+def test_apply_never_reaches_into_another_tenant_or_user(store: Store) -> None:
     old = add(store, "Ann lives in Paris.")
     other = Scope(tenant="t2", user_id="ann")
     for action in ("UPDATE", "DELETE"):
@@ -278,7 +269,7 @@ def test_apply_never_reaches_into_another_tenant_or_user(store: SQLiteStore) -> 
     assert active(store) == ["Ann lives in Paris."]
 
 
-def test_extract_reconcile_apply_end_to_end(store: SQLiteStore) -> None:
+def test_extract_reconcile_apply_end_to_end(store: Store) -> None:
     extractor, decider = OfflineExtractor(), HeuristicReconciler()
 
     def ingest(text: str, turn_id: str, when: datetime) -> list[str]:
@@ -299,7 +290,7 @@ def test_extract_reconcile_apply_end_to_end(store: SQLiteStore) -> None:
     assert berlin.provenance == ("D2:3",)
 
 
-def test_reconcile_decides_and_applies_in_order(store: SQLiteStore) -> None:
+def test_reconcile_decides_and_applies_in_order(store: Store) -> None:
     batch = [cand("Ann lives in Paris."), cand("Ann lives in Paris!"), cand("Ann plays chess.")]
     outcomes = reconcile(batch, store, scope=SCOPE, now=SAID, metadata={"session": "s1"})
     assert [o.decision.action for o in outcomes] == ["ADD", "NOOP", "ADD"]
@@ -312,7 +303,7 @@ def test_reconcile_decides_and_applies_in_order(store: SQLiteStore) -> None:
     assert all(r.metadata.get("session") in ("s1", None) for r in store.list(Filter(scope=SCOPE)))
 
 
-def test_find_similar_merges_lexical_and_vector_hits(store: SQLiteStore) -> None:
+def test_find_similar_merges_lexical_and_vector_hits(store: Store) -> None:
     embedder = HashEmbedder()
     records = [add(store, t) for t in ("Ann lives in Paris.", "Ann plays chess.", "Bob cooks.")]
     vectors = embedder.embed([r.text for r in records])
@@ -325,7 +316,7 @@ def test_find_similar_merges_lexical_and_vector_hits(store: SQLiteStore) -> None
     assert find_similar(store, Scope(tenant="t2", user_id="ann"), "Paris", k=2) == []
 
 
-def test_reconcile_writes_new_facts_in_one_batch_and_still_sees_them(store: SQLiteStore) -> None:
+def test_reconcile_writes_new_facts_in_one_batch_and_still_sees_them(store: Store) -> None:
     batch = [
         cand("Ann lives in Paris."),
         cand("Ann plays chess on Sundays."),
@@ -339,7 +330,7 @@ def test_reconcile_writes_new_facts_in_one_batch_and_still_sees_them(store: SQLi
     assert store.count(Filter(scope=SCOPE, include_invalid=True)) == 3
 
 
-def test_reconcile_looks_across_the_users_sessions(store: SQLiteStore) -> None:
+def test_reconcile_looks_across_the_users_sessions(store: Store) -> None:
     monday = Scope(tenant="t1", user_id="ann", session_id="s1")
     friday = Scope(tenant="t1", user_id="ann", session_id="s2")
     [first] = reconcile([cand("Ann lives in Paris.")], store, scope=monday, now=SAID)

@@ -152,6 +152,10 @@ class Hit:
     lexical_rank: int | None = None
     dense_rank: int | None = None
     tokens: int = 0
+    #: Cosine similarity of the query and the memory (the embedder's scale, the same
+    #: for every query, unlike ``score``); what ``search(min_score=...)`` compares.
+    #: None when the memory has no vector yet or fell outside the dense candidates.
+    relevance: float | None = None
 
 
 @dataclass(frozen=True)

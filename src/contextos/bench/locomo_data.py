@@ -103,7 +103,7 @@ def _conversation(sample: dict) -> LocomoConversation:  # type: ignore[type-arg]
         for q in sample["qa"]
     )
     obs = []
-    for key, by_speaker in sorted(sample.get("observation", {}).items()):
+    for _key, by_speaker in sorted(sample.get("observation", {}).items()):
         for speaker, facts in by_speaker.items():
             for fact, dia in facts:
                 ev = normalise_evidence([dia] if isinstance(dia, str) else list(dia))

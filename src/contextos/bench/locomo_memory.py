@@ -98,7 +98,7 @@ def ingest_observations(memory: Memory, conv: LocomoConversation, add_times: lis
         when = firsts[turn.session]
         records.append(
             MemoryRecord(
-                id=uuid.uuid4().hex,
+                id=str(uuid.uuid4()),
                 text=fact.strip(),
                 memory_type="semantic",
                 scope=Scope(

@@ -35,9 +35,9 @@ def _write_json(path: str | None, report: dict[str, Any]) -> None:
         err_console.print(Text(f"wrote {out}"))
 
 
-def _locomo_table(report: dict[str, Any]) -> Table:
+def _locomo_table(report: dict[str, Any], kind: str = "in-sample") -> Table:
     table = Table(
-        title=f"LoCoMo turn-level evidence recall · {report['turns']} turns",
+        title=f"LoCoMo turn-level evidence recall ({kind}) · {report['turns']} turns",
         caption="r@k: recall in the top k · r@Nt: within N tokens · tok@10: tokens "
         "of the top 10 · cat 1-4 overall, 5 (adversarial) apart",
     )
@@ -82,6 +82,17 @@ def register(cli: click.Group, bench: click.Group) -> None:
         show_default=True,
         help="What is stored: raw turns, extracted facts, or LoCoMo's observations.",
     )
+    @click.option(
+        "--cv",
+        is_flag=True,
+        help="Also report leave-one-conversation-out recall (constants tuned on the others).",
+    )
+    @click.option(
+        "--cache-embeddings",
+        is_flag=True,
+        help="Keep vectors in bench-out/ so a rerun embeds nothing (embedding rate then "
+        "measures the cache).",
+    )
     @pass_state
     def locomo(
         state: CliState,
@@ -90,11 +101,15 @@ def register(cli: click.Group, bench: click.Group) -> None:
         conversations: int | None,
         embedder: str | None,
         memory_mode: str,
+        cv: bool,
+        cache_embeddings: bool,
     ) -> None:
         """Evidence recall on LoCoMo, with BM25-only and dense-only baselines."""
-        from ..bench.locomo import run_locomo
+        from ..bench.embed_cache import CachedEmbedder
+        from ..bench.locomo import cv_candidates, run_locomo
         from ..bench.locomo_data import load_locomo
         from ..embed import make_embedder
+        from ..memory import RetrievalConfig
 
         if not Path(data).exists():
             raise click.ClickException(f"LoCoMo data not found at {data} (pass --data PATH)")
@@ -106,18 +121,31 @@ def register(cli: click.Group, bench: click.Group) -> None:
                 "ingest": bar.add_task("ingest turns", total=turns),
                 "search": bar.add_task("questions", total=questions),
             }
+            if cv:
+                tasks["cv"] = bar.add_task(
+                    "cv configurations", total=len(cv_candidates(RetrievalConfig()))
+                )
+            model = make_embedder(embedder or state.settings.embedder)
             report = run_locomo(
                 data,
                 conversations=conversations,
-                embedder=make_embedder(embedder) if embedder else None,
+                embedder=CachedEmbedder(model) if cache_embeddings else model,
                 progress=lambda kind, n: bar.advance(tasks[kind], n),
                 memory_mode=memory_mode,
+                cv=cv,
             )
         _write_json(json_out, report)
         if state.as_json:
             click.echo(json.dumps(report, indent=2, default=str))
             return
         print_table(_locomo_table(report))
+        if "cv" in report:
+            cvr = report["cv"]
+            print_table(_locomo_table({**report, **cvr, "baselines": {}}, "leave-one-out"))
+            console.print(
+                "cv choices: "
+                + ", ".join(f"{conv}: {label}" for conv, label in cvr["chosen"].items())
+            )
         lat = report["latency_ms"]
         console.print(
             f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "

@@ -223,6 +223,11 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         type=click.Choice(["episodic", "semantic", "procedural"]),
     )
     @click.option("--as-of", help="Only memories valid at this time (ISO-8601).")
+    @click.option(
+        "--min-score",
+        type=click.FloatRange(-1.0, 1.0),
+        help="Leave out hits whose query-memory cosine is below this (e.g. 0.3).",
+    )
     @json_option
     @pass_state
     def search(
@@ -235,6 +240,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         token_budget: int | None,
         memory_types: tuple[str, ...],
         as_of: str | None,
+        min_score: float | None,
     ) -> None:
         """Search memories in a scope (hybrid BM25 + vectors)."""
         with open_memory(state) as memory:
@@ -248,6 +254,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 token_budget=token_budget,
                 memory_types=cast(tuple[MemoryType, ...], memory_types) or None,
                 as_of=_parse_time(as_of),
+                min_score=min_score,
             )
         if state.as_json:
             print_json([hit_dict(h) for h in hits])

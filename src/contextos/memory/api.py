@@ -308,8 +308,14 @@ class Memory:
         memory_types: Sequence[MemoryType] | None = None,
         as_of: datetime | None = None,
         time_range: tuple[datetime | None, datetime | None] | None = None,
+        min_score: float | None = None,
     ) -> list[Hit]:
         """Hybrid search in a scope, best first, cut to ``limit`` and ``token_budget``.
+
+        ``min_score`` is a relevance floor on one scale for every query: the cosine of
+        the query and the memory (``Hit.relevance``, -1..1). Hits below it are left
+        out, so a query about nothing stored can return no hit at all (docs/benchmarks.md
+        gives the values measured on LoCoMo to choose it from). None: no floor.
 
         Raises:
             ScopeError: neither a user, agent nor session (nor a scoped filter) is given.
@@ -321,7 +327,11 @@ class Memory:
             raise ValueError("token_budget must be a positive integer")
         flt = self._filter(filters, user_id, agent_id, session_id, memory_types, as_of, time_range)
         return self.retriever.search(
-            query[:MAX_TEXT_CHARS], flt, limit=limit, token_budget=token_budget
+            query[:MAX_TEXT_CHARS],
+            flt,
+            limit=limit,
+            token_budget=token_budget,
+            min_score=min_score,
         )
 
     def _filter(

@@ -261,7 +261,7 @@ def new_record(
     meta.update(metadata or {})
     text = decision.new_text
     return MemoryRecord(
-        id=uuid.uuid4().hex,
+        id=str(uuid.uuid4()),
         text=text,
         scope=scope,
         memory_type=cand.memory_type,

@@ -1,0 +1,132 @@
+"""Retrieval steps: ``search(min_score=...)``, a relevance floor on one scale for every
+query, and the speaker step.
+
+Real SQLite stores in tmp_path, the shipped HashEmbedder (bag of hashed words,
+so cosines are predictable from shared words), the CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contextos.memory import Memory, RetrievalConfig
+from contextos.memory.render import embedding_text
+from contextos.memory.retrieval import Candidate, above_floor, named_speaker, speaker_rerank
+from contextos.store.base import Ranked
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import Hit, MemoryRecord, Scope
+from test_cli_memory import run
+
+FACTS = (
+    "I am allergic to peanuts and cashews",
+    "My dog Rex loves the beach",
+    "We moved to Lisbon in March",
+    "Peanut butter is banned at home",
+)
+
+
+def memory_with_facts(path: Path, **kwargs: object) -> Memory:
+    m = Memory(path, embedder=HashEmbedder(), background_embedding=False, **kwargs)  # type: ignore[arg-type]
+    for fact in FACTS:
+        m.add(fact, user_id="ana")
+    m.flush()
+    return m
+
+
+def test_relevance_is_the_cosine_of_query_and_memory(tmp_path: Path) -> None:
+    emb = HashEmbedder()
+    with memory_with_facts(tmp_path / "m.db") as m:
+        hits = m.search("allergic to peanuts", user_id="ana", limit=4)
+        assert len(hits) == 4
+        query = emb.embed(["allergic to peanuts"])[0]
+        for h in hits:
+            expected = float(np.dot(query, emb.embed([embedding_text(h.record)])[0]))
+            assert h.relevance == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_unrelated_query_returns_nothing_above_the_floor(tmp_path: Path) -> None:
+    with memory_with_facts(tmp_path / "m.db") as m:
+        unfloored = m.search("quantum chromodynamics lattice", user_id="ana")
+        assert unfloored  # dense retrieval always ranks something first
+        assert m.search("quantum chromodynamics lattice", user_id="ana", min_score=0.3) == []
+        kept = m.search("allergic to peanuts", user_id="ana", min_score=0.3)
+        assert [h.record.text for h in kept] == [FACTS[0]]
+
+
+def test_the_floor_only_removes_hits_below_it(tmp_path: Path) -> None:
+    with memory_with_facts(tmp_path / "m.db") as m:
+        every = m.search("peanuts at home", user_id="ana", limit=4)
+        for floor in (-1.0, 0.0, 0.2, 0.4, 1.0):
+            kept = m.search("peanuts at home", user_id="ana", limit=4, min_score=floor)
+            expected = [
+                h.record.id for h in every if h.relevance is not None and h.relevance >= floor
+            ]
+            assert [h.record.id for h in kept] == expected
+            assert all(h.relevance is not None and h.relevance >= floor for h in kept)
+
+
+def test_lexical_hits_outside_the_dense_list_are_judged_by_its_last_cosine() -> None:
+    dense = [Ranked("a", 0.6), Ranked("b", 0.4)]
+    fused = [
+        Candidate("a", 1.0, 1, 1, 0.6),
+        Candidate("c", 0.9, 2, None),
+        Candidate("b", 0.5, None, 2, 0.4),
+    ]
+    # The dense list was full (n=2) and all of it passes 0.3: "c" may be as close, kept.
+    assert [c.id for c in above_floor(fused, dense, 2, 0.3)] == ["a", "c", "b"]
+    # Its last cosine is under 0.5: "c", ranked below it, is known to be under too.
+    assert [c.id for c in above_floor(fused, dense, 2, 0.5)] == ["a"]
+    # The dense list was not full: every vector was scored, "c" has none yet.
+    assert [c.id for c in above_floor(fused, dense, 3, 0.3)] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(1.5, ValueError), (-1.01, ValueError), ("0.3", TypeError), (True, TypeError)],
+)
+def test_bad_floors_are_refused(tmp_path: Path, value: object, error: type[Exception]) -> None:
+    with memory_with_facts(tmp_path / "m.db") as m, pytest.raises(error, match="min_score"):
+        m.search("peanuts", user_id="ana", min_score=value)  # type: ignore[arg-type]
+
+
+def test_bm25_only_retrieval_has_no_cosine_to_compare(tmp_path: Path) -> None:
+    with (
+        memory_with_facts(tmp_path / "m.db", retrieval=RetrievalConfig(mode="bm25")) as m,
+        pytest.raises(ValueError, match="dense"),
+    ):
+        m.search("peanuts", user_id="ana", min_score=0.2)
+
+
+def test_cli_min_score(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    run(db, "add", "I am allergic to peanuts", "-u", "ana")
+    run(db, "add", "my kid loves blue", "-u", "ana")
+    hits = json.loads(run(db, "--json", "search", "allergic peanuts", "-u", "ana").stdout)
+    assert len(hits) == 2
+    out = run(db, "--json", "search", "allergic peanuts", "-u", "ana", "--min-score", "0.5")
+    assert [h["text"] for h in json.loads(out.stdout)] == ["I am allergic to peanuts"]
+    bad = run(db, "search", "peanuts", "-u", "ana", "--min-score", "3")
+    assert bad.returncode != 0 and "min-score" in bad.stderr
+
+
+def test_the_speaker_a_question_names() -> None:
+    def hit(speaker: str) -> Hit:
+        record = MemoryRecord(
+            id=speaker,
+            text="hi",
+            scope=Scope(tenant="t", user_id="u"),
+            metadata={"speaker": speaker},
+        )
+        return Hit(record, 1.0)
+
+    hits = [hit("Caroline"), hit("Melanie"), hit("Jon Smith")]
+    assert named_speaker("What does melanie do to relax?", hits) == "Melanie"
+    assert named_speaker("When did Jon open his studio?", hits) == "Jon Smith"
+    assert named_speaker("Did Caroline meet Melanie?", hits) is None  # two names
+    assert named_speaker("What is Carolines job?", hits) is None  # whole words only
+    ranked = speaker_rerank([hit("Caroline"), hit("Melanie")], "Melanie's dog?", 3.0)
+    assert [(h.record.id, h.score) for h in ranked] == [("Melanie", 4.0), ("Caroline", 1.0)]
