@@ -65,6 +65,25 @@ class MemoryRecord:
     context: str = ""
     hash: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON data (times in ISO 8601): one shape for the CLI's
+        ``--json``, MCP tool results and the HTTP API's ``RecordOut``."""
+        return {
+            "id": self.id,
+            "text": self.text,
+            "memory_type": self.memory_type,
+            "user_id": self.user_id,
+            "agent_id": self.agent_id,
+            "session_id": self.session_id,
+            "metadata": dict(self.metadata),
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "event_time": _iso(self.event_time),
+            "valid_from": _iso(self.valid_from),
+            "valid_to": _iso(self.valid_to),
+            "provenance": list(self.provenance),
+        }
+
     @property
     def tenant(self) -> str:
         """The customer the memory belongs to (``scope.tenant``)."""
@@ -157,6 +176,17 @@ class Hit:
     #: None when the memory has no vector yet or fell outside the dense candidates.
     relevance: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The hit as plain JSON data: the record's fields plus how it ranked."""
+        return {
+            **self.record.to_dict(),
+            "score": self.score,
+            "lexical_rank": self.lexical_rank,
+            "dense_rank": self.dense_rank,
+            "relevance": self.relevance,
+            "tokens": self.tokens,
+        }
+
 
 @dataclass(frozen=True)
 class HistoryEvent:
@@ -237,3 +267,7 @@ def _metadata_value(metadata: Mapping[str, Any], key: str) -> object:
             return _MISSING
         value = value[part]
     return value
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

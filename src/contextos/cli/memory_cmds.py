@@ -49,31 +49,11 @@ def open_memory(state: CliState, *, embed: bool = True) -> Iterator[Memory]:
 
 
 def record_dict(r: MemoryRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "text": r.text,
-        "memory_type": r.memory_type,
-        "user_id": r.user_id,
-        "agent_id": r.agent_id,
-        "session_id": r.session_id,
-        "metadata": dict(r.metadata),
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "event_time": r.event_time,
-        "valid_from": r.valid_from,
-        "valid_to": r.valid_to,
-        "provenance": list(r.provenance),
-    }
+    return r.to_dict()
 
 
 def hit_dict(h: Hit) -> dict[str, Any]:
-    return {
-        **record_dict(h.record),
-        "score": h.score,
-        "tokens": h.tokens,
-        "lexical_rank": h.lexical_rank,
-        "dense_rank": h.dense_rank,
-    }
+    return h.to_dict()
 
 
 def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:

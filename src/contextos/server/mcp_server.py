@@ -60,13 +60,11 @@ def _sdk() -> tuple[type[Any], str]:
 
 
 def record_dict(r: MemoryRecord) -> dict[str, Any]:
-    """A memory as plain JSON for a tool result: the same fields as the HTTP API's."""
-    out: dict[str, Any] = s.RecordOut.of(r).model_dump(mode="json")
-    return out
+    return r.to_dict()
 
 
 def hit_dict(h: Hit) -> dict[str, Any]:
-    return {**record_dict(h.record), "score": h.score, "tokens": h.tokens}
+    return h.to_dict()
 
 
 @dataclass
@@ -127,9 +125,11 @@ class MemoryTools:
         limit: int = 10,
         token_budget: int | None = None,
         metadata: dict[str, Any] | None = None,
+        min_score: float | None = None,
     ) -> list[dict[str, Any]]:
         """Find the memories most relevant to a query within a user/agent/session
-        (metadata: equality filters, dotted keys look into nested objects)."""
+        (metadata: equality filters, dotted keys look into nested objects; min_score: a
+        floor on each hit's relevance, the query-memory cosine in -1..1)."""
         body = s.parse(
             s.SearchRequest,
             query=query,
@@ -139,6 +139,7 @@ class MemoryTools:
             limit=limit,
             token_budget=token_budget,
             metadata=metadata,
+            min_score=min_score,
         )
         return [hit_dict(h) for h in ops.search(self._memory(), body)]
 

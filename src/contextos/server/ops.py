@@ -52,6 +52,7 @@ def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:
         memory_types=tuple(body.memory_types) if body.memory_types else None,
         as_of=body.as_of,
         time_range=time_range,
+        min_score=body.min_score,
     )
 
 
