@@ -299,6 +299,8 @@ def context_window(
     after the history; a memory already in ``topic`` is not repeated.
     """
     lay = layout or Layout()
+    if topic and lay.topic_ceiling <= 0:
+        raise ValueError("topic memories need a layout with topic_ceiling > 0")
     topic_items = hit_items(topic, tokenizer)
     segments = standard_segments(
         budget,
