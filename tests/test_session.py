@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from contextos.cache import render_anthropic
 from contextos.errors import NotFound
 from contextos.memory import Memory
-from contextos.models import get_model
 from contextos.memory.render import render
+from contextos.models import get_model
 from contextos.session import Layout, Session, context_window, search_scope, window_budget
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
