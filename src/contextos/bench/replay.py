@@ -80,6 +80,7 @@ SUMMARY_SHARE: float | None = 0.4
 EXPIRY_TARGET = 0.3
 
 Progress = Callable[[str], None]
+Step = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -429,8 +430,13 @@ def run_replay(
     embedder: Any = None,
     thresholds: Thresholds | None = None,
     progress: Progress | None = None,
+    on_step: Step | None = None,
 ) -> dict[str, Any]:
-    """Run the replay benchmark; returns the JSON report (with per-call series for plots)."""
+    """Run the replay benchmark; returns the JSON report (with per-call series for plots).
+
+    ``progress`` gets one line per strategy; ``on_step(done, total, label)`` is
+    called after every conversation replayed (for a progress bar).
+    """
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
         raise ValueError(f"unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")
@@ -460,6 +466,7 @@ def run_replay(
         "turns": sum(len(t) for t in chats.values()),
         "budgets": {},
     }
+    total, done = len(budgets) * len(strategies) * len(convs), 0
     with tempfile.TemporaryDirectory(prefix="ctxos-replay-") as tmp:
         for budget in budgets:
             result: dict[str, Any] = {}
@@ -484,6 +491,9 @@ def run_replay(
                     finally:
                         rp.close()
                     runs.append(rp.run)
+                    done += 1
+                    if on_step:
+                        on_step(done, total, f"{strategy} at {budget:,} tokens, {conv.sample_id}")
                 result[strategy] = summarize_runs(runs, model, budget)
                 result[strategy]["seconds"] = round(time.perf_counter() - started, 1)
                 result[strategy]["series"] = _series(runs[0])
