@@ -293,6 +293,39 @@ def test_usage_parsers_read_the_installed_sdks_types():
     assert usage_from_openai(resp.model_dump()) == usage_from_openai(resp)
 
 
+def test_server_side_compaction_pass_is_counted():
+    from anthropic.types.beta import BetaUsage
+    from anthropic.types.beta.beta_compaction_iteration_usage import (
+        BetaCompactionIterationUsage,
+    )
+    from anthropic.types.beta.beta_message_iteration_usage import BetaMessageIterationUsage
+
+    usage = BetaUsage(
+        input_tokens=100,
+        output_tokens=20,
+        cache_read_input_tokens=1000,
+        iterations=[
+            BetaCompactionIterationUsage(
+                type="compaction",
+                input_tokens=5000,
+                output_tokens=300,
+                cache_creation_input_tokens=0,
+                cache_read_input_tokens=0,
+            ),
+            BetaMessageIterationUsage(
+                type="message",
+                input_tokens=100,
+                output_tokens=20,
+                cache_creation_input_tokens=0,
+                cache_read_input_tokens=1000,
+            ),
+        ],
+    )
+    # The message iteration is the top-level usage; the compaction pass is extra.
+    assert usage_from_anthropic(usage) == Usage(5100, 320, 0, 1000, 0, 0)
+    assert usage_from_anthropic(usage.model_dump()) == usage_from_anthropic(usage)
+
+
 def test_ledger_prices_per_session():
     ledger = CacheLedger()
     ledger.record("a", Usage(input_tokens=1_000_000))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from .models import ModelInfo
@@ -377,9 +377,24 @@ def usage_from_anthropic(usage: Any) -> Usage:
     and the TTL split ``cache_creation.ephemeral_5m_input_tokens`` /
     ``ephemeral_1h_input_tokens``. Without the split every write is a
     5-minute one (the API's default TTL).
+
+    Server-side compaction (the beta ``compact_20260112`` edit) reports its
+    summarising pass as a ``compaction`` entry of ``usage.iterations``
+    (``types/beta/beta_compaction_iteration_usage.py``), whose tokens "are not
+    included in the top-level usage fields": they are added here, so a
+    session's cost counts them.
     """
     if usage is None:
         return Usage()
+    top = _anthropic_fields(usage)
+    for it in field_of(usage, "iterations") or ():
+        if field_of(it, "type") == "compaction":
+            extra = _anthropic_fields(it)
+            top = Usage(*(a + b for a, b in zip(astuple(top), astuple(extra), strict=True)))
+    return top
+
+
+def _anthropic_fields(usage: Any) -> Usage:
     creation = _int(field_of(usage, "cache_creation_input_tokens"))
     split = field_of(usage, "cache_creation")
     five = _int(field_of(split, "ephemeral_5m_input_tokens")) if split is not None else creation
