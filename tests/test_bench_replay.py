@@ -63,6 +63,18 @@ def test_topic_block_keeps_retrieved_memory_mostly_cached(report):
     assert topic["evidence_recall"] > res["summarize"]["evidence_recall"]
 
 
+def test_strategies_never_share_a_memory(report):
+    """Each strategy archives into its own memory: none may retrieve another's future turns."""
+    from contextos.bench.replay import run_replay
+
+    alone = run_replay(
+        LOCOMO, budgets=(4000,), limit=1, embedder=HashEmbedder(), strategies=("topic",)
+    )["budgets"]["4000"]["topic"]
+    shared = report["budgets"]["4000"]["topic"]  # ran after offload in the same run
+    for key in ("evidence_recall", "cache_read_share", "topic_refreshes", "input_tokens"):
+        assert alone[key] == shared[key], key
+
+
 def test_cli_writes_report_and_plots(tmp_path):
     from contextos.cli.main import cli
 

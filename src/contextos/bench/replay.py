@@ -195,7 +195,7 @@ class Replayer:
         self.topic: TopicBlock | None = None
         if self.offload:
             self.memory = Memory(
-                str(workdir / f"{conv.sample_id}-{budget}.db"),
+                str(workdir / f"{conv.sample_id}-{budget}-{strategy}.db"),
                 embedder=embedder,
                 background_embedding=False,
             )
