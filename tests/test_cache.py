@@ -255,6 +255,77 @@ def test_usage_from_openai_payloads():
     assert responses.input_tokens == 476 and responses.output_tokens == 7
 
 
+def test_usage_parsers_read_the_installed_sdks_types():
+    from anthropic.types import CacheCreation
+    from anthropic.types import Usage as AUsage
+    from openai.types import CompletionUsage
+    from openai.types.completion_usage import PromptTokensDetails
+    from openai.types.responses import ResponseUsage
+    from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+
+    split = AUsage(
+        input_tokens=5,
+        output_tokens=2,
+        cache_creation_input_tokens=30,
+        cache_read_input_tokens=70,
+        cache_creation=CacheCreation(ephemeral_5m_input_tokens=10, ephemeral_1h_input_tokens=20),
+    )
+    assert usage_from_anthropic(split) == Usage(5, 2, 30, 70, 10, 20)
+    # No TTL split: every write is a 5-minute one (the API's default TTL).
+    plain = AUsage(input_tokens=5, output_tokens=2, cache_creation_input_tokens=30)
+    assert usage_from_anthropic(plain) == Usage(5, 2, 30, 0, 30, 0)
+    assert usage_from_anthropic(plain.model_dump()) == usage_from_anthropic(plain)
+    chat = CompletionUsage(
+        prompt_tokens=2000,
+        completion_tokens=9,
+        total_tokens=2009,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=1024, cache_write_tokens=512),
+    )
+    assert usage_from_openai(chat) == Usage(464, 9, 512, 1024)
+    resp = ResponseUsage(
+        input_tokens=3000,
+        output_tokens=4,
+        total_tokens=3004,
+        input_tokens_details=InputTokensDetails(cached_tokens=2048, cache_write_tokens=256),
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+    )
+    assert usage_from_openai(resp) == Usage(696, 4, 256, 2048)
+    assert usage_from_openai(resp.model_dump()) == usage_from_openai(resp)
+
+
+def test_server_side_compaction_pass_is_counted():
+    from anthropic.types.beta import BetaUsage
+    from anthropic.types.beta.beta_compaction_iteration_usage import (
+        BetaCompactionIterationUsage,
+    )
+    from anthropic.types.beta.beta_message_iteration_usage import BetaMessageIterationUsage
+
+    usage = BetaUsage(
+        input_tokens=100,
+        output_tokens=20,
+        cache_read_input_tokens=1000,
+        iterations=[
+            BetaCompactionIterationUsage(
+                type="compaction",
+                input_tokens=5000,
+                output_tokens=300,
+                cache_creation_input_tokens=0,
+                cache_read_input_tokens=0,
+            ),
+            BetaMessageIterationUsage(
+                type="message",
+                input_tokens=100,
+                output_tokens=20,
+                cache_creation_input_tokens=0,
+                cache_read_input_tokens=1000,
+            ),
+        ],
+    )
+    # The message iteration is the top-level usage; the compaction pass is extra.
+    assert usage_from_anthropic(usage) == Usage(5100, 320, 0, 1000, 0, 0)
+    assert usage_from_anthropic(usage.model_dump()) == usage_from_anthropic(usage)
+
+
 def test_ledger_prices_per_session():
     ledger = CacheLedger()
     ledger.record("a", Usage(input_tokens=1_000_000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -10,10 +11,12 @@ from click.testing import CliRunner
 from contextos.cache import render_anthropic
 from contextos.errors import NotFound
 from contextos.memory import Memory
+from contextos.memory.render import render
 from contextos.models import get_model
-from contextos.session import Session, window_budget
+from contextos.session import Layout, Session, context_window, search_scope, window_budget
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from contextos.tokens import TOKENS_PER_MESSAGE, default_tokenizer
 from contextos.types import Message, ToolCall
 
 SONNET = get_model("claude-sonnet-4-5")
@@ -187,3 +190,68 @@ def test_cli_bench_assemble_is_fast():
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
     assert data["turns"] == 100 and data["window_tokens"] > 100 * 10
+
+
+def _memory_with_records(tmp_path) -> Memory:
+    memory = Memory(str(tmp_path / "m.db"), embedder=HashEmbedder(), background_embedding=False)
+    memory.add(
+        Message("user", "I adopted a dog named Rex", name="Ana"),
+        user_id="ana",
+        metadata={"speaker": "Ana", "caption": "a puppy on a sofa"},
+        event_time=datetime(2023, 5, 8, tzinfo=UTC),
+    )
+    memory.add("Ana's dog Rex likes the beach", user_id="ana")
+    return memory
+
+
+def test_search_counts_exactly_the_memory_text_the_window_sends(tmp_path):
+    memory = _memory_with_records(tmp_path)
+    tok = default_tokenizer()
+    hits = memory.search("dog Rex", user_id="ana", token_budget=500)
+    assert len(hits) == 2 and all(h.tokens > 0 for h in hits)
+    w = context_window(1000, tokenizer=tok, question="What is the dog called?", memories=hits)
+    blocks = {b.key: b for b in w.blocks if b.segment == "memories"}
+    for hit in hits:
+        block = blocks[f"memory:{hit.record.id}"]
+        assert block.text == render(hit.record)
+        assert block.tokens == hit.tokens + TOKENS_PER_MESSAGE  # search's count + one block
+    dated = next(b.text for b in blocks.values() if "adopted" in b.text)
+    assert dated == "[2023-05-08] Ana: I adopted a dog named Rex (image: a puppy on a sofa)"
+    memory.close()
+
+
+def test_the_same_memory_text_is_never_injected_twice(tmp_path):
+    memory = Memory(str(tmp_path / "m.db"), embedder=HashEmbedder(), background_embedding=False)
+    memory.add("I'm allergic to peanuts", user_id="ana", metadata={"note": "first"})
+    memory.add("I'm allergic to peanuts", user_id="ana", metadata={"note": "second"})
+    memory.add("I live in Lisbon", user_id="ana")
+    hits = memory.search("peanuts allergy Lisbon", user_id="ana", limit=10)
+    texts = [render(h.record) for h in hits]
+    assert texts.count("I'm allergic to peanuts") == 2  # two records, one text
+    tok = default_tokenizer()
+    w = context_window(2000, tokenizer=tok, question="Any allergies?", memories=hits)
+    placed = [b.text for b in w.blocks if b.key.startswith("memory:")]
+    assert placed.count("I'm allergic to peanuts") == 1
+    assert "I live in Lisbon" in placed
+    # A memory in the cached topic block is not repeated after the history.
+    peanuts = [h for h in hits if "peanuts" in h.record.text][:1]
+    lay = Layout(topic_ceiling=0.2)
+    w = context_window(
+        2000, tokenizer=tok, question="Any allergies?", memories=hits, topic=peanuts, layout=lay
+    )
+    placed = [b.text for b in w.blocks if b.key.startswith("memory:")]
+    assert sorted(placed) == ["I live in Lisbon", "I'm allergic to peanuts"]
+    assert [b.segment for b in w.blocks if "peanuts" in b.text] == ["topic"]
+    with pytest.raises(ValueError, match="topic_ceiling"):
+        context_window(2000, tokenizer=tok, question="?", topic=peanuts)
+    memory.close()
+
+
+def test_search_scope_is_user_wide_unless_only_a_session_is_given():
+    assert search_scope("ana", None, "s1") == {
+        "user_id": "ana",
+        "agent_id": None,
+        "session_id": None,
+    }
+    assert search_scope(None, None, "s1")["session_id"] == "s1"
+    assert search_scope(None, "bot", "s1")["session_id"] is None

@@ -85,6 +85,11 @@ MIN_CACHE = {
     "claude-opus-4-1": 1024,
     "claude-opus-4": 1024,
     "claude-sonnet-4": 1024,
+    "claude-3-7-sonnet": 1024,
+    "claude-3-5-sonnet": 1024,
+    "claude-3-5-haiku": 2048,
+    "gpt-4o": 1024,
+    "gpt-4o-mini": 1024,
     "gpt-4.1": 1024,
     "gpt-4.1-mini": 1024,
     "gpt-4.1-nano": 1024,
@@ -135,3 +140,36 @@ def test_default_model_is_current() -> None:
 def test_input_cost() -> None:
     assert get_model("claude-sonnet-4-6").input_cost(1_000_000) == pytest.approx(3.0)
     assert get_model("claude-opus-4-8").input_cost(2_000_000) == pytest.approx(10.0)
+
+
+def test_models_people_still_use_resolve_with_their_aliases() -> None:
+    assert get_model("gpt-4o").context_window == 128_000
+    assert get_model("gpt-4o-2024-08-06").name == "gpt-4o"
+    assert get_model("gpt-4o-mini").prices.cache_read == pytest.approx(0.075)
+    assert get_model("gpt-4.1-mini-2025-04-14").name == "gpt-4.1-mini"
+    assert get_model("claude-3-5-sonnet-latest").name == "claude-3-5-sonnet"
+    assert get_model("claude-3-7-sonnet-20250219").deprecated == "2026-02-19"
+
+
+def test_only_the_models_own_tokenizer_is_exact() -> None:
+    cl100k = default_tokenizer().name
+    assert not get_model("claude-sonnet-4-6").exact_with(cl100k)  # Claude: count_tokens only
+    assert not get_model("gpt-4o").exact_with(cl100k)  # o200k model
+    assert get_model("gpt-4o").exact_with("o200k_base")
+
+
+def test_count_cli_never_calls_cl100k_exact_for_claude(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from contextos.cli.main import cli
+
+    f = tmp_path / "x.txt"
+    f.write_text("hello world", encoding="utf-8")
+    runner = CliRunner()
+    for model in ("claude-sonnet-4-6", "gpt-4o", "gpt-4o-mini"):
+        res = runner.invoke(cli, ["--json", "count", str(f), "-m", model])
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.output)
+        assert out["estimate"] is True and out["model"] == model

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Literal
 
 from .models import ModelInfo
@@ -358,30 +358,88 @@ def _prefix_sums(tokens: Sequence[int]) -> list[int]:
 # -- accounting ------------------------------------------------------------------
 
 
-def usage_from_anthropic(usage: Mapping[str, Any]) -> Usage:
-    """A :class:`Usage` from an Anthropic response's ``usage`` object (as a dict)."""
-    split = usage.get("cache_creation") or {}
+def field_of(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute or key access, so SDK models and plain dicts read the same."""
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_from_anthropic(usage: Any) -> Usage:
+    """A :class:`Usage` from an Anthropic ``usage`` (SDK object or dict).
+
+    Field names as in anthropic 2.14's ``types/usage.py``: ``input_tokens``
+    (uncached), ``cache_creation_input_tokens``, ``cache_read_input_tokens``
+    and the TTL split ``cache_creation.ephemeral_5m_input_tokens`` /
+    ``ephemeral_1h_input_tokens``. Without the split every write is a
+    5-minute one (the API's default TTL).
+
+    Server-side compaction (the beta ``compact_20260112`` edit) reports its
+    summarising pass as a ``compaction`` entry of ``usage.iterations``
+    (``types/beta/beta_compaction_iteration_usage.py``), whose tokens "are not
+    included in the top-level usage fields": they are added here, so a
+    session's cost counts them.
+    """
+    if usage is None:
+        return Usage()
+    top = _anthropic_fields(usage)
+    for it in field_of(usage, "iterations") or ():
+        if field_of(it, "type") == "compaction":
+            extra = _anthropic_fields(it)
+            top = Usage(*(a + b for a, b in zip(astuple(top), astuple(extra), strict=True)))
+    return top
+
+
+def _anthropic_fields(usage: Any) -> Usage:
+    creation = _int(field_of(usage, "cache_creation_input_tokens"))
+    split = field_of(usage, "cache_creation")
+    five = _int(field_of(split, "ephemeral_5m_input_tokens")) if split is not None else creation
+    hour = _int(field_of(split, "ephemeral_1h_input_tokens")) if split is not None else 0
     return Usage(
-        input_tokens=int(usage.get("input_tokens") or 0),
-        output_tokens=int(usage.get("output_tokens") or 0),
-        cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
-        cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
-        cache_creation_5m=int(split.get("ephemeral_5m_input_tokens") or 0),
-        cache_creation_1h=int(split.get("ephemeral_1h_input_tokens") or 0),
+        input_tokens=_int(field_of(usage, "input_tokens")),
+        output_tokens=_int(field_of(usage, "output_tokens")),
+        cache_creation_input_tokens=creation,
+        cache_read_input_tokens=_int(field_of(usage, "cache_read_input_tokens")),
+        cache_creation_5m=five,
+        cache_creation_1h=hour,
     )
 
 
-def usage_from_openai(usage: Mapping[str, Any]) -> Usage:
-    """A :class:`Usage` from an OpenAI ``usage`` (Chat Completions or Responses).
+def usage_from_openai(usage: Any) -> Usage:
+    """A :class:`Usage` from an OpenAI ``usage`` (Chat Completions or Responses; object or dict).
 
-    OpenAI's prompt count includes cached tokens; here ``input_tokens`` means
-    the uncached part, as in Anthropic's usage, so both add up the same way.
+    Field names as in openai 3.57's ``types/completion_usage.py``
+    (``prompt_tokens``, ``completion_tokens``, ``prompt_tokens_details.cached_tokens``
+    / ``cache_write_tokens``) and ``types/responses/response_usage.py``
+    (``input_tokens``, ``output_tokens``, ``input_tokens_details.cached_tokens``
+    / ``cache_write_tokens``). OpenAI's prompt count includes cached and written
+    tokens; here ``input_tokens`` means the uncached, unwritten part, as in
+    Anthropic's usage, so both add up the same way. OpenAI's write TTLs (30m,
+    12h) have no 5m/1h counterpart, so writes are reported without a split.
     """
-    prompt = int(usage.get("prompt_tokens", usage.get("input_tokens")) or 0)
-    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0)
-    output = int(usage.get("completion_tokens", usage.get("output_tokens")) or 0)
-    return Usage(input_tokens=prompt - cached, output_tokens=output, cache_read_input_tokens=cached)
+    if usage is None:
+        return Usage()
+    prompt = field_of(usage, "prompt_tokens")
+    if prompt is None:
+        prompt = field_of(usage, "input_tokens")
+    details = field_of(usage, "prompt_tokens_details")
+    if details is None:
+        details = field_of(usage, "input_tokens_details")
+    cached = _int(field_of(details, "cached_tokens"))
+    written = _int(field_of(details, "cache_write_tokens"))
+    output = field_of(usage, "completion_tokens")
+    if output is None:
+        output = field_of(usage, "output_tokens")
+    return Usage(
+        input_tokens=max(0, _int(prompt) - cached - written),
+        output_tokens=_int(output),
+        cache_creation_input_tokens=written,
+        cache_read_input_tokens=cached,
+    )
 
 
 @dataclass(frozen=True)
@@ -457,6 +515,7 @@ __all__ = [
     "CacheSimulator",
     "cache_request",
     "cached_prefix",
+    "field_of",
     "final_parts",
     "prompt_cache_key",
     "render",

@@ -31,12 +31,16 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
   Sonnet 4 (2026-06-15) as reported from Anthropic's release notes by
   https://raw.githubusercontent.com/ottto-ai/ai-provider-watch/main/data/events/2026-06-15-anthropic-sonnet-4-opus-4-retirement.json;
   Opus 4.1 (2026-08-05) from https://github.com/multidotdev/cli/releases/tag/v0.0.135 (third party).
+- [A-DEPR3] https://platform.claude.com/docs/en/about-claude/model-deprecations (Claude Sonnet 3.5
+  retired 2025-10-22; Sonnet 3.7 and Haiku 3.5 retired 2026-02-19). From that page as read
+  2025-11, not re-read since (no network here): ASSUMPTION, tell the lead.
 - [O-PRICE] https://platform.openai.com/docs/pricing
 - [O-MODELS] https://platform.openai.com/docs/models
 - [O-GPT51]* https://developers.openai.com/zh-Hans/api/docs/models/gpt-5.1
   (400,000 window, 128,000 output, $1.25 in / $0.125 cached / $10 out)
 - [O-CACHE]* https://developers.openai.com/docs/guides/prompt-caching ("1024 tokens or longer")
-- [O-DEPR]* openai SDK 3.57.0 openai/types/shared/chat_model.py docstring, citing
+- [O-DEPR]* openai SDK 3.57.0 openai/types/shared/chat_model.py docstring (gpt-4o, gpt-4o-mini,
+  gpt-4.1, gpt-4.1-mini: shutdown 2027-01-14), citing
   https://developers.openai.com/api/docs/deprecations (announced shutdown dates).
 - open models: their model cards on huggingface.co (context length); self-hosted, so price 0.
 
@@ -77,9 +81,20 @@ class ModelInfo:
     max_output_tokens: int
     min_cache_tokens: int
     prices: Prices
-    tokenizer: str = "cl100k_base"  # what we count with offline (an estimate for non-OpenAI)
+    #: The model's own tokenizer: a tiktoken encoding name for OpenAI models; for
+    #: others a name with no offline implementation (their counts here are estimates).
+    tokenizer: str = "cl100k_base"
     #: ISO date the provider retires (or retired) the model; None while it is not deprecated.
     deprecated: str | None = None
+
+    def exact_with(self, tokenizer_name: str) -> bool:
+        """Whether a count by ``tokenizer_name`` is this model's exact count.
+
+        Only the model's own tokenizer is exact (or the provider's count
+        endpoint, which is not a local tokenizer): cl100k is an estimate for
+        Claude and for o200k models.
+        """
+        return tokenizer_name == self.tokenizer
 
     def input_cost(self, tokens: int) -> float:
         """Dollars for ``tokens`` uncached input tokens."""
@@ -107,6 +122,9 @@ def _anthropic(
         max_out,
         min_cache,
         Prices(inp, out, round(inp * 1.25, 4), inp * 2, round(inp * 0.1, 4)),
+        # Claude's tokenizer is not published: exact counts come only from the API's
+        # messages.count_tokens; every offline count is an estimate.
+        tokenizer="claude (count_tokens API)",
         deprecated=deprecated,
     )
 
@@ -153,11 +171,21 @@ _MODELS: tuple[ModelInfo, ...] = (
     _anthropic("claude-opus-4-1", 200_000, 32_000, 1024, 15.0, 75.0, deprecated="2026-08-05"),
     _anthropic("claude-opus-4", 200_000, 32_000, 1024, 15.0, 75.0, deprecated="2026-06-15"),
     _anthropic("claude-sonnet-4", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-06-15"),
+    # Claude 3.x: no longer served by the Claude API [A-DEPR3]; kept so logs and sessions
+    # that name them still budget and price. Minimum cacheable prompt [A-CACHE] (1,024 for
+    # Sonnet, 2,048 for Haiku); prices [A-PRICE].
+    _anthropic("claude-3-7-sonnet", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-02-19"),
+    _anthropic("claude-3-5-sonnet", 200_000, 8_192, 1024, 3.0, 15.0, deprecated="2025-10-22"),
+    _anthropic("claude-3-5-haiku", 200_000, 8_192, 2048, 0.8, 4.0, deprecated="2026-02-19"),
     # GPT-4.1 family: 1,047,576-token window, 32,768 output [O-MODELS]; prices [O-PRICE]
     # (read 2025-11, not re-verified 2026-11-25); shutdown dates [O-DEPR].
     _openai("gpt-4.1", 1_047_576, 32_768, 2.0, 8.0, 0.5, deprecated="2027-01-14"),
     _openai("gpt-4.1-mini", 1_047_576, 32_768, 0.4, 1.6, 0.1, deprecated="2027-01-14"),
     _openai("gpt-4.1-nano", 1_047_576, 32_768, 0.1, 0.4, 0.025, deprecated="2026-10-23"),
+    # GPT-4o family: 128,000-token window, 16,384 output [O-MODELS]; prices [O-PRICE]
+    # (read 2025-11); shutdown 2027-01-14 [O-DEPR].
+    _openai("gpt-4o", 128_000, 16_384, 2.5, 10.0, 1.25, deprecated="2027-01-14"),
+    _openai("gpt-4o-mini", 128_000, 16_384, 0.15, 0.6, 0.075, deprecated="2027-01-14"),
     # GPT-5 family: 400,000-token window, 128,000 output [O-MODELS]; prices [O-PRICE];
     # GPT-5.1 [O-GPT51]; shutdown dates [O-DEPR].
     _openai("gpt-5.1", 400_000, 128_000, 1.25, 10.0, 0.125, deprecated="2027-04-01"),
@@ -181,6 +209,16 @@ ALIASES: dict[str, str] = {
     "claude-opus-4-1-20250805": "claude-opus-4-1",
     "claude-sonnet-4-20250514": "claude-sonnet-4",
     "claude-opus-4-20250514": "claude-opus-4",
+    "claude-3-7-sonnet-20250219": "claude-3-7-sonnet",
+    "claude-3-7-sonnet-latest": "claude-3-7-sonnet",
+    "claude-3-5-sonnet-20241022": "claude-3-5-sonnet",
+    "claude-3-5-sonnet-20240620": "claude-3-5-sonnet",
+    "claude-3-5-sonnet-latest": "claude-3-5-sonnet",
+    "claude-3-5-haiku-20241022": "claude-3-5-haiku",
+    "claude-3-5-haiku-latest": "claude-3-5-haiku",
+    "gpt-4o-2024-11-20": "gpt-4o",
+    "gpt-4o-2024-08-06": "gpt-4o",
+    "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
     "gpt-4.1-2025-04-14": "gpt-4.1",
     "gpt-4.1-mini-2025-04-14": "gpt-4.1-mini",
     "gpt-4.1-nano-2025-04-14": "gpt-4.1-nano",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, TypedDict
 
 from .compaction import (
     HistoryState,
@@ -33,11 +33,12 @@ from .compaction import (
     visible_turns,
 )
 from .errors import NotFound
+from .memory.render import render as render_memory
 from .models import ModelInfo
 from .store.base import Store
 from .summarize import ExtractiveSummarizer, Summarizer, Summary, turn_ref, turn_time
 from .tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
-from .types import Hit, Message, Scope, Turn
+from .types import Hit, MemoryRecord, Message, Scope, Turn
 from .window import Item, Segment, Window, assemble, message_item, text_item, tool_item
 
 _META_KEY = "history"
@@ -52,6 +53,56 @@ class Layout:
     memories_ceiling: float = 0.5
     restate_question_over: int | None = 1000
     anchor_every: int = 16
+    #: Share for the topic memory block inside the cached prefix (0: no such block).
+    topic_ceiling: float = 0.0
+
+
+class MemoryLike(Protocol):
+    """What the context engine needs from long-term memory (a :class:`contextos.memory.Memory`)."""
+
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        limit: int = 10,
+        token_budget: int | None = None,
+    ) -> list[Hit]:
+        """Best memories for ``query`` in a scope, cut to ``limit`` and ``token_budget``."""
+        ...
+
+    def add(
+        self,
+        messages: Any,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+    ) -> Sequence[MemoryRecord]:
+        """Store messages as memories in a scope."""
+        ...
+
+
+class SearchScope(TypedDict):
+    """The scope keywords of ``Memory.search``."""
+
+    user_id: str | None
+    agent_id: str | None
+    session_id: str | None
+
+
+def search_scope(user_id: str | None, agent_id: str | None, session_id: str | None) -> SearchScope:
+    """Keyword arguments for ``Memory.search``: long-term memory spans sessions.
+
+    Search the user's (or agent's) memories across all their sessions, and
+    narrow to the session only when it is the sole scope given.
+    """
+    only_session = user_id is None and agent_id is None
+    return SearchScope(
+        user_id=user_id, agent_id=agent_id, session_id=session_id if only_session else None
+    )
 
 
 def turn_items(
@@ -83,26 +134,31 @@ def turn_items(
     return tuple(items)
 
 
-def memory_text(hit: Hit) -> str:
-    """How a retrieved memory reads in the window: date and speaker, then the text."""
-    rec = hit.record
-    speaker = rec.metadata.get("speaker")
-    when = rec.event_time.strftime("%d %B %Y") if rec.event_time else ""
-    head = " ".join(x for x in (f"[{when}]" if when else "", f"{speaker}:" if speaker else "") if x)
-    return f"{head} {rec.text}" if head else rec.text
+def hit_items(
+    hits: Sequence[Hit], tokenizer: Tokenizer, *, skip: Sequence[str] = ()
+) -> tuple[Item, ...]:
+    """Window items for search hits, ranked in the order given (best first).
 
-
-def hit_items(hits: Sequence[Hit], tokenizer: Tokenizer) -> tuple[Item, ...]:
-    """Window items for search hits, ranked in the order given (best first)."""
-    items = []
-    for rank, hit in enumerate(hits, start=1):
+    The text is :func:`contextos.memory.render.render` -- the one rendering
+    that ``Memory.search(token_budget=...)`` counts -- so a memory costs in the
+    window exactly what search counted, plus one block's framing. A text
+    already placed (an exact repeat, or one of the ``skip`` texts) is never
+    injected twice into one window.
+    """
+    items: list[Item] = []
+    seen = set(skip)
+    for hit in hits:
         rec = hit.record
+        text = render_memory(rec)
+        if text in seen:
+            continue
+        seen.add(text)
         refs = rec.provenance or tuple(
             str(rec.metadata[k]) for k in ("dia_id",) if rec.metadata.get(k)
         )
         items.append(
             text_item(
-                f"memory:{rec.id}", memory_text(hit), tokenizer, rank=rank, provenance=tuple(refs)
+                f"memory:{rec.id}", text, tokenizer, rank=len(items) + 1, provenance=tuple(refs)
             )
         )
     return tuple(items)
@@ -112,17 +168,40 @@ def standard_segments(
     budget: int,
     *,
     tokenizer: Tokenizer,
-    question: str,
+    question: str | Message | None,
     system: str = "",
     rules: Sequence[str] = (),
     tools: Sequence[Mapping[str, Any]] = (),
     summary: Summary | None = None,
     turns: Sequence[Item] = (),
     memories: Sequence[Item] = (),
+    topic: Sequence[Item] = (),
     layout: Layout | None = None,
+    memory_header: str | None = None,
 ) -> list[Segment]:
-    """The default segments in layout order (see the module docstring)."""
+    """The default segments in layout order (see the module docstring).
+
+    ``topic`` is the cached topic memory block (placed after the summary,
+    before the turns); ``memory_header`` labels the per-call memories when
+    there are any. A ``question`` given as a Message is sent as the caller's
+    message; None leaves the question segment empty.
+    """
     lay = layout or Layout()
+    header: list[Segment] = []
+    if memory_header and memories:
+        header = [
+            Segment(
+                "memory_header",
+                "context",
+                (text_item("memories:header", memory_header, tokenizer),),
+                priority=50,
+            )
+        ]
+    question_items: tuple[Item, ...] = ()
+    if isinstance(question, Message):
+        question_items = (message_item("question", question, tokenizer),)
+    elif question is not None:
+        question_items = (text_item("question", question, tokenizer),)
     summary_items: tuple[Item, ...] = ()
     if summary is not None and summary.lines:
         text = "Summary of the earlier conversation:\n" + summary.text
@@ -162,6 +241,16 @@ def standard_segments(
             cache_ttl="5m",
         ),
         Segment(
+            "topic",
+            "system",
+            tuple(topic),
+            priority=55,
+            keep="strongest",
+            placement="edges",
+            ceiling=int(lay.topic_ceiling * budget),
+            cache_ttl="5m",
+        ),
+        Segment(
             "turns",
             "messages",
             tuple(turns),
@@ -170,6 +259,7 @@ def standard_segments(
             cache_ttl="5m",
             anchor_every=lay.anchor_every,
         ),
+        *header,
         Segment(
             "memories",
             "context",
@@ -180,14 +270,58 @@ def standard_segments(
             floor=int(lay.memories_floor * budget),
             ceiling=int(lay.memories_ceiling * budget),
         ),
-        Segment(
-            "question",
-            "question",
-            (text_item("question", question, tokenizer),),
-            priority=100,
-            required=True,
-        ),
+        Segment("question", "question", question_items, priority=100, required=True),
     ]
+
+
+def context_window(
+    budget: int,
+    *,
+    tokenizer: Tokenizer,
+    question: str | Message | None,
+    min_cache_tokens: int = 0,
+    system: str = "",
+    rules: Sequence[str] = (),
+    tools: Sequence[Mapping[str, Any]] = (),
+    summary: Summary | None = None,
+    turns: Sequence[Item] = (),
+    memories: Sequence[Hit] = (),
+    topic: Sequence[Hit] = (),
+    layout: Layout | None = None,
+    memory_header: str | None = None,
+) -> Window:
+    """The one context builder: the standard layout, assembled under ``budget``.
+
+    Every window contextos sends or reports (a session's, a wrapped call's,
+    the server's, the replay benchmark's) is built here, so the minimum
+    cacheable length, the restated question and the memory rendering are the
+    same everywhere. ``topic`` memories sit in the cached prefix; ``memories``
+    after the history; a memory already in ``topic`` is not repeated.
+    """
+    lay = layout or Layout()
+    if topic and lay.topic_ceiling <= 0:
+        raise ValueError("topic memories need a layout with topic_ceiling > 0")
+    topic_items = hit_items(topic, tokenizer)
+    segments = standard_segments(
+        budget,
+        tokenizer=tokenizer,
+        question=question,
+        system=system,
+        rules=rules,
+        tools=tools,
+        summary=summary,
+        turns=turns,
+        memories=hit_items(memories, tokenizer, skip=[i.text for i in topic_items]),
+        topic=topic_items,
+        layout=lay,
+        memory_header=memory_header,
+    )
+    return assemble(
+        segments,
+        budget,
+        min_cache_tokens=min_cache_tokens,
+        restate_question_over=lay.restate_question_over,
+    )
 
 
 def window_budget(model: ModelInfo, budget: int | None = None) -> int:
@@ -289,7 +423,7 @@ class Session:
         *,
         thresholds: Thresholds | None = None,
         summarizer: Summarizer | None = None,
-        memory: Any = None,
+        memory: MemoryLike | None = None,
         force: bool = False,
     ) -> CompactionResult:
         """Compact the history to fit ``budget`` (its share of the window), if needed.
@@ -331,28 +465,22 @@ class Session:
         """Assemble the window for ``question`` under the model's budget."""
         total = window_budget(model, budget)
         state = self.state()
-        segments = standard_segments(
+        return context_window(
             total,
             tokenizer=self.tokenizer,
             question=question,
+            min_cache_tokens=model.min_cache_tokens,
             system=system,
             rules=rules,
             tools=tools,
             summary=state.summary,
             turns=turn_items(self.turns(), state, self.tokenizer),
-            memories=hit_items(hits, self.tokenizer),
+            memories=hits,
             layout=layout,
         )
-        lay = layout or Layout()
-        return assemble(
-            segments,
-            total,
-            min_cache_tokens=model.min_cache_tokens,
-            restate_question_over=lay.restate_question_over,
-        )
 
 
-def archive(memory: Any, turns: Sequence[Turn], scope: Scope) -> list[Any]:
+def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Any]:
     """Store rotated turns as episodic memories, keeping reference, seq and time."""
     if not turns:
         return []
@@ -374,9 +502,12 @@ __all__ = [
     "CompactionResult",
     "Layout",
     "Session",
+    "MemoryLike",
+    "SearchScope",
     "archive",
+    "context_window",
     "hit_items",
-    "memory_text",
+    "search_scope",
     "standard_segments",
     "turn_items",
     "window_budget",

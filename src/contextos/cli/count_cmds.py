@@ -50,7 +50,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
             "kind": "messages" if messages is not None else "text",
             "tokens": tokens,
             "tokenizer": tok.name,
-            "estimate": info.tokenizer != tok.name,
+            "estimate": not info.exact_with(tok.name),
             "context_window": info.context_window,
             "window_share": tokens / info.context_window,
             "input_cost_usd": info.input_cost(tokens),
@@ -58,7 +58,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         if state.as_json:
             print_json(result)
             return
-        est = " (estimate: counted with cl100k)" if result["estimate"] else ""
+        est = f" (estimate: counted with {tok.name})" if result["estimate"] else ""
         console.print(
             f"{tokens:,} tokens{est} · {result['window_share']:.2%} of {info.name}'s "
             f"{info.context_window:,}-token window · input cost ${result['input_cost_usd']:.4f}"

@@ -24,13 +24,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..cache import render_anthropic
+from ..cache import field_of, render_anthropic, usage_from_anthropic
 from ..errors import MissingExtraError
 from ..tokens import Tokenizer, default_tokenizer
 from ..types import Message, Role, ToolCall, Usage
 from ..window import Block, Window
 from .assembly import model_info
-from .base import WIRE_KEY, ChatRequest, Prepared, field_of
+from .base import WIRE_KEY, ChatRequest, Prepared
 from .errors import call_mapped
 
 MAX_BREAKPOINTS = 4
@@ -210,26 +210,6 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any
 # -- responses -----------------------------------------------------------------
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int) else 0
-
-
-def usage_of(raw: Any) -> Usage:
-    """Normalise an Anthropic ``usage`` object (or dict) to :class:`Usage`."""
-    creation = _int(field_of(raw, "cache_creation_input_tokens"))
-    split = field_of(raw, "cache_creation")
-    five = _int(field_of(split, "ephemeral_5m_input_tokens")) if split is not None else creation
-    hour = _int(field_of(split, "ephemeral_1h_input_tokens")) if split is not None else 0
-    return Usage(
-        input_tokens=_int(field_of(raw, "input_tokens")),
-        output_tokens=_int(field_of(raw, "output_tokens")),
-        cache_creation_input_tokens=creation,
-        cache_read_input_tokens=_int(field_of(raw, "cache_read_input_tokens")),
-        cache_creation_5m=five,
-        cache_creation_1h=hour,
-    )
-
-
 def reply_of(response: Any) -> Message:
     """The assistant message of a ``Message`` response."""
     content = field_of(response, "content") or []
@@ -290,7 +270,7 @@ class AnthropicStreamAccumulator:
                 self._usage[name] = value
 
     def usage(self) -> Usage:
-        return usage_of(self._usage)
+        return usage_from_anthropic(self._usage)
 
     def reply(self) -> Message:
         calls = tuple(ToolCall(i, n, a or "{}") for i, n, a in self._tools)
@@ -309,7 +289,7 @@ class AnthropicAdapter:
         return render(prepared, kwargs)
 
     def usage(self, response: Any) -> Usage:
-        return usage_of(field_of(response, "usage"))
+        return usage_from_anthropic(field_of(response, "usage"))
 
     def reply(self, response: Any) -> Message:
         return reply_of(response)

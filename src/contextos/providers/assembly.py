@@ -35,10 +35,10 @@ from typing import Any, Literal, Protocol
 from ..compaction import Strategy, Thresholds
 from ..errors import ConfigError, ScopeError
 from ..models import ModelInfo, Prices, get_model
-from ..session import Layout, Session, hit_items, standard_segments, turn_items
+from ..session import Layout, MemoryLike, Session, context_window, search_scope, turn_items
 from ..tokens import Tokenizer, default_tokenizer
-from ..types import Message, Usage
-from ..window import Segment, assemble, message_item, text_item
+from ..types import Hit, Message, Usage
+from ..window import Item, message_item
 from .base import WIRE_KEY, CallRecord, ChatRequest, Prepared
 
 #: Introduces the retrieved memories in the final user message.
@@ -163,7 +163,7 @@ class SessionContext:
     def __init__(
         self,
         *,
-        memory: Any = None,
+        memory: MemoryLike | None = None,
         session: Session | str | None = None,
         store: Any = None,
         tenant: str | None = None,
@@ -242,30 +242,27 @@ class SessionContext:
         )
         question, history, retry = self._log_and_split(request, budget)
         hits = self._hits(request.last_user_text() or (question.content if question else ""))
-        segments = standard_segments(
+        window = context_window(
             budget,
             tokenizer=self.tokenizer,
-            question=question.content if question else "",
+            question=question,
+            min_cache_tokens=model.min_cache_tokens,
             system=request.system[0] if request.system else "",
             rules=request.system[1:],
             tools=request.tools,
             summary=self._summary(),
             turns=history,
-            memories=hit_items(hits, self.tokenizer),
+            memories=hits,
             layout=self.layout,
-        )
-        segments = self._finish_segments(segments, question, bool(hits))
-        window = assemble(
-            segments,
-            budget,
-            min_cache_tokens=model.min_cache_tokens,
-            restate_question_over=self.layout.restate_question_over,
+            memory_header=MEMORY_HEADER,
         )
         if question is not None and self.session is not None and not retry:
             self.session.add(_strip_wire(question))  # durable before the call, once it fits
         return Prepared(window, model, question, ())
 
-    def _log_and_split(self, request: ChatRequest, budget: int) -> tuple[Message | None, Any, bool]:
+    def _log_and_split(
+        self, request: ChatRequest, budget: int
+    ) -> tuple[Message | None, tuple[Item, ...], bool]:
         """Log what is new but the question; return the question, history items, is-a-retry."""
         sent = list(request.messages)
         turns = self.session.turns() if self.session is not None else []
@@ -301,30 +298,12 @@ class SessionContext:
     def _summary(self) -> Any:
         return self.session.state().summary if self.session is not None else None
 
-    def _finish_segments(
-        self, segments: list[Segment], question: Message | None, has_hits: bool
-    ) -> list[Segment]:
-        """Label the memories, and send the caller's question as a message item."""
-        out: list[Segment] = []
-        for seg in segments:
-            if seg.name == "memories" and has_hits:
-                header = text_item("memories:header", MEMORY_HEADER, self.tokenizer)
-                out.append(Segment("memory_header", "context", (header,), priority=seg.priority))
-            if seg.name == "question":
-                if question is None:
-                    continue
-                seg = replace(seg, items=(message_item("question", question, self.tokenizer),))
-            out.append(seg)
-        return out
-
-    def _hits(self, query: str) -> list[Any]:
+    def _hits(self, query: str) -> list[Hit]:
         if self.memory is None or not query.strip() or not self.scope_ok:
             return []
         hits = self.memory.search(
             query,
-            user_id=self.user_id,
-            agent_id=self.agent_id,
-            session_id=None if (self.user_id or self.agent_id) else self.session_id,
+            **search_scope(self.user_id, self.agent_id, self.session_id),
             limit=self.memory_limit * 2,
             token_budget=self.memory_tokens,
         )

@@ -137,10 +137,3 @@ def neutral_usage_total(usage: Usage) -> int:
 def texts(messages: Sequence[Message]) -> list[str]:
     """The contents of ``messages`` (convenience for logs and tests)."""
     return [m.content for m in messages]
-
-
-def field_of(obj: Any, name: str, default: Any = None) -> Any:
-    """Attribute or key access, so SDK models and plain dicts read the same."""
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)

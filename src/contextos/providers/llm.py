@@ -50,7 +50,8 @@ class AnthropicLLM:
         *,
         json_schema: Mapping[str, Any] | None = None,
     ) -> str:
-        from .anthropic import reply_of, usage_of
+        from ..cache import usage_from_anthropic as usage_of
+        from .anthropic import reply_of
 
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -97,7 +98,8 @@ class OpenAILLM:
         *,
         json_schema: Mapping[str, Any] | None = None,
     ) -> str:
-        from .openai import reply_of, usage_of
+        from ..cache import usage_from_openai as usage_of
+        from .openai import reply_of
 
         wire = ([{"role": "system", "content": system}] if system else []) + _turns(messages)
         kwargs: dict[str, Any] = {"model": self.model, "messages": wire}

@@ -24,9 +24,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..cache import prompt_cache_key, render_openai, stable_end
+from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage_from_openai
 from ..types import Message, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared, field_of
+from .base import WIRE_KEY, ChatRequest, Prepared
 
 JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
@@ -163,23 +163,6 @@ def _prefix_hash(kwargs: Mapping[str, Any], stable_blocks: int, prepared: Prepar
 # -- responses -----------------------------------------------------------------
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int) else 0
-
-
-def usage_of(raw: Any) -> Usage:
-    """Normalise an OpenAI ``usage`` (object or dict) to :class:`Usage`."""
-    if raw is None:
-        return Usage()
-    prompt = _int(field_of(raw, "prompt_tokens"))
-    cached = _int(field_of(field_of(raw, "prompt_tokens_details"), "cached_tokens"))
-    return Usage(
-        input_tokens=prompt - cached,
-        output_tokens=_int(field_of(raw, "completion_tokens")),
-        cache_read_input_tokens=cached,
-    )
-
-
 def reply_of(response: Any) -> Message:
     """The first choice's assistant message of a ``ChatCompletion``."""
     choices = field_of(response, "choices") or []
@@ -228,7 +211,7 @@ class OpenAIStreamAccumulator:
         return self._usage is not None
 
     def usage(self) -> Usage:
-        return usage_of(self._usage)
+        return usage_from_openai(self._usage)
 
     def reply(self) -> Message:
         calls = tuple(ToolCall(i, n, a) for _, (i, n, a) in sorted(self._tools.items()))
@@ -255,7 +238,7 @@ class OpenAIAdapter:
         return render(prepared, kwargs, cache_key=self.cache_key)
 
     def usage(self, response: Any) -> Usage:
-        return usage_of(field_of(response, "usage"))
+        return usage_from_openai(field_of(response, "usage"))
 
     def reply(self, response: Any) -> Message:
         return reply_of(response)

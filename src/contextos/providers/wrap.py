@@ -31,12 +31,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..types import Usage
 from .base import CallRecord, Prepared, ProviderAdapter, StreamAccumulator
 from .errors import mapped_errors
 from .streams import instrument
+
+if TYPE_CHECKING:
+    from ..session import MemoryLike
 
 Recorder = Callable[[CallRecord], None]
 
@@ -335,7 +338,7 @@ def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
 
 def wrap(
     client: Any,
-    memory: Any = None,
+    memory: MemoryLike | None = None,
     session: Any = None,
     *,
     user_id: str | None = None,

@@ -3,7 +3,8 @@
 
 With a session, it is :meth:`contextos.session.Session.window` (rolling
 summary, recent turns, retrieved memories at the edges, question last);
-without one, the same standard layout holding only memories and the question.
+without one, the same builder (:func:`contextos.session.context_window`)
+holding only memories and the question.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import get_model
-from ..session import Session, hit_items, standard_segments
+from ..session import Session, context_window, search_scope
 from ..tokens import Tokenizer
-from ..window import Window, assemble
+from ..window import Window
 from .tenants import TenantMemories
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -38,16 +39,12 @@ def build_window(
 ) -> Window:
     """Search the tenant's memories for the question and place them in a window."""
     mem = tenants.get(tenant)
-    # Long-term memory spans sessions: search the user's/agent's memories, and narrow
-    # to the session only when it is the sole scope given.
-    only_session = req.user_id is None and req.agent_id is None
     hits = mem.search(
         req.question,
-        user_id=req.user_id,
-        agent_id=req.agent_id,
-        session_id=req.session_id if only_session else None,
+        **search_scope(req.user_id, req.agent_id, req.session_id),
         limit=req.limit,
     )
+    model = get_model(req.model)
     if req.session_id is not None:
         session = Session(
             tenants.store,
@@ -57,16 +54,14 @@ def build_window(
             agent_id=req.agent_id,
             tokenizer=tokenizer,
         )
-        return session.window(
-            get_model(req.model), req.question, budget=req.token_budget, hits=hits
-        )
-    segments = standard_segments(
+        return session.window(model, req.question, budget=req.token_budget, hits=hits)
+    return context_window(
         req.token_budget,
         tokenizer=tokenizer,
         question=req.question,
-        memories=hit_items(hits, tokenizer),
+        min_cache_tokens=model.min_cache_tokens,
+        memories=hits,
     )
-    return assemble(segments, req.token_budget)
 
 
 def window_dict(window: Window) -> dict[str, Any]:
