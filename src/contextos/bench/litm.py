@@ -28,10 +28,10 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..models import get_model
 from ..session import window_budget
@@ -185,8 +185,10 @@ def run_litm(
     *,
     limit: int | None = None,
     model_name: str = "claude-sonnet-4-6",
+    on_example: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark on every data set present under ``data``."""
+    """Run the benchmark on every data set present under ``data``; ``on_example(name)``
+    is called after each example scored (for a progress bar)."""
     root = Path(data)
     if not root.is_dir():
         raise FileNotFoundError(f"Lost-in-the-Middle data not found at {root} (pass --data PATH)")
@@ -203,14 +205,37 @@ def run_litm(
     for name in KV_FILES:
         if (root / name).exists():
             key = name.removesuffix(".jsonl.gz")
-            out["datasets"][key] = score(kv_examples(root / name, limit), tok, budget)
+            examples = _Counted(kv_examples(root / name, limit), key, on_example)
+            out["datasets"][key] = score(examples, tok, budget)
     if (root / NQ_FILE).exists():
-        out["datasets"]["nq-oracle-haystack-20"] = score(
-            nq_examples(root / NQ_FILE, limit), tok, budget
-        )
+        nq = "nq-oracle-haystack-20"
+        examples = _Counted(nq_examples(root / NQ_FILE, limit), nq, on_example)
+        out["datasets"][nq] = score(examples, tok, budget)
     if not out["datasets"]:
         raise FileNotFoundError(f"no Lost-in-the-Middle files under {root}")
     return out
+
+
+T = TypeVar("T")
+
+
+class _Counted(Sequence[T]):
+    """``items`` that call ``tick(name)`` as each one is iterated over (progress)."""
+
+    def __init__(self, items: Sequence[T], name: str, tick: Callable[[str], None] | None):
+        self._items, self._name, self._tick = items, name, tick
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self._items:
+            yield item
+            if self._tick is not None:
+                self._tick(self._name)
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from .common import (
     plural,
     print_json,
     print_table,
+    progress_bar,
     read_text_arg,
 )
 
@@ -356,14 +357,19 @@ def _register_bench(bench: click.Group) -> None:
         from ..bench.replay import run_replay
 
         _require(data, "LoCoMo data")
-        rep = run_replay(
-            data,
-            budgets=budgets,
-            strategies=strategies,
-            limit=limit,
-            thresholds=Thresholds(trigger=trigger, target=target),
-            progress=None if state.as_json else console.print,
-        )
+        with progress_bar() as bar:
+            task = bar.add_task("replaying", total=None)
+            rep = run_replay(
+                data,
+                budgets=budgets,
+                strategies=strategies,
+                limit=limit,
+                thresholds=Thresholds(trigger=trigger, target=target),
+                progress=None if state.as_json else console.print,
+                on_step=lambda done, total, label: bar.update(
+                    task, completed=done, total=total, description=label
+                ),
+            )
         _write(rep, out, plots, "replay")
         if state.as_json:
             print_json(_without_series(rep))
@@ -387,7 +393,13 @@ def _register_bench(bench: click.Group) -> None:
         from ..bench.litm import run_litm
 
         _require(data, "Lost-in-the-Middle data")
-        rep = run_litm(data, limit=limit)
+        with progress_bar() as bar:
+            task = bar.add_task("scoring", total=None)
+            rep = run_litm(
+                data,
+                limit=limit,
+                on_example=lambda name: bar.update(task, advance=1, description=name),
+            )
         _write(rep, out, plots, "litm")
         if state.as_json:
             print_json(rep)
