@@ -222,8 +222,10 @@ def test_search_counts_exactly_the_memory_text_the_window_sends(tmp_path):
 
 def test_the_same_memory_text_is_never_injected_twice(tmp_path):
     memory = Memory(str(tmp_path / "m.db"), embedder=HashEmbedder(), background_embedding=False)
+    # Two records with one text (add would return the first again without dedupe=False;
+    # the same text also arrives from different sessions, which are never merged).
     memory.add("I'm allergic to peanuts", user_id="ana", metadata={"note": "first"})
-    memory.add("I'm allergic to peanuts", user_id="ana", metadata={"note": "second"})
+    memory.add("I'm allergic to peanuts", user_id="ana", metadata={"note": "2"}, dedupe=False)
     memory.add("I live in Lisbon", user_id="ana")
     hits = memory.search("peanuts allergy Lisbon", user_id="ana", limit=10)
     texts = [render(h.record) for h in hits]
