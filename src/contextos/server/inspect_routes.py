@@ -30,7 +30,7 @@ from . import schemas as s
 from .auth import Authenticator
 from .routes import IdPath, Limit, Offset, OptIdent, caller
 from .tenants import TenantMemories
-from .windowing import DEFAULT_MODEL, WindowRequest, build_window, window_dict
+from .windowing import DEFAULT_MODEL, build_window, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -170,15 +170,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     @router.post("/sessions/{session_id}/window")
     def window(session_id: IdPath, body: s.WindowRequestIn, tenant: Tenant) -> dict[str, Any]:
         """The window ``/v1`` would assemble, plus its segment usage and cache breakpoints."""
-        req = WindowRequest(
-            question=body.question,
-            user_id=body.user_id,
-            agent_id=body.agent_id,
-            session_id=session_id,
-            token_budget=body.token_budget,
-            limit=body.limit,
-            model=body.model,
-        )
+        req = body.for_session(session_id)
         built = build_window(tenants, tenant, req, tokenizer)
         return {
             **window_dict(built),

@@ -200,7 +200,7 @@ class MemoryTools:
         """Build a context window for a question within token_budget: the session's
         summary and recent turns (when session_id is given), the relevant memories with
         the strongest at the edges, and the question last."""
-        from .windowing import WindowRequest, build_window, window_dict
+        from .windowing import build_window, window_dict
 
         body = s.parse(
             s.WindowToolIn,
@@ -211,14 +211,7 @@ class MemoryTools:
             token_budget=token_budget,
             limit=limit,
         )
-        req = WindowRequest(
-            question=body.question,
-            user_id=body.user_id,
-            agent_id=body.agent_id,
-            session_id=body.session_id,
-            token_budget=body.token_budget,
-            limit=body.limit,
-        )
+        req = body.for_session(body.session_id)
         return window_dict(build_window(self.tenants, self.tenant(), req, self.tokenizer))
 
     def functions(self) -> list[Callable[..., Any]]:

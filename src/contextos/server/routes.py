@@ -21,7 +21,7 @@ from . import schemas as s
 from .auth import Authenticator, Principal
 from .gate import principal_in
 from .tenants import TenantMemories
-from .windowing import WindowRequest, build_window, window_dict
+from .windowing import build_window, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -174,15 +174,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     def window(session_id: IdPath, body: s.WindowRequestIn, tenant: Tenant) -> s.WindowOut:
         """Assemble the context window for a question: summary, recent turns,
         retrieved memories at the edges, question last, within token_budget."""
-        req = WindowRequest(
-            question=body.question,
-            user_id=body.user_id,
-            agent_id=body.agent_id,
-            session_id=session_id,
-            token_budget=body.token_budget,
-            limit=body.limit,
-            model=body.model,
-        )
+        req = body.for_session(session_id)
         return s.WindowOut(**window_dict(build_window(tenants, tenant, req, tokenizer)))
 
     @router.get("", response_model=s.SessionList, summary="sessions")

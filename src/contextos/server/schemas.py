@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..times import utc
 from ..types import HistoryEvent, Hit, MemoryRecord, Message, Turn
 from .errors import describe
+
+if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
+    from .windowing import WindowRequest
 
 MAX_TEXT = 100_000
 MAX_ID = 256
@@ -192,6 +195,20 @@ class WindowRequestIn(_Body):
     model: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_text)] = (
         "claude-sonnet-4-6"
     )
+
+    def for_session(self, session_id: str | None) -> WindowRequest:
+        """The window to build for this body in ``session_id`` (None: no session)."""
+        from .windowing import WindowRequest
+
+        return WindowRequest(
+            question=self.question,
+            user_id=self.user_id,
+            agent_id=self.agent_id,
+            session_id=session_id,
+            token_budget=self.token_budget,
+            limit=self.limit,
+            model=self.model,
+        )
 
 
 class CreateKeyRequest(_Body):
