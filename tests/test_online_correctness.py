@@ -527,3 +527,31 @@ def test_reads_do_not_queue_behind_a_write_waiting_for_another_process(tmp_path:
     holder.rollback()
     holder.close()
     m.close()
+
+
+_NO_CLOSE = """
+from contextos import Memory
+m = Memory()
+m.add("I'm allergic to peanuts", user_id="ana")
+m.search("what is Ana allergic to?", user_id="ana")
+m.add("I live in Lisbon", user_id="ana")
+"""
+
+
+@pytest.mark.slow
+def test_a_script_that_never_closes_its_memory_exits_cleanly(tmp_path: Path) -> None:
+    # Before: the embedding thread, still inside onnxruntime at interpreter exit, aborted
+    # the process ("terminate called without an active exception", exit 134) about one
+    # run in three with a cold model cache.
+    for run in range(4):
+        home = tmp_path / f"home{run}"
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+        env.pop("XDG_DATA_HOME", None)
+        env.pop("XDG_CACHE_HOME", None)
+        env.pop("CONTEXTOS_CACHE_DIR", None)
+        env.pop("CONTEXTOS_EMBEDDER", None)
+        done = subprocess.run(
+            [sys.executable, "-c", _NO_CLOSE], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (run, done.returncode, done.stderr[-500:])

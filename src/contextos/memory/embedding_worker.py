@@ -10,9 +10,11 @@ the store embeds it.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections import defaultdict
 
 import numpy as np
@@ -80,6 +82,20 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+#: Workers still running: closed at interpreter exit (see ``_close_live_workers``).
+_LIVE: weakref.WeakSet[EmbeddingWorker] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_workers() -> None:
+    """Stop every worker before the interpreter finalises: a daemon thread still inside
+    onnxruntime when Python tears down aborts the process ("terminate called without an
+    active exception", exit 134) in a script that never called ``Memory.close()``. The
+    batch in progress finishes; records not reached stay pending for the next process."""
+    for worker in list(_LIVE):
+        worker.close()
+
+
 class EmbeddingWorker:
     """A daemon thread that embeds pending records whenever it is woken."""
 
@@ -103,6 +119,7 @@ class EmbeddingWorker:
         self.seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="contextos-embed", daemon=True)
         self._thread.start()
+        _LIVE.add(self)
 
     def notify(self) -> None:
         """New records were written: embed them soon."""
