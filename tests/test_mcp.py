@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 import contextos  # noqa: E402
 from contextos.agent.mcp_tools import mcp_functions  # noqa: E402
 from contextos.bench.serve import free_port  # noqa: E402
+from contextos.memory import Memory  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
+from contextos.testing.embedders import HashEmbedder  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 TOOLS = {
@@ -196,3 +200,32 @@ def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
     assert out["anonymous"] == 401
     assert out["b_list"] == [] and out["b_search"] == []
     assert [r["id"] for r in out["a_list"]] == [out["added"][0]["id"]]
+
+
+def test_stdio_server_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    with Memory(str(db), embedder=HashEmbedder(), tenant="acme") as m:
+        m.add("something to keep the file busy", user_id="u")
+    proc = subprocess.Popen(
+        [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],
+        stdin=subprocess.PIPE,  # kept open: the server waits for a client
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
+    )
+    try:
+        for _ in range(100):  # until the server has opened the store
+            if Path(f"{db}-wal").exists():
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    assert not Path(f"{db}-wal").exists()  # every connection closed

@@ -79,6 +79,25 @@ def _run_server(app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
         sock.close()
 
 
+def _run_stdio(server: Any) -> None:
+    """Serve MCP over stdio until the client closes it, SIGTERM or Ctrl-C, then return.
+
+    SIGTERM's default action ends the process on the spot, skipping the caller's
+    ``finally`` that closes the store (an agent client stops its servers that way);
+    as a KeyboardInterrupt it unwinds through the event loop like Ctrl-C."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run("stdio")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _embedder_name(state: CliState, embedder: str | None) -> str:
     return embedder or state.settings.embedder
 
@@ -402,7 +421,7 @@ def mcp(
                     "create --tenant T`)"
                 )
             server = build_mcp_server(tenants, tenant=key.tenant)
-            server.run("stdio")
+            _run_stdio(server)
         else:
             assert sock is not None
             url = _url(host, sock.getsockname()[1])
