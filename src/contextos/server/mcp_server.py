@@ -68,6 +68,13 @@ def hit_dict(h: Hit) -> dict[str, Any]:
     return h.to_dict()
 
 
+def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
+    """A tool's arguments (its ``locals()`` on entry, ``self`` left out) as the fields
+    of its request model: each tool's parameters are named after that model's fields,
+    so the signature (which is the tool's MCP schema) lists them once."""
+    return {name: value for name, value in frame_locals.items() if name != "self"}
+
+
 @dataclass
 class MemoryTools:
     """The tool functions, bound to a tenant resolver; usable without any MCP SDK.
@@ -103,18 +110,8 @@ class MemoryTools:
         if text is not None:
             if messages is not None:
                 raise ValueError("give messages or its deprecated alias text, not both")
-            messages = text
-        body = s.parse(
-            s.AddRequest,
-            messages=messages,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            metadata=metadata,
-            event_time=event_time,
-            memory_type=memory_type,
-            infer=infer,
-        )
+            messages, text = text, None
+        body = s.parse(s.AddRequest, **_arguments(locals()))
         return [record_dict(r) for r in ops.add(self._memory(), body)]
 
     def search_memory(
@@ -131,17 +128,7 @@ class MemoryTools:
         """Find the memories most relevant to a query within a user/agent/session
         (metadata: equality filters, dotted keys look into nested objects; min_score: a
         floor on each hit's relevance, the query-memory cosine in -1..1)."""
-        body = s.parse(
-            s.SearchRequest,
-            query=query,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            limit=limit,
-            token_budget=token_budget,
-            metadata=metadata,
-            min_score=min_score,
-        )
+        body = s.parse(s.SearchRequest, **_arguments(locals()))
         return [hit_dict(h) for h in ops.search(self._memory(), body)]
 
     def list_memories(
@@ -153,14 +140,7 @@ class MemoryTools:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """List memories of a user/agent/session, newest first (paginate with offset)."""
-        body = s.parse(
-            s.ListRequest,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            limit=limit,
-            offset=offset,
-        )
+        body = s.parse(s.ListRequest, **_arguments(locals()))
         return [record_dict(r) for r in ops.list_page(self._memory(), body)]
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:
@@ -201,17 +181,8 @@ class MemoryTools:
         """Build a context window for a question within token_budget: the session's
         summary and recent turns (when session_id is given), the relevant memories with
         the strongest at the edges, and the question last."""
-        from .windowing import build_window, window_dict
-
-        body = s.parse(
-            s.WindowToolIn,
-            question=question,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            token_budget=token_budget,
-            limit=limit,
-        )
+        body = s.parse(s.WindowToolIn, **_arguments(locals()))
+        from .windowing import build_window, window_dict  # the engine, on first use
         req = body.for_session(body.session_id)
         return window_dict(build_window(self.tenants, self.tenant(), req, self.tokenizer))
 
