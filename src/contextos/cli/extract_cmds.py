@@ -17,6 +17,7 @@ from .common import (
     CliState,
     console,
     json_option,
+    number_option,
     pass_state,
     print_json,
     progress_bar,
@@ -108,13 +109,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         metavar="PATH",
         help="LoCoMo file (default ../shared/data/locomo/locomo-dev.json).",
     )
-    @click.option(
-        "--repeat",
-        default=3,
-        show_default=True,
-        type=click.IntRange(1),
-        help="Passes; the fastest counts.",
-    )
+    @number_option("--repeat", 3, click.IntRange(1), "Passes; the fastest counts.")
     @click.option(
         "--limit", default=None, type=click.IntRange(1), help="Only the first N sessions."
     )

@@ -16,7 +16,17 @@ from typing import Any
 
 import click
 
-from .common import CliState, F, console, json_option, pass_state, print_json
+from .common import (
+    CliState,
+    F,
+    choice_option,
+    console,
+    json_option,
+    number_option,
+    pass_state,
+    print_json,
+    served_embedder_option,
+)
 
 ADMIN_KEY_HELP = (
     "Admin key for /v1/keys (manages keys, cannot read memories); "
@@ -142,26 +152,23 @@ def limit_options(note: str = "") -> Callable[[F], F]:
         return f"{note}{help_text}" if note else help_text[0].upper() + help_text[1:]
 
     options = [
-        click.option(
+        number_option(
             "--rate",
-            default=50.0,
-            show_default=True,
-            type=click.FloatRange(0),
-            help=text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
+            50.0,
+            click.FloatRange(0),
+            text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
         ),
-        click.option(
+        number_option(
             "--burst",
-            default=100,
-            show_default=True,
-            type=click.IntRange(1),
-            help=text("requests a key may send at once before the rate applies."),
+            100,
+            click.IntRange(1),
+            text("requests a key may send at once before the rate applies."),
         ),
-        click.option(
+        number_option(
             "--max-body-bytes",
-            default=1_000_000,
-            show_default=True,
-            type=click.IntRange(1024),
-            help=text("larger request bodies get 413."),
+            1_000_000,
+            click.IntRange(1024),
+            text("larger request bodies get 413."),
         ),
     ]
 
@@ -176,9 +183,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 @click.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
-)
+@number_option("--port", 8080, click.IntRange(0, 65535), "TCP port.")
 @click.option(
     "--embedder",
     default=None,
@@ -186,20 +191,18 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 )
 @click.option("--admin-key", envvar="CONTEXTOS_ADMIN_KEY", default=None, help=ADMIN_KEY_HELP)
 @limit_options()
-@click.option(
+@number_option(
     "--keep-alive",
-    default=65,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Seconds an idle client connection stays open (keep it above the client's or "
+    65,
+    click.IntRange(1),
+    "Seconds an idle client connection stays open (keep it above the client's or "
     "load balancer's idle timeout, or requests race the close).",
 )
-@click.option(
+@number_option(
     "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Server processes sharing the port (each a stateless replica over --db).",
+    1,
+    click.IntRange(1, 64),
+    "Server processes sharing the port (each a stateless replica over --db).",
 )
 @click.option(
     "--log-level",
@@ -361,12 +364,11 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 
 @click.command()
 @db_option
-@click.option(
+@choice_option(
     "--transport",
-    type=click.Choice(["stdio", "streamable-http"]),
-    default="stdio",
-    show_default=True,
-    help="stdio for a local client; streamable-http to listen.",
+    ["stdio", "streamable-http"],
+    "stdio",
+    "stdio for a local client; streamable-http to listen.",
 )
 @click.option(
     "--key",
@@ -377,13 +379,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     "HTTP: not used; each request brings its own Bearer key.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: interface.")
-@click.option(
-    "--port",
-    default=8765,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="HTTP: port (endpoint /mcp).",
-)
+@number_option("--port", 8765, click.IntRange(1, 65535), "HTTP: port (endpoint /mcp).")
 @click.option("--embedder", default=None, help="Embedder name (minilm, or hash for tests).")
 @limit_options("HTTP: ")
 @pass_state
@@ -444,40 +440,16 @@ def mcp(
 
 @click.command("serve")
 @db_option
-@click.option(
-    "--clients",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Concurrent clients.",
-)
-@click.option(
-    "--seconds",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(1),
-    help="How long the load runs.",
-)
-@click.option(
-    "--embedder",
-    default="minilm",
-    show_default=True,
-    help="Embedder of the server under test (minilm is the real configuration).",
-)
-@click.option(
+@number_option("--clients", 50, click.IntRange(1, 1000), "Concurrent clients.")
+@number_option("--seconds", 60.0, click.FloatRange(1), "How long the load runs.")
+@served_embedder_option
+@number_option(
     "--add-fraction",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of requests that are adds (the rest are searches).",
+    0.5,
+    click.FloatRange(0, 1),
+    "Share of requests that are adds (the rest are searches).",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Server processes (serve --workers).",
-)
+@number_option("--workers", 1, click.IntRange(1, 64), "Server processes (serve --workers).")
 @click.option(
     "--json",
     "json_out",

@@ -30,7 +30,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the installed e
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
-from ..types import Hit, MemoryRecord, MemoryType
+from ..types import MemoryType
 from . import ops
 from . import schemas as s
 from .auth import DEFAULT_AUTH_FAILURES, Authenticator, Unauthenticated
@@ -58,14 +58,6 @@ def _sdk() -> tuple[type[Any], str]:
         except (ImportError, AttributeError):
             continue
     raise MissingExtraError("mcp", "mcp")
-
-
-def record_dict(r: MemoryRecord) -> dict[str, Any]:
-    return r.to_dict()
-
-
-def hit_dict(h: Hit) -> dict[str, Any]:
-    return h.to_dict()
 
 
 def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +104,7 @@ class MemoryTools:
                 raise ValueError("give messages or its deprecated alias text, not both")
             messages, text = text, None
         body = s.parse(s.AddRequest, **_arguments(locals()))
-        return [record_dict(r) for r in ops.add(self._memory(), body)]
+        return [r.to_dict() for r in ops.add(self._memory(), body)]
 
     def search_memory(
         self,
@@ -129,7 +121,7 @@ class MemoryTools:
         (metadata: equality filters, dotted keys look into nested objects; min_score: a
         floor on each hit's relevance, the query-memory cosine in -1..1)."""
         body = s.parse(s.SearchRequest, **_arguments(locals()))
-        return [hit_dict(h) for h in ops.search(self._memory(), body)]
+        return [h.to_dict() for h in ops.search(self._memory(), body)]
 
     def list_memories(
         self,
@@ -141,12 +133,12 @@ class MemoryTools:
     ) -> list[dict[str, Any]]:
         """List memories of a user/agent/session, newest first (paginate with offset)."""
         body = s.parse(s.ListRequest, **_arguments(locals()))
-        return [record_dict(r) for r in ops.list_page(self._memory(), body)]
+        return [r.to_dict() for r in ops.list_page(self._memory(), body)]
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:
         """One memory by id."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
-        return record_dict(self._memory().get(key.memory_id))
+        return self._memory().get(key.memory_id).to_dict()
 
     def update_memory(
         self, memory_id: str, text: str | None = None, metadata: dict[str, Any] | None = None
@@ -154,7 +146,7 @@ class MemoryTools:
         """Change a memory's text and/or metadata (the old text stays in its history)."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
         body = s.parse(s.UpdateRequest, text=text, metadata=metadata)
-        return record_dict(ops.update(self._memory(), key.memory_id, body))
+        return ops.update(self._memory(), key.memory_id, body).to_dict()
 
     def memory_history(self, memory_id: str) -> list[dict[str, Any]]:
         """Every change to a memory (ADD, UPDATE, DELETE), oldest first."""
@@ -183,6 +175,7 @@ class MemoryTools:
         the strongest at the edges, and the question last."""
         body = s.parse(s.WindowToolIn, **_arguments(locals()))
         from .windowing import build_window, window_dict  # the engine, on first use
+
         req = body.for_session(body.session_id)
         return window_dict(build_window(self.tenants, self.tenant(), req, self.tokenizer))
 
