@@ -131,16 +131,6 @@ def test_bench_online_on_postgresql_leaves_no_memories(
         assert conn.execute("SELECT count(*) FROM memories").fetchone() == (0,)
 
 
-def test_missing_data_is_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "online", "--data", str(tmp_path / "absent.json")])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert "LoCoMo data not found" in err and len(err.splitlines()) == 1
-
-
 def test_config_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="rate"):
         OnlineBenchConfig(rate=-1)

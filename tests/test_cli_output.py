@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import run_cli
+from contextos.cli.main import main
 
 HOSTILE = (
     "pip install 'contextos[server]' and [bold]x[/bold] then "
@@ -109,3 +110,16 @@ def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:
     assert "1 result " in found
     forgot = run_cli("forget", "-u", "ana", "--yes", db=db).stdout
     assert "forgot 1 memory of ana" in forgot
+
+
+@pytest.mark.parametrize("bench", ["locomo", "online", "extract"])
+def test_a_missing_locomo_file_is_one_clean_line(
+    bench: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every benchmark over LoCoMo says where it looked and how to point it elsewhere."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", bench, "--data", str(tmp_path / "missing.json")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
+    assert "\n" not in err and "Traceback" not in err

@@ -123,11 +123,8 @@ def _verify(db: str, key: str, acked: Acked) -> None:
 
 
 def _key(db: str) -> str:
-    store = KeyStore(db)
-    try:
+    with KeyStore(db) as store:
         return store.create("crash").secret
-    finally:
-        store.close()
 
 
 def test_sqlite_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:

@@ -41,11 +41,8 @@ SRC = str(Path(contextos.__file__).resolve().parents[1])
 
 
 def _keys(db: Path, *tenants: str) -> list[str]:
-    store = KeyStore(str(db))
-    try:
+    with KeyStore(str(db)) as store:
         return [store.create(t).secret for t in tenants]
-    finally:
-        store.close()
 
 
 def _payload(result: Any) -> Any:

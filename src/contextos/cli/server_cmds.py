@@ -303,11 +303,8 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
     """Create a key for TENANT and print its secret (shown this once only)."""
     from ..server.keys import KeyStore
 
-    store = KeyStore(_db(state, db))
-    try:
+    with KeyStore(_db(state, db)) as store:
         issued = store.create(tenant, name)
-    finally:
-        store.close()
     if state.as_json:
         print_json({**_key_dict(issued.key), "key": issued.secret})
         return
@@ -329,11 +326,8 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
-    store = KeyStore(_db(state, db))
-    try:
+    with KeyStore(_db(state, db)) as store:
         found = [_key_dict(k) for k in store.list(tenant)]
-    finally:
-        store.close()
     if state.as_json:
         print_json(found)
         return
@@ -351,11 +345,8 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     """Revoke the key KEY_ID; requests using it are refused from now on."""
     from ..server.keys import KeyStore
 
-    store = KeyStore(_db(state, db))
-    try:
+    with KeyStore(_db(state, db)) as store:
         key = store.revoke(key_id)
-    finally:
-        store.close()
     if state.as_json:
         print_json(_key_dict(key))
     else:
