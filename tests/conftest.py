@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
@@ -44,6 +45,14 @@ def _make_postgres(tmp_path: Path) -> AbstractContextManager[Store]:
     from pg_support import postgres_store
 
     return postgres_store()
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Memory]:
+    """A Memory on a fresh SQLite file with the hash embedder, vectors written inline
+    (no worker thread), closed after the test; a module that needs another defines its own."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        yield m
 
 
 STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,7 @@ from contextos.agent.core_memory import CoreMemory, CoreMemoryError, CorePrefix,
 from contextos.agent.tools import SCHEMAS, AgentTools, openai_schemas
 from contextos.engine.session import Session
 from contextos.errors import ScopeError
-from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message
-
-
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    m.close()
 
 
 def test_blocks_are_procedural_memories_with_limits_and_history(memory: Memory) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,6 @@ from contextos.text.temporal import TimeRange
 from contextos.types import Filter, MemoryRecord, Scope
 
 SESSION = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
-
-
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    m.close()
 
 
 def turn(speaker: str, text: str, dia_id: str, **extra: object) -> dict[str, object]:
