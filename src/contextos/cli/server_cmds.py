@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,19 +90,20 @@ def _run_server(app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
         sock.close()
 
 
-def _run_stdio(server: Any) -> None:
-    """Serve MCP over stdio until the client closes it, SIGTERM or Ctrl-C, then return.
+@contextmanager
+def _until_sigterm() -> Iterator[None]:
+    """Run the block until it returns, SIGTERM or Ctrl-C, then carry on normally.
 
-    SIGTERM's default action ends the process on the spot, skipping the caller's
-    ``finally`` that closes the store (an agent client stops its servers that way);
-    as a KeyboardInterrupt it unwinds through the event loop like Ctrl-C."""
+    SIGTERM's default action ends the process on the spot, skipping the ``finally``
+    clauses that close the store (an agent client stops its servers that way, maybe
+    while one is still starting); as a KeyboardInterrupt it unwinds like Ctrl-C."""
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        server.run("stdio")
+        yield
     except KeyboardInterrupt:
         pass
     finally:
@@ -395,11 +397,16 @@ def mcp(
     from ..server.tenants import TenantMemories
 
     target = _db(state, db)
-    sock = _bind(host, port) if transport != "stdio" else None
-    key_store = KeyStore(target)
-    tenants = TenantMemories.open(target, make_embedder(_embedder_name(state, embedder)))
-    try:
-        if transport == "stdio":
+    with ExitStack() as stack:
+        if transport == "stdio":  # from here on, SIGTERM still closes what is opened below
+            stack.enter_context(_until_sigterm())
+        sock = _bind(host, port) if transport != "stdio" else None
+        if sock is not None:
+            stack.callback(sock.close)
+        key_store = stack.enter_context(KeyStore(target))
+        embedder_ = make_embedder(_embedder_name(state, embedder))
+        tenants = stack.enter_context(closing(TenantMemories.open(target, embedder_)))
+        if sock is None:
             key = key_store.verify(api_key or "")
             if key is None:
                 raise Unauthenticated(
@@ -407,26 +414,19 @@ def mcp(
                     "CONTEXTOS_API_KEY (create one with `contextos keys "
                     "create --tenant T`)"
                 )
-            server = build_mcp_server(tenants, tenant=key.tenant)
-            _run_stdio(server)
-        else:
-            assert sock is not None
-            url = _url(host, sock.getsockname()[1])
-            server = build_mcp_server(tenants, keys=key_store, http_url=url)
-            app = mcp_http_app(
-                server,
-                key_store,
-                host=host,
-                rate_limit=RateLimit(rate=rate, burst=burst),
-                max_body_bytes=max_body_bytes,
-            )
-            console.print(f"contextos MCP serving on {url}/mcp", highlight=False)
-            _run_server(app, sock, {"log_level": "warning", "access_log": False})
-    finally:
-        if sock is not None:
-            sock.close()
-        tenants.close()
-        key_store.close()
+            build_mcp_server(tenants, tenant=key.tenant).run("stdio")
+            return
+        url = _url(host, sock.getsockname()[1])
+        server = build_mcp_server(tenants, keys=key_store, http_url=url)
+        app = mcp_http_app(
+            server,
+            key_store,
+            host=host,
+            rate_limit=RateLimit(rate=rate, burst=burst),
+            max_body_bytes=max_body_bytes,
+        )
+        console.print(f"contextos MCP serving on {url}/mcp", highlight=False)
+        _run_server(app, sock, {"log_level": "warning", "access_log": False})
 
 
 @click.command("serve")
