@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError
 from ..types import Filter
-from .core_memory import CoreMemory, CoreMemoryError, CorePrefix
+from .core_memory import CoreMemory, CoreMemoryError, CorePrefix, need_text
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
@@ -166,8 +166,7 @@ class AgentTools:
         return self._edited(label)
 
     def _insert(self, content: str) -> str:
-        if not isinstance(content, str) or not content.strip():
-            raise CoreMemoryError("content must be a non-empty string")
+        need_text("content", content)
         rec = self.memory.add(
             content,
             user_id=self.core.user_id,
@@ -178,8 +177,7 @@ class AgentTools:
         return f"Stored in archival memory (id {rec.id})."
 
     def _search(self, query: str) -> str:
-        if not isinstance(query, str) or not query.strip():
-            raise CoreMemoryError("query must be a non-empty string")
+        need_text("query", query)
         hits = self.memory.search(
             query,
             user_id=self.core.user_id,
