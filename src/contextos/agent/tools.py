@@ -21,6 +21,7 @@ from .core_memory import CoreMemory, CoreMemoryError, CorePrefix, need_text
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
+    from contextos.memory import Memory
 
 ARCHIVAL = "archival"
 SEARCH_LIMIT = 5
@@ -223,13 +224,13 @@ __all__ = [
 
 
 def scoped_tools(
-    memory: Any,
+    memory: Memory,
     *,
     user_id: str | None = None,
     agent_id: str | None = None,
     session_id: str | None = None,
 ) -> AgentTools:
-    """The tools of one scope of ``memory`` (a Memory), with the session log if given.
+    """The tools of one scope of ``memory``, with the session log if given.
 
     What the MCP tools and the HTTP routes build per call: everything lives in
     the store, so nothing is kept between calls.
