@@ -123,3 +123,24 @@ def test_a_missing_locomo_file_is_one_clean_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
     assert "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["serve"], "TCP port. [default: 8080; 0<=x<=65535]"),
+        (["serve"], "[default: 1000000; x>=1024]"),
+        (["mcp"], "HTTP: larger request bodies get 413. [default: 1000000; x>=1024]"),
+        (["bench", "wrap"], "Which SDK client to wrap. [default: both]"),
+        (["bench", "online"], "[default: 10.0; x>=0]"),
+    ],
+)
+def test_numbers_and_choices_show_their_default_and_range(command: list[str], shown: str) -> None:
+    """Every bounded or choice option says in --help what it takes and what it defaults to."""
+    from click.testing import CliRunner
+
+    from contextos.cli.main import cli
+
+    result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert shown in " ".join(result.output.split())
