@@ -24,6 +24,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _folder(out_dir: str | Path) -> Path:
+    """The output folder, created if missing."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _saved(plt: Any, fig: Any, path: Path) -> Path:
     """Lay ``fig`` out, write it to ``path`` and free it (pyplot keeps every open figure)."""
     fig.tight_layout()
@@ -46,9 +53,7 @@ def rolling_mean(values: Sequence[float], n: int = 10) -> list[float]:
 
 def plot_replay(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     """Per budget: window tokens and cache-read share per call, one line per strategy."""
-    plt = _pyplot()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    plt, out = _pyplot(), _folder(out_dir)
     paths: list[Path] = []
     first = report["conversations"][0] if report.get("conversations") else ""
     for budget, by_strategy in report["budgets"].items():
@@ -70,9 +75,7 @@ def plot_replay(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
 
 def plot_litm(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     """Per data set: where the gold item landed in its segment (slot histogram)."""
-    plt = _pyplot()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    plt, out = _pyplot(), _folder(out_dir)
     paths: list[Path] = []
     for name, res in report["datasets"].items():
         hist = res["slot_histogram"]
