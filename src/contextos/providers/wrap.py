@@ -7,9 +7,9 @@
     >>> client.messages.create(model="claude-haiku-4-5", max_tokens=512,  # doctest: +SKIP
     ...                        messages=[{"role": "user", "content": "What do I eat?"}])
 
-The wrapped client has the SDK's own call shape (``messages.create`` for
-``anthropic.Anthropic``, ``chat.completions.create`` for ``openai.OpenAI``;
-everything else is the SDK's, untouched) and returns the SDK's own response
+The wrapped client has the SDK's own call shape (``messages.create`` and
+``beta.messages.create`` for ``anthropic.Anthropic``, ``chat.completions.create``
+for ``openai.OpenAI``; everything else is the SDK's, untouched) and returns the SDK's own response
 objects, streams included. Each call:
 
 1. assembles the window from the session log and memory (a
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..types import Usage
-from .base import CallRecord, Prepared, ProviderAdapter, StreamAccumulator
+from .base import CallRecord, EditReport, Prepared, ProviderAdapter, StreamAccumulator, edit_report
 from .errors import mapped_errors
 from .streams import instrument
 
@@ -70,6 +70,10 @@ class UsageLog:
         fields = Usage.__dataclass_fields__
         sums = {k: sum(getattr(c.usage, k) for c in self) for k in fields}
         return Usage(**sums)
+
+    def edits(self) -> EditReport:
+        """What the provider's server-side context editing did, and the cache around it."""
+        return edit_report(list(self))
 
 
 class _Core:
@@ -120,6 +124,7 @@ class _Core:
                     prefix,
                     prepared.logged if prepared else (),
                     _request_id(self.adapter, response),
+                    extra=_extra(self.adapter, response),
                 ),
             )
             return response
@@ -203,6 +208,12 @@ def _request_id(adapter: Any, response: Any) -> str | None:
     return getter(response) if getter is not None else None
 
 
+def _extra(source: Any, *args: Any) -> dict[str, Any]:
+    """The adapter's (or stream accumulator's) ``extra`` report; {} when it has none."""
+    getter = getattr(source, "extra", None)
+    return dict(getter(*args)) if getter is not None else {}
+
+
 def _stream_record(
     provider: str,
     model: str,
@@ -223,6 +234,7 @@ def _stream_record(
         prepared.logged if prepared else (),
         getattr(acc, "message_id", None),
         complete,
+        _extra(acc),
     )
 
 
@@ -282,6 +294,17 @@ class _Chat:
         return getattr(self._inner, name)
 
 
+class _Beta:
+    """``client.beta`` with ``beta.messages`` wrapped (context management lives there)."""
+
+    def __init__(self, inner: Any, core: _Core) -> None:
+        self._inner = inner
+        self.messages = _Resource(inner.messages, core, "anthropic")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class WrappedClient:
     """An SDK client with contextos in the call path. Build it with :func:`wrap`.
 
@@ -295,6 +318,8 @@ class WrappedClient:
         self.provider = core.adapter.name
         if self.provider == "anthropic":
             self.messages = _Resource(client.messages, core, "anthropic")
+            if hasattr(client, "beta"):
+                self.beta = _Beta(client.beta, core)
         else:
             self.chat = _Chat(client.chat, core)
 
