@@ -538,3 +538,33 @@ def test_stream_usage_when_message_delta_only_carries_output_tokens():
         assert (usage.input_tokens, usage.output_tokens) == (21, 7)
         assert (usage.cache_creation_1h, usage.cache_read_input_tokens) == (900, 300)
         c.close()
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"), [("claude-haiku-4-5", 4096), ("claude-sonnet-4-6", 1024)]
+)
+def test_no_breakpoint_is_planned_below_the_models_minimum(fake, client, memory, model, minimum):
+    """The registry's minimum cacheable prompt decides: a prefix under it gets no
+    ``cache_control`` at all (it would cache nothing), one over it does."""
+    from contextos.llm.models import get_model
+
+    assert get_model(model).min_cache_tokens == minimum
+    tokens = default_tokenizer()
+
+    def rules(n: int) -> str:
+        return " ".join(f"Rule {i}: answer precisely." for i in range(n))
+
+    under = next(n for n in range(10, 5000, 10) if tokens.count(rules(n)) > minimum - 300)
+    over = next(n for n in range(under, 9000, 10) if tokens.count(rules(n)) > minimum + 300)
+    for n, expect in ((under, False), (over, True)):
+        fake.clear()
+        wrapped = wrap(client, memory=memory, session=f"min-{model}-{n}", user_id="ana")
+        wrapped.messages.create(
+            model=model,
+            max_tokens=64,
+            system=rules(n),
+            messages=[{"role": "user", "content": "hello"}],
+        )
+        wrapped.flush()
+        sent = json.dumps(fake.messages_requests()[-1].json())
+        assert ("cache_control" in sent) is expect, (model, n)

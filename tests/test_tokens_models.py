@@ -173,3 +173,12 @@ def test_count_cli_never_calls_cl100k_exact_for_claude(tmp_path) -> None:
         assert res.exit_code == 0, res.output
         out = json.loads(res.output)
         assert out["estimate"] is True and out["model"] == model
+
+
+def test_every_hosted_cache_minimum_names_its_source() -> None:
+    for model in MODELS.values():
+        if model.provider == "open":
+            assert model.cache_source == "" and model.min_cache_tokens == 0, model.name
+        else:
+            assert "https://" in model.cache_source, model.name
+    assert "ASSUMPTION" in MODELS["claude-opus-4-7"].cache_source

@@ -46,8 +46,16 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
 
 ASSUMPTION (tell the lead): no official number was found for Opus 4.7's minimum cacheable
 prompt. Third-party pages disagree (4,096: docs.litellm.ai prompt_caching, claudecodeguides.com,
-clawdemy.org; 2,048: dev.to/creeta). We use 4,096, the larger: too high a minimum only skips a
-breakpoint that would have cached, too low a one places a breakpoint that silently caches nothing.
+clawdemy.org, startdebugging.net 2026-06 "verified against the prompt caching docs"; 2,048:
+dev.to/creeta). We use 4,096, the larger: too high a minimum only skips a breakpoint that would
+have cached, too low a one places a breakpoint that silently caches nothing.
+
+Sonnet 4.6 (re-checked 2026-11-30): the official table as quoted in anthropic-sdk-python issue
+1194, claudecodeguides.com's 2026 table and startdebugging.net (2026-06) give 1,024; docs.orq.ai's
+proxy table gives 2,048, and that issue reports caching observed only from 2,048. We keep the
+official 1,024 (the issue is an unconfirmed observation); ``cache_source`` says so.
+
+Each entry's ``cache_source`` names where its ``min_cache_tokens`` comes from.
 """
 
 from __future__ import annotations
@@ -58,6 +66,28 @@ from typing import Literal
 from contextos.errors import ConfigError
 
 Provider = Literal["anthropic", "openai", "open"]
+
+#: Where each minimum cacheable prompt length comes from (``ModelInfo.cache_source``).
+A_CACHE = (
+    "https://platform.claude.com/docs/en/build-with-claude/prompt-caching (table quoted in "
+    "https://github.com/anthropics/anthropic-sdk-python/issues/1194)"
+)
+A_CACHE_SONNET46 = (
+    A_CACHE + "; 2,048 per https://docs.orq.ai/docs/proxy/prompt-caching and observed in that "
+    "issue, not adopted"
+)
+A_CACHE_OPUS48 = (
+    "https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-8 "
+    "(lower 1,024-token minimum cacheable prompt length)"
+)
+A_CACHE_OPUS47 = (
+    "ASSUMPTION, no first-party page found: 4,096 per https://claudecodeguides.com/"
+    "claude-cache-minimum-token-requirements-2026/ and https://startdebugging.net/2026/06/"
+    "prompt-caching-on-claude-sonnet-4-6-vs-claude-opus-4-7-when-it-pays-off/; 2,048 per "
+    "https://dev.to/creeta/claudes-prompt-cache-fails-silently-below-1024-tokens-1ch1"
+)
+A_CACHE_3X = A_CACHE + " (as read 2025-11, for the retired Claude 3.x models)"
+O_CACHE = "https://developers.openai.com/docs/guides/prompt-caching (1024 tokens or longer)"
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,8 @@ class ModelInfo:
     tokenizer: str = "cl100k_base"
     #: ISO date the provider retires (or retired) the model; None while it is not deprecated.
     deprecated: str | None = None
+    #: Where ``min_cache_tokens`` comes from (URLs); '' for self-hosted models (no provider cache).
+    cache_source: str = ""
 
     def exact_with(self, tokenizer_name: str) -> bool:
         """Whether a count by ``tokenizer_name`` is this model's exact count.
@@ -113,6 +145,7 @@ def _anthropic(
     inp: float,
     out: float,
     deprecated: str | None = None,
+    cache_source: str = A_CACHE,
 ) -> ModelInfo:
     # Anthropic: cache write 5m = 1.25x input, 1h = 2x input, read = 0.1x input [A-PRICE].
     return ModelInfo(
@@ -126,6 +159,7 @@ def _anthropic(
         # messages.count_tokens; every offline count is an estimate.
         tokenizer="claude (count_tokens API)",
         deprecated=deprecated,
+        cache_source=cache_source,
     )
 
 
@@ -148,6 +182,7 @@ def _openai(
         Prices(inp, out, inp, inp, cached),
         tokenizer="o200k_base",
         deprecated=deprecated,
+        cache_source=O_CACHE,
     )
 
 
@@ -160,10 +195,12 @@ _MODELS: tuple[ModelInfo, ...] = (
     # [B-OPUS47] [A-MODELS]; prices [A-PRICE]; minimum cacheable prompt [A-CACHE], Opus 4.8 from
     # [A-OPUS48], Opus 4.7 an ASSUMPTION (see the module docstring). Long-context (>200K) price
     # tiers are not modelled. Deprecation / retirement dates [A-DEPR].
-    _anthropic("claude-opus-4-8", 1_000_000, 128_000, 1024, 5.0, 25.0),
-    _anthropic("claude-opus-4-7", 1_000_000, 128_000, 4096, 5.0, 25.0),  # min cache: assumption
+    _anthropic("claude-opus-4-8", 1_000_000, 128_000, 1024, 5.0, 25.0, cache_source=A_CACHE_OPUS48),
+    _anthropic("claude-opus-4-7", 1_000_000, 128_000, 4096, 5.0, 25.0, cache_source=A_CACHE_OPUS47),
     _anthropic("claude-opus-4-6", 1_000_000, 128_000, 4096, 5.0, 25.0),
-    _anthropic("claude-sonnet-4-6", 1_000_000, 128_000, 1024, 3.0, 15.0),
+    _anthropic(
+        "claude-sonnet-4-6", 1_000_000, 128_000, 1024, 3.0, 15.0, cache_source=A_CACHE_SONNET46
+    ),
     _anthropic("claude-haiku-4-5", 200_000, 64_000, 4096, 1.0, 5.0),
     _anthropic("claude-opus-4-5", 200_000, 64_000, 4096, 5.0, 25.0, deprecated="2027-01-22"),
     _anthropic("claude-sonnet-4-5", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-11-30"),
@@ -174,9 +211,36 @@ _MODELS: tuple[ModelInfo, ...] = (
     # Claude 3.x: no longer served by the Claude API [A-DEPR3]; kept so logs and sessions
     # that name them still budget and price. Minimum cacheable prompt [A-CACHE] (1,024 for
     # Sonnet, 2,048 for Haiku); prices [A-PRICE].
-    _anthropic("claude-3-7-sonnet", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-02-19"),
-    _anthropic("claude-3-5-sonnet", 200_000, 8_192, 1024, 3.0, 15.0, deprecated="2025-10-22"),
-    _anthropic("claude-3-5-haiku", 200_000, 8_192, 2048, 0.8, 4.0, deprecated="2026-02-19"),
+    _anthropic(
+        "claude-3-7-sonnet",
+        200_000,
+        64_000,
+        1024,
+        3.0,
+        15.0,
+        deprecated="2026-02-19",
+        cache_source=A_CACHE_3X,
+    ),
+    _anthropic(
+        "claude-3-5-sonnet",
+        200_000,
+        8_192,
+        1024,
+        3.0,
+        15.0,
+        deprecated="2025-10-22",
+        cache_source=A_CACHE_3X,
+    ),
+    _anthropic(
+        "claude-3-5-haiku",
+        200_000,
+        8_192,
+        2048,
+        0.8,
+        4.0,
+        deprecated="2026-02-19",
+        cache_source=A_CACHE_3X,
+    ),
     # GPT-4.1 family: 1,047,576-token window, 32,768 output [O-MODELS]; prices [O-PRICE]
     # (read 2025-11, not re-verified 2026-11-25); shutdown dates [O-DEPR].
     _openai("gpt-4.1", 1_047_576, 32_768, 2.0, 8.0, 0.5, deprecated="2027-01-14"),
