@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..types import Usage
@@ -342,7 +342,9 @@ class WrappedClient:
         return getattr(self.unwrapped, name)
 
 
-def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
+def _adapter_for(
+    client: Any, cache_key: bool | str, cache_options: Mapping[str, Any] | None = None
+) -> ProviderAdapter:
     root = type(client).__module__.split(".")[0]
     name = type(client).__name__
     if name.startswith("Async"):
@@ -354,7 +356,7 @@ def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
     if root == "openai" and hasattr(client, "chat"):
         from .openai import OpenAIAdapter
 
-        return OpenAIAdapter(cache_key=cache_key)
+        return OpenAIAdapter(cache_key=cache_key, cache_options=cache_options)
     raise TypeError(
         f"cannot wrap {type(client).__module__}.{name}: "
         "pass an anthropic.Anthropic or openai.OpenAI client"
@@ -376,6 +378,7 @@ def wrap(
     compaction: str | None = "summarize",
     background_commit: bool = True,
     prompt_cache_key: bool | str = False,
+    prompt_cache_options: Mapping[str, Any] | None = None,
     stream_usage: bool = True,
     on_call: Recorder | None = None,
     memory_tools: Any = False,
@@ -398,6 +401,9 @@ def wrap(
         background_commit: log the reply and remember the exchange on a background
             thread (the next call or ``flush()`` waits for it); False to do it inline.
         prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
+        prompt_cache_options: OpenAI only; sent on every call that has none of its own
+            (``{"mode": "explicit"}``), and the window's cache breakpoints are marked
+            with ``prompt_cache_breakpoint`` (see :mod:`contextos.providers.openai`).
         stream_usage: OpenAI only; ask streams for the usage chunk.
         on_call: called with every :class:`~contextos.providers.base.CallRecord`.
         memory_tools: True to offer the model the self-editing memory tools (core
@@ -407,7 +413,7 @@ def wrap(
     Raises:
         TypeError: an unsupported client, or ``context`` together with memory/session.
     """
-    adapter = _adapter_for(client, prompt_cache_key)
+    adapter = _adapter_for(client, prompt_cache_key, prompt_cache_options)
     if context is not None and (memory is not None or session is not None):
         raise TypeError("pass either context= or memory=/session=, not both")
     if context is None and (memory is not None or session is not None):

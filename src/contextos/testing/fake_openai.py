@@ -14,6 +14,16 @@ of at least ``min_cache_tokens`` (1,024 by default), rounded down to a multiple
 of ``cache_increment`` (128 by default), and reported as
 ``usage.prompt_tokens_details.cached_tokens``.
 Tokens are one per four characters of each item's canonical JSON.
+
+Explicit breakpoints (openai 3.57 ``PromptCacheOptions`` and the text part's
+``prompt_cache_breakpoint``) are simulated too: a marked part writes the prefix
+up to and including itself (the latest four with ``prompt_cache_options.mode``
+``explicit``, the latest three otherwise), a later request reads the longest
+written prefix it repeats, exactly (not rounded), and the tokens written past
+what was read are reported as ``prompt_tokens_details.cache_write_tokens``.
+``mode: explicit`` turns the implicit prefix cache off for that request's
+writes. Markers are not content: they are left out of every prefix hash. A
+malformed ``prompt_cache_options`` or breakpoint is refused with a 400.
 """
 
 from __future__ import annotations
@@ -54,13 +64,18 @@ class OpenAIUsage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def wire(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+                "audio_tokens": 0,
+            },
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
                 "audio_tokens": 0,
@@ -74,32 +89,100 @@ def _canonical(item: Any) -> str:
     return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class CacheOptionsError(ValueError):
+    """A ``prompt_cache_options`` or breakpoint the real API would refuse (400)."""
+
+
+def _unmarked(item: Any) -> Any:
+    """``item`` without ``prompt_cache_breakpoint`` markers (they are not content)."""
+    if isinstance(item, dict):
+        return {k: _unmarked(v) for k, v in item.items() if k != "prompt_cache_breakpoint"}
+    if isinstance(item, list):
+        return [_unmarked(v) for v in item]
+    return item
+
+
+def _parts(body: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The request as (canonical text, ends a breakpoint) units: each tool, each message
+    (its fields, then each content part when the content is a list of parts)."""
+    out: list[tuple[str, bool]] = [(_canonical(t), False) for t in body.get("tools") or []]
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        head = _canonical({k: v for k, v in message.items() if k != "content"})
+        if not isinstance(content, list):
+            out.append((head + _canonical(content), False))
+            continue
+        out.append((head, False))
+        for part in content:
+            mark = part.get("prompt_cache_breakpoint") if isinstance(part, dict) else None
+            if mark is not None and (
+                not isinstance(mark, dict)
+                or mark.get("mode") != "explicit"
+                or mark.get("ttl", "30m") not in ("30m", "12h")
+            ):
+                raise CacheOptionsError(f"invalid prompt_cache_breakpoint {mark!r}")
+            out.append((_canonical(_unmarked(part)), mark is not None))
+    return out
+
+
 class _PrefixCache:
-    """Prefix hashes of earlier requests, at message boundaries."""
+    """Prefix hashes of earlier requests: at message boundaries (implicit) and at
+    explicit breakpoints."""
 
     def __init__(self, min_tokens: int, increment: int) -> None:
         self.min_tokens = min_tokens
         self.increment = increment
         self.keys: set[str] = set()
+        self.explicit: set[str] = set()
 
-    def account(self, body: dict[str, Any]) -> tuple[int, int]:
-        """(prompt tokens, cached tokens) for a request, remembering its prefixes."""
+    def account(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(prompt tokens, cached tokens, written tokens) for a request, remembering it."""
+        options = body.get("prompt_cache_options")
+        if options is not None and (
+            not isinstance(options, dict)
+            or set(options) - {"mode", "ttl"}
+            or options.get("mode", "implicit") not in ("implicit", "explicit")
+            or options.get("ttl", "30m") != "30m"
+        ):
+            raise CacheOptionsError(f"invalid prompt_cache_options {options!r}")
+        mode = (options or {}).get("mode", "implicit")
         items = [*(body.get("tools") or []), *(body.get("messages") or [])]
         running = hashlib.sha256(str(body.get("model")).encode())
         total = 0
         cached = 0
         for item in items:
-            text = _canonical(item)
+            text = _canonical(_unmarked(item))
             running.update(text.encode())
             total += estimate_tokens(text)
             key = running.copy().hexdigest()
             if key in self.keys:
                 cached = total
-            if total >= self.min_tokens:
+            if total >= self.min_tokens and mode == "implicit":
                 self.keys.add(key)
         if cached < self.min_tokens:
             cached = 0
-        return total, cached - cached % self.increment
+        cached -= cached % self.increment
+        read, end = self._explicit(body, mode, total)
+        cached = max(cached, read)
+        return total, cached, max(0, end - cached)
+
+    def _explicit(self, body: dict[str, Any], mode: str, total: int) -> tuple[int, int]:
+        """(tokens read at an explicit breakpoint, end of the last one written)."""
+        units = _parts(body)
+        running = hashlib.sha256(str(body.get("model")).encode())
+        cum = 0
+        keys: list[tuple[str, int, bool]] = []
+        for text, mark in units:
+            running.update(text.encode())
+            cum += estimate_tokens(text)
+            keys.append((running.copy().hexdigest(), min(cum, total), mark))
+        read = max((t for k, t, _ in keys if k in self.explicit), default=0)
+        read = read if read >= self.min_tokens else 0
+        marks = [(k, t) for k, t, mark in keys if mark][-(4 if mode == "explicit" else 3) :]
+        marks = [(k, t) for k, t in marks if t >= self.min_tokens]
+        for key, _ in marks:
+            self.explicit.add(key)
+        return read, marks[-1][1] if marks else 0
 
 
 def _default_reply(body: dict[str, Any]) -> str:
@@ -192,9 +275,22 @@ class FakeOpenAI(FakeHTTPServer):
                 },
             )
         body = request.json()
-        total, cached = self.cache.account(body)
+        try:
+            total, cached, written = self.cache.account(body)
+        except CacheOptionsError as exc:
+            return FakeResponse(
+                status=400,
+                json_body={
+                    "error": {
+                        "message": str(exc),
+                        "type": "invalid_request_error",
+                        "param": "prompt_cache_options",
+                        "code": None,
+                    }
+                },
+            )
         text = self.reply(body)
-        usage = OpenAIUsage(total, estimate_tokens(text), cached)
+        usage = OpenAIUsage(total, estimate_tokens(text), cached, written)
         options = body.get("stream_options") or {}
         return self._completion(
             body["model"],
