@@ -215,3 +215,65 @@ def test_cache_writes_and_their_ttl_split_are_read_from_the_sdk_types():
     )
     assert openai_write_ttls(chat) == {}
     assert usage_from_openai(chat).input_tokens == 2000 - 1024 - 512
+
+
+# -- the Responses API: unmanaged, recorded ------------------------------------------
+
+
+def _marked_input(question: str, rules: str = SYSTEM) -> list[dict[str, Any]]:
+    part = {"type": "input_text", "text": rules, MARK: {"mode": "explicit"}}
+    return [
+        {"role": "developer", "content": [part]},
+        {"role": "user", "content": question},
+    ]
+
+
+def test_responses_calls_pass_through_and_record_writes_by_ttl(fake, client):
+    ask = dict(model=MODEL, prompt_cache_options={"mode": "explicit"})
+    client.responses.create(input=_marked_input("first?"), **ask)
+    wrapped = wrap(client)
+    got = wrapped.responses.create(input=_marked_input("second?"), **ask)
+    first, second = fake.responses_requests()
+    assert second.json() == {**first.json(), "input": _marked_input("second?")}  # as given
+    assert isinstance(got, openai.types.responses.Response)
+    (call,) = list(wrapped.calls)
+    assert call.reply.content == got.output_text and call.request_id == got.id
+    assert call.usage.cache_read_input_tokens == got.usage.input_tokens_details.cached_tokens
+    assert call.usage.cache_read_input_tokens > 1024  # the prefix the first call wrote
+    other = SYSTEM.replace("Rule", "Law")
+    wrote = wrapped.responses.create(input=_marked_input("third?", other), **ask)
+    written = wrote.usage.input_tokens_details.cache_write_tokens
+    assert written > 1024
+    assert wrapped.calls[-1].usage.cache_creation_input_tokens == written
+    assert wrapped.calls[-1].extra["cache_write_ttl"] == {"30m": written, "12h": 0}
+
+
+def test_responses_compaction_items_are_recorded_streamed_or_not(fake, client):
+    wrapped = wrap(client)
+    config = [{"type": "compaction", "compact_threshold": 1000}]
+    long_input = [{"role": "user", "content": "detail " * 800}]
+    response = wrapped.responses.create(model=MODEL, input=long_input, context_management=config)
+    assert fake.responses_requests()[-1].json()["context_management"] == config
+    (item,) = wrapped.calls[-1].extra["compaction_items"]
+    assert item == {
+        "type": "compaction",
+        "id": response.output[0].id,
+        "encrypted_content": response.output[0].encrypted_content,
+    }
+    before = wrapped.calls[-1].usage
+    follow = [
+        *long_input,
+        *(o.to_dict() for o in response.output),
+        {"role": "user", "content": "ok"},
+    ]
+    wrapped.responses.create(model=MODEL, input=follow, context_management=config)
+    assert "compaction_items" not in wrapped.calls[-1].extra
+    assert wrapped.calls[-1].usage.input_tokens < before.input_tokens  # read from the item on
+    stream = wrapped.responses.create(
+        model=MODEL, input=long_input, context_management=config, stream=True
+    )
+    text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    call = wrapped.calls[-1]
+    assert call.stream and call.complete and call.reply.content == text
+    assert call.extra["compaction_items"][0]["type"] == "compaction"
+    assert call.usage.output_tokens > 0

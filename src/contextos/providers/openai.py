@@ -349,3 +349,113 @@ class OpenAIAdapter:
 
     def accumulator(self) -> OpenAIStreamAccumulator:
         return OpenAIStreamAccumulator()
+
+
+# -- the Responses API: pass-through, recorded -------------------------------------
+
+
+def responses_reply(response: Any) -> Message:
+    """The assistant message of a Responses API ``Response``: its ``output_text``
+    parts and ``function_call`` items (``types/responses/response_output_item.py``)."""
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    for item in field_of(response, "output") or []:
+        kind = field_of(item, "type")
+        if kind == "message":
+            text += [
+                field_of(c, "text") or ""
+                for c in field_of(item, "content") or []
+                if field_of(c, "type") == "output_text"
+            ]
+        elif kind == "function_call":
+            calls.append(
+                ToolCall(
+                    str(field_of(item, "call_id")),
+                    str(field_of(item, "name")),
+                    str(field_of(item, "arguments") or ""),
+                )
+            )
+    return Message("assistant", "".join(text), tool_calls=tuple(calls))
+
+
+def responses_extra(response: Any) -> dict[str, Any]:
+    """``cache_write_ttl`` (see :func:`openai_write_ttls`) and ``compaction_items``: the
+    ``compaction`` output items (``types/responses/response_compaction_item.py``: ``id``,
+    ``encrypted_content``) a ``context_management`` compaction produced."""
+    out: dict[str, Any] = {}
+    split = openai_write_ttls(field_of(response, "usage"))
+    if split:
+        out["cache_write_ttl"] = split
+    items = [
+        {k: field_of(item, k) for k in ("type", "id", "encrypted_content")}
+        for item in field_of(response, "output") or []
+        if field_of(item, "type") == "compaction"
+    ]
+    if items:
+        out["compaction_items"] = items
+    return out
+
+
+class ResponsesStreamAccumulator:
+    """Text, usage and compaction from Responses API stream events."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._response: Any = None
+        self.message_id: str | None = None
+
+    def feed(self, event: Any) -> None:
+        kind = field_of(event, "type")
+        if kind == "response.output_text.delta":
+            self._text.append(field_of(event, "delta") or "")
+        elif kind in ("response.created", "response.completed", "response.incomplete"):
+            self._response = field_of(event, "response")
+            self.message_id = self.message_id or field_of(self._response, "id")
+
+    def usage(self) -> Usage:
+        return usage_from_openai(field_of(self._response, "usage"))
+
+    def reply(self) -> Message:
+        done = self._response is not None and field_of(self._response, "output")
+        return (
+            responses_reply(self._response) if done else Message("assistant", "".join(self._text))
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return responses_extra(self._response)
+
+
+class ResponsesAdapter:
+    """``client.responses.create`` as a pass-through: the request goes out as given (the
+    window is not managed for this API), and its usage, reply, cache-write TTL split and
+    compaction items are recorded with the client's other calls.
+
+    The installed openai 3.57 has Responses-API compaction:
+    ``context_management=[{"type": "compaction", "compact_threshold": N}]``
+    (``types/responses/response_create_params.py``), ``compaction`` output items,
+    and ``client.responses.compact(...)`` (reached unwrapped, through the SDK).
+    """
+
+    name = "openai"
+
+    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
+        return ChatRequest(model=str(kwargs.get("model", "")), stream=bool(kwargs.get("stream")))
+
+    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        return dict(kwargs), ""
+
+    def usage(self, response: Any) -> Usage:
+        return usage_from_openai(field_of(response, "usage"))
+
+    def reply(self, response: Any) -> Message:
+        return responses_reply(response)
+
+    def extra(self, response: Any) -> dict[str, Any]:
+        return responses_extra(response)
+
+    def request_id(self, response: Any) -> str | None:
+        value = field_of(response, "id")
+        return str(value) if value else None
+
+    def accumulator(self) -> ResponsesStreamAccumulator:
+        return ResponsesStreamAccumulator()

@@ -9,7 +9,8 @@
 
 The wrapped client has the SDK's own call shape (``messages.create`` and
 ``beta.messages.create`` for ``anthropic.Anthropic``, ``chat.completions.create``
-for ``openai.OpenAI``; everything else is the SDK's, untouched) and returns the SDK's own response
+for ``openai.OpenAI``, whose ``responses.create`` passes through unmanaged but
+recorded; everything else is the SDK's, untouched) and returns the SDK's own response
 objects, streams included. Each call:
 
 1. assembles the window from the session log and memory (a
@@ -88,6 +89,12 @@ class _Core:
         self.recorders = [self.calls.append, *recorders]
         self.stream_usage = stream_usage
         self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
+
+    def passthrough(self, adapter: ProviderAdapter) -> _Core:
+        """A core for another API of the same client: never managed, recorded in this log."""
+        other = _Core(adapter, None, [], stream_usage=False)
+        other.calls, other.recorders = self.calls, self.recorders
+        return other
 
     def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
         """Assemble and render the window (pass-through without a context source)."""
@@ -285,6 +292,21 @@ class _Resource:
         return getattr(self._inner, name)
 
 
+class _Recorded:
+    """An SDK resource whose ``create`` is sent unchanged and recorded (Responses API)."""
+
+    def __init__(self, inner: Any, core: _Core) -> None:
+        self._inner = inner
+        self._core = core
+
+    def create(self, **kwargs: Any) -> Any:
+        """The SDK's ``create``, as given; usage recorded, errors mapped."""
+        return self._core.call(self._inner.create, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class _Chat:
     def __init__(self, inner: Any, core: _Core) -> None:
         self._inner = inner
@@ -322,6 +344,10 @@ class WrappedClient:
                 self.beta = _Beta(client.beta, core)
         else:
             self.chat = _Chat(client.chat, core)
+            if hasattr(client, "responses"):
+                from .openai import ResponsesAdapter
+
+                self.responses = _Recorded(client.responses, core.passthrough(ResponsesAdapter()))
 
     @property
     def calls(self) -> UsageLog:

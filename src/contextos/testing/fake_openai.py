@@ -1,4 +1,6 @@
-"""A local fake of OpenAI's Chat Completions API (and compatible servers).
+"""A local fake of OpenAI's Chat Completions API (and compatible servers), and the
+basics of its Responses API (``POST /v1/responses``: JSON or SSE, cache usage with
+the write TTL split, ``context_management`` compaction items).
 
 Speaks what the real ``openai.OpenAI`` client expects at ``base_url``
 (``http://127.0.0.1:PORT/v1``): ``POST /chat/completions`` as JSON or, with
@@ -248,7 +250,7 @@ class FakeOpenAI(FakeHTTPServer):
     # -- default behaviour ---------------------------------------------------
     def respond(self, request: RecordedRequest) -> FakeResponse:
         path = request.path.split("?")[0]
-        if request.method != "POST" or path != "/v1/chat/completions":
+        if request.method != "POST" or path not in ("/v1/chat/completions", "/v1/responses"):
             return FakeResponse(
                 status=404,
                 json_body={
@@ -275,6 +277,8 @@ class FakeOpenAI(FakeHTTPServer):
                 },
             )
         body = request.json()
+        if path == "/v1/responses":
+            return self._response(body)
         try:
             total, cached, written = self.cache.account(body)
         except CacheOptionsError as exc:
@@ -298,6 +302,94 @@ class FakeOpenAI(FakeHTTPServer):
             usage,
             stream=bool(body.get("stream")),
             include_usage=bool(options.get("include_usage")),
+        )
+
+    def responses_requests(self) -> list[RecordedRequest]:
+        """Recorded ``POST /v1/responses`` requests."""
+        return self.requests_to("/v1/responses")
+
+    def _response(self, body: dict[str, Any]) -> FakeResponse:
+        """A Responses API answer: input items from the last ``compaction`` item on (the
+        server drops what it summarised), compaction once ``compact_threshold`` is
+        reached, cache writes reported with their TTL split (all 30m here)."""
+        given = body.get("input")
+        items = (
+            [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
+        )
+        cut = [
+            i
+            for i, it in enumerate(items)
+            if isinstance(it, dict) and it.get("type") == "compaction"
+        ]
+        if cut:
+            items = items[cut[-1] :]
+        if body.get("instructions"):
+            items.insert(0, {"role": "developer", "content": body["instructions"]})
+        try:
+            total, cached, written = self.cache.account(
+                {"model": body.get("model"), "tools": body.get("tools"), "messages": items}
+            )
+        except CacheOptionsError as exc:
+            return FakeResponse(
+                status=400,
+                json_body={"error": {"message": str(exc), "type": "invalid_request_error"}},
+            )
+        text = self.reply({"messages": [i for i in items if "role" in i]})
+        rid = f"resp_fake{next(self._ids):06d}"
+        output: list[dict[str, Any]] = []
+        threshold = [
+            c.get("compact_threshold")
+            for c in body.get("context_management") or []
+            if c.get("type") == "compaction"
+        ]
+        if threshold and total >= (threshold[0] or 0):
+            secret = "enc_" + hashlib.sha256(_canonical(items).encode()).hexdigest()[:16]
+            output.append({"type": "compaction", "id": f"cmp_{rid}", "encrypted_content": secret})
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_{rid}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+        out_tokens = estimate_tokens(text)
+        usage = {
+            "input_tokens": total,
+            "input_tokens_details": {
+                "cached_tokens": cached,
+                "cache_write_tokens": written,
+                "cache_write_tokens_details": {"ttl_30m_tokens": written, "ttl_12h_tokens": 0},
+            },
+            "output_tokens": out_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": total + out_tokens,
+        }
+        response = {
+            "id": rid,
+            "object": "response",
+            "created_at": 1_764_000_000,
+            "model": body.get("model"),
+            "status": "completed",
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return FakeResponse(json_body=response)
+        created = {**response, "status": "in_progress", "output": [], "usage": None}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"type": "response.created", "response": created})
+        ]
+        for index, item in enumerate(output):
+            events += _item_events(index, item)
+        events.append(("response.completed", {"type": "response.completed", "response": response}))
+        numbered = [(name, {**e, "sequence_number": n}) for n, (name, e) in enumerate(events)]
+        return FakeResponse(
+            events=[SSEEvent(data=json.dumps(e), event=name) for name, e in numbered]
         )
 
     def _completion(
@@ -365,3 +457,54 @@ def _chunks(
             "choices": [],
             "usage": usage.wire(),
         }
+
+
+def _item_events(index: int, item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The stream events of one Responses output item, in the order the SDK's
+    ``responses.stream`` helper expects (item added, its text part, deltas, done)."""
+    at = {"output_index": index}
+    if item["type"] != "message":
+        return [
+            (
+                "response.output_item.added",
+                {"type": "response.output_item.added", "item": item, **at},
+            ),
+            (
+                "response.output_item.done",
+                {"type": "response.output_item.done", "item": item, **at},
+            ),
+        ]
+    text = item["content"][0]["text"]
+    part = {"type": "output_text", "text": "", "annotations": []}
+    ids = {"item_id": item["id"], "content_index": 0, **at}
+    opened = {**item, "status": "in_progress", "content": []}
+    out: list[tuple[str, dict[str, Any]]] = [
+        (
+            "response.output_item.added",
+            {"type": "response.output_item.added", "item": opened, **at},
+        ),
+        (
+            "response.content_part.added",
+            {"type": "response.content_part.added", "part": part, **ids},
+        ),
+    ]
+    out += [
+        (
+            "response.output_text.delta",
+            {"type": "response.output_text.delta", "delta": piece, "logprobs": [], **ids},
+        )
+        for piece in text_pieces(text)
+    ]
+    done_part = {**part, "text": text}
+    out += [
+        (
+            "response.output_text.done",
+            {"type": "response.output_text.done", "text": text, "logprobs": [], **ids},
+        ),
+        (
+            "response.content_part.done",
+            {"type": "response.content_part.done", "part": done_part, **ids},
+        ),
+        ("response.output_item.done", {"type": "response.output_item.done", "item": item, **at}),
+    ]
+    return out
