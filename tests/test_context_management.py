@@ -381,3 +381,23 @@ def test_a_callers_own_compaction_block_survives_the_window(fake, client, memory
     sent = fake.messages_requests()[-1].json()["messages"]
     firsts = [m["content"][0] for m in sent if isinstance(m["content"], list)]
     assert [{k: v for k, v in b.items() if k != "cache_control"} for b in firsts].count(block) == 1
+
+
+def test_the_non_beta_method_works_through_extra_body(fake, client, memory):
+    """``messages.create`` has no ``context_management`` argument; ``extra_body`` and the
+    beta header carry it, and contextos reads it there too."""
+    wrapped = _compacting(client, memory, compaction="clear_tool_results", budget=4000)
+    edits = clear_edit(trigger={"type": "input_tokens", "value": 1000})["edits"]
+    edits.append({"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": 1200}})
+    reply = wrapped.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        messages=[*tool_turns(6), {"role": "user", "content": "go"}],
+        extra_headers={"anthropic-beta": f"{CM_BETA},{COMPACT_BETA}"},
+        extra_body={"context_management": {"edits": edits}},
+    )
+    assert [b.type for b in reply.content] == ["compaction", "text"]
+    call = wrapped.calls[-1]
+    assert call.extra["applied_edits"][0]["type"] == "clear_tool_uses_20250919"
+    assert call.reply.metadata[COMPACTION_KEY][0]["encrypted_content"]
+    assert wrapped.context.session.state().cleared == ()  # the server cleared, not contextos
