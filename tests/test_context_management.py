@@ -21,6 +21,7 @@ anthropic = pytest.importorskip("anthropic")
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.providers.anthropic import COMPACTION_KEY, server_edits  # noqa: E402
+from contextos.providers.base import edit_report_from_log  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import CLEARED_RESULT, FakeAnthropic  # noqa: E402
 
@@ -252,6 +253,24 @@ def test_client_side_clearing_is_off_when_the_server_clears(fake, client, memory
     assert CLEARED_RESULT not in sent  # and the request carried every result in full
     logged = [t.message.metadata.get("server_context") for t in server.context.session.turns()]
     assert any(m and m.get("applied_edits") for m in logged)  # in the session log too
+    from_log = edit_report_from_log([t.message for t in server.context.session.turns()])
+    assert from_log == server.calls.edits()  # the session's accounting, rebuilt from the store
+
+
+def test_streamed_calls_record_applied_edits(fake, client):
+    wrapped = wrap(client)
+    stream = wrapped.beta.messages.create(
+        model=MODEL,
+        max_tokens=32,
+        messages=[*tool_turns(6), {"role": "user", "content": "summarise"}],
+        betas=[CM_BETA],
+        context_management=clear_edit(trigger={"type": "input_tokens", "value": 1000}),
+        stream=True,
+    )
+    events = [e.type for e in stream]
+    assert events[-1] == "message_stop"
+    (edit,) = wrapped.calls[-1].extra["applied_edits"]
+    assert edit["cleared_tool_uses"] == 3 and wrapped.calls[-1].stream
 
 
 # -- server-side compaction --------------------------------------------------------------------

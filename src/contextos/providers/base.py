@@ -203,6 +203,26 @@ def edit_report(calls: Sequence[CallRecord]) -> EditReport:
     return EditReport(**totals)
 
 
+def edit_report_from_log(messages: Sequence[Message]) -> EditReport:
+    """:func:`edit_report` over a session log: the replies' logged ``usage`` and
+    ``server_context`` metadata (written by the wrapper's commit), so the
+    accounting survives the process that made the calls."""
+    calls = [
+        CallRecord(
+            str(m.metadata.get("provider", "")),
+            str(m.metadata.get("model", "")),
+            Usage(**{k: int(v) for k, v in m.metadata["usage"].items()}),
+            None,
+            False,
+            0.0,
+            extra=dict(m.metadata.get("server_context") or {}),
+        )
+        for m in messages
+        if m.role == "assistant" and isinstance(m.metadata.get("usage"), Mapping)
+    ]
+    return edit_report(calls)
+
+
 def neutral_usage_total(usage: Usage) -> int:
     """All input tokens of a call, cached or not (``Usage.input_tokens`` excludes the cache)."""
     return usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
