@@ -9,9 +9,7 @@ module docstring). Field names are those of anthropic 2.14's ``types/beta/``.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +20,6 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.providers.anthropic import COMPACTION_KEY, server_edits  # noqa: E402
 from contextos.providers.base import edit_report_from_log  # noqa: E402
-from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import CLEARED_RESULT, FakeAnthropic  # noqa: E402
 
 MODEL = "claude-sonnet-4"  # minimum cacheable prompt 1,024 tokens
@@ -53,13 +50,8 @@ def client(fake: FakeAnthropic) -> Iterator[Any]:
 
 
 @pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    for thread in threading.enumerate():
-        if thread.name == "contextos-commit":
-            thread.join()
-    m.close()
+def memory(wrap_memory: Memory) -> Memory:
+    return wrap_memory
 
 
 def tool_turns(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -136,13 +128,8 @@ def test_server_clearing_costs_cache_reads_and_the_report_shows_it(fake, client)
     history: list[dict[str, Any]] = []
     for i in range(8):
         history += tool_turns(1, start=i)
-        wrapped.beta.messages.create(
-            model=MODEL,
-            max_tokens=32,
-            messages=cached(history),
-            betas=[CM_BETA],
-            context_management=config,
-        )
+        send = dict(model=MODEL, max_tokens=32, betas=[CM_BETA], context_management=config)
+        wrapped.beta.messages.create(messages=cached(history), **send)
     report = wrapped.calls.edits()
     assert 0 < report.calls_with_edits < report.calls
     assert report.read_share_without > 0.5

@@ -9,10 +9,8 @@ The real ``openai.OpenAI`` client against :class:`FakeOpenAI`, which simulates
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +26,6 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import openai as adapter  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.providers.base import ChatRequest  # noqa: E402
-from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 from contextos.types import Message  # noqa: E402
 
@@ -51,13 +48,8 @@ def client(fake: FakeOpenAI) -> Iterator[Any]:
 
 
 @pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    for thread in threading.enumerate():
-        if thread.name == "contextos-commit":
-            thread.join()
-    m.close()
+def memory(wrap_memory: Memory) -> Memory:
+    return wrap_memory
 
 
 def _chat(wrapped: Any, turns: int, **kw: Any) -> None:
@@ -84,15 +76,14 @@ def _marked(body: dict[str, Any]) -> list[tuple[int, str]]:
     ]
 
 
+def _explicit(client: Any, memory: Memory) -> Any:
+    """A session-managed client asking for explicit breakpoints on every call."""
+    options = {"mode": "explicit"}
+    return wrap(client, memory=memory, session="s", user_id="ana", prompt_cache_options=options)
+
+
 def test_explicit_breakpoints_are_marked_where_planned_and_read_back(fake, client, memory):
-    wrapped = wrap(
-        client,
-        memory=memory,
-        session="s",
-        user_id="ana",
-        prompt_cache_options={"mode": "explicit"},
-        background_commit=False,
-    )
+    wrapped = _explicit(client, memory)
     _chat(wrapped, 4)
     bodies = [r.json() for r in fake.completions_requests()]
     assert all(b["prompt_cache_options"] == {"mode": "explicit"} for b in bodies)
@@ -109,14 +100,7 @@ def test_explicit_breakpoints_are_marked_where_planned_and_read_back(fake, clien
 
 
 def test_implicit_mode_marks_at_most_three_and_the_calls_options_win(fake, client, memory):
-    wrapped = wrap(
-        client,
-        memory=memory,
-        session="s",
-        user_id="ana",
-        prompt_cache_options={"mode": "explicit"},
-        background_commit=False,
-    )
+    wrapped = _explicit(client, memory)
     _chat(wrapped, 3, prompt_cache_options={"mode": "implicit", "ttl": "30m"})
     for request in fake.completions_requests():
         body = request.json()
