@@ -14,6 +14,10 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
 - [A-OPUS48]* https://platform.claude.com/docs/en/models/opus-4-8/overview (1M, 128K, $5/$25)
   and https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-8
   ("lower 1,024-token minimum cacheable prompt length")
+- [A-OPUS5]* https://platform.claude.com/docs/en/models/opus-5/overview and its legacy version
+  https://platform.claude.com/docs/models/opus-5/overview (read 2026-11-30 through the stored docs:
+  Opus 5 1M/128K $5/$25, cache 5m $6.25, 1h $10, read $0.50; lineup: Fable 5.1 and Fable 5
+  1M/128K $10/$50, Opus 5.5 1M/128K $4/$20, Sonnet 5.5 and Sonnet 5 1M/128K $2/$10)
 - [A-OPUS46]* https://platform.claude.com/docs/en/models/opus-4-6/overview (1M, 128K, $5/$25)
 - [A-SONNET46]* https://platform.claude.com/docs/en/models/sonnet-4-6/overview (1M, 128K, $3/$15)
 - [A-OPUS45]* https://platform.claude.com/docs/pt-BR/models/opus-4-5/overview (200K, 64K, $5/$25)
@@ -85,6 +89,14 @@ A_CACHE_OPUS47 = (
     "claude-cache-minimum-token-requirements-2026/ and https://startdebugging.net/2026/06/"
     "prompt-caching-on-claude-sonnet-4-6-vs-claude-opus-4-7-when-it-pays-off/; 2,048 per "
     "https://dev.to/creeta/claudes-prompt-cache-fails-silently-below-1024-tokens-1ch1"
+)
+A_CACHE_5 = (
+    "third party only: https://dev.to/creeta/claudes-prompt-cache-fails-silently-below-1024-"
+    "tokens-1ch1 (512 for Opus 5 and Fable 5, 1,024 for Sonnet 5); no first-party table found"
+)
+A_CACHE_55 = (
+    "ASSUMPTION, no source found for the 5.1/5.5 models: 4,096, the largest minimum of any "
+    "Claude model (a too-high minimum only skips a breakpoint that would have cached)"
 )
 A_CACHE_3X = A_CACHE + " (as read 2025-11, for the retired Claude 3.x models)"
 O_CACHE = "https://developers.openai.com/docs/guides/prompt-caching (1024 tokens or longer)"
@@ -191,6 +203,16 @@ def _open(name: str, window: int, max_out: int) -> ModelInfo:
 
 
 _MODELS: tuple[ModelInfo, ...] = (
+    # Claude 5.x (the model ids of anthropic 2.14's types/model_param.py). Windows, output
+    # limits and prices [A-OPUS5] (its lineup table); minimum cacheable prompt: A_CACHE_5 and
+    # A_CACHE_55 above. Haiku 5.5 ("from $0.10 / $0.50", a price range) and the Mythos models
+    # (no page found) are left out rather than guessed.
+    _anthropic("claude-fable-5-1", 1_000_000, 128_000, 4096, 10.0, 50.0, cache_source=A_CACHE_55),
+    _anthropic("claude-opus-5-5", 1_000_000, 128_000, 4096, 4.0, 20.0, cache_source=A_CACHE_55),
+    _anthropic("claude-sonnet-5-5", 1_000_000, 128_000, 4096, 2.0, 10.0, cache_source=A_CACHE_55),
+    _anthropic("claude-fable-5", 1_000_000, 128_000, 512, 10.0, 50.0, cache_source=A_CACHE_5),
+    _anthropic("claude-opus-5", 1_000_000, 128_000, 512, 5.0, 25.0, cache_source=A_CACHE_5),
+    _anthropic("claude-sonnet-5", 1_000_000, 128_000, 1024, 2.0, 10.0, cache_source=A_CACHE_5),
     # Claude 4.x. Windows and output limits [A-OPUS48] [A-OPUS46] [A-SONNET46] [A-OPUS45]
     # [B-OPUS47] [A-MODELS]; prices [A-PRICE]; minimum cacheable prompt [A-CACHE], Opus 4.8 from
     # [A-OPUS48], Opus 4.7 an ASSUMPTION (see the module docstring). Long-context (>200K) price
