@@ -29,7 +29,7 @@ from contextos.providers.base import ChatRequest  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 from contextos.types import Message  # noqa: E402
 
-MODEL = "gpt-5.1"
+MODEL = "gpt-5.6-sol"  # prompt_cache_options: "supported for gpt-5.6 and later models"
 SYSTEM = " ".join(f"Rule {i}: answer precisely and cite the memory you used." for i in range(160))
 MARK = "prompt_cache_breakpoint"
 

@@ -100,6 +100,9 @@ MIN_CACHE = {
     "gpt-4.1-mini": 1024,
     "gpt-4.1-nano": 1024,
     "gpt-5.1": 1024,
+    "gpt-5.6-sol": 1024,
+    "gpt-5.6-terra": 1024,
+    "gpt-5.6-luna": 1024,
     "gpt-5": 1024,
     "gpt-5-mini": 1024,
     "gpt-5-nano": 1024,
@@ -189,3 +192,13 @@ def test_every_hosted_cache_minimum_names_its_source() -> None:
             source = model.cache_source
             assert "https://" in source or source.startswith("ASSUMPTION"), model.name
     assert "ASSUMPTION" in MODELS["claude-opus-4-7"].cache_source
+
+
+def test_gpt_5_6_prices_cache_writes_at_a_quarter_over_input() -> None:
+    sol = get_model("gpt-5.6")
+    assert sol.name == "gpt-5.6-sol" and sol.context_window == 1_050_000
+    for name in ("gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna"):
+        prices = MODELS[name].prices
+        assert prices.cache_write_5m == pytest.approx(1.25 * prices.input), name
+        assert prices.cache_read == pytest.approx(0.1 * prices.input), name
+    assert MODELS["gpt-5.1"].prices.cache_write_5m == MODELS["gpt-5.1"].prices.input

@@ -42,6 +42,13 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
 - [O-MODELS] https://platform.openai.com/docs/models
 - [O-GPT51]* https://developers.openai.com/zh-Hans/api/docs/models/gpt-5.1
   (400,000 window, 128,000 output, $1.25 in / $0.125 cached / $10 out)
+- [O-GPT56]* https://developers.openai.com/api/docs/models/gpt-5.6-sol and
+  https://developers.openai.com/api/docs/models/gpt-5.6-luna (read 2026-11-30 through the stored
+  docs: 1,050,000 window, 128,000 output; Sol $4 / $0.40 cached / $20, Luna $0.20 / $0.02 / $1.20;
+  "cache writes are charged at 1.25x the uncached input price"; Terra $2.00 input in the
+  comparison); Terra's $12 output: https://vercel.com/ai-gateway/models/gpt-5.6-terra.md and
+  https://docs.venice.ai/zh/models/gpt-5-6-terra (third party). Prompts over 272K input tokens
+  cost 2x input / 1.5x output: not modelled.
 - [O-CACHE]* https://developers.openai.com/docs/guides/prompt-caching ("1024 tokens or longer")
 - [O-DEPR]* openai SDK 3.57.0 openai/types/shared/chat_model.py docstring (gpt-4o, gpt-4o-mini,
   gpt-4.1, gpt-4.1-mini: shutdown 2027-01-14), citing
@@ -183,15 +190,18 @@ def _openai(
     out: float,
     cached: float,
     deprecated: str | None = None,
+    write: float | None = None,
 ) -> ModelInfo:
-    # OpenAI: automatic prefix caching from 1,024 tokens, no write surcharge [O-CACHE].
+    # OpenAI: automatic prefix caching from 1,024 tokens [O-CACHE]; no write surcharge
+    # before GPT-5.6, writes at 1.25x the input price from it [O-GPT56] (``write``).
+    write = inp if write is None else write
     return ModelInfo(
         name,
         "openai",
         window,
         max_out,
         1024,
-        Prices(inp, out, inp, inp, cached),
+        Prices(inp, out, write, write, cached),
         tokenizer="o200k_base",
         deprecated=deprecated,
         cache_source=O_CACHE,
@@ -272,6 +282,13 @@ _MODELS: tuple[ModelInfo, ...] = (
     # (read 2025-11); shutdown 2027-01-14 [O-DEPR].
     _openai("gpt-4o", 128_000, 16_384, 2.5, 10.0, 1.25, deprecated="2027-01-14"),
     _openai("gpt-4o-mini", 128_000, 16_384, 0.15, 0.6, 0.075, deprecated="2027-01-14"),
+    # GPT-5.6 family: 1,050,000-token window, 128,000 output; Sol and Luna prices and the
+    # 1.25x cache-write price from their pages [O-GPT56] (Sol's is a promotional price "at
+    # least until November 21, 2026": re-check); Terra's input from the comparison on Luna's
+    # page, its output (and the 10% cached price, as for Sol and Luna) from third parties.
+    _openai("gpt-5.6-sol", 1_050_000, 128_000, 4.0, 20.0, 0.4, write=5.0),
+    _openai("gpt-5.6-terra", 1_050_000, 128_000, 2.0, 12.0, 0.2, write=2.5),
+    _openai("gpt-5.6-luna", 1_050_000, 128_000, 0.2, 1.2, 0.02, write=0.25),
     # GPT-5 family: 400,000-token window, 128,000 output [O-MODELS]; prices [O-PRICE];
     # GPT-5.1 [O-GPT51]; shutdown dates [O-DEPR].
     _openai("gpt-5.1", 400_000, 128_000, 1.25, 10.0, 0.125, deprecated="2027-04-01"),
@@ -312,6 +329,7 @@ ALIASES: dict[str, str] = {
     "gpt-5-mini-2025-08-07": "gpt-5-mini",
     "gpt-5-nano-2025-08-07": "gpt-5-nano",
     "gpt-5.1-2025-11-13": "gpt-5.1",
+    "gpt-5.6": "gpt-5.6-sol",  # "The gpt-5.6 alias routes requests to GPT-5.6 Sol" [O-GPT56]
     # Family aliases: the newest non-deprecated Claude 4.x of each tier in this registry.
     "sonnet": "claude-sonnet-4-6",
     "opus": "claude-opus-4-8",
