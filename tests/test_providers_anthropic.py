@@ -568,3 +568,33 @@ def test_no_breakpoint_is_planned_below_the_models_minimum(fake, client, memory,
         wrapped.flush()
         sent = json.dumps(fake.messages_requests()[-1].json())
         assert ("cache_control" in sent) is expect, (model, n)
+
+
+def test_automatic_caching_counts_against_the_four_markers(fake, client, memory):
+    """A top-level ``cache_control`` (automatic caching) marks the last block: with the
+    window's breakpoints and a caller's own marker it would make five, which the API
+    refuses; contextos drops its own earliest one instead."""
+    wrapped = wrap(client, memory=memory, session="auto", user_id="ana")
+    history: list[dict[str, Any]] = []
+    for i in range(40):
+        history += [
+            {"role": "user", "content": f"question {i} " + "words " * 60},
+            {"role": "assistant", "content": f"answer {i} " + "more " * 60},
+        ]
+    question = [
+        {"type": "text", "text": "reference " * 50, "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "last?"},
+    ]
+    reply = wrapped.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        system=SYSTEM,
+        cache_control={"type": "ephemeral"},
+        messages=[*history, {"role": "user", "content": question}],
+    )
+    wrapped.flush()
+    sent = fake.messages_requests()[-1].json()
+    assert sent["cache_control"] == {"type": "ephemeral"}
+    assert json.dumps(sent).count('"cache_control"') == 4  # three markers and the automatic one
+    assert sent["messages"][-1]["content"][-1] == {"type": "text", "text": "last?"}
+    assert reply.usage.cache_creation_input_tokens > 0

@@ -261,10 +261,18 @@ def _enforce_limit(kwargs: dict[str, Any]) -> None:
     """Drop the earliest rendered breakpoints until at most four remain (in place).
 
     The caller's ``tools`` are never touched (they are the caller's objects);
-    their markers only count against the limit.
+    their markers only count against the limit, and so does a top-level
+    ``cache_control`` (automatic caching, ``types/message_create_params.py``:
+    "applies a cache_control marker to the last cacheable block"), unless that
+    block is marked already.
     """
-    marked = [b for b in _all_blocks(kwargs) if isinstance(b, dict) and "cache_control" in b]
-    excess = len(marked) - MAX_BREAKPOINTS
+    blocks = _all_blocks(kwargs)
+    marked = [b for b in blocks if isinstance(b, dict) and "cache_control" in b]
+    last = blocks[-1] if blocks else None
+    automatic = kwargs.get("cache_control") is not None and not (
+        isinstance(last, dict) and "cache_control" in last
+    )
+    excess = len(marked) + automatic - MAX_BREAKPOINTS
     tool_ids = {id(t) for t in kwargs.get("tools") or []}
     for block in marked:
         if excess <= 0:

@@ -15,7 +15,8 @@ to 20 blocks before one, and writes the rest up to its last breakpoint, split
 into the 5-minute and 1-hour buckets by each breakpoint's ``ttl``. Tokens are
 counted as one per four characters of each block's canonical JSON, so numbers
 are deterministic. Prefixes shorter than ``min_cache_tokens`` are not cached,
-like the real API.
+like the real API. A top-level ``cache_control`` (automatic caching) marks the
+last block; more than four markers in all are refused with a 400, as the API does.
 
 The ``reply`` hook returns the answer's text, or a list of content blocks (for
 example ``tool_use`` blocks, to script an agent's tool calls; not streamed),
@@ -78,6 +79,9 @@ from .fake_http import (
 
 #: How far before a breakpoint the real API looks for an earlier cache hit.
 LOOKBACK_BLOCKS = 20
+
+#: The most ``cache_control`` markers a request may carry (the top-level automatic one included).
+MAX_CACHE_MARKERS = 4
 
 #: What a cleared tool result's content becomes.
 CLEARED_RESULT = "[tool result cleared by context management]"
@@ -165,6 +169,9 @@ def _blocks(body: dict[str, Any]) -> list[tuple[str, str | None]]:
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
         for block in blocks:
             add(block, role=message.get("role", "") + ":")
+    auto = body.get("cache_control")  # automatic caching: a marker on the last block
+    if isinstance(auto, dict) and out and out[-1][1] is None:
+        out[-1] = (out[-1][0], auto.get("ttl") or "5m")
     return out
 
 
@@ -221,7 +228,8 @@ def _value(spec: Any, default: int) -> int:
 
 
 class ContextManagementError(ValueError):
-    """A request the real API would refuse (400 ``invalid_request_error``)."""
+    """A request the real API would refuse (400 ``invalid_request_error``): a context
+    management edit it cannot apply, or too many cache markers."""
 
 
 def _clear_tool_uses(
@@ -408,6 +416,12 @@ class FakeAnthropic(FakeHTTPServer):
         if path.endswith("count_tokens"):
             return FakeResponse(json_body={"input_tokens": _request_tokens(body)})
         try:
+            marks = sum(1 for _, ttl in _blocks(body) if ttl)
+            if marks > MAX_CACHE_MARKERS:
+                raise ContextManagementError(
+                    f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be "
+                    f"provided. Found {marks}."
+                )
             body, applied, compact = self._context_management(request, body)
         except ContextManagementError as exc:
             return FakeResponse(
