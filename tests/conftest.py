@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +73,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def embedder() -> HashEmbedder:
     return HashEmbedder()
+
+
+@pytest.fixture
+def wrap_memory(tmp_path: Path) -> Iterator[Any]:
+    """A Memory for wrapped-client tests: hash embedder, embedded inline, closed after
+    any wrapper's background commit has finished writing."""
+    from contextos.memory import Memory
+
+    memory = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
+    yield memory
+    for thread in threading.enumerate():
+        if thread.name == "contextos-commit":
+            thread.join()
+    memory.close()
 
 
 @pytest.fixture
