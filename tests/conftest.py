@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -76,17 +75,13 @@ def embedder() -> HashEmbedder:
 
 
 @pytest.fixture
-def wrap_memory(tmp_path: Path) -> Iterator[Any]:
-    """A Memory for wrapped-client tests: hash embedder, embedded inline, closed after
-    any wrapper's background commit has finished writing."""
-    from contextos.memory import Memory
-
-    memory = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
+def wrap_memory(memory: Memory) -> Iterator[Memory]:
+    """``memory`` for wrapped-client tests: closed only after any wrapper's background
+    commit has finished writing to it."""
     yield memory
     for thread in threading.enumerate():
         if thread.name == "contextos-commit":
             thread.join()
-    memory.close()
 
 
 @pytest.fixture
