@@ -44,6 +44,7 @@ from .fake_http import (
     SSEEvent,
     estimate_tokens,
     text_pieces,
+    without_key,
 )
 
 #: OpenAI reports cache hits in increments of this many tokens.
@@ -97,11 +98,7 @@ class CacheOptionsError(ValueError):
 
 def _unmarked(item: Any) -> Any:
     """``item`` without ``prompt_cache_breakpoint`` markers (they are not content)."""
-    if isinstance(item, dict):
-        return {k: _unmarked(v) for k, v in item.items() if k != "prompt_cache_breakpoint"}
-    if isinstance(item, list):
-        return [_unmarked(v) for v in item]
-    return item
+    return without_key(item, "prompt_cache_breakpoint")
 
 
 def _parts(body: dict[str, Any]) -> list[tuple[str, bool]]:
