@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from contextos.engine.context import model_info
@@ -82,10 +82,10 @@ def _text_of(content: Any) -> str:
     return "\n".join(parts)
 
 
-def _neutral(wire: Mapping[str, Any]) -> Message:
-    content = wire.get("content")
-    blocks = content if isinstance(content, list) else []
-    calls = tuple(
+def _tool_calls(blocks: Iterable[Any]) -> tuple[ToolCall, ...]:
+    """The ``tool_use`` blocks among ``blocks`` (wire dicts or SDK objects) as neutral
+    tool calls, their input as canonical JSON so equal calls compare equal."""
+    return tuple(
         ToolCall(
             str(field_of(b, "id")),
             str(field_of(b, "name")),
@@ -94,6 +94,12 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
         for b in blocks
         if field_of(b, "type") == "tool_use"
     )
+
+
+def _neutral(wire: Mapping[str, Any]) -> Message:
+    content = wire.get("content")
+    blocks = content if isinstance(content, list) else []
+    calls = _tool_calls(blocks)
     results = [b for b in blocks if field_of(b, "type") == "tool_result"]
     meta: dict[str, Any] = {WIRE_KEY: ("anthropic", wire)}
     compaction = compaction_blocks(blocks)
@@ -322,15 +328,7 @@ def reply_of(response: Any) -> Message:
     """The assistant message of a ``Message`` response."""
     content = field_of(response, "content") or []
     text = "".join(field_of(b, "text", "") for b in content if field_of(b, "type") == "text")
-    calls = tuple(
-        ToolCall(
-            str(field_of(b, "id")),
-            str(field_of(b, "name")),
-            json.dumps(field_of(b, "input", {}), sort_keys=True),
-        )
-        for b in content
-        if field_of(b, "type") == "tool_use"
-    )
+    calls = _tool_calls(content)
     compaction = compaction_blocks(content)
     meta = {COMPACTION_KEY: compaction} if compaction else {}
     return Message("assistant", text, tool_calls=calls, metadata=meta)
@@ -465,10 +463,6 @@ class AnthropicAdapter:
 
     def extra(self, response: Any) -> dict[str, Any]:
         return extra_of(response)
-
-    def request_id(self, response: Any) -> str | None:
-        value = field_of(response, "id")
-        return str(value) if value else None
 
     def accumulator(self) -> AnthropicStreamAccumulator:
         return AnthropicStreamAccumulator()

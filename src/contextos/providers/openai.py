@@ -343,10 +343,6 @@ class OpenAIAdapter:
     def reply(self, response: Any) -> Message:
         return reply_of(response)
 
-    def request_id(self, response: Any) -> str | None:
-        value = field_of(response, "id")
-        return str(value) if value else None
-
     def accumulator(self) -> OpenAIStreamAccumulator:
         return OpenAIStreamAccumulator()
 
@@ -452,10 +448,6 @@ class ResponsesAdapter:
 
     def extra(self, response: Any) -> dict[str, Any]:
         return responses_extra(response)
-
-    def request_id(self, response: Any) -> str | None:
-        value = field_of(response, "id")
-        return str(value) if value else None
 
     def accumulator(self) -> ResponsesStreamAccumulator:
         return ResponsesStreamAccumulator()

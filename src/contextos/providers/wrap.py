@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..cache.accounting import field_of
 from ..types import Usage
 from .base import CallRecord, EditReport, Prepared, ProviderAdapter, StreamAccumulator, edit_report
 from .errors import mapped_errors
@@ -130,7 +131,7 @@ class _Core:
                     time.perf_counter() - started,
                     prefix,
                     prepared.logged if prepared else (),
-                    _request_id(self.adapter, response),
+                    _request_id(response),
                     extra=_extra(self.adapter, response),
                 ),
             )
@@ -210,9 +211,11 @@ def _tokens_of(value: Any) -> int:
     return default_tokenizer().count(json.dumps(value, default=str))
 
 
-def _request_id(adapter: Any, response: Any) -> str | None:
-    getter = getattr(adapter, "request_id", None)
-    return getter(response) if getter is not None else None
+def _request_id(response: Any) -> str | None:
+    """The response's ``id``: every wrapped API (Messages, Chat Completions, Responses)
+    names its response by that field."""
+    value = field_of(response, "id")
+    return str(value) if value else None
 
 
 def _extra(source: Any, *args: Any) -> dict[str, Any]:
