@@ -43,7 +43,13 @@ from contextos.store.postgres.codec import (
 )
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import PgSessionLog
-from contextos.store.records import RECORD_FIELDS
+from contextos.store.records import (
+    RECORD_FIELDS,
+    insert_history_sql,
+    read_history,
+    update_event,
+    user_sessions,
+)
 from contextos.text.query import query_terms
 from contextos.times import opt_utc, utc
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
@@ -53,10 +59,7 @@ _INSERT_RECORD = (
     f"INSERT INTO memories ({', '.join(RECORD_FIELDS)}) "
     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
 )
-_INSERT_HISTORY = (
-    "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, actor) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
-)
+_INSERT_HISTORY = insert_history_sql("%s")
 
 
 # `PostgresStore.list` shadows the builtin inside the class body, hence these aliases.
@@ -260,20 +263,7 @@ class PostgresStore:
                 f"RETURNING {RECORD_COLUMNS}",
                 (*params, tenant, memory_id),
             ).fetchone()
-            closing = patch.valid_to is not None and patch.text is None and not patch.metadata
-            cur.execute(
-                _INSERT_HISTORY,
-                (
-                    tenant,
-                    old.user_id,
-                    memory_id,
-                    "DELETE" if closing else "UPDATE",
-                    old.text,
-                    patch.text if patch.text is not None else old.text,
-                    now,
-                    actor,
-                ),
-            )
+            cur.execute(_INSERT_HISTORY, update_event(tenant, old, patch, now, actor))
         return record_from_row(new_row)
 
     def delete(
@@ -325,28 +315,14 @@ class PostgresStore:
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
     def history(self, tenant: str, memory_id: str) -> _Events:
-        rows = self._read(
-            "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
-            "WHERE tenant = %s AND memory_id = %s ORDER BY seq",
-            (tenant, memory_id),
-        )
-        return [HistoryEvent(r[0], r[1], r[2], r[3], utc(r[4]), r[5]) for r in rows]
+        return read_history(self._read, tenant, memory_id, mark="%s", time=utc)
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
         t, u = scope.tenant, scope.user_id
         with self._tx("forget") as cur:
-            sessions = [
-                r[0]
-                for r in cur.execute(
-                    "SELECT session_id FROM memories WHERE tenant = %s AND user_id = %s "
-                    "AND session_id IS NOT NULL UNION "
-                    "SELECT session_id FROM turns WHERE tenant = %s AND user_id = %s UNION "
-                    "SELECT session_id FROM session_meta WHERE tenant = %s AND user_id = %s",
-                    (t, u) * 3,
-                ).fetchall()
-            ]
+            sessions = user_sessions(cur, scope, mark="%s")
             # The user's rows, and in the user's sessions those that name no user.
             mine = "tenant = %s AND (user_id = %s OR (user_id IS NULL AND session_id = ANY(%s)))"
             args = (t, u, sessions)

@@ -33,6 +33,14 @@ import numpy as np
 from contextos.errors import NotFound, StoreError
 from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
 from contextos.store.erasure import scrub_context
+from contextos.store.records import (
+    append_turn_rows,
+    check_turns,
+    insert_history_sql,
+    read_history,
+    update_event,
+    user_sessions,
+)
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
     TURN_COLUMNS,
@@ -49,6 +57,8 @@ from contextos.store.sqlite.schema import MIGRATIONS, migrate
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
+
+_INSERT_HISTORY = insert_history_sql("?")
 
 
 def fts_query(text: str) -> str:
@@ -160,9 +170,8 @@ class SQLiteStore:
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"a record with this id already exists: {exc}") from None
             db.executemany(
-                "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
-                "actor) VALUES (?,?,?,'ADD',NULL,?,?,?)",
-                [(r.tenant, r.user_id, r.id, r.text, now, actor) for r in records],
+                _INSERT_HISTORY,
+                [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
             )
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
@@ -202,22 +211,7 @@ class SQLiteStore:
             db.execute(f"UPDATE memories SET {', '.join(sets)} WHERE rowid = ?", (*params, row[0]))
             if patch.text is not None and patch.text != old.text:
                 db.execute("DELETE FROM vectors WHERE mem_rowid = ?", (row[0],))
-            db.execute(
-                "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
-                "actor) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    tenant,
-                    old.user_id,
-                    memory_id,
-                    "DELETE"
-                    if patch.valid_to and patch.text is None and not patch.metadata
-                    else "UPDATE",
-                    old.text,
-                    patch.text if patch.text is not None else old.text,
-                    now,
-                    actor,
-                ),
-            )
+            db.execute(_INSERT_HISTORY, update_event(tenant, old, patch, now, actor))
             new = row_to_record(
                 db.execute(
                     f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid=?", (row[0],)
@@ -247,9 +241,8 @@ class SQLiteStore:
                     _scrub_contexts(db, tenant, [row[3]], [row[2]])
                 _merge_fts_and_mark_erasure(db, now)
             db.execute(
-                "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, "
-                "actor) VALUES (?,?,?,'DELETE',?,NULL,?,?)",
-                (tenant, row[1], memory_id, None if purge else row[2], now, actor),
+                _INSERT_HISTORY,
+                (tenant, row[1], memory_id, "DELETE", None if purge else row[2], None, now, actor),
             )
         if purge:
             self._erasure_pending = True
@@ -287,28 +280,14 @@ class SQLiteStore:
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
     def history(self, tenant: str, memory_id: str) -> builtins.list[HistoryEvent]:
-        rows = self._read(
-            "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
-            "WHERE tenant = ? AND memory_id = ? ORDER BY seq",
-            (tenant, memory_id),
-        )
-        return [HistoryEvent(r[0], r[1], r[2], r[3], from_epoch(r[4]), r[5]) for r in rows]
+        return read_history(self._read, tenant, memory_id, mark="?", time=from_epoch)
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
         t, u = scope.tenant, scope.user_id
         with self._write() as db:
-            sessions = [
-                r[0]
-                for r in db.execute(
-                    "SELECT session_id FROM memories WHERE tenant = ? AND user_id = ? "
-                    "AND session_id IS NOT NULL UNION "
-                    "SELECT session_id FROM turns WHERE tenant = ? AND user_id = ? UNION "
-                    "SELECT session_id FROM session_meta WHERE tenant = ? AND user_id = ?",
-                    (t, u) * 3,
-                )
-            ]
+            sessions = user_sessions(db, scope, mark="?")
             # The user's records, and in the user's sessions those that name no user
             # (an assistant's replies, turns added with only a session id).
             mine = "tenant = ? AND (user_id = ? OR (user_id IS NULL AND session_id IN "
@@ -554,27 +533,10 @@ class SQLiteStore:
     def append_turns(
         self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
     ) -> builtins.list[Turn]:
-        if not scope.session_id:
-            raise ValueError("append_turns needs a session_id")
-        if len(messages) != len(tokens):
-            raise ValueError("messages and tokens differ in length")
-        now = time.time()
+        check_turns(scope, messages, tokens)
         with self._write() as db:
-            (last,) = db.execute(
-                "SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = ? AND session_id = ?",
-                (scope.tenant, scope.session_id),
-            ).fetchone()
-            rows = [
-                turn_row(scope, last + 1 + k, m, t, now)
-                for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
-            ]
-            db.executemany("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            db.execute(
-                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
-                "updated_at) "
-                "VALUES (?,?,?,?,'{}',?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
-                "updated_at = excluded.updated_at",
-                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
+            rows = append_turn_rows(
+                db, scope, messages, tokens, time.time(), mark="?", row_of=turn_row
             )
         return [turn_from_row(r) for r in rows]
 
