@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
-from .base import Patch
+from .base import Patch, patch_columns
 
 #: The ``memories`` columns a record is written to and read from, in this order.
 RECORD_FIELDS = (
@@ -163,6 +163,32 @@ def turn_from_values(
     )
 
 
+# -- updates -------------------------------------------------------------------
+
+
+def patch_sets(
+    patch: Patch,
+    now: object,
+    *,
+    mark: str,
+    time: Callable[[datetime], object],
+    to_json: Callable[[Any], object],
+    json_cast: str = "",
+) -> tuple[list[str], list[object]]:
+    """The ``col = mark`` SET clauses of ``patch`` (and ``updated_at = now``) with their
+    values, times and JSON written with the store's encoders."""
+    encode: dict[str, Callable[[Any], object]] = {
+        "metadata": to_json,
+        "valid_to": time,
+        "event_time": time,
+    }
+    cols = [("updated_at", now)] + [
+        (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
+    ]
+    sets = [f"{c} = {mark}{json_cast if c == 'metadata' else ''}" for c, _ in cols]
+    return sets, [v for _, v in cols]
+
+
 # -- session logs --------------------------------------------------------------
 
 
@@ -241,6 +267,30 @@ def update_event(
     new_text = patch.text if patch.text is not None else old.text
     event = "DELETE" if closing else "UPDATE"
     return (tenant, old.user_id, old.id, event, old.text, new_text, at, actor)
+
+
+def log_deletion(
+    cur: Any,
+    tenant: str,
+    memory_id: str,
+    user_id: str | None,
+    text: str,
+    *,
+    purge: bool,
+    at: object,
+    actor: str,
+    mark: str,
+) -> None:
+    """Record the deletion of one memory in its history. A purge keeps the event but
+    blanks every text of the memory's history, so the erased words are left nowhere."""
+    if purge:
+        cur.execute(
+            "UPDATE history SET old_text = NULL, new_text = NULL "
+            f"WHERE tenant = {mark} AND memory_id = {mark}",
+            (tenant, memory_id),
+        )
+    event = (tenant, user_id, memory_id, "DELETE", None if purge else text, None, at, actor)
+    cur.execute(insert_history_sql(mark), event)
 
 
 def read_history(

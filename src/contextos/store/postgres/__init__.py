@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from contextos.errors import MissingExtraError, NotFound, StoreError
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
+from contextos.store import records as shared  # the parameter of put() is named records
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
@@ -43,13 +44,7 @@ from contextos.store.postgres.codec import (
 )
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import PgSessionLog
-from contextos.store.records import (
-    RECORD_FIELDS,
-    insert_history_sql,
-    read_history,
-    update_event,
-    user_sessions,
-)
+from contextos.store.records import RECORD_FIELDS
 from contextos.text.query import query_terms
 from contextos.times import opt_utc, utc
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
@@ -59,7 +54,7 @@ _INSERT_RECORD = (
     f"INSERT INTO memories ({', '.join(RECORD_FIELDS)}) "
     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
 )
-_INSERT_HISTORY = insert_history_sql("%s")
+_INSERT_HISTORY = shared.insert_history_sql("%s")
 
 
 # `PostgresStore.list` shadows the builtin inside the class body, hence these aliases.
@@ -244,7 +239,9 @@ class PostgresStore:
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             old = record_from_row(row)
-            sets, params = _patch_sets(patch, now)
+            sets, params = shared.patch_sets(
+                patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
+            )
             if patch.text not in (None, old.text):  # the stored vector described the old text
                 cur.execute(
                     "DELETE FROM vectors WHERE tenant = %s AND memory_id = %s", (tenant, memory_id)
@@ -263,7 +260,7 @@ class PostgresStore:
                 f"RETURNING {RECORD_COLUMNS}",
                 (*params, tenant, memory_id),
             ).fetchone()
-            cur.execute(_INSERT_HISTORY, update_event(tenant, old, patch, now, actor))
+            cur.execute(_INSERT_HISTORY, shared.update_event(tenant, old, patch, now, actor))
         return record_from_row(new_row)
 
     def delete(
@@ -278,17 +275,10 @@ class PostgresStore:
             ).fetchone()
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
-            if purge:
-                cur.execute(
-                    "UPDATE history SET old_text = NULL, new_text = NULL "
-                    "WHERE tenant = %s AND memory_id = %s",
-                    (tenant, memory_id),
-                )
-                if row[2] is not None:
-                    _scrub_contexts(cur, tenant, [row[2]], [row[1]])
-            cur.execute(
-                _INSERT_HISTORY,
-                (tenant, row[0], memory_id, "DELETE", None if purge else row[1], None, now, actor),
+            if purge and row[2] is not None:
+                _scrub_contexts(cur, tenant, [row[2]], [row[1]])
+            shared.log_deletion(
+                cur, tenant, memory_id, row[0], row[1], purge=purge, at=now, actor=actor, mark="%s"
             )
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> _Records:
@@ -315,14 +305,14 @@ class PostgresStore:
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
     def history(self, tenant: str, memory_id: str) -> _Events:
-        return read_history(self._read, tenant, memory_id, mark="%s", time=utc)
+        return shared.read_history(self._read, tenant, memory_id, mark="%s", time=utc)
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
         t, u = scope.tenant, scope.user_id
         with self._tx("forget") as cur:
-            sessions = user_sessions(cur, scope, mark="%s")
+            sessions = shared.user_sessions(cur, scope, mark="%s")
             # The user's rows, and in the user's sessions those that name no user.
             mine = "tenant = %s AND (user_id = %s OR (user_id IS NULL AND session_id = ANY(%s)))"
             args = (t, u, sessions)
@@ -503,19 +493,6 @@ def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Seque
                 "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s",
                 (new, tenant, memory_id),
             )
-
-
-def _patch_sets(patch: Patch, now: datetime) -> tuple[list[str], list[object]]:
-    encode: dict[str, Any] = {
-        "metadata": metadata_jsonb,
-        "valid_to": opt_utc,
-        "event_time": opt_utc,
-    }
-    cols = [("updated_at", now)] + [
-        (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
-    ]
-    cast = {"metadata": "::jsonb"}
-    return [f"{c} = %s{cast.get(c, '')}" for c, _ in cols], [v for _, v in cols]
 
 
 def _conninfo(url: str) -> dict[str, str]:

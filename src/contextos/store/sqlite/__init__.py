@@ -31,16 +31,9 @@ from urllib.parse import quote
 import numpy as np
 
 from contextos.errors import NotFound, StoreError
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
+from contextos.store import records as shared  # the parameter of put() is named records
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
-from contextos.store.records import (
-    append_turn_rows,
-    check_turns,
-    insert_history_sql,
-    read_history,
-    update_event,
-    user_sessions,
-)
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
     TURN_COLUMNS,
@@ -58,7 +51,7 @@ from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
 
-_INSERT_HISTORY = insert_history_sql("?")
+_INSERT_HISTORY = shared.insert_history_sql("?")
 
 
 def fts_query(text: str) -> str:
@@ -207,11 +200,13 @@ class SQLiteStore:
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             old = row_to_record(row)
-            sets, params = _patch_sets(patch, now)
+            sets, params = shared.patch_sets(
+                patch, now, mark="?", time=opt_epoch, to_json=metadata_json
+            )
             db.execute(f"UPDATE memories SET {', '.join(sets)} WHERE rowid = ?", (*params, row[0]))
             if patch.text is not None and patch.text != old.text:
                 db.execute("DELETE FROM vectors WHERE mem_rowid = ?", (row[0],))
-            db.execute(_INSERT_HISTORY, update_event(tenant, old, patch, now, actor))
+            db.execute(_INSERT_HISTORY, shared.update_event(tenant, old, patch, now, actor))
             new = row_to_record(
                 db.execute(
                     f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid=?", (row[0],)
@@ -231,19 +226,13 @@ class SQLiteStore:
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             db.execute("DELETE FROM memories WHERE rowid = ?", (row[0],))
+            shared.log_deletion(
+                db, tenant, memory_id, row[1], row[2], purge=purge, at=now, actor=actor, mark="?"
+            )
             if purge:
-                db.execute(
-                    "UPDATE history SET old_text = NULL, new_text = NULL "
-                    "WHERE tenant = ? AND memory_id = ?",
-                    (tenant, memory_id),
-                )
                 if row[3] is not None:
                     _scrub_contexts(db, tenant, [row[3]], [row[2]])
                 _merge_fts_and_mark_erasure(db, now)
-            db.execute(
-                _INSERT_HISTORY,
-                (tenant, row[1], memory_id, "DELETE", None if purge else row[2], None, now, actor),
-            )
         if purge:
             self._erasure_pending = True
             self._truncate_wal(wait=True)
@@ -280,14 +269,14 @@ class SQLiteStore:
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
     def history(self, tenant: str, memory_id: str) -> builtins.list[HistoryEvent]:
-        return read_history(self._read, tenant, memory_id, mark="?", time=from_epoch)
+        return shared.read_history(self._read, tenant, memory_id, mark="?", time=from_epoch)
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
         t, u = scope.tenant, scope.user_id
         with self._write() as db:
-            sessions = user_sessions(db, scope, mark="?")
+            sessions = shared.user_sessions(db, scope, mark="?")
             # The user's records, and in the user's sessions those that name no user
             # (an assistant's replies, turns added with only a session id).
             mine = "tenant = ? AND (user_id = ? OR (user_id IS NULL AND session_id IN "
@@ -533,9 +522,9 @@ class SQLiteStore:
     def append_turns(
         self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
     ) -> builtins.list[Turn]:
-        check_turns(scope, messages, tokens)
+        shared.check_turns(scope, messages, tokens)
         with self._write() as db:
-            rows = append_turn_rows(
+            rows = shared.append_turn_rows(
                 db, scope, messages, tokens, time.time(), mark="?", row_of=turn_row
             )
         return [turn_from_row(r) for r in rows]
@@ -662,15 +651,3 @@ def _open_reader(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _patch_sets(patch: Patch, now: float) -> tuple[builtins.list[str], builtins.list[object]]:
-    encode: dict[str, Any] = {
-        "metadata": metadata_json,
-        "valid_to": opt_epoch,
-        "event_time": opt_epoch,
-    }
-    cols = [("updated_at", now)] + [
-        (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
-    ]
-    return [f"{c} = ?" for c, _ in cols], [v for _, v in cols]
