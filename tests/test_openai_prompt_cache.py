@@ -174,7 +174,7 @@ def test_cache_writes_and_their_ttl_split_are_read_from_the_sdk_types():
     assert (usage.input_tokens, usage.cache_read_input_tokens) == (500, 3000)
     assert usage.cache_creation_input_tokens == 1500
     assert openai_write_ttls(responses) == {"30m": 1000, "12h": 500}
-    assert adapter.OpenAIAdapter().extra({"usage": responses}) == {
+    assert adapter.chat_adapter().extra({"usage": responses}) == {
         "cache_write_ttl": {"30m": 1000, "12h": 500}
     }
     chat = CompletionUsage.model_validate(

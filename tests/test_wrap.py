@@ -376,10 +376,10 @@ _texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_si
     provider=st.sampled_from(["anthropic", "openai"]),
 )
 def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions, provider):
-    from contextos.providers.anthropic import AnthropicAdapter
-    from contextos.providers.openai import OpenAIAdapter
+    from contextos.providers.anthropic import ADAPTER
+    from contextos.providers.openai import chat_adapter
 
-    adapter: Any = AnthropicAdapter() if provider == "anthropic" else OpenAIAdapter()
+    adapter = ADAPTER if provider == "anthropic" else chat_adapter()
     db = tmp_path_factory.mktemp("prop") / "m.db"
     with Memory(db, embedder=HashEmbedder(), background_embedding=False) as mem:
         ctx = SessionContext(memory=mem, session="p", user_id="u", background_commit=False)

@@ -25,7 +25,7 @@ installed anthropic 2.14 types (``anthropic/types/beta/``):
   (``context_management.applied_edits`` of the response,
   ``beta_context_management_response.py``: ``cleared_input_tokens`` and
   ``cleared_tool_uses`` / ``cleared_thinking_turns``) is returned by
-  :meth:`AnthropicAdapter.extra` and lands in the call record and the session log.
+  :func:`extra_of` and lands in the call record and the session log.
 - A ``compaction`` block of a reply (``beta_compaction_block.py``: ``content``,
   ``encrypted_content``, ``signature``, ``tool_changes``; streamed as
   ``compaction_delta``) is kept verbatim in the reply's metadata under
@@ -55,7 +55,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 from ..cache import field_of, render_anthropic, usage_from_anthropic
 from ..errors import MissingExtraError
 from ..types import Message, Role, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared
+from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter
 from .errors import call_mapped
 
 MAX_BREAKPOINTS = 4
@@ -444,28 +444,10 @@ class AnthropicStreamAccumulator:
         return extra_of(response, self._usage)
 
 
-class AnthropicAdapter:
-    """The :class:`~contextos.providers.base.ProviderAdapter` for ``anthropic.Anthropic``."""
-
-    name = "anthropic"
-
-    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
-        return parse(kwargs)
-
-    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        return render(prepared, kwargs)
-
-    def usage(self, response: Any) -> Usage:
-        return usage_from_anthropic(field_of(response, "usage"))
-
-    def reply(self, response: Any) -> Message:
-        return reply_of(response)
-
-    def extra(self, response: Any) -> dict[str, Any]:
-        return extra_of(response)
-
-    def accumulator(self) -> AnthropicStreamAccumulator:
-        return AnthropicStreamAccumulator()
+#: The :class:`~contextos.providers.base.ProviderAdapter` for ``anthropic.Anthropic``.
+ADAPTER = WireAdapter(
+    "anthropic", parse, render, usage_from_anthropic, reply_of, extra_of, AnthropicStreamAccumulator
+)
 
 
 # -- token counting --------------------------------------------------------------

@@ -348,9 +348,9 @@ class WrappedClient:
         else:
             self.chat = _Chat(client.chat, core)
             if hasattr(client, "responses"):
-                from .openai import ResponsesAdapter
+                from .openai import RESPONSES_ADAPTER
 
-                self.responses = _Recorded(client.responses, core.passthrough(ResponsesAdapter()))
+                self.responses = _Recorded(client.responses, core.passthrough(RESPONSES_ADAPTER))
 
     @property
     def calls(self) -> UsageLog:
@@ -379,13 +379,13 @@ def _adapter_for(
     if name.startswith("Async"):
         raise TypeError(f"contextos.wrap supports synchronous clients; got {name}")
     if root == "anthropic" and hasattr(client, "messages"):
-        from .anthropic import AnthropicAdapter
+        from .anthropic import ADAPTER
 
-        return AnthropicAdapter()
+        return ADAPTER
     if root == "openai" and hasattr(client, "chat"):
-        from .openai import OpenAIAdapter
+        from .openai import chat_adapter
 
-        return OpenAIAdapter(cache_key=cache_key, cache_options=cache_options)
+        return chat_adapter(cache_key=cache_key, cache_options=cache_options)
     raise TypeError(
         f"cannot wrap {type(client).__module__}.{name}: "
         "pass an anthropic.Anthropic or openai.OpenAI client"
