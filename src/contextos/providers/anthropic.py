@@ -55,7 +55,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 from ..cache import field_of, render_anthropic, usage_from_anthropic
 from ..errors import MissingExtraError
 from ..types import Message, Role, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter
+from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 from .errors import call_mapped
 
 MAX_BREAKPOINTS = 4
@@ -205,21 +205,12 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
 # -- rendering -----------------------------------------------------------------
 
 
-def _question_content(question: Message | None) -> list[JSON] | None:
-    """The caller's own content blocks for the question (images, documents), if any."""
-    wire = question.metadata.get(WIRE_KEY) if question is not None else None
-    if wire is None or wire[0] != "anthropic":
-        return None
-    content = wire[1].get("content")
-    return copy.deepcopy(list(content)) if isinstance(content, list) else None
-
-
 def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
     """The request body for a prepared window (:func:`contextos.cache.render_anthropic`),
     with the caller's question content blocks sent as they were given."""
     body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens)
     _send_compactions_back(prepared.window, body["messages"])
-    own = _question_content(prepared.question)
+    own = own_content(prepared.question, "anthropic")
     if own is not None and body["messages"] and prepared.window.blocks[-1].kind == "question":
         final = body["messages"][-1]["content"]
         mark = final[-1].get("cache_control")

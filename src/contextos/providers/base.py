@@ -11,6 +11,7 @@ are handed touches the network.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +25,17 @@ from ..types import Message, Usage
 #: Metadata key under which a caller's original wire message rides along a
 #: neutral Message, so the adapter can send the caller's own bytes back.
 WIRE_KEY = "wire"
+
+
+def own_content(question: Message | None, provider: str) -> list[dict[str, Any]] | None:
+    """The caller's own content parts for the question (images, documents), as given in
+    ``provider``'s wire format (a copy), or None when it came as plain text or from the
+    other provider."""
+    wire = question.metadata.get(WIRE_KEY) if question is not None else None
+    if wire is None or wire[0] != provider:
+        return None
+    content = wire[1].get("content")
+    return copy.deepcopy(list(content)) if isinstance(content, list) else None
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ usage-only chunk (empty ``choices``) so the caller's loop sees what it expects.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -47,7 +46,7 @@ from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage
 from ..cache.accounting import openai_write_ttls
 from ..engine.window import Window
 from ..types import Message, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter
+from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 
 JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
@@ -214,7 +213,7 @@ def render(
     for m in messages:
         if m["role"] == "system" and role != "system":
             m["role"] = role
-    own = _question_parts(prepared.question)
+    own = own_content(prepared.question, "openai")
     if own is not None and messages and prepared.window.blocks[-1].kind == "question":
         messages[-1]["content"][-1:] = own
     out = {k: v for k, v in kwargs.items() if k != "messages"}
@@ -231,14 +230,6 @@ def render(
             cache_key if isinstance(cache_key, str) else prompt_cache_key(prepared.window)
         )
     return out, _prefix_hash(out, stable_end(prepared.window, "openai"), prepared)
-
-
-def _question_parts(question: Message | None) -> list[JSON] | None:
-    wire = question.metadata.get(WIRE_KEY) if question is not None else None
-    if wire is None or wire[0] != "openai":
-        return None
-    content = wire[1].get("content")
-    return copy.deepcopy(list(content)) if isinstance(content, list) else None
 
 
 def _prefix_hash(kwargs: Mapping[str, Any], stable_blocks: int, prepared: Prepared) -> str:
