@@ -310,21 +310,14 @@ class _Recorded:
         return getattr(self._inner, name)
 
 
-class _Chat:
-    def __init__(self, inner: Any, core: _Core) -> None:
+class _Namespace:
+    """An SDK namespace (``client.chat``, ``client.beta``) with its ``resource`` wrapped
+    (``completions``, ``messages``: context management lives in ``beta.messages``);
+    everything else in it is the SDK's own."""
+
+    def __init__(self, inner: Any, core: _Core, resource: str, provider: str) -> None:
         self._inner = inner
-        self.completions = _Resource(inner.completions, core, "openai")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _Beta:
-    """``client.beta`` with ``beta.messages`` wrapped (context management lives there)."""
-
-    def __init__(self, inner: Any, core: _Core) -> None:
-        self._inner = inner
-        self.messages = _Resource(inner.messages, core, "anthropic")
+        setattr(self, resource, _Resource(getattr(inner, resource), core, provider))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -344,9 +337,9 @@ class WrappedClient:
         if self.provider == "anthropic":
             self.messages = _Resource(client.messages, core, "anthropic")
             if hasattr(client, "beta"):
-                self.beta = _Beta(client.beta, core)
+                self.beta = _Namespace(client.beta, core, "messages", "anthropic")
         else:
-            self.chat = _Chat(client.chat, core)
+            self.chat = _Namespace(client.chat, core, "completions", "openai")
             if hasattr(client, "responses"):
                 from .openai import RESPONSES_ADAPTER
 
