@@ -53,10 +53,10 @@ from contextos.engine.window import Block, Window
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
-from ..errors import MissingExtraError
 from ..types import Message, Role, ToolCall, Usage
 from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 from .errors import call_mapped
+from .sdk import sdk_client
 
 MAX_BREAKPOINTS = 4
 
@@ -444,14 +444,6 @@ ADAPTER = WireAdapter(
 # -- token counting --------------------------------------------------------------
 
 
-def _client_from_key(api_key: str, base_url: str | None) -> Any:
-    try:
-        import anthropic
-    except ImportError:
-        raise MissingExtraError("anthropic", "anthropic") from None
-    return anthropic.Anthropic(api_key=api_key, base_url=base_url)
-
-
 class AnthropicTokenCounter:
     """A :class:`~contextos.llm.tokens.Tokenizer` backed by ``messages.count_tokens``.
 
@@ -478,7 +470,7 @@ class AnthropicTokenCounter:
         cache_size: int = 4096,
     ) -> None:
         if client is None and api_key:
-            client = _client_from_key(api_key, base_url)
+            client = sdk_client("anthropic", api_key, base_url)
         self._client = client
         self._fallback = fallback or default_tokenizer()
         self.model = model
