@@ -267,3 +267,9 @@ def without_key(item: Any, key: str) -> Any:
     if isinstance(item, list):
         return [without_key(v, key) for v in item]
     return item
+
+
+def canonical_json(item: Any) -> str:
+    """Compact, key-sorted JSON: the fakes' prompt-cache keys, equal exactly when the
+    content is."""
+    return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
