@@ -86,9 +86,12 @@ class AuthGate:
             return
         client = scope.get("client") or ("unknown", 0)
         try:
-            principal = await anyio.to_thread.run_sync(
-                self.auth.admit, _headers(scope), str(client[0])
-            )
+            if self.auth.keys.local:  # one indexed SQLite read: no thread hop for it
+                principal = self.auth.admit(_headers(scope), str(client[0]))
+            else:  # a PostgreSQL round trip must not hold up the event loop
+                principal = await anyio.to_thread.run_sync(
+                    self.auth.admit, _headers(scope), str(client[0])
+                )
         except ContextosError as exc:
             for message in error_messages(exc):
                 await send(message)
