@@ -21,8 +21,9 @@ import pytest
 
 from contextos.server.batching import BatchingEmbedder
 from contextos.store.sqlite import SQLiteStore
+from contextos.store.vector_index import IndexRow, VectorIndex
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import MemoryRecord, Scope, content_hash
+from contextos.types import Filter, MemoryRecord, Scope, content_hash
 
 
 def _record(i: int, user: str) -> MemoryRecord:
@@ -123,3 +124,84 @@ def test_submit_returns_a_future_and_concurrent_queries_share_a_batch() -> None:
     finally:
         gate.set()
         emb.close()
+
+
+def _naive_search(
+    rows: dict[str, tuple[IndexRow, np.ndarray]], query: np.ndarray, flt: Filter, limit: int
+) -> list[str]:
+    """What the index must return: every live row checked one by one."""
+    scope = flt.scope
+    scored = []
+    for row, vec in rows.values():
+        if row.tenant != scope.tenant:
+            continue
+        if any(
+            want is not None and getattr(row, f) != want
+            for f, want in (
+                ("user_id", scope.user_id),
+                ("agent_id", scope.agent_id),
+                ("session_id", scope.session_id),
+            )
+        ):
+            continue
+        if flt.memory_types and row.memory_type not in flt.memory_types:
+            continue
+        scored.append((-float(vec @ query), row.id))
+    return [i for _, i in sorted(scored)[:limit]]
+
+
+def test_vector_index_blocks_answer_like_a_scan_of_every_row() -> None:
+    """Per-(tenant, user) blocks: user-scoped, agent-only, session-only and typed
+    searches, after removals and a record moving scope, match a plain scan."""
+    rng = np.random.default_rng(3)
+    index = VectorIndex(8)
+    rows: dict[str, tuple[IndexRow, np.ndarray]] = {}
+
+    def add(n: int) -> None:
+        batch, vecs = [], []
+        for _ in range(n):
+            i = len(rows) + len(batch)
+            row = IndexRow(
+                id=f"r{i}-{rng.integers(1 << 30)}",
+                tenant=f"t{rng.integers(2)}",
+                user_id=None if rng.random() < 0.2 else f"u{rng.integers(4)}",
+                agent_id=None if rng.random() < 0.5 else f"a{rng.integers(2)}",
+                session_id=f"s{rng.integers(5)}",
+                memory_type=str(rng.choice(["episodic", "semantic"])),
+                created_at=1.0,
+                event_time=None,
+                valid_from=None,
+                valid_to=None,
+            )
+            vec = rng.normal(size=8).astype(np.float32)
+            batch.append(row)
+            vecs.append(vec / np.linalg.norm(vec))
+        index.upsert(batch, np.array(vecs))
+        rows.update((r.id, (r, v)) for r, v in zip(batch, vecs, strict=True))
+
+    add(300)
+    gone = list(rows)[::7]
+    index.remove(gone)
+    for memory_id in gone:
+        del rows[memory_id]
+    moved_id, (moved, vec) = next(iter(rows.items()))
+    moved = IndexRow(**{**moved.__dict__, "tenant": "t0", "user_id": "u-new"})
+    index.upsert([moved], vec[None, :])
+    rows[moved_id] = (moved, vec)
+    add(200)  # blocks grow past their first capacity
+    assert len(index) == len(rows)
+    filters = [
+        Filter(scope=Scope(tenant="t0", user_id="u1")),
+        Filter(scope=Scope(tenant="t1", user_id="u3"), memory_types=("semantic",)),
+        Filter(scope=Scope(tenant="t0", user_id="u-new")),
+        Filter(scope=Scope(tenant="t1", agent_id="a1")),
+        Filter(scope=Scope(tenant="t0", session_id="s2")),
+        Filter(scope=Scope(tenant="t0", user_id="nobody")),
+        Filter(scope=Scope(tenant="t9", user_id="u1")),
+    ]
+    for flt in filters:
+        for limit in (1, 5, 1000):
+            query = rng.normal(size=8).astype(np.float32)
+            got = [i for i, _ in index.search(query, flt, limit=limit, now=2.0)]
+            assert got == _naive_search(rows, query, flt, limit), flt
+    assert index.vectors().shape == (len(rows), 8)

@@ -140,7 +140,10 @@ def synthetic_query(rng: random.Random) -> str:
 def fill_pending_vectors(store: SQLiteStore, dims: int, rng: np.random.Generator) -> int:
     """Give records the worker has not embedded yet stand-in vectors (see module doc)."""
     real = store._fresh_index(dims)  # noqa: SLF001 - benchmark peeks at the index it fills
-    pool = real._vecs[: max(1, real._size)].copy()  # noqa: SLF001
+    pool = real.vectors()
+    if not len(pool):
+        pool = np.zeros((1, dims), dtype=np.float32)
+        pool[0, 0] = 1.0
     filled = 0
     while pending := store.pending_vectors(limit=5000):
         base = pool[rng.integers(0, len(pool), len(pending))]
