@@ -21,7 +21,7 @@ import pytest
 
 from contextos.server.batching import BatchingEmbedder
 from contextos.store.sqlite import SQLiteStore
-from contextos.store.vector_index import IndexRow, VectorIndex
+from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, MemoryRecord, Scope, content_hash
 

@@ -14,8 +14,9 @@ from fastapi.security import HTTPBearer
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
-from ..session import Session
-from ..tokens import Tokenizer
+from contextos.engine.session import Session
+from contextos.llm.tokens import Tokenizer
+
 from ..types import Scope
 from . import ops
 from . import schemas as s
