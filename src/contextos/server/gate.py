@@ -86,12 +86,12 @@ class AuthGate:
             return
         client = scope.get("client") or ("unknown", 0)
         try:
-            if self.auth.keys.local:  # one indexed SQLite read: no thread hop for it
-                principal = self.auth.admit(_headers(scope), str(client[0]))
-            else:  # a PostgreSQL round trip must not hold up the event loop
-                principal = await anyio.to_thread.run_sync(
-                    self.auth.admit, _headers(scope), str(client[0])
-                )
+            # On a thread even for a SQLite key table: the key table's lock is shared
+            # with key writes, which may wait out a busy database for 30 s, and on the
+            # event loop that wait would stall every request.
+            principal = await anyio.to_thread.run_sync(
+                self.auth.admit, _headers(scope), str(client[0])
+            )
         except ContextosError as exc:
             for message in error_messages(exc):
                 await send(message)

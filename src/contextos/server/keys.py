@@ -201,12 +201,6 @@ class KeyStore:
             self._sql.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, key_id))
         return self.get(key_id)
 
-    @property
-    def local(self) -> bool:
-        """Whether a lookup is a local SQLite read (tens of microseconds, never a
-        network wait), cheap enough to run on the event loop."""
-        return not self._sql.postgres
-
     def close(self) -> None:
         """Close the connection."""
         self._sql.close()
