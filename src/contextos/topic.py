@@ -44,7 +44,14 @@ class VectorEmbedder(Protocol):
 class TopicBlock:
     """Memories for the current topic, refreshed on measured drift (see the module docstring)."""
 
-    def __init__(self, embedder: VectorEmbedder, *, margin: float = 0.1, top_k: int = 3) -> None:
+    def __init__(
+        self,
+        embedder: VectorEmbedder,
+        *,
+        margin: float = 0.1,
+        top_k: int = 3,
+        measure: str = "cosine",
+    ) -> None:
         if margin < 0:
             raise ValueError("margin must be >= 0")
         if top_k < 1:
@@ -52,6 +59,8 @@ class TopicBlock:
         self.embedder = embedder
         self.margin = margin
         self.top_k = top_k
+        self.measure = measure
+        self.gate = 0.0
         #: The memories in the block now, best first.
         self.hits: list[Hit] = []
         #: Refresh at the next update whatever the drift (start, after a compaction).
@@ -95,6 +104,8 @@ class TopicBlock:
         """
         if not fresh:
             return list(self.hits), [], False
+        if self.measure == "overlap":
+            return self._update_overlap(fresh, commit)
         query = self._vector([message])[0]
         fresh_sims = self._sims(query, fresh)
         block_fit = self._fit(self._sims(query, self.hits))
@@ -108,7 +119,7 @@ class TopicBlock:
         delta = [
             h
             for h, sim in zip(fresh, fresh_sims, strict=True)
-            if h.record.id not in held and sim >= block_fit
+            if h.record.id not in held and sim >= block_fit + self.gate
         ]
         if refreshed and commit:
             self.hits, self.due = block, False
@@ -116,6 +127,19 @@ class TopicBlock:
             keep = {h.record.id for h in self.hits}
             self._vectors = {k: v for k, v in self._vectors.items() if k in keep}
         return block, delta, refreshed
+
+    def _update_overlap(
+        self, fresh: Sequence[Hit], commit: bool
+    ) -> tuple[list[Hit], list[Hit], bool]:
+        top = list(fresh[: self.top_k])
+        held = {h.record.id for h in self.hits}
+        missing = [h for h in top if h.record.id not in held]
+        refreshed = self.due or not self.hits or len(missing) / len(top) > self.margin
+        if refreshed:
+            if commit:
+                self.hits, self.due = list(fresh), False
+            return list(fresh), [], True
+        return list(self.hits), missing, False
 
 
 __all__ = ["TopicBlock", "VectorEmbedder"]

@@ -35,7 +35,7 @@ from ..cache import TTL_SECONDS, CacheSimulator, cache_request, report
 from ..compaction import HistoryState, Thresholds, apply_compaction, plan_compaction, rotated_turns
 from ..memory import Memory
 from ..models import ModelInfo, get_model
-from ..session import Layout, archive, context_window, turn_items
+from ..session import Layout, archive, context_window, novel_hits, turn_items
 from ..summarize import ExtractiveSummarizer
 from ..tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from ..topic import TopicBlock
@@ -76,6 +76,14 @@ TOPIC_SHARE = 0.30
 DELTA_SHARE = 0.10
 TOPIC_MARGIN = 0.15
 TOPIC_HISTORY_SHARE = 0.6
+TOPIC_TOP_K = 3
+TOPIC_MEASURE = "cosine"
+DELTA_PRIORITY = 50
+MERGE = False
+QUESTION_ROOM = 400
+NOVEL = False
+DELTA_GATE = 0.0
+SEARCH_OVER = 2.0
 #: ``topic``: how rotated turns leave the history (always archived into memory too).
 TOPIC_COMPACTION = "summarize"
 #: ``summarize`` and ``topic``: the summary's share of the history budget (None: the
@@ -181,7 +189,10 @@ class Replayer:
         self.offload = strategy in MEMORY_STRATEGIES
         if strategy == "topic":
             self.layout = Layout(
-                topic_ceiling=TOPIC_SHARE, memories_ceiling=DELTA_SHARE, memories_floor=0.0
+                topic_ceiling=TOPIC_SHARE,
+                memories_ceiling=DELTA_SHARE,
+                memories_floor=0.0,
+                memories_priority=DELTA_PRIORITY,
             )
         else:
             self.layout = Layout(
@@ -189,7 +200,7 @@ class Replayer:
                 memories_floor=0.25 if self.offload else 0.0,
                 summary_ceiling=max(0.25, self.th.summary_share + 0.05),
             )
-        room = budget - fixed - 400  # room for the question (and its restatement)
+        room = budget - fixed - QUESTION_ROOM  # room for the question (and its restatement)
         # offload: the history keeps enough (60%) that its compacted prefix stays
         # above the model's minimum cacheable length; memories get the rest.
         share = TOPIC_HISTORY_SHARE if strategy == "topic" else 0.6 if self.offload else 1.0
@@ -205,7 +216,10 @@ class Replayer:
                 background_embedding=False,
             )
         if strategy == "topic":
-            self.topic = TopicBlock(embedder, margin=TOPIC_MARGIN)
+            self.topic = TopicBlock(
+                embedder, margin=TOPIC_MARGIN, top_k=TOPIC_TOP_K, measure=TOPIC_MEASURE
+            )
+            self.topic.gate = DELTA_GATE
         self.scope = Scope(user_id=conv.sample_id, session_id=conv.sample_id)
         self.sim = CacheSimulator("anthropic", min_tokens=model.min_cache_tokens)
 
@@ -220,6 +234,7 @@ class Replayer:
         next calls (replay), or only used for this window (scoring).
         """
         past = self.turns[:upto]
+        items = turn_items(past, self.run.history, self.tok)
         topic: list[Hit] = []
         hits: list[Hit] = []
         if self.memory is not None and self.run.history.archived_to >= 0:
@@ -231,12 +246,18 @@ class Replayer:
                     token_budget=int(self.layout.memories_ceiling * self.budget),
                 )
             else:
+                ceiling = int(self.layout.topic_ceiling * self.budget)
                 fresh = self.memory.search(
                     question,
                     session_id=self.conv.sample_id,
                     limit=60,
-                    token_budget=int(self.layout.topic_ceiling * self.budget),
+                    token_budget=int(ceiling * (SEARCH_OVER if NOVEL else 1)),
                 )
+                if NOVEL:
+                    known = {p for it in items for p in it.provenance}
+                    if self.run.history.summary is not None:
+                        known |= set(self.run.history.summary.provenance())
+                    fresh = novel_hits(fresh, known, ceiling)
                 topic, hits, refreshed = self.topic.update(question, fresh, commit=commit)
                 if refreshed and commit:
                     self.run.topic_refreshes += 1
@@ -250,7 +271,7 @@ class Replayer:
             system=self.system,
             rules=RULES,
             summary=self.run.history.summary,
-            turns=turn_items(past, self.run.history, self.tok),
+            turns=items,
             memories=hits,
             topic=topic,
             layout=self.layout,
@@ -272,9 +293,28 @@ class Replayer:
         th = replace(self.th, target=min(target, self.th.target))
         self._compact(self.turns[:i], th, force=True)
 
+    def _compact_on_drift(self, i: int) -> None:
+        if self.topic is None or self.topic.due or self.memory is None:
+            return
+        if self.run.history.archived_to < 0:
+            return
+        q = self.turns[i].message.content
+        fresh = self.memory.search(
+            q,
+            session_id=self.conv.sample_id,
+            limit=60,
+            token_budget=int(self.layout.topic_ceiling * self.budget),
+        )
+        _, _, refreshed = self.topic.update(q, fresh, commit=False)
+        if refreshed:
+            self._compact(self.turns[:i], self.th, force=True)
+            self.topic.due = True
+
     def request(self, i: int) -> None:
         turn = self.turns[i]
         self._compact_on_expiry(i)
+        if MERGE:
+            self._compact_on_drift(i)
         w = self.window(i, turn.message.content)
         nxt = self.turns[i + 1] if i + 1 < len(self.turns) else None
         out = nxt.tokens if nxt is not None and nxt.message.role == "assistant" else 0
