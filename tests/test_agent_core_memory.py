@@ -11,8 +11,8 @@ from contextos import Memory
 from contextos.agent.bench import simulate
 from contextos.agent.core_memory import CoreMemory, CoreMemoryError, CorePrefix, compaction_point
 from contextos.agent.tools import SCHEMAS, AgentTools, openai_schemas
+from contextos.engine.session import Session
 from contextos.errors import ScopeError
-from contextos.session import Session
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message
 

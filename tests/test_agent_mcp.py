@@ -16,7 +16,7 @@ pytest.importorskip("mcp")
 from mcp.client.session import ClientSession  # noqa: E402
 
 from contextos import Memory  # noqa: E402
-from contextos.session import Session  # noqa: E402
+from contextos.engine.session import Session  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.types import Message  # noqa: E402
 from test_mcp import _keys, _payload, _stdio  # noqa: E402

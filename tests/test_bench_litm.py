@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from conftest import LITM_DIR
 from contextos.bench.litm import bm25_ranks, nq_examples, place, run_litm
-from contextos.tokens import CharEstimateTokenizer
+from contextos.llm.tokens import CharEstimateTokenizer
 
 pytestmark = pytest.mark.skipif(not LITM_DIR.exists(), reason=f"LITM data not at {LITM_DIR}")
 

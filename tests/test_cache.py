@@ -23,12 +23,12 @@ from contextos.cache import (
     usage_from_openai,
     wire_blocks,
 )
-from contextos.compaction import HistoryState
-from contextos.models import get_model
-from contextos.session import standard_segments, turn_items
-from contextos.tokens import CharEstimateTokenizer
+from contextos.engine.compaction import HistoryState
+from contextos.engine.session import standard_segments, turn_items
+from contextos.engine.window import Item, Segment, assemble, text_item
+from contextos.llm.models import get_model
+from contextos.llm.tokens import CharEstimateTokenizer
 from contextos.types import Message, ToolCall, Turn, Usage
-from contextos.window import Item, Segment, assemble, text_item
 
 TOK = CharEstimateTokenizer()
 SONNET = get_model("claude-sonnet-4-5")

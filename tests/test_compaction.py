@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contextos.compaction import (
+from contextos.engine.compaction import (
     STUB_TOKENS,
     HistoryState,
     Thresholds,
@@ -20,8 +20,8 @@ from contextos.compaction import (
     tool_units,
     visible_turns,
 )
-from contextos.summarize import ExtractiveSummarizer, Summary, SummaryLine
-from contextos.tokens import CharEstimateTokenizer
+from contextos.engine.summarize import ExtractiveSummarizer, Summary, SummaryLine
+from contextos.llm.tokens import CharEstimateTokenizer
 from contextos.types import Message, ToolCall, Turn
 
 AT = datetime(2024, 3, 1, tzinfo=UTC)

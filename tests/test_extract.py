@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from contextos.bench.extract_speed import load_locomo_sessions
 from contextos.errors import ProviderError
+from contextos.llm.prompts import EXTRACT_SCHEMA, EXTRACT_V1
 from contextos.memory.extract import Candidate, Extractor, OfflineExtractor, merge_duplicates
 from contextos.memory.extract_llm import LLMExtractor
-from contextos.prompts import EXTRACT_SCHEMA, EXTRACT_V1
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.llm import ScriptedLLM
 from contextos.types import Message

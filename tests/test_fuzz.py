@@ -265,8 +265,8 @@ def test_mcp_tools_refuse_bad_arguments_as_tool_errors(
     reports with its message (ValueError, TypeError, ContextosError) that is not a
     store failure; never an exception the SDK would log as a crash."""
     from contextos.errors import ContextosError, StoreError
+    from contextos.llm.tokens import default_tokenizer
     from contextos.server.mcp_server import MemoryTools
-    from contextos.tokens import default_tokenizer
 
     client, _ = fuzz_client
     tools = MemoryTools(client.app.state.tenants, lambda: "fuzz-mcp", default_tokenizer())

@@ -6,7 +6,13 @@ import pytest
 
 from contextos.errors import ProviderError
 from contextos.llm import LLM, parse_json_reply, schema_errors
-from contextos.prompts import EXTRACT_SCHEMA, PROMPTS, RECONCILE_SCHEMA, RECONCILE_V1, SUMMARIZE_V1
+from contextos.llm.prompts import (
+    EXTRACT_SCHEMA,
+    PROMPTS,
+    RECONCILE_SCHEMA,
+    RECONCILE_V1,
+    SUMMARIZE_V1,
+)
 from contextos.testing.llm import ScriptedLLM
 from contextos.types import Message
 

@@ -304,7 +304,7 @@ def test_a_shared_worker_serves_several_tenants(tmp_path: Path) -> None:
 
 
 def test_a_version_1_database_is_migrated_with_its_pending_vectors(tmp_path: Path) -> None:
-    from contextos.store.schema_sqlite import V1_INITIAL, _statements
+    from contextos.store.sqlite.schema import V1_INITIAL, _statements
 
     db = tmp_path / "old.db"
     con = sqlite3.connect(db)

@@ -22,9 +22,9 @@ from contextos.bench.locomo_memory import (
 from contextos.memory import Memory, RetrievalConfig
 from contextos.memory.extract_llm import LLMExtractor
 from contextos.memory.retrieval import HybridRetriever, temporal_match
-from contextos.memory.temporal import TimeRange
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.llm import ScriptedLLM
+from contextos.text.temporal import TimeRange
 from contextos.types import Filter, MemoryRecord, Scope
 
 SESSION = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from contextos import Filter, Scope, StoreError
+from contextos.engine.session import Session
 from contextos.memory import Memory
 from contextos.memory.ingest import build_records, to_messages, validate_options
-from contextos.session import Session
 from contextos.store.erasure import scrub_context
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import FailingEmbedder, HashEmbedder

@@ -17,12 +17,12 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 
 from contextos.errors import AuthError, ProviderError, ProviderHTTPError, RateLimited  # noqa: E402
+from contextos.llm.tokens import default_tokenizer  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import AnthropicTokenCounter, wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
-from contextos.tokens import default_tokenizer  # noqa: E402
 from contextos.types import Message, Scope  # noqa: E402
 
 MODEL = "claude-sonnet-4"  # in the registry, minimum cacheable prompt 1,024 tokens
@@ -513,7 +513,7 @@ def test_stream_helper_errors_are_mapped(fake, client):
 
 
 def test_anthropic_llm_asks_for_structured_output(fake, client):
-    from contextos.providers.llm import AnthropicLLM
+    from contextos.llm.clients import AnthropicLLM
 
     fake.reply = lambda body: '{"action": "ADD"}'
     llm = AnthropicLLM(client, model=MODEL, max_tokens=100)

@@ -215,7 +215,7 @@ def test_function_tools_go_through_the_window_strict_ones_verbatim(fake, client,
 
 def test_openai_llm_and_settings(fake, client):
     from contextos.config import load_settings
-    from contextos.providers.llm import OpenAILLM, llm_from_settings
+    from contextos.llm.clients import OpenAILLM, llm_from_settings
 
     fake.reply = lambda body: '{"ok": true}'
     llm = OpenAILLM(client, model=MODEL)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from contextos.errors import NotFound, ProviderError
+from contextos.llm.prompts import RECONCILE_SCHEMA, RECONCILE_V1
 from contextos.memory.extract import Candidate, OfflineExtractor
 from contextos.memory.reconcile import (
     Decision,
@@ -20,7 +21,6 @@ from contextos.memory.reconcile import (
     find_similar,
     reconcile,
 )
-from contextos.prompts import RECONCILE_SCHEMA, RECONCILE_V1
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.llm import ScriptedLLM

@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 
 from contextos.cache import render_anthropic
+from contextos.engine.session import Layout, Session, context_window, search_scope, window_budget
 from contextos.errors import NotFound
+from contextos.llm.models import get_model
+from contextos.llm.tokens import TOKENS_PER_MESSAGE, default_tokenizer
 from contextos.memory import Memory
 from contextos.memory.render import render
-from contextos.models import get_model
-from contextos.session import Layout, Session, context_window, search_scope, window_budget
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
-from contextos.tokens import TOKENS_PER_MESSAGE, default_tokenizer
 from contextos.types import Message, ToolCall
 
 SONNET = get_model("claude-sonnet-4-5")

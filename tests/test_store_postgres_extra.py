@@ -67,7 +67,7 @@ def test_schema_name_must_be_an_identifier() -> None:
 
 def test_migrations_are_recorded_once_and_a_newer_schema_is_refused(store: Any) -> None:
     from contextos.store.postgres import PostgresStore
-    from contextos.store.schema_postgres import MIGRATIONS
+    from contextos.store.postgres.schema import MIGRATIONS
 
     url = pg_url()
     again = PostgresStore(url, schema=store.schema)  # reopening does not migrate twice

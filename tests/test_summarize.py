@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from contextos.summarize import ExtractiveSummarizer, Summarizer, Summary, turn_ref, turn_time
-from contextos.tokens import CharEstimateTokenizer
+from contextos.engine.summarize import (
+    ExtractiveSummarizer,
+    Summarizer,
+    Summary,
+    turn_ref,
+    turn_time,
+)
+from contextos.llm.tokens import CharEstimateTokenizer
 from contextos.types import Message, Turn
 
 TOK = CharEstimateTokenizer()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contextos.memory.temporal import (
+from contextos.text.temporal import (
     TimeRange,
     parse_session_time,
     question_time_cues,

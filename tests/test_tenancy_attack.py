@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from contextos.errors import NotFound
+from contextos.llm.tokens import default_tokenizer
 from contextos.server.mcp_server import MemoryTools
-from contextos.tokens import default_tokenizer
 from pg_support import connect, pg_url, with_options
 from server_support import ADMIN_KEY, app_client, auth, issue_key
 

@@ -7,8 +7,8 @@ from datetime import date
 import pytest
 
 from contextos import ConfigError, Message, count_tokens, default_tokenizer
-from contextos.models import ALIASES, MODELS, get_model
-from contextos.tokens import CharEstimateTokenizer, Tokenizer
+from contextos.llm.models import ALIASES, MODELS, get_model
+from contextos.llm.tokens import CharEstimateTokenizer, Tokenizer
 
 
 def test_cl100k_counts_known_strings_offline() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from contextos.engine.topic import TopicBlock
 from contextos.testing.embedders import HashEmbedder
-from contextos.topic import TopicBlock
 from contextos.types import Hit, MemoryRecord
 
 DOGS = [

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from contextos.models import get_model
+from contextos.engine.session import Session
+from contextos.llm.models import get_model
+from contextos.llm.tokens import default_tokenizer
 from contextos.server.inspect_routes import replay_costs
 from contextos.server.ui.chart import cost_chart_svg
-from contextos.session import Session
 from contextos.store.base import Patch
 from contextos.store.sqlite import SQLiteStore
-from contextos.tokens import default_tokenizer
 from contextos.types import Message
 from pg_support import connect, pg_url, with_options
 from server_support import app_client, assert_error, auth, issue_key

@@ -6,10 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contextos.errors import BudgetError
-from contextos.tokens import TOKENS_PER_REPLY, CharEstimateTokenizer
-from contextos.types import Message
-from contextos.window import (
+from contextos.engine.window import (
     Item,
     Segment,
     assemble,
@@ -20,6 +17,9 @@ from contextos.window import (
     text_item,
     tool_item,
 )
+from contextos.errors import BudgetError
+from contextos.llm.tokens import TOKENS_PER_REPLY, CharEstimateTokenizer
+from contextos.types import Message
 
 TOK = CharEstimateTokenizer()
 

@@ -20,18 +20,18 @@ anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
 
 from contextos.cli.main import cli  # noqa: E402
+from contextos.engine.context import SessionContext, model_info, split_new  # noqa: E402
+from contextos.engine.window import Segment, assemble, message_item, text_item  # noqa: E402
 from contextos.errors import ConfigError, ProviderError, RateLimited  # noqa: E402
+from contextos.llm.tokens import CharEstimateTokenizer  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import CallRecord, ChatRequest, Prepared, wrap  # noqa: E402
-from contextos.providers.assembly import SessionContext, model_info, split_new  # noqa: E402
 from contextos.providers.chat import Chat  # noqa: E402
 from contextos.providers.errors import mapped_errors, parse_retry_after  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
-from contextos.tokens import CharEstimateTokenizer  # noqa: E402
 from contextos.types import Message, Usage  # noqa: E402
-from contextos.window import Segment, assemble, message_item, text_item  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 

@@ -11,6 +11,11 @@ The public API, in the order of one call:
 
 from __future__ import annotations
 
+from contextos.engine.session import Session
+from contextos.engine.window import Window
+from contextos.llm.models import ModelInfo, Prices, get_model
+from contextos.llm.tokens import Tokenizer, count_tokens, default_tokenizer
+
 from .errors import (
     AuthError,
     BudgetError,
@@ -25,11 +30,8 @@ from .errors import (
     StoreError,
 )
 from .memory import Memory, RetrievalConfig
-from .models import ModelInfo, Prices, get_model
 from .providers import wrap
-from .session import Session
 from .store import Store, open_store
-from .tokens import Tokenizer, count_tokens, default_tokenizer
 from .types import (
     Filter,
     HistoryEvent,
@@ -41,7 +43,6 @@ from .types import (
     Turn,
     Usage,
 )
-from .window import Window
 
 __version__ = "0.1.0"
 

@@ -23,9 +23,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from contextos.engine.session import Session
+from contextos.llm.models import ModelInfo, get_model
+
 from ..cache import CacheReport, CacheSimulator, cache_request, report
-from ..models import ModelInfo, get_model
-from ..session import Session
 from ..types import Message, ToolCall, Usage
 from .core_memory import CoreMemory, CorePrefix, compaction_point
 from .tools import SCHEMAS, AgentTools

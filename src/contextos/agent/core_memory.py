@@ -6,7 +6,7 @@ line naming the label, then the value, so it is searchable like any memory and
 each edit is an UPDATE in ``Memory.history``.
 
 The blocks are pinned in the window's cached prefix (the ``rules`` of
-:meth:`contextos.session.Session.window`, or a system block of a wrapped
+:meth:`contextos.engine.session.Session.window`, or a system block of a wrapped
 call). Re-rendering them on every edit would change the prefix bytes and
 throw away the cache of everything after them, every time the model edits.
 So :class:`CorePrefix` keeps a *snapshot*: the prefix shows the blocks as they
@@ -27,8 +27,9 @@ from ..errors import ScopeError
 from ..types import Filter
 
 if TYPE_CHECKING:
+    from contextos.engine.session import Session
+
     from ..memory import Memory
-    from ..session import Session
 
 #: Blocks every CoreMemory has unless told otherwise, with their limits in characters.
 DEFAULT_BLOCKS: Mapping[str, int] = {"persona": 2000, "human": 2000}

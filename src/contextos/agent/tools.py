@@ -20,7 +20,7 @@ from ..types import Filter
 from .core_memory import CoreMemory, CoreMemoryError, CorePrefix
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from contextos.engine.session import Session
 
 ARCHIVAL = "archival"
 SEARCH_LIMIT = 5
@@ -236,7 +236,7 @@ def scoped_tools(
     What the MCP tools and the HTTP routes build per call: everything lives in
     the store, so nothing is kept between calls.
     """
-    from ..session import Session
+    from contextos.engine.session import Session
 
     session = (
         Session(memory.store, session_id, tenant=memory.tenant, user_id=user_id, agent_id=agent_id)

@@ -20,10 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from contextos.llm.tokens import default_tokenizer
+from contextos.text.temporal import parse_session_time
+
 from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
-from ..memory.temporal import parse_session_time
-from ..tokens import default_tokenizer
 from ..types import Message
 
 DEFAULT_LOCOMO = "../shared/data/locomo/locomo-dev.json"

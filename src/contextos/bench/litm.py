@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..models import get_model
-from ..session import window_budget
-from ..tokens import TOKENS_PER_MESSAGE, Tokenizer, default_tokenizer
-from ..window import Item, Segment, assemble, text_item
+from contextos.engine.session import window_budget
+from contextos.engine.window import Item, Segment, assemble, text_item
+from contextos.llm.models import get_model
+from contextos.llm.tokens import TOKENS_PER_MESSAGE, Tokenizer, default_tokenizer
 
 DEFAULT_LITM = "../shared/data/lost-in-the-middle/"
 KV_FILES = ("kv-retrieval-75_keys.jsonl.gz", "kv-retrieval-140_keys.jsonl.gz")

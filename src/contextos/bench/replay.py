@@ -31,16 +31,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from contextos.engine.compaction import (
+    HistoryState,
+    Thresholds,
+    apply_compaction,
+    plan_compaction,
+    rotated_turns,
+)
+from contextos.engine.session import Layout, archive, context_window, novel_hits, turn_items
+from contextos.engine.summarize import ExtractiveSummarizer
+from contextos.engine.topic import TopicBlock
+from contextos.engine.window import Window
+from contextos.llm.models import ModelInfo, get_model
+from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
+
 from ..cache import TTL_SECONDS, CacheSimulator, cache_request, report
-from ..compaction import HistoryState, Thresholds, apply_compaction, plan_compaction, rotated_turns
 from ..memory import Memory
-from ..models import ModelInfo, get_model
-from ..session import Layout, archive, context_window, novel_hits, turn_items
-from ..summarize import ExtractiveSummarizer
-from ..tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
-from ..topic import TopicBlock
 from ..types import Hit, Message, Role, Scope, Turn, Usage
-from ..window import Window
 from .locomo_data import DEFAULT_LOCOMO, LocomoConversation, load_locomo
 
 STRATEGIES = (

@@ -6,8 +6,9 @@ import json
 
 import click
 
-from ..models import get_model
-from ..tokens import default_tokenizer
+from contextos.llm.models import get_model
+from contextos.llm.tokens import default_tokenizer
+
 from ..types import Message
 from .common import CliState, console, json_option, pass_state, print_json, read_text_arg
 

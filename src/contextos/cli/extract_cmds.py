@@ -8,9 +8,10 @@ from typing import Any
 
 import click
 
+from contextos.text.temporal import parse_session_time
+
 from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
-from ..memory.temporal import parse_session_time
 from ..types import Message
 from .common import (
     CliState,

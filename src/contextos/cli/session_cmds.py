@@ -11,13 +11,14 @@ from typing import Any, cast
 import click
 from rich.text import Text
 
+from contextos.engine.compaction import STRATEGIES, Thresholds
+from contextos.engine.session import Session
+from contextos.engine.window import Window
+from contextos.llm.models import ModelInfo, get_model
+
 from ..cache import CacheSimulator, cache_request, render, report
-from ..compaction import STRATEGIES, Thresholds
 from ..errors import NotFound
-from ..models import ModelInfo, get_model
-from ..session import Session
 from ..types import Hit, Message, Role
-from ..window import Window
 from .common import (
     CliState,
     console,

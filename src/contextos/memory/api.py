@@ -18,13 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contextos.llm.tokens import Tokenizer, default_tokenizer
+
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..errors import NotFound, ScopeError
 from ..store import open_store
 from ..store.base import EmbeddingStatus, Patch, Store
 from ..times import opt_utc
-from ..tokens import Tokenizer, default_tokenizer
 from ..types import (
     Filter,
     HistoryEvent,

@@ -23,10 +23,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from contextos.text import sentences as S
+from contextos.text.temporal import TimeMention, parse_session_time, resolve, rewrite
+
 from ..embed import Embedder
 from ..types import MemoryType, Message
-from . import sentences as S
-from .temporal import TimeMention, parse_session_time, resolve, rewrite
 
 
 @dataclass(frozen=True)

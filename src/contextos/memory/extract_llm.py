@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from contextos.llm.prompts import EXTRACT_V1, Prompt
+from contextos.text import sentences as S
+from contextos.text.temporal import parse_session_time
+
 from ..errors import ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..prompts import EXTRACT_V1, Prompt
 from ..types import Message
-from . import sentences as S
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
-from .temporal import parse_session_time
 
 log = logging.getLogger(__name__)
 

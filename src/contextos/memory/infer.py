@@ -28,9 +28,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from contextos.text import sentences as S
+
 from ..store.base import Store
 from ..types import MemoryRecord, Message
-from . import sentences as S
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
 from .reconcile import Outcome, Reconciler, reconcile

@@ -22,15 +22,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from contextos.llm.prompts import RECONCILE_V1, Prompt
+from contextos.text.claims import claim, is_negated, jaccard, stem_tokens, subject_of
+from contextos.text.temporal import describe
+
 from ..embed import Embedder
 from ..errors import NotFound, ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..prompts import RECONCILE_V1, Prompt
 from ..store.base import Patch, Store
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
-from .claims import claim, is_negated, jaccard, stem_tokens, subject_of
 from .extract import Candidate
-from .temporal import describe
 
 log = logging.getLogger(__name__)
 

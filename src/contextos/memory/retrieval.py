@@ -40,10 +40,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from contextos.text.temporal import TimeRange, question_time_cues, resolve
+
 from ..embed import Embedder
 from ..store.base import Ranked, Store
 from ..types import Filter, Hit, MemoryRecord
-from .temporal import TimeRange, question_time_cues, resolve
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ or a counter is built from a key.
 
 from __future__ import annotations
 
+from contextos.engine.context import ContextSource, SessionContext
+
 from .anthropic import AnthropicTokenCounter
-from .assembly import ContextSource, SessionContext
 from .base import CallRecord, ChatRequest, Prepared
 from .wrap import UsageLog, WrappedClient, wrap
 

@@ -24,12 +24,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from contextos.engine.context import model_info
+from contextos.engine.window import Block, Window
+from contextos.llm.tokens import Tokenizer, default_tokenizer
+
 from ..cache import field_of, render_anthropic, usage_from_anthropic
 from ..errors import MissingExtraError
-from ..tokens import Tokenizer, default_tokenizer
 from ..types import Message, Role, ToolCall, Usage
-from ..window import Block, Window
-from .assembly import model_info
 from .base import WIRE_KEY, ChatRequest, Prepared
 from .errors import call_mapped
 
@@ -314,7 +315,7 @@ def _client_from_key(api_key: str, base_url: str | None) -> Any:
 
 
 class AnthropicTokenCounter:
-    """A :class:`~contextos.tokens.Tokenizer` backed by ``messages.count_tokens``.
+    """A :class:`~contextos.llm.tokens.Tokenizer` backed by ``messages.count_tokens``.
 
     Exact (``exact = True``) when it has a client; otherwise it counts with the
     offline cl100k tokenizer and says so (``exact = False``, name ends in

@@ -2,7 +2,7 @@
 
 A provider adapter does four things for :func:`contextos.providers.wrap`:
 parse the SDK call's keyword arguments into a provider-neutral
-:class:`ChatRequest`, render an assembled :class:`~contextos.window.Window`
+:class:`ChatRequest`, render an assembled :class:`~contextos.engine.window.Window`
 back into that SDK's keyword arguments (with cache breakpoints where the
 vendor has them), and read the :class:`~contextos.types.Usage` and reply out
 of a response or a stream. The adapters are pure; only the SDK client they
@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..models import ModelInfo
+from contextos.engine.window import Window
+from contextos.llm.models import ModelInfo
+
 from ..types import Message, Usage
-from ..window import Window
 
 #: Metadata key under which a caller's original wire message rides along a
 #: neutral Message, so the adapter can send the caller's own bytes back.

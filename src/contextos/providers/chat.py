@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from contextos.engine.context import MEMORY_HEADER, SessionContext
+from contextos.engine.window import Window
+
 from ..config import Settings
 from ..errors import ConfigError, MissingExtraError
 from ..types import Message, Usage
-from ..window import Window
-from .assembly import MEMORY_HEADER, SessionContext
 from .base import CallRecord, ChatRequest, Prepared
 from .wrap import WrappedClient, wrap
 

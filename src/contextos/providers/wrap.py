@@ -13,7 +13,7 @@ everything else is the SDK's, untouched) and returns the SDK's own response
 objects, streams included. Each call:
 
 1. assembles the window from the session log and memory (a
-   :class:`~contextos.providers.assembly.ContextSource`; injectable),
+   :class:`~contextos.engine.context.ContextSource`; injectable),
 2. renders it with cache breakpoints, sends it through the real SDK client,
 3. records usage (input, output, cache writes 5m/1h, cache reads) in
    :attr:`WrappedClient.calls` and, with a session, in the session log.
@@ -39,7 +39,7 @@ from .errors import mapped_errors
 from .streams import instrument
 
 if TYPE_CHECKING:
-    from ..session import MemoryLike
+    from contextos.engine.session import MemoryLike
 
 Recorder = Callable[[CallRecord], None]
 
@@ -193,7 +193,7 @@ class _ManagedStream:
 def _tokens_of(value: Any) -> int:
     import json
 
-    from ..tokens import default_tokenizer
+    from contextos.llm.tokens import default_tokenizer
 
     return default_tokenizer().count(json.dumps(value, default=str))
 
@@ -310,7 +310,7 @@ class WrappedClient:
 
     @property
     def context(self) -> Any:
-        """The :class:`~contextos.providers.assembly.ContextSource` (None in pass-through)."""
+        """The :class:`~contextos.engine.context.ContextSource` (None in pass-through)."""
         return self._core.context
 
     def __getattr__(self, name: str) -> Any:
@@ -360,10 +360,10 @@ def wrap(
     Args:
         client: the SDK client; its ``base_url``, ``max_retries`` and timeouts apply.
         memory: a :class:`~contextos.memory.Memory` to retrieve from and remember into.
-        session: a :class:`~contextos.session.Session`, or a session id (the log is
+        session: a :class:`~contextos.engine.session.Session`, or a session id (the log is
             kept in ``memory``'s store).
         user_id/agent_id: the memory scope.
-        context: a ready :class:`~contextos.providers.assembly.ContextSource`
+        context: a ready :class:`~contextos.engine.context.ContextSource`
             (instead of memory/session), e.g. the context engine's session.
         memory_limit/memory_tokens: how many memories, and how many tokens of them.
         remember: add each exchange to memory.
@@ -386,7 +386,7 @@ def wrap(
     if context is not None and (memory is not None or session is not None):
         raise TypeError("pass either context= or memory=/session=, not both")
     if context is None and (memory is not None or session is not None):
-        from .assembly import SessionContext
+        from contextos.engine.context import SessionContext
 
         context = SessionContext(
             memory=memory,

@@ -16,9 +16,10 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from contextos.llm.tokens import Tokenizer, default_tokenizer
+
 from ..embed import Embedder, make_embedder
 from ..errors import ContextosError, MissingExtraError
-from ..tokens import Tokenizer, default_tokenizer
 from .auth import DEFAULT_AUTH_FAILURES, Authenticator, validate_admin_key
 from .batching import BatchingEmbedder
 from .bodylimit import DEFAULT_MAX_BODY, BodyLimitMiddleware

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from contextos.engine.compaction import HistoryState
+from contextos.engine.session import standard_segments, turn_items, window_budget
+from contextos.engine.window import assemble
+from contextos.llm.models import ModelInfo, get_model
+from contextos.llm.tokens import Tokenizer
+
 from ..cache import CacheSimulator, WireFormat, cache_request, report
-from ..compaction import HistoryState
-from ..models import ModelInfo, get_model
-from ..session import standard_segments, turn_items, window_budget
-from ..tokens import Tokenizer
 from ..types import Filter, Scope, Turn
-from ..window import assemble
 from . import schemas as s
 from .auth import Authenticator
 from .routes import IdPath, Limit, Offset, OptIdent, caller

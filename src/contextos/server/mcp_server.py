@@ -3,7 +3,7 @@
 Tools: ``add_memory``, ``search_memory``, ``list_memories``, ``get_memory``,
 ``update_memory``, ``memory_history``, ``delete_memory`` and ``assemble_window``
 (retrieved memories placed in a token budget around a question with
-:func:`contextos.window.assemble`). Arguments are validated by the HTTP API's
+:func:`contextos.engine.window.assemble`). Arguments are validated by the HTTP API's
 models, so both protocols accept and refuse the same input. Every tool acts for one
 tenant, decided by an API key and never by a tool argument:
 
@@ -28,7 +28,8 @@ try:  # the tools validate with pydantic models, which the mcp extra brings
 except ImportError as _missing:  # pragma: no cover - depends on the installed extras
     raise MissingExtraError("mcp", "mcp") from _missing
 
-from ..tokens import Tokenizer, default_tokenizer
+from contextos.llm.tokens import Tokenizer, default_tokenizer
+
 from ..types import Hit, MemoryRecord, MemoryType
 from . import ops
 from . import schemas as s

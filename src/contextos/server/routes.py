@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPBearer
 from pydantic import AfterValidator
 
-from ..session import Session
-from ..tokens import Tokenizer
+from contextos.engine.session import Session
+from contextos.llm.tokens import Tokenizer
+
 from ..types import Scope
 from . import ops
 from . import schemas as s

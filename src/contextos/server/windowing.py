@@ -1,9 +1,9 @@
 """Assemble a context window for a question, for one tenant: what the HTTP
 ``/v1/sessions/{id}/window`` route and the MCP ``assemble_window`` tool share.
 
-With a session, it is :meth:`contextos.session.Session.window` (rolling
+With a session, it is :meth:`contextos.engine.session.Session.window` (rolling
 summary, recent turns, retrieved memories at the edges, question last);
-without one, the same builder (:func:`contextos.session.context_window`)
+without one, the same builder (:func:`contextos.engine.session.context_window`)
 holding only memories and the question.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..models import get_model
-from ..session import Session, context_window, search_scope
-from ..tokens import Tokenizer
-from ..window import Window
+from contextos.engine.session import Session, context_window, search_scope
+from contextos.engine.window import Window
+from contextos.llm.models import get_model
+from contextos.llm.tokens import Tokenizer
+
 from .tenants import TenantMemories
 
 DEFAULT_MODEL = "claude-sonnet-4-6"

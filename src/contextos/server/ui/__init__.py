@@ -19,7 +19,8 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ...tokens import Tokenizer
+    from contextos.llm.tokens import Tokenizer
+
     from ..auth import Authenticator
     from ..tenants import TenantMemories
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypedDict
 
-from .compaction import (
+from contextos.engine.compaction import (
     HistoryState,
     Plan,
     Strategy,
@@ -32,14 +32,28 @@ from .compaction import (
     tool_units,
     visible_turns,
 )
-from .errors import NotFound
-from .memory.render import render as render_memory
-from .models import ModelInfo
-from .store.base import Store
-from .summarize import ExtractiveSummarizer, Summarizer, Summary, turn_ref, turn_time
-from .tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
-from .types import Hit, MemoryRecord, Message, Scope, Turn
-from .window import Item, Segment, Window, assemble, message_item, text_item, tool_item
+from contextos.engine.summarize import (
+    ExtractiveSummarizer,
+    Summarizer,
+    Summary,
+    turn_ref,
+    turn_time,
+)
+from contextos.engine.window import (
+    Item,
+    Segment,
+    Window,
+    assemble,
+    message_item,
+    text_item,
+    tool_item,
+)
+from contextos.errors import NotFound
+from contextos.llm.models import ModelInfo
+from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
+from contextos.memory.render import render as render_memory
+from contextos.store.base import Store
+from contextos.types import Hit, MemoryRecord, Message, Scope, Turn
 
 _META_KEY = "history"
 

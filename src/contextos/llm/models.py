@@ -55,7 +55,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ConfigError
+from contextos.errors import ConfigError
 
 Provider = Literal["anthropic", "openai", "open"]
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from .types import Message
+from contextos.types import Message
 
 
 @runtime_checkable

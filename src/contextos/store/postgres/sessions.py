@@ -12,8 +12,8 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from ..types import Message, Scope, Turn
-from .postgres_codec import TURN_COLUMNS, metadata_jsonb, turn_from_row, turn_params
+from contextos.store.postgres.codec import TURN_COLUMNS, metadata_jsonb, turn_from_row, turn_params
+from contextos.types import Message, Scope, Turn
 
 Transaction = Callable[[str], AbstractContextManager[Any]]
 Reader = Callable[[str, Sequence[object]], "list[Any]"]

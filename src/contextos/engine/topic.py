@@ -29,8 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .memory.render import embedding_text
-from .types import Hit
+from contextos.memory.render import embedding_text
+from contextos.types import Hit
 
 
 class VectorEmbedder(Protocol):

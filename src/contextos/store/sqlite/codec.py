@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..times import from_epoch, opt_epoch, to_epoch
-from ..types import Filter, MemoryRecord, Message, Scope, Turn
-from . import records
-from .filters import Dialect, where_clause
+from contextos.store import records
+from contextos.store.filters import Dialect, where_clause
+from contextos.times import from_epoch, opt_epoch, to_epoch
+from contextos.types import Filter, MemoryRecord, Message, Scope, Turn
 
 __all__ = ["from_epoch", "opt_epoch", "to_epoch"]  # re-exported for the SQLite store
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import StoreError
+from contextos.errors import StoreError
 
 #: Arbitrary constant naming the advisory lock that serialises migrations and index builds.
 LOCK_KEY = 0x636F6E74  # "cont"

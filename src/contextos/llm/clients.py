@@ -16,12 +16,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..config import Settings
-from ..errors import MissingExtraError
-from ..types import Message
-from .base import CallRecord
-from .errors import call_mapped
-from .wrap import UsageLog
+from contextos.config import Settings
+from contextos.errors import MissingExtraError
+from contextos.providers.base import CallRecord
+from contextos.providers.errors import call_mapped
+from contextos.providers.wrap import UsageLog
+from contextos.types import Message
 
 
 def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -50,8 +50,8 @@ class AnthropicLLM:
         *,
         json_schema: Mapping[str, Any] | None = None,
     ) -> str:
-        from ..cache import usage_from_anthropic as usage_of
-        from .anthropic import reply_of
+        from contextos.cache import usage_from_anthropic as usage_of
+        from contextos.providers.anthropic import reply_of
 
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -98,8 +98,8 @@ class OpenAILLM:
         *,
         json_schema: Mapping[str, Any] | None = None,
     ) -> str:
-        from ..cache import usage_from_openai as usage_of
-        from .openai import reply_of
+        from contextos.cache import usage_from_openai as usage_of
+        from contextos.providers.openai import reply_of
 
         wire = ([{"role": "system", "content": system}] if system else []) + _turns(messages)
         kwargs: dict[str, Any] = {"model": self.model, "messages": wire}

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..times import opt_utc, utc
-from ..types import Filter, MemoryRecord, Message, Scope, Turn
-from . import records
-from .filters import Dialect, where_clause
+from contextos.store import records
+from contextos.store.filters import Dialect, where_clause
+from contextos.times import opt_utc, utc
+from contextos.types import Filter, MemoryRecord, Message, Scope, Turn
 
 RECORD_COLUMNS = ", ".join(f"m.{name}" for name in records.RECORD_FIELDS)
 

@@ -16,7 +16,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
-from .types import Message
+from contextos.types import Message
 
 #: Tokens of framing around each chat message (OpenAI's published rule of thumb).
 TOKENS_PER_MESSAGE = 3
@@ -111,7 +111,7 @@ def _load_encoding(name: str):  # type: ignore[no-untyped-def]
     try:
         return tiktoken.get_encoding(offline)
     except ValueError:
-        from .errors import ConfigError
+        from contextos.errors import ConfigError
 
         raise ConfigError(
             f"tokenizer encoding {name!r} is not available offline; "

@@ -29,9 +29,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import BudgetError
-from .tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, Tokenizer
-from .types import Message, Role
+from contextos.errors import BudgetError
+from contextos.llm.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, Tokenizer
+from contextos.types import Message, Role
 
 Kind = Literal["tools", "system", "messages", "context", "question"]
 Keep = Literal["first", "newest", "strongest"]

@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .summarize import Summarizer, Summary
-from .types import Turn
+from contextos.engine.summarize import Summarizer, Summary
+from contextos.types import Turn
 
 Strategy = Literal["truncate", "clear_tool_results", "summarize", "offload"]
 STRATEGIES: tuple[Strategy, ...] = ("truncate", "clear_tool_results", "summarize", "offload")

@@ -14,7 +14,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .sentences import STOPWORDS, word_set
+from contextos.text.sentences import STOPWORDS, word_set
 
 #: Words that carry no claim. Narrower than STOPWORDS: "likes" vs "hates" must differ.
 _FUNCTION_WORDS = word_set(

@@ -24,7 +24,7 @@ query, most of it that pass (SQLite's FTS5: ~8 ms).
 
 from __future__ import annotations
 
-from .schema_postgres import TS_CONFIG
+from contextos.store.postgres.schema import TS_CONFIG
 
 #: Collection statistics (size, average length) are read from at most this many rows of the
 #: filter, so a search over a huge scope costs a bounded pass; below it they are exact.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..types import Filter
+from contextos.types import Filter
 
 _SCOPE_FIELDS = ("tenant", "user_id", "agent_id", "session_id", "memory_type")
 _TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to")
@@ -148,7 +148,7 @@ class VectorIndex:
 def _time_mask(
     times: dict[str, npt.NDArray[np.float64]], n: int, flt: Filter, now: float
 ) -> npt.NDArray[np.bool_]:
-    from ..times import to_epoch
+    from contextos.times import to_epoch
 
     mask = np.ones(n, dtype=bool)
     with np.errstate(invalid="ignore"):

@@ -28,14 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError, NotFound, StoreError
-from ..text.query import query_terms
-from ..times import opt_utc, utc
-from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
-from .base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
-from .erasure import scrub_context
-from .postgres_bm25 import bm25_sql
-from .postgres_codec import (
+from contextos.errors import MissingExtraError, NotFound, StoreError
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
+from contextos.store.erasure import scrub_context
+from contextos.store.postgres.bm25 import bm25_sql
+from contextos.store.postgres.codec import (
     RECORD_COLUMNS,
     filter_sql,
     metadata_jsonb,
@@ -44,9 +41,12 @@ from .postgres_codec import (
     record_params,
     vector_text,
 )
-from .postgres_sessions import PgSessionLog
-from .records import RECORD_FIELDS
-from .schema_postgres import ensure_hnsw_index, migrate
+from contextos.store.postgres.schema import ensure_hnsw_index, migrate
+from contextos.store.postgres.sessions import PgSessionLog
+from contextos.store.records import RECORD_FIELDS
+from contextos.text.query import query_terms
+from contextos.times import opt_utc, utc
+from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INSERT_RECORD = (

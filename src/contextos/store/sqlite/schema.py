@@ -179,7 +179,7 @@ def migrate(db: sqlite3.Connection) -> int:
     try:
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > len(MIGRATIONS):
-            from ..errors import StoreError
+            from contextos.errors import StoreError
 
             raise StoreError(
                 f"database schema version {version} is newer than this contextos "

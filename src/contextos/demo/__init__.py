@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .cache import CacheReport, CacheSimulator, cache_request, report
-from .demo_data import CAPTIONS, QUESTIONS, SESSIONS, SPEAKERS, SYSTEM_PROMPT, TOOLS
-from .memory import Memory
-from .models import ModelInfo, get_model
-from .session import Session
-from .types import Hit, MemoryRecord, Message, Role
-from .window import Window
+from contextos.cache import CacheReport, CacheSimulator, cache_request, report
+from contextos.demo.data import CAPTIONS, QUESTIONS, SESSIONS, SPEAKERS, SYSTEM_PROMPT, TOOLS
+from contextos.engine.session import Session
+from contextos.engine.window import Window
+from contextos.llm.models import ModelInfo, get_model
+from contextos.memory import Memory
+from contextos.types import Hit, MemoryRecord, Message, Role
 
 USER = "maya"
 RULES = ("Always remind Maya to stretch after runs.", "Answer in at most three sentences.")

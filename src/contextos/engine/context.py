@@ -3,7 +3,7 @@
 :func:`contextos.providers.wrap` depends only on the small
 :class:`ContextSource` protocol (``prepare`` before the call, ``commit``
 after), so the context engine can be swapped or injected in tests. The
-default, :class:`SessionContext`, drives a :class:`~contextos.session.Session`
+default, :class:`SessionContext`, drives a :class:`~contextos.engine.session.Session`
 and a :class:`~contextos.memory.Memory`:
 
 1. Messages the caller sent that the session log already holds are
@@ -14,7 +14,7 @@ and a :class:`~contextos.memory.Memory`:
 2. When the history passes its compaction trigger, the session compacts
    (``summarize`` by default; ``offload`` archives into memory).
 3. The window is the session's standard layout
-   (:func:`contextos.session.standard_segments`): tools, system prompt,
+   (:func:`contextos.engine.session.standard_segments`): tools, system prompt,
    summary, recent turns -- the cached prefix, with breakpoints -- then the
    memories retrieved for the question (strongest at the edges) and the
    question last.
@@ -32,14 +32,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
-from ..compaction import Strategy, Thresholds
-from ..errors import ConfigError, ScopeError
-from ..models import ModelInfo, Prices, get_model
-from ..session import Layout, MemoryLike, Session, context_window, search_scope, turn_items
-from ..tokens import Tokenizer, default_tokenizer
-from ..types import Hit, Message, Usage
-from ..window import Item, message_item
-from .base import WIRE_KEY, CallRecord, ChatRequest, Prepared
+from contextos.engine.compaction import Strategy, Thresholds
+from contextos.engine.session import (
+    Layout,
+    MemoryLike,
+    Session,
+    context_window,
+    search_scope,
+    turn_items,
+)
+from contextos.engine.window import Item, message_item
+from contextos.errors import ConfigError, ScopeError
+from contextos.llm.models import ModelInfo, Prices, get_model
+from contextos.llm.tokens import Tokenizer, default_tokenizer
+from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
+from contextos.types import Hit, Message, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
@@ -151,7 +158,7 @@ def _usage_json(usage: Usage) -> dict[str, int]:
 
 
 class SessionContext:
-    """The default :class:`ContextSource`: a :class:`~contextos.session.Session` plus Memory.
+    """The default :class:`ContextSource`: a :class:`~contextos.engine.session.Session` plus Memory.
 
     ``session`` is a Session or a session id (then the log lives in
     ``memory``'s store); without one nothing is logged and the caller's

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from .tokens import Tokenizer, default_tokenizer
-from .types import Turn
+from contextos.llm.tokens import Tokenizer, default_tokenizer
+from contextos.types import Turn
 
 
 def turn_ref(turn: Turn) -> str:

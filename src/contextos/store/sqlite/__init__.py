@@ -11,7 +11,7 @@
   FTS index and truncates the WAL, so a forgotten user's text does not linger
   in free pages.
 - Vectors are BLOBs in the ``vectors`` table, mirrored by an in-process
-  :class:`~contextos.store.vector_index.VectorIndex` (see there for why).
+  :class:`~contextos.store.sqlite.vector_index.VectorIndex` (see there for why).
 """
 
 from __future__ import annotations
@@ -30,13 +30,10 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..errors import NotFound, StoreError
-from ..text.query import query_terms
-from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
-from .base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
-from .erasure import scrub_context
-from .schema_sqlite import MIGRATIONS, migrate
-from .sqlite_codec import (
+from contextos.errors import NotFound, StoreError
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
+from contextos.store.erasure import scrub_context
+from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
     TURN_COLUMNS,
     filter_sql,
@@ -48,7 +45,10 @@ from .sqlite_codec import (
     turn_from_row,
     turn_row,
 )
-from .vector_index import IndexRow, VectorIndex
+from contextos.store.sqlite.schema import MIGRATIONS, migrate
+from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
+from contextos.text.query import query_terms
+from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
 
 
 def fts_query(text: str) -> str:

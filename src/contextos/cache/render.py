@@ -1,0 +1,232 @@
+"""Render a window as a provider's request body, keeping the cached prefix byte-stable.
+
+Providers cache a *byte prefix* of the request, so the renderers here are
+deterministic: tool schemas are canonical JSON, nothing volatile (timestamps,
+ids) is rendered into the cached part, and the blocks come out in the window's
+order (tools, system, history, then the per-call context and the question).
+
+- Anthropic: ``cache_control`` on the blocks where the window planned its
+  breakpoints (at most 4, each prefix at least the model's minimum, 1-hour
+  TTLs before 5-minute ones). A breakpoint reads the longest earlier entry
+  found at most 20 blocks back and writes the prefix up to itself.
+- OpenAI: no markers; the stable prefix comes first and ``prompt_cache_key``
+  routes calls of one session to the same cache. Prefixes from 1,024 tokens
+  are cached in 128-token steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from contextos.engine.window import Window, canonical_json
+from contextos.llm.models import ModelInfo
+from contextos.types import Message
+
+WireFormat = Literal["anthropic", "openai"]
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+#: OpenAI keeps an idle prefix 5-10 minutes; the simulator assumes the shorter end.
+OPENAI_TTL_SECONDS = 300.0
+OPENAI_CACHE_STEP = 128
+_KIND_ORDER = {"tools": 0, "system": 1, "messages": 2, "context": 3, "question": 3}
+
+
+def _check_order(window: Window) -> None:
+    ranks = [_KIND_ORDER[b.kind] for b in window.blocks]
+    if ranks != sorted(ranks):
+        raise ValueError("window blocks must be ordered tools, system, messages, context/question")
+
+
+# -- Anthropic -----------------------------------------------------------------
+
+
+def _anthropic_tool(text: str) -> dict[str, Any]:
+    schema = json.loads(text)
+    out = {
+        "name": schema["name"],
+        "description": schema.get("description", ""),
+        "input_schema": schema.get("input_schema", schema.get("parameters", {})),
+    }
+    return out
+
+
+def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
+    """(role, content blocks) for one logged message."""
+    if msg.role == "tool":
+        return "user", [
+            {"type": "tool_result", "tool_use_id": msg.tool_call_id or "", "content": msg.content}
+        ]
+    role = "assistant" if msg.role == "assistant" else "user"
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")}
+        for c in msg.tool_calls
+    ]
+    return role, blocks or [{"type": "text", "text": ""}]
+
+
+def render_anthropic(
+    window: Window, model: ModelInfo, *, max_tokens: int | None = None
+) -> dict[str, Any]:
+    """The Messages API request body, with ``cache_control`` where the window planned it.
+
+    Each window block becomes one tool, one system block, one message (a
+    turn, with its text and tool-use blocks) or one part of the final user
+    message (retrieved context and the question).
+    """
+    _check_order(window)
+    marks = {bp.after: bp.ttl for bp in window.breakpoints}
+    tools: list[dict[str, Any]] = []
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    final: list[dict[str, Any]] = []
+    for i, b in enumerate(window.blocks):
+        mark: dict[str, Any] | None = {"type": "ephemeral", "ttl": marks[i]} if i in marks else None
+        if b.kind == "messages":
+            content: list[dict[str, Any]] = [{"type": "text", "text": b.text}]
+            role: str = b.role
+            if b.message is not None:
+                role, content = _anthropic_turn(b.message)
+            if mark:
+                content[-1]["cache_control"] = mark
+            messages.append({"role": role, "content": content})
+            continue
+        block: dict[str, Any] = (
+            _anthropic_tool(b.text) if b.kind == "tools" else {"type": "text", "text": b.text}
+        )
+        if mark:
+            block["cache_control"] = mark
+        {"tools": tools, "system": system}.get(b.kind, final).append(block)
+    if final:
+        messages.append({"role": "user", "content": final})
+    body: dict[str, Any] = {
+        "model": model.name,
+        "max_tokens": max_tokens or model.default_output_reserve(),
+    }
+    if tools:
+        body["tools"] = tools
+    if system:
+        body["system"] = system
+    body["messages"] = messages
+    return body
+
+
+# -- OpenAI --------------------------------------------------------------------
+
+
+def _openai_tool(text: str) -> dict[str, Any]:
+    schema = json.loads(text)
+    return {
+        "type": "function",
+        "function": {
+            "name": schema["name"],
+            "description": schema.get("description", ""),
+            "parameters": schema.get("parameters", schema.get("input_schema", {})),
+        },
+    }
+
+
+def _openai_turn(msg: Message) -> dict[str, Any]:
+    if msg.role == "tool":
+        return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.content}
+    out: dict[str, Any] = {"role": msg.role, "content": msg.content}
+    if msg.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in msg.tool_calls
+        ]
+    return out
+
+
+def prompt_cache_key(window: Window) -> str:
+    """A stable routing key: the hash of the tools and system blocks (the stable prefix)."""
+    stable = [b.text for b in window.blocks if b.kind in ("tools", "system")]
+    return "ctxos-" + hashlib.sha256("\x1f".join(stable).encode()).hexdigest()[:24]
+
+
+def render_openai(
+    window: Window, model: ModelInfo, *, cache_key: str | None = None
+) -> dict[str, Any]:
+    """The Chat Completions request body: stable prefix first, ``prompt_cache_key`` set."""
+    _check_order(window)
+    tools = [_openai_tool(b.text) for b in window.blocks if b.kind == "tools"]
+    messages: list[dict[str, Any]] = []
+    final: list[dict[str, Any]] = []
+    for b in window.blocks:
+        if b.kind == "system":
+            messages.append({"role": "system", "content": b.text})
+        elif b.kind == "messages":
+            messages.append(
+                _openai_turn(b.message)
+                if b.message is not None
+                else {"role": b.role, "content": b.text}
+            )
+        elif b.kind in ("context", "question"):
+            final.append({"type": "text", "text": b.text})
+    if final:
+        messages.append({"role": "user", "content": final})
+    body: dict[str, Any] = {"model": model.name}
+    if tools:
+        body["tools"] = tools
+    body["messages"] = messages
+    body["prompt_cache_key"] = cache_key or prompt_cache_key(window)
+    return body
+
+
+def render(window: Window, model: ModelInfo, wire: WireFormat) -> dict[str, Any]:
+    """Render for ``wire`` (``anthropic`` or ``openai``)."""
+    if wire == "anthropic":
+        return render_anthropic(window, model)
+    if wire == "openai":
+        return render_openai(window, model)
+    raise ValueError(f"unknown wire format {wire!r}")
+
+
+# -- the byte stream a provider caches -------------------------------------------
+
+
+def wire_blocks(body: Mapping[str, Any], wire: WireFormat, *, final_parts: int) -> list[bytes]:
+    """The request as the cache sees it: one canonical byte string per window block.
+
+    Cache markers are stripped (they move between calls but are not content).
+    Tools, system blocks (Anthropic), then one entry per message, except the
+    last message when it carries ``final_parts`` context/question parts: one
+    entry per part.
+    """
+    out = [canonical_json(t) for t in body.get("tools", [])]
+    if wire == "anthropic":
+        out += [canonical_json(_strip(b)) for b in body.get("system", [])]
+    messages = list(body["messages"])
+    tail = messages.pop() if final_parts else None
+    for m in messages:
+        if isinstance(m.get("content"), list):
+            m = {**m, "content": [_strip(b) for b in m["content"]]}
+        out.append(canonical_json(m))
+    if tail is not None:
+        out += [canonical_json([tail["role"], _strip(part)]) for part in tail["content"]]
+    return [s.encode("utf-8") for s in out]
+
+
+def final_parts(window: Window) -> int:
+    """How many blocks of ``window`` go into the final user message."""
+    return sum(1 for b in window.blocks if b.kind in ("context", "question"))
+
+
+def _strip(block: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in block.items() if k != "cache_control"}
+
+
+def cached_prefix(body: Mapping[str, Any], window: Window, wire: WireFormat) -> bytes:
+    """Bytes up to the window's last breakpoint (Anthropic) or before the context (OpenAI)."""
+    blocks = wire_blocks(body, wire, final_parts=final_parts(window))
+    end = stable_end(window, wire)
+    return b"".join(blocks[:end])
+
+
+def stable_end(window: Window, wire: WireFormat) -> int:
+    """How many leading blocks are meant to be cached."""
+    if wire == "anthropic":
+        return window.breakpoints[-1].after + 1 if window.breakpoints else 0
+    return sum(1 for b in window.blocks if b.kind not in ("context", "question"))
