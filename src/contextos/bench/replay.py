@@ -72,25 +72,22 @@ RULES = (
     "Never invent events that were not mentioned.",
 )
 
-#: The ``topic`` strategy's shares of the budget: the topic block (cached, before
-#: the history) and the per-call delta (after it); its drift margin; the history's
-#: share of the room. Chosen leave-one-conversation-out on the 5 dev conversations,
-#: scoring each point by min(recall/target, share/target) averaged over 4k and 16k:
-#: this point won every fold (held-out 4k 0.733 / 0.703, 16k 0.857 / 0.851). At 4k
-#: alone (history 0.7, block 0.25) won every fold (0.760 / 0.753) but fell to
-#: 0.637 / 0.818 at 16k. Margin 0.2/0.25 and delta 0.05 lost at 4k.
-TOPIC_SHARE = 0.30
+#: The ``topic`` strategy (see :mod:`contextos.engine.topic`): the block's share of
+#: the budget (cached, before the history); the per-call delta's ceiling (after the
+#: history; it only fills what the cached prefix leaves); the fresh top-N the delta
+#: tops the block up to; the drift margin that refreshes the block between due
+#: points; the history budget as a multiple of the room the block leaves (1.4: the
+#: history at its 0.8 trigger uses ~1.1x that room, so the delta shrinks while the
+#: history is near its trigger). Chosen leave-one-conversation-out on the 5 dev
+#: conversations (docs/context-engine.md has the folds).
+TOPIC_SHARE = 0.4
 DELTA_SHARE = 0.10
-TOPIC_MARGIN = 0.15
-TOPIC_HISTORY_SHARE = 0.6
-TOPIC_TOP_K = 3
-TOPIC_MEASURE = "cosine"
-DELTA_PRIORITY = 50
-MERGE = False
-QUESTION_ROOM = 400
-NOVEL = False
-DELTA_GATE = 0.0
-SEARCH_OVER = 2.0
+DELTA_TOP = 6
+TOPIC_MARGIN = 0.3
+TOPIC_HISTORY_SHARE = 1.4
+#: Extra searched per block so that memories the history already shows can be
+#: dropped and the block still filled.
+TOPIC_SEARCH_OVER = 2
 #: ``topic``: how rotated turns leave the history (always archived into memory too).
 TOPIC_COMPACTION = "summarize"
 #: ``summarize`` and ``topic``: the summary's share of the history budget (None: the
@@ -120,6 +117,25 @@ class Run:
     recall: list[tuple[int, float]] = field(default_factory=list)
     topic_refreshes: int = 0
     score_refreshes: int = 0
+
+
+def topic_layout(budget: int, room: int, summary_share: float) -> tuple[int, Layout]:
+    """The ``topic`` strategy's history budget and layout for ``room`` tokens.
+
+    The cached prefix is sized first and the per-call delta only fills what it
+    leaves (its priority is below the summary's), so the delta's size never
+    moves the prefix; the summary's ceiling fits the summary the history budget
+    asks for, since a summary over its ceiling would be left out whole.
+    """
+    history = int((room - TOPIC_SHARE * budget) * TOPIC_HISTORY_SHARE)
+    layout = Layout(
+        topic_ceiling=TOPIC_SHARE,
+        memories_ceiling=DELTA_SHARE,
+        memories_floor=0.0,
+        memories_priority=25,
+        summary_ceiling=(summary_share * history + 64) / budget,
+    )
+    return history, layout
 
 
 def chat_turns(conv: LocomoConversation, tokenizer: Tokenizer, gap_s: float) -> list[Turn]:
@@ -194,24 +210,18 @@ class Replayer:
         self.system = SYSTEM.format(a=conv.speaker_a, b=conv.speaker_b)
         fixed = tokenizer.count(self.system) + sum(tokenizer.count(r) for r in RULES) + 3 * 3
         self.offload = strategy in MEMORY_STRATEGIES
+        room = budget - fixed - 400  # room for the question (and its restatement)
         if strategy == "topic":
-            self.layout = Layout(
-                topic_ceiling=TOPIC_SHARE,
-                memories_ceiling=DELTA_SHARE,
-                memories_floor=0.0,
-                memories_priority=DELTA_PRIORITY,
-            )
+            self.history_budget, self.layout = topic_layout(budget, room, self.th.summary_share)
         else:
             self.layout = Layout(
                 memories_ceiling=0.45 if self.offload else 0.0,
                 memories_floor=0.25 if self.offload else 0.0,
                 summary_ceiling=max(0.25, self.th.summary_share + 0.05),
             )
-        room = budget - fixed - QUESTION_ROOM  # room for the question (and its restatement)
-        # offload: the history keeps enough (60%) that its compacted prefix stays
-        # above the model's minimum cacheable length; memories get the rest.
-        share = TOPIC_HISTORY_SHARE if strategy == "topic" else 0.6 if self.offload else 1.0
-        self.history_budget = int(room * share)
+            # offload: the history keeps enough (60%) that its compacted prefix stays
+            # above the model's minimum cacheable length; memories get the rest.
+            self.history_budget = int(room * (0.6 if self.offload else 1.0))
         self.summarizer = ExtractiveSummarizer(tokenizer)
         self.embedder = embedder
         self.memory: Memory | None = None
@@ -223,10 +233,7 @@ class Replayer:
                 background_embedding=False,
             )
         if strategy == "topic":
-            self.topic = TopicBlock(
-                embedder, margin=TOPIC_MARGIN, top_k=TOPIC_TOP_K, measure=TOPIC_MEASURE
-            )
-            self.topic.gate = DELTA_GATE
+            self.topic = TopicBlock(embedder, margin=TOPIC_MARGIN, delta_top=DELTA_TOP)
         self.scope = Scope(user_id=conv.sample_id, session_id=conv.sample_id)
         self.sim = CacheSimulator("anthropic", min_tokens=model.min_cache_tokens)
 
@@ -258,13 +265,12 @@ class Replayer:
                     question,
                     session_id=self.conv.sample_id,
                     limit=60,
-                    token_budget=int(ceiling * (SEARCH_OVER if NOVEL else 1)),
+                    token_budget=ceiling * TOPIC_SEARCH_OVER,
                 )
-                if NOVEL:
-                    known = {p for it in items for p in it.provenance}
-                    if self.run.history.summary is not None:
-                        known |= set(self.run.history.summary.provenance())
-                    fresh = novel_hits(fresh, known, ceiling)
+                known = {p for it in items for p in it.provenance}
+                if self.run.history.summary is not None:
+                    known |= set(self.run.history.summary.provenance())
+                fresh = novel_hits(fresh, known, ceiling)
                 topic, hits, refreshed = self.topic.update(question, fresh, commit=commit)
                 if refreshed and commit:
                     self.run.topic_refreshes += 1
@@ -300,28 +306,9 @@ class Replayer:
         th = replace(self.th, target=min(target, self.th.target))
         self._compact(self.turns[:i], th, force=True)
 
-    def _compact_on_drift(self, i: int) -> None:
-        if self.topic is None or self.topic.due or self.memory is None:
-            return
-        if self.run.history.archived_to < 0:
-            return
-        q = self.turns[i].message.content
-        fresh = self.memory.search(
-            q,
-            session_id=self.conv.sample_id,
-            limit=60,
-            token_budget=int(self.layout.topic_ceiling * self.budget),
-        )
-        _, _, refreshed = self.topic.update(q, fresh, commit=False)
-        if refreshed:
-            self._compact(self.turns[:i], self.th, force=True)
-            self.topic.due = True
-
     def request(self, i: int) -> None:
         turn = self.turns[i]
         self._compact_on_expiry(i)
-        if MERGE:
-            self._compact_on_drift(i)
         w = self.window(i, turn.message.content)
         nxt = self.turns[i + 1] if i + 1 < len(self.turns) else None
         out = nxt.tokens if nxt is not None and nxt.message.role == "assistant" else 0
