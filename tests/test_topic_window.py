@@ -103,32 +103,31 @@ def test_the_delta_only_fills_what_the_cached_prefix_leaves():
     )
     turns = [turn(i, f"message {i} about the weekend plans") for i in range(20)]
     block = hits(DOGS, "d")[:4]
-    windows = []
-    for delta in ([], hits(GUITAR, "g")):
-        windows.append(
-            context_window(
-                2400,
-                tokenizer=TOK,
-                question="What about the band?",
-                min_cache_tokens=SONNET.min_cache_tokens,
-                system=SYSTEM[:2000],
-                summary=summary,
-                turns=turn_items(turns, HistoryState(), TOK),
-                memories=delta,
-                topic=block,
-                layout=Layout(
-                    topic_ceiling=0.3,
-                    memories_ceiling=0.5,
-                    memories_priority=25,
-                    summary_ceiling=0.4,
-                ),
-            )
+
+    def build(delta: list[Hit], budget: int):
+        return context_window(
+            budget,
+            tokenizer=TOK,
+            question="What about the band?",
+            min_cache_tokens=SONNET.min_cache_tokens,
+            system=SYSTEM[:2000],
+            summary=summary,
+            turns=turn_items(turns, HistoryState(), TOK),
+            memories=delta,
+            topic=block,
+            layout=Layout(
+                topic_ceiling=0.3, memories_ceiling=0.5, memories_priority=25, summary_ceiling=0.4
+            ),
         )
+
+    budget = build([], 4000).total_tokens + 40  # room for about two memories of the delta
+    windows = [build(delta, budget) for delta in ([], hits(GUITAR, "g"))]
     quiet, busy = windows
     assert "summary" in {b.segment for b in busy.blocks}
     prefix = cached_prefix(render(quiet, SONNET, "anthropic"), quiet, "anthropic")
     assert prefix and stream(busy).startswith(prefix)
-    assert busy.total_tokens <= 2400
+    assert busy.total_tokens <= budget
+    assert 0 < busy.segment_tokens()["memories"] <= 40
 
 
 def test_novel_hits_skip_what_the_history_shows_and_fill_the_room():
