@@ -80,7 +80,7 @@ RULES = (
 #: history at its 0.8 trigger uses ~1.1x that room, so the delta shrinks while the
 #: history is near its trigger). Chosen leave-one-conversation-out on the 5 dev
 #: conversations (docs/context-engine.md has the folds).
-TOPIC_SHARE = 0.4
+TOPIC_SHARE = 0.35
 DELTA_SHARE = 0.10
 DELTA_TOP = 6
 TOPIC_MARGIN = 0.3
