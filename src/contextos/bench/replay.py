@@ -3,7 +3,9 @@
 Each conversation is replayed in time order, speaker A as the user and B as
 the assistant, sessions on their LoCoMo dates and ``turn_gap_s`` seconds
 between turns. Every user turn is a request: the window is assembled with the
-strategy's history (plus retrieved memories for ``offload``), rendered in
+strategy's history (plus retrieved memories for ``offload`` after the history,
+and for ``topic`` a cached topic block before it and a small delta after it:
+:mod:`contextos.engine.topic`), rendered in
 Anthropic's wire format and run through the :class:`~contextos.cache.CacheSimulator`
 with Claude Sonnet's rules and prices; the following assistant turn is its
 output. After each turn the strategy may compact.
@@ -133,6 +135,7 @@ def topic_layout(budget: int, room: int, summary_share: float) -> tuple[int, Lay
         memories_ceiling=DELTA_SHARE,
         memories_floor=0.0,
         memories_priority=25,
+        # + 64: the summary's header and framing, beyond its lines' tokens.
         summary_ceiling=(summary_share * history + 64) / budget,
     )
     return history, layout
