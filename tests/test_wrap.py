@@ -28,7 +28,6 @@ from contextos.providers.errors import mapped_errors, parse_retry_after  # noqa:
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage  # noqa: E402
 from contextos.testing.fake_http import without_key  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 from contextos.types import Message, Usage  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
@@ -57,14 +56,11 @@ def test_everything_but_create_is_the_sdk_client(anthropic_client):
     assert wrapped.provider == "anthropic" and wrapped.context is None
 
 
-def test_openai_client_gets_chat_completions(fake_anthropic):
-    with FakeOpenAI() as server:
-        c = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
-        wrapped = wrap(c)
-        assert wrapped.provider == "openai"
-        assert wrapped.chat.completions.with_raw_response is not None
-        assert wrapped.models is c.models
-        c.close()
+def test_openai_client_gets_chat_completions(openai_client):
+    wrapped = wrap(openai_client)
+    assert wrapped.provider == "openai"
+    assert wrapped.chat.completions.with_raw_response is not None
+    assert wrapped.models is openai_client.models
 
 
 @pytest.mark.parametrize("bad", [object(), "anthropic", None])
