@@ -31,7 +31,6 @@ A memory is never in both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, Protocol
 
 from contextos.engine.session import Layout, novel_hits
@@ -153,7 +152,6 @@ def topic_layout(
     summary_share: float,
     *,
     block_tokens: int | None = None,
-    base: Layout | None = None,
 ) -> tuple[int, Layout]:
     """The topic layout's history budget and :class:`Layout` for ``room`` tokens.
 
@@ -165,8 +163,7 @@ def topic_layout(
     ``block_tokens`` caps the block (and the delta) in tokens: in a large
     window ``TOPIC_SHARE`` of the budget would be tens of thousands of tokens
     of memories, so a wrapped call gives the block the tokens its memory
-    segment would have had. ``base``: the layout to start from (its other
-    fields are kept).
+    segment would have had.
     """
     block = TOPIC_SHARE * budget
     delta = DELTA_SHARE * budget
@@ -175,8 +172,7 @@ def topic_layout(
             raise ValueError("block_tokens must be >= 0")
         block, delta = min(block, block_tokens), min(delta, block_tokens)
     history = int((room - block) * TOPIC_HISTORY_SHARE)
-    layout = replace(
-        base or Layout(),
+    layout = Layout(
         topic_ceiling=block / budget,
         memories_ceiling=delta / budget,
         memories_floor=0.0,
