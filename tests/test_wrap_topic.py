@@ -23,6 +23,7 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import ChatRequest, wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 from contextos.types import Message  # noqa: E402
 
 #: A model whose minimum cacheable prefix (512) a small test window passes.
@@ -171,6 +172,7 @@ def test_block_sits_in_the_cached_prefix_and_survives_byte_identically(client, m
     first_blocks, first_topic = _topic_request(fake, 0)
     second_blocks, second_topic = _topic_request(fake, 1)
     assert "zyxgarden1" in first_topic and "zyxgarden2" in first_topic
+    assert any(b["text"].startswith("Memories about the current topic") for b in first_blocks)
     # The block is a system block with its own breakpoint, byte-identical in call 2,
     # and call 2's prefix starts with call 1's up to that breakpoint.
     upto = max(i for i, b in enumerate(first_blocks) if "zyx" in b["text"])
@@ -234,6 +236,43 @@ def test_a_restart_rebuilds_the_block_and_is_correct(client, memory, fake):
     body = fake.messages_requests()[1].json()
     assert "water the garden tomatoes" in str(body["messages"])  # the logged history
     assert again.context.topic.hits and not again.context.topic.due
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(p["text"] for p in content)
+
+
+def test_openai_gets_the_block_in_its_system_prefix(memory):
+    openai = pytest.importorskip("openai")
+    with (
+        FakeOpenAI() as server,
+        openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0) as client,
+    ):
+        wrapped = wrap(
+            client,
+            memory,
+            session="s1",
+            user_id="dana",
+            memory_placement="topic",
+            memory_tokens=MEMORY_TOKENS,
+        )
+        for question in ("Where do I park the car?", "Who fixed the car brakes?"):
+            wrapped.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": question},
+                ],
+            )
+            wrapped.flush()
+        first, second = (r.json()["messages"] for r in server.completions_requests())
+    assert "zyxcar3" in str(first[:-1]) and _text(first[-1]).endswith("park the car?")
+    # The same block, in the same place, before the history: the prefix is stable.
+    prefix = len(first) - 1
+    assert second[:prefix] == first[:prefix] and "zyxcar3" in str(second[:prefix])
+    assert _text(second[prefix]) == "Where do I park the car?"  # the history after the block
+    assert _text(second[-1]).endswith("the car brakes?")
 
 
 # -- the engine, directly ------------------------------------------------------------

@@ -60,6 +60,8 @@ from contextos.types import Hit, Message, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
+#: Introduces the topic memory block in the system prompt (``placement="topic"``).
+TOPIC_HEADER = "Memories about the current topic from earlier conversations (may be outdated):"
 
 #: Window size assumed for models the registry does not know (OpenAI-compatible servers).
 UNKNOWN_MODEL_WINDOW = 128_000
@@ -315,6 +317,7 @@ class SessionContext:
             topic=topic,
             layout=layout,
             memory_header=MEMORY_HEADER,
+            topic_header=TOPIC_HEADER,
         )
         if question is not None and self.session is not None and not retry:
             self.session.add(_strip_wire(question))  # durable before the call, once it fits
