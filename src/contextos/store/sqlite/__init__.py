@@ -179,7 +179,9 @@ class SQLiteStore:
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             for row in self._read(
-                f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id IN ({marks})",
+                # ``+tenant``: look the ids up in their unique index. Left to itself the
+                # planner walked the tenant's whole created_at index (100k rows: 70 ms).
+                f"SELECT {RECORD_COLUMNS} FROM memories WHERE +tenant = ? AND id IN ({marks})",
                 (tenant, *chunk),
             ):
                 rec = row_to_record(row)
@@ -257,7 +259,10 @@ class SQLiteStore:
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
         rows = self._read(
-            f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND hash = ? "
+            # INDEXED BY: for its ORDER BY the planner preferred walking the tenant's
+            # created_at index (every record of the tenant, on every add) to the hash.
+            f"SELECT {RECORD_COLUMNS} FROM memories INDEXED BY memories_hash "
+            "WHERE tenant = ? AND hash = ? "
             "AND user_id IS ? AND agent_id IS ? AND session_id IS ? "
             "AND (valid_to IS NULL OR valid_to > ?) ORDER BY created_at, rowid",
             (
@@ -435,7 +440,9 @@ class SQLiteStore:
                 marks = ",".join("?" * len(chunk))
                 rowid_of = dict(
                     db.execute(
-                        f"SELECT id, rowid FROM memories WHERE tenant = ? AND id IN ({marks})",
+                        # ``+tenant``: by id, not a walk of the tenant (see get_many); it
+                        # held the write lock for the walk, and adds waited behind it.
+                        f"SELECT id, rowid FROM memories WHERE +tenant = ? AND id IN ({marks})",
                         (tenant, *chunk),
                     ).fetchall()
                 )
@@ -463,7 +470,7 @@ class SQLiteStore:
     def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
         with self._write() as db:
             rowids = db.execute(
-                "SELECT rowid FROM memories WHERE tenant = ? AND id IN "
+                "SELECT rowid FROM memories WHERE +tenant = ? AND id IN "  # by id (get_many)
                 "(SELECT value FROM json_each(?))",
                 (tenant, json.dumps(list(ids))),
             ).fetchall()
