@@ -363,8 +363,9 @@ def test_topic_vs_per_call_on_the_wrap_path(tmp_path, capsys, memory_tokens):
     """The measurement behind the default: cache-read share and evidence, both placements.
 
     At ``MEMORY_TOKENS`` the block holds one topic and is rewritten at each topic
-    change; at 1024 (the default) every fact fits, so the block never changes and
-    the per-call layout pays for all of them uncached on every call.
+    change; at 1024 (the default) it holds 8 of the 9 facts (``memory_limit``),
+    so it rarely changes, while the per-call layout pays for its memories
+    uncached on every call.
     """
     per_call = _run(tmp_path, "per_call", memory_tokens)
     topic = _run(tmp_path, "topic", memory_tokens)

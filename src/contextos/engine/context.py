@@ -300,7 +300,7 @@ class SessionContext:
         layout = self.layout
         topic: list[Hit] = []
         if self.topic is not None:
-            layout, topic, hits = self._topic(query, budget, history)
+            layout, topic, hits = self._topic(self.topic, query, budget, history)
         else:
             hits = self._hits(query)
         window = context_window(
@@ -392,15 +392,16 @@ class SessionContext:
         return list(hits[:limit])
 
     def _topic(
-        self, query: str, budget: int, history: Sequence[Item]
+        self, block: TopicBlock, query: str, budget: int, history: Sequence[Item]
     ) -> tuple[Layout, list[Hit], list[Hit]]:
         """(layout, block, delta) for ``placement="topic"`` (see :mod:`contextos.engine.topic`).
 
-        The block gets ``memory_tokens`` (what the per-call memories would
-        have had), capped at ``TOPIC_SHARE`` of small budgets; the shared
-        :func:`~contextos.engine.topic.topic_layout` sizes the rest.
+        The block gets ``memory_tokens`` and ``memory_limit`` (what the
+        per-call memories would have had), capped at ``TOPIC_SHARE`` of small
+        budgets; the shared :func:`~contextos.engine.topic.topic_layout` sizes
+        the rest. Twice as many are searched, so that memories the history
+        already shows can be dropped and the block still filled.
         """
-        assert self.topic is not None
         summary = self._summary()
         _, layout = topic_layout(budget, budget, 0.0, block_tokens=self.memory_tokens)
         # Only the memory shares change: the history budget is history_share's, and
@@ -421,8 +422,10 @@ class SessionContext:
         known = {p for it in history for p in it.provenance}
         if summary is not None:
             known |= set(summary.provenance())
-        block, delta, _ = topic_memories(self.topic, query, fresh, known, block_tokens)
-        return layout, block, delta
+        hits, delta, _ = topic_memories(
+            block, query, fresh, known, block_tokens, limit=self.memory_limit
+        )
+        return layout, hits, delta
 
     # -- after the call --------------------------------------------------------------
     def commit(self, prepared: Prepared, call: CallRecord) -> None:

@@ -190,6 +190,7 @@ def topic_memories(
     known: set[str] | frozenset[str],
     block_tokens: int,
     *,
+    limit: int | None = None,
     commit: bool = True,
 ) -> tuple[list[Hit], list[Hit], bool]:
     """(block, delta, refreshed) for ``question`` from the memories ``fresh`` retrieved.
@@ -197,9 +198,11 @@ def topic_memories(
     ``fresh`` should be searched with ``TOPIC_SEARCH_OVER`` times
     ``block_tokens``: memories whose every source turn is in ``known`` (the
     history shows them, verbatim or summarised) are dropped first, then the
-    rest is cut to ``block_tokens`` and handed to :meth:`TopicBlock.update`.
+    rest is cut to ``block_tokens`` (and to ``limit`` memories, if given) and
+    handed to :meth:`TopicBlock.update`.
     """
-    return block.update(question, novel_hits(fresh, known, block_tokens), commit=commit)
+    novel = novel_hits(fresh, known, block_tokens)
+    return block.update(question, novel if limit is None else novel[:limit], commit=commit)
 
 
 __all__ = [
