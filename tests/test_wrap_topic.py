@@ -340,6 +340,22 @@ def test_cache_expiry_and_compaction_make_the_block_due(memory):
     assert "zyxgarden3" in seg["topic"]  # refreshed with the compaction, no drift needed
 
 
+def test_the_block_is_sized_like_the_memory_segment(memory):
+    """memory_tokens and memory_limit bound the block, not a share of the 1M window."""
+    ctx = SessionContext(
+        memory=memory,
+        session="s1",
+        user_id="dana",
+        placement="topic",
+        memory_limit=2,
+        background_commit=False,
+    )
+    prepared = ctx.prepare(_request("When do I water the garden tomatoes?"), reserve_tokens=64)
+    assert len(ctx.topic.hits) == 2
+    topic = [b for b in prepared.window.blocks if b.segment == "topic"]
+    assert 0 < sum(b.tokens for b in topic) <= ctx.memory_tokens
+
+
 def test_bad_placement_and_no_embedder_are_clear_errors(memory):
     with pytest.raises(ValueError, match="placement"):
         SessionContext(memory=memory, user_id="dana", placement="middle")  # type: ignore[arg-type]
