@@ -404,6 +404,7 @@ def wrap(
     stream_usage: bool = True,
     on_call: Recorder | None = None,
     memory_tools: Any = False,
+    memory_placement: str = "per_call",
 ) -> WrappedClient:
     """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
 
@@ -431,6 +432,9 @@ def wrap(
         memory_tools: True to offer the model the self-editing memory tools (core
             blocks pinned in the prefix, archival memory, conversation search) and run
             them until it answers (see :mod:`contextos.agent.loop`); or a ready ToolLoop.
+        memory_placement: ``per_call`` (memories after the history, fresh each call) or
+            ``topic`` (a cached topic block before the history plus a small delta after
+            it; see :class:`~contextos.engine.context.SessionContext`).
 
     Raises:
         TypeError: an unsupported client, or ``context`` together with memory/session.
@@ -452,6 +456,7 @@ def wrap(
             budget=budget,
             compaction=compaction,  # type: ignore[arg-type]
             background_commit=background_commit,
+            placement=memory_placement,  # type: ignore[arg-type]
         )
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
     if memory_tools is not False:
