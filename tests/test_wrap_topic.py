@@ -107,6 +107,20 @@ def _ask(c: Any, text: str) -> Any:
     )
 
 
+def _wrap(
+    client: Any, memory: Memory, placement: str = "topic", memory_tokens: int = MEMORY_TOKENS
+) -> Any:
+    """``client`` wrapped for Dana's session ``s1``, memories placed per ``placement``."""
+    return wrap(
+        client,
+        memory,
+        session="s1",
+        user_id="dana",
+        memory_placement=placement,
+        memory_tokens=memory_tokens,
+    )
+
+
 def _system_text(body: dict[str, Any]) -> list[str]:
     return [b["text"] for b in body.get("system", [])]
 
@@ -130,14 +144,7 @@ def _run(tmp_path: Path, placement: str, memory_tokens: int) -> tuple[float, flo
         FakeAnthropic(min_cache_tokens=512) as fake,
         anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as client,
     ):
-        wrapped = wrap(
-            client,
-            memory,
-            session="s1",
-            user_id="dana",
-            memory_placement=placement,
-            memory_tokens=memory_tokens,
-        )
+        wrapped = _wrap(client, memory, placement=placement, memory_tokens=memory_tokens)
         for question, _ in SCRIPT:
             usage = _ask(wrapped, question).usage
             read += usage.cache_read_input_tokens
@@ -157,14 +164,7 @@ def _run(tmp_path: Path, placement: str, memory_tokens: int) -> tuple[float, flo
 
 
 def test_block_sits_in_the_cached_prefix_and_survives_byte_identically(client, memory, fake):
-    wrapped = wrap(
-        client,
-        memory,
-        session="s1",
-        user_id="dana",
-        memory_placement="topic",
-        memory_tokens=MEMORY_TOKENS,
-    )
+    wrapped = _wrap(client, memory)
     _ask(wrapped, "When do I water the garden tomatoes?")
     wrapped.flush()
     second = _ask(wrapped, "What do the garden roses need in spring?")
@@ -189,14 +189,7 @@ def test_block_sits_in_the_cached_prefix_and_survives_byte_identically(client, m
 
 
 def test_a_drifted_question_refreshes_the_block(client, memory, fake):
-    wrapped = wrap(
-        client,
-        memory,
-        session="s1",
-        user_id="dana",
-        memory_placement="topic",
-        memory_tokens=MEMORY_TOKENS,
-    )
+    wrapped = _wrap(client, memory)
     for question in (
         "When do I water the garden tomatoes?",
         "Piano scales, piano teacher, piano nocturne?",
@@ -210,24 +203,10 @@ def test_a_drifted_question_refreshes_the_block(client, memory, fake):
 
 
 def test_a_restart_rebuilds_the_block_and_is_correct(client, memory, fake):
-    first = wrap(
-        client,
-        memory,
-        session="s1",
-        user_id="dana",
-        memory_placement="topic",
-        memory_tokens=MEMORY_TOKENS,
-    )
+    first = _wrap(client, memory)
     _ask(first, "When do I water the garden tomatoes?")
     first.flush()
-    again = wrap(
-        client,
-        memory,
-        session="s1",
-        user_id="dana",
-        memory_placement="topic",
-        memory_tokens=MEMORY_TOKENS,
-    )
+    again = _wrap(client, memory)
     assert again.context.topic.due and not again.context.topic.hits
     _ask(again, "What does my car need soon, the car tires?")
     again.flush()
@@ -249,14 +228,7 @@ def test_openai_gets_the_block_in_its_system_prefix(memory):
         FakeOpenAI() as server,
         openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0) as client,
     ):
-        wrapped = wrap(
-            client,
-            memory,
-            session="s1",
-            user_id="dana",
-            memory_placement="topic",
-            memory_tokens=MEMORY_TOKENS,
-        )
+        wrapped = _wrap(client, memory)
         for question in ("Where do I park the car?", "Who fixed the car brakes?"):
             wrapped.chat.completions.create(
                 model="gpt-4o-mini",
@@ -282,6 +254,18 @@ def _request(text: str) -> ChatRequest:
     return ChatRequest(model=MODEL, system=(SYSTEM,), messages=(Message("user", text),))
 
 
+def _context(memory: Memory, **options: Any) -> SessionContext:
+    """An engine for Dana's session ``s1`` with the topic block, committing inline."""
+    return SessionContext(
+        memory=memory,
+        session="s1",
+        user_id="dana",
+        placement="topic",
+        background_commit=False,
+        **options,
+    )
+
+
 def _segments(prepared: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for block in prepared.window.blocks:
@@ -291,15 +275,7 @@ def _segments(prepared: Any) -> dict[str, str]:
 
 def test_delta_holds_what_the_block_lacks(memory):
     now = [0.0]
-    ctx = SessionContext(
-        memory=memory,
-        session="s1",
-        user_id="dana",
-        placement="topic",
-        memory_tokens=MEMORY_TOKENS,
-        background_commit=False,
-        clock=lambda: now[0],
-    )
+    ctx = _context(memory, memory_tokens=MEMORY_TOKENS, clock=lambda: now[0])
     ctx.topic.margin = 10.0  # never drift: the block stays on the garden
     ctx.prepare(_request("When do I water the garden tomatoes?"), reserve_tokens=64)
     garden = {h.record.id for h in ctx.topic.hits}
@@ -314,15 +290,7 @@ def test_delta_holds_what_the_block_lacks(memory):
 
 def test_cache_expiry_and_compaction_make_the_block_due(memory):
     now = [0.0]
-    ctx = SessionContext(
-        memory=memory,
-        session="s1",
-        user_id="dana",
-        placement="topic",
-        memory_tokens=MEMORY_TOKENS,
-        background_commit=False,
-        clock=lambda: now[0],
-    )
+    ctx = _context(memory, memory_tokens=MEMORY_TOKENS, clock=lambda: now[0])
     ctx.topic.margin = 10.0
     ctx.prepare(_request("When do I water the garden tomatoes?"), reserve_tokens=64)
     now[0] += 60
@@ -342,14 +310,7 @@ def test_cache_expiry_and_compaction_make_the_block_due(memory):
 
 def test_the_block_is_sized_like_the_memory_segment(memory):
     """memory_tokens and memory_limit bound the block, not a share of the 1M window."""
-    ctx = SessionContext(
-        memory=memory,
-        session="s1",
-        user_id="dana",
-        placement="topic",
-        memory_limit=2,
-        background_commit=False,
-    )
+    ctx = _context(memory, memory_limit=2)
     prepared = ctx.prepare(_request("When do I water the garden tomatoes?"), reserve_tokens=64)
     assert len(ctx.topic.hits) == 2
     topic = [b for b in prepared.window.blocks if b.segment == "topic"]
