@@ -39,6 +39,11 @@ def app_client(db: Path | str, **config: Any) -> Iterator[TestClient]:
         close_app(app)
 
 
+def chat(*texts: str) -> list[dict[str, str]]:
+    """The wire form of a conversation: ``texts`` alternate user, assistant, user, ..."""
+    return [{"role": ("user", "assistant")[i % 2], "content": text} for i, text in enumerate(texts)]
+
+
 def issue_key(client: TestClient, tenant: str) -> str:
     resp = client.post("/v1/keys", json={"tenant": tenant}, headers=auth(ADMIN_KEY))
     assert resp.status_code == 201, resp.text

@@ -19,7 +19,7 @@ from contextos.server.batching import BatchingEmbedder
 from contextos.server.keys import KeyStore, validate_tenant
 from contextos.server.ratelimit import RateLimit, TokenBucketLimiter
 from contextos.testing.embedders import HashEmbedder
-from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
+from server_support import ADMIN_KEY, app_client, assert_error, auth, chat, issue_key
 
 
 @pytest.fixture
@@ -34,10 +34,7 @@ def test_memory_routes_match_the_python_api(db: Path) -> None:
             "/v1/memories",
             headers=h,
             json={
-                "messages": [
-                    {"role": "user", "content": "I am allergic to peanuts"},
-                    {"role": "assistant", "content": "Noted, no peanuts."},
-                ],
+                "messages": chat("I am allergic to peanuts", "Noted, no peanuts."),
                 "user_id": "ana",
                 "session_id": "s1",
                 "metadata": {"source": "chat"},
@@ -92,10 +89,7 @@ def test_session_routes_append_and_read_in_order(db: Path) -> None:
             "/v1/sessions/s1/turns",
             headers=h,
             json={
-                "messages": [
-                    {"role": "user", "content": "hi"},
-                    {"role": "assistant", "content": "hello"},
-                ],
+                "messages": chat("hi", "hello"),
                 "user_id": "ana",
             },
         )
@@ -103,7 +97,7 @@ def test_session_routes_append_and_read_in_order(db: Path) -> None:
         c.post(
             "/v1/sessions/s1/turns",
             headers=h,
-            json={"messages": [{"role": "user", "content": "bye"}], "user_id": "ana"},
+            json={"messages": chat("bye"), "user_id": "ana"},
         )
         turns = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
         assert [(t["seq"], t["content"]) for t in turns] == [(0, "hi"), (1, "hello"), (2, "bye")]
@@ -119,7 +113,7 @@ def test_session_routes_append_and_read_in_order(db: Path) -> None:
             c.post(
                 f"/v1/sessions/{sid}/turns",
                 headers=h,
-                json={"messages": [{"role": "user", "content": sid}], "user_id": "ana"},
+                json={"messages": chat(sid), "user_id": "ana"},
             )
         pages = [
             c.get("/v1/sessions", headers=h, params={"limit": 2, "offset": off}).json()["results"]
@@ -380,10 +374,7 @@ def test_window_route_assembles_turns_and_memories_within_budget(db: Path) -> No
             "/v1/sessions/s1/turns",
             headers=h,
             json={
-                "messages": [
-                    {"role": "user", "content": "I'm planning breakfast"},
-                    {"role": "assistant", "content": "Sounds good, what do you like? " * 20},
-                ],
+                "messages": chat("I'm planning breakfast", "Sounds good, what do you like? " * 20),
                 "user_id": "ana",
             },
         )
@@ -448,7 +439,7 @@ def test_add_with_infer_stores_extracted_facts(db: Path) -> None:
             "/v1/memories",
             headers=h,
             json={
-                "messages": [{"role": "user", "content": "I am allergic to peanuts."}],
+                "messages": chat("I am allergic to peanuts."),
                 "user_id": "ana",
                 "infer": True,
             },
