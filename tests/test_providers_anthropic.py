@@ -188,14 +188,6 @@ def test_error_event_inside_a_stream_becomes_a_provider_error(fake_anthropic, an
 # -- errors ----------------------------------------------------------------------
 
 
-def test_401_becomes_auth_error(fake_anthropic):
-    c = anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="invalid", max_retries=0)
-    with pytest.raises(AuthError) as info:
-        _ask(wrap(c), "hi")
-    assert isinstance(info.value.__cause__, anthropic.AuthenticationError)
-    c.close()
-
-
 def test_429_becomes_rate_limited_with_retry_after(fake_anthropic, anthropic_client):
     fake_anthropic.enqueue_error(429, "slow down", retry_after=7)
     with pytest.raises(RateLimited) as info:

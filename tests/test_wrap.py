@@ -19,7 +19,7 @@ openai = pytest.importorskip("openai")
 from contextos.cli.main import cli  # noqa: E402
 from contextos.engine.context import SessionContext, model_info, split_new  # noqa: E402
 from contextos.engine.window import Segment, assemble, message_item, text_item  # noqa: E402
-from contextos.errors import ConfigError, ProviderError, RateLimited  # noqa: E402
+from contextos.errors import AuthError, ConfigError, ProviderError, RateLimited  # noqa: E402
 from contextos.llm.tokens import CharEstimateTokenizer  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import CallRecord, ChatRequest, Prepared, wrap  # noqa: E402
@@ -156,6 +156,23 @@ def test_errors_reach_the_caller_and_nothing_is_committed(fake_anthropic, anthro
     with pytest.raises(RateLimited):
         _ask(wrap(anthropic_client, context=ctx), "hi")
     assert ctx.commits == []
+
+
+@pytest.mark.parametrize("sdk", ["anthropic", "openai"])
+def test_401_becomes_auth_error(request, sdk):
+    """Either SDK's authentication failure is our AuthError, the SDK's own as its cause."""
+    module = {"anthropic": anthropic, "openai": openai}[sdk]
+    fake = request.getfixturevalue(f"fake_{sdk}")
+    hi = [{"role": "user", "content": "hi"}]
+    client_class = module.Anthropic if sdk == "anthropic" else module.OpenAI
+    with client_class(base_url=fake.base_url, api_key="invalid", max_retries=0) as c:
+        wrapped = wrap(c)
+        with pytest.raises(AuthError) as info:
+            if sdk == "anthropic":
+                wrapped.messages.create(model=MODEL, max_tokens=16, messages=hi)
+            else:
+                wrapped.chat.completions.create(model="gpt-4.1-mini", messages=hi)
+    assert isinstance(info.value.__cause__, module.AuthenticationError)
 
 
 def test_split_new_recognises_resent_history_and_retries():
