@@ -25,6 +25,7 @@ from ui_support import (
     live_server,
     new_page,
     paint_times,
+    said,
     shot,
     wait_rendered,
     wait_text,
@@ -62,10 +63,7 @@ def test_sign_in_then_see_memories_added_through_the_api(server: LiveServer, bro
     server.add(
         key,
         user_id="ana",
-        messages=[
-            {"role": "user", "content": "I moved to Lisbon in May."},
-            {"role": "user", "content": "My sister Rita teaches piano."},
-        ],
+        messages=said("I moved to Lisbon in May.", "My sister Rita teaches piano."),
     )
     context, page = new_page(browser)
     page.goto(f"{server.base}/ui?user_id=ana")
@@ -105,14 +103,11 @@ def test_search_shows_lexical_and_dense_rank_and_score(server: LiveServer, brows
     server.add(
         key,
         user_id="ana",
-        messages=[
-            {"role": "user", "content": text}
-            for text in (
-                "Ana adopted a grey cat named Miso.",
-                "The quarterly report is due on Friday.",
-                "Ana prefers green tea to coffee.",
-            )
-        ],
+        messages=said(
+            "Ana adopted a grey cat named Miso.",
+            "The quarterly report is due on Friday.",
+            "Ana prefers green tea to coffee.",
+        ),
     )
     context, page = new_page(browser, key)
     page.goto(f"{server.base}/ui?user_id=ana")
@@ -265,7 +260,7 @@ def test_hostile_text_in_every_field_renders_as_text(server: LiveServer, browser
         agent_id=agent,
         session_id=mem_session,
         metadata=meta,
-        messages=[{"role": "user", "content": p} for p in PAYLOADS],
+        messages=said(*PAYLOADS),
     )
     edited = added[0]["id"]
     server.call("PATCH", f"/v1/memories/{edited}", key, {"text": EDITED})
@@ -327,7 +322,7 @@ def test_hostile_text_in_every_field_renders_as_text(server: LiveServer, browser
 def test_tenant_b_sees_nothing_of_tenant_a(server: LiveServer, browser: Any) -> None:
     a, b = server.issue_key("tenant-a"), server.issue_key("tenant-b")
     (rec,) = server.add(a, user_id="ana", messages="A-SECRET: ana's card ends 4242")
-    server.turns(a, "a-chat", [{"role": "user", "content": "A-SECRET turn"}], user_id="ana")
+    server.turns(a, "a-chat", said("A-SECRET turn"), user_id="ana")
     context, page = new_page(browser, b)
     for path, view in (
         ("/ui?user_id=ana&validity=all", "memories"),

@@ -95,6 +95,11 @@ class LiveServer:
         return self.call("POST", f"/v1/sessions/{session_id}/turns", key, body)
 
 
+def said(*texts: str) -> list[dict[str, str]]:
+    """``texts`` as the user's messages, the wire form ``POST /v1/memories`` takes."""
+    return [{"role": "user", "content": text} for text in texts]
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
