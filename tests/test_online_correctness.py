@@ -289,15 +289,22 @@ def test_scrub_context_cuts_the_quoted_reply_and_stray_copies() -> None:
     assert scrub_context("nothing to see", ["qzsecret", ""]) == "nothing to see"
 
 
+def _reader(db: Path) -> sqlite3.Connection:
+    """Another connection to ``db`` holding a read snapshot open, which blocks the
+    checkpoint a forget needs until it ends (any thread may end it)."""
+    reader = sqlite3.connect(db, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM memories").fetchone()
+    return reader
+
+
 def test_forget_with_an_open_reader_fails_loudly_then_completes(tmp_path: Path) -> None:
     secret = "qzsecretmarker93"
     db = tmp_path / "m.db"
     store = SQLiteStore(db, busy_timeout_ms=300)
     m = Memory(store=store, embedder=HashEmbedder())
     _conversation(m, secret)
-    reader = sqlite3.connect(db)
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM memories").fetchone()  # holds a read snapshot
+    reader = _reader(db)
     with pytest.raises(StoreError, match="open reader"):
         m.forget("ana")
     assert m.get_all(user_id="ana") == []  # erased from every query already
@@ -313,9 +320,7 @@ def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     with Memory(db, embedder=HashEmbedder()) as m:
         _conversation(m, secret)
-        reader = sqlite3.connect(db, check_same_thread=False)
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM memories").fetchone()
+        reader = _reader(db)  # closed from a timer thread
         closer = threading.Timer(0.5, lambda: (reader.rollback(), reader.close()))
         closer.start()
         started = time.monotonic()
@@ -330,9 +335,7 @@ def test_an_erasure_left_pending_is_finished_by_the_next_process(tmp_path: Path)
     db = tmp_path / "m.db"
     m = Memory(store=SQLiteStore(db, busy_timeout_ms=200), embedder=HashEmbedder())
     _conversation(m, secret)
-    reader = sqlite3.connect(db)
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM memories").fetchone()
+    reader = _reader(db)
     with pytest.raises(StoreError):
         m.forget("ana")
     m.store._db.close()  # a crash: no close(), no retry from this process
