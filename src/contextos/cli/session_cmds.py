@@ -134,6 +134,11 @@ def register(cli: click.Group, bench: click.Group) -> None:
     _register_bench(bench)
 
 
+#: The options several session commands share, defined once so their help agrees.
+_owner_option = click.option("--user-id", default=None, help="Owner of the session.")
+_session_option = click.option("--session", "session_id", required=True, help="Session id.")
+
+
 def _register_session(cli: click.Group) -> None:
     @cli.group()
     def session() -> None:
@@ -144,7 +149,7 @@ def _register_session(cli: click.Group) -> None:
     @click.argument("content", callback=_non_empty)
     @choice_option("--role", ["user", "assistant", "system", "tool"], "user", "Who said it.")
     @click.option("--name", default=None, help="Speaker name.")
-    @click.option("--user-id", default=None, help="Owner of the session.")
+    @_owner_option
     @json_option
     @pass_state
     def session_add(
@@ -172,7 +177,7 @@ def _register_session(cli: click.Group) -> None:
     @session.command("show")
     @click.argument("session_id")
     @click.option("--seq", type=int, default=None, help="Show only this turn, whole.")
-    @click.option("--user-id", default=None, help="Owner of the session.")
+    @_owner_option
     @json_option
     @pass_state
     def session_show(
@@ -198,7 +203,7 @@ def _register_session(cli: click.Group) -> None:
 
 def _register_window(cli: click.Group) -> None:
     @cli.command("window")
-    @click.option("--session", "session_id", required=True, help="Session id.")
+    @_session_option
     @click.option("--model", "-m", default="claude-sonnet-4-6", show_default=True)
     @click.option(
         "--question", "-q", required=True, callback=_non_empty, help="The current question."
@@ -252,11 +257,11 @@ def _register_window(cli: click.Group) -> None:
         _print_window(w, rep)
 
     @cli.command("compact")
-    @click.option("--session", "session_id", required=True, help="Session id.")
+    @_session_option
     @choice_option("--strategy", list(STRATEGIES), "summarize", "How to compact.")
     @click.option("--budget", type=click.IntRange(1), required=True, help="Tokens for the history.")
     @click.option("--force", is_flag=True, help="Compact even under the trigger threshold.")
-    @click.option("--user-id", default=None, help="Owner of the session.")
+    @_owner_option
     @json_option
     @pass_state
     def compact_cmd(
