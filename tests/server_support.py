@@ -19,6 +19,9 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 
 ADMIN_KEY = "test-admin-key-0123456789"
 
+#: An app client and the authorization headers of one tenant's key.
+Tenant = tuple[TestClient, dict[str, str]]
+
 
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}

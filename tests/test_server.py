@@ -19,7 +19,7 @@ from contextos.server.batching import BatchingEmbedder
 from contextos.server.keys import KeyStore, validate_tenant
 from contextos.server.ratelimit import RateLimit, TokenBucketLimiter
 from contextos.testing.embedders import HashEmbedder
-from server_support import ADMIN_KEY, app_client, assert_error, auth, chat, issue_key
+from server_support import ADMIN_KEY, Tenant, app_client, assert_error, auth, chat, issue_key
 
 
 @pytest.fixture
@@ -27,120 +27,122 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "server.db"
 
 
-def test_memory_routes_match_the_python_api(db: Path) -> None:
+@pytest.fixture
+def acme(db: Path) -> Iterator[Tenant]:
+    """A fresh app on ``db`` and the headers of a key for tenant ``acme``."""
     with app_client(db) as c:
-        h = auth(issue_key(c, "acme"))
-        added = c.post(
-            "/v1/memories",
-            headers=h,
-            json={
-                "messages": chat("I am allergic to peanuts", "Noted, no peanuts."),
-                "user_id": "ana",
-                "session_id": "s1",
-                "metadata": {"source": "chat"},
-            },
-        )
-        assert added.status_code == 201
-        ids = [r["id"] for r in added.json()["results"]]
-        assert len(ids) == 2
+        yield c, auth(issue_key(c, "acme"))
+
+
+def test_memory_routes_match_the_python_api(acme: Tenant, db: Path) -> None:
+    c, h = acme
+    added = c.post(
+        "/v1/memories",
+        headers=h,
+        json={
+            "messages": chat("I am allergic to peanuts", "Noted, no peanuts."),
+            "user_id": "ana",
+            "session_id": "s1",
+            "metadata": {"source": "chat"},
+        },
+    )
+    assert added.status_code == 201
+    ids = [r["id"] for r in added.json()["results"]]
+    assert len(ids) == 2
+    c.post("/v1/memories", headers=h, json={"messages": "Bob rides a red bike", "user_id": "bob"})
+    http_hits = c.post(
+        "/v1/memories/search", headers=h, json={"query": "peanuts allergy", "user_id": "ana"}
+    ).json()
+    http_list = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()
+
+    with Memory(
+        store=None,
+        path_or_url=str(db),
+        tenant="acme",
+        embedder=HashEmbedder(),
+        background_embedding=False,
+    ) as mem:
+        mem.flush()
+        py_hits = mem.search("peanuts allergy", user_id="ana")
+        py_list = mem.get_all(user_id="ana")
+    assert [x["memory"]["id"] for x in http_hits["results"]] == [x.record.id for x in py_hits]
+    assert [x["id"] for x in http_list["results"]] == [r.id for r in py_list]
+    assert {x["user_id"] for x in http_list["results"]} == {"ana"}
+
+    one = c.get(f"/v1/memories/{ids[0]}", headers=h).json()
+    assert one["text"] == "I am allergic to peanuts"
+    assert one["metadata"]["source"] == "chat"
+    upd = c.patch(f"/v1/memories/{ids[0]}", headers=h, json={"text": "No peanuts, ever"})
+    assert upd.status_code == 200 and upd.json()["text"] == "No peanuts, ever"
+    hist = c.get(f"/v1/memories/{ids[0]}/history", headers=h).json()["results"]
+    assert [e["event"] for e in hist] == ["ADD", "UPDATE"]
+    assert hist[1]["old_text"] == "I am allergic to peanuts"
+    deleted = {"deleted": ids[1], "purged": False}
+    assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == deleted
+    assert_error(c.get(f"/v1/memories/{ids[1]}", headers=h), 404, "NotFound")
+    gone = c.post("/v1/memories/forget", headers=h, json={"user_id": "ana"}).json()
+    assert gone == {"user_id": "ana", "forgotten": 1}
+    left = c.get("/v1/memories", headers=h, params={"user_id": "bob"}).json()["results"]
+    assert [r["text"] for r in left] == ["Bob rides a red bike"]
+
+
+def test_session_routes_append_and_read_in_order(acme: Tenant) -> None:
+    c, h = acme
+    first = c.post(
+        "/v1/sessions/s1/turns",
+        headers=h,
+        json={
+            "messages": chat("hi", "hello"),
+            "user_id": "ana",
+        },
+    )
+    assert first.status_code == 201
+    c.post(
+        "/v1/sessions/s1/turns",
+        headers=h,
+        json={"messages": chat("bye"), "user_id": "ana"},
+    )
+    turns = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
+    assert [(t["seq"], t["content"]) for t in turns] == [(0, "hi"), (1, "hello"), (2, "bye")]
+    assert all(t["tokens"] > 0 for t in turns)
+    later = c.get("/v1/sessions/s1/turns", headers=h, params={"after_seq": 0, "limit": 1})
+    assert [t["content"] for t in later.json()["results"]] == ["hello"]
+    assert c.get("/v1/sessions", headers=h, params={"user_id": "ana"}).json() == {
+        "results": ["s1"],
+        "limit": 100,
+        "offset": 0,
+    }
+    for sid in ("s2", "s3"):
         c.post(
-            "/v1/memories", headers=h, json={"messages": "Bob rides a red bike", "user_id": "bob"}
+            f"/v1/sessions/{sid}/turns",
+            headers=h,
+            json={"messages": chat(sid), "user_id": "ana"},
         )
-        http_hits = c.post(
-            "/v1/memories/search", headers=h, json={"query": "peanuts allergy", "user_id": "ana"}
+    pages = [
+        c.get("/v1/sessions", headers=h, params={"limit": 2, "offset": off}).json()["results"]
+        for off in (0, 2)
+    ]
+    assert pages == [["s1", "s2"], ["s3"]]
+    assert_error(c.get("/v1/sessions", headers=h, params={"limit": 5000}), 422)
+
+
+def test_list_is_paginated_with_a_maximum(acme: Tenant) -> None:
+    c, h = acme
+    for i in range(7):
+        c.post("/v1/memories", headers=h, json={"messages": f"note {i}", "user_id": "ana"})
+    pages = [
+        c.get(
+            "/v1/memories", headers=h, params={"user_id": "ana", "limit": 3, "offset": off}
         ).json()
-        http_list = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()
-
-        with Memory(
-            store=None,
-            path_or_url=str(db),
-            tenant="acme",
-            embedder=HashEmbedder(),
-            background_embedding=False,
-        ) as mem:
-            mem.flush()
-            py_hits = mem.search("peanuts allergy", user_id="ana")
-            py_list = mem.get_all(user_id="ana")
-        assert [x["memory"]["id"] for x in http_hits["results"]] == [x.record.id for x in py_hits]
-        assert [x["id"] for x in http_list["results"]] == [r.id for r in py_list]
-        assert {x["user_id"] for x in http_list["results"]} == {"ana"}
-
-        one = c.get(f"/v1/memories/{ids[0]}", headers=h).json()
-        assert one["text"] == "I am allergic to peanuts"
-        assert one["metadata"]["source"] == "chat"
-        upd = c.patch(f"/v1/memories/{ids[0]}", headers=h, json={"text": "No peanuts, ever"})
-        assert upd.status_code == 200 and upd.json()["text"] == "No peanuts, ever"
-        hist = c.get(f"/v1/memories/{ids[0]}/history", headers=h).json()["results"]
-        assert [e["event"] for e in hist] == ["ADD", "UPDATE"]
-        assert hist[1]["old_text"] == "I am allergic to peanuts"
-        deleted = {"deleted": ids[1], "purged": False}
-        assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == deleted
-        assert_error(c.get(f"/v1/memories/{ids[1]}", headers=h), 404, "NotFound")
-        gone = c.post("/v1/memories/forget", headers=h, json={"user_id": "ana"}).json()
-        assert gone == {"user_id": "ana", "forgotten": 1}
-        left = c.get("/v1/memories", headers=h, params={"user_id": "bob"}).json()["results"]
-        assert [r["text"] for r in left] == ["Bob rides a red bike"]
-
-
-def test_session_routes_append_and_read_in_order(db: Path) -> None:
-    with app_client(db) as c:
-        h = auth(issue_key(c, "acme"))
-        first = c.post(
-            "/v1/sessions/s1/turns",
-            headers=h,
-            json={
-                "messages": chat("hi", "hello"),
-                "user_id": "ana",
-            },
-        )
-        assert first.status_code == 201
-        c.post(
-            "/v1/sessions/s1/turns",
-            headers=h,
-            json={"messages": chat("bye"), "user_id": "ana"},
-        )
-        turns = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
-        assert [(t["seq"], t["content"]) for t in turns] == [(0, "hi"), (1, "hello"), (2, "bye")]
-        assert all(t["tokens"] > 0 for t in turns)
-        later = c.get("/v1/sessions/s1/turns", headers=h, params={"after_seq": 0, "limit": 1})
-        assert [t["content"] for t in later.json()["results"]] == ["hello"]
-        assert c.get("/v1/sessions", headers=h, params={"user_id": "ana"}).json() == {
-            "results": ["s1"],
-            "limit": 100,
-            "offset": 0,
-        }
-        for sid in ("s2", "s3"):
-            c.post(
-                f"/v1/sessions/{sid}/turns",
-                headers=h,
-                json={"messages": chat(sid), "user_id": "ana"},
-            )
-        pages = [
-            c.get("/v1/sessions", headers=h, params={"limit": 2, "offset": off}).json()["results"]
-            for off in (0, 2)
-        ]
-        assert pages == [["s1", "s2"], ["s3"]]
-        assert_error(c.get("/v1/sessions", headers=h, params={"limit": 5000}), 422)
-
-
-def test_list_is_paginated_with_a_maximum(db: Path) -> None:
-    with app_client(db) as c:
-        h = auth(issue_key(c, "acme"))
-        for i in range(7):
-            c.post("/v1/memories", headers=h, json={"messages": f"note {i}", "user_id": "ana"})
-        pages = [
-            c.get(
-                "/v1/memories", headers=h, params={"user_id": "ana", "limit": 3, "offset": off}
-            ).json()
-            for off in (0, 3, 6)
-        ]
-        ids = [r["id"] for p in pages for r in p["results"]]
-        assert [len(p["results"]) for p in pages] == [3, 3, 1]
-        assert len(set(ids)) == 7
-        assert pages[1]["limit"] == 3 and pages[1]["offset"] == 3
-        too_many = c.get("/v1/memories", headers=h, params={"user_id": "ana", "limit": 1001})
-        assert_error(too_many, 422, "InvalidRequest")
-        assert "limit" in too_many.json()["error"]["message"]
+        for off in (0, 3, 6)
+    ]
+    ids = [r["id"] for p in pages for r in p["results"]]
+    assert [len(p["results"]) for p in pages] == [3, 3, 1]
+    assert len(set(ids)) == 7
+    assert pages[1]["limit"] == 3 and pages[1]["offset"] == 3
+    too_many = c.get("/v1/memories", headers=h, params={"user_id": "ana", "limit": 1001})
+    assert_error(too_many, 422, "InvalidRequest")
+    assert "limit" in too_many.json()["error"]["message"]
 
 
 def test_auth_errors_are_json_401_and_403(db: Path) -> None:
@@ -362,45 +364,42 @@ def test_batching_embedder_merges_concurrent_calls_and_prefers_queries() -> None
         emb.close()
 
 
-def test_window_route_assembles_turns_and_memories_within_budget(db: Path) -> None:
-    with app_client(db) as c:
-        h = auth(issue_key(c, "acme"))
-        tea = c.post(
-            "/v1/memories",
-            headers=h,
-            json={"messages": "Ana drinks green tea every morning", "user_id": "ana"},
-        ).json()["results"][0]["id"]
-        c.post(
-            "/v1/sessions/s1/turns",
-            headers=h,
-            json={
-                "messages": chat("I'm planning breakfast", "Sounds good, what do you like? " * 20),
-                "user_id": "ana",
-            },
-        )
-        resp = c.post(
-            "/v1/sessions/s1/window",
-            headers=h,
-            json={"question": "What does Ana drink?", "user_id": "ana", "token_budget": 400},
-        )
-        assert resp.status_code == 200, resp.text
-        win = resp.json()
-        assert win["tokens"] <= 400 and win["budget"] == 400
-        assert tea in win["memory_ids"]
-        segments = [b["segment"] for b in win["blocks"]]
-        assert segments[-1] == "question" and "turns" in segments and "memories" in segments
-        assert win["blocks"][-1]["text"] == "What does Ana drink?"
-        tiny = c.post(
-            "/v1/sessions/s1/window",
-            headers=h,
-            json={"question": "What does Ana drink?", "user_id": "ana", "token_budget": 64},
-        )
-        assert tiny.status_code == 200 and tiny.json()["tokens"] <= 64
-        assert tiny.json()["left_out"]  # what did not fit is reported, not dropped silently
-        unknown = c.post(
-            "/v1/sessions/s1/window", headers=h, json={"question": "q", "model": "nope-9"}
-        )
-        assert_error(unknown, 400, "ConfigError")
+def test_window_route_assembles_turns_and_memories_within_budget(acme: Tenant) -> None:
+    c, h = acme
+    tea = c.post(
+        "/v1/memories",
+        headers=h,
+        json={"messages": "Ana drinks green tea every morning", "user_id": "ana"},
+    ).json()["results"][0]["id"]
+    c.post(
+        "/v1/sessions/s1/turns",
+        headers=h,
+        json={
+            "messages": chat("I'm planning breakfast", "Sounds good, what do you like? " * 20),
+            "user_id": "ana",
+        },
+    )
+    resp = c.post(
+        "/v1/sessions/s1/window",
+        headers=h,
+        json={"question": "What does Ana drink?", "user_id": "ana", "token_budget": 400},
+    )
+    assert resp.status_code == 200, resp.text
+    win = resp.json()
+    assert win["tokens"] <= 400 and win["budget"] == 400
+    assert tea in win["memory_ids"]
+    segments = [b["segment"] for b in win["blocks"]]
+    assert segments[-1] == "question" and "turns" in segments and "memories" in segments
+    assert win["blocks"][-1]["text"] == "What does Ana drink?"
+    tiny = c.post(
+        "/v1/sessions/s1/window",
+        headers=h,
+        json={"question": "What does Ana drink?", "user_id": "ana", "token_budget": 64},
+    )
+    assert tiny.status_code == 200 and tiny.json()["tokens"] <= 64
+    assert tiny.json()["left_out"]  # what did not fit is reported, not dropped silently
+    unknown = c.post("/v1/sessions/s1/window", headers=h, json={"question": "q", "model": "nope-9"})
+    assert_error(unknown, 400, "ConfigError")
 
 
 def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) -> None:
@@ -432,24 +431,23 @@ def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) ->
     assert report["server_cpu_ms_per_request"] > 0 and report["client_cpu_ms_per_request"] > 0
 
 
-def test_add_with_infer_stores_extracted_facts(db: Path) -> None:
-    with app_client(db) as c:
-        h = auth(issue_key(c, "acme"))
-        resp = c.post(
-            "/v1/memories",
-            headers=h,
-            json={
-                "messages": chat("I am allergic to peanuts."),
-                "user_id": "ana",
-                "infer": True,
-            },
-        )
-        assert resp.status_code == 201, resp.text
-        facts = resp.json()["results"]
-        assert facts and all(f["user_id"] == "ana" for f in facts)
-        assert any("peanut" in f["text"].lower() for f in facts)
-        listed = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()["results"]
-        assert {f["id"] for f in facts} <= {r["id"] for r in listed}
+def test_add_with_infer_stores_extracted_facts(acme: Tenant) -> None:
+    c, h = acme
+    resp = c.post(
+        "/v1/memories",
+        headers=h,
+        json={
+            "messages": chat("I am allergic to peanuts."),
+            "user_id": "ana",
+            "infer": True,
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    facts = resp.json()["results"]
+    assert facts and all(f["user_id"] == "ana" for f in facts)
+    assert any("peanut" in f["text"].lower() for f in facts)
+    listed = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()["results"]
+    assert {f["id"] for f in facts} <= {r["id"] for r in listed}
 
 
 def test_serve_with_two_workers_shares_one_database(tmp_path: Path) -> None:
