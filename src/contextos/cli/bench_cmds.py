@@ -77,10 +77,11 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @click.option(
         "--memory",
         "memory_mode",
-        default="raw",
-        type=click.Choice(["raw", "extracted", "observations"]),
+        default="default",
+        type=click.Choice(["default", "turns", "extracted", "observations"]),
         show_default=True,
-        help="What is stored: raw turns, extracted facts, or LoCoMo's observations.",
+        help="What is stored: what a plain Memory.add stores (turns and their facts), "
+        "turns only, extracted facts only, or LoCoMo's observations.",
     )
     @click.option(
         "--cv",

@@ -64,6 +64,7 @@ class Memory:
         retrieval: RetrievalConfig | None = None,
         extractor: Extractor | None = None,
         reconciler: Reconciler | None = None,
+        turn_facts: bool = True,
     ) -> None:
         self.settings = settings or load_settings(
             db=str(path_or_url) if path_or_url is not None else None, tenant=tenant
@@ -74,6 +75,8 @@ class Memory:
         self.tokenizer = tokenizer or default_tokenizer()
         self.extractor = extractor  # None: the offline extractor, for add(infer=True)
         self.reconciler = reconciler  # None: the heuristic reconciler
+        #: Store the offline extractor's facts beside the turns of a session (see ``add``).
+        self.turn_facts = turn_facts
         self.retriever = HybridRetriever(
             self.store, self.embedder, config=retrieval, count_tokens=self.tokenizer.count
         )
@@ -101,6 +104,7 @@ class Memory:
         infer: bool = False,
         extractor: Extractor | None = None,
         dedupe: bool = True,
+        facts: bool | None = None,
     ) -> list[MemoryRecord]:
         """Store messages as memories (one per message), durably, and return them.
 
@@ -146,6 +150,12 @@ class Memory:
             records, new = self._reuse_repeats(records)
         else:
             new = records
+        if facts is None:
+            facts = self.turn_facts
+        if new and facts and opts.scope.session_id is not None:
+            from .infer import facts_beside
+
+            new = new + facts_beside(new)
         if new:
             self.store.put(new)
             self._embed_later()
@@ -199,8 +209,12 @@ class Memory:
         and numbered after it (``metadata["seq"]``) so retrieval knows neighbours."""
         if scope.session_id is None:
             return None
-        last = self.store.list(Filter(scope=scope, include_invalid=True), limit=1)
-        return last[0] if last else None
+        # Facts stored beside the turns come after them: skip to the newest turn.
+        recent = self.store.list(Filter(scope=scope, include_invalid=True), limit=64)
+        turn = next((r for r in recent if "source" not in r.metadata), None)
+        if turn is None and recent:
+            turn = self.store.get(self.tenant, str(recent[0].metadata["source"])) or recent[0]
+        return turn
 
     def _embed_later(self) -> None:
         if self._worker is not None:
