@@ -89,3 +89,18 @@ def test_deleting_or_rewriting_a_turn_takes_its_facts_along(memory: Memory) -> N
     assert rewritten and all("Oslo" in f.text and "Rex" not in f.text for f in rewritten)
     memory.delete(turn.id, purge=True)
     assert memory.get_all(user_id="u") == []
+
+
+def test_the_next_turn_is_numbered_after_the_last_turn_not_its_facts(memory: Memory) -> None:
+    first, second = memory.add(
+        [
+            {"content": "I adopted a puppy named Rex yesterday.", "name": "Ann"},
+            {"content": "Congrats!", "name": "Bob"},
+        ],
+        user_id="u",
+        session_id="s",
+        event_time=WHEN,
+    )
+    assert {f.metadata["source"] for f in facts(memory)} == {first.id}  # none for "Congrats!"
+    third = add_turn(memory, "Thanks!", "D1:3")
+    assert third.metadata["seq"] == 2 and "Congrats" in third.context

@@ -164,7 +164,12 @@ class Memory:
         if new and facts and opts.scope.session_id is not None:
             from .infer import facts_beside
 
-            new = new + facts_beside(new)
+            # Each turn's facts right after it: the session's newest record then
+            # belongs to its last turn (see ``_last_turn``).
+            facts_of: dict[str, list[MemoryRecord]] = {}
+            for fact in facts_beside(new):
+                facts_of.setdefault(str(fact.metadata["source"]), []).append(fact)
+            new = [r for turn in new for r in (turn, *facts_of.get(turn.id, ()))]
         if new:
             self.store.put(new)
             self._embed_later()
@@ -218,12 +223,13 @@ class Memory:
         and numbered after it (``metadata["seq"]``) so retrieval knows neighbours."""
         if scope.session_id is None:
             return None
-        # Facts stored beside the turns come after them: skip to the newest turn.
-        recent = self.store.list(Filter(scope=scope, include_invalid=True), limit=64)
-        turn = next((r for r in recent if "source" not in r.metadata), None)
-        if turn is None and recent:
-            turn = self.store.get(self.tenant, str(recent[0].metadata["source"])) or recent[0]
-        return turn
+        last = self.store.list(Filter(scope=scope, include_invalid=True), limit=1)
+        if not last:
+            return None
+        source = last[0].metadata.get("source")  # a fact stored right after its turn
+        if isinstance(source, str):
+            return self.store.get(self.tenant, source) or last[0]
+        return last[0]
 
     def _embed_later(self) -> None:
         if self._worker is not None:
