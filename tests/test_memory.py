@@ -12,7 +12,6 @@ import pytest
 
 from contextos import Filter, NotFound, ScopeError, StoreError
 from contextos.memory import Memory
-from contextos.memory.retrieval import source_of
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 
@@ -121,7 +120,7 @@ def test_messages_keep_speaker_date_caption_and_provenance(memory: Memory) -> No
     assert nxt.metadata["seq"] == 2 and "Beautiful" in nxt.context
     memory.flush()
     hits = memory.search("clay bowl", user_id="u", limit=1)
-    assert source_of(hits[0].record) == recs[0].id  # the turn, or a fact stored beside it
+    assert hits[0].record.id == recs[0].id
 
 
 def test_token_budget_cuts_by_tokens_not_count(memory: Memory) -> None:

@@ -19,12 +19,11 @@ def test_each_conversation_is_scored_with_constants_chosen_on_the_others(
     locomo_path: Path, tmp_path: Path
 ) -> None:
     convs = load_locomo(locomo_path)[:2]
-    # With the HashEmbedder conv-26 prefers no speaker step (recall@10 0.740 against
-    # 0.725) and conv-30 scores both alike (0.753: the tie goes to the defaults), so a
-    # fold that chose on its own conversation would pick differently.
+    # With the HashEmbedder conv-26 prefers the defaults and conv-30 a dense weight of
+    # 0.3, so a fold that chose on its own conversation would pick differently.
     candidates = {
         "default": RetrievalConfig(),
-        "speaker_weight=0": RetrievalConfig(speaker_weight=0.0),
+        "dense_weight=0.3": RetrievalConfig(dense_weight=0.3),
         "no context": RetrievalConfig(context_weight=0.0),
     }
     with Memory(tmp_path / "cv.db", embedder=HashEmbedder(), background_embedding=False) as m:

@@ -1,8 +1,8 @@
-"""Facts stored beside the turns of a session (``Memory.add``) and one hit per turn.
+"""Facts stored beside the turns of a session (``Memory(turn_facts=True)``), one hit per turn.
 
 Real SQLite files and the shipped HashEmbedder; what the offline extractor writes
 for a turn is its own module's business (tests/test_extract.py), here only that a
-plain ``add`` stores it beside the turn, linked, and that search, delete and
+``add`` stores it beside the turn, linked, and that search, delete and
 update treat a turn and its facts as one.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from contextos.memory import Memory
+from contextos.memory import TURN_FACTS_RETRIEVAL, Memory
 from contextos.memory.retrieval import by_source, source_of
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Hit, MemoryRecord, Scope
@@ -24,7 +24,9 @@ WHEN = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 
 @pytest.fixture
 def memory(tmp_path: Path) -> Iterator[Memory]:
-    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+    with Memory(
+        tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False, turn_facts=True
+    ) as m:
         yield m
 
 
@@ -57,9 +59,17 @@ def test_no_facts_when_asked_not_to_outside_a_session_or_for_a_verbatim_copy(
     memory.add("I adopted a puppy named Rex yesterday.", user_id="u")  # not a session turn
     add_turn(memory, "Pottery class", "D1:2")  # the only fact would be the turn itself
     assert facts(memory) == []
-    with Memory(tmp_path / "off.db", embedder=HashEmbedder(), turn_facts=False) as off:
+    with Memory(tmp_path / "off.db", embedder=HashEmbedder()) as off:  # the default: turns only
         off.add({"content": "I adopted Rex yesterday.", "name": "Ann"}, user_id="u", session_id="s")
         assert len(off.get_all(user_id="u")) == 1
+        off.add(
+            {"content": "I adopted Rex yesterday.", "name": "Ann"},
+            user_id="u",
+            session_id="s",
+            facts=True,
+        )
+        assert len(off.get_all(user_id="u")) > 2
+    assert memory.retriever.config == TURN_FACTS_RETRIEVAL
 
 
 def test_search_returns_each_turn_once(memory: Memory) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..embed import Embedder
 from ..memory import Memory, RetrievalConfig
-from ..memory.retrieval import FACT_RETRIEVAL, HybridRetriever
+from ..memory.retrieval import FACT_RETRIEVAL, TURN_FACTS_RETRIEVAL, HybridRetriever
 from ..types import Filter, Hit, Scope
 from .locomo_data import LocomoConversation, LocomoQA, load_locomo
 from .locomo_memory import MEMORY_MODES, ingest_default, size_report
@@ -97,7 +97,7 @@ def evaluate(
 #: Values tried for each data-chosen constant by ``--cv``, one constant at a time
 #: around the configuration under test (the full product would cost hours).
 CV_GRID: dict[str, tuple[float, ...]] = {
-    "dense_weight": (0.6, 0.8, 1.5),
+    "dense_weight": (0.3, 0.6, 0.8, 1.0, 1.5),
     "neighbour_weight": (0.0, 0.5),
     "session_weight": (0.0, 0.1, 0.3),
     "temporal_weight": (0.0, 0.5, 2.0),
@@ -225,8 +225,8 @@ def run_locomo(
     """Run the benchmark and return the report (see the module docstring).
 
     ``memory_mode`` picks what is stored per conversation: what a plain
-    ``Memory.add`` stores (turns and their facts), turns only, extracted facts
-    only or LoCoMo's observations (:mod:`contextos.bench.locomo_memory`).
+    ``Memory.add`` stores (the turns), the turns with their facts beside them,
+    extracted facts only or LoCoMo's observations (:mod:`contextos.bench.locomo_memory`).
     ``cv`` adds the leave-one-conversation-out figures (see ``cross_validate``).
     """
     if memory_mode not in MEMORY_MODES:
@@ -234,8 +234,8 @@ def run_locomo(
     convs = load_locomo(data)[:conversations]
     if cv and len(convs) < 2:
         raise ValueError("cross-validation needs at least two conversations")
-    config = config or (
-        RetrievalConfig() if memory_mode in ("default", "turns") else FACT_RETRIEVAL
+    config = config or {"default": RetrievalConfig(), "beside": TURN_FACTS_RETRIEVAL}.get(
+        memory_mode, FACT_RETRIEVAL
     )
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     db = Path(workdir or tmp.name) / "locomo-bench.db"  # type: ignore[union-attr]

@@ -1,9 +1,9 @@
 """What ``contextos bench locomo --memory MODE`` stores for a conversation.
 
 - ``default``: what a plain ``Memory.add`` per turn stores: every turn verbatim,
-  indexed with its speaker, date, image caption and the turn it answers, and beside
-  it the offline extractor's facts of the turn (``Memory(turn_facts=True)``).
-- ``turns``: the verbatim turns only (``Memory.add(..., facts=False)``).
+  indexed with its speaker, date, image caption and the turn it answers.
+- ``beside``: the same turns, each with the offline extractor's facts of it stored
+  beside it (``Memory.add(..., facts=True)``, as ``Memory(turn_facts=True)`` does).
 - ``extracted``: the offline extractor's facts, one ``Memory.add(infer=True)``
   per session (facts reconciled against what earlier sessions stored).
 - ``observations``: LoCoMo's own ``observation`` facts, written by an LLM for
@@ -31,7 +31,7 @@ from ..memory.render import render
 from ..types import Filter, MemoryRecord, Scope, content_hash
 from .locomo_data import LocomoConversation, LocomoTurn
 
-MEMORY_MODES = ("default", "turns", "extracted", "observations")
+MEMORY_MODES = ("default", "beside", "extracted", "observations")
 
 
 def session_id(conv: LocomoConversation, session: int) -> str:
@@ -56,9 +56,9 @@ def ingest_default(memory: Memory, conv: LocomoConversation, add_times: list[flo
     _add_turns(memory, conv, add_times, facts=None)
 
 
-def ingest_turns(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
-    """Add every turn, one ``add(..., facts=False)`` per turn: the verbatim turns only."""
-    _add_turns(memory, conv, add_times, facts=False)
+def ingest_beside(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
+    """Add every turn, one ``add(..., facts=True)`` per turn: each turn and its facts."""
+    _add_turns(memory, conv, add_times, facts=True)
 
 
 def _add_turns(
@@ -138,7 +138,7 @@ def ingest_observations(memory: Memory, conv: LocomoConversation, add_times: lis
 
 INGESTERS = {
     "default": ingest_default,
-    "turns": ingest_turns,
+    "beside": ingest_beside,
     "extracted": ingest_extracted,
     "observations": ingest_observations,
 }

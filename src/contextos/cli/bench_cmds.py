@@ -78,10 +78,10 @@ def register(cli: click.Group, bench: click.Group) -> None:
         "--memory",
         "memory_mode",
         default="default",
-        type=click.Choice(["default", "turns", "extracted", "observations"]),
+        type=click.Choice(["default", "beside", "extracted", "observations"]),
         show_default=True,
-        help="What is stored: what a plain Memory.add stores (turns and their facts), "
-        "turns only, extracted facts only, or LoCoMo's observations.",
+        help="What is stored: what a plain Memory.add stores (the turns), the turns with "
+        "their facts beside them, extracted facts only, or LoCoMo's observations.",
     )
     @click.option(
         "--cv",

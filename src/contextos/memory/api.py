@@ -38,7 +38,7 @@ from ..types import (
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
-from .retrieval import HybridRetriever, RetrievalConfig
+from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
     from .extract import Extractor
@@ -64,7 +64,7 @@ class Memory:
         retrieval: RetrievalConfig | None = None,
         extractor: Extractor | None = None,
         reconciler: Reconciler | None = None,
-        turn_facts: bool = True,
+        turn_facts: bool = False,
     ) -> None:
         self.settings = settings or load_settings(
             db=str(path_or_url) if path_or_url is not None else None, tenant=tenant
@@ -77,6 +77,8 @@ class Memory:
         self.reconciler = reconciler  # None: the heuristic reconciler
         #: Store the offline extractor's facts beside the turns of a session (see ``add``).
         self.turn_facts = turn_facts
+        if retrieval is None and turn_facts:
+            retrieval = TURN_FACTS_RETRIEVAL
         self.retriever = HybridRetriever(
             self.store, self.embedder, config=retrieval, count_tokens=self.tokenizer.count
         )
@@ -108,12 +110,13 @@ class Memory:
     ) -> list[MemoryRecord]:
         """Store messages as memories (one per message), durably, and return them.
 
-        In a session (``session_id``), each turn's facts, as the offline extractor
-        writes them ("Caroline went to a support group on 7 May 2023."), are stored
-        beside it and point to it (``metadata["source"]``); search returns one hit per
-        turn, the turn or its best matching fact. On LoCoMo this finds more evidence
-        in fewer tokens than the turns alone (docs/benchmarks.md). ``facts=False`` (or
-        ``Memory(turn_facts=False)``) stores the turns only; only the turns are returned.
+        With ``Memory(turn_facts=True)`` (or ``facts=True``), each turn of a session
+        is stored with its facts beside it, as the offline extractor writes them
+        ("Caroline went to a support group on 7 May 2023."), pointing to it
+        (``metadata["source"]``); search returns one hit per turn, the turn or its
+        best matching fact. On LoCoMo this finds more evidence in fewer tokens than
+        the turns alone, for about twice the search CPU (docs/benchmarks.md). Only
+        the turns are returned.
 
         With ``infer=True`` the facts of the messages are stored instead: the
         extractor (``extractor``, else the Memory's, else the offline one) proposes
@@ -132,7 +135,7 @@ class Memory:
             infer: extract and reconcile facts instead of storing the turns verbatim.
             extractor: the Extractor for this call (with ``infer=True``).
             facts: store each session turn's extracted facts beside it (None: the
-                Memory's ``turn_facts``, True by default).
+                Memory's ``turn_facts``, False by default).
             dedupe: outside a session, an exact repeat (same text, type and
                 scope) returns the stored record instead of a copy, so a fact
                 added twice is stored and injected once. Turns of a session
