@@ -103,8 +103,9 @@ def test_each_step_contributes(stored: Stored, step: str) -> None:
 
 
 #: What storing each turn's facts beside it (``Memory(turn_facts=True)``, searched with
-#: ``TURN_FACTS_RETRIEVAL``) adds over the default turns, as measured on this tree.
-FACTS_GAIN = {"recall@10": 0.0, "recall@1000t": 0.0}
+#: ``TURN_FACTS_RETRIEVAL``) adds over the default turns, as measured on this tree
+#: (recall@10 0.7997 -> 0.8028, within 1,000 tokens 0.8504 -> 0.9047).
+FACTS_GAIN = {"recall@10": 0.003, "recall@1000t": 0.054}
 
 
 @pytest.mark.parametrize("metric", sorted(FACTS_GAIN))
