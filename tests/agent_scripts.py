@@ -18,53 +18,44 @@ from contextos.testing.fake_http import FakeResponse
 _ids = itertools.count(1)
 
 
+def _anthropic(
+    content: list[dict[str, Any]], stop: str, output_tokens: int, input_tokens: int, cache_read: int
+) -> FakeResponse:
+    """An Anthropic ``message`` body with ``content`` (numbered ids, fixed model)."""
+    return FakeResponse(
+        json_body={
+            "id": f"msg_script_{next(_ids)}",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-6",
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_read_input_tokens": cache_read,
+                "cache_creation_input_tokens": 0,
+            },
+        }
+    )
+
+
 def anthropic_tool_use(
     *calls: tuple[str, dict[str, Any]], input_tokens: int = 100, cache_read: int = 0
 ) -> FakeResponse:
     """An Anthropic message whose content is ``tool_use`` blocks (name, input)."""
     n = next(_ids)
-    return FakeResponse(
-        json_body={
-            "id": f"msg_script_{n}",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-sonnet-4-6",
-            "content": [
-                {"type": "tool_use", "id": f"toolu_{n}_{i}", "name": name, "input": args}
-                for i, (name, args) in enumerate(calls)
-            ],
-            "stop_reason": "tool_use",
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": 20,
-                "cache_read_input_tokens": cache_read,
-                "cache_creation_input_tokens": 0,
-            },
-        }
-    )
+    blocks = [
+        {"type": "tool_use", "id": f"toolu_{n}_{i}", "name": name, "input": args}
+        for i, (name, args) in enumerate(calls)
+    ]
+    return _anthropic(blocks, "tool_use", 20, input_tokens, cache_read)
 
 
 def anthropic_text(text: str, *, input_tokens: int = 100, cache_read: int = 0) -> FakeResponse:
     """An Anthropic message that answers with ``text`` (the end of a tool loop)."""
-    n = next(_ids)
-    return FakeResponse(
-        json_body={
-            "id": f"msg_script_{n}",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-sonnet-4-6",
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": 10,
-                "cache_read_input_tokens": cache_read,
-                "cache_creation_input_tokens": 0,
-            },
-        }
-    )
+    return _anthropic([{"type": "text", "text": text}], "end_turn", 10, input_tokens, cache_read)
 
 
 def _completion(message: dict[str, Any], finish: str, prompt_tokens: int) -> FakeResponse:

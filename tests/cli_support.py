@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 #: Flags that reach the command only through the environment in these tests.
 _CLEARED = ("CONTEXTOS_DB", "CONTEXTOS_TENANT", "COLUMNS", "FORCE_COLOR", "NO_COLOR")
@@ -40,3 +43,15 @@ def run_cli(
         proc.stdout.decode("utf-8", errors="replace"),
         proc.stderr.decode("utf-8", errors="replace"),
     )
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """``proc`` (a server started as a process), killed on the way out if it is still
+    running, so a failing test never leaves a server behind holding its port or file."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 
+from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
@@ -46,6 +48,14 @@ def _make_postgres(tmp_path: Path) -> AbstractContextManager[Store]:
     return postgres_store()
 
 
+@pytest.fixture
+def memory(tmp_path: Path) -> Iterator[Memory]:
+    """A Memory on a fresh SQLite file with the hash embedder, vectors written inline
+    (no worker thread), closed after the test; a module that needs another defines its own."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        yield m
+
+
 STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
     "sqlite": _make_sqlite,
     "postgres": _make_postgres,
@@ -62,6 +72,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def embedder() -> HashEmbedder:
     return HashEmbedder()
+
+
+@pytest.fixture
+def wrap_memory(memory: Memory) -> Iterator[Memory]:
+    """``memory`` for wrapped-client tests: closed only after any wrapper's background
+    commit has finished writing to it."""
+    yield memory
+    for thread in threading.enumerate():
+        if thread.name == "contextos-commit":
+            thread.join()
 
 
 @pytest.fixture

@@ -63,6 +63,22 @@ def with_options(url: str, options: str) -> str:
 
 
 @contextmanager
+def fresh_schema(prefix: str, options: str = "") -> Iterator[tuple[str, str]]:
+    """A new schema of the test PostgreSQL (skips when none runs), dropped afterwards:
+    a URL whose sessions work in it (and run with ``options``, e.g. ``-c
+    lock_timeout=500``), and the schema's name."""
+    url = pg_url()
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with connect(url) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_options(url, f"-c search_path={schema},public {options}".strip()), schema
+    finally:
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@contextmanager
 def postgres_store(*, options: str = "", **kwargs: Any) -> Iterator[Any]:
     """A PostgresStore in a fresh schema; the schema is dropped afterwards."""
     from contextos.store.postgres import PostgresStore

@@ -69,19 +69,10 @@ def database(kind: str, tmp: Path, *, pg_options: str = "") -> Iterator[str]:
     if kind == "sqlite":
         yield str(tmp / "server.db")
         return
-    import uuid
+    from pg_support import fresh_schema
 
-    from pg_support import connect, pg_url, with_options
-
-    url = pg_url()
-    schema = f"srv_{uuid.uuid4().hex[:12]}"
-    with connect(url) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield with_options(url, f"-c search_path={schema},public {pg_options}".strip())
-    finally:
-        with connect(url) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with fresh_schema("srv", pg_options) as (url, _schema):
+        yield url
 
 
 LOCKER = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,7 @@ from contextos.agent.core_memory import CoreMemory, CoreMemoryError, CorePrefix,
 from contextos.agent.tools import SCHEMAS, AgentTools, openai_schemas
 from contextos.engine.session import Session
 from contextos.errors import ScopeError
-from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message
-
-
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    m.close()
 
 
 def test_blocks_are_procedural_memories_with_limits_and_history(memory: Memory) -> None:
@@ -82,6 +73,7 @@ def test_executor_runs_every_tool_and_reports_errors(memory: Memory) -> None:
         ("nope", {}, "unknown tool"),
         ("core_memory_append", "{not json", "Error:"),
         ("archival_memory_search", {"query": " "}, "non-empty"),
+        ("archival_memory_insert", {"content": " \n "}, "non-empty"),
     ):
         result = tools.execute(name, args)
         assert result.is_error and message in result.text, (name, result)
@@ -118,3 +110,23 @@ def test_thirty_turns_five_edits_keep_the_cache(tmp_path: Path) -> None:
     assert snap.report.hit_ratio >= 0.7
     assert live.report.hit_ratio < snap.report.hit_ratio
     assert snap.report.cost_usd < live.report.cost_usd
+
+
+def test_blocks_and_files_are_exactly_their_scope_not_a_session_of_it(memory: Memory) -> None:
+    """Records shaped like a user's core block or memory file, but filed in one of the
+    user's sessions, are that session's: neither the blocks nor the files list them."""
+    from contextos.agent.core_memory import SOURCE as CORE
+    from contextos.agent.files import SOURCE as FILES
+    from contextos.agent.files import MemoryFiles
+
+    core = CoreMemory(memory, user_id="ana", blocks={"human": 100})
+    core.set("human", "Ana, the user.")
+    files = MemoryFiles(memory, user_id="ana")
+    files.create("/memories/notes.md", "mine")
+    for meta, text in (
+        ({"source": CORE, "label": "human"}, "human\nsomeone else"),
+        ({"source": FILES, "path": "/memories/s.md", "tail": ""}, "/memories/s.md\nnot hers"),
+    ):
+        memory.add(text, user_id="ana", session_id="s1", metadata=meta, memory_type="semantic")
+    assert [(b.label, b.value) for b in core.blocks()] == [("human", "Ana, the user.")]
+    assert [f.path for f in files.files()] == ["/memories/notes.md"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +37,6 @@ def answer_from_core(body: dict[str, Any]) -> str:
     if found and "Porto" in found.group(1):
         return "You live in Porto."
     return "I don't know where you live."
-
-
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    m.close()
 
 
 def test_anthropic_model_updates_human_then_answers_from_it(memory: Memory) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from contextos.bench.locomo import score_question
 from contextos.bench.locomo_data import LocomoQA, load_locomo
 from contextos.bench.online import OnlineBenchConfig, hits_of, plan
 from contextos.cli.main import main
-from pg_support import connect, pg_url, with_options
+from pg_support import connect, fresh_schema, pg_url
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -116,15 +115,8 @@ def test_bench_online_end_to_end_on_a_slice(locomo_path: Path, tmp_path: Path) -
 
 @pytest.fixture
 def pg_db() -> Iterator[tuple[str, str]]:
-    url = pg_url()  # skips with the reason when no test PostgreSQL is running
-    schema = f"online_{uuid.uuid4().hex[:12]}"
-    with connect(url) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield with_options(url, f"-c search_path={schema},public"), schema
-    finally:
-        with connect(url) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with fresh_schema("online") as url_and_schema:
+        yield url_and_schema
 
 
 @pytest.mark.postgres
@@ -137,16 +129,6 @@ def test_bench_online_on_postgresql_leaves_no_memories(
     assert "***" in report["store"]  # the password never lands in the report
     with connect(pg_url(), schema) as conn:  # the caller's store: the run forgot its users
         assert conn.execute("SELECT count(*) FROM memories").fetchone() == (0,)
-
-
-def test_missing_data_is_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "online", "--data", str(tmp_path / "absent.json")])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert "LoCoMo data not found" in err and len(err.splitlines()) == 1
 
 
 def test_config_refuses_nonsense() -> None:

@@ -58,9 +58,21 @@ def test_topic_block_keeps_retrieved_memory_mostly_cached(report):
     # from the cache than memories retrieved per call after the history (the hashed
     # bag-of-words embedder here drifts far more than MiniLM: see docs/benchmarks)...
     assert topic["cache_read_share"] > offload["cache_read_share"] + 0.05
-    assert topic["compactions"] <= topic["topic_refreshes"] < 0.6 * topic["requests"]
+    # Refreshes come mostly at due points (compactions, expired cache; two compactions
+    # before one call refresh once), rarely on drift: far fewer than the calls.
+    assert 0 < topic["topic_refreshes"] < 0.25 * topic["requests"]
     # ...and still hold more of the evidence than the summary alone.
     assert topic["evidence_recall"] > res["summarize"]["evidence_recall"]
+
+
+def test_topic_keeps_near_offloads_evidence_at_near_summarizes_cache_share(report):
+    """The cache-aware placement: the block in the cached prefix, a small delta after the
+    history. Moved after the history (offload-like) the share falls to offload's."""
+    res = report["budgets"]["4000"]
+    topic, offload, summary = res["topic"], res["offload"], res["summarize"]
+    assert topic["peak_window_tokens"] <= 4000
+    assert topic["cache_read_share"] >= summary["cache_read_share"] - 0.05
+    assert topic["evidence_recall"] >= offload["evidence_recall"] - 0.1
 
 
 def test_strategies_never_share_a_memory(report):

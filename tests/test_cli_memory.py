@@ -10,21 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import run_cli
 from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 
 
 def run(db: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "contextos.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return run_cli(*args, db=db, stdin=stdin, env={"COLUMNS": "200"})
 
 
 def test_add_search_get_list_update_history_delete(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import run_cli
+from contextos.cli.main import main
 
 HOSTILE = (
     "pip install 'contextos[server]' and [bold]x[/bold] then "
@@ -109,3 +110,37 @@ def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:
     assert "1 result " in found
     forgot = run_cli("forget", "-u", "ana", "--yes", db=db).stdout
     assert "forgot 1 memory of ana" in forgot
+
+
+@pytest.mark.parametrize("bench", ["locomo", "online", "extract"])
+def test_a_missing_locomo_file_is_one_clean_line(
+    bench: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every benchmark over LoCoMo says where it looked and how to point it elsewhere."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", bench, "--data", str(tmp_path / "missing.json")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["serve"], "TCP port. [default: 8080; 0<=x<=65535]"),
+        (["serve"], "[default: 1000000; x>=1024]"),
+        (["mcp"], "HTTP: larger request bodies get 413. [default: 1000000; x>=1024]"),
+        (["bench", "wrap"], "Which SDK client to wrap. [default: both]"),
+        (["bench", "online"], "[default: 10.0; x>=0]"),
+    ],
+)
+def test_numbers_and_choices_show_their_default_and_range(command: list[str], shown: str) -> None:
+    """Every bounded or choice option says in --help what it takes and what it defaults to."""
+    from click.testing import CliRunner
+
+    from contextos.cli.main import cli
+
+    result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert shown in " ".join(result.output.split())

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from cli_support import run_cli
 from contextos.memory import Memory
 from contextos.testing.embedders import FailingEmbedder
 
 
 def run(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "contextos.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return run_cli(*args, db=db, env={"COLUMNS": "200"})
 
 
 def test_status_lists_quarantined_records_and_vacuum_runs(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ pytest.importorskip("fastapi")
 
 from contextos.bench.serve import running_server  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
-from pg_support import connect, pg_url, with_options  # noqa: E402
+from pg_support import fresh_schema  # noqa: E402
 
 SERVER_FLAGS = ("--embedder", "hash", "--rate", "0", "--log-level", "error")
 WRITERS = 4
@@ -123,11 +123,8 @@ def _verify(db: str, key: str, acked: Acked) -> None:
 
 
 def _key(db: str) -> str:
-    store = KeyStore(db)
-    try:
+    with KeyStore(db) as store:
         return store.create("crash").secret
-    finally:
-        store.close()
 
 
 def test_sqlite_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
@@ -143,15 +140,8 @@ def test_sqlite_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_db() -> Iterator[str]:
-    url = pg_url()  # skips with the reason when no test PostgreSQL is running
-    schema = f"crash_{uuid.uuid4().hex[:12]}"
-    with connect(url) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield with_options(url, f"-c search_path={schema},public")
-    finally:
-        with connect(url) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with fresh_schema("crash") as (url, _schema):
+        yield url
 
 
 @pytest.mark.postgres

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from contextos.cli.main import cli, main
+from contextos.cli.main import cli
 
 LOCOMO = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "locomo" / "locomo-dev.json"
@@ -72,17 +72,6 @@ def test_extract_rejects_a_missing_file_and_a_bad_time(tmp_path: Path) -> None:
     chat.write_text("Ann: I ran yesterday.", encoding="utf-8")
     bad = runner.invoke(cli, ["extract", str(chat), "--session-time", "someday"])
     assert bad.exit_code == 2 and "cannot read the time" in bad.output
-
-
-def test_bench_extract_missing_data_is_one_clean_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "extract", "--data", str(tmp_path / "missing.json")])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: LoCoMo data not found at") and "--data PATH" in err
-    assert "\n" not in err and "Traceback" not in err
 
 
 def _tiny_locomo(tmp_path: Path) -> Path:

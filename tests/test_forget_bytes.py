@@ -8,14 +8,13 @@ PostgreSQL: no row of any table mentions the user or their text.
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pg_support import connect, pg_url, with_options
+from pg_support import connect, fresh_schema, pg_url
 from server_support import app_client, auth, issue_key
 
 
@@ -102,15 +101,8 @@ def test_sqlite_forget_leaves_no_byte_of_the_user(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_schema() -> Iterator[tuple[str, str]]:
-    url = pg_url()  # skips with the reason when no test PostgreSQL is running
-    schema = f"forget_{uuid.uuid4().hex[:12]}"
-    with connect(url) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield with_options(url, f"-c search_path={schema},public"), schema
-    finally:
-        with connect(url) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with fresh_schema("forget") as url_and_schema:
+        yield url_and_schema
 
 
 def _pg_rows_mentioning(url: str, schema: str, needles: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
 import contextos  # noqa: E402
+from cli_support import reaped
 from contextos.agent.mcp_tools import mcp_functions  # noqa: E402
 from contextos.bench.serve import free_port  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
@@ -41,11 +42,8 @@ SRC = str(Path(contextos.__file__).resolve().parents[1])
 
 
 def _keys(db: Path, *tenants: str) -> list[str]:
-    store = KeyStore(str(db))
-    try:
+    with KeyStore(str(db)) as store:
         return [store.create(t).secret for t in tenants]
-    finally:
-        store.close()
 
 
 def _payload(result: Any) -> Any:
@@ -207,14 +205,15 @@ def test_stdio_server_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> N
     [key] = _keys(db, "acme")
     with Memory(str(db), embedder=HashEmbedder(), tenant="acme") as m:
         m.add("something to keep the file busy", user_id="u")
-    proc = subprocess.Popen(
-        [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],
-        stdin=subprocess.PIPE,  # kept open: the server waits for a client
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
-    )
-    try:
+    with reaped(
+        subprocess.Popen(
+            [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],
+            stdin=subprocess.PIPE,  # kept open: the server waits for a client
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
+        )
+    ) as proc:
         for _ in range(100):  # until the server has opened the store
             if Path(f"{db}-wal").exists():
                 break
@@ -222,10 +221,6 @@ def test_stdio_server_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> N
         time.sleep(1.0)
         proc.terminate()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err
     assert not Path(f"{db}-wal").exists()  # every connection closed

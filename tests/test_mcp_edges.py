@@ -36,11 +36,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def _key(db: str) -> str:
-    store = KeyStore(db)
-    try:
+    with KeyStore(db) as store:
         return store.create("acme").secret
-    finally:
-        store.close()
 
 
 def _session(

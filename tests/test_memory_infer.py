@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,28 +30,24 @@ from contextos.types import Filter, MemoryRecord, Scope
 SESSION = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 
 
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    m.close()
-
-
 def turn(speaker: str, text: str, dia_id: str, **extra: object) -> dict[str, object]:
     return {"role": "user", "content": text, "name": speaker, "dia_id": dia_id, **extra}
 
 
+def add_inferred(memory: Memory, messages: Any, **kwargs: Any) -> list[MemoryRecord]:
+    """``memory.add(infer=True)`` for user u at SESSION's time (``kwargs``: e.g. the session)."""
+    return memory.add(messages, user_id="u", event_time=SESSION, infer=True, **kwargs)
+
+
 def test_infer_stores_dated_facts_with_provenance_not_turns(memory: Memory) -> None:
-    records = memory.add(
+    records = add_inferred(
+        memory,
         [
             turn("Caroline", "Hey Mel! I went to a LGBTQ support group yesterday.", "D1:3"),
             turn("Melanie", "Wow, thanks for sharing!", "D1:4"),
             turn("Melanie", "Please always answer in French.", "D1:5"),
         ],
-        user_id="u",
         session_id="s1",
-        event_time=SESSION,
-        infer=True,
     )
     by_source = {r.provenance: r for r in records}
     assert set(by_source) == {("D1:3",), ("D1:5",)}  # the thanks left no memory
@@ -69,12 +65,10 @@ def test_infer_stores_dated_facts_with_provenance_not_turns(memory: Memory) -> N
 def test_inferred_and_verbatim_memories_share_one_id_format(memory: Memory) -> None:
     """Issue 14: inferred memories had undashed hex ids, verbatim ones dashed UUIDs."""
     [plain] = memory.add("I like tea.", user_id="u", session_id="s1", event_time=SESSION)
-    inferred = memory.add(
+    inferred = add_inferred(
+        memory,
         [turn("Caroline", "I went to a LGBTQ support group yesterday.", "D1:3")],
-        user_id="u",
         session_id="s1",
-        event_time=SESSION,
-        infer=True,
     )
     assert inferred
     for record in (plain, *inferred):
@@ -83,7 +77,8 @@ def test_inferred_and_verbatim_memories_share_one_id_format(memory: Memory) -> N
 
 def test_undated_facts_take_their_turn_time_and_source_id(memory: Memory) -> None:
     said = SESSION + timedelta(minutes=3)
-    [record] = memory.add(
+    [record] = add_inferred(
+        memory,
         {
             "role": "user",
             "content": "I work as a nurse in Boston.",
@@ -91,9 +86,6 @@ def test_undated_facts_take_their_turn_time_and_source_id(memory: Memory) -> Non
             "source_id": "msg-7",
             "event_time": said.isoformat(),
         },
-        user_id="u",
-        event_time=SESSION,
-        infer=True,
     )
     assert record.provenance == ("msg-7",)
     assert record.memory_type == "semantic"
@@ -101,19 +93,13 @@ def test_undated_facts_take_their_turn_time_and_source_id(memory: Memory) -> Non
 
 
 def test_facts_are_numbered_by_source_turn_within_a_session(memory: Memory) -> None:
-    memory.add(
-        turn("Ann", "I adopted a dog named Rex last week.", "D1:1"),
-        user_id="u",
-        session_id="s",
-        event_time=SESSION,
-        infer=True,
+    add_inferred(
+        memory, turn("Ann", "I adopted a dog named Rex last week.", "D1:1"), session_id="s"
     )
-    records = memory.add(
+    records = add_inferred(
+        memory,
         [turn("Bob", "Nice.", "D1:2"), turn("Bob", "I bought a red bike in Paris.", "D1:3")],
-        user_id="u",
         session_id="s",
-        event_time=SESSION,
-        infer=True,
     )
     first = memory.get_all(user_id="u", session_id="s")[-1]
     assert first.metadata["seq"] == 0
@@ -121,30 +107,9 @@ def test_facts_are_numbered_by_source_turn_within_a_session(memory: Memory) -> N
 
 
 def test_reconciliation_updates_and_skips_duplicates(memory: Memory) -> None:
-    [paris] = memory.add(
-        turn("Ann", "I live in Paris.", "D1:1"),
-        user_id="u",
-        session_id="s1",
-        event_time=SESSION,
-        infer=True,
-    )
-    assert (
-        memory.add(
-            turn("Ann", "I live in Paris.", "D2:1"),
-            user_id="u",
-            session_id="s2",
-            event_time=SESSION,
-            infer=True,
-        )
-        == []
-    )
-    [berlin] = memory.add(
-        turn("Ann", "I live in Berlin now.", "D3:1"),
-        user_id="u",
-        session_id="s3",
-        event_time=SESSION,
-        infer=True,
-    )
+    [paris] = add_inferred(memory, turn("Ann", "I live in Paris.", "D1:1"), session_id="s1")
+    assert add_inferred(memory, turn("Ann", "I live in Paris.", "D2:1"), session_id="s2") == []
+    [berlin] = add_inferred(memory, turn("Ann", "I live in Berlin now.", "D3:1"), session_id="s3")
     assert berlin.metadata["supersedes"] == paris.id
     old = memory.get(paris.id)
     assert old.valid_to is not None and old.metadata["superseded_by"] == berlin.id
@@ -191,12 +156,8 @@ def test_llm_extractor_configured_on_the_memory(tmp_path: Path) -> None:
         background_embedding=False,
         extractor=LLMExtractor(llm),
     ) as memory:
-        [record] = memory.add(
-            turn("Caroline", "I went to a support group yesterday!", "D1:3"),
-            user_id="u",
-            session_id="s",
-            event_time=SESSION,
-            infer=True,
+        [record] = add_inferred(
+            memory, turn("Caroline", "I went to a support group yesterday!", "D1:3"), session_id="s"
         )
     assert len(llm.calls) == 1 and "[D1:3] Caroline:" in llm.calls[0].messages[0].content
     assert record.text == "Caroline went to a support group on 7 May 2023."
@@ -206,12 +167,8 @@ def test_llm_extractor_configured_on_the_memory(tmp_path: Path) -> None:
 
 def test_extractor_per_call_overrides_and_bad_llm_reply_falls_back(memory: Memory) -> None:
     llm = ScriptedLLM(["this is not JSON"])
-    [record] = memory.add(
-        turn("Ann", "I have 3 kids.", "D1:1"),
-        user_id="u",
-        event_time=SESSION,
-        infer=True,
-        extractor=LLMExtractor(llm),
+    [record] = add_inferred(
+        memory, turn("Ann", "I have 3 kids.", "D1:1"), extractor=LLMExtractor(llm)
     )
     assert len(llm.calls) == 1
     assert record.text == "Ann has 3 kids." and record.provenance == ("D1:1",)
@@ -256,9 +213,7 @@ def test_temporal_weight_raises_dated_memories_for_when_questions(memory: Memory
 
 
 def test_search_as_of_and_time_range_with_inferred_facts(memory: Memory) -> None:
-    memory.add(
-        turn("Ann", "I went hiking yesterday.", "D1:1"), user_id="u", event_time=SESSION, infer=True
-    )
+    add_inferred(memory, turn("Ann", "I went hiking yesterday.", "D1:1"))
     memory.add(
         turn("Ann", "I went hiking yesterday.", "D9:1"),
         user_id="u",
@@ -317,15 +272,13 @@ def test_memory_modes_store_with_provenance_and_count_tokens(memory: Memory, mod
 
 
 def test_reply_facts_are_indexed_with_the_question_they_answer(memory: Memory) -> None:
-    records = memory.add(
+    records = add_inferred(
+        memory,
         [
             turn("Bob", "Nice! What did you paint last weekend?", "D1:1"),
             turn("Ann", "A sunset over the lake with my kids.", "D1:2"),
         ],
-        user_id="u",
         session_id="s",
-        event_time=SESSION,
-        infer=True,
     )
     reply = next(r for r in records if r.provenance == ("D1:2",))
     assert reply.context == memory.get(reply.id).context == "paint last weekend"

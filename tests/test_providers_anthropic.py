@@ -538,3 +538,63 @@ def test_stream_usage_when_message_delta_only_carries_output_tokens():
         assert (usage.input_tokens, usage.output_tokens) == (21, 7)
         assert (usage.cache_creation_1h, usage.cache_read_input_tokens) == (900, 300)
         c.close()
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"), [("claude-haiku-4-5", 4096), ("claude-sonnet-4-6", 1024)]
+)
+def test_no_breakpoint_is_planned_below_the_models_minimum(fake, client, memory, model, minimum):
+    """The registry's minimum cacheable prompt decides: a prefix under it gets no
+    ``cache_control`` at all (it would cache nothing), one over it does."""
+    from contextos.llm.models import get_model
+
+    assert get_model(model).min_cache_tokens == minimum
+    tokens = default_tokenizer()
+
+    def rules(n: int) -> str:
+        return " ".join(f"Rule {i}: answer precisely." for i in range(n))
+
+    under = next(n for n in range(10, 5000, 10) if tokens.count(rules(n)) > minimum - 300)
+    over = next(n for n in range(under, 9000, 10) if tokens.count(rules(n)) > minimum + 300)
+    for n, expect in ((under, False), (over, True)):
+        fake.clear()
+        wrapped = wrap(client, memory=memory, session=f"min-{model}-{n}", user_id="ana")
+        wrapped.messages.create(
+            model=model,
+            max_tokens=64,
+            system=rules(n),
+            messages=[{"role": "user", "content": "hello"}],
+        )
+        wrapped.flush()
+        sent = json.dumps(fake.messages_requests()[-1].json())
+        assert ("cache_control" in sent) is expect, (model, n)
+
+
+def test_automatic_caching_counts_against_the_four_markers(fake, client, memory):
+    """A top-level ``cache_control`` (automatic caching) marks the last block: with the
+    window's breakpoints and a caller's own marker it would make five, which the API
+    refuses; contextos drops its own earliest one instead."""
+    wrapped = wrap(client, memory=memory, session="auto", user_id="ana")
+    history: list[dict[str, Any]] = []
+    for i in range(40):
+        history += [
+            {"role": "user", "content": f"question {i} " + "words " * 60},
+            {"role": "assistant", "content": f"answer {i} " + "more " * 60},
+        ]
+    question = [
+        {"type": "text", "text": "reference " * 50, "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "last?"},
+    ]
+    reply = wrapped.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        system=SYSTEM,
+        cache_control={"type": "ephemeral"},
+        messages=[*history, {"role": "user", "content": question}],
+    )
+    wrapped.flush()
+    sent = fake.messages_requests()[-1].json()
+    assert sent["cache_control"] == {"type": "ephemeral"}
+    assert json.dumps(sent).count('"cache_control"') == 4  # three markers and the automatic one
+    assert sent["messages"][-1]["content"][-1] == {"type": "text", "text": "last?"}
+    assert reply.usage.cache_creation_input_tokens > 0

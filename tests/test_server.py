@@ -465,9 +465,8 @@ def test_serve_with_two_workers_shares_one_database(tmp_path: Path) -> None:
     from contextos.bench.serve import running_server
 
     db = str(tmp_path / "workers.db")
-    store = KeyStore(db)
-    key = store.create("acme").secret
-    store.close()
+    with KeyStore(db) as store:
+        key = store.create("acme").secret
     flags = ("--embedder", "hash", "--workers", "2", "--admin-key", ADMIN_KEY)
     with running_server(db, *flags) as (url, _proc):
         added = set()

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from cli_support import reaped
 from contextos.server.errors import package_version
 from contextos.server.keys import KeyStore
 from contextos.server.ratelimit import RateLimit
@@ -273,9 +274,8 @@ def mcp_http(tmp_path: Path) -> Iterator[tuple[str, str]]:
     from contextos.bench.serve import free_port
 
     db = tmp_path / "mcp.db"
-    store = KeyStore(str(db))
-    key = store.create("acme").secret
-    store.close()
+    with KeyStore(str(db)) as store:
+        key = store.create("acme").secret
     port = free_port()
     argv = [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
     proc = subprocess.Popen(
@@ -365,16 +365,16 @@ def test_serve_refuses_a_directory_as_db(tmp_path: Path) -> None:
 def test_serve_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
     httpx = pytest.importorskip("httpx")
     db = tmp_path / "term.db"
-    store = KeyStore(str(db))
-    key = store.create("acme").secret
-    store.close()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with KeyStore(str(db)) as store:
+        key = store.create("acme").secret
+    with reaped(
+        subprocess.Popen(
+            [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    ) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "serving on http://127.0.0.1:" in line, line + (
@@ -392,10 +392,6 @@ def test_serve_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
         assert Path(f"{db}-wal").exists()  # the server holds the file open
         proc.terminate()
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # Every connection closed: SQLite checkpointed and removed the -wal on the last close,
     # and the embedding worker finished what was pending before the store closed.
     assert not Path(f"{db}-wal").exists()

@@ -18,7 +18,7 @@ import pytest
 from contextos.errors import NotFound
 from contextos.llm.tokens import default_tokenizer
 from contextos.server.mcp_server import MemoryTools
-from pg_support import connect, pg_url, with_options
+from pg_support import fresh_schema
 from server_support import ADMIN_KEY, app_client, auth, issue_key
 
 SECRET_WORDS = ["zanzibarite", "quokkaflux", "vermillionwhale"]
@@ -41,15 +41,8 @@ def database(
     if request.param == "sqlite":
         yield str(tmp_path_factory.mktemp("tenancy") / "t.db")
         return
-    url = pg_url()  # skips with the reason when no test PostgreSQL is running
-    schema = f"tenancy_{uuid.uuid4().hex[:12]}"
-    with connect(url) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield with_options(url, f"-c search_path={schema},public")
-    finally:
-        with connect(url) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with fresh_schema("tenancy") as (url, _schema):
+        yield url
 
 
 @pytest.fixture(scope="module")

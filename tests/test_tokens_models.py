@@ -75,6 +75,12 @@ def test_family_aliases_point_at_current_models() -> None:
 # Minimum cacheable prompt per model, as checked against the sources named in models.py
 # (Opus 4.7's value is the documented assumption). A new model must be added here too.
 MIN_CACHE = {
+    "claude-fable-5-1": 4096,
+    "claude-opus-5-5": 4096,
+    "claude-sonnet-5-5": 4096,
+    "claude-fable-5": 512,
+    "claude-opus-5": 512,
+    "claude-sonnet-5": 1024,
     "claude-opus-4-8": 1024,
     "claude-opus-4-7": 4096,
     "claude-opus-4-6": 4096,
@@ -94,6 +100,9 @@ MIN_CACHE = {
     "gpt-4.1-mini": 1024,
     "gpt-4.1-nano": 1024,
     "gpt-5.1": 1024,
+    "gpt-5.6-sol": 1024,
+    "gpt-5.6-terra": 1024,
+    "gpt-5.6-luna": 1024,
     "gpt-5": 1024,
     "gpt-5-mini": 1024,
     "gpt-5-nano": 1024,
@@ -173,3 +182,23 @@ def test_count_cli_never_calls_cl100k_exact_for_claude(tmp_path) -> None:
         assert res.exit_code == 0, res.output
         out = json.loads(res.output)
         assert out["estimate"] is True and out["model"] == model
+
+
+def test_every_hosted_cache_minimum_names_its_source() -> None:
+    for model in MODELS.values():
+        if model.provider == "open":
+            assert model.cache_source == "" and model.min_cache_tokens == 0, model.name
+        else:
+            source = model.cache_source
+            assert "https://" in source or source.startswith("ASSUMPTION"), model.name
+    assert "ASSUMPTION" in MODELS["claude-opus-4-7"].cache_source
+
+
+def test_gpt_5_6_prices_cache_writes_at_a_quarter_over_input() -> None:
+    sol = get_model("gpt-5.6")
+    assert sol.name == "gpt-5.6-sol" and sol.context_window == 1_050_000
+    for name in ("gpt-5.6-sol", "gpt-5.6-terra", "gpt-5.6-luna"):
+        prices = MODELS[name].prices
+        assert prices.cache_write_5m == pytest.approx(1.25 * prices.input), name
+        assert prices.cache_read == pytest.approx(0.1 * prices.input), name
+    assert MODELS["gpt-5.1"].prices.cache_write_5m == MODELS["gpt-5.1"].prices.input

@@ -67,3 +67,37 @@ def test_bad_arguments():
         TopicBlock(HashEmbedder(), top_k=0)
     block = TopicBlock(HashEmbedder())
     assert block.update("anything", []) == ([], [], False)
+
+
+def test_the_delta_tops_the_block_up_to_the_fresh_best_and_no_further():
+    block = TopicBlock(HashEmbedder(256), margin=5.0, delta_top=2)  # never drifts
+    dogs = hits(DOGS, "d")
+    block.update("Rex the dog in the park", dogs[:2])
+    # The block holds the fresh top 2: nothing to add, whatever else was found.
+    _, delta, _ = block.update("Rex the dog in the park", dogs[:2] + hits(GUITAR, "g"))
+    assert delta == []
+    # Off the block's topic: the delta carries the fresh top 2, never more.
+    _, delta, refreshed = block.update("Bo guitar jazz band", hits(GUITAR, "g"))
+    assert not refreshed and [h.record.id for h in delta] == ["g0", "g1"]
+    # Between the two: only what the block lacks of the fresh top 2.
+    mixed = [dogs[0], hits(GUITAR, "g")[0], dogs[1]]
+    _, delta, _ = block.update("Rex the dog and Bo's guitar", mixed)
+    assert [h.record.id for h in delta] == ["g0"]
+
+
+def test_drift_within_the_margin_never_refreshes_a_due_block_always_does():
+    block = TopicBlock(HashEmbedder(256), margin=0.1)
+    block.update("Rex the dog in the park", hits(DOGS, "d"))
+    guitar = hits(GUITAR, "g")
+    drift = block.drift("Bo guitar jazz band", guitar)
+    assert drift > 0.1
+    # Hysteresis: a margin just above the measured drift keeps the block.
+    block.margin = drift + 1e-6
+    assert block.update("Bo guitar jazz band", guitar)[2] is False
+    block.margin = drift - 1e-6
+    assert block.update("Bo guitar jazz band", guitar, commit=False)[2] is True
+
+
+def test_negative_delta_top_is_refused():
+    with pytest.raises(ValueError):
+        TopicBlock(HashEmbedder(), delta_top=-1)

@@ -5,7 +5,6 @@ the SVG chart. The browser tests are in test_ui_browser.py."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from contextos.server.ui.chart import cost_chart_svg
 from contextos.store.base import Patch
 from contextos.store.sqlite import SQLiteStore
 from contextos.types import Message
-from pg_support import connect, pg_url, with_options
+from pg_support import fresh_schema
 from server_support import app_client, assert_error, auth, issue_key
 
 
@@ -32,16 +31,8 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         with app_client(tmp_path / "ui.db") as c:
             yield c
         return
-    url = pg_url()  # skips with the reason when no test PostgreSQL is running
-    schema = f"ui_{uuid.uuid4().hex[:12]}"
-    with connect(url) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        with app_client(with_options(url, f"-c search_path={schema},public")) as c:
-            yield c
-    finally:
-        with connect(url) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with fresh_schema("ui") as (url, _schema), app_client(url) as c:
+        yield c
 
 
 def test_page_is_served_with_a_strict_policy_and_no_inline_code(client: Any) -> None:

@@ -38,7 +38,12 @@ class Scope:
 
     def is_scoped(self) -> bool:
         """True when at least one of user/agent/session narrows the tenant."""
-        return any(v is not None for v in (self.user_id, self.agent_id, self.session_id))
+        return any(v is not None for v in self.within_tenant())
+
+    def within_tenant(self) -> tuple[str | None, str | None, str | None]:
+        """``(user_id, agent_id, session_id)``: compare it to tell a scope exactly
+        (a search for a user also finds that user's session and agent memories)."""
+        return (self.user_id, self.agent_id, self.session_id)
 
 
 @dataclass(frozen=True)

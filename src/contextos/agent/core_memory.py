@@ -86,11 +86,7 @@ class CoreMemory:
         )
         out: dict[str, CoreBlock] = {}
         for r in records:
-            if (r.scope.user_id, r.scope.agent_id, r.scope.session_id) != (
-                self.user_id,
-                self.agent_id,
-                None,
-            ):
+            if r.scope.within_tenant() != (self.user_id, self.agent_id, None):
                 continue
             label = str(r.metadata["label"])
             out[label] = CoreBlock(label, r.text.partition("\n")[2], self._limit(label), r.id)
@@ -147,13 +143,13 @@ class CoreMemory:
 
     def append(self, label: str, content: str) -> CoreBlock:
         """Add a line to a block."""
-        _need_text("content", content)
+        need_text("content", content)
         value = self.get(label).value
         return self.set(label, f"{value}\n{content.strip()}" if value else content.strip())
 
     def replace(self, label: str, old_content: str, new_content: str) -> CoreBlock:
         """Replace ``old_content`` (which must appear) with ``new_content`` ('' deletes it)."""
-        _need_text("old_content", old_content)
+        need_text("old_content", old_content)
         if not isinstance(new_content, str):
             raise CoreMemoryError("new_content must be a string")
         value = self.get(label).value
@@ -185,7 +181,9 @@ def _check_label(label: object) -> None:
         raise ValueError(f"a block label is 1-{MAX_LABEL_CHARS} ASCII letters, digits or _")
 
 
-def _need_text(name: str, value: object) -> None:
+def need_text(name: str, value: object) -> None:
+    """A tool argument the model must fill with text: CoreMemoryError (which the model
+    reads as the tool's result) when it is empty or not a string."""
     if not isinstance(value, str) or not value.strip():
         raise CoreMemoryError(f"{name} must be a non-empty string")
 

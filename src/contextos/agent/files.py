@@ -114,11 +114,7 @@ class MemoryFiles:
             )
             for r in page:
                 # Exactly this scope: a user's files are not an agent's files, nor a session's.
-                if (r.scope.user_id, r.scope.agent_id, r.scope.session_id) != (
-                    self.user_id,
-                    self.agent_id,
-                    None,
-                ):
+                if r.scope.within_tenant() != (self.user_id, self.agent_id, None):
                     continue
                 body = r.text.partition("\n")[2]
                 out.append(

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError
 from ..types import Filter
-from .core_memory import CoreMemory, CoreMemoryError, CorePrefix
+from .core_memory import CoreMemory, CoreMemoryError, CorePrefix, need_text
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
+    from contextos.memory import Memory
 
 ARCHIVAL = "archival"
 SEARCH_LIMIT = 5
@@ -166,8 +167,7 @@ class AgentTools:
         return self._edited(label)
 
     def _insert(self, content: str) -> str:
-        if not isinstance(content, str) or not content.strip():
-            raise CoreMemoryError("content must be a non-empty string")
+        need_text("content", content)
         rec = self.memory.add(
             content,
             user_id=self.core.user_id,
@@ -178,8 +178,7 @@ class AgentTools:
         return f"Stored in archival memory (id {rec.id})."
 
     def _search(self, query: str) -> str:
-        if not isinstance(query, str) or not query.strip():
-            raise CoreMemoryError("query must be a non-empty string")
+        need_text("query", query)
         hits = self.memory.search(
             query,
             user_id=self.core.user_id,
@@ -225,13 +224,13 @@ __all__ = [
 
 
 def scoped_tools(
-    memory: Any,
+    memory: Memory,
     *,
     user_id: str | None = None,
     agent_id: str | None = None,
     session_id: str | None = None,
 ) -> AgentTools:
-    """The tools of one scope of ``memory`` (a Memory), with the session log if given.
+    """The tools of one scope of ``memory``, with the session log if given.
 
     What the MCP tools and the HTTP routes build per call: everything lives in
     the store, so nothing is kept between calls.

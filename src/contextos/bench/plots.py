@@ -24,6 +24,21 @@ def _pyplot() -> Any:
     return plt
 
 
+def _folder(out_dir: str | Path) -> Path:
+    """The output folder, created if missing."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _saved(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` and free it (pyplot keeps every open figure)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def rolling_mean(values: Sequence[float], n: int = 10) -> list[float]:
     """Mean of the last ``n`` values at each point (smooths per-call noise)."""
     out: list[float] = []
@@ -38,10 +53,8 @@ def rolling_mean(values: Sequence[float], n: int = 10) -> list[float]:
 
 def plot_replay(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     """Per budget: window tokens and cache-read share per call, one line per strategy."""
-    plt = _pyplot()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    plt, out = _pyplot(), _folder(out_dir)
+    paths: list[Path] = []
     first = report["conversations"][0] if report.get("conversations") else ""
     for budget, by_strategy in report["budgets"].items():
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
@@ -56,20 +69,14 @@ def plot_replay(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         bottom.set_xlabel("request")
         bottom.set_ylim(0, 1)
         top.legend(fontsize=7, ncol=3)
-        fig.tight_layout()
-        path = out / f"replay-{budget}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_saved(plt, fig, out / f"replay-{budget}.png"))
     return paths
 
 
 def plot_litm(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     """Per data set: where the gold item landed in its segment (slot histogram)."""
-    plt = _pyplot()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    plt, out = _pyplot(), _folder(out_dir)
+    paths: list[Path] = []
     for name, res in report["datasets"].items():
         hist = res["slot_histogram"]
         fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -77,11 +84,7 @@ def plot_litm(report: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("slot of the gold item in its segment (1 = first)")
         ax.set_ylabel("examples")
         ax.set_title(f"{name}: edge share {res['edge_share']:.2f}")
-        fig.tight_layout()
-        path = out / f"litm-{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_saved(plt, fig, out / f"litm-{name}.png"))
     return paths
 
 

@@ -3,7 +3,9 @@
 Each conversation is replayed in time order, speaker A as the user and B as
 the assistant, sessions on their LoCoMo dates and ``turn_gap_s`` seconds
 between turns. Every user turn is a request: the window is assembled with the
-strategy's history (plus retrieved memories for ``offload``), rendered in
+strategy's history (plus retrieved memories for ``offload`` after the history,
+and for ``topic`` a cached topic block before it and a small delta after it:
+:mod:`contextos.engine.topic`), rendered in
 Anthropic's wire format and run through the :class:`~contextos.cache.CacheSimulator`
 with Claude Sonnet's rules and prices; the following assistant turn is its
 output. After each turn the strategy may compact.
@@ -38,7 +40,7 @@ from contextos.engine.compaction import (
     plan_compaction,
     rotated_turns,
 )
-from contextos.engine.session import Layout, archive, context_window, turn_items
+from contextos.engine.session import Layout, archive, context_window, novel_hits, turn_items
 from contextos.engine.summarize import ExtractiveSummarizer
 from contextos.engine.topic import TopicBlock
 from contextos.engine.window import Window
@@ -72,17 +74,22 @@ RULES = (
     "Never invent events that were not mentioned.",
 )
 
-#: The ``topic`` strategy's shares of the budget: the topic block (cached, before
-#: the history) and the per-call delta (after it); its drift margin; the history's
-#: share of the room. Chosen leave-one-conversation-out on the 5 dev conversations,
-#: scoring each point by min(recall/target, share/target) averaged over 4k and 16k:
-#: this point won every fold (held-out 4k 0.733 / 0.703, 16k 0.857 / 0.851). At 4k
-#: alone (history 0.7, block 0.25) won every fold (0.760 / 0.753) but fell to
-#: 0.637 / 0.818 at 16k. Margin 0.2/0.25 and delta 0.05 lost at 4k.
-TOPIC_SHARE = 0.30
+#: The ``topic`` strategy (see :mod:`contextos.engine.topic`): the block's share of
+#: the budget (cached, before the history); the per-call delta's ceiling (after the
+#: history; it only fills what the cached prefix leaves); the fresh top-N the delta
+#: tops the block up to; the drift margin that refreshes the block between due
+#: points; the history budget as a multiple of the room the block leaves (1.4: the
+#: history at its 0.8 trigger uses ~1.1x that room, so the delta shrinks while the
+#: history is near its trigger). Chosen leave-one-conversation-out on the 5 dev
+#: conversations (docs/context-engine.md has the folds).
+TOPIC_SHARE = 0.35
 DELTA_SHARE = 0.10
-TOPIC_MARGIN = 0.15
-TOPIC_HISTORY_SHARE = 0.6
+DELTA_TOP = 6
+TOPIC_MARGIN = 0.3
+TOPIC_HISTORY_SHARE = 1.4
+#: Extra searched per block so that memories the history already shows can be
+#: dropped and the block still filled.
+TOPIC_SEARCH_OVER = 2
 #: ``topic``: how rotated turns leave the history (always archived into memory too).
 TOPIC_COMPACTION = "summarize"
 #: ``summarize`` and ``topic``: the summary's share of the history budget (None: the
@@ -112,6 +119,26 @@ class Run:
     recall: list[tuple[int, float]] = field(default_factory=list)
     topic_refreshes: int = 0
     score_refreshes: int = 0
+
+
+def topic_layout(budget: int, room: int, summary_share: float) -> tuple[int, Layout]:
+    """The ``topic`` strategy's history budget and layout for ``room`` tokens.
+
+    The cached prefix is sized first and the per-call delta only fills what it
+    leaves (its priority is below the summary's), so the delta's size never
+    moves the prefix; the summary's ceiling fits the summary the history budget
+    asks for, since a summary over its ceiling would be left out whole.
+    """
+    history = int((room - TOPIC_SHARE * budget) * TOPIC_HISTORY_SHARE)
+    layout = Layout(
+        topic_ceiling=TOPIC_SHARE,
+        memories_ceiling=DELTA_SHARE,
+        memories_floor=0.0,
+        memories_priority=25,
+        # + 64: the summary's header and framing, beyond its lines' tokens.
+        summary_ceiling=(summary_share * history + 64) / budget,
+    )
+    return history, layout
 
 
 def chat_turns(conv: LocomoConversation, tokenizer: Tokenizer, gap_s: float) -> list[Turn]:
@@ -186,21 +213,18 @@ class Replayer:
         self.system = SYSTEM.format(a=conv.speaker_a, b=conv.speaker_b)
         fixed = tokenizer.count(self.system) + sum(tokenizer.count(r) for r in RULES) + 3 * 3
         self.offload = strategy in MEMORY_STRATEGIES
+        room = budget - fixed - 400  # room for the question (and its restatement)
         if strategy == "topic":
-            self.layout = Layout(
-                topic_ceiling=TOPIC_SHARE, memories_ceiling=DELTA_SHARE, memories_floor=0.0
-            )
+            self.history_budget, self.layout = topic_layout(budget, room, self.th.summary_share)
         else:
             self.layout = Layout(
                 memories_ceiling=0.45 if self.offload else 0.0,
                 memories_floor=0.25 if self.offload else 0.0,
                 summary_ceiling=max(0.25, self.th.summary_share + 0.05),
             )
-        room = budget - fixed - 400  # room for the question (and its restatement)
-        # offload: the history keeps enough (60%) that its compacted prefix stays
-        # above the model's minimum cacheable length; memories get the rest.
-        share = TOPIC_HISTORY_SHARE if strategy == "topic" else 0.6 if self.offload else 1.0
-        self.history_budget = int(room * share)
+            # offload: the history keeps enough (60%) that its compacted prefix stays
+            # above the model's minimum cacheable length; memories get the rest.
+            self.history_budget = int(room * (0.6 if self.offload else 1.0))
         self.summarizer = ExtractiveSummarizer(tokenizer)
         self.embedder = embedder
         self.memory: Memory | None = None
@@ -212,7 +236,7 @@ class Replayer:
                 background_embedding=False,
             )
         if strategy == "topic":
-            self.topic = TopicBlock(embedder, margin=TOPIC_MARGIN)
+            self.topic = TopicBlock(embedder, margin=TOPIC_MARGIN, delta_top=DELTA_TOP)
         self.scope = Scope(user_id=conv.sample_id, session_id=conv.sample_id)
         self.sim = CacheSimulator("anthropic", min_tokens=model.min_cache_tokens)
 
@@ -227,6 +251,7 @@ class Replayer:
         next calls (replay), or only used for this window (scoring).
         """
         past = self.turns[:upto]
+        items = turn_items(past, self.run.history, self.tok)
         topic: list[Hit] = []
         hits: list[Hit] = []
         if self.memory is not None and self.run.history.archived_to >= 0:
@@ -238,12 +263,17 @@ class Replayer:
                     token_budget=int(self.layout.memories_ceiling * self.budget),
                 )
             else:
+                ceiling = int(self.layout.topic_ceiling * self.budget)
                 fresh = self.memory.search(
                     question,
                     session_id=self.conv.sample_id,
                     limit=60,
-                    token_budget=int(self.layout.topic_ceiling * self.budget),
+                    token_budget=ceiling * TOPIC_SEARCH_OVER,
                 )
+                known = {p for it in items for p in it.provenance}
+                if self.run.history.summary is not None:
+                    known |= set(self.run.history.summary.provenance())
+                fresh = novel_hits(fresh, known, ceiling)
                 topic, hits, refreshed = self.topic.update(question, fresh, commit=commit)
                 if refreshed and commit:
                     self.run.topic_refreshes += 1
@@ -257,7 +287,7 @@ class Replayer:
             system=self.system,
             rules=RULES,
             summary=self.run.history.summary,
-            turns=turn_items(past, self.run.history, self.tok),
+            turns=items,
             memories=hits,
             topic=topic,
             layout=self.layout,

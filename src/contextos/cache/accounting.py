@@ -102,6 +102,25 @@ def usage_from_openai(usage: Any) -> Usage:
     )
 
 
+def openai_write_ttls(usage: Any) -> dict[str, int]:
+    """OpenAI's cache writes by TTL: ``{"30m": n, "12h": m}``, or {} when not reported.
+
+    Only the Responses API reports the split
+    (``input_tokens_details.cache_write_tokens_details.ttl_30m_tokens`` /
+    ``ttl_12h_tokens``, openai 3.57 ``types/responses/response_usage.py``);
+    Chat Completions' ``prompt_tokens_details`` has ``cache_write_tokens`` only
+    (``types/completion_usage.py``). The total is in :func:`usage_from_openai`.
+    """
+    details = field_of(usage, "input_tokens_details") if usage is not None else None
+    split = field_of(details, "cache_write_tokens_details") if details is not None else None
+    if split is None:
+        return {}
+    return {
+        "30m": _int(field_of(split, "ttl_30m_tokens")),
+        "12h": _int(field_of(split, "ttl_12h_tokens")),
+    }
+
+
 @dataclass(frozen=True)
 class CacheReport:
     """Cache accounting over some requests, priced with one model's prices."""

@@ -13,8 +13,18 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from ..bench.locomo_data import DEFAULT_LOCOMO
-from .common import CliState, console, err_console, pass_state, print_table, progress_bar
+from ..bench.locomo_data import LocomoConversation
+from .common import (
+    CliState,
+    console,
+    err_console,
+    locomo_option,
+    number_option,
+    pass_state,
+    print_table,
+    progress_bar,
+    served_embedder_option,
+)
 
 KEYS = (
     "recall@5",
@@ -33,6 +43,16 @@ def _write_json(path: str | None, report: dict[str, Any]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         err_console.print(Text(f"wrote {out}"))
+
+
+def _load_locomo(data: str, conversations: int | None) -> list[LocomoConversation]:
+    """The first ``conversations`` LoCoMo conversations in ``data`` (all when None),
+    or one line saying where the file was looked for."""
+    from ..bench.locomo_data import load_locomo
+
+    if not Path(data).exists():
+        raise click.ClickException(f"LoCoMo data not found at {data} (pass --data PATH)")
+    return load_locomo(data)[:conversations]
 
 
 def _locomo_table(report: dict[str, Any], kind: str = "in-sample") -> Table:
@@ -65,12 +85,7 @@ def _locomo_table(report: dict[str, Any], kind: str = "in-sample") -> Table:
 
 def register(cli: click.Group, bench: click.Group) -> None:
     @bench.command("locomo")
-    @click.option(
-        "--data",
-        default="../shared/data/locomo/locomo-dev.json",
-        show_default=True,
-        help="Path to the LoCoMo JSON (never copied into the repo).",
-    )
+    @locomo_option
     @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
     @click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
     @click.option("--embedder", default=None, help="Embedder name (default: minilm).")
@@ -108,13 +123,10 @@ def register(cli: click.Group, bench: click.Group) -> None:
         """Evidence recall on LoCoMo, with BM25-only and dense-only baselines."""
         from ..bench.embed_cache import CachedEmbedder
         from ..bench.locomo import cv_candidates, run_locomo
-        from ..bench.locomo_data import load_locomo
         from ..embed import make_embedder
         from ..memory import RetrievalConfig
 
-        if not Path(data).exists():
-            raise click.ClickException(f"LoCoMo data not found at {data} (pass --data PATH)")
-        convs = load_locomo(data)[:conversations]
+        convs = _load_locomo(data, conversations)
         turns = sum(len(c.turns) for c in convs)
         questions = sum(1 for c in convs for q in c.qa if q.evidence)
         with progress_bar() as bar:
@@ -198,12 +210,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
 
 
 @click.command("online")
-@click.option(
-    "--data",
-    default=DEFAULT_LOCOMO,
-    show_default=True,
-    help="Path to the LoCoMo JSON (never copied into the repo).",
-)
+@locomo_option
 @click.option(
     "--store",
     default=None,
@@ -215,70 +222,39 @@ def register(cli: click.Group, bench: click.Group) -> None:
 @click.option(
     "--limit", type=click.IntRange(1), help="Only the first N turns of each conversation."
 )
-@click.option(
-    "--embedder",
-    default="minilm",
-    show_default=True,
-    help="Embedder of the server under test (minilm is the real configuration).",
-)
-@click.option(
+@served_embedder_option
+@number_option(
     "--rate",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Turns per second over all conversations together (0: as fast as acknowledged).",
+    10.0,
+    click.FloatRange(0),
+    "Turns per second over all conversations together (0: as fast as acknowledged).",
 )
-@click.option(
+@number_option(
     "--lag-every",
-    default=10,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Probe the vector lag of at most one add in this many (one probe at a time).",
+    10,
+    click.IntRange(1),
+    "Probe the vector lag of at most one add in this many (one probe at a time).",
 )
-@click.option(
+@number_option(
     "--lag-timeout",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(0.1),
-    help="Seconds after which a probed add still not searchable by meaning counts as unseen.",
+    10.0,
+    click.FloatRange(0.1),
+    "Seconds after which a probed add still not searchable by meaning counts as unseen.",
 )
 @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
 @pass_state
-def online_bench(
-    state: CliState,
-    data: str,
-    store: str | None,
-    conversations: int | None,
-    limit: int | None,
-    embedder: str,
-    rate: float,
-    lag_every: int,
-    lag_timeout: float,
-    json_out: str | None,
-) -> None:
+def online_bench(state: CliState, /, json_out: str | None, **options: Any) -> None:
     """LoCoMo streamed through `contextos serve` while its questions are asked:
     online vs batch recall, vector lag, add/search latency."""
-    from ..bench.locomo_data import load_locomo
     from ..bench.online import OnlineBenchConfig, plan, run_online_bench
 
-    if not Path(data).exists():
-        raise click.ClickException(f"LoCoMo data not found at {data} (pass --data PATH)")
-    cfg = OnlineBenchConfig(
-        data=data,
-        store=store,
-        conversations=conversations,
-        limit=limit,
-        embedder=embedder,
-        rate=rate,
-        lag_every=lag_every,
-        lag_timeout=lag_timeout,
-    )
-    planned = plan(load_locomo(data)[:conversations], limit)
+    cfg = OnlineBenchConfig(**options)  # its fields are this command's options
+    planned = plan(_load_locomo(cfg.data, cfg.conversations), cfg.limit)
     questions = sum(len(qs) for _, qs in planned)
     with progress_bar() as bar:
         tasks = {
             "stream": bar.add_task(
-                "stream turns", total=sum(len(c.turns[:limit]) for c, _ in planned)
+                "stream turns", total=sum(len(c.turns[: cfg.limit]) for c, _ in planned)
             ),
             "online": bar.add_task("online questions", total=questions),
             "batch": bar.add_task("batch questions", total=questions),

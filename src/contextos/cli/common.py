@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -23,7 +24,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ..bench.locomo_data import DEFAULT_LOCOMO
 from ..config import Settings
+
+if TYPE_CHECKING:
+    from ..memory import Memory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,6 +70,23 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState)
+
+
+@contextmanager
+def open_memory(state: CliState, *, embed: bool = True) -> Iterator[Memory]:
+    """Open the configured database; wait for embeddings before closing when writing
+    (``embed=False``: a command that only reads or deletes starts no embedding worker)."""
+    from ..memory import Memory
+
+    memory = (
+        Memory(state.settings.db, settings=state.settings, background_embedding=False)
+        if not embed
+        else Memory(state.settings.db, settings=state.settings)
+    )
+    try:
+        yield memory
+    finally:
+        memory.close()
 
 
 def read_text_arg(source: str, *, param: str = "FILE") -> str:
@@ -159,3 +181,37 @@ def json_option(func: F) -> F:
         callback=callback,
         help="Print machine-readable JSON.",
     )(func)
+
+
+#: ``--data``: the LoCoMo file of a benchmark.
+locomo_option = click.option(
+    "--data",
+    default=DEFAULT_LOCOMO,
+    show_default=True,
+    help="Path to the LoCoMo JSON (never copied into the repo).",
+)
+
+#: ``--embedder`` of a benchmark that starts ``contextos serve``: the embedder it runs.
+served_embedder_option = click.option(
+    "--embedder",
+    default="minilm",
+    show_default=True,
+    help="Embedder of the server under test (minilm is the real configuration).",
+)
+
+
+def number_option(
+    name: str, default: float, kind: click.IntRange | click.FloatRange, help_text: str
+) -> Callable[[F], F]:
+    """A numeric option (a count, rate, size or port): bounded by ``kind``, so a value
+    out of range is refused in one line, and its default shown in ``--help``."""
+    return click.option(name, default=default, show_default=True, type=kind, help=help_text)
+
+
+def choice_option(
+    name: str, choices: Sequence[str], default: str, help_text: str
+) -> Callable[[F], F]:
+    """An option taking one of ``choices``, its default shown in ``--help``."""
+    return click.option(
+        name, default=default, show_default=True, type=click.Choice(choices), help=help_text
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
 
 import click
 
@@ -12,29 +11,18 @@ from contextos.text.temporal import parse_session_time
 
 from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
+from ..memory.ingest import to_messages
 from ..types import Message
 from .common import (
     CliState,
     console,
     json_option,
+    number_option,
     pass_state,
     print_json,
     progress_bar,
     read_text_arg,
 )
-
-
-def _message(item: dict[str, Any]) -> Message:
-    meta = item.get("metadata") or {}
-    extra: dict[str, Any] = {
-        k: item[k] for k in ("dia_id", "id", "blip_caption", "caption") if k in item
-    }
-    return Message(
-        role=item.get("role", "user"),
-        content=str(item.get("content", item.get("text", ""))),
-        name=item.get("name") or item.get("speaker"),
-        metadata={**extra, **meta},
-    )
 
 
 def read_turns(text: str) -> tuple[list[Message], str | None]:
@@ -49,7 +37,7 @@ def read_turns(text: str) -> tuple[list[Message], str | None]:
         when = data.get("session_time")
         data = data.get("messages")
     if isinstance(data, list) and all(isinstance(m, dict) for m in data):
-        return [_message(m) for m in data], when
+        return to_messages(data), when  # as Memory.add reads them, so add --infer agrees
     turns = []
     for n, line in enumerate(text.splitlines(), 1):
         speaker, sep, said = line.partition(":")
@@ -108,13 +96,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         metavar="PATH",
         help="LoCoMo file (default ../shared/data/locomo/locomo-dev.json).",
     )
-    @click.option(
-        "--repeat",
-        default=3,
-        show_default=True,
-        type=click.IntRange(1),
-        help="Passes; the fastest counts.",
-    )
+    @number_option("--repeat", 3, click.IntRange(1), "Passes; the fastest counts.")
     @click.option(
         "--limit", default=None, type=click.IntRange(1), help="Only the first N sessions."
     )

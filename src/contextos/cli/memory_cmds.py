@@ -9,8 +9,7 @@ as plain text, never as markup.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -19,41 +18,19 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import NotFound
-from ..memory import Memory
 from ..memory.render import render
-from ..types import HistoryEvent, Hit, MemoryRecord, MemoryType
+from ..types import HistoryEvent, MemoryRecord, MemoryType
 from .common import (
     CliState,
     console,
     json_option,
+    open_memory,
     pass_state,
     plural,
     print_json,
     print_table,
     read_text_arg,
 )
-
-
-@contextmanager
-def open_memory(state: CliState, *, embed: bool = True) -> Iterator[Memory]:
-    """Open the configured database; wait for embeddings before closing when writing."""
-    memory = (
-        Memory(state.settings.db, settings=state.settings, background_embedding=False)
-        if not embed
-        else Memory(state.settings.db, settings=state.settings)
-    )
-    try:
-        yield memory
-    finally:
-        memory.close()
-
-
-def record_dict(r: MemoryRecord) -> dict[str, Any]:
-    return r.to_dict()
-
-
-def hit_dict(h: Hit) -> dict[str, Any]:
-    return h.to_dict()
 
 
 def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
@@ -180,7 +157,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             )
             memory.flush()
         if state.as_json:
-            print_json([record_dict(r) for r in records])
+            print_json([r.to_dict() for r in records])
             return
         if not records:
             console.print("nothing new to remember (no facts found, or all already stored)")
@@ -237,7 +214,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 min_score=min_score,
             )
         if state.as_json:
-            print_json([hit_dict(h) for h in hits])
+            print_json([h.to_dict() for h in hits])
             return
         table = Table(
             title=f"{plural(len(hits), 'result')} · {plural(sum(h.tokens for h in hits), 'token')}"
@@ -259,7 +236,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         with open_memory(state, embed=False) as memory:
             r = memory.get(memory_id)
         if state.as_json:
-            print_json(record_dict(r))
+            print_json(r.to_dict())
         else:
             print_table(_records_table([r], r.id))
 
@@ -292,7 +269,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 offset=offset,
             )
         if state.as_json:
-            print_json([record_dict(r) for r in records])
+            print_json([r.to_dict() for r in records])
         else:
             print_table(_records_table(records, plural(len(records), "memory", "memories")))
 
@@ -308,7 +285,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             r = memory.update(memory_id, text, metadata=_parse_metadata(metadata))
             memory.flush()
         if state.as_json:
-            print_json(record_dict(r))
+            print_json(r.to_dict())
         else:
             console.print(Text(f"updated {r.id}"), highlight=False)
 

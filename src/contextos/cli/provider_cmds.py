@@ -9,15 +9,43 @@ from typing import TYPE_CHECKING, Literal, cast
 import click
 from rich.text import Text
 
-from .common import CliState, console, json_option, pass_state, print_json
+from .common import (
+    CliState,
+    choice_option,
+    console,
+    json_option,
+    number_option,
+    pass_state,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from ..providers.chat import ChatProvider, ChatTurn
 
 
-def _bench_wrap(
+@click.command("wrap")
+@choice_option("--provider", ["anthropic", "openai", "both"], "both", "Which SDK client to wrap.")
+@choice_option(
+    "--mode",
+    ["passthrough", "session", "both"],
+    "both",
+    "passthrough: wrap(client); session: with memory and a session log.",
+)
+@number_option(
+    "--calls",
+    200,
+    click.IntRange(1),
+    "Measured calls of each kind (bare and wrapped, interleaved).",
+)
+@number_option("--warmup", 10, click.IntRange(0), "Unmeasured calls first.")
+@click.option("--stream", is_flag=True, help="Stream the responses (and read them whole).")
+@choice_option("--embedder", ["hash", "minilm"], "hash", "Embedder of the session mode's memory.")
+@json_option
+@pass_state
+def bench_wrap(
     state: CliState, provider: str, mode: str, calls: int, warmup: int, stream: bool, embedder: str
 ) -> None:
+    """Time a wrapped SDK call against the bare one on a loopback fake server."""
     from ..bench.wrap_overhead import TARGET_MS, measure
 
     providers = cast(
@@ -75,7 +103,34 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
     )
 
 
-def _chat(
+@click.command()
+@choice_option(
+    "--provider",
+    ["offline", "anthropic", "openai"],
+    "offline",
+    "offline needs no key: it shows the window and answers from memory.",
+)
+@click.option("--model", "-m", default=None, help="Model name (default per provider).")
+@click.option(
+    "--session",
+    "session_id",
+    default="chat",
+    show_default=True,
+    help="Session id: the conversation log to continue.",
+)
+@click.option("--user-id", default="me", show_default=True, help="Whose memories.")
+@click.option(
+    "--base-url", default=None, help="An OpenAI-compatible server (with --provider openai)."
+)
+@click.option(
+    "--show-window/--no-show-window",
+    default=True,
+    show_default=True,
+    help="Print the assembled window before each answer.",
+)
+@json_option
+@pass_state
+def chat(
     state: CliState,
     provider: str,
     model: str | None,
@@ -84,6 +139,7 @@ def _chat(
     base_url: str | None,
     show_window: bool,
 ) -> None:
+    """Chat with memory; one line per message, /quit or end of input to stop."""
     from ..memory import Memory
     from ..providers.chat import Chat
 
@@ -129,94 +185,5 @@ def _chat(
 
 def register(cli: click.Group, bench: click.Group) -> None:
     """Add ``bench wrap`` and ``chat``."""
-
-    @bench.command("wrap")
-    @click.option(
-        "--provider",
-        type=click.Choice(["anthropic", "openai", "both"]),
-        default="both",
-        show_default=True,
-        help="Which SDK client to wrap.",
-    )
-    @click.option(
-        "--mode",
-        type=click.Choice(["passthrough", "session", "both"]),
-        default="both",
-        show_default=True,
-        help="passthrough: wrap(client); session: with memory and a session log.",
-    )
-    @click.option(
-        "--calls",
-        default=200,
-        show_default=True,
-        type=click.IntRange(1),
-        help="Measured calls of each kind (bare and wrapped, interleaved).",
-    )
-    @click.option(
-        "--warmup",
-        default=10,
-        show_default=True,
-        type=click.IntRange(0),
-        help="Unmeasured calls first.",
-    )
-    @click.option("--stream", is_flag=True, help="Stream the responses (and read them whole).")
-    @click.option(
-        "--embedder",
-        type=click.Choice(["hash", "minilm"]),
-        default="hash",
-        show_default=True,
-        help="Embedder of the session mode's memory.",
-    )
-    @json_option
-    @pass_state
-    def bench_wrap(
-        state: CliState,
-        provider: str,
-        mode: str,
-        calls: int,
-        warmup: int,
-        stream: bool,
-        embedder: str,
-    ) -> None:
-        """Time a wrapped SDK call against the bare one on a loopback fake server."""
-        _bench_wrap(state, provider, mode, calls, warmup, stream, embedder)
-
-    @cli.command()
-    @click.option(
-        "--provider",
-        type=click.Choice(["offline", "anthropic", "openai"]),
-        default="offline",
-        show_default=True,
-        help="offline needs no key: it shows the window and answers from memory.",
-    )
-    @click.option("--model", "-m", default=None, help="Model name (default per provider).")
-    @click.option(
-        "--session",
-        "session_id",
-        default="chat",
-        show_default=True,
-        help="Session id: the conversation log to continue.",
-    )
-    @click.option("--user-id", default="me", show_default=True, help="Whose memories.")
-    @click.option(
-        "--base-url", default=None, help="An OpenAI-compatible server (with --provider openai)."
-    )
-    @click.option(
-        "--show-window/--no-show-window",
-        default=True,
-        show_default=True,
-        help="Print the assembled window before each answer.",
-    )
-    @json_option
-    @pass_state
-    def chat(
-        state: CliState,
-        provider: str,
-        model: str | None,
-        session_id: str,
-        user_id: str,
-        base_url: str | None,
-        show_window: bool,
-    ) -> None:
-        """Chat with memory; one line per message, /quit or end of input to stop."""
-        _chat(state, provider, model, session_id, user_id, base_url, show_window)
+    bench.add_command(bench_wrap)
+    cli.add_command(chat)

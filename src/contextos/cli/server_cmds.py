@@ -10,13 +10,24 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .common import CliState, F, console, json_option, pass_state, print_json
+from .common import (
+    CliState,
+    F,
+    choice_option,
+    console,
+    json_option,
+    number_option,
+    pass_state,
+    print_json,
+    served_embedder_option,
+)
 
 ADMIN_KEY_HELP = (
     "Admin key for /v1/keys (manages keys, cannot read memories); "
@@ -79,19 +90,20 @@ def _run_server(app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
         sock.close()
 
 
-def _run_stdio(server: Any) -> None:
-    """Serve MCP over stdio until the client closes it, SIGTERM or Ctrl-C, then return.
+@contextmanager
+def _until_sigterm() -> Iterator[None]:
+    """Run the block until it returns, SIGTERM or Ctrl-C, then carry on normally.
 
-    SIGTERM's default action ends the process on the spot, skipping the caller's
-    ``finally`` that closes the store (an agent client stops its servers that way);
-    as a KeyboardInterrupt it unwinds through the event loop like Ctrl-C."""
+    SIGTERM's default action ends the process on the spot, skipping the ``finally``
+    clauses that close the store (an agent client stops its servers that way, maybe
+    while one is still starting); as a KeyboardInterrupt it unwinds like Ctrl-C."""
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        server.run("stdio")
+        yield
     except KeyboardInterrupt:
         pass
     finally:
@@ -142,26 +154,23 @@ def limit_options(note: str = "") -> Callable[[F], F]:
         return f"{note}{help_text}" if note else help_text[0].upper() + help_text[1:]
 
     options = [
-        click.option(
+        number_option(
             "--rate",
-            default=50.0,
-            show_default=True,
-            type=click.FloatRange(0),
-            help=text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
+            50.0,
+            click.FloatRange(0),
+            text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
         ),
-        click.option(
+        number_option(
             "--burst",
-            default=100,
-            show_default=True,
-            type=click.IntRange(1),
-            help=text("requests a key may send at once before the rate applies."),
+            100,
+            click.IntRange(1),
+            text("requests a key may send at once before the rate applies."),
         ),
-        click.option(
+        number_option(
             "--max-body-bytes",
-            default=1_000_000,
-            show_default=True,
-            type=click.IntRange(1024),
-            help=text("larger request bodies get 413."),
+            1_000_000,
+            click.IntRange(1024),
+            text("larger request bodies get 413."),
         ),
     ]
 
@@ -176,9 +185,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 @click.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
-)
+@number_option("--port", 8080, click.IntRange(0, 65535), "TCP port.")
 @click.option(
     "--embedder",
     default=None,
@@ -186,20 +193,18 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 )
 @click.option("--admin-key", envvar="CONTEXTOS_ADMIN_KEY", default=None, help=ADMIN_KEY_HELP)
 @limit_options()
-@click.option(
+@number_option(
     "--keep-alive",
-    default=65,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Seconds an idle client connection stays open (keep it above the client's or "
+    65,
+    click.IntRange(1),
+    "Seconds an idle client connection stays open (keep it above the client's or "
     "load balancer's idle timeout, or requests race the close).",
 )
-@click.option(
+@number_option(
     "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Server processes sharing the port (each a stateless replica over --db).",
+    1,
+    click.IntRange(1, 64),
+    "Server processes sharing the port (each a stateless replica over --db).",
 )
 @click.option(
     "--log-level",
@@ -300,11 +305,8 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
     """Create a key for TENANT and print its secret (shown this once only)."""
     from ..server.keys import KeyStore
 
-    store = KeyStore(_db(state, db))
-    try:
+    with KeyStore(_db(state, db)) as store:
         issued = store.create(tenant, name)
-    finally:
-        store.close()
     if state.as_json:
         print_json({**_key_dict(issued.key), "key": issued.secret})
         return
@@ -326,11 +328,8 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
-    store = KeyStore(_db(state, db))
-    try:
+    with KeyStore(_db(state, db)) as store:
         found = [_key_dict(k) for k in store.list(tenant)]
-    finally:
-        store.close()
     if state.as_json:
         print_json(found)
         return
@@ -348,11 +347,8 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     """Revoke the key KEY_ID; requests using it are refused from now on."""
     from ..server.keys import KeyStore
 
-    store = KeyStore(_db(state, db))
-    try:
+    with KeyStore(_db(state, db)) as store:
         key = store.revoke(key_id)
-    finally:
-        store.close()
     if state.as_json:
         print_json(_key_dict(key))
     else:
@@ -361,12 +357,11 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 
 @click.command()
 @db_option
-@click.option(
+@choice_option(
     "--transport",
-    type=click.Choice(["stdio", "streamable-http"]),
-    default="stdio",
-    show_default=True,
-    help="stdio for a local client; streamable-http to listen.",
+    ["stdio", "streamable-http"],
+    "stdio",
+    "stdio for a local client; streamable-http to listen.",
 )
 @click.option(
     "--key",
@@ -377,13 +372,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     "HTTP: not used; each request brings its own Bearer key.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: interface.")
-@click.option(
-    "--port",
-    default=8765,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="HTTP: port (endpoint /mcp).",
-)
+@number_option("--port", 8765, click.IntRange(1, 65535), "HTTP: port (endpoint /mcp).")
 @click.option("--embedder", default=None, help="Embedder name (minilm, or hash for tests).")
 @limit_options("HTTP: ")
 @pass_state
@@ -408,11 +397,16 @@ def mcp(
     from ..server.tenants import TenantMemories
 
     target = _db(state, db)
-    sock = _bind(host, port) if transport != "stdio" else None
-    key_store = KeyStore(target)
-    tenants = TenantMemories.open(target, make_embedder(_embedder_name(state, embedder)))
-    try:
-        if transport == "stdio":
+    with ExitStack() as stack:
+        if transport == "stdio":  # from here on, SIGTERM still closes what is opened below
+            stack.enter_context(_until_sigterm())
+        sock = _bind(host, port) if transport != "stdio" else None
+        if sock is not None:
+            stack.callback(sock.close)
+        key_store = stack.enter_context(KeyStore(target))
+        embedder_ = make_embedder(_embedder_name(state, embedder))
+        tenants = stack.enter_context(closing(TenantMemories.open(target, embedder_)))
+        if sock is None:
             key = key_store.verify(api_key or "")
             if key is None:
                 raise Unauthenticated(
@@ -420,64 +414,33 @@ def mcp(
                     "CONTEXTOS_API_KEY (create one with `contextos keys "
                     "create --tenant T`)"
                 )
-            server = build_mcp_server(tenants, tenant=key.tenant)
-            _run_stdio(server)
-        else:
-            assert sock is not None
-            url = _url(host, sock.getsockname()[1])
-            server = build_mcp_server(tenants, keys=key_store, http_url=url)
-            app = mcp_http_app(
-                server,
-                key_store,
-                host=host,
-                rate_limit=RateLimit(rate=rate, burst=burst),
-                max_body_bytes=max_body_bytes,
-            )
-            console.print(f"contextos MCP serving on {url}/mcp", highlight=False)
-            _run_server(app, sock, {"log_level": "warning", "access_log": False})
-    finally:
-        if sock is not None:
-            sock.close()
-        tenants.close()
-        key_store.close()
+            build_mcp_server(tenants, tenant=key.tenant).run("stdio")
+            return
+        url = _url(host, sock.getsockname()[1])
+        server = build_mcp_server(tenants, keys=key_store, http_url=url)
+        app = mcp_http_app(
+            server,
+            key_store,
+            host=host,
+            rate_limit=RateLimit(rate=rate, burst=burst),
+            max_body_bytes=max_body_bytes,
+        )
+        console.print(f"contextos MCP serving on {url}/mcp", highlight=False)
+        _run_server(app, sock, {"log_level": "warning", "access_log": False})
 
 
 @click.command("serve")
 @db_option
-@click.option(
-    "--clients",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Concurrent clients.",
-)
-@click.option(
-    "--seconds",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(1),
-    help="How long the load runs.",
-)
-@click.option(
-    "--embedder",
-    default="minilm",
-    show_default=True,
-    help="Embedder of the server under test (minilm is the real configuration).",
-)
-@click.option(
+@number_option("--clients", 50, click.IntRange(1, 1000), "Concurrent clients.")
+@number_option("--seconds", 60.0, click.FloatRange(1), "How long the load runs.")
+@served_embedder_option
+@number_option(
     "--add-fraction",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of requests that are adds (the rest are searches).",
+    0.5,
+    click.FloatRange(0, 1),
+    "Share of requests that are adds (the rest are searches).",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Server processes (serve --workers).",
-)
+@number_option("--workers", 1, click.IntRange(1, 64), "Server processes (serve --workers).")
 @click.option(
     "--json",
     "json_out",

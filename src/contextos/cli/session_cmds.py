@@ -21,6 +21,7 @@ from ..errors import NotFound
 from ..types import Hit, Message, Role
 from .common import (
     CliState,
+    choice_option,
     console,
     json_option,
     pass_state,
@@ -141,13 +142,7 @@ def _register_session(cli: click.Group) -> None:
     @session.command("add")
     @click.argument("session_id", callback=_non_empty)
     @click.argument("content", callback=_non_empty)
-    @click.option(
-        "--role",
-        type=click.Choice(["user", "assistant", "system", "tool"]),
-        default="user",
-        show_default=True,
-        help="Who said it.",
-    )
+    @choice_option("--role", ["user", "assistant", "system", "tool"], "user", "Who said it.")
     @click.option("--name", default=None, help="Speaker name.")
     @click.option("--user-id", default=None, help="Owner of the session.")
     @json_option
@@ -258,13 +253,7 @@ def _register_window(cli: click.Group) -> None:
 
     @cli.command("compact")
     @click.option("--session", "session_id", required=True, help="Session id.")
-    @click.option(
-        "--strategy",
-        type=click.Choice(list(STRATEGIES)),
-        default="summarize",
-        show_default=True,
-        help="How to compact.",
-    )
+    @choice_option("--strategy", list(STRATEGIES), "summarize", "How to compact.")
     @click.option("--budget", type=click.IntRange(1), required=True, help="Tokens for the history.")
     @click.option("--force", is_flag=True, help="Compact even under the trigger threshold.")
     @click.option("--user-id", default=None, help="Owner of the session.")

@@ -9,8 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..memory import Memory
-from .common import CliState, console, json_option, pass_state, print_json
+from .common import CliState, console, json_option, open_memory, pass_state, print_json
 
 
 def register(cli: click.Group, bench: click.Group) -> None:
@@ -21,9 +20,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @pass_state
     def status(state: CliState) -> None:
         """Memories still waiting for a vector, and those whose embedding failed."""
-        with Memory(
-            state.settings.db, settings=state.settings, background_embedding=False
-        ) as memory:
+        with open_memory(state, embed=False) as memory:
             report = memory.embedding_status()
         if state.as_json:
             print_json(
@@ -49,9 +46,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @pass_state
     def vacuum(state: CliState) -> None:
         """Rewrite the database so erased rows leave no bytes (PostgreSQL: VACUUM FULL)."""
-        with Memory(
-            state.settings.db, settings=state.settings, background_embedding=False
-        ) as memory:
+        with open_memory(state, embed=False) as memory:
             memory.vacuum()
         if state.as_json:
             print_json({"vacuumed": True})

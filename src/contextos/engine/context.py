@@ -285,14 +285,26 @@ class SessionContext:
             return question, items, False
         if new:
             self.session.add(*[_strip_wire(m) for m in new])
-        self._compact(budget)
+        self._compact(budget, request.server_edits)
         turns = self.session.turns()
         if retry:
             turns = turns[:-1]
         return question, turn_items(turns, self.session.state(), self.tokenizer), retry
 
-    def _compact(self, budget: int) -> None:
+    def _compact(self, budget: int, server_edits: Sequence[str] = ()) -> None:
+        """Compact the session log when it passes its trigger.
+
+        Never twice over with the provider's server: when the call asks the
+        server to clear tool results (``clear_tool_uses_20250919``), contextos's
+        own ``clear_tool_results`` is off for that call, and when it asks the
+        server to compact (``compact_20260112``), contextos does not compact at
+        all -- the server's summary (the ``compaction`` block) replaces it.
+        """
         if self.session is None or self.compaction is None:
+            return
+        if "compact_20260112" in server_edits:
+            return
+        if self.compaction == "clear_tool_results" and "clear_tool_uses_20250919" in server_edits:
             return
         memory = self.memory if self.compaction == "offload" else None
         strategy: Strategy = (
@@ -339,6 +351,8 @@ class SessionContext:
         }
         if call.request_id:
             meta["request_id"] = call.request_id
+        if call.extra:  # what the provider's server did to the context (applied edits...)
+            meta["server_context"] = dict(call.extra)
         if self.session is not None:
             self.session.add(replace(reply, metadata=meta))
         if self.remember and self.memory is not None and self.scope_ok:

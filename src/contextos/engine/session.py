@@ -69,6 +69,9 @@ class Layout:
     anchor_every: int = 16
     #: Share for the topic memory block inside the cached prefix (0: no such block).
     topic_ceiling: float = 0.0
+    #: Priority of the per-call memories; below the summary's (30) they only fill
+    #: what the cached prefix leaves, so their size never moves the prefix.
+    memories_priority: int = 50
 
 
 class MemoryLike(Protocol):
@@ -148,6 +151,34 @@ def turn_items(
     return tuple(items)
 
 
+def hit_refs(hit: Hit) -> tuple[str, ...]:
+    """The turn references a memory carries: its provenance, else its ``dia_id``."""
+    rec = hit.record
+    return rec.provenance or tuple(str(rec.metadata[k]) for k in ("dia_id",) if rec.metadata.get(k))
+
+
+def novel_hits(
+    hits: Sequence[Hit], known: set[str] | frozenset[str], token_budget: int
+) -> list[Hit]:
+    """``hits`` (best first) less those whose every source turn is in ``known``, cut to
+    ``token_budget`` tokens (``Hit.tokens``; a shorter hit further down may still fit).
+
+    Why: a memory archived from a turn that the history still shows (verbatim or
+    as a summary line) tells the model nothing new; its room goes to the next one.
+    """
+    out: list[Hit] = []
+    used = 0
+    for hit in hits:
+        refs = hit_refs(hit)
+        if refs and known.issuperset(refs):
+            continue
+        if used + hit.tokens > token_budget:
+            continue
+        used += hit.tokens
+        out.append(hit)
+    return out
+
+
 def hit_items(
     hits: Sequence[Hit], tokenizer: Tokenizer, *, skip: Sequence[str] = ()
 ) -> tuple[Item, ...]:
@@ -167,9 +198,7 @@ def hit_items(
         if text in seen:
             continue
         seen.add(text)
-        refs = rec.provenance or tuple(
-            str(rec.metadata[k]) for k in ("dia_id",) if rec.metadata.get(k)
-        )
+        refs = hit_refs(hit)
         items.append(
             text_item(
                 f"memory:{rec.id}", text, tokenizer, rank=len(items) + 1, provenance=tuple(refs)
@@ -278,7 +307,7 @@ def standard_segments(
             "memories",
             "context",
             tuple(memories),
-            priority=50,
+            priority=lay.memories_priority,
             keep="strongest",
             placement="edges",
             floor=int(lay.memories_floor * budget),
@@ -521,6 +550,8 @@ __all__ = [
     "archive",
     "context_window",
     "hit_items",
+    "hit_refs",
+    "novel_hits",
     "search_scope",
     "standard_segments",
     "turn_items",

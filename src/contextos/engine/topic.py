@@ -9,19 +9,23 @@ memories worth showing change far less often than the question does.
 :class:`TopicBlock` keeps the memories retrieved for the conversation's
 current topic and swaps them only when
 
+- the prefix changes anyway (``due``: at start, after each compaction, when
+  the provider's cache has expired): a refresh then costs nothing extra, or
 - the topic has measurably drifted: the best memories found for the new
   message fit it better than the block does, by more than ``margin``
-  (hysteresis: a small, noisy gain never rewrites the cached prefix), or
-- the prefix changes anyway (``due``: at start, and after each compaction).
+  (hysteresis: a small, noisy gain never rewrites the cached prefix).
 
 Fit is cosine similarity between the message and the memories' embedding
 texts (:func:`contextos.memory.render.embedding_text`), the mean of the
 ``top_k`` best; the vectors of block members are kept, so checking drift costs
 one query embedding (which the search made already, if memoised).
 
-What the block does not hold but fits the message better than the block
-does goes after the history as a small per-call *delta* (the window's
-``memories`` segment); a memory is never in both.
+Between refreshes the block is stale for some messages, so each call also
+gets a small *delta* after the history (the window's ``memories`` segment):
+the memories among the fresh top ``delta_top`` that the block does not hold.
+Its size adapts by itself: empty when the block already holds the message's
+best memories, up to ``delta_top`` when the message is off the block's topic.
+A memory is never in both.
 """
 
 from __future__ import annotations
@@ -42,19 +46,35 @@ class VectorEmbedder(Protocol):
 
 
 class TopicBlock:
-    """Memories for the current topic, refreshed on measured drift (see the module docstring)."""
+    """Memories for the current topic, refreshed when due or on measured drift.
 
-    def __init__(self, embedder: VectorEmbedder, *, margin: float = 0.1, top_k: int = 3) -> None:
+    See the module docstring. ``margin``: the drift (cosine units) that
+    refreshes the block between due points; ``top_k``: how many best
+    similarities make a fit; ``delta_top``: how many of the fresh best
+    memories the per-call delta tops the block up to.
+    """
+
+    def __init__(
+        self,
+        embedder: VectorEmbedder,
+        *,
+        margin: float = 0.3,
+        top_k: int = 3,
+        delta_top: int = 6,
+    ) -> None:
         if margin < 0:
             raise ValueError("margin must be >= 0")
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
+        if delta_top < 0:
+            raise ValueError("delta_top must be >= 0")
         self.embedder = embedder
         self.margin = margin
         self.top_k = top_k
+        self.delta_top = delta_top
         #: The memories in the block now, best first.
         self.hits: list[Hit] = []
-        #: Refresh at the next update whatever the drift (start, after a compaction).
+        #: Refresh at the next update whatever the drift (start, compaction, cache expiry).
         self.due = True
         self._vectors: dict[str, Any] = {}
 
@@ -89,30 +109,20 @@ class TopicBlock:
         """(block, delta, refreshed) for a window answering ``message``.
 
         ``fresh`` are the memories retrieved for ``message``, best first. The
-        block becomes ``fresh`` when it is due or the topic drifted; the delta
-        is ``fresh`` less what the block holds. ``commit=False`` answers the
-        same without changing the block (a what-if, e.g. for scoring).
+        block becomes ``fresh`` when it is due or the topic drifted by more
+        than ``margin``; the delta is what the block lacks of the fresh top
+        ``delta_top``. ``commit=False`` answers the same without changing the
+        block (a what-if, e.g. for scoring).
         """
         if not fresh:
             return list(self.hits), [], False
-        query = self._vector([message])[0]
-        fresh_sims = self._sims(query, fresh)
-        block_fit = self._fit(self._sims(query, self.hits))
-        drift = self._fit(fresh_sims) - block_fit
-        refreshed = self.due or not self.hits or drift > self.margin
+        refreshed = self.due or not self.hits or self.drift(message, fresh) > self.margin
         block = list(fresh) if refreshed else list(self.hits)
-        if refreshed:
-            block_fit = self._fit(fresh_sims)
         held = {h.record.id for h in block}
-        # The delta: what fits this message better than the block does, best first.
-        delta = [
-            h
-            for h, sim in zip(fresh, fresh_sims, strict=True)
-            if h.record.id not in held and sim >= block_fit
-        ]
+        delta = [h for h in fresh[: self.delta_top] if h.record.id not in held]
         if refreshed and commit:
             self.hits, self.due = block, False
-        if len(self._vectors) > 4 * len(held) + 256:  # keep the block's, drop the rest
+        if len(self._vectors) > 4 * len(self.hits) + 256:  # keep the block's, drop the rest
             keep = {h.record.id for h in self.hits}
             self._vectors = {k: v for k, v in self._vectors.items() if k in keep}
         return block, delta, refreshed

@@ -13,7 +13,8 @@ contextos errors, and retries are the SDK's (``max_retries``).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from contextos.config import Settings
@@ -21,7 +22,9 @@ from contextos.errors import MissingExtraError
 from contextos.providers.base import CallRecord
 from contextos.providers.errors import call_mapped
 from contextos.providers.wrap import UsageLog
-from contextos.types import Message
+from contextos.types import Message, Usage
+
+from .protocol import BaseLLM, LLMCall
 
 
 def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -32,98 +35,84 @@ def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
     ]
 
 
-class AnthropicLLM:
+class _SdkLLM(BaseLLM):
+    """What both SDK-backed models share: the client, the model, the output cap, the
+    call log; each subclass says how a request goes on its wire and is read back."""
+
+    provider: str
+
+    def __init__(self, client: Any, *, model: str, max_tokens: int | None) -> None:
+        self.client = client
+        self.model = model
+        self.max_tokens = max_tokens
+        self.calls = UsageLog()
+
+    def reply(self, call: LLMCall) -> str:
+        started = time.perf_counter()
+        reply, usage = self._send(call)
+        elapsed = time.perf_counter() - started
+        self.calls.append(CallRecord(self.provider, self.model, usage, reply, False, elapsed))
+        return reply.content
+
+    @abstractmethod
+    def _send(self, call: LLMCall) -> tuple[Message, Usage]:
+        """Send ``call`` on this provider's wire: the reply message and its token usage."""
+
+
+class AnthropicLLM(_SdkLLM):
     """``LLM`` over ``anthropic.Anthropic().messages.create``."""
+
+    provider = "anthropic"
 
     def __init__(
         self, client: Any, *, model: str = "claude-haiku-4-5", max_tokens: int = 2048
     ) -> None:
-        self.client = client
-        self.model = model
-        self.max_tokens = max_tokens
-        self.calls = UsageLog()
+        super().__init__(client, model=model, max_tokens=max_tokens)
 
-    def complete(
-        self,
-        system: str,
-        messages: Sequence[Message],
-        *,
-        json_schema: Mapping[str, Any] | None = None,
-    ) -> str:
-        from contextos.cache import usage_from_anthropic as usage_of
-        from contextos.providers.anthropic import reply_of
-
+    def _send(self, call: LLMCall) -> tuple[Message, Usage]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
-            "messages": _turns(messages),
+            "messages": _turns(call.messages),
         }
-        if system:
-            kwargs["system"] = system
-        if json_schema is not None:
+        if call.system:
+            kwargs["system"] = call.system
+        if call.json_schema is not None:
             kwargs["output_config"] = {
-                "format": {"type": "json_schema", "schema": dict(json_schema)}
+                "format": {"type": "json_schema", "schema": dict(call.json_schema)}
             }
-        started = time.perf_counter()
-        response = call_mapped("anthropic", self.client.messages.create, **kwargs)
-        reply = reply_of(response)
-        self.calls.append(
-            CallRecord(
-                "anthropic",
-                self.model,
-                usage_of(response.usage),
-                reply,
-                False,
-                time.perf_counter() - started,
-            )
-        )
-        return reply.content
+        from contextos.cache import usage_from_anthropic
+        from contextos.providers.anthropic import reply_of
+
+        response = call_mapped(self.provider, self.client.messages.create, **kwargs)
+        return reply_of(response), usage_from_anthropic(response.usage)
 
 
-class OpenAILLM:
+class OpenAILLM(_SdkLLM):
     """``LLM`` over ``openai.OpenAI().chat.completions.create`` (any compatible server)."""
+
+    provider = "openai"
 
     def __init__(
         self, client: Any, *, model: str = "gpt-4.1-mini", max_tokens: int | None = 2048
     ) -> None:
-        self.client = client
-        self.model = model
-        self.max_tokens = max_tokens
-        self.calls = UsageLog()
+        super().__init__(client, model=model, max_tokens=max_tokens)
 
-    def complete(
-        self,
-        system: str,
-        messages: Sequence[Message],
-        *,
-        json_schema: Mapping[str, Any] | None = None,
-    ) -> str:
-        from contextos.cache import usage_from_openai as usage_of
-        from contextos.providers.openai import reply_of
-
-        wire = ([{"role": "system", "content": system}] if system else []) + _turns(messages)
-        kwargs: dict[str, Any] = {"model": self.model, "messages": wire}
+    def _send(self, call: LLMCall) -> tuple[Message, Usage]:
+        system = [{"role": "system", "content": call.system}] if call.system else []
+        kwargs: dict[str, Any] = {"model": self.model, "messages": system + _turns(call.messages)}
         if self.max_tokens is not None:
             kwargs["max_tokens"] = self.max_tokens
-        if json_schema is not None:
+        if call.json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "reply", "schema": dict(json_schema)},
+                "json_schema": {"name": "reply", "schema": dict(call.json_schema)},
             }
-        started = time.perf_counter()
-        response = call_mapped("openai", self.client.chat.completions.create, **kwargs)
-        reply = reply_of(response)
-        self.calls.append(
-            CallRecord(
-                "openai",
-                self.model,
-                usage_of(response.usage),
-                reply,
-                False,
-                time.perf_counter() - started,
-            )
-        )
-        return reply.content
+        from contextos.cache import usage_from_openai
+        from contextos.providers.openai import reply_of
+
+        response = call_mapped(self.provider, self.client.chat.completions.create, **kwargs)
+        return reply_of(response), usage_from_openai(response.usage)
 
 
 def llm_from_settings(settings: Settings, *, model: str | None = None) -> Any:

@@ -14,6 +14,10 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
 - [A-OPUS48]* https://platform.claude.com/docs/en/models/opus-4-8/overview (1M, 128K, $5/$25)
   and https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-8
   ("lower 1,024-token minimum cacheable prompt length")
+- [A-OPUS5]* https://platform.claude.com/docs/en/models/opus-5/overview and its legacy version
+  https://platform.claude.com/docs/models/opus-5/overview (read 2026-11-30 through the stored docs:
+  Opus 5 1M/128K $5/$25, cache 5m $6.25, 1h $10, read $0.50; lineup: Fable 5.1 and Fable 5
+  1M/128K $10/$50, Opus 5.5 1M/128K $4/$20, Sonnet 5.5 and Sonnet 5 1M/128K $2/$10)
 - [A-OPUS46]* https://platform.claude.com/docs/en/models/opus-4-6/overview (1M, 128K, $5/$25)
 - [A-SONNET46]* https://platform.claude.com/docs/en/models/sonnet-4-6/overview (1M, 128K, $3/$15)
 - [A-OPUS45]* https://platform.claude.com/docs/pt-BR/models/opus-4-5/overview (200K, 64K, $5/$25)
@@ -38,6 +42,13 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
 - [O-MODELS] https://platform.openai.com/docs/models
 - [O-GPT51]* https://developers.openai.com/zh-Hans/api/docs/models/gpt-5.1
   (400,000 window, 128,000 output, $1.25 in / $0.125 cached / $10 out)
+- [O-GPT56]* https://developers.openai.com/api/docs/models/gpt-5.6-sol and
+  https://developers.openai.com/api/docs/models/gpt-5.6-luna (read 2026-11-30 through the stored
+  docs: 1,050,000 window, 128,000 output; Sol $4 / $0.40 cached / $20, Luna $0.20 / $0.02 / $1.20;
+  "cache writes are charged at 1.25x the uncached input price"; Terra $2.00 input in the
+  comparison); Terra's $12 output: https://vercel.com/ai-gateway/models/gpt-5.6-terra.md and
+  https://docs.venice.ai/zh/models/gpt-5-6-terra (third party). Prompts over 272K input tokens
+  cost 2x input / 1.5x output: not modelled.
 - [O-CACHE]* https://developers.openai.com/docs/guides/prompt-caching ("1024 tokens or longer")
 - [O-DEPR]* openai SDK 3.57.0 openai/types/shared/chat_model.py docstring (gpt-4o, gpt-4o-mini,
   gpt-4.1, gpt-4.1-mini: shutdown 2027-01-14), citing
@@ -46,8 +57,16 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
 
 ASSUMPTION (tell the lead): no official number was found for Opus 4.7's minimum cacheable
 prompt. Third-party pages disagree (4,096: docs.litellm.ai prompt_caching, claudecodeguides.com,
-clawdemy.org; 2,048: dev.to/creeta). We use 4,096, the larger: too high a minimum only skips a
-breakpoint that would have cached, too low a one places a breakpoint that silently caches nothing.
+clawdemy.org, startdebugging.net 2026-06 "verified against the prompt caching docs"; 2,048:
+dev.to/creeta). We use 4,096, the larger: too high a minimum only skips a breakpoint that would
+have cached, too low a one places a breakpoint that silently caches nothing.
+
+Sonnet 4.6 (re-checked 2026-11-30): the official table as quoted in anthropic-sdk-python issue
+1194, claudecodeguides.com's 2026 table and startdebugging.net (2026-06) give 1,024; docs.orq.ai's
+proxy table gives 2,048, and that issue reports caching observed only from 2,048. We keep the
+official 1,024 (the issue is an unconfirmed observation); ``cache_source`` says so.
+
+Each entry's ``cache_source`` names where its ``min_cache_tokens`` comes from.
 """
 
 from __future__ import annotations
@@ -58,6 +77,36 @@ from typing import Literal
 from contextos.errors import ConfigError
 
 Provider = Literal["anthropic", "openai", "open"]
+
+#: Where each minimum cacheable prompt length comes from (``ModelInfo.cache_source``).
+A_CACHE = (
+    "https://platform.claude.com/docs/en/build-with-claude/prompt-caching (table quoted in "
+    "https://github.com/anthropics/anthropic-sdk-python/issues/1194)"
+)
+A_CACHE_SONNET46 = (
+    A_CACHE + "; 2,048 per https://docs.orq.ai/docs/proxy/prompt-caching and observed in that "
+    "issue, not adopted"
+)
+A_CACHE_OPUS48 = (
+    "https://platform.claude.com/docs/en/about-claude/models/whats-new-claude-4-8 "
+    "(lower 1,024-token minimum cacheable prompt length)"
+)
+A_CACHE_OPUS47 = (
+    "ASSUMPTION, no first-party page found: 4,096 per https://claudecodeguides.com/"
+    "claude-cache-minimum-token-requirements-2026/ and https://startdebugging.net/2026/06/"
+    "prompt-caching-on-claude-sonnet-4-6-vs-claude-opus-4-7-when-it-pays-off/; 2,048 per "
+    "https://dev.to/creeta/claudes-prompt-cache-fails-silently-below-1024-tokens-1ch1"
+)
+A_CACHE_5 = (
+    "third party only: https://dev.to/creeta/claudes-prompt-cache-fails-silently-below-1024-"
+    "tokens-1ch1 (512 for Opus 5 and Fable 5, 1,024 for Sonnet 5); no first-party table found"
+)
+A_CACHE_55 = (
+    "ASSUMPTION, no source found for the 5.1/5.5 models: 4,096, the largest minimum of any "
+    "Claude model (a too-high minimum only skips a breakpoint that would have cached)"
+)
+A_CACHE_3X = A_CACHE + " (as read 2025-11, for the retired Claude 3.x models)"
+O_CACHE = "https://developers.openai.com/docs/guides/prompt-caching (1024 tokens or longer)"
 
 
 @dataclass(frozen=True)
@@ -86,6 +135,8 @@ class ModelInfo:
     tokenizer: str = "cl100k_base"
     #: ISO date the provider retires (or retired) the model; None while it is not deprecated.
     deprecated: str | None = None
+    #: Where ``min_cache_tokens`` comes from (URLs); '' for self-hosted models (no provider cache).
+    cache_source: str = ""
 
     def exact_with(self, tokenizer_name: str) -> bool:
         """Whether a count by ``tokenizer_name`` is this model's exact count.
@@ -113,6 +164,7 @@ def _anthropic(
     inp: float,
     out: float,
     deprecated: str | None = None,
+    cache_source: str = A_CACHE,
 ) -> ModelInfo:
     # Anthropic: cache write 5m = 1.25x input, 1h = 2x input, read = 0.1x input [A-PRICE].
     return ModelInfo(
@@ -126,6 +178,7 @@ def _anthropic(
         # messages.count_tokens; every offline count is an estimate.
         tokenizer="claude (count_tokens API)",
         deprecated=deprecated,
+        cache_source=cache_source,
     )
 
 
@@ -137,17 +190,21 @@ def _openai(
     out: float,
     cached: float,
     deprecated: str | None = None,
+    write: float | None = None,
 ) -> ModelInfo:
-    # OpenAI: automatic prefix caching from 1,024 tokens, no write surcharge [O-CACHE].
+    # OpenAI: automatic prefix caching from 1,024 tokens [O-CACHE]; no write surcharge
+    # before GPT-5.6, writes at 1.25x the input price from it [O-GPT56] (``write``).
+    write = inp if write is None else write
     return ModelInfo(
         name,
         "openai",
         window,
         max_out,
         1024,
-        Prices(inp, out, inp, inp, cached),
+        Prices(inp, out, write, write, cached),
         tokenizer="o200k_base",
         deprecated=deprecated,
+        cache_source=O_CACHE,
     )
 
 
@@ -156,14 +213,26 @@ def _open(name: str, window: int, max_out: int) -> ModelInfo:
 
 
 _MODELS: tuple[ModelInfo, ...] = (
+    # Claude 5.x (the model ids of anthropic 2.14's types/model_param.py). Windows, output
+    # limits and prices [A-OPUS5] (its lineup table); minimum cacheable prompt: A_CACHE_5 and
+    # A_CACHE_55 above. Haiku 5.5 ("from $0.10 / $0.50", a price range) and the Mythos models
+    # (no page found) are left out rather than guessed.
+    _anthropic("claude-fable-5-1", 1_000_000, 128_000, 4096, 10.0, 50.0, cache_source=A_CACHE_55),
+    _anthropic("claude-opus-5-5", 1_000_000, 128_000, 4096, 4.0, 20.0, cache_source=A_CACHE_55),
+    _anthropic("claude-sonnet-5-5", 1_000_000, 128_000, 4096, 2.0, 10.0, cache_source=A_CACHE_55),
+    _anthropic("claude-fable-5", 1_000_000, 128_000, 512, 10.0, 50.0, cache_source=A_CACHE_5),
+    _anthropic("claude-opus-5", 1_000_000, 128_000, 512, 5.0, 25.0, cache_source=A_CACHE_5),
+    _anthropic("claude-sonnet-5", 1_000_000, 128_000, 1024, 2.0, 10.0, cache_source=A_CACHE_5),
     # Claude 4.x. Windows and output limits [A-OPUS48] [A-OPUS46] [A-SONNET46] [A-OPUS45]
     # [B-OPUS47] [A-MODELS]; prices [A-PRICE]; minimum cacheable prompt [A-CACHE], Opus 4.8 from
     # [A-OPUS48], Opus 4.7 an ASSUMPTION (see the module docstring). Long-context (>200K) price
     # tiers are not modelled. Deprecation / retirement dates [A-DEPR].
-    _anthropic("claude-opus-4-8", 1_000_000, 128_000, 1024, 5.0, 25.0),
-    _anthropic("claude-opus-4-7", 1_000_000, 128_000, 4096, 5.0, 25.0),  # min cache: assumption
+    _anthropic("claude-opus-4-8", 1_000_000, 128_000, 1024, 5.0, 25.0, cache_source=A_CACHE_OPUS48),
+    _anthropic("claude-opus-4-7", 1_000_000, 128_000, 4096, 5.0, 25.0, cache_source=A_CACHE_OPUS47),
     _anthropic("claude-opus-4-6", 1_000_000, 128_000, 4096, 5.0, 25.0),
-    _anthropic("claude-sonnet-4-6", 1_000_000, 128_000, 1024, 3.0, 15.0),
+    _anthropic(
+        "claude-sonnet-4-6", 1_000_000, 128_000, 1024, 3.0, 15.0, cache_source=A_CACHE_SONNET46
+    ),
     _anthropic("claude-haiku-4-5", 200_000, 64_000, 4096, 1.0, 5.0),
     _anthropic("claude-opus-4-5", 200_000, 64_000, 4096, 5.0, 25.0, deprecated="2027-01-22"),
     _anthropic("claude-sonnet-4-5", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-11-30"),
@@ -174,9 +243,36 @@ _MODELS: tuple[ModelInfo, ...] = (
     # Claude 3.x: no longer served by the Claude API [A-DEPR3]; kept so logs and sessions
     # that name them still budget and price. Minimum cacheable prompt [A-CACHE] (1,024 for
     # Sonnet, 2,048 for Haiku); prices [A-PRICE].
-    _anthropic("claude-3-7-sonnet", 200_000, 64_000, 1024, 3.0, 15.0, deprecated="2026-02-19"),
-    _anthropic("claude-3-5-sonnet", 200_000, 8_192, 1024, 3.0, 15.0, deprecated="2025-10-22"),
-    _anthropic("claude-3-5-haiku", 200_000, 8_192, 2048, 0.8, 4.0, deprecated="2026-02-19"),
+    _anthropic(
+        "claude-3-7-sonnet",
+        200_000,
+        64_000,
+        1024,
+        3.0,
+        15.0,
+        deprecated="2026-02-19",
+        cache_source=A_CACHE_3X,
+    ),
+    _anthropic(
+        "claude-3-5-sonnet",
+        200_000,
+        8_192,
+        1024,
+        3.0,
+        15.0,
+        deprecated="2025-10-22",
+        cache_source=A_CACHE_3X,
+    ),
+    _anthropic(
+        "claude-3-5-haiku",
+        200_000,
+        8_192,
+        2048,
+        0.8,
+        4.0,
+        deprecated="2026-02-19",
+        cache_source=A_CACHE_3X,
+    ),
     # GPT-4.1 family: 1,047,576-token window, 32,768 output [O-MODELS]; prices [O-PRICE]
     # (read 2025-11, not re-verified 2026-11-25); shutdown dates [O-DEPR].
     _openai("gpt-4.1", 1_047_576, 32_768, 2.0, 8.0, 0.5, deprecated="2027-01-14"),
@@ -186,6 +282,13 @@ _MODELS: tuple[ModelInfo, ...] = (
     # (read 2025-11); shutdown 2027-01-14 [O-DEPR].
     _openai("gpt-4o", 128_000, 16_384, 2.5, 10.0, 1.25, deprecated="2027-01-14"),
     _openai("gpt-4o-mini", 128_000, 16_384, 0.15, 0.6, 0.075, deprecated="2027-01-14"),
+    # GPT-5.6 family: 1,050,000-token window, 128,000 output; Sol and Luna prices and the
+    # 1.25x cache-write price from their pages [O-GPT56] (Sol's is a promotional price "at
+    # least until November 21, 2026": re-check); Terra's input from the comparison on Luna's
+    # page, its output (and the 10% cached price, as for Sol and Luna) from third parties.
+    _openai("gpt-5.6-sol", 1_050_000, 128_000, 4.0, 20.0, 0.4, write=5.0),
+    _openai("gpt-5.6-terra", 1_050_000, 128_000, 2.0, 12.0, 0.2, write=2.5),
+    _openai("gpt-5.6-luna", 1_050_000, 128_000, 0.2, 1.2, 0.02, write=0.25),
     # GPT-5 family: 400,000-token window, 128,000 output [O-MODELS]; prices [O-PRICE];
     # GPT-5.1 [O-GPT51]; shutdown dates [O-DEPR].
     _openai("gpt-5.1", 400_000, 128_000, 1.25, 10.0, 0.125, deprecated="2027-04-01"),
@@ -226,6 +329,7 @@ ALIASES: dict[str, str] = {
     "gpt-5-mini-2025-08-07": "gpt-5-mini",
     "gpt-5-nano-2025-08-07": "gpt-5-nano",
     "gpt-5.1-2025-11-13": "gpt-5.1",
+    "gpt-5.6": "gpt-5.6-sol",  # "The gpt-5.6 alias routes requests to GPT-5.6 Sol" [O-GPT56]
     # Family aliases: the newest non-deprecated Claude 4.x of each tier in this registry.
     "sonnet": "claude-sonnet-4-6",
     "opus": "claude-opus-4-8",

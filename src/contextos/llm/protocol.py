@@ -10,7 +10,9 @@ need no model at all.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from contextos.types import Message
@@ -34,6 +36,38 @@ class LLM(Protocol):
         still validate it, because not every provider can.
         """
         ...
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    """One request to an ``LLM``: the arguments of ``complete`` as one value."""
+
+    system: str
+    messages: tuple[Message, ...]
+    json_schema: Mapping[str, Any] | None
+
+
+class BaseLLM(ABC):
+    """An ``LLM`` written as :meth:`reply` to one :class:`LLMCall`.
+
+    Why: the shipped models (the SDK clients, the scripted test double) then take
+    the seam's arguments in one place, already as one immutable value they can
+    log or replay, instead of each repeating ``complete``'s signature.
+    """
+
+    def complete(
+        self,
+        system: str,
+        messages: Sequence[Message],
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> str:
+        """``LLM.complete``: the reply to this request."""
+        return self.reply(LLMCall(system, tuple(messages), json_schema))
+
+    @abstractmethod
+    def reply(self, call: LLMCall) -> str:
+        """The model's reply to ``call`` (see :meth:`LLM.complete`)."""
 
 
 def parse_json_reply(reply: str) -> Any:

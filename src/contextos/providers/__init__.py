@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextos.engine.context import ContextSource, SessionContext
 
 from .anthropic import AnthropicTokenCounter
-from .base import CallRecord, ChatRequest, Prepared
+from .base import CallRecord, ChatRequest, EditReport, Prepared
 from .wrap import UsageLog, WrappedClient, wrap
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "CallRecord",
     "ChatRequest",
     "ContextSource",
+    "EditReport",
     "Prepared",
     "SessionContext",
     "UsageLog",

@@ -11,6 +11,30 @@ than the API's four (ours are dropped first, earliest first).
 Usage is normalised to :class:`~contextos.types.Usage` as Anthropic reports it:
 ``input_tokens`` are the uncached ones; writes (split 5m/1h) and reads apart.
 
+The Claude API's own context management (beta, ``client.beta.messages``) is
+passed through and accounted; every field name below was checked against the
+installed anthropic 2.14 types (``anthropic/types/beta/``):
+
+- ``context_management.edits`` (``beta_context_management_config_param.py``)
+  goes out exactly as the caller wrote it, together with its ``betas``.
+  :func:`server_edits` reads which edit types a call asks for, so the context
+  engine can stand back from what the server does: with
+  ``clear_tool_uses_20250919`` contextos's own ``clear_tool_results``
+  compaction is off for that call, and with ``compact_20260112`` all of
+  contextos's compaction is (the server summarises). What the server applied
+  (``context_management.applied_edits`` of the response,
+  ``beta_context_management_response.py``: ``cleared_input_tokens`` and
+  ``cleared_tool_uses`` / ``cleared_thinking_turns``) is returned by
+  :meth:`AnthropicAdapter.extra` and lands in the call record and the session log.
+- A ``compaction`` block of a reply (``beta_compaction_block.py``: ``content``,
+  ``encrypted_content``, ``signature``, ``tool_changes``; streamed as
+  ``compaction_delta``) is kept verbatim in the reply's metadata under
+  :data:`COMPACTION_KEY`, so the session log holds it, and it is sent back
+  first in that assistant turn on every later call, as the API requires (the
+  API then ignores what came before it). The summarising pass's usage
+  (``usage.iterations`` entries of type ``compaction``) is added to the call's
+  :class:`~contextos.types.Usage` by :func:`contextos.cache.usage_from_anthropic`.
+
 :class:`AnthropicTokenCounter` counts exactly with ``messages.count_tokens``
 when it has a client (an API key), and falls back to the offline cl100k
 counter, labelled as an estimate, when it has none.
@@ -37,6 +61,9 @@ from .errors import call_mapped
 MAX_BREAKPOINTS = 4
 
 JSON = dict[str, Any]
+
+#: Message metadata key holding the ``compaction`` blocks of an assistant turn, verbatim.
+COMPACTION_KEY = "anthropic_compaction"
 
 
 # -- parsing -------------------------------------------------------------------
@@ -68,7 +95,10 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
         if field_of(b, "type") == "tool_use"
     )
     results = [b for b in blocks if field_of(b, "type") == "tool_result"]
-    meta = {WIRE_KEY: ("anthropic", wire)}
+    meta: dict[str, Any] = {WIRE_KEY: ("anthropic", wire)}
+    compaction = compaction_blocks(blocks)
+    if compaction:
+        meta[COMPACTION_KEY] = compaction
     if results and wire.get("role") == "user":
         return Message(
             "tool",
@@ -104,6 +134,49 @@ def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
     return tuple(out)
 
 
+def _as_json(block: Any) -> JSON:
+    """A content block as the JSON the API sent (SDK model or dict), unset fields left out."""
+    if isinstance(block, Mapping):
+        return copy.deepcopy(dict(block))
+    to_dict = getattr(block, "to_dict", None)  # anthropic's BaseModel: exclude_unset by default
+    if to_dict is not None:
+        return dict(to_dict(mode="json"))
+    return dict(block.model_dump(mode="json", exclude_unset=True))
+
+
+def compaction_blocks(content: Any) -> list[JSON]:
+    """The ``compaction`` blocks of a message's content, as JSON to send back verbatim."""
+    if not isinstance(content, (list, tuple)):
+        return []
+    return [_as_json(b) for b in content if field_of(b, "type") == "compaction"]
+
+
+def server_edits(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``context_management.edits`` types a call asks the server to apply.
+
+    Read from the ``context_management`` argument of ``beta.messages.create``
+    or from ``extra_body`` (how it reaches the non-beta method).
+
+    Raises:
+        ValueError: an edit without a string ``type``, or ``edits`` not a list.
+    """
+    config = kwargs.get("context_management")
+    if config is None:
+        config = field_of(kwargs.get("extra_body"), "context_management")
+    edits = field_of(config, "edits") if config is not None else None
+    if edits is None:
+        return ()
+    if isinstance(edits, (str, bytes, Mapping)):
+        raise ValueError("context_management.edits must be a list of edits")
+    kinds = []
+    for edit in edits:
+        kind = field_of(edit, "type")
+        if not isinstance(kind, str):
+            raise ValueError(f"each context_management edit needs a string 'type'; got {edit!r}")
+        kinds.append(kind)
+    return tuple(kinds)
+
+
 def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     """The neutral form of ``messages.create`` keyword arguments."""
     system = kwargs.get("system")
@@ -119,6 +192,7 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
         messages=tuple(_neutral(m) for m in kwargs.get("messages") or []),
         tools=neutral_tools(kwargs.get("tools")),
         stream=bool(kwargs.get("stream")),
+        server_edits=server_edits(kwargs),
     )
 
 
@@ -138,6 +212,7 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
     """The request body for a prepared window (:func:`contextos.cache.render_anthropic`),
     with the caller's question content blocks sent as they were given."""
     body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens)
+    _send_compactions_back(prepared.window, body["messages"])
     own = _question_content(prepared.question)
     if own is not None and body["messages"] and prepared.window.blocks[-1].kind == "question":
         final = body["messages"][-1]["content"]
@@ -146,6 +221,30 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
         if mark is not None:
             final[-1]["cache_control"] = mark
     return body
+
+
+def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
+    """Put each logged turn's ``compaction`` blocks back first in its content (in place).
+
+    The API requires the block returned in a reply to come back, verbatim, in
+    that assistant turn ("append the response to your messages"); it then
+    ignores everything before it. A turn that was only a compaction (the reply
+    of ``pause_after_compaction``) is sent as the block alone: an empty text
+    block is not allowed. Window "messages" blocks map one to one, in order,
+    to the rendered messages (:func:`contextos.cache.render_anthropic`).
+    """
+    turns = [b for b in window.blocks if b.kind == "messages"]
+    for block, message in zip(turns, messages, strict=False):
+        kept = block.message.metadata.get(COMPACTION_KEY) if block.message is not None else None
+        if not kept:
+            continue
+        content = message["content"]
+        mark = content[-1].pop("cache_control", None)
+        if len(content) == 1 and content[0] == {"type": "text", "text": ""}:
+            content.clear()
+        content[:0] = copy.deepcopy(list(kept))
+        if mark is not None:
+            content[-1]["cache_control"] = mark
 
 
 def _all_blocks(kwargs: Mapping[str, Any]) -> list[Any]:
@@ -162,10 +261,18 @@ def _enforce_limit(kwargs: dict[str, Any]) -> None:
     """Drop the earliest rendered breakpoints until at most four remain (in place).
 
     The caller's ``tools`` are never touched (they are the caller's objects);
-    their markers only count against the limit.
+    their markers only count against the limit, and so does a top-level
+    ``cache_control`` (automatic caching, ``types/message_create_params.py``:
+    "applies a cache_control marker to the last cacheable block"), unless that
+    block is marked already.
     """
-    marked = [b for b in _all_blocks(kwargs) if isinstance(b, dict) and "cache_control" in b]
-    excess = len(marked) - MAX_BREAKPOINTS
+    blocks = _all_blocks(kwargs)
+    marked = [b for b in blocks if isinstance(b, dict) and "cache_control" in b]
+    last = blocks[-1] if blocks else None
+    automatic = kwargs.get("cache_control") is not None and not (
+        isinstance(last, dict) and "cache_control" in last
+    )
+    excess = len(marked) + automatic - MAX_BREAKPOINTS
     tool_ids = {id(t) for t in kwargs.get("tools") or []}
     for block in marked:
         if excess <= 0:
@@ -224,7 +331,36 @@ def reply_of(response: Any) -> Message:
         for b in content
         if field_of(b, "type") == "tool_use"
     )
-    return Message("assistant", text, tool_calls=calls)
+    compaction = compaction_blocks(content)
+    meta = {COMPACTION_KEY: compaction} if compaction else {}
+    return Message("assistant", text, tool_calls=calls, metadata=meta)
+
+
+def extra_of(response: Any, usage: Any = None) -> dict[str, Any]:
+    """What the server did to the context on this call, for the call record.
+
+    ``applied_edits``: the response's ``context_management.applied_edits``
+    (each with ``type``, ``cleared_input_tokens`` and ``cleared_tool_uses`` or
+    ``cleared_thinking_turns``); ``compaction_usage``: the usage of the
+    summarising pass(es) (``usage.iterations`` of type ``compaction``, already
+    included in the call's Usage); ``stop_reason`` when it is ``compaction``
+    (``pause_after_compaction``). Empty when the server did none of these.
+    """
+    out: dict[str, Any] = {}
+    applied = field_of(field_of(response, "context_management"), "applied_edits") or []
+    if applied:
+        out["applied_edits"] = [_as_json(e) for e in applied]
+    usage = field_of(response, "usage") if usage is None else usage
+    passes = [
+        _as_json(it)
+        for it in field_of(usage, "iterations") or ()
+        if field_of(it, "type") == "compaction"
+    ]
+    if passes:
+        out["compaction_usage"] = passes
+    if field_of(response, "stop_reason") == "compaction":
+        out["stop_reason"] = "compaction"
+    return out
 
 
 class AnthropicStreamAccumulator:
@@ -234,6 +370,9 @@ class AnthropicStreamAccumulator:
         self._usage: dict[str, Any] = {}
         self._text: list[str] = []
         self._tools: list[list[str]] = []
+        self._compactions: list[JSON] = []
+        self._context_management: Any = None
+        self._stop_reason: Any = None
         self.message_id: str | None = None
 
     def feed(self, event: Any) -> None:
@@ -246,14 +385,33 @@ class AnthropicStreamAccumulator:
             block = field_of(event, "content_block")
             if field_of(block, "type") == "tool_use":
                 self._tools.append([str(field_of(block, "id")), str(field_of(block, "name")), ""])
+            elif field_of(block, "type") == "compaction":
+                self._compactions.append(_as_json(block))
         elif kind == "content_block_delta":
             delta = field_of(event, "delta")
             if field_of(delta, "type") == "text_delta":
                 self._text.append(field_of(delta, "text", ""))
             elif field_of(delta, "type") == "input_json_delta" and self._tools:
                 self._tools[-1][2] += field_of(delta, "partial_json", "")
+            elif field_of(delta, "type") == "compaction_delta" and self._compactions:
+                self._compaction_delta(delta)
         elif kind == "message_delta":
             self._merge(field_of(event, "usage"))
+            cm = field_of(event, "context_management")
+            self._context_management = cm if cm is not None else self._context_management
+            self._stop_reason = field_of(field_of(event, "delta"), "stop_reason")
+
+    def _compaction_delta(self, delta: Any) -> None:
+        """``compaction_delta`` (``beta_compaction_content_block_delta.py``) carries the
+        summary whole; the SDK's own accumulator (``lib/streaming/_beta_messages.py``)
+        replaces the block's fields with it, and so does this."""
+        block = self._compactions[-1]
+        summary = field_of(delta, "content")
+        if summary is not None:
+            block["content"] = summary
+        secret = field_of(delta, "encrypted_content")
+        if secret is not None:
+            block["encrypted_content"] = secret
 
     def _merge(self, raw: Any) -> None:
         """Later events carry cumulative counts: non-null fields replace earlier ones."""
@@ -265,6 +423,7 @@ class AnthropicStreamAccumulator:
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
             "cache_creation",
+            "iterations",
         ):
             value = field_of(raw, name)
             if value is not None:
@@ -275,7 +434,16 @@ class AnthropicStreamAccumulator:
 
     def reply(self) -> Message:
         calls = tuple(ToolCall(i, n, a or "{}") for i, n, a in self._tools)
-        return Message("assistant", "".join(self._text), tool_calls=calls)
+        meta = {COMPACTION_KEY: copy.deepcopy(self._compactions)} if self._compactions else {}
+        return Message("assistant", "".join(self._text), tool_calls=calls, metadata=meta)
+
+    def extra(self) -> dict[str, Any]:
+        """:func:`extra_of` for the stream so far."""
+        response = {
+            "context_management": self._context_management,
+            "stop_reason": self._stop_reason,
+        }
+        return extra_of(response, self._usage)
 
 
 class AnthropicAdapter:
@@ -294,6 +462,9 @@ class AnthropicAdapter:
 
     def reply(self, response: Any) -> Message:
         return reply_of(response)
+
+    def extra(self, response: Any) -> dict[str, Any]:
+        return extra_of(response)
 
     def request_id(self, response: Any) -> str | None:
         value = field_of(response, "id")

@@ -34,7 +34,11 @@ class ChatRequest:
     prompt as text parts; ``tools`` the caller's tool schemas in neutral form
     (name, description, input_schema or parameters) -- empty when any tool
     cannot be expressed that way (server tools, strict mode), in which case
-    the caller's tools travel verbatim outside the window.
+    the caller's tools travel verbatim outside the window. ``server_edits``
+    are the context-management edit types the call asks the provider's server
+    to apply itself (Anthropic's ``context_management.edits``, e.g.
+    ``clear_tool_uses_20250919``, ``compact_20260112``), so contextos does not
+    do the same work client-side.
     """
 
     model: str
@@ -42,6 +46,7 @@ class ChatRequest:
     messages: tuple[Message, ...] = ()
     tools: tuple[Mapping[str, Any], ...] = ()
     stream: bool = False
+    server_edits: tuple[str, ...] = ()
 
     def last_user_text(self) -> str:
         """The text of the last user message ('' when there is none)."""
@@ -72,6 +77,9 @@ class CallRecord:
     ``prefix_hash`` fingerprints the request bytes up to the last cache
     breakpoint (empty when the call had none): equal hashes on consecutive
     calls are what lets the provider serve the prefix from its cache.
+    ``extra`` holds what the provider's server did to the context on this call
+    (Anthropic: ``applied_edits``, ``compaction_usage``, ``stop_reason``; OpenAI:
+    ``cache_write_ttl``), as each adapter's ``extra`` reports it.
     """
 
     provider: str
@@ -128,6 +136,91 @@ class ProviderAdapter(Protocol):
     def accumulator(self) -> StreamAccumulator:
         """A fresh accumulator for one stream."""
         ...
+
+
+@dataclass(frozen=True)
+class EditReport:
+    """What server-side context editing did over some calls, and the cache around it.
+
+    Clearing content changes the request from the first cleared block on, so
+    the cached prefix past that point is lost: a call that applied an edit
+    reads less from the cache and writes more. ``read_share_with_edits`` and
+    ``read_share_without`` put the two kinds of call side by side.
+    """
+
+    calls: int
+    calls_with_edits: int
+    cleared_input_tokens: int
+    cleared_tool_uses: int
+    cleared_thinking_turns: int
+    compactions: int
+    compaction_input_tokens: int
+    compaction_output_tokens: int
+    input_with_edits: int
+    cache_read_with_edits: int
+    cache_write_with_edits: int
+    input_without: int
+    cache_read_without: int
+
+    @property
+    def read_share_with_edits(self) -> float:
+        """Share of input read from the cache on calls where the server applied an edit."""
+        return self.cache_read_with_edits / self.input_with_edits if self.input_with_edits else 0.0
+
+    @property
+    def read_share_without(self) -> float:
+        """The same share on the other calls."""
+        return self.cache_read_without / self.input_without if self.input_without else 0.0
+
+
+def edit_report(calls: Sequence[CallRecord]) -> EditReport:
+    """Sum the ``applied_edits`` and compaction passes recorded in ``calls``' ``extra``."""
+    totals = dict.fromkeys(EditReport.__dataclass_fields__, 0)
+    totals["calls"] = len(calls)
+    for call in calls:
+        edits = call.extra.get("applied_edits") or ()
+        passes = call.extra.get("compaction_usage") or ()
+        total_in = neutral_usage_total(call.usage)
+        if edits:
+            totals["calls_with_edits"] += 1
+            totals["input_with_edits"] += total_in
+            totals["cache_read_with_edits"] += call.usage.cache_read_input_tokens
+            totals["cache_write_with_edits"] += call.usage.cache_creation_input_tokens
+        else:
+            totals["input_without"] += total_in
+            totals["cache_read_without"] += call.usage.cache_read_input_tokens
+        for edit in edits:
+            totals["cleared_input_tokens"] += int(edit.get("cleared_input_tokens") or 0)
+            totals["cleared_tool_uses"] += int(edit.get("cleared_tool_uses") or 0)
+            totals["cleared_thinking_turns"] += int(edit.get("cleared_thinking_turns") or 0)
+        totals["compactions"] += len(passes)
+        for p in passes:  # all its input: uncached, written and read
+            totals["compaction_input_tokens"] += sum(
+                int(p.get(k) or 0)
+                for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            )
+            totals["compaction_output_tokens"] += int(p.get("output_tokens") or 0)
+    return EditReport(**totals)
+
+
+def edit_report_from_log(messages: Sequence[Message]) -> EditReport:
+    """:func:`edit_report` over a session log: the replies' logged ``usage`` and
+    ``server_context`` metadata (written by the wrapper's commit), so the
+    accounting survives the process that made the calls."""
+    calls = [
+        CallRecord(
+            str(m.metadata.get("provider", "")),
+            str(m.metadata.get("model", "")),
+            Usage(**{k: int(v) for k, v in m.metadata["usage"].items()}),
+            None,
+            False,
+            0.0,
+            extra=dict(m.metadata.get("server_context") or {}),
+        )
+        for m in messages
+        if m.role == "assistant" and isinstance(m.metadata.get("usage"), Mapping)
+    ]
+    return edit_report(calls)
 
 
 def neutral_usage_total(usage: Usage) -> int:

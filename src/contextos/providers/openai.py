@@ -7,9 +7,27 @@ question last. ``prompt_cache_key`` (which routes one session's calls to the
 same cache) is sent only when asked for, because some OpenAI-compatible
 servers reject parameters they do not know.
 
-Usage is normalised like Anthropic's: ``input_tokens`` excludes cached tokens
-(OpenAI's ``prompt_tokens`` includes them), ``cache_read_input_tokens`` is
-``prompt_tokens_details.cached_tokens``. OpenAI bills no cache writes.
+Explicit cache breakpoints (openai 3.57, ``types/chat/completion_create_params.py``
+``PromptCacheOptions`` {``mode``: ``implicit`` | ``explicit``, ``ttl``: ``30m``},
+"supported for gpt-5.6 and later models", and the per-part
+``prompt_cache_breakpoint`` {``mode``: ``explicit``, ``ttl``: ``30m`` | ``12h``} of
+``types/chat/chat_completion_content_part_text_param.py``): when a call carries
+``prompt_cache_options`` (or the wrapper was given default ones), the options
+go out as given and contextos marks the text part that ends each cache
+breakpoint the window planned -- the same plan, above the model's minimum, as
+Anthropic's ``cache_control`` -- at most the latest four with ``mode:
+explicit`` and three with ``implicit`` (which adds OpenAI's own implicit one),
+as the SDK documents. Without options nothing is marked: older models and
+OpenAI-compatible servers may reject unknown fields. ``prompt_cache_retention``
+(deprecated in favour of ``prompt_cache_options.ttl``) is passed through untouched.
+
+Usage is normalised like Anthropic's: ``input_tokens`` excludes cached and
+written tokens (OpenAI's ``prompt_tokens`` includes them), ``cache_read_input_tokens``
+is ``prompt_tokens_details.cached_tokens`` and ``cache_creation_input_tokens``
+its ``cache_write_tokens`` (:func:`contextos.cache.usage_from_openai`). The
+write TTL split (30m / 12h) exists only in the Responses API's usage; the
+adapter's :meth:`OpenAIAdapter.extra` reports it as ``cache_write_ttl`` when
+present (:func:`contextos.cache.accounting.openai_write_ttls`).
 
 Streams only report usage when ``stream_options.include_usage`` is set; the
 wrapper sets it, and when the caller had not asked for it, it hides the extra
@@ -25,11 +43,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage_from_openai
+from ..cache.accounting import openai_write_ttls
+from ..engine.window import Window
 from ..types import Message, ToolCall, Usage
 from .base import WIRE_KEY, ChatRequest, Prepared
 
 JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
+
+#: Explicit breakpoints a request may write: four with ``mode: explicit``, the latest
+#: three beside the implicit one otherwise (``PromptCacheOptions.mode`` docstring).
+MAX_EXPLICIT_BREAKPOINTS = {"explicit": 4, "implicit": 3}
 
 
 # -- parsing -------------------------------------------------------------------
@@ -111,14 +135,77 @@ def _system_role(kwargs: Mapping[str, Any]) -> str:
     return "developer" if first.get("role") == "developer" else "system"
 
 
+def check_cache_options(options: Any) -> Mapping[str, Any]:
+    """``prompt_cache_options`` as the SDK types them, or a ValueError saying what is wrong."""
+    if not isinstance(options, Mapping):
+        raise ValueError(f"prompt_cache_options must be a mapping; got {type(options).__name__}")
+    unknown = set(options) - {"mode", "ttl"}
+    if unknown:
+        raise ValueError(f"prompt_cache_options: unknown keys {sorted(unknown)}; known: mode, ttl")
+    if options.get("mode", "implicit") not in MAX_EXPLICIT_BREAKPOINTS:
+        raise ValueError("prompt_cache_options.mode must be 'implicit' or 'explicit'")
+    return options
+
+
+def _mark_breakpoints(window: Window, messages: list[JSON], limit: int) -> None:
+    """Put ``prompt_cache_breakpoint`` on the text part ending each planned breakpoint.
+
+    Window blocks map to messages as :func:`contextos.cache.render_openai` lays
+    them out: one message per system or history block, one part of the final
+    user message per context/question block; tool schemas have no part to mark.
+    """
+    where: dict[int, tuple[int, int | None]] = {}
+    row = part = 0
+    for i, block in enumerate(window.blocks):
+        if block.kind in ("system", "messages"):
+            where[i] = (row, None)
+            row += 1
+    for i, block in enumerate(window.blocks):
+        if block.kind in ("context", "question"):
+            where[i] = (row, part)
+            part += 1
+    marked = 0
+    for bp in sorted(window.breakpoints, key=lambda b: -b.after):
+        if marked == limit:
+            break
+        if bp.after in where and _mark(messages, *where[bp.after]):
+            marked += 1
+
+
+def _mark(messages: list[JSON], row: int, part: int | None) -> bool:
+    if row >= len(messages):
+        return False
+    message = messages[row]
+    content = message.get("content")
+    if isinstance(content, str):
+        if not content:
+            return False  # an assistant turn with only tool calls: no text part to mark
+        content = message["content"] = [{"type": "text", "text": content}]
+    if not isinstance(content, list) or not content:
+        return False
+    target = content[-1] if part is None else (content[part] if part < len(content) else None)
+    if not isinstance(target, dict) or target.get("type") != "text":
+        return False
+    target["prompt_cache_breakpoint"] = {"mode": "explicit"}
+    return True
+
+
 def render(
-    prepared: Prepared, kwargs: Mapping[str, Any], *, cache_key: bool | str = False
+    prepared: Prepared,
+    kwargs: Mapping[str, Any],
+    *,
+    cache_key: bool | str = False,
+    cache_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """``chat.completions.create`` keyword arguments for the prepared window.
 
     The caller's other arguments are kept; ``messages`` come from the window.
     ``cache_key``: True sends :func:`contextos.cache.prompt_cache_key`, a string
-    sends that string, False sends none.
+    sends that string, False sends none. ``prompt_cache_options`` (the call's
+    own, else ``cache_options``) switch on explicit breakpoints (module docstring).
+
+    Raises:
+        ValueError: malformed ``prompt_cache_options``.
     """
     body = render_openai(prepared.window, prepared.model)
     messages = body["messages"]
@@ -133,6 +220,11 @@ def render(
     if body.get("tools"):  # the caller's tools, in the window's canonical form
         out["tools"] = body["tools"]
     out["messages"] = messages
+    options = kwargs.get("prompt_cache_options") or cache_options
+    if options is not None:
+        out["prompt_cache_options"] = dict(check_cache_options(options))
+        limit = MAX_EXPLICIT_BREAKPOINTS[options.get("mode", "implicit")]
+        _mark_breakpoints(prepared.window, messages, limit)
     if cache_key:
         out["prompt_cache_key"] = (
             cache_key if isinstance(cache_key, str) else prompt_cache_key(prepared.window)
@@ -228,17 +320,25 @@ class OpenAIAdapter:
 
     name = "openai"
 
-    def __init__(self, *, cache_key: bool | str = False) -> None:
+    def __init__(
+        self, *, cache_key: bool | str = False, cache_options: Mapping[str, Any] | None = None
+    ) -> None:
         self.cache_key = cache_key
+        self.cache_options = None if cache_options is None else check_cache_options(cache_options)
 
     def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
         return parse(kwargs)
 
     def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        return render(prepared, kwargs, cache_key=self.cache_key)
+        return render(prepared, kwargs, cache_key=self.cache_key, cache_options=self.cache_options)
 
     def usage(self, response: Any) -> Usage:
         return usage_from_openai(field_of(response, "usage"))
+
+    def extra(self, response: Any) -> dict[str, Any]:
+        """``cache_write_ttl`` ({"30m": n, "12h": m}) when the usage reports the split."""
+        split = openai_write_ttls(field_of(response, "usage"))
+        return {"cache_write_ttl": split} if split else {}
 
     def reply(self, response: Any) -> Message:
         return reply_of(response)
@@ -249,3 +349,113 @@ class OpenAIAdapter:
 
     def accumulator(self) -> OpenAIStreamAccumulator:
         return OpenAIStreamAccumulator()
+
+
+# -- the Responses API: pass-through, recorded -------------------------------------
+
+
+def responses_reply(response: Any) -> Message:
+    """The assistant message of a Responses API ``Response``: its ``output_text``
+    parts and ``function_call`` items (``types/responses/response_output_item.py``)."""
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    for item in field_of(response, "output") or []:
+        kind = field_of(item, "type")
+        if kind == "message":
+            text += [
+                field_of(c, "text") or ""
+                for c in field_of(item, "content") or []
+                if field_of(c, "type") == "output_text"
+            ]
+        elif kind == "function_call":
+            calls.append(
+                ToolCall(
+                    str(field_of(item, "call_id")),
+                    str(field_of(item, "name")),
+                    str(field_of(item, "arguments") or ""),
+                )
+            )
+    return Message("assistant", "".join(text), tool_calls=tuple(calls))
+
+
+def responses_extra(response: Any) -> dict[str, Any]:
+    """``cache_write_ttl`` (see :func:`openai_write_ttls`) and ``compaction_items``: the
+    ``compaction`` output items (``types/responses/response_compaction_item.py``: ``id``,
+    ``encrypted_content``) a ``context_management`` compaction produced."""
+    out: dict[str, Any] = {}
+    split = openai_write_ttls(field_of(response, "usage"))
+    if split:
+        out["cache_write_ttl"] = split
+    items = [
+        {k: field_of(item, k) for k in ("type", "id", "encrypted_content")}
+        for item in field_of(response, "output") or []
+        if field_of(item, "type") == "compaction"
+    ]
+    if items:
+        out["compaction_items"] = items
+    return out
+
+
+class ResponsesStreamAccumulator:
+    """Text, usage and compaction from Responses API stream events."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._response: Any = None
+        self.message_id: str | None = None
+
+    def feed(self, event: Any) -> None:
+        kind = field_of(event, "type")
+        if kind == "response.output_text.delta":
+            self._text.append(field_of(event, "delta") or "")
+        elif kind in ("response.created", "response.completed", "response.incomplete"):
+            self._response = field_of(event, "response")
+            self.message_id = self.message_id or field_of(self._response, "id")
+
+    def usage(self) -> Usage:
+        return usage_from_openai(field_of(self._response, "usage"))
+
+    def reply(self) -> Message:
+        done = self._response is not None and field_of(self._response, "output")
+        return (
+            responses_reply(self._response) if done else Message("assistant", "".join(self._text))
+        )
+
+    def extra(self) -> dict[str, Any]:
+        return responses_extra(self._response)
+
+
+class ResponsesAdapter:
+    """``client.responses.create`` as a pass-through: the request goes out as given (the
+    window is not managed for this API), and its usage, reply, cache-write TTL split and
+    compaction items are recorded with the client's other calls.
+
+    The installed openai 3.57 has Responses-API compaction:
+    ``context_management=[{"type": "compaction", "compact_threshold": N}]``
+    (``types/responses/response_create_params.py``), ``compaction`` output items,
+    and ``client.responses.compact(...)`` (reached unwrapped, through the SDK).
+    """
+
+    name = "openai"
+
+    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
+        return ChatRequest(model=str(kwargs.get("model", "")), stream=bool(kwargs.get("stream")))
+
+    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        return dict(kwargs), ""
+
+    def usage(self, response: Any) -> Usage:
+        return usage_from_openai(field_of(response, "usage"))
+
+    def reply(self, response: Any) -> Message:
+        return responses_reply(response)
+
+    def extra(self, response: Any) -> dict[str, Any]:
+        return responses_extra(response)
+
+    def request_id(self, response: Any) -> str | None:
+        value = field_of(response, "id")
+        return str(value) if value else None
+
+    def accumulator(self) -> ResponsesStreamAccumulator:
+        return ResponsesStreamAccumulator()

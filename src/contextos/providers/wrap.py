@@ -7,9 +7,10 @@
     >>> client.messages.create(model="claude-haiku-4-5", max_tokens=512,  # doctest: +SKIP
     ...                        messages=[{"role": "user", "content": "What do I eat?"}])
 
-The wrapped client has the SDK's own call shape (``messages.create`` for
-``anthropic.Anthropic``, ``chat.completions.create`` for ``openai.OpenAI``;
-everything else is the SDK's, untouched) and returns the SDK's own response
+The wrapped client has the SDK's own call shape (``messages.create`` and
+``beta.messages.create`` for ``anthropic.Anthropic``, ``chat.completions.create``
+for ``openai.OpenAI``, whose ``responses.create`` passes through unmanaged but
+recorded; everything else is the SDK's, untouched) and returns the SDK's own response
 objects, streams included. Each call:
 
 1. assembles the window from the session log and memory (a
@@ -30,11 +31,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..types import Usage
-from .base import CallRecord, Prepared, ProviderAdapter, StreamAccumulator
+from .base import CallRecord, EditReport, Prepared, ProviderAdapter, StreamAccumulator, edit_report
 from .errors import mapped_errors
 from .streams import instrument
 
@@ -71,6 +72,10 @@ class UsageLog:
         sums = {k: sum(getattr(c.usage, k) for c in self) for k in fields}
         return Usage(**sums)
 
+    def edits(self) -> EditReport:
+        """What the provider's server-side context editing did, and the cache around it."""
+        return edit_report(list(self))
+
 
 class _Core:
     """Shared by the per-SDK facades: prepare, send, record."""
@@ -84,6 +89,12 @@ class _Core:
         self.recorders = [self.calls.append, *recorders]
         self.stream_usage = stream_usage
         self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
+
+    def passthrough(self, adapter: ProviderAdapter) -> _Core:
+        """A core for another API of the same client: never managed, recorded in this log."""
+        other = _Core(adapter, None, [], stream_usage=False)
+        other.calls, other.recorders = self.calls, self.recorders
+        return other
 
     def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
         """Assemble and render the window (pass-through without a context source)."""
@@ -120,6 +131,7 @@ class _Core:
                     prefix,
                     prepared.logged if prepared else (),
                     _request_id(self.adapter, response),
+                    extra=_extra(self.adapter, response),
                 ),
             )
             return response
@@ -203,6 +215,12 @@ def _request_id(adapter: Any, response: Any) -> str | None:
     return getter(response) if getter is not None else None
 
 
+def _extra(source: Any, *args: Any) -> dict[str, Any]:
+    """The adapter's (or stream accumulator's) ``extra`` report; {} when it has none."""
+    getter = getattr(source, "extra", None)
+    return dict(getter(*args)) if getter is not None else {}
+
+
 def _stream_record(
     provider: str,
     model: str,
@@ -223,6 +241,7 @@ def _stream_record(
         prepared.logged if prepared else (),
         getattr(acc, "message_id", None),
         complete,
+        _extra(acc),
     )
 
 
@@ -273,10 +292,36 @@ class _Resource:
         return getattr(self._inner, name)
 
 
+class _Recorded:
+    """An SDK resource whose ``create`` is sent unchanged and recorded (Responses API)."""
+
+    def __init__(self, inner: Any, core: _Core) -> None:
+        self._inner = inner
+        self._core = core
+
+    def create(self, **kwargs: Any) -> Any:
+        """The SDK's ``create``, as given; usage recorded, errors mapped."""
+        return self._core.call(self._inner.create, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class _Chat:
     def __init__(self, inner: Any, core: _Core) -> None:
         self._inner = inner
         self.completions = _Resource(inner.completions, core, "openai")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _Beta:
+    """``client.beta`` with ``beta.messages`` wrapped (context management lives there)."""
+
+    def __init__(self, inner: Any, core: _Core) -> None:
+        self._inner = inner
+        self.messages = _Resource(inner.messages, core, "anthropic")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -295,8 +340,14 @@ class WrappedClient:
         self.provider = core.adapter.name
         if self.provider == "anthropic":
             self.messages = _Resource(client.messages, core, "anthropic")
+            if hasattr(client, "beta"):
+                self.beta = _Beta(client.beta, core)
         else:
             self.chat = _Chat(client.chat, core)
+            if hasattr(client, "responses"):
+                from .openai import ResponsesAdapter
+
+                self.responses = _Recorded(client.responses, core.passthrough(ResponsesAdapter()))
 
     @property
     def calls(self) -> UsageLog:
@@ -317,7 +368,9 @@ class WrappedClient:
         return getattr(self.unwrapped, name)
 
 
-def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
+def _adapter_for(
+    client: Any, cache_key: bool | str, cache_options: Mapping[str, Any] | None = None
+) -> ProviderAdapter:
     root = type(client).__module__.split(".")[0]
     name = type(client).__name__
     if name.startswith("Async"):
@@ -329,7 +382,7 @@ def _adapter_for(client: Any, cache_key: bool | str) -> ProviderAdapter:
     if root == "openai" and hasattr(client, "chat"):
         from .openai import OpenAIAdapter
 
-        return OpenAIAdapter(cache_key=cache_key)
+        return OpenAIAdapter(cache_key=cache_key, cache_options=cache_options)
     raise TypeError(
         f"cannot wrap {type(client).__module__}.{name}: "
         "pass an anthropic.Anthropic or openai.OpenAI client"
@@ -351,6 +404,7 @@ def wrap(
     compaction: str | None = "summarize",
     background_commit: bool = True,
     prompt_cache_key: bool | str = False,
+    prompt_cache_options: Mapping[str, Any] | None = None,
     stream_usage: bool = True,
     on_call: Recorder | None = None,
     memory_tools: Any = False,
@@ -373,6 +427,9 @@ def wrap(
         background_commit: log the reply and remember the exchange on a background
             thread (the next call or ``flush()`` waits for it); False to do it inline.
         prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
+        prompt_cache_options: OpenAI only; sent on every call that has none of its own
+            (``{"mode": "explicit"}``), and the window's cache breakpoints are marked
+            with ``prompt_cache_breakpoint`` (see :mod:`contextos.providers.openai`).
         stream_usage: OpenAI only; ask streams for the usage chunk.
         on_call: called with every :class:`~contextos.providers.base.CallRecord`.
         memory_tools: True to offer the model the self-editing memory tools (core
@@ -382,7 +439,7 @@ def wrap(
     Raises:
         TypeError: an unsupported client, or ``context`` together with memory/session.
     """
-    adapter = _adapter_for(client, prompt_cache_key)
+    adapter = _adapter_for(client, prompt_cache_key, prompt_cache_options)
     if context is not None and (memory is not None or session is not None):
         raise TypeError("pass either context= or memory=/session=, not both")
     if context is None and (memory is not None or session is not None):

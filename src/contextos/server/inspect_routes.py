@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from contextos.engine.compaction import HistoryState
-from contextos.engine.session import standard_segments, turn_items, window_budget
-from contextos.engine.window import assemble
+from contextos.engine.session import context_window, turn_items, window_budget
 from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
 
@@ -84,13 +83,13 @@ def replay_costs(
     state = HistoryState()
     for n, i in enumerate(calls[max(0, first - 1) :], start=max(0, first - 1)):
         turn = turns[i]
-        segments = standard_segments(
+        window = context_window(
             budget,
             tokenizer=tokenizer,
             question=turn.message.content,
+            min_cache_tokens=model.min_cache_tokens,
             turns=turn_items(turns[:i], state, tokenizer),
         )
-        window = assemble(segments, budget, min_cache_tokens=model.min_cache_tokens)
         reply = turns[i + 1] if i + 1 < len(turns) else None
         output = reply.tokens if reply is not None and reply.message.role == "assistant" else 0
         req = cache_request(

@@ -205,6 +205,12 @@ class KeyStore:
         """Close the connection."""
         self._sql.close()
 
+    def __enter__(self) -> KeyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _row(self, key_id: str) -> tuple[Any, ...] | None:
         rows = self._sql.run(
             "SELECT id, tenant, name, hash, created_at, revoked_at FROM api_keys WHERE id = ?",

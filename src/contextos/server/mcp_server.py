@@ -30,7 +30,7 @@ except ImportError as _missing:  # pragma: no cover - depends on the installed e
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
-from ..types import Hit, MemoryRecord, MemoryType
+from ..types import MemoryType
 from . import ops
 from . import schemas as s
 from .auth import DEFAULT_AUTH_FAILURES, Authenticator, Unauthenticated
@@ -60,12 +60,11 @@ def _sdk() -> tuple[type[Any], str]:
     raise MissingExtraError("mcp", "mcp")
 
 
-def record_dict(r: MemoryRecord) -> dict[str, Any]:
-    return r.to_dict()
-
-
-def hit_dict(h: Hit) -> dict[str, Any]:
-    return h.to_dict()
+def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
+    """A tool's arguments (its ``locals()`` on entry, ``self`` left out) as the fields
+    of its request model: each tool's parameters are named after that model's fields,
+    so the signature (which is the tool's MCP schema) lists them once."""
+    return {name: value for name, value in frame_locals.items() if name != "self"}
 
 
 @dataclass
@@ -103,19 +102,9 @@ class MemoryTools:
         if text is not None:
             if messages is not None:
                 raise ValueError("give messages or its deprecated alias text, not both")
-            messages = text
-        body = s.parse(
-            s.AddRequest,
-            messages=messages,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            metadata=metadata,
-            event_time=event_time,
-            memory_type=memory_type,
-            infer=infer,
-        )
-        return [record_dict(r) for r in ops.add(self._memory(), body)]
+            messages, text = text, None
+        body = s.parse(s.AddRequest, **_arguments(locals()))
+        return [r.to_dict() for r in ops.add(self._memory(), body)]
 
     def search_memory(
         self,
@@ -131,18 +120,8 @@ class MemoryTools:
         """Find the memories most relevant to a query within a user/agent/session
         (metadata: equality filters, dotted keys look into nested objects; min_score: a
         floor on each hit's relevance, the query-memory cosine in -1..1)."""
-        body = s.parse(
-            s.SearchRequest,
-            query=query,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            limit=limit,
-            token_budget=token_budget,
-            metadata=metadata,
-            min_score=min_score,
-        )
-        return [hit_dict(h) for h in ops.search(self._memory(), body)]
+        body = s.parse(s.SearchRequest, **_arguments(locals()))
+        return [h.to_dict() for h in ops.search(self._memory(), body)]
 
     def list_memories(
         self,
@@ -153,20 +132,13 @@ class MemoryTools:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """List memories of a user/agent/session, newest first (paginate with offset)."""
-        body = s.parse(
-            s.ListRequest,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            limit=limit,
-            offset=offset,
-        )
-        return [record_dict(r) for r in ops.list_page(self._memory(), body)]
+        body = s.parse(s.ListRequest, **_arguments(locals()))
+        return [r.to_dict() for r in ops.list_page(self._memory(), body)]
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:
         """One memory by id."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
-        return record_dict(self._memory().get(key.memory_id))
+        return self._memory().get(key.memory_id).to_dict()
 
     def update_memory(
         self, memory_id: str, text: str | None = None, metadata: dict[str, Any] | None = None
@@ -174,7 +146,7 @@ class MemoryTools:
         """Change a memory's text and/or metadata (the old text stays in its history)."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
         body = s.parse(s.UpdateRequest, text=text, metadata=metadata)
-        return record_dict(ops.update(self._memory(), key.memory_id, body))
+        return ops.update(self._memory(), key.memory_id, body).to_dict()
 
     def memory_history(self, memory_id: str) -> list[dict[str, Any]]:
         """Every change to a memory (ADD, UPDATE, DELETE), oldest first."""
@@ -201,17 +173,9 @@ class MemoryTools:
         """Build a context window for a question within token_budget: the session's
         summary and recent turns (when session_id is given), the relevant memories with
         the strongest at the edges, and the question last."""
-        from .windowing import build_window, window_dict
+        body = s.parse(s.WindowToolIn, **_arguments(locals()))
+        from .windowing import build_window, window_dict  # the engine, on first use
 
-        body = s.parse(
-            s.WindowToolIn,
-            question=question,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
-            token_budget=token_budget,
-            limit=limit,
-        )
         req = body.for_session(body.session_id)
         return window_dict(build_window(self.tenants, self.tenant(), req, self.tokenizer))
 

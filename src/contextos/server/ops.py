@@ -23,9 +23,7 @@ def add(mem: Memory, body: s.AddRequest) -> list[MemoryRecord]:
     )
     return mem.add(
         messages,
-        user_id=body.user_id,
-        agent_id=body.agent_id,
-        session_id=body.session_id,
+        **body.scope(),
         metadata=body.metadata,
         event_time=body.event_time,
         memory_type=body.memory_type,
@@ -42,9 +40,7 @@ def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:
     )
     return mem.search(
         body.query,
-        user_id=body.user_id,
-        agent_id=body.agent_id,
-        session_id=body.session_id,
+        **body.scope(),
         # Metadata equality filters; Memory adds the key's tenant and the scope.
         filters=Filter(metadata=body.metadata) if body.metadata else None,
         limit=body.limit,
@@ -58,13 +54,7 @@ def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:
 
 def list_page(mem: Memory, body: s.ListRequest) -> list[MemoryRecord]:
     """One page of the scope's memories, newest first."""
-    return mem.get_all(
-        user_id=body.user_id,
-        agent_id=body.agent_id,
-        session_id=body.session_id,
-        limit=body.limit,
-        offset=body.offset,
-    )
+    return mem.get_all(**body.scope(), limit=body.limit, offset=body.offset)
 
 
 def update(mem: Memory, memory_id: str, body: s.UpdateRequest) -> MemoryRecord:

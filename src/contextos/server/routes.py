@@ -203,15 +203,7 @@ def key_router(auth: Authenticator) -> APIRouter:
         auth.require_admin(lambda: caller(auth, request))
 
     deps = [Depends(admin)]
-
-    def out(key: Any) -> s.KeyOut:
-        return s.KeyOut(
-            id=key.id,
-            tenant=key.tenant,
-            name=key.name,
-            created_at=key.created_at,
-            revoked_at=key.revoked_at,
-        )
+    out = s.KeyOut.of
 
     @router.post(
         "", status_code=201, response_model=s.IssuedKeyOut, dependencies=deps, summary="create_key"

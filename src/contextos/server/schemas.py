@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypedDict, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ..times import utc
-from ..types import HistoryEvent, Hit, MemoryRecord, Message, Turn
+from ..types import Message
 from .errors import describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
@@ -96,6 +96,14 @@ Scalar = (
 MemoryTypeName = Literal["episodic", "semantic", "procedural"]
 
 
+class ScopeArgs(TypedDict):
+    """The scope keywords every ``Memory`` method takes (the tenant comes from the key)."""
+
+    user_id: str | None
+    agent_id: str | None
+    session_id: str | None
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -125,6 +133,10 @@ class ScopeIn(_Body):
     user_id: Ident | None = None
     agent_id: Ident | None = None
     session_id: Ident | None = None
+
+    def scope(self) -> ScopeArgs:
+        """The user/agent/session keywords of the ``Memory`` call this body asks for."""
+        return {"user_id": self.user_id, "agent_id": self.agent_id, "session_id": self.session_id}
 
 
 class AddRequest(ScopeIn):
@@ -239,7 +251,18 @@ def parse(model: type[Model], **fields: Any) -> Model:
 # -- responses ------------------------------------------------------------------------
 
 
-class RecordOut(BaseModel):
+class _Out(BaseModel):
+    """A response read straight off the library's dataclass of the same fields, so
+    adding a field to a record cannot leave its HTTP shape behind unnoticed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, value: Any) -> Self:
+        return cls.model_validate(value)
+
+
+class RecordOut(_Out):
     id: str
     text: str
     user_id: str | None
@@ -254,24 +277,6 @@ class RecordOut(BaseModel):
     valid_to: datetime | None
     provenance: list[str]
 
-    @classmethod
-    def of(cls, r: MemoryRecord) -> RecordOut:
-        return cls(
-            id=r.id,
-            text=r.text,
-            user_id=r.user_id,
-            agent_id=r.agent_id,
-            session_id=r.session_id,
-            memory_type=r.memory_type,
-            metadata=dict(r.metadata),
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            event_time=r.event_time,
-            valid_from=r.valid_from,
-            valid_to=r.valid_to,
-            provenance=list(r.provenance),
-        )
-
 
 class RecordList(BaseModel):
     results: list[RecordOut]
@@ -279,48 +284,26 @@ class RecordList(BaseModel):
     offset: int | None = None
 
 
-class HitOut(BaseModel):
-    memory: RecordOut
+class HitOut(_Out):
+    memory: RecordOut = Field(validation_alias=AliasChoices("memory", "record"))
     score: float
     lexical_rank: int | None
     dense_rank: int | None
     tokens: int
     relevance: float | None = None
 
-    @classmethod
-    def of(cls, h: Hit) -> HitOut:
-        return cls(
-            memory=RecordOut.of(h.record),
-            score=h.score,
-            lexical_rank=h.lexical_rank,
-            dense_rank=h.dense_rank,
-            tokens=h.tokens,
-            relevance=h.relevance,
-        )
-
 
 class HitList(BaseModel):
     results: list[HitOut]
 
 
-class HistoryOut(BaseModel):
+class HistoryOut(_Out):
     memory_id: str
     event: str
     old_text: str | None
     new_text: str | None
     at: datetime
     actor: str
-
-    @classmethod
-    def of(cls, e: HistoryEvent) -> HistoryOut:
-        return cls(
-            memory_id=e.memory_id,
-            event=e.event,
-            old_text=e.old_text,
-            new_text=e.new_text,
-            at=e.at,
-            actor=e.actor,
-        )
 
 
 class HistoryList(BaseModel):
@@ -337,7 +320,7 @@ class Forgotten(BaseModel):
     forgotten: int
 
 
-class TurnOut(BaseModel):
+class TurnOut(_Out):
     session_id: str
     seq: int
     role: str
@@ -348,18 +331,9 @@ class TurnOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, t: Turn) -> TurnOut:
-        m = t.message
-        return cls(
-            session_id=t.session_id,
-            seq=t.seq,
-            role=m.role,
-            content=m.content,
-            name=m.name,
-            tool_call_id=m.tool_call_id,
-            tokens=t.tokens,
-            created_at=t.created_at,
-        )
+    def of(cls, value: Any) -> Self:
+        """A logged :class:`~contextos.types.Turn`, its message's fields beside its own."""
+        return cls.model_validate({**vars(value.message), **vars(value)})
 
 
 class TurnList(BaseModel):
@@ -395,7 +369,7 @@ class WindowOut(BaseModel):
     left_out: list[LeftOut]
 
 
-class KeyOut(BaseModel):
+class KeyOut(_Out):
     id: str
     tenant: str
     name: str

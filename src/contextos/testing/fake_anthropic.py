@@ -15,11 +15,40 @@ to 20 blocks before one, and writes the rest up to its last breakpoint, split
 into the 5-minute and 1-hour buckets by each breakpoint's ``ttl``. Tokens are
 counted as one per four characters of each block's canonical JSON, so numbers
 are deterministic. Prefixes shorter than ``min_cache_tokens`` are not cached,
-like the real API.
+like the real API. A top-level ``cache_control`` (automatic caching) marks the
+last block; more than four markers in all are refused with a 400, as the API does.
 
 The ``reply`` hook returns the answer's text, or a list of content blocks (for
 example ``tool_use`` blocks, to script an agent's tool calls; not streamed),
 which go out as given, with the cache accounting above.
+
+Server-side context management (beta; field names as in anthropic 2.14's
+``types/beta/``) is simulated on the request before the cache accounting, so
+its effect on cache reads is the real one: content changes from the first
+cleared block on, and the cached prefix past it is lost.
+
+- ``context_management.edits`` needs its beta in ``anthropic-beta``
+  (``context-management-2025-06-27``; ``compact-2026-01-12`` for compaction),
+  or the request is refused with a 400 like the real API's.
+- ``clear_tool_uses_20250919``: once ``trigger`` is reached (input tokens,
+  default 100,000, or a number of tool uses), the results of all but the last
+  ``keep`` tool uses (default 3) are replaced by :data:`CLEARED_RESULT`, except
+  uses of ``exclude_tools``; ``clear_tool_inputs`` (true, or a list of tool
+  names) also empties their inputs; nothing is cleared unless at least
+  ``clear_at_least`` tokens would go.
+- ``clear_thinking_20251015``: thinking blocks of all but the last ``keep``
+  assistant turns that have any (default 1; ``"all"`` keeps them all).
+- Each applied edit is reported in ``context_management.applied_edits``
+  (``cleared_input_tokens``, ``cleared_tool_uses`` / ``cleared_thinking_turns``).
+- ``compact_20260112``: once the input reaches ``trigger`` (default 150,000),
+  the reply starts with a ``compaction`` block (a deterministic summary that
+  quotes ``instructions``), and ``usage.iterations`` holds the summarising
+  pass (type ``compaction``, not in the top-level counts) and the sampling
+  (type ``message``, which is). With ``pause_after_compaction`` the reply is
+  the block alone, ``stop_reason`` ``compaction``. A later request that
+  carries the block is read from the block on (what came before it is
+  dropped, as the API does); a block the fake did not issue, or one changed
+  on the way back, is refused with a 400.
 
 Example::
 
@@ -51,6 +80,19 @@ from .fake_http import (
 #: How far before a breakpoint the real API looks for an earlier cache hit.
 LOOKBACK_BLOCKS = 20
 
+#: The most ``cache_control`` markers a request may carry (the top-level automatic one included).
+MAX_CACHE_MARKERS = 4
+
+#: What a cleared tool result's content becomes.
+CLEARED_RESULT = "[tool result cleared by context management]"
+
+#: The beta each context-management edit needs (anthropic 2.14 ``types/anthropic_beta_param.py``).
+EDIT_BETAS = {
+    "clear_tool_uses_20250919": "context-management-2025-06-27",
+    "clear_thinking_20251015": "context-management-2025-06-27",
+    "compact_20260112": "compact-2026-01-12",
+}
+
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -72,9 +114,11 @@ class AnthropicUsage:
     cache_creation_5m: int = 0
     cache_creation_1h: int = 0
     cache_read: int = 0
+    #: ``usage.iterations`` entries (server-side compaction), sent as given when any.
+    iterations: tuple[dict[str, Any], ...] = ()
 
     def wire(self, *, output_tokens: int | None = None) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "cache_creation_input_tokens": self.cache_creation_5m + self.cache_creation_1h,
             "cache_read_input_tokens": self.cache_read,
@@ -84,6 +128,19 @@ class AnthropicUsage:
             },
             "output_tokens": self.output_tokens if output_tokens is None else output_tokens,
             "service_tier": "standard",
+        }
+        if self.iterations:
+            out["iterations"] = [dict(it) for it in self.iterations]
+        return out
+
+    def iteration(self, kind: str) -> dict[str, Any]:
+        """These counts as one ``usage.iterations`` entry of ``kind``."""
+        return {
+            "type": kind,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_5m + self.cache_creation_1h,
+            "cache_read_input_tokens": self.cache_read,
         }
 
 
@@ -112,6 +169,9 @@ def _blocks(body: dict[str, Any]) -> list[tuple[str, str | None]]:
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
         for block in blocks:
             add(block, role=message.get("role", "") + ":")
+    auto = body.get("cache_control")  # automatic caching: a marker on the last block
+    if isinstance(auto, dict) and out and out[-1][1] is None:
+        out[-1] = (out[-1][0], auto.get("ttl") or "5m")
     return out
 
 
@@ -154,6 +214,102 @@ class _PromptCache:
         return -1
 
 
+def _request_tokens(body: dict[str, Any]) -> int:
+    return sum(estimate_tokens(text) for text, _ in _blocks(body))
+
+
+def _content(message: dict[str, Any]) -> list[Any]:
+    content = message.get("content")
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+
+
+def _value(spec: Any, default: int) -> int:
+    return int(spec["value"]) if isinstance(spec, dict) and "value" in spec else default
+
+
+class ContextManagementError(ValueError):
+    """A request the real API would refuse (400 ``invalid_request_error``): a context
+    management edit it cannot apply, or too many cache markers."""
+
+
+def _clear_tool_uses(
+    body: dict[str, Any], edit: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Apply one ``clear_tool_uses_20250919`` edit: (the request as edited, the applied edit)."""
+    uses = [
+        (block.get("id"), block.get("name"))
+        for m in body.get("messages") or []
+        if m.get("role") == "assistant"
+        for block in _content(m)
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    ]
+    trigger = edit.get("trigger") or {"type": "input_tokens", "value": 100_000}
+    if trigger.get("type") == "tool_uses":
+        if len(uses) < _value(trigger, 0):
+            return body, None
+    elif _request_tokens(body) < _value(trigger, 100_000):
+        return body, None
+    excluded = set(edit.get("exclude_tools") or ())
+    candidates = [u for u in uses if u[1] not in excluded]
+    keep = _value(edit.get("keep"), 3)
+    clear = dict(candidates[: max(0, len(candidates) - keep)])
+    inputs = edit.get("clear_tool_inputs") or False
+    if not clear:
+        return body, None
+    edited = json.loads(json.dumps(body))
+    for message in edited.get("messages") or []:
+        content = _content(message)
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_result" and block.get("tool_use_id") in clear:
+                block["content"] = CLEARED_RESULT
+            if block.get("type") == "tool_use" and block.get("id") in clear:
+                name = clear[block["id"]]
+                if inputs is True or (isinstance(inputs, list) and name in inputs):
+                    block["input"] = {}
+        message["content"] = content
+    cleared = _request_tokens(body) - _request_tokens(edited)
+    if cleared <= 0 or cleared < _value(edit.get("clear_at_least"), 0):
+        return body, None
+    applied = {
+        "type": "clear_tool_uses_20250919",
+        "cleared_input_tokens": cleared,
+        "cleared_tool_uses": len(clear),
+    }
+    return edited, applied
+
+
+def _clear_thinking(
+    body: dict[str, Any], edit: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Apply one ``clear_thinking_20251015`` edit."""
+    keep = edit.get("keep") or {"type": "thinking_turns", "value": 1}
+    if keep == "all" or (isinstance(keep, dict) and keep.get("type") == "all"):
+        return body, None
+    kinds = ("thinking", "redacted_thinking")
+    edited = json.loads(json.dumps(body))
+    turns = [
+        m
+        for m in edited.get("messages") or []
+        if m.get("role") == "assistant"
+        and any(isinstance(b, dict) and b.get("type") in kinds for b in _content(m))
+    ]
+    old = turns[: max(0, len(turns) - _value(keep, 1))]
+    for message in old:
+        message["content"] = [
+            b for b in _content(message) if not (isinstance(b, dict) and b.get("type") in kinds)
+        ]
+    if not old:
+        return body, None
+    applied = {
+        "type": "clear_thinking_20251015",
+        "cleared_input_tokens": _request_tokens(body) - _request_tokens(edited),
+        "cleared_thinking_turns": len(old),
+    }
+    return edited, applied
+
+
 def _api_key(request: RecordedRequest) -> str:
     """The key sent as ``x-api-key`` or as an ``Authorization: Bearer`` token."""
     key = request.headers.get("x-api-key")
@@ -189,6 +345,8 @@ class FakeAnthropic(FakeHTTPServer):
         #: ``output_only``: it carries ``output_tokens`` alone (older API versions).
         self.delta_usage = delta_usage
         self._ids = itertools.count(1)
+        #: The compaction blocks this fake issued, by their ``encrypted_content``.
+        self.compactions: dict[str, dict[str, Any]] = {}
 
     @property
     def base_url(self) -> str:
@@ -256,61 +414,256 @@ class FakeAnthropic(FakeHTTPServer):
             )
         body = request.json()
         if path.endswith("count_tokens"):
-            total = sum(estimate_tokens(text) for text, _ in _blocks(body))
-            return FakeResponse(json_body={"input_tokens": total})
+            return FakeResponse(json_body={"input_tokens": _request_tokens(body)})
+        try:
+            marks = sum(1 for _, ttl in _blocks(body) if ttl)
+            if marks > MAX_CACHE_MARKERS:
+                raise ContextManagementError(
+                    f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be "
+                    f"provided. Found {marks}."
+                )
+            body, applied, compact = self._context_management(request, body)
+        except ContextManagementError as exc:
+            return FakeResponse(
+                status=400,
+                json_body={
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": str(exc)},
+                },
+            )
+        stream = bool(body.get("stream"))
+        if compact is not None:
+            return self._compacting_response(body, compact, applied, stream=stream)
         uncached, w5, w1h, read = self.cache.account(body["model"], body)
         text = self.reply(body)
         if isinstance(text, list):  # content blocks (e.g. tool_use): a scripted agent turn
             usage = AnthropicUsage(uncached, estimate_tokens(json.dumps(text)), w5, w1h, read)
-            return self._blocks_response(body["model"], text, usage)
+            return self._blocks_response(body["model"], text, usage, applied)
         usage = AnthropicUsage(uncached, estimate_tokens(text), w5, w1h, read)
-        return self._message_response(body["model"], text, usage, stream=bool(body.get("stream")))
+        return self._message_response(body["model"], text, usage, stream=stream, applied=applied)
 
-    def _blocks_response(
-        self, model: str, content: list[dict[str, Any]], usage: AnthropicUsage
+    # -- server-side context management ----------------------------------------
+    def _context_management(
+        self, request: RecordedRequest, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+        """(the request as the model sees it, applied edits, the compact edit if it fires)."""
+        body = self._from_last_compaction(body)
+        edits = (body.get("context_management") or {}).get("edits") or []
+        betas = {b.strip() for b in request.headers.get("anthropic-beta", "").split(",")}
+        applied: list[dict[str, Any]] = []
+        compact: dict[str, Any] | None = None
+        for edit in edits:
+            kind = edit.get("type") if isinstance(edit, dict) else None
+            if kind not in EDIT_BETAS:
+                raise ContextManagementError(f"context_management.edits: unknown type {kind!r}")
+            if EDIT_BETAS[kind] not in betas:
+                raise ContextManagementError(
+                    f"{kind} requires the anthropic-beta header {EDIT_BETAS[kind]!r}"
+                )
+            if kind == "clear_tool_uses_20250919":
+                body, done = _clear_tool_uses(body, edit)
+            elif kind == "clear_thinking_20251015":
+                body, done = _clear_thinking(body, edit)
+            else:
+                trigger = _value(edit.get("trigger"), 150_000)
+                compact = edit if _request_tokens(body) >= trigger else None
+                done = None
+            if done is not None:
+                applied.append(done)
+        return body, applied, compact
+
+    def _from_last_compaction(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request from its last ``compaction`` block on (the API ignores what is before)."""
+        messages = list(body.get("messages") or [])
+        for i in range(len(messages) - 1, -1, -1):
+            content = _content(messages[i])
+            at = [
+                j
+                for j, b in enumerate(content)
+                if isinstance(b, dict) and b.get("type") == "compaction"
+            ]
+            if not at:
+                continue
+            block = content[at[-1]]
+            issued = self.compactions.get(str(block.get("encrypted_content")))
+            sent = {k: v for k, v in block.items() if k != "cache_control"}
+            if issued is None or sent != issued:
+                raise ContextManagementError("compaction block was not returned verbatim")
+            first = {**messages[i], "content": content[at[-1] :]}
+            return {**body, "messages": [first, *messages[i + 1 :]]}
+        return body
+
+    def _compacting_response(
+        self,
+        body: dict[str, Any],
+        edit: dict[str, Any],
+        applied: list[dict[str, Any]],
+        *,
+        stream: bool,
     ) -> FakeResponse:
-        """A non-streamed message whose content is the reply hook's blocks, as given."""
-        msg_id = f"msg_fake_{next(self._ids):06d}"
-        tool_use = any(b.get("type") == "tool_use" for b in content)
-        return FakeResponse(
-            json_body={
-                "id": msg_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": content,
-                "stop_reason": "tool_use" if tool_use else "end_turn",
-                "stop_sequence": None,
-                "usage": usage.wire(),
-            },
-            headers={"request-id": f"req_{msg_id}"},
+        """Summarise the conversation into a compaction block, then (unless paused) answer."""
+        messages = body.get("messages") or []
+        said = [_canonical(_content(m)) for m in messages]
+        summary = f"Summary of {len(messages)} earlier messages."
+        if edit.get("instructions"):
+            summary += f" Instructions followed: {edit['instructions']}"
+        summary += " Digest " + hashlib.sha256("".join(said).encode()).hexdigest()[:12]
+        secret = f"enc_{next(self._ids):06d}"
+        block = {"type": "compaction", "content": summary, "encrypted_content": secret}
+        self.compactions[secret] = dict(block)
+        total = _request_tokens(body)
+        summarising = AnthropicUsage(total, estimate_tokens(summary)).iteration("compaction")
+        model = body["model"]
+        if edit.get("pause_after_compaction"):
+            usage = AnthropicUsage(0, 0, iterations=(summarising,))
+            return self._compaction_reply(model, [block], usage, applied, "compaction", stream)
+        last = [m for m in messages[-1:] if m.get("role") == "user"]
+        after = {**body, "messages": [{"role": "assistant", "content": [block]}, *last]}
+        uncached, w5, w1h, read = self.cache.account(model, after)
+        text = self.reply(body)
+        text = text if isinstance(text, str) else json.dumps(text)
+        sampled = AnthropicUsage(uncached, estimate_tokens(text), w5, w1h, read)
+        usage = AnthropicUsage(
+            uncached,
+            estimate_tokens(text),
+            w5,
+            w1h,
+            read,
+            iterations=(summarising, sampled.iteration("message")),
         )
+        content = [block, {"type": "text", "text": text}]
+        return self._compaction_reply(model, content, usage, applied, "end_turn", stream)
 
-    def _message_response(
-        self, model: str, text: str, usage: AnthropicUsage, *, stream: bool
+    def _compaction_reply(
+        self,
+        model: str,
+        content: list[dict[str, Any]],
+        usage: AnthropicUsage,
+        applied: list[dict[str, Any]],
+        stop_reason: str,
+        stream: bool,
     ) -> FakeResponse:
         msg_id = f"msg_fake_{next(self._ids):06d}"
         headers = {"request-id": f"req_{msg_id}"}
         if not stream:
+            body = _message_json(msg_id, model, content, stop_reason, usage.wire(), applied)
+            return FakeResponse(json_body=body, headers=headers)
+        events = _compaction_events(msg_id, model, content, usage, applied, stop_reason)
+        return FakeResponse(events=sse_json(events), headers=headers)
+
+    def _blocks_response(
+        self,
+        model: str,
+        content: list[dict[str, Any]],
+        usage: AnthropicUsage,
+        applied: list[dict[str, Any]] | None = None,
+    ) -> FakeResponse:
+        """A non-streamed message whose content is the reply hook's blocks, as given."""
+        msg_id = f"msg_fake_{next(self._ids):06d}"
+        tool_use = any(b.get("type") == "tool_use" for b in content)
+        stop = "tool_use" if tool_use else "end_turn"
+        return FakeResponse(
+            json_body=_message_json(msg_id, model, content, stop, usage.wire(), applied),
+            headers={"request-id": f"req_{msg_id}"},
+        )
+
+    def _message_response(
+        self,
+        model: str,
+        text: str,
+        usage: AnthropicUsage,
+        *,
+        stream: bool,
+        applied: list[dict[str, Any]] | None = None,
+    ) -> FakeResponse:
+        msg_id = f"msg_fake_{next(self._ids):06d}"
+        headers = {"request-id": f"req_{msg_id}"}
+        if not stream:
+            content = [{"type": "text", "text": text}]
             return FakeResponse(
-                json_body={
-                    "id": msg_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn",
-                    "stop_sequence": None,
-                    "usage": usage.wire(),
-                },
+                json_body=_message_json(msg_id, model, content, "end_turn", usage.wire(), applied),
                 headers=headers,
             )
-        events = _stream_events(msg_id, model, text, usage, self.delta_usage == "cumulative")
+        events = _stream_events(
+            msg_id, model, text, usage, self.delta_usage == "cumulative", applied
+        )
         return FakeResponse(events=sse_json(events), headers=headers)
 
 
+def _message_json(
+    msg_id: str,
+    model: str,
+    content: list[dict[str, Any]],
+    stop_reason: str,
+    usage: dict[str, Any],
+    applied: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    if applied:
+        out["context_management"] = {"applied_edits": applied}
+    return out
+
+
+def _compaction_events(
+    msg_id: str,
+    model: str,
+    content: list[dict[str, Any]],
+    usage: AnthropicUsage,
+    applied: list[dict[str, Any]],
+    stop_reason: str,
+) -> Iterator[tuple[str, Any]]:
+    """A streamed compacting reply: the block (its summary in one ``compaction_delta``),
+    then the text, then ``message_delta`` with the iterations and applied edits."""
+    start = _message_json(msg_id, model, [], stop_reason, usage.wire(output_tokens=1), None)
+    start["stop_reason"] = None
+    yield "message_start", {"type": "message_start", "message": start}
+    for index, block in enumerate(content):
+        if block["type"] == "compaction":
+            opened = {"type": "compaction", "content": None}
+            delta = {
+                "type": "compaction_delta",
+                "content": block["content"],
+                "encrypted_content": block["encrypted_content"],
+            }
+        else:
+            opened = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": block["text"]}
+        yield (
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": opened},
+        )
+        yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+    final = usage.wire()
+    final.pop("cache_creation")
+    final.pop("service_tier")
+    event: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+        "usage": final,
+    }
+    if applied:
+        event["context_management"] = {"applied_edits": applied}
+    yield "message_delta", event
+    yield "message_stop", {"type": "message_stop"}
+
+
 def _stream_events(
-    msg_id: str, model: str, text: str, usage: AnthropicUsage, cumulative: bool
+    msg_id: str,
+    model: str,
+    text: str,
+    usage: AnthropicUsage,
+    cumulative: bool,
+    applied: list[dict[str, Any]] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """The event sequence of a streamed Messages response, as the real API sends it."""
     yield (
@@ -349,12 +702,12 @@ def _stream_events(
     final.pop("service_tier")
     if not cumulative:
         final = {"output_tokens": usage.output_tokens}
-    yield (
-        "message_delta",
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": final,
-        },
-    )
+    delta: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": final,
+    }
+    if applied:
+        delta["context_management"] = {"applied_edits": applied}
+    yield "message_delta", delta
     yield "message_stop", {"type": "message_stop"}

@@ -1,4 +1,6 @@
-"""A local fake of OpenAI's Chat Completions API (and compatible servers).
+"""A local fake of OpenAI's Chat Completions API (and compatible servers), and the
+basics of its Responses API (``POST /v1/responses``: JSON or SSE, cache usage with
+the write TTL split, ``context_management`` compaction items).
 
 Speaks what the real ``openai.OpenAI`` client expects at ``base_url``
 (``http://127.0.0.1:PORT/v1``): ``POST /chat/completions`` as JSON or, with
@@ -14,6 +16,16 @@ of at least ``min_cache_tokens`` (1,024 by default), rounded down to a multiple
 of ``cache_increment`` (128 by default), and reported as
 ``usage.prompt_tokens_details.cached_tokens``.
 Tokens are one per four characters of each item's canonical JSON.
+
+Explicit breakpoints (openai 3.57 ``PromptCacheOptions`` and the text part's
+``prompt_cache_breakpoint``) are simulated too: a marked part writes the prefix
+up to and including itself (the latest four with ``prompt_cache_options.mode``
+``explicit``, the latest three otherwise), a later request reads the longest
+written prefix it repeats, exactly (not rounded), and the tokens written past
+what was read are reported as ``prompt_tokens_details.cache_write_tokens``.
+``mode: explicit`` turns the implicit prefix cache off for that request's
+writes. Markers are not content: they are left out of every prefix hash. A
+malformed ``prompt_cache_options`` or breakpoint is refused with a 400.
 """
 
 from __future__ import annotations
@@ -54,13 +66,18 @@ class OpenAIUsage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def wire(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+                "audio_tokens": 0,
+            },
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
                 "audio_tokens": 0,
@@ -74,32 +91,100 @@ def _canonical(item: Any) -> str:
     return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+class CacheOptionsError(ValueError):
+    """A ``prompt_cache_options`` or breakpoint the real API would refuse (400)."""
+
+
+def _unmarked(item: Any) -> Any:
+    """``item`` without ``prompt_cache_breakpoint`` markers (they are not content)."""
+    if isinstance(item, dict):
+        return {k: _unmarked(v) for k, v in item.items() if k != "prompt_cache_breakpoint"}
+    if isinstance(item, list):
+        return [_unmarked(v) for v in item]
+    return item
+
+
+def _parts(body: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The request as (canonical text, ends a breakpoint) units: each tool, each message
+    (its fields, then each content part when the content is a list of parts)."""
+    out: list[tuple[str, bool]] = [(_canonical(t), False) for t in body.get("tools") or []]
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        head = _canonical({k: v for k, v in message.items() if k != "content"})
+        if not isinstance(content, list):
+            out.append((head + _canonical(content), False))
+            continue
+        out.append((head, False))
+        for part in content:
+            mark = part.get("prompt_cache_breakpoint") if isinstance(part, dict) else None
+            if mark is not None and (
+                not isinstance(mark, dict)
+                or mark.get("mode") != "explicit"
+                or mark.get("ttl", "30m") not in ("30m", "12h")
+            ):
+                raise CacheOptionsError(f"invalid prompt_cache_breakpoint {mark!r}")
+            out.append((_canonical(_unmarked(part)), mark is not None))
+    return out
+
+
 class _PrefixCache:
-    """Prefix hashes of earlier requests, at message boundaries."""
+    """Prefix hashes of earlier requests: at message boundaries (implicit) and at
+    explicit breakpoints."""
 
     def __init__(self, min_tokens: int, increment: int) -> None:
         self.min_tokens = min_tokens
         self.increment = increment
         self.keys: set[str] = set()
+        self.explicit: set[str] = set()
 
-    def account(self, body: dict[str, Any]) -> tuple[int, int]:
-        """(prompt tokens, cached tokens) for a request, remembering its prefixes."""
+    def account(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(prompt tokens, cached tokens, written tokens) for a request, remembering it."""
+        options = body.get("prompt_cache_options")
+        if options is not None and (
+            not isinstance(options, dict)
+            or set(options) - {"mode", "ttl"}
+            or options.get("mode", "implicit") not in ("implicit", "explicit")
+            or options.get("ttl", "30m") != "30m"
+        ):
+            raise CacheOptionsError(f"invalid prompt_cache_options {options!r}")
+        mode = (options or {}).get("mode", "implicit")
         items = [*(body.get("tools") or []), *(body.get("messages") or [])]
         running = hashlib.sha256(str(body.get("model")).encode())
         total = 0
         cached = 0
         for item in items:
-            text = _canonical(item)
+            text = _canonical(_unmarked(item))
             running.update(text.encode())
             total += estimate_tokens(text)
             key = running.copy().hexdigest()
             if key in self.keys:
                 cached = total
-            if total >= self.min_tokens:
+            if total >= self.min_tokens and mode == "implicit":
                 self.keys.add(key)
         if cached < self.min_tokens:
             cached = 0
-        return total, cached - cached % self.increment
+        cached -= cached % self.increment
+        read, end = self._explicit(body, mode, total)
+        cached = max(cached, read)
+        return total, cached, max(0, end - cached)
+
+    def _explicit(self, body: dict[str, Any], mode: str, total: int) -> tuple[int, int]:
+        """(tokens read at an explicit breakpoint, end of the last one written)."""
+        units = _parts(body)
+        running = hashlib.sha256(str(body.get("model")).encode())
+        cum = 0
+        keys: list[tuple[str, int, bool]] = []
+        for text, mark in units:
+            running.update(text.encode())
+            cum += estimate_tokens(text)
+            keys.append((running.copy().hexdigest(), min(cum, total), mark))
+        read = max((t for k, t, _ in keys if k in self.explicit), default=0)
+        read = read if read >= self.min_tokens else 0
+        marks = [(k, t) for k, t, mark in keys if mark][-(4 if mode == "explicit" else 3) :]
+        marks = [(k, t) for k, t in marks if t >= self.min_tokens]
+        for key, _ in marks:
+            self.explicit.add(key)
+        return read, marks[-1][1] if marks else 0
 
 
 def _default_reply(body: dict[str, Any]) -> str:
@@ -165,7 +250,7 @@ class FakeOpenAI(FakeHTTPServer):
     # -- default behaviour ---------------------------------------------------
     def respond(self, request: RecordedRequest) -> FakeResponse:
         path = request.path.split("?")[0]
-        if request.method != "POST" or path != "/v1/chat/completions":
+        if request.method != "POST" or path not in ("/v1/chat/completions", "/v1/responses"):
             return FakeResponse(
                 status=404,
                 json_body={
@@ -192,9 +277,24 @@ class FakeOpenAI(FakeHTTPServer):
                 },
             )
         body = request.json()
-        total, cached = self.cache.account(body)
+        if path == "/v1/responses":
+            return self._response(body)
+        try:
+            total, cached, written = self.cache.account(body)
+        except CacheOptionsError as exc:
+            return FakeResponse(
+                status=400,
+                json_body={
+                    "error": {
+                        "message": str(exc),
+                        "type": "invalid_request_error",
+                        "param": "prompt_cache_options",
+                        "code": None,
+                    }
+                },
+            )
         text = self.reply(body)
-        usage = OpenAIUsage(total, estimate_tokens(text), cached)
+        usage = OpenAIUsage(total, estimate_tokens(text), cached, written)
         options = body.get("stream_options") or {}
         return self._completion(
             body["model"],
@@ -202,6 +302,94 @@ class FakeOpenAI(FakeHTTPServer):
             usage,
             stream=bool(body.get("stream")),
             include_usage=bool(options.get("include_usage")),
+        )
+
+    def responses_requests(self) -> list[RecordedRequest]:
+        """Recorded ``POST /v1/responses`` requests."""
+        return self.requests_to("/v1/responses")
+
+    def _response(self, body: dict[str, Any]) -> FakeResponse:
+        """A Responses API answer: input items from the last ``compaction`` item on (the
+        server drops what it summarised), compaction once ``compact_threshold`` is
+        reached, cache writes reported with their TTL split (all 30m here)."""
+        given = body.get("input")
+        items = (
+            [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
+        )
+        cut = [
+            i
+            for i, it in enumerate(items)
+            if isinstance(it, dict) and it.get("type") == "compaction"
+        ]
+        if cut:
+            items = items[cut[-1] :]
+        if body.get("instructions"):
+            items.insert(0, {"role": "developer", "content": body["instructions"]})
+        try:
+            total, cached, written = self.cache.account(
+                {"model": body.get("model"), "tools": body.get("tools"), "messages": items}
+            )
+        except CacheOptionsError as exc:
+            return FakeResponse(
+                status=400,
+                json_body={"error": {"message": str(exc), "type": "invalid_request_error"}},
+            )
+        text = self.reply({"messages": [i for i in items if "role" in i]})
+        rid = f"resp_fake{next(self._ids):06d}"
+        output: list[dict[str, Any]] = []
+        threshold = [
+            c.get("compact_threshold")
+            for c in body.get("context_management") or []
+            if c.get("type") == "compaction"
+        ]
+        if threshold and total >= (threshold[0] or 0):
+            secret = "enc_" + hashlib.sha256(_canonical(items).encode()).hexdigest()[:16]
+            output.append({"type": "compaction", "id": f"cmp_{rid}", "encrypted_content": secret})
+        output.append(
+            {
+                "type": "message",
+                "id": f"msg_{rid}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+        out_tokens = estimate_tokens(text)
+        usage = {
+            "input_tokens": total,
+            "input_tokens_details": {
+                "cached_tokens": cached,
+                "cache_write_tokens": written,
+                "cache_write_tokens_details": {"ttl_30m_tokens": written, "ttl_12h_tokens": 0},
+            },
+            "output_tokens": out_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": total + out_tokens,
+        }
+        response = {
+            "id": rid,
+            "object": "response",
+            "created_at": 1_764_000_000,
+            "model": body.get("model"),
+            "status": "completed",
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return FakeResponse(json_body=response)
+        created = {**response, "status": "in_progress", "output": [], "usage": None}
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"type": "response.created", "response": created})
+        ]
+        for index, item in enumerate(output):
+            events += _item_events(index, item)
+        events.append(("response.completed", {"type": "response.completed", "response": response}))
+        numbered = [(name, {**e, "sequence_number": n}) for n, (name, e) in enumerate(events)]
+        return FakeResponse(
+            events=[SSEEvent(data=json.dumps(e), event=name) for name, e in numbered]
         )
 
     def _completion(
@@ -269,3 +457,54 @@ def _chunks(
             "choices": [],
             "usage": usage.wire(),
         }
+
+
+def _item_events(index: int, item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The stream events of one Responses output item, in the order the SDK's
+    ``responses.stream`` helper expects (item added, its text part, deltas, done)."""
+    at = {"output_index": index}
+    if item["type"] != "message":
+        return [
+            (
+                "response.output_item.added",
+                {"type": "response.output_item.added", "item": item, **at},
+            ),
+            (
+                "response.output_item.done",
+                {"type": "response.output_item.done", "item": item, **at},
+            ),
+        ]
+    text = item["content"][0]["text"]
+    part = {"type": "output_text", "text": "", "annotations": []}
+    ids = {"item_id": item["id"], "content_index": 0, **at}
+    opened = {**item, "status": "in_progress", "content": []}
+    out: list[tuple[str, dict[str, Any]]] = [
+        (
+            "response.output_item.added",
+            {"type": "response.output_item.added", "item": opened, **at},
+        ),
+        (
+            "response.content_part.added",
+            {"type": "response.content_part.added", "part": part, **ids},
+        ),
+    ]
+    out += [
+        (
+            "response.output_text.delta",
+            {"type": "response.output_text.delta", "delta": piece, "logprobs": [], **ids},
+        )
+        for piece in text_pieces(text)
+    ]
+    done_part = {**part, "text": text}
+    out += [
+        (
+            "response.output_text.done",
+            {"type": "response.output_text.done", "text": text, "logprobs": [], **ids},
+        ),
+        (
+            "response.content_part.done",
+            {"type": "response.content_part.done", "part": done_part, **ids},
+        ),
+        ("response.output_item.done", {"type": "response.output_item.done", "item": item, **at}),
+    ]
+    return out

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from ..errors import ProviderError
+from ..llm.protocol import BaseLLM, LLMCall
 from ..types import Message
 
 Reply = str | Callable[[str, Sequence[Message]], str]
 
-
-@dataclass(frozen=True)
-class LLMCall:
-    """One request the scripted model received."""
-
-    system: str
-    messages: tuple[Message, ...]
-    json_schema: Mapping[str, Any] | None
+__all__ = ["LLMCall", "Reply", "ScriptedLLM"]
 
 
-class ScriptedLLM:
+class ScriptedLLM(BaseLLM):
     """Returns the scripted replies in order; a callable reply is called with (system, messages).
 
     Running out of replies raises :class:`~contextos.errors.ProviderError`, so a
@@ -32,18 +24,13 @@ class ScriptedLLM:
         self._replies = list(replies)
         self.calls: list[LLMCall] = []
 
-    def complete(
-        self,
-        system: str,
-        messages: Sequence[Message],
-        *,
-        json_schema: Mapping[str, Any] | None = None,
-    ) -> str:
-        self.calls.append(LLMCall(system, tuple(messages), json_schema))
+    def reply(self, call: LLMCall) -> str:
+        """The next scripted reply (a callable one is called with system and messages)."""
+        self.calls.append(call)
         if len(self.calls) > len(self._replies):
             raise ProviderError(f"ScriptedLLM has only {len(self._replies)} scripted replies")
         reply = self._replies[len(self.calls) - 1]
-        return reply(system, messages) if callable(reply) else reply
+        return reply(call.system, call.messages) if callable(reply) else reply
 
     @property
     def remaining(self) -> int:

@@ -1,0 +1,263 @@
+"""OpenAI's explicit prompt-cache breakpoints and cache-write usage through ``wrap``.
+
+The real ``openai.OpenAI`` client against :class:`FakeOpenAI`, which simulates
+``prompt_cache_options`` and per-part ``prompt_cache_breakpoint`` (openai 3.57's
+``types/chat/completion_create_params.py`` and
+``types/chat/chat_completion_content_part_text_param.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from contextos.cache import usage_from_openai  # noqa: E402
+from contextos.cache.accounting import openai_write_ttls  # noqa: E402
+from contextos.engine.context import SessionContext  # noqa: E402
+from contextos.engine.window import Breakpoint  # noqa: E402
+from contextos.errors import ProviderHTTPError  # noqa: E402
+from contextos.memory import Memory  # noqa: E402
+from contextos.providers import openai as adapter  # noqa: E402
+from contextos.providers import wrap  # noqa: E402
+from contextos.providers.base import ChatRequest  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from contextos.types import Message  # noqa: E402
+
+MODEL = "gpt-5.6-sol"  # prompt_cache_options: "supported for gpt-5.6 and later models"
+SYSTEM = " ".join(f"Rule {i}: answer precisely and cite the memory you used." for i in range(160))
+MARK = "prompt_cache_breakpoint"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:  # OpenAI's own rules: 1,024-token minimum, 128-token steps
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeOpenAI) -> Iterator[Any]:
+    c = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def memory(wrap_memory: Memory) -> Memory:
+    return wrap_memory
+
+
+def _chat(wrapped: Any, turns: int, **kw: Any) -> None:
+    for i in range(turns):
+        wrapped.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"question {i}: " + "detail " * 40},
+            ],
+            **kw,
+        )
+        wrapped.flush()
+
+
+def _marked(body: dict[str, Any]) -> list[tuple[int, str]]:
+    """(message index, role) of every marked part."""
+    return [
+        (i, m["role"])
+        for i, m in enumerate(body["messages"])
+        if isinstance(m["content"], list)
+        for part in m["content"]
+        if MARK in part
+    ]
+
+
+def _explicit(client: Any, memory: Memory) -> Any:
+    """A session-managed client asking for explicit breakpoints on every call."""
+    options = {"mode": "explicit"}
+    return wrap(client, memory=memory, session="s", user_id="ana", prompt_cache_options=options)
+
+
+def test_explicit_breakpoints_are_marked_where_planned_and_read_back(fake, client, memory):
+    wrapped = _explicit(client, memory)
+    _chat(wrapped, 4)
+    bodies = [r.json() for r in fake.completions_requests()]
+    assert all(b["prompt_cache_options"] == {"mode": "explicit"} for b in bodies)
+    assert _marked(bodies[0])[0] == (0, "system")  # the 1h breakpoint after the system prompt
+    assert all(1 <= len(_marked(b)) <= 4 for b in bodies)
+    assert any(role != "system" for b in bodies[1:] for _, role in _marked(b))  # history too
+    first, *later = list(wrapped.calls)
+    assert first.usage.cache_creation_input_tokens > 1024  # written at the breakpoints
+    assert first.usage.cache_read_input_tokens == 0
+    assert all(c.usage.cache_read_input_tokens > 1024 for c in later)  # read back, exactly
+    # explicit mode has no implicit cache: every read came from a planned breakpoint
+    report = wrapped.calls.total()
+    assert report.cache_read_input_tokens > report.input_tokens
+
+
+def test_implicit_mode_marks_at_most_three_and_the_calls_options_win(fake, client, memory):
+    wrapped = _explicit(client, memory)
+    _chat(wrapped, 3, prompt_cache_options={"mode": "implicit", "ttl": "30m"})
+    for request in fake.completions_requests():
+        body = request.json()
+        assert body["prompt_cache_options"] == {"mode": "implicit", "ttl": "30m"}
+        assert 1 <= len(_marked(body)) <= 3
+
+
+def test_the_latest_breakpoints_are_kept_up_to_the_modes_limit():
+    messages = []
+    for i in range(40):
+        messages += [
+            Message("user", f"question {i} " + "words " * 60),
+            Message("assistant", f"answer {i} " + "more " * 60),
+        ]
+    request = ChatRequest(MODEL, (SYSTEM,), (*messages, Message("user", "last?")))
+    prepared = SessionContext().prepare(request, reserve_tokens=1000)
+    window = prepared.window
+    turns = [i for i, b in enumerate(window.blocks) if b.kind == "messages"]
+    extra = tuple(Breakpoint(i, "5m", "history", 0) for i in turns[5:40:10])
+    window = replace(
+        window, breakpoints=tuple(sorted(window.breakpoints + extra, key=lambda b: b.after))
+    )
+    prepared = replace(prepared, window=window)
+    assert len(window.breakpoints) >= 6
+    for mode, limit in (("explicit", 4), ("implicit", 3)):
+        out, _ = adapter.render(
+            prepared, {"model": MODEL, "messages": []}, cache_options={"mode": mode}
+        )
+        rows = [i for i, _ in _marked(out)]
+        latest = [b.after for b in window.breakpoints][-limit:]
+        expected = [
+            sum(1 for b in window.blocks[:a] if b.kind in ("system", "messages")) for a in latest
+        ]
+        assert rows == expected, mode
+
+
+def test_without_options_nothing_is_marked(fake, client, memory):
+    wrapped = wrap(client, memory=memory, session="s", user_id="ana", background_commit=False)
+    _chat(wrapped, 2)
+    sent = json.dumps([r.json() for r in fake.completions_requests()])
+    assert MARK not in sent and "prompt_cache_options" not in sent
+
+
+def test_bad_options_are_refused_before_anything_is_sent(fake, client, memory):
+    with pytest.raises(ValueError, match="mode"):
+        wrap(client, prompt_cache_options={"mode": "sometimes"})
+    wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+    with pytest.raises(ValueError, match="unknown keys"):
+        _chat(wrapped, 1, prompt_cache_options={"mode": "explicit", "prewarm": True})
+    assert fake.completions_requests() == []
+
+
+def test_the_fake_refuses_a_malformed_breakpoint(fake, client):
+    part = {"type": "text", "text": SYSTEM, MARK: {"mode": "implicit"}}
+    with pytest.raises(openai.BadRequestError, match="prompt_cache_breakpoint"):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "system", "content": [part]}]
+        )
+    with pytest.raises(ProviderHTTPError):
+        wrap(client).chat.completions.create(
+            model=MODEL, messages=[{"role": "system", "content": [part]}]
+        )
+
+
+def test_cache_writes_and_their_ttl_split_are_read_from_the_sdk_types():
+    from openai.types.completion_usage import CompletionUsage
+    from openai.types.responses.response_usage import ResponseUsage
+
+    responses = ResponseUsage.model_validate(
+        {
+            "input_tokens": 5000,
+            "input_tokens_details": {
+                "cached_tokens": 3000,
+                "cache_write_tokens": 1500,
+                "cache_write_tokens_details": {"ttl_30m_tokens": 1000, "ttl_12h_tokens": 500},
+            },
+            "output_tokens": 20,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 5020,
+        }
+    )
+    usage = usage_from_openai(responses)
+    assert (usage.input_tokens, usage.cache_read_input_tokens) == (500, 3000)
+    assert usage.cache_creation_input_tokens == 1500
+    assert openai_write_ttls(responses) == {"30m": 1000, "12h": 500}
+    assert adapter.OpenAIAdapter().extra({"usage": responses}) == {
+        "cache_write_ttl": {"30m": 1000, "12h": 500}
+    }
+    chat = CompletionUsage.model_validate(
+        {
+            "prompt_tokens": 2000,
+            "completion_tokens": 5,
+            "total_tokens": 2005,
+            "prompt_tokens_details": {"cached_tokens": 1024, "cache_write_tokens": 512},
+        }
+    )
+    assert openai_write_ttls(chat) == {}
+    assert usage_from_openai(chat).input_tokens == 2000 - 1024 - 512
+
+
+# -- the Responses API: unmanaged, recorded ------------------------------------------
+
+
+def _marked_input(question: str, rules: str = SYSTEM) -> list[dict[str, Any]]:
+    part = {"type": "input_text", "text": rules, MARK: {"mode": "explicit"}}
+    return [
+        {"role": "developer", "content": [part]},
+        {"role": "user", "content": question},
+    ]
+
+
+def test_responses_calls_pass_through_and_record_writes_by_ttl(fake, client):
+    ask = dict(model=MODEL, prompt_cache_options={"mode": "explicit"})
+    client.responses.create(input=_marked_input("first?"), **ask)
+    wrapped = wrap(client)
+    got = wrapped.responses.create(input=_marked_input("second?"), **ask)
+    first, second = fake.responses_requests()
+    assert second.json() == {**first.json(), "input": _marked_input("second?")}  # as given
+    assert isinstance(got, openai.types.responses.Response)
+    (call,) = list(wrapped.calls)
+    assert call.reply.content == got.output_text and call.request_id == got.id
+    assert call.usage.cache_read_input_tokens == got.usage.input_tokens_details.cached_tokens
+    assert call.usage.cache_read_input_tokens > 1024  # the prefix the first call wrote
+    other = SYSTEM.replace("Rule", "Law")
+    wrote = wrapped.responses.create(input=_marked_input("third?", other), **ask)
+    written = wrote.usage.input_tokens_details.cache_write_tokens
+    assert written > 1024
+    assert wrapped.calls[-1].usage.cache_creation_input_tokens == written
+    assert wrapped.calls[-1].extra["cache_write_ttl"] == {"30m": written, "12h": 0}
+
+
+def test_responses_compaction_items_are_recorded_streamed_or_not(fake, client):
+    wrapped = wrap(client)
+    config = [{"type": "compaction", "compact_threshold": 1000}]
+    long_input = [{"role": "user", "content": "detail " * 800}]
+    response = wrapped.responses.create(model=MODEL, input=long_input, context_management=config)
+    assert fake.responses_requests()[-1].json()["context_management"] == config
+    (item,) = wrapped.calls[-1].extra["compaction_items"]
+    assert item == {
+        "type": "compaction",
+        "id": response.output[0].id,
+        "encrypted_content": response.output[0].encrypted_content,
+    }
+    before = wrapped.calls[-1].usage
+    follow = [
+        *long_input,
+        *(o.to_dict() for o in response.output),
+        {"role": "user", "content": "ok"},
+    ]
+    wrapped.responses.create(model=MODEL, input=follow, context_management=config)
+    assert "compaction_items" not in wrapped.calls[-1].extra
+    assert wrapped.calls[-1].usage.input_tokens < before.input_tokens  # read from the item on
+    stream = wrapped.responses.create(
+        model=MODEL, input=long_input, context_management=config, stream=True
+    )
+    text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    call = wrapped.calls[-1]
+    assert call.stream and call.complete and call.reply.content == text
+    assert call.extra["compaction_items"][0]["type"] == "compaction"
+    assert call.usage.output_tokens > 0
