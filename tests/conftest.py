@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,9 @@ from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from contextos.testing.fake_anthropic import FakeAnthropic
+from contextos.testing.fake_http import FakeHTTPServer
+from contextos.testing.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parent.parent
 LOCOMO = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
@@ -54,6 +58,9 @@ def memory(tmp_path: Path) -> Iterator[Memory]:
     (no worker thread), closed after the test; a module that needs another defines its own."""
     with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
         yield m
+        for thread in threading.enumerate():  # a wrapped client's background commit
+            if thread.name == "contextos-commit":
+                thread.join()
 
 
 STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
@@ -75,13 +82,35 @@ def embedder() -> HashEmbedder:
 
 
 @pytest.fixture
-def wrap_memory(memory: Memory) -> Iterator[Memory]:
-    """``memory`` for wrapped-client tests: closed only after any wrapper's background
-    commit has finished writing to it."""
-    yield memory
-    for thread in threading.enumerate():
-        if thread.name == "contextos-commit":
-            thread.join()
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    """The loopback Messages API fake; a module may override it with other settings."""
+    with FakeAnthropic() as server:
+        yield server
+
+
+def _sdk_client(sdk: str, cls: str, fake: FakeHTTPServer) -> Iterator[Any]:
+    """The real SDK client class ``sdk.cls`` pointed at ``fake``, no retries; skips the
+    test when that SDK (an optional extra) is not installed."""
+    module = pytest.importorskip(sdk)
+    with getattr(module, cls)(base_url=fake.base_url, api_key="test", max_retries=0) as c:
+        yield c
+
+
+@pytest.fixture
+def anthropic_client(fake_anthropic: FakeAnthropic) -> Iterator[Any]:
+    yield from _sdk_client("anthropic", "Anthropic", fake_anthropic)
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """The loopback Chat Completions fake with OpenAI's own caching rules."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def openai_client(fake_openai: FakeOpenAI) -> Iterator[Any]:
+    yield from _sdk_client("openai", "OpenAI", fake_openai)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ module docstring). Field names are those of anthropic 2.14's ``types/beta/``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.providers.anthropic import COMPACTION_KEY, server_edits  # noqa: E402
 from contextos.providers.base import edit_report_from_log  # noqa: E402
-from contextos.testing.fake_anthropic import CLEARED_RESULT, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_anthropic import CLEARED_RESULT  # noqa: E402
 
 MODEL = "claude-sonnet-4"  # minimum cacheable prompt 1,024 tokens
 CM_BETA = "context-management-2025-06-27"
@@ -34,24 +33,6 @@ def clear_edit(**kw: Any) -> dict[str, Any]:
 
 def compact_edit(**kw: Any) -> dict[str, Any]:
     return {"edits": [{"type": "compact_20260112", **kw}]}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-def client(fake: FakeAnthropic) -> Iterator[Any]:
-    c = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def memory(wrap_memory: Memory) -> Memory:
-    return wrap_memory
 
 
 def tool_turns(n: int, start: int = 0) -> list[dict[str, Any]]:
@@ -89,7 +70,9 @@ def cached(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- pass-through: what goes out, what is recorded ---------------------------------------
 
 
-def test_context_management_goes_out_unchanged_and_applied_edits_are_recorded(fake, client):
+def test_context_management_goes_out_unchanged_and_applied_edits_are_recorded(
+    fake_anthropic, anthropic_client
+):
     messages = [*tool_turns(6), {"role": "user", "content": "summarise"}]
     config = clear_edit(
         trigger={"type": "input_tokens", "value": 1000},
@@ -98,11 +81,11 @@ def test_context_management_goes_out_unchanged_and_applied_edits_are_recorded(fa
         exclude_tools=["never_cleared"],
         clear_tool_inputs=True,
     )
-    wrapped = wrap(client)
+    wrapped = wrap(anthropic_client)
     response = wrapped.beta.messages.create(
         model=MODEL, max_tokens=64, messages=messages, betas=[CM_BETA], context_management=config
     )
-    sent = fake.messages_requests()[-1]
+    sent = fake_anthropic.messages_requests()[-1]
     assert sent.json()["context_management"] == config
     assert CM_BETA in sent.headers["anthropic-beta"]
     applied = response.context_management.applied_edits
@@ -120,10 +103,12 @@ def test_context_management_goes_out_unchanged_and_applied_edits_are_recorded(fa
     assert report.cleared_input_tokens == applied[0].cleared_input_tokens > 4 * 300
 
 
-def test_server_clearing_costs_cache_reads_and_the_report_shows_it(fake, client):
+def test_server_clearing_costs_cache_reads_and_the_report_shows_it(
+    fake_anthropic, anthropic_client
+):
     """A breakpoint-cached conversation: the call on which the server starts clearing
     reads less from the cache than the calls without edits (the prefix changed)."""
-    wrapped = wrap(client)
+    wrapped = wrap(anthropic_client)
     config = clear_edit(trigger={"type": "input_tokens", "value": 2500})
     history: list[dict[str, Any]] = []
     for i in range(8):
@@ -140,7 +125,7 @@ def test_server_clearing_costs_cache_reads_and_the_report_shows_it(fake, client)
     assert at.cache_creation_input_tokens > before.cache_creation_input_tokens
 
 
-def test_thinking_clearing_is_passed_through_and_recorded(fake, client):
+def test_thinking_clearing_is_passed_through_and_recorded(fake_anthropic, anthropic_client):
     def thinking(i: int) -> dict[str, Any]:
         return {
             "role": "assistant",
@@ -154,7 +139,7 @@ def test_thinking_clearing_is_passed_through_and_recorded(fake, client):
     for i in range(3):
         messages += [{"role": "user", "content": f"q{i}"}, thinking(i)]
     messages.append({"role": "user", "content": "q3"})
-    wrapped = wrap(client)
+    wrapped = wrap(anthropic_client)
     wrapped.beta.messages.create(
         model=MODEL,
         max_tokens=32,
@@ -168,11 +153,11 @@ def test_thinking_clearing_is_passed_through_and_recorded(fake, client):
     assert wrapped.calls.edits().cleared_thinking_turns == 2
 
 
-def test_an_edit_without_its_beta_is_refused_like_the_api(fake, client):
+def test_an_edit_without_its_beta_is_refused_like_the_api(fake_anthropic, anthropic_client):
     from contextos.errors import ProviderHTTPError
 
     with pytest.raises(ProviderHTTPError, match="context-management-2025-06-27"):
-        wrap(client).beta.messages.create(
+        wrap(anthropic_client).beta.messages.create(
             model=MODEL,
             max_tokens=8,
             messages=[{"role": "user", "content": "hi"}],
@@ -195,9 +180,9 @@ def test_server_edits_reads_the_argument_and_extra_body():
 # -- contextos and the server never both clear ----------------------------------------------
 
 
-def _run_tool_session(client: Any, memory: Memory, session: str, **create: Any) -> Any:
+def _run_tool_session(anthropic_client: Any, memory: Memory, session: str, **create: Any) -> Any:
     wrapped = wrap(
-        client,
+        anthropic_client,
         memory=memory,
         session=session,
         user_id="ana",
@@ -219,22 +204,24 @@ def _run_tool_session(client: Any, memory: Memory, session: str, **create: Any) 
     return wrapped
 
 
-def test_client_side_clearing_is_off_when_the_server_clears(fake, client, memory):
-    own = _run_tool_session(client, memory, "own")
+def test_client_side_clearing_is_off_when_the_server_clears(
+    fake_anthropic, anthropic_client, memory
+):
+    own = _run_tool_session(anthropic_client, memory, "own")
     assert own.context.session.state().cleared, "the control run must clear client-side"
-    own_sent = json.dumps([r.json() for r in fake.messages_requests()])
+    own_sent = json.dumps([r.json() for r in fake_anthropic.messages_requests()])
     assert "tool result cleared to save context" in own_sent
 
-    fake.clear()
+    fake_anthropic.clear()
     server = _run_tool_session(
-        client,
+        anthropic_client,
         memory,
         "server",
         betas=[CM_BETA],
         context_management=clear_edit(trigger={"type": "input_tokens", "value": 2000}),
     )
     assert server.context.session.state().cleared == ()
-    sent = json.dumps([r.json() for r in fake.messages_requests()])
+    sent = json.dumps([r.json() for r in fake_anthropic.messages_requests()])
     assert "tool result cleared to save context" not in sent  # contextos cleared nothing
     assert server.calls.edits().cleared_tool_uses > 0  # the server did
     assert CLEARED_RESULT not in sent  # and the request carried every result in full
@@ -244,8 +231,8 @@ def test_client_side_clearing_is_off_when_the_server_clears(fake, client, memory
     assert from_log == server.calls.edits()  # the session's accounting, rebuilt from the store
 
 
-def test_streamed_calls_record_applied_edits(fake, client):
-    wrapped = wrap(client)
+def test_streamed_calls_record_applied_edits(fake_anthropic, anthropic_client):
+    wrapped = wrap(anthropic_client)
     stream = wrapped.beta.messages.create(
         model=MODEL,
         max_tokens=32,
@@ -263,12 +250,21 @@ def test_streamed_calls_record_applied_edits(fake, client):
 # -- server-side compaction --------------------------------------------------------------------
 
 
-def _compacting(client: Any, memory: Memory, **kw: Any) -> Any:
-    return wrap(client, memory=memory, session="long", user_id="ana", background_commit=False, **kw)
+def _compacting(anthropic_client: Any, memory: Memory, **kw: Any) -> Any:
+    return wrap(
+        anthropic_client,
+        memory=memory,
+        session="long",
+        user_id="ana",
+        background_commit=False,
+        **kw,
+    )
 
 
-def test_compaction_block_is_logged_sent_back_verbatim_and_its_pass_is_paid(fake, client, memory):
-    wrapped = _compacting(client, memory)
+def test_compaction_block_is_logged_sent_back_verbatim_and_its_pass_is_paid(
+    fake_anthropic, anthropic_client, memory
+):
+    wrapped = _compacting(anthropic_client, memory)
     config = compact_edit(trigger={"type": "input_tokens", "value": 1500}, instructions="names")
     ask = dict(model=MODEL, max_tokens=64, betas=[COMPACT_BETA], context_management=config)
     wrapped.beta.messages.create(
@@ -283,7 +279,7 @@ def test_compaction_block_is_logged_sent_back_verbatim_and_its_pass_is_paid(fake
     assert logged.metadata[COMPACTION_KEY] == [block]  # durable in the session log
 
     wrapped.beta.messages.create(messages=[{"role": "user", "content": "and then?"}], **ask)
-    body = fake.messages_requests()[-1].json()
+    body = fake_anthropic.messages_requests()[-1].json()
     carrying = [
         m for m in body["messages"] if any(b.get("type") == "compaction" for b in m["content"])
     ]
@@ -294,15 +290,15 @@ def test_compaction_block_is_logged_sent_back_verbatim_and_its_pass_is_paid(fake
     assert second.usage.input_tokens < summarising["input_tokens"]  # read from the block on
 
     # a new process: the block comes back out of the store
-    again = _compacting(client, memory)
+    again = _compacting(anthropic_client, memory)
     again.beta.messages.create(messages=[{"role": "user", "content": "still there?"}], **ask)
     assert COMPACTION_KEY not in again.calls[-1].reply.metadata
-    body = fake.messages_requests()[-1].json()
+    body = fake_anthropic.messages_requests()[-1].json()
     assert json.dumps(block["encrypted_content"]) in json.dumps(body)
 
 
-def test_contextos_does_not_compact_when_the_server_does(fake, client, memory):
-    wrapped = _compacting(client, memory, budget=3000, compaction="summarize")
+def test_contextos_does_not_compact_when_the_server_does(fake_anthropic, anthropic_client, memory):
+    wrapped = _compacting(anthropic_client, memory, budget=3000, compaction="summarize")
     config = compact_edit(trigger={"type": "input_tokens", "value": 100_000})
     for i in range(6):
         wrapped.beta.messages.create(
@@ -313,7 +309,7 @@ def test_contextos_does_not_compact_when_the_server_does(fake, client, memory):
             context_management=config,
         )
     assert wrapped.context.session.state().compactions == 0
-    control = wrap(client, memory=memory, session="ctl", user_id="ana", budget=3000)
+    control = wrap(anthropic_client, memory=memory, session="ctl", user_id="ana", budget=3000)
     for i in range(6):
         control.messages.create(
             model=MODEL, max_tokens=64, messages=[{"role": "user", "content": f"turn {i}: {BIG}"}]
@@ -322,8 +318,8 @@ def test_contextos_does_not_compact_when_the_server_does(fake, client, memory):
     assert control.context.session.state().compactions > 0
 
 
-def test_paused_compaction_is_sent_back_alone(fake, client, memory):
-    wrapped = _compacting(client, memory)
+def test_paused_compaction_is_sent_back_alone(fake_anthropic, anthropic_client, memory):
+    wrapped = _compacting(anthropic_client, memory)
     config = compact_edit(
         trigger={"type": "input_tokens", "value": 1500}, pause_after_compaction=True
     )
@@ -334,13 +330,13 @@ def test_paused_compaction_is_sent_back_alone(fake, client, memory):
     assert response.stop_reason == "compaction"
     assert wrapped.calls[-1].extra["stop_reason"] == "compaction"
     wrapped.beta.messages.create(messages=[{"role": "user", "content": "continue"}], **ask)
-    body = fake.messages_requests()[-1].json()
+    body = fake_anthropic.messages_requests()[-1].json()
     (turn,) = [m for m in body["messages"] if any(b["type"] == "compaction" for b in m["content"])]
     assert [b["type"] for b in turn["content"]] == ["compaction"]  # no empty text block
 
 
-def test_streamed_compaction_is_kept_and_its_pass_counted(fake, client, memory):
-    wrapped = _compacting(client, memory)
+def test_streamed_compaction_is_kept_and_its_pass_counted(fake_anthropic, anthropic_client, memory):
+    wrapped = _compacting(anthropic_client, memory)
     config = compact_edit(trigger={"type": "input_tokens", "value": 1500})
     with wrapped.beta.messages.stream(
         model=MODEL,
@@ -356,43 +352,47 @@ def test_streamed_compaction_is_kept_and_its_pass_counted(fake, client, memory):
     assert call.usage.input_tokens == summarising["input_tokens"] + final.usage.input_tokens
 
 
-def test_the_fake_refuses_a_compaction_block_changed_on_the_way_back(fake, client):
+def test_the_fake_refuses_a_compaction_block_changed_on_the_way_back(
+    fake_anthropic, anthropic_client
+):
     from contextos.errors import ProviderHTTPError
 
     config = compact_edit(trigger={"type": "input_tokens", "value": 1500})
     ask = dict(model=MODEL, max_tokens=64, betas=[COMPACT_BETA], context_management=config)
     messages = [*tool_turns(5), {"role": "user", "content": "go"}]
-    reply = client.beta.messages.create(messages=messages, **ask)
+    reply = anthropic_client.beta.messages.create(messages=messages, **ask)
     block = reply.content[0].to_dict()
     turn = {"role": "assistant", "content": [{**block, "content": "forged"}]}
     with pytest.raises(ProviderHTTPError, match="verbatim"):
-        wrap(client).beta.messages.create(
+        wrap(anthropic_client).beta.messages.create(
             messages=[*messages, turn, {"role": "user", "content": "x"}], **ask
         )
 
 
-def test_a_callers_own_compaction_block_survives_the_window(fake, client, memory):
+def test_a_callers_own_compaction_block_survives_the_window(
+    fake_anthropic, anthropic_client, memory
+):
     """Without a session the caller's messages are the history; the block in them is
     rendered back, though the window rebuilds every message."""
     config = compact_edit(trigger={"type": "input_tokens", "value": 1500})
     ask = dict(model=MODEL, max_tokens=64, betas=[COMPACT_BETA], context_management=config)
     messages = [*tool_turns(5), {"role": "user", "content": "go"}]
-    reply = client.beta.messages.create(messages=messages, **ask)
+    reply = anthropic_client.beta.messages.create(messages=messages, **ask)
     block = reply.content[0].to_dict()
     turn = {"role": "assistant", "content": [b.to_dict() for b in reply.content]}
-    wrapped = wrap(client, memory=memory, user_id="ana")
+    wrapped = wrap(anthropic_client, memory=memory, user_id="ana")
     wrapped.beta.messages.create(
         messages=[*messages, turn, {"role": "user", "content": "x"}], **ask
     )
-    sent = fake.messages_requests()[-1].json()["messages"]
+    sent = fake_anthropic.messages_requests()[-1].json()["messages"]
     firsts = [m["content"][0] for m in sent if isinstance(m["content"], list)]
     assert [{k: v for k, v in b.items() if k != "cache_control"} for b in firsts].count(block) == 1
 
 
-def test_the_non_beta_method_works_through_extra_body(fake, client, memory):
+def test_the_non_beta_method_works_through_extra_body(fake_anthropic, anthropic_client, memory):
     """``messages.create`` has no ``context_management`` argument; ``extra_body`` and the
     beta header carry it, and contextos reads it there too."""
-    wrapped = _compacting(client, memory, compaction="clear_tool_results", budget=4000)
+    wrapped = _compacting(anthropic_client, memory, compaction="clear_tool_results", budget=4000)
     edits = clear_edit(trigger={"type": "input_tokens", "value": 1000})["edits"]
     edits.append({"type": "compact_20260112", "trigger": {"type": "input_tokens", "value": 1200}})
     reply = wrapped.messages.create(

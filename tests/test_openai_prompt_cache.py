@@ -9,7 +9,6 @@ The real ``openai.OpenAI`` client against :class:`FakeOpenAI`, which simulates
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -26,30 +25,11 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import openai as adapter  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.providers.base import ChatRequest  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 from contextos.types import Message  # noqa: E402
 
 MODEL = "gpt-5.6-sol"  # prompt_cache_options: "supported for gpt-5.6 and later models"
 SYSTEM = " ".join(f"Rule {i}: answer precisely and cite the memory you used." for i in range(160))
 MARK = "prompt_cache_breakpoint"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:  # OpenAI's own rules: 1,024-token minimum, 128-token steps
-        yield server
-
-
-@pytest.fixture
-def client(fake: FakeOpenAI) -> Iterator[Any]:
-    c = openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def memory(wrap_memory: Memory) -> Memory:
-    return wrap_memory
 
 
 def _chat(wrapped: Any, turns: int, **kw: Any) -> None:
@@ -76,16 +56,20 @@ def _marked(body: dict[str, Any]) -> list[tuple[int, str]]:
     ]
 
 
-def _explicit(client: Any, memory: Memory) -> Any:
+def _explicit(openai_client: Any, memory: Memory) -> Any:
     """A session-managed client asking for explicit breakpoints on every call."""
     options = {"mode": "explicit"}
-    return wrap(client, memory=memory, session="s", user_id="ana", prompt_cache_options=options)
+    return wrap(
+        openai_client, memory=memory, session="s", user_id="ana", prompt_cache_options=options
+    )
 
 
-def test_explicit_breakpoints_are_marked_where_planned_and_read_back(fake, client, memory):
-    wrapped = _explicit(client, memory)
+def test_explicit_breakpoints_are_marked_where_planned_and_read_back(
+    fake_openai, openai_client, memory
+):
+    wrapped = _explicit(openai_client, memory)
     _chat(wrapped, 4)
-    bodies = [r.json() for r in fake.completions_requests()]
+    bodies = [r.json() for r in fake_openai.completions_requests()]
     assert all(b["prompt_cache_options"] == {"mode": "explicit"} for b in bodies)
     assert _marked(bodies[0])[0] == (0, "system")  # the 1h breakpoint after the system prompt
     assert all(1 <= len(_marked(b)) <= 4 for b in bodies)
@@ -99,10 +83,12 @@ def test_explicit_breakpoints_are_marked_where_planned_and_read_back(fake, clien
     assert report.cache_read_input_tokens > report.input_tokens
 
 
-def test_implicit_mode_marks_at_most_three_and_the_calls_options_win(fake, client, memory):
-    wrapped = _explicit(client, memory)
+def test_implicit_mode_marks_at_most_three_and_the_calls_options_win(
+    fake_openai, openai_client, memory
+):
+    wrapped = _explicit(openai_client, memory)
     _chat(wrapped, 3, prompt_cache_options={"mode": "implicit", "ttl": "30m"})
-    for request in fake.completions_requests():
+    for request in fake_openai.completions_requests():
         body = request.json()
         assert body["prompt_cache_options"] == {"mode": "implicit", "ttl": "30m"}
         assert 1 <= len(_marked(body)) <= 3
@@ -137,30 +123,32 @@ def test_the_latest_breakpoints_are_kept_up_to_the_modes_limit():
         assert rows == expected, mode
 
 
-def test_without_options_nothing_is_marked(fake, client, memory):
-    wrapped = wrap(client, memory=memory, session="s", user_id="ana", background_commit=False)
+def test_without_options_nothing_is_marked(fake_openai, openai_client, memory):
+    wrapped = wrap(
+        openai_client, memory=memory, session="s", user_id="ana", background_commit=False
+    )
     _chat(wrapped, 2)
-    sent = json.dumps([r.json() for r in fake.completions_requests()])
+    sent = json.dumps([r.json() for r in fake_openai.completions_requests()])
     assert MARK not in sent and "prompt_cache_options" not in sent
 
 
-def test_bad_options_are_refused_before_anything_is_sent(fake, client, memory):
+def test_bad_options_are_refused_before_anything_is_sent(fake_openai, openai_client, memory):
     with pytest.raises(ValueError, match="mode"):
-        wrap(client, prompt_cache_options={"mode": "sometimes"})
-    wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        wrap(openai_client, prompt_cache_options={"mode": "sometimes"})
+    wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
     with pytest.raises(ValueError, match="unknown keys"):
         _chat(wrapped, 1, prompt_cache_options={"mode": "explicit", "prewarm": True})
-    assert fake.completions_requests() == []
+    assert fake_openai.completions_requests() == []
 
 
-def test_the_fake_refuses_a_malformed_breakpoint(fake, client):
+def test_the_fake_refuses_a_malformed_breakpoint(fake_openai, openai_client):
     part = {"type": "text", "text": SYSTEM, MARK: {"mode": "implicit"}}
     with pytest.raises(openai.BadRequestError, match="prompt_cache_breakpoint"):
-        client.chat.completions.create(
+        openai_client.chat.completions.create(
             model=MODEL, messages=[{"role": "system", "content": [part]}]
         )
     with pytest.raises(ProviderHTTPError):
-        wrap(client).chat.completions.create(
+        wrap(openai_client).chat.completions.create(
             model=MODEL, messages=[{"role": "system", "content": [part]}]
         )
 
@@ -186,7 +174,7 @@ def test_cache_writes_and_their_ttl_split_are_read_from_the_sdk_types():
     assert (usage.input_tokens, usage.cache_read_input_tokens) == (500, 3000)
     assert usage.cache_creation_input_tokens == 1500
     assert openai_write_ttls(responses) == {"30m": 1000, "12h": 500}
-    assert adapter.OpenAIAdapter().extra({"usage": responses}) == {
+    assert adapter.chat_adapter().extra({"usage": responses}) == {
         "cache_write_ttl": {"30m": 1000, "12h": 500}
     }
     chat = CompletionUsage.model_validate(
@@ -212,12 +200,12 @@ def _marked_input(question: str, rules: str = SYSTEM) -> list[dict[str, Any]]:
     ]
 
 
-def test_responses_calls_pass_through_and_record_writes_by_ttl(fake, client):
+def test_responses_calls_pass_through_and_record_writes_by_ttl(fake_openai, openai_client):
     ask = dict(model=MODEL, prompt_cache_options={"mode": "explicit"})
-    client.responses.create(input=_marked_input("first?"), **ask)
-    wrapped = wrap(client)
+    openai_client.responses.create(input=_marked_input("first?"), **ask)
+    wrapped = wrap(openai_client)
     got = wrapped.responses.create(input=_marked_input("second?"), **ask)
-    first, second = fake.responses_requests()
+    first, second = fake_openai.responses_requests()
     assert second.json() == {**first.json(), "input": _marked_input("second?")}  # as given
     assert isinstance(got, openai.types.responses.Response)
     (call,) = list(wrapped.calls)
@@ -232,12 +220,12 @@ def test_responses_calls_pass_through_and_record_writes_by_ttl(fake, client):
     assert wrapped.calls[-1].extra["cache_write_ttl"] == {"30m": written, "12h": 0}
 
 
-def test_responses_compaction_items_are_recorded_streamed_or_not(fake, client):
-    wrapped = wrap(client)
+def test_responses_compaction_items_are_recorded_streamed_or_not(fake_openai, openai_client):
+    wrapped = wrap(openai_client)
     config = [{"type": "compaction", "compact_threshold": 1000}]
     long_input = [{"role": "user", "content": "detail " * 800}]
     response = wrapped.responses.create(model=MODEL, input=long_input, context_management=config)
-    assert fake.responses_requests()[-1].json()["context_management"] == config
+    assert fake_openai.responses_requests()[-1].json()["context_management"] == config
     (item,) = wrapped.calls[-1].extra["compaction_items"]
     assert item == {
         "type": "compaction",

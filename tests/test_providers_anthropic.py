@@ -7,9 +7,6 @@ which records what it received and answers in the Messages API wire format.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,43 +15,23 @@ anthropic = pytest.importorskip("anthropic")
 
 from contextos.errors import AuthError, ProviderError, ProviderHTTPError, RateLimited  # noqa: E402
 from contextos.llm.tokens import default_tokenizer  # noqa: E402
-from contextos.memory import Memory  # noqa: E402
 from contextos.providers import AnthropicTokenCounter, wrap  # noqa: E402
-from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
-from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
+from contextos.testing.fake_http import FakeResponse, SSEEvent, without_key  # noqa: E402
 from contextos.types import Message, Scope  # noqa: E402
 
 MODEL = "claude-sonnet-4"  # in the registry, minimum cacheable prompt 1,024 tokens
 SYSTEM = " ".join(f"Rule {i}: answer precisely and cite the memory you used." for i in range(120))
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
+def _unmarked(value: Any) -> Any:
+    """``value`` without ``cache_control`` markers, for prefix comparisons."""
+    return without_key(value, "cache_control")
 
 
-def _client(fake: FakeAnthropic, **kw: Any) -> Any:
+def _client(fake_anthropic: FakeAnthropic, **kw: Any) -> Any:
     kw.setdefault("max_retries", 0)
-    return anthropic.Anthropic(base_url=fake.base_url, api_key="test", **kw)
-
-
-@pytest.fixture
-def client(fake: FakeAnthropic) -> Iterator[Any]:
-    c = _client(fake)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    for thread in threading.enumerate():  # a wrapper's background commit still writing
-        if thread.name == "contextos-commit":
-            thread.join()
-    m.close()
+    return anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="test", **kw)
 
 
 def _ask(c: Any, text: str, **kw: Any) -> Any:
@@ -63,22 +40,16 @@ def _ask(c: Any, text: str, **kw: Any) -> Any:
     )
 
 
-def _strip_cc(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_cc(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [_strip_cc(v) for v in value]
-    return value
-
-
 # -- pass-through ----------------------------------------------------------------
 
 
-def test_passthrough_sends_the_request_unchanged_and_records_usage(fake, client):
-    bare = _ask(client, "hello", system="be brief", stop_sequences=["END"])
-    wrapped = wrap(client)
+def test_passthrough_sends_the_request_unchanged_and_records_usage(
+    fake_anthropic, anthropic_client
+):
+    bare = _ask(anthropic_client, "hello", system="be brief", stop_sequences=["END"])
+    wrapped = wrap(anthropic_client)
     got = _ask(wrapped, "hello", system="be brief", stop_sequences=["END"])
-    first, second = fake.messages_requests()
+    first, second = fake_anthropic.messages_requests()
     assert second.json() == first.json()
     assert isinstance(got, anthropic.types.Message)
     assert got.content[0].text == bare.content[0].text
@@ -90,8 +61,8 @@ def test_passthrough_sends_the_request_unchanged_and_records_usage(fake, client)
     assert call.request_id == got.id
 
 
-def test_recorded_cache_usage_fields_are_normalised(fake, client):
-    fake.enqueue_reply(
+def test_recorded_cache_usage_fields_are_normalised(fake_anthropic, anthropic_client):
+    fake_anthropic.enqueue_reply(
         "cached answer",
         AnthropicUsage(
             input_tokens=12,
@@ -101,7 +72,7 @@ def test_recorded_cache_usage_fields_are_normalised(fake, client):
             cache_read=4096,
         ),
     )
-    wrapped = wrap(client)
+    wrapped = wrap(anthropic_client)
     response = _ask(wrapped, "hi")
     assert response.usage.cache_creation.ephemeral_1h_input_tokens == 2000
     usage = wrapped.calls[0].usage
@@ -111,8 +82,8 @@ def test_recorded_cache_usage_fields_are_normalised(fake, client):
     assert usage.cache_read_input_tokens == 4096
 
 
-def test_cache_writes_without_ttl_split_count_as_5m(fake, client):
-    fake.enqueue(
+def test_cache_writes_without_ttl_split_count_as_5m(fake_anthropic, anthropic_client):
+    fake_anthropic.enqueue(
         FakeResponse(
             json_body={
                 "id": "msg_old",
@@ -131,7 +102,7 @@ def test_cache_writes_without_ttl_split_count_as_5m(fake, client):
             }
         )
     )
-    wrapped = wrap(client)
+    wrapped = wrap(anthropic_client)
     _ask(wrapped, "hi")
     usage = wrapped.calls[0].usage
     assert (
@@ -144,13 +115,15 @@ def test_cache_writes_without_ttl_split_count_as_5m(fake, client):
 # -- streaming -------------------------------------------------------------------
 
 
-def test_stream_returns_the_sdk_stream_and_records_usage_at_the_end(fake, client):
-    fake.enqueue_reply(
+def test_stream_returns_the_sdk_stream_and_records_usage_at_the_end(
+    fake_anthropic, anthropic_client
+):
+    fake_anthropic.enqueue_reply(
         "streamed reply text",
         AnthropicUsage(40, 9, cache_creation_5m=1500, cache_read=2048),
         stream=True,
     )
-    wrapped = wrap(client)
+    wrapped = wrap(anthropic_client)
     stream = _ask(wrapped, "tell me", stream=True)
     assert isinstance(stream, anthropic.Stream)
     events = []
@@ -167,12 +140,12 @@ def test_stream_returns_the_sdk_stream_and_records_usage_at_the_end(fake, client
     assert call.reply is not None and call.reply.content == "streamed reply text"
     assert (call.usage.input_tokens, call.usage.output_tokens) == (40, 9)
     assert call.usage.cache_creation_5m == 1500 and call.usage.cache_read_input_tokens == 2048
-    assert fake.messages_requests()[0].json()["stream"] is True
+    assert fake_anthropic.messages_requests()[0].json()["stream"] is True
 
 
-def test_stream_closed_early_records_partial_usage(fake, client):
-    fake.enqueue_reply("a long reply " * 20, AnthropicUsage(30, 60), stream=True)
-    wrapped = wrap(client)
+def test_stream_closed_early_records_partial_usage(fake_anthropic, anthropic_client):
+    fake_anthropic.enqueue_reply("a long reply " * 20, AnthropicUsage(30, 60), stream=True)
+    wrapped = wrap(anthropic_client)
     with _ask(wrapped, "go", stream=True) as stream:
         first = next(iter(stream))
         assert first.type == "message_start"
@@ -181,7 +154,7 @@ def test_stream_closed_early_records_partial_usage(fake, client):
     assert call.usage.input_tokens == 30  # known from message_start
 
 
-def test_error_event_inside_a_stream_becomes_a_provider_error(fake, client):
+def test_error_event_inside_a_stream_becomes_a_provider_error(fake_anthropic, anthropic_client):
     start = {
         "type": "message_start",
         "message": {
@@ -196,7 +169,7 @@ def test_error_event_inside_a_stream_becomes_a_provider_error(fake, client):
         },
     }
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    fake.enqueue(
+    fake_anthropic.enqueue(
         FakeResponse(
             events=[
                 SSEEvent(json.dumps(start), "message_start"),
@@ -204,7 +177,7 @@ def test_error_event_inside_a_stream_becomes_a_provider_error(fake, client):
             ]
         )
     )
-    wrapped = wrap(client)
+    wrapped = wrap(anthropic_client)
     stream = _ask(wrapped, "go", stream=True)
     with pytest.raises(ProviderError) as info:
         list(stream)
@@ -215,26 +188,26 @@ def test_error_event_inside_a_stream_becomes_a_provider_error(fake, client):
 # -- errors ----------------------------------------------------------------------
 
 
-def test_401_becomes_auth_error(fake):
-    c = anthropic.Anthropic(base_url=fake.base_url, api_key="invalid", max_retries=0)
+def test_401_becomes_auth_error(fake_anthropic):
+    c = anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="invalid", max_retries=0)
     with pytest.raises(AuthError) as info:
         _ask(wrap(c), "hi")
     assert isinstance(info.value.__cause__, anthropic.AuthenticationError)
     c.close()
 
 
-def test_429_becomes_rate_limited_with_retry_after(fake, client):
-    fake.enqueue_error(429, "slow down", retry_after=7)
+def test_429_becomes_rate_limited_with_retry_after(fake_anthropic, anthropic_client):
+    fake_anthropic.enqueue_error(429, "slow down", retry_after=7)
     with pytest.raises(RateLimited) as info:
-        _ask(wrap(client), "hi")
+        _ask(wrap(anthropic_client), "hi")
     assert info.value.retry_after == 7.0
     assert isinstance(info.value.__cause__, anthropic.RateLimitError)
 
 
-def test_sdk_retries_429_itself_and_we_do_not_retry_again(fake):
-    c = _client(fake, max_retries=2)
+def test_sdk_retries_429_itself_and_we_do_not_retry_again(fake_anthropic):
+    c = _client(fake_anthropic, max_retries=2)
     for _ in range(3):
-        fake.enqueue(
+        fake_anthropic.enqueue(
             FakeResponse(
                 status=429,
                 headers={"retry-after-ms": "5"},
@@ -246,14 +219,14 @@ def test_sdk_retries_429_itself_and_we_do_not_retry_again(fake):
         )
     with pytest.raises(RateLimited) as info:
         _ask(wrap(c), "hi")
-    assert len(fake.messages_requests()) == 3  # one call + the SDK's two retries, no more
+    assert len(fake_anthropic.messages_requests()) == 3  # one call + the SDK's two retries, no more
     assert info.value.retry_after == pytest.approx(0.005)
     c.close()
 
 
-def test_sdk_retry_then_success_is_one_recorded_call(fake):
-    c = _client(fake, max_retries=1)
-    fake.enqueue(
+def test_sdk_retry_then_success_is_one_recorded_call(fake_anthropic):
+    c = _client(fake_anthropic, max_retries=1)
+    fake_anthropic.enqueue(
         FakeResponse(
             status=429,
             headers={"retry-after-ms": "5"},
@@ -262,15 +235,15 @@ def test_sdk_retry_then_success_is_one_recorded_call(fake):
     )
     wrapped = wrap(c)
     _ask(wrapped, "hi")
-    assert len(fake.messages_requests()) == 2 and len(wrapped.calls) == 1
+    assert len(fake_anthropic.messages_requests()) == 2 and len(wrapped.calls) == 1
     c.close()
 
 
 @pytest.mark.parametrize("status", [400, 500, 529])
-def test_other_statuses_become_provider_http_error(fake, client, status):
-    fake.enqueue_error(status, "it broke")
+def test_other_statuses_become_provider_http_error(fake_anthropic, anthropic_client, status):
+    fake_anthropic.enqueue_error(status, "it broke")
     with pytest.raises(ProviderHTTPError) as info:
-        _ask(wrap(client), "hi")
+        _ask(wrap(anthropic_client), "hi")
     assert info.value.status == status
     assert "it broke" in info.value.body
     assert isinstance(info.value.__cause__, anthropic.APIStatusError)
@@ -290,19 +263,24 @@ def test_connection_refused_becomes_provider_error():
 # -- with memory and a session -----------------------------------------------------
 
 
-def _session_calls(fake, client, memory, questions, **kw):
-    wrapped = wrap(client, memory=memory, session="s1", user_id="ana", **kw)
+def _session_calls(fake_anthropic, anthropic_client, memory, questions, **kw):
+    wrapped = wrap(anthropic_client, memory=memory, session="s1", user_id="ana", **kw)
     for q in questions:
         wrapped.messages.create(
             model=MODEL, max_tokens=256, system=SYSTEM, messages=[{"role": "user", "content": q}]
         )
     wrapped.flush()
-    return wrapped, [r.json() for r in fake.messages_requests()]
+    return wrapped, [r.json() for r in fake_anthropic.messages_requests()]
 
 
-def test_session_places_breakpoints_and_keeps_the_prefix_byte_stable(fake, client, memory):
+def test_session_places_breakpoints_and_keeps_the_prefix_byte_stable(
+    fake_anthropic, anthropic_client, memory
+):
     wrapped, bodies = _session_calls(
-        fake, client, memory, ["first question", "second one", "third", "fourth"]
+        fake_anthropic,
+        anthropic_client,
+        memory,
+        ["first question", "second one", "third", "fourth"],
     )
     for n, body in enumerate(bodies):
         marks = [b for b in body["system"] if "cache_control" in b]
@@ -314,8 +292,8 @@ def test_session_places_breakpoints_and_keeps_the_prefix_byte_stable(fake, clien
         assert sum("cache_control" in b for b in blocks) <= 4
     for before, after in zip(bodies, bodies[1:], strict=False):
         old = before["messages"][:-1]
-        assert _strip_cc(after["system"]) == _strip_cc(before["system"])
-        assert _strip_cc(after["messages"][: len(old)]) == _strip_cc(old)
+        assert _unmarked(after["system"]) == without_key(before["system"], "cache_control")
+        assert _unmarked(after["messages"][: len(old)]) == without_key(old, "cache_control")
     hashes = [c.prefix_hash for c in wrapped.calls]
     assert all(hashes) and len(set(hashes)) == len(hashes)  # the cached prefix grows
     reads = [c.usage.cache_read_input_tokens for c in wrapped.calls]
@@ -323,8 +301,8 @@ def test_session_places_breakpoints_and_keeps_the_prefix_byte_stable(fake, clien
     assert reads == sorted(reads)
 
 
-def test_session_log_holds_each_turn_once_with_usage(fake, client, memory):
-    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+def test_session_log_holds_each_turn_once_with_usage(fake_anthropic, anthropic_client, memory):
+    wrapped = wrap(anthropic_client, memory=memory, session="s1", user_id="ana")
     convo: list[dict[str, Any]] = []
     for q in ["one", "two", "three"]:  # the caller resends the whole conversation
         convo.append({"role": "user", "content": q})
@@ -337,15 +315,17 @@ def test_session_log_holds_each_turn_once_with_usage(fake, client, memory):
     usage = turns[-1].message.metadata["usage"]
     assert usage["input_tokens"] == wrapped.calls[-1].usage.input_tokens
     assert turns[-1].message.metadata["model"] == MODEL
-    sent = fake.messages_requests()[-1].json()["messages"]
+    sent = fake_anthropic.messages_requests()[-1].json()["messages"]
     texts = [b["text"] for m in sent for b in m["content"]]
     assert texts.count("one") == 1 and texts.count("two") == 1
 
 
-def test_memories_go_next_to_the_question_not_into_the_cached_prefix(fake, client, memory):
+def test_memories_go_next_to_the_question_not_into_the_cached_prefix(
+    fake_anthropic, anthropic_client, memory
+):
     memory.add("Ana is allergic to peanuts", user_id="ana", session_id="older")
-    _session_calls(fake, client, memory, ["what am I allergic to?"])
-    body = fake.messages_requests()[0].json()
+    _session_calls(fake_anthropic, anthropic_client, memory, ["what am I allergic to?"])
+    body = fake_anthropic.messages_requests()[0].json()
     final = body["messages"][-1]
     texts = [b["text"] for b in final["content"]]
     assert texts[-1] == "what am I allergic to?"
@@ -353,28 +333,28 @@ def test_memories_go_next_to_the_question_not_into_the_cached_prefix(fake, clien
     assert not any("peanuts" in b["text"] for b in body["system"])
 
 
-def test_exchange_is_remembered_for_later_sessions(fake, client, memory):
-    _session_calls(fake, client, memory, ["my sister is called Bea"])
+def test_exchange_is_remembered_for_later_sessions(fake_anthropic, anthropic_client, memory):
+    _session_calls(fake_anthropic, anthropic_client, memory, ["my sister is called Bea"])
     found = memory.search("sister Bea", user_id="ana")
     assert any("Bea" in h.record.text for h in found)
 
 
-def test_question_content_blocks_are_sent_as_given(fake, client, memory):
+def test_question_content_blocks_are_sent_as_given(fake_anthropic, anthropic_client, memory):
     image = {
         "type": "image",
         "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
     }
-    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    wrapped = wrap(anthropic_client, memory=memory, session="s1", user_id="ana")
     wrapped.messages.create(
         model=MODEL,
         max_tokens=64,
         messages=[{"role": "user", "content": [image, {"type": "text", "text": "what is this?"}]}],
     )
-    final = fake.messages_requests()[0].json()["messages"][-1]["content"]
+    final = fake_anthropic.messages_requests()[0].json()["messages"][-1]["content"]
     assert final[-2] == image and final[-1]["text"] == "what is this?"
 
 
-def test_custom_tools_are_placed_and_cached_by_the_window(fake, client, memory):
+def test_custom_tools_are_placed_and_cached_by_the_window(fake_anthropic, anthropic_client, memory):
     tools = [
         {
             "name": f"t{i}",
@@ -385,8 +365,8 @@ def test_custom_tools_are_placed_and_cached_by_the_window(fake, client, memory):
         for i in range(3)
     ]
     snapshot = json.loads(json.dumps(tools))
-    _session_calls(fake, client, memory, ["a", "b"])
-    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    _session_calls(fake_anthropic, anthropic_client, memory, ["a", "b"])
+    wrapped = wrap(anthropic_client, memory=memory, session="s1", user_id="ana")
     for q in ["c", "d"]:
         wrapped.messages.create(
             model=MODEL,
@@ -395,9 +375,9 @@ def test_custom_tools_are_placed_and_cached_by_the_window(fake, client, memory):
             tools=tools,
             messages=[{"role": "user", "content": q}],
         )
-    first, second = (r.json() for r in fake.messages_requests()[-2:])
+    first, second = (r.json() for r in fake_anthropic.messages_requests()[-2:])
     assert [t["name"] for t in second["tools"]] == ["t0", "t1", "t2"]
-    assert _strip_cc(second["tools"]) == _strip_cc(first["tools"])  # byte-stable
+    assert _unmarked(second["tools"]) == without_key(first["tools"], "cache_control")  # byte-stable
     # tools come first in the cache order: the 1-hour breakpoint after the system covers them
     assert second["system"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     blocks = (
@@ -407,7 +387,9 @@ def test_custom_tools_are_placed_and_cached_by_the_window(fake, client, memory):
     assert tools == snapshot
 
 
-def test_server_tools_travel_verbatim_and_breakpoints_stay_within_four(fake, client, memory):
+def test_server_tools_travel_verbatim_and_breakpoints_stay_within_four(
+    fake_anthropic, anthropic_client, memory
+):
     tools = [
         {
             "type": f"web_search_2025030{i}",
@@ -417,8 +399,8 @@ def test_server_tools_travel_verbatim_and_breakpoints_stay_within_four(fake, cli
         for i in range(3)
     ]
     snapshot = json.loads(json.dumps(tools))
-    _session_calls(fake, client, memory, ["a", "b", "c"])
-    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    _session_calls(fake_anthropic, anthropic_client, memory, ["a", "b", "c"])
+    wrapped = wrap(anthropic_client, memory=memory, session="s1", user_id="ana")
     wrapped.messages.create(
         model=MODEL,
         max_tokens=64,
@@ -426,7 +408,7 @@ def test_server_tools_travel_verbatim_and_breakpoints_stay_within_four(fake, cli
         tools=tools,
         messages=[{"role": "user", "content": "d"}],
     )
-    body = fake.messages_requests()[-1].json()
+    body = fake_anthropic.messages_requests()[-1].json()
     assert body["tools"] == snapshot
     blocks = body["tools"] + body["system"] + [b for m in body["messages"] for b in m["content"]]
     assert sum("cache_control" in b for b in blocks) == 4
@@ -436,26 +418,26 @@ def test_server_tools_travel_verbatim_and_breakpoints_stay_within_four(fake, cli
 # -- token counting --------------------------------------------------------------
 
 
-def test_token_counter_is_exact_through_count_tokens(fake, client):
-    counter = AnthropicTokenCounter(client, model=MODEL)
+def test_token_counter_is_exact_through_count_tokens(fake_anthropic, anthropic_client):
+    counter = AnthropicTokenCounter(anthropic_client, model=MODEL)
     assert counter.exact and counter.name == f"anthropic:{MODEL}"
     msgs = [Message("system", "be brief"), Message("user", "hello there, how are you?")]
     total = counter.count_messages(msgs)
-    sent = fake.requests_to("/v1/messages/count_tokens")[-1].json()
+    sent = fake_anthropic.requests_to("/v1/messages/count_tokens")[-1].json()
     assert sent["system"] == [{"type": "text", "text": "be brief"}]
     assert sent["messages"][0]["content"][0]["text"] == "hello there, how are you?"
-    expected = client.messages.count_tokens(
+    expected = anthropic_client.messages.count_tokens(
         model=MODEL, system=sent["system"], messages=sent["messages"]
     ).input_tokens
     assert total == expected
-    before = len(fake.requests)
+    before = len(fake_anthropic.requests)
     n = counter.count("some text to count")
     assert n > 0 and counter.count("some text to count") == n
-    assert len(fake.requests) - before == 2  # framing once + the text once; then cached
+    assert len(fake_anthropic.requests) - before == 2  # framing once + the text once; then cached
 
 
-def test_token_counter_with_a_key_builds_its_own_client(fake):
-    counter = AnthropicTokenCounter(model=MODEL, api_key="test", base_url=fake.base_url)
+def test_token_counter_with_a_key_builds_its_own_client(fake_anthropic):
+    counter = AnthropicTokenCounter(model=MODEL, api_key="test", base_url=fake_anthropic.base_url)
     assert counter.exact and counter.count_messages([Message("user", "hi")]) > 0
     counter._client.close()
 
@@ -468,8 +450,8 @@ def test_token_counter_without_a_key_is_a_labelled_estimate():
     assert counter.count_messages(msgs) == default_tokenizer().count_messages(msgs)
 
 
-def test_token_counter_maps_auth_errors(fake):
-    c = anthropic.Anthropic(base_url=fake.base_url, api_key="invalid", max_retries=0)
+def test_token_counter_maps_auth_errors(fake_anthropic):
+    c = anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="invalid", max_retries=0)
     with pytest.raises(AuthError):
         AnthropicTokenCounter(c, model=MODEL).count("x")
     c.close()
@@ -478,9 +460,9 @@ def test_token_counter_maps_auth_errors(fake):
 # -- the messages.stream() helper and the LLM seam ---------------------------------
 
 
-def test_stream_helper_is_wrapped_too(fake, client, memory):
+def test_stream_helper_is_wrapped_too(fake_anthropic, anthropic_client, memory):
     memory.add("Ana plays the cello", user_id="ana", session_id="older")
-    wrapped = wrap(client, memory=memory, session="s1", user_id="ana")
+    wrapped = wrap(anthropic_client, memory=memory, session="s1", user_id="ana")
     with wrapped.messages.stream(
         model=MODEL,
         max_tokens=64,
@@ -490,7 +472,7 @@ def test_stream_helper_is_wrapped_too(fake, client, memory):
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text == final.content[0].text
-    body = fake.messages_requests()[0].json()
+    body = fake_anthropic.messages_requests()[0].json()
     assert body["stream"] is True
     assert any("cello" in b["text"] for b in body["messages"][-1]["content"])
     (call,) = list(wrapped.calls)
@@ -501,26 +483,26 @@ def test_stream_helper_is_wrapped_too(fake, client, memory):
     assert [t.message.content for t in turns] == ["what do I play?", text]
 
 
-def test_stream_helper_errors_are_mapped(fake, client):
-    fake.enqueue_error(401, "bad key")
+def test_stream_helper_errors_are_mapped(fake_anthropic, anthropic_client):
+    fake_anthropic.enqueue_error(401, "bad key")
     with (
         pytest.raises(AuthError),
-        wrap(client).messages.stream(
+        wrap(anthropic_client).messages.stream(
             model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "x"}]
         ),
     ):
         pass
 
 
-def test_anthropic_llm_asks_for_structured_output(fake, client):
+def test_anthropic_llm_asks_for_structured_output(fake_anthropic, anthropic_client):
     from contextos.llm.clients import AnthropicLLM
 
-    fake.reply = lambda body: '{"action": "ADD"}'
-    llm = AnthropicLLM(client, model=MODEL, max_tokens=100)
+    fake_anthropic.reply = lambda body: '{"action": "ADD"}'
+    llm = AnthropicLLM(anthropic_client, model=MODEL, max_tokens=100)
     schema = {"type": "object", "properties": {"action": {"enum": ["ADD", "NOOP"]}}}
     out = llm.complete("decide", [Message("user", "Ana likes tea")], json_schema=schema)
     assert out == '{"action": "ADD"}'
-    body = fake.messages_requests()[0].json()
+    body = fake_anthropic.messages_requests()[0].json()
     assert body["system"] == "decide"
     assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     assert llm.calls[0].usage.output_tokens > 0
@@ -543,7 +525,9 @@ def test_stream_usage_when_message_delta_only_carries_output_tokens():
 @pytest.mark.parametrize(
     ("model", "minimum"), [("claude-haiku-4-5", 4096), ("claude-sonnet-4-6", 1024)]
 )
-def test_no_breakpoint_is_planned_below_the_models_minimum(fake, client, memory, model, minimum):
+def test_no_breakpoint_is_planned_below_the_models_minimum(
+    fake_anthropic, anthropic_client, memory, model, minimum
+):
     """The registry's minimum cacheable prompt decides: a prefix under it gets no
     ``cache_control`` at all (it would cache nothing), one over it does."""
     from contextos.llm.models import get_model
@@ -557,8 +541,8 @@ def test_no_breakpoint_is_planned_below_the_models_minimum(fake, client, memory,
     under = next(n for n in range(10, 5000, 10) if tokens.count(rules(n)) > minimum - 300)
     over = next(n for n in range(under, 9000, 10) if tokens.count(rules(n)) > minimum + 300)
     for n, expect in ((under, False), (over, True)):
-        fake.clear()
-        wrapped = wrap(client, memory=memory, session=f"min-{model}-{n}", user_id="ana")
+        fake_anthropic.clear()
+        wrapped = wrap(anthropic_client, memory=memory, session=f"min-{model}-{n}", user_id="ana")
         wrapped.messages.create(
             model=model,
             max_tokens=64,
@@ -566,15 +550,17 @@ def test_no_breakpoint_is_planned_below_the_models_minimum(fake, client, memory,
             messages=[{"role": "user", "content": "hello"}],
         )
         wrapped.flush()
-        sent = json.dumps(fake.messages_requests()[-1].json())
+        sent = json.dumps(fake_anthropic.messages_requests()[-1].json())
         assert ("cache_control" in sent) is expect, (model, n)
 
 
-def test_automatic_caching_counts_against_the_four_markers(fake, client, memory):
+def test_automatic_caching_counts_against_the_four_markers(
+    fake_anthropic, anthropic_client, memory
+):
     """A top-level ``cache_control`` (automatic caching) marks the last block: with the
     window's breakpoints and a caller's own marker it would make five, which the API
     refuses; contextos drops its own earliest one instead."""
-    wrapped = wrap(client, memory=memory, session="auto", user_id="ana")
+    wrapped = wrap(anthropic_client, memory=memory, session="auto", user_id="ana")
     history: list[dict[str, Any]] = []
     for i in range(40):
         history += [
@@ -593,7 +579,7 @@ def test_automatic_caching_counts_against_the_four_markers(fake, client, memory)
         messages=[*history, {"role": "user", "content": question}],
     )
     wrapped.flush()
-    sent = fake.messages_requests()[-1].json()
+    sent = fake_anthropic.messages_requests()[-1].json()
     assert sent["cache_control"] == {"type": "ephemeral"}
     assert json.dumps(sent).count('"cache_control"') == 4  # three markers and the automatic one
     assert sent["messages"][-1]["content"][-1] == {"type": "text", "text": "last?"}

@@ -437,6 +437,8 @@ def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) ->
     assert report["acknowledged_writes"] == report["stored_writes"] == report["stored_total"]
     assert report["missing_writes"] == 0
     assert "acknowledged writes" in result.output
+    # CPU per request of server and load generator (Linux /proc), load-independent.
+    assert report["server_cpu_ms_per_request"] > 0 and report["client_cpu_ms_per_request"] > 0
 
 
 def test_add_with_infer_stores_extracted_facts(db: Path) -> None:

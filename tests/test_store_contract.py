@@ -296,6 +296,19 @@ def test_forget_erases_one_user_everywhere(store: Store) -> None:
     assert store.get("t1", theirs.id) is not None
 
 
+def test_forget_reaches_a_session_the_user_has_only_metadata_in(store: Store) -> None:
+    """The user's sessions come from memories, turns and session metadata alike: here
+    only the metadata names the user, and the session's user-less turn goes with it."""
+    store.set_session_meta(Scope(tenant="t1", user_id="u1", session_id="s2"), {"k": "v"})
+    anonymous = Scope(tenant="t1", session_id="s2")
+    store.append_turns(anonymous, [Message(role="assistant", content="about u1")], [3])
+    other = Scope(tenant="t1", session_id="s3")  # a session no user of it is forgotten
+    store.append_turns(other, [Message(role="assistant", content="stays")], [2])
+    store.forget(Scope(tenant="t1", user_id="u1"))
+    assert store.turns(anonymous) == []
+    assert [t.message.content for t in store.turns(other)] == ["stays"]
+
+
 def test_forget_needs_a_user(store: Store) -> None:
     with pytest.raises(ValueError):
         store.forget(Scope(tenant="t1"))

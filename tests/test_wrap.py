@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,34 +26,16 @@ from contextos.providers import CallRecord, ChatRequest, Prepared, wrap  # noqa:
 from contextos.providers.chat import Chat  # noqa: E402
 from contextos.providers.errors import mapped_errors, parse_retry_after  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage  # noqa: E402
+from contextos.testing.fake_http import without_key  # noqa: E402
 from contextos.types import Message, Usage  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-def client(fake: FakeAnthropic) -> Iterator[Any]:
-    c = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = Memory(tmp_path / "memory.db", embedder=HashEmbedder(), background_embedding=False)
-    yield m
-    for thread in threading.enumerate():  # a wrapper's background commit still writing
-        if thread.name == "contextos-commit":
-            thread.join()
-    m.close()
+def _unmarked(value: Any) -> Any:
+    """``value`` without ``cache_control`` markers, for prefix comparisons."""
+    return without_key(value, "cache_control")
 
 
 def _ask(c: Any, text: str) -> Any:
@@ -68,23 +47,20 @@ def _ask(c: Any, text: str) -> Any:
 # -- the facade ------------------------------------------------------------------
 
 
-def test_everything_but_create_is_the_sdk_client(client):
-    wrapped = wrap(client)
-    assert wrapped.unwrapped is client
-    assert wrapped.models is client.models
-    assert wrapped.base_url == client.base_url
-    assert wrapped.messages.batches is client.messages.batches
+def test_everything_but_create_is_the_sdk_client(anthropic_client):
+    wrapped = wrap(anthropic_client)
+    assert wrapped.unwrapped is anthropic_client
+    assert wrapped.models is anthropic_client.models
+    assert wrapped.base_url == anthropic_client.base_url
+    assert wrapped.messages.batches is anthropic_client.messages.batches
     assert wrapped.provider == "anthropic" and wrapped.context is None
 
 
-def test_openai_client_gets_chat_completions(fake):
-    with FakeOpenAI() as server:
-        c = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0)
-        wrapped = wrap(c)
-        assert wrapped.provider == "openai"
-        assert wrapped.chat.completions.with_raw_response is not None
-        assert wrapped.models is c.models
-        c.close()
+def test_openai_client_gets_chat_completions(openai_client):
+    wrapped = wrap(openai_client)
+    assert wrapped.provider == "openai"
+    assert wrapped.chat.completions.with_raw_response is not None
+    assert wrapped.models is openai_client.models
 
 
 @pytest.mark.parametrize("bad", [object(), "anthropic", None])
@@ -99,21 +75,21 @@ def test_async_clients_are_refused_clearly():
         wrap(c)
 
 
-def test_context_and_memory_together_is_a_type_error(client, memory):
+def test_context_and_memory_together_is_a_type_error(anthropic_client, memory):
     with pytest.raises(TypeError, match="either"):
-        wrap(client, memory=memory, context=SessionContext(memory=memory, user_id="ana"))
+        wrap(anthropic_client, memory=memory, context=SessionContext(memory=memory, user_id="ana"))
 
 
-def test_session_without_a_store_is_a_value_error(client):
+def test_session_without_a_store_is_a_value_error(anthropic_client):
     with pytest.raises(ValueError, match="store"):
-        wrap(client, session="s1")
+        wrap(anthropic_client, session="s1")
 
 
-def test_usage_log_totals_and_on_call(fake, client):
+def test_usage_log_totals_and_on_call(fake_anthropic, anthropic_client):
     seen: list[CallRecord] = []
-    fake.enqueue_reply("a", AnthropicUsage(10, 2, cache_read=100))
-    fake.enqueue_reply("b", AnthropicUsage(5, 3, cache_creation_1h=50))
-    wrapped = wrap(client, on_call=seen.append)
+    fake_anthropic.enqueue_reply("a", AnthropicUsage(10, 2, cache_read=100))
+    fake_anthropic.enqueue_reply("b", AnthropicUsage(5, 3, cache_creation_1h=50))
+    wrapped = wrap(anthropic_client, on_call=seen.append)
     _ask(wrapped, "x")
     _ask(wrapped, "y")
     assert [c.reply.content for c in seen if c.reply] == ["a", "b"]
@@ -155,11 +131,11 @@ class PinnedContext:
         self.commits.append(call)
 
 
-def test_an_injected_context_source_builds_the_request(fake, client):
+def test_an_injected_context_source_builds_the_request(fake_anthropic, anthropic_client):
     ctx = PinnedContext()
-    wrapped = wrap(client, context=ctx)
+    wrapped = wrap(anthropic_client, context=ctx)
     _ask(wrapped, "what now?")
-    body = fake.messages_requests()[0].json()
+    body = fake_anthropic.messages_requests()[0].json()
     assert body["system"] == [
         {
             "type": "text",
@@ -174,11 +150,11 @@ def test_an_injected_context_source_builds_the_request(fake, client):
     assert ctx.commits[0].reply is not None and ctx.commits[0].prefix_hash
 
 
-def test_errors_reach_the_caller_and_nothing_is_committed(fake, client):
+def test_errors_reach_the_caller_and_nothing_is_committed(fake_anthropic, anthropic_client):
     ctx = PinnedContext()
-    fake.enqueue_error(429, "later", retry_after=3)
+    fake_anthropic.enqueue_error(429, "later", retry_after=3)
     with pytest.raises(RateLimited):
-        _ask(wrap(client, context=ctx), "hi")
+        _ask(wrap(anthropic_client, context=ctx), "hi")
     assert ctx.commits == []
 
 
@@ -191,10 +167,10 @@ def test_split_new_recognises_resent_history_and_retries():
     assert split_new([b, c], [a, b]) == (1, False)
 
 
-def test_a_retried_question_is_logged_once(fake, memory):
-    c = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+def test_a_retried_question_is_logged_once(fake_anthropic, memory):
+    c = anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="test", max_retries=0)
     wrapped = wrap(c, memory=memory, session="s1", user_id="ana")
-    fake.enqueue_error(500, "oops")
+    fake_anthropic.enqueue_error(500, "oops")
     with pytest.raises(ProviderError):
         _ask(wrapped, "are you there?")
     _ask(wrapped, "are you there?")
@@ -202,7 +178,7 @@ def test_a_retried_question_is_logged_once(fake, memory):
     turns = wrapped.context.session.turns()
     assert [t.message.content for t in turns][0] == "are you there?"
     assert [t.message.role for t in turns] == ["user", "assistant"]
-    sent = fake.messages_requests()[-1].json()["messages"]
+    sent = fake_anthropic.messages_requests()[-1].json()["messages"]
     assert sum(b["text"] == "are you there?" for m in sent for b in m["content"]) == 1
     c.close()
 
@@ -240,12 +216,15 @@ def test_offline_chat_shows_the_window_and_answers_from_memory(memory):
     assert "what is my cat called?" in again.window.render_text()  # now in the history
 
 
-def test_chat_with_a_provider_goes_through_the_sdk(fake, client, memory):
-    chat = Chat(memory, provider="anthropic", client=client, model=MODEL, session_id="c2")
+def test_chat_with_a_provider_goes_through_the_sdk(fake_anthropic, anthropic_client, memory):
+    chat = Chat(memory, provider="anthropic", client=anthropic_client, model=MODEL, session_id="c2")
     turn = chat.send("hello")
     assert turn.reply.startswith("You said:")
     assert turn.usage.input_tokens > 0 and turn.window is not None
-    assert fake.messages_requests()[0].json()["messages"][-1]["content"][-1]["text"] == "hello"
+    assert (
+        fake_anthropic.messages_requests()[0].json()["messages"][-1]["content"][-1]["text"]
+        == "hello"
+    )
 
 
 def test_chat_without_a_key_says_how_to_set_it(memory):
@@ -301,13 +280,15 @@ def test_cli_bench_wrap_prints_both_medians():
     assert row["overhead_ms"] == pytest.approx(row["wrapped_median_ms"] - row["bare_median_ms"])
 
 
-def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(fake, client, memory):
+def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(
+    fake_anthropic, anthropic_client, memory
+):
     wrapped = wrap(
-        client, memory=memory, session="long", user_id="ana", budget=2500, remember=False
+        anthropic_client, memory=memory, session="long", user_id="ana", budget=2500, remember=False
     )
     for i in range(12):
         _ask(wrapped, f"Turn {i}: " + "the weather in Lisbon was sunny and warm today. " * 12)
-    body = fake.messages_requests()[-1].json()
+    body = fake_anthropic.messages_requests()[-1].json()
     system = " ".join(b["text"] for b in body.get("system", []))
     assert "Summary of the earlier conversation" in system
     sent = [b["text"] for m in body["messages"] for b in m["content"]]
@@ -318,13 +299,15 @@ def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(fake, client, 
     assert wrapped.context.session.state().compactions >= 1
 
 
-def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(fake, client, memory):
+def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(
+    fake_anthropic, anthropic_client, memory
+):
     from contextos.errors import BudgetError
 
-    wrapped = wrap(client, memory=memory, session="tight", user_id="ana", budget=400)
+    wrapped = wrap(anthropic_client, memory=memory, session="tight", user_id="ana", budget=400)
     with pytest.raises(BudgetError):
         _ask(wrapped, "words " * 2000)
-    assert fake.messages_requests() == [] and wrapped.context.session.turns() == []
+    assert fake_anthropic.messages_requests() == [] and wrapped.context.session.turns() == []
     _ask(wrapped, "short one")
     wrapped.flush()
     assert [t.message.content for t in wrapped.context.session.turns()][0] == "short one"
@@ -346,11 +329,11 @@ class _ForgetfulMemory:
 
 
 @pytest.mark.parametrize("background", [True, False])
-def test_a_failed_commit_is_raised_not_lost(fake, client, memory, background):
+def test_a_failed_commit_is_raised_not_lost(fake_anthropic, anthropic_client, memory, background):
     from contextos.errors import StoreError
 
     wrapped = wrap(
-        client,
+        anthropic_client,
         memory=_ForgetfulMemory(memory),
         session="s",
         user_id="ana",
@@ -360,17 +343,17 @@ def test_a_failed_commit_is_raised_not_lost(fake, client, memory, background):
         _ask(wrapped, "first")  # the caller has its answer; the write fails behind it
         with pytest.raises(StoreError, match="disk full"):
             _ask(wrapped, "second")  # ... and the next call reports it before sending
-        assert len(fake.messages_requests()) == 1
+        assert len(fake_anthropic.messages_requests()) == 1
     else:
         with pytest.raises(StoreError, match="disk full"):
             _ask(wrapped, "first")
 
 
-def test_memory_without_any_scope_is_refused(client, memory):
+def test_memory_without_any_scope_is_refused(anthropic_client, memory):
     from contextos.errors import ScopeError
 
     with pytest.raises(ScopeError):
-        wrap(client, memory=memory)
+        wrap(anthropic_client, memory=memory)
 
 
 # -- property: a growing conversation never rewrites the cached prefix -------------
@@ -383,24 +366,16 @@ _texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_si
 )
 
 
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
-
-
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     questions=st.lists(_texts, min_size=2, max_size=6),
     provider=st.sampled_from(["anthropic", "openai"]),
 )
 def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions, provider):
-    from contextos.providers.anthropic import AnthropicAdapter
-    from contextos.providers.openai import OpenAIAdapter
+    from contextos.providers.anthropic import ADAPTER
+    from contextos.providers.openai import chat_adapter
 
-    adapter: Any = AnthropicAdapter() if provider == "anthropic" else OpenAIAdapter()
+    adapter = ADAPTER if provider == "anthropic" else chat_adapter()
     db = tmp_path_factory.mktemp("prop") / "m.db"
     with Memory(db, embedder=HashEmbedder(), background_embedding=False) as mem:
         ctx = SessionContext(memory=mem, session="p", user_id="u", background_commit=False)
@@ -425,6 +400,6 @@ def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions,
                 ),
             )
     for before, after in zip(bodies, bodies[1:], strict=False):
-        assert _strip(after.get("system")) == _strip(before.get("system"))
+        assert _unmarked(after.get("system")) == without_key(before.get("system"), "cache_control")
         stable = before["messages"][:-1]  # everything but the per-call final message
-        assert _strip(after["messages"][: len(stable)]) == _strip(stable)
+        assert _unmarked(after["messages"][: len(stable)]) == without_key(stable, "cache_control")

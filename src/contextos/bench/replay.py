@@ -40,9 +40,16 @@ from contextos.engine.compaction import (
     plan_compaction,
     rotated_turns,
 )
-from contextos.engine.session import Layout, archive, context_window, novel_hits, turn_items
+from contextos.engine.session import Layout, archive, context_window, turn_items
 from contextos.engine.summarize import ExtractiveSummarizer
-from contextos.engine.topic import TopicBlock
+from contextos.engine.topic import (
+    DELTA_TOP,
+    TOPIC_MARGIN,
+    TOPIC_SEARCH_OVER,
+    TopicBlock,
+    topic_layout,
+    topic_memories,
+)
 from contextos.engine.window import Window
 from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
@@ -74,22 +81,6 @@ RULES = (
     "Never invent events that were not mentioned.",
 )
 
-#: The ``topic`` strategy (see :mod:`contextos.engine.topic`): the block's share of
-#: the budget (cached, before the history); the per-call delta's ceiling (after the
-#: history; it only fills what the cached prefix leaves); the fresh top-N the delta
-#: tops the block up to; the drift margin that refreshes the block between due
-#: points; the history budget as a multiple of the room the block leaves (1.4: the
-#: history at its 0.8 trigger uses ~1.1x that room, so the delta shrinks while the
-#: history is near its trigger). Chosen leave-one-conversation-out on the 5 dev
-#: conversations (docs/context-engine.md has the folds).
-TOPIC_SHARE = 0.35
-DELTA_SHARE = 0.10
-DELTA_TOP = 6
-TOPIC_MARGIN = 0.3
-TOPIC_HISTORY_SHARE = 1.4
-#: Extra searched per block so that memories the history already shows can be
-#: dropped and the block still filled.
-TOPIC_SEARCH_OVER = 2
 #: ``topic``: how rotated turns leave the history (always archived into memory too).
 TOPIC_COMPACTION = "summarize"
 #: ``summarize`` and ``topic``: the summary's share of the history budget (None: the
@@ -119,26 +110,6 @@ class Run:
     recall: list[tuple[int, float]] = field(default_factory=list)
     topic_refreshes: int = 0
     score_refreshes: int = 0
-
-
-def topic_layout(budget: int, room: int, summary_share: float) -> tuple[int, Layout]:
-    """The ``topic`` strategy's history budget and layout for ``room`` tokens.
-
-    The cached prefix is sized first and the per-call delta only fills what it
-    leaves (its priority is below the summary's), so the delta's size never
-    moves the prefix; the summary's ceiling fits the summary the history budget
-    asks for, since a summary over its ceiling would be left out whole.
-    """
-    history = int((room - TOPIC_SHARE * budget) * TOPIC_HISTORY_SHARE)
-    layout = Layout(
-        topic_ceiling=TOPIC_SHARE,
-        memories_ceiling=DELTA_SHARE,
-        memories_floor=0.0,
-        memories_priority=25,
-        # + 64: the summary's header and framing, beyond its lines' tokens.
-        summary_ceiling=(summary_share * history + 64) / budget,
-    )
-    return history, layout
 
 
 def chat_turns(conv: LocomoConversation, tokenizer: Tokenizer, gap_s: float) -> list[Turn]:
@@ -273,8 +244,9 @@ class Replayer:
                 known = {p for it in items for p in it.provenance}
                 if self.run.history.summary is not None:
                     known |= set(self.run.history.summary.provenance())
-                fresh = novel_hits(fresh, known, ceiling)
-                topic, hits, refreshed = self.topic.update(question, fresh, commit=commit)
+                topic, hits, refreshed = topic_memories(
+                    self.topic, question, fresh, known, ceiling, commit=commit
+                )
                 if refreshed and commit:
                     self.run.topic_refreshes += 1
                 elif refreshed:

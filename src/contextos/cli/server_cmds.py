@@ -508,3 +508,10 @@ def _print_bench(report: dict[str, object]) -> None:
         f"{report['stored_writes']}, missing {report['missing_writes']}",
         highlight=False,
     )
+    server_cpu = report.get("server_cpu_ms_per_request")
+    if isinstance(server_cpu, float):
+        console.print(
+            f"  CPU per request: server {server_cpu:.2f} ms, "
+            f"load generator {report['client_cpu_ms_per_request']:.2f} ms",
+            highlight=False,
+        )

@@ -17,7 +17,14 @@ and a :class:`~contextos.memory.Memory`:
    (:func:`contextos.engine.session.standard_segments`): tools, system prompt,
    summary, recent turns -- the cached prefix, with breakpoints -- then the
    memories retrieved for the question (strongest at the edges) and the
-   question last.
+   question last. With ``placement="topic"`` the memories are a
+   :class:`~contextos.engine.topic.TopicBlock` inside the cached prefix
+   (after the summary, before the history, with its own breakpoint where the
+   planner allows) plus a small per-call delta after the history: the block
+   stays byte-identical between calls until it is due (start, a compaction,
+   the provider's cache expired since the last call) or the topic measurably
+   drifted. The block is in-process state: after a restart it is simply due,
+   and the first call rebuilds it (one uncached call).
 4. After the call the reply is logged, with the call's usage in its
    metadata, and the exchange is added to memory (``remember=True``) -- on a
    background thread by default (``background_commit``), so the caller does
@@ -28,10 +35,12 @@ and a :class:`~contextos.memory.Memory`:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
+from contextos.cache.render import TTL_SECONDS
 from contextos.engine.compaction import Strategy, Thresholds
 from contextos.engine.session import (
     Layout,
@@ -41,6 +50,7 @@ from contextos.engine.session import (
     search_scope,
     turn_items,
 )
+from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, message_item
 from contextos.errors import ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
@@ -50,11 +60,17 @@ from contextos.types import Hit, Message, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
+#: Introduces the topic memory block in the system prompt (``placement="topic"``).
+TOPIC_HEADER = "Memories about the current topic from earlier conversations (may be outdated):"
 
 #: Window size assumed for models the registry does not know (OpenAI-compatible servers).
 UNKNOWN_MODEL_WINDOW = 128_000
 
 Compaction = Literal["summarize", "truncate", "clear_tool_results", "offload"]
+#: Where retrieved memories go: after the history, fresh every call (``per_call``),
+#: or a cached topic block before the history plus a small delta after it (``topic``).
+Placement = Literal["per_call", "topic"]
+PLACEMENTS: tuple[Placement, ...] = ("per_call", "topic")
 
 
 class ContextSource(Protocol):
@@ -165,6 +181,16 @@ class SessionContext:
     messages are the history. ``memory`` may be None (no retrieval).
     ``tools`` (neutral schemas: name, description, input_schema/parameters)
     are placed in the window when the adapter could convert the caller's.
+
+    ``placement``: ``per_call`` puts the retrieved memories after the history
+    (``memory_tokens`` of them); ``topic`` keeps a topic block of up to
+    ``memory_tokens`` tokens in the cached prefix and a delta of at most as
+    many after the history (see the module docstring). The block is capped at
+    the memory segment's tokens, not a share of the window: at a 200k window
+    ``TOPIC_SHARE`` of the budget would be ~70k tokens of memories, all of
+    them paid for (as cache writes) at every refresh. ``cache_ttl_s``: after
+    this long without a call the provider's cache is gone, so the block is
+    due (default: Anthropic's 5-minute TTL).
     """
 
     def __init__(
@@ -186,7 +212,12 @@ class SessionContext:
         thresholds: Thresholds | None = None,
         layout: Layout | None = None,
         background_commit: bool = True,
+        placement: Placement = "per_call",
+        cache_ttl_s: float = TTL_SECONDS["5m"],
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
         self.memory = memory
         self._committer = _Committer(background_commit)
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
@@ -207,6 +238,17 @@ class SessionContext:
         self.history_share = history_share
         self.thresholds = thresholds
         self.layout = layout or Layout()
+        self.placement: Placement = placement
+        self.cache_ttl_s = cache_ttl_s
+        self.clock = clock
+        #: The cached topic memory block (``placement="topic"`` with memory attached).
+        self.topic: TopicBlock | None = None
+        if placement == "topic" and memory is not None:
+            embedder = getattr(memory, "embedder", None)
+            if embedder is None or not callable(getattr(embedder, "embed", None)):
+                raise ConfigError('placement="topic" needs a memory with an embedder')
+            self.topic = TopicBlock(embedder)
+        self._last_call: float | None = None
 
     def _session(
         self,
@@ -247,8 +289,20 @@ class SessionContext:
         budget = (self.budget or model.context_window) - (
             reserve_tokens or model.default_output_reserve()
         )
+        now = self.clock()
+        if self.topic is not None and (
+            self._last_call is None or now - self._last_call > self.cache_ttl_s
+        ):
+            self.topic.due = True  # nothing of the prefix is cached anymore: refresh free
+        self._last_call = now
         question, history, retry = self._log_and_split(request, budget)
-        hits = self._hits(request.last_user_text() or (question.content if question else ""))
+        query = request.last_user_text() or (question.content if question else "")
+        layout = self.layout
+        topic: list[Hit] = []
+        if self.topic is not None:
+            layout, topic, hits = self._topic(self.topic, query, budget, history)
+        else:
+            hits = self._hits(query)
         window = context_window(
             budget,
             tokenizer=self.tokenizer,
@@ -260,8 +314,10 @@ class SessionContext:
             summary=self._summary(),
             turns=history,
             memories=hits,
-            layout=self.layout,
+            topic=topic,
+            layout=layout,
             memory_header=MEMORY_HEADER,
+            topic_header=TOPIC_HEADER,
         )
         if question is not None and self.session is not None and not retry:
             self.session.add(_strip_wire(question))  # durable before the call, once it fits
@@ -310,25 +366,66 @@ class SessionContext:
         strategy: Strategy = (
             self.compaction if memory is not None or self.compaction != "offload" else "truncate"
         )
-        self.session.compact(
+        done = self.session.compact(
             int(budget * self.history_share), strategy, thresholds=self.thresholds, memory=memory
         )
+        if done.plan is not None and self.topic is not None:
+            self.topic.due = True  # the prefix changes here anyway: refresh with it
 
     def _summary(self) -> Any:
         return self.session.state().summary if self.session is not None else None
 
-    def _hits(self, query: str) -> list[Hit]:
+    def _hits(
+        self, query: str, *, limit: int | None = None, tokens: int | None = None
+    ) -> list[Hit]:
+        limit = self.memory_limit if limit is None else limit
         if self.memory is None or not query.strip() or not self.scope_ok:
             return []
         hits = self.memory.search(
             query,
             **search_scope(self.user_id, self.agent_id, self.session_id),
-            limit=self.memory_limit * 2,
-            token_budget=self.memory_tokens,
+            limit=limit * 2,
+            token_budget=self.memory_tokens if tokens is None else tokens,
         )
         if self.session is not None:  # this session's own turns are in the history already
             hits = [h for h in hits if h.record.session_id != self.session_id]
-        return list(hits[: self.memory_limit])
+        return list(hits[:limit])
+
+    def _topic(
+        self, block: TopicBlock, query: str, budget: int, history: Sequence[Item]
+    ) -> tuple[Layout, list[Hit], list[Hit]]:
+        """(layout, block, delta) for ``placement="topic"`` (see :mod:`contextos.engine.topic`).
+
+        The block gets ``memory_tokens`` and ``memory_limit`` (what the
+        per-call memories would have had), capped at ``TOPIC_SHARE`` of small
+        budgets; the shared :func:`~contextos.engine.topic.topic_layout` sizes
+        the rest. Twice as many are searched, so that memories the history
+        already shows can be dropped and the block still filled.
+        """
+        summary = self._summary()
+        _, layout = topic_layout(budget, budget, 0.0, block_tokens=self.memory_tokens)
+        # Only the memory shares change: the history budget is history_share's, and
+        # the summary keeps the caller's ceiling.
+        layout = replace(
+            self.layout,
+            topic_ceiling=layout.topic_ceiling,
+            memories_ceiling=layout.memories_ceiling,
+            memories_floor=layout.memories_floor,
+            memories_priority=layout.memories_priority,
+        )
+        block_tokens = int(layout.topic_ceiling * budget)
+        fresh = self._hits(
+            query,
+            limit=self.memory_limit * TOPIC_SEARCH_OVER,
+            tokens=block_tokens * TOPIC_SEARCH_OVER,
+        )
+        known = {p for it in history for p in it.provenance}
+        if summary is not None:
+            known |= set(summary.provenance())
+        hits, delta, _ = topic_memories(
+            block, query, fresh, known, block_tokens, limit=self.memory_limit
+        )
+        return layout, hits, delta
 
     # -- after the call --------------------------------------------------------------
     def commit(self, prepared: Prepared, call: CallRecord) -> None:

@@ -221,13 +221,16 @@ def standard_segments(
     topic: Sequence[Item] = (),
     layout: Layout | None = None,
     memory_header: str | None = None,
+    topic_header: str | None = None,
 ) -> list[Segment]:
     """The default segments in layout order (see the module docstring).
 
     ``topic`` is the cached topic memory block (placed after the summary,
-    before the turns); ``memory_header`` labels the per-call memories when
-    there are any. A ``question`` given as a Message is sent as the caller's
-    message; None leaves the question segment empty.
+    before the turns); ``memory_header`` labels the per-call memories and
+    ``topic_header`` the topic block when there are any (so the model does not
+    read memories in the system prompt as instructions). A ``question``
+    given as a Message is sent as the caller's message; None leaves the
+    question segment empty.
     """
     lay = layout or Layout()
     header: list[Segment] = []
@@ -238,6 +241,16 @@ def standard_segments(
                 "context",
                 (text_item("memories:header", memory_header, tokenizer),),
                 priority=50,
+            )
+        ]
+    topic_head: list[Segment] = []
+    if topic_header and topic:
+        topic_head = [
+            Segment(
+                "topic_header",
+                "system",
+                (text_item("topic:header", topic_header, tokenizer, role="system"),),
+                priority=55,
             )
         ]
     question_items: tuple[Item, ...] = ()
@@ -283,6 +296,7 @@ def standard_segments(
             ceiling=int(lay.summary_ceiling * budget),
             cache_ttl="5m",
         ),
+        *topic_head,
         Segment(
             "topic",
             "system",
@@ -332,6 +346,7 @@ def context_window(
     topic: Sequence[Hit] = (),
     layout: Layout | None = None,
     memory_header: str | None = None,
+    topic_header: str | None = None,
 ) -> Window:
     """The one context builder: the standard layout, assembled under ``budget``.
 
@@ -358,6 +373,7 @@ def context_window(
         topic=topic_items,
         layout=lay,
         memory_header=memory_header,
+        topic_header=topic_header,
     )
     return assemble(
         segments,

@@ -33,8 +33,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from contextos.engine.session import Layout, novel_hits
 from contextos.memory.render import embedding_text
 from contextos.types import Hit
+
+#: The topic layout's constants (shared by ``bench replay``'s ``topic`` strategy and
+#: wrapped calls): the block's share of the budget (cached, before the history); the
+#: per-call delta's ceiling (after the history; it only fills what the cached prefix
+#: leaves); the fresh top-N the delta tops the block up to; the drift margin that
+#: refreshes the block between due points; the history budget as a multiple of the
+#: room the block leaves (1.4: the history at its 0.8 trigger uses ~1.1x that room, so
+#: the delta shrinks while the history is near its trigger). Chosen
+#: leave-one-conversation-out on the 5 dev conversations (docs/context-engine.md).
+TOPIC_SHARE = 0.35
+DELTA_SHARE = 0.10
+DELTA_TOP = 6
+TOPIC_MARGIN = 0.3
+TOPIC_HISTORY_SHARE = 1.4
+#: Extra searched per block so that memories the history already shows can be
+#: dropped and the block still filled.
+TOPIC_SEARCH_OVER = 2
 
 
 class VectorEmbedder(Protocol):
@@ -128,4 +146,74 @@ class TopicBlock:
         return block, delta, refreshed
 
 
-__all__ = ["TopicBlock", "VectorEmbedder"]
+def topic_layout(
+    budget: int,
+    room: int,
+    summary_share: float,
+    *,
+    block_tokens: int | None = None,
+) -> tuple[int, Layout]:
+    """The topic layout's history budget and :class:`Layout` for ``room`` tokens.
+
+    The cached prefix is sized first and the per-call delta only fills what it
+    leaves (its priority is below the summary's), so the delta's size never
+    moves the prefix; the summary's ceiling fits the summary the history budget
+    asks for, since a summary over its ceiling would be left out whole.
+
+    ``block_tokens`` caps the block (and the delta) in tokens: in a large
+    window ``TOPIC_SHARE`` of the budget would be tens of thousands of tokens
+    of memories, so a wrapped call gives the block the tokens its memory
+    segment would have had.
+    """
+    block = TOPIC_SHARE * budget
+    delta = DELTA_SHARE * budget
+    if block_tokens is not None:
+        if block_tokens < 0:
+            raise ValueError("block_tokens must be >= 0")
+        block, delta = min(block, block_tokens), min(delta, block_tokens)
+    history = int((room - block) * TOPIC_HISTORY_SHARE)
+    layout = Layout(
+        topic_ceiling=block / budget,
+        memories_ceiling=delta / budget,
+        memories_floor=0.0,
+        memories_priority=25,
+        # + 64: the summary's header and framing, beyond its lines' tokens.
+        summary_ceiling=(summary_share * history + 64) / budget,
+    )
+    return history, layout
+
+
+def topic_memories(
+    block: TopicBlock,
+    question: str,
+    fresh: Sequence[Hit],
+    known: set[str] | frozenset[str],
+    block_tokens: int,
+    *,
+    limit: int | None = None,
+    commit: bool = True,
+) -> tuple[list[Hit], list[Hit], bool]:
+    """(block, delta, refreshed) for ``question`` from the memories ``fresh`` retrieved.
+
+    ``fresh`` should be searched with ``TOPIC_SEARCH_OVER`` times
+    ``block_tokens``: memories whose every source turn is in ``known`` (the
+    history shows them, verbatim or summarised) are dropped first, then the
+    rest is cut to ``block_tokens`` (and to ``limit`` memories, if given) and
+    handed to :meth:`TopicBlock.update`.
+    """
+    novel = novel_hits(fresh, known, block_tokens)
+    return block.update(question, novel if limit is None else novel[:limit], commit=commit)
+
+
+__all__ = [
+    "DELTA_SHARE",
+    "DELTA_TOP",
+    "TOPIC_HISTORY_SHARE",
+    "TOPIC_MARGIN",
+    "TOPIC_SEARCH_OVER",
+    "TOPIC_SHARE",
+    "TopicBlock",
+    "VectorEmbedder",
+    "topic_layout",
+    "topic_memories",
+]

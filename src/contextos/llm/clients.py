@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from contextos.config import Settings
-from contextos.errors import MissingExtraError
 from contextos.providers.base import CallRecord
 from contextos.providers.errors import call_mapped
+from contextos.providers.sdk import client_from_settings
 from contextos.providers.wrap import UsageLog
 from contextos.types import Message, Usage
 
@@ -121,21 +121,9 @@ def llm_from_settings(settings: Settings, *, model: str | None = None) -> Any:
     Anthropic when ``ANTHROPIC_API_KEY`` is set, else OpenAI when
     ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline".
     """
-    try:
-        if settings.anthropic_api_key:
-            import anthropic
-
-            return AnthropicLLM(
-                anthropic.Anthropic(api_key=settings.anthropic_api_key),
-                model=model or settings.model,
-            )
-        if settings.openai_api_key or settings.openai_base_url:
-            import openai
-
-            client = openai.OpenAI(
-                api_key=settings.openai_api_key or "none", base_url=settings.openai_base_url
-            )
-            return OpenAILLM(client, model=model or "gpt-4.1-mini")
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "anthropic", exc.name or "anthropic") from None
+    if settings.anthropic_api_key:
+        client = client_from_settings("anthropic", settings)
+        return AnthropicLLM(client, model=model or settings.model)
+    if settings.openai_api_key or settings.openai_base_url:
+        return OpenAILLM(client_from_settings("openai", settings), model=model or "gpt-4.1-mini")
     return None

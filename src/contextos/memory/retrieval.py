@@ -43,13 +43,13 @@ import functools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
 
-from ..embed import Embedder
+from ..embed import Embedder, Vectors
 from ..store.base import Ranked, Store
 from ..types import Filter, Hit, MemoryRecord
 
@@ -197,8 +197,14 @@ class HybridRetriever:
             if cfg.mode == "bm25":
                 raise ValueError("min_score needs the dense retriever (mode 'bm25' has none)")
         n = max(cfg.candidates, limit)
-        # The query embedding (~25 ms on two cores) overlaps with the BM25 query.
-        pending = _query_pool().submit(self.embedder.embed, [query]) if cfg.mode != "bm25" else None
+        # The query embedding overlaps with the BM25 query: queued to an embedder that
+        # batches (the server's, ``submit``), else on a thread of the query pool.
+        pending: Future[Vectors] | None = None
+        if cfg.mode != "bm25":
+            submit = getattr(self.embedder, "submit", None)
+            pending = (
+                submit([query]) if submit else _query_pool().submit(self.embedder.embed, [query])
+            )
         lexical = (
             self.store.keyword_search(flt, query, limit=n, context_weight=cfg.context_weight)
             if cfg.mode != "dense"

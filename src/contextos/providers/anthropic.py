@@ -25,7 +25,7 @@ installed anthropic 2.14 types (``anthropic/types/beta/``):
   (``context_management.applied_edits`` of the response,
   ``beta_context_management_response.py``: ``cleared_input_tokens`` and
   ``cleared_tool_uses`` / ``cleared_thinking_turns``) is returned by
-  :meth:`AnthropicAdapter.extra` and lands in the call record and the session log.
+  :func:`extra_of` and lands in the call record and the session log.
 - A ``compaction`` block of a reply (``beta_compaction_block.py``: ``content``,
   ``encrypted_content``, ``signature``, ``tool_changes``; streamed as
   ``compaction_delta``) is kept verbatim in the reply's metadata under
@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from contextos.engine.context import model_info
@@ -53,10 +53,10 @@ from contextos.engine.window import Block, Window
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
-from ..errors import MissingExtraError
 from ..types import Message, Role, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared
+from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 from .errors import call_mapped
+from .sdk import sdk_client
 
 MAX_BREAKPOINTS = 4
 
@@ -82,10 +82,10 @@ def _text_of(content: Any) -> str:
     return "\n".join(parts)
 
 
-def _neutral(wire: Mapping[str, Any]) -> Message:
-    content = wire.get("content")
-    blocks = content if isinstance(content, list) else []
-    calls = tuple(
+def _tool_calls(blocks: Iterable[Any]) -> tuple[ToolCall, ...]:
+    """The ``tool_use`` blocks among ``blocks`` (wire dicts or SDK objects) as neutral
+    tool calls, their input as canonical JSON so equal calls compare equal."""
+    return tuple(
         ToolCall(
             str(field_of(b, "id")),
             str(field_of(b, "name")),
@@ -94,6 +94,12 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
         for b in blocks
         if field_of(b, "type") == "tool_use"
     )
+
+
+def _neutral(wire: Mapping[str, Any]) -> Message:
+    content = wire.get("content")
+    blocks = content if isinstance(content, list) else []
+    calls = _tool_calls(blocks)
     results = [b for b in blocks if field_of(b, "type") == "tool_result"]
     meta: dict[str, Any] = {WIRE_KEY: ("anthropic", wire)}
     compaction = compaction_blocks(blocks)
@@ -199,21 +205,12 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
 # -- rendering -----------------------------------------------------------------
 
 
-def _question_content(question: Message | None) -> list[JSON] | None:
-    """The caller's own content blocks for the question (images, documents), if any."""
-    wire = question.metadata.get(WIRE_KEY) if question is not None else None
-    if wire is None or wire[0] != "anthropic":
-        return None
-    content = wire[1].get("content")
-    return copy.deepcopy(list(content)) if isinstance(content, list) else None
-
-
 def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
     """The request body for a prepared window (:func:`contextos.cache.render_anthropic`),
     with the caller's question content blocks sent as they were given."""
     body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens)
     _send_compactions_back(prepared.window, body["messages"])
-    own = _question_content(prepared.question)
+    own = own_content(prepared.question, "anthropic")
     if own is not None and body["messages"] and prepared.window.blocks[-1].kind == "question":
         final = body["messages"][-1]["content"]
         mark = final[-1].get("cache_control")
@@ -322,15 +319,7 @@ def reply_of(response: Any) -> Message:
     """The assistant message of a ``Message`` response."""
     content = field_of(response, "content") or []
     text = "".join(field_of(b, "text", "") for b in content if field_of(b, "type") == "text")
-    calls = tuple(
-        ToolCall(
-            str(field_of(b, "id")),
-            str(field_of(b, "name")),
-            json.dumps(field_of(b, "input", {}), sort_keys=True),
-        )
-        for b in content
-        if field_of(b, "type") == "tool_use"
-    )
+    calls = _tool_calls(content)
     compaction = compaction_blocks(content)
     meta = {COMPACTION_KEY: compaction} if compaction else {}
     return Message("assistant", text, tool_calls=calls, metadata=meta)
@@ -446,43 +435,13 @@ class AnthropicStreamAccumulator:
         return extra_of(response, self._usage)
 
 
-class AnthropicAdapter:
-    """The :class:`~contextos.providers.base.ProviderAdapter` for ``anthropic.Anthropic``."""
-
-    name = "anthropic"
-
-    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
-        return parse(kwargs)
-
-    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        return render(prepared, kwargs)
-
-    def usage(self, response: Any) -> Usage:
-        return usage_from_anthropic(field_of(response, "usage"))
-
-    def reply(self, response: Any) -> Message:
-        return reply_of(response)
-
-    def extra(self, response: Any) -> dict[str, Any]:
-        return extra_of(response)
-
-    def request_id(self, response: Any) -> str | None:
-        value = field_of(response, "id")
-        return str(value) if value else None
-
-    def accumulator(self) -> AnthropicStreamAccumulator:
-        return AnthropicStreamAccumulator()
+#: The :class:`~contextos.providers.base.ProviderAdapter` for ``anthropic.Anthropic``.
+ADAPTER = WireAdapter(
+    "anthropic", parse, render, usage_from_anthropic, reply_of, extra_of, AnthropicStreamAccumulator
+)
 
 
 # -- token counting --------------------------------------------------------------
-
-
-def _client_from_key(api_key: str, base_url: str | None) -> Any:
-    try:
-        import anthropic
-    except ImportError:
-        raise MissingExtraError("anthropic", "anthropic") from None
-    return anthropic.Anthropic(api_key=api_key, base_url=base_url)
 
 
 class AnthropicTokenCounter:
@@ -511,7 +470,7 @@ class AnthropicTokenCounter:
         cache_size: int = 4096,
     ) -> None:
         if client is None and api_key:
-            client = _client_from_key(api_key, base_url)
+            client = sdk_client("anthropic", api_key, base_url)
         self._client = client
         self._fallback = fallback or default_tokenizer()
         self.model = model

@@ -11,18 +11,31 @@ are handed touches the network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from contextos.engine.window import Window
 from contextos.llm.models import ModelInfo
 
+from ..cache.accounting import field_of
 from ..types import Message, Usage
 
 #: Metadata key under which a caller's original wire message rides along a
 #: neutral Message, so the adapter can send the caller's own bytes back.
 WIRE_KEY = "wire"
+
+
+def own_content(question: Message | None, provider: str) -> list[dict[str, Any]] | None:
+    """The caller's own content parts for the question (images, documents), as given in
+    ``provider``'s wire format (a copy), or None when it came as plain text or from the
+    other provider."""
+    wire = question.metadata.get(WIRE_KEY) if question is not None else None
+    if wire is None or wire[0] != provider:
+        return None
+    content = wire[1].get("content")
+    return copy.deepcopy(list(content)) if isinstance(content, list) else None
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,10 @@ class StreamAccumulator(Protocol):
 class ProviderAdapter(Protocol):
     """Parses, renders and reads one vendor's chat wire format (pure)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The provider's name in call records ("anthropic", "openai")."""
+        ...
 
     def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
         """The neutral request of an SDK call's keyword arguments."""
@@ -136,6 +152,30 @@ class ProviderAdapter(Protocol):
     def accumulator(self) -> StreamAccumulator:
         """A fresh accumulator for one stream."""
         ...
+
+
+@dataclass(frozen=True)
+class WireAdapter:
+    """The :class:`ProviderAdapter` of one wire format, made of that format's pure functions.
+
+    Why one class: the Messages, Chat Completions and Responses adapters differ only in
+    which parser, renderer and readers they call, so each provider module names its
+    functions here instead of writing the same delegating methods again.
+    """
+
+    name: str
+    parse: Callable[[Mapping[str, Any]], ChatRequest]
+    render: Callable[[Prepared, Mapping[str, Any]], tuple[dict[str, Any], str]]
+    #: the wire ``usage`` object -> neutral usage
+    read_usage: Callable[[Any], Usage]
+    reply: Callable[[Any], Message]
+    #: a complete response -> what the server did beyond the reply, for the call record
+    extra: Callable[[Any], dict[str, Any]]
+    accumulator: Callable[[], StreamAccumulator]
+
+    def usage(self, response: Any) -> Usage:
+        """Usage of a complete (non-streamed) response: its ``usage`` field, read."""
+        return self.read_usage(field_of(response, "usage"))
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,18 @@ or "hi" leave nothing behind. Every message is still in the session log.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from contextos.engine.context import MEMORY_HEADER, SessionContext
 from contextos.engine.window import Window
 
 from ..config import Settings
-from ..errors import ConfigError, MissingExtraError
 from ..types import Message, Usage
 from .base import CallRecord, ChatRequest, Prepared
+from .sdk import client_from_settings
+
+if TYPE_CHECKING:
+    from contextos.memory import Memory
 from .wrap import WrappedClient, wrap
 
 ChatProvider = Literal["offline", "anthropic", "openai"]
@@ -45,30 +48,6 @@ class ChatTurn:
     memories: tuple[str, ...]
 
 
-def _sdk_client(provider: ChatProvider, settings: Settings, base_url: str | None) -> Any:
-    try:
-        if provider == "anthropic":
-            import anthropic
-
-            if not settings.anthropic_api_key:
-                raise ConfigError(
-                    "no Anthropic API key: set ANTHROPIC_API_KEY (or use --provider offline)"
-                )
-            return anthropic.Anthropic(api_key=settings.anthropic_api_key, base_url=base_url)
-        import openai
-
-        url = base_url or settings.openai_base_url
-        key = settings.openai_api_key or ("none" if url else None)
-        if not key:
-            raise ConfigError(
-                "no OpenAI API key: set OPENAI_API_KEY, or OPENAI_BASE_URL for "
-                "an OpenAI-compatible server (or use --provider offline)"
-            )
-        return openai.OpenAI(api_key=key, base_url=url)
-    except ImportError:
-        raise MissingExtraError(provider, provider) from None
-
-
 def _memories_of(window: Window) -> tuple[str, ...]:
     return tuple(b.text for b in window.blocks if b.kind == "context" and b.text != MEMORY_HEADER)
 
@@ -78,7 +57,7 @@ class Chat:
 
     def __init__(
         self,
-        memory: Any,
+        memory: Memory,
         *,
         provider: ChatProvider = "offline",
         session_id: str = "chat",
@@ -102,7 +81,7 @@ class Chat:
         self._client: WrappedClient | None = None
         self._watch = _Watch(self.context)
         if provider != "offline":
-            raw = client or _sdk_client(provider, settings or memory.settings, base_url)
+            raw = client or client_from_settings(provider, settings or memory.settings, base_url)
             self._client = wrap(raw, context=self._watch)
 
     def send(self, text: str) -> ChatTurn:

@@ -26,7 +26,7 @@ written tokens (OpenAI's ``prompt_tokens`` includes them), ``cache_read_input_to
 is ``prompt_tokens_details.cached_tokens`` and ``cache_creation_input_tokens``
 its ``cache_write_tokens`` (:func:`contextos.cache.usage_from_openai`). The
 write TTL split (30m / 12h) exists only in the Responses API's usage; the
-adapter's :meth:`OpenAIAdapter.extra` reports it as ``cache_write_ttl`` when
+adapter's :func:`write_ttl_extra` reports it as ``cache_write_ttl`` when
 present (:func:`contextos.cache.accounting.openai_write_ttls`).
 
 Streams only report usage when ``stream_options.include_usage`` is set; the
@@ -36,7 +36,7 @@ usage-only chunk (empty ``choices``) so the caller's loop sees what it expects.
 
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -46,7 +46,7 @@ from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage
 from ..cache.accounting import openai_write_ttls
 from ..engine.window import Window
 from ..types import Message, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared
+from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 
 JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
@@ -213,7 +213,7 @@ def render(
     for m in messages:
         if m["role"] == "system" and role != "system":
             m["role"] = role
-    own = _question_parts(prepared.question)
+    own = own_content(prepared.question, "openai")
     if own is not None and messages and prepared.window.blocks[-1].kind == "question":
         messages[-1]["content"][-1:] = own
     out = {k: v for k, v in kwargs.items() if k != "messages"}
@@ -230,14 +230,6 @@ def render(
             cache_key if isinstance(cache_key, str) else prompt_cache_key(prepared.window)
         )
     return out, _prefix_hash(out, stable_end(prepared.window, "openai"), prepared)
-
-
-def _question_parts(question: Message | None) -> list[JSON] | None:
-    wire = question.metadata.get(WIRE_KEY) if question is not None else None
-    if wire is None or wire[0] != "openai":
-        return None
-    content = wire[1].get("content")
-    return copy.deepcopy(list(content)) if isinstance(content, list) else None
 
 
 def _prefix_hash(kwargs: Mapping[str, Any], stable_blocks: int, prepared: Prepared) -> str:
@@ -315,40 +307,28 @@ def is_usage_only(chunk: Any) -> bool:
     return not (field_of(chunk, "choices") or []) and field_of(chunk, "usage") is not None
 
 
-class OpenAIAdapter:
-    """The :class:`~contextos.providers.base.ProviderAdapter` for ``openai.OpenAI``."""
+def chat_adapter(
+    *, cache_key: bool | str = False, cache_options: Mapping[str, Any] | None = None
+) -> WireAdapter:
+    """The :class:`~contextos.providers.base.ProviderAdapter` for ``openai.OpenAI``'s
+    Chat Completions, rendering with the wrapper's prompt-cache key and options."""
+    options = None if cache_options is None else check_cache_options(cache_options)
+    rendering = functools.partial(render, cache_key=cache_key, cache_options=options)
+    return WireAdapter(
+        "openai",
+        parse,
+        rendering,
+        usage_from_openai,
+        reply_of,
+        write_ttl_extra,
+        OpenAIStreamAccumulator,
+    )
 
-    name = "openai"
 
-    def __init__(
-        self, *, cache_key: bool | str = False, cache_options: Mapping[str, Any] | None = None
-    ) -> None:
-        self.cache_key = cache_key
-        self.cache_options = None if cache_options is None else check_cache_options(cache_options)
-
-    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
-        return parse(kwargs)
-
-    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        return render(prepared, kwargs, cache_key=self.cache_key, cache_options=self.cache_options)
-
-    def usage(self, response: Any) -> Usage:
-        return usage_from_openai(field_of(response, "usage"))
-
-    def extra(self, response: Any) -> dict[str, Any]:
-        """``cache_write_ttl`` ({"30m": n, "12h": m}) when the usage reports the split."""
-        split = openai_write_ttls(field_of(response, "usage"))
-        return {"cache_write_ttl": split} if split else {}
-
-    def reply(self, response: Any) -> Message:
-        return reply_of(response)
-
-    def request_id(self, response: Any) -> str | None:
-        value = field_of(response, "id")
-        return str(value) if value else None
-
-    def accumulator(self) -> OpenAIStreamAccumulator:
-        return OpenAIStreamAccumulator()
+def write_ttl_extra(response: Any) -> dict[str, Any]:
+    """``cache_write_ttl`` ({"30m": n, "12h": m}) when the usage reports the split."""
+    split = openai_write_ttls(field_of(response, "usage"))
+    return {"cache_write_ttl": split} if split else {}
 
 
 # -- the Responses API: pass-through, recorded -------------------------------------
@@ -425,37 +405,28 @@ class ResponsesStreamAccumulator:
         return responses_extra(self._response)
 
 
-class ResponsesAdapter:
-    """``client.responses.create`` as a pass-through: the request goes out as given (the
-    window is not managed for this API), and its usage, reply, cache-write TTL split and
-    compaction items are recorded with the client's other calls.
+def _responses_request(kwargs: Mapping[str, Any]) -> ChatRequest:
+    return ChatRequest(model=str(kwargs.get("model", "")), stream=bool(kwargs.get("stream")))
 
-    The installed openai 3.57 has Responses-API compaction:
-    ``context_management=[{"type": "compaction", "compact_threshold": N}]``
-    (``types/responses/response_create_params.py``), ``compaction`` output items,
-    and ``client.responses.compact(...)`` (reached unwrapped, through the SDK).
-    """
 
-    name = "openai"
+def _as_given(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    return dict(kwargs), ""
 
-    def parse(self, kwargs: Mapping[str, Any]) -> ChatRequest:
-        return ChatRequest(model=str(kwargs.get("model", "")), stream=bool(kwargs.get("stream")))
 
-    def render(self, prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        return dict(kwargs), ""
-
-    def usage(self, response: Any) -> Usage:
-        return usage_from_openai(field_of(response, "usage"))
-
-    def reply(self, response: Any) -> Message:
-        return responses_reply(response)
-
-    def extra(self, response: Any) -> dict[str, Any]:
-        return responses_extra(response)
-
-    def request_id(self, response: Any) -> str | None:
-        value = field_of(response, "id")
-        return str(value) if value else None
-
-    def accumulator(self) -> ResponsesStreamAccumulator:
-        return ResponsesStreamAccumulator()
+#: ``client.responses.create`` as a pass-through: the request goes out as given (the
+#: window is not managed for this API), and its usage, reply, cache-write TTL split and
+#: compaction items are recorded with the client's other calls.
+#:
+#: The installed openai 3.57 has Responses-API compaction:
+#: ``context_management=[{"type": "compaction", "compact_threshold": N}]``
+#: (``types/responses/response_create_params.py``), ``compaction`` output items,
+#: and ``client.responses.compact(...)`` (reached unwrapped, through the SDK).
+RESPONSES_ADAPTER = WireAdapter(
+    "openai",
+    _responses_request,
+    _as_given,
+    usage_from_openai,
+    responses_reply,
+    responses_extra,
+    ResponsesStreamAccumulator,
+)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..cache.accounting import field_of
 from ..types import Usage
 from .base import CallRecord, EditReport, Prepared, ProviderAdapter, StreamAccumulator, edit_report
 from .errors import mapped_errors
@@ -130,7 +131,7 @@ class _Core:
                     time.perf_counter() - started,
                     prefix,
                     prepared.logged if prepared else (),
-                    _request_id(self.adapter, response),
+                    _request_id(response),
                     extra=_extra(self.adapter, response),
                 ),
             )
@@ -210,9 +211,11 @@ def _tokens_of(value: Any) -> int:
     return default_tokenizer().count(json.dumps(value, default=str))
 
 
-def _request_id(adapter: Any, response: Any) -> str | None:
-    getter = getattr(adapter, "request_id", None)
-    return getter(response) if getter is not None else None
+def _request_id(response: Any) -> str | None:
+    """The response's ``id``: every wrapped API (Messages, Chat Completions, Responses)
+    names its response by that field."""
+    value = field_of(response, "id")
+    return str(value) if value else None
 
 
 def _extra(source: Any, *args: Any) -> dict[str, Any]:
@@ -307,21 +310,14 @@ class _Recorded:
         return getattr(self._inner, name)
 
 
-class _Chat:
-    def __init__(self, inner: Any, core: _Core) -> None:
+class _Namespace:
+    """An SDK namespace (``client.chat``, ``client.beta``) with its ``resource`` wrapped
+    (``completions``, ``messages``: context management lives in ``beta.messages``);
+    everything else in it is the SDK's own."""
+
+    def __init__(self, inner: Any, core: _Core, resource: str, provider: str) -> None:
         self._inner = inner
-        self.completions = _Resource(inner.completions, core, "openai")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _Beta:
-    """``client.beta`` with ``beta.messages`` wrapped (context management lives there)."""
-
-    def __init__(self, inner: Any, core: _Core) -> None:
-        self._inner = inner
-        self.messages = _Resource(inner.messages, core, "anthropic")
+        setattr(self, resource, _Resource(getattr(inner, resource), core, provider))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -341,13 +337,13 @@ class WrappedClient:
         if self.provider == "anthropic":
             self.messages = _Resource(client.messages, core, "anthropic")
             if hasattr(client, "beta"):
-                self.beta = _Beta(client.beta, core)
+                self.beta = _Namespace(client.beta, core, "messages", "anthropic")
         else:
-            self.chat = _Chat(client.chat, core)
+            self.chat = _Namespace(client.chat, core, "completions", "openai")
             if hasattr(client, "responses"):
-                from .openai import ResponsesAdapter
+                from .openai import RESPONSES_ADAPTER
 
-                self.responses = _Recorded(client.responses, core.passthrough(ResponsesAdapter()))
+                self.responses = _Recorded(client.responses, core.passthrough(RESPONSES_ADAPTER))
 
     @property
     def calls(self) -> UsageLog:
@@ -376,13 +372,13 @@ def _adapter_for(
     if name.startswith("Async"):
         raise TypeError(f"contextos.wrap supports synchronous clients; got {name}")
     if root == "anthropic" and hasattr(client, "messages"):
-        from .anthropic import AnthropicAdapter
+        from .anthropic import ADAPTER
 
-        return AnthropicAdapter()
+        return ADAPTER
     if root == "openai" and hasattr(client, "chat"):
-        from .openai import OpenAIAdapter
+        from .openai import chat_adapter
 
-        return OpenAIAdapter(cache_key=cache_key, cache_options=cache_options)
+        return chat_adapter(cache_key=cache_key, cache_options=cache_options)
     raise TypeError(
         f"cannot wrap {type(client).__module__}.{name}: "
         "pass an anthropic.Anthropic or openai.OpenAI client"
@@ -408,6 +404,7 @@ def wrap(
     stream_usage: bool = True,
     on_call: Recorder | None = None,
     memory_tools: Any = False,
+    memory_placement: str = "per_call",
 ) -> WrappedClient:
     """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
 
@@ -435,6 +432,9 @@ def wrap(
         memory_tools: True to offer the model the self-editing memory tools (core
             blocks pinned in the prefix, archival memory, conversation search) and run
             them until it answers (see :mod:`contextos.agent.loop`); or a ready ToolLoop.
+        memory_placement: ``per_call`` (memories after the history, fresh each call) or
+            ``topic`` (a cached topic block before the history plus a small delta after
+            it; see :class:`~contextos.engine.context.SessionContext`).
 
     Raises:
         TypeError: an unsupported client, or ``context`` together with memory/session.
@@ -456,6 +456,7 @@ def wrap(
             budget=budget,
             compaction=compaction,  # type: ignore[arg-type]
             background_commit=background_commit,
+            placement=memory_placement,  # type: ignore[arg-type]
         )
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
     if memory_tools is not False:

@@ -86,6 +86,9 @@ class AuthGate:
             return
         client = scope.get("client") or ("unknown", 0)
         try:
+            # On a thread even for a SQLite key table: the key table's lock is shared
+            # with key writes, which may wait out a busy database for 30 s, and on the
+            # event loop that wait would stall every request.
             principal = await anyio.to_thread.run_sync(
                 self.auth.admit, _headers(scope), str(client[0])
             )

@@ -51,8 +51,7 @@ class TokenBucketLimiter:
             return 0.0
         now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.limit.burst), now))
-            tokens = min(float(self.limit.burst), tokens + (now - last) * self.limit.rate)
+            tokens = self._refilled(key, now)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
                 return 0.0
@@ -60,6 +59,13 @@ class TokenBucketLimiter:
             if len(self._buckets) > MAX_BUCKETS:
                 self._prune(now)
             return (1.0 - tokens) / self.limit.rate
+
+    def _refilled(self, key: str, now: float) -> float:
+        """The tokens ``key`` holds at ``now``: what it had plus the refill since, capped at
+        ``burst`` (a key never seen holds a full bucket)."""
+        full = float(self.limit.burst)
+        tokens, last = self._buckets.get(key, (full, now))
+        return min(full, tokens + (now - last) * self.limit.rate)
 
     def _prune(self, now: float) -> None:
         """Forget buckets that have refilled (they equal a fresh one): keyed by client
@@ -73,10 +79,8 @@ class TokenBucketLimiter:
         """Seconds until ``key`` has a token (0.0 when it has one now); takes none."""
         if not self.limit.enabled:
             return 0.0
-        now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.limit.burst), now))
-        tokens = min(float(self.limit.burst), tokens + (now - last) * self.limit.rate)
+            tokens = self._refilled(key, self._clock())
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.limit.rate
 
     @staticmethod

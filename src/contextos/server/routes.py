@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPBearer
 from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
 
 from contextos.engine.session import Session
 from contextos.llm.tokens import Tokenizer
@@ -70,8 +71,19 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     """Routes under ``/v1/memories``, all scoped to the tenant of the caller's key."""
     router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERRORS)
 
-    def tenant_memory(request: Request, _: Annotated[Any, Security(bearer)] = None) -> "Memory":
-        return tenants.get(auth.tenant_for(caller(auth, request)))
+    async def tenant_memory(
+        request: Request, _: Annotated[Any, Security(bearer)] = None
+    ) -> "Memory":
+        # Async, so FastAPI does not spend a thread hop on it: behind the AuthGate the
+        # caller is already in the scope and the tenant's Memory is usually cached.
+        principal = principal_in(request.scope)
+        if principal is None:
+            principal = await run_in_threadpool(caller, auth, request)
+        tenant = auth.tenant_for(principal)
+        memory = tenants.cached(tenant)
+        if memory is None:
+            memory = await run_in_threadpool(tenants.get, tenant)
+        return memory
 
     Mem = Annotated[Any, Depends(tenant_memory)]
 

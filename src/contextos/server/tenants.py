@@ -37,6 +37,15 @@ class TenantMemories:
         """Open the store at ``db`` (SQLite path or postgresql:// URL)."""
         return cls(open_store(db), embedder)
 
+    def cached(self, tenant: str) -> Memory | None:
+        """The Memory of ``tenant`` if it is built already (never blocks on I/O, so
+        request handlers call it on the event loop and ``get`` only on a miss)."""
+        with self._lock:
+            memory = self._cache.get(tenant)
+            if memory is not None:
+                self._cache.move_to_end(tenant)
+            return memory
+
     def get(self, tenant: str) -> Memory:
         """The Memory of ``tenant`` (built on first use)."""
         with self._lock:

@@ -3,6 +3,11 @@
 The stores differ only in how a time and a JSON value are written (SQLite: epoch
 seconds and JSON text; PostgreSQL: timestamptz and jsonb), so each passes its two
 encoders and these two functions do the rest. A new record field is added here once.
+
+The statements both stores run alike (appending to a session log, a history row and
+its reading, the sessions an erasure reaches) are written here once too, with the
+store's parameter mark (``?`` or ``%s``) and a cursor that has ``execute``,
+``executemany`` and ``fetchone``/``fetchall`` (sqlite3's and psycopg's both do).
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..types import MemoryRecord, Message, Scope, ToolCall, Turn
+from ..types import HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
+from .base import Patch, patch_columns
 
 #: The ``memories`` columns a record is written to and read from, in this order.
 RECORD_FIELDS = (
@@ -155,3 +161,167 @@ def turn_from_values(
     return Turn(
         session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=time(created)
     )
+
+
+# -- updates -------------------------------------------------------------------
+
+
+def patch_sets(
+    patch: Patch,
+    now: object,
+    *,
+    mark: str,
+    time: Callable[[datetime], object],
+    to_json: Callable[[Any], object],
+    json_cast: str = "",
+) -> tuple[list[str], list[object]]:
+    """The ``col = mark`` SET clauses of ``patch`` (and ``updated_at = now``) with their
+    values, times and JSON written with the store's encoders."""
+    encode: dict[str, Callable[[Any], object]] = {
+        "metadata": to_json,
+        "valid_to": time,
+        "event_time": time,
+    }
+    cols = [("updated_at", now)] + [
+        (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
+    ]
+    sets = [f"{c} = {mark}{json_cast if c == 'metadata' else ''}" for c, _ in cols]
+    return sets, [v for _, v in cols]
+
+
+# -- session logs --------------------------------------------------------------
+
+
+def check_turns(scope: Scope, messages: Sequence[Message], tokens: Sequence[int]) -> None:
+    """Refuse an append with no session to log to or a token count per message missing."""
+    if not scope.session_id:
+        raise ValueError("append_turns needs a session_id")
+    if len(messages) != len(tokens):
+        raise ValueError("messages and tokens differ in length")
+
+
+def append_turn_rows(
+    cur: Any,
+    scope: Scope,
+    messages: Sequence[Message],
+    tokens: Sequence[int],
+    now: Any,
+    *,
+    mark: str,
+    row_of: Callable[[Scope, int, Message, int, Any], tuple[object, ...]],
+    json_cast: str = "",
+) -> list[tuple[object, ...]]:
+    """Append ``messages`` (with their token counts) to the session log of ``scope`` in
+    the transaction behind ``cur``, numbered after the last logged turn, and return the
+    inserted rows (``row_of`` makes one, in ``TURN_FIELDS`` order).
+
+    The session row is upserted first: on PostgreSQL that locks it, so concurrent
+    appends to one session queue there instead of racing for the same seq numbers.
+    ``json_cast`` is what follows a JSON column's mark (``::jsonb`` on PostgreSQL).
+    The caller has run :func:`check_turns` before opening the transaction.
+    """
+    m = mark
+    cur.execute(
+        "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
+        f"VALUES ({m},{m},{m},{m},'{{}}',{m}) ON CONFLICT (tenant, session_id) "
+        "DO UPDATE SET updated_at = excluded.updated_at",
+        (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
+    )
+    (last,) = cur.execute(
+        f"SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = {m} AND session_id = {m}",
+        (scope.tenant, scope.session_id),
+    ).fetchone()
+    rows = [
+        row_of(scope, last + 1 + k, msg, t, now)
+        for k, (msg, t) in enumerate(zip(messages, tokens, strict=True))
+    ]
+    marks = ",".join(
+        m + (json_cast if f in ("tool_calls", "metadata") else "") for f in TURN_FIELDS
+    )
+    cur.executemany(f"INSERT INTO turns ({', '.join(TURN_FIELDS)}) VALUES ({marks})", rows)
+    return rows
+
+
+# -- history -------------------------------------------------------------------
+
+#: The ``history`` columns an event is written with, in this order.
+HISTORY_FIELDS = ("tenant", "user_id", "memory_id", "event", "old_text", "new_text", "at", "actor")
+
+
+def insert_history_sql(mark: str) -> str:
+    """The INSERT of one history event, its values in ``HISTORY_FIELDS`` order."""
+    marks = ",".join([mark] * len(HISTORY_FIELDS))
+    return f"INSERT INTO history ({', '.join(HISTORY_FIELDS)}) VALUES ({marks})"
+
+
+def update_event(
+    tenant: str, old: MemoryRecord, patch: Patch, at: object, actor: str
+) -> tuple[object, ...]:
+    """The history row of ``patch`` applied to ``old``, in ``HISTORY_FIELDS`` order.
+
+    A patch that only closes the record's validity (``valid_to`` and nothing else) is
+    how reconciliation retires a memory, so it is recorded as a DELETE; any other
+    patch is an UPDATE. The new text is the old one when the patch leaves it alone.
+    """
+    closing = patch.valid_to is not None and patch.text is None and not patch.metadata
+    new_text = patch.text if patch.text is not None else old.text
+    event = "DELETE" if closing else "UPDATE"
+    return (tenant, old.user_id, old.id, event, old.text, new_text, at, actor)
+
+
+def log_deletion(
+    cur: Any,
+    tenant: str,
+    memory_id: str,
+    user_id: str | None,
+    text: str,
+    *,
+    purge: bool,
+    at: object,
+    actor: str,
+    mark: str,
+) -> None:
+    """Record the deletion of one memory in its history. A purge keeps the event but
+    blanks every text of the memory's history, so the erased words are left nowhere."""
+    if purge:
+        cur.execute(
+            "UPDATE history SET old_text = NULL, new_text = NULL "
+            f"WHERE tenant = {mark} AND memory_id = {mark}",
+            (tenant, memory_id),
+        )
+    event = (tenant, user_id, memory_id, "DELETE", None if purge else text, None, at, actor)
+    cur.execute(insert_history_sql(mark), event)
+
+
+def read_history(
+    read: Callable[[str, Sequence[object]], Sequence[Any]],
+    tenant: str,
+    memory_id: str,
+    *,
+    mark: str,
+    time: Callable[[Any], datetime],
+) -> list[HistoryEvent]:
+    """The history of one memory, oldest first; ``read`` is the store's (sql, params) -> rows."""
+    rows = read(
+        "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
+        f"WHERE tenant = {mark} AND memory_id = {mark} ORDER BY seq",
+        (tenant, memory_id),
+    )
+    return [HistoryEvent(r[0], r[1], r[2], r[3], time(r[4]), r[5]) for r in rows]
+
+
+# -- erasure -------------------------------------------------------------------
+
+
+def user_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
+    """The sessions a ``forget(scope)`` reaches: every session in which the user has a
+    memory, a logged turn or session metadata."""
+    m = mark
+    rows = cur.execute(
+        f"SELECT session_id FROM memories WHERE tenant = {m} AND user_id = {m} "
+        "AND session_id IS NOT NULL UNION "
+        f"SELECT session_id FROM turns WHERE tenant = {m} AND user_id = {m} UNION "
+        f"SELECT session_id FROM session_meta WHERE tenant = {m} AND user_id = {m}",
+        (scope.tenant, scope.user_id) * 3,
+    ).fetchall()
+    return [r[0] for r in rows]

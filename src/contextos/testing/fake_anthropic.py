@@ -72,6 +72,7 @@ from .fake_http import (
     FakeHTTPServer,
     FakeResponse,
     RecordedRequest,
+    canonical_json,
     estimate_tokens,
     sse_json,
     text_pieces,
@@ -145,9 +146,10 @@ class AnthropicUsage:
 
 
 def _canonical(block: Any) -> str:
+    """A block's cache key: its canonical JSON without its own ``cache_control`` marker."""
     if isinstance(block, dict):
         block = {k: v for k, v in block.items() if k != "cache_control"}
-    return json.dumps(block, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(block)
 
 
 def _blocks(body: dict[str, Any]) -> list[tuple[str, str | None]]:

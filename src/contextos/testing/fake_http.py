@@ -256,3 +256,20 @@ def text_pieces(text: str, size: int = 8) -> list[str]:
 def estimate_tokens(text: str) -> int:
     """The fakes' deterministic token count: one token per four characters, rounded up."""
     return (len(text) + 3) // 4
+
+
+def without_key(item: Any, key: str) -> Any:
+    """``item`` with every mapping entry named ``key`` dropped, at any depth: cache markers
+    (``cache_control``, ``prompt_cache_breakpoint``) are not content, so prefix comparisons
+    leave them out."""
+    if isinstance(item, dict):
+        return {k: without_key(v, key) for k, v in item.items() if k != key}
+    if isinstance(item, list):
+        return [without_key(v, key) for v in item]
+    return item
+
+
+def canonical_json(item: Any) -> str:
+    """Compact, key-sorted JSON: the fakes' prompt-cache keys, equal exactly when the
+    content is."""
+    return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

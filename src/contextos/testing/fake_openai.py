@@ -42,8 +42,10 @@ from .fake_http import (
     FakeResponse,
     RecordedRequest,
     SSEEvent,
+    canonical_json,
     estimate_tokens,
     text_pieces,
+    without_key,
 )
 
 #: OpenAI reports cache hits in increments of this many tokens.
@@ -87,32 +89,24 @@ class OpenAIUsage:
         }
 
 
-def _canonical(item: Any) -> str:
-    return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 class CacheOptionsError(ValueError):
     """A ``prompt_cache_options`` or breakpoint the real API would refuse (400)."""
 
 
 def _unmarked(item: Any) -> Any:
     """``item`` without ``prompt_cache_breakpoint`` markers (they are not content)."""
-    if isinstance(item, dict):
-        return {k: _unmarked(v) for k, v in item.items() if k != "prompt_cache_breakpoint"}
-    if isinstance(item, list):
-        return [_unmarked(v) for v in item]
-    return item
+    return without_key(item, "prompt_cache_breakpoint")
 
 
 def _parts(body: dict[str, Any]) -> list[tuple[str, bool]]:
     """The request as (canonical text, ends a breakpoint) units: each tool, each message
     (its fields, then each content part when the content is a list of parts)."""
-    out: list[tuple[str, bool]] = [(_canonical(t), False) for t in body.get("tools") or []]
+    out: list[tuple[str, bool]] = [(canonical_json(t), False) for t in body.get("tools") or []]
     for message in body.get("messages") or []:
         content = message.get("content")
-        head = _canonical({k: v for k, v in message.items() if k != "content"})
+        head = canonical_json({k: v for k, v in message.items() if k != "content"})
         if not isinstance(content, list):
-            out.append((head + _canonical(content), False))
+            out.append((head + canonical_json(content), False))
             continue
         out.append((head, False))
         for part in content:
@@ -123,7 +117,7 @@ def _parts(body: dict[str, Any]) -> list[tuple[str, bool]]:
                 or mark.get("ttl", "30m") not in ("30m", "12h")
             ):
                 raise CacheOptionsError(f"invalid prompt_cache_breakpoint {mark!r}")
-            out.append((_canonical(_unmarked(part)), mark is not None))
+            out.append((canonical_json(_unmarked(part)), mark is not None))
     return out
 
 
@@ -153,7 +147,7 @@ class _PrefixCache:
         total = 0
         cached = 0
         for item in items:
-            text = _canonical(_unmarked(item))
+            text = canonical_json(_unmarked(item))
             running.update(text.encode())
             total += estimate_tokens(text)
             key = running.copy().hexdigest()
@@ -343,7 +337,7 @@ class FakeOpenAI(FakeHTTPServer):
             if c.get("type") == "compaction"
         ]
         if threshold and total >= (threshold[0] or 0):
-            secret = "enc_" + hashlib.sha256(_canonical(items).encode()).hexdigest()[:16]
+            secret = "enc_" + hashlib.sha256(canonical_json(items).encode()).hexdigest()[:16]
             output.append({"type": "compaction", "id": f"cmp_{rid}", "encrypted_content": secret})
         output.append(
             {

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from contextos.errors import MissingExtraError, NotFound, StoreError
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector, patch_columns
+from contextos.store import records as shared  # the parameter of put() is named records
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
@@ -53,10 +54,7 @@ _INSERT_RECORD = (
     f"INSERT INTO memories ({', '.join(RECORD_FIELDS)}) "
     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
 )
-_INSERT_HISTORY = (
-    "INSERT INTO history (tenant, user_id, memory_id, event, old_text, new_text, at, actor) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
-)
+_INSERT_HISTORY = shared.insert_history_sql("%s")
 
 
 # `PostgresStore.list` shadows the builtin inside the class body, hence these aliases.
@@ -241,7 +239,9 @@ class PostgresStore:
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
             old = record_from_row(row)
-            sets, params = _patch_sets(patch, now)
+            sets, params = shared.patch_sets(
+                patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
+            )
             if patch.text not in (None, old.text):  # the stored vector described the old text
                 cur.execute(
                     "DELETE FROM vectors WHERE tenant = %s AND memory_id = %s", (tenant, memory_id)
@@ -260,20 +260,7 @@ class PostgresStore:
                 f"RETURNING {RECORD_COLUMNS}",
                 (*params, tenant, memory_id),
             ).fetchone()
-            closing = patch.valid_to is not None and patch.text is None and not patch.metadata
-            cur.execute(
-                _INSERT_HISTORY,
-                (
-                    tenant,
-                    old.user_id,
-                    memory_id,
-                    "DELETE" if closing else "UPDATE",
-                    old.text,
-                    patch.text if patch.text is not None else old.text,
-                    now,
-                    actor,
-                ),
-            )
+            cur.execute(_INSERT_HISTORY, shared.update_event(tenant, old, patch, now, actor))
         return record_from_row(new_row)
 
     def delete(
@@ -288,17 +275,10 @@ class PostgresStore:
             ).fetchone()
             if row is None:
                 raise NotFound(f"no memory {memory_id!r}")
-            if purge:
-                cur.execute(
-                    "UPDATE history SET old_text = NULL, new_text = NULL "
-                    "WHERE tenant = %s AND memory_id = %s",
-                    (tenant, memory_id),
-                )
-                if row[2] is not None:
-                    _scrub_contexts(cur, tenant, [row[2]], [row[1]])
-            cur.execute(
-                _INSERT_HISTORY,
-                (tenant, row[0], memory_id, "DELETE", None if purge else row[1], None, now, actor),
+            if purge and row[2] is not None:
+                _scrub_contexts(cur, tenant, [row[2]], [row[1]])
+            shared.log_deletion(
+                cur, tenant, memory_id, row[0], row[1], purge=purge, at=now, actor=actor, mark="%s"
             )
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> _Records:
@@ -325,28 +305,14 @@ class PostgresStore:
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
     def history(self, tenant: str, memory_id: str) -> _Events:
-        rows = self._read(
-            "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
-            "WHERE tenant = %s AND memory_id = %s ORDER BY seq",
-            (tenant, memory_id),
-        )
-        return [HistoryEvent(r[0], r[1], r[2], r[3], utc(r[4]), r[5]) for r in rows]
+        return shared.read_history(self._read, tenant, memory_id, mark="%s", time=utc)
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
         t, u = scope.tenant, scope.user_id
         with self._tx("forget") as cur:
-            sessions = [
-                r[0]
-                for r in cur.execute(
-                    "SELECT session_id FROM memories WHERE tenant = %s AND user_id = %s "
-                    "AND session_id IS NOT NULL UNION "
-                    "SELECT session_id FROM turns WHERE tenant = %s AND user_id = %s UNION "
-                    "SELECT session_id FROM session_meta WHERE tenant = %s AND user_id = %s",
-                    (t, u) * 3,
-                ).fetchall()
-            ]
+            sessions = shared.user_sessions(cur, scope, mark="%s")
             # The user's rows, and in the user's sessions those that name no user.
             mine = "tenant = %s AND (user_id = %s OR (user_id IS NULL AND session_id = ANY(%s)))"
             args = (t, u, sessions)
@@ -527,19 +493,6 @@ def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Seque
                 "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s",
                 (new, tenant, memory_id),
             )
-
-
-def _patch_sets(patch: Patch, now: datetime) -> tuple[list[str], list[object]]:
-    encode: dict[str, Any] = {
-        "metadata": metadata_jsonb,
-        "valid_to": opt_utc,
-        "event_time": opt_utc,
-    }
-    cols = [("updated_at", now)] + [
-        (c, encode[c](v) if c in encode else v) for c, v in patch_columns(patch)
-    ]
-    cast = {"metadata": "::jsonb"}
-    return [f"{c} = %s{cast.get(c, '')}" for c, _ in cols], [v for _, v in cols]
 
 
 def _conninfo(url: str) -> dict[str, str]:

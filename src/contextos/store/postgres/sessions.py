@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from contextos.store.postgres.codec import TURN_COLUMNS, metadata_jsonb, turn_from_row, turn_params
+from contextos.store.records import TURN_FIELDS, append_turn_rows, check_turns
 from contextos.types import Message, Scope, Turn
 
 Transaction = Callable[[str], AbstractContextManager[Any]]
@@ -29,43 +30,29 @@ class PgSessionLog:
     def append_turns(
         self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
     ) -> list[Turn]:
-        if not scope.session_id:
-            raise ValueError("append_turns needs a session_id")
-        if len(messages) != len(tokens):
-            raise ValueError("messages and tokens differ in length")
+        check_turns(scope, messages, tokens)
         now = datetime.now(UTC)
         with self._tx("append") as cur:
-            # Upserting the session row first locks it: concurrent appends to one session
-            # queue here instead of racing for the same seq numbers.
-            cur.execute(
-                "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
-                "updated_at) VALUES (%s,%s,%s,%s,'{}',%s) ON CONFLICT (tenant, session_id) "
-                "DO UPDATE SET updated_at = excluded.updated_at",
-                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
+            rows = append_turn_rows(
+                cur,
+                scope,
+                messages,
+                tokens,
+                now,
+                mark="%s",
+                row_of=turn_params,
+                json_cast="::jsonb",
             )
-            (last,) = cur.execute(
-                "SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = %s AND session_id = %s",
-                (scope.tenant, scope.session_id),
-            ).fetchone()
-            rows = [
-                turn_params(scope, last + 1 + k, m, t, now)
-                for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
-            ]
-            cur.executemany(
-                "INSERT INTO turns (tenant, session_id, seq, user_id, agent_id, role, content, "
-                "name, tool_call_id, tool_calls, metadata, tokens, created_at) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s::jsonb,%s,%s)",
-                rows,
-            )
+        seq = TURN_FIELDS.index("seq")  # the rows hold jsonb text: build the turns, not decode
         return [
             Turn(
                 session_id=str(scope.session_id),
-                seq=last + 1 + k,
+                seq=cast(int, r[seq]),
                 message=m,
                 tokens=t,
                 created_at=now,
             )
-            for k, (m, t) in enumerate(zip(messages, tokens, strict=True))
+            for r, m, t in zip(rows, messages, tokens, strict=True)
         ]
 
     def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:

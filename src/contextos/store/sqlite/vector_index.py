@@ -10,8 +10,14 @@ tenant/user/agent/session/type/time filters are vectorised masks, not SQL.
 Rows are keyed by the record's id (a UUID, never reused), not by SQLite's rowid:
 a rowid freed by a delete in another process comes back for the next insert,
 and an index keyed by rowid then attributed the new record (another user's) to
-the old one's scope. The index grows by appending (amortised doubling); rows of
-removed records are marked dead.
+the old one's scope.
+
+Rows live in one block per (tenant, user): a search scoped to a user (every
+``Memory.search`` with a user_id) scores that block's contiguous matrix only.
+With one flat matrix it masked every row of every user and copied the user's
+rows out before the product: 11 ms of CPU per search at 100k memories over 10
+users, against ~1 ms for the block. Blocks grow by appending (amortised
+doubling); rows of removed records are marked dead.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy.typing as npt
 
 from contextos.types import Filter
 
-_SCOPE_FIELDS = ("tenant", "user_id", "agent_id", "session_id", "memory_type")
+_SCOPE_FIELDS = ("agent_id", "session_id", "memory_type")
 _TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to")
 
 
@@ -45,23 +51,50 @@ class IndexRow:
     valid_to: float | None
 
 
+class _Block:
+    """The rows of one (tenant, user): vectors, scope codes, times, in insertion order."""
+
+    def __init__(self, dimensions: int) -> None:
+        cap = 64
+        self.size = 0
+        self.ids: list[str] = []
+        self.seq = np.zeros(cap, dtype=np.int64)  # index-wide insertion order (ties)
+        self.vecs = np.zeros((cap, dimensions), dtype=np.float32)
+        self.alive = np.zeros(cap, dtype=bool)
+        self.scope = {f: np.zeros(cap, dtype=np.int32) for f in _SCOPE_FIELDS}
+        self.times = {f: np.full(cap, np.nan, dtype=np.float64) for f in _TIME_FIELDS}
+
+    def append(self, memory_id: str, seq: int) -> int:
+        cap = len(self.alive)
+        if self.size == cap:
+            new_cap = cap * 2
+            self.vecs = np.resize(self.vecs, (new_cap, self.vecs.shape[1]))
+            self.alive = np.resize(self.alive, new_cap)
+            self.alive[cap:] = False
+            self.seq = np.resize(self.seq, new_cap)
+            for f in _SCOPE_FIELDS:
+                self.scope[f] = np.resize(self.scope[f], new_cap)
+            for f in _TIME_FIELDS:
+                self.times[f] = np.resize(self.times[f], new_cap)
+        pos = self.size
+        self.ids.append(memory_id)
+        self.seq[pos] = seq
+        self.size += 1
+        return pos
+
+
 class VectorIndex:
     """Exact cosine search over unit vectors with vectorised scope/time masks."""
 
     def __init__(self, dimensions: int) -> None:
         self.dimensions = dimensions
         self._codes: dict[str | None, int] = {None: 0}
-        self._size = 0
-        self._pos: dict[str, int] = {}
-        self._ids: list[str] = []
-        cap = 1024
-        self._vecs = np.zeros((cap, dimensions), dtype=np.float32)
-        self._alive = np.zeros(cap, dtype=bool)
-        self._scope = {f: np.zeros(cap, dtype=np.int32) for f in _SCOPE_FIELDS}
-        self._times = {f: np.full(cap, np.nan, dtype=np.float64) for f in _TIME_FIELDS}
+        self._blocks: dict[str, dict[str | None, _Block]] = {}  # tenant -> user -> block
+        self._pos: dict[str, tuple[_Block, int]] = {}
+        self._seq = 0
 
     def __len__(self) -> int:
-        return int(self._alive[: self._size].sum())
+        return len(self._pos)
 
     def _code(self, value: str | None) -> int:
         code = self._codes.get(value)
@@ -69,80 +102,93 @@ class VectorIndex:
             code = self._codes[value] = len(self._codes)
         return code
 
-    def _grow(self, need: int) -> None:
-        cap = len(self._alive)
-        if need <= cap:
-            return
-        new_cap = max(need, cap * 2)
-        self._vecs = np.resize(self._vecs, (new_cap, self.dimensions))
-        self._alive = np.resize(self._alive, new_cap)
-        self._alive[cap:] = False
-        for f in _SCOPE_FIELDS:
-            self._scope[f] = np.resize(self._scope[f], new_cap)
-        for f in _TIME_FIELDS:
-            self._times[f] = np.resize(self._times[f], new_cap)
-
     def upsert(self, rows: Iterable[IndexRow], vectors: npt.NDArray[np.float32]) -> None:
         """Add or replace vectors for records (vectors must be unit length)."""
-        rows = list(rows)
-        self._grow(self._size + len(rows))
         for row, vec in zip(rows, vectors, strict=True):
-            pos = self._pos.get(row.id)
-            if pos is None:
-                pos = self._pos[row.id] = self._size
-                self._ids.append(row.id)
-                self._size += 1
-            self._vecs[pos] = vec
-            self._alive[pos] = True
+            found = self._pos.get(row.id)
+            users = self._blocks.setdefault(row.tenant, {})
+            block = users.get(row.user_id)
+            if block is None:
+                block = users[row.user_id] = _Block(self.dimensions)
+            if found is not None and found[0] is block:
+                pos = found[1]
+            else:
+                if found is not None:  # the record moved scope: its old row dies
+                    found[0].alive[found[1]] = False
+                pos = block.append(row.id, self._seq)
+                self._seq += 1
+                self._pos[row.id] = (block, pos)
+            block.vecs[pos] = vec
+            block.alive[pos] = True
             for f in _SCOPE_FIELDS:
-                self._scope[f][pos] = self._code(getattr(row, f))
+                block.scope[f][pos] = self._code(getattr(row, f))
             for f in _TIME_FIELDS:
                 value = getattr(row, f)
-                self._times[f][pos] = math.nan if value is None else value
+                block.times[f][pos] = math.nan if value is None else value
 
     def remove(self, ids: Iterable[str]) -> None:
         """Forget records (their rows stay allocated but dead)."""
         for memory_id in ids:
-            pos = self._pos.pop(memory_id, None)
-            if pos is not None:
-                self._alive[pos] = False
+            found = self._pos.pop(memory_id, None)
+            if found is not None:
+                found[0].alive[found[1]] = False
 
-    def _mask(self, flt: Filter, now: float) -> npt.NDArray[np.bool_]:
-        n = self._size
-        mask = self._alive[:n].copy()
-        scope = flt.scope
-        for f, value in (
-            ("tenant", scope.tenant),
-            ("user_id", scope.user_id),
-            ("agent_id", scope.agent_id),
-            ("session_id", scope.session_id),
-        ):
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """Every live vector, in no particular order (benchmarks draw stand-ins from it)."""
+        parts = [
+            b.vecs[: b.size][b.alive[: b.size]]
+            for users in self._blocks.values()
+            for b in users.values()
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dimensions), np.float32)
+
+    def _blocks_for(self, flt: Filter) -> list[_Block]:
+        users = self._blocks.get(flt.scope.tenant, {})
+        if flt.scope.user_id is not None:
+            block = users.get(flt.scope.user_id)
+            return [] if block is None else [block]
+        return list(users.values())
+
+    def _mask(self, block: _Block, flt: Filter, now: float) -> npt.NDArray[np.bool_]:
+        n = block.size
+        mask = block.alive[:n].copy()
+        for f, value in (("agent_id", flt.scope.agent_id), ("session_id", flt.scope.session_id)):
             if value is not None:
-                mask &= self._scope[f][:n] == self._codes.get(value, -1)
+                mask &= block.scope[f][:n] == self._codes.get(value, -1)
         if flt.memory_types:
             codes = [self._codes.get(t, -1) for t in flt.memory_types]
-            mask &= np.isin(self._scope["memory_type"][:n], codes)
-        mask &= _time_mask(self._times, n, flt, now)
+            mask &= np.isin(block.scope["memory_type"][:n], codes)
+        mask &= _time_mask(block.times, n, flt, now)
         return mask
 
     def search(
         self, query: npt.NDArray[np.float32], flt: Filter, *, limit: int, now: float
     ) -> list[tuple[str, float]]:
         """Top ``limit`` (id, cosine) pairs among vectors that pass the filter's
-        scope, type and time parts (the store re-checks the whole filter in SQL)."""
-        n = self._size
-        if n == 0 or limit <= 0:
+        scope, type and time parts (the store re-checks the whole filter in SQL).
+        Equal scores keep insertion order."""
+        if limit <= 0:
             return []
-        mask = self._mask(flt, now)
-        idx = np.flatnonzero(mask)
-        if idx.size == 0:
-            return []
-        scores = self._vecs[:n] @ query if idx.size == n else self._vecs[idx] @ query
-        k = min(limit, scores.size)
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        chosen = top if idx.size == n else idx[top]
-        return [(self._ids[p], float(s)) for p, s in zip(chosen, scores[top], strict=True)]
+        found: list[tuple[float, int, str]] = []
+        for block in self._blocks_for(flt):
+            n = block.size
+            if n == 0:
+                continue
+            mask = self._mask(block, flt, now)
+            idx = np.flatnonzero(mask)
+            if idx.size == 0:
+                continue
+            # All rows pass (the usual user-scoped search): the block's own matrix, no copy.
+            scores = block.vecs[:n] @ query if idx.size == n else block.vecs[idx] @ query
+            k = min(limit, scores.size)
+            top = np.argpartition(-scores, k - 1)[:k]
+            rows = top if idx.size == n else idx[top]
+            found.extend(
+                (float(s), int(block.seq[r]), block.ids[r])
+                for s, r in zip(scores[top], rows, strict=True)
+            )
+        found.sort(key=lambda hit: (-hit[0], hit[1]))
+        return [(memory_id, score) for score, _, memory_id in found[:limit]]
 
 
 def _time_mask(

@@ -1,0 +1,207 @@
+"""Speed properties that a functional test cannot see: work that must not grow with
+the size of the store, and the server's embedding path sharing forward passes.
+
+Latency is not asserted (the machine is shared); the SQLite tests count the virtual
+machine instructions a call executes instead, which is deterministic: a lookup of a
+few records by id must cost the same in a tenant of 300 records as in one of 3,000.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contextos.server.batching import BatchingEmbedder
+from contextos.store.sqlite import SQLiteStore
+from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import Filter, MemoryRecord, Scope, content_hash
+
+
+def _record(i: int, user: str) -> MemoryRecord:
+    text = f"note {i} about tea and the garden"
+    return MemoryRecord(
+        id=f"id-{i:06d}",
+        text=text,
+        scope=Scope(tenant="t1", user_id=user),
+        hash=content_hash(text),
+        created_at=datetime.now(UTC),
+    )
+
+
+def _filled(path: Path, n: int) -> SQLiteStore:
+    store = SQLiteStore(path)
+    store.put([_record(i, f"u{i % 10}") for i in range(n)])
+    return store
+
+
+@contextmanager
+def _counting(*connections: sqlite3.Connection) -> Iterator[Callable[[], int]]:
+    """Count SQLite VM instructions (in steps of 10) run on ``connections``."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    for conn in connections:
+        conn.set_progress_handler(tick, 10)
+    try:
+        yield lambda: steps[0]
+    finally:
+        for conn in connections:
+            conn.set_progress_handler(None, 10)
+
+
+def _cost(store: SQLiteStore, call: Callable[[], object]) -> int:
+    # The store's two connections (writer, reader): what a call runs on either counts.
+    with _counting(store._db, store._reader) as steps:  # noqa: SLF001 - instrumenting
+        call()
+        return steps()
+
+
+@pytest.mark.parametrize("operation", ["get_many", "set_vectors", "find_by_hash"])
+def test_lookups_by_id_or_hash_do_not_walk_the_tenant(tmp_path: Path, operation: str) -> None:
+    """get_many, set_vectors (the embedding worker's write, under the write lock) and
+    find_by_hash (every add outside a session) once walked every record of the tenant:
+    70 ms per search and 20 ms adds at 100k records."""
+    ids = [f"id-{i:06d}" for i in (1, 7, 42, 99, 250)]
+    vectors = np.ones((len(ids), 4), dtype=np.float32) / 2
+    calls: dict[str, Callable[[SQLiteStore], object]] = {
+        "get_many": lambda store: store.get_many("t1", ids),
+        "set_vectors": lambda store: store.set_vectors("t1", ids, vectors, "m"),
+        "find_by_hash": lambda store: store.find_by_hash(
+            Scope(tenant="t1", user_id="u1"), content_hash("note 1 about tea and the garden")
+        ),
+    }
+    costs = []
+    for n in (300, 3000):
+        store = _filled(tmp_path / f"{operation}-{n}.db", n)
+        costs.append(_cost(store, lambda: calls[operation](store)))  # noqa: B023 - called now
+        store.close()
+    small, large = costs
+    assert large < small * 1.5 + 50, f"{operation}: {small} steps at 300 records, {large} at 3000"
+
+
+def test_submit_returns_a_future_and_concurrent_queries_share_a_batch() -> None:
+    """The retriever queues its query with ``submit`` and runs the keyword search while
+    it is embedded; queries queued together go through one forward pass."""
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    class Held(HashEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            gate.wait(10)
+            calls.append(list(texts))
+            if "boom" in texts:
+                raise RuntimeError("embedder failed")
+            return super().embed(texts)
+
+    emb = BatchingEmbedder(Held())
+    try:
+        first = emb.submit(["warm"])  # the batching thread now waits inside this call
+        time.sleep(0.1)
+        futures = {q: emb.submit([q]) for q in ("tea", "coffee", "bike")}
+        assert not any(f.done() for f in futures.values())
+        gate.set()
+        plain = HashEmbedder()
+        first.result(10)
+        for q, future in futures.items():
+            np.testing.assert_array_equal(future.result(10), plain.embed([q]))
+        assert calls[0] == ["warm"] and sorted(calls[1]) == ["bike", "coffee", "tea"]
+        failed = emb.submit(["boom"])
+        with pytest.raises(RuntimeError, match="embedder failed"):
+            failed.result(10)
+        assert emb.submit([]).result(1).shape == (0, emb.dimensions)
+    finally:
+        gate.set()
+        emb.close()
+
+
+def _naive_search(
+    rows: dict[str, tuple[IndexRow, np.ndarray]], query: np.ndarray, flt: Filter, limit: int
+) -> list[str]:
+    """What the index must return: every live row checked one by one."""
+    scope = flt.scope
+    scored = []
+    for row, vec in rows.values():
+        if row.tenant != scope.tenant:
+            continue
+        if any(
+            want is not None and getattr(row, f) != want
+            for f, want in (
+                ("user_id", scope.user_id),
+                ("agent_id", scope.agent_id),
+                ("session_id", scope.session_id),
+            )
+        ):
+            continue
+        if flt.memory_types and row.memory_type not in flt.memory_types:
+            continue
+        scored.append((-float(vec @ query), row.id))
+    return [i for _, i in sorted(scored)[:limit]]
+
+
+def test_vector_index_blocks_answer_like_a_scan_of_every_row() -> None:
+    """Per-(tenant, user) blocks: user-scoped, agent-only, session-only and typed
+    searches, after removals and a record moving scope, match a plain scan."""
+    rng = np.random.default_rng(3)
+    index = VectorIndex(8)
+    rows: dict[str, tuple[IndexRow, np.ndarray]] = {}
+
+    def add(n: int) -> None:
+        batch, vecs = [], []
+        for _ in range(n):
+            i = len(rows) + len(batch)
+            row = IndexRow(
+                id=f"r{i}-{rng.integers(1 << 30)}",
+                tenant=f"t{rng.integers(2)}",
+                user_id=None if rng.random() < 0.2 else f"u{rng.integers(4)}",
+                agent_id=None if rng.random() < 0.5 else f"a{rng.integers(2)}",
+                session_id=f"s{rng.integers(5)}",
+                memory_type=str(rng.choice(["episodic", "semantic"])),
+                created_at=1.0,
+                event_time=None,
+                valid_from=None,
+                valid_to=None,
+            )
+            vec = rng.normal(size=8).astype(np.float32)
+            batch.append(row)
+            vecs.append(vec / np.linalg.norm(vec))
+        index.upsert(batch, np.array(vecs))
+        rows.update((r.id, (r, v)) for r, v in zip(batch, vecs, strict=True))
+
+    add(300)
+    gone = list(rows)[::7]
+    index.remove(gone)
+    for memory_id in gone:
+        del rows[memory_id]
+    moved_id, (moved, vec) = next(iter(rows.items()))
+    moved = IndexRow(**{**moved.__dict__, "tenant": "t0", "user_id": "u-new"})
+    index.upsert([moved], vec[None, :])
+    rows[moved_id] = (moved, vec)
+    add(200)  # blocks grow past their first capacity
+    assert len(index) == len(rows)
+    filters = [
+        Filter(scope=Scope(tenant="t0", user_id="u1")),
+        Filter(scope=Scope(tenant="t1", user_id="u3"), memory_types=("semantic",)),
+        Filter(scope=Scope(tenant="t0", user_id="u-new")),
+        Filter(scope=Scope(tenant="t1", agent_id="a1")),
+        Filter(scope=Scope(tenant="t0", session_id="s2")),
+        Filter(scope=Scope(tenant="t0", user_id="nobody")),
+        Filter(scope=Scope(tenant="t9", user_id="u1")),
+    ]
+    for flt in filters:
+        for limit in (1, 5, 1000):
+            query = rng.normal(size=8).astype(np.float32)
+            got = [i for i, _ in index.search(query, flt, limit=limit, now=2.0)]
+            assert got == _naive_search(rows, query, flt, limit), flt
+    assert index.vectors().shape == (len(rows), 8)
