@@ -1,6 +1,6 @@
 """Facts stored beside the turns of a session (``Memory(turn_facts=True)``), one hit per turn.
 
-Real SQLite files and the shipped HashEmbedder; what the offline extractor writes
+Real SQLite files and PostgreSQL, and the shipped HashEmbedder; what the offline extractor writes
 for a turn is its own module's business (tests/test_extract.py), here only that a
 ``add`` stores it beside the turn, linked, and that search, delete and
 update treat a turn and its facts as one.
@@ -16,6 +16,7 @@ import pytest
 
 from contextos.memory import TURN_FACTS_RETRIEVAL, Memory
 from contextos.memory.retrieval import by_source, source_of
+from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Hit, MemoryRecord, Scope
 
@@ -23,11 +24,10 @@ WHEN = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 
 
 @pytest.fixture
-def memory(tmp_path: Path) -> Iterator[Memory]:
-    with Memory(
-        tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False, turn_facts=True
-    ) as m:
-        yield m
+def memory(store: Store) -> Iterator[Memory]:
+    """A memory with facts beside its turns, on every Store backend."""
+    # No background worker to stop; the store fixture closes the store.
+    yield Memory(store=store, embedder=HashEmbedder(), background_embedding=False, turn_facts=True)
 
 
 def add_turn(memory: Memory, text: str, dia: str, **kw: object) -> MemoryRecord:
