@@ -241,15 +241,21 @@ def conversation() -> LocomoConversation:
     return LocomoConversation("conv-x", "Ann", "Bob", turns, (), obs)
 
 
-@pytest.mark.parametrize("mode", ["raw", "extracted", "observations"])
+@pytest.mark.parametrize("mode", ["default", "beside", "extracted", "observations"])
 def test_memory_modes_store_with_provenance_and_count_tokens(memory: Memory, mode: str) -> None:
     conv = conversation()
     ingest(mode, memory, conv, [])
     memory.flush()
     records = stored_records(memory, conv)
     sources = {p for r in records for p in r.provenance}
-    if mode == "raw":
-        assert len(records) == 4 and sources == {"D1:1", "D1:2", "D1:3", "D1:4"}
+    if mode in ("default", "beside"):
+        turns = {r.id: r for r in records if "source" not in r.metadata}
+        facts = [r for r in records if "source" in r.metadata]
+        assert len(turns) == 4 and sources == {"D1:1", "D1:2", "D1:3", "D1:4"}
+        # beside: the turns' facts beside them, each pointing to its turn
+        assert bool(facts) == (mode == "beside")
+        assert all(turns[f.metadata["source"]].provenance == f.provenance for f in facts)
+        assert mode == "default" or any("Rex on " in f.text for f in facts)  # "yesterday" resolved
     elif mode == "observations":
         assert {r.text for r in records} == {"Ann adopted a puppy named Rex.", "Bob lives in Oslo."}
         assert all(r.memory_type == "semantic" and r.event_time == SESSION for r in records)
@@ -259,7 +265,7 @@ def test_memory_modes_store_with_provenance_and_count_tokens(memory: Memory, mod
     assert report["memory_mode"] == mode and report["records"] == len(records)
     assert report["raw_tokens"] == raw_tokens(memory, conv) > 0
     assert report["memory_tokens"] == memory_tokens(memory, records) > 0
-    if mode == "raw":  # the reply context indexed with each turn counts too
+    if mode == "default":  # the reply context indexed with each turn counts too
         assert report["memory_tokens"] > report["raw_tokens"]
     hits = memory.search("What is the name of Ann's puppy?", user_id="conv-x", limit=3)
     assert "D1:1" in {p for h in hits for p in h.record.provenance}

@@ -20,10 +20,10 @@ from typing import Any
 
 from ..embed import Embedder
 from ..memory import Memory, RetrievalConfig
-from ..memory.retrieval import FACT_RETRIEVAL, HybridRetriever
+from ..memory.retrieval import FACT_RETRIEVAL, TURN_FACTS_RETRIEVAL, HybridRetriever
 from ..types import Filter, Hit, Scope
 from .locomo_data import LocomoConversation, LocomoQA, load_locomo
-from .locomo_memory import MEMORY_MODES, ingest_raw, size_report
+from .locomo_memory import MEMORY_MODES, ingest_default, size_report
 from .locomo_memory import ingest as ingest_mode
 from .stats import mean, peak_rss_mb, percentile
 
@@ -70,8 +70,8 @@ def aggregate(
 
 
 def ingest(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
-    """Add every turn of a conversation, one ``add`` call per turn (as an app would)."""
-    ingest_raw(memory, conv, add_times)
+    """Add every turn of a conversation, one plain ``add`` call per turn (as an app would)."""
+    ingest_default(memory, conv, add_times)
 
 
 Row = tuple[str, int, dict[str, float]]  # (conversation id, category, metrics)
@@ -97,7 +97,7 @@ def evaluate(
 #: Values tried for each data-chosen constant by ``--cv``, one constant at a time
 #: around the configuration under test (the full product would cost hours).
 CV_GRID: dict[str, tuple[float, ...]] = {
-    "dense_weight": (0.3, 0.8, 1.0),
+    "dense_weight": (0.3, 0.6, 0.8, 1.0, 1.5),
     "neighbour_weight": (0.0, 0.5),
     "session_weight": (0.0, 0.1, 0.3),
     "temporal_weight": (0.0, 0.5, 2.0),
@@ -219,13 +219,14 @@ def run_locomo(
     conversations: int | None = None,
     workdir: str | Path | None = None,
     progress: Progress | None = None,
-    memory_mode: str = "raw",
+    memory_mode: str = "default",
     cv: bool = False,
 ) -> dict[str, Any]:
     """Run the benchmark and return the report (see the module docstring).
 
-    ``memory_mode`` picks what is stored per conversation: raw turns, extracted
-    facts or LoCoMo's observations (:mod:`contextos.bench.locomo_memory`).
+    ``memory_mode`` picks what is stored per conversation: what a plain
+    ``Memory.add`` stores (the turns), the turns with their facts beside them,
+    extracted facts only or LoCoMo's observations (:mod:`contextos.bench.locomo_memory`).
     ``cv`` adds the leave-one-conversation-out figures (see ``cross_validate``).
     """
     if memory_mode not in MEMORY_MODES:
@@ -233,7 +234,9 @@ def run_locomo(
     convs = load_locomo(data)[:conversations]
     if cv and len(convs) < 2:
         raise ValueError("cross-validation needs at least two conversations")
-    config = config or (RetrievalConfig() if memory_mode == "raw" else FACT_RETRIEVAL)
+    config = config or {"default": RetrievalConfig(), "beside": TURN_FACTS_RETRIEVAL}.get(
+        memory_mode, FACT_RETRIEVAL
+    )
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     db = Path(workdir or tmp.name) / "locomo-bench.db"  # type: ignore[union-attr]
     memory = Memory(db, embedder=embedder, retrieval=config)

@@ -1,7 +1,9 @@
 """What ``contextos bench locomo --memory MODE`` stores for a conversation.
 
-- ``raw`` (default): every turn verbatim, one ``Memory.add`` per turn, indexed
-  with its speaker, date, image caption and the turn it answers.
+- ``default``: what a plain ``Memory.add`` per turn stores: every turn verbatim,
+  indexed with its speaker, date, image caption and the turn it answers.
+- ``beside``: the same turns, each with the offline extractor's facts of it stored
+  beside it (``Memory.add(..., facts=True)``, as ``Memory(turn_facts=True)`` does).
 - ``extracted``: the offline extractor's facts, one ``Memory.add(infer=True)``
   per session (facts reconciled against what earlier sessions stored).
 - ``observations``: LoCoMo's own ``observation`` facts, written by an LLM for
@@ -9,9 +11,9 @@
   the session date: a reference point for what model-made facts achieve.
 
 Questions are scored by the turns a hit stands for (``record.provenance``), so
-all three are measured against the same evidence. ``memory_tokens`` counts
+all four are measured against the same evidence. ``memory_tokens`` counts
 everything stored and searched, the rendered memory *and* the context indexed
-with it (for raw turns, the turn each one replies to), against ``raw_tokens``,
+with it (for turns, the turn each one replies to), against ``raw_tokens``,
 the conversation's turns rendered once each.
 """
 
@@ -29,7 +31,7 @@ from ..memory.render import render
 from ..types import Filter, MemoryRecord, Scope, content_hash
 from .locomo_data import LocomoConversation, LocomoTurn
 
-MEMORY_MODES = ("raw", "extracted", "observations")
+MEMORY_MODES = ("default", "beside", "extracted", "observations")
 
 
 def session_id(conv: LocomoConversation, session: int) -> str:
@@ -49,8 +51,19 @@ def turn_message(turn: LocomoTurn) -> dict[str, object]:
     return message
 
 
-def ingest_raw(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
-    """Add every turn of a conversation, one ``add`` call per turn (as an app would)."""
+def ingest_default(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
+    """Add every turn of a conversation, one plain ``add`` call per turn (as an app would)."""
+    _add_turns(memory, conv, add_times, facts=None)
+
+
+def ingest_beside(memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:
+    """Add every turn, one ``add(..., facts=True)`` per turn: each turn and its facts."""
+    _add_turns(memory, conv, add_times, facts=True)
+
+
+def _add_turns(
+    memory: Memory, conv: LocomoConversation, add_times: list[float], *, facts: bool | None
+) -> None:
     for turn in conv.turns:
         start = time.perf_counter()
         memory.add(
@@ -58,6 +71,7 @@ def ingest_raw(memory: Memory, conv: LocomoConversation, add_times: list[float])
             user_id=conv.sample_id,
             session_id=session_id(conv, turn.session),
             event_time=turn.time,
+            facts=facts,
         )
         add_times.append(time.perf_counter() - start)
 
@@ -122,7 +136,12 @@ def ingest_observations(memory: Memory, conv: LocomoConversation, add_times: lis
     memory.flush(timeout=0)  # wake the embedding worker
 
 
-INGESTERS = {"raw": ingest_raw, "extracted": ingest_extracted, "observations": ingest_observations}
+INGESTERS = {
+    "default": ingest_default,
+    "beside": ingest_beside,
+    "extracted": ingest_extracted,
+    "observations": ingest_observations,
+}
 
 
 def ingest(mode: str, memory: Memory, conv: LocomoConversation, add_times: list[float]) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from ..embed import Embedder, default_embedder
 from ..memory import Memory
 from ..store.sqlite import SQLiteStore
+from ..types import Filter, Scope
 from .stats import percentile
 
 _PEOPLE = [
@@ -214,6 +215,8 @@ def run_scale(
             memory.close()
             store = SQLiteStore(db)
             n_real = store.count_vectors() - stand_ins
+            # A plain add in a session also stores the turn's extracted facts.
+            records = sum(store.count(_every(memory.tenant, u)) for u in user_ids)
             stand_ins += fill_pending_vectors(store, embedder.dimensions, nprng)
             store.close()
             memory = Memory(db, embedder=embedder)
@@ -226,6 +229,7 @@ def run_scale(
                     "add_p95_ms": round(percentile(add_times, 95) * 1000, 3),
                     "ingest_per_s": round(len(add_times) / ingest_seconds, 1),
                     **embed_costs,
+                    "records": records,
                     "real_vectors": n_real,
                     "stand_in_vectors": stand_ins,
                     "search_p50_ms": round(percentile(search_times, 50) * 1000, 3),
@@ -247,6 +251,10 @@ def run_scale(
         "queries_per_point": queries,
         **embed_costs,
     }
+
+
+def _every(tenant: str, user_id: str) -> Filter:
+    return Filter(scope=Scope(tenant=tenant, user_id=user_id), include_invalid=True)
 
 
 def locomo_like_turn(rng: random.Random) -> str:

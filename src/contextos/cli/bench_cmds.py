@@ -92,10 +92,11 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @click.option(
         "--memory",
         "memory_mode",
-        default="raw",
-        type=click.Choice(["raw", "extracted", "observations"]),
+        default="default",
+        type=click.Choice(["default", "beside", "extracted", "observations"]),
         show_default=True,
-        help="What is stored: raw turns, extracted facts, or LoCoMo's observations.",
+        help="What is stored: what a plain Memory.add stores (the turns), the turns with "
+        "their facts beside them, extracted facts only, or LoCoMo's observations.",
     )
     @click.option(
         "--cv",

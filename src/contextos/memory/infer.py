@@ -23,6 +23,8 @@ recall within 1,000 tokens from 0.803 to 0.816 for 4.7k more tokens (+5%).
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,7 +33,7 @@ from typing import Any, cast
 from contextos.text import sentences as S
 
 from ..store.base import Store
-from ..types import MemoryRecord, Message
+from ..types import MemoryRecord, Message, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
 from .reconcile import Outcome, Reconciler, reconcile
@@ -177,3 +179,70 @@ def written(outcomes: Sequence[Outcome]) -> list[MemoryRecord]:
         for o in outcomes
         if o.record is not None and o.decision.action in ("ADD", "UPDATE")
     ]
+
+
+#: Metadata key of a fact stored beside a turn: the id of the turn record it came from.
+SOURCE_KEY = "source"
+
+
+def facts_beside(
+    turns: Sequence[MemoryRecord], extractor: OfflineExtractor | None = None
+) -> list[MemoryRecord]:
+    """The extractor's facts of each turn record, to store beside the turns.
+
+    Why both: a raw turn keeps everything said (an answer the extractor dropped is
+    still found), while its facts are short, third-person, dated sentences that embed
+    and match better and cost fewer tokens in a window. Each fact points to its turn
+    (``metadata["source"]``), shares its session position (``seq``), speaker and
+    provenance, and is indexed with the turn's context, so retrieval can score a turn
+    and its facts as one unit (``retrieval.by_source``). No reconciliation: the facts
+    are an index of what was said, not beliefs that later turns revise.
+    """
+    extractor = extractor or OfflineExtractor()
+    out: list[MemoryRecord] = []
+    for turn in turns:
+        if turn.metadata.get(SOURCE_KEY) is not None:
+            continue
+        speaker = turn.metadata.get("speaker")
+        role = turn.metadata.get("role", "user")
+        anchor = turn.event_time or turn.created_at
+        meta: dict[str, Any] = {
+            k: v
+            for k, v in turn.metadata.items()
+            if k in ("caption", "blip_caption", "image_caption")
+        }
+        message = Message(
+            role=role if role in ("user", "assistant") else "user",
+            content=turn.text,
+            name=speaker if isinstance(speaker, str) else None,
+            metadata={**meta, "turn_id": turn.id, "event_time": anchor},
+        )
+        same = (_plain(turn.text), _plain(f"{speaker_of(message)}: {turn.text}"))
+        for cand in extractor.extract([message], session_time=anchor):
+            if _plain(cand.text) in same:
+                continue  # the turn verbatim: a copy would add nothing but weight
+            fact_meta: dict[str, Any] = {
+                k: v
+                for k, v in turn.metadata.items()
+                if k not in ("caption", "blip_caption", "image_caption", "dia_id")
+            }
+            fact_meta[SOURCE_KEY] = turn.id
+            if cand.speaker and cand.speaker not in ("user", "assistant"):
+                fact_meta["speaker"] = cand.speaker
+            when = cand.event_time or turn.event_time
+            out.append(
+                replace(
+                    turn,
+                    id=str(uuid.uuid4()),
+                    text=cand.text,
+                    memory_type=cand.memory_type,
+                    metadata=fact_meta,
+                    event_time=when,
+                    hash=content_hash(cand.text),
+                )
+            )
+    return out
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.casefold()))
