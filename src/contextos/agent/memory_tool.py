@@ -98,7 +98,11 @@ class MemoryTool(BetaAbstractMemoryTool):
 
 
 class AsyncMemoryTool(BetaAsyncAbstractMemoryTool):
-    """:class:`MemoryTool` for ``AsyncAnthropic``: the same commands, run in a worker thread."""
+    """:class:`MemoryTool` for ``AsyncAnthropic``: the same commands, run in a worker thread.
+
+    Each command is the sync tool's, so the command-to-file mapping and its
+    errors are written once.
+    """
 
     def __init__(
         self,
@@ -109,38 +113,35 @@ class AsyncMemoryTool(BetaAsyncAbstractMemoryTool):
         cache_control: BetaCacheControlEphemeralParam | None = None,
     ) -> None:
         super().__init__(cache_control=cache_control)
-        self.files = MemoryFiles(memory, user_id=user_id, agent_id=agent_id)
+        self._sync = MemoryTool(memory, user_id=user_id, agent_id=agent_id)
+        self.files = self._sync.files
 
     async def _call(self, fn: Callable[..., str], *args: Any) -> str:
         from anyio.to_thread import run_sync
 
-        return await run_sync(lambda: _run(fn, *args))
+        return await run_sync(fn, *args)
 
     async def view(self, command: BetaMemoryTool20250818ViewCommand) -> str:
-        return await self._call(self.files.view, command.path, command.view_range)
+        return await self._call(self._sync.view, command)
 
     async def create(self, command: BetaMemoryTool20250818CreateCommand) -> str:
-        return await self._call(self.files.create, command.path, command.file_text)
+        return await self._call(self._sync.create, command)
 
     async def str_replace(self, command: BetaMemoryTool20250818StrReplaceCommand) -> str:
-        return await self._call(
-            self.files.str_replace, command.path, command.old_str, command.new_str
-        )
+        return await self._call(self._sync.str_replace, command)
 
     async def insert(self, command: BetaMemoryTool20250818InsertCommand) -> str:
-        return await self._call(
-            self.files.insert, command.path, command.insert_line, command.insert_text
-        )
+        return await self._call(self._sync.insert, command)
 
     async def delete(self, command: BetaMemoryTool20250818DeleteCommand) -> str:
-        return await self._call(self.files.delete, command.path)
+        return await self._call(self._sync.delete, command)
 
     async def rename(self, command: BetaMemoryTool20250818RenameCommand) -> str:
-        return await self._call(self.files.rename, command.old_path, command.new_path)
+        return await self._call(self._sync.rename, command)
 
     async def clear_all_memory(self) -> str:
         """Delete every file of this scope."""
-        return await self._call(self.files.clear)
+        return await self._call(self._sync.clear_all_memory)
 
 
 __all__ = ["AsyncMemoryTool", "MemoryTool"]
