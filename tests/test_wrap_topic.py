@@ -332,6 +332,12 @@ def test_bad_placement_and_no_embedder_are_clear_errors(memory):
         SessionContext(memory=NoEmbedder(), user_id="dana", placement="topic")
 
 
+def test_wrap_refuses_a_bad_placement_even_without_memory(client):
+    # A typo must fail where it is written, not later when memory is attached.
+    with pytest.raises(ValueError, match="placement"):
+        wrap(client, memory_placement="middle")
+
+
 # -- the measurement ------------------------------------------------------------------
 
 

@@ -438,7 +438,12 @@ def wrap(
 
     Raises:
         TypeError: an unsupported client, or ``context`` together with memory/session.
+        ValueError: an unknown ``memory_placement``.
     """
+    from contextos.engine.context import PLACEMENTS
+
+    if memory_placement not in PLACEMENTS:
+        raise ValueError(f"memory_placement must be one of {PLACEMENTS}, not {memory_placement!r}")
     adapter = _adapter_for(client, prompt_cache_key, prompt_cache_options)
     if context is not None and (memory is not None or session is not None):
         raise TypeError("pass either context= or memory=/session=, not both")
@@ -456,7 +461,7 @@ def wrap(
             budget=budget,
             compaction=compaction,  # type: ignore[arg-type]
             background_commit=background_commit,
-            placement=memory_placement,  # type: ignore[arg-type]
+            placement=memory_placement,
         )
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
     if memory_tools is not False:
