@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypedDict, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -262,6 +262,23 @@ class _Out(BaseModel):
         return cls.model_validate(value)
 
 
+Item = TypeVar("Item")
+
+
+class Results(BaseModel, Generic[Item]):
+    """Every list response has one shape: its items under ``results``. A route's
+    model subclasses ``Results[ItemOut]`` so the OpenAPI schema keeps its own name."""
+
+    results: list[Item]
+
+
+class Page(Results[Item], Generic[Item]):
+    """A list read page by page: the ``limit`` and ``offset`` the request used."""
+
+    limit: int | None = None
+    offset: int | None = None
+
+
 class RecordOut(_Out):
     id: str
     text: str
@@ -278,10 +295,8 @@ class RecordOut(_Out):
     provenance: list[str]
 
 
-class RecordList(BaseModel):
-    results: list[RecordOut]
-    limit: int | None = None
-    offset: int | None = None
+class RecordList(Page[RecordOut]):
+    pass
 
 
 class HitOut(_Out):
@@ -293,8 +308,8 @@ class HitOut(_Out):
     relevance: float | None = None
 
 
-class HitList(BaseModel):
-    results: list[HitOut]
+class HitList(Results[HitOut]):
+    pass
 
 
 class HistoryOut(_Out):
@@ -306,8 +321,8 @@ class HistoryOut(_Out):
     actor: str
 
 
-class HistoryList(BaseModel):
-    results: list[HistoryOut]
+class HistoryList(Results[HistoryOut]):
+    pass
 
 
 class Deleted(BaseModel):
@@ -336,14 +351,12 @@ class TurnOut(_Out):
         return cls.model_validate({**vars(value.message), **vars(value)})
 
 
-class TurnList(BaseModel):
-    results: list[TurnOut]
+class TurnList(Results[TurnOut]):
+    pass
 
 
-class SessionList(BaseModel):
-    results: list[str]
-    limit: int | None = None
-    offset: int | None = None
+class SessionList(Page[str]):
+    pass
 
 
 class BlockOut(BaseModel):
@@ -381,10 +394,8 @@ class IssuedKeyOut(KeyOut):
     key: str = Field(description="The secret. Shown once; only its hash is stored.")
 
 
-class KeyList(BaseModel):
-    results: list[KeyOut]
-    limit: int | None = None
-    offset: int | None = None
+class KeyList(Page[KeyOut]):
+    pass
 
 
 class ErrorDetail(BaseModel):
