@@ -112,7 +112,7 @@ def test_counts_agree_with_their_nouns(tmp_path: Path) -> None:
     assert "forgot 1 memory of ana" in forgot
 
 
-@pytest.mark.parametrize("bench", ["locomo", "online", "extract"])
+@pytest.mark.parametrize("bench", ["locomo", "online", "extract", "replay"])
 def test_a_missing_locomo_file_is_one_clean_line(
     bench: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import click
 from rich.text import Text
@@ -351,21 +353,23 @@ def _register_bench(bench: click.Group) -> None:
         """Replay LoCoMo chats per compaction strategy: recall, tokens, cache, cost."""
         from ..bench.replay import run_replay
 
-        _require(data, "LoCoMo data")
-        with progress_bar() as bar:
-            task = bar.add_task("replaying", total=None)
-            rep = run_replay(
+        rep = _run_data_bench(
+            "replay",
+            data,
+            out,
+            plots,
+            lambda update: run_replay(
                 data,
                 budgets=budgets,
                 strategies=strategies,
                 limit=limit,
                 thresholds=Thresholds(trigger=trigger, target=target),
                 progress=None if state.as_json else console.print,
-                on_step=lambda done, total, label: bar.update(
-                    task, completed=done, total=total, description=label
+                on_step=lambda done, total, label: update(
+                    completed=done, total=total, description=label
                 ),
-            )
-        _write(rep, out, plots, "replay")
+            ),
+        )
         if state.as_json:
             print_json(_without_series(rep))
             return
@@ -387,15 +391,15 @@ def _register_bench(bench: click.Group) -> None:
         """Where the gold item lands after retrieval and edge placement."""
         from ..bench.litm import run_litm
 
-        _require(data, "Lost-in-the-Middle data")
-        with progress_bar() as bar:
-            task = bar.add_task("scoring", total=None)
-            rep = run_litm(
-                data,
-                limit=limit,
-                on_example=lambda name: bar.update(task, advance=1, description=name),
-            )
-        _write(rep, out, plots, "litm")
+        rep = _run_data_bench(
+            "litm",
+            data,
+            out,
+            plots,
+            lambda update: run_litm(
+                data, limit=limit, on_example=lambda name: update(advance=1, description=name)
+            ),
+        )
         if state.as_json:
             print_json(rep)
             return
@@ -428,9 +432,31 @@ def _register_bench(bench: click.Group) -> None:
         )
 
 
-def _require(path: str, what: str) -> None:
-    if not Path(path).exists():
-        raise click.ClickException(f"{what} not found at {path} (pass --data PATH)")
+#: What each data benchmark reads (named when it is missing) and its progress label.
+_DATA_BENCHES = {
+    "replay": ("LoCoMo data", "replaying"),
+    "litm": ("Lost-in-the-Middle data", "scoring"),
+}
+
+
+def _run_data_bench(
+    kind: Literal["replay", "litm"],
+    data: str,
+    out: str,
+    plots: bool,
+    run: Callable[[Callable[..., None]], dict[str, Any]],
+) -> dict[str, Any]:
+    """The one frame of ``bench replay`` and ``bench litm``: a missing data path is one
+    clean line before anything starts; ``run`` gets the update function of the single
+    progress-bar task; the report is written to ``out`` (plots beside it)."""
+    what, label = _DATA_BENCHES[kind]
+    if not Path(data).exists():
+        raise click.ClickException(f"{what} not found at {data} (pass --data PATH)")
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=None)
+        rep = run(functools.partial(bar.update, task))
+    _write(rep, out, plots, kind)
+    return rep
 
 
 def _without_series(rep: dict[str, Any]) -> dict[str, Any]:
