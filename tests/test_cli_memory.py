@@ -51,6 +51,23 @@ def test_forget_and_human_output(tmp_path: Path) -> None:
     assert forgot == {"user_id": "bob", "forgotten": 1}
 
 
+def test_every_scope_flag_reaches_add_search_and_list(tmp_path: Path) -> None:
+    """-u, -a and -s each reach the Memory call of add, search and list."""
+    db = tmp_path / "cli.db"
+    run(db, "add", "the deploy key lives in the vault", "-u", "ana", "-a", "ops", "-s", "s1")
+    run(db, "add", "the lunch menu is soup", "-u", "bob", "-a", "chef", "-s", "s2")
+    for flag, field, value in (
+        ("-u", "user_id", "ana"),
+        ("-a", "agent_id", "ops"),
+        ("-s", "session_id", "s1"),
+    ):
+        listed = json.loads(run(db, "list", flag, value, "--json").stdout)
+        found = json.loads(run(db, "search", "the", flag, value, "--json").stdout)
+        for records in (listed, found):
+            assert [r["text"] for r in records] == ["the deploy key lives in the vault"], flag
+            assert records[0][field] == value
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

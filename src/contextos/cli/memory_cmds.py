@@ -8,10 +8,11 @@ as plain text, never as markup.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import click
 from rich.table import Table
@@ -22,6 +23,7 @@ from ..memory.render import render
 from ..types import HistoryEvent, MemoryRecord, MemoryType
 from .common import (
     CliState,
+    F,
     console,
     json_option,
     open_memory,
@@ -78,6 +80,14 @@ def _no_constant(name: str) -> Any:
     raise _NotJson(f"{name} is not valid JSON (metadata must round-trip)")
 
 
+class ScopeArgs(TypedDict):
+    """The scope flags of a command, passed on whole to ``Memory`` (``**scope``)."""
+
+    user_id: str | None
+    agent_id: str | None
+    session_id: str | None
+
+
 scope_options = [
     click.option("--user-id", "-u", help="Whose memory (user scope)."),
     click.option("--agent-id", "-a", help="Agent scope."),
@@ -85,10 +95,24 @@ scope_options = [
 ]
 
 
-def with_scope(func: Any) -> Any:
+def with_scope(func: F) -> F:
+    """The scope flags (``-u``/``-a``/``-s``), handed to the command as one ``scope``
+    argument, so each command passes the scope on as a whole and none can drop a part."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        user_id: str | None,
+        agent_id: str | None,
+        session_id: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        scope = ScopeArgs(user_id=user_id, agent_id=agent_id, session_id=session_id)
+        return func(*args, scope=scope, **kwargs)
+
     for option in reversed(scope_options):
-        func = option(func)
-    return func
+        command = option(command)
+    return cast(F, command)
 
 
 def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one small function per command
@@ -122,9 +146,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def add(
         state: CliState,
         text: str,
-        user_id: str | None,
-        agent_id: str | None,
-        session_id: str | None,
+        scope: ScopeArgs,
         metadata: str | None,
         event_time: str | None,
         memory_type: str,
@@ -146,9 +168,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         with open_memory(state) as memory:
             records = memory.add(
                 message,
-                user_id=user_id,
-                agent_id=agent_id,
-                session_id=session_id,
+                **scope,
                 metadata=_parse_metadata(metadata),
                 event_time=_parse_time(event_time),
                 memory_type=cast(MemoryType, memory_type),
@@ -190,9 +210,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def search(
         state: CliState,
         query: str,
-        user_id: str | None,
-        agent_id: str | None,
-        session_id: str | None,
+        scope: ScopeArgs,
         limit: int,
         token_budget: int | None,
         memory_types: tuple[str, ...],
@@ -204,9 +222,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             memory.flush()
             hits = memory.search(
                 query,
-                user_id=user_id,
-                agent_id=agent_id,
-                session_id=session_id,
+                **scope,
                 limit=limit,
                 token_budget=token_budget,
                 memory_types=cast(tuple[MemoryType, ...], memory_types) or None,
@@ -248,23 +264,19 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @pass_state
     def list_(
         state: CliState,
-        user_id: str | None,
-        agent_id: str | None,
-        session_id: str | None,
+        scope: ScopeArgs,
         limit: int,
         offset: int,
     ) -> None:
         """List memories in a scope, newest first (Memory.get_all)."""
-        if not (user_id or agent_id or session_id):
+        if not any(scope.values()):
             raise click.UsageError(
                 "list needs a scope: --user-id/-u, --agent-id/-a or --session-id/-s "
                 "(one user's memories are never listed with another's)"
             )
         with open_memory(state, embed=False) as memory:
             records = memory.get_all(
-                user_id=user_id,
-                agent_id=agent_id,
-                session_id=session_id,
+                **scope,
                 limit=limit,
                 offset=offset,
             )
