@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from cli_support import run_cli
@@ -256,10 +258,12 @@ def test_count_reports_tokens_share_and_cost(tmp_path: Path) -> None:
 def test_every_command_has_help() -> None:
     from contextos.cli.main import cli
 
-    def walk(group, prefix=()):  # type: ignore[no-untyped-def]
+    def walk(
+        group: click.Group, prefix: tuple[str, ...] = ()
+    ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
         for name, cmd in group.commands.items():
             yield (*prefix, name), cmd
-            if hasattr(cmd, "commands"):
+            if isinstance(cmd, click.Group):
                 yield from walk(cmd, (*prefix, name))
 
     for path, cmd in walk(cli):
