@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
@@ -113,6 +113,19 @@ def with_scope(func: F) -> F:
     for option in reversed(scope_options):
         command = option(command)
     return cast(F, command)
+
+
+def one_memory(*options: Callable[[Any], Any]) -> Callable[[F], F]:
+    """The flags of a command on one memory: ``MEMORY_ID`` (any id a table printed),
+    then ``options``, then ``--json``; the command gets the CLI state first."""
+
+    def apply(func: F) -> F:
+        command: Any = pass_state(func)
+        for decorate in reversed((click.argument("memory_id"), *options, json_option)):
+            command = decorate(command)
+        return cast(F, command)
+
+    return apply
 
 
 def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one small function per command
@@ -244,9 +257,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         print_table(table)
 
     @cli.command()
-    @click.argument("memory_id")
-    @json_option
-    @pass_state
+    @one_memory()
     def get(state: CliState, memory_id: str) -> None:
         """Show one memory by id."""
         with open_memory(state, embed=False) as memory:
@@ -286,11 +297,10 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             print_table(_records_table(records, plural(len(records), "memory", "memories")))
 
     @cli.command()
-    @click.argument("memory_id")
-    @click.option("--text", help="New text.")
-    @click.option("--metadata", help="New metadata (JSON object).")
-    @json_option
-    @pass_state
+    @one_memory(
+        click.option("--text", help="New text."),
+        click.option("--metadata", help="New metadata (JSON object)."),
+    )
     def update(state: CliState, memory_id: str, text: str | None, metadata: str | None) -> None:
         """Change a memory's text or metadata (the old text stays in its history)."""
         with open_memory(state) as memory:
@@ -302,14 +312,13 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             console.print(Text(f"updated {r.id}"), highlight=False)
 
     @cli.command()
-    @click.argument("memory_id")
-    @click.option(
-        "--purge",
-        is_flag=True,
-        help="Also remove the text from history and every copy (default: history keeps it).",
+    @one_memory(
+        click.option(
+            "--purge",
+            is_flag=True,
+            help="Also remove the text from history and every copy (default: history keeps it).",
+        )
     )
-    @json_option
-    @pass_state
     def delete(state: CliState, memory_id: str, purge: bool) -> None:
         """Delete one memory (its history keeps the text unless --purge)."""
         with open_memory(state, embed=False) as memory:
@@ -320,9 +329,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             console.print(Text(f"deleted {memory_id}"), highlight=False)
 
     @cli.command()
-    @click.argument("memory_id")
-    @json_option
-    @pass_state
+    @one_memory()
     def history(state: CliState, memory_id: str) -> None:
         """Every change to a memory, oldest first."""
         with open_memory(state, embed=False) as memory:
