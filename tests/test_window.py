@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from contextos.engine.window import (
     Item,
     Segment,
-    Window,
     assemble,
     canonical_json,
     edge_order,
@@ -33,17 +32,6 @@ def q(text: str = "What is the answer?") -> Segment:
 
 def ranked(n: int, size: int = 10) -> tuple[Item, ...]:
     return tuple(Item(f"m{r}", f"memory {r}", size, rank=r) for r in range(1, n + 1))
-
-
-def assemble_or_none(segments: list[Segment], budget: int) -> Window | None:
-    """``assemble``, or None where it refuses: which it may do only when the segments'
-    floors (up to what each holds) do not fit in the budget less the reply."""
-    try:
-        return assemble(segments, budget)
-    except BudgetError:
-        floors = sum(min(s.floor, sum(i.tokens for i in s.items)) for s in segments)
-        assert floors > budget - TOKENS_PER_REPLY
-        return None
 
 
 item_st = st.builds(
@@ -76,9 +64,14 @@ segment_st = st.builds(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(segment_st, max_size=4, unique_by=lambda s: s.name), st.integers(50, 5000))
-def test_budget_is_never_exceeded_and_every_item_is_accounted(segments, budget):
-    w = assemble_or_none(segments, budget)
-    if w is None:
+def test_budget_is_never_exceeded_every_item_is_accounted_and_same_inputs_same_window(
+    segments, budget
+):
+    try:
+        w = assemble(segments, budget)
+    except BudgetError:  # only when the floors (up to what each segment holds) cannot fit
+        floors = sum(min(s.floor, sum(i.tokens for i in s.items)) for s in segments)
+        assert floors > budget - TOKENS_PER_REPLY
         return
     assert w.total_tokens <= budget
     for seg in segments:
@@ -92,17 +85,9 @@ def test_budget_is_never_exceeded_and_every_item_is_accounted(segments, budget):
         if seg.floor and seg.items and seg.keep == "strongest":
             smallest = min(i.tokens for i in seg.items)
             assert u.tokens > 0 or smallest > u.allowance
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(segment_st, max_size=4, unique_by=lambda s: s.name), st.integers(200, 5000))
-def test_same_inputs_same_window(segments, budget):
-    a = assemble_or_none(segments, budget)
-    if a is None:
-        return
-    b = assemble(list(segments), budget)
-    assert a == b
-    assert a.render_text() == b.render_text()
+    again = assemble(list(segments), budget)  # the same inputs give the same window
+    assert again == w
+    assert again.render_text() == w.render_text()
 
 
 def test_edge_order_puts_strongest_at_both_ends():
