@@ -235,11 +235,21 @@ def _conversation(m: Memory, secret: str) -> None:
     m.flush()
 
 
+def _sqlite_conversation(
+    tmp_path: Path, secret: str, *, busy_timeout_ms: int = 10_000
+) -> tuple[Memory, Path]:
+    """A Memory on a SQLite file ``m.db`` in which :func:`_conversation` took place
+    (the test closes it, or not, as the case it plays needs), and the file's path."""
+    db = tmp_path / "m.db"
+    m = Memory(store=SQLiteStore(db, busy_timeout_ms=busy_timeout_ms), embedder=HashEmbedder())
+    _conversation(m, secret)
+    return m, db
+
+
 def test_forget_leaves_no_byte_of_the_user_in_file_wal_or_shm(tmp_path: Path) -> None:
     secret = "qzsecretmarker91"
-    db = tmp_path / "m.db"
-    with Memory(db, embedder=HashEmbedder()) as m:
-        _conversation(m, secret)
+    m, db = _sqlite_conversation(tmp_path, secret)
+    with m:
         assert secret.encode() in _file_bytes(db)
         m.forget("ana")
         assert m.search(secret, session_id="s1") == []
@@ -300,10 +310,7 @@ def _reader(db: Path) -> sqlite3.Connection:
 
 def test_forget_with_an_open_reader_fails_loudly_then_completes(tmp_path: Path) -> None:
     secret = "qzsecretmarker93"
-    db = tmp_path / "m.db"
-    store = SQLiteStore(db, busy_timeout_ms=300)
-    m = Memory(store=store, embedder=HashEmbedder())
-    _conversation(m, secret)
+    m, db = _sqlite_conversation(tmp_path, secret, busy_timeout_ms=300)
     reader = _reader(db)
     with pytest.raises(StoreError, match="open reader"):
         m.forget("ana")
@@ -317,9 +324,8 @@ def test_forget_with_an_open_reader_fails_loudly_then_completes(tmp_path: Path) 
 
 def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:
     secret = "qzsecretmarker94"
-    db = tmp_path / "m.db"
-    with Memory(db, embedder=HashEmbedder()) as m:
-        _conversation(m, secret)
+    m, db = _sqlite_conversation(tmp_path, secret)
+    with m:
         reader = _reader(db)  # closed from a timer thread
         closer = threading.Timer(0.5, lambda: (reader.rollback(), reader.close()))
         closer.start()
@@ -332,9 +338,7 @@ def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:
 
 def test_an_erasure_left_pending_is_finished_by_the_next_process(tmp_path: Path) -> None:
     secret = "qzsecretmarker95"
-    db = tmp_path / "m.db"
-    m = Memory(store=SQLiteStore(db, busy_timeout_ms=200), embedder=HashEmbedder())
-    _conversation(m, secret)
+    m, db = _sqlite_conversation(tmp_path, secret, busy_timeout_ms=200)
     reader = _reader(db)
     with pytest.raises(StoreError):
         m.forget("ana")
