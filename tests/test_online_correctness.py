@@ -308,6 +308,12 @@ def _reader(db: Path) -> sqlite3.Connection:
     return reader
 
 
+def _end(reader: sqlite3.Connection) -> None:
+    """The reader's snapshot ends and it closes (from any thread)."""
+    reader.rollback()
+    reader.close()
+
+
 def test_forget_with_an_open_reader_fails_loudly_then_completes(tmp_path: Path) -> None:
     secret = "qzsecretmarker93"
     m, db = _sqlite_conversation(tmp_path, secret, busy_timeout_ms=300)
@@ -315,8 +321,7 @@ def test_forget_with_an_open_reader_fails_loudly_then_completes(tmp_path: Path) 
     with pytest.raises(StoreError, match="open reader"):
         m.forget("ana")
     assert m.get_all(user_id="ana") == []  # erased from every query already
-    reader.rollback()
-    reader.close()
+    _end(reader)
     m.add("an unrelated later write", user_id="bob")  # any later write finishes the erasure
     assert secret.encode() not in _file_bytes(db)
     m.close()
@@ -327,7 +332,7 @@ def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:
     m, db = _sqlite_conversation(tmp_path, secret)
     with m:
         reader = _reader(db)  # closed from a timer thread
-        closer = threading.Timer(0.5, lambda: (reader.rollback(), reader.close()))
+        closer = threading.Timer(0.5, _end, args=(reader,))
         closer.start()
         started = time.monotonic()
         assert m.forget("ana") == 2
@@ -342,9 +347,9 @@ def test_an_erasure_left_pending_is_finished_by_the_next_process(tmp_path: Path)
     reader = _reader(db)
     with pytest.raises(StoreError):
         m.forget("ana")
+    assert isinstance(m.store, SQLiteStore)
     m.store._db.close()  # a crash: no close(), no retry from this process
-    reader.rollback()
-    reader.close()
+    _end(reader)
     with Memory(db, embedder=HashEmbedder()) as again:
         again.add("something else", user_id="bob")
     assert secret.encode() not in _file_bytes(db)
