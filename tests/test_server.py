@@ -88,20 +88,13 @@ def test_memory_routes_match_the_python_api(acme: Tenant, db: Path) -> None:
 
 def test_session_routes_append_and_read_in_order(acme: Tenant) -> None:
     c, h = acme
-    first = c.post(
-        "/v1/sessions/s1/turns",
-        headers=h,
-        json={
-            "messages": chat("hi", "hello"),
-            "user_id": "ana",
-        },
-    )
-    assert first.status_code == 201
-    c.post(
-        "/v1/sessions/s1/turns",
-        headers=h,
-        json={"messages": chat("bye"), "user_id": "ana"},
-    )
+
+    def append(session_id: str, *texts: str) -> None:
+        body = {"messages": chat(*texts), "user_id": "ana"}
+        assert c.post(f"/v1/sessions/{session_id}/turns", headers=h, json=body).status_code == 201
+
+    append("s1", "hi", "hello")
+    append("s1", "bye")
     turns = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
     assert [(t["seq"], t["content"]) for t in turns] == [(0, "hi"), (1, "hello"), (2, "bye")]
     assert all(t["tokens"] > 0 for t in turns)
@@ -113,11 +106,7 @@ def test_session_routes_append_and_read_in_order(acme: Tenant) -> None:
         "offset": 0,
     }
     for sid in ("s2", "s3"):
-        c.post(
-            f"/v1/sessions/{sid}/turns",
-            headers=h,
-            json={"messages": chat(sid), "user_id": "ana"},
-        )
+        append(sid, sid)
     pages = [
         c.get("/v1/sessions", headers=h, params={"limit": 2, "offset": off}).json()["results"]
         for off in (0, 2)
