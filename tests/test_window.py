@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,8 +67,8 @@ segment_st = st.builds(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(segment_st, max_size=4, unique_by=lambda s: s.name), st.integers(50, 5000))
 def test_budget_is_never_exceeded_every_item_is_accounted_and_same_inputs_same_window(
-    segments, budget
-):
+    segments: list[Segment], budget: int
+) -> None:
     try:
         w = assemble(segments, budget)
     except BudgetError:  # only when the floors (up to what each segment holds) cannot fit
@@ -90,7 +92,7 @@ def test_budget_is_never_exceeded_every_item_is_accounted_and_same_inputs_same_w
     assert again.render_text() == w.render_text()
 
 
-def test_edge_order_puts_strongest_at_both_ends():
+def test_edge_order_puts_strongest_at_both_ends() -> None:
     items = ranked(7)
     placed = [i.rank for i in edge_order(items)]
     assert placed == [1, 3, 5, 7, 6, 4, 2]
@@ -98,7 +100,7 @@ def test_edge_order_puts_strongest_at_both_ends():
 
 
 @given(st.integers(1, 60).flatmap(lambda n: st.permutations(list(range(1, n + 1)))))
-def test_ranks_one_and_two_always_land_on_the_edges(order):
+def test_ranks_one_and_two_always_land_on_the_edges(order: list[int]) -> None:
     n = len(order)
     items = tuple(Item(f"m{r}", "t", 5, rank=r) for r in order)  # given in any order
     seg = Segment("mem", "context", items, keep="strongest", placement="edges")
@@ -109,7 +111,7 @@ def test_ranks_one_and_two_always_land_on_the_edges(order):
         assert ranks[-1] == 2
 
 
-def test_weakest_sit_in_the_middle_and_weak_items_drop_first():
+def test_weakest_sit_in_the_middle_and_weak_items_drop_first() -> None:
     seg = Segment("mem", "context", ranked(10), keep="strongest", placement="edges", ceiling=60)
     w = assemble([seg, q()], 1000)
     keys = [b.key for b in w.blocks if b.segment == "mem"]
@@ -118,7 +120,7 @@ def test_weakest_sit_in_the_middle_and_weak_items_drop_first():
     assert all("ceiling" in o.reason for o in w.overflow)
 
 
-def test_priority_decides_who_gets_a_short_budget_and_floor_is_reserved():
+def test_priority_decides_who_gets_a_short_budget_and_floor_is_reserved() -> None:
     low = Segment("low", "context", ranked(20), priority=1, keep="strongest", floor=50)
     high = Segment("high", "system", tuple(Item(f"h{i}", "h", 10) for i in range(20)), priority=50)
     w = assemble([high, low, q("x")], 200)
@@ -128,7 +130,7 @@ def test_priority_decides_who_gets_a_short_budget_and_floor_is_reserved():
     assert any("no budget left" in o.reason for o in w.overflow if o.segment == "high")
 
 
-def test_question_last_and_required():
+def test_question_last_and_required() -> None:
     turns = Segment(
         "turns", "messages", (message_item("t0", Message("user", "hi"), TOK),), keep="newest"
     )
@@ -138,21 +140,21 @@ def test_question_last_and_required():
         assemble([turns, q("x" * 1000)], 100)
 
 
-def test_floors_over_budget_raise():
+def test_floors_over_budget_raise() -> None:
     seg = Segment("a", "system", ranked(10), floor=90)
     with pytest.raises(BudgetError) as info:
         assemble([seg], 50)
     assert info.value.requested == 90
 
 
-def test_newest_keeps_a_contiguous_suffix_and_pinned_items():
+def test_newest_keeps_a_contiguous_suffix_and_pinned_items() -> None:
     items = tuple(Item(f"t{i}", "t", 10, pinned=(i == 0)) for i in range(10))
     seg = Segment("turns", "messages", items, keep="newest")
     w = assemble([seg], 10 * 4 + TOKENS_PER_REPLY)
     assert [b.key for b in w.blocks] == ["t0", "t7", "t8", "t9"]
 
 
-def test_grouped_items_stay_together():
+def test_grouped_items_stay_together() -> None:
     call = Item("call", "c", 10, group="g1")
     result = Item("result", "r", 30, group="g1")
     last = Item("last", "l", 10)
@@ -162,7 +164,7 @@ def test_grouped_items_stay_together():
     assert {o.key for o in w.overflow} == {"call", "result"}
 
 
-def test_restate_question_before_long_context():
+def test_restate_question_before_long_context() -> None:
     seg = Segment("mem", "context", ranked(5, size=100), keep="strongest", placement="edges")
     w = assemble([seg, q("Who?")], 2000, restate_question_over=200)
     assert w.blocks[0].text == "Who?" and w.blocks[-1].text == "Who?"
@@ -170,7 +172,7 @@ def test_restate_question_before_long_context():
     assert short.blocks[0].segment == "mem"
 
 
-def test_tool_schemas_are_canonical():
+def test_tool_schemas_are_canonical() -> None:
     a = tool_item({"name": "f", "parameters": {"b": 1, "a": 2}}, TOK)
     b = tool_item({"parameters": {"a": 2, "b": 1}, "name": "f"}, TOK)
     assert a.text == b.text == canonical_json({"name": "f", "parameters": {"a": 2, "b": 1}})
@@ -193,7 +195,7 @@ def _bp_segments(n_turns: int, turn_tokens: int = 100) -> list[Segment]:
     ]
 
 
-def test_breakpoints_rules():
+def test_breakpoints_rules() -> None:
     w = assemble(_bp_segments(40), 100_000, min_cache_tokens=1024)
     bps = w.breakpoints
     assert 1 <= len(bps) <= 4
@@ -208,7 +210,7 @@ def test_breakpoints_rules():
     assert len(turn_bps) == 2 and turn_bps[1] - turn_bps[0] <= 16
 
 
-def test_breakpoints_below_minimum_are_dropped():
+def test_breakpoints_below_minimum_are_dropped() -> None:
     segs = [Segment("system", "system", (Item("sys", "s", 100),), cache_ttl="1h"), q()]
     assert assemble(segs, 10_000, min_cache_tokens=1024).breakpoints == ()
     assert len(assemble(segs, 10_000, min_cache_tokens=0).breakpoints) == 1
@@ -222,7 +224,9 @@ def test_breakpoints_below_minimum_are_dropped():
     ),
     st.integers(0, 3000),
 )
-def test_breakpoint_plan_properties(specs, minimum):
+def test_breakpoint_plan_properties(
+    specs: list[tuple[int, Literal["5m", "1h"] | None, int]], minimum: int
+) -> None:
     segments = [
         Segment(
             f"s{k}",
