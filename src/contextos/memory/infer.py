@@ -37,6 +37,7 @@ from ..types import MemoryRecord, Message, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
 from .reconcile import Outcome, Reconciler, reconcile
+from .render import CAPTION_KEYS
 
 #: Metadata keys naming the turn a message is (provenance), in order of preference.
 _SOURCE_KEYS = ("dia_id", "source_id", "turn_id", "id", "message_id")
@@ -206,11 +207,7 @@ def facts_beside(
         speaker = turn.metadata.get("speaker")
         role = turn.metadata.get("role", "user")
         anchor = turn.event_time or turn.created_at
-        meta: dict[str, Any] = {
-            k: v
-            for k, v in turn.metadata.items()
-            if k in ("caption", "blip_caption", "image_caption")
-        }
+        meta: dict[str, Any] = {k: v for k, v in turn.metadata.items() if k in CAPTION_KEYS}
         message = Message(
             role=role if role in ("user", "assistant") else "user",
             content=turn.text,
@@ -222,9 +219,7 @@ def facts_beside(
             if _plain(cand.text) in same:
                 continue  # the turn verbatim: a copy would add nothing but weight
             fact_meta: dict[str, Any] = {
-                k: v
-                for k, v in turn.metadata.items()
-                if k not in ("caption", "blip_caption", "image_caption", "dia_id")
+                k: v for k, v in turn.metadata.items() if k not in (*CAPTION_KEYS, "dia_id")
             }
             fact_meta[SOURCE_KEY] = turn.id
             if cand.speaker and cand.speaker not in ("user", "assistant"):
