@@ -45,7 +45,6 @@ from contextos.engine.compaction import Strategy, Thresholds
 from contextos.engine.session import (
     Layout,
     MemoryLike,
-    ScopeIds,
     Session,
     context_window,
     search_scope,
@@ -57,7 +56,7 @@ from contextos.errors import ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
-from contextos.types import Hit, Message, Usage
+from contextos.types import Hit, Message, ScopeIds, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypedDict, Unpack
+from typing import Any, Protocol, Unpack
 
 from contextos.engine.compaction import (
     HistoryState,
@@ -53,7 +53,7 @@ from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.render import render as render_memory
 from contextos.store.base import Store
-from contextos.types import Hit, MemoryRecord, Message, Scope, Turn
+from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn
 
 _META_KEY = "history"
 
@@ -74,16 +74,6 @@ class Layout:
     memories_priority: int = 50
 
 
-class ScopeIds(TypedDict):
-    """A scope as the keywords of ``Memory``'s verbs (None: not narrowed by that id).
-
-    The engine passes all three, so the memory seam names the scope once."""
-
-    user_id: str | None
-    agent_id: str | None
-    session_id: str | None
-
-
 class MemoryLike(Protocol):
     """What the context engine needs from long-term memory (a :class:`contextos.memory.Memory`)."""
 
@@ -101,11 +91,6 @@ class MemoryLike(Protocol):
     def add(self, messages: Any, **scope: Unpack[ScopeIds]) -> Sequence[MemoryRecord]:
         """Store messages as memories in a scope."""
         ...
-
-
-def scope_ids(scope: Scope) -> ScopeIds:
-    """``scope``'s ids as the keywords of ``Memory.add`` (the tenant is the Memory's own)."""
-    return ScopeIds(user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id)
 
 
 def search_scope(user_id: str | None, agent_id: str | None, session_id: str | None) -> ScopeIds:
@@ -510,7 +495,7 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Any
         if when is not None:
             meta["event_time"] = when.isoformat()
         messages.append(replace(t.message, metadata=meta))
-    return list(memory.add(messages, **scope_ids(scope)))
+    return list(memory.add(messages, **scope.ids()))
 
 
 __all__ = [
@@ -518,13 +503,11 @@ __all__ = [
     "Layout",
     "Session",
     "MemoryLike",
-    "ScopeIds",
     "archive",
     "context_window",
     "hit_items",
     "hit_refs",
     "novel_hits",
-    "scope_ids",
     "search_scope",
     "turn_items",
     "window_budget",
