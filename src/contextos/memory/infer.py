@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from contextos.text import sentences as S
 
@@ -93,30 +93,6 @@ def question_contexts(turns: Sequence[Message]) -> dict[str, str]:
     return out
 
 
-class _ContextStore:
-    """A Store whose ``put`` indexes each new record with its source turn's question.
-
-    Reconciliation writes the records itself; this adapter adds the context on
-    the way in, so the reconciler need not know about it.
-    """
-
-    def __init__(self, store: Store, contexts: Mapping[str, str]) -> None:
-        self._store = store
-        self._contexts = contexts
-
-    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
-        self._store.put([self.with_context(r) for r in records], actor=actor)
-
-    def with_context(self, record: MemoryRecord) -> MemoryRecord:
-        if record.context or not record.provenance:
-            return record
-        context = self._contexts.get(record.provenance[0])
-        return replace(record, context=context) if context else record
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 def _by_turn(
     candidates: Sequence[Candidate], order: Mapping[str, int]
 ) -> list[tuple[int | None, list[Candidate]]]:
@@ -139,6 +115,11 @@ def infer(
 ) -> list[Outcome]:
     """Extract facts from ``messages``, reconcile them with ``opts.scope``'s memories, store them.
 
+    The data flows one way: messages -> turns (an id and a time each) -> candidates
+    (the extractor's, dated) -> decisions and records (:func:`reconcile`, one source
+    turn at a time). What a record needs from its turn (its position, the question it
+    answers) is handed to ``reconcile`` with the candidates, not added afterwards.
+
     ``first_seq`` is the session position of the first message (None outside a
     session): facts are numbered by their source turn. Returns every decision
     with the record it wrote or closed.
@@ -150,20 +131,22 @@ def infer(
     candidates = extractor.extract(turns, session_time=default_time)
     candidates = _dated(candidates, _turn_times(turns), default_time)
     order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
+    contexts = question_contexts(turns)
     base_meta = {**opts.metadata, "inferred": True}
-    adapter = _ContextStore(store, question_contexts(turns))
-    target = cast(Store, adapter)
     outcomes: list[Outcome] = []
     for pos, group in _by_turn(candidates, order):
         meta = dict(base_meta)
         if first_seq is not None:
             meta["seq"] = first_seq + (pos or 0)
-        for outcome in reconcile(
-            group, target, scope=opts.scope, reconciler=reconciler, now=now, metadata=meta
-        ):
-            if outcome.record is not None and outcome.decision.action != "DELETE":
-                outcome = replace(outcome, record=adapter.with_context(outcome.record))
-            outcomes.append(outcome)
+        outcomes += reconcile(
+            group,
+            store,
+            scope=opts.scope,
+            reconciler=reconciler,
+            now=now,
+            metadata=meta,
+            contexts=contexts,
+        )
     return outcomes
 
 
