@@ -24,11 +24,11 @@ from contextos.cache import (
     wire_blocks,
 )
 from contextos.engine.compaction import HistoryState
-from contextos.engine.session import standard_segments, turn_items
+from contextos.engine.session import Layout, context_window, turn_items
 from contextos.engine.window import Item, Segment, assemble, text_item
 from contextos.llm.models import get_model
 from contextos.llm.tokens import CharEstimateTokenizer
-from contextos.types import Message, ToolCall, Turn, Usage
+from contextos.types import Hit, MemoryRecord, Message, ToolCall, Turn, Usage
 
 TOK = CharEstimateTokenizer()
 SONNET = get_model("claude-sonnet-4-5")
@@ -59,19 +59,18 @@ def make_turn(seq: int, kind: int, text: str) -> list[Turn]:
 
 
 def window_for(turns, question, memories=(), *, model=SONNET, state=None):
-    segs = standard_segments(
+    hits = [Hit(MemoryRecord(f"m{i}", t), 1.0) for i, t in enumerate(memories)]
+    return context_window(
         200_000,
         tokenizer=TOK,
         question=question,
+        min_cache_tokens=model.min_cache_tokens,
         system="You are terse. " * 400,
         rules=("Cite sources.",),
         tools=TOOLS,
-        summary=None,
         turns=turn_items(turns, state or HistoryState(), TOK),
-        memories=tuple(text_item(f"m{i}", t, TOK, rank=i + 1) for i, t in enumerate(memories)),
-    )
-    return assemble(
-        segs, 200_000, min_cache_tokens=model.min_cache_tokens, restate_question_over=50
+        memories=hits,
+        layout=Layout(restate_question_over=50),
     )
 
 

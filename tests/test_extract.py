@@ -16,9 +16,10 @@ from contextos.errors import ProviderError
 from contextos.llm.prompts import EXTRACT_SCHEMA, EXTRACT_V1
 from contextos.memory.extract import Candidate, Extractor, OfflineExtractor, merge_duplicates
 from contextos.memory.extract_llm import LLMExtractor
+from contextos.memory.render import CAPTION_KEYS, render
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.llm import ScriptedLLM
-from contextos.types import Message
+from contextos.types import MemoryRecord, Message
 
 SESSION = datetime(2023, 5, 8, 13, 56)
 LOCOMO = (
@@ -320,6 +321,17 @@ def test_llm_extractor_builds_candidates_from_the_reply() -> None:
     sent = call.messages[0].content
     assert "2023-05-08 13:56" in sent and "[D1:3] Caroline: I went" in sent
     assert "[shares a photo: a photo of a flag]" in sent
+
+
+@pytest.mark.parametrize("key", CAPTION_KEYS)
+def test_every_caption_key_is_read_alike_by_rendering_and_both_extractors(key: str) -> None:
+    turn = say("Caroline", "Look at this!", "D1:5", **{key: " a photo of a flag "})
+    record = MemoryRecord("m1", "Look at this!", metadata=turn.metadata)
+    assert render(record) == "Look at this! (image: a photo of a flag)"
+    assert [c.text for c in extract(turn)] == ["Caroline shared a photo of a flag."]
+    llm = ScriptedLLM([json.dumps({"facts": []})])
+    LLMExtractor(llm).extract([turn], session_time=SESSION)
+    assert "[shares a photo: a photo of a flag]" in llm.calls[0].messages[0].content
 
 
 @pytest.mark.parametrize("bad", ["no JSON here", '{"facts": [{"text": "x"}]}', '{"facts": 3}'])

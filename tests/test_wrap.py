@@ -420,3 +420,18 @@ def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions,
         assert _unmarked(after.get("system")) == without_key(before.get("system"), "cache_control")
         stable = before["messages"][:-1]  # everything but the per-call final message
         assert _unmarked(after["messages"][: len(stable)]) == without_key(stable, "cache_control")
+
+
+def test_wrap_spells_out_session_context_options_with_the_same_defaults():
+    """wrap() lists SessionContext's options in its own signature (its callers' API);
+    the two lists must not drift apart."""
+    import inspect
+
+    ours = inspect.signature(wrap).parameters
+    theirs = inspect.signature(SessionContext).parameters
+    shared = ours.keys() & theirs.keys()
+    assert {"memory_limit", "memory_tokens", "remember", "budget", "compaction"} <= shared
+    assert {name: ours[name].default for name in shared} == {
+        name: theirs[name].default for name in shared
+    }
+    assert ours["memory_placement"].default == theirs["placement"].default

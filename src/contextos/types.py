@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 MemoryType = Literal["episodic", "semantic", "procedural"]
 MEMORY_TYPES: tuple[MemoryType, ...] = ("episodic", "semantic", "procedural")
@@ -25,6 +25,16 @@ DEFAULT_TENANT = "default"
 def content_hash(text: str) -> str:
     """Stable hash of a memory's text, used to spot exact duplicates."""
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:32]
+
+
+class ScopeIds(TypedDict):
+    """A scope as the keywords of ``Memory``'s verbs (None: not narrowed by that id):
+    ``memory.add(text, **scope.ids())``. Callers that hold a scope pass it as one value
+    instead of repeating ``user_id``/``agent_id``/``session_id``."""
+
+    user_id: str | None
+    agent_id: str | None
+    session_id: str | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,10 @@ class Scope:
         """``(user_id, agent_id, session_id)``: compare it to tell a scope exactly
         (a search for a user also finds that user's session and agent memories)."""
         return (self.user_id, self.agent_id, self.session_id)
+
+    def ids(self) -> ScopeIds:
+        """The scope as ``Memory``'s keywords (the tenant is always the Memory's own)."""
+        return ScopeIds(user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id)
 
 
 @dataclass(frozen=True)

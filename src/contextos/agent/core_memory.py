@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ScopeError
 from ..types import Filter
+from .owner import owned, owner_scope
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
@@ -66,28 +66,21 @@ class CoreMemory:
         agent_id: str | None = None,
         blocks: Mapping[str, int] | None = None,
     ) -> None:
-        if user_id is None and agent_id is None:
-            raise ScopeError("core memory needs a user_id or an agent_id to live under")
+        self.scope = owner_scope(memory, user_id, agent_id)
         limits = dict(DEFAULT_BLOCKS if blocks is None else blocks)
         for label, limit in limits.items():
             _check_label(label)
             if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
                 raise ValueError(f"the limit of block {label!r} must be a positive integer")
         self.memory = memory
-        self.user_id = user_id
-        self.agent_id = agent_id
         self.limits = limits
 
     # -- reading ----------------------------------------------------------------------
     def _stored(self) -> dict[str, CoreBlock]:
         flt = Filter(metadata={"source": SOURCE})
-        records = self.memory.get_all(
-            user_id=self.user_id, agent_id=self.agent_id, filters=flt, limit=1000
-        )
+        records = self.memory.get_all(**self.scope.ids(), filters=flt, limit=1000)
         out: dict[str, CoreBlock] = {}
-        for r in records:
-            if r.scope.within_tenant() != (self.user_id, self.agent_id, None):
-                continue
+        for r in owned(records, self.scope):
             label = str(r.metadata["label"])
             out[label] = CoreBlock(label, r.text.partition("\n")[2], self._limit(label), r.id)
         return out
@@ -130,11 +123,7 @@ class CoreMemory:
         meta = {"source": SOURCE, "label": label}
         if current is None:
             rec = self.memory.add(
-                text,
-                user_id=self.user_id,
-                agent_id=self.agent_id,
-                metadata=meta,
-                memory_type="procedural",
+                text, **self.scope.ids(), metadata=meta, memory_type="procedural"
             )[0]
             return CoreBlock(label, value, limit, rec.id)
         if current.value != value:

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ScopeError
 from ..memory.ingest import MAX_TEXT_CHARS
 from ..types import Filter
+from .owner import owned, owner_scope
 from .paths import (
     MAX_PATH_CHARS,
     ROOT,
@@ -89,14 +89,8 @@ class MemoryFiles:
     def __init__(
         self, memory: Memory, *, user_id: str | None = None, agent_id: str | None = None
     ) -> None:
-        for name, value in (("user_id", user_id), ("agent_id", agent_id)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be a non-empty string")
-        if user_id is None and agent_id is None:
-            raise ScopeError("memory files need a user_id or an agent_id to live under")
+        self.scope = owner_scope(memory, user_id, agent_id)
         self.memory = memory
-        self.user_id = user_id
-        self.agent_id = agent_id
 
     # -- reading -------------------------------------------------------------------
     def files(self) -> list[MemoryFile]:
@@ -105,17 +99,8 @@ class MemoryFiles:
         out: list[MemoryFile] = []
         offset = 0
         while True:
-            page = self.memory.get_all(
-                user_id=self.user_id,
-                agent_id=self.agent_id,
-                filters=flt,
-                limit=_PAGE,
-                offset=offset,
-            )
-            for r in page:
-                # Exactly this scope: a user's files are not an agent's files, nor a session's.
-                if r.scope.within_tenant() != (self.user_id, self.agent_id, None):
-                    continue
+            page = self.memory.get_all(**self.scope.ids(), filters=flt, limit=_PAGE, offset=offset)
+            for r in owned(page, self.scope):
                 body = r.text.partition("\n")[2]
                 out.append(
                     MemoryFile(
@@ -158,13 +143,7 @@ class MemoryFiles:
 
     def _put(self, path: str, content: str) -> None:
         text, meta = self._record(path, content)
-        self.memory.add(
-            text,
-            user_id=self.user_id,
-            agent_id=self.agent_id,
-            metadata=meta,
-            memory_type="semantic",
-        )
+        self.memory.add(text, **self.scope.ids(), metadata=meta, memory_type="semantic")
 
     def _write(self, found: MemoryFile, content: str, path: str | None = None) -> None:
         text, meta = self._record(path or found.path, content)

@@ -169,11 +169,7 @@ class AgentTools:
     def _insert(self, content: str) -> str:
         need_text("content", content)
         rec = self.memory.add(
-            content,
-            user_id=self.core.user_id,
-            agent_id=self.core.agent_id,
-            metadata={"source": ARCHIVAL},
-            memory_type="semantic",
+            content, **self.core.scope.ids(), metadata={"source": ARCHIVAL}, memory_type="semantic"
         )[0]
         return f"Stored in archival memory (id {rec.id})."
 
@@ -181,8 +177,7 @@ class AgentTools:
         need_text("query", query)
         hits = self.memory.search(
             query,
-            user_id=self.core.user_id,
-            agent_id=self.core.agent_id,
+            **self.core.scope.ids(),
             filters=Filter(metadata={"source": ARCHIVAL}),
             limit=self.search_limit,
         )

@@ -14,7 +14,7 @@ and a :class:`~contextos.memory.Memory`:
 2. When the history passes its compaction trigger, the session compacts
    (``summarize`` by default; ``offload`` archives into memory).
 3. The window is the session's standard layout
-   (:func:`contextos.engine.session.standard_segments`): tools, system prompt,
+   (:func:`contextos.engine.session.context_window`): tools, system prompt,
    summary, recent turns -- the cached prefix, with breakpoints -- then the
    memories retrieved for the question (strongest at the edges) and the
    question last. With ``placement="topic"`` the memories are a
@@ -56,7 +56,7 @@ from contextos.errors import ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
-from contextos.types import Hit, Message, Usage
+from contextos.types import Hit, Message, ScopeIds, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
@@ -275,8 +275,13 @@ class SessionContext:
         )
 
     @property
+    def scope_ids(self) -> ScopeIds:
+        """The memory scope: the session's, or the user/agent given."""
+        return ScopeIds(user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id)
+
+    @property
     def scope_ok(self) -> bool:
-        return any(v is not None for v in (self.user_id, self.agent_id, self.session_id))
+        return any(v is not None for v in self.scope_ids.values())
 
     @property
     def session_id(self) -> str | None:
@@ -383,7 +388,7 @@ class SessionContext:
             return []
         hits = self.memory.search(
             query,
-            **search_scope(self.user_id, self.agent_id, self.session_id),
+            **search_scope(**self.scope_ids),
             limit=limit * 2,
             token_budget=self.memory_tokens if tokens is None else tokens,
         )
@@ -459,9 +464,4 @@ class SessionContext:
                 if m is not None and m.content.strip()
             ]
             if said:
-                self.memory.add(
-                    [Message(m.role, m.content) for m in said],
-                    user_id=self.user_id,
-                    agent_id=self.agent_id,
-                    session_id=self.session_id,
-                )
+                self.memory.add([Message(m.role, m.content) for m in said], **self.scope_ids)

@@ -6,7 +6,7 @@ nothing and another process can resume the session by its id. What compaction
 did (rotated turns, the rolling summary, cleared tool results, pins) is kept as
 JSON beside the log; the log itself is never rewritten.
 
-:func:`standard_segments` is the default layout, pure: tools, system prompt,
+:func:`context_window` builds every window in the default layout: tools, system prompt,
 procedural rules, rolling summary (the cached, stable prefix), then the recent
 turns (append-only, cached up to the last one), then what changes every call:
 retrieved memories with the strongest at the edges, and the question last.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, Unpack
 
 from contextos.engine.compaction import (
     HistoryState,
@@ -53,7 +53,7 @@ from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.render import render as render_memory
 from contextos.store.base import Store
-from contextos.types import Hit, MemoryRecord, Message, Scope, Turn
+from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn
 
 _META_KEY = "history"
 
@@ -81,43 +81,26 @@ class MemoryLike(Protocol):
         self,
         query: str,
         *,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        session_id: str | None = None,
         limit: int = 10,
         token_budget: int | None = None,
+        **scope: Unpack[ScopeIds],
     ) -> list[Hit]:
         """Best memories for ``query`` in a scope, cut to ``limit`` and ``token_budget``."""
         ...
 
-    def add(
-        self,
-        messages: Any,
-        *,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-    ) -> Sequence[MemoryRecord]:
+    def add(self, messages: Any, **scope: Unpack[ScopeIds]) -> Sequence[MemoryRecord]:
         """Store messages as memories in a scope."""
         ...
 
 
-class SearchScope(TypedDict):
-    """The scope keywords of ``Memory.search``."""
-
-    user_id: str | None
-    agent_id: str | None
-    session_id: str | None
-
-
-def search_scope(user_id: str | None, agent_id: str | None, session_id: str | None) -> SearchScope:
+def search_scope(user_id: str | None, agent_id: str | None, session_id: str | None) -> ScopeIds:
     """Keyword arguments for ``Memory.search``: long-term memory spans sessions.
 
     Search the user's (or agent's) memories across all their sessions, and
     narrow to the session only when it is the sole scope given.
     """
     only_session = user_id is None and agent_id is None
-    return SearchScope(
+    return ScopeIds(
         user_id=user_id, agent_id=agent_id, session_id=session_id if only_session else None
     )
 
@@ -207,34 +190,42 @@ def hit_items(
     return tuple(items)
 
 
-def standard_segments(
+def context_window(
     budget: int,
     *,
     tokenizer: Tokenizer,
     question: str | Message | None,
+    min_cache_tokens: int = 0,
     system: str = "",
     rules: Sequence[str] = (),
     tools: Sequence[Mapping[str, Any]] = (),
     summary: Summary | None = None,
     turns: Sequence[Item] = (),
-    memories: Sequence[Item] = (),
-    topic: Sequence[Item] = (),
+    memories: Sequence[Hit] = (),
+    topic: Sequence[Hit] = (),
     layout: Layout | None = None,
     memory_header: str | None = None,
     topic_header: str | None = None,
-) -> list[Segment]:
-    """The default segments in layout order (see the module docstring).
+) -> Window:
+    """The one context builder: the standard layout, assembled under ``budget``.
 
-    ``topic`` is the cached topic memory block (placed after the summary,
-    before the turns); ``memory_header`` labels the per-call memories and
-    ``topic_header`` the topic block when there are any (so the model does not
-    read memories in the system prompt as instructions). A ``question``
-    given as a Message is sent as the caller's message; None leaves the
-    question segment empty.
+    Every window contextos sends or reports (a session's, a wrapped call's,
+    the server's, the replay benchmark's) is built here, so the minimum
+    cacheable length, the restated question and the memory rendering are the
+    same everywhere. The segments, in layout order (see the module docstring):
+    tools, system prompt, rules, summary, the ``topic`` memories (a cached block,
+    under ``topic_header``), the turns, then the per-call ``memories`` (under
+    ``memory_header``; one already in ``topic`` is not repeated) and the
+    question. A ``question`` given as a Message is sent as the caller's message;
+    None leaves the question segment empty.
     """
     lay = layout or Layout()
+    if topic and lay.topic_ceiling <= 0:
+        raise ValueError("topic memories need a layout with topic_ceiling > 0")
+    topic_items = hit_items(topic, tokenizer)
+    memory_items = hit_items(memories, tokenizer, skip=[i.text for i in topic_items])
     header: list[Segment] = []
-    if memory_header and memories:
+    if memory_header and memory_items:
         header = [
             Segment(
                 "memory_header",
@@ -244,7 +235,7 @@ def standard_segments(
             )
         ]
     topic_head: list[Segment] = []
-    if topic_header and topic:
+    if topic_header and topic_items:
         topic_head = [
             Segment(
                 "topic_header",
@@ -264,7 +255,7 @@ def standard_segments(
         summary_items = (
             text_item("summary", text, tokenizer, role="system", provenance=summary.provenance()),
         )
-    return [
+    segments = [
         Segment(
             "tools",
             "tools",
@@ -300,7 +291,7 @@ def standard_segments(
         Segment(
             "topic",
             "system",
-            tuple(topic),
+            topic_items,
             priority=55,
             keep="strongest",
             placement="edges",
@@ -320,7 +311,7 @@ def standard_segments(
         Segment(
             "memories",
             "context",
-            tuple(memories),
+            memory_items,
             priority=lay.memories_priority,
             keep="strongest",
             placement="edges",
@@ -329,52 +320,6 @@ def standard_segments(
         ),
         Segment("question", "question", question_items, priority=100, required=True),
     ]
-
-
-def context_window(
-    budget: int,
-    *,
-    tokenizer: Tokenizer,
-    question: str | Message | None,
-    min_cache_tokens: int = 0,
-    system: str = "",
-    rules: Sequence[str] = (),
-    tools: Sequence[Mapping[str, Any]] = (),
-    summary: Summary | None = None,
-    turns: Sequence[Item] = (),
-    memories: Sequence[Hit] = (),
-    topic: Sequence[Hit] = (),
-    layout: Layout | None = None,
-    memory_header: str | None = None,
-    topic_header: str | None = None,
-) -> Window:
-    """The one context builder: the standard layout, assembled under ``budget``.
-
-    Every window contextos sends or reports (a session's, a wrapped call's,
-    the server's, the replay benchmark's) is built here, so the minimum
-    cacheable length, the restated question and the memory rendering are the
-    same everywhere. ``topic`` memories sit in the cached prefix; ``memories``
-    after the history; a memory already in ``topic`` is not repeated.
-    """
-    lay = layout or Layout()
-    if topic and lay.topic_ceiling <= 0:
-        raise ValueError("topic memories need a layout with topic_ceiling > 0")
-    topic_items = hit_items(topic, tokenizer)
-    segments = standard_segments(
-        budget,
-        tokenizer=tokenizer,
-        question=question,
-        system=system,
-        rules=rules,
-        tools=tools,
-        summary=summary,
-        turns=turns,
-        memories=hit_items(memories, tokenizer, skip=[i.text for i in topic_items]),
-        topic=topic_items,
-        layout=lay,
-        memory_header=memory_header,
-        topic_header=topic_header,
-    )
     return assemble(
         segments,
         budget,
@@ -550,11 +495,7 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Any
         if when is not None:
             meta["event_time"] = when.isoformat()
         messages.append(replace(t.message, metadata=meta))
-    return list(
-        memory.add(
-            messages, user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id
-        )
-    )
+    return list(memory.add(messages, **scope.ids()))
 
 
 __all__ = [
@@ -562,14 +503,12 @@ __all__ = [
     "Layout",
     "Session",
     "MemoryLike",
-    "SearchScope",
     "archive",
     "context_window",
     "hit_items",
     "hit_refs",
     "novel_hits",
     "search_scope",
-    "standard_segments",
     "turn_items",
     "window_budget",
 ]

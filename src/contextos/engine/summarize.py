@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
+from contextos.text.sentences import STOPWORDS, split_sentences
 from contextos.types import Turn
 
 
@@ -95,8 +96,6 @@ class Summarizer(Protocol):
         ...
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_NUMBER = re.compile(r"\b\d[\d,.:/]*\b")
 _DATE = re.compile(
     r"\b(january|february|march|april|may|june|july|august|september|october|november|"
     r"december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|yesterday|today|"
@@ -104,23 +103,22 @@ _DATE = re.compile(
     r"next (?:week|month|year)|ago|(?:19|20)\d\d)\b",
     re.IGNORECASE,
 )
+#: The summarizer's own salience cues. The extractor's (``contextos.text.sentences``:
+#: ``numbers``, ``entities``, ``has_first_person``) were tried in their place and kept
+#: less of the evidence (replay, 4k: 0.380 against 0.418), so only its sentence split
+#: and stopwords are shared.
+_NUMBER = re.compile(r"\b\d[\d,.:/]*\b")
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}\b")
 _WORD = re.compile(r"[A-Za-z']+")
 _FIRST_PERSON = re.compile(r"\b(I|I'm|I've|my|we|our)\b")
-_STOP_TEXT = """
-the a an and or but so to of in on at for with is are
-was were be been it this that these those you your i me my we our
-they them their he she his her its just really very too also what how when
-where who why do did does have has had not no yes yeah oh wow hey
-hi thanks thank great good nice awesome cool sounds like love glad happy sure can could
-would will about from there here all any some more much get got going know think
-"""
-_STOP = frozenset(_STOP_TEXT.split())
 
 
 def _score(sentence: str) -> float:
+    """Salience of one sentence: numbers, time words, names, the first person and content
+    words count for it; a short filler or a question counts against it. What is not a
+    content word is :data:`contextos.text.sentences.STOPWORDS`, the extractor's list."""
     words = _WORD.findall(sentence)
-    content = [w for w in words if len(w) > 3 and w.lower() not in _STOP]
+    content = [w for w in words if len(w) > 3 and w.lower() not in STOPWORDS]
     score = 2.0 * min(2, len(_NUMBER.findall(sentence)))
     score += 2.0 * min(2, len(_DATE.findall(sentence)))
     score += 1.5 * min(3, len(_PROPER.findall(sentence)))
@@ -138,7 +136,7 @@ def _lines_of(
 ) -> tuple[SummaryLine, ...]:
     """Scored candidate lines of one turn."""
     out = []
-    for sentence in _SENTENCE.split(text.strip()):
+    for _, sentence in split_sentences(text.strip()):
         sentence = " ".join(sentence.split())
         if not sentence:
             continue

@@ -28,6 +28,7 @@ from contextos.text.temporal import TimeMention, parse_session_time, resolve, re
 
 from ..embed import Embedder
 from ..types import MemoryType, Message
+from .render import caption_of
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,6 @@ _SPEAKER_KEYS = ("speaker", "name", "user")
 _TIME_KEYS = ("session_time", "date_time", "event_time", "timestamp", "time")
 #: How a caption may be inlined into a turn's text (as contextos's LoCoMo replay does).
 _INLINE_CAPTION = re.compile(r"\s*\[(?:shares|shared) (?:a )?(?:photo|picture|image): ([^\]]+)\]")
-_CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 
 
 def speaker_of(message: Message) -> str:
@@ -113,14 +113,6 @@ def _turn_time(message: Message, default: datetime | None) -> datetime | None:
             if parsed is not None:
                 return parsed
     return default
-
-
-def _caption(metadata: Mapping[str, object]) -> str | None:
-    for key in _CAPTION_KEYS:
-        value = metadata.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
 
 
 @dataclass(frozen=True)
@@ -218,7 +210,7 @@ class OfflineExtractor:
             candidate = self._sentence(sentence, offset, inside, ctx)
             if candidate is not None:
                 out.append(candidate)
-        caption = _caption(turn.metadata) or (inline.group(1).strip() if inline else None)
+        caption = caption_of(turn.metadata) or (inline.group(1).strip() if inline else None)
         if caption is not None and self.captions:
             out.append(self._caption(caption, ctx))
         return out

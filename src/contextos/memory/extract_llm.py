@@ -22,6 +22,7 @@ from ..errors import ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
 from ..types import Message
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
+from .render import caption_of
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class LLMExtractor:
             tid = (turn_ids(turn) or (str(i),))[0]
             ids.append(tid)
             speakers.append(speaker_of(turn))
-            caption = turn.metadata.get("blip_caption") or turn.metadata.get("caption")
+            caption = caption_of(turn.metadata)
             shared = f" [shares a photo: {caption}]" if caption else ""
             lines.append(f"[{tid}] {speakers[-1]}: {turn.content}{shared}")
         when = session_time.isoformat(sep=" ", timespec="minutes") if session_time else "unknown"

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from contextos.text import sentences as S
 
@@ -37,6 +37,7 @@ from ..types import MemoryRecord, Message, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
 from .reconcile import Outcome, Reconciler, reconcile
+from .render import CAPTION_KEYS
 
 #: Metadata keys naming the turn a message is (provenance), in order of preference.
 _SOURCE_KEYS = ("dia_id", "source_id", "turn_id", "id", "message_id")
@@ -92,30 +93,6 @@ def question_contexts(turns: Sequence[Message]) -> dict[str, str]:
     return out
 
 
-class _ContextStore:
-    """A Store whose ``put`` indexes each new record with its source turn's question.
-
-    Reconciliation writes the records itself; this adapter adds the context on
-    the way in, so the reconciler need not know about it.
-    """
-
-    def __init__(self, store: Store, contexts: Mapping[str, str]) -> None:
-        self._store = store
-        self._contexts = contexts
-
-    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
-        self._store.put([self.with_context(r) for r in records], actor=actor)
-
-    def with_context(self, record: MemoryRecord) -> MemoryRecord:
-        if record.context or not record.provenance:
-            return record
-        context = self._contexts.get(record.provenance[0])
-        return replace(record, context=context) if context else record
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 def _by_turn(
     candidates: Sequence[Candidate], order: Mapping[str, int]
 ) -> list[tuple[int | None, list[Candidate]]]:
@@ -138,6 +115,11 @@ def infer(
 ) -> list[Outcome]:
     """Extract facts from ``messages``, reconcile them with ``opts.scope``'s memories, store them.
 
+    The data flows one way: messages -> turns (an id and a time each) -> candidates
+    (the extractor's, dated) -> decisions and records (:func:`reconcile`, one source
+    turn at a time). What a record needs from its turn (its position, the question it
+    answers) is handed to ``reconcile`` with the candidates, not added afterwards.
+
     ``first_seq`` is the session position of the first message (None outside a
     session): facts are numbered by their source turn. Returns every decision
     with the record it wrote or closed.
@@ -149,20 +131,22 @@ def infer(
     candidates = extractor.extract(turns, session_time=default_time)
     candidates = _dated(candidates, _turn_times(turns), default_time)
     order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
+    contexts = question_contexts(turns)
     base_meta = {**opts.metadata, "inferred": True}
-    adapter = _ContextStore(store, question_contexts(turns))
-    target = cast(Store, adapter)
     outcomes: list[Outcome] = []
     for pos, group in _by_turn(candidates, order):
         meta = dict(base_meta)
         if first_seq is not None:
             meta["seq"] = first_seq + (pos or 0)
-        for outcome in reconcile(
-            group, target, scope=opts.scope, reconciler=reconciler, now=now, metadata=meta
-        ):
-            if outcome.record is not None and outcome.decision.action != "DELETE":
-                outcome = replace(outcome, record=adapter.with_context(outcome.record))
-            outcomes.append(outcome)
+        outcomes += reconcile(
+            group,
+            store,
+            scope=opts.scope,
+            reconciler=reconciler,
+            now=now,
+            metadata=meta,
+            contexts=contexts,
+        )
     return outcomes
 
 
@@ -206,11 +190,7 @@ def facts_beside(
         speaker = turn.metadata.get("speaker")
         role = turn.metadata.get("role", "user")
         anchor = turn.event_time or turn.created_at
-        meta: dict[str, Any] = {
-            k: v
-            for k, v in turn.metadata.items()
-            if k in ("caption", "blip_caption", "image_caption")
-        }
+        meta: dict[str, Any] = {k: v for k, v in turn.metadata.items() if k in CAPTION_KEYS}
         message = Message(
             role=role if role in ("user", "assistant") else "user",
             content=turn.text,
@@ -222,9 +202,7 @@ def facts_beside(
             if _plain(cand.text) in same:
                 continue  # the turn verbatim: a copy would add nothing but weight
             fact_meta: dict[str, Any] = {
-                k: v
-                for k, v in turn.metadata.items()
-                if k not in ("caption", "blip_caption", "image_caption", "dia_id")
+                k: v for k, v in turn.metadata.items() if k not in (*CAPTION_KEYS, "dia_id")
             }
             fact_meta[SOURCE_KEY] = turn.id
             if cand.speaker and cand.speaker not in ("user", "assistant"):

@@ -17,11 +17,11 @@ from typing import Any
 
 from ..times import opt_utc
 from ..types import MEMORY_TYPES, MemoryRecord, MemoryType, Message, Scope, content_hash
+from .render import caption_of
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
 MAX_TEXT_CHARS = 100_000
 
-_CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 _MESSAGE_KEYS = {"role", "content", "name", "tool_call_id", "tool_calls", "metadata"}
 _ROLES = {"system", "user", "assistant", "tool"}
 
@@ -104,15 +104,6 @@ def validate_options(
     return AddOptions(scope, dict(metadata or {}), event_time, memory_type)
 
 
-def caption_of(message: Message) -> str:
-    """The image caption attached to a message, if any."""
-    for key in _CAPTION_KEYS:
-        value = message.metadata.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return ""
-
-
 def build_records(
     messages: Sequence[Message], opts: AddOptions, previous: MemoryRecord | None = None
 ) -> list[MemoryRecord]:
@@ -190,7 +181,7 @@ def _context(message: Message, event_time: datetime | None, prev: Message | None
         parts.append(message.name)
     if event_time is not None:
         parts.append(event_time.strftime("%d %B %Y %A"))
-    caption = caption_of(message)
+    caption = caption_of(message.metadata)
     if caption:
         parts.append(f"image: {caption}")
     if prev is not None and prev.content:

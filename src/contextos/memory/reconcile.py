@@ -250,9 +250,16 @@ class LLMReconciler:
 
 # -- applying decisions ------------------------------------------------------------
 def new_record(
-    decision: Decision, scope: Scope, now: datetime, metadata: Mapping[str, Any] | None = None
+    decision: Decision,
+    scope: Scope,
+    now: datetime,
+    metadata: Mapping[str, Any] | None = None,
+    contexts: Mapping[str, str] | None = None,
 ) -> MemoryRecord:
-    """The record an ADD or UPDATE writes, with the candidate's provenance and metadata."""
+    """The record an ADD or UPDATE writes, with the candidate's provenance and metadata.
+
+    ``contexts`` maps a source turn id to the text a record from that turn is indexed
+    with (``MemoryRecord.context``: e.g. the question the turn answers)."""
     cand = decision.candidate
     meta: dict[str, Any] = {"confidence": cand.confidence, "decided_by": decision.decided_by}
     if cand.speaker:
@@ -272,6 +279,7 @@ def new_record(
         event_time=cand.event_time,
         valid_from=now,
         provenance=cand.provenance,
+        context=(contexts or {}).get(cand.provenance[0], "") if cand.provenance else "",
         hash=content_hash(text),
     )
 
@@ -284,6 +292,7 @@ def apply(
     now: datetime | None = None,
     actor: str = "reconcile",
     metadata: Mapping[str, Any] | None = None,
+    contexts: Mapping[str, str] | None = None,
 ) -> MemoryRecord | None:
     """Carry out ``decision`` on ``store`` within ``scope``; returns the record written or closed.
 
@@ -297,7 +306,7 @@ def apply(
     if decision.action == "NOOP":
         return None
     if decision.action == "ADD":
-        record = new_record(decision, scope, now, metadata)
+        record = new_record(decision, scope, now, metadata, contexts)
         store.put([record], actor=actor)
         return record
     target_id = decision.target_id or ""
@@ -306,7 +315,9 @@ def apply(
         raise NotFound(f"no memory {target_id!r} to {decision.action.lower()}")
     if decision.action == "DELETE":
         return store.update(scope.tenant, target_id, Patch(valid_to=now), actor=actor)
-    record = new_record(decision, scope, now, {**(metadata or {}), "supersedes": target_id})
+    record = new_record(
+        decision, scope, now, {**(metadata or {}), "supersedes": target_id}, contexts
+    )
     store.put([record], actor=actor)
     closed = {**old.metadata, "superseded_by": record.id}
     store.update(scope.tenant, target_id, Patch(valid_to=now, metadata=closed), actor=actor)
@@ -358,8 +369,12 @@ def reconcile(
     k: int = 5,
     now: datetime | None = None,
     metadata: Mapping[str, Any] | None = None,
+    contexts: Mapping[str, str] | None = None,
 ) -> list[Outcome]:
     """Decide and apply each candidate in turn against what ``scope`` already holds.
+
+    Every record written gets ``metadata`` and the context of its first source turn
+    (``contexts``, see :func:`new_record`).
 
     Similar memories are looked up across the user's (or agent's) sessions, not
     only ``scope.session_id``: a fact said in one session can update one said in
@@ -378,13 +393,13 @@ def reconcile(
         stored = find_similar(store, across, candidate.text, k=k, embedder=embedder)
         decision = decider.decide(candidate, _like(pending, candidate, k) + stored)
         if decision.action == "ADD":
-            pending.append(new_record(decision, scope, now, metadata))
+            pending.append(new_record(decision, scope, now, metadata, contexts))
             outcomes.append(Outcome(decision, pending[-1]))
             continue
         if any(r.id == decision.target_id for r in pending):
             store.put(pending, actor="reconcile")
             pending = []
-        record = apply(decision, store, scope=scope, now=now, metadata=metadata)
+        record = apply(decision, store, scope=scope, now=now, metadata=metadata, contexts=contexts)
         outcomes.append(Outcome(decision, record))
     if pending:
         store.put(pending, actor="reconcile")

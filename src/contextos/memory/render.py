@@ -6,7 +6,13 @@ budgets count exactly what is sent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..types import MemoryRecord
+
+#: Metadata keys that may hold an image's caption (LoCoMo writes ``blip_caption``); the
+#: first one set wins. Ingestion, extraction, inference and rendering all read these.
+CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 
 
 def render(record: MemoryRecord) -> str:
@@ -15,7 +21,7 @@ def render(record: MemoryRecord) -> str:
     if record.event_time is not None:
         parts.append(f"[{record.event_time.date().isoformat()}]")
     parts.append(_with_speaker(record))
-    caption = _caption(record)
+    caption = caption_of(record.metadata)
     if caption:
         parts.append(f"(image: {caption})")
     return " ".join(parts)
@@ -24,7 +30,7 @@ def render(record: MemoryRecord) -> str:
 def embedding_text(record: MemoryRecord) -> str:
     """The text we embed: speaker, the memory and its image caption (no date)."""
     text = _with_speaker(record)
-    caption = _caption(record)
+    caption = caption_of(record.metadata)
     return f"{text} (image: {caption})" if caption else text
 
 
@@ -36,9 +42,10 @@ def _with_speaker(record: MemoryRecord) -> str:
     return f"{speaker}: {record.text}"
 
 
-def _caption(record: MemoryRecord) -> str:
-    for key in ("caption", "blip_caption", "image_caption"):
-        value = record.metadata.get(key)
+def caption_of(metadata: Mapping[str, object]) -> str:
+    """The image caption in a message's or a record's metadata ("" when there is none)."""
+    for key in CAPTION_KEYS:
+        value = metadata.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
     return ""

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ..times import utc
-from ..types import Message
+from ..types import Message, ScopeIds
 from .errors import describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
@@ -96,14 +96,6 @@ Scalar = (
 MemoryTypeName = Literal["episodic", "semantic", "procedural"]
 
 
-class ScopeArgs(TypedDict):
-    """The scope keywords every ``Memory`` method takes (the tenant comes from the key)."""
-
-    user_id: str | None
-    agent_id: str | None
-    session_id: str | None
-
-
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,9 +126,9 @@ class ScopeIn(_Body):
     agent_id: Ident | None = None
     session_id: Ident | None = None
 
-    def scope(self) -> ScopeArgs:
+    def scope(self) -> ScopeIds:
         """The user/agent/session keywords of the ``Memory`` call this body asks for."""
-        return {"user_id": self.user_id, "agent_id": self.agent_id, "session_id": self.session_id}
+        return ScopeIds(user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id)
 
 
 class AddRequest(ScopeIn):
