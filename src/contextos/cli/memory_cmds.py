@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 import click
 from rich.table import Table
@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ..errors import NotFound
 from ..memory.render import render
-from ..types import HistoryEvent, MemoryRecord, MemoryType
+from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds
 from .common import (
     CliState,
     F,
@@ -80,14 +80,6 @@ def _no_constant(name: str) -> Any:
     raise _NotJson(f"{name} is not valid JSON (metadata must round-trip)")
 
 
-class ScopeArgs(TypedDict):
-    """The scope flags of a command, passed on whole to ``Memory`` (``**scope``)."""
-
-    user_id: str | None
-    agent_id: str | None
-    session_id: str | None
-
-
 scope_options = [
     click.option("--user-id", "-u", help="Whose memory (user scope)."),
     click.option("--agent-id", "-a", help="Agent scope."),
@@ -107,7 +99,7 @@ def with_scope(func: F) -> F:
         session_id: str | None,
         **kwargs: Any,
     ) -> Any:
-        scope = ScopeArgs(user_id=user_id, agent_id=agent_id, session_id=session_id)
+        scope = ScopeIds(user_id=user_id, agent_id=agent_id, session_id=session_id)
         return func(*args, scope=scope, **kwargs)
 
     for option in reversed(scope_options):
@@ -159,7 +151,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def add(
         state: CliState,
         text: str,
-        scope: ScopeArgs,
+        scope: ScopeIds,
         metadata: str | None,
         event_time: str | None,
         memory_type: str,
@@ -223,7 +215,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def search(
         state: CliState,
         query: str,
-        scope: ScopeArgs,
+        scope: ScopeIds,
         limit: int,
         token_budget: int | None,
         memory_types: tuple[str, ...],
@@ -275,7 +267,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @pass_state
     def list_(
         state: CliState,
-        scope: ScopeArgs,
+        scope: ScopeIds,
         limit: int,
         offset: int,
     ) -> None:
