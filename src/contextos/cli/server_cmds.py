@@ -449,6 +449,12 @@ def mcp(
     type=click.Path(dir_okay=False),
     help="Also write the report to this file.",
 )
+@click.option(
+    "--routes",
+    is_flag=True,
+    help="Instead: CPU ms per request of /healthz, add and search through the app in "
+    "this process, one request at a time (no HTTP; temporary SQLite).",
+)
 @pass_state
 def serve_bench(
     state: CliState,
@@ -459,6 +465,7 @@ def serve_bench(
     add_fraction: float,
     workers: int,
     json_out: str | None,
+    routes: bool,
 ) -> None:
     """Load-test `contextos serve` on loopback: throughput, p50/p95/p99, errors,
     acknowledged vs stored writes (default: a temporary SQLite file; --db for PostgreSQL)."""
@@ -466,15 +473,20 @@ def serve_bench(
     from pathlib import Path
 
     from ..bench.serve import ServeBenchConfig, run_serve_bench
+    from ..bench.serve_routes import route_cpu
 
-    report = run_serve_bench(
-        ServeBenchConfig(
-            db=db or state.db,
-            clients=clients,
-            seconds=seconds,
-            embedder=embedder,
-            add_fraction=add_fraction,
-            workers=workers,
+    report = (
+        route_cpu(embedder=embedder)
+        if routes
+        else run_serve_bench(
+            ServeBenchConfig(
+                db=db or state.db,
+                clients=clients,
+                seconds=seconds,
+                embedder=embedder,
+                add_fraction=add_fraction,
+                workers=workers,
+            )
         )
     )
     if json_out:
@@ -482,8 +494,11 @@ def serve_bench(
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if state.as_json:
         print_json(report)
-        return
-    _print_bench(report)
+    elif routes:
+        for name, ms in report["cpu_ms_per_request"].items():
+            console.print(f"{name}: {ms:.3f} ms CPU per request", highlight=False)
+    else:
+        _print_bench(report)
 
 
 def _print_bench(report: dict[str, object]) -> None:

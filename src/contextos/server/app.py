@@ -33,7 +33,7 @@ from .errors import (
     status_for,
 )
 from .gate import AuthGate, JsonBody
-from .keys import KeyStore
+from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
 
@@ -56,6 +56,9 @@ class ServerConfig:
     rate_limit: RateLimit = field(default_factory=RateLimit)
     #: Failed authentications per client address (burst, then per second); over it: 429.
     auth_failures: RateLimit = field(default_factory=lambda: DEFAULT_AUTH_FAILURES)
+    #: Seconds a verified key is trusted without reading the key table again: the
+    #: longest a key revoked by the CLI or another replica still works here.
+    key_cache_ttl: float = KEY_CACHE_TTL
 
 
 def config_to_json(config: ServerConfig) -> str:
@@ -102,7 +105,7 @@ def create_app(
         batching.close()
         raise
     try:
-        keys = KeyStore(config.db)
+        keys = KeyStore(config.db, cache_ttl=config.key_cache_ttl)
     except BaseException:
         tenants.close()
         batching.close()

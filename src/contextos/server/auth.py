@@ -88,6 +88,21 @@ class Authenticator:
             raise
         return self._charge(principal)
 
+    def admit_cached(self, headers: Mapping[str, str], client: str) -> Principal | None:
+        """:meth:`admit` for a request whose key needs no table read (the admin key, or
+        a tenant key in the KeyStore's cache), else None: then call :meth:`admit` on a
+        thread. Never blocks, so the AuthGate calls it on the event loop; a client over
+        its failed attempts, or without a key, gets None and its error from admit."""
+        secret = bearer_secret(headers)
+        if not secret or self.failures.wait(client) > 0:
+            return None
+        if self._admin_hash is not None and secrets_match(secret, self._admin_hash):
+            return self._charge(ADMIN)
+        key = self.keys.cached(secret)
+        if key is None:
+            return None
+        return self._charge(Principal(key_id=key.id, tenant=key.tenant))
+
     def identify(self, secret: str | None) -> Principal:
         """Principal for ``secret``; Unauthenticated when it names nobody."""
         if not secret:

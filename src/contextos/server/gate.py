@@ -85,13 +85,15 @@ class AuthGate:
             await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("unknown", 0)
+        headers, address = _headers(scope), str(client[0])
         try:
-            # On a thread even for a SQLite key table: the key table's lock is shared
-            # with key writes, which may wait out a busy database for 30 s, and on the
-            # event loop that wait would stall every request.
-            principal = await anyio.to_thread.run_sync(
-                self.auth.admit, _headers(scope), str(client[0])
-            )
+            # A key verified in the last second is answered from memory; any other on a
+            # thread, even for a SQLite key table: the key table's lock is shared with
+            # key writes, which may wait out a busy database for 30 s, and on the event
+            # loop that wait would stall every request.
+            principal = self.auth.admit_cached(headers, address)
+            if principal is None:
+                principal = await anyio.to_thread.run_sync(self.auth.admit, headers, address)
         except ContextosError as exc:
             for message in error_messages(exc):
                 await send(message)

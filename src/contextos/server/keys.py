@@ -8,6 +8,12 @@ keys. Verification looks the row up by id and compares hashes in constant time.
 Keys live in an ``api_keys`` table in the same database as the memories: the
 SQLite file (through a connection of its own) or the PostgreSQL database, so
 server replicas sharing one PostgreSQL share their keys too.
+
+The server keeps keys it verified for ``cache_ttl`` seconds (:meth:`KeyStore.cached`):
+under load, reading the key table on a thread for every request cost a thread hop
+and a query each. A revocation through the same KeyStore (the server's own
+``DELETE /v1/keys/{id}``) takes effect on the next request; one made elsewhere (the
+CLI, another replica) within ``cache_ttl``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,11 +156,32 @@ class _Sql:
             self._conn.close()
 
 
+#: The server's ``cache_ttl`` (seconds): a revocation made elsewhere reaches it this late.
+KEY_CACHE_TTL = 1.0
+#: Verified keys the server keeps at most (a full cache is emptied, then refills).
+MAX_CACHED_KEYS = 4096
+
+
 class KeyStore:
     """Create, verify, list and revoke API keys in the ``api_keys`` table."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(
+        self,
+        db: str,
+        *,
+        cache_ttl: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``cache_ttl``: seconds a key that :meth:`verify` accepted is answered by
+        :meth:`cached` without reading the table (0: never; the CLI's default)."""
+        if cache_ttl < 0:
+            raise ValueError("cache_ttl must be >= 0")
         self._sql = _Sql(str(db))
+        self.cache_ttl = cache_ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[ApiKey, float]] = {}  # secret's hash -> key, expiry
+        self._cache_lock = threading.Lock()
+        self._revocations = 0  # a verify that read its row before a revoke caches nothing
 
     def create(self, tenant: str, name: str = "") -> IssuedKey:
         """Issue a new key for ``tenant``; the returned secret is never stored."""
@@ -170,12 +198,33 @@ class KeyStore:
     def verify(self, secret: str) -> ApiKey | None:
         """The active key ``secret`` belongs to, or None (unknown, malformed or revoked)."""
         match = _KEY_RE.match(secret) if isinstance(secret, str) else None
+        revocations = self._revocations
         row = self._row(match.group(1)) if match else None
         ok = secrets_match(secret if match else "", row[3] if row else _DUMMY_HASH)
         if not (match and row and ok):
             return None
         key = self._to_key(row)
-        return key if key.active else None
+        if not key.active:
+            return None
+        if self.cache_ttl > 0:
+            with self._cache_lock:
+                if revocations == self._revocations:
+                    if len(self._cache) >= MAX_CACHED_KEYS:
+                        self._cache.clear()
+                    self._cache[row[3]] = (key, self._clock() + self.cache_ttl)
+        return key
+
+    def cached(self, secret: str) -> ApiKey | None:
+        """The key ``secret`` belongs to if :meth:`verify` accepted it less than
+        ``cache_ttl`` seconds ago, else None (then ask :meth:`verify`). Reads no table,
+        so the server calls it on its event loop; a key revoked through this KeyStore
+        is never answered from here."""
+        entry = self._cache.get(hash_secret(secret)) if self._cache else None
+        if entry is None:
+            return None
+        if self._clock() >= entry[1]:
+            return None
+        return entry[0]
 
     def get(self, key_id: str) -> ApiKey:
         """A key by id (revoked ones included); NotFound otherwise."""
@@ -194,16 +243,28 @@ class KeyStore:
         return [k for k in keys if include_revoked or k.active]
 
     def revoke(self, key_id: str) -> ApiKey:
-        """Revoke a key (idempotent); it stops verifying at once on every replica."""
+        """Revoke a key (idempotent). It stops verifying at once through this KeyStore,
+        and on other replicas once their cached copy expires (``cache_ttl``)."""
         key = self.get(key_id)
+        self._forget(key_id)
         if key.active:
             now = datetime.now(UTC).isoformat()
             self._sql.run("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, key_id))
+        self._forget(key_id)  # a verify that raced the update
         return self.get(key_id)
 
     def close(self) -> None:
         """Close the connection."""
         self._sql.close()
+
+    def _forget(self, key_id: str) -> None:
+        """Drop ``key_id`` from the cache (it is being revoked); verifications already
+        under way do not put it back."""
+        with self._cache_lock:
+            self._revocations += 1
+            for digest, (key, _) in list(self._cache.items()):
+                if key.id == key_id:
+                    del self._cache[digest]
 
     def __enter__(self) -> KeyStore:
         return self

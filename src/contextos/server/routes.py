@@ -9,9 +9,9 @@ annotations at runtime, and they name types local to the router factories.)
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Security
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
 from fastapi.security import HTTPBearer
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from contextos.engine.session import Session
@@ -57,6 +57,16 @@ OptIdent = Annotated[
 ]
 
 
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as the response body, serialised once.
+
+    Why not return the model: with a ``response_model``, FastAPI dumps what a route
+    returns to Python objects, validates them against the model again and only then
+    serialises them, three passes over every hit of every search. The routes keep
+    ``response_model`` for the OpenAPI schema; a Response passes through it untouched."""
+    return Response(model.model_dump_json(), status_code, media_type="application/json")
+
+
 def caller(auth: Authenticator, request: Request) -> Principal:
     """The verified caller: from the AuthGate in front of the app (which has already
     charged its rate limit), or checked here when the routes are mounted without it."""
@@ -88,15 +98,16 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     Mem = Annotated[Any, Depends(tenant_memory)]
 
     @router.post("", status_code=201, response_model=s.RecordList, summary="add")
-    def add(body: s.AddRequest, mem: Mem) -> s.RecordList:
+    def add(body: s.AddRequest, mem: Mem) -> Response:
         """Store messages (or one text) as memories of the given user/agent/session."""
-        return s.RecordList(results=[s.RecordOut.of(r) for r in ops.add(mem, body)])
+        records = s.RecordList(results=[s.RecordOut.of(r) for r in ops.add(mem, body)])
+        return json_response(records, 201)
 
     @router.post("/search", response_model=s.HitList, summary="search")
-    def search(body: s.SearchRequest, mem: Mem) -> s.HitList:
+    def search(body: s.SearchRequest, mem: Mem) -> Response:
         """Hybrid search within a user/agent/session of the caller's tenant."""
         hits = ops.search(mem, body)
-        return s.HitList(results=[s.HitOut.of(h) for h in hits])
+        return json_response(s.HitList(results=[s.HitOut.of(h) for h in hits]))
 
     @router.post("/forget", response_model=s.Forgotten, summary="forget")
     def forget(body: s.ForgetRequest, mem: Mem) -> s.Forgotten:
@@ -111,14 +122,14 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         session_id: OptIdent = None,
         limit: Limit = 100,
         offset: Offset = 0,
-    ) -> s.RecordList:
+    ) -> Response:
         """List memories, newest first, one page at a time."""
         page = s.ListRequest(
             user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit, offset=offset
         )
         records = ops.list_page(mem, page)
-        return s.RecordList(
-            results=[s.RecordOut.of(r) for r in records], limit=limit, offset=offset
+        return json_response(
+            s.RecordList(results=[s.RecordOut.of(r) for r in records], limit=limit, offset=offset)
         )
 
     @router.get("/{memory_id}", response_model=s.RecordOut, summary="get")
