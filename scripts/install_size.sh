@@ -14,9 +14,11 @@ repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
-rm -rf "$work/clone"
+rm -rf "$work/clone" "$work/data" "$work/cache" "$work/config" "$work/fakes.txt"
 git clone -q "$repo" "$work/clone"
 cd "$work/clone"
+# As a user's shell: Python writes bytecode on import (the venv is measured with it).
+unset PYTHONDONTWRITEBYTECODE
 # The demo and the steps write their database, keys and graph cache here, not in ~.
 export XDG_DATA_HOME="$work/data" XDG_CACHE_HOME="$work/cache" XDG_CONFIG_HOME="$work/config"
 log="$work/steps.log"
