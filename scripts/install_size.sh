@@ -28,6 +28,8 @@ now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 mb() { du -sm "$1" | cut -f1; }
 
+load() { cut -d' ' -f1 /proc/loadavg; }
+echo "load average at the start: $(load) ($(nproc) cores)"
 t0=$(now)
 make -s .venv/.installed >>"$log" 2>&1
 t1=$(now)
@@ -38,7 +40,8 @@ echo "install: ${install_s} s, venv ${installed_mb} MB (du -sm .venv)"
 make -s demo >>"$log" 2>&1
 t2=$(now)
 demo_s=$(secs "$t1" "$t2")
-echo "demo run: ${demo_s} s"
+demo_mb=$(mb .venv)
+echo "demo run: ${demo_s} s, venv ${demo_mb} MB after it"
 
 bin="$PWD/.venv/bin"
 step() {  # step NAME CMD...: run, keep its output, refuse a missing-package hint
@@ -107,5 +110,6 @@ fi
 
 after_mb=$(mb .venv)
 echo "venv after the README steps: ${after_mb} MB; log: $log"
-printf '{"install_s": %s, "venv_mb_installed": %s, "demo_s": %s, "venv_mb_after_steps": %s}\n' \
-    "$install_s" "$installed_mb" "$demo_s" "$after_mb"
+echo "load average at the end: $(load)"
+printf '{"install_s": %s, "venv_mb_installed": %s, "demo_s": %s, "venv_mb_after_demo": %s, "venv_mb_after_steps": %s}\n' \
+    "$install_s" "$installed_mb" "$demo_s" "$demo_mb" "$after_mb"
