@@ -6,7 +6,9 @@
 # CONTEXTOS_TEST_PG_URL is set), failing if any of them asks for a missing package.
 # The venv is measured again after them: Python writes bytecode for what it imports.
 #
-# Usage: bash scripts/install_size.sh [WORKDIR]   (default: a new temporary folder)
+# Usage: bash scripts/install_size.sh [WORKDIR [REV]]
+#   WORKDIR: default a new temporary folder; REV: the commit to clone (default HEAD),
+#   e.g. an older one to compare under the same load.
 # Prints one line per stage and a last line of JSON.
 set -euo pipefail
 
@@ -17,6 +19,8 @@ work=$(cd "$work" && pwd)
 rm -rf "$work/clone" "$work/data" "$work/cache" "$work/config" "$work/fakes.txt"
 git clone -q "$repo" "$work/clone"
 cd "$work/clone"
+git checkout -q "${2:-HEAD}"
+echo "measuring $(git log -1 --format='%h %s' | cut -c1-72)"
 # As a user's shell: Python writes bytecode on import (the venv is measured with it).
 unset PYTHONDONTWRITEBYTECODE
 # The demo and the steps write their database, keys and graph cache here, not in ~.
