@@ -64,4 +64,6 @@ def from_epoch(value: float | None) -> datetime | None:
     before times were validated can still be read (and deleted) rather than failing."""
     if value is None:
         return None
+    if MIN_EPOCH <= value <= MAX_EPOCH:  # the common case, unclamped: a search decodes
+        return _EPOCH + timedelta(seconds=value)  # five times of each of its 50 candidates
     return _EPOCH + timedelta(seconds=min(max(float(value), MIN_EPOCH), MAX_EPOCH))
