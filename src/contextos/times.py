@@ -26,6 +26,8 @@ def utc(value: object, name: str = "time") -> datetime:
     Accepts a ``datetime`` or an ISO-8601 string. Raises ``TypeError`` for other
     types and ``ValueError`` when the instant falls outside years 1-9999 in UTC.
     """
+    if type(value) is datetime and value.tzinfo is UTC:
+        return value  # already UTC: the common case when decoding and filtering records
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
