@@ -84,7 +84,7 @@ def _filters() -> list[Filter]:
         Filter(scope=ana, event_before=T0 + timedelta(days=1)),
         Filter(scope=ana, created_after=T0 + timedelta(hours=40)),
         Filter(scope=ana, created_before=T0 + timedelta(hours=40)),
-        Filter(scope=ana, as_of=T0 + timedelta(hours=36)),  # after some valid_from, before
+        Filter(scope=ana, as_of=T0 + timedelta(hours=12)),  # before some valid_from
         Filter(scope=ana, as_of=T0 + timedelta(days=2, hours=1)),  # after a valid_to
         Filter(scope=ana, include_invalid=True),
         Filter(scope=ana, metadata={"k": 1}),
