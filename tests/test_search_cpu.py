@@ -205,3 +205,28 @@ def test_fuse_gives_reciprocal_rank_scores_ranks_cosines_and_order() -> None:
     tie = fuse([Ranked("y", 1.0)], [Ranked("x", 0.5)], RetrievalConfig(dense_weight=1.0))
     assert [c.id for c in tie] == ["x", "y"]
     assert fuse([], [], cfg) == []
+
+
+def test_memory_search_applies_each_of_its_filter_arguments(tmp_path: Path) -> None:
+    # Memory builds the request's Filter in one step from its keywords and ``filters``;
+    # each keyword must still narrow the search (and the filter's own parts stay).
+    from contextos import Memory
+    from contextos.testing.embedders import HashEmbedder
+
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder()) as m:
+        m.add("ana drinks green tea", user_id="ana", memory_type="semantic", event_time=T0)
+        m.add("ana drinks black tea", user_id="ana", event_time=T0 + timedelta(days=30))
+        m.add("ana drinks herbal tea", user_id="ana", metadata={"k": 1})
+        m.flush()
+
+        def texts(**kwargs: Any) -> set[str]:
+            return {h.record.text for h in m.search("tea", user_id="ana", **kwargs)}
+
+        assert len(texts()) == 3
+        assert texts(memory_types=("semantic",)) == {"ana drinks green tea"}
+        window = (T0 + timedelta(days=1), T0 + timedelta(days=60))
+        assert texts(time_range=window) == {"ana drinks black tea"}
+        assert texts(as_of=datetime(2000, 1, 1, tzinfo=UTC)) == set()  # none valid yet
+        assert texts(filters=Filter(metadata={"k": 1})) == {"ana drinks herbal tea"}
+        both = Filter(metadata={"k": 1}, memory_types=("semantic",))
+        assert texts(filters=both) == set()
