@@ -151,34 +151,45 @@ class Filter:
         stale (another process deleted a record and its id came back) can never
         hand a caller a record outside its scope.
         """
-        from .times import utc
-
         scope = self.scope
-        if record.tenant != scope.tenant:
+        have = record.scope
+        if have.tenant != scope.tenant:
             return False
-        for wanted, have in (
-            (scope.user_id, record.user_id),
-            (scope.agent_id, record.agent_id),
-            (scope.session_id, record.session_id),
-        ):
-            if wanted is not None and wanted != have:
-                return False
+        # Cheap tests first, each skipped when the filter leaves that part open: a
+        # search checks its 50 candidates with this, so it is on every request's path.
+        if scope.user_id is not None and scope.user_id != have.user_id:
+            return False
+        if scope.agent_id is not None and scope.agent_id != have.agent_id:
+            return False
+        if scope.session_id is not None and scope.session_id != have.session_id:
+            return False
         if self.memory_types and record.memory_type not in self.memory_types:
             return False
-        if not _in_range(record.event_time, self.event_after, self.event_before):
+        if (self.event_after is not None or self.event_before is not None) and not _in_range(
+            record.event_time, self.event_after, self.event_before
+        ):
             return False
-        if not _in_range(record.created_at, self.created_after, self.created_before):
+        if (self.created_after is not None or self.created_before is not None) and not _in_range(
+            record.created_at, self.created_after, self.created_before
+        ):
             return False
-        if not self.include_invalid:
-            at = utc(now if self.as_of is None else self.as_of)
-            if record.valid_to is not None and utc(record.valid_to) <= at:
-                return False
-            valid_from = record.valid_from
-            if self.as_of is not None and valid_from is not None and utc(valid_from) > at:
-                return False
-        return all(
+        if not self.include_invalid and not self._valid(record, now):
+            return False
+        return not self.metadata or all(
             _metadata_value(record.metadata, key) == value for key, value in self.metadata.items()
         )
+
+    def _valid(self, record: MemoryRecord, now: datetime) -> bool:
+        """Whether ``record`` is valid at ``as_of`` (or, without it, not closed by ``now``)."""
+        from .times import utc
+
+        valid_to = record.valid_to
+        if self.as_of is None:
+            return valid_to is None or utc(valid_to) > utc(now)
+        at = utc(self.as_of)
+        if valid_to is not None and utc(valid_to) <= at:
+            return False
+        return record.valid_from is None or utc(record.valid_from) <= at
 
 
 @dataclass(frozen=True)

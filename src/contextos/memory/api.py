@@ -415,22 +415,21 @@ class Memory:
                 "reading memories needs a user_id, agent_id or session_id; "
                 "an unscoped read would mix users' memories"
             )
-        flt = replace(base, scope=scope)
-        if memory_types:
-            flt = replace(flt, memory_types=tuple(memory_types))
-        if as_of is not None:
-            flt = replace(flt, as_of=as_of)
+        # One ``replace`` with every field: this runs on every search and list.
+        event_after, event_before = base.event_after, base.event_before
         if time_range is not None:
             if not isinstance(time_range, tuple) or len(time_range) != 2:
                 raise TypeError("time_range must be a (start, end) tuple")
-            flt = replace(flt, event_after=time_range[0], event_before=time_range[1])
+            event_after, event_before = time_range
         return replace(
-            flt,
-            event_after=opt_utc(flt.event_after, "time_range start"),
-            event_before=opt_utc(flt.event_before, "time_range end"),
-            created_after=opt_utc(flt.created_after, "created_after"),
-            created_before=opt_utc(flt.created_before, "created_before"),
-            as_of=opt_utc(flt.as_of, "as_of"),
+            base,
+            scope=scope,
+            memory_types=tuple(memory_types) if memory_types else base.memory_types,
+            event_after=opt_utc(event_after, "time_range start"),
+            event_before=opt_utc(event_before, "time_range end"),
+            created_after=opt_utc(base.created_after, "created_after"),
+            created_before=opt_utc(base.created_before, "created_before"),
+            as_of=opt_utc(base.as_of if as_of is None else as_of, "as_of"),
         )
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
 
@@ -116,19 +117,21 @@ def fuse(
     lexical: Sequence[Ranked], dense: Sequence[Ranked], cfg: RetrievalConfig
 ) -> list[Candidate]:
     """Reciprocal-rank fusion: score = sum of weight / (k + rank) over the retrievers."""
-    scores: dict[str, float] = defaultdict(float)
-    lex_rank: dict[str, int] = {}
-    dense_rank: dict[str, int] = {}
-    cosine: dict[str, float] = {}
+    # One dict of [score, lexical rank, dense rank, cosine] per id: this runs on every
+    # search over up to 2 x ``candidates`` ids, so it does one lookup per ranked id.
+    k = cfg.rrf_k
+    fused: dict[str, list[Any]] = {}
     for rank, r in enumerate(lexical, start=1):
-        scores[r.id] += cfg.lexical_weight / (cfg.rrf_k + rank)
-        lex_rank[r.id] = rank
+        entry = fused.setdefault(r.id, [0.0, None, None, None])
+        entry[0] += cfg.lexical_weight / (k + rank)
+        entry[1] = rank
     for rank, r in enumerate(dense, start=1):
-        scores[r.id] += cfg.dense_weight / (cfg.rrf_k + rank)
-        dense_rank[r.id] = rank
-        cosine[r.id] = r.score
-    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [Candidate(i, s, lex_rank.get(i), dense_rank.get(i), cosine.get(i)) for i, s in ordered]
+        entry = fused.setdefault(r.id, [0.0, None, None, None])
+        entry[0] += cfg.dense_weight / (k + rank)
+        entry[2] = rank
+        entry[3] = r.score
+    ordered = sorted(fused.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [Candidate(i, *entry) for i, entry in ordered]
 
 
 def above_floor(

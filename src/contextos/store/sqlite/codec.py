@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from contextos.store import records
@@ -25,7 +24,7 @@ def dumps(value: object) -> str:
 
 def row_to_record(row: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
     """A record of a row selected with ``RECORD_COLUMNS`` (rowid first)."""
-    return records.record_from_values(tuple(row)[1:], time=_time, from_json=json.loads)
+    return records.record_from_values(tuple(row)[1:], time=from_epoch, from_json=_from_json)
 
 
 def record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
@@ -48,8 +47,15 @@ def turn_from_row(row: Sequence[Any]) -> Turn:
     return records.turn_from_values(row, time=from_epoch, from_json=json.loads)
 
 
-def _time(value: float | None) -> datetime | None:
-    return None if value is None else from_epoch(value)
+_EMPTY_JSON: dict[str, Callable[[], Any]] = {"{}": dict, "[]": list}
+_decode_json = json.JSONDecoder().decode
+
+
+def _from_json(text: str) -> Any:
+    """``json.loads`` for the metadata and provenance columns; most rows hold an empty
+    object or list (``dumps`` writes them as ``{}`` and ``[]``), built without parsing."""
+    empty = _EMPTY_JSON.get(text)
+    return empty() if empty is not None else _decode_json(text)
 
 
 def _json_text(value: object) -> str:
