@@ -10,17 +10,19 @@ split, categories 1-4, recall@10; ``contextos bench locomo``):
   replies to (a second FTS column at half weight): plain BM25 0.61 -> 0.72;
 - each turn of a session is embedded together with the offline extractor's facts
   of it (third person, dates resolved; ``memory.expansion``), so MiniLM sees what
-  the turn says, not how: dense alone 0.57 -> 0.69, the hybrid 0.791 -> 0.812
-  leave-one-conversation-out, with the same rows and the same search;
-- MiniLM is then fused at the weight of BM25 (1) with a sharp RRF constant (k=10),
-  both re-chosen after the expansion (they were 0.6 and 20 on bare turns);
+  the turn says, not how: dense alone 0.57 -> 0.68, and with the two constants
+  below re-chosen the hybrid goes 0.791 -> 0.813 leave-one-conversation-out, with
+  the same rows and the same search;
+- MiniLM is fused at the weight of BM25 (1) with a sharp RRF constant (k=10), both
+  re-chosen after the expansion (they were 0.6 and 20 on bare turns);
 - with ``Memory(turn_facts=True)`` a session's turns are stored with the offline
   extractor's facts beside them; a turn and its facts are one unit, found by
   whichever matches best and returned once (``by_source``), as the best matching
   text. Searched with ``TURN_FACTS_RETRIEVAL`` (dense weight 1: the short
   third-person facts embed well): recall@10 0.791 -> 0.804 and recall within
-  1,000 tokens 0.850 -> 0.907 (leave-one-conversation-out), for about twice the
-  search CPU, since the memory holds three records per turn;
+  1,000 tokens 0.850 -> 0.907 (leave-one-conversation-out, against bare turns,
+  before the expansion above), for about twice the search CPU, since the memory
+  holds three records per turn;
 - a question that names one of the speakers ("What does Melanie do to relax?")
   favours what that speaker said, three times over (``speaker_weight=3``): 96%
   of such questions' evidence on the dev split was said by the speaker named;
