@@ -7,6 +7,7 @@ held-out figure are recomputed independently from per-configuration rows.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from contextos.bench.locomo import cross_validate, cv_candidates, evaluate, ingest, recall_of
@@ -19,17 +20,19 @@ def test_each_conversation_is_scored_with_constants_chosen_on_the_others(
     locomo_path: Path, tmp_path: Path
 ) -> None:
     convs = load_locomo(locomo_path)[:2]
-    # With the HashEmbedder conv-26 prefers the defaults and conv-30 a dense weight of
-    # 0.3, so a fold that chose on its own conversation would pick differently.
+    # With the HashEmbedder conv-26 prefers ``base`` and conv-30 a dense weight of 0.3,
+    # so a fold that chose on its own conversation would pick differently. (``base``
+    # is pinned: the protocol is under test, not today's defaults.)
+    base = RetrievalConfig(rrf_k=20.0, dense_weight=0.6)
     candidates = {
-        "default": RetrievalConfig(),
-        "dense_weight=0.3": RetrievalConfig(dense_weight=0.3),
-        "no context": RetrievalConfig(context_weight=0.0),
+        "default": base,
+        "dense_weight=0.3": replace(base, dense_weight=0.3),
+        "no context": replace(base, context_weight=0.0),
     }
     with Memory(tmp_path / "cv.db", embedder=HashEmbedder(), background_embedding=False) as m:
         for conv in convs:
             ingest(m, conv, [])
-        report = cross_validate(m, convs, RetrievalConfig(), candidates=candidates)
+        report = cross_validate(m, convs, base, candidates=candidates)
         rows = {label: evaluate(m, convs, cfg) for label, cfg in candidates.items()}
 
     def recall(label: str, sample_id: str) -> float:

@@ -103,7 +103,7 @@ CV_GRID: dict[str, tuple[float, ...]] = {
     "temporal_weight": (0.0, 0.5, 2.0),
     "speaker_weight": (0.0, 1.0, 5.0),
     "context_weight": (0.25, 1.0),
-    "rrf_k": (10.0, 40.0),
+    "rrf_k": (5.0, 10.0, 20.0, 40.0),
 }
 
 

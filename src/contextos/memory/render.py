@@ -27,11 +27,16 @@ def render(record: MemoryRecord) -> str:
     return " ".join(parts)
 
 
-def embedding_text(record: MemoryRecord) -> str:
-    """The text we embed: speaker, the memory and its image caption (no date)."""
+def embedding_text(record: MemoryRecord, *, expand: bool = True) -> str:
+    """The text we embed: speaker, the memory and its image caption (no date); a
+    conversation turn is followed by its extracted facts (``memory.expansion``)
+    unless ``expand`` is False."""
+    from .expansion import expansion_facts
+
     text = _with_speaker(record)
     caption = caption_of(record.metadata)
-    return f"{text} (image: {caption})" if caption else text
+    base = f"{text} (image: {caption})" if caption else text
+    return " ".join([base, *expansion_facts(record)]) if expand else base
 
 
 def _with_speaker(record: MemoryRecord) -> str:

@@ -1,0 +1,95 @@
+"""Document expansion: a session turn is embedded with its extracted facts.
+
+Real SQLite files in tmp_path and the shipped HashEmbedder (a bag of hashed words,
+so a cosine shows which words a vector was made from). The recall this buys on
+LoCoMo with the real embedder is pinned in tests/test_retrieval_quality.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contextos.memory import Memory, RetrievalConfig
+from contextos.memory.expansion import expansion_facts, is_conversation_turn
+from contextos.memory.render import embedding_text, render
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import MemoryRecord
+
+WHEN = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+TURN = "Hi Bob! I adopted a puppy named Rex yesterday."
+DENSE = RetrievalConfig(mode="dense")
+
+
+def memory(path: Path, **kwargs: object) -> Memory:
+    return Memory(
+        path,
+        embedder=HashEmbedder(),
+        background_embedding=False,
+        retrieval=DENSE,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def add_turn(m: Memory, text: str, dia: str = "D1:1") -> MemoryRecord:
+    message = {"role": "user", "content": text, "name": "Ann", "dia_id": dia}
+    return m.add(message, user_id="u", session_id="s", event_time=WHEN)[0]
+
+
+def cosine(a: str, b: str) -> float:
+    emb = HashEmbedder()
+    va, vb = emb.embed([a, b])
+    return float(np.dot(va, vb))
+
+
+def test_a_turn_is_embedded_with_its_dated_facts_and_stored_verbatim(tmp_path: Path) -> None:
+    with memory(tmp_path / "m.db") as m:
+        turn = add_turn(m, TURN)
+        facts = expansion_facts(turn)
+        assert any("Rex on 7 May 2023" in f for f in facts)  # "yesterday", resolved
+        text = embedding_text(turn)
+        assert text.startswith(f"Ann: {TURN}") and all(f in text for f in facts)
+        m.flush()
+        query = "Ann adopted a puppy named Rex on 7 May 2023"
+        [hit] = m.search(query, user_id="u", limit=1)
+        # What is stored, returned and rendered is the turn verbatim ...
+        assert hit.record.text == TURN and "2023-05-08" in render(hit.record)
+        assert "7 May" not in render(hit.record)
+        # ... what was embedded is the turn and its facts.
+        assert hit.relevance == pytest.approx(cosine(query, text), abs=1e-5)
+        assert hit.relevance > cosine(query, f"Ann: {TURN}") + 0.1
+
+
+def test_only_session_turns_are_expanded(tmp_path: Path) -> None:
+    with memory(tmp_path / "m.db", turn_facts=True) as m:
+        turn = add_turn(m, TURN)
+        beside = [r for r in m.get_all(user_id="u") if "source" in r.metadata]
+        outside = m.add(TURN, user_id="u")[0]  # no session: a note, not a turn
+        inferred = m.add(
+            {"role": "user", "content": TURN, "name": "Ann"},
+            user_id="v",  # another user: nothing stored to reconcile it with
+            session_id="s2",
+            event_time=WHEN,
+            infer=True,
+        )
+        assert is_conversation_turn(turn) and expansion_facts(turn)
+        assert beside and inferred
+        for record in (*beside, outside, *inferred):
+            assert not is_conversation_turn(record)
+            assert expansion_facts(record) == []
+
+
+def test_an_edited_turn_is_embedded_from_its_new_facts(tmp_path: Path) -> None:
+    with memory(tmp_path / "m.db") as m:
+        turn = add_turn(m, TURN)
+        m.flush()
+        edited = m.update(turn.id, "I adopted a kitten named Tom yesterday.")
+        m.flush()
+        assert any("Tom on 7 May 2023" in f for f in expansion_facts(edited))
+        query = "Ann adopted a kitten named Tom on 7 May 2023"
+        [hit] = m.search(query, user_id="u", limit=1)
+        assert hit.record.text == edited.text
+        assert hit.relevance == pytest.approx(cosine(query, embedding_text(edited)), abs=1e-5)
