@@ -74,7 +74,7 @@ def test_lookups_by_id_or_hash_do_not_walk_the_tenant(tmp_path: Path, operation:
     find_by_hash (every add outside a session) once walked every record of the tenant:
     70 ms per search and 20 ms adds at 100k records."""
     ids = [f"id-{i:06d}" for i in (1, 7, 42, 99, 250)]
-    vectors = np.ones((len(ids), 4), dtype=np.float32) / 2
+    vectors = np.full((len(ids), 4), 0.5, dtype=np.float32)
     calls: dict[str, Callable[[SQLiteStore], object]] = {
         "get_many": lambda store: store.get_many("t1", ids),
         "set_vectors": lambda store: store.set_vectors("t1", ids, vectors, "m"),
@@ -206,7 +206,8 @@ def test_vector_index_blocks_answer_like_a_scan_of_every_row() -> None:
     rows: dict[str, tuple[IndexRow, np.ndarray]] = {}
 
     def add(n: int) -> None:
-        batch, vecs = [], []
+        batch: list[IndexRow] = []
+        vecs: list[np.ndarray] = []
         for _ in range(n):
             i = len(rows) + len(batch)
             row = IndexRow(
