@@ -254,36 +254,3 @@ def test_vector_index_blocks_answer_like_a_scan_of_every_row() -> None:
             got = [i for i, _ in index.search(query, flt, limit=limit, now=2.0)]
             assert got == _naive_search(rows, query, flt, limit), flt
     assert index.vectors().shape == (len(rows), 8)
-
-
-def test_vector_scores_are_blas_exact_on_one_thread_and_leave_blas_as_it_was() -> None:
-    """The index scores with BLAS held to the calling thread (its threads, woken and left
-    spinning, doubled a search's CPU). The scores stay bit-identical to ``@`` (another
-    product, einsum, rounded differently and reordered near-tied cosines), and the
-    process-wide thread limit is restored, also when searches run on many threads."""
-    from threadpoolctl import ThreadpoolController
-
-    rng = np.random.default_rng(5)
-    index = VectorIndex(384)
-    vecs = rng.normal(size=(3000, 384)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    rows = [
-        IndexRow(f"r{i}", "t", "u", None, None, "episodic", 1.0, None, None, None)
-        for i in range(len(vecs))
-    ]
-    index.upsert(rows, vecs)
-    query = vecs[7] + rng.normal(scale=0.1, size=384).astype(np.float32)
-    flt = Filter(scope=Scope(tenant="t", user_id="u"))
-    before = [lib["num_threads"] for lib in ThreadpoolController().info()]
-    hits = index.search(query, flt, limit=50, now=2.0)
-    exact = vecs @ query
-    assert [score for _, score in hits] == [float(exact[int(i[1:])]) for i, _ in hits]
-    threads = [
-        threading.Thread(target=lambda: index.search(query, flt, limit=5, now=2.0))
-        for _ in range(8)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [lib["num_threads"] for lib in ThreadpoolController().info()] == before

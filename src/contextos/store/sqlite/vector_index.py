@@ -22,12 +22,9 @@ doubling); rows of removed records are marked dead.
 
 from __future__ import annotations
 
-import functools
 import math
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -182,7 +179,7 @@ class VectorIndex:
             if idx.size == 0:
                 continue
             # All rows pass (the usual user-scoped search): the block's own matrix, no copy.
-            scores = _scores(block.vecs[:n] if idx.size == n else block.vecs[idx], query)
+            scores = block.vecs[:n] @ query if idx.size == n else block.vecs[idx] @ query
             k = min(limit, scores.size)
             top = np.argpartition(-scores, k - 1)[:k]
             rows = top if idx.size == n else idx[top]
@@ -192,35 +189,6 @@ class VectorIndex:
             )
         found.sort(key=lambda hit: (-hit[0], hit[1]))
         return [(memory_id, score) for score, _, memory_id in found[:limit]]
-
-
-#: Serialises the scoring product: the BLAS thread count it lowers is process-wide.
-_BLAS_LOCK = threading.Lock()
-
-
-@functools.cache
-def _blas() -> Any:
-    """The process's BLAS libraries (found once: threadpoolctl scans the loaded ones)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _scores(
-    matrix: npt.NDArray[np.float32], query: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    """``matrix @ query`` on the calling thread alone.
-
-    BLAS (OpenBLAS here) splits a large matrix-vector product over threads that it
-    must wake and then leaves spinning: on two loaded cores vector search took 8-9 ms
-    wall p50 at 100k against 1.6-2 ms on one thread, and the spinning threads slowed
-    the keyword search running beside it (docs/benchmarks.md). ``np.einsum`` avoids
-    BLAS too, but rounds differently, and near-tied cosines then swap ranks; the same
-    BLAS kernel on one thread gives bit-identical scores.
-    """
-    with _BLAS_LOCK, _blas().limit(limits=1, user_api="blas"):
-        scores: npt.NDArray[np.float32] = matrix @ query
-    return scores
 
 
 def _time_mask(
