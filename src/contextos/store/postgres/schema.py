@@ -153,7 +153,15 @@ def _v2_quarantine(cur: Any) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_initial, _v2_quarantine)
+def _v3_session_index(cur: Any) -> None:
+    """A session's records by time, for the latest-record read of every add in a
+    session (see SQLite's V4): the scope index serves only tenant + user there."""
+    cur.execute(
+        "CREATE INDEX memories_session ON memories (tenant, session_id, created_at DESC, seq DESC)"
+    )
+
+
+MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_initial, _v2_quarantine, _v3_session_index)
 
 
 def migrate(conn: Any) -> int:
