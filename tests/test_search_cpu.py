@@ -185,7 +185,7 @@ def _reference_fuse(
         )
         cos = next((r.score for r in dense if r.id == i), None)
         rows.append((i, score, lex, den, cos))
-    rows.sort(key=lambda row: (-row[1], row[0]))
+    rows.sort(key=lambda row: (-row[1], -(row[4] if row[4] is not None else -2.0), row[0]))
     return rows
 
 
@@ -201,10 +201,23 @@ def test_fuse_gives_reciprocal_rank_scores_ranks_cosines_and_order() -> None:
     ]
     assert [c.score for c in got] == pytest.approx([w[1] for w in want], rel=1e-12)
     assert [c.id for c in got] == ["a", "c", "e", "d", "b"]
-    # equal scores (one retriever each at the same rank): the smaller id first
+    # equal scores (one retriever each at the same rank): the one with a cosine first
     tie = fuse([Ranked("y", 1.0)], [Ranked("x", 0.5)], RetrievalConfig(dense_weight=1.0))
     assert [c.id for c in tie] == ["x", "y"]
     assert fuse([], [], cfg) == []
+
+
+@pytest.mark.parametrize(("first", "second"), [("a", "b"), ("b", "a")])
+def test_exact_ties_are_broken_by_the_data_not_by_the_random_ids(first: str, second: str) -> None:
+    # Ranks 1 and 2 fuse to the same score as ranks 2 and 1 (equal weights): the memory
+    # closer to the query (higher cosine) goes first whatever its id, so one
+    # conversation stored twice (new random ids) ranks the same both times.
+    cfg = RetrievalConfig(rrf_k=10.0, lexical_weight=1.0, dense_weight=1.0)
+    lexical = [Ranked(first, 5.0), Ranked(second, 4.0)]
+    dense = [Ranked(second, 0.9), Ranked(first, 0.8)]
+    got = fuse(lexical, dense, cfg)
+    assert got[0].score == got[1].score
+    assert [c.id for c in got] == [second, first]
 
 
 def test_memory_search_applies_each_of_its_filter_arguments(tmp_path: Path) -> None:

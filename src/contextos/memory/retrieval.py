@@ -120,6 +120,19 @@ class Candidate:
     cosine: float | None = None
 
 
+def _order(score: float, cosine: float | None, record_id: str) -> tuple[float, float, str]:
+    """Sort key of a ranked memory: the higher score first; on an exact tie (common in
+    rank fusion: ranks 1 and 3 score as 3 and 1 do) the higher cosine, so the order
+    depends on the data and not on the ids, which are random (the same conversation
+    stored twice ranks the same); the id only when both tie."""
+    return (-score, -(cosine if cosine is not None else -2.0), record_id)
+
+
+def hit_order(hit: Hit) -> tuple[float, float, str]:
+    """``_order`` of a hit (the reranks keep the fused order's tie-break)."""
+    return _order(hit.score, hit.relevance, hit.record.id)
+
+
 def fuse(
     lexical: Sequence[Ranked], dense: Sequence[Ranked], cfg: RetrievalConfig
 ) -> list[Candidate]:
@@ -137,7 +150,7 @@ def fuse(
         entry[0] += cfg.dense_weight / (k + rank)
         entry[2] = rank
         entry[3] = r.score
-    ordered = sorted(fused.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    ordered = sorted(fused.items(), key=lambda kv: _order(kv[1][0], kv[1][3], kv[0]))
     return [Candidate(i, *entry) for i, entry in ordered]
 
 
@@ -300,7 +313,7 @@ def conversational_rerank(hits: Sequence[Hit], cfg: RetrievalConfig) -> list[Hit
                 cfg.neighbour_weight * neighbour + cfg.session_weight * session_strength[session]
             )
         rescored.append(replace(h, score=score))
-    rescored.sort(key=lambda h: (-h.score, h.record.id))
+    rescored.sort(key=hit_order)
     return rescored
 
 
@@ -358,7 +371,7 @@ def speaker_rerank(hits: Sequence[Hit], query: str, weight: float) -> list[Hit]:
         else h
         for h in hits
     ]
-    rescored.sort(key=lambda h: (-h.score, h.record.id))
+    rescored.sort(key=hit_order)
     return rescored
 
 
@@ -399,5 +412,5 @@ def temporal_rerank(hits: Sequence[Hit], cue: TimeRange | None, weight: float) -
         replace(h, score=h.score * (1 + weight)) if temporal_match(h.record, cue) else h
         for h in hits
     ]
-    rescored.sort(key=lambda h: (-h.score, h.record.id))
+    rescored.sort(key=hit_order)
     return rescored
