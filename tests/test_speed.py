@@ -121,6 +121,24 @@ def test_the_latest_record_of_a_session_is_read_without_walking_the_tenant(
     assert large < small * 1.5 + 50, f"{small} steps at 300 records, {large} at 3000"
 
 
+def test_keyword_search_ranks_only_the_callers_rows(tmp_path: Path) -> None:
+    """FTS5 ranked every row of the file matching any query word, all users', and the
+    SQL filter then dropped the others': at 100k records the largest cost of a search.
+    Here the caller has 30 matching rows among 300 or 3,000 of other users."""
+    costs = []
+    for n in (300, 3000):
+        store = SQLiteStore(tmp_path / f"fts-{n}.db")
+        mine = [_record(i, "me") for i in range(30)]
+        store.put(mine + [_record(i, f"u{i % 10}") for i in range(30, 30 + n)])
+        flt = Filter(scope=Scope(tenant="t1", user_id="me"))
+        search = lambda: store.keyword_search(flt, "tea garden", limit=10)  # noqa: B023, E731
+        costs.append(_cost(store, search))
+        assert {r.id for r in search()} <= {r.id for r in mine} and len(search()) == 10
+        store.close()
+    small, large = costs
+    assert large < small * 1.5 + 50, f"{small} steps at 300 records, {large} at 3000"
+
+
 def test_submit_returns_a_future_and_concurrent_queries_share_a_batch() -> None:
     """The retriever queues its query with ``submit`` and runs the keyword search while
     it is embedded; queries queued together go through one forward pass."""

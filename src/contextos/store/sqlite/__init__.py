@@ -59,6 +59,16 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in query_terms(text))
 
 
+def scope_terms(scope: Scope) -> builtins.list[str]:
+    """The full-text terms of ``scope``'s user, agent and session (those it names), as
+    the ``scope_terms`` column writes them: a letter and the hex of tenant, 0x1f, id."""
+    return [
+        prefix + f"{scope.tenant}\x1f{value}".encode().hex()
+        for prefix, value in (("u", scope.user_id), ("a", scope.agent_id), ("s", scope.session_id))
+        if value is not None
+    ]
+
+
 class SQLiteStore:
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
@@ -353,9 +363,14 @@ class SQLiteStore:
         if not match or limit <= 0:
             return []
         where, params = filter_sql(flt, time.time())
-        # Text counts fully; context (speaker, date, captions, the turn replied to) less.
+        match = f"{{text context}} : ({match})"  # words never match a scope term
+        terms = scope_terms(flt.scope)
+        if terms:  # rank only the caller's rows (see schema V5); SQL still checks scope
+            match += "".join(f' AND scope_terms : "{t}"' for t in terms)
+        # Text counts fully; context (speaker, date, captions, the turn replied to) less;
+        # the scope terms not at all.
         rows = self._read(
-            f"SELECT m.id, bm25(memories_fts, 1.0, {float(context_weight)!r}) AS s "
+            f"SELECT m.id, bm25(memories_fts, 1.0, {float(context_weight)!r}, 0.0) AS s "
             "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
             (match, *params, limit),

@@ -162,12 +162,51 @@ V4_SESSION_INDEX = """
 CREATE INDEX memories_session ON memories (tenant, session_id, created_at);
 """
 
+#: Scope terms in the full-text index. A keyword search ranked every row matching any
+#: query word across all users of the file (30k rows for a 4-word question at 100k
+#: records), then dropped the other users' rows: the largest cost of a search at 100k.
+#: Each row now carries one term per part of its scope (``u``/``a``/``s`` + the hex of
+#: tenant, 0x1f, id), and a scoped query intersects its words with the caller's terms
+#: inside FTS5, so only the caller's rows are ranked. The column has weight 0 in
+#: ``bm25``; it only adds its 1-3 terms to every row's length.
+V5_SCOPE_TERMS = """
+ALTER TABLE memories ADD COLUMN scope_terms TEXT GENERATED ALWAYS AS (
+    coalesce('u' || hex(tenant || char(31) || user_id), '') || ' ' ||
+    coalesce('a' || hex(tenant || char(31) || agent_id), '') || ' ' ||
+    coalesce('s' || hex(tenant || char(31) || session_id), '')
+) VIRTUAL;
+DROP TRIGGER memories_ai;
+DROP TRIGGER memories_ad;
+DROP TRIGGER memories_au;
+DROP TABLE memories_fts;
+CREATE VIRTUAL TABLE memories_fts USING fts5(
+    text, context, scope_terms, content='memories', content_rowid='rowid',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
+CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, text, context, scope_terms)
+    VALUES (new.rowid, new.text, new.context, new.scope_terms);
+END;
+CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
+    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
+END;
+CREATE TRIGGER memories_au AFTER UPDATE OF text, context ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
+    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
+    INSERT INTO memories_fts (rowid, text, context, scope_terms)
+    VALUES (new.rowid, new.text, new.context, new.scope_terms);
+END;
+"""
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
     V2_PENDING_VECTORS,
     V3_INDEX_LOG_AND_QUARANTINE,
     V4_SESSION_INDEX,
+    V5_SCOPE_TERMS,
 )
 
 
