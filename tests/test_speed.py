@@ -131,9 +131,9 @@ def test_keyword_search_ranks_only_the_callers_rows(tmp_path: Path) -> None:
         mine = [_record(i, "me") for i in range(30)]
         store.put(mine + [_record(i, f"u{i % 10}") for i in range(30, 30 + n)])
         flt = Filter(scope=Scope(tenant="t1", user_id="me"))
-        search = lambda: store.keyword_search(flt, "tea garden", limit=10)  # noqa: B023, E731
-        costs.append(_cost(store, search))
-        assert {r.id for r in search()} <= {r.id for r in mine} and len(search()) == 10
+        costs.append(_cost(store, lambda: store.keyword_search(flt, "tea garden", limit=10)))  # noqa: B023
+        hits = store.keyword_search(flt, "tea garden", limit=10)
+        assert {r.id for r in hits} <= {r.id for r in mine} and len(hits) == 10
         store.close()
     small, large = costs
     assert large < small * 1.5 + 50, f"{small} steps at 300 records, {large} at 3000"
