@@ -99,3 +99,38 @@ def test_a_version_4_file_is_upgraded_in_place(tmp_path: Path) -> None:
     assert _ids(store, "tea", user_id="ann") == ["m2"]
     _fts_ok(store)
     store.close()
+
+
+def test_a_filter_that_drops_the_best_matches_reaches_deeper(tmp_path: Path) -> None:
+    """The best few are ranked before the whole filter is checked: when the filter drops
+    them (here a type filter and closed validity), the search fetches deeper, and the
+    result is what ranking every match of the scope and then filtering gives."""
+    store = SQLiteStore(tmp_path / "s.db")
+    semantic = [
+        MemoryRecord(
+            id=f"sem{i:02d}",
+            text="tea tea tea " * 3,
+            scope=Scope(tenant="t1", user_id="ann"),
+            memory_type="semantic",
+            hash=content_hash(f"sem{i}"),
+            created_at=datetime.now(UTC),
+        )
+        for i in range(45)
+    ]
+    closed = [_rec(f"old{i:02d}", "tea tea tea", user_id="ann") for i in range(20)]
+    plain = [_rec(f"ep{i:02d}", "tea and " + "cake " * (i % 7), user_id="ann") for i in range(25)]
+    store.put(semantic + closed + plain)
+    for rec in closed:
+        store.update("t1", rec.id, Patch(valid_to=datetime(2000, 1, 1, tzinfo=UTC)))
+    flt = Filter(scope=Scope(tenant="t1", user_id="ann"), memory_types=("episodic",))
+    got = [r.id for r in store.keyword_search(flt, "tea", limit=10)]
+    reference = [
+        r[0]
+        for r in store._db.execute(  # noqa: SLF001 - every match ranked, then filtered
+            "SELECT m.id FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
+            "WHERE memories_fts MATCH 'tea' AND m.memory_type = 'episodic' AND m.user_id = 'ann' "
+            "AND m.valid_to IS NULL ORDER BY bm25(memories_fts, 1.0, 0.5, 0.0) LIMIT 10"
+        )
+    ]
+    assert got == reference and len(got) == 10 and all(i.startswith("ep") for i in got)
+    store.close()

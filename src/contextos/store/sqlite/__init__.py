@@ -364,18 +364,36 @@ class SQLiteStore:
             return []
         where, params = filter_sql(flt, time.time())
         match = f"{{text context}} : ({match})"  # words never match a scope term
-        terms = scope_terms(flt.scope)
-        if terms:  # rank only the caller's rows (see schema V5); SQL still checks scope
-            match += "".join(f' AND scope_terms : "{t}"' for t in terms)
         # Text counts fully; context (speaker, date, captions, the turn replied to) less;
         # the scope terms not at all.
-        rows = self._read(
-            f"SELECT m.id, bm25(memories_fts, 1.0, {float(context_weight)!r}, 0.0) AS s "
-            "FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
-            (match, *params, limit),
-        )
-        return [Ranked(r[0], -float(r[1])) for r in rows]
+        bm25 = f"bm25(memories_fts, 1.0, {float(context_weight)!r}, 0.0)"
+        terms = scope_terms(flt.scope)
+        if not terms:  # a tenant-wide search: rank every match, keep the tenant's
+            rows = self._read(
+                f"SELECT m.id, {bm25} AS s FROM memories_fts JOIN memories m "
+                f"ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where} "
+                "ORDER BY s LIMIT ?",
+                (match, *params, limit),
+            )
+            return [Ranked(r[0], -float(r[1])) for r in rows]
+        # Rank only the caller's rows (see schema V5), take the best few, and only then
+        # check them against the whole filter (validity, types, metadata): joining every
+        # match to its record before the sort cost as much again as BM25 itself. Should
+        # the filter drop some of the best, fetch deeper.
+        match += "".join(f' AND scope_terms : "{t}"' for t in terms)
+        fetch = limit
+        while True:
+            rows = self._read(
+                f"WITH top AS MATERIALIZED (SELECT rowid, {bm25} AS s FROM memories_fts "
+                "WHERE memories_fts MATCH ? ORDER BY s LIMIT ?) "
+                f"SELECT m.id, top.s, {where} FROM top JOIN memories m ON m.rowid = top.rowid "
+                "ORDER BY top.s",
+                (match, fetch, *params),
+            )
+            kept = [Ranked(r[0], -float(r[1])) for r in rows if r[2]]
+            if len(kept) >= limit or len(rows) < fetch:
+                return kept[:limit]
+            fetch *= 4
 
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> builtins.list[Ranked]:
         index = self._fresh_index(len(vector))
