@@ -22,12 +22,21 @@ import numpy as np
 from ..embed import Embedder
 from ..store.base import Store
 from ..types import MemoryRecord
-from .render import embedding_text
+from .render import embedding_text, vector_model
 
 log = logging.getLogger(__name__)
 
 #: Seconds before the worker tries again after the store itself failed.
 RETRY_S = 1.0
+
+
+def requeue_stale(store: Store, embedder: Embedder) -> int:
+    """Queue again the records whose vectors another model or an older ``embedding_text``
+    wrote, so they are re-embedded like new ones (their old vectors serve until then)."""
+    requeued = store.requeue_stale_vectors(vector_model(embedder.model_id))
+    if requeued:
+        log.info("re-embedding %d memories whose vectors another model wrote", requeued)
+    return requeued
 
 
 def embed_pending(store: Store, embedder: Embedder, *, batch_size: int = 64) -> int:
@@ -75,7 +84,9 @@ def _embed_and_store(store: Store, embedder: Embedder, records: list[MemoryRecor
     if not np.all(np.isfinite(vectors)):
         raise ValueError("embedder returned a vector with NaN or infinite values")
     for tenant, rows in by_tenant.items():
-        store.set_vectors(tenant, [records[i].id for i in rows], vectors[rows], embedder.model_id)
+        store.set_vectors(
+            tenant, [records[i].id for i in rows], vectors[rows], vector_model(embedder.model_id)
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -117,6 +128,9 @@ class EmbeddingWorker:
         #: Records embedded and seconds spent embedding them (for benchmarks).
         self.embedded = 0
         self.seconds = 0.0
+        #: Vectors of another model or text recipe are queued again once, on the first
+        #: pass (an upgrade or a switched embedder re-embeds in the background).
+        self._requeue_stale = True
         self._thread = threading.Thread(target=self._run, name="contextos-embed", daemon=True)
         self._thread.start()
         _LIVE.add(self)
@@ -154,6 +168,9 @@ class EmbeddingWorker:
                 self._flushing.wait(self._linger)
             self._wake.clear()
             try:
+                if self._requeue_stale:
+                    requeue_stale(self._store, self._embedder)
+                    self._requeue_stale = False
                 while not self._stop:
                     start = time.perf_counter()
                     done = embed_pending(self._store, self._embedder, batch_size=self._batch_size)

@@ -27,6 +27,18 @@ def render(record: MemoryRecord) -> str:
     return " ".join(parts)
 
 
+#: Names what ``embedding_text`` produces. Stored with each vector (beside the model's
+#: name, see ``vector_model``) and changed whenever ``embedding_text`` changes, so a
+#: store's vectors written the old way are queued again and re-embedded in the
+#: background instead of being mixed with new ones forever.
+EMBEDDING_RECIPE = "turn+facts"
+
+
+def vector_model(model_id: str) -> str:
+    """What a vector is stored as: the embedder's model and the text recipe it embedded."""
+    return f"{model_id}/{EMBEDDING_RECIPE}"
+
+
 def embedding_text(record: MemoryRecord, *, expand: bool = True) -> str:
     """The text we embed: speaker, the memory and its image caption (no date); a
     conversation turn is followed by its extracted facts (``memory.expansion``)

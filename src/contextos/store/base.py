@@ -167,6 +167,12 @@ class Store(Protocol):
         """Store (normalised) vectors for records; unknown ids are ignored."""
         ...
 
+    def requeue_stale_vectors(self, model: str) -> int:
+        """Queue again every record whose vector was stored by another ``model`` (another
+        embedder, or an older text recipe); returns how many. Their old vectors stay
+        searchable until new ones replace them."""
+        ...
+
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         """Records of any tenant that still have no vector (oldest first)."""
         ...

@@ -434,6 +434,16 @@ class PostgresStore:
                 (tenant, list(latest)),
             )
 
+    def requeue_stale_vectors(self, model: str) -> int:
+        with self._tx("requeue stale vectors") as cur:
+            cur.execute(
+                "INSERT INTO pending_vectors (tenant, memory_id) "
+                "SELECT tenant, memory_id FROM vectors WHERE model < %s OR model > %s "
+                "ON CONFLICT DO NOTHING",
+                (model, model),
+            )
+            return int(cur.rowcount)
+
     def pending_vectors(self, *, limit: int) -> _Records:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM pending_vectors p JOIN memories m "

@@ -161,7 +161,17 @@ def _v3_session_index(cur: Any) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Any], None], ...] = (_v1_initial, _v2_quarantine, _v3_session_index)
+def _v4_vector_model_index(cur: Any) -> None:
+    """Vectors by the model and text recipe that wrote them (see SQLite's V6)."""
+    cur.execute("CREATE INDEX vectors_model ON vectors (model)")
+
+
+MIGRATIONS: tuple[Callable[[Any], None], ...] = (
+    _v1_initial,
+    _v2_quarantine,
+    _v3_session_index,
+    _v4_vector_model_index,
+)
 
 
 def migrate(conn: Any) -> int:

@@ -460,6 +460,16 @@ class SQLiteStore:
         """How many records have a vector (diagnostics and benchmarks)."""
         return int(self._read("SELECT count(*) FROM vectors")[0][0])
 
+    def requeue_stale_vectors(self, model: str) -> int:
+        with self._write() as db:
+            # ``<`` / ``>`` rather than ``!=``: both use the model index (schema V6), so
+            # a store whose vectors are all current answers without reading them.
+            return db.execute(
+                "INSERT OR IGNORE INTO pending_vectors (mem_rowid) "
+                "SELECT mem_rowid FROM vectors WHERE model < ? OR model > ?",
+                (model, model),
+            ).rowcount
+
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM pending_vectors p "

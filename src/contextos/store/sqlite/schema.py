@@ -200,6 +200,13 @@ CREATE TRIGGER memories_au AFTER UPDATE OF text, context ON memories BEGIN
 END;
 """
 
+#: Vectors by the model (and text recipe) that wrote them: on start the embedding worker
+#: queues again those of another one (``requeue_stale_vectors``), an index lookup when
+#: every vector is current.
+V6_VECTOR_MODEL_INDEX = """
+CREATE INDEX vectors_model ON vectors (model);
+"""
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
@@ -207,6 +214,7 @@ MIGRATIONS: tuple[str, ...] = (
     V3_INDEX_LOG_AND_QUARANTINE,
     V4_SESSION_INDEX,
     V5_SCOPE_TERMS,
+    V6_VECTOR_MODEL_INDEX,
 )
 
 

@@ -1,0 +1,70 @@
+"""Vectors written by another model or an older ``embedding_text`` are re-embedded.
+
+Why: a store outlives the code that wrote it. When the embedder changes, or the text a
+memory is embedded from changes (turns are now embedded with their facts), the old
+vectors would otherwise stay beside new ones forever, on two different scales. Each
+vector is stored with ``vector_model`` (model + text recipe); a process that embeds
+queues again the vectors of any other, and re-embeds them like new ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contextos import Memory
+from contextos.memory.render import EMBEDDING_RECIPE, vector_model
+from contextos.store.base import Store
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import Filter, Scope
+
+
+class OtherEmbedder(HashEmbedder):
+    """Another model: the same hashing, so searches still find things, another name."""
+
+    model_id = "hash-bow-other"
+
+
+def _vector_of(store: Store, text: str, embedder: HashEmbedder, user: str) -> str:
+    flt = Filter(scope=Scope(tenant="default", user_id=user))
+    (best,) = store.vector_search(flt, embedder.embed([text])[0], limit=1)
+    return best.id
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["worker", "inline"])
+def test_a_store_reopened_with_another_model_is_re_embedded(
+    tmp_path: Path, background: bool
+) -> None:
+    path = tmp_path / "m.db"
+    with Memory(path, embedder=OtherEmbedder()) as m:
+        ids = [r.id for r in m.add(["ana likes green tea", "ana walks her dog"], user_id="ana")]
+        assert m.flush(10)
+    with Memory(path, embedder=HashEmbedder(), background_embedding=background) as m:
+        assert m.flush(10)
+        assert m.store.embedding_status().pending == 0
+        # Every vector is now the current model's: a second open queues nothing.
+        assert m.store.requeue_stale_vectors(vector_model(HashEmbedder.model_id)) == 0
+        assert m.store.requeue_stale_vectors(vector_model(OtherEmbedder.model_id)) == len(ids)
+
+
+def test_vectors_of_an_older_recipe_are_queued_again_on_both_stores(store: Store) -> None:
+    embedder = HashEmbedder()
+    with Memory(store=store, embedder=embedder, background_embedding=False) as m:
+        records = m.add(["ana likes green tea", "bo plays chess"], user_id="ana")
+        m.flush()
+        current = vector_model(embedder.model_id)
+        assert current.endswith(EMBEDDING_RECIPE)
+        assert store.requeue_stale_vectors(current) == 0
+        # One vector as an older release wrote it: the bare model name, no recipe.
+        vec = np.asarray(embedder.embed(["ana likes green tea"]), dtype=np.float32)
+        store.set_vectors(records[0].tenant, [records[0].id], vec, embedder.model_id)
+        assert store.requeue_stale_vectors(current) == 1
+        assert store.requeue_stale_vectors(current) == 0  # already queued: idempotent
+        assert store.embedding_status().pending == 1
+        # Still searchable by meaning while it waits, then re-embedded like a new one.
+        assert _vector_of(store, "ana likes green tea", embedder, "ana") == records[0].id
+        m.flush()
+        assert store.embedding_status().pending == 0
+        assert store.requeue_stale_vectors(current) == 0
