@@ -121,6 +121,12 @@ def openai_write_ttls(usage: Any) -> dict[str, int]:
     }
 
 
+def read_share(cache_read_tokens: int, input_tokens: int) -> float:
+    """Share of input tokens read from the cache (0 when there was no input): the one
+    definition the ledger, the edit report and the inspector use."""
+    return cache_read_tokens / input_tokens if input_tokens else 0.0
+
+
 @dataclass(frozen=True)
 class CacheReport:
     """Cache accounting over some requests, priced with one model's prices."""
@@ -138,7 +144,7 @@ class CacheReport:
     @property
     def hit_ratio(self) -> float:
         """Share of input tokens read from the cache."""
-        return self.cache_read_tokens / self.input_tokens if self.input_tokens else 0.0
+        return read_share(self.cache_read_tokens, self.input_tokens)
 
     @property
     def saved_usd(self) -> float:

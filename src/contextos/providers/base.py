@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from contextos.engine.window import Window
 from contextos.llm.models import ModelInfo
 
-from ..cache.accounting import field_of
+from ..cache.accounting import field_of, read_share
 from ..types import Message, Usage
 
 #: Metadata key under which a caller's original wire message rides along a
@@ -205,12 +205,12 @@ class EditReport:
     @property
     def read_share_with_edits(self) -> float:
         """Share of input read from the cache on calls where the server applied an edit."""
-        return self.cache_read_with_edits / self.input_with_edits if self.input_with_edits else 0.0
+        return read_share(self.cache_read_with_edits, self.input_with_edits)
 
     @property
     def read_share_without(self) -> float:
         """The same share on the other calls."""
-        return self.cache_read_without / self.input_without if self.input_without else 0.0
+        return read_share(self.cache_read_without, self.input_without)
 
 
 def edit_report(calls: Sequence[CallRecord]) -> EditReport:

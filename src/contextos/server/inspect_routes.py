@@ -25,6 +25,7 @@ from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
 
 from ..cache import CacheSimulator, WireFormat, cache_request, report
+from ..cache.accounting import read_share
 from ..types import Filter, Scope, Turn
 from . import schemas as s
 from .auth import Authenticator
@@ -188,7 +189,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         return {
             "model": info.name,
             "calls": [asdict(c) for c in calls],
-            "read_share": sum(c.cache_read_tokens for c in calls) / total_in if total_in else 0.0,
+            "read_share": read_share(sum(c.cache_read_tokens for c in calls), total_in),
             "saved_usd": sum(c.saved_usd for c in calls),
             "svg": cost_chart_svg(calls, title=f"{session_id} · {info.name}"),
         }
