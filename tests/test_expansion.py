@@ -75,9 +75,19 @@ def test_only_session_turns_are_expanded(tmp_path: Path) -> None:
             event_time=WHEN,
             infer=True,
         )
+        # add(infer=True) copies the caller's metadata onto its facts, "role" included
+        inferred_with_role = m.add(
+            {"role": "user", "content": TURN, "name": "Ann"},
+            user_id="w",
+            session_id="s3",
+            event_time=WHEN,
+            infer=True,
+            metadata={"role": "user"},
+        )
         assert is_conversation_turn(turn) and expansion_facts(turn)
-        assert beside and inferred
-        for record in (*beside, outside, *inferred):
+        assert beside and inferred and inferred_with_role
+        assert all(r.metadata.get("role") == "user" for r in inferred_with_role)
+        for record in (*beside, outside, *inferred, *inferred_with_role):
             assert not is_conversation_turn(record)
             assert expansion_facts(record) == []
 

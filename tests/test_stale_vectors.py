@@ -12,13 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from contextos import Memory
 from contextos.memory.render import EMBEDDING_RECIPE, vector_model
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import Filter, Scope
+from contextos.types import Filter, MemoryRecord, Scope, content_hash
 
 
 class OtherEmbedder(HashEmbedder):
@@ -33,20 +32,42 @@ def _vector_of(store: Store, text: str, embedder: HashEmbedder, user: str) -> st
     return best.id
 
 
-@pytest.mark.parametrize("background", [True, False], ids=["worker", "inline"])
-def test_a_store_reopened_with_another_model_is_re_embedded(
-    tmp_path: Path, background: bool
+def test_a_store_reopened_with_another_model_is_re_embedded_in_the_background(
+    tmp_path: Path,
 ) -> None:
     path = tmp_path / "m.db"
     with Memory(path, embedder=OtherEmbedder()) as m:
         ids = [r.id for r in m.add(["ana likes green tea", "ana walks her dog"], user_id="ana")]
         assert m.flush(10)
-    with Memory(path, embedder=HashEmbedder(), background_embedding=background) as m:
+    with Memory(path, embedder=HashEmbedder()) as m:
         assert m.flush(10)
         assert m.store.embedding_status().pending == 0
         # Every vector is now the current model's: a second open queues nothing.
         assert m.store.requeue_stale_vectors(vector_model(HashEmbedder.model_id)) == 0
         assert m.store.requeue_stale_vectors(vector_model(OtherEmbedder.model_id)) == len(ids)
+
+
+def test_inline_embedding_never_re_embeds_a_whole_store_before_answering(tmp_path: Path) -> None:
+    # The CLI embeds inline and flushes before a search: re-embedding a store's old
+    # vectors there would make the first command after an upgrade take minutes. It
+    # answers with the old vectors; a process with a worker re-embeds them.
+    path = tmp_path / "m.db"
+    with Memory(path, embedder=OtherEmbedder()) as m:
+        m.add(["ana likes green tea", "ana walks her dog"], user_id="ana")
+        assert m.flush(10)
+    with Memory(path, embedder=OtherEmbedder(), background_embedding=False) as m:
+        old = m.store.requeue_stale_vectors(vector_model(HashEmbedder.model_id))
+        assert old == 2  # the vectors really are another model's for HashEmbedder
+    with Memory(path, embedder=OtherEmbedder()) as m:
+        assert m.flush(10)  # (the requeue above is re-embedded by this worker)
+    with Memory(path, embedder=HashEmbedder(), background_embedding=False) as m:
+        assert m.flush(10)
+        assert m.store.embedding_status().pending == 0
+        assert [h.record.text for h in m.search("green tea", user_id="ana")][0] == (
+            "ana likes green tea"
+        )
+        # nothing was re-embedded inline: the vectors are still the other model's
+        assert m.store.requeue_stale_vectors(vector_model(HashEmbedder.model_id)) == 2
 
 
 def test_vectors_of_an_older_recipe_are_queued_again_on_both_stores(store: Store) -> None:
@@ -63,6 +84,13 @@ def test_vectors_of_an_older_recipe_are_queued_again_on_both_stores(store: Store
         assert store.requeue_stale_vectors(current) == 1
         assert store.requeue_stale_vectors(current) == 0  # already queued: idempotent
         assert store.embedding_status().pending == 1
+        # A memory added now is embedded before the backlog (its old vector serves).
+        fresh = MemoryRecord(
+            id="fresh", text="cy sings jazz", scope=records[0].scope, hash=content_hash("cy")
+        )
+        store.put([fresh])  # as an add does; this memory embeds inline, so no add here
+        assert [r.id for r in store.pending_vectors(limit=1)] == ["fresh"]
+        assert store.embedding_status().pending == 2
         # Still searchable by meaning while it waits, then re-embedded like a new one.
         assert _vector_of(store, "ana likes green tea", embedder, "ana") == records[0].id
         m.flush()

@@ -36,7 +36,7 @@ from ..types import (
     Scope,
     content_hash,
 )
-from .embedding_worker import EmbeddingWorker, embed_pending, requeue_stale
+from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
@@ -91,9 +91,6 @@ class Memory:
         )
         if self._worker is not None:
             self._worker.notify()  # embed whatever a crashed process left pending
-        #: Inline embedding queues stale vectors again when it first embeds (the worker
-        #: on its first pass): a read-only command (``contextos status``) changes nothing.
-        self._stale_requeued = False
 
     # -- writing ---------------------------------------------------------------
     def add(
@@ -241,9 +238,6 @@ class Memory:
         if self._worker is not None:
             self._worker.notify()
         else:
-            if not self._stale_requeued:
-                requeue_stale(self.store, self.embedder)
-                self._stale_requeued = True
             while embed_pending(
                 self.store, self.embedder, batch_size=self.settings.embed_batch_size
             ):

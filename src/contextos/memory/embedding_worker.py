@@ -129,7 +129,9 @@ class EmbeddingWorker:
         self.embedded = 0
         self.seconds = 0.0
         #: Vectors of another model or text recipe are queued again once, on the first
-        #: pass (an upgrade or a switched embedder re-embeds in the background).
+        #: pass (an upgrade or a switched embedder re-embeds in the background). Only
+        #: here: inline embedding (the CLI) would make the next command re-embed a
+        #: whole store before it answers; its searches use the old vectors meanwhile.
         self._requeue_stale = True
         self._thread = threading.Thread(target=self._run, name="contextos-embed", daemon=True)
         self._thread.start()

@@ -28,7 +28,12 @@ def is_conversation_turn(record: MemoryRecord) -> bool:
     """Whether ``record`` is a turn of a session stored verbatim by ``Memory.add``
     (not a fact stored beside one, nor a fact written by ``add(infer=True)``)."""
     meta = record.metadata  # ``role``: set by ``Memory.add`` on the messages it stores
-    return record.session_id is not None and "role" in meta and SOURCE_KEY not in meta
+    return (
+        record.session_id is not None
+        and "role" in meta
+        and SOURCE_KEY not in meta
+        and "inferred" not in meta  # add(infer=True) copies the caller's metadata
+    )
 
 
 def expansion_facts(record: MemoryRecord) -> list[str]:

@@ -174,7 +174,10 @@ class Store(Protocol):
         ...
 
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
-        """Records of any tenant that still have no vector (oldest first)."""
+        """Records of any tenant waiting for a vector, newest first: a memory just added
+        becomes searchable by meaning soonest, and a backlog (a crashed process's, or
+        vectors queued again by ``requeue_stale_vectors``, which still serve) drains
+        behind it."""
         ...
 
     def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:

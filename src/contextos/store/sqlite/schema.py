@@ -168,7 +168,9 @@ CREATE INDEX memories_session ON memories (tenant, session_id, created_at);
 #: Each row now carries one term per part of its scope (``u``/``a``/``s`` + the hex of
 #: tenant, 0x1f, id), and a scoped query intersects its words with the caller's terms
 #: inside FTS5, so only the caller's rows are ranked. The column has weight 0 in
-#: ``bm25``; it only adds its 1-3 terms to every row's length.
+#: ``bm25``; it only adds its 3 terms to every row's length (a missing id gives a bare
+#: ``u``/``a``/``s``: ``hex(NULL)`` is '' in SQLite; no query asks for those, as a filter
+#: without that id adds no term).
 V5_SCOPE_TERMS = """
 ALTER TABLE memories ADD COLUMN scope_terms TEXT GENERATED ALWAYS AS (
     coalesce('u' || hex(tenant || char(31) || user_id), '') || ' ' ||
