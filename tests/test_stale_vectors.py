@@ -9,11 +9,14 @@ queues again the vectors of any other, and re-embeds them like new ones.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from contextos import Memory
+from contextos.embed import Vectors
 from contextos.memory.render import EMBEDDING_RECIPE, vector_model
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
@@ -96,3 +99,28 @@ def test_vectors_of_an_older_recipe_are_queued_again_on_both_stores(store: Store
         m.flush()
         assert store.embedding_status().pending == 0
         assert store.requeue_stale_vectors(current) == 0
+
+
+class SlowEmbedder(HashEmbedder):
+    """A model slow enough that a backlog outlasts a short shutdown."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        time.sleep(0.2)
+        return super().embed(texts)
+
+
+def test_server_shutdown_waits_for_a_backlog_only_so_long(tmp_path: Path) -> None:
+    # After an upgrade the worker re-embeds a whole store; stopping the server must not
+    # wait for all of it. What is left stays pending, durable, for the next start.
+    from contextos.server.tenants import TenantMemories
+
+    tenants = TenantMemories.open(str(tmp_path / "m.db"), SlowEmbedder())
+    memory = tenants.get("acme")
+    memory.add([f"note {i} about tea" for i in range(400)], user_id="ana")
+    start = time.monotonic()
+    assert tenants.flush(0.5) is False
+    assert time.monotonic() - start < 5
+    assert tenants.store.embedding_status().pending > 0
+    assert tenants.flush(None) is True  # without a limit it drains everything
+    assert tenants.store.embedding_status().pending == 0
+    tenants.close()

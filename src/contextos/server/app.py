@@ -39,6 +39,9 @@ from .tenants import TenantMemories
 
 log = logging.getLogger("contextos.server")
 
+#: Seconds shutdown waits for pending embeddings before leaving them to the next start.
+SHUTDOWN_FLUSH_S = 30.0
+
 __all__ = ["STATUS", "ServerConfig", "close_app", "create_app", "error_body", "status_for"]
 
 #: Path prefixes of the API: authenticated before their body is read, bodies are JSON.
@@ -132,7 +135,10 @@ def create_app(
             yield
         finally:
             try:
-                tenants.flush()  # drain embeddings; a busy store must not crash shutdown
+                # Drain embeddings, but not a whole re-embedding backlog (vectors queued
+                # again after an upgrade): the rest stays pending for the next process.
+                if not tenants.flush(SHUTDOWN_FLUSH_S):
+                    log.warning("embeddings still pending at shutdown; the next start embeds them")
             except Exception as exc:  # noqa: BLE001 - logged; pending rows stay pending
                 log.warning("pending embeddings not drained at shutdown: %s", exc)
             if close_on_shutdown:

@@ -8,6 +8,7 @@ replica can be killed and another one answers the same tenant identically.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -69,12 +70,18 @@ class TenantMemories:
 
         return Memory(store=self.store, tenant=tenant, embedder=self.embedder, worker=self.worker)
 
-    def flush(self) -> None:
-        """Wait until every cached tenant's memories have their vectors."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every cached tenant's memories have their vectors, at most
+        ``timeout`` seconds in all; False if it ran out (what is left stays pending,
+        durable, for the next process)."""
         with self._lock:
             memories = list(self._cache.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
         for memory in memories:
-            memory.flush()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not memory.flush(left):
+                return False
+        return True
 
     def close(self) -> None:
         """Finish pending embeddings of every tenant, then close the store."""
