@@ -174,10 +174,8 @@ class Store(Protocol):
         ...
 
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
-        """Records of any tenant waiting for a vector, newest first: a memory just added
-        becomes searchable by meaning soonest, and a backlog (a crashed process's, or
-        vectors queued again by ``requeue_stale_vectors``, which still serve) drains
-        behind it."""
+        """Records of any tenant waiting for a vector (oldest first; vectors queued again
+        by ``requeue_stale_vectors`` keep serving while they wait)."""
         ...
 
     def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:

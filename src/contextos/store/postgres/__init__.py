@@ -447,7 +447,7 @@ class PostgresStore:
     def pending_vectors(self, *, limit: int) -> _Records:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM pending_vectors p JOIN memories m "
-            "ON m.tenant = p.tenant AND m.id = p.memory_id ORDER BY m.seq DESC LIMIT %s",
+            "ON m.tenant = p.tenant AND m.id = p.memory_id ORDER BY m.seq LIMIT %s",
             (limit,),
         )
         return [record_from_row(r) for r in rows]

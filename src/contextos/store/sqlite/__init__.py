@@ -473,7 +473,7 @@ class SQLiteStore:
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM pending_vectors p "
-            "JOIN memories m ON m.rowid = p.mem_rowid ORDER BY p.mem_rowid DESC LIMIT ?",
+            "JOIN memories m ON m.rowid = p.mem_rowid ORDER BY p.mem_rowid LIMIT ?",
             (limit,),
         )
         return [row_to_record(r) for r in rows]
