@@ -18,6 +18,7 @@ from typing import Any
 
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
 from .base import Patch, patch_columns
+from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
 RECORD_FIELDS = (
@@ -95,22 +96,8 @@ def record_from_values(
     )
 
 
-#: The ``turns`` columns, in the order both stores insert them.
-TURN_FIELDS = (
-    "tenant",
-    "session_id",
-    "seq",
-    "user_id",
-    "agent_id",
-    "role",
-    "content",
-    "name",
-    "tool_call_id",
-    "tool_calls",
-    "metadata",
-    "tokens",
-    "created_at",
-)
+#: The ``turns`` columns, in the order both stores created and insert them.
+TURN_FIELDS = TURNS.column_names()
 
 
 def turn_values(

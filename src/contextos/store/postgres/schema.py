@@ -1,6 +1,6 @@
 """PostgreSQL schema migrations, applied in order and recorded in ``schema_version``.
 
-Each migration is a function of a cursor, run in its own transaction under an
+Each migration is a SQL script, run in one transaction under an
 advisory lock (so two processes starting at once do not both migrate). Add new
 ones at the end; never edit an applied one.
 
@@ -21,10 +21,16 @@ fixed size and the store does not know the embedder's size up front.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from contextos.errors import StoreError
+from contextos.store.tables import (
+    POSTGRES_TYPES,
+    SESSION_META,
+    TURNS,
+    Column,
+    keyed_by_memory,
+)
 
 #: Arbitrary constant naming the advisory lock that serialises migrations and index builds.
 LOCK_KEY = 0x636F6E74  # "cont"
@@ -33,9 +39,21 @@ LOCK_KEY = 0x636F6E74  # "cont"
 TS_CONFIG = "english"
 
 
-def _v1_initial(cur: Any) -> None:
-    cur.execute(
-        f"""
+#: Tables of one row per memory: its vector and its place in the embedding queue
+#: (V1), its quarantine after a failed embedding (V2).
+VECTORS = keyed_by_memory(
+    "vectors",
+    Column("dim", "int", "NOT NULL"),
+    Column("model", "text", "NOT NULL"),
+    Column("vec", "vector", "NOT NULL"),
+)
+PENDING_VECTORS = keyed_by_memory("pending_vectors")
+VECTOR_QUARANTINE = keyed_by_memory(
+    "vector_quarantine", Column("error", "text", "NOT NULL"), Column("at", "time", "NOT NULL")
+)
+
+V1_INITIAL = (
+    f"""
         CREATE TABLE memories (
             tenant      text NOT NULL,
             id          text NOT NULL,
@@ -73,22 +91,13 @@ def _v1_initial(cur: Any) -> None:
         CREATE INDEX memories_tsv ON memories USING gin (tsv);
         CREATE INDEX memories_metadata ON memories USING gin (metadata jsonb_path_ops);
 
-        CREATE TABLE vectors (
-            tenant    text NOT NULL,
-            memory_id text NOT NULL,
-            dim       integer NOT NULL,
-            model     text NOT NULL,
-            vec       vector NOT NULL,
-            PRIMARY KEY (tenant, memory_id),
-            FOREIGN KEY (tenant, memory_id) REFERENCES memories (tenant, id) ON DELETE CASCADE
-        );
+"""
+    + VECTORS.create(POSTGRES_TYPES)
+    + """
 
-        CREATE TABLE pending_vectors (
-            tenant    text NOT NULL,
-            memory_id text NOT NULL,
-            PRIMARY KEY (tenant, memory_id),
-            FOREIGN KEY (tenant, memory_id) REFERENCES memories (tenant, id) ON DELETE CASCADE
-        );
+"""
+    + PENDING_VECTORS.create(POSTGRES_TYPES)
+    + """
 
         CREATE TABLE history (
             tenant    text NOT NULL,
@@ -105,72 +114,38 @@ def _v1_initial(cur: Any) -> None:
         CREATE INDEX history_memory ON history (tenant, memory_id, seq);
         CREATE INDEX history_user ON history (tenant, user_id);
 
-        CREATE TABLE turns (
-            tenant       text NOT NULL,
-            session_id   text NOT NULL,
-            seq          integer NOT NULL,
-            user_id      text,
-            agent_id     text,
-            role         text NOT NULL,
-            content      text NOT NULL,
-            name         text,
-            tool_call_id text,
-            tool_calls   jsonb NOT NULL DEFAULT '[]',
-            metadata     jsonb NOT NULL DEFAULT '{{}}',
-            tokens       integer NOT NULL,
-            created_at   timestamptz NOT NULL,
-            PRIMARY KEY (tenant, session_id, seq)
-        );
+"""
+    + TURNS.create(POSTGRES_TYPES)
+    + """
         CREATE INDEX turns_user ON turns (tenant, user_id);
 
-        CREATE TABLE session_meta (
-            tenant     text NOT NULL,
-            session_id text NOT NULL,
-            user_id    text,
-            agent_id   text,
-            meta       jsonb NOT NULL DEFAULT '{{}}',
-            updated_at timestamptz NOT NULL,
-            PRIMARY KEY (tenant, session_id)
-        );
+"""
+    + SESSION_META.create(POSTGRES_TYPES)
+    + """
         CREATE INDEX session_meta_user ON session_meta (tenant, user_id, agent_id);
         """
-    )
+)
 
 
-def _v2_quarantine(cur: Any) -> None:
-    """Records whose embedding failed, with the error, out of the queue (see SQLite's V3)."""
-    cur.execute(
-        """
-        CREATE TABLE vector_quarantine (
-            tenant    text NOT NULL,
-            memory_id text NOT NULL,
-            error     text NOT NULL,
-            at        timestamptz NOT NULL,
-            PRIMARY KEY (tenant, memory_id),
-            FOREIGN KEY (tenant, memory_id) REFERENCES memories (tenant, id) ON DELETE CASCADE
-        );
-        """
-    )
+#: Records whose embedding failed, with the error, out of the queue (see SQLite's V3).
+V2_QUARANTINE = "\n" + VECTOR_QUARANTINE.create(POSTGRES_TYPES) + "\n        "
 
+#: A session's records by time, for the latest-record read of every add in a
+#: session (see SQLite's V4): the scope index serves only tenant + user there.
+V3_SESSION_INDEX = (
+    "CREATE INDEX memories_session ON memories (tenant, session_id, created_at DESC, seq DESC)"
+)
 
-def _v3_session_index(cur: Any) -> None:
-    """A session's records by time, for the latest-record read of every add in a
-    session (see SQLite's V4): the scope index serves only tenant + user there."""
-    cur.execute(
-        "CREATE INDEX memories_session ON memories (tenant, session_id, created_at DESC, seq DESC)"
-    )
+#: Vectors by the model and text recipe that wrote them (see SQLite's V6).
+V4_VECTOR_MODEL_INDEX = "CREATE INDEX vectors_model ON vectors (model)"
 
-
-def _v4_vector_model_index(cur: Any) -> None:
-    """Vectors by the model and text recipe that wrote them (see SQLite's V6)."""
-    cur.execute("CREATE INDEX vectors_model ON vectors (model)")
-
-
-MIGRATIONS: tuple[Callable[[Any], None], ...] = (
-    _v1_initial,
-    _v2_quarantine,
-    _v3_session_index,
-    _v4_vector_model_index,
+#: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
+#: transaction.
+MIGRATIONS: tuple[str, ...] = (
+    V1_INITIAL,
+    V2_QUARANTINE,
+    V3_SESSION_INDEX,
+    V4_VECTOR_MODEL_INDEX,
 )
 
 
@@ -190,8 +165,8 @@ def migrate(conn: Any) -> int:
                 f"database schema version {version} is newer than this contextos "
                 f"understands ({len(MIGRATIONS)}); upgrade contextos"
             )
-        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-            step(cur)
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            cur.execute(script)
             cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
     return len(MIGRATIONS)
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-V1_INITIAL = """
+from contextos.store.tables import SESSION_META, SQLITE_TYPES, TURNS
+
+V1_INITIAL = (
+    """
         CREATE TABLE memories (
             rowid       INTEGER PRIMARY KEY,
             id          TEXT NOT NULL UNIQUE,
@@ -72,34 +75,15 @@ V1_INITIAL = """
         CREATE INDEX history_memory ON history (tenant, memory_id);
         CREATE INDEX history_user ON history (tenant, user_id);
 
-        CREATE TABLE turns (
-            tenant       TEXT NOT NULL,
-            session_id   TEXT NOT NULL,
-            seq          INTEGER NOT NULL,
-            user_id      TEXT,
-            agent_id     TEXT,
-            role         TEXT NOT NULL,
-            content      TEXT NOT NULL,
-            name         TEXT,
-            tool_call_id TEXT,
-            tool_calls   TEXT NOT NULL DEFAULT '[]',
-            metadata     TEXT NOT NULL DEFAULT '{}',
-            tokens       INTEGER NOT NULL,
-            created_at   REAL NOT NULL,
-            PRIMARY KEY (tenant, session_id, seq)
-        );
+"""
+    + TURNS.create(SQLITE_TYPES)
+    + """
         CREATE INDEX turns_user ON turns (tenant, user_id);
 
-        CREATE TABLE session_meta (
-            tenant     TEXT NOT NULL,
-            session_id TEXT NOT NULL,
-            user_id    TEXT,
-            agent_id   TEXT,
-            meta       TEXT NOT NULL DEFAULT '{}',
-            updated_at REAL NOT NULL,
-            PRIMARY KEY (tenant, session_id)
-        );
 """
+    + SESSION_META.create(SQLITE_TYPES)
+    + "\n"
+)
 
 #: Records waiting for a vector, kept by triggers so the embedding worker finds them
 #: without scanning every record (that scan grew to ~50 ms at 100k records and, holding

@@ -1,0 +1,78 @@
+"""Applied migrations never change, and the shared table definitions are the tables.
+
+A database records only the number of the last migration it ran (SQLite's
+``user_version``, PostgreSQL's ``schema_version``), so an edited migration would leave
+old databases and new ones with different schemas and nothing to notice it. Part of
+the SQL is rendered from :mod:`contextos.store.tables`, so these digests (of the SQL
+as it stood when each migration shipped) also catch an edit there that reaches an
+applied migration. A new migration adds a digest; an old digest is never updated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contextos.store.postgres.schema import MIGRATIONS as POSTGRES_MIGRATIONS
+from contextos.store.sqlite import SQLiteStore
+from contextos.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
+from contextos.store.tables import SESSION_META, TURNS
+from pg_support import connect, pg_url, postgres_store
+
+SQLITE_DIGESTS = (
+    "e99b111f9b36bae058078c3ee09490d7050a79c2f7aac0386317dd737fc39128",
+    "4dd46b8d4db6de492a14ea1b4b0118d94627f78abacafddc2dbb0a947382a7a4",
+    "1823a9b0f958b3e0a2d17918463a37b9df414cc93743987e2b748f6a279c5b5b",
+    "178b42c9781f298ccf5d4ca89529c00cb1417eda7b367f41a5d624421603b091",
+    "487e53313b403887f4564f8ef1e2256822ad17260692a92067c95656b72c8557",
+    "7e04fdee3ac713496bd1e3923f8516b98bea42a46b35263301f2db9df27728cb",
+)
+POSTGRES_DIGESTS = (
+    "3ec17e111134dffd73c1ada7bd9ab9fec2e7c5aafa800a97117fdad475d80ce0",
+    "b14e1b4bfa5b0c3b83c3b7cbd20ba9e53aad123a9084c36bc136f640ff57dfdc",
+    "edcc705f3be69f4cea2665b24d6e50d059be9202b6401464ed36e720bcb66c71",
+    "8b65ba4a9d7c0287e000358c83c229db7f9f7feb7ec3585b5e30677935179ba7",
+)
+
+
+def _digests(scripts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(hashlib.sha256(s.encode("utf-8")).hexdigest() for s in scripts)
+
+
+@pytest.mark.parametrize(
+    ("migrations", "pinned"),
+    [(SQLITE_MIGRATIONS, SQLITE_DIGESTS), (POSTGRES_MIGRATIONS, POSTGRES_DIGESTS)],
+    ids=["sqlite", "postgres"],
+)
+def test_applied_migrations_are_unchanged(
+    migrations: tuple[str, ...], pinned: tuple[str, ...]
+) -> None:
+    assert _digests(migrations)[: len(pinned)] == pinned
+    assert len(migrations) >= len(pinned)
+
+
+def test_sqlite_session_tables_have_the_shared_columns(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "s.db").close()
+    con = sqlite3.connect(tmp_path / "s.db")
+    for table in (TURNS, SESSION_META):
+        names = tuple(r[1] for r in con.execute(f"PRAGMA table_info({table.name})"))
+        assert names == table.column_names()
+    con.close()
+
+
+@pytest.mark.postgres
+def test_postgres_session_tables_have_the_shared_columns() -> None:
+    pytest.importorskip("psycopg")
+    store: Any
+    with postgres_store() as store, connect(pg_url()) as conn:
+        for table in (TURNS, SESSION_META):
+            rows = conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                (store.schema, table.name),
+            ).fetchall()
+            assert tuple(r[0] for r in rows) == table.column_names()
