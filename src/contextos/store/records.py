@@ -12,10 +12,12 @@ store's parameter mark (``?`` or ``%s``) and a cursor that has ``execute``,
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
+from ..errors import NotFound
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
 from .base import Patch, patch_columns
 from .tables import TURNS
@@ -174,6 +176,58 @@ def patch_sets(
     ]
     sets = [f"{c} = {mark}{json_cast if c == 'metadata' else ''}" for c, _ in cols]
     return sets, [v for _, v in cols]
+
+
+class RecordUpdate(ABC):
+    """A store's ``update()`` in the transaction behind ``cur``: the steps and their
+    rules are every store's and are written here; a subclass per store supplies the
+    SQL of three of them (``locked``, ``drop_vector``, ``write``) and its ``mark``."""
+
+    #: The store's parameter mark (``?`` or ``%s``).
+    mark: ClassVar[str]
+
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def apply(
+        self,
+        tenant: str,
+        memory_id: str,
+        patch: Patch,
+        sets: tuple[list[str], list[object]],
+        *,
+        now: object,
+        actor: str,
+    ) -> MemoryRecord:
+        """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`) to one
+        memory and return the record as stored: read it under the row lock, drop its
+        vector if the text changes (the vector described the old text), write the
+        patch, and log the change in the memory's history (:func:`update_event`)."""
+        found = self.locked(tenant, memory_id)
+        if found is None:
+            raise NotFound(f"no memory {memory_id!r}")
+        key, old = found
+        if patch.text not in (None, old.text):
+            self.drop_vector(key)
+        new = self.write(key, *sets)
+        self.cur.execute(
+            insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
+        )
+        return new
+
+    @abstractmethod
+    def locked(self, tenant: str, memory_id: str) -> tuple[Any, MemoryRecord] | None:
+        """The memory's row key and record, its row locked until the transaction ends;
+        None when there is no such memory."""
+
+    @abstractmethod
+    def drop_vector(self, key: Any) -> None:
+        """Delete the memory's vector and queue it to be embedded again (out of
+        quarantine: the new text may embed)."""
+
+    @abstractmethod
+    def write(self, key: Any, sets: Sequence[str], params: Sequence[object]) -> MemoryRecord:
+        """Run the SET clauses ``sets`` with ``params`` on the row; the record after them."""
 
 
 # -- session logs --------------------------------------------------------------

@@ -230,38 +230,11 @@ class PostgresStore:
         self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
     ) -> MemoryRecord:
         now = _now()
+        sets = shared.patch_sets(
+            patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
+        )
         with self._tx("update") as cur:
-            row = cur.execute(
-                f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s "
-                "AND m.id = %s FOR UPDATE",
-                (tenant, memory_id),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no memory {memory_id!r}")
-            old = record_from_row(row)
-            sets, params = shared.patch_sets(
-                patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
-            )
-            if patch.text not in (None, old.text):  # the stored vector described the old text
-                cur.execute(
-                    "DELETE FROM vectors WHERE tenant = %s AND memory_id = %s", (tenant, memory_id)
-                )
-                cur.execute(
-                    "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    (tenant, memory_id),
-                )
-                cur.execute(
-                    "DELETE FROM vector_quarantine WHERE tenant = %s AND memory_id = %s",
-                    (tenant, memory_id),
-                )
-            new_row = cur.execute(
-                f"UPDATE memories m SET {', '.join(sets)} WHERE m.tenant = %s AND m.id = %s "
-                f"RETURNING {RECORD_COLUMNS}",
-                (*params, tenant, memory_id),
-            ).fetchone()
-            cur.execute(_INSERT_HISTORY, shared.update_event(tenant, old, patch, now, actor))
-        return record_from_row(new_row)
+            return _Update(cur).apply(tenant, memory_id, patch, sets, now=now, actor=actor)
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
@@ -485,6 +458,38 @@ _TABLES = (
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class _Update(shared.RecordUpdate):
+    """update()'s SQL on PostgreSQL: rows by (tenant, id), locked with FOR UPDATE."""
+
+    mark = "%s"
+
+    def locked(self, tenant: str, memory_id: str) -> tuple[tuple[str, str], MemoryRecord] | None:
+        found = self.cur.execute(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = %s FOR UPDATE",
+            (tenant, memory_id),
+        ).fetchone()
+        return None if found is None else ((tenant, memory_id), record_from_row(found))
+
+    def drop_vector(self, key: tuple[str, str]) -> None:
+        self.cur.execute("DELETE FROM vectors WHERE tenant = %s AND memory_id = %s", key)
+        self.cur.execute(
+            "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING",
+            key,
+        )
+        self.cur.execute("DELETE FROM vector_quarantine WHERE tenant = %s AND memory_id = %s", key)
+
+    def write(
+        self, key: tuple[str, str], sets: Sequence[str], params: Sequence[object]
+    ) -> MemoryRecord:
+        row = self.cur.execute(
+            f"UPDATE memories m SET {', '.join(sets)} WHERE m.tenant = %s AND m.id = %s "
+            f"RETURNING {RECORD_COLUMNS}",
+            (*params, *key),
+        ).fetchone()
+        return record_from_row(row)
 
 
 def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Sequence[str]) -> None:

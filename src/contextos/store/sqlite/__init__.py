@@ -204,27 +204,9 @@ class SQLiteStore:
         self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
     ) -> MemoryRecord:
         now = time.time()
+        sets = shared.patch_sets(patch, now, mark="?", time=opt_epoch, to_json=metadata_json)
         with self._write() as db:
-            row = db.execute(
-                f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
-                (tenant, memory_id),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no memory {memory_id!r}")
-            old = row_to_record(row)
-            sets, params = shared.patch_sets(
-                patch, now, mark="?", time=opt_epoch, to_json=metadata_json
-            )
-            db.execute(f"UPDATE memories SET {', '.join(sets)} WHERE rowid = ?", (*params, row[0]))
-            if patch.text is not None and patch.text != old.text:
-                db.execute("DELETE FROM vectors WHERE mem_rowid = ?", (row[0],))
-            db.execute(_INSERT_HISTORY, shared.update_event(tenant, old, patch, now, actor))
-            new = row_to_record(
-                db.execute(
-                    f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid=?", (row[0],)
-                ).fetchone()
-            )
-        return new
+            return _Update(db).apply(tenant, memory_id, patch, sets, now=now, actor=actor)
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
@@ -661,6 +643,28 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
         return db
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
+
+
+class _Update(shared.RecordUpdate):
+    """update()'s SQL on SQLite: rows by rowid; the write transaction is the lock."""
+
+    mark = "?"
+
+    def locked(self, tenant: str, memory_id: str) -> tuple[int, MemoryRecord] | None:
+        row = self.cur.execute(
+            f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
+            (tenant, memory_id),
+        ).fetchone()
+        return None if row is None else (row[0], row_to_record(row))
+
+    def drop_vector(self, key: int) -> None:
+        # triggers queue the memory again and end its quarantine (V2, V3)
+        self.cur.execute("DELETE FROM vectors WHERE mem_rowid = ?", (key,))
+
+    def write(self, key: int, sets: Sequence[str], params: Sequence[object]) -> MemoryRecord:
+        self.cur.execute(f"UPDATE memories SET {', '.join(sets)} WHERE rowid = ?", (*params, key))
+        row = self.cur.execute(f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid = ?", (key,))
+        return row_to_record(row.fetchone())
 
 
 def _scrub_contexts(
