@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,19 @@ def run_cli(
         proc.stdout.decode("utf-8", errors="replace"),
         proc.stderr.decode("utf-8", errors="replace"),
     )
+
+
+def bench_report(*args: str, report: Path) -> tuple[str, Any]:
+    """``contextos ARGS`` run in this process (a benchmark that writes its JSON report to
+    ``report``): its output and the report read back. A failed run fails the test with
+    the command's output."""
+    from click.testing import CliRunner
+
+    from contextos.cli.main import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(report.read_text(encoding="utf-8"))
 
 
 @contextmanager

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from click.testing import CliRunner
 
+from cli_support import bench_report
 from conftest import LOCOMO
 from contextos.testing.embedders import HashEmbedder
 
@@ -88,33 +86,14 @@ def test_strategies_never_share_a_memory(report):
 
 
 def test_cli_writes_report_and_plots(tmp_path):
-    from contextos.cli.main import cli
-
     out = tmp_path / "r" / "replay.json"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "replay",
-            "--data",
-            str(LOCOMO),
-            "--limit",
-            "1",
-            "--budget",
-            "3000",
-            "--strategy",
-            "truncate",
-            "--strategy",
-            "sliding",
-            "--out",
-            str(out),
-        ],
+    command = "bench replay --limit 1 --budget 3000 --strategy truncate --strategy sliding"
+    output, data = bench_report(
+        *command.split(), "--data", str(LOCOMO), "--out", str(out), report=out
     )
-    assert r.exit_code == 0, r.output
-    data = json.loads(out.read_text())
     assert set(data["budgets"]["3000"]) == {"truncate", "sliding"}
     assert (out.parent / "replay-3000.png").stat().st_size > 1000
-    assert "replay at 3,000 tokens" in r.output
+    assert "replay at 3,000 tokens" in output
 
 
 def test_missing_data_is_one_clean_line(tmp_path):

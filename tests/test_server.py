@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cli_support import bench_report
 from contextos.cli.main import cli
 from contextos.memory import Memory
 from contextos.server.batching import BatchingEmbedder
@@ -394,28 +394,13 @@ def test_window_route_assembles_turns_and_memories_within_budget(acme: Tenant) -
 def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) -> None:
     """The load benchmark end to end, tiny: a real server subprocess, two clients, one second."""
     out = tmp_path / "serve.json"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "bench",
-            "serve",
-            "--clients",
-            "2",
-            "--seconds",
-            "1",
-            "--embedder",
-            "hash",
-            "--json",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
+    command = "bench serve --clients 2 --seconds 1 --embedder hash"
+    output, report = bench_report(*command.split(), "--json", str(out), report=out)
     assert report["errors"] == 0
     assert report["add"]["ok"] + report["search"]["ok"] > 0
     assert report["acknowledged_writes"] == report["stored_writes"] == report["stored_total"]
     assert report["missing_writes"] == 0
-    assert "acknowledged writes" in result.output
+    assert "acknowledged writes" in output
     # CPU per request of server and load generator (Linux /proc), load-independent.
     assert report["server_cpu_ms_per_request"] > 0 and report["client_cpu_ms_per_request"] > 0
 
