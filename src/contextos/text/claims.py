@@ -14,7 +14,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from contextos.text.sentences import STOPWORDS, word_set
+from contextos.text.sentences import STOPWORDS, word_set, words
 
 #: Words that carry no claim. Narrower than STOPWORDS: "likes" vs "hates" must differ.
 _FUNCTION_WORDS = word_set(
@@ -71,7 +71,6 @@ _NEG_REPAIR = (
     ),
     (re.compile(r"\s*\b(?:anymore|any\s+more)\b", re.IGNORECASE), ""),
 )
-_WORD = re.compile(r"[a-z0-9][a-z0-9'&-]*")
 _LEADING_NAME = re.compile(r"^\s*([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)(?:'s\b)?")
 
 
@@ -135,7 +134,7 @@ def claim(text: str, speaker: str | None = None) -> Claim | None:
 def stem_tokens(text: str) -> frozenset[str]:
     """Content words with a crude plural/verb -s stripped, negation words removed."""
     out: set[str] = set()
-    for w in _WORD.findall(text.lower()):
+    for w in words(text):
         if w in _FUNCTION_WORDS or _NEGATION.fullmatch(w):
             continue
         out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)

@@ -186,9 +186,16 @@ def is_name_of(word: str, names: Collection[str]) -> bool:
     return any(n == word or (len(word) >= 3 and n.startswith(word)) for n in names)
 
 
+def words(text: str) -> list[str]:
+    """The lower-cased words of ``text``: letters and digits, with ', & and - inside a
+    word kept ("don't", "r&b", "follow-up"). The extractor's and the claim matcher's
+    unit of comparison."""
+    return _WORD.findall(text.lower())
+
+
 def content_words(text: str, ignore: Collection[str] = ()) -> list[str]:
     """Lower-cased words of ``text`` that carry meaning (not stopwords, not ``ignore``)."""
-    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and w not in ignore]
+    return [w for w in words(text) if w not in STOPWORDS and w not in ignore]
 
 
 _REACTION = re.compile(
