@@ -90,6 +90,24 @@ class OpenAIUsage:
             },
         }
 
+    def responses_wire(self) -> dict[str, Any]:
+        """The same usage as the Responses API reports it: ``input_tokens`` (cached
+        included), and the cache writes with their TTL split (all 30m in this fake)."""
+        return {
+            "input_tokens": self.prompt_tokens,
+            "input_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+                "cache_write_tokens_details": {
+                    "ttl_30m_tokens": self.cache_write_tokens,
+                    "ttl_12h_tokens": 0,
+                },
+            },
+            "output_tokens": self.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
 
 class CacheOptionsError(ValueError):
     """A ``prompt_cache_options`` or breakpoint the real API would refuse (400)."""
@@ -295,10 +313,7 @@ class FakeOpenAI(FakeHTTPServer):
                 {"model": body.get("model"), "tools": body.get("tools"), "messages": items}
             )
         except CacheOptionsError as exc:
-            return FakeResponse(
-                status=400,
-                json_body={"error": {"message": str(exc), "type": "invalid_request_error"}},
-            )
+            return _error(400, str(exc), param="prompt_cache_options")
         text = self.reply({"messages": [i for i in items if "role" in i]})
         rid = f"resp_fake{next(self._ids):06d}"
         output: list[dict[str, Any]] = []
@@ -319,18 +334,7 @@ class FakeOpenAI(FakeHTTPServer):
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
         )
-        out_tokens = estimate_tokens(text)
-        usage = {
-            "input_tokens": total,
-            "input_tokens_details": {
-                "cached_tokens": cached,
-                "cache_write_tokens": written,
-                "cache_write_tokens_details": {"ttl_30m_tokens": written, "ttl_12h_tokens": 0},
-            },
-            "output_tokens": out_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": total + out_tokens,
-        }
+        usage = OpenAIUsage(total, estimate_tokens(text), cached, written).responses_wire()
         response = {
             "id": rid,
             "object": "response",
