@@ -56,6 +56,16 @@ def test_subclasses_the_sdk_abstract_tools(memory: Memory) -> None:
     }
 
 
+@pytest.mark.parametrize("tool_class", [MemoryTool, AsyncMemoryTool])
+def test_both_tools_take_the_same_scope_and_cache_control(
+    memory: Memory, tool_class: type[MemoryTool] | type[AsyncMemoryTool]
+) -> None:
+    """One constructor for both: the scope reaches the files, cache_control the SDK param."""
+    tool = tool_class(memory, agent_id="bot", cache_control={"type": "ephemeral"})
+    assert tool.to_dict()["cache_control"] == {"type": "ephemeral"}
+    assert (tool.files.scope.user_id, tool.files.scope.agent_id) == (None, "bot")
+
+
 def test_needs_a_scope(memory: Memory) -> None:
     with pytest.raises(ScopeError):
         MemoryTool(memory)

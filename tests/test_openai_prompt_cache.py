@@ -143,10 +143,15 @@ def test_bad_options_are_refused_before_anything_is_sent(fake_openai, openai_cli
 
 def test_the_fake_refuses_a_malformed_breakpoint(fake_openai, openai_client):
     part = {"type": "text", "text": SYSTEM, MARK: {"mode": "implicit"}}
-    with pytest.raises(openai.BadRequestError, match="prompt_cache_breakpoint"):
+    with pytest.raises(openai.BadRequestError, match="prompt_cache_breakpoint") as refused:
         openai_client.chat.completions.create(
             model=MODEL, messages=[{"role": "system", "content": [part]}]
         )
+    # OpenAI's error body, naming the parameter at fault
+    assert (refused.value.type, refused.value.param) == (
+        "invalid_request_error",
+        "prompt_cache_options",
+    )
     with pytest.raises(ProviderHTTPError):
         wrap(openai_client).chat.completions.create(
             model=MODEL, messages=[{"role": "system", "content": [part]}]

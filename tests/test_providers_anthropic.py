@@ -239,6 +239,8 @@ def test_other_statuses_become_provider_http_error(fake_anthropic, anthropic_cli
     assert info.value.status == status
     assert "it broke" in info.value.body
     assert isinstance(info.value.__cause__, anthropic.APIStatusError)
+    kinds = {400: "invalid_request_error", 500: "api_error", 529: "overloaded_error"}
+    assert info.value.__cause__.body["error"]["type"] == kinds[status]  # the API's type for it
 
 
 def test_connection_refused_becomes_provider_error():

@@ -422,16 +422,28 @@ def test_adding_turns_never_changes_the_sent_prefix(tmp_path_factory, questions,
         assert _unmarked(after["messages"][: len(stable)]) == without_key(stable, "cache_control")
 
 
-def test_wrap_spells_out_session_context_options_with_the_same_defaults():
-    """wrap() lists SessionContext's options in its own signature (its callers' API);
-    the two lists must not drift apart."""
+def test_wrap_passes_session_context_options_with_its_defaults(anthropic_client, memory):
+    """wrap()'s session options are SessionContext's (ContextOptions): the names are
+    SessionContext parameters, the defaults are SessionContext's, and an unknown name
+    is refused at once."""
     import inspect
 
-    ours = inspect.signature(wrap).parameters
-    theirs = inspect.signature(SessionContext).parameters
-    shared = ours.keys() & theirs.keys()
-    assert {"memory_limit", "memory_tokens", "remember", "budget", "compaction"} <= shared
-    assert {name: ours[name].default for name in shared} == {
-        name: theirs[name].default for name in shared
+    from contextos.engine.context import ContextOptions
+
+    params = inspect.signature(SessionContext).parameters
+    assert ContextOptions.__annotations__.keys() <= params.keys()
+    given: ContextOptions = {"memory_limit": 3, "memory_tokens": 200, "remember": False}
+    given |= {"budget": 5000, "compaction": "truncate", "background_commit": False}
+    assert given.keys() == ContextOptions.__annotations__.keys()
+    ctx = wrap(anthropic_client, memory=memory, user_id="ana", **given).context
+    assert {name: getattr(ctx, name) for name in given if name != "background_commit"} == {
+        name: value for name, value in given.items() if name != "background_commit"
     }
-    assert ours["memory_placement"].default == theirs["placement"].default
+    assert ctx._committer.background is False
+    default = wrap(anthropic_client, memory=memory, user_id="ana").context
+    assert default.memory_limit == params["memory_limit"].default
+    assert default.compaction == params["compaction"].default
+    assert default._committer.background is params["background_commit"].default
+    assert default.placement == params["placement"].default
+    with pytest.raises(TypeError, match="memory_limt"):  # a pass-through client too
+        wrap(anthropic_client, memory_limt=3)  # type: ignore[call-arg]

@@ -17,8 +17,9 @@ model as a tool result with ``is_error: true``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+import functools
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from ..errors import MissingExtraError
 from .files import MemoryFiles
@@ -46,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - the anthropic extra is missing
     raise MissingExtraError("anthropic", "anthropic") from exc
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _run(fn: Callable[..., T], *args: Any) -> T:
@@ -56,92 +58,85 @@ def _run(fn: Callable[..., T], *args: Any) -> T:
         raise ToolError(str(exc)) from exc
 
 
-class MemoryTool(BetaAbstractMemoryTool):
+class _ScopedFiles:
+    """The constructor both tools share: the :class:`MemoryFiles` of one scope.
+
+    Why a mixin: the SDK has a sync and an async abstract tool with the same
+    constructor; it is written here once, and the SDK's class comes next in the MRO.
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        cache_control: BetaCacheControlEphemeralParam | None = None,
+    ) -> None:
+        # Both SDK base classes take ``cache_control``; ``object`` (mypy's view) does not.
+        super().__init__(cache_control=cache_control)  # type: ignore[call-arg]
+        self.files = MemoryFiles(memory, user_id=user_id, agent_id=agent_id)
+
+
+class _FileCommands(_ScopedFiles):
+    """Each SDK command as its file operation, written once: the sync tool is these
+    methods, the async tool runs each of them in a worker thread."""
+
+    def view(self: _ScopedFiles, command: BetaMemoryTool20250818ViewCommand) -> str:
+        return _run(self.files.view, command.path, command.view_range)
+
+    def create(self: _ScopedFiles, command: BetaMemoryTool20250818CreateCommand) -> str:
+        return _run(self.files.create, command.path, command.file_text)
+
+    def str_replace(self: _ScopedFiles, command: BetaMemoryTool20250818StrReplaceCommand) -> str:
+        return _run(self.files.str_replace, command.path, command.old_str, command.new_str)
+
+    def insert(self: _ScopedFiles, command: BetaMemoryTool20250818InsertCommand) -> str:
+        return _run(self.files.insert, command.path, command.insert_line, command.insert_text)
+
+    def delete(self: _ScopedFiles, command: BetaMemoryTool20250818DeleteCommand) -> str:
+        return _run(self.files.delete, command.path)
+
+    def rename(self: _ScopedFiles, command: BetaMemoryTool20250818RenameCommand) -> str:
+        return _run(self.files.rename, command.old_path, command.new_path)
+
+    def clear_all_memory(self: _ScopedFiles) -> str:
+        """Delete every file of this scope."""
+        return _run(self.files.clear)
+
+
+class MemoryTool(_FileCommands, BetaAbstractMemoryTool):
     """The memory tool with its files in ``memory``, scoped to ``user_id``/``agent_id``.
 
     ``files`` is the :class:`MemoryFiles` behind it (read files, find a file's
     memory id for ``Memory.history``).
     """
 
-    def __init__(
-        self,
-        memory: Memory,
-        *,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        cache_control: BetaCacheControlEphemeralParam | None = None,
-    ) -> None:
-        super().__init__(cache_control=cache_control)
-        self.files = MemoryFiles(memory, user_id=user_id, agent_id=agent_id)
 
-    def view(self, command: BetaMemoryTool20250818ViewCommand) -> str:
-        return _run(self.files.view, command.path, command.view_range)
+def _in_thread(
+    command: Callable[Concatenate[_ScopedFiles, P], str],
+) -> Callable[Concatenate[_ScopedFiles, P], Coroutine[Any, Any, str]]:
+    """A sync file command as the async tool's method: the same command, run in a worker
+    thread (the store's I/O must not block the event loop)."""
 
-    def create(self, command: BetaMemoryTool20250818CreateCommand) -> str:
-        return _run(self.files.create, command.path, command.file_text)
-
-    def str_replace(self, command: BetaMemoryTool20250818StrReplaceCommand) -> str:
-        return _run(self.files.str_replace, command.path, command.old_str, command.new_str)
-
-    def insert(self, command: BetaMemoryTool20250818InsertCommand) -> str:
-        return _run(self.files.insert, command.path, command.insert_line, command.insert_text)
-
-    def delete(self, command: BetaMemoryTool20250818DeleteCommand) -> str:
-        return _run(self.files.delete, command.path)
-
-    def rename(self, command: BetaMemoryTool20250818RenameCommand) -> str:
-        return _run(self.files.rename, command.old_path, command.new_path)
-
-    def clear_all_memory(self) -> str:
-        """Delete every file of this scope."""
-        return _run(self.files.clear)
-
-
-class AsyncMemoryTool(BetaAsyncAbstractMemoryTool):
-    """:class:`MemoryTool` for ``AsyncAnthropic``: the same commands, run in a worker thread.
-
-    Each command is the sync tool's, so the command-to-file mapping and its
-    errors are written once.
-    """
-
-    def __init__(
-        self,
-        memory: Memory,
-        *,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        cache_control: BetaCacheControlEphemeralParam | None = None,
-    ) -> None:
-        super().__init__(cache_control=cache_control)
-        self._sync = MemoryTool(memory, user_id=user_id, agent_id=agent_id)
-        self.files = self._sync.files
-
-    async def _call(self, fn: Callable[..., str], *args: Any) -> str:
+    async def run(tool: _ScopedFiles, /, *args: P.args, **kwargs: P.kwargs) -> str:
         from anyio.to_thread import run_sync
 
-        return await run_sync(fn, *args)
+        return await run_sync(functools.partial(command, tool, *args, **kwargs))
 
-    async def view(self, command: BetaMemoryTool20250818ViewCommand) -> str:
-        return await self._call(self._sync.view, command)
+    return run
 
-    async def create(self, command: BetaMemoryTool20250818CreateCommand) -> str:
-        return await self._call(self._sync.create, command)
 
-    async def str_replace(self, command: BetaMemoryTool20250818StrReplaceCommand) -> str:
-        return await self._call(self._sync.str_replace, command)
+class AsyncMemoryTool(_ScopedFiles, BetaAsyncAbstractMemoryTool):
+    """:class:`MemoryTool` for ``AsyncAnthropic``: the same commands, run in a worker thread."""
 
-    async def insert(self, command: BetaMemoryTool20250818InsertCommand) -> str:
-        return await self._call(self._sync.insert, command)
-
-    async def delete(self, command: BetaMemoryTool20250818DeleteCommand) -> str:
-        return await self._call(self._sync.delete, command)
-
-    async def rename(self, command: BetaMemoryTool20250818RenameCommand) -> str:
-        return await self._call(self._sync.rename, command)
-
-    async def clear_all_memory(self) -> str:
-        """Delete every file of this scope."""
-        return await self._call(self._sync.clear_all_memory)
+    view = _in_thread(_FileCommands.view)
+    create = _in_thread(_FileCommands.create)
+    str_replace = _in_thread(_FileCommands.str_replace)
+    insert = _in_thread(_FileCommands.insert)
+    delete = _in_thread(_FileCommands.delete)
+    rename = _in_thread(_FileCommands.rename)
+    clear_all_memory = _in_thread(_FileCommands.clear_all_memory)
 
 
 __all__ = ["AsyncMemoryTool", "MemoryTool"]

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from contextos.cache.render import TTL_SECONDS
 from contextos.engine.compaction import Strategy, Thresholds
@@ -71,6 +71,22 @@ Compaction = Literal["summarize", "truncate", "clear_tool_results", "offload"]
 #: or a cached topic block before the history plus a small delta after it (``topic``).
 Placement = Literal["per_call", "topic"]
 PLACEMENTS: tuple[Placement, ...] = ("per_call", "topic")
+
+
+class ContextOptions(TypedDict, total=False):
+    """The :class:`SessionContext` options :func:`contextos.wrap` takes as keywords.
+
+    Why a TypedDict: ``wrap(client, memory=..., memory_limit=4)`` hands these to
+    SessionContext unchanged, so their defaults live in one place (SessionContext's
+    signature) and the type checker holds the names and types of both to this list.
+    """
+
+    memory_limit: int
+    memory_tokens: int
+    remember: bool
+    budget: int | None
+    compaction: Compaction | None
+    background_commit: bool
 
 
 class ContextSource(Protocol):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ..cache.accounting import field_of
 from ..types import Usage
@@ -41,6 +41,7 @@ from .errors import mapped_errors
 from .streams import instrument
 
 if TYPE_CHECKING:
+    from contextos.engine.context import ContextOptions
     from contextos.engine.session import MemoryLike
 
 Recorder = Callable[[CallRecord], None]
@@ -393,18 +394,13 @@ def wrap(
     user_id: str | None = None,
     agent_id: str | None = None,
     context: Any = None,
-    memory_limit: int = 8,
-    memory_tokens: int = 1024,
-    remember: bool = True,
-    budget: int | None = None,
-    compaction: str | None = "summarize",
-    background_commit: bool = True,
     prompt_cache_key: bool | str = False,
     prompt_cache_options: Mapping[str, Any] | None = None,
     stream_usage: bool = True,
     on_call: Recorder | None = None,
     memory_tools: Any = False,
     memory_placement: str = "per_call",
+    **options: Unpack[ContextOptions],
 ) -> WrappedClient:
     """Wrap an ``anthropic.Anthropic`` or ``openai.OpenAI`` client (see the module docstring).
 
@@ -416,13 +412,6 @@ def wrap(
         user_id/agent_id: the memory scope.
         context: a ready :class:`~contextos.engine.context.ContextSource`
             (instead of memory/session), e.g. the context engine's session.
-        memory_limit/memory_tokens: how many memories, and how many tokens of them.
-        remember: add each exchange to memory.
-        budget: the input token budget (default: the model's window minus ``max_tokens``).
-        compaction: the session's compaction strategy (``summarize``, ``truncate``,
-            ``clear_tool_results``, ``offload``) or None to never compact.
-        background_commit: log the reply and remember the exchange on a background
-            thread (the next call or ``flush()`` waits for it); False to do it inline.
         prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
         prompt_cache_options: OpenAI only; sent on every call that has none of its own
             (``{"mode": "explicit"}``), and the window's cache breakpoints are marked
@@ -435,15 +424,32 @@ def wrap(
         memory_placement: ``per_call`` (memories after the history, fresh each call) or
             ``topic`` (a cached topic block before the history plus a small delta after
             it; see :class:`~contextos.engine.context.SessionContext`).
+        options: the session context's options, with its defaults
+            (:class:`~contextos.engine.context.ContextOptions`):
+
+            - ``memory_limit``/``memory_tokens``: how many memories, and how many
+              tokens of them (8, 1024).
+            - ``remember``: add each exchange to memory (True).
+            - ``budget``: the input token budget (default: the model's window minus
+              ``max_tokens``).
+            - ``compaction``: the session's compaction strategy (``summarize``, the
+              default, ``truncate``, ``clear_tool_results``, ``offload``) or None to
+              never compact.
+            - ``background_commit``: log the reply and remember the exchange on a
+              background thread (the next call or ``flush()`` waits for it); False to
+              do it inline.
 
     Raises:
-        TypeError: an unsupported client, or ``context`` together with memory/session.
+        TypeError: an unsupported client, an unknown option, or ``context`` together
+            with memory/session.
         ValueError: an unknown ``memory_placement``.
     """
-    from contextos.engine.context import PLACEMENTS
+    from contextos.engine.context import PLACEMENTS, ContextOptions
 
     if memory_placement not in PLACEMENTS:
         raise ValueError(f"memory_placement must be one of {PLACEMENTS}, not {memory_placement!r}")
+    if unknown := options.keys() - ContextOptions.__annotations__.keys():
+        raise TypeError(f"wrap() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     adapter = _adapter_for(client, prompt_cache_key, prompt_cache_options)
     if context is not None and (memory is not None or session is not None):
         raise TypeError("pass either context= or memory=/session=, not both")
@@ -455,13 +461,8 @@ def wrap(
             session=session,
             user_id=user_id,
             agent_id=agent_id,
-            memory_limit=memory_limit,
-            memory_tokens=memory_tokens,
-            remember=remember,
-            budget=budget,
-            compaction=compaction,  # type: ignore[arg-type]
-            background_commit=background_commit,
             placement=memory_placement,
+            **options,
         )
     core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
     if memory_tools is not False:

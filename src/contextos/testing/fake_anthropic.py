@@ -65,7 +65,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .fake_http import (
@@ -73,6 +73,8 @@ from .fake_http import (
     FakeResponse,
     RecordedRequest,
     canonical_json,
+    echo_reply,
+    error_headers,
     estimate_tokens,
     sse_json,
     text_pieces,
@@ -320,14 +322,11 @@ def _api_key(request: RecordedRequest) -> str:
     return key
 
 
-def _default_reply(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if not isinstance(content, str):
-                content = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
-            return f"You said: {content[-200:]}"
-    return "Hello."
+def _error(status: int, message: str, error_type: str | None = None) -> FakeResponse:
+    """An Anthropic error response: ``{"type": "error", "error": {"type", "message"}}``."""
+    kind = error_type or _ERROR_TYPES.get(status, "api_error")
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return FakeResponse(status=status, json_body=body)
 
 
 class FakeAnthropic(FakeHTTPServer):
@@ -336,7 +335,7 @@ class FakeAnthropic(FakeHTTPServer):
     def __init__(
         self,
         *,
-        reply: Callable[[dict[str, Any]], str | list[dict[str, Any]]] = _default_reply,
+        reply: Callable[[dict[str, Any]], str | list[dict[str, Any]]] = echo_reply,
         min_cache_tokens: int = 0,
         delta_usage: str = "cumulative",
     ) -> None:
@@ -369,17 +368,8 @@ class FakeAnthropic(FakeHTTPServer):
         error_type: str | None = None,
     ) -> None:
         """Answer the next request with an API error body (and ``retry-after`` if given)."""
-        headers = {"request-id": f"req_fake_{next(self._ids)}"}
-        if retry_after is not None:
-            headers["retry-after"] = f"{retry_after:g}"
-        body = {
-            "type": "error",
-            "error": {
-                "type": error_type or _ERROR_TYPES.get(status, "api_error"),
-                "message": message,
-            },
-        }
-        self.enqueue(FakeResponse(status=status, json_body=body, headers=headers))
+        headers = error_headers("request-id", f"req_fake_{next(self._ids)}", retry_after)
+        self.enqueue(replace(_error(status, message, error_type), headers=headers))
 
     def enqueue_reply(
         self,
@@ -396,24 +386,9 @@ class FakeAnthropic(FakeHTTPServer):
     def respond(self, request: RecordedRequest) -> FakeResponse:
         path = request.path.split("?")[0]
         if request.method != "POST" or path not in ("/v1/messages", "/v1/messages/count_tokens"):
-            return FakeResponse(
-                status=404,
-                json_body={
-                    "type": "error",
-                    "error": {
-                        "type": "not_found_error",
-                        "message": f"no route {request.method} {path}",
-                    },
-                },
-            )
+            return _error(404, f"no route {request.method} {path}")
         if _api_key(request) in ("", "invalid"):
-            return FakeResponse(
-                status=401,
-                json_body={
-                    "type": "error",
-                    "error": {"type": "authentication_error", "message": "invalid x-api-key"},
-                },
-            )
+            return _error(401, "invalid x-api-key")
         body = request.json()
         if path.endswith("count_tokens"):
             return FakeResponse(json_body={"input_tokens": _request_tokens(body)})
@@ -426,13 +401,7 @@ class FakeAnthropic(FakeHTTPServer):
                 )
             body, applied, compact = self._context_management(request, body)
         except ContextManagementError as exc:
-            return FakeResponse(
-                status=400,
-                json_body={
-                    "type": "error",
-                    "error": {"type": "invalid_request_error", "message": str(exc)},
-                },
-            )
+            return _error(400, str(exc))
         stream = bool(body.get("stream"))
         if compact is not None:
             return self._compacting_response(body, compact, applied, stream=stream)

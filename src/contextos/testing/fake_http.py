@@ -243,6 +243,27 @@ class FakeHTTPServer:
         return FakeResponse(status=404, json_body={"error": f"no route for {request.path}"})
 
 
+def echo_reply(body: Mapping[str, Any]) -> str:
+    """The fakes' default answer: the last user message quoted back (deterministic, so
+    tests can predict it); its text parts joined when the content is a list of parts."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if not isinstance(content, str):
+                content = " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+            return f"You said: {content[-200:]}"
+    return "Hello."
+
+
+def error_headers(id_header: str, request_id: str, retry_after: float | None) -> dict[str, str]:
+    """A scripted error's headers: the provider's request-id header, and ``retry-after``
+    (seconds) when given, which the SDKs' retry logic reads."""
+    headers = {id_header: request_id}
+    if retry_after is not None:
+        headers["retry-after"] = f"{retry_after:g}"
+    return headers
+
+
 def sse_json(events: Iterator[tuple[str | None, Any]]) -> list[SSEEvent]:
     """SSE events from ``(event name, JSON payload)`` pairs."""
     return [SSEEvent(data=json.dumps(payload), event=name) for name, payload in events]

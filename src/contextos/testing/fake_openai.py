@@ -34,7 +34,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .fake_http import (
@@ -43,6 +43,8 @@ from .fake_http import (
     RecordedRequest,
     SSEEvent,
     canonical_json,
+    echo_reply,
+    error_headers,
     estimate_tokens,
     text_pieces,
     without_key,
@@ -86,6 +88,24 @@ class OpenAIUsage:
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
             },
+        }
+
+    def responses_wire(self) -> dict[str, Any]:
+        """The same usage as the Responses API reports it: ``input_tokens`` (cached
+        included), and the cache writes with their TTL split (all 30m in this fake)."""
+        return {
+            "input_tokens": self.prompt_tokens,
+            "input_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+                "cache_write_tokens_details": {
+                    "ttl_30m_tokens": self.cache_write_tokens,
+                    "ttl_12h_tokens": 0,
+                },
+            },
+            "output_tokens": self.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
 
 
@@ -181,14 +201,18 @@ class _PrefixCache:
         return read, marks[-1][1] if marks else 0
 
 
-def _default_reply(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if not isinstance(content, str):
-                content = " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
-            return f"You said: {content[-200:]}"
-    return "Hello."
+def _error(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    kind_code: tuple[str, str | None] | None = None,
+) -> FakeResponse:
+    """An OpenAI error response: ``{"error": {"message", "type", "param", "code"}}``, its
+    type and code the status's (``_ERROR_TYPES``) unless ``kind_code`` says otherwise."""
+    kind, code = kind_code or _ERROR_TYPES.get(status, ("server_error", None))
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return FakeResponse(status=status, json_body=body)
 
 
 class FakeOpenAI(FakeHTTPServer):
@@ -197,7 +221,7 @@ class FakeOpenAI(FakeHTTPServer):
     def __init__(
         self,
         *,
-        reply: Callable[[dict[str, Any]], str] = _default_reply,
+        reply: Callable[[dict[str, Any]], str] = echo_reply,
         min_cache_tokens: int = 1024,
         cache_increment: int = CACHE_INCREMENT,
     ) -> None:
@@ -220,12 +244,8 @@ class FakeOpenAI(FakeHTTPServer):
         self, status: int, message: str = "fake error", *, retry_after: float | None = None
     ) -> None:
         """Answer the next request with an API error body (and ``retry-after`` if given)."""
-        kind, code = _ERROR_TYPES.get(status, ("server_error", None))
-        headers = {"x-request-id": f"req_fake_{next(self._ids)}"}
-        if retry_after is not None:
-            headers["retry-after"] = f"{retry_after:g}"
-        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-        self.enqueue(FakeResponse(status=status, json_body=body, headers=headers))
+        headers = error_headers("x-request-id", f"req_fake_{next(self._ids)}", retry_after)
+        self.enqueue(replace(_error(status, message), headers=headers))
 
     def enqueue_reply(
         self,
@@ -245,48 +265,17 @@ class FakeOpenAI(FakeHTTPServer):
     def respond(self, request: RecordedRequest) -> FakeResponse:
         path = request.path.split("?")[0]
         if request.method != "POST" or path not in ("/v1/chat/completions", "/v1/responses"):
-            return FakeResponse(
-                status=404,
-                json_body={
-                    "error": {
-                        "message": f"no route {request.method} {path}",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-            )
-        auth = request.headers.get("authorization", "")
-        if auth in ("", "Bearer", "Bearer invalid"):
-            kind, code = _ERROR_TYPES[401]
-            return FakeResponse(
-                status=401,
-                json_body={
-                    "error": {
-                        "message": "Incorrect API key provided",
-                        "type": kind,
-                        "param": None,
-                        "code": code,
-                    }
-                },
-            )
+            no_route = f"no route {request.method} {path}"
+            return _error(404, no_route, kind_code=("invalid_request_error", None))
+        if request.headers.get("authorization", "") in ("", "Bearer", "Bearer invalid"):
+            return _error(401, "Incorrect API key provided")
         body = request.json()
         if path == "/v1/responses":
             return self._response(body)
         try:
             total, cached, written = self.cache.account(body)
         except CacheOptionsError as exc:
-            return FakeResponse(
-                status=400,
-                json_body={
-                    "error": {
-                        "message": str(exc),
-                        "type": "invalid_request_error",
-                        "param": "prompt_cache_options",
-                        "code": None,
-                    }
-                },
-            )
+            return _error(400, str(exc), param="prompt_cache_options")
         text = self.reply(body)
         usage = OpenAIUsage(total, estimate_tokens(text), cached, written)
         options = body.get("stream_options") or {}
@@ -324,10 +313,7 @@ class FakeOpenAI(FakeHTTPServer):
                 {"model": body.get("model"), "tools": body.get("tools"), "messages": items}
             )
         except CacheOptionsError as exc:
-            return FakeResponse(
-                status=400,
-                json_body={"error": {"message": str(exc), "type": "invalid_request_error"}},
-            )
+            return _error(400, str(exc), param="prompt_cache_options")
         text = self.reply({"messages": [i for i in items if "role" in i]})
         rid = f"resp_fake{next(self._ids):06d}"
         output: list[dict[str, Any]] = []
@@ -348,18 +334,7 @@ class FakeOpenAI(FakeHTTPServer):
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
         )
-        out_tokens = estimate_tokens(text)
-        usage = {
-            "input_tokens": total,
-            "input_tokens_details": {
-                "cached_tokens": cached,
-                "cache_write_tokens": written,
-                "cache_write_tokens_details": {"ttl_30m_tokens": written, "ttl_12h_tokens": 0},
-            },
-            "output_tokens": out_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": total + out_tokens,
-        }
+        usage = OpenAIUsage(total, estimate_tokens(text), cached, written).responses_wire()
         response = {
             "id": rid,
             "object": "response",
