@@ -106,6 +106,13 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("delete_memory", {"memory_id": "\x00"}, "NUL"),
     ("assemble_window", {"question": "q", "user_id": "u", "session_id": "s\x00"}, "NUL"),
     ("assemble_window", {"question": "q", "user_id": "u", "token_budget": 2**64}, "token_budget"),
+    # A blank id is refused by the one scope rule (never read as "not given").
+    ("add_memory", {"messages": "x", "user_id": "u", "session_id": " "}, "empty or blank"),
+    ("search_memory", {"query": "q", "user_id": "\t", "agent_id": "a"}, "empty or blank"),
+    ("list_memories", {"user_id": "u", "agent_id": "  "}, "empty or blank"),
+    ("assemble_window", {"question": "q", "user_id": " ", "session_id": "s"}, "empty or blank"),
+    ("core_memory_view", {"user_id": " ", "agent_id": "a"}, "empty or blank"),
+    ("conversation_search", {"query": "q", "session_id": " ", "user_id": "u"}, "empty or blank"),
 ]
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypedDict
 
+from .errors import ScopeError
+
 MemoryType = Literal["episodic", "semantic", "procedural"]
 MEMORY_TYPES: tuple[MemoryType, ...] = ("episodic", "semantic", "procedural")
 
@@ -25,6 +27,28 @@ DEFAULT_TENANT = "default"
 def content_hash(text: str) -> str:
     """Stable hash of a memory's text, used to spot exact duplicates."""
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:32]
+
+
+def scope_id(value: object, name: str = "id") -> str | None:
+    """The one rule for a user, agent or session id, wherever one is passed.
+
+    ``None`` means "not given": the scope is not narrowed by that id. Anything
+    else must be a string with a non-space character, kept as given. An empty or
+    blank id is a :class:`~contextos.errors.ScopeError` (a ``ValueError``), never
+    read as "not given": ``user_id=""`` from an unset variable would otherwise file
+    a memory under nobody, or read one session's memories instead of the user's.
+    A non-string is a ``TypeError``. :class:`Scope` applies this to every scope
+    it holds, so the Memory verbs, sessions, the HTTP API, MCP and the CLI agree.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
+    if not value.strip():
+        raise ScopeError(
+            f"{name} is empty or blank ({value!r}): give a non-blank id, or leave it out"
+        )
+    return value
 
 
 class ScopeIds(TypedDict):
@@ -45,6 +69,11 @@ class Scope:
     user_id: str | None = None
     agent_id: str | None = None
     session_id: str | None = None
+
+    def __post_init__(self) -> None:
+        scope_id(self.user_id, "user_id")
+        scope_id(self.agent_id, "agent_id")
+        scope_id(self.session_id, "session_id")
 
     def is_scoped(self) -> bool:
         """True when at least one of user/agent/session narrows the tenant."""

@@ -22,15 +22,13 @@ def owner_scope(memory: Memory, user_id: str | None, agent_id: str | None) -> Sc
     """The scope in ``memory``'s tenant that the agent's memories of this owner live in.
 
     Raises:
-        ValueError: an id that is not a non-empty string.
-        ScopeError: neither a user nor an agent given.
+        ScopeError: neither a user nor an agent given, or an empty or blank id.
+        TypeError: an id that is not a string.
     """
-    for name, value in (("user_id", user_id), ("agent_id", agent_id)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ValueError(f"{name} must be a non-empty string")
-    if user_id is None and agent_id is None:
+    scope = Scope(tenant=memory.tenant, user_id=user_id, agent_id=agent_id)
+    if not scope.is_scoped():
         raise ScopeError("the agent's memories need a user_id or an agent_id to live under")
-    return Scope(tenant=memory.tenant, user_id=user_id, agent_id=agent_id)
+    return scope
 
 
 def owned(records: Sequence[MemoryRecord], scope: Scope) -> list[MemoryRecord]:

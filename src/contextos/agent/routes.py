@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import NotFound
 from ..server import schemas as s
-from ..server.routes import ERRORS, OptIdent, bearer, caller
+from ..server.routes import ERRORS, OptScopeId, bearer, caller
 from .tools import SCHEMAS, TOOL_NAMES, scoped_tools
 
 if TYPE_CHECKING:
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 class ToolCallIn(BaseModel):
     """One tool call: the scope it acts in and the tool's arguments."""
 
-    user_id: str | None = Field(None, min_length=1, max_length=s.MAX_ID)
-    agent_id: str | None = Field(None, min_length=1, max_length=s.MAX_ID)
-    session_id: str | None = Field(None, min_length=1, max_length=s.MAX_ID)
+    user_id: s.ScopeId | None = None
+    agent_id: s.ScopeId | None = None
+    session_id: s.ScopeId | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -87,7 +87,7 @@ def agent_router(auth: "Authenticator", tenants: "TenantMemories") -> APIRouter:
         return ToolOutcomeOut(name=out.name, text=out.text, is_error=out.is_error)
 
     @router.get("/core", response_model=CoreOut, summary="core_memory")
-    def core(mem: Mem, user_id: OptIdent = None, agent_id: OptIdent = None) -> CoreOut:
+    def core(mem: Mem, user_id: OptScopeId = None, agent_id: OptScopeId = None) -> CoreOut:
         """The core memory blocks of a user/agent and the text to pin in the prefix."""
         memory = scoped_tools(mem, user_id=user_id, agent_id=agent_id).core
         blocks = [BlockOut(**vars(b)) for b in memory.blocks()]

@@ -234,7 +234,7 @@ def scoped_tools(
 
     session = (
         Session(memory.store, session_id, tenant=memory.tenant, user_id=user_id, agent_id=agent_id)
-        if session_id
+        if session_id is not None
         else None
     )
     return AgentTools(CoreMemory(memory, user_id=user_id, agent_id=agent_id), session=session)

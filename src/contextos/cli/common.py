@@ -26,6 +26,8 @@ from rich.text import Text
 
 from ..bench.locomo_data import DEFAULT_LOCOMO
 from ..config import Settings
+from ..errors import ScopeError
+from ..types import scope_id
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -198,6 +200,16 @@ served_embedder_option = click.option(
     show_default=True,
     help="Embedder of the server under test (minilm is the real configuration).",
 )
+
+
+def scope_id_param(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of a user/agent/session id option or argument: the library's one id rule
+    (:func:`contextos.types.scope_id`), so a blank id is a usage error (exit 2) naming the
+    option, instead of a failure deeper in."""
+    try:
+        return scope_id(value, param.name or "id")
+    except ScopeError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
 
 
 def number_option(

@@ -32,6 +32,7 @@ from .common import (
     print_json,
     print_table,
     read_text_arg,
+    scope_id_param,
 )
 
 
@@ -81,9 +82,9 @@ def _no_constant(name: str) -> Any:
 
 
 scope_options = [
-    click.option("--user-id", "-u", help="Whose memory (user scope)."),
-    click.option("--agent-id", "-a", help="Agent scope."),
-    click.option("--session-id", "-s", help="Session scope."),
+    click.option("--user-id", "-u", callback=scope_id_param, help="Whose memory (user scope)."),
+    click.option("--agent-id", "-a", callback=scope_id_param, help="Agent scope."),
+    click.option("--session-id", "-s", callback=scope_id_param, help="Session scope."),
 ]
 
 
@@ -334,7 +335,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         _print_history(events)
 
     @cli.command()
-    @click.option("--user-id", "-u", required=True, help="The user to erase.")
+    @click.option(
+        "--user-id", "-u", required=True, callback=scope_id_param, help="The user to erase."
+    )
     @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
     @json_option
     @pass_state

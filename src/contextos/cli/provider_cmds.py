@@ -17,6 +17,7 @@ from .common import (
     number_option,
     pass_state,
     print_json,
+    scope_id_param,
 )
 
 if TYPE_CHECKING:
@@ -115,10 +116,13 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
     "--session",
     "session_id",
     default="chat",
+    callback=scope_id_param,
     show_default=True,
     help="Session id: the conversation log to continue.",
 )
-@click.option("--user-id", default="me", show_default=True, help="Whose memories.")
+@click.option(
+    "--user-id", default="me", show_default=True, callback=scope_id_param, help="Whose memories."
+)
 @click.option(
     "--base-url", default=None, help="An OpenAI-compatible server (with --provider openai)."
 )

@@ -33,6 +33,7 @@ from .common import (
     print_table,
     progress_bar,
     read_text_arg,
+    scope_id_param,
 )
 
 #: Memories retrieved for ``window`` (as many as the demo and the SDK wrappers use).
@@ -138,8 +139,12 @@ def register(cli: click.Group, bench: click.Group) -> None:
 
 
 #: The options several session commands share, defined once so their help agrees.
-_owner_option = click.option("--user-id", default=None, help="Owner of the session.")
-_session_option = click.option("--session", "session_id", required=True, help="Session id.")
+_owner_option = click.option(
+    "--user-id", default=None, callback=scope_id_param, help="Owner of the session."
+)
+_session_option = click.option(
+    "--session", "session_id", required=True, callback=scope_id_param, help="Session id."
+)
 
 
 def _register_session(cli: click.Group) -> None:
@@ -148,7 +153,7 @@ def _register_session(cli: click.Group) -> None:
         """Durable conversation logs (append-only)."""
 
     @session.command("add")
-    @click.argument("session_id", callback=_non_empty)
+    @click.argument("session_id", callback=scope_id_param)
     @click.argument("content", callback=_non_empty)
     @choice_option("--role", ["user", "assistant", "system", "tool"], "user", "Who said it.")
     @click.option("--name", default=None, help="Speaker name.")
@@ -229,6 +234,7 @@ def _register_window(cli: click.Group) -> None:
     @click.option(
         "--user-id",
         default=None,
+        callback=scope_id_param,
         help="Owner of the session; their memories are retrieved for the question "
         "(without it, the memories filed under this session).",
     )

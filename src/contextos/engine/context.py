@@ -56,7 +56,7 @@ from contextos.errors import ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
-from contextos.types import Hit, Message, ScopeIds, Usage
+from contextos.types import Hit, Message, Scope, ScopeIds, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
@@ -237,9 +237,12 @@ class SessionContext:
         self.memory = memory
         self._committer = _Committer(background_commit)
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
+        tenant = tenant or getattr(memory, "tenant", None) or "default"
+        given = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)  # the ids' one rule
         self.session = self._session(session, store, tenant, user_id, agent_id)
-        self.user_id = user_id if self.session is None else self.session.scope.user_id
-        self.agent_id = agent_id if self.session is None else self.session.scope.agent_id
+        #: Whose memories this context reads and writes: the session's scope, else the
+        #: user/agent given.
+        self.scope = self.session.scope if self.session is not None else given
         if memory is not None and not self.scope_ok:
             raise ScopeError(
                 "memory needs a scope to read and write: pass user_id, agent_id or a session"
@@ -270,7 +273,7 @@ class SessionContext:
         self,
         session: Session | str | None,
         store: Any,
-        tenant: str | None,
+        tenant: str,
         user_id: str | None,
         agent_id: str | None,
     ) -> Session | None:
@@ -284,20 +287,30 @@ class SessionContext:
         return Session(
             store,
             session,
-            tenant=tenant or getattr(self.memory, "tenant", None) or "default",
+            tenant=tenant,
             user_id=user_id,
             agent_id=agent_id,
             tokenizer=self.tokenizer,
         )
 
     @property
+    def user_id(self) -> str | None:
+        """The user whose memories these are (the session's, or the one given)."""
+        return self.scope.user_id
+
+    @property
+    def agent_id(self) -> str | None:
+        """The agent whose memories these are (the session's, or the one given)."""
+        return self.scope.agent_id
+
+    @property
     def scope_ids(self) -> ScopeIds:
-        """The memory scope: the session's, or the user/agent given."""
-        return ScopeIds(user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id)
+        """The memory scope as ``Memory``'s keywords: the session's, or the user/agent given."""
+        return self.scope.ids()
 
     @property
     def scope_ok(self) -> bool:
-        return any(v is not None for v in self.scope_ids.values())
+        return self.scope.is_scoped()
 
     @property
     def session_id(self) -> str | None:

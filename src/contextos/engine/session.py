@@ -48,7 +48,7 @@ from contextos.engine.window import (
     text_item,
     tool_item,
 )
-from contextos.errors import NotFound
+from contextos.errors import NotFound, ScopeError
 from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.render import render as render_memory
@@ -363,10 +363,10 @@ class Session:
         agent_id: str | None = None,
         tokenizer: Tokenizer | None = None,
     ) -> None:
-        if not isinstance(session_id, str) or not session_id.strip():
-            raise ValueError("session_id must be a non-empty string")
-        self.store = store
         self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
+        if self.scope.session_id is None:
+            raise ScopeError("a Session needs a session_id")
+        self.store = store
         self.tokenizer = tokenizer or default_tokenizer()
         self._turns: list[Turn] = []
 

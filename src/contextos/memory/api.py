@@ -129,6 +129,8 @@ class Memory:
             messages: text, a Message, a dict with role/content (and optional
                 name, caption, dia_id...), or a list of those.
             user_id/agent_id/session_id: the scope; at least one is required.
+                None leaves an id out; an empty or blank id is an error
+                (the one rule of every scope, ``contextos.types.scope_id``).
             metadata: JSON-serialisable data kept with every record.
             event_time: when it was said or happened (defaults to now).
             memory_type: "episodic" (default), "semantic" or "procedural".
@@ -142,8 +144,8 @@ class Memory:
                 are never merged. ``False`` stores every message.
 
         Raises:
-            ScopeError: no user, agent or session given.
-            TypeError/ValueError: malformed messages, oversized text.
+            ScopeError: no user, agent or session given, or an empty or blank one.
+            TypeError/ValueError: malformed messages, oversized text, a non-string id.
         """
         opts = validate_options(
             tenant=self.tenant,
@@ -305,10 +307,14 @@ class Memory:
         user's text in other records' reply context. SQLite: no byte of it is left in
         the file or its -wal once this returns; if a reader still holds old pages,
         StoreError is raised and the erasure completes when the reader closes.
-        Returns the number of memories removed."""
-        if not isinstance(user_id, str) or not user_id.strip():
-            raise TypeError("forget needs a user_id string")
-        return self.store.forget(Scope(tenant=self.tenant, user_id=user_id))
+        Returns the number of memories removed.
+
+        Raises:
+            ScopeError: no user_id (None), or an empty or blank one (see ``add``)."""
+        scope = Scope(tenant=self.tenant, user_id=user_id)
+        if scope.user_id is None:
+            raise ScopeError("forget needs the user_id of the user to erase")
+        return self.store.forget(scope)
 
     def vacuum(self) -> None:
         """Rewrite the database so erased rows leave no bytes and space is reclaimed.
@@ -373,7 +379,8 @@ class Memory:
         gives the values measured on LoCoMo to choose it from). None: no floor.
 
         Raises:
-            ScopeError: neither a user, agent nor session (nor a scoped filter) is given.
+            ScopeError: neither a user, agent nor session (nor a scoped filter) is
+                given, or one is given empty or blank.
         """
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query must be a non-empty string")
@@ -406,9 +413,10 @@ class Memory:
             raise TypeError("filters must be a contextos.Filter")
         scope = Scope(
             tenant=self.tenant,  # the tenant is ours, never the caller's
-            user_id=user_id or base.scope.user_id,
-            agent_id=agent_id or base.scope.agent_id,
-            session_id=session_id or base.scope.session_id,
+            # None is "not given"; "" is an error (types.scope_id), not a fallback.
+            user_id=base.scope.user_id if user_id is None else user_id,
+            agent_id=base.scope.agent_id if agent_id is None else agent_id,
+            session_id=base.scope.session_id if session_id is None else session_id,
         )
         if not scope.is_scoped():
             raise ScopeError(

@@ -85,10 +85,9 @@ def validate_options(
     event_time: datetime | None,
     memory_type: str,
 ) -> AddOptions:
-    """Check the keyword arguments of ``add`` and bundle them."""
-    for label, value in (("user_id", user_id), ("agent_id", agent_id), ("session_id", session_id)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise TypeError(f"{label} must be a non-empty string")
+    """Check the keyword arguments of ``add`` and bundle them (the ids by
+    :class:`~contextos.types.Scope`'s one rule, :func:`~contextos.types.scope_id`)."""
+    scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
     if memory_type not in MEMORY_TYPES:
         raise ValueError(f"memory_type must be one of {MEMORY_TYPES}, got {memory_type!r}")
     if metadata is not None and not isinstance(metadata, Mapping):
@@ -96,7 +95,6 @@ def validate_options(
     if event_time is not None and not isinstance(event_time, datetime):
         raise TypeError("event_time must be a datetime")
     event_time = opt_utc(event_time, "event_time")
-    scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
     if not scope.is_scoped():
         from ..errors import ScopeError
 

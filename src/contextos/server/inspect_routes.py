@@ -29,7 +29,7 @@ from ..cache.accounting import read_share
 from ..types import Filter, Scope, Turn
 from . import schemas as s
 from .auth import Authenticator
-from .routes import IdPath, Limit, Offset, OptIdent, caller
+from .routes import Limit, Offset, OptScopeId, SessionPath, caller
 from .tenants import TenantMemories
 from .windowing import DEFAULT_MODEL, build_window, window_dict
 
@@ -139,9 +139,9 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     @router.get("/memories")
     def memories(
         tenant: Tenant,
-        user_id: OptIdent = None,
-        agent_id: OptIdent = None,
-        session_id: OptIdent = None,
+        user_id: OptScopeId = None,
+        agent_id: OptScopeId = None,
+        session_id: OptScopeId = None,
         memory_type: Annotated[list[s.MemoryTypeName] | None, Query(max_length=3)] = None,
         validity: Validity = "current",
         as_of: datetime | None = None,
@@ -169,7 +169,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         }
 
     @router.post("/sessions/{session_id}/window")
-    def window(session_id: IdPath, body: s.WindowRequestIn, tenant: Tenant) -> dict[str, Any]:
+    def window(session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant) -> dict[str, Any]:
         """The window ``/v1`` would assemble, plus its segment usage and cache breakpoints."""
         req = body.for_session(session_id)
         built = build_window(tenants, tenant, req, tokenizer)
@@ -180,7 +180,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         }
 
     @router.get("/sessions/{session_id}/cache")
-    def cache(session_id: IdPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
+    def cache(session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
         """Per replayed call: cache-read share and money saved, with totals and the
         chart (the page needs both; one replay serves them)."""
         info = get_model(model)
@@ -195,7 +195,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         }
 
     @router.get("/sessions/{session_id}/cache.svg")
-    def cache_svg(session_id: IdPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
+    def cache_svg(session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
         """The same replay drawn as an SVG chart (made here: no chart library, no CDN)."""
         info = get_model(model)
         calls = replay_costs(session_log(tenant, session_id), info, tokenizer)

@@ -55,6 +55,11 @@ OptIdent = Annotated[
     Query(min_length=1, max_length=s.MAX_ID),
     AfterValidator(lambda v: None if v is None else s.check_text(v)),
 ]
+#: A user/agent/session id in a path or a query, by the one id rule of the bodies (s.ScopeId).
+SessionPath = Annotated[IdPath, AfterValidator(s.check_scope_id)]
+OptScopeId = Annotated[
+    OptIdent, AfterValidator(lambda v: None if v is None else s.check_scope_id(v))
+]
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
@@ -117,9 +122,9 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     @router.get("", response_model=s.RecordList, summary="get_all")
     def get_all(
         mem: Mem,
-        user_id: OptIdent = None,
-        agent_id: OptIdent = None,
-        session_id: OptIdent = None,
+        user_id: OptScopeId = None,
+        agent_id: OptScopeId = None,
+        session_id: OptScopeId = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Response:
@@ -169,7 +174,9 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     @router.post(
         "/{session_id}/turns", status_code=201, response_model=s.TurnList, summary="append_turns"
     )
-    def append_turns(session_id: IdPath, body: s.AppendTurnsRequest, tenant: Tenant) -> s.TurnList:
+    def append_turns(
+        session_id: SessionPath, body: s.AppendTurnsRequest, tenant: Tenant
+    ) -> s.TurnList:
         """Append messages to a session's log, durably, numbered in order (Session.add)."""
         session = Session(
             tenants.store,
@@ -184,7 +191,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
 
     @router.get("/{session_id}/turns", response_model=s.TurnList, summary="turns")
     def turns(
-        session_id: IdPath,
+        session_id: SessionPath,
         tenant: Tenant,
         after_seq: Annotated[int, Query(ge=-1, le=2**62)] = -1,
         limit: Limit = 100,
@@ -195,7 +202,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         return s.TurnList(results=[s.TurnOut.of(t) for t in found])
 
     @router.post("/{session_id}/window", response_model=s.WindowOut, summary="window")
-    def window(session_id: IdPath, body: s.WindowRequestIn, tenant: Tenant) -> s.WindowOut:
+    def window(session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant) -> s.WindowOut:
         """Assemble the context window for a question: summary, recent turns,
         retrieved memories at the edges, question last, within token_budget."""
         req = body.for_session(session_id)
@@ -204,8 +211,8 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     @router.get("", response_model=s.SessionList, summary="sessions")
     def sessions(
         tenant: Tenant,
-        user_id: OptIdent = None,
-        agent_id: OptIdent = None,
+        user_id: OptScopeId = None,
+        agent_id: OptScopeId = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> s.SessionList:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypeVa
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ..times import utc
-from ..types import Message, ScopeIds
+from ..types import Message, ScopeIds, scope_id
 from .errors import describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
@@ -45,6 +45,13 @@ def check_text(value: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def check_scope_id(value: str) -> str:
+    """The library's one rule for a user/agent/session id (:func:`contextos.types.scope_id`),
+    so a blank id is a 422 here, as an empty one is, on every route and MCP tool."""
+    scope_id(value)
     return value
 
 
@@ -84,6 +91,8 @@ def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(check_text)]
 Query = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(check_text)]
 Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(check_text)]
+#: A user, agent or session id: an Ident with at least one non-space character.
+ScopeId = Annotated[Ident, AfterValidator(check_scope_id)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
 Time = Annotated[datetime, AfterValidator(_check_time)]
 FilterKey = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=FILTER_KEY)]
@@ -122,9 +131,9 @@ class MessageIn(_Body):
 
 
 class ScopeIn(_Body):
-    user_id: Ident | None = None
-    agent_id: Ident | None = None
-    session_id: Ident | None = None
+    user_id: ScopeId | None = None
+    agent_id: ScopeId | None = None
+    session_id: ScopeId | None = None
 
     def scope(self) -> ScopeIds:
         """The user/agent/session keywords of the ``Memory`` call this body asks for."""
@@ -181,19 +190,19 @@ class MemoryIdIn(_Body):
 
 
 class ForgetRequest(_Body):
-    user_id: Ident
+    user_id: ScopeId
 
 
 class AppendTurnsRequest(_Body):
     messages: Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
-    user_id: Ident | None = None
-    agent_id: Ident | None = None
+    user_id: ScopeId | None = None
+    agent_id: ScopeId | None = None
 
 
 class WindowRequestIn(_Body):
     question: Query
-    user_id: Ident | None = None
-    agent_id: Ident | None = None
+    user_id: ScopeId | None = None
+    agent_id: ScopeId | None = None
     token_budget: int = Field(2000, ge=64, le=2_000_000)
     limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
     model: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_text)] = (
@@ -225,7 +234,7 @@ class CreateKeyRequest(_Body):
 class WindowToolIn(WindowRequestIn):
     """MCP ``assemble_window``: the HTTP window body plus the session it is for."""
 
-    session_id: Ident | None = None
+    session_id: ScopeId | None = None
 
 
 Model = TypeVar("Model", bound=BaseModel)
