@@ -9,12 +9,14 @@ with the good id alone and the test would fail.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import contextos
 from cli_support import run_cli
 from contextos import Filter, Scope, ScopeError
 from contextos.agent.core_memory import CoreMemory
@@ -111,6 +113,30 @@ def test_none_is_not_given_and_an_id_is_kept_as_given(memory: Memory) -> None:
     assert record.scope.within_tenant() == (" ana ", None, None)
     assert [r.id for r in memory.get_all(user_id=" ana ", session_id=None)] == [record.id]
     assert memory.get_all(user_id="ana") == []  # not stripped: another user
+
+
+def test_scope_ids_are_made_one_way() -> None:
+    """``ScopeIds`` is built only by ``types.scope_ids`` (Scope.ids, the HTTP bodies, the
+    session context, the CLI's flags and the search scope all call it), so the id rule
+    cannot be left out of one copy."""
+    src = Path(contextos.__file__).parent
+    built = []
+    for path in sorted(src.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                callee = node.func if isinstance(node, ast.Call) else None
+                name = getattr(callee, "id", getattr(callee, "attr", None))
+                if name == "ScopeIds":
+                    built.append(f"{path.relative_to(src)}:{fn.name}")
+    assert built == ["types.py:scope_ids"]
+    with pytest.raises(ScopeError, match="agent_id is empty or blank"):
+        contextos.types.scope_ids("ana", " ")
+    assert Scope(user_id="ana", session_id="s1").ids() == contextos.types.scope_ids(
+        "ana", None, "s1"
+    )
 
 
 # -- HTTP -------------------------------------------------------------------------------

@@ -61,6 +61,19 @@ class ScopeIds(TypedDict):
     session_id: str | None
 
 
+def scope_ids(
+    user_id: str | None = None, agent_id: str | None = None, session_id: str | None = None
+) -> ScopeIds:
+    """The one way to make :class:`ScopeIds`, each id checked by :func:`scope_id`: the
+    Memory verbs' keywords as a scope, a request body's or a CLI's flags' ids, a
+    session context's."""
+    return ScopeIds(
+        user_id=scope_id(user_id, "user_id"),
+        agent_id=scope_id(agent_id, "agent_id"),
+        session_id=scope_id(session_id, "session_id"),
+    )
+
+
 @dataclass(frozen=True)
 class Scope:
     """Who a memory belongs to. Tenant isolates customers; the rest narrow within one."""
@@ -86,7 +99,7 @@ class Scope:
 
     def ids(self) -> ScopeIds:
         """The scope as ``Memory``'s keywords (the tenant is always the Memory's own)."""
-        return ScopeIds(user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id)
+        return scope_ids(self.user_id, self.agent_id, self.session_id)
 
 
 @dataclass(frozen=True)

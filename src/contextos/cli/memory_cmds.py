@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ..errors import NotFound
 from ..memory.render import render
-from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds
+from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds, scope_ids
 from .common import (
     CliState,
     F,
@@ -100,8 +100,7 @@ def with_scope(func: F) -> F:
         session_id: str | None,
         **kwargs: Any,
     ) -> Any:
-        scope = ScopeIds(user_id=user_id, agent_id=agent_id, session_id=session_id)
-        return func(*args, scope=scope, **kwargs)
+        return func(*args, scope=scope_ids(user_id, agent_id, session_id), **kwargs)
 
     for option in reversed(scope_options):
         command = option(command)

@@ -53,7 +53,7 @@ from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.render import render as render_memory
 from contextos.store.base import Store
-from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn
+from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn, scope_ids
 
 _META_KEY = "history"
 
@@ -100,9 +100,7 @@ def search_scope(user_id: str | None, agent_id: str | None, session_id: str | No
     narrow to the session only when it is the sole scope given.
     """
     only_session = user_id is None and agent_id is None
-    return ScopeIds(
-        user_id=user_id, agent_id=agent_id, session_id=session_id if only_session else None
-    )
+    return scope_ids(user_id, agent_id, session_id if only_session else None)
 
 
 def turn_items(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypeVa
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ..times import utc
-from ..types import Message, ScopeIds, scope_id
+from ..types import Message, ScopeIds, scope_id, scope_ids
 from .errors import describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
@@ -137,7 +137,7 @@ class ScopeIn(_Body):
 
     def scope(self) -> ScopeIds:
         """The user/agent/session keywords of the ``Memory`` call this body asks for."""
-        return ScopeIds(user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id)
+        return scope_ids(self.user_id, self.agent_id, self.session_id)
 
 
 class AddRequest(ScopeIn):
