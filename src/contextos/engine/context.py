@@ -329,7 +329,7 @@ class SessionContext:
         ):
             self.topic.due = True  # nothing of the prefix is cached anymore: refresh free
         self._last_call = now
-        question, history, retry = self._log_and_split(request, budget)
+        question, history, retry, logged = self._log_and_split(request, budget)
         query = request.last_user_text() or (question.content if question else "")
         layout = self.layout
         topic: list[Hit] = []
@@ -354,13 +354,15 @@ class SessionContext:
             topic_header=TOPIC_HEADER,
         )
         if question is not None and self.session is not None and not retry:
-            self.session.add(_strip_wire(question))  # durable before the call, once it fits
-        return Prepared(window, model, question, ())
+            # durable before the call, once it fits
+            logged += tuple(t.message for t in self.session.add(_strip_wire(question)))
+        return Prepared(window, model, question, logged)
 
     def _log_and_split(
         self, request: ChatRequest, budget: int
-    ) -> tuple[Message | None, tuple[Item, ...], bool]:
-        """Log what is new but the question; return the question, history items, is-a-retry."""
+    ) -> tuple[Message | None, tuple[Item, ...], bool, tuple[Message, ...]]:
+        """Log what is new but the question; return the question, history items,
+        is-a-retry and the messages logged (as the log holds them)."""
         sent = list(request.messages)
         turns = self.session.turns() if self.session is not None else []
         known, retry = split_new(sent, [t.message for t in turns]) if turns else (0, False)
@@ -372,14 +374,16 @@ class SessionContext:
             question = new.pop()
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
-            return question, items, False
+            return question, items, False, ()
+        logged: tuple[Message, ...] = ()
         if new:
-            self.session.add(*[_strip_wire(m) for m in new])
+            logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
         self._compact(budget, request.server_edits)
         turns = self.session.turns()
         if retry:
             turns = turns[:-1]
-        return question, turn_items(turns, self.session.state(), self.tokenizer), retry
+        items = turn_items(turns, self.session.state(), self.tokenizer)
+        return question, items, retry, logged
 
     def _compact(self, budget: int, server_edits: Sequence[str] = ()) -> None:
         """Compact the session log when it passes its trigger.

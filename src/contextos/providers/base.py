@@ -74,7 +74,10 @@ class Prepared:
     """The assembly step's output: the window, the model it is for, what is new in it.
 
     ``question`` is the caller's final user message (with its wire form), sent
-    last; ``logged`` the messages appended to the session log for this call.
+    last; ``logged`` the messages this call appended to the session log before
+    sending, as the log holds them: the turns the log did not have yet and the
+    question (none on a retry, or without a session). The wrapper hands them on
+    as :attr:`CallRecord.new_messages`.
     """
 
     window: Window
@@ -93,6 +96,9 @@ class CallRecord:
     ``extra`` holds what the provider's server did to the context on this call
     (Anthropic: ``applied_edits``, ``compaction_usage``, ``stop_reason``; OpenAI:
     ``cache_write_ttl``), as each adapter's ``extra`` reports it.
+    ``new_messages`` are the messages this call appended to the session log
+    before sending (``Prepared.logged``); the reply, logged after it, is
+    ``reply``. Call by call, ``new_messages`` then ``reply`` are the log.
     """
 
     provider: str
