@@ -294,16 +294,6 @@ class SessionContext:
         )
 
     @property
-    def user_id(self) -> str | None:
-        """The user whose memories these are (the session's, or the one given)."""
-        return self.scope.user_id
-
-    @property
-    def agent_id(self) -> str | None:
-        """The agent whose memories these are (the session's, or the one given)."""
-        return self.scope.agent_id
-
-    @property
     def scope_ids(self) -> ScopeIds:
         """The memory scope as ``Memory``'s keywords: the session's, or the user/agent given."""
         return self.scope.ids()

@@ -97,8 +97,8 @@ class Chat:
         if self.memory is not None:
             self.memory.add(
                 Message("user", text),
-                user_id=self.context.user_id,
-                agent_id=self.context.agent_id,
+                user_id=self.context.scope.user_id,
+                agent_id=self.context.scope.agent_id,
                 infer=True,
             )
 
