@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, TokenCount, Turn
 
 Vector = npt.NDArray[np.float32]
 
@@ -106,9 +106,19 @@ class Store(Protocol):
         ...
 
     def update(
-        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+        self,
+        tenant: str,
+        memory_id: str,
+        patch: Patch,
+        *,
+        actor: str = "api",
+        count: Callable[[MemoryRecord], TokenCount] | None = None,
     ) -> MemoryRecord:
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
+
+        A patch of what the rendering reads (text, metadata, event time) stores
+        ``count`` of the updated record as its token count, in the same transaction
+        (none without ``count``: a reader counts it then).
 
         Raises NotFound when the id is not in this tenant.
         """

@@ -52,7 +52,7 @@ from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INSERT_RECORD = (
     f"INSERT INTO memories ({', '.join(RECORD_FIELDS)}) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s)"
 )
 _INSERT_HISTORY = shared.insert_history_sql("%s")
 
@@ -227,14 +227,22 @@ class PostgresStore:
         return [found[i] for i in ids if i in found]
 
     def update(
-        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+        self,
+        tenant: str,
+        memory_id: str,
+        patch: Patch,
+        *,
+        actor: str = "api",
+        count: shared.TokenCounter | None = None,
     ) -> MemoryRecord:
         now = _now()
         sets = shared.patch_sets(
             patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
         )
         with self._tx("update") as cur:
-            return _Update(cur).apply(tenant, memory_id, patch, sets, now=now, actor=actor)
+            return _Update(cur).apply(
+                tenant, memory_id, patch, sets, now=now, actor=actor, count=count
+            )
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
