@@ -32,8 +32,7 @@ from typing import Any
 
 from contextos.text import sentences as S
 
-from ..store.base import Store
-from ..store.records import TokenCounter
+from ..store.base import Store, TokenCounter
 from ..types import MemoryRecord, Message, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime

@@ -29,8 +29,7 @@ from contextos.text.temporal import describe
 from ..embed import Embedder
 from ..errors import NotFound, ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..store.base import Patch, Store
-from ..store.records import TokenCounter
+from ..store.base import Patch, Store, TokenCounter
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate
 

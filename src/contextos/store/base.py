@@ -23,6 +23,10 @@ from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, TokenCou
 
 Vector = npt.NDArray[np.float32]
 
+#: A record's count of tokens, made by its writer (``Memory``) and stored with the row:
+#: counted once at write time instead of on every search that returns it.
+TokenCounter = Callable[[MemoryRecord], TokenCount]
+
 
 @dataclass(frozen=True)
 class Ranked:
@@ -94,7 +98,8 @@ class Store(Protocol):
 
     # -- records ---------------------------------------------------------
     def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
-        """Insert new records atomically (all or none) and log an ADD for each."""
+        """Insert new records atomically (all or none) and log an ADD for each; each
+        record's ``token_count`` is stored as it is (None: counted when read)."""
         ...
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
@@ -112,7 +117,7 @@ class Store(Protocol):
         patch: Patch,
         *,
         actor: str = "api",
-        count: Callable[[MemoryRecord], TokenCount] | None = None,
+        count: TokenCounter | None = None,
     ) -> MemoryRecord:
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
 

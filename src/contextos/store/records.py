@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ..errors import NotFound
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, TokenCount, ToolCall, Turn
-from .base import Patch, patch_columns
+from .base import Patch, TokenCounter, patch_columns
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -43,10 +43,6 @@ RECORD_FIELDS = (
     "token_count",
     "token_counter",
 )
-
-#: A record's count of tokens, written with the record by its writer (``Memory``):
-#: counted once at write time instead of on every search that returns it.
-TokenCounter = Callable[[MemoryRecord], TokenCount]
 
 #: The patch fields a memory's rendering reads (``memory.render``: text, speaker and
 #: caption in metadata, the date of ``event_time``). A patch of any of them makes the

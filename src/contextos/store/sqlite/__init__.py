@@ -32,7 +32,14 @@ import numpy as np
 
 from contextos.errors import NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
+from contextos.store.base import (
+    EmbeddingStatus,
+    Patch,
+    Quarantined,
+    Ranked,
+    TokenCounter,
+    Vector,
+)
 from contextos.store.erasure import scrub_context
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
@@ -209,7 +216,7 @@ class SQLiteStore:
         patch: Patch,
         *,
         actor: str = "api",
-        count: shared.TokenCounter | None = None,
+        count: TokenCounter | None = None,
     ) -> MemoryRecord:
         now = time.time()
         sets = shared.patch_sets(patch, now, mark="?", time=opt_epoch, to_json=metadata_json)
