@@ -196,9 +196,54 @@ CREATE INDEX vectors_model ON vectors (model);
 #: Each record's count of tokens of its rendering, made when it was written, and what
 #: counted it (tokenizer and rendering version, ``memory.record_tokens``): search reads
 #: it instead of counting every hit again. NULL in older rows (counted when read).
+#: The triggers on ``memories`` are created again after the ALTER, unchanged, the
+#: full-text ones (which read the generated ``scope_terms``) first. Left as they were,
+#: SQLite 3.40 reloading the schema after another connection changed it (the server's
+#: key table, another process's migration) failed every INSERT, UPDATE and DELETE on
+#: ``memories`` with "no such table: memories" (found by trial; other orders fail too).
 V7_TOKEN_COUNT = """
 ALTER TABLE memories ADD COLUMN token_count INTEGER;
 ALTER TABLE memories ADD COLUMN token_counter TEXT;
+DROP TRIGGER pending_on_insert;
+DROP TRIGGER pending_on_delete;
+DROP TRIGGER index_log_delete;
+DROP TRIGGER index_log_update;
+DROP TRIGGER quarantine_retry;
+DROP TRIGGER memories_ai;
+DROP TRIGGER memories_ad;
+DROP TRIGGER memories_au;
+CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, text, context, scope_terms)
+    VALUES (new.rowid, new.text, new.context, new.scope_terms);
+END;
+CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
+    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
+END;
+CREATE TRIGGER memories_au AFTER UPDATE OF text, context ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
+    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
+    INSERT INTO memories_fts (rowid, text, context, scope_terms)
+    VALUES (new.rowid, new.text, new.context, new.scope_terms);
+END;
+CREATE TRIGGER pending_on_insert AFTER INSERT ON memories BEGIN
+    INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
+END;
+CREATE TRIGGER pending_on_delete AFTER DELETE ON memories BEGIN
+    DELETE FROM pending_vectors WHERE mem_rowid = old.rowid;
+END;
+CREATE TRIGGER index_log_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (old.id);
+END;
+CREATE TRIGGER index_log_update
+AFTER UPDATE OF text, valid_from, valid_to, event_time ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (new.id);
+END;
+CREATE TRIGGER quarantine_retry AFTER UPDATE OF text ON memories
+WHEN EXISTS (SELECT 1 FROM vector_quarantine WHERE mem_rowid = new.rowid) BEGIN
+    DELETE FROM vector_quarantine WHERE mem_rowid = new.rowid;
+    INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
+END;
 """
 
 #: Ordered migrations: SQL scripts, each applied in one transaction.
