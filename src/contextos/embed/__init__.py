@@ -10,7 +10,7 @@ the runtime loads on the first ``embed`` call.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -54,8 +54,9 @@ def normalize(vectors: npt.NDArray[np.floating]) -> Vectors:
 
 
 #: Name -> constructor; the one place a name becomes an embedder class.
-EMBEDDERS = {
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {
     "minilm": MiniLMEmbedder,
+    "minilm-int8": functools.partial(MiniLMEmbedder, int8=True),
 }
 
 

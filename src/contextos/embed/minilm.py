@@ -101,6 +101,7 @@ class MiniLMEmbedder:
         threads: int = 1,
         model_path: Path | None = None,
         cache_path: Path | None = None,
+        int8: bool = False,
     ) -> None:
         """``threads``: onnxruntime intra-op threads per call. One by default: a
         query is a few milliseconds on one thread, and the server runs calls from
@@ -108,13 +109,19 @@ class MiniLMEmbedder:
         ``batch_size``: texts per forward pass inside one call; inputs are sorted by
         length first, so each pass pads only to its own longest text.
         ``model_path`` / ``cache_path``: the weights folder and the graph cache
-        (default: the installed package and :func:`cache_dir`)."""
+        (default: the installed package and :func:`cache_dir`).
+        ``int8``: the encoder's projections in int8 (``onnx_graph.build_model``): a
+        model of its own (``model_id`` ends in ``-int8``), since its vectors differ
+        slightly from float32's and must not be mixed with them in one index."""
         if batch_size < 1 or threads < 1:
             raise ValueError("batch_size and threads must be >= 1")
         self.batch_size = batch_size
         self.threads = threads
         self._model_path = model_path
         self._cache_path = cache_path
+        self.int8 = int8
+        if int8:
+            self.model_id = f"{MiniLMEmbedder.model_id}-int8"
         self._loaded: tuple[Any, Any] | None = None
         self._load_lock = threading.Lock()
 
@@ -147,11 +154,11 @@ class MiniLMEmbedder:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         weights = folder / "model.safetensors"
         cache = self._cache_path or cache_dir()
-        graph = ensure_graph(weights, cache)
+        graph = ensure_graph(weights, cache, int8=self.int8)
         try:
             session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         except Exception:  # a corrupt or truncated cache file: build it again, once
-            graph = ensure_graph(weights, cache, rebuild=True)
+            graph = ensure_graph(weights, cache, rebuild=True, int8=self.int8)
             session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         return tokenizer, session
 
