@@ -5,6 +5,7 @@ must stay close to the float32 one, under its own model id and cache file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,26 @@ from contextos.bench.locomo_data import load_locomo
 from contextos.embed import MiniLMEmbedder, make_embedder
 from contextos.embed.minilm import model_dir
 from contextos.embed.onnx_graph import HEADS, LAYER_NORM_EPS, LAYERS, read_safetensors
+from contextos.errors import ConfigError
 
 slow = pytest.mark.slow
 
 
-def _layer_norm(x: npt.NDArray[Any], t: dict[str, Any], name: str) -> npt.NDArray[Any]:
+def _layer_norm(x: npt.NDArray[Any], t: dict[str, npt.NDArray[Any]], name: str) -> npt.NDArray[Any]:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + LAYER_NORM_EPS) * t[f"{name}.weight"] + t[f"{name}.bias"]
+    out: npt.NDArray[Any] = (x - mean) / np.sqrt(var + LAYER_NORM_EPS) * t[f"{name}.weight"]
+    out += t[f"{name}.bias"]
+    return out
 
 
-def _linear(x: npt.NDArray[Any], t: dict[str, Any], name: str) -> npt.NDArray[Any]:
-    return x @ t[f"{name}.weight_t"] + t[f"{name}.bias"]
+def _linear(x: npt.NDArray[Any], t: dict[str, npt.NDArray[Any]], name: str) -> npt.NDArray[Any]:
+    out: npt.NDArray[Any] = x @ t[f"{name}.weight_t"]
+    out += t[f"{name}.bias"]
+    return out
 
 
-def bert_sentence_vector(t: dict[str, Any], ids: list[int]) -> npt.NDArray[np.float64]:
+def bert_sentence_vector(t: dict[str, npt.NDArray[Any]], ids: list[int]) -> npt.NDArray[np.float64]:
     """One text, unpadded, in float64 (``t`` converted by the caller, with each matrix
     also transposed as ``NAME_t``): BERT's embeddings, six post-norm layers with
     exact erf GELU, mean pooling, L2 normalisation (sentence-transformers' recipe)."""
@@ -61,7 +67,8 @@ def bert_sentence_vector(t: dict[str, Any], ids: list[int]) -> npt.NDArray[np.fl
         h = 0.5 * h * (1.0 + special.erf(h / np.sqrt(2.0)))
         x = _layer_norm(_linear(h, t, f"{p}.output.dense") + x, t, f"{p}.output.LayerNorm")
     mean = x.mean(0)
-    return mean / np.linalg.norm(mean)
+    vector: npt.NDArray[np.float64] = mean / np.linalg.norm(mean)
+    return vector
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +137,20 @@ def test_int8_is_a_model_of_its_own(graph_cache: Path) -> None:
     MiniLMEmbedder(cache_path=graph_cache).embed(["tea"])
     names = sorted(p.name for p in graph_cache.glob("*.onnx"))
     assert len(names) == 2 and sum(n.endswith("-int8.onnx") for n in names) == 1, (before, names)
+
+
+def test_bench_scale_measures_the_embedder_named(tmp_path: Path) -> None:
+    """``bench scale --embedder`` is how the int8 graph's speed is measured: the report
+    names the model it timed, and an unknown name is refused before any work."""
+    from click.testing import CliRunner
+
+    from contextos.cli.main import cli
+
+    out = tmp_path / "scale.json"
+    args = ["bench", "scale", "--n", "100", "--queries", "2", "--json", str(out)]
+    r = CliRunner().invoke(cli, [*args, "--embedder", "hash"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text())
+    assert report["embedder"] == "hash-bow" and report["embed_per_cpu_s"] > 0
+    r = CliRunner().invoke(cli, [*args, "--embedder", "no-such-model"])
+    assert isinstance(r.exception, ConfigError) and "unknown embedder" in str(r.exception)

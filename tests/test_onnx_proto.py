@@ -25,8 +25,10 @@ def _with_onnx_helper(m: Model) -> bytes:
         return helper.make_tensor_value_info(i.name, i.elem_type, list(i.shape))
 
     def node(n: Node) -> Any:
-        domain = {"domain": n.domain} if n.domain else {}
-        return helper.make_node(n.op_type, list(n.inputs), list(n.outputs), **domain, **n.attrs)
+        attrs: dict[str, Any] = dict(n.attrs)
+        if n.domain:  # onnx.helper leaves the domain unset unless given
+            attrs["domain"] = n.domain
+        return helper.make_node(n.op_type, list(n.inputs), list(n.outputs), **attrs)
 
     graph = helper.make_graph(
         [node(n) for n in m.nodes],
