@@ -17,7 +17,14 @@ from conftest import LOCOMO
 from contextos.bench.locomo_data import load_locomo
 from contextos.embed import MiniLMEmbedder, make_embedder
 from contextos.embed.minilm import model_dir
-from contextos.embed.onnx_graph import HEADS, LAYER_NORM_EPS, LAYERS, read_safetensors
+from contextos.embed.onnx_graph import (
+    HEADS,
+    LAYER_NORM_EPS,
+    LAYERS,
+    build_model,
+    ensure_graph,
+    read_safetensors,
+)
 from contextos.errors import ConfigError
 
 slow = pytest.mark.slow
@@ -115,13 +122,14 @@ def test_fused_graph_equals_plain_bert_math(
 def test_int8_vectors_stay_close_to_float32(
     texts: list[str], float32_vectors: npt.NDArray[np.float32], graph_cache: Path
 ) -> None:
-    """Floors measured on the 2,760 expanded LoCoMo dev turns: mean cosine 0.9935, min
-    0.981 (docs/benchmarks.md); retrieval recall is what decides (bench locomo)."""
+    """Measured on these texts: mean cosine 0.9951, min 0.989 (without the calibrated
+    smoothing: 0.9926, 0.982; on the 2,760 expanded LoCoMo dev turns 0.9958 / 0.984,
+    docs/benchmarks.md). Retrieval recall is what decides (bench locomo)."""
     int8 = MiniLMEmbedder(cache_path=graph_cache, int8=True)
     vectors = int8.embed(texts)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosines = np.sum(float32_vectors * vectors, axis=1)
-    assert cosines.mean() >= 0.99 and cosines.min() >= 0.97, (cosines.mean(), cosines.min())
+    assert cosines.mean() >= 0.994 and cosines.min() >= 0.985, (cosines.mean(), cosines.min())
     # still ranks by meaning: each text's nearest float32 vector is its own
     assert (np.argmax(vectors @ float32_vectors.T, axis=1) == np.arange(len(texts))).mean() >= 0.99
 
@@ -154,3 +162,11 @@ def test_bench_scale_measures_the_embedder_named(tmp_path: Path) -> None:
     assert report["embedder"] == "hash-bow" and report["embed_per_cpu_s"] > 0
     r = CliRunner().invoke(cli, [*args, "--embedder", "no-such-model"])
     assert isinstance(r.exception, ConfigError) and "unknown embedder" in str(r.exception)
+
+
+def test_an_int8_graph_needs_its_calibration(tmp_path: Path) -> None:
+    weights = read_safetensors(model_dir() / "model.safetensors")
+    with pytest.raises(ValueError, match="calibration"):
+        build_model(weights, int8=True)
+    with pytest.raises(ValueError, match="calibrate"):
+        ensure_graph(model_dir() / "model.safetensors", tmp_path, int8=True)

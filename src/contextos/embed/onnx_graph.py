@@ -21,6 +21,7 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ import numpy.typing as npt
 from .onnx_proto import FLOAT, INT32, INT64, AttrValue, Model, Node, TensorInfo, serialize
 
 #: Bump when the graph below changes: old cached graphs are then ignored.
-#: 2: onnxruntime's fused contrib ops (Attention, SkipLayerNormalization, BiasGelu).
-BUILDER_VERSION = 2
+#: 3: onnxruntime's fused contrib ops (Attention, BiasGelu); int8 graphs calibrated.
+BUILDER_VERSION = 3
 
 #: all-MiniLM-L6-v2's shape (its config.json): BERT, 6 layers, 12 heads of 32.
 LAYERS = 6
@@ -43,6 +44,8 @@ IR_VERSION = 8  # what opset 17 needs; onnxruntime >= 1.17 reads it
 #: onnxruntime's contrib operators (CPU kernels in every onnxruntime wheel), version 1.
 MS_DOMAIN = "com.microsoft"
 MS_OPSET = 1
+#: Output-name prefix of the tensors a probe graph exposes for int8 calibration.
+PROBES = "probe."
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
 
@@ -122,17 +125,31 @@ def _write_atomically(target: Path, payload: bytes) -> None:
         raise
 
 
+#: Measures the calibration maxima of the weights' float32 graph (see ``build_model``);
+#: the caller supplies it, since it needs onnxruntime and the tokenizer.
+Calibrate = Callable[[dict[str, npt.NDArray[Any]]], Mapping[str, npt.NDArray[Any]]]
+
+
 def ensure_graph(
-    weights: Path, cache_dir: Path, *, rebuild: bool = False, int8: bool = False
+    weights: Path,
+    cache_dir: Path,
+    *,
+    rebuild: bool = False,
+    int8: bool = False,
+    calibrate: Calibrate | None = None,
 ) -> Path:
     """The cached graph for ``weights`` (int8 or float32), built and atomically written
     first if missing (or when ``rebuild`` is set, e.g. after the cached file failed to
-    load)."""
+    load). An int8 build runs ``calibrate`` first (required then)."""
     target = cached_graph_path(weights, cache_dir, int8=int8)
     if target.exists() and not rebuild:
         return target
+    if int8 and calibrate is None:
+        raise ValueError("building the int8 graph needs a calibrate function")
+    t = read_safetensors(weights)
+    calibration = calibrate(t) if int8 and calibrate is not None else None
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, build_graph(read_safetensors(weights), int8=int8))
+    _write_atomically(target, build_graph(t, int8=int8, calibration=calibration))
     return target
 
 
@@ -182,16 +199,41 @@ def _quantized(w_t: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int8], npt.NDArray
     return q, scale.astype(np.float32)
 
 
-def _attention(g: _Builder, x: str, mask: str, t: dict[str, Any], p: str, *, int8: bool) -> str:
+def _smoothed(
+    g: _Builder, x: str, w_t: npt.NDArray[Any], act_max: npt.NDArray[Any] | None
+) -> tuple[str, npt.NDArray[Any]]:
+    """``x / s`` and ``diag(s) @ w_t`` (the same product), with s = sqrt(max|x_j| /
+    max|w_j|) per input channel (SmoothQuant, alpha 0.5). BERT's LayerNorm outputs carry
+    a few channels ~15x larger than the rest, and one int8 scale per call for the whole
+    input left the others a handful of levels; this moves half that range into the
+    weights, which are quantized per column. ``act_max`` None: unchanged."""
+    if act_max is None:
+        return x, w_t
+    s = np.sqrt(np.maximum(act_max, 1e-5) / np.maximum(np.abs(w_t).max(axis=1), 1e-5))
+    return g.op("Mul", x, g.const(1.0 / s)), w_t * s[:, None]
+
+
+def _attention(
+    g: _Builder,
+    x: str,
+    mask: str,
+    t: dict[str, Any],
+    p: str,
+    *,
+    int8: bool,
+    act_max: npt.NDArray[Any] | None = None,
+) -> str:
     """Self-attention as one onnxruntime kernel (com.microsoft): Q, K and V in one
     (384, 1152) MatMul of the packed weights, then the 12 heads of 32, the scaled
     softmax with padding masked, and their concatenation. ``Attention`` in float32;
-    ``QAttention`` with int8 weights, its input quantized per call (uint8, one scale)."""
+    ``QAttention`` with int8 weights, its input quantized per call (uint8, one scale)
+    after :func:`_smoothed`."""
     weight = np.concatenate([t[f"{p}.{n}.weight"].T for n in ("query", "key", "value")], axis=1)
     bias = g.const(np.concatenate([t[f"{p}.{n}.bias"] for n in ("query", "key", "value")]))
     if not int8:
         w = g.const(weight, f"{p}.qkv.weight_t")
         return g.op("Attention", x, w, bias, mask, domain=MS_DOMAIN, num_heads=HEADS)
+    x, weight = _smoothed(g, x, weight, act_max)
     wq, w_scale = _quantized(weight)
     xq, x_scale, x_zero = g.ops("DynamicQuantizeLinear", x, outputs=3)
     return g.op(
@@ -208,14 +250,24 @@ def _attention(g: _Builder, x: str, mask: str, t: dict[str, Any], p: str, *, int
     )
 
 
-def _matmul(g: _Builder, x: str, w: npt.NDArray[Any], name: str, *, int8: bool) -> str:
+def _matmul(
+    g: _Builder,
+    x: str,
+    w: npt.NDArray[Any],
+    name: str,
+    *,
+    int8: bool,
+    act_max: npt.NDArray[Any] | None = None,
+) -> str:
     """x @ w.T, with w in torch's (out, in) layout (the bias is added by the next op).
     int8: ``DynamicQuantizeMatMul`` (com.microsoft), x quantized per call to uint8 with
-    one scale, the weights per output column (:func:`_quantized`); onnxruntime runs it
-    on the CPU's int8 dot-product instructions (AVX512-VNNI here)."""
+    one scale (after :func:`_smoothed`), the weights per output column
+    (:func:`_quantized`); onnxruntime runs it on the CPU's int8 dot-product
+    instructions (AVX512-VNNI here)."""
     if not int8:
         return g.op("MatMul", x, g.const(w.T, f"{name}.weight_t"))
-    wq, scale = _quantized(w.T)
+    x, w_t = _smoothed(g, x, w.T, act_max)
+    wq, scale = _quantized(w_t)
     return g.op(
         "DynamicQuantizeMatMul",
         x,
@@ -236,7 +288,13 @@ def _residual_norm(
     )
 
 
-def build_model(t: dict[str, npt.NDArray[Any]], *, int8: bool = False) -> Model:
+def build_model(
+    t: dict[str, npt.NDArray[Any]],
+    *,
+    int8: bool = False,
+    calibration: Mapping[str, npt.NDArray[Any]] | None = None,
+    probes: bool = False,
+) -> Model:
     """The ONNX model of the weights ``t``: inputs ``input_ids`` and ``attention_mask``
     (int64, batch × seq), output ``sentence_embedding`` (float32, batch × 384, unit
     length).
@@ -249,7 +307,13 @@ def build_model(t: dict[str, npt.NDArray[Any]], *, int8: bool = False) -> Model:
 
     ``int8``: the six projections of each layer (Q, K, V packed, the attention output
     and both FFN matrices) run in int8 (:func:`_matmul`, :func:`_attention`), about
-    2.3x faster on one core; the vectors are close to, not equal to, float32's."""
+    2.3x faster on one core; the vectors are close to, not equal to, float32's.
+    ``calibration``: per-channel maxima of the LayerNorm outputs that feed Q/K/V
+    (``"{layer}.qkv"``) and the FFN (``"{layer}.up"``), from :data:`PROBES` of the
+    float32 graph, to smooth their int8 inputs (:func:`_smoothed`); required with int8.
+    ``probes``: also output those tensors (float32 graph, for the calibration run)."""
+    if int8 and (calibration is None or probes):
+        raise ValueError("an int8 graph needs calibration maxima and has no probes")
     g = _Builder()
     # Embeddings. Single sentences always have token type 0, so its row is folded
     # into the position table (one Add fewer per call).
@@ -277,16 +341,26 @@ def build_model(t: dict[str, npt.NDArray[Any]], *, int8: bool = False) -> Model:
     # minimum transformers adds).
     mask_int = g.op("Cast", "attention_mask", to=INT32)
 
+    probed: list[str] = []
+
+    def probe(x: str, key: str) -> npt.NDArray[Any] | None:
+        if probes:
+            probed.append(key)
+            g.nodes.append(Node("Identity", (x,), (f"{PROBES}{key}",)))
+        return calibration[key] if calibration is not None else None
+
     for i in range(LAYERS):
         p = f"encoder.layer.{i}"
-        attn = _attention(g, x, mask_int, t, f"{p}.attention.self", int8=int8)
+        qkv_max = probe(x, f"{i}.qkv")
+        attn = _attention(g, x, mask_int, t, f"{p}.attention.self", int8=int8, act_max=qkv_max)
         dense = f"{p}.attention.output.dense"
         attn = _matmul(g, attn, t[f"{dense}.weight"], dense, int8=int8)
         x = _residual_norm(g, attn, t[f"{dense}.bias"], x, t, f"{p}.attention.output.LayerNorm")
         up, down = f"{p}.intermediate.dense", f"{p}.output.dense"
+        up_max = probe(x, f"{i}.up")
         h = g.op(
             "BiasGelu",
-            _matmul(g, x, t[f"{up}.weight"], up, int8=int8),
+            _matmul(g, x, t[f"{up}.weight"], up, int8=int8, act_max=up_max),
             g.const(t[f"{up}.bias"], f"{up}.bias"),
             domain=MS_DOMAIN,
         )
@@ -310,7 +384,10 @@ def build_model(t: dict[str, npt.NDArray[Any]], *, int8: bool = False) -> Model:
             TensorInfo("input_ids", INT64, ("batch", "seq")),
             TensorInfo("attention_mask", INT64, ("batch", "seq")),
         ],
-        outputs=[TensorInfo("sentence_embedding", FLOAT, ("batch", HIDDEN))],
+        outputs=[
+            TensorInfo("sentence_embedding", FLOAT, ("batch", HIDDEN)),
+            *(TensorInfo(f"{PROBES}{k}", FLOAT, ("batch", "seq", HIDDEN)) for k in probed),
+        ],
         opset=OPSET,
         ir_version=IR_VERSION,
         producer_name="contextos",
@@ -318,6 +395,12 @@ def build_model(t: dict[str, npt.NDArray[Any]], *, int8: bool = False) -> Model:
     )
 
 
-def build_graph(t: dict[str, npt.NDArray[Any]], *, int8: bool = False) -> bytes:
+def build_graph(
+    t: dict[str, npt.NDArray[Any]],
+    *,
+    int8: bool = False,
+    calibration: Mapping[str, npt.NDArray[Any]] | None = None,
+    probes: bool = False,
+) -> bytes:
     """The serialized ONNX model of :func:`build_model`, as onnxruntime loads it."""
-    return serialize(build_model(t, int8=int8))
+    return serialize(build_model(t, int8=int8, calibration=calibration, probes=probes))
