@@ -61,7 +61,8 @@ EMBEDDERS: dict[str, Callable[[], Embedder]] = {
 
 
 def make_embedder(name: str) -> Embedder:
-    """Build an embedder from its registry name (``minilm``, or ``hash`` for tests)."""
+    """Build an embedder from its registry name (``minilm``, ``minilm-int8``, or ``hash``
+    for tests)."""
     if name == "hash":
         from ..testing.embedders import HashEmbedder
 
