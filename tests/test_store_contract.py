@@ -230,6 +230,20 @@ def test_keyword_search_uses_context_and_survives_query_syntax(store: Store) -> 
     assert store.count(scope_filter()) == 1
 
 
+@pytest.mark.parametrize(("context_weight", "first"), [(0.5, "in text"), (2.0, "in context")])
+def test_keyword_search_weighs_the_context_column(
+    store: Store, context_weight: float, first: str
+) -> None:
+    """A word in the context counts ``context_weight`` times a word in the text, in both
+    stores' BM25: two memories alike but for where "trophy" is."""
+    in_text = rec("a trophy on the shelf", context="Ana | garden photo")
+    in_context = rec("a garden photo on the shelf", context="Ana | trophy")
+    store.put([in_text, in_context])
+    hits = store.keyword_search(scope_filter(), "trophy", limit=5, context_weight=context_weight)
+    names = {in_text.id: "in text", in_context.id: "in context"}
+    assert [names[h.id] for h in hits][:1] == [first] and len(hits) == 2
+
+
 def test_vector_search_orders_by_cosine_within_scope(store: Store) -> None:
     a, b, c = rec("a"), rec("b"), rec("c", user="u2")
     d = rec("d", tenant="t2")

@@ -255,6 +255,7 @@ def run_scale(
         "results": results,
         "users": users,
         "queries_per_point": queries,
+        "embedder": embedder.model_id,
         **embed_costs,
     }
 

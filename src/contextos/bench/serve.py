@@ -359,6 +359,7 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
             stats, acked, elapsed = asyncio.run(_load(url, key, cfg))
             server_end = process_tree_cpu(proc.pid)
             client_cpu = time.process_time() - client_cpu
+            pending_at_end, drain_s = drain_time(db, tenant)
             stored = _stored_ids(url, key)
     total_ok = sum(len(s.latencies) for s in stats.values())
     requests = max(1, total_ok + sum(s.errors for s in stats.values()))
@@ -386,7 +387,35 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
         "stored_writes": len(stored & acked),
         "stored_total": len(stored),
         "missing_writes": len(acked - stored),
+        # Adds answer before their vectors exist: how many were still waiting for one
+        # when the load stopped, and how long the server then took to embed them all
+        # (None: not within DRAIN_LIMIT_S).
+        "pending_vectors_at_end": pending_at_end,
+        "drain_s": drain_s,
     }
+
+
+#: Seconds the report waits for the pending vectors to drain after the load.
+DRAIN_LIMIT_S = 300.0
+
+
+def drain_time(db: str, tenant: str, limit: float = DRAIN_LIMIT_S) -> tuple[int, float | None]:
+    """The tenant's pending vectors now, and the seconds until none is left (None: not
+    within ``limit``), read from the store as ``contextos status`` does."""
+    from ..store import open_store
+
+    store = open_store(db)
+    try:
+        start = time.monotonic()
+        pending = first = store.embedding_status(tenant).pending
+        while pending:
+            if time.monotonic() - start > limit:
+                return first, None
+            time.sleep(0.1)
+            pending = store.embedding_status(tenant).pending
+        return first, time.monotonic() - start
+    finally:
+        store.close()
 
 
 def _redact(db: str) -> str:

@@ -523,6 +523,12 @@ def _print_bench(report: dict[str, object]) -> None:
         f"{report['stored_writes']}, missing {report['missing_writes']}",
         highlight=False,
     )
+    drain = report.get("drain_s")
+    console.print(
+        f"  vectors pending at the end {report.get('pending_vectors_at_end')}, drained in "
+        + (f"{drain:.1f} s" if isinstance(drain, float) else "(not within the limit)"),
+        highlight=False,
+    )
     server_cpu = report.get("server_cpu_ms_per_request")
     if isinstance(server_cpu, float):
         console.print(

@@ -130,6 +130,11 @@ class PostgresStore:
             "connect_timeout": max(1, int(connect_timeout)),
         }
         self._setup(url, schema, kwargs)
+        if self._iterative_scan:
+            # For every connection of the pool, so a vector search is one statement in
+            # autocommit (a SET LOCAL needed a transaction: four round trips, not one).
+            # Before the URL's options, which may still override it.
+            kwargs["options"] = f"-c hnsw.iterative_scan=relaxed_order {options}"
         self._pool = ConnectionPool(
             url,
             kwargs=kwargs,
@@ -381,17 +386,16 @@ class PostgresStore:
         where, params = filter_sql(flt, _now())
         probe = vector_text(query)
         distance = f"v.vec::vector({dim}) <=> %s::vector({dim})"
-        with self._tx("vector search") as cur:
-            if self._iterative_scan:
-                cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            rows = cur.execute(
-                f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d FROM vectors v "
-                "JOIN memories m ON m.tenant = v.tenant AND m.id = v.memory_id "
-                f"WHERE v.dim = {dim} AND v.tenant = %s AND {where} "
-                f"ORDER BY {distance} LIMIT %s) "
-                "SELECT id, 1 - d FROM c ORDER BY d, seq",
-                (probe, flt.scope.tenant, *params, probe, limit),
-            ).fetchall()
+        # pgvector >= 0.8 scans its HNSW index iteratively under the filter (set for the
+        # pool's connections), so a scope's hits are not cut short by other scopes'.
+        rows = self._read(
+            f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d FROM vectors v "
+            "JOIN memories m ON m.tenant = v.tenant AND m.id = v.memory_id "
+            f"WHERE v.dim = {dim} AND v.tenant = %s AND {where} "
+            f"ORDER BY {distance} LIMIT %s) "
+            "SELECT id, 1 - d FROM c ORDER BY d, seq",
+            (probe, flt.scope.tenant, *params, probe, limit),
+        )
         return [Ranked(r[0], float(r[1])) for r in rows]
 
     # -- vectors -------------------------------------------------------------

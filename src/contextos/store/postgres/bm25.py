@@ -51,8 +51,8 @@ WITH q AS (
     WHERE m.tsv @@ to_tsquery('{TS_CONFIG}', %s) AND {where}
 ), tf AS (
     SELECT c.id, c.seq, u.lexeme, c.ntok::float8 AS dl,
-        (SELECT sum(CASE x WHEN 'A' THEN 1.0 WHEN 'B' THEN {float(context_weight)!r} ELSE 0 END)
-           FROM unnest(u.weights) AS x)::float8 AS f
+        (cardinality(array_positions(u.weights, 'A'))
+            + {float(context_weight)!r} * cardinality(array_positions(u.weights, 'B')))::float8 AS f
     FROM cand c, LATERAL unnest(c.tsv) AS u
     WHERE u.lexeme IN (SELECT lx FROM q)
 ), df AS (

@@ -398,9 +398,16 @@ class SQLiteStore:
         index = self._fresh_index(len(vector))
         now = time.time()
         query = np.asarray(vector, dtype=np.float32)
-        # The index pre-filters scope, type and time; every hit is then checked against
-        # the whole filter in SQL (metadata too), so nothing stale or foreign survives.
-        fetch = limit if not flt.metadata else limit * 4
+        if not flt.metadata:
+            # The index was brought up to date just now, and it tests everything else a
+            # filter holds (tenant, user, agent, session, type, times, validity; a
+            # record's scope never changes) as SQL would: re-checking each hit in SQL
+            # cost a tenth of a search. A record deleted since is dropped by the
+            # retriever's fetch, which re-checks every candidate against the filter.
+            return [Ranked(i, score) for i, score in index.search(query, flt, limit=limit, now=now)]
+        # Metadata is not in the index: hits are checked against the whole filter in
+        # SQL, fetching deeper while the check drops some.
+        fetch = limit * 4
         while True:
             hits = index.search(query, flt, limit=fetch, now=now)
             kept = self._still_matching(flt, hits)

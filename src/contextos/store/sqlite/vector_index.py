@@ -165,7 +165,7 @@ class VectorIndex:
         self, query: npt.NDArray[np.float32], flt: Filter, *, limit: int, now: float
     ) -> list[tuple[str, float]]:
         """Top ``limit`` (id, cosine) pairs among vectors that pass the filter's
-        scope, type and time parts (the store re-checks the whole filter in SQL).
+        scope, type, time and validity parts (the store checks a metadata filter in SQL).
         Equal scores keep insertion order."""
         if limit <= 0:
             return []
