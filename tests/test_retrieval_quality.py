@@ -23,6 +23,7 @@ from contextos.bench.locomo_memory import ingest_beside, stored_records
 from contextos.embed import make_embedder
 from contextos.memory import TURN_FACTS_RETRIEVAL, Memory, RetrievalConfig
 from contextos.memory.render import embedding_text
+from contextos.memory.turn_vectors import embed_records
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,7 +68,17 @@ class Stored:
     convs: list[LocomoConversation]
     rows: list[Row]  # the full pipeline's scored questions
     beside: list[Row]  # a memory with the turns' facts beside them (turn_facts=True)
+    no_fact_vectors: list[Row]  # the turns embedded with their facts' text, not their vectors
     unexpanded: list[Row]  # the same turns embedded without their facts
+
+
+def embed_without_fact_vectors(memory: Memory, convs: list[LocomoConversation]) -> None:
+    """Re-embed every stored turn from its text and facts alone (``fact_weight=0``)."""
+    records = [r for c in convs for r in stored_records(memory, c)]
+    vectors = embed_records(memory.embedder.embed, records, fact_weight=0.0)
+    memory.store.set_vectors(
+        memory.tenant, [r.id for r in records], vectors, memory.embedder.model_id
+    )
 
 
 def embed_unexpanded(memory: Memory, convs: list[LocomoConversation]) -> None:
@@ -96,10 +107,13 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
                 ingest_beside(beside, conv, [])
                 ingest(plain, conv, [])
             assert all(x.flush(timeout=600) for x in (m, beside, plain))
-            embed_unexpanded(plain, convs)
             beside_rows = evaluate(beside, convs, TURN_FACTS_RETRIEVAL)
+            embed_without_fact_vectors(plain, convs)
+            no_fact_vector_rows = evaluate(plain, convs, DEFAULT)
+            embed_unexpanded(plain, convs)
             plain_rows = evaluate(plain, convs, DEFAULT)
-        yield Stored(m, convs, evaluate(m, convs, DEFAULT), beside_rows, plain_rows)
+        rows = evaluate(m, convs, DEFAULT)
+        yield Stored(m, convs, rows, beside_rows, no_fact_vector_rows, plain_rows)
     finally:
         m.close()
 
