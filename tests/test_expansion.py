@@ -142,4 +142,4 @@ def test_an_embedder_returning_the_wrong_count_is_an_error(tmp_path: Path) -> No
     with memory(tmp_path / "m.db") as m:
         turn = add_turn(m, TURN)
         with pytest.raises(ValueError, match="embedder returned shape"):
-            embed_records(lambda texts: HashEmbedder().embed(texts[:1]), [turn])
+            embed_records(lambda texts: HashEmbedder().embed(texts)[:-1], [turn])
