@@ -24,9 +24,9 @@ from contextos.memory import Memory
 from contextos.memory.render import RENDERING, render
 from contextos.store.base import Patch, Store
 from contextos.store.sqlite import SQLiteStore
-from contextos.store.sqlite.schema import MIGRATIONS, _statements
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord, TokenCount, content_hash
+from store_support import sqlite_file_at
 
 CL100K = f"cl100k_base/{RENDERING}"
 
@@ -169,11 +169,7 @@ def test_a_row_without_a_count_is_counted_when_read(memory: Memory) -> None:
 
 def test_rows_of_a_database_from_before_counts_are_counted_when_read(tmp_path: Path) -> None:
     path = tmp_path / "v6.db"
-    con = sqlite3.connect(path)
-    for script in MIGRATIONS[:6]:
-        for statement in _statements(script):
-            con.execute(statement)
-    con.execute("PRAGMA user_version = 6")
+    con = sqlite_file_at(path, 6)
     con.execute(
         "INSERT INTO memories (id, tenant, user_id, memory_type, text, metadata, created_at, "
         "updated_at, event_time, hash) VALUES ('m1', 'default', 'ana', 'episodic', "
@@ -206,11 +202,7 @@ def test_sqlite_writes_survive_a_schema_change_by_another_connection(
     schema (the server creates its key table in the file after the store opened it)."""
     path = tmp_path / "s.db"
     if start == "version 6":
-        con = sqlite3.connect(path)
-        for script in MIGRATIONS[:6]:
-            for statement in _statements(script):
-                con.execute(statement)
-        con.execute("PRAGMA user_version = 6")
+        con = sqlite_file_at(path, 6)
         con.commit()
         con.close()
     store = SQLiteStore(path)

@@ -119,9 +119,12 @@ def _calibrate(
     """The int8 graph's calibration (``onnx_graph.build_model``): the float32 graph of
     ``t`` with its probes, run on :data:`CALIBRATION_TEXTS`; each probe's largest
     magnitude per channel over the real tokens."""
-    from .onnx_graph import PROBES, build_graph
+    from .onnx_graph import PROBES, build_model
+    from .onnx_proto import serialize
 
-    session = ort.InferenceSession(build_graph(t, probes=True), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        serialize(build_model(t, probes=True)), providers=["CPUExecutionProvider"]
+    )
     encodings = tokenizer.encode_batch(list(CALIBRATION_TEXTS))
     width = max(len(e.ids) for e in encodings)
     ids = np.zeros((len(encodings), width), dtype=np.int64)

@@ -149,7 +149,7 @@ def ensure_graph(
     t = read_safetensors(weights)
     calibration = calibrate(t) if int8 and calibrate is not None else None
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, build_graph(t, int8=int8, calibration=calibration))
+    _write_atomically(target, serialize(build_model(t, int8=int8, calibration=calibration)))
     return target
 
 
@@ -393,14 +393,3 @@ def build_model(
         producer_name="contextos",
         opsets={MS_DOMAIN: MS_OPSET},
     )
-
-
-def build_graph(
-    t: dict[str, npt.NDArray[Any]],
-    *,
-    int8: bool = False,
-    calibration: Mapping[str, npt.NDArray[Any]] | None = None,
-    probes: bool = False,
-) -> bytes:
-    """The serialized ONNX model of :func:`build_model`, as onnxruntime loads it."""
-    return serialize(build_model(t, int8=int8, calibration=calibration, probes=probes))
