@@ -30,13 +30,7 @@ import numpy as np
 
 from contextos.errors import MissingExtraError, NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import (
-    EmbeddingStatus,
-    Patch,
-    Quarantined,
-    Ranked,
-    Vector,
-)
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (

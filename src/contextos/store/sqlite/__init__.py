@@ -32,13 +32,7 @@ import numpy as np
 
 from contextos.errors import NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import (
-    EmbeddingStatus,
-    Patch,
-    Quarantined,
-    Ranked,
-    Vector,
-)
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
