@@ -53,7 +53,16 @@ from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.render import render as render_memory
 from contextos.store.base import Store
-from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn, scope_ids
+from contextos.types import (
+    Hit,
+    MemoryRecord,
+    Message,
+    Scope,
+    ScopeIds,
+    Turn,
+    scope_id,
+    scope_ids,
+)
 
 _META_KEY = "history"
 
@@ -97,8 +106,11 @@ def search_scope(user_id: str | None, agent_id: str | None, session_id: str | No
     """Keyword arguments for ``Memory.search``: long-term memory spans sessions.
 
     Search the user's (or agent's) memories across all their sessions, and
-    narrow to the session only when it is the sole scope given.
+    narrow to the session only when it is the sole scope given. The session id is
+    checked by the one rule (``scope_id``) even when it is dropped: a blank one is
+    refused, never silently ignored.
     """
+    scope_id(session_id, "session_id")
     only_session = user_id is None and agent_id is None
     return scope_ids(user_id, agent_id, session_id if only_session else None)
 
