@@ -9,9 +9,10 @@ Every test runs on SQLite and PostgreSQL (``source scripts/postgres.sh start``).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from contextos import Filter, Scope
+from contextos.errors import ProviderError
 from contextos.llm.tokens import CharEstimateTokenizer, default_tokenizer
 from contextos.memory import Memory
+from contextos.memory.record_tokens import rendering_digest
 from contextos.memory.render import RENDERING, render
 from contextos.store.base import Patch, Store
 from contextos.store.sqlite import SQLiteStore
@@ -40,6 +43,16 @@ def memory(store: Store) -> Iterator[Memory]:
 
 def _exact(record: MemoryRecord) -> int:
     return default_tokenizer().count(render(record))
+
+
+def _stamp(record: MemoryRecord) -> str:
+    """What this Memory stamps on its count of ``record``: tokenizer, rendering version
+    and the digest of the rendering it counted."""
+    return f"{CL100K}/{rendering_digest(render(record))}"
+
+
+def _counted(record: MemoryRecord) -> TokenCount:
+    return TokenCount(_exact(record), _stamp(record))
 
 
 def _stored(memory: Memory, memory_id: str) -> MemoryRecord:
@@ -74,7 +87,7 @@ def test_add_stores_the_count_of_the_rendering(memory: Memory) -> None:
     # the date, the speaker and the caption are counted: what the window sends
     rendered = "[2023-05-08] Ana: I adopted a dog named Rex (image: a puppy on a sofa)"
     assert render(stored) == rendered
-    assert stored.token_count == TokenCount(_exact(stored), CL100K)
+    assert stored.token_count == _counted(stored)
     assert rec.token_count == stored.token_count  # add returns what it stored
     (hit,) = memory.search("dog Rex", user_id="ana")
     assert hit.tokens == stored.token_count.tokens
@@ -82,7 +95,8 @@ def test_add_stores_the_count_of_the_rendering(memory: Memory) -> None:
 
 def test_search_reads_the_stored_count_instead_of_counting(memory: Memory) -> None:
     # A count under this Memory's stamp is taken as it is: 999 is not the rendering's.
-    memory.store.put([_record("we walked Rex on the beach", count=TokenCount(999, CL100K))])
+    walked = _record("we walked Rex on the beach")
+    memory.store.put([replace(walked, token_count=TokenCount(999, _stamp(walked)))])
     (hit,) = memory.search("Rex beach", user_id="ana")
     assert hit.tokens == 999
     assert memory.search("Rex beach", user_id="ana", token_budget=998) == []
@@ -106,7 +120,7 @@ def test_inferred_and_side_facts_are_stored_with_their_own_counts(memory: Memory
     everything = memory.store.list(Filter(scope=Scope(user_id="ana")), limit=100)
     assert written and len(everything) > len(written) + 2  # the turns' facts are there
     for record in everything:
-        assert record.token_count == TokenCount(_exact(record), CL100K), record.text
+        assert record.token_count == _counted(record), record.text
 
 
 def test_an_update_of_what_is_rendered_is_counted_again(memory: Memory) -> None:
@@ -115,14 +129,14 @@ def test_an_update_of_what_is_rendered_is_counted_again(memory: Memory) -> None:
     longer = "Rex is a three year old border collie who loves the beach at dawn"
     updated = memory.update(rec.id, longer)
     stored = _stored(memory, rec.id)
-    assert stored.token_count == TokenCount(_exact(stored), CL100K) == updated.token_count
+    assert stored.token_count == _counted(stored) == updated.token_count
     assert before is not None and stored.token_count.tokens > before.tokens
     (hit,) = memory.search("border collie", user_id="ana")
     assert hit.tokens == _exact(stored)
     # a speaker in metadata changes the rendering ("Ana: Rex is ...") and the count
     memory.update(rec.id, metadata={"speaker": "Ana Maria Gonçalves"})
     spoken = _stored(memory, rec.id)
-    assert spoken.token_count == TokenCount(_exact(spoken), CL100K)
+    assert spoken.token_count == _counted(spoken)
     assert spoken.token_count.tokens > stored.token_count.tokens
 
 
@@ -150,13 +164,18 @@ def test_a_memory_with_another_tokenizer_counts_for_itself(memory: Memory) -> No
     )
     stored = _stored(memory, rec.id)
     (hit,) = chars.search("Rex beach", user_id="ana")
-    assert stored.token_count is not None and stored.token_count.counted_with == CL100K
+    assert stored.token_count is not None and stored.token_count.counted_with == _stamp(stored)
     assert hit.tokens == (len(render(stored)) + 3) // 4 != stored.token_count.tokens
-    # nor a count of another rendering version, even by the same tokenizer
+    # nor a count of another rendering version, or stamped before counts named what
+    # they counted (no digest), even by the same tokenizer
     gulls = _record("Rex barks at gulls", count=TokenCount(999, "cl100k_base/r0"))
     memory.store.put([gulls])
     old = next(h for h in memory.search("gulls", user_id="ana") if h.record.id == gulls.id)
     assert old.tokens == _exact(gulls) != 999
+    undigested = _record("Rex digs under the fence", count=TokenCount(999, CL100K))
+    memory.store.put([undigested])
+    dug = next(h for h in memory.search("digs", user_id="ana") if h.record.id == undigested.id)
+    assert dug.tokens == _exact(undigested) != 999
 
 
 def test_a_row_without_a_count_is_counted_when_read(memory: Memory) -> None:
@@ -183,7 +202,7 @@ def test_rows_of_a_database_from_before_counts_are_counted_when_read(tmp_path: P
         (hit,) = m.search("crab", user_id="ana")
         assert hit.tokens == _exact(old)
         m.update("m1", "Rex chased two crabs")  # its next write stores its count
-        assert _stored(m, "m1").token_count == TokenCount(_exact(_stored(m, "m1")), CL100K)
+        assert _stored(m, "m1").token_count == _counted(_stored(m, "m1"))
 
 
 def test_the_count_is_a_cache_not_part_of_the_record() -> None:
@@ -219,3 +238,105 @@ def test_sqlite_writes_survive_a_schema_change_by_another_connection(
         assert store.get(record.tenant, record.id) is None
     finally:
         store.close()
+
+
+# -- other writers and failing counters -------------------------------------------------
+
+
+def _foreign_sql(store: Store, sql: str, params: Sequence[object]) -> None:
+    """Run ``sql`` (``?`` marks) on ``store``'s database through a connection of its own,
+    as another process would (an older contextos, a hand-written fix), giving up after
+    half a second if the row or file is locked."""
+    if isinstance(store, SQLiteStore):
+        con = sqlite3.connect(store.path, timeout=0.5)
+        try:
+            con.execute(sql, params)
+            con.commit()
+        finally:
+            con.close()
+        return
+    from pg_support import connect
+
+    schema = getattr(store, "schema", None)
+    with connect(os.environ["CONTEXTOS_TEST_PG_URL"], schema) as con:
+        con.execute("SET lock_timeout = 500")
+        con.execute(sql.replace("?", "%s"), params)
+
+
+def test_a_count_another_writer_left_stale_is_counted_again(memory: Memory) -> None:
+    """A writer that changes the text but not the count (a process of the version before
+    counts, plain SQL) leaves a count with a valid tokenizer stamp; its digest no longer
+    matches the rendering, so the budget cut counts the row instead of trusting it."""
+    (rec,) = memory.add("short note about tea", user_id="ana")
+    assert rec.token_count is not None and rec.token_count.tokens < 10
+    _foreign_sql(memory.store, "UPDATE memories SET text = ? WHERE id = ?", ("tea " * 500, rec.id))
+    stored = _stored(memory, rec.id)
+    assert stored.token_count == rec.token_count  # the stale count is still there
+    assert memory.search("tea", user_id="ana", token_budget=100) == []
+    (hit,) = memory.search("tea", user_id="ana")
+    assert hit.tokens == _exact(stored) > 100
+
+
+class _Counter(CharEstimateTokenizer):
+    """A tokenizer (the seam) that runs ``during`` while it counts, or fails like a remote
+    ``count_tokens`` answering 429."""
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.during: Callable[[], None] = lambda: None
+
+    def count(self, text: str) -> int:
+        self.during()
+        if self.fail:
+            raise ProviderError("count_tokens: 429 rate limited")
+        return super().count(text)
+
+
+def test_a_failing_counter_stores_no_count_and_loses_no_write(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    counter = _Counter()
+    with Memory(
+        store=store, embedder=HashEmbedder(), background_embedding=False, tokenizer=counter
+    ) as m:
+        counter.fail = True
+        (rec,) = m.add("I like tea", user_id="ana")
+        assert _stored(m, rec.id).token_count is None
+        m.update(rec.id, "I like green tea from Japan")
+        (fact,) = m.add("Ana lives in Porto", user_id="ana", infer=True)
+        assert _stored(m, rec.id).text == "I like green tea from Japan"
+        assert _stored(m, rec.id).token_count is None and _stored(m, fact.id).token_count is None
+        warned = [r for r in caplog.records if "storing no token count" in r.getMessage()]
+        assert [r.levelname for r in warned] == ["WARNING", "DEBUG", "DEBUG"][: len(warned)]
+        assert warned and warned[0].levelname == "WARNING"
+        counter.fail = False
+        hit = next(h for h in m.search("green tea", user_id="ana") if h.record.id == rec.id)
+        assert hit.tokens == (len(render(_stored(m, rec.id))) + 3) // 4
+
+
+def test_an_update_counts_outside_the_write_lock(store: Store) -> None:
+    """The counter runs before the write transaction: another writer can change the row
+    while it counts (inside the lock it would wait, and give up after 0.5 s). What it
+    counted is then not what is stored, and the digest tells the reader so."""
+    counter = _Counter()
+    with Memory(
+        store=store, embedder=HashEmbedder(), background_embedding=False, tokenizer=counter
+    ) as m:
+        (rec,) = m.add("Rex", user_id="ana")
+        long_name = "Ana Maria Gonçalves da Silva Pereira"
+
+        def other_writer() -> None:
+            counter.during = lambda: None
+            _foreign_sql(
+                m.store,
+                "UPDATE memories SET metadata = ? WHERE id = ?",
+                (f'{{"speaker": "{long_name}"}}', rec.id),
+            )
+
+        counter.during = other_writer
+        m.update(rec.id, "Rex sleeps")
+        stored = _stored(m, rec.id)
+        assert stored.text == "Rex sleeps" and stored.metadata == {"speaker": long_name}
+        (hit,) = m.search("Rex sleeps", user_id="ana")
+        assert hit.tokens == (len(render(stored)) + 3) // 4
+        assert stored.token_count is not None and hit.tokens != stored.token_count.tokens

@@ -88,6 +88,23 @@ class Scope:
         scope_id(self.agent_id, "agent_id")
         scope_id(self.session_id, "session_id")
 
+    @classmethod
+    def stored(
+        cls, tenant: str, user_id: str | None, agent_id: str | None, session_id: str | None
+    ) -> Scope:
+        """The scope of a stored row, as an earlier version wrote it, without the id
+        rule: the rule is for ids coming in, and a row written before it (a blank
+        agent id put through ``Store.put``) must still be read, not fail every
+        search, get and list that meets it."""
+        scope = object.__new__(cls)
+        for name, value in zip(
+            ("tenant", "user_id", "agent_id", "session_id"),
+            (tenant, user_id, agent_id, session_id),
+            strict=True,
+        ):
+            object.__setattr__(scope, name, value)
+        return scope
+
     def is_scoped(self) -> bool:
         """True when at least one of user/agent/session narrows the tenant."""
         return any(v is not None for v in self.within_tenant())

@@ -24,8 +24,9 @@ from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, TokenCou
 Vector = npt.NDArray[np.float32]
 
 #: A record's count of tokens, made by its writer (``Memory``) and stored with the row:
-#: counted once at write time instead of on every search that returns it.
-TokenCounter = Callable[[MemoryRecord], TokenCount]
+#: counted once at write time instead of on every search that returns it. None when
+#: it could not count (the row is then counted when read).
+TokenCounter = Callable[[MemoryRecord], TokenCount | None]
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,11 @@ class Store(Protocol):
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
 
         A patch of what the rendering reads (text, metadata, event time) stores
-        ``count`` of the updated record as its token count, in the same transaction
-        (none without ``count``: a reader counts it then).
+        ``count`` of the updated record as its token count, in the same UPDATE (none
+        without ``count``: a reader counts it then). ``count`` runs before the write
+        transaction opens, so a slow tokenizer holds no lock; its count is stamped
+        with a digest of what it counted, so if another writer changed the row
+        meanwhile a reader sees it does not match and counts again.
 
         Raises NotFound when the id is not in this tenant.
         """

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -44,6 +45,18 @@ RECORD_FIELDS = (
     "token_count",
     "token_counter",
 )
+
+
+def patched(record: MemoryRecord, patch: Patch) -> MemoryRecord:
+    """``record`` with ``patch``'s rendered fields applied, as the store will write
+    them (metadata is replaced whole, like the UPDATE does): what the count counts."""
+    return replace(
+        record,
+        text=record.text if patch.text is None else patch.text,
+        metadata=record.metadata if patch.metadata is None else patch.metadata,
+        event_time=record.event_time if patch.event_time is None else patch.event_time,
+    )
+
 
 #: The patch fields a memory's rendering reads (``memory.render``: text, speaker and
 #: caption in metadata, the date of ``event_time``). A patch of any of them makes the
@@ -94,7 +107,7 @@ def record_from_values(
     return MemoryRecord(
         id=mid,
         text=text,
-        scope=Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id),
+        scope=Scope.stored(tenant, user_id, agent_id, session_id),
         memory_type=mtype,
         metadata=from_json(metadata),
         created_at=time(created),
@@ -209,17 +222,12 @@ class RecordUpdate(ABC):
         *,
         now: object,
         actor: str,
-        count: TokenCounter | None = None,
     ) -> MemoryRecord:
-        """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`) to one
-        memory and return the record as stored: read it under the row lock, drop its
-        vector if the text changes (the vector described the old text), write the
-        patch, and log the change in the memory's history (:func:`update_event`).
-
-        A patch that changes the rendering (``RENDERED_FIELDS``) replaces the stored
-        token count with ``count`` of the record as written, or clears it without
-        ``count``. Counted here, under the row lock, it is the count of exactly the
-        row stored, whatever another process patched before."""
+        """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
+        token count columns when it changes the rendering) to one memory and return
+        the record as stored: read it under the row lock, drop its vector if the text
+        changes (the vector described the old text), write the patch in one UPDATE,
+        and log the change in the memory's history (:func:`update_event`)."""
         found = self.locked(tenant, memory_id)
         if found is None:
             raise NotFound(f"no memory {memory_id!r}")
@@ -227,13 +235,6 @@ class RecordUpdate(ABC):
         if patch.text not in (None, old.text):
             self.drop_vector(key)
         new = self.write(key, *sets)
-        if any(getattr(patch, f) is not None for f in RENDERED_FIELDS):
-            counted = count(new) if count is not None else None
-            new = self.write(
-                key,
-                [f"token_count = {self.mark}", f"token_counter = {self.mark}"],
-                [counted.tokens, counted.counted_with] if counted else [None, None],
-            )
         self.cur.execute(
             insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
         )
@@ -406,10 +407,33 @@ class PatchUpdates(ABC):
         actor: str = "api",
         count: TokenCounter | None = None,
     ) -> MemoryRecord:
-        """See ``Store.update``."""
-        now, sets = self._patch_sets(patch)
+        """See ``Store.update``.
+
+        A patch that changes the rendering (``RENDERED_FIELDS``) replaces the stored
+        token count with ``count`` of the patched record, or clears it without
+        ``count``, in the patch's own UPDATE. The count is made before the write
+        transaction opens (a tokenizer may be slow or remote, and the transaction
+        holds the store's write lock), from the row as read then: if another writer
+        changes the row in between, the count's digest (``memory.record_tokens``) no
+        longer matches what is stored and a reader counts it again."""
+        now, (sets, params) = self._patch_sets(patch)
+        recount = any(getattr(patch, f) is not None for f in RENDERED_FIELDS)
+        counted = None
+        if recount and count is not None:
+            current = self.get(tenant, memory_id)
+            if current is None:
+                raise NotFound(f"no memory {memory_id!r}")
+            counted = count(patched(current, patch))
         with self._updating() as steps:
-            return steps.apply(tenant, memory_id, patch, sets, now=now, actor=actor, count=count)
+            if recount:
+                sets = [*sets, f"token_count = {steps.mark}", f"token_counter = {steps.mark}"]
+                params = [*params, counted.tokens if counted else None]
+                params.append(counted.counted_with if counted else None)
+            return steps.apply(tenant, memory_id, patch, (sets, params), now=now, actor=actor)
+
+    @abstractmethod
+    def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
+        """See ``Store.get``."""
 
     @abstractmethod
     def _patch_sets(self, patch: Patch) -> tuple[object, tuple[list[str], list[object]]]:
