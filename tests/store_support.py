@@ -1,10 +1,15 @@
-"""SQLite files as an older contextos left them, for the upgrade tests."""
+"""SQLite files as an older contextos left them, for the upgrade tests; rows written
+behind a store's back, as another process or an older version would."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
+from contextos.store.base import Store
+from contextos.store.sqlite import SQLiteStore
 from contextos.store.sqlite.schema import MIGRATIONS, _statements
 
 
@@ -18,3 +23,23 @@ def sqlite_file_at(path: Path, version: int) -> sqlite3.Connection:
             con.execute(statement)
     con.execute(f"PRAGMA user_version = {int(version)}")
     return con
+
+
+def foreign_sql(store: Store, sql: str, params: Sequence[object]) -> None:
+    """Run ``sql`` (``?`` marks) on ``store``'s database through a connection of its own,
+    as another process would (an older contextos, a hand-written fix), giving up after
+    half a second if the row or file is locked."""
+    if isinstance(store, SQLiteStore):
+        con = sqlite3.connect(store.path, timeout=0.5)
+        try:
+            con.execute(sql, params)
+            con.commit()
+        finally:
+            con.close()
+        return
+    from pg_support import connect
+
+    schema = getattr(store, "schema", None)
+    with connect(os.environ["CONTEXTOS_TEST_PG_URL"], schema) as con:
+        con.execute("SET lock_timeout = 500")
+        con.execute(sql.replace("?", "%s"), params)

@@ -9,10 +9,9 @@ Every test runs on SQLite and PostgreSQL (``source scripts/postgres.sh start``).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +28,7 @@ from contextos.store.base import Patch, Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord, TokenCount, content_hash
-from store_support import sqlite_file_at
+from store_support import foreign_sql, sqlite_file_at
 
 CL100K = f"cl100k_base/{RENDERING}"
 
@@ -243,33 +242,13 @@ def test_sqlite_writes_survive_a_schema_change_by_another_connection(
 # -- other writers and failing counters -------------------------------------------------
 
 
-def _foreign_sql(store: Store, sql: str, params: Sequence[object]) -> None:
-    """Run ``sql`` (``?`` marks) on ``store``'s database through a connection of its own,
-    as another process would (an older contextos, a hand-written fix), giving up after
-    half a second if the row or file is locked."""
-    if isinstance(store, SQLiteStore):
-        con = sqlite3.connect(store.path, timeout=0.5)
-        try:
-            con.execute(sql, params)
-            con.commit()
-        finally:
-            con.close()
-        return
-    from pg_support import connect
-
-    schema = getattr(store, "schema", None)
-    with connect(os.environ["CONTEXTOS_TEST_PG_URL"], schema) as con:
-        con.execute("SET lock_timeout = 500")
-        con.execute(sql.replace("?", "%s"), params)
-
-
 def test_a_count_another_writer_left_stale_is_counted_again(memory: Memory) -> None:
     """A writer that changes the text but not the count (a process of the version before
     counts, plain SQL) leaves a count with a valid tokenizer stamp; its digest no longer
     matches the rendering, so the budget cut counts the row instead of trusting it."""
     (rec,) = memory.add("short note about tea", user_id="ana")
     assert rec.token_count is not None and rec.token_count.tokens < 10
-    _foreign_sql(memory.store, "UPDATE memories SET text = ? WHERE id = ?", ("tea " * 500, rec.id))
+    foreign_sql(memory.store, "UPDATE memories SET text = ? WHERE id = ?", ("tea " * 500, rec.id))
     stored = _stored(memory, rec.id)
     assert stored.token_count == rec.token_count  # the stale count is still there
     assert memory.search("tea", user_id="ana", token_budget=100) == []
@@ -327,7 +306,7 @@ def test_an_update_counts_outside_the_write_lock(store: Store) -> None:
 
         def other_writer() -> None:
             counter.during = lambda: None
-            _foreign_sql(
+            foreign_sql(
                 m.store,
                 "UPDATE memories SET metadata = ? WHERE id = ?",
                 (f'{{"speaker": "{long_name}"}}', rec.id),

@@ -24,6 +24,9 @@ from contextos.agent.tools import scoped_tools
 from contextos.engine.context import SessionContext
 from contextos.engine.session import Session, search_scope
 from contextos.memory import Memory
+from contextos.store.base import Store
+from contextos.testing.embedders import HashEmbedder
+from store_support import foreign_sql
 
 BLANKS = ["", "   ", "\t\n"]
 OTHER = {"user_id": "ana", "agent_id": "bot", "session_id": "s1"}
@@ -149,6 +152,22 @@ def test_search_scope_refuses_a_blank_session_id_it_would_drop() -> None:
             search_scope(None, "bot", bad)
     assert search_scope("ana", None, "s1") == contextos.types.scope_ids("ana")
     assert search_scope(None, None, "s1") == contextos.types.scope_ids(None, None, "s1")
+
+
+def test_a_stored_row_with_a_blank_id_is_read_not_refused(store: Store) -> None:
+    """The rule is for ids coming in. A row an older version wrote with a blank agent id
+    (``Store.put`` had no rule) must not fail every search, get and list of its user."""
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
+        (legacy,) = m.add("tea with the agent", user_id="u1", agent_id="bot")
+        (plain,) = m.add("tea for u1", user_id="u1")
+        foreign_sql(store, "UPDATE memories SET agent_id = ? WHERE id = ?", (" ", legacy.id))
+        got = store.get(m.tenant, legacy.id)
+        assert got is not None and got.scope.agent_id == " "
+        assert {h.record.id for h in m.search("tea", user_id="u1")} == {legacy.id, plain.id}
+        assert {r.id for r in m.get_all(user_id="u1")} == {legacy.id, plain.id}
+        assert m.get(legacy.id).text == "tea with the agent"
+        with pytest.raises(ScopeError, match="agent_id is empty or blank"):
+            m.search("tea", user_id="u1", agent_id=" ")  # still refused coming in
 
 
 # -- CLI --------------------------------------------------------------------------------
