@@ -8,6 +8,7 @@ LoCoMo with the real embedder is pinned in tests/test_retrieval_quality.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from contextos.memory import Memory, RetrievalConfig
-from contextos.memory.expansion import expansion_facts, is_conversation_turn
+from contextos.memory.expansion import MAX_TURN_FACTS, expansion_facts, is_conversation_turn
+from contextos.memory.infer import facts_beside
 from contextos.memory.render import embedding_text, render
 from contextos.memory.turn_vectors import FACT_VECTOR_WEIGHT, embed_records, facts_of_turn
 from contextos.testing.embedders import HashEmbedder
@@ -74,7 +76,7 @@ def test_a_turn_is_embedded_with_its_dated_facts_and_stored_verbatim(tmp_path: P
         assert "7 May" not in render(hit.record)
         # ... what was embedded is the turn and its facts, and the facts alone.
         assert hit.relevance == pytest.approx(stored_cosine(query, turn), abs=1e-5)
-        assert abs(hit.relevance - cosine(query, text)) > 1e-3
+        assert hit.relevance is not None and abs(hit.relevance - cosine(query, text)) > 1e-3
         assert cosine(query, text) > cosine(query, f"Ann: {TURN}") + 0.1
 
 
@@ -136,6 +138,31 @@ def test_only_a_turn_with_facts_gets_its_facts_vectors(tmp_path: Path) -> None:
         calls = emb.calls
         np.testing.assert_allclose(embed_records(emb.embed, [turn], fact_weight=0), plain[:1])
         assert emb.calls == calls + 1
+
+
+def test_a_long_turn_costs_a_bounded_number_of_embeddings(tmp_path: Path) -> None:
+    """The facts grow with the text; what is embedded for a turn does not: its text and
+    its first MAX_TURN_FACTS facts (appended, and as vectors of their own)."""
+    text = " ".join(
+        f"I visited the museum of town {i} with my sister Ann last week." for i in range(300)
+    )
+    sizes: list[int] = []
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        sizes.append(len(texts))
+        return HashEmbedder().embed(texts)
+
+    with memory(tmp_path / "m.db") as m:
+        turn = add_turn(m, text)
+        every = [f.text for f in facts_beside([turn])]
+        assert len(every) > 10 * MAX_TURN_FACTS  # the extractor finds them all
+        assert expansion_facts(turn) == every[:MAX_TURN_FACTS]
+        assert [f.text for f in facts_of_turn(turn)] == every[:MAX_TURN_FACTS]
+        assert embedding_text(turn).endswith(every[MAX_TURN_FACTS - 1])
+        embed_records(embed, [turn])
+        assert sizes == [1 + MAX_TURN_FACTS]
+        (hit,) = m.search("museum of town 7", user_id="u")  # stored, found
+        assert hit.record.id == turn.id
 
 
 def test_an_embedder_returning_the_wrong_count_is_an_error(tmp_path: Path) -> None:

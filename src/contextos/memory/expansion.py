@@ -36,9 +36,25 @@ def is_conversation_turn(record: MemoryRecord) -> bool:
     )
 
 
-def expansion_facts(record: MemoryRecord) -> list[str]:
-    """The offline extractor's facts of a conversation turn, to embed with it
-    (none for any other record, or when the turn holds no fact beyond itself)."""
+#: The most facts of one turn that are embedded with it (appended to its text, and as
+#: vectors of their own in ``turn_vectors``): the first ones, in the turn's order. The
+#: facts grow with the text, and without a bound one long message (the HTTP API takes
+#: 100,000 characters) cost its turn over a thousand embeddings in the store's one
+#: embedding worker, delaying every tenant's vectors. On the LoCoMo dev turns (2,760)
+#: the most facts of any turn is 7 (99th percentile 6), so this never binds on ordinary
+#: turns and their vectors are unchanged.
+MAX_TURN_FACTS = 12
+
+
+def turn_facts(record: MemoryRecord) -> list[MemoryRecord]:
+    """The offline extractor's facts of a conversation turn, as records, at most
+    ``MAX_TURN_FACTS`` (none for any other record, or when the turn holds no fact
+    beyond itself): what is embedded with the turn."""
     if not is_conversation_turn(record):
         return []
-    return [fact.text for fact in facts_beside([record])]
+    return facts_beside([record])[:MAX_TURN_FACTS]
+
+
+def expansion_facts(record: MemoryRecord) -> list[str]:
+    """The texts of ``turn_facts``: what ``embedding_text`` appends to a turn."""
+    return [fact.text for fact in turn_facts(record)]

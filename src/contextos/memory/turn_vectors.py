@@ -31,8 +31,7 @@ import numpy as np
 
 from ..embed import Vectors
 from ..types import MemoryRecord
-from .expansion import is_conversation_turn
-from .infer import facts_beside
+from .expansion import turn_facts
 from .render import embedding_text
 
 #: Weight of the sum of a turn's fact vectors added to the vector of its text. Chosen on
@@ -45,9 +44,11 @@ FACT_VECTOR_WEIGHT = 0.5
 
 
 def facts_of_turn(record: MemoryRecord) -> list[MemoryRecord]:
-    """The offline extractor's facts of a conversation turn, as records (none for any
-    other record): what ``embedding_text`` appends and what gets a vector of its own."""
-    return facts_beside([record]) if is_conversation_turn(record) else []
+    """The facts of a conversation turn (``expansion.turn_facts``, at most
+    ``MAX_TURN_FACTS``; none for any other record): what ``embedding_text`` appends
+    and what gets a vector of its own. A turn costs at most 1 + ``MAX_TURN_FACTS``
+    embeddings, however long its text."""
+    return turn_facts(record)
 
 
 def embed_records(
