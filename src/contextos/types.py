@@ -122,9 +122,10 @@ class Scope:
 @dataclass(frozen=True)
 class TokenCount:
     """The tokens of a memory's rendering, as counted when it was written, and what
-    counted it (``"<tokenizer name>/<rendering version>"``, see
-    :mod:`contextos.memory.record_tokens`): a reader with another tokenizer, or after
-    the rendering changed, counts again instead of trusting it."""
+    counted it and what it counted (``"<tokenizer name>/<rendering version>/<digest of
+    the rendering>"``, see :mod:`contextos.memory.record_tokens`): a reader with another
+    tokenizer, after the rendering changed, or reading a row another writer changed
+    since, counts again instead of trusting it."""
 
     tokens: int
     counted_with: str
