@@ -203,7 +203,7 @@ def test_temporal_weight_raises_dated_memories_for_when_questions(memory: Memory
         r = HybridRetriever(
             memory.store,
             memory.embedder,
-            count_tokens=memory.tokenizer.count,
+            tokenizer=memory.tokenizer,
             config=RetrievalConfig(temporal_weight=weight),
         )
         return r.search(question, flt, limit=2)[0].record.text

@@ -103,6 +103,17 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class TokenCount:
+    """The tokens of a memory's rendering, as counted when it was written, and what
+    counted it (``"<tokenizer name>/<rendering version>"``, see
+    :mod:`contextos.memory.record_tokens`): a reader with another tokenizer, or after
+    the rendering changed, counts again instead of trusting it."""
+
+    tokens: int
+    counted_with: str
+
+
+@dataclass(frozen=True)
 class MemoryRecord:
     """One stored memory: a turn (episodic), a fact (semantic) or a rule (procedural).
 
@@ -125,6 +136,9 @@ class MemoryRecord:
     provenance: tuple[str, ...] = ()
     context: str = ""
     hash: str = ""
+    #: A cache, not content: left out of equality and of ``to_dict``; None when the
+    #: writer did not count it (rows older than the count, writes outside ``Memory``).
+    token_count: TokenCount | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON data (times in ISO 8601): one shape for the CLI's

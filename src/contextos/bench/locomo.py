@@ -82,7 +82,7 @@ def evaluate(
 ) -> list[Row]:
     """Every question with evidence, answered by a retriever with ``config``, scored."""
     retriever = HybridRetriever(
-        memory.store, memory.embedder, config=config, count_tokens=memory.tokenizer.count
+        memory.store, memory.embedder, config=config, tokenizer=memory.tokenizer
     )
     rows: list[Row] = []
     for conv in convs:

@@ -38,6 +38,7 @@ from ..types import (
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
+from .record_tokens import RecordTokens
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
@@ -73,6 +74,8 @@ class Memory:
         self.store: Store = store or open_store(self.settings.db)
         self.embedder = embedder or make_embedder(self.settings.embedder)
         self.tokenizer = tokenizer or default_tokenizer()
+        #: Counts each record written (stored with it, so searches need not count it).
+        self.record_tokens = RecordTokens(self.tokenizer)
         self.extractor = extractor  # None: the offline extractor, for add(infer=True)
         self.reconciler = reconciler  # None: the heuristic reconciler
         #: Store the offline extractor's facts beside the turns of a session (see ``add``).
@@ -80,7 +83,7 @@ class Memory:
         if retrieval is None and turn_facts:
             retrieval = TURN_FACTS_RETRIEVAL
         self.retriever = HybridRetriever(
-            self.store, self.embedder, config=retrieval, count_tokens=self.tokenizer.count
+            self.store, self.embedder, config=retrieval, tokenizer=self.tokenizer
         )
         # A shared worker (one per store, e.g. in the server) is used but not owned.
         self._owns_worker = worker is None
@@ -176,7 +179,9 @@ class Memory:
                 facts_of.setdefault(str(fact.metadata["source"]), []).append(fact)
             new = [r for turn in new for r in (turn, *facts_of.get(turn.id, ()))]
         if new:
-            self.store.put(new)
+            counted = {r.id: self.record_tokens.counted(r) for r in new}
+            self.store.put(list(counted.values()))
+            records = [counted.get(r.id, r) for r in records]
             self._embed_later()
         return records
 
@@ -219,6 +224,7 @@ class Memory:
             extractor=extractor or self.extractor,
             reconciler=self.reconciler,
             first_seq=first_seq,
+            count=self.record_tokens,
         )
         self._embed_later()
         return written(outcomes)
@@ -268,7 +274,12 @@ class Memory:
         if text is not None:
             _check_text(text)
         before = self.store.get(self.tenant, memory_id) if text is not None else None
-        record = self.store.update(self.tenant, memory_id, Patch(text=text, metadata=metadata))
+        record = self.store.update(
+            self.tenant,
+            memory_id,
+            Patch(text=text, metadata=metadata),
+            count=self.record_tokens,
+        )
         if before is not None and before.text != record.text:
             # The facts stored beside a turn say what it said: re-derive them.
             facts = self._facts_of(before)
@@ -278,7 +289,7 @@ class Memory:
                 from .infer import facts_beside
 
                 if new := facts_beside([record]):
-                    self.store.put(new)
+                    self.store.put([self.record_tokens.counted(r) for r in new])
         self._embed_later()
         return record
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from contextos.text import sentences as S
 
-from ..store.base import Store
+from ..store.base import Store, TokenCounter
 from ..types import MemoryRecord, Message, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
@@ -112,6 +112,7 @@ def infer(
     extractor: Extractor | None = None,
     reconciler: Reconciler | None = None,
     first_seq: int | None = None,
+    count: TokenCounter | None = None,
 ) -> list[Outcome]:
     """Extract facts from ``messages``, reconcile them with ``opts.scope``'s memories, store them.
 
@@ -122,7 +123,8 @@ def infer(
 
     ``first_seq`` is the session position of the first message (None outside a
     session): facts are numbered by their source turn. Returns every decision
-    with the record it wrote or closed.
+    with the record it wrote or closed. ``count`` gives each record written its token
+    count.
     """
     now = datetime.now(UTC)
     default_time = opts.event_time or now
@@ -146,6 +148,7 @@ def infer(
             now=now,
             metadata=meta,
             contexts=contexts,
+            count=count,
         )
     return outcomes
 
@@ -217,6 +220,7 @@ def facts_beside(
                     metadata=fact_meta,
                     event_time=when,
                     hash=content_hash(cand.text),
+                    token_count=None,  # the turn's count is not the fact's
                 )
             )
     return out

@@ -29,7 +29,7 @@ from contextos.text.temporal import describe
 from ..embed import Embedder
 from ..errors import NotFound, ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..store.base import Patch, Store
+from ..store.base import Patch, Store, TokenCounter
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate
 
@@ -293,6 +293,7 @@ def apply(
     actor: str = "reconcile",
     metadata: Mapping[str, Any] | None = None,
     contexts: Mapping[str, str] | None = None,
+    count: TokenCounter | None = None,
 ) -> MemoryRecord | None:
     """Carry out ``decision`` on ``store`` within ``scope``; returns the record written or closed.
 
@@ -301,12 +302,13 @@ def apply(
     between leaves a duplicate rather than a lost fact. DELETE closes
     ``valid_to`` without erasing. NOOP changes nothing and returns None.
     A target outside ``scope`` (another tenant, user or agent) raises NotFound.
+    ``count`` gives each record written its token count (``Memory`` passes its own).
     """
     now = now or datetime.now(UTC)
     if decision.action == "NOOP":
         return None
     if decision.action == "ADD":
-        record = new_record(decision, scope, now, metadata, contexts)
+        record = counted(new_record(decision, scope, now, metadata, contexts), count)
         store.put([record], actor=actor)
         return record
     target_id = decision.target_id or ""
@@ -318,10 +320,18 @@ def apply(
     record = new_record(
         decision, scope, now, {**(metadata or {}), "supersedes": target_id}, contexts
     )
+    record = counted(record, count)
     store.put([record], actor=actor)
     closed = {**old.metadata, "superseded_by": record.id}
-    store.update(scope.tenant, target_id, Patch(valid_to=now, metadata=closed), actor=actor)
+    store.update(
+        scope.tenant, target_id, Patch(valid_to=now, metadata=closed), actor=actor, count=count
+    )
     return record
+
+
+def counted(record: MemoryRecord, count: TokenCounter | None) -> MemoryRecord:
+    """``record`` with ``count``'s token count (as it is without ``count``)."""
+    return record if count is None else replace(record, token_count=count(record))
 
 
 def _within(owner: Scope, scope: Scope) -> bool:
@@ -370,6 +380,7 @@ def reconcile(
     now: datetime | None = None,
     metadata: Mapping[str, Any] | None = None,
     contexts: Mapping[str, str] | None = None,
+    count: TokenCounter | None = None,
 ) -> list[Outcome]:
     """Decide and apply each candidate in turn against what ``scope`` already holds.
 
@@ -382,7 +393,8 @@ def reconcile(
     batch that is written with one ``put`` (one transaction instead of one per
     fact) and are shown to the reconciler beside the stored ones; the batch is
     written early when a decision needs to change one of its records. The
-    reconciler defaults to :class:`HeuristicReconciler`.
+    reconciler defaults to :class:`HeuristicReconciler`. ``count`` gives each record
+    written its token count.
     """
     decider = reconciler or HeuristicReconciler()
     now = now or datetime.now(UTC)
@@ -393,13 +405,21 @@ def reconcile(
         stored = find_similar(store, across, candidate.text, k=k, embedder=embedder)
         decision = decider.decide(candidate, _like(pending, candidate, k) + stored)
         if decision.action == "ADD":
-            pending.append(new_record(decision, scope, now, metadata, contexts))
+            pending.append(counted(new_record(decision, scope, now, metadata, contexts), count))
             outcomes.append(Outcome(decision, pending[-1]))
             continue
         if any(r.id == decision.target_id for r in pending):
             store.put(pending, actor="reconcile")
             pending = []
-        record = apply(decision, store, scope=scope, now=now, metadata=metadata, contexts=contexts)
+        record = apply(
+            decision,
+            store,
+            scope=scope,
+            now=now,
+            metadata=metadata,
+            contexts=contexts,
+            count=count,
+        )
         outcomes.append(Outcome(decision, record))
     if pending:
         store.put(pending, actor="reconcile")

@@ -14,6 +14,11 @@ from ..types import MemoryRecord
 #: first one set wins. Ingestion, extraction, inference and rendering all read these.
 CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 
+#: Names what ``render`` produces. Stored with each record's token count (beside the
+#: tokenizer's name, see ``memory.record_tokens``) and changed whenever ``render``
+#: changes, so counts of the old rendering are not trusted.
+RENDERING = "r1"
+
 
 def render(record: MemoryRecord) -> str:
     """``[2023-05-08] Caroline: text (image: caption)`` — date and speaker when known."""

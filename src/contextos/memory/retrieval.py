@@ -54,11 +54,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from contextos.llm.tokens import Tokenizer
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
 
 from ..embed import Embedder, Vectors
 from ..store.base import Ranked, Store
 from ..types import Filter, Hit, MemoryRecord
+from .record_tokens import RecordTokens
 
 
 @dataclass(frozen=True)
@@ -190,12 +192,13 @@ class HybridRetriever:
         embedder: Embedder,
         *,
         config: RetrievalConfig | None = None,
-        count_tokens: Callable[[str], int] | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.config = config or RetrievalConfig()
-        self._count = count_tokens
+        #: Counts hits' renderings (``Hit.tokens``, the token budget); none: 0 tokens.
+        self._tokens = RecordTokens(tokenizer) if tokenizer is not None else None
         #: The "now" relative time cues in questions ("last year") resolve against.
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -264,14 +267,12 @@ class HybridRetriever:
         return self._cut(hits, limit, token_budget)
 
     def _cut(self, hits: list[Hit], limit: int, token_budget: int | None) -> list[Hit]:
-        from .render import render
-
         out: list[Hit] = []
         used = 0
         for hit in hits:
             if len(out) >= limit:
                 break
-            tokens = self._count(render(hit.record)) if self._count else 0
+            tokens = self._tokens.tokens(hit.record) if self._tokens else 0
             if token_budget is not None and used + tokens > token_budget:
                 continue  # a shorter memory further down may still fit
             used += tokens

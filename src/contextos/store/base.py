@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -19,9 +19,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
+from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, TokenCount, Turn
 
 Vector = npt.NDArray[np.float32]
+
+#: A record's count of tokens, made by its writer (``Memory``) and stored with the row:
+#: counted once at write time instead of on every search that returns it.
+TokenCounter = Callable[[MemoryRecord], TokenCount]
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class Store(Protocol):
 
     # -- records ---------------------------------------------------------
     def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
-        """Insert new records atomically (all or none) and log an ADD for each."""
+        """Insert new records atomically (all or none) and log an ADD for each; each
+        record's ``token_count`` is stored as it is (None: counted when read)."""
         ...
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
@@ -106,9 +111,19 @@ class Store(Protocol):
         ...
 
     def update(
-        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+        self,
+        tenant: str,
+        memory_id: str,
+        patch: Patch,
+        *,
+        actor: str = "api",
+        count: TokenCounter | None = None,
     ) -> MemoryRecord:
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
+
+        A patch of what the rendering reads (text, metadata, event time) stores
+        ``count`` of the updated record as its token count, in the same transaction
+        (none without ``count``: a reader counts it then).
 
         Raises NotFound when the id is not in this tenant.
         """

@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from ..errors import NotFound
-from ..types import HistoryEvent, MemoryRecord, Message, Scope, ToolCall, Turn
-from .base import Patch, patch_columns
+from ..types import HistoryEvent, MemoryRecord, Message, Scope, TokenCount, ToolCall, Turn
+from .base import Patch, TokenCounter, patch_columns
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -40,7 +40,14 @@ RECORD_FIELDS = (
     "valid_to",
     "provenance",
     "hash",
+    "token_count",
+    "token_counter",
 )
+
+#: The patch fields a memory's rendering reads (``memory.render``: text, speaker and
+#: caption in metadata, the date of ``event_time``). A patch of any of them makes the
+#: stored token count stale: ``update`` counts the new record again (or clears it).
+RENDERED_FIELDS = ("text", "metadata", "event_time")
 
 
 def record_values(
@@ -69,6 +76,8 @@ def record_values(
         time(r.valid_to),
         to_json(list(r.provenance)),
         r.hash,
+        r.token_count.tokens if r.token_count else None,
+        r.token_count.counted_with if r.token_count else None,
     )
 
 
@@ -80,7 +89,7 @@ def record_from_values(
 ) -> MemoryRecord:
     """The record of column values in ``RECORD_FIELDS`` order."""
     (mid, tenant, user_id, agent_id, session_id, mtype, text, context, metadata) = values[:9]
-    created, updated, event, vfrom, vto, provenance, hsh = values[9:]
+    created, updated, event, vfrom, vto, provenance, hsh, tokens, counter = values[9:]
     return MemoryRecord(
         id=mid,
         text=text,
@@ -95,6 +104,7 @@ def record_from_values(
         provenance=tuple(from_json(provenance)),
         context=context,
         hash=hsh,
+        token_count=None if tokens is None or counter is None else TokenCount(tokens, counter),
     )
 
 
@@ -198,11 +208,17 @@ class RecordUpdate(ABC):
         *,
         now: object,
         actor: str,
+        count: TokenCounter | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`) to one
         memory and return the record as stored: read it under the row lock, drop its
         vector if the text changes (the vector described the old text), write the
-        patch, and log the change in the memory's history (:func:`update_event`)."""
+        patch, and log the change in the memory's history (:func:`update_event`).
+
+        A patch that changes the rendering (``RENDERED_FIELDS``) replaces the stored
+        token count with ``count`` of the record as written, or clears it without
+        ``count``. Counted here, under the row lock, it is the count of exactly the
+        row stored, whatever another process patched before."""
         found = self.locked(tenant, memory_id)
         if found is None:
             raise NotFound(f"no memory {memory_id!r}")
@@ -210,6 +226,13 @@ class RecordUpdate(ABC):
         if patch.text not in (None, old.text):
             self.drop_vector(key)
         new = self.write(key, *sets)
+        if any(getattr(patch, f) is not None for f in RENDERED_FIELDS):
+            counted = count(new) if count is not None else None
+            new = self.write(
+                key,
+                [f"token_count = {self.mark}", f"token_counter = {self.mark}"],
+                [counted.tokens, counted.counted_with] if counted else [None, None],
+            )
         self.cur.execute(
             insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
         )

@@ -30,7 +30,14 @@ import numpy as np
 
 from contextos.errors import MissingExtraError, NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
+from contextos.store.base import (
+    EmbeddingStatus,
+    Patch,
+    Quarantined,
+    Ranked,
+    TokenCounter,
+    Vector,
+)
 from contextos.store.erasure import scrub_context
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
@@ -52,7 +59,7 @@ from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INSERT_RECORD = (
     f"INSERT INTO memories ({', '.join(RECORD_FIELDS)}) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s)"
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s)"
 )
 _INSERT_HISTORY = shared.insert_history_sql("%s")
 
@@ -232,14 +239,22 @@ class PostgresStore:
         return [found[i] for i in ids if i in found]
 
     def update(
-        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+        self,
+        tenant: str,
+        memory_id: str,
+        patch: Patch,
+        *,
+        actor: str = "api",
+        count: TokenCounter | None = None,
     ) -> MemoryRecord:
         now = _now()
         sets = shared.patch_sets(
             patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
         )
         with self._tx("update") as cur:
-            return _Update(cur).apply(tenant, memory_id, patch, sets, now=now, actor=actor)
+            return _Update(cur).apply(
+                tenant, memory_id, patch, sets, now=now, actor=actor, count=count
+            )
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False

@@ -139,6 +139,11 @@ V3_SESSION_INDEX = (
 #: Vectors by the model and text recipe that wrote them (see SQLite's V6).
 V4_VECTOR_MODEL_INDEX = "CREATE INDEX vectors_model ON vectors (model)"
 
+#: Each record's count of tokens of its rendering and what counted it (see SQLite's V7).
+V5_TOKEN_COUNT = (
+    "ALTER TABLE memories ADD COLUMN token_count integer, ADD COLUMN token_counter text"
+)
+
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -146,6 +151,7 @@ MIGRATIONS: tuple[str, ...] = (
     V2_QUARANTINE,
     V3_SESSION_INDEX,
     V4_VECTOR_MODEL_INDEX,
+    V5_TOKEN_COUNT,
 )
 
 

@@ -32,7 +32,14 @@ import numpy as np
 
 from contextos.errors import NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
+from contextos.store.base import (
+    EmbeddingStatus,
+    Patch,
+    Quarantined,
+    Ranked,
+    TokenCounter,
+    Vector,
+)
 from contextos.store.erasure import scrub_context
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
@@ -52,6 +59,10 @@ from contextos.text.query import query_terms
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
 
 _INSERT_HISTORY = shared.insert_history_sql("?")
+_INSERT_RECORD = (
+    f"INSERT INTO memories ({', '.join(shared.RECORD_FIELDS)}) "
+    f"VALUES ({','.join('?' * len(shared.RECORD_FIELDS))})"
+)
 
 
 def fts_query(text: str) -> str:
@@ -165,9 +176,7 @@ class SQLiteStore:
         with self._write() as db:
             try:
                 db.executemany(
-                    "INSERT INTO memories (id, tenant, user_id, agent_id, session_id, memory_type, "
-                    "text, context, metadata, created_at, updated_at, event_time, valid_from, "
-                    "valid_to, provenance, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _INSERT_RECORD,
                     rows,
                 )
             except sqlite3.IntegrityError as exc:
@@ -201,12 +210,20 @@ class SQLiteStore:
         return [found[i] for i in ids if i in found]
 
     def update(
-        self, tenant: str, memory_id: str, patch: Patch, *, actor: str = "api"
+        self,
+        tenant: str,
+        memory_id: str,
+        patch: Patch,
+        *,
+        actor: str = "api",
+        count: TokenCounter | None = None,
     ) -> MemoryRecord:
         now = time.time()
         sets = shared.patch_sets(patch, now, mark="?", time=opt_epoch, to_json=metadata_json)
         with self._write() as db:
-            return _Update(db).apply(tenant, memory_id, patch, sets, now=now, actor=actor)
+            return _Update(db).apply(
+                tenant, memory_id, patch, sets, now=now, actor=actor, count=count
+            )
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False

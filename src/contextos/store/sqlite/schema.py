@@ -193,6 +193,14 @@ V6_VECTOR_MODEL_INDEX = """
 CREATE INDEX vectors_model ON vectors (model);
 """
 
+#: Each record's count of tokens of its rendering, made when it was written, and what
+#: counted it (tokenizer and rendering version, ``memory.record_tokens``): search reads
+#: it instead of counting every hit again. NULL in older rows (counted when read).
+V7_TOKEN_COUNT = """
+ALTER TABLE memories ADD COLUMN token_count INTEGER;
+ALTER TABLE memories ADD COLUMN token_counter TEXT;
+"""
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
@@ -201,6 +209,7 @@ MIGRATIONS: tuple[str, ...] = (
     V4_SESSION_INDEX,
     V5_SCOPE_TERMS,
     V6_VECTOR_MODEL_INDEX,
+    V7_TOKEN_COUNT,
 )
 
 
