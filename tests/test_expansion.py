@@ -1,4 +1,5 @@
-"""Document expansion: a session turn is embedded with its extracted facts.
+"""Document expansion: a session turn is embedded with its extracted facts, and its
+stored vector carries its facts' own vectors (``memory.turn_vectors``).
 
 Real SQLite files in tmp_path and the shipped HashEmbedder (a bag of hashed words,
 so a cosine shows which words a vector was made from). The recall this buys on
@@ -16,6 +17,7 @@ import pytest
 from contextos.memory import Memory, RetrievalConfig
 from contextos.memory.expansion import expansion_facts, is_conversation_turn
 from contextos.memory.render import embedding_text, render
+from contextos.memory.turn_vectors import FACT_VECTOR_WEIGHT, embed_records, facts_of_turn
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord
 
@@ -45,6 +47,18 @@ def cosine(a: str, b: str) -> float:
     return float(np.dot(va, vb))
 
 
+def stored_cosine(query: str, turn: MemoryRecord) -> float:
+    """The cosine of ``query`` with the vector a turn is stored with, written out here:
+    the unit direction of its text's vector plus FACT_VECTOR_WEIGHT times the sum of
+    its facts' vectors."""
+    emb = HashEmbedder()
+    facts = [embedding_text(f) for f in facts_of_turn(turn)]
+    vectors = emb.embed([embedding_text(turn), *facts])
+    combined = vectors[0] + FACT_VECTOR_WEIGHT * vectors[1:].sum(axis=0)
+    combined /= np.linalg.norm(combined)
+    return float(np.dot(emb.embed([query])[0], combined))
+
+
 def test_a_turn_is_embedded_with_its_dated_facts_and_stored_verbatim(tmp_path: Path) -> None:
     with memory(tmp_path / "m.db") as m:
         turn = add_turn(m, TURN)
@@ -58,9 +72,10 @@ def test_a_turn_is_embedded_with_its_dated_facts_and_stored_verbatim(tmp_path: P
         # What is stored, returned and rendered is the turn verbatim ...
         assert hit.record.text == TURN and "2023-05-08" in render(hit.record)
         assert "7 May" not in render(hit.record)
-        # ... what was embedded is the turn and its facts.
-        assert hit.relevance == pytest.approx(cosine(query, text), abs=1e-5)
-        assert hit.relevance > cosine(query, f"Ann: {TURN}") + 0.1
+        # ... what was embedded is the turn and its facts, and the facts alone.
+        assert hit.relevance == pytest.approx(stored_cosine(query, turn), abs=1e-5)
+        assert abs(hit.relevance - cosine(query, text)) > 1e-3
+        assert cosine(query, text) > cosine(query, f"Ann: {TURN}") + 0.1
 
 
 def test_only_session_turns_are_expanded(tmp_path: Path) -> None:
@@ -102,4 +117,29 @@ def test_an_edited_turn_is_embedded_from_its_new_facts(tmp_path: Path) -> None:
         query = "Ann adopted a kitten named Tom on 7 May 2023"
         [hit] = m.search(query, user_id="u", limit=1)
         assert hit.record.text == edited.text
-        assert hit.relevance == pytest.approx(cosine(query, embedding_text(edited)), abs=1e-5)
+        assert hit.relevance == pytest.approx(stored_cosine(query, edited), abs=1e-5)
+
+
+def test_only_a_turn_with_facts_gets_its_facts_vectors(tmp_path: Path) -> None:
+    emb = HashEmbedder()
+    with memory(tmp_path / "m.db") as m:
+        turn = add_turn(m, TURN)
+        chat = add_turn(m, "Haha, sure!", dia="D1:2")  # no fact worth keeping
+        note = m.add(TURN, user_id="u")[0]  # not a session turn
+        assert facts_of_turn(turn) and not facts_of_turn(chat) and not facts_of_turn(note)
+        vectors = embed_records(emb.embed, [turn, chat, note])
+        plain = emb.embed([embedding_text(r) for r in (turn, chat, note)])
+        np.testing.assert_allclose(vectors[1:], plain[1:], atol=1e-6)
+        assert float(np.dot(vectors[0], plain[0])) < 0.99  # moved toward its facts
+        assert np.linalg.norm(vectors[0]) == pytest.approx(1.0, abs=1e-5)
+        # The weight 0 is the text's vector alone, in one embed call of the texts only.
+        calls = emb.calls
+        np.testing.assert_allclose(embed_records(emb.embed, [turn], fact_weight=0), plain[:1])
+        assert emb.calls == calls + 1
+
+
+def test_an_embedder_returning_the_wrong_count_is_an_error(tmp_path: Path) -> None:
+    with memory(tmp_path / "m.db") as m:
+        turn = add_turn(m, TURN)
+        with pytest.raises(ValueError, match="embedder returned shape"):
+            embed_records(lambda texts: HashEmbedder().embed(texts)[:-1], [turn])

@@ -24,9 +24,9 @@ from contextos.memory import Memory
 from contextos.memory.render import RENDERING, render
 from contextos.store.base import Patch, Store
 from contextos.store.sqlite import SQLiteStore
-from contextos.store.sqlite.schema import MIGRATIONS, _statements
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord, TokenCount, content_hash
+from store_support import sqlite_file_at
 
 CL100K = f"cl100k_base/{RENDERING}"
 
@@ -169,11 +169,7 @@ def test_a_row_without_a_count_is_counted_when_read(memory: Memory) -> None:
 
 def test_rows_of_a_database_from_before_counts_are_counted_when_read(tmp_path: Path) -> None:
     path = tmp_path / "v6.db"
-    con = sqlite3.connect(path)
-    for script in MIGRATIONS[:6]:
-        for statement in _statements(script):
-            con.execute(statement)
-    con.execute("PRAGMA user_version = 6")
+    con = sqlite_file_at(path, 6)
     con.execute(
         "INSERT INTO memories (id, tenant, user_id, memory_type, text, metadata, created_at, "
         "updated_at, event_time, hash) VALUES ('m1', 'default', 'ana', 'episodic', "
@@ -195,3 +191,31 @@ def test_the_count_is_a_cache_not_part_of_the_record() -> None:
     counted = replace(plain, token_count=TokenCount(3, CL100K))
     assert counted == plain
     assert "token_count" not in counted.to_dict()
+
+
+@pytest.mark.parametrize("start", ["fresh", "version 6"])
+def test_sqlite_writes_survive_a_schema_change_by_another_connection(
+    tmp_path: Path, start: str
+) -> None:
+    """V7 adds the count columns with ALTER TABLE; as first written, SQLite then failed
+    every write with "no such table: memories" once another connection changed the
+    schema (the server creates its key table in the file after the store opened it)."""
+    path = tmp_path / "s.db"
+    if start == "version 6":
+        con = sqlite_file_at(path, 6)
+        con.commit()
+        con.close()
+    store = SQLiteStore(path)
+    try:
+        other = sqlite3.connect(path)
+        other.execute("CREATE TABLE api_keys_like (a TEXT)")
+        other.commit()
+        other.close()
+        record = _record("Rex chased a crab", count=TokenCount(7, CL100K))
+        store.put([record])
+        updated = store.update(record.tenant, record.id, Patch(text="Rex chased two crabs"))
+        assert updated.text == "Rex chased two crabs" and updated.token_count is None
+        store.delete(record.tenant, record.id)
+        assert store.get(record.tenant, record.id) is None
+    finally:
+        store.close()

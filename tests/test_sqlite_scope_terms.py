@@ -5,14 +5,13 @@ before V5 upgrading in place."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from contextos.store.base import Patch
 from contextos.store.sqlite import SQLiteStore, scope_terms
-from contextos.store.sqlite.schema import MIGRATIONS, _statements
 from contextos.types import Filter, MemoryRecord, Scope, content_hash
+from store_support import sqlite_file_at
 
 
 def _rec(memory_id: str, text: str, **scope: str) -> MemoryRecord:
@@ -79,11 +78,7 @@ def test_updates_and_deletes_keep_the_index_in_step(tmp_path: Path) -> None:
 
 def test_a_version_4_file_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    con = sqlite3.connect(path)
-    for script in MIGRATIONS[:4]:
-        for statement in _statements(script):
-            con.execute(statement)
-    con.execute("PRAGMA user_version = 4")
+    con = sqlite_file_at(path, 4)
     for i, user in enumerate(["ann", "bob", "ann"]):
         con.execute(
             "INSERT INTO memories (id, tenant, user_id, memory_type, text, created_at, "

@@ -255,6 +255,7 @@ def run_scale(
         "results": results,
         "users": users,
         "queries_per_point": queries,
+        "embedder": embedder.model_id,
         **embed_costs,
     }
 
@@ -273,14 +274,15 @@ def measure_embed_rate(
     embedder: Embedder, *, texts: int = 1024, batch: int = 64
 ) -> dict[str, float]:
     """Embedding throughput on LoCoMo-like turns, in batches of ``batch`` through the
-    path the background worker uses: each turn stored as a session turn, its text built
-    by ``embedding_text`` (so the offline extraction of the facts embedded with it is
-    counted, and the longer text), then ``embed_batch`` where the embedder has one.
+    path the background worker uses: each turn stored as a session turn and embedded by
+    ``turn_vectors.embed_records`` (so the offline extraction of its facts, the longer
+    text with the facts appended and the facts' own vectors are all counted), through
+    ``embed_batch`` where the embedder has one.
 
     ``embed_per_s`` is texts per wall-clock second; ``embed_per_cpu_s`` per second of
     this thread's CPU time, which a loaded machine changes far less (the MiniLM
     embedder runs on the calling thread with one intra-op thread)."""
-    from ..memory.render import embedding_text
+    from ..memory.turn_vectors import embed_records
 
     rng = random.Random(11)
     when = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
@@ -296,10 +298,10 @@ def measure_embed_rate(
         for n in range(texts)
     ]
     embed = getattr(embedder, "embed_batch", embedder.embed)
-    embed([embedding_text(r) for r in sample[:batch]])  # load the model first
+    embed_records(embed, sample[:batch])  # load the model first
     start, cpu = time.perf_counter(), time.thread_time()
     for i in range(0, texts, batch):
-        embed([embedding_text(r) for r in sample[i : i + batch]])
+        embed_records(embed, sample[i : i + batch])
     wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
     return {
         "embed_per_s": round(texts / wall, 1),

@@ -176,14 +176,23 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @click.option("--n", "n", default=100_000, show_default=True, type=click.IntRange(100))
     @click.option("--queries", default=200, show_default=True, type=click.IntRange(1))
     @click.option("--json", "json_out", metavar="OUT", help="Write the report here.")
+    @click.option(
+        "--embedder", default=None, help="Embedder name, e.g. minilm-int8 (default: minilm)."
+    )
     @pass_state
-    def scale(state: CliState, n: int, queries: int, json_out: str | None) -> None:
+    def scale(
+        state: CliState, n: int, queries: int, json_out: str | None, embedder: str | None
+    ) -> None:
         """Add/search latency, embedding rate and DB size at 10k and 100k memories."""
         from ..bench.scale import run_scale
+        from ..embed import make_embedder
 
+        model = make_embedder(embedder) if embedder else None
         with progress_bar() as bar:
             task = bar.add_task("add memories", total=n)
-            report = run_scale(n, queries=queries, progress=lambda k: bar.advance(task, k))
+            report = run_scale(
+                n, queries=queries, progress=lambda k: bar.advance(task, k), embedder=model
+            )
         _write_json(json_out, report)
         if state.as_json:
             click.echo(json.dumps(report, indent=2))

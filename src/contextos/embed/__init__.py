@@ -10,7 +10,7 @@ the runtime loads on the first ``embed`` call.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -54,13 +54,15 @@ def normalize(vectors: npt.NDArray[np.floating]) -> Vectors:
 
 
 #: Name -> constructor; the one place a name becomes an embedder class.
-EMBEDDERS = {
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {
     "minilm": MiniLMEmbedder,
+    "minilm-int8": functools.partial(MiniLMEmbedder, int8=True),
 }
 
 
 def make_embedder(name: str) -> Embedder:
-    """Build an embedder from its registry name (``minilm``, or ``hash`` for tests)."""
+    """Build an embedder from its registry name (``minilm``, ``minilm-int8``, or ``hash``
+    for tests)."""
     if name == "hash":
         from ..testing.embedders import HashEmbedder
 

@@ -15,6 +15,7 @@ never waits behind the worker's batch and no lock is needed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ConfigError
 
@@ -88,6 +90,58 @@ def _runtime() -> tuple[Any, Any]:
     return onnxruntime, Tokenizer
 
 
+#: What the int8 graph is calibrated on: everyday sentences written for this (none from
+#: a benchmark), of the kinds a memory holds: first-person turns, dated facts, names,
+#: numbers, questions, a list. Only their per-channel activation maxima are used.
+CALIBRATION_TEXTS = (
+    "I finally went to the pottery class on Saturday and made a lopsided bowl!",
+    "Maria moved to Lisbon in March 2021 and works as a nurse at the city hospital.",
+    "What did you think of the concert last night?",
+    "We adopted two cats, Pepper and Miso, from the shelter near the park.",
+    "The meeting was moved to 3:30 pm on Thursday, 14 November, in room 204.",
+    "Honestly, I'm exhausted; the kids had the flu all week and I barely slept.",
+    "John prefers green tea without sugar and drinks it every morning before work.",
+    "Can you remind me when my passport expires? I think it's sometime in 2027.",
+    "She ran her first marathon in 4 hours 12 minutes and wants to try a trail race next.",
+    "Shopping list: eggs, oat milk, spinach, two lemons, coffee beans and dish soap.",
+    "My grandmother taught me to bake bread when I was seven, and I still use her recipe.",
+    "Tom said the car repair would cost about $850, which is more than we expected.",
+    "We're planning a camping trip to the mountains with friends at the end of July.",
+    "Is the new library open on Sundays, or only during the week?",
+    "After ten years in marketing, Priya started studying to become a software engineer.",
+    "Thanks so much for the book recommendation, I loved it and finished it in two days.",
+)
+
+
+def _calibrate(
+    ort: Any, tokenizer: Any, t: dict[str, npt.NDArray[Any]]
+) -> dict[str, npt.NDArray[Any]]:
+    """The int8 graph's calibration (``onnx_graph.build_model``): the float32 graph of
+    ``t`` with its probes, run on :data:`CALIBRATION_TEXTS`; each probe's largest
+    magnitude per channel over the real tokens."""
+    from .onnx_graph import PROBES, build_model
+    from .onnx_proto import serialize
+
+    session = ort.InferenceSession(
+        serialize(build_model(t, probes=True)), providers=["CPUExecutionProvider"]
+    )
+    encodings = tokenizer.encode_batch(list(CALIBRATION_TEXTS))
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), width), dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    for r, e in enumerate(encodings):
+        ids[r, : len(e.ids)] = e.ids
+        mask[r, : len(e.ids)] = 1
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(None, {"input_ids": ids, "attention_mask": mask})
+    real = mask[..., None].astype(bool)
+    return {
+        name.removeprefix(PROBES): np.abs(np.where(real, value, 0.0)).max(axis=(0, 1))
+        for name, value in zip(names, values, strict=True)
+        if name.startswith(PROBES)
+    }
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 through onnxruntime, weights from the installed package."""
 
@@ -101,6 +155,7 @@ class MiniLMEmbedder:
         threads: int = 1,
         model_path: Path | None = None,
         cache_path: Path | None = None,
+        int8: bool = False,
     ) -> None:
         """``threads``: onnxruntime intra-op threads per call. One by default: a
         query is a few milliseconds on one thread, and the server runs calls from
@@ -108,13 +163,19 @@ class MiniLMEmbedder:
         ``batch_size``: texts per forward pass inside one call; inputs are sorted by
         length first, so each pass pads only to its own longest text.
         ``model_path`` / ``cache_path``: the weights folder and the graph cache
-        (default: the installed package and :func:`cache_dir`)."""
+        (default: the installed package and :func:`cache_dir`).
+        ``int8``: the encoder's projections in int8 (``onnx_graph.build_model``): a
+        model of its own (``model_id`` ends in ``-int8``), since its vectors differ
+        slightly from float32's and must not be mixed with them in one index."""
         if batch_size < 1 or threads < 1:
             raise ValueError("batch_size and threads must be >= 1")
         self.batch_size = batch_size
         self.threads = threads
         self._model_path = model_path
         self._cache_path = cache_path
+        self.int8 = int8
+        if int8:
+            self.model_id = f"{MiniLMEmbedder.model_id}-int8"
         self._loaded: tuple[Any, Any] | None = None
         self._load_lock = threading.Lock()
 
@@ -147,11 +208,12 @@ class MiniLMEmbedder:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         weights = folder / "model.safetensors"
         cache = self._cache_path or cache_dir()
-        graph = ensure_graph(weights, cache)
+        calibrate = functools.partial(_calibrate, ort, tokenizer)
+        graph = ensure_graph(weights, cache, int8=self.int8, calibrate=calibrate)
         try:
             session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         except Exception:  # a corrupt or truncated cache file: build it again, once
-            graph = ensure_graph(weights, cache, rebuild=True)
+            graph = ensure_graph(weights, cache, rebuild=True, int8=self.int8, calibrate=calibrate)
             session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         return tokenizer, session
 

@@ -12,7 +12,7 @@ same graph (the test suite checks that with the dev extra's ``onnx``).
 
 Written: ModelProto (ir_version, producer_name, graph, opset_import),
 OperatorSetIdProto, GraphProto (node, name, initializer, input, output), NodeProto
-(input, output, op_type, attribute), AttributeProto (name, f, i, ints, type),
+(input, output, op_type, attribute, domain), AttributeProto (name, f, i, ints, type),
 TensorProto (dims, data_type, name, raw_data), ValueInfoProto, TypeProto.Tensor and
 TensorShapeProto. Anything else is a ValueError, never silently dropped.
 """
@@ -29,8 +29,14 @@ import numpy.typing as npt
 
 #: TensorProto.DataType values of the element types we write.
 FLOAT = 1
+INT8 = 3
+INT32 = 6
 INT64 = 7
-_DATA_TYPES: dict[np.dtype[Any], int] = {np.dtype(np.float32): FLOAT, np.dtype(np.int64): INT64}
+_DATA_TYPES: dict[np.dtype[Any], int] = {
+    np.dtype(np.float32): FLOAT,
+    np.dtype(np.int8): INT8,
+    np.dtype(np.int64): INT64,
+}
 
 #: AttributeProto.AttributeType values.
 _ATTR_FLOAT, _ATTR_INT, _ATTR_INTS = 1, 2, 7
@@ -43,12 +49,14 @@ AttrValue = float | int | Sequence[int]
 
 @dataclass(frozen=True)
 class Node:
-    """One operator: ``outputs = op_type(*inputs, **attrs)`` (default ONNX domain)."""
+    """One operator: ``outputs = op_type(*inputs, **attrs)``, from the default ONNX
+    domain ("") or another one the model imports (e.g. onnxruntime's "com.microsoft")."""
 
     op_type: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attrs: Mapping[str, AttrValue] = field(default_factory=dict)
+    domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,8 @@ class TensorInfo:
 
 @dataclass
 class Model:
-    """A single-graph ONNX model in the default domain at one opset."""
+    """A single-graph ONNX model: the default domain at ``opset``, and each other domain
+    its nodes use at the version ``opsets`` gives it."""
 
     name: str
     nodes: list[Node]
@@ -73,6 +82,7 @@ class Model:
     opset: int
     ir_version: int
     producer_name: str
+    opsets: Mapping[str, int] = field(default_factory=dict)
 
 
 def _varint(value: int) -> bytes:
@@ -125,12 +135,14 @@ def _attribute(name: str, value: AttrValue) -> bytes:
 
 def _node(node: Node) -> bytes:
     """NodeProto: input = 1, output = 2, op_type = 4, attribute = 5 (sorted by name,
-    as onnx.helper.make_node orders keyword attributes)."""
+    as onnx.helper.make_node orders keyword attributes), domain = 7 (written only when
+    not the default, as onnx.helper leaves it unset)."""
     return (
         b"".join(_str(1, i) for i in node.inputs)
         + b"".join(_str(2, o) for o in node.outputs)
         + _str(4, node.op_type)
         + _msgs(5, (_attribute(k, v) for k, v in sorted(node.attrs.items())))
+        + (_str(7, node.domain) if node.domain else b"")
     )
 
 
@@ -138,7 +150,7 @@ def _tensor(name: str, array: npt.NDArray[Any]) -> bytes:
     """TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9 (little-endian)."""
     data_type = _DATA_TYPES.get(array.dtype.newbyteorder("="))
     if data_type is None:
-        raise ValueError(f"initializer {name}: dtype {array.dtype} (float32 or int64 only)")
+        raise ValueError(f"initializer {name}: dtype {array.dtype} (float32, int8 or int64 only)")
     raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     return (
         b"".join(_int(1, d) for d in array.shape)
@@ -159,7 +171,12 @@ def _value_info(info: TensorInfo) -> bytes:
 def serialize(model: Model) -> bytes:
     """The ModelProto bytes: ir_version = 1, producer_name = 2, graph = 7 (GraphProto:
     node = 1, name = 2, initializer = 5, input = 11, output = 12), opset_import = 8
-    (OperatorSetIdProto: domain = 1, version = 2)."""
+    (OperatorSetIdProto: domain = 1, version = 2; the default domain first, then
+    ``model.opsets`` in order). A node of a domain the model does not import is a
+    ValueError: onnxruntime would refuse the model only when it loads it."""
+    for node in model.nodes:
+        if node.domain and node.domain not in model.opsets:
+            raise ValueError(f"node {node.op_type}: domain {node.domain!r} is not imported")
     graph = (
         _msgs(1, (_node(n) for n in model.nodes))
         + _str(2, model.name)
@@ -167,10 +184,23 @@ def serialize(model: Model) -> bytes:
         + _msgs(11, (_value_info(i) for i in model.inputs))
         + _msgs(12, (_value_info(o) for o in model.outputs))
     )
-    opset = _str(1, "") + _int(2, model.opset)
+    opsets = [("", model.opset), *model.opsets.items()]
     return (
-        _int(1, model.ir_version) + _str(2, model.producer_name) + _len(7, graph) + _len(8, opset)
+        _int(1, model.ir_version)
+        + _str(2, model.producer_name)
+        + _len(7, graph)
+        + _msgs(8, (_str(1, domain) + _int(2, version) for domain, version in opsets))
     )
 
 
-__all__ = ["FLOAT", "INT64", "AttrValue", "Model", "Node", "TensorInfo", "serialize"]
+__all__ = [
+    "FLOAT",
+    "INT8",
+    "INT32",
+    "INT64",
+    "AttrValue",
+    "Model",
+    "Node",
+    "TensorInfo",
+    "serialize",
+]

@@ -28,7 +28,8 @@ import numpy as np
 from ..embed import Embedder
 from ..store.base import Store
 from ..types import MemoryRecord
-from .render import embedding_text, vector_model
+from .render import vector_model
+from .turn_vectors import embed_records
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +101,11 @@ def _embed_and_store(store: Store, embedder: Embedder, records: list[MemoryRecor
     by_tenant: dict[str, list[int]] = defaultdict(list)
     for pos, record in enumerate(records):
         by_tenant[record.tenant].append(pos)
-    texts = [embedding_text(r) for r in records]
     # Embedders may keep a separate path for background batches (MiniLM keeps its query
-    # model free for searches); the protocol's embed() is the fallback.
+    # model free for searches); the protocol's embed() is the fallback. A turn's vector
+    # carries its facts' vectors too (``turn_vectors``).
     embed_batch = getattr(embedder, "embed_batch", embedder.embed)
-    vectors = embed_batch(texts)
+    vectors = embed_records(embed_batch, records)
     if vectors.shape != (len(records), embedder.dimensions):
         raise ValueError(
             f"embedder returned shape {vectors.shape}, "

@@ -6,7 +6,7 @@ budgets count exactly what is sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..types import MemoryRecord
 
@@ -36,7 +36,7 @@ def render(record: MemoryRecord) -> str:
 #: name, see ``vector_model``) and changed whenever ``embedding_text`` changes, so a
 #: store's vectors written the old way are queued again and re-embedded in the
 #: background instead of being mixed with new ones forever.
-EMBEDDING_RECIPE = "turn+facts"
+EMBEDDING_RECIPE = "turn+facts+factvecs"
 
 
 def vector_model(model_id: str) -> str:
@@ -44,16 +44,20 @@ def vector_model(model_id: str) -> str:
     return f"{model_id}/{EMBEDDING_RECIPE}"
 
 
-def embedding_text(record: MemoryRecord, *, expand: bool = True) -> str:
+def embedding_text(
+    record: MemoryRecord, *, expand: bool = True, facts: Sequence[str] | None = None
+) -> str:
     """The text we embed: speaker, the memory and its image caption (no date); a
-    conversation turn is followed by its extracted facts (``memory.expansion``)
-    unless ``expand`` is False."""
+    conversation turn is followed by its extracted facts (``memory.expansion``;
+    ``facts`` when the caller already has them) unless ``expand`` is False."""
     from .expansion import expansion_facts
 
     text = _with_speaker(record)
     caption = caption_of(record.metadata)
     base = f"{text} (image: {caption})" if caption else text
-    return " ".join([base, *expansion_facts(record)]) if expand else base
+    if not expand:
+        return base
+    return " ".join([base, *(expansion_facts(record) if facts is None else facts)])
 
 
 def _with_speaker(record: MemoryRecord) -> str:

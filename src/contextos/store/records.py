@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -389,3 +390,32 @@ def user_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
         (scope.tenant, scope.user_id) * 3,
     ).fetchall()
     return [r[0] for r in rows]
+
+
+class PatchUpdates(ABC):
+    """``Store.update`` for a SQL store, written once: encode the patch in the store's
+    dialect, open its write transaction and run the :class:`RecordUpdate` steps in it.
+    A store supplies the two dialect parts (``_patch_sets`` and ``_updating``)."""
+
+    def update(
+        self,
+        tenant: str,
+        memory_id: str,
+        patch: Patch,
+        *,
+        actor: str = "api",
+        count: TokenCounter | None = None,
+    ) -> MemoryRecord:
+        """See ``Store.update``."""
+        now, sets = self._patch_sets(patch)
+        with self._updating() as steps:
+            return steps.apply(tenant, memory_id, patch, sets, now=now, actor=actor, count=count)
+
+    @abstractmethod
+    def _patch_sets(self, patch: Patch) -> tuple[object, tuple[list[str], list[object]]]:
+        """The store's "now" and the patch's SET clauses (:func:`patch_sets`) in its
+        dialect."""
+
+    @abstractmethod
+    def _updating(self) -> AbstractContextManager[RecordUpdate]:
+        """The store's :class:`RecordUpdate` on a cursor inside one write transaction."""

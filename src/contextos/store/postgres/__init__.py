@@ -30,14 +30,7 @@ import numpy as np
 
 from contextos.errors import MissingExtraError, NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import (
-    EmbeddingStatus,
-    Patch,
-    Quarantined,
-    Ranked,
-    TokenCounter,
-    Vector,
-)
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
@@ -79,7 +72,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class PostgresStore:
+class PostgresStore(shared.PatchUpdates):
     """Store on a PostgreSQL database with pgvector. Thread-safe.
 
     Args:
@@ -238,23 +231,16 @@ class PostgresStore:
         found = {r.id: r for r in map(record_from_row, rows)}
         return [found[i] for i in ids if i in found]
 
-    def update(
-        self,
-        tenant: str,
-        memory_id: str,
-        patch: Patch,
-        *,
-        actor: str = "api",
-        count: TokenCounter | None = None,
-    ) -> MemoryRecord:
+    def _patch_sets(self, patch: Patch) -> tuple[object, tuple[list[str], list[object]]]:
         now = _now()
-        sets = shared.patch_sets(
+        return now, shared.patch_sets(
             patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
         )
+
+    @contextmanager
+    def _updating(self) -> Iterator[shared.RecordUpdate]:
         with self._tx("update") as cur:
-            return _Update(cur).apply(
-                tenant, memory_id, patch, sets, now=now, actor=actor, count=count
-            )
+            yield _Update(cur)
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False

@@ -32,14 +32,7 @@ import numpy as np
 
 from contextos.errors import NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import (
-    EmbeddingStatus,
-    Patch,
-    Quarantined,
-    Ranked,
-    TokenCounter,
-    Vector,
-)
+from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
@@ -80,7 +73,7 @@ def scope_terms(scope: Scope) -> builtins.list[str]:
     ]
 
 
-class SQLiteStore:
+class SQLiteStore(shared.PatchUpdates):
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
     def __init__(
@@ -209,21 +202,14 @@ class SQLiteStore:
                 found[rec.id] = rec
         return [found[i] for i in ids if i in found]
 
-    def update(
-        self,
-        tenant: str,
-        memory_id: str,
-        patch: Patch,
-        *,
-        actor: str = "api",
-        count: TokenCounter | None = None,
-    ) -> MemoryRecord:
+    def _patch_sets(self, patch: Patch) -> tuple[object, tuple[list[str], list[object]]]:
         now = time.time()
-        sets = shared.patch_sets(patch, now, mark="?", time=opt_epoch, to_json=metadata_json)
+        return now, shared.patch_sets(patch, now, mark="?", time=opt_epoch, to_json=metadata_json)
+
+    @contextmanager
+    def _updating(self) -> Iterator[shared.RecordUpdate]:
         with self._write() as db:
-            return _Update(db).apply(
-                tenant, memory_id, patch, sets, now=now, actor=actor, count=count
-            )
+            yield _Update(db)
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False

@@ -85,21 +85,58 @@ V1_INITIAL = (
     + "\n"
 )
 
-#: Records waiting for a vector, kept by triggers so the embedding worker finds them
-#: without scanning every record (that scan grew to ~50 ms at 100k records and, holding
-#: the store's lock, pushed add() p95 to 60 ms).
-V2_PENDING_VECTORS = """
-CREATE TABLE pending_vectors (mem_rowid INTEGER PRIMARY KEY);
-INSERT INTO pending_vectors (mem_rowid)
-    SELECT m.rowid FROM memories m LEFT JOIN vectors v ON v.mem_rowid = m.rowid
-    WHERE v.mem_rowid IS NULL;
-CREATE TRIGGER pending_on_insert AFTER INSERT ON memories BEGIN
+#: Triggers on ``memories`` that more than one migration creates: written once here, so
+#: that the migration re-creating them (V7) cannot drift from the one that made them.
+#: The SQL of each migration is pinned by digest (tests/test_migrations_frozen.py).
+_PENDING_TRIGGERS = """CREATE TRIGGER pending_on_insert AFTER INSERT ON memories BEGIN
     INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
 END;
 CREATE TRIGGER pending_on_delete AFTER DELETE ON memories BEGIN
     DELETE FROM pending_vectors WHERE mem_rowid = old.rowid;
 END;
-CREATE TRIGGER pending_done AFTER INSERT ON vectors BEGIN
+"""
+_INDEX_LOG_TRIGGERS = """CREATE TRIGGER index_log_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (old.id);
+END;
+CREATE TRIGGER index_log_update
+AFTER UPDATE OF text, valid_from, valid_to, event_time ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (new.id);
+END;
+"""
+_QUARANTINE_RETRY_TRIGGER = """CREATE TRIGGER quarantine_retry AFTER UPDATE OF text ON memories
+WHEN EXISTS (SELECT 1 FROM vector_quarantine WHERE mem_rowid = new.rowid) BEGIN
+    DELETE FROM vector_quarantine WHERE mem_rowid = new.rowid;
+    INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
+END;
+"""
+_FTS_TRIGGERS = """CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, text, context, scope_terms)
+    VALUES (new.rowid, new.text, new.context, new.scope_terms);
+END;
+CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
+    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
+END;
+CREATE TRIGGER memories_au AFTER UPDATE OF text, context ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
+    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
+    INSERT INTO memories_fts (rowid, text, context, scope_terms)
+    VALUES (new.rowid, new.text, new.context, new.scope_terms);
+END;
+"""
+
+#: Records waiting for a vector, kept by triggers so the embedding worker finds them
+#: without scanning every record (that scan grew to ~50 ms at 100k records and, holding
+#: the store's lock, pushed add() p95 to 60 ms).
+V2_PENDING_VECTORS = (
+    """
+CREATE TABLE pending_vectors (mem_rowid INTEGER PRIMARY KEY);
+INSERT INTO pending_vectors (mem_rowid)
+    SELECT m.rowid FROM memories m LEFT JOIN vectors v ON v.mem_rowid = m.rowid
+    WHERE v.mem_rowid IS NULL;
+"""
+    + _PENDING_TRIGGERS
+    + """CREATE TRIGGER pending_done AFTER INSERT ON vectors BEGIN
     DELETE FROM pending_vectors WHERE mem_rowid = new.mem_rowid;
 END;
 CREATE TRIGGER pending_again AFTER DELETE ON vectors
@@ -107,6 +144,7 @@ WHEN EXISTS (SELECT 1 FROM memories WHERE rowid = old.mem_rowid) BEGIN
     INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (old.mem_rowid);
 END;
 """
+)
 
 #: What an in-process vector index must re-read, kept by triggers: every record deleted,
 #: or whose text or times changed, since a given ``seq``. Another process's index reads
@@ -115,27 +153,21 @@ END;
 #: Records whose embedding failed are quarantined with the error, out of the queue, so
 #: one bad row cannot stall the worker for every tenant; a text change retries them.
 #: ``erasure_pending`` remembers a forget/purge whose WAL could not yet be truncated.
-V3_INDEX_LOG_AND_QUARANTINE = """
+V3_INDEX_LOG_AND_QUARANTINE = (
+    """
 CREATE TABLE index_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, mem_id TEXT NOT NULL);
-CREATE TRIGGER index_log_delete AFTER DELETE ON memories BEGIN
-    INSERT INTO index_log (mem_id) VALUES (old.id);
-END;
-CREATE TRIGGER index_log_update
-AFTER UPDATE OF text, valid_from, valid_to, event_time ON memories BEGIN
-    INSERT INTO index_log (mem_id) VALUES (new.id);
-END;
-CREATE TABLE vector_quarantine (
+"""
+    + _INDEX_LOG_TRIGGERS
+    + """CREATE TABLE vector_quarantine (
     mem_rowid INTEGER PRIMARY KEY REFERENCES memories (rowid) ON DELETE CASCADE,
     error     TEXT NOT NULL,
     at        REAL NOT NULL
 );
-CREATE TRIGGER quarantine_retry AFTER UPDATE OF text ON memories
-WHEN EXISTS (SELECT 1 FROM vector_quarantine WHERE mem_rowid = new.rowid) BEGIN
-    DELETE FROM vector_quarantine WHERE mem_rowid = new.rowid;
-    INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
-END;
-CREATE TABLE erasure_pending (id INTEGER PRIMARY KEY CHECK (id = 1), since REAL NOT NULL);
 """
+    + _QUARANTINE_RETRY_TRIGGER
+    + """CREATE TABLE erasure_pending (id INTEGER PRIMARY KEY CHECK (id = 1), since REAL NOT NULL);
+"""
+)
 
 #: A session's records by time. ``Memory.add`` in a session first reads the session's
 #: latest record (``list(limit=1)`` on tenant + user + session); with only the tenant's
@@ -155,7 +187,8 @@ CREATE INDEX memories_session ON memories (tenant, session_id, created_at);
 #: ``bm25``; it only adds its 3 terms to every row's length (a missing id gives a bare
 #: ``u``/``a``/``s``: ``hex(NULL)`` is '' in SQLite; no query asks for those, as a filter
 #: without that id adds no term).
-V5_SCOPE_TERMS = """
+V5_SCOPE_TERMS = (
+    """
 ALTER TABLE memories ADD COLUMN scope_terms TEXT GENERATED ALWAYS AS (
     coalesce('u' || hex(tenant || char(31) || user_id), '') || ' ' ||
     coalesce('a' || hex(tenant || char(31) || agent_id), '') || ' ' ||
@@ -170,21 +203,9 @@ CREATE VIRTUAL TABLE memories_fts USING fts5(
     tokenize='porter unicode61 remove_diacritics 2'
 );
 INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
-CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
-    INSERT INTO memories_fts (rowid, text, context, scope_terms)
-    VALUES (new.rowid, new.text, new.context, new.scope_terms);
-END;
-CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
-    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
-END;
-CREATE TRIGGER memories_au AFTER UPDATE OF text, context ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, text, context, scope_terms)
-    VALUES ('delete', old.rowid, old.text, old.context, old.scope_terms);
-    INSERT INTO memories_fts (rowid, text, context, scope_terms)
-    VALUES (new.rowid, new.text, new.context, new.scope_terms);
-END;
 """
+    + _FTS_TRIGGERS
+)
 
 #: Vectors by the model (and text recipe) that wrote them: on start the embedding worker
 #: queues again those of another one (``requeue_stale_vectors``), an index lookup when
@@ -196,10 +217,29 @@ CREATE INDEX vectors_model ON vectors (model);
 #: Each record's count of tokens of its rendering, made when it was written, and what
 #: counted it (tokenizer and rendering version, ``memory.record_tokens``): search reads
 #: it instead of counting every hit again. NULL in older rows (counted when read).
-V7_TOKEN_COUNT = """
+#: The triggers on ``memories`` are created again after the ALTER, unchanged, the
+#: full-text ones (which read the generated ``scope_terms``) first. Left as they were,
+#: SQLite 3.40 reloading the schema after another connection changed it (the server's
+#: key table, another process's migration) failed every INSERT, UPDATE and DELETE on
+#: ``memories`` with "no such table: memories" (found by trial; other orders fail too).
+V7_TOKEN_COUNT = (
+    """
 ALTER TABLE memories ADD COLUMN token_count INTEGER;
 ALTER TABLE memories ADD COLUMN token_counter TEXT;
+DROP TRIGGER pending_on_insert;
+DROP TRIGGER pending_on_delete;
+DROP TRIGGER index_log_delete;
+DROP TRIGGER index_log_update;
+DROP TRIGGER quarantine_retry;
+DROP TRIGGER memories_ai;
+DROP TRIGGER memories_ad;
+DROP TRIGGER memories_au;
 """
+    + _FTS_TRIGGERS
+    + _PENDING_TRIGGERS
+    + _INDEX_LOG_TRIGGERS
+    + _QUARANTINE_RETRY_TRIGGER
+)
 
 #: Claims on pending records, so that several processes on one file (``contextos serve
 #: --workers 2``, a server and a CLI) embed each record once: a worker marks a batch as
