@@ -71,16 +71,16 @@ def _drain(db: str, log: str, gate: str, delay: float, hang: bool) -> None:
         store.close()
 
 
-def _fill(db: str) -> list[str]:
+def _fill(db: str, n: int = RECORDS) -> list[str]:
     store = open_store(db)
-    texts = [f"claimed record {i} about topic{i % 37} and thing{i}" for i in range(RECORDS)]
+    texts = [f"claimed record {i} about topic{i % 37} and thing{i}" for i in range(n)]
     store.put(
         [
             MemoryRecord(id=f"m{i}", text=t, scope=Scope(tenant="t", user_id=f"u{i % 5}"))
             for i, t in enumerate(texts)
         ]
     )
-    assert store.embedding_status().pending == RECORDS
+    assert store.embedding_status().pending == n
     store.close()
     return texts
 
@@ -187,3 +187,28 @@ def test_a_killed_process_s_claim_runs_out_and_another_embeds_its_records(
     db: str, tmp_path: Path
 ) -> None:
     _killed_holder_is_taken_over(db, tmp_path)
+
+
+def ids(records: Sequence[MemoryRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+def test_a_claim_hides_records_from_other_claimants_until_its_lease_runs_out(db: str) -> None:
+    _fill(db, 5)
+    store = open_store(db)
+    try:
+        assert ids(store.claim_vectors("a", limit=3, lease_s=1.0)) == ["m0", "m1", "m2"]
+        assert ids(store.claim_vectors("b", limit=10, lease_s=1.0)) == ["m3", "m4"]
+        assert store.claim_vectors("c", limit=10, lease_s=60.0) == []
+        # A claimant gets its own claims again (a batch it failed to store).
+        assert ids(store.claim_vectors("b", limit=10, lease_s=1.0)) == ["m3", "m4"]
+        assert store.embedding_status().pending == 5  # claimed is still pending
+        time.sleep(1.2)
+        assert ids(store.claim_vectors("c", limit=10, lease_s=60.0)) == [f"m{i}" for i in range(5)]
+        store.set_vectors("t", ["m0", "m1"], HashEmbedder().embed(["x", "y"]), "hash-bow")
+        store.quarantine_vectors("t", ["m2"], "ValueError: bad")
+        assert ids(store.pending_vectors(limit=10)) == ["m3", "m4"]
+        assert store.claim_vectors("a", limit=10, lease_s=60.0) == []
+        assert ids(store.claim_vectors("c", limit=10, lease_s=60.0)) == ["m3", "m4"]
+    finally:
+        store.close()
