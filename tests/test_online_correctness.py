@@ -175,7 +175,7 @@ def test_a_row_poisoned_before_validation_does_not_stop_anyone(tmp_path: Path) -
     raw = sqlite3.connect(db)  # a row written by an older version, before times were checked
     raw.execute("UPDATE memories SET event_time = ? WHERE id = ?", (-62135600000.0, rec.id))
     raw.execute("DELETE FROM vectors")
-    raw.execute("INSERT OR IGNORE INTO pending_vectors SELECT rowid FROM memories")
+    raw.execute("INSERT OR IGNORE INTO pending_vectors (mem_rowid) SELECT rowid FROM memories")
     raw.commit()
     raw.close()
     with Memory(db, embedder=HashEmbedder()) as m:

@@ -3,9 +3,14 @@ and a background thread embeds them in batches.
 
 Why: embedding one turn at a time costs ~10 ms on two CPU cores and batches of
 64 are several times cheaper per turn, so ``add`` only writes to SQLite and this
-worker drains ``store.pending_vectors`` in batches. Nothing is lost on a crash:
-a record without a vector is simply pending, and the next process that opens
+worker drains the store's queue of pending records in batches. Nothing is lost on a
+crash: a record without a vector is simply pending, and the next process that opens
 the store embeds it.
+
+Several processes may share a store (``contextos serve --workers 2``, a server and a
+CLI): each worker claims its batch (``Store.claim_vectors``) for a lease, so the others
+skip it and every record is embedded once, not once per process. A claim whose holder
+died runs out after the lease and another worker takes the records.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import atexit
 import logging
 import threading
 import time
+import uuid
 import weakref
 from collections import defaultdict
 
@@ -30,6 +36,21 @@ log = logging.getLogger(__name__)
 #: Seconds before the worker tries again after the store itself failed.
 RETRY_S = 1.0
 
+#: Seconds a claimed batch stays another process's before it may be taken again. Long
+#: beside a batch's embedding (64 MiniLM turns take well under a second) so a live
+#: worker never loses its batch; it only delays the records of a worker that died.
+CLAIM_LEASE_S = 30.0
+
+#: Seconds between looks at the queue while ``flush()`` waits for records another
+#: process has claimed.
+CLAIM_POLL_S = 0.05
+
+
+def claim_owner() -> str:
+    """A fresh name for one claimant (a worker, or one inline ``embed_pending`` run):
+    unique across processes and hosts sharing a store."""
+    return uuid.uuid4().hex
+
 
 def requeue_stale(store: Store, embedder: Embedder) -> int:
     """Queue again the records whose vectors another model or an older ``embedding_text``
@@ -40,14 +61,22 @@ def requeue_stale(store: Store, embedder: Embedder) -> int:
     return requeued
 
 
-def embed_pending(store: Store, embedder: Embedder, *, batch_size: int = 64) -> int:
-    """Embed one batch of pending records; returns how many left the queue.
+def embed_pending(
+    store: Store,
+    embedder: Embedder,
+    *,
+    batch_size: int = 64,
+    owner: str | None = None,
+    lease_s: float = CLAIM_LEASE_S,
+) -> int:
+    """Claim one batch of pending records for ``owner`` and embed it; returns how many
+    left the queue (0 when none is left that another process has not claimed).
 
     A batch that fails is retried record by record, and a record that still fails
     is quarantined with its error (``Store.embedding_status`` lists it), so one bad
     row never stalls embedding for everyone else.
     """
-    pending = store.pending_vectors(limit=batch_size)
+    pending = store.claim_vectors(owner or claim_owner(), limit=batch_size, lease_s=lease_s)
     if not pending:
         return 0
     try:
@@ -112,12 +141,26 @@ class EmbeddingWorker:
     """A daemon thread that embeds pending records whenever it is woken."""
 
     def __init__(
-        self, store: Store, embedder: Embedder, *, batch_size: int = 64, linger: float = 0.2
+        self,
+        store: Store,
+        embedder: Embedder,
+        *,
+        batch_size: int = 64,
+        linger: float = 0.2,
+        lease_s: float = CLAIM_LEASE_S,
     ) -> None:
         """``linger``: seconds to let records accumulate after a wake-up. An app adds
         one turn at a time; without lingering the worker embedded batches of one,
-        at ~25 ms each on two cores (26 turns/s) instead of batches of dozens."""
+        at ~25 ms each on two cores (26 turns/s) instead of batches of dozens.
+        ``lease_s``: how long a batch this worker claims stays its own (see
+        ``CLAIM_LEASE_S``)."""
+        if lease_s <= 0:
+            raise ValueError("lease_s must be positive")
         self._linger = linger
+        self._lease_s = lease_s
+        #: This worker's name on its claims (one per worker, so its own failed batch
+        #: is retried at once rather than after the lease).
+        self.owner = claim_owner()
         self._store = store
         self._embedder = embedder
         self._batch_size = batch_size
@@ -144,7 +187,9 @@ class EmbeddingWorker:
         self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until nothing is pending; re-raises a worker failure. False on timeout."""
+        """Block until nothing is pending, records another process claimed included
+        (they are waited for, or taken once their claim runs out); re-raises a worker
+        failure. False on timeout."""
         self._flushing.set()
         self.notify()
         try:
@@ -170,17 +215,26 @@ class EmbeddingWorker:
                 # flushes at once otherwise waited out the whole linger (0.2 s).
                 self._flushing.wait(self._linger)
             self._wake.clear()
+            claimed_elsewhere = False
             try:
                 if self._requeue_stale:
                     requeue_stale(self._store, self._embedder)
                     self._requeue_stale = False
                 while not self._stop:
                     start = time.perf_counter()
-                    done = embed_pending(self._store, self._embedder, batch_size=self._batch_size)
+                    done = embed_pending(
+                        self._store,
+                        self._embedder,
+                        batch_size=self._batch_size,
+                        owner=self.owner,
+                        lease_s=self._lease_s,
+                    )
                     if not done:
                         break
                     self.embedded += done
                     self.seconds += time.perf_counter() - start
+                # Nothing left to claim; what is still pending another process holds.
+                claimed_elsewhere = not self._stop and self._store.embedding_status().pending > 0
             except Exception as exc:  # the store failed (busy, closed): surfaced by flush()
                 log.warning("background embedding failed, retrying in %.0f s: %s", RETRY_S, exc)
                 self._error = exc
@@ -188,5 +242,10 @@ class EmbeddingWorker:
                     retry = threading.Timer(RETRY_S, self.notify)
                     retry.daemon = True
                     retry.start()
-            if not self._wake.is_set():
+            if claimed_elsewhere:
+                # Look again soon while flush() waits, else once the claims could have
+                # run out (their holder died); an add or a flush() wakes it earlier.
+                self._wake.wait(CLAIM_POLL_S if self._flushing.is_set() else self._lease_s)
+                self._wake.set()
+            elif not self._wake.is_set():
                 self._idle.set()

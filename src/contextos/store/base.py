@@ -197,6 +197,17 @@ class Store(Protocol):
         by ``requeue_stale_vectors`` keep serving while they wait)."""
         ...
 
+    def claim_vectors(
+        self, owner: str, *, limit: int, lease_s: float
+    ) -> builtins.list[MemoryRecord]:
+        """Claim up to ``limit`` pending records for ``owner`` for ``lease_s`` seconds
+        and return them (oldest first): those nobody holds, those whose claim ran out
+        (its holder died or hung), and those ``owner`` holds already (a batch it failed
+        to store). Several processes' embedding workers on one store thus embed each
+        record once; ``set_vectors`` or ``quarantine_vectors`` ends the claim with the
+        record's place in the queue."""
+        ...
+
     def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
         """Take records whose embedding failed out of the queue, keeping the error
         (a text change puts them back)."""

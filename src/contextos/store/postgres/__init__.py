@@ -430,6 +430,25 @@ class PostgresStore(shared.PatchUpdates):
         )
         return [record_from_row(r) for r in rows]
 
+    def claim_vectors(self, owner: str, *, limit: int, lease_s: float) -> _Records:
+        # One statement, its own transaction: SKIP LOCKED passes over rows another
+        # worker is claiming at this instant; leases are on the database's clock.
+        with self._tx("vector claim") as cur:
+            rows = cur.execute(
+                "WITH free AS (SELECT p.tenant, p.memory_id FROM pending_vectors p "
+                "JOIN memories m ON m.tenant = p.tenant AND m.id = p.memory_id "
+                "WHERE p.claimed_until < now() OR p.claimed_by = %s "
+                "ORDER BY m.seq LIMIT %s FOR UPDATE OF p SKIP LOCKED), "
+                "mine AS (UPDATE pending_vectors p SET claimed_by = %s, "
+                "claimed_until = now() + make_interval(secs => %s) FROM free "
+                "WHERE p.tenant = free.tenant AND p.memory_id = free.memory_id "
+                "RETURNING p.tenant, p.memory_id) "
+                f"SELECT {RECORD_COLUMNS} FROM mine JOIN memories m "
+                "ON m.tenant = mine.tenant AND m.id = mine.memory_id ORDER BY m.seq",
+                (owner, limit, owner, float(lease_s)),
+            ).fetchall()
+        return [record_from_row(r) for r in rows]
+
     # -- session logs (postgres_sessions.PgSessionLog) ---------------------------
     def append_turns(
         self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]

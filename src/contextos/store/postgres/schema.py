@@ -144,6 +144,13 @@ V5_TOKEN_COUNT = (
     "ALTER TABLE memories ADD COLUMN token_count integer, ADD COLUMN token_counter text"
 )
 
+#: Claims on pending records (see SQLite's V8): a worker claims a batch until
+#: ``claimed_until``, the database's clock, so every process compares leases on one clock.
+V6_PENDING_CLAIMS = (
+    "ALTER TABLE pending_vectors ADD COLUMN claimed_by text, "
+    "ADD COLUMN claimed_until timestamptz NOT NULL DEFAULT '-infinity'"
+)
+
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -152,6 +159,7 @@ MIGRATIONS: tuple[str, ...] = (
     V3_SESSION_INDEX,
     V4_VECTOR_MODEL_INDEX,
     V5_TOKEN_COUNT,
+    V6_PENDING_CLAIMS,
 )
 
 

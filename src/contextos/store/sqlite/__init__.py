@@ -470,6 +470,29 @@ class SQLiteStore(shared.PatchUpdates):
         )
         return [row_to_record(r) for r in rows]
 
+    def claim_vectors(
+        self, owner: str, *, limit: int, lease_s: float
+    ) -> builtins.list[MemoryRecord]:
+        now = time.time()
+        # One short write transaction: the claim and the read of the claimed records.
+        # The embedding happens after it, outside any lock.
+        with self._write() as db:
+            claimed = db.execute(
+                "UPDATE pending_vectors SET claimed_by = ?, claimed_until = ? "
+                "WHERE mem_rowid IN (SELECT mem_rowid FROM pending_vectors "
+                "WHERE claimed_until < ? OR claimed_by = ? ORDER BY mem_rowid LIMIT ?) "
+                "RETURNING mem_rowid",
+                (owner, now + lease_s, now, owner, limit),
+            ).fetchall()
+            if not claimed:
+                return []
+            rows = db.execute(
+                f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid IN "
+                "(SELECT value FROM json_each(?)) ORDER BY rowid",
+                (json.dumps([r[0] for r in claimed]),),
+            ).fetchall()
+        return [row_to_record(r) for r in rows]
+
     def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
         with self._write() as db:
             rowids = db.execute(

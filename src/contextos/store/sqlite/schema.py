@@ -241,6 +241,16 @@ DROP TRIGGER memories_au;
     + _QUARANTINE_RETRY_TRIGGER
 )
 
+#: Claims on pending records, so that several processes on one file (``contextos serve
+#: --workers 2``, a server and a CLI) embed each record once: a worker marks a batch as
+#: its own until ``claimed_until`` (epoch seconds) in one short write transaction and
+#: embeds it outside any lock; the others skip it. A claim whose holder died runs out
+#: and the record is claimed again, so nothing is lost on a crash. 0 means unclaimed.
+V8_PENDING_CLAIMS = """
+ALTER TABLE pending_vectors ADD COLUMN claimed_by TEXT;
+ALTER TABLE pending_vectors ADD COLUMN claimed_until REAL NOT NULL DEFAULT 0;
+"""
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
@@ -250,6 +260,7 @@ MIGRATIONS: tuple[str, ...] = (
     V5_SCOPE_TERMS,
     V6_VECTOR_MODEL_INDEX,
     V7_TOKEN_COUNT,
+    V8_PENDING_CLAIMS,
 )
 
 

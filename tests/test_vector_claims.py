@@ -1,0 +1,214 @@
+"""Several processes on one store embed each pending record once (claims with a lease).
+
+Two real processes, each with its own embedding worker, drain one SQLite file or one
+PostgreSQL schema. Every process logs the texts its embedder was given, so the test sees
+who embedded what: every record once, by either process, and every record ends with a
+vector. A process SIGKILLed while it holds a claim loses nothing: once the lease runs
+out the other process takes its records.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from contextos.embed import Vectors
+from contextos.memory.embedding_worker import EmbeddingWorker
+from contextos.store import open_store
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import MemoryRecord, Scope
+from pg_support import fresh_schema
+
+RECORDS = 400
+BATCH = 16
+#: Short, so the crash test waits seconds, not the default half minute; longer than a
+#: process takes to start, so a takeover before the lease ran out would show.
+LEASE_S = 5.0
+
+
+class LoggingEmbedder(HashEmbedder):
+    """The shipped deterministic embedder, writing each text it is given to a log file
+    (one line per text: the time, a tab, the text) before embedding it. ``hang`` makes
+    it never return, as a process stuck or killed in the middle of a batch."""
+
+    def __init__(self, log: Path, *, delay: float = 0.0, hang: bool = False) -> None:
+        super().__init__()
+        self.log = log
+        self.delay = delay
+        self.hang = hang
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        with self.log.open("a", encoding="utf-8") as f:
+            now = time.time()
+            f.writelines(f"{now:.3f}\t{t}\n" for t in texts)
+        if self.hang:
+            time.sleep(3600)
+        time.sleep(self.delay)  # a forward pass takes time: the processes interleave
+        return super().embed(texts)
+
+
+def _drain(db: str, log: str, gate: str, delay: float, hang: bool) -> None:
+    """A process's share: its own store handle and worker, started once the file
+    ``gate`` exists (so processes begin together, after their imports), until
+    nothing is pending."""
+    store = open_store(db)
+    embedder = LoggingEmbedder(Path(log), delay=delay, hang=hang)
+    while not Path(gate).exists():
+        time.sleep(0.01)
+    worker = EmbeddingWorker(store, embedder, batch_size=BATCH, linger=0.0, lease_s=LEASE_S)
+    try:
+        if not worker.flush(timeout=120):
+            raise SystemExit(2)
+    finally:
+        worker.close()
+        store.close()
+
+
+def _fill(db: str, n: int = RECORDS) -> list[str]:
+    store = open_store(db)
+    texts = [f"claimed record {i} about topic{i % 37} and thing{i}" for i in range(n)]
+    store.put(
+        [
+            MemoryRecord(id=f"m{i}", text=t, scope=Scope(tenant="t", user_id=f"u{i % 5}"))
+            for i, t in enumerate(texts)
+        ]
+    )
+    assert store.embedding_status().pending == n
+    store.close()
+    return texts
+
+
+def _timed(path: Path) -> list[tuple[float, str]]:
+    """(time, text) of every text the process at ``path`` was given to embed."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [(float(at), text) for at, text in (line.split("\t", 1) for line in lines)]
+
+
+def _logged(path: Path) -> list[str]:
+    return [text for _, text in _timed(path)]
+
+
+def _start(
+    db: str, log: Path, gate: Path, *, delay: float = 0.005, hang: bool = False
+) -> multiprocessing.process.BaseProcess:
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_drain, args=(db, str(log), str(gate), delay, hang))
+    proc.start()
+    return proc
+
+
+def _assert_all_vectors(db: str, texts: list[str]) -> None:
+    store = open_store(db)
+    try:
+        assert store.embedding_status().pending == 0
+        found = store.get_many("t", [f"m{i}" for i in range(RECORDS)])
+        assert len(found) == RECORDS
+        # Every record is found by its own vector.
+        probe = HashEmbedder().embed([texts[7]])[0]
+        from contextos.types import Filter
+
+        hits = store.vector_search(Filter(scope=Scope(tenant="t", user_id="u2")), probe, limit=1)
+        assert [h.id for h in hits] == ["m7"]
+    finally:
+        store.close()
+
+
+def _two_processes_embed_each_record_once(db: str, tmp_path: Path) -> None:
+    texts = _fill(db)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    gate = tmp_path / "go"
+    procs = [_start(db, log, gate) for log in logs]
+    gate.touch()
+    for proc in procs:
+        proc.join(timeout=180)
+        assert proc.exitcode == 0
+    per_process = [_logged(log) for log in logs]
+    counts = Counter(t for done in per_process for t in done)
+    assert set(counts) == set(texts)
+    assert [t for t, n in counts.items() if n > 1] == []  # embedded once, not once each
+    assert all(len(done) > 0 for done in per_process), [len(d) for d in per_process]
+    _assert_all_vectors(db, texts)
+
+
+def _killed_holder_is_taken_over(db: str, tmp_path: Path) -> None:
+    texts = _fill(db)
+    dead_log, live_log = tmp_path / "dead.log", tmp_path / "live.log"
+    dead_gate, live_gate = tmp_path / "go-dead", tmp_path / "go-live"
+    doomed = _start(db, dead_log, dead_gate, hang=True)
+    live = _start(db, live_log, live_gate, delay=0.0)
+    dead_gate.touch()
+    deadline = time.monotonic() + 60
+    while not _logged(dead_log):  # it holds its first claimed batch, mid-embedding
+        assert time.monotonic() < deadline and doomed.is_alive()
+        time.sleep(0.05)
+    claimed_at = _timed(dead_log)[0][0]  # just after the claim
+    held = set(_logged(dead_log))
+    assert len(held) == BATCH
+    assert doomed.pid is not None
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.join(timeout=30)
+    live_gate.touch()
+    live.join(timeout=180)
+    assert live.exitcode == 0
+    # The live process embedded everything, the dead one's batch included, but that
+    # batch only once its claim had run out (the rest at once).
+    done = _timed(live_log)
+    assert Counter(text for _, text in done) == Counter(texts)
+    taken_over = [at for at, text in done if text in held]
+    assert min(taken_over) >= claimed_at + LEASE_S - 0.25
+    assert min(at for at, text in done if text not in held) < claimed_at + LEASE_S
+    _assert_all_vectors(db, texts)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "claims.db")
+    else:
+        pytest.importorskip("psycopg")
+        with fresh_schema("claims") as (url, _schema):
+            yield url
+
+
+def test_two_processes_embed_each_pending_record_once(db: str, tmp_path: Path) -> None:
+    _two_processes_embed_each_record_once(db, tmp_path)
+
+
+def test_a_killed_process_s_claim_runs_out_and_another_embeds_its_records(
+    db: str, tmp_path: Path
+) -> None:
+    _killed_holder_is_taken_over(db, tmp_path)
+
+
+def ids(records: Sequence[MemoryRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+def test_a_claim_hides_records_from_other_claimants_until_its_lease_runs_out(db: str) -> None:
+    _fill(db, 5)
+    store = open_store(db)
+    try:
+        assert ids(store.claim_vectors("a", limit=3, lease_s=1.0)) == ["m0", "m1", "m2"]
+        assert ids(store.claim_vectors("b", limit=10, lease_s=1.0)) == ["m3", "m4"]
+        assert store.claim_vectors("c", limit=10, lease_s=60.0) == []
+        # A claimant gets its own claims again (a batch it failed to store).
+        assert ids(store.claim_vectors("b", limit=10, lease_s=1.0)) == ["m3", "m4"]
+        assert store.embedding_status().pending == 5  # claimed is still pending
+        time.sleep(1.2)
+        assert ids(store.claim_vectors("c", limit=10, lease_s=60.0)) == [f"m{i}" for i in range(5)]
+        store.set_vectors("t", ["m0", "m1"], HashEmbedder().embed(["x", "y"]), "hash-bow")
+        store.quarantine_vectors("t", ["m2"], "ValueError: bad")
+        assert ids(store.pending_vectors(limit=10)) == ["m3", "m4"]
+        assert store.claim_vectors("a", limit=10, lease_s=60.0) == []
+        assert ids(store.claim_vectors("c", limit=10, lease_s=60.0)) == ["m3", "m4"]
+    finally:
+        store.close()
