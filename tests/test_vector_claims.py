@@ -375,3 +375,34 @@ def test_an_idle_worker_takes_over_a_dead_holder_s_records(db: str) -> None:
     finally:
         worker.close()
         store.close()
+
+
+def test_nothing_to_claim_takes_no_write_lock(tmp_path: Path) -> None:
+    # An inline flush() with nothing pending, while another process holds the write
+    # lock longer than the busy timeout, answers at once instead of failing "busy".
+    db = str(tmp_path / "idle.db")
+    _fill(db, 0)
+    store = SQLiteStore(db, busy_timeout_ms=100)
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        assert embed_pending(store, HashEmbedder(), owner="w") == 0
+        other.execute("COMMIT")
+    finally:
+        other.close()
+        store.close()
+
+
+def test_queue_rows_without_a_record_are_never_claimed(tmp_path: Path) -> None:
+    db = str(tmp_path / "orphans.db")
+    _fill(db, 1)
+    other = sqlite3.connect(db, isolation_level=None)  # foreign SQL leaves two orphans
+    other.execute("INSERT INTO pending_vectors (mem_rowid) VALUES (-2), (-1)")
+    other.close()
+    store = SQLiteStore(db)
+    try:
+        assert embed_pending(store, HashEmbedder(), batch_size=2, owner="w") == 1
+        assert store.embedding_status().pending == 0
+        assert store.count_vectors() == 1
+    finally:
+        store.close()

@@ -484,14 +484,23 @@ class SQLiteStore(shared.PatchUpdates):
         self, owner: str, *, limit: int, lease_s: float
     ) -> builtins.list[MemoryRecord]:
         now = time.time()
+        # Only queue rows of records that exist (a row left by foreign SQL would be
+        # claimed, return nothing and take a batch slot for good).
+        claimable = (
+            "SELECT p.mem_rowid FROM pending_vectors p JOIN memories m ON m.rowid = p.mem_rowid "
+            "WHERE p.claimed_until < ? OR p.claimed_by = ? ORDER BY p.mem_rowid LIMIT ?"
+        )
+        # A read first: with nothing to claim no write transaction is opened (an inline
+        # flush() then neither waits on another process's write lock nor fails on a
+        # read-only file, and flush()'s polling of other claims takes no lock).
+        if not self._read(claimable, (now, owner, 1)):
+            return []
         # One short write transaction: the claim and the read of the claimed records.
         # The embedding happens after it, outside any lock.
         with self._write() as db:
             claimed = db.execute(
                 "UPDATE pending_vectors SET claimed_by = ?, claimed_until = ? "
-                "WHERE mem_rowid IN (SELECT mem_rowid FROM pending_vectors "
-                "WHERE claimed_until < ? OR claimed_by = ? ORDER BY mem_rowid LIMIT ?) "
-                "RETURNING mem_rowid",
+                f"WHERE mem_rowid IN ({claimable}) RETURNING mem_rowid",
                 (owner, now + lease_s, now, owner, limit),
             ).fetchall()
             if not claimed:
