@@ -12,6 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -20,10 +22,14 @@ from pathlib import Path
 import pytest
 
 from contextos.embed import Vectors
-from contextos.memory.embedding_worker import EmbeddingWorker
-from contextos.store import open_store
+from contextos.errors import StoreError
+from contextos.memory.embedding_worker import EmbeddingWorker, embed_pending
+from contextos.server.tenants import TenantMemories
+from contextos.store import Store, open_store
+from contextos.store.base import Patch
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import MemoryRecord, Scope
+from contextos.types import Filter, MemoryRecord, Scope
 from pg_support import fresh_schema
 
 RECORDS = 400
@@ -210,5 +216,193 @@ def test_a_claim_hides_records_from_other_claimants_until_its_lease_runs_out(db:
         assert ids(store.pending_vectors(limit=10)) == ["m3", "m4"]
         assert store.claim_vectors("a", limit=10, lease_s=60.0) == []
         assert ids(store.claim_vectors("c", limit=10, lease_s=60.0)) == ["m3", "m4"]
+    finally:
+        store.close()
+
+
+def _score(store: Store, text: str) -> float:
+    """The cosine of ``m0``'s stored vector with ``text``'s (0.0 when it has none)."""
+    flt = Filter(scope=Scope(tenant="t", user_id="u0"))
+    hits = store.vector_search(flt, HashEmbedder().embed([text])[0], limit=5)
+    return next((hit.score for hit in hits if hit.id == "m0"), 0.0)
+
+
+class EditingEmbedder(HashEmbedder):
+    """Embeds as the shipped HashEmbedder; on its first batch another store handle
+    (another process, a user's edit) changes ``m0``'s text while the batch embeds."""
+
+    def __init__(self, db: str, new_text: str) -> None:
+        super().__init__()
+        self.db = db
+        self.new_text = new_text
+        self.edited = False
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not self.edited:
+            self.edited = True
+            other = open_store(self.db)
+            try:
+                other.update("t", "m0", Patch(text=self.new_text))
+            finally:
+                other.close()
+        return super().embed(texts)
+
+
+def test_a_text_change_while_claimed_is_embedded_again_with_the_new_text(db: str) -> None:
+    old_text = _fill(db, 1)[0]
+    new_text = "my car is a red bicycle with bells"
+    store = open_store(db)
+    try:
+        embedder = EditingEmbedder(db, new_text)
+        assert embed_pending(store, embedder, owner="w") == 1
+        assert embedder.edited
+        # The vector in hand described the old text: it was not stored, the record is
+        # still pending, and the next batch embeds what the record now says.
+        assert store.embedding_status().pending == 1
+        assert _score(store, old_text) == 0.0
+        assert embed_pending(store, embedder, owner="w") == 1
+        assert store.embedding_status().pending == 0
+        assert _score(store, new_text) > 0.99
+        assert _score(store, old_text) < 0.5
+    finally:
+        store.close()
+
+
+def test_a_holder_whose_lease_ran_out_writes_nothing(db: str) -> None:
+    _fill(db, 1)
+    store = open_store(db)
+    try:
+        assert ids(store.claim_vectors("late", limit=10, lease_s=0.3)) == ["m0"]
+        time.sleep(0.5)
+        assert ids(store.claim_vectors("next", limit=10, lease_s=60.0)) == ["m0"]
+        new = HashEmbedder().embed(["the current text"])
+        store.set_vectors("t", ["m0"], new, "hash-bow", owner="next")
+        # The first holder's batch finishes late: its vector and its failure are dropped.
+        store.set_vectors(
+            "t", ["m0"], HashEmbedder().embed(["stale text"]), "hash-bow", owner="late"
+        )
+        store.quarantine_vectors("t", ["m0"], "TimeoutError: late", owner="late")
+        status = store.embedding_status()
+        assert (status.pending, list(status.quarantined)) == (0, [])
+        assert _score(store, "the current text") > 0.99
+    finally:
+        store.close()
+
+
+class BusyStoreEmbedder(HashEmbedder):
+    """Embeds as the shipped HashEmbedder; during its first batch another connection
+    (another process: a forget, a purge, a big put) takes the SQLite write lock and
+    keeps it longer than the store's busy timeout."""
+
+    def __init__(self, db: str, hold_s: float) -> None:
+        super().__init__()
+        self.db = db
+        self.hold_s = hold_s
+        self.holder: threading.Thread | None = None
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if self.holder is None:
+            held = threading.Event()
+
+            def hold() -> None:
+                con = sqlite3.connect(self.db, isolation_level=None)
+                con.execute("BEGIN IMMEDIATE")
+                held.set()
+                time.sleep(self.hold_s)
+                con.execute("COMMIT")
+                con.close()
+
+            self.holder = threading.Thread(target=hold)
+            self.holder.start()
+            held.wait()
+        return super().embed(texts)
+
+
+def test_a_busy_store_quarantines_no_record_and_the_batch_is_retried(tmp_path: Path) -> None:
+    db = str(tmp_path / "busy.db")
+    _fill(db, 3)
+    store = SQLiteStore(db, busy_timeout_ms=200)
+    try:
+        embedder = BusyStoreEmbedder(db, hold_s=0.6)
+        with pytest.raises(StoreError, match="busy"):
+            embed_pending(store, embedder, owner="w")
+        assert embedder.holder is not None
+        embedder.holder.join()
+        status = store.embedding_status()
+        assert (status.pending, list(status.quarantined)) == (3, [])
+        # Still this worker's claim: its next pass takes the same batch at once.
+        assert embed_pending(store, embedder, owner="w") == 3
+        assert store.embedding_status().pending == 0
+        assert store.count_vectors() == 3
+    finally:
+        store.close()
+
+
+def test_evicting_a_tenant_never_waits_for_another_process_s_claim(db: str) -> None:
+    _fill(db, 1)
+    other = open_store(db)  # another process, which claimed m0 and then hung or died
+    assert ids(other.claim_vectors("dead", limit=10, lease_s=20.0)) == ["m0"]
+    tenants = TenantMemories(open_store(db), HashEmbedder(), max_cached=1)
+    try:
+        tenants.get("a").add("a note of tenant a", user_id="ana")
+        start = time.monotonic()
+        tenants.get("b")  # evicts a on this request's thread
+        tenants.get("a")  # evicts b
+        assert time.monotonic() - start < 5
+        # The server's shutdown flush stays bounded, and closing adds no wait of its own.
+        start = time.monotonic()
+        assert tenants.flush(0.3) is False
+        tenants.close()
+        assert time.monotonic() - start < 5
+        assert other.embedding_status().pending >= 1  # m0 stays pending, durable
+    finally:
+        other.close()
+
+
+def test_an_idle_worker_takes_over_a_dead_holder_s_records(db: str) -> None:
+    texts = _fill(db, 2)
+    other = open_store(db)
+    assert ids(other.claim_vectors("dead", limit=10, lease_s=1.0)) == ["m0", "m1"]
+    other.close()  # the holder dies; nothing notifies the survivor's worker
+    store = open_store(db)
+    worker = EmbeddingWorker(store, HashEmbedder(), linger=0.0, lease_s=1.0)
+    try:
+        deadline = time.monotonic() + 10
+        while store.embedding_status().pending and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.embedding_status().pending == 0
+        assert _score(store, texts[0]) > 0.99
+    finally:
+        worker.close()
+        store.close()
+
+
+def test_nothing_to_claim_takes_no_write_lock(tmp_path: Path) -> None:
+    # An inline flush() with nothing pending, while another process holds the write
+    # lock longer than the busy timeout, answers at once instead of failing "busy".
+    db = str(tmp_path / "idle.db")
+    _fill(db, 0)
+    store = SQLiteStore(db, busy_timeout_ms=100)
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        assert embed_pending(store, HashEmbedder(), owner="w") == 0
+        other.execute("COMMIT")
+    finally:
+        other.close()
+        store.close()
+
+
+def test_queue_rows_without_a_record_are_never_claimed(tmp_path: Path) -> None:
+    db = str(tmp_path / "orphans.db")
+    _fill(db, 1)
+    other = sqlite3.connect(db, isolation_level=None)  # foreign SQL leaves two orphans
+    other.execute("INSERT INTO pending_vectors (mem_rowid) VALUES (-2), (-1)")
+    other.close()
+    store = SQLiteStore(db)
+    try:
+        assert embed_pending(store, HashEmbedder(), batch_size=2, owner="w") == 1
+        assert store.embedding_status().pending == 0
+        assert store.count_vectors() == 1
     finally:
         store.close()

@@ -25,7 +25,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..embed import Embedder
+from ..embed import Embedder, Vectors
 from ..store.base import Store
 from ..types import MemoryRecord
 from .render import vector_model
@@ -70,37 +70,41 @@ def embed_pending(
     lease_s: float = CLAIM_LEASE_S,
 ) -> int:
     """Claim one batch of pending records for ``owner`` and embed it; returns how many
-    left the queue (0 when none is left that another process has not claimed).
+    were claimed (0 when none is left that another process has not claimed).
 
-    A batch that fails is retried record by record, and a record that still fails
-    is quarantined with its error (``Store.embedding_status`` lists it), so one bad
-    row never stalls embedding for everyone else.
+    A batch the embedder fails on is retried record by record, and a record it still
+    fails on is quarantined with its error (``Store.embedding_status`` lists it), so one
+    bad row never stalls embedding for everyone else. A failure of the store itself
+    (``StoreError``, e.g. "database is busy" while another process writes) is no fault
+    of the records: it propagates, the records stay claimed by ``owner`` and pending,
+    and the next claim by the same owner retries them at once. Vectors are written only
+    for records ``owner`` still claims (``Store.set_vectors``): one whose text changed
+    meanwhile is embedded again with its new text.
     """
-    pending = store.claim_vectors(owner or claim_owner(), limit=batch_size, lease_s=lease_s)
+    owner = owner or claim_owner()
+    pending = store.claim_vectors(owner, limit=batch_size, lease_s=lease_s)
     if not pending:
         return 0
     try:
-        _embed_and_store(store, embedder, pending)
+        vectors = _embed(embedder, pending)
     except Exception as exc:
         if len(pending) == 1:
-            log.warning("embedding of memory %s failed; quarantined: %s", pending[0].id, exc)
-            store.quarantine_vectors(pending[0].tenant, [pending[0].id], _describe(exc))
-        else:
-            for record in pending:
-                try:
-                    _embed_and_store(store, embedder, [record])
-                except Exception as one_exc:
-                    log.warning(
-                        "embedding of memory %s failed; quarantined: %s", record.id, one_exc
-                    )
-                    store.quarantine_vectors(record.tenant, [record.id], _describe(one_exc))
+            _quarantine(store, pending[0], exc, owner)
+            return 1
+        for record in pending:
+            try:
+                one = _embed(embedder, [record])
+            except Exception as one_exc:
+                _quarantine(store, record, one_exc, owner)
+            else:
+                _store(store, embedder, [record], one, owner)
+        return len(pending)
+    _store(store, embedder, pending, vectors, owner)
     return len(pending)
 
 
-def _embed_and_store(store: Store, embedder: Embedder, records: list[MemoryRecord]) -> None:
-    by_tenant: dict[str, list[int]] = defaultdict(list)
-    for pos, record in enumerate(records):
-        by_tenant[record.tenant].append(pos)
+def _embed(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:
+    """The records' vectors, checked; raises whatever the embedder raises."""
     # Embedders may keep a separate path for background batches (MiniLM keeps its query
     # model free for searches); the protocol's embed() is the fallback. A turn's vector
     # carries its facts' vectors too (``turn_vectors``).
@@ -113,10 +117,23 @@ def _embed_and_store(store: Store, embedder: Embedder, records: list[MemoryRecor
         )
     if not np.all(np.isfinite(vectors)):
         raise ValueError("embedder returned a vector with NaN or infinite values")
+    return vectors
+
+
+def _store(
+    store: Store, embedder: Embedder, records: list[MemoryRecord], vectors: Vectors, owner: str
+) -> None:
+    by_tenant: dict[str, list[int]] = defaultdict(list)
+    for pos, record in enumerate(records):
+        by_tenant[record.tenant].append(pos)
+    model = vector_model(embedder.model_id)
     for tenant, rows in by_tenant.items():
-        store.set_vectors(
-            tenant, [records[i].id for i in rows], vectors[rows], vector_model(embedder.model_id)
-        )
+        store.set_vectors(tenant, [records[i].id for i in rows], vectors[rows], model, owner=owner)
+
+
+def _quarantine(store: Store, record: MemoryRecord, exc: BaseException, owner: str) -> None:
+    log.warning("embedding of memory %s failed; quarantined: %s", record.id, exc)
+    store.quarantine_vectors(record.tenant, [record.id], _describe(exc), owner=owner)
 
 
 def _describe(exc: BaseException) -> str:
@@ -209,7 +226,8 @@ class EmbeddingWorker:
 
     def _run(self) -> None:
         while not self._stop:
-            self._wake.wait()
+            if not self._wake.wait(self._lease_s) and not self._pending_somewhere():
+                continue
             if not self._stop:
                 # Linger, but not past a flush(): a CLI command that opens a Memory and
                 # flushes at once otherwise waited out the whole linger (0.2 s).
@@ -249,3 +267,12 @@ class EmbeddingWorker:
                 self._wake.set()
             elif not self._wake.is_set():
                 self._idle.set()
+
+    def _pending_somewhere(self) -> bool:
+        """Idle for a lease: is anything pending? Another process may have claimed
+        records and died since this worker went idle, and nothing else would wake it
+        to take them over once their claim runs out. A count, no write."""
+        try:
+            return self._store.embedding_status().pending > 0
+        except Exception:  # noqa: BLE001 - a closing or busy store: look again later
+            return False

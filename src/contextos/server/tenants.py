@@ -58,11 +58,12 @@ class TenantMemories:
         with self._lock:
             existing = self._cache.setdefault(tenant, memory)
             self._cache.move_to_end(tenant)
-            evicted = self._cache.popitem(last=False)[1] if len(self._cache) > self._max else None
-        if existing is not memory:
-            _release(memory)
-        if evicted is not None:
-            _release(evicted)
+            if len(self._cache) > self._max:
+                # An evicted Memory (or one that lost a build race) needs no release:
+                # its pending records are durable rows the shared worker keeps
+                # embedding, and flushing it here blocked the request's thread until
+                # the store's whole queue was empty, other processes' claims included.
+                self._cache.popitem(last=False)
         return existing
 
     def _build(self, tenant: str) -> Memory:
@@ -84,16 +85,10 @@ class TenantMemories:
         return True
 
     def close(self) -> None:
-        """Finish pending embeddings of every tenant, then close the store."""
+        """Stop the worker (after the batch in hand) and close the store. Nothing is
+        flushed here: what is pending stays pending, durable, for the next process
+        (the server's shutdown first waits a bounded time with :meth:`flush`)."""
         with self._lock:
-            memories = list(self._cache.values())
             self._cache.clear()
-        for memory in memories:
-            _release(memory)
         self.worker.close()
         self.store.close()
-
-
-def _release(memory: Memory) -> None:
-    """Wait for a Memory's background embeddings; the shared store stays open."""
-    memory.flush()

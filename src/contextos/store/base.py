@@ -182,8 +182,21 @@ class Store(Protocol):
         ...
 
     # -- vectors (embedded in batches behind add) -------------------------
-    def set_vectors(self, tenant: str, ids: Sequence[str], vectors: Vector, model: str) -> None:
-        """Store (normalised) vectors for records; unknown ids are ignored."""
+    def set_vectors(
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        vectors: Vector,
+        model: str,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """Store (normalised) vectors for records; unknown ids are ignored. With
+        ``owner`` (a claimant of ``claim_vectors``), only records whose queue row it
+        still claims are written, in the same transaction as the check; the others
+        are skipped and stay pending: their text changed since the claim (which ends
+        it) or another worker took the claim over, so the vector may describe text
+        the record no longer has."""
         ...
 
     def requeue_stale_vectors(self, model: str) -> int:
@@ -205,12 +218,15 @@ class Store(Protocol):
         (its holder died or hung), and those ``owner`` holds already (a batch it failed
         to store). Several processes' embedding workers on one store thus embed each
         record once; ``set_vectors`` or ``quarantine_vectors`` ends the claim with the
-        record's place in the queue."""
+        record's place in the queue, and a change of the record's text ends it too."""
         ...
 
-    def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
+    def quarantine_vectors(
+        self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
+    ) -> None:
         """Take records whose embedding failed out of the queue, keeping the error
-        (a text change puts them back)."""
+        (a text change puts them back). With ``owner``, only records it still claims,
+        as in ``set_vectors``."""
         ...
 
     def embedding_status(self, tenant: str | None = None) -> EmbeddingStatus:

@@ -324,8 +324,12 @@ class PostgresStore(shared.PatchUpdates):
                 conn.execute(f"VACUUM (FULL, ANALYZE) {table}")
             conn.execute("CHECKPOINT")
 
-    def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
+    def quarantine_vectors(
+        self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
+    ) -> None:
         with self._tx("quarantine") as cur:
+            if owner is not None:
+                ids = _unclaim(cur, tenant, list(ids), owner)
             cur.execute(
                 "INSERT INTO vector_quarantine (tenant, memory_id, error, at) "
                 "SELECT tenant, id, %s, now() FROM memories WHERE tenant = %s AND id = ANY(%s) "
@@ -385,7 +389,15 @@ class PostgresStore(shared.PatchUpdates):
         return [Ranked(r[0], float(r[1])) for r in rows]
 
     # -- vectors -------------------------------------------------------------
-    def set_vectors(self, tenant: str, ids: Sequence[str], vectors: Vector, model: str) -> None:
+    def set_vectors(
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        vectors: Vector,
+        model: str,
+        *,
+        owner: str | None = None,
+    ) -> None:
         if len(ids) != len(vectors):
             raise ValueError("ids and vectors differ in length")
         if not len(ids):
@@ -398,6 +410,8 @@ class PostgresStore(shared.PatchUpdates):
             self._indexed_dims.add(dim)
         latest = {memory_id: k for k, memory_id in enumerate(ids)}  # last one wins
         with self._tx("vector write") as cur:
+            if owner is not None:
+                latest = {i: latest[i] for i in _unclaim(cur, tenant, list(latest), owner)}
             cur.execute(
                 "INSERT INTO vectors (tenant, memory_id, dim, model, vec) "
                 f"SELECT m.tenant, m.id, {dim}, %s, u.v::vector({dim}) "
@@ -498,9 +512,12 @@ class _Update(shared.RecordUpdate):
 
     def drop_vector(self, key: tuple[str, str]) -> None:
         self.cur.execute("DELETE FROM vectors WHERE tenant = %s AND memory_id = %s", key)
+        # A claimant is embedding the old text: end its claim, so its set_vectors skips
+        # the record and the next claim embeds the new text.
         self.cur.execute(
             "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s) "
-            "ON CONFLICT DO NOTHING",
+            "ON CONFLICT (tenant, memory_id) DO UPDATE "
+            "SET claimed_by = NULL, claimed_until = '-infinity'",
             key,
         )
         self.cur.execute("DELETE FROM vector_quarantine WHERE tenant = %s AND memory_id = %s", key)
@@ -514,6 +531,25 @@ class _Update(shared.RecordUpdate):
             (*params, *key),
         ).fetchone()
         return record_from_row(row)
+
+
+def _unclaim(cur: Any, tenant: str, ids: list[str], owner: str) -> list[str]:
+    """Take out of the queue those of ``ids`` whose row ``owner`` still claims, and
+    return them. A record whose text changed since the claim (``_Update.drop_vector``
+    ends it), or whose claim another worker took over, is skipped: the vector in hand
+    may describe text it no longer has. The memories are locked first, as update()
+    locks them before their vector and queue rows (the same order, so no deadlock), and
+    the DELETE then reads the claims as a concurrent update left them."""
+    cur.execute(
+        "SELECT 1 FROM memories WHERE tenant = %s AND id = ANY(%s) ORDER BY id FOR KEY SHARE",
+        (tenant, ids),
+    )
+    rows = cur.execute(
+        "DELETE FROM pending_vectors WHERE tenant = %s AND memory_id = ANY(%s) "
+        "AND claimed_by = %s RETURNING memory_id",
+        (tenant, ids, owner),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Sequence[str]) -> None:

@@ -423,10 +423,19 @@ class SQLiteStore(shared.PatchUpdates):
         return [h for h in hits if h[0] in ok]
 
     # -- vectors -------------------------------------------------------------
-    def set_vectors(self, tenant: str, ids: Sequence[str], vectors: Vector, model: str) -> None:
+    def set_vectors(
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        vectors: Vector,
+        model: str,
+        *,
+        owner: str | None = None,
+    ) -> None:
         if len(ids) != len(vectors):
             raise ValueError("ids and vectors differ in length")
         vecs = np.asarray(vectors, dtype=np.float32)
+        claimed, claim_params = _claimed_by(owner)
         with self._write() as db:
             for chunk_start in range(0, len(ids), 500):
                 chunk = list(ids[chunk_start : chunk_start + 500])
@@ -435,8 +444,9 @@ class SQLiteStore(shared.PatchUpdates):
                     db.execute(
                         # ``+tenant``: by id, not a walk of the tenant (see get_many); it
                         # held the write lock for the walk, and adds waited behind it.
-                        f"SELECT id, rowid FROM memories WHERE +tenant = ? AND id IN ({marks})",
-                        (tenant, *chunk),
+                        f"SELECT id, rowid FROM memories WHERE +tenant = ? AND id IN ({marks})"
+                        + claimed,
+                        (tenant, *chunk, *claim_params),
                     ).fetchall()
                 )
                 db.executemany(
@@ -474,14 +484,23 @@ class SQLiteStore(shared.PatchUpdates):
         self, owner: str, *, limit: int, lease_s: float
     ) -> builtins.list[MemoryRecord]:
         now = time.time()
+        # Only queue rows of records that exist (a row left by foreign SQL would be
+        # claimed, return nothing and take a batch slot for good).
+        claimable = (
+            "SELECT p.mem_rowid FROM pending_vectors p JOIN memories m ON m.rowid = p.mem_rowid "
+            "WHERE p.claimed_until < ? OR p.claimed_by = ? ORDER BY p.mem_rowid LIMIT ?"
+        )
+        # A read first: with nothing to claim no write transaction is opened (an inline
+        # flush() then neither waits on another process's write lock nor fails on a
+        # read-only file, and flush()'s polling of other claims takes no lock).
+        if not self._read(claimable, (now, owner, 1)):
+            return []
         # One short write transaction: the claim and the read of the claimed records.
         # The embedding happens after it, outside any lock.
         with self._write() as db:
             claimed = db.execute(
                 "UPDATE pending_vectors SET claimed_by = ?, claimed_until = ? "
-                "WHERE mem_rowid IN (SELECT mem_rowid FROM pending_vectors "
-                "WHERE claimed_until < ? OR claimed_by = ? ORDER BY mem_rowid LIMIT ?) "
-                "RETURNING mem_rowid",
+                f"WHERE mem_rowid IN ({claimable}) RETURNING mem_rowid",
                 (owner, now + lease_s, now, owner, limit),
             ).fetchall()
             if not claimed:
@@ -493,12 +512,15 @@ class SQLiteStore(shared.PatchUpdates):
             ).fetchall()
         return [row_to_record(r) for r in rows]
 
-    def quarantine_vectors(self, tenant: str, ids: Sequence[str], error: str) -> None:
+    def quarantine_vectors(
+        self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
+    ) -> None:
+        claimed, claim_params = _claimed_by(owner)
         with self._write() as db:
             rowids = db.execute(
                 "SELECT rowid FROM memories WHERE +tenant = ? AND id IN "  # by id (get_many)
-                "(SELECT value FROM json_each(?))",
-                (tenant, json.dumps(list(ids))),
+                "(SELECT value FROM json_each(?))" + claimed,
+                (tenant, json.dumps(list(ids)), *claim_params),
             ).fetchall()
             db.executemany(
                 "INSERT OR REPLACE INTO vector_quarantine (mem_rowid, error, at) VALUES (?,?,?)",
@@ -693,11 +715,27 @@ class _Update(shared.RecordUpdate):
     def drop_vector(self, key: int) -> None:
         # triggers queue the memory again and end its quarantine (V2, V3)
         self.cur.execute("DELETE FROM vectors WHERE mem_rowid = ?", (key,))
+        # A claimant is embedding the old text: end its claim, so its set_vectors skips
+        # the record and the next claim embeds the new text.
+        self.cur.execute(
+            "UPDATE pending_vectors SET claimed_by = NULL, claimed_until = 0 WHERE mem_rowid = ?",
+            (key,),
+        )
 
     def write(self, key: int, sets: Sequence[str], params: Sequence[object]) -> MemoryRecord:
         self.cur.execute(f"UPDATE memories SET {', '.join(sets)} WHERE rowid = ?", (*params, key))
         row = self.cur.execute(f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid = ?", (key,))
         return row_to_record(row.fetchone())
+
+
+def _claimed_by(owner: str | None) -> tuple[str, tuple[str, ...]]:
+    """The condition (appended to a WHERE on ``memories``) that keeps only the records
+    whose queue row ``owner`` still claims; none without an owner. A record whose text
+    changed since the claim (``_Update.drop_vector`` ends it), or whose claim another
+    worker took over, is skipped: the vector in hand describes text it may no longer have."""
+    if owner is None:
+        return "", ()
+    return " AND rowid IN (SELECT mem_rowid FROM pending_vectors WHERE claimed_by = ?)", (owner,)
 
 
 def _scrub_contexts(
