@@ -15,13 +15,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..errors import NotFound
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, TokenCount, ToolCall, Turn
-from .base import Patch, TokenCounter, patch_columns
+from .base import Patch, TokenCounter, Vector, patch_columns
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -443,3 +445,42 @@ class PatchUpdates(ABC):
     @abstractmethod
     def _updating(self) -> AbstractContextManager[RecordUpdate]:
         """The store's :class:`RecordUpdate` on a cursor inside one write transaction."""
+
+
+@dataclass(frozen=True)
+class VectorWrite:
+    """One ``Store.set_vectors`` call, checked: a float32 row of ``vectors`` per id
+    (at least one), and the claimant the write is conditional on (None: none)."""
+
+    tenant: str
+    ids: list[str]
+    vectors: Vector
+    model: str
+    owner: str | None
+
+
+class VectorWrites(ABC):
+    """``Store.set_vectors`` for a SQL store, written once: the arguments are checked
+    here and a store supplies only its write (``_write_vectors``)."""
+
+    def set_vectors(
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        vectors: Vector,
+        model: str,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        """See ``Store.set_vectors``."""
+        if len(ids) != len(vectors):
+            raise ValueError("ids and vectors differ in length")
+        if len(ids):
+            rows = np.asarray(vectors, dtype=np.float32)
+            self._write_vectors(VectorWrite(tenant, list(ids), rows, model, owner))
+
+    @abstractmethod
+    def _write_vectors(self, batch: VectorWrite) -> None:
+        """Store ``batch`` in one write transaction: with ``batch.owner``, only the
+        records whose queue row that claimant still holds; ids of no record of the
+        tenant are ignored; for an id given twice, its last vector."""

@@ -72,7 +72,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class PostgresStore(shared.PatchUpdates):
+class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     """Store on a PostgreSQL database with pgvector. Thread-safe.
 
     Args:
@@ -389,29 +389,18 @@ class PostgresStore(shared.PatchUpdates):
         return [Ranked(r[0], float(r[1])) for r in rows]
 
     # -- vectors -------------------------------------------------------------
-    def set_vectors(
-        self,
-        tenant: str,
-        ids: Sequence[str],
-        vectors: Vector,
-        model: str,
-        *,
-        owner: str | None = None,
-    ) -> None:
-        if len(ids) != len(vectors):
-            raise ValueError("ids and vectors differ in length")
-        if not len(ids):
-            return
-        vecs = np.asarray(vectors, dtype=np.float32)
+    def _write_vectors(self, batch: shared.VectorWrite) -> None:
+        tenant, vecs = batch.tenant, batch.vectors
         dim = int(vecs.shape[1])
         if dim not in self._indexed_dims:
             with self._tx("index build") as cur:
                 ensure_hnsw_index(cur, dim)
             self._indexed_dims.add(dim)
-        latest = {memory_id: k for k, memory_id in enumerate(ids)}  # last one wins
+        latest = {memory_id: k for k, memory_id in enumerate(batch.ids)}  # last one wins
         with self._tx("vector write") as cur:
-            if owner is not None:
-                latest = {i: latest[i] for i in _unclaim(cur, tenant, list(latest), owner)}
+            if batch.owner is not None:
+                claimed = _unclaim(cur, tenant, list(latest), batch.owner)
+                latest = {i: latest[i] for i in claimed}
             cur.execute(
                 "INSERT INTO vectors (tenant, memory_id, dim, model, vec) "
                 f"SELECT m.tenant, m.id, {dim}, %s, u.v::vector({dim}) "
@@ -419,7 +408,12 @@ class PostgresStore(shared.PatchUpdates):
                 "JOIN memories m ON m.tenant = %s AND m.id = u.id "
                 "ON CONFLICT (tenant, memory_id) DO UPDATE SET "
                 "dim = excluded.dim, model = excluded.model, vec = excluded.vec",
-                (model, list(latest), [vector_text(vecs[k]) for k in latest.values()], tenant),
+                (
+                    batch.model,
+                    list(latest),
+                    [vector_text(vecs[k]) for k in latest.values()],
+                    tenant,
+                ),
             )
             cur.execute(
                 "DELETE FROM pending_vectors WHERE tenant = %s AND memory_id = ANY(%s)",

@@ -73,7 +73,7 @@ def scope_terms(scope: Scope) -> builtins.list[str]:
     ]
 
 
-class SQLiteStore(shared.PatchUpdates):
+class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
     def __init__(
@@ -423,22 +423,12 @@ class SQLiteStore(shared.PatchUpdates):
         return [h for h in hits if h[0] in ok]
 
     # -- vectors -------------------------------------------------------------
-    def set_vectors(
-        self,
-        tenant: str,
-        ids: Sequence[str],
-        vectors: Vector,
-        model: str,
-        *,
-        owner: str | None = None,
-    ) -> None:
-        if len(ids) != len(vectors):
-            raise ValueError("ids and vectors differ in length")
-        vecs = np.asarray(vectors, dtype=np.float32)
-        claimed, claim_params = _claimed_by(owner)
+    def _write_vectors(self, batch: shared.VectorWrite) -> None:
+        ids, vecs = batch.ids, batch.vectors
+        claimed, claim_params = _claimed_by(batch.owner)
         with self._write() as db:
             for chunk_start in range(0, len(ids), 500):
-                chunk = list(ids[chunk_start : chunk_start + 500])
+                chunk = ids[chunk_start : chunk_start + 500]
                 marks = ",".join("?" * len(chunk))
                 rowid_of = dict(
                     db.execute(
@@ -446,13 +436,13 @@ class SQLiteStore(shared.PatchUpdates):
                         # held the write lock for the walk, and adds waited behind it.
                         f"SELECT id, rowid FROM memories WHERE +tenant = ? AND id IN ({marks})"
                         + claimed,
-                        (tenant, *chunk, *claim_params),
+                        (batch.tenant, *chunk, *claim_params),
                     ).fetchall()
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO vectors (mem_rowid, model, vec) VALUES (?,?,?)",
                     [
-                        (rowid_of[i], model, vecs[chunk_start + k].tobytes())
+                        (rowid_of[i], batch.model, vecs[chunk_start + k].tobytes())
                         for k, i in enumerate(chunk)
                         if i in rowid_of
                     ],
