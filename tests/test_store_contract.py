@@ -290,7 +290,6 @@ def test_set_vectors_ignores_unknown_and_foreign_ids(store: Store) -> None:
     assert store.pending_vectors(limit=5) == []
 
 
-
 def test_set_vectors_refuses_ids_and_vectors_of_different_lengths(store: Store) -> None:
     r = rec("x")
     store.put([r])
@@ -298,6 +297,7 @@ def test_set_vectors_refuses_ids_and_vectors_of_different_lengths(store: Store) 
         store.set_vectors("t1", [r.id, "other"], unit(1, 0, 0, 0)[None, :], "m")
     store.set_vectors("t1", [], np.zeros((0, 4), dtype=np.float32), "m")  # nothing to write
     assert [p.id for p in store.pending_vectors(limit=5)] == [r.id]
+
 
 # -- forget ----------------------------------------------------------------------
 
