@@ -122,14 +122,16 @@ def test_fused_graph_equals_plain_bert_math(
 def test_int8_vectors_stay_close_to_float32(
     texts: list[str], float32_vectors: npt.NDArray[np.float32], graph_cache: Path
 ) -> None:
-    """Measured on these texts: mean cosine 0.9951, min 0.989 (without the calibrated
-    smoothing: 0.9926, 0.982; on the 2,760 expanded LoCoMo dev turns 0.9958 / 0.984,
-    docs/benchmarks.md). Retrieval recall is what decides (bench locomo)."""
+    """Measured on these texts: mean cosine 0.9983, min 0.9951 (with the FFN-down input
+    quantized per call instead of per token: 0.9951, 0.989; without the calibrated
+    smoothing too: 0.9926, 0.982). On the 7,660 texts ``bench locomo`` embeds 0.9989 /
+    0.9965, docs/benchmarks.md. Retrieval recall is what decides (bench locomo): it is
+    the default embedder, so tests/test_retrieval_quality.py guards it."""
     int8 = MiniLMEmbedder(cache_path=graph_cache, int8=True)
     vectors = int8.embed(texts)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosines = np.sum(float32_vectors * vectors, axis=1)
-    assert cosines.mean() >= 0.994 and cosines.min() >= 0.985, (cosines.mean(), cosines.min())
+    assert cosines.mean() >= 0.9975 and cosines.min() >= 0.993, (cosines.mean(), cosines.min())
     # still ranks by meaning: each text's nearest float32 vector is its own
     assert (np.argmax(vectors @ float32_vectors.T, axis=1) == np.arange(len(texts))).mean() >= 0.99
 
@@ -139,7 +141,7 @@ def test_int8_is_a_model_of_its_own(graph_cache: Path) -> None:
     """Its vectors must never share an index with float32's: another model id (stored
     with each vector, so a switch re-embeds) and another cached graph file."""
     int8 = make_embedder("minilm-int8")
-    assert int8.model_id == "all-MiniLM-L6-v2-int8" != MiniLMEmbedder.model_id
+    assert int8.model_id == "all-MiniLM-L6-v2-int8-v2" != MiniLMEmbedder.model_id
     before = set(graph_cache.glob("*.onnx"))
     MiniLMEmbedder(cache_path=graph_cache, int8=True).embed(["tea"])
     MiniLMEmbedder(cache_path=graph_cache).embed(["tea"])

@@ -165,8 +165,10 @@ class MiniLMEmbedder:
         ``model_path`` / ``cache_path``: the weights folder and the graph cache
         (default: the installed package and :func:`cache_dir`).
         ``int8``: the encoder's projections in int8 (``onnx_graph.build_model``): a
-        model of its own (``model_id`` ends in ``-int8``), since its vectors differ
-        slightly from float32's and must not be mixed with them in one index."""
+        model of its own (``model_id`` ends in ``-int8-v2``), since its vectors differ
+        slightly from float32's and must not be mixed with them in one index. (``-v2``:
+        the FFN-down input is quantized per token since builder 4; the first int8
+        graph's vectors, ``-int8``, are re-embedded like another model's.)"""
         if batch_size < 1 or threads < 1:
             raise ValueError("batch_size and threads must be >= 1")
         self.batch_size = batch_size
@@ -175,7 +177,7 @@ class MiniLMEmbedder:
         self._cache_path = cache_path
         self.int8 = int8
         if int8:
-            self.model_id = f"{MiniLMEmbedder.model_id}-int8"
+            self.model_id = f"{MiniLMEmbedder.model_id}-int8-v2"
         self._loaded: tuple[Any, Any] | None = None
         self._load_lock = threading.Lock()
 

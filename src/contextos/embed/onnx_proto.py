@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 #: TensorProto.DataType values of the element types we write.
 FLOAT = 1
+UINT8 = 2
 INT8 = 3
 INT32 = 6
 INT64 = 7
