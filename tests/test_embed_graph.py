@@ -14,8 +14,9 @@ import numpy.typing as npt
 import pytest
 
 from conftest import LOCOMO
+from contextos import Memory
 from contextos.bench.locomo_data import load_locomo
-from contextos.embed import MiniLMEmbedder, make_embedder
+from contextos.embed import DEFAULT_EMBEDDER, MiniLMEmbedder, make_embedder
 from contextos.embed.minilm import model_dir
 from contextos.embed.onnx_graph import (
     HEADS,
@@ -26,6 +27,8 @@ from contextos.embed.onnx_graph import (
     read_safetensors,
 )
 from contextos.errors import ConfigError
+from contextos.memory.render import vector_model
+from contextos.server.app import ServerConfig
 
 slow = pytest.mark.slow
 
@@ -147,6 +150,47 @@ def test_int8_is_a_model_of_its_own(graph_cache: Path) -> None:
     MiniLMEmbedder(cache_path=graph_cache).embed(["tea"])
     names = sorted(p.name for p in graph_cache.glob("*.onnx"))
     assert len(names) == 2 and sum(n.endswith("-int8.onnx") for n in names) == 1, (before, names)
+
+
+def test_int8_is_the_default_and_float32_stays_selectable(tmp_path: Path) -> None:
+    """A plain ``Memory()``, the settings (CLI) and the server get the int8 graph; the
+    float32 one keeps its old name and an explicit one."""
+    int8_id = MiniLMEmbedder(int8=True).model_id
+    assert make_embedder(DEFAULT_EMBEDDER).model_id == int8_id
+    with Memory(tmp_path / "m.db") as m:  # the model loads on first use only
+        assert m.embedder.model_id == int8_id
+    assert ServerConfig(db=str(tmp_path / "s.db")).embedder == DEFAULT_EMBEDDER
+    for name in ("minilm", "minilm-fp32"):
+        embedder = make_embedder(name)
+        assert isinstance(embedder, MiniLMEmbedder) and not embedder.int8
+        assert embedder.model_id == "all-MiniLM-L6-v2"
+
+
+@slow
+def test_a_float32_store_is_searchable_then_re_embedded_by_the_int8_default(
+    tmp_path: Path, graph_cache: Path
+) -> None:
+    """A store written before int8 became the default keeps answering by meaning with
+    its float32 vectors (a process that embeds inline never re-embeds a whole store
+    before answering), and a process with a worker re-embeds them all by the model id."""
+    path = tmp_path / "m.db"
+    texts = ["Ana drinks green tea every morning", "Bo repairs old motorcycles in his garage"]
+    with Memory(path, embedder=MiniLMEmbedder(cache_path=graph_cache)) as m:
+        m.add(texts, user_id="ana")
+        assert m.flush(60)
+    int8 = MiniLMEmbedder(cache_path=graph_cache, int8=True)
+    with Memory(path, embedder=int8, background_embedding=False) as m:
+        # no word in common with the tea memory: only its (float32) vector finds it
+        assert m.search("which beverage", user_id="ana")[0].record.text == texts[0]
+        assert m.search("fixing motorbikes", user_id="ana")[0].record.text == texts[1]
+    with Memory(path, embedder=int8) as m:
+        assert m.flush(60)
+        assert m.store.embedding_status().pending == 0
+        assert m.store.requeue_stale_vectors(vector_model(int8.model_id)) == 0
+        assert m.search("which beverage", user_id="ana")[0].record.text == texts[0]
+    with Memory(path, embedder=int8, background_embedding=False) as m:
+        # every vector is int8's now: by float32's model id all of them are stale
+        assert m.store.requeue_stale_vectors(vector_model(MiniLMEmbedder.model_id)) == 2
 
 
 def test_bench_scale_measures_the_embedder_named(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from .embed import DEFAULT_EMBEDDER
 from .errors import ConfigError
 
 
@@ -64,7 +65,7 @@ class Settings:
 
     db: str = ""
     tenant: str = "default"
-    embedder: str = "minilm"
+    embedder: str = DEFAULT_EMBEDDER
     model: str = "claude-sonnet-4-6"
     anthropic_api_key: str | None = None
     openai_api_key: str | None = None

@@ -47,6 +47,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ..embed import DEFAULT_EMBEDDER
 from ..types import Hit, MemoryRecord
 from .locomo import MAIN_CATEGORIES, aggregate, score_question
 from .locomo_data import DEFAULT_LOCOMO, LocomoConversation, LocomoQA, load_locomo
@@ -75,7 +76,7 @@ class OnlineBenchConfig:
     #: Only the first N turns of each conversation (questions whose evidence all
     #: lies in them); None: every turn.
     limit: int | None = None
-    embedder: str = "minilm"
+    embedder: str = DEFAULT_EMBEDDER
     #: Turns per second over all writers together; 0: as fast as adds are acknowledged.
     rate: float = 10.0
     #: Probe the vector lag of (at most) one add in this many.

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..embed import DEFAULT_EMBEDDER
 from .stats import percentile
 
 _VOCABULARY = (
@@ -77,7 +78,7 @@ class ServeBenchConfig:
     db: str | None = None
     clients: int = 50
     seconds: float = 60.0
-    embedder: str = "minilm"
+    embedder: str = DEFAULT_EMBEDDER
     add_fraction: float = 0.5
     seed: int = 0
     startup_timeout: float = 180.0

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..embed import DEFAULT_EMBEDDER
 from .serve import USERS_PER_RUN, _sentence
 
 Message = dict[str, Any]
@@ -75,7 +76,7 @@ class _Driver:
 
 
 def route_cpu(
-    *, embedder: str = "minilm", requests: int = 300, memories: int = 1000, seed: int = 0
+    *, embedder: str = DEFAULT_EMBEDDER, requests: int = 300, memories: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
     """CPU ms per request of ``/healthz``, ``add`` and ``search`` (see the module
     docstring), after ``memories`` records were added and embedded."""

@@ -190,8 +190,8 @@ def measure(
 ) -> OverheadResult:
     """Run ``calls`` interleaved bare/wrapped calls and return both medians.
 
-    ``embedder`` (session mode): ``hash`` (fast, deterministic) or ``minilm``
-    (the real default, to include query embedding in the overhead).
+    ``embedder`` (session mode): ``hash`` (fast, deterministic), or ``minilm-int8``
+    (the real default) or ``minilm`` (float32), to include query embedding in the overhead.
     """
     if calls < 1 or warmup < 0:
         raise ValueError("calls must be >= 1 and warmup >= 0")

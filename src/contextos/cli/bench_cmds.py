@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..bench.locomo_data import LocomoConversation
+from ..embed import DEFAULT_EMBEDDER
 from .common import (
     CliState,
     console,
@@ -88,7 +89,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @locomo_option
     @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
     @click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
-    @click.option("--embedder", default=None, help="Embedder name (default: minilm).")
+    @click.option("--embedder", default=None, help=f"Embedder name (default: {DEFAULT_EMBEDDER}).")
     @click.option(
         "--memory",
         "memory_mode",
@@ -177,7 +178,9 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @click.option("--queries", default=200, show_default=True, type=click.IntRange(1))
     @click.option("--json", "json_out", metavar="OUT", help="Write the report here.")
     @click.option(
-        "--embedder", default=None, help="Embedder name, e.g. minilm-int8 (default: minilm)."
+        "--embedder",
+        default=None,
+        help=f"Embedder name, e.g. minilm (float32) (default: {DEFAULT_EMBEDDER}).",
     )
     @pass_state
     def scale(

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from ..bench.locomo_data import DEFAULT_LOCOMO
 from ..config import Settings
+from ..embed import DEFAULT_EMBEDDER
 from ..errors import ScopeError
 from ..types import scope_id
 
@@ -196,9 +197,9 @@ locomo_option = click.option(
 #: ``--embedder`` of a benchmark that starts ``contextos serve``: the embedder it runs.
 served_embedder_option = click.option(
     "--embedder",
-    default="minilm",
+    default=DEFAULT_EMBEDDER,
     show_default=True,
-    help="Embedder of the server under test (minilm is the real configuration).",
+    help="Embedder of the server under test (the default is the real configuration).",
 )
 
 

@@ -40,7 +40,12 @@ if TYPE_CHECKING:
 )
 @number_option("--warmup", 10, click.IntRange(0), "Unmeasured calls first.")
 @click.option("--stream", is_flag=True, help="Stream the responses (and read them whole).")
-@choice_option("--embedder", ["hash", "minilm"], "hash", "Embedder of the session mode's memory.")
+@choice_option(
+    "--embedder",
+    ["hash", "minilm-int8", "minilm"],
+    "hash",
+    "Embedder of the session mode's memory.",
+)
 @json_option
 @pass_state
 def bench_wrap(

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from ..embed import DEFAULT_EMBEDDER
 from .common import (
     CliState,
     F,
@@ -189,7 +190,8 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 @click.option(
     "--embedder",
     default=None,
-    help="Embedder name (minilm, or hash for tests); env CONTEXTOS_EMBEDDER.",
+    help=f"Embedder name ({DEFAULT_EMBEDDER}, minilm for float32, or hash for tests); "
+    "env CONTEXTOS_EMBEDDER.",
 )
 @click.option("--admin-key", envvar="CONTEXTOS_ADMIN_KEY", default=None, help=ADMIN_KEY_HELP)
 @limit_options()
@@ -373,7 +375,9 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: interface.")
 @number_option("--port", 8765, click.IntRange(1, 65535), "HTTP: port (endpoint /mcp).")
-@click.option("--embedder", default=None, help="Embedder name (minilm, or hash for tests).")
+@click.option(
+    "--embedder", default=None, help=f"Embedder name (default {DEFAULT_EMBEDDER}; hash for tests)."
+)
 @limit_options("HTTP: ")
 @pass_state
 def mcp(

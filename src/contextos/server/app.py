@@ -18,7 +18,7 @@ from typing import Any
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
-from ..embed import Embedder, make_embedder
+from ..embed import DEFAULT_EMBEDDER, Embedder, make_embedder
 from ..errors import ContextosError, MissingExtraError
 from .auth import DEFAULT_AUTH_FAILURES, Authenticator, validate_admin_key
 from .batching import BatchingEmbedder
@@ -53,7 +53,7 @@ class ServerConfig:
     """Everything ``contextos serve`` decides; tests build one directly."""
 
     db: str
-    embedder: str = "minilm"
+    embedder: str = DEFAULT_EMBEDDER
     admin_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
     rate_limit: RateLimit = field(default_factory=RateLimit)
