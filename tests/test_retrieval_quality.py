@@ -20,7 +20,7 @@ from conftest import LOCOMO
 from contextos.bench.locomo import Row, evaluate, ingest, recall_of
 from contextos.bench.locomo_data import LocomoConversation, load_locomo
 from contextos.bench.locomo_memory import ingest_beside, stored_records
-from contextos.embed import make_embedder
+from contextos.embed import DEFAULT_EMBEDDER, make_embedder
 from contextos.memory import TURN_FACTS_RETRIEVAL, Memory, RetrievalConfig
 from contextos.memory.render import embedding_text
 from contextos.memory.turn_vectors import embed_records
@@ -95,7 +95,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
     """The two conversations in a real SQLite memory, and the full pipeline's rows."""
     convs = [c for c in load_locomo(LOCOMO) if c.sample_id in CONVERSATIONS]
     assert [c.sample_id for c in convs] == list(CONVERSATIONS)
-    embedder = make_embedder("minilm")
+    embedder = make_embedder(DEFAULT_EMBEDDER)  # what users get: int8 MiniLM
     m = Memory(tmp_path_factory.mktemp("quality") / "q.db", embedder=embedder)
     try:
         with (
