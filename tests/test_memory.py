@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from contextos import Filter, NotFound, ScopeError, StoreError
+from contextos import Filter, NotFound, Scope, ScopeError, StoreError
 from contextos.memory import Memory
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
@@ -219,15 +219,7 @@ def test_pending_embeddings_resume_after_a_crash(tmp_path: Path) -> None:
     # write records without ever embedding them, as a process killed before its worker ran
     from contextos.memory.ingest import build_records, to_messages, validate_options
 
-    opts = validate_options(
-        tenant="default",
-        user_id="u",
-        agent_id=None,
-        session_id=None,
-        metadata=None,
-        event_time=None,
-        memory_type="episodic",
-    )
+    opts = validate_options(Scope(user_id="u"))
     crashed.store.put(build_records(to_messages(["orphan one", "orphan two"]), opts))
     crashed.store.close()
     store = SQLiteStore(db)

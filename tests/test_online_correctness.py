@@ -272,15 +272,7 @@ def test_another_users_record_that_quoted_the_user_survives_without_the_quote(
         )
         [reply] = build_records(
             to_messages([{"role": "user", "content": "noted", "name": "Carl"}]),
-            validate_options(
-                tenant=m.tenant,
-                user_id="carl",
-                agent_id=None,
-                session_id="s1",
-                metadata=None,
-                event_time=None,
-                memory_type="episodic",
-            ),
+            validate_options(Scope(m.tenant, user_id="carl", session_id="s1")),
             previous=m.get_all(user_id="ana")[0],  # carl answers ana in a shared session
         )
         m.store.put([reply])

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,19 @@ def test_a_holder_whose_lease_ran_out_writes_nothing(db: str) -> None:
         store.close()
 
 
+@contextmanager
+def _write_lock_held(db: str) -> Iterator[None]:
+    """Another connection (another process: a forget, a purge, a big put) holds the
+    SQLite write lock of ``db`` meanwhile."""
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        yield
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
 class BusyStoreEmbedder(HashEmbedder):
     """Embeds as the shipped HashEmbedder; during its first batch another connection
     (another process: a forget, a purge, a big put) takes the SQLite write lock and
@@ -305,12 +319,9 @@ class BusyStoreEmbedder(HashEmbedder):
             held = threading.Event()
 
             def hold() -> None:
-                con = sqlite3.connect(self.db, isolation_level=None)
-                con.execute("BEGIN IMMEDIATE")
-                held.set()
-                time.sleep(self.hold_s)
-                con.execute("COMMIT")
-                con.close()
+                with _write_lock_held(self.db):
+                    held.set()
+                    time.sleep(self.hold_s)
 
             self.holder = threading.Thread(target=hold)
             self.holder.start()
@@ -383,13 +394,10 @@ def test_nothing_to_claim_takes_no_write_lock(tmp_path: Path) -> None:
     db = str(tmp_path / "idle.db")
     _fill(db, 0)
     store = SQLiteStore(db, busy_timeout_ms=100)
-    other = sqlite3.connect(db, isolation_level=None)
     try:
-        other.execute("BEGIN IMMEDIATE")
-        assert embed_pending(store, HashEmbedder(), owner="w") == 0
-        other.execute("COMMIT")
+        with _write_lock_held(db):
+            assert embed_pending(store, HashEmbedder(), owner="w") == 0
     finally:
-        other.close()
         store.close()
 
 

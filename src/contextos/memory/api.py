@@ -151,10 +151,7 @@ class Memory:
             TypeError/ValueError: malformed messages, oversized text, a non-string id.
         """
         opts = validate_options(
-            tenant=self.tenant,
-            user_id=user_id,
-            agent_id=agent_id,
-            session_id=session_id,
+            Scope(self.tenant, user_id, agent_id, session_id),
             metadata=metadata,
             event_time=event_time,
             memory_type=memory_type,

@@ -76,18 +76,15 @@ def _one_message(item: object) -> Message:
 
 
 def validate_options(
+    scope: Scope,
     *,
-    tenant: str,
-    user_id: str | None,
-    agent_id: str | None,
-    session_id: str | None,
-    metadata: Mapping[str, Any] | None,
-    event_time: datetime | None,
-    memory_type: str,
+    metadata: Mapping[str, Any] | None = None,
+    event_time: datetime | None = None,
+    memory_type: str = "episodic",
 ) -> AddOptions:
-    """Check the keyword arguments of ``add`` and bundle them (the ids by
-    :class:`~contextos.types.Scope`'s one rule, :func:`~contextos.types.scope_id`)."""
-    scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
+    """Check the keyword arguments of ``add`` and bundle them. The ids come as one
+    :class:`~contextos.types.Scope`, already checked by its one rule
+    (:func:`~contextos.types.scope_id`); here it must name someone."""
     if memory_type not in MEMORY_TYPES:
         raise ValueError(f"memory_type must be one of {MEMORY_TYPES}, got {memory_type!r}")
     if metadata is not None and not isinstance(metadata, Mapping):

@@ -21,6 +21,18 @@ On LoCoMo (dev, categories 1-4, ``contextos bench locomo --cv``) recall@10 went 
 -> 0.610); recall within 1,000 tokens stayed at 0.871-0.874, adversarial questions lost
 (0.709 -> 0.654), and embedding a turn costs about 3.3 texts instead of one
 (docs/benchmarks.md).
+
+Where that cost goes (LoCoMo dev, 2,760 turns): 177,650 tokens for the turns with
+their facts appended and 87,291 for the facts alone, against 104,005 for the bare
+turns; one thread embeds 82 turns per CPU-second this way, 122 without the facts'
+own vectors and 219 for bare turns. Cheaper recipes were measured in the sixth
+session and none kept its recall@10 held out (docs/benchmarks.md, "Cheaper fact
+vectors", recall@10 leave-one-conversation-out against today's 0.825 by the same
+protocol): the bare turn plus the facts' vectors (0.820), one pass over turn + facts
+with each fact pooled from its own tokens ("late chunking", 0.819: a fact read in its
+turn's context is no longer a sharp point), one pass with each fact masked off from
+the turn (0.820), the facts embedded as one text (0.815), or only the first k alone
+(0.817).
 """
 
 from __future__ import annotations
