@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from contextos.bench.locomo import run_locomo, score_question
 from contextos.bench.locomo_data import LocomoQA, normalise_evidence
-from contextos.bench.scale import run_scale
+from contextos.bench.scale import measure_locomo_embed_rate, run_scale
 from contextos.cli.bench_cmds import KEYS as TABLE_KEYS
+from contextos.cli.main import cli
+from contextos.embed import Vectors
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Hit, MemoryRecord
 
@@ -81,3 +86,65 @@ def test_scale_report_shape(tmp_path: Path) -> None:
 def test_missing_data_is_a_clear_error(missing: str) -> None:
     with pytest.raises(FileNotFoundError, match="--data"):
         run_locomo(missing, embedder=HashEmbedder())
+
+
+class _Recording(HashEmbedder):
+    """The deterministic test embedder, keeping every text it was asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.texts.extend(texts)
+        return super().embed(texts)
+
+
+def _locomo_file(tmp_path: Path) -> Path:
+    """A two-session conversation in LoCoMo's JSON format (written here, not copied)."""
+
+    def turns(session: int, lines: list[tuple[str, str]]) -> list[dict[str, str]]:
+        return [
+            {"speaker": who, "dia_id": f"D{session}:{k + 1}", "text": text}
+            for k, (who, text) in enumerate(lines)
+        ]
+
+    conversation = {
+        "speaker_a": "Ann",
+        "speaker_b": "Bob",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": turns(1, [("Ann", "I adopted a puppy named Rex yesterday!"), ("Bob", "Wow!")]),
+        "session_2_date_time": "10:00 am on 20 May, 2023",
+        "session_2": turns(2, [("Bob", "I ran my first marathon last Sunday.")]),
+    }
+    path = tmp_path / "tiny-locomo.json"
+    path.write_text(json.dumps([{"sample_id": "c1", "conversation": conversation, "qa": []}]))
+    return path
+
+
+def test_embedding_rate_on_locomo_turns_embeds_them_as_stored(tmp_path: Path) -> None:
+    embedder = _Recording()
+    rate = measure_locomo_embed_rate(embedder, _locomo_file(tmp_path), batch=2)
+    assert rate["locomo_embed_per_s"] > 0 and rate["locomo_embed_per_cpu_s"] > 0
+    # Each turn is embedded through the worker's path: with its speaker, and a turn
+    # that states a fact also gets that fact's own vector (more texts than turns).
+    turns = [t for t in embedder.texts if "puppy" in t or "marathon" in t]
+    assert any("Ann" in t for t in turns) and any("Bob" in t for t in turns)
+    assert len(embedder.texts) > 3 + 2  # three turns (the first batch twice) and facts
+
+
+def test_embedding_rate_on_locomo_turns_is_skipped_without_the_file(tmp_path: Path) -> None:
+    rate = measure_locomo_embed_rate(HashEmbedder(), tmp_path / "absent.json")
+    assert set(rate) == {"locomo_embed_skipped"}
+    assert "--data" in rate["locomo_embed_skipped"]
+
+
+def test_bench_scale_cli_reports_the_locomo_rate(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    args = ["bench", "scale", "--n", "100", "--queries", "2", "--embedder", "hash"]
+    result = CliRunner().invoke(
+        cli, [*args, "--data", str(_locomo_file(tmp_path)), "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "LoCoMo turns" in result.output
+    assert json.loads(out.read_text())["locomo_embed_per_s"] > 0

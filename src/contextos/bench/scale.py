@@ -5,7 +5,9 @@ Before the store is filled, the embedder is timed on its own: one short question
 at a time (``query_embed_ms``, what a search pays) and LoCoMo-like turns in batches
 of 64 (``embed_per_s``, what the background worker sustains), each also in CPU time
 of the calling thread (``query_embed_cpu_ms``, ``embed_per_cpu_s``), which stays
-meaningful when other jobs load the machine.
+meaningful when other jobs load the machine. With a LoCoMo file, the same rate on its
+real turns too (``locomo_embed_per_s``, ``locomo_embed_per_cpu_s``): the synthetic
+turns carry more extracted facts than LoCoMo's, so they cost more to embed.
 
 Records are synthetic chat turns (templated sentences over a varied
 vocabulary), added one ``Memory.add`` call at a time while the background
@@ -189,8 +191,12 @@ def run_scale(
     workdir: str | Path | None = None,
     embedder: Embedder | None = None,
     progress: Callable[[int], None] | None = None,
+    locomo: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Grow a store to ``n`` memories and measure at each checkpoint ≤ n."""
+    """Grow a store to ``n`` memories and measure at each checkpoint ≤ n.
+
+    ``locomo``: a LoCoMo file; the embedding rate is then also measured on its real
+    turns (:func:`measure_locomo_embed_rate`)."""
     points = sorted({c for c in checkpoints if c <= n} | {n})
     rng = random.Random(7)
     nprng = np.random.default_rng(7)
@@ -202,6 +208,7 @@ def run_scale(
     added = 0
     stand_ins = 0  # stand-in vectors written so far (they stay in the store)
     embed_costs = {**measure_query_latency(embedder), **measure_embed_rate(embedder)}
+    locomo_rate = measure_locomo_embed_rate(embedder, locomo) if locomo is not None else {}
     memory = Memory(db, embedder=embedder)
     try:
         for point in points:
@@ -257,6 +264,7 @@ def run_scale(
         "queries_per_point": queries,
         "embedder": embedder.model_id,
         **embed_costs,
+        **locomo_rate,
     }
 
 
@@ -273,17 +281,12 @@ def locomo_like_turn(rng: random.Random) -> str:
 def measure_embed_rate(
     embedder: Embedder, *, texts: int = 1024, batch: int = 64
 ) -> dict[str, float]:
-    """Embedding throughput on LoCoMo-like turns, in batches of ``batch`` through the
-    path the background worker uses: each turn stored as a session turn and embedded by
-    ``turn_vectors.embed_records`` (so the offline extraction of its facts, the longer
-    text with the facts appended and the facts' own vectors are all counted), through
-    ``embed_batch`` where the embedder has one.
+    """Embedding throughput on LoCoMo-like synthetic turns, in batches of ``batch``
+    through the path the background worker uses (:func:`embed_rate`).
 
-    ``embed_per_s`` is texts per wall-clock second; ``embed_per_cpu_s`` per second of
+    ``embed_per_s`` is turns per wall-clock second; ``embed_per_cpu_s`` per second of
     this thread's CPU time, which a loaded machine changes far less (the MiniLM
     embedder runs on the calling thread with one intra-op thread)."""
-    from ..memory.turn_vectors import embed_records
-
     rng = random.Random(11)
     when = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
     sample = [
@@ -297,16 +300,64 @@ def measure_embed_rate(
         )
         for n in range(texts)
     ]
+    per_s, per_cpu_s = embed_rate(embedder, sample, batch=batch)
+    return {"embed_per_s": per_s, "embed_per_cpu_s": per_cpu_s}
+
+
+def measure_locomo_embed_rate(
+    embedder: Embedder, data: str | Path, *, texts: int = 1024, batch: int = 64
+) -> dict[str, Any]:
+    """The same rate on real LoCoMo turns (what issue #12's target names): ``texts``
+    turns spread evenly over the file's conversations, each built into the record
+    ``Memory.add`` stores for it in ``bench locomo`` (speaker, caption, date, the turn
+    it answers), so their facts are the ones the worker embeds in use.
+
+    ``locomo_embed_per_s`` / ``locomo_embed_per_cpu_s``; without the file (it is never
+    copied into the repository), ``locomo_embed_skipped`` says why instead."""
+    from ..memory.ingest import AddOptions, build_records, to_messages
+    from .locomo_data import load_locomo
+    from .locomo_memory import session_id, turn_message
+
+    try:
+        conversations = load_locomo(data)
+    except FileNotFoundError as exc:
+        return {"locomo_embed_skipped": str(exc)}
+    records: list[MemoryRecord] = []
+    for conv in conversations:
+        previous: MemoryRecord | None = None
+        for turn in conv.turns:
+            scope = Scope(
+                tenant="bench", user_id=conv.sample_id, session_id=session_id(conv, turn.session)
+            )
+            if previous is not None and previous.scope != scope:
+                previous = None
+            opts = AddOptions(scope, {}, turn.time, "episodic")
+            (previous,) = build_records(to_messages(turn_message(turn)), opts, previous)
+            records.append(previous)
+    if not records:
+        return {"locomo_embed_skipped": f"no turns in {data}"}
+    step = max(1, len(records) // texts)
+    per_s, per_cpu_s = embed_rate(embedder, records[::step][:texts], batch=batch)
+    return {"locomo_embed_per_s": per_s, "locomo_embed_per_cpu_s": per_cpu_s}
+
+
+def embed_rate(
+    embedder: Embedder, records: Sequence[MemoryRecord], *, batch: int = 64
+) -> tuple[float, float]:
+    """Records per wall-clock second and per CPU-second of this thread, embedded in
+    batches of ``batch`` by ``turn_vectors.embed_records`` (the worker's path: a
+    turn's offline facts are extracted, appended to its text and embedded on their
+    own too), through ``embed_batch`` where the embedder has one. The first batch
+    is embedded once before timing, so loading the model is not counted."""
+    from ..memory.turn_vectors import embed_records
+
     embed = getattr(embedder, "embed_batch", embedder.embed)
-    embed_records(embed, sample[:batch])  # load the model first
+    embed_records(embed, records[:batch])
     start, cpu = time.perf_counter(), time.thread_time()
-    for i in range(0, texts, batch):
-        embed_records(embed, sample[i : i + batch])
+    for i in range(0, len(records), batch):
+        embed_records(embed, records[i : i + batch])
     wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
-    return {
-        "embed_per_s": round(texts / wall, 1),
-        "embed_per_cpu_s": round(texts / max(cpu, 1e-9), 1),
-    }
+    return round(len(records) / wall, 1), round(len(records) / max(cpu, 1e-9), 1)
 
 
 def measure_query_latency(embedder: Embedder, *, queries: int = 200) -> dict[str, float]:

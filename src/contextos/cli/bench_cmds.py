@@ -182,11 +182,20 @@ def register(cli: click.Group, bench: click.Group) -> None:
         default=None,
         help=f"Embedder name, e.g. minilm (float32) (default: {DEFAULT_EMBEDDER}).",
     )
+    @locomo_option
     @pass_state
     def scale(
-        state: CliState, n: int, queries: int, json_out: str | None, embedder: str | None
+        state: CliState,
+        n: int,
+        queries: int,
+        json_out: str | None,
+        embedder: str | None,
+        data: str,
     ) -> None:
-        """Add/search latency, embedding rate and DB size at 10k and 100k memories."""
+        """Add/search latency, embedding rate and DB size at 10k and 100k memories.
+
+        The embedding rate is measured on synthetic LoCoMo-like turns and, when the
+        LoCoMo file (--data) is there, on its real turns too."""
         from ..bench.scale import run_scale
         from ..embed import make_embedder
 
@@ -194,13 +203,22 @@ def register(cli: click.Group, bench: click.Group) -> None:
         with progress_bar() as bar:
             task = bar.add_task("add memories", total=n)
             report = run_scale(
-                n, queries=queries, progress=lambda k: bar.advance(task, k), embedder=model
+                n,
+                queries=queries,
+                progress=lambda k: bar.advance(task, k),
+                embedder=model,
+                locomo=data,
             )
         _write_json(json_out, report)
         if state.as_json:
             click.echo(json.dumps(report, indent=2))
             return
-        table = Table(title=f"scale · embedding {report['embed_per_s']} texts/s")
+        locomo_rate = (
+            f" · LoCoMo turns {report['locomo_embed_per_s']}/s"
+            if "locomo_embed_per_s" in report
+            else f" · LoCoMo turns not measured ({report.get('locomo_embed_skipped')})"
+        )
+        table = Table(title=f"scale · embedding {report['embed_per_s']} turns/s{locomo_rate}")
         cols = (
             "n",
             "add_p50_ms",
