@@ -536,3 +536,7 @@ def _print_bench(report: dict[str, object]) -> None:
             f"load generator {report['client_cpu_ms_per_request']:.2f} ms",
             highlight=False,
         )
+    by_thread = report.get("server_cpu_ms_per_request_by_thread")
+    if isinstance(by_thread, dict):
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in by_thread.items())
+        console.print(f"  server CPU ms per request by thread: {parts}", highlight=False)

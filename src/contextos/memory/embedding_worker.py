@@ -26,6 +26,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..embed import Embedder, Vectors
+from ..os_threads import BACKGROUND_EMBEDDING, name_this_thread
 from ..store.base import Store
 from ..types import MemoryRecord
 from .render import vector_model
@@ -238,6 +239,7 @@ class EmbeddingWorker:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        name_this_thread(BACKGROUND_EMBEDDING)
         while not self._stop:
             woken = self._wake.wait(self._lease_s)
             if self._store.closed:
