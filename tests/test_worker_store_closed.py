@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from contextos.store import Store, open_store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord, Scope
-from pg_support import fresh_schema
+from server_support import database
 
 WORKER_LOG = "contextos.memory.embedding_worker"
 
@@ -90,19 +90,15 @@ def test_a_store_closed_while_a_batch_is_embedded_stops_the_worker_once(
         reopened.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path / "m.db")
-    else:
-        pytest.importorskip("psycopg")
-        with fresh_schema("closed") as (url, _schema):
-            yield url
-
-
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_an_idle_worker_whose_store_was_closed_stops_when_woken(
-    db: str, caplog: pytest.LogCaptureFixture
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    with database(kind, tmp_path) as db:
+        _idle_worker_stops(db, caplog)
+
+
+def _idle_worker_stops(db: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=WORKER_LOG)
     store = open_store(db)
     worker = EmbeddingWorker(store, HashEmbedder(), linger=0.0)
