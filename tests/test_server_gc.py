@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,12 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 
 @pytest.fixture
 def restored_gc() -> Iterator[None]:
-    """Give the test process its collector back as it was."""
+    """Give the test process its collector back as it was. Garbage earlier tests left
+    (an unclosed pipe) is finalised first, so the serve-time ``gc.collect()`` does not
+    report it here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
     threshold = gc.get_threshold()
     yield
     gc.unfreeze()
