@@ -403,6 +403,21 @@ def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) ->
     assert "acknowledged writes" in output
     # CPU per request of server and load generator (Linux /proc), load-independent.
     assert report["server_cpu_ms_per_request"] > 0 and report["client_cpu_ms_per_request"] > 0
+    # ... split by the server's threads; the groups add up to the whole.
+    by_thread = report["server_cpu_ms_per_request_by_thread"]
+    assert set(by_thread) == {
+        "main",
+        "request_threads",
+        "query_embedding",
+        "background_embedding",
+        "ended_threads",
+    }
+    assert by_thread["main"] > 0 and by_thread["request_threads"] > 0
+    # (/proc counts CPU in 10 ms ticks per thread: allow a few ticks over the whole run.)
+    requests = report["add"]["ok"] + report["search"]["ok"]
+    total_ms = report["server_cpu_ms_per_request"] * requests
+    assert total_ms - 1e-6 <= sum(by_thread.values()) * requests <= total_ms + 50
+    assert "by thread: main" in output
 
 
 def test_add_with_infer_stores_extracted_facts(acme: Tenant) -> None:

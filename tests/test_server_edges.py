@@ -448,3 +448,17 @@ def test_per_message_metadata_reaches_the_index_like_the_python_api(tmp_path: Pa
             json={"messages": [{"content": "x", "metadata": {"a\x00": 1}}], "user_id": "ana"},
         )
         assert bad.status_code == 422
+
+
+def test_the_announced_port_accepts_connections_before_the_app_has_started() -> None:
+    """`serve` prints its address once the port is bound; the app's startup (the store,
+    the collector's tuning) runs after that. A client that connects at once waits in
+    the backlog instead of being refused (it was, now and then, under load)."""
+    from contextos.cli.server_cmds import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass  # no server loop yet: accepted by the kernel, queued
+    finally:
+        sock.close()

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..embed import DEFAULT_EMBEDDER
+from ..os_threads import BACKGROUND_EMBEDDING, QUERY_EMBEDDING
 from .stats import percentile
 
 _VOCABULARY = (
@@ -285,9 +286,16 @@ def _stored_ids(url: str, key: str) -> set[str]:
     return ids
 
 
-def process_tree_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants
-    (``serve --workers`` forks its worker processes); None where /proc is missing."""
+def _cpu_of(stat: str, tick: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds) from a /proc ``stat`` line. The command name (field 2)
+    may hold spaces and parentheses: split after it."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+
+
+def _process_tree(pid: int) -> tuple[list[int], dict[int, float]] | None:
+    """``pid`` and its live descendants (``serve --workers`` forks its worker
+    processes), and each one's CPU seconds so far; None where /proc is missing."""
     proc = Path("/proc")
     if not (proc / str(pid)).is_dir():
         return None
@@ -298,20 +306,72 @@ def process_tree_cpu(pid: int) -> float | None:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            parent, seconds = _cpu_of((entry / "stat").read_text(), tick)
         except OSError:  # the process ended meanwhile
             continue
-        # The command name (field 2) may hold spaces and parentheses: split after it.
-        fields = stat[stat.rindex(")") + 2 :].split()
         child = int(entry.name)
-        parents.setdefault(int(fields[1]), []).append(child)
-        cpu[child] = (int(fields[11]) + int(fields[12])) / tick
-    total, todo = 0.0, [pid]
+        parents.setdefault(parent, []).append(child)
+        cpu[child] = seconds
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += cpu.get(current, 0.0)
+        tree.append(current)
         todo.extend(parents.get(current, []))
-    return total
+    return tree, cpu
+
+
+def process_tree_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants;
+    None where /proc is missing."""
+    found = _process_tree(pid)
+    if found is None:
+        return None
+    tree, cpu = found
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+#: The report's groups of the server's threads: those the library names in the OS
+#: (``contextos.os_threads``), each process's main thread (uvicorn's event loop: HTTP,
+#: middleware, routing, validation, JSON), and every other live thread (the threadpool
+#: that runs the request handlers: retrieval, the store's SQL, writes).
+THREAD_GROUPS = {
+    QUERY_EMBEDDING: "query_embedding",
+    BACKGROUND_EMBEDDING: "background_embedding",
+}
+
+
+def thread_cpu(pid: int) -> dict[tuple[int, str], float]:
+    """CPU seconds so far of every live thread of ``pid``'s process tree, keyed by
+    (thread id, group); empty where /proc is missing."""
+    found = _process_tree(pid)
+    if found is None:
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[tuple[int, str], float] = {}
+    for process in found[0]:
+        for task in Path(f"/proc/{process}/task").glob("*"):
+            try:
+                name = (task / "comm").read_text().strip()
+                _, seconds = _cpu_of((task / "stat").read_text(), tick)
+            except OSError:  # the thread ended meanwhile
+                continue
+            tid = int(task.name)
+            group = THREAD_GROUPS.get(name, "main" if tid == process else "request_threads")
+            out[(tid, group)] = seconds
+    return out
+
+
+def cpu_by_thread_group(
+    before: dict[tuple[int, str], float], after: dict[tuple[int, str], float], total: float
+) -> dict[str, float]:
+    """CPU seconds each thread group used between two :func:`thread_cpu` snapshots;
+    ``ended_threads`` is what threads that ended meanwhile used (the rest of ``total``,
+    the process tree's CPU over the same time)."""
+    groups = {name: 0.0 for name in ("main", "request_threads", *THREAD_GROUPS.values())}
+    for (tid, group), seconds in after.items():
+        groups[group] += seconds - before.get((tid, group), 0.0)
+    groups["ended_threads"] = max(0.0, total - sum(groups.values()))
+    return groups
 
 
 def _warm_up(url: str, key: str, workers: int) -> None:
@@ -356,9 +416,11 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
         )
         with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, proc):
             _warm_up(url, key, cfg.workers)
+            threads_before = thread_cpu(proc.pid)
             server_cpu, client_cpu = process_tree_cpu(proc.pid), time.process_time()
             stats, acked, elapsed = asyncio.run(_load(url, key, cfg))
             server_end = process_tree_cpu(proc.pid)
+            threads_after = thread_cpu(proc.pid)
             client_cpu = time.process_time() - client_cpu
             pending_at_end, drain_s = drain_time(db, tenant)
             stored = _stored_ids(url, key)
@@ -366,6 +428,16 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
     requests = max(1, total_ok + sum(s.errors for s in stats.values()))
     server_ms = (
         None if server_cpu is None or server_end is None else (server_end - server_cpu) * 1000
+    )
+    by_thread = (
+        None
+        if server_ms is None or not threads_after
+        else {
+            group: seconds * 1000 / requests
+            for group, seconds in cpu_by_thread_group(
+                threads_before, threads_after, server_ms / 1000
+            ).items()
+        }
     )
     return {
         "config": {
@@ -380,6 +452,8 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
         # CPU per request (ms) of the server's processes (background embedding of the
         # added memories included) and of this load generator.
         "server_cpu_ms_per_request": None if server_ms is None else server_ms / requests,
+        # The same, split by the server's threads (see THREAD_GROUPS): where it goes.
+        "server_cpu_ms_per_request_by_thread": by_thread,
         "client_cpu_ms_per_request": client_cpu * 1000 / requests,
         "add": stats["add"].summary(elapsed),
         "search": stats["search"].summary(elapsed),

@@ -45,14 +45,21 @@ def _db(state: CliState, db: str | None) -> str:
     return target
 
 
+#: Connections the kernel queues before the server accepts them (uvicorn's default).
+LISTEN_BACKLOG = 2048
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything is announced or loaded, so a busy
-    port fails at once with one line (and port 0 picks a free one)."""
+    port fails at once with one line (and port 0 picks a free one). It listens at once:
+    a client that connects as soon as the address is announced waits in the backlog
+    while the app starts up, instead of being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
@@ -540,3 +547,7 @@ def _print_bench(report: dict[str, object]) -> None:
             f"load generator {report['client_cpu_ms_per_request']:.2f} ms",
             highlight=False,
         )
+    by_thread = report.get("server_cpu_ms_per_request_by_thread")
+    if isinstance(by_thread, dict):
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in by_thread.items())
+        console.print(f"  server CPU ms per request by thread: {parts}", highlight=False)

@@ -26,6 +26,7 @@ from collections import defaultdict
 import numpy as np
 
 from ..embed import Embedder, Vectors
+from ..os_threads import BACKGROUND_EMBEDDING, name_this_thread
 from ..store.base import Store
 from ..types import MemoryRecord
 from .render import vector_model
@@ -198,6 +199,12 @@ class EmbeddingWorker:
         self._thread.start()
         _LIVE.add(self)
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker's thread is still alive (it stops on :meth:`close`, or by
+        itself once its store was closed)."""
+        return self._thread.is_alive()
+
     def notify(self) -> None:
         """New records were written: embed them soon."""
         self._idle.clear()
@@ -206,17 +213,24 @@ class EmbeddingWorker:
     def flush(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending, records another process claimed included
         (they are waited for, or taken once their claim runs out); re-raises a worker
-        failure. False on timeout."""
+        failure. False on timeout, and at once when the worker has stopped (closed, or
+        its store was closed): nothing would embed what is pending."""
+        if self._stop:
+            self._raise_error()
+            return False
         self._flushing.set()
         self.notify()
         try:
             done = self._idle.wait(timeout)
         finally:
             self._flushing.clear()
+        self._raise_error()
+        return done
+
+    def _raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        return done
 
     def close(self) -> None:
         self._stop = True
@@ -225,41 +239,32 @@ class EmbeddingWorker:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        name_this_thread(BACKGROUND_EMBEDDING)
         while not self._stop:
-            if not self._wake.wait(self._lease_s) and not self._pending_somewhere():
+            woken = self._wake.wait(self._lease_s)
+            if self._store.closed:
+                self._stop_for_closed_store()
+                break
+            if not woken and not self._pending_somewhere():
                 continue
             if not self._stop:
                 # Linger, but not past a flush(): a CLI command that opens a Memory and
                 # flushes at once otherwise waited out the whole linger (0.2 s).
                 self._flushing.wait(self._linger)
             self._wake.clear()
-            claimed_elsewhere = False
             try:
-                if self._requeue_stale:
-                    requeue_stale(self._store, self._embedder)
-                    self._requeue_stale = False
-                while not self._stop:
-                    start = time.perf_counter()
-                    done = embed_pending(
-                        self._store,
-                        self._embedder,
-                        batch_size=self._batch_size,
-                        owner=self.owner,
-                        lease_s=self._lease_s,
-                    )
-                    if not done:
-                        break
-                    self.embedded += done
-                    self.seconds += time.perf_counter() - start
-                # Nothing left to claim; what is still pending another process holds.
-                claimed_elsewhere = not self._stop and self._store.embedding_status().pending > 0
+                claimed_elsewhere = self._embed_all()
             except Exception as exc:  # the store failed (busy, closed): surfaced by flush()
-                log.warning("background embedding failed, retrying in %.0f s: %s", RETRY_S, exc)
                 self._error = exc
+                if self._store.closed:
+                    self._stop_for_closed_store()
+                    break
+                log.warning("background embedding failed, retrying in %.0f s: %s", RETRY_S, exc)
                 if not self._stop:
                     retry = threading.Timer(RETRY_S, self.notify)
                     retry.daemon = True
                     retry.start()
+                claimed_elsewhere = False
             if claimed_elsewhere:
                 # Look again soon while flush() waits, else once the claims could have
                 # run out (their holder died); an add or a flush() wakes it earlier.
@@ -267,6 +272,38 @@ class EmbeddingWorker:
                 self._wake.set()
             elif not self._wake.is_set():
                 self._idle.set()
+
+    def _embed_all(self) -> bool:
+        """Embed batches until nothing is left to claim; whether records are still
+        pending (another process holds their claim)."""
+        if self._requeue_stale:
+            requeue_stale(self._store, self._embedder)
+            self._requeue_stale = False
+        while not self._stop:
+            start = time.perf_counter()
+            done = embed_pending(
+                self._store,
+                self._embedder,
+                batch_size=self._batch_size,
+                owner=self.owner,
+                lease_s=self._lease_s,
+            )
+            if not done:
+                break
+            self.embedded += done
+            self.seconds += time.perf_counter() - start
+        return not self._stop and self._store.embedding_status().pending > 0
+
+    def _stop_for_closed_store(self) -> None:
+        """The store was closed under this worker (its owner closed the store, not the
+        worker): every retry would fail the same way, forever, once a second. Stop, say
+        so once, and let ``flush()`` answer at once (its records stay pending, durable,
+        for the next process)."""
+        if not self._stop:
+            log.warning("background embedding stopped: its store was closed")
+        self._stop = True
+        _LIVE.discard(self)
+        self._idle.set()
 
     def _pending_somewhere(self) -> bool:
         """Idle for a lease: is anything pending? Another process may have claimed

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..embed import Embedder, Vectors
+from ..os_threads import QUERY_EMBEDDING, name_this_thread
 
 #: Calls with at most this many texts count as interactive (a query).
 SMALL = 4
@@ -117,6 +118,7 @@ class BatchingEmbedder:
             return batch
 
     def _run(self) -> None:
+        name_this_thread(QUERY_EMBEDDING)
         while (batch := self._take()) is not None:
             texts = [t for slot in batch for t in slot.texts]
             try:

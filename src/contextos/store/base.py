@@ -266,3 +266,9 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: every call after it fails, so a background
+        thread that outlived its store (an embedding worker) stops instead of retrying."""
+        ...

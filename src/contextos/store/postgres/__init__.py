@@ -189,6 +189,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         with self._conn("read") as conn:
             return list(conn.execute(sql, params).fetchall())
 
+    @property
+    def closed(self) -> bool:
+        return bool(self._pool.closed)
+
     def close(self) -> None:
         self._pool.close()
 

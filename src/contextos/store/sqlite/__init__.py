@@ -104,6 +104,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         #: Commits made on this connection: ``PRAGMA data_version`` only tells about
         #: other connections', so the index also watches this counter.
         self._writes = 0
+        self._closed = False
 
     # -- plumbing ----------------------------------------------------------
     @contextmanager
@@ -148,8 +149,21 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"read failed: {exc}") from exc
 
+    @property
+    def closed(self) -> bool:
+        """Also true when the connection was closed without :meth:`close` (a process
+        tearing down, a test simulating a crash): nothing can be done on it either."""
+        if self._closed:
+            return True
+        try:
+            self._db.in_transaction  # noqa: B018 - raises once the connection is closed
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             try:
                 if not self.read_only:
                     self._truncate_wal(wait=False)
