@@ -64,9 +64,10 @@ class LoggingEmbedder(HashEmbedder):
 def _drain(db: str, log: str, gate: str, delay: float, hang: bool) -> None:
     """A process's share: its own store handle and worker, started once the file
     ``gate`` exists (so processes begin together, after their imports), until
-    nothing is pending."""
+    nothing is pending. It writes ``<log>.ready`` once it waits at the gate."""
     store = open_store(db)
     embedder = LoggingEmbedder(Path(log), delay=delay, hang=hang)
+    Path(f"{log}.ready").touch()
     while not Path(gate).exists():
         time.sleep(0.01)
     worker = EmbeddingWorker(store, embedder, batch_size=BATCH, linger=0.0, lease_s=LEASE_S)
@@ -113,6 +114,16 @@ def _start(
     return proc
 
 
+def _open_gate(gate: Path, logs: Sequence[Path]) -> None:
+    """Let the processes writing ``logs`` start, once each has imported and opened its
+    store (a process that started early would otherwise drain the queue alone)."""
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{log}.ready").exists() for log in logs):
+        assert time.monotonic() < deadline, "a process did not start"
+        time.sleep(0.01)
+    gate.touch()
+
+
 def _assert_all_vectors(db: str, texts: list[str]) -> None:
     store = open_store(db)
     try:
@@ -134,7 +145,7 @@ def _two_processes_embed_each_record_once(db: str, tmp_path: Path) -> None:
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     gate = tmp_path / "go"
     procs = [_start(db, log, gate) for log in logs]
-    gate.touch()
+    _open_gate(gate, logs)
     for proc in procs:
         proc.join(timeout=180)
         assert proc.exitcode == 0
@@ -152,7 +163,7 @@ def _killed_holder_is_taken_over(db: str, tmp_path: Path) -> None:
     dead_gate, live_gate = tmp_path / "go-dead", tmp_path / "go-live"
     doomed = _start(db, dead_log, dead_gate, hang=True)
     live = _start(db, live_log, live_gate, delay=0.0)
-    dead_gate.touch()
+    _open_gate(dead_gate, [dead_log])
     deadline = time.monotonic() + 60
     while not _logged(dead_log):  # it holds its first claimed batch, mid-embedding
         assert time.monotonic() < deadline and doomed.is_alive()
@@ -163,7 +174,7 @@ def _killed_holder_is_taken_over(db: str, tmp_path: Path) -> None:
     assert doomed.pid is not None
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.join(timeout=30)
-    live_gate.touch()
+    _open_gate(live_gate, [live_log])
     live.join(timeout=180)
     assert live.exitcode == 0
     # The live process embedded everything, the dead one's batch included, but that
