@@ -9,6 +9,7 @@ database" every second until the process exited.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,6 +147,57 @@ def test_a_connection_closed_without_close_stops_the_worker_too(
         worker.notify()
         assert _wait_stopped(worker, timeout=10)
         assert _worker_warnings(caplog) == ["background embedding stopped: its store was closed"]
+    finally:
+        worker.close()
+        store.close()
+
+
+def test_the_first_flush_after_the_store_was_closed_says_false(tmp_path: Path) -> None:
+    """An idle worker, records pending (written by another handle), the store closed:
+    the very next flush() wakes the worker, which stops; "idle" then is not "done"."""
+    store = SQLiteStore(tmp_path / "m.db")
+    worker = EmbeddingWorker(store, HashEmbedder(), linger=0.0)
+    try:
+        assert worker.flush(timeout=10)
+        other = SQLiteStore(tmp_path / "m.db")
+        _put(other, 3)
+        other.close()
+        store.close()
+        assert worker.flush(timeout=10) is False
+    finally:
+        worker.close()
+    reopened = SQLiteStore(tmp_path / "m.db")
+    try:
+        assert reopened.embedding_status().pending == 3
+    finally:
+        reopened.close()
+
+
+class SlowEmbedder(HashEmbedder):
+    """Takes a while per batch, so a flush() is still waiting when the worker closes."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        time.sleep(0.3)
+        return super().embed(texts)
+
+
+def test_a_flush_without_timeout_returns_when_the_worker_is_closed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """``Memory.flush()`` (no timeout) on a request thread while shutdown closes the
+    Memory: the flush answers False instead of waiting forever."""
+    store = SQLiteStore(tmp_path / "m.db")
+    worker = EmbeddingWorker(store, SlowEmbedder(), batch_size=2, linger=0.0)
+    _put(store, 40)
+    answers: list[bool] = []
+    flusher = threading.Thread(target=lambda: answers.append(worker.flush()), daemon=True)
+    try:
+        flusher.start()
+        time.sleep(0.5)  # the flush waits; the worker is mid-way through the batches
+        worker.close()
+        flusher.join(timeout=10)
+        assert not flusher.is_alive(), "flush() kept waiting on a closed worker"
+        assert answers == [False]
     finally:
         worker.close()
         store.close()

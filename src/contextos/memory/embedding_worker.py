@@ -46,6 +46,9 @@ CLAIM_LEASE_S = 30.0
 #: process has claimed.
 CLAIM_POLL_S = 0.05
 
+#: Seconds between ``flush()``'s checks that the worker is still alive while it waits.
+FLUSH_POLL_S = 0.25
+
 
 def claim_owner() -> str:
     """A fresh name for one claimant (a worker, or one inline ``embed_pending`` run):
@@ -221,11 +224,28 @@ class EmbeddingWorker:
         self._flushing.set()
         self.notify()
         try:
-            done = self._idle.wait(timeout)
+            done = self._wait_idle(timeout)
         finally:
             self._flushing.clear()
         self._raise_error()
-        return done
+        # Idle because the worker stopped (closed, or its store was) is not "done":
+        # what was pending is still pending.
+        return done and not self._stop
+
+    def _wait_idle(self, timeout: float | None) -> bool:
+        """Wait for the worker to go idle, in slices: a worker that stopped while this
+        waited (``close()`` from another thread, its store closed just as this woke
+        it) may never signal idle again, and a flush without a timeout would then
+        wait forever."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = FLUSH_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return self._idle.is_set()
+            if self._idle.wait(min(left, FLUSH_POLL_S)):
+                return True
+            if not self._thread.is_alive():
+                return False
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -240,6 +260,12 @@ class EmbeddingWorker:
 
     def _run(self) -> None:
         name_this_thread(BACKGROUND_EMBEDDING)
+        try:
+            self._loop()
+        finally:
+            self._idle.set()  # the thread ends: wake any flush() (it answers False)
+
+    def _loop(self) -> None:
         while not self._stop:
             woken = self._wake.wait(self._lease_s)
             if self._store.closed:
