@@ -148,3 +148,17 @@ def test_bench_scale_cli_reports_the_locomo_rate(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "LoCoMo turns" in result.output
     assert json.loads(out.read_text())["locomo_embed_per_s"] > 0
+
+
+def test_the_locomo_rate_samples_every_conversation(tmp_path: Path) -> None:
+    """The turns timed are spread over the whole file: with more turns than are
+    timed, the last conversation is sampled too (it was once cut off)."""
+    path = _locomo_file(tmp_path)
+    data = json.loads(path.read_text())
+    second = json.loads(json.dumps(data[0]))
+    second["sample_id"] = "c2"
+    second["conversation"]["session_2"][0]["text"] = "Bob baked bread on Sunday."
+    path.write_text(json.dumps([data[0], second]))
+    embedder = _Recording()
+    measure_locomo_embed_rate(embedder, path, texts=4, batch=2)
+    assert any("bread" in t for t in embedder.texts)

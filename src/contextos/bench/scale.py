@@ -336,8 +336,9 @@ def measure_locomo_embed_rate(
             records.append(previous)
     if not records:
         return {"locomo_embed_skipped": f"no turns in {data}"}
-    step = max(1, len(records) // texts)
-    per_s, per_cpu_s = embed_rate(embedder, records[::step][:texts], batch=batch)
+    # Evenly spaced over the whole file, the last conversation included.
+    picks = np.linspace(0, len(records) - 1, min(texts, len(records))).round().astype(int)
+    per_s, per_cpu_s = embed_rate(embedder, [records[i] for i in picks], batch=batch)
     return {"locomo_embed_per_s": per_s, "locomo_embed_per_cpu_s": per_cpu_s}
 
 
