@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -74,14 +73,6 @@ def scope_terms(scope: Scope) -> builtins.list[str]:
     ]
 
 
-#: Reader connections a store opens at most for its plain reads (searches, gets),
-#: beside the one that keeps the vector index fresh. SQLite runs a query without
-#: Python's GIL, and in WAL mode readers do not block each other or the writer, so
-#: the server's request threads search on both cores instead of queueing behind one
-#: connection's lock (which profiling showed: a quarter of their samples waited on it).
-READ_CONNECTIONS = 4
-
-
 class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
@@ -103,11 +94,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             if self.read_only or str(path) == ":memory:"
             else _open_reader(str(path), busy_timeout_ms)
         )
-        self._busy_timeout_ms = busy_timeout_ms
-        # Plain reads borrow one of up to READ_CONNECTIONS connections (opened on demand).
-        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._readers: builtins.list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
         self._index: VectorIndex | None = None
         self._index_vseq = 0  # vectors loaded up to this vseq
         self._index_log_seq = 0  # index_log read up to this seq
@@ -157,41 +143,11 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             pass  # still held by a reader: the next write or close tries again
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> builtins.list[Any]:
-        if self._reader is self._db:  # read-only or in memory: the one connection
-            with self._read_lock:
-                return _fetch(self._reader, sql, params)
-        db = self._borrow_reader()
-        try:
-            return _fetch(db, sql, params)
-        finally:
-            self._return_reader(db)
-
-    def _borrow_reader(self) -> sqlite3.Connection:
-        """An idle reader connection, a new one while fewer than READ_CONNECTIONS are
-        open, else the next one another thread returns."""
-        while True:
+        with self._read_lock:
             try:
-                return self._idle_readers.get_nowait()
-            except queue.Empty:
-                pass
-            with self._pool_lock:
-                if self._closed:
-                    raise StoreError("read failed: the store is closed")
-                if len(self._readers) < READ_CONNECTIONS:
-                    db = _open_reader(str(self.path), self._busy_timeout_ms)
-                    self._readers.append(db)
-                    return db
-            try:
-                return self._idle_readers.get(timeout=0.5)
-            except queue.Empty:
-                continue  # look again (the store may have been closed meanwhile)
-
-    def _return_reader(self, db: sqlite3.Connection) -> None:
-        with self._pool_lock:
-            if self._closed:  # close() ran meanwhile: it left this one to its borrower
-                db.close()
-            else:
-                self._idle_readers.put(db)
+                return self._reader.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"read failed: {exc}") from exc
 
     @property
     def closed(self) -> bool:
@@ -216,12 +172,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             with self._read_lock:
                 if self._reader is not self._db:
                     self._reader.close()
-            with self._pool_lock:  # idle readers now; a borrowed one on its return
-                while True:
-                    try:
-                        self._idle_readers.get_nowait().close()
-                    except queue.Empty:
-                        break
             self._db.close()
 
     # -- records -------------------------------------------------------------
@@ -812,13 +762,6 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
     WAL must be truncated before the erasure is complete."""
     db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
     db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
-
-
-def _fetch(db: sqlite3.Connection, sql: str, params: Sequence[object]) -> builtins.list[Any]:
-    try:
-        return db.execute(sql, params).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"read failed: {exc}") from exc
 
 
 def _open_reader(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
