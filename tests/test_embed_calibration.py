@@ -6,6 +6,7 @@ older builder versions."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -182,6 +183,29 @@ def test_the_data_loads_without_the_ml_runtime() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["12", "None"]
+
+
+def test_an_install_without_the_data_file_is_a_clear_error(tmp_path: Path) -> None:
+    """Not a silent measurement: that graph would differ from other machines'."""
+    shutil.copytree(
+        REPO / "src" / "contextos",
+        tmp_path / "contextos",
+        ignore=shutil.ignore_patterns("__pycache__", "calibration.json"),
+    )
+    code = (
+        "import sys; from contextos.embed import calibration as c; from contextos.errors "
+        "import ConfigError\ntry: c.shipped('0' * 16)\nexcept ConfigError as e: print(e)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "calibration.json is missing" in r.stdout and "reinstall contextos" in r.stdout
 
 
 def test_an_int8_build_without_shipped_maxima_needs_a_calibrate_function(

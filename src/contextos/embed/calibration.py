@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import ConfigError
+
 #: What the int8 graph is calibrated on: everyday sentences written for this (none from
 #: a benchmark), of the kinds a memory holds: first-person turns, dated facts, names,
 #: numbers, questions, a list. Only their per-channel activation maxima are used.
@@ -115,8 +117,17 @@ def coarse(maxima: Mapping[str, npt.NDArray[Any]]) -> Maxima:
 
 @functools.lru_cache(maxsize=1)
 def _shipped_table() -> dict[str, dict[str, str]]:
-    """The data file's table (read once; a few tens of kB of JSON, no ML runtime)."""
-    text = resources.files("contextos.embed").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    """The data file's table (read once; a few tens of kB of JSON, no ML runtime). Its
+    absence is an install error, not a reason to measure: that graph would differ from
+    other machines' under the same model id."""
+    try:
+        data = resources.files("contextos.embed").joinpath(DATA_FILE)
+        text = data.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"contextos.embed/{DATA_FILE} is missing from the installed package ({exc}); "
+            "reinstall contextos"
+        ) from None
     table: dict[str, dict[str, str]] = json.loads(text)["weights"]
     return table
 
