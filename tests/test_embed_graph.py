@@ -23,7 +23,6 @@ from contextos.embed.onnx_graph import (
     LAYER_NORM_EPS,
     LAYERS,
     build_model,
-    ensure_graph,
     read_safetensors,
 )
 from contextos.errors import ConfigError
@@ -210,9 +209,8 @@ def test_bench_scale_measures_the_embedder_named(tmp_path: Path) -> None:
     assert isinstance(r.exception, ConfigError) and "unknown embedder" in str(r.exception)
 
 
-def test_an_int8_graph_needs_its_calibration(tmp_path: Path) -> None:
+def test_an_int8_graph_needs_its_calibration() -> None:
+    """(ensure_graph takes the shipped maxima or measures: tests/test_embed_calibration.py)"""
     weights = read_safetensors(model_dir() / "model.safetensors")
     with pytest.raises(ValueError, match="calibration"):
         build_model(weights, int8=True)
-    with pytest.raises(ValueError, match="calibrate"):
-        ensure_graph(model_dir() / "model.safetensors", tmp_path, int8=True)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..errors import ConfigError
 
@@ -90,56 +89,16 @@ def _runtime() -> tuple[Any, Any]:
     return onnxruntime, Tokenizer
 
 
-#: What the int8 graph is calibrated on: everyday sentences written for this (none from
-#: a benchmark), of the kinds a memory holds: first-person turns, dated facts, names,
-#: numbers, questions, a list. Only their per-channel activation maxima are used.
-CALIBRATION_TEXTS = (
-    "I finally went to the pottery class on Saturday and made a lopsided bowl!",
-    "Maria moved to Lisbon in March 2021 and works as a nurse at the city hospital.",
-    "What did you think of the concert last night?",
-    "We adopted two cats, Pepper and Miso, from the shelter near the park.",
-    "The meeting was moved to 3:30 pm on Thursday, 14 November, in room 204.",
-    "Honestly, I'm exhausted; the kids had the flu all week and I barely slept.",
-    "John prefers green tea without sugar and drinks it every morning before work.",
-    "Can you remind me when my passport expires? I think it's sometime in 2027.",
-    "She ran her first marathon in 4 hours 12 minutes and wants to try a trail race next.",
-    "Shopping list: eggs, oat milk, spinach, two lemons, coffee beans and dish soap.",
-    "My grandmother taught me to bake bread when I was seven, and I still use her recipe.",
-    "Tom said the car repair would cost about $850, which is more than we expected.",
-    "We're planning a camping trip to the mountains with friends at the end of July.",
-    "Is the new library open on Sundays, or only during the week?",
-    "After ten years in marketing, Priya started studying to become a software engineer.",
-    "Thanks so much for the book recommendation, I loved it and finished it in two days.",
-)
-
-
-def _calibrate(
-    ort: Any, tokenizer: Any, t: dict[str, npt.NDArray[Any]]
-) -> dict[str, npt.NDArray[Any]]:
-    """The int8 graph's calibration (``onnx_graph.build_model``): the float32 graph of
-    ``t`` with its probes, run on :data:`CALIBRATION_TEXTS`; each probe's largest
-    magnitude per channel over the real tokens."""
-    from .onnx_graph import PROBES, build_model
-    from .onnx_proto import serialize
-
-    session = ort.InferenceSession(
-        serialize(build_model(t, probes=True)), providers=["CPUExecutionProvider"]
-    )
-    encodings = tokenizer.encode_batch(list(CALIBRATION_TEXTS))
-    width = max(len(e.ids) for e in encodings)
-    ids = np.zeros((len(encodings), width), dtype=np.int64)
-    mask = np.zeros((len(encodings), width), dtype=np.int64)
-    for r, e in enumerate(encodings):
-        ids[r, : len(e.ids)] = e.ids
-        mask[r, : len(e.ids)] = 1
-    names = [o.name for o in session.get_outputs()]
-    values = session.run(None, {"input_ids": ids, "attention_mask": mask})
-    real = mask[..., None].astype(bool)
-    return {
-        name.removeprefix(PROBES): np.abs(np.where(real, value, 0.0)).max(axis=(0, 1))
-        for name, value in zip(names, values, strict=True)
-        if name.startswith(PROBES)
-    }
+def load_tokenizer(folder: Path) -> Any:
+    """The tokenizer of the model folder, as the embedder runs it: no padding (each
+    batch pads to its own longest text) and truncated at the ``max_seq_length`` of its
+    ``sentence_bert_config.json``."""
+    _, tokenizer_class = _runtime()
+    max_len = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+    tokenizer = tokenizer_class.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=int(max_len))
+    return tokenizer
 
 
 class MiniLMEmbedder:
@@ -191,14 +150,12 @@ class MiniLMEmbedder:
             return self._loaded
 
     def _open(self) -> tuple[Any, Any]:
+        from .calibration import measure
         from .onnx_graph import ensure_graph
 
-        ort, Tokenizer = _runtime()  # noqa: N806 - a class
+        ort, _ = _runtime()
         folder = check_model_dir(self._model_path) if self._model_path else model_dir()
-        max_len = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(max_length=int(max_len))
+        tokenizer = load_tokenizer(folder)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -210,7 +167,7 @@ class MiniLMEmbedder:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         weights = folder / "model.safetensors"
         cache = self._cache_path or cache_dir()
-        calibrate = functools.partial(_calibrate, ort, tokenizer)
+        calibrate = functools.partial(measure, ort, tokenizer)
         graph = ensure_graph(weights, cache, int8=self.int8, calibrate=calibrate)
         try:
             session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])

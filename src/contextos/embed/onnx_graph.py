@@ -16,9 +16,11 @@ into place, so a process racing another one sees either no file or a whole one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Callable, Mapping
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .calibration import coarse, shipped
 from .onnx_proto import FLOAT, INT32, INT64, UINT8, AttrValue, Model, Node, TensorInfo, serialize
 
 #: Bump when the graph below changes: old cached graphs are then ignored.
@@ -106,9 +109,28 @@ def _remembered_digest(weights: Path, cache_dir: Path) -> str:
 
 def cached_graph_path(weights: Path, cache_dir: Path, *, int8: bool = False) -> Path:
     """Where the graph for ``weights`` lives in ``cache_dir`` (it may not exist yet)."""
-    digest = _remembered_digest(weights, cache_dir)
-    kind = "-int8" if int8 else ""
-    return cache_dir / f"minilm-l6-{digest}-v{BUILDER_VERSION}{kind}.onnx"
+    return cache_dir / _graph_name(_remembered_digest(weights, cache_dir), BUILDER_VERSION, int8)
+
+
+def _graph_name(digest: str, version: int, int8: bool) -> str:
+    return f"minilm-l6-{digest}-v{version}{'-int8' if int8 else ''}.onnx"
+
+
+def _prune_older_graphs(cache_dir: Path, digest: str) -> None:
+    """Delete the graphs of the weights ``digest`` built by an older
+    :data:`BUILDER_VERSION` (float32 and int8): nothing reads them again, and each
+    version bump left ~150 MB behind. Newer ones stay (a newer contextos sharing the
+    cache uses them). Best effort: a file already gone or not removable is skipped."""
+    pattern = re.compile(rf"minilm-l6-{re.escape(digest)}-v(\d+)(-int8)?\.onnx")
+    try:
+        names = [p.name for p in cache_dir.iterdir()]
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and int(match.group(1)) < BUILDER_VERSION:
+            with contextlib.suppress(OSError):
+                (cache_dir / name).unlink(missing_ok=True)
 
 
 def _write_atomically(target: Path, payload: bytes) -> None:
@@ -141,16 +163,28 @@ def ensure_graph(
 ) -> Path:
     """The cached graph for ``weights`` (int8 or float32), built and atomically written
     first if missing (or when ``rebuild`` is set, e.g. after the cached file failed to
-    load). An int8 build runs ``calibrate`` first (required then)."""
-    target = cached_graph_path(weights, cache_dir, int8=int8)
+    load); a new graph replaces those of older builder versions (:func:`_prune_older_graphs`).
+
+    An int8 build takes the package's calibration maxima for these weights
+    (:func:`.calibration.shipped`), so that every machine builds the same graph; weights
+    it has none for run ``calibrate`` (required then) and round its maxima
+    (:func:`.calibration.coarse`)."""
+    digest = _remembered_digest(weights, cache_dir)
+    target = cache_dir / _graph_name(digest, BUILDER_VERSION, int8)
     if target.exists() and not rebuild:
         return target
-    if int8 and calibrate is None:
-        raise ValueError("building the int8 graph needs a calibrate function")
+    calibration = shipped(digest) if int8 else None
+    if int8 and calibration is None and calibrate is None:
+        raise ValueError(
+            "building the int8 graph of weights without shipped calibration maxima "
+            "needs a calibrate function"
+        )
     t = read_safetensors(weights)
-    calibration = calibrate(t) if int8 and calibrate is not None else None
+    if int8 and calibration is None and calibrate is not None:
+        calibration = coarse(calibrate(t))
     cache_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(target, serialize(build_model(t, int8=int8, calibration=calibration)))
+    _prune_older_graphs(cache_dir, digest)
     return target
 
 
