@@ -24,7 +24,7 @@ import pytest
 
 from contextos.embed import Vectors
 from contextos.errors import StoreError
-from contextos.memory.embedding_worker import EmbeddingWorker, embed_pending
+from contextos.memory.embedding_worker import MAX_HOLD_LEASES, EmbeddingWorker, embed_pending
 from contextos.server.tenants import TenantMemories
 from contextos.store import Store, open_store
 from contextos.store.base import Patch
@@ -299,6 +299,80 @@ def test_a_holder_whose_lease_ran_out_writes_nothing(db: str) -> None:
         assert _score(store, "the current text") > 0.99
     finally:
         store.close()
+
+
+class GatedEmbedder(HashEmbedder):
+    """Embeds as the shipped HashEmbedder once ``release`` is set (a remote embedder
+    that is slow, or one that hangs until released)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.started.set()
+        self.release.wait(timeout=60)
+        return super().embed(texts)
+
+
+def _claims_while_embedding(
+    db: str, lease_s: float, *, release_after: float, watch_s: float
+) -> tuple[list[tuple[float, list[str]]], threading.Thread]:
+    """One holder embeds ``m0..m2`` with ``lease_s`` leases and an embedder released
+    after ``release_after`` s; another store handle (another process) tries to claim
+    every 50 ms for ``watch_s`` s. Returns (seconds since the holder's claim, ids) of
+    each claim that got records, and the holder's thread (joined)."""
+    _fill(db, 3)
+    holder_store, other = open_store(db), open_store(db)
+    embedder = GatedEmbedder()
+    holder = threading.Thread(
+        target=embed_pending, args=(holder_store, embedder), kwargs={"lease_s": lease_s}
+    )
+    taken: list[tuple[float, list[str]]] = []
+    try:
+        holder.start()
+        assert embedder.started.wait(timeout=30)
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < watch_s:
+            if elapsed >= release_after:
+                embedder.release.set()
+            if got := ids(other.claim_vectors("other", limit=10, lease_s=60.0)):
+                taken.append((elapsed, got))
+            time.sleep(0.05)
+        embedder.release.set()
+        holder.join(timeout=30)
+    finally:
+        embedder.release.set()
+        holder.join(timeout=30)
+        holder_store.close()
+        other.close()
+    return taken, holder
+
+
+def test_a_live_holder_keeps_its_batch_past_its_lease(db: str) -> None:
+    # Its embedding takes five leases; its claim is renewed meanwhile, so no other
+    # process takes the batch (whose vectors would then void the holder's), and the
+    # holder's vectors are stored.
+    taken, _ = _claims_while_embedding(db, 0.3, release_after=1.5, watch_s=2.0)
+    assert taken == []
+    store = open_store(db)
+    try:
+        assert store.embedding_status().pending == 0
+        assert _score(store, "claimed record 0 about topic0 and thing0") > 0.99
+    finally:
+        store.close()
+
+
+def test_a_hung_holder_loses_its_batch_after_the_longest_hold(db: str) -> None:
+    # An embedder that never returns: renewals stop after MAX_HOLD_LEASES leases, and
+    # another process takes the batch then, not before.
+    lease_s = 0.2
+    taken, _ = _claims_while_embedding(db, lease_s, release_after=5.0, watch_s=4.0)
+    assert taken, "the hung holder's batch was never released"
+    at, got = taken[0]
+    assert got == ["m0", "m1", "m2"]
+    assert MAX_HOLD_LEASES * lease_s - 0.3 <= at <= MAX_HOLD_LEASES * lease_s + 1.0
 
 
 @contextmanager

@@ -42,6 +42,11 @@ RETRY_S = 1.0
 #: worker never loses its batch; it only delays the records of a worker that died.
 CLAIM_LEASE_S = 30.0
 
+#: How many leases a live worker may keep one batch claimed by renewing it (see
+#: ``ClaimKeeper``): 5 minutes at the default lease, far beyond any healthy batch;
+#: past that its embedder is taken to hang, and other processes may take the batch.
+MAX_HOLD_LEASES = 10
+
 #: Seconds between looks at the queue while ``flush()`` waits for records another
 #: process has claimed.
 CLAIM_POLL_S = 0.05
@@ -89,22 +94,63 @@ def embed_pending(
     pending = store.claim_vectors(owner, limit=batch_size, lease_s=lease_s)
     if not pending:
         return 0
-    try:
-        vectors = _embed(embedder, pending)
-    except Exception as exc:
-        if len(pending) == 1:
-            _quarantine(store, pending[0], exc, owner)
-            return 1
-        for record in pending:
-            try:
-                one = _embed(embedder, [record])
-            except Exception as one_exc:
-                _quarantine(store, record, one_exc, owner)
-            else:
-                _store(store, embedder, [record], one, owner)
-        return len(pending)
-    _store(store, embedder, pending, vectors, owner)
+    with ClaimKeeper(store, owner, lease_s):
+        try:
+            vectors = _embed(embedder, pending)
+        except Exception as exc:
+            if len(pending) == 1:
+                _quarantine(store, pending[0], exc, owner)
+                return 1
+            for record in pending:
+                try:
+                    one = _embed(embedder, [record])
+                except Exception as one_exc:
+                    _quarantine(store, record, one_exc, owner)
+                else:
+                    _store(store, embedder, [record], one, owner)
+            return len(pending)
+        _store(store, embedder, pending, vectors, owner)
     return len(pending)
+
+
+class ClaimKeeper:
+    """While a batch is embedded, extends its claim every third of a lease
+    (``Store.extend_claim``), for at most ``MAX_HOLD_LEASES`` leases.
+
+    Why: a batch that outlasts its lease (a remote embedder that rate-limits, a CPU
+    starved by a busy server) would otherwise be taken by another process's worker,
+    whose claim then voids this one's vectors; with both slow, no batch would ever be
+    stored. A fast batch finishes before the first renewal and costs nothing but a
+    thread start. A process that dies stops renewing, so its lease runs out; one
+    whose embedder hangs stops renewing after ``MAX_HOLD_LEASES`` leases, so another
+    process takes its records then.
+    """
+
+    def __init__(self, store: Store, owner: str, lease_s: float) -> None:
+        self._store = store
+        self._owner = owner
+        self._lease_s = lease_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._renew, name="contextos-claim-keeper", daemon=True
+        )
+
+    def __enter__(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        for _ in range(3 * (MAX_HOLD_LEASES - 1)):
+            if self._done.wait(self._lease_s / 3):
+                return
+            try:
+                self._store.extend_claim(self._owner, lease_s=self._lease_s)
+            except Exception as exc:  # a busy or closed store: the next tick retries
+                log.warning("could not extend an embedding claim: %s", exc)
 
 
 def _embed(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:

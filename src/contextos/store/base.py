@@ -221,6 +221,14 @@ class Store(Protocol):
         record's place in the queue, and a change of the record's text ends it too."""
         ...
 
+    def extend_claim(self, owner: str, *, lease_s: float) -> int:
+        """Keep the records ``owner`` still claims its own for ``lease_s`` seconds from
+        now; returns how many it holds. A worker whose batch outlasts its lease (a slow
+        or remote embedder, a starved CPU) calls this while it embeds, so a live holder
+        never loses its batch to another process (whose vectors would then be dropped
+        in turn); a holder that died stops calling, and its lease runs out."""
+        ...
+
     def quarantine_vectors(
         self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
     ) -> None:

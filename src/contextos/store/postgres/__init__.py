@@ -461,6 +461,15 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             ).fetchall()
         return [record_from_row(r) for r in rows]
 
+    def extend_claim(self, owner: str, *, lease_s: float) -> int:
+        with self._tx("vector claim") as cur:
+            cur.execute(
+                "UPDATE pending_vectors SET claimed_until = now() + make_interval(secs => %s) "
+                "WHERE claimed_by = %s",
+                (float(lease_s), owner),
+            )
+            return int(cur.rowcount)
+
     # -- session logs (postgres_sessions.PgSessionLog) ---------------------------
     def append_turns(
         self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]

@@ -516,6 +516,14 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             ).fetchall()
         return [row_to_record(r) for r in rows]
 
+    def extend_claim(self, owner: str, *, lease_s: float) -> int:
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE pending_vectors SET claimed_until = ? WHERE claimed_by = ?",
+                (time.time() + lease_s, owner),
+            )
+            return int(cur.rowcount)
+
     def quarantine_vectors(
         self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
     ) -> None:
