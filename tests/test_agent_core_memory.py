@@ -41,6 +41,22 @@ def test_blocks_are_procedural_memories_with_limits_and_history(memory: Memory) 
         CoreMemory(memory)
 
 
+def test_archival_search_returns_every_matching_passage(memory: Memory) -> None:
+    # Every passage is stored with {"source": "archival"}; search once folded them
+    # into one hit, as if they were facts of one turn.
+    tools = AgentTools(CoreMemory(memory, user_id="ana"))
+    passages = [
+        "Ana's flight to Porto is on 3 June.",
+        "Ana's return flight from Porto is on 9 June.",
+        "Ana booked a hotel near the Porto flight terminal.",
+    ]
+    for text in passages:
+        tools.execute("archival_memory_insert", {"content": text})
+    memory.flush()
+    found = tools.execute("archival_memory_search", {"query": "Ana flight Porto"})
+    assert all(text in found.text for text in passages), found.text
+
+
 def test_executor_runs_every_tool_and_reports_errors(memory: Memory) -> None:
     session = Session(memory.store, "s", tenant=memory.tenant, user_id="ana")
     session.add(Message("user", "My cat is called Miso."), Message("assistant", "Cute name!"))

@@ -83,7 +83,7 @@ def test_a_turn_is_embedded_with_its_dated_facts_and_stored_verbatim(tmp_path: P
 def test_only_session_turns_are_expanded(tmp_path: Path) -> None:
     with memory(tmp_path / "m.db", turn_facts=True) as m:
         turn = add_turn(m, TURN)
-        beside = [r for r in m.get_all(user_id="u") if "source" in r.metadata]
+        beside = [r for r in m.get_all(user_id="u") if "fact_of" in r.metadata]
         outside = m.add(TURN, user_id="u")[0]  # no session: a note, not a turn
         inferred = m.add(
             {"role": "user", "content": TURN, "name": "Ann"},

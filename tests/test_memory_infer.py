@@ -249,12 +249,12 @@ def test_memory_modes_store_with_provenance_and_count_tokens(memory: Memory, mod
     records = stored_records(memory, conv)
     sources = {p for r in records for p in r.provenance}
     if mode in ("default", "beside"):
-        turns = {r.id: r for r in records if "source" not in r.metadata}
-        facts = [r for r in records if "source" in r.metadata]
+        turns = {r.id: r for r in records if "fact_of" not in r.metadata}
+        facts = [r for r in records if "fact_of" in r.metadata]
         assert len(turns) == 4 and sources == {"D1:1", "D1:2", "D1:3", "D1:4"}
         # beside: the turns' facts beside them, each pointing to its turn
         assert bool(facts) == (mode == "beside")
-        assert all(turns[f.metadata["source"]].provenance == f.provenance for f in facts)
+        assert all(turns[f.metadata["fact_of"]].provenance == f.provenance for f in facts)
         assert mode == "default" or any("Rex on " in f.text for f in facts)  # "yesterday" resolved
     elif mode == "observations":
         assert {r.text for r in records} == {"Ann adopted a puppy named Rex.", "Bob lives in Oslo."}

@@ -36,20 +36,20 @@ def add_turn(memory: Memory, text: str, dia: str, **kw: object) -> MemoryRecord:
 
 
 def facts(memory: Memory) -> list[MemoryRecord]:
-    return [r for r in memory.get_all(user_id="u") if "source" in r.metadata]
+    return [r for r in memory.get_all(user_id="u") if "fact_of" in r.metadata]
 
 
 def test_a_session_turn_is_stored_with_its_facts_beside_it(memory: Memory) -> None:
     turn = add_turn(memory, "Hi Bob! I adopted a puppy named Rex yesterday.", "D1:1")
     stored = facts(memory)
     assert stored, "no fact stored beside the turn"
-    assert all(f.metadata["source"] == turn.id for f in stored)
+    assert all(f.metadata["fact_of"] == turn.id for f in stored)
     assert all(
         f.provenance == ("D1:1",) and f.metadata["seq"] == turn.metadata["seq"] for f in stored
     )
     assert all(f.metadata["speaker"] == "Ann" and f.context == turn.context for f in stored)
     assert any("Rex on 7 May 2023" in f.text for f in stored)  # "yesterday", resolved
-    assert [r.id for r in memory.get_all(user_id="u") if "source" not in r.metadata] == [turn.id]
+    assert [r.id for r in memory.get_all(user_id="u") if "fact_of" not in r.metadata] == [turn.id]
 
 
 def test_no_facts_when_asked_not_to_outside_a_session_or_for_a_verbatim_copy(
@@ -83,7 +83,7 @@ def test_search_returns_each_turn_once(memory: Memory) -> None:
 
 def test_by_source_keeps_the_best_member_of_each_turn() -> None:
     def hit(rid: str, score: float, source: str | None = None) -> Hit:
-        meta = {"source": source} if source else {}
+        meta = {"fact_of": source} if source else {}
         rec = MemoryRecord(id=rid, text=rid, scope=Scope(user_id="u"), metadata=meta)
         return Hit(rec, score)
 
@@ -111,6 +111,31 @@ def test_the_next_turn_is_numbered_after_the_last_turn_not_its_facts(memory: Mem
         session_id="s",
         event_time=WHEN,
     )
-    assert {f.metadata["source"] for f in facts(memory)} == {first.id}  # none for "Congrats!"
+    assert {f.metadata["fact_of"] for f in facts(memory)} == {first.id}  # none for "Congrats!"
     third = add_turn(memory, "Thanks!", "D1:3")
     assert third.metadata["seq"] == 2 and "Congrats" in third.context
+
+
+def test_memories_labelled_with_a_source_are_each_their_own_hit(memory: Memory) -> None:
+    # Applications label memories {"source": "chat"}; that label once read as "a fact
+    # of turn 'chat'", and search folded every such memory into one hit.
+    texts = ["Ana flies to Porto on 3 June", "Ana's flight to Porto leaves at 9", "Porto trip"]
+    for text in texts:
+        memory.add(text, user_id="u", metadata={"source": "chat"})
+    memory.flush()
+    hits = memory.search("Ana flight to Porto", user_id="u", limit=10)
+    assert sorted(h.record.text for h in hits) == sorted(texts)
+
+
+def test_a_labelled_turn_still_gets_its_facts(memory: Memory) -> None:
+    turn = add_turn(
+        memory, "I adopted a puppy named Rex yesterday.", "D1:1", metadata={"source": "chat"}
+    )
+    assert facts(memory) and all(f.metadata["fact_of"] == turn.id for f in facts(memory))
+
+
+def test_the_fact_of_key_is_reserved(memory: Memory) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        memory.add("hello", user_id="u", metadata={"fact_of": "x"})
+    with pytest.raises(ValueError, match="reserved"):
+        memory.add({"role": "user", "content": "hello", "fact_of": "x"}, user_id="u")

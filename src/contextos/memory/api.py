@@ -39,6 +39,7 @@ from ..types import (
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
 from .record_tokens import RecordTokens
+from .render import FACT_OF
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
@@ -116,7 +117,7 @@ class Memory:
         With ``Memory(turn_facts=True)`` (or ``facts=True``), each turn of a session
         is stored with its facts beside it, as the offline extractor writes them
         ("Caroline went to a support group on 7 May 2023."), pointing to it
-        (``metadata["source"]``); search returns one hit per turn, the turn or its
+        (``metadata["fact_of"]``); search returns one hit per turn, the turn or its
         best matching fact. On LoCoMo this finds more evidence in fewer tokens than
         the turns alone, for about twice the search CPU (docs/benchmarks.md). Only
         the turns are returned.
@@ -173,7 +174,7 @@ class Memory:
             # belongs to its last turn (see ``_last_turn``).
             facts_of: dict[str, list[MemoryRecord]] = {}
             for fact in facts_beside(new):
-                facts_of.setdefault(str(fact.metadata["source"]), []).append(fact)
+                facts_of.setdefault(str(fact.metadata[FACT_OF]), []).append(fact)
             new = [r for turn in new for r in (turn, *facts_of.get(turn.id, ()))]
         if new:
             counted = {r.id: self.record_tokens.counted(r) for r in new}
@@ -234,7 +235,7 @@ class Memory:
         last = self.store.list(Filter(scope=scope, include_invalid=True), limit=1)
         if not last:
             return None
-        source = last[0].metadata.get("source")  # a fact stored right after its turn
+        source = last[0].metadata.get(FACT_OF)  # a fact stored right after its turn
         if isinstance(source, str):
             return self.store.get(self.tenant, source) or last[0]
         return last[0]
@@ -291,10 +292,10 @@ class Memory:
         return record
 
     def _facts_of(self, record: MemoryRecord) -> list[MemoryRecord]:
-        """The facts stored beside a turn (``metadata["source"]`` is its id)."""
-        if "source" in record.metadata:
+        """The facts stored beside a turn (``metadata["fact_of"]`` is its id)."""
+        if FACT_OF in record.metadata:
             return []
-        flt = Filter(scope=record.scope, include_invalid=True, metadata={"source": record.id})
+        flt = Filter(scope=record.scope, include_invalid=True, metadata={FACT_OF: record.id})
         return self.store.list(flt, limit=MAX_LIMIT)
 
     def delete(self, memory_id: str, *, purge: bool = False) -> None:

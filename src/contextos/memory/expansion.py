@@ -21,7 +21,8 @@ indexed there.
 from __future__ import annotations
 
 from ..types import MemoryRecord
-from .infer import SOURCE_KEY, facts_beside
+from .infer import facts_beside
+from .render import FACT_OF
 
 
 def is_conversation_turn(record: MemoryRecord) -> bool:
@@ -31,7 +32,7 @@ def is_conversation_turn(record: MemoryRecord) -> bool:
     return (
         record.session_id is not None
         and "role" in meta
-        and SOURCE_KEY not in meta
+        and FACT_OF not in meta
         and "inferred" not in meta  # add(infer=True) copies the caller's metadata
     )
 

@@ -37,7 +37,7 @@ from ..types import MemoryRecord, Message, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
 from .reconcile import Outcome, Reconciler, reconcile
-from .render import CAPTION_KEYS
+from .render import CAPTION_KEYS, FACT_OF
 
 #: Metadata keys naming the turn a message is (provenance), in order of preference.
 _SOURCE_KEYS = ("dia_id", "source_id", "turn_id", "id", "message_id")
@@ -168,10 +168,6 @@ def written(outcomes: Sequence[Outcome]) -> list[MemoryRecord]:
     ]
 
 
-#: Metadata key of a fact stored beside a turn: the id of the turn record it came from.
-SOURCE_KEY = "source"
-
-
 def facts_beside(
     turns: Sequence[MemoryRecord], extractor: OfflineExtractor | None = None
 ) -> list[MemoryRecord]:
@@ -180,7 +176,7 @@ def facts_beside(
     Why both: a raw turn keeps everything said (an answer the extractor dropped is
     still found), while its facts are short, third-person, dated sentences that embed
     and match better and cost fewer tokens in a window. Each fact points to its turn
-    (``metadata["source"]``), shares its session position (``seq``), speaker and
+    (``metadata["fact_of"]``), shares its session position (``seq``), speaker and
     provenance, and is indexed with the turn's context, so retrieval can score a turn
     and its facts as one unit (``retrieval.by_source``). No reconciliation: the facts
     are an index of what was said, not beliefs that later turns revise.
@@ -188,7 +184,7 @@ def facts_beside(
     extractor = extractor or OfflineExtractor()
     out: list[MemoryRecord] = []
     for turn in turns:
-        if turn.metadata.get(SOURCE_KEY) is not None:
+        if turn.metadata.get(FACT_OF) is not None:
             continue
         speaker = turn.metadata.get("speaker")
         role = turn.metadata.get("role", "user")
@@ -207,7 +203,7 @@ def facts_beside(
             fact_meta: dict[str, Any] = {
                 k: v for k, v in turn.metadata.items() if k not in (*CAPTION_KEYS, "dia_id")
             }
-            fact_meta[SOURCE_KEY] = turn.id
+            fact_meta[FACT_OF] = turn.id
             if cand.speaker and cand.speaker not in ("user", "assistant"):
                 fact_meta["speaker"] = cand.speaker
             when = cand.event_time or turn.event_time

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..times import opt_utc
 from ..types import MEMORY_TYPES, MemoryRecord, MemoryType, Message, Scope, content_hash
-from .render import caption_of
+from .render import FACT_OF, caption_of
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
 MAX_TEXT_CHARS = 100_000
@@ -123,6 +123,10 @@ def build_records(
         event = message.metadata.get("event_time") or opts.event_time
         event_time = _as_datetime(event)
         meta = {**opts.metadata, **{k: v for k, v in message.metadata.items() if k != "event_time"}}
+        if FACT_OF in meta:
+            raise ValueError(
+                f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
+            )
         meta["role"] = message.role
         if message.name:
             meta["speaker"] = message.name

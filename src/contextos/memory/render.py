@@ -14,6 +14,13 @@ from ..types import MemoryRecord
 #: first one set wins. Ingestion, extraction, inference and rendering all read these.
 CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 
+#: Metadata key of a fact stored beside a conversation turn (``Memory(turn_facts=True)``):
+#: the id of the turn record it came from. Search returns one hit per turn and its facts
+#: (``retrieval.by_source``). A name of its own, not ``source``: applications label
+#: their memories with ``{"source": "chat"}`` and the like, and such records must stay
+#: records of their own. Reserved: ``Memory.add`` refuses it in the caller's metadata.
+FACT_OF = "fact_of"
+
 #: Names what ``render`` produces. Stored with each record's token count (beside the
 #: tokenizer's name, see ``memory.record_tokens``) and changed whenever ``render``
 #: changes, so counts of the old rendering are not trusted.

@@ -65,6 +65,7 @@ from ..embed import Embedder, Vectors
 from ..store.base import Ranked, Store
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
+from .render import FACT_OF
 
 
 @dataclass(frozen=True)
@@ -324,8 +325,8 @@ def conversational_rerank(hits: Sequence[Hit], cfg: RetrievalConfig) -> list[Hit
 
 def source_of(record: MemoryRecord) -> str:
     """The id of the turn a memory stands for: its source turn for a fact stored beside
-    a turn (``metadata["source"]``), else its own."""
-    source = record.metadata.get("source")
+    a turn (``metadata["fact_of"]``), else its own."""
+    source = record.metadata.get(FACT_OF)
     return source if isinstance(source, str) else record.id
 
 
