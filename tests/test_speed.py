@@ -257,6 +257,52 @@ def test_vector_index_blocks_answer_like_a_scan_of_every_row() -> None:
     assert index.vectors().shape == (len(rows), 8)
 
 
+def test_vector_index_stays_the_size_of_what_lives_in_it() -> None:
+    """A store that stays open re-indexes a record (remove, then upsert) on every change
+    of its text or validity: rows of removed records are compacted away, searches still
+    match a plain scan, and a user whose memories are all removed leaves no rows."""
+    rng = np.random.default_rng(5)
+    index = VectorIndex(8)
+    rows: dict[str, tuple[IndexRow, np.ndarray]] = {}
+
+    def put(memory_id: str, user: str) -> None:
+        row = IndexRow(memory_id, "t", user, None, "s", "episodic", 1.0, None, None, None)
+        vec = rng.normal(size=8).astype(np.float32)
+        vec /= np.linalg.norm(vec)
+        index.upsert([row], vec[None, :])
+        rows[memory_id] = (row, vec)
+
+    for i in range(40):
+        put(f"ana-{i}", "ana")
+        put(f"bob-{i}", "bob")
+    for step in range(2000):  # edits: each re-indexes one of Ana's records
+        memory_id = f"ana-{step % 40}"
+        index.remove([memory_id])
+        put(memory_id, "ana")
+        if step % 250 == 0:
+            query = rng.normal(size=8).astype(np.float32)
+            flt = Filter(scope=Scope(tenant="t", user_id="ana"))
+            got = [i for i, _ in index.search(query, flt, limit=10, now=2.0)]
+            assert got == _naive_search(rows, query, flt, 10)
+    assert len(index) == 80
+    assert index.allocated_rows() <= 2 * 80 + 2
+    index.remove([f"ana-{i}" for i in range(40)])  # Ana is forgotten
+    for i in range(40):
+        del rows[f"ana-{i}"]
+    assert index.allocated_rows() == 40
+    assert (
+        index.search(
+            np.ones(8, np.float32), Filter(scope=Scope(tenant="t", user_id="ana")), limit=5, now=2.0
+        )
+        == []
+    )
+    for flt in (Filter(scope=Scope(tenant="t", user_id="bob")), Filter(scope=Scope(tenant="t"))):
+        query = rng.normal(size=8).astype(np.float32)
+        got = [i for i, _ in index.search(query, flt, limit=1000, now=2.0)]
+        assert got == _naive_search(rows, query, flt, 1000)
+    assert index.vectors().shape == (40, 8)
+
+
 def test_vector_search_without_metadata_checks_no_hit_in_sql(tmp_path: Path) -> None:
     """The index tests scope, type, times and validity itself, just refreshed: checking
     each hit again in SQL cost a tenth of a search. Once the index is up to date, a
