@@ -52,19 +52,31 @@ def _anthropic_tool(text: str) -> dict[str, Any]:
     return out
 
 
+def tool_input(arguments: str) -> dict[str, Any] | None:
+    """A logged tool call's arguments as a ``tool_use`` input, or None when they are not
+    a JSON object (a fragment from a cut stream in a log written before such calls were
+    left out): that call cannot be sent, and must not stop every later request."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
-    """(role, content blocks) for one logged message."""
+    """(role, content blocks) for one logged message; no blocks when it has nothing to
+    send (the API refuses an empty text block)."""
     if msg.role == "tool":
         return "user", [
             {"type": "tool_result", "tool_use_id": msg.tool_call_id or "", "content": msg.content}
         ]
     role = "assistant" if msg.role == "assistant" else "user"
     blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
-    blocks += [
-        {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments or "{}")}
-        for c in msg.tool_calls
-    ]
-    return role, blocks or [{"type": "text", "text": ""}]
+    for call in msg.tool_calls:
+        given = tool_input(call.arguments)
+        if given is not None:
+            blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": given})
+    return role, blocks
 
 
 def render_anthropic(
@@ -74,7 +86,10 @@ def render_anthropic(
 
     Each window block becomes one tool, one system block, one message (a
     turn, with its text and tool-use blocks) or one part of the final user
-    message (retrieved context and the question).
+    message (retrieved context and the question). A turn with nothing to send
+    stays in place with an empty content list (so messages still map one to
+    one to the window's turns); the caller fills it (a compaction block) or
+    drops it (:func:`contextos.providers.anthropic.render_body`).
     """
     _check_order(window)
     marks = {bp.after: bp.ttl for bp in window.breakpoints}
@@ -89,7 +104,7 @@ def render_anthropic(
             role: str = b.role
             if b.message is not None:
                 role, content = _anthropic_turn(b.message)
-            if mark:
+            if mark and content:
                 content[-1]["cache_control"] = mark
             messages.append({"role": role, "content": content})
             continue

@@ -56,12 +56,15 @@ from contextos.errors import ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
-from contextos.types import Hit, Message, Scope, ScopeIds, Usage
+from contextos.types import Hit, Message, Scope, ScopeIds, Turn, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
 #: Introduces the topic memory block in the system prompt (``placement="topic"``).
 TOPIC_HEADER = "Memories about the current topic from earlier conversations (may be outdated):"
+
+#: Reply metadata key: False when the reply's stream was cut or abandoned (absent when whole).
+COMPLETE_KEY = "complete"
 
 #: Window size assumed for models the registry does not know (OpenAI-compatible servers).
 UNKNOWN_MODEL_WINDOW = 128_000
@@ -178,6 +181,13 @@ def split_new(sent: Sequence[Message], logged: Sequence[Message]) -> tuple[int, 
         ):
             return k, False
     return 0, False
+
+
+def in_conversation(message: Message) -> bool:
+    """False for a logged reply whose stream was cut or abandoned (``"complete": False``
+    in its metadata, set by ``SessionContext``'s commit): the log keeps it as what the
+    user saw, but it is not part of the conversation later calls match and send."""
+    return message.metadata.get(COMPLETE_KEY) is not False
 
 
 def _strip_wire(message: Message) -> Message:
@@ -354,7 +364,7 @@ class SessionContext:
         """Log what is new but the question; return the question, history items,
         is-a-retry and the messages logged (as the log holds them)."""
         sent = list(request.messages)
-        turns = self.session.turns() if self.session is not None else []
+        turns = self._conversation()
         known, retry = split_new(sent, [t.message for t in turns]) if turns else (0, False)
         new = sent[known:]
         question: Message | None = None
@@ -369,11 +379,17 @@ class SessionContext:
         if new:
             logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
         self._compact(budget, request.server_edits)
-        turns = self.session.turns()
+        turns = self._conversation()
         if retry:
             turns = turns[:-1]
         items = turn_items(turns, self.session.state(), self.tokenizer)
         return question, items, retry, logged
+
+    def _conversation(self) -> list[Turn]:
+        """The logged turns that are part of the conversation (:func:`in_conversation`)."""
+        if self.session is None:
+            return []
+        return [t for t in self.session.turns() if in_conversation(t.message)]
 
     def _compact(self, budget: int, server_edits: Sequence[str] = ()) -> None:
         """Compact the session log when it passes its trigger.
@@ -465,8 +481,19 @@ class SessionContext:
         self._committer.wait()
 
     def _commit(self, prepared: Prepared, call: CallRecord) -> None:
+        """Log the reply; remember the exchange when the reply came whole.
+
+        A reply with nothing in it (no text, no tool call, no metadata such as a
+        compaction block) is not logged: sent back, it would be an empty turn,
+        which the API refuses. A reply whose stream was cut or abandoned
+        (``call.complete`` False) is logged with ``"complete": False`` in its
+        metadata -- it is what the user saw -- but it is no answer: it is not
+        remembered, and later calls leave it out of the conversation
+        (:func:`in_conversation`), so the app's retry of the question is
+        recognised as a retry and the fragment is never sent back.
+        """
         reply = call.reply
-        if reply is None:
+        if reply is None or not (reply.content or reply.tool_calls or reply.metadata):
             return
         meta = {
             **reply.metadata,
@@ -478,8 +505,12 @@ class SessionContext:
             meta["request_id"] = call.request_id
         if call.extra:  # what the provider's server did to the context (applied edits...)
             meta["server_context"] = dict(call.extra)
+        if not call.complete:
+            meta[COMPLETE_KEY] = False
         if self.session is not None:
             self.session.add(replace(reply, metadata=meta))
+        if not call.complete:
+            return
         if self.remember and self.memory is not None and self.scope_ok:
             said = [
                 m

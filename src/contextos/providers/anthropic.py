@@ -69,17 +69,44 @@ COMPACTION_KEY = "anthropic_compaction"
 # -- parsing -------------------------------------------------------------------
 
 
-def _text_of(content: Any) -> str:
+#: What a user turn made only of non-text blocks is logged as (the log holds text only),
+#: so it is neither an empty turn, which the API refuses, nor lost from the history.
+_PLACEHOLDERS = {"image": "[image]", "document": "[document]"}
+
+
+def _text_of(content: Any, role: str = "user") -> str:
+    """A message's text, by the one rule both a reply and its echo go through.
+
+    An assistant's text blocks are joined with nothing: the API splits one
+    answer into several blocks mid-sentence (citations), and its stream does
+    not mark the seams. Other turns' blocks are separate parts, joined by a
+    newline. A turn with no text but images or documents is named by
+    placeholders (``[image]``).
+    """
     if isinstance(content, str):
         return content
     parts = []
+    others = []
     for block in content or []:
         kind = field_of(block, "type")
         if kind == "text":
             parts.append(field_of(block, "text", ""))
         elif kind == "tool_result":
             parts.append(_text_of(field_of(block, "content", "")))
-    return "\n".join(parts)
+        elif kind in _PLACEHOLDERS:
+            others.append(_PLACEHOLDERS[kind])
+    text = ("" if role == "assistant" else "\n").join(parts)
+    return text if text.strip() or not others else " ".join(others)
+
+
+def tool_arguments(tool_input: Any) -> str:
+    """A ``tool_use`` block's input as the log holds it: canonical JSON (keys sorted).
+
+    The one place this is decided, for a non-streamed reply, a streamed one
+    (whose input arrives as raw ``partial_json``) and the app's echo of either,
+    so the same call compares equal wherever it came from.
+    """
+    return json.dumps(tool_input, sort_keys=True)
 
 
 def _tool_calls(blocks: Iterable[Any]) -> tuple[ToolCall, ...]:
@@ -89,7 +116,7 @@ def _tool_calls(blocks: Iterable[Any]) -> tuple[ToolCall, ...]:
         ToolCall(
             str(field_of(b, "id")),
             str(field_of(b, "name")),
-            json.dumps(field_of(b, "input", {}), sort_keys=True),
+            tool_arguments(field_of(b, "input", {})),
         )
         for b in blocks
         if field_of(b, "type") == "tool_use"
@@ -113,7 +140,7 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
             metadata=meta,
         )
     role: Role = "assistant" if wire.get("role") == "assistant" else "user"
-    return Message(role, _text_of(content), tool_calls=calls, metadata=meta)
+    return Message(role, _text_of(content, role), tool_calls=calls, metadata=meta)
 
 
 _CUSTOM_TOOL_KEYS = {"name", "description", "input_schema", "cache_control", "type"}
@@ -210,6 +237,8 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
     with the caller's question content blocks sent as they were given."""
     body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens)
     _send_compactions_back(prepared.window, body["messages"])
+    # a turn with nothing to send (an empty reply in an older log): the API refuses it
+    body["messages"] = [m for m in body["messages"] if m["content"]]
     own = own_content(prepared.question, "anthropic")
     if own is not None and body["messages"] and prepared.window.blocks[-1].kind == "question":
         final = body["messages"][-1]["content"]
@@ -226,8 +255,8 @@ def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
     The API requires the block returned in a reply to come back, verbatim, in
     that assistant turn ("append the response to your messages"); it then
     ignores everything before it. A turn that was only a compaction (the reply
-    of ``pause_after_compaction``) is sent as the block alone: an empty text
-    block is not allowed. Window "messages" blocks map one to one, in order,
+    of ``pause_after_compaction``) renders with no content and is sent as the
+    block alone. Window "messages" blocks map one to one, in order,
     to the rendered messages (:func:`contextos.cache.render_anthropic`).
     """
     turns = [b for b in window.blocks if b.kind == "messages"]
@@ -236,9 +265,7 @@ def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
         if not kept:
             continue
         content = message["content"]
-        mark = content[-1].pop("cache_control", None)
-        if len(content) == 1 and content[0] == {"type": "text", "text": ""}:
-            content.clear()
+        mark = content[-1].pop("cache_control", None) if content else None
         content[:0] = copy.deepcopy(list(kept))
         if mark is not None:
             content[-1]["cache_control"] = mark
@@ -318,7 +345,7 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any
 def reply_of(response: Any) -> Message:
     """The assistant message of a ``Message`` response."""
     content = field_of(response, "content") or []
-    text = "".join(field_of(b, "text", "") for b in content if field_of(b, "type") == "text")
+    text = _text_of(content, "assistant")
     calls = _tool_calls(content)
     compaction = compaction_blocks(content)
     meta = {COMPACTION_KEY: compaction} if compaction else {}
@@ -358,7 +385,10 @@ class AnthropicStreamAccumulator:
     def __init__(self) -> None:
         self._usage: dict[str, Any] = {}
         self._text: list[str] = []
-        self._tools: list[list[str]] = []
+        #: ``tool_use`` blocks by stream index: id, name, raw ``partial_json`` so far.
+        self._tools: dict[int, tuple[str, str, list[str]]] = {}
+        #: indexes of the blocks whose ``content_block_stop`` arrived
+        self._stopped: set[int] = set()
         self._compactions: list[JSON] = []
         self._context_management: Any = None
         self._stop_reason: Any = None
@@ -373,15 +403,19 @@ class AnthropicStreamAccumulator:
         elif kind == "content_block_start":
             block = field_of(event, "content_block")
             if field_of(block, "type") == "tool_use":
-                self._tools.append([str(field_of(block, "id")), str(field_of(block, "name")), ""])
+                index = int(field_of(event, "index", len(self._tools)))
+                self._tools[index] = (str(field_of(block, "id")), str(field_of(block, "name")), [])
             elif field_of(block, "type") == "compaction":
                 self._compactions.append(_as_json(block))
+        elif kind == "content_block_stop":
+            self._stopped.add(int(field_of(event, "index", -1)))
         elif kind == "content_block_delta":
             delta = field_of(event, "delta")
+            tool = self._tools.get(int(field_of(event, "index", -1)))
             if field_of(delta, "type") == "text_delta":
                 self._text.append(field_of(delta, "text", ""))
-            elif field_of(delta, "type") == "input_json_delta" and self._tools:
-                self._tools[-1][2] += field_of(delta, "partial_json", "")
+            elif field_of(delta, "type") == "input_json_delta" and tool is not None:
+                tool[2].append(field_of(delta, "partial_json", ""))
             elif field_of(delta, "type") == "compaction_delta" and self._compactions:
                 self._compaction_delta(delta)
         elif kind == "message_delta":
@@ -422,9 +456,23 @@ class AnthropicStreamAccumulator:
         return usage_from_anthropic(self._usage)
 
     def reply(self) -> Message:
-        calls = tuple(ToolCall(i, n, a or "{}") for i, n, a in self._tools)
+        """The reply so far: its text, and the tool calls whose input arrived whole.
+
+        A ``tool_use`` block the stream was cut inside (no ``content_block_stop``,
+        or input that does not parse) is left out: its input is a fragment, and
+        sent back later it would be refused (or, as a half call, answered by no
+        ``tool_result``). Whole inputs are logged canonically (:func:`tool_arguments`).
+        """
+        calls = []
+        for index, (call_id, name, pieces) in sorted(self._tools.items()):
+            try:
+                tool_input = json.loads("".join(pieces) or "{}")
+            except ValueError:
+                continue
+            if index in self._stopped:
+                calls.append(ToolCall(call_id, name, tool_arguments(tool_input)))
         meta = {COMPACTION_KEY: copy.deepcopy(self._compactions)} if self._compactions else {}
-        return Message("assistant", "".join(self._text), tool_calls=calls, metadata=meta)
+        return Message("assistant", "".join(self._text), tool_calls=tuple(calls), metadata=meta)
 
     def extra(self) -> dict[str, Any]:
         """:func:`extra_of` for the stream so far."""

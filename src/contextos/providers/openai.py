@@ -59,12 +59,19 @@ MAX_EXPLICIT_BREAKPOINTS = {"explicit": 4, "implicit": 3}
 # -- parsing -------------------------------------------------------------------
 
 
+#: What a turn made only of non-text parts is logged as (the log holds text only), so
+#: it is neither an empty turn nor lost from the history.
+_PLACEHOLDERS = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
+
+
 def _text_of(content: Any) -> str:
+    """A message's text parts, one per line; placeholders (``[image]``) when it has none."""
     if isinstance(content, str):
         return content
-    return "\n".join(
-        field_of(p, "text", "") for p in content or [] if field_of(p, "type") == "text"
-    )
+    parts = list(content or [])
+    text = "\n".join(field_of(p, "text", "") for p in parts if field_of(p, "type") == "text")
+    others = [_PLACEHOLDERS[k] for p in parts if (k := field_of(p, "type")) in _PLACEHOLDERS]
+    return text if text.strip() or not others else " ".join(others)
 
 
 def _neutral(wire: Mapping[str, Any]) -> Message:
@@ -271,6 +278,7 @@ class OpenAIStreamAccumulator:
         self._text: list[str] = []
         self._tools: dict[int, list[str]] = {}
         self._usage: Any = None
+        self._finished = False
         self.message_id: str | None = None
 
     def feed(self, chunk: Any) -> None:
@@ -280,6 +288,7 @@ class OpenAIStreamAccumulator:
         for choice in field_of(chunk, "choices") or []:
             if field_of(choice, "index", 0) != 0:
                 continue
+            self._finished = self._finished or field_of(choice, "finish_reason") is not None
             delta = field_of(choice, "delta")
             if field_of(delta, "content"):
                 self._text.append(field_of(delta, "content"))
@@ -298,8 +307,24 @@ class OpenAIStreamAccumulator:
         return usage_from_openai(self._usage)
 
     def reply(self) -> Message:
-        calls = tuple(ToolCall(i, n, a) for _, (i, n, a) in sorted(self._tools.items()))
+        """The reply so far. Before the choice's ``finish_reason`` arrived, a tool call
+        whose arguments are not yet whole JSON is left out: the stream was cut inside it.
+        (Arguments are otherwise kept verbatim: the model may write invalid JSON, and the
+        app sends back what it got.)"""
+        calls = tuple(
+            ToolCall(i, n, a)
+            for _, (i, n, a) in sorted(self._tools.items())
+            if self._finished or _is_json(a)
+        )
         return Message("assistant", "".join(self._text), tool_calls=calls)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_usage_only(chunk: Any) -> bool:

@@ -9,10 +9,20 @@ contextos errors, and reports once when the stream ends -- read to the end
 (``complete=False``, usage as far as it got). Should an SDK release drop
 ``_iterator``, the stream is wrapped in a thin proxy instead, so the wrapper
 degrades rather than breaks.
+
+A stream the caller abandons (``break`` out of the loop, no ``close()``) would
+report only when the garbage collector finds it -- the SDK's ``Stream`` holds
+itself through its own generator, a cycle refcounting cannot free -- so its
+reply would land in the session log at some later, random point. The
+:class:`OpenStreams` of a wrapped client therefore reports every stream still
+open, as incomplete, when the client's next managed call starts or when it is
+flushed: by then the caller has moved on from it.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -52,6 +62,39 @@ def _once(func: Callable[[bool], None]) -> Callable[[bool], None]:
     return wrapper
 
 
+class OpenStreams:
+    """The streams of one wrapped client that have not reported yet (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, Callable[[bool], None]] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def track(self, done: Callable[[bool], None]) -> Callable[[bool], None]:
+        """``done``, wrapped to leave this set when it is called (at most once)."""
+        key = next(self._ids)
+
+        def report(complete: bool) -> None:
+            with self._lock:
+                if self._open.pop(key, None) is None:
+                    return  # reported already
+            done(complete)
+
+        with self._lock:
+            self._open[key] = report
+        return report
+
+    def finish(self) -> None:
+        """Report every stream still open as incomplete, oldest first."""
+        with self._lock:
+            pending = list(self._open.values())
+        for report in pending:
+            report(False)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
 class _StreamProxy:
     """Fallback: iterate through the observer, delegate everything else."""
 
@@ -85,9 +128,14 @@ def instrument(
     *,
     provider: str,
     hide: Callable[[Any], bool] | None = None,
+    open_streams: OpenStreams | None = None,
 ) -> Any:
-    """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring."""
-    done = _once(done)
+    """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring.
+
+    ``done`` is called once, when the stream ends, is closed, or (with
+    ``open_streams``) is finished by :meth:`OpenStreams.finish`.
+    """
+    done = _once(done) if open_streams is None else open_streams.track(done)
     inner = getattr(stream, "_iterator", None)
     if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
         observed = _observed(inner, acc, done, provider, hide)

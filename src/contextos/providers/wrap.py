@@ -38,7 +38,7 @@ from ..cache.accounting import field_of
 from ..types import Usage
 from .base import CallRecord, EditReport, Prepared, ProviderAdapter, StreamAccumulator, edit_report
 from .errors import mapped_errors
-from .streams import instrument
+from .streams import OpenStreams, instrument
 
 if TYPE_CHECKING:
     from contextos.engine.context import ContextOptions
@@ -91,6 +91,8 @@ class _Core:
         self.recorders = [self.calls.append, *recorders]
         self.stream_usage = stream_usage
         self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
+        #: streams not yet reported; a managed call first reports them (see streams.py)
+        self.open_streams = OpenStreams()
 
     def passthrough(self, adapter: ProviderAdapter) -> _Core:
         """A core for another API of the same client: never managed, recorded in this log."""
@@ -102,6 +104,7 @@ class _Core:
         """Assemble and render the window (pass-through without a context source)."""
         if self.context is None:
             return None, kwargs, ""
+        self.open_streams.finish()  # an abandoned stream's reply is logged before this call
         request = self.adapter.parse(kwargs)
         reserve = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
         if kwargs.get("tools") and not request.tools:  # verbatim tools: not in the window
@@ -164,7 +167,9 @@ class _Core:
                 _stream_record(self.adapter.name, model, acc, started, prefix, prepared, complete),
             )
 
-        return instrument(stream, acc, done, provider=self.adapter.name, hide=hide)
+        return instrument(
+            stream, acc, done, provider=self.adapter.name, hide=hide, open_streams=self.open_streams
+        )
 
     def stream_manager(self, open_stream: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         """Anthropic's ``messages.stream(...)`` helper, with the window managed."""
@@ -351,7 +356,10 @@ class WrappedClient:
         return self._core.calls
 
     def flush(self) -> None:
-        """Wait until the last call's reply is logged and remembered (see ``background_commit``)."""
+        """Wait until the last call's reply is logged and remembered (see ``background_commit``);
+        a stream still open is reported first, as incomplete (the caller has left it)."""
+        if self._core.context is not None:
+            self._core.open_streams.finish()
         flush = getattr(self._core.context, "flush", None)
         if flush is not None:
             flush()

@@ -50,6 +50,13 @@ cleared block on, and the cached prefix past it is lost.
   dropped, as the API does); a block the fake did not issue, or one changed
   on the way back, is refused with a 400.
 
+Every ``POST /v1/messages`` -- scripted responses included -- is first checked
+for what the real API refuses whatever the model: an empty text block
+(``text content blocks must be non-empty``) or an empty message (``all
+messages must have non-empty content except for the optional final assistant
+message``) is answered with a 400 ``invalid_request_error``, so a test catches
+any path that sends one.
+
 Example::
 
     with FakeAnthropic() as fake:
@@ -329,6 +336,27 @@ def _error(status: int, message: str, error_type: str | None = None) -> FakeResp
     return FakeResponse(status=status, json_body=body)
 
 
+def empty_content(body: dict[str, Any]) -> str | None:
+    """The real API's refusal of a request with an empty text block or message, or None."""
+    system = body.get("system")
+    for block in system if isinstance(system, list) else []:
+        if isinstance(block, dict) and block.get("type") == "text" and not block.get("text"):
+            return "system: text content blocks must be non-empty"
+    messages = body.get("messages") or []
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        final_assistant = i == len(messages) - 1 and message.get("role") == "assistant"
+        if not content and not final_assistant:
+            return (
+                f"messages.{i}: all messages must have non-empty content except for "
+                "the optional final assistant message"
+            )
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "text" and not block.get("text"):
+                return f"messages.{i}: text content blocks must be non-empty"
+    return None
+
+
 class FakeAnthropic(FakeHTTPServer):
     """Loopback fake of the Anthropic API. See the module docstring."""
 
@@ -383,6 +411,21 @@ class FakeAnthropic(FakeHTTPServer):
         self.enqueue(self._message_response(model, text, usage, stream=stream))
 
     # -- default behaviour ---------------------------------------------------
+    def _dispatch(self, request: RecordedRequest) -> FakeResponse:
+        """Refuse an empty text block or message before any scripted answer (module
+        docstring); the script waits for the next request."""
+        if request.method == "POST" and request.path.split("?")[0] == "/v1/messages":
+            try:
+                body = request.json()
+            except ValueError:
+                body = None
+            refusal = empty_content(body) if isinstance(body, dict) else None
+            if refusal is not None:
+                with self._lock:
+                    self.requests.append(request)
+                return _error(400, refusal)
+        return super()._dispatch(request)
+
     def respond(self, request: RecordedRequest) -> FakeResponse:
         path = request.path.split("?")[0]
         if request.method != "POST" or path not in ("/v1/messages", "/v1/messages/count_tokens"):
