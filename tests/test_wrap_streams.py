@@ -131,10 +131,12 @@ def _blocks(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 # -- a stream cut inside a tool call -----------------------------------------------
 
 
-def test_a_stream_cut_inside_a_tool_call_leaves_later_calls_working(fake_anthropic, memory):
+@pytest.mark.parametrize("pieces", [['{"city": "Par'], ['{"city": "Paris"}']])
+def test_a_stream_cut_inside_a_tool_call_leaves_later_calls_working(fake_anthropic, memory, pieces):
+    """Cut inside the input, or after it but before the block's end: no call either way."""
     wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
     ask = [{"role": "user", "content": "weather in paris?"}]
-    fake_anthropic.enqueue(_tool_stream(['{"city": "Par'], whole=False))
+    fake_anthropic.enqueue(_tool_stream(pieces, whole=False))
     with pytest.raises(ProviderError):
         list(
             wrapped.messages.create(
