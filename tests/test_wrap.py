@@ -366,6 +366,41 @@ def test_a_failed_commit_is_raised_not_lost(fake_anthropic, anthropic_client, me
             _ask(wrapped, "first")
 
 
+@pytest.mark.parametrize("background", [True, False])
+def test_one_wrapped_client_shared_by_threads_never_fails_a_call(
+    fake_anthropic, anthropic_client, memory, background
+):
+    # A web app shares one wrapped client across its request threads. Commits run one
+    # at a time; starting one while another thread waited on the previous one raised
+    # "cannot join thread before it is started" into calls the provider had answered.
+    import threading
+
+    wrapped = wrap(
+        anthropic_client, memory=memory, session="s", user_id="ana", background_commit=background
+    )
+    errors: list[BaseException] = []
+
+    def user(i: int) -> None:
+        for j in range(5):
+            try:
+                _ask(wrapped, f"question {i} {j}")
+            except BaseException as exc:  # collected: the assertion below shows them
+                errors.append(exc)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wrapped.flush()
+    assert errors == []
+    assert len(wrapped.calls) == len(fake_anthropic.messages_requests()) == 30
+    logged = [t.message.content for t in memory.store.turns(wrapped.context.session.scope)]
+    assert sorted(c for c in logged if c.startswith("question")) == sorted(
+        f"question {i} {j}" for i in range(6) for j in range(5)
+    )
+
+
 def test_memory_without_any_scope_is_refused(anthropic_client, memory):
     from contextos.errors import ScopeError
 

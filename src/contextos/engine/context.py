@@ -111,33 +111,49 @@ class _Committer:
     writes (fsync'd); the caller already has its answer and should not wait
     for them. The next ``prepare`` (or ``flush``) waits, so the log is always
     complete before the next window is built, and a failed write is raised
-    there instead of being lost.
+    there instead of being lost. A lock makes it safe for one wrapped client
+    shared by several threads: a commit is started and joined by one at a time.
     """
 
     def __init__(self, background: bool) -> None:
         self.background = background
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def submit(self, func: Callable[..., None], *args: Any) -> None:
-        self.wait()
-        if not self.background:
-            func(*args)
-            return
-
-        def run() -> None:
-            try:
+        """Run ``func(*args)`` after the commit before it. In the background, the
+        previous commit's failure is kept for the next ``wait`` (a ``prepare``):
+        the caller of this commit already has its answer and must get it."""
+        with self._lock:
+            self._join()
+            if not self.background:
+                self._raise()
                 func(*args)
-            except BaseException as exc:  # handed to the caller by wait()
-                self._error = exc
+                return
 
-        self._thread = threading.Thread(target=run, name="contextos-commit", daemon=True)
-        self._thread.start()
+            def run() -> None:
+                try:
+                    func(*args)
+                except BaseException as exc:  # handed to the caller by wait()
+                    self._error = self._error or exc
+
+            thread = threading.Thread(target=run, name="contextos-commit", daemon=True)
+            thread.start()
+            self._thread = thread
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Wait for the commit in flight; raise the first failed one's error."""
+        with self._lock:
+            self._join()
+            self._raise()
+
+    def _join(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+
+    def _raise(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
