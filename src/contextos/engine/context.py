@@ -51,8 +51,8 @@ from contextos.engine.session import (
     turn_items,
 )
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
-from contextos.engine.window import Item, message_item
-from contextos.errors import ConfigError, ScopeError
+from contextos.engine.window import TOKENS_PER_REPLY, Item, Window, message_item
+from contextos.errors import BudgetError, ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
@@ -197,6 +197,28 @@ def split_new(sent: Sequence[Message], logged: Sequence[Message]) -> tuple[int, 
         ):
             return k, False
     return 0, False
+
+
+def _check_newest_turn(window: Window, question: Message | None, history: Sequence[Item]) -> None:
+    """Refuse a call without a question whose newest turn (a tool result) the window left
+    out: it would ask the model about nothing -- an empty conversation, or one that stops
+    before what the call is for. The same clear error as a question over the budget.
+
+    Raises:
+        BudgetError: the newest turn (with its tool unit) is not in the window.
+    """
+    if question is not None or not history:
+        return
+    newest = history[-1]
+    if any(b.key == newest.key for b in window.blocks):
+        return
+    unit = [i for i in history if i.group == newest.group] if newest.group else [newest]
+    allowance = next((u.allowance for u in window.usage if u.name == "turns"), 0)
+    raise BudgetError(
+        f"the newest {newest.role} turn does not fit the budget",
+        requested=sum(i.tokens for i in unit),
+        available=allowance,
+    )
 
 
 def in_conversation(message: Message) -> bool:
@@ -369,6 +391,7 @@ class SessionContext:
             memory_header=MEMORY_HEADER,
             topic_header=TOPIC_HEADER,
         )
+        _check_newest_turn(window, question, history)
         if question is not None and self.session is not None and not retry:
             # durable before the call, once it fits
             logged += tuple(t.message for t in self.session.add(_strip_wire(question)))
@@ -388,6 +411,14 @@ class SessionContext:
             question = sent[-1]
         elif new and new[-1].role == "user" and not new[-1].tool_calls:
             question = new.pop()
+        if question is None and new:  # the call answers its newest turn (a tool result)
+            newest = message_item("newest", new[-1], self.tokenizer)
+            if newest.tokens > budget - TOKENS_PER_REPLY:  # never fits: refused before logging
+                raise BudgetError(
+                    f"the newest {newest.role} turn does not fit the budget",
+                    requested=newest.tokens,
+                    available=budget - TOKENS_PER_REPLY,
+                )
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
             return question, items, False, ()
