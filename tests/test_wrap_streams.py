@@ -352,7 +352,6 @@ def test_an_image_only_openai_question_is_logged_as_a_placeholder(
 @pytest.fixture
 def no_gc() -> Iterator[None]:
     """Cyclic garbage collection off: an abandoned stream must not need it to be logged."""
-    gc.collect()
     gc.disable()
     try:
         yield
@@ -363,6 +362,7 @@ def no_gc() -> Iterator[None]:
 @pytest.mark.usefixtures("no_gc")
 def test_an_abandoned_stream_is_logged_before_the_next_call(fake_anthropic, memory):
     wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
+    streams = []
     for question in ["first question", "second question"]:
         fake_anthropic.enqueue_reply(
             f"answer to {question} " * 30, AnthropicUsage(10, 50), stream=True
@@ -376,7 +376,7 @@ def test_an_abandoned_stream_is_logged_before_the_next_call(fake_anthropic, memo
         for i, _ in enumerate(stream):
             if i == 4:
                 break  # the user pressed "stop"; the app neither closes nor reads on
-    del stream
+        streams.append(stream)
     log = _log(wrapped)  # flush reports the stream still open
     assert [(m.role, m.content.split(" ")[:3]) for m in log] == [
         ("user", ["first", "question"]),
@@ -386,6 +386,9 @@ def test_an_abandoned_stream_is_logged_before_the_next_call(fake_anthropic, memo
     ]
     assert all(m.metadata[COMPLETE_KEY] is False for m in log[1::2])
     assert [c.complete for c in wrapped.calls] == [False, False]
+    for stream in streams:  # the app's late close changes nothing logged
+        stream.close()
+    assert len(wrapped.calls) == 2 and len(_log(wrapped)) == 4
 
 
 @pytest.mark.usefixtures("no_gc")
@@ -404,6 +407,7 @@ def test_an_abandoned_openai_stream_is_logged_before_the_next_call(
     log = _log(wrapped)
     assert [m.role for m in log] == ["user", "assistant", "user", "assistant"]
     assert log[1].content.startswith("partial answer") and log[1].metadata[COMPLETE_KEY] is False
+    stream.close()
 
 
 # -- a reply in several text blocks --------------------------------------------------

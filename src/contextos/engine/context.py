@@ -51,10 +51,10 @@ from contextos.engine.session import (
     turn_items,
 )
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
-from contextos.engine.window import TOKENS_PER_REPLY, Item, Window, message_item
+from contextos.engine.window import Item, Window, message_item
 from contextos.errors import BudgetError, ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
-from contextos.llm.tokens import Tokenizer, default_tokenizer
+from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
 from contextos.types import Hit, Message, Scope, ScopeIds, Turn, Usage
 
