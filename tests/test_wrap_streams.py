@@ -132,9 +132,11 @@ def _blocks(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("pieces", [['{"city": "Par'], ['{"city": "Paris"}']])
-def test_a_stream_cut_inside_a_tool_call_leaves_later_calls_working(fake_anthropic, memory, pieces):
+def test_a_stream_cut_inside_a_tool_call_leaves_later_calls_working(
+    fake_anthropic, anthropic_client, memory, pieces
+):
     """Cut inside the input, or after it but before the block's end: no call either way."""
-    wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
     ask = [{"role": "user", "content": "weather in paris?"}]
     fake_anthropic.enqueue(_tool_stream(pieces, whole=False))
     with pytest.raises(ProviderError):
@@ -156,9 +158,11 @@ def test_a_stream_cut_inside_a_tool_call_leaves_later_calls_working(fake_anthrop
     assert [m.role for m in log] == ["user", "assistant", "user", "assistant"]
 
 
-def test_a_malformed_tool_call_in_an_older_log_is_not_sent(fake_anthropic, memory):
+def test_a_malformed_tool_call_in_an_older_log_is_not_sent(
+    fake_anthropic, anthropic_client, memory
+):
     """A log written before half calls were left out holds one; it must not stop the session."""
-    wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
     wrapped.context.session.add(
         Message("user", "weather in paris?"),
         Message("assistant", "Let me look.", tool_calls=(ToolCall("toolu_1", "weather", '{"ci'),)),
@@ -210,8 +214,8 @@ def test_an_openai_stream_cut_inside_a_tool_call_logs_no_half_call(
 # -- a streamed tool call echoed back ------------------------------------------------
 
 
-def test_a_streamed_tool_call_echoed_back_is_logged_once(fake_anthropic, memory):
-    wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
+def test_a_streamed_tool_call_echoed_back_is_logged_once(fake_anthropic, anthropic_client, memory):
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
     history: list[dict[str, Any]] = [{"role": "user", "content": "weather in paris monday?"}]
     fake_anthropic.enqueue(_tool_stream(['{"city":"Paris",', '"day":"mon"}'], whole=True))
     with wrapped.messages.stream(model=MODEL, max_tokens=64, messages=history, tools=TOOLS) as s:
@@ -250,9 +254,9 @@ def _cut_text_stream() -> FakeResponse:
 
 
 def test_a_cut_reply_is_marked_not_remembered_and_the_retry_logs_nothing_twice(
-    fake_anthropic, memory
+    fake_anthropic, anthropic_client, memory
 ):
-    wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
     history: list[dict[str, Any]] = [{"role": "user", "content": "hello"}]
     first = wrapped.messages.create(model=MODEL, max_tokens=64, messages=history)
     history += [
@@ -282,8 +286,8 @@ def test_a_cut_reply_is_marked_not_remembered_and_the_retry_logs_nothing_twice(
 # -- empty turns ----------------------------------------------------------------------
 
 
-def test_the_fake_refuses_an_empty_text_block_like_the_api(fake_anthropic):
-    client = _client(fake_anthropic)
+def test_the_fake_refuses_an_empty_text_block_like_the_api(fake_anthropic, anthropic_client):
+    client = anthropic_client
     empty = [{"role": "user", "content": [{"type": "text", "text": ""}]}]
     with pytest.raises(anthropic.BadRequestError, match="text content blocks must be non-empty"):
         client.messages.create(model=MODEL, max_tokens=8, messages=empty)
@@ -296,8 +300,8 @@ def test_the_fake_refuses_an_empty_text_block_like_the_api(fake_anthropic):
     assert ok.content[0].text == "scripted"  # the refusal left the script for the next call
 
 
-def test_no_empty_turn_is_logged_or_sent(fake_anthropic, memory):
-    client = _client(fake_anthropic)
+def test_no_empty_turn_is_logged_or_sent(fake_anthropic, anthropic_client, memory):
+    client = anthropic_client
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
     wrapped = wrap(client, memory=memory, session="a", user_id="ana")
     wrapped.messages.create(
@@ -327,8 +331,8 @@ def test_no_empty_turn_is_logged_or_sent(fake_anthropic, memory):
     assert len(other.calls) == 2 and not other.calls[0].complete
 
 
-def test_an_empty_reply_in_an_older_log_is_not_sent(fake_anthropic, memory):
-    wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
+def test_an_empty_reply_in_an_older_log_is_not_sent(fake_anthropic, anthropic_client, memory):
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
     wrapped.context.session.add(Message("user", "hi"), Message("assistant", ""))
     reply = wrapped.messages.create(
         model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "again"}]
@@ -360,8 +364,10 @@ def no_gc() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("no_gc")
-def test_an_abandoned_stream_is_logged_before_the_next_call(fake_anthropic, memory):
-    wrapped = wrap(_client(fake_anthropic), memory=memory, session="s", user_id="ana")
+def test_an_abandoned_stream_is_logged_before_the_next_call(
+    fake_anthropic, anthropic_client, memory
+):
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
     streams = []
     for question in ["first question", "second question"]:
         fake_anthropic.enqueue_reply(
@@ -417,8 +423,8 @@ def test_a_reply_in_several_text_blocks_echoed_back_is_logged_once(memory):
     replies = iter(
         [[{"type": "text", "text": "Paris is sunny"}, {"type": "text", "text": " today."}], "ok"]
     )
-    with FakeAnthropic(reply=lambda body: next(replies)) as fake:
-        wrapped = wrap(_client(fake), memory=memory, session="s", user_id="ana")
+    with FakeAnthropic(reply=lambda body: next(replies)) as fake, _client(fake) as client:
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
         history: list[dict[str, Any]] = [{"role": "user", "content": "weather?"}]
         reply = wrapped.messages.create(model=MODEL, max_tokens=64, messages=history)
         history += [
@@ -451,3 +457,28 @@ def _ask_stream(c: Any) -> Any:
     return c.messages.create(
         model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "go"}], stream=True
     )
+
+
+def test_another_threads_call_leaves_a_stream_being_read_alone(
+    fake_anthropic, anthropic_client, memory
+):
+    """Only the thread that opened a stream moves on from it by calling again."""
+    import threading
+
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    fake_anthropic.enqueue_reply("a streamed answer " * 10, AnthropicUsage(10, 30), stream=True)
+    stream = wrapped.messages.create(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "stream"}], stream=True
+    )
+    events = iter(stream)
+    next(events)
+    other = threading.Thread(
+        target=wrapped.messages.create,
+        kwargs={"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    other.start()
+    other.join()
+    rest = list(events)
+    assert rest[-1].type == "message_stop"
+    (streamed,) = [c for c in wrapped.calls if c.stream]
+    assert streamed.complete and streamed.reply.content == "a streamed answer " * 10

@@ -15,8 +15,8 @@ report only when the garbage collector finds it -- the SDK's ``Stream`` holds
 itself through its own generator, a cycle refcounting cannot free -- so its
 reply would land in the session log at some later, random point. The
 :class:`OpenStreams` of a wrapped client therefore reports every stream still
-open, as incomplete, when the client's next managed call starts or when it is
-flushed: by then the caller has moved on from it.
+open, as incomplete, when the same thread's next managed call starts or when it
+flushes the client: by then the caller has moved on from it.
 """
 
 from __future__ import annotations
@@ -63,10 +63,15 @@ def _once(func: Callable[[bool], None]) -> Callable[[bool], None]:
 
 
 class OpenStreams:
-    """The streams of one wrapped client that have not reported yet (thread-safe)."""
+    """The streams of one wrapped client that have not reported yet (thread-safe).
+
+    Each is kept with the thread that opened it, and :meth:`finish` reports only
+    the calling thread's: one client shared by threads may have another thread's
+    stream still being read.
+    """
 
     def __init__(self) -> None:
-        self._open: dict[int, Callable[[bool], None]] = {}
+        self._open: dict[int, tuple[int, Callable[[bool], None]]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
@@ -81,13 +86,14 @@ class OpenStreams:
             done(complete)
 
         with self._lock:
-            self._open[key] = report
+            self._open[key] = (threading.get_ident(), report)
         return report
 
     def finish(self) -> None:
-        """Report every stream still open as incomplete, oldest first."""
+        """Report every stream this thread opened and left open as incomplete, oldest first."""
+        me = threading.get_ident()
         with self._lock:
-            pending = list(self._open.values())
+            pending = [report for thread, report in self._open.values() if thread == me]
         for report in pending:
             report(False)
 
