@@ -29,7 +29,10 @@ and a :class:`~contextos.memory.Memory`:
    metadata, and the exchange is added to memory (``remember=True``) -- on a
    background thread by default (``background_commit``), so the caller does
    not wait for those durable writes; the next call, or ``flush()``, waits
-   for them first.
+   for them first. A reply whose stream was cut or abandoned is logged marked
+   ``"complete": False``, not remembered, and left out of the conversation
+   later calls match and send (so the app's retry is recognised); an empty
+   reply is not logged (see ``SessionContext._commit``).
 """
 
 from __future__ import annotations
