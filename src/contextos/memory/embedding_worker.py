@@ -336,9 +336,10 @@ class EmbeddingWorker:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending, records another process claimed included
-        (they are waited for, or taken once their claim runs out); re-raises a worker
-        failure. False on timeout, and at once when the worker has stopped (closed, or
-        its store was closed): nothing would embed what is pending."""
+        (they are waited for, or taken once their claim runs out), and records added
+        while the embedder is down (waited for until it answers again); re-raises a
+        worker failure. False on timeout, and at once when the worker has stopped
+        (closed, or its store was closed): nothing would embed what is pending."""
         if self._stop:
             self._raise_error()
             return False
