@@ -33,9 +33,9 @@ class OutageEmbedder(HashEmbedder):
     ``down_after`` takes it down after that many more successful calls (an outage that
     starts in the middle of a batch)."""
 
-    def __init__(self, *, poison: str | None = None) -> None:
+    def __init__(self, *, down: bool = False, poison: str | None = None) -> None:
         super().__init__()
-        self.down = False
+        self.down = down
         self.poison = poison
         self.down_after: int | None = None
         self.tries = 0
@@ -72,6 +72,12 @@ def open_memory(
             m.close()  # closes its store too
 
 
+def status_of(m: Memory) -> tuple[int, list[str]]:
+    """How many records wait for a vector, and the ids of those quarantined."""
+    status = m.embedding_status()
+    return status.pending, [q.id for q in status.quarantined]
+
+
 def dense_rank(m: Memory, query: str, text: str, user: str) -> int | None:
     ranks = {h.record.text: h.dense_rank for h in m.search(query, user_id=user, limit=20)}
     return ranks.get(text)
@@ -88,18 +94,15 @@ NOTES = [
 def test_records_added_during_an_outage_are_embedded_once_it_ends(
     kind: str, tmp_path: Path
 ) -> None:
-    embedder = OutageEmbedder()
-    embedder.down = True
+    embedder = OutageEmbedder(down=True)
     with open_memory(kind, tmp_path, embedder) as m:
         for note in NOTES:
             m.add(note, user_id="ana")
         assert m.flush(timeout=1.5) is False  # nothing embedded yet: not done
-        status = m.embedding_status()
-        assert (status.pending, status.quarantined) == (len(NOTES), ())
+        assert status_of(m) == (len(NOTES), [])
         embedder.down = False
         assert m.flush(timeout=60)
-        status = m.embedding_status()
-        assert (status.pending, status.quarantined) == (0, ())
+        assert status_of(m) == (0, [])
         # Found by meaning: each note's vector is there.
         assert dense_rank(m, "which city did she move to", NOTES[0], "ana") is not None
         assert dense_rank(m, "who plays the cello", NOTES[1], "ana") is not None
@@ -107,8 +110,7 @@ def test_records_added_during_an_outage_are_embedded_once_it_ends(
 
 
 def test_an_outage_is_retried_with_a_growing_wait_not_on_every_add(tmp_path: Path) -> None:
-    embedder = OutageEmbedder()
-    embedder.down = True
+    embedder = OutageEmbedder(down=True)
     with open_memory("sqlite", tmp_path, embedder) as m:
         start = time.monotonic()
         n = 0
@@ -126,8 +128,7 @@ def test_an_outage_is_retried_with_a_growing_wait_not_on_every_add(tmp_path: Pat
 
 
 def test_close_during_an_outage_does_not_wait_for_the_retry(tmp_path: Path) -> None:
-    embedder = OutageEmbedder()
-    embedder.down = True
+    embedder = OutageEmbedder(down=True)
     db = tmp_path / "m.db"
     m = Memory(db, embedder=embedder)
     m.add("a note while the service is down", user_id="ana")
@@ -144,8 +145,7 @@ def test_close_during_an_outage_does_not_wait_for_the_retry(tmp_path: Path) -> N
 def test_inline_embedding_keeps_records_pending_through_an_outage(
     kind: str, tmp_path: Path
 ) -> None:
-    embedder = OutageEmbedder()
-    embedder.down = True
+    embedder = OutageEmbedder(down=True)
     with open_memory(kind, tmp_path, embedder, background=False) as m:
         m.add(NOTES[0], user_id="ana")  # no error: the record is stored, not embedded
         assert m.flush() is False
@@ -153,7 +153,7 @@ def test_inline_embedding_keeps_records_pending_through_an_outage(
         embedder.down = False
         # At once, not after the claim's lease: the failed try released it.
         assert m.flush() is True
-        assert (m.embedding_status().pending, m.embedding_status().quarantined) == (0, ())
+        assert status_of(m) == (0, [])
         assert dense_rank(m, "which city did she move to", NOTES[0], "ana") is not None
 
 
@@ -161,8 +161,7 @@ def test_inline_embedding_keeps_records_pending_through_an_outage(
 def test_a_bad_record_among_good_ones_is_quarantined_after_an_outage(
     kind: str, tmp_path: Path
 ) -> None:
-    embedder = OutageEmbedder(poison="POISON")
-    embedder.down = True
+    embedder = OutageEmbedder(down=True, poison="POISON")
     with open_memory(kind, tmp_path, embedder) as m:
         [bad] = m.add("a POISON text", user_id="ana")
         good = [m.add(f"good memory {n} of tenant user", user_id=f"u{n}")[0] for n in range(8)]
@@ -183,8 +182,7 @@ def test_a_bad_record_alone_is_quarantined_at_its_first_try(tmp_path: Path) -> N
     with open_memory("sqlite", tmp_path, embedder) as m:
         [bad] = m.add("a POISON text on its own", user_id="ana")
         assert m.flush(timeout=30)
-        status = m.embedding_status()
-        assert (status.pending, [q.id for q in status.quarantined]) == (0, [bad.id])
+        assert status_of(m) == (0, [bad.id])
         assert embedder.tries == 2  # the record, then the probe that shows the embedder up
 
 
@@ -192,20 +190,17 @@ def test_a_bad_record_alone_is_quarantined_at_its_first_try(tmp_path: Path) -> N
 def test_an_outage_that_starts_mid_batch_quarantines_none_of_the_rest(
     kind: str, tmp_path: Path
 ) -> None:
-    embedder = OutageEmbedder(poison="POISON")
-    embedder.down = True
+    embedder = OutageEmbedder(down=True, poison="POISON")
     with open_memory(kind, tmp_path, embedder, background=False) as m:
         [bad] = m.add("a POISON text", user_id="ana")
         good = [m.add(note, user_id="ana")[0] for note in NOTES]
-        assert m.embedding_status().pending == 4
+        assert status_of(m) == (4, [])
         # Up for four calls: the batch (fails on the poison), the poison alone, the
         # probe (up: the poison is bad), the first good note; then down again.
         embedder.down, embedder.down_after = False, 4
         assert m.flush() is False
-        status = m.embedding_status()
-        assert (status.pending, [q.id for q in status.quarantined]) == (2, [bad.id])
+        assert status_of(m) == (2, [bad.id])
         embedder.down = False
         assert m.flush() is True
-        status = m.embedding_status()
-        assert (status.pending, [q.id for q in status.quarantined]) == (0, [bad.id])
+        assert status_of(m) == (0, [bad.id])
         assert dense_rank(m, "who plays the cello", good[1].text, "ana") is not None
