@@ -31,13 +31,15 @@ class OutageEmbedder(HashEmbedder):
     """A remote embedding service: down (every call raises) while ``down`` is set, and,
     whether up or not, refuses any text holding ``poison`` (a truly bad record).
     ``down_after`` takes it down after that many more successful calls (an outage that
-    starts in the middle of a batch)."""
+    starts in the middle of a batch); the calls numbered in ``fail_calls`` (from 1)
+    fail alone (a dropped connection)."""
 
     def __init__(self, *, down: bool = False, poison: str | None = None) -> None:
         super().__init__()
         self.down = down
         self.poison = poison
         self.down_after: int | None = None
+        self.fail_calls: set[int] = set()
         self.tries = 0
         self.probes = 0
         self._lock = threading.Lock()
@@ -51,7 +53,7 @@ class OutageEmbedder(HashEmbedder):
                     self.down, self.down_after = True, None
                 else:
                     self.down_after -= 1
-            if self.down:
+            if self.down or self.tries in self.fail_calls:
                 raise ConnectionError("embedding service unavailable (503)")
         if self.poison is not None and any(self.poison in t for t in texts):
             raise ValueError(f"cannot embed a text containing {self.poison!r}")
@@ -183,7 +185,8 @@ def test_a_bad_record_alone_is_quarantined_at_its_first_try(tmp_path: Path) -> N
         [bad] = m.add("a POISON text on its own", user_id="ana")
         assert m.flush(timeout=30)
         assert status_of(m) == (0, [bad.id])
-        assert embedder.tries == 2  # the record, then the probe that shows the embedder up
+        # The record, the probe that shows the embedder up, the record once more.
+        assert embedder.tries == 3
 
 
 @BOTH
@@ -195,12 +198,26 @@ def test_an_outage_that_starts_mid_batch_quarantines_none_of_the_rest(
         [bad] = m.add("a POISON text", user_id="ana")
         good = [m.add(note, user_id="ana")[0] for note in NOTES]
         assert status_of(m) == (4, [])
-        # Up for four calls: the batch (fails on the poison), the poison alone, the
-        # probe (up: the poison is bad), the first good note; then down again.
-        embedder.down, embedder.down_after = False, 4
+        # Up for five calls: the batch (fails on the poison), the poison alone, the
+        # probe (up), the poison again (bad: quarantined), the first good note; then
+        # down again.
+        embedder.down, embedder.down_after = False, 5
         assert m.flush() is False
         assert status_of(m) == (2, [bad.id])
         embedder.down = False
         assert m.flush() is True
         assert status_of(m) == (0, [bad.id])
         assert dense_rank(m, "who plays the cello", good[1].text, "ana") is not None
+
+
+def test_a_failure_of_the_moment_quarantines_no_record(tmp_path: Path) -> None:
+    embedder = OutageEmbedder(down=True)
+    with open_memory("sqlite", tmp_path, embedder, background=False) as m:
+        for note in NOTES:
+            m.add(note, user_id="ana")
+        # Up, but the connection drops twice: the batch and the first note alone fail;
+        # the probe answers, and the note's second try embeds it.
+        embedder.down, embedder.fail_calls = False, {embedder.tries + 1, embedder.tries + 2}
+        assert m.flush() is True
+        assert status_of(m) == (0, [])
+        assert dense_rank(m, "which city did she move to", NOTES[0], "ana") is not None

@@ -137,32 +137,45 @@ def _embed_each(
     batch_error: Exception,
 ) -> None:
     """After the batch failed: embed and store each record alone, and quarantine one
-    that fails alone only while the embedder still embeds ``PROBE_TEXT``.
+    that fails alone twice while the embedder embeds ``PROBE_TEXT`` in between.
 
     Why the probe: a record failing alone is either bad (a text the embedder rejects,
     a row it cannot render) or the embedder is down, and only the latter heals by
     itself. The probe is asked right after each failure, so an outage that starts in
     the middle of a batch quarantines none of the rest; an embedder that is down costs
-    two calls per try (the batch, then the probe) rather than one per record.
+    two calls per try (the batch, then the probe) rather than one per record. The
+    second try of the record, once the probe answered, keeps a failure of the moment
+    (a dropped connection, a 429 between two answers) from quarantining it.
     """
     for record in records:
         if len(records) == 1:
-            error = batch_error  # the batch was this record alone
+            error: Exception | None = batch_error  # the batch was this record alone
         else:
-            try:
-                one = _embed(embedder, [record])
-            except Exception as exc:
-                error = exc
-            else:
-                _store(store, embedder, [record], one, owner)
-                continue
+            error = _embed_alone(store, embedder, record, owner)
+        if error is None:
+            continue
         try:
             _check(embedder, _embed_batch(embedder)([PROBE_TEXT]), 1)
         except Exception as probe_error:
             raise EmbedderUnavailable(
                 f"the embedder failed on a probe text too: {_describe(probe_error)}"
             ) from error
-        _quarantine(store, record, error, owner)
+        error = _embed_alone(store, embedder, record, owner)
+        if error is not None:
+            _quarantine(store, record, error, owner)
+
+
+def _embed_alone(
+    store: Store, embedder: Embedder, record: MemoryRecord, owner: str
+) -> Exception | None:
+    """Embed and store ``record`` on its own; the embedder's error if it failed (a
+    store failure propagates: it is no fault of the record)."""
+    try:
+        vectors = _embed(embedder, [record])
+    except Exception as exc:
+        return exc
+    _store(store, embedder, [record], vectors, owner)
+    return None
 
 
 def _release(store: Store, owner: str) -> None:
