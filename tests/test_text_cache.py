@@ -109,3 +109,14 @@ def test_claim_parses_are_reused_inside_a_memo_block_and_kept_nowhere_after() ->
         assert stem_tokens(text) is inner
     first, again = stem_tokens(text), stem_tokens(text)
     assert first == again and first is not again  # outside a block: computed afresh
+
+
+def test_a_weighed_text_cache_keeps_its_total_weight_bounded() -> None:
+    cache: TextCache[tuple[int, ...]] = TextCache(100, weigh=len, max_weight=10)
+    for n in range(20):
+        cache.get(f"text {n}", None, lambda n=n: tuple(range(n % 5)))  # type: ignore[misc]
+        assert cache.weight <= 10
+    assert cache.cache_info().currsize < 20
+    kept = cache.cached_keys()
+    assert cache.get("a huge text", None, lambda: tuple(range(50))) == tuple(range(50))
+    assert cache.cached_keys() == kept  # too heavy to keep: it pushes nothing out

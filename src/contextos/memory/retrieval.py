@@ -397,8 +397,11 @@ def temporal_match(record: MemoryRecord, cue: TimeRange) -> bool:
     return any(_overlaps(a, b, cue) for a, b in spans)
 
 
-#: ``_times_named``'s results by the text's digest: no text is kept (``text_cache``).
-TIMES_NAMED: TextCache[tuple[tuple[datetime, datetime], ...]] = TextCache(65_536)
+#: ``_times_named``'s results by the text's digest: no text is kept (``text_cache``), and
+#: at most 262,144 entries and spans in all (~40 MB, however long the texts).
+TIMES_NAMED: TextCache[tuple[tuple[datetime, datetime], ...]] = TextCache(
+    65_536, weigh=lambda spans: 1 + len(spans), max_weight=262_144
+)
 
 
 def _times_named(text: str, anchor: datetime) -> tuple[tuple[datetime, datetime], ...]:

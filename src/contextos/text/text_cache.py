@@ -39,15 +39,28 @@ def text_digest(text: str) -> bytes:
 
 
 class TextCache(Generic[V]):
-    """Values computed from texts, least recently used evicted past ``maxsize``;
-    thread-safe (two threads may compute the same value once each)."""
+    """Values computed from texts, least recently used evicted past ``maxsize`` entries
+    or, with ``weigh``, past ``max_weight`` in all (a value's size grows with its text:
+    the time mentions of a 100,000-character text can number thousands); thread-safe
+    (two threads may compute the same value once each)."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        weigh: Callable[[V], int] | None = None,
+        max_weight: int | None = None,
+    ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
+        if (weigh is None) != (max_weight is None):
+            raise ValueError("weigh and max_weight are given together")
         self.maxsize = maxsize
+        self._weigh = weigh
+        self._max_weight = max_weight
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[bytes, Hashable], V] = OrderedDict()
+        self._entries: OrderedDict[tuple[bytes, Hashable], tuple[V, int]] = OrderedDict()
+        self._weight = 0
         self._hits = 0
         self._misses = 0
 
@@ -59,15 +72,28 @@ class TextCache(Generic[V]):
             if key in self._entries:
                 self._hits += 1
                 self._entries.move_to_end(key)
-                return self._entries[key]
+                return self._entries[key][0]
             self._misses += 1
         value = compute()
+        weight = 0 if self._weigh is None else self._weigh(value)
+        if self._max_weight is not None and weight > self._max_weight:
+            return value  # not kept: it alone would push out the rest
         with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            self._weight += weight - (0 if old is None else old[1])
+            self._entries[key] = (value, weight)
+            while len(self._entries) > self.maxsize or (
+                self._max_weight is not None and self._weight > self._max_weight
+            ):
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._weight -= dropped
         return value
+
+    @property
+    def weight(self) -> int:
+        """The sum of the kept values' weights (0 without ``weigh``)."""
+        with self._lock:
+            return self._weight
 
     def cached_keys(self) -> list[tuple[bytes, Hashable]]:
         """What the cache is keyed by now: (digest, extra) pairs, least recent first."""
@@ -81,4 +107,4 @@ class TextCache(Generic[V]):
     def cache_clear(self) -> None:
         with self._lock:
             self._entries.clear()
-            self._hits = self._misses = 0
+            self._weight = self._hits = self._misses = 0
