@@ -91,9 +91,9 @@ def embed_pending(
     were claimed (0 when none is left that another process has not claimed).
 
     A batch the embedder fails on is retried record by record (``_embed_each``). A
-    record that fails while the embedder still embeds a probe text is bad: it is
-    quarantined with its error (``Store.embedding_status`` lists it), so one bad row
-    never stalls embedding for everyone else. When the probe fails too, the embedder
+    record that fails alone twice while the embedder embeds a probe text in between is
+    bad: it is quarantined with its error (``Store.embedding_status`` lists it), so one
+    bad row never stalls embedding for everyone else. When the probe fails too, the embedder
     is down (a remote API answering 503): nothing is quarantined, the claim is
     released and ``EmbedderUnavailable`` is raised; the records stay pending for a
     later try (the worker backs off). Quarantining them instead lost their vectors for
