@@ -50,6 +50,12 @@ class StoreError(ContextosError):
     """The storage backend failed: unreadable file, lost connection, corruption."""
 
 
+class EmbedderUnavailable(ContextosError):
+    """The embedder failed on a record and then on a plain probe text too: it is down
+    (a remote API answering 503, a wrong key), not the record bad. The records stay
+    pending and are embedded once it answers again (``memory.embedding_worker``)."""
+
+
 class ProviderError(ContextosError):
     """An LLM provider call failed."""
 

@@ -13,6 +13,7 @@ rather than answered across users.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
-from ..errors import NotFound, ScopeError
+from ..errors import EmbedderUnavailable, NotFound, ScopeError
 from ..store import open_store
 from ..store.base import EmbeddingStatus, Patch, Store
 from ..times import opt_utc
@@ -47,6 +48,8 @@ if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by i
     from .reconcile import Reconciler
 
 MAX_LIMIT = 1000
+
+log = logging.getLogger(__name__)
 
 
 class Memory:
@@ -240,20 +243,28 @@ class Memory:
             return self.store.get(self.tenant, source) or last[0]
         return last[0]
 
-    def _embed_later(self) -> None:
+    def _embed_later(self) -> bool:
+        """Embed what is pending (inline), or wake the worker; False when the embedder
+        is down (``EmbedderUnavailable``): the records stay pending, lexically
+        searchable, and the next add or flush tries again."""
         if self._worker is not None:
             self._worker.notify()
-        else:
+            return True
+        try:
             while embed_pending(
                 self.store, self.embedder, batch_size=self.settings.embed_batch_size
             ):
                 pass
+        except EmbedderUnavailable as exc:
+            log.warning("embedder unavailable; memories stay pending: %s", exc)
+            return False
+        return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every stored memory has its vector. False if ``timeout`` ran out."""
+        """Wait until every stored memory has its vector. False if ``timeout`` ran out,
+        or (without a background worker) when the embedder is down."""
         if self._worker is None:
-            self._embed_later()
-            return True
+            return self._embed_later()
         return self._worker.flush(timeout)
 
     @property

@@ -22,10 +22,12 @@ import time
 import uuid
 import weakref
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ..embed import Embedder, Vectors
+from ..errors import EmbedderUnavailable
 from ..os_threads import BACKGROUND_EMBEDDING, name_this_thread
 from ..store.base import Store
 from ..types import MemoryRecord
@@ -36,6 +38,13 @@ log = logging.getLogger(__name__)
 
 #: Seconds before the worker tries again after the store itself failed.
 RETRY_S = 1.0
+
+#: Seconds the worker waits before trying a down embedder again (``EmbedderUnavailable``),
+#: doubled after each failed try up to ``OUTAGE_RETRY_MAX_S``: a remote API that answers
+#: 503 for a few seconds is retried within seconds, one down for hours is asked once a
+#: minute rather than hammered; an add does not cut the wait short.
+OUTAGE_RETRY_S = 1.0
+OUTAGE_RETRY_MAX_S = 60.0
 
 #: Seconds a claimed batch stays another process's before it may be taken again. Long
 #: beside a batch's embedding (64 MiniLM turns take well under a second) so a live
@@ -81,36 +90,102 @@ def embed_pending(
     """Claim one batch of pending records for ``owner`` and embed it; returns how many
     were claimed (0 when none is left that another process has not claimed).
 
-    A batch the embedder fails on is retried record by record, and a record it still
-    fails on is quarantined with its error (``Store.embedding_status`` lists it), so one
-    bad row never stalls embedding for everyone else. A failure of the store itself
-    (``StoreError``, e.g. "database is busy" while another process writes) is no fault
-    of the records: it propagates, the records stay claimed by ``owner`` and pending,
-    and the next claim by the same owner retries them at once. Vectors are written only
-    for records ``owner`` still claims (``Store.set_vectors``): one whose text changed
-    meanwhile is embedded again with its new text.
+    A batch the embedder fails on is retried record by record (``_embed_each``). A
+    record that fails alone twice while the embedder embeds a probe text in between is
+    bad: it is quarantined with its error (``Store.embedding_status`` lists it), so one
+    bad row never stalls embedding for everyone else. When the probe fails too, the embedder
+    is down (a remote API answering 503): nothing is quarantined, the claim is
+    released and ``EmbedderUnavailable`` is raised; the records stay pending for a
+    later try (the worker backs off). Quarantining them instead lost their vectors for
+    good, since only a text change retries a quarantined record.
+
+    A failure of the store itself (``StoreError``, e.g. "database is busy" while
+    another process writes) is no fault of the records: it propagates, the records
+    stay claimed by ``owner`` and pending, and the next claim by the same owner
+    retries them at once. Vectors are written only for records ``owner`` still claims
+    (``Store.set_vectors``): one whose text changed meanwhile is embedded again with
+    its new text.
     """
     owner = owner or claim_owner()
     pending = store.claim_vectors(owner, limit=batch_size, lease_s=lease_s)
     if not pending:
         return 0
-    with ClaimKeeper(store, owner, lease_s):
-        try:
-            vectors = _embed(embedder, pending)
-        except Exception as exc:
-            if len(pending) == 1:
-                _quarantine(store, pending[0], exc, owner)
-                return 1
-            for record in pending:
-                try:
-                    one = _embed(embedder, [record])
-                except Exception as one_exc:
-                    _quarantine(store, record, one_exc, owner)
-                else:
-                    _store(store, embedder, [record], one, owner)
-            return len(pending)
-        _store(store, embedder, pending, vectors, owner)
+    try:
+        with ClaimKeeper(store, owner, lease_s):
+            try:
+                vectors = _embed(embedder, pending)
+            except Exception as exc:
+                _embed_each(store, embedder, pending, owner, exc)
+            else:
+                _store(store, embedder, pending, vectors, owner)
+    except EmbedderUnavailable:
+        _release(store, owner)
+        raise
     return len(pending)
+
+
+#: What ``_embed_each`` embeds to tell a down embedder from a bad record: short plain
+#: words any embedder takes.
+PROBE_TEXT = "a short note"
+
+
+def _embed_each(
+    store: Store,
+    embedder: Embedder,
+    records: list[MemoryRecord],
+    owner: str,
+    batch_error: Exception,
+) -> None:
+    """After the batch failed: embed and store each record alone, and quarantine one
+    that fails alone twice while the embedder embeds ``PROBE_TEXT`` in between.
+
+    Why the probe: a record failing alone is either bad (a text the embedder rejects,
+    a row it cannot render) or the embedder is down, and only the latter heals by
+    itself. The probe is asked right after each failure, so an outage that starts in
+    the middle of a batch quarantines none of the rest; an embedder that is down costs
+    two calls per try (the batch, then the probe) rather than one per record. The
+    second try of the record, once the probe answered, keeps a failure of the moment
+    (a dropped connection, a 429 between two answers) from quarantining it.
+    """
+    for record in records:
+        if len(records) == 1:
+            error: Exception | None = batch_error  # the batch was this record alone
+        else:
+            error = _embed_alone(store, embedder, record, owner)
+        if error is None:
+            continue
+        try:
+            _check(embedder, _embed_batch(embedder)([PROBE_TEXT]), 1)
+        except Exception as probe_error:
+            raise EmbedderUnavailable(
+                f"the embedder failed on a probe text too: {_describe(probe_error)}"
+            ) from error
+        error = _embed_alone(store, embedder, record, owner)
+        if error is not None:
+            _quarantine(store, record, error, owner)
+
+
+def _embed_alone(
+    store: Store, embedder: Embedder, record: MemoryRecord, owner: str
+) -> Exception | None:
+    """Embed and store ``record`` on its own; the embedder's error if it failed (a
+    store failure propagates: it is no fault of the record)."""
+    try:
+        vectors = _embed(embedder, [record])
+    except Exception as exc:
+        return exc
+    _store(store, embedder, [record], vectors, owner)
+    return None
+
+
+def _release(store: Store, owner: str) -> None:
+    """End ``owner``'s claim now, so the next try (this worker's, another process's, the
+    next CLI command's) takes the records at once; a failure is harmless (the claim
+    runs out after its lease)."""
+    try:
+        store.extend_claim(owner, lease_s=0.0)
+    except Exception as exc:  # noqa: BLE001 - a busy or closed store: the lease ends it
+        log.warning("could not release an embedding claim: %s", exc)
 
 
 class ClaimKeeper:
@@ -155,15 +230,25 @@ class ClaimKeeper:
 
 def _embed(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:
     """The records' vectors, checked; raises whatever the embedder raises."""
+    # A turn's vector carries its facts' vectors too (``turn_vectors``).
+    return _check(embedder, embed_records(_embed_batch(embedder), records), len(records))
+
+
+def _embed_batch(embedder: Embedder) -> Callable[[Sequence[str]], Vectors]:
     # Embedders may keep a separate path for background batches (MiniLM keeps its query
-    # model free for searches); the protocol's embed() is the fallback. A turn's vector
-    # carries its facts' vectors too (``turn_vectors``).
-    embed_batch = getattr(embedder, "embed_batch", embedder.embed)
-    vectors = embed_records(embed_batch, records)
-    if vectors.shape != (len(records), embedder.dimensions):
+    # model free for searches); the protocol's embed() is the fallback.
+    embed_batch: Callable[[Sequence[str]], Vectors] = getattr(
+        embedder, "embed_batch", embedder.embed
+    )
+    return embed_batch
+
+
+def _check(embedder: Embedder, vectors: Vectors, rows: int) -> Vectors:
+    """``vectors`` when they are ``rows`` finite vectors of the embedder's dimensions."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (rows, embedder.dimensions):
         raise ValueError(
-            f"embedder returned shape {vectors.shape}, "
-            f"expected ({len(records)}, {embedder.dimensions})"
+            f"embedder returned shape {vectors.shape}, expected ({rows}, {embedder.dimensions})"
         )
     if not np.all(np.isfinite(vectors)):
         raise ValueError("embedder returned a vector with NaN or infinite values")
@@ -235,7 +320,10 @@ class EmbeddingWorker:
         self._idle = threading.Event()
         self._flushing = threading.Event()
         self._stop = False
+        self._closing = threading.Event()  # set by close(): ends an outage's wait
         self._error: BaseException | None = None
+        #: Seconds the last wait for a down embedder lasted (0 while it answers).
+        self._outage_wait = 0.0
         #: Records embedded and seconds spent embedding them (for benchmarks).
         self.embedded = 0
         self.seconds = 0.0
@@ -261,9 +349,10 @@ class EmbeddingWorker:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending, records another process claimed included
-        (they are waited for, or taken once their claim runs out); re-raises a worker
-        failure. False on timeout, and at once when the worker has stopped (closed, or
-        its store was closed): nothing would embed what is pending."""
+        (they are waited for, or taken once their claim runs out), and records added
+        while the embedder is down (waited for until it answers again); re-raises a
+        worker failure. False on timeout, and at once when the worker has stopped
+        (closed, or its store was closed): nothing would embed what is pending."""
         if self._stop:
             self._raise_error()
             return False
@@ -300,6 +389,7 @@ class EmbeddingWorker:
 
     def close(self) -> None:
         self._stop = True
+        self._closing.set()
         self._flushing.set()  # cut a linger short: closing waits for nothing to gather
         self._wake.set()
         self._thread.join(timeout=30)
@@ -326,6 +416,9 @@ class EmbeddingWorker:
             self._wake.clear()
             try:
                 claimed_elsewhere = self._embed_all()
+            except EmbedderUnavailable as exc:
+                self._wait_out_outage(exc)
+                continue
             except Exception as exc:  # the store failed (busy, closed): surfaced by flush()
                 self._error = exc
                 if self._store.closed:
@@ -345,6 +438,16 @@ class EmbeddingWorker:
             elif not self._wake.is_set():
                 self._idle.set()
 
+    def _wait_out_outage(self, exc: EmbedderUnavailable) -> None:
+        """The embedder is down: wait (``OUTAGE_RETRY_S`` doubling up to
+        ``OUTAGE_RETRY_MAX_S``), then try again. The records stay pending and the worker
+        stays busy meanwhile, so ``flush()`` does not answer True for them (with a
+        timeout it answers False); only ``close()`` cuts the wait short."""
+        self._outage_wait = min(OUTAGE_RETRY_MAX_S, max(OUTAGE_RETRY_S, 2 * self._outage_wait))
+        log.warning("embedder unavailable, retrying in %.0f s: %s", self._outage_wait, exc)
+        self._closing.wait(self._outage_wait)
+        self._wake.set()
+
     def _embed_all(self) -> bool:
         """Embed batches until nothing is left to claim; whether records are still
         pending (another process holds their claim)."""
@@ -362,6 +465,7 @@ class EmbeddingWorker:
             )
             if not done:
                 break
+            self._outage_wait = 0.0
             self.embedded += done
             self.seconds += time.perf_counter() - start
         return not self._stop and self._store.embedding_status().pending > 0

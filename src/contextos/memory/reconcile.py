@@ -23,7 +23,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from contextos.llm.prompts import RECONCILE_V1, Prompt
-from contextos.text.claims import claim, is_negated, jaccard, stem_tokens, subject_of
+from contextos.text.claims import (
+    claim,
+    claim_memo,
+    is_negated,
+    jaccard,
+    stem_tokens,
+    subject_of,
+)
 from contextos.text.temporal import describe
 
 from ..embed import Embedder
@@ -369,6 +376,7 @@ class Outcome:
     record: MemoryRecord | None
 
 
+@claim_memo()  # each text is parsed once per call, and no parse outlives it
 def reconcile(
     candidates: Sequence[Candidate],
     store: Store,

@@ -60,6 +60,7 @@ from typing import Any
 
 from contextos.llm.tokens import Tokenizer
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
+from contextos.text.text_cache import TextCache
 
 from ..embed import Embedder, Vectors
 from ..store.base import Ranked, Store
@@ -397,10 +398,18 @@ def temporal_match(record: MemoryRecord, cue: TimeRange) -> bool:
     return any(_overlaps(a, b, cue) for a, b in spans)
 
 
-@functools.lru_cache(maxsize=65_536)
+#: ``_times_named``'s results by the text's digest: no text is kept (``text_cache``), and
+#: at most 262,144 entries and spans in all (~40 MB, however long the texts).
+TIMES_NAMED: TextCache[tuple[tuple[datetime, datetime], ...]] = TextCache(
+    65_536, weigh=lambda spans: 1 + len(spans), max_weight=262_144
+)
+
+
 def _times_named(text: str, anchor: datetime) -> tuple[tuple[datetime, datetime], ...]:
     """The intervals ``text`` names (cached: resolving costs ~0.3 ms for a long turn)."""
-    return tuple((m.start, m.end) for m in resolve(text, anchor))
+    return TIMES_NAMED.get(
+        text, anchor, lambda: tuple((m.start, m.end) for m in resolve(text, anchor))
+    )
 
 
 def _overlaps(start: datetime, end: datetime, cue: TimeRange) -> bool:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Buckets kept before full ones are forgotten.
+#: Buckets kept at most. Past it, a new key's bucket replaces the least recently used one
+#: (see ``TokenBucketLimiter._make_room``).
 MAX_BUCKETS = 65_536
 
 
@@ -37,13 +39,19 @@ class RateLimit:
 
 
 class TokenBucketLimiter:
-    """Thread-safe token buckets keyed by API key id."""
+    """Thread-safe token buckets keyed by API key id (or, for failed authentications,
+    by client address), at most ``MAX_BUCKETS`` of them."""
 
     def __init__(self, limit: RateLimit, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+        #: key -> (tokens, last refill), least recently used first.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many buckets are kept."""
+        return len(self._buckets)
 
     def acquire(self, key: str) -> float:
         """Take a token for ``key``: 0.0 when allowed, else seconds to wait (> 0)."""
@@ -52,13 +60,11 @@ class TokenBucketLimiter:
         now = self._clock()
         with self._lock:
             tokens = self._refilled(key, now)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            if len(self._buckets) > MAX_BUCKETS:
-                self._prune(now)
-            return (1.0 - tokens) / self.limit.rate
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self._keep(key, tokens, now)
+            return 0.0 if allowed else (1.0 - tokens) / self.limit.rate
 
     def _refilled(self, key: str, now: float) -> float:
         """The tokens ``key`` holds at ``now``: what it had plus the refill since, capped at
@@ -67,13 +73,35 @@ class TokenBucketLimiter:
         tokens, last = self._buckets.get(key, (full, now))
         return min(full, tokens + (now - last) * self.limit.rate)
 
-    def _prune(self, now: float) -> None:
-        """Forget buckets that have refilled (they equal a fresh one): keyed by client
-        address, the table must not grow with every address that ever failed."""
-        full = float(self.limit.burst)
-        for key, (tokens, last) in list(self._buckets.items()):
-            if tokens + (now - last) * self.limit.rate >= full:
-                del self._buckets[key]
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        if key in self._buckets:
+            self._buckets.move_to_end(key)
+        elif not self._make_room(now):
+            return
+        self._buckets[key] = (tokens, now)
+
+    def _make_room(self, now: float) -> bool:
+        """Room for one more bucket: forget least recently used ones while the table is
+        full, unless that one is still over its limit; whether there is room now.
+
+        Why: keyed by client address, the table grew by one bucket per address that ever
+        failed to authenticate, forever. Forgetting a bucket gives its key a full one
+        again, so a bucket still refusing its key is never forgotten: an attacker cannot
+        reset their own limit by spraying other addresses. Such buckets are the most
+        recently used ones (a bucket refills a token within ``1 / rate`` seconds), so the
+        oldest is over its limit only when all ``MAX_BUCKETS`` keys were refused within
+        that time; the new key's use is then not counted (the table stays bounded; one
+        more address among that many gains a few tries). A forgotten bucket that still
+        had tokens gives its key at most ``burst`` tries again, what any fresh address
+        gets. Each bucket is forgotten at most once, so this costs O(1) per call,
+        amortised.
+        """
+        while len(self._buckets) >= MAX_BUCKETS:
+            oldest, (tokens, last) = next(iter(self._buckets.items()))
+            if tokens + (now - last) * self.limit.rate < 1.0:
+                return False
+            del self._buckets[oldest]
+        return True
 
     def wait(self, key: str) -> float:
         """Seconds until ``key`` has a token (0.0 when it has one now); takes none."""

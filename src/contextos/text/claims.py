@@ -10,11 +10,14 @@ lexical similarity.
 
 from __future__ import annotations
 
-import functools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from contextos.text.sentences import STOPWORDS, word_set, words
+from contextos.text.text_cache import TextCache
 
 #: Words that carry no claim. Narrower than STOPWORDS: "likes" vs "hates" must differ.
 _FUNCTION_WORDS = word_set(
@@ -109,9 +112,53 @@ def _norm_value(value: str) -> str:
     return " ".join(words[:4]).strip(" .'")
 
 
-@functools.lru_cache(maxsize=8192)
+#: Entries of each cache of a ``claim_memo()`` block (a block is one ``reconcile`` call).
+MEMO_SIZE = 8192
+
+
+@dataclass(frozen=True)
+class _Memo:
+    claims: TextCache[Claim | None]
+    stems: TextCache[frozenset[str]]
+
+
+_MEMO: ContextVar[_Memo | None] = ContextVar("contextos_claims_memo", default=None)
+
+
+@contextmanager
+def claim_memo() -> Iterator[None]:
+    """Inside the block (or the function it decorates), ``claim`` and ``stem_tokens``
+    reuse what they computed for a text; nothing is kept once it ends.
+
+    Why: ``reconcile`` parses each stored record once per candidate and each fact it
+    has not written yet once per later candidate (quadratic in the batch without a
+    cache). A process-wide cache, as there was, kept those texts as keys, and its
+    values are the texts' words anyway (``stem_tokens``): an erased memory's words
+    stayed in every server process, shared by all tenants, and each entry was as large
+    as its text. Scoped to the call, the parses are reused where the repeats are and
+    are gone when it returns; only parses that recurred across calls are lost (~7 us
+    for a short fact). Blocks nest (the outer one's cache serves) and are per thread.
+    """
+    if _MEMO.get() is not None:
+        yield
+        return
+    token = _MEMO.set(_Memo(TextCache(MEMO_SIZE), TextCache(MEMO_SIZE)))
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
 def claim(text: str, speaker: str | None = None) -> Claim | None:
-    """The attribute claim in ``text``, if one of the known patterns matches."""
+    """The attribute claim in ``text``, if one of the known patterns matches (reused
+    inside a ``claim_memo()`` block)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return _claim(text, speaker)
+    return memo.claims.get(text, speaker, lambda: _claim(text, speaker))
+
+
+def _claim(text: str, speaker: str | None) -> Claim | None:
     negated = is_negated(text)
     body = affirm(text) if negated else text
     for slot, pattern in _SLOTS:
@@ -130,9 +177,16 @@ def claim(text: str, speaker: str | None = None) -> Claim | None:
     return None
 
 
-@functools.lru_cache(maxsize=8192)
 def stem_tokens(text: str) -> frozenset[str]:
-    """Content words with a crude plural/verb -s stripped, negation words removed."""
+    """Content words with a crude plural/verb -s stripped, negation words removed
+    (reused inside a ``claim_memo()`` block)."""
+    memo = _MEMO.get()
+    if memo is None:
+        return _stem_tokens(text)
+    return memo.stems.get(text, None, lambda: _stem_tokens(text))
+
+
+def _stem_tokens(text: str) -> frozenset[str]:
     out: set[str] = set()
     for w in words(text):
         if w in _FUNCTION_WORDS or _NEGATION.fullmatch(w):

@@ -1,0 +1,64 @@
+"""The failed-authentication limiter keeps a bounded table without freeing attackers.
+
+Why: keyed by client address, its table grew by one bucket per address that ever
+failed to authenticate and was never pruned (only a refused call pruned it).
+"""
+
+from __future__ import annotations
+
+from contextos.server.auth import DEFAULT_AUTH_FAILURES
+from contextos.server.ratelimit import MAX_BUCKETS, TokenBucketLimiter
+
+
+def address(i: int) -> str:
+    return f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
+
+
+def test_one_failure_from_each_of_many_addresses_keeps_the_table_bounded() -> None:
+    now = [100.0]
+    limiter = TokenBucketLimiter(DEFAULT_AUTH_FAILURES, clock=lambda: now[0])
+    for i in range(MAX_BUCKETS + 5_000):
+        assert limiter.acquire(address(i)) == 0.0  # each address's first failure is allowed
+        now[0] += 0.0001
+    assert len(limiter) == MAX_BUCKETS
+    # The newest addresses are still counted: the oldest buckets made room for them.
+    last = address(MAX_BUCKETS + 4_999)
+    assert limiter.wait(last) == 0.0
+    for _ in range(DEFAULT_AUTH_FAILURES.burst - 1):
+        limiter.acquire(last)
+    assert limiter.wait(last) > 0
+
+
+def test_an_attacker_cannot_reset_their_limit_by_spraying_addresses() -> None:
+    now = [100.0]
+    limiter = TokenBucketLimiter(DEFAULT_AUTH_FAILURES, clock=lambda: now[0])
+    attacker = "203.0.113.9"
+    while limiter.acquire(attacker) == 0.0:  # use up the burst of failed attempts
+        pass
+    refused_for = limiter.wait(attacker)
+    assert refused_for > 0
+    for i in range(MAX_BUCKETS + 5_000):  # then fail once from each of many addresses
+        limiter.acquire(address(i))
+    assert len(limiter) <= MAX_BUCKETS
+    assert limiter.wait(attacker) == refused_for  # still refused, as long as before
+    # Once the attacker's bucket has refilled past one token it may make room, like any.
+    now[0] += 60
+    for i in range(MAX_BUCKETS, 2 * MAX_BUCKETS):
+        limiter.acquire(address(i))
+    assert len(limiter) == MAX_BUCKETS
+
+
+def test_the_least_recently_used_bucket_makes_room_not_a_busy_one() -> None:
+    now = [100.0]
+    limiter = TokenBucketLimiter(DEFAULT_AUTH_FAILURES, clock=lambda: now[0])
+    busy = "198.51.100.7"
+    for _ in range(5):
+        limiter.acquire(busy)
+    for i in range(MAX_BUCKETS - 1):  # the table is full
+        limiter.acquire(address(i))
+    limiter.acquire(busy)  # used again: now the most recent
+    limiter.acquire(address(MAX_BUCKETS))  # makes room: address 0 goes, not ``busy``
+    assert len(limiter) == MAX_BUCKETS
+    left = DEFAULT_AUTH_FAILURES.burst - 6
+    assert [limiter.acquire(busy) for _ in range(left)] == [0.0] * left
+    assert limiter.acquire(busy) > 0  # its count was kept
