@@ -312,6 +312,7 @@ def test_no_empty_turn_is_logged_or_sent(fake_anthropic, anthropic_client, memor
     )
     assert [m.role for m in _log(wrapped)] == ["user", "assistant", "user", "assistant"]
     assert _log(wrapped)[0].content == "[image]"
+    assert "[image]" not in [r.text for r in memory.get_all(user_id="ana")]  # no text to keep
     assert _sent(fake_anthropic)[0] == {
         "role": "user",
         "content": [{"type": "text", "text": "[image]"}],
@@ -348,6 +349,7 @@ def test_an_image_only_openai_question_is_logged_as_a_placeholder(
     url = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
     wrapped.chat.completions.create(model=GPT, messages=[{"role": "user", "content": [url]}])
     assert _log(wrapped)[0].content == "[image]"
+    assert "[image]" not in [r.text for r in memory.get_all(user_id="ana")]  # no text to keep
 
 
 # -- an abandoned stream ------------------------------------------------------------

@@ -58,7 +58,7 @@ from contextos.engine.window import Item, Window, message_item
 from contextos.errors import BudgetError, ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
-from contextos.providers.base import WIRE_KEY, CallRecord, ChatRequest, Prepared
+from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
 from contextos.types import Hit, Message, Scope, ScopeIds, Turn, Usage
 
 #: Introduces the retrieved memories in the final user message.
@@ -371,7 +371,9 @@ class SessionContext:
             self.topic.due = True  # nothing of the prefix is cached anymore: refresh free
         self._last_call = now
         question, history, retry, logged = self._log_and_split(request, budget)
-        query = request.last_user_text() or (question.content if question else "")
+        query = request.last_user_text() or (
+            question.content if question and not question.metadata.get(PLACEHOLDER_KEY) else ""
+        )
         layout = self.layout
         topic: list[Hit] = []
         if self.topic is not None:
@@ -565,7 +567,7 @@ class SessionContext:
             said = [
                 m
                 for m in (prepared.question, reply if self.remember_replies else None)
-                if m is not None and m.content.strip()
+                if m is not None and m.content.strip() and not m.metadata.get(PLACEHOLDER_KEY)
             ]
             if said:
                 self.memory.add([Message(m.role, m.content) for m in said], **self.scope_ids)

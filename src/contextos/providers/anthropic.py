@@ -54,7 +54,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
 from ..types import Message, Role, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
+from .base import PLACEHOLDER_KEY, WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 from .errors import call_mapped
 from .sdk import sdk_client
 
@@ -75,16 +75,21 @@ _PLACEHOLDERS = {"image": "[image]", "document": "[document]"}
 
 
 def _text_of(content: Any, role: str = "user") -> str:
-    """A message's text, by the one rule both a reply and its echo go through.
+    """A message's text, by the one rule both a reply and its echo go through."""
+    return _read_text(content, role)[0]
+
+
+def _read_text(content: Any, role: str) -> tuple[str, bool]:
+    """(text, is-placeholders) of a message's content.
 
     An assistant's text blocks are joined with nothing: the API splits one
     answer into several blocks mid-sentence (citations), and its stream does
     not mark the seams. Other turns' blocks are separate parts, joined by a
     newline. A turn with no text but images or documents is named by
-    placeholders (``[image]``).
+    placeholders (``[image]``), and says so (:data:`PLACEHOLDER_KEY`).
     """
     if isinstance(content, str):
-        return content
+        return content, False
     parts = []
     others = []
     for block in content or []:
@@ -96,7 +101,9 @@ def _text_of(content: Any, role: str = "user") -> str:
         elif kind in _PLACEHOLDERS:
             others.append(_PLACEHOLDERS[kind])
     text = ("" if role == "assistant" else "\n").join(parts)
-    return text if text.strip() or not others else " ".join(others)
+    if text.strip() or not others:
+        return text, False
+    return " ".join(others), True
 
 
 def tool_arguments(tool_input: Any) -> str:
@@ -140,7 +147,10 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
             metadata=meta,
         )
     role: Role = "assistant" if wire.get("role") == "assistant" else "user"
-    return Message(role, _text_of(content, role), tool_calls=calls, metadata=meta)
+    text, placeholder = _read_text(content, role)
+    if placeholder:
+        meta[PLACEHOLDER_KEY] = True
+    return Message(role, text, tool_calls=calls, metadata=meta)
 
 
 _CUSTOM_TOOL_KEYS = {"name", "description", "input_schema", "cache_control", "type"}

@@ -25,6 +25,10 @@ from ..types import Message, Usage
 #: Metadata key under which a caller's original wire message rides along a
 #: neutral Message, so the adapter can send the caller's own bytes back.
 WIRE_KEY = "wire"
+#: Metadata key, True on a message that had no text, only parts such as images: its
+#: content is placeholders (``[image]``) so the log holds no empty turn, but it is no
+#: text to search memory with or to remember.
+PLACEHOLDER_KEY = "placeholder"
 
 
 def own_content(question: Message | None, provider: str) -> list[dict[str, Any]] | None:
@@ -64,7 +68,11 @@ class ChatRequest:
     def last_user_text(self) -> str:
         """The text of the last user message ('' when there is none)."""
         for message in reversed(self.messages):
-            if message.role == "user" and message.content.strip():
+            if (
+                message.role == "user"
+                and message.content.strip()
+                and not message.metadata.get(PLACEHOLDER_KEY)
+            ):
                 return message.content
         return ""
 

@@ -46,7 +46,7 @@ from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage
 from ..cache.accounting import openai_write_ttls
 from ..engine.window import Window
 from ..types import Message, ToolCall, Usage
-from .base import WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
+from .base import PLACEHOLDER_KEY, WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 
 JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
@@ -65,13 +65,20 @@ _PLACEHOLDERS = {"image_url": "[image]", "input_audio": "[audio]", "file": "[fil
 
 
 def _text_of(content: Any) -> str:
-    """A message's text parts, one per line; placeholders (``[image]``) when it has none."""
+    return _read_text(content)[0]
+
+
+def _read_text(content: Any) -> tuple[str, bool]:
+    """(text, is-placeholders): the text parts, one per line; placeholders (``[image]``)
+    when it has none, and says so (:data:`PLACEHOLDER_KEY`)."""
     if isinstance(content, str):
-        return content
+        return content, False
     parts = list(content or [])
     text = "\n".join(field_of(p, "text", "") for p in parts if field_of(p, "type") == "text")
     others = [_PLACEHOLDERS[k] for p in parts if (k := field_of(p, "type")) in _PLACEHOLDERS]
-    return text if text.strip() or not others else " ".join(others)
+    if text.strip() or not others:
+        return text, False
+    return " ".join(others), True
 
 
 def _neutral(wire: Mapping[str, Any]) -> Message:
@@ -84,13 +91,17 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
         )
         for c in wire.get("tool_calls") or []
     )
+    text, placeholder = _read_text(wire.get("content"))
+    meta: dict[str, Any] = {WIRE_KEY: ("openai", wire)}
+    if placeholder:
+        meta[PLACEHOLDER_KEY] = True
     return Message(
         role if role in ("user", "assistant", "tool") else "user",
-        _text_of(wire.get("content")),
+        text,
         name=wire.get("name"),
         tool_call_id=wire.get("tool_call_id"),
         tool_calls=calls,
-        metadata={WIRE_KEY: ("openai", wire)},
+        metadata=meta,
     )
 
 
