@@ -20,7 +20,7 @@ def test_one_failure_from_each_of_many_addresses_keeps_the_table_bounded() -> No
     for i in range(MAX_BUCKETS + 5_000):
         assert limiter.acquire(address(i)) == 0.0  # each address's first failure is allowed
         now[0] += 0.0001
-    assert len(limiter) == MAX_BUCKETS
+    assert limiter.buckets == MAX_BUCKETS
     # The newest addresses are still counted: the oldest buckets made room for them.
     last = address(MAX_BUCKETS + 4_999)
     assert limiter.wait(last) == 0.0
@@ -39,13 +39,13 @@ def test_an_attacker_cannot_reset_their_limit_by_spraying_addresses() -> None:
     assert refused_for > 0
     for i in range(MAX_BUCKETS + 5_000):  # then fail once from each of many addresses
         limiter.acquire(address(i))
-    assert len(limiter) <= MAX_BUCKETS
+    assert limiter.buckets <= MAX_BUCKETS
     assert limiter.wait(attacker) == refused_for  # still refused, as long as before
     # Once the attacker's bucket has refilled past one token it may make room, like any.
     now[0] += 60
     for i in range(MAX_BUCKETS, 2 * MAX_BUCKETS):
         limiter.acquire(address(i))
-    assert len(limiter) == MAX_BUCKETS
+    assert limiter.buckets == MAX_BUCKETS
 
 
 def test_the_least_recently_used_bucket_makes_room_not_a_busy_one() -> None:
@@ -58,7 +58,7 @@ def test_the_least_recently_used_bucket_makes_room_not_a_busy_one() -> None:
         limiter.acquire(address(i))
     limiter.acquire(busy)  # used again: now the most recent
     limiter.acquire(address(MAX_BUCKETS))  # makes room: address 0 goes, not ``busy``
-    assert len(limiter) == MAX_BUCKETS
+    assert limiter.buckets == MAX_BUCKETS
     left = DEFAULT_AUTH_FAILURES.burst - 6
     assert [limiter.acquire(busy) for _ in range(left)] == [0.0] * left
     assert limiter.acquire(busy) > 0  # its count was kept

@@ -242,6 +242,19 @@ def test_failed_authentication_is_throttled_per_client(tmp_path: Path) -> None:
         assert c.get("/v1/memories", headers=auth(key), params={"user_id": "u"}).status_code == 429
 
 
+def test_the_configured_failure_limit_is_the_one_applied(tmp_path: Path) -> None:
+    # A generous limit, configured: 40 wrong keys stay under it. (An empty limiter once
+    # counted as falsy, and the server swapped it for the default of 20.)
+    with app_client(tmp_path / "auth.db", auth_failures=RateLimit(rate=1.0, burst=60)) as c:
+        key = issue_key(c, "acme")
+        wrong = [
+            c.get("/v1/memories", headers=auth(f"ctx_wrong{i}"), params={"user_id": "u"})
+            for i in range(40)
+        ]
+        assert {r.status_code for r in wrong} == {401}
+        assert c.get("/v1/memories", headers=auth(key), params={"user_id": "u"}).status_code == 200
+
+
 def _raw_headers_only(url: str, path: str, secret: str, length: int) -> bytes:
     """Send a request's headers announcing ``length`` body bytes, never the body; return
     what the server answers within 10 s (b"" if it waits for the body instead)."""

@@ -70,7 +70,7 @@ class Authenticator:
         self.keys = keys
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self.limiter = limiter
-        self.failures = failures or TokenBucketLimiter(DEFAULT_AUTH_FAILURES)
+        self.failures = TokenBucketLimiter(DEFAULT_AUTH_FAILURES) if failures is None else failures
 
     def admit(self, headers: Mapping[str, str], client: str) -> Principal:
         """The caller of a request from address ``client``, charged to its key's bucket.

@@ -49,8 +49,10 @@ class TokenBucketLimiter:
         #: key -> (tokens, last refill), least recently used first.
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def __len__(self) -> int:
-        """How many buckets are kept."""
+    @property
+    def buckets(self) -> int:
+        """How many buckets are kept. (A property, not ``__len__``: an empty limiter
+        must not be falsy, or ``limiter or default`` silently swaps it out.)"""
         return len(self._buckets)
 
     def acquire(self, key: str) -> float:
