@@ -379,6 +379,10 @@ class Session:
         self.store = store
         self.tokenizer = tokenizer or default_tokenizer()
         self._turns: list[Turn] = []
+        #: How many times ``turns`` found the log it had read changed under it (an
+        #: erasure): a holder of other state built from the log (a wrapped client's
+        #: topic block) drops it when this moves.
+        self.log_restarts = 0
 
     @property
     def session_id(self) -> str:
@@ -394,9 +398,21 @@ class Session:
         return self.store.append_turns(self.scope, list(messages), tokens)
 
     def turns(self) -> list[Turn]:
-        """Every turn, oldest first (reads only what is new since the last call)."""
-        after = self._turns[-1].seq if self._turns else -1
-        self._turns += self.store.turns(self.scope, after_seq=after)
+        """Every turn, oldest first.
+
+        The turns read before are kept, and a call reads only what is new since,
+        unless the log no longer holds them (``Store.turns_since``): an erasure by
+        this process or another (``forget`` through a second Memory, the server, the
+        CLI) removed some, and then the whole log is read again, so erased turns are
+        never sent again and turns logged after the erasure are seen.
+        """
+        if self._turns:
+            new = self.store.turns_since(self.scope, self._turns[-1], held=len(self._turns))
+            if new is not None:
+                self._turns += new
+                return list(self._turns)
+            self.log_restarts += 1
+        self._turns = list(self.store.turns(self.scope))
         return list(self._turns)
 
     def turn(self, seq: int) -> Turn:
@@ -460,6 +476,12 @@ class Session:
         new = apply_compaction(
             plan, turns, state, budget, summarizer=summarizer, thresholds=thresholds
         )
+        if self.store.turns_since(self.scope, turns[-1], held=len(turns)) is None:
+            # An erasure ran while this summarized (a summarizer may be a slow model
+            # call): the new state quotes erased turns, and is not written back.
+            self.log_restarts += 1
+            self._turns = []
+            return CompactionResult(None, self.state())
         self._save(new)
         return CompactionResult(plan, new, archived)
 

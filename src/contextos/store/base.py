@@ -167,7 +167,9 @@ class Store(Protocol):
         """Erase everything of ``scope.user_id`` in ``scope.tenant``: records, history,
         index rows, vectors, session logs; in the user's sessions also the records and
         turns that name no user, and copies of the user's text in other records'
-        reply context. Returns the number of records removed."""
+        reply context; the session metadata of every session it reaches (a rolling
+        summary of a session shared with another user quotes the user) is reset to {}.
+        Returns the number of records removed."""
         ...
 
     # -- search ----------------------------------------------------------
@@ -254,8 +256,18 @@ class Store(Protocol):
         """A session's turns in order, those with seq > ``after_seq``."""
         ...
 
+    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> builtins.list[Turn] | None:
+        """The turns logged after ``last``, for a reader that holds the session's first
+        ``held`` turns up to ``last`` (a long-lived Session's cache); None when the log
+        no longer holds those turns as they were -- an erasure (``forget``) took some
+        away, or the log restarted and ``last``'s seq now numbers another turn -- and
+        the reader must read it whole again. One indexed read, like ``turns``."""
+        ...
+
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
-        """Replace the JSON state kept beside a session log (summary, compaction marks)."""
+        """Replace the JSON state kept beside a session log (summary, compaction marks).
+        It is derived from the log: ``forget`` resets it to {} in every session it
+        reaches, and its writer builds it again from the turns that remain."""
         ...
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:

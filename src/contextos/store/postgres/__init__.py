@@ -310,6 +310,13 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 (t, u, [r[0] for r in doomed]),
             )
             cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
+            # What remains of the sessions it reached: their compaction state (a
+            # summary of a session shared with another user quotes this one) starts over.
+            cur.execute(
+                "UPDATE session_meta SET meta = '{}'::jsonb, updated_at = %s "
+                "WHERE tenant = %s AND session_id = ANY(%s)",
+                (_now(), t, sessions),
+            )
         return len(doomed)
 
     def vacuum(self) -> None:
@@ -478,6 +485,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> _Turns:
         return self._sessions.turns(scope, after_seq=after_seq, limit=limit)
+
+    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> _Turns | None:
+        return self._sessions.turns_since(scope, last, held=held)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         self._sessions.set_session_meta(scope, meta)
