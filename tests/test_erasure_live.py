@@ -24,6 +24,7 @@ from contextos.engine.summarize import ExtractiveSummarizer, Summary
 from contextos.memory import Memory
 from contextos.memory.embedding_worker import embed_pending
 from contextos.memory.ingest import build_records, to_messages, validate_options
+from contextos.memory.render import embedding_text
 from contextos.memory.turn_vectors import embed_records
 from contextos.store.base import Patch, Store
 from contextos.testing.embedders import HashEmbedder
@@ -296,27 +297,46 @@ def _new_speaker(record: MemoryRecord) -> dict[str, Any]:
     return {**record.metadata, "speaker": "Melanie", "caption": "a blue sailboat at sea"}
 
 
-def test_a_metadata_only_update_is_embedded_again(store: Store) -> None:
+@BOTH
+def test_a_metadata_only_update_is_embedded_again(kind: str, tmp_path: Path) -> None:
     embedder = HashEmbedder()
-    record = _turn_with_caption(store)
-    _embed_all(store, embedder)
-    old = store.get("default", record.id)
-    assert old is not None and _score(store, old, embedder) > 0.999
-    new = store.update("default", record.id, Patch(metadata=_new_speaker(old)))
-    assert store.embedding_status("default").pending == 1
-    _embed_all(store, embedder)
-    assert _score(store, new, embedder) > 0.999
-    assert _score(store, old, embedder) < 0.99  # the two texts embed apart
+    with live_memory(kind, tmp_path) as (memory, _):
+        [old] = memory.add(
+            [
+                {
+                    "role": "user",
+                    "content": "look at this",
+                    "name": "Caroline",
+                    "caption": "a red bicycle by the lake",
+                }
+            ],
+            user_id="ana",
+            session_id="s1",
+        )
+        memory.flush()
+        assert _score(memory.store, old, embedder) > 0.999
+        new = memory.update(old.id, metadata=_new_speaker(old))
+        memory.flush()
+        assert "Melanie" in embedding_text(new) and "sailboat" in embedding_text(new)
+        assert _score(memory.store, new, embedder) > 0.999
+        assert _score(memory.store, old, embedder) < 0.99  # the two texts embed apart
 
 
-def test_an_update_that_repeats_the_metadata_keeps_the_vector(store: Store) -> None:
+@pytest.mark.parametrize(
+    "change", [{}, {"superseded_by": "another-id"}], ids=["same-metadata", "a-tag"]
+)
+def test_a_metadata_change_the_embedding_does_not_read_keeps_the_vector(
+    store: Store, change: dict[str, str]
+) -> None:
     embedder = HashEmbedder()
     record = _turn_with_caption(store)
     _embed_all(store, embedder)
     old = store.get("default", record.id)
     assert old is not None
-    store.update("default", record.id, Patch(metadata=dict(old.metadata)))
+    patch = Patch(metadata={**old.metadata, **change})
+    store.update("default", record.id, patch, embeds=embedding_text)
     assert store.embedding_status("default").pending == 0
+    assert _score(store, old, embedder) > 0.999
 
 
 def test_a_worker_holding_the_claim_through_a_metadata_change_stores_nothing(
@@ -326,7 +346,8 @@ def test_a_worker_holding_the_claim_through_a_metadata_change_stores_nothing(
     record = _turn_with_caption(store)
     [claimed] = store.claim_vectors("w1", limit=10, lease_s=60)
     stale = embed_records(embedder.embed, [claimed])  # made from the old speaker and caption
-    new = store.update("default", record.id, Patch(metadata=_new_speaker(claimed)))
+    patch = Patch(metadata=_new_speaker(claimed))
+    new = store.update("default", record.id, patch, embeds=embedding_text)
     store.set_vectors("default", [record.id], stale, "hash", owner="w1")
     assert store.embedding_status("default").pending == 1  # skipped: the claim ended
     _embed_all(store, embedder)
@@ -339,6 +360,6 @@ def test_a_metadata_change_takes_a_record_out_of_quarantine(store: Store) -> Non
     store.quarantine_vectors("default", [record.id], "the embedder refused it", owner="w1")
     status = store.embedding_status("default")
     assert status.pending == 0 and [q.id for q in status.quarantined] == [record.id]
-    store.update("default", record.id, Patch(metadata=_new_speaker(claimed)))
+    store.update("default", record.id, Patch(metadata=_new_speaker(claimed)), embeds=embedding_text)
     status = store.embedding_status("default")
     assert status.pending == 1 and status.quarantined == ()

@@ -39,6 +39,7 @@ from ..types import (
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
 from .record_tokens import RecordTokens
+from .render import embedding_text
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
@@ -276,6 +277,7 @@ class Memory:
             memory_id,
             Patch(text=text, metadata=metadata),
             count=self.record_tokens,
+            embeds=embedding_text,  # a new speaker or caption is embedded again
         )
         if before is not None and before.text != record.text:
             # The facts stored beside a turn say what it said: re-derive them.

@@ -28,6 +28,10 @@ Vector = npt.NDArray[np.float32]
 #: it could not count (the row is then counted when read).
 TokenCounter = Callable[[MemoryRecord], TokenCount | None]
 
+#: The text a record's vector is made of (``Store.update`` compares it before and after
+#: a metadata change, to tell whether the stored vector still describes the record).
+EmbeddedText = Callable[[MemoryRecord], str]
+
 
 @dataclass(frozen=True)
 class Ranked:
@@ -119,8 +123,10 @@ class Store(Protocol):
         *,
         actor: str = "api",
         count: TokenCounter | None = None,
+        embeds: EmbeddedText | None = None,
     ) -> MemoryRecord:
-        """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
+        """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed,
+        or if ``embeds`` says the record embeds another text after a metadata change.
 
         A patch of what the rendering reads (text, metadata, event time) stores
         ``count`` of the updated record as its token count, in the same UPDATE (none
@@ -128,6 +134,13 @@ class Store(Protocol):
         transaction opens, so a slow tokenizer holds no lock; its count is stamped
         with a digest of what it counted, so if another writer changed the row
         meanwhile a reader sees it does not match and counts again.
+
+        A cleared vector is queued again and its claim ends (a worker embedding the
+        old record stores nothing for it). ``embeds`` is the text a record's vector is
+        made of (``Memory`` passes ``memory.render.embedding_text``: the speaker, an
+        image caption and the expanded facts come from the metadata); the store cannot
+        tell which metadata that reads, so without ``embeds`` only a text change clears
+        the vector, and a metadata tag (reconciliation's ``superseded_by``) never does.
 
         Raises NotFound when the id is not in this tenant.
         """

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import NotFound
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, TokenCount, ToolCall, Turn
-from .base import Patch, TokenCounter, Vector, patch_columns
+from .base import EmbeddedText, Patch, TokenCounter, Vector, patch_columns
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -224,26 +224,30 @@ class RecordUpdate(ABC):
         *,
         now: object,
         actor: str,
+        embeds: EmbeddedText | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
         token count columns when it changes the rendering) to one memory and return
         the record as stored: read it under the row lock, write the patch in one
-        UPDATE, drop its vector if the text or the metadata changed, and log the
+        UPDATE, drop its vector if the record now embeds another text, and log the
         change in the memory's history (:func:`update_event`).
 
-        Why metadata too: the embedded text is made of both (the speaker's name, an
-        image caption, and the role and source that decide the expanded facts: see
-        ``memory.render.embedding_text``), so a vector made before a metadata change
-        describes a record that is no longer there. The two sides are compared as
-        stored (decoded from the row), so a patch that repeats the metadata it finds
-        keeps the vector, and one that only reorders or re-types it the same way
-        does too."""
+        Another text: the text changed, or the metadata changed and ``embeds`` (see
+        ``Store.update``) gives another text for the record as stored after the
+        write than before it -- the speaker's name, an image caption, or the role and
+        source that decide the expanded facts. Compared in this transaction, on the
+        rows as stored, so no other writer's change falls in between, and a patch
+        that repeats the metadata it finds keeps the vector."""
         found = self.locked(tenant, memory_id)
         if found is None:
             raise NotFound(f"no memory {memory_id!r}")
         key, old = found
         new = self.write(key, *sets)
-        if new.text != old.text or dict(new.metadata) != dict(old.metadata):
+        if new.text != old.text or (
+            embeds is not None
+            and dict(new.metadata) != dict(old.metadata)
+            and embeds(new) != embeds(old)
+        ):
             self.drop_vector(key)
         self.cur.execute(
             insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
@@ -464,6 +468,7 @@ class PatchUpdates(ABC):
         *,
         actor: str = "api",
         count: TokenCounter | None = None,
+        embeds: EmbeddedText | None = None,
     ) -> MemoryRecord:
         """See ``Store.update``.
 
@@ -487,7 +492,9 @@ class PatchUpdates(ABC):
                 sets = [*sets, f"token_count = {steps.mark}", f"token_counter = {steps.mark}"]
                 params = [*params, counted.tokens if counted else None]
                 params.append(counted.counted_with if counted else None)
-            return steps.apply(tenant, memory_id, patch, (sets, params), now=now, actor=actor)
+            return steps.apply(
+                tenant, memory_id, patch, (sets, params), now=now, actor=actor, embeds=embeds
+            )
 
     @abstractmethod
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
