@@ -363,3 +363,19 @@ def test_a_metadata_change_takes_a_record_out_of_quarantine(store: Store) -> Non
     store.update("default", record.id, Patch(metadata=_new_speaker(claimed)), embeds=embedding_text)
     status = store.embedding_status("default")
     assert status.pending == 1 and status.quarantined == ()
+
+
+@BOTH
+def test_forget_keeps_the_compaction_state_of_a_session_it_took_no_turn_from(
+    kind: str, tmp_path: Path
+) -> None:
+    with live_memory(kind, tmp_path) as (memory, _):
+        bob = Session(memory.store, "room", tenant=memory.tenant, user_id="bob")
+        for i in range(40):
+            bob.add(Message("user", f"bob talks about the weather, turn {i}"))
+        bob.pin(39)
+        state = bob.compact(300, "summarize", force=True).state
+        assert state.summary is not None
+        memory.add("ana's note about the room", user_id="ana", session_id="room")
+        memory.forget("ana")  # reaches the session (her memory), takes no turn from it
+        assert memory.store.session_meta(bob.scope) == {"history": state.to_json()}

@@ -180,8 +180,9 @@ class Store(Protocol):
         """Erase everything of ``scope.user_id`` in ``scope.tenant``: records, history,
         index rows, vectors, session logs; in the user's sessions also the records and
         turns that name no user, and copies of the user's text in other records'
-        reply context; the session metadata of every session it reaches (a rolling
-        summary of a session shared with another user quotes the user) is reset to {}.
+        reply context. A session that loses turns and lives on (another user's turns
+        remain) has its metadata reset to {}: its rolling summary quoted the erased
+        turns, and the next compaction rebuilds it from those that remain (pins go too).
         Returns the number of records removed."""
         ...
 
@@ -279,8 +280,8 @@ class Store(Protocol):
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         """Replace the JSON state kept beside a session log (summary, compaction marks).
-        It is derived from the log: ``forget`` resets it to {} in every session it
-        reaches, and its writer builds it again from the turns that remain."""
+        It is derived from the log: ``forget`` resets it to {} in every session it takes
+        turns from, and its writer builds it again from the turns that remain."""
         ...
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:

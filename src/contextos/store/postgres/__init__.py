@@ -302,20 +302,22 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             doomed = cur.execute(
                 f"DELETE FROM memories WHERE {mine} RETURNING id, text", args
             ).fetchall()
-            turns = cur.execute(f"DELETE FROM turns WHERE {mine} RETURNING content", args)
-            texts = [r[1] for r in doomed] + [r[0] for r in turns.fetchall()]
+            turns = cur.execute(
+                f"DELETE FROM turns WHERE {mine} RETURNING session_id, content", args
+            ).fetchall()
+            texts = [r[1] for r in doomed] + [r[1] for r in turns]
             _scrub_contexts(cur, t, sessions, texts)
             cur.execute(
                 "DELETE FROM history WHERE tenant = %s AND (user_id = %s OR memory_id = ANY(%s))",
                 (t, u, [r[0] for r in doomed]),
             )
             cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
-            # What remains of the sessions it reached: their compaction state (a
-            # summary of a session shared with another user quotes this one) starts over.
+            # A session that lost turns and lives on (another user's, shared): its
+            # compaction state (the rolling summary quotes those turns) starts over.
             cur.execute(
                 "UPDATE session_meta SET meta = '{}'::jsonb, updated_at = %s "
                 "WHERE tenant = %s AND session_id = ANY(%s)",
-                (_now(), t, sessions),
+                (_now(), t, sorted({r[0] for r in turns})),
             )
         return len(doomed)
 

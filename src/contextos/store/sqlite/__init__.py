@@ -297,8 +297,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             mine += "(SELECT value FROM json_each(?))))"
             args = (t, u, json.dumps(sessions))
             doomed = db.execute(f"SELECT id, text FROM memories WHERE {mine}", args).fetchall()
-            turns = db.execute(f"SELECT content FROM turns WHERE {mine}", args).fetchall()
-            _scrub_contexts(db, t, sessions, [r[1] for r in doomed] + [r[0] for r in turns])
+            turns = db.execute(
+                f"SELECT session_id, content FROM turns WHERE {mine}", args
+            ).fetchall()
+            _scrub_contexts(db, t, sessions, [r[1] for r in doomed] + [r[1] for r in turns])
             db.execute(f"DELETE FROM memories WHERE {mine}", args)
             db.execute(
                 "DELETE FROM history WHERE tenant = ? AND (user_id = ? OR memory_id IN "
@@ -307,12 +309,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             )
             db.execute(f"DELETE FROM turns WHERE {mine}", args)
             db.execute(f"DELETE FROM session_meta WHERE {mine}", args)
-            # What remains of the sessions it reached: their compaction state (a
-            # summary of a session shared with another user quotes this one) starts over.
+            # A session that lost turns and lives on (another user's, shared): its
+            # compaction state (the rolling summary quotes those turns) starts over.
             db.execute(
                 "UPDATE session_meta SET meta = '{}', updated_at = ? WHERE tenant = ? "
                 "AND session_id IN (SELECT value FROM json_each(?))",
-                (time.time(), t, json.dumps(sessions)),
+                (time.time(), t, json.dumps(sorted({r[0] for r in turns}))),
             )
             _merge_fts_and_mark_erasure(db, time.time())
         self._erasure_pending = True
