@@ -379,3 +379,31 @@ def test_forget_keeps_the_compaction_state_of_a_session_it_took_no_turn_from(
         memory.add("ana's note about the room", user_id="ana", session_id="room")
         memory.forget("ana")  # reaches the session (her memory), takes no turn from it
         assert memory.store.session_meta(bob.scope) == {"history": state.to_json()}
+
+
+@BOTH
+def test_a_new_speaker_and_caption_re_derive_the_facts_beside_the_turn(
+    kind: str, tmp_path: Path
+) -> None:
+    with live_memory(kind, tmp_path) as (memory, _):
+        [turn] = memory.add(
+            [
+                {
+                    "role": "user",
+                    "content": "look at this, I adopted a dog last week",
+                    "name": "Caroline",
+                    "caption": "a red bicycle by the lake",
+                }
+            ],
+            user_id="ana",
+            session_id="s1",
+            facts=True,
+        )
+
+        def facts() -> list[str]:
+            return sorted(r.text for r in memory.get_all(user_id="ana") if r.id != turn.id)
+
+        assert any("Caroline shared a photo of a red bicycle" in f for f in facts())
+        memory.update(turn.id, metadata=_new_speaker(turn))
+        assert any("Melanie shared a photo of a blue sailboat" in f for f in facts())
+        assert not any("Caroline" in f or "bicycle" in f for f in facts())
