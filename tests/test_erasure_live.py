@@ -208,12 +208,13 @@ def test_a_summary_made_while_the_user_was_erased_is_not_written_back(
             assert _rows_mentioning(memory, secret) == []
 
 
-@pytest.mark.parametrize("kind", ["sqlite"])
 def test_the_topic_block_drops_memories_erased_with_the_session(
-    kind: str, tmp_path: Path, fake_anthropic: FakeAnthropic, anthropic_client: Any
+    tmp_path: Path, fake_anthropic: FakeAnthropic, anthropic_client: Any
 ) -> None:
+    """``memory_placement="topic"`` keeps memories across calls in the cached block; the
+    session noticing the erasure of its log rebuilds the block (not per store)."""
     secret = "qzbicyclered"
-    with live_memory(kind, tmp_path) as (memory, second):
+    with live_memory("sqlite", tmp_path) as (memory, second):
         memory.add(f"Ana keeps her {secret} bicycle in the garden shed.", user_id="ana")
         wrapped = wrap_client(anthropic_client, memory, memory_placement="topic")
         _ask(wrapped, f"Where is my {secret} bicycle?")
