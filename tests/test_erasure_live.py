@@ -208,17 +208,20 @@ def test_a_summary_made_while_the_user_was_erased_is_not_written_back(
             assert _rows_mentioning(memory, secret) == []
 
 
+@pytest.mark.parametrize("calls", [1, 2], ids=["log-never-read", "log-read"])
 def test_the_topic_block_drops_memories_erased_with_the_session(
-    tmp_path: Path, fake_anthropic: FakeAnthropic, anthropic_client: Any
+    calls: int, tmp_path: Path, fake_anthropic: FakeAnthropic, anthropic_client: Any
 ) -> None:
     """``memory_placement="topic"`` keeps memories across calls in the cached block; the
-    session noticing the erasure of its log rebuilds the block (not per store)."""
+    session noticing the erasure of its log rebuilds the block (not per store). After
+    one call the Session has logged turns but read none back (the question is logged
+    after the log is read); after two it has read them."""
     secret = "qzbicyclered"
     with live_memory("sqlite", tmp_path) as (memory, second):
         memory.add(f"Ana keeps her {secret} bicycle in the garden shed.", user_id="ana")
         wrapped = wrap_client(anthropic_client, memory, memory_placement="topic")
-        _ask(wrapped, f"Where is my {secret} bicycle?")
-        _ask(wrapped, "And the garden shed?")  # the session now holds turns
+        for question in [f"Where is my {secret} bicycle?", "And the garden shed?"][:calls]:
+            _ask(wrapped, question)
         assert secret in _last_body(fake_anthropic)
         with second() as other:
             other.forget("ana")
