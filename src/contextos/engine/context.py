@@ -370,7 +370,12 @@ class SessionContext:
         ):
             self.topic.due = True  # nothing of the prefix is cached anymore: refresh free
         self._last_call = now
+        restarts = self.session.log_restarts if self.session is not None else 0
         question, history, retry, logged = self._log_and_split(request, budget)
+        if self.topic is not None and self.session and self.session.log_restarts != restarts:
+            # The log changed under the session (an erasure): the block may hold
+            # memories erased with it, so it is rebuilt from a fresh search.
+            self.topic.hits, self.topic.due = [], True
         query = request.last_user_text() or (
             question.content if question and not question.metadata.get(PLACEHOLDER_KEY) else ""
         )

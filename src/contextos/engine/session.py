@@ -53,6 +53,7 @@ from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.render import render as render_memory
 from contextos.store.base import Store
+from contextos.store.records import same_turn
 from contextos.types import (
     Hit,
     MemoryRecord,
@@ -379,6 +380,12 @@ class Session:
         self.store = store
         self.tokenizer = tokenizer or default_tokenizer()
         self._turns: list[Turn] = []
+        #: The newest turn ``add`` logged, until ``turns`` has seen it in the log.
+        self._appended: Turn | None = None
+        #: How many times ``turns`` found that the log lost turns this Session had read
+        #: or logged (an erasure): a holder of other state built from the log (a
+        #: wrapped client's topic block) drops it when this moves.
+        self.log_restarts = 0
 
     @property
     def session_id(self) -> str:
@@ -391,13 +398,39 @@ class Session:
         if not messages or not all(isinstance(m, Message) for m in messages):
             raise TypeError("add takes one or more Message values")
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
-        return self.store.append_turns(self.scope, list(messages), tokens)
+        logged = self.store.append_turns(self.scope, list(messages), tokens)
+        self._appended = logged[-1]
+        return logged
 
     def turns(self) -> list[Turn]:
-        """Every turn, oldest first (reads only what is new since the last call)."""
-        after = self._turns[-1].seq if self._turns else -1
-        self._turns += self.store.turns(self.scope, after_seq=after)
+        """Every turn, oldest first.
+
+        The turns read before are kept, and a call reads only what is new since,
+        unless the log no longer holds them (``Store.turns_since``): an erasure by
+        this process or another (``forget`` through a second Memory, the server, the
+        CLI) removed some, and then the whole log is read again, so erased turns are
+        never sent again and turns logged after the erasure are seen. Such an erasure,
+        or one of a turn this Session logged and had not read yet, counts in
+        ``log_restarts``.
+        """
+        logged, self._appended = self._appended, None
+        last = self._turns[-1] if self._turns else None
+        held = len(self._turns)
+        new = None if last is None else self.store.turns_since(self.scope, last, held=held)
+        if new is not None:
+            self._turns += new
+        else:
+            self._turns = list(self.store.turns(self.scope))
+        if (last is not None and new is None) or (logged is not None and not self._holds(logged)):
+            self.log_restarts += 1  # turns it had read, or had logged, are gone
         return list(self._turns)
+
+    def _holds(self, turn: Turn) -> bool:
+        """Whether the turns read hold ``turn`` (logged here before they were read)."""
+        for t in reversed(self._turns):
+            if t.seq <= turn.seq:
+                return same_turn(t, turn)
+        return False
 
     def turn(self, seq: int) -> Turn:
         """One turn by position (cleared tool results come back whole from here)."""
@@ -460,6 +493,12 @@ class Session:
         new = apply_compaction(
             plan, turns, state, budget, summarizer=summarizer, thresholds=thresholds
         )
+        if self.store.turns_since(self.scope, turns[-1], held=len(turns)) is None:
+            # An erasure ran while this summarized (a summarizer may be a slow model
+            # call): the new state quotes erased turns, and is not written back.
+            self.log_restarts += 1
+            self._turns = []
+            return CompactionResult(None, self.state())
         self._save(new)
         return CompactionResult(plan, new, archived)
 

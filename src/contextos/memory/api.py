@@ -40,7 +40,7 @@ from ..types import (
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
 from .record_tokens import RecordTokens
-from .render import FACT_OF
+from .render import FACT_OF, embedding_text
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
@@ -277,20 +277,26 @@ class Memory:
     def update(
         self, memory_id: str, text: str | None = None, *, metadata: Mapping[str, Any] | None = None
     ) -> MemoryRecord:
-        """Change a memory's text and/or metadata; the old text stays in ``history``."""
+        """Change a memory's text and/or metadata; the old text stays in ``history``.
+
+        What is derived from the record follows it: its vector (``Store.update`` with
+        ``embeds``) and the facts stored beside a turn, when the text changes or the
+        metadata they read does (a speaker's name, an image caption)."""
         if text is None and metadata is None:
             raise ValueError("update needs text or metadata")
         if text is not None:
             _check_text(text)
-        before = self.store.get(self.tenant, memory_id) if text is not None else None
+        before = self.store.get(self.tenant, memory_id)
         record = self.store.update(
             self.tenant,
             memory_id,
             Patch(text=text, metadata=metadata),
             count=self.record_tokens,
+            embeds=embedding_text,  # a new speaker or caption is embedded again
         )
-        if before is not None and before.text != record.text:
-            # The facts stored beside a turn say what it said: re-derive them.
+        if before is not None and embedding_text(before) != embedding_text(record):
+            # The facts stored beside a turn say what it said, and who said it and what
+            # it showed (they are part of its embedded text): re-derive them.
             facts = self._facts_of(before)
             for fact in facts:
                 self.store.delete(self.tenant, fact.id)

@@ -28,6 +28,10 @@ Vector = npt.NDArray[np.float32]
 #: it could not count (the row is then counted when read).
 TokenCounter = Callable[[MemoryRecord], TokenCount | None]
 
+#: The text a record's vector is made of (``Store.update`` compares it before and after
+#: a metadata change, to tell whether the stored vector still describes the record).
+EmbeddedText = Callable[[MemoryRecord], str]
+
 
 @dataclass(frozen=True)
 class Ranked:
@@ -119,8 +123,10 @@ class Store(Protocol):
         *,
         actor: str = "api",
         count: TokenCounter | None = None,
+        embeds: EmbeddedText | None = None,
     ) -> MemoryRecord:
-        """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed.
+        """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed,
+        or if ``embeds`` says the record embeds another text after a metadata change.
 
         A patch of what the rendering reads (text, metadata, event time) stores
         ``count`` of the updated record as its token count, in the same UPDATE (none
@@ -128,6 +134,13 @@ class Store(Protocol):
         transaction opens, so a slow tokenizer holds no lock; its count is stamped
         with a digest of what it counted, so if another writer changed the row
         meanwhile a reader sees it does not match and counts again.
+
+        A cleared vector is queued again and its claim ends (a worker embedding the
+        old record stores nothing for it). ``embeds`` is the text a record's vector is
+        made of (``Memory`` passes ``memory.render.embedding_text``: the speaker, an
+        image caption and the expanded facts come from the metadata); the store cannot
+        tell which metadata that reads, so without ``embeds`` only a text change clears
+        the vector, and a metadata tag (reconciliation's ``superseded_by``) never does.
 
         Raises NotFound when the id is not in this tenant.
         """
@@ -167,7 +180,10 @@ class Store(Protocol):
         """Erase everything of ``scope.user_id`` in ``scope.tenant``: records, history,
         index rows, vectors, session logs; in the user's sessions also the records and
         turns that name no user, and copies of the user's text in other records'
-        reply context. Returns the number of records removed."""
+        reply context. A session that loses turns and lives on (another user's turns
+        remain) has its metadata reset to {}: its rolling summary quoted the erased
+        turns, and the next compaction rebuilds it from those that remain (pins go too).
+        Returns the number of records removed."""
         ...
 
     # -- search ----------------------------------------------------------
@@ -254,8 +270,18 @@ class Store(Protocol):
         """A session's turns in order, those with seq > ``after_seq``."""
         ...
 
+    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> builtins.list[Turn] | None:
+        """The turns logged after ``last``, for a reader that holds the session's first
+        ``held`` turns up to ``last`` (a long-lived Session's cache); None when the log
+        no longer holds those turns as they were -- an erasure (``forget``) took some
+        away, or the log restarted and ``last``'s seq now numbers another turn -- and
+        the reader must read it whole again. One indexed read, like ``turns``."""
+        ...
+
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
-        """Replace the JSON state kept beside a session log (summary, compaction marks)."""
+        """Replace the JSON state kept beside a session log (summary, compaction marks).
+        It is derived from the log: ``forget`` resets it to {} in every session it takes
+        turns from, and its writer builds it again from the turns that remain."""
         ...
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:

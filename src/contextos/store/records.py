@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import NotFound
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, TokenCount, ToolCall, Turn
-from .base import Patch, TokenCounter, Vector, patch_columns
+from .base import EmbeddedText, Patch, TokenCounter, Vector, patch_columns
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -224,19 +224,31 @@ class RecordUpdate(ABC):
         *,
         now: object,
         actor: str,
+        embeds: EmbeddedText | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
         token count columns when it changes the rendering) to one memory and return
-        the record as stored: read it under the row lock, drop its vector if the text
-        changes (the vector described the old text), write the patch in one UPDATE,
-        and log the change in the memory's history (:func:`update_event`)."""
+        the record as stored: read it under the row lock, write the patch in one
+        UPDATE, drop its vector if the record now embeds another text, and log the
+        change in the memory's history (:func:`update_event`).
+
+        Another text: the text changed, or the metadata changed and ``embeds`` (see
+        ``Store.update``) gives another text for the record as stored after the
+        write than before it -- the speaker's name, an image caption, or the role and
+        source that decide the expanded facts. Compared in this transaction, on the
+        rows as stored, so no other writer's change falls in between, and a patch
+        that repeats the metadata it finds keeps the vector."""
         found = self.locked(tenant, memory_id)
         if found is None:
             raise NotFound(f"no memory {memory_id!r}")
         key, old = found
-        if patch.text not in (None, old.text):
-            self.drop_vector(key)
         new = self.write(key, *sets)
+        if new.text != old.text or (
+            embeds is not None
+            and dict(new.metadata) != dict(old.metadata)
+            and embeds(new) != embeds(old)
+        ):
+            self.drop_vector(key)
         self.cur.execute(
             insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
         )
@@ -250,7 +262,8 @@ class RecordUpdate(ABC):
     @abstractmethod
     def drop_vector(self, key: Any) -> None:
         """Delete the memory's vector and queue it to be embedded again (out of
-        quarantine: the new text may embed)."""
+        quarantine: the new text may embed), ending any claim on it: a worker
+        embedding the old text then stores nothing for it (``set_vectors``)."""
 
     @abstractmethod
     def write(self, key: Any, sets: Sequence[str], params: Sequence[object]) -> MemoryRecord:
@@ -308,6 +321,53 @@ def append_turn_rows(
     )
     cur.executemany(f"INSERT INTO turns ({', '.join(TURN_FIELDS)}) VALUES ({marks})", rows)
     return rows
+
+
+def turns_since(
+    read: Callable[[str, Sequence[object]], Sequence[Any]],
+    scope: Scope,
+    last: Turn,
+    held: int,
+    *,
+    mark: str,
+    turn_of: Callable[[Sequence[Any]], Turn],
+) -> list[Turn] | None:
+    """``Store.turns_since`` in one indexed read: the turns from ``last`` on, each row
+    with the number of turns up to ``last``'s seq; ``read`` is the store's
+    (sql, params) -> rows and ``turn_of`` decodes a row of ``TURN_FIELDS``.
+
+    Why both checks: seq numbers are not stable identities. ``forget`` deletes turns
+    without renumbering the rest, and a log that lost its newest turns numbers the
+    next ones from the new maximum, so ``last.seq`` may name another turn (caught by
+    comparing the turn) while turns before it may be gone (caught by the count). If
+    ``last`` is still there, no turn was added at or before its seq since it was read
+    (new turns number after the maximum), so an equal count is the same turns.
+    """
+    m = mark
+    rows = read(
+        f"SELECT {', '.join(TURN_FIELDS)}, (SELECT count(*) FROM turns WHERE tenant = {m} "
+        f"AND session_id = {m} AND seq <= {m}) FROM turns WHERE tenant = {m} "
+        f"AND session_id = {m} AND seq >= {m} ORDER BY seq",
+        (scope.tenant, scope.session_id, last.seq) * 2,
+    )
+    if not rows or int(rows[0][-1]) != held:
+        return None
+    first = turn_of(rows[0][:-1])
+    if not same_turn(first, last):
+        return None
+    return [turn_of(r[:-1]) for r in rows[1:]]
+
+
+def same_turn(a: Turn, b: Turn) -> bool:
+    """Whether ``a`` and ``b`` are one logged turn: same place, time, role and text (a
+    turn logged again at a reused seq after an erasure differs in its time)."""
+    return (a.session_id, a.seq, a.created_at, a.message.role, a.message.content) == (
+        b.session_id,
+        b.seq,
+        b.created_at,
+        b.message.role,
+        b.message.content,
+    )
 
 
 # -- history -------------------------------------------------------------------
@@ -408,6 +468,7 @@ class PatchUpdates(ABC):
         *,
         actor: str = "api",
         count: TokenCounter | None = None,
+        embeds: EmbeddedText | None = None,
     ) -> MemoryRecord:
         """See ``Store.update``.
 
@@ -431,7 +492,9 @@ class PatchUpdates(ABC):
                 sets = [*sets, f"token_count = {steps.mark}", f"token_counter = {steps.mark}"]
                 params = [*params, counted.tokens if counted else None]
                 params.append(counted.counted_with if counted else None)
-            return steps.apply(tenant, memory_id, patch, (sets, params), now=now, actor=actor)
+            return steps.apply(
+                tenant, memory_id, patch, (sets, params), now=now, actor=actor, embeds=embeds
+            )
 
     @abstractmethod
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:

@@ -302,14 +302,23 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             doomed = cur.execute(
                 f"DELETE FROM memories WHERE {mine} RETURNING id, text", args
             ).fetchall()
-            turns = cur.execute(f"DELETE FROM turns WHERE {mine} RETURNING content", args)
-            texts = [r[1] for r in doomed] + [r[0] for r in turns.fetchall()]
+            turns = cur.execute(
+                f"DELETE FROM turns WHERE {mine} RETURNING session_id, content", args
+            ).fetchall()
+            texts = [r[1] for r in doomed] + [r[1] for r in turns]
             _scrub_contexts(cur, t, sessions, texts)
             cur.execute(
                 "DELETE FROM history WHERE tenant = %s AND (user_id = %s OR memory_id = ANY(%s))",
                 (t, u, [r[0] for r in doomed]),
             )
             cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
+            # A session that lost turns and lives on (another user's, shared): its
+            # compaction state (the rolling summary quotes those turns) starts over.
+            cur.execute(
+                "UPDATE session_meta SET meta = '{}'::jsonb, updated_at = %s "
+                "WHERE tenant = %s AND session_id = ANY(%s)",
+                (_now(), t, sorted({r[0] for r in turns})),
+            )
         return len(doomed)
 
     def vacuum(self) -> None:
@@ -478,6 +487,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> _Turns:
         return self._sessions.turns(scope, after_seq=after_seq, limit=limit)
+
+    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> _Turns | None:
+        return self._sessions.turns_since(scope, last, held=held)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         self._sessions.set_session_meta(scope, meta)

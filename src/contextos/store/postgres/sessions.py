@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from contextos.store.postgres.codec import TURN_COLUMNS, metadata_jsonb, turn_from_row, turn_params
-from contextos.store.records import TURN_FIELDS, append_turn_rows, check_turns
+from contextos.store.records import TURN_FIELDS, append_turn_rows, check_turns, turns_since
 from contextos.types import Message, Scope, Turn
 
 Transaction = Callable[[str], AbstractContextManager[Any]]
@@ -62,6 +62,9 @@ class PgSessionLog:
             (scope.tenant, scope.session_id, after_seq, limit),
         )
         return [turn_from_row(r) for r in rows]
+
+    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> list[Turn] | None:
+        return turns_since(self._read, scope, last, held, mark="%s", turn_of=turn_from_row)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         with self._tx("write") as cur:

@@ -297,8 +297,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             mine += "(SELECT value FROM json_each(?))))"
             args = (t, u, json.dumps(sessions))
             doomed = db.execute(f"SELECT id, text FROM memories WHERE {mine}", args).fetchall()
-            turns = db.execute(f"SELECT content FROM turns WHERE {mine}", args).fetchall()
-            _scrub_contexts(db, t, sessions, [r[1] for r in doomed] + [r[0] for r in turns])
+            turns = db.execute(
+                f"SELECT session_id, content FROM turns WHERE {mine}", args
+            ).fetchall()
+            _scrub_contexts(db, t, sessions, [r[1] for r in doomed] + [r[1] for r in turns])
             db.execute(f"DELETE FROM memories WHERE {mine}", args)
             db.execute(
                 "DELETE FROM history WHERE tenant = ? AND (user_id = ? OR memory_id IN "
@@ -307,6 +309,13 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             )
             db.execute(f"DELETE FROM turns WHERE {mine}", args)
             db.execute(f"DELETE FROM session_meta WHERE {mine}", args)
+            # A session that lost turns and lives on (another user's, shared): its
+            # compaction state (the rolling summary quotes those turns) starts over.
+            db.execute(
+                "UPDATE session_meta SET meta = '{}', updated_at = ? WHERE tenant = ? "
+                "AND session_id IN (SELECT value FROM json_each(?))",
+                (time.time(), t, json.dumps(sorted({r[0] for r in turns}))),
+            )
             _merge_fts_and_mark_erasure(db, time.time())
         self._erasure_pending = True
         self._truncate_wal(wait=True)
@@ -638,6 +647,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         )
         return [turn_from_row(r) for r in rows]
 
+    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> builtins.list[Turn] | None:
+        return shared.turns_since(self._read, scope, last, held, mark="?", turn_of=turn_from_row)
+
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         with self._write() as db:
             db.execute(
@@ -725,8 +737,11 @@ class _Update(shared.RecordUpdate):
         return None if row is None else (row[0], row_to_record(row))
 
     def drop_vector(self, key: int) -> None:
-        # triggers queue the memory again and end its quarantine (V2, V3)
+        # A text change alone would reach the queue by triggers (V2, V3); a metadata
+        # change does not touch them, so the queue and the quarantine are set here.
         self.cur.execute("DELETE FROM vectors WHERE mem_rowid = ?", (key,))
+        self.cur.execute("DELETE FROM vector_quarantine WHERE mem_rowid = ?", (key,))
+        self.cur.execute("INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (?)", (key,))
         # A claimant is embedding the old text: end its claim, so its set_vectors skips
         # the record and the next claim embeds the new text.
         self.cur.execute(
