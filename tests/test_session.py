@@ -257,3 +257,38 @@ def test_search_scope_is_user_wide_unless_only_a_session_is_given():
     }
     assert search_scope(None, None, "s1")["session_id"] == "s1"
     assert search_scope(None, "bot", "s1")["session_id"] is None
+
+
+def test_threads_sharing_a_session_read_each_turn_once(db):
+    # A web app's request threads share one wrapped client, so one Session: each reads
+    # the log while the others append to it. The cache must hold every turn once.
+    import threading
+
+    store = SQLiteStore(db)
+    session = Session(store, "s", user_id="ana")
+    writing = threading.Event()
+
+    def writer() -> None:
+        for j in range(60):
+            session.add(Message("user", f"turn {j}"))
+        writing.set()
+
+    duplicated: list[list[int]] = []
+
+    def reader() -> None:
+        while not writing.is_set():
+            seqs = [t.seq for t in session.turns()]
+            if len(seqs) != len(set(seqs)):
+                duplicated.append(seqs)
+
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=reader) for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert duplicated == []
+    seqs = [t.seq for t in session.turns()]
+    assert seqs == sorted(set(seqs)) == list(range(60))
+    store.close()

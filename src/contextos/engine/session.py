@@ -14,6 +14,7 @@ retrieved memories with the strongest at the edges, and the question last.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Unpack
@@ -380,6 +381,9 @@ class Session:
         self.store = store
         self.tokenizer = tokenizer or default_tokenizer()
         self._turns: list[Turn] = []
+        #: One reader of the log at a time: threads sharing a Session (a web app's
+        #: wrapped client) once both extended the cache with the same new turns.
+        self._lock = threading.Lock()
         #: The newest turn ``add`` logged, until ``turns`` has seen it in the log.
         self._appended: Turn | None = None
         #: How many times ``turns`` found that the log lost turns this Session had read
@@ -399,7 +403,8 @@ class Session:
             raise TypeError("add takes one or more Message values")
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
         logged = self.store.append_turns(self.scope, list(messages), tokens)
-        self._appended = logged[-1]
+        with self._lock:
+            self._appended = logged[-1]
         return logged
 
     def turns(self) -> list[Turn]:
@@ -413,6 +418,10 @@ class Session:
         or one of a turn this Session logged and had not read yet, counts in
         ``log_restarts``.
         """
+        with self._lock:
+            return self._read_turns()
+
+    def _read_turns(self) -> list[Turn]:
         logged, self._appended = self._appended, None
         last = self._turns[-1] if self._turns else None
         held = len(self._turns)
@@ -496,8 +505,9 @@ class Session:
         if self.store.turns_since(self.scope, turns[-1], held=len(turns)) is None:
             # An erasure ran while this summarized (a summarizer may be a slow model
             # call): the new state quotes erased turns, and is not written back.
-            self.log_restarts += 1
-            self._turns = []
+            with self._lock:
+                self.log_restarts += 1
+                self._turns = []
             return CompactionResult(None, self.state())
         self._save(new)
         return CompactionResult(plan, new, archived)
