@@ -53,6 +53,36 @@ def test_stored_text_is_printed_verbatim_never_as_markup(tmp_path: Path, termina
         assert "\x1b[31m" not in line
 
 
+#: Raw terminal escape sequences a tenant could store through /v1, MCP or the CLI: an
+#: OSC 8 hyperlink, a colour, a window title, a cleared screen, an 8-bit CSI.
+RAW_ESCAPES = (
+    "evil \x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\ "
+    "\x1b[31mRED\x1b[0m \x1b]0;pwned\x07 \x1b[2J \x9b31m end"
+)
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
+def test_stored_escape_sequences_reach_no_terminal(tmp_path: Path, terminal: bool) -> None:
+    db = tmp_path / "m.db"
+    mid = json.loads(run_cli("add", RAW_ESCAPES, "-u", "ana", "--json", db=db).stdout)[0]["id"]
+    run_cli("update", mid, "--text", RAW_ESCAPES + " v2", db=db)
+    run_cli("session", "add", "s1", RAW_ESCAPES, db=db)
+    env = {"FORCE_COLOR": "1", "COLUMNS": "400"} if terminal else {}
+    outputs = {
+        "list": run_cli("list", "-u", "ana", db=db, env=env),
+        "search": run_cli("search", "evil click", "-u", "ana", db=db, env=env),
+        "get": run_cli("get", mid, db=db, env=env),
+        "history": run_cli("history", mid, db=db, env=env),
+        "session show": run_cli("session", "show", "s1", db=db, env=env),
+    }
+    for name, out in outputs.items():
+        assert out.returncode == 0, (name, out.stderr)
+        # Only rich's own colour codes may reach the terminal; the stored ones are shown.
+        raw = ANSI.sub("", out.stdout)
+        assert "\x1b" not in raw and "\x9b" not in raw and "\x07" not in raw, name
+        assert "\\x1b]8;;http://evil.example" in raw, f"{name} did not show the text"
+
+
 def test_errors_quoting_user_text_keep_it_verbatim(tmp_path: Path) -> None:
     out = run_cli("get", "[red]no[/red]", db=tmp_path / "m.db", env={"FORCE_COLOR": "1"})
     assert out.returncode == 1

@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from ..bench.locomo_data import LocomoConversation
 from ..embed import DEFAULT_EMBEDDER
 from .common import (
     CliState,
+    SafeText,
     console,
     err_console,
     locomo_option,
@@ -43,7 +43,7 @@ def _write_json(path: str | None, report: dict[str, Any]) -> None:
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        err_console.print(Text(f"wrote {out}"))
+        err_console.print(SafeText(f"wrote {out}"))
 
 
 def _load_locomo(data: str, conversations: int | None) -> list[LocomoConversation]:

@@ -1,15 +1,18 @@
 """What every CLI command shares: settings, JSON output, one-line errors, safe printing.
 
 Text that came from a user or a model (memories, turns, replies, ids, error
-messages quoting input) is never rich markup: it is printed as a ``Text`` or
-passed through :func:`escape`, so stored text cannot inject styles or terminal
-hyperlinks (``[link=...]``) into someone's terminal.
+messages quoting input) is never rich markup: it is printed as a :class:`SafeText`
+or passed through :func:`shown`, so stored text cannot inject styles or terminal
+hyperlinks (``[link=...]``) into someone's terminal, nor raw escape sequences
+(``ESC ]8;;`` hyperlinks, colours, window titles, a cleared screen): control
+characters are shown as ``\\x1b``-style escapes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +37,32 @@ if TYPE_CHECKING:
     from ..memory import Memory
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: C0 and C1 control characters but tab and newline, and DEL: what a terminal acts on.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """``text`` with its control characters written as escapes (``\\x1b``), so a memory
+    that holds ``ESC [2J`` reads as that text instead of clearing the screen."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class SafeText(Text):
+    """A rich ``Text`` whose characters are all shown (see :func:`shown`).
+
+    Why: ``Text`` already keeps ``[bold]`` from being read as markup, but passes the
+    escape character through, so a stored ``ESC ]8;;http://…`` became a live link in
+    the terminal of whoever listed the memories.
+    """
+
+    def __init__(self, text: str = "", *args: Any, **kwargs: Any) -> None:
+        super().__init__(shown(text), *args, **kwargs)
+
+    def append(self, text: str | Text, style: str | Any = None) -> SafeText:
+        super().append(shown(text) if isinstance(text, str) else text, style)
+        return self
+
 
 console = Console(soft_wrap=True)  # lines are not cut at 80 columns under a pipe
 err_console = Console(stderr=True, soft_wrap=True)
@@ -63,7 +92,7 @@ class CliState:
             self._settings = load_settings(db=self.db, tenant=self.tenant)
             if self.db is None:
                 err_console.print(
-                    Text(
+                    SafeText(
                         f"database: {self._settings.db} (the default; --db PATH or "
                         "CONTEXTOS_DB to change)",
                         style="dim",

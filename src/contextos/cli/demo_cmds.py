@@ -9,11 +9,19 @@ from typing import Any
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from ..demo import DemoResult
 from ..memory.render import render
-from .common import CliState, console, err_console, json_option, pass_state, plural, print_json
+from .common import (
+    CliState,
+    SafeText,
+    console,
+    err_console,
+    json_option,
+    pass_state,
+    plural,
+    print_json,
+)
 
 #: Said wherever the demo prints money: the figures are simulated, not billed.
 COST_SOURCE = "prompt-cache simulator at list prices; no API was called"
@@ -65,18 +73,18 @@ def _print_demo(result: DemoResult, model: str) -> None:
         f"{plural(len(result.facts), 'extracted fact')} stored"
     )
     for fact in result.facts[:6]:
-        line = Text("  ")
+        line = SafeText("  ")
         line.append("fact", style="green")
         line.append(f" {render(fact)}  ")
         line.append(f"← {', '.join(fact.provenance)}", style="dim")
         console.print(line)
     console.rule("2 · retrieval (≤ 200 tokens per question)")
     for question, hits in result.answers:
-        line = Text(question, style="bold")
+        line = SafeText(question, style="bold")
         line.append(f"  {plural(sum(h.tokens for h in hits), 'token')}", style="dim")
         console.print(line)
         for h in hits:
-            console.print(Text(f"  {h.tokens:>3} tok · {render(h.record)}"))
+            console.print(SafeText(f"  {h.tokens:>3} tok · {render(h.record)}"))
     console.rule("3 · compaction")
     console.print(
         f"history {result.history_tokens_before} → "
@@ -89,7 +97,7 @@ def _print_demo(result: DemoResult, model: str) -> None:
     for col in ("segment", "tokens", "items", "dropped"):
         table.add_column(col, justify="right" if col != "segment" else "left")
     for u in result.window.usage:
-        table.add_row(Text(u.name), str(u.tokens), str(u.items), str(u.dropped))
+        table.add_row(SafeText(u.name), str(u.tokens), str(u.items), str(u.dropped))
     console.print(table)
     bps = (
         ", ".join(
@@ -98,10 +106,10 @@ def _print_demo(result: DemoResult, model: str) -> None:
         )
         or "none (prefix below the minimum)"
     )
-    console.print(Text(f"cache breakpoints: {bps}"))
+    console.print(SafeText(f"cache breakpoints: {bps}"))
     c = result.cache
     console.print(
-        Text(
+        SafeText(
             f"{plural(c.requests, 'call')} on {model}: {c.input_tokens} input tokens, "
             f"{c.hit_ratio:.0%} read from cache; ${c.cost_usd:.5f} vs "
             f"${c.cost_without_cache_usd:.5f} uncached ({COST_SOURCE})"
@@ -132,7 +140,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
             result = run_demo(
                 db,
                 model_name=model,
-                progress=lambda msg: err_console.print(Text(f"{msg}…", style="dim")),
+                progress=lambda msg: err_console.print(SafeText(f"{msg}…", style="dim")),
             )
         name = result.model.name if result.model else model
         if state.as_json:

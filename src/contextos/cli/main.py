@@ -11,10 +11,9 @@ import importlib
 import sys
 
 import click
-from rich.text import Text
 
 from ..errors import ContextosError
-from .common import CliState, err_console
+from .common import CliState, SafeText, err_console
 
 #: Modules that add commands to the group; each has ``register(cli, bench)``.
 COMMAND_MODULES = [
@@ -96,4 +95,4 @@ def print_error(message: str) -> None:
     Why plain: messages quote user input and name extras such as
     ``contextos[server]``, which rich markup would swallow as a tag.
     """
-    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False)
+    err_console.print(SafeText.assemble(("error:", "red"), " ", message), highlight=False)

@@ -16,7 +16,6 @@ from typing import Any, cast
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from ..errors import NotFound
 from ..memory.render import render
@@ -24,6 +23,7 @@ from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds, scope_ids
 from .common import (
     CliState,
     F,
+    SafeText,
     console,
     json_option,
     open_memory,
@@ -37,14 +37,17 @@ from .common import (
 
 
 def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
-    table = Table(title=Text(title))
+    table = Table(title=SafeText(title))
     table.add_column("id", no_wrap=True)  # whole: what `get ID` takes
     for col in ("type", "when", "memory"):
         table.add_column(col, overflow="fold")
     for r in records:
         when = r.event_time or r.created_at
         table.add_row(
-            Text(r.id), r.memory_type, when.date().isoformat() if when else "", Text(render(r))
+            SafeText(r.id),
+            r.memory_type,
+            when.date().isoformat() if when else "",
+            SafeText(render(r)),
         )
     return table
 
@@ -189,9 +192,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         for r in records:
             old = r.created_at is not None and r.created_at < started
             verb = "already stored" if old else "added"
-            console.print(Text(f"{verb} {r.id}"), highlight=False)
+            console.print(SafeText(f"{verb} {r.id}"), highlight=False)
             if infer:
-                console.print(Text(f"  {render(r)}"), highlight=False)
+                console.print(SafeText(f"  {render(r)}"), highlight=False)
 
     @cli.command()
     @click.argument("query")
@@ -244,7 +247,11 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             table.add_column(col, overflow="fold", no_wrap=col == "id")
         for i, h in enumerate(hits, 1):
             table.add_row(
-                str(i), f"{h.score:.4f}", str(h.tokens), Text(h.record.id), Text(render(h.record))
+                str(i),
+                f"{h.score:.4f}",
+                str(h.tokens),
+                SafeText(h.record.id),
+                SafeText(render(h.record)),
             )
         print_table(table)
 
@@ -301,7 +308,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if state.as_json:
             print_json(r.to_dict())
         else:
-            console.print(Text(f"updated {r.id}"), highlight=False)
+            console.print(SafeText(f"updated {r.id}"), highlight=False)
 
     @cli.command()
     @one_memory(
@@ -318,7 +325,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if state.as_json:
             print_json({"deleted": memory_id, "purged": purge})
         else:
-            console.print(Text(f"deleted {memory_id}"), highlight=False)
+            console.print(SafeText(f"deleted {memory_id}"), highlight=False)
 
     @cli.command()
     @one_memory()
@@ -350,7 +357,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             print_json({"user_id": user_id, "forgotten": n})
         else:
             console.print(
-                Text(f"forgot {plural(n, 'memory', 'memories')} of {user_id}"), highlight=False
+                SafeText(f"forgot {plural(n, 'memory', 'memories')} of {user_id}"), highlight=False
             )
 
 
@@ -362,8 +369,8 @@ def _print_history(events: Sequence[HistoryEvent]) -> None:
         table.add_row(
             e.at.isoformat(timespec="seconds"),
             e.event,
-            Text(e.old_text or ""),
-            Text(e.new_text or ""),
-            Text(e.actor),
+            SafeText(e.old_text or ""),
+            SafeText(e.new_text or ""),
+            SafeText(e.actor),
         )
     print_table(table)

@@ -7,10 +7,10 @@ import sys
 from typing import TYPE_CHECKING, Literal, cast
 
 import click
-from rich.text import Text
 
 from .common import (
     CliState,
+    SafeText,
     choice_option,
     console,
     json_option,
@@ -95,12 +95,12 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
         console.rule("window")
         console.print(turn.window.render_text(), markup=False, highlight=False)
         sizes = ", ".join(f"{k}={v}" for k, v in turn.window.segment_tokens().items())
-        console.print(Text(f"{turn.window.total_tokens} tokens ({sizes})", style="dim"))
+        console.print(SafeText(f"{turn.window.total_tokens} tokens ({sizes})", style="dim"))
         console.rule()
-    console.print(Text.assemble(("assistant>", "bold"), " ", turn.reply), highlight=False)
+    console.print(SafeText.assemble(("assistant>", "bold"), " ", turn.reply), highlight=False)
     u = turn.usage
     console.print(
-        Text(
+        SafeText(
             f"usage: in {u.input_tokens} out {u.output_tokens} "
             f"cache write {u.cache_creation_input_tokens} "
             f"read {u.cache_read_input_tokens}",

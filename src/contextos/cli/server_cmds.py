@@ -28,6 +28,7 @@ from .common import (
     pass_state,
     print_json,
     served_embedder_option,
+    shown,
 )
 
 ADMIN_KEY_HELP = (
@@ -344,7 +345,8 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
         return
     for k in found:
         status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
-        click.echo(f"{k['id']}  {k['tenant']}  {k['name'] or '-'}  {k['created_at']}  {status}")
+        name, tenant = shown(str(k["name"] or "-")), shown(str(k["tenant"]))
+        click.echo(f"{k['id']}  {tenant}  {name}  {k['created_at']}  {status}")
 
 
 @keys.command("revoke")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import click
-from rich.text import Text
 
 from contextos.engine.compaction import STRATEGIES, Thresholds
 from contextos.engine.session import Session
@@ -23,6 +22,7 @@ from ..errors import NotFound
 from ..types import Hit, Message, Role
 from .common import (
     CliState,
+    SafeText,
     choice_option,
     console,
     err_console,
@@ -106,7 +106,7 @@ def _print_window(window: Window, info: dict[str, Any]) -> None:
         table.add_column(col)
     for u in window.usage:
         table.add_row(
-            Text(u.name),
+            SafeText(u.name),
             f"{u.tokens:,}",
             str(u.items),
             str(u.dropped),
@@ -116,13 +116,13 @@ def _print_window(window: Window, info: dict[str, Any]) -> None:
     print_table(table)
     for bp in window.breakpoints:
         console.print(
-            Text(
+            SafeText(
                 f"breakpoint after block {bp.after} ({bp.segment}, {bp.ttl}, "
                 f"{bp.prefix_tokens:,} prefix tokens)"
             )
         )
     for o in window.overflow:
-        console.print(Text(f"dropped {o.key} ({o.tokens} tokens): {o.reason}"))
+        console.print(SafeText(f"dropped {o.key} ({o.tokens} tokens): {o.reason}"))
     console.print(
         f"input cost: ${info['cost_cold_usd']:.5f} cold, "
         f"${info['cost_if_prefix_cached_usd']:.5f} with the prefix cached "
@@ -180,7 +180,7 @@ def _register_session(cli: click.Group) -> None:
             print_json(turns)
             return
         for t in turns:
-            console.print(Text(f"{session_id} #{t.seq}: {t.tokens} tokens"))
+            console.print(SafeText(f"{session_id} #{t.seq}: {t.tokens} tokens"))
 
     @session.command("show")
     @click.argument("session_id")
@@ -203,7 +203,7 @@ def _register_session(cli: click.Group) -> None:
         for t in turns:
             mark = "" if t.seq >= st.start_seq or t.seq in st.pinned else " (compacted)"
             console.print(
-                Text(f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {t.message.content}"),
+                SafeText(f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {t.message.content}"),
                 highlight=False,
             )
         console.print(f"compactions: {st.compactions}, first verbatim turn: {st.start_seq}")
@@ -482,7 +482,7 @@ def _write(rep: dict[str, Any], out: str, plots: bool, kind: Literal["replay", "
         from ..bench.plots import write_plots
 
         # stderr, as plain text: --json keeps stdout for JSON, and "[bench]" is no markup
-        err_console.print(Text(write_plots(rep, path.parent, kind)))
+        err_console.print(SafeText(write_plots(rep, path.parent, kind)))
 
 
 def _print_replay(rep: dict[str, Any]) -> None:

@@ -6,10 +6,9 @@ Each opens the configured database, calls one ``Memory`` method and prints the r
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from .common import CliState, console, json_option, open_memory, pass_state, print_json
+from .common import CliState, SafeText, console, json_option, open_memory, pass_state, print_json
 
 
 def register(cli: click.Group, bench: click.Group) -> None:
@@ -38,7 +37,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         if report.quarantined:
             table = Table("id", "error", "since")
             for q in report.quarantined:
-                table.add_row(escape(q.id), escape(q.error), q.at.isoformat(timespec="seconds"))
+                table.add_row(SafeText(q.id), SafeText(q.error), q.at.isoformat(timespec="seconds"))
             console.print(table)
 
     @cli.command()
