@@ -303,6 +303,59 @@ def test_vector_index_stays_the_size_of_what_lives_in_it() -> None:
     assert index.vectors().shape == (40, 8)
 
 
+def test_vector_index_searches_while_another_thread_compacts_it() -> None:
+    """The store searches the index outside its lock, so a request's search may run
+    while another request's refresh removes rows and compacts the block: a search must
+    never fail, nor return an id with another row's score."""
+    import sys
+    import threading
+    import time
+
+    rng = np.random.default_rng(9)
+    index = VectorIndex(8)
+    vectors = rng.normal(size=(400, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [
+        IndexRow(f"m{i}", "t", "u", None, None, "episodic", 1.0, None, None, None)
+        for i in range(400)
+    ]
+    flt = Filter(scope=Scope(tenant="t", user_id="u"))
+    errors: list[str] = []
+    stop = time.monotonic() + 3.0
+
+    def search() -> None:
+        query = vectors[3]
+        while time.monotonic() < stop:
+            try:
+                for memory_id, score in index.search(query, flt, limit=20, now=2.0):
+                    i = int(memory_id[1:])
+                    if abs(float(vectors[i] @ query) - score) > 1e-4 and score != 0.0:
+                        errors.append(f"{memory_id} scored {score}")
+            except Exception as exc:  # collected: the assertion shows it
+                errors.append(repr(exc))
+
+    def churn() -> None:
+        k = 0
+        while time.monotonic() < stop:
+            batch = list(range(k % 3, 400, 3))[:90]
+            index.upsert([rows[i] for i in batch], vectors[batch])
+            index.remove([f"m{i}" for i in batch[:70]])  # mostly dead: compacted
+            k += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=search) for _ in range(3)]
+        threads.append(threading.Thread(target=churn))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
 def test_vector_search_without_metadata_checks_no_hit_in_sql(tmp_path: Path) -> None:
     """The index tests scope, type, times and validity itself, just refreshed: checking
     each hit again in SQL cost a tenth of a search. Once the index is up to date, a

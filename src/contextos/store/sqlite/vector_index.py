@@ -98,19 +98,21 @@ class _Block:
             self.vecs[pos] = 0.0
             self.dead += 1
 
-    def compact(self) -> None:
-        """Drop the dead rows, keeping the live ones in their order."""
+    def compacted(self) -> _Block:
+        """A new block holding only the live rows, in their order. A new object, not
+        this one rearranged: a search on another thread may be reading this block's
+        rows by position (the index is searched outside the store's lock)."""
         keep = np.flatnonzero(self.alive[: self.size])
         cap = max(64, 1 << max(int(keep.size) - 1, 0).bit_length())
-        self.vecs = _taken(self.vecs, keep, cap)
-        self.seq = _taken(self.seq, keep, cap)
-        self.alive = _taken(self.alive, keep, cap)
-        for f in _SCOPE_FIELDS:
-            self.scope[f] = _taken(self.scope[f], keep, cap)
-        for f in _TIME_FIELDS:
-            self.times[f] = _taken(self.times[f], keep, cap, fill=math.nan)
-        self.ids = [self.ids[i] for i in keep]
-        self.size, self.dead = int(keep.size), 0
+        out = _Block(self.vecs.shape[1], self.tenant, self.user_id)
+        out.vecs = _taken(self.vecs, keep, cap)
+        out.seq = _taken(self.seq, keep, cap)
+        out.alive = _taken(self.alive, keep, cap)
+        out.scope = {f: _taken(self.scope[f], keep, cap) for f in _SCOPE_FIELDS}
+        out.times = {f: _taken(self.times[f], keep, cap, fill=math.nan) for f in _TIME_FIELDS}
+        out.ids = [self.ids[i] for i in keep]
+        out.size = int(keep.size)
+        return out
 
 
 def _taken(
@@ -181,14 +183,16 @@ class VectorIndex:
                 self._compact(block)
 
     def _compact(self, block: _Block) -> None:
-        block.compact()
-        for pos, memory_id in enumerate(block.ids):
-            self._pos[memory_id] = (block, pos)
-        if block.size == 0:
-            users = self._blocks[block.tenant]
+        new = block.compacted()
+        users = self._blocks[block.tenant]
+        if new.size == 0:
             del users[block.user_id]
             if not users:
                 del self._blocks[block.tenant]
+            return
+        users[block.user_id] = new
+        for pos, memory_id in enumerate(new.ids):
+            self._pos[memory_id] = (new, pos)
 
     def allocated_rows(self) -> int:
         """Rows held in memory, dead ones included (live ones: ``len(index)``)."""
