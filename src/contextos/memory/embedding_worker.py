@@ -189,43 +189,85 @@ def _release(store: Store, owner: str) -> None:
 
 
 class ClaimKeeper:
-    """While a batch is embedded, extends its claim every third of a lease
+    """While a batch is embedded, its claim is extended every third of a lease
     (``Store.extend_claim``), for at most ``MAX_HOLD_LEASES`` leases.
 
     Why: a batch that outlasts its lease (a remote embedder that rate-limits, a CPU
     starved by a busy server) would otherwise be taken by another process's worker,
     whose claim then voids this one's vectors; with both slow, no batch would ever be
-    stored. A fast batch finishes before the first renewal and costs nothing but a
-    thread start. A process that dies stops renewing, so its lease runs out; one
-    whose embedder hangs stops renewing after ``MAX_HOLD_LEASES`` leases, so another
-    process takes its records then.
+    stored. A process that dies stops renewing, so its lease runs out; one whose
+    embedder hangs stops renewing after ``MAX_HOLD_LEASES`` leases, so another process
+    takes its records then. The renewals of every batch in the process are made by one
+    thread (``_Renewals``): a batch only registers, so a fast one (nearly all) costs a
+    dictionary entry, not a thread start (an inline ``add`` embeds one batch).
     """
 
     def __init__(self, store: Store, owner: str, lease_s: float) -> None:
-        self._store = store
-        self._owner = owner
-        self._lease_s = lease_s
-        self._done = threading.Event()
-        self._thread = threading.Thread(
-            target=self._renew, name="contextos-claim-keeper", daemon=True
-        )
+        self._claim = _Claim(store, owner, lease_s)
 
     def __enter__(self) -> ClaimKeeper:
-        self._thread.start()
+        _RENEWALS.hold(self._claim)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        _RENEWALS.release(self._claim)
 
-    def _renew(self) -> None:
-        for _ in range(3 * (MAX_HOLD_LEASES - 1)):
-            if self._done.wait(self._lease_s / 3):
-                return
-            try:
-                self._store.extend_claim(self._owner, lease_s=self._lease_s)
-            except Exception as exc:  # a busy or closed store: the next tick retries
-                log.warning("could not extend an embedding claim: %s", exc)
+
+class _Claim:
+    """One batch's claim while it embeds: when it is next renewed, and how often it may be."""
+
+    def __init__(self, store: Store, owner: str, lease_s: float) -> None:
+        self.store, self.owner, self.lease_s = store, owner, lease_s
+        self.due = 0.0
+        self.left = 3 * (MAX_HOLD_LEASES - 1)
+
+
+class _Renewals:
+    """The process's one renewer of embedding claims (a daemon thread started on first
+    use), waking at the next claim's due time."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._claims: set[_Claim] = set()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, claim: _Claim) -> None:
+        with self._cond:
+            claim.due = time.monotonic() + claim.lease_s / 3
+            self._claims.add(claim)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="contextos-claim-renewer", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def release(self, claim: _Claim) -> None:
+        with self._cond:
+            self._claims.discard(claim)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [c for c in self._claims if c.due <= now]
+                for claim in due:
+                    claim.left -= 1
+                    claim.due = now + claim.lease_s / 3
+                    if claim.left <= 0:  # held too long: taken to hang, let it go
+                        self._claims.discard(claim)
+                if not due:
+                    nearest = min((c.due for c in self._claims), default=None)
+                    self._cond.wait(None if nearest is None else nearest - now)
+                    continue
+            for claim in due:  # outside the lock: a store call may wait on a busy file
+                try:
+                    claim.store.extend_claim(claim.owner, lease_s=claim.lease_s)
+                except Exception as exc:  # a busy or closed store: the next tick retries
+                    log.warning("could not extend an embedding claim: %s", exc)
+
+
+_RENEWALS = _Renewals()
 
 
 def _embed(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:
