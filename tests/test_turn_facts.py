@@ -139,3 +139,14 @@ def test_the_fact_of_key_is_reserved(memory: Memory) -> None:
         memory.add("hello", user_id="u", metadata={"fact_of": "x"})
     with pytest.raises(ValueError, match="reserved"):
         memory.add({"role": "user", "content": "hello", "fact_of": "x"}, user_id="u")
+
+
+def test_a_fact_keeps_its_link_through_a_metadata_update(memory: Memory) -> None:
+    turn = add_turn(memory, "I adopted a puppy named Rex yesterday.", "D1:1")
+    fact = facts(memory)[0]
+    memory.update(fact.id, metadata={"reviewed": True})  # metadata is replaced whole
+    assert memory.get(fact.id).metadata["fact_of"] == turn.id
+    with pytest.raises(ValueError, match="reserved"):
+        memory.update(fact.id, metadata={"fact_of": "another"})
+    with pytest.raises(ValueError, match="reserved"):
+        memory.update(turn.id, metadata={"fact_of": fact.id})

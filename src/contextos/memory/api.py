@@ -262,7 +262,11 @@ class Memory:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every stored memory has its vector. False if ``timeout`` ran out,
-        or (without a background worker) when the embedder is down."""
+        or (without a background worker) when the embedder is down.
+
+        With a background worker and no ``timeout``, this waits for as long as the
+        embedder is down (an outage keeps records pending, not quarantined): pass a
+        timeout where the caller must not block, e.g. at exit."""
         if self._worker is None:
             return self._embed_later()
         return self._worker.flush(timeout)
@@ -287,6 +291,8 @@ class Memory:
         if text is not None:
             _check_text(text)
         before = self.store.get(self.tenant, memory_id)
+        if metadata is not None:
+            metadata = _keeping_fact_link(before, metadata)
         record = self.store.update(
             self.tenant,
             memory_id,
@@ -486,6 +492,19 @@ def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
 def _check_limit(limit: object) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be an integer between 1 and {MAX_LIMIT}")
+
+
+def _keeping_fact_link(
+    record: MemoryRecord | None, metadata: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """New metadata for ``record``: the reserved ``fact_of`` link of a fact stored beside a
+    turn is kept (metadata is replaced whole), and may not be set or changed by hand."""
+    link = record.metadata.get(FACT_OF) if record is not None else None
+    if FACT_OF in metadata and metadata[FACT_OF] != link:
+        raise ValueError(
+            f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
+        )
+    return {**metadata, FACT_OF: link} if link is not None else metadata
 
 
 def _check_text(text: object) -> None:
