@@ -375,6 +375,38 @@ def test_serve_refuses_a_directory_as_db(tmp_path: Path) -> None:
     assert "serving on" not in proc.stdout
 
 
+def test_a_client_stalled_mid_request_does_not_keep_serve_up(tmp_path: Path) -> None:
+    # An authenticated client sends part of a body and stalls; the server is stopped.
+    # uvicorn waited for that request forever: the process never exited on SIGTERM.
+    db = tmp_path / "stall.db"
+    with KeyStore(str(db)) as store:
+        key = store.create("acme").secret
+    args = ["--db", str(db), "--embedder", "hash", "--port", "0", "--shutdown-timeout", "2"]
+    with reaped(
+        subprocess.Popen(
+            [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split("serving on ")[1].split()[0]
+        host, port = urlsplit(url).hostname, urlsplit(url).port
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/memories HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {key}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                + b'{"messages"'
+            )
+            time.sleep(0.5)  # the request is in flight, its body unfinished
+            proc.terminate()
+            started = time.monotonic()
+            proc.communicate(timeout=60)
+            assert time.monotonic() - started < 30
+    assert proc.returncode is not None
+    assert not Path(f"{db}-wal").exists()  # the store was closed
+
+
 def test_serve_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
     httpx = pytest.importorskip("httpx")
     db = tmp_path / "term.db"

@@ -211,6 +211,13 @@ def limit_options(note: str = "") -> Callable[[F], F]:
     "load balancer's idle timeout, or requests race the close).",
 )
 @number_option(
+    "--shutdown-timeout",
+    30,
+    click.IntRange(1),
+    "Seconds a stop (SIGTERM, Ctrl-C) waits for requests in flight before closing their "
+    "connections (a client that stalls mid-request must not keep the server up).",
+)
+@number_option(
     "--workers",
     1,
     click.IntRange(1, 64),
@@ -234,6 +241,7 @@ def serve(
     rate: float,
     burst: int,
     keep_alive: int,
+    shutdown_timeout: int,
     workers: int,
     log_level: str,
 ) -> None:
@@ -258,6 +266,10 @@ def serve(
         "log_level": log_level,
         "access_log": False,
         "timeout_keep_alive": keep_alive,
+        # Without it uvicorn waits forever for a request in flight: one client that
+        # stalls mid-body kept a SIGTERMed server up until its supervisor SIGKILLed it,
+        # and the store was never closed (pending embeddings, the SQLite -wal).
+        "timeout_graceful_shutdown": shutdown_timeout,
     }
     sock = _bind(host, port)
     url = _url(host, sock.getsockname()[1])
