@@ -151,6 +151,24 @@ V6_PENDING_CLAIMS = (
     "ADD COLUMN claimed_until timestamptz NOT NULL DEFAULT '-infinity'"
 )
 
+#: Facts stored beside a turn point to it with ``metadata["fact_of"]``, not the
+#: ``"source"`` older releases wrote; this moves the key for exactly those facts, a
+#: ``source`` string naming another record of the same tenant and scope (see SQLite's
+#: V9, which says why). Only ``metadata`` changes: ``tsv`` and ``ntok`` are generated
+#: from text and context, and vectors live in their own table, so no vector is queued
+#: again or re-inserted into an HNSW index (a fact's embedded text does not change).
+V7_FACT_OF = """
+UPDATE memories AS f
+SET metadata = (f.metadata - 'source') || jsonb_build_object('fact_of', f.metadata -> 'source')
+WHERE jsonb_typeof(f.metadata -> 'source') = 'string' AND NOT f.metadata ? 'fact_of'
+AND EXISTS (
+    SELECT 1 FROM memories AS t
+    WHERE t.tenant = f.tenant AND t.id = f.metadata ->> 'source' AND t.id != f.id
+    AND t.user_id IS NOT DISTINCT FROM f.user_id AND t.agent_id IS NOT DISTINCT FROM f.agent_id
+    AND t.session_id IS NOT DISTINCT FROM f.session_id
+)
+"""
+
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -160,6 +178,7 @@ MIGRATIONS: tuple[str, ...] = (
     V4_VECTOR_MODEL_INDEX,
     V5_TOKEN_COUNT,
     V6_PENDING_CLAIMS,
+    V7_FACT_OF,
 )
 
 

@@ -251,6 +251,39 @@ ALTER TABLE pending_vectors ADD COLUMN claimed_by TEXT;
 ALTER TABLE pending_vectors ADD COLUMN claimed_until REAL NOT NULL DEFAULT 0;
 """
 
+#: Facts stored beside a conversation turn (``Memory(turn_facts=True)``) point to their
+#: turn with ``metadata["fact_of"]`` (``memory.render.FACT_OF``); contextos before it
+#: wrote ``metadata["source"]``, the key applications use for labels of their own
+#: (``{"source": "chat"}``), so a store written then kept facts that search no longer
+#: folded into their turn's hit, counted as turns, and survived their turn's update and
+#: purge. This moves the key for exactly those facts: a ``source`` that is a string
+#: naming another record of the same tenant and scope (user, agent, session; a fact is
+#: its turn's record with new text, ``memory.infer.facts_beside``). An app's label is
+#: never a record id (ids are UUIDs) and is left as it is. Malformed metadata (foreign
+#: SQL) is skipped, not an error that would keep the store from opening.
+#: Only ``metadata`` is set, so no trigger fires: the full-text ones watch text and
+#: context, the index log text and times, the queue inserts, deletes and text. No vector
+#: is queued again and none is needed: a fact's embedded text does not change (it is
+#: not a turn, so it was and is embedded without expansion facts; ``memory.render``).
+V9_FACT_OF = """
+UPDATE memories
+SET metadata = json_set(
+    json_remove(metadata, '$.source'), '$.fact_of', json_extract(metadata, '$.source')
+)
+WHERE rowid IN (
+    SELECT f.rowid
+    FROM (
+        SELECT rowid, tenant, user_id, agent_id, session_id,
+               CASE WHEN json_valid(metadata) THEN metadata END AS meta
+        FROM memories
+    ) AS f
+    JOIN memories AS t ON t.id = json_extract(f.meta, '$.source')
+    WHERE json_type(f.meta, '$.source') = 'text' AND json_type(f.meta, '$.fact_of') IS NULL
+    AND t.rowid != f.rowid AND t.tenant = f.tenant AND t.user_id IS f.user_id
+    AND t.agent_id IS f.agent_id AND t.session_id IS f.session_id
+);
+"""
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
@@ -261,6 +294,7 @@ MIGRATIONS: tuple[str, ...] = (
     V6_VECTOR_MODEL_INDEX,
     V7_TOKEN_COUNT,
     V8_PENDING_CLAIMS,
+    V9_FACT_OF,
 )
 
 

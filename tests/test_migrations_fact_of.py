@@ -1,0 +1,236 @@
+"""Stores written before facts beside a turn pointed to it with ``metadata["fact_of"]``.
+
+Releases before it wrote ``metadata["source"] = <turn id>``, the key applications use
+for labels of their own. The migration (SQLite V9, PostgreSQL V7) moves the key for
+exactly the facts: a ``source`` naming another record of the same tenant and scope.
+Here a store is written the old way (turns by ``Memory.add``, their facts and the
+decoys by the store's ``put``, vectors by the embedding worker), set back to the
+previous schema version (the migration changes rows, not tables: the SQLite test
+checks the file then has a version-8 file's schema), and opened with this code, on a
+real SQLite file and a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contextos.memory import Memory
+from contextos.memory.expansion import is_conversation_turn
+from contextos.memory.infer import facts_beside
+from contextos.memory.render import FACT_OF
+from contextos.memory.retrieval import source_of
+from contextos.store.base import Store
+from contextos.store.postgres.schema import MIGRATIONS as POSTGRES_MIGRATIONS
+from contextos.store.sqlite import SQLiteStore
+from contextos.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import MemoryRecord, Scope, content_hash
+from pg_support import connect, fresh_schema, pg_url
+from store_support import sqlite_file_at
+
+WHEN = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+REX = "Hi Bob! I adopted a puppy named Rex yesterday."
+POTTERY = "I went to a pottery class in Paris last week with my sister Jane."
+
+
+@dataclass
+class Backend:
+    """One store's file or schema: opened again at will, and looked at directly."""
+
+    kind: str
+    open: Callable[[], Store]
+    sql: Callable[[str], list[tuple[Any, ...]]]  # runs SQL on its own connection
+
+    def set_back(self) -> None:
+        """Record the schema version before the migration under test, as the previous
+        release left the database."""
+        if self.kind == "sqlite":
+            self.sql(f"PRAGMA user_version = {len(SQLITE_MIGRATIONS) - 1}")
+        else:
+            self.sql(f"DELETE FROM schema_version WHERE version = {len(POSTGRES_MIGRATIONS)}")
+
+    def vectors(self) -> list[tuple[Any, ...]]:
+        """Every stored vector with its record, model and (SQLite) write sequence."""
+        if self.kind == "sqlite":
+            return self.sql(
+                "SELECT m.id, v.vseq, v.model, v.vec FROM vectors v "
+                "JOIN memories m ON m.rowid = v.mem_rowid ORDER BY m.id"
+            )
+        return self.sql("SELECT memory_id, model, vec::text FROM vectors ORDER BY memory_id")
+
+    def reindexed(self) -> int:
+        """Entries of SQLite's index log (records other processes' vector indexes re-read)."""
+        return int(self.sql("SELECT count(*) FROM index_log")[0][0]) if self.kind == "sqlite" else 0
+
+
+def _sqlite_sql(path: Path) -> Callable[[str], list[tuple[Any, ...]]]:
+    def run(sql: str) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(path)
+        try:
+            rows = con.execute(sql).fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+
+    return run
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path / "old.db"
+        yield Backend("sqlite", lambda: SQLiteStore(path), _sqlite_sql(path))
+        return
+    pytest.importorskip("psycopg")
+    from contextos.store.postgres import PostgresStore
+
+    with fresh_schema("factof") as (_, schema):
+
+        def run(sql: str) -> list[tuple[Any, ...]]:
+            with connect(pg_url(), schema) as con:
+                cur = con.execute(sql)
+                return list(cur.fetchall()) if cur.description else []
+
+        yield Backend("postgres", lambda: PostgresStore(pg_url(), schema=schema), run)
+
+
+@dataclass
+class OldStore:
+    """What the old release wrote: two turns, their facts, and records that must keep
+    their ``source``."""
+
+    rex: MemoryRecord
+    pottery: MemoryRecord
+    facts: list[MemoryRecord]
+    label: MemoryRecord  # an app's own label, {"source": "chat"}
+    other_tenant: MemoryRecord  # names the Rex turn, from another tenant
+    other_session: MemoryRecord  # names the Rex turn, from another session of the user
+
+
+def _old_style(fact: MemoryRecord) -> MemoryRecord:
+    meta = {k: v for k, v in fact.metadata.items() if k != FACT_OF}
+    return replace(fact, metadata={**meta, "source": fact.metadata[FACT_OF]})
+
+
+def _decoy(turn: MemoryRecord, text: str, scope: Scope) -> MemoryRecord:
+    return MemoryRecord(
+        id=f"decoy-{scope.tenant}-{scope.session_id}",
+        text=text,
+        scope=scope,
+        metadata={"source": turn.id, "role": "user"},
+        hash=content_hash(text),
+    )
+
+
+def _write_old_store(store: Store) -> OldStore:
+    memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+    rex, pottery = memory.add(
+        [{"content": REX, "name": "Ann"}, {"content": POTTERY, "name": "Ann"}],
+        user_id="ann",
+        session_id="s1",
+        event_time=WHEN,
+    )
+    facts = [_old_style(f) for f in facts_beside([rex, pottery])]
+    assert {f.metadata["source"] for f in facts} == {rex.id, pottery.id}
+    (label,) = memory.add(
+        {"content": "Ann takes her tea without sugar.", "name": "Ann"},
+        user_id="ann",
+        session_id="s1",
+        metadata={"source": "chat"},
+    )
+    other_tenant = _decoy(rex, "Zed sells bicycles.", Scope("other", "ann", None, "s1"))
+    other_session = _decoy(rex, "Ann waters the ferns.", Scope("default", "ann", None, "s2"))
+    store.put([*facts, other_tenant, other_session])
+    assert memory.flush() and store.embedding_status().pending == 0
+    memory.close()
+    return OldStore(rex, pottery, facts, label, other_tenant, other_session)
+
+
+def _stored(store: Store, record: MemoryRecord) -> MemoryRecord:
+    got = store.get(record.tenant, record.id)
+    assert got is not None
+    return got
+
+
+def test_facts_of_an_old_store_point_to_their_turn_after_the_upgrade(backend: Backend) -> None:
+    old = _write_old_store(backend.open())
+    vectors, reindexed = backend.vectors(), backend.reindexed()
+    assert len(vectors) == 5 + len(old.facts)
+    backend.set_back()
+
+    store = backend.open()
+    # Only metadata changed: no vector queued again, rewritten or dropped, and no
+    # record for other processes' vector indexes to re-read.
+    assert store.embedding_status().pending == 0
+    assert backend.vectors() == vectors and backend.reindexed() == reindexed
+
+    for fact in old.facts:
+        now = _stored(store, fact)
+        assert "source" not in now.metadata and now.metadata[FACT_OF] == fact.metadata["source"]
+        assert {k: v for k, v in now.metadata.items() if k != FACT_OF} == {
+            k: v for k, v in fact.metadata.items() if k != "source"
+        }
+        assert now.text == fact.text and not is_conversation_turn(now)
+    assert _stored(store, old.label).metadata["source"] == "chat"
+    for decoy in (old.other_tenant, old.other_session):
+        assert _stored(store, decoy).metadata == decoy.metadata
+
+    memory = Memory(
+        store=store, embedder=HashEmbedder(), background_embedding=False, turn_facts=True
+    )
+    hits = memory.search("Rex the puppy Ann adopted", user_id="ann", limit=10)
+    sources = [source_of(h.record) for h in hits]
+    assert old.rex.id in sources and len(sources) == len(set(sources))
+    assert set(sources) <= {old.rex.id, old.pottery.id, old.label.id, old.other_session.id}
+
+    memory.update(old.pottery.id, "I went to a ceramics class in Rome last week.")
+    memory.delete(old.rex.id, purge=True)
+    left = memory.get_all(user_id="ann")
+    assert not [r.text for r in left if "Rex" in r.text or "Paris" in r.text]
+    assert {r.metadata.get(FACT_OF) for r in left} == {None, old.pottery.id}
+    assert _stored(store, old.other_session).text == old.other_session.text
+    assert _stored(store, old.other_tenant).text == old.other_tenant.text
+    memory.close()
+
+
+def test_the_sqlite_file_set_back_has_the_previous_version_s_schema(tmp_path: Path) -> None:
+    """The set-back file of the test above is what the previous release made."""
+    con = sqlite_file_at(tmp_path / "v8.db", len(SQLITE_MIGRATIONS) - 1)
+    con.commit()
+    SQLiteStore(tmp_path / "new.db").close()
+    schemas = []
+    for name in ("v8.db", "new.db"):
+        rows = _sqlite_sql(tmp_path / name)("SELECT type, name, sql FROM sqlite_master ORDER BY 2")
+        schemas.append(rows)
+    con.close()
+    assert schemas[0] == schemas[1]
+
+
+def test_metadata_that_is_not_json_does_not_keep_a_sqlite_store_from_opening(
+    tmp_path: Path,
+) -> None:
+    """A row another writer left with broken metadata stays as it was."""
+    path = tmp_path / "v8.db"
+    con = sqlite_file_at(path, len(SQLITE_MIGRATIONS) - 1)
+    for rid, meta in (("t1", "{}"), ("bad", '{"source": "t1"'), ("f1", '{"source":"t1"}')):
+        con.execute(
+            "INSERT INTO memories (id, tenant, user_id, memory_type, text, metadata, created_at, "
+            "updated_at, hash) VALUES (?, 'default', 'ann', 'episodic', ?, ?, 0, 0, 'h')",
+            (rid, f"note {rid}", meta),
+        )
+    con.commit()
+    con.close()
+    store = SQLiteStore(path)
+    assert _stored(store, MemoryRecord(id="f1", text="x")).metadata == {FACT_OF: "t1"}
+    store.close()
+    assert _sqlite_sql(path)("SELECT metadata FROM memories WHERE id = 'bad'") == [
+        ('{"source": "t1"',)
+    ]
