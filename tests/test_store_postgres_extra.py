@@ -65,6 +65,37 @@ def test_schema_name_must_be_an_identifier() -> None:
 # -- against the test server ---------------------------------------------------------------
 
 
+@pytest.mark.postgres
+def test_processes_starting_together_on_a_new_schema_all_open_it() -> None:
+    # Replicas starting at once each create the schema: IF NOT EXISTS is not race-free,
+    # and the later ones failed on pg_namespace's unique index.
+    import uuid
+
+    from contextos.store.postgres import PostgresStore
+
+    url = pg_url()
+    errors: list[BaseException] = []
+    for _ in range(12):
+        schema = f"t_race_{uuid.uuid4().hex[:12]}"
+        start = threading.Barrier(8)
+
+        def open_it(schema: str = schema, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                PostgresStore(url, schema=schema).close()
+            except BaseException as exc:  # collected: the assertion shows them
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with connect(url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    assert errors == []
+
+
 def test_migrations_are_recorded_once_and_a_newer_schema_is_refused(store: Any) -> None:
     from contextos.store.postgres import PostgresStore
     from contextos.store.postgres.schema import MIGRATIONS

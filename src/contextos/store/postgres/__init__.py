@@ -19,6 +19,7 @@ filters agree with the caller's clock, and come back as aware UTC datetimes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -152,7 +153,11 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         try:
             with self._psycopg.connect(url, **kwargs) as conn:
                 if schema is not None:
-                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    # IF NOT EXISTS is not race-free: of processes creating the same new
+                    # schema at once, the later ones fail on pg_namespace's unique index.
+                    # The schema exists then, which is all that is needed.
+                    with contextlib.suppress(self._psycopg.errors.UniqueViolation):
+                        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
                 migrate(conn)
                 row = conn.execute(
                     "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
