@@ -781,9 +781,17 @@ def _scrub_contexts(
 
 
 def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
-    """Merge the FTS segments (deleted terms leave the index pages) and mark that the
-    WAL must be truncated before the erasure is complete."""
-    db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+    """Rebuild the full-text index from the remaining records (the erased text's terms
+    leave the index pages; ``secure_delete`` zeroes the freed ones) and mark that the
+    WAL must be truncated before the erasure is complete.
+
+    Why ``rebuild`` and not ``optimize`` (a merge of the segments, cheaper): with
+    SQLite 3.40.1 (the library this Python links), ``optimize`` after each of about a
+    thousand purges corrupted the FTS5 index ("database disk image is malformed" on
+    the next delete; tests/test_forget_bytes.py repeats that pattern, and plain
+    sqlite3 statements reproduce it without contextos). ``rebuild`` costs about 0.6 s
+    per erasure at 100k memories on the reference machine (``optimize`` 0.2 s)."""
+    db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
     db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
 
 
