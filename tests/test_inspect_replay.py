@@ -5,6 +5,7 @@ read, found in O(log n) reads), and its chart is valid XML whatever the id holds
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from contextos.server.inspect_routes import (
     replay_turns,
 )
 from contextos.server.ui.chart import cost_chart_svg
+from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.types import Message, Scope, Turn
+from pg_support import postgres_store
 from server_support import app_client, auth, issue_key
 
 
@@ -85,36 +88,53 @@ def test_a_10k_turn_log_replays_at_about_the_cost_of_a_1k_turn_log(tmp_path: Pat
     assert sum(c["cache_read_tokens"] for c in long["calls"]) > 0
 
 
-def test_newest_turns_finds_the_tail_of_a_log_with_gaps(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "gaps.db")
-    try:
-        scope = Scope(tenant="t", session_id="shared")
-        assert newest_turns(store, scope, 5) == []
-        # Two users share the session in blocks of ten turns; erasing one user leaves
-        # gaps in the seqs, and the newest seqs ever logged (30..39) gone.
-        for block in range(4):
-            user = ("ana", "bo")[block % 2]
-            store.append_turns(
-                Scope(tenant="t", user_id=user, session_id="shared"),
-                [Message("user", f"{user} {block}.{i}") for i in range(10)],
-                [3] * 10,
-            )
-        every = store.turns(scope)
-        assert [t.seq for t in every] == list(range(40))
-        for limit in (1, 7, 39, 40, 41, 1000):
-            assert newest_turns(store, scope, limit) == every[-limit:], limit
-        store.forget(Scope(tenant="t", user_id="bo"))
-        left = store.turns(scope)
-        assert [t.seq for t in left] == [*range(10), *range(20, 30)]
-        for limit in (1, 10, 15, 25, 30, 1000):
-            # The turns of the newest ``limit`` seqs: fewer where the gap is.
-            want = [t for t in left if t.seq > 29 - limit]
-            assert newest_turns(store, scope, limit) == want, limit
-        assert [t.seq for t in newest_turns(store, scope, 15)] == list(range(20, 30))
-        with pytest.raises(ValueError):
-            newest_turns(store, scope, 0)
-    finally:
-        store.close()
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh SQLite file, or a fresh schema of the test PostgreSQL."""
+    if request.param == "sqlite":
+        sqlite = SQLiteStore(tmp_path / "gaps.db")
+        try:
+            yield sqlite
+        finally:
+            sqlite.close()
+        return
+    with postgres_store() as pg:
+        yield pg
+
+
+def test_newest_turns_finds_the_tail_of_a_log_with_gaps(store: Store) -> None:
+    # A log grown one turn at a time: every length puts the last seq somewhere else
+    # in the search (on a probe, between probes, past a doubling step).
+    grown = Scope(tenant="t", session_id="grown")
+    assert newest_turns(store, grown, 5) == []
+    for n in range(1, 71):
+        store.append_turns(grown, [Message("user", f"turn {n}")], [3])
+        assert [t.seq for t in newest_turns(store, grown, 1)] == [n - 1], n
+        assert [t.seq for t in newest_turns(store, grown, 3)] == list(range(max(0, n - 3), n))
+    scope = Scope(tenant="t", session_id="shared")
+    # Two users share the session in blocks of ten turns; erasing one user leaves
+    # gaps in the seqs, and the newest seqs ever logged (30..39) gone.
+    for block in range(4):
+        user = ("ana", "bo")[block % 2]
+        store.append_turns(
+            Scope(tenant="t", user_id=user, session_id="shared"),
+            [Message("user", f"{user} {block}.{i}") for i in range(10)],
+            [3] * 10,
+        )
+    every = store.turns(scope)
+    assert [t.seq for t in every] == list(range(40))
+    for limit in (1, 7, 39, 40, 41, 1000):
+        assert newest_turns(store, scope, limit) == every[-limit:], limit
+    store.forget(Scope(tenant="t", user_id="bo"))
+    left = store.turns(scope)
+    assert [t.seq for t in left] == [*range(10), *range(20, 30)]
+    for limit in (1, 10, 15, 25, 30, 1000):
+        # The turns of the newest ``limit`` seqs: fewer where the gap is.
+        want = [t for t in left if t.seq > 29 - limit]
+        assert newest_turns(store, scope, limit) == want, limit
+    assert [t.seq for t in newest_turns(store, scope, 15)] == list(range(20, 30))
+    with pytest.raises(ValueError):
+        newest_turns(store, scope, 0)
 
 
 def test_a_cut_log_starts_at_a_user_turn() -> None:
