@@ -201,8 +201,8 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         scope = Scope(tenant=tenant, session_id=session_id)
         # One turn more than is replayed: a longer log is cut at a user turn (replay_turns).
         log = replay_turns(newest_turns(tenants.store, scope, MAX_REPLAY_TURNS + 1))
-        first = tenants.store.turns(scope, limit=1)
-        older_left_out = bool(log) and first[0].seq < log[0].seq
+        first = tenants.store.turns(scope, limit=1)  # empty if erased meanwhile
+        older_left_out = bool(log and first) and first[0].seq < log[0].seq
         part = {
             "from_seq": log[0].seq if log else None,
             "older_turns_left_out": older_left_out,

@@ -522,6 +522,7 @@ function cacheData(sid) {
 
 async function openCache(sid, prefetched) {
   const data = await (prefetched || cacheData(sid));
+  showError("");  // a new session's replay: an earlier one's error no longer applies
   setUrl({ session_id: sid, model: $("c-model").value.trim() });
   $("c-id").textContent = sid;
   $("c-summary").textContent = data.calls.length + " calls replayed with " + data.model + " · cache-read share " +
