@@ -10,6 +10,7 @@ scripts/browser.sh, which ``make test`` runs first).
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -348,6 +349,38 @@ def test_tenant_b_sees_nothing_of_tenant_a(server: LiveServer, browser: Any) -> 
         rec["id"],
     )
     assert got == [404, 0, 0]
+    context.close()
+
+
+def test_cache_chart_of_a_control_character_id_shows_and_a_broken_chart_says_so(
+    server: LiveServer, browser: Any
+) -> None:
+    """A session id may hold C0 controls: its chart is still an image (it once was not,
+    and the page then waited for it forever). A chart that cannot be decoded ends in an
+    error message, with the table still there."""
+    key = server.issue_key("controls")
+    sid = "ctl\x01\x1b\x1f-id"
+    server.turns(key, quote(sid, safe=""), said("one " + "word " * 700, "two", "three"))
+    context, page = new_page(browser, key)
+    url = f"{server.base}/ui?view=cache&session_id={quote(sid, safe='')}"
+    page.goto(url)
+    wait_rendered(page, "cache")
+    assert page.evaluate("document.querySelector('#c-chart').naturalWidth") > 0
+    assert page.is_hidden("#error")
+
+    def broken_chart(route: Any) -> None:
+        # The server's answer, with the SVG it once made for such an id (a raw \x01).
+        resp = route.fetch()
+        body = resp.json()
+        body["svg"] = "<svg xmlns='http://www.w3.org/2000/svg'><text>ctl\x01</text></svg>"
+        route.fulfill(response=resp, json=body)
+
+    page.route(re.compile(r"/ui/api/sessions/[^/?]+/cache\?"), broken_chart)
+    page.goto(url)
+    page.wait_for_selector("#error:not([hidden])")
+    assert "cache chart could not be shown" in page.inner_text("#error")
+    assert page.is_hidden("#c-chart")
+    assert len(rows(page, "#call-rows tr")) == 3
     context.close()
 
 

@@ -13,6 +13,7 @@ and may change with it.
 annotations at runtime.)
 """
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -35,10 +36,15 @@ from .windowing import DEFAULT_MODEL, build_window, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
+    from ..store.base import Store
 
-#: The replay prices at most this many calls (the newest), so a page stays fast: each
-#: replayed call renders and hashes its whole window, so a replay is O(calls x turns).
+#: The replay prices at most this many calls (the newest). Each replayed call builds,
+#: renders and hashes its whole window, so a replay costs O(calls x turns read) ...
 MAX_REPLAY_CALLS = 100
+#: ... and it reads at most this many turns (the newest) of the log, so a page's cost is
+#: bounded whatever the log's length (a 10,000-turn log once took tens of seconds of a
+#: shared server thread). A log no longer than this is replayed whole, as before.
+MAX_REPLAY_TURNS = 1000
 
 Validity = Literal["current", "all"]
 ModelName = Annotated[str, Query(min_length=1, max_length=100)]
@@ -63,8 +69,65 @@ def wire_of(model: ModelInfo) -> WireFormat:
     return "anthropic" if model.provider == "anthropic" else "openai"
 
 
+def newest_turns(store: "Store", scope: Scope, limit: int) -> list[Turn]:
+    """The newest ``limit`` turns of a session's log (fewer where an erasure left gaps
+    in its seqs), in O(log n) indexed reads whatever the log's length.
+
+    Why the search: the store reads a log forward from a seq only (``turns(after_seq=,
+    limit=)``), and reading a long log whole to keep its tail was the cost to bound.
+    The last seq is found by doubling steps, then halving, each step one ``limit=1``
+    read of the first turn at or after a seq.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    first = store.turns(scope, limit=1)
+    if not first:
+        return []
+
+    def first_at_or_after(seq: int) -> int | None:
+        found = store.turns(scope, after_seq=seq - 1, limit=1)
+        return found[0].seq if found else None
+
+    # lo: a seq in the log; hi: no seq in the log is greater (None: not known yet).
+    lo, hi, step = first[0].seq, None, 1
+    while hi is None:
+        at = first_at_or_after(lo + step)
+        if at is None:
+            hi = lo + step - 1
+        else:
+            lo, step = at, step * 2
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        at = first_at_or_after(mid)
+        if at is None:
+            hi = mid - 1
+        else:
+            lo = at
+    return store.turns(scope, after_seq=lo - limit)
+
+
+def replay_turns(turns: Sequence[Turn], max_turns: int = MAX_REPLAY_TURNS) -> list[Turn]:
+    """The part of a log that the replay reads: all of it when it has at most
+    ``max_turns`` turns; else its newest ``max_turns`` from the first user turn among
+    them on, so each replayed window holds the history from that call on, as if the
+    session had been compacted there (without a summary): older turns are in no window.
+    """
+    if max_turns < 1:
+        raise ValueError("max_turns must be at least 1")
+    if len(turns) <= max_turns:
+        return list(turns)
+    tail = turns[len(turns) - max_turns :]
+    start = next((i for i, t in enumerate(tail) if t.message.role == "user"), len(tail))
+    return list(tail[start:])
+
+
 def replay_costs(
-    turns: list[Turn], model: ModelInfo, tokenizer: Tokenizer, *, max_calls: int = MAX_REPLAY_CALLS
+    turns: Sequence[Turn],
+    model: ModelInfo,
+    tokenizer: Tokenizer,
+    *,
+    max_calls: int = MAX_REPLAY_CALLS,
+    max_turns: int = MAX_REPLAY_TURNS,
 ) -> list[CallCost]:
     """Replay a session log as the calls that produced it, through the cache simulator.
 
@@ -72,10 +135,13 @@ def replay_costs(
     no retrieved memories) with the user turn as the question, sent at the turn's
     time; the next assistant turn is its output. Only the newest ``max_calls``
     calls are replayed and priced, after one more that warms the cache: a call reads
-    the longest cached prefix, which is the one the call before it wrote.
+    the longest cached prefix, which is the one the call before it wrote. Of a log
+    longer than ``max_turns`` only :func:`replay_turns` is read (its windows start
+    there), so the cost is O(max_calls x max_turns) whatever the log's length.
     """
     if max_calls < 1:
         raise ValueError("max_calls must be at least 1")
+    turns = replay_turns(turns, max_turns)
     sim = CacheSimulator(wire_of(model), min_tokens=model.min_cache_tokens)
     budget = window_budget(model)
     calls = [i for i, t in enumerate(turns) if t.message.role == "user"]
@@ -128,8 +194,26 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
 
     Tenant = Annotated[str, Depends(tenant_of)]
 
-    def session_log(tenant: str, session_id: str) -> list[Turn]:
-        return list(tenants.store.turns(Scope(tenant=tenant, session_id=session_id)))
+    def replay(
+        tenant: str, session_id: str, info: ModelInfo
+    ) -> tuple[list[CallCost], dict[str, Any]]:
+        """The replayed calls, and what part of the log they read (for the page)."""
+        scope = Scope(tenant=tenant, session_id=session_id)
+        # One turn more than is replayed: a longer log is cut at a user turn (replay_turns).
+        log = replay_turns(newest_turns(tenants.store, scope, MAX_REPLAY_TURNS + 1))
+        first = tenants.store.turns(scope, limit=1)  # empty if erased meanwhile
+        older_left_out = bool(log and first) and first[0].seq < log[0].seq
+        part = {
+            "from_seq": log[0].seq if log else None,
+            "older_turns_left_out": older_left_out,
+            "note": (
+                f"newest {len(log)} turns replayed: windows hold the turns from seq "
+                f"{log[0].seq} on, older ones are left out"
+                if older_left_out
+                else ""
+            ),
+        }
+        return replay_costs(log, info, tokenizer), part
 
     @router.get("/whoami")
     def whoami(tenant: Tenant) -> dict[str, str]:
@@ -184,22 +268,23 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         """Per replayed call: cache-read share and money saved, with totals and the
         chart (the page needs both; one replay serves them)."""
         info = get_model(model)
-        calls = replay_costs(session_log(tenant, session_id), info, tokenizer)
+        calls, part = replay(tenant, session_id, info)
         total_in = sum(c.input_tokens for c in calls)
         return {
             "model": info.name,
             "calls": [asdict(c) for c in calls],
             "read_share": read_share(sum(c.cache_read_tokens for c in calls), total_in),
             "saved_usd": sum(c.saved_usd for c in calls),
-            "svg": cost_chart_svg(calls, title=f"{session_id} · {info.name}"),
+            **part,
+            "svg": cost_chart_svg(calls, title=f"{session_id} · {info.name}", note=part["note"]),
         }
 
     @router.get("/sessions/{session_id}/cache.svg")
     def cache_svg(session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
         """The same replay drawn as an SVG chart (made here: no chart library, no CDN)."""
         info = get_model(model)
-        calls = replay_costs(session_log(tenant, session_id), info, tokenizer)
-        svg = cost_chart_svg(calls, title=f"{session_id} · {info.name}")
+        calls, part = replay(tenant, session_id, info)
+        svg = cost_chart_svg(calls, title=f"{session_id} · {info.name}", note=part["note"])
         return Response(svg, media_type="image/svg+xml")
 
     return router

@@ -3,12 +3,16 @@ read from the cache (bars, left axis) and the money it saved (line, right axis).
 
 Made here from plain strings so the page needs no chart library and no CDN.
 Every text that could come from a caller (the title holds a session id) goes
-through :func:`xml.sax.saxutils.escape` with quotes escaped as well; numbers are
-formatted by us. The page shows the SVG in an ``<img>``, where scripts never run.
+through :func:`xml.sax.saxutils.escape` with quotes escaped as well, after any
+character XML 1.0 cannot hold (C0 controls but tab and newlines, lone surrogates,
+U+FFFE/U+FFFF: a session id may hold them) is written as a visible ``\\xNN`` /
+``\\uNNNN`` escape: one such character made the whole image unreadable. Numbers
+are formatted by us. The page shows the SVG in an ``<img>``, where scripts never run.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 from xml.sax.saxutils import escape
@@ -28,8 +32,18 @@ class CallPoint(Protocol):
     def saved_usd(self) -> float: ...
 
 
+#: What XML 1.0 cannot hold (its ``Char`` production, complemented), even as a reference.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _text(value: str) -> str:
-    return escape(value, {'"': "&quot;", "'": "&#x27;"})
+    """``value`` as XML character data or attribute text: escaped, and valid XML."""
+    return escape(_NOT_XML.sub(_visible, value), {'"': "&quot;", "'": "&#x27;"})
 
 
 def _money(value: float) -> str:
@@ -37,8 +51,9 @@ def _money(value: float) -> str:
     return f"{sign}${abs(value):.4f}" if abs(value) < 1 else f"{sign}${abs(value):,.2f}"
 
 
-def cost_chart_svg(calls: Sequence[CallPoint], *, title: str) -> str:
-    """The chart as an SVG document (an empty-state chart when there are no calls)."""
+def cost_chart_svg(calls: Sequence[CallPoint], *, title: str, note: str = "") -> str:
+    """The chart as an SVG document (an empty-state chart when there are no calls);
+    ``note`` is a line under the title (what part of the log was replayed)."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
@@ -46,6 +61,8 @@ def cost_chart_svg(calls: Sequence[CallPoint], *, title: str) -> str:
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
         f'<text x="{LEFT}" y="20" font-size="13" font-weight="bold">{_text(title)}</text>',
     ]
+    if note:
+        parts.append(f'<text class="note" x="{LEFT}" y="32" fill="#555">{_text(note)}</text>')
     base = TOP + plot_h
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = base - frac * plot_h

@@ -522,10 +522,12 @@ function cacheData(sid) {
 
 async function openCache(sid, prefetched) {
   const data = await (prefetched || cacheData(sid));
+  showError("");  // a new session's replay: an earlier one's error no longer applies
   setUrl({ session_id: sid, model: $("c-model").value.trim() });
   $("c-id").textContent = sid;
   $("c-summary").textContent = data.calls.length + " calls replayed with " + data.model + " · cache-read share " +
-    (100 * data.read_share).toFixed(1) + "% · saved " + money(data.saved_usd);
+    (100 * data.read_share).toFixed(1) + "% · saved " + money(data.saved_usd) +
+    (data.older_turns_left_out ? " · " + data.note : "");
   $("call-rows").replaceChildren(...data.calls.map((c) => row([
     c.seq, c.input_tokens, c.cache_read_tokens, c.cache_write_tokens, (100 * c.read_share).toFixed(1) + "%",
     money(c.cost_usd), money(c.cost_without_cache_usd), money(c.saved_usd),
@@ -534,10 +536,20 @@ async function openCache(sid, prefetched) {
   // The server-made SVG, shown in an <img> (scripts never run there) from a blob: URL.
   chartUrl = URL.createObjectURL(new Blob([data.svg], { type: "image/svg+xml" }));
   const img = $("c-chart");
-  const loaded = new Promise((resolve) => img.addEventListener("load", resolve, { once: true }));
+  // Settles either way: an image that cannot be decoded fires "error", never "load".
+  const loaded = new Promise((resolve, reject) => {
+    img.onload = resolve;
+    img.onerror = () => reject(new Error("The cache chart could not be shown (the table below has the numbers)."));
+  });
+  img.hidden = false;
   img.src = chartUrl;
   $("cache-detail").hidden = false;
-  await loaded;
+  try {
+    await loaded;
+  } catch (err) {
+    img.hidden = true;
+    throw err;
+  }
 }
 
 // -- boot -------------------------------------------------------------------------------

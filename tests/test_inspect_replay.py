@@ -1,0 +1,185 @@
+"""The inspector's cache replay on long logs and odd session ids: a page's cost is
+bounded whatever the log's length (only the newest ``MAX_REPLAY_TURNS`` turns are
+read, found in O(log n) reads), and its chart is valid XML whatever the id holds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+import pytest
+
+from contextos.llm.models import get_model
+from contextos.llm.tokens import default_tokenizer
+from contextos.server.inspect_routes import (
+    MAX_REPLAY_TURNS,
+    newest_turns,
+    replay_costs,
+    replay_turns,
+)
+from contextos.server.ui.chart import cost_chart_svg
+from contextos.store.base import Store
+from contextos.store.sqlite import SQLiteStore
+from contextos.types import Message, Scope, Turn
+from pg_support import postgres_store
+from server_support import app_client, auth, issue_key
+
+
+def append_chat(client: Any, key: str, session_id: str, n_turns: int) -> None:
+    """``n_turns`` short turns, user and assistant in turn, through ``/v1``."""
+    for start in range(0, n_turns, 1000):
+        messages = [
+            {"role": ("user", "assistant")[i % 2], "content": f"turn {i} some words here"}
+            for i in range(start, min(n_turns, start + 1000))
+        ]
+        resp = client.post(
+            f"/v1/sessions/{quote(session_id, safe='')}/turns",
+            json={"messages": messages},
+            headers=auth(key),
+        )
+        assert resp.status_code == 201, resp.text[:300]
+
+
+def replay_cpu(client: Any, key: str, session_id: str) -> tuple[float, dict[str, Any]]:
+    """The least CPU time (this process: the server runs in it) of two cache pages."""
+    best = float("inf")
+    for _ in range(2):
+        started = time.process_time()
+        resp = client.get(f"/ui/api/sessions/{session_id}/cache", headers=auth(key))
+        best = min(best, time.process_time() - started)
+        assert resp.status_code == 200, resp.text
+    return best, resp.json()
+
+
+def test_a_10k_turn_log_replays_at_about_the_cost_of_a_1k_turn_log(tmp_path: Path) -> None:
+    assert MAX_REPLAY_TURNS == 1000  # the 1k-turn log is replayed whole, the 10k one cut
+    db = tmp_path / "long.db"
+    with app_client(db) as client:
+        key = issue_key(client, "acme")
+        append_chat(client, key, "short", 1000)
+        append_chat(client, key, "long", 10_000)
+        short_cpu, short = replay_cpu(client, key, "short")
+        long_cpu, long = replay_cpu(client, key, "long")
+    # Reading and replaying the whole 10k-turn log took ~20x the 1k one; now the same
+    # number of turns is replayed. A generous margin for a loaded 2-core machine.
+    assert long_cpu < 3 * short_cpu + 0.2, (short_cpu, long_cpu)
+    # The short log is replayed whole, as before; the long one from its newest turns.
+    assert short["from_seq"] == 0 and short["older_turns_left_out"] is False
+    assert "left out" not in short["svg"]
+    assert long["from_seq"] == 9000 and long["older_turns_left_out"] is True
+    assert "windows hold the turns from seq 9000 on, older ones are left out" in long["svg"]
+    assert [c["seq"] for c in long["calls"]] == list(range(9800, 10_000, 2))
+    # What the page shows of the long log is the replay of its newest turns, as if the
+    # session had been compacted at seq 9000.
+    store = SQLiteStore(db)
+    try:
+        scope = Scope(tenant="acme", session_id="long")
+        tail = store.turns(scope, after_seq=8999)
+        assert len(tail) == 1000
+    finally:
+        store.close()
+    expected = replay_costs(tail, get_model(long["model"]), default_tokenizer())
+    assert long["calls"] == [c.__dict__ for c in expected]
+    assert sum(c["cache_read_tokens"] for c in long["calls"]) > 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh SQLite file, or a fresh schema of the test PostgreSQL."""
+    if request.param == "sqlite":
+        sqlite = SQLiteStore(tmp_path / "gaps.db")
+        try:
+            yield sqlite
+        finally:
+            sqlite.close()
+        return
+    with postgres_store() as pg:
+        yield pg
+
+
+def test_newest_turns_finds_the_tail_of_a_log_with_gaps(store: Store) -> None:
+    # A log grown one turn at a time: every length puts the last seq somewhere else
+    # in the search (on a probe, between probes, past a doubling step).
+    grown = Scope(tenant="t", session_id="grown")
+    assert newest_turns(store, grown, 5) == []
+    for n in range(1, 71):
+        store.append_turns(grown, [Message("user", f"turn {n}")], [3])
+        assert [t.seq for t in newest_turns(store, grown, 1)] == [n - 1], n
+        assert [t.seq for t in newest_turns(store, grown, 3)] == list(range(max(0, n - 3), n))
+    scope = Scope(tenant="t", session_id="shared")
+    # Two users share the session in blocks of ten turns; erasing one user leaves
+    # gaps in the seqs, and the newest seqs ever logged (30..39) gone.
+    for block in range(4):
+        user = ("ana", "bo")[block % 2]
+        store.append_turns(
+            Scope(tenant="t", user_id=user, session_id="shared"),
+            [Message("user", f"{user} {block}.{i}") for i in range(10)],
+            [3] * 10,
+        )
+    every = store.turns(scope)
+    assert [t.seq for t in every] == list(range(40))
+    for limit in (1, 7, 39, 40, 41, 1000):
+        assert newest_turns(store, scope, limit) == every[-limit:], limit
+    store.forget(Scope(tenant="t", user_id="bo"))
+    left = store.turns(scope)
+    assert [t.seq for t in left] == [*range(10), *range(20, 30)]
+    for limit in (1, 10, 15, 25, 30, 1000):
+        # The turns of the newest ``limit`` seqs: fewer where the gap is.
+        want = [t for t in left if t.seq > 29 - limit]
+        assert newest_turns(store, scope, limit) == want, limit
+    assert [t.seq for t in newest_turns(store, scope, 15)] == list(range(20, 30))
+    with pytest.raises(ValueError):
+        newest_turns(store, scope, 0)
+
+
+def test_a_cut_log_starts_at_a_user_turn() -> None:
+    """Each replayed window starts at a call, never with an orphaned reply."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    turns = [
+        Turn("s", i, Message("user" if i % 3 == 0 else "assistant", f"message {i}"), 3, at)
+        for i in range(30)
+    ]
+    assert replay_turns(turns, 30) == turns  # short enough: whole
+    cut = replay_turns(turns, 10)  # the newest ten are seqs 20..29; 21 is the first user turn
+    assert [t.seq for t in cut] == list(range(21, 30))
+    assert replay_turns(turns, 1) == []  # seq 29 is a reply: no call to replay
+    with pytest.raises(ValueError):
+        replay_turns(turns, 0)
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def texts(svg: ElementTree.Element) -> list[str]:
+    """The text of every <text> element of a parsed SVG, in document order."""
+    return [t.text or "" for t in svg.iter(SVG + "text")]
+
+
+CONTROL = "s\x01\x02\x08\x0b\x0c\x0e\x1b\x1f\x7f\ufffe-end"
+
+
+def test_chart_of_a_session_id_with_control_characters_is_valid_xml(tmp_path: Path) -> None:
+    class Call:
+        seq, read_share, saved_usd = 0, 0.5, 0.001
+
+    svg = ElementTree.fromstring(cost_chart_svg([Call()], title=CONTROL + "\ud800", note=CONTROL))
+    assert "s\\x01\\x02\\x08\\x0b\\x0c\\x0e\\x1b\\x1f\x7f\\ufffe-end\\ud800" in texts(svg)
+    # Through the real route: a session with such an id, logged through /v1.
+    with app_client(tmp_path / "ids.db") as client:
+        key = issue_key(client, "acme")
+        append_chat(client, key, CONTROL, 4)
+        path = f"/ui/api/sessions/{quote(CONTROL, safe='')}"
+        resp = client.get(f"{path}/cache.svg", headers=auth(key))
+        assert resp.status_code == 200, resp.text
+        svg = ElementTree.fromstring(resp.content)
+        assert svg.tag == SVG + "svg"
+        assert len(svg.findall(f"{SVG}rect[@class='share']")) == 2
+        title = texts(svg)[0]
+        assert title.startswith("s\\x01\\x02") and "\\x1f\x7f\\ufffe-end · " in title
+        page = client.get(path + "/cache", headers=auth(key)).json()
+        assert page["svg"] == resp.text
