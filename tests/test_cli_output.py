@@ -28,22 +28,28 @@ def _plain(text: str) -> str:
     return re.sub(r"\s*[│┃]\s*", " ", ANSI.sub("", text))
 
 
-@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
-def test_stored_text_is_printed_verbatim_never_as_markup(tmp_path: Path, terminal: bool) -> None:
-    db = tmp_path / "m.db"
-    added = json.loads(run_cli("add", HOSTILE, "-u", "ana", "--json", db=db).stdout)
-    mid = added[0]["id"]
-    run_cli("update", mid, "--text", HOSTILE + " v2", db=db)
-    run_cli("session", "add", "s1", HOSTILE, db=db)
+def _stored_and_shown(
+    db: Path, text: str, query: str, terminal: bool
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``text`` stored as a memory (then edited) and a session turn, and what each
+    command that shows stored text printed, by command."""
+    mid = json.loads(run_cli("add", text, "-u", "ana", "--json", db=db).stdout)[0]["id"]
+    run_cli("update", mid, "--text", text + " v2", db=db)
+    run_cli("session", "add", "s1", text, db=db)
     # A terminal (forced colour) is where a link or a style would do harm.
     env = {"FORCE_COLOR": "1", "COLUMNS": "400"} if terminal else {}
-    outputs = {
+    return {
         "list": run_cli("list", "-u", "ana", db=db, env=env),
-        "search": run_cli("search", "contextos server bold", "-u", "ana", db=db, env=env),
+        "search": run_cli("search", query, "-u", "ana", db=db, env=env),
         "get": run_cli("get", mid, db=db, env=env),
         "history": run_cli("history", mid, db=db, env=env),
         "session show": run_cli("session", "show", "s1", db=db, env=env),
     }
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
+def test_stored_text_is_printed_verbatim_never_as_markup(tmp_path: Path, terminal: bool) -> None:
+    outputs = _stored_and_shown(tmp_path / "m.db", HOSTILE, "contextos server bold", terminal)
     for name, out in outputs.items():
         assert out.returncode == 0, (name, out.stderr)
         assert OSC8 not in out.stdout, f"{name} printed a live hyperlink"
@@ -63,18 +69,7 @@ RAW_ESCAPES = (
 
 @pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
 def test_stored_escape_sequences_reach_no_terminal(tmp_path: Path, terminal: bool) -> None:
-    db = tmp_path / "m.db"
-    mid = json.loads(run_cli("add", RAW_ESCAPES, "-u", "ana", "--json", db=db).stdout)[0]["id"]
-    run_cli("update", mid, "--text", RAW_ESCAPES + " v2", db=db)
-    run_cli("session", "add", "s1", RAW_ESCAPES, db=db)
-    env = {"FORCE_COLOR": "1", "COLUMNS": "400"} if terminal else {}
-    outputs = {
-        "list": run_cli("list", "-u", "ana", db=db, env=env),
-        "search": run_cli("search", "evil click", "-u", "ana", db=db, env=env),
-        "get": run_cli("get", mid, db=db, env=env),
-        "history": run_cli("history", mid, db=db, env=env),
-        "session show": run_cli("session", "show", "s1", db=db, env=env),
-    }
+    outputs = _stored_and_shown(tmp_path / "m.db", RAW_ESCAPES, "evil click", terminal)
     for name, out in outputs.items():
         assert out.returncode == 0, (name, out.stderr)
         # Only rich's own colour codes may reach the terminal; the stored ones are shown.

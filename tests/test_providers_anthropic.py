@@ -16,7 +16,11 @@ anthropic = pytest.importorskip("anthropic")
 from contextos.errors import AuthError, ProviderError, ProviderHTTPError, RateLimited  # noqa: E402
 from contextos.llm.tokens import default_tokenizer  # noqa: E402
 from contextos.providers import AnthropicTokenCounter, wrap  # noqa: E402
-from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_anthropic import (  # noqa: E402
+    AnthropicUsage,
+    FakeAnthropic,
+    message_start,
+)
 from contextos.testing.fake_http import FakeResponse, SSEEvent, without_key  # noqa: E402
 from contextos.types import Message, Scope  # noqa: E402
 
@@ -155,19 +159,7 @@ def test_stream_closed_early_records_partial_usage(fake_anthropic, anthropic_cli
 
 
 def test_error_event_inside_a_stream_becomes_a_provider_error(fake_anthropic, anthropic_client):
-    start = {
-        "type": "message_start",
-        "message": {
-            "id": "msg_x",
-            "type": "message",
-            "role": "assistant",
-            "model": MODEL,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 5, "output_tokens": 1},
-        },
-    }
+    start = message_start("msg_x", MODEL, AnthropicUsage(5, 1))
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     fake_anthropic.enqueue(
         FakeResponse(

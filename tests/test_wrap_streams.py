@@ -22,7 +22,11 @@ openai = pytest.importorskip("openai")
 from contextos.engine.context import COMPLETE_KEY  # noqa: E402
 from contextos.errors import ProviderError, ProviderHTTPError  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
-from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_anthropic import (  # noqa: E402
+    AnthropicUsage,
+    FakeAnthropic,
+    message_start,
+)
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 from contextos.types import Message, ToolCall  # noqa: E402
@@ -47,17 +51,7 @@ def _event(data: dict[str, Any]) -> SSEEvent:
 
 
 def _start() -> SSEEvent:
-    message = {
-        "id": "msg_s",
-        "type": "message",
-        "role": "assistant",
-        "model": MODEL,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 5, "output_tokens": 1},
-    }
-    return _event({"type": "message_start", "message": message})
+    return _event(message_start("msg_s", MODEL, AnthropicUsage(5, 1)))
 
 
 OVERLOADED = _event({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})

@@ -16,7 +16,6 @@ from ..bench.locomo_data import LocomoConversation
 from ..embed import DEFAULT_EMBEDDER
 from .common import (
     CliState,
-    SafeText,
     console,
     err_console,
     locomo_option,
@@ -26,6 +25,7 @@ from .common import (
     progress_bar,
     served_embedder_option,
 )
+from .text import SafeText
 
 KEYS = (
     "recall@5",

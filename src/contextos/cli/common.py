@@ -1,18 +1,13 @@
-"""What every CLI command shares: settings, JSON output, one-line errors, safe printing.
+"""What every CLI command shares: settings, JSON output, one-line errors, progress.
 
-Text that came from a user or a model (memories, turns, replies, ids, error
-messages quoting input) is never rich markup: it is printed as a :class:`SafeText`
-or passed through :func:`shown`, so stored text cannot inject styles or terminal
-hyperlinks (``[link=...]``) into someone's terminal, nor raw escape sequences
-(``ESC ]8;;`` hyperlinks, colours, window titles, a cleared screen): control
-characters are shown as ``\\x1b``-style escapes.
+User text is printed through :mod:`contextos.cli.text` (``SafeText``, ``shown``): never
+as rich markup, and with its control characters shown as escapes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,44 +20,18 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
 from ..bench.locomo_data import DEFAULT_LOCOMO
 from ..config import Settings
 from ..embed import DEFAULT_EMBEDDER
 from ..errors import ScopeError
 from ..types import scope_id
+from .text import SafeText
 
 if TYPE_CHECKING:
     from ..memory import Memory
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: C0 and C1 control characters but tab and newline, and DEL: what a terminal acts on.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def shown(text: str) -> str:
-    """``text`` with its control characters written as escapes (``\\x1b``), so a memory
-    that holds ``ESC [2J`` reads as that text instead of clearing the screen."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-class SafeText(Text):
-    """A rich ``Text`` whose characters are all shown (see :func:`shown`).
-
-    Why: ``Text`` already keeps ``[bold]`` from being read as markup, but passes the
-    escape character through, so a stored ``ESC ]8;;http://…`` became a live link in
-    the terminal of whoever listed the memories.
-    """
-
-    def __init__(self, text: str = "", *args: Any, **kwargs: Any) -> None:
-        super().__init__(shown(text), *args, **kwargs)
-
-    def append(self, text: str | Text, style: str | Any = None) -> SafeText:
-        super().append(shown(text) if isinstance(text, str) else text, style)
-        return self
-
 
 console = Console(soft_wrap=True)  # lines are not cut at 80 columns under a pipe
 err_console = Console(stderr=True, soft_wrap=True)

@@ -12,16 +12,8 @@ from rich.table import Table
 
 from ..demo import DemoResult
 from ..memory.render import render
-from .common import (
-    CliState,
-    SafeText,
-    console,
-    err_console,
-    json_option,
-    pass_state,
-    plural,
-    print_json,
-)
+from .common import CliState, console, err_console, json_option, pass_state, plural, print_json
+from .text import SafeText
 
 #: Said wherever the demo prints money: the figures are simulated, not billed.
 COST_SOURCE = "prompt-cache simulator at list prices; no API was called"

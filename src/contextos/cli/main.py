@@ -13,7 +13,8 @@ import sys
 import click
 
 from ..errors import ContextosError
-from .common import CliState, SafeText, err_console
+from .common import CliState, err_console
+from .text import SafeText
 
 #: Modules that add commands to the group; each has ``register(cli, bench)``.
 COMMAND_MODULES = [

@@ -23,7 +23,6 @@ from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds, scope_ids
 from .common import (
     CliState,
     F,
-    SafeText,
     console,
     json_option,
     open_memory,
@@ -34,6 +33,7 @@ from .common import (
     read_text_arg,
     scope_id_param,
 )
+from .text import SafeText
 
 
 def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:

@@ -10,7 +10,6 @@ import click
 
 from .common import (
     CliState,
-    SafeText,
     choice_option,
     console,
     json_option,
@@ -19,6 +18,7 @@ from .common import (
     print_json,
     scope_id_param,
 )
+from .text import SafeText
 
 if TYPE_CHECKING:
     from ..providers.chat import ChatProvider, ChatTurn

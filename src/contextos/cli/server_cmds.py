@@ -28,8 +28,8 @@ from .common import (
     pass_state,
     print_json,
     served_embedder_option,
-    shown,
 )
+from .text import shown
 
 ADMIN_KEY_HELP = (
     "Admin key for /v1/keys (manages keys, cannot read memories); "

@@ -22,7 +22,6 @@ from ..errors import NotFound
 from ..types import Hit, Message, Role
 from .common import (
     CliState,
-    SafeText,
     choice_option,
     console,
     err_console,
@@ -35,6 +34,7 @@ from .common import (
     read_text_arg,
     scope_id_param,
 )
+from .text import SafeText
 
 #: Memories retrieved for ``window`` (as many as the demo and the SDK wrappers use).
 WINDOW_MEMORIES = 8

@@ -8,7 +8,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from .common import CliState, SafeText, console, json_option, open_memory, pass_state, print_json
+from .common import CliState, console, json_option, open_memory, pass_state, print_json
+from .text import SafeText
 
 
 def register(cli: click.Group, bench: click.Group) -> None:

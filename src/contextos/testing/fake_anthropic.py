@@ -671,6 +671,25 @@ def _compaction_events(
     yield "message_stop", {"type": "message_stop"}
 
 
+def message_start(msg_id: str, model: str, usage: AnthropicUsage) -> dict[str, Any]:
+    """The ``message_start`` event of a streamed reply (no content yet, one output token
+    counted), as the real API sends it; tests that script a stream event by event (a
+    cut, an error mid-stream) start with it."""
+    return {
+        "type": "message_start",
+        "message": {
+            "id": msg_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage.wire(output_tokens=1),
+        },
+    }
+
+
 def _stream_events(
     msg_id: str,
     model: str,
@@ -680,22 +699,7 @@ def _stream_events(
     applied: list[dict[str, Any]] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """The event sequence of a streamed Messages response, as the real API sends it."""
-    yield (
-        "message_start",
-        {
-            "type": "message_start",
-            "message": {
-                "id": msg_id,
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": usage.wire(output_tokens=1),
-            },
-        },
-    )
+    yield "message_start", message_start(msg_id, model, usage)
     yield (
         "content_block_start",
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
