@@ -97,9 +97,6 @@ class OpenStreams:
         for report in pending:
             report(False)
 
-    def __len__(self) -> int:
-        return len(self._open)
-
 
 class _StreamProxy:
     """Fallback: iterate through the observer, delegate everything else."""
