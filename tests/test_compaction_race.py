@@ -1,0 +1,219 @@
+"""Compaction racing itself, pins and erasures, on both stores.
+
+Shaped like the bugs a reviewer found: two Sessions (threads, each with its own
+store handle, as a wrapped client and ``contextos compact`` in two processes)
+compact one session with ``offload`` at once; a pin is made from another Session
+while a compaction summarizes (a slow model call); ``forget`` lands while a
+compaction summarizes. The summarizer is the seam where the test acts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from test_erasure_live import BOTH, _file_bytes, _rows_mentioning, live_memory
+
+from contextos import Filter, Scope
+from contextos.engine.session import CompactionResult, Session
+from contextos.engine.summarize import ExtractiveSummarizer, Summary
+from contextos.memory import Memory
+from contextos.store.base import Store
+from contextos.types import Message, Turn
+
+LOREM = "lorem ipsum dolor sit amet " * 20
+
+
+def _chat(session: Session, n: int, text: str = LOREM) -> None:
+    session.add(
+        *[Message("user" if i % 2 == 0 else "assistant", f"turn {i} {text}") for i in range(n)]
+    )
+
+
+class _Acting:
+    """A summarizer (where a model would be called) that runs ``act`` first."""
+
+    def __init__(self, act: Callable[[], object]) -> None:
+        self.act = act
+        self.inner = ExtractiveSummarizer()
+
+    def summarize(
+        self, turns: Sequence[Turn], *, previous: Summary | None, max_tokens: int
+    ) -> Summary:
+        self.act()
+        return self.inner.summarize(turns, previous=previous, max_tokens=max_tokens)
+
+
+# -- the compare-and-set itself ----------------------------------------------------------
+
+
+def test_swap_writes_only_at_the_revision_it_read(store: Store) -> None:
+    scope = Scope(tenant="t1", user_id="u1", session_id="s1")
+    assert store.session_meta_revision(scope) == ({}, None)
+    assert store.swap_session_meta(scope, {"k": 1}, revision=None)  # absent: inserted
+    assert not store.swap_session_meta(scope, {"k": 2}, revision=None)  # now present
+    meta, rev = store.session_meta_revision(scope)
+    assert meta == {"k": 1} and rev is not None
+    assert store.swap_session_meta(scope, {"k": 3}, revision=rev)
+    assert not store.swap_session_meta(scope, {"k": 4}, revision=rev)  # stale
+    assert store.session_meta(scope) == {"k": 3}
+    store.set_session_meta(scope, {"k": 5})  # unconditional, but a new revision too
+    assert store.session_meta_revision(scope)[1] not in (None, rev)
+    with pytest.raises(ValueError, match="reserved"):
+        store.set_session_meta(scope, {"_revision": "mine"})
+
+
+def test_a_new_log_and_forget_each_draw_a_new_revision(store: Store) -> None:
+    """Never a revision seen before: a writer that read the state before an erasure
+    (or before the row was deleted and made again) can never match it afterwards."""
+    ana = Scope(tenant="t1", user_id="ana", session_id="room")
+    bob = Scope(tenant="t1", user_id="bob", session_id="room")
+    store.append_turns(ana, [Message("user", "ana was here")], [3])
+    store.append_turns(bob, [Message("user", "bob was here")], [3])
+    meta, first = store.session_meta_revision(bob)
+    assert meta == {} and first is not None
+    store.forget(Scope(tenant="t1", user_id="ana"))
+    # The row named ana and went with her; bob's turn lives on, so it is made again.
+    meta, second = store.session_meta_revision(bob)
+    assert meta == {} and second not in (None, first)
+    assert store.sessions(Scope(tenant="t1")) == ["room"]
+    assert store.sessions(Scope(tenant="t1", user_id="ana")) == []
+
+
+# -- two compactions at once --------------------------------------------------------------
+
+
+@BOTH
+def test_two_sessions_offloading_one_log_at_once_archive_each_turn_once(
+    kind: str, tmp_path: Path
+) -> None:
+    with live_memory(kind, tmp_path) as (memory, second), second() as other:
+        for round_ in range(3):  # a few races: each must leave every turn archived once
+            sid = f"chat-{round_}"
+            _chat(Session(memory.store, sid, tenant=memory.tenant, user_id="ana"), 60)
+            barrier = threading.Barrier(2)
+            results: list[CompactionResult] = []
+
+            def run(mem: Memory, sid: str = sid, barrier: threading.Barrier = barrier) -> None:
+                s = Session(mem.store, sid, tenant=mem.tenant, user_id="ana")
+                barrier.wait()
+                results.append(s.compact(2000, "offload", memory=mem))
+
+            threads = [threading.Thread(target=run, args=(m,)) for m in (memory, other)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            state = Session(memory.store, sid, tenant=memory.tenant, user_id="ana").state()
+            records = memory.store.list(
+                Filter(scope=Scope(tenant=memory.tenant, session_id=sid)), limit=1000
+            )
+            seqs = [int(r.metadata["turn_seq"]) for r in records]
+            assert sorted(seqs) == sorted(set(seqs)), "a turn was archived twice"
+            assert set(seqs) == set(range(state.archived_to + 1))
+            assert sum(r.archived for r in results) == len(seqs) > 0
+            assert sum(r.plan is not None for r in results) == state.compactions == 1
+
+
+@BOTH
+def test_a_pin_made_while_a_compaction_summarizes_is_kept(kind: str, tmp_path: Path) -> None:
+    with live_memory(kind, tmp_path) as (memory, second), second() as other:
+        app = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana")
+        _chat(app, 60)
+        elsewhere = Session(other.store, "chat", tenant=memory.tenant, user_id="ana")
+        pins: list[tuple[int, ...]] = []
+        slow = _Acting(lambda: pins.append(elsewhere.pin(3).pinned))
+        done = app.compact(2000, "summarize", summarizer=slow)
+        assert pins == [(3,)]
+        # The compaction planned on the state before the pin: it is dropped, not saved.
+        assert done.plan is None and done.state.pinned == (3,)
+        again = app.compact(2000, "summarize")
+        assert again.plan is not None and 3 not in again.plan.rotate
+        assert again.state.pinned == (3,) == app.state().pinned
+        assert again.state.summary is not None
+
+
+@BOTH
+def test_pins_made_at_once_from_two_sessions_are_all_kept(kind: str, tmp_path: Path) -> None:
+    with live_memory(kind, tmp_path) as (memory, second), second() as other:
+        _chat(Session(memory.store, "chat", tenant=memory.tenant, user_id="ana"), 40)
+        barrier = threading.Barrier(2)
+
+        def run(mem: Memory, seqs: range) -> None:
+            s = Session(mem.store, "chat", tenant=mem.tenant, user_id="ana")
+            barrier.wait()
+            for seq in seqs:
+                s.pin(seq)
+
+        halves = ((memory, range(0, 40, 2)), (other, range(1, 40, 2)))
+        threads = [threading.Thread(target=run, args=half) for half in halves]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        pinned = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana").state().pinned
+        assert pinned == tuple(range(40))
+
+
+# -- an erasure while a compaction summarizes ----------------------------------------------
+
+
+def _no_trace(kind: str, memory: Memory, tmp_path: Path, secret: str) -> None:
+    """``secret`` is nowhere in the storage (the SQLite file's bytes, every PG table)."""
+    if kind == "sqlite":
+        memory.close()
+        assert secret.encode() not in _file_bytes(tmp_path / "m.db")
+    else:
+        assert _rows_mentioning(memory, secret) == []
+
+
+@BOTH
+def test_forget_while_a_shared_session_is_summarized_leaves_no_summary_of_it(
+    kind: str, tmp_path: Path
+) -> None:
+    """The session lives on (bob's turns remain): forget resets its row in place."""
+    secret = "qzvioletlane"
+    with live_memory(kind, tmp_path) as (memory, second):
+        bob = Session(memory.store, "room", tenant=memory.tenant, user_id="bob")
+        _chat(bob, 4, "bob says the weather is fine today " * 5)
+        ana = Session(memory.store, "room", tenant=memory.tenant, user_id="ana")
+        _chat(ana, 50, f"I live at {secret}, write it down " * 5)
+
+        def forget() -> None:
+            with second() as other:
+                other.forget("ana")
+
+        done = bob.compact(300, "summarize", summarizer=_Acting(forget), force=True)
+        assert done.plan is None
+        assert secret not in json.dumps(memory.store.session_meta(bob.scope))
+        assert bob.compact(30, "summarize", force=True).plan is not None  # on what remains
+        assert secret not in json.dumps(memory.store.session_meta(bob.scope))
+        _no_trace(kind, memory, tmp_path, secret)
+
+
+@BOTH
+def test_a_second_forget_while_summarizing_a_session_whose_row_went_with_the_first(
+    kind: str, tmp_path: Path
+) -> None:
+    """ana opened the room (its row names her); forgetting her leaves bob's turns. A
+    compaction then reads the room's state and forget(bob) lands while it summarizes:
+    bob's text must not be written back (no revision to compare with would let it)."""
+    secret = "qzamberroad"
+    with live_memory(kind, tmp_path) as (memory, second):
+        ana = Session(memory.store, "room", tenant=memory.tenant, user_id="ana")
+        _chat(ana, 4)
+        bob = Session(memory.store, "room", tenant=memory.tenant, user_id="bob")
+        _chat(bob, 50, f"my locker code is {secret}, keep it " * 5)
+        memory.forget("ana")
+
+        def forget() -> None:
+            with second() as other:
+                other.forget("bob")
+
+        done = bob.compact(300, "summarize", summarizer=_Acting(forget), force=True)
+        assert done.plan is None
+        assert secret not in json.dumps(memory.store.session_meta(bob.scope))
+        _no_trace(kind, memory, tmp_path, secret)
