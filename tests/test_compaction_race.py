@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from test_erasure_live import BOTH, _file_bytes, _rows_mentioning, live_memory
 
 from contextos import Filter, Scope
 from contextos.engine.session import CompactionResult, Session
@@ -23,6 +22,7 @@ from contextos.engine.summarize import ExtractiveSummarizer, Summary
 from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.types import Message, Turn
+from test_erasure_live import BOTH, _file_bytes, _rows_mentioning, live_memory
 
 LOREM = "lorem ipsum dolor sit amet " * 20
 
@@ -86,6 +86,24 @@ def test_a_new_log_and_forget_each_draw_a_new_revision(store: Store) -> None:
 # -- two compactions at once --------------------------------------------------------------
 
 
+def _offload_at_once(memories: Sequence[Memory], session_id: str) -> list[CompactionResult]:
+    """Each Memory's own Session compacts ``session_id`` with offload, all at once."""
+    barrier = threading.Barrier(len(memories))
+    results: list[CompactionResult] = []
+
+    def run(mem: Memory) -> None:
+        s = Session(mem.store, session_id, tenant=mem.tenant, user_id="ana")
+        barrier.wait()
+        results.append(s.compact(2000, "offload", memory=mem))
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in memories]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 @BOTH
 def test_two_sessions_offloading_one_log_at_once_archive_each_turn_once(
     kind: str, tmp_path: Path
@@ -94,19 +112,7 @@ def test_two_sessions_offloading_one_log_at_once_archive_each_turn_once(
         for round_ in range(3):  # a few races: each must leave every turn archived once
             sid = f"chat-{round_}"
             _chat(Session(memory.store, sid, tenant=memory.tenant, user_id="ana"), 60)
-            barrier = threading.Barrier(2)
-            results: list[CompactionResult] = []
-
-            def run(mem: Memory, sid: str = sid, barrier: threading.Barrier = barrier) -> None:
-                s = Session(mem.store, sid, tenant=mem.tenant, user_id="ana")
-                barrier.wait()
-                results.append(s.compact(2000, "offload", memory=mem))
-
-            threads = [threading.Thread(target=run, args=(m,)) for m in (memory, other)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            results = _offload_at_once([memory, other], sid)
             state = Session(memory.store, sid, tenant=memory.tenant, user_id="ana").state()
             records = memory.store.list(
                 Filter(scope=Scope(tenant=memory.tenant, session_id=sid)), limit=1000
