@@ -122,6 +122,7 @@ def test_two_sessions_offloading_one_log_at_once_archive_each_turn_once(
             assert set(seqs) == set(range(state.archived_to + 1))
             assert sum(r.archived for r in results) == len(seqs) > 0
             assert sum(r.plan is not None for r in results) == state.compactions == 1
+            assert not any(r.raced and r.plan for r in results)
 
 
 @BOTH
@@ -135,7 +136,7 @@ def test_a_pin_made_while_a_compaction_summarizes_is_kept(kind: str, tmp_path: P
         done = app.compact(2000, "summarize", summarizer=slow)
         assert pins == [(3,)]
         # The compaction planned on the state before the pin: it is dropped, not saved.
-        assert done.plan is None and done.state.pinned == (3,)
+        assert done.plan is None and done.raced and done.state.pinned == (3,)
         again = app.compact(2000, "summarize")
         assert again.plan is not None and 3 not in again.plan.rotate
         assert again.state.pinned == (3,) == app.state().pinned
@@ -193,7 +194,7 @@ def test_forget_while_a_shared_session_is_summarized_leaves_no_summary_of_it(
                 other.forget("ana")
 
         done = bob.compact(300, "summarize", summarizer=_Acting(forget), force=True)
-        assert done.plan is None
+        assert done.plan is None and done.raced
         assert secret not in json.dumps(memory.store.session_meta(bob.scope))
         assert bob.compact(30, "summarize", force=True).plan is not None  # on what remains
         assert secret not in json.dumps(memory.store.session_meta(bob.scope))
@@ -220,6 +221,6 @@ def test_a_second_forget_while_summarizing_a_session_whose_row_went_with_the_fir
                 other.forget("bob")
 
         done = bob.compact(300, "summarize", summarizer=_Acting(forget), force=True)
-        assert done.plan is None
+        assert done.plan is None and done.raced
         assert secret not in json.dumps(memory.store.session_meta(bob.scope))
         _no_trace(kind, memory, tmp_path, secret)

@@ -352,11 +352,15 @@ def window_budget(model: ModelInfo, budget: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class CompactionResult:
-    """What ``Session.compact`` did: the plan (None when under the trigger) and the new state."""
+    """What ``Session.compact`` did: the plan (None when under the trigger, or when it
+    lost a race) and the new state."""
 
     plan: Plan | None
     state: HistoryState
     archived: int = 0
+    #: True when a plan was made but dropped: another writer (a compaction, a pin, an
+    #: erasure) changed the state between its read and the save. Calling again re-plans.
+    raced: bool = False
 
 
 class Session:
@@ -535,7 +539,7 @@ class Session:
             # Stale: another compaction or a pin got there first, or an erasure ran
             # while this summarized (its state quotes erased turns; the next ``turns``
             # finds them gone and reads the log again).
-            return CompactionResult(None, self.state())
+            return CompactionResult(None, self.state(), raced=True)
         archived = 0
         if strategy == "offload" and memory is not None:
             archived = len(archive(memory, rotated_turns(plan, turns), self.scope))
