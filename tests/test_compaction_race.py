@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from contextos.engine.session import CompactionResult, Session
 from contextos.engine.summarize import ExtractiveSummarizer, Summary
 from contextos.memory import Memory
 from contextos.store.base import Store
-from contextos.types import Message, Turn
+from contextos.types import Hit, MemoryRecord, Message, Turn
 from test_erasure_live import BOTH, _file_bytes, _rows_mentioning, live_memory
 
 LOREM = "lorem ipsum dolor sit amet " * 20
@@ -223,4 +224,43 @@ def test_a_second_forget_while_summarizing_a_session_whose_row_went_with_the_fir
         done = bob.compact(300, "summarize", summarizer=_Acting(forget), force=True)
         assert done.plan is None and done.raced
         assert secret not in json.dumps(memory.store.session_meta(bob.scope))
+        _no_trace(kind, memory, tmp_path, secret)
+
+
+class _ForgetBeforeAdd:
+    """A memory (the ``MemoryLike`` seam) whose ``add`` comes after ``forget`` ran: the
+    erasure lands between the compaction's save and its archive."""
+
+    def __init__(self, memory: Memory, forget: Callable[[], object]) -> None:
+        self.memory = memory
+        self.forget = forget
+
+    def search(self, query: str, **kwargs: Any) -> list[Hit]:
+        return self.memory.search(query, **kwargs)
+
+    def add(self, messages: Any, **scope: Any) -> Sequence[MemoryRecord]:
+        self.forget()
+        return self.memory.add(messages, **scope)
+
+    def delete(self, memory_id: str, *, purge: bool = False) -> None:
+        self.memory.delete(memory_id, purge=purge)
+
+
+@BOTH
+def test_turns_archived_after_their_user_was_forgotten_are_purged(
+    kind: str, tmp_path: Path
+) -> None:
+    secret = "qzcopperhill"
+    with live_memory(kind, tmp_path) as (memory, second):
+        app = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana")
+        _chat(app, 60, f"my pin code is {secret}, remember it " * 5)
+
+        def forget() -> None:
+            with second() as other:
+                other.forget("ana")
+
+        done = app.compact(2000, "offload", memory=_ForgetBeforeAdd(memory, forget))
+        assert done.plan is not None and done.plan.rotate  # saved before the erasure
+        assert done.archived == 0
+        assert memory.get_all(user_id="ana") == []
         _no_trace(kind, memory, tmp_path, secret)

@@ -106,6 +106,10 @@ class MemoryLike(Protocol):
         """Store messages as memories in a scope."""
         ...
 
+    def delete(self, memory_id: str, *, purge: bool = False) -> None:
+        """Delete a memory (``purge``: its text leaves history and every copy too)."""
+        ...
+
 
 def search_scope(user_id: str | None, agent_id: str | None, session_id: str | None) -> ScopeIds:
     """Keyword arguments for ``Memory.search``: long-term memory spans sessions.
@@ -542,8 +546,40 @@ class Session:
             return CompactionResult(None, self.state(), raced=True)
         archived = 0
         if strategy == "offload" and memory is not None:
-            archived = len(archive(memory, rotated_turns(plan, turns), self.scope))
+            rotated = rotated_turns(plan, turns)
+            records = archive(memory, rotated, self.scope)
+            archived = len(records) - self._drop_erased(memory, records, rotated, turns)
         return CompactionResult(plan, new, archived)
+
+    def _drop_erased(
+        self,
+        memory: MemoryLike,
+        records: Sequence[MemoryRecord],
+        rotated: Sequence[Turn],
+        turns: Sequence[Turn],
+    ) -> int:
+        """Purge the archived records whose turn an erasure removed from the log while
+        they were written; returns how many.
+
+        Why: ``forget`` may run after the save and before ``memory.add`` wrote the
+        copies, which then hold erased text that nothing will erase again. One read
+        (``turns_since``) when the log is as it was read; the log is read whole only
+        after an erasure. A ``forget`` after this check erases the copies itself.
+        """
+        if not records:
+            return 0
+        if self.store.turns_since(self.scope, turns[-1], held=len(turns)) is not None:
+            return 0
+        live = {t.seq: t for t in self.store.turns(self.scope)}
+        erased = {
+            turn_ref(t) for t in rotated if t.seq not in live or not same_turn(live[t.seq], t)
+        }
+        dropped = 0
+        for record in records:
+            if record.metadata.get("source_id") in erased:
+                memory.delete(record.id, purge=True)
+                dropped += 1
+        return dropped
 
     # -- the window ------------------------------------------------------------------
     def window(
@@ -576,7 +612,7 @@ class Session:
         )
 
 
-def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Any]:
+def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[MemoryRecord]:
     """Store rotated turns as episodic memories, keeping reference, seq and time."""
     if not turns:
         return []
