@@ -264,3 +264,27 @@ def test_turns_archived_after_their_user_was_forgotten_are_purged(
         assert done.archived == 0
         assert memory.get_all(user_id="ana") == []
         _no_trace(kind, memory, tmp_path, secret)
+
+
+@BOTH
+def test_offload_files_each_turn_of_a_shared_session_under_its_author(
+    kind: str, tmp_path: Path
+) -> None:
+    """bob's Session compacts a room ana talks in: her archived turns are hers, and
+    forgetting her leaves none of them (they were filed under bob before)."""
+    secret = "qzcedarcourt"
+    with live_memory(kind, tmp_path) as (memory, _):
+        bob = Session(memory.store, "room", tenant=memory.tenant, user_id="bob")
+        bob.add(Message("user", "bob opens the room " + LOREM))
+        ana = Session(memory.store, "room", tenant=memory.tenant, user_id="ana")
+        _chat(ana, 30, f"I live at {secret} " + LOREM)
+        bob.add(Message("user", "bob closes the room " + LOREM))
+        done = bob.compact(300, "offload", memory=memory, force=True)
+        assert done.plan is not None and done.archived == len(done.plan.rotate)
+        owners = {r.user_id for r in memory.get_all(session_id="room", limit=1000)}
+        assert owners == {"bob", "ana"}
+        assert all(secret not in r.text for r in memory.get_all(user_id="bob", limit=1000))
+        memory.forget("ana")
+        left = memory.get_all(session_id="room")
+        assert [r.text[:18] for r in left] == ["bob opens the room"]
+        _no_trace(kind, memory, tmp_path, secret)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Unpack
+from typing import Any, Protocol, Unpack, cast
 
 from contextos.engine.compaction import (
     HistoryState,
@@ -613,17 +613,32 @@ class Session:
 
 
 def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[MemoryRecord]:
-    """Store rotated turns as episodic memories, keeping reference, seq and time."""
-    if not turns:
-        return []
-    messages = []
+    """Store rotated turns as episodic memories, keeping reference, seq and time.
+
+    Each turn is stored in its own author's scope (``Turn.user_id``/``agent_id``, in
+    ``scope``'s session) when the log names one, else in ``scope``: in a session two
+    users share, a copy of one user's turn filed under the other (the compacting
+    Session's user) survived ``forget`` of its author. Consecutive turns of one author
+    go in one ``memory.add``, in log order.
+    """
+    out: list[MemoryRecord] = []
+    run: list[Message] = []
+    run_scope: Scope | None = None
     for t in turns:
         when = turn_time(t)
         meta = {**t.message.metadata, "turn_seq": t.seq, "source_id": turn_ref(t)}
         if when is not None:
             meta["event_time"] = when.isoformat()
-        messages.append(replace(t.message, metadata=meta))
-    return list(memory.add(messages, **scope.ids()))
+        named = t.user_id is not None or t.agent_id is not None
+        author = replace(scope, user_id=t.user_id, agent_id=t.agent_id) if named else scope
+        if run and author != run_scope:
+            out += memory.add(run, **cast(Scope, run_scope).ids())
+            run = []
+        run_scope = author
+        run.append(replace(t.message, metadata=meta))
+    if run:
+        out += memory.add(run, **cast(Scope, run_scope).ids())
+    return out
 
 
 __all__ = [

@@ -165,7 +165,7 @@ def turn_from_values(
     from_json: Callable[[Any], Any],
 ) -> Turn:
     """The turn of column values in ``TURN_FIELDS`` order."""
-    (_tenant, session_id, seq, _user, _agent, role, content, name, tool_call_id) = values[:9]
+    (_tenant, session_id, seq, user_id, agent_id, role, content, name, tool_call_id) = values[:9]
     tool_calls, metadata, tokens, created = values[9:]
     msg = Message(
         role=role,
@@ -176,7 +176,13 @@ def turn_from_values(
         metadata=from_json(metadata),
     )
     return Turn(
-        session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=time(created)
+        session_id=session_id,
+        seq=seq,
+        message=msg,
+        tokens=tokens,
+        created_at=time(created),
+        user_id=user_id,
+        agent_id=agent_id,
     )
 
 

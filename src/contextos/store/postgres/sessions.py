@@ -64,6 +64,8 @@ class PgSessionLog:
                 message=m,
                 tokens=t,
                 created_at=now,
+                user_id=scope.user_id,
+                agent_id=scope.agent_id,
             )
             for r, m, t in zip(rows, messages, tokens, strict=True)
         ]
