@@ -10,6 +10,7 @@ compaction summarizes. The summarizer is the seam where the test acts.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from contextos.engine.session import CompactionResult, Session
 from contextos.engine.summarize import ExtractiveSummarizer, Summary
 from contextos.memory import Memory
 from contextos.store.base import Store
+from contextos.testing.embedders import HashEmbedder
 from contextos.types import Hit, MemoryRecord, Message, Turn
 from test_erasure_live import BOTH, _file_bytes, _rows_mentioning, live_memory
 
@@ -288,3 +290,49 @@ def test_offload_files_each_turn_of_a_shared_session_under_its_author(
         left = memory.get_all(session_id="room")
         assert [r.text[:18] for r in left] == ["bob opens the room"]
         _no_trace(kind, memory, tmp_path, secret)
+
+
+def _offload_in_a_process(
+    where: tuple[str, str, str], session_id: str, barrier: Any, out: Any
+) -> None:
+    """One process's compaction (as ``contextos compact --strategy offload`` beside a
+    wrapped client): its own store handle, started with the other's."""
+    from contextos.store.postgres import PostgresStore
+    from contextos.store.sqlite import SQLiteStore
+
+    kind, location, schema = where
+    store = SQLiteStore(location) if kind == "sqlite" else PostgresStore(location, schema=schema)
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as mem:
+        s = Session(store, session_id, tenant=mem.tenant, user_id="ana")
+        barrier.wait()
+        out.put(s.compact(2000, "offload", memory=mem).archived)
+
+
+@BOTH
+def test_two_processes_offloading_one_log_at_once_archive_each_turn_once(
+    kind: str, tmp_path: Path
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with live_memory(kind, tmp_path) as (memory, _):
+        _chat(Session(memory.store, "chat", tenant=memory.tenant, user_id="ana"), 60)
+        if kind == "sqlite":
+            where = ("sqlite", str(tmp_path / "m.db"), "")
+        else:
+            from pg_support import pg_url
+
+            where = ("postgres", pg_url(), memory.store.schema)  # type: ignore[attr-defined]
+        barrier, out = ctx.Barrier(2), ctx.Queue()
+        procs = [
+            ctx.Process(target=_offload_in_a_process, args=(where, "chat", barrier, out))
+            for _ in range(2)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [0, 0]
+        archived = [out.get(timeout=5) for _ in procs]
+        records = memory.get_all(session_id="chat", limit=1000)
+        seqs = [int(r.metadata["turn_seq"]) for r in records]
+        assert sorted(seqs) == sorted(set(seqs)), "a turn was archived twice"
+        assert sum(archived) == len(seqs) > 0
