@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,21 @@ def test_a_new_log_and_forget_each_draw_a_new_revision(store: Store) -> None:
     bob = Scope(tenant="t1", user_id="bob", session_id="room")
     store.append_turns(ana, [Message("user", "ana was here")], [3])
     store.append_turns(bob, [Message("user", "bob was here")], [3])
+    hall = Scope(tenant="t1", user_id="bob", session_id="hall")  # bob's row, ana's turn
+    store.append_turns(hall, [Message("user", "bob opened the hall")], [3])
+    store.append_turns(replace(hall, user_id="ana"), [Message("user", "ana too")], [3])
+    store.set_session_meta(hall, {"history": {"summary": "ana too"}})
     meta, first = store.session_meta_revision(bob)
     assert meta == {} and first is not None
+    hall_rev = store.session_meta_revision(hall)[1]
     store.forget(Scope(tenant="t1", user_id="ana"))
     # The row named ana and went with her; bob's turn lives on, so it is made again.
     meta, second = store.session_meta_revision(bob)
     assert meta == {} and second not in (None, first)
-    assert store.sessions(Scope(tenant="t1")) == ["room"]
+    # bob's row is reset in place, at a new revision too.
+    meta, hall_now = store.session_meta_revision(hall)
+    assert meta == {} and hall_now not in (None, hall_rev)
+    assert sorted(store.sessions(Scope(tenant="t1"))) == ["hall", "room"]
     assert store.sessions(Scope(tenant="t1", user_id="ana")) == []
 
 
