@@ -327,13 +327,17 @@ class Message:
 
 @dataclass(frozen=True)
 class Turn:
-    """A message as logged in a session: position, token count and time."""
+    """A message as logged in a session: position, token count, time, and who logged
+    it (the user and agent of the scope it was appended in: in a session two users
+    share, each turn keeps its author, so what is made of it can be erased with them)."""
 
     session_id: str
     seq: int
     message: Message
     tokens: int
     created_at: datetime
+    user_id: str | None = None
+    agent_id: str | None = None
 
 
 @dataclass(frozen=True)

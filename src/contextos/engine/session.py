@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Unpack
+from typing import Any, Protocol, Unpack, cast
 
 from contextos.engine.compaction import (
     HistoryState,
@@ -49,7 +49,7 @@ from contextos.engine.window import (
     text_item,
     tool_item,
 )
-from contextos.errors import NotFound, ScopeError
+from contextos.errors import NotFound, ScopeError, StoreError
 from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.render import render as render_memory
@@ -67,6 +67,9 @@ from contextos.types import (
 )
 
 _META_KEY = "history"
+
+#: How often ``pin`` reads and writes again when other writers keep changing the state.
+_SAVE_TRIES = 50
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ class MemoryLike(Protocol):
 
     def add(self, messages: Any, **scope: Unpack[ScopeIds]) -> Sequence[MemoryRecord]:
         """Store messages as memories in a scope."""
+        ...
+
+    def delete(self, memory_id: str, *, purge: bool = False) -> None:
+        """Delete a memory (``purge``: its text leaves history and every copy too)."""
         ...
 
 
@@ -349,11 +356,15 @@ def window_budget(model: ModelInfo, budget: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class CompactionResult:
-    """What ``Session.compact`` did: the plan (None when under the trigger) and the new state."""
+    """What ``Session.compact`` did: the plan (None when under the trigger, or when it
+    lost a race) and the new state."""
 
     plan: Plan | None
     state: HistoryState
     archived: int = 0
+    #: True when a plan was made but dropped: another writer (a compaction, a pin, an
+    #: erasure) changed the state between its read and the save. Calling again re-plans.
+    raced: bool = False
 
 
 class Session:
@@ -452,21 +463,35 @@ class Session:
     # -- compaction state ----------------------------------------------------------
     def state(self) -> HistoryState:
         """What compaction has done so far (a fresh state for a new session)."""
-        return HistoryState.from_json(self.store.session_meta(self.scope).get(_META_KEY) or {})
+        return self._read_state()[0]
 
-    def _save(self, state: HistoryState) -> None:
-        meta = dict(self.store.session_meta(self.scope))
-        meta[_META_KEY] = state.to_json()
-        self.store.set_session_meta(self.scope, meta)
+    def _read_state(self) -> tuple[HistoryState, dict[str, Any], str | None]:
+        """The state, the whole meta it is kept in, and the meta's revision."""
+        meta, revision = self.store.session_meta_revision(self.scope)
+        return HistoryState.from_json(meta.get(_META_KEY) or {}), meta, revision
+
+    def _save(self, state: HistoryState, meta: Mapping[str, Any], revision: str | None) -> bool:
+        """Write ``state`` back if the meta is still at ``revision`` (when it was read);
+        False when another writer (a compaction or pin in another Session or process,
+        an erasure's reset) changed it meanwhile: nothing is written then."""
+        new = {**meta, _META_KEY: state.to_json()}
+        return self.store.swap_session_meta(self.scope, new, revision=revision)
 
     def pin(self, seq: int, pinned: bool = True) -> HistoryState:
-        """Pin (or unpin) a turn: pinned turns are never compacted out of the window."""
-        self.turn(seq)
-        state = self.state()
-        pins = set(state.pinned) | {seq} if pinned else set(state.pinned) - {seq}
-        state = replace(state, pinned=tuple(sorted(pins)))
-        self._save(state)
-        return state
+        """Pin (or unpin) a turn: pinned turns are never compacted out of the window.
+
+        A compare-and-set on the state, tried again on the fresh state when another
+        writer changed it between the read and the write: a pin made while a compaction
+        summarizes is kept (that compaction's save then fails and it re-plans later).
+        """
+        for _ in range(_SAVE_TRIES):
+            self.turn(seq)
+            state, meta, revision = self._read_state()
+            pins = set(state.pinned) | {seq} if pinned else set(state.pinned) - {seq}
+            state = replace(state, pinned=tuple(sorted(pins)))
+            if self._save(state, meta, revision):
+                return state
+        raise StoreError(f"could not pin turn {seq}: session {self.session_id!r} kept changing")
 
     def history_tokens(self) -> int:
         """Tokens of summary plus visible turns, as the window would show them."""
@@ -486,31 +511,75 @@ class Session:
 
         ``offload`` archives rotated turns with ``memory.add`` (a
         :class:`contextos.memory.Memory`), keeping each turn's reference.
+
+        Several Sessions (threads, processes: a wrapped client and ``contextos
+        compact``) may compact one session at once, and the summarizer may be a slow
+        model call, so no lock is held while it works. The state is written back with
+        a compare-and-set on the revision read before the turns
+        (``Store.swap_session_meta``); a compaction that lost the race to another
+        compaction, a pin or an erasure (``forget`` draws a new revision) discards its
+        result and returns no plan, and the next call plans again on the new state.
+        Turns are archived only after the save succeeded, by its one winner, so each
+        is archived once: an archive before the save was repeated by every racer and
+        by every retry of a compaction interrupted before its save. (A crash between
+        the save and the archive leaves those turns in the log only.)
         """
-        turns, state = self.turns(), self.state()
+        # The revision is read before the turns: an erasure after this read changes it,
+        # so a state planned on turns that include erased ones can never be saved.
+        state, meta, revision = self._read_state()
+        turns = self.turns()
         plan = plan_compaction(turns, state, budget, strategy, thresholds, force=force)
         if plan is None:
             return CompactionResult(None, state)
-        archived = 0
-        if strategy == "offload":
-            if memory is None:
-                raise ValueError("the offload strategy needs a memory to archive into")
-            archived = len(archive(memory, rotated_turns(plan, turns), self.scope))
+        if strategy == "offload" and memory is None:
+            raise ValueError("the offload strategy needs a memory to archive into")
         summarizer = summarizer or (
             ExtractiveSummarizer(self.tokenizer) if strategy == "summarize" else None
         )
         new = apply_compaction(
             plan, turns, state, budget, summarizer=summarizer, thresholds=thresholds
         )
-        if self.store.turns_since(self.scope, turns[-1], held=len(turns)) is None:
-            # An erasure ran while this summarized (a summarizer may be a slow model
-            # call): the new state quotes erased turns, and is not written back.
-            with self._lock:
-                self.log_restarts += 1
-                self._turns = []
-            return CompactionResult(None, self.state())
-        self._save(new)
+        if not self._save(new, meta, revision):
+            # Stale: another compaction or a pin got there first, or an erasure ran
+            # while this summarized (its state quotes erased turns; the next ``turns``
+            # finds them gone and reads the log again).
+            return CompactionResult(None, self.state(), raced=True)
+        archived = 0
+        if strategy == "offload" and memory is not None:
+            rotated = rotated_turns(plan, turns)
+            records = archive(memory, rotated, self.scope)
+            archived = len(records) - self._drop_erased(memory, records, rotated, turns)
         return CompactionResult(plan, new, archived)
+
+    def _drop_erased(
+        self,
+        memory: MemoryLike,
+        records: Sequence[MemoryRecord],
+        rotated: Sequence[Turn],
+        turns: Sequence[Turn],
+    ) -> int:
+        """Purge the archived records whose turn an erasure removed from the log while
+        they were written; returns how many.
+
+        Why: ``forget`` may run after the save and before ``memory.add`` wrote the
+        copies, which then hold erased text that nothing will erase again. One read
+        (``turns_since``) when the log is as it was read; the log is read whole only
+        after an erasure. A ``forget`` after this check erases the copies itself.
+        """
+        if not records:
+            return 0
+        if self.store.turns_since(self.scope, turns[-1], held=len(turns)) is not None:
+            return 0
+        live = {t.seq: t for t in self.store.turns(self.scope)}
+        erased = {
+            turn_ref(t) for t in rotated if t.seq not in live or not same_turn(live[t.seq], t)
+        }
+        dropped = 0
+        for record in records:
+            if record.metadata.get("source_id") in erased:
+                memory.delete(record.id, purge=True)
+                dropped += 1
+        return dropped
 
     # -- the window ------------------------------------------------------------------
     def window(
@@ -543,18 +612,33 @@ class Session:
         )
 
 
-def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Any]:
-    """Store rotated turns as episodic memories, keeping reference, seq and time."""
-    if not turns:
-        return []
-    messages = []
+def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[MemoryRecord]:
+    """Store rotated turns as episodic memories, keeping reference, seq and time.
+
+    Each turn is stored in its own author's scope (``Turn.user_id``/``agent_id``, in
+    ``scope``'s session) when the log names one, else in ``scope``: in a session two
+    users share, a copy of one user's turn filed under the other (the compacting
+    Session's user) survived ``forget`` of its author. Consecutive turns of one author
+    go in one ``memory.add``, in log order.
+    """
+    out: list[MemoryRecord] = []
+    run: list[Message] = []
+    run_scope: Scope | None = None
     for t in turns:
         when = turn_time(t)
         meta = {**t.message.metadata, "turn_seq": t.seq, "source_id": turn_ref(t)}
         if when is not None:
             meta["event_time"] = when.isoformat()
-        messages.append(replace(t.message, metadata=meta))
-    return list(memory.add(messages, **scope.ids()))
+        named = t.user_id is not None or t.agent_id is not None
+        author = replace(scope, user_id=t.user_id, agent_id=t.agent_id) if named else scope
+        if run and author != run_scope:
+            out += memory.add(run, **cast(Scope, run_scope).ids())
+            run = []
+        run_scope = author
+        run.append(replace(t.message, metadata=meta))
+    if run:
+        out += memory.add(run, **cast(Scope, run_scope).ids())
+    return out
 
 
 __all__ = [

@@ -181,8 +181,9 @@ class Store(Protocol):
         index rows, vectors, session logs; in the user's sessions also the records and
         turns that name no user, and copies of the user's text in other records'
         reply context. A session that loses turns and lives on (another user's turns
-        remain) has its metadata reset to {}: its rolling summary quoted the erased
-        turns, and the next compaction rebuilds it from those that remain (pins go too).
+        remain) has its metadata reset to {}, at a new revision: its rolling summary
+        quoted the erased turns, and the next compaction rebuilds it from those that
+        remain (pins go too); a row that named the user is made again naming nobody.
         Returns the number of records removed."""
         ...
 
@@ -279,13 +280,34 @@ class Store(Protocol):
         ...
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
-        """Replace the JSON state kept beside a session log (summary, compaction marks).
-        It is derived from the log: ``forget`` resets it to {} in every session it takes
-        turns from, and its writer builds it again from the turns that remain."""
+        """Replace the JSON state kept beside a session log (summary, compaction marks),
+        whatever it holds now. It is derived from the log: ``forget`` resets it to {} in
+        every session it takes turns from, and its writer builds it again from the turns
+        that remain. A writer that read the state to change it uses
+        :meth:`swap_session_meta` instead. The key ``_revision`` is reserved."""
+        ...
+
+    def swap_session_meta(
+        self, scope: Scope, meta: Mapping[str, Any], *, revision: str | None
+    ) -> bool:
+        """Compare-and-set: replace the session's JSON state with ``meta`` only if its
+        revision is still ``revision`` (from :meth:`session_meta_revision`; None: there
+        was no row, or one from before revisions); returns whether it wrote.
+
+        Why: the state is read, changed (a compaction's summary may take a slow model
+        call) and written back, possibly by several processes at once. Every write
+        draws a new revision, and ``forget``'s reset does too, so a write built on a
+        state that changed meanwhile (another compaction, a pin, an erasure) matches
+        nothing and the writer reads again; no lock is held while it works."""
         ...
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:
         """The JSON state kept beside a session log ({} when none)."""
+        ...
+
+    def session_meta_revision(self, scope: Scope) -> tuple[dict[str, Any], str | None]:
+        """The JSON state kept beside a session log and its revision, read together:
+        ``({}, None)`` when there is no row (see :meth:`swap_session_meta`)."""
         ...
 
     def sessions(self, scope: Scope) -> builtins.list[str]:

@@ -12,8 +12,10 @@ store's parameter mark (``?`` or ``%s``) and a cursor that has ``execute``,
 
 from __future__ import annotations
 
+import json
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -163,7 +165,7 @@ def turn_from_values(
     from_json: Callable[[Any], Any],
 ) -> Turn:
     """The turn of column values in ``TURN_FIELDS`` order."""
-    (_tenant, session_id, seq, _user, _agent, role, content, name, tool_call_id) = values[:9]
+    (_tenant, session_id, seq, user_id, agent_id, role, content, name, tool_call_id) = values[:9]
     tool_calls, metadata, tokens, created = values[9:]
     msg = Message(
         role=role,
@@ -174,7 +176,13 @@ def turn_from_values(
         metadata=from_json(metadata),
     )
     return Turn(
-        session_id=session_id, seq=seq, message=msg, tokens=tokens, created_at=time(created)
+        session_id=session_id,
+        seq=seq,
+        message=msg,
+        tokens=tokens,
+        created_at=time(created),
+        user_id=user_id,
+        agent_id=agent_id,
     )
 
 
@@ -304,9 +312,9 @@ def append_turn_rows(
     m = mark
     cur.execute(
         "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
-        f"VALUES ({m},{m},{m},{m},'{{}}',{m}) ON CONFLICT (tenant, session_id) "
+        f"VALUES ({m},{m},{m},{m},{m}{json_cast},{m}) ON CONFLICT (tenant, session_id) "
         "DO UPDATE SET updated_at = excluded.updated_at",
-        (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, now),
+        (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, fresh_meta_json(), now),
     )
     (last,) = cur.execute(
         f"SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = {m} AND session_id = {m}",
@@ -321,6 +329,124 @@ def append_turn_rows(
     )
     cur.executemany(f"INSERT INTO turns ({', '.join(TURN_FIELDS)}) VALUES ({marks})", rows)
     return rows
+
+
+#: The key of a session's meta JSON that holds its revision: a fresh random token
+#: written with every change of the row (``set_session_meta``, ``swap_session_meta``,
+#: ``forget``'s reset, the row's creation by ``append_turns``). Kept inside the JSON so
+#: that no schema migration was needed; ``session_meta`` hands the meta back without it.
+REVISION_KEY = "_revision"
+
+
+def new_revision() -> str:
+    """A revision token never used before.
+
+    Why random and not a counter: ``forget`` may delete a session's meta row and a
+    later append create it again, and a counter would start over there, so a writer
+    that read the old row could find "its" revision again and overwrite the reset
+    (the ABA problem). A token drawn afresh for every write is never seen twice.
+    """
+    return uuid.uuid4().hex
+
+
+def fresh_meta_json(meta: Mapping[str, Any] | None = None) -> str:
+    """``meta`` as the JSON text to store, stamped with a new revision (a caller's
+    meta may not use the reserved ``REVISION_KEY``)."""
+    body = dict(meta or {})
+    if REVISION_KEY in body:
+        raise ValueError(f"session meta may not use the reserved key {REVISION_KEY!r}")
+    body[REVISION_KEY] = new_revision()
+    try:
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"session meta must be JSON-serialisable: {exc}") from None
+
+
+def split_meta(stored: Mapping[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """(meta, revision) of a stored meta row's JSON; ({}, None) when there is no row.
+    A row written before revisions existed has none (None), as an absent row."""
+    meta = dict(stored or {})
+    revision = meta.pop(REVISION_KEY, None)
+    return meta, revision if isinstance(revision, str) else None
+
+
+def swap_session_meta_row(
+    cur: Any,
+    scope: Scope,
+    meta: Mapping[str, Any],
+    now: Any,
+    *,
+    revision: str | None,
+    mark: str,
+    json_cast: str,
+    same_revision: str,
+) -> bool:
+    """``Store.swap_session_meta`` in the transaction behind ``cur``: one UPDATE that
+    matches only while the row's revision is still ``revision``; when ``revision`` is
+    None (no row was there, or one from before revisions), an INSERT that adds the
+    row only if it is still absent. Returns whether it wrote.
+
+    ``same_revision`` is the store's null-safe test of the stored revision against a
+    parameter (SQLite: ``json_extract(meta, '$._revision') IS ?``; PostgreSQL:
+    ``meta->>'_revision' IS NOT DISTINCT FROM %s``). A concurrent writer's UPDATE waits
+    on the row lock (PostgreSQL) or the write lock (SQLite), then sees the new
+    revision and matches nothing: of two writers that read one revision, one wins.
+    """
+    m = mark
+    body = fresh_meta_json(meta)
+    updated = cur.execute(
+        f"UPDATE session_meta SET meta = {m}{json_cast}, updated_at = {m} "
+        f"WHERE tenant = {m} AND session_id = {m} AND {same_revision}",
+        (body, now, scope.tenant, scope.session_id, revision),
+    )
+    if updated.rowcount:
+        return True
+    if revision is not None:
+        return False
+    inserted = cur.execute(
+        "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
+        f"VALUES ({m},{m},{m},{m},{m}{json_cast},{m}) ON CONFLICT (tenant, session_id) "
+        "DO NOTHING",
+        (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, body, now),
+    )
+    return bool(inserted.rowcount == 1)
+
+
+def reset_session_meta(
+    cur: Any,
+    tenant: str,
+    sessions: object,
+    now: Any,
+    *,
+    mark: str,
+    json_cast: str,
+    in_sessions: str,
+) -> None:
+    """``forget``'s reset of the sessions it took turns from (``sessions``, the value
+    of the store's ``in_sessions`` test, e.g. ``IN (SELECT value FROM json_each(?))``),
+    in the transaction that deleted them: their JSON state (the rolling summary quotes
+    the erased turns) starts over, at a new revision, so a compaction or pin in flight
+    on the old state fails its swap instead of writing it back.
+
+    A session whose row went with the user (its row named them) but that still holds
+    another user's turns gets a row again, naming no user: without one, a compaction
+    that read "no row" could insert its state after a second erasure (a revision that
+    no longer exists cannot change).
+    """
+    m = mark
+    body = fresh_meta_json()
+    cur.execute(
+        f"UPDATE session_meta SET meta = {m}{json_cast}, updated_at = {m} "
+        f"WHERE tenant = {m} AND session_id {in_sessions}",
+        (body, now, tenant, sessions),
+    )
+    cur.execute(
+        "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, updated_at) "
+        f"SELECT DISTINCT tenant, session_id, NULL, NULL, {m}{json_cast}, {m} FROM turns "
+        f"WHERE tenant = {m} AND session_id {in_sessions} "
+        "ON CONFLICT (tenant, session_id) DO NOTHING",
+        (body, now, tenant, sessions),
+    )
 
 
 def turns_since(

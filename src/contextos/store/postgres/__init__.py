@@ -319,10 +319,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
-            cur.execute(
-                "UPDATE session_meta SET meta = '{}'::jsonb, updated_at = %s "
-                "WHERE tenant = %s AND session_id = ANY(%s)",
-                (_now(), t, sorted({r[0] for r in turns})),
+            shared.reset_session_meta(
+                cur,
+                t,
+                sorted({r[0] for r in turns}),
+                _now(),
+                mark="%s",
+                json_cast="::jsonb",
+                in_sessions="= ANY(%s)",
             )
         return len(doomed)
 
@@ -499,8 +503,16 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         self._sessions.set_session_meta(scope, meta)
 
+    def swap_session_meta(
+        self, scope: Scope, meta: Mapping[str, Any], *, revision: str | None
+    ) -> bool:
+        return self._sessions.swap_session_meta(scope, meta, revision=revision)
+
     def session_meta(self, scope: Scope) -> dict[str, Any]:
         return self._sessions.session_meta(scope)
+
+    def session_meta_revision(self, scope: Scope) -> tuple[dict[str, Any], str | None]:
+        return self._sessions.session_meta_revision(scope)
 
     def sessions(self, scope: Scope) -> _Strs:
         return self._sessions.sessions(scope)

@@ -12,12 +12,25 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from contextos.store.postgres.codec import TURN_COLUMNS, metadata_jsonb, turn_from_row, turn_params
-from contextos.store.records import TURN_FIELDS, append_turn_rows, check_turns, turns_since
+from contextos.store.postgres.codec import TURN_COLUMNS, turn_from_row, turn_params
+from contextos.store.records import (
+    REVISION_KEY,
+    TURN_FIELDS,
+    append_turn_rows,
+    check_turns,
+    fresh_meta_json,
+    split_meta,
+    swap_session_meta_row,
+    turns_since,
+)
 from contextos.types import Message, Scope, Turn
 
 Transaction = Callable[[str], AbstractContextManager[Any]]
 Reader = Callable[[str, Sequence[object]], "list[Any]"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class PgSessionLog:
@@ -51,6 +64,8 @@ class PgSessionLog:
                 message=m,
                 tokens=t,
                 created_at=now,
+                user_id=scope.user_id,
+                agent_id=scope.agent_id,
             )
             for r, m, t in zip(rows, messages, tokens, strict=True)
         ]
@@ -67,27 +82,39 @@ class PgSessionLog:
         return turns_since(self._read, scope, last, held, mark="%s", turn_of=turn_from_row)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        body = fresh_meta_json(meta)
         with self._tx("write") as cur:
             cur.execute(
                 "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
                 "updated_at) VALUES (%s,%s,%s,%s,%s::jsonb,%s) ON CONFLICT (tenant, session_id) "
                 "DO UPDATE SET meta = excluded.meta, updated_at = excluded.updated_at",
-                (
-                    scope.tenant,
-                    scope.session_id,
-                    scope.user_id,
-                    scope.agent_id,
-                    metadata_jsonb(meta),
-                    datetime.now(UTC),
-                ),
+                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, body, _now()),
+            )
+
+    def swap_session_meta(
+        self, scope: Scope, meta: Mapping[str, Any], *, revision: str | None
+    ) -> bool:
+        with self._tx("write") as cur:
+            return swap_session_meta_row(
+                cur,
+                scope,
+                meta,
+                _now(),
+                revision=revision,
+                mark="%s",
+                json_cast="::jsonb",
+                same_revision=f"meta->>'{REVISION_KEY}' IS NOT DISTINCT FROM %s::text",
             )
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:
+        return self.session_meta_revision(scope)[0]
+
+    def session_meta_revision(self, scope: Scope) -> tuple[dict[str, Any], str | None]:
         rows = self._read(
             "SELECT meta FROM session_meta WHERE tenant = %s AND session_id = %s",
             (scope.tenant, scope.session_id),
         )
-        return dict(rows[0][0]) if rows else {}
+        return split_meta(rows[0][0] if rows else None)
 
     def sessions(self, scope: Scope) -> list[str]:
         sql = "SELECT session_id FROM session_meta WHERE tenant = %s"

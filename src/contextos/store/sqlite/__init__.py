@@ -311,10 +311,14 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             db.execute(f"DELETE FROM session_meta WHERE {mine}", args)
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
-            db.execute(
-                "UPDATE session_meta SET meta = '{}', updated_at = ? WHERE tenant = ? "
-                "AND session_id IN (SELECT value FROM json_each(?))",
-                (time.time(), t, json.dumps(sorted({r[0] for r in turns}))),
+            shared.reset_session_meta(
+                db,
+                t,
+                json.dumps(sorted({r[0] for r in turns})),
+                time.time(),
+                mark="?",
+                json_cast="",
+                in_sessions="IN (SELECT value FROM json_each(?))",
             )
             _merge_fts_and_mark_erasure(db, time.time())
         self._erasure_pending = True
@@ -651,28 +655,40 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return shared.turns_since(self._read, scope, last, held, mark="?", turn_of=turn_from_row)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        body = shared.fresh_meta_json(meta)
         with self._write() as db:
             db.execute(
                 "INSERT INTO session_meta (tenant, session_id, user_id, agent_id, meta, "
                 "updated_at) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, session_id) DO UPDATE SET "
                 "meta = excluded.meta, updated_at = excluded.updated_at",
-                (
-                    scope.tenant,
-                    scope.session_id,
-                    scope.user_id,
-                    scope.agent_id,
-                    metadata_json(meta),
-                    time.time(),
-                ),
+                (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, body, time.time()),
+            )
+
+    def swap_session_meta(
+        self, scope: Scope, meta: Mapping[str, Any], *, revision: str | None
+    ) -> bool:
+        with self._write() as db:
+            return shared.swap_session_meta_row(
+                db,
+                scope,
+                meta,
+                time.time(),
+                revision=revision,
+                mark="?",
+                json_cast="",
+                same_revision=f"json_extract(meta, '$.{shared.REVISION_KEY}') IS ?",
             )
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:
+        return self.session_meta_revision(scope)[0]
+
+    def session_meta_revision(self, scope: Scope) -> tuple[dict[str, Any], str | None]:
         rows = self._read(
             "SELECT meta FROM session_meta WHERE tenant = ? AND session_id = ?",
             (scope.tenant, scope.session_id),
         )
-        return dict(json.loads(rows[0][0])) if rows else {}
+        return shared.split_meta(json.loads(rows[0][0]) if rows else None)
 
     def sessions(self, scope: Scope) -> builtins.list[str]:
         sql = "SELECT session_id FROM session_meta WHERE tenant = ?"
