@@ -296,9 +296,13 @@ def _register_window(cli: click.Group) -> None:
             "state": result.state.to_json(),
             "plan": asdict(result.plan) if result.plan else None,
             "archived": result.archived,
+            "raced": result.raced,
         }
         if state.as_json:
             print_json(payload)
+        elif result.raced:
+            console.print("another writer changed this session meanwhile: nothing done, run again")
+            raise SystemExit(1)
         elif result.plan is None:
             console.print("under the trigger threshold: nothing to do (use --force)")
         else:
