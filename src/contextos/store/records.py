@@ -370,6 +370,49 @@ def split_meta(stored: Mapping[str, Any] | None) -> tuple[dict[str, Any], str | 
     return meta, revision if isinstance(revision, str) else None
 
 
+@dataclass(frozen=True)
+class MetaSQL:
+    """How one store writes the session-meta statements: its parameter ``mark``, what
+    follows a JSON parameter (``json_cast``: ``::jsonb`` on PostgreSQL), its null-safe
+    test that a row's stored revision equals a parameter (``same_revision``; SQLite:
+    ``json_extract(meta, '$._revision') IS ?``, PostgreSQL: ``meta->>'_revision' IS NOT
+    DISTINCT FROM %s``), its test that a session id is in a list parameter
+    (``in_sessions``), and how a stored meta value reads back (``decode``)."""
+
+    mark: str
+    json_cast: str
+    same_revision: str
+    in_sessions: str
+    decode: Callable[[Any], Mapping[str, Any]]
+
+
+def read_session_meta(
+    read: Callable[[str, Sequence[object]], Sequence[Any]], scope: Scope, sql: MetaSQL
+) -> tuple[dict[str, Any], str | None]:
+    """(meta, revision) of ``scope``'s session (``split_meta``), read with the store's
+    ``read``."""
+    m = sql.mark
+    rows = read(
+        f"SELECT meta FROM session_meta WHERE tenant = {m} AND session_id = {m}",
+        (scope.tenant, scope.session_id),
+    )
+    return split_meta(sql.decode(rows[0][0]) if rows else None)
+
+
+def list_sessions(
+    read: Callable[[str, Sequence[object]], Sequence[Any]], scope: Scope, *, mark: str
+) -> list[str]:
+    """The session ids of ``scope``'s tenant, narrowed to its user and agent when set,
+    oldest activity first."""
+    sql = f"SELECT session_id FROM session_meta WHERE tenant = {mark}"
+    params: list[object] = [scope.tenant]
+    for col in ("user_id", "agent_id"):
+        if getattr(scope, col) is not None:
+            sql += f" AND {col} = {mark}"
+            params.append(getattr(scope, col))
+    return [r[0] for r in read(sql + " ORDER BY updated_at, session_id", params)]
+
+
 def swap_session_meta_row(
     cur: Any,
     scope: Scope,
@@ -377,26 +420,23 @@ def swap_session_meta_row(
     now: Any,
     *,
     revision: str | None,
-    mark: str,
-    json_cast: str,
-    same_revision: str,
+    sql: MetaSQL,
 ) -> bool:
     """``Store.swap_session_meta`` in the transaction behind ``cur``: one UPDATE that
     matches only while the row's revision is still ``revision``; when ``revision`` is
     None (no row was there, or one from before revisions), an INSERT that adds the
     row only if it is still absent. Returns whether it wrote.
 
-    ``same_revision`` is the store's null-safe test of the stored revision against a
-    parameter (SQLite: ``json_extract(meta, '$._revision') IS ?``; PostgreSQL:
-    ``meta->>'_revision' IS NOT DISTINCT FROM %s``). A concurrent writer's UPDATE waits
+    ``sql.same_revision`` is the store's null-safe test of the stored revision against a
+    parameter (``MetaSQL``). A concurrent writer's UPDATE waits
     on the row lock (PostgreSQL) or the write lock (SQLite), then sees the new
     revision and matches nothing: of two writers that read one revision, one wins.
     """
-    m = mark
+    m, json_cast = sql.mark, sql.json_cast
     body = fresh_meta_json(meta)
     updated = cur.execute(
         f"UPDATE session_meta SET meta = {m}{json_cast}, updated_at = {m} "
-        f"WHERE tenant = {m} AND session_id = {m} AND {same_revision}",
+        f"WHERE tenant = {m} AND session_id = {m} AND {sql.same_revision}",
         (body, now, scope.tenant, scope.session_id, revision),
     )
     if updated.rowcount:
@@ -417,13 +457,10 @@ def reset_session_meta(
     tenant: str,
     sessions: object,
     now: Any,
-    *,
-    mark: str,
-    json_cast: str,
-    in_sessions: str,
+    sql: MetaSQL,
 ) -> None:
     """``forget``'s reset of the sessions it took turns from (``sessions``, the value
-    of the store's ``in_sessions`` test, e.g. ``IN (SELECT value FROM json_each(?))``),
+    of the store's ``sql.in_sessions`` test),
     in the transaction that deleted them: their JSON state (the rolling summary quotes
     the erased turns) starts over, at a new revision, so a compaction or pin in flight
     on the old state fails its swap instead of writing it back.
@@ -433,7 +470,7 @@ def reset_session_meta(
     that read "no row" could insert its state after a second erasure (a revision that
     no longer exists cannot change).
     """
-    m = mark
+    m, json_cast, in_sessions = sql.mark, sql.json_cast, sql.in_sessions
     body = fresh_meta_json()
     cur.execute(
         f"UPDATE session_meta SET meta = {m}{json_cast}, updated_at = {m} "

@@ -44,7 +44,7 @@ from contextos.store.postgres.codec import (
     vector_text,
 )
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
-from contextos.store.postgres.sessions import PgSessionLog
+from contextos.store.postgres.sessions import META_SQL, PgSessionLog
 from contextos.store.records import RECORD_FIELDS
 from contextos.text.query import query_terms
 from contextos.times import opt_utc, utc
@@ -319,15 +319,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
-            shared.reset_session_meta(
-                cur,
-                t,
-                sorted({r[0] for r in turns}),
-                _now(),
-                mark="%s",
-                json_cast="::jsonb",
-                in_sessions="= ANY(%s)",
-            )
+            shared.reset_session_meta(cur, t, sorted({r[0] for r in turns}), _now(), META_SQL)
         return len(doomed)
 
     def vacuum(self) -> None:

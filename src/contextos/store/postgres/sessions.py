@@ -16,14 +16,25 @@ from contextos.store.postgres.codec import TURN_COLUMNS, turn_from_row, turn_par
 from contextos.store.records import (
     REVISION_KEY,
     TURN_FIELDS,
+    MetaSQL,
     append_turn_rows,
     check_turns,
     fresh_meta_json,
-    split_meta,
+    list_sessions,
+    read_session_meta,
     swap_session_meta_row,
     turns_since,
 )
 from contextos.types import Message, Scope, Turn
+
+#: How PostgreSQL writes the session-meta statements (``records.MetaSQL``).
+META_SQL = MetaSQL(
+    mark="%s",
+    json_cast="::jsonb",
+    same_revision=f"meta->>'{REVISION_KEY}' IS NOT DISTINCT FROM %s::text",
+    in_sessions="= ANY(%s)",
+    decode=dict,
+)
 
 Transaction = Callable[[str], AbstractContextManager[Any]]
 Reader = Callable[[str, Sequence[object]], "list[Any]"]
@@ -95,32 +106,13 @@ class PgSessionLog:
         self, scope: Scope, meta: Mapping[str, Any], *, revision: str | None
     ) -> bool:
         with self._tx("write") as cur:
-            return swap_session_meta_row(
-                cur,
-                scope,
-                meta,
-                _now(),
-                revision=revision,
-                mark="%s",
-                json_cast="::jsonb",
-                same_revision=f"meta->>'{REVISION_KEY}' IS NOT DISTINCT FROM %s::text",
-            )
+            return swap_session_meta_row(cur, scope, meta, _now(), revision=revision, sql=META_SQL)
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:
         return self.session_meta_revision(scope)[0]
 
     def session_meta_revision(self, scope: Scope) -> tuple[dict[str, Any], str | None]:
-        rows = self._read(
-            "SELECT meta FROM session_meta WHERE tenant = %s AND session_id = %s",
-            (scope.tenant, scope.session_id),
-        )
-        return split_meta(rows[0][0] if rows else None)
+        return read_session_meta(self._read, scope, META_SQL)
 
     def sessions(self, scope: Scope) -> list[str]:
-        sql = "SELECT session_id FROM session_meta WHERE tenant = %s"
-        params: list[object] = [scope.tenant]
-        for col in ("user_id", "agent_id"):
-            if getattr(scope, col) is not None:
-                sql += f" AND {col} = %s"
-                params.append(getattr(scope, col))
-        return [r[0] for r in self._read(sql + " ORDER BY updated_at, session_id", params)]
+        return list_sessions(self._read, scope, mark="%s")

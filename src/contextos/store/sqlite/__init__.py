@@ -63,6 +63,16 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in query_terms(text))
 
 
+#: How this store writes the session-meta statements (``records.MetaSQL``).
+_META_SQL = shared.MetaSQL(
+    mark="?",
+    json_cast="",
+    same_revision=f"json_extract(meta, '$.{shared.REVISION_KEY}') IS ?",
+    in_sessions="IN (SELECT value FROM json_each(?))",
+    decode=json.loads,
+)
+
+
 def scope_terms(scope: Scope) -> builtins.list[str]:
     """The full-text terms of ``scope``'s user, agent and session (those it names), as
     the ``scope_terms`` column writes them: a letter and the hex of tenant, 0x1f, id."""
@@ -312,13 +322,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
             shared.reset_session_meta(
-                db,
-                t,
-                json.dumps(sorted({r[0] for r in turns})),
-                time.time(),
-                mark="?",
-                json_cast="",
-                in_sessions="IN (SELECT value FROM json_each(?))",
+                db, t, json.dumps(sorted({r[0] for r in turns})), time.time(), _META_SQL
             )
             _merge_fts_and_mark_erasure(db, time.time())
         self._erasure_pending = True
@@ -670,34 +674,17 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     ) -> bool:
         with self._write() as db:
             return shared.swap_session_meta_row(
-                db,
-                scope,
-                meta,
-                time.time(),
-                revision=revision,
-                mark="?",
-                json_cast="",
-                same_revision=f"json_extract(meta, '$.{shared.REVISION_KEY}') IS ?",
+                db, scope, meta, time.time(), revision=revision, sql=_META_SQL
             )
 
     def session_meta(self, scope: Scope) -> dict[str, Any]:
         return self.session_meta_revision(scope)[0]
 
     def session_meta_revision(self, scope: Scope) -> tuple[dict[str, Any], str | None]:
-        rows = self._read(
-            "SELECT meta FROM session_meta WHERE tenant = ? AND session_id = ?",
-            (scope.tenant, scope.session_id),
-        )
-        return shared.split_meta(json.loads(rows[0][0]) if rows else None)
+        return shared.read_session_meta(self._read, scope, _META_SQL)
 
     def sessions(self, scope: Scope) -> builtins.list[str]:
-        sql = "SELECT session_id FROM session_meta WHERE tenant = ?"
-        params: builtins.list[object] = [scope.tenant]
-        for col in ("user_id", "agent_id"):
-            if getattr(scope, col) is not None:
-                sql += f" AND {col} = ?"
-                params.append(getattr(scope, col))
-        return [r[0] for r in self._read(sql + " ORDER BY updated_at, session_id", params)]
+        return shared.list_sessions(self._read, scope, mark="?")
 
 
 def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
