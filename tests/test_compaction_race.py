@@ -21,12 +21,18 @@ import pytest
 
 from contextos import Filter, Scope
 from contextos.engine.session import CompactionResult, Session
-from contextos.engine.summarize import ExtractiveSummarizer, Summary
 from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import Hit, MemoryRecord, Message, Turn
-from test_erasure_live import BOTH, _file_bytes, _rows_mentioning, live_memory
+from contextos.types import Hit, MemoryRecord, Message
+from test_erasure_live import (
+    BOTH,
+    ActingSummarizer,
+    _file_bytes,
+    _rows_mentioning,
+    compact_while_forgetting,
+    live_memory,
+)
 
 LOREM = "lorem ipsum dolor sit amet " * 20
 
@@ -35,20 +41,6 @@ def _chat(session: Session, n: int, text: str = LOREM) -> None:
     session.add(
         *[Message("user" if i % 2 == 0 else "assistant", f"turn {i} {text}") for i in range(n)]
     )
-
-
-class _Acting:
-    """A summarizer (where a model would be called) that runs ``act`` first."""
-
-    def __init__(self, act: Callable[[], object]) -> None:
-        self.act = act
-        self.inner = ExtractiveSummarizer()
-
-    def summarize(
-        self, turns: Sequence[Turn], *, previous: Summary | None, max_tokens: int
-    ) -> Summary:
-        self.act()
-        return self.inner.summarize(turns, previous=previous, max_tokens=max_tokens)
 
 
 # -- the compare-and-set itself ----------------------------------------------------------
@@ -144,7 +136,7 @@ def test_a_pin_made_while_a_compaction_summarizes_is_kept(kind: str, tmp_path: P
         _chat(app, 60)
         elsewhere = Session(other.store, "chat", tenant=memory.tenant, user_id="ana")
         pins: list[tuple[int, ...]] = []
-        slow = _Acting(lambda: pins.append(elsewhere.pin(3).pinned))
+        slow = ActingSummarizer(lambda: pins.append(elsewhere.pin(3).pinned))
         done = app.compact(2000, "summarize", summarizer=slow)
         assert pins == [(3,)]
         # The compaction planned on the state before the pin: it is dropped, not saved.
@@ -190,9 +182,7 @@ def _no_trace(kind: str, memory: Memory, tmp_path: Path, secret: str) -> None:
 
 
 @BOTH
-def test_forget_while_a_shared_session_is_summarized_leaves_no_summary_of_it(
-    kind: str, tmp_path: Path
-) -> None:
+def test_forget_during_a_shared_summary_leaves_none(kind: str, tmp_path: Path) -> None:
     """The session lives on (bob's turns remain): forget resets its row in place."""
     secret = "qzvioletlane"
     with live_memory(kind, tmp_path) as (memory, second):
@@ -201,11 +191,7 @@ def test_forget_while_a_shared_session_is_summarized_leaves_no_summary_of_it(
         ana = Session(memory.store, "room", tenant=memory.tenant, user_id="ana")
         _chat(ana, 50, f"I live at {secret}, write it down " * 5)
 
-        def forget() -> None:
-            with second() as other:
-                other.forget("ana")
-
-        done = bob.compact(300, "summarize", summarizer=_Acting(forget), force=True)
+        done = compact_while_forgetting(bob, second, "ana", 300)
         assert done.plan is None and done.raced
         assert secret not in json.dumps(memory.store.session_meta(bob.scope))
         assert bob.compact(30, "summarize", force=True).plan is not None  # on what remains
@@ -214,9 +200,7 @@ def test_forget_while_a_shared_session_is_summarized_leaves_no_summary_of_it(
 
 
 @BOTH
-def test_a_second_forget_while_summarizing_a_session_whose_row_went_with_the_first(
-    kind: str, tmp_path: Path
-) -> None:
+def test_a_second_forget_during_a_summary_leaves_none(kind: str, tmp_path: Path) -> None:
     """ana opened the room (its row names her); forgetting her leaves bob's turns. A
     compaction then reads the room's state and forget(bob) lands while it summarizes:
     bob's text must not be written back (no revision to compare with would let it)."""
@@ -228,11 +212,7 @@ def test_a_second_forget_while_summarizing_a_session_whose_row_went_with_the_fir
         _chat(bob, 50, f"my locker code is {secret}, keep it " * 5)
         memory.forget("ana")
 
-        def forget() -> None:
-            with second() as other:
-                other.forget("bob")
-
-        done = bob.compact(300, "summarize", summarizer=_Acting(forget), force=True)
+        done = compact_while_forgetting(bob, second, "bob", 300)
         assert done.plan is None and done.raced
         assert secret not in json.dumps(memory.store.session_meta(bob.scope))
         _no_trace(kind, memory, tmp_path, secret)
@@ -258,9 +238,7 @@ class _ForgetBeforeAdd:
 
 
 @BOTH
-def test_turns_archived_after_their_user_was_forgotten_are_purged(
-    kind: str, tmp_path: Path
-) -> None:
+def test_copies_archived_of_erased_turns_are_purged(kind: str, tmp_path: Path) -> None:
     secret = "qzcopperhill"
     with live_memory(kind, tmp_path) as (memory, second):
         app = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana")

@@ -68,9 +68,6 @@ from contextos.types import (
 
 _META_KEY = "history"
 
-#: How often ``pin`` reads and writes again when other writers keep changing the state.
-_SAVE_TRIES = 50
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -365,6 +362,10 @@ class CompactionResult:
     #: True when a plan was made but dropped: another writer (a compaction, a pin, an
     #: erasure) changed the state between its read and the save. Calling again re-plans.
     raced: bool = False
+
+
+#: How often ``pin`` reads and writes again when other writers keep changing the state.
+_SAVE_TRIES = 50
 
 
 class Session:
