@@ -393,6 +393,8 @@ class Session:
         self.store = store
         self.tokenizer = tokenizer or default_tokenizer()
         self._turns: list[Turn] = []
+        #: The session meta's revision when ``_turns`` was read whole (``turns_since``).
+        self._revision: str | None = None
         #: One reader of the log at a time: threads sharing a Session (a web app's
         #: wrapped client) once both extended the cache with the same new turns.
         self._lock = threading.Lock()
@@ -436,11 +438,15 @@ class Session:
     def _read_turns(self) -> list[Turn]:
         logged, self._appended = self._appended, None
         last = self._turns[-1] if self._turns else None
-        held = len(self._turns)
-        new = None if last is None else self.store.turns_since(self.scope, last, held=held)
+        new = (
+            None
+            if last is None
+            else self.store.turns_since(self.scope, last, revision=self._revision)
+        )
         if new is not None:
             self._turns += new
-        else:
+        else:  # the revision first: an erasure after it moves it, and is seen next time
+            _, self._revision = self.store.session_meta_revision(self.scope)
             self._turns = list(self.store.turns(self.scope))
         if (last is not None and new is None) or (logged is not None and not self._holds(logged)):
             self.log_restarts += 1  # turns it had read, or had logged, are gone
@@ -549,7 +555,7 @@ class Session:
         if strategy == "offload" and memory is not None:
             rotated = rotated_turns(plan, turns)
             records = archive(memory, rotated, self.scope)
-            archived = len(records) - self._drop_erased(memory, records, rotated, turns)
+            archived = len(records) - self._drop_erased(memory, records, rotated)
         return CompactionResult(plan, new, archived)
 
     def _drop_erased(
@@ -557,19 +563,16 @@ class Session:
         memory: MemoryLike,
         records: Sequence[MemoryRecord],
         rotated: Sequence[Turn],
-        turns: Sequence[Turn],
     ) -> int:
         """Purge the archived records whose turn an erasure removed from the log while
         they were written; returns how many.
 
         Why: ``forget`` may run after the save and before ``memory.add`` wrote the
-        copies, which then hold erased text that nothing will erase again. One read
-        (``turns_since``) when the log is as it was read; the log is read whole only
-        after an erasure. A ``forget`` after this check erases the copies itself.
+        copies, which then hold erased text that nothing will erase again. The log is
+        read whole (once per offload; this save changed the revision ``turns_since``
+        compares). A ``forget`` after this check erases the copies itself.
         """
         if not records:
-            return 0
-        if self.store.turns_since(self.scope, turns[-1], held=len(turns)) is not None:
             return 0
         live = {t.seq: t for t in self.store.turns(self.scope)}
         erased = {

@@ -271,12 +271,16 @@ class Store(Protocol):
         """A session's turns in order, those with seq > ``after_seq``."""
         ...
 
-    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> builtins.list[Turn] | None:
-        """The turns logged after ``last``, for a reader that holds the session's first
-        ``held`` turns up to ``last`` (a long-lived Session's cache); None when the log
-        no longer holds those turns as they were -- an erasure (``forget``) took some
-        away, or the log restarted and ``last``'s seq now numbers another turn -- and
-        the reader must read it whole again. One indexed read, like ``turns``."""
+    def turns_since(
+        self, scope: Scope, last: Turn, *, revision: str | None
+    ) -> builtins.list[Turn] | None:
+        """The turns logged after ``last``, for a reader that read the log whole when the
+        session's meta was at ``revision`` (``session_meta_revision``, read before the
+        turns) and has extended it since (a long-lived Session's cache); None when the
+        log may no longer hold those turns as they were -- the revision moved (an
+        erasure, ``forget``, draws a new one; so do compactions and pins), or the log
+        restarted and ``last``'s seq now numbers another turn -- and the reader must
+        read it whole again. One indexed read, like ``turns``, whatever the log's length."""
         ...
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:

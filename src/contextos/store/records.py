@@ -377,13 +377,15 @@ class MetaSQL:
     test that a row's stored revision equals a parameter (``same_revision``; SQLite:
     ``json_extract(meta, '$._revision') IS ?``, PostgreSQL: ``meta->>'_revision' IS NOT
     DISTINCT FROM %s``), its test that a session id is in a list parameter
-    (``in_sessions``), and how a stored meta value reads back (``decode``)."""
+    (``in_sessions``), how a stored meta value reads back (``decode``), and the
+    expression that reads a row's revision (``revision``)."""
 
     mark: str
     json_cast: str
     same_revision: str
     in_sessions: str
     decode: Callable[[Any], Mapping[str, Any]]
+    revision: str
 
 
 def read_session_meta(
@@ -490,30 +492,32 @@ def turns_since(
     read: Callable[[str, Sequence[object]], Sequence[Any]],
     scope: Scope,
     last: Turn,
-    held: int,
+    revision: str | None,
     *,
-    mark: str,
+    sql: MetaSQL,
     turn_of: Callable[[Sequence[Any]], Turn],
 ) -> list[Turn] | None:
     """``Store.turns_since`` in one indexed read: the turns from ``last`` on, each row
-    with the number of turns up to ``last``'s seq; ``read`` is the store's
-    (sql, params) -> rows and ``turn_of`` decodes a row of ``TURN_FIELDS``.
+    with the session's meta revision; ``read`` is the store's (sql, params) -> rows and
+    ``turn_of`` decodes a row of ``TURN_FIELDS``.
 
     Why both checks: seq numbers are not stable identities. ``forget`` deletes turns
-    without renumbering the rest, and a log that lost its newest turns numbers the
-    next ones from the new maximum, so ``last.seq`` may name another turn (caught by
-    comparing the turn) while turns before it may be gone (caught by the count). If
-    ``last`` is still there, no turn was added at or before its seq since it was read
-    (new turns number after the maximum), so an equal count is the same turns.
+    without renumbering the rest, and a log that lost its newest turns numbers the next
+    ones from the new maximum, so ``last.seq`` may name another turn (caught by
+    comparing the turn), while turns before it may be gone: ``forget`` gives every
+    session it takes turns from a new meta revision (or takes its row away), so an
+    unchanged revision means no turn was erased. Comparing one value keeps the read
+    as cheap for a session of 50,000 turns as for one of ten (counting the turns
+    before ``last`` cost 4.8 ms per call at 50,000).
     """
-    m = mark
+    m = sql.mark
     rows = read(
-        f"SELECT {', '.join(TURN_FIELDS)}, (SELECT count(*) FROM turns WHERE tenant = {m} "
-        f"AND session_id = {m} AND seq <= {m}) FROM turns WHERE tenant = {m} "
+        f"SELECT {', '.join(TURN_FIELDS)}, (SELECT {sql.revision} FROM session_meta "
+        f"WHERE tenant = {m} AND session_id = {m}) FROM turns WHERE tenant = {m} "
         f"AND session_id = {m} AND seq >= {m} ORDER BY seq",
-        (scope.tenant, scope.session_id, last.seq) * 2,
+        (scope.tenant, scope.session_id, scope.tenant, scope.session_id, last.seq),
     )
-    if not rows or int(rows[0][-1]) != held:
+    if not rows or rows[0][-1] != revision:
         return None
     first = turn_of(rows[0][:-1])
     if not same_turn(first, last):

@@ -489,8 +489,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> _Turns:
         return self._sessions.turns(scope, after_seq=after_seq, limit=limit)
 
-    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> _Turns | None:
-        return self._sessions.turns_since(scope, last, held=held)
+    def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> _Turns | None:
+        return self._sessions.turns_since(scope, last, revision=revision)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         self._sessions.set_session_meta(scope, meta)

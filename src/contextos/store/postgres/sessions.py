@@ -34,6 +34,7 @@ META_SQL = MetaSQL(
     same_revision=f"meta->>'{REVISION_KEY}' IS NOT DISTINCT FROM %s::text",
     in_sessions="= ANY(%s)",
     decode=dict,
+    revision=f"meta->>'{REVISION_KEY}'",
 )
 
 Transaction = Callable[[str], AbstractContextManager[Any]]
@@ -89,8 +90,8 @@ class PgSessionLog:
         )
         return [turn_from_row(r) for r in rows]
 
-    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> list[Turn] | None:
-        return turns_since(self._read, scope, last, held, mark="%s", turn_of=turn_from_row)
+    def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> list[Turn] | None:
+        return turns_since(self._read, scope, last, revision, sql=META_SQL, turn_of=turn_from_row)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         body = fresh_meta_json(meta)

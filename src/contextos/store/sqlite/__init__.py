@@ -70,6 +70,7 @@ _META_SQL = shared.MetaSQL(
     same_revision=f"json_extract(meta, '$.{shared.REVISION_KEY}') IS ?",
     in_sessions="IN (SELECT value FROM json_each(?))",
     decode=json.loads,
+    revision=f"json_extract(meta, '$.{shared.REVISION_KEY}')",
 )
 
 
@@ -655,8 +656,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         )
         return [turn_from_row(r) for r in rows]
 
-    def turns_since(self, scope: Scope, last: Turn, *, held: int) -> builtins.list[Turn] | None:
-        return shared.turns_since(self._read, scope, last, held, mark="?", turn_of=turn_from_row)
+    def turns_since(
+        self, scope: Scope, last: Turn, *, revision: str | None
+    ) -> builtins.list[Turn] | None:
+        return shared.turns_since(
+            self._read, scope, last, revision, sql=_META_SQL, turn_of=turn_from_row
+        )
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         body = shared.fresh_meta_json(meta)
