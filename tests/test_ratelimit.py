@@ -62,3 +62,23 @@ def test_the_least_recently_used_bucket_makes_room_not_a_busy_one() -> None:
     left = DEFAULT_AUTH_FAILURES.burst - 6
     assert [limiter.acquire(busy) for _ in range(left)] == [0.0] * left
     assert limiter.acquire(busy) > 0  # its count was kept
+
+
+def test_fresh_addresses_share_one_bucket_while_the_table_is_full_of_refusals() -> None:
+    # Every bucket still refusing (a spray of 65k addresses within a second): a new
+    # address's failure could not be recorded, and each fresh address got tries of its
+    # own without limit. They now share one bucket of ``burst`` tries.
+    from contextos.server.ratelimit import RateLimit
+
+    now = [100.0]
+    limit = RateLimit(rate=0.01, burst=1)
+    limiter = TokenBucketLimiter(limit, clock=lambda: now[0])
+    for i in range(MAX_BUCKETS):
+        limiter.acquire(address(i))  # its one try
+        limiter.acquire(address(i))  # refused: every bucket is refusing
+    fresh = [address(MAX_BUCKETS + i) for i in range(20)]
+    assert [limiter.wait(a) == 0.0 for a in fresh[:1]] == [True]
+    allowed = [limiter.acquire(a) == 0.0 for a in fresh]
+    assert allowed.count(True) == limit.burst
+    assert all(limiter.wait(a) > 0 for a in fresh)  # refused before the key is checked
+    assert limiter.buckets == MAX_BUCKETS

@@ -48,6 +48,9 @@ class TokenBucketLimiter:
         self._lock = threading.Lock()
         #: key -> (tokens, last refill), least recently used first.
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        #: The bucket every key shares while the table is full of refusing buckets
+        #: (see ``_make_room``): (tokens, last refill).
+        self._overflow = (float(limit.burst), 0.0)
 
     @property
     def buckets(self) -> int:
@@ -61,25 +64,29 @@ class TokenBucketLimiter:
             return 0.0
         now = self._clock()
         with self._lock:
-            tokens = self._refilled(key, now)
+            own = key in self._buckets or self._make_room(now)
+            tokens = self._refilled(key, now) if own else self._full_refill(self._overflow, now)
             allowed = tokens >= 1.0
             if allowed:
                 tokens -= 1.0
-            self._keep(key, tokens, now)
+            if own:
+                self._keep(key, tokens, now)
+            else:
+                self._overflow = (tokens, now)
             return 0.0 if allowed else (1.0 - tokens) / self.limit.rate
 
     def _refilled(self, key: str, now: float) -> float:
         """The tokens ``key`` holds at ``now``: what it had plus the refill since, capped at
         ``burst`` (a key never seen holds a full bucket)."""
-        full = float(self.limit.burst)
-        tokens, last = self._buckets.get(key, (full, now))
-        return min(full, tokens + (now - last) * self.limit.rate)
+        return self._full_refill(self._buckets.get(key, (float(self.limit.burst), now)), now)
+
+    def _full_refill(self, bucket: tuple[float, float], now: float) -> float:
+        tokens, last = bucket
+        return min(float(self.limit.burst), tokens + (now - last) * self.limit.rate)
 
     def _keep(self, key: str, tokens: float, now: float) -> None:
         if key in self._buckets:
             self._buckets.move_to_end(key)
-        elif not self._make_room(now):
-            return
         self._buckets[key] = (tokens, now)
 
     def _make_room(self, now: float) -> bool:
@@ -92,26 +99,37 @@ class TokenBucketLimiter:
         reset their own limit by spraying other addresses. Such buckets are the most
         recently used ones (a bucket refills a token within ``1 / rate`` seconds), so the
         oldest is over its limit only when all ``MAX_BUCKETS`` keys were refused within
-        that time; the new key's use is then not counted (the table stays bounded; one
-        more address among that many gains a few tries). A forgotten bucket that still
+        that time; the new key is then charged to one bucket all such keys share
+        (``_overflow``), so spraying fresh addresses gains ``burst`` tries in all, not
+        ``burst`` each. A forgotten bucket that still
         had tokens gives its key at most ``burst`` tries again, what any fresh address
         gets. Each bucket is forgotten at most once, so this costs O(1) per call,
         amortised.
         """
         while len(self._buckets) >= MAX_BUCKETS:
-            oldest, (tokens, last) = next(iter(self._buckets.items()))
-            if tokens + (now - last) * self.limit.rate < 1.0:
+            if self._full_of_refusals(now):
                 return False
-            del self._buckets[oldest]
+            del self._buckets[next(iter(self._buckets))]
         return True
 
     def wait(self, key: str) -> float:
         """Seconds until ``key`` has a token (0.0 when it has one now); takes none."""
         if not self.limit.enabled:
             return 0.0
+        now = self._clock()
         with self._lock:
-            tokens = self._refilled(key, self._clock())
+            if key in self._buckets or not self._full_of_refusals(now):
+                tokens = self._refilled(key, now)
+            else:
+                tokens = self._full_refill(self._overflow, now)
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.limit.rate
+
+    def _full_of_refusals(self, now: float) -> bool:
+        """Whether a new key would be charged to the shared overflow bucket: the table
+        is full and its least recently used bucket is still refusing (``_make_room``)."""
+        if len(self._buckets) < MAX_BUCKETS:
+            return False
+        return self._full_refill(next(iter(self._buckets.values())), now) < 1.0
 
     @staticmethod
     def retry_after_header(wait: float) -> str:
