@@ -292,3 +292,21 @@ def test_threads_sharing_a_session_read_each_turn_once(db):
     seqs = [t.seq for t in session.turns()]
     assert seqs == sorted(set(seqs)) == list(range(60))
     store.close()
+
+
+def test_a_compaction_is_not_taken_for_an_erasure(db):
+    # Compactions and pins move the session meta's revision, as an erasure does; the
+    # log is then read whole, but only turns gone count as a restart (a wrapped
+    # client's topic block is rebuilt on a restart: after every compaction it was).
+    app = Session(SQLiteStore(db), "chat", user_id="ana")
+    chat(app, 40)
+    app.turns()
+    other = Session(SQLiteStore(db), "chat", user_id="ana")
+    assert other.compact(300, "summarize", force=True).plan is not None
+    other.pin(39)
+    assert len(app.turns()) == 40 and app.log_restarts == 0
+    assert app.compact(200, "summarize", force=True).plan is not None
+    assert len(app.turns()) == 40 and app.log_restarts == 0
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.forget("ana")
+    assert app.turns() == [] and app.log_restarts == 1

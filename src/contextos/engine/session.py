@@ -430,7 +430,8 @@ class Session:
         CLI) removed some, and then the whole log is read again, so erased turns are
         never sent again and turns logged after the erasure are seen. Such an erasure,
         or one of a turn this Session logged and had not read yet, counts in
-        ``log_restarts``.
+        ``log_restarts``; a whole read after a compaction or a pin (they move the
+        revision too) that finds every turn still there does not.
         """
         with self._lock:
             return self._read_turns()
@@ -443,14 +444,22 @@ class Session:
             if last is None
             else self.store.turns_since(self.scope, last, revision=self._revision)
         )
+        lost = False
         if new is not None:
             self._turns += new
         else:  # the revision first: an erasure after it moves it, and is seen next time
             _, self._revision = self.store.session_meta_revision(self.scope)
-            self._turns = list(self.store.turns(self.scope))
-        if (last is not None and new is None) or (logged is not None and not self._holds(logged)):
+            held, self._turns = self._turns, list(self.store.turns(self.scope))
+            # A compaction or a pin moves the revision too; only turns gone count.
+            lost = not self._still_holds(held)
+        if lost or (logged is not None and not self._holds(logged)):
             self.log_restarts += 1  # turns it had read, or had logged, are gone
         return list(self._turns)
+
+    def _still_holds(self, held: Sequence[Turn]) -> bool:
+        """Whether the turns just read hold every turn of ``held`` (read before)."""
+        now = {t.seq: t for t in self._turns}
+        return all(t.seq in now and same_turn(now[t.seq], t) for t in held)
 
     def _holds(self, turn: Turn) -> bool:
         """Whether the turns read hold ``turn`` (logged here before they were read)."""
