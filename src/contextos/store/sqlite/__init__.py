@@ -745,15 +745,16 @@ class _Update(shared.RecordUpdate):
         return None if row is None else (row[0], row_to_record(row))
 
     def drop_vector(self, key: int) -> None:
-        # A text change alone would reach the queue by triggers (V2, V3); a metadata
-        # change does not touch them, so the queue and the quarantine are set here.
+        # Deleting the vector queues the record by trigger (pending_again), but a record
+        # without one (quarantined, or still pending) changed by its metadata alone
+        # reaches no trigger (quarantine_retry watches the text): so the quarantine
+        # and the queue are set here, and a claimant embedding the old text loses its
+        # claim (its set_vectors skips the record; the next claim embeds the new text).
         self.cur.execute("DELETE FROM vectors WHERE mem_rowid = ?", (key,))
         self.cur.execute("DELETE FROM vector_quarantine WHERE mem_rowid = ?", (key,))
-        self.cur.execute("INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (?)", (key,))
-        # A claimant is embedding the old text: end its claim, so its set_vectors skips
-        # the record and the next claim embeds the new text.
         self.cur.execute(
-            "UPDATE pending_vectors SET claimed_by = NULL, claimed_until = 0 WHERE mem_rowid = ?",
+            "INSERT INTO pending_vectors (mem_rowid) VALUES (?) ON CONFLICT (mem_rowid) "
+            "DO UPDATE SET claimed_by = NULL, claimed_until = 0",
             (key,),
         )
 
