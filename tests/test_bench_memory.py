@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,27 @@ def test_score_question_counts_recall_by_rank_and_tokens() -> None:
     )  # D1:1 does not fit after D1:2; the small ones fill the rest
     assert scores["recall@1000t"] == 1.0
     assert scores["tokens@10"] == 300 + 300 + 8 * 10
+
+
+def test_answer_words_count_what_the_packed_renderings_say() -> None:
+    """Answer words are read from the rendered hits inside each budget: a hit that
+    stands for the evidence but does not say the answer does not count, and one
+    past the budget does not either."""
+    when = datetime(2023, 5, 8, tzinfo=UTC)
+
+    def hit(dia: str, text: str, tokens: int) -> Hit:
+        record = MemoryRecord(id=dia, text=text, provenance=(dia,), event_time=when)
+        return Hit(record, 1.0, tokens=tokens)
+
+    qa = LocomoQA("Where did Ann go?", "the Louvre in Paris", ("D1:1",), 4)
+    scores = score_question(
+        qa, [hit("D1:1", "Ann went to a museum", 400), hit("D1:9", "The Louvre, lovely", 400)]
+    )
+    assert scores["recall@500t"] == 1.0
+    assert scores["answer_words@500t"] == 0.0  # the evidence hit does not name the place
+    assert scores["answer_words@1000t"] == 0.5  # "louvre" from the second hit, no "paris"
+    dated = LocomoQA("When?", "8 May 2023", ("D1:1",), 2)
+    assert score_question(dated, [hit("D1:1", "x", 10)])["answer_words@500t"] == 1 / 3  # 2023
 
 
 def test_locomo_report_shape(locomo_path: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from contextos.bench.locomo import score_question
 from contextos.bench.locomo_data import LocomoQA, load_locomo
 from contextos.bench.online import OnlineBenchConfig, hits_of, plan
 from contextos.cli.main import main
+from contextos.memory.render import render
 from pg_support import connect, fresh_schema, pg_url
 
 pytest.importorskip("fastapi")
@@ -56,6 +57,24 @@ def test_hits_are_scored_by_the_dia_id_the_server_returns_in_metadata() -> None:
     scores = score_question(qa, hits)
     assert scores["recall@10"] == 1.0
     assert scores["recall@1000t"] == 0.5  # D1:3 does not fit after D1:1
+
+
+def test_online_hits_render_as_the_library_renders_them() -> None:
+    """The answer words of a served hit are read from its rendering, date and speaker
+    included, as for an in-process hit."""
+    memory = {
+        "id": "m1",
+        "text": "I went to Paris",
+        "metadata": {"dia_id": "D1:1", "speaker": "Ann"},
+        "provenance": [],
+        "event_time": "2023-05-08T10:00:00+00:00",
+    }
+    (hit,) = hits_of(
+        [{"memory": memory, "score": 1.0, "lexical_rank": 1, "dense_rank": 1, "tokens": 9}]
+    )
+    assert render(hit.record) == "[2023-05-08] Ann: I went to Paris"
+    qa = LocomoQA("Where did Ann go, and when?", "Paris, 2023", ("D1:1",), 4)
+    assert score_question(qa, [hit])["answer_words@500t"] == 1.0
 
 
 def _run_slice(locomo_path: Path, out: Path, *extra: str) -> dict[str, Any]:

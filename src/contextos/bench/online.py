@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..embed import DEFAULT_EMBEDDER
+from ..times import opt_utc
 from ..types import Hit, MemoryRecord
 from .locomo import MAIN_CATEGORIES, aggregate, score_question
 from .locomo_data import DEFAULT_LOCOMO, LocomoConversation, LocomoQA, load_locomo
@@ -165,13 +166,20 @@ def _add_body(conv: LocomoConversation, position: int) -> dict[str, Any]:
 
 
 def hits_of(results: Sequence[dict[str, Any]]) -> list[Hit]:
-    """Search results (HTTP JSON) as hits ``score_question`` reads: provenance, tokens."""
+    """Search results (HTTP JSON) as hits ``score_question`` reads: provenance, tokens,
+    and what ``render`` shows (text, speaker, caption, date)."""
     hits = []
     for r in results:
         m = r["memory"]
         dia = m.get("metadata", {}).get("dia_id")
         provenance = tuple(m.get("provenance") or ()) or ((str(dia),) if dia else ())
-        record = MemoryRecord(id=m["id"], text=m["text"], provenance=provenance)
+        record = MemoryRecord(
+            id=m["id"],
+            text=m["text"],
+            provenance=provenance,
+            metadata=m.get("metadata") or {},
+            event_time=opt_utc(m.get("event_time"), "event_time"),
+        )
         hits.append(Hit(record, r["score"], r["lexical_rank"], r["dense_rank"], tokens=r["tokens"]))
     return hits
 

@@ -34,6 +34,7 @@ KEYS = (
     "recall@500t",
     "recall@1000t",
     "recall@2000t",
+    "answer_words@1000t",
     "tokens@10",
 )
 
@@ -59,13 +60,16 @@ def _load_locomo(data: str, conversations: int | None) -> list[LocomoConversatio
 def _locomo_table(report: dict[str, Any], kind: str = "in-sample") -> Table:
     table = Table(
         title=f"LoCoMo turn-level evidence recall ({kind}) · {report['turns']} turns",
-        caption="r@k: recall in the top k · r@Nt: within N tokens · tok@10: tokens "
-        "of the top 10 · cat 1-4 overall, 5 (adversarial) apart",
+        caption="r@k: recall in the top k · r@Nt: within N tokens · ans@Nt: share of the "
+        "answer's words in the hits sent within N tokens · tok@10: tokens of the top 10 · "
+        "cat 1-4 overall, 5 (adversarial) apart",
     )
     table.add_column("retriever", no_wrap=True)
     for k in KEYS:
         table.add_column(
-            k.replace("recall", "r").replace("tokens", "tok"), justify="right", no_wrap=True
+            k.replace("recall", "r").replace("answer_words", "ans").replace("tokens", "tok"),
+            justify="right",
+            no_wrap=True,
         )
     table.add_column("n", justify="right")
 
