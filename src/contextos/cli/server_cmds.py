@@ -46,6 +46,12 @@ def _db(state: CliState, db: str | None) -> str:
     return target
 
 
+#: Seconds a client has to send a request's headers (``serve --header-timeout``; see
+#: :mod:`contextos.server.header_timeout`). Apache's mod_reqtimeout allows 20 for the
+#: first byte and up to 40 in all, nginx 60; a browser or SDK sends its headers in one
+#: packet, so only a stalled or hostile client comes near it.
+DEFAULT_HEADER_TIMEOUT = 20.0
+
 #: Connections the kernel queues before the server accepts them (uvicorn's default).
 LISTEN_BACKLOG = 2048
 
@@ -72,20 +78,31 @@ class _Stopped(Exception):
     """SIGTERM arrived after the server had stopped gracefully."""
 
 
-def _run_server(app: Any, sock: socket.socket, options: dict[str, Any]) -> None:
+def _run_server(
+    app: Any,
+    sock: socket.socket,
+    options: dict[str, Any],
+    *,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+) -> None:
     """Serve ``app`` (an ASGI app, or an import string with ``factory``/``workers`` in
     ``options``) on the bound ``sock`` until SIGTERM or Ctrl-C, then return.
 
     uvicorn stops gracefully on SIGTERM and then raises the signal again, which by
     default kills the process on the spot; a handler of ours turns that into a normal
-    return, so callers close what they opened and the exit status is 0."""
+    return, so callers close what they opened and the exit status is 0. Connections
+    must send a request's headers within ``header_timeout`` seconds
+    (:mod:`contextos.server.header_timeout`)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
+
+    from ..server.header_timeout import HeaderTimeoutProtocol, set_header_timeout
 
     def stop(signum: int, frame: object) -> None:
         raise _Stopped
 
-    config = uvicorn.Config(app, **options)
+    config = uvicorn.Config(app, http=HeaderTimeoutProtocol, **options)
+    set_header_timeout(config, header_timeout)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         if config.workers > 1:
@@ -218,6 +235,13 @@ def limit_options(note: str = "") -> Callable[[F], F]:
     "connections (a client that stalls mid-request must not keep the server up).",
 )
 @number_option(
+    "--header-timeout",
+    DEFAULT_HEADER_TIMEOUT,
+    click.FloatRange(0, min_open=True),
+    "Seconds a client has to send a request's headers before it gets 408 and is "
+    "disconnected (silent or trickling clients must not hold connections).",
+)
+@number_option(
     "--workers",
     1,
     click.IntRange(1, 64),
@@ -242,6 +266,7 @@ def serve(
     burst: int,
     keep_alive: int,
     shutdown_timeout: int,
+    header_timeout: float,
     workers: int,
     log_level: str,
 ) -> None:
@@ -280,7 +305,7 @@ def serve(
         os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
         _announce(url)
         worker_options = {**options, "factory": True, "workers": workers}
-        _run_server(f"{__name__}:worker_app", sock, worker_options)
+        _run_server(f"{__name__}:worker_app", sock, worker_options, header_timeout=header_timeout)
         console.print("contextos stopped", highlight=False)
         return
     try:
@@ -290,7 +315,7 @@ def serve(
         raise
     try:
         _announce(url)
-        _run_server(app, sock, options)
+        _run_server(app, sock, options, header_timeout=header_timeout)
     finally:
         close_app(app)  # no-op after a normal shutdown, which already closed it
     console.print("contextos stopped (store closed)", highlight=False)
