@@ -47,7 +47,7 @@ def _db(state: CliState, db: str | None) -> str:
 
 
 #: Seconds a client has to send a request's headers (``serve --header-timeout``; see
-#: :mod:`contextos.server.header_timeout`). Apache's mod_reqtimeout allows 20 for the
+#: :mod:`contextos.server.headlimit`). Apache's mod_reqtimeout allows 20 for the
 #: first byte and up to 40 in all, nginx 60; a browser or SDK sends its headers in one
 #: packet, so only a stalled or hostile client comes near it.
 DEFAULT_HEADER_TIMEOUT = 20.0
@@ -90,18 +90,18 @@ def _run_server(
 
     uvicorn stops gracefully on SIGTERM and then raises the signal again, which by
     default kills the process on the spot; a handler of ours turns that into a normal
-    return, so callers close what they opened and the exit status is 0. Connections
-    must send a request's headers within ``header_timeout`` seconds
-    (:mod:`contextos.server.header_timeout`)."""
+    return, so callers close what they opened and the exit status is 0. A request's
+    line and headers must arrive within ``header_timeout`` seconds and stay under
+    ``headlimit.MAX_HEAD_BYTES`` (:mod:`contextos.server.headlimit`)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from ..server.header_timeout import HeaderTimeoutProtocol, set_header_timeout
+    from ..server.headlimit import HeadLimitProtocol, set_header_timeout
 
     def stop(signum: int, frame: object) -> None:
         raise _Stopped
 
-    config = uvicorn.Config(app, http=HeaderTimeoutProtocol, **options)
+    config = uvicorn.Config(app, http=HeadLimitProtocol, **options)
     set_header_timeout(config, header_timeout)
     previous = signal.signal(signal.SIGTERM, stop)
     try:

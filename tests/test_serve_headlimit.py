@@ -1,13 +1,15 @@
-"""``contextos serve`` closes connections whose request headers are late.
+"""``contextos serve`` closes connections whose request head is late or too large.
 
 A client that connects and says nothing, or trickles its headers a byte at a time,
 held its connection for as long as it liked (uvicorn arms no timer until a response
-has been sent), so enough of them used up the server's file descriptors. Each test
-runs the real command on loopback and talks to it over raw sockets.
+has been sent), so enough of them used up the server's file descriptors; and one that
+sent a long enough URL or header made the server hold all of it. Each test runs the
+real command on loopback and talks to it over raw sockets.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -27,8 +29,8 @@ TIMEOUT = 1.5
 
 
 @contextmanager
-def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, int, str]]:
-    """(host, port, key) of a running ``contextos serve --header-timeout 1.5``."""
+def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, int, str, int]]:
+    """(host, port, key, pid) of a running ``contextos serve --header-timeout 1.5``."""
     db = tmp_path / "slow.db"
     with KeyStore(str(db)) as store:
         key = store.create("acme").secret
@@ -43,7 +45,7 @@ def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, int, str]]:
             assert "serving on" in line, line + (proc.stderr.read() if proc.stderr else "")
             url = urlsplit(line.split("serving on ")[1].split()[0])
             assert url.hostname is not None and url.port is not None
-            yield url.hostname, url.port, key
+            yield url.hostname, url.port, key, proc.pid
         finally:
             proc.terminate()
             proc.communicate(timeout=60)  # and closes its pipes
@@ -91,7 +93,7 @@ def health(host: str, port: int) -> bytes:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_silent_client_is_disconnected_with_408(tmp_path: Path, workers: str) -> None:
-    with serving(tmp_path, "--workers", workers) as (host, port, _key):
+    with serving(tmp_path, "--workers", workers) as (host, port, _key, _pid):
         with socket.create_connection((host, port), timeout=10) as sock:
             started = time.monotonic()
             closed, sent = closed_within(sock, 10 * TIMEOUT)
@@ -104,7 +106,7 @@ def test_a_silent_client_is_disconnected_with_408(tmp_path: Path, workers: str) 
 def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_connection(tmp_path: Path) -> None:
     # Each byte arrives well inside the deadline; the headers as a whole do not.
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
-    with serving(tmp_path) as (host, port, _key):
+    with serving(tmp_path) as (host, port, _key, _pid):
         with socket.create_connection((host, port), timeout=10) as sock:
             started = time.monotonic()
             for byte in request:
@@ -124,7 +126,7 @@ def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_connection(tmp_path: 
 def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(tmp_path: Path) -> None:
     # Prompt requests on one connection are answered however long it lives; a later
     # request whose headers stall is cut off a deadline after its first byte.
-    with serving(tmp_path) as (host, port, _key):
+    with serving(tmp_path) as (host, port, _key, _pid):
         with socket.create_connection((host, port), timeout=10) as sock:
             for _ in range(4):
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -142,7 +144,7 @@ def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(tmp_path
 def test_a_slow_body_is_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
     # Headers on time, body sent over more than the deadline: the request is served.
     body = b'{"messages": "a note", "user_id": "u"}'
-    with serving(tmp_path) as (host, port, key):
+    with serving(tmp_path) as (host, port, key, _pid):
         with socket.create_connection((host, port), timeout=10) as sock:
             sock.sendall(
                 b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -155,3 +157,63 @@ def test_a_slow_body_is_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
                 sock.sendall(part)
             closed, sent = closed_within(sock, 10)
         assert sent.startswith(b"HTTP/1.1 201"), sent
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid`` (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.parametrize(
+    ("head", "filler"),
+    [
+        (b"GET /healthz?q=", b"a" * 65536),  # one endless URL
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ", b"a" * 65536),  # one endless header
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n" * 8192),  # endless headers
+    ],
+    ids=["url", "header-value", "many-headers"],
+)
+def test_a_request_head_over_the_limit_is_refused_before_it_fills_memory(
+    tmp_path: Path, head: bytes, filler: bytes
+) -> None:
+    # uvicorn kept the whole request line (and httptools a whole header value) in
+    # memory: a 120 MB URL grew the server by 240 MB.
+    with serving(tmp_path) as (host, port, _key, pid):
+        before = rss_mb(pid)
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(head)
+            try:
+                for _ in range(1600):  # 100 MB, far more than the socket buffers hold
+                    sock.sendall(filler)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            closed, sent = closed_within(sock, 5)
+        assert closed and sent.startswith(b"HTTP/1.1 431"), sent[:80]
+        assert rss_mb(pid) - before < 30
+        assert b" 200 " in health(host, port)
+
+
+def test_a_large_head_under_the_limit_and_a_large_body_are_served(tmp_path: Path) -> None:
+    # A 40 KB header (a big cookie or token) is allowed, and a body that arrives in the
+    # same packets as the headers does not count towards the head.
+    message = {"role": "user", "content": "x" * 75_000}
+    body = json.dumps({"messages": [message] * 4, "user_id": "u"}).encode()
+    with serving(tmp_path) as (host, port, key, _pid):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Token: "
+                + b"t" * 40_000
+                + b"\r\nConnection: close\r\n\r\n"
+            )
+            assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 200")
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + f"Authorization: Bearer {key}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 201")
