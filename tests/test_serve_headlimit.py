@@ -85,6 +85,16 @@ def response(sock: socket.socket) -> bytes:
     return head
 
 
+def add_head(key: str, body: bytes) -> bytes:
+    """The request line and headers of an authenticated add whose body is ``body``."""
+    return (
+        b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {key}\r\n".encode()
+        + b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+
+
 def health(host: str, port: int) -> bytes:
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -146,12 +156,7 @@ def test_a_slow_body_is_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
     body = b'{"messages": "a note", "user_id": "u"}'
     with serving(tmp_path) as (host, port, key, _pid):
         with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(
-                b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                + f"Authorization: Bearer {key}\r\n".encode()
-                + b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            )
+            sock.sendall(add_head(key, body))
             for part in (body[:10], body[10:20], body[20:]):
                 time.sleep(TIMEOUT * 0.7)
                 sock.sendall(part)
@@ -209,11 +214,5 @@ def test_a_large_head_under_the_limit_and_a_large_body_are_served(tmp_path: Path
             )
             assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 200")
         with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(
-                b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                + f"Authorization: Bearer {key}\r\n".encode()
-                + b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
+            sock.sendall(add_head(key, body) + body)
             assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 201")
