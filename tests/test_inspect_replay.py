@@ -18,7 +18,6 @@ from contextos.llm.models import get_model
 from contextos.llm.tokens import default_tokenizer
 from contextos.server.inspect_routes import (
     MAX_REPLAY_TURNS,
-    newest_turns,
     replay_costs,
     replay_turns,
 )
@@ -102,15 +101,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield pg
 
 
-def test_newest_turns_finds_the_tail_of_a_log_with_gaps(store: Store) -> None:
-    # A log grown one turn at a time: every length puts the last seq somewhere else
-    # in the search (on a probe, between probes, past a doubling step).
+def test_the_newest_turns_are_read_at_once_from_a_log_with_gaps(store: Store) -> None:
+    # The replay reads a log's tail with ``turns(newest=True)``: the last ``limit``
+    # turns that exist, in order, also where an erasure left gaps in the seqs.
     grown = Scope(tenant="t", session_id="grown")
-    assert newest_turns(store, grown, 5) == []
-    for n in range(1, 71):
+    assert store.turns(grown, limit=5, newest=True) == []
+    for n in range(1, 31):
         store.append_turns(grown, [Message("user", f"turn {n}")], [3])
-        assert [t.seq for t in newest_turns(store, grown, 1)] == [n - 1], n
-        assert [t.seq for t in newest_turns(store, grown, 3)] == list(range(max(0, n - 3), n))
+        assert [t.seq for t in store.turns(grown, limit=1, newest=True)] == [n - 1], n
+        three = store.turns(grown, limit=3, newest=True)
+        assert [t.seq for t in three] == list(range(max(0, n - 3), n))
     scope = Scope(tenant="t", session_id="shared")
     # Two users share the session in blocks of ten turns; erasing one user leaves
     # gaps in the seqs, and the newest seqs ever logged (30..39) gone.
@@ -124,17 +124,15 @@ def test_newest_turns_finds_the_tail_of_a_log_with_gaps(store: Store) -> None:
     every = store.turns(scope)
     assert [t.seq for t in every] == list(range(40))
     for limit in (1, 7, 39, 40, 41, 1000):
-        assert newest_turns(store, scope, limit) == every[-limit:], limit
+        assert store.turns(scope, limit=limit, newest=True) == every[-limit:], limit
     store.forget(Scope(tenant="t", user_id="bo"))
     left = store.turns(scope)
     assert [t.seq for t in left] == [*range(10), *range(20, 30)]
-    for limit in (1, 10, 15, 25, 30, 1000):
-        # The turns of the newest ``limit`` seqs: fewer where the gap is.
-        want = [t for t in left if t.seq > 29 - limit]
-        assert newest_turns(store, scope, limit) == want, limit
-    assert [t.seq for t in newest_turns(store, scope, 15)] == list(range(20, 30))
-    with pytest.raises(ValueError):
-        newest_turns(store, scope, 0)
+    for limit in (1, 10, 15, 25, 1000):
+        assert store.turns(scope, limit=limit, newest=True) == left[-limit:], limit
+    # ``after_seq`` still bounds it from below, and the oldest-first read is unchanged.
+    assert [t.seq for t in store.turns(scope, after_seq=24, limit=3, newest=True)] == [27, 28, 29]
+    assert [t.seq for t in store.turns(scope, after_seq=24, limit=3)] == [25, 26, 27]
 
 
 def test_a_cut_log_starts_at_a_user_turn() -> None:

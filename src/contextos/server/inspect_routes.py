@@ -36,7 +36,6 @@ from .windowing import DEFAULT_MODEL, build_window, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
-    from ..store.base import Store
 
 #: The replay prices at most this many calls (the newest). Each replayed call builds,
 #: renders and hashes its whole window, so a replay costs O(calls x turns read) ...
@@ -67,43 +66,6 @@ class CallCost:
 def wire_of(model: ModelInfo) -> WireFormat:
     """The wire format whose cache rules apply to ``model``."""
     return "anthropic" if model.provider == "anthropic" else "openai"
-
-
-def newest_turns(store: "Store", scope: Scope, limit: int) -> list[Turn]:
-    """The newest ``limit`` turns of a session's log (fewer where an erasure left gaps
-    in its seqs), in O(log n) indexed reads whatever the log's length.
-
-    Why the search: the store reads a log forward from a seq only (``turns(after_seq=,
-    limit=)``), and reading a long log whole to keep its tail was the cost to bound.
-    The last seq is found by doubling steps, then halving, each step one ``limit=1``
-    read of the first turn at or after a seq.
-    """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    first = store.turns(scope, limit=1)
-    if not first:
-        return []
-
-    def first_at_or_after(seq: int) -> int | None:
-        found = store.turns(scope, after_seq=seq - 1, limit=1)
-        return found[0].seq if found else None
-
-    # lo: a seq in the log; hi: no seq in the log is greater (None: not known yet).
-    lo, hi, step = first[0].seq, None, 1
-    while hi is None:
-        at = first_at_or_after(lo + step)
-        if at is None:
-            hi = lo + step - 1
-        else:
-            lo, step = at, step * 2
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        at = first_at_or_after(mid)
-        if at is None:
-            hi = mid - 1
-        else:
-            lo = at
-    return store.turns(scope, after_seq=lo - limit)
 
 
 def replay_turns(turns: Sequence[Turn], max_turns: int = MAX_REPLAY_TURNS) -> list[Turn]:
@@ -200,7 +162,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         """The replayed calls, and what part of the log they read (for the page)."""
         scope = Scope(tenant=tenant, session_id=session_id)
         # One turn more than is replayed: a longer log is cut at a user turn (replay_turns).
-        log = replay_turns(newest_turns(tenants.store, scope, MAX_REPLAY_TURNS + 1))
+        log = replay_turns(tenants.store.turns(scope, limit=MAX_REPLAY_TURNS + 1, newest=True))
         first = tenants.store.turns(scope, limit=1)  # empty if erased meanwhile
         older_left_out = bool(log and first) and first[0].seq < log[0].seq
         part = {

@@ -486,8 +486,15 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     ) -> _Turns:
         return self._sessions.append_turns(scope, messages, tokens)
 
-    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> _Turns:
-        return self._sessions.turns(scope, after_seq=after_seq, limit=limit)
+    def turns(
+        self,
+        scope: Scope,
+        *,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> _Turns:
+        return self._sessions.turns(scope, after_seq=after_seq, limit=limit, newest=newest)
 
     def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> _Turns | None:
         return self._sessions.turns_since(scope, last, revision=revision)

@@ -82,13 +82,21 @@ class PgSessionLog:
             for r, m, t in zip(rows, messages, tokens, strict=True)
         ]
 
-    def turns(self, scope: Scope, *, after_seq: int = -1, limit: int | None = None) -> list[Turn]:
+    def turns(
+        self,
+        scope: Scope,
+        *,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[Turn]:
         rows = self._read(
             f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = %s AND "
-            "session_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            f"session_id = %s AND seq > %s ORDER BY seq {'DESC' if newest else ''} LIMIT %s",
             (scope.tenant, scope.session_id, after_seq, limit),
         )
-        return [turn_from_row(r) for r in rows]
+        turns = [turn_from_row(r) for r in rows]
+        return turns[::-1] if newest else turns
 
     def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> list[Turn] | None:
         return turns_since(self._read, scope, last, revision, sql=META_SQL, turn_of=turn_from_row)

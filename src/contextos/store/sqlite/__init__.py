@@ -647,14 +647,20 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return [turn_from_row(r) for r in rows]
 
     def turns(
-        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
+        self,
+        scope: Scope,
+        *,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
     ) -> builtins.list[Turn]:
         rows = self._read(
             f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
+            f"ORDER BY seq {'DESC' if newest else ''} LIMIT ?",
             (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit),
         )
-        return [turn_from_row(r) for r in rows]
+        turns = [turn_from_row(r) for r in rows]
+        return turns[::-1] if newest else turns
 
     def turns_since(
         self, scope: Scope, last: Turn, *, revision: str | None
