@@ -266,12 +266,7 @@ class Store(Protocol):
         ...
 
     def turns(
-        self,
-        scope: Scope,
-        *,
-        after_seq: int = -1,
-        limit: int | None = None,
-        newest: bool = False,
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
     ) -> builtins.list[Turn]:
         """A session's turns in order, those with seq > ``after_seq``: the first
         ``limit`` of them, or with ``newest`` the last ``limit`` (one indexed read

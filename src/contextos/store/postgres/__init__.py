@@ -487,12 +487,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return self._sessions.append_turns(scope, messages, tokens)
 
     def turns(
-        self,
-        scope: Scope,
-        *,
-        after_seq: int = -1,
-        limit: int | None = None,
-        newest: bool = False,
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
     ) -> _Turns:
         return self._sessions.turns(scope, after_seq=after_seq, limit=limit, newest=newest)
 

@@ -83,12 +83,7 @@ class PgSessionLog:
         ]
 
     def turns(
-        self,
-        scope: Scope,
-        *,
-        after_seq: int = -1,
-        limit: int | None = None,
-        newest: bool = False,
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
     ) -> list[Turn]:
         rows = self._read(
             f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = %s AND "

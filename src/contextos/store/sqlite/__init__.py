@@ -647,12 +647,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return [turn_from_row(r) for r in rows]
 
     def turns(
-        self,
-        scope: Scope,
-        *,
-        after_seq: int = -1,
-        limit: int | None = None,
-        newest: bool = False,
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
     ) -> builtins.list[Turn]:
         rows = self._read(
             f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
