@@ -6,8 +6,10 @@ failed to authenticate and was never pruned (only a refused call pruned it).
 
 from __future__ import annotations
 
+import pytest
+
 from contextos.server.auth import DEFAULT_AUTH_FAILURES
-from contextos.server.ratelimit import MAX_BUCKETS, TokenBucketLimiter
+from contextos.server.ratelimit import MAX_BUCKETS, RateLimit, TokenBucketLimiter
 
 
 def address(i: int) -> str:
@@ -82,3 +84,10 @@ def test_fresh_addresses_share_one_bucket_while_the_table_is_full_of_refusals() 
     assert allowed.count(True) == limit.burst
     assert all(limiter.wait(a) > 0 for a in fresh)  # refused before the key is checked
     assert limiter.buckets == MAX_BUCKETS
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), -1.0])
+def test_a_rate_that_is_not_a_finite_non_negative_number_is_refused(rate: float) -> None:
+    # nan passed the range check and then read as "off": no limit at all.
+    with pytest.raises(ValueError, match="finite"):
+        RateLimit(rate=rate)

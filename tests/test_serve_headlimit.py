@@ -10,13 +10,15 @@ real command on loopback and talks to it over raw sockets.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -216,3 +218,109 @@ def test_a_large_head_under_the_limit_and_a_large_body_are_served(tmp_path: Path
         with socket.create_connection((host, port), timeout=10) as sock:
             sock.sendall(add_head(key, body) + body)
             assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 201")
+
+
+def statuses(data: bytes) -> list[bytes]:
+    """The status lines of the responses in ``data`` (a body is not followed by CRLF)."""
+    return re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", data)
+
+
+def test_a_pipelined_body_is_not_counted_as_the_next_head(tmp_path: Path) -> None:
+    # An add with a 96 KB body, and a request pipelined behind it whose head arrives
+    # in two packets: the add's body was counted as the second request's head (431),
+    # and the add's own 201 was lost.
+    body = json.dumps({"messages": "hello " * 16_000, "user_id": "u"}).encode()
+    with (
+        serving(tmp_path) as (host, port, key, _pid),
+        socket.create_connection((host, port), timeout=10) as sock,
+    ):
+        sock.sendall(add_head(key, body).replace(b"Connection: close\r\n", b"") + body)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        time.sleep(0.3)
+        sock.sendall(b"st: x\r\nConnection: close\r\n\r\n")
+        _closed, sent = closed_within(sock, 10)
+    assert statuses(sent) == [b"HTTP/1.1 201 Created", b"HTTP/1.1 200 OK"], sent[:300]
+
+
+def test_a_head_over_the_limit_is_refused_however_it_arrives(tmp_path: Path) -> None:
+    # The same 100 KB head, in one packet or two, on a new or a kept-alive connection:
+    # it was refused only when it arrived split on a new connection.
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000
+    with serving(tmp_path) as (host, port, _key, _pid):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(head + b"\r\n\r\n")
+            assert statuses(closed_within(sock, 10)[1]) == [
+                b"HTTP/1.1 431 Request Header Fields Too Large"
+            ]
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert response(sock).startswith(b"HTTP/1.1 200")
+            sock.sendall(head)
+            time.sleep(0.3)
+            with suppress(BrokenPipeError, ConnectionResetError):  # refused already
+                sock.sendall(b"\r\n\r\n")
+            assert statuses(closed_within(sock, 10)[1]) == [
+                b"HTTP/1.1 431 Request Header Fields Too Large"
+            ]
+
+
+@contextmanager
+def stand_in_server() -> Iterator[int]:
+    """The port of uvicorn running ``HeadLimitProtocol`` (deadline ``TIMEOUT``) over a
+    stand-in app whose ``/slow`` takes two deadlines (an add that waits on a language
+    model; contextos's own routes answer too fast to pipeline behind)."""
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    from contextos.server.headlimit import HeadLimitProtocol, set_header_timeout
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/slow":
+            await asyncio.sleep(2 * TIMEOUT)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=HeadLimitProtocol, log_level="warning", lifespan="off")
+    set_header_timeout(config, TIMEOUT)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])))
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield listener.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+def test_a_pipelined_head_waits_for_the_responses_before_it() -> None:
+    # Behind a slow request, a pipelined request's head cannot finish (uvicorn stops
+    # reading while requests are queued); its deadline ran anyway, and the 408 cut off
+    # the responses before it.
+    with stand_in_server() as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /fast HTTP/1.1\r\nHo"
+        )
+        time.sleep(0.3)
+        sock.sendall(b"st: x\r\nConnection: close\r\n\r\n")
+        _closed, sent = closed_within(sock, 10 * TIMEOUT)
+    assert statuses(sent) == [b"HTTP/1.1 200 OK"] * 3, sent[:300]
+
+
+def test_a_pipelined_head_that_never_ends_gets_its_deadline_after_them() -> None:
+    # Its clock starts when the responses before it are done, and it does run out.
+    with stand_in_server() as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        closed, sent = closed_within(sock, 10 * TIMEOUT)
+        took = time.monotonic() - started
+    assert closed and statuses(sent) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 408 Request Timeout"]
+    assert 3 * TIMEOUT * 0.8 <= took <= 3 * TIMEOUT + 3  # two for /slow, then its own

@@ -16,6 +16,7 @@ from ..bench.locomo_data import LocomoConversation
 from ..embed import DEFAULT_EMBEDDER
 from .common import (
     CliState,
+    FiniteFloatRange,
     console,
     err_console,
     locomo_option,
@@ -261,7 +262,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
 @number_option(
     "--rate",
     10.0,
-    click.FloatRange(0),
+    FiniteFloatRange(0),
     "Turns per second over all conversations together (0: as fast as acknowledged).",
 )
 @number_option(
@@ -273,7 +274,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
 @number_option(
     "--lag-timeout",
     10.0,
-    click.FloatRange(0.1),
+    FiniteFloatRange(0.1),
     "Seconds after which a probed add still not searchable by meaning counts as unseen.",
 )
 @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")

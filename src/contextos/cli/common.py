@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -211,8 +212,20 @@ def scope_id_param(_ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc), param=param) from None
 
 
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf``: click lets them through
+    (nan compares false with every bound), and ``serve --rate nan`` turned the rate
+    limit off while ``bench serve --seconds nan`` ran a load of no length."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def number_option(
-    name: str, default: float, kind: click.IntRange | click.FloatRange, help_text: str
+    name: str, default: float, kind: click.IntRange | FiniteFloatRange, help_text: str
 ) -> Callable[[F], F]:
     """A numeric option (a count, rate, size or port): bounded by ``kind``, so a value
     out of range is refused in one line, and its default shown in ``--help``."""

@@ -23,6 +23,7 @@ from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds, scope_ids
 from .common import (
     CliState,
     F,
+    FiniteFloatRange,
     console,
     json_option,
     open_memory,
@@ -210,7 +211,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @click.option("--as-of", help="Only memories valid at this time (ISO-8601).")
     @click.option(
         "--min-score",
-        type=click.FloatRange(-1.0, 1.0),
+        type=FiniteFloatRange(-1.0, 1.0),
         help="Leave out hits whose query-memory cosine is below this (e.g. 0.3).",
     )
     @json_option

@@ -21,6 +21,7 @@ from ..embed import DEFAULT_EMBEDDER
 from .common import (
     CliState,
     F,
+    FiniteFloatRange,
     choice_option,
     console,
     json_option,
@@ -183,7 +184,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
         number_option(
             "--rate",
             50.0,
-            click.FloatRange(0),
+            FiniteFloatRange(0),
             text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
         ),
         number_option(
@@ -237,7 +238,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 @number_option(
     "--header-timeout",
     DEFAULT_HEADER_TIMEOUT,
-    click.FloatRange(0, min_open=True),
+    FiniteFloatRange(0, min_open=True),
     "Seconds a client has to send a request's headers before it gets 408 and is "
     "disconnected (silent or trickling clients must not hold connections).",
 )
@@ -482,12 +483,12 @@ def mcp(
 @click.command("serve")
 @db_option
 @number_option("--clients", 50, click.IntRange(1, 1000), "Concurrent clients.")
-@number_option("--seconds", 60.0, click.FloatRange(1), "How long the load runs.")
+@number_option("--seconds", 60.0, FiniteFloatRange(1), "How long the load runs.")
 @served_embedder_option
 @number_option(
     "--add-fraction",
     0.5,
-    click.FloatRange(0, 1),
+    FiniteFloatRange(0, 1),
     "Share of requests that are adds (the rest are searches).",
 )
 @number_option("--workers", 1, click.IntRange(1, 64), "Server processes (serve --workers).")

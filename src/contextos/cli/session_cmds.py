@@ -22,6 +22,7 @@ from ..errors import NotFound
 from ..types import Hit, Message, Role
 from .common import (
     CliState,
+    FiniteFloatRange,
     choice_option,
     console,
     err_console,
@@ -345,8 +346,12 @@ def _register_bench(bench: click.Group) -> None:
         show_default=True,
         help="JSON report; PNG plots go next to it.",
     )
-    @click.option("--trigger", type=float, default=0.8, show_default=True)
-    @click.option("--target", type=float, default=0.5, show_default=True)
+    @click.option(
+        "--trigger", type=FiniteFloatRange(0, 1, min_open=True), default=0.8, show_default=True
+    )
+    @click.option(
+        "--target", type=FiniteFloatRange(0, 1, min_open=True), default=0.5, show_default=True
+    )
     @click.option("--plots/--no-plots", default=True, help="Write PNG plots.")
     @json_option
     @pass_state

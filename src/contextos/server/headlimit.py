@@ -10,8 +10,9 @@ memory however long it is (a 120 MB URL grew the server by 240 MB, its copies
 included), so a few fast clients exhaust memory instead.
 
 Here each connection must deliver a request's headers within ``header_timeout``
-seconds of connecting (or, on a kept-alive connection, of the request's first byte),
-else it is answered 408; and a request line plus headers over :data:`MAX_HEAD_BYTES`
+seconds of connecting (or, on a kept-alive connection, of the request's first byte,
+or of the end of the responses before it when requests are pipelined), else it is
+answered 408; and a head (URL, header names and values) over :data:`MAX_HEAD_BYTES`
 is answered 431. Either way the connection is closed. The body is not covered: a
 request with complete headers is the app's (its body limit and the graceful-shutdown
 timeout apply).
@@ -25,12 +26,13 @@ pickled copy of it, apply the same one.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-#: The most bytes of request line and headers a request may send (the URL, then each
-#: header's name and value). Browsers and SDKs send a few hundred to a few thousand
+#: The most bytes of request head a request may send: its URL and each header's name
+#: and value. Browsers and SDKs send a few hundred to a few thousand
 #: (nginx accepts 4 x 8 KiB by default, Node.js 16 KiB); this leaves room for large
 #: cookies and tokens and bounds what a connection can make the server hold.
 MAX_HEAD_BYTES = 64 * 1024
@@ -57,29 +59,40 @@ _TOO_LARGE = _response(
 
 def set_header_timeout(config: Any, seconds: float) -> None:
     """Give ``config`` (a ``uvicorn.Config``) the header deadline its protocols apply."""
-    if seconds <= 0:
-        raise ValueError("header_timeout must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"header_timeout must be a positive number of seconds, not {seconds}")
     setattr(config, _ATTRIBUTE, float(seconds))
 
 
 class HeadLimitProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing connections whose request head is late or
-    too large."""
+    too large.
+
+    A head's size is what the parser reports of it (URL fragments, header names and
+    values), whatever the TCP segments were, so a complete head over the limit is
+    refused however it arrived; while a header is still arriving, the bytes received
+    since the parser's last report count too (httptools keeps an unfinished header
+    value to itself), from the head's second chunk on (the first may also hold the
+    end of an earlier pipelined request, whose body never counts). So what one
+    connection can make the server hold is bounded by the limit plus one read (256
+    KiB). The deadline runs only while nothing earlier on the connection is in
+    flight: a pipelined request waits its turn (uvicorn stops reading meanwhile)
+    without its clock running."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         #: None (a config without :func:`set_header_timeout`): no deadline.
         self.header_timeout: float | None = getattr(config, _ATTRIBUTE, None)
         self._header_timer: asyncio.TimerHandle | None = None
-        #: Between a connection's start (or a request's first byte) and the end of the
-        #: request's headers, and the bytes received meanwhile.
-        self._in_head = False
-        self._head_bytes = 0
+        self._in_head = False  # a request's first byte is parsed, its headers are not
+        self._head_bytes = 0  # of the current head, as the parser reported it
+        self._unparsed = 0  # received since the parser's last report, head unfinished
+        self._heads = 0  # heads begun on this connection
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._start_head()
+        self._arm()  # the first request's head, not begun yet
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -88,34 +101,56 @@ class HeadLimitProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        counted = self._in_head  # a request's first chunk is counted from its second on
+        heads, reported = self._heads, self._head_bytes
         super().data_received(data)
-        # Counted only while the head is still incomplete after this chunk: the bytes
-        # after the headers (a body) are the app's. httptools keeps a header value whole
-        # until it ends, so this, not the parser's callbacks, bounds what it holds.
-        if counted and self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse(_TOO_LARGE)
+        if self._refused or not self._in_head:
+            return
+        if self._heads == heads:  # the head went on from an earlier chunk
+            self._unparsed += len(data) - (self._head_bytes - reported)
+        # else it began inside this chunk, after bytes of an earlier request that do not
+        # count; what the parser has not reported of it is at most this one chunk.
+        if self._head_bytes + self._unparsed > MAX_HEAD_BYTES:
+            self._refuse(_TOO_LARGE)
 
+    # -- parser callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if not self._in_head:  # a request on a kept-alive connection
-            self._start_head()
+        self._in_head = True
+        self._heads += 1
+        self._head_bytes = self._unparsed = 0
+        if self._header_timer is None and self._idle():
+            self._arm()  # a request on a kept-alive connection
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        self._unparsed = 0
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        self._unparsed = 0
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(_TOO_LARGE)  # whole in one chunk: refused here, never run
+            return
         super().on_headers_complete()
 
-    def send_400_response(self, msg: str) -> None:
-        if not self._refused:  # a refused request was answered already
-            super().send_400_response(msg)
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head and self._header_timer is None and self._idle():
+            self._arm()  # a pipelined head that waited for this response: its turn now
 
-    def _start_head(self) -> None:
-        self._in_head = True
-        self._head_bytes = 0
-        if self.header_timeout is not None:
+    # -- the limits -----------------------------------------------------------------
+    def _idle(self) -> bool:
+        """Nothing earlier on this connection is running or queued."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+    def _arm(self) -> None:
+        if self.header_timeout is not None and not self._refused:
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
 
     def _disarm(self) -> None:

@@ -30,8 +30,9 @@ class RateLimit:
     burst: int = 100
 
     def __post_init__(self) -> None:
-        if self.rate < 0 or self.burst < 1:
-            raise ValueError("rate must be >= 0 and burst >= 1")
+        # nan passed ``rate < 0`` and then read as "off" (nan > 0 is false).
+        if not math.isfinite(self.rate) or self.rate < 0 or self.burst < 1:
+            raise ValueError("rate must be a finite number >= 0 and burst >= 1")
 
     @property
     def enabled(self) -> bool:
