@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cli_support import reaped
+from contextos.server.headlimit import MAX_PIPELINED
 from contextos.server.keys import KeyStore
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
@@ -264,6 +265,10 @@ def test_a_head_over_the_limit_is_refused_however_it_arrives(tmp_path: Path) -> 
             ]
 
 
+#: The paths the stand-in app was asked for, in order.
+SEEN: list[str] = []
+
+
 @contextmanager
 def stand_in_server() -> Iterator[int]:
     """The port of uvicorn running ``HeadLimitProtocol`` (deadline ``TIMEOUT``) over a
@@ -279,6 +284,7 @@ def stand_in_server() -> Iterator[int]:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        SEEN.append(scope["path"])
         if scope["path"] == "/slow":
             await asyncio.sleep(2 * TIMEOUT)
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -324,3 +330,92 @@ def test_a_pipelined_head_that_never_ends_gets_its_deadline_after_them() -> None
         took = time.monotonic() - started
     assert closed and statuses(sent) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 408 Request Timeout"]
     assert 3 * TIMEOUT * 0.8 <= took <= 3 * TIMEOUT + 3  # two for /slow, then its own
+
+
+def test_bytes_that_begin_no_request_get_the_deadline(tmp_path: Path) -> None:
+    # After one answered request, a bare CRLF cancelled uvicorn's keep-alive timer and
+    # began no message: no timer was left, and the connection stayed open for ever.
+    with (
+        serving(tmp_path, "--keep-alive", "60") as (host, port, _key, _pid),
+        socket.create_connection((host, port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"\r\n")
+        started = time.monotonic()
+        closed, sent = closed_within(sock, 10 * TIMEOUT)
+        took = time.monotonic() - started
+    assert closed and statuses(sent) == [b"HTTP/1.1 408 Request Timeout"]
+    assert took <= TIMEOUT + 3
+
+
+@pytest.mark.parametrize(
+    ("start", "filler"),
+    [(b"X-t: ", b"a" * 65536), (b"", b"X-t: v\r\n" * 8192)],
+    ids=["endless-trailer-value", "endless-trailers"],
+)
+def test_the_trailers_of_a_chunked_body_are_bounded_like_a_head(
+    tmp_path: Path, start: bytes, filler: bytes
+) -> None:
+    # uvicorn appended every trailer field to the request's headers (1.5 GB from one
+    # connection) and httptools kept an unfinished trailer value whole.
+    with serving(tmp_path) as (host, port, _key, pid):
+        before = rss_mb(pid)
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            assert response(sock).startswith(b"HTTP/1.1 200")
+            sock.sendall(b"0\r\n" + start)
+            with suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(1600):  # 100 MB
+                    sock.sendall(filler)
+            closed, sent = closed_within(sock, 5)
+        assert closed and statuses(sent) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+        assert rss_mb(pid) - before < 30
+
+
+def test_a_flood_of_pipelined_requests_is_refused_after_a_bounded_queue(tmp_path: Path) -> None:
+    # uvicorn queued every request of every read behind the one in flight (1.3 GB in
+    # 8 s from one connection) and read again after each response.
+    with serving(tmp_path) as (host, port, _key, pid):
+        before = rss_mb(pid)
+        with socket.create_connection((host, port), timeout=10) as sock:
+            with suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(200):
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+            closed, sent = closed_within(sock, 10)
+        found = statuses(sent)
+        assert closed and found[-1] == b"HTTP/1.1 429 Too Many Requests", found[-3:]
+        assert found.count(b"HTTP/1.1 200 OK") <= 1 + MAX_PIPELINED
+        assert rss_mb(pid) - before < 30
+        assert b" 200 " in health(host, port)
+
+
+def test_nothing_after_a_refused_head_runs() -> None:
+    # The rest of the read was parsed on: a request behind a refused head reached the
+    # app although its connection had been answered 431 and closed.
+    SEEN.clear()
+    big = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    with stand_in_server() as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # chunked: no Content-Length
+        time.sleep(0.2)
+        sock.sendall(big + b"POST /after HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        closed, sent = closed_within(sock, 5)
+    assert closed and statuses(sent) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+    assert SEEN == ["/first"]
+
+
+def test_trailers_count_towards_the_head_limit(tmp_path: Path) -> None:
+    # 100 KB of trailer fields that do end: refused at the head's limit, as the same
+    # fields sent as headers would be.
+    trailers = (b"X-t: " + b"a" * 1000 + b"\r\n") * 100
+    with (
+        serving(tmp_path) as (host, port, _key, _pid),
+        socket.create_connection((host, port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert response(sock).startswith(b"HTTP/1.1 200")
+        with suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"0\r\n" + trailers + b"\r\n")
+        closed, sent = closed_within(sock, 5)
+    assert closed and statuses(sent) == [b"HTTP/1.1 431 Request Header Fields Too Large"]

@@ -37,6 +37,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 #: cookies and tokens and bounds what a connection can make the server hold.
 MAX_HEAD_BYTES = 64 * 1024
 
+#: The most requests a client may pipeline behind the one in flight. Browsers do not
+#: pipeline at all; a client that queues more is flooding.
+MAX_PIPELINED = 32
+
 _ATTRIBUTE = "contextos_header_timeout"
 
 
@@ -51,6 +55,10 @@ def _response(status: bytes, text: bytes) -> bytes:
 
 
 _LATE = _response(b"408 Request Timeout", b"request headers not received in time\n")
+_TOO_MANY = _response(
+    b"429 Too Many Requests",
+    f"more than {MAX_PIPELINED} requests pipelined on one connection\n".encode("ascii"),
+)
 _TOO_LARGE = _response(
     b"431 Request Header Fields Too Large",
     f"request line and headers over {MAX_HEAD_BYTES} bytes\n".encode("ascii"),
@@ -66,18 +74,29 @@ def set_header_timeout(config: Any, seconds: float) -> None:
 
 class HeadLimitProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing connections whose request head is late or
-    too large.
+    too large, or that make it hold or queue without bound.
 
-    A head's size is what the parser reports of it (URL fragments, header names and
-    values), whatever the TCP segments were, so a complete head over the limit is
-    refused however it arrived; while a header is still arriving, the bytes received
-    since the parser's last report count too (httptools keeps an unfinished header
-    value to itself), from the head's second chunk on (the first may also hold the
-    end of an earlier pipelined request, whose body never counts). So what one
-    connection can make the server hold is bounded by the limit plus one read (256
-    KiB). The deadline runs only while nothing earlier on the connection is in
-    flight: a pipelined request waits its turn (uvicorn stops reading meanwhile)
-    without its clock running."""
+    Size. A head's size is what the parser reports of it (URL fragments, header names
+    and values), whatever the TCP segments were, so a complete head over the limit is
+    refused however it arrived. Trailer fields of a chunked body count towards it too
+    (uvicorn appended them to the request's headers without limit). Separately, the
+    bytes the parser has taken in without reporting them (an unfinished header or
+    trailer value, which httptools keeps to itself) may not exceed twice the limit:
+    what one connection can make the server hold is bounded by that plus one read
+    (256 KiB). Bytes an earlier pipelined request's body was reported as never count.
+
+    Time. The deadline runs while the connection waits for a head and nothing earlier
+    on it is in flight: from the connection's start, from a request's first byte, from
+    the end of the responses before a pipelined request, and from any byte that begins
+    no request (a CRLF between requests, the rest of a body the app did not read:
+    uvicorn's keep-alive timer is cancelled by every byte and armed again only by a
+    response).
+
+    Queue. At most :data:`MAX_PIPELINED` requests wait behind the one in flight;
+    uvicorn queued every request of every read, and read again after each response
+    however long the queue. A client past it is answered 429 and
+    closed: HTTP/1.1 clients must be ready to resend what a closed connection did not
+    answer."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -85,9 +104,9 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self.header_timeout: float | None = getattr(config, _ATTRIBUTE, None)
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_head = False  # a request's first byte is parsed, its headers are not
-        self._head_bytes = 0  # of the current head, as the parser reported it
-        self._unparsed = 0  # received since the parser's last report, head unfinished
-        self._heads = 0  # heads begun on this connection
+        self._head_bytes = 0  # of the current request's head and trailers, as reported
+        self._reported = 0  # bytes reported by the parser during the current read
+        self._unreported = 0  # bytes taken in since the parser last reported any
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -101,50 +120,73 @@ class HeadLimitProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        heads, reported = self._heads, self._head_bytes
+        self._reported = 0
         super().data_received(data)
-        if self._refused or not self._in_head:
+        if self._refused or self.transport.is_closing():
             return
-        if self._heads == heads:  # the head went on from an earlier chunk
-            self._unparsed += len(data) - (self._head_bytes - reported)
-        # else it began inside this chunk, after bytes of an earlier request that do not
-        # count; what the parser has not reported of it is at most this one chunk.
-        if self._head_bytes + self._unparsed > MAX_HEAD_BYTES:
+        self._unreported = max(0, self._unreported + len(data) - self._reported)
+        if self._head_bytes > MAX_HEAD_BYTES or self._unreported > 2 * MAX_HEAD_BYTES:
             self._refuse(_TOO_LARGE)
+        elif self._header_timer is None and not self._in_head and self._idle():
+            self._arm()  # bytes that began no request: no timer of uvicorn's is left
 
-    # -- parser callbacks ----------------------------------------------------------
+    # -- parser callbacks (none acts once the connection is refused) ------------------
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self._in_head = True
-        self._heads += 1
-        self._head_bytes = self._unparsed = 0
+        self._head_bytes = 0
         if self._header_timer is None and self._idle():
             self._arm()  # a request on a kept-alive connection
 
     def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        self._unparsed = 0
-        super().on_url(url)
+        if not self._refused:
+            self._report(len(url), head=True)
+            super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value)
-        self._unparsed = 0
-        super().on_header(name, value)
+        if self._refused:
+            return
+        self._report(len(name) + len(value), head=True)
+        if self._in_head:  # else a trailer field: counted, not added to the headers
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head = False
         self._disarm()
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(_TOO_LARGE)  # whole in one chunk: refused here, never run
-            return
-        super().on_headers_complete()
+            self._refuse(_TOO_LARGE)  # whole in one read: refused here, never run
+        elif len(self.pipeline) >= MAX_PIPELINED:
+            self._refuse(_TOO_MANY)
+        else:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            self._report(len(body), head=False)
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._in_head and self._header_timer is None and self._idle():
+        if self.pipeline:
+            self.flow.pause_reading()  # uvicorn resumed reading whatever was queued
+        elif self._in_head and self._header_timer is None and self._idle():
             self._arm()  # a pipelined head that waited for this response: its turn now
 
     # -- the limits -----------------------------------------------------------------
+    def _report(self, n: int, *, head: bool) -> None:
+        self._reported += n
+        self._unreported = 0
+        if head:
+            self._head_bytes += n
+
     def _idle(self) -> bool:
         """Nothing earlier on this connection is running or queued."""
         return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
