@@ -402,3 +402,14 @@ def test_trailers_count_towards_the_head_limit(tmp_path: Path) -> None:
             sock.sendall(b"0\r\n" + trailers + b"\r\n")
         closed, sent = closed_within(sock, 5)
     assert closed and statuses(sent) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+
+def test_a_refusal_behind_pipelined_requests_comes_after_their_answers() -> None:
+    # A head over the limit behind a slow request: its 431 was written at once, and
+    # the slow request's answer, owed first, was lost with the connection.
+    big = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    with stand_in_server() as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + big)
+        closed, sent = closed_within(sock, 10 * TIMEOUT)
+    assert closed
+    assert statuses(sent) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 431 Request Header Fields Too Large"]

@@ -41,6 +41,9 @@ MAX_HEAD_BYTES = 64 * 1024
 #: pipeline at all; a client that queues more is flooding.
 MAX_PIPELINED = 32
 
+#: Seconds a refused connection is kept open, reading and dropping, after its answer.
+LINGER_S = 2.0
+
 _ATTRIBUTE = "contextos_header_timeout"
 
 
@@ -96,7 +99,10 @@ class HeadLimitProtocol(HttpToolsProtocol):
     uvicorn queued every request of every read, and read again after each response
     however long the queue. A client past it is answered 429 and
     closed: HTTP/1.1 clients must be ready to resend what a closed connection did not
-    answer."""
+    answer.
+
+    A refusal (408, 431, 429) stops reading and parsing at once, is sent after the
+    answers owed to requests before it, and closes gently (:meth:`_answer`)."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -108,6 +114,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._reported = 0  # bytes reported by the parser during the current read
         self._unreported = 0  # bytes taken in since the parser last reported any
         self._refused = False
+        self._owed: bytes | None = None  # the refusal to send once earlier responses are out
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -175,7 +182,12 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.pipeline:
+        if self._owed is not None:  # refused behind earlier requests: answer once done
+            if self._idle():
+                self._answer(self._owed)
+            else:
+                self.flow.pause_reading()
+        elif self.pipeline:
             self.flow.pause_reading()  # uvicorn resumed reading whatever was queued
         elif self._in_head and self._header_timer is None and self._idle():
             self._arm()  # a pipelined head that waited for this response: its turn now
@@ -205,8 +217,32 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._refuse(_LATE)
 
     def _refuse(self, response: bytes) -> None:
+        """Stop reading and parsing, and answer ``response`` then close; behind requests
+        still in flight or queued, once their responses are out (they were sent
+        before the refused one, and a pipelining client expects their answers first)."""
         self._disarm()
-        if not self._refused and not self.transport.is_closing():
-            self._refused = True
-            self.transport.write(response)
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        if self._idle():
+            self._answer(response)
+        else:
+            self._owed = response
+            self.flow.pause_reading()
+
+    def _answer(self, response: bytes) -> None:
+        """Send ``response``, then close gently: a socket closed with unread input
+        sends a reset, and a reset makes the client drop what it had not read yet,
+        this response included. So the write side is shut after it (the client reads
+        it, then end of file), what the client still sends is read and dropped, and
+        the connection is closed ``LINGER_S`` later (or when the client closes)."""
+        self._owed = None
+        if self.transport.is_closing():
+            return
+        self.transport.write(response)
+        if not self.transport.can_write_eof():
             self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()  # read and drop (``data_received`` ignores it)
+        self.loop.call_later(LINGER_S, self.transport.close)
