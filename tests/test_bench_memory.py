@@ -70,8 +70,12 @@ def test_answer_words_count_what_the_packed_renderings_say() -> None:
     assert scores["recall@500t"] == 1.0
     assert scores["answer_words@500t"] == 0.0  # the evidence hit does not name the place
     assert scores["answer_words@1000t"] == 0.5  # "louvre" from the second hit, no "paris"
+    # The rendered date "[2023-05-08]" says "8 May 2023", as LoCoMo writes its answers.
     dated = LocomoQA("When?", "8 May 2023", ("D1:1",), 2)
-    assert score_question(dated, [hit("D1:1", "x", 10)])["answer_words@500t"] == 1 / 3  # 2023
+    assert score_question(dated, [hit("D1:1", "x", 10)])["answer_words@500t"] == 1.0
+    # Every word of a long memory counts (query_terms stops at 64 for a search).
+    long = " ".join(f"filler{i}" for i in range(70)) + " and then Paris"
+    assert score_question(qa, [hit("D1:1", long, 10)])["answer_words@500t"] == 0.5
 
 
 def test_locomo_report_shape(locomo_path: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Numeric options refuse nan and inf in one line, before anything starts.
+"""Numeric options and settings refuse nan, inf and out-of-range values, before
+anything starts.
 
 click's FloatRange lets them through (nan compares false with every bound):
 ``serve --rate nan`` served with no rate limit, ``serve --header-timeout nan`` gave
@@ -13,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from contextos.cli.main import cli
+from contextos.config import load_settings
+from contextos.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -33,3 +36,11 @@ def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, args: list[str])
     assert "is not a finite number" in result.output
     assert "serving on" not in result.output
     assert not (tmp_path / "n.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_an_embedding_batch_size_below_one_is_refused(tmp_path: Path, value: str) -> None:
+    # 0 was accepted: the worker embedded nothing, for ever, and said nothing.
+    with pytest.raises(ConfigError, match="CONTEXTOS_EMBED_BATCH_SIZE"):
+        load_settings({"CONTEXTOS_EMBED_BATCH_SIZE": value}, db=str(tmp_path / "s.db"))
+    assert load_settings({"CONTEXTOS_EMBED_BATCH_SIZE": "16"}, db="x.db").embed_batch_size == 16

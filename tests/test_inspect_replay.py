@@ -1,6 +1,6 @@
 """The inspector's cache replay on long logs and odd session ids: a page's cost is
 bounded whatever the log's length (only the newest ``MAX_REPLAY_TURNS`` turns are
-read, found in O(log n) reads), and its chart is valid XML whatever the id holds."""
+read, in one indexed read), and its chart is valid XML whatever the id holds."""
 
 from __future__ import annotations
 

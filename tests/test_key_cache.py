@@ -63,8 +63,9 @@ def test_without_a_ttl_nothing_is_cached(tmp_path: Path) -> None:
         issued = keys.create("acme")
         assert keys.verify(issued.secret) == issued.key
         assert keys.cached(issued.secret) is None
-    with pytest.raises(ValueError, match="cache_ttl"):
-        KeyStore(str(tmp_path / "k.db"), cache_ttl=-1)
+    for ttl in (-1.0, float("nan"), float("inf")):  # inf: a revocation never seen
+        with pytest.raises(ValueError, match="cache_ttl"):
+            KeyStore(str(tmp_path / "k.db"), cache_ttl=ttl)
 
 
 def test_a_server_refuses_a_key_revoked_by_the_cli_within_the_ttl(tmp_path: Path) -> None:

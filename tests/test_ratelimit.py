@@ -91,3 +91,10 @@ def test_a_rate_that_is_not_a_finite_non_negative_number_is_refused(rate: float)
     # nan passed the range check and then read as "off": no limit at all.
     with pytest.raises(ValueError, match="finite"):
         RateLimit(rate=rate)
+
+
+@pytest.mark.parametrize("burst", [float("nan"), float("inf"), 2.5, True, 0])
+def test_a_burst_that_is_not_a_positive_integer_is_refused(burst: object) -> None:
+    # A nan burst refused every request with a 500 (Retry-After of nan seconds).
+    with pytest.raises(ValueError, match="burst"):
+        RateLimit(rate=1.0, burst=burst)  # type: ignore[arg-type]

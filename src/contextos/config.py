@@ -99,9 +99,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             values[f.name] = env[_ENV[f.name]]
     if "embed_batch_size" in values:
         try:
-            values["embed_batch_size"] = int(str(values["embed_batch_size"]))
+            batch = int(str(values["embed_batch_size"]))
         except ValueError:
             raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be an integer") from None
+        if batch < 1:  # 0 embedded nothing, silently, for ever
+            raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be at least 1")
+        values["embed_batch_size"] = batch
     settings = replace(Settings(), **values)  # type: ignore[arg-type]
     if not settings.db:
         path = default_db_path()

@@ -22,8 +22,8 @@ from ..embed import Embedder
 from ..memory import Memory, RetrievalConfig
 from ..memory.render import render
 from ..memory.retrieval import FACT_RETRIEVAL, TURN_FACTS_RETRIEVAL, HybridRetriever
-from ..text.query import query_terms
-from ..types import Filter, Hit, Scope
+from ..text.query import term_set
+from ..types import Filter, Hit, MemoryRecord, Scope
 from .locomo_data import LocomoConversation, LocomoQA, load_locomo
 from .locomo_memory import MEMORY_MODES, ingest_default, size_report
 from .locomo_memory import ingest as ingest_mode
@@ -41,24 +41,34 @@ def evidence_of(hits: Sequence[Hit]) -> list[tuple[set[str], int]]:
     return [(set(h.record.provenance), h.tokens) for h in hits]
 
 
+def sent_words(record: MemoryRecord) -> set[str]:
+    """The words a model reads in ``record``'s rendering, its date also as day, month
+    name and year ("[2023-05-07]" says "7 May 2023", as LoCoMo's answers write it)."""
+    words = term_set(render(record))
+    when = record.event_time
+    if when is not None:
+        words |= {str(when.day), when.strftime("%B").lower(), str(when.year)}
+    return words
+
+
 def score_question(qa: LocomoQA, hits: Sequence[Hit]) -> dict[str, float]:
     """recall@k, recall within token budgets, answer words within token budgets and
     tokens@10 for one question.
 
     ``answer_words@{budget}t``: the share of the answer's words (less function words,
-    ``query_terms``) found in the rendered hits packed within the budget (the text a
-    window would send). Recall counts evidence ids; this checks that what the ids
-    stand for still carries the answer, so a change that packs more ids by sending
-    less of each (shorter renderings, excerpts) shows here as well. An answer of
-    function words only scores 1."""
+    ``term_set``) found in the rendered hits packed within the budget (the text a
+    window would send; :func:`sent_words`). Recall counts evidence ids; this checks
+    that what the ids stand for still carries the answer, so a change that packs more
+    ids by sending less of each (shorter renderings, excerpts) shows here as well. An
+    answer of function words only scores 1."""
     gold = set(qa.evidence)
     items = evidence_of(hits)
-    answer = set(query_terms(qa.answer))
+    answer = term_set(qa.answer)
     out: dict[str, float] = {}
     for k in KS:
         found = set().union(*(ids for ids, _ in items[:k])) if items else set()
         out[f"recall@{k}"] = len(gold & found) / len(gold)
-    said: dict[int, list[str]] = {}  # a hit's words, read once for every budget
+    said: dict[int, set[str]] = {}  # a hit's words, read once for every budget
     for budget in BUDGETS:
         used, found, sent = 0, set(), set()
         for i, (ids, tokens) in enumerate(items):
@@ -68,7 +78,7 @@ def score_question(qa: LocomoQA, hits: Sequence[Hit]) -> dict[str, float]:
             found |= ids
             if answer:
                 if i not in said:
-                    said[i] = query_terms(render(hits[i].record))
+                    said[i] = sent_words(hits[i].record)
                 sent.update(said[i])
         out[f"recall@{budget}t"] = len(gold & found) / len(gold)
         out[f"answer_words@{budget}t"] = len(answer & sent) / len(answer) if answer else 1.0

@@ -218,10 +218,10 @@ class FiniteFloatRange(click.FloatRange):
     limit off while ``bench serve --seconds nan`` ran a load of no length."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):  # before the range, which may read inf as too large
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
+        return super().convert(number, param, ctx)
 
 
 def number_option(

@@ -238,7 +238,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 @number_option(
     "--header-timeout",
     DEFAULT_HEADER_TIMEOUT,
-    FiniteFloatRange(0, min_open=True),
+    FiniteFloatRange(0, 3600, min_open=True),
     "Seconds a client has to send a request's headers before it gets 408 and is "
     "disconnected (silent or trickling clients must not hold connections).",
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import sqlite3
@@ -174,8 +175,8 @@ class KeyStore:
     ) -> None:
         """``cache_ttl``: seconds a key that :meth:`verify` accepted is answered by
         :meth:`cached` without reading the table (0: never; the CLI's default)."""
-        if cache_ttl < 0:
-            raise ValueError("cache_ttl must be >= 0")
+        if not math.isfinite(cache_ttl) or cache_ttl < 0:  # inf: revocations never seen
+            raise ValueError("cache_ttl must be a finite number >= 0")
         self._sql = _Sql(str(db))
         self.cache_ttl = cache_ttl
         self._clock = clock

@@ -30,9 +30,12 @@ class RateLimit:
     burst: int = 100
 
     def __post_init__(self) -> None:
-        # nan passed ``rate < 0`` and then read as "off" (nan > 0 is false).
-        if not math.isfinite(self.rate) or self.rate < 0 or self.burst < 1:
-            raise ValueError("rate must be a finite number >= 0 and burst >= 1")
+        # nan passed ``rate < 0`` and then read as "off" (nan > 0 is false); a nan
+        # burst refused every request with a 500 (Retry-After of nan seconds).
+        if not math.isfinite(self.rate) or self.rate < 0:
+            raise ValueError("rate must be a finite number >= 0")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError("burst must be an integer >= 1")
 
     @property
     def enabled(self) -> bool:

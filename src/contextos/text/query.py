@@ -31,4 +31,12 @@ def query_terms(text: str) -> list[str]:
     for w in _WORD.findall(text.lower()):
         if w not in QUERY_STOPWORDS and w not in words:
             words.append(w)
-    return words[:MAX_QUERY_TERMS]
+            if len(words) == MAX_QUERY_TERMS:
+                break
+    return words
+
+
+def term_set(text: str) -> set[str]:
+    """Every distinct non-stopword word of ``text``, lower-cased (no cap): the words
+    :func:`query_terms` draws from, for comparing texts rather than querying."""
+    return {w for w in _WORD.findall(text.lower()) if w not in QUERY_STOPWORDS}
