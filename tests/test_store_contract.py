@@ -388,3 +388,19 @@ def test_find_by_hash_matches_the_exact_scope_only(store: Store) -> None:
     in_session = Scope(tenant="t1", user_id="u1", session_id="s1")
     assert [r.id for r in store.find_by_hash(in_session, content_hash("same words"))] == [b.id]
     assert store.find_by_hash(Scope(tenant="t2", user_id="u1"), content_hash("same words")) == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), [1.0, float("-inf")]])
+def test_metadata_must_be_strict_json_on_every_store(store: Store, bad: object) -> None:
+    # SQLite stored NaN (as JSON's non-standard NaN) and read it back; PostgreSQL's
+    # jsonb refuses it and HTTP sent it as null: one rule for every store now.
+    with pytest.raises(TypeError, match="JSON"):
+        store.put([rec("a note", meta={"k": bad})])
+    assert store.list(scope_filter()) == []
+
+
+def test_session_meta_must_be_strict_json_on_every_store(store: Store) -> None:
+    scope = Scope(tenant="t1", session_id="s1")
+    with pytest.raises(TypeError, match="JSON"):
+        store.set_session_meta(scope, {"summary_tokens": float("nan")})
+    assert store.session_meta(scope) == {}

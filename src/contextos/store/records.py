@@ -357,7 +357,9 @@ def fresh_meta_json(meta: Mapping[str, Any] | None = None) -> str:
         raise ValueError(f"session meta may not use the reserved key {REVISION_KEY!r}")
     body[REVISION_KEY] = new_revision()
     try:
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(
+            body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise TypeError(f"session meta must be JSON-serialisable: {exc}") from None
 

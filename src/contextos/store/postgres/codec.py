@@ -28,7 +28,9 @@ TURN_COLUMNS = ", ".join(records.TURN_FIELDS)
 def jsonb(value: object) -> str:
     """Compact, key-sorted JSON text for a jsonb parameter."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
 
