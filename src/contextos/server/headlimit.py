@@ -97,9 +97,8 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     Queue. At most :data:`MAX_PIPELINED` requests wait behind the one in flight;
     uvicorn queued every request of every read, and read again after each response
-    however long the queue. A client past it is answered 429 and
-    closed: HTTP/1.1 clients must be ready to resend what a closed connection did not
-    answer.
+    however long the queue. A client past it is answered 429 and closed: HTTP/1.1
+    clients must be ready to resend what a closed connection did not answer.
 
     A refusal (408, 431, 429) stops reading and parsing at once, is sent after the
     answers owed to requests before it, and closes gently (:meth:`_answer`)."""

@@ -349,6 +349,18 @@ def new_revision() -> str:
     return uuid.uuid4().hex
 
 
+def stored_json(value: object, what: str = "metadata") -> str:
+    """``value`` as the JSON text both stores write: compact, key-sorted, strict (no NaN
+    or Infinity: PostgreSQL's jsonb and every HTTP client refuse them, so a record that
+    stored one in SQLite read back as null elsewhere). TypeError names ``what``."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
 def fresh_meta_json(meta: Mapping[str, Any] | None = None) -> str:
     """``meta`` as the JSON text to store, stamped with a new revision (a caller's
     meta may not use the reserved ``REVISION_KEY``)."""
@@ -356,12 +368,7 @@ def fresh_meta_json(meta: Mapping[str, Any] | None = None) -> str:
     if REVISION_KEY in body:
         raise ValueError(f"session meta may not use the reserved key {REVISION_KEY!r}")
     body[REVISION_KEY] = new_revision()
-    try:
-        return json.dumps(
-            body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"session meta must be JSON-serialisable: {exc}") from None
+    return stored_json(body, "session meta")
 
 
 def split_meta(stored: Mapping[str, Any] | None) -> tuple[dict[str, Any], str | None]:

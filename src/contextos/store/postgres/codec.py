@@ -8,7 +8,6 @@ hidden unless asked for, metadata keys are identifiers with dots for nesting.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -26,13 +25,8 @@ TURN_COLUMNS = ", ".join(records.TURN_FIELDS)
 
 
 def jsonb(value: object) -> str:
-    """Compact, key-sorted JSON text for a jsonb parameter."""
-    try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
+    """The JSON text of a jsonb parameter (``records.stored_json``)."""
+    return records.stored_json(value)
 
 
 def metadata_jsonb(metadata: Mapping[str, Any]) -> str:

@@ -78,15 +78,5 @@ SQLITE = Dialect(
 
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:
-    """Strict JSON (no NaN or Infinity: PostgreSQL's jsonb and every HTTP client refuse
-    them, so a record that stored one here read back as null elsewhere)."""
-    try:
-        return json.dumps(
-            dict(metadata),
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must be JSON-serialisable: {exc}") from None
+    """The metadata column's text (``records.stored_json``)."""
+    return records.stored_json(dict(metadata))
