@@ -160,16 +160,69 @@ def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(tmp_path
 
 
 def test_a_slow_body_is_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
-    # Headers on time, body sent over more than the deadline: the request is served.
-    body = b'{"messages": "a note", "user_id": "u"}'
+    # Headers on time, a body that keeps its pace (about 1 KB/s, four times
+    # MIN_BODY_RATE) for more than two deadlines: the request is served.
+    body = json.dumps({"messages": "a note " + "x" * 3300, "user_id": "u"}).encode()
     with serving(tmp_path) as (host, port, key, _pid):
         with socket.create_connection((host, port), timeout=10) as sock:
             sock.sendall(add_head(key, body))
-            for part in (body[:10], body[10:20], body[20:]):
-                time.sleep(TIMEOUT * 0.7)
-                sock.sendall(part)
+            for start in range(0, len(body), 100):
+                time.sleep(0.1)
+                sock.sendall(body[start : start + 100])
             closed, sent = closed_within(sock, 10)
         assert sent.startswith(b"HTTP/1.1 201"), sent
+
+
+def test_a_trickled_body_gets_408_after_its_grace(tmp_path: Path) -> None:
+    # Headers on time, then a byte every 0.2 s (5 B/s, far under MIN_BODY_RATE):
+    # uvicorn waited for the rest for ever, holding the connection and its task.
+    body = json.dumps({"messages": "a note", "user_id": "u"}).encode() + b" " * 2000
+    with serving(tmp_path) as (host, port, key, _pid):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(add_head(key, body))
+            started = time.monotonic()
+            for byte in body:
+                try:
+                    sock.sendall(bytes([byte]))
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                time.sleep(0.2)
+                if time.monotonic() - started > 4 * TIMEOUT:
+                    break
+            closed, sent = closed_within(sock, 4 * TIMEOUT)
+            took = time.monotonic() - started
+        assert closed and sent.startswith(b"HTTP/1.1 408"), sent
+        assert b"body not received" in sent
+        assert took <= 2 * TIMEOUT + 3
+        assert b" 200 " in health(host, port)  # the server itself is fine
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(tmp_path: Path) -> None:
+    # Memories listed as megabytes to a client that reads none of it: uvicorn kept
+    # the answer in memory and the connection open for ever (its close waits for the
+    # write buffer to drain). With --send-timeout the connection is aborted.
+    text = "word " * 19_000  # 95 KB a memory; 60 of them outgrow the kernel's buffers
+    with serving(tmp_path, "--send-timeout", "1") as (host, port, key, _pid):
+        for i in range(60):
+            body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(add_head(key, body) + body)
+                assert response(sock).startswith(b"HTTP/1.1 201")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, port))
+        with sock:
+            sock.sendall(
+                b"GET /v1/memories?user_id=u&limit=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + f"Authorization: Bearer {key}\r\n\r\n".encode()
+            )
+            time.sleep(4)  # reads nothing for four send timeouts
+            sock.settimeout(10)
+            received = 0
+            with suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    received += len(chunk)
+        assert 0 < received < 60 * len(text), received  # cut off, not the whole answer
 
 
 def rss_mb(pid: int) -> float:
@@ -274,19 +327,21 @@ def test_a_head_over_the_limit_is_refused_however_it_arrives(tmp_path: Path) -> 
 
 #: The paths the stand-in app was asked for, in order.
 SEEN: list[str] = []
+BIG = b"x" * 6_000_000
 
 
 @contextmanager
-def stand_in_server() -> Iterator[int]:
+def stand_in_server(send_timeout: float = TIMEOUT) -> Iterator[int]:
     """The port of uvicorn running ``HeadLimitProtocol`` (deadline ``TIMEOUT``) over a
     stand-in app whose ``/slow`` takes two deadlines (an add that waits on a language
-    model; contextos's own routes answer too fast to pipeline behind)."""
+    model; contextos's own routes answer too fast to pipeline behind), which reads
+    a POST's body whole before answering, and whose ``/big`` answers 6 MB."""
     import asyncio
     import threading
 
     import uvicorn
 
-    from contextos.server.headlimit import HeadLimitProtocol, set_header_timeout
+    from contextos.server.headlimit import HeadLimitProtocol, set_timeouts
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -294,12 +349,17 @@ def stand_in_server() -> Iterator[int]:
         SEEN.append(scope["path"])
         if scope["path"] == "/slow":
             await asyncio.sleep(2 * TIMEOUT)
+        while scope["method"] == "POST":
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        body = BIG if scope["path"] == "/big" else b"ok"
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.body", "body": body})
 
     listener = socket.create_server(("127.0.0.1", 0))
     config = uvicorn.Config(app, http=HeadLimitProtocol, log_level="warning", lifespan="off")
-    set_header_timeout(config, TIMEOUT)
+    set_timeouts(config, header=TIMEOUT, send=send_timeout)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])))
     thread.start()
@@ -413,3 +473,48 @@ def test_a_refusal_behind_pipelined_requests_comes_after_their_answers() -> None
         closed, sent = closed_within(sock, 10 * TIMEOUT)
     assert closed
     assert statuses(sent) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+
+def test_a_pipelined_body_is_not_late_while_the_requests_before_it_run() -> None:
+    # Behind a slow request the server stops reading, so the body of the request
+    # queued after it cannot arrive; its clock must not run until its turn.
+    post = b"POST /fast HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+    with stand_in_server() as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + post)
+        first = b""
+        while b"ok" not in first:  # /slow's answer, two deadlines later
+            first += sock.recv(4096)
+        sock.sendall(b"0123456789")
+        _closed, sent = closed_within(sock, 10 * TIMEOUT)
+    assert statuses(first + sent) == [b"HTTP/1.1 200 OK"] * 2, sent[:300]
+
+
+def stalled_read(port: int, *, wait: float, pause: float, chunk: int) -> int:
+    """Bytes of ``/big`` read by a client that waits ``wait`` seconds, then reads
+    ``chunk`` bytes every ``pause`` seconds through a receive buffer of ``chunk``
+    bytes, until the server closes."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, chunk)
+    sock.connect(("127.0.0.1", port))
+    received = 0
+    with sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.settimeout(10)
+        time.sleep(wait)
+        with suppress(ConnectionResetError):
+            while True:
+                time.sleep(pause)
+                data = sock.recv(chunk)
+                if not data:
+                    break
+                received += len(data)
+    return received
+
+
+def test_a_slow_reader_gets_the_whole_answer_and_a_stopped_one_is_dropped() -> None:
+    with stand_in_server(send_timeout=0.3) as port:
+        # Reads at most 128 KB every 0.05 s: the answer takes seconds to drain, longer
+        # than the send timeout, but something is read within each.
+        assert stalled_read(port, wait=0, pause=0.05, chunk=131_072) > len(BIG)
+        # Reads nothing for three send timeouts: dropped, the answer not all sent.
+        assert stalled_read(port, wait=0.9, pause=0, chunk=4096) < len(BIG)

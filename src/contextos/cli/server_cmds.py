@@ -53,6 +53,10 @@ def _db(state: CliState, db: str | None) -> str:
 #: packet, so only a stalled or hostile client comes near it.
 DEFAULT_HEADER_TIMEOUT = 20.0
 
+#: Seconds a response may stay blocked with the client reading nothing before the
+#: connection is dropped (``serve --send-timeout``): nginx's ``send_timeout``.
+DEFAULT_SEND_TIMEOUT = 60.0
+
 #: Connections the kernel queues before the server accepts them (uvicorn's default).
 LISTEN_BACKLOG = 2048
 
@@ -85,6 +89,7 @@ def _run_server(
     options: dict[str, Any],
     *,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    send_timeout: float = DEFAULT_SEND_TIMEOUT,
 ) -> None:
     """Serve ``app`` (an ASGI app, or an import string with ``factory``/``workers`` in
     ``options``) on the bound ``sock`` until SIGTERM or Ctrl-C, then return.
@@ -93,17 +98,19 @@ def _run_server(
     default kills the process on the spot; a handler of ours turns that into a normal
     return, so callers close what they opened and the exit status is 0. A request's
     line and headers must arrive within ``header_timeout`` seconds and stay under
-    ``headlimit.MAX_HEAD_BYTES`` (:mod:`contextos.server.headlimit`)."""
+    ``headlimit.MAX_HEAD_BYTES``, its body keep a minimum pace after as long again,
+    and a response blocked for ``send_timeout`` seconds drops its connection
+    (:mod:`contextos.server.headlimit`)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from ..server.headlimit import HeadLimitProtocol, set_header_timeout
+    from ..server.headlimit import HeadLimitProtocol, set_timeouts
 
     def stop(signum: int, frame: object) -> None:
         raise _Stopped
 
     config = uvicorn.Config(app, http=HeadLimitProtocol, **options)
-    set_header_timeout(config, header_timeout)
+    set_timeouts(config, header=header_timeout, send=send_timeout)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         if config.workers > 1:
@@ -240,7 +247,15 @@ def limit_options(note: str = "") -> Callable[[F], F]:
     DEFAULT_HEADER_TIMEOUT,
     FiniteFloatRange(0, 3600, min_open=True),
     "Seconds a client has to send a request's headers before it gets 408 and is "
-    "disconnected (silent or trickling clients must not hold connections).",
+    "disconnected (silent or trickling clients must not hold connections); after as "
+    "long again a body must average 240 bytes a second.",
+)
+@number_option(
+    "--send-timeout",
+    DEFAULT_SEND_TIMEOUT,
+    FiniteFloatRange(0, 3600, min_open=True),
+    "Seconds a response may wait on a client that reads none of it before the "
+    "connection is dropped (clients that stop reading must not hold memory).",
 )
 @number_option(
     "--workers",
@@ -268,6 +283,7 @@ def serve(
     keep_alive: int,
     shutdown_timeout: int,
     header_timeout: float,
+    send_timeout: float,
     workers: int,
     log_level: str,
 ) -> None:
@@ -306,7 +322,13 @@ def serve(
         os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
         _announce(url)
         worker_options = {**options, "factory": True, "workers": workers}
-        _run_server(f"{__name__}:worker_app", sock, worker_options, header_timeout=header_timeout)
+        _run_server(
+            f"{__name__}:worker_app",
+            sock,
+            worker_options,
+            header_timeout=header_timeout,
+            send_timeout=send_timeout,
+        )
         console.print("contextos stopped", highlight=False)
         return
     try:
@@ -316,7 +338,9 @@ def serve(
         raise
     try:
         _announce(url)
-        _run_server(app, sock, options, header_timeout=header_timeout)
+        _run_server(
+            app, sock, options, header_timeout=header_timeout, send_timeout=send_timeout
+        )
     finally:
         close_app(app)  # no-op after a normal shutdown, which already closed it
     console.print("contextos stopped (store closed)", highlight=False)

@@ -1,4 +1,5 @@
-"""Limits on a request's head (request line and headers): a deadline and a size.
+"""Limits on what one connection may hold: a request head's deadline and size, a
+body's pace, and a response's stall.
 
 uvicorn times out an idle keep-alive connection, but from the moment a connection is
 made, or a request's first byte arrives, until its headers are complete, it waits for
@@ -13,20 +14,31 @@ Here each connection must deliver a request's headers within ``header_timeout``
 seconds of connecting (or, on a kept-alive connection, of the request's first byte,
 or of the end of the responses before it when requests are pipelined), else it is
 answered 408; and a head (URL, header names and values) over :data:`MAX_HEAD_BYTES`
-is answered 431. Either way the connection is closed. The body is not covered: a
-request with complete headers is the app's (its body limit and the graceful-shutdown
-timeout apply).
+is answered 431. Either way the connection is closed.
+
+The body and the response have the same hole. A client that sends its headers on
+time and then trickles the body (a byte every few seconds) kept the connection and
+the request's task for ever; here, once ``header_timeout`` seconds have passed since
+its headers, a body must have come at :data:`MIN_BODY_RATE` bytes a second on
+average (Kestrel's rule and default), else the connection is answered 408 (or, if
+the app has begun its answer, closed). A client that stops reading its responses
+left each one in the server's memory for ever (uvicorn's close waits for the write
+buffer to drain, which it never does: a few clients asking for large search results
+held megabytes each); here a connection whose writes stay blocked for
+``send_timeout`` seconds is aborted.
 
 The protocol is uvicorn's httptools one with these checks added (``uvicorn.Config(
-http=...)`` takes a protocol class); the deadline travels on the config
-(:func:`set_header_timeout`) so that ``serve --workers N`` processes, which receive a
-pickled copy of it, apply the same one.
+http=...)`` takes a protocol class); the timeouts travel on the config
+(:func:`set_timeouts`) so that ``serve --workers N`` processes, which receive a
+pickled copy of it, apply the same ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
+import termios
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -44,7 +56,18 @@ MAX_PIPELINED = 32
 #: Seconds a refused connection is kept open, reading and dropping, after its answer.
 LINGER_S = 2.0
 
-_ATTRIBUTE = "contextos_header_timeout"
+#: Bytes a second a request body must average once its grace (the header timeout)
+#: is over: ASP.NET Core's Kestrel default. A client on the slowest mobile link sends
+#: far more; one that sends less holds a connection for the price of almost nothing.
+MIN_BODY_RATE = 240.0
+
+#: Seconds between looks at a body whose wait is the server's (reading paused,
+#: requests queued before it, ``100 Continue`` not sent): the client's clock starts
+#: again at the last look, so this is the most of its grace the server can take.
+HOLD_POLL_S = 0.25
+
+_HEADER = "contextos_header_timeout"
+_SEND = "contextos_send_timeout"
 
 
 def _response(status: bytes, text: bytes) -> bytes:
@@ -58,6 +81,7 @@ def _response(status: bytes, text: bytes) -> bytes:
 
 
 _LATE = _response(b"408 Request Timeout", b"request headers not received in time\n")
+_BODY_LATE = _response(b"408 Request Timeout", b"request body not received in time\n")
 _TOO_MANY = _response(
     b"429 Too Many Requests",
     f"more than {MAX_PIPELINED} requests pipelined on one connection\n".encode("ascii"),
@@ -68,11 +92,14 @@ _TOO_LARGE = _response(
 )
 
 
-def set_header_timeout(config: Any, seconds: float) -> None:
-    """Give ``config`` (a ``uvicorn.Config``) the header deadline its protocols apply."""
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"header_timeout must be a positive number of seconds, not {seconds}")
-    setattr(config, _ATTRIBUTE, float(seconds))
+def set_timeouts(config: Any, *, header: float, send: float) -> None:
+    """Give ``config`` (a ``uvicorn.Config``) the timeouts its protocols apply: ``header``
+    seconds for a request's head (and a body's grace), ``send`` for a blocked write."""
+    for name, seconds in (("header_timeout", header), ("send_timeout", send)):
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, not {seconds}")
+    setattr(config, _HEADER, float(header))
+    setattr(config, _SEND, float(send))
 
 
 class HeadLimitProtocol(HttpToolsProtocol):
@@ -101,13 +128,33 @@ class HeadLimitProtocol(HttpToolsProtocol):
     clients must be ready to resend what a closed connection did not answer.
 
     A refusal (408, 431, 429) stops reading and parsing at once, is sent after the
-    answers owed to requests before it, and closes gently (:meth:`_answer`)."""
+    answers owed to requests before it, and closes gently (:meth:`_answer`).
+
+    Body. From a request's complete head until its body's end, the body's clock
+    runs: after a grace of ``header_timeout`` seconds the body must have averaged
+    :data:`MIN_BODY_RATE` bytes a second. The clock starts again whenever the wait is
+    the server's (reading paused because the app has not taken what came, requests
+    queued before it, ``Expect: 100-continue`` not answered yet; looked at every
+    :data:`HOLD_POLL_S`). A late body gets
+    408 if the app has not begun its answer (the app reads a disconnect), else the
+    connection is closed.
+
+    Send. A write blocked for ``send_timeout`` seconds with no byte taken by the
+    client aborts the connection: uvicorn's close waits for the buffer to drain, so a
+    client that stopped reading kept its responses in memory for ever."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         #: None (a config without :func:`set_header_timeout`): no deadline.
-        self.header_timeout: float | None = getattr(config, _ATTRIBUTE, None)
+        self.header_timeout: float | None = getattr(config, _HEADER, None)
+        self.send_timeout: float | None = getattr(config, _SEND, None)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._in_body = False  # a request's head is complete, its body is not
+        self._body_since = 0.0  # loop time the body's clock last started
+        self._body_bytes = 0  # body bytes received since then
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_buffered = 0  # bytes waiting in the write buffer at the last check
         self._in_head = False  # a request's first byte is parsed, its headers are not
         self._head_bytes = 0  # of the current request's head and trailers, as reported
         self._reported = 0  # bytes reported by the parser during the current read
@@ -121,7 +168,24 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._in_body = False
+        for timer in (self._body_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._body_timer = self._send_timer = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.send_timeout is not None and self._send_timer is None:
+            self._send_buffered = self._unsent()
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_check)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -135,6 +199,9 @@ class HeadLimitProtocol(HttpToolsProtocol):
             self._refuse(_TOO_LARGE)
         elif self._header_timer is None and not self._in_head and self._idle():
             self._arm()  # bytes that began no request: no timer of uvicorn's is left
+        if self._in_body and self._body_timer is None and self.header_timeout is not None:
+            self._body_since, self._body_bytes = self.loop.time(), 0
+            self._body_timer = self.loop.call_later(self.header_timeout, self._body_check)
 
     # -- parser callbacks (none acts once the connection is refused) ------------------
     def on_message_begin(self) -> None:
@@ -169,14 +236,20 @@ class HeadLimitProtocol(HttpToolsProtocol):
             self._refuse(_TOO_MANY)
         else:
             super().on_headers_complete()
+            self._in_body = True  # until its end: a body's clock is armed after this read
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
             self._report(len(body), head=False)
+            self._body_bytes += len(body)
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         if not self._refused:
+            self._in_body = False
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -214,6 +287,72 @@ class HeadLimitProtocol(HttpToolsProtocol):
     def _headers_late(self) -> None:
         self._header_timer = None
         self._refuse(_LATE)
+
+    def _body_check(self) -> None:
+        """Re-arm while the body keeps :data:`MIN_BODY_RATE` after its grace, or while
+        the wait is the server's; else the body is late."""
+        self._body_timer = None
+        if not self._in_body or self._refused or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        cycle = self.cycle
+        assert self.header_timeout is not None  # the clock is armed only with a deadline
+        if self.flow.read_paused or self.pipeline or (cycle and cycle.waiting_for_100_continue):
+            # Not reading: not the client's delay. Its clock starts again, and the next
+            # look is soon, so that it starts again close to when the server reads.
+            self._body_since, self._body_bytes = now, 0
+            self._body_timer = self.loop.call_later(
+                min(HOLD_POLL_S, self.header_timeout), self._body_check
+            )
+            return
+        due = self._body_since + self.header_timeout + self._body_bytes / MIN_BODY_RATE
+        if now < due:
+            self._body_timer = self.loop.call_at(due, self._body_check)
+        else:
+            self._body_late()
+
+    def _body_late(self) -> None:
+        """A body too slow: its request's app reads a disconnect (and anything it sends
+        is dropped); the client gets 408 unless the app's answer had begun."""
+        self._in_body = False
+        self._disarm()
+        self._refused = True
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_started
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if answered:
+            self.transport.close()
+        else:
+            self._answer(_BODY_LATE)
+
+    def _unsent(self) -> int:
+        """Bytes written and not yet taken by the client: the transport's buffer plus
+        the kernel's send queue (Linux's ``SIOCOUTQ``, where the kernel tells it). The
+        transport's buffer alone moves only when the kernel frees a third of its own
+        (up to megabytes), so a slow but steady reader could look stalled."""
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                queued = bytearray(4)
+                fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, queued)
+                unsent += int.from_bytes(queued, "little", signed=True)
+            except (OSError, ValueError):
+                pass  # not Linux, or closed meanwhile: the transport's buffer alone
+        return unsent
+
+    def _send_check(self) -> None:
+        """Abort the connection if the client took nothing since the last check."""
+        self._send_timer = None
+        buffered = self._unsent()
+        if buffered < self._send_buffered:  # it reads, however slowly: wait on
+            self._send_buffered = buffered
+            assert self.send_timeout is not None  # armed only with one
+            self._send_timer = self.loop.call_later(self.send_timeout, self._send_check)
+        else:
+            self.transport.abort()
 
     def _refuse(self, response: bytes) -> None:
         """Stop reading and parsing, and answer ``response`` then close; behind requests
