@@ -338,9 +338,7 @@ def serve(
         raise
     try:
         _announce(url)
-        _run_server(
-            app, sock, options, header_timeout=header_timeout, send_timeout=send_timeout
-        )
+        _run_server(app, sock, options, header_timeout=header_timeout, send_timeout=send_timeout)
     finally:
         close_app(app)  # no-op after a normal shutdown, which already closed it
     console.print("contextos stopped (store closed)", highlight=False)
