@@ -400,3 +400,34 @@ def test_a_new_speaker_and_caption_re_derive_the_facts_beside_the_turn(
         memory.update(turn.id, metadata=_new_speaker(turn))
         assert any("Melanie shared a photo of a blue sailboat" in f for f in facts())
         assert not any("Caroline" in f or "bicycle" in f for f in facts())
+
+
+def test_purges_and_forgets_under_concurrent_clients_report_success(tmp_path: Path) -> None:
+    # Two handles on one SQLite file (a server and a CLI, or two replicas), a dozen
+    # threads adding, searching and erasing: the WAL checkpoint that finishes an
+    # erasure was tried once and, refused at once by another connection's
+    # checkpoint, raised "busy, retry" for 5% of erasures that had committed (the
+    # server answered 503; a retry then got 404).
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = str(tmp_path / "busy.db")
+    handles = [Memory(db, embedder=HashEmbedder()) for _ in range(2)]
+
+    def erase(i: int) -> str:
+        memory = handles[i % 2]
+        added = memory.add(f"secret number {i}", user_id=f"u{i}")
+        memory.search(f"secret {i}", user_id=f"u{i}")
+        if i % 3:
+            memory.delete(added[0].id, purge=True)
+        else:
+            memory.forget(f"u{i}")
+        return added[0].id
+
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            erased = list(pool.map(erase, range(600)))  # raises what any erasure raised
+        assert len(set(erased)) == 600
+        assert handles[0].get_all(user_id="u1") == []
+    finally:
+        for memory in handles:
+            memory.close()
