@@ -431,3 +431,52 @@ def test_purges_and_forgets_under_concurrent_clients_report_success(tmp_path: Pa
     finally:
         for memory in handles:
             memory.close()
+
+
+@BOTH
+def test_concurrent_adds_to_one_session_number_each_turn_once(kind: str, tmp_path: Path) -> None:
+    # A turn is numbered after the session's newest one, read before the write: two
+    # handles (a server and a CLI, two replicas) adding at once gave 100 turns 85
+    # numbers, and the neighbour rerank took turns with one number for one turn.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with live_memory(kind, tmp_path) as (memory, second), second() as other:
+        handles = [memory, other]
+
+        def say(i: int) -> None:
+            handles[i % 2].add(f"turn number {i}", user_id="u", session_id="s")
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(say, range(60)))
+        turns = memory.get_all(session_id="s", limit=1000)
+        assert sorted(r.metadata["seq"] for r in turns) == list(range(60))
+
+
+@BOTH
+def test_an_add_racing_forget_keeps_no_quote_of_the_erased_turn(kind: str, tmp_path: Path) -> None:
+    # A reply quotes the turn it answers ("replying to ..."), read before its write;
+    # a forget of that turn's user committing in between scrubbed every quote but the
+    # one written after it: the forgotten text came back from search (36 of 40
+    # tries over two servers). The write now checks that the turn it read is still
+    # the newest, in its own transaction, and reads again if not.
+    import threading
+
+    with live_memory(kind, tmp_path) as (memory, second), second() as other:
+        for trial in range(25):
+            session, secret = f"s{trial}", f"zq{trial}secretword"
+            memory.add(f"my secret is {secret}", user_id="ana", session_id=session)
+            start = threading.Barrier(2)
+
+            def reply(session: str = session, start: threading.Barrier = start) -> None:
+                start.wait()
+                other.add("noted, I will keep it", session_id=session)
+
+            replier = threading.Thread(target=reply)
+            replier.start()
+            start.wait()
+            memory.forget("ana")
+            replier.join()
+            kept = memory.get_all(session_id=session, limit=100)
+            assert all(secret not in f"{r.text} {r.context}" for r in kept), trial
+            hits = memory.search(secret, session_id=session)
+            assert all(h.lexical_rank is None for h in hits), trial  # no word of it is left

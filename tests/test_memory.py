@@ -316,3 +316,19 @@ def test_a_version_1_database_is_migrated_with_its_pending_vectors(tmp_path: Pat
     m.update("m1", "new note")
     assert [r.id for r in m.store.pending_vectors(limit=5)] in ([], ["m1"])
     m.close()
+
+
+def test_replacing_a_turns_metadata_keeps_its_place_in_the_session(memory: Memory) -> None:
+    # Metadata is replaced whole; a tag added that way dropped the turn's number and
+    # role, and the session's next turn started again at 0.
+    turns = memory.add(
+        [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}],
+        user_id="u",
+        session_id="s",
+    )
+    tagged = memory.update(turns[1].id, metadata={"tag": "greeting"})
+    assert tagged.metadata == {"tag": "greeting", "seq": 1, "role": "assistant"}
+    after = memory.add("how are you?", user_id="u", session_id="s")
+    assert after[0].metadata["seq"] == 2
+    # Named, they are the caller's to set.
+    assert memory.update(turns[0].id, metadata={"seq": 7}).metadata["seq"] == 7

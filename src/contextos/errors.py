@@ -50,6 +50,11 @@ class StoreError(ContextosError):
     """The storage backend failed: unreadable file, lost connection, corruption."""
 
 
+class Conflict(ContextosError):
+    """A write based on what was read found it changed meanwhile (another writer, an
+    erasure) and wrote nothing; reading again and retrying is safe."""
+
+
 class EmbedderUnavailable(ContextosError):
     """The embedder failed on a record and then on a plain probe text too: it is down
     (a remote API answering 503, a wrong key), not the record bad. The records stay

@@ -23,9 +23,9 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
-from ..errors import EmbedderUnavailable, NotFound, ScopeError
+from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
 from ..store import open_store
-from ..store.base import EmbeddingStatus, Patch, Store
+from ..store.base import EmbeddingStatus, Newest, Patch, Store
 from ..times import opt_utc
 from ..types import (
     Filter,
@@ -48,6 +48,10 @@ if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by i
     from .reconcile import Reconciler
 
 MAX_LIMIT = 1000
+
+#: Tries of an add to a session whose newest record keeps changing under it (each
+#: failed try means another add to it, or an erasure in it, committed meanwhile).
+ADD_TRIES = 50
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,8 @@ class Memory:
         Raises:
             ScopeError: no user, agent or session given, or an empty or blank one.
             TypeError/ValueError: malformed messages, oversized text, a non-string id.
+            Conflict: the session changed under every one of ``ADD_TRIES`` tries
+                (nothing was written).
         """
         opts = validate_options(
             Scope(self.tenant, user_id, agent_id, session_id),
@@ -160,16 +166,31 @@ class Memory:
             event_time=event_time,
             memory_type=memory_type,
         )
-        last = self._last_turn(opts.scope)
         if infer:
+            last = self._last_turn(opts.scope)[1]
             return self._infer(to_messages(messages), opts, last, extractor)
-        records = build_records(to_messages(messages), opts, previous=last)
+        said = to_messages(messages)
+        for _ in range(ADD_TRIES):
+            try:
+                return self._add_once(
+                    said, opts, dedupe, self.turn_facts if facts is None else facts
+                )
+            except Conflict:
+                continue  # another add, or an erasure, in this session since it was read
+        raise Conflict(f"the session changed under each of {ADD_TRIES} tries; nothing written")
+
+    def _add_once(
+        self, said: list[Message], opts: AddOptions, dedupe: bool, facts: bool
+    ) -> list[MemoryRecord]:
+        """One try of ``add`` (turns as said): numbered after, and quoting, the session's
+        newest turn as read, written only if it is still the newest (``Store.put``'s
+        ``after``), else ``Conflict``."""
+        newest, last = self._last_turn(opts.scope)
+        records = build_records(said, opts, previous=last)
         if dedupe and opts.scope.session_id is None:
             records, new = self._reuse_repeats(records)
         else:
             new = records
-        if facts is None:
-            facts = self.turn_facts
         if new and facts and opts.scope.session_id is not None:
             from .infer import facts_beside
 
@@ -181,7 +202,7 @@ class Memory:
             new = [r for turn in new for r in (turn, *facts_of.get(turn.id, ()))]
         if new:
             counted = {r.id: self.record_tokens.counted(r) for r in new}
-            self.store.put(list(counted.values()))
+            self.store.put(list(counted.values()), after=newest)
             records = [counted.get(r.id, r) for r in records]
             self._embed_later()
         return records
@@ -230,18 +251,21 @@ class Memory:
         self._embed_later()
         return written(outcomes)
 
-    def _last_turn(self, scope: Scope) -> MemoryRecord | None:
-        """The latest memory of this session: a reply is indexed with what it answers,
-        and numbered after it (``metadata["seq"]``) so retrieval knows neighbours."""
+    def _last_turn(self, scope: Scope) -> tuple[Newest | None, MemoryRecord | None]:
+        """The newest record of this session as read (what a write after it is based
+        on), and the latest turn: a reply is indexed with what it answers, and
+        numbered after it (``metadata["seq"]``) so retrieval knows neighbours."""
         if scope.session_id is None:
-            return None
-        last = self.store.list(Filter(scope=scope, include_invalid=True), limit=1)
+            return None, None
+        flt = Filter(scope=scope, include_invalid=True)
+        last = self.store.list(flt, limit=1)
         if not last:
-            return None
+            return Newest(flt, None), None
+        newest = Newest(flt, last[0].id)
         source = last[0].metadata.get(FACT_OF)  # a fact stored right after its turn
         if isinstance(source, str):
-            return self.store.get(self.tenant, source) or last[0]
-        return last[0]
+            return newest, self.store.get(self.tenant, source) or last[0]
+        return newest, last[0]
 
     def _embed_later(self) -> bool:
         """Embed what is pending (inline), or wake the worker; False when the embedder
@@ -283,6 +307,11 @@ class Memory:
     ) -> MemoryRecord:
         """Change a memory's text and/or metadata; the old text stays in ``history``.
 
+        ``metadata`` replaces the record's whole, except the keys the library keeps
+        for a session turn: its place (``seq``) and ``role`` stay unless given, and a
+        fact's link to its turn (``fact_of``) cannot change (a tag added by replacing
+        the metadata used to drop the turn's number, and the next turn started at 0).
+
         What is derived from the record follows it: its vector (``Store.update`` with
         ``embeds``) and the facts stored beside a turn, when the text changes or the
         metadata they read does (a speaker's name, an image caption)."""
@@ -292,7 +321,7 @@ class Memory:
             _check_text(text)
         before = self.store.get(self.tenant, memory_id)
         if metadata is not None:
-            metadata = _keeping_fact_link(before, metadata)
+            metadata = _kept_metadata(before, metadata)
         record = self.store.update(
             self.tenant,
             memory_id,
@@ -494,17 +523,23 @@ def _check_limit(limit: object) -> None:
         raise ValueError(f"limit must be an integer between 1 and {MAX_LIMIT}")
 
 
-def _keeping_fact_link(
-    record: MemoryRecord | None, metadata: Mapping[str, Any]
-) -> Mapping[str, Any]:
-    """New metadata for ``record``: the reserved ``fact_of`` link of a fact stored beside a
-    turn is kept (metadata is replaced whole), and may not be set or changed by hand."""
-    link = record.metadata.get(FACT_OF) if record is not None else None
+#: Metadata the library writes on a session's turns and keeps through an update that
+#: does not name them: a turn's place in its session and who said it.
+KEPT_KEYS = ("seq", "role")
+
+
+def _kept_metadata(record: MemoryRecord | None, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+    """New metadata for ``record`` (metadata is replaced whole): its :data:`KEPT_KEYS`
+    stay unless given, and the reserved ``fact_of`` link of a fact stored beside a
+    turn is kept and may not be set or changed by hand."""
+    old = record.metadata if record is not None else {}
+    link = old.get(FACT_OF)
     if FACT_OF in metadata and metadata[FACT_OF] != link:
         raise ValueError(
             f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
         )
-    return {**metadata, FACT_OF: link} if link is not None else metadata
+    kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata}
+    return {**metadata, **kept, **({FACT_OF: link} if link is not None else {})}
 
 
 def _check_text(text: object) -> None:

@@ -34,6 +34,15 @@ EmbeddedText = Callable[[MemoryRecord], str]
 
 
 @dataclass(frozen=True)
+class Newest:
+    """What a write was based on: the newest record matching ``filter`` (newest by
+    creation, as ``Store.list`` orders) had the id ``id`` (None: there was none)."""
+
+    filter: Filter
+    id: str | None
+
+
+@dataclass(frozen=True)
 class Ranked:
     """A record id with a retriever's score (higher is better)."""
 
@@ -102,9 +111,18 @@ class Store(Protocol):
     """Durable storage for contextos. See the module docstring."""
 
     # -- records ---------------------------------------------------------
-    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
+    def put(
+        self, records: Sequence[MemoryRecord], *, actor: str = "api", after: Newest | None = None
+    ) -> None:
         """Insert new records atomically (all or none) and log an ADD for each; each
-        record's ``token_count`` is stored as it is (None: counted when read)."""
+        record's ``token_count`` is stored as it is (None: counted when read).
+
+        ``after``: write only if the newest record matching its filter is still the
+        one it names, checked in the write's own transaction, else raise
+        ``errors.Conflict`` and write nothing. A session's next turn is numbered
+        after, and quotes, the turn before it: another add in between would repeat
+        its number, and an erasure in between would have the quote of an erased
+        turn written after the erasure scrubbed the rest."""
         ...
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:

@@ -20,6 +20,7 @@ filters agree with the caller's clock, and come back as aware UTC datetimes.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from contextos.errors import MissingExtraError, NotFound, StoreError
+from contextos.errors import Conflict, MissingExtraError, NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
+from contextos.store.base import EmbeddingStatus, Newest, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
@@ -202,13 +203,17 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         self._pool.close()
 
     # -- records -------------------------------------------------------------
-    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
+    def put(
+        self, records: Sequence[MemoryRecord], *, actor: str = "api", after: Newest | None = None
+    ) -> None:
         if not records:
             return
         now = _now()
         rows = [record_params(r, now) for r in records]
         try:
             with self._tx("write") as cur:
+                if after is not None:
+                    _check_newest(cur, after)
                 cur.executemany(_INSERT_RECORD, rows)
                 cur.executemany(
                     "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s)",
@@ -598,6 +603,25 @@ def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Seque
                 "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s",
                 (new, tenant, memory_id),
             )
+
+
+def _check_newest(cur: Any, after: Newest) -> None:
+    """Raise Conflict unless the newest record matching ``after.filter`` is
+    ``after.id``. Writers based on one scope queue on a transaction lock of that
+    scope (two adds would both see the same newest record and both write), and the
+    newest row is locked for share: an erasure that deleted it and has not committed
+    yet is waited for, and the row then no longer counts."""
+    scope = after.filter.scope
+    key = json.dumps([scope.tenant, scope.user_id, scope.agent_id, scope.session_id])
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+    where, params = filter_sql(after.filter, _now())
+    newest = cur.execute(
+        f"SELECT m.id FROM memories m WHERE {where} "
+        "ORDER BY m.created_at DESC, m.seq DESC LIMIT 1 FOR SHARE",
+        params,
+    ).fetchone()
+    if (newest[0] if newest else None) != after.id:
+        raise Conflict("the newest record changed since it was read")
 
 
 def _conninfo(url: str) -> dict[str, str]:

@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from contextos.errors import NotFound, StoreError
+from contextos.errors import Conflict, NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import EmbeddingStatus, Patch, Quarantined, Ranked, Vector
+from contextos.store.base import EmbeddingStatus, Newest, Patch, Quarantined, Ranked, Vector
 from contextos.store.erasure import scrub_context
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
@@ -186,12 +186,23 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             self._db.close()
 
     # -- records -------------------------------------------------------------
-    def put(self, records: Sequence[MemoryRecord], *, actor: str = "api") -> None:
+    def put(
+        self, records: Sequence[MemoryRecord], *, actor: str = "api", after: Newest | None = None
+    ) -> None:
         if not records:
             return
         now = time.time()
         rows = [record_row(r, now) for r in records]
-        with self._write() as db:
+        with self._write() as db:  # BEGIN IMMEDIATE: no other write until it commits
+            if after is not None:
+                where, params = filter_sql(after.filter, now)
+                newest = db.execute(
+                    f"SELECT m.id FROM memories m WHERE {where} "
+                    "ORDER BY m.created_at DESC, m.rowid DESC LIMIT 1",
+                    params,
+                ).fetchone()
+                if (newest[0] if newest else None) != after.id:
+                    raise Conflict("the newest record changed since it was read")
             try:
                 db.executemany(
                     _INSERT_RECORD,
