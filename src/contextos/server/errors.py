@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import (
     BudgetError,
     ConfigError,
+    Conflict,
     ContextosError,
     NotFound,
     RateLimited,
@@ -39,6 +40,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (ScopeError, 400),
     (BudgetError, 400),
     (StoreError, 503),
+    (Conflict, 409),  # the state a write was based on kept changing: safe to retry
     (ConfigError, 400),
     (ContextosError, 400),
     (ValueError, 400),
