@@ -33,7 +33,7 @@ from .errors import (
     retry_after,
     status_for,
 )
-from .gate import AuthGate, JsonBody
+from .gate import AuthGate, JsonBody, Utf8Url
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
@@ -184,6 +184,7 @@ def create_app(
     ungated = () if config.admin_key else ("/v1/keys",)
     app.add_middleware(AuthGate, auth=auth, prefixes=API_PREFIXES, exclude=ungated)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(Utf8Url)  # before anything reads the path or the query
     # The inspector page (/ui), its JSON routes, and the security headers (added last:
     # outermost, so even the body-limit middleware's 413s carry them).
     from .ui import install_ui

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import anyio.to_thread
 
@@ -118,3 +119,41 @@ class JsonBody:
             headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
+
+
+class Utf8Url:
+    """Refuse with 422 a URL whose percent-escapes do not decode as UTF-8.
+
+    The framework decodes them with replacement characters, so ``/v1/sessions/%FF``
+    and ``/v1/sessions/%FE`` both named the session ``"\ufffd"`` (two clients' turns
+    in one log), and an escaped lone surrogate was stored as three of them, where
+    the same text in a body is refused. Path and query alike, before any route."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not _utf8_url(scope):
+            body = json.dumps(
+                error_body("InvalidRequest", "the URL's percent-escapes are not UTF-8")
+            ).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 422, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def _utf8_url(scope: Message) -> bool:
+    """Whether the raw path and every query part percent-decode to UTF-8."""
+    raw = scope.get("raw_path") or str(scope.get("path", "")).encode("utf-8", "surrogatepass")
+    parts = [raw, *bytes(scope.get("query_string", b"")).split(b"&")]
+    try:
+        for part in parts:
+            unquote_to_bytes(part).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
