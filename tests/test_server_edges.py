@@ -101,6 +101,11 @@ def _hostile_requests(key: str) -> list[tuple[str, str, dict[str, Any]]]:
                 "/v1/memories",
                 {"headers": h, "json": {"messages": "x", "user_id": "u", "metadata": {"n": big}}},
             ),
+            (  # a filter value past 64 bits was taken as a float
+                "POST",
+                "/v1/memories/search",
+                {"headers": h, "json": {"query": "q", "user_id": "u", "metadata": {"n": big}}},
+            ),
         ]
     for key_name in BAD_FILTER_KEYS:
         body = {"query": "q", "user_id": "u", "metadata": {key_name: 1}}
@@ -120,6 +125,16 @@ def _hostile_requests(key: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", "/v1/memories", {"headers": h, "json": {"messages": "a\x00b", "user_id": "u"}})
     )
     out.append(("POST", "/v1/memories/forget", {"headers": h, "json": {"user_id": "\x00"}}))
+    # The inspector's JSON routes: a time with no UTC equivalent, a NUL in a model name.
+    out.append(
+        (
+            "GET",
+            f"/ui/api/memories?user_id=u&as_of={BAD_TIMES[0].replace('+', '%2B')}",
+            {"headers": h},
+        )
+    )
+    for route in ("cache", "cache.svg"):
+        out.append(("GET", f"/ui/api/sessions/s/{route}?model=a%00b", {"headers": h}))
     return out
 
 

@@ -15,10 +15,10 @@ annotations at runtime.)
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AfterValidator
 
 from contextos.engine.compaction import HistoryState
 from contextos.engine.session import context_window, turn_items, window_budget
@@ -46,7 +46,7 @@ MAX_REPLAY_CALLS = 100
 MAX_REPLAY_TURNS = 1000
 
 Validity = Literal["current", "all"]
-ModelName = Annotated[str, Query(min_length=1, max_length=100)]
+ModelName = Annotated[str, Query(min_length=1, max_length=100), AfterValidator(s.check_text)]
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         session_id: OptScopeId = None,
         memory_type: Annotated[list[s.MemoryTypeName] | None, Query(max_length=3)] = None,
         validity: Validity = "current",
-        as_of: datetime | None = None,
+        as_of: s.Time | None = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> dict[str, Any]:

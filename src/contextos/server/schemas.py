@@ -17,7 +17,15 @@ import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from ..times import utc
 from ..types import Message, ScopeIds, scope_id, scope_ids
@@ -96,12 +104,15 @@ ScopeId = Annotated[Ident, AfterValidator(check_scope_id)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
 Time = Annotated[datetime, AfterValidator(_check_time)]
 FilterKey = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=FILTER_KEY)]
-Scalar = (
+Scalar = Annotated[
     Annotated[str, AfterValidator(check_text)]
     | Annotated[int, Field(ge=-(2**63), lt=2**63)]
     | Annotated[float, Field(allow_inf_nan=False)]
-    | bool
-)
+    | bool,
+    # Before the union: an integer past 64 bits failed the int branch and was taken
+    # as a float (2**70 became 1.18e21) where it must be refused.
+    BeforeValidator(lambda v: _check_json(v) if isinstance(v, int) else v),
+]
 MemoryTypeName = Literal["episodic", "semantic", "procedural"]
 
 
