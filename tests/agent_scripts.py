@@ -80,6 +80,14 @@ def _completion(message: dict[str, Any], finish: str, prompt_tokens: int) -> Fak
 
 def openai_tool_calls(*calls: tuple[str, dict[str, Any]], prompt_tokens: int = 100) -> FakeResponse:
     """A chat completion whose message carries ``tool_calls`` (name, arguments)."""
+    return openai_raw_tool_calls(
+        *((name, json.dumps(args)) for name, args in calls), prompt_tokens=prompt_tokens
+    )
+
+
+def openai_raw_tool_calls(*calls: tuple[str, str], prompt_tokens: int = 100) -> FakeResponse:
+    """A chat completion whose ``tool_calls`` carry arguments as the raw JSON text given
+    (a model may send any text there, even JSON nested past Python's recursion limit)."""
     n = next(_ids)
     message = {
         "role": "assistant",
@@ -88,7 +96,7 @@ def openai_tool_calls(*calls: tuple[str, dict[str, Any]], prompt_tokens: int = 1
             {
                 "id": f"call_{n}_{i}",
                 "type": "function",
-                "function": {"name": name, "arguments": json.dumps(args)},
+                "function": {"name": name, "arguments": args},
             }
             for i, (name, args) in enumerate(calls)
         ],

@@ -14,17 +14,23 @@ were at the last compaction point and is re-rendered only when the session's
 compaction state moves on (the prefix is rebuilt then anyway). Until then an
 edit reaches the model as what it already is in the history -- the tool call
 and its result, which quote the block's new value -- an append after the
-cached prefix. ``refresh_after`` bounds how many edits may wait.
+cached prefix. ``refresh_after`` bounds how many edits may wait. A block
+erased meanwhile (``forget``, a delete) is dropped from the snapshot at once.
+
+An edit reads a block and writes it back under the owner's lock
+(:mod:`contextos.agent.lock`), so parallel editors (threads, the server and the
+CLI on one file) never write over each other's change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from ..types import Filter
-from .owner import owned, owner_scope
+from .lock import owner_lock
+from .owner import oldest_first, owned_records, owner_scope
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
@@ -77,11 +83,17 @@ class CoreMemory:
 
     # -- reading ----------------------------------------------------------------------
     def _stored(self) -> dict[str, CoreBlock]:
-        flt = Filter(metadata={"source": SOURCE})
-        records = self.memory.get_all(**self.scope.ids(), filters=flt, limit=1000)
+        """The stored blocks by label; of duplicates (an older version's race) the oldest.
+
+        A record tagged as a block without a valid label is skipped: anyone who may
+        add memories (an API key holder, a model through MCP ``add_memory``) can
+        forge the tag, and one such record must not break every core read.
+        """
         out: dict[str, CoreBlock] = {}
-        for r in owned(records, self.scope):
-            label = str(r.metadata["label"])
+        for r in oldest_first(list(owned_records(self.memory, self.scope, SOURCE))):
+            label = r.metadata.get("label")
+            if not _valid_label(label) or label in out:
+                continue
             out[label] = CoreBlock(label, r.text.partition("\n")[2], self._limit(label), r.id)
         return out
 
@@ -106,8 +118,18 @@ class CoreMemory:
             )
 
     # -- writing ----------------------------------------------------------------------
+    def _locked(self) -> AbstractContextManager[None]:
+        """The owner's core lock: each edit reads, changes and writes a block, and two
+        editors (threads, processes) must not both write over the same old value."""
+        return owner_lock(self.memory.store, self.scope, "core")
+
     def set(self, label: str, value: str) -> CoreBlock:
         """Write a block's whole value (kept in history)."""
+        with self._locked():
+            return self._set(label, value)
+
+    def _set(self, label: str, value: str) -> CoreBlock:
+        """``set`` with the lock held by the caller."""
         self._known(label)
         if not isinstance(value, str):
             raise CoreMemoryError("a block's value must be a string")
@@ -122,8 +144,9 @@ class CoreMemory:
         text = f"{_header(label)}\n{value}"
         meta = {"source": SOURCE, "label": label}
         if current is None:
+            # dedupe=False: an equal plain memory must not stand in for the block.
             rec = self.memory.add(
-                text, **self.scope.ids(), metadata=meta, memory_type="procedural"
+                text, **self.scope.ids(), metadata=meta, memory_type="procedural", dedupe=False
             )[0]
             return CoreBlock(label, value, limit, rec.id)
         if current.value != value:
@@ -133,40 +156,46 @@ class CoreMemory:
     def append(self, label: str, content: str) -> CoreBlock:
         """Add a line to a block."""
         need_text("content", content)
-        value = self.get(label).value
-        return self.set(label, f"{value}\n{content.strip()}" if value else content.strip())
+        with self._locked():
+            value = self.get(label).value
+            return self._set(label, f"{value}\n{content.strip()}" if value else content.strip())
 
     def replace(self, label: str, old_content: str, new_content: str) -> CoreBlock:
         """Replace ``old_content`` (which must appear) with ``new_content`` ('' deletes it)."""
         need_text("old_content", old_content)
         if not isinstance(new_content, str):
             raise CoreMemoryError("new_content must be a string")
-        value = self.get(label).value
-        if old_content not in value:
-            raise CoreMemoryError(
-                f"old_content {old_content!r} does not appear in block {label!r}; "
-                "copy it exactly from the block"
-            )
-        return self.set(label, value.replace(old_content, new_content))
+        with self._locked():
+            value = self.get(label).value
+            if old_content not in value:
+                raise CoreMemoryError(
+                    f"old_content {old_content!r} does not appear in block {label!r}; "
+                    "copy it exactly from the block"
+                )
+            return self._set(label, value.replace(old_content, new_content))
 
     # -- rendering --------------------------------------------------------------------
-    def render(self) -> str:
-        """The blocks as the model reads them in its prefix."""
+    def render(self, blocks: list[CoreBlock] | None = None) -> str:
+        """The blocks (``blocks()`` when not given) as the model reads them in its prefix."""
         parts = ["<core_memory>"]
-        for b in self.blocks():
+        for b in self.blocks() if blocks is None else blocks:
             parts += [f'<{b.label} chars="{len(b.value)}/{b.limit}">', b.value, f"</{b.label}>"]
         parts.append("</core_memory>")
         return "\n".join(parts)
 
 
+def _valid_label(label: object) -> TypeGuard[str]:
+    """Whether ``label`` is a block label: 1-64 ASCII letters, digits or _."""
+    return (
+        isinstance(label, str)
+        and 0 < len(label) <= MAX_LABEL_CHARS
+        and label.replace("_", "").isalnum()
+        and label.isascii()
+    )
+
+
 def _check_label(label: object) -> None:
-    if (
-        not isinstance(label, str)
-        or not label
-        or len(label) > MAX_LABEL_CHARS
-        or not label.replace("_", "").isalnum()
-        or not label.isascii()
-    ):
+    if not _valid_label(label):
         raise ValueError(f"a block label is 1-{MAX_LABEL_CHARS} ASCII letters, digits or _")
 
 
@@ -205,17 +234,34 @@ class CorePrefix:
         self.refreshes = 0
         self._text: str | None = None
         self._key: Any = None
+        #: The memory ids of the blocks in the snapshot (to see that one was erased).
+        self._ids: tuple[str, ...] = ()
 
     def edited(self) -> None:
         """Count an edit that is not in the snapshot yet."""
         self.pending += 1
 
     def text(self, key: Any = None) -> str:
+        """The snapshot, rendered again when it is due (see the class) or erased."""
         due = self.refresh_after is not None and self.pending >= self.refresh_after
-        if self.live or self._text is None or key != self._key or due:
-            self._text, self._key, self.pending = self.core.render(), key, 0
+        if self.live or self._text is None or key != self._key or due or self._erased():
+            blocks = self.core.blocks()
+            self._text, self._key, self.pending = self.core.render(blocks), key, 0
+            self._ids = tuple(b.memory_id for b in blocks if b.memory_id is not None)
             self.refreshes += 1
         return self._text
+
+    def _erased(self) -> bool:
+        """Whether a block in the snapshot is no longer stored (``forget``, a delete).
+
+        Why: an erasure (by this process, the server or the CLI) does not move the
+        compaction point of a session that lives on, and the snapshot would keep
+        sending the erased text to the model. One read of a few ids by key.
+        """
+        if not self._ids:
+            return False
+        memory = self.core.memory
+        return len(memory.store.get_many(memory.tenant, self._ids)) < len(self._ids)
 
 
 __all__ = [

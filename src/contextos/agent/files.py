@@ -13,17 +13,24 @@ same answers whichever backend runs. Where a store differs from a disk: a
 directory's size is the total size of its files, ``..`` is refused even when
 it would resolve inside ``/memories``, and a file holds at most
 :data:`MAX_FILE_CHARS` characters.
+
+A command that writes runs under the owner's lock (:mod:`contextos.agent.lock`):
+two creates of one path make one file, two edits of one file both land. Of
+duplicates an older version's race left, the oldest is the file; a write to it
+or a delete removes the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..memory.ingest import MAX_TEXT_CHARS
-from ..types import Filter
-from .owner import owned, owner_scope
+from ..types import MemoryRecord
+from .lock import owner_lock
+from .owner import oldest_first, owned_records, owner_scope
 from .paths import (
     MAX_PATH_CHARS,
     ROOT,
@@ -43,16 +50,20 @@ MAX_LINES = 999_999
 LINE_NUMBER_WIDTH = len(str(MAX_LINES))
 #: Metadata marking a memory as a memory-tool file, with its path and trailing whitespace.
 SOURCE = "memory_tool"
-_PAGE = 1000
 
 
 @dataclass(frozen=True)
 class MemoryFile:
-    """One file: its normalised path, its exact content, and the memory holding it."""
+    """One file: its normalised path, its exact content, and the memory holding it.
+
+    ``shadowed``: other memories holding the same path (duplicates an older version
+    created in a race); the oldest is the file, a write or delete removes the rest.
+    """
 
     path: str
     content: str
     memory_id: str
+    shadowed: tuple[str, ...] = ()
 
 
 def format_size(size: int) -> str:
@@ -94,22 +105,19 @@ class MemoryFiles:
 
     # -- reading -------------------------------------------------------------------
     def files(self) -> list[MemoryFile]:
-        """Every file in this scope, sorted by path."""
-        flt = Filter(metadata={"source": SOURCE})
-        out: list[MemoryFile] = []
-        offset = 0
-        while True:
-            page = self.memory.get_all(**self.scope.ids(), filters=flt, limit=_PAGE, offset=offset)
-            for r in owned(page, self.scope):
-                body = r.text.partition("\n")[2]
-                out.append(
-                    MemoryFile(
-                        str(r.metadata["path"]), body + str(r.metadata.get("tail", "")), r.id
-                    )
-                )
-            if len(page) < _PAGE:
-                return sorted(out, key=lambda f: f.path)
-            offset += _PAGE
+        """Every file in this scope, one per path, sorted by path."""
+        by_path: dict[str, MemoryFile] = {}
+        for r in oldest_first(list(owned_records(self.memory, self.scope, SOURCE))):
+            path = _stored_path(r)
+            if path is None:
+                continue
+            if path in by_path:
+                first = by_path[path]
+                by_path[path] = replace(first, shadowed=(*first.shadowed, r.id))
+                continue
+            body = r.text.partition("\n")[2]
+            by_path[path] = MemoryFile(path, body + str(r.metadata.get("tail", "")), r.id)
+        return sorted(by_path.values(), key=lambda f: f.path)
 
     def _index(self) -> dict[str, MemoryFile]:
         return {f.path: f for f in self.files()}
@@ -143,11 +151,25 @@ class MemoryFiles:
 
     def _put(self, path: str, content: str) -> None:
         text, meta = self._record(path, content)
-        self.memory.add(text, **self.scope.ids(), metadata=meta, memory_type="semantic")
+        # dedupe=False: an equal plain memory must not stand in for the file.
+        self.memory.add(
+            text, **self.scope.ids(), metadata=meta, memory_type="semantic", dedupe=False
+        )
 
     def _write(self, found: MemoryFile, content: str, path: str | None = None) -> None:
         text, meta = self._record(path or found.path, content)
         self.memory.update(found.memory_id, text, metadata=meta)
+        self._remove(found.shadowed)
+
+    def _remove(self, ids: Sequence[str]) -> None:
+        for memory_id in ids:
+            self.memory.delete(memory_id)
+
+    def _locked(self) -> AbstractContextManager[None]:
+        """The owner's files lock: a command reads the files, decides and writes, and
+        two commands (threads, processes) must not both act on the same old state
+        (two creates of one path, two edits of one file)."""
+        return owner_lock(self.memory.store, self.scope, "files")
 
     # -- commands --------------------------------------------------------------------
     def view(self, path: str, view_range: Sequence[int] | None = None) -> str:
@@ -205,6 +227,10 @@ class MemoryFiles:
         _need_str("file_text", file_text)
         if norm == ROOT:
             raise MemoryFileError("Cannot create a file at the /memories directory itself")
+        with self._locked():
+            return self._create(path, norm, file_text)
+
+    def _create(self, path: str, norm: str, file_text: str) -> str:
         index = self._index()
         if norm in index or any(is_under(p, norm) for p in index):
             raise MemoryFileError(f"File {path} already exists")
@@ -234,7 +260,10 @@ class MemoryFiles:
         """Replace the one occurrence of ``old_str``; refuse zero or several."""
         _need_str("old_str", old_str)
         _need_str("new_str", new_str)
-        found = self._file(path)
+        with self._locked():
+            return self._str_replace(self._file(path), path, old_str, new_str)
+
+    def _str_replace(self, found: MemoryFile, path: str, old_str: str, new_str: str) -> str:
         content = found.content
         count = content.count(old_str) if old_str else 0
         if count == 0:
@@ -264,7 +293,10 @@ class MemoryFiles:
     def insert(self, path: str, insert_line: int, insert_text: str) -> str:
         """Insert ``insert_text`` after line ``insert_line`` (0: at the top)."""
         _need_str("insert_text", insert_text)
-        found = self._file(path)
+        with self._locked():
+            return self._insert(self._file(path), path, insert_line, insert_text)
+
+    def _insert(self, found: MemoryFile, path: str, insert_line: int, insert_text: str) -> str:
         lines = _lines_keeping_cr(found.content)
         if (
             not isinstance(insert_line, int)
@@ -285,12 +317,11 @@ class MemoryFiles:
         norm = normalize(path)
         if norm == ROOT:
             raise MemoryFileError("Cannot delete the /memories directory itself")
-        index = self._index()
-        doomed = [f for p, f in index.items() if p == norm or is_under(p, norm)]
-        if not doomed:
-            raise MemoryFileError(f"The path {path} does not exist")
-        for f in doomed:
-            self.memory.delete(f.memory_id)
+        with self._locked():
+            doomed = [f for p, f in self._index().items() if p == norm or is_under(p, norm)]
+            if not doomed:
+                raise MemoryFileError(f"The path {path} does not exist")
+            self._remove([i for f in doomed for i in (f.memory_id, *f.shadowed)])
         return f"Successfully deleted {path}"
 
     def rename(self, old_path: str, new_path: str) -> str:
@@ -298,6 +329,10 @@ class MemoryFiles:
         old, new = normalize(old_path), normalize(new_path)
         if old == ROOT:
             raise MemoryFileError("Cannot rename the /memories directory itself")
+        with self._locked():
+            return self._rename(old_path, new_path, old, new)
+
+    def _rename(self, old_path: str, new_path: str, old: str, new: str) -> str:
         index = self._index()
         moving = [f for p, f in index.items() if p == old or is_under(p, old)]
         if new == ROOT or new in index or any(is_under(p, new) for p in index):
@@ -313,9 +348,22 @@ class MemoryFiles:
 
     def clear(self) -> str:
         """Delete every file of this scope."""
-        for f in self.files():
-            self.memory.delete(f.memory_id)
+        with self._locked():
+            self._remove([i for f in self.files() for i in (f.memory_id, *f.shadowed)])
         return "All memory cleared"
+
+
+def _stored_path(record: MemoryRecord) -> str | None:
+    """The normalised path a file's memory names, or None when it names none.
+
+    Why: the tag is plain metadata that anyone who may add memories can forge; a
+    record without a valid path is not a file, and must not break every command.
+    """
+    path = record.metadata.get("path")
+    try:
+        return path if isinstance(path, str) and normalize(path) == path else None
+    except MemoryFileError:
+        return None
 
 
 def _need_str(name: str, value: object) -> None:
@@ -327,6 +375,7 @@ def _check_range(view_range: Sequence[int], n_lines: int) -> tuple[int, int]:
     """(start, end) of a valid ``view_range``; the text editor tool's errors otherwise."""
     if (
         isinstance(view_range, str)
+        or not isinstance(view_range, Sequence)
         or len(view_range) != 2
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in view_range)
     ):

@@ -2,8 +2,11 @@
 
 Each function acts on the tenant the server resolves for the call (from the
 API key, never from an argument) and on the user/agent/session given as
-arguments, like the server's other tools. A refused call raises, so the MCP
-SDK reports it as a tool error with the same text the wrappers' loop shows.
+arguments, like the server's other tools. Ids and texts are validated as the
+HTTP routes validate them (:mod:`contextos.agent.schemas`). A refused call
+raises, so the MCP SDK reports it as a tool error with the same text the
+wrappers' loop shows; a store failure raises StoreError, which the server
+reports without its detail (paths, hosts).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..server.schemas import parse
 from .core_memory import CoreMemoryError
+from .schemas import ToolCallIn, ToolScopeIn
 from .tools import AgentTools, scoped_tools
 
 
@@ -25,10 +30,16 @@ def mcp_functions(memory_of_caller: Callable[[], Any]) -> list[Callable[..., Any
         agent_id: str | None,
         session_id: str | None = None,
     ) -> dict[str, Any]:
-        tools: AgentTools = scoped_tools(
-            memory_of_caller(), user_id=user_id, agent_id=agent_id, session_id=session_id
+        call = parse(
+            ToolCallIn, user_id=user_id, agent_id=agent_id, session_id=session_id, arguments=args
         )
-        outcome = tools.execute(name, args)
+        tools: AgentTools = scoped_tools(
+            memory_of_caller(),
+            user_id=call.user_id,
+            agent_id=call.agent_id,
+            session_id=call.session_id,
+        )
+        outcome = tools.execute(name, call.arguments)
         if outcome.is_error:
             raise CoreMemoryError(outcome.text)
         return {"tool": name, "result": outcome.text}
@@ -72,7 +83,8 @@ def mcp_functions(memory_of_caller: Callable[[], Any]) -> list[Callable[..., Any
     def core_memory_view(user_id: str | None = None, agent_id: str | None = None) -> dict[str, Any]:
         """The core memory blocks of a user/agent as the agent should pin them in its
         system prompt (MCP clients assemble their own context)."""
-        core = scoped_tools(memory_of_caller(), user_id=user_id, agent_id=agent_id).core
+        scope = parse(ToolScopeIn, user_id=user_id, agent_id=agent_id)
+        core = scoped_tools(memory_of_caller(), user_id=scope.user_id, agent_id=scope.agent_id).core
         return {"tool": "core_memory_view", "result": core.render()}
 
     return [

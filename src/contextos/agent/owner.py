@@ -8,11 +8,11 @@ files are not an agent's, nor a session's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import ScopeError
-from ..types import MemoryRecord, Scope
+from ..types import Filter, MemoryRecord, Scope
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -36,4 +36,36 @@ def owned(records: Sequence[MemoryRecord], scope: Scope) -> list[MemoryRecord]:
     return [r for r in records if r.scope.within_tenant() == scope.within_tenant()]
 
 
-__all__ = ["owned", "owner_scope"]
+#: Records read per page of :func:`owned_records`.
+PAGE = 1000
+
+
+def owned_records(memory: Memory, scope: Scope, source: str) -> Iterator[MemoryRecord]:
+    """Every record of exactly ``scope`` whose metadata ``source`` is ``source``.
+
+    Why pages: a read by user or agent also returns their sessions' and agents'
+    records (the owner's sub-scopes); with one page of 1000, enough of those hid
+    the owner's own block, which then read as empty and was written again as a
+    duplicate.
+    """
+    flt = Filter(metadata={"source": source})
+    offset = 0
+    while True:
+        page = memory.get_all(**scope.ids(), filters=flt, limit=PAGE, offset=offset)
+        yield from owned(page, scope)
+        if len(page) < PAGE:
+            return
+        offset += PAGE
+
+
+def oldest_first(records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+    """``records`` oldest first (ties by id): the order that picks, among duplicates
+    of one block or file (left by older versions' races), the same one every time."""
+
+    def key(r: MemoryRecord) -> tuple[float, str]:
+        return (r.created_at.timestamp() if r.created_at else float("inf"), r.id)
+
+    return sorted(records, key=key)
+
+
+__all__ = ["PAGE", "oldest_first", "owned", "owned_records", "owner_scope"]

@@ -11,26 +11,17 @@ annotations``: FastAPI reads the handlers' annotations at runtime.)
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Security
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from ..errors import NotFound
-from ..server import schemas as s
 from ..server.routes import ERRORS, OptScopeId, bearer, caller
+from .schemas import ToolCallIn
 from .tools import SCHEMAS, TOOL_NAMES, scoped_tools
 
 if TYPE_CHECKING:
     from ..memory import Memory
     from ..server.auth import Authenticator
     from ..server.tenants import TenantMemories
-
-
-class ToolCallIn(BaseModel):
-    """One tool call: the scope it acts in and the tool's arguments."""
-
-    user_id: s.ScopeId | None = None
-    agent_id: s.ScopeId | None = None
-    session_id: s.ScopeId | None = None
-    arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class ToolOutcomeOut(BaseModel):

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ContextosError
-from ..types import Filter
+from ..errors import ContextosError, EmbedderUnavailable, StoreError
+from ..types import Filter, content_hash
 from .core_memory import CoreMemory, CoreMemoryError, CorePrefix, need_text
 
 if TYPE_CHECKING:
@@ -131,26 +131,40 @@ class AgentTools:
         self.search_limit = search_limit
 
     def execute(self, name: str, arguments: Mapping[str, Any] | str) -> ToolOutcome:
-        """Run tool ``name``; a refused call comes back as an error outcome, never raised."""
+        """Run tool ``name``; a refused call comes back as an error outcome.
+
+        A store failure (:class:`StoreError`: busy, unreachable) or a down embedder
+        is raised instead: it is no fault of the call, whose caller should retry
+        (the HTTP API answers 503 + Retry-After), and its text names paths and hosts
+        that a tool result would show the model.
+        """
         try:
-            args = json.loads(arguments or "{}") if isinstance(arguments, str) else arguments
-            if not isinstance(args, Mapping):
-                raise CoreMemoryError("tool arguments must be a JSON object")
-            handlers: dict[str, Callable[..., str]] = {
-                "core_memory_append": self._append,
-                "core_memory_replace": self._replace,
-                "archival_memory_insert": self._insert,
-                "archival_memory_search": self._search,
-                "conversation_search": self._conversation,
-            }
-            handler = handlers.get(name)
-            if handler is None:
-                raise CoreMemoryError(f"unknown tool {name!r}")
-            return ToolOutcome(name, handler(**args))
+            return self._execute(name, arguments)
+        except (StoreError, EmbedderUnavailable):
+            raise
         except TypeError as exc:  # missing or unexpected arguments
             return ToolOutcome(name, f"Error: bad arguments for {name}: {exc}", True)
         except (ValueError, ContextosError) as exc:  # CoreMemoryError, bad JSON, scope
             return ToolOutcome(name, f"Error: {exc}", True)
+        except RecursionError:  # JSON nested past the interpreter's limit
+            return ToolOutcome(name, f"Error: the arguments of {name} nest too deeply", True)
+
+    def _execute(self, name: str, arguments: Mapping[str, Any] | str) -> ToolOutcome:
+        """``execute`` without the mapping of errors to outcomes."""
+        args = json.loads(arguments or "{}") if isinstance(arguments, str) else arguments
+        if not isinstance(args, Mapping):
+            raise CoreMemoryError("tool arguments must be a JSON object")
+        handlers: dict[str, Callable[..., str]] = {
+            "core_memory_append": self._append,
+            "core_memory_replace": self._replace,
+            "archival_memory_insert": self._insert,
+            "archival_memory_search": self._search,
+            "conversation_search": self._conversation,
+        }
+        handler = handlers.get(name)
+        if handler is None:
+            raise CoreMemoryError(f"unknown tool {name!r}")
+        return ToolOutcome(name, handler(**args))
 
     def _edited(self, label: str) -> str:
         if self.prefix is not None:
@@ -167,9 +181,23 @@ class AgentTools:
         return self._edited(label)
 
     def _insert(self, content: str) -> str:
+        """Store a passage, or name the archival passage of the same text already stored.
+
+        Why not ``Memory.add``'s dedupe: it matches text, type and scope but not
+        metadata, so a plain memory of the same text stood in for the passage, which
+        then had no archival tag and archival search could not find it.
+        """
         need_text("content", content)
+        scope = self.core.scope
+        for twin in self.memory.store.find_by_hash(scope, content_hash(content)):
+            if twin.metadata.get("source") == ARCHIVAL and twin.memory_type == "semantic":
+                return f"Stored in archival memory (id {twin.id})."
         rec = self.memory.add(
-            content, **self.core.scope.ids(), metadata={"source": ARCHIVAL}, memory_type="semantic"
+            content,
+            **scope.ids(),
+            metadata={"source": ARCHIVAL},
+            memory_type="semantic",
+            dedupe=False,
         )[0]
         return f"Stored in archival memory (id {rec.id})."
 

@@ -410,12 +410,19 @@ def read_session_meta(
     return split_meta(sql.decode(rows[0][0]) if rows else None)
 
 
+#: Session ids that hold a lock's state, not a conversation (``agent.lock``): left out of
+#: session listings.
+LOCK_SESSION_PREFIX = "contextos.lock."
+
+
 def list_sessions(
     read: Callable[[str, Sequence[object]], Sequence[Any]], scope: Scope, *, mark: str
 ) -> list[str]:
     """The session ids of ``scope``'s tenant, narrowed to its user and agent when set,
-    oldest activity first."""
+    oldest activity first; not the reserved ones that hold a lock's state
+    (:data:`LOCK_SESSION_PREFIX`), which are no conversation."""
     sql = f"SELECT session_id FROM session_meta WHERE tenant = {mark}"
+    sql += f" AND session_id NOT LIKE '{LOCK_SESSION_PREFIX}%'"
     params: list[object] = [scope.tenant]
     for col in ("user_id", "agent_id"):
         if getattr(scope, col) is not None:

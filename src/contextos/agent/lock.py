@@ -1,0 +1,109 @@
+"""One writer at a time for an owner's core blocks or files, across processes.
+
+A block or file edit reads the stored value, changes it and writes it back.
+``Store.update`` has no version check, so two editors (threads of the server,
+the server and the CLI on one SQLite file, two replicas on PostgreSQL) that
+read the same value each wrote their own change over the other's: 16 parallel
+appends kept 9. The one compare-and-set the Store offers is
+:meth:`~contextos.store.base.Store.swap_session_meta`, so the lock is a lease
+kept in the state of a reserved session of the owner: taking it is a swap from
+a free (or expired) state to ``{"holder": token, "until": t}``, giving it back
+a swap to ``{}``. A holder that dies leaves the lease to run out
+(:data:`LEASE_S`); a caller that cannot get it within :data:`WAIT_S` gets
+:class:`OwnerBusy` (a StoreError: 503 + Retry-After over HTTP).
+
+The reserved session (``contextos.lock.<kind>.<digest>``) holds no turns; it
+names the owner's user, so ``forget`` removes it with the user's other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ..errors import StoreError
+from ..store.records import LOCK_SESSION_PREFIX
+from ..types import Scope
+
+if TYPE_CHECKING:
+    from ..store.base import Store
+
+#: Seconds a lease lasts: longer than any one edit (a read, a write, an inline embed).
+LEASE_S = 60.0
+#: Seconds a caller waits for a busy lease before giving up with OwnerBusy.
+WAIT_S = 30.0
+LOCK_PREFIX = LOCK_SESSION_PREFIX  # left out of session listings
+
+
+class OwnerBusy(StoreError):
+    """Another editor held the owner's lock for longer than the caller would wait."""
+
+
+def lock_scope(scope: Scope, kind: str) -> Scope:
+    """The reserved session whose state is the lock of ``kind`` for ``scope``'s owner.
+
+    Why a digest: session ids are unique per tenant, so the id must name the owner
+    (user and agent) without exceeding an id's length, whatever the owner's ids are.
+    """
+    owner = json.dumps([scope.user_id, scope.agent_id]).encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(owner).hexdigest()[:32]
+    return Scope(
+        tenant=scope.tenant,
+        user_id=scope.user_id,
+        agent_id=scope.agent_id,
+        session_id=f"{LOCK_PREFIX}{kind}.{digest}",
+    )
+
+
+def _try_take(store: Store, where: Scope, token: str, lease_s: float) -> bool:
+    """Take the lease if it is free or expired: one compare-and-set on its revision."""
+    meta, revision = store.session_meta_revision(where)
+    until = meta.get("until")
+    if isinstance(until, int | float) and until > time.time():
+        return False
+    lease = {"holder": token, "until": time.time() + lease_s}
+    return store.swap_session_meta(where, lease, revision=revision)
+
+
+def _give_back(store: Store, where: Scope, token: str) -> None:
+    """Free the lease if this token still holds it (an expired one may be another's)."""
+    for _ in range(3):
+        meta, revision = store.session_meta_revision(where)
+        if meta.get("holder") != token:
+            return
+        if store.swap_session_meta(where, {}, revision=revision):
+            return
+
+
+@contextmanager
+def owner_lock(
+    store: Store, scope: Scope, kind: str, *, lease_s: float = LEASE_S, wait_s: float = WAIT_S
+) -> Iterator[None]:
+    """Hold the owner's ``kind`` lock ("core", "files") while inside.
+
+    Raises:
+        OwnerBusy: another editor held it for all of ``wait_s``.
+        StoreError: the store failed (busy, unreachable).
+    """
+    where = lock_scope(scope, kind)
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait_s
+    pause = 0.005
+    while not _try_take(store, where, token, lease_s):
+        if time.monotonic() >= deadline:
+            raise OwnerBusy(f"another editor holds the {kind} lock of this owner; retry")
+        time.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, 0.1)
+    try:
+        yield
+    finally:
+        _give_back(store, where, token)
+
+
+__all__ = ["LEASE_S", "LOCK_PREFIX", "WAIT_S", "OwnerBusy", "lock_scope", "owner_lock"]

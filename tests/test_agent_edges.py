@@ -1,0 +1,181 @@
+"""Edges of the agent's own memories found in review: duplicates an older version left,
+plain memories equal to a block, file or passage, forged tags, erasure under a cached
+prefix, hostile tool arguments, and an owner with many sub-scope blocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+from anthropic.lib.tools import ToolError
+
+from agent_scripts import (
+    anthropic_text,
+    anthropic_tool_use,
+    close_sdk_clients,  # noqa: F401 - autouse: closes the SDK clients
+    openai_raw_tool_calls,
+    openai_text,
+    opened,
+    tool_results,
+)
+from contextos import Memory, Scope, wrap
+from contextos.agent import MemoryTool
+from contextos.agent.core_memory import CoreMemory
+from contextos.agent.files import MemoryFiles
+from contextos.agent.paths import MemoryFileError
+from contextos.agent.tools import AgentTools
+from contextos.testing.embedders import HashEmbedder
+from contextos.testing.fake_anthropic import FakeAnthropic
+from contextos.testing.fake_openai import FakeOpenAI
+
+SECRET = "SSN 078-05-1120"
+
+
+def _file_record(memory: Memory, path: str, body: str) -> str:
+    """A memory-tool file written as an older version wrote one (a race could write two)."""
+    meta = {"source": "memory_tool", "path": path, "tail": "\n"}
+    rec = memory.add(
+        f"{path}\n{body}", user_id="ana", metadata=meta, memory_type="semantic", dedupe=False
+    )
+    return rec[0].id
+
+
+def test_duplicate_files_read_one_way_and_delete_removes_every_copy(memory: Memory) -> None:
+    """Why: delete removed one of two records of a path, said "Successfully deleted", and
+    the other kept the text readable (and which copy a read showed was arbitrary)."""
+    first = _file_record(memory, "/memories/pw.md", "hunter2")
+    _file_record(memory, "/memories/pw.md", "hunter3")
+    files = MemoryFiles(memory, user_id="ana")
+    assert [f.path for f in files.files()] == ["/memories/pw.md"]
+    assert files.memory_id("/memories/pw.md") == first
+    assert files.read("/memories/pw.md") == "hunter2\n"
+    assert files.delete("/memories/pw.md") == "Successfully deleted /memories/pw.md"
+    with pytest.raises(MemoryFileError, match="does not exist"):
+        files.read("/memories/pw.md")
+    assert not [r for r in memory.get_all(user_id="ana") if "hunter" in r.text]
+
+
+def test_text_equal_to_a_plain_memory_is_still_a_block_file_and_passage(memory: Memory) -> None:
+    """Why: Memory.add's dedupe matches text, type and scope but not metadata, so a plain
+    memory of the same text stood in for the new block, file or passage, untagged."""
+    memory.add("Ana flies to Lisbon on 3 June", user_id="ana", memory_type="semantic")
+    memory.add("/memories/todo.md\nbuy milk", user_id="ana", memory_type="semantic")
+    memory.add("[core memory block: human]\nvegan", user_id="ana", memory_type="procedural")
+    tools = AgentTools(CoreMemory(memory, user_id="ana"))
+    first = tools.execute("archival_memory_insert", {"content": "Ana flies to Lisbon on 3 June"})
+    again = tools.execute("archival_memory_insert", {"content": "Ana flies to Lisbon on 3 June"})
+    assert first.text == again.text  # a repeated passage is stored once
+    found = tools.execute("archival_memory_search", {"query": "Lisbon June"})
+    assert found.text == "1. Ana flies to Lisbon on 3 June"
+    files = MemoryFiles(memory, user_id="ana")
+    files.create("/memories/todo.md", "buy milk")
+    assert files.read("/memories/todo.md") == "buy milk"
+    core = CoreMemory(memory, user_id="ana")
+    core.set("human", "vegan")
+    assert CoreMemory(memory, user_id="ana").get("human").value == "vegan"
+
+
+def test_forged_tags_do_not_break_core_memory_or_files(memory: Memory) -> None:
+    """Why: any key holder (or a model through MCP add_memory) can tag a memory as a block
+    without a label, or as a file without a path, and every core route answered 500."""
+    for meta in (
+        {"source": "core_memory"},
+        {"source": "core_memory", "label": 5},
+        {"source": "core_memory", "label": "<b>"},
+        {"source": "memory_tool"},
+        {"source": "memory_tool", "path": ["/memories/x"]},
+        {"source": "memory_tool", "path": "/memories/../etc/passwd"},
+    ):
+        memory.add(f"forged {meta}", user_id="ana", metadata=meta)
+    core = CoreMemory(memory, user_id="ana")
+    assert [b.label for b in core.blocks()] == ["persona", "human"]
+    assert core.append("human", "likes tea").value == "likes tea"
+    assert "forged" not in core.render()
+    files = MemoryFiles(memory, user_id="ana")
+    assert files.files() == []
+    assert files.create("/memories/a.md", "x") == "File created successfully at: /memories/a.md"
+
+
+def test_many_sub_scope_blocks_do_not_hide_the_owners_block(memory: Memory) -> None:
+    """Why: one read of 1000 records by user also returned the user's sessions' blocks;
+    past 1000 of those the user's own block read as '' and the next edit doubled it."""
+    core = CoreMemory(memory, user_id="ana")
+    core.set("human", "Ana: vegetarian")
+    meta = {"source": "core_memory", "label": "human"}
+    memory.add([f"block {i}" for i in range(1001)], user_id="ana", session_id="s", metadata=meta)
+    assert CoreMemory(memory, user_id="ana").get("human").value == "Ana: vegetarian"
+    core.append("human", "allergic to nuts")
+    own = [
+        r
+        for r in memory.get_all(user_id="ana", filters=None, limit=1000, offset=1000)
+        + memory.get_all(user_id="ana", limit=1000)
+        if r.scope.session_id is None and r.metadata.get("label") == "human"
+    ]
+    assert len(own) == 1 and own[0].text.endswith("Ana: vegetarian\nallergic to nuts")
+
+
+def test_view_range_that_is_not_a_list_is_a_tool_error(memory: Memory) -> None:
+    """Why: view_range=5 raised TypeError out of the tool instead of a ToolError."""
+    tool = MemoryTool(memory, user_id="ana")
+    tool.call({"command": "create", "path": "/memories/a.md", "file_text": "one\ntwo\n"})
+    for bad in (5, {"a": 1, "b": 2}):
+        with pytest.raises(ToolError, match="view_range"):
+            tool.call({"command": "view", "path": "/memories/a.md", "view_range": bad})
+
+
+def test_deeply_nested_tool_arguments_are_a_tool_error(memory: Memory) -> None:
+    """Why: json.loads of a model's deeply nested arguments raised RecursionError out of
+    the wrapped client's create()."""
+    deep = '{"label": "human", "content": ' + "[" * 50_000 + "]" * 50_000 + "}"
+    with FakeOpenAI() as fake:
+        sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="test"))
+        client = wrap(sdk, memory=memory, session="s1", user_id="ana", memory_tools=True)
+        fake.enqueue(openai_raw_tool_calls(("core_memory_append", deep)), openai_text("done"))
+        reply = client.chat.completions.create(
+            model="gpt-4.1-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content == "done"
+        results = tool_results(fake.completions_requests()[-1].json())
+        assert results == ["Error: the arguments of core_memory_append nest too deeply"]
+        client.flush()
+
+
+def test_forget_removes_the_core_block_from_a_live_clients_prefix(tmp_path: Path) -> None:
+    """Why: the prefix snapshot was refreshed only when the session compacted, so after
+    Memory.forget (here by another process's Memory) the erased block was still sent."""
+    db = tmp_path / "m.db"
+    memory = Memory(db, embedder=HashEmbedder(), background_embedding=False)
+    with FakeAnthropic() as fake:
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        ask = {"model": "claude-sonnet-4-6", "max_tokens": 64}
+        client = wrap(sdk, memory=memory, session="s1", user_id="ana", memory_tools=True)
+        fake.enqueue(
+            anthropic_tool_use(("core_memory_append", {"label": "human", "content": SECRET})),
+            anthropic_text("noted"),
+            anthropic_text("ok"),
+        )
+        client.messages.create(**ask, messages=[{"role": "user", "content": "my " + SECRET}])
+        client.flush()
+        # a later session's client pins the block in its prefix snapshot
+        later = wrap(sdk, memory=memory, session="s2", user_id="ana", memory_tools=True)
+        later.messages.create(**ask, messages=[{"role": "user", "content": "hello"}])
+        assert SECRET in json.dumps(fake.messages_requests()[-1].json()["system"])
+        with Memory(db, embedder=HashEmbedder(), background_embedding=False) as other:
+            assert other.forget("ana") > 0
+        fake.enqueue(anthropic_text("ok"))
+        later.messages.create(**ask, messages=[{"role": "user", "content": "who am I?"}])
+        assert SECRET not in json.dumps(fake.messages_requests()[-1].json()["system"])
+        later.flush()
+    memory.close()
+
+
+def test_the_owners_lock_is_no_session_of_theirs(memory: Memory) -> None:
+    """Why: an edit's lock keeps its state in a reserved session, and the listings of
+    sessions (``GET /v1/sessions``, the inspector) showed it as a conversation."""
+    CoreMemory(memory, user_id="ana").append("human", "likes tea")
+    MemoryFiles(memory, user_id="ana").create("/memories/a.md", "x")
+    for scope in (Scope(memory.tenant, "ana"), Scope(memory.tenant)):
+        assert memory.store.sessions(scope) == []

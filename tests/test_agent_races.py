@@ -1,0 +1,105 @@
+"""Several processes edit one owner's core blocks and memory-tool files on one SQLite file
+(the server, the CLI and an agent's own process do): no edit is lost, no file is doubled."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from contextos import Memory
+from contextos.agent.core_memory import CoreMemory
+from contextos.agent.files import MemoryFiles
+from contextos.testing.embedders import HashEmbedder
+
+WORKERS = 4
+EDITS = 5
+
+#: One editing process: it opens the file, says "ready", waits for "go" on stdin (so
+#: every worker starts at once), then edits; it prints what each create answered.
+WORKER = """
+import sys
+from contextos import Memory
+from contextos.agent.core_memory import CoreMemory
+from contextos.agent.files import MemoryFiles
+from contextos.agent.paths import MemoryFileError
+from contextos.agent.tools import AgentTools
+from contextos.testing.embedders import HashEmbedder
+
+db, me, edits = sys.argv[1], sys.argv[2], int(sys.argv[3])
+memory = Memory(db, embedder=HashEmbedder(), background_embedding=False)
+tools = AgentTools(CoreMemory(memory, user_id="ana"))
+files = MemoryFiles(memory, user_id="ana")
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    print(files.create("/memories/notes.md", f"written by {me}\\n"), flush=True)
+except MemoryFileError as exc:
+    print("refused:", exc, flush=True)
+for i in range(edits):
+    out = tools.execute("core_memory_append", {"label": "human", "content": f"fact-{me}-{i}"})
+    assert not out.is_error, out.text
+    files.insert("/memories/log.md", 0, f"line-{me}-{i}")
+    while True:  # a counter: read it, then replace exactly what was read
+        n = int(files.read("/memories/count.md").strip("<>"))
+        try:
+            files.str_replace("/memories/count.md", f"<{n}>", f"<{n + 1}>")
+            break
+        except MemoryFileError:
+            pass
+memory.close()
+"""
+
+
+def _run_workers(db: Path) -> list[str]:
+    """Start the workers, let them go together, and return their output lines."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(db), str(w), str(EDITS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(WORKERS)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0] * WORKERS, outs
+        return [line for out in outs for line in out.splitlines()]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_parallel_processes_lose_no_edit_and_make_no_duplicate(tmp_path: Path) -> None:
+    """Why: an edit read the block or file, changed it and wrote it back with no lock,
+    so of 16 parallel appends 9 were kept, and 6 creates of one path made 5 files."""
+    db = tmp_path / "race.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+        files = MemoryFiles(memory, user_id="ana")
+        files.create("/memories/log.md", "start\n")
+        files.create("/memories/count.md", "<0>")
+    lines = _run_workers(db)
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+        human = CoreMemory(memory, user_id="ana").get("human").value.split("\n")
+        expected = {f"fact-{w}-{i}" for w in range(WORKERS) for i in range(EDITS)}
+        assert sorted(human) == sorted(expected)
+        files = MemoryFiles(memory, user_id="ana")
+        log = files.read("/memories/log.md").split("\n")
+        assert sorted(x for x in log if x.startswith("line-")) == sorted(
+            f"line-{w}-{i}" for w in range(WORKERS) for i in range(EDITS)
+        )
+        assert files.read("/memories/count.md") == f"<{WORKERS * EDITS}>"
+        assert sum(x.startswith("File created successfully") for x in lines) == 1, lines
+        tagged = memory.get_all(user_id="ana", limit=1000)
+        notes = [r for r in tagged if r.metadata.get("path") == "/memories/notes.md"]
+        blocks = [r for r in tagged if r.metadata.get("label") == "human"]
+        assert len(notes) == 1 and len(blocks) == 1
