@@ -63,13 +63,48 @@ def tool_input(arguments: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+#: Message metadata key of a logged Anthropic tool-result turn: its content blocks as
+#: the caller sent them (every ``tool_result`` with its own ``tool_use_id`` and
+#: ``is_error``, and any text beside them) and ``of``, a digest of the text they were
+#: logged with (:func:`tool_results_meta`).
+TOOL_RESULTS_KEY = "anthropic_tool_results"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def tool_results_meta(blocks: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """The :data:`TOOL_RESULTS_KEY` metadata for a tool-result turn logged as ``text``.
+
+    Why verbatim: the log holds one text per turn, but a user turn answering parallel
+    tool calls holds one ``tool_result`` per call, and the API refuses a request where
+    any ``tool_use`` has no ``tool_result`` right after it.
+    """
+    kept = [{k: v for k, v in b.items() if k != "cache_control"} for b in blocks]
+    return {"of": _digest(text), "blocks": kept}
+
+
+def _tool_result_blocks(msg: Message) -> list[dict[str, Any]]:
+    """A tool-result turn's blocks: as sent, when logged so and not cleared since; else
+    one ``tool_result`` per id with the turn's (cleared: stub) text."""
+    kept = msg.metadata.get(TOOL_RESULTS_KEY)
+    if not isinstance(kept, dict) or not kept.get("blocks"):
+        return [
+            {"type": "tool_result", "tool_use_id": msg.tool_call_id or "", "content": msg.content}
+        ]
+    blocks = [dict(b) for b in kept["blocks"]]
+    if kept.get("of") == _digest(msg.content):
+        return blocks
+    results = [b for b in blocks if b.get("type") == "tool_result"]  # compaction cleared it
+    return [{**b, "content": msg.content} for b in results]
+
+
 def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     """(role, content blocks) for one logged message; no blocks when it has nothing to
     send (the API refuses an empty text block)."""
     if msg.role == "tool":
-        return "user", [
-            {"type": "tool_result", "tool_use_id": msg.tool_call_id or "", "content": msg.content}
-        ]
+        return "user", _tool_result_blocks(msg)
     role = "assistant" if msg.role == "assistant" else "user"
     blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
     for call in msg.tool_calls:
@@ -143,10 +178,16 @@ def _openai_tool(text: str) -> dict[str, Any]:
     }
 
 
+#: Message metadata key: the wire role of a logged OpenAI instruction turn when it was
+#: ``developer`` (the neutral role is ``system``), so it goes back as it came.
+OPENAI_ROLE_KEY = "openai_role"
+
+
 def _openai_turn(msg: Message) -> dict[str, Any]:
     if msg.role == "tool":
         return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.content}
-    out: dict[str, Any] = {"role": msg.role, "content": msg.content}
+    role = msg.metadata.get(OPENAI_ROLE_KEY, msg.role) if msg.role == "system" else msg.role
+    out: dict[str, Any] = {"role": role, "content": msg.content}
     if msg.tool_calls:
         out["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}

@@ -9,8 +9,11 @@ and a :class:`~contextos.memory.Memory`:
 1. Messages the caller sent that the session log already holds are
    recognised and not logged twice (callers may send only the new turn, or
    the whole conversation every time; a retry of the last question is
-   recognised too). New turns, the question included, are appended to the
-   log *before* the call, so a crash loses nothing.
+   recognised too, and so is a re-send of a request the log holds answered
+   -- a regenerate, a front end's retry after a gateway timeout -- of which
+   nothing is logged again, its reply included: :func:`answered_prefix`).
+   New turns, the question included, are appended to the log *before* the
+   call, so a crash loses nothing.
 2. When the history passes its compaction trigger, the session compacts
    (``summarize`` by default; ``offload`` archives into memory).
 3. The window is the session's standard layout
@@ -202,6 +205,16 @@ def split_new(sent: Sequence[Message], logged: Sequence[Message]) -> tuple[int, 
     return 0, False
 
 
+def answered_prefix(sent: Sequence[Message], logged: Sequence[Message]) -> bool:
+    """True when ``sent`` -- two messages or more -- is how the logged conversation starts
+    and the log holds what came after it: the app re-sent a request already answered
+    (a regenerate, or its front end's retry after a gateway timeout). Nothing of it is
+    new. One message alone is never taken for a re-send: an app that sends only the new
+    turn may well say "yes" twice."""
+    n = len(sent)
+    return 2 <= n < len(logged) and all(_same(a, b) for a, b in zip(sent, logged, strict=False))
+
+
 def _check_newest_turn(window: Window, question: Message | None, history: Sequence[Item]) -> None:
     """Refuse a call without a question whose newest turn (a tool result) the window left
     out: it would ask the model about nothing -- an empty conversation, or one that stops
@@ -371,7 +384,7 @@ class SessionContext:
             self.topic.due = True  # nothing of the prefix is cached anymore: refresh free
         self._last_call = now
         restarts = self.session.log_restarts if self.session is not None else 0
-        question, history, retry, logged = self._log_and_split(request, budget)
+        question, history, retry, resent, logged = self._log_and_split(request, budget)
         if self.topic is not None and self.session and self.session.log_restarts != restarts:
             # The log changed under the session (an erasure): the block may hold
             # memories erased with it, so it is rebuilt from a fresh search.
@@ -402,22 +415,24 @@ class SessionContext:
             topic_header=TOPIC_HEADER,
         )
         _check_newest_turn(window, question, history)
-        if question is not None and self.session is not None and not retry:
+        if question is not None and self.session is not None and not (retry or resent):
             # durable before the call, once it fits
             logged += tuple(t.message for t in self.session.add(_strip_wire(question)))
-        return Prepared(window, model, question, logged)
+        return Prepared(window, model, question, logged, resent=resent)
 
     def _log_and_split(
         self, request: ChatRequest, budget: int
-    ) -> tuple[Message | None, tuple[Item, ...], bool, tuple[Message, ...]]:
+    ) -> tuple[Message | None, tuple[Item, ...], bool, bool, tuple[Message, ...]]:
         """Log what is new but the question; return the question, history items,
-        is-a-retry and the messages logged (as the log holds them)."""
+        is-a-retry, is-a-re-send (:func:`answered_prefix`) and the messages logged (as
+        the log holds them)."""
         sent = list(request.messages)
         turns = self._conversation()
         known, retry = split_new(sent, [t.message for t in turns]) if turns else (0, False)
-        new = sent[known:]
+        resent = not retry and answered_prefix(sent, [t.message for t in turns])
+        new = [] if resent else sent[known:]
         question: Message | None = None
-        if retry:
+        if retry or (resent and sent[-1].role == "user" and not sent[-1].tool_calls):
             question = sent[-1]
         elif new and new[-1].role == "user" and not new[-1].tool_calls:
             question = new.pop()
@@ -431,7 +446,7 @@ class SessionContext:
                 )
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
-            return question, items, False, ()
+            return question, items, False, False, ()
         logged: tuple[Message, ...] = ()
         if new:
             logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
@@ -439,8 +454,10 @@ class SessionContext:
         turns = self._conversation()
         if retry:
             turns = turns[:-1]
+        elif resent:  # the conversation as it stood when the request was first sent
+            turns = turns[: len(sent) - (question is not None)]
         items = turn_items(turns, self.session.state(), self.tokenizer)
-        return question, items, retry, logged
+        return question, items, retry, resent, logged
 
     def _conversation(self) -> list[Turn]:
         """The logged turns that are part of the conversation (:func:`in_conversation`)."""
@@ -551,6 +568,8 @@ class SessionContext:
         """
         reply = call.reply
         if reply is None or not (reply.content or reply.tool_calls or reply.metadata):
+            return
+        if prepared.resent:  # the log holds this exchange, answered, already
             return
         meta = {
             **reply.metadata,

@@ -53,6 +53,7 @@ from contextos.engine.window import Block, Window
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
+from ..cache.render import TOOL_RESULTS_KEY, tool_results_meta
 from ..types import Message, Role, ToolCall, Usage
 from .base import PLACEHOLDER_KEY, WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 from .errors import call_mapped
@@ -64,6 +65,10 @@ JSON = dict[str, Any]
 
 #: Message metadata key holding the ``compaction`` blocks of an assistant turn, verbatim.
 COMPACTION_KEY = "anthropic_compaction"
+#: Message metadata key holding the ``thinking`` / ``redacted_thinking`` blocks of an
+#: assistant turn, verbatim (signatures included).
+THINKING_KEY = "anthropic_thinking"
+_THINKING = ("thinking", "redacted_thinking")
 
 
 # -- parsing -------------------------------------------------------------------
@@ -135,16 +140,12 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
     blocks = content if isinstance(content, list) else []
     calls = _tool_calls(blocks)
     results = [b for b in blocks if field_of(b, "type") == "tool_result"]
-    meta: dict[str, Any] = {WIRE_KEY: ("anthropic", wire)}
-    compaction = compaction_blocks(blocks)
-    if compaction:
-        meta[COMPACTION_KEY] = compaction
+    meta: dict[str, Any] = {WIRE_KEY: ("anthropic", wire), **_verbatim(blocks)}
     if results and wire.get("role") == "user":
+        text = _text_of(content)
+        meta[TOOL_RESULTS_KEY] = tool_results_meta([_as_json(b) for b in blocks], text)
         return Message(
-            "tool",
-            _text_of(content),
-            tool_call_id=str(field_of(results[0], "tool_use_id")),
-            metadata=meta,
+            "tool", text, tool_call_id=str(field_of(results[0], "tool_use_id")), metadata=meta
         )
     role: Role = "assistant" if wire.get("role") == "assistant" else "user"
     text, placeholder = _read_text(content, role)
@@ -185,6 +186,27 @@ def _as_json(block: Any) -> JSON:
     if to_dict is not None:
         return dict(to_dict(mode="json"))
     return dict(block.model_dump(mode="json", exclude_unset=True))
+
+
+def _verbatim(content: Any) -> dict[str, Any]:
+    """The metadata keeping a turn's blocks that must go back to the API as they came:
+    ``compaction`` (:data:`COMPACTION_KEY`) and signed thinking (:data:`THINKING_KEY`;
+    the API refuses a tool loop whose assistant turn lost its thinking)."""
+    meta: dict[str, Any] = {}
+    compaction = compaction_blocks(content)
+    if compaction:
+        meta[COMPACTION_KEY] = compaction
+    thinking = thinking_blocks(content)
+    if thinking:
+        meta[THINKING_KEY] = thinking
+    return meta
+
+
+def thinking_blocks(content: Any) -> list[JSON]:
+    """The ``thinking`` and ``redacted_thinking`` blocks of a message's content, as JSON."""
+    if not isinstance(content, (list, tuple)):
+        return []
+    return [_as_json(b) for b in content if field_of(b, "type") in _THINKING]
 
 
 def compaction_blocks(content: Any) -> list[JSON]:
@@ -260,7 +282,9 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
 
 
 def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
-    """Put each logged turn's ``compaction`` blocks back first in its content (in place).
+    """Put each logged turn's ``compaction`` blocks, then its thinking blocks, back first
+    in its content (in place). Thinking: with extended thinking, the API refuses a tool
+    loop whose assistant turn comes back without its signed thinking blocks.
 
     The API requires the block returned in a reply to come back, verbatim, in
     that assistant turn ("append the response to your messages"); it then
@@ -271,8 +295,9 @@ def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
     """
     turns = [b for b in window.blocks if b.kind == "messages"]
     for block, message in zip(turns, messages, strict=False):
-        kept = block.message.metadata.get(COMPACTION_KEY) if block.message is not None else None
-        if not kept:
+        meta = block.message.metadata if block.message is not None else {}
+        kept = [*(meta.get(COMPACTION_KEY) or ()), *(meta.get(THINKING_KEY) or ())]
+        if not kept or message["role"] != "assistant":
             continue
         content = message["content"]
         mark = content[-1].pop("cache_control", None) if content else None
@@ -357,9 +382,7 @@ def reply_of(response: Any) -> Message:
     content = field_of(response, "content") or []
     text = _text_of(content, "assistant")
     calls = _tool_calls(content)
-    compaction = compaction_blocks(content)
-    meta = {COMPACTION_KEY: compaction} if compaction else {}
-    return Message("assistant", text, tool_calls=calls, metadata=meta)
+    return Message("assistant", text, tool_calls=calls, metadata=_verbatim(content))
 
 
 def extra_of(response: Any, usage: Any = None) -> dict[str, Any]:
@@ -400,9 +423,19 @@ class AnthropicStreamAccumulator:
         #: indexes of the blocks whose ``content_block_stop`` arrived
         self._stopped: set[int] = set()
         self._compactions: list[JSON] = []
+        #: ``thinking`` / ``redacted_thinking`` blocks by stream index, as they build up
+        self._thinking: dict[int, JSON] = {}
         self._context_management: Any = None
         self._stop_reason: Any = None
+        self._stopped_message = False
         self.message_id: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The reply is whole: ``message_stop``, or the ``message_delta`` carrying the
+        ``stop_reason`` (and the final usage) arrived. A body cut before them is not,
+        however quietly it ended."""
+        return self._stopped_message or self._stop_reason is not None
 
     def feed(self, event: Any) -> None:
         kind = field_of(event, "type")
@@ -411,12 +444,7 @@ class AnthropicStreamAccumulator:
             self.message_id = field_of(message, "id")
             self._merge(field_of(message, "usage"))
         elif kind == "content_block_start":
-            block = field_of(event, "content_block")
-            if field_of(block, "type") == "tool_use":
-                index = int(field_of(event, "index", len(self._tools)))
-                self._tools[index] = (str(field_of(block, "id")), str(field_of(block, "name")), [])
-            elif field_of(block, "type") == "compaction":
-                self._compactions.append(_as_json(block))
+            self._block_start(int(field_of(event, "index", -1)), field_of(event, "content_block"))
         elif kind == "content_block_stop":
             self._stopped.add(int(field_of(event, "index", -1)))
         elif kind == "content_block_delta":
@@ -428,11 +456,35 @@ class AnthropicStreamAccumulator:
                 tool[2].append(field_of(delta, "partial_json", ""))
             elif field_of(delta, "type") == "compaction_delta" and self._compactions:
                 self._compaction_delta(delta)
+            else:
+                self._thinking_delta(int(field_of(event, "index", -1)), delta)
         elif kind == "message_delta":
             self._merge(field_of(event, "usage"))
             cm = field_of(event, "context_management")
             self._context_management = cm if cm is not None else self._context_management
             self._stop_reason = field_of(field_of(event, "delta"), "stop_reason")
+        elif kind == "message_stop":
+            self._stopped_message = True
+
+    def _block_start(self, index: int, block: Any) -> None:
+        """A new content block: tool calls, compaction and thinking are built up here."""
+        kind = field_of(block, "type")
+        if kind == "tool_use":
+            index = index if index >= 0 else len(self._tools)
+            self._tools[index] = (str(field_of(block, "id")), str(field_of(block, "name")), [])
+        elif kind == "compaction":
+            self._compactions.append(_as_json(block))
+        elif kind in _THINKING:
+            self._thinking[index] = _as_json(block)
+
+    def _thinking_delta(self, index: int, delta: Any) -> None:
+        """``thinking_delta`` text and ``signature_delta`` onto the block they belong to."""
+        block = self._thinking.get(index)
+        kind = field_of(delta, "type")
+        if block is None or kind not in ("thinking_delta", "signature_delta"):
+            return
+        name = "thinking" if kind == "thinking_delta" else "signature"
+        block[name] = (block.get(name) or "") + str(field_of(delta, name, ""))
 
     def _compaction_delta(self, delta: Any) -> None:
         """``compaction_delta`` (``beta_compaction_content_block_delta.py``) carries the
@@ -481,7 +533,14 @@ class AnthropicStreamAccumulator:
                 continue
             if index in self._stopped:
                 calls.append(ToolCall(call_id, name, tool_arguments(tool_input)))
-        meta = {COMPACTION_KEY: copy.deepcopy(self._compactions)} if self._compactions else {}
+        meta: dict[str, Any] = {}
+        if self._compactions:
+            meta[COMPACTION_KEY] = copy.deepcopy(self._compactions)
+        thinking = [
+            copy.deepcopy(b) for i, b in sorted(self._thinking.items()) if i in self._stopped
+        ]
+        if thinking:  # whole blocks only: a cut one has no valid signature
+            meta[THINKING_KEY] = thinking
         return Message("assistant", "".join(self._text), tool_calls=tuple(calls), metadata=meta)
 
     def extra(self) -> dict[str, Any]:

@@ -92,6 +92,9 @@ class Prepared:
     model: ModelInfo
     question: Message | None = None
     logged: tuple[Message, ...] = ()
+    #: The request re-sent one the log already holds answered (a regenerate, an HTTP
+    #: retry after a gateway timeout): nothing of it, its reply included, is logged again.
+    resent: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,11 @@ class StreamAccumulator(Protocol):
 
     def reply(self) -> Message:
         """The assistant's reply as streamed so far."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once the protocol's end of the reply arrived (the stream was whole)."""
         ...
 
 

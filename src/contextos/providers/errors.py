@@ -27,6 +27,32 @@ T = TypeVar("T")
 
 _AUTH_STATUSES = (401, 403)
 
+#: The HTTP status each of the API's error types comes with, for an ``error`` event
+#: inside a stream: the response itself was a 200, so its status says nothing.
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def _status_of(exc: BaseException) -> Any:
+    """The error's HTTP status; for an error event inside a (200) stream, the status of
+    its ``error.type`` (unknown types: 500, the server failed mid-reply)."""
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int) or status >= 400:
+        return status
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, Mapping) else None
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    return _ERROR_TYPE_STATUS.get(str(kind), 500)
+
 
 def parse_retry_after(
     headers: Mapping[str, str] | None, *, now: float | None = None
@@ -73,7 +99,7 @@ def _is_sdk_error(exc: BaseException) -> bool:
 
 def to_contextos_error(exc: BaseException, provider: str) -> ProviderError:
     """The contextos error for an SDK exception (the caller raises it ``from exc``)."""
-    status = getattr(exc, "status_code", None)
+    status = _status_of(exc)
     message = getattr(exc, "message", None) or str(exc)
     if not isinstance(status, int):
         return ProviderError(f"{provider}: {message}")

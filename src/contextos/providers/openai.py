@@ -44,12 +44,22 @@ from typing import Any
 
 from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage_from_openai
 from ..cache.accounting import openai_write_ttls
+from ..cache.render import OPENAI_ROLE_KEY
 from ..engine.window import Window
-from ..types import Message, ToolCall, Usage
+from ..types import Message, Role, ToolCall, Usage
 from .base import PLACEHOLDER_KEY, WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 
 JSON = dict[str, Any]
 _SYSTEM_ROLES = ("system", "developer")
+#: The neutral role of each wire role: an instruction mid-conversation (a system or
+#: developer message after the first turn) stays an instruction, never a user turn.
+_ROLES: dict[str, Role] = {
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "system": "system",
+    "developer": "system",
+}
 
 #: Explicit breakpoints a request may write: four with ``mode: explicit``, the latest
 #: three beside the implicit one otherwise (``PromptCacheOptions.mode`` docstring).
@@ -95,8 +105,10 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
     meta: dict[str, Any] = {WIRE_KEY: ("openai", wire)}
     if placeholder:
         meta[PLACEHOLDER_KEY] = True
+    if role == "developer":  # logged as a system turn, sent back as the caller's role
+        meta[OPENAI_ROLE_KEY] = role
     return Message(
-        role if role in ("user", "assistant", "tool") else "user",
+        _ROLES.get(role, "user"),
         text,
         name=wire.get("name"),
         tool_call_id=wire.get("tool_call_id"),
@@ -228,9 +240,9 @@ def render(
     body = render_openai(prepared.window, prepared.model)
     messages = body["messages"]
     role = _system_role(kwargs)
-    for m in messages:
-        if m["role"] == "system" and role != "system":
-            m["role"] = role
+    leading = sum(1 for b in prepared.window.blocks if b.kind == "system")
+    for m in messages[:leading]:  # the system prompt; later instructions keep their own role
+        m["role"] = role
     own = own_content(prepared.question, "openai")
     if own is not None and messages and prepared.window.blocks[-1].kind == "question":
         messages[-1]["content"][-1:] = own
@@ -290,9 +302,24 @@ class OpenAIStreamAccumulator:
         self._tools: dict[int, list[str]] = {}
         self._usage: Any = None
         self._finished = False
+        self._after_finish = 0  # chunks fed after choice 0's finish_reason
         self.message_id: str | None = None
 
+    @property
+    def finished(self) -> bool:
+        """Choice 0's ``finish_reason`` arrived: the reply is whole (a body cut before it
+        is not, however quietly it ended)."""
+        return self._finished
+
+    @property
+    def holding(self) -> bool:
+        """Choice 0 just finished and no usage came yet: the usage chunk follows at once,
+        so the wrapper reads one more chunk before handing the finish on (a caller that
+        stops at ``finish_reason`` would otherwise leave the call with no usage)."""
+        return self._finished and self._usage is None and not self._after_finish
+
     def feed(self, chunk: Any) -> None:
+        self._after_finish += self._finished
         self.message_id = self.message_id or field_of(chunk, "id")
         if field_of(chunk, "usage") is not None:
             self._usage = field_of(chunk, "usage")
@@ -418,10 +445,17 @@ class ResponsesStreamAccumulator:
     def __init__(self) -> None:
         self._text: list[str] = []
         self._response: Any = None
+        self._finished = False
         self.message_id: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """``response.completed`` or ``response.incomplete`` arrived."""
+        return self._finished
 
     def feed(self, event: Any) -> None:
         kind = field_of(event, "type")
+        self._finished = self._finished or kind in ("response.completed", "response.incomplete")
         if kind == "response.output_text.delta":
             self._text.append(field_of(event, "delta") or "")
         elif kind in ("response.created", "response.completed", "response.incomplete"):

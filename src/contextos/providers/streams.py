@@ -4,106 +4,170 @@ The wrapped call must hand back the SDK's own ``Stream`` object (callers
 check its type, use it as a context manager, read ``.response``). Both SDKs
 iterate through the stream's ``_iterator``; we swap that iterator for a
 generator that shows each event to an accumulator, maps SDK errors to
-contextos errors, and reports once when the stream ends -- read to the end
-(``complete=True``) or closed early with ``close()`` or a ``with`` block
-(``complete=False``, usage as far as it got). Should an SDK release drop
+contextos errors, and reports once when the stream ends -- read to the end,
+cut by an error, or closed with ``close()`` or a ``with`` block. Whether the
+reply came whole is read from the protocol, not from how the iteration ended
+(the accumulator's ``finished``: Anthropic's ``message_stop`` or a
+``message_delta`` with its ``stop_reason``, OpenAI's ``finish_reason`` on
+choice 0): a body cut without an error is not whole, and a caller that stops
+reading at the end marker has the whole reply. Should an SDK release drop
 ``_iterator``, the stream is wrapped in a thin proxy instead, so the wrapper
 degrades rather than breaks.
 
-A stream the caller abandons (``break`` out of the loop, no ``close()``) would
-report only when the garbage collector finds it -- the SDK's ``Stream`` holds
-itself through its own generator, a cycle refcounting cannot free -- so its
-reply would land in the session log at some later, random point. The
-:class:`OpenStreams` of a wrapped client therefore reports every stream still
-open, as incomplete, when the same thread's next managed call starts or when it
-flushes the client: by then the caller has moved on from it.
+A stream the caller abandons (``break`` out of the loop, no ``close()``) is
+closed by the garbage collector at some random point -- the SDK's ``Stream``
+holds itself through its own generator, a cycle refcounting cannot free -- and
+the collector may run on any thread, inside any lock (the commit's own
+included). So that close only *enqueues* the stream (no lock, no I/O);
+:meth:`OpenStreams.drain`, run at the client's next call and at ``flush()``,
+reports it. :meth:`OpenStreams.finish` also reports every stream the caller
+left open when that caller's next managed call starts: by then it has moved on
+from it. "The caller" is whoever read the stream last (or opened it, before its
+first event): a thread, or an asyncio task on one -- a stream opened on one
+thread and read on another (a web framework's threadpool), or read by one task
+while another calls, is still being read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from .base import StreamAccumulator
 from .errors import mapped_errors
 
+Report = Callable[[], None]
+Reader = tuple[int, int]
+
+
+def _reader() -> Reader:
+    """Who is reading now: this thread, and the asyncio task running on it (0 if none)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop running in this thread
+        task = None
+    return threading.get_ident(), id(task) if task is not None else 0
+
+
+def _read_ahead(inner: Iterator[Any], acc: StreamAccumulator) -> Iterator[Any]:
+    """``inner``'s events, each fed to ``acc`` before it is handed on.
+
+    While the accumulator is ``holding`` (OpenAI: choice 0 just finished and its
+    usage chunk, sent right after, has not come) the next event is read before
+    the held one is handed on, so a caller that stops at ``finish_reason`` still
+    gets the call's usage recorded.
+    """
+    held: list[Any] = []
+    for event in inner:
+        acc.feed(event)
+        held.append(event)
+        if not getattr(acc, "holding", False):
+            out, held = held, []
+            yield from out
+    yield from held
+
 
 def _observed(
     inner: Iterator[Any],
     acc: StreamAccumulator,
-    done: Callable[[bool], None],
+    done: Report,
+    abandoned: Report,
     provider: str,
     hide: Callable[[Any], bool] | None,
+    reader: list[Reader],
 ) -> Generator[Any, None, None]:
-    complete = False
+    """The caller's events; ``done`` when the stream ends or fails, ``abandoned`` when the
+    generator is closed (``close()``, or the garbage collector: so only an enqueue).
+    ``reader[0]`` is kept as whoever asked for the latest event."""
     try:
         with mapped_errors(provider):
-            for event in inner:
-                acc.feed(event)
-                if hide is not None and hide(event):
-                    continue
-                yield event
-        complete = True
-    finally:
-        done(complete)
-
-
-def _once(func: Callable[[bool], None]) -> Callable[[bool], None]:
-    called = False
-
-    def wrapper(complete: bool) -> None:
-        nonlocal called
-        if not called:
-            called = True
-            func(complete)
-
-    return wrapper
+            for event in _read_ahead(inner, acc):
+                reader[0] = _reader()
+                if hide is None or not hide(event):
+                    yield event
+    except GeneratorExit:
+        abandoned()
+        raise
+    except BaseException:
+        done()
+        raise
+    done()
 
 
 class OpenStreams:
     """The streams of one wrapped client that have not reported yet (thread-safe).
 
-    Each is kept with the thread that opened it, and :meth:`finish` reports only
-    the calling thread's: one client shared by threads may have another thread's
-    stream still being read.
+    Each is kept with its latest reader, and :meth:`finish` reports only the
+    caller's: one client shared by threads or tasks may have another's stream
+    still being read. Streams closed by the garbage collector wait in a
+    lock-free queue for :meth:`drain`.
     """
 
     def __init__(self) -> None:
-        self._open: dict[int, tuple[int, Callable[[bool], None]]] = {}
+        self._open: dict[int, tuple[list[Reader], Report]] = {}
+        self._abandoned: deque[int] = deque()
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
-    def track(self, done: Callable[[bool], None]) -> Callable[[bool], None]:
-        """``done``, wrapped to leave this set when it is called (at most once)."""
+    def track(self, done: Report) -> tuple[Report, Report, list[Reader]]:
+        """(report, abandon, reader) for a new stream: ``report`` calls ``done`` once and
+        leaves this set; ``abandon`` only queues the stream for :meth:`drain` (safe
+        anywhere); ``reader[0]``, its latest reader, starts as the caller opening it."""
         key = next(self._ids)
+        reader = [_reader()]
 
-        def report(complete: bool) -> None:
+        def report() -> None:
             with self._lock:
                 if self._open.pop(key, None) is None:
                     return  # reported already
-            done(complete)
+            done()
+
+        def abandon() -> None:
+            self._abandoned.append(key)  # atomic: no lock, the collector may hold any
 
         with self._lock:
-            self._open[key] = (threading.get_ident(), report)
-        return report
+            self._open[key] = (reader, report)
+        return report, abandon, reader
+
+    @property
+    def abandoned(self) -> bool:
+        """True while a stream waits in the queue for :meth:`drain`."""
+        return bool(self._abandoned)
+
+    def drain(self) -> None:
+        """Report the streams the garbage collector (or a close) abandoned, oldest first."""
+        while True:
+            try:
+                key = self._abandoned.popleft()
+            except IndexError:  # empty (another thread may have taken the last one)
+                return
+            with self._lock:
+                entry = self._open.get(key)
+            if entry is not None:
+                entry[1]()
 
     def finish(self) -> None:
-        """Report every stream this thread opened and left open as incomplete, oldest first."""
-        me = threading.get_ident()
+        """:meth:`drain`, then report every stream the caller (this thread, or this
+        asyncio task) read last, or opened and never read, and left open."""
+        self.drain()
+        me = _reader()
         with self._lock:
-            pending = [report for thread, report in self._open.values() if thread == me]
+            pending = [report for reader, report in self._open.values() if reader[0] == me]
         for report in pending:
-            report(False)
+            report()
 
 
 class _StreamProxy:
     """Fallback: iterate through the observer, delegate everything else."""
 
-    def __init__(self, stream: Any, iterator: Iterator[Any]) -> None:
+    def __init__(self, stream: Any, iterator: Generator[Any, None, None], done: Report) -> None:
         self._stream = stream
         self._iterator = iterator
+        self._done = done
 
     def __iter__(self) -> Iterator[Any]:
         return self._iterator
@@ -118,6 +182,8 @@ class _StreamProxy:
         self.close()
 
     def close(self) -> None:
+        self._iterator.close()
+        self._done()
         self._stream.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -127,29 +193,31 @@ class _StreamProxy:
 def instrument(
     stream: Any,
     acc: StreamAccumulator,
-    done: Callable[[bool], None],
+    done: Report,
     *,
     provider: str,
+    open_streams: OpenStreams,
     hide: Callable[[Any], bool] | None = None,
-    open_streams: OpenStreams | None = None,
 ) -> Any:
     """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring.
 
-    ``done`` is called once, when the stream ends, is closed, or (with
-    ``open_streams``) is finished by :meth:`OpenStreams.finish`.
+    ``done`` is called once: when the stream ends or fails, when the caller closes it,
+    or, for a stream left to the garbage collector or left open, at ``open_streams``'
+    next :meth:`~OpenStreams.drain` or :meth:`~OpenStreams.finish`.
     """
-    done = _once(done) if open_streams is None else open_streams.track(done)
+    report, abandon, reader = open_streams.track(done)
     inner = getattr(stream, "_iterator", None)
     if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
-        observed = _observed(inner, acc, done, provider, hide)
+        observed = _observed(inner, acc, report, abandon, provider, hide, reader)
         sdk_close = stream.close
 
         def close() -> None:
-            observed.close()  # reports an early close now, not at garbage collection
-            done(False)  # (a stream closed before its first event)
+            observed.close()
+            report()  # an explicit close reports now, not at the next call
             sdk_close()
 
         stream.__dict__["_iterator"] = observed
         stream.__dict__["close"] = close
         return stream
-    return _StreamProxy(stream, _observed(iter(stream), acc, done, provider, hide))
+    observed = _observed(iter(stream), acc, report, abandon, provider, hide, reader)
+    return _StreamProxy(stream, observed, report)

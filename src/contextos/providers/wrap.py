@@ -103,6 +103,7 @@ class _Core:
     def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
         """Assemble and render the window (pass-through without a context source)."""
         if self.context is None:
+            self.open_streams.drain()  # streams the garbage collector closed: recorded now
             return None, kwargs, ""
         self.open_streams.finish()  # an abandoned stream's reply is logged before this call
         request = self.adapter.parse(kwargs)
@@ -161,10 +162,9 @@ class _Core:
         """Instrument an SDK stream so its usage is recorded when it ends."""
         acc = self.adapter.accumulator()
 
-        def done(complete: bool) -> None:
+        def done() -> None:
             self._finish(
-                prepared,
-                _stream_record(self.adapter.name, model, acc, started, prefix, prepared, complete),
+                prepared, _stream_record(self.adapter.name, model, acc, started, prefix, prepared)
             )
 
         return instrument(
@@ -172,8 +172,11 @@ class _Core:
         )
 
     def stream_manager(self, open_stream: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        """Anthropic's ``messages.stream(...)`` helper, with the window managed."""
+        """The SDK's ``stream(...)`` helper (Anthropic ``messages``, OpenAI
+        ``chat.completions``), with the window managed and usage recorded."""
         prepared, kwargs, prefix = self._prepare(kwargs)
+        if self.adapter.name == "openai" and self.stream_usage:
+            kwargs, _ = _with_stream_usage(kwargs)  # the helper reads the usage chunk itself
         return _ManagedStream(
             open_stream(**kwargs), self, prepared, prefix, str(kwargs.get("model", ""))
         )
@@ -199,9 +202,9 @@ class _ManagedStream:
 
     def __enter__(self) -> Any:
         started = time.perf_counter()
-        with mapped_errors("anthropic"):
+        with mapped_errors(self._core.adapter.name):
             stream = self._manager.__enter__()
-        # MessageStream reads its raw SDK stream lazily: instrument that before the first event.
+        # Both helpers read their raw SDK stream lazily: instrument it before the first event.
         self._core.observe(stream._raw_stream, self._prepared, self._prefix, self._model, started)
         return stream
 
@@ -237,8 +240,9 @@ def _stream_record(
     started: float,
     prefix: str,
     prepared: Prepared | None,
-    complete: bool,
 ) -> CallRecord:
+    """The record of a stream as far as it got; whole when the protocol said it ended
+    (``acc.finished``), however the caller's iteration ended."""
     return CallRecord(
         provider,
         model,
@@ -249,7 +253,7 @@ def _stream_record(
         prefix,
         prepared.logged if prepared else (),
         getattr(acc, "message_id", None),
-        complete,
+        acc.finished,
         _extra(acc),
     )
 
@@ -285,12 +289,13 @@ class _Resource:
         return self._core.call(self._inner.create, kwargs)
 
     def stream(self, **kwargs: Any) -> Any:
-        """Anthropic's ``messages.stream(...)`` context manager, window managed, usage recorded."""
-        if self._provider != "anthropic":
-            raise TypeError(
-                "the stream() helper is wrapped for Anthropic only; use create(stream=True)"
-            )
+        """The SDK's ``stream(...)`` context manager, window managed, usage recorded."""
         return self._core.stream_manager(self._inner.stream, kwargs)
+
+    def parse(self, **kwargs: Any) -> Any:
+        """The SDK's ``parse`` (structured outputs), window managed, usage recorded: its
+        parsed response is the SDK's message type, read like ``create``'s."""
+        return self._core.call(self._inner.parse, kwargs)
 
     def count_tokens(self, **kwargs: Any) -> Any:
         """The SDK's ``count_tokens`` (Anthropic), errors mapped."""
@@ -298,7 +303,31 @@ class _Resource:
             return self._inner.count_tokens(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
+        _refuse_unmanaged(name, self._core)
         return getattr(self._inner, name)
+
+
+#: SDK entry points that would send a request around the wrapper.
+_UNMANAGED = ("with_raw_response", "with_streaming_response")
+
+
+def _refuse_unmanaged(name: str, core: _Core) -> None:
+    """Refuse, with a clear error, an SDK entry point that would bypass the managed window.
+
+    Why: ``with_raw_response.create(...)`` reaches the SDK's own ``create``; on a
+    managed client the request would go out without the session's context and its
+    reply would never be logged, silently. A pass-through client manages nothing, so
+    there is nothing to lose.
+
+    Raises:
+        TypeError: ``name`` is such an entry point and the client manages a window.
+    """
+    if name in _UNMANAGED and core.context is not None:
+        raise TypeError(
+            f"{name} bypasses contextos (no managed window, nothing logged); call "
+            f"create()/stream()/parse() on the wrapped client, or use .unwrapped.{name} "
+            "for a call outside the session"
+        )
 
 
 class _Recorded:
@@ -323,9 +352,11 @@ class _Namespace:
 
     def __init__(self, inner: Any, core: _Core, resource: str, provider: str) -> None:
         self._inner = inner
+        self._core = core
         setattr(self, resource, _Resource(getattr(inner, resource), core, provider))
 
     def __getattr__(self, name: str) -> Any:
+        _refuse_unmanaged(name, self._core)
         return getattr(self._inner, name)
 
 
@@ -357,19 +388,32 @@ class WrappedClient:
 
     def flush(self) -> None:
         """Wait until the last call's reply is logged and remembered (see ``background_commit``);
-        a stream still open is reported first, as incomplete (the caller has left it)."""
-        if self._core.context is not None:
-            self._core.open_streams.finish()
+        a stream still open, or left to the garbage collector, is reported first (the
+        caller has left it; whole only if its end marker had arrived)."""
+        streams = self._core.open_streams
         flush = getattr(self._core.context, "flush", None)
-        if flush is not None:
-            flush()
+        while True:  # a commit may let the garbage collector close (queue) another stream
+            if self._core.context is not None:
+                streams.finish()
+            else:
+                streams.drain()
+            if flush is not None:
+                flush()
+            if not streams.abandoned:
+                return
 
     @property
     def context(self) -> Any:
         """The :class:`~contextos.engine.context.ContextSource` (None in pass-through)."""
         return self._core.context
 
+    def with_options(self, **options: Any) -> WrappedClient:
+        """The SDK's ``with_options`` (timeouts, retries, headers), still wrapped: same
+        session, same usage log."""
+        return WrappedClient(self.unwrapped.with_options(**options), self._core)
+
     def __getattr__(self, name: str) -> Any:
+        _refuse_unmanaged(name, self._core)
         return getattr(self.unwrapped, name)
 
 

@@ -55,7 +55,9 @@ for what the real API refuses whatever the model: an empty text block
 (``text content blocks must be non-empty``) or an empty message (``all
 messages must have non-empty content except for the optional final assistant
 message``) is answered with a 400 ``invalid_request_error``, so a test catches
-any path that sends one.
+any path that sends one. So is a ``tool_use`` without its ``tool_result`` in the
+next message (parallel calls need one result block each), and, with ``thinking``
+enabled, a tool loop whose assistant turn lost its leading thinking block.
 
 Example::
 
@@ -357,6 +359,51 @@ def empty_content(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _ids_of(content: Any, kind: str, key: str) -> list[str]:
+    blocks = content if isinstance(content, list) else []
+    return [str(b.get(key)) for b in blocks if isinstance(b, dict) and b.get("type") == kind]
+
+
+def unanswered_tool_use(body: dict[str, Any]) -> str | None:
+    """The real API's refusal of a ``tool_use`` whose ``tool_result`` is not in the very
+    next message (parallel calls: one result block each), or None."""
+    messages = body.get("messages") or []
+    for i, message in enumerate(messages[:-1]):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        answered = set(_ids_of(messages[i + 1].get("content"), "tool_result", "tool_use_id"))
+        missing = [
+            t for t in _ids_of(message.get("content"), "tool_use", "id") if t not in answered
+        ]
+        if missing:
+            return (
+                f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
+                "corresponding `tool_result` block in the next message."
+            )
+    return None
+
+
+def thinking_dropped(body: dict[str, Any]) -> str | None:
+    """The real API's refusal, with ``thinking`` enabled, of a tool loop in progress (the
+    last message a tool result) whose assistant turn does not start with its thinking."""
+    thinking = body.get("thinking")
+    messages = body.get("messages") or []
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled" or len(messages) < 2:
+        return None
+    if not _ids_of(messages[-1].get("content"), "tool_result", "tool_use_id"):
+        return None
+    content = messages[-2].get("content")
+    first = content[0].get("type") if isinstance(content, list) and content else "text"
+    if first in ("thinking", "redacted_thinking"):
+        return None
+    return (
+        f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+        f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
+        "`assistant` message must start with a thinking block."
+    )
+
+
 class FakeAnthropic(FakeHTTPServer):
     """Loopback fake of the Anthropic API. See the module docstring."""
 
@@ -419,7 +466,9 @@ class FakeAnthropic(FakeHTTPServer):
                 body = request.json()
             except ValueError:
                 body = None
-            refusal = empty_content(body) if isinstance(body, dict) else None
+            refusal = None
+            if isinstance(body, dict):
+                refusal = empty_content(body) or unanswered_tool_use(body) or thinking_dropped(body)
             if refusal is not None:
                 with self._lock:
                     self.requests.append(request)

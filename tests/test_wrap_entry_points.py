@@ -1,0 +1,86 @@
+"""The SDK entry points besides ``create`` on a wrapped client: managed, or refused.
+
+The real ``anthropic`` / ``openai`` SDK clients against the loopback fakes. An entry
+point that would send a request around the wrapper must not silently drop the
+session's context: it is managed (``stream``, ``parse``, ``with_options``) or refused
+with a clear error (``with_raw_response``, ``with_streaming_response``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("anthropic")
+pytest.importorskip("openai")
+
+from contextos.memory import Memory  # noqa: E402
+from contextos.providers import wrap  # noqa: E402
+from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+
+MODEL = "claude-sonnet-4"
+GPT = "gpt-4.1-mini"
+QUESTION = [{"role": "user", "content": "hi"}]
+
+
+def _log(wrapped: Any) -> list[tuple[str, str]]:
+    wrapped.flush()
+    return [(t.message.role, t.message.content) for t in wrapped.context.session.turns()]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("messages", "with_raw_response"),
+        ("beta", "messages", "with_streaming_response"),
+        ("with_raw_response",),
+    ],
+)
+def test_a_raw_response_entry_point_is_refused_on_a_managed_client(
+    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory, path: tuple[str, ...]
+) -> None:
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    target: Any = wrapped
+    with pytest.raises(TypeError, match="bypasses contextos"):
+        for name in path:
+            target = getattr(target, name)
+    assert fake_anthropic.messages_requests() == []
+
+
+def test_with_options_stays_wrapped(
+    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory
+) -> None:
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    faster = wrapped.with_options(timeout=5.0)
+    faster.messages.create(model=MODEL, max_tokens=64, messages=QUESTION)
+    assert _log(wrapped) == [("user", "hi"), ("assistant", "You said: hi")]
+    assert len(wrapped.calls) == 1
+
+
+def test_openais_stream_helper_works_and_is_recorded(
+    fake_openai: FakeOpenAI, openai_client: Any
+) -> None:
+    wrapped = wrap(openai_client)  # pass-through
+    with wrapped.chat.completions.stream(model=GPT, messages=QUESTION) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "You said: hi"
+    (call,) = wrapped.calls
+    assert call.stream and call.complete and call.usage.output_tokens > 0
+
+
+def test_openais_stream_helper_and_parse_are_managed(
+    fake_openai: FakeOpenAI, openai_client: Any, memory: Memory
+) -> None:
+    wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
+    with wrapped.chat.completions.stream(model=GPT, messages=QUESTION) as stream:
+        stream.until_done()
+    wrapped.chat.completions.parse(model=GPT, messages=[{"role": "user", "content": "again"}])
+    assert _log(wrapped) == [
+        ("user", "hi"),
+        ("assistant", "You said: hi"),
+        ("user", "again"),
+        ("assistant", "You said: again"),
+    ]
+    assert [c.complete for c in wrapped.calls] == [True, True]

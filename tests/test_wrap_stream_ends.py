@@ -1,0 +1,310 @@
+"""How a wrapped stream ends: who reports it, and whether its reply counts as whole.
+
+The real ``anthropic`` / ``openai`` SDK clients against the loopback fakes, a real
+SQLite memory file. A stream left to the garbage collector is closed wherever the
+collector happens to run -- inside the wrapper's own commit included -- so that
+close may only queue it; whether a reply came whole is read from the protocol's end
+marker, not from how the caller's loop ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+from contextos.embed import Vectors  # noqa: E402
+from contextos.engine.context import COMPLETE_KEY  # noqa: E402
+from contextos.errors import ProviderHTTPError, RateLimited  # noqa: E402
+from contextos.memory import Memory  # noqa: E402
+from contextos.providers import wrap  # noqa: E402
+from contextos.testing.embedders import HashEmbedder  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
+from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+
+MODEL = "claude-sonnet-4"
+GPT = "gpt-4.1-mini"
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Automatic cyclic collection off: the collector runs only where a test runs it."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+class _CollectingEmbedder(HashEmbedder):
+    """Runs the garbage collector while it embeds a remembered exchange (a batch of
+    several texts), as the collector may at any allocation: here, inside the commit
+    of the wrapped call's reply, with the wrapper's commit lock held."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if len(texts) > 1:
+            gc.collect()
+        return super().embed(texts)
+
+
+def _within(seconds: float, func: Callable[[], Any]) -> None:
+    """Run ``func`` on a daemon thread; fail (instead of hanging the suite) if it deadlocks."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            func()
+        except BaseException as exc:  # handed to the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds}s: deadlocked"
+    if errors:
+        raise errors[0]
+
+
+def _ask(wrapped: Any, question: str, **kw: Any) -> Any:
+    return wrapped.messages.create(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": question}], **kw
+    )
+
+
+def _log(wrapped: Any) -> list[Any]:
+    wrapped.flush()
+    return [t.message for t in wrapped.context.session.turns()]
+
+
+# -- a stream the garbage collector closes -----------------------------------------------
+
+
+@pytest.mark.usefixtures("no_gc")
+@pytest.mark.parametrize("background_commit", [False, True])
+def test_a_stream_collected_inside_a_commit_is_queued_not_deadlocked(
+    tmp_path: Path, background_commit: bool
+) -> None:
+    """A worker thread opens a stream, reads one event and ends without closing it; the
+    collector frees it inside the next call's commit (inline, or on the commit thread
+    while ``flush`` waits for it). Both calls return, and the stream is logged after."""
+    embedder = _CollectingEmbedder()
+    with (
+        FakeAnthropic() as fake,
+        Memory(tmp_path / "m.db", embedder=embedder, background_embedding=False) as memory,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(
+            client, memory=memory, session="s", user_id="ana", background_commit=background_commit
+        )
+        fake.enqueue_reply("a long story " * 20, AnthropicUsage(10, 40), stream=True)
+
+        left, done = threading.Event(), threading.Event()
+
+        def abandon() -> None:
+            events = iter(_ask(wrapped, "tell me a story", stream=True))
+            for _ in range(4):  # into the text, then drop it without closing it
+                next(events)
+            del events
+            left.set()
+            done.wait()  # alive, so no later thread is mistaken for this one
+
+        opener = threading.Thread(target=abandon, daemon=True)
+        opener.start()
+        assert left.wait(20)
+        _within(20, lambda: _ask(wrapped, "what is the weather?"))
+        _within(20, wrapped.flush)
+        done.set()
+        assert [(c.stream, c.complete) for c in wrapped.calls] == [(False, True), (True, False)]
+        log = _log(wrapped)
+        assert [m.role for m in log] == ["user", "user", "assistant", "assistant"]
+        assert log[3].content.startswith("a long") and log[3].metadata[COMPLETE_KEY] is False
+
+
+# -- whole or cut: the protocol's end marker decides ----------------------------------------
+
+
+def _event(data: dict[str, Any]) -> SSEEvent:
+    return SSEEvent(json.dumps(data), data["type"])
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> SSEEvent:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": GPT}
+    return SSEEvent(json.dumps({**body, "choices": [choice]}))
+
+
+def test_an_anthropic_body_cut_without_an_error_is_not_a_whole_reply(memory: Memory) -> None:
+    with (
+        FakeAnthropic() as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        text = {"type": "text", "text": ""}
+        fake.enqueue(
+            FakeResponse(
+                events=[
+                    _event(message_start("msg_cut", MODEL, AnthropicUsage(5, 1))),
+                    _event({"type": "content_block_start", "index": 0, "content_block": text}),
+                    _event(
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "text_delta", "text": "Your flight is cancel"},
+                        }
+                    ),
+                ]
+            )
+        )
+        list(_ask(wrapped, "is my flight ok?", stream=True))  # ends quietly: no error
+        log = _log(wrapped)
+        assert not wrapped.calls[0].complete
+        assert log[1].metadata[COMPLETE_KEY] is False
+        assert memory.get_all(user_id="ana") == []  # a fragment is not remembered
+
+
+def test_an_openai_body_cut_without_an_error_is_not_a_whole_reply(memory: Memory) -> None:
+    with (
+        FakeOpenAI() as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        fake.enqueue(FakeResponse(events=[_chunk({"role": "assistant", "content": "Your fli"})]))
+        list(
+            wrapped.chat.completions.create(
+                model=GPT, stream=True, messages=[{"role": "user", "content": "flight ok?"}]
+            )
+        )
+        log = _log(wrapped)
+        assert not wrapped.calls[0].complete and log[1].metadata[COMPLETE_KEY] is False
+        assert memory.get_all(user_id="ana") == []
+
+
+def test_a_caller_stopping_at_message_stop_has_a_whole_reply(memory: Memory) -> None:
+    with (
+        FakeAnthropic() as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        for event in _ask(wrapped, "I live in Lisbon", stream=True):
+            if event.type == "message_stop":
+                break  # the app stops at the end marker and never closes the stream
+        _ask(wrapped, "next")
+        log = _log(wrapped)
+        assert wrapped.calls[0].complete and COMPLETE_KEY not in log[1].metadata
+        assert "I live in Lisbon" in [r.text for r in memory.get_all(user_id="ana")]
+
+
+def test_a_caller_stopping_at_finish_reason_has_a_whole_reply_and_its_usage(
+    memory: Memory,
+) -> None:
+    with (
+        FakeOpenAI() as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        seen = []
+        messages = [{"role": "user", "content": "I live in Lisbon"}]
+        for chunk in wrapped.chat.completions.create(model=GPT, stream=True, messages=messages):
+            seen.append(chunk)
+            if chunk.choices[0].finish_reason:
+                break  # "stop": the answer is whole
+        assert all(c.choices for c in seen)  # the usage chunk the app did not ask for: hidden
+        wrapped.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "next"}])
+        log = _log(wrapped)
+        call = wrapped.calls[0]
+        assert call.complete and call.usage.input_tokens > 0 and call.usage.output_tokens > 0
+        assert COMPLETE_KEY not in log[1].metadata
+        assert "I live in Lisbon" in [r.text for r in memory.get_all(user_id="ana")]
+
+
+# -- an error event inside a stream ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "status"),
+    [
+        ("overloaded_error", ProviderHTTPError, 529),
+        ("api_error", ProviderHTTPError, 500),
+        ("rate_limit_error", RateLimited, None),
+    ],
+)
+def test_an_error_event_in_a_stream_maps_by_its_type(
+    kind: str, error: type[Exception], status: int | None
+) -> None:
+    """The response was a 200; the event's ``error.type`` says what went wrong."""
+    with (
+        FakeAnthropic() as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        failure = {"type": "error", "error": {"type": kind, "message": "busy"}}
+        start = message_start("m1", MODEL, AnthropicUsage(5, 1))
+        fake.enqueue(FakeResponse(events=[_event(start), _event(failure)]))
+        with pytest.raises(error) as raised:
+            list(_ask(wrap(client), "hi", stream=True))
+        assert getattr(raised.value, "status", None) == status
+
+
+# -- a stream read by another thread or task than the one that opened it -----------------
+
+
+def test_a_stream_handed_to_another_thread_is_not_abandoned_by_its_opener(
+    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory
+) -> None:
+    """A web framework opens the stream on one thread and iterates it on a threadpool's;
+    the opener serves the next request meanwhile."""
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    fake_anthropic.enqueue_reply("a streamed answer " * 10, AnthropicUsage(10, 30), stream=True)
+    stream = _ask(wrapped, "stream it", stream=True)
+    started, go = threading.Event(), threading.Event()
+    events: list[Any] = []
+
+    def consume() -> None:
+        for event in stream:
+            events.append(event)
+            if len(events) == 3:
+                started.set()
+                go.wait(20)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    assert started.wait(20)
+    _ask(wrapped, "another question")  # the opener's next call
+    go.set()
+    consumer.join(20)
+    assert events[-1].type == "message_stop"
+    (streamed,) = [c for c in wrapped.calls if c.stream]
+    assert streamed.complete and streamed.reply.content == "a streamed answer " * 10
+
+
+def test_a_stream_read_by_one_task_is_not_abandoned_by_another_tasks_call(
+    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory
+) -> None:
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    fake_anthropic.enqueue_reply("a streamed answer " * 10, AnthropicUsage(10, 30), stream=True)
+    reading = asyncio.Event()
+
+    async def read() -> None:
+        for _ in _ask(wrapped, "stream it", stream=True):
+            reading.set()
+            await asyncio.sleep(0.005)  # e.g. await websocket.send(...)
+
+    async def call() -> None:
+        await reading.wait()
+        _ask(wrapped, "a title for this chat?")
+
+    async def both() -> None:
+        await asyncio.gather(read(), call())
+
+    asyncio.run(both())
+    (streamed,) = [c for c in wrapped.calls if c.stream]
+    assert streamed.complete and streamed.reply.content == "a streamed answer " * 10
