@@ -422,8 +422,8 @@ def list_sessions(
     oldest activity first; not the reserved ones that hold a lock's state
     (:data:`LOCK_SESSION_PREFIX`), which are no conversation."""
     sql = f"SELECT session_id FROM session_meta WHERE tenant = {mark}"
-    sql += f" AND session_id NOT LIKE '{LOCK_SESSION_PREFIX}%'"
-    params: list[object] = [scope.tenant]
+    sql += f" AND session_id NOT LIKE {mark}"
+    params: list[object] = [scope.tenant, f"{LOCK_SESSION_PREFIX}%"]
     for col in ("user_id", "agent_id"):
         if getattr(scope, col) is not None:
             sql += f" AND {col} = {mark}"
