@@ -236,6 +236,9 @@ class _ForgetBeforeAdd:
     def delete(self, memory_id: str, *, purge: bool = False) -> None:
         self.memory.delete(memory_id, purge=purge)
 
+    def get_all(self, **kwargs: Any) -> Sequence[MemoryRecord]:
+        return self.memory.get_all(**kwargs)
+
 
 @BOTH
 def test_copies_archived_of_erased_turns_are_purged(kind: str, tmp_path: Path) -> None:

@@ -353,7 +353,8 @@ class Replayer:
             thresholds=th,
         )
         if self.memory is not None and plan.rotate:  # retrievable now, whatever the strategy
-            history = replace(history, archived_to=max(history.archived_to, max(plan.rotate)))
+            top = max(history.archived_to, max(plan.rotate))
+            history = replace(history, archived_to=top, unarchived=())  # archived above
         self.run.history = history
         self.run.compactions += 1
         if self.topic is not None:

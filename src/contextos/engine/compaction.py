@@ -58,6 +58,11 @@ class HistoryState:
     """What compaction has done to a session; stored as JSON beside the log.
 
     Turns with ``seq < start_seq`` are rotated out (except pinned ones).
+    ``unarchived``: turns an offload rotated out and has not yet confirmed stored in
+    long-term memory (the rotation is saved first, the archive confirmed after it; a
+    crash in between leaves them here for the next offload to store). ``archiver``
+    holds them while it stores them, until ``archiver_until`` (epoch seconds): two
+    Sessions storing the same turns at once would store them twice.
     """
 
     start_seq: int = 0
@@ -66,6 +71,9 @@ class HistoryState:
     pinned: tuple[int, ...] = ()
     compactions: int = 0
     archived_to: int = -1
+    unarchived: tuple[int, ...] = ()
+    archiver: str = ""
+    archiver_until: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -75,6 +83,9 @@ class HistoryState:
             "pinned": list(self.pinned),
             "compactions": self.compactions,
             "archived_to": self.archived_to,
+            "unarchived": list(self.unarchived),
+            "archiver": self.archiver,
+            "archiver_until": self.archiver_until,
             "summary": self.summary.to_json() if self.summary else None,
         }
 
@@ -89,6 +100,9 @@ class HistoryState:
             tuple(int(x) for x in data.get("pinned", ())),
             int(data.get("compactions", 0)),
             int(data.get("archived_to", -1)),
+            tuple(int(x) for x in data.get("unarchived", ())),
+            str(data.get("archiver", "")),
+            float(data.get("archiver_until", 0.0)),
         )
 
 
@@ -270,14 +284,16 @@ def apply_compaction(
             previous=summary,
             max_tokens=int(th.summary_share * budget),
         )
-    archived = max(plan.rotate) if plan.strategy == "offload" else state.archived_to
+    unarchived = state.unarchived
+    if plan.strategy == "offload":  # archived after the save, confirmed after that
+        unarchived = tuple(sorted(set(unarchived) | set(plan.rotate)))
     return replace(
         state,
         start_seq=max(start, state.start_seq),
         summary=summary,
         cleared=cleared,
         compactions=state.compactions + 1,
-        archived_to=archived,
+        unarchived=unarchived,
     )
 
 

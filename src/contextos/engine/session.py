@@ -15,6 +15,8 @@ retrieved memories with the strongest at the edges, and the question last.
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Unpack, cast
@@ -28,7 +30,6 @@ from contextos.engine.compaction import (
     history_tokens,
     pinned_seqs,
     plan_compaction,
-    rotated_turns,
     stub_text,
     tool_units,
     visible_turns,
@@ -52,10 +53,12 @@ from contextos.engine.window import (
 from contextos.errors import NotFound, ScopeError, StoreError
 from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
+from contextos.memory.ingest import MAX_TEXT_CHARS
 from contextos.memory.render import render as render_memory
 from contextos.store.base import Store
 from contextos.store.records import same_turn
 from contextos.types import (
+    Filter,
     Hit,
     MemoryRecord,
     Message,
@@ -67,6 +70,10 @@ from contextos.types import (
 )
 
 _META_KEY = "history"
+
+#: Seconds a Session holds a compaction's rotated turns while it stores them in
+#: long-term memory; past it (the holder died) the next offload stores them.
+ARCHIVE_LEASE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,12 @@ class MemoryLike(Protocol):
 
     def delete(self, memory_id: str, *, purge: bool = False) -> None:
         """Delete a memory (``purge``: its text leaves history and every copy too)."""
+        ...
+
+    def get_all(
+        self, *, filters: Filter | None = None, limit: int = 100, **scope: Unpack[ScopeIds]
+    ) -> Sequence[MemoryRecord]:
+        """Memories in a scope matching ``filters``, newest first."""
         ...
 
 
@@ -535,37 +548,76 @@ class Session:
         (``Store.swap_session_meta``); a compaction that lost the race to another
         compaction, a pin or an erasure (``forget`` draws a new revision) discards its
         result and returns no plan, and the next call plans again on the new state.
-        Turns are archived only after the save succeeded, by its one winner, so each
-        is archived once: an archive before the save was repeated by every racer and
-        by every retry of a compaction interrupted before its save. (A crash between
-        the save and the archive leaves those turns in the log only.)
+        Turns are archived only after the save succeeded, by its one winner: an
+        archive before the save was repeated by every racer and by every retry of a
+        compaction interrupted before its save. The save lists them as unarchived
+        (``HistoryState.unarchived``) and a second compare-and-set confirms them once
+        stored; a crash or failure in between leaves them listed, and the next offload
+        stores them first, skipping any already stored (by their ``source_id``), so
+        a rotated turn is never lost and never stored twice.
         """
         # The revision is read before the turns: an erasure after this read changes it,
         # so a state planned on turns that include erased ones can never be saved.
+        if strategy == "offload" and memory is None:
+            raise ValueError("the offload strategy needs a memory to archive into")
+        leftover = self._finish_archive(memory) if memory is not None else 0
         state, meta, revision = self._read_state()
         turns = self.turns()
         plan = plan_compaction(turns, state, budget, strategy, thresholds, force=force)
         if plan is None:
-            return CompactionResult(None, state)
-        if strategy == "offload" and memory is None:
-            raise ValueError("the offload strategy needs a memory to archive into")
+            return CompactionResult(None, state, leftover)
         summarizer = summarizer or (
             ExtractiveSummarizer(self.tokenizer) if strategy == "summarize" else None
         )
         new = apply_compaction(
             plan, turns, state, budget, summarizer=summarizer, thresholds=thresholds
         )
+        claim = uuid.uuid4().hex
+        if new.unarchived:  # this compaction's winner stores them: held in the same save
+            new = replace(new, archiver=claim, archiver_until=time.time() + ARCHIVE_LEASE_S)
         if not self._save(new, meta, revision):
             # Stale: another compaction or a pin got there first, or an erasure ran
             # while this summarized (its state quotes erased turns; the next ``turns``
             # finds them gone and reads the log again).
             return CompactionResult(None, self.state(), raced=True)
-        archived = 0
+        archived = leftover
         if strategy == "offload" and memory is not None:
-            rotated = rotated_turns(plan, turns)
-            records = archive(memory, rotated, self.scope)
-            archived = len(records) - self._drop_erased(memory, records, rotated)
-        return CompactionResult(plan, new, archived)
+            archived += self._finish_archive(memory, claim)
+        return CompactionResult(plan, self.state() if archived else new, archived)
+
+    def _finish_archive(self, memory: MemoryLike, claim: str | None = None) -> int:
+        """Store the turns the state lists as unarchived (those not stored yet), then
+        confirm them with a compare-and-set; returns how many records were stored.
+
+        They are held first (``HistoryState.archiver``, a lease of
+        :data:`ARCHIVE_LEASE_S`; ``claim`` is a hold this caller already has): a hold
+        by another that has not run out means it is storing them, and this returns.
+        Tried again on the fresh state when another writer changed it meanwhile."""
+        claim = claim or uuid.uuid4().hex
+        stored = 0
+        for _ in range(_SAVE_TRIES):
+            state, meta, revision = self._read_state()
+            if not state.unarchived:
+                return stored
+            if state.archiver != claim:
+                if state.archiver and state.archiver_until > time.time():
+                    return stored  # another is storing them
+                held = replace(state, archiver=claim, archiver_until=time.time() + ARCHIVE_LEASE_S)
+                if not self._save(held, meta, revision):
+                    continue
+                state, meta, revision = self._read_state()
+                if state.archiver != claim:
+                    continue
+            owed = set(state.unarchived)
+            rotated = [t for t in self.turns() if t.seq in owed]
+            fresh = [t for t in rotated if not _archived(memory, t, self.scope)]
+            records = archive(memory, fresh, self.scope)
+            stored += len(records) - self._drop_erased(memory, records, fresh)
+            top = max(state.archived_to, *owed)
+            done = replace(state, unarchived=(), archived_to=top, archiver="", archiver_until=0.0)
+            if self._save(done, meta, revision):
+                return stored
+        return stored  # still listed: the next offload confirms them
 
     def _drop_erased(
         self,
@@ -625,6 +677,25 @@ class Session:
         )
 
 
+def _author(turn: Turn, scope: Scope) -> Scope:
+    """Where a turn is archived: its author's scope in the session, else ``scope``."""
+    named = turn.user_id is not None or turn.agent_id is not None
+    return replace(scope, user_id=turn.user_id, agent_id=turn.agent_id) if named else scope
+
+
+def _archived(memory: MemoryLike, turn: Turn, scope: Scope) -> bool:
+    """Whether ``turn`` is already stored in long-term memory (by its ``source_id``)."""
+    flt = Filter(metadata={"source_id": turn_ref(turn)})
+    return bool(memory.get_all(**_author(turn, scope).ids(), filters=flt, limit=1))
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` in pieces a memory may hold (``MAX_TEXT_CHARS``): a turn longer than
+    that (a pasted document, a tool's dump) was refused by ``memory.add`` and could
+    never be archived."""
+    return [text[i : i + MAX_TEXT_CHARS] for i in range(0, len(text), MAX_TEXT_CHARS)] or [text]
+
+
 def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[MemoryRecord]:
     """Store rotated turns as episodic memories, keeping reference, seq and time.
 
@@ -632,7 +703,8 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
     ``scope``'s session) when the log names one, else in ``scope``: in a session two
     users share, a copy of one user's turn filed under the other (the compacting
     Session's user) survived ``forget`` of its author. Consecutive turns of one author
-    go in one ``memory.add``, in log order.
+    go in one ``memory.add``, in log order; a turn longer than a memory may be is
+    stored in pieces, each with the turn's reference.
     """
     out: list[MemoryRecord] = []
     run: list[Message] = []
@@ -642,13 +714,12 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
         meta = {**t.message.metadata, "turn_seq": t.seq, "source_id": turn_ref(t)}
         if when is not None:
             meta["event_time"] = when.isoformat()
-        named = t.user_id is not None or t.agent_id is not None
-        author = replace(scope, user_id=t.user_id, agent_id=t.agent_id) if named else scope
+        author = _author(t, scope)
         if run and author != run_scope:
             out += memory.add(run, **cast(Scope, run_scope).ids())
             run = []
         run_scope = author
-        run.append(replace(t.message, metadata=meta))
+        run += [replace(t.message, content=p, metadata=meta) for p in _pieces(t.message.content)]
     if run:
         out += memory.add(run, **cast(Scope, run_scope).ids())
     return out
