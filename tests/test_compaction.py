@@ -178,3 +178,29 @@ def test_bad_arguments():
     plan = plan_compaction([turn(i) for i in range(10)], HistoryState(), 50, "summarize")
     with pytest.raises(ValueError):
         apply_compaction(plan, [turn(i) for i in range(10)], HistoryState(), 50)
+
+
+def test_pinning_a_tool_call_keeps_its_result_from_being_cleared():
+    # A pin keeps its whole tool unit (pinned_seqs); clearing looked at the pinned
+    # seqs alone, so pinning the call still stubbed its result.
+    turns = [turn(0), *tool_pair(1, result_tokens=400), *[turn(i) for i in range(3, 8)]]
+    state = HistoryState(pinned=(1,))
+    plan = plan_compaction(
+        turns, state, 200, "clear_tool_results", Thresholds(keep_recent=2), force=True
+    )
+    assert plan is None or 2 not in plan.clear
+    unpinned = plan_compaction(
+        turns, HistoryState(), 200, "clear_tool_results", Thresholds(keep_recent=2), force=True
+    )
+    assert unpinned is not None and 2 in unpinned.clear  # what the pin prevents
+
+
+def test_stubs_of_rotated_turns_are_forgotten():
+    # Every clear was kept for the life of the session: the state (read on every
+    # window) grew with the whole log, 4,784 of 4,999 entries long rotated out.
+    turns = [turn(0), *tool_pair(1), *tool_pair(3), *tool_pair(5), *[turn(i) for i in range(7, 12)]]
+    state = HistoryState(cleared=(2, 4, 6), pinned=(5,))  # the unit 5-6 stays visible
+    plan = plan_compaction(turns, state, 60, "summarize", Thresholds(keep_recent=2), force=True)
+    assert plan is not None and {0, 1, 2, 3, 4} <= set(plan.rotate)
+    after = apply_compaction(plan, turns, state, 60, summarizer=CountingSummarizer())
+    assert after.cleared == (6,)  # 2 and 4 rotated out; 6 is pinned, still visible

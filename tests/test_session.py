@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from contextos.cache import render_anthropic
+from contextos.engine.compaction import visible_turns
 from contextos.engine.session import Layout, Session, context_window, search_scope, window_budget
 from contextos.errors import NotFound
 from contextos.llm.models import get_model
@@ -310,3 +311,29 @@ def test_a_compaction_is_not_taken_for_an_erasure(db):
     with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
         m.forget("ana")
     assert app.turns() == [] and app.log_restarts == 1
+
+
+@pytest.mark.parametrize("strategy", ["summarize", "offload"])
+def test_a_turn_unpinned_after_a_compaction_stepped_over_it_stays_until_compacted(
+    db, tmp_path, strategy
+):
+    # A compaction steps over a pinned turn (no summary line, no archive) and moves
+    # start_seq past it; unpinning it later made it vanish from the window, in no
+    # summary and no memory. It stays now, and the next compaction takes it.
+    memory = Memory(db, embedder=HashEmbedder(), background_embedding=False)
+    session = Session(memory.store, "s1", tenant=memory.tenant, user_id="ana")
+    for i in range(10):
+        session.add(Message("user", f"Fact {i}: my cousin Pedro{i} moved to Porto in {2000 + i}."))
+    session.pin(3)
+    archive = memory if strategy == "offload" else None
+    first = session.compact(150, strategy, memory=archive, force=True)
+    assert first.plan is not None and 3 not in first.plan.rotate
+    session.pin(3, pinned=False)
+    assert 3 in [t.seq for t in visible_turns(session.turns(), session.state())]
+    for i in range(10, 20):
+        session.add(Message("user", f"Fact {i}: my cousin Pedro{i} moved to Porto in {2000 + i}."))
+    second = session.compact(150, strategy, memory=archive, force=True)
+    assert second.plan is not None and 3 in second.plan.rotate  # summarized or archived
+    if strategy == "offload":
+        assert [r for r in memory.get_all(user_id="ana", limit=100) if "Pedro3 " in r.text]
+    assert session.state().kept == ()

@@ -57,7 +57,10 @@ class Thresholds:
 class HistoryState:
     """What compaction has done to a session; stored as JSON beside the log.
 
-    Turns with ``seq < start_seq`` are rotated out (except pinned ones).
+    Turns with ``seq < start_seq`` are rotated out (except pinned ones, and ``kept``
+    ones: turns a compaction stepped over while they were pinned, unpinned since,
+    which stay in the window until a compaction rotates them; else an unpin made them
+    vanish, in no summary and no archive).
     ``unarchived``: turns an offload rotated out and has not yet confirmed stored in
     long-term memory (the rotation is saved first, the archive confirmed after it; a
     crash in between leaves them here for the next offload to store). ``archiver``
@@ -74,6 +77,7 @@ class HistoryState:
     unarchived: tuple[int, ...] = ()
     archiver: str = ""
     archiver_until: float = 0.0
+    kept: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -86,6 +90,7 @@ class HistoryState:
             "unarchived": list(self.unarchived),
             "archiver": self.archiver,
             "archiver_until": self.archiver_until,
+            "kept": list(self.kept),
             "summary": self.summary.to_json() if self.summary else None,
         }
 
@@ -103,6 +108,7 @@ class HistoryState:
             tuple(int(x) for x in data.get("unarchived", ())),
             str(data.get("archiver", "")),
             float(data.get("archiver_until", 0.0)),
+            tuple(int(x) for x in data.get("kept", ())),
         )
 
 
@@ -136,9 +142,10 @@ def pinned_seqs(turns: Sequence[Turn], state: HistoryState) -> set[int]:
 
 
 def visible_turns(turns: Sequence[Turn], state: HistoryState) -> list[Turn]:
-    """Turns still in the window: not rotated out, or pinned (with their tool unit)."""
-    pinned = pinned_seqs(turns, state)
-    return [t for t in turns if t.seq >= state.start_seq or t.seq in pinned]
+    """Turns still in the window: not rotated out, or pinned (with their tool unit), or
+    kept after an unpin."""
+    stay = pinned_seqs(turns, state) | set(state.kept)
+    return [t for t in turns if t.seq >= state.start_seq or t.seq in stay]
 
 
 def turn_cost(turn: Turn, state: HistoryState) -> int:
@@ -202,7 +209,7 @@ def plan_compaction(
     clear: list[int] = []
     tokens = before
     if strategy == "clear_tool_results":
-        clear, tokens = _plan_clear(visible, state, protected, tokens, goal)
+        clear, tokens = _plan_clear(visible, state, protected | pinned, tokens, goal)
     reserve = int(th.summary_share * budget) if strategy == "summarize" else 0
     if strategy == "summarize" and state.summary:
         tokens -= state.summary.tokens  # the new summary replaces it within ``reserve``
@@ -217,6 +224,8 @@ def plan_compaction(
 def _plan_clear(
     visible: Sequence[Turn], state: HistoryState, protected: set[int], tokens: int, goal: int
 ) -> tuple[list[int], int]:
+    """Tool results to stub, oldest first, until ``goal``: never a ``protected`` one
+    (recent, or pinned with its whole tool unit: pinning the call keeps its result)."""
     clear: list[int] = []
     for turn in visible:
         if tokens <= goal:
@@ -224,7 +233,6 @@ def _plan_clear(
         if (
             turn.message.role == "tool"
             and turn.seq not in protected
-            and turn.seq not in state.pinned
             and turn.seq not in state.cleared
             and turn.tokens > STUB_TOKENS
         ):
@@ -273,7 +281,11 @@ def apply_compaction(
     cleared = tuple(sorted(set(state.cleared) | set(plan.clear)))
     if not plan.rotate:
         return replace(state, cleared=cleared, compactions=state.compactions + 1)
-    start = max(plan.rotate) + 1
+    start = max(max(plan.rotate) + 1, state.start_seq)
+    kept = tuple(k for k in state.kept if k not in set(plan.rotate))
+    # Stubs of turns rotated out are forgotten: the list grew with the whole log.
+    stay = pinned_seqs(turns, state) | set(kept)
+    cleared = tuple(c for c in cleared if c >= start or c in stay)
     summary = state.summary
     if plan.strategy == "summarize":
         if summarizer is None:
@@ -289,8 +301,9 @@ def apply_compaction(
         unarchived = tuple(sorted(set(unarchived) | set(plan.rotate)))
     return replace(
         state,
-        start_seq=max(start, state.start_seq),
+        start_seq=start,
         summary=summary,
+        kept=kept,
         cleared=cleared,
         compactions=state.compactions + 1,
         unarchived=unarchived,

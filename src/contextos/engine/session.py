@@ -517,9 +517,14 @@ class Session:
             self.turn(seq)
             state, meta, revision = self._read_state()
             pins = set(state.pinned) | {seq} if pinned else set(state.pinned) - {seq}
-            state = replace(state, pinned=tuple(sorted(pins)))
-            if self._save(state, meta, revision):
-                return state
+            new = replace(state, pinned=tuple(sorted(pins)))
+            if not pinned:  # a unit a compaction stepped over stays until one rotates it
+                turns = self.turns()
+                left = pinned_seqs(turns, state) - pinned_seqs(turns, new)
+                below = {s for s in left if s < state.start_seq}
+                new = replace(new, kept=tuple(sorted(set(state.kept) | below)))
+            if self._save(new, meta, revision):
+                return new
         raise StoreError(f"could not pin turn {seq}: session {self.session_id!r} kept changing")
 
     def history_tokens(self) -> int:
