@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -118,3 +119,15 @@ def locomo_path() -> Path:
     if not LOCOMO.exists():
         pytest.skip(f"LoCoMo data not found at {LOCOMO}")
     return LOCOMO
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Automatic cyclic garbage collection off: the collector runs only where a test
+    runs it (an abandoned stream must not need it to be logged; a test that collects
+    inside a commit decides when)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

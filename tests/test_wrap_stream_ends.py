@@ -13,7 +13,7 @@ import asyncio
 import gc
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,6 @@ from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    """Automatic cyclic collection off: the collector runs only where a test runs it."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 class _CollectingEmbedder(HashEmbedder):

@@ -9,9 +9,7 @@ handling (echoing replies back, retrying a failed question).
 from __future__ import annotations
 
 import base64
-import gc
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -347,16 +345,6 @@ def test_an_image_only_openai_question_is_logged_as_a_placeholder(
 
 
 # -- an abandoned stream ------------------------------------------------------------
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    """Cyclic garbage collection off: an abandoned stream must not need it to be logged."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.mark.usefixtures("no_gc")

@@ -93,17 +93,21 @@ def test_parallel_tool_results_go_back_as_one_block_each(client_for: Any, memory
         assert [{k: v for k, v in b.items() if k != "cache_control"} for b in sent] == results
 
 
+#: A request with tools and extended thinking on.
+THINKING_CALL: dict[str, Any] = {
+    "model": MODEL,
+    "max_tokens": 2048,
+    "tools": TOOLS,
+    "thinking": {"type": "enabled", "budget_tokens": 1024},
+}
+
+
 def test_thinking_blocks_go_back_first_in_their_assistant_turn(
     client_for: Any, memory: Memory
 ) -> None:
     fake, client = client_for(_reply([THINKING, CALL_A]))
     wrapped = wrap(client, memory=memory, session="s", user_id="ana")
-    kw: dict[str, Any] = {
-        "model": MODEL,
-        "max_tokens": 2048,
-        "tools": TOOLS,
-        "thinking": {"type": "enabled", "budget_tokens": 1024},
-    }
+    kw: dict[str, Any] = dict(THINKING_CALL)
     history: list[dict[str, Any]] = [{"role": "user", "content": "weather in paris?"}]
     history.append(_echo(wrapped.messages.create(messages=history, **kw)))
     history.append(
@@ -160,12 +164,7 @@ def test_a_streamed_thinking_block_goes_back_with_its_signature(
     fake, client = client_for(_reply("unused"))
     fake.enqueue(_streamed_thinking_then_call())
     wrapped = wrap(client, memory=memory, session="s", user_id="ana")
-    kw: dict[str, Any] = {
-        "model": MODEL,
-        "max_tokens": 2048,
-        "tools": TOOLS,
-        "thinking": {"type": "enabled", "budget_tokens": 1024},
-    }
+    kw: dict[str, Any] = dict(THINKING_CALL)
     question = [{"role": "user", "content": "weather in paris?"}]
     with wrapped.messages.stream(messages=question, **kw) as stream:
         stream.get_final_message()
