@@ -224,12 +224,66 @@ class FiniteFloatRange(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+#: The largest integer an option takes: what SQLite's INTEGER and PostgreSQL's bigint
+#: hold. A larger one (``session show --seq 99999999999999999999``) reached the store
+#: and ended in an ``OverflowError`` traceback.
+MAX_INT = 2**63 - 1
+
+
+class IntRangeCapped(click.IntRange):
+    """``click.IntRange`` never above :data:`MAX_INT` (a plain ``int``, or an
+    ``IntRange`` with no maximum, takes any size): the type of every integer option, so
+    an oversized value is a usage error naming the option. ``--help`` shows the range
+    the option was given; the cap is no choice of the option's."""
+
+    def __init__(
+        self,
+        min: int | None = None,
+        max: int | None = None,
+        min_open: bool = False,
+        max_open: bool = False,
+    ) -> None:
+        capped = max is None or max > MAX_INT
+        super().__init__(
+            min, MAX_INT if capped else max, min_open=min_open, max_open=max_open and not capped
+        )
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.INT.convert(value, param, ctx)
+        if number > MAX_INT:  # before the range, whose description leaves the cap out
+            self.fail(f"{number} is too large (at most {MAX_INT})", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        if self.max != MAX_INT:
+            return super()._describe_range()
+        if self.min is None:
+            return ""
+        return f"x{'>' if self.min_open else '>='}{self.min}"
+
+
+def int_range(low: int | None = None, high: int | None = None) -> IntRangeCapped:
+    """The type of an integer option: at least ``low`` and at most ``high``, and never
+    above :data:`MAX_INT` (:class:`IntRangeCapped`)."""
+    return IntRangeCapped(low, high)
+
+
+def _capped(kind: click.IntRange | FiniteFloatRange) -> click.IntRange | FiniteFloatRange:
+    """``kind``, an ``IntRange`` made an :class:`IntRangeCapped`."""
+    if isinstance(kind, click.IntRange) and not isinstance(kind, IntRangeCapped):
+        return IntRangeCapped(kind.min, kind.max, kind.min_open, kind.max_open)
+    return kind
+
+
 def number_option(
     name: str, default: float, kind: click.IntRange | FiniteFloatRange, help_text: str
 ) -> Callable[[F], F]:
-    """A numeric option (a count, rate, size or port): bounded by ``kind``, so a value
-    out of range is refused in one line, and its default shown in ``--help``."""
-    return click.option(name, default=default, show_default=True, type=kind, help=help_text)
+    """A numeric option (a count, rate, size or port): bounded by ``kind`` (an integer
+    one never above :data:`MAX_INT`), so a value out of range is refused in one line, and
+    its default shown in ``--help``."""
+    return click.option(
+        name, default=default, show_default=True, type=_capped(kind), help=help_text
+    )
 
 
 def choice_option(

@@ -25,6 +25,7 @@ from .common import (
     F,
     FiniteFloatRange,
     console,
+    int_range,
     json_option,
     open_memory,
     pass_state,
@@ -53,13 +54,17 @@ def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
     return table
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def _time_param(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """Callback of ``--event-time`` and ``--as-of``: the value as a datetime, checked
+    before anything is opened; a bad one is a usage error naming the option."""
     if value is None:
         return None
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO-8601 date or time") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO-8601 date or time", param=param
+        ) from None
 
 
 def _parse_metadata(value: str | None) -> dict[str, Any] | None:
@@ -129,7 +134,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @click.argument("text")
     @with_scope
     @click.option("--metadata", help="JSON object kept with the memory.")
-    @click.option("--event-time", help="When it was said or happened (ISO-8601).")
+    @click.option(
+        "--event-time", callback=_time_param, help="When it was said or happened (ISO-8601)."
+    )
     @click.option(
         "--type",
         "memory_type",
@@ -157,7 +164,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         text: str,
         scope: ScopeIds,
         metadata: str | None,
-        event_time: str | None,
+        event_time: datetime | None,
         memory_type: str,
         speaker: str | None,
         infer: bool,
@@ -179,7 +186,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 message,
                 **scope,
                 metadata=_parse_metadata(metadata),
-                event_time=_parse_time(event_time),
+                event_time=event_time,
                 memory_type=cast(MemoryType, memory_type),
                 infer=infer,
                 dedupe=not no_dedupe,
@@ -200,15 +207,17 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @cli.command()
     @click.argument("query")
     @with_scope
-    @click.option("--limit", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
-    @click.option("--token-budget", type=click.IntRange(1), help="Cut results to this many tokens.")
+    @click.option("--limit", "-k", default=10, show_default=True, type=int_range(1, 1000))
+    @click.option("--token-budget", type=int_range(1), help="Cut results to this many tokens.")
     @click.option(
         "--type",
         "memory_types",
         multiple=True,
         type=click.Choice(["episodic", "semantic", "procedural"]),
     )
-    @click.option("--as-of", help="Only memories valid at this time (ISO-8601).")
+    @click.option(
+        "--as-of", callback=_time_param, help="Only memories valid at this time (ISO-8601)."
+    )
     @click.option(
         "--min-score",
         type=FiniteFloatRange(-1.0, 1.0),
@@ -223,7 +232,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         limit: int,
         token_budget: int | None,
         memory_types: tuple[str, ...],
-        as_of: str | None,
+        as_of: datetime | None,
         min_score: float | None,
     ) -> None:
         """Search memories in a scope (hybrid BM25 + vectors)."""
@@ -235,7 +244,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 limit=limit,
                 token_budget=token_budget,
                 memory_types=cast(tuple[MemoryType, ...], memory_types) or None,
-                as_of=_parse_time(as_of),
+                as_of=as_of,
                 min_score=min_score,
             )
         if state.as_json:
@@ -269,8 +278,8 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
 
     @cli.command("list")
     @with_scope
-    @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
-    @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+    @click.option("--limit", default=100, show_default=True, type=int_range(1, 1000))
+    @click.option("--offset", default=0, show_default=True, type=int_range(0))
     @json_option
     @pass_state
     def list_(

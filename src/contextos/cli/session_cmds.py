@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 import click
 
 from contextos.engine.compaction import STRATEGIES, Thresholds
-from contextos.engine.session import Session
+from contextos.engine.session import CompactionResult, Session
 from contextos.engine.window import Window
 from contextos.llm.models import ModelInfo, get_model
 
@@ -26,6 +26,7 @@ from .common import (
     choice_option,
     console,
     err_console,
+    int_range,
     json_option,
     pass_state,
     plural,
@@ -141,7 +142,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
 
 #: The options several session commands share, defined once so their help agrees.
 _owner_option = click.option(
-    "--user-id", default=None, callback=scope_id_param, help="Owner of the session."
+    "--user-id", "-u", default=None, callback=scope_id_param, help="Owner of the session."
 )
 _session_option = click.option(
     "--session", "session_id", required=True, callback=scope_id_param, help="Session id."
@@ -185,7 +186,7 @@ def _register_session(cli: click.Group) -> None:
 
     @session.command("show")
     @click.argument("session_id")
-    @click.option("--seq", type=int, default=None, help="Show only this turn, whole.")
+    @click.option("--seq", type=int_range(0), default=None, help="Show only this turn, whole.")
     @_owner_option
     @json_option
     @pass_state
@@ -219,7 +220,7 @@ def _register_window(cli: click.Group) -> None:
     )
     @click.option(
         "--budget",
-        type=click.IntRange(1),
+        type=int_range(1),
         default=None,
         help="Input tokens (default: model window minus reserved output).",
     )
@@ -234,6 +235,7 @@ def _register_window(cli: click.Group) -> None:
     )
     @click.option(
         "--user-id",
+        "-u",
         default=None,
         callback=scope_id_param,
         help="Owner of the session; their memories are retrieved for the question "
@@ -269,7 +271,7 @@ def _register_window(cli: click.Group) -> None:
     @cli.command("compact")
     @_session_option
     @choice_option("--strategy", list(STRATEGIES), "summarize", "How to compact.")
-    @click.option("--budget", type=click.IntRange(1), required=True, help="Tokens for the history.")
+    @click.option("--budget", type=int_range(1), required=True, help="Tokens for the history.")
     @click.option("--force", is_flag=True, help="Compact even under the trigger threshold.")
     @_owner_option
     @json_option
@@ -284,6 +286,8 @@ def _register_window(cli: click.Group) -> None:
     ) -> None:
         """Compact a session's history (offload archives into this database's memory)."""
         s = _session(state, session_id, user_id)
+        if not s.turns():  # like `session show`: an unknown session is an error
+            raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
         memory = None
         if strategy == "offload":
             from ..memory import Memory
@@ -301,18 +305,27 @@ def _register_window(cli: click.Group) -> None:
         }
         if state.as_json:
             print_json(payload)
-        elif result.raced:
-            console.print("another writer changed this session meanwhile: nothing done, run again")
-            raise SystemExit(1)
-        elif result.plan is None:
-            console.print("under the trigger threshold: nothing to do (use --force)")
         else:
-            p = result.plan
-            console.print(
-                f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
-                f"{plural(len(p.rotate), 'turn')} rotated, "
-                f"{plural(len(p.clear), 'result')} cleared"
-            )
+            _print_compaction(result, strategy, force)
+        if result.raced:  # nothing was done: not a success, with --json or without
+            raise SystemExit(1)
+
+
+def _print_compaction(result: CompactionResult, strategy: str, force: bool) -> None:
+    """What ``compact`` did, in one line."""
+    if result.raced:
+        console.print("another writer changed this session meanwhile: nothing done, run again")
+    elif result.plan is None and force:
+        console.print("nothing can be compacted (only recent or pinned turns left)")
+    elif result.plan is None:
+        console.print("under the trigger threshold: nothing to do (use --force)")
+    else:
+        p = result.plan
+        console.print(
+            f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
+            f"{plural(len(p.rotate), 'turn')} rotated, "
+            f"{plural(len(p.clear), 'result')} cleared"
+        )
 
 
 def _register_bench(bench: click.Group) -> None:
@@ -325,7 +338,7 @@ def _register_bench(bench: click.Group) -> None:
     @click.option(
         "--budget",
         "budgets",
-        type=int,
+        type=int_range(1),
         multiple=True,
         default=(4000, 16000),
         show_default=True,
@@ -339,7 +352,9 @@ def _register_bench(bench: click.Group) -> None:
         default=REPLAY_STRATEGIES,
         help="Strategies to run (all).",
     )
-    @click.option("--limit", type=int, default=None, help="Only the first N conversations.")
+    @click.option(
+        "--limit", type=int_range(1), default=None, help="Only the first N conversations."
+    )
     @click.option(
         "--out",
         default="bench-out/replay.json",
@@ -398,7 +413,7 @@ def _register_bench(bench: click.Group) -> None:
         show_default=True,
         help="Folder with the Lost-in-the-Middle files.",
     )
-    @click.option("--limit", type=int, default=None, help="Examples per data set.")
+    @click.option("--limit", type=int_range(1), default=None, help="Examples per data set.")
     @click.option("--out", default="bench-out/litm.json", show_default=True)
     @click.option("--plots/--no-plots", default=True, help="Write PNG plots.")
     @json_option
@@ -428,9 +443,9 @@ def _register_bench(bench: click.Group) -> None:
             )
 
     @bench.command("assemble")
-    @click.option("--turns", type=int, default=100, show_default=True)
-    @click.option("--budget", type=int, default=200_000, show_default=True)
-    @click.option("--repeat", type=int, default=200, show_default=True)
+    @click.option("--turns", type=int_range(1), default=100, show_default=True)
+    @click.option("--budget", type=int_range(1), default=200_000, show_default=True)
+    @click.option("--repeat", type=int_range(1), default=200, show_default=True)
     @json_option
     @pass_state
     def assemble_cmd(state: CliState, turns: int, budget: int, repeat: int) -> None:

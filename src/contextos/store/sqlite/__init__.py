@@ -159,6 +159,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 return self._reader.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"read failed: {exc}") from exc
+            except OverflowError:
+                # A number SQLite cannot hold (an offset or seq past 2**63-1) is the
+                # caller's input: a ValueError in one line, as PostgreSQL's DataError is.
+                raise ValueError(
+                    "a number in this read is too large for SQLite (at most 2**63-1)"
+                ) from None
 
     @property
     def closed(self) -> bool:

@@ -1,0 +1,49 @@
+"""``contextos compact`` from the shell: its exit status says whether anything was done,
+and an unknown session is an error, not "nothing to do"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_support import run_cli
+
+
+def _session_of_ten_turns(db: Path) -> None:
+    for i in range(10):
+        out = run_cli(
+            "session", "add", "s1", f"Turn {i}: Maria moved to Lisbon in {2000 + i}.", db=db
+        )
+        assert out.returncode == 0, out.stderr
+
+
+def test_a_compaction_that_did_its_work_succeeds_with_json(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    _session_of_ten_turns(db)
+    out = run_cli("compact", "--session", "s1", "--budget", "100", "--force", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["compacted"] is True and payload["raced"] is False
+
+
+def test_compacting_an_unknown_session_is_an_error(tmp_path: Path) -> None:
+    # It said "under the trigger threshold: nothing to do (use --force)" and exited 0,
+    # even with --force, as if the session existed.
+    db = tmp_path / "m.db"
+    run_cli("session", "add", "s1", "hello", db=db)
+    for extra in ([], ["--force"], ["--json"]):
+        out = run_cli("compact", "--session", "nosuch", "--budget", "100", *extra, db=db)
+        assert out.returncode == 1, out.stdout
+        assert out.stdout == ""
+        assert out.stderr.strip() == "error: no session 'nosuch' (or it has no turns yet)"
+
+
+def test_forcing_a_compaction_with_nothing_to_compact_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    run_cli("session", "add", "s1", "hello", db=db)
+    forced = run_cli("compact", "--session", "s1", "--budget", "100", "--force", db=db)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.strip() == "nothing can be compacted (only recent or pinned turns left)"
+    plain = run_cli("compact", "--session", "s1", "--budget", "100", db=db)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip() == "under the trigger threshold: nothing to do (use --force)"
