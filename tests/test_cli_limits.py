@@ -24,6 +24,7 @@ TOO_BIG = "99999999999999999999"  # past 2**63-1: SQLite raised OverflowError (a
         ["window", "--session", "s1", "-q", "hi", "--budget"],
         ["compact", "--session", "s1", "--budget"],
         ["bench", "litm", "--limit"],
+        ["bench", "scale", "--n"],
         ["serve", "--keep-alive"],  # a number_option: capped there
     ],
 )

@@ -19,6 +19,7 @@ from .common import (
     FiniteFloatRange,
     console,
     err_console,
+    int_range,
     locomo_option,
     number_option,
     pass_state,
@@ -93,7 +94,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @bench.command("locomo")
     @locomo_option
     @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
-    @click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
+    @click.option("--conversations", type=int_range(1), help="Only the first N conversations.")
     @click.option("--embedder", default=None, help=f"Embedder name (default: {DEFAULT_EMBEDDER}).")
     @click.option(
         "--memory",
@@ -179,8 +180,8 @@ def register(cli: click.Group, bench: click.Group) -> None:
         )
 
     @bench.command("scale")
-    @click.option("--n", "n", default=100_000, show_default=True, type=click.IntRange(100))
-    @click.option("--queries", default=200, show_default=True, type=click.IntRange(1))
+    @click.option("--n", "n", default=100_000, show_default=True, type=int_range(100))
+    @click.option("--queries", default=200, show_default=True, type=int_range(1))
     @click.option("--json", "json_out", metavar="OUT", help="Write the report here.")
     @click.option(
         "--embedder",
@@ -254,10 +255,8 @@ def register(cli: click.Group, bench: click.Group) -> None:
     help="Store of the server under test: a SQLite path or postgresql:// URL "
     "(default: a temporary SQLite file).",
 )
-@click.option("--conversations", type=click.IntRange(1), help="Only the first N conversations.")
-@click.option(
-    "--limit", type=click.IntRange(1), help="Only the first N turns of each conversation."
-)
+@click.option("--conversations", type=int_range(1), help="Only the first N conversations.")
+@click.option("--limit", type=int_range(1), help="Only the first N turns of each conversation.")
 @served_embedder_option
 @number_option(
     "--rate",

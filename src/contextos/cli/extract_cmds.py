@@ -16,6 +16,7 @@ from ..types import Message
 from .common import (
     CliState,
     console,
+    int_range,
     json_option,
     number_option,
     pass_state,
@@ -97,9 +98,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         help="LoCoMo file (default ../shared/data/locomo/locomo-dev.json).",
     )
     @number_option("--repeat", 3, click.IntRange(1), "Passes; the fastest counts.")
-    @click.option(
-        "--limit", default=None, type=click.IntRange(1), help="Only the first N sessions."
-    )
+    @click.option("--limit", default=None, type=int_range(1), help="Only the first N sessions.")
     @click.option(
         "--min-confidence",
         default=0.0,
