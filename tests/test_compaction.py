@@ -204,3 +204,29 @@ def test_stubs_of_rotated_turns_are_forgotten():
     assert plan is not None and {0, 1, 2, 3, 4} <= set(plan.rotate)
     after = apply_compaction(plan, turns, state, 60, summarizer=CountingSummarizer())
     assert after.cleared == (6,)  # 2 and 4 rotated out; 6 is pinned, still visible
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(["u", "pair"]), min_size=0, max_size=30),
+    st.integers(0, 70),
+    st.sets(st.integers(0, 70), max_size=5),
+    st.sets(st.integers(0, 70), max_size=5),
+    st.integers(0, 3),
+)
+def test_visible_turns_by_bisection_are_the_turns_by_definition(kinds, start, pins, kept, gap):
+    # visible_turns steps over the rotated part by bisection (a scan of 40,000 turns was
+    # most of a window's cost); it must pick what the definition says, gaps in the
+    # numbering (an erasure) included.
+    from contextos.engine.compaction import pinned_seqs
+
+    turns: list[Turn] = []
+    seq = 0
+    for k in kinds:
+        made = tool_pair(seq) if k == "pair" else [turn(seq)]
+        turns += made
+        seq += len(made) + (gap if seq % 7 == 0 else 0)
+    state = HistoryState(start_seq=start, pinned=tuple(sorted(pins)), kept=tuple(sorted(kept)))
+    stay = pinned_seqs(turns, state) | kept
+    expected = [t for t in turns if t.seq >= start or t.seq in stay]
+    assert [t.seq for t in visible_turns(turns, state)] == [t.seq for t in expected]
