@@ -117,3 +117,25 @@ def test_a_turn_longer_than_a_memory_is_archived_in_pieces(tmp_path: Path) -> No
         ]
         assert len(pieces) == 2
         assert sum(len(r.text) for r in pieces) >= MAX_TEXT_CHARS
+
+
+def test_a_tool_call_turn_is_archived_as_its_calls(tmp_path: Path) -> None:
+    # An assistant turn that only called a tool has no text: it was skipped, so the
+    # archived result did not say which call made it; and rotated alone in its
+    # author's run, memory.add refused the archive ("every message is empty").
+    from contextos.types import ToolCall
+
+    with _memory(tmp_path / "m.db") as memory:
+        app = _session(memory)
+        app.add(Message("user", f"what is the weather in Lisbon? {LOREM}"))
+        call = ToolCall("c1", "weather", '{"city": "Lisbon"}')
+        app.add(Message("assistant", "", tool_calls=(call,)))
+        app.add(Message("tool", f"sunny, 24 degrees {LOREM}", tool_call_id="c1"))
+        app.add(*[Message(("user", "assistant")[i % 2], f"turn {i} {LOREM}") for i in range(10)])
+        done = app.compact(300, "offload", memory=memory, force=True)
+        assert done.plan is not None and 1 in done.plan.rotate
+        texts = {
+            int(r.metadata["turn_seq"]): r.text for r in memory.get_all(user_id="ana", limit=100)
+        }
+        assert texts[1] == '[called weather({"city": "Lisbon"})]'
+        assert app.state().unarchived == ()

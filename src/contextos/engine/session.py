@@ -701,6 +701,16 @@ def _pieces(text: str) -> list[str]:
     return [text[i : i + MAX_TEXT_CHARS] for i in range(0, len(text), MAX_TEXT_CHARS)] or [text]
 
 
+def _archived_text(message: Message) -> str:
+    """What a rotated turn is stored as: its text, or for an assistant turn that only
+    called tools, the calls (``[called name(arguments)]``). Such a turn was skipped,
+    so an archived tool result no longer said which call made it, and a run of them
+    alone made ``memory.add`` refuse the whole archive."""
+    if message.content.strip():
+        return message.content
+    return " ".join(f"[called {c.name}({c.arguments})]" for c in message.tool_calls)
+
+
 def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[MemoryRecord]:
     """Store rotated turns as episodic memories, keeping reference, seq and time.
 
@@ -719,12 +729,15 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
         meta = {**t.message.metadata, "turn_seq": t.seq, "source_id": turn_ref(t)}
         if when is not None:
             meta["event_time"] = when.isoformat()
+        text = _archived_text(t.message)
+        if not text:
+            continue  # nothing said (memory.add refuses a run of only empty messages)
         author = _author(t, scope)
         if run and author != run_scope:
             out += memory.add(run, **cast(Scope, run_scope).ids())
             run = []
         run_scope = author
-        run += [replace(t.message, content=p, metadata=meta) for p in _pieces(t.message.content)]
+        run += [replace(t.message, content=p, metadata=meta) for p in _pieces(text)]
     if run:
         out += memory.add(run, **cast(Scope, run_scope).ids())
     return out
