@@ -255,6 +255,24 @@ def test_delete_file_directory_and_errors(tool: MemoryTool) -> None:
     assert tool.files.files() == []
 
 
+def test_deleted_and_cleared_files_leave_no_text_in_history(
+    memory: Memory, tool: MemoryTool
+) -> None:
+    """Why: delete and clear answered "Successfully deleted" while every version of the
+    file stayed readable in ``Memory.history``: the model had no way to erase."""
+    run(tool, command="create", path="/memories/pw.md", file_text="pin 4711")
+    run(tool, command="str_replace", path="/memories/pw.md", old_str="4711", new_str="9042")
+    run(tool, command="create", path="/memories/d/x.md", file_text="ssn 123-45")
+    ids = [tool.files.memory_id("/memories/pw.md"), tool.files.memory_id("/memories/d/x.md")]
+    run(tool, command="delete", path="/memories/pw.md")
+    assert tool.clear_all_memory() == "All memory cleared"
+    for memory_id in ids:
+        events = memory.history(memory_id)
+        assert [e.event for e in events][-1] == "DELETE"  # the audit trail keeps the events
+        texts = " ".join(f"{e.old_text} {e.new_text}" for e in events)
+        assert "4711" not in texts and "9042" not in texts and "123-45" not in texts
+
+
 def test_rename_file_and_directory_and_errors(tool: MemoryTool) -> None:
     run(tool, command="create", path="/memories/a.md", file_text="A")
     run(tool, command="create", path="/memories/b.md", file_text="B")
@@ -303,11 +321,14 @@ def test_every_change_is_in_history_and_searchable(tool: MemoryTool, memory: Mem
     run(tool, command="rename", old_path="/memories/prefs.md", new_path="/memories/ana.md")
     hits = memory.search("green tea", user_id="ana")
     assert hits and hits[0].record.id == mid
-    run(tool, command="delete", path="/memories/ana.md")
     events = memory.history(mid)
-    assert [e.event for e in events] == ["ADD", "UPDATE", "UPDATE", "UPDATE", "DELETE"]
+    assert [e.event for e in events] == ["ADD", "UPDATE", "UPDATE", "UPDATE"]
     assert "coffee" in (events[1].old_text or "") and "green tea" in (events[1].new_text or "")
     assert (events[3].new_text or "").startswith("/memories/ana.md\n")
+    run(tool, command="delete", path="/memories/ana.md")  # purged: the events stay, no text
+    events = memory.history(mid)
+    assert [e.event for e in events] == ["ADD", "UPDATE", "UPDATE", "UPDATE", "DELETE"]
+    assert not any("coffee" in f"{e.old_text} {e.new_text}" for e in events)
 
 
 def test_clear_all_memory_only_this_scope(memory: Memory) -> None:

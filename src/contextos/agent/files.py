@@ -162,8 +162,12 @@ class MemoryFiles:
         self._remove(found.shadowed)
 
     def _remove(self, ids: Sequence[str]) -> None:
+        """Delete and purge: a file the model deleted (or an old copy of one) leaves no
+        text behind in its history, the search index or the database file. Why: the
+        model has no other way to erase what it wrote ("Successfully deleted" must mean
+        gone); the history keeps that the file existed and was deleted."""
         for memory_id in ids:
-            self.memory.delete(memory_id)
+            self.memory.delete(memory_id, purge=True)
 
     def _locked(self) -> AbstractContextManager[None]:
         """The owner's files lock: a command reads the files, decides and writes, and
