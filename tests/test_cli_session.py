@@ -90,3 +90,16 @@ def test_demo_json(tmp_path: Path) -> None:
     assert seg["memories"]["tokens"] > 0
     assert "simulator" in report["cost"]["source"]
     assert (tmp_path / "demo.db").exists()
+
+
+def test_session_add_keeps_a_tool_results_call_id(tmp_path: Path) -> None:
+    """Why: ``session add --role tool`` had no way to say which call a result answers."""
+    db = tmp_path / "m.db"
+    out = run_cli(
+        "session", "add", "s", "22 C", "--role", "tool", "--tool-call-id", "call_1", db=db
+    )
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(run_cli("session", "show", "s", "--seq", "0", "--json", db=db).stdout)
+    assert json.dumps(shown).count('"call_1"') == 1
+    wrong = run_cli("session", "add", "s", "hi", "--tool-call-id", "call_2", db=db)
+    assert wrong.returncode == 2 and "--role tool" in wrong.stderr

@@ -159,6 +159,12 @@ def _register_session(cli: click.Group) -> None:
     @click.argument("content", callback=_non_empty)
     @choice_option("--role", ["user", "assistant", "system", "tool"], "user", "Who said it.")
     @click.option("--name", default=None, help="Speaker name.")
+    @click.option(
+        "--tool-call-id",
+        default=None,
+        callback=lambda ctx, param, value: None if value is None else _non_empty(ctx, param, value),
+        help="With --role tool: the id of the tool call this is the result of.",
+    )
     @_owner_option
     @json_option
     @pass_state
@@ -168,15 +174,18 @@ def _register_session(cli: click.Group) -> None:
         content: str,
         role: str,
         name: str | None,
+        tool_call_id: str | None,
         user_id: str | None,
     ) -> None:
         """Append one message to SESSION_ID's log (CONTENT, or - for stdin)."""
+        if tool_call_id is not None and role != "tool":
+            raise click.BadParameter("is for --role tool", param_hint="--tool-call-id")
         if content == "-":
             content = read_text_arg("-", param="CONTENT")
             if not content.strip():
                 raise click.BadParameter("stdin is empty", param_hint="CONTENT")
         turns = _session(state, session_id, user_id).add(
-            Message(role=cast(Role, role), content=content, name=name)
+            Message(role=cast(Role, role), content=content, name=name, tool_call_id=tool_call_id)
         )
         if state.as_json:
             print_json(turns)
