@@ -72,6 +72,22 @@ def test_a_text_embeds_the_same_alone_and_padded_in_a_batch(minilm: MiniLMEmbedd
 
 
 @slow
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_a_texts_vector_does_not_depend_on_what_it_is_embedded_with(
+    graph_cache: Path, int8: bool
+) -> None:
+    """Why: the int8 graph quantizes activations with one scale per forward pass, and
+    the embedder ran eight texts a pass: one text's vector moved by up to 0.012 in
+    cosine with its neighbours, so a query alone and the same query in the server's
+    shared batch (or a memory and the same words asked) got different vectors."""
+    embedder = MiniLMEmbedder(int8=int8, cache_path=graph_cache)
+    together = embedder.embed(TEXTS)
+    for row, text in zip(together, TEXTS, strict=True):
+        alone = embedder.embed([text])[0]
+        np.testing.assert_allclose(row, alone, atol=1e-6, err_msg=text[:40])
+
+
+@slow
 def test_vectors_match_sentence_transformers_on_200_locomo_turns(
     locomo_path: Path, graph_cache: Path
 ) -> None:
