@@ -181,3 +181,85 @@ def test_chart_of_a_session_id_with_control_characters_is_valid_xml(tmp_path: Pa
         assert title.startswith("s\\x01\\x02") and "\\x1f\x7f\\ufffe-end · " in title
         page = client.get(path + "/cache", headers=auth(key)).json()
         assert page["svg"] == resp.text
+
+
+def test_one_tenants_concurrent_replays_do_not_stall_another_tenant(tmp_path: Path) -> None:
+    """Tenant A asks for its 1,000-turn session's cache replay from 48 connections at
+    once, again and again (within the default rate limit). Each replay is about a
+    second of CPU on the thread pool every route shares; unbounded, they pushed tenant
+    B's trivial reads from ~50 ms to seconds. A may run one replay at a time (the rest
+    get 429 + Retry-After at once), and B's reads and B's own replay stay quick."""
+    import subprocess
+    import sys
+
+    import anyio
+    import httpx
+
+    from cli_support import reaped
+    from contextos.server.keys import KeyStore
+
+    db = tmp_path / "replay.db"
+    with KeyStore(str(db)) as keys:
+        key_a, key_b = keys.create("tenant-a").secret, keys.create("tenant-b").secret
+    cmd = [sys.executable, "-c", "from contextos.cli.main import main; main()", "serve"]
+    cmd += ["--db", str(db), "--embedder", "hash", "--port", "0"]  # default --rate/--burst
+    with reaped(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert "serving on " in line, line
+        base = line.split("serving on ")[1].split()[0]
+        words = " ".join(f"word{i}" for i in range(60))
+        turns = [
+            {"role": ("user", "assistant")[i % 2], "content": f"{i} {words}"} for i in range(1000)
+        ]
+        for key, sid, body in ((key_a, "long", turns), (key_b, "short", turns[:6])):
+            resp = httpx.post(
+                f"{base}/v1/sessions/{sid}/turns", json={"messages": body}, headers=auth(key)
+            )
+            assert resp.status_code == 201, resp.text[:300]
+
+        async def scenario() -> dict[str, Any]:
+            a_answers: list[httpx.Response] = []
+            b_reads: list[float] = []
+            stop = anyio.Event()
+            async with (
+                httpx.AsyncClient(base_url=base, headers=auth(key_a), timeout=20) as a,
+                httpx.AsyncClient(base_url=base, headers=auth(key_b), timeout=20) as b,
+            ):
+
+                async def flood() -> None:
+                    while not stop.is_set():
+                        try:
+                            a_answers.append(await a.get("/ui/api/sessions/long/cache"))
+                        except httpx.TimeoutException:
+                            return  # a stalled server: B's timings below tell
+                        await anyio.sleep(0.01)
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(48):
+                        tg.start_soon(flood)
+                    await anyio.sleep(0.5)
+                    for _ in range(10):
+                        started = time.monotonic()
+                        try:
+                            assert (await b.get("/ui/api/whoami")).status_code == 200
+                        except httpx.TimeoutException:
+                            started = -float("inf")  # stalled past the client's timeout
+                        b_reads.append(time.monotonic() - started)
+                        await anyio.sleep(0.1)
+                    started = time.monotonic()
+                    b_replay = await b.get("/ui/api/sessions/short/cache")
+                    b_replay_s = time.monotonic() - started
+                    stop.set()
+            return {"a": a_answers, "b_reads": b_reads, "b_replay": b_replay, "b_s": b_replay_s}
+
+        out = anyio.run(scenario)
+        proc.terminate()
+        proc.communicate(timeout=60)
+    codes = [r.status_code for r in out["a"]]
+    assert set(codes) <= {200, 429} and 200 in codes, codes
+    refused = [r for r in out["a"] if "already running" in r.text]
+    assert refused and all(r.headers.get("Retry-After") for r in refused)
+    assert out["b_replay"].status_code == 200 and len(out["b_replay"].json()["calls"]) == 3
+    assert max(out["b_reads"]) < 1.0, out["b_reads"]
+    assert out["b_s"] < 5.0

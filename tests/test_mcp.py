@@ -201,6 +201,9 @@ def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
 
 
 def test_stdio_server_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
+    """SIGTERM with the client's stdin still open (as an agent stops its servers) must
+    stop the server at once. The SDK's stdin reader blocked in a thread, so the process
+    ran on until the next line or EOF; closing stdin first hid that."""
     db = tmp_path / "mcp.db"
     [key] = _keys(db, "acme")
     with Memory(str(db), embedder=HashEmbedder(), tenant="acme") as m:
@@ -220,7 +223,182 @@ def test_stdio_server_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> N
             time.sleep(0.1)
         time.sleep(1.0)
         proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        try:
+            proc.wait(timeout=10)  # stdin still open: nothing but SIGTERM to stop on
+        finally:
+            _, err = proc.communicate(timeout=60)  # only now is stdin closed
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err
     assert not Path(f"{db}-wal").exists()  # every connection closed
+
+
+_JSONRPC_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+    "MCP-Protocol-Version": "2025-06-18",
+}
+_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "flood", "version": "0"},
+    },
+}
+
+
+def _rpc_result(body: str) -> Any:
+    """The JSON-RPC message of a streamable-HTTP answer (plain JSON or one SSE event)."""
+    import json
+
+    lines = [ln[5:].strip() for ln in body.splitlines() if ln.startswith("data:")]
+    return json.loads(lines[-1] if lines else body)
+
+
+def test_streamable_http_keeps_no_sessions_so_one_key_cannot_lock_out_others(
+    tmp_path: Path,
+) -> None:
+    """One tenant's key sends many ``initialize`` requests and never closes them. The
+    SDK's default session manager kept each one for 30 minutes under a server-wide cap
+    of 10,000, after which every other tenant got 503. The server must hand out no
+    session (no ``Mcp-Session-Id``), answer a tool call without any ``initialize``
+    (each request stands alone), keep serving the other tenant, and refuse a key on its
+    first request after it is revoked."""
+    import httpx
+
+    db = tmp_path / "mcp.db"
+    key_a, key_b = _keys(db, "attacker", "victim")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    cmd = [*CLI, "mcp", "--db", str(db), "--embedder", "hash"]
+    cmd += ["--transport", "streamable-http", "--port", str(port), "--rate", "0"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    flood = 300
+
+    async def scenario() -> dict[str, Any]:
+        with anyio.fail_after(60):
+            async with httpx.AsyncClient(headers=_JSONRPC_HEADERS, timeout=30) as http:
+                while True:
+                    try:
+                        await http.post(url, json={})
+                        break
+                    except httpx.TransportError:
+                        assert proc.poll() is None
+                        await anyio.sleep(0.1)
+                answers: list[httpx.Response] = []
+                limit = anyio.Semaphore(32)
+
+                async def initialize() -> None:
+                    async with limit:
+                        r = await http.post(
+                            url, json=_INITIALIZE, headers={"Authorization": f"Bearer {key_a}"}
+                        )
+                        answers.append(r)
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(flood):
+                        tg.start_soon(initialize)
+
+                def call(key: str) -> Any:
+                    return http.post(
+                        url,
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={
+                            "jsonrpc": "2.0",
+                            "id": 2,
+                            "method": "tools/call",
+                            "params": {"name": "list_memories", "arguments": {"user_id": "u"}},
+                        },
+                    )
+
+                victim = await call(key_b)
+                attacker_before = await call(key_a)
+                with KeyStore(str(db)) as store:  # another connection, as `keys revoke` is
+                    [attacker] = store.list("attacker")
+                    store.revoke(attacker.id)
+                attacker_after = await call(key_a)
+        return {
+            "codes": sorted({r.status_code for r in answers}),
+            "session_ids": [r.headers.get("mcp-session-id") for r in answers],
+            "victim": victim,
+            "before": attacker_before,
+            "after": attacker_after,
+        }
+
+    with reaped(
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    ) as proc:
+        out = anyio.run(scenario)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert out["codes"] == [200]
+    assert out["session_ids"] == [None] * flood  # nothing is kept between requests
+    assert out["victim"].status_code == 200, out["victim"].text
+    victim = _rpc_result(out["victim"].text)["result"]
+    assert not victim["isError"] and victim["structuredContent"] == {"result": []}
+    assert out["before"].status_code == 200
+    assert out["after"].status_code == 401  # revoked: refused on its very next request
+    assert b"Traceback" not in err
+
+
+def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path) -> None:
+    """The SDK's stdio reader replaced invalid UTF-8 with U+FFFD (the text was stored
+    changed) and answered a line with a lone-surrogate escape with nothing at all (the
+    client waited forever). HTTP refuses both; over stdio each must get a JSON-RPC
+    parse error (id null), nothing stored, and the server goes on answering."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+
+    def call(n: int, tool: str, args: bytes) -> bytes:
+        head = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s",'
+        return head % (n, tool.encode()) + b'"arguments":' + args + b"}}"
+
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+    lines = [
+        json.dumps(initialize).encode(),
+        b'{"jsonrpc":"2.0","method":"notifications/initialized"}',
+        call(1, "add_memory", b'{"messages":"a\\ud800b","user_id":"u"}'),
+        call(2, "add_memory", b'{"messages":"caf\xff latte","user_id":"u"}'),
+        b"not json at all",
+        call(3, "list_memories", b'{"user_id":"u"}'),
+    ]
+    with reaped(
+        subprocess.Popen(
+            [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
+        )
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"\n".join(lines) + b"\n")
+        proc.stdin.flush()  # kept open until every answer is in, as a client does
+        pool = ThreadPoolExecutor(1)  # a missing answer fails the test, not hangs it
+        try:
+            answers = [
+                json.loads(pool.submit(proc.stdout.readline).result(timeout=30)) for _ in range(5)
+            ]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        _, err = proc.communicate(timeout=60)
+    assert [a.get("id") for a in answers] == [0, None, None, None, 3], answers
+    for refused in answers[1:4]:
+        assert refused["error"]["code"] == -32700
+    assert "result" in answers[4], answers[4]
+    assert answers[4]["result"]["structuredContent"] == {"result": []}  # nothing was stored
+    assert proc.returncode == 0 and b"Traceback" not in err

@@ -181,6 +181,67 @@ def test_history_edit_and_delete(server: LiveServer, browser: Any) -> None:
     context.close()
 
 
+def test_edit_panel_sends_only_what_the_user_changed(server: LiveServer, browser: Any) -> None:
+    """The edit panel used to send both boxes back on Save, through JavaScript numbers
+    and a textarea: a text-only edit rewrote the metadata (9007199254740993 became
+    ...992, 1.0 became 1) and a metadata-only edit turned the text's CRLF into LF. Only
+    the fields the user changed may be sent, and metadata as the server's own digits."""
+    key = server.issue_key("roundtrip")
+    big, neg = 9007199254740993, -1234567890123456789
+    meta = {"order_id": big, "balance": neg, "ratio": 1.0, "note": "<b data-xss>n</b>"}
+    (rec,) = server.add(key, user_id="ana", messages="first line\r\nsecond line", metadata=meta)
+    path = f"/v1/memories/{rec['id']}"
+    meta = rec["metadata"]  # as stored (the server adds the message's role)
+    assert meta["order_id"] == big
+
+    def stored() -> dict[str, Any]:
+        return dict(server.call("GET", path, key))
+
+    def history() -> int:
+        return len(server.call("GET", path + "/history", key)["results"])
+
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?user_id=ana")
+    wait_rendered(page, "memories")
+    assert str(big) in page.inner_text("#mem-rows .meta")  # the list shows the stored digits
+    page.click("#mem-rows tr >> text=history / edit")
+    page.wait_for_selector("#detail:not([hidden])")
+    shown = page.input_value("#d-meta")
+    assert str(big) in shown and str(neg) in shown and "1.0" in shown
+    assert json.loads(shown) == meta
+
+    page.click("#d-save")  # nothing changed: nothing is sent
+    wait_text(page, "#error", "Nothing changed")
+    assert history() == 1
+
+    page.fill("#d-text", "first line\nsecond line (edited)")
+    page.click("#d-save")
+    page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 2")
+    after = stored()
+    assert after["text"] == "first line\nsecond line (edited)"
+    assert after["metadata"] == meta and isinstance(after["metadata"]["ratio"], float)
+
+    server.call("PATCH", path, key, {"text": "first line\r\nsecond line"})
+    page.click("#d-close")
+    page.click("#mem-rows tr >> text=history / edit")
+    page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 3")
+    page.fill("#d-meta", page.input_value("#d-meta").replace('"note"', '"note2"'))
+    page.click("#d-save")
+    page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 4")
+    after = stored()
+    assert after["text"] == "first line\r\nsecond line"  # untouched: CRLF kept
+    renamed = {k: v for k, v in meta.items() if k != "note"}
+    assert after["metadata"] == {**renamed, "note2": meta["note"]}
+    assert after["metadata"]["order_id"] == big and isinstance(after["metadata"]["ratio"], float)
+
+    page.fill("#d-meta", "[1, 2]")
+    page.click("#d-save")
+    wait_text(page, "#error", "must be a JSON object")
+    assert history() == 4
+    assert_no_injection(page, "edit panel")
+    context.close()
+
+
 def test_forget_a_user_needs_confirmation(server: LiveServer, browser: Any) -> None:
     key = server.issue_key("forget")
     server.add(key, user_id="ana", messages="Ana's passport number is X123.")

@@ -465,7 +465,7 @@ def mcp(
     from ..embed import make_embedder
     from ..server.auth import Unauthenticated
     from ..server.keys import KeyStore
-    from ..server.mcp_server import build_mcp_server, mcp_http_app
+    from ..server.mcp_server import build_mcp_server, mcp_http_app, run_stdio
     from ..server.ratelimit import RateLimit
     from ..server.tenants import TenantMemories
 
@@ -487,7 +487,7 @@ def mcp(
                     "CONTEXTOS_API_KEY (create one with `contextos keys "
                     "create --tenant T`)"
                 )
-            build_mcp_server(tenants, tenant=key.tenant).run("stdio")
+            run_stdio(build_mcp_server(tenants, tenant=key.tenant))
             return
         url = _url(host, sock.getsockname()[1])
         server = build_mcp_server(tenants, keys=key_store, http_url=url)

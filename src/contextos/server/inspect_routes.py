@@ -13,11 +13,17 @@ and may change with it.
 annotations at runtime.)
 """
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
 from contextos.engine.compaction import HistoryState
@@ -27,9 +33,11 @@ from contextos.llm.tokens import Tokenizer
 
 from ..cache import CacheSimulator, WireFormat, cache_request, report
 from ..cache.accounting import read_share
+from ..errors import RateLimited
 from ..types import Filter, Scope, Turn
 from . import schemas as s
 from .auth import Authenticator
+from .errors import error_body
 from .routes import Limit, Offset, OptScopeId, SessionPath, caller
 from .tenants import TenantMemories
 from .windowing import DEFAULT_MODEL, build_window, window_dict
@@ -44,6 +52,16 @@ MAX_REPLAY_CALLS = 100
 #: bounded whatever the log's length (a 10,000-turn log once took tens of seconds of a
 #: shared server thread). A log no longer than this is replayed whole, as before.
 MAX_REPLAY_TURNS = 1000
+
+#: Replays running at once in this process. A replay is about a second of pure-Python
+#: CPU on the thread pool every sync route shares: 60 at once from one tenant pushed
+#: another tenant's trivial reads from 48 ms to 4.5 s (40 s at worst).
+MAX_CONCURRENT_REPLAYS = 2
+#: How long a replay waits (on the event loop, holding no thread) for a free slot
+#: before it is answered 503 with Retry-After.
+REPLAY_WAIT_S = 10.0
+#: The Retry-After of a refused replay, in seconds (about one replay's time).
+REPLAY_RETRY_AFTER_S = 1
 
 Validity = Literal["current", "all"]
 ModelName = Annotated[str, Query(min_length=1, max_length=100), AfterValidator(s.check_text)]
@@ -143,11 +161,80 @@ def replay_costs(
     return out
 
 
-def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Tokenizer) -> APIRouter:
-    """Routes under ``/ui/api``, each scoped to the tenant of the caller's key."""
+class ReplayBusy(Exception):
+    """Every replay slot stayed taken for the whole wait (answered 503 + Retry-After)."""
+
+
+class ReplayGate:
+    """Admission for cache replays, so one tenant cannot stall the others.
+
+    At most ``slots`` replays run at once in the process and at most one per tenant:
+    a tenant's second replay while its first runs is refused at once
+    (:class:`~contextos.errors.RateLimited`: 429 + Retry-After), so one tenant holds
+    at most one slot whatever it sends. A replay that finds every slot taken by other
+    tenants waits up to ``wait_s`` for one, then :class:`ReplayBusy` (503). Waiting
+    polls on the event loop rather than blocking a worker thread: a blocked thread
+    would take from the pool every other request needs, which is the starvation this
+    gate prevents. The counters are read and changed on the event loop only; the lock
+    keeps them right if that ever changes.
+    """
+
+    def __init__(self, slots: int = MAX_CONCURRENT_REPLAYS, wait_s: float = REPLAY_WAIT_S) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self.wait_s = wait_s
+        self._lock = threading.Lock()
+        self._running: set[str] = set()  # tenants with a replay running
+        self._waiting: set[str] = set()  # tenants with a replay waiting for a slot
+
+    def _claim(self, tenant: str) -> bool:
+        with self._lock:
+            if len(self._running) >= self.slots:
+                return False
+            self._running.add(tenant)
+            return True
+
+    @asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[None]:
+        """Hold one replay slot for ``tenant`` while the body runs."""
+        with self._lock:
+            if tenant in self._running or tenant in self._waiting:
+                raise RateLimited(
+                    "a cache replay for this tenant is already running; retry when it is done",
+                    retry_after=REPLAY_RETRY_AFTER_S,
+                )
+            self._waiting.add(tenant)
+        try:
+            deadline = time.monotonic() + self.wait_s
+            while not self._claim(tenant):
+                if time.monotonic() >= deadline:
+                    raise ReplayBusy("the server is busy replaying other sessions; retry later")
+                await anyio.sleep(0.05)
+        finally:
+            with self._lock:
+                self._waiting.discard(tenant)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.discard(tenant)
+
+
+def inspect_router(
+    auth: Authenticator,
+    tenants: TenantMemories,
+    tokenizer: Tokenizer,
+    replays: ReplayGate | None = None,
+) -> APIRouter:
+    """Routes under ``/ui/api``, each scoped to the tenant of the caller's key.
+
+    The two cache-replay routes run under ``replays`` (default: a :class:`ReplayGate`
+    of this router, i.e. per process)."""
     from .ui.chart import cost_chart_svg
 
     router = APIRouter(prefix="/ui/api", include_in_schema=False)
+    gate = replays or ReplayGate()
 
     def tenant_of(request: Request) -> str:
         # Behind the AuthGate (app.API_PREFIXES): the key was checked, throttled on
@@ -225,28 +312,58 @@ def inspect_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
             "breakpoints": [asdict(b) for b in built.breakpoints],
         }
 
+    async def gated_replay(
+        tenant: str, session_id: str, info: ModelInfo
+    ) -> tuple[list[CallCost], dict[str, Any]]:
+        """:func:`replay` in a worker thread once ``gate`` admits it. The thread is not
+        abandoned if the client leaves: the slot is held until the work really ends."""
+        async with gate.slot(tenant):
+            return await anyio.to_thread.run_sync(replay, tenant, session_id, info)
+
+    def busy(exc: ReplayBusy) -> JSONResponse:
+        return JSONResponse(
+            error_body("ServerBusy", str(exc)),
+            503,
+            headers={"Retry-After": str(REPLAY_RETRY_AFTER_S)},
+        )
+
     @router.get("/sessions/{session_id}/cache")
-    def cache(session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
+    async def cache(
+        session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
+    ) -> Any:
         """Per replayed call: cache-read share and money saved, with totals and the
         chart (the page needs both; one replay serves them)."""
         info = get_model(model)
-        calls, part = replay(tenant, session_id, info)
+        try:
+            calls, part = await gated_replay(tenant, session_id, info)
+        except ReplayBusy as exc:
+            return busy(exc)
         total_in = sum(c.input_tokens for c in calls)
+        svg = await anyio.to_thread.run_sync(
+            lambda: cost_chart_svg(calls, title=f"{session_id} · {info.name}", note=part["note"])
+        )
         return {
             "model": info.name,
             "calls": [asdict(c) for c in calls],
             "read_share": read_share(sum(c.cache_read_tokens for c in calls), total_in),
             "saved_usd": sum(c.saved_usd for c in calls),
             **part,
-            "svg": cost_chart_svg(calls, title=f"{session_id} · {info.name}", note=part["note"]),
+            "svg": svg,
         }
 
     @router.get("/sessions/{session_id}/cache.svg")
-    def cache_svg(session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL) -> Any:
+    async def cache_svg(
+        session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
+    ) -> Any:
         """The same replay drawn as an SVG chart (made here: no chart library, no CDN)."""
         info = get_model(model)
-        calls, part = replay(tenant, session_id, info)
-        svg = cost_chart_svg(calls, title=f"{session_id} · {info.name}", note=part["note"])
+        try:
+            calls, part = await gated_replay(tenant, session_id, info)
+        except ReplayBusy as exc:
+            return busy(exc)
+        svg = await anyio.to_thread.run_sync(
+            lambda: cost_chart_svg(calls, title=f"{session_id} · {info.name}", note=part["note"])
+        )
         return Response(svg, media_type="image/svg+xml")
 
     return router

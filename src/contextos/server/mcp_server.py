@@ -9,7 +9,8 @@ tenant, decided by an API key and never by a tool argument:
 
 * stdio: the key given at start (``--key`` / ``CONTEXTOS_API_KEY``), checked once;
 * streamable HTTP: each request's ``Authorization: Bearer`` key, checked per
-  request through the SDK's token-verifier hook (no key, no tools).
+  request through the SDK's token-verifier hook (no key, no tools); stateless, so
+  no tenant can fill a server-wide table of sessions (see :func:`mcp_http_app`).
 
 Written for the ``mcp`` 2.x SDK (``MCPServer``) and falling back to 1.x
 (``FastMCP``), whichever is installed.
@@ -297,10 +298,19 @@ def mcp_http_app(
     """The ASGI app of ``server`` (built with ``keys``) for streamable HTTP, behind the
     same gate as the HTTP API: bodies over ``max_body_bytes`` get 413, a request without
     a valid key 401 before its body is read (429 once its client has failed too often),
-    and each key is held to ``rate_limit`` (429 + Retry-After)."""
-    app = server.streamable_http_app(host=host) if server.contextos_major == "2" else None
-    if app is None:  # FastMCP 1.x takes host/port as settings
+    and each key is held to ``rate_limit`` (429 + Retry-After).
+
+    Stateless: every POST gets a fresh transport and nothing outlives it. The SDK's
+    default keeps each ``initialize`` as a session for 30 minutes under one
+    server-wide cap (10,000), so a single key opening sessions it never closes
+    would lock every other tenant out (503) and grow the process by hundreds of
+    megabytes. The tools need no session: each request's key names its tenant,
+    and a revoked key fails on its next request."""
+    if server.contextos_major == "2":
+        app = server.streamable_http_app(host=host, stateless_http=True)
+    else:  # FastMCP 1.x takes these as settings
         server.settings.host = host
+        server.settings.stateless_http = True
         app = server.streamable_http_app()
     auth = Authenticator(
         keys,
@@ -322,3 +332,136 @@ def _auth_kwargs(keys: KeyStore, base_url: str) -> dict[str, Any]:
         validate_token_resource=False,
     )
     return {"auth": auth, "token_verifier": KeyVerifier(keys)}
+
+
+#: The longest stdio line read (the HTTP transport's body limit): a longer one is
+#: dropped up to its newline and answered with an error instead of filling memory.
+MAX_STDIO_LINE = DEFAULT_MAX_BODY
+
+
+def run_stdio(server: Any, fd: int = 0) -> None:
+    """Serve ``server`` (from :func:`build_mcp_server`) over stdin/stdout until EOF.
+
+    Not the SDK's ``run("stdio")``, for two reasons. Its stdin reader blocks in a
+    worker thread, so SIGTERM (turned into a KeyboardInterrupt by the CLI) waited
+    behind that read until the client sent another line or closed stdin: the server
+    kept running. Here stdin is awaited on the event loop, so the interrupt cancels
+    the read at once and the store closes. And its reader decoded with
+    ``errors="replace"``: invalid UTF-8 was stored as U+FFFD and a line that was not
+    JSON (a lone-surrogate escape too) got no answer, where HTTP refuses both. Here a
+    line must be strict UTF-8 and JSON, else it is answered with a JSON-RPC parse
+    error (id null) and nothing else happens. stdout is still the SDK's (it keeps
+    stray output off the wire).
+    """
+    import anyio
+
+    anyio.run(_serve_stdio, server, fd)
+
+
+async def _serve_stdio(server: Any, fd: int) -> None:
+    import anyio
+    from mcp.server.stdio import stdio_server
+    from mcp.shared._context_streams import create_context_streams
+    from mcp.shared.message import SessionMessage
+
+    low = getattr(server, "_lowlevel_server", None) or server._mcp_server
+    done = anyio.Event()
+
+    class _NoLines:  # the SDK's own stdin reader: reads nothing, ends with the server
+        def __aiter__(self) -> _NoLines:
+            return self
+
+        async def __anext__(self) -> str:
+            await done.wait()
+            raise StopAsyncIteration
+
+    async with stdio_server(stdin=_NoLines()) as (_, write_stream):  # type: ignore[arg-type]
+        read_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
+        lines = _StdioLines(fd, read_writer, write_stream)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lines.run)
+            try:
+                await low.run(read_stream, write_stream, low.create_initialization_options())
+            finally:
+                done.set()
+                tg.cancel_scope.cancel()
+
+
+class _StdioLines:
+    """stdin split into lines, each one strict UTF-8 JSON-RPC (see :func:`run_stdio`):
+    a message goes to the server (``read_writer``); a line that cannot be read is
+    answered on ``write_stream`` with a JSON-RPC error and goes nowhere else."""
+
+    def __init__(self, fd: int, read_writer: Any, write_stream: Any) -> None:
+        self.fd = fd
+        self.read_writer = read_writer
+        self.write_stream = write_stream
+
+    async def refuse(self, code: int, message: str) -> None:
+        import contextlib
+
+        import anyio
+        import mcp_types as types
+        from mcp.shared.message import SessionMessage
+
+        error = types.ErrorData(code=code, message=message)
+        reply = types.JSONRPCError(jsonrpc="2.0", id=None, error=error)
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self.write_stream.send(SessionMessage(reply))
+
+    async def handle(self, raw: bytes) -> None:
+        import mcp_types as types
+        from mcp.shared.message import SessionMessage
+
+        line = raw.rstrip(b"\r")
+        if not line.strip():
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            await self.refuse(types.PARSE_ERROR, "Parse error: the line is not valid UTF-8")
+            return
+        try:
+            message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+        except pydantic.ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                await self.refuse(types.PARSE_ERROR, "Parse error: the line is not valid JSON")
+            else:  # JSON, but not a JSON-RPC message: what the SDK's reader does
+                await self.read_writer.send(exc)
+            return
+        await self.read_writer.send(SessionMessage(message))
+
+    async def run(self) -> None:
+        import mcp_types as types
+
+        async with self.read_writer:
+            pending = b""
+            dropping = False  # inside a line that went over MAX_STDIO_LINE
+            while chunk := await _read_some(self.fd):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if not dropping:
+                        await self.handle(line)
+                    dropping = False
+                if len(pending) > MAX_STDIO_LINE:
+                    if not dropping:
+                        await self.refuse(types.INVALID_REQUEST, "the line is too long")
+                    pending, dropping = b"", True
+            if pending and not dropping:
+                await self.handle(pending)
+
+
+async def _read_some(fd: int) -> bytes:
+    """The next bytes on ``fd`` (b"" at EOF), awaited on the event loop where the fd
+    allows it (pipes, terminals, sockets), so cancelling never waits on a blocked read;
+    else (a regular file, /dev/null, Windows) read in a worker thread."""
+    import os
+
+    import anyio
+    import anyio.to_thread
+
+    try:
+        await anyio.wait_readable(fd)
+    except (OSError, NotImplementedError, ValueError):
+        return await anyio.to_thread.run_sync(os.read, fd, 65536, abandon_on_cancel=True)
+    return os.read(fd, 65536)

@@ -65,13 +65,27 @@ class ApiError extends Error {
   }
 }
 
+// JSON numbers are doubles here, the server's integers are not: an integer past 2^53
+// would read back rounded (9007199254740993 -> ...992). Where the browser can, such an
+// integer is kept as its source text (JSON.rawJSON), so showing it (JSON.stringify) shows
+// the stored digits. The edit panel does not rely on this: it keeps the server's text.
+function exactNumbers(key, value, context) {
+  if (typeof value === "number" && !Number.isSafeInteger(value) && context && typeof JSON.rawJSON === "function" &&
+      /^-?\d+$/.test(context.source)) return JSON.rawJSON(context.source);
+  return value;
+}
+
+// options.body: a value sent as JSON; options.json: JSON text sent as it is (to keep a
+// user's digits exact); options.raw: also return the response's text, as [body, text].
 async function api(path, options = {}) {
   const headers = { Authorization: "Bearer " + sessionStorage.getItem(KEY) };
-  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const payload = options.json !== undefined ? options.json
+    : options.body === undefined ? undefined : JSON.stringify(options.body);
+  if (payload !== undefined) headers["Content-Type"] = "application/json";
   const resp = await fetch(path, {
     method: options.method || "GET",
     headers,
-    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    body: payload,
     credentials: "omit",
     cache: "no-store",
   });
@@ -80,9 +94,92 @@ async function api(path, options = {}) {
     showSignin("The key was refused: sign in again.");
     throw new ApiError(401, null);
   }
-  const body = await resp.json().catch(() => null);
+  const text = await resp.text().catch(() => "");
+  let body = null;
+  try {
+    body = JSON.parse(text, exactNumbers);
+  } catch (err) {
+    body = null;
+  }
   if (!resp.ok) throw new ApiError(resp.status, body);
-  return body;
+  return options.raw ? [body, text] : body;
+}
+
+// -- JSON source text -------------------------------------------------------------------
+// The edit panel shows and sends metadata as the server's own JSON text, never a value
+// parsed into doubles and written out again, so what the user does not edit stays exact.
+
+function skipSpace(src, i) {
+  while (i < src.length && " \t\n\r".includes(src[i])) i++;
+  return i;
+}
+
+// Where the JSON value starting at src[i] ends (src is valid JSON: JSON.parse read it).
+function valueEnd(src, i) {
+  if (src[i] === '"') {
+    i++;
+    while (i < src.length && src[i] !== '"') i += src[i] === "\\" ? 2 : 1;
+    return i + 1;
+  }
+  if (src[i] === "{" || src[i] === "[") {
+    let depth = 0;
+    for (; i < src.length; i++) {
+      const c = src[i];
+      if (c === '"') i = valueEnd(src, i) - 1;
+      else if (c === "{" || c === "[") depth++;
+      else if ((c === "}" || c === "]") && --depth === 0) return i + 1;
+    }
+    return i;
+  }
+  while (i < src.length && !",}] \t\n\r".includes(src[i])) i++;
+  return i;
+}
+
+// The source text of member `name` of the JSON object `src`, or null.
+function rawMember(src, name) {
+  let i = skipSpace(src, 0);
+  if (src[i] !== "{") return null;
+  i = skipSpace(src, i + 1);
+  while (src[i] === '"') {
+    const keyEnd = valueEnd(src, i);
+    const key = JSON.parse(src.slice(i, keyEnd));
+    const start = skipSpace(src, skipSpace(src, keyEnd) + 1);  // past the ':'
+    const end = valueEnd(src, start);
+    if (key === name) return src.slice(start, end);
+    i = skipSpace(src, end);
+    if (src[i] === ",") i = skipSpace(src, i + 1);
+  }
+  return null;
+}
+
+// JSON text laid out one member per line; every string and number is copied as written.
+function indentJson(src) {
+  let out = "";
+  let depth = 0;
+  const line = () => "\n" + " ".repeat(depth);
+  for (let i = 0; i < src.length; i++) {
+    const c = src[i];
+    if (c === '"') {
+      const end = valueEnd(src, i);
+      out += src.slice(i, end);
+      i = end - 1;
+    } else if (c === "{" || c === "[") {
+      const next = skipSpace(src, i + 1);
+      if (src[next] === (c === "{" ? "}" : "]")) {
+        out += c + src[next];
+        i = next;
+      } else {
+        depth++;
+        out += c + line();
+      }
+    } else if (c === "}" || c === "]") {
+      depth--;
+      out += line() + c;
+    } else if (c === ",") out += "," + line();
+    else if (c === ":") out += ": ";
+    else if (!" \t\n\r".includes(c)) out += c;
+  }
+  return out;
 }
 
 function query(obj) {
@@ -308,9 +405,12 @@ async function searchMemories() {
   rendered();
 }
 
+// What the edit panel showed when it opened: Save sends only the fields that differ.
+const editing = { id: null, text: "", meta: "" };
+
 async function openMemory(id) {
   const path = "/v1/memories/" + encodeURIComponent(id);
-  const [r, hist] = await Promise.all([api(path), api(path + "/history")]);
+  const [[r, source], hist] = await Promise.all([api(path, { raw: true }), api(path + "/history")]);
   $("d-id").textContent = r.id;
   const fields = [
     ["type", r.memory_type], ["scope", scopeCell(r)], ["created", when(r.created_at)],
@@ -320,7 +420,12 @@ async function openMemory(id) {
   ];
   $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
   $("d-text").value = r.text;
-  $("d-meta").value = JSON.stringify(r.metadata || {}, null, 1);
+  const meta = rawMember(source, "metadata");
+  $("d-meta").value = meta === null || meta === "null" ? "{}" : indentJson(meta);
+  // As the boxes hold them (a textarea turns "\r\n" into "\n"), to tell an edit from none.
+  editing.id = r.id;
+  editing.text = $("d-text").value;
+  editing.meta = $("d-meta").value;
   $("history-rows").replaceChildren(...hist.results.map((e) => row([
     when(e.at), e.event, e.old_text, e.new_text, e.actor,
   ])));
@@ -336,18 +441,32 @@ async function openMemory(id) {
   $("detail").scrollIntoView();
 }
 
+// Sends only what the user changed: an untouched text keeps its line breaks, untouched
+// metadata its exact numbers; edited metadata goes as the user's JSON text, not re-encoded.
 async function saveMemory(id) {
-  let metadata;
-  try {
-    metadata = JSON.parse($("d-meta").value || "{}");
-  } catch (err) {
-    showError("metadata is not valid JSON: " + err.message);
+  const parts = [];
+  const text = $("d-text").value;
+  const meta = $("d-meta").value;
+  if (id === editing.id && meta !== editing.meta) {
+    let parsed;
+    try {
+      parsed = JSON.parse(meta.trim() || "{}");
+    } catch (err) {
+      showError("metadata is not valid JSON: " + err.message);
+      return;
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      showError("metadata must be a JSON object ({...})");
+      return;
+    }
+    parts.push('"metadata":' + (meta.trim() || "{}"));
+  }
+  if (id !== editing.id || text !== editing.text) parts.push('"text":' + JSON.stringify(text));
+  if (!parts.length) {
+    showError("Nothing changed: nothing was saved.");
     return;
   }
-  await api("/v1/memories/" + encodeURIComponent(id), {
-    method: "PATCH",
-    body: { text: $("d-text").value, metadata },
-  });
+  await api("/v1/memories/" + encodeURIComponent(id), { method: "PATCH", json: "{" + parts.join(",") + "}" });
   showError("");
   await openMemory(id);
   await loadMemories();
@@ -515,9 +634,19 @@ function money(x) {
   return (x < 0 ? "-$" : "$") + Math.abs(x).toFixed(Math.abs(x) < 1 ? 5 : 2);
 }
 
-function cacheData(sid) {
+// The server runs one replay per tenant at a time (429 while another tab's runs) and a
+// few in all (503 when they stay busy): try again a little later, a few times.
+async function cacheData(sid) {
   const model = $("c-model").value.trim();
-  return api("/ui/api/sessions/" + encodeURIComponent(sid) + "/cache?" + query({ model }));
+  const path = "/ui/api/sessions/" + encodeURIComponent(sid) + "/cache?" + query({ model });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await api(path);
+    } catch (err) {
+      if (attempt >= 4 || (err.status !== 429 && err.status !== 503)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
+    }
+  }
 }
 
 async function openCache(sid, prefetched) {
