@@ -337,11 +337,12 @@ def test_batching_embedder_merges_concurrent_calls_and_prefers_queries() -> None
         inner.gate.set()
         for t in [first, *threads]:
             t.join(10)
-        # The queries waiting behind the held call went out as one batch, ahead of the big
-        # call queued before them (then the two kinds alternate, so neither starves).
+        # The queries waiting behind the held call were taken together, ahead of the big
+        # call queued before them (then the two kinds alternate, so neither starves), and
+        # embedded one by one: each gets the vector it gets alone.
         assert inner.batches[0] == warm
-        assert sorted(inner.batches[1]) == ["bike", "coffee", "tea"]
-        assert inner.batches[2] == big
+        assert sorted(inner.batches[1:4]) == [["bike"], ["coffee"], ["tea"]]
+        assert inner.batches[4] == big
         plain = HashEmbedder()
         for q in ("tea", "coffee", "bike"):
             np.testing.assert_array_equal(results[q], plain.embed([q]))

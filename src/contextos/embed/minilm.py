@@ -110,7 +110,7 @@ class MiniLMEmbedder:
     def __init__(
         self,
         *,
-        batch_size: int | None = None,
+        batch_size: int = 8,
         threads: int = 1,
         model_path: Path | None = None,
         cache_path: Path | None = None,
@@ -119,16 +119,8 @@ class MiniLMEmbedder:
         """``threads``: onnxruntime intra-op threads per call. One by default: a
         query is a few milliseconds on one thread, and the server runs calls from
         several threads at once, which uses the cores better than splitting one.
-        ``batch_size``: texts per forward pass inside one call (inputs are sorted by
-        length first, so each pass pads only to its own longest text); by default 8
-        for float32 and 1 for int8. Why 1 for int8: that graph quantizes most
-        activations with one scale per pass, so in a pass of 8 a text's vector moved
-        by up to 0.012 in cosine with its neighbours (a memory and the same words
-        asked as a query, or one query alone and under load in the server's shared
-        batch, got different vectors); one text a pass makes every vector depend on
-        its text alone, and costs no time on LoCoMo turns (3-4% faster than 8 in
-        ``bench scale``'s mix; docs/benchmarks.md, "Tenth session"). float32 pads
-        with an exact mask, so its passes stay at 8 (a third faster than 1).
+        ``batch_size``: texts per forward pass inside one call; inputs are sorted by
+        length first, so each pass pads only to its own longest text.
         ``model_path`` / ``cache_path``: the weights folder and the graph cache
         (default: the installed package and :func:`cache_dir`).
         ``int8``: the encoder's projections in int8 (``onnx_graph.build_model``): a
@@ -136,8 +128,6 @@ class MiniLMEmbedder:
         slightly from float32's and must not be mixed with them in one index. (``-v2``:
         the FFN-down input is quantized per token since builder 4; the first int8
         graph's vectors, ``-int8``, are re-embedded like another model's.)"""
-        if batch_size is None:
-            batch_size = 1 if int8 else 8
         if batch_size < 1 or threads < 1:
             raise ValueError("batch_size and threads must be >= 1")
         self.batch_size = batch_size
