@@ -7,6 +7,7 @@ between threads, and free of any backend's own result types.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -205,6 +206,15 @@ class Filter:
     Times are compared as timezone-aware datetimes (naive ones are taken as UTC).
     ``as_of`` keeps only memories valid at that instant; by default, records
     whose validity was closed (superseded or deleted facts) are hidden.
+
+    ``memory_types`` is a sequence of known types (``("episodic",)``); a string or an
+    unknown type is refused with ValueError (a string was read letter by letter and
+    matched nothing, silently). ``metadata`` maps dotted keys (``a.b`` looks into
+    ``{"a": {"b": ...}}``) to the value the record's must equal, on every store alike
+    (:func:`check_metadata_filter_value`): a str matches only a JSON string, a bool
+    only a JSON ``true``/``false``, an int or float any JSON number equal to it (``1``
+    matches ``1`` and ``1.0``, never ``true``); other values, None included, are
+    refused with ValueError.
     """
 
     scope: Scope = field(default_factory=Scope)
@@ -216,6 +226,26 @@ class Filter:
     as_of: datetime | None = None
     include_invalid: bool = False
     metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse a filter the stores would answer differently, or answer with nothing
+        when the caller meant something (see the class docstring)."""
+        types: object = self.memory_types
+        if isinstance(types, str | bytes):
+            raise ValueError(
+                f"memory_types must be a sequence of memory types such as ('episodic',), "
+                f"not the string {types!r}"
+            )
+        as_tuple = tuple(self.memory_types)
+        for kind in as_tuple:
+            if kind not in MEMORY_TYPES:
+                raise ValueError(f"unknown memory type {kind!r}; expected one of {MEMORY_TYPES}")
+        if type(types) is not tuple:  # a list: kept as the field's (hashable) tuple
+            object.__setattr__(self, "memory_types", as_tuple)
+        if not isinstance(self.metadata, Mapping):
+            raise TypeError("the metadata filter must be a mapping of key to value")
+        for key, value in self.metadata.items():
+            check_metadata_filter_value(key, value)
 
     def matches(self, record: MemoryRecord, now: datetime) -> bool:
         """Whether ``record`` passes every part of this filter at instant ``now``.
@@ -365,6 +395,35 @@ def _in_range(value: datetime | None, after: datetime | None, before: datetime |
 
 
 _MISSING = object()
+
+
+def check_metadata_filter_value(key: object, value: object) -> None:
+    """A metadata filter's value must be one every store compares alike: a str, a bool,
+    an int of 64 bits or a finite float (see :class:`Filter`).
+
+    Why: SQLite compared ``json_extract(...) = ?``, where ``True`` is 1 (so it matched
+    ``1`` and ``1.0``) and None matches nothing, while PostgreSQL's ``@>`` matched
+    only ``true`` and an explicit ``null``. None, lists, mappings and bytes have no
+    one answer there, and an int past 64 bits or a NaN fails on one store only."""
+    if isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return
+        raise ValueError(f"metadata filter {key!r}: the integer {value} is past 64 bits")
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return
+        raise ValueError(f"metadata filter {key!r}: {value} is not a finite number")
+    if value is None:
+        raise ValueError(
+            f"metadata filter {key!r}: None is not a value to match (to find records "
+            "without the key, filter them after listing)"
+        )
+    raise ValueError(
+        f"metadata filter {key!r}: a value must be a str, int, float or bool, "
+        f"not {type(value).__name__}"
+    )
 
 
 def _metadata_value(metadata: Mapping[str, Any], key: str) -> object:

@@ -25,7 +25,8 @@ from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
 from ..store import open_store
-from ..store.base import EmbeddingStatus, Newest, Patch, Store
+from ..store.base import Derived, EmbeddingStatus, Newest, Patch, Store
+from ..store.records import patched
 from ..times import opt_utc
 from ..types import (
     Filter,
@@ -314,34 +315,60 @@ class Memory:
 
         What is derived from the record follows it: its vector (``Store.update`` with
         ``embeds``) and the facts stored beside a turn, when the text changes or the
-        metadata they read does (a speaker's name, an image caption)."""
+        metadata they read does (a speaker's name, an image caption). The facts are
+        replaced in the update's own transaction: a crash leaves the old turn with its
+        old facts or the new one with its new facts, never the new text with facts of
+        the old.
+
+        Raises:
+            NotFound: no such memory in this tenant.
+            Conflict: another writer changed the turn under each of ``ADD_TRIES`` tries
+                (nothing was written)."""
         if text is None and metadata is None:
             raise ValueError("update needs text or metadata")
         if text is not None:
             _check_text(text)
-        before = self.store.get(self.tenant, memory_id)
-        if metadata is not None:
-            metadata = _kept_metadata(before, metadata)
-        record = self.store.update(
-            self.tenant,
-            memory_id,
-            Patch(text=text, metadata=metadata),
-            count=self.record_tokens,
-            embeds=embedding_text,  # a new speaker or caption is embedded again
-        )
-        if before is not None and embedding_text(before) != embedding_text(record):
-            # The facts stored beside a turn say what it said, and who said it and what
-            # it showed (they are part of its embedded text): re-derive them.
-            facts = self._facts_of(before)
-            for fact in facts:
-                self.store.delete(self.tenant, fact.id)
-            if facts or (self.turn_facts and record.scope.session_id is not None):
-                from .infer import facts_beside
+        given = metadata
+        for _ in range(ADD_TRIES):
+            before = self.store.get(self.tenant, memory_id)
+            if before is None:
+                raise NotFound(f"no memory {memory_id!r}")
+            if given is not None:
+                metadata = _kept_metadata(before, given)
+            patch = Patch(text=text, metadata=metadata)
+            try:
+                record = self.store.update(
+                    self.tenant,
+                    memory_id,
+                    patch,
+                    count=self.record_tokens,
+                    embeds=embedding_text,  # a new speaker or caption is embedded again
+                    derived=self._derived(before, patch),
+                )
+            except Conflict:
+                continue  # changed since it was read: its facts are derived anew
+            self._embed_later()
+            return record
+        raise Conflict(f"memory {memory_id!r} changed under each of {ADD_TRIES} tries")
 
-                if new := facts_beside([record]):
-                    self.store.put([self.record_tokens.counted(r) for r in new])
-        self._embed_later()
-        return record
+    def _derived(self, before: MemoryRecord, patch: Patch) -> Derived | None:
+        """The facts stored beside a turn, re-derived for ``patch`` (None: it has none
+        and takes none). They say what it said, who said it and what it showed (part
+        of its embedded text), so they are replaced when that text changes; in the
+        update's own transaction (``Store.update``'s ``derived``), which a crash
+        cannot split, and only if the turn is still as read here, so the decision
+        and the facts are never made from a text another writer replaced meanwhile."""
+        facts = self._facts_of(before)
+        takes_facts = self.turn_facts and before.scope.session_id is not None
+        if not facts and not (takes_facts and FACT_OF not in before.metadata):
+            return None
+        after = patched(before, patch)
+        if embedding_text(before) == embedding_text(after):
+            return Derived(based_on=before)
+        from .infer import facts_beside
+
+        new = [self.record_tokens.counted(r) for r in facts_beside([after])]
+        return Derived(based_on=before, drop=[f.id for f in facts], put=new)
 
     def _facts_of(self, record: MemoryRecord) -> list[MemoryRecord]:
         """The facts stored beside a turn (``metadata["fact_of"]`` is its id)."""
@@ -358,9 +385,31 @@ class Memory:
         The facts stored beside a turn are deleted (and purged) with it.
         """
         record = self.store.get(self.tenant, memory_id)
-        self.store.delete(self.tenant, memory_id, purge=purge)
-        for fact in self._facts_of(record) if record is not None else []:
-            self.store.delete(self.tenant, fact.id, purge=purge)  # they repeat its text
+        if record is None:
+            # A purge of a turn already deleted still takes any fact of it left behind
+            # (by a version that deleted them one transaction at a time, and crashed).
+            orphans = self._orphan_facts(memory_id) if purge else []
+            if not orphans:
+                raise NotFound(f"no memory {memory_id!r}")
+            self.store.delete_many(self.tenant, [f.id for f in orphans], purge=True)
+            return
+        # The turn and its facts (they repeat its text) in one transaction: a crash
+        # between them left the facts, and the purged text in them, for good.
+        facts = [f.id for f in self._facts_of(record)]
+        deleted = self.store.delete_many(self.tenant, [memory_id, *facts], purge=purge)
+        if memory_id not in deleted:
+            raise NotFound(f"no memory {memory_id!r}")
+        # An update that committed after the facts were read replaced them with others.
+        if late := self._facts_of(record):
+            self.store.delete_many(self.tenant, [f.id for f in late], purge=purge)
+
+    def _orphan_facts(self, memory_id: str) -> list[MemoryRecord]:
+        """Facts of this tenant that point to ``memory_id`` (``metadata["fact_of"]``),
+        whatever their scope: their turn is gone, and its scope with it."""
+        flt = Filter(
+            scope=Scope(tenant=self.tenant), include_invalid=True, metadata={FACT_OF: memory_id}
+        )
+        return self.store.list(flt, limit=MAX_LIMIT)
 
     def forget(self, user_id: str) -> int:
         """Erase everything of one user: memories, history, session logs, vectors; in the
@@ -483,6 +532,10 @@ class Memory:
             raise ScopeError(
                 "reading memories needs a user_id, agent_id or session_id; "
                 "an unscoped read would mix users' memories"
+            )
+        if isinstance(memory_types, str):  # tuple("episodic") is its letters
+            raise ValueError(
+                f"memory_types must be a sequence such as ['episodic'], not {memory_types!r}"
             )
         # One ``replace`` with every field: this runs on every search and list.
         event_after, event_before = base.event_after, base.event_before

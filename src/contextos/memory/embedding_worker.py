@@ -393,7 +393,8 @@ class EmbeddingWorker:
         """Block until nothing is pending, records another process claimed included
         (they are waited for, or taken once their claim runs out), and records added
         while the embedder is down (waited for until it answers again); re-raises a
-        worker failure. False on timeout, and at once when the worker has stopped
+        worker failure it has not since got past (a pass that embedded everything
+        after a failed one clears it). False on timeout, and at once when the worker has stopped
         (closed, or its store was closed): nothing would embed what is pending."""
         if self._stop:
             self._raise_error()
@@ -458,6 +459,9 @@ class EmbeddingWorker:
             self._wake.clear()
             try:
                 claimed_elsewhere = self._embed_all()
+                # A store failure this worker has since retried and got past is over:
+                # kept, a later flush() raised it although nothing was left undone.
+                self._error = None
             except EmbedderUnavailable as exc:
                 self._wait_out_outage(exc)
                 continue

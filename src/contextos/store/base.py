@@ -79,6 +79,41 @@ class Patch:
     context: str | None = None
 
 
+@dataclass(frozen=True)
+class Derived:
+    """Records made from one memory (the facts stored beside a turn), replaced in the
+    transaction of that memory's ``Store.update``: ``drop`` are deleted (ids already
+    gone are skipped) and ``put`` inserted (as ``Store.put`` inserts).
+
+    Why in one transaction: the facts repeat what the turn says. Changed one write at
+    a time, a crash between the turn's update and the facts' replacement left facts
+    with the old meaning pointing at the new text, and nothing ever replaced them.
+
+    The records dropped are logged as deleted without their texts (as a purge logs
+    them): they repeat the memory's, whose own history keeps the old text, and once
+    dropped nothing links them to it any more, so a later purge of the memory could
+    not reach a text left in their history.
+
+    ``based_on`` is the memory as the caller read it to make ``put``: if the stored
+    row no longer has its text, metadata and event time (another writer changed it
+    since), the update raises ``errors.Conflict`` and writes nothing; the caller
+    reads it again and derives anew.
+    """
+
+    based_on: MemoryRecord
+    drop: Sequence[str] = ()
+    put: Sequence[MemoryRecord] = ()
+
+    def matches(self, stored: MemoryRecord) -> bool:
+        """Whether ``stored`` is still the record these were derived from."""
+        b = self.based_on
+        return (stored.text, dict(stored.metadata), stored.event_time) == (
+            b.text,
+            dict(b.metadata),
+            b.event_time,
+        )
+
+
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 
@@ -142,9 +177,13 @@ class Store(Protocol):
         actor: str = "api",
         count: TokenCounter | None = None,
         embeds: EmbeddedText | None = None,
+        derived: Derived | None = None,
     ) -> MemoryRecord:
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed,
         or if ``embeds`` says the record embeds another text after a metadata change.
+        With ``derived``, replace the records made from it in the same transaction
+        (see :class:`Derived`; ``errors.Conflict`` when the row changed since it was
+        read).
 
         A patch of what the rendering reads (text, metadata, event time) stores
         ``count`` of the updated record as its token count, in the same UPDATE (none
@@ -171,7 +210,22 @@ class Store(Protocol):
 
         By default the history keeps the texts the record had (an audit trail);
         ``purge=True`` removes them from history and from every copy (reply
-        contexts, index pages), leaving the events without their text.
+        contexts, index pages), leaving the events without their text. A purge
+        looks for copies of every text the record ever had (its history's, read
+        before they are blanked), not only its current one: a reply quotes the turn
+        as it was when the reply was added, and an update since did not change that.
+        """
+        ...
+
+    def delete_many(
+        self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
+    ) -> builtins.list[str]:
+        """Delete those of ``ids`` that exist, as ``delete`` deletes each, in one
+        transaction; returns the ids deleted (those already gone are skipped).
+
+        Why: a turn and the facts stored beside it repeat one text. Deleted one
+        transaction each, a crash after the turn's left the facts searchable (and a
+        purge's text in their history) with nothing to retry it: the turn was gone.
         """
         ...
 

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from ..types import HistoryEvent, MemoryRecord, Message, Scope, TokenCount, ToolCall, Turn
-from .base import EmbeddedText, Patch, TokenCounter, Vector, patch_columns
+from .base import Derived, EmbeddedText, Patch, TokenCounter, Vector, patch_columns
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -215,7 +215,8 @@ def patch_sets(
 class RecordUpdate(ABC):
     """A store's ``update()`` in the transaction behind ``cur``: the steps and their
     rules are every store's and are written here; a subclass per store supplies the
-    SQL of three of them (``locked``, ``drop_vector``, ``write``) and its ``mark``."""
+    SQL of five of them (``locked``, ``drop_vector``, ``write``, and ``remove`` and
+    ``insert`` for the records derived from it) and its ``mark``."""
 
     #: The store's parameter mark (``?`` or ``%s``).
     mark: ClassVar[str]
@@ -233,6 +234,7 @@ class RecordUpdate(ABC):
         now: object,
         actor: str,
         embeds: EmbeddedText | None = None,
+        derived: Derived | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
         token count columns when it changes the rendering) to one memory and return
@@ -245,11 +247,17 @@ class RecordUpdate(ABC):
         write than before it -- the speaker's name, an image caption, or the role and
         source that decide the expanded facts. Compared in this transaction, on the
         rows as stored, so no other writer's change falls in between, and a patch
-        that repeats the metadata it finds keeps the vector."""
+        that repeats the metadata it finds keeps the vector.
+
+        With ``derived`` (:class:`~contextos.store.base.Derived`), the records made
+        from this one are replaced after it, in this transaction, if the row is still
+        the one they were made from (else ``Conflict``, nothing written)."""
         found = self.locked(tenant, memory_id)
         if found is None:
             raise NotFound(f"no memory {memory_id!r}")
         key, old = found
+        if derived is not None and not derived.matches(old):
+            raise Conflict(f"memory {memory_id!r} changed since it was read")
         new = self.write(key, *sets)
         if new.text != old.text or (
             embeds is not None
@@ -260,6 +268,9 @@ class RecordUpdate(ABC):
         self.cur.execute(
             insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
         )
+        if derived is not None:
+            self.remove(tenant, derived.drop, now=now, actor=actor)
+            self.insert(derived.put, now=now, actor=actor)
         return new
 
     @abstractmethod
@@ -276,6 +287,15 @@ class RecordUpdate(ABC):
     @abstractmethod
     def write(self, key: Any, sets: Sequence[str], params: Sequence[object]) -> MemoryRecord:
         """Run the SET clauses ``sets`` with ``params`` on the row; the record after them."""
+
+    @abstractmethod
+    def remove(self, tenant: str, ids: Sequence[str], *, now: Any, actor: str) -> None:
+        """Delete those of ``ids`` that exist, as ``Store.delete`` does, but log them as
+        a purge does, without their texts (see ``Derived``)."""
+
+    @abstractmethod
+    def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
+        """Insert new records as ``Store.put`` does."""
 
 
 # -- session logs --------------------------------------------------------------
@@ -604,6 +624,20 @@ def log_deletion(
     cur.execute(insert_history_sql(mark), event)
 
 
+def history_texts(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str) -> list[str]:
+    """Every text the memories ``memory_ids`` had, as their history keeps them (an
+    update's old and new texts). Read by a purge before it blanks them: a copy of an
+    earlier text (a reply's quote of the turn as first said) must go too."""
+    texts: set[str] = set()
+    for memory_id in memory_ids:
+        rows = cur.execute(
+            f"SELECT old_text, new_text FROM history WHERE tenant = {mark} AND memory_id = {mark}",
+            (tenant, memory_id),
+        ).fetchall()
+        texts.update(t for row in rows for t in row if t)
+    return sorted(texts)
+
+
 def read_history(
     read: Callable[[str, Sequence[object]], Sequence[Any]],
     tenant: str,
@@ -652,6 +686,7 @@ class PatchUpdates(ABC):
         actor: str = "api",
         count: TokenCounter | None = None,
         embeds: EmbeddedText | None = None,
+        derived: Derived | None = None,
     ) -> MemoryRecord:
         """See ``Store.update``.
 
@@ -676,7 +711,14 @@ class PatchUpdates(ABC):
                 params = [*params, counted.tokens if counted else None]
                 params.append(counted.counted_with if counted else None)
             return steps.apply(
-                tenant, memory_id, patch, (sets, params), now=now, actor=actor, embeds=embeds
+                tenant,
+                memory_id,
+                patch,
+                (sets, params),
+                now=now,
+                actor=actor,
+                embeds=embeds,
+                derived=derived,
             )
 
     @abstractmethod

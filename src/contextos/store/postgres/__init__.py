@@ -209,20 +209,17 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         if not records:
             return
         now = _now()
-        rows = [record_params(r, now) for r in records]
+        with self._duplicate_is_value_error(), self._tx("write") as cur:
+            if after is not None:
+                _check_newest(cur, after)
+            _insert_records(cur, records, now, actor)
+
+    @contextmanager
+    def _duplicate_is_value_error(self) -> Iterator[None]:
+        """A record id that exists already is the caller's error (ValueError), as on
+        SQLite, not a store failure."""
         try:
-            with self._tx("write") as cur:
-                if after is not None:
-                    _check_newest(cur, after)
-                cur.executemany(_INSERT_RECORD, rows)
-                cur.executemany(
-                    "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s)",
-                    [(r.tenant, r.id) for r in records],
-                )
-                cur.executemany(
-                    _INSERT_HISTORY,
-                    [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
-                )
+            yield
         except StoreError as exc:
             if isinstance(exc.__cause__, self._psycopg.errors.UniqueViolation):
                 raise ValueError(f"a record with this id already exists: {exc.__cause__}") from None
@@ -253,26 +250,21 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     @contextmanager
     def _updating(self) -> Iterator[shared.RecordUpdate]:
-        with self._tx("update") as cur:
+        with self._duplicate_is_value_error(), self._tx("update") as cur:
             yield _Update(cur)
 
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
     ) -> None:
-        now = _now()
         with self._tx("delete") as cur:
-            row = cur.execute(
-                "DELETE FROM memories WHERE tenant = %s AND id = %s "
-                "RETURNING user_id, text, session_id",
-                (tenant, memory_id),
-            ).fetchone()
-            if row is None:
+            if not _delete_records(cur, tenant, [memory_id], purge=purge, now=_now(), actor=actor):
                 raise NotFound(f"no memory {memory_id!r}")
-            if purge and row[2] is not None:
-                _scrub_contexts(cur, tenant, [row[2]], [row[1]])
-            shared.log_deletion(
-                cur, tenant, memory_id, row[0], row[1], purge=purge, at=now, actor=actor, mark="%s"
-            )
+
+    def delete_many(
+        self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
+    ) -> _Strs:
+        with self._tx("delete") as cur:
+            return _delete_records(cur, tenant, ids, purge=purge, now=_now(), actor=actor)
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> _Records:
         rows = self._read(
@@ -315,12 +307,17 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             turns = cur.execute(
                 f"DELETE FROM turns WHERE {mine} RETURNING session_id, content", args
             ).fetchall()
-            texts = [r[1] for r in doomed] + [r[1] for r in turns]
-            _scrub_contexts(cur, t, sessions, texts)
-            cur.execute(
-                "DELETE FROM history WHERE tenant = %s AND (user_id = %s OR memory_id = ANY(%s))",
+            # The history goes too, and with it every text those memories had: a reply
+            # quotes a turn as first said, so the texts an update replaced are scrubbed.
+            earlier = cur.execute(
+                "DELETE FROM history WHERE tenant = %s AND (user_id = %s OR memory_id = ANY(%s)) "
+                "RETURNING old_text, new_text",
                 (t, u, [r[0] for r in doomed]),
-            )
+            ).fetchall()
+            texts = {x for row in earlier for x in row if x}
+            texts.update(r[1] for r in doomed)
+            texts.update(r[1] for r in turns)
+            _scrub_contexts(cur, t, sessions, sorted(texts))
             cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
@@ -566,6 +563,59 @@ class _Update(shared.RecordUpdate):
             (*params, *key),
         ).fetchone()
         return record_from_row(row)
+
+    def remove(self, tenant: str, ids: Sequence[str], *, now: Any, actor: str) -> None:
+        _delete_records(self.cur, tenant, ids, purge=False, now=now, actor=actor, derived=True)
+
+    def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
+        _insert_records(self.cur, records, now, actor)
+
+
+def _insert_records(cur: Any, records: Sequence[MemoryRecord], now: datetime, actor: str) -> None:
+    """Insert ``records``, queue them for vectors and log their ADD events, in the
+    transaction open on ``cur``."""
+    cur.executemany(_INSERT_RECORD, [record_params(r, now) for r in records])
+    cur.executemany(
+        "INSERT INTO pending_vectors (tenant, memory_id) VALUES (%s, %s)",
+        [(r.tenant, r.id) for r in records],
+    )
+    cur.executemany(
+        _INSERT_HISTORY,
+        [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
+    )
+
+
+def _delete_records(
+    cur: Any,
+    tenant: str,
+    ids: Sequence[str],
+    *,
+    purge: bool,
+    now: datetime,
+    actor: str,
+    derived: bool = False,
+) -> _Strs:
+    """Delete those of ``ids`` that exist and log each deletion, in the transaction
+    open on ``cur``; returns the ids deleted. A purge also scrubs the copies of every
+    text they had (history's, read before it is blanked) from the contexts of their
+    sessions' records. ``derived``: records made from another (``Derived.drop``), whose
+    history is logged as a purge's."""
+    rows = cur.execute(
+        "DELETE FROM memories WHERE tenant = %s AND id = ANY(%s) "
+        "RETURNING id, user_id, text, session_id",
+        (tenant, list(dict.fromkeys(ids))),
+    ).fetchall()
+    if purge and rows:
+        gone = [r[0] for r in rows]
+        texts = {r[2] for r in rows} | set(shared.history_texts(cur, tenant, gone, mark="%s"))
+        sessions = sorted({r[3] for r in rows if r[3] is not None})
+        _scrub_contexts(cur, tenant, sessions, sorted(texts))
+    for memory_id, user_id, text, _session in rows:
+        blank = purge or derived
+        shared.log_deletion(
+            cur, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="%s"
+        )
+    return [r[0] for r in rows]
 
 
 def _unclaim(cur: Any, tenant: str, ids: list[str], owner: str) -> list[str]:

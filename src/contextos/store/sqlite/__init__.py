@@ -198,7 +198,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         if not records:
             return
         now = time.time()
-        rows = [record_row(r, now) for r in records]
         with self._write() as db:  # BEGIN IMMEDIATE: no other write until it commits
             if after is not None:
                 where, params = filter_sql(after.filter, now)
@@ -209,17 +208,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 ).fetchone()
                 if (newest[0] if newest else None) != after.id:
                     raise Conflict("the newest record changed since it was read")
-            try:
-                db.executemany(
-                    _INSERT_RECORD,
-                    rows,
-                )
-            except sqlite3.IntegrityError as exc:
-                raise ValueError(f"a record with this id already exists: {exc}") from None
-            db.executemany(
-                _INSERT_HISTORY,
-                [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
-            )
+            _insert_records(db, records, now, actor)
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         rows = self._read(
@@ -256,25 +245,29 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
     ) -> None:
+        self._delete_many(tenant, [memory_id], actor=actor, purge=purge, needed=True)
+
+    def delete_many(
+        self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
+    ) -> builtins.list[str]:
+        return self._delete_many(tenant, ids, actor=actor, purge=purge, needed=False)
+
+    def _delete_many(
+        self, tenant: str, ids: Sequence[str], *, actor: str, purge: bool, needed: bool
+    ) -> builtins.list[str]:
+        """``delete_many``; with ``needed``, nothing is written unless all of ``ids``
+        exist (``delete``'s NotFound)."""
         now = time.time()
         with self._write() as db:
-            row = db.execute(
-                "SELECT rowid, user_id, text, session_id FROM memories WHERE tenant = ? AND id = ?",
-                (tenant, memory_id),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no memory {memory_id!r}")
-            db.execute("DELETE FROM memories WHERE rowid = ?", (row[0],))
-            shared.log_deletion(
-                db, tenant, memory_id, row[1], row[2], purge=purge, at=now, actor=actor, mark="?"
-            )
-            if purge:
-                if row[3] is not None:
-                    _scrub_contexts(db, tenant, [row[3]], [row[2]])
+            deleted = _delete_records(db, tenant, ids, purge=purge, now=now, actor=actor)
+            if needed and len(deleted) != len(set(ids)):
+                raise NotFound(f"no memory {sorted(set(ids) - set(deleted))[0]!r}")
+            if purge and deleted:
                 _merge_fts_and_mark_erasure(db, now)
-        if purge:
+        if purge and deleted:
             self._erasure_pending = True
             self._truncate_wal(wait=True)
+        return deleted
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
         rows = self._read(
@@ -328,13 +321,20 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             turns = db.execute(
                 f"SELECT session_id, content FROM turns WHERE {mine}", args
             ).fetchall()
-            _scrub_contexts(db, t, sessions, [r[1] for r in doomed] + [r[1] for r in turns])
-            db.execute(f"DELETE FROM memories WHERE {mine}", args)
-            db.execute(
-                "DELETE FROM history WHERE tenant = ? AND (user_id = ? OR memory_id IN "
-                "(SELECT value FROM json_each(?)))",
-                (t, u, json.dumps([r[0] for r in doomed])),
+            # The history goes too, and with it every text those memories had: a reply
+            # quotes a turn as first said, so the texts an update replaced are scrubbed.
+            history = (
+                "FROM history WHERE tenant = ? AND (user_id = ? OR memory_id IN "
+                "(SELECT value FROM json_each(?)))"
             )
+            history_args = (t, u, json.dumps([r[0] for r in doomed]))
+            earlier = db.execute(f"SELECT old_text, new_text {history}", history_args)
+            texts = {x for row in earlier.fetchall() for x in row if x}
+            texts.update(r[1] for r in doomed)
+            texts.update(r[1] for r in turns)
+            _scrub_contexts(db, t, sessions, sorted(texts))
+            db.execute(f"DELETE FROM memories WHERE {mine}", args)
+            db.execute(f"DELETE {history}", history_args)
             db.execute(f"DELETE FROM turns WHERE {mine}", args)
             db.execute(f"DELETE FROM session_meta WHERE {mine}", args)
             # A session that lost turns and lives on (another user's, shared): its
@@ -783,6 +783,13 @@ class _Update(shared.RecordUpdate):
         # and the queue are set here, and a claimant embedding the old text loses its
         # claim (its set_vectors skips the record; the next claim embeds the new text).
         self.cur.execute("DELETE FROM vectors WHERE mem_rowid = ?", (key,))
+        # A long-lived process's in-memory index drops a vector only for the records
+        # ``index_log`` names, and its trigger watches text and times: a metadata change
+        # (a speaker, a caption) that drops the vector must be logged here, or that
+        # index keeps serving the old meaning until a new vector is written.
+        self.cur.execute(
+            "INSERT INTO index_log (mem_id) SELECT id FROM memories WHERE rowid = ?", (key,)
+        )
         self.cur.execute("DELETE FROM vector_quarantine WHERE mem_rowid = ?", (key,))
         self.cur.execute(
             "INSERT INTO pending_vectors (mem_rowid) VALUES (?) ON CONFLICT (mem_rowid) "
@@ -794,6 +801,62 @@ class _Update(shared.RecordUpdate):
         self.cur.execute(f"UPDATE memories SET {', '.join(sets)} WHERE rowid = ?", (*params, key))
         row = self.cur.execute(f"SELECT {RECORD_COLUMNS} FROM memories WHERE rowid = ?", (key,))
         return row_to_record(row.fetchone())
+
+    def remove(self, tenant: str, ids: Sequence[str], *, now: Any, actor: str) -> None:
+        _delete_records(self.cur, tenant, ids, purge=False, now=now, actor=actor, derived=True)
+
+    def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
+        _insert_records(self.cur, records, now, actor)
+
+
+def _insert_records(
+    db: sqlite3.Connection, records: Sequence[MemoryRecord], now: float, actor: str
+) -> None:
+    """Insert ``records`` and their ADD events in the transaction open on ``db``."""
+    try:
+        db.executemany(_INSERT_RECORD, [record_row(r, now) for r in records])
+    except sqlite3.IntegrityError as exc:
+        raise ValueError(f"a record with this id already exists: {exc}") from None
+    db.executemany(
+        _INSERT_HISTORY,
+        [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
+    )
+
+
+def _delete_records(
+    db: sqlite3.Connection,
+    tenant: str,
+    ids: Sequence[str],
+    *,
+    purge: bool,
+    now: float,
+    actor: str,
+    derived: bool = False,
+) -> builtins.list[str]:
+    """Delete those of ``ids`` that exist and log each deletion, in the transaction
+    open on ``db``; returns the ids deleted. A purge also scrubs the copies of every
+    text they had (history's, read before it is blanked) from the contexts of their
+    sessions' records; the caller rebuilds the full-text index. ``derived``: records
+    made from another (``Derived.drop``), whose history is logged as a purge's."""
+    rows = db.execute(
+        "SELECT rowid, id, user_id, text, session_id FROM memories "
+        "WHERE +tenant = ? AND id IN (SELECT value FROM json_each(?))",  # by id (get_many)
+        (tenant, json.dumps(list(dict.fromkeys(ids)))),
+    ).fetchall()
+    if purge:
+        gone = [r[1] for r in rows]
+        texts = {r[3] for r in rows} | set(shared.history_texts(db, tenant, gone, mark="?"))
+        sessions = sorted({r[4] for r in rows if r[4] is not None})
+        db.executemany("DELETE FROM memories WHERE rowid = ?", [(r[0],) for r in rows])
+        _scrub_contexts(db, tenant, sessions, sorted(texts))
+    else:
+        db.executemany("DELETE FROM memories WHERE rowid = ?", [(r[0],) for r in rows])
+    for _rowid, memory_id, user_id, text, _session in rows:
+        blank = purge or derived
+        shared.log_deletion(
+            db, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="?"
+        )
+    return [r[1] for r in rows]
 
 
 def _claimed_by(owner: str | None) -> tuple[str, tuple[str, ...]]:

@@ -73,8 +73,20 @@ SQLITE = Dialect(
     mark="?",
     time=to_epoch,
     one_of=lambda a, values: (f"{a}.memory_type IN ({','.join('?' * len(values))})", [*values]),
-    metadata=lambda a, key, value: (f"json_extract({a}.metadata, '$.{key}') = ?", value),
+    metadata=lambda a, key, value: _metadata_clause(a, key, value),
 )
+
+
+def _metadata_clause(alias: str, key: str, value: object) -> tuple[str, object]:
+    """One metadata test, as PostgreSQL's ``@>`` answers it (``Filter``'s rule): the
+    JSON type must agree, not only the value. ``json_extract`` gives 1 for ``true``
+    (so ``True`` matched ``1`` and ``1.0``, and ``1`` matched ``true``), and a JSON
+    array's or object's text for a string to equal."""
+    path = f"{alias}.metadata, '$.{key}'"
+    if isinstance(value, bool):
+        return f"json_type({path}) = ?", "true" if value else "false"
+    kinds = "'text'" if isinstance(value, str) else "'integer', 'real'"
+    return f"(json_extract({path}) = ? AND json_type({path}) IN ({kinds}))", value
 
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:
