@@ -26,7 +26,16 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A token count: an int, or a whole-number float (JSON decoders and proxies may
+    give ``10.0``, which once counted as 0); anything else (None, a bool, a fraction,
+    NaN) counts 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return 0
 
 
 def usage_from_anthropic(usage: Any) -> Usage:
@@ -57,8 +66,14 @@ def usage_from_anthropic(usage: Any) -> Usage:
 def _anthropic_fields(usage: Any) -> Usage:
     creation = _int(field_of(usage, "cache_creation_input_tokens"))
     split = field_of(usage, "cache_creation")
-    five = _int(field_of(split, "ephemeral_5m_input_tokens")) if split is not None else creation
-    hour = _int(field_of(split, "ephemeral_1h_input_tokens")) if split is not None else 0
+    raw = [
+        field_of(split, k) if split is not None else None
+        for k in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+    ]
+    if all(v is None for v in raw):  # no split given (absent, or an empty ``{}``)
+        five, hour = creation, 0  # every write is a 5-minute one, the API's default
+    else:
+        five, hour = _int(raw[0]), _int(raw[1])
     return Usage(
         input_tokens=_int(field_of(usage, "input_tokens")),
         output_tokens=_int(field_of(usage, "output_tokens")),

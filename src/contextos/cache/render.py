@@ -21,6 +21,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from contextos.engine.window import TOOL_RESULTS_KEY as TOOL_RESULTS_KEY
 from contextos.engine.window import Window, canonical_json
 from contextos.llm.models import ModelInfo
 from contextos.types import Message
@@ -61,13 +62,6 @@ def tool_input(arguments: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-#: Message metadata key of a logged Anthropic tool-result turn: its content blocks as
-#: the caller sent them (every ``tool_result`` with its own ``tool_use_id`` and
-#: ``is_error``, and any text beside them) and ``of``, a digest of the text they were
-#: logged with (:func:`tool_results_meta`).
-TOOL_RESULTS_KEY = "anthropic_tool_results"
 
 
 def _digest(text: str) -> str:
@@ -196,9 +190,27 @@ def _openai_turn(msg: Message) -> dict[str, Any]:
     return out
 
 
+#: The segments a routing key is made of: the instructions, which change only when
+#: the application changes them.
+KEY_SEGMENTS = ("tools", "system", "rules")
+
+
 def prompt_cache_key(window: Window) -> str:
-    """A stable routing key: the hash of the tools and system blocks (the stable prefix)."""
-    stable = [b.text for b in window.blocks if b.kind in ("tools", "system")]
+    """A stable routing key: the hash of the tools, system prompt and rules.
+
+    Only those: the rolling summary and the topic block are system blocks too, but
+    they change at every compaction or refresh, and a key that changed with them sent
+    the next call of the session, whose tools and system prompt were unchanged and
+    cached, to a machine that had never seen them. A window with none of
+    :data:`KEY_SEGMENTS` in its layout (one assembled with other segment names) is
+    keyed by its tools and system blocks.
+    """
+    named = {u.name for u in window.usage} & set(KEY_SEGMENTS)
+    stable = [
+        b.text
+        for b in window.blocks
+        if (b.segment in named if named else b.kind in ("tools", "system"))
+    ]
     return "ctxos-" + hashlib.sha256("\x1f".join(stable).encode()).hexdigest()[:24]
 
 

@@ -8,8 +8,9 @@ have returned: what was read from the cache, what was written, what was not.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from contextos.engine.window import LOOKBACK_BLOCKS, Window
 from contextos.llm.models import ModelInfo
@@ -31,7 +32,13 @@ from .render import (
 
 @dataclass(frozen=True)
 class CacheRequest:
-    """A request as the simulator sees it: prefix hashes, tokens per block, breakpoints."""
+    """A request as the simulator sees it: prefix hashes, tokens per block, breakpoints.
+
+    ``parts`` is how many content blocks each block is on the wire (empty: one
+    each). Anthropic's lookback counts content blocks, not messages: a turn with N
+    parallel tool calls is 1 + N of them, so counting it as one overstated the
+    reach and reported full reads the API would have missed.
+    """
 
     hashes: tuple[str, ...]
     tokens: tuple[int, ...]
@@ -39,13 +46,15 @@ class CacheRequest:
     at: float
     output_tokens: int = 0
     tail_tokens: int = TOKENS_PER_REPLY  # the reply primer: never cached
+    parts: tuple[int, ...] = ()
 
 
 def cache_request(
     window: Window, model: ModelInfo, wire: WireFormat, *, at: float, output_tokens: int = 0
 ) -> CacheRequest:
     """Render ``window`` and chain-hash its wire blocks (hash i covers blocks 0..i)."""
-    blocks = wire_blocks(render(window, model, wire), wire, final_parts=final_parts(window))
+    body = render(window, model, wire)
+    blocks = wire_blocks(body, wire, final_parts=final_parts(window))
     if len(blocks) != len(window.blocks):
         raise ValueError("renderer produced a block count different from the window")
     hashes: list[str] = []
@@ -61,6 +70,21 @@ def cache_request(
         at,
         output_tokens,
         window.total_tokens - sum(b.tokens for b in window.blocks),
+        content_parts(body, window) if wire == "anthropic" else (),
+    )
+
+
+def content_parts(body: Mapping[str, Any], window: Window) -> tuple[int, ...]:
+    """Content blocks per window block in an Anthropic ``body`` (see :class:`CacheRequest`):
+    one per tool and system block, a turn's message its content list (zero when it has
+    nothing to send), one per part of the final user message."""
+    tail = final_parts(window)
+    messages = list(body["messages"])
+    turns = messages[:-1] if tail else messages
+    return (
+        (1,) * (len(body.get("tools", [])) + len(body.get("system", [])))
+        + tuple(len(m["content"]) if isinstance(m["content"], list) else 1 for m in turns)
+        + (1,) * tail
     )
 
 
@@ -87,10 +111,13 @@ class CacheSimulator:
 
     def _send_anthropic(self, req: CacheRequest) -> Usage:
         prefix = _prefix_sums(req.tokens)
+        pos = _prefix_sums(req.parts or (1,) * len(req.tokens))  # content-block positions
         bps = [(i, ttl) for i, ttl in req.breakpoints if prefix[i] >= self.min_tokens]
         read_end = -1
         for i, _ttl in bps:
-            for j in range(i, max(-1, i - self.lookback - 1), -1):
+            for j in range(i, -1, -1):
+                if pos[i] - pos[j] > self.lookback:
+                    break
                 if self._alive(req.hashes[j], req.at):
                     read_end = max(read_end, j)
                     self._entries[req.hashes[j]] = req.at + self._ttl[req.hashes[j]]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Unpack, cast
 
@@ -71,6 +71,20 @@ from contextos.types import (
 
 _META_KEY = "history"
 
+#: Segment priorities of the default layout (who is served first when the budget is
+#: short). The question is required and served first; then the instructions; then the
+#: cached prefix, the summary and topic block before the turns (both are sized by
+#: their ceilings, so a longer question or history costs the oldest turns, never the
+#: bytes in front of the whole history); the per-call memories last
+#: (``Layout.memories_priority``), so they only fill what the prefix leaves.
+QUESTION_PRIORITY = 100
+SYSTEM_PRIORITY = 90
+RULES_PRIORITY = 85
+TOOLS_PRIORITY = 80
+SUMMARY_PRIORITY = 70
+TOPIC_PRIORITY = 65
+TURNS_PRIORITY = 60
+
 #: Seconds a Session holds a compaction's rotated turns while it stores them in
 #: long-term memory; past it (the holder died) the next offload stores them.
 ARCHIVE_LEASE_S = 120.0
@@ -84,12 +98,18 @@ class Layout:
     memories_floor: float = 0.0
     memories_ceiling: float = 0.5
     restate_question_over: int | None = 1000
+    #: Content blocks between a stepping stone in the turns and the breakpoint after
+    #: it (below the provider's 20-block lookback; 0: no stones). See
+    #: :func:`contextos.engine.window.plan_breakpoints`.
     anchor_every: int = 16
     #: Share for the topic memory block inside the cached prefix (0: no such block).
     topic_ceiling: float = 0.0
-    #: Priority of the per-call memories; below the summary's (30) they only fill
-    #: what the cached prefix leaves, so their size never moves the prefix.
-    memories_priority: int = 50
+    #: Priority of the per-call memories. Below every cached-prefix segment (the
+    #: summary's :data:`SUMMARY_PRIORITY`, the topic block's, the turns') they only
+    #: fill what the prefix leaves, so how many memories a call retrieves never moves
+    #: the prefix bytes nor squeezes the summary out. A value above
+    #: :data:`TURNS_PRIORITY` lets them do both.
+    memories_priority: int = 25
 
 
 class MemoryLike(Protocol):
@@ -247,7 +267,23 @@ def context_window(
     ``memory_header``; one already in ``topic`` is not repeated) and the
     question. A ``question`` given as a Message is sent as the caller's message;
     None leaves the question segment empty.
+
+    Blank instructions (an empty or whitespace-only system prompt, rule or header)
+    are left out: each would be an empty text block, which the Messages API refuses
+    ("text content blocks must be non-empty").
+
+    Raises:
+        ValueError: ``question`` is an empty or whitespace-only string (it would be
+            such a block; pass None for a window without a question).
     """
+    if isinstance(question, str) and not question.strip():
+        raise ValueError(
+            "the question is empty (or only whitespace): the API refuses an empty text "
+            "block; pass question=None for a window without one"
+        )
+    system = system if system.strip() else ""
+    memory_header = memory_header if memory_header and memory_header.strip() else None
+    topic_header = topic_header if topic_header and topic_header.strip() else None
     lay = layout or Layout()
     if topic and lay.topic_ceiling <= 0:
         raise ValueError("topic memories need a layout with topic_ceiling > 0")
@@ -260,7 +296,7 @@ def context_window(
                 "memory_header",
                 "context",
                 (text_item("memories:header", memory_header, tokenizer),),
-                priority=50,
+                priority=lay.memories_priority,
             )
         ]
     topic_head: list[Segment] = []
@@ -270,7 +306,7 @@ def context_window(
                 "topic_header",
                 "system",
                 (text_item("topic:header", topic_header, tokenizer, role="system"),),
-                priority=55,
+                priority=TOPIC_PRIORITY,
             )
         ]
     question_items: tuple[Item, ...] = ()
@@ -289,7 +325,7 @@ def context_window(
             "tools",
             "tools",
             tuple(tool_item(t, tokenizer) for t in tools),
-            priority=80,
+            priority=TOOLS_PRIORITY,
             cache_ttl="1h",
             required=True,
         ),
@@ -297,22 +333,26 @@ def context_window(
             "system",
             "system",
             (text_item("system", system, tokenizer, role="system"),) if system else (),
-            priority=90,
+            priority=SYSTEM_PRIORITY,
             cache_ttl="1h",
             required=True,
         ),
         Segment(
             "rules",
             "system",
-            tuple(text_item(f"rule:{i}", r, tokenizer, role="system") for i, r in enumerate(rules)),
-            priority=85,
+            tuple(
+                text_item(f"rule:{i}", r, tokenizer, role="system")
+                for i, r in enumerate(rules)
+                if r.strip()
+            ),
+            priority=RULES_PRIORITY,
             cache_ttl="1h",
         ),
         Segment(
             "summary",
             "system",
             summary_items,
-            priority=30,
+            priority=SUMMARY_PRIORITY,
             ceiling=int(lay.summary_ceiling * budget),
             cache_ttl="5m",
         ),
@@ -321,7 +361,7 @@ def context_window(
             "topic",
             "system",
             topic_items,
-            priority=55,
+            priority=TOPIC_PRIORITY,
             keep="strongest",
             placement="edges",
             ceiling=int(lay.topic_ceiling * budget),
@@ -331,7 +371,7 @@ def context_window(
             "turns",
             "messages",
             tuple(turns),
-            priority=60,
+            priority=TURNS_PRIORITY,
             keep="newest",
             cache_ttl="5m",
             anchor_every=lay.anchor_every,
@@ -347,7 +387,7 @@ def context_window(
             floor=int(lay.memories_floor * budget),
             ceiling=int(lay.memories_ceiling * budget),
         ),
-        Segment("question", "question", question_items, priority=100, required=True),
+        Segment("question", "question", question_items, priority=QUESTION_PRIORITY, required=True),
     ]
     return assemble(
         segments,
@@ -355,6 +395,48 @@ def context_window(
         min_cache_tokens=min_cache_tokens,
         restate_question_over=lay.restate_question_over,
     )
+
+
+def _texts(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(where, text) for every string in a JSON-like value (mapping keys included)."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _texts(k, f"{where} key")
+            yield from _texts(v, f"{where}[{k!r}]")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _texts(v, f"{where}[{i}]")
+
+
+def check_text(message: Message, what: str = "message") -> None:
+    """Refuse a message holding text that is not valid Unicode (a lone surrogate).
+
+    Why: such a string cannot be encoded as UTF-8, so no store can write it and no
+    provider accepts it; found at the store, it surfaced as a raw
+    ``UnicodeEncodeError`` naming neither the message nor the field.
+
+    Raises:
+        ValueError: naming the field and the index of the first bad character.
+    """
+    fields: list[tuple[str, Any]] = [
+        ("content", message.content),
+        ("name", message.name),
+        ("tool_call_id", message.tool_call_id),
+        ("metadata", message.metadata),
+    ]
+    for i, call in enumerate(message.tool_calls):
+        fields += [(f"tool_calls[{i}].{f}", getattr(call, f)) for f in ("id", "name", "arguments")]
+    for field, value in fields:
+        for where, text in _texts(value, field):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(
+                    f"{what} {where} is not valid Unicode text "
+                    f"(lone surrogate {text[e.start]!r} at index {e.start})"
+                ) from None
 
 
 def window_budget(model: ModelInfo, budget: int | None = None) -> int:
@@ -428,6 +510,8 @@ class Session:
         """Append messages durably (with token counts); returns them numbered."""
         if not messages or not all(isinstance(m, Message) for m in messages):
             raise TypeError("add takes one or more Message values")
+        for n, m in enumerate(messages):
+            check_text(m, f"message {n}" if len(messages) > 1 else "message")
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
         logged = self.store.append_turns(self.scope, list(messages), tokens)
         with self._lock:
@@ -655,7 +739,7 @@ class Session:
     def window(
         self,
         model: ModelInfo,
-        question: str,
+        question: str | None,
         *,
         budget: int | None = None,
         system: str = "",
@@ -664,9 +748,20 @@ class Session:
         hits: Sequence[Hit] = (),
         layout: Layout | None = None,
     ) -> Window:
-        """Assemble the window for ``question`` under the model's budget."""
+        """Assemble the window for ``question`` under the model's budget.
+
+        ``question`` None: a call with no new question. ``""`` means the same when
+        the newest turn is one the call answers (a tool result, as in an agent's call
+        after its tools ran, or a user turn): no question block is placed, since the
+        API refuses an empty one. Any other blank question (only whitespace, or empty
+        after an assistant turn, where the request would end as the assistant's
+        unfinished reply) is refused with ``ValueError`` by :func:`context_window`.
+        """
         total = window_budget(model, budget)
         state = self.state()
+        turns = self.turns()
+        if question == "" and turns and turns[-1].message.role in ("tool", "user"):
+            question = None
         return context_window(
             total,
             tokenizer=self.tokenizer,
@@ -676,7 +771,7 @@ class Session:
             rules=rules,
             tools=tools,
             summary=state.summary,
-            turns=turn_items(self.turns(), state, self.tokenizer),
+            turns=turn_items(turns, state, self.tokenizer),
             memories=hits,
             layout=layout,
         )
@@ -749,6 +844,7 @@ __all__ = [
     "Session",
     "MemoryLike",
     "archive",
+    "check_text",
     "context_window",
     "hit_items",
     "hit_refs",

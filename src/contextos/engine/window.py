@@ -18,8 +18,12 @@ first, rank 2 last, rank 3 second, and so on, the weakest in the middle.
 Cache breakpoints are planned here as well, because they are a property of the
 layout: after the last block of each segment that asks for one, at most four,
 each prefix at least the model's minimum cacheable length, 1-hour ones before
-5-minute ones, plus a "stepping stone" inside long turn segments so a provider
-that looks back at most 20 blocks still finds the previous call's entry.
+5-minute ones, plus "stepping stones" inside long turn segments so a provider
+that looks back at most 20 *content blocks* still finds the previous call's entry.
+Distances are counted in content blocks as the wire has them (a turn with text
+and N tool calls is 1 + N blocks, a turn answering N parallel calls is N), not in
+window blocks: one agent step with many parallel tool calls is one window block
+per turn but dozens of content blocks.
 """
 
 from __future__ import annotations
@@ -40,8 +44,18 @@ TTL = Literal["5m", "1h"]
 
 #: Anthropic allows at most four cache breakpoints per request.
 MAX_BREAKPOINTS = 4
-#: A breakpoint finds an earlier cache entry at most this many blocks back.
+#: A breakpoint finds an earlier cache entry at most this many content blocks back.
 LOOKBACK_BLOCKS = 20
+#: Stepping stones one segment may ask for: each reaches about ``anchor_every`` +
+#: :data:`LOOKBACK_BLOCKS` content blocks further back than the breakpoint after it.
+MAX_STONES = 2
+
+#: Message metadata key of a logged Anthropic tool-result turn: its content blocks as
+#: the caller sent them (every ``tool_result`` with its own ``tool_use_id`` and
+#: ``is_error``, and any text beside them) and ``of``, a digest of the text they were
+#: logged with (:func:`contextos.cache.render.tool_results_meta`). Defined here because
+#: the breakpoint planner counts those blocks (:func:`content_blocks`).
+TOOL_RESULTS_KEY = "anthropic_tool_results"
 
 
 @dataclass(frozen=True)
@@ -307,11 +321,7 @@ def assemble(
             raise BudgetError(
                 f"segment {seg.name!r} does not fit", requested=need, available=allowance
             )
-        reason = (
-            f"over the ceiling of segment {seg.name!r} ({seg.ceiling} tokens)"
-            if seg.ceiling is not None and seg.ceiling < room
-            else f"no budget left for segment {seg.name!r} after higher priorities"
-        )
+        reason = _reason(seg, room, allowance, kept, dropped)
         overflow += [Overflow(seg.name, i.key, i.tokens, reason) for u in dropped for i in u]
         used = sum(_cost(u) for u in kept)
         left -= used
@@ -331,6 +341,40 @@ def assemble(
     window_usage = tuple(usage[s.name] for s in segments)
     bps = plan_breakpoints(blocks, segments, min_cache_tokens=min_cache_tokens)
     return Window(tuple(blocks), budget, window_usage, tuple(overflow), bps)
+
+
+def _reason(
+    seg: Segment,
+    room: int,
+    allowance: int,
+    kept: Sequence[tuple[Item, ...]],
+    dropped: Sequence[tuple[Item, ...]],
+) -> str:
+    """Why ``dropped`` units of ``seg`` were left out (one reason for the segment).
+
+    A ``newest`` segment (the history) stops at the first unit, newest first, that
+    is larger than the room left, and the older ones go with it (no holes): the
+    reason names that unit and the room, since "no budget left" sent the reader
+    after the higher priorities while the room was there and the turn too big
+    (the newest turn alone, when it is larger than all the room).
+    """
+    if seg.keep == "newest" and dropped:
+        out = {id(u[0]) for u in dropped}
+        units = _units(seg.items)
+        stop = next(
+            (u for u in reversed(units) if id(u[0]) in out and not any(i.pinned for i in u)),
+            None,
+        )
+        if stop is not None:
+            which = "newest unit" if stop is units[-1] else "newest unit left out"
+            left = allowance - sum(_cost(u) for u in kept)
+            return (
+                f"the {which} of segment {seg.name!r} ({_cost(stop)} tokens) is larger than "
+                f"the room left ({left} tokens); older ones are not placed without it"
+            )
+    if seg.ceiling is not None and seg.ceiling < room:
+        return f"over the ceiling of segment {seg.name!r} ({seg.ceiling} tokens)"
+    return f"no budget left for segment {seg.name!r} after higher priorities"
 
 
 def _layout(
@@ -370,6 +414,25 @@ def _restate(
 # -- cache breakpoints ---------------------------------------------------------
 
 
+def content_blocks(block: Block) -> int:
+    """How many content blocks ``block`` is on a wire that counts them (Anthropic).
+
+    A turn is its text (when it has any) plus one ``tool_use`` per call; a tool
+    result turn is the blocks it was logged with (one ``tool_result`` per parallel
+    call, :data:`TOOL_RESULTS_KEY`), else one. Never below 1: where the renderer
+    sends fewer (a cleared result drops the text beside it) the count errs long,
+    which only places a stepping stone nearer to the entry it must reach.
+    """
+    msg = block.message
+    if block.kind != "messages" or msg is None:
+        return 1
+    if msg.role == "tool":
+        kept = msg.metadata.get(TOOL_RESULTS_KEY)
+        logged = kept.get("blocks") if isinstance(kept, dict) else None
+        return max(1, len(logged)) if isinstance(logged, list) else 1
+    return max(1, (1 if msg.content else 0) + len(msg.tool_calls))
+
+
 def plan_breakpoints(
     blocks: Sequence[Block],
     segments: Sequence[Segment],
@@ -392,37 +455,65 @@ def plan_breakpoints(
         if not (c[1] == "1h" and k + 1 < len(cands) and cands[k + 1][1] == "1h")
     ]
     if len(cands) > max_breakpoints:
-        # Keep the largest prefix, then stepping stones, then 1h, then the latest others.
+        # Keep the largest prefix, then the stone nearest to it, then 1h, then further
+        # stones, then the latest others.
         last = len(cands) - 1
-        order = sorted(
-            range(len(cands)), key=lambda k: (k != last, not cands[k][3], cands[k][1] != "1h", -k)
-        )
+
+        def rank(k: int) -> tuple[bool, int, int]:
+            stone, ttl = cands[k][3], cands[k][1]
+            kind = 0 if stone == 1 else 1 if ttl == "1h" else 2 if stone else 3
+            return (k != last, kind, -k)
+
+        order = sorted(range(len(cands)), key=rank)
         cands = [cands[k] for k in sorted(order[:max_breakpoints])]
     return tuple(Breakpoint(i, ttl, seg, prefix[i]) for i, ttl, seg, _ in cands)
 
 
-_Cand = tuple[int, TTL, str, bool]
+#: (block index, ttl, segment, stepping stone: 0 = none, 1 = nearest the segment's end, ...)
+_Cand = tuple[int, TTL, str, int]
 
 
 def _candidates(blocks: Sequence[Block], segments: Sequence[Segment]) -> list[_Cand]:
-    """(block index, ttl, segment, is stepping stone) for every requested breakpoint."""
-    out: list[tuple[int, TTL, str, bool]] = []
+    """Every requested breakpoint, stepping stones included.
+
+    A segment with ``anchor_every`` gets, back from its last block, a chain of up to
+    :data:`MAX_STONES` stones, each the latest block at least ``anchor_every``
+    content blocks (:func:`content_blocks`) before the breakpoint after it. Every
+    block between two breakpoints is then within ``anchor_every`` (below the
+    provider's 20) of the later one, so an entry the previous call wrote at its
+    last block is found as long as this call appended no more than about
+    ``MAX_STONES * anchor_every + LOOKBACK_BLOCKS`` content blocks (an agent step
+    with many parallel tool calls), wherever the previous call ended.
+    """
+    out: list[_Cand] = []
     for seg in segments:
         if seg.cache_ttl is None:
             continue
         idx = [i for i, b in enumerate(blocks) if b.segment == seg.name and b.kind == seg.kind]
         if not idx:
             continue
-        if seg.anchor_every > 0 and len(idx) > seg.anchor_every:
-            stone = ((len(idx) - 1) // seg.anchor_every) * seg.anchor_every - 1
-            out.append((idx[stone], seg.cache_ttl, seg.name, True))
-        out.append((idx[-1], seg.cache_ttl, seg.name, False))
+        if seg.anchor_every > 0:
+            pos: list[int] = []  # content blocks up to and including each of the segment's
+            total = 0
+            for i in idx:
+                total += content_blocks(blocks[i])
+                pos.append(total)
+            cur = len(idx) - 1
+            for n in range(1, MAX_STONES + 1):
+                k = cur - 1
+                while k >= 0 and pos[cur] - pos[k] < seg.anchor_every:
+                    k -= 1
+                if k < 0:
+                    break
+                cur = k
+                out.append((idx[cur], seg.cache_ttl, seg.name, n))
+        out.append((idx[-1], seg.cache_ttl, seg.name, 0))
     return sorted(out)
 
 
 def _fix_ttl_order(cands: list[_Cand]) -> list[_Cand]:
     """A 1-hour breakpoint may not follow a 5-minute one: downgrade it."""
-    out: list[tuple[int, TTL, str, bool]] = []
+    out: list[_Cand] = []
     seen_5m = False
     for i, ttl, seg, stone in cands:
         if ttl == "5m":
@@ -434,6 +525,8 @@ def _fix_ttl_order(cands: list[_Cand]) -> list[_Cand]:
 __all__ = [
     "LOOKBACK_BLOCKS",
     "MAX_BREAKPOINTS",
+    "MAX_STONES",
+    "TOOL_RESULTS_KEY",
     "Block",
     "Breakpoint",
     "Item",
@@ -443,6 +536,7 @@ __all__ = [
     "Window",
     "assemble",
     "canonical_json",
+    "content_blocks",
     "edge_order",
     "message_item",
     "plan_breakpoints",
