@@ -11,6 +11,9 @@ full reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,13 +53,9 @@ def agent_step(s: Session, k: int, n: int, *, ask: bool = True) -> None:
     )
 
 
-def cached(usage: Any) -> int:
-    """What a call left in the cache: the prefix it read plus the part it wrote."""
-    return int(usage.cache_read_input_tokens) + int(usage.cache_creation_input_tokens)
-
-
-@pytest.mark.parametrize(("n", "ask"), [(4, True), (15, True), (20, True), (8, False), (19, False)])
-def test_each_agent_step_reads_what_the_previous_call_cached(tmp_path, n, ask):
+@contextmanager
+def agent_against_the_fake(tmp_path: Path) -> Iterator[tuple[Session, CacheSimulator, Any]]:
+    """A session, the cache simulator, and the real SDK client on the loopback fake."""
     anthropic = pytest.importorskip("anthropic")
     s = Session(SQLiteStore(str(tmp_path / "s.db")), "agent-1", user_id="ana")
     sim = CacheSimulator("anthropic", min_tokens=SONNET.min_cache_tokens)
@@ -64,6 +63,17 @@ def test_each_agent_step_reads_what_the_previous_call_cached(tmp_path, n, ask):
         FakeAnthropic(min_cache_tokens=SONNET.min_cache_tokens) as fake,
         anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as client,
     ):
+        yield s, sim, client
+
+
+def cached(usage: Any) -> int:
+    """What a call left in the cache: the prefix it read plus the part it wrote."""
+    return int(usage.cache_read_input_tokens) + int(usage.cache_creation_input_tokens)
+
+
+@pytest.mark.parametrize(("n", "ask"), [(4, True), (15, True), (20, True), (8, False), (19, False)])
+def test_each_agent_step_reads_what_the_previous_call_cached(tmp_path, n, ask):
+    with agent_against_the_fake(tmp_path) as (s, sim, client):
         prev = None
         for k in range(4):
             agent_step(s, k, n, ask=ask)
@@ -87,13 +97,7 @@ def test_each_agent_step_reads_what_the_previous_call_cached(tmp_path, n, ask):
 def test_the_simulator_misses_where_the_api_does(tmp_path):
     """Three steps of 20 parallel calls between two calls (123 content blocks) are
     past the reach of every stone: the simulator reports the miss the API has."""
-    anthropic = pytest.importorskip("anthropic")
-    s = Session(SQLiteStore(str(tmp_path / "s.db")), "agent-1", user_id="ana")
-    sim = CacheSimulator("anthropic", min_tokens=SONNET.min_cache_tokens)
-    with (
-        FakeAnthropic(min_cache_tokens=SONNET.min_cache_tokens) as fake,
-        anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as client,
-    ):
+    with agent_against_the_fake(tmp_path) as (s, sim, client):
         seen = []
         for k in range(2):
             for step in range(3):
