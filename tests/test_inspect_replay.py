@@ -161,6 +161,24 @@ def texts(svg: ElementTree.Element) -> list[str]:
 CONTROL = "s\x01\x02\x08\x0b\x0c\x0e\x1b\x1f\x7f\ufffe-end"
 
 
+def test_a_blank_user_turn_does_not_fail_the_replay(tmp_path: Path) -> None:
+    """Why: a window refuses a blank question, and the replay asked each user turn's
+    text as one: a session holding a user turn of no text (an image, a blank line)
+    failed the whole cache page with HTTP 400."""
+    store = SQLiteStore(str(tmp_path / "b.db"))
+    try:
+        scope = Scope(tenant="t", session_id="b1")
+        said = ["hello", "hi", "  ", "ok", "and now?", "fine"]
+        roles = ("user", "assistant") * 3
+        messages = [Message(r, t) for r, t in zip(roles, said, strict=True)]  # type: ignore[arg-type]
+        store.append_turns(scope, messages, [5] * 6)
+        model = get_model("claude-sonnet-4-6")
+        costs = replay_costs(store.turns(scope), model, default_tokenizer())
+        assert [c.seq for c in costs] == [0, 2, 4]
+    finally:
+        store.close()
+
+
 def test_chart_of_a_session_id_with_control_characters_is_valid_xml(tmp_path: Path) -> None:
     class Call:
         seq, read_share, saved_usd = 0, 0.5, 0.001

@@ -133,7 +133,9 @@ def replay_costs(
         window = context_window(
             budget,
             tokenizer=tokenizer,
-            question=turn.message.content,
+            # A user turn with no text (an image, a blank line) asks nothing: a window
+            # refuses a blank question, and one such turn must not fail the whole page.
+            question=turn.message.content if turn.message.content.strip() else None,
             min_cache_tokens=model.min_cache_tokens,
             turns=turn_items(turns[:i], state, tokenizer),
         )
