@@ -211,6 +211,30 @@ def test_purging_a_turn_already_deleted_takes_the_facts_left_behind(
         memory.delete("no-such-id")
 
 
+class CountsLists:
+    """The store, counting ``list`` calls (the tenant-wide search for left-behind facts)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.lists = store, 0
+
+    def __getattr__(self, name: str) -> object:
+        if name == "list":
+            self.lists += 1
+        return getattr(self.store, name)
+
+
+def test_purging_an_id_never_stored_reads_no_records(store: Store) -> None:
+    """Why: a purge of an unknown id searched every record of the tenant for facts of
+    it (a metadata scan), so any id sent again and again cost a scan each."""
+    counted = CountsLists(store)
+    memory = Memory(store=counted, embedder=HashEmbedder(), background_embedding=False)  # type: ignore[arg-type]
+    add_turn(memory, "My secret PIN is 4421 and I moved to Lisbon last May.")
+    before = counted.lists
+    with pytest.raises(NotFound):
+        memory.delete("no-such-id", purge=True)
+    assert counted.lists == before
+
+
 def test_an_update_of_a_turn_changed_meanwhile_derives_its_facts_from_the_new_row(
     memory: Memory, store: Store
 ) -> None:

@@ -388,7 +388,11 @@ class Memory:
         if record is None:
             # A purge of a turn already deleted still takes any fact of it left behind
             # (by a version that deleted them one transaction at a time, and crashed).
-            orphans = self._orphan_facts(memory_id) if purge else []
+            # Only for an id this tenant ever had (its history is one indexed read):
+            # the search for facts reads every record's metadata, and any id could be
+            # sent to make each request pay for that.
+            known = purge and bool(self.store.history(self.tenant, memory_id))
+            orphans = self._orphan_facts(memory_id) if known else []
             if not orphans:
                 raise NotFound(f"no memory {memory_id!r}")
             self.store.delete_many(self.tenant, [f.id for f in orphans], purge=True)
