@@ -42,12 +42,13 @@ def test_a_session_window_refuses_a_blank_question_and_places_no_empty_block(ses
         Message("assistant", "", tool_calls=(call,)),
         Message("tool", "found it", tool_call_id=call.id),
     )
-    for question in ("", None):
-        w = session.window(SONNET, question, system="sys")
-        assert "question" not in {b.segment for b in w.blocks}
-        body = render_anthropic(w, SONNET)
-        assert empty_content(body) is None
-        assert body["messages"][-1]["content"][0]["type"] == "tool_result"
+    with pytest.raises(ValueError, match="question is empty"):
+        session.window(SONNET, "", system="sys")  # blank is refused here too: None says it
+    w = session.window(SONNET, None, system="sys")
+    assert "question" not in {b.segment for b in w.blocks}
+    body = render_anthropic(w, SONNET)
+    assert empty_content(body) is None
+    assert body["messages"][-1]["content"][0]["type"] == "tool_result"
 
 
 def test_blank_rules_and_system_prompt_are_left_out(session):

@@ -83,7 +83,7 @@ class _Agent:
         self.sim = CacheSimulator("anthropic", min_tokens=info.min_cache_tokens)
         self.usages: list[Usage] = []
 
-    def call(self, question: str, at: float) -> None:
+    def call(self, question: str | None, at: float) -> None:
         rules = [self.prefix.text(compaction_point(self.session))]
         window = self.session.window(self.info, question, system=SYSTEM, rules=rules, tools=SCHEMAS)
         self.usages.append(self.sim.send(cache_request(window, self.info, "anthropic", at=at)))
@@ -98,7 +98,7 @@ class _Agent:
             self.session.add(Message("assistant", "", tool_calls=(tc,)))
             outcome = self.tools.execute(tc.name, tc.arguments)
             self.session.add(Message("tool", outcome.text, tool_call_id=tc.id))
-            self.call("", at + 2.0)
+            self.call(None, at + 2.0)  # after its tools ran: no new question
         self.session.add(Message("assistant", _answer(i)))
 
 

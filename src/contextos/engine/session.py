@@ -750,18 +750,12 @@ class Session:
     ) -> Window:
         """Assemble the window for ``question`` under the model's budget.
 
-        ``question`` None: a call with no new question. ``""`` means the same when
-        the newest turn is one the call answers (a tool result, as in an agent's call
-        after its tools ran, or a user turn): no question block is placed, since the
-        API refuses an empty one. Any other blank question (only whitespace, or empty
-        after an assistant turn, where the request would end as the assistant's
-        unfinished reply) is refused with ``ValueError`` by :func:`context_window`.
+        ``question`` None: a call with no new question (an agent's call after its
+        tools ran): no question block is placed. A blank question is refused with
+        ``ValueError`` by :func:`context_window` (the API refuses an empty text block).
         """
         total = window_budget(model, budget)
         state = self.state()
-        turns = self.turns()
-        if question == "" and turns and turns[-1].message.role in ("tool", "user"):
-            question = None
         return context_window(
             total,
             tokenizer=self.tokenizer,
@@ -771,7 +765,7 @@ class Session:
             rules=rules,
             tools=tools,
             summary=state.summary,
-            turns=turn_items(turns, state, self.tokenizer),
+            turns=turn_items(self.turns(), state, self.tokenizer),
             memories=hits,
             layout=layout,
         )
