@@ -14,7 +14,8 @@ rather than answered across users.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
 from ..store import open_store
-from ..store.base import Derived, EmbeddingStatus, Newest, Patch, Store
+from ..store.base import Derived, EmbeddedText, EmbeddingStatus, Newest, Patch, Store
 from ..store.records import patched
 from ..times import opt_utc
 from ..types import (
@@ -39,7 +40,14 @@ from ..types import (
     content_hash,
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
-from .ingest import MAX_TEXT_CHARS, AddOptions, build_records, to_messages, validate_options
+from .ingest import (
+    MAX_TEXT_CHARS,
+    AddOptions,
+    build_records,
+    next_seq,
+    to_messages,
+    validate_options,
+)
 from .record_tokens import RecordTokens
 from .render import FACT_OF, embedding_text
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
@@ -55,6 +63,10 @@ MAX_LIMIT = 1000
 ADD_TRIES = 50
 
 log = logging.getLogger(__name__)
+
+#: One try of an add to a session: given the session's newest record as read (what the
+#: write is conditional on) and its latest turn, the records written (``Conflict``: none).
+AddTry = Callable[[Newest | None, MemoryRecord | None], list[MemoryRecord]]
 
 
 class Memory:
@@ -167,26 +179,43 @@ class Memory:
             event_time=event_time,
             memory_type=memory_type,
         )
-        if infer:
-            last = self._last_turn(opts.scope)[1]
-            return self._infer(to_messages(messages), opts, last, extractor)
         said = to_messages(messages)
+        if infer:
+            return self._infer(said, opts, extractor)
+        facts = self.turn_facts if facts is None else facts
+
+        def write(newest: Newest | None, last: MemoryRecord | None) -> list[MemoryRecord]:
+            return self._add_once(said, opts, dedupe, facts, newest, last)
+
+        return self._after_newest(opts.scope, write)
+
+    def _after_newest(self, scope: Scope, write: AddTry) -> list[MemoryRecord]:
+        """``write(newest, last)`` with the session's newest record and latest turn as
+        read now, tried again while its write is refused (``Conflict``: ``Store.put``'s
+        ``after`` found another newest record).
+
+        The one rule of every add to a session, of turns or of inferred facts: its
+        records are numbered after, and may quote, the latest turn as read, so they are
+        written only if nothing was added or erased in the session meanwhile."""
         for _ in range(ADD_TRIES):
+            newest, last = self._last_turn(scope)
             try:
-                return self._add_once(
-                    said, opts, dedupe, self.turn_facts if facts is None else facts
-                )
+                return write(newest, last)
             except Conflict:
                 continue  # another add, or an erasure, in this session since it was read
         raise Conflict(f"the session changed under each of {ADD_TRIES} tries; nothing written")
 
     def _add_once(
-        self, said: list[Message], opts: AddOptions, dedupe: bool, facts: bool
+        self,
+        said: list[Message],
+        opts: AddOptions,
+        dedupe: bool,
+        facts: bool,
+        newest: Newest | None,
+        last: MemoryRecord | None,
     ) -> list[MemoryRecord]:
-        """One try of ``add`` (turns as said): numbered after, and quoting, the session's
-        newest turn as read, written only if it is still the newest (``Store.put``'s
-        ``after``), else ``Conflict``."""
-        newest, last = self._last_turn(opts.scope)
+        """One try of ``add`` (turns as said) after ``last``, written only if ``newest``
+        is still the session's newest record (see ``_after_newest``)."""
         records = build_records(said, opts, previous=last)
         if dedupe and opts.scope.session_id is None:
             records, new = self._reuse_repeats(records)
@@ -231,26 +260,30 @@ class Memory:
         return out, new
 
     def _infer(
-        self,
-        messages: list[Message],
-        opts: AddOptions,
-        last: MemoryRecord | None,
-        extractor: Extractor | None,
+        self, messages: list[Message], opts: AddOptions, extractor: Extractor | None
     ) -> list[MemoryRecord]:
-        from .infer import infer, next_seq, written
+        """``add(infer=True)``: the facts are extracted once, then decided, numbered and
+        written under the rule of every add to a session (``_after_newest``)."""
+        from .infer import extract_facts, plan_facts, written
 
-        first_seq = next_seq(last) if opts.scope.session_id else None
-        outcomes = infer(
-            self.store,
-            messages,
-            opts,
-            extractor=extractor or self.extractor,
-            reconciler=self.reconciler,
-            first_seq=first_seq,
-            count=self.record_tokens,
-        )
+        facts = extract_facts(messages, opts, extractor or self.extractor)
+        in_session = opts.scope.session_id is not None
+
+        def write(newest: Newest | None, last: MemoryRecord | None) -> list[MemoryRecord]:
+            first_seq = next_seq(last) if in_session else None
+            plan = plan_facts(
+                self.store,
+                facts,
+                opts.scope,
+                first_seq=first_seq,
+                reconciler=self.reconciler,
+                count=self.record_tokens,
+            )
+            return written(plan.commit(after=newest))
+
+        records = self._after_newest(opts.scope, write)
         self._embed_later()
-        return written(outcomes)
+        return records
 
     def _last_turn(self, scope: Scope) -> tuple[Newest | None, MemoryRecord | None]:
         """The newest record of this session as read (what a write after it is based
@@ -329,6 +362,7 @@ class Memory:
         if text is not None:
             _check_text(text)
         given = metadata
+        embeds = _EmbeddedTexts()  # made once per version of the record
         for _ in range(ADD_TRIES):
             before = self.store.get(self.tenant, memory_id)
             if before is None:
@@ -342,8 +376,8 @@ class Memory:
                     memory_id,
                     patch,
                     count=self.record_tokens,
-                    embeds=embedding_text,  # a new speaker or caption is embedded again
-                    derived=self._derived(before, patch),
+                    embeds=embeds,  # a new speaker or caption is embedded again
+                    derived=self._derived(before, patch, embeds),
                 )
             except Conflict:
                 continue  # changed since it was read: its facts are derived anew
@@ -351,7 +385,7 @@ class Memory:
             return record
         raise Conflict(f"memory {memory_id!r} changed under each of {ADD_TRIES} tries")
 
-    def _derived(self, before: MemoryRecord, patch: Patch) -> Derived | None:
+    def _derived(self, before: MemoryRecord, patch: Patch, embeds: EmbeddedText) -> Derived | None:
         """The facts stored beside a turn, re-derived for ``patch`` (None: it has none
         and takes none). They say what it said, who said it and what it showed (part
         of its embedded text), so they are replaced when that text changes; in the
@@ -363,7 +397,7 @@ class Memory:
         if not facts and not (takes_facts and FACT_OF not in before.metadata):
             return None
         after = patched(before, patch)
-        if embedding_text(before) == embedding_text(after):
+        if embeds(before) == embeds(after):
             return Derived(based_on=before)
         from .infer import facts_beside
 
@@ -520,8 +554,6 @@ class Memory:
         as_of: datetime | None,
         time_range: tuple[datetime | None, datetime | None] | None,
     ) -> Filter:
-        from dataclasses import replace
-
         base = filters or Filter()
         if not isinstance(base, Filter):
             raise TypeError("filters must be a contextos.Filter")
@@ -569,6 +601,31 @@ class Memory:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _EmbeddedTexts:
+    """``embedding_text`` for the versions of one record in one update, each computed
+    once (an :data:`~contextos.store.base.EmbeddedText`).
+
+    Why: ``update`` compares the record's embedded text before and after the patch (do
+    the facts beside a turn change?), and the store compares them again in its
+    transaction, on the rows as stored (``Store.update``'s ``embeds``): the same two
+    versions unless another writer came in between. Each computation runs the
+    extractor over the turn (``memory.expansion``), so each was paid twice."""
+
+    def __init__(self) -> None:
+        self._seen: list[tuple[MemoryRecord, str]] = []
+
+    def __call__(self, record: MemoryRecord) -> str:
+        # What the store writes beside the patch (the time of the write, the text's
+        # hash) is not part of what is embedded.
+        key = replace(record, updated_at=None, hash="")
+        for seen, text in self._seen:
+            if seen == key:
+                return text
+        text = embedding_text(record)
+        self._seen.append((key, text))
+        return text
 
 
 def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:

@@ -26,17 +26,17 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from contextos.text import sentences as S
 
 from ..store.base import Store, TokenCounter
-from ..types import MemoryRecord, Message, content_hash
+from ..types import MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
-from .reconcile import Outcome, Reconciler, reconcile
+from .reconcile import Outcome, Plan, Reconciler
 from .render import CAPTION_KEYS, FACT_OF
 
 #: Metadata keys naming the turn a message is (provenance), in order of preference.
@@ -104,59 +104,63 @@ def _by_turn(
     return sorted(groups.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
 
 
-def infer(
-    store: Store,
-    messages: Sequence[Message],
-    opts: AddOptions,
-    *,
-    extractor: Extractor | None = None,
-    reconciler: Reconciler | None = None,
-    first_seq: int | None = None,
-    count: TokenCounter | None = None,
-) -> list[Outcome]:
-    """Extract facts from ``messages``, reconcile them with ``opts.scope``'s memories, store them.
+@dataclass(frozen=True)
+class Facts:
+    """What the extractor found in an add's messages: the candidates, dated, grouped by
+    the position of their source turn (in turn order), the question each reply answers
+    (``question_contexts``) and the metadata of every record they write.
+
+    Made once per add, however many times its write is tried (an LLM extractor is
+    asked once): only the decisions and the numbering depend on what the store holds."""
+
+    groups: list[tuple[int | None, list[Candidate]]]
+    contexts: dict[str, str]
+    metadata: dict[str, Any]
+
+
+def extract_facts(
+    messages: Sequence[Message], opts: AddOptions, extractor: Extractor | None = None
+) -> Facts:
+    """The facts of ``messages`` (see :class:`Facts`) by ``extractor`` (the offline one
+    when None).
 
     The data flows one way: messages -> turns (an id and a time each) -> candidates
-    (the extractor's, dated) -> decisions and records (:func:`reconcile`, one source
+    (the extractor's, dated) -> decisions and records (:func:`plan_facts`, one source
     turn at a time). What a record needs from its turn (its position, the question it
-    answers) is handed to ``reconcile`` with the candidates, not added afterwards.
-
-    ``first_seq`` is the session position of the first message (None outside a
-    session): facts are numbered by their source turn. Returns every decision
-    with the record it wrote or closed. ``count`` gives each record written its token
-    count.
-    """
-    now = datetime.now(UTC)
-    default_time = opts.event_time or now
+    answers) goes with the candidates, not added afterwards."""
+    default_time = opts.event_time or datetime.now(UTC)
     turns = prepare(messages, default_time)
     extractor = extractor or OfflineExtractor()
     candidates = extractor.extract(turns, session_time=default_time)
     candidates = _dated(candidates, _turn_times(turns), default_time)
     order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
-    contexts = question_contexts(turns)
     base_meta = {**opts.metadata, "inferred": True}
-    outcomes: list[Outcome] = []
-    for pos, group in _by_turn(candidates, order):
-        meta = dict(base_meta)
+    return Facts(_by_turn(candidates, order), question_contexts(turns), base_meta)
+
+
+def plan_facts(
+    store: Store,
+    facts: Facts,
+    scope: Scope,
+    *,
+    first_seq: int | None,
+    reconciler: Reconciler | None = None,
+    count: TokenCounter | None = None,
+) -> Plan:
+    """The decisions on ``facts`` in ``scope`` against what ``store`` holds now, and the
+    records they write (nothing is written: ``Plan.commit``).
+
+    ``first_seq`` is the session position of the first message (None outside a
+    session): facts are numbered by their source turn. ``count`` gives each record
+    written its token count. The records are dated now, after the caller read the
+    session's newest record, so they are the newest once written."""
+    plan = Plan(store, scope, reconciler=reconciler, contexts=facts.contexts, count=count)
+    for pos, group in facts.groups:
+        meta = dict(facts.metadata)
         if first_seq is not None:
             meta["seq"] = first_seq + (pos or 0)
-        outcomes += reconcile(
-            group,
-            store,
-            scope=opts.scope,
-            reconciler=reconciler,
-            now=now,
-            metadata=meta,
-            contexts=contexts,
-            count=count,
-        )
-    return outcomes
-
-
-def next_seq(last: MemoryRecord | None) -> int:
-    """The session position after ``last``, the session's latest memory (0 when none)."""
-    seq = last.metadata.get("seq") if last is not None else None
-    return seq + 1 if isinstance(seq, int) else 0
+        plan.decide(group, meta)
+    return plan
 
 
 def written(outcomes: Sequence[Outcome]) -> list[MemoryRecord]:

@@ -110,7 +110,7 @@ def build_records(
     now = datetime.now(UTC)
     records: list[MemoryRecord] = []
     prev = _as_message(previous) if previous is not None else None
-    seq = _next_seq(previous) if opts.scope.session_id else None
+    seq = next_seq(previous) if opts.scope.session_id else None
     for message in messages:
         text = message.content.strip()
         if not text:
@@ -155,10 +155,10 @@ def build_records(
     return records
 
 
-def _next_seq(previous: MemoryRecord | None) -> int:
-    if previous is None:
-        return 0
-    seq = previous.metadata.get("seq")
+def next_seq(previous: MemoryRecord | None) -> int:
+    """The session position after ``previous``, the session's latest turn (0 when none):
+    where an add, of turns or of inferred facts, numbers its first record."""
+    seq = previous.metadata.get("seq") if previous is not None else None
     return seq + 1 if isinstance(seq, int) else 0
 
 

@@ -4,8 +4,9 @@ Four outcomes, as in mem0's design: ADD a new memory, UPDATE an existing one
 (the old record's validity is closed and a new record supersedes it, so history
 is kept), DELETE one (its validity is closed: it stops being true but is not
 erased), or NOOP (already known). A :class:`Decision` is a plain value; the
-deciders are pure (given the candidate and its neighbours); only :func:`apply`
-touches a :class:`~contextos.store.base.Store`.
+deciders are pure (given the candidate and its neighbours). A :class:`Plan` reads
+the :class:`~contextos.store.base.Store` to decide a batch and writes nothing until
+:func:`commit` (:func:`apply` does both for one decision, :func:`reconcile` for a batch).
 
 :class:`HeuristicReconciler` decides offline from exact/near duplicates,
 attribute claims ("lives in Paris" vs "lives in Berlin") and negation.
@@ -36,7 +37,7 @@ from contextos.text.temporal import describe
 from ..embed import Embedder
 from ..errors import NotFound, ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..store.base import Patch, Store, TokenCounter
+from ..store.base import Newest, Patch, Store, TokenCounter
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate
 
@@ -312,28 +313,85 @@ def apply(
     ``count`` gives each record written its token count (``Memory`` passes its own).
     """
     now = now or datetime.now(UTC)
+    closes = decision.action in ("UPDATE", "DELETE")
+    old = store.get(scope.tenant, decision.target_id or "") if closes else None
+    step = plan_step(decision, old, scope, now, metadata, contexts, count)
+    return commit([step], store, actor=actor, count=count)[0].record
+
+
+@dataclass(frozen=True)
+class Step:
+    """A decision and the writes it needs, not made yet: ``record`` to insert (an ADD's,
+    an UPDATE's new side) and ``close``, the patch of ``target``, the record it closes
+    (an UPDATE's old side, a DELETE's target) as read."""
+
+    decision: Decision
+    record: MemoryRecord | None = None
+    target: MemoryRecord | None = None
+    close: Patch | None = None
+
+
+def plan_step(
+    decision: Decision,
+    old: MemoryRecord | None,
+    scope: Scope,
+    now: datetime,
+    metadata: Mapping[str, Any] | None = None,
+    contexts: Mapping[str, str] | None = None,
+    count: TokenCounter | None = None,
+) -> Step:
+    """The writes of ``decision`` (see :func:`apply`); ``old`` is its target as read (None
+    for ADD and NOOP). Raises NotFound for a target that is gone or outside ``scope``."""
     if decision.action == "NOOP":
-        return None
+        return Step(decision)
     if decision.action == "ADD":
-        record = counted(new_record(decision, scope, now, metadata, contexts), count)
-        store.put([record], actor=actor)
-        return record
-    target_id = decision.target_id or ""
-    old = store.get(scope.tenant, target_id)
+        return Step(decision, counted(new_record(decision, scope, now, metadata, contexts), count))
     if old is None or not _within(old.scope, scope):
-        raise NotFound(f"no memory {target_id!r} to {decision.action.lower()}")
+        raise NotFound(f"no memory {decision.target_id!r} to {decision.action.lower()}")
     if decision.action == "DELETE":
-        return store.update(scope.tenant, target_id, Patch(valid_to=now), actor=actor)
-    record = new_record(
-        decision, scope, now, {**(metadata or {}), "supersedes": target_id}, contexts
-    )
-    record = counted(record, count)
-    store.put([record], actor=actor)
+        return Step(decision, target=old, close=Patch(valid_to=now))
+    linked = {**(metadata or {}), "supersedes": old.id}
+    record = counted(new_record(decision, scope, now, linked, contexts), count)
     closed = {**old.metadata, "superseded_by": record.id}
-    store.update(
-        scope.tenant, target_id, Patch(valid_to=now, metadata=closed), actor=actor, count=count
-    )
-    return record
+    return Step(decision, record, old, Patch(valid_to=now, metadata=closed))
+
+
+def commit(
+    steps: Sequence[Step],
+    store: Store,
+    *,
+    actor: str = "reconcile",
+    count: TokenCounter | None = None,
+    after: Newest | None = None,
+) -> list[Outcome]:
+    """Write ``steps``: their new records in one ``put`` (with ``after``, only if the
+    newest record it names is still the newest, else ``errors.Conflict`` and nothing is
+    written), then the records they close. Returns each decision with the record it
+    wrote or closed.
+
+    Why one ``put``: an inferring add numbers its facts after the session's newest
+    record, as a plain add numbers its turns, and must be refused as a whole, as a plain
+    add is, if another add or an erasure came in between. The closes come after the
+    inserts, so a crash in between leaves a duplicate rather than a lost fact."""
+    store.put([s.record for s in steps if s.record is not None], actor=actor, after=after)
+    return [Outcome(s.decision, _closed(s, store, actor, count)) for s in steps]
+
+
+def _closed(
+    step: Step, store: Store, actor: str, count: TokenCounter | None
+) -> MemoryRecord | None:
+    """Close ``step``'s target; the record it wrote (an UPDATE's new one), else the
+    record it closed. A target gone since it was read (deleted, forgotten) is skipped:
+    it can no longer be believed true, and the facts written before it stay written."""
+    if step.target is None or step.close is None:
+        return step.record
+    try:
+        closed = store.update(
+            step.target.tenant, step.target.id, step.close, actor=actor, count=count
+        )
+    except NotFound:
+        return step.record
+    return step.record or closed
 
 
 def counted(record: MemoryRecord, count: TokenCounter | None) -> MemoryRecord:
@@ -376,7 +434,6 @@ class Outcome:
     record: MemoryRecord | None
 
 
-@claim_memo()  # each text is parsed once per call, and no parse outlives it
 def reconcile(
     candidates: Sequence[Candidate],
     store: Store,
@@ -390,48 +447,100 @@ def reconcile(
     contexts: Mapping[str, str] | None = None,
     count: TokenCounter | None = None,
 ) -> list[Outcome]:
-    """Decide and apply each candidate in turn against what ``scope`` already holds.
+    """Decide each candidate in turn against what ``scope`` already holds, then apply
+    the decisions (a :class:`Plan`, committed).
 
     Every record written gets ``metadata`` and the context of its first source turn
-    (``contexts``, see :func:`new_record`).
-
-    Similar memories are looked up across the user's (or agent's) sessions, not
-    only ``scope.session_id``: a fact said in one session can update one said in
-    another. A later candidate sees what an earlier one added: new records wait in a
-    batch that is written with one ``put`` (one transaction instead of one per
-    fact) and are shown to the reconciler beside the stored ones; the batch is
-    written early when a decision needs to change one of its records. The
-    reconciler defaults to :class:`HeuristicReconciler`. ``count`` gives each record
-    written its token count.
+    (``contexts``, see :func:`new_record`). The reconciler defaults to
+    :class:`HeuristicReconciler`. ``count`` gives each record written its token count.
     """
-    decider = reconciler or HeuristicReconciler()
-    now = now or datetime.now(UTC)
-    across = replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
-    pending: list[MemoryRecord] = []
-    outcomes: list[Outcome] = []
-    for candidate in candidates:
-        stored = find_similar(store, across, candidate.text, k=k, embedder=embedder)
-        decision = decider.decide(candidate, _like(pending, candidate, k) + stored)
-        if decision.action == "ADD":
-            pending.append(counted(new_record(decision, scope, now, metadata, contexts), count))
-            outcomes.append(Outcome(decision, pending[-1]))
-            continue
-        if any(r.id == decision.target_id for r in pending):
-            store.put(pending, actor="reconcile")
-            pending = []
-        record = apply(
-            decision,
-            store,
-            scope=scope,
-            now=now,
-            metadata=metadata,
-            contexts=contexts,
-            count=count,
+    plan = Plan(
+        store,
+        scope,
+        reconciler=reconciler,
+        embedder=embedder,
+        k=k,
+        now=now,
+        contexts=contexts,
+        count=count,
+    )
+    plan.decide(candidates, metadata)
+    return plan.commit()
+
+
+class Plan:
+    """Decisions on batches of candidates, and the writes they need, made before any
+    is written (:meth:`commit` writes them).
+
+    Similar memories are looked up across the user's (or agent's) sessions, not only
+    ``scope.session_id``: a fact said in one session can update one said in another.
+    A later candidate sees what an earlier one decided: the records the plan will
+    write are shown to the reconciler beside the stored ones, and those it will close
+    are shown no more.
+
+    Why decide first: the new records go in one ``put`` (one transaction instead of
+    one per fact), which an inferring add makes conditional on its session's newest
+    record, as a plain add's is (``commit``'s ``after``); refused, it plans again on
+    what the store holds then, and nothing of the refused plan was written."""
+
+    def __init__(
+        self,
+        store: Store,
+        scope: Scope,
+        *,
+        reconciler: Reconciler | None = None,
+        embedder: Embedder | None = None,
+        k: int = 5,
+        now: datetime | None = None,
+        contexts: Mapping[str, str] | None = None,
+        count: TokenCounter | None = None,
+    ) -> None:
+        self.store, self.scope, self.embedder, self.k = store, scope, embedder, k
+        self.decider = reconciler or HeuristicReconciler()
+        self.now = now or datetime.now(UTC)
+        self.contexts, self.count = contexts, count
+        self.across = replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
+        self.steps: list[Step] = []
+
+    @claim_memo()  # each text is parsed once per batch, and no parse outlives it
+    def decide(
+        self, candidates: Sequence[Candidate], metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Decide each of ``candidates`` in turn; the records they write get ``metadata``."""
+        for candidate in candidates:
+            decision = self.decider.decide(candidate, self._shown(candidate))
+            step = plan_step(
+                decision,
+                self._target(decision),
+                self.scope,
+                self.now,
+                metadata,
+                self.contexts,
+                self.count,
+            )
+            self.steps.append(step)
+
+    def commit(self, *, after: Newest | None = None) -> list[Outcome]:
+        """Write what was decided (see :func:`commit`)."""
+        return commit(self.steps, self.store, count=self.count, after=after)
+
+    def _shown(self, candidate: Candidate) -> list[MemoryRecord]:
+        """The planned records like ``candidate``, then the stored ones; none the plan
+        closes (as a closed record is not shown once written)."""
+        closed = {s.target.id for s in self.steps if s.target is not None}
+        planned = [s.record for s in self.steps if s.record and s.record.id not in closed]
+        stored = find_similar(
+            self.store, self.across, candidate.text, k=self.k, embedder=self.embedder
         )
-        outcomes.append(Outcome(decision, record))
-    if pending:
-        store.put(pending, actor="reconcile")
-    return outcomes
+        return _like(planned, candidate, self.k) + [r for r in stored if r.id not in closed]
+
+    def _target(self, decision: Decision) -> MemoryRecord | None:
+        """The record an UPDATE or DELETE closes: a planned one, else as stored now."""
+        if decision.action not in ("UPDATE", "DELETE"):
+            return None
+        planned = (s.record for s in self.steps if s.record is not None)
+        found = next((r for r in planned if r.id == decision.target_id), None)
+        return found or self.store.get(self.scope.tenant, decision.target_id or "")
 
 
 def _like(pending: Sequence[MemoryRecord], candidate: Candidate, k: int) -> list[MemoryRecord]:

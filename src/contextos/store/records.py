@@ -75,7 +75,17 @@ def record_values(
     time: Callable[[datetime | None], Any],
     to_json: Callable[[Any], Any],
 ) -> tuple[object, ...]:
-    """The column values of ``r`` in ``RECORD_FIELDS`` order (creation defaults to ``now``)."""
+    """The column values of ``r`` in ``RECORD_FIELDS`` order (creation defaults to ``now``).
+    ValueError when one holds NUL (:func:`refuse_nul`)."""
+    refuse_nul_in_scope(r.scope)
+    for what, value in (
+        ("text", r.text),
+        ("metadata", r.metadata),  # before context: a speaker's name is copied there
+        ("provenance", r.provenance),
+        ("context", r.context),
+        ("id", r.id),
+    ):
+        refuse_nul(what, value)
     created = r.created_at or now
     return (
         r.id,
@@ -126,6 +136,37 @@ def record_from_values(
     )
 
 
+def refuse_nul(what: str, value: object) -> None:
+    """Refuse a NUL character (``\\x00``) in ``value``, a string or JSON data (keys
+    included), with a ValueError that names ``what``.
+
+    Why every store refuses it: PostgreSQL cannot hold NUL in text or jsonb and SQLite
+    can, so one write was kept by one store and refused by the other (with an error
+    that named no field), and a SQLite file holding one could not be moved to
+    PostgreSQL. The HTTP API and MCP refuse NUL at their edge too
+    (``server.schemas.check_text``)."""
+    if _holds_nul(value):
+        raise ValueError(
+            f"{what} contains a NUL character (\\x00), which no store keeps (PostgreSQL cannot)"
+        )
+
+
+def refuse_nul_in_scope(scope: Scope) -> None:
+    """:func:`refuse_nul` for each id of ``scope``."""
+    for what in ("tenant", "user_id", "agent_id", "session_id"):
+        refuse_nul(what, getattr(scope, what))
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 #: The ``turns`` columns, in the order both stores created and insert them.
 TURN_FIELDS = TURNS.column_names()
 
@@ -140,7 +181,17 @@ def turn_values(
     time: Callable[[datetime], Any],
     to_json: Callable[[Any], Any],
 ) -> tuple[object, ...]:
-    """The column values of one logged message in ``TURN_FIELDS`` order."""
+    """The column values of one logged message in ``TURN_FIELDS`` order. ValueError
+    when one holds NUL (:func:`refuse_nul`)."""
+    refuse_nul_in_scope(scope)
+    for what, value in (
+        ("content", m.content),
+        ("name", m.name),
+        ("tool_call_id", m.tool_call_id),
+        ("tool_calls", [[c.id, c.name, c.arguments] for c in m.tool_calls]),
+        ("metadata", m.metadata),
+    ):
+        refuse_nul(f"message {what}", value)
     return (
         scope.tenant,
         scope.session_id,
@@ -199,7 +250,10 @@ def patch_sets(
     json_cast: str = "",
 ) -> tuple[list[str], list[object]]:
     """The ``col = mark`` SET clauses of ``patch`` (and ``updated_at = now``) with their
-    values, times and JSON written with the store's encoders."""
+    values, times and JSON written with the store's encoders. ValueError when one
+    holds NUL (:func:`refuse_nul`)."""
+    for column, value in patch_columns(patch):
+        refuse_nul(column, value)
     encode: dict[str, Callable[[Any], object]] = {
         "metadata": to_json,
         "valid_to": time,
@@ -387,6 +441,7 @@ def fresh_meta_json(meta: Mapping[str, Any] | None = None) -> str:
     body = dict(meta or {})
     if REVISION_KEY in body:
         raise ValueError(f"session meta may not use the reserved key {REVISION_KEY!r}")
+    refuse_nul("session meta", body)
     body[REVISION_KEY] = new_revision()
     return stored_json(body, "session meta")
 

@@ -394,12 +394,15 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         distance = f"v.vec::vector({dim}) <=> %s::vector({dim})"
         # pgvector >= 0.8 scans its HNSW index iteratively under the filter (set for the
         # pool's connections), so a scope's hits are not cut short by other scopes'.
+        # A zero vector (query or stored) has no direction: pgvector's distance is NaN,
+        # taken as 1 (cosine 0), as SQLite's dot product gives, so no hit scores NaN.
         rows = self._read(
             f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d FROM vectors v "
             "JOIN memories m ON m.tenant = v.tenant AND m.id = v.memory_id "
             f"WHERE v.dim = {dim} AND v.tenant = %s AND {where} "
-            f"ORDER BY {distance} LIMIT %s) "
-            "SELECT id, 1 - d FROM c ORDER BY d, seq",
+            f"ORDER BY {distance} LIMIT %s), "
+            "z AS (SELECT id, seq, CASE WHEN d = 'NaN' THEN 1 ELSE d END AS d FROM c) "
+            "SELECT id, 1 - d FROM z ORDER BY d, seq",
             (probe, flt.scope.tenant, *params, probe, limit),
         )
         return [Ranked(r[0], float(r[1])) for r in rows]
