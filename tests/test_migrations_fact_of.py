@@ -30,11 +30,14 @@ from contextos.store.base import Store
 from contextos.store.postgres.schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from contextos.store.sqlite import SQLiteStore
 from contextos.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
+from contextos.store.sqlite.schema import V9_FACT_OF
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord, Scope, content_hash
 from pg_support import connect, fresh_schema, pg_url
 from store_support import sqlite_file_at
 
+#: Migrations before V9 (the one under test): a SQLite file at this version is V8's.
+V9_SQLITE = SQLITE_MIGRATIONS.index(V9_FACT_OF)
 WHEN = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 REX = "Hi Bob! I adopted a puppy named Rex yesterday."
 POTTERY = "I went to a pottery class in Paris last week with my sister Jane."
@@ -52,7 +55,8 @@ class Backend:
         """Record the schema version before the migration under test, as the previous
         release left the database."""
         if self.kind == "sqlite":
-            self.sql(f"PRAGMA user_version = {len(SQLITE_MIGRATIONS) - 1}")
+            # Later migrations run again too; each can (V10 alters nothing).
+            self.sql(f"PRAGMA user_version = {V9_SQLITE}")
         else:
             self.sql(f"DELETE FROM schema_version WHERE version = {len(POSTGRES_MIGRATIONS)}")
 
@@ -202,15 +206,15 @@ def test_facts_of_an_old_store_point_to_their_turn_after_the_upgrade(backend: Ba
 
 
 def test_the_sqlite_file_set_back_has_the_previous_version_s_schema(tmp_path: Path) -> None:
-    """The set-back file of the test above is what the previous release made."""
-    con = sqlite_file_at(tmp_path / "v8.db", len(SQLITE_MIGRATIONS) - 1)
-    con.commit()
-    SQLiteStore(tmp_path / "new.db").close()
+    """V9 changes no schema object, so a file set back before it has V8's schema."""
+    for name, version in (("v8.db", V9_SQLITE), ("v9.db", V9_SQLITE + 1)):
+        con = sqlite_file_at(tmp_path / name, version)
+        con.commit()
+        con.close()
     schemas = []
-    for name in ("v8.db", "new.db"):
+    for name in ("v8.db", "v9.db"):
         rows = _sqlite_sql(tmp_path / name)("SELECT type, name, sql FROM sqlite_master ORDER BY 2")
         schemas.append(rows)
-    con.close()
     assert schemas[0] == schemas[1]
 
 
@@ -219,7 +223,7 @@ def test_metadata_that_is_not_json_does_not_keep_a_sqlite_store_from_opening(
 ) -> None:
     """A row another writer left with broken metadata stays as it was."""
     path = tmp_path / "v8.db"
-    con = sqlite_file_at(path, len(SQLITE_MIGRATIONS) - 1)
+    con = sqlite_file_at(path, V9_SQLITE)
     for rid, meta in (("t1", "{}"), ("bad", '{"source": "t1"'), ("f1", '{"source":"t1"}')):
         con.execute(
             "INSERT INTO memories (id, tenant, user_id, memory_type, text, metadata, created_at, "

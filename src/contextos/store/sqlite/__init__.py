@@ -46,6 +46,7 @@ from contextos.store.sqlite.codec import (
     turn_from_row,
     turn_row,
 )
+from contextos.store.sqlite.lexical_index import Bm25Stats, LexicalIndex, LexRow
 from contextos.store.sqlite.schema import MIGRATIONS, migrate
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
@@ -56,11 +57,6 @@ _INSERT_RECORD = (
     f"INSERT INTO memories ({', '.join(shared.RECORD_FIELDS)}) "
     f"VALUES ({','.join('?' * len(shared.RECORD_FIELDS))})"
 )
-
-
-def fts_query(text: str) -> str:
-    """An FTS5 OR-query of the distinct non-stopword words in ``text`` ('' if none)."""
-    return " OR ".join(f'"{w}"' for w in query_terms(text))
 
 
 #: How this store writes the session-meta statements (``records.MetaSQL``).
@@ -109,6 +105,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._index_vseq = 0  # vectors loaded up to this vseq
         self._index_log_seq = 0  # index_log read up to this seq
         self._seen_version: tuple[int, int] = (-1, -1)
+        # The keyword index and where it has read the file up to (``_fresh_lexical``).
+        self._lexical_lock = threading.Lock()
+        self._lexical: LexicalIndex | None = None
+        self._lexical_log_seq = 0
+        self._lexical_rowid = 0
+        self._lexical_version: tuple[int, int] = (-1, -1)
+        # FTS5's statistics as of the index's last look: rows holding each term (kept
+        # up to date across inserts, dropped at other changes), and its totals.
+        self._fts_hits: dict[str, int] = {}
+        self._fts_totals: tuple[int, int] | None = None
         self._erasure_pending = bool(
             not self.read_only and self._db.execute("SELECT 1 FROM erasure_pending").fetchone()
         )
@@ -190,6 +196,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 if self._reader is not self._db:
                     self._reader.close()
             self._db.close()
+        with self._lexical_lock:
+            if self._lexical is not None:
+                self._lexical.close()
+                self._lexical = None
 
     # -- records -------------------------------------------------------------
     def put(
@@ -407,40 +417,28 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     def keyword_search(
         self, flt: Filter, query: str, *, limit: int, context_weight: float = 0.5
     ) -> builtins.list[Ranked]:
-        match = fts_query(query)
-        if not match or limit <= 0:
+        """FTS5's BM25 ranking of the filter's records that hold any query word,
+        computed by the in-process :class:`LexicalIndex` (see there for why), which
+        ranks as ``bm25(memories_fts, 1.0, context_weight, 0.0)`` would: text counts
+        fully, the context (speaker, date, captions, the turn replied to) less, the
+        scope terms not at all. The index tests every part of the filter but metadata,
+        as the vector index does; with a metadata filter the best hits are checked in
+        SQL, fetching deeper should it drop some."""
+        words = query_terms(query)
+        if not words or limit <= 0:
             return []
-        where, params = filter_sql(flt, time.time())
-        match = f"{{text context}} : ({match})"  # words never match a scope term
-        # Text counts fully; context (speaker, date, captions, the turn replied to) less;
-        # the scope terms not at all.
-        bm25 = f"bm25(memories_fts, 1.0, {float(context_weight)!r}, 0.0)"
-        terms = scope_terms(flt.scope)
-        if not terms:  # a tenant-wide search: rank every match, keep the tenant's
-            rows = self._read(
-                f"SELECT m.id, {bm25} AS s FROM memories_fts JOIN memories m "
-                f"ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where} "
-                "ORDER BY s LIMIT ?",
-                (match, *params, limit),
-            )
-            return [Ranked(r[0], -float(r[1])) for r in rows]
-        # Rank only the caller's rows (see schema V5), take the best few, and only then
-        # check them against the whole filter (validity, types, metadata): joining every
-        # match to its record before the sort cost as much again as BM25 itself. Should
-        # the filter drop some of the best, fetch deeper.
-        match += "".join(f' AND scope_terms : "{t}"' for t in terms)
-        fetch = limit
+        fetch = limit if not flt.metadata else limit * 4
         while True:
-            rows = self._read(
-                f"WITH top AS MATERIALIZED (SELECT rowid, {bm25} AS s FROM memories_fts "
-                "WHERE memories_fts MATCH ? ORDER BY s LIMIT ?) "
-                f"SELECT m.id, top.s, {where} FROM top JOIN memories m ON m.rowid = top.rowid "
-                "ORDER BY top.s",
-                (match, fetch, *params),
-            )
-            kept = [Ranked(r[0], -float(r[1])) for r in rows if r[2]]
-            if len(kept) >= limit or len(rows) < fetch:
-                return kept[:limit]
+            with self._lexical_lock:
+                index, stats = self._fresh_lexical(flt, words)
+                hits = index.search(
+                    flt, words, stats, context_weight=context_weight, limit=fetch, now=time.time()
+                )
+            if not flt.metadata:  # the index tested every other part of the filter
+                return [Ranked(i, score) for i, score in hits]
+            kept = self._still_matching(flt, hits)
+            if len(kept) >= limit or len(hits) < fetch:
+                return [Ranked(i, score) for i, score in kept[:limit]]
             fetch *= 4
 
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> builtins.list[Ranked]:
@@ -632,6 +630,141 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     raise StoreError(f"read failed: {exc}") from exc
                 self._seen_version = version
             return self._index
+
+    def _fresh_lexical(self, flt: Filter, words: Sequence[str]) -> tuple[LexicalIndex, Bm25Stats]:
+        """The keyword index holding the filter's users, up to date with every committed
+        change, and FTS5's statistics for ``words`` (the caller holds ``_lexical_lock``).
+
+        As for the vector index, ``PRAGMA data_version`` (and ``_writes``) says whether
+        anything was committed since the last look; if so, the records logged in
+        ``index_log`` since then (changed or deleted), those written since (``rowid``
+        past the highest seen) and those at the rowids of deleted ones (a rowid is
+        reused after the newest record's delete) are read again. A user not held yet
+        is read whole. All in one read transaction, so the statistics are of the same
+        snapshot as the rows.
+        """
+        with self._read_lock:
+            index = self._lexical
+            (data_version,) = self._reader.execute("PRAGMA data_version").fetchone()
+            version = (data_version, self._writes)
+            if version != self._lexical_version:
+                self._fts_totals = None
+            elif index is not None and index.holds(flt):
+                stats = self._bm25_stats(words)
+                if stats is not None:  # nothing new, every count cached: no read at all
+                    return index, stats
+            try:
+                self._reader.execute("BEGIN")
+                if index is None:
+                    index = self._lexical = LexicalIndex()
+                    self._fts_hits = {}
+                    self._lexical_log_seq, self._lexical_rowid = self._reader.execute(
+                        "SELECT (SELECT coalesce(max(seq), 0) FROM index_log), "
+                        "(SELECT coalesce(max(rowid), 0) FROM memories)"
+                    ).fetchone()
+                elif version != self._lexical_version:
+                    self._refresh_lexical(index)
+                self._load_users(index, flt)
+                stats = self._bm25_stats(words, read=True)
+                self._reader.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._reader.execute("ROLLBACK")
+                raise StoreError(f"read failed: {exc}") from exc
+            self._lexical_version = version
+            assert stats is not None
+            return index, stats
+
+    def _load_users(self, index: LexicalIndex, flt: Filter) -> None:
+        """Read whole the filter's users the index does not hold (each of the tenant's,
+        for a search without a user; the tenant's later users are then taken as they
+        come)."""
+        tenant, user_id = flt.scope.tenant, flt.scope.user_id
+        if index.holds(flt):
+            return
+        if user_id is not None:
+            users: builtins.list[str | None] = [user_id]
+        else:
+            users = [
+                u
+                for (u,) in self._reader.execute(
+                    "SELECT DISTINCT user_id FROM memories WHERE tenant = ?", (tenant,)
+                )
+            ]
+        for user in users:
+            if not index.loaded(tenant, user):
+                index.load(
+                    tenant, user, self._lex_rows("tenant = ? AND user_id IS ?", (tenant, user))
+                )
+        if user_id is None:
+            index.hold_tenant(tenant)
+
+    def _refresh_lexical(self, index: LexicalIndex) -> None:
+        (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
+        if last_log > self._lexical_log_seq:
+            logged = self._reader.execute(
+                "SELECT l.mem_id, r.mem_rowid FROM index_log l "
+                "LEFT JOIN index_log_rowids r ON r.seq = l.seq WHERE l.seq > ?",
+                (self._lexical_log_seq,),
+            ).fetchall()
+            ids = sorted({memory_id for memory_id, _ in logged})
+            self._fts_hits = {}  # changed or deleted rows: their old terms are not known
+            rowids = sorted({rowid for _, rowid in logged if rowid is not None})
+            index.remove(ids)
+            index.upsert(
+                self._lex_rows(
+                    "id IN (SELECT value FROM json_each(?)) "
+                    "OR rowid IN (SELECT value FROM json_each(?))",
+                    (json.dumps(ids), json.dumps(rowids)),
+                )
+            )
+            self._lexical_log_seq = last_log
+        new = self._lex_rows("rowid > ?", (self._lexical_rowid,))
+        hits = self._fts_hits
+        for terms in index.upsert(new):  # counted on from the last look, for every user
+            for term in terms & hits.keys():
+                hits[term] += 1
+        if new:
+            self._lexical_rowid = max(self._lexical_rowid, new[-1].rowid)
+
+    def _lex_rows(self, where: str, params: Sequence[object]) -> builtins.list[LexRow]:
+        return [
+            LexRow(*r)
+            for r in self._reader.execute(
+                "SELECT id, rowid, tenant, user_id, agent_id, session_id, memory_type, "
+                "created_at, event_time, valid_from, valid_to, text, context, scope_terms "
+                f"FROM memories WHERE {where} ORDER BY rowid",
+                params,
+            )
+        ]
+
+    def _bm25_stats(self, words: Sequence[str], *, read: bool = False) -> Bm25Stats | None:
+        """FTS5's row count, mean document length and rows per word (in the text or the
+        context, as ``bm25()`` counts a word's rows: ``fts5_aux.c``). A word's count is
+        read once and then kept up to date from the rows the index reads (see
+        ``_refresh_lexical``); None when something is not known and ``read`` is off."""
+        hits = self._fts_hits
+        terms = {w: self._lexical_term(w) for w in words}
+        missing = [w for w, t in terms.items() if t not in hits]
+        if self._fts_totals is None or missing:
+            if not read:
+                return None
+            if self._fts_totals is None:
+                self._fts_totals = _fts_totals(self._reader)
+            for w in missing:
+                (hits[terms[w]],) = self._reader.execute(
+                    "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
+                    (f'{{text context}} : "{w}"',),
+                ).fetchone()
+        rows, tokens = self._fts_totals
+        return Bm25Stats(
+            rows, tokens / rows if rows else 1.0, {w: hits[t] for w, t in terms.items()}
+        )
+
+    def _lexical_term(self, word: str) -> str:
+        """The index term of a query word (its first FTS5 token; see LexicalIndex)."""
+        assert self._lexical is not None
+        tokens = self._lexical.tokenizer.word(word)
+        return tokens[0] if tokens else ""
 
     def _refresh_index(self, index: VectorIndex) -> None:
         (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
@@ -897,6 +1030,29 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
     per erasure at 100k memories on the reference machine (``optimize`` 0.2 s)."""
     db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
     db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
+
+
+def _fts_totals(db: sqlite3.Connection) -> tuple[int, int]:
+    """FTS5's row count and its tokens over every column, as ``bm25()`` reads them: the
+    index's "averages" record (``memories_fts_data`` id 1), SQLite varints: the row
+    count, then each column's total."""
+    row = db.execute("SELECT block FROM memories_fts_data WHERE id = 1").fetchone()
+    values: builtins.list[int] = []
+    blob = bytes(row[0]) if row else b""
+    i = 0
+    while i < len(blob):
+        value = 0
+        for k in range(9):
+            byte = blob[i]
+            i += 1
+            if k == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        values.append(value)
+    return (values[0], sum(values[1:])) if values else (0, 0)
 
 
 def _open_reader(path: str, busy_timeout_ms: int) -> sqlite3.Connection:

@@ -284,6 +284,42 @@ WHERE rowid IN (
 );
 """
 
+#: The in-process keyword index (``lexical_index``) follows changes through
+#: ``index_log`` as the vector index does, and needs two more things of it: a change of
+#: ``context`` (it is indexed for keywords; the log watched only text and times), and
+#: the rowid of a deleted record. SQLite gives a new row max(rowid) + 1, so an index
+#: that has seen rows up to rowid R finds the new ones as ``rowid > R``, except a row
+#: that reuses the rowid of the newest record after its delete: logged with its rowid
+#: (``index_log_rowids``, by the log entry's seq), that rowid is read again. Every
+#: trigger on ``memories`` is created again in V7's order (full-text ones first), the
+#: order SQLite 3.40 needs (see V7). The script can run again on a file it already
+#: upgraded (no ALTER), as a test replaying V9 on a newer file does.
+V10_INDEX_LOG_ROWIDS = (
+    """
+CREATE TABLE IF NOT EXISTS index_log_rowids (seq INTEGER PRIMARY KEY, mem_rowid INTEGER NOT NULL);
+DROP TRIGGER pending_on_insert;
+DROP TRIGGER pending_on_delete;
+DROP TRIGGER index_log_delete;
+DROP TRIGGER index_log_update;
+DROP TRIGGER quarantine_retry;
+DROP TRIGGER memories_ai;
+DROP TRIGGER memories_ad;
+DROP TRIGGER memories_au;
+"""
+    + _FTS_TRIGGERS
+    + _PENDING_TRIGGERS
+    + """CREATE TRIGGER index_log_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (old.id);
+    INSERT INTO index_log_rowids (seq, mem_rowid) VALUES (last_insert_rowid(), old.rowid);
+END;
+CREATE TRIGGER index_log_update
+AFTER UPDATE OF text, context, valid_from, valid_to, event_time ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (new.id);
+END;
+"""
+    + _QUARANTINE_RETRY_TRIGGER
+)
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
@@ -295,6 +331,7 @@ MIGRATIONS: tuple[str, ...] = (
     V7_TOKEN_COUNT,
     V8_PENDING_CLAIMS,
     V9_FACT_OF,
+    V10_INDEX_LOG_ROWIDS,
 )
 
 

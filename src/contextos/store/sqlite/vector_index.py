@@ -39,7 +39,7 @@ from contextos.types import Filter
 _T = TypeVar("_T", bound=np.generic)
 
 _SCOPE_FIELDS = ("agent_id", "session_id", "memory_type")
-_TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to")
+TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class _Block:
         self.vecs = np.zeros((cap, dimensions), dtype=np.float32)
         self.alive = np.zeros(cap, dtype=bool)
         self.scope = {f: np.zeros(cap, dtype=np.int32) for f in _SCOPE_FIELDS}
-        self.times = {f: np.full(cap, np.nan, dtype=np.float64) for f in _TIME_FIELDS}
+        self.times = {f: np.full(cap, np.nan, dtype=np.float64) for f in TIME_FIELDS}
 
     def append(self, memory_id: str, seq: int) -> int:
         cap = len(self.alive)
@@ -83,7 +83,7 @@ class _Block:
             self.seq = np.resize(self.seq, new_cap)
             for f in _SCOPE_FIELDS:
                 self.scope[f] = np.resize(self.scope[f], new_cap)
-            for f in _TIME_FIELDS:
+            for f in TIME_FIELDS:
                 self.times[f] = np.resize(self.times[f], new_cap)
         pos = self.size
         self.ids.append(memory_id)
@@ -109,7 +109,7 @@ class _Block:
         out.seq = _taken(self.seq, keep, cap)
         out.alive = _taken(self.alive, keep, cap)
         out.scope = {f: _taken(self.scope[f], keep, cap) for f in _SCOPE_FIELDS}
-        out.times = {f: _taken(self.times[f], keep, cap, fill=math.nan) for f in _TIME_FIELDS}
+        out.times = {f: _taken(self.times[f], keep, cap, fill=math.nan) for f in TIME_FIELDS}
         out.ids = [self.ids[i] for i in keep]
         out.size = int(keep.size)
         return out
@@ -165,7 +165,7 @@ class VectorIndex:
             block.alive[pos] = True
             for f in _SCOPE_FIELDS:
                 block.scope[f][pos] = self._code(getattr(row, f))
-            for f in _TIME_FIELDS:
+            for f in TIME_FIELDS:
                 value = getattr(row, f)
                 block.times[f][pos] = math.nan if value is None else value
 
@@ -223,7 +223,7 @@ class VectorIndex:
         if flt.memory_types:
             codes = [self._codes.get(t, -1) for t in flt.memory_types]
             mask &= np.isin(block.scope["memory_type"][:n], codes)
-        mask &= _time_mask(block.times, n, flt, now)
+        mask &= time_mask(block.times, n, flt, now)
         return mask
 
     def search(
@@ -256,9 +256,11 @@ class VectorIndex:
         return [(memory_id, score) for score, _, memory_id in found[:limit]]
 
 
-def _time_mask(
+def time_mask(
     times: dict[str, npt.NDArray[np.float64]], n: int, flt: Filter, now: float
 ) -> npt.NDArray[np.bool_]:
+    """Which of the first ``n`` rows pass the filter's time and validity parts, as
+    ``filter_sql`` would (both in-process indexes use it)."""
     from contextos.times import to_epoch
 
     mask = np.ones(n, dtype=bool)

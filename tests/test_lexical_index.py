@@ -1,0 +1,289 @@
+"""The SQLite store's in-process keyword index (``store/sqlite/lexical_index.py``).
+
+It must rank exactly as FTS5's ``bm25()`` over the same file (the reference query
+below is the one the store ran before the index), and stay exact while the process
+stays up and other processes write: inserts, text and context updates, deletes, a
+rowid reused after the newest record's delete, a forgotten user, a new user of a
+tenant searched whole.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contextos.store.base import Patch
+from contextos.store.sqlite import SQLiteStore, scope_terms
+from contextos.store.sqlite.codec import filter_sql
+from contextos.text.query import query_terms
+from contextos.types import Filter, MemoryRecord, MemoryType, Scope, content_hash
+
+WORDS = "tea coffee teas coffees garden gardening hike hiking hiked paris Ann ann café cafe 7 2023"
+VOCAB = WORDS.split()
+
+
+def _rec(
+    memory_id: str,
+    text: str,
+    context: str = "",
+    kind: MemoryType = "episodic",
+    when: datetime | None = None,
+    **scope: str,
+) -> MemoryRecord:
+    return MemoryRecord(
+        id=memory_id,
+        text=text,
+        context=context,
+        memory_type=kind,
+        event_time=when,
+        scope=Scope(tenant=scope.pop("tenant", "t1"), **scope),
+        hash=content_hash(text),
+        created_at=datetime.now(UTC),
+    )
+
+
+OLD, LATER = datetime(2020, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)
+
+#: Filters the index must answer as SQL would: scope, types, event times, validity.
+FILTERS = (
+    Filter(scope=Scope(tenant="t1", user_id="ann")),
+    Filter(scope=Scope("t1")),
+    Filter(scope=Scope(tenant="t1", user_id="bob", session_id="s2")),
+    Filter(scope=Scope(tenant="t1", user_id="ann"), memory_types=("semantic",)),
+    Filter(scope=Scope(tenant="t1", user_id="ann"), event_after=datetime(2025, 1, 1, tzinfo=UTC)),
+    Filter(scope=Scope(tenant="t1", user_id="ann"), include_invalid=True),
+    Filter(scope=Scope("t1"), as_of=datetime(2021, 1, 1, tzinfo=UTC)),
+)
+
+
+def _fts5(path: Path, flt: Filter, query: str, context_weight: float) -> dict[str, float]:
+    """What FTS5's bm25() gives every matching row of the filter's scope (the store's
+    keyword search before the in-process index)."""
+    words = query_terms(query)
+    if not words:
+        return {}
+    match = "{text context} : (" + " OR ".join(f'"{w}"' for w in words) + ")"
+    match += "".join(f' AND scope_terms : "{t}"' for t in scope_terms(flt.scope))
+    where, params = filter_sql(flt, time.time())
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(
+            f"SELECT m.id, bm25(memories_fts, 1.0, {context_weight!r}, 0.0) FROM memories_fts "
+            "JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where}",
+            (match, *params),
+        ).fetchall()
+    finally:
+        db.close()
+    return {memory_id: -score for memory_id, score in rows}
+
+
+def _ours(store: SQLiteStore, flt: Filter, query: str, context_weight: float) -> dict[str, float]:
+    hits = store.keyword_search(flt, query, limit=10_000, context_weight=context_weight)
+    return {h.id: h.score for h in hits}
+
+
+def _same(ours: dict[str, float], theirs: dict[str, float]) -> None:
+    assert ours.keys() == theirs.keys()
+    for memory_id, score in theirs.items():
+        assert ours[memory_id] == pytest.approx(score, rel=1e-12, abs=1e-12), memory_id
+
+
+texts = st.lists(st.sampled_from(VOCAB + ["the", "a", "Zoë", "naïve", "x_y"]), max_size=8).map(
+    " ".join
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(texts, texts, st.sampled_from(["ann", "bob"]), st.sampled_from(["s1", "s2"])),
+        min_size=1,
+        max_size=25,
+    ),
+    kinds=st.lists(
+        st.tuples(st.sampled_from(["episodic", "semantic"]), st.sampled_from([None, OLD, LATER])),
+        min_size=25,
+        max_size=25,
+    ),
+    edits=st.lists(st.tuples(st.integers(0, 24), texts, st.integers(0, 2)), max_size=6),
+    query=texts,
+    context_weight=st.sampled_from([0.5, 0.0, 1.0]),
+)
+def test_scores_equal_fts5_bm25_through_writes(
+    tmp_path: Path,
+    rows: list[tuple[str, str, str, str]],
+    kinds: list[tuple[MemoryType, datetime | None]],
+    edits: list[tuple[int, str, int]],
+    query: str,
+    context_weight: float,
+) -> None:
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "p.db"  # a new file for each example
+    store = SQLiteStore(path)
+
+    def compare(filters: tuple[Filter, ...]) -> None:
+        for flt in filters:
+            _same(_ours(store, flt, query, context_weight), _fts5(path, flt, query, context_weight))
+
+    try:
+        store.put(
+            [
+                _rec(f"r{i}", t, c, *kinds[i], user_id=u, session_id=s)
+                for i, (t, c, u, s) in enumerate(rows)
+            ]
+        )
+        compare(FILTERS)
+        # inserts only, of held and unheld users: the kept counts move with them
+        store.put([_rec(f"n{i}", t, c, user_id=u) for i, (t, c, u, _) in enumerate(rows[:5])])
+        store.put([_rec(f"o{i}", t, c, user_id="olga") for i, (t, c, _, _) in enumerate(rows[:3])])
+        compare(FILTERS[:2])
+        for i, text, what in edits:  # changes after the index holds the users
+            if i >= len(rows) or not rows[i][2]:  # no such row, or deleted already
+                continue
+            if not text:
+                store.delete("t1", f"r{i}")
+                rows[i] = ("", "", "", "")
+                continue
+            store.update(
+                "t1", f"r{i}", (Patch(text=text), Patch(context=text), Patch(valid_to=OLD))[what]
+            )
+        compare(FILTERS)
+    finally:
+        store.close()
+
+
+def test_the_best_hits_come_in_bm25_order_and_ties_in_write_order(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.put(
+        [
+            _rec("long", "tea " + "filler " * 30, user_id="ann"),
+            _rec("twice", "tea and more tea", user_id="ann"),
+            _rec("same1", "tea garden", user_id="ann"),
+            _rec("same2", "tea garden", user_id="ann"),
+            _rec("ctx", "nothing here", "tea", user_id="ann"),
+        ]
+    )
+    flt = Filter(scope=Scope(tenant="t1", user_id="ann"))
+    hits = store.keyword_search(flt, "tea", limit=3)
+    theirs = _fts5(tmp_path / "s.db", flt, "tea", 0.5)
+    assert [h.id for h in hits] == sorted(theirs, key=lambda i: -theirs[i])[:3]
+    assert [h.id for h in hits][1:] == ["same1", "same2"]  # equal scores: written first, first
+    store.close()
+
+
+def _other_process(path: Path, code: str) -> None:
+    """Run ``code`` in a new Python process with ``store`` open on ``path``."""
+    script = (
+        textwrap.dedent(
+            f"""
+        from datetime import UTC, datetime
+        from contextos.store.base import Patch
+        from contextos.store.sqlite import SQLiteStore
+        from contextos.types import MemoryRecord, Scope, content_hash
+        def rec(i, text, user, tenant="t1"):
+            return MemoryRecord(id=i, text=text, scope=Scope(tenant=tenant, user_id=user),
+                                hash=content_hash(text), created_at=datetime.now(UTC))
+        store = SQLiteStore({str(path)!r})
+        """
+        )
+        + textwrap.dedent(code)
+        + "\nstore.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def _found(store: SQLiteStore, query: str, user: str | None = "ann") -> list[str]:
+    flt = Filter(scope=Scope(tenant="t1", user_id=user))
+    return sorted(h.id for h in store.keyword_search(flt, query, limit=50))
+
+
+def test_a_long_running_store_sees_every_change_another_process_makes(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)  # stays open, like a server's
+    store.put([_rec("a1", "green tea", user_id="ann"), _rec("b1", "black tea", user_id="bob")])
+    assert _found(store, "tea") == ["a1"]  # ann is now held in memory
+
+    _other_process(path, 'store.put([rec("a2", "oolong tea", "ann")])')
+    assert _found(store, "oolong") == ["a2"]
+    _other_process(path, 'store.update("t1", "a1", Patch(text="jasmine"))')
+    assert _found(store, "green") == []
+    assert _found(store, "jasmine") == ["a1"]
+    _other_process(path, 'store.update("t1", "a1", Patch(context="said on a hike"))')
+    assert _found(store, "hike") == ["a1"]
+    _other_process(path, 'store.delete("t1", "a2")')
+    assert _found(store, "oolong") == []
+    _fts_matches_ours(store, path, "tea jasmine hike")
+
+
+def test_a_rowid_reused_after_a_delete_is_read_as_the_new_record(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.put([_rec("a1", "green tea", user_id="ann")])
+    _other_process(path, 'store.put([rec("b1", "black coffee", "bob")])')
+    assert _found(store, "tea") == ["a1"]  # this process has now seen b1's rowid
+    # bob's record is the newest; once it is deleted SQLite gives its rowid to the
+    # next insert, here ann's, between two searches of this process.
+    _other_process(
+        path,
+        """
+        store.delete("t1", "b1")
+        store.put([rec("a2", "espresso coffee", "ann")])
+        """,
+    )
+    with sqlite3.connect(path) as db:  # the premise: the rowid was reused
+        assert db.execute("SELECT rowid FROM memories WHERE id = 'a2'").fetchone() == (2,)
+    assert _found(store, "coffee") == ["a2"]
+    _fts_matches_ours(store, path, "coffee tea")
+
+
+def test_a_forgotten_user_leaves_no_word_and_a_new_user_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.put([_rec("a1", "my secret garden", user_id="ann"), _rec("b1", "garden", user_id="bob")])
+    assert _found(store, "garden", user=None) == ["a1", "b1"]  # the tenant is held whole
+    _other_process(
+        path,
+        """
+        store.forget(Scope(tenant="t1", user_id="ann"))
+        store.put([rec("c1", "a garden for carl", "carl")])
+        """,
+    )
+    assert _found(store, "secret") == []
+    assert _found(store, "garden", user=None) == ["b1", "c1"]
+    assert _found(store, "garden", user="carl") == ["c1"]
+    index = store._lexical  # noqa: SLF001 - what stays in memory is the point here
+    assert index is not None and not index.loaded("t1", "ann")
+
+
+def test_memory_stays_bounded_while_one_record_keeps_changing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    writer = SQLiteStore(path)
+    store.put([_rec(f"a{i}", f"tea number {i}", user_id="ann") for i in range(10)])
+    assert len(_found(store, "tea")) == 10
+    for n in range(300):
+        writer.update("t1", "a0", Patch(text=f"tea again {n}"))
+        assert len(_found(store, "tea")) == 10
+    index = store._lexical  # noqa: SLF001
+    assert index is not None and index.rows_held() <= 30
+    writer.close()
+    store.close()
+
+
+def _fts_matches_ours(store: SQLiteStore, path: Path, query: str) -> None:
+    for user in ("ann", None):
+        flt = Filter(scope=Scope(tenant="t1", user_id=user))
+        _same(_ours(store, flt, query, 0.5), _fts5(path, flt, query, 0.5))
+    store.close()
