@@ -12,6 +12,8 @@
   in free pages.
 - Vectors are BLOBs in the ``vectors`` table, mirrored by an in-process
   :class:`~contextos.store.sqlite.vector_index.VectorIndex` (see there for why).
+- Keyword search ranks with FTS5's BM25, computed by an in-process
+  :class:`~contextos.store.sqlite.lexical_index.LexicalIndex` (see there for why).
 """
 
 from __future__ import annotations
