@@ -204,8 +204,11 @@ class Filter:
     """What a read may see. ``scope`` is required for searches (see ScopeError).
 
     Times are compared as timezone-aware datetimes (naive ones are taken as UTC).
-    ``as_of`` keeps only memories valid at that instant; by default, records
-    whose validity was closed (superseded or deleted facts) are hidden.
+    ``as_of`` keeps only memories valid at that instant (valid time: a memory holds
+    from when it was said, its ``event_time`` but never after it was written, until a
+    later statement replaced or ended it); ``created_before``/``created_after`` ask
+    what had been written by then instead. By default, records whose validity was
+    closed (superseded or deleted facts) are hidden.
 
     ``memory_types`` is a sequence of known types (``("episodic",)``); a string or an
     unknown type is refused with ValueError (a string was read letter by letter and

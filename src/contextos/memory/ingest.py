@@ -143,7 +143,9 @@ def build_records(
                 created_at=now,
                 updated_at=now,
                 event_time=event_time,
-                valid_from=event_time or now,
+                # Valid from when it was said, never after it was written: a turn dated
+                # later (an event's time) holds now (``as_of`` is valid time).
+                valid_from=min(event_time, now) if event_time else now,
                 provenance=_provenance(message),
                 context=_context(message, event_time, prev),
                 hash=content_hash(text),

@@ -38,6 +38,7 @@ from ..embed import Embedder
 from ..errors import NotFound, ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
 from ..store.base import Newest, Patch, Store, TokenCounter
+from ..times import opt_utc
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate
 
@@ -257,6 +258,20 @@ class LLMReconciler:
 
 
 # -- applying decisions ------------------------------------------------------------
+def valid_since(candidate: Candidate, now: datetime) -> datetime:
+    """When a fact starts to hold (its ``valid_from``; for a fact it replaces or ends, that
+    one's ``valid_to``): the time its text gives, else its turn's (``event_time``), but
+    never after ``now``.
+
+    Why: ``as_of`` asks what held at a time (valid time; ``created_before`` asks what
+    was written by then). Dated ``now``, the facts of a conversation imported later
+    held from the import on, so ``as_of`` any date of the conversation missed them (and
+    its turns, dated by their time, were there); a fact about a later date ("moves to
+    Berlin on 1 March") is said now and holds from now, not hidden until then."""
+    when = candidate.event_time
+    return now if when is None else min(opt_utc(when) or now, now)
+
+
 def new_record(
     decision: Decision,
     scope: Scope,
@@ -285,7 +300,7 @@ def new_record(
         created_at=now,
         updated_at=now,
         event_time=cand.event_time,
-        valid_from=now,
+        valid_from=valid_since(cand, now),
         provenance=cand.provenance,
         context=(contexts or {}).get(cand.provenance[0], "") if cand.provenance else "",
         hash=content_hash(text),
@@ -348,12 +363,16 @@ def plan_step(
         return Step(decision, counted(new_record(decision, scope, now, metadata, contexts), count))
     if old is None or not _within(old.scope, scope):
         raise NotFound(f"no memory {decision.target_id!r} to {decision.action.lower()}")
+    # The old fact holds until the new statement does (not before it began: a statement
+    # dated earlier than the fact it replaces closes it at once).
+    until = max(valid_since(decision.candidate, now), opt_utc(old.valid_from) or now)
+    until = min(until, now)
     if decision.action == "DELETE":
-        return Step(decision, target=old, close=Patch(valid_to=now))
+        return Step(decision, target=old, close=Patch(valid_to=until))
     linked = {**(metadata or {}), "supersedes": old.id}
     record = counted(new_record(decision, scope, now, linked, contexts), count)
     closed = {**old.metadata, "superseded_by": record.id}
-    return Step(decision, record, old, Patch(valid_to=now, metadata=closed))
+    return Step(decision, record, old, Patch(valid_to=until, metadata=closed))
 
 
 def commit(
