@@ -732,8 +732,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return [
             LexRow(*r)
             for r in self._reader.execute(
-                "SELECT id, rowid, tenant, user_id, agent_id, session_id, memory_type, "
-                "created_at, event_time, valid_from, valid_to, text, context, scope_terms "
+                "SELECT id, tenant, user_id, agent_id, session_id, memory_type, created_at, "
+                "event_time, valid_from, valid_to, rowid, text, context, scope_terms "
                 f"FROM memories WHERE {where} ORDER BY rowid",
                 params,
             )

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from contextos.store.sqlite.vector_index import TIME_FIELDS, time_mask
+from contextos.store.sqlite.vector_index import TIME_FIELDS, IndexRow, time_mask
 from contextos.types import Filter
 
 #: The tokenizer of the store's ``memories_fts`` table (schema V5): the same string,
@@ -50,20 +50,11 @@ B = 0.75
 
 
 @dataclass(frozen=True)
-class LexRow:
-    """What the index reads of one record: its identity, scope and indexed columns."""
+class LexRow(IndexRow):
+    """What the index reads of one record: what the vector index keeps of it (identity,
+    scope, times), its rowid and the three columns FTS5 indexes."""
 
-    id: str
     rowid: int
-    tenant: str
-    user_id: str | None
-    agent_id: str | None
-    session_id: str | None
-    memory_type: str
-    created_at: float
-    event_time: float | None
-    valid_from: float | None
-    valid_to: float | None
     text: str
     context: str
     scope_terms: str

@@ -109,6 +109,17 @@ WHEN EXISTS (SELECT 1 FROM vector_quarantine WHERE mem_rowid = new.rowid) BEGIN
     INSERT OR IGNORE INTO pending_vectors (mem_rowid) VALUES (new.rowid);
 END;
 """
+#: Every trigger on ``memories``, dropped before a migration creates them all again in
+#: the order SQLite 3.40 needs (see V7).
+_DROP_TRIGGERS = """DROP TRIGGER pending_on_insert;
+DROP TRIGGER pending_on_delete;
+DROP TRIGGER index_log_delete;
+DROP TRIGGER index_log_update;
+DROP TRIGGER quarantine_retry;
+DROP TRIGGER memories_ai;
+DROP TRIGGER memories_ad;
+DROP TRIGGER memories_au;
+"""
 _FTS_TRIGGERS = """CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
     INSERT INTO memories_fts (rowid, text, context, scope_terms)
     VALUES (new.rowid, new.text, new.context, new.scope_terms);
@@ -226,15 +237,8 @@ V7_TOKEN_COUNT = (
     """
 ALTER TABLE memories ADD COLUMN token_count INTEGER;
 ALTER TABLE memories ADD COLUMN token_counter TEXT;
-DROP TRIGGER pending_on_insert;
-DROP TRIGGER pending_on_delete;
-DROP TRIGGER index_log_delete;
-DROP TRIGGER index_log_update;
-DROP TRIGGER quarantine_retry;
-DROP TRIGGER memories_ai;
-DROP TRIGGER memories_ad;
-DROP TRIGGER memories_au;
 """
+    + _DROP_TRIGGERS
     + _FTS_TRIGGERS
     + _PENDING_TRIGGERS
     + _INDEX_LOG_TRIGGERS
@@ -297,15 +301,8 @@ WHERE rowid IN (
 V10_INDEX_LOG_ROWIDS = (
     """
 CREATE TABLE IF NOT EXISTS index_log_rowids (seq INTEGER PRIMARY KEY, mem_rowid INTEGER NOT NULL);
-DROP TRIGGER pending_on_insert;
-DROP TRIGGER pending_on_delete;
-DROP TRIGGER index_log_delete;
-DROP TRIGGER index_log_update;
-DROP TRIGGER quarantine_retry;
-DROP TRIGGER memories_ai;
-DROP TRIGGER memories_ad;
-DROP TRIGGER memories_au;
 """
+    + _DROP_TRIGGERS
     + _FTS_TRIGGERS
     + _PENDING_TRIGGERS
     + """CREATE TRIGGER index_log_delete AFTER DELETE ON memories BEGIN
