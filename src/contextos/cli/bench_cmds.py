@@ -232,6 +232,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
             "ingest_per_s",
             "search_p50_ms",
             "search_p95_ms",
+            "first_search_max_ms",
             "search_cpu_p95_ms",
             "db_mb",
             "real_vectors",
