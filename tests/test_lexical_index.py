@@ -15,6 +15,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from contextos.store.sqlite.codec import filter_sql
 from contextos.text.query import query_terms
 from contextos.types import Filter, MemoryRecord, MemoryType, Scope, content_hash
 
-WORDS = "tea coffee teas coffees garden gardening hike hiking hiked paris Ann ann café cafe 7 2023"
+WORDS = (
+    "tea coffee teas coffees garden gardening hike hiking hiked paris Ann ann café cafe 7 2023"
+    " u s add seed"  # words the scope column could hold as terms
+)
 VOCAB = WORDS.split()
 
 
@@ -286,4 +290,30 @@ def _fts_matches_ours(store: SQLiteStore, path: Path, query: str) -> None:
     for user in ("ann", None):
         flt = Filter(scope=Scope(tenant="t1", user_id=user))
         _same(_ours(store, flt, query, 0.5), _fts5(path, flt, query, 0.5))
+    store.close()
+
+
+def test_a_word_the_scope_column_also_holds_is_counted_in_the_text_only(tmp_path: Path) -> None:
+    """A record without a session carries a bare ``s`` scope term; FTS5's count of rows
+    holding the query word "s" (as in "it's") is of the text and context only."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.put([_rec(f"n{i}", f"note {i}", user_id="ann") for i in range(6)])  # no session
+    store.put([_rec("q", "it's Ann's", user_id="ann", session_id="s1")])
+    flt = Filter(scope=Scope(tenant="t1", user_id="ann"))
+    _same(_ours(store, flt, "s", 0.5), _fts5(path, flt, "s", 0.5))
+    store.close()
+
+
+def test_a_purged_record_leaves_no_word_in_the_index(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    secret = "qz" + uuid.uuid4().hex[:10]
+    store.put([_rec("a1", f"my pin is {secret}", user_id="ann"), _rec("a2", "tea", user_id="ann")])
+    assert _found(store, secret) == ["a1"]
+    store.delete("t1", "a1", purge=True)
+    index = store._lexical  # noqa: SLF001 - what stays in memory is the point here
+    assert index is not None and index.loaded("t1", "ann")  # ann still has a record
+    held = [t for b in index._blocks.values() for t in b.postings]  # noqa: SLF001
+    assert not [t for t in held if secret in t] and "tea" in held
+    assert _found(store, secret) == []
     store.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -279,6 +280,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         if purge and deleted:
             self._erasure_pending = True
             self._truncate_wal(wait=True)
+        if deleted:
+            self._lexical_after_erasure()
         return deleted
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
@@ -357,6 +360,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             _merge_fts_and_mark_erasure(db, time.time())
         self._erasure_pending = True
         self._truncate_wal(wait=True)
+        self._lexical_after_erasure()
         return len(doomed)
 
     def vacuum(self) -> None:
@@ -676,6 +680,28 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             assert stats is not None
             return index, stats
 
+    def _lexical_after_erasure(self) -> None:
+        """After this process erased records: the keyword index drops them (and re-reads
+        records whose context quoted them) now, not at the next keyword search, and
+        forgets the words it cached (a query can quote what was erased: reconciliation
+        searches with a fact's own text). Erasures by other processes reach it at its
+        next search, as they reach the vector index."""
+        with self._lexical_lock:
+            index = self._lexical
+            if index is None:
+                return
+            index.tokenizer.forget_words()
+            self._fts_hits = {}
+            with self._read_lock:
+                try:
+                    self._reader.execute("BEGIN")
+                    self._refresh_lexical(index)
+                    self._reader.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    self._reader.execute("ROLLBACK")
+                    raise StoreError(f"read failed: {exc}") from exc
+                self._lexical_version = (-1, -1)  # counts and totals are read again
+
     def _load_users(self, index: LexicalIndex, flt: Filter) -> None:
         """Read whole the filter's users the index does not hold (each of the tenant's,
         for a search without a user; the tenant's later users are then taken as they
@@ -753,14 +779,26 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             if self._fts_totals is None:
                 self._fts_totals = _fts_totals(self._reader)
             for w in missing:
-                (hits[terms[w]],) = self._reader.execute(
-                    "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
-                    (f'{{text context}} : "{w}"',),
-                ).fetchone()
+                hits[terms[w]] = self._rows_holding(w, terms[w])
         rows, tokens = self._fts_totals
         return Bm25Stats(
             rows, tokens / rows if rows else 1.0, {w: hits[t] for w, t in terms.items()}
         )
+
+    def _rows_holding(self, word: str, term: str) -> int:
+        """How many rows hold ``word`` in the text or the context: FTS5's own count of
+        rows per term (``memories_vocab``, one lookup), which also counts the scope
+        column; so for a term that could be a scope term (``u``/``a``/``s``, alone or
+        with hex digits) the rows are counted with the column filter instead."""
+        if _SCOPE_LIKE.fullmatch(term):
+            (n,) = self._reader.execute(
+                "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
+                (f'{{text context}} : "{word}"',),
+            ).fetchone()
+            return int(n)
+        row = self._reader.execute("SELECT doc FROM memories_vocab WHERE term = ?", (term,))
+        found = row.fetchone()
+        return int(found[0]) if found else 0
 
     def _lexical_term(self, word: str) -> str:
         """The index term of a query word (its first FTS5 token; see LexicalIndex)."""
@@ -1032,6 +1070,11 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
     per erasure at 100k memories on the reference machine (``optimize`` 0.2 s)."""
     db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
     db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
+
+
+#: Terms the scope column may hold: ``u``/``a``/``s`` alone (no id) or followed by the
+#: hex of tenant, 0x1f and an id (three bytes at least), lower-cased by the tokenizer.
+_SCOPE_LIKE = re.compile(r"[uas](?:(?:[0-9a-f]{2}){3,})?")
 
 
 def _fts_totals(db: sqlite3.Connection) -> tuple[int, int]:

@@ -130,6 +130,11 @@ class Tokenizer:
             self._words[word] = terms
         return terms
 
+    def forget_words(self) -> None:
+        """Drop the cached query words (after an erasure: a query may have quoted it)."""
+        with self._lock:
+            self._words = {}
+
     def close(self) -> None:
         """Close the private connection."""
         with self._lock:
@@ -142,6 +147,7 @@ class _Postings:
 
     def __init__(self) -> None:
         self.size = 0
+        self.live = 0
         self.pos = np.zeros(8, dtype=np.int64)
         self.text = np.zeros(8, dtype=np.float64)
         self.context = np.zeros(8, dtype=np.float64)
@@ -155,10 +161,14 @@ class _Postings:
         i = self.size
         self.pos[i], self.text[i], self.context[i] = pos, text, context
         self.size += 1
+        self.live += 1
         return i
 
-    def clear(self, i: int) -> None:
+    def clear(self, i: int) -> int:
+        """Zero entry ``i``; how many live entries are left."""
         self.pos[i], self.text[i], self.context[i] = -1, 0.0, 0.0
+        self.live -= 1
+        return self.live
 
 
 class _Block:
@@ -215,7 +225,8 @@ class _Block:
         if pos is None:
             return False
         for term, i in self.entries[pos]:
-            self.postings[term].clear(i)
+            if not self.postings[term].clear(i):
+                del self.postings[term]  # no word of an erased record stays as a key
         self.entries[pos] = []
         self.ids[pos] = None
         self.dead += 1

@@ -296,11 +296,14 @@ WHERE rowid IN (
 #: that reuses the rowid of the newest record after its delete: logged with its rowid
 #: (``index_log_rowids``, by the log entry's seq), that rowid is read again. Every
 #: trigger on ``memories`` is created again in V7's order (full-text ones first), the
-#: order SQLite 3.40 needs (see V7). The script can run again on a file it already
-#: upgraded (no ALTER), as a test replaying V9 on a newer file does.
+#: order SQLite 3.40 needs (see V7). ``memories_vocab`` (FTS5's own table of how many
+#: rows hold each term; no storage of its own) gives the keyword index BM25's row counts
+#: in one lookup a word. The script can run again on a file it already upgraded (no
+#: ALTER), as a test replaying V9 on a newer file does.
 V10_INDEX_LOG_ROWIDS = (
     """
 CREATE TABLE IF NOT EXISTS index_log_rowids (seq INTEGER PRIMARY KEY, mem_rowid INTEGER NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_vocab USING fts5vocab(memories_fts, row);
 """
     + _DROP_TRIGGERS
     + _FTS_TRIGGERS
