@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contextos.cache import prompt_cache_key, render_anthropic, report, usage_from_anthropic
-from contextos.engine.session import Session, context_window
+from contextos.engine.session import Session, context_window, mended
 from contextos.llm.models import get_model
 from contextos.llm.tokens import default_tokenizer
 from contextos.store.sqlite import SQLiteStore
@@ -92,6 +92,46 @@ def test_a_lone_surrogate_is_refused_with_a_clear_error(session, message, where)
 def test_the_index_of_the_lone_surrogate_is_named(session):
     with pytest.raises(ValueError, match=r"at index 3\)"):
         session.add(Message("user", "abc\udc80"))
+
+
+@pytest.mark.parametrize(
+    ("text", "at"),
+    [("a\ud800b", 1), ("ok \udfff", 3), ("\ud83d\ude00", 0), ("\U0001f600 fine", None)],
+)
+def test_session_add_and_the_http_api_refuse_the_same_text(session, text, at):
+    # One rule (lone_surrogate_at), two reports: Session.add names the field and the
+    # index, the HTTP API's validator answers 422. A surrogate pair written as two
+    # code points is two lone surrogates to Python (JSON's escapes decode to one).
+    pytest.importorskip("pydantic")
+    from contextos.server.schemas import check_text as http_check_text
+
+    if at is None:
+        session.add(Message("user", text))
+        assert http_check_text(text) == text
+        return
+    with pytest.raises(ValueError, match=rf"at index {at}\)"):
+        session.add(Message("user", text))
+    with pytest.raises(ValueError, match="no lone surrogates"):
+        http_check_text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("smile \ud83d", "smile \ufffd"),
+        ("a\ud83d\ude00b", "a\U0001f600b"),  # a pair split across two deltas, joined
+        ("\ude00\ud83d", "\ufffd\ufffd"),  # the wrong way round: two lone halves
+        ("fine \U0001f600", "fine \U0001f600"),
+    ],
+)
+def test_a_reply_is_mended_where_a_message_is_refused(session, text, valid):
+    # What the app sends is refused (Session.add); what the model said is logged as it
+    # came, its lone surrogates as U+FFFD (the wrapper's commit).
+    reply = Message("assistant", text, metadata={"blocks": [{"text": text}]})
+    fixed = mended(reply)
+    assert fixed.content == valid and fixed.metadata == {"blocks": [{"text": valid}]}
+    assert session.add(fixed)[0].message.content == valid
+    assert (fixed is reply) == (text == valid)
 
 
 # -- usage numbers ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from contextos.memory import Memory
 from contextos.memory.render import render
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from contextos.testing.fake_anthropic import unanswered_tool_use
 from contextos.types import Message, ToolCall
 
 SONNET = get_model("claude-sonnet-4-5")
@@ -66,6 +67,78 @@ def test_tool_calls_round_trip_and_render(db):
     body = render_anthropic(s.window(SONNET, "and?"), SONNET)
     kinds = [c["type"] for m in body["messages"] for c in m["content"]]
     assert kinds == ["text", "tool_use", "tool_result", "text"]
+
+
+CALL_A = ToolCall("toolu_A", "weather", '{"city": "Paris"}')
+CALL_B = ToolCall("toolu_B", "weather", '{"city": "Rome"}')
+
+
+def _sent(s: Session) -> list[tuple[str, list[str]]]:
+    """The Anthropic request a window of ``s`` makes, as (role, block types); the fake's
+    own check (the API's 400) must find every tool call answered."""
+    body = render_anthropic(s.window(SONNET, "and?"), SONNET)
+    assert unanswered_tool_use(body) is None
+    return [(m["role"], [b["type"] for b in m["content"]]) for m in body["messages"]]
+
+
+@pytest.mark.parametrize(
+    ("logged", "sent"),
+    [
+        pytest.param(  # a plain message where the result was due (refused), then the result
+            [
+                Message("assistant", "", tool_calls=(CALL_A,)),
+                Message("user", "never mind"),
+                Message("tool", "sunny", tool_call_id="toolu_A"),
+            ],
+            [("assistant", ["tool_use"]), ("user", ["tool_result"]), ("user", ["text"])],
+            id="late-result",
+        ),
+        pytest.param(  # never answered: the call is left out, and the turn with it
+            [Message("assistant", "", tool_calls=(CALL_A,)), Message("user", "never mind")],
+            [("user", ["text"])],
+            id="no-result",
+        ),
+        pytest.param(  # the turn's text stays
+            [Message("assistant", "Let me look.", tool_calls=(CALL_A, CALL_B))],
+            [("assistant", ["text"])],
+            id="text-kept",
+        ),
+        pytest.param(  # one of two parallel calls answered
+            [
+                Message("assistant", "", tool_calls=(CALL_A, CALL_B)),
+                Message("tool", "rainy", tool_call_id="toolu_B"),
+            ],
+            [("assistant", ["tool_use"]), ("user", ["tool_result"])],
+            id="one-of-two",
+        ),
+        pytest.param(  # a result logged twice (a retry, by an older version)
+            [
+                Message("assistant", "", tool_calls=(CALL_A,)),
+                Message("tool", "sunny", tool_call_id="toolu_A"),
+                Message("tool", "sunny", tool_call_id="toolu_A"),
+            ],
+            [("assistant", ["tool_use"]), ("user", ["tool_result"])],
+            id="duplicate",
+        ),
+        pytest.param(  # a result after the call's reply answers nothing open
+            [
+                Message("assistant", "", tool_calls=(CALL_A,)),
+                Message("user", "never mind"),
+                Message("assistant", "ok"),
+                Message("tool", "sunny", tool_call_id="toolu_A"),
+            ],
+            [("user", ["text"]), ("assistant", ["text"])],
+            id="orphan",
+        ),
+    ],
+)
+def test_a_tool_call_is_sent_only_with_its_results_right_after_it(db, logged, sent):
+    # A request the API refused (400) after its turns were logged stayed in the log, and
+    # every later request of the session was refused with it.
+    s = Session(SQLiteStore(db), "tools")
+    s.add(Message("user", "weather in paris?"), *logged)
+    assert _sent(s) == [("user", ["text"]), *sent, ("user", ["text"])]
+    assert len(s.turns()) == len(logged) + 1  # the log itself is unchanged
 
 
 def test_compaction_state_persists_and_window_shrinks(db):
@@ -296,9 +369,9 @@ def test_threads_sharing_a_session_read_each_turn_once(db):
 
 
 def test_a_compaction_is_not_taken_for_an_erasure(db):
-    # Compactions and pins move the session meta's revision, as an erasure does; the
-    # log is then read whole, but only turns gone count as a restart (a wrapped
-    # client's topic block is rebuilt on a restart: after every compaction it was).
+    # Compactions and pins move the session meta's revision, as an erasure does, but
+    # only turns gone count as a restart (a wrapped client's topic block is rebuilt on
+    # a restart: after every compaction it was).
     app = Session(SQLiteStore(db), "chat", user_id="ana")
     chat(app, 40)
     app.turns()
@@ -311,6 +384,68 @@ def test_a_compaction_is_not_taken_for_an_erasure(db):
     with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
         m.forget("ana")
     assert app.turns() == [] and app.log_restarts == 1
+
+
+class CountingStore(SQLiteStore):
+    """A real SQLite store that counts the turns it hands a Session (its reads of the log)."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.turns_read = 0
+
+    def turns(self, scope, **kwargs):
+        found = super().turns(scope, **kwargs)
+        self.turns_read += len(found)
+        return found
+
+    def turns_since(self, scope, last, *, revision):
+        found = super().turns_since(scope, last, revision=revision)
+        self.turns_read += len(found or [])
+        return found
+
+
+def test_a_compaction_elsewhere_costs_other_sessions_only_the_new_turns(db):
+    # A server holding a Session per request, a wrapped client in another process: a
+    # compaction or pin by one moved the revision, and every other Session read the
+    # whole log again (10,020 rows, 80-120 ms at 10,000 turns) after each compaction.
+    store = CountingStore(db)
+    app = Session(store, "chat", user_id="ana")
+    chat(app, 400)
+    other = Session(SQLiteStore(db), "chat", user_id="ana")
+    assert other.compact(300, "summarize", force=True).plan is not None
+    app.turns()
+    for k in range(3):
+        other.add(*[Message("user", f"round {k}, more {j}") for j in range(10)])
+        assert other.compact(300, "summarize", force=True).plan is not None
+        other.pin(400 + 10 * k)
+        store.turns_read = 0
+        assert len(app.turns()) == 410 + 10 * k
+        assert store.turns_read == 10  # the new turns, not the 400 before them
+        assert app.state() == other.state()  # the compaction's state is seen
+    assert app.log_restarts == 0
+    window = app.window(SONNET, "where did Ana fly?", budget=2000)
+    summary = other.state().summary
+    assert summary is not None and any(b.key == "summary" for b in window.blocks)
+
+
+def test_an_erasure_is_seen_after_a_later_compaction(db):
+    # A reader keeps its turns while the log epoch it read is unchanged: forget's reset
+    # drops the epoch, so a compaction after the erasure draws another, never the old.
+    app = Session(SQLiteStore(db), "room", user_id="bob")
+    ana = Session(SQLiteStore(db), "room", user_id="ana")
+    bob = Session(SQLiteStore(db), "room", user_id="bob")
+    for i in range(20):
+        ana.add(Message("user", f"ana's secret number {i}"))
+        bob.add(Message("user", f"bob talks about the weather, turn {i}"))
+    assert bob.compact(300, "summarize", force=True).plan is not None
+    assert len(app.turns()) == 40
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.forget("ana")
+    bob.add(*[Message("user", f"bob again, turn {i}") for i in range(20)])
+    assert bob.compact(300, "summarize", force=True).plan is not None
+    said = [t.message.content for t in app.turns()]
+    assert len(said) == 40 and not any("ana" in text for text in said)
+    assert app.log_restarts == 1
 
 
 @pytest.mark.parametrize("strategy", ["summarize", "offload"])

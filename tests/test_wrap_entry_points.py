@@ -2,7 +2,7 @@
 
 The real ``anthropic`` / ``openai`` SDK clients against the loopback fakes. An entry
 point that would send a request around the wrapper must not silently drop the
-session's context: it is managed (``stream``, ``parse``, ``with_options``) or refused
+session's context: it is managed (``stream``, ``parse``, ``with_options``, ``copy``) or refused
 with a clear error (``with_raw_response``, ``with_streaming_response``).
 """
 
@@ -55,6 +55,29 @@ def test_with_options_stays_wrapped(
     wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
     faster = wrapped.with_options(timeout=5.0)
     faster.messages.create(model=MODEL, max_tokens=64, messages=QUESTION)
+    assert _log(wrapped) == [("user", "hi"), ("assistant", "You said: hi")]
+    assert len(wrapped.calls) == 1
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_copy_stays_wrapped_like_with_options(
+    fake_anthropic: FakeAnthropic,
+    anthropic_client: Any,
+    fake_openai: FakeOpenAI,
+    openai_client: Any,
+    memory: Memory,
+    provider: str,
+) -> None:
+    """``copy`` is the SDKs' name for ``with_options``: it must not fall through to the
+    bare SDK client, whose calls would skip the session silently."""
+    client = anthropic_client if provider == "anthropic" else openai_client
+    wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+    copied = wrapped.copy(timeout=5.0)
+    assert copied.unwrapped is not client and copied.unwrapped.timeout == 5.0
+    if provider == "anthropic":
+        copied.messages.create(model=MODEL, max_tokens=64, messages=QUESTION)
+    else:
+        copied.chat.completions.create(model=GPT, messages=QUESTION)
     assert _log(wrapped) == [("user", "hi"), ("assistant", "You said: hi")]
     assert len(wrapped.calls) == 1
 

@@ -12,8 +12,10 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
+from contextos.errors import ProviderError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
+from contextos.testing.fake_http import FakeResponse  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 
 GPT = "gpt-4.1-mini"
@@ -50,3 +52,61 @@ def test_an_instruction_after_the_first_turn_keeps_its_role(
     assert sent[0] == ("system", "You are helpful.")
     assert sent[3] == (role, "From now on answer only in French.")
     assert [m for m, _ in sent].count("user") == 3  # the instruction is no user turn
+
+
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "description": "The forecast for a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["new-turn", "whole-conversation"])
+def test_a_retried_tool_message_is_logged_once(
+    fake_openai: FakeOpenAI, openai_client: Any, memory: Memory, whole: bool
+) -> None:
+    # The call answering a tool message failed and the app sent it again: the log held
+    # the tool message twice, or the whole conversation twice (the tool call id too).
+    wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
+    fake_openai.enqueue(
+        FakeResponse(
+            json_body={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": GPT,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "tool_calls",
+                        "message": {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
+        )
+    )
+    question = {"role": "user", "content": "weather in paris?"}
+    wrapped.chat.completions.create(model=GPT, tools=TOOLS, messages=[question])
+    result = {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    echo = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+    messages = [question, echo, result] if whole else [result]
+    fake_openai.enqueue_error(500, "overloaded")
+    with pytest.raises(ProviderError):
+        wrapped.chat.completions.create(model=GPT, tools=TOOLS, messages=messages)
+    wrapped.chat.completions.create(model=GPT, tools=TOOLS, messages=messages)
+    wrapped.flush()
+    log = [t.message.role for t in wrapped.context.session.turns()]
+    assert log == ["user", "assistant", "tool", "assistant"]
+    sent = fake_openai.completions_requests()[-1].json()["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]

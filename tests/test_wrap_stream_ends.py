@@ -30,7 +30,7 @@ from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -79,29 +79,51 @@ def _log(wrapped: Any) -> list[Any]:
 # -- a stream the garbage collector closes -----------------------------------------------
 
 
+def _opened(wrapped: Any, provider: str, fake: Any, question: str) -> Any:
+    """A streamed call to ``provider`` answered at length (several events to read)."""
+    if provider == "anthropic":
+        fake.enqueue_reply("a long story " * 20, AnthropicUsage(10, 40), stream=True)
+        return _ask(wrapped, question, stream=True)
+    fake.enqueue_reply("a long story " * 20, OpenAIUsage(10, 40), stream=True)
+    messages = [{"role": "user", "content": question}]
+    return wrapped.chat.completions.create(model=GPT, messages=messages, stream=True)
+
+
 @pytest.mark.usefixtures("no_gc")
 @pytest.mark.parametrize("background_commit", [False, True])
+@pytest.mark.parametrize(
+    ("provider", "order"),
+    [
+        # openai's Stream holds itself through its own generator: only the collector
+        # frees it, here inside the next call's commit, so it is reported after that call
+        ("openai", [(False, True), (True, False)]),
+        # anthropic's holds no cycle, and the wrapper adds none: dropped, it is freed at
+        # once (its connection released), and reported before the next call
+        ("anthropic", [(True, False), (False, True)]),
+    ],
+)
 def test_a_stream_collected_inside_a_commit_is_queued_not_deadlocked(
-    tmp_path: Path, background_commit: bool
+    tmp_path: Path, background_commit: bool, provider: str, order: list[tuple[bool, bool]]
 ) -> None:
-    """A worker thread opens a stream, reads one event and ends without closing it; the
-    collector frees it inside the next call's commit (inline, or on the commit thread
-    while ``flush`` waits for it). Both calls return, and the stream is logged after."""
+    """A worker thread opens a stream, reads one event and ends without closing it. An
+    openai stream (a cycle) is freed by the collector inside the next call's commit
+    (inline, or on the commit thread while ``flush`` waits for it): both calls return,
+    and the stream is logged after. An anthropic stream is freed when dropped."""
     embedder = _CollectingEmbedder()
+    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    fake_server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
     with (
-        FakeAnthropic() as fake,
+        fake_server() as fake,
         Memory(tmp_path / "m.db", embedder=embedder, background_embedding=False) as memory,
-        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+        sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client,
     ):
         wrapped = wrap(
             client, memory=memory, session="s", user_id="ana", background_commit=background_commit
         )
-        fake.enqueue_reply("a long story " * 20, AnthropicUsage(10, 40), stream=True)
-
         left, done = threading.Event(), threading.Event()
 
         def abandon() -> None:
-            events = iter(_ask(wrapped, "tell me a story", stream=True))
+            events = iter(_opened(wrapped, provider, fake, "tell me a story"))
             for _ in range(4):  # into the text, then drop it without closing it
                 next(events)
             del events
@@ -111,13 +133,18 @@ def test_a_stream_collected_inside_a_commit_is_queued_not_deadlocked(
         opener = threading.Thread(target=abandon, daemon=True)
         opener.start()
         assert left.wait(20)
-        _within(20, lambda: _ask(wrapped, "what is the weather?"))
+        if provider == "anthropic":
+            _within(20, lambda: _ask(wrapped, "what is the weather?"))
+        else:
+            question = [{"role": "user", "content": "what is the weather?"}]
+            _within(20, lambda: wrapped.chat.completions.create(model=GPT, messages=question))
         _within(20, wrapped.flush)
         done.set()
-        assert [(c.stream, c.complete) for c in wrapped.calls] == [(False, True), (True, False)]
+        assert [(c.stream, c.complete) for c in wrapped.calls] == order
         log = _log(wrapped)
-        assert [m.role for m in log] == ["user", "user", "assistant", "assistant"]
-        assert log[3].content.startswith("a long") and log[3].metadata[COMPLETE_KEY] is False
+        streamed = 1 if order[0][0] else 3  # the reply logged first or last
+        assert sorted(m.role for m in log) == ["assistant", "assistant", "user", "user"]
+        assert "a long" in log[streamed].content and log[streamed].metadata[COMPLETE_KEY] is False
 
 
 # -- whole or cut: the protocol's end marker decides ----------------------------------------

@@ -16,6 +16,7 @@ import pytest
 
 anthropic = pytest.importorskip("anthropic")
 
+from contextos.errors import ProviderError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
@@ -173,3 +174,81 @@ def test_a_streamed_thinking_block_goes_back_with_its_signature(
     turn = fake.messages_requests()[-1].json()["messages"][1]["content"]
     assert [b["type"] for b in turn] == ["thinking", "tool_use"]
     assert (turn[0]["thinking"], turn[0]["signature"]) == ("I should call weather.", "sig123")
+
+
+def _weather_or_echo(body: dict[str, Any]) -> Any:
+    """The fake's model: a weather question calls the tool, anything else is echoed."""
+    last = body["messages"][-1]["content"]
+    if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
+        return "Paris is sunny."
+    text = last if isinstance(last, str) else " ".join(b.get("text", "") for b in last)
+    return [CALL_A] if "weather" in text else f"You said: {text}"
+
+
+RESULT_A = {
+    "role": "user",
+    "content": [{"type": "tool_result", "tool_use_id": "toolu_A", "content": "sunny"}],
+}
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["new-turn", "whole-conversation"])
+def test_a_retried_tool_result_is_logged_once(client_for: Any, memory: Memory, whole: bool) -> None:
+    # The call answering a tool result failed (HTTP 500 after the SDK's retries) and the
+    # app sent it again: the log held the result twice (sent twice, the API refuses the
+    # second), or the whole conversation twice when the app sends all of it.
+    fake, client = client_for(_weather_or_echo)
+    wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+    question = {"role": "user", "content": "weather in paris?"}
+    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 64, "tools": TOOLS}
+    echo = _echo(wrapped.messages.create(messages=[question], **kw))
+    messages = [question, echo, RESULT_A] if whole else [RESULT_A]
+    fake.enqueue_error(500, "overloaded")
+    with pytest.raises(ProviderError):
+        wrapped.messages.create(messages=messages, **kw)
+    answer = wrapped.messages.create(messages=messages, **kw)  # the app's retry
+    assert answer.content[0].text == "Paris is sunny."
+    assert wrapped.calls[-1].new_messages == ()  # nothing logged again
+    wrapped.flush()
+    log = [t.message.role for t in wrapped.context.session.turns()]
+    assert log == ["user", "assistant", "tool", "assistant"]
+    sent = fake.messages_requests()[-1].json()["messages"]
+    assert [[b["type"] for b in m["content"]] for m in sent] == [
+        ["text"],
+        ["tool_use"],
+        ["tool_result"],
+    ]
+
+
+def test_a_refused_request_does_not_break_the_session(client_for: Any, memory: Memory) -> None:
+    # After a tool call the app sent a plain message instead of the result: the API
+    # refused it (400), its turn stayed in the log, and every later call of the session
+    # was refused with it -- the tool result too, and any question after it.
+    fake, client = client_for(_weather_or_echo)
+    wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 64, "tools": TOOLS}
+
+    def ask(content: Any) -> str:
+        reply = wrapped.messages.create(messages=[{"role": "user", "content": content}], **kw)
+        return str(reply.content[0].text) if reply.content[0].type == "text" else "(tool)"
+
+    ask("weather in paris?")
+    fake.enqueue_error(500, "overloaded")  # the plain message's call fails ...
+    with pytest.raises(ProviderError):
+        ask("never mind")
+    ask(RESULT_A["content"])  # ... and the result comes after it: no 400
+    sent = fake.messages_requests()[-1].json()["messages"]
+    assert [[b["type"] for b in m["content"]] for m in sent] == [
+        ["text"],
+        ["tool_use"],
+        ["tool_result"],  # right after its call, though logged after "never mind"
+        ["text"],
+    ]
+    ask("weather in paris?")
+    assert ask("never mind") == "You said: never mind"  # the unanswered call left out
+    sent = fake.messages_requests()[-1].json()["messages"]
+    assert [b["type"] for m in sent for b in m["content"]].count("tool_use") == 1
+    before = len(fake.messages_requests())
+    with pytest.raises(ValueError, match="answers no tool call still open"):
+        ask(RESULT_A["content"])  # too late: the conversation went on; nothing is sent
+    assert len(fake.messages_requests()) == before
+    assert ask("thanks") == "You said: thanks"

@@ -7,13 +7,20 @@ default, :class:`SessionContext`, drives a :class:`~contextos.engine.session.Ses
 and a :class:`~contextos.memory.Memory`:
 
 1. Messages the caller sent that the session log already holds are
-   recognised and not logged twice (callers may send only the new turn, or
-   the whole conversation every time; a retry of the last question is
-   recognised too, and so is a re-send of a request the log holds answered
-   -- a regenerate, a front end's retry after a gateway timeout -- of which
-   nothing is logged again, its reply included: :func:`answered_prefix`).
-   New turns, the question included, are appended to the log *before* the
-   call, so a crash loses nothing.
+   recognised and not logged twice, by one rule (:func:`match_request`):
+   callers may send only the new turn, or the whole conversation every time;
+   a retry of a failed call (a question or tool results) logs nothing again;
+   a whole conversation that parts from the log -- a regenerate, a front
+   end's retry after a gateway timeout, an edited message, a failed question
+   the app dropped -- is a branch: what follows the common start is logged,
+   the first of it marked :data:`REDO_KEY`, and takes the place of the turns
+   it parts from in the conversation (:func:`conversation`; the log keeps
+   both). An Anthropic prefill (the request ends with an assistant message)
+   is sent last and logged with the reply that continues it. New turns, the
+   question included, are appended to the log *before* the call, so a crash
+   loses nothing. A tool call goes out only with its results right after it
+   (:func:`~contextos.engine.session.sendable_units`), so a refused request's
+   turns never poison the session.
 2. When the history passes its compaction trigger, the session compacts
    (``summarize`` by default; ``offload`` archives into memory).
 3. The window is the session's standard layout
@@ -35,7 +42,8 @@ and a :class:`~contextos.memory.Memory`:
    for them first. A reply whose stream was cut or abandoned is logged marked
    ``"complete": False``, not remembered, and left out of the conversation
    later calls match and send (so the app's retry is recognised); an empty
-   reply is not logged (see ``SessionContext._commit``).
+   reply is not logged; a reply's lone surrogates are logged as U+FFFD (see
+   ``SessionContext._commit``).
 """
 
 from __future__ import annotations
@@ -43,17 +51,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypedDict
 
 from contextos.cache.render import TTL_SECONDS
 from contextos.engine.compaction import Strategy, Thresholds
 from contextos.engine.session import (
+    PREFILL_KEY,
     Layout,
     MemoryLike,
     Session,
     context_window,
+    mended,
     search_scope,
+    text_pieces,
     turn_items,
 )
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
@@ -71,6 +82,14 @@ TOPIC_HEADER = "Memories about the current topic from earlier conversations (may
 
 #: Reply metadata key: False when the reply's stream was cut or abandoned (absent when whole).
 COMPLETE_KEY = "complete"
+#: Turn metadata key: the seq of the turn this one takes the place of (the first new
+#: message of a request that branches off the conversation, :func:`match_request`); that
+#: turn and those after it leave the conversation.
+REDO_KEY = "redo_of"
+
+#: Wire formats whose last assistant message is a prefill: the reply continues its text
+#: (Anthropic's Messages API; Chat Completions answers such a message with a new one).
+PREFILL_WIRES = frozenset({"anthropic"})
 
 #: Window size assumed for models the registry does not know (OpenAI-compatible servers).
 UNKNOWN_MODEL_WINDOW = 128_000
@@ -178,56 +197,114 @@ def model_info(name: str, *, window: int | None = None) -> ModelInfo:
     return replace(info, name=name, context_window=window)
 
 
+def _said(message: Message) -> tuple[Any, ...]:
+    return (message.role, message.content, message.tool_call_id, message.tool_calls)
+
+
 def _same(a: Message, b: Message) -> bool:
-    return (a.role, a.content, a.tool_call_id, a.tool_calls) == (
-        b.role,
-        b.content,
-        b.tool_call_id,
-        b.tool_calls,
-    )
+    """Whether sent message ``a`` says logged message ``b``. A reply was logged
+    :func:`~contextos.engine.session.mended`, and the app echoes it as it got it (its
+    metadata, which may hold a large wire copy, is not compared, so not mended)."""
+    if _said(a) == _said(b):
+        return True
+    return a.role == b.role and _said(mended(replace(a, metadata={}))) == _said(b)
 
 
-def split_new(sent: Sequence[Message], logged: Sequence[Message]) -> tuple[int, bool]:
-    """(how many leading ``sent`` messages the log already ends with, is-a-retry).
+def _answered(message: Message) -> bool:
+    """Whether a logged turn is a reply (the conversation waits on no answer after it)."""
+    return message.role == "assistant"
 
-    A retry is a request whose every message is already logged and whose last
-    one is the log's unanswered last user message.
+
+@dataclass(frozen=True)
+class Match:
+    """Where a request's messages meet the logged conversation (:func:`match_request`).
+
+    The first ``known`` messages sent are logged already; the rest are new and follow
+    the conversation's first ``at`` turns. ``at`` short of the conversation's length is
+    a branch: the turns from ``at`` on leave the conversation (:data:`REDO_KEY`).
     """
-    if sent and logged and sent[-1].role == "user" and len(sent) <= len(logged):
-        tail = logged[len(logged) - len(sent) :]
-        if all(_same(a, b) for a, b in zip(sent, tail, strict=True)):
-            return len(sent), True
-    for k in range(min(len(sent) - 1, len(logged)), 0, -1):
+
+    known: int
+    at: int
+
+    def retry(self, sent: Sequence[Message]) -> bool:
+        """Nothing sent is new: a failed call sent again (its last turn is unanswered)."""
+        return self.known == len(sent)
+
+
+def match_request(sent: Sequence[Message], logged: Sequence[Message]) -> Match:
+    """Where ``sent`` (a request's messages) meets ``logged`` (the conversation): the one
+    rule for what of a request is logged, whatever the app sends.
+
+    - The log ends with the first messages sent (an app that sends only the new turn,
+      or the whole conversation): what follows them is new. When every message sent
+      is the log's end and that end is unanswered, it is a retry of a failed call --
+      of a question or of tool results alike -- and nothing is new.
+    - Else, two messages or more that start as the conversation starts (an app that
+      keeps the history itself) branch where they part from it: the user edited a
+      message, the app dropped a question whose call failed, or re-sent a request the
+      log holds answered (a regenerate, a retry after a gateway timeout) -- its last
+      message is then said again. What follows the common start is new, and replaces
+      the logged turns after it in the conversation.
+
+    One message alone is never a branch: an app that sends only the new turn may well
+    say "yes" twice. The longer match wins; a tie goes to the log's end.
+    """
+    n = len(sent)
+    known = _end_overlap(sent, logged)
+    if known == len(logged) or n < 2:
+        return Match(known, len(logged))
+    common = 0
+    for a, b in zip(sent, logged, strict=False):
+        if not _same(a, b):
+            break
+        common += 1
+    if common <= known:
+        return Match(known, len(logged))
+    at = min(common, n - 1)  # all of it said before: its last message is said again
+    return Match(at, at)
+
+
+def _end_overlap(sent: Sequence[Message], logged: Sequence[Message]) -> int:
+    """How many leading ``sent`` messages the log ends with; all of them only when the
+    log's last turn is unanswered (a retry): an answered exchange sent again is a new
+    turn or a re-send, never nothing."""
+    unanswered = bool(logged) and not _answered(logged[-1])
+    for k in range(min(len(sent), len(logged)), 0, -1):
+        if k == len(sent) and not unanswered:
+            continue
         if _same(sent[k - 1], logged[-1]) and all(
             _same(a, b) for a, b in zip(sent[:k], logged[-k:], strict=True)
         ):
-            return k, False
-    return 0, False
+            return k
+    return 0
 
 
-def answered_prefix(sent: Sequence[Message], logged: Sequence[Message]) -> bool:
-    """True when ``sent`` -- two messages or more -- is how the logged conversation starts
-    and the log holds what came after it: the app re-sent a request already answered
-    (a regenerate, or its front end's retry after a gateway timeout). Nothing of it is
-    new. One message alone is never taken for a re-send: an app that sends only the new
-    turn may well say "yes" twice."""
-    n = len(sent)
-    return 2 <= n < len(logged) and all(_same(a, b) for a, b in zip(sent, logged, strict=False))
-
-
-def _check_newest_turn(window: Window, question: Message | None, history: Sequence[Item]) -> None:
-    """Refuse a call without a question whose newest turn (a tool result) the window left
-    out: it would ask the model about nothing -- an empty conversation, or one that stops
-    before what the call is for. The same clear error as a question over the budget.
+def _check_newest_turn(
+    window: Window, question: Message | None, history: Sequence[Item], newest_key: str | None
+) -> None:
+    """Refuse a call without a question whose newest turn (``newest_key``: a tool result)
+    the window left out: it would ask the model about nothing -- an empty conversation,
+    or one that stops before what the call is for. Over the budget, the same clear error
+    as a question over the budget.
 
     Raises:
         BudgetError: the newest turn (with its tool unit) is not in the window.
+        ValueError: the newest turn cannot be sent at all
+            (:func:`~contextos.engine.session.sendable_units`): a tool result that
+            answers no tool call still open, or a tool call without its results.
     """
-    if question is not None or not history:
+    if question is not None or newest_key is None:
         return
-    newest = history[-1]
-    if any(b.key == newest.key for b in window.blocks):
+    if any(b.key == newest_key for b in window.blocks):
         return
+    newest = next((i for i in history if i.key == newest_key), None)
+    if newest is None:
+        raise ValueError(
+            "the newest turn cannot be sent: a tool result that answers no tool call still "
+            "open in the conversation, or a tool call without its results (the API refuses "
+            "both); send tool results right after the reply that made the calls"
+        )
     unit = [i for i in history if i.group == newest.group] if newest.group else [newest]
     allowance = next((u.allowance for u in window.usage if u.name == "turns"), 0)
     raise BudgetError(
@@ -242,6 +319,108 @@ def in_conversation(message: Message) -> bool:
     in its metadata, set by ``SessionContext``'s commit): the log keeps it as what the
     user saw, but it is not part of the conversation later calls match and send."""
     return message.metadata.get(COMPLETE_KEY) is not False
+
+
+def conversation(turns: Sequence[Turn]) -> list[Turn]:
+    """The logged turns that make up the conversation, oldest first: those
+    :func:`in_conversation`, where a turn marked :data:`REDO_KEY` takes the place of the
+    turn it names and every one after it.
+
+    Why: a regenerate re-sends a request the log holds answered, and the user then goes
+    on from the new answer; an edited message or a dropped question parts from the log
+    the same way (:func:`match_request`). The model must see the newest branch, not
+    both. The log is never rewritten, so the old turns stay there (for audit) and are
+    only left out here.
+    """
+    out: list[Turn] = []
+    for turn in turns:
+        if not in_conversation(turn.message):
+            continue
+        redo = turn.message.metadata.get(REDO_KEY)
+        if isinstance(redo, int) and not isinstance(redo, bool):
+            while out and out[-1].seq >= redo:
+                out.pop()
+        out.append(turn)
+    return out
+
+
+def _is_question(message: Message) -> bool:
+    """Whether a request's last message is a question: a user's message, not tool results."""
+    return message.role == "user" and not message.tool_calls
+
+
+def _is_prefill(message: Message) -> bool:
+    """Whether a request's last message is a prefill: an assistant message the model goes
+    on from (its reply continues the text), in a wire format where it does so
+    (:data:`PREFILL_WIRES`)."""
+    wire = message.metadata.get(WIRE_KEY)
+    return (
+        message.role == "assistant"
+        and not message.tool_calls
+        and isinstance(wire, tuple)
+        and wire[0] in PREFILL_WIRES
+    )
+
+
+def _prefill_of(window: Window) -> Message | None:
+    """The prefill a window ends with (:func:`context_window`'s ``prefill``), if any."""
+    last = window.blocks[-1] if window.blocks else None
+    return last.message if last is not None and last.key == PREFILL_KEY else None
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A request's messages as :func:`split_request` places them.
+
+    ``new``: those to log before the call (the first marked :data:`REDO_KEY` on a
+    branch). ``question``: the user's message sent last (None when the call answers
+    tool results or goes on from a prefill), logged once the window fits -- or already
+    logged, on a retry. ``prefill``: the start of the reply, logged with it.
+    ``retry``: nothing was new. ``resent``: the request said a logged turn again (a
+    regenerate): memory holds that question already.
+    """
+
+    new: tuple[Message, ...]
+    question: Message | None = None
+    prefill: Message | None = None
+    retry: bool = False
+    resent: bool = False
+
+
+def split_request(sent: Sequence[Message], turns: Sequence[Turn]) -> Parts:
+    """Place a request's messages against the logged conversation ``turns``
+    (:func:`match_request`)."""
+    match = match_request(sent, [t.message for t in turns])
+    new = list(sent[match.known :])
+    resent = False
+    if new and match.at < len(turns):  # a branch
+        resent = len(new) == 1 and _same(new[0], turns[match.at].message)
+        new[0] = _redo(new[0], turns[match.at])
+    prefill = new.pop() if new and _is_prefill(new[-1]) else None
+    question: Message | None = None
+    if prefill is None and new and _is_question(new[-1]):
+        question = new.pop()
+    elif match.retry(sent) and _is_question(sent[-1]):
+        question = sent[-1]  # logged already: the log's unanswered last turn
+    return Parts(tuple(new), question, prefill, match.retry(sent), resent)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """A request as ``SessionContext`` places it: its :class:`Parts`, the history items,
+    the window key of the conversation's newest turn (the one a call without a question
+    is for), and the messages logged so far (as the log holds them)."""
+
+    parts: Parts
+    history: tuple[Item, ...]
+    newest: str | None
+    logged: tuple[Message, ...] = ()
+
+
+def _redo(message: Message, said: Turn) -> Message:
+    """``message``, the first new one of a request that branches off the conversation,
+    marked as taking the place of ``said`` (and of every turn after it)."""
+    return replace(message, metadata={**message.metadata, REDO_KEY: said.seq})
 
 
 def _strip_wire(message: Message) -> Message:
@@ -384,7 +563,8 @@ class SessionContext:
             self.topic.due = True  # nothing of the prefix is cached anymore: refresh free
         self._last_call = now
         restarts = self.session.log_restarts if self.session is not None else 0
-        question, history, retry, resent, logged = self._log_and_split(request, budget)
+        split = self._log_and_split(request, budget)
+        question, history, prefill = split.parts.question, split.history, split.parts.prefill
         if self.topic is not None and self.session and self.session.log_restarts != restarts:
             # The log changed under the session (an erasure): the block may hold
             # memories erased with it, so it is rebuilt from a fresh search.
@@ -398,6 +578,8 @@ class SessionContext:
             layout, topic, hits = self._topic(self.topic, query, budget, history)
         else:
             hits = self._hits(query)
+        if prefill is not None:
+            hits = []  # they would follow the prefill, and the model would answer them
         window = context_window(
             budget,
             tokenizer=self.tokenizer,
@@ -413,57 +595,51 @@ class SessionContext:
             layout=layout,
             memory_header=MEMORY_HEADER,
             topic_header=TOPIC_HEADER,
+            prefill=prefill,
         )
-        _check_newest_turn(window, question, history)
-        if question is not None and self.session is not None and not (retry or resent):
+        _check_newest_turn(window, question, history, split.newest)
+        logged = split.logged
+        if question is not None and self.session is not None and not split.parts.retry:
             # durable before the call, once it fits
             logged += tuple(t.message for t in self.session.add(_strip_wire(question)))
-        return Prepared(window, model, question, logged, resent=resent)
+        return Prepared(window, model, question, logged, resent=split.parts.resent)
 
-    def _log_and_split(
-        self, request: ChatRequest, budget: int
-    ) -> tuple[Message | None, tuple[Item, ...], bool, bool, tuple[Message, ...]]:
-        """Log what is new but the question; return the question, history items,
-        is-a-retry, is-a-re-send (:func:`answered_prefix`) and the messages logged (as
-        the log holds them)."""
-        sent = list(request.messages)
+    def _log_and_split(self, request: ChatRequest, budget: int) -> _Split:
+        """Log what is new but the question and a prefill (:func:`split_request`), then
+        build the history: the conversation as the request continues it."""
         turns = self._conversation()
-        known, retry = split_new(sent, [t.message for t in turns]) if turns else (0, False)
-        resent = not retry and answered_prefix(sent, [t.message for t in turns])
-        new = [] if resent else sent[known:]
-        question: Message | None = None
-        if retry or (resent and sent[-1].role == "user" and not sent[-1].tool_calls):
-            question = sent[-1]
-        elif new and new[-1].role == "user" and not new[-1].tool_calls:
-            question = new.pop()
-        if question is None and new:  # the call answers its newest turn (a tool result)
-            newest = message_item("newest", new[-1], self.tokenizer)
-            if newest.tokens > budget - TOKENS_PER_REPLY:  # never fits: refused before logging
+        parts = split_request(request.messages, turns)
+        new = parts.new
+        if parts.question is None and parts.prefill is None and new:  # answers a tool result
+            last = message_item("newest", new[-1], self.tokenizer)
+            if last.tokens > budget - TOKENS_PER_REPLY:  # never fits: refused before logging
                 raise BudgetError(
-                    f"the newest {newest.role} turn does not fit the budget",
-                    requested=newest.tokens,
+                    f"the newest {last.role} turn does not fit the budget",
+                    requested=last.tokens,
                     available=budget - TOKENS_PER_REPLY,
                 )
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
-            return question, items, False, False, ()
+            return _Split(parts, items, items[-1].key if items else None)
         logged: tuple[Message, ...] = ()
         if new:
             logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
         self._compact(budget, request.server_edits)
         turns = self._conversation()
-        if retry:
-            turns = turns[:-1]
-        elif resent:  # the conversation as it stood when the request was first sent
-            turns = turns[: len(sent) - (question is not None)]
+        if parts.retry and parts.question is not None:
+            turns = turns[:-1]  # the question is the log's last turn, and goes last
+        pending = parts.question or parts.prefill  # not logged yet: its branch is cut here
+        redo = pending.metadata.get(REDO_KEY) if pending is not None else None
+        if isinstance(redo, int):
+            turns = [t for t in turns if t.seq < redo]
         items = turn_items(turns, self.session.state(), self.tokenizer)
-        return question, items, retry, resent, logged
+        return _Split(parts, items, f"turn:{turns[-1].seq}" if turns else None, logged)
 
     def _conversation(self) -> list[Turn]:
-        """The logged turns that are part of the conversation (:func:`in_conversation`)."""
+        """The logged turns that are part of the conversation (:func:`conversation`)."""
         if self.session is None:
             return []
-        return [t for t in self.session.turns() if in_conversation(t.message)]
+        return conversation(self.session.turns())
 
     def _compact(self, budget: int, server_edits: Sequence[str] = ()) -> None:
         """Compact the session log when it passes its trigger.
@@ -564,13 +740,29 @@ class SessionContext:
         metadata -- it is what the user saw -- but it is no answer: it is not
         remembered, and later calls leave it out of the conversation
         (:func:`in_conversation`), so the app's retry of the question is
-        recognised as a retry and the fragment is never sent back.
+        recognised as a retry and the fragment is never sent back. The reply to a
+        re-sent request (``prepared.resent``) is logged after its re-sent question and
+        remembered alone: memory holds the question from its first answer. A reply
+        that goes on from a prefill is logged as one turn, the prefill's text first:
+        that is the answer the app holds and sends back.
+
+        The reply is logged and remembered as it came, whatever is in it: its lone
+        surrogates become U+FFFD (:func:`~contextos.engine.session.mended`), and a text
+        longer than a memory may hold is remembered in pieces. Refused at the log or
+        the memory, it was lost, and the error failed the session's next call.
         """
         reply = call.reply
         if reply is None or not (reply.content or reply.tool_calls or reply.metadata):
             return
-        if prepared.resent:  # the log holds this exchange, answered, already
-            return
+        prefill = _prefill_of(prepared.window)
+        if prefill is not None:
+            redo = {k: v for k, v in prefill.metadata.items() if k == REDO_KEY}
+            reply = replace(
+                reply,
+                content=prefill.content + reply.content,
+                metadata={**reply.metadata, **redo},
+            )
+        reply = mended(reply)
         meta = {
             **reply.metadata,
             "usage": _usage_json(call.usage),
@@ -588,10 +780,12 @@ class SessionContext:
         if not call.complete:
             return
         if self.remember and self.memory is not None and self.scope_ok:
+            question = None if prepared.resent else prepared.question
             said = [
                 m
-                for m in (prepared.question, reply if self.remember_replies else None)
+                for m in (question, reply if self.remember_replies else None)
                 if m is not None and m.content.strip() and not m.metadata.get(PLACEHOLDER_KEY)
             ]
             if said:
-                self.memory.add([Message(m.role, m.content) for m in said], **self.scope_ids)
+                pieces = [Message(m.role, p) for m in said for p in text_pieces(m.content)]
+                self.memory.add(pieces, **self.scope_ids)

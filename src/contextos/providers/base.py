@@ -42,6 +42,22 @@ def own_content(question: Message | None, provider: str) -> list[dict[str, Any]]
     return copy.deepcopy(list(content)) if isinstance(content, list) else None
 
 
+def as_wire(item: Any) -> Any:
+    """``item`` as plain JSON when it is an SDK (pydantic) model, as the SDK would send it
+    (API field names, ``None`` fields left out); anything else as given.
+
+    Why: both SDKs accept their own response models where a request takes a dict
+    (OpenAI's ``messages.append(completion.choices[0].message)``), and the parsers
+    read dicts.
+    """
+    if isinstance(item, Mapping):
+        return item
+    dump = getattr(item, "model_dump", None)
+    if dump is None:
+        return item
+    return dump(mode="json", by_alias=True, exclude_none=True)
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """A chat call in provider-neutral form, as the caller made it.
@@ -92,8 +108,9 @@ class Prepared:
     model: ModelInfo
     question: Message | None = None
     logged: tuple[Message, ...] = ()
-    #: The request re-sent one the log already holds answered (a regenerate, an HTTP
-    #: retry after a gateway timeout): nothing of it, its reply included, is logged again.
+    #: The request said a logged turn again (a regenerate, an HTTP retry after a gateway
+    #: timeout): the new reply is logged (after the turn, marked ``redo_of``), the
+    #: question is not remembered again.
     resent: bool = False
 
 

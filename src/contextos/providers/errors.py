@@ -3,7 +3,10 @@
 Both official SDKs (``anthropic``, ``openai``) raise the same shapes: an
 ``APIStatusError`` carrying ``status_code``, ``response`` and ``body``, and an
 ``APIConnectionError`` when no response came. We read those attributes instead
-of importing either SDK, so this module works whichever is installed.
+of importing either SDK, so this module works whichever is installed. A stream
+that breaks while the caller reads it (a dropped connection, a read timeout)
+raises the HTTP library's own error through the SDK; that too becomes a
+:class:`ProviderError`.
 
 Retries: both SDKs already retry connection errors, 408/409/429 and 5xx with
 exponential backoff (``max_retries``, honouring ``retry-after``). contextos
@@ -91,16 +94,41 @@ def _body_text(exc: BaseException) -> str:
     return body if isinstance(body, str) else json.dumps(body, default=str)
 
 
+#: The HTTP libraries under the SDKs (anthropic 2.x reads through ``httpx2``, openai
+#: through ``httpx``).
+_HTTP_LIBRARIES = ("httpx", "httpx2")
+
+
 def _is_sdk_error(exc: BaseException) -> bool:
-    """True for exceptions raised by the anthropic or openai SDKs (by their module)."""
+    """True for exceptions raised by the anthropic or openai SDKs (by their module), and
+    for their HTTP library's request errors (:func:`_is_transport_error`)."""
     root = type(exc).__module__.split(".")[0]
-    return root in ("anthropic", "openai")
+    return root in ("anthropic", "openai") or _is_transport_error(exc)
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """True for an ``httpx`` / ``httpx2`` ``RequestError``: transport errors (a dropped
+    connection, ``RemoteProtocolError``), timeouts (``ReadTimeout``), a body that
+    fails to decode.
+
+    Why: the SDKs turn these into ``APIConnectionError`` while sending, but a stream
+    reads its body later, in the caller's loop, where the SDK lets the HTTP
+    library's own exception through; the caller was promised a ``ProviderError``.
+    Matched by class name and module (the ``RequestError`` base), so neither
+    library is imported here.
+    """
+    return any(
+        cls.__name__ == "RequestError" and cls.__module__.split(".")[0] in _HTTP_LIBRARIES
+        for cls in type(exc).__mro__
+    )
 
 
 def to_contextos_error(exc: BaseException, provider: str) -> ProviderError:
     """The contextos error for an SDK exception (the caller raises it ``from exc``)."""
     status = _status_of(exc)
     message = getattr(exc, "message", None) or str(exc)
+    if _is_transport_error(exc):  # its str() alone ("timed out") does not say what failed
+        message = f"{type(exc).__name__}: {message}"
     if not isinstance(status, int):
         return ProviderError(f"{provider}: {message}")
     if status in _AUTH_STATUSES:

@@ -118,10 +118,13 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
 
 
 def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
-    """Function tools as neutral schemas; () when any has fields we would drop (``strict``)."""
+    """Function tools as neutral schemas; () when any has fields we would drop (``strict``)
+    or is not a mapping (an SDK model: it travels verbatim, the SDK serialises it)."""
     out = []
     for tool in tools or ():
-        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(tool, Mapping):
+            return ()
+        fn = tool.get("function")
         if (
             tool.get("type") != "function"
             or not isinstance(fn, Mapping)

@@ -15,17 +15,21 @@ reading at the end marker has the whole reply. Should an SDK release drop
 degrades rather than breaks.
 
 A stream the caller abandons (``break`` out of the loop, no ``close()``) is
-closed by the garbage collector at some random point -- the SDK's ``Stream``
-holds itself through its own generator, a cycle refcounting cannot free -- and
-the collector may run on any thread, inside any lock (the commit's own
-included). So that close only *enqueues* the stream (no lock, no I/O);
-:meth:`OpenStreams.drain`, run at the client's next call and at ``flush()``,
-reports it. :meth:`OpenStreams.finish` also reports every stream the caller
-left open when that caller's next managed call starts: by then it has moved on
-from it. "The caller" is whoever read the stream last (or opened it, before its
-first event): a thread, or an asyncio task on one -- a stream opened on one
-thread and read on another (a web framework's threadpool), or read by one task
-while another calls, is still being read.
+closed when the caller drops it: by refcounting, since the instrumentation adds
+no reference cycle (the ``close`` override holds the stream weakly), or by the
+garbage collector when the SDK's stream holds itself through its own generator
+(openai's ``Stream`` does). The collector may run on any thread, inside any
+lock (the commit's own included). So that close only *enqueues* the stream (no
+lock, no I/O); :meth:`OpenStreams.drain`, run at the client's next call and at
+``flush()``, reports it. :meth:`OpenStreams.finish` also reports every stream
+the caller left open when that caller's next managed call starts: by then it
+has moved on from it, so its response is closed too (the caller may still hold
+the object; its connection should not stay taken). "The caller" is whoever read
+the stream last (or opened it, before its first event): a thread, or an asyncio
+task on one -- a stream opened on one thread and read on another (a web
+framework's threadpool), or read by one task while another calls, is still
+being read. A reader whose thread has ended, or whose task is done, reads no
+more: its streams are reported by any caller's next call and by ``flush()``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -41,16 +46,54 @@ from .base import StreamAccumulator
 from .errors import mapped_errors
 
 Report = Callable[[], None]
-Reader = tuple[int, int]
 
 
-def _reader() -> Reader:
-    """Who is reading now: this thread, and the asyncio task running on it (0 if none)."""
+def _nothing() -> None:
+    """A :data:`Report` that does nothing (a stream with no response of its own to close)."""
+
+
+def _current_task() -> asyncio.Task[Any] | None:
     try:
-        task = asyncio.current_task()
+        return asyncio.current_task()
     except RuntimeError:  # no event loop running in this thread
-        task = None
-    return threading.get_ident(), id(task) if task is not None else 0
+        return None
+
+
+class Reader:
+    """Who reads a stream: a thread, and the asyncio task running on it (if any).
+
+    ``key`` says whether two readers are the same caller; :attr:`gone` whether this
+    one can read no more (a stream it left is abandoned, whoever calls next). The
+    thread is held, the task only weakly (a done task must not be kept alive).
+    """
+
+    __slots__ = ("key", "_task", "_thread")
+
+    def __init__(self) -> None:
+        task = _current_task()
+        self.key = (threading.get_ident(), id(task) if task is not None else 0)
+        self._thread = threading.current_thread()
+        self._task = weakref.ref(task) if task is not None else None
+
+    @property
+    def gone(self) -> bool:
+        """True once its thread has ended or its task is done (or collected)."""
+        if not self._thread.is_alive():
+            return True
+        if self._task is None:
+            return False
+        task = self._task()
+        return task is None or task.done()
+
+
+def _reader(last: Reader | None = None) -> Reader:
+    """Who is reading now; ``last`` itself when it is still the same caller (an event
+    loop reads many events: one comparison each, no new object)."""
+    if last is not None:
+        task = _current_task()
+        if last.key == (threading.get_ident(), id(task) if task is not None else 0):
+            return last
+    return Reader()
 
 
 def _read_ahead(inner: Iterator[Any], acc: StreamAccumulator) -> Iterator[Any]:
@@ -86,7 +129,7 @@ def _observed(
     try:
         with mapped_errors(provider):
             for event in _read_ahead(inner, acc):
-                reader[0] = _reader()
+                reader[0] = _reader(reader[0])
                 if hide is None or not hide(event):
                     yield event
     except GeneratorExit:
@@ -108,15 +151,19 @@ class OpenStreams:
     """
 
     def __init__(self) -> None:
-        self._open: dict[int, tuple[list[Reader], Report]] = {}
+        self._open: dict[int, tuple[list[Reader], Report, Report]] = {}
         self._abandoned: deque[int] = deque()
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
-    def track(self, done: Report) -> tuple[Report, Report, list[Reader]]:
+    def track(
+        self, done: Report, release: Report | None = None
+    ) -> tuple[Report, Report, list[Reader]]:
         """(report, abandon, reader) for a new stream: ``report`` calls ``done`` once and
         leaves this set; ``abandon`` only queues the stream for :meth:`drain` (safe
-        anywhere); ``reader[0]``, its latest reader, starts as the caller opening it."""
+        anywhere); ``reader[0]``, its latest reader, starts as the caller opening it.
+        ``release`` closes the stream's response; :meth:`finish` calls it after
+        reporting a stream its caller left open."""
         key = next(self._ids)
         reader = [_reader()]
 
@@ -130,7 +177,7 @@ class OpenStreams:
             self._abandoned.append(key)  # atomic: no lock, the collector may hold any
 
         with self._lock:
-            self._open[key] = (reader, report)
+            self._open[key] = (reader, report, release or _nothing)
         return report, abandon, reader
 
     @property
@@ -152,13 +199,20 @@ class OpenStreams:
 
     def finish(self) -> None:
         """:meth:`drain`, then report every stream the caller (this thread, or this
-        asyncio task) read last, or opened and never read, and left open."""
+        asyncio task) read last, or opened and never read, and left open -- and every
+        stream whose last reader is gone (its thread ended: a worker that ``break`` s out
+        and returns) -- and close their responses: nobody will read them on."""
         self.drain()
-        me = _reader()
+        me = _reader().key
         with self._lock:
-            pending = [report for reader, report in self._open.values() if reader[0] == me]
-        for report in pending:
+            pending = [
+                (report, release)
+                for reader, report, release in self._open.values()
+                if reader[0].key == me or reader[0].gone
+            ]
+        for report, release in pending:
             report()
+            release()
 
 
 class _StreamProxy:
@@ -205,11 +259,13 @@ def instrument(
     or, for a stream left to the garbage collector or left open, at ``open_streams``'
     next :meth:`~OpenStreams.drain` or :meth:`~OpenStreams.finish`.
     """
-    report, abandon, reader = open_streams.track(done)
+    release = _closer(stream)
+    report, abandon, reader = open_streams.track(done, release)
     inner = getattr(stream, "_iterator", None)
     if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
         observed = _observed(inner, acc, report, abandon, provider, hide, reader)
-        sdk_close = stream.close
+        # Strongly (a cycle the collector frees) only where a weak reference cannot be had.
+        sdk_close = release or stream.close
 
         def close() -> None:
             observed.close()
@@ -221,3 +277,30 @@ def instrument(
         return stream
     observed = _observed(iter(stream), acc, report, abandon, provider, hide, reader)
     return _StreamProxy(stream, observed, report)
+
+
+def _closer(stream: Any) -> Report | None:
+    """The SDK's own ``close`` of ``stream`` (closes its response), holding it weakly;
+    None when ``stream`` has no ``close`` or cannot be weakly referenced.
+
+    Why weakly: this closure is put in the stream's own ``__dict__`` (the ``close``
+    override) and kept by :class:`OpenStreams` until the stream reports; a strong
+    reference (the bound method ``stream.close``) would make a cycle, or keep the
+    stream alive from the open set, and a stream the caller drops would hold its HTTP
+    connection until the garbage collector ran -- or for ever -- where the bare SDK
+    frees it at once.
+    """
+    sdk_close = getattr(type(stream), "close", None)
+    if sdk_close is None:
+        return None
+    try:
+        ref = weakref.ref(stream)
+    except TypeError:  # a class without __weakref__
+        return None
+
+    def close() -> None:
+        target = ref()
+        if target is not None:
+            sdk_close(target)
+
+    return close

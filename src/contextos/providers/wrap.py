@@ -31,12 +31,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from ..cache.accounting import field_of
 from ..types import Usage
-from .base import CallRecord, EditReport, Prepared, ProviderAdapter, StreamAccumulator, edit_report
+from .base import (
+    CallRecord,
+    EditReport,
+    Prepared,
+    ProviderAdapter,
+    StreamAccumulator,
+    as_wire,
+    edit_report,
+)
 from .errors import mapped_errors
 from .streams import OpenStreams, instrument
 
@@ -47,47 +56,97 @@ if TYPE_CHECKING:
 Recorder = Callable[[CallRecord], None]
 
 
-class UsageLog:
-    """Every call a wrapped client made, in order, with totals (thread-safe)."""
+#: How many call records a :class:`UsageLog` keeps by default (the newest): a
+#: long-running process makes calls for ever, and each record holds its reply.
+KEEP_CALLS = 1000
 
-    def __init__(self) -> None:
-        self._calls: list[CallRecord] = []
+
+class UsageLog:
+    """The newest calls a wrapped client made, in order, and totals over all (thread-safe).
+
+    Only the latest ``keep`` records are kept (``None``: all), because a record holds
+    the reply and the messages it logged, and a server process calls for ever;
+    :meth:`total` and :meth:`edits` are running sums over every call ever recorded,
+    kept or not, and :attr:`count` says how many that was.
+    """
+
+    def __init__(self, keep: int | None = KEEP_CALLS) -> None:
+        if keep is not None and keep < 0:
+            raise ValueError(f"keep must be None or >= 0, not {keep}")
+        self._calls: deque[CallRecord] = deque(maxlen=keep)
         self._lock = threading.Lock()
+        self._count = 0
+        self._usage = dict.fromkeys(Usage.__dataclass_fields__, 0)
+        self._edits = dict.fromkeys(EditReport.__dataclass_fields__, 0)
 
     def append(self, call: CallRecord) -> None:
+        """Record ``call``: kept (the oldest record dropped past ``keep``), and summed."""
+        edits = edit_report([call])
         with self._lock:
             self._calls.append(call)
+            self._count += 1
+            for name in self._usage:
+                self._usage[name] += getattr(call.usage, name)
+            for name in self._edits:
+                self._edits[name] += getattr(edits, name)
+
+    @property
+    def keep(self) -> int | None:
+        """How many records are kept (None: all)."""
+        return self._calls.maxlen
+
+    @property
+    def count(self) -> int:
+        """How many calls were recorded in all, the dropped ones included."""
+        return self._count
 
     def __iter__(self) -> Iterator[CallRecord]:
         with self._lock:
             return iter(list(self._calls))
 
     def __len__(self) -> int:
+        """How many records are kept (at most ``keep``; :attr:`count` counts all)."""
         return len(self._calls)
 
-    def __getitem__(self, index: int) -> CallRecord:
-        return self._calls[index]
+    @overload
+    def __getitem__(self, index: int) -> CallRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[CallRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> CallRecord | list[CallRecord]:
+        """A kept record by position (``[-1]`` is the latest), or a list of them."""
+        with self._lock:
+            if isinstance(index, slice):
+                return list(self._calls)[index]
+            return self._calls[index]
 
     def total(self) -> Usage:
-        """The sum of every recorded call's usage."""
-        fields = Usage.__dataclass_fields__
-        sums = {k: sum(getattr(c.usage, k) for c in self) for k in fields}
-        return Usage(**sums)
+        """The sum of every recorded call's usage (kept or not)."""
+        with self._lock:
+            return Usage(**self._usage)
 
     def edits(self) -> EditReport:
-        """What the provider's server-side context editing did, and the cache around it."""
-        return edit_report(list(self))
+        """What the provider's server-side context editing did, and the cache around it,
+        over every recorded call (kept or not)."""
+        with self._lock:
+            return EditReport(**self._edits)
 
 
 class _Core:
     """Shared by the per-SDK facades: prepare, send, record."""
 
     def __init__(
-        self, adapter: ProviderAdapter, context: Any, recorders: list[Recorder], stream_usage: bool
+        self,
+        adapter: ProviderAdapter,
+        context: Any,
+        recorders: list[Recorder],
+        stream_usage: bool,
+        calls: UsageLog,
     ) -> None:
         self.adapter = adapter
         self.context = context
-        self.calls = UsageLog()
+        self.calls = calls
         self.recorders = [self.calls.append, *recorders]
         self.stream_usage = stream_usage
         self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
@@ -96,9 +155,21 @@ class _Core:
 
     def passthrough(self, adapter: ProviderAdapter) -> _Core:
         """A core for another API of the same client: never managed, recorded in this log."""
-        other = _Core(adapter, None, [], stream_usage=False)
-        other.calls, other.recorders = self.calls, self.recorders
+        other = _Core(adapter, None, [], stream_usage=False, calls=self.calls)
+        other.recorders = self.recorders
         return other
+
+    def entry(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A managed call's arguments with its ``messages`` as plain JSON: the SDK's own
+        response models (``completion.choices[0].message``, which OpenAI's tool-calling
+        guide appends to ``messages``) dumped once, here, so that everything after reads
+        dicts. Pass-through (nothing managed) keeps the request as given."""
+        if self.context is None and self.tool_loop is None:
+            return kwargs
+        messages = kwargs.get("messages")
+        if messages is None or isinstance(messages, (str, bytes, Mapping)):
+            return kwargs  # not a list of messages: the SDK will say what is wrong
+        return {**kwargs, "messages": [as_wire(m) for m in messages]}
 
     def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
         """Assemble and render the window (pass-through without a context source)."""
@@ -199,17 +270,27 @@ class _ManagedStream:
         self._prepared = prepared
         self._prefix = prefix
         self._model = model
+        self._raw: Any = None
 
     def __enter__(self) -> Any:
         started = time.perf_counter()
         with mapped_errors(self._core.adapter.name):
             stream = self._manager.__enter__()
         # Both helpers read their raw SDK stream lazily: instrument it before the first event.
-        self._core.observe(stream._raw_stream, self._prepared, self._prefix, self._model, started)
+        self._raw = stream._raw_stream
+        self._core.observe(self._raw, self._prepared, self._prefix, self._model, started)
         return stream
 
     def __exit__(self, *exc: Any) -> Any:
-        return self._manager.__exit__(*exc)
+        """The SDK's exit, then the instrumented raw stream's ``close``, so a stream left
+        early is reported as the block ends. Why both: openai's ``ChatCompletionStream``
+        closes its HTTP response directly, never the raw stream's ``close``, so the
+        call would otherwise wait for the next call or ``flush()`` to be recorded."""
+        try:
+            return self._manager.__exit__(*exc)
+        finally:
+            if self._raw is not None:
+                self._raw.close()
 
 
 def _tokens_of(value: Any) -> int:
@@ -283,6 +364,7 @@ class _Resource:
 
     def create(self, **kwargs: Any) -> Any:
         """The SDK's ``create``, with the window managed and usage recorded."""
+        kwargs = self._core.entry(kwargs)
         if self._core.tool_loop is not None:  # memory_tools: every request of the loop goes
             send = lambda kw: self._core.call(self._inner.create, kw)  # noqa: E731 - through call
             return self._core.tool_loop.create(send, self._core.adapter.reply, **kwargs)
@@ -290,12 +372,12 @@ class _Resource:
 
     def stream(self, **kwargs: Any) -> Any:
         """The SDK's ``stream(...)`` context manager, window managed, usage recorded."""
-        return self._core.stream_manager(self._inner.stream, kwargs)
+        return self._core.stream_manager(self._inner.stream, self._core.entry(kwargs))
 
     def parse(self, **kwargs: Any) -> Any:
         """The SDK's ``parse`` (structured outputs), window managed, usage recorded: its
         parsed response is the SDK's message type, read like ``create``'s."""
-        return self._core.call(self._inner.parse, kwargs)
+        return self._core.call(self._inner.parse, self._core.entry(kwargs))
 
     def count_tokens(self, **kwargs: Any) -> Any:
         """The SDK's ``count_tokens`` (Anthropic), errors mapped."""
@@ -412,6 +494,14 @@ class WrappedClient:
         session, same usage log."""
         return WrappedClient(self.unwrapped.with_options(**options), self._core)
 
+    def copy(self, **options: Any) -> WrappedClient:
+        """The SDK's ``copy`` (``with_options`` is its alias in both SDKs), still wrapped.
+
+        Why: reached through ``__getattr__`` it returned the bare SDK client, whose
+        calls went out without the session's window and were never logged, silently.
+        """
+        return WrappedClient(self.unwrapped.copy(**options), self._core)
+
     def __getattr__(self, name: str) -> Any:
         _refuse_unmanaged(name, self._core)
         return getattr(self.unwrapped, name)
@@ -450,6 +540,7 @@ def wrap(
     prompt_cache_options: Mapping[str, Any] | None = None,
     stream_usage: bool = True,
     on_call: Recorder | None = None,
+    keep_calls: int | None = KEEP_CALLS,
     memory_tools: Any = False,
     memory_placement: str = "per_call",
     **options: Unpack[ContextOptions],
@@ -470,6 +561,9 @@ def wrap(
             with ``prompt_cache_breakpoint`` (see :mod:`contextos.providers.openai`).
         stream_usage: OpenAI only; ask streams for the usage chunk.
         on_call: called with every :class:`~contextos.providers.base.CallRecord`.
+        keep_calls: how many of the newest records ``client.calls`` keeps (1000; None
+            keeps all, for ever); its ``total()`` and ``edits()`` count every call.
+            ``on_call`` sees every record, to keep them elsewhere.
         memory_tools: True to offer the model the self-editing memory tools (core
             blocks pinned in the prefix, archival memory, conversation search) and run
             them until it answers (see :mod:`contextos.agent.loop`); or a ready ToolLoop.
@@ -494,7 +588,7 @@ def wrap(
     Raises:
         TypeError: an unsupported client, an unknown option, or ``context`` together
             with memory/session.
-        ValueError: an unknown ``memory_placement``.
+        ValueError: an unknown ``memory_placement``, a negative ``keep_calls``.
     """
     from contextos.engine.context import PLACEMENTS, ContextOptions
 
@@ -503,6 +597,7 @@ def wrap(
     if unknown := options.keys() - ContextOptions.__annotations__.keys():
         raise TypeError(f"wrap() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     adapter = _adapter_for(client, prompt_cache_key, prompt_cache_options)
+    calls = UsageLog(keep_calls)  # refuses a negative keep_calls before anything is built
     if context is not None and (memory is not None or session is not None):
         raise TypeError("pass either context= or memory=/session=, not both")
     if context is None and (memory is not None or session is not None):
@@ -516,7 +611,7 @@ def wrap(
             placement=memory_placement,
             **options,
         )
-    core = _Core(adapter, context, [on_call] if on_call else [], stream_usage)
+    core = _Core(adapter, context, [on_call] if on_call else [], stream_usage, calls)
     if memory_tools is not False:
         from ..agent.loop import tool_loop_for_wrap
 

@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
+from ..engine.session import lone_surrogate_at
 from ..times import utc
 from ..types import Message, ScopeIds, scope_id, scope_ids
 from .errors import describe
@@ -46,13 +47,12 @@ FILTER_KEY = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 
 
 def check_text(value: str) -> str:
-    """Refuse strings that are not valid Unicode scalar values or hold NUL."""
+    """Refuse strings that are not valid Unicode scalar values (the library's one rule,
+    :func:`contextos.engine.session.lone_surrogate_at`) or hold NUL."""
     if "\x00" in value:
         raise ValueError("text may not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    if lone_surrogate_at(value) is not None:
+        raise ValueError("text must be valid Unicode (no lone surrogates)")
     return value
 
 

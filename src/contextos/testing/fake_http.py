@@ -18,11 +18,12 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,20 @@ class SSEEvent:
 
 @dataclass(frozen=True)
 class FakeResponse:
-    """What the fake server answers: a JSON body, or a stream of SSE events."""
+    """What the fake server answers: a JSON body, or a stream of SSE events.
+
+    ``cut`` makes a stream fail the way a network does, after its ``events``:
+    ``"drop"`` closes the connection without the body's final chunk, ``"stall"``
+    sends nothing more for ``stall_seconds`` (past the client's read timeout), then
+    drops it.
+    """
 
     status: int = 200
     json_body: Any = None
     events: Sequence[SSEEvent] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    cut: Literal["drop", "stall"] | None = None
+    stall_seconds: float = 2.0
 
     def body_bytes(self) -> bytes:
         return json.dumps(self.json_body).encode() if self.json_body is not None else b""
@@ -122,7 +131,14 @@ class _Handler(BaseHTTPRequestHandler):
             chunk = event.encode()
             self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
+        if response.cut is None:
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if response.cut == "stall":
+            time.sleep(response.stall_seconds)
+        self.close_connection = True  # the body never ends: the client sees it cut
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Stay quiet: tests and benchmarks read stdout."""

@@ -1,0 +1,112 @@
+"""A stream the network cuts while the app reads it: the app gets a ProviderError.
+
+The real ``anthropic`` / ``openai`` SDK clients against the loopback fakes, which
+send a stream's first events and then drop the connection, or stall past the
+client's read timeout. The SDKs map such errors only while sending; a stream's
+body is read later, in the app's loop, where the HTTP library's own exception
+(``httpx2.RemoteProtocolError``, ``httpx2.ReadTimeout``) came through unmapped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+from contextos.engine.context import COMPLETE_KEY  # noqa: E402
+from contextos.errors import ProviderError  # noqa: E402
+from contextos.memory import Memory  # noqa: E402
+from contextos.providers import wrap  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
+from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+
+MODEL = "claude-sonnet-4"
+GPT = "gpt-4.1-mini"
+PARTIAL = "Your flight is cancel"
+#: The client's read timeout, well under the fake's stall.
+TIMEOUT = 0.5
+#: What each SDK lets through (kept as the ProviderError's ``__cause__``): anthropic
+#: the HTTP library's own error, openai its own mapping of it.
+CAUSES = {
+    ("anthropic", "drop"): "RemoteProtocolError",
+    ("anthropic", "stall"): "ReadTimeout",
+    ("openai", "drop"): "APIConnectionError",
+    ("openai", "stall"): "APITimeoutError",
+}
+
+
+def _anthropic_events() -> list[SSEEvent]:
+    text = {"type": "text", "text": ""}
+    delta = {"type": "text_delta", "text": PARTIAL}
+    return [
+        SSEEvent(json.dumps(e), e["type"])
+        for e in (
+            message_start("msg_cut", MODEL, AnthropicUsage(5, 1)),
+            {"type": "content_block_start", "index": 0, "content_block": text},
+            {"type": "content_block_delta", "index": 0, "delta": delta},
+        )
+    ]
+
+
+def _openai_events() -> list[SSEEvent]:
+    choice = {"index": 0, "delta": {"role": "assistant", "content": PARTIAL}}
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": GPT}
+    return [SSEEvent(json.dumps({**chunk, "choices": [{**choice, "finish_reason": None}]}))]
+
+
+def _read_all(provider: str, wrapped: Any) -> None:
+    question = [{"role": "user", "content": "is my flight ok?"}]
+    if provider == "anthropic":
+        stream = wrapped.messages.create(model=MODEL, max_tokens=64, messages=question, stream=True)
+    else:
+        stream = wrapped.chat.completions.create(model=GPT, messages=question, stream=True)
+    for _ in stream:
+        pass
+
+
+@pytest.mark.parametrize("cut", ["drop", "stall"])
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_stream_cut_by_the_network_raises_a_provider_error_and_logs_the_fragment(
+    memory: Memory, provider: str, cut: str
+) -> None:
+    fake: Any
+    if provider == "anthropic":
+        fake, sdk, events = FakeAnthropic(), anthropic.Anthropic, _anthropic_events()
+    else:
+        fake, sdk, events = FakeOpenAI(), openai.OpenAI, _openai_events()
+    with (
+        fake,
+        sdk(base_url=fake.base_url, api_key="t", max_retries=0, timeout=TIMEOUT) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        fake.enqueue(FakeResponse(events=events, cut=cut))
+        with pytest.raises(ProviderError) as raised:
+            _read_all(provider, wrapped)
+        assert type(raised.value.__cause__).__name__ == CAUSES[provider, cut]
+        (call,) = wrapped.calls
+        assert not call.complete and call.reply is not None and call.reply.content == PARTIAL
+        wrapped.flush()
+        turns = [t.message for t in wrapped.context.session.turns()]
+        assert [(m.role, m.content) for m in turns] == [
+            ("user", "is my flight ok?"),
+            ("assistant", PARTIAL),
+        ]
+        assert turns[1].metadata[COMPLETE_KEY] is False
+
+
+def test_a_transport_error_names_itself_in_the_message(memory: Memory) -> None:
+    """``str(ReadTimeout)`` is only "timed out": the message says which error it was."""
+    with (
+        FakeAnthropic() as fake,
+        anthropic.Anthropic(
+            base_url=fake.base_url, api_key="t", max_retries=0, timeout=TIMEOUT
+        ) as client,
+    ):
+        fake.enqueue(FakeResponse(events=_anthropic_events(), cut="stall"))
+        with pytest.raises(ProviderError, match="anthropic: ReadTimeout"):
+            _read_all("anthropic", wrap(client))
