@@ -770,6 +770,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         context, as ``bm25()`` counts a word's rows: ``fts5_aux.c``). A word's count is
         read once and then kept up to date from the rows the index reads (see
         ``_refresh_lexical``); None when something is not known and ``read`` is off."""
+        if len(self._fts_hits) > _MAX_COUNTED_TERMS:  # a process up for months: start over
+            self._fts_hits = {}
         hits = self._fts_hits
         terms = {w: self._lexical_term(w) for w in words}
         missing = [w for w, t in terms.items() if t not in hits]
@@ -1071,6 +1073,9 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
     db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
     db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
 
+
+#: Query terms whose row counts the keyword index keeps (dropped all at once past it).
+_MAX_COUNTED_TERMS = 100_000
 
 #: Terms the scope column may hold: ``u``/``a``/``s`` alone (no id) or followed by the
 #: hex of tenant, 0x1f and an id (three bytes at least), lower-cased by the tokenizer.
