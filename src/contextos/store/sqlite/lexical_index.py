@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -142,31 +143,32 @@ class Tokenizer:
 
 
 class _Postings:
-    """One term's rows in a block: position, count in the text, count in the context.
-    A removed row's entry is zeroed (position -1) until the block is rebuilt."""
+    """One term's rows in a block: position, count in the text, count in the context,
+    in compact int32 arrays (read by numpy without a copy). A removed row's entry is
+    zeroed (position -1) until the block is rebuilt.
 
-    def __init__(self) -> None:
-        self.size = 0
+    Why ``array`` and not numpy arrays: a block holds thousands of terms, most in a few
+    rows, and three numpy arrays cost ~450 bytes a term before any entry."""
+
+    __slots__ = ("context", "live", "pos", "term", "text")
+
+    def __init__(self, term: str) -> None:
+        self.term = term
         self.live = 0
-        self.pos = np.zeros(8, dtype=np.int64)
-        self.text = np.zeros(8, dtype=np.float64)
-        self.context = np.zeros(8, dtype=np.float64)
+        self.pos = array("i")
+        self.text = array("i")
+        self.context = array("i")
 
     def append(self, pos: int, text: int, context: int) -> int:
-        if self.size == len(self.pos):
-            cap = 2 * self.size
-            self.pos = np.resize(self.pos, cap)
-            self.text = np.resize(self.text, cap)
-            self.context = np.resize(self.context, cap)
-        i = self.size
-        self.pos[i], self.text[i], self.context[i] = pos, text, context
-        self.size += 1
+        self.pos.append(pos)
+        self.text.append(text)
+        self.context.append(context)
         self.live += 1
-        return i
+        return len(self.pos) - 1
 
     def clear(self, i: int) -> int:
         """Zero entry ``i``; how many live entries are left."""
-        self.pos[i], self.text[i], self.context[i] = -1, 0.0, 0.0
+        self.pos[i], self.text[i], self.context[i] = -1, 0, 0
         self.live -= 1
         return self.live
 
@@ -186,7 +188,8 @@ class _Block:
         self.type = np.zeros(64, dtype=np.int32)
         self.times = {f: np.full(64, np.nan, dtype=np.float64) for f in TIME_FIELDS}
         self.postings: dict[str, _Postings] = {}
-        self.entries: list[list[tuple[str, int]]] = []  # per row: its terms' entries
+        #: per row: its terms' postings and its entry in each (empty once removed)
+        self.entries: list[tuple[tuple[_Postings, ...], array[int]]] = []
 
     def add(
         self,
@@ -211,23 +214,26 @@ class _Block:
         self.agent[pos], self.session[pos], self.type[pos] = codes
         for f, value in zip(TIME_FIELDS, times, strict=True):
             self.times[f][pos] = np.nan if value is None else value
-        entries = []
+        held: list[_Postings] = []
+        at = array("i")
         for term in text.keys() | context.keys():
             postings = self.postings.get(term)
             if postings is None:
-                postings = self.postings[term] = _Postings()
-            entries.append((term, postings.append(pos, text[term], context[term])))
-        self.entries.append(entries)
+                postings = self.postings[term] = _Postings(term)
+            held.append(postings)
+            at.append(postings.append(pos, text[term], context[term]))
+        self.entries.append((tuple(held), at))
 
     def kill(self, memory_id: str) -> bool:
         """Remove a record's row (its terms leave the postings now); whether it was here."""
         pos = self.where.pop(memory_id, None)
         if pos is None:
             return False
-        for term, i in self.entries[pos]:
-            if not self.postings[term].clear(i):
-                del self.postings[term]  # no word of an erased record stays as a key
-        self.entries[pos] = []
+        held, at = self.entries[pos]
+        for postings, i in zip(held, at, strict=True):
+            if not postings.clear(i):
+                del self.postings[postings.term]  # no word of an erased record stays
+        self.entries[pos] = ((), array("i"))
         self.ids[pos] = None
         self.dead += 1
         return True
@@ -236,12 +242,12 @@ class _Block:
         """A live row's term counts and length, as :meth:`add` took them."""
         text: Counter[str] = Counter()
         context: Counter[str] = Counter()
-        for term, i in self.entries[pos]:
-            postings = self.postings[term]
+        held, at = self.entries[pos]
+        for postings, i in zip(held, at, strict=True):
             if postings.text[i]:
-                text[term] = int(postings.text[i])
+                text[postings.term] = postings.text[i]
             if postings.context[i]:
-                context[term] = int(postings.context[i])
+                context[postings.term] = postings.context[i]
         return text, context, int(self.length[pos])
 
     def scores(
@@ -255,10 +261,12 @@ class _Block:
             postings = self.postings.get(term)
             if postings is None:
                 continue
-            n = postings.size
-            live = postings.pos[:n] >= 0
-            pos = postings.pos[:n][live]
-            freq = postings.text[:n][live] + context_weight * postings.context[:n][live]
+            every = np.frombuffer(postings.pos, dtype=np.int32)
+            live = every >= 0
+            pos = every[live]
+            text = np.frombuffer(postings.text, dtype=np.int32)[live]
+            freq = text + context_weight * np.frombuffer(postings.context, dtype=np.int32)[live]
+            del every  # the views end here: an array read by numpy cannot grow
             # Rows are unique within a term's postings, so += is a plain gather-add.
             score[pos] += idf * ((freq * (K1 + 1.0)) / (freq + norm[pos]))
             matched[pos] = True
