@@ -9,6 +9,7 @@ tenant searched whole.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import subprocess
 import sys
@@ -317,3 +318,69 @@ def test_a_purged_record_leaves_no_word_in_the_index(tmp_path: Path) -> None:
     assert not [t for t in held if secret in t] and "tea" in held
     assert _found(store, secret) == []
     store.close()
+
+
+def test_random_writes_of_another_connection_never_leave_the_index_stale(tmp_path: Path) -> None:
+    """A store that stays open (a server's) and another on the same file (another
+    process's connections) taking turns: after every round of random writes, every
+    user's ranking and the tenant's equal FTS5's over the file as it is then."""
+    rng = random.Random(7)
+    path = tmp_path / "s.db"
+    reader, writer = SQLiteStore(path), SQLiteStore(path)
+    users = ["ann", "bob", "cy"]
+    alive: dict[str, str] = {}  # id -> user
+    n = 0
+
+    def text() -> str:
+        return " ".join(rng.choice(VOCAB) for _ in range(rng.randint(1, 6)))
+
+    try:
+        for _ in range(30):
+            for _ in range(8):
+                op = rng.random()
+                if op < 0.45 or not alive:
+                    user = rng.choice(users)
+                    writer.put([_rec(f"r{n}", text(), text(), user_id=user, session_id="s1")])
+                    alive[f"r{n}"] = user
+                    n += 1
+                    continue
+                victim = rng.choice(sorted(alive))
+                if op < 0.6:
+                    writer.update("t1", victim, Patch(text=text()))
+                elif op < 0.7:
+                    writer.update("t1", victim, Patch(context=text()))
+                elif op < 0.75:
+                    writer.update("t1", victim, Patch(valid_to=OLD))
+                elif op < 0.9:
+                    writer.delete("t1", victim, purge=rng.random() < 0.5)
+                    del alive[victim]
+                else:
+                    gone = alive[victim]
+                    writer.forget(Scope(tenant="t1", user_id=gone))
+                    alive = {k: u for k, u in alive.items() if u != gone}
+            query = text()
+            for user in [*users, None]:
+                flt = Filter(scope=Scope(tenant="t1", user_id=user))
+                _same(_ours(reader, flt, query, 0.5), _fts5(path, flt, query, 0.5))
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_word_counts_follow_changes_to_users_the_index_does_not_hold(tmp_path: Path) -> None:
+    """BM25's row count per word is the file's: a change to a user nobody searched here
+    (so the index cannot tell what the record held before) still moves it."""
+    path = tmp_path / "s.db"
+    reader, writer = SQLiteStore(path), SQLiteStore(path)
+    writer.put([_rec("a1", "tea garden", user_id="ann"), _rec("b1", "tea", user_id="bob")])
+    writer.put([_rec(f"b{i}", "coffee", user_id="bob") for i in range(2, 6)])
+    flt = Filter(scope=Scope(tenant="t1", user_id="ann"))
+    _same(_ours(reader, flt, "tea garden", 0.5), _fts5(path, flt, "tea garden", 0.5))
+    for patch in (Patch(text="garden"), Patch(context="tea")):
+        writer.update("t1", "b1", patch)  # bob is not held by the reader
+        _same(_ours(reader, flt, "tea garden", 0.5), _fts5(path, flt, "tea garden", 0.5))
+    writer.delete("t1", "b2")
+    writer.put([_rec("b9", "tea tea garden", user_id="bob")])
+    _same(_ours(reader, flt, "tea garden coffee", 0.5), _fts5(path, flt, "tea garden coffee", 0.5))
+    writer.close()
+    reader.close()

@@ -112,7 +112,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._lexical_lock = threading.Lock()
         self._lexical: LexicalIndex | None = None
         self._lexical_log_seq = 0
-        self._lexical_rowid = 0
         self._lexical_version: tuple[int, int] = (-1, -1)
         # FTS5's statistics as of the index's last look: rows holding each term (kept
         # up to date across inserts, dropped at other changes), and its totals.
@@ -664,9 +663,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 if index is None:
                     index = self._lexical = LexicalIndex()
                     self._fts_hits = {}
-                    self._lexical_log_seq, self._lexical_rowid = self._reader.execute(
-                        "SELECT (SELECT coalesce(max(seq), 0) FROM index_log), "
-                        "(SELECT coalesce(max(rowid), 0) FROM memories)"
+                    (self._lexical_log_seq,) = self._reader.execute(
+                        "SELECT coalesce(max(seq), 0) FROM index_log"
                     ).fetchone()
                 elif version != self._lexical_version:
                     self._refresh_lexical(index)
@@ -727,32 +725,30 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             index.hold_tenant(tenant)
 
     def _refresh_lexical(self, index: LexicalIndex) -> None:
+        """Apply every change logged since the last look: the records named in
+        ``index_log`` (inserted, changed or deleted) are dropped and read again. The
+        kept row counts per term move with them when the index knew every record
+        involved, and are dropped otherwise (read again when asked)."""
         (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
-        if last_log > self._lexical_log_seq:
-            logged = self._reader.execute(
-                "SELECT l.mem_id, r.mem_rowid FROM index_log l "
-                "LEFT JOIN index_log_rowids r ON r.seq = l.seq WHERE l.seq > ?",
-                (self._lexical_log_seq,),
-            ).fetchall()
-            ids = sorted({memory_id for memory_id, _ in logged})
-            self._fts_hits = {}  # changed or deleted rows: their old terms are not known
-            rowids = sorted({rowid for _, rowid in logged if rowid is not None})
-            index.remove(ids)
-            index.upsert(
-                self._lex_rows(
-                    "id IN (SELECT value FROM json_each(?)) "
-                    "OR rowid IN (SELECT value FROM json_each(?))",
-                    (json.dumps(ids), json.dumps(rowids)),
+        if last_log <= self._lexical_log_seq:
+            return
+        ids = sorted(
+            {
+                r[0]
+                for r in self._reader.execute(
+                    "SELECT mem_id FROM index_log WHERE seq > ?", (self._lexical_log_seq,)
                 )
-            )
-            self._lexical_log_seq = last_log
-        new = self._lex_rows("rowid > ?", (self._lexical_rowid,))
-        hits = self._fts_hits
-        for terms in index.upsert(new):  # counted on from the last look, for every user
-            for term in terms & hits.keys():
-                hits[term] += 1
-        if new:
-            self._lexical_rowid = max(self._lexical_rowid, new[-1].rowid)
+            }
+        )
+        rows = self._lex_rows("id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
+        delta = index.apply(ids, rows)
+        if delta is None:
+            self._fts_hits = {}
+        else:
+            hits = self._fts_hits
+            for term in delta.keys() & hits.keys():
+                hits[term] += delta[term]
+        self._lexical_log_seq = last_log
 
     def _lex_rows(self, where: str, params: Sequence[object]) -> builtins.list[LexRow]:
         return [

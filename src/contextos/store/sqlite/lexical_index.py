@@ -238,6 +238,11 @@ class _Block:
         self.dead += 1
         return True
 
+    def terms(self, memory_id: str) -> set[str]:
+        """The terms of a held record's row (text or context)."""
+        held, _ = self.entries[self.where[memory_id]]
+        return {postings.term for postings in held}
+
     def counts(self, pos: int) -> tuple[Counter[str], Counter[str], int]:
         """A live row's term counts and length, as :meth:`add` took them."""
         text: Counter[str] = Counter()
@@ -331,6 +336,27 @@ class LexicalIndex:
                 block.add(row.id, row.rowid, codes, times, counts)
                 self._home[row.id] = key
         return out
+
+    def apply(self, ids: Sequence[str], rows: Sequence[LexRow]) -> Counter[str] | None:
+        """Apply logged changes: ``ids`` changed (inserted, updated or deleted) and
+        ``rows`` are those of them that exist now. Returns how many more rows hold each
+        term (text or context) than before, or None when that is not known: a record
+        of a user the index does not hold was involved (its old terms are unknown)."""
+        delta: Counter[str] = Counter()
+        known = True
+        present = {r.id for r in rows}
+        for memory_id in ids:
+            key = self._home.get(memory_id)
+            if key is not None:
+                delta.subtract(self._blocks[key].terms(memory_id))
+            elif memory_id not in present:
+                known = False  # deleted, and never held: what it held is not known
+        self.remove(ids)
+        for row, terms in zip(rows, self.upsert(rows), strict=True):
+            if row.id not in self._home:
+                known = False  # a user not held: inserted or changed, it cannot tell
+            delta.update(terms)
+        return delta if known else None
 
     def _code(self, value: str | None) -> int:
         code = self._codes.get(value)

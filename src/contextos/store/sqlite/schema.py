@@ -289,31 +289,32 @@ WHERE rowid IN (
 """
 
 #: The in-process keyword index (``lexical_index``) follows changes through
-#: ``index_log`` as the vector index does, and needs two more things of it: a change of
-#: ``context`` (it is indexed for keywords; the log watched only text and times), and
-#: the rowid of a deleted record. SQLite gives a new row max(rowid) + 1, so an index
-#: that has seen rows up to rowid R finds the new ones as ``rowid > R``, except a row
-#: that reuses the rowid of the newest record after its delete: logged with its rowid
-#: (``index_log_rowids``, by the log entry's seq), that rowid is read again. Every
-#: trigger on ``memories`` is created again in V7's order (full-text ones first), the
-#: order SQLite 3.40 needs (see V7). ``memories_vocab`` (FTS5's own table of how many
-#: rows hold each term; no storage of its own) gives the keyword index BM25's row counts
-#: in one lookup a word. The script can run again on a file it already upgraded (no
-#: ALTER), as a test replaying V9 on a newer file does.
-V10_INDEX_LOG_ROWIDS = (
+#: ``index_log`` as the vector index does, and needs every change of what it indexes
+#: there: a change of ``context`` (the log watched only text and times) and every
+#: insert. (Finding new rows as ``rowid`` past the highest seen is not enough: SQLite
+#: gives a new row max(rowid) + 1, so after deletes an insert can take a rowid that
+#: was used, and freed, long before.) ``memories_vocab`` (FTS5's own table of how many
+#: rows hold each term; no storage of its own) gives the keyword index BM25's row
+#: counts in one lookup a word. Every trigger on ``memories`` is created again in V7's
+#: order (full-text ones first), the order SQLite 3.40 needs (see V7). The script can
+#: run again on a file it already upgraded (no ALTER), as a test replaying V9 on a
+#: newer file does.
+V10_INDEX_LOG_INSERTS = (
     """
-CREATE TABLE IF NOT EXISTS index_log_rowids (seq INTEGER PRIMARY KEY, mem_rowid INTEGER NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_vocab USING fts5vocab(memories_fts, row);
+DROP TRIGGER IF EXISTS index_log_insert;
 """
     + _DROP_TRIGGERS
     + _FTS_TRIGGERS
     + _PENDING_TRIGGERS
     + """CREATE TRIGGER index_log_delete AFTER DELETE ON memories BEGIN
     INSERT INTO index_log (mem_id) VALUES (old.id);
-    INSERT INTO index_log_rowids (seq, mem_rowid) VALUES (last_insert_rowid(), old.rowid);
 END;
 CREATE TRIGGER index_log_update
 AFTER UPDATE OF text, context, valid_from, valid_to, event_time ON memories BEGIN
+    INSERT INTO index_log (mem_id) VALUES (new.id);
+END;
+CREATE TRIGGER index_log_insert AFTER INSERT ON memories BEGIN
     INSERT INTO index_log (mem_id) VALUES (new.id);
 END;
 """
@@ -331,7 +332,7 @@ MIGRATIONS: tuple[str, ...] = (
     V7_TOKEN_COUNT,
     V8_PENDING_CLAIMS,
     V9_FACT_OF,
-    V10_INDEX_LOG_ROWIDS,
+    V10_INDEX_LOG_INSERTS,
 )
 
 
