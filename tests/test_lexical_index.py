@@ -384,3 +384,61 @@ def test_word_counts_follow_changes_to_users_the_index_does_not_hold(tmp_path: P
     _same(_ours(reader, flt, "tea garden coffee", 0.5), _fts5(path, flt, "tea garden coffee", 0.5))
     writer.close()
     reader.close()
+
+
+def test_a_context_weight_is_summed_per_occurrence_as_fts5_does(tmp_path: Path) -> None:
+    """0.1 added ten times is 0.9999999999999999, not 1.0: the two hits' order follows."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    store.put(
+        [
+            _rec("ctx", "x", " ".join(["tea"] * 10), user_id="ann"),
+            _rec("text", "tea " + " ".join(["y"] * 10), user_id="ann"),
+            *(_rec(f"pad{i}", "other", user_id="ann") for i in range(3)),
+        ]
+    )
+    flt = Filter(scope=Scope(tenant="t1", user_id="ann"))
+    theirs = _fts5(path, flt, "tea", 0.1)
+    ours = store.keyword_search(flt, "tea", limit=2, context_weight=0.1)
+    assert [(h.id, h.score) for h in ours] == sorted(theirs.items(), key=lambda kv: -kv[1])
+    store.close()
+
+
+def test_a_word_equal_to_a_stemmed_scope_term_is_counted_in_the_text_only(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    term = scope_terms(Scope(tenant="t1", user_id="ann"))[0]  # u + hex, ends in "e"
+    store.put([_rec(f"n{i}", "note", user_id="ann") for i in range(9)])
+    store.put([_rec("q", f"say {term}", user_id="ann")])
+    for user in ("ann", None):
+        flt = Filter(scope=Scope(tenant="t1", user_id=user))
+        _same(_ours(store, flt, term, 0.5), _fts5(path, flt, term, 0.5))
+    store.close()
+
+
+def test_a_failed_read_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """A row a hand-written fix left with a time as text fails the search; the reader
+    must not stay in its snapshot (later commits unseen, the WAL held)."""
+    path = tmp_path / "s.db"
+    reader, writer = SQLiteStore(path), SQLiteStore(path)
+    writer.put([_rec("a1", "tea", user_id="ann"), _rec("a2", "tea", user_id="ann")])
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE memories SET event_time = '2024-01-01' WHERE id = 'a2'")
+    with pytest.raises((ValueError, TypeError)):
+        reader.keyword_search(Filter(scope=Scope(tenant="t1", user_id="ann")), "tea", limit=5)
+    writer.put([_rec("b1", "written after", user_id="bob")])
+    assert reader.get("t1", "b1") is not None
+    writer.delete("t1", "b1", purge=True)  # the WAL can be truncated: no reader holds it
+    writer.close()
+    reader.close()
+
+
+def test_searching_ids_never_stored_holds_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.put([_rec("a1", "tea", user_id="ann")])
+    for i in range(50):
+        assert _found(store, "tea", user=f"nobody{i}") == []
+    index = store._lexical  # noqa: SLF001 - what stays in memory is the point here
+    assert index is not None and len(index._blocks) == 0  # noqa: SLF001
+    assert _found(store, "tea") == ["a1"]
+    store.close()

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -609,6 +611,25 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             quarantined=tuple(Quarantined(r[0], r[1], r[2], from_epoch(r[3])) for r in rows),
         )
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction on the reader, ended whatever is raised inside it (a
+        transaction left open hides later commits from every read and holds the WAL).
+        A store whose reads share the writer's connection (read-only, ``:memory:``)
+        takes the writer's lock too, so a read never ends a write's transaction."""
+        shared_connection = self._reader is self._db
+        with self._read_lock, self._lock if shared_connection else contextlib.nullcontext():
+            self._reader.execute("BEGIN")
+            try:
+                yield self._reader
+            except sqlite3.DatabaseError as exc:
+                self._reader.execute("ROLLBACK")
+                raise StoreError(f"read failed: {exc}") from exc
+            except BaseException:
+                self._reader.execute("ROLLBACK")
+                raise
+            self._reader.execute("COMMIT")
+
     def _fresh_index(self, dimensions: int) -> VectorIndex:
         """The in-memory index, brought up to date with every committed change.
 
@@ -626,57 +647,119 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             (data_version,) = self._reader.execute("PRAGMA data_version").fetchone()
             version = (data_version, self._writes)
             if version != self._seen_version:
-                try:
-                    self._reader.execute("BEGIN")
+                with self._snapshot():
                     self._refresh_index(self._index)
-                    self._reader.execute("COMMIT")
-                except sqlite3.DatabaseError as exc:
-                    self._reader.execute("ROLLBACK")
-                    raise StoreError(f"read failed: {exc}") from exc
                 self._seen_version = version
             return self._index
 
-    def _fresh_lexical(self, flt: Filter, words: Sequence[str]) -> tuple[LexicalIndex, Bm25Stats]:
+    def _fresh_lexical(
+        self, flt: Filter | None, words: Sequence[str]
+    ) -> tuple[LexicalIndex, Bm25Stats]:
         """The keyword index holding the filter's users, up to date with every committed
         change, and FTS5's statistics for ``words`` (the caller holds ``_lexical_lock``).
 
-        As for the vector index, ``PRAGMA data_version`` (and ``_writes``) says whether
-        anything was committed since the last look; if so, the records logged in
-        ``index_log`` since then (changed or deleted), those written since (``rowid``
-        past the highest seen) and those at the rowids of deleted ones (a rowid is
-        reused after the newest record's delete) are read again. A user not held yet
-        is read whole. All in one read transaction, so the statistics are of the same
-        snapshot as the rows.
+        Nothing is read when nothing was committed since the last look (``PRAGMA
+        data_version`` and ``_writes``, as for the vector index), the users are held
+        and the counts known. Otherwise what is needed is read in one read transaction
+        (:meth:`_read_lexical`: the records logged in ``index_log`` since the last look,
+        the users not held yet, the counts not known) and applied after it ends: the
+        tokenizing is most of the time (a user of 25,000 records: seconds), and other
+        reads, and an erasure's WAL truncation, must not wait for it.
         """
+        index = self._lexical
+        if index is None:
+            index = self._lexical = LexicalIndex()
+            self._fts_hits, self._fts_totals, self._lexical_log_seq = {}, None, -1
         with self._read_lock:
-            index = self._lexical
             (data_version,) = self._reader.execute("PRAGMA data_version").fetchone()
-            version = (data_version, self._writes)
-            if version != self._lexical_version:
-                self._fts_totals = None
-            elif index is not None and index.holds(flt):
-                stats = self._bm25_stats(words)
-                if stats is not None:  # nothing new, every count cached: no read at all
-                    return index, stats
-            try:
-                self._reader.execute("BEGIN")
-                if index is None:
-                    index = self._lexical = LexicalIndex()
-                    self._fts_hits = {}
-                    (self._lexical_log_seq,) = self._reader.execute(
-                        "SELECT coalesce(max(seq), 0) FROM index_log"
-                    ).fetchone()
-                elif version != self._lexical_version:
-                    self._refresh_lexical(index)
-                self._load_users(index, flt)
-                stats = self._bm25_stats(words, read=True)
-                self._reader.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._reader.execute("ROLLBACK")
-                raise StoreError(f"read failed: {exc}") from exc
-            self._lexical_version = version
-            assert stats is not None
-            return index, stats
+        version = (data_version, self._writes)
+        terms = [self._lexical_term(w) for w in words]
+        if (
+            version == self._lexical_version
+            and (flt is None or index.holds(flt))
+            and self._fts_totals is not None
+            and all(t in self._fts_hits for t in terms)
+        ):
+            return index, self._stats(words, terms, self._fts_hits)
+        read = self._read_lexical(index, flt, words, terms)
+        self._apply_lexical(index, read)
+        self._lexical_version = version
+        return index, self._stats(words, terms, read.counts)
+
+    def _read_lexical(
+        self, index: LexicalIndex, flt: Filter | None, words: Sequence[str], terms: Sequence[str]
+    ) -> _LexicalRead:
+        """Everything the keyword index needs from one snapshot of the file."""
+        with self._snapshot() as db:
+            (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
+            changed: builtins.list[str] = []
+            if self._lexical_log_seq < 0:  # a new index: nothing to catch up with
+                self._lexical_log_seq = last
+            elif last > self._lexical_log_seq:
+                changed = sorted(
+                    {
+                        r[0]
+                        for r in db.execute(
+                            "SELECT mem_id FROM index_log WHERE seq > ?", (self._lexical_log_seq,)
+                        )
+                    }
+                )
+            rows = self._lex_rows("id IN (SELECT value FROM json_each(?))", (json.dumps(changed),))
+            users: dict[str | None, builtins.list[LexRow]] = {}
+            if flt is not None and not index.holds(flt):
+                tenant, user_id = flt.scope.tenant, flt.scope.user_id
+                wanted = (
+                    [user_id]
+                    if user_id is not None
+                    else [
+                        u
+                        for (u,) in db.execute(
+                            "SELECT DISTINCT user_id FROM memories WHERE tenant = ?", (tenant,)
+                        )
+                    ]
+                )
+                for user in wanted:
+                    if not index.loaded(tenant, user):
+                        users[user] = self._lex_rows("tenant = ? AND user_id IS ?", (tenant, user))
+            # Every word of the query, in this snapshot: a count kept from before may be
+            # dropped when the changes are applied, and must not be read again later
+            # against these totals.
+            counts = {t: self._rows_holding(w, t) for w, t in zip(words, terms, strict=True)}
+            whole = flt is not None and flt.scope.user_id is None and not index.holds(flt)
+            return _LexicalRead(
+                last,
+                changed,
+                rows,
+                users,
+                counts,
+                _fts_totals(db),
+                tenant=flt.scope.tenant if flt is not None else "",
+                whole_tenant=flt.scope.tenant if whole and flt is not None else None,
+            )
+
+    def _apply_lexical(self, index: LexicalIndex, read: _LexicalRead) -> None:
+        """Apply what :meth:`_read_lexical` read: the logged changes (the kept counts
+        per term move with them when the index knew every record involved, and are
+        dropped otherwise; an erasure also drops the words the tokenizer cached), the
+        users read whole, then the counts read in that snapshot."""
+        if read.changed:
+            delta, erased = index.apply(read.changed, read.rows)
+            if erased:
+                index.tokenizer.forget_words()
+            if delta is None or erased:
+                self._fts_hits = {}
+            else:
+                for term in delta.keys() & self._fts_hits.keys():
+                    self._fts_hits[term] += delta[term]
+        for user, rows in read.users.items():
+            index.load(read.tenant, user, rows)
+        if read.whole_tenant is not None:
+            index.hold_tenant(read.whole_tenant)
+        if len(self._fts_hits) > _MAX_COUNTED_TERMS:  # a process up for months: start over
+            self._fts_hits = {}
+        self._fts_hits.update((t, n) for t, n in read.counts.items() if len(t) <= _MAX_TERM)
+        self._fts_totals = read.totals
+        self._lexical_log_seq = read.log_seq
 
     def _lexical_after_erasure(self) -> None:
         """After this process erased records: the keyword index drops them (and re-reads
@@ -685,70 +768,22 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         searches with a fact's own text). Erasures by other processes reach it at its
         next search, as they reach the vector index."""
         with self._lexical_lock:
-            index = self._lexical
-            if index is None:
+            if self._lexical is None:
                 return
-            index.tokenizer.forget_words()
+            self._lexical.tokenizer.forget_words()
             self._fts_hits = {}
-            with self._read_lock:
-                try:
-                    self._reader.execute("BEGIN")
-                    self._refresh_lexical(index)
-                    self._reader.execute("COMMIT")
-                except sqlite3.DatabaseError as exc:
-                    self._reader.execute("ROLLBACK")
-                    raise StoreError(f"read failed: {exc}") from exc
-                self._lexical_version = (-1, -1)  # counts and totals are read again
+            self._fresh_lexical(None, ())
+            self._lexical_version = (-1, -1)  # totals are read again at the next search
 
-    def _load_users(self, index: LexicalIndex, flt: Filter) -> None:
-        """Read whole the filter's users the index does not hold (each of the tenant's,
-        for a search without a user; the tenant's later users are then taken as they
-        come)."""
-        tenant, user_id = flt.scope.tenant, flt.scope.user_id
-        if index.holds(flt):
-            return
-        if user_id is not None:
-            users: builtins.list[str | None] = [user_id]
-        else:
-            users = [
-                u
-                for (u,) in self._reader.execute(
-                    "SELECT DISTINCT user_id FROM memories WHERE tenant = ?", (tenant,)
-                )
-            ]
-        for user in users:
-            if not index.loaded(tenant, user):
-                index.load(
-                    tenant, user, self._lex_rows("tenant = ? AND user_id IS ?", (tenant, user))
-                )
-        if user_id is None:
-            index.hold_tenant(tenant)
-
-    def _refresh_lexical(self, index: LexicalIndex) -> None:
-        """Apply every change logged since the last look: the records named in
-        ``index_log`` (inserted, changed or deleted) are dropped and read again. The
-        kept row counts per term move with them when the index knew every record
-        involved, and are dropped otherwise (read again when asked)."""
-        (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
-        if last_log <= self._lexical_log_seq:
-            return
-        ids = sorted(
-            {
-                r[0]
-                for r in self._reader.execute(
-                    "SELECT mem_id FROM index_log WHERE seq > ?", (self._lexical_log_seq,)
-                )
-            }
-        )
-        rows = self._lex_rows("id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
-        delta = index.apply(ids, rows)
-        if delta is None:
-            self._fts_hits = {}
-        else:
-            hits = self._fts_hits
-            for term in delta.keys() & hits.keys():
-                hits[term] += delta[term]
-        self._lexical_log_seq = last_log
+    def _stats(
+        self, words: Sequence[str], terms: Sequence[str], counts: Mapping[str, int]
+    ) -> Bm25Stats:
+        """The statistics of ``words``: FTS5's totals and ``counts`` (rows per term), both
+        of the same snapshot (see :meth:`_fresh_lexical`)."""
+        assert self._fts_totals is not None
+        rows, tokens = self._fts_totals
+        hits = {w: counts[t] for w, t in zip(words, terms, strict=True)}
+        return Bm25Stats(rows, tokens / rows if rows else 1.0, hits)
 
     def _lex_rows(self, where: str, params: Sequence[object]) -> builtins.list[LexRow]:
         return [
@@ -760,28 +795,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 params,
             )
         ]
-
-    def _bm25_stats(self, words: Sequence[str], *, read: bool = False) -> Bm25Stats | None:
-        """FTS5's row count, mean document length and rows per word (in the text or the
-        context, as ``bm25()`` counts a word's rows: ``fts5_aux.c``). A word's count is
-        read once and then kept up to date from the rows the index reads (see
-        ``_refresh_lexical``); None when something is not known and ``read`` is off."""
-        if len(self._fts_hits) > _MAX_COUNTED_TERMS:  # a process up for months: start over
-            self._fts_hits = {}
-        hits = self._fts_hits
-        terms = {w: self._lexical_term(w) for w in words}
-        missing = [w for w, t in terms.items() if t not in hits]
-        if self._fts_totals is None or missing:
-            if not read:
-                return None
-            if self._fts_totals is None:
-                self._fts_totals = _fts_totals(self._reader)
-            for w in missing:
-                hits[terms[w]] = self._rows_holding(w, terms[w])
-        rows, tokens = self._fts_totals
-        return Bm25Stats(
-            rows, tokens / rows if rows else 1.0, {w: hits[t] for w, t in terms.items()}
-        )
 
     def _rows_holding(self, word: str, term: str) -> int:
         """How many rows hold ``word`` in the text or the context: FTS5's own count of
@@ -813,6 +826,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     "SELECT DISTINCT mem_id FROM index_log WHERE seq > ?", (self._index_log_seq,)
                 )
             ]
+            # Only the records it holds: a new record's vector comes by its vseq below
+            # (read here too, it was upserted twice, leaving a dead copy).
+            changed = [i for i in changed if i in index]
             index.remove(changed)
             self._load_vectors("m.id IN (SELECT value FROM json_each(?))", (json.dumps(changed),))
         self._index_log_seq = last_log
@@ -1074,8 +1090,25 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
 _MAX_COUNTED_TERMS = 100_000
 
 #: Terms the scope column may hold: ``u``/``a``/``s`` alone (no id) or followed by the
-#: hex of tenant, 0x1f and an id (three bytes at least), lower-cased by the tokenizer.
-_SCOPE_LIKE = re.compile(r"[uas](?:(?:[0-9a-f]{2}){3,})?")
+#: hex of tenant, 0x1f and an id, lower-cased by the tokenizer (and perhaps stemmed).
+_SCOPE_LIKE = re.compile(r"[uas][0-9a-f]*")  # any length: porter may cut an "e"
+
+#: The longest term whose row count is kept (longer ones are counted at each search).
+_MAX_TERM = 64
+
+
+@dataclass(frozen=True)
+class _LexicalRead:
+    """What one snapshot gave the keyword index (see ``SQLiteStore._read_lexical``)."""
+
+    log_seq: int
+    changed: builtins.list[str]  # records logged since the last look
+    rows: builtins.list[LexRow]  # those of them that exist, as they are now
+    users: dict[str | None, builtins.list[LexRow]]  # users read whole
+    counts: dict[str, int]  # rows holding each term not counted before
+    totals: tuple[int, int]  # FTS5's row count and tokens
+    tenant: str = ""
+    whole_tenant: str | None = None
 
 
 def _fts_totals(db: sqlite3.Connection) -> tuple[int, int]:

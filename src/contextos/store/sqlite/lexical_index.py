@@ -45,6 +45,9 @@ from contextos.types import Filter
 #: so this index sees the words FTS5 does.
 TOKENIZE = "porter unicode61 remove_diacritics 2"
 
+#: The longest query word whose terms the tokenizer keeps.
+MAX_CACHED_WORD = 64
+
 #: Okapi BM25 parameters, FTS5's (``fts5_aux.c``).
 K1 = 1.2
 B = 0.75
@@ -126,9 +129,10 @@ class Tokenizer:
                     terms = tuple(r[0] for r in self._db.execute("SELECT term FROM v"))
                 finally:
                     self._db.execute("ROLLBACK")
-            if len(self._words) > 100_000:
-                self._words.clear()
-            self._words[word] = terms
+            if len(word) <= MAX_CACHED_WORD:  # a long word costs its length in the cache
+                if len(self._words) > 100_000:
+                    self._words.clear()
+                self._words[word] = terms
         return terms
 
     def forget_words(self) -> None:
@@ -269,9 +273,13 @@ class _Block:
             every = np.frombuffer(postings.pos, dtype=np.int32)
             live = every >= 0
             pos = every[live]
-            text = np.frombuffer(postings.text, dtype=np.int32)[live]
-            freq = text + context_weight * np.frombuffer(postings.context, dtype=np.int32)[live]
+            freq = np.frombuffer(postings.text, dtype=np.int32)[live].astype(np.float64)
+            context = np.frombuffer(postings.context, dtype=np.int32)[live]
             del every  # the views end here: an array read by numpy cannot grow
+            # FTS5 adds the weight once per occurrence, after the text's: a repeated sum,
+            # which is not always count x weight in floating point (0.1 x 10 != 1.0).
+            for k in range(int(context.max(initial=0))):
+                freq[context > k] += context_weight
             # Rows are unique within a term's postings, so += is a plain gather-add.
             score[pos] += idf * ((freq * (K1 + 1.0)) / (freq + norm[pos]))
             matched[pos] = True
@@ -305,58 +313,64 @@ class LexicalIndex:
         self._tenants.add(tenant)
 
     def load(self, tenant: str, user_id: str | None, rows: Sequence[LexRow]) -> None:
-        """Hold a (tenant, user) with exactly ``rows`` (every record it has now)."""
+        """Hold a (tenant, user) with exactly ``rows`` (every record it has now). A user
+        with none is not held: searches for ids never stored (a typo, a new user) would
+        each leave an empty block; reading none again costs one index lookup."""
         old = self._blocks.pop((tenant, user_id), None)
         if old is not None:
             for memory_id in old.where:
                 self._home.pop(memory_id, None)
-        self._blocks[(tenant, user_id)] = _Block()
-        self.upsert(rows)
+        if rows:
+            self._add(rows)
 
-    def upsert(self, rows: Sequence[LexRow]) -> list[set[str]]:
-        """Add or replace the records of held blocks (others are only tokenized), and
-        return every row's terms in the text or the context (the store counts rows
-        per term with them)."""
-        held = [r.tenant in self._tenants or (r.tenant, r.user_id) in self._blocks for r in rows]
-        self.remove(r.id for r, h in zip(rows, held, strict=True) if h)
+    def _add(self, rows: Sequence[LexRow]) -> list[set[str]]:
+        """Tokenize ``rows`` and hold them (replacing what is held of the same records),
+        creating their users' blocks as needed; returns each row's terms (text or
+        context), for the store's row counts per term."""
+        self.remove(r.id for r in rows)
         out: list[set[str]] = []
-        for row, h, counts in zip(rows, held, self.tokenizer.rows(rows), strict=True):
+        for row, counts in zip(rows, self.tokenizer.rows(rows), strict=True):
             out.append(counts[0].keys() | counts[1].keys())
-            if h:
-                key = (row.tenant, row.user_id)
-                block = self._blocks.get(key)
-                if block is None:  # a new user of a tenant held whole, or emptied just now
-                    block = self._blocks[key] = _Block()
-                codes = (
-                    self._code(row.agent_id),
-                    self._code(row.session_id),
-                    self._code(row.memory_type),
-                )
-                times = [getattr(row, f) for f in TIME_FIELDS]
-                block.add(row.id, row.rowid, codes, times, counts)
-                self._home[row.id] = key
+            key = (row.tenant, row.user_id)
+            block = self._blocks.get(key)
+            if block is None:  # a new user of a tenant held whole, or emptied just now
+                block = self._blocks[key] = _Block()
+            codes = (
+                self._code(row.agent_id),
+                self._code(row.session_id),
+                self._code(row.memory_type),
+            )
+            times = [getattr(row, f) for f in TIME_FIELDS]
+            block.add(row.id, row.rowid, codes, times, counts)
+            self._home[row.id] = key
         return out
 
-    def apply(self, ids: Sequence[str], rows: Sequence[LexRow]) -> Counter[str] | None:
+    def apply(self, ids: Sequence[str], rows: Sequence[LexRow]) -> tuple[Counter[str] | None, bool]:
         """Apply logged changes: ``ids`` changed (inserted, updated or deleted) and
         ``rows`` are those of them that exist now. Returns how many more rows hold each
-        term (text or context) than before, or None when that is not known: a record
-        of a user the index does not hold was involved (its old terms are unknown)."""
+        term (text or context) than before, or None when that is not known (a record
+        of a user the index does not hold was involved: what it held is not known;
+        its row is not even tokenized), and whether any record was deleted."""
         delta: Counter[str] = Counter()
         known = True
         present = {r.id for r in rows}
+        erased = False
         for memory_id in ids:
             key = self._home.get(memory_id)
             if key is not None:
                 delta.subtract(self._blocks[key].terms(memory_id))
             elif memory_id not in present:
                 known = False  # deleted, and never held: what it held is not known
+            erased = erased or memory_id not in present
+        held = [r for r in rows if self._holds_row(r)]  # before a removal empties a block
+        known = known and len(held) == len(rows)
         self.remove(ids)
-        for row, terms in zip(rows, self.upsert(rows), strict=True):
-            if row.id not in self._home:
-                known = False  # a user not held: inserted or changed, it cannot tell
+        for terms in self._add(held):
             delta.update(terms)
-        return delta if known else None
+        return (delta if known else None), erased
+
+    def _holds_row(self, row: LexRow) -> bool:
+        return row.tenant in self._tenants or (row.tenant, row.user_id) in self._blocks
 
     def _code(self, value: str | None) -> int:
         code = self._codes.get(value)

@@ -134,6 +134,9 @@ class VectorIndex:
         self._pos: dict[str, tuple[_Block, int]] = {}
         self._seq = 0
 
+    def __contains__(self, memory_id: object) -> bool:
+        return memory_id in self._pos
+
     def __len__(self) -> int:
         return len(self._pos)
 
