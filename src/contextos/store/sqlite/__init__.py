@@ -138,14 +138,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"database is busy or unwritable: {exc}") from exc
             try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._db.execute("ROLLBACK")
-                raise StoreError(f"write failed: {exc}") from exc
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                with _ended(self._db, "write"):
+                    yield self._db
             finally:
                 self._writes += 1
             self._retry_erasure()
@@ -620,15 +614,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         shared_connection = self._reader is self._db
         with self._read_lock, self._lock if shared_connection else contextlib.nullcontext():
             self._reader.execute("BEGIN")
-            try:
+            with _ended(self._reader, "read"):
                 yield self._reader
-            except sqlite3.DatabaseError as exc:
-                self._reader.execute("ROLLBACK")
-                raise StoreError(f"read failed: {exc}") from exc
-            except BaseException:
-                self._reader.execute("ROLLBACK")
-                raise
-            self._reader.execute("COMMIT")
 
     def _fresh_index(self, dimensions: int) -> VectorIndex:
         """The in-memory index, brought up to date with every committed change.
@@ -1095,6 +1082,22 @@ _SCOPE_LIKE = re.compile(r"[uas][0-9a-f]*")  # any length: porter may cut an "e"
 
 #: The longest term whose row count is kept (longer ones are counted at each search).
 _MAX_TERM = 64
+
+
+@contextmanager
+def _ended(db: sqlite3.Connection, what: str) -> Iterator[None]:
+    """End the transaction open on ``db``: COMMIT when the body returns, ROLLBACK on
+    any error (a transaction left open hides later commits from the connection's reads
+    and holds the WAL); a database error is a StoreError naming ``what`` failed."""
+    try:
+        yield
+        db.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        db.execute("ROLLBACK")
+        raise StoreError(f"{what} failed: {exc}") from exc
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True)
