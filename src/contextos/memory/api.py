@@ -14,7 +14,11 @@ rather than answered across users.
 from __future__ import annotations
 
 import logging
+import random
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +66,16 @@ MAX_LIMIT = 1000
 #: failed try means another add to it, or an erasure in it, committed meanwhile).
 ADD_TRIES = 50
 
+#: The longest random wait between two tries of a refused write, and the first one's:
+#: writers that keep meeting each other spread out instead of retrying in step (a slow
+#: inferring add once lost all 50 tries to faster adds on other handles).
+RETRY_WAIT_CAP_S = 0.05
+RETRY_WAIT_BASE_S = 0.001
+
+#: Adds to one session through one Memory take turns (a lock per stripe of sessions):
+#: its threads do not refuse each other's writes, and a slow add is not starved by fast.
+SESSION_STRIPES = 64
+
 log = logging.getLogger(__name__)
 
 #: One try of an add to a session: given the session's newest record as read (what the
@@ -106,6 +120,8 @@ class Memory:
         self.retriever = HybridRetriever(
             self.store, self.embedder, config=retrieval, tokenizer=self.tokenizer
         )
+        #: Adds to a session take turns per stripe (see ``_after_newest``).
+        self._session_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
         # A shared worker (one per store, e.g. in the server) is used but not owned.
         self._owns_worker = worker is None
         self._worker = worker or (
@@ -196,13 +212,19 @@ class Memory:
 
         The one rule of every add to a session, of turns or of inferred facts: its
         records are numbered after, and may quote, the latest turn as read, so they are
-        written only if nothing was added or erased in the session meanwhile."""
-        for _ in range(ADD_TRIES):
-            newest, last = self._last_turn(scope)
-            try:
-                return write(newest, last)
-            except Conflict:
-                continue  # another add, or an erasure, in this session since it was read
+        written only if nothing was added or erased in the session meanwhile.
+
+        Threads of this Memory take turns per session (a stripe lock), so they never
+        refuse each other; other handles and processes are met by random, growing
+        waits between tries (``_wait_before_retry``)."""
+        turns = self._session_locks[hash(scope) % SESSION_STRIPES]
+        with turns if scope.session_id is not None else nullcontext():
+            for attempt in range(ADD_TRIES):
+                newest, last = self._last_turn(scope)
+                try:
+                    return write(newest, last)
+                except Conflict:  # an add or erasure in this session since it was read
+                    _wait_before_retry(attempt)
         raise Conflict(f"the session changed under each of {ADD_TRIES} tries; nothing written")
 
     def _add_once(
@@ -363,7 +385,7 @@ class Memory:
             _check_text(text)
         given = metadata
         embeds = _EmbeddedTexts()  # made once per version of the record
-        for _ in range(ADD_TRIES):
+        for attempt in range(ADD_TRIES):
             before = self.store.get(self.tenant, memory_id)
             if before is None:
                 raise NotFound(f"no memory {memory_id!r}")
@@ -379,8 +401,9 @@ class Memory:
                     embeds=embeds,  # a new speaker or caption is embedded again
                     derived=self._derived(before, patch, embeds),
                 )
-            except Conflict:
-                continue  # changed since it was read: its facts are derived anew
+            except Conflict:  # changed since it was read: its facts are derived anew
+                _wait_before_retry(attempt)
+                continue
             self._embed_later()
             return record
         raise Conflict(f"memory {memory_id!r} changed under each of {ADD_TRIES} tries")
@@ -654,6 +677,12 @@ def _kept_metadata(record: MemoryRecord | None, metadata: Mapping[str, Any]) -> 
         )
     kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata}
     return {**metadata, **kept, **({FACT_OF: link} if link is not None else {})}
+
+
+def _wait_before_retry(attempt: int) -> None:
+    """Sleep a random while, up to twice as long as before, after refused try
+    ``attempt`` (0-based) of a conditional write (full jitter, capped)."""
+    time.sleep(random.uniform(0, min(RETRY_WAIT_CAP_S, RETRY_WAIT_BASE_S * 2**attempt)))
 
 
 def _check_text(text: object) -> None:
