@@ -55,6 +55,7 @@ from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.memory.ingest import MAX_TEXT_CHARS
 from contextos.memory.render import render as render_memory
+from contextos.retry import wait_before_retry
 from contextos.store.base import Store
 from contextos.store.records import same_turn
 from contextos.types import (
@@ -776,7 +777,9 @@ class Session:
         writer changed it between the read and the write: a pin made while a compaction
         summarizes is kept (that compaction's save then fails and it re-plans later).
         """
-        for _ in range(_SAVE_TRIES):
+        for attempt in range(_SAVE_TRIES):
+            if attempt:
+                wait_before_retry(attempt - 1)
             self.turn(seq)
             state, meta, revision = self._read_state()
             pins = set(state.pinned) | {seq} if pinned else set(state.pinned) - {seq}
@@ -863,7 +866,9 @@ class Session:
         Tried again on the fresh state when another writer changed it meanwhile."""
         claim = claim or uuid.uuid4().hex
         stored = 0
-        for _ in range(_SAVE_TRIES):
+        for attempt in range(_SAVE_TRIES):
+            if attempt:
+                wait_before_retry(attempt - 1)
             state, meta, revision = self._read_state()
             if not state.unarchived:
                 return stored

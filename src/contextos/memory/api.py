@@ -14,9 +14,7 @@ rather than answered across users.
 from __future__ import annotations
 
 import logging
-import random
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -29,6 +27,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
+from ..retry import wait_before_retry
 from ..store import open_store
 from ..store.base import Derived, EmbeddedText, EmbeddingStatus, Newest, Patch, Store
 from ..store.records import patched
@@ -65,12 +64,6 @@ MAX_LIMIT = 1000
 #: Tries of an add to a session whose newest record keeps changing under it (each
 #: failed try means another add to it, or an erasure in it, committed meanwhile).
 ADD_TRIES = 50
-
-#: The longest random wait between two tries of a refused write, and the first one's:
-#: writers that keep meeting each other spread out instead of retrying in step (a slow
-#: inferring add once lost all 50 tries to faster adds on other handles).
-RETRY_WAIT_CAP_S = 0.05
-RETRY_WAIT_BASE_S = 0.001
 
 #: Adds to one session through one Memory take turns (a lock per stripe of sessions):
 #: its threads do not refuse each other's writes, and a slow add is not starved by fast.
@@ -216,7 +209,7 @@ class Memory:
 
         Threads of this Memory take turns per session (a stripe lock), so they never
         refuse each other; other handles and processes are met by random, growing
-        waits between tries (``_wait_before_retry``)."""
+        waits between tries (``wait_before_retry``)."""
         turns = self._session_locks[hash(scope) % SESSION_STRIPES]
         with turns if scope.session_id is not None else nullcontext():
             for attempt in range(ADD_TRIES):
@@ -224,7 +217,7 @@ class Memory:
                 try:
                     return write(newest, last)
                 except Conflict:  # an add or erasure in this session since it was read
-                    _wait_before_retry(attempt)
+                    wait_before_retry(attempt)
         raise Conflict(f"the session changed under each of {ADD_TRIES} tries; nothing written")
 
     def _add_once(
@@ -402,7 +395,7 @@ class Memory:
                     derived=self._derived(before, patch, embeds),
                 )
             except Conflict:  # changed since it was read: its facts are derived anew
-                _wait_before_retry(attempt)
+                wait_before_retry(attempt)
                 continue
             self._embed_later()
             return record
@@ -677,12 +670,6 @@ def _kept_metadata(record: MemoryRecord | None, metadata: Mapping[str, Any]) -> 
         )
     kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata}
     return {**metadata, **kept, **({FACT_OF: link} if link is not None else {})}
-
-
-def _wait_before_retry(attempt: int) -> None:
-    """Sleep a random while, up to twice as long as before, after refused try
-    ``attempt`` (0-based) of a conditional write (full jitter, capped)."""
-    time.sleep(random.uniform(0, min(RETRY_WAIT_CAP_S, RETRY_WAIT_BASE_S * 2**attempt)))
 
 
 def _check_text(text: object) -> None:
