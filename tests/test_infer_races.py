@@ -169,3 +169,59 @@ def test_an_inferring_add_racing_forget_writes_nothing_it_read_before(
         assert [r.text for r in kept] == ["Ana moved to Rome."]  # decided again, alone
         assert [r.metadata["seq"] for r in kept] == [0]
         assert len(llm.calls) == 1  # with nothing similar left, no model call
+
+
+@BOTH
+@pytest.mark.parametrize("session", [None, "other"])
+def test_an_inferring_add_racing_forget_outside_its_session_writes_nothing_it_read(
+    kind: str, tmp_path: Path, session: str | None
+) -> None:
+    # The check of the session's newest record covers only an add in a session, and
+    # only erasures in that session: outside a session (or with the erased fact in
+    # another one) a model that merged a fact it was shown wrote its text again after
+    # the user's forget.
+    def merge(system: str, messages: Sequence[Message]) -> str:
+        if not merged:
+            eraser.forget("ana")  # commits between the add's reads and its write
+        merged.append(1)
+        text = "Ana lived in Paris zq7secret and moved to Rome."
+        return json.dumps({"action": "ADD", "target": None, "text": text, "reason": "merged"})
+
+    merged: list[int] = []
+    llm = ScriptedLLM([merge])
+    with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
+        said = {"role": "user", "name": "Ana", "content": "I live in Paris zq7secret."}
+        eraser.add(said, user_id="ana", session_id="s0", infer=True)
+        moved = {"role": "user", "name": "Ana", "content": "I moved to Rome."}
+        memory.add(moved, user_id="ana", session_id=session, infer=True)
+        kept = memory.get_all(user_id="ana", filters=EVERY)
+        assert [r.text for r in kept] == ["Ana moved to Rome."]  # decided again, alone
+        assert len(llm.calls) == 1  # with nothing similar left, no model call
+
+
+@BOTH
+def test_an_inferring_add_racing_the_deletion_of_a_fact_it_was_shown(
+    kind: str, tmp_path: Path
+) -> None:
+    # One fact deleted (not the user forgotten) while the model merged it: the add is
+    # refused and decided again without it.
+    def merge(system: str, messages: Sequence[Message]) -> str:
+        if not merged:
+            (paris,) = eraser.search("Paris", user_id="ana")
+            eraser.delete(paris.record.id)
+        merged.append(1)
+        text = "Ana lived in Paris zq7secret and moved to Rome."
+        return json.dumps({"action": "ADD", "target": None, "text": text, "reason": "merged"})
+
+    merged: list[int] = []
+    llm = ScriptedLLM([merge])
+    with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
+        said = {"role": "user", "name": "Ana", "content": "I live in Paris zq7secret."}
+        eraser.add(said, user_id="ana", infer=True)
+        memory.add(
+            {"role": "user", "name": "Ana", "content": "I moved to Rome."},
+            user_id="ana",
+            infer=True,
+        )
+        kept = memory.get_all(user_id="ana", filters=EVERY)
+        assert [r.text for r in kept] == ["Ana moved to Rome."]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from contextos.errors import NotFound
+from contextos.errors import Conflict, NotFound
 from contextos.store.base import Patch, Store
 from contextos.types import Filter, MemoryRecord, Message, Scope, ToolCall, content_hash
 
@@ -102,6 +102,28 @@ def test_put_is_atomic_and_rejects_duplicate_ids(store: Store) -> None:
         store.put([b, a])
     assert store.get("t1", b.id) is None
     assert store.count(scope_filter()) == 1
+
+
+def test_put_unchanged_writes_only_while_its_sources_are_as_read(store: Store) -> None:
+    # A fact derived from others (merged by a reconciler) is written only while they
+    # are still stored with the text it was derived from: not after their erasure,
+    # nor after a rewrite, nor from another tenant's record of that id.
+    source, other = rec("Ana lives in Paris."), rec("Ana plays chess.")
+    store.put([source, other])
+    as_read = {source.id: source.hash, other.id: other.hash}
+    store.update("t1", other.id, Patch(text="Ana plays go."))
+    refused = rec("Ana lived in Paris and plays chess.")
+    with pytest.raises(Conflict):
+        store.put([refused], unchanged=as_read)
+    store.delete("t1", other.id)
+    with pytest.raises(Conflict):
+        store.put([refused], unchanged={other.id: other.hash})
+    with pytest.raises(Conflict):
+        store.put([rec("x", tenant="t2")], unchanged={source.id: source.hash})
+    assert store.get("t1", refused.id) is None
+    kept = rec("Ana lived in Paris.")
+    store.put([kept], unchanged={source.id: source.hash})
+    assert store.get("t1", kept.id) is not None
 
 
 def test_get_many_keeps_order_and_skips_unknown(store: Store) -> None:

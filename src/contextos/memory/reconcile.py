@@ -382,17 +382,20 @@ def commit(
     actor: str = "reconcile",
     count: TokenCounter | None = None,
     after: Newest | None = None,
+    unchanged: Mapping[str, str] | None = None,
 ) -> list[Outcome]:
     """Write ``steps``: their new records in one ``put`` (with ``after``, only if the
-    newest record it names is still the newest, else ``errors.Conflict`` and nothing is
-    written), then the records they close. Returns each decision with the record it
-    wrote or closed.
+    newest record it names is still the newest; with ``unchanged``, only if the stored
+    records the decisions were made on are all still there as read; else
+    ``errors.Conflict`` and nothing is written), then the records they close. Returns
+    each decision with the record it wrote or closed.
 
     Why one ``put``: an inferring add numbers its facts after the session's newest
     record, as a plain add numbers its turns, and must be refused as a whole, as a plain
     add is, if another add or an erasure came in between. The closes come after the
     inserts, so a crash in between leaves a duplicate rather than a lost fact."""
-    store.put([s.record for s in steps if s.record is not None], actor=actor, after=after)
+    new = [s.record for s in steps if s.record is not None]
+    store.put(new, actor=actor, after=after, unchanged=unchanged)
     return [Outcome(s.decision, _closed(s, store, actor, count)) for s in steps]
 
 
@@ -500,7 +503,13 @@ class Plan:
     Why decide first: the new records go in one ``put`` (one transaction instead of
     one per fact), which an inferring add makes conditional on its session's newest
     record, as a plain add's is (``commit``'s ``after``); refused, it plans again on
-    what the store holds then, and nothing of the refused plan was written."""
+    what the store holds then, and nothing of the refused plan was written.
+
+    The stored records the reconciler is shown are remembered (``read``, id to content
+    hash), and the write is refused as well if any of them was erased or rewritten
+    meanwhile: a model may merge a shown fact into the one it adds, and a ``forget`` or
+    ``delete`` that committed while it thought would otherwise see that text written
+    again after it (in any session, or outside sessions, where ``after`` is None)."""
 
     def __init__(
         self,
@@ -520,6 +529,8 @@ class Plan:
         self.contexts, self.count = contexts, count
         self.across = replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
         self.steps: list[Step] = []
+        #: The stored records shown to the reconciler or closed: id -> content hash.
+        self.read: dict[str, str] = {}
 
     @claim_memo()  # each text is parsed once per batch, and no parse outlives it
     def decide(
@@ -541,7 +552,7 @@ class Plan:
 
     def commit(self, *, after: Newest | None = None) -> list[Outcome]:
         """Write what was decided (see :func:`commit`)."""
-        return commit(self.steps, self.store, count=self.count, after=after)
+        return commit(self.steps, self.store, count=self.count, after=after, unchanged=self.read)
 
     def _shown(self, candidate: Candidate) -> list[MemoryRecord]:
         """The planned records like ``candidate``, then the stored ones; none the plan
@@ -551,7 +562,9 @@ class Plan:
         stored = find_similar(
             self.store, self.across, candidate.text, k=self.k, embedder=self.embedder
         )
-        return _like(planned, candidate, self.k) + [r for r in stored if r.id not in closed]
+        shown = [r for r in stored if r.id not in closed]
+        self.read.update((r.id, r.hash) for r in shown)
+        return _like(planned, candidate, self.k) + shown
 
     def _target(self, decision: Decision) -> MemoryRecord | None:
         """The record an UPDATE or DELETE closes: a planned one, else as stored now."""
@@ -559,7 +572,12 @@ class Plan:
             return None
         planned = (s.record for s in self.steps if s.record is not None)
         found = next((r for r in planned if r.id == decision.target_id), None)
-        return found or self.store.get(self.scope.tenant, decision.target_id or "")
+        if found is not None:
+            return found
+        stored = self.store.get(self.scope.tenant, decision.target_id or "")
+        if stored is not None:
+            self.read[stored.id] = stored.hash
+        return stored
 
 
 def _like(pending: Sequence[MemoryRecord], candidate: Candidate, k: int) -> list[MemoryRecord]:

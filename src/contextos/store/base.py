@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import Conflict
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, TokenCount, Turn
 
 Vector = npt.NDArray[np.float32]
@@ -117,6 +118,15 @@ class Derived:
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 
+def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]]) -> None:
+    """Raise ``Conflict`` unless ``found`` (id, hash rows read in a write's transaction)
+    holds every id of ``expected`` with its hash (``Store.put``'s ``unchanged``)."""
+    now = {row[0]: row[1] for row in found}
+    gone = [i for i, h in expected.items() if now.get(i) != h]
+    if gone:
+        raise Conflict(f"{len(gone)} record(s) it was derived from changed or were erased")
+
+
 def check_metadata_key(key: object) -> None:
     """A metadata filter key is a dotted path of identifiers (``a``, ``a.b``); both
     stores put it into a JSON path, so ``a..b``, ``.a`` or quotes are refused here."""
@@ -147,7 +157,12 @@ class Store(Protocol):
 
     # -- records ---------------------------------------------------------
     def put(
-        self, records: Sequence[MemoryRecord], *, actor: str = "api", after: Newest | None = None
+        self,
+        records: Sequence[MemoryRecord],
+        *,
+        actor: str = "api",
+        after: Newest | None = None,
+        unchanged: Mapping[str, str] | None = None,
     ) -> None:
         """Insert new records atomically (all or none) and log an ADD for each; each
         record's ``token_count`` is stored as it is (None: counted when read).
@@ -157,7 +172,13 @@ class Store(Protocol):
         ``errors.Conflict`` and write nothing. A session's next turn is numbered
         after, and quotes, the turn before it: another add in between would repeat
         its number, and an erasure in between would have the quote of an erased
-        turn written after the erasure scrubbed the rest."""
+        turn written after the erasure scrubbed the rest.
+
+        ``unchanged``: ids (of ``records``' tenant) and content hashes of the records
+        the new ones were derived from; write only if each still exists with that
+        hash, else ``Conflict``. A reconciler shown a user's facts may merge one into
+        the fact it adds: erased (or rewritten) meanwhile, its old text would be
+        written again after the erasure."""
         ...
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:

@@ -32,7 +32,15 @@ import numpy as np
 
 from contextos.errors import Conflict, MissingExtraError, NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import EmbeddingStatus, Newest, Patch, Quarantined, Ranked, Vector
+from contextos.store.base import (
+    EmbeddingStatus,
+    Newest,
+    Patch,
+    Quarantined,
+    Ranked,
+    Vector,
+    check_unchanged,
+)
 from contextos.store.erasure import scrub_context
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
@@ -204,7 +212,12 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     # -- records -------------------------------------------------------------
     def put(
-        self, records: Sequence[MemoryRecord], *, actor: str = "api", after: Newest | None = None
+        self,
+        records: Sequence[MemoryRecord],
+        *,
+        actor: str = "api",
+        after: Newest | None = None,
+        unchanged: Mapping[str, str] | None = None,
     ) -> None:
         if not records:
             return
@@ -212,7 +225,25 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         with self._duplicate_is_value_error(), self._tx("write") as cur:
             if after is not None:
                 _check_newest(cur, after)
+            if unchanged:
+                self._check_unchanged(cur, records[0].tenant, unchanged)
             _insert_records(cur, records, now, actor)
+
+    def _check_unchanged(self, cur: Any, tenant: str, unchanged: Mapping[str, str]) -> None:
+        """``put``'s ``unchanged``. The rows are locked for share, so an erasure of them
+        cannot commit before this write does; one that holds them already (not yet
+        committed) refuses the write at once (``NOWAIT``: waiting on an erasure that
+        in turn waits on this write's other locks would deadlock), and the caller's
+        next try reads what it left."""
+        try:
+            found = cur.execute(
+                "SELECT id, hash FROM memories WHERE tenant = %s AND id = ANY(%s) "
+                "ORDER BY id FOR SHARE NOWAIT",
+                (tenant, list(unchanged)),
+            ).fetchall()
+        except self._psycopg.errors.LockNotAvailable:
+            raise Conflict("a record it was derived from is being changed") from None
+        check_unchanged(unchanged, found)
 
     @contextmanager
     def _duplicate_is_value_error(self) -> Iterator[None]:

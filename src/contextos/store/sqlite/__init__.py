@@ -37,7 +37,15 @@ import numpy as np
 
 from contextos.errors import Conflict, NotFound, StoreError
 from contextos.store import records as shared  # the parameter of put() is named records
-from contextos.store.base import EmbeddingStatus, Newest, Patch, Quarantined, Ranked, Vector
+from contextos.store.base import (
+    EmbeddingStatus,
+    Newest,
+    Patch,
+    Quarantined,
+    Ranked,
+    Vector,
+    check_unchanged,
+)
 from contextos.store.erasure import scrub_context
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
@@ -201,7 +209,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     # -- records -------------------------------------------------------------
     def put(
-        self, records: Sequence[MemoryRecord], *, actor: str = "api", after: Newest | None = None
+        self,
+        records: Sequence[MemoryRecord],
+        *,
+        actor: str = "api",
+        after: Newest | None = None,
+        unchanged: Mapping[str, str] | None = None,
     ) -> None:
         if not records:
             return
@@ -216,6 +229,14 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 ).fetchone()
                 if (newest[0] if newest else None) != after.id:
                     raise Conflict("the newest record changed since it was read")
+            if unchanged:
+                ids = json.dumps(list(unchanged))
+                found = db.execute(
+                    "SELECT id, hash FROM memories WHERE +tenant = ? AND id IN "
+                    "(SELECT value FROM json_each(?))",
+                    (records[0].tenant, ids),
+                ).fetchall()
+                check_unchanged(unchanged, found)
             _insert_records(db, records, now, actor)
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
