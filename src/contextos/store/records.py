@@ -12,6 +12,9 @@ store's parameter mark (``?`` or ``%s``) and a cursor that has ``execute``,
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import json
 import uuid
 from abc import ABC, abstractmethod
@@ -19,12 +22,21 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import numpy as np
 
 from ..errors import Conflict, NotFound
-from ..types import HistoryEvent, MemoryRecord, Message, Scope, TokenCount, ToolCall, Turn
+from ..types import (
+    Filter,
+    HistoryEvent,
+    MemoryRecord,
+    Message,
+    Scope,
+    TokenCount,
+    ToolCall,
+    Turn,
+)
 from .base import Derived, EmbeddedText, Patch, TokenCounter, Vector, patch_columns
 from .tables import TURNS
 
@@ -165,6 +177,55 @@ def _holds_nul(value: object) -> bool:
     if isinstance(value, list | tuple):
         return any(_holds_nul(v) for v in value)
     return False
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def nul_reads_as_absent(
+    absent: object, *params: str
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Make a store method that looks rows up by id or scope answer for an id holding
+    NUL (``\\x00``) as for an unknown id: it returns a copy of ``absent`` (None, [],
+    0, ...), or raises ``absent`` when that is an exception class (``NotFound``),
+    without a query. ``params`` names the arguments that are ids (a string), a
+    :class:`Scope` or a :class:`Filter` (its ids and metadata values); in one that is a
+    list of ids (``get_many``'s), those holding NUL are dropped and the rest looked up.
+
+    Why: no store keeps a NUL (:func:`refuse_nul` refuses every write of one), so such
+    an id names nothing. SQLite answered so; PostgreSQL cannot even send NUL as a
+    parameter and failed instead, on a read whose id may come from a hostile client.
+    """
+
+    def decorate(method: Callable[_P, _R]) -> Callable[_P, _R]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            bound = signature.bind(*args, **kwargs)
+            for name in params:
+                value = bound.arguments.get(name)
+                if isinstance(value, list | tuple):
+                    bound.arguments[name] = [v for v in value if not _holds_nul(v)]
+                elif _names_nul(value):
+                    if isinstance(absent, type) and issubclass(absent, Exception):
+                        raise absent(f"no memory {bound.arguments.get('memory_id', value)!r}")
+                    return copy.deepcopy(absent)  # type: ignore[return-value]
+            return method(*bound.args, **bound.kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def _names_nul(value: object) -> bool:
+    """Whether an id, a scope or a filter (its scope, its metadata values) holds NUL."""
+    if isinstance(value, Filter):
+        return _names_nul(value.scope) or _holds_nul(list(value.metadata.values()))
+    if isinstance(value, Scope):
+        return _holds_nul([value.tenant, value.user_id, value.agent_id, value.session_id])
+    return _holds_nul(value)
 
 
 #: The ``turns`` columns, in the order both stores created and insert them.
@@ -356,9 +417,12 @@ class RecordUpdate(ABC):
 
 
 def check_turns(scope: Scope, messages: Sequence[Message], tokens: Sequence[int]) -> None:
-    """Refuse an append with no session to log to or a token count per message missing."""
+    """Refuse an append with no session to log to, a token count per message missing,
+    or a scope holding NUL (:func:`refuse_nul`: named here, before the session's row
+    is written)."""
     if not scope.session_id:
         raise ValueError("append_turns needs a session_id")
+    refuse_nul_in_scope(scope)
     if len(messages) != len(tokens):
         raise ValueError("messages and tokens differ in length")
 
@@ -526,6 +590,7 @@ def swap_session_meta_row(
     revision and matches nothing: of two writers that read one revision, one wins.
     """
     m, json_cast = sql.mark, sql.json_cast
+    refuse_nul_in_scope(scope)  # a write: refused on every store, as put() refuses one
     body = fresh_meta_json(meta)
     updated = cur.execute(
         f"UPDATE session_meta SET meta = {m}{json_cast}, updated_at = {m} "
@@ -732,6 +797,7 @@ class PatchUpdates(ABC):
     dialect, open its write transaction and run the :class:`RecordUpdate` steps in it.
     A store supplies the two dialect parts (``_patch_sets`` and ``_updating``)."""
 
+    @nul_reads_as_absent(NotFound, "tenant", "memory_id")
     def update(
         self,
         tenant: str,
@@ -806,6 +872,7 @@ class VectorWrites(ABC):
     """``Store.set_vectors`` for a SQL store, written once: the arguments are checked
     here and a store supplies only its write (``_write_vectors``)."""
 
+    @nul_reads_as_absent(None, "tenant", "owner")
     def set_vectors(
         self,
         tenant: str,
@@ -818,9 +885,13 @@ class VectorWrites(ABC):
         """See ``Store.set_vectors``."""
         if len(ids) != len(vectors):
             raise ValueError("ids and vectors differ in length")
-        if len(ids):
+        # An id holding NUL is of no record (nul_reads_as_absent): ignored, as unknown ids.
+        keep = [k for k, memory_id in enumerate(ids) if not _holds_nul(memory_id)]
+        if keep:
             rows = np.asarray(vectors, dtype=np.float32)
-            self._write_vectors(VectorWrite(tenant, list(ids), rows, model, owner))
+            if len(keep) < len(ids):
+                rows = rows[keep]
+            self._write_vectors(VectorWrite(tenant, [ids[k] for k in keep], rows, model, owner))
 
     @abstractmethod
     def _write_vectors(self, batch: VectorWrite) -> None:

@@ -55,6 +55,7 @@ from contextos.store.postgres.codec import (
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import META_SQL, PgSessionLog
 from contextos.store.records import RECORD_FIELDS
+from contextos.store.records import nul_reads_as_absent as _absent_if_nul
 from contextos.text.query import query_terms
 from contextos.times import opt_utc, utc
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
@@ -256,6 +257,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 raise ValueError(f"a record with this id already exists: {exc.__cause__}") from None
             raise
 
+    # Reads by an id holding NUL answer as for an unknown id (PostgreSQL cannot send it;
+    # no store holds one): records.nul_reads_as_absent, on each method below that takes
+    # an id or a scope.
+    @_absent_if_nul(None, "tenant", "memory_id")
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.id = %s",
@@ -263,6 +268,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         )
         return record_from_row(rows[0]) if rows else None
 
+    @_absent_if_nul([], "tenant", "ids")
     def get_many(self, tenant: str, ids: Sequence[str]) -> _Records:
         if not ids:
             return []
@@ -284,6 +290,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         with self._duplicate_is_value_error(), self._tx("update") as cur:
             yield _Update(cur)
 
+    @_absent_if_nul(NotFound, "tenant", "memory_id")
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
     ) -> None:
@@ -291,12 +298,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             if not _delete_records(cur, tenant, [memory_id], purge=purge, now=_now(), actor=actor):
                 raise NotFound(f"no memory {memory_id!r}")
 
+    @_absent_if_nul([], "tenant", "ids")
     def delete_many(
         self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
     ) -> _Strs:
         with self._tx("delete") as cur:
             return _delete_records(cur, tenant, ids, purge=purge, now=_now(), actor=actor)
 
+    @_absent_if_nul([], "scope", "content_hash")
     def find_by_hash(self, scope: Scope, content_hash: str) -> _Records:
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.hash = %s "
@@ -307,6 +316,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         )
         return [record_from_row(r) for r in rows]
 
+    @_absent_if_nul([], "flt")
     def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> _Records:
         where, params = filter_sql(flt, _now())
         rows = self._read(
@@ -316,16 +326,23 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         )
         return [record_from_row(r) for r in rows]
 
+    @_absent_if_nul(0, "flt")
     def count(self, flt: Filter) -> int:
         where, params = filter_sql(flt, _now())
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
+    @_absent_if_nul([], "tenant", "memory_id")
     def history(self, tenant: str, memory_id: str) -> _Events:
         return shared.read_history(self._read, tenant, memory_id, mark="%s", time=utc)
 
     def forget(self, scope: Scope) -> int:
         if not scope.user_id:
             raise ValueError("forget needs a user_id")
+        return self._erase(scope)
+
+    @_absent_if_nul(0, "scope")
+    def _erase(self, scope: Scope) -> int:
+        """``forget`` of a scope with a user."""
         t, u = scope.tenant, scope.user_id
         with self._tx("forget") as cur:
             sessions = shared.user_sessions(cur, scope, mark="%s")
@@ -371,6 +388,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 conn.execute(f"VACUUM (FULL, ANALYZE) {table}")
             conn.execute("CHECKPOINT")
 
+    @_absent_if_nul(None, "tenant", "ids", "owner")
     def quarantine_vectors(
         self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
     ) -> None:
@@ -388,6 +406,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 (tenant, list(ids)),
             )
 
+    @_absent_if_nul(EmbeddingStatus(pending=0), "tenant")
     def embedding_status(self, tenant: str | None = None) -> EmbeddingStatus:
         where, params = ("WHERE tenant = %s", [tenant]) if tenant is not None else ("", [])
         pending = self._read(f"SELECT count(*) FROM pending_vectors {where}", params)[0][0]
@@ -402,6 +421,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         )
 
     # -- search -------------------------------------------------------------
+    @_absent_if_nul([], "flt")
     def keyword_search(
         self, flt: Filter, query: str, *, limit: int, context_weight: float = 0.5
     ) -> _Ranks:
@@ -415,6 +435,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         rows = self._read(sql, (words, or_tsquery(words), *params, *params, limit))
         return [Ranked(r[0], float(r[1])) for r in rows]
 
+    @_absent_if_nul([], "flt")
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> _Ranks:
         query = np.asarray(vector, dtype=np.float32).ravel()
         dim = int(query.size)
@@ -507,6 +528,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             ).fetchall()
         return [record_from_row(r) for r in rows]
 
+    @_absent_if_nul(0, "owner")
     def extend_claim(self, owner: str, *, lease_s: float) -> int:
         with self._tx("vector claim") as cur:
             cur.execute(
@@ -522,28 +544,34 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     ) -> _Turns:
         return self._sessions.append_turns(scope, messages, tokens)
 
+    @_absent_if_nul([], "scope")
     def turns(
         self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
     ) -> _Turns:
         return self._sessions.turns(scope, after_seq=after_seq, limit=limit, newest=newest)
 
+    @_absent_if_nul(None, "scope")
     def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> _Turns | None:
         return self._sessions.turns_since(scope, last, revision=revision)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
         self._sessions.set_session_meta(scope, meta)
 
+    @_absent_if_nul(False, "revision")  # a NUL scope is a write's: refused, named
     def swap_session_meta(
         self, scope: Scope, meta: Mapping[str, Any], *, revision: str | None
     ) -> bool:
         return self._sessions.swap_session_meta(scope, meta, revision=revision)
 
+    @_absent_if_nul({}, "scope")
     def session_meta(self, scope: Scope) -> dict[str, Any]:
         return self._sessions.session_meta(scope)
 
+    @_absent_if_nul(({}, None), "scope")
     def session_meta_revision(self, scope: Scope) -> tuple[dict[str, Any], str | None]:
         return self._sessions.session_meta_revision(scope)
 
+    @_absent_if_nul([], "scope")
     def sessions(self, scope: Scope) -> _Strs:
         return self._sessions.sessions(scope)
 

@@ -22,6 +22,7 @@ from contextos.store.records import (
     fresh_meta_json,
     list_sessions,
     read_session_meta,
+    refuse_nul_in_scope,
     swap_session_meta_row,
     turns_since,
 )
@@ -97,6 +98,7 @@ class PgSessionLog:
         return turns_since(self._read, scope, last, revision, sql=META_SQL, turn_of=turn_from_row)
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        refuse_nul_in_scope(scope)  # a write: named, not the driver's refusal
         body = fresh_meta_json(meta)
         with self._tx("write") as cur:
             cur.execute(

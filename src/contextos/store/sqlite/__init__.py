@@ -271,11 +271,15 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         with self._write() as db:
             yield _Update(db)
 
+    # An id holding NUL names nothing (no store keeps one), and SQLite's json_each ends
+    # a text at NUL: "s1\x00" would act on the record "s1".
+    @shared.nul_reads_as_absent(NotFound, "tenant", "memory_id")
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
     ) -> None:
         self._delete_many(tenant, [memory_id], actor=actor, purge=purge, needed=True)
 
+    @shared.nul_reads_as_absent([], "tenant", "ids")
     def delete_many(
         self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
     ) -> builtins.list[str]:
@@ -593,6 +597,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             )
             return int(cur.rowcount)
 
+    @shared.nul_reads_as_absent(None, "tenant", "ids", "owner")
     def quarantine_vectors(
         self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
     ) -> None:
@@ -891,6 +896,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         )
 
     def set_session_meta(self, scope: Scope, meta: Mapping[str, Any]) -> None:
+        shared.refuse_nul_in_scope(scope)
         body = shared.fresh_meta_json(meta)
         with self._write() as db:
             db.execute(
