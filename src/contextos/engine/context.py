@@ -57,15 +57,23 @@ from typing import Any, Literal, Protocol, TypedDict
 from contextos.cache.render import TTL_SECONDS
 from contextos.engine.compaction import Strategy, Thresholds
 from contextos.engine.session import (
+    COMPLETE_KEY,
     PREFILL_KEY,
+    REDO_KEY,
     Layout,
     MemoryLike,
     Session,
+    TurnPrint,
     context_window,
+    conversation,
     mended,
+    said_digest,
     search_scope,
     text_pieces,
     turn_items,
+)
+from contextos.engine.session import (
+    in_conversation as in_conversation,  # re-exported: the name wrapped calls used
 )
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, Window, message_item
@@ -79,13 +87,6 @@ from contextos.types import Hit, Message, Scope, ScopeIds, Turn, Usage
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
 #: Introduces the topic memory block in the system prompt (``placement="topic"``).
 TOPIC_HEADER = "Memories about the current topic from earlier conversations (may be outdated):"
-
-#: Reply metadata key: False when the reply's stream was cut or abandoned (absent when whole).
-COMPLETE_KEY = "complete"
-#: Turn metadata key: the seq of the turn this one takes the place of (the first new
-#: message of a request that branches off the conversation, :func:`match_request`); that
-#: turn and those after it leave the conversation.
-REDO_KEY = "redo_of"
 
 #: Wire formats whose last assistant message is a prefill: the reply continues its text
 #: (Anthropic's Messages API; Chat Completions answers such a message with a new one).
@@ -197,20 +198,22 @@ def model_info(name: str, *, window: int | None = None) -> ModelInfo:
     return replace(info, name=name, context_window=window)
 
 
-def _said(message: Message) -> tuple[Any, ...]:
-    return (message.role, message.content, message.tool_call_id, message.tool_calls)
+#: A logged message as a request is matched to it: the message, or its turn's print.
+Logged = Message | TurnPrint
 
 
-def _same(a: Message, b: Message) -> bool:
-    """Whether sent message ``a`` says logged message ``b``. A reply was logged
+def _same(a: Message, b: Logged) -> bool:
+    """Whether sent message ``a`` says logged message ``b`` (given whole or as a turn's
+    :class:`~contextos.engine.session.TurnPrint`: compared by digest). A reply was logged
     :func:`~contextos.engine.session.mended`, and the app echoes it as it got it (its
     metadata, which may hold a large wire copy, is not compared, so not mended)."""
-    if _said(a) == _said(b):
+    logged = b.said if isinstance(b, TurnPrint) else said_digest(b)
+    if said_digest(a) == logged:
         return True
-    return a.role == b.role and _said(mended(replace(a, metadata={}))) == _said(b)
+    return a.role == b.role and said_digest(mended(replace(a, metadata={}))) == logged
 
 
-def _answered(message: Message) -> bool:
+def _answered(message: Logged) -> bool:
     """Whether a logged turn is a reply (the conversation waits on no answer after it)."""
     return message.role == "assistant"
 
@@ -232,7 +235,7 @@ class Match:
         return self.known == len(sent)
 
 
-def match_request(sent: Sequence[Message], logged: Sequence[Message]) -> Match:
+def match_request(sent: Sequence[Message], logged: Sequence[Logged]) -> Match:
     """Where ``sent`` (a request's messages) meets ``logged`` (the conversation): the one
     rule for what of a request is logged, whatever the app sends.
 
@@ -248,7 +251,9 @@ def match_request(sent: Sequence[Message], logged: Sequence[Message]) -> Match:
       the logged turns after it in the conversation.
 
     One message alone is never a branch: an app that sends only the new turn may well
-    say "yes" twice. The longer match wins; a tie goes to the log's end.
+    say "yes" twice. The longer match wins; a tie goes to the log's end. ``logged`` may
+    be the turns' prints (:class:`~contextos.engine.session.TurnPrint`): a long-lived
+    client matches a whole conversation without holding its old turns.
     """
     n = len(sent)
     known = _end_overlap(sent, logged)
@@ -265,7 +270,7 @@ def match_request(sent: Sequence[Message], logged: Sequence[Message]) -> Match:
     return Match(at, at)
 
 
-def _end_overlap(sent: Sequence[Message], logged: Sequence[Message]) -> int:
+def _end_overlap(sent: Sequence[Message], logged: Sequence[Logged]) -> int:
     """How many leading ``sent`` messages the log ends with; all of them only when the
     log's last turn is unanswered (a retry): an answered exchange sent again is a new
     turn or a re-send, never nothing."""
@@ -314,36 +319,6 @@ def _check_newest_turn(
     )
 
 
-def in_conversation(message: Message) -> bool:
-    """False for a logged reply whose stream was cut or abandoned (``"complete": False``
-    in its metadata, set by ``SessionContext``'s commit): the log keeps it as what the
-    user saw, but it is not part of the conversation later calls match and send."""
-    return message.metadata.get(COMPLETE_KEY) is not False
-
-
-def conversation(turns: Sequence[Turn]) -> list[Turn]:
-    """The logged turns that make up the conversation, oldest first: those
-    :func:`in_conversation`, where a turn marked :data:`REDO_KEY` takes the place of the
-    turn it names and every one after it.
-
-    Why: a regenerate re-sends a request the log holds answered, and the user then goes
-    on from the new answer; an edited message or a dropped question parts from the log
-    the same way (:func:`match_request`). The model must see the newest branch, not
-    both. The log is never rewritten, so the old turns stay there (for audit) and are
-    only left out here.
-    """
-    out: list[Turn] = []
-    for turn in turns:
-        if not in_conversation(turn.message):
-            continue
-        redo = turn.message.metadata.get(REDO_KEY)
-        if isinstance(redo, int) and not isinstance(redo, bool):
-            while out and out[-1].seq >= redo:
-                out.pop()
-        out.append(turn)
-    return out
-
-
 def _is_question(message: Message) -> bool:
     """Whether a request's last message is a question: a user's message, not tool results."""
     return message.role == "user" and not message.tool_calls
@@ -387,15 +362,16 @@ class Parts:
     resent: bool = False
 
 
-def split_request(sent: Sequence[Message], turns: Sequence[Turn]) -> Parts:
-    """Place a request's messages against the logged conversation ``turns``
-    (:func:`match_request`)."""
-    match = match_request(sent, [t.message for t in turns])
+def split_request(sent: Sequence[Message], turns: Sequence[Turn | TurnPrint]) -> Parts:
+    """Place a request's messages against the logged conversation ``turns`` (whole or
+    their prints; :func:`match_request`)."""
+    match = match_request(sent, [t if isinstance(t, TurnPrint) else t.message for t in turns])
     new = list(sent[match.known :])
     resent = False
     if new and match.at < len(turns):  # a branch
-        resent = len(new) == 1 and _same(new[0], turns[match.at].message)
-        new[0] = _redo(new[0], turns[match.at])
+        at = turns[match.at]
+        resent = len(new) == 1 and _same(new[0], at if isinstance(at, TurnPrint) else at.message)
+        new[0] = _redo(new[0], at)
     prefill = new.pop() if new and _is_prefill(new[-1]) else None
     question: Message | None = None
     if prefill is None and new and _is_question(new[-1]):
@@ -417,7 +393,7 @@ class _Split:
     logged: tuple[Message, ...] = ()
 
 
-def _redo(message: Message, said: Turn) -> Message:
+def _redo(message: Message, said: Turn | TurnPrint) -> Message:
     """``message``, the first new one of a request that branches off the conversation,
     marked as taking the place of ``said`` (and of every turn after it)."""
     return replace(message, metadata={**message.metadata, REDO_KEY: said.seq})
@@ -534,6 +510,7 @@ class SessionContext:
             user_id=user_id,
             agent_id=agent_id,
             tokenizer=self.tokenizer,
+            hold="window",  # a long-lived client holds the window's turns, not the log
         )
 
     @property
@@ -607,8 +584,7 @@ class SessionContext:
     def _log_and_split(self, request: ChatRequest, budget: int) -> _Split:
         """Log what is new but the question and a prefill (:func:`split_request`), then
         build the history: the conversation as the request continues it."""
-        turns = self._conversation()
-        parts = split_request(request.messages, turns)
+        parts = split_request(request.messages, self._conversation())
         new = parts.new
         if parts.question is None and parts.prefill is None and new:  # answers a tool result
             last = message_item("newest", new[-1], self.tokenizer)
@@ -625,21 +601,28 @@ class SessionContext:
         if new:
             logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
         self._compact(budget, request.server_edits)
-        turns = self._conversation()
+        state = self.session.state()
+        prints = self._conversation()
         if parts.retry and parts.question is not None:
-            turns = turns[:-1]  # the question is the log's last turn, and goes last
+            prints = prints[:-1]  # the question is the log's last turn, and goes last
         pending = parts.question or parts.prefill  # not logged yet: its branch is cut here
         redo = pending.metadata.get(REDO_KEY) if pending is not None else None
         if isinstance(redo, int):
-            turns = [t for t in turns if t.seq < redo]
-        items = turn_items(turns, self.session.state(), self.tokenizer)
-        return _Split(parts, items, f"turn:{turns[-1].seq}" if turns else None, logged)
+            prints = [p for p in prints if p.seq < redo]
+        # The window's turns, whole: the conversation from the history's start on, cut
+        # where the prints were (a turn leaves the conversation by its seq).
+        end = prints[-1].seq if prints else -1
+        turns = [t for t in self.session.conversation(state) if t.seq <= end]
+        items = turn_items(turns, state, self.tokenizer)
+        return _Split(parts, items, f"turn:{end}" if prints else None, logged)
 
-    def _conversation(self) -> list[Turn]:
-        """The logged turns that are part of the conversation (:func:`conversation`)."""
+    def _conversation(self) -> list[TurnPrint]:
+        """The prints of the logged turns that are part of the conversation
+        (:func:`~contextos.engine.session.conversation`): matching a request to the log
+        reads them, not the turns (the Session holds only the window's turns whole)."""
         if self.session is None:
             return []
-        return conversation(self.session.turns())
+        return conversation(self.session.fingerprints())
 
     def _compact(self, budget: int, server_edits: Sequence[str] = ()) -> None:
         """Compact the session log when it passes its trigger.

@@ -14,12 +14,15 @@ retrieved memories with the strongest at the edges, and the question last.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import threading
 import time
 import uuid
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Unpack, cast
+from typing import Any, Literal, Protocol, TypeVar, Unpack, cast
 
 from contextos.engine.compaction import (
     HistoryState,
@@ -100,6 +103,20 @@ PREFILL_KEY = "prefill"
 #: long-term memory; past it (the holder died) the next offload stores them.
 ARCHIVE_LEASE_S = 120.0
 
+#: Reply metadata key: False when the reply's stream was cut or abandoned (absent when
+#: whole): the log keeps it as what the user saw, out of the conversation.
+COMPLETE_KEY = "complete"
+#: Turn metadata key: the seq of the turn this one takes the place of (the first new
+#: message of a request that branches off the conversation: a regenerate, an edited
+#: message); that turn and those after it leave the conversation.
+REDO_KEY = "redo_of"
+
+#: What a Session holds of the log in memory (:class:`Session`'s ``hold``): ``log``
+#: every turn it read; ``window`` the turns from the history's start on (what windows
+#: and compactions read) and a :class:`TurnPrint` of every turn.
+Hold = Literal["log", "window"]
+HOLDS: tuple[Hold, ...] = ("log", "window")
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -175,6 +192,105 @@ def answered_ids(message: Message) -> set[str]:
         if isinstance(block, Mapping) and block.get("type") == "tool_result":
             ids.add(str(block.get("tool_use_id")))
     return ids
+
+
+def in_conversation(message: Message) -> bool:
+    """False for a logged reply whose stream was cut or abandoned (``"complete": False``
+    in its metadata, set by a wrapped call's commit): the log keeps it as what the
+    user saw, but it is not part of the conversation later calls match and send."""
+    return message.metadata.get(COMPLETE_KEY) is not False
+
+
+def redo_of(message: Message) -> int | None:
+    """The seq of the turn ``message`` takes the place of (:data:`REDO_KEY`), if any."""
+    redo = message.metadata.get(REDO_KEY)
+    return redo if isinstance(redo, int) and not isinstance(redo, bool) else None
+
+
+def said(message: Message) -> tuple[Any, ...]:
+    """What a message says, as a request is matched to the log: role, text, tool call
+    id and tool calls (not its name or metadata)."""
+    return (message.role, message.content, message.tool_call_id, message.tool_calls)
+
+
+def said_digest(message: Message) -> bytes:
+    """A 16-byte digest of :func:`said`: two messages say the same thing exactly when
+    their digests are equal (``repr`` escapes lone surrogates, so any text hashes)."""
+    text = repr(said(message)).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPrint:
+    """A logged turn's fingerprint: what matching a request to the log and telling the
+    conversation apart need (:func:`conversation`), in ~150 bytes whatever its size.
+
+    Why: a long-lived wrapped client matched each request against every turn it had
+    ever read, and so held every turn whole (about 2.3 KB each, most of them long out
+    of the window). ``said`` is :func:`said_digest`; ``ident`` a digest of what makes
+    it this logged turn (its time, role and text: ``same_turn``'s fields with ``seq``).
+    """
+
+    seq: int
+    role: str
+    said: bytes
+    ident: bytes
+    complete: bool = True
+    redo_of: int | None = None
+
+
+def _seq(turn: Turn | TurnPrint) -> int:
+    return turn.seq
+
+
+def turn_print(turn: Turn) -> TurnPrint:
+    """The :class:`TurnPrint` of a logged turn."""
+    message = turn.message
+    stamp = repr((turn.created_at.isoformat(), message.role, message.content))
+    ident = hashlib.blake2b(stamp.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return TurnPrint(
+        turn.seq,
+        sys.intern(message.role),
+        said_digest(message),
+        ident,
+        in_conversation(message),
+        redo_of(message),
+    )
+
+
+def _standing(turn: Turn | TurnPrint) -> tuple[bool, int | None]:
+    """(in the conversation, the seq it takes the place of) for a turn or its print."""
+    if isinstance(turn, TurnPrint):
+        return turn.complete, turn.redo_of
+    return in_conversation(turn.message), redo_of(turn.message)
+
+
+T = TypeVar("T", Turn, TurnPrint)
+
+
+def conversation(turns: Sequence[T]) -> list[T]:
+    """The logged turns (or their prints) that make up the conversation, oldest first:
+    those :func:`in_conversation`, where a turn marked :data:`REDO_KEY` takes the place
+    of the turn it names and every one after it.
+
+    Why: a regenerate re-sends a request the log holds answered, and the user then goes
+    on from the new answer; an edited message or a dropped question parts from the log
+    the same way (``contextos.engine.context.match_request``). The model must see the
+    newest branch, not both, and compaction must count and summarize what the model
+    sees. The log is never rewritten, so the old turns stay there (for audit) and are
+    only left out here. Given the turns from some seq on, this is the conversation of
+    the whole log from that seq on (a turn leaves by its seq).
+    """
+    out: list[T] = []
+    for turn in turns:
+        complete, redo = _standing(turn)
+        if not complete:
+            continue
+        if redo is not None:
+            while out and out[-1].seq >= redo:
+                out.pop()
+        out.append(turn)
+    return out
 
 
 def sendable_units(turns: Sequence[Turn]) -> list[list[Turn]]:
@@ -622,6 +738,15 @@ _SAVE_TRIES = 50
 class Session:
     """One conversation's durable log in a :class:`~contextos.store.base.Store`.
 
+    ``hold``: what the Session keeps of the log in memory between reads. ``log``
+    (the default) keeps every turn it read, so :meth:`turns` costs only the new ones.
+    ``window`` keeps the turns from the history's start on (every turn a window or a
+    compaction reads: the visible ones, pinned and kept ones, from the start of their
+    tool unit) and a :class:`TurnPrint` of every turn (what matching a request to the
+    log needs); :meth:`turns` then reads the older turns from the store. A wrapped
+    client's Session holds ``window``: in a process that stays up for days it kept
+    every turn it ever read (about 2.3 KB a turn, nearly all of them long rotated out).
+
     Example:
         >>> s = Session(store, "chat-1", user_id="ana")           # doctest: +SKIP
         >>> s.add(Message("user", "hi"))                          # doctest: +SKIP
@@ -637,13 +762,22 @@ class Session:
         user_id: str | None = None,
         agent_id: str | None = None,
         tokenizer: Tokenizer | None = None,
+        hold: Hold = "log",
     ) -> None:
         self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
         if self.scope.session_id is None:
             raise ScopeError("a Session needs a session_id")
+        if hold not in HOLDS:
+            raise ValueError(f"hold must be one of {HOLDS}, not {hold!r}")
         self.store = store
         self.tokenizer = tokenizer or default_tokenizer()
+        self.hold: Hold = hold
+        #: The turns read with ``seq >= _held_from``, whole, in log order.
         self._turns: list[Turn] = []
+        #: Where ``_turns`` starts: every turn read before it is only a print.
+        self._held_from = 0
+        #: A print of every turn read, in log order (``_turns``' included).
+        self._prints: list[TurnPrint] = []
         #: The session meta's revision when ``_turns`` was read whole (``turns_since``).
         self._revision: str | None = None
         #: The meta's log epoch (:data:`_EPOCH_KEY`) when ``_turns`` was read whole.
@@ -662,6 +796,12 @@ class Session:
     def session_id(self) -> str:
         """The session's id."""
         return str(self.scope.session_id)
+
+    @property
+    def held_turns(self) -> int:
+        """How many turns the Session holds whole in memory (see ``hold``)."""
+        with self._lock:
+            return len(self._turns)
 
     # -- the log ----------------------------------------------------------------
     def add(self, *messages: Message) -> list[Turn]:
@@ -690,58 +830,145 @@ class Session:
         the turns held (the log is never rewritten): read whole, it cost every Session
         of the log (the compacting one too) about 10,000 rows and 80-120 ms at 10,000
         turns after each compaction, where the new turns cost well under 1 ms.
+
+        With ``hold="window"`` the turns before those held are read from the store
+        (one indexed read), and not kept.
         """
         with self._lock:
-            return self._read_turns()
+            for _ in range(_SAVE_TRIES):
+                self._read_turns()
+                if not self._prints or self._held_from <= self._prints[0].seq:
+                    return list(self._turns)
+                older = self._load(self._prints[0].seq)
+                if older is not None:
+                    return older + self._turns
+                self._turns = []  # erased meanwhile: read the log whole again
+        raise StoreError(f"session {self.session_id!r}: the log kept changing while read")
 
-    def _read_turns(self) -> list[Turn]:
+    def fingerprints(self) -> list[TurnPrint]:
+        """A :class:`TurnPrint` of every turn, oldest first (read as :meth:`turns` reads)."""
+        with self._lock:
+            self._read_turns()
+            return list(self._prints)
+
+    def window_turns(self, state: HistoryState | None = None) -> list[Turn]:
+        """The turns a window or a compaction in ``state`` reads (default: the stored
+        state), oldest first: every turn from the history's start on, the pinned and
+        kept ones before it and the rest of their tool units included (with
+        ``hold="log"``, the same slice of every turn).
+
+        Given those turns, :func:`~contextos.engine.compaction.visible_turns` and
+        :func:`turn_items` give what they give for the whole log.
+        """
+        state = self.state() if state is None else state
+        with self._lock:
+            for _ in range(_SAVE_TRIES):
+                self._read_turns()
+                start = self._boundary(state)
+                if start >= self._held_from:
+                    return self._turns[bisect_left(self._turns, start, key=_seq) :]
+                older = self._load(start)
+                if older is not None:
+                    self._turns[:0] = older
+                    self._held_from = start
+                else:
+                    self._turns = []  # erased meanwhile: read the log whole again
+        raise StoreError(f"session {self.session_id!r}: the log kept changing while read")
+
+    def conversation(self, state: HistoryState | None = None) -> list[Turn]:
+        """:meth:`window_turns` as the user sees the conversation (:func:`conversation`):
+        replaced answers (a regenerate, an edit) and cut replies left out."""
+        return conversation(self.window_turns(state))
+
+    def _read_turns(self) -> None:
+        """Bring ``_turns`` and ``_prints`` up to the log (the lock held)."""
         logged, self._appended = self._appended, None
-        new = self._read_new()
+        new, meta = self._read_new()
         lost = False
         if new is not None:
             self._turns += new
+            self._prints += [turn_print(t) for t in new]
         else:  # the revision first: an erasure after it moves it, and is seen next time
             meta, self._revision = self.store.session_meta_revision(self.scope)
             self._epoch = meta.get(_EPOCH_KEY)
-            held, self._turns = self._turns, list(self.store.turns(self.scope))
+            held = self._prints
+            self._turns = list(self.store.turns(self.scope))
+            self._prints = [turn_print(t) for t in self._turns]
+            self._held_from = self._turns[0].seq if self._turns else 0
             lost = not self._still_holds(held)
+        if meta is not None and self.hold == "window":
+            self._trim(HistoryState.from_json(meta.get(_META_KEY) or {}))
         if lost or (logged is not None and not self._holds(logged)):
             self.log_restarts += 1  # turns it had read, or had logged, are gone
-        return list(self._turns)
 
-    def _read_new(self) -> list[Turn] | None:
+    def _read_new(self) -> tuple[list[Turn] | None, dict[str, Any] | None]:
         """The turns logged after the last one read, or None when the log must be read
-        whole: nothing read yet, or turns may be gone (an erasure).
+        whole: nothing read yet, or turns may be gone (an erasure); and the meta when
+        it was read (the revision moved).
 
         A moved revision with the log epoch unchanged was a compaction or a pin (an
         erasure's reset drops the epoch, and a writer that read the state before it
         loses its compare-and-set), so the read goes on from the new revision.
         """
         if not self._turns:
-            return None
+            return None, None
         last = self._turns[-1]
         new = self.store.turns_since(self.scope, last, revision=self._revision)
         if new is not None or self._epoch is None:
-            return new
+            return new, None
         meta, revision = self.store.session_meta_revision(self.scope)
         if meta.get(_EPOCH_KEY) != self._epoch:
-            return None
+            return None, None
         new = self.store.turns_since(self.scope, last, revision=revision)
         if new is not None:
             self._revision = revision
-        return new
+        return new, meta
 
-    def _still_holds(self, held: Sequence[Turn]) -> bool:
+    def _boundary(self, state: HistoryState) -> int:
+        """The seq from which ``state``'s windows and compactions read turns: the history's
+        start, or an earlier pinned or kept turn, moved back to the start of its tool unit
+        (a turn that is not a tool result opens one), never past the newest turn."""
+        prints = self._prints
+        if not prints:
+            return 0
+        low = min((state.start_seq, *state.pinned, *state.kept))
+        i = min(bisect_right(prints, low, key=_seq), len(prints)) - 1
+        while i > 0 and prints[i].role == "tool":
+            i -= 1
+        return prints[max(i, 0)].seq
+
+    def _trim(self, state: HistoryState) -> None:
+        """Let go of the whole turns before ``state``'s boundary (their prints stay)."""
+        start = self._boundary(state)
+        if start > self._held_from:
+            del self._turns[: bisect_left(self._turns, start, key=_seq)]
+            self._held_from = start
+
+    def _load(self, start: int) -> list[Turn] | None:
+        """The turns from ``start`` up to those held, read from the store; None when the
+        log no longer holds them as they were printed (an erasure meanwhile)."""
+        lo = bisect_left(self._prints, start, key=_seq)
+        hi = bisect_left(self._prints, self._held_from, key=_seq)
+        want = self._prints[lo:hi]
+        if not want:
+            return []
+        found = self.store.turns(self.scope, after_seq=want[0].seq - 1, limit=len(want))
+        if [(p.seq, p.ident) for p in map(turn_print, found)] != [(p.seq, p.ident) for p in want]:
+            return None
+        return list(found)
+
+    def _still_holds(self, held: Sequence[TurnPrint]) -> bool:
         """Whether the turns just read hold every turn of ``held`` (read before)."""
-        now = {t.seq: t for t in self._turns}
-        return all(t.seq in now and same_turn(now[t.seq], t) for t in held)
+        now = {p.seq: p.ident for p in self._prints}
+        return all(now.get(p.seq) == p.ident for p in held)
 
     def _holds(self, turn: Turn) -> bool:
         """Whether the turns read hold ``turn`` (logged here before they were read)."""
-        for t in reversed(self._turns):
-            if t.seq <= turn.seq:
-                return same_turn(t, turn)
-        return False
+        i = bisect_right(self._prints, turn.seq, key=_seq) - 1
+        if i < 0:
+            return False
+        p, mine = self._prints[i], turn_print(turn)
+        return (p.seq, p.ident) == (mine.seq, mine.ident)
 
     def turn(self, seq: int) -> Turn:
         """One turn by position (cleared tool results come back whole from here)."""
@@ -750,6 +977,15 @@ class Session:
         if first is None or first.seq != seq:
             raise NotFound(f"session {self.session_id!r} has no turn {seq}")
         return first
+
+    def _logged(self, seqs: Sequence[int] | set[int]) -> dict[int, Turn]:
+        """The turns numbered ``seqs`` the log holds now (one indexed read of their span)."""
+        if not seqs:
+            return {}
+        lo, hi = min(seqs), max(seqs)
+        found = self.store.turns(self.scope, after_seq=lo - 1, limit=hi - lo + 1)
+        wanted = set(seqs)
+        return {t.seq: t for t in found if t.seq in wanted}
 
     # -- compaction state ----------------------------------------------------------
     def state(self) -> HistoryState:
@@ -785,7 +1021,7 @@ class Session:
             pins = set(state.pinned) | {seq} if pinned else set(state.pinned) - {seq}
             new = replace(state, pinned=tuple(sorted(pins)))
             if not pinned:  # a unit a compaction stepped over stays until one rotates it
-                turns = self.turns()
+                turns = self.window_turns(state)
                 left = pinned_seqs(turns, state) - pinned_seqs(turns, new)
                 below = {s for s in left if s < state.start_seq}
                 new = replace(new, kept=tuple(sorted(set(state.kept) | below)))
@@ -795,7 +1031,8 @@ class Session:
 
     def history_tokens(self) -> int:
         """Tokens of summary plus visible turns, as the window would show them."""
-        return history_tokens(self.turns(), self.state())
+        state = self.state()
+        return history_tokens(self.conversation(state), state)
 
     def compact(
         self,
@@ -833,7 +1070,7 @@ class Session:
             raise ValueError("the offload strategy needs a memory to archive into")
         leftover = self._finish_archive(memory) if memory is not None else 0
         state, meta, revision = self._read_state()
-        turns = self.turns()
+        turns = self.conversation(state)  # as the user sees it: no replaced answers
         plan = plan_compaction(turns, state, budget, strategy, thresholds, force=force)
         if plan is None:
             return CompactionResult(None, state, leftover)
@@ -882,7 +1119,7 @@ class Session:
                 if state.archiver != claim:
                     continue
             owed = set(state.unarchived)
-            rotated = [t for t in self.turns() if t.seq in owed]
+            rotated = sorted(self._logged(owed).values(), key=_seq)
             fresh = [t for t in rotated if not _archived(memory, t, self.scope)]
             records = archive(memory, fresh, self.scope)
             stored += len(records) - self._drop_erased(memory, records, fresh)
@@ -902,14 +1139,14 @@ class Session:
         they were written; returns how many.
 
         Why: ``forget`` may run after the save and before ``memory.add`` wrote the
-        copies, which then hold erased text that nothing will erase again. ``turns``
-        reads the log whole only when an erasure reset the state (its epoch), so this
-        check no longer reads every turn of a long log per offload. A ``forget`` after
-        this check erases the copies itself.
+        copies, which then hold erased text that nothing will erase again. Only the
+        rotated turns' span of the log is read (:meth:`_logged`), so this check does
+        not read every turn of a long log per offload. A ``forget`` after this check
+        erases the copies itself.
         """
         if not records:
             return 0
-        live = {t.seq: t for t in self.turns()}
+        live = self._logged([t.seq for t in rotated])
         erased = {
             turn_ref(t) for t in rotated if t.seq not in live or not same_turn(live[t.seq], t)
         }
@@ -950,7 +1187,7 @@ class Session:
             rules=rules,
             tools=tools,
             summary=state.summary,
-            turns=turn_items(self.turns(), state, self.tokenizer),
+            turns=turn_items(self.conversation(state), state, self.tokenizer),
             memories=hits,
             layout=layout,
         )
@@ -1018,13 +1255,24 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
 
 
 __all__ = [
+    "COMPLETE_KEY",
+    "HOLDS",
+    "REDO_KEY",
     "CompactionResult",
+    "Hold",
     "Layout",
     "Session",
     "MemoryLike",
+    "TurnPrint",
     "archive",
     "check_text",
     "context_window",
+    "conversation",
+    "in_conversation",
+    "redo_of",
+    "said",
+    "said_digest",
+    "turn_print",
     "hit_items",
     "hit_refs",
     "lone_surrogate_at",
