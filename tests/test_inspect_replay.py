@@ -179,6 +179,32 @@ def test_a_blank_user_turn_does_not_fail_the_replay(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_regenerated_answer_is_replayed_as_the_model_saw_it(tmp_path: Path) -> None:
+    """Why: the replay built each call's window from the raw log, so after a
+    regenerate (a reply logged with ``redo_of``, as a wrapped client logs it) every
+    later call was priced with both the replaced answer and the new one."""
+    store = SQLiteStore(str(tmp_path / "r.db"))
+    try:
+        scope = Scope(tenant="t", session_id="r1")
+        tokenizer = default_tokenizer()
+        replaced = "a long answer the user threw away " * 60
+        messages = [
+            Message("user", "tell me about the sea"),
+            Message("assistant", replaced),
+            Message("assistant", "The sea is wide.", metadata={"redo_of": 1}),
+            Message("user", "and the sky?"),
+            Message("assistant", "Blue."),
+        ]
+        store.append_turns(scope, messages, [tokenizer.count(m.content) for m in messages])
+        model = get_model("claude-sonnet-4-6")
+        costs = replay_costs(store.turns(scope), model, tokenizer)
+        assert [c.seq for c in costs] == [0, 3]
+        sent = costs[1].input_tokens + costs[1].cache_read_tokens + costs[1].cache_write_tokens
+        assert sent < tokenizer.count(replaced)
+    finally:
+        store.close()
+
+
 def test_chart_of_a_session_id_with_control_characters_is_valid_xml(tmp_path: Path) -> None:
     class Call:
         seq, read_share, saved_usd = 0, 0.5, 0.001

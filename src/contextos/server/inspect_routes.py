@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
 from contextos.engine.compaction import HistoryState
-from contextos.engine.session import context_window, turn_items, window_budget
+from contextos.engine.session import context_window, conversation, turn_items, window_budget
 from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
 
@@ -137,7 +137,9 @@ def replay_costs(
             # refuses a blank question, and one such turn must not fail the whole page.
             question=turn.message.content if turn.message.content.strip() else None,
             min_cache_tokens=model.min_cache_tokens,
-            turns=turn_items(turns[:i], state, tokenizer),
+            # The conversation as the model saw it then: an answer a regenerate
+            # replaced (``redo_of``), or a cut reply, is in the log but not in it.
+            turns=turn_items(conversation(turns[: i + 1])[:-1], state, tokenizer),
         )
         reply = turns[i + 1] if i + 1 < len(turns) else None
         output = reply.tokens if reply is not None and reply.message.role == "assistant" else 0
