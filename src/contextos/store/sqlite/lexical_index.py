@@ -27,6 +27,7 @@ rows are mostly dead is rebuilt.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sqlite3
 import threading
@@ -81,6 +82,67 @@ class Bm25Stats:
         return idf if idf > 0.0 else 1e-6
 
 
+_NO_INTS = np.zeros(0, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Rows as FTS5 tokenizes them: one entry per (term, row) pair of a term in the
+    row's text or context, sorted by term then row: the term (an index into
+    ``vocab``), the row (its index in the tokenized batch) and the term's count in the
+    text and in the context; and each row's length in tokens over all three columns
+    (FTS5's document length)."""
+
+    vocab: list[str]
+    term: npt.NDArray[np.int32]
+    row: npt.NDArray[np.int32]
+    text: npt.NDArray[np.int32]
+    context: npt.NDArray[np.int32]
+    lengths: npt.NDArray[np.int64]
+
+    def of_rows(self, rows: npt.NDArray[np.intp]) -> Tokens:
+        """The pairs of the batch's rows ``rows`` (ascending; numbered from 0)."""
+        number = np.full(len(self.lengths), -1, dtype=np.int32)
+        number[rows] = np.arange(len(rows), dtype=np.int32)
+        keep = number[self.row] >= 0
+        return Tokens(
+            self.vocab,
+            self.term[keep],
+            number[self.row[keep]],
+            self.text[keep],
+            self.context[keep],
+            self.lengths[rows],
+        )
+
+
+def _counted(
+    vocab: list[str], term: npt.NDArray[np.int64], code: npt.NDArray[np.int64], n_rows: int
+) -> Tokens:
+    """:class:`Tokens` of token instances: each one's term (index into ``vocab``) and
+    code (row x 4 + column: 0 text, 1 context, 2 scope terms)."""
+    row, column = code >> 2, code & 3
+    lengths = np.bincount(row, minlength=n_rows).astype(np.int64)
+    key = term * n_rows + row
+    if len(key) > 1 and not bool(np.all(key[1:] >= key[:-1])):
+        order = np.argsort(key, kind="stable")
+        key, column = key[order], column[order]
+    if not len(key):
+        return Tokens(vocab, _NO_INTS, _NO_INTS, _NO_INTS, _NO_INTS, lengths)
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    text = np.add.reduceat((column == 0).astype(np.int32), starts)
+    context = np.add.reduceat((column == 1).astype(np.int32), starts)
+    keep = (text + context) > 0  # a term only in the scope column is not indexed
+    pair = key[starts][keep]
+    return Tokens(
+        vocab,
+        (pair // n_rows).astype(np.int32),
+        (pair % n_rows).astype(np.int32),
+        text[keep].astype(np.int32),
+        context[keep].astype(np.int32),
+        lengths,
+    )
+
+
 class Tokenizer:
     """FTS5's tokenizer, run on a private in-memory FTS5 table (Python's sqlite3 has no
     other way to call it). ~15 us a LoCoMo turn."""
@@ -94,13 +156,14 @@ class Tokenizer:
         self._lock = threading.Lock()
         self._words: dict[str, tuple[str, ...]] = {}
 
-    def rows(self, rows: Sequence[LexRow]) -> list[tuple[Counter[str], Counter[str], int]]:
-        """Per row: its text's and its context's term counts, and its length in tokens
-        over all three columns (FTS5's document length)."""
-        out: list[tuple[Counter[str], Counter[str], int]] = [
-            (Counter(), Counter(), 0) for _ in rows
-        ]
-        lengths = [0] * len(rows)
+    def rows(self, rows: Sequence[LexRow]) -> Tokens:
+        """``rows`` tokenized (see :class:`Tokens`).
+
+        Why this shape: read one token instance at a time, Python spent ~3 us a token
+        (a user of 20,000 sixty-word memories: 3.5 s before the first search answered).
+        The instances come out of ``fts5vocab`` in term order, so SQLite joins each
+        term's (row, column) codes into one string without sorting, and numpy counts
+        them."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -108,15 +171,18 @@ class Tokenizer:
                     "INSERT INTO t (rowid, text, context, scope_terms) VALUES (?, ?, ?, ?)",
                     ((i, r.text, r.context, r.scope_terms) for i, r in enumerate(rows)),
                 )
-                for doc, col, term in self._db.execute("SELECT doc, col, term FROM v"):
-                    lengths[doc] += 1
-                    if col == "text":
-                        out[doc][0][term] += 1
-                    elif col == "context":
-                        out[doc][1][term] += 1
+                per_term = self._db.execute(
+                    "SELECT term, group_concat(doc * 4 + (col = 'context') "
+                    "+ 2 * (col = 'scope_terms')) FROM v GROUP BY term"
+                ).fetchall()
             finally:
                 self._db.execute("ROLLBACK")  # the table is only a tokenizer: keep it empty
-        return [(text, context, n) for (text, context, _), n in zip(out, lengths, strict=True)]
+        vocab = [term for term, _ in per_term]
+        sizes = [codes.count(",") + 1 for _, codes in per_term]
+        term = np.repeat(np.arange(len(vocab), dtype=np.int64), sizes)
+        joined = ",".join(codes for _, codes in per_term)
+        code = np.array(joined.split(","), dtype=np.int64) if joined else np.zeros(0, np.int64)
+        return _counted(vocab, term, code, len(rows))
 
     def word(self, word: str) -> tuple[str, ...]:
         """The terms FTS5 makes of one query word (its stem; cached)."""
@@ -146,6 +212,13 @@ class Tokenizer:
             self._db.close()
 
 
+def _ints(values: npt.NDArray[np.int32]) -> array[int]:
+    """A compact ``array`` of int32 values."""
+    out = array("i")
+    out.frombytes(values.tobytes())
+    return out
+
+
 class _Postings:
     """One term's rows in a block: position, count in the text, count in the context,
     in compact int32 arrays (read by numpy without a copy). A removed row's entry is
@@ -154,21 +227,29 @@ class _Postings:
     Why ``array`` and not numpy arrays: a block holds thousands of terms, most in a few
     rows, and three numpy arrays cost ~450 bytes a term before any entry."""
 
-    __slots__ = ("context", "live", "pos", "term", "text")
+    __slots__ = ("context", "id", "live", "pos", "term", "text")
 
-    def __init__(self, term: str) -> None:
+    def __init__(self, term: str, term_id: int) -> None:
         self.term = term
+        self.id = term_id  # its place in the block's ``by_id``
         self.live = 0
         self.pos = array("i")
         self.text = array("i")
         self.context = array("i")
 
-    def append(self, pos: int, text: int, context: int) -> int:
-        self.pos.append(pos)
-        self.text.append(text)
-        self.context.append(context)
-        self.live += 1
-        return len(self.pos) - 1
+    def extend(
+        self,
+        pos: npt.NDArray[np.int32],
+        text: npt.NDArray[np.int32],
+        context: npt.NDArray[np.int32],
+    ) -> int:
+        """Append entries; the index of the first."""
+        first = len(self.pos)
+        self.pos.frombytes(pos.tobytes())
+        self.text.frombytes(text.tobytes())
+        self.context.frombytes(context.tobytes())
+        self.live += len(pos)
+        return first
 
     def clear(self, i: int) -> int:
         """Zero entry ``i``; how many live entries are left."""
@@ -192,72 +273,121 @@ class _Block:
         self.type = np.zeros(64, dtype=np.int32)
         self.times = {f: np.full(64, np.nan, dtype=np.float64) for f in TIME_FIELDS}
         self.postings: dict[str, _Postings] = {}
-        #: per row: its terms' postings and its entry in each (empty once removed)
-        self.entries: list[tuple[tuple[_Postings, ...], array[int]]] = []
+        #: every term's postings by its id (None once its last row left)
+        self.by_id: list[_Postings | None] = []
+        #: per row: its terms' ids and its entry in each (empty once removed)
+        self.entries: list[tuple[array[int], array[int]]] = []
 
-    def add(
+    def extend(
         self,
-        memory_id: str,
-        rowid: int,
-        codes: tuple[int, int, int],
-        times: Sequence[float | None],
-        counts: tuple[Counter[str], Counter[str], int],
+        ids: Sequence[str],
+        rowids: Sequence[int],
+        codes: npt.NDArray[np.int32],
+        times: dict[str, npt.NDArray[np.float64]],
+        tokens: Tokens,
     ) -> None:
-        """Append a row: its record's id and rowid, scope codes (agent, session, type),
-        times (:data:`TIME_FIELDS`) and term counts with length (``Tokenizer.rows``)."""
-        if self.size == len(self.rowid):
-            for name in ("rowid", "length", "agent", "session", "type"):
-                setattr(self, name, np.resize(getattr(self, name), 2 * self.size))
-            self.times = {f: np.resize(t, 2 * self.size) for f, t in self.times.items()}
-        pos = self.size
-        self.size += 1
-        self.ids.append(memory_id)
-        self.where[memory_id] = pos
-        text, context, length = counts
-        self.rowid[pos], self.length[pos] = rowid, length
-        self.agent[pos], self.session[pos], self.type[pos] = codes
-        for f, value in zip(TIME_FIELDS, times, strict=True):
-            self.times[f][pos] = np.nan if value is None else value
-        held: list[_Postings] = []
-        at = array("i")
-        for term in text.keys() | context.keys():
+        """Append rows: their records' ids and rowids, scope codes (one row per record:
+        agent, session, type), times (:data:`TIME_FIELDS`, NaN for none) and tokens
+        (``Tokenizer.rows`` of these rows, in this order)."""
+        n = len(ids)
+        base = self.size
+        self._reserve(base + n)
+        at = slice(base, base + n)
+        self.rowid[at], self.length[at] = rowids, tokens.lengths
+        self.agent[at], self.session[at], self.type[at] = codes[:, 0], codes[:, 1], codes[:, 2]
+        for f in TIME_FIELDS:
+            self.times[f][at] = times[f]
+        self.where.update(zip(ids, range(base, base + n), strict=True))
+        self.ids.extend(ids)
+        self.size += n
+        term_ids, entry = self._post(tokens, base)
+        # Each row's (term id, entry) pairs: the pairs are sorted by term, so grouped by row.
+        order = np.argsort(tokens.row, kind="stable")
+        ends = np.cumsum(np.bincount(tokens.row, minlength=n))
+        term_ids, entry = term_ids[order], entry[order]
+        start = 0
+        for end in ends.tolist():
+            self.entries.append((_ints(term_ids[start:end]), _ints(entry[start:end])))
+            start = end
+
+    def _post(
+        self, tokens: Tokens, base: int
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """Append the pairs to their terms' postings (one run of pairs a term); each
+        pair's term id and entry in those postings."""
+        m = len(tokens.term)
+        term_ids = np.empty(m, dtype=np.int32)
+        entry = np.empty(m, dtype=np.int32)
+        pos = tokens.row + np.int32(base)
+        starts = np.flatnonzero(tokens.term[1:] != tokens.term[:-1]) + 1
+        bounds = [0, *starts.tolist(), m] if m else [0]
+        for start, end in itertools.pairwise(bounds):
+            term = tokens.vocab[int(tokens.term[start])]
             postings = self.postings.get(term)
             if postings is None:
-                postings = self.postings[term] = _Postings(term)
-            held.append(postings)
-            at.append(postings.append(pos, text[term], context[term]))
-        self.entries.append((tuple(held), at))
+                postings = self.postings[term] = _Postings(term, len(self.by_id))
+                self.by_id.append(postings)
+            first = postings.extend(
+                pos[start:end], tokens.text[start:end], tokens.context[start:end]
+            )
+            term_ids[start:end] = postings.id
+            entry[start:end] = np.arange(first, first + end - start, dtype=np.int32)
+        return term_ids, entry
+
+    def _reserve(self, size: int) -> None:
+        if size <= len(self.rowid):
+            return
+        grown = max(size, 2 * len(self.rowid))
+        for name in ("rowid", "length", "agent", "session", "type"):
+            setattr(self, name, np.resize(getattr(self, name), grown))
+        self.times = {f: np.resize(t, grown) for f, t in self.times.items()}
 
     def kill(self, memory_id: str) -> bool:
         """Remove a record's row (its terms leave the postings now); whether it was here."""
         pos = self.where.pop(memory_id, None)
         if pos is None:
             return False
-        held, at = self.entries[pos]
-        for postings, i in zip(held, at, strict=True):
+        term_ids, at = self.entries[pos]
+        for term_id, i in zip(term_ids, at, strict=True):
+            postings = self.by_id[term_id]
+            assert postings is not None
             if not postings.clear(i):
                 del self.postings[postings.term]  # no word of an erased record stays
-        self.entries[pos] = ((), array("i"))
+                self.by_id[term_id] = None
+        self.entries[pos] = (array("i"), array("i"))
         self.ids[pos] = None
         self.dead += 1
         return True
 
     def terms(self, memory_id: str) -> set[str]:
         """The terms of a held record's row (text or context)."""
-        held, _ = self.entries[self.where[memory_id]]
-        return {postings.term for postings in held}
+        term_ids, _ = self.entries[self.where[memory_id]]
+        return {self._term(t) for t in term_ids}
 
-    def counts(self, pos: int) -> tuple[Counter[str], Counter[str], int]:
-        """A live row's term counts and length, as :meth:`add` took them."""
-        text: Counter[str] = Counter()
-        context: Counter[str] = Counter()
-        held, at = self.entries[pos]
-        for postings, i in zip(held, at, strict=True):
-            if postings.text[i]:
-                text[postings.term] = postings.text[i]
-            if postings.context[i]:
-                context[postings.term] = postings.context[i]
-        return text, context, int(self.length[pos])
+    def _term(self, term_id: int) -> str:
+        postings = self.by_id[term_id]
+        assert postings is not None  # a live row's terms have postings
+        return postings.term
+
+    def live(self) -> tuple[list[int], Tokens]:
+        """The live rows' positions, and their tokens as :meth:`extend` takes them (for
+        a rebuild: the counts kept, nothing tokenized again)."""
+        rows = [pos for pos, memory_id in enumerate(self.ids) if memory_id is not None]
+        pairs: list[tuple[str, int, int, int]] = []
+        for n, pos in enumerate(rows):
+            term_ids, at = self.entries[pos]
+            for term_id, i in zip(term_ids, at, strict=True):
+                postings = self.by_id[term_id]
+                assert postings is not None
+                pairs.append((postings.term, n, postings.text[i], postings.context[i]))
+        pairs.sort()
+        lengths = self.length[rows].astype(np.int64)
+        vocab = sorted({term for term, *_ in pairs})
+        index = {term: i for i, term in enumerate(vocab)}
+        table = np.array([(index[t], n, x, c) for t, n, x, c in pairs], dtype=np.int32)
+        table = table.reshape(-1, 4)
+        term, row, text, context = (table[:, k].copy() for k in range(4))
+        return rows, Tokens(vocab, term, row, text, context, lengths)
 
     def scores(
         self, words: Sequence[tuple[str, float]], stats: Bm25Stats, context_weight: float
@@ -323,27 +453,45 @@ class LexicalIndex:
         if rows:
             self._add(rows)
 
-    def _add(self, rows: Sequence[LexRow]) -> list[set[str]]:
-        """Tokenize ``rows`` and hold them (replacing what is held of the same records),
-        creating their users' blocks as needed; returns each row's terms (text or
-        context), for the store's row counts per term."""
+    def _add(self, rows: Sequence[LexRow]) -> None:
+        """Tokenize ``rows`` (in one batch) and hold them, replacing what is held of the
+        same records, creating their users' blocks as needed."""
         self.remove(r.id for r in rows)
-        out: list[set[str]] = []
-        for row, counts in zip(rows, self.tokenizer.rows(rows), strict=True):
-            out.append(counts[0].keys() | counts[1].keys())
-            key = (row.tenant, row.user_id)
+        if not rows:
+            return
+        tokens = self.tokenizer.rows(rows)
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault((row.tenant, row.user_id), []).append(i)
+        for key, members in groups.items():
             block = self._blocks.get(key)
-            if block is None:  # a new user of a tenant held whole, or emptied just now
+            if block is None:  # a new user, of a tenant held whole or loaded now
                 block = self._blocks[key] = _Block()
-            codes = (
-                self._code(row.agent_id),
-                self._code(row.session_id),
-                self._code(row.memory_type),
+            mine = [rows[i] for i in members]
+            whole = len(members) == len(rows)
+            codes, times = self._columns(mine)
+            block.extend(
+                [r.id for r in mine],
+                [r.rowid for r in mine],
+                codes,
+                times,
+                tokens if whole else tokens.of_rows(np.array(members, dtype=np.intp)),
             )
-            times = [getattr(row, f) for f in TIME_FIELDS]
-            block.add(row.id, row.rowid, codes, times, counts)
-            self._home[row.id] = key
-        return out
+            self._home.update((r.id, key) for r in mine)
+
+    def _columns(
+        self, rows: Sequence[LexRow]
+    ) -> tuple[npt.NDArray[np.int32], dict[str, npt.NDArray[np.float64]]]:
+        """The rows' scope codes (agent, session, type; a row each) and times (NaN: none)."""
+        codes = [
+            (self._code(r.agent_id), self._code(r.session_id), self._code(r.memory_type))
+            for r in rows
+        ]
+        times = {
+            f: np.array([np.nan if getattr(r, f) is None else getattr(r, f) for r in rows])
+            for f in TIME_FIELDS
+        }
+        return np.array(codes, dtype=np.int32).reshape(-1, 3), times
 
     def apply(self, ids: Sequence[str], rows: Sequence[LexRow]) -> tuple[Counter[str] | None, bool]:
         """Apply logged changes: ``ids`` changed (inserted, updated or deleted) and
@@ -365,8 +513,9 @@ class LexicalIndex:
         held = [r for r in rows if self._holds_row(r)]  # before a removal empties a block
         known = known and len(held) == len(rows)
         self.remove(ids)
-        for terms in self._add(held):
-            delta.update(terms)
+        self._add(held)
+        for row in held:
+            delta.update(self._blocks[(row.tenant, row.user_id)].terms(row.id))
         return (delta if known else None), erased
 
     def _holds_row(self, row: LexRow) -> bool:
@@ -392,16 +541,19 @@ class LexicalIndex:
 
     def _rebuild(self, key: tuple[str, str | None], block: _Block) -> None:
         """A new block of the live rows only, in their order (counts kept, no re-read)."""
-        new = _Block()
-        for pos, memory_id in enumerate(block.ids):
-            if memory_id is not None:
-                codes = (int(block.agent[pos]), int(block.session[pos]), int(block.type[pos]))
-                times = [float(block.times[f][pos]) for f in TIME_FIELDS]
-                new.add(memory_id, int(block.rowid[pos]), codes, times, block.counts(pos))
-        if new.size:
-            self._blocks[key] = new
-        else:  # a forgotten user: nothing of it stays
+        rows, tokens = block.live()
+        if not rows:  # a forgotten user: nothing of it stays
             del self._blocks[key]
+            return
+        new = _Block()
+        new.extend(
+            [str(block.ids[pos]) for pos in rows],
+            block.rowid[rows].tolist(),
+            np.stack([block.agent[rows], block.session[rows], block.type[rows]], axis=1),
+            {f: block.times[f][rows] for f in TIME_FIELDS},
+            tokens,
+        )
+        self._blocks[key] = new
 
     def rows_held(self) -> int:
         """Rows in memory, dead ones included (for tests of growth)."""
