@@ -402,3 +402,185 @@ def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path)
     assert "result" in answers[4], answers[4]
     assert answers[4]["result"]["structuredContent"] == {"result": []}  # nothing was stored
     assert proc.returncode == 0 and b"Traceback" not in err
+
+
+def test_stdio_key_revoked_while_running_is_refused_on_its_next_call(tmp_path: Path) -> None:
+    """The stdio server checked its key once, at start: revoked while the process ran,
+    it kept reading and writing the tenant's memories. Every call must check it again
+    (from the one-second key cache, as HTTP does), so a revoked key's calls are tool
+    errors that store nothing."""
+    from contextos.server.keys import KEY_CACHE_TTL
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+
+    async def scenario(s: ClientSession) -> dict[str, Any]:
+        before = _payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
+        with KeyStore(str(db)) as store:  # another connection, as `keys revoke` is
+            store.revoke(key.split("_")[1])
+        await anyio.sleep(KEY_CACHE_TTL + 0.2)
+        return {
+            "before": before,
+            "add": await s.call_tool("add_memory", {"messages": "after", "user_id": "u"}),
+            "list": await s.call_tool("list_memories", {"user_id": "u"}),
+            "core": await s.call_tool("core_memory_view", {"user_id": "u"}),
+        }
+
+    out = anyio.run(_stdio, db, key, scenario)
+    assert out["before"][0]["text"] == "before"
+    for name in ("add", "list", "core"):
+        result = out[name]
+        assert result.is_error, (name, result.content)
+        assert "Unauthenticated" in result.content[0].text and "revoked" in result.content[0].text
+    with Memory(str(db), embedder=HashEmbedder(), tenant="acme") as m:
+        assert [r.text for r in m.get_all(user_id="u")] == ["before"]
+
+
+def test_stdio_tools_refuse_unknown_arguments_like_http_bodies(tmp_path: Path) -> None:
+    """The SDK dropped arguments a tool does not take without a word (a ``tenant``, a
+    misspelt ``user_id``), where HTTP answers 422 naming the field. Each must be a tool
+    error naming it, nothing stored, and the input schemas must say so."""
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+
+    async def scenario(s: ClientSession) -> dict[str, Any]:
+        calls = {
+            "add": ("add_memory", {"messages": "x", "user_id": "u", "tenant": "beta"}),
+            "misspelt": ("add_memory", {"messages": "x", "userid": "u", "user_id": "v"}),
+            "search": ("search_memory", {"query": "x", "user_id": "u", "bogus": 1}),
+            "core": ("core_memory_append", {"user_id": "u", "tenant": "beta", "text": "x"}),
+        }
+        out: dict[str, Any] = {n: await s.call_tool(t, a) for n, (t, a) in calls.items()}
+        out["tools"] = (await s.list_tools()).tools
+        out["listed"] = [
+            _payload(await s.call_tool("list_memories", {"user_id": u})) for u in ("u", "v")
+        ]
+        return out
+
+    out = anyio.run(_stdio, db, key, scenario)
+    for name, unknown in (("add", "tenant"), ("misspelt", "userid"), ("search", "bogus")):
+        result = out[name]
+        assert result.is_error, (name, result.content)
+        text = result.content[0].text
+        assert unknown in text and "Extra inputs are not permitted" in text, text
+    assert out["core"].is_error and "tenant" in out["core"].content[0].text
+    assert out["listed"] == [[], []]  # nothing was written, for either tenant
+    with Memory(str(db), embedder=HashEmbedder(), tenant="beta") as m:
+        assert m.get_all(user_id="u") == []
+    assert {t.name for t in out["tools"]} == TOOLS
+    assert all(t.input_schema.get("additionalProperties") is False for t in out["tools"])
+
+
+def _mcp_http(db: Path, port: int, log: Any, *extra: str) -> subprocess.Popen[bytes]:
+    """`contextos mcp` over HTTP, its stderr in the file ``log`` (a pipe nobody reads
+    while the test runs would fill and block the server on a long log)."""
+    cmd = [*CLI, "mcp", "--db", str(db), "--embedder", "hash"]
+    cmd += ["--transport", "streamable-http", "--port", str(port), *extra]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "PYTHONPATH": SRC}
+    )
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "the MCP server exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the MCP server did not start"
+            time.sleep(0.1)
+
+
+def _post_head(port: int, key: str, length: int) -> bytes:
+    return (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        "Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_streamable_http_stops_on_sigterm_while_a_client_trickles_a_body(
+    tmp_path: Path,
+) -> None:
+    """A client sending its body just fast enough (over the minimum rate) kept a
+    SIGTERMed `contextos mcp --transport streamable-http` up for as long as it liked:
+    uvicorn waited for the request without limit, and the store was never closed.
+    It must stop after --shutdown-timeout, as `serve` does, close the store, exit 0."""
+    import socket
+    import threading
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    port = free_port()
+    stop = threading.Event()
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as err, reaped(_mcp_http(db, port, err, "--shutdown-timeout", "1")) as proc:
+        _wait_listening(proc, port)
+        conn = socket.create_connection(("127.0.0.1", port))
+
+        def trickle() -> None:  # 600 bytes a second, well over the 240 minimum
+            while not stop.is_set():
+                try:
+                    conn.send(b" " * 60)
+                except OSError:
+                    return
+                stop.wait(0.1)
+
+        try:
+            conn.sendall(_post_head(port, key, 1_000_000))
+            threading.Thread(target=trickle, daemon=True).start()
+            time.sleep(1.0)
+            started = time.monotonic()
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            finally:
+                stopped = time.monotonic() - started
+                stop.set()
+                conn.close()
+        finally:
+            stop.set()
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert stopped < 8, stopped
+    assert not Path(f"{db}-wal").exists()  # the store was closed
+
+
+def test_streamable_http_client_disconnects_leave_no_traceback(tmp_path: Path) -> None:
+    """Every client that hung up before its body was in left a full ClientDisconnect
+    traceback at ERROR in the log (the SDK's catch-all around its body read): a log
+    flood anyone with a key could cause. It must leave nothing at the default level
+    (one DEBUG line), and the server must go on answering."""
+    import socket
+
+    import httpx
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "add_memory", "arguments": {"messages": "hi", "user_id": "u"}},
+    }
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as err, reaped(_mcp_http(db, port, err, "--rate", "0")) as proc:
+        _wait_listening(proc, port)
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall(_post_head(port, key, 5000) + b'{"jsonrpc": "2.0", ')
+                time.sleep(0.02)  # the server is waiting for the rest of the body
+        headers = {**_JSONRPC_HEADERS, "Authorization": f"Bearer {key}"}
+        after = httpx.post(url, json=call, headers=headers, timeout=30)
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert after.status_code == 200, after.text
+    assert not _rpc_result(after.text)["result"]["isError"]
+    text = log.read_text()
+    assert "Traceback" not in text and "ClientDisconnect" not in text, text[-3000:]
+    assert "Error handling POST request" not in text, text[-3000:]

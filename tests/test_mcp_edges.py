@@ -195,3 +195,37 @@ def test_mcp_store_busy_is_a_tool_error_without_infrastructure(kind: str, tmp_pa
         assert "StoreError" in text and "busy or unavailable" in text
         assert not [x for x in _secrets_of(db) if x and x in text], text
         assert _payload(after)[0]["text"] == "after"
+
+
+def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
+    db: str, tmp_path: Path
+) -> None:
+    """memory_history answered an empty list for an id the tenant does not have (another
+    tenant's included), where get_memory says NotFound; it must say NotFound too, and a
+    deleted memory's history stays readable."""
+    from contextos.memory import Memory
+    from contextos.testing.embedders import HashEmbedder
+
+    key = _key(db)
+    with Memory(db, embedder=HashEmbedder(), tenant="beta") as other:
+        [theirs] = other.add("beta's secret", user_id="u")
+
+    async def scenario(s: ClientSession, _: Any) -> dict[str, Any]:
+        [mine] = _payload(await s.call_tool("add_memory", {"messages": "x", "user_id": "u"}))
+        _payload(await s.call_tool("delete_memory", {"memory_id": mine["id"]}))
+        out: dict[str, Any] = {
+            "kept": _payload(await s.call_tool("memory_history", {"memory_id": mine["id"]}))
+        }
+        for name, mid in (("theirs", theirs.id), ("unknown", "no-such-id")):
+            out[name] = [
+                await s.call_tool(tool, {"memory_id": mid})
+                for tool in ("get_memory", "memory_history")
+            ]
+        return out
+
+    out = _session(db, key, tmp_path / "mcp-stderr.txt", scenario)
+    assert [e["event"] for e in out["kept"]] == ["ADD", "DELETE"]
+    for name in ("theirs", "unknown"):
+        got, history = (_error_text(r) for r in out[name])
+        assert "NotFound" in history
+        assert history.replace("memory_history", "get_memory") == got

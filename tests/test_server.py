@@ -463,3 +463,25 @@ def test_serve_with_two_workers_shares_one_database(tmp_path: Path) -> None:
         assert {r["id"] for r in listed.json()["results"]} == added
         keys = httpx.get(f"{url}/v1/keys", headers=auth(ADMIN_KEY))
         assert keys.status_code == 200 and len(keys.json()["results"]) == 1
+
+
+def test_history_of_an_unknown_or_other_tenants_id_is_404_like_get(db: Path) -> None:
+    """History answered 200 with no events for an id the tenant does not have (another
+    tenant's included), where get, patch and delete answer 404: it must be a 404 with
+    get's message, while a deleted memory's history stays readable."""
+    import uuid
+
+    with app_client(db) as c:
+        a, b = auth(issue_key(c, "acme")), auth(issue_key(c, "beta"))
+        body = {"messages": "x", "user_id": "u"}
+        [mine] = c.post("/v1/memories", headers=a, json=body).json()["results"]
+        [theirs] = c.post("/v1/memories", headers=b, json=body).json()["results"]
+        assert c.delete(f"/v1/memories/{mine['id']}", headers=a).status_code == 200
+        kept = c.get(f"/v1/memories/{mine['id']}/history", headers=a)
+        assert kept.status_code == 200, kept.text
+        assert [e["event"] for e in kept.json()["results"]] == ["ADD", "DELETE"]
+        for mid in (theirs["id"], str(uuid.uuid4())):
+            got = assert_error(c.get(f"/v1/memories/{mid}", headers=a), 404, "NotFound")
+            history = c.get(f"/v1/memories/{mid}/history", headers=a)
+            assert assert_error(history, 404, "NotFound") == got
+        assert c.get(f"/v1/memories/{theirs['id']}/history", headers=b).status_code == 200

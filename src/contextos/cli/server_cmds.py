@@ -172,6 +172,16 @@ db_option = click.option(
 )
 
 
+#: ``--shutdown-timeout``, one definition for ``serve`` and ``mcp`` over HTTP.
+shutdown_timeout_option = number_option(
+    "--shutdown-timeout",
+    30,
+    click.IntRange(1),
+    "Seconds a stop (SIGTERM, Ctrl-C) waits for HTTP requests in flight before closing "
+    "their connections (a client that stalls mid-request must not keep the server up).",
+)
+
+
 def register(cli: click.Group, bench: click.Group) -> None:
     """Add ``serve``, ``keys`` and ``mcp`` to the CLI and ``serve`` to ``bench``."""
     cli.add_command(serve)
@@ -235,13 +245,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
     "Seconds an idle client connection stays open (keep it above the client's or "
     "load balancer's idle timeout, or requests race the close).",
 )
-@number_option(
-    "--shutdown-timeout",
-    30,
-    click.IntRange(1),
-    "Seconds a stop (SIGTERM, Ctrl-C) waits for requests in flight before closing their "
-    "connections (a client that stalls mid-request must not keep the server up).",
-)
+@shutdown_timeout_option
 @number_option(
     "--header-timeout",
     DEFAULT_HEADER_TIMEOUT,
@@ -448,6 +452,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     "--embedder", default=None, help=f"Embedder name (default {DEFAULT_EMBEDDER}; hash for tests)."
 )
 @limit_options("HTTP: ")
+@shutdown_timeout_option
 @pass_state
 def mcp(
     state: CliState,
@@ -460,11 +465,12 @@ def mcp(
     rate: float,
     burst: int,
     max_body_bytes: int,
+    shutdown_timeout: int,
 ) -> None:
     """Run the MCP server (memory tools + window assembly) for one tenant's key."""
     from ..embed import make_embedder
     from ..server.auth import Unauthenticated
-    from ..server.keys import KeyStore
+    from ..server.keys import KEY_CACHE_TTL, KeyStore
     from ..server.mcp_server import build_mcp_server, mcp_http_app, run_stdio
     from ..server.ratelimit import RateLimit
     from ..server.tenants import TenantMemories
@@ -476,18 +482,21 @@ def mcp(
         sock = _bind(host, port) if transport != "stdio" else None
         if sock is not None:
             stack.callback(sock.close)
-        key_store = stack.enter_context(KeyStore(target))
+        # stdio checks its one key on every tool call, answered from the cache as
+        # the HTTP API's keys are (a revocation elsewhere is seen within the TTL).
+        ttl = KEY_CACHE_TTL if sock is None else 0.0
+        key_store = stack.enter_context(KeyStore(target, cache_ttl=ttl))
         embedder_ = make_embedder(_embedder_name(state, embedder))
         tenants = stack.enter_context(closing(TenantMemories.open(target, embedder_)))
         if sock is None:
-            key = key_store.verify(api_key or "")
-            if key is None:
+            secret = api_key or ""
+            if key_store.verify(secret) is None:
                 raise Unauthenticated(
                     "contextos mcp needs a valid API key: pass --key or set "
                     "CONTEXTOS_API_KEY (create one with `contextos keys "
                     "create --tenant T`)"
                 )
-            run_stdio(build_mcp_server(tenants, tenant=key.tenant))
+            run_stdio(build_mcp_server(tenants, keys=key_store, api_key=secret))
             return
         url = _url(host, sock.getsockname()[1])
         server = build_mcp_server(tenants, keys=key_store, http_url=url)
@@ -499,7 +508,12 @@ def mcp(
             max_body_bytes=max_body_bytes,
         )
         console.print(f"contextos MCP serving on {url}/mcp", highlight=False)
-        _run_server(app, sock, {"log_level": "warning", "access_log": False})
+        options: dict[str, Any] = {
+            "log_level": "warning",
+            "access_log": False,
+            "timeout_graceful_shutdown": shutdown_timeout,  # as for serve
+        }
+        _run_server(app, sock, options)
 
 
 @click.command("serve")

@@ -7,7 +7,9 @@ Tools: ``add_memory``, ``search_memory``, ``list_memories``, ``get_memory``,
 models, so both protocols accept and refuse the same input. Every tool acts for one
 tenant, decided by an API key and never by a tool argument:
 
-* stdio: the key given at start (``--key`` / ``CONTEXTOS_API_KEY``), checked once;
+* stdio: the key given at start (``--key`` / ``CONTEXTOS_API_KEY``), checked at start
+  and again on every tool call (from the key cache, as the HTTP API does), so a key
+  revoked while the server runs gets a tool error from its next call on;
 * streamable HTTP: each request's ``Authorization: Bearer`` key, checked per
   request through the SDK's token-verifier hook (no key, no tools); stateless, so
   no tenant can fill a server-wide table of sessions (see :func:`mcp_http_app`).
@@ -18,6 +20,7 @@ Written for the ``mcp`` 2.x SDK (``MCPServer``) and falling back to 1.x
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,7 +155,7 @@ class MemoryTools:
     def memory_history(self, memory_id: str) -> list[dict[str, Any]]:
         """Every change to a memory (ADD, UPDATE, DELETE), oldest first."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
-        events = self._memory().history(key.memory_id)
+        events = ops.history(self._memory(), key.memory_id)
         return [s.HistoryOut.of(e).model_dump(mode="json") for e in events]
 
     def delete_memory(self, memory_id: str, purge: bool = False) -> dict[str, Any]:
@@ -209,6 +212,25 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _refuse_unknown_arguments(tool: Any) -> None:
+    """Make ``tool`` refuse arguments it does not take, as the HTTP API's bodies do
+    (422 naming the field). The SDK validates arguments with a pydantic model built
+    from the function's signature, which ignores extra keys: a ``tenant`` (or a
+    misspelt ``user_id``) was dropped without a word. Its subclass here forbids them,
+    so the call is a tool error naming each unknown argument, and the advertised input
+    schema says ``additionalProperties: false``."""
+    import pydantic
+
+    base: type[pydantic.BaseModel] = tool.fn_metadata.arg_model
+    strict: type[pydantic.BaseModel] = type(
+        base.__name__,
+        (base,),
+        {"model_config": pydantic.ConfigDict(extra="forbid"), "__module__": base.__module__},
+    )
+    tool.fn_metadata.arg_model = strict
+    tool.parameters = strict.model_json_schema(by_alias=True)
+
+
 def _tool_error() -> type[Exception]:
     """The SDK's ToolError: its message is what the client sees as the tool's error."""
     import importlib
@@ -248,30 +270,62 @@ class KeyVerifier:
         return AccessToken(token=token, client_id=key.id, scopes=[], subject=key.tenant)
 
 
+def _key_tenant(keys: KeyStore, secret: str) -> Callable[[], str]:
+    """The tenant of ``secret``, checked on every tool call (stdio): a key revoked while
+    the server runs is refused from its next call on, as over HTTP. The check is the
+    HTTP server's: :meth:`KeyStore.cached` answers for ``cache_ttl`` seconds after a
+    table read, so most calls read nothing and a revocation made elsewhere is seen
+    within that time."""
+
+    def tenant() -> str:
+        key = keys.cached(secret) or keys.verify(secret)
+        if key is None:
+            raise Unauthenticated(
+                "the API key of this MCP server is revoked or no longer valid: no tool "
+                "runs with it; restart the server with a valid key"
+            )
+        return key.tenant
+
+    return tenant
+
+
 def build_mcp_server(
     tenants: TenantMemories,
     *,
     tenant: str | None = None,
     keys: KeyStore | None = None,
+    api_key: str | None = None,
     http_url: str | None = None,
     tokenizer: Tokenizer | None = None,
 ) -> Any:
-    """An MCP server whose tools act for ``tenant`` (stdio) or for each request's key (HTTP).
+    """An MCP server whose tools act for one key's tenant (stdio) or for each request's
+    key (HTTP).
 
-    Give ``tenant`` for stdio; give ``keys`` and ``http_url`` (the public base URL,
-    e.g. ``http://127.0.0.1:8765``) for streamable HTTP with per-request keys.
+    stdio: give ``keys`` and ``api_key`` (the key is checked again on every tool call,
+    so a revoked key stops working), or a fixed ``tenant`` (no key at all: for
+    embedding in a process that authenticated its caller itself). HTTP: give ``keys``
+    and ``http_url`` (the public base URL, e.g. ``http://127.0.0.1:8765``) for
+    streamable HTTP with per-request keys.
     """
     server_cls, major = _sdk()
     if (tenant is None) == (keys is None):
-        raise ValueError("give either a fixed tenant (stdio) or a KeyStore (HTTP)")
-    resolver: Callable[[], str] = (lambda: tenant) if tenant is not None else _http_tenant
+        raise ValueError("give either a fixed tenant or a KeyStore")
+    if api_key is not None and keys is None:
+        raise ValueError("api_key needs the KeyStore to check it in")
+    resolver: Callable[[], str]
+    if tenant is not None:
+        resolver = lambda: tenant  # noqa: E731
+    elif api_key is not None and keys is not None:
+        resolver = _key_tenant(keys, api_key)
+    else:
+        resolver = _http_tenant
     tools = MemoryTools(tenants, resolver, tokenizer or default_tokenizer())
     kwargs: dict[str, Any] = {
         "log_level": "WARNING",
         "instructions": "Long-term memory of contextos. Every tool is scoped to the tenant "
         "of the configured API key.",
     }
-    if keys is not None:
+    if keys is not None and api_key is None:
         kwargs.update(_auth_kwargs(keys, http_url or "http://127.0.0.1:8765"))
     if major == "2":
         kwargs["version"] = package_version()
@@ -282,6 +336,7 @@ def build_mcp_server(
 
     for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
         server.add_tool(_guard(fn), name=fn.__name__, description=fn.__doc__)
+        _refuse_unknown_arguments(server._tool_manager.get_tool(fn.__name__))
     server.contextos_major = major
     return server
 
@@ -318,7 +373,52 @@ def mcp_http_app(
         limiter=TokenBucketLimiter(rate_limit or RateLimit()),
         failures=TokenBucketLimiter(auth_failures or DEFAULT_AUTH_FAILURES),
     )
-    return BodyLimitMiddleware(AuthGate(app, auth, ("/mcp",)), max_bytes=max_body_bytes)
+    gate = AuthGate(WholeBody(app), auth, ("/mcp",))
+    return BodyLimitMiddleware(gate, max_bytes=max_body_bytes)
+
+
+_log = logging.getLogger(__name__)
+
+
+class WholeBody:
+    """Pure ASGI middleware: read a request's whole body before the SDK sees it.
+
+    The SDK reads the body inside a catch-all that logs any failure with a full
+    traceback at ERROR ("Error handling POST request"): every client that hung up
+    before its body was in (anyone with a key, as often as they like) left a
+    ClientDisconnect traceback in the log. Here a disconnect during the body is one
+    DEBUG line and the request goes no further; a body over the limit raises
+    ``PayloadTooLarge`` to :class:`BodyLimitMiddleware` (a 413) instead of passing
+    through the SDK's catch-all. Bodies are already bounded by that limit, so
+    buffering costs nothing the SDK would not have buffered itself (it reads the
+    whole body too). Anything the app raises later is untouched."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                _log.debug("MCP client disconnected before its request body arrived")
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body: dict[str, Any] | None = {"type": "http.request", "body": b"".join(chunks)}
+
+        async def replay() -> dict[str, Any]:
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            return dict(await receive())  # after the body: the client's disconnect
+
+        await self.app(scope, replay, send)
 
 
 def _auth_kwargs(keys: KeyStore, base_url: str) -> dict[str, Any]:

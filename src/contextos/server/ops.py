@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..types import Filter, Hit, MemoryRecord
+from ..types import Filter, HistoryEvent, Hit, MemoryRecord
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -60,3 +60,13 @@ def list_page(mem: Memory, body: s.ListRequest) -> list[MemoryRecord]:
 def update(mem: Memory, memory_id: str, body: s.UpdateRequest) -> MemoryRecord:
     """Change a memory's text and/or metadata."""
     return mem.update(memory_id, text=body.text, metadata=body.metadata)
+
+
+def history(mem: Memory, memory_id: str) -> list[HistoryEvent]:
+    """A memory's changes, oldest first; NotFound (404, as for get) when the tenant has
+    neither the memory nor any history of it, so another tenant's id and an unknown id
+    answer alike. A deleted memory's history stays readable: the store keeps it."""
+    events = mem.history(memory_id)
+    if not events:
+        mem.get(memory_id)  # NotFound, unless a memory exists with no events logged
+    return events

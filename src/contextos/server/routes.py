@@ -156,8 +156,9 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
 
     @router.get("/{memory_id}/history", response_model=s.HistoryList, summary="history")
     def history(memory_id: IdPath, mem: Mem) -> s.HistoryList:
-        """Every change to a memory, oldest first."""
-        return s.HistoryList(results=[s.HistoryOut.of(e) for e in mem.history(memory_id)])
+        """Every change to a memory, oldest first (404 when the caller's tenant has
+        neither the memory nor any history of it; a deleted memory's history stays)."""
+        return s.HistoryList(results=[s.HistoryOut.of(e) for e in ops.history(mem, memory_id)])
 
     return router
 
