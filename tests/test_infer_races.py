@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -171,6 +171,22 @@ def test_an_inferring_add_racing_forget_writes_nothing_it_read_before(
         assert len(llm.calls) == 1  # with nothing similar left, no model call
 
 
+def merging_after(erase: Callable[[], object]) -> ScriptedLLM:
+    """A reconciler's model that merges the fact it was shown into the new one, after
+    ``erase()`` committed (on its first call only: between the add's reads and its
+    write; the add's next try is decided on what is left)."""
+    calls: list[int] = []
+
+    def merge(system: str, messages: Sequence[Message]) -> str:
+        if not calls:
+            erase()
+        calls.append(1)
+        text = "Ana lived in Paris zq7secret and moved to Rome."
+        return json.dumps({"action": "ADD", "target": None, "text": text, "reason": "merged"})
+
+    return ScriptedLLM([merge])
+
+
 @BOTH
 @pytest.mark.parametrize("session", [None, "other"])
 def test_an_inferring_add_racing_forget_outside_its_session_writes_nothing_it_read(
@@ -180,15 +196,7 @@ def test_an_inferring_add_racing_forget_outside_its_session_writes_nothing_it_re
     # only erasures in that session: outside a session (or with the erased fact in
     # another one) a model that merged a fact it was shown wrote its text again after
     # the user's forget.
-    def merge(system: str, messages: Sequence[Message]) -> str:
-        if not merged:
-            eraser.forget("ana")  # commits between the add's reads and its write
-        merged.append(1)
-        text = "Ana lived in Paris zq7secret and moved to Rome."
-        return json.dumps({"action": "ADD", "target": None, "text": text, "reason": "merged"})
-
-    merged: list[int] = []
-    llm = ScriptedLLM([merge])
+    llm = merging_after(lambda: eraser.forget("ana"))
     with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
         said = {"role": "user", "name": "Ana", "content": "I live in Paris zq7secret."}
         eraser.add(said, user_id="ana", session_id="s0", infer=True)
@@ -205,16 +213,11 @@ def test_an_inferring_add_racing_the_deletion_of_a_fact_it_was_shown(
 ) -> None:
     # One fact deleted (not the user forgotten) while the model merged it: the add is
     # refused and decided again without it.
-    def merge(system: str, messages: Sequence[Message]) -> str:
-        if not merged:
-            (paris,) = eraser.search("Paris", user_id="ana")
-            eraser.delete(paris.record.id)
-        merged.append(1)
-        text = "Ana lived in Paris zq7secret and moved to Rome."
-        return json.dumps({"action": "ADD", "target": None, "text": text, "reason": "merged"})
+    def delete_paris() -> None:
+        (paris,) = eraser.search("Paris", user_id="ana")
+        eraser.delete(paris.record.id)
 
-    merged: list[int] = []
-    llm = ScriptedLLM([merge])
+    llm = merging_after(delete_paris)
     with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
         said = {"role": "user", "name": "Ana", "content": "I live in Paris zq7secret."}
         eraser.add(said, user_id="ana", infer=True)
