@@ -1,5 +1,5 @@
 """``python -m contextos.cli``."""
 
-from .main import main
+from .entry import run
 
-main()
+run()

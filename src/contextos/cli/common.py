@@ -7,6 +7,7 @@ as rich markup, and with its control characters shown as escapes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -25,7 +26,8 @@ from rich.table import Table
 from ..bench.locomo_data import DEFAULT_LOCOMO
 from ..config import Settings
 from ..embed import DEFAULT_EMBEDDER
-from ..errors import ScopeError
+from ..engine.session import lone_surrogate_at
+from ..errors import ConfigError, ScopeError
 from ..types import scope_id
 from .text import SafeText
 
@@ -59,6 +61,7 @@ class CliState:
 
             if self.db is not None:  # --db or CONTEXTOS_DB (click reads both)
                 check_db(self.db)
+                _check_db_file(self.db)
             self._settings = load_settings(db=self.db, tenant=self.tenant)
             if self.db is None:
                 err_console.print(
@@ -71,7 +74,91 @@ class CliState:
         return self._settings
 
 
-pass_state = click.make_pass_decorator(CliState)
+def _check_db_file(db: str) -> None:
+    """Refuse a SQLite path that exists but is no regular file (``/dev/null``, a FIFO, a
+    socket): SQLite opened ``/dev/null`` and failed with "cannot rollback - no
+    transaction is active", which says nothing about the path."""
+    if "://" in db:
+        return
+    path = Path(db).expanduser()
+    if path.exists() and not path.is_file():
+        raise ConfigError(
+            f"{db} is not a database file (a device, pipe or socket): pass a file path"
+        )
+
+
+_pass_state = click.make_pass_decorator(CliState)
+
+#: Parameters that name files: a file name may hold bytes that are not UTF-8, which
+#: Python keeps as lone surrogates and the file system takes back as they were.
+_FILE_PARAMS = frozenset({"db", "data", "out", "json_out", "keep_db"})
+
+
+def invalid_text(value: object, where: str = "") -> str | None:
+    """Why ``value`` (text, or JSON-like data holding text) is not valid Unicode text,
+    or None when it is: which part of it (``where`` and the keys and indexes that lead
+    there) and where its first lone surrogate is, in the words ``session add`` uses
+    (:func:`contextos.engine.session.check_text`).
+
+    Why: such text cannot be written as UTF-8, so it failed deep in a command with
+    ``'utf-8' codec can't encode ... surrogates not allowed``, a tokenizer's
+    ``TextEncodeInput must be Union[...]`` or a PYTHONIOENCODING hint, naming neither
+    the argument nor the character.
+    """
+    if isinstance(value, str):
+        at = lone_surrogate_at(value)
+        if at is None:
+            return None
+        what = f"{where} is " if where else ""
+        return f"{what}not valid Unicode text (lone surrogate {value[at]!r} at index {at})"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            why = invalid_text(key, f"{where} key {key!r}".strip())
+            why = why or invalid_text(item, f"{where}[{key!r}]")
+            if why is not None:
+                return why
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            why = invalid_text(item, f"{where}[{i}]")
+            if why is not None:
+                return why
+    return None
+
+
+def check_arguments(ctx: click.Context) -> None:
+    """Refuse an argument or option of the command (or of the groups above it) that is
+    not valid Unicode text, naming it: an argument in a terminal not set to UTF-8
+    arrives holding lone surrogates. File names are let through (:data:`_FILE_PARAMS`,
+    ``click.Path``)."""
+    for context in (ctx, *_parents(ctx)):
+        for param in context.command.params:
+            if param.name is None or param.name in _FILE_PARAMS:
+                continue
+            if isinstance(param.type, click.Path | click.File):
+                continue
+            why = invalid_text(context.params.get(param.name))
+            if why is not None:
+                raise click.BadParameter(
+                    f"{why}; is the terminal's encoding UTF-8?", ctx=context, param=param
+                )
+
+
+def _parents(ctx: click.Context) -> Iterator[click.Context]:
+    while ctx.parent is not None:
+        ctx = ctx.parent
+        yield ctx
+
+
+def pass_state(func: F) -> F:
+    """Hand the command the :class:`CliState` first, once its arguments are checked
+    (:func:`check_arguments`): every command that takes the state takes only valid text."""
+
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check_arguments(click.get_current_context())
+        return func(*args, **kwargs)
+
+    return cast(F, _pass_state(checked))
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import click
 
@@ -14,7 +15,16 @@ from .common import CliState, console, json_option, pass_state, print_json, read
 
 
 def _messages_from_json(text: str) -> list[Message] | None:
-    """A JSON list of {role, content} messages, or None when the file is not one."""
+    """A JSON list of {role, content} messages, or None when the file is not one.
+
+    ``content`` is text, or a list of content parts (``[{"type": "text", "text":
+    ...}]``, as the OpenAI and Anthropic APIs take) whose text parts are counted, one
+    per line as the providers read them; parts of other kinds (images) hold no text.
+
+    Raises:
+        click.BadParameter: a message whose content is neither (null, a number):
+            counted as ``str(value)`` it was "None" or a Python list's repr.
+    """
     try:
         data = json.loads(text)
     except ValueError:
@@ -23,7 +33,26 @@ def _messages_from_json(text: str) -> list[Message] | None:
         data = data["messages"]
     if not isinstance(data, list) or not all(isinstance(m, dict) and "content" in m for m in data):
         return None
-    return [Message(role=m.get("role", "user"), content=str(m["content"])) for m in data]
+    return [
+        Message(role=m.get("role", "user"), content=_content_text(m["content"], n))
+        for n, m in enumerate(data, 1)
+    ]
+
+
+def _content_text(content: object, n: int) -> str:
+    """The text of message ``n``'s content: a string, or its text parts one per line."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        texts = [p.get("text") for p in content if p.get("type") == "text"]
+        if all(isinstance(t, str) for t in texts):
+            return "\n".join(cast(list[str], texts))
+    shown = "null" if content is None else type(content).__name__
+    raise click.BadParameter(
+        f"message {n} has {shown} content: a message's content must be text or a list "
+        'of parts such as {"type": "text", "text": "..."}',
+        param_hint="FILE",
+    )
 
 
 def register(cli: click.Group, bench: click.Group) -> None:

@@ -9,6 +9,7 @@ import click
 
 from contextos.text.temporal import parse_session_time
 
+from ..engine.session import check_text
 from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
 from ..memory.ingest import to_messages
@@ -24,11 +25,13 @@ from .common import (
     progress_bar,
     read_text_arg,
 )
+from .text import SafeText
 
 
-def read_turns(text: str) -> tuple[list[Message], str | None]:
+def read_turns(text: str) -> tuple[list[Message], object]:
     """Turns from a JSON message list (or {"messages": [...], "session_time": ...}),
-    or from plain "Speaker: text" lines; also the session time the file names."""
+    or from plain "Speaker: text" lines; also the session time the file names, as the
+    file holds it (any JSON value: the caller checks it)."""
     try:
         data = json.loads(text)
     except ValueError:
@@ -77,18 +80,32 @@ def register(cli: click.Group, bench: click.Group) -> None:
         """Extract candidate memories from FILE (JSON messages or 'Speaker: text' lines)."""
         text = read_text_arg(file)
         turns, file_time = read_turns(text)
-        raw_time = session_time or file_time
-        when = parse_session_time(raw_time)
-        if raw_time and when is None:
-            raise click.BadParameter(
-                f"cannot read the time {raw_time!r}", param_hint="--session-time"
-            )
+        for n, turn in enumerate(turns, 1):  # a "\\ud800" escape in a JSON file
+            try:
+                check_text(turn, f"turn {n}")
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="FILE") from None
+        if session_time is not None:
+            when = parse_session_time(session_time)
+            if when is None:
+                raise click.BadParameter(
+                    f"cannot read the time {session_time!r}", param_hint="--session-time"
+                )
+        else:
+            when = parse_session_time(file_time) if isinstance(file_time, str) else None
+            if file_time is not None and when is None:
+                # The file's field, not the option: the user never typed --session-time.
+                raise click.BadParameter(
+                    f'cannot read its "session_time" {file_time!r} (ISO, or '
+                    "'1:56 pm on 8 May, 2023'; --session-time WHEN overrides it)",
+                    param_hint="FILE",
+                )
         found = OfflineExtractor().extract(turns, session_time=when)
         if state.as_json:
             print_json([dataclasses.asdict(c) for c in found])
             return
         for cand in found:
-            console.print(_line(cand), highlight=False, markup=False)
+            console.print(SafeText(_line(cand)), highlight=False)
 
     @bench.command("extract")
     @click.option(

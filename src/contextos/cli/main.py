@@ -95,5 +95,11 @@ def print_error(message: str) -> None:
 
     Why plain: messages quote user input and name extras such as
     ``contextos[server]``, which rich markup would swallow as a tag.
+
+    Why one line: a driver's message may run over several (psycopg's "connection
+    refused" adds an indented hint; a URL it cannot parse ends in a blank line), and a
+    script reading stderr takes the first; its lines are joined with "; ".
     """
-    err_console.print(SafeText.assemble(("error:", "red"), " ", message), highlight=False)
+    lines = [line.strip() for line in message.splitlines()]
+    one_line = "; ".join(line for line in lines if line)
+    err_console.print(SafeText.assemble(("error:", "red"), " ", one_line), highlight=False)

@@ -26,6 +26,7 @@ from .common import (
     FiniteFloatRange,
     console,
     int_range,
+    invalid_text,
     json_option,
     open_memory,
     pass_state,
@@ -78,6 +79,9 @@ def _parse_metadata(value: str | None) -> dict[str, Any] | None:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from None
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    why = invalid_text(data)  # a "\\ud800" escape decodes to a lone surrogate
+    if why is not None:
+        raise click.BadParameter(why, param_hint="--metadata")
     return data
 
 

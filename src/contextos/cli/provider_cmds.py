@@ -93,7 +93,7 @@ def bench_wrap(
 def _print_turn(turn: ChatTurn, show_window: bool) -> None:
     if show_window and turn.window is not None:
         console.rule("window")
-        console.print(turn.window.render_text(), markup=False, highlight=False)
+        console.print(SafeText(turn.window.render_text()), highlight=False)
         sizes = ", ".join(f"{k}={v}" for k, v in turn.window.segment_tokens().items())
         console.print(SafeText(f"{turn.window.total_tokens} tokens ({sizes})", style="dim"))
         console.rule()

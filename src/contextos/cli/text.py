@@ -2,26 +2,58 @@
 
 Text that came from a user or a model (memories, turns, replies, ids, error messages
 quoting input) is printed as a :class:`SafeText` or through :func:`shown`: rich
-markup in it (``[bold]``, ``[link=...]``) stays literal, and its control characters
-are shown as ``\\x1b``-style escapes, so stored text cannot style, link, retitle or
-clear someone's terminal.
+markup in it (``[bold]``, ``[link=...]``) stays literal, and its control and format
+characters are shown as ``\\x1b``/``\\u202e``-style escapes, so stored text cannot
+style, link, retitle or clear someone's terminal, nor reorder or hide what it shows.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions
+    from rich.measure import Measurement
+
 #: C0 and C1 control characters but tab and newline, and DEL: what a terminal acts on.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: And the Unicode format characters (category Cf) but ZWNJ and ZWJ (U+200C, U+200D):
+#: bidi overrides, embeddings, isolates and marks (U+202A-202E, U+2066-2069, U+200E,
+#: U+200F, U+061C), which reorder what a reader sees (``\u202etxt.exe`` reads
+#: ``exe.txt``); zero-width space, word joiner, BOM and invisible operators (U+200B,
+#: U+2060-2064, U+FEFF), the soft hyphen (U+00AD) and the tag characters
+#: (U+E0000-E007F), which hide text inside what looks like other text.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f"
+    "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def shown(text: str) -> str:
-    """``text`` with its control characters written as escapes (``\\x1b``), so a memory
-    that holds ``ESC [2J`` reads as that text instead of clearing the screen."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with its control and format characters written as escapes (``\\x1b``,
+    ``\\u202e``, ``\\U000e0041``), so a memory that holds ``ESC [2J`` reads as that
+    text instead of clearing the screen, and one that holds a right-to-left override
+    reads as written instead of reversed.
+
+    Kept as they are: tab and newline, and ZWNJ and ZWJ (U+200C, U+200D), which
+    join the parts of an emoji sequence (👩‍👩‍👧) and shape Persian and Indic
+    words, and can neither reorder nor hide text. A subdivision flag (🏴 plus tag
+    characters) shows its tags as escapes: tag characters also smuggle invisible
+    ASCII, and that is what they must not do here.
+    """
+    return _CONTROL.sub(lambda m: _escape(m.group()), text)
 
 
 class SafeText(Text):
@@ -38,3 +70,16 @@ class SafeText(Text):
     def append(self, text: str | Text, style: str | Any = None) -> SafeText:
         super().append(shown(text) if isinstance(text, str) else text, style)
         return self
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """The width with tabs expanded, as they are when printed.
+
+        Why: ``Text`` measures a tab as no width and expands it (to up to 8 columns)
+        only when printed, so a memory holding a tab outgrew the width its table was
+        given under a pipe and its row wrapped onto a second line.
+        """
+        if "\t" not in self.plain:
+            return super().__rich_measure__(console, options)
+        expanded = self.copy()
+        expanded.expand_tabs(self.tab_size or console.tab_size or 8)
+        return Text.__rich_measure__(expanded, console, options)

@@ -462,9 +462,12 @@ _SESSION_FORMATS += ("%d %B %Y", "%d %B, %Y", "%B %d, %Y", "%Y-%m-%d %H:%M", "%Y
 
 
 def parse_session_time(value: str | datetime | None) -> datetime | None:
-    """A session time from ISO text or LoCoMo's "1:56 pm on 8 May, 2023"; None if unreadable."""
+    """A session time from ISO text or LoCoMo's "1:56 pm on 8 May, 2023"; None if unreadable
+    (a value that is not text either: a number or list read from a JSON file)."""
     if value is None or isinstance(value, datetime):
         return value
+    if not isinstance(value, str):
+        return None
     text = value.strip()
     try:
         return datetime.fromisoformat(text)
