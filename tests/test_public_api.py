@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -15,17 +17,32 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_exported_members() -> None:
-    """Like httpx's test: ``__all__`` is exactly the package's public names, sorted."""
+    """Like httpx's test: ``__all__`` is exactly the package's public names, sorted:
+    those it defines and those it imports on first use (PEP 562, ``dir()``)."""
     public = {
         name
-        for name, value in vars(contextos).items()
+        for name in dir(contextos)
         if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)  # submodules, imported as a side effect
+        and not isinstance(getattr(contextos, name), types.ModuleType)  # submodules
         and name != "annotations"  # from __future__
     }
     assert set(contextos.__all__) == public | {"__version__"}
     assert contextos.__all__ == sorted(contextos.__all__, key=lambda n: (n.islower(), n))
     assert len(contextos.__all__) == len(set(contextos.__all__))
+
+
+def test_import_contextos_loads_no_submodule_until_a_name_is_used() -> None:
+    """``import contextos`` stays light (a console script's Ctrl-C, every CLI start):
+    the public names are imported from their modules on first use."""
+    code = (
+        "import sys, contextos\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('contextos.'))\n"
+        "assert loaded == [], loaded\n"
+        "assert 'numpy' not in sys.modules\n"
+        "from contextos import Memory\n"
+        "assert contextos.Memory is Memory and 'contextos.memory.api' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_all_names_resolve_and_are_documented() -> None:

@@ -6,8 +6,8 @@ Ctrl-C while ``main`` imported click, rich and every command module (the first t
 of a second) printed a ``KeyboardInterrupt`` traceback and died from the signal,
 where the rest of the CLI exits 130 quietly. Here that import is inside the ``try``.
 
-Not covered: Python's own start and the import of the ``contextos`` package (its
-``__init__`` loads the public API), which run before this module can.
+The ``contextos`` package itself imports nothing up front (its public names load on
+first use), so all but Python's own start is inside the ``try``.
 """
 
 from __future__ import annotations
