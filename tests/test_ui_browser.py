@@ -398,18 +398,19 @@ def test_tenant_b_sees_nothing_of_tenant_a(server: LiveServer, browser: Any) -> 
         wait_rendered(page, view)
         assert "A-SECRET" not in page.inner_text("body"), path
         assert "a-chat" not in page.inner_text("main"), path
-    # Through the page's own fetch with B's key: A's memory is not found, A's log is empty.
+    # Through the page's own fetch with B's key: A's memory and its history are not
+    # found (404, as for an id that never existed), A's log is empty.
     got = page.evaluate(
         """async (id) => {
           const h = {Authorization: 'Bearer ' + sessionStorage.getItem('contextos_key')};
           const one = await fetch('/v1/memories/' + id, {headers: h});
           const hist = await fetch('/v1/memories/' + id + '/history', {headers: h});
           const log = await (await fetch('/v1/sessions/a-chat/turns', {headers: h})).json();
-          return [one.status, (await hist.json()).results.length, log.results.length];
+          return [one.status, hist.status, log.results.length];
         }""",
         rec["id"],
     )
-    assert got == [404, 0, 0]
+    assert got == [404, 404, 0]
     context.close()
 
 
