@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import uuid
@@ -268,6 +269,16 @@ class _Renewals:
 
 
 _RENEWALS = _Renewals()
+
+
+def _renewals_after_fork() -> None:
+    """A fork's child renews its own claims: the parent's renewer thread is not in it,
+    and its lock may have been held when the process forked."""
+    global _RENEWALS
+    _RENEWALS = _Renewals()
+
+
+os.register_at_fork(after_in_child=_renewals_after_fork)
 
 
 def _embed(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:

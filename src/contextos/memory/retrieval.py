@@ -50,6 +50,7 @@ is on one scale for every query, so ``min_score`` can say "nothing relevant".
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -185,8 +186,13 @@ def above_floor(
 
 @functools.lru_cache(maxsize=1)
 def _query_pool() -> ThreadPoolExecutor:
-    """Threads that embed queries while the lexical search runs (created on first use)."""
+    """Threads that embed queries while the lexical search runs (created on first use;
+    a fork's child makes its own: the parent's pool counted a thread idle that the
+    child does not have, and every search in the child waited on it forever)."""
     return ThreadPoolExecutor(max_workers=4, thread_name_prefix="contextos-query")
+
+
+os.register_at_fork(after_in_child=_query_pool.cache_clear)
 
 
 class HybridRetriever:

@@ -16,10 +16,12 @@ other; at 128 bits that is not a practical concern for a cache.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 V = TypeVar("V")
 
@@ -36,6 +38,19 @@ class CacheInfo(NamedTuple):
 def text_digest(text: str) -> bytes:
     """The 16-byte BLAKE2b digest a :class:`TextCache` keys ``text`` by."""
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+#: Every cache of the process: a fork's child gives each a new lock (another thread may
+#: have held it at the fork, and would never release it in the child).
+_CACHES: weakref.WeakSet[TextCache[Any]] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    for cache in list(_CACHES):
+        cache._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 class TextCache(Generic[V]):
@@ -59,6 +74,7 @@ class TextCache(Generic[V]):
         self._weigh = weigh
         self._max_weight = max_weight
         self._lock = threading.Lock()
+        _CACHES.add(self)
         self._entries: OrderedDict[tuple[bytes, Hashable], tuple[V, int]] = OrderedDict()
         self._weight = 0
         self._hits = 0

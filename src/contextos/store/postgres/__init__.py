@@ -26,11 +26,12 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from contextos.errors import Conflict, MissingExtraError, NotFound, StoreError
+from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
     EmbeddingStatus,
@@ -156,6 +157,16 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
         self._indexed_dims: set[int] = set()
         self._sessions = PgSessionLog(self._tx, self._read)
+        self._forked = False
+        self._pid = forks.track(self)
+
+    def _inherited_by_fork(self) -> None:
+        """In a forked child (``store.forks``): every later use raises a StoreError that
+        says to open the store in this process. The pool is left alone: its sockets
+        are the parent's, and closing them here would end the parent's sessions."""
+        forks.inherit(self._pool)
+        self._pool = cast(Any, forks.OpenedBeforeFork(self._where, self._pid))
+        self._forked = True
 
     def _setup(self, url: str, schema: str | None, kwargs: dict[str, Any]) -> None:
         """Create the schema if asked, migrate, and learn pgvector's version; on one
@@ -206,10 +217,11 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     @property
     def closed(self) -> bool:
-        return bool(self._pool.closed)
+        return self._forked or bool(self._pool.closed)
 
     def close(self) -> None:
-        self._pool.close()
+        if not self._forked:  # a fork's child: the pool is the parent's
+            self._pool.close()
 
     # -- records -------------------------------------------------------------
     def put(

@@ -30,12 +30,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import numpy as np
 
 from contextos.errors import Conflict, NotFound, StoreError
+from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
     EmbeddingStatus,
@@ -134,6 +135,19 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         #: other connections', so the index also watches this counter.
         self._writes = 0
         self._closed = False
+        self._forked = False
+        self._pid = forks.track(self)
+
+    def _inherited_by_fork(self) -> None:
+        """In a forked child (``store.forks``): every later use raises a StoreError that
+        says to open the store in this process; the connections are left alone."""
+        forks.inherit(self._db, self._reader, self._lexical)
+        gone = cast(sqlite3.Connection, forks.OpenedBeforeFork(self.path, self._pid))
+        self._db = self._reader = gone
+        self._lock, self._read_lock = threading.RLock(), threading.RLock()
+        self._lexical_lock = threading.Lock()
+        self._index, self._lexical = None, None
+        self._forked = True
 
     # -- plumbing ----------------------------------------------------------
     @contextmanager
@@ -182,7 +196,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     def closed(self) -> bool:
         """Also true when the connection was closed without :meth:`close` (a process
         tearing down, a test simulating a crash): nothing can be done on it either."""
-        if self._closed:
+        if self._closed or self._forked:
             return True
         try:
             self._db.in_transaction  # noqa: B018 - raises once the connection is closed
@@ -191,6 +205,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return False
 
     def close(self) -> None:
+        if self._forked:  # a fork's child: the connections are the parent's
+            self._closed = True
+            return
         with self._lock:
             self._closed = True
             try:
