@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..memory.ingest import MAX_TEXT_CHARS
+from ..store.records import refuse_nul
 from ..types import MemoryRecord
 from .lock import owner_lock
 from .owner import oldest_first, owned_records, owner_scope
@@ -146,6 +147,10 @@ class MemoryFiles:
             )
         if any(0xD800 <= ord(c) <= 0xDFFF for c in content):
             raise MemoryFileError(f"File {path} content is not valid UTF-8 (lone surrogates)")
+        try:  # the store's own refusal, as the documented error (a ToolError for the SDK)
+            refuse_nul(f"File {path} content", content)
+        except ValueError as exc:
+            raise MemoryFileError(str(exc)) from None
         body = content.rstrip()
         return f"{path}\n{body}", {"source": SOURCE, "path": path, "tail": content[len(body) :]}
 

@@ -7,15 +7,26 @@ results back, until the model answers (or calls a tool that is not ours: that
 response is the caller's to handle). Every request goes through the wrapped
 client's normal path, so each one is assembled, logged in the session and
 recorded in ``client.calls`` with its usage.
+
+A response that calls the caller's tools *and* ours (parallel tool use): our
+calls are run at once and the response is returned as is. Both APIs want a
+result for every call in the very next user turn, and the caller sends results
+for its own tools only, so when a later request carries the caller's results
+for that response, the loop puts ours beside them, in the same turn (Anthropic:
+``tool_result`` blocks after the caller's; OpenAI: ``tool`` messages after the
+caller's), replacing any stand-in result the caller sent for one of ours. The
+request, and the session log it is logged into, then answer every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProviderError
-from ..types import Message
+from ..types import Message, ToolCall
 from .core_memory import CorePrefix, compaction_point
 from .tools import TOOL_NAMES, AgentTools, ToolOutcome, anthropic_schemas, openai_schemas
 
@@ -43,6 +54,10 @@ class ToolLoop:
         self.max_steps = max_steps
         #: Every tool call run, in order (name, arguments JSON, outcome).
         self.executed: list[tuple[str, str, ToolOutcome]] = []
+        #: Our results owed beside the caller's, per response that called both
+        #: (:meth:`_with_owed_results`), newest last; at most :data:`MAX_OWED` kept.
+        self._owed: list[_Owed] = []
+        self._owed_lock = threading.Lock()
 
     def create(
         self, send: Callable[[dict[str, Any]], Any], reply: Callable[[Any], Message], **kwargs: Any
@@ -50,20 +65,49 @@ class ToolLoop:
         """Send ``kwargs`` with the memory tools, running them until the model answers."""
         if kwargs.get("stream"):
             raise TypeError("memory_tools runs a tool loop; call create() without stream=True")
-        request = self._with_memory(kwargs)
+        request = self._with_memory(self._with_owed_results(kwargs))
         messages = list(request["messages"])
-        for _ in range(self.max_steps):
+        for step in range(1, self.max_steps + 1):
             response = send({**request, "messages": messages})
             calls = reply(response).tool_calls
-            if not calls or any(c.name not in TOOL_NAMES for c in calls):
+            if not calls:
                 return response
-            outcomes = []
-            for c in calls:
-                outcome = self.tools.execute(c.name, c.arguments)
-                self.executed.append((c.name, c.arguments, outcome))
-                outcomes.append((c.id, outcome))
-            messages += self._followup(response, outcomes)
+            if any(c.name not in TOOL_NAMES for c in calls):
+                ours = [c for c in calls if c.name in TOOL_NAMES]
+                if ours:  # run now; their results go out with the caller's (see module doc)
+                    owed = _Owed(frozenset(c.id for c in calls), tuple(self._run(ours)))
+                    with self._owed_lock:
+                        self._owed = [*self._owed, owed][-MAX_OWED:]
+                return response
+            if step == self.max_steps:  # no request left to send these calls' results in
+                break
+            messages += self._followup(response, self._run(calls))
         raise ProviderError(f"the model was still calling tools after {self.max_steps} requests")
+
+    def _run(self, calls: Sequence[ToolCall]) -> list[tuple[str, ToolOutcome]]:
+        """Run our ``calls`` in order: (call id, outcome) each, recorded in ``executed``."""
+        outcomes = []
+        for c in calls:
+            outcome = self.tools.execute(c.name, c.arguments)
+            self.executed.append((c.name, c.arguments, outcome))
+            outcomes.append((c.id, outcome))
+        return outcomes
+
+    def _with_owed_results(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with our owed results put beside the caller's results for the same
+        response (Anthropic: in the same user turn; OpenAI: after the caller's ``tool``
+        messages), each time a request carries them: a retry, or a caller that re-sends
+        the whole conversation, says the same turn again, as the session logged it."""
+        messages = kwargs.get("messages")
+        with self._owed_lock:
+            owed = list(self._owed)
+        if not owed or not isinstance(messages, list):
+            return kwargs
+        if self.provider == "anthropic":
+            out = [_anthropic_with_owed(m, owed) for m in messages]
+        else:
+            out = _openai_with_owed(messages, owed)
+        return {**kwargs, "messages": out}
 
     def _with_memory(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         core = self.prefix.text(compaction_point(self.tools.session))
@@ -88,11 +132,7 @@ class ToolLoop:
         """The assistant's tool-call message and the results, in the provider's wire form."""
         if self.provider == "anthropic":
             content = [b.model_dump(exclude_none=True) for b in response.content]
-            results = [
-                {"type": "tool_result", "tool_use_id": cid, "content": o.text}
-                | ({"is_error": True} if o.is_error else {})
-                for cid, o in outcomes
-            ]
+            results = [_anthropic_result(cid, o) for cid, o in outcomes]
             return [
                 {"role": "assistant", "content": content},
                 {"role": "user", "content": results},
@@ -108,8 +148,105 @@ class ToolLoop:
         ]
         return [
             {"role": "assistant", "content": message.content, "tool_calls": calls},
-            *({"role": "tool", "tool_call_id": cid, "content": o.text} for cid, o in outcomes),
+            *(_openai_result(cid, o) for cid, o in outcomes),
         ]
+
+
+#: Responses that called both kinds of tool whose results a :class:`ToolLoop` keeps.
+MAX_OWED = 256
+
+
+@dataclass(frozen=True)
+class _Owed:
+    """Our results for a response that also called the caller's tools: ``calls`` is
+    every call id of that response, ``results`` ours as (call id, outcome)."""
+
+    calls: frozenset[str]
+    results: tuple[tuple[str, ToolOutcome], ...]
+
+    @property
+    def ours(self) -> frozenset[str]:
+        return frozenset(cid for cid, _ in self.results)
+
+    def answered_by(self, ids: set[str]) -> bool:
+        """Whether results for ``ids`` answer one of the caller's calls of the response."""
+        return bool(ids & (self.calls - self.ours))
+
+
+def _anthropic_with_owed(message: Any, owed: Sequence[_Owed]) -> Any:
+    """A user turn carrying the caller's ``tool_result`` blocks for a response in
+    ``owed``, with ours after theirs (and before any other block, as the API wants)."""
+    if not isinstance(message, Mapping) or message.get("role") != "user":
+        return message
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    ids = {
+        str(b.get("tool_use_id"))
+        for b in content
+        if isinstance(b, Mapping) and b.get("type") == "tool_result"
+    }
+    for group in owed:
+        if not group.answered_by(ids):
+            continue
+        kept = [
+            b
+            for b in content
+            if not (
+                isinstance(b, Mapping)
+                and b.get("type") == "tool_result"
+                and b.get("tool_use_id") in group.ours
+            )
+        ]
+        at = max(
+            (
+                i + 1
+                for i, b in enumerate(kept)
+                if isinstance(b, Mapping) and b.get("type") == "tool_result"
+            ),
+            default=0,
+        )
+        content = [*kept[:at], *(_anthropic_result(c, o) for c, o in group.results), *kept[at:]]
+        return {**message, "content": content}
+    return message
+
+
+def _openai_with_owed(messages: list[Any], owed: Sequence[_Owed]) -> list[Any]:
+    """``messages`` with our ``tool`` messages after each run of the caller's ``tool``
+    messages that answers a response in ``owed``."""
+
+    def is_tool(m: Any) -> bool:
+        return isinstance(m, Mapping) and m.get("role") == "tool"
+
+    out: list[Any] = []
+    i = 0
+    while i < len(messages):
+        if not is_tool(messages[i]):
+            out.append(messages[i])
+            i += 1
+            continue
+        run = []
+        while i < len(messages) and is_tool(messages[i]):
+            run.append(messages[i])
+            i += 1
+        ids = {str(m.get("tool_call_id")) for m in run}
+        for group in owed:
+            if group.answered_by(ids):
+                run = [m for m in run if m.get("tool_call_id") not in group.ours]
+                run += [_openai_result(c, o) for c, o in group.results]
+                break
+        out += run
+    return out
+
+
+def _anthropic_result(call_id: str, outcome: ToolOutcome) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": call_id, "content": outcome.text} | (
+        {"is_error": True} if outcome.is_error else {}
+    )
+
+
+def _openai_result(call_id: str, outcome: ToolOutcome) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": outcome.text}
 
 
 def tool_loop_for_wrap(
@@ -139,4 +276,4 @@ def tool_loop_for_wrap(
     return ToolLoop(AgentTools(core, session=session), provider)
 
 
-__all__ = ["MAX_STEPS", "ToolLoop", "tool_loop_for_wrap"]
+__all__ = ["MAX_OWED", "MAX_STEPS", "ToolLoop", "tool_loop_for_wrap"]

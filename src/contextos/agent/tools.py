@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError, EmbedderUnavailable, StoreError
+from ..memory.api import MAX_LIMIT
 from ..types import Filter, content_hash
 from .core_memory import CoreMemory, CoreMemoryError, CorePrefix, need_text
+from .owner import owned
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
@@ -202,16 +204,31 @@ class AgentTools:
         return f"Stored in archival memory (id {rec.id})."
 
     def _search(self, query: str) -> str:
+        """The best passages of exactly the owner scope (:func:`owned`).
+
+        Why not the search's own scope: a search for an agent also finds the passages
+        of every user with that agent (and a user's, those of the user's agents), so
+        ``agent_id="bot"`` read ana's and bob's. The search is asked for more hits
+        than wanted, widened while the owner's are short of the limit and more exist.
+        """
         need_text("query", query)
-        hits = self.memory.search(
-            query,
-            **self.core.scope.ids(),
-            filters=Filter(metadata={"source": ARCHIVAL}),
-            limit=self.search_limit,
-        )
-        if not hits:
+        scope = self.core.scope
+        limit = min(MAX_LIMIT, self.search_limit * 4)
+        while True:
+            hits = self.memory.search(
+                query,
+                **scope.ids(),
+                filters=Filter(metadata={"source": ARCHIVAL}),
+                limit=limit,
+            )
+            mine = owned([h.record for h in hits], scope)
+            if len(mine) >= self.search_limit or len(hits) < limit or limit >= MAX_LIMIT:
+                break
+            limit = min(MAX_LIMIT, limit * 4)
+        if not mine:
             return "No archival memories matched."
-        return "\n".join(f"{i}. {h.record.text}" for i, h in enumerate(hits, start=1))
+        top = mine[: self.search_limit]
+        return "\n".join(f"{i}. {r.text}" for i, r in enumerate(top, start=1))
 
     def _conversation(self, query: str) -> str:
         if self.session is None:

@@ -1,0 +1,349 @@
+"""Review fixes of the agent's memory: archival memory read back from exactly its owner
+scope (tools, wrap, HTTP); a response calling the app's tools and ours at once (our
+results go beside the app's, nothing dropped); the step limit (no call run whose result
+can never be sent); and a NUL in a memory file (the SDK's ToolError)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from anthropic.lib.tools import ToolError
+
+from agent_scripts import (
+    _anthropic,
+    anthropic_text,
+    anthropic_tool_use,
+    close_sdk_clients,  # noqa: F401 - autouse: closes the SDK clients
+    openai_text,
+    openai_tool_calls,
+    opened,
+    tool_results,
+)
+from contextos import Memory, wrap
+from contextos.agent import MemoryTool
+from contextos.agent.core_memory import CoreMemory
+from contextos.agent.files import MemoryFiles
+from contextos.agent.paths import MemoryFileError
+from contextos.agent.tools import scoped_tools
+from contextos.engine.session import REDO_KEY
+from contextos.errors import ProviderError
+from contextos.testing.fake_anthropic import FakeAnthropic
+from contextos.testing.fake_http import FakeResponse
+from contextos.testing.fake_openai import FakeOpenAI
+from server_support import app_client, auth, issue_key
+
+PIN = "Ana's bank PIN is 4321"
+DIAGNOSIS = "Bob's diagnosis is diabetes"
+
+
+def _store_passages(memory: Memory) -> None:
+    for user, text in (("ana", PIN), ("bob", DIAGNOSIS)):
+        out = scoped_tools(memory, user_id=user, agent_id="bot").execute(
+            "archival_memory_insert", {"content": text}
+        )
+        assert not out.is_error, out.text
+
+
+# -- 1. archival memory is read from exactly the owner scope ------------------------------
+
+
+def test_archival_search_reads_exactly_the_owner_scope(memory: Memory) -> None:
+    """Why: a search for agent "bot" returned the passages of ana+bot and bob+bot (a
+    search by agent also finds every user's with that agent), and ana's those of ana+bot."""
+    _store_passages(memory)
+    query = {"query": "bank PIN diagnosis"}
+    for owner in ({"agent_id": "bot"}, {"user_id": "ana"}, {"user_id": "bob"}):
+        out = scoped_tools(memory, **owner).execute("archival_memory_search", query)
+        assert out.text == "No archival memories matched.", owner
+    both = scoped_tools(memory, user_id="ana", agent_id="bot")
+    assert both.execute("archival_memory_search", query).text == f"1. {PIN}"
+    # the owner's own passages are found even behind many of its sub-scopes' passages
+    meta = {"source": "archival"}
+    memory.add(
+        [f"bank PIN note {i}" for i in range(60)], user_id="ana", agent_id="x", metadata=meta
+    )
+    ana = scoped_tools(memory, user_id="ana")
+    ana.execute("archival_memory_insert", {"content": "ana's own bank PIN note"})
+    assert ana.execute("archival_memory_search", {"query": "bank PIN note"}).text == (
+        "1. ana's own bank PIN note"
+    )
+
+
+def test_archival_search_through_wrap_sees_only_its_owner(memory: Memory) -> None:
+    _store_passages(memory)
+    with FakeAnthropic() as fake:
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        client = wrap(sdk, memory=memory, session="s1", agent_id="bot", memory_tools=True)
+        fake.enqueue(
+            anthropic_tool_use(("archival_memory_search", {"query": "bank PIN diagnosis"})),
+            anthropic_text("nothing"),
+        )
+        client.messages.create(
+            model="claude-sonnet-4-6",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "what do you know?"}],
+        )
+        sent = tool_results(fake.messages_requests()[-1].json())
+        assert sent == ["No archival memories matched."]
+        client.flush()
+
+
+def test_archival_search_over_http_sees_only_its_owner(tmp_path: Path) -> None:
+    with app_client(tmp_path / "s.db") as client:
+        key = issue_key(client, "acme")
+
+        def call(name: str, **body: object) -> str:
+            resp = client.post(f"/v1/agent/tools/{name}", json=body, headers=auth(key))
+            assert resp.status_code == 200, resp.text
+            return str(resp.json()["text"])
+
+        for user, text in (("ana", PIN), ("bob", DIAGNOSIS)):
+            call(
+                "archival_memory_insert", user_id=user, agent_id="bot", arguments={"content": text}
+            )
+        args = {"query": "bank PIN diagnosis"}
+        assert call("archival_memory_search", agent_id="bot", arguments=args) == (
+            "No archival memories matched."
+        )
+        assert call("archival_memory_search", user_id="ana", agent_id="bot", arguments=args) == (
+            f"1. {PIN}"
+        )
+
+
+# -- 2. the app's tool and ours in one response --------------------------------------------
+
+WEATHER_A = {
+    "name": "get_weather",
+    "description": "weather",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+WEATHER_O = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+EDIT = {"label": "human", "content": "Lives in Porto"}
+RESULT = "Core memory block 'human' is now:\nLives in Porto"
+
+
+def _mixed_anthropic() -> FakeResponse:
+    return _anthropic(
+        [
+            {
+                "type": "tool_use",
+                "id": "toolu_w",
+                "name": "get_weather",
+                "input": {"city": "Porto"},
+            },
+            {"type": "tool_use", "id": "toolu_m", "name": "core_memory_append", "input": EDIT},
+        ],
+        "tool_use",
+        20,
+        100,
+        0,
+    )
+
+
+def _no_branch(turns: list[Any]) -> None:
+    assert not [t for t in turns if REDO_KEY in t.message.metadata]
+
+
+def test_anthropic_mixed_tool_calls_run_ours_and_send_both_results(memory: Memory) -> None:
+    """Why: the response went back to the app (one tool was its own), the app answered
+    its tool, and our core_memory_append was dropped from the next request: never run,
+    and the model never learned."""
+    with FakeAnthropic() as fake:
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        client = wrap(
+            sdk,
+            memory=memory,
+            session="s1",
+            user_id="ana",
+            memory_tools=True,
+            background_commit=False,
+        )
+        fake.enqueue(_mixed_anthropic(), anthropic_text("It is sunny in Porto."))
+        ask: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 64}
+        msgs: list[Any] = [{"role": "user", "content": "I live in Porto now. Weather?"}]
+        r = client.messages.create(**ask, tools=[WEATHER_A], messages=msgs)
+        assert [b.name for b in r.content] == ["get_weather", "core_memory_append"]
+        # ours ran before the response came back to the app
+        assert CoreMemory(memory, user_id="ana").get("human").value == "Lives in Porto"
+        msgs += [
+            {"role": "assistant", "content": r.content},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_w", "content": "sunny"}],
+            },
+        ]
+        r = client.messages.create(**ask, tools=[WEATHER_A], messages=msgs)
+        assert r.content[0].text == "It is sunny in Porto."
+        body = fake.messages_requests()[-1].json()
+        assistant, results = body["messages"][1], body["messages"][2]
+        assert [b["id"] for b in assistant["content"]] == ["toolu_w", "toolu_m"]
+        assert results["role"] == "user"
+        assert results["content"] == [
+            {"type": "tool_result", "tool_use_id": "toolu_w", "content": "sunny"},
+            {"type": "tool_result", "tool_use_id": "toolu_m", "content": RESULT},
+        ]
+        turns = client.context.session.turns()
+        assert [t.message.role for t in turns] == ["user", "assistant", "tool", "assistant"]
+        assert turns[2].message.content == f"sunny\n{RESULT}"
+        # the app re-sends its whole conversation (without our result): the same turn
+        # again, no branch, and the request still answers every call
+        fake.enqueue(anthropic_text("You're welcome."))
+        msgs += [
+            {"role": "assistant", "content": r.content},
+            {"role": "user", "content": "thanks"},
+        ]
+        client.messages.create(**ask, tools=[WEATHER_A], messages=msgs)
+        body = fake.messages_requests()[-1].json()
+        assert body["messages"][2]["content"][1]["tool_use_id"] == "toolu_m"
+        turns = client.context.session.turns()
+        roles = [t.message.role for t in turns]
+        assert roles == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+        _no_branch(turns)
+        # ours ran once, however often its result was sent
+        assert CoreMemory(memory, user_id="ana").get("human").value == "Lives in Porto"
+
+
+def test_openai_mixed_tool_calls_run_ours_and_send_both_results(memory: Memory) -> None:
+    with FakeOpenAI() as fake:
+        sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="test"))
+        client = wrap(
+            sdk,
+            memory=memory,
+            session="o1",
+            user_id="ana",
+            memory_tools=True,
+            background_commit=False,
+        )
+        fake.enqueue(
+            openai_tool_calls(("get_weather", {"city": "Porto"}), ("core_memory_append", EDIT)),
+            openai_text("It is sunny in Porto."),
+        )
+        ask: dict[str, Any] = {"model": "gpt-4.1-mini", "tools": [WEATHER_O]}
+        msgs: list[Any] = [{"role": "user", "content": "I live in Porto now. Weather?"}]
+        r = client.chat.completions.create(**ask, messages=msgs)
+        calls = r.choices[0].message.tool_calls
+        assert [c.function.name for c in calls] == ["get_weather", "core_memory_append"]
+        assert CoreMemory(memory, user_id="ana").get("human").value == "Lives in Porto"
+        # the app answers its own call, and a stand-in for ours: ours replaces it
+        msgs += [
+            r.choices[0].message,
+            {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"},
+            {"role": "tool", "tool_call_id": calls[1].id, "content": "unknown tool"},
+        ]
+        r2 = client.chat.completions.create(**ask, messages=msgs)
+        assert r2.choices[0].message.content == "It is sunny in Porto."
+        body = fake.completions_requests()[-1].json()
+        at = [m["role"] for m in body["messages"]].index("assistant")
+        tail = body["messages"][at : at + 3]
+        assert [m["role"] for m in tail] == ["assistant", "tool", "tool"]
+        assert [c["id"] for c in tail[0]["tool_calls"]] == [calls[0].id, calls[1].id]
+        assert [(m["tool_call_id"], m["content"]) for m in tail[1:]] == [
+            (calls[0].id, "sunny"),
+            (calls[1].id, RESULT),
+        ]
+        turns = client.context.session.turns()
+        roles = [t.message.role for t in turns]
+        assert roles == ["user", "assistant", "tool", "tool", "assistant"]
+        assert [t.message.content for t in turns[2:4]] == ["sunny", RESULT]
+        # the whole conversation again (with the app's stand-in): same turns, no branch
+        fake.enqueue(openai_text("You're welcome."))
+        msgs += [r2.choices[0].message, {"role": "user", "content": "thanks"}]
+        client.chat.completions.create(**ask, messages=msgs)
+        body = fake.completions_requests()[-1].json()
+        assert [m.get("content") for m in body["messages"] if m["role"] == "tool"] == [
+            "sunny",
+            RESULT,
+        ]
+        turns = client.context.session.turns()
+        assert [t.message.role for t in turns][5:] == ["user", "assistant"]
+        _no_branch(turns)
+
+
+# -- 3. the step limit ---------------------------------------------------------------------
+
+
+def test_step_limit_runs_no_call_whose_result_cannot_be_sent(memory: Memory) -> None:
+    """Why: at the 8th request the model's calls were run (a core edit made) but their
+    results were never sent: the model did not know, and the log ended on them."""
+    with FakeAnthropic() as fake:
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        client = wrap(
+            sdk,
+            memory=memory,
+            session="s1",
+            user_id="ana",
+            memory_tools=True,
+            background_commit=False,
+        )
+        fake.enqueue(
+            *[
+                anthropic_tool_use(("core_memory_append", {"label": "human", "content": f"f{i}"}))
+                for i in range(9)
+            ]
+        )
+        with pytest.raises(ProviderError, match="after 8 requests"):
+            client.messages.create(
+                model="claude-sonnet-4-6",
+                max_tokens=64,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+        bodies = [r.json() for r in fake.messages_requests()]
+        assert len(bodies) == 8
+        value = CoreMemory(memory, user_id="ana").get("human").value
+        # every edit made was reported to the model in a later request
+        assert value.splitlines() == [f"f{i}" for i in range(7)]
+        assert tool_results(bodies[-1])[-1].endswith(value)
+        turns = client.context.session.turns()
+        assert [t.message.role for t in turns][-2:] == ["tool", "assistant"]
+
+
+# -- 4. a NUL in a memory file -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"command": "create", "path": "/memories/nul.md", "file_text": "a\x00b"},
+        {"command": "str_replace", "path": "/memories/a.md", "old_str": "hi", "new_str": "h\x00"},
+        {"command": "insert", "path": "/memories/a.md", "insert_line": 1, "insert_text": "x\x00"},
+    ],
+)
+def test_nul_in_file_text_is_a_tool_error(memory: Memory, command: dict[str, Any]) -> None:
+    """Why: a NUL in a file's content raised the store's ValueError, which the SDK's
+    runner showed the model as ``ValueError('...')`` instead of the refusal text."""
+    tool = MemoryTool(memory, user_id="ana")
+    tool.call({"command": "create", "path": "/memories/a.md", "file_text": "hi\n"})
+    with pytest.raises(ToolError, match="NUL"):
+        tool.call(command)
+    assert MemoryFiles(memory, user_id="ana").read("/memories/a.md") == "hi\n"
+    with pytest.raises(MemoryFileError, match="NUL"):
+        MemoryFiles(memory, user_id="ana").create("/memories/b.md", "\x00")
+
+
+def test_nul_in_file_text_under_the_sdk_runner(memory: Memory) -> None:
+    with FakeAnthropic() as fake:
+        client = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        call = {"command": "create", "path": "/memories/nul.md", "file_text": "a\x00b"}
+        fake.enqueue(anthropic_tool_use(("memory", call)), anthropic_text("done"))
+        runner = client.beta.messages.tool_runner(
+            model="claude-sonnet-4-6",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "go"}],
+            tools=[MemoryTool(memory, user_id="ana")],
+        )
+        runner.until_done()
+        last = fake.messages_requests()[-1].json()["messages"][-1]["content"][-1]
+        assert last["is_error"] is True
+        assert "NUL" in json.dumps(last["content"]) and "ValueError" not in json.dumps(last)
