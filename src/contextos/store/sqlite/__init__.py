@@ -159,6 +159,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"database is busy or unwritable: {exc}") from exc
+            except sqlite3.ProgrammingError as exc:  # closed
+                raise StoreError(f"write failed: {exc}") from exc
             try:
                 with _ended(self._db, "write"):
                     yield self._db
@@ -656,9 +658,21 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         takes the writer's lock too, so a read never ends a write's transaction."""
         shared_connection = self._reader is self._db
         with self._read_lock, self._lock if shared_connection else contextlib.nullcontext():
-            self._reader.execute("BEGIN")
+            try:
+                self._reader.execute("BEGIN")
+            except sqlite3.ProgrammingError as exc:  # closed
+                raise StoreError(f"read failed: {exc}") from exc
             with _ended(self._reader, "read"):
                 yield self._reader
+
+    def _data_version(self) -> int:
+        """The reader's ``PRAGMA data_version`` (a StoreError once the store is closed,
+        as every other read gives, not sqlite3's own error)."""
+        try:
+            (version,) = self._reader.execute("PRAGMA data_version").fetchone()
+        except sqlite3.ProgrammingError as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+        return int(version)
 
     def _fresh_index(self, dimensions: int) -> VectorIndex:
         """The in-memory index, brought up to date with every committed change.
@@ -674,7 +688,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 self._index = VectorIndex(dimensions)
                 self._index_vseq = self._index_log_seq = 0
                 self._seen_version = (-1, -1)
-            (data_version,) = self._reader.execute("PRAGMA data_version").fetchone()
+            data_version = self._data_version()
             version = (data_version, self._writes)
             if version != self._seen_version:
                 with self._snapshot():
@@ -701,7 +715,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             index = self._lexical = LexicalIndex()
             self._fts_hits, self._fts_totals, self._lexical_log_seq = {}, None, -1
         with self._read_lock:
-            (data_version,) = self._reader.execute("PRAGMA data_version").fetchone()
+            data_version = self._data_version()
         version = (data_version, self._writes)
         terms = [self._lexical_term(w) for w in words]
         if (
