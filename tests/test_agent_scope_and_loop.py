@@ -152,6 +152,18 @@ def _mixed_anthropic() -> FakeResponse:
     )
 
 
+def _with_memory_tools(sdk: Any, memory: Memory, session: str) -> Any:
+    """``sdk`` wrapped with the memory tools for Ana, each call committed before it returns."""
+    return wrap(
+        sdk,
+        memory=memory,
+        session=session,
+        user_id="ana",
+        memory_tools=True,
+        background_commit=False,
+    )
+
+
 def _no_branch(turns: list[Any]) -> None:
     assert not [t for t in turns if REDO_KEY in t.message.metadata]
 
@@ -162,14 +174,7 @@ def test_anthropic_mixed_tool_calls_run_ours_and_send_both_results(memory: Memor
     and the model never learned."""
     with FakeAnthropic() as fake:
         sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
-        client = wrap(
-            sdk,
-            memory=memory,
-            session="s1",
-            user_id="ana",
-            memory_tools=True,
-            background_commit=False,
-        )
+        client = _with_memory_tools(sdk, memory, "s1")
         fake.enqueue(_mixed_anthropic(), anthropic_text("It is sunny in Porto."))
         ask: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 64}
         msgs: list[Any] = [{"role": "user", "content": "I live in Porto now. Weather?"}]
@@ -218,14 +223,7 @@ def test_anthropic_mixed_tool_calls_run_ours_and_send_both_results(memory: Memor
 def test_openai_mixed_tool_calls_run_ours_and_send_both_results(memory: Memory) -> None:
     with FakeOpenAI() as fake:
         sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="test"))
-        client = wrap(
-            sdk,
-            memory=memory,
-            session="o1",
-            user_id="ana",
-            memory_tools=True,
-            background_commit=False,
-        )
+        client = _with_memory_tools(sdk, memory, "o1")
         fake.enqueue(
             openai_tool_calls(("get_weather", {"city": "Porto"}), ("core_memory_append", EDIT)),
             openai_text("It is sunny in Porto."),
@@ -279,14 +277,7 @@ def test_step_limit_runs_no_call_whose_result_cannot_be_sent(memory: Memory) -> 
     results were never sent: the model did not know, and the log ended on them."""
     with FakeAnthropic() as fake:
         sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
-        client = wrap(
-            sdk,
-            memory=memory,
-            session="s1",
-            user_id="ana",
-            memory_tools=True,
-            background_commit=False,
-        )
+        client = _with_memory_tools(sdk, memory, "s1")
         fake.enqueue(
             *[
                 anthropic_tool_use(("core_memory_append", {"label": "human", "content": f"f{i}"}))
