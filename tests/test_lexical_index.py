@@ -20,6 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -442,3 +443,46 @@ def test_searching_ids_never_stored_holds_nothing(tmp_path: Path) -> None:
     assert index is not None and len(index._blocks) == 0  # noqa: SLF001
     assert _found(store, "tea") == ["a1"]
     store.close()
+
+
+def test_sessions_coming_and_going_leave_no_scope_ids_in_memory(tmp_path: Path) -> None:
+    """A store that stays open (a server's) while sessions come and go: each session's
+    memories are written, searched by session, then deleted. The indexes keep codes for
+    the agent, session and type ids of their rows; ids whose rows are all gone must not
+    stay (one table for the whole index kept every session id it had ever seen)."""
+    store = SQLiteStore(tmp_path / "s.db")
+    rng = random.Random(3)
+    kept = [_rec("keep", "tea that stays", user_id="ann", session_id="long-lived")]
+    store.put(kept)
+    store.set_vectors("t1", ["keep"], _unit(rng), "m")
+    ended: list[str] = []
+    for n in range(150):
+        session = f"session-{n}"
+        ids = [f"{session}-{i}" for i in range(4)]
+        store.put([_rec(i, f"tea talk {i}", user_id="ann", session_id=session) for i in ids])
+        store.set_vectors("t1", ids, np.concatenate([_unit(rng) for _ in ids]), "m")
+        in_session = Filter(scope=Scope(tenant="t1", user_id="ann", session_id=session))
+        for end in (False, True):  # searched before and after the session before it ends
+            if end:
+                store.delete_many("t1", ended)
+            assert sorted(h.id for h in store.keyword_search(in_session, "tea", limit=10)) == ids
+            hits = store.vector_search(in_session, _unit(rng)[0], limit=10)
+            assert sorted(h.id for h in hits) == ids
+        ended = ids
+    store.delete_many("t1", ended)
+    lexical, vectors = store._lexical, store._index  # noqa: SLF001 - what stays in memory
+    assert lexical is not None and vectors is not None
+    # None, "long-lived", "episodic", and at most the live rows' worth of dead sessions
+    assert lexical.scope_values_held() <= 3 + 8
+    assert vectors.scope_values_held() <= 3 + 8
+    still = Filter(scope=Scope(tenant="t1", user_id="ann", session_id="long-lived"))
+    assert [h.id for h in store.keyword_search(still, "tea", limit=10)] == ["keep"]
+    assert [h.id for h in store.vector_search(still, _unit(rng)[0], limit=10)] == ["keep"]
+    gone = Filter(scope=Scope(tenant="t1", user_id="ann", session_id="session-3"))
+    assert store.keyword_search(gone, "tea", limit=10) == []
+    store.close()
+
+
+def _unit(rng: random.Random) -> np.ndarray:
+    vec = np.array([rng.gauss(0, 1) for _ in range(8)], dtype=np.float32)
+    return (vec / np.linalg.norm(vec))[None, :]

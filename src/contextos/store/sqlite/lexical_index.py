@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from contextos.store.sqlite.vector_index import TIME_FIELDS, IndexRow, time_mask
+from contextos.store.sqlite.vector_index import TIME_FIELDS, IndexRow, ScopeCodes, time_mask
 from contextos.types import Filter
 
 #: The tokenizer of the store's ``memories_fts`` table (schema V5): the same string,
@@ -268,7 +268,8 @@ class _Block:
         self.where: dict[str, int] = {}  # id -> position
         self.rowid = np.zeros(64, dtype=np.int64)
         self.length = np.zeros(64, dtype=np.float64)
-        self.agent = np.zeros(64, dtype=np.int32)  # codes (LexicalIndex._code)
+        self.codes = ScopeCodes()
+        self.agent = np.zeros(64, dtype=np.int32)  # codes (of ``self.codes``)
         self.session = np.zeros(64, dtype=np.int32)
         self.type = np.zeros(64, dtype=np.int32)
         self.times = {f: np.full(64, np.nan, dtype=np.float64) for f in TIME_FIELDS}
@@ -421,7 +422,6 @@ class LexicalIndex:
 
     def __init__(self) -> None:
         self.tokenizer = Tokenizer()
-        self._codes: dict[str | None, int] = {None: 0}
         self._blocks: dict[tuple[str, str | None], _Block] = {}
         self._home: dict[str, tuple[str, str | None]] = {}  # id -> its block's key
         self._tenants: set[str] = set()  # tenants held whole (every user, new ones too)
@@ -469,7 +469,7 @@ class LexicalIndex:
                 block = self._blocks[key] = _Block()
             mine = [rows[i] for i in members]
             whole = len(members) == len(rows)
-            codes, times = self._columns(mine)
+            codes, times = _columns(block.codes, mine)
             block.extend(
                 [r.id for r in mine],
                 [r.rowid for r in mine],
@@ -478,20 +478,6 @@ class LexicalIndex:
                 tokens if whole else tokens.of_rows(np.array(members, dtype=np.intp)),
             )
             self._home.update((r.id, key) for r in mine)
-
-    def _columns(
-        self, rows: Sequence[LexRow]
-    ) -> tuple[npt.NDArray[np.int32], dict[str, npt.NDArray[np.float64]]]:
-        """The rows' scope codes (agent, session, type; a row each) and times (NaN: none)."""
-        codes = [
-            (self._code(r.agent_id), self._code(r.session_id), self._code(r.memory_type))
-            for r in rows
-        ]
-        times = {
-            f: np.array([np.nan if getattr(r, f) is None else getattr(r, f) for r in rows])
-            for f in TIME_FIELDS
-        }
-        return np.array(codes, dtype=np.int32).reshape(-1, 3), times
 
     def apply(self, ids: Sequence[str], rows: Sequence[LexRow]) -> tuple[Counter[str] | None, bool]:
         """Apply logged changes: ``ids`` changed (inserted, updated or deleted) and
@@ -521,12 +507,6 @@ class LexicalIndex:
     def _holds_row(self, row: LexRow) -> bool:
         return row.tenant in self._tenants or (row.tenant, row.user_id) in self._blocks
 
-    def _code(self, value: str | None) -> int:
-        code = self._codes.get(value)
-        if code is None:
-            code = self._codes[value] = len(self._codes)
-        return code
-
     def remove(self, ids: Iterable[str]) -> None:
         """Forget records; a block left mostly dead is rebuilt without them."""
         touched: set[tuple[str, str | None]] = set()
@@ -546,14 +526,22 @@ class LexicalIndex:
             del self._blocks[key]
             return
         new = _Block()
+        new.codes, scope = block.codes.kept(
+            [block.agent[rows], block.session[rows], block.type[rows]]
+        )
         new.extend(
             [str(block.ids[pos]) for pos in rows],
             block.rowid[rows].tolist(),
-            np.stack([block.agent[rows], block.session[rows], block.type[rows]], axis=1),
+            np.stack(scope, axis=1),
             {f: block.times[f][rows] for f in TIME_FIELDS},
             tokens,
         )
         self._blocks[key] = new
+
+    def scope_values_held(self) -> int:
+        """Scope values (agent, session, type ids) given codes, over every block: for
+        tests of growth in a process that stays up."""
+        return sum(len(b.codes) for b in self._blocks.values())
 
     def rows_held(self) -> int:
         """Rows in memory, dead ones included (for tests of growth)."""
@@ -597,9 +585,9 @@ class LexicalIndex:
             (block.session, flt.scope.session_id),
         ):
             if value is not None:
-                mask &= codes[:n] == self._codes.get(value, -1)
+                mask &= codes[:n] == block.codes.find(value)
         if flt.memory_types:
-            mask &= np.isin(block.type[:n], [self._codes.get(t, -1) for t in flt.memory_types])
+            mask &= np.isin(block.type[:n], [block.codes.find(t) for t in flt.memory_types])
         return mask
 
     def _blocks_for(self, flt: Filter) -> list[_Block]:
@@ -615,3 +603,18 @@ class LexicalIndex:
         self._home.clear()
         self._tenants.clear()
         self.tokenizer.close()
+
+
+def _columns(
+    codes: ScopeCodes, rows: Sequence[LexRow]
+) -> tuple[npt.NDArray[np.int32], dict[str, npt.NDArray[np.float64]]]:
+    """The rows' scope codes in ``codes`` (agent, session, type; a row each) and times
+    (NaN: none)."""
+    scope = [
+        (codes.code(r.agent_id), codes.code(r.session_id), codes.code(r.memory_type)) for r in rows
+    ]
+    times = {
+        f: np.array([np.nan if getattr(r, f) is None else getattr(r, f) for r in rows])
+        for f in TIME_FIELDS
+    }
+    return np.array(scope, dtype=np.int32).reshape(-1, 3), times

@@ -27,7 +27,7 @@ erased users in memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -58,6 +58,47 @@ class IndexRow:
     valid_to: float | None
 
 
+class ScopeCodes:
+    """Integer codes for the scope values (agent, session, memory type) of one block's
+    rows, so that a scope filter is a vectorised comparison. ``None`` is code 0.
+
+    Why per block, rebuilt when the block is compacted: one table for a whole index kept
+    every agent, session and type value it had ever seen, so a server up for months, with
+    sessions coming and going, grew by every session id (and kept erased users' ids)."""
+
+    def __init__(self, values: Iterable[str | None] = ()) -> None:
+        self._of: dict[str | None, int] = {None: 0}
+        for value in values:
+            self.code(value)
+
+    def __len__(self) -> int:
+        return len(self._of)
+
+    def code(self, value: str | None) -> int:
+        """The value's code, given one if it has none yet."""
+        code = self._of.get(value)
+        if code is None:
+            code = self._of[value] = len(self._of)
+        return code
+
+    def find(self, value: str | None) -> int:
+        """The value's code, or -1 (matches no row) when no row was given it."""
+        return self._of.get(value, -1)
+
+    def kept(
+        self, columns: Sequence[npt.NDArray[np.int32]]
+    ) -> tuple[ScopeCodes, list[npt.NDArray[np.int32]]]:
+        """A table of only the values that ``columns`` (codes of this table) use, and
+        the columns in its codes."""
+        values = list(self._of)  # a value's code is its place: codes are handed out in order
+        used = np.unique(np.concatenate([c.ravel() for c in columns])).tolist() if columns else []
+        new = ScopeCodes(values[u] for u in used)
+        recode = np.full(len(values), -1, dtype=np.int32)
+        for u in used:
+            recode[u] = new.find(values[u])
+        return new, [recode[c] for c in columns]
+
+
 class _Block:
     """The rows of one (tenant, user): vectors, scope codes, times, in insertion order."""
 
@@ -70,7 +111,8 @@ class _Block:
         self.seq = np.zeros(cap, dtype=np.int64)  # index-wide insertion order (ties)
         self.vecs = np.zeros((cap, dimensions), dtype=np.float32)
         self.alive = np.zeros(cap, dtype=bool)
-        self.scope = {f: np.zeros(cap, dtype=np.int32) for f in _SCOPE_FIELDS}
+        self.codes = ScopeCodes()
+        self.scope = {f: np.zeros(cap, dtype=np.int32) for f in _SCOPE_FIELDS}  # codes
         self.times = {f: np.full(cap, np.nan, dtype=np.float64) for f in TIME_FIELDS}
 
     def append(self, memory_id: str, seq: int) -> int:
@@ -108,7 +150,10 @@ class _Block:
         out.vecs = _taken(self.vecs, keep, cap)
         out.seq = _taken(self.seq, keep, cap)
         out.alive = _taken(self.alive, keep, cap)
-        out.scope = {f: _taken(self.scope[f], keep, cap) for f in _SCOPE_FIELDS}
+        out.codes, scope = self.codes.kept(
+            [_taken(self.scope[f], keep, cap) for f in _SCOPE_FIELDS]
+        )
+        out.scope = dict(zip(_SCOPE_FIELDS, scope, strict=True))
         out.times = {f: _taken(self.times[f], keep, cap, fill=math.nan) for f in TIME_FIELDS}
         out.ids = [self.ids[i] for i in keep]
         out.size = int(keep.size)
@@ -129,7 +174,6 @@ class VectorIndex:
 
     def __init__(self, dimensions: int) -> None:
         self.dimensions = dimensions
-        self._codes: dict[str | None, int] = {None: 0}
         self._blocks: dict[str, dict[str | None, _Block]] = {}  # tenant -> user -> block
         self._pos: dict[str, tuple[_Block, int]] = {}
         self._seq = 0
@@ -139,12 +183,6 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return len(self._pos)
-
-    def _code(self, value: str | None) -> int:
-        code = self._codes.get(value)
-        if code is None:
-            code = self._codes[value] = len(self._codes)
-        return code
 
     def upsert(self, rows: Iterable[IndexRow], vectors: npt.NDArray[np.float32]) -> None:
         """Add or replace vectors for records (vectors must be unit length)."""
@@ -167,7 +205,7 @@ class VectorIndex:
             block.vecs[pos] = vec
             block.alive[pos] = True
             for f in _SCOPE_FIELDS:
-                block.scope[f][pos] = self._code(getattr(row, f))
+                block.scope[f][pos] = block.codes.code(getattr(row, f))
             for f in TIME_FIELDS:
                 value = getattr(row, f)
                 block.times[f][pos] = math.nan if value is None else value
@@ -197,6 +235,11 @@ class VectorIndex:
         for pos, memory_id in enumerate(new.ids):
             self._pos[memory_id] = (new, pos)
 
+    def scope_values_held(self) -> int:
+        """Scope values (agent, session, type ids) given codes, over every block: for
+        tests of growth in a process that stays up."""
+        return sum(len(b.codes) for users in self._blocks.values() for b in users.values())
+
     def allocated_rows(self) -> int:
         """Rows held in memory, dead ones included (live ones: ``len(index)``)."""
         return sum(b.size for users in self._blocks.values() for b in users.values())
@@ -222,9 +265,9 @@ class VectorIndex:
         mask = block.alive[:n].copy()
         for f, value in (("agent_id", flt.scope.agent_id), ("session_id", flt.scope.session_id)):
             if value is not None:
-                mask &= block.scope[f][:n] == self._codes.get(value, -1)
+                mask &= block.scope[f][:n] == block.codes.find(value)
         if flt.memory_types:
-            codes = [self._codes.get(t, -1) for t in flt.memory_types]
+            codes = [block.codes.find(t) for t in flt.memory_types]
             mask &= np.isin(block.scope["memory_type"][:n], codes)
         mask &= time_mask(block.times, n, flt, now)
         return mask
