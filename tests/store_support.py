@@ -1,10 +1,14 @@
 """SQLite files as an older contextos left them, for the upgrade tests; rows written
-behind a store's back, as another process or an older version would."""
+behind a store's back, as another process or an older version would; code run on a
+store in another process."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,3 +47,24 @@ def foreign_sql(store: Store, sql: str, params: Sequence[object]) -> None:
     with connect(os.environ["CONTEXTOS_TEST_PG_URL"], schema) as con:
         con.execute("SET lock_timeout = 500")
         con.execute(sql.replace("?", "%s"), params)
+
+
+def in_other_process(path: Path, code: str) -> None:
+    """Run ``code`` in a new Python process with ``store`` open on ``path``."""
+    script = (
+        textwrap.dedent(
+            f"""
+        from datetime import UTC, datetime
+        from contextos.store.base import Patch
+        from contextos.store.sqlite import SQLiteStore
+        from contextos.types import MemoryRecord, Scope, content_hash
+        def rec(i, text, user, tenant="t1"):
+            return MemoryRecord(id=i, text=text, scope=Scope(tenant=tenant, user_id=user),
+                                hash=content_hash(text), created_at=datetime.now(UTC))
+        store = SQLiteStore({str(path)!r})
+        """
+        )
+        + textwrap.dedent(code)
+        + "\nstore.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

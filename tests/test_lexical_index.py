@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,6 +27,7 @@ from contextos.store.sqlite import SQLiteStore, scope_terms
 from contextos.store.sqlite.codec import filter_sql
 from contextos.text.query import query_terms
 from contextos.types import Filter, MemoryRecord, MemoryType, Scope, content_hash
+from store_support import in_other_process
 
 WORDS = (
     "tea coffee teas coffees garden gardening hike hiking hiked paris Ann ann café cafe 7 2023"
@@ -189,27 +187,6 @@ def test_the_best_hits_come_in_bm25_order_and_ties_in_write_order(tmp_path: Path
     store.close()
 
 
-def _other_process(path: Path, code: str) -> None:
-    """Run ``code`` in a new Python process with ``store`` open on ``path``."""
-    script = (
-        textwrap.dedent(
-            f"""
-        from datetime import UTC, datetime
-        from contextos.store.base import Patch
-        from contextos.store.sqlite import SQLiteStore
-        from contextos.types import MemoryRecord, Scope, content_hash
-        def rec(i, text, user, tenant="t1"):
-            return MemoryRecord(id=i, text=text, scope=Scope(tenant=tenant, user_id=user),
-                                hash=content_hash(text), created_at=datetime.now(UTC))
-        store = SQLiteStore({str(path)!r})
-        """
-        )
-        + textwrap.dedent(code)
-        + "\nstore.close()\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-
-
 def _found(store: SQLiteStore, query: str, user: str | None = "ann") -> list[str]:
     flt = Filter(scope=Scope(tenant="t1", user_id=user))
     return sorted(h.id for h in store.keyword_search(flt, query, limit=50))
@@ -221,14 +198,14 @@ def test_a_long_running_store_sees_every_change_another_process_makes(tmp_path: 
     store.put([_rec("a1", "green tea", user_id="ann"), _rec("b1", "black tea", user_id="bob")])
     assert _found(store, "tea") == ["a1"]  # ann is now held in memory
 
-    _other_process(path, 'store.put([rec("a2", "oolong tea", "ann")])')
+    in_other_process(path, 'store.put([rec("a2", "oolong tea", "ann")])')
     assert _found(store, "oolong") == ["a2"]
-    _other_process(path, 'store.update("t1", "a1", Patch(text="jasmine"))')
+    in_other_process(path, 'store.update("t1", "a1", Patch(text="jasmine"))')
     assert _found(store, "green") == []
     assert _found(store, "jasmine") == ["a1"]
-    _other_process(path, 'store.update("t1", "a1", Patch(context="said on a hike"))')
+    in_other_process(path, 'store.update("t1", "a1", Patch(context="said on a hike"))')
     assert _found(store, "hike") == ["a1"]
-    _other_process(path, 'store.delete("t1", "a2")')
+    in_other_process(path, 'store.delete("t1", "a2")')
     assert _found(store, "oolong") == []
     _fts_matches_ours(store, path, "tea jasmine hike")
 
@@ -237,11 +214,11 @@ def test_a_rowid_reused_after_a_delete_is_read_as_the_new_record(tmp_path: Path)
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
     store.put([_rec("a1", "green tea", user_id="ann")])
-    _other_process(path, 'store.put([rec("b1", "black coffee", "bob")])')
+    in_other_process(path, 'store.put([rec("b1", "black coffee", "bob")])')
     assert _found(store, "tea") == ["a1"]  # this process has now seen b1's rowid
     # bob's record is the newest; once it is deleted SQLite gives its rowid to the
     # next insert, here ann's, between two searches of this process.
-    _other_process(
+    in_other_process(
         path,
         """
         store.delete("t1", "b1")
@@ -259,7 +236,7 @@ def test_a_forgotten_user_leaves_no_word_and_a_new_user_is_found(tmp_path: Path)
     store = SQLiteStore(path)
     store.put([_rec("a1", "my secret garden", user_id="ann"), _rec("b1", "garden", user_id="bob")])
     assert _found(store, "garden", user=None) == ["a1", "b1"]  # the tenant is held whole
-    _other_process(
+    in_other_process(
         path,
         """
         store.forget(Scope(tenant="t1", user_id="ann"))

@@ -164,6 +164,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             try:
                 with _ended(self._db, "write"):
                     yield self._db
+                    if self._writes % PRUNE_INDEX_LOG_EVERY == 0:
+                        _prune_index_log(self._db)
             finally:
                 self._writes += 1
             self._retry_erasure()
@@ -321,6 +323,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             self._truncate_wal(wait=True)
         if deleted:
             self._lexical_after_erasure()
+            self._vectors_after_erasure()
         return deleted
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
@@ -400,6 +403,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._erasure_pending = True
         self._truncate_wal(wait=True)
         self._lexical_after_erasure()
+        self._vectors_after_erasure()
         return len(doomed)
 
     def vacuum(self) -> None:
@@ -726,19 +730,28 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         ):
             return index, self._stats(words, terms, self._fts_hits)
         read = self._read_lexical(index, flt, words, terms)
+        if read is None:  # behind the pruned index_log: a new index, read as needed
+            index.close()
+            index = self._lexical = LexicalIndex()
+            self._fts_hits, self._fts_totals, self._lexical_log_seq = {}, None, -1
+            read = self._read_lexical(index, flt, words, terms)
+            assert read is not None  # a new index has nothing to catch up with
         self._apply_lexical(index, read)
         self._lexical_version = version
         return index, self._stats(words, terms, read.counts)
 
     def _read_lexical(
         self, index: LexicalIndex, flt: Filter | None, words: Sequence[str], terms: Sequence[str]
-    ) -> _LexicalRead:
-        """Everything the keyword index needs from one snapshot of the file."""
+    ) -> _LexicalRead | None:
+        """Everything the keyword index needs from one snapshot of the file; None when
+        ``index_log`` was pruned past what the index has read (it must start over)."""
         with self._snapshot() as db:
             (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
             changed: builtins.list[str] = []
             if self._lexical_log_seq < 0:  # a new index: nothing to catch up with
                 self._lexical_log_seq = last
+            elif _log_pruned_after(db, self._lexical_log_seq):
+                return None  # changes it never read were pruned: the caller starts over
             elif last > self._lexical_log_seq:
                 changed = sorted(
                     {
@@ -819,6 +832,14 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             self._fresh_lexical(None, ())
             self._lexical_version = (-1, -1)  # totals are read again at the next search
 
+    def _vectors_after_erasure(self) -> None:
+        """After this process erased records: the vector index drops them now. A
+        forgotten user's vectors stayed in memory until the next vector search, which
+        in a server that only adds for a while can be long."""
+        with self._read_lock:
+            if self._index is not None:
+                self._fresh_index(self._index.dimensions)
+
     def _stats(
         self, words: Sequence[str], terms: Sequence[str], counts: Mapping[str, int]
     ) -> Bm25Stats:
@@ -863,7 +884,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     def _refresh_index(self, index: VectorIndex) -> None:
         (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
-        if self._index_vseq and last_log > self._index_log_seq:
+        if self._index_vseq and _log_pruned_after(self._reader, self._index_log_seq):
+            # Changes this process never read were pruned: every vector is read again.
+            self._index, self._index_vseq = VectorIndex(index.dimensions), 0
+        elif self._index_vseq and last_log > self._index_log_seq:
             changed = [
                 r[0]
                 for r in self._reader.execute(
@@ -987,6 +1011,7 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
         )
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         db.execute(f"PRAGMA synchronous = {synchronous}")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA secure_delete = ON")
@@ -1129,6 +1154,37 @@ def _merge_fts_and_mark_erasure(db: sqlite3.Connection, now: float) -> None:
     per erasure at 100k memories on the reference machine (``optimize`` 0.2 s)."""
     db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
     db.execute("INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)", (now,))
+
+
+#: Bytes the write-ahead log is cut back to when it starts over after a checkpoint.
+#: Without a limit SQLite reuses the file at its largest: a reader holding a snapshot
+#: (a backup, a slow listing) while a few thousand adds commit grew it by ~90 KB an
+#: add, and a server that never closes the store kept hundreds of MB of -wal for good.
+#: Above the ~5 MB of steady load (1,000-page autocheckpoints), so that costs nothing.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+
+#: ``index_log`` rows kept for the in-memory indexes of every process to catch up
+#: from (about 45 bytes each). Older ones are pruned: the log gained a row per insert,
+#: update and delete for good. An index further behind than this is read whole again.
+INDEX_LOG_KEPT = 10_000
+
+#: Writes of one connection between two prunes of ``index_log`` (in the write's own
+#: transaction; a prune that finds nothing to delete is one index lookup).
+PRUNE_INDEX_LOG_EVERY = 64
+
+
+def _prune_index_log(db: sqlite3.Connection) -> None:
+    db.execute(
+        "DELETE FROM index_log WHERE seq <= (SELECT max(seq) FROM index_log) - ?",
+        (INDEX_LOG_KEPT,),
+    )
+
+
+def _log_pruned_after(db: sqlite3.Connection, seen: int) -> bool:
+    """Whether ``index_log`` rows after ``seen`` were pruned (seqs are never reused, and
+    only the oldest rows are ever deleted)."""
+    (oldest,) = db.execute("SELECT min(seq) FROM index_log").fetchone()
+    return oldest is not None and oldest > seen + 1
 
 
 #: Query terms whose row counts the keyword index keeps (dropped all at once past it).
