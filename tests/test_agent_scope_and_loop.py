@@ -300,6 +300,48 @@ def test_step_limit_runs_no_call_whose_result_cannot_be_sent(memory: Memory) -> 
         assert [t.message.role for t in turns][-2:] == ["tool", "assistant"]
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_retry_after_a_request_failed_mid_loop_resumes_it(memory: Memory, provider: str) -> None:
+    """Why: the loop's second request (carrying our tool results) got a 529; the app
+    retried its ``create()`` as it would any failed call, and the loop started over:
+    the question was logged twice, after a stale tool exchange, and the tools ran again."""
+    question = [{"role": "user", "content": "What should I cook?"}]
+    append = ("core_memory_append", {"label": "human", "content": "Likes pasta."})
+    with FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as fake:
+        if provider == "anthropic":
+            sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0))
+            fake.enqueue(anthropic_tool_use(append))
+            fake.enqueue_error(529)
+            fake.enqueue(anthropic_text("Cook pasta."))
+        else:
+            sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0))
+            fake.enqueue(openai_tool_calls(append))
+            fake.enqueue_error(503)
+            fake.enqueue(openai_text("Cook pasta."))
+        client = _with_memory_tools(sdk, memory, "s1")
+
+        def ask() -> str:
+            if provider == "anthropic":
+                out = client.messages.create(
+                    model="claude-sonnet-4-6", max_tokens=64, messages=question
+                )
+                return str(out.content[0].text)
+            out = client.chat.completions.create(model="gpt-4.1-mini", messages=question)
+            return str(out.choices[0].message.content)
+
+        with pytest.raises(ProviderError):
+            ask()
+        assert ask() == "Cook pasta."
+        bodies = [r.json() for r in fake.requests]
+        assert len(bodies) == 3
+        assert bodies[2]["messages"] == bodies[1]["messages"]  # the failed request, again
+        assert CoreMemory(memory, user_id="ana").get("human").value == "Likes pasta."  # ran once
+        turns = client.context.session.turns()
+        assert [t.message.role for t in turns] == ["user", "assistant", "tool", "assistant"]
+        assert turns[-1].message.content == "Cook pasta."
+        _no_branch(turns)
+
+
 # -- 4. a NUL in a memory file -------------------------------------------------------------
 
 

@@ -226,3 +226,29 @@ def test_thirty_turns_with_five_core_edits_through_wrap_keep_the_cache(tmp_path:
     assert calls == 35
     assert snapshot >= 0.7
     assert live < snapshot
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_memory_tools_refuse_the_stream_and_parse_helpers_before_sending(
+    memory: Memory, provider: str
+) -> None:
+    """The loop runs inside ``create()`` only: through ``stream(...)`` or ``parse(...)`` a
+    request went out without the memory tools and core memory, and a turn answering a
+    parallel tool call without our results, which forked the session log."""
+    messages = [{"role": "user", "content": "hello"}]
+    with FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as fake:
+        if provider == "anthropic":
+            sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0))
+            client = wrap(sdk, memory=memory, session="s", user_id="ana", memory_tools=True)
+            kw: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 8}
+            helpers = [client.messages.stream, client.beta.messages.stream]
+        else:
+            sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0))
+            client = wrap(sdk, memory=memory, session="s", user_id="ana", memory_tools=True)
+            kw = {"model": "gpt-4.1-mini"}
+            helpers = [client.chat.completions.stream, client.chat.completions.parse]
+        for helper in helpers:
+            with pytest.raises(TypeError, match="memory_tools runs a tool loop"):
+                helper(messages=messages, **kw)
+        assert fake.requests == []
+        assert client.context.session.turns() == []

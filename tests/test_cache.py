@@ -240,6 +240,15 @@ def test_usage_from_anthropic_payload():
     assert u == Usage(50, 10, 300, 2000, 100, 200)
 
 
+def test_report_never_counts_negative_5m_writes():
+    # A usage built with 1-hour writes but no total (by hand, or read from a log written
+    # before the parser summed the split) priced them as negative 5-minute writes.
+    model = get_model("claude-sonnet-4")
+    priced = report([Usage(10, 2, 0, 0, 0, 5000), Usage(10, 2, 700, 0, 700, 0)], model)
+    assert (priced.cache_write_5m_tokens, priced.cache_write_1h_tokens) == (700, 5000)
+    assert priced.cost_usd > report([Usage(10, 2, 700, 0, 700, 0)], model).cost_usd
+
+
 def test_usage_from_openai_payloads():
     chat = usage_from_openai(
         {

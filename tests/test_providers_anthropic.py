@@ -116,6 +116,48 @@ def test_cache_writes_without_ttl_split_count_as_5m(fake_anthropic, anthropic_cl
     ) == (700, 700, 0)
 
 
+def test_a_ttl_split_without_its_total_is_summed_not_priced_negative(
+    fake_anthropic, anthropic_client
+):
+    """A gateway that passes on the 5m/1h split but not ``cache_creation_input_tokens``:
+    the total was read as 0 and the report priced the 1-hour writes against it as
+    -5,000 5-minute writes."""
+    from contextos.cache import report
+    from contextos.llm.models import get_model
+
+    usages = [
+        {"cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 5000}},
+        {"cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 200}},
+    ]
+    for i, split in enumerate(usages):
+        usage = {"input_tokens": 10, "output_tokens": 2, **split}
+        fake_anthropic.enqueue(
+            FakeResponse(
+                json_body={
+                    "id": f"msg_gw{i}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": MODEL,
+                    "content": [{"type": "text", "text": "x"}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": usage,
+                }
+            )
+        )
+    wrapped = wrap(anthropic_client)
+    _ask(wrapped, "hi")
+    _ask(wrapped, "hi again")
+    got = [
+        (u.cache_creation_input_tokens, u.cache_creation_5m, u.cache_creation_1h)
+        for u in (c.usage for c in wrapped.calls)
+    ]
+    assert got == [(5000, 0, 5000), (500, 300, 200)]
+    priced = report([c.usage for c in wrapped.calls], get_model(MODEL))
+    assert (priced.cache_write_5m_tokens, priced.cache_write_1h_tokens) == (300, 5200)
+    assert priced.input_tokens == 20 + 5500
+
+
 # -- streaming -------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email.utils
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -28,7 +30,7 @@ from contextos.providers.errors import mapped_errors, parse_retry_after  # noqa:
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage  # noqa: E402
 from contextos.testing.fake_http import without_key  # noqa: E402
-from contextos.types import Message, Usage  # noqa: E402
+from contextos.types import Message, Scope, Usage  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 
@@ -373,6 +375,76 @@ def test_a_failed_commit_is_raised_not_lost(fake_anthropic, anthropic_client, me
     else:
         with pytest.raises(StoreError, match="disk full"):
             _ask(wrapped, "first")
+        # the call was made and billed: its record is kept though the commit failed
+        assert [c.reply.content for c in wrapped.calls] == ["You said: first"]
+
+
+_SLOW_ON_REPLIES = '''
+import time
+from contextos.llm.tokens import CharEstimateTokenizer
+
+class SlowOnReplies(CharEstimateTokenizer):
+    """Counts a reply of the fake's echo model ("You said: ...") slowly, as a busy disk
+    makes the background commit of a reply slow: that commit is still running when
+    the app's `with Memory(...)` block, or its script, ends."""
+
+    def count(self, text):
+        if "You said" in text:
+            time.sleep(1.0)
+        return super().count(text)
+'''
+
+
+def _slow_on_replies() -> Any:
+    namespace: dict[str, Any] = {}
+    exec(_SLOW_ON_REPLIES, namespace)
+    return namespace["SlowOnReplies"]()
+
+
+def test_closing_the_memory_right_after_a_call_waits_for_its_reply(fake_anthropic, tmp_path):
+    path = tmp_path / "m.db"
+    with Memory(
+        path, embedder=HashEmbedder(), tokenizer=_slow_on_replies(), background_embedding=False
+    ) as memory:
+        client = anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="t")
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        _ask(wrapped, "remember my last words")  # no flush(): the block ends
+    wrapped.flush()  # nothing failed behind the close
+    client.close()
+    with Memory(path, embedder=HashEmbedder(), background_embedding=False) as memory:
+        log = memory.store.turns(Scope(tenant="default", session_id="s"))
+        assert [t.message.content for t in log] == [
+            "remember my last words",
+            "You said: remember my last words",
+        ]
+
+
+def test_a_script_ending_right_after_a_call_keeps_its_reply(fake_anthropic, tmp_path):
+    path = tmp_path / "m.db"
+    script = (
+        _SLOW_ON_REPLIES
+        + f"""
+import anthropic
+from contextos.memory import Memory
+from contextos.providers import wrap
+from contextos.testing.embedders import HashEmbedder
+
+memory = Memory({str(path)!r}, embedder=HashEmbedder(), tokenizer=SlowOnReplies())
+client = wrap(anthropic.Anthropic(base_url={fake_anthropic.base_url!r}, api_key="t"),
+              memory=memory, session="chat-1", user_id="ana")
+reply = client.messages.create(model={MODEL!r}, max_tokens=64,
+                               messages=[{{"role": "user", "content": "What should I cook?"}}])
+print(reply.content[0].text)
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "You said: What should I cook?"
+    with Memory(path, embedder=HashEmbedder(), background_embedding=False) as memory:
+        log = memory.store.turns(Scope(tenant="default", session_id="chat-1"))
+        assert [t.message.role for t in log] == ["user", "assistant"]
 
 
 def _odd_replies(body: dict[str, Any]) -> str:
@@ -433,6 +505,77 @@ def test_a_reply_no_log_or_memory_takes_is_logged_and_fails_no_call(memory, back
         remembered = [r.text for r in memory.get_all(user_id="ana", limit=20)]
         assert "smile \ufffd" in remembered
         assert len([t for t in remembered if set(t) <= set("ok ")]) == 2  # in two pieces
+        client.close()
+
+
+@pytest.mark.parametrize("background", [True, False])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_reply_holding_nul_is_logged_mended_and_fails_no_call(
+    memory, provider, stream, background
+):
+    # No store keeps NUL (PostgreSQL cannot), so a reply holding one was refused by the
+    # log: lost, and the error failed the session's next call (inline, the call that got
+    # the billed reply, whose record never reached client.calls).
+    from contextos.testing.fake_anthropic import FakeAnthropic
+    from contextos.testing.fake_openai import FakeOpenAI
+
+    def reply(body: dict[str, Any]) -> str:
+        last = body["messages"][-1]["content"]
+        return "a \x00 b" if "first" in str(last) else "fine"
+
+    with (FakeAnthropic if provider == "anthropic" else FakeOpenAI)(reply=reply) as fake:
+        sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+        client = sdk(base_url=fake.base_url, api_key="t", max_retries=0)
+        wrapped = wrap(
+            client, memory=memory, session="s", user_id="ana", background_commit=background
+        )
+
+        def ask(history: list[dict[str, Any]]) -> str:
+            if provider == "anthropic":
+                out = wrapped.messages.create(
+                    model=MODEL, max_tokens=64, messages=history, stream=stream
+                )
+            else:
+                out = wrapped.chat.completions.create(
+                    model="gpt-4.1-mini", messages=history, stream=stream
+                )
+            if not stream:
+                return str(
+                    out.content[0].text
+                    if provider == "anthropic"
+                    else out.choices[0].message.content
+                )
+            if provider == "anthropic":
+                return "".join(e.delta.text for e in out if e.type == "content_block_delta")
+            return "".join(c.choices[0].delta.content or "" for c in out if c.choices)
+
+        history: list[dict[str, Any]] = [{"role": "user", "content": "first"}]
+        assert ask(history) == "a \x00 b"  # the app gets what the model said
+        history += [
+            {"role": "assistant", "content": "a \x00 b"},  # and sends it back so
+            {"role": "user", "content": "second"},
+        ]
+        assert ask(history) == "fine"
+        wrapped.flush()
+        assert len(wrapped.calls) == 2
+        log = [(t.message.role, t.message.content) for t in wrapped.context.session.turns()]
+        assert log == [
+            ("user", "first"),
+            ("assistant", "a \ufffd b"),
+            ("user", "second"),
+            ("assistant", "fine"),
+        ]
+        assert "a \ufffd b" in [r.text for r in memory.get_all(user_id="ana", limit=20)]
+        with pytest.raises(ValueError, match="NUL"):  # the app's own NUL: refused unsent
+            ask(
+                [
+                    *history,
+                    {"role": "assistant", "content": "fine"},
+                    {"role": "user", "content": "\x00"},
+                ]
+            )
+        assert len(fake.requests) == 2
         client.close()
 
 

@@ -325,3 +325,90 @@ def test_a_stream_read_by_one_task_is_not_abandoned_by_another_tasks_call(
     asyncio.run(both())
     (streamed,) = [c for c in wrapped.calls if c.stream]
     assert streamed.complete and streamed.reply.content == "a streamed answer " * 10
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_stream_served_from_a_threadpool_survives_another_requests_call_on_its_thread(
+    provider: str, memory: Memory
+) -> None:
+    """Starlette runs sync endpoints and a ``StreamingResponse``'s iterator on anyio's
+    worker threads. One request streams; between two of its ``next()`` calls, another
+    request's plain ``create()`` runs on the very worker thread that opened and read the
+    stream (one worker here, so it always does). That call is another caller, and must
+    not close the stream being served."""
+    concurrency = pytest.importorskip("starlette.concurrency")
+    anyio_to_thread = pytest.importorskip("anyio.to_thread")
+    with FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as fake:
+        sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+        client = sdk(base_url=fake.base_url, api_key="t", max_retries=0)
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        threads: dict[str, set[int]] = {"stream": set(), "plain": set()}
+        reading, resume = asyncio.Event(), asyncio.Event()
+        events: list[Any] = []
+
+        def open_stream() -> Any:
+            threads["stream"].add(threading.get_ident())
+            return _opened(wrapped, provider, fake, "tell me a story")
+
+        def plain() -> None:
+            threads["plain"].add(threading.get_ident())
+            if provider == "anthropic":
+                fake.enqueue_reply("a title", AnthropicUsage(5, 2))
+                _ask(wrapped, "a title for this chat?")
+            else:
+                fake.enqueue_reply("a title", OpenAIUsage(5, 2))
+                messages = [{"role": "user", "content": "a title for this chat?"}]
+                wrapped.chat.completions.create(model=GPT, messages=messages)
+
+        def tagged(stream: Any) -> Any:
+            for event in stream:
+                threads["stream"].add(threading.get_ident())
+                yield event
+
+        async def streaming_request() -> None:
+            stream = await concurrency.run_in_threadpool(open_stream)
+            async for event in concurrency.iterate_in_threadpool(tagged(stream)):
+                events.append(event)
+                if len(events) == 3:
+                    reading.set()
+                    await resume.wait()
+
+        async def plain_request() -> None:
+            await reading.wait()
+            await concurrency.run_in_threadpool(plain)
+            resume.set()
+
+        async def server() -> None:
+            anyio_to_thread.current_default_thread_limiter().total_tokens = 1
+            await asyncio.gather(streaming_request(), plain_request())
+
+        plain()  # a call at start-up, on the thread the event loop then runs on
+        threads["plain"].clear()
+        asyncio.run(server())
+        assert threads["plain"] == threads["stream"]  # one worker thread served both
+        streamed = next(c for c in wrapped.calls if c.stream)
+        assert streamed.complete and streamed.reply.content == "a long story " * 20
+        assert len(wrapped.calls) == 3
+
+
+def test_a_stream_read_by_pool_threads_survives_its_last_readers_exit(
+    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory
+) -> None:
+    """A pool's idle worker exits (anyio's after ~10 s) while the stream it last read is
+    still being served: another worker reads on. A call meanwhile must not take the
+    stream for left because that worker is gone: anyone but its opener read it."""
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    fake_anthropic.enqueue_reply("a streamed answer " * 10, AnthropicUsage(10, 30), stream=True)
+    stream = _ask(wrapped, "stream it", stream=True)
+    events = iter(stream)
+    first = threading.Thread(target=lambda: [next(events) for _ in range(3)])
+    first.start()
+    first.join()  # the worker that read last has ended
+    _ask(wrapped, "another question")
+    rest: list[Any] = []
+    second = threading.Thread(target=lambda: rest.extend(events))
+    second.start()
+    second.join(20)
+    assert rest[-1].type == "message_stop"
+    (streamed,) = [c for c in wrapped.calls if c.stream]
+    assert streamed.complete and streamed.reply.content == "a streamed answer " * 10

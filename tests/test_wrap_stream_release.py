@@ -10,6 +10,7 @@ the symptom an app sees when abandoned streams hold the pool. The collector is o
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -134,6 +135,23 @@ def test_a_stream_reported_as_left_frees_its_connection(
     assert log[1].metadata[COMPLETE_KEY] is False and "a long story" in log[1].content
     kept.close()  # the app's late close changes nothing
     assert len(wrapped.calls) == 2
+
+
+def test_a_stream_dropped_before_its_first_event_is_recorded_at_the_next_call(
+    provider: str, fake: Any
+) -> None:
+    """A pass-through stream the app drops unread (it failed before the loop): the
+    observing generator never started, so only the stream's own finalizer can tell.
+    The next call records it, as incomplete, and keeps no entry for it."""
+    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    with sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client:
+        wrapped = wrap(client)
+        _enqueue(provider, fake)
+        stream = _stream(wrapped, provider, "tell me a story")
+        del stream
+        gc.collect()  # openai's stream holds itself: only the collector frees it
+        _ask(wrapped, provider, "hello")
+        assert [(c.stream, c.complete) for c in wrapped.calls] == [(True, False), (False, True)]
 
 
 # -- the SDK's stream(...) helper left early ------------------------------------------------

@@ -20,6 +20,7 @@ request, and the session log it is logged into, then answer every call.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,18 +58,33 @@ class ToolLoop:
         #: Our results owed beside the caller's, per response that called both
         #: (:meth:`_with_owed_results`), newest last; at most :data:`MAX_OWED` kept.
         self._owed: list[_Owed] = []
+        #: The progress of ``create()`` calls whose request failed mid-loop, by their
+        #: messages (:meth:`_keep`); oldest first.
+        self._unfinished: dict[str, _Unfinished] = {}
         self._owed_lock = threading.Lock()
 
     def create(
         self, send: Callable[[dict[str, Any]], Any], reply: Callable[[Any], Message], **kwargs: Any
     ) -> Any:
-        """Send ``kwargs`` with the memory tools, running them until the model answers."""
+        """Send ``kwargs`` with the memory tools, running them until the model answers.
+
+        A request of the loop that fails (after the SDK's own retries) raises, and the
+        loop's progress is kept: the app's retry of the same ``create()`` (the same
+        messages) sends the failed request again, with the results of the tools run
+        already, instead of starting over (see :class:`_Unfinished`).
+        """
         if kwargs.get("stream"):
             raise TypeError("memory_tools runs a tool loop; call create() without stream=True")
         request = self._with_memory(self._with_owed_results(kwargs))
-        messages = list(request["messages"])
-        for step in range(1, self.max_steps + 1):
-            response = send({**request, "messages": messages})
+        key = _messages_key(kwargs.get("messages"))
+        done = self._resume(key)
+        messages = [*request["messages"], *done.messages]
+        for step in range(done.steps + 1, self.max_steps + 1):
+            try:
+                response = send({**request, "messages": messages})
+            except BaseException:
+                self._keep(key, done)
+                raise
             calls = reply(response).tool_calls
             if not calls:
                 return response
@@ -81,8 +97,26 @@ class ToolLoop:
                 return response
             if step == self.max_steps:  # no request left to send these calls' results in
                 break
-            messages += self._followup(response, self._run(calls))
+            followup = self._followup(response, self._run(calls))
+            messages += followup
+            done = _Unfinished((*done.messages, *followup), step)
         raise ProviderError(f"the model was still calling tools after {self.max_steps} requests")
+
+    def _resume(self, key: str) -> _Unfinished:
+        """The progress kept for a ``create()`` with these messages (nothing done when
+        none): taken, so only one retry resumes it."""
+        with self._owed_lock:
+            return self._unfinished.pop(key, _Unfinished())
+
+    def _keep(self, key: str, done: _Unfinished) -> None:
+        """Keep ``done`` for the retry of a ``create()`` whose request failed after the
+        loop's first (at most :data:`MAX_UNFINISHED`, newest kept)."""
+        if not done.messages:
+            return  # the first request failed: the app's retry is a plain retry
+        with self._owed_lock:
+            self._unfinished[key] = done
+            while len(self._unfinished) > MAX_UNFINISHED:
+                del self._unfinished[next(iter(self._unfinished))]
 
     def _run(self, calls: Sequence[ToolCall]) -> list[tuple[str, ToolOutcome]]:
         """Run our ``calls`` in order: (call id, outcome) each, recorded in ``executed``."""
@@ -154,6 +188,30 @@ class ToolLoop:
 
 #: Responses that called both kinds of tool whose results a :class:`ToolLoop` keeps.
 MAX_OWED = 256
+#: ``create()`` calls failed mid-loop whose progress a :class:`ToolLoop` keeps.
+MAX_UNFINISHED = 64
+
+
+@dataclass(frozen=True)
+class _Unfinished:
+    """How far a ``create()`` got: the messages the loop added after the app's (each
+    tool-call reply and its results, in wire form), and the requests that took.
+
+    Why kept: when a later request of the loop fails (a 529 after the SDK's retries),
+    the session has logged the question, the tool calls and their results. The app
+    retries its ``create()`` as it would any failed call; started over, the loop sent
+    the question again after that tool exchange (logged twice) and ran the tools
+    again. Resumed, it sends the failed request again, which the session recognises
+    as a retry (nothing logged twice).
+    """
+
+    messages: tuple[Any, ...] = ()
+    steps: int = 0
+
+
+def _messages_key(messages: Any) -> str:
+    """The app's messages of a ``create()`` as a key: its retry sends the same."""
+    return json.dumps(messages, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -276,4 +334,4 @@ def tool_loop_for_wrap(
     return ToolLoop(AgentTools(core, session=session), provider)
 
 
-__all__ = ["MAX_OWED", "MAX_STEPS", "ToolLoop", "tool_loop_for_wrap"]
+__all__ = ["MAX_OWED", "MAX_STEPS", "MAX_UNFINISHED", "ToolLoop", "tool_loop_for_wrap"]

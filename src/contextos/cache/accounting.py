@@ -64,16 +64,22 @@ def usage_from_anthropic(usage: Any) -> Usage:
 
 
 def _anthropic_fields(usage: Any) -> Usage:
-    creation = _int(field_of(usage, "cache_creation_input_tokens"))
+    """The usage fields of one ``usage`` (or ``iterations`` entry). Either the write
+    total or its TTL split may be missing (a proxy or gateway that passes on part of
+    the usage): without the split every write is a 5-minute one; without the total it
+    is the split's sum (it was 0, and the report priced the 1-hour writes against it
+    as negative 5-minute ones)."""
+    total = field_of(usage, "cache_creation_input_tokens")
     split = field_of(usage, "cache_creation")
     raw = [
         field_of(split, k) if split is not None else None
         for k in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
     ]
     if all(v is None for v in raw):  # no split given (absent, or an empty ``{}``)
-        five, hour = creation, 0  # every write is a 5-minute one, the API's default
+        five, hour = _int(total), 0  # every write is a 5-minute one, the API's default
     else:
         five, hour = _int(raw[0]), _int(raw[1])
+    creation = five + hour if total is None else _int(total)
     return Usage(
         input_tokens=_int(field_of(usage, "input_tokens")),
         output_tokens=_int(field_of(usage, "output_tokens")),
@@ -168,12 +174,13 @@ class CacheReport:
 
 
 def report(usages: Sequence[Usage], model: ModelInfo) -> CacheReport:
-    """Sum ``usages`` and price them (writes without a 5m/1h split count as 5m)."""
+    """Sum ``usages`` and price them (writes without a 5m/1h split count as 5m; a usage
+    whose 1-hour writes exceed its write total has no 5-minute ones, never fewer)."""
     p = model.prices
     unc = sum(u.input_tokens for u in usages)
     read = sum(u.cache_read_input_tokens for u in usages)
     w1 = sum(u.cache_creation_1h for u in usages)
-    w5 = sum(u.cache_creation_input_tokens for u in usages) - w1
+    w5 = sum(max(0, u.cache_creation_input_tokens - u.cache_creation_1h) for u in usages)
     out = sum(u.output_tokens for u in usages)
     total_in = unc + read + w5 + w1
     cost = (

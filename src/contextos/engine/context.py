@@ -42,14 +42,18 @@ and a :class:`~contextos.memory.Memory`:
    for them first. A reply whose stream was cut or abandoned is logged marked
    ``"complete": False``, not remembered, and left out of the conversation
    later calls match and send (so the app's retry is recognised); an empty
-   reply is not logged; a reply's lone surrogates are logged as U+FFFD (see
-   ``SessionContext._commit``).
+   reply is not logged; a reply's lone surrogates and NUL characters are logged
+   as U+FFFD (see ``SessionContext._commit``). ``Memory.close`` and the
+   interpreter's exit wait for a commit still running (``flush()`` is the
+   explicit way, and raises its error).
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypedDict
@@ -139,6 +143,13 @@ class _Committer:
     complete before the next window is built, and a failed write is raised
     there instead of being lost. A lock makes it safe for one wrapped client
     shared by several threads: a commit is started and joined by one at a time.
+
+    The thread is a daemon (a hung store must not hang the process at exit), so
+    nothing would wait for the last commit of a script that ends, or of a Memory
+    closed, right after its last call: :meth:`drain` does, at interpreter exit
+    (:func:`_drain_at_exit`) and in ``Memory.close`` (:meth:`SessionContext.__init__`
+    registers it there). ``flush()`` stays the explicit way, and raises a failed
+    commit.
     """
 
     def __init__(self, background: bool) -> None:
@@ -146,6 +157,8 @@ class _Committer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        if background:
+            _LIVE_COMMITTERS.add(self)
 
     def submit(self, func: Callable[..., None], *args: Any) -> None:
         """Run ``func(*args)`` after the commit before it. In the background, the
@@ -174,6 +187,14 @@ class _Committer:
             self._join()
             self._raise()
 
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds (None: for as long as it takes) for the commit
+        in flight, raising nothing: a failure stays for the next :meth:`wait`. For
+        shutdown, where there is no caller left to raise to."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _join(self) -> None:
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -183,6 +204,24 @@ class _Committer:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+#: How long the interpreter's exit waits for each wrapped client's last commit.
+EXIT_WAIT_S = 10.0
+
+#: Background committers alive, drained at interpreter exit (:func:`_drain_at_exit`).
+_LIVE_COMMITTERS: weakref.WeakSet[_Committer] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    """Wait (up to :data:`EXIT_WAIT_S` each) for every wrapped client's last commit: a
+    script that ends right after a call would otherwise lose its reply (the commit
+    thread is a daemon, killed at exit). It runs before the threads it would wait on
+    are gone, like the embedding worker's own exit hook
+    (:func:`contextos.memory.embedding_worker._close_live_workers`)."""
+    for committer in list(_LIVE_COMMITTERS):
+        committer.drain(EXIT_WAIT_S)
 
 
 def model_info(name: str, *, window: int | None = None) -> ModelInfo:
@@ -455,6 +494,9 @@ class SessionContext:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
         self.memory = memory
         self._committer = _Committer(background_commit)
+        wait_on_close = getattr(memory, "wait_on_close", None)  # a Memory; not MemoryLike's
+        if background_commit and wait_on_close is not None:
+            wait_on_close(self._committer)  # its close waits for the last reply's commit
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
         tenant = tenant or getattr(memory, "tenant", None) or "default"
         given = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)  # the ids' one rule
@@ -730,9 +772,10 @@ class SessionContext:
         that is the answer the app holds and sends back.
 
         The reply is logged and remembered as it came, whatever is in it: its lone
-        surrogates become U+FFFD (:func:`~contextos.engine.session.mended`), and a text
-        longer than a memory may hold is remembered in pieces. Refused at the log or
-        the memory, it was lost, and the error failed the session's next call.
+        surrogates and NUL characters become U+FFFD
+        (:func:`~contextos.engine.session.mended`), and a text longer than a memory may
+        hold is remembered in pieces. Refused at the log or the memory, it was lost,
+        and the error failed the session's next call.
         """
         reply = call.reply
         if reply is None or not (reply.content or reply.tool_calls or reply.metadata):

@@ -643,6 +643,17 @@ def check_text(message: Message, what: str = "message") -> None:
     Raises:
         ValueError: naming the field and the index of the first bad character.
     """
+    for where, text in _message_texts(message):
+        at = lone_surrogate_at(text)
+        if at is not None:
+            raise ValueError(
+                f"{what} {where} is not valid Unicode text "
+                f"(lone surrogate {text[at]!r} at index {at})"
+            )
+
+
+def _message_texts(message: Message) -> Iterator[tuple[str, str]]:
+    """(where, text) for every string of ``message`` a store writes."""
     fields: list[tuple[str, Any]] = [
         ("content", message.content),
         ("name", message.name),
@@ -652,24 +663,21 @@ def check_text(message: Message, what: str = "message") -> None:
     for i, call in enumerate(message.tool_calls):
         fields += [(f"tool_calls[{i}].{f}", getattr(call, f)) for f in ("id", "name", "arguments")]
     for field, value in fields:
-        for where, text in _texts(value, field):
-            at = lone_surrogate_at(text)
-            if at is not None:
-                raise ValueError(
-                    f"{what} {where} is not valid Unicode text "
-                    f"(lone surrogate {text[at]!r} at index {at})"
-                )
+        yield from _texts(value, field)
 
 
 def valid_text(text: str) -> str:
-    """``text`` with each lone surrogate replaced by U+FFFD, and a surrogate pair given
-    as two code points joined into its character (a server that split an emoji across
-    two stream deltas sends both halves so).
+    """``text`` with each lone surrogate and each NUL (``\\x00``) replaced by U+FFFD,
+    and a surrogate pair given as two code points joined into its character (a server
+    that split an emoji across two stream deltas sends both halves so).
 
     Why: a model's reply is what it is -- the caller already has it -- and it must be
-    logged and remembered, not refused (:func:`check_text`) on a commit the caller
-    never sees, whose error then failed the session's next, unrelated call.
+    logged and remembered, not refused (:func:`check_text`, and the stores' refusal of
+    NUL, which PostgreSQL cannot hold) on a commit the caller never sees, whose error
+    then failed the session's next, unrelated call.
     """
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     if lone_surrogate_at(text) is None:
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
@@ -689,26 +697,24 @@ def _valid(value: Any) -> Any:
 def mended(message: Message) -> Message:
     """``message`` with every text :func:`check_text` reads made :func:`valid_text`; the
     same object when it has nothing to mend."""
-    try:
-        check_text(message)
-    except ValueError:
-        return replace(
-            message,
-            content=valid_text(message.content),
-            name=_valid(message.name),
-            tool_call_id=_valid(message.tool_call_id),
-            tool_calls=tuple(
-                replace(
-                    c,
-                    id=valid_text(c.id),
-                    name=valid_text(c.name),
-                    arguments=valid_text(c.arguments),
-                )
-                for c in message.tool_calls
-            ),
-            metadata=_valid(message.metadata),
-        )
-    return message
+    if all(valid_text(text) is text for _, text in _message_texts(message)):
+        return message
+    return replace(
+        message,
+        content=valid_text(message.content),
+        name=_valid(message.name),
+        tool_call_id=_valid(message.tool_call_id),
+        tool_calls=tuple(
+            replace(
+                c,
+                id=valid_text(c.id),
+                name=valid_text(c.name),
+                arguments=valid_text(c.arguments),
+            )
+            for c in message.tool_calls
+        ),
+        metadata=_valid(message.metadata),
+    )
 
 
 def window_budget(model: ModelInfo, budget: int | None = None) -> int:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
@@ -76,6 +77,15 @@ log = logging.getLogger(__name__)
 AddTry = Callable[[Newest | None, MemoryRecord | None], list[MemoryRecord]]
 
 
+class PendingWrites(Protocol):
+    """Writes into a Memory still running on another thread (a wrapped client's
+    background commit of its last reply), which :meth:`Memory.close` waits for."""
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for the writes in flight (up to ``timeout`` seconds); raise nothing."""
+        ...
+
+
 class Memory:
     """Long-term memory for LLM applications. See the module docstring."""
 
@@ -124,6 +134,7 @@ class Memory:
         )
         if self._worker is not None:
             self._worker.notify()  # embed whatever a crashed process left pending
+        self._pending: weakref.WeakSet[PendingWrites] = weakref.WeakSet()
 
     # -- writing ---------------------------------------------------------------
     def add(
@@ -606,8 +617,21 @@ class Memory:
             as_of=opt_utc(base.as_of if as_of is None else as_of, "as_of"),
         )
 
+    def wait_on_close(self, writes: PendingWrites) -> None:
+        """Have :meth:`close` wait for ``writes`` before it closes the store (held
+        weakly: a writer dropped is forgotten). A wrapped client registers its
+        background commits here.
+
+        Why: ``with Memory(...) as memory:`` ending right after a wrapped call closed
+        the store under the commit of its reply, which was lost.
+        """
+        self._pending.add(writes)
+
     def close(self) -> None:
-        """Stop the embedding thread (pending work resumes on next open) and close the store."""
+        """Wait for the writes registered by :meth:`wait_on_close`, stop the embedding
+        thread (pending work resumes on next open) and close the store."""
+        for writes in list(self._pending):
+            writes.drain()
         if self._worker is not None and self._owns_worker:
             self._worker.close()
         self.store.close()
@@ -679,4 +703,4 @@ def _check_text(text: object) -> None:
         raise ValueError(f"a memory may hold at most {MAX_TEXT_CHARS:,} characters")
 
 
-__all__ = ["Memory", "content_hash"]
+__all__ = ["Memory", "PendingWrites", "content_hash"]

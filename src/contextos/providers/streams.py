@@ -18,28 +18,40 @@ A stream the caller abandons (``break`` out of the loop, no ``close()``) is
 closed when the caller drops it: by refcounting, since the instrumentation adds
 no reference cycle (the ``close`` override holds the stream weakly), or by the
 garbage collector when the SDK's stream holds itself through its own generator
-(openai's ``Stream`` does). The collector may run on any thread, inside any
-lock (the commit's own included). So that close only *enqueues* the stream (no
-lock, no I/O); :meth:`OpenStreams.drain`, run at the client's next call and at
-``flush()``, reports it. :meth:`OpenStreams.finish` also reports every stream
-the caller left open when that caller's next managed call starts: by then it
-has moved on from it, so its response is closed too (the caller may still hold
-the object; its connection should not stay taken). "The caller" is whoever read
-the stream last (or opened it, before its first event): a thread, or an asyncio
-task on one -- a stream opened on one thread and read on another (a web
-framework's threadpool), or read by one task while another calls, is still
-being read. A reader whose thread has ended, or whose task is done, reads no
-more: its streams are reported by any caller's next call and by ``flush()``.
+(openai's ``Stream`` does). A stream dropped before its first event has no
+generator frame to close, so a ``weakref.finalize`` on it does the same. The
+collector may run on any thread, inside any lock (the commit's own included). So
+that close only *enqueues* the stream (no lock, no I/O); :meth:`OpenStreams.drain`,
+run at the client's next call and at ``flush()``, reports it.
+
+:meth:`OpenStreams.finish` also reports a stream the caller left open when that
+caller's next managed call starts: by then it has moved on from it, so its
+response is closed too (the caller may still hold the object; its connection
+should not stay taken). It does so only for a stream that one caller alone opened
+and read -- a thread, an asyncio task on one, and the ``contextvars`` context it
+runs in. Why the context: a thread pool that runs each job in a copy of its
+submitter's context (anyio's, which Starlette runs sync endpoints and a
+``StreamingResponse``'s iterator on; ``asyncio.to_thread``) hands the same worker
+thread to one request's ``next()`` and, between two of them, to another request's
+call; by thread alone that call looked like the stream's reader moving on, and
+closed the stream mid-read. Each such job is a caller of its own, so a stream
+read that way has several readers, and a stream read by anyone but its opener is
+left to ``close()``, the garbage collector or ``flush()``: whoever calls next
+cannot tell whether it is still being read. A caller that opened and alone read a
+stream and is gone (its thread ended, its task is done) reads no more: its
+streams are reported by any caller's next call and by ``flush()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from .base import StreamAccumulator
@@ -59,19 +71,51 @@ def _current_task() -> asyncio.Task[Any] | None:
         return None
 
 
+#: Marks the ``contextvars`` context a caller runs in (see :func:`_context_mark`).
+_CONTEXT_MARK: ContextVar[tuple[int, object] | None] = ContextVar(
+    "contextos_stream_reader", default=None
+)
+
+
+def _context_mark() -> object:
+    """An object that stands for the ``contextvars`` context running now.
+
+    Why: a thread's own context, and an asyncio task's, last as long as the thread or
+    task, so the mark set here at its first stream stays; a thread pool job run in a
+    fresh copy of its submitter's context (anyio, ``asyncio.to_thread``) gets a mark
+    of its own, so two jobs on one worker thread are two callers. A copy inherits the
+    mark its submitter had set, so a mark names the thread it was made on, and a
+    context that finds another thread's mark makes its own.
+    """
+    here = threading.get_ident()
+    mark = _CONTEXT_MARK.get()
+    if mark is None or mark[0] != here:
+        mark = (here, object())
+        _CONTEXT_MARK.set(mark)
+    return mark
+
+
+def _caller_key() -> tuple[int, int, int]:
+    task = _current_task()
+    return (threading.get_ident(), id(task) if task is not None else 0, id(_context_mark()))
+
+
 class Reader:
-    """Who reads a stream: a thread, and the asyncio task running on it (if any).
+    """Who reads a stream: a thread, the asyncio task running on it (if any), and the
+    context it runs in (:func:`_context_mark`).
 
     ``key`` says whether two readers are the same caller; :attr:`gone` whether this
-    one can read no more (a stream it left is abandoned, whoever calls next). The
-    thread is held, the task only weakly (a done task must not be kept alive).
+    one can read no more (a stream it alone read is abandoned, whoever calls next).
+    The thread and the context's mark are held (the mark keeps its id unique), the
+    task only weakly (a done task must not be kept alive).
     """
 
-    __slots__ = ("key", "_task", "_thread")
+    __slots__ = ("key", "_mark", "_task", "_thread")
 
     def __init__(self) -> None:
         task = _current_task()
-        self.key = (threading.get_ident(), id(task) if task is not None else 0)
+        self._mark = _context_mark()
+        self.key = (threading.get_ident(), id(task) if task is not None else 0, id(self._mark))
         self._thread = threading.current_thread()
         self._task = weakref.ref(task) if task is not None else None
 
@@ -86,14 +130,28 @@ class Reader:
         return task is None or task.done()
 
 
-def _reader(last: Reader | None = None) -> Reader:
-    """Who is reading now; ``last`` itself when it is still the same caller (an event
-    loop reads many events: one comparison each, no new object)."""
-    if last is not None:
-        task = _current_task()
-        if last.key == (threading.get_ident(), id(task) if task is not None else 0):
-            return last
-    return Reader()
+class Readers:
+    """Who read a stream: its latest reader (its opener before the first event), and
+    whether anyone but the opener read it (``shared``: then no caller's next call may
+    take it for left; see the module docstring)."""
+
+    __slots__ = ("last", "shared")
+
+    def __init__(self) -> None:
+        self.last = Reader()
+        self.shared = False
+
+    def read(self) -> None:
+        """Note who asks for the next event: one comparison when it is the same caller
+        (an event loop reads many events), a new :class:`Reader` when not."""
+        if self.last.key != _caller_key():
+            self.last = Reader()
+            self.shared = True  # the first reader to change is not the opener
+
+    def left_by(self, key: tuple[int, int, int]) -> bool:
+        """Whether the caller ``key`` has left this stream: it alone opened and read it,
+        and it is calling again, or it is gone."""
+        return not self.shared and (self.last.key == key or self.last.gone)
 
 
 def _read_ahead(inner: Iterator[Any], acc: StreamAccumulator) -> Iterator[Any]:
@@ -121,15 +179,15 @@ def _observed(
     abandoned: Report,
     provider: str,
     hide: Callable[[Any], bool] | None,
-    reader: list[Reader],
+    readers: Readers,
 ) -> Generator[Any, None, None]:
     """The caller's events; ``done`` when the stream ends or fails, ``abandoned`` when the
     generator is closed (``close()``, or the garbage collector: so only an enqueue).
-    ``reader[0]`` is kept as whoever asked for the latest event."""
+    ``readers`` notes whoever asks for each event."""
     try:
         with mapped_errors(provider):
             for event in _read_ahead(inner, acc):
-                reader[0] = _reader(reader[0])
+                readers.read()
                 if hide is None or not hide(event):
                     yield event
     except GeneratorExit:
@@ -144,28 +202,26 @@ def _observed(
 class OpenStreams:
     """The streams of one wrapped client that have not reported yet (thread-safe).
 
-    Each is kept with its latest reader, and :meth:`finish` reports only the
-    caller's: one client shared by threads or tasks may have another's stream
+    Each is kept with its :class:`Readers`, and :meth:`finish` reports only those the
+    caller left: one client shared by threads or tasks may have another's stream
     still being read. Streams closed by the garbage collector wait in a
     lock-free queue for :meth:`drain`.
     """
 
     def __init__(self) -> None:
-        self._open: dict[int, tuple[list[Reader], Report, Report]] = {}
+        self._open: dict[int, tuple[Readers, Report, Report]] = {}
         self._abandoned: deque[int] = deque()
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
-    def track(
-        self, done: Report, release: Report | None = None
-    ) -> tuple[Report, Report, list[Reader]]:
-        """(report, abandon, reader) for a new stream: ``report`` calls ``done`` once and
+    def track(self, done: Report, release: Report | None = None) -> tuple[Report, Report, Readers]:
+        """(report, abandon, readers) for a new stream: ``report`` calls ``done`` once and
         leaves this set; ``abandon`` only queues the stream for :meth:`drain` (safe
-        anywhere); ``reader[0]``, its latest reader, starts as the caller opening it.
-        ``release`` closes the stream's response; :meth:`finish` calls it after
-        reporting a stream its caller left open."""
+        anywhere); ``readers`` starts with the caller opening it. ``release`` closes the
+        stream's response; :meth:`finish` calls it after reporting a stream its caller
+        left open."""
         key = next(self._ids)
-        reader = [_reader()]
+        readers = Readers()
 
         def report() -> None:
             with self._lock:
@@ -177,8 +233,8 @@ class OpenStreams:
             self._abandoned.append(key)  # atomic: no lock, the collector may hold any
 
         with self._lock:
-            self._open[key] = (reader, report, release or _nothing)
-        return report, abandon, reader
+            self._open[key] = (readers, report, release or _nothing)
+        return report, abandon, readers
 
     @property
     def abandoned(self) -> bool:
@@ -198,17 +254,18 @@ class OpenStreams:
                 entry[1]()
 
     def finish(self) -> None:
-        """:meth:`drain`, then report every stream the caller (this thread, or this
-        asyncio task) read last, or opened and never read, and left open -- and every
-        stream whose last reader is gone (its thread ended: a worker that ``break`` s out
-        and returns) -- and close their responses: nobody will read them on."""
+        """:meth:`drain`, then report every stream the caller (this thread, asyncio task
+        and context) alone opened and read, or opened and never read, and left open --
+        and every such stream whose caller is gone (its thread ended: a worker that
+        ``break`` s out and returns) -- and close their responses: nobody will read them
+        on. A stream anyone else read is left alone (see the module docstring)."""
         self.drain()
-        me = _reader().key
+        me = _caller_key()
         with self._lock:
             pending = [
                 (report, release)
-                for reader, report, release in self._open.values()
-                if reader[0].key == me or reader[0].gone
+                for readers, report, release in self._open.values()
+                if readers.left_by(me)
             ]
         for report, release in pending:
             report()
@@ -260,10 +317,10 @@ def instrument(
     next :meth:`~OpenStreams.drain` or :meth:`~OpenStreams.finish`.
     """
     release = _closer(stream)
-    report, abandon, reader = open_streams.track(done, release)
+    report, abandon, readers = open_streams.track(done, release)
     inner = getattr(stream, "_iterator", None)
     if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
-        observed = _observed(inner, acc, report, abandon, provider, hide, reader)
+        observed = _observed(inner, acc, report, abandon, provider, hide, readers)
         # Strongly (a cycle the collector frees) only where a weak reference cannot be had.
         sdk_close = release or stream.close
 
@@ -274,9 +331,24 @@ def instrument(
 
         stream.__dict__["_iterator"] = observed
         stream.__dict__["close"] = close
-        return stream
-    observed = _observed(iter(stream), acc, report, abandon, provider, hide, reader)
-    return _StreamProxy(stream, observed, report)
+        return _abandoned_when_dropped(stream, abandon)
+    observed = _observed(iter(stream), acc, report, abandon, provider, hide, readers)
+    return _abandoned_when_dropped(_StreamProxy(stream, observed, report), abandon)
+
+
+def _abandoned_when_dropped(stream: Any, abandon: Report) -> Any:
+    """``stream``, queued by ``abandon`` when it is freed.
+
+    Why: the observing generator reports a stream dropped part-way (closing it runs its
+    ``GeneratorExit`` handler), but a generator never started has no frame to run: a
+    stream dropped before its first event (the app failed before reading it) was never
+    recorded, and its entry stayed in :class:`OpenStreams` until ``flush()``. The
+    callback holds no reference to the stream; a stream reported already is skipped by
+    :meth:`OpenStreams.drain`.
+    """
+    with contextlib.suppress(TypeError):  # not weakly referable: reported at flush()
+        weakref.finalize(stream, abandon).atexit = False
+    return stream
 
 
 def _closer(stream: Any) -> Report | None:

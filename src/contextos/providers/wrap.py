@@ -253,10 +253,16 @@ class _Core:
         )
 
     def _finish(self, prepared: Prepared | None, record: CallRecord) -> None:
-        if prepared is not None and self.context is not None:
-            self.context.commit(prepared, record)
+        """Record the call, then commit it (log the reply, remember the exchange).
+
+        Why in that order: the call was made and billed whatever the commit does; an
+        inline commit (``background_commit=False``) that failed used to raise before
+        the record reached ``calls`` and ``on_call``, so the usage was lost too.
+        """
         for recorder in self.recorders:
             recorder(record)
+        if prepared is not None and self.context is not None:
+            self.context.commit(prepared, record)
 
 
 class _ManagedStream:
@@ -371,12 +377,22 @@ class _Resource:
         return self._core.call(self._inner.create, kwargs)
 
     def stream(self, **kwargs: Any) -> Any:
-        """The SDK's ``stream(...)`` context manager, window managed, usage recorded."""
+        """The SDK's ``stream(...)`` context manager, window managed, usage recorded.
+
+        Raises:
+            TypeError: the client runs the memory tools (see :func:`_refuse_tool_loop`).
+        """
+        _refuse_tool_loop(self._core, "stream")
         return self._core.stream_manager(self._inner.stream, self._core.entry(kwargs))
 
     def parse(self, **kwargs: Any) -> Any:
         """The SDK's ``parse`` (structured outputs), window managed, usage recorded: its
-        parsed response is the SDK's message type, read like ``create``'s."""
+        parsed response is the SDK's message type, read like ``create``'s.
+
+        Raises:
+            TypeError: the client runs the memory tools (see :func:`_refuse_tool_loop`).
+        """
+        _refuse_tool_loop(self._core, "parse")
         return self._core.call(self._inner.parse, self._core.entry(kwargs))
 
     def count_tokens(self, **kwargs: Any) -> Any:
@@ -387,6 +403,24 @@ class _Resource:
     def __getattr__(self, name: str) -> Any:
         _refuse_unmanaged(name, self._core)
         return getattr(self._inner, name)
+
+
+def _refuse_tool_loop(core: _Core, name: str) -> None:
+    """Refuse ``stream()`` / ``parse()`` on a client that runs the memory tools, as
+    ``create(stream=True)`` is refused.
+
+    Why: the tool loop runs inside ``create()`` only. Through the other entry points the
+    request went out without the memory tools and the core-memory block, silently, and
+    a turn answering a parallel tool call went without the loop's own results (which
+    the API requires beside the caller's), so the session log forked.
+
+    Raises:
+        TypeError: ``core`` has a tool loop.
+    """
+    if core.tool_loop is not None:
+        raise TypeError(
+            f"memory_tools runs a tool loop; call create() without stream=True, not {name}()"
+        )
 
 
 #: SDK entry points that would send a request around the wrapper.
@@ -582,8 +616,8 @@ def wrap(
               default, ``truncate``, ``clear_tool_results``, ``offload``) or None to
               never compact.
             - ``background_commit``: log the reply and remember the exchange on a
-              background thread (the next call or ``flush()`` waits for it); False to
-              do it inline.
+              background thread (the next call or ``flush()`` waits for it, and so do
+              ``Memory.close()`` and the interpreter's exit); False to do it inline.
 
     Raises:
         TypeError: an unsupported client, an unknown option, or ``context`` together
