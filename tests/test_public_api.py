@@ -136,3 +136,45 @@ def test_make_demo_installs_what_the_readme_uses_next() -> None:
     for extra, mention in needs.items():
         assert mention in readme, mention  # the README still uses it
         assert extra in installed, f"make demo does not install contextos[{extra}]"
+
+
+def test_every_module_imports_first_in_a_fresh_process() -> None:
+    """Any module a user or the docs name can be the first one imported: a circular
+    import that works only when another module came first (``contextos.engine.context``
+    before ``contextos.providers``) fails in users' apps and never in a test run that
+    imported the package whole. Each module is imported in a forked child of a process
+    that has imported no contextos module (third-party packages preloaded for speed)."""
+    code = r"""
+import os, sys, traceback
+import numpy, sqlite3, httpx, pydantic, fastapi, starlette, click, rich  # not ours
+root = os.path.dirname(sys.argv[1])
+names = sorted(
+    os.path.relpath(os.path.join(d, f), root)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+    for d, _, files in os.walk(sys.argv[1]) for f in files
+    if f.endswith(".py") and f != "__main__.py"  # runs the CLI
+)
+assert not [m for m in sys.modules if m.startswith("contextos")]
+failed = []
+for name in names:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            __import__(name)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        failed.append(name)
+print(len(names), "modules")
+assert not failed, failed
+"""
+    import contextos as package
+
+    folder = Path(package.__file__).parent
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert int(out.stdout.split()[0]) > 100
