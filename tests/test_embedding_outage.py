@@ -221,3 +221,60 @@ def test_a_failure_of_the_moment_quarantines_no_record(tmp_path: Path) -> None:
         assert m.flush() is True
         assert status_of(m) == (0, [])
         assert dense_rank(m, "which city did she move to", NOTES[0], "ana") is not None
+
+
+class BinaryBodyEmbedder(HashEmbedder):
+    """A remote embedder whose error for a text holding ``poison`` quotes the service's
+    binary answer, NUL characters included."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if any("POISON" in t for t in texts):
+            raise RuntimeError("upstream said: bad input\x00\x00 (binary body)")
+        return super().embed(texts)
+
+
+@BOTH
+def test_an_error_quoting_nul_quarantines_its_record_and_embedding_goes_on(
+    kind: str, tmp_path: Path
+) -> None:
+    # PostgreSQL cannot store NUL: quarantining the record with that error failed, the
+    # record stayed claimed at the head of the queue with every record claimed beside
+    # it, and no record of any tenant was embedded again.
+    with database(kind, tmp_path) as db:
+        a = Memory(store=open_store(db), tenant="a", embedder=BinaryBodyEmbedder())
+        b = Memory(store=open_store(db), tenant="b", embedder=BinaryBodyEmbedder())
+        try:
+            a.add("before the poison", user_id="ana")
+            [bad] = a.add("a POISON pill", user_id="ana")
+            others = [b.add(f"other tenant note {n}", user_id="bo")[0] for n in range(10)]
+            assert a.flush(timeout=20) and b.flush(timeout=20)
+            assert status_of(b) == (0, [])
+            assert status_of(a) == (0, [bad.id])
+            # The same text on both stores, its NULs written out.
+            error = a.embedding_status().quarantined[0].error
+            assert error == "RuntimeError: upstream said: bad input\\x00\\x00 (binary body)"
+            hits = b.search(others[3].text, user_id="bo")
+            assert hits[0].record.id == others[3].id and hits[0].dense_rank == 1
+        finally:
+            a.close()
+            b.close()
+
+
+class NulModelEmbedder(HashEmbedder):
+    model_id = "hash-bow\x00v2"
+
+
+@BOTH
+def test_an_embedder_whose_model_id_holds_nul_stores_its_vectors(kind: str, tmp_path: Path) -> None:
+    # Its vectors are stored under the model id with the NUL written out: PostgreSQL
+    # refused the name (the worker's requeue, then every vector write), so nothing was
+    # ever embedded there.
+    with (
+        database(kind, tmp_path) as db,
+        Memory(store=open_store(db), embedder=NulModelEmbedder()) as m,
+    ):
+        notes = [m.add(note, user_id="ana")[0] for note in NOTES]
+        assert m.flush(timeout=20)
+        assert status_of(m) == (0, [])
+        hits = m.search(notes[1].text, user_id="ana")
+        assert hits[0].record.id == notes[1].id and hits[0].dense_rank == 1

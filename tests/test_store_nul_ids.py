@@ -235,3 +235,42 @@ def test_a_session_write_under_a_nul_id_is_refused_naming_it(
         with pytest.raises(ValueError, match=rf"^{field} contains a NUL character"):
             write(store, scope)
     assert store.sessions(Scope(tenant=T)) == []
+
+
+def _pending(store: Store, memory_id: str) -> MemoryRecord:
+    """A new record of ``SCOPE``, waiting for its vector."""
+    r = MemoryRecord(id=memory_id, text="waits for a vector", scope=SCOPE, hash=content_hash("w"))
+    store.put([r])
+    return r
+
+
+def test_a_claimant_named_with_nul_claims_nothing_and_leaves_claims_alone(store: Store) -> None:
+    # SQLite answered; PostgreSQL, which cannot send the name, raised.
+    r = _pending(store, "p1")
+    assert [x.id for x in store.claim_vectors("w1", limit=5, lease_s=30)] == [r.id]
+    assert store.claim_vectors("w\x00", limit=5, lease_s=30) == []
+    assert store.extend_claim("w1", lease_s=30) == 1  # still w1's
+    store.set_vectors(T, [r.id], VEC, "m", owner="w1")
+    assert store.embedding_status(T).pending == 0
+
+
+def test_requeue_for_a_model_named_with_nul_queues_every_vector_again(store: Store) -> None:
+    # No stored vector is of that model (PostgreSQL cannot store its name): all are
+    # another model's, as SQLite answers. PostgreSQL raised instead.
+    seed(store)  # one vector, of model "m"
+    assert store.requeue_stale_vectors("m\x00") == 1
+    assert store.embedding_status(T).pending == 1
+    assert store.requeue_stale_vectors("m\x00") == 0  # queued already
+
+
+def test_a_quarantine_error_holding_nul_is_kept_and_its_record_leaves_the_queue(
+    store: Store,
+) -> None:
+    # PostgreSQL refused the error, and the record stayed first in the queue for good.
+    r = _pending(store, "p1")
+    store.quarantine_vectors(T, [r.id], "bad input\x00 (binary body)")
+    status = store.embedding_status(T)
+    assert status.pending == 0 and [q.id for q in status.quarantined] == [r.id]
+    # SQLite keeps the NUL; PostgreSQL, which cannot, writes it out.
+    nul = "\x00" if isinstance(store, SQLiteStore) else "\\x00"
+    assert status.quarantined[0].error == f"bad input{nul} (binary body)"

@@ -193,6 +193,43 @@ def test_hnsw_scan_under_a_tenant_filter_does_not_come_back_short() -> None:
     assert len(exact & {h.id for h in hits}) >= 8  # HNSW is approximate, but not by much
 
 
+def test_a_small_scope_far_from_the_query_in_a_large_tenant_is_ranked_exactly() -> None:
+    """pgvector's iterative scan stops after ``hnsw.max_scan_tuples`` index entries
+    (20,000 by default; 100 here, so a thousand rows show it): a user whose vectors all
+    lie far from the query, in a tenant whose other vectors lie near it, got no hit at
+    all. A search short of its limit while its scope holds more vectors ranks them all."""
+    # Sorting made dear, the planner takes the HNSW index as it does on a large table.
+    settings = ("enable_sort=off", "hnsw.max_scan_tuples=100")
+    rng = np.random.default_rng(3)
+    dim = 16
+    query = _unit(rng, 1, dim)[0]
+    crowd = _unit(rng, 1000, dim)
+    mine = -query + 0.05 * _unit(rng, 20, dim)
+    mine /= np.linalg.norm(mine, axis=1, keepdims=True)
+    with postgres_store(options=" ".join(f"-c {x}" for x in settings)) as store:
+        store.put([_rec(f"c{i}", "a crowd's note", user="crowd") for i in range(len(crowd))])
+        store.put([_rec(f"m{i}", "my note", user="me") for i in range(len(mine))])
+        store.set_vectors("t", [f"c{i}" for i in range(len(crowd))], crowd, "test")
+        store.set_vectors("t", [f"m{i}" for i in range(len(mine))], mine, "test")
+        with connect(pg_url(), store.schema) as conn:
+            for setting in (*settings, "hnsw.iterative_scan=relaxed_order"):
+                conn.execute(f"SET {setting}")
+            by_index = conn.execute(
+                "SELECT m.id FROM vectors v JOIN memories m ON m.tenant = v.tenant "
+                "AND m.id = v.memory_id WHERE v.dim = 16 AND v.tenant = 't' "
+                "AND m.tenant = 't' AND m.user_id = 'me' "
+                "ORDER BY v.vec::vector(16) <=> %s::vector(16) LIMIT 5",
+                ("[" + ",".join(map(str, query.tolist())) + "]",),
+            ).fetchall()
+        hits = store.vector_search(Filter(Scope("t", "me")), query, limit=5)
+        few = store.vector_search(Filter(Scope("t", "me")), query, limit=30)
+    assert len(by_index) < 5  # the index scan alone comes back short
+    exact = np.argsort(-(mine @ query))
+    assert [h.id for h in hits] == [f"m{i}" for i in exact[:5]]
+    assert [h.score for h in hits] == pytest.approx([float(mine[i] @ query) for i in exact[:5]])
+    assert [h.id for h in few] == [f"m{i}" for i in exact]  # all 20 the scope holds
+
+
 def test_vectors_of_two_sizes_live_side_by_side(store: Any) -> None:
     store.put([_rec(1, "one"), _rec(2, "two")])
     store.set_vectors("t", ["1"], np.array([[1, 0, 0]], dtype=np.float32), "small")
@@ -270,6 +307,32 @@ def test_keyword_ranking_weighs_rare_words_over_common_ones(store: Any) -> None:
     assert [h.id for h in hits[:2]] == ["rare", "name"]
     # only PostgreSQL's stopwords: no match, and no notice turned into an error
     assert store.keyword_search(Filter(Scope("t", "u")), "about", limit=3) == []
+
+
+def test_a_word_in_most_rows_ranks_as_on_sqlite(store: Any, tmp_path: Any) -> None:
+    """FTS5's IDF, ln((N - n + 0.5) / (n + 0.5)) and 1e-6 where that is not positive,
+    not ln(1 + ...): a name in 3 of 5 rows barely counts, so the row saying it four times
+    ranks below a long row that holds the rare word once, on both stores."""
+    from contextos.store.sqlite import SQLiteStore
+
+    rows = {
+        "name4": "caroline caroline caroline caroline said so",
+        "long": "adoption " + " ".join(f"w{i}" for i in range(40)),
+        "short": "adoption papers",
+        "home": "caroline went home",
+        "tea": "caroline likes tea",
+    }
+    rankings = []
+    sqlite = SQLiteStore(tmp_path / "k.db")
+    for backend in (sqlite, store):
+        backend.put([_rec(key, text) for key, text in rows.items()])
+        hits = backend.keyword_search(
+            Filter(Scope("t", "u")), "what did caroline say about adoption", limit=10
+        )
+        rankings.append([h.id for h in hits])
+    sqlite.close()
+    assert rankings[0] == rankings[1]
+    assert rankings[1] == ["short", "long", "name4", "home", "tea"]
 
 
 def test_memory_search_finds_the_same_memories_on_both_stores(store: Any, tmp_path: Any) -> None:

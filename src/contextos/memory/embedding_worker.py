@@ -74,7 +74,7 @@ def claim_owner() -> str:
 def requeue_stale(store: Store, embedder: Embedder) -> int:
     """Queue again the records whose vectors another model or an older ``embedding_text``
     wrote, so they are re-embedded like new ones (their old vectors serve until then)."""
-    requeued = store.requeue_stale_vectors(vector_model(embedder.model_id))
+    requeued = store.requeue_stale_vectors(_stored_model(embedder))
     if requeued:
         log.info("re-embedding %d memories whose vectors another model wrote", requeued)
     return requeued
@@ -314,7 +314,7 @@ def _store(
     by_tenant: dict[str, list[int]] = defaultdict(list)
     for pos, record in enumerate(records):
         by_tenant[record.tenant].append(pos)
-    model = vector_model(embedder.model_id)
+    model = _stored_model(embedder)
     for tenant, rows in by_tenant.items():
         store.set_vectors(tenant, [records[i].id for i in rows], vectors[rows], model, owner=owner)
 
@@ -325,7 +325,22 @@ def _quarantine(store: Store, record: MemoryRecord, exc: BaseException, owner: s
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+    """``exc`` as a quarantined record's error: its type and message, each NUL written
+    ``\\x00``, at most 500 characters. An upstream error may quote a binary body:
+    PostgreSQL cannot store its NUL, and the refused quarantine left the record claimed
+    at the head of the queue, which stopped background embedding for every tenant. Both
+    stores keep the same text."""
+    return _without_nul(f"{type(exc).__name__}: {exc}")[:500]
+
+
+def _stored_model(embedder: Embedder) -> str:
+    """What the embedder's vectors are stored and compared as (``vector_model``), each
+    NUL written ``\\x00``: PostgreSQL cannot store a model id holding one."""
+    return _without_nul(vector_model(embedder.model_id))
+
+
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "\\x00")
 
 
 #: Workers still running: closed at interpreter exit (see ``_close_live_workers``).

@@ -25,7 +25,8 @@ import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -148,6 +149,12 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             open=False,
             check=ConnectionPool.check_connection,
             timeout=connect_timeout,
+            # How long the pool tries to replace a connection it lost (after 1 s, 2 s,
+            # 4 s...) before it leaves that to the next call, which connects at once: as
+            # long as a call waits for a connection (``timeout``). With psycopg_pool's
+            # default, 300 s, the next try after an outage of tens of seconds was up to
+            # half a minute away, and every call failed until then.
+            reconnect_timeout=connect_timeout,
             name="contextos",
         )
         try:
@@ -237,7 +244,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         now = _now()
         with self._duplicate_is_value_error(), self._tx("write") as cur:
             if after is not None:
-                _check_newest(cur, after)
+                newest = _check_newest(cur, after)
+                records = _stamped_after(records, after.filter.scope, newest, now)
             if unchanged:
                 self._check_unchanged(cur, records[0].tenant, unchanged)
             _insert_records(cur, records, now, actor)
@@ -411,7 +419,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 "INSERT INTO vector_quarantine (tenant, memory_id, error, at) "
                 "SELECT tenant, id, %s, now() FROM memories WHERE tenant = %s AND id = ANY(%s) "
                 "ON CONFLICT (tenant, memory_id) DO UPDATE SET error = excluded.error, at = now()",
-                (error[:500], tenant, list(ids)),
+                (_without_nul(error)[:500], tenant, list(ids)),
             )
             cur.execute(
                 "DELETE FROM pending_vectors WHERE tenant = %s AND memory_id = ANY(%s)",
@@ -456,20 +464,45 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         where, params = filter_sql(flt, _now())
         probe = vector_text(query)
         distance = f"v.vec::vector({dim}) <=> %s::vector({dim})"
-        # pgvector >= 0.8 scans its HNSW index iteratively under the filter (set for the
-        # pool's connections), so a scope's hits are not cut short by other scopes'.
+        scoped = (
+            "FROM vectors v JOIN memories m ON m.tenant = v.tenant AND m.id = v.memory_id "
+            f"WHERE v.dim = {dim} AND v.tenant = %s AND {where}"
+        )
         # A zero vector (query or stored) has no direction: pgvector's distance is NaN,
         # taken as 1 (cosine 0), as SQLite's dot product gives, so no hit scores NaN.
-        rows = self._read(
-            f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d FROM vectors v "
-            "JOIN memories m ON m.tenant = v.tenant AND m.id = v.memory_id "
-            f"WHERE v.dim = {dim} AND v.tenant = %s AND {where} "
-            f"ORDER BY {distance} LIMIT %s), "
+        ranked = (
             "z AS (SELECT id, seq, CASE WHEN d = 'NaN' THEN 1 ELSE d END AS d FROM c) "
-            "SELECT id, 1 - d FROM z ORDER BY d, seq",
-            (probe, flt.scope.tenant, *params, probe, limit),
+            "SELECT id, 1 - d FROM z ORDER BY d, seq"
         )
+        # pgvector >= 0.8 scans its HNSW index iteratively under the filter (set for the
+        # pool's connections), so a scope's hits are not cut short by other scopes'...
+        args = (flt.scope.tenant, *params)
+        rows = self._read(
+            f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d {scoped} "
+            f"ORDER BY {distance} LIMIT %s), {ranked}",
+            (probe, *args, probe, limit),
+        )
+        # ...until it has read hnsw.max_scan_tuples (20,000) index entries: a small scope
+        # whose vectors lie far from the query in a large tenant came back short, even
+        # empty. When the scope holds more vectors than came back, every one of them is
+        # ranked instead (no ORDER BY in the CTE for the index to serve): exact, and
+        # costing a pass over the scope's vectors. A search that fills its limit, nearly
+        # every one, costs nothing more; one short of it, one count of at most limit rows.
+        if len(rows) < limit and self._holds_more(scoped, args, len(rows)):
+            rows = self._read(
+                f"WITH c AS MATERIALIZED (SELECT m.id, m.seq, {distance} AS d {scoped}), "
+                f"{ranked} LIMIT %s",
+                (probe, *args, limit),
+            )
         return [Ranked(r[0], float(r[1])) for r in rows]
+
+    def _holds_more(self, scoped: str, args: Sequence[object], found: int) -> bool:
+        """Whether more than ``found`` vectors are in ``scoped`` (vector_search's FROM and
+        WHERE, with its parameters ``args``); counts at most ``found + 1``."""
+        held = self._read(
+            f"SELECT count(*) FROM (SELECT 1 {scoped} LIMIT %s) AS n", (*args, found + 1)
+        )
+        return int(held[0][0]) > found
 
     # -- vectors -------------------------------------------------------------
     def _write_vectors(self, batch: shared.VectorWrite) -> None:
@@ -504,12 +537,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             )
 
     def requeue_stale_vectors(self, model: str) -> int:
+        # No vector is stored under a model holding NUL (PostgreSQL cannot hold one), so
+        # each is another model's, as SQLite answers; the name itself is never sent.
+        stale = "" if "\x00" in model else "WHERE model < %s OR model > %s"
         with self._tx("requeue stale vectors") as cur:
             cur.execute(
                 "INSERT INTO pending_vectors (tenant, memory_id) "
-                "SELECT tenant, memory_id FROM vectors WHERE model < %s OR model > %s "
-                "ON CONFLICT DO NOTHING",
-                (model, model),
+                f"SELECT tenant, memory_id FROM vectors {stale} ON CONFLICT DO NOTHING",
+                (model, model) if stale else (),
             )
             return int(cur.rowcount)
 
@@ -521,6 +556,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         )
         return [record_from_row(r) for r in rows]
 
+    @_absent_if_nul([], "owner")  # no claim is held under it: nothing is claimed
     def claim_vectors(self, owner: str, *, limit: int, lease_s: float) -> _Records:
         # One statement, its own transaction: SKIP LOCKED passes over rows another
         # worker is claiming at this instant; leases are on the database's clock.
@@ -598,6 +634,12 @@ _TABLES = (
     "turns",
     "session_meta",
 )
+
+
+def _without_nul(text: str) -> str:
+    """``text`` with each NUL written as the four characters ``\\x00``: a text PostgreSQL
+    can hold (an embedder's error may quote a binary body)."""
+    return text.replace("\x00", "\\x00")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -729,23 +771,56 @@ def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Seque
             )
 
 
-def _check_newest(cur: Any, after: Newest) -> None:
+def _check_newest(cur: Any, after: Newest) -> datetime | None:
     """Raise Conflict unless the newest record matching ``after.filter`` is
-    ``after.id``. Writers based on one scope queue on a transaction lock of that
-    scope (two adds would both see the same newest record and both write), and the
-    newest row is locked for share: an erasure that deleted it and has not committed
-    yet is waited for, and the row then no longer counts."""
+    ``after.id``; return its creation time (None: there is none). Writers based on
+    one scope queue on a transaction lock of that scope (two adds would both see the
+    same newest record and both write), and the newest row is locked for share: an
+    erasure that deleted it and has not committed yet is waited for, and the row then
+    no longer counts."""
     scope = after.filter.scope
     key = json.dumps([scope.tenant, scope.user_id, scope.agent_id, scope.session_id])
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
     where, params = filter_sql(after.filter, _now())
     newest = cur.execute(
-        f"SELECT m.id FROM memories m WHERE {where} "
+        f"SELECT m.id, m.created_at FROM memories m WHERE {where} "
         "ORDER BY m.created_at DESC, m.seq DESC LIMIT 1 FOR SHARE",
         params,
     ).fetchone()
     if (newest[0] if newest else None) != after.id:
         raise Conflict("the newest record changed since it was read")
+    return utc(newest[1]) if newest else None
+
+
+#: timestamptz's resolution: a write based on a scope's newest record is stamped at
+#: least this long after it.
+_TICK = timedelta(microseconds=1)
+
+
+def _stamped_after(
+    records: Sequence[MemoryRecord], scope: Scope, newest: datetime | None, now: datetime
+) -> Sequence[MemoryRecord]:
+    """``records``, each of ``scope`` created no earlier than ``_TICK`` after ``newest``
+    (the scope's newest record, read under its lock by ``_check_newest``).
+
+    Why: a write based on a scope's newest record (``put(after=...)``: a session's next
+    turn, numbered after and quoting the one before) must become the newest, and newest
+    is by ``created_at``, which each process stamps from its own clock. With one app
+    server's clock 2 s behind another's, its turns never became the session's newest,
+    so the next add numbered itself after, and quoted, an older turn. Stamped here,
+    under the scope's lock, a session's order is the order its writes committed in;
+    a clock that is right is left alone."""
+    if newest is None:
+        return records
+    floor = newest + _TICK
+    in_scope = Filter(scope=scope, include_invalid=True)
+    stamped: list[MemoryRecord] = []
+    for r in records:
+        if utc(r.created_at or now) < floor and in_scope.matches(r, now):
+            updated = None if r.updated_at is None else max(utc(r.updated_at), floor)
+            r = replace(r, created_at=floor, updated_at=updated)
+        stamped.append(r)
+    return stamped
 
 
 def _conninfo(url: str) -> dict[str, str]:

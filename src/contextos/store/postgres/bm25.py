@@ -12,12 +12,19 @@ frequency; this module computes the same Okapi BM25 in one SQL statement:
   the text (weight A) and ``context_weight`` (0.5) in the context (weight B),
   as FTS5's column weights do in the SQLite store;
 - document frequency and collection size: counted within the filter (the
-  tenant/user scope the search runs in); document length = words in text and
-  context, stopwords included (the ``ntok`` column), as FTS5 counts tokens.
+  tenant/user scope the search runs in; the SQLite store counts every row of its
+  file, see docs/postgres.md); document length = words in text and context,
+  stopwords included (the ``ntok`` column), as FTS5 counts tokens;
+- inverse document frequency: FTS5's, ln((N - n + 0.5) / (n + 0.5)), and
+  ``IDF_FLOOR`` where that is not positive (a word in half the rows or more).
+  The usual ln(1 + ...) kept weight for such a word, so a row repeating it
+  could outrank the one row holding the rare word, where SQLite ranked the
+  other way.
 
 Cost grows with the number of matching rows plus one pass over the filter's
-rows (capped at ``STATS_ROWS``; past that the collection size saturates, which
-flattens IDF a little but keeps the order of rare over common words). Measured
+rows (capped at ``STATS_ROWS``; past that the collection size saturates at
+``STATS_ROWS`` while each word's rows are still all counted, so in a larger
+scope a word in more than about half of ``STATS_ROWS`` rows counts as common). Measured
 on the 2-core box under load, 10,000 memories in the searched scope: ~45 ms a
 query, most of it that pass (SQLite's FTS5: ~8 ms).
 """
@@ -33,6 +40,10 @@ STATS_ROWS = 50_000
 #: Okapi BM25 parameters (FTS5's defaults).
 K1 = 1.2
 B = 0.75
+
+#: FTS5's IDF of a word in half the rows or more, where ln((N - n + 0.5) / (n + 0.5)) is
+#: not positive: the word then barely counts, whatever its frequency in a row.
+IDF_FLOOR = 1e-6
 
 
 def bm25_sql(where: str, context_weight: float = 0.5) -> str:
@@ -60,11 +71,15 @@ WITH q AS (
 ), stats AS (
     SELECT count(*)::float8 AS n, greatest(avg(ntok), 1)::float8 AS avgdl
     FROM (SELECT m.ntok FROM memories m WHERE {where} LIMIT {STATS_ROWS}) AS sample
+), idf AS (
+    SELECT lexeme, CASE WHEN w > 0 THEN w ELSE {IDF_FLOOR!r} END AS w FROM (
+        SELECT df.lexeme, ln((greatest(s.n, df.n) - df.n + 0.5) / (df.n + 0.5)) AS w
+        FROM df CROSS JOIN stats s
+    ) AS fts5
 )
 SELECT tf.id,
-    sum(ln(1 + (greatest(s.n, df.n) - df.n + 0.5) / (df.n + 0.5))
-        * tf.f * {K1 + 1} / (tf.f + {K1} * (1 - {B} + {B} * tf.dl / s.avgdl))) AS score
-FROM tf JOIN df USING (lexeme) CROSS JOIN stats s
+    sum(idf.w * tf.f * {K1 + 1} / (tf.f + {K1} * (1 - {B} + {B} * tf.dl / s.avgdl))) AS score
+FROM tf JOIN idf USING (lexeme) CROSS JOIN stats s
 GROUP BY tf.id, tf.seq
 ORDER BY score DESC, tf.seq
 LIMIT %s
