@@ -254,6 +254,14 @@ def test_a_claimant_named_with_nul_claims_nothing_and_leaves_claims_alone(store:
     assert store.embedding_status(T).pending == 0
 
 
+def test_a_claimant_named_with_nul_takes_no_free_record(store: Store) -> None:
+    # SQLite claimed free records under a name no vector can be written for, so they
+    # waited out the lease; PostgreSQL claimed nothing.
+    r = _pending(store, "p1")
+    assert store.claim_vectors("w\x00", limit=5, lease_s=30) == []
+    assert [x.id for x in store.claim_vectors("w1", limit=5, lease_s=30)] == [r.id]
+
+
 def test_requeue_for_a_model_named_with_nul_queues_every_vector_again(store: Store) -> None:
     # No stored vector is of that model (PostgreSQL cannot store its name): all are
     # another model's, as SQLite answers. PostgreSQL raised instead.

@@ -580,6 +580,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         )
         return [row_to_record(r) for r in rows]
 
+    @shared.nul_reads_as_absent([], "owner")  # no claim is held under it: nothing is claimed
     def claim_vectors(
         self, owner: str, *, limit: int, lease_s: float
     ) -> builtins.list[MemoryRecord]:
