@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -20,8 +21,11 @@ from contextos.engine.compaction import (
     tool_units,
     visible_turns,
 )
+from contextos.engine.session import Session
 from contextos.engine.summarize import ExtractiveSummarizer, Summary, SummaryLine
-from contextos.llm.tokens import CharEstimateTokenizer
+from contextos.llm.models import get_model
+from contextos.llm.tokens import CharEstimateTokenizer, default_tokenizer
+from contextos.store.sqlite import SQLiteStore
 from contextos.types import Message, ToolCall, Turn
 
 AT = datetime(2024, 3, 1, tzinfo=UTC)
@@ -230,3 +234,177 @@ def test_visible_turns_by_bisection_are_the_turns_by_definition(kinds, start, pi
     stay = pinned_seqs(turns, state) | kept
     expected = [t for t in turns if t.seq >= start or t.seq in stay]
     assert [t.seq for t in visible_turns(turns, state)] == [t.seq for t in expected]
+
+
+# -- in the shape of the bugs a reviewer found: a real Session on a SQLite file ----------
+
+SONNET = get_model("claude-sonnet-4-5")
+
+
+def _agent(db: Path) -> Session:
+    """An agent's session: its task, small steps, then one huge tool result (the newest)."""
+    s = Session(SQLiteStore(db), "agent", user_id="ana")
+    s.add(Message("user", "Task: audit the repo. Constraints: never touch prod; report in French."))
+    for i in range(20):
+        s.add(
+            Message("assistant", f"Step {i}: checking module {i}."),
+            Message("user", f"ok, module {i} is owned by team {i % 3}."),
+        )
+    call = ToolCall("c1", "read_file", '{"p": "big.log"}')
+    s.add(
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "log line 123456 ok\n" * 4000, tool_call_id="c1"),
+    )
+    return s
+
+
+@pytest.mark.parametrize("strategy", ["truncate", "clear_tool_results", "summarize"])
+def test_a_recent_result_over_the_budget_rotates_nothing_out(tmp_path: Path, strategy: str):
+    # The newest tool result (~28,000 tokens, recent so protected) was over the
+    # compaction target, so every other turn was rotated out -- the task and its
+    # constraints left every later window for good -- though the history stayed over
+    # its budget and a 30,000-token window held all of it.
+    s = _agent(tmp_path / "m.db")
+    turns = s.turns()
+    big, rest = turns[-1].tokens, sum(t.tokens for t in turns[:-1])
+    history_budget = int(big * 0.7)  # the recent result alone is over it
+    done = s.compact(history_budget, strategy)  # type: ignore[arg-type]
+    assert done.plan is None and s.state().start_seq == 0
+    window = s.window(SONNET, None, budget=big + rest + 1_000)
+    assert "turn:0" in [b.key for b in window.blocks if b.segment == "turns"]
+    if strategy != "clear_tool_results":
+        return
+    # Once the agent moves on, the big result is stale: it is stubbed, the task stays.
+    s.add(Message("assistant", "Rapport: tout va bien."), Message("user", "my constraints?"))
+    done = s.compact(history_budget, strategy)
+    assert done.plan is not None and turns[-1].seq in done.plan.clear
+    assert done.plan.rotate == () and s.state().start_seq == 0
+
+
+def test_an_agent_reading_big_files_every_step_still_compacts(tmp_path: Path):
+    # Setting the recent turns aside must not stop compaction for good: each step's big
+    # result, once no longer recent, is rotated out, so the history stays bounded.
+    s = _agent(tmp_path / "m.db")
+    big = s.turns()[-1].tokens
+    history_budget = int(big * 0.7)
+    for step in range(2, 4):
+        call = ToolCall(f"c{step}", "read_file", '{"p": "big.log"}')
+        s.add(
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", "log line 123456 ok\n" * 4000, tool_call_id=f"c{step}"),
+        )
+        done = s.compact(history_budget, "truncate")
+        assert done.plan is not None
+        assert s.history_tokens() == s.turns()[-1].tokens + s.turns()[-2].tokens
+
+
+def test_pins_over_the_budget_do_not_stop_compaction():
+    # Pinned turns never age out: pins over the budget must not hold every other turn.
+    turns = [*tool_pair(0, 300), *[turn(i) for i in range(2, 40)]]
+    state = HistoryState(pinned=(0,))
+    plan = plan_compaction(turns, state, 200, "truncate", Thresholds(keep_recent=2))
+    assert plan is not None and set(plan.rotate) == set(range(2, 38))
+
+
+def test_rotation_that_fits_the_budget_still_goes_to_the_target(tmp_path: Path):
+    # The guard above is no excuse to stop early: when rotating can fit the budget,
+    # compaction still goes down to its target (the hysteresis).
+    s = Session(SQLiteStore(tmp_path / "m.db"), "chat")
+    s.add(*[Message("user", f"turn {i}: " + "word " * 40) for i in range(20)])
+    total = s.history_tokens()
+    done = s.compact(int(total / 0.9), "truncate")
+    assert done.plan is not None and done.plan.after_tokens <= 0.5 * total / 0.9
+
+
+def _chat120(db: Path) -> Session:
+    s = Session(SQLiteStore(db), "chat", user_id="ana")
+    for i in range(120):
+        s.add(
+            Message("user", f"u{i}: In May 2023 I moved to Lisbon with my dog Rex number {i}."),
+            Message("assistant", f"a{i}: Noted, Lisbon and Rex {i}."),
+        )
+    return s
+
+
+class ScriptedSummarizer:
+    """A summarizer that breaks its contract the way an LLM one can: one line per rotated
+    turn whatever the ceiling, its text ``text``, each claiming ``claimed`` tokens (None:
+    the true count); or ``result``, returned as it is."""
+
+    def __init__(
+        self,
+        text: str = "{seq}: Ana moved to Lisbon in May 2023.",
+        *,
+        claimed: int | None = None,
+        result: object = None,
+    ) -> None:
+        self.text, self.claimed, self.result = text, claimed, result
+        self.ceilings: list[int] = []
+
+    def summarize(
+        self, turns: Sequence[Turn], *, previous: Summary | None, max_tokens: int
+    ) -> Summary:
+        self.ceilings.append(max_tokens)
+        if self.result is not None:
+            return self.result  # type: ignore[return-value]
+        tok = default_tokenizer()
+        lines = []
+        for t in turns:
+            text = self.text.format(seq=t.seq)
+            count = tok.count(text) + 1 if self.claimed is None else self.claimed
+            lines.append(SummaryLine(text, t.seq, f"s#{t.seq}", float(t.seq % 7), count))
+        return Summary(tuple(lines), turns[0].seq, turns[-1].seq)
+
+
+@pytest.mark.parametrize("claimed", [None, 1])
+def test_a_summary_over_its_ceiling_is_cut_to_it_not_saved_whole(tmp_path: Path, claimed):
+    # Saved as returned, a summary over max_tokens (an LLM ignoring the limit) was left
+    # out of every window whole ("over the ceiling of segment 'summary'"), so every
+    # rotated turn vanished; one under-reporting its tokens made compaction think it fit.
+    s = _chat120(tmp_path / "m.db")
+    summarizer = ScriptedSummarizer(claimed=claimed)
+    done = s.compact(2_000, "summarize", summarizer=summarizer)
+    assert done.plan is not None
+    summary = Session(SQLiteStore(tmp_path / "m.db"), "chat", user_id="ana").state().summary
+    assert summary is not None and summary.lines
+    tok = default_tokenizer()
+    assert all(line.tokens == tok.count(line.text) + 1 for line in summary.lines)
+    assert summary.tokens <= summarizer.ceilings[-1]
+    # the lines kept are the most salient ones (score 6 of 0..6), in turn order
+    assert {line.score for line in summary.lines} == {6.0}
+    assert [line.seq for line in summary.lines] == sorted(line.seq for line in summary.lines)
+    window = s.window(SONNET, "Where do I live?", budget=int(2_000 / 0.6))
+    assert any(b.segment == "summary" for b in window.blocks)
+    assert not [o for o in window.overflow if "summary" in o.reason]
+
+
+def test_summary_text_a_store_cannot_hold_is_mended(tmp_path: Path):
+    # NUL text made compact raise ValueError from the store.
+    s = _chat120(tmp_path / "m.db")
+    summarizer = ScriptedSummarizer(text="{seq}: the user\x00 moved \ud800 to Lisbon")
+    assert s.compact(2_000, "summarize", summarizer=summarizer).plan is not None
+    summary = Session(SQLiteStore(tmp_path / "m.db"), "chat", user_id="ana").state().summary
+    assert summary is not None and summary.lines
+    assert all("\x00" not in ln.text and "\ufffd moved \ufffd" in ln.text for ln in summary.lines)
+
+
+@pytest.mark.parametrize(
+    ("result", "error"),
+    [
+        ("I could not summarize that.", TypeError),
+        (Summary((SummaryLine("garbage " * 5000, 0, "s#0", 1.0, 5),), 0, 9), ValueError),
+        (Summary(("a bare string",), 0, 9), TypeError),  # type: ignore[arg-type]
+        (Summary((SummaryLine("x", 0, "s#0", float("nan"), 2),), 0, 9), TypeError),
+    ],
+)
+def test_a_summary_that_cannot_be_kept_leaves_the_state_unchanged(
+    tmp_path: Path, result: object, error: type[Exception]
+):
+    # A non-Summary return raised AttributeError from deep in the save; a summary none
+    # of whose lines fits would leave the rotated turns in no summary at all.
+    s = _chat120(tmp_path / "m.db")
+    before = s.state()
+    with pytest.raises(error, match="summar"):
+        s.compact(2_000, "summarize", summarizer=ScriptedSummarizer(result=result))
+    assert s.state() == before
+    assert s.compact(2_000, "summarize").plan is not None  # a good summarizer goes on

@@ -18,17 +18,22 @@ would miss the cache every call. Compaction starts when the history passes
 ``trigger`` of its budget and then goes down to ``target``, a chunk big enough
 that the cached prefix changes rarely. A tool call is never separated from its
 result, pinned turns are never compacted, and the last ``keep_recent`` turns
-always stay verbatim.
+always stay verbatim; when they alone keep the history over its budget, the rest
+is compacted on its own thresholds (no rotation could fit the budget, so none is
+made for nothing). A summarizer's result is checked before it is kept: its text
+mended, its lines recounted and cut to the summary's ceiling.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from contextos.engine.summarize import Summarizer, Summary
+from contextos.engine.summarize import Summarizer, Summary, SummaryLine
+from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.types import Turn
 
 Strategy = Literal["truncate", "clear_tool_results", "summarize", "offload"]
@@ -36,6 +41,8 @@ STRATEGIES: tuple[Strategy, ...] = ("truncate", "clear_tool_results", "summarize
 
 #: Tokens a cleared tool result costs in the window (the stub).
 STUB_TOKENS = 40
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True)
@@ -206,7 +213,9 @@ def plan_compaction(
     force: bool = False,
 ) -> Plan | None:
     """Decide a compaction, or None when the history is under the trigger (or when
-    everything that could go is protected: the recent or pinned turns).
+    everything that could go is protected: the recent or pinned turns; or when the
+    recent turns alone keep the history over ``budget`` and the rest is under the
+    trigger -- see ``_plan_rotate``).
 
     ``budget`` is the history's share of the window (summary plus turns).
     """
@@ -227,8 +236,13 @@ def plan_compaction(
     reserve = int(th.summary_share * budget) if strategy == "summarize" else 0
     if strategy == "summarize" and state.summary:
         tokens -= state.summary.tokens  # the new summary replaces it within ``reserve``
+    trigger = goal if force else int(th.trigger * budget)
     rotate, tokens = _plan_rotate(
-        visible, state, protected, pinned, set(clear), tokens, goal - reserve
+        visible,
+        state,
+        (protected, pinned, set(clear)),
+        tokens,
+        (goal - reserve, budget - reserve, trigger - reserve),
     )
     if not rotate and not clear:
         return None  # everything left is protected (recent or pinned)
@@ -258,26 +272,48 @@ def _plan_clear(
 def _plan_rotate(
     visible: Sequence[Turn],
     state: HistoryState,
-    protected: set[int],
-    pinned: set[int],
-    cleared_now: set[int],
+    seqs: tuple[set[int], set[int], set[int]],
     tokens: int,
-    goal: int,
+    levels: tuple[int, int, int],
 ) -> tuple[list[int], int]:
     """Rotate whole units, oldest first, until ``tokens <= goal``.
 
-    Pinned units are stepped over (they stay visible); a recent unit stops it.
+    ``seqs``: the recent (protected), the pinned and the just-cleared turns; ``levels``:
+    the goal, the budget and the trigger, in the tokens ``tokens`` counts. Pinned units
+    are stepped over (they stay visible); a recent unit stops it. When no rotation can
+    bring the history under the budget -- the recent turns alone are over it (an agent's
+    newest tool result), or with the pinned ones -- the recent turns are set aside: the
+    rest is compacted on its own, left alone under the trigger, else rotated down to the
+    goal.
+
+    Why: a rotated turn leaves every later window for good (summarized or archived at
+    best), and rotating everything else (as it did) bought nothing there, the history
+    still over its budget: an agent's task and constraints left its windows for good
+    while a 30,000-token window held all 28,619 tokens. Why not rotate nothing then:
+    pinned turns never age out, so pins over the budget would stop compaction for good,
+    and an agent whose every step reads a big file would grow its history without end.
     """
-    rotate: list[int] = []
+    protected, pinned, cleared_now = seqs
+    goal, limit, trigger = levels
+    units: list[tuple[list[int], int]] = []  # the units it may rotate, with their cost
+    recent = tail = 0  # ``tail``: tokens of the recent units (the first one and after)
     for unit in tool_units(visible):
-        if tokens <= goal or any(t.seq in protected for t in unit):
+        cost = sum(STUB_TOKENS if t.seq in cleared_now else turn_cost(t, state) for t in unit)
+        recent = recent or any(t.seq in protected for t in unit)
+        if recent:
+            tail += cost
+        elif not any(t.seq in pinned for t in unit):
+            units.append(([t.seq for t in unit], cost))
+    if tokens - sum(cost for _, cost in units) > limit:  # no rotation fits the budget
+        if tokens - tail <= trigger:
+            return [], tokens
+        goal += tail
+    rotate: list[int] = []
+    for unit_seqs, cost in units:
+        if tokens <= goal:
             break
-        if any(t.seq in pinned for t in unit):
-            continue
-        for t in unit:
-            rotate.append(t.seq)
-            cost = STUB_TOKENS if t.seq in cleared_now else turn_cost(t, state)
-            tokens -= cost
+        rotate += unit_seqs
+        tokens -= cost
     return rotate, tokens
 
 
@@ -289,8 +325,19 @@ def apply_compaction(
     *,
     summarizer: Summarizer | None = None,
     thresholds: Thresholds | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> HistoryState:
-    """The state after ``plan``. Summarizing reads only the rotated turns (O(new turns))."""
+    """The state after ``plan``. Summarizing reads only the rotated turns (O(new turns)).
+
+    The summarizer's result is checked before it goes into the state: text mended, each
+    line recounted with ``tokenizer`` (the session's; the default one when not given),
+    and cut to its ceiling.
+
+    Raises:
+        ValueError: the summarize strategy without a summarizer, or a summary none of
+            whose lines fits its ceiling.
+        TypeError: the summarizer returned something other than a :class:`Summary`.
+    """
     th = thresholds or Thresholds()
     cleared = tuple(sorted(set(state.cleared) | set(plan.clear)))
     if not plan.rotate:
@@ -305,10 +352,13 @@ def apply_compaction(
         if summarizer is None:
             raise ValueError("the summarize strategy needs a summarizer")
         rotated = set(plan.rotate)
-        summary = summarizer.summarize(
-            [t for t in turns if t.seq in rotated],
-            previous=summary,
-            max_tokens=int(th.summary_share * budget),
+        ceiling = int(th.summary_share * budget)
+        summary = _checked_summary(
+            summarizer.summarize(
+                [t for t in turns if t.seq in rotated], previous=summary, max_tokens=ceiling
+            ),
+            ceiling,
+            tokenizer or default_tokenizer(),
         )
     unarchived = state.unarchived
     if plan.strategy == "offload":  # archived after the save, confirmed after that
@@ -322,6 +372,75 @@ def apply_compaction(
         compactions=state.compactions + 1,
         unarchived=unarchived,
     )
+
+
+def _checked_summary(summary: object, max_tokens: int, tokenizer: Tokenizer) -> Summary:
+    """A summarizer's result made fit to keep: each line's text mended and its tokens
+    recounted with ``tokenizer``, then the lines ranked last dropped until it fits
+    ``max_tokens``.
+
+    Why: the result was saved as returned, and a summarizer is a seam (an LLM one may
+    ignore the ceiling or miscount). A summary over the ceiling was saved, then left out
+    of every window whole (over the ceiling of the window's summary segment), so every
+    turn it had folded in vanished; tokens under-reported made compaction believe it
+    fitted; NUL text made the store refuse the state; anything but a ``Summary`` failed
+    on ``to_json``. Text is mended as a model's reply is
+    (:func:`~contextos.engine.session.valid_text`): it is model output, not the
+    caller's. Lines are ranked as the extractive fold ranks them, by salience per
+    token, newest first on ties. A summary none of whose lines fits is refused rather
+    than kept empty: the rotated turns would vanish with it, while a refused compaction
+    leaves the state as it was.
+
+    Raises:
+        TypeError: ``summary`` is not a :class:`Summary` of :class:`SummaryLine`.
+        ValueError: it has lines, and none fits ``max_tokens``.
+    """
+    if not isinstance(summary, Summary):
+        raise TypeError(f"the summarizer returned {type(summary).__name__}, not a Summary")
+    lines = [_checked_line(line, tokenizer) for line in summary.lines]
+    ranked = sorted(
+        range(len(lines)),
+        key=lambda i: (-max(lines[i].score, 0.01) / lines[i].tokens, -lines[i].seq, i),
+    )
+    kept: set[int] = set()
+    left = max_tokens
+    for i in ranked:
+        if lines[i].tokens <= left:
+            kept.add(i)
+            left -= lines[i].tokens
+    if lines and not kept:
+        raise ValueError(
+            f"the summarizer's summary has no line within its ceiling of {max_tokens} tokens"
+        )
+    return Summary(
+        tuple(line for i, line in enumerate(lines) if i in kept),
+        _number(summary.covers_from, int, "covers_from"),
+        _number(summary.covers_to, int, "covers_to"),
+    )
+
+
+def _checked_line(line: object, tokenizer: Tokenizer) -> SummaryLine:
+    """One summary line with its texts mended, its numbers numbers, its tokens counted."""
+    from contextos.engine.session import valid_text  # session imports this module
+
+    if not isinstance(line, SummaryLine) or not isinstance(line.text, str):
+        raise TypeError(f"a summary line must be a SummaryLine with text, not {line!r:.80}")
+    text = valid_text(line.text)
+    return SummaryLine(
+        text,
+        _number(line.seq, int, "seq"),
+        valid_text(str(line.ref)),
+        _number(line.score, float, "score"),
+        tokenizer.count(text) + 1,  # the newline, as the extractive summarizer counts it
+    )
+
+
+def _number(value: object, kind: type[_N], what: str) -> _N:
+    """``value`` as ``kind``; a TypeError naming ``what`` when it is not a finite number
+    (the state is JSON, which holds no NaN)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return kind(value)
+    raise TypeError(f"a summary's {what} must be a number, not {value!r:.40}")
 
 
 def rotated_turns(plan: Plan, turns: Sequence[Turn]) -> list[Turn]:
