@@ -549,6 +549,24 @@ def test_streamable_http_stops_on_sigterm_while_a_client_trickles_a_body(
     assert not Path(f"{db}-wal").exists()  # the store was closed
 
 
+def test_streamable_http_stopped_while_it_starts_exits_cleanly(tmp_path: Path) -> None:
+    """The port listens before the store, the keys and the app are built; a client
+    that sends SIGTERM as soon as a connect succeeds (an agent giving up on a slow
+    start) killed the server on the spot (-15), the store left open. It must stop as
+    it would once serving: exit 0 with the store closed."""
+    db = tmp_path / "mcp.db"
+    _keys(db, "acme")
+    for _ in range(3):
+        port = free_port()
+        log = tmp_path / "stderr.txt"
+        with log.open("wb") as err, reaped(_mcp_http(db, port, err)) as proc:
+            _wait_listening(proc, port)
+            proc.terminate()
+            proc.wait(timeout=30)
+        assert proc.returncode == 0, log.read_text()[-2000:]
+        assert not Path(f"{db}-wal").exists()
+
+
 def test_streamable_http_client_disconnects_leave_no_traceback(tmp_path: Path) -> None:
     """Every client that hung up before its body was in left a full ClientDisconnect
     traceback at ERROR in the log (the SDK's catch-all around its body read): a log

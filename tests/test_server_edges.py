@@ -424,6 +424,31 @@ def test_a_client_stalled_mid_request_does_not_keep_serve_up(tmp_path: Path) -> 
     assert not Path(f"{db}-wal").exists()  # the store was closed
 
 
+def test_serve_stopped_while_it_starts_exits_cleanly(tmp_path: Path) -> None:
+    """The port listens before the app and its store are built; SIGTERM as soon as a
+    connect succeeds (a supervisor giving up on a slow start) killed the server on the
+    spot (-15). It must stop as it would once serving: exit 0, the store closed."""
+    from contextos.bench.serve import free_port
+
+    db = tmp_path / "start.db"
+    for _ in range(3):
+        port = free_port()
+        cmd = [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", str(port)]
+        with reaped(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)) as proc:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.02)
+            proc.terminate()
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert not Path(f"{db}-wal").exists()
+
+
 def test_serve_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
     httpx = pytest.importorskip("httpx")
     db = tmp_path / "term.db"

@@ -317,35 +317,40 @@ def serve(
         # and the store was never closed (pending embeddings, the SQLite -wal).
         "timeout_graceful_shutdown": shutdown_timeout,
     }
-    sock = _bind(host, port)
-    url = _url(host, sock.getsockname()[1])
-    if workers > 1:
-        # Worker processes build their own app from the config handed over in the
-        # environment (uvicorn needs an import string to spawn them); each closes
-        # its store when it is shut down.
-        os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
-        _announce(url)
-        worker_options = {**options, "factory": True, "workers": workers}
-        _run_server(
-            f"{__name__}:worker_app",
-            sock,
-            worker_options,
-            header_timeout=header_timeout,
-            send_timeout=send_timeout,
-        )
-        console.print("contextos stopped", highlight=False)
-        return
-    try:
-        app = create_app(config, close_on_shutdown=True)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        _announce(url)
-        _run_server(app, sock, options, header_timeout=header_timeout, send_timeout=send_timeout)
-    finally:
-        close_app(app)  # no-op after a normal shutdown, which already closed it
-    console.print("contextos stopped (store closed)", highlight=False)
+    # SIGTERM while the app is built (the port already listens) stops it as it would
+    # once serving, rather than killing the process with the store half open.
+    with _until_sigterm():
+        sock = _bind(host, port)
+        url = _url(host, sock.getsockname()[1])
+        if workers > 1:
+            # Worker processes build their own app from the config handed over in the
+            # environment (uvicorn needs an import string to spawn them); each closes
+            # its store when it is shut down.
+            os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
+            _announce(url)
+            worker_options = {**options, "factory": True, "workers": workers}
+            _run_server(
+                f"{__name__}:worker_app",
+                sock,
+                worker_options,
+                header_timeout=header_timeout,
+                send_timeout=send_timeout,
+            )
+            console.print("contextos stopped", highlight=False)
+            return
+        try:
+            app = create_app(config, close_on_shutdown=True)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            _announce(url)
+            _run_server(
+                app, sock, options, header_timeout=header_timeout, send_timeout=send_timeout
+            )
+        finally:
+            close_app(app)  # no-op after a normal shutdown, which already closed it
+        console.print("contextos stopped (store closed)", highlight=False)
 
 
 def _url(host: str, port: int) -> str:
@@ -477,8 +482,10 @@ def mcp(
 
     target = _db(state, db)
     with ExitStack() as stack:
-        if transport == "stdio":  # from here on, SIGTERM still closes what is opened below
-            stack.enter_context(_until_sigterm())
+        # From here on, SIGTERM closes what is opened below and exits 0, over HTTP too:
+        # the port listens before the store and the app are built, and a client that
+        # stopped the server once it answered a connect killed it mid-start (-15).
+        stack.enter_context(_until_sigterm())
         sock = _bind(host, port) if transport != "stdio" else None
         if sock is not None:
             stack.callback(sock.close)
