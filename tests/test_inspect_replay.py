@@ -227,6 +227,18 @@ def test_chart_of_a_session_id_with_control_characters_is_valid_xml(tmp_path: Pa
         assert page["svg"] == resp.text
 
 
+def test_chart_title_shows_a_bidi_override_in_the_session_id_as_an_escape() -> None:
+    """Why: the title is "<session id> · <model>" on one line, so a U+202E in the id
+    drew the model's name backwards after it."""
+
+    class Call:
+        seq, read_share, saved_usd = 0, 0.5, 0.001
+
+    title = "\u202echat\u2067-7\u200f · claude-sonnet-4-6"
+    svg = ElementTree.fromstring(cost_chart_svg([Call()], title=title))
+    assert texts(svg)[0] == "\\u202echat\\u2067-7\\u200f · claude-sonnet-4-6"
+
+
 def test_one_tenants_concurrent_replays_do_not_stall_another_tenant(tmp_path: Path) -> None:
     """Tenant A asks for its 1,000-turn session's cache replay from 48 connections at
     once, again and again (within the default rate limit). Each replay is about a

@@ -18,6 +18,7 @@ from contextos.memory import Memory
 from contextos.server.batching import BatchingEmbedder
 from contextos.server.keys import KeyStore, validate_tenant
 from contextos.server.ratelimit import RateLimit, TokenBucketLimiter
+from contextos.server.schemas import MAX_LEFT_OUT
 from contextos.testing.embedders import HashEmbedder
 from server_support import ADMIN_KEY, Tenant, app_client, assert_error, auth, chat, issue_key
 
@@ -390,6 +391,62 @@ def test_window_route_assembles_turns_and_memories_within_budget(acme: Tenant) -
     assert tiny.json()["left_out"]  # what did not fit is reported, not dropped silently
     unknown = c.post("/v1/sessions/s1/window", headers=h, json={"question": "q", "model": "nope-9"})
     assert_error(unknown, 400, "ConfigError")
+
+
+def test_sessions_newest_first_reaches_the_most_recent_of_many(acme: Tenant) -> None:
+    """Why: the list was least recently active first only, so a client (the inspector)
+    asking for the first 1,000 of 1,010 sessions never saw the 10 newest. order=newest
+    pages from the most recent end; the default order stays as it was."""
+    c, h = acme
+    for i in range(1010):
+        body = {"messages": chat(f"turn of chat {i}"), "user_id": "ana"}
+        assert c.post(f"/v1/sessions/chat-{i:04d}/turns", headers=h, json=body).status_code == 201
+    newest = c.get("/v1/sessions", headers=h, params={"order": "newest", "limit": 3}).json()
+    assert newest == {"results": ["chat-1009", "chat-1008", "chat-1007"], "limit": 3, "offset": 0}
+    later = c.get(
+        "/v1/sessions",
+        headers=h,
+        params={"order": "newest", "limit": 1000, "offset": 1000, "user_id": "ana"},
+    ).json()["results"]
+    assert later == [f"chat-{i:04d}" for i in range(9, -1, -1)]
+    oldest = c.get("/v1/sessions", headers=h, params={"limit": 1000}).json()["results"]
+    assert oldest[:2] == ["chat-0000", "chat-0001"] and "chat-1009" not in oldest
+    explicit = c.get("/v1/sessions", headers=h, params={"order": "oldest", "limit": 1000})
+    assert explicit.json()["results"] == oldest
+    assert_error(c.get("/v1/sessions", headers=h, params={"order": "latest"}), 422)
+
+
+def test_window_lists_the_newest_left_out_turns_and_counts_the_rest(acme: Tenant) -> None:
+    """Why: both window routes listed every turn left out (a key and a ~150-character
+    reason each), so a small window of a 50,000-turn log was a 9.8 MB answer. Each
+    segment lists its last MAX_LEFT_OUT items left out (the newest turns, just before
+    the placed ones) and counts the rest with their tokens."""
+    c, h = acme
+    tokens: dict[int, int] = {}
+    for start in (0, 1000):
+        batch = [
+            {"role": "user", "content": f"turn {start + i} " + "words " * 10} for i in range(1000)
+        ]
+        added = c.post("/v1/sessions/long/turns", headers=h, json={"messages": batch})
+        tokens.update((t["seq"], t["tokens"]) for t in added.json()["results"])
+    body = {"question": "what about turn 7?", "token_budget": 400, "user_id": "ana"}
+    for path in ("/v1/sessions/long/window", "/ui/api/sessions/long/window"):
+        resp = c.post(path, headers=h, json=body)
+        assert resp.status_code == 200, resp.text
+        win = resp.json()
+        placed = [b for b in win["blocks"] if b["segment"] == "turns"]
+        turns_out = [o for o in win["left_out"] if o["segment"] == "turns"]
+        assert len(turns_out) == MAX_LEFT_OUT == 100
+        missing = 2000 - len(placed)
+        assert win["left_out_count"] == missing + len(win["left_out"]) - len(turns_out)
+        newest_out = 2000 - len(placed) - 1
+        assert [o["key"] for o in turns_out] == [
+            f"turn:{seq}" for seq in range(newest_out - 99, newest_out + 1)
+        ]
+        (rest,) = win["left_out_not_listed"]
+        assert rest["segment"] == "turns" and rest["count"] == missing - 100
+        assert rest["tokens"] == sum(tokens[seq] for seq in range(rest["count"]))
+        assert len(resp.content) < 60_000
 
 
 def test_bench_serve_smoke_reports_acknowledged_equals_stored(tmp_path: Path) -> None:

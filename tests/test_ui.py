@@ -165,6 +165,38 @@ def test_other_tenants_see_nothing_through_inspect_routes(client: Any) -> None:
     assert client.get("/ui/api/sessions/s1/cache", headers=auth(a)).json()["calls"] != []
 
 
+def test_session_routes_by_query_reach_any_id_and_only_the_callers_tenant(client: Any) -> None:
+    """Why: the page put session ids in URL paths, where "." and ".." are dropped and
+    "%2F" is read as "/", so sessions the library takes (".", "..", "team/chat-1")
+    could not be opened. The routes the page uses take the id in the query."""
+    a, b = issue_key(client, "tenant-a"), issue_key(client, "tenant-b")
+    ids = (".", "..", "team/chat-1")
+    for sid in ids:
+        log = Session(client.app.state.tenants.store, sid, tenant="tenant-a", user_id="ana")
+        log.add(Message(role="user", content=f"A's turn in {sid}"))
+    for sid in ids:
+        q = {"session_id": sid}
+        turns = client.get("/ui/api/turns", params=q, headers=auth(a)).json()["results"]
+        assert [(t["session_id"], t["content"]) for t in turns] == [(sid, f"A's turn in {sid}")]
+        body = {"question": "what was said?"}
+        window = client.post("/ui/api/window", params=q, json=body, headers=auth(a)).json()
+        assert [x["text"] for x in window["blocks"] if x["segment"] == "turns"] == [
+            f"A's turn in {sid}"
+        ]
+        cache = client.get("/ui/api/cache", params=q, headers=auth(a)).json()
+        assert len(cache["calls"]) == 1 and cache["from_seq"] == 0
+        # Another tenant's key reaches none of it.
+        assert client.get("/ui/api/turns", params=q, headers=auth(b)).json()["results"] == []
+        other = client.post("/ui/api/window", params=q, json=body, headers=auth(b)).json()
+        assert "A's" not in other["text"]
+        assert client.get("/ui/api/cache", params=q, headers=auth(b)).json()["calls"] == []
+    for bad in ({}, {"session_id": ""}, {"session_id": "  "}, {"session_id": "a\x00b"}):
+        assert_error(client.get("/ui/api/turns", params=bad, headers=auth(a)), 422)
+        assert_error(client.get("/ui/api/cache", params=bad, headers=auth(a)), 422)
+    # Why the query form: the path route cannot reach such an id.
+    assert client.get("/v1/sessions/team%2Fchat-1/turns", headers=auth(a)).status_code == 404
+
+
 def test_window_shows_segments_breakpoints_and_what_was_left_out(client: Any) -> None:
     key = issue_key(client, "acme")
     for i in range(30):

@@ -19,9 +19,13 @@ from urllib.parse import quote
 
 import pytest
 
+from contextos.engine.session import Session
+from contextos.types import Message
 from ui_support import (
+    ADMIN_KEY,
     SHOTS,
     LiveServer,
+    auth,
     chromium,
     live_server,
     new_page,
@@ -437,7 +441,7 @@ def test_cache_chart_of_a_control_character_id_shows_and_a_broken_chart_says_so(
         body["svg"] = "<svg xmlns='http://www.w3.org/2000/svg'><text>ctl\x01</text></svg>"
         route.fulfill(response=resp, json=body)
 
-    page.route(re.compile(r"/ui/api/sessions/[^/?]+/cache\?"), broken_chart)
+    page.route(re.compile(r"/ui/api/cache\?"), broken_chart)
     page.goto(url)
     page.wait_for_selector("#error:not([hidden])")
     assert "cache chart could not be shown" in page.inner_text("#error")
@@ -547,3 +551,334 @@ def test_first_paint_with_10k_memories(server: LiveServer, browser: Any) -> None
     print(json.dumps(results, indent=1))
     for name, r in results.items():
         assert r["fcp_ms"] <= FIRST_PAINT_MS, (name, r)
+
+
+# -- sign-in, ids, long lists and long text (review findings) -----------------------------
+
+
+def test_a_refused_key_leaves_nothing_of_its_tenant_for_the_next_sign_in(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: after a 401 (tenant A's key revoked while the tab was open) the sign-in form
+    came back over A's page: A's memory panel and history, and A's turn log, stayed in
+    the page, and stayed on screen when tenant B's key signed in on the same tab."""
+
+    def issue(tenant: str) -> dict[str, Any]:
+        resp = server.http.post("/v1/keys", json={"tenant": tenant}, headers=auth(ADMIN_KEY))
+        return dict(resp.json())
+
+    other = server.issue_key("refused-b")
+    owner = issue("refused-a")["key"]
+    server.add(owner, user_id="ana", messages="A-SECRET: ana's card ends 4242")
+    server.turns(owner, "a-chat", said("A-SECRET-TURN hello"), user_id="ana")
+    views = (
+        ("/ui?user_id=ana", "memories", "#detail", "#apply"),
+        (
+            "/ui?view=sessions&user_id=ana&session_id=a-chat",
+            "sessions",
+            "#session-detail",
+            "#sess-scope button",
+        ),
+    )
+    for path, view, panel, click in views:
+        a = issue("refused-a")
+        context, page = new_page(browser)
+        page.goto(server.base + path)
+        page.fill("#key", a["key"])
+        page.click("#signin-button")
+        wait_text(page, "#who", "tenant: refused-a")
+        if view == "memories":
+            page.click("#mem-rows tr >> text=history / edit")
+        page.wait_for_selector(f"{panel}:not([hidden])")
+        assert "A-SECRET" in page.content()
+        assert server.http.delete(f"/v1/keys/{a['id']}", headers=auth(ADMIN_KEY)).status_code == 200
+        page.click(click)
+        page.wait_for_selector("#signin:not([hidden])")
+        assert "A-SECRET" not in page.content(), view  # not shown, not hidden in the page either
+        page.fill("#key", other)
+        page.click("#signin-button")
+        wait_rendered(page, view)
+        wait_text(page, "#who", "tenant: refused-b")
+        assert "A-SECRET" not in page.content(), view
+        assert "a-chat" not in page.inner_text("main"), view
+        assert page.is_hidden(panel)
+        context.close()
+
+
+def test_ids_are_used_as_given_spaces_included(server: LiveServer, browser: Any) -> None:
+    """Why: the page trimmed the ids it read, but the library keeps a trailing space as
+    part of an id: the page for user "ana " showed, and offered to forget, user "ana"."""
+    key = server.issue_key("spaces")
+    server.add(key, user_id="ana", messages="I am plain ana.")
+    server.add(key, user_id="ana ", messages="I am ana-with-a-space.")
+    server.turns(key, "plain-chat", said("hi"), user_id="ana")
+    server.turns(key, "space-chat", said("hi"), user_id="ana ")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&user_id={quote('ana ')}")
+    wait_rendered(page, "sessions")
+    assert chips(page, "#session-list") == ["space-chat"]
+
+    page.goto(f"{server.base}/ui?user_id={quote('ana ')}")
+    wait_rendered(page, "memories")
+    shown = page.eval_on_selector_all("#mem-rows .text", "ds => ds.map(d => d.textContent)")
+    assert shown == ["I am ana-with-a-space."]
+    assert page.text_content("#forget-user") == "ana "
+    page.fill("#forget-confirm-input", "ana")
+    assert page.is_disabled("#forget-button")
+    page.fill("#forget-confirm-input", "ana ")
+    page.click("#forget-button")
+    wait_text(page, "#mem-status", "Forgot user")
+
+    def texts(user: str) -> list[str]:
+        found = server.call("GET", f"/v1/memories?user_id={quote(user)}", key)["results"]
+        return [r["text"] for r in found]
+
+    assert texts("ana ") == [] and texts("ana") == ["I am plain ana."]
+    page.fill("#f-user", "   ")  # only a field of blanks counts as empty
+    page.click("#apply")
+    wait_text(page, "#mem-status", "Enter a user")
+    context.close()
+
+
+def chips(page: Any, selector: str) -> list[str]:
+    return list(page.eval_on_selector_all(f"{selector} button", "bs => bs.map(b => b.textContent)"))
+
+
+def test_sessions_past_a_thousand_list_newest_first_and_any_link_opens(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: the views asked for the first 1,000 sessions, least recently active first,
+    and never paged: of 1,010 the newest 10 were not listed, a link to one opened
+    nothing, and the Cache view's "most recently active" default was chat-0999."""
+    key = server.issue_key("many")
+    for i in range(1010):
+        server.turns(key, f"chat-{i:04d}", said(f"turn of chat {i}"), user_id="ana")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=chat-1009")
+    wait_rendered(page, "sessions")
+    listed = chips(page, "#session-list")
+    assert listed == [f"chat-{i:04d}" for i in range(1009, 909, -1)]
+    assert page.inner_text("#s-id") == "chat-1009"
+    page.click("#session-list-more")
+    page.wait_for_function("() => document.querySelectorAll('#session-list button').length === 200")
+    assert chips(page, "#session-list")[100:102] == ["chat-0909", "chat-0908"]
+
+    page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=chat-0000")
+    wait_rendered(page, "sessions")  # far down the list: opened from its log
+    assert page.inner_text("#s-id") == "chat-0000"
+    assert "turn of chat 0" in page.inner_text("#turn-rows")
+
+    page.goto(f"{server.base}/ui?view=cache&user_id=ana")
+    wait_rendered(page, "cache")
+    assert page.inner_text("#c-id") == "chat-1009"  # the most recently active
+    page.goto(f"{server.base}/ui?view=cache&user_id=ana&session_id=chat-0003")
+    wait_rendered(page, "cache")
+    assert page.inner_text("#c-id") == "chat-0003"
+    context.close()
+
+
+def test_window_of_a_long_log_lists_the_newest_left_out_and_counts_the_rest(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: the left-out table had a row for every turn of the log that did not fit:
+    with 50,000 turns, a 9.8 MB answer and 9 s before the page drew it."""
+    key = server.issue_key("long-window")
+    for start in (0, 1000):
+        turns = [
+            {"role": "user", "content": f"turn {start + i} " + "text " * 5} for i in range(1000)
+        ]
+        server.turns(key, "long", turns, user_id="ana")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=long")
+    wait_rendered(page, "sessions")
+    page.fill("#w-question", "what about turn 7?")
+    page.click("#w-build")
+    page.wait_for_selector("#window-out:not([hidden])")
+    shown = rows(page, "#leftout-rows tr")
+    assert len(shown) == 101
+    count = re.fullmatch(r"(\d+) older turns not placed \(not listed\)", shown[0][1])
+    assert count and shown[0][0] == "turns"
+    placed = len([r for r in rows(page, "#block-rows tr") if r[1] == "turns"])
+    assert int(count.group(1)) + 100 == 2000 - placed
+    assert f"· {2000 - placed} left out" in page.inner_text("#w-summary")
+    assert shown[-1][1] == f"turn:{2000 - placed - 1}"  # the newest turn left out, last
+    context.close()
+
+
+def test_a_failed_page_fetch_keeps_the_page_and_a_later_success_clears_the_error(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: "older" moved the offset before the fetch, so a failed fetch (the server
+    restarting) still advanced it: the next click showed "101–60 of 60", and the
+    error stayed on screen after later requests succeeded."""
+    key = server.issue_key("pager")
+    server.add(key, user_id="ana", messages=said(*[f"m{i}" for i in range(60)]))
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?user_id=ana")
+    wait_rendered(page, "memories")
+    assert page.inner_text("#page-info") == "1–50 of 60"
+    down = re.compile(r"/ui/api/memories\?")
+    page.route(down, lambda route: route.abort())
+    page.click("#next")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#page-info") == "1–50 of 60"
+    assert "offset" not in page.url
+    page.unroute(down)
+    page.click("#next")
+    wait_text(page, "#page-info", "51–60 of 60")
+    assert page.is_hidden("#error")
+    assert "offset=50" in page.url and len(rows(page)) == 10
+    context.close()
+
+
+def test_more_turns_goes_away_after_the_last_page(server: LiveServer, browser: Any) -> None:
+    """Why: "more turns" showed after every full page of 200, so a log of 400 turns
+    still offered more after its last page."""
+    key = server.issue_key("turn-pages")
+    server.turns(key, "four-hundred", said(*[f"turn {i}" for i in range(400)]))
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&session_id=four-hundred")
+    wait_rendered(page, "sessions")
+    assert len(rows(page, "#turn-rows tr")) == 200 and page.is_visible("#turns-more")
+    page.click("#turns-more")
+    page.wait_for_function("() => document.querySelectorAll('#turn-rows tr').length === 400")
+    page.wait_for_selector("#turns-more", state="hidden")
+    assert rows(page, "#turn-rows tr")[-1][0] == "399"
+    context.close()
+
+
+def test_long_unbroken_text_wraps_and_long_history_scrolls(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: a long word wrapped in the memory list's text only: the scope cell, the
+    history's old and new text, a speaker's name and session chips widened the page
+    (to 30,201 px with the history open), and a 100k-character edit made the history
+    table 82,897 px tall."""
+    key = server.issue_key("wide")
+    user, chat = "u" + "x" * 250, "S" * 250
+    (rec,) = server.add(key, user_id=user, messages="short text")
+    server.call("PATCH", f"/v1/memories/{rec['id']}", key, {"text": "A" * 3000})
+    server.call("PATCH", f"/v1/memories/{rec['id']}", key, {"text": "x " * 50_000})
+    server.turns(key, chat, [{"role": "user", "content": "hi", "name": "N" * 256}], user_id=user)
+    context, page = new_page(browser, key)
+
+    def width() -> int:
+        return int(page.evaluate("document.documentElement.scrollWidth"))
+
+    page.goto(f"{server.base}/ui?user_id={user}")
+    wait_rendered(page, "memories")
+    assert width() <= 1280
+    page.click("#mem-rows tr >> text=history / edit")
+    page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 3")
+    assert width() <= 1280
+    assert page.evaluate("document.querySelector('#history').getBoundingClientRect().height") < 1200
+    page.goto(f"{server.base}/ui?view=sessions&user_id={user}&session_id={chat}")
+    wait_rendered(page, "sessions")
+    assert page.inner_text("#s-id") == chat
+    assert width() <= 1280
+    context.close()
+
+
+def test_a_right_to_left_override_in_an_id_stays_inside_the_id(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: the scope cell was one line of text, so a user id holding U+202E (right-to-
+    left override) drew the rest of it backwards: "user 7-tahc noisses · tob-troppus
+    tnega"; in the one-line metadata JSON, one value did the same to the values after it."""
+    key = server.issue_key("bidi")
+    user = "\u202eana"
+    server.add(
+        key,
+        user_id=user,
+        agent_id="support-bot",
+        session_id="chat-7",
+        messages="hello",
+        metadata={"note": "\u202eevil", "zz": "after"},
+    )
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?user_id={quote(user)}")
+    wait_rendered(page, "memories")
+    # Where the first and last letters of each word are drawn (x of their left edges).
+    drawn = page.evaluate(
+        """() => {
+          const cell = document.querySelector('#mem-rows tr').cells[2];
+          const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+          const x = (n, k) => { const r = document.createRange(); r.setStart(n, k);
+            r.setEnd(n, k + 1); return r.getBoundingClientRect().left; };
+          const out = {};
+          for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+            for (const w of ['agent', 'support-bot', 'session', 'chat-7']) {
+              const i = n.textContent.indexOf(w);
+              if (i >= 0) out[w] = [x(n, i), x(n, i + w.length - 1)];
+            }
+          }
+          return out;
+        }"""
+    )
+    assert set(drawn) == {"agent", "support-bot", "session", "chat-7"}
+    for word, (first, last) in drawn.items():
+        assert first < last, word  # read left to right, not mirrored
+    assert "\\u202eevil" in page.inner_text("#mem-rows .meta")
+    context.close()
+
+
+def test_forget_box_has_a_name_row_buttons_name_their_memory_close_returns_focus(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: the confirmation box had no accessible name, every row's button was just
+    "history / edit", and closing the memory's panel left focus on Close, far from
+    the row it was opened from."""
+    key = server.issue_key("a11y")
+    tea, _ = server.add(
+        key, user_id="ana", messages=said("Ana likes green tea.", "Ana rides a bike.")
+    )
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?user_id=ana")
+    wait_rendered(page, "memories")
+    assert page.get_by_role("textbox", name="user id to confirm").count() == 1
+    opener = page.get_by_role("button", name="history / edit: Ana likes green tea.")
+    assert opener.count() == 1 and opener.inner_text() == "history / edit"
+    opener.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#detail:not([hidden])")
+    assert page.inner_text("#d-id") == tea["id"]
+    page.focus("#d-close")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#detail", state="hidden")
+    assert page.evaluate("document.activeElement.dataset.memoryId") == tea["id"]
+    context.close()
+
+
+def test_sessions_with_dot_and_slash_ids_open_in_every_view(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: the library takes session ids such as ".", ".." and "team/chat-1", and the
+    page listed them, but opened none: it put the id in the URL's path, where the
+    browser drops "." and ".." segments and the server reads "%2F" as "/"."""
+    key = server.issue_key("dots")
+    ids = [".", "..", "team/chat-1", "a/../b"]
+    for sid in ids:  # written by the application through the library, not over HTTP
+        log = Session(server.app.state.tenants.store, sid, tenant="dots", user_id="ana")
+        log.add(Message(role="user", content=f"hello from {sid}"))
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&user_id=ana")
+    wait_rendered(page, "sessions")
+    assert sorted(chips(page, "#session-list")) == sorted(ids)
+    for i, sid in enumerate(reversed(ids)):  # newest first
+        assert chips(page, "#session-list")[i] == sid
+        page.locator("#session-list button").nth(i).click()
+        page.wait_for_function("s => document.getElementById('s-id').textContent === s", arg=sid)
+        assert rows(page, "#turn-rows tr")[0][4] == f"hello from {sid}"
+        assert page.is_hidden("#error")
+    page.fill("#w-question", "who said hello?")
+    page.click("#w-build")
+    page.wait_for_selector("#window-out:not([hidden])")
+    assert page.is_hidden("#error")
+    turns = [r[4] for r in rows(page, "#block-rows tr") if r[1] == "turns"]
+    assert turns == ["hello from ."]  # the session "." (opened last)
+    for sid in ("..", "team/chat-1"):
+        page.goto(f"{server.base}/ui?view=cache&user_id=ana&session_id={quote(sid, safe='')}")
+        wait_rendered(page, "cache")
+        assert page.inner_text("#c-id") == sid and page.is_hidden("#error")
+        assert len(rows(page, "#call-rows tr")) == 1
+    context.close()

@@ -15,7 +15,7 @@ annotations at runtime.)
 
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -38,7 +38,7 @@ from ..types import Filter, Scope, Turn
 from . import schemas as s
 from .auth import Authenticator
 from .errors import error_body
-from .routes import Limit, Offset, OptScopeId, SessionPath, caller
+from .routes import AfterSeq, Limit, Offset, OptScopeId, SessionPath, caller, json_response
 from .tenants import TenantMemories
 from .windowing import DEFAULT_MODEL, build_window, window_dict
 
@@ -65,6 +65,15 @@ REPLAY_RETRY_AFTER_S = 1
 
 Validity = Literal["current", "all"]
 ModelName = Annotated[str, Query(min_length=1, max_length=100), AfterValidator(s.check_text)]
+#: A session id in the query, for the routes the page uses: a path segment cannot carry
+#: every id the library takes ("." and ".." are removed from a URL's path, and "%2F" is a
+#: "/" by the time routes are matched), a query value can.
+SessionQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=s.MAX_ID),
+    AfterValidator(s.check_text),
+    AfterValidator(s.check_scope_id),
+]
 
 
 @dataclass(frozen=True)
@@ -233,12 +242,9 @@ def inspect_router(
 ) -> APIRouter:
     """Routes under ``/ui/api``, each scoped to the tenant of the caller's key.
 
-    The two cache-replay routes run under ``replays`` (default: a :class:`ReplayGate`
+    The cache-replay routes run under ``replays`` (default: a :class:`ReplayGate`
     of this router, i.e. per process)."""
-    from .ui.chart import cost_chart_svg
-
     router = APIRouter(prefix="/ui/api", include_in_schema=False)
-    gate = replays or ReplayGate()
 
     def tenant_of(request: Request) -> str:
         # Behind the AuthGate (app.API_PREFIXES): the key was checked, throttled on
@@ -246,27 +252,6 @@ def inspect_router(
         return auth.tenant_for(caller(auth, request))
 
     Tenant = Annotated[str, Depends(tenant_of)]
-
-    def replay(
-        tenant: str, session_id: str, info: ModelInfo
-    ) -> tuple[list[CallCost], dict[str, Any]]:
-        """The replayed calls, and what part of the log they read (for the page)."""
-        scope = Scope(tenant=tenant, session_id=session_id)
-        # One turn more than is replayed: a longer log is cut at a user turn (replay_turns).
-        log = replay_turns(tenants.store.turns(scope, limit=MAX_REPLAY_TURNS + 1, newest=True))
-        first = tenants.store.turns(scope, limit=1)  # empty if erased meanwhile
-        older_left_out = bool(log and first) and first[0].seq < log[0].seq
-        part = {
-            "from_seq": log[0].seq if log else None,
-            "older_turns_left_out": older_left_out,
-            "note": (
-                f"newest {len(log)} turns replayed: windows hold the turns from seq "
-                f"{log[0].seq} on, older ones are left out"
-                if older_left_out
-                else ""
-            ),
-        }
-        return replay_costs(log, info, tokenizer), part
 
     @router.get("/whoami")
     def whoami(tenant: Tenant) -> dict[str, str]:
@@ -305,16 +290,73 @@ def inspect_router(
             "offset": offset,
         }
 
-    @router.post("/sessions/{session_id}/window")
-    def window(session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant) -> dict[str, Any]:
+    @router.get("/turns")
+    def turns(
+        session_id: SessionQuery, tenant: Tenant, after_seq: AfterSeq = -1, limit: Limit = 100
+    ) -> Response:
+        """``GET /v1/sessions/{id}/turns``, the session named in the query."""
+        scope = Scope(tenant=tenant, session_id=session_id)
+        found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
+        return json_response(s.TurnList(results=[s.TurnOut.of(t) for t in found]))
+
+    def window_of(session_id: str, body: s.WindowRequestIn, tenant: str) -> dict[str, Any]:
         """The window ``/v1`` would assemble, plus its segment usage and cache breakpoints."""
-        req = body.for_session(session_id)
-        built = build_window(tenants, tenant, req, tokenizer)
+        built = build_window(tenants, tenant, body.for_session(session_id), tokenizer)
         return {
             **window_dict(built),
             "segments": [asdict(u) for u in built.usage],
             "breakpoints": [asdict(b) for b in built.breakpoints],
         }
+
+    @router.post("/sessions/{session_id}/window")
+    def window(session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant) -> dict[str, Any]:
+        """:func:`window_of` the session in the path."""
+        return window_of(session_id, body, tenant)
+
+    @router.post("/window")
+    def window_q(
+        session_id: SessionQuery, body: s.WindowRequestIn, tenant: Tenant
+    ) -> dict[str, Any]:
+        """:func:`window_of` the session in the query (any id; the page uses this one)."""
+        return window_of(session_id, body, tenant)
+
+    add_cache_routes(router, tenants, tokenizer, tenant_of, replays or ReplayGate())
+    return router
+
+
+def add_cache_routes(
+    router: APIRouter,
+    tenants: TenantMemories,
+    tokenizer: Tokenizer,
+    tenant_of: Callable[[Request], str],
+    gate: ReplayGate,
+) -> None:
+    """The cache-replay routes of :func:`inspect_router`: JSON with the chart, and the
+    chart alone; every replay runs under ``gate``."""
+    from .ui.chart import cost_chart_svg
+
+    Tenant = Annotated[str, Depends(tenant_of)]
+
+    def replay(
+        tenant: str, session_id: str, info: ModelInfo
+    ) -> tuple[list[CallCost], dict[str, Any]]:
+        """The replayed calls, and what part of the log they read (for the page)."""
+        scope = Scope(tenant=tenant, session_id=session_id)
+        # One turn more than is replayed: a longer log is cut at a user turn (replay_turns).
+        log = replay_turns(tenants.store.turns(scope, limit=MAX_REPLAY_TURNS + 1, newest=True))
+        first = tenants.store.turns(scope, limit=1)  # empty if erased meanwhile
+        older_left_out = bool(log and first) and first[0].seq < log[0].seq
+        part = {
+            "from_seq": log[0].seq if log else None,
+            "older_turns_left_out": older_left_out,
+            "note": (
+                f"newest {len(log)} turns replayed: windows hold the turns from seq "
+                f"{log[0].seq} on, older ones are left out"
+                if older_left_out
+                else ""
+            ),
+        }
+        return replay_costs(log, info, tokenizer), part
 
     async def gated_replay(
         tenant: str, session_id: str, info: ModelInfo
@@ -331,10 +373,7 @@ def inspect_router(
             headers={"Retry-After": str(REPLAY_RETRY_AFTER_S)},
         )
 
-    @router.get("/sessions/{session_id}/cache")
-    async def cache(
-        session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
-    ) -> Any:
+    async def cache_of(session_id: str, tenant: str, model: str) -> Any:
         """Per replayed call: cache-read share and money saved, with totals and the
         chart (the page needs both; one replay serves them)."""
         info = get_model(model)
@@ -355,6 +394,20 @@ def inspect_router(
             "svg": svg,
         }
 
+    @router.get("/sessions/{session_id}/cache")
+    async def cache(
+        session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
+    ) -> Any:
+        """:func:`cache_of` the session in the path."""
+        return await cache_of(session_id, tenant, model)
+
+    @router.get("/cache")
+    async def cache_q(
+        session_id: SessionQuery, tenant: Tenant, model: ModelName = DEFAULT_MODEL
+    ) -> Any:
+        """:func:`cache_of` the session in the query (any id; the page uses this one)."""
+        return await cache_of(session_id, tenant, model)
+
     @router.get("/sessions/{session_id}/cache.svg")
     async def cache_svg(
         session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
@@ -369,5 +422,3 @@ def inspect_router(
             lambda: cost_chart_svg(calls, title=f"{session_id} · {info.name}", note=part["note"])
         )
         return Response(svg, media_type="image/svg+xml")
-
-    return router

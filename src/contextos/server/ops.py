@@ -7,7 +7,8 @@ imports a web framework.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..types import Filter, HistoryEvent, Hit, MemoryRecord
 
@@ -70,3 +71,12 @@ def history(mem: Memory, memory_id: str) -> list[HistoryEvent]:
     if not events:
         mem.get(memory_id)  # NotFound, unless a memory exists with no events logged
     return events
+
+
+def session_page(
+    ids: Sequence[str], order: Literal["oldest", "newest"], limit: int, offset: int
+) -> list[str]:
+    """One page of session ids listed least recently active first (``Store.sessions``),
+    in ``order``: ``"newest"`` pages from the most recently active end."""
+    ordered = ids if order == "oldest" else ids[::-1]
+    return list(ordered[offset : offset + limit])

@@ -7,7 +7,7 @@ runs them in its threadpool, which suits the blocking store and embedder.
 annotations at runtime, and they name types local to the router factories.)
 """
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
 from fastapi.security import HTTPBearer
@@ -55,6 +55,10 @@ OptIdent = Annotated[
     Query(min_length=1, max_length=s.MAX_ID),
     AfterValidator(lambda v: None if v is None else s.check_text(v)),
 ]
+#: Where a page of a session's turns starts: after this seq (-1: from the first).
+AfterSeq = Annotated[int, Query(ge=-1, le=2**62)]
+#: The order of ``GET /v1/sessions``: by last activity, oldest or newest first.
+SessionOrder = Annotated[Literal["oldest", "newest"], Query()]
 #: A user/agent/session id in a path or a query, by the one id rule of the bodies (s.ScopeId).
 SessionPath = Annotated[IdPath, AfterValidator(s.check_scope_id)]
 OptScopeId = Annotated[
@@ -194,7 +198,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
     def turns(
         session_id: SessionPath,
         tenant: Tenant,
-        after_seq: Annotated[int, Query(ge=-1, le=2**62)] = -1,
+        after_seq: AfterSeq = -1,
         limit: Limit = 100,
     ) -> s.TurnList:
         """A session's turns with seq > after_seq, in order."""
@@ -216,11 +220,13 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         agent_id: OptScopeId = None,
         limit: Limit = 100,
         offset: Offset = 0,
+        order: SessionOrder = "oldest",
     ) -> s.SessionList:
-        """Session ids of the caller's tenant (least recently active first), optionally
-        of one user/agent, one page at a time."""
+        """Session ids of the caller's tenant, optionally of one user/agent, one page at
+        a time: least recently active first, or with order=newest most recently active
+        first (so the newest are on the first page however many there are)."""
         scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)
-        page = tenants.store.sessions(scope)[offset : offset + limit]
+        page = ops.session_page(tenants.store.sessions(scope), order, limit, offset)
         return s.SessionList(results=page, limit=limit, offset=offset)
 
     return router

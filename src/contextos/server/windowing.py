@@ -9,14 +9,17 @@ holding only memories and the question.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from contextos.engine.session import Session, context_window, search_scope
-from contextos.engine.window import Window
+from contextos.engine.window import Overflow, Window
 from contextos.llm.models import get_model
 from contextos.llm.tokens import Tokenizer
 
+from .schemas import MAX_LEFT_OUT
 from .tenants import TenantMemories
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -65,8 +68,38 @@ def build_window(
     )
 
 
+def left_out_dict(overflow: Sequence[Overflow], per_segment: int = MAX_LEFT_OUT) -> dict[str, Any]:
+    """What a window left out, bounded: of each segment the last ``per_segment`` items
+    (in the turns, the newest turns left out: those just before the placed ones), in
+    the window's order; the rest counted per segment with their tokens, so the answer's
+    size does not grow with the log."""
+    if per_segment < 0:
+        raise ValueError("per_segment must be at least 0")
+    total = Counter(o.segment for o in overflow)
+    seen: Counter[str] = Counter()
+    listed: list[dict[str, Any]] = []
+    rest: dict[str, dict[str, Any]] = {}
+    for o in overflow:
+        seen[o.segment] += 1
+        if total[o.segment] - seen[o.segment] < per_segment:
+            listed.append(
+                {"segment": o.segment, "key": o.key, "tokens": o.tokens, "reason": o.reason}
+            )
+            continue
+        counted = rest.setdefault(o.segment, {"segment": o.segment, "count": 0, "tokens": 0})
+        counted["count"] += 1
+        counted["tokens"] += o.tokens
+    return {
+        "left_out": listed,
+        "left_out_count": len(overflow),
+        "left_out_not_listed": list(rest.values()),
+    }
+
+
 def window_dict(window: Window) -> dict[str, Any]:
-    """A window as plain JSON: rendered text, blocks, what was left out and why."""
+    """A window as plain JSON: rendered text, blocks, what was left out and why
+    (listed up to :data:`MAX_LEFT_OUT` items a segment, see
+    :func:`left_out_dict`)."""
     return {
         "text": window.render_text(),
         "tokens": window.total_tokens,
@@ -78,8 +111,5 @@ def window_dict(window: Window) -> dict[str, Any]:
             {"segment": b.segment, "role": b.role, "text": b.text, "tokens": b.tokens}
             for b in window.blocks
         ],
-        "left_out": [
-            {"segment": o.segment, "key": o.key, "tokens": o.tokens, "reason": o.reason}
-            for o in window.overflow
-        ],
+        **left_out_dict(window.overflow),
     }

@@ -6,7 +6,8 @@ Every text that could come from a caller (the title holds a session id) goes
 through :func:`xml.sax.saxutils.escape` with quotes escaped as well, after any
 character XML 1.0 cannot hold (C0 controls but tab and newlines, lone surrogates,
 U+FFFE/U+FFFF: a session id may hold them) is written as a visible ``\\xNN`` /
-``\\uNNNN`` escape: one such character made the whole image unreadable. Numbers
+``\\uNNNN`` escape: one such character made the whole image unreadable (so is a bidi
+control, such as U+202E, which drew the rest of the title backwards). Numbers
 are formatted by us. The page shows the SVG in an ``<img>``, where scripts never run.
 """
 
@@ -41,9 +42,16 @@ def _visible(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+#: Bidi formatting characters (marks, embeddings, overrides, isolates), written as
+#: visible escapes too: a U+202E in the session id drew the rest of the title backwards.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _text(value: str) -> str:
-    """``value`` as XML character data or attribute text: escaped, and valid XML."""
-    return escape(_NOT_XML.sub(_visible, value), {'"': "&quot;", "'": "&#x27;"})
+    """``value`` as XML character data or attribute text: escaped, valid XML, and with
+    no bidi control that could reorder the rest of its line."""
+    shown = _BIDI.sub(_visible, _NOT_XML.sub(_visible, value))
+    return escape(shown, {'"': "&quot;", "'": "&#x27;"})
 
 
 def _money(value: float) -> str:

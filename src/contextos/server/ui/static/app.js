@@ -78,7 +78,8 @@ function exactNumbers(key, value, context) {
 // options.body: a value sent as JSON; options.json: JSON text sent as it is (to keep a
 // user's digits exact); options.raw: also return the response's text, as [body, text].
 async function api(path, options = {}) {
-  const headers = { Authorization: "Bearer " + sessionStorage.getItem(KEY) };
+  const key = sessionStorage.getItem(KEY);
+  const headers = { Authorization: "Bearer " + key };
   const payload = options.json !== undefined ? options.json
     : options.body === undefined ? undefined : JSON.stringify(options.body);
   if (payload !== undefined) headers["Content-Type"] = "application/json";
@@ -89,6 +90,9 @@ async function api(path, options = {}) {
     credentials: "omit",
     cache: "no-store",
   });
+  // An answer for a key that is no longer this tab's (refused or signed out meanwhile)
+  // is dropped: it must not reach a page shown to whoever signs in next.
+  if (sessionStorage.getItem(KEY) !== key) throw new ApiError(401, null);
   if (resp.status === 401) {
     sessionStorage.removeItem(KEY);
     showSignin("The key was refused: sign in again.");
@@ -194,25 +198,42 @@ function when(iso) {
 
 // -- sign-in --------------------------------------------------------------------------
 
+// Everything a tenant's data is put into: emptied when its key goes (refused or signed
+// out), so nothing of it stays in the page, shown or hidden, for whoever signs in next.
+const FILLED = ["mem-head", "mem-rows", "mem-status", "page-info", "d-id", "d-fields", "history-rows",
+  "forget-user", "session-list", "s-id", "turn-rows", "w-summary", "w-strip", "w-legend", "block-rows",
+  "leftout-rows", "cache-sessions", "c-id", "c-summary", "call-rows", "who"];
+const TYPED = ["f-user", "f-agent", "f-session", "f-query", "d-text", "d-meta", "forget-confirm-input",
+  "s-user", "w-question", "c-user"];
+const SHOWN = ["view-memories", "view-sessions", "view-cache", "nav", "signout", "memories", "pager", "detail",
+  "forget", "session-detail", "turns-more", "window-out", "cache-detail", "session-list-more",
+  "cache-sessions-more"];
+
+function clearData() {
+  for (const id of FILLED) $(id).replaceChildren();
+  for (const id of TYPED) $(id).value = "";
+  for (const id of SHOWN) $(id).hidden = true;
+  $("c-chart").removeAttribute("src");
+  if (chartUrl) URL.revokeObjectURL(chartUrl);
+  chartUrl = null;
+}
+
 function showSignin(message) {
-  for (const id of ["view-memories", "view-sessions", "view-cache", "nav", "signout"]) $(id).hidden = true;
-  $("who").textContent = "";
+  clearData();
   $("signin").hidden = false;
   showError(message);
   $("key").focus();
 }
 
-async function signIn(event) {
+function signIn(event) {
   event.preventDefault();
   const key = $("key").value.trim();
   if (!key) return;
   sessionStorage.setItem(KEY, key);
   $("key").value = "";
-  try {
-    await start();
-  } catch (err) {
-    if (err.status !== 401) showError(err.message);
-  }
+  // A fresh page for the new key (the link it was on stays): nothing of an earlier key's
+  // page, its pending requests or its state carries over.
+  location.reload();
 }
 
 function signOut() {
@@ -232,26 +253,27 @@ async function start() {
   }
   $("view-" + view).hidden = false;
   const views = { memories: startMemories, sessions: startSessions, cache: startCache };
-  if (!wired) wire[view]();  // listeners once, even after a refused key and a second sign-in
-  wired = true;
+  wire[view]();  // once: start runs once a page (a sign-in loads the page again)
   await views[view]();  // the data first; who is signed in is shown after it
   const me = await api("/ui/api/whoami");
   $("who").textContent = "tenant: " + me.tenant;
 }
 
-let wired = false;
 const wire = { memories: wireMemories, sessions: wireSessions, cache: wireCache };
 
 // -- memories -------------------------------------------------------------------------
 
 const mem = { offset: 0, total: 0, scope: {} };
 
+// An id as typed: the library keeps spaces as part of an id ("ana " is not "ana"), so
+// nothing is trimmed; only a field of nothing but blanks counts as empty.
+function idOf(inputId) {
+  const value = $(inputId).value;
+  return value.trim() ? value : "";
+}
+
 function scopeFromForm() {
-  return {
-    user_id: $("f-user").value.trim(),
-    agent_id: $("f-agent").value.trim(),
-    session_id: $("f-session").value.trim(),
-  };
+  return { user_id: idOf("f-user"), agent_id: idOf("f-agent"), session_id: idOf("f-session") };
 }
 
 function isScoped(scope) {
@@ -265,17 +287,16 @@ async function startMemories() {
   $("f-type").value = params.get("memory_type") || "";
   $("f-validity").value = params.get("validity") === "all" ? "all" : "current";
   $("f-query").value = params.get("q") || "";
-  mem.offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+  const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   if ($("f-query").value) await searchMemories();
-  else await loadMemories();
+  else await loadMemories(offset);
 }
 
 function wireMemories() {
   $("scope-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    mem.offset = 0;
     $("f-query").value = "";
-    loadMemories().catch(fail);
+    loadMemories(0).catch(fail);
   });
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -285,15 +306,9 @@ function wireMemories() {
     $("f-query").value = "";
     loadMemories().catch(fail);
   });
-  $("prev").addEventListener("click", () => {
-    mem.offset = Math.max(0, mem.offset - PAGE);
-    loadMemories().catch(fail);
-  });
-  $("next").addEventListener("click", () => {
-    mem.offset += PAGE;
-    loadMemories().catch(fail);
-  });
-  $("d-close").addEventListener("click", () => ($("detail").hidden = true));
+  $("prev").addEventListener("click", () => loadMemories(Math.max(0, mem.offset - PAGE)).catch(fail));
+  $("next").addEventListener("click", () => loadMemories(mem.offset + PAGE).catch(fail));
+  $("d-close").addEventListener("click", closeMemory);
   $("forget-confirm-input").addEventListener("input", () => {
     $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
   });
@@ -309,12 +324,26 @@ function head(names) {
   tr.replaceChildren(...names.map((n) => el("th", n)));
 }
 
+// A user-given id inside a line of the page's own words: isolated (<bdi>), so that
+// right-to-left text or an override character in it (U+202E) cannot reorder the line.
+function bidi(text) {
+  return el("bdi", text, "wrap");
+}
+
+// Items of a line, each isolated, with `sep` between them.
+function isolated(items, sep) {
+  const line = el("span", undefined, "wrap");
+  items.forEach((item, i) => line.append(...(i ? [sep] : []), bidi(item)));
+  return line;
+}
+
 function scopeCell(r) {
-  const parts = [];
-  if (r.user_id) parts.push("user " + r.user_id);
-  if (r.agent_id) parts.push("agent " + r.agent_id);
-  if (r.session_id) parts.push("session " + r.session_id);
-  return parts.join(" · ");
+  const cell = el("span", undefined, "wrap");
+  for (const [label, id] of [["user", r.user_id], ["agent", r.agent_id], ["session", r.session_id]]) {
+    if (!id) continue;
+    cell.append(...(cell.childNodes.length ? [" · "] : []), label + " ", bidi(id));
+  }
+  return cell;
 }
 
 function validity(r) {
@@ -322,9 +351,15 @@ function validity(r) {
   return el("span", "current", "badge");
 }
 
+// Bidi formatting characters, shown escaped in the one-line metadata JSON (where they
+// could only be inside strings): an override in one value would reorder the whole line.
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
 function metaText(meta) {
   const keys = Object.keys(meta || {});
-  return keys.length ? JSON.stringify(meta) : "";
+  return keys.length
+    ? JSON.stringify(meta).replace(BIDI_CONTROLS, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"))
+    : "";
 }
 
 function textCell(r) {
@@ -335,8 +370,20 @@ function textCell(r) {
   return wrap;
 }
 
+// Named after its memory for a screen reader (the visible words begin the name), and
+// where focus returns when the memory's panel closes.
 function openButton(r) {
-  return button("history / edit", () => openMemory(r.id).catch(fail), "link");
+  const b = button("history / edit", () => openMemory(r.id).catch(fail), "link");
+  b.setAttribute("aria-label", "history / edit: " + (r.text.length > 80 ? r.text.slice(0, 80) + "…" : r.text));
+  b.dataset.memoryId = r.id;
+  return b;
+}
+
+// Closes the memory panel; focus goes back to the memory's "history / edit" button.
+function closeMemory() {
+  $("detail").hidden = true;
+  const opener = [...document.querySelectorAll("#mem-rows button")].find((b) => b.dataset.memoryId === editing.id);
+  if (opener) opener.focus();
 }
 
 function showForget(scope) {
@@ -347,12 +394,15 @@ function showForget(scope) {
   $("forget-button").disabled = true;
 }
 
-async function loadMemories() {
+// The page of memories at ``offset`` (default: the one shown). The offset, the URL and
+// the forget panel change only once the page has come: a failed fetch leaves them be.
+async function loadMemories(offset = mem.offset) {
   const scope = scopeFromForm();
-  showForget(scope);
-  setUrl({ ...scope, memory_type: $("f-type").value, validity: $("f-validity").value === "all" ? "all" : "",
-    offset: mem.offset || "", q: "" });
+  const filters = { memory_type: $("f-type").value, validity: $("f-validity").value === "all" ? "all" : "" };
   if (!isScoped(scope)) {
+    mem.offset = 0;
+    showForget(scope);
+    setUrl({ ...scope, ...filters, offset: "", q: "" });
     $("mem-status").textContent = "Enter a user, agent or session to see its memories.";
     $("memories").hidden = true;
     $("pager").hidden = true;
@@ -360,18 +410,23 @@ async function loadMemories() {
     return;
   }
   const page = await api("/ui/api/memories?" + query({
-    ...scope, memory_type: $("f-type").value, validity: $("f-validity").value, limit: PAGE, offset: mem.offset,
+    ...scope, memory_type: filters.memory_type, validity: $("f-validity").value, limit: PAGE, offset,
   }));
+  mem.offset = offset;
   mem.total = page.total;
+  showError("");
+  showForget(scope);
+  setUrl({ ...scope, ...filters, offset: offset || "", q: "" });
   head(["memory", "type", "scope", "created", "validity", ""]);
   $("mem-rows").replaceChildren(...page.results.map((r) => row([
     textCell(r), r.memory_type, scopeCell(r), when(r.created_at), validity(r), openButton(r),
   ])));
   $("memories").hidden = false;
-  const last = Math.min(mem.offset + page.results.length, page.total);
+  const last = Math.min(offset + page.results.length, page.total);
   $("mem-status").textContent = page.total + " memories";
-  $("page-info").textContent = page.total ? mem.offset + 1 + "–" + last + " of " + page.total : "none";
-  $("prev").disabled = mem.offset === 0;
+  $("page-info").textContent = page.results.length ? offset + 1 + "–" + last + " of " + page.total
+    : page.total ? "none from " + (offset + 1) + " (" + page.total + " in all)" : "none";
+  $("prev").disabled = offset === 0;
   $("next").disabled = last >= page.total;
   $("pager").hidden = false;
   rendered();
@@ -394,6 +449,7 @@ async function searchMemories() {
     body: { ...Object.fromEntries(Object.entries(scope).filter(([, v]) => v)), query: q, limit: 20,
       memory_types: type ? [type] : null },
   });
+  showError("");
   head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", ""]);
   $("mem-rows").replaceChildren(...found.results.map((h, i) => row([
     i + 1, h.score.toFixed(4), h.lexical_rank ?? "–", h.dense_rank ?? "–", textCell(h.memory),
@@ -408,17 +464,23 @@ async function searchMemories() {
 // What the edit panel showed when it opened: Save sends only the fields that differ.
 const editing = { id: null, text: "", meta: "" };
 
-async function openMemory(id) {
+// Opens a memory's panel; focus moves to it (`moveFocus`), except when a save reloads it.
+async function openMemory(id, moveFocus = true) {
   const path = "/v1/memories/" + encodeURIComponent(id);
   const [[r, source], hist] = await Promise.all([api(path, { raw: true }), api(path + "/history")]);
+  showError("");
   $("d-id").textContent = r.id;
   const fields = [
     ["type", r.memory_type], ["scope", scopeCell(r)], ["created", when(r.created_at)],
     ["updated", when(r.updated_at)], ["event time", when(r.event_time)],
     ["valid", when(r.valid_from) + " → " + (when(r.valid_to) || "now")],
-    ["provenance", (r.provenance || []).join(", ")],
+    ["provenance", isolated(r.provenance || [], ", ")],
   ];
-  $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", k), el("dd", v)]));
+  $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => {
+    const dd = el("dd", v instanceof Node ? undefined : v);
+    if (v instanceof Node) dd.append(v);
+    return [el("dt", k), dd];
+  }));
   $("d-text").value = r.text;
   const meta = rawMember(source, "metadata");
   $("d-meta").value = meta === null || meta === "null" ? "{}" : indentJson(meta);
@@ -427,7 +489,7 @@ async function openMemory(id) {
   editing.text = $("d-text").value;
   editing.meta = $("d-meta").value;
   $("history-rows").replaceChildren(...hist.results.map((e) => row([
-    when(e.at), e.event, e.old_text, e.new_text, e.actor,
+    when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), bidi(e.actor ?? ""),
   ])));
   const form = $("edit-form");
   form.onsubmit = (e) => {
@@ -439,6 +501,7 @@ async function openMemory(id) {
   $("d-delete-confirm").onclick = () => deleteMemory(r.id).catch(fail);
   $("detail").hidden = false;
   $("detail").scrollIntoView();
+  if (moveFocus) $("d-title").focus({ preventScroll: true });
 }
 
 // Sends only what the user changed: an untouched text keeps its line breaks, untouched
@@ -468,7 +531,7 @@ async function saveMemory(id) {
   }
   await api("/v1/memories/" + encodeURIComponent(id), { method: "PATCH", json: "{" + parts.join(",") + "}" });
   showError("");
-  await openMemory(id);
+  await openMemory(id, false);
   await loadMemories();
 }
 
@@ -484,23 +547,44 @@ async function forgetUser() {
   const out = await api("/v1/memories/forget", { method: "POST", body: { user_id: user } });
   $("detail").hidden = true;
   await loadMemories();
-  $("mem-status").textContent = "Forgot user " + out.user_id + ": " + out.forgotten + " records erased.";
+  $("mem-status").replaceChildren("Forgot user ", bidi(out.user_id), ": " + out.forgotten + " records erased.");
 }
 
 // -- sessions -------------------------------------------------------------------------
 
+const SESSION_PAGE = 100;
+// Per list of sessions (its element id): what it lists and how far it has got.
+const lists = {};
+
+// The first page of sessions, most recently active first; "more sessions" adds the next.
 async function listSessions(listId, userInput, onPick) {
-  const user = $(userInput).value.trim();
+  const user = idOf(userInput);
   setUrl({ user_id: user });
-  const found = await api("/v1/sessions?" + query({ user_id: user, limit: 1000 }));
-  const items = found.results.map((sid) => {
+  lists[listId] = { user, onPick, offset: 0, shown: new Set() };
+  $(listId).replaceChildren();
+  return moreSessions(listId);
+}
+
+// One more page of a list (asking for one id more, to know whether there are others).
+// Activity between two pages can move an id to a later page: it is listed once.
+async function moreSessions(listId) {
+  const list = lists[listId];
+  const found = await api("/v1/sessions?" + query({
+    user_id: list.user, order: "newest", limit: SESSION_PAGE + 1, offset: list.offset,
+  }));
+  if (lists[listId] !== list) return [];  // listed again meanwhile
+  const page = found.results.slice(0, SESSION_PAGE);
+  list.offset += page.length;
+  const items = page.filter((sid) => !list.shown.has(sid)).map((sid) => {
+    list.shown.add(sid);
     const li = document.createElement("li");
-    li.appendChild(button(sid, () => onPick(sid).catch(fail), "chip"));
+    li.appendChild(button(sid, () => list.onPick(sid).catch(fail), "chip wrap"));
     return li;
   });
-  if (!items.length) items.push(el("li", "no sessions" + (user ? " for this user" : ""), "status"));
-  $(listId).replaceChildren(...items);
-  return found.results;
+  if (!list.shown.size) items.push(el("li", "no sessions" + (list.user ? " for this user" : ""), "status"));
+  $(listId).append(...items);
+  $(listId + "-more").hidden = found.results.length <= SESSION_PAGE;
+  return page;
 }
 
 const sess = { id: null, after: -1 };
@@ -510,6 +594,7 @@ function wireSessions() {
     e.preventDefault();
     listSessions("session-list", "s-user", openSession).catch(fail);
   });
+  $("session-list-more").addEventListener("click", () => moreSessions("session-list").catch(fail));
   $("turns-more").addEventListener("click", () => loadTurns().catch(fail));
   $("window-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -520,21 +605,28 @@ function wireSessions() {
 async function startSessions() {
   $("s-user").value = params.get("user_id") || "";
   const pick = params.get("session_id");
-  // A linked session's log is fetched beside the list, and shown when the list has it.
+  // A linked session's log is fetched beside the list, and shown when the list has it or
+  // the log has turns (the list shows the newest sessions first, a page at a time).
   const [ids, first] = await Promise.all([
     listSessions("session-list", "s-user", (sid) => openSession(sid)),
     pick ? turnsPage(pick, -1) : null,
   ]);
-  if (pick && ids.includes(pick)) await openSession(pick, first);
+  if (pick && (ids.includes(pick) || first.results.length)) await openSession(pick, first);
   rendered();
 }
 
+const TURN_PAGE = 200;
+
+// A page of turns, asked with one turn more than is shown, to know whether there are others.
+// Session ids travel in the query, where every id fits ("." and ".." would be dropped from
+// a URL's path, "team/chat-1" read as two segments).
 function turnsPage(sid, after) {
-  return api("/v1/sessions/" + encodeURIComponent(sid) + "/turns?" + query({ after_seq: after, limit: 200 }));
+  return api("/ui/api/turns?" + query({ session_id: sid, after_seq: after, limit: TURN_PAGE + 1 }));
 }
 
 async function openSession(sid, firstPage) {
   const found = await (firstPage || turnsPage(sid, -1));
+  showError("");
   sess.id = sid;
   sess.after = -1;
   setUrl({ session_id: sid });
@@ -546,32 +638,37 @@ async function openSession(sid, firstPage) {
 }
 
 async function loadTurns() {
-  appendTurns(await turnsPage(sess.id, sess.after));
+  const found = await turnsPage(sess.id, sess.after);
+  showError("");
+  appendTurns(found);
 }
 
 function appendTurns(found) {
-  for (const t of found.results) {
-    $("turn-rows").appendChild(row([t.seq, t.role, t.name, t.tokens, el("div", t.content, "text"), when(t.created_at)]));
+  for (const t of found.results.slice(0, TURN_PAGE)) {
+    $("turn-rows").appendChild(row([
+      t.seq, t.role, el("div", t.name, "wrap"), t.tokens, el("div", t.content, "text"), when(t.created_at),
+    ]));
     sess.after = t.seq;
   }
-  $("turns-more").hidden = found.results.length < 200;
+  $("turns-more").hidden = found.results.length <= TURN_PAGE;
 }
 
 const SEGMENT_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
 
 async function buildWindow() {
-  const user = $("s-user").value.trim();
+  const user = idOf("s-user");
   const budget = parseInt($("w-budget").value, 10) || 2000;
-  const w = await api("/ui/api/sessions/" + encodeURIComponent(sess.id) + "/window", {
+  const w = await api("/ui/api/window?" + query({ session_id: sess.id }), {
     method: "POST",
     body: { question: $("w-question").value, token_budget: budget, model: $("w-model").value.trim(),
       ...(user ? { user_id: user } : {}) },
   });
+  showError("");
   const color = {};
   w.segments.forEach((u, i) => (color[u.name] = SEGMENT_CLASSES[i % SEGMENT_CLASSES.length]));
   const breaks = new Map(w.breakpoints.map((b) => [b.after, b]));
   $("w-summary").textContent = w.tokens + " of " + w.budget + " tokens · " + w.blocks.length + " blocks · " +
-    w.breakpoints.length + " cache breakpoints · " + w.left_out.length + " left out";
+    w.breakpoints.length + " cache breakpoints · " + w.left_out_count + " left out";
   const strip = [];
   w.blocks.forEach((b, i) => {
     const part = el("span", "", "seg " + color[b.segment]);
@@ -598,10 +695,25 @@ async function buildWindow() {
     }
   });
   $("block-rows").replaceChildren(...rows);
-  $("leftout-rows").replaceChildren(...(w.left_out.length
-    ? w.left_out.map((o) => row([o.segment, o.key, o.tokens, o.reason]))
-    : [row(["", "nothing was left out", "", ""])]));
+  $("leftout-rows").replaceChildren(...leftOutRows(w));
   $("window-out").hidden = false;
+}
+
+// The server lists the last items left out of each segment and counts the rest: the
+// count goes first in its segment's rows.
+function leftOutRows(w) {
+  if (!w.left_out_count) return [row(["", "nothing was left out", "", ""])];
+  const counts = new Map(w.left_out_not_listed.map((n) => [n.segment, row([
+    n.segment, n.count + (n.segment === "turns" ? " older turns" : " more items") + " not placed (not listed)",
+    n.tokens, "",
+  ])]));
+  const rows = [];
+  for (const o of w.left_out) {
+    if (counts.has(o.segment)) rows.push(counts.get(o.segment));
+    counts.delete(o.segment);
+    rows.push(row([o.segment, bidi(o.key), o.tokens, o.reason]));
+  }
+  return [...rows, ...counts.values()];
 }
 
 // -- cache and cost ---------------------------------------------------------------------
@@ -613,19 +725,21 @@ function wireCache() {
     e.preventDefault();
     listSessions("cache-sessions", "c-user", openCache).catch(fail);
   });
+  $("cache-sessions-more").addEventListener("click", () => moreSessions("cache-sessions").catch(fail));
 }
 
 async function startCache() {
   $("c-user").value = params.get("user_id") || "";
   $("c-model").value = params.get("model") || "claude-sonnet-4-6";
   const pick = params.get("session_id");
-  // A linked session's replay is fetched beside the list, and shown when the list has it;
-  // with none named, the most recently active session is shown.
+  // A linked session's replay is fetched beside the list, and shown when the list has it
+  // or its log has turns (from_seq is null for an empty log); with none named, the most
+  // recently active session (the list's first) is shown.
   const [ids, data] = await Promise.all([
     listSessions("cache-sessions", "c-user", (sid) => openCache(sid)),
     pick ? cacheData(pick) : null,
   ]);
-  const show = pick ? (ids.includes(pick) ? pick : null) : ids[ids.length - 1];
+  const show = pick ? (ids.includes(pick) || data.from_seq !== null ? pick : null) : ids[0];
   if (show) await openCache(show, show === pick ? data : null);
   rendered();
 }
@@ -638,7 +752,7 @@ function money(x) {
 // few in all (503 when they stay busy): try again a little later, a few times.
 async function cacheData(sid) {
   const model = $("c-model").value.trim();
-  const path = "/ui/api/sessions/" + encodeURIComponent(sid) + "/cache?" + query({ model });
+  const path = "/ui/api/cache?" + query({ session_id: sid, model });
   for (let attempt = 1; ; attempt++) {
     try {
       return await api(path);
