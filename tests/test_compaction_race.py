@@ -258,6 +258,65 @@ def test_copies_archived_of_erased_turns_are_purged(kind: str, tmp_path: Path) -
         _no_trace(kind, memory, tmp_path, secret)
 
 
+class _ForgetAfterAdd(_ForgetBeforeAdd):
+    """A memory whose ``add`` is followed by ``forget``: the erasure lands after the
+    archive wrote its copies and before the check that purges those of erased turns."""
+
+    def add(self, messages: Any, **scope: Any) -> Sequence[MemoryRecord]:
+        records = self.memory.add(messages, **scope)
+        self.forget()
+        return records
+
+
+@BOTH
+def test_forget_between_the_archive_and_its_check_fails_no_compaction(
+    kind: str, tmp_path: Path
+) -> None:
+    # The check found the copies of the erased turns and purged them, but forget had
+    # taken them already: NotFound failed the compaction (and a wrapped call with it).
+    secret = "qzslatebridge"
+    with live_memory(kind, tmp_path) as (memory, second):
+        app = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana")
+        _chat(app, 60, f"my pin code is {secret}, remember it " * 5)
+
+        def forget() -> None:
+            with second() as other:
+                other.forget("ana")
+
+        done = app.compact(2000, "offload", memory=_ForgetAfterAdd(memory, forget))
+        assert done.plan is not None and done.plan.rotate
+        assert done.archived == 0  # stored, then erased: dropped
+        assert memory.get_all(user_id="ana") == []
+        assert done.state == app.state()
+        _no_trace(kind, memory, tmp_path, secret)
+
+
+@BOTH
+def test_an_erasure_during_an_offload_purges_only_the_erased_turns_copies(
+    kind: str, tmp_path: Path
+) -> None:
+    # The copies of erased turns were told by their source_id, a caller's dia_id when
+    # given: in a room where ana's and bob's turns share one, forget(ana) landing before
+    # the archive purged bob's copies with hers. A turn is its seq.
+    with live_memory(kind, tmp_path) as (memory, second):
+        bob = Session(memory.store, "room", tenant=memory.tenant, user_id="bob")
+        ana = Session(memory.store, "room", tenant=memory.tenant, user_id="ana")
+        for i in range(20):
+            bob.add(Message("user", f"bob {i} {LOREM}", metadata={"dia_id": "same"}))
+            ana.add(Message("user", f"ana {i} {LOREM}", metadata={"dia_id": "same"}))
+
+        def forget() -> None:
+            with second() as other:
+                other.forget("ana")
+
+        done = bob.compact(300, "offload", memory=_ForgetBeforeAdd(memory, forget), force=True)
+        assert done.plan is not None
+        bobs = [t.seq for t in bob.store.turns(bob.scope) if t.seq in done.plan.rotate]
+        left = memory.get_all(session_id="room", limit=1000)
+        assert bobs and sorted(int(r.metadata["turn_seq"]) for r in left) == bobs
+        assert {r.user_id for r in left} == {"bob"}
+
+
 @BOTH
 def test_offload_files_each_turn_of_a_shared_session_under_its_author(
     kind: str, tmp_path: Path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from contextos.engine.summarize import (
     ExtractiveSummarizer,
@@ -86,3 +87,40 @@ def test_protocol_and_references():
         .to_json()
     )
     assert s.lines and s.provenance() == ("chat#1",)
+
+
+def test_turns_sharing_a_dia_id_keep_a_line_each(tmp_path: Path) -> None:
+    # One line per turn was one line per ref: a client that copies message metadata
+    # gives every turn one dia_id, and 68 rotated turns folded into a single line of a
+    # summary with room for several. A turn is its seq; the dia_id stays its provenance.
+    from contextos.engine.session import Session
+    from contextos.store import open_store
+
+    s = Session(open_store(tmp_path / "m.db"), "c", user_id="ana")
+    for i in range(40):
+        s.add(
+            Message(
+                "user",
+                f"In May 2023 I bought item {i} called Widget{i} in Lisbon.",
+                metadata={"dia_id": "msg"},
+            ),
+            Message("assistant", f"Noted Widget{i}.", metadata={"dia_id": "msg"}),
+        )
+    done = s.compact(600, "summarize")
+    assert done.plan is not None and len(done.plan.rotate) > 20
+    summary = done.state.summary
+    assert summary is not None and len(summary.lines) >= 3
+    assert len({ln.seq for ln in summary.lines}) == len(summary.lines)
+    assert summary.provenance() == ("msg",)
+    previous = summary.lines
+    for i in range(40, 60):
+        s.add(
+            Message(
+                "user",
+                f"In June 2023 I sold item {i} called Gadget{i} in Porto.",
+                metadata={"dia_id": "msg"},
+            )
+        )
+    again = s.compact(600, "summarize", force=True).state.summary
+    assert again is not None and len({ln.seq for ln in again.lines}) == len(again.lines) > 1
+    assert again.lines != previous

@@ -54,6 +54,7 @@ import atexit
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, TypedDict
@@ -69,7 +70,6 @@ from contextos.engine.session import (
     Session,
     TurnPrint,
     context_window,
-    conversation,
     mended,
     said_digest,
     search_scope,
@@ -237,8 +237,17 @@ def model_info(name: str, *, window: int | None = None) -> ModelInfo:
     return replace(info, name=name, context_window=window)
 
 
-#: A logged message as a request is matched to it: the message, or its turn's print.
-Logged = Message | TurnPrint
+#: A logged message as a request is matched to it: the message, its turn, or the turn's
+#: print.
+Logged = Message | Turn | TurnPrint
+
+
+def _role_said(b: Logged) -> tuple[str, bytes]:
+    """A logged message's role and :func:`~contextos.engine.session.said_digest`."""
+    if isinstance(b, TurnPrint):
+        return b.role, b.said
+    message = b.message if isinstance(b, Turn) else b
+    return message.role, said_digest(message)
 
 
 def _same(a: Message, b: Logged) -> bool:
@@ -246,15 +255,15 @@ def _same(a: Message, b: Logged) -> bool:
     :class:`~contextos.engine.session.TurnPrint`: compared by digest). A reply was logged
     :func:`~contextos.engine.session.mended`, and the app echoes it as it got it (its
     metadata, which may hold a large wire copy, is not compared, so not mended)."""
-    logged = b.said if isinstance(b, TurnPrint) else said_digest(b)
+    role, logged = _role_said(b)
     if said_digest(a) == logged:
         return True
-    return a.role == b.role and said_digest(mended(replace(a, metadata={}))) == logged
+    return a.role == role and said_digest(mended(replace(a, metadata={}))) == logged
 
 
 def _answered(message: Logged) -> bool:
     """Whether a logged turn is a reply (the conversation waits on no answer after it)."""
-    return message.role == "assistant"
+    return _role_said(message)[0] == "assistant"
 
 
 @dataclass(frozen=True)
@@ -291,8 +300,11 @@ def match_request(sent: Sequence[Message], logged: Sequence[Logged]) -> Match:
 
     One message alone is never a branch: an app that sends only the new turn may well
     say "yes" twice. The longer match wins; a tie goes to the log's end. ``logged`` may
-    be the turns' prints (:class:`~contextos.engine.session.TurnPrint`): a long-lived
-    client matches a whole conversation without holding its old turns.
+    be the turns, or their prints (:class:`~contextos.engine.session.TurnPrint`): a
+    long-lived client matches a whole conversation without holding its old turns. Only
+    its end and as many turns from its start as were sent are read, so a match costs
+    the request, not the conversation's length (given a sequence that indexes and
+    slices so: a list, a :class:`~contextos.engine.session.ConversationView`).
     """
     n = len(sent)
     known = _end_overlap(sent, logged)
@@ -404,7 +416,7 @@ class Parts:
 def split_request(sent: Sequence[Message], turns: Sequence[Turn | TurnPrint]) -> Parts:
     """Place a request's messages against the logged conversation ``turns`` (whole or
     their prints; :func:`match_request`)."""
-    match = match_request(sent, [t if isinstance(t, TurnPrint) else t.message for t in turns])
+    match = match_request(sent, turns)
     new = list(sent[match.known :])
     resent = False
     if new and match.at < len(turns):  # a branch
@@ -436,6 +448,10 @@ def _redo(message: Message, said: Turn | TurnPrint) -> Message:
     """``message``, the first new one of a request that branches off the conversation,
     marked as taking the place of ``said`` (and of every turn after it)."""
     return replace(message, metadata={**message.metadata, REDO_KEY: said.seq})
+
+
+def _print_seq(p: TurnPrint) -> int:
+    return p.seq
 
 
 def _strip_wire(message: Message) -> Message:
@@ -645,26 +661,29 @@ class SessionContext:
         self._compact(budget, request.server_edits)
         state = self.session.state()
         prints = self._conversation()
+        kept = len(prints)  # the conversation's first ``kept`` turns go in the history
         if parts.retry and parts.question is not None:
-            prints = prints[:-1]  # the question is the log's last turn, and goes last
+            kept -= 1  # the question is the log's last turn, and goes last
         pending = parts.question or parts.prefill  # not logged yet: its branch is cut here
         redo = pending.metadata.get(REDO_KEY) if pending is not None else None
-        if isinstance(redo, int):
-            prints = [p for p in prints if p.seq < redo]
+        if isinstance(redo, int):  # the prints are in seq order
+            kept = min(kept, bisect_left(prints, redo, key=_print_seq))
         # The window's turns, whole: the conversation from the history's start on, cut
         # where the prints were (a turn leaves the conversation by its seq).
-        end = prints[-1].seq if prints else -1
+        end = prints[kept - 1].seq if kept else -1
         turns = [t for t in self.session.conversation(state) if t.seq <= end]
         items = turn_items(turns, state, self.tokenizer)
-        return _Split(parts, items, f"turn:{end}" if prints else None, logged)
+        return _Split(parts, items, f"turn:{end}" if kept else None, logged)
 
-    def _conversation(self) -> list[TurnPrint]:
+    def _conversation(self) -> Sequence[TurnPrint]:
         """The prints of the logged turns that are part of the conversation
-        (:func:`~contextos.engine.session.conversation`): matching a request to the log
-        reads them, not the turns (the Session holds only the window's turns whole)."""
+        (:meth:`~contextos.engine.session.Session.conversation_prints`): matching a
+        request to the log reads them, not the turns (the Session holds only the
+        window's turns whole), and only as far as the request needs
+        (:func:`match_request`), so a call costs what it sends, not the log."""
         if self.session is None:
             return []
-        return conversation(self.session.fingerprints())
+        return self.session.conversation_prints()
 
     def _compact(self, budget: int, server_edits: Sequence[str] = ()) -> None:
         """Compact the session log when it passes its trigger.

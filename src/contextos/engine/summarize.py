@@ -226,7 +226,9 @@ def _fold(
     lets the model recall (a second line of the same turn recalls nothing new),
     and a short salient line leaves room for more turns. On the replay
     benchmark (LoCoMo conv-26, 4,000-token window) this kept 0.328 of the
-    evidence against 0.306 for salience alone.
+    evidence against 0.306 for salience alone. A turn is its ``seq`` (one
+    session's lines), not its ``ref``: a caller's ``dia_id`` is provenance, and
+    turns that shared one folded into a single line (68 turns into one).
     """
     if max_tokens < 0:
         raise ValueError("max_tokens must be >= 0")
@@ -236,14 +238,14 @@ def _fold(
         key=lambda i: (-max(pool[i].score, 0.01) / max(1, pool[i].tokens), -pool[i].seq, i),
     )
     kept: set[int] = set()
-    refs: set[str] = set()
+    seqs: set[int] = set()
     left = max_tokens
     for i in ranked:
-        if pool[i].ref in refs:
+        if pool[i].seq in seqs:
             continue
         if pool[i].tokens <= left:
             kept.add(i)
-            refs.add(pool[i].ref)
+            seqs.add(pool[i].seq)
             left -= pool[i].tokens
     lines = tuple(pool[i] for i in sorted(kept, key=lambda i: (pool[i].seq, i)))
     start = (
