@@ -242,7 +242,14 @@ class _ForgetBeforeAdd:
 
 @BOTH
 def test_copies_archived_of_erased_turns_are_purged(kind: str, tmp_path: Path) -> None:
-    secret = "qzcopperhill"
+    _offload_racing_forget(kind, tmp_path, "qzcopperhill", _ForgetBeforeAdd)
+
+
+def _offload_racing_forget(
+    kind: str, tmp_path: Path, secret: str, racing: type[_ForgetBeforeAdd]
+) -> None:
+    """An offload of ana's turns whose archive ``racing`` interleaves with another
+    process's ``forget("ana")``: nothing archived, nothing of hers left anywhere."""
     with live_memory(kind, tmp_path) as (memory, second):
         app = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana")
         _chat(app, 60, f"my pin code is {secret}, remember it " * 5)
@@ -251,10 +258,11 @@ def test_copies_archived_of_erased_turns_are_purged(kind: str, tmp_path: Path) -
             with second() as other:
                 other.forget("ana")
 
-        done = app.compact(2000, "offload", memory=_ForgetBeforeAdd(memory, forget))
+        done = app.compact(2000, "offload", memory=racing(memory, forget))
         assert done.plan is not None and done.plan.rotate  # saved before the erasure
-        assert done.archived == 0
+        assert done.archived == 0  # never stored, or stored, then erased: dropped
         assert memory.get_all(user_id="ana") == []
+        assert done.state == app.state()
         _no_trace(kind, memory, tmp_path, secret)
 
 
@@ -274,21 +282,7 @@ def test_forget_between_the_archive_and_its_check_fails_no_compaction(
 ) -> None:
     # The check found the copies of the erased turns and purged them, but forget had
     # taken them already: NotFound failed the compaction (and a wrapped call with it).
-    secret = "qzslatebridge"
-    with live_memory(kind, tmp_path) as (memory, second):
-        app = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana")
-        _chat(app, 60, f"my pin code is {secret}, remember it " * 5)
-
-        def forget() -> None:
-            with second() as other:
-                other.forget("ana")
-
-        done = app.compact(2000, "offload", memory=_ForgetAfterAdd(memory, forget))
-        assert done.plan is not None and done.plan.rotate
-        assert done.archived == 0  # stored, then erased: dropped
-        assert memory.get_all(user_id="ana") == []
-        assert done.state == app.state()
-        _no_trace(kind, memory, tmp_path, secret)
+    _offload_racing_forget(kind, tmp_path, "qzslatebridge", _ForgetAfterAdd)
 
 
 @BOTH

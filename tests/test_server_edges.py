@@ -315,15 +315,7 @@ def mcp_http(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        _wait_listening(proc, port)
         yield url, key
     finally:
         proc.terminate()
@@ -424,6 +416,19 @@ def test_a_client_stalled_mid_request_does_not_keep_serve_up(tmp_path: Path) -> 
     assert not Path(f"{db}-wal").exists()  # the store was closed
 
 
+def _wait_listening(proc: subprocess.Popen[Any], port: int, poll: float = 0.2) -> None:
+    """Until a connect to ``port`` succeeds (the process must not exit meanwhile)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(poll)
+
+
 def test_serve_stopped_while_it_starts_exits_cleanly(tmp_path: Path) -> None:
     """The port listens before the app and its store are built; SIGTERM as soon as a
     connect succeeds (a supervisor giving up on a slow start) killed the server on the
@@ -435,14 +440,7 @@ def test_serve_stopped_while_it_starts_exits_cleanly(tmp_path: Path) -> None:
         port = free_port()
         cmd = [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", str(port)]
         with reaped(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)) as proc:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert proc.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.02)
+            _wait_listening(proc, port, poll=0.02)
             proc.terminate()
             _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode()[-2000:]
