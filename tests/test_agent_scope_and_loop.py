@@ -30,7 +30,7 @@ from contextos.agent.core_memory import CoreMemory
 from contextos.agent.files import MemoryFiles
 from contextos.agent.paths import MemoryFileError
 from contextos.agent.tools import scoped_tools
-from contextos.engine.session import REDO_KEY
+from contextos.engine.conversation import REDO_KEY
 from contextos.errors import ProviderError
 from contextos.testing.fake_anthropic import FakeAnthropic
 from contextos.testing.fake_http import FakeResponse

@@ -18,7 +18,8 @@ import random
 from pathlib import Path
 
 from contextos.engine.context import SessionContext
-from contextos.engine.session import COMPLETE_KEY, REDO_KEY, Session, conversation
+from contextos.engine.conversation import COMPLETE_KEY, REDO_KEY, conversation
+from contextos.engine.session import Session
 from contextos.memory import Memory
 from contextos.providers.base import CallRecord, ChatRequest
 from contextos.store import open_store

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from contextos.cache import prompt_cache_key, render_anthropic, report, usage_from_anthropic
-from contextos.engine.session import Session, context_window, mended
+from contextos.engine.message_text import mended
+from contextos.engine.session import Session, context_window
 from contextos.llm.models import get_model
 from contextos.llm.tokens import default_tokenizer
 from contextos.store.sqlite import SQLiteStore

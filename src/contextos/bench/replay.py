@@ -40,7 +40,8 @@ from contextos.engine.compaction import (
     plan_compaction,
     rotated_turns,
 )
-from contextos.engine.session import Layout, archive, context_window, turn_items
+from contextos.engine.offload import archive
+from contextos.engine.session import Layout, context_window, turn_items
 from contextos.engine.summarize import ExtractiveSummarizer
 from contextos.engine.topic import (
     DELTA_TOP,

@@ -26,7 +26,7 @@ from rich.table import Table
 from ..bench.locomo_data import DEFAULT_LOCOMO
 from ..config import Settings
 from ..embed import DEFAULT_EMBEDDER
-from ..engine.session import lone_surrogate_at
+from ..engine.message_text import lone_surrogate_at
 from ..errors import ConfigError, ScopeError
 from ..types import scope_id
 from .text import SafeText
@@ -98,7 +98,7 @@ def invalid_text(value: object, where: str = "") -> str | None:
     """Why ``value`` (text, or JSON-like data holding text) is not valid Unicode text,
     or None when it is: which part of it (``where`` and the keys and indexes that lead
     there) and where its first lone surrogate is, in the words ``session add`` uses
-    (:func:`contextos.engine.session.check_text`).
+    (:func:`contextos.engine.message_text.check_text`).
 
     Why: such text cannot be written as UTF-8, so it failed deep in a command with
     ``'utf-8' codec can't encode ... surrogates not allowed``, a tokenizer's

@@ -9,7 +9,7 @@ import click
 
 from contextos.text.temporal import parse_session_time
 
-from ..engine.session import check_text
+from ..engine.message_text import check_text
 from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
 from ..memory.ingest import to_messages

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
+from contextos.engine.message_text import valid_text
 from contextos.engine.summarize import Summarizer, Summary, SummaryLine
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.types import Turn
@@ -385,7 +386,7 @@ def _checked_summary(summary: object, max_tokens: int, tokenizer: Tokenizer) -> 
     turn it had folded in vanished; tokens under-reported made compaction believe it
     fitted; NUL text made the store refuse the state; anything but a ``Summary`` failed
     on ``to_json``. Text is mended as a model's reply is
-    (:func:`~contextos.engine.session.valid_text`): it is model output, not the
+    (:func:`~contextos.engine.message_text.valid_text`): it is model output, not the
     caller's. Lines are ranked as the extractive fold ranks them, by salience per
     token, newest first on ties. A summary none of whose lines fits is refused rather
     than kept empty: the rotated turns would vanish with it, while a refused compaction
@@ -421,8 +422,6 @@ def _checked_summary(summary: object, max_tokens: int, tokenizer: Tokenizer) -> 
 
 def _checked_line(line: object, tokenizer: Tokenizer) -> SummaryLine:
     """One summary line with its texts mended, its numbers numbers, its tokens counted."""
-    from contextos.engine.session import valid_text  # session imports this module
-
     if not isinstance(line, SummaryLine) or not isinstance(line.text, str):
         raise TypeError(f"a summary line must be a SummaryLine with text, not {line!r:.80}")
     text = valid_text(line.text)

@@ -61,23 +61,20 @@ from typing import Any, Literal, Protocol, TypedDict
 
 from contextos.cache.render import TTL_SECONDS
 from contextos.engine.compaction import Strategy, Thresholds
+from contextos.engine.conversation import COMPLETE_KEY, REDO_KEY, TurnPrint, said_digest
+from contextos.engine.conversation import (
+    in_conversation as in_conversation,  # re-exported: the name wrapped calls used
+)
+from contextos.engine.message_text import mended
+from contextos.engine.offload import text_pieces
 from contextos.engine.session import (
-    COMPLETE_KEY,
     PREFILL_KEY,
-    REDO_KEY,
     Layout,
     MemoryLike,
     Session,
-    TurnPrint,
     context_window,
-    mended,
-    said_digest,
     search_scope,
-    text_pieces,
     turn_items,
-)
-from contextos.engine.session import (
-    in_conversation as in_conversation,  # re-exported: the name wrapped calls used
 )
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, Window, message_item
@@ -243,7 +240,7 @@ Logged = Message | Turn | TurnPrint
 
 
 def _role_said(b: Logged) -> tuple[str, bytes]:
-    """A logged message's role and :func:`~contextos.engine.session.said_digest`."""
+    """A logged message's role and :func:`~contextos.engine.conversation.said_digest`."""
     if isinstance(b, TurnPrint):
         return b.role, b.said
     message = b.message if isinstance(b, Turn) else b
@@ -252,8 +249,8 @@ def _role_said(b: Logged) -> tuple[str, bytes]:
 
 def _same(a: Message, b: Logged) -> bool:
     """Whether sent message ``a`` says logged message ``b`` (given whole or as a turn's
-    :class:`~contextos.engine.session.TurnPrint`: compared by digest). A reply was logged
-    :func:`~contextos.engine.session.mended`, and the app echoes it as it got it (its
+    :class:`~contextos.engine.conversation.TurnPrint`: compared by digest). A reply was logged
+    :func:`~contextos.engine.message_text.mended`, and the app echoes it as it got it (its
     metadata, which may hold a large wire copy, is not compared, so not mended)."""
     role, logged = _role_said(b)
     if said_digest(a) == logged:
@@ -300,11 +297,11 @@ def match_request(sent: Sequence[Message], logged: Sequence[Logged]) -> Match:
 
     One message alone is never a branch: an app that sends only the new turn may well
     say "yes" twice. The longer match wins; a tie goes to the log's end. ``logged`` may
-    be the turns, or their prints (:class:`~contextos.engine.session.TurnPrint`): a
+    be the turns, or their prints (:class:`~contextos.engine.conversation.TurnPrint`): a
     long-lived client matches a whole conversation without holding its old turns. Only
     its end and as many turns from its start as were sent are read, so a match costs
     the request, not the conversation's length (given a sequence that indexes and
-    slices so: a list, a :class:`~contextos.engine.session.ConversationView`).
+    slices so: a list, a :class:`~contextos.engine.conversation.ConversationView`).
     """
     n = len(sent)
     known = _end_overlap(sent, logged)
@@ -792,7 +789,7 @@ class SessionContext:
 
         The reply is logged and remembered as it came, whatever is in it: its lone
         surrogates and NUL characters become U+FFFD
-        (:func:`~contextos.engine.session.mended`), and a text longer than a memory may
+        (:func:`~contextos.engine.message_text.mended`), and a text longer than a memory may
         hold is remembered in pieces. Refused at the log or the memory, it was lost,
         and the error failed the session's next call.
         """

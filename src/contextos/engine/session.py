@@ -10,21 +10,21 @@ JSON beside the log; the log itself is never rewritten.
 procedural rules, rolling summary (the cached, stable prefix), then the recent
 turns (append-only, cached up to the last one), then what changes every call:
 retrieved memories with the strongest at the edges, and the question last.
+
+What a turn is to the conversation (:mod:`.conversation`), the rule for valid text
+(:mod:`.message_text`) and archiving rotated turns in long-term memory (:mod:`.offload`)
+are modules of their own: this one keeps the log, its compaction state, and the window.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
 import threading
 import time
 import uuid
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import islice
-from typing import Any, Literal, Protocol, TypeVar, Unpack, cast, overload
+from typing import Any, Literal, Protocol, Unpack
 
 from contextos.engine.compaction import (
     HistoryState,
@@ -38,15 +38,24 @@ from contextos.engine.compaction import (
     stub_text,
     visible_turns,
 )
+from contextos.engine.conversation import (
+    ConversationView,
+    TurnPrint,
+    _extend_conversation,
+    _seq,
+    answered_ids,
+    conversation,
+    turn_print,
+)
+from contextos.engine.message_text import check_text
+from contextos.engine.offload import ARCHIVE_LEASE_S, finish_archive
 from contextos.engine.summarize import (
     ExtractiveSummarizer,
     Summarizer,
     Summary,
     turn_ref,
-    turn_time,
 )
 from contextos.engine.window import (
-    TOOL_RESULTS_KEY,
     Item,
     Segment,
     Window,
@@ -58,11 +67,9 @@ from contextos.engine.window import (
 from contextos.errors import NotFound, ScopeError, StoreError
 from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
-from contextos.memory.ingest import MAX_TEXT_CHARS
 from contextos.memory.render import render as render_memory
 from contextos.retry import wait_before_retry
 from contextos.store.base import Store
-from contextos.store.records import same_turn
 from contextos.types import (
     Filter,
     Hit,
@@ -83,14 +90,6 @@ _META_KEY = "history"
 #: another Session) lets a reader keep the turns it read (:meth:`Session.turns`).
 _EPOCH_KEY = "log_epoch"
 
-#: The session meta's key for the seq from which no turn has been stored in long-term
-#: memory, but those the state lists as unarchived (``HistoryState.unarchived``): an
-#: offload stores the turns its own save just listed from there on without looking them
-#: up. ``forget``'s reset drops it (a shared session's surviving turns are rotated, and
-#: may be archived, again), and so does a writer that does not know it: the next offload
-#: then reads the session's archive once (:func:`_stored_turns`) and sets it again.
-_UNSTORED_KEY = "unstored_from"
-
 #: Segment priorities of the default layout (who is served first when the budget is
 #: short). The question is required and served first; then the instructions; then the
 #: cached prefix, the summary and topic block before the turns (both are sized by
@@ -108,18 +107,6 @@ TURNS_PRIORITY = 60
 #: The window key (and segment name) of a prefill: the start of the reply, sent last
 #: (:func:`context_window`).
 PREFILL_KEY = "prefill"
-
-#: Seconds a Session holds a compaction's rotated turns while it stores them in
-#: long-term memory; past it (the holder died) the next offload stores them.
-ARCHIVE_LEASE_S = 120.0
-
-#: Reply metadata key: False when the reply's stream was cut or abandoned (absent when
-#: whole): the log keeps it as what the user saw, out of the conversation.
-COMPLETE_KEY = "complete"
-#: Turn metadata key: the seq of the turn this one takes the place of (the first new
-#: message of a request that branches off the conversation: a regenerate, an edited
-#: message); that turn and those after it leave the conversation.
-REDO_KEY = "redo_of"
 
 #: What a Session holds of the log in memory (:class:`Session`'s ``hold``): ``log``
 #: every turn it read; ``window`` the turns from the history's start on (what windows
@@ -195,162 +182,6 @@ def search_scope(user_id: str | None, agent_id: str | None, session_id: str | No
     scope_id(session_id, "session_id")
     only_session = user_id is None and agent_id is None
     return scope_ids(user_id, agent_id, session_id if only_session else None)
-
-
-def answered_ids(message: Message) -> set[str]:
-    """The call ids a tool-result turn answers: its own and, for an Anthropic turn that
-    answered parallel calls, those of every ``tool_result`` block it was logged with."""
-    ids = {message.tool_call_id} if message.tool_call_id else set()
-    kept = message.metadata.get(TOOL_RESULTS_KEY)
-    blocks = kept.get("blocks") if isinstance(kept, Mapping) else None
-    for block in blocks if isinstance(blocks, list) else ():
-        if isinstance(block, Mapping) and block.get("type") == "tool_result":
-            ids.add(str(block.get("tool_use_id")))
-    return ids
-
-
-def in_conversation(message: Message) -> bool:
-    """False for a logged reply whose stream was cut or abandoned (``"complete": False``
-    in its metadata, set by a wrapped call's commit): the log keeps it as what the
-    user saw, but it is not part of the conversation later calls match and send."""
-    return message.metadata.get(COMPLETE_KEY) is not False
-
-
-def redo_of(message: Message) -> int | None:
-    """The seq of the turn ``message`` takes the place of (:data:`REDO_KEY`), if any."""
-    redo = message.metadata.get(REDO_KEY)
-    return redo if isinstance(redo, int) and not isinstance(redo, bool) else None
-
-
-def said(message: Message) -> tuple[Any, ...]:
-    """What a message says, as a request is matched to the log: role, text, tool call
-    id and tool calls (not its name or metadata)."""
-    return (message.role, message.content, message.tool_call_id, message.tool_calls)
-
-
-def said_digest(message: Message) -> bytes:
-    """A 16-byte digest of :func:`said`: two messages say the same thing exactly when
-    their digests are equal (``repr`` escapes lone surrogates, so any text hashes)."""
-    text = repr(said(message)).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(text, digest_size=16).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class TurnPrint:
-    """A logged turn's fingerprint: what matching a request to the log and telling the
-    conversation apart need (:func:`conversation`), in ~150 bytes whatever its size.
-
-    Why: a long-lived wrapped client matched each request against every turn it had
-    ever read, and so held every turn whole (about 2.3 KB each, most of them long out
-    of the window). ``said`` is :func:`said_digest`; ``ident`` a digest of what makes
-    it this logged turn (its time, role and text: ``same_turn``'s fields with ``seq``).
-    """
-
-    seq: int
-    role: str
-    said: bytes
-    ident: bytes
-    complete: bool = True
-    redo_of: int | None = None
-
-
-def _seq(turn: Turn | TurnPrint) -> int:
-    return turn.seq
-
-
-def turn_print(turn: Turn) -> TurnPrint:
-    """The :class:`TurnPrint` of a logged turn."""
-    message = turn.message
-    stamp = repr((turn.created_at.isoformat(), message.role, message.content))
-    ident = hashlib.blake2b(stamp.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return TurnPrint(
-        turn.seq,
-        sys.intern(message.role),
-        said_digest(message),
-        ident,
-        in_conversation(message),
-        redo_of(message),
-    )
-
-
-def _extend_conversation(said: list[TurnPrint], prints: Sequence[TurnPrint]) -> list[TurnPrint]:
-    """:func:`conversation` of the prints ``said`` is the conversation of, then ``prints``:
-    ``said`` appended to, or, where a redo cuts it, a new list (so a
-    :class:`ConversationView` of ``said`` never changes). :func:`conversation` is a
-    fold: the conversation of more prints is that of the first ones, carried on."""
-    for p in prints:
-        if not p.complete:
-            continue
-        if p.redo_of is not None and said and said[-1].seq >= p.redo_of:
-            said = said[: bisect_left(said, p.redo_of, key=_seq)]
-        said.append(p)
-    return said
-
-
-class ConversationView(Sequence[TurnPrint]):
-    """The first ``size`` prints of a list only ever appended to: an unchanging view of
-    a conversation's prints that copies none (:meth:`Session.conversation_prints`).
-    Indexing and slicing cost what they return, not the conversation's length."""
-
-    __slots__ = ("_items", "_size")
-
-    def __init__(self, items: list[TurnPrint], size: int) -> None:
-        self._items, self._size = items, size
-
-    def __len__(self) -> int:
-        return self._size
-
-    @overload
-    def __getitem__(self, index: int) -> TurnPrint: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[TurnPrint]: ...
-
-    def __getitem__(self, index: int | slice) -> TurnPrint | list[TurnPrint]:
-        if isinstance(index, slice):
-            return [self._items[i] for i in range(*index.indices(self._size))]
-        i = index + self._size if index < 0 else index
-        if not 0 <= i < self._size:
-            raise IndexError("conversation index out of range")
-        return self._items[i]
-
-    def __iter__(self) -> Iterator[TurnPrint]:
-        return islice(self._items, self._size)
-
-
-def _standing(turn: Turn | TurnPrint) -> tuple[bool, int | None]:
-    """(in the conversation, the seq it takes the place of) for a turn or its print."""
-    if isinstance(turn, TurnPrint):
-        return turn.complete, turn.redo_of
-    return in_conversation(turn.message), redo_of(turn.message)
-
-
-T = TypeVar("T", Turn, TurnPrint)
-
-
-def conversation(turns: Sequence[T]) -> list[T]:
-    """The logged turns (or their prints) that make up the conversation, oldest first:
-    those :func:`in_conversation`, where a turn marked :data:`REDO_KEY` takes the place
-    of the turn it names and every one after it.
-
-    Why: a regenerate re-sends a request the log holds answered, and the user then goes
-    on from the new answer; an edited message or a dropped question parts from the log
-    the same way (``contextos.engine.context.match_request``). The model must see the
-    newest branch, not both, and compaction must count and summarize what the model
-    sees. The log is never rewritten, so the old turns stay there (for audit) and are
-    only left out here. Given the turns from some seq on, this is the conversation of
-    the whole log from that seq on (a turn leaves by its seq).
-    """
-    out: list[T] = []
-    for turn in turns:
-        complete, redo = _standing(turn)
-        if not complete:
-            continue
-        if redo is not None:
-            while out and out[-1].seq >= redo:
-                out.pop()
-        out.append(turn)
-    return out
 
 
 def sendable_units(turns: Sequence[Turn]) -> list[list[Turn]]:
@@ -662,118 +493,6 @@ def context_window(
         budget,
         min_cache_tokens=min_cache_tokens,
         restate_question_over=lay.restate_question_over,
-    )
-
-
-def _texts(value: Any, where: str) -> Iterator[tuple[str, str]]:
-    """(where, text) for every string in a JSON-like value (mapping keys included)."""
-    if isinstance(value, str):
-        yield where, value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _texts(k, f"{where} key")
-            yield from _texts(v, f"{where}[{k!r}]")
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            yield from _texts(v, f"{where}[{i}]")
-
-
-def lone_surrogate_at(text: str) -> int | None:
-    """The index of the first character of ``text`` that is not valid Unicode (a lone
-    surrogate), or None when there is none.
-
-    Why: such a string cannot be encoded as UTF-8, so no store can write it and no
-    provider accepts it. The one statement of the rule: :func:`check_text`
-    (``Session.add``) and the HTTP API's validators
-    (:func:`contextos.server.schemas.check_text`) each refuse with their own error.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return e.start
-    return None
-
-
-def check_text(message: Message, what: str = "message") -> None:
-    """Refuse a message holding text that is not valid Unicode (:func:`lone_surrogate_at`).
-
-    Why: found at the store, such text surfaced as a raw ``UnicodeEncodeError``
-    naming neither the message nor the field.
-
-    Raises:
-        ValueError: naming the field and the index of the first bad character.
-    """
-    for where, text in _message_texts(message):
-        at = lone_surrogate_at(text)
-        if at is not None:
-            raise ValueError(
-                f"{what} {where} is not valid Unicode text "
-                f"(lone surrogate {text[at]!r} at index {at})"
-            )
-
-
-def _message_texts(message: Message) -> Iterator[tuple[str, str]]:
-    """(where, text) for every string of ``message`` a store writes."""
-    fields: list[tuple[str, Any]] = [
-        ("content", message.content),
-        ("name", message.name),
-        ("tool_call_id", message.tool_call_id),
-        ("metadata", message.metadata),
-    ]
-    for i, call in enumerate(message.tool_calls):
-        fields += [(f"tool_calls[{i}].{f}", getattr(call, f)) for f in ("id", "name", "arguments")]
-    for field, value in fields:
-        yield from _texts(value, field)
-
-
-def valid_text(text: str) -> str:
-    """``text`` with each lone surrogate and each NUL (``\\x00``) replaced by U+FFFD,
-    and a surrogate pair given as two code points joined into its character (a server
-    that split an emoji across two stream deltas sends both halves so).
-
-    Why: a model's reply is what it is -- the caller already has it -- and it must be
-    logged and remembered, not refused (:func:`check_text`, and the stores' refusal of
-    NUL, which PostgreSQL cannot hold) on a commit the caller never sees, whose error
-    then failed the session's next, unrelated call.
-    """
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if lone_surrogate_at(text) is None:
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
-def _valid(value: Any) -> Any:
-    """A JSON-like value with every string in it (keys too) made :func:`valid_text`."""
-    if isinstance(value, str):
-        return valid_text(value)
-    if isinstance(value, Mapping):
-        return {_valid(k): _valid(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_valid(v) for v in value)
-    return value
-
-
-def mended(message: Message) -> Message:
-    """``message`` with every text :func:`check_text` reads made :func:`valid_text`; the
-    same object when it has nothing to mend."""
-    if all(valid_text(text) is text for _, text in _message_texts(message)):
-        return message
-    return replace(
-        message,
-        content=valid_text(message.content),
-        name=_valid(message.name),
-        tool_call_id=_valid(message.tool_call_id),
-        tool_calls=tuple(
-            replace(
-                c,
-                id=valid_text(c.id),
-                name=valid_text(c.name),
-                arguments=valid_text(c.arguments),
-            )
-            for c in message.tool_calls
-        ),
-        metadata=_valid(message.metadata),
     )
 
 
@@ -1203,106 +922,19 @@ class Session:
         claim: str | None = None,
         listed: frozenset[int] = frozenset(),
     ) -> int:
-        """Store the turns the state lists as unarchived (those not stored yet), then
-        confirm them with a compare-and-set; returns how many records were stored.
-
-        They are held first (``HistoryState.archiver``, a lease of
-        :data:`ARCHIVE_LEASE_S`; ``claim`` is a hold this caller already has): a hold
-        by another that has not run out means it is storing them, and this returns.
-        ``listed``: the turns ``claim``'s own save just listed, which no one can have
-        stored before (see :meth:`_store_owed`). Tried again on the fresh state when
-        another writer changed it meanwhile."""
-        claim = claim or uuid.uuid4().hex
-        stored = 0
-        mine: set[int] = set()  # the turns this call stored
-        for attempt in range(_SAVE_TRIES):
-            if attempt:
-                wait_before_retry(attempt - 1)
-            state, meta, revision = self._read_state()
-            if not state.unarchived:
-                return stored
-            if state.archiver != claim:
-                listed = frozenset()  # held by another meanwhile: it may have stored them
-                if state.archiver and state.archiver_until > time.time():
-                    return stored  # another is storing them
-                held = replace(state, archiver=claim, archiver_until=time.time() + ARCHIVE_LEASE_S)
-                if not self._save(held, meta, revision):
-                    continue
-                state, meta, revision = self._read_state()
-                if state.archiver != claim:
-                    continue
-            count, unstored_from = self._store_owed(memory, state, meta, listed, mine)
-            stored += count
-            top = max(state.archived_to, *state.unarchived)
-            done = replace(state, unarchived=(), archived_to=top, archiver="", archiver_until=0.0)
-            extra = {} if unstored_from is None else {_UNSTORED_KEY: unstored_from}
-            if self._save(done, meta, revision, extra):
-                return stored
-        return stored  # still listed: the next offload confirms them
-
-    def _store_owed(
-        self,
-        memory: MemoryLike,
-        state: HistoryState,
-        meta: Mapping[str, Any],
-        listed: frozenset[int],
-        mine: set[int],
-    ) -> tuple[int, int | None]:
-        """Store the turns ``state`` lists as unarchived that are not stored yet (``mine``:
-        those this offload stored already, to which it adds); returns how many records
-        were stored, and the meta's :data:`_UNSTORED_KEY` once they are confirmed (None
-        when it is not known).
-
-        Why not look every turn up: a look-up of a turn not stored yet (every turn an
-        offload rotates) read the whole session archive, one read per turn: 2.7 ms a
-        turn at 1,000 archived, 11 ms at 16,000. A turn in ``listed`` at or past the
-        meta's :data:`_UNSTORED_KEY` was never handed to :func:`archive`: no holder
-        stores a turn the state did not list, and this one's save listed it first. Any
-        other (left by a holder that died or failed, or below that seq: a shared
-        session's turn rotated again after ``forget``'s reset, a pinned one rotated
-        late) is looked up (:func:`_stored_seqs`).
-        """
-        rotated = sorted(self._logged(set(state.unarchived)).values(), key=_seq)
-        floor = _unstored_from(meta)
-        trusted = {s for s in listed if floor is not None and s >= floor}
-        doubt = [t for t in rotated if t.seq not in trusted and t.seq not in mine]
-        stored, floor = _stored_seqs(memory, self.session_id, doubt, floor)
-        fresh = [t for t in rotated if t.seq not in mine and t.seq not in stored]
-        records = archive(memory, fresh, self.scope)
-        mine.update(t.seq for t in fresh)
-        count = len(records) - self._drop_erased(memory, records, fresh)
-        return count, None if floor is None else max(floor, max(state.unarchived) + 1)
-
-    def _drop_erased(
-        self,
-        memory: MemoryLike,
-        records: Sequence[MemoryRecord],
-        rotated: Sequence[Turn],
-    ) -> int:
-        """Purge the archived records whose turn an erasure removed from the log while
-        they were written; returns how many.
-
-        Why: ``forget`` may run after the save and before ``memory.add`` wrote the
-        copies, which then hold erased text that nothing will erase again. Only the
-        rotated turns' span of the log is read (:meth:`_logged`), so this check does
-        not read every turn of a long log per offload. A ``forget`` after this check
-        erases the copies itself; one between the add and this check erased them
-        already, and they count as dropped (its ``NotFound`` failed the compaction, and
-        a wrapped client's call with it). Copies are told by their turn's seq, not
-        their ``source_id``: two turns may share a caller's ``dia_id``.
-        """
-        if not records:
-            return 0
-        live = self._logged([t.seq for t in rotated])
-        erased = {t.seq for t in rotated if t.seq not in live or not same_turn(live[t.seq], t)}
-        dropped = 0
-        for record in records:
-            if record.metadata.get(TURN_SEQ_KEY) in erased:
-                # NotFound: a forget after the add erased it with its turn; dropped as well.
-                with suppress(NotFound):
-                    memory.delete(record.id, purge=True)
-                dropped += 1
-        return dropped
+        """Store and confirm the turns the state lists as unarchived
+        (:func:`~contextos.engine.offload.finish_archive`, on this session's state and
+        log); returns how many records were stored."""
+        return finish_archive(
+            memory,
+            self.scope,
+            read_state=self._read_state,
+            save=self._save,
+            logged=self._logged,
+            tries=_SAVE_TRIES,
+            claim=claim,
+            listed=listed,
+        )
 
     # -- the window ------------------------------------------------------------------
     def window(
@@ -1340,195 +972,19 @@ class Session:
         )
 
 
-def _author(turn: Turn, scope: Scope) -> Scope:
-    """Where a turn is archived: its author's scope in the session, else ``scope``."""
-    named = turn.user_id is not None or turn.agent_id is not None
-    return replace(scope, user_id=turn.user_id, agent_id=turn.agent_id) if named else scope
-
-
-#: Metadata keys of an archived turn's records: what identifies the turn (its seq in the
-#: record's session, and the time it was logged: a seq is used again after an erasure),
-#: beside ``source_id``, its provenance (:func:`turn_ref`: a caller's ``dia_id`` when
-#: given, which several turns may share).
-TURN_SEQ_KEY = "turn_seq"
-TURN_AT_KEY = "turn_at"
-
-#: Records a page of :func:`_stored_turns` reads (``Memory.get_all``'s most).
-_PAGE = 1000
-#: Up to this many turns are looked up one by one (:func:`_stored_seqs`), more in one
-#: read of the session's archive. A look-up reads every record of the session in the
-#: store (SQLite: ~0.9 us a record); a read of them all builds each record (~18 us a
-#: record): 14 ms against 285 ms at 16,000 records.
-_ONE_BY_ONE = 20
-
-
-def turn_at(turn: Turn) -> str:
-    """When ``turn`` was logged, as its archived records keep it (:data:`TURN_AT_KEY`)."""
-    return turn.created_at.isoformat()
-
-
-@dataclass(frozen=True)
-class _StoredTurns:
-    """The turns of one session archived in long-term memory (:func:`_stored_turns`)."""
-
-    #: (seq, source_id, logged at) of each record; logged at is None in the records of
-    #: versions that did not keep it.
-    keys: frozenset[tuple[int, str, str | None]]
-    #: One past the highest seq archived (0 when none is).
-    unstored_from: int
-
-    def holds(self, turn: Turn) -> bool:
-        """Whether ``turn`` is archived (:func:`_archive_key`)."""
-        key = _archive_key(turn)
-        return key in self.keys or (*key[:2], None) in self.keys
-
-
-def _archive_key(turn: Turn) -> tuple[int, str, str]:
-    """What tells ``turn``'s records in its session: its seq, ``source_id`` and the time
-    it was logged. Records by earlier versions keep no time: they match by the first two."""
-    return turn.seq, turn_ref(turn), turn_at(turn)
-
-
-def _record_key(record: MemoryRecord) -> tuple[int, str, str | None] | None:
-    """:func:`_archive_key` of the turn an archived record was stored from (None: it was
-    not, or its metadata is not as :func:`archive` writes it)."""
-    seq, at = record.metadata.get(TURN_SEQ_KEY), record.metadata.get(TURN_AT_KEY)
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        return None
-    return seq, str(record.metadata.get("source_id")), at if isinstance(at, str) else None
-
-
-def _stored_seqs(
-    memory: MemoryLike, session_id: str, turns: Sequence[Turn], floor: int | None
-) -> tuple[set[int], int | None]:
-    """The seqs of ``turns`` already archived in long-term memory, and the meta's
-    :data:`_UNSTORED_KEY` (``floor``, or found where it is None): a few turns are looked
-    up one by one, more (or any, to find the key) in one read of the session's archive."""
-    if not turns:
-        return set(), floor
-    if floor is not None and len(turns) <= _ONE_BY_ONE:
-        return {t.seq for t in turns if _is_stored(memory, session_id, t)}, floor
-    found = _stored_turns(memory, session_id)
-    return {t.seq for t in turns if found.holds(t)}, found.unstored_from if floor is None else floor
-
-
-def _is_stored(memory: MemoryLike, session_id: str, turn: Turn) -> bool:
-    """Whether ``turn`` is archived: one filtered read of its session's records."""
-    seq, ref, at = _archive_key(turn)
-    flt = Filter(include_invalid=True, metadata={TURN_SEQ_KEY: seq, "source_id": ref})
-    found = memory.get_all(**scope_ids(None, None, session_id), filters=flt, limit=_PAGE)
-    return any((key := _record_key(r)) is not None and key[2] in (at, None) for r in found)
-
-
-def _unstored_from(meta: Mapping[str, Any]) -> int | None:
-    """The meta's :data:`_UNSTORED_KEY`, None when it has none."""
-    value = meta.get(_UNSTORED_KEY)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _stored_turns(memory: MemoryLike, session_id: str) -> _StoredTurns:
-    """What the session's records in long-term memory say was archived: one read of
-    them, every author's (closed ones too: one an update superseded was stored)."""
-    flt, ids = Filter(include_invalid=True), scope_ids(None, None, session_id)
-    keys: set[tuple[int, str, str | None]] = set()
-    offset = 0
-    while True:
-        page = memory.get_all(**ids, filters=flt, limit=_PAGE, offset=offset)
-        keys.update(key for record in page if (key := _record_key(record)) is not None)
-        if len(page) < _PAGE:
-            break
-        offset += len(page)
-    return _StoredTurns(frozenset(keys), max((k[0] for k in keys), default=-1) + 1)
-
-
-def text_pieces(text: str) -> list[str]:
-    """``text`` in pieces a memory may hold (``MAX_TEXT_CHARS``): a turn longer than
-    that (a pasted document, a tool's dump) was refused by ``memory.add`` and could
-    never be archived."""
-    return [text[i : i + MAX_TEXT_CHARS] for i in range(0, len(text), MAX_TEXT_CHARS)] or [text]
-
-
-def _archived_text(message: Message) -> str:
-    """What a rotated turn is stored as: its text, or for an assistant turn that only
-    called tools, the calls (``[called name(arguments)]``). Such a turn was skipped,
-    so an archived tool result no longer said which call made it, and a run of them
-    alone made ``memory.add`` refuse the whole archive."""
-    if message.content.strip():
-        return message.content
-    return " ".join(f"[called {c.name}({c.arguments})]" for c in message.tool_calls)
-
-
-def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[MemoryRecord]:
-    """Store rotated turns as episodic memories, keeping reference, seq and time.
-
-    Each turn is stored in its own author's scope (``Turn.user_id``/``agent_id``, in
-    ``scope``'s session) when the log names one, else in ``scope``: in a session two
-    users share, a copy of one user's turn filed under the other (the compacting
-    Session's user) survived ``forget`` of its author. Consecutive turns of one author
-    go in one ``memory.add``, in log order; a turn longer than a memory may be is
-    stored in pieces, each with the turn's reference. Each record keeps what
-    identifies its turn (:data:`TURN_SEQ_KEY`, :data:`TURN_AT_KEY`) and its provenance
-    (``source_id``: :func:`turn_ref`).
-    """
-    out: list[MemoryRecord] = []
-    run: list[Message] = []
-    run_scope: Scope | None = None
-    for t in turns:
-        when = turn_time(t)
-        meta = {
-            **t.message.metadata,
-            TURN_SEQ_KEY: t.seq,
-            TURN_AT_KEY: turn_at(t),
-            "source_id": turn_ref(t),
-        }
-        if when is not None:
-            meta["event_time"] = when.isoformat()
-        text = _archived_text(t.message)
-        if not text:
-            continue  # nothing said (memory.add refuses a run of only empty messages)
-        author = _author(t, scope)
-        if run and author != run_scope:
-            out += memory.add(run, **cast(Scope, run_scope).ids())
-            run = []
-        run_scope = author
-        run += [replace(t.message, content=p, metadata=meta) for p in text_pieces(text)]
-    if run:
-        out += memory.add(run, **cast(Scope, run_scope).ids())
-    return out
-
-
 __all__ = [
-    "COMPLETE_KEY",
     "HOLDS",
-    "REDO_KEY",
-    "TURN_AT_KEY",
-    "TURN_SEQ_KEY",
     "CompactionResult",
-    "ConversationView",
     "Hold",
     "Layout",
     "Session",
     "MemoryLike",
-    "TurnPrint",
-    "archive",
-    "check_text",
     "context_window",
-    "conversation",
-    "in_conversation",
-    "redo_of",
-    "said",
-    "said_digest",
-    "turn_at",
-    "turn_print",
     "hit_items",
     "hit_refs",
-    "lone_surrogate_at",
-    "mended",
     "novel_hits",
     "search_scope",
     "sendable_units",
-    "text_pieces",
     "turn_items",
-    "valid_text",
     "window_budget",
 ]

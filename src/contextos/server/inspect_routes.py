@@ -27,7 +27,8 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 
 from contextos.engine.compaction import HistoryState
-from contextos.engine.session import context_window, conversation, turn_items, window_budget
+from contextos.engine.conversation import conversation
+from contextos.engine.session import context_window, turn_items, window_budget
 from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
 

@@ -27,7 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ..engine.session import lone_surrogate_at
+from ..engine.message_text import lone_surrogate_at
 from ..times import utc
 from ..types import Message, ScopeIds, scope_id, scope_ids
 from .errors import describe
@@ -53,7 +53,7 @@ FILTER_KEY = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 
 def check_text(value: str) -> str:
     """Refuse strings that are not valid Unicode scalar values (the library's one rule,
-    :func:`contextos.engine.session.lone_surrogate_at`) or hold NUL."""
+    :func:`contextos.engine.message_text.lone_surrogate_at`) or hold NUL."""
     if "\x00" in value:
         raise ValueError("text may not contain NUL characters")
     if lone_surrogate_at(value) is not None:
