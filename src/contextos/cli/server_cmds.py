@@ -90,6 +90,7 @@ def _run_server(
     *,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> None:
     """Serve ``app`` (an ASGI app, or an import string with ``factory``/``workers`` in
     ``options``) on the bound ``sock`` until SIGTERM or Ctrl-C, then return.
@@ -100,7 +101,8 @@ def _run_server(
     line and headers must arrive within ``header_timeout`` seconds and stay under
     ``headlimit.MAX_HEAD_BYTES``, its body keep a minimum pace after as long again,
     and a response blocked for ``send_timeout`` seconds drops its connection
-    (:mod:`contextos.server.headlimit`)."""
+    (:mod:`contextos.server.headlimit`). ``stopped``: whether a SIGTERM came while
+    the app was built (:func:`_sigterm_noted`); then nothing is served."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -113,6 +115,8 @@ def _run_server(
     set_timeouts(config, header=header_timeout, send=send_timeout)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
+        if stopped():  # checked after ``stop`` took over: no SIGTERM falls between
+            return
         if config.workers > 1:
             Multiprocess(config, sockets=[sock]).run()
         else:
@@ -122,6 +126,27 @@ def _run_server(
     finally:
         signal.signal(signal.SIGTERM, previous)
         sock.close()
+
+
+@contextmanager
+def _sigterm_noted() -> Iterator[Callable[[], bool]]:
+    """While a server starts: a SIGTERM is noted, not acted on; :func:`_run_server`
+    then serves nothing and the caller closes what it opened, as after a SIGTERM while
+    serving (exit 0). Why not raise at once, as :func:`_until_sigterm` does: the port
+    listens before the app is built, and an exception raised at an arbitrary point of
+    that start (a C extension's import, a thread's start) was mangled or escaped: the
+    process died of SIGINT or exited 1 with a pydantic ``SchemaError``; without a
+    handler, SIGTERM killed it with the store open."""
+    got: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        got.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, note)
+    try:
+        yield lambda: bool(got)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -319,7 +344,7 @@ def serve(
     }
     # SIGTERM while the app is built (the port already listens) stops it as it would
     # once serving, rather than killing the process with the store half open.
-    with _until_sigterm():
+    with _sigterm_noted() as stopped:
         sock = _bind(host, port)
         url = _url(host, sock.getsockname()[1])
         if workers > 1:
@@ -335,6 +360,7 @@ def serve(
                 worker_options,
                 header_timeout=header_timeout,
                 send_timeout=send_timeout,
+                stopped=stopped,
             )
             console.print("contextos stopped", highlight=False)
             return
@@ -346,7 +372,12 @@ def serve(
         try:
             _announce(url)
             _run_server(
-                app, sock, options, header_timeout=header_timeout, send_timeout=send_timeout
+                app,
+                sock,
+                options,
+                header_timeout=header_timeout,
+                send_timeout=send_timeout,
+                stopped=stopped,
             )
         finally:
             close_app(app)  # no-op after a normal shutdown, which already closed it
@@ -482,10 +513,15 @@ def mcp(
 
     target = _db(state, db)
     with ExitStack() as stack:
-        # From here on, SIGTERM closes what is opened below and exits 0, over HTTP too:
-        # the port listens before the store and the app are built, and a client that
-        # stopped the server once it answered a connect killed it mid-start (-15).
-        stack.enter_context(_until_sigterm())
+        # From here on, SIGTERM closes what is opened below and exits 0. Over HTTP the
+        # port listens before the store and the app are built, and a client that
+        # stopped the server once it answered a connect killed it mid-start (-15): a
+        # SIGTERM then is noted and acted on when the server would start.
+        if transport == "stdio":
+            stack.enter_context(_until_sigterm())
+            stopped: Callable[[], bool] = lambda: False  # noqa: E731 - raised at once
+        else:
+            stopped = stack.enter_context(_sigterm_noted())
         sock = _bind(host, port) if transport != "stdio" else None
         if sock is not None:
             stack.callback(sock.close)
@@ -520,7 +556,7 @@ def mcp(
             "access_log": False,
             "timeout_graceful_shutdown": shutdown_timeout,  # as for serve
         }
-        _run_server(app, sock, options)
+        _run_server(app, sock, options, stopped=stopped)
 
 
 @click.command("serve")
