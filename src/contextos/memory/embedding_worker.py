@@ -31,6 +31,7 @@ from ..embed import Embedder, Vectors
 from ..errors import EmbedderUnavailable
 from ..os_threads import BACKGROUND_EMBEDDING, name_this_thread
 from ..store.base import Store
+from ..store.records import nul_written_out
 from ..types import MemoryRecord
 from .render import vector_model
 from .turn_vectors import embed_records
@@ -330,17 +331,13 @@ def _describe(exc: BaseException) -> str:
     PostgreSQL cannot store its NUL, and the refused quarantine left the record claimed
     at the head of the queue, which stopped background embedding for every tenant. Both
     stores keep the same text."""
-    return _without_nul(f"{type(exc).__name__}: {exc}")[:500]
+    return nul_written_out(f"{type(exc).__name__}: {exc}")[:500]
 
 
 def _stored_model(embedder: Embedder) -> str:
     """What the embedder's vectors are stored and compared as (``vector_model``), each
     NUL written ``\\x00``: PostgreSQL cannot store a model id holding one."""
-    return _without_nul(vector_model(embedder.model_id))
-
-
-def _without_nul(text: str) -> str:
-    return text.replace("\x00", "\\x00")
+    return nul_written_out(vector_model(embedder.model_id))
 
 
 #: Workers still running: closed at interpreter exit (see ``_close_live_workers``).

@@ -163,6 +163,13 @@ def refuse_nul(what: str, value: object) -> None:
         )
 
 
+def nul_written_out(text: str) -> str:
+    """``text`` with each NUL written as the four characters ``\\x00``: for what a store
+    keeps that no caller wrote (an embedder's error, which may quote a binary body; a
+    model id), where refusing it would stop the work that stores it."""
+    return text.replace("\x00", "\\x00")
+
+
 def refuse_nul_in_scope(scope: Scope) -> None:
     """:func:`refuse_nul` for each id of ``scope``."""
     for what in ("tenant", "user_id", "agent_id", "session_id"):

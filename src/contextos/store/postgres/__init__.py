@@ -419,7 +419,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 "INSERT INTO vector_quarantine (tenant, memory_id, error, at) "
                 "SELECT tenant, id, %s, now() FROM memories WHERE tenant = %s AND id = ANY(%s) "
                 "ON CONFLICT (tenant, memory_id) DO UPDATE SET error = excluded.error, at = now()",
-                (_without_nul(error)[:500], tenant, list(ids)),
+                (shared.nul_written_out(error)[:500], tenant, list(ids)),
             )
             cur.execute(
                 "DELETE FROM pending_vectors WHERE tenant = %s AND memory_id = ANY(%s)",
@@ -634,12 +634,6 @@ _TABLES = (
     "turns",
     "session_meta",
 )
-
-
-def _without_nul(text: str) -> str:
-    """``text`` with each NUL written as the four characters ``\\x00``: a text PostgreSQL
-    can hold (an embedder's error may quote a binary body)."""
-    return text.replace("\x00", "\\x00")
 
 
 def _first_line(exc: BaseException) -> str:
