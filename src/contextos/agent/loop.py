@@ -61,7 +61,7 @@ class ToolLoop:
         #: The progress of ``create()`` calls whose request failed mid-loop, by their
         #: messages (:meth:`_keep`); oldest first.
         self._unfinished: dict[str, _Unfinished] = {}
-        self._owed_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _owed and _unfinished
 
     def create(
         self, send: Callable[[dict[str, Any]], Any], reply: Callable[[Any], Message], **kwargs: Any
@@ -92,7 +92,7 @@ class ToolLoop:
                 ours = [c for c in calls if c.name in TOOL_NAMES]
                 if ours:  # run now; their results go out with the caller's (see module doc)
                     owed = _Owed(frozenset(c.id for c in calls), tuple(self._run(ours)))
-                    with self._owed_lock:
+                    with self._lock:
                         self._owed = [*self._owed, owed][-MAX_OWED:]
                 return response
             if step == self.max_steps:  # no request left to send these calls' results in
@@ -105,7 +105,7 @@ class ToolLoop:
     def _resume(self, key: str) -> _Unfinished:
         """The progress kept for a ``create()`` with these messages (nothing done when
         none): taken, so only one retry resumes it."""
-        with self._owed_lock:
+        with self._lock:
             return self._unfinished.pop(key, _Unfinished())
 
     def _keep(self, key: str, done: _Unfinished) -> None:
@@ -113,7 +113,7 @@ class ToolLoop:
         loop's first (at most :data:`MAX_UNFINISHED`, newest kept)."""
         if not done.messages:
             return  # the first request failed: the app's retry is a plain retry
-        with self._owed_lock:
+        with self._lock:
             self._unfinished[key] = done
             while len(self._unfinished) > MAX_UNFINISHED:
                 del self._unfinished[next(iter(self._unfinished))]
@@ -133,7 +133,7 @@ class ToolLoop:
         messages), each time a request carries them: a retry, or a caller that re-sends
         the whole conversation, says the same turn again, as the session logged it."""
         messages = kwargs.get("messages")
-        with self._owed_lock:
+        with self._lock:
             owed = list(self._owed)
         if not owed or not isinstance(messages, list):
             return kwargs

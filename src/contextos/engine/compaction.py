@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from contextos.engine.message_text import valid_text
-from contextos.engine.summarize import Summarizer, Summary, SummaryLine
+from contextos.engine.summarize import Summarizer, Summary, SummaryLine, fitting_lines
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.types import Turn
 
@@ -399,16 +399,7 @@ def _checked_summary(summary: object, max_tokens: int, tokenizer: Tokenizer) -> 
     if not isinstance(summary, Summary):
         raise TypeError(f"the summarizer returned {type(summary).__name__}, not a Summary")
     lines = [_checked_line(line, tokenizer) for line in summary.lines]
-    ranked = sorted(
-        range(len(lines)),
-        key=lambda i: (-max(lines[i].score, 0.01) / lines[i].tokens, -lines[i].seq, i),
-    )
-    kept: set[int] = set()
-    left = max_tokens
-    for i in ranked:
-        if lines[i].tokens <= left:
-            kept.add(i)
-            left -= lines[i].tokens
+    kept = fitting_lines(lines, max_tokens, one_per_turn=False)
     if lines and not kept:
         raise ValueError(
             f"the summarizer's summary has no line within its ceiling of {max_tokens} tokens"

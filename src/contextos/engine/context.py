@@ -57,6 +57,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any, Literal, Protocol, TypedDict
 
 from contextos.cache.render import TTL_SECONDS
@@ -447,10 +448,6 @@ def _redo(message: Message, said: Turn | TurnPrint) -> Message:
     return replace(message, metadata={**message.metadata, REDO_KEY: said.seq})
 
 
-def _print_seq(p: TurnPrint) -> int:
-    return p.seq
-
-
 def _strip_wire(message: Message) -> Message:
     meta = {k: v for k, v in message.metadata.items() if k != WIRE_KEY}
     return replace(message, metadata=meta)
@@ -664,7 +661,7 @@ class SessionContext:
         pending = parts.question or parts.prefill  # not logged yet: its branch is cut here
         redo = pending.metadata.get(REDO_KEY) if pending is not None else None
         if isinstance(redo, int):  # the prints are in seq order
-            kept = min(kept, bisect_left(prints, redo, key=_print_seq))
+            kept = min(kept, bisect_left(prints, redo, key=attrgetter("seq")))
         # The window's turns, whole: the conversation from the history's start on, cut
         # where the prints were (a turn leaves the conversation by its seq).
         end = prints[kept - 1].seq if kept else -1

@@ -217,6 +217,29 @@ class ExtractiveSummarizer:
         return _fold(self.candidates(turns), turns, previous, max_tokens)
 
 
+def fitting_lines(lines: Sequence[SummaryLine], max_tokens: int, *, one_per_turn: bool) -> set[int]:
+    """The positions of the ``lines`` kept within ``max_tokens``: best salience per
+    token first (newest first on ties), each taken while it fits; with
+    ``one_per_turn``, only a turn's first taken line (see :func:`_fold` for why).
+    The one ranking both the rolling fold and the check of any summarizer's result
+    (``compaction``) cut a summary by."""
+    ranked = sorted(
+        range(len(lines)),
+        key=lambda i: (-max(lines[i].score, 0.01) / max(1, lines[i].tokens), -lines[i].seq, i),
+    )
+    kept: set[int] = set()
+    seqs: set[int] = set()
+    left = max_tokens
+    for i in ranked:
+        if one_per_turn and lines[i].seq in seqs:
+            continue
+        if lines[i].tokens <= left:
+            kept.add(i)
+            seqs.add(lines[i].seq)
+            left -= lines[i].tokens
+    return kept
+
+
 def _fold(
     new: Sequence[SummaryLine], turns: Sequence[Turn], previous: Summary | None, max_tokens: int
 ) -> Summary:
@@ -233,20 +256,7 @@ def _fold(
     if max_tokens < 0:
         raise ValueError("max_tokens must be >= 0")
     pool = list(previous.lines if previous else ()) + list(new)
-    ranked = sorted(
-        range(len(pool)),
-        key=lambda i: (-max(pool[i].score, 0.01) / max(1, pool[i].tokens), -pool[i].seq, i),
-    )
-    kept: set[int] = set()
-    seqs: set[int] = set()
-    left = max_tokens
-    for i in ranked:
-        if pool[i].seq in seqs:
-            continue
-        if pool[i].tokens <= left:
-            kept.add(i)
-            seqs.add(pool[i].seq)
-            left -= pool[i].tokens
+    kept = fitting_lines(pool, max_tokens, one_per_turn=True)
     lines = tuple(pool[i] for i in sorted(kept, key=lambda i: (pool[i].seq, i)))
     start = (
         previous.covers_from
@@ -262,6 +272,7 @@ __all__ = [
     "Summarizer",
     "Summary",
     "SummaryLine",
+    "fitting_lines",
     "turn_ref",
     "turn_time",
 ]
