@@ -1,7 +1,8 @@
 """The SQLite store's in-process keyword index (``store/sqlite/lexical_index.py``).
 
-It must rank exactly as FTS5's ``bm25()`` over the same file (the reference query
-below is the one the store ran before the index), and stay exact while the process
+It must rank exactly as FTS5's ``bm25()`` does over a copy of the file that holds only
+the searched scope (the reference query below is the one the store ran before the
+index; BM25's statistics are the scope's, not the file's), and stay exact while the process
 stays up and other processes write: inserts, text and context updates, deletes, a
 rowid reused after the newest record's delete, a forgotten user, a new user of a
 tenant searched whole.
@@ -71,16 +72,22 @@ FILTERS = (
 
 
 def _fts5(path: Path, flt: Filter, query: str, context_weight: float) -> dict[str, float]:
-    """What FTS5's bm25() gives every matching row of the filter's scope (the store's
-    keyword search before the in-process index)."""
+    """What FTS5's bm25() gives every matching row of the filter's scope in a copy of
+    the file that holds only that scope (its user's records, or its tenant's): BM25's
+    statistics are the searched scope's, not the file's."""
     words = query_terms(query)
     if not words:
         return {}
     match = "{text context} : (" + " OR ".join(f'"{w}"' for w in words) + ")"
     match += "".join(f' AND scope_terms : "{t}"' for t in scope_terms(flt.scope))
     where, params = filter_sql(flt, time.time())
-    db = sqlite3.connect(path)
+    source, db = sqlite3.connect(path), sqlite3.connect(":memory:")
     try:
+        source.backup(db)
+        db.execute(
+            "DELETE FROM memories WHERE NOT (tenant = ? AND (? IS NULL OR user_id IS ?))",
+            (flt.scope.tenant, flt.scope.user_id, flt.scope.user_id),
+        )
         rows = db.execute(
             f"SELECT m.id, bm25(memories_fts, 1.0, {context_weight!r}, 0.0) FROM memories_fts "
             "JOIN memories m ON m.rowid = memories_fts.rowid "
@@ -89,6 +96,7 @@ def _fts5(path: Path, flt: Filter, query: str, context_weight: float) -> dict[st
         ).fetchall()
     finally:
         db.close()
+        source.close()
     return {memory_id: -score for memory_id, score in rows}
 
 
@@ -345,21 +353,32 @@ def test_random_writes_of_another_connection_never_leave_the_index_stale(tmp_pat
         reader.close()
 
 
-def test_word_counts_follow_changes_to_users_the_index_does_not_hold(tmp_path: Path) -> None:
-    """BM25's row count per word is the file's: a change to a user nobody searched here
-    (so the index cannot tell what the record held before) still moves it."""
+def test_another_users_and_another_tenants_writes_leave_a_users_scores_as_they_are(
+    tmp_path: Path,
+) -> None:
+    """BM25's statistics are the searched user's: what other users of the tenant, or
+    other tenants, store or change moves neither the scores nor the order of a user's
+    hits (over the whole file, a tenant watching its own scores could learn how common
+    a word is among another's memories). Every user is held, as in a server that has
+    searched them all."""
     path = tmp_path / "s.db"
     reader, writer = SQLiteStore(path), SQLiteStore(path)
-    writer.put([_rec("a1", "tea garden", user_id="ann"), _rec("b1", "tea", user_id="bob")])
-    writer.put([_rec(f"b{i}", "coffee", user_id="bob") for i in range(2, 6)])
-    flt = Filter(scope=Scope(tenant="t1", user_id="ann"))
-    _same(_ours(reader, flt, "tea garden", 0.5), _fts5(path, flt, "tea garden", 0.5))
-    for patch in (Patch(text="garden"), Patch(context="tea")):
-        writer.update("t1", "b1", patch)  # bob is not held by the reader
-        _same(_ours(reader, flt, "tea garden", 0.5), _fts5(path, flt, "tea garden", 0.5))
+    writer.put([_rec("a1", "tea garden", user_id="ann"), _rec("a2", "tea", user_id="ann")])
+    writer.put([_rec("a3", "coffee", user_id="ann"), _rec("b1", "tea", user_id="bob")])
+    writer.put([_rec("c1", "garden", user_id="cy", tenant="t2")])
+    ann = Filter(scope=Scope(tenant="t1", user_id="ann"))
+    others = [Filter(scope=Scope("t1")), Filter(scope=Scope(tenant="t2", user_id="cy"))]
+    before = _ours(reader, ann, "tea garden", 0.5)
+    _same(before, _fts5(path, ann, "tea garden", 0.5))
+    for flt in others:
+        _ours(reader, flt, "tea garden", 0.5)  # bob's and cy's rows held too
+    writer.put([_rec(f"b{i}", "garden tea " * i, user_id="bob") for i in range(2, 9)])
+    writer.put([_rec(f"c{i}", "tea", user_id="cy", tenant="t2") for i in range(2, 9)])
+    writer.update("t1", "b1", Patch(text="garden garden"))
     writer.delete("t1", "b2")
-    writer.put([_rec("b9", "tea tea garden", user_id="bob")])
-    _same(_ours(reader, flt, "tea garden coffee", 0.5), _fts5(path, flt, "tea garden coffee", 0.5))
+    assert _ours(reader, ann, "tea garden", 0.5) == before
+    for flt in (ann, *others):
+        _same(_ours(reader, flt, "tea garden", 0.5), _fts5(path, flt, "tea garden", 0.5))
     writer.close()
     reader.close()
 

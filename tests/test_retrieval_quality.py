@@ -38,27 +38,33 @@ DEFAULT = RetrievalConfig()
 
 #: recall@10 of the full pipeline on the two conversations, categories 1-4, as
 #: measured on this tree (``pytest tests/test_retrieval_quality.py -s`` prints every
-#: figure below: full 0.8237; without each step see ABLATIONS).
-FULL_RECALL = 0.823
+#: figure below: full 0.8252; without each step see ABLATIONS). Every floor here was
+#: re-measured when BM25's statistics became the searched user's instead of the whole
+#: file's (the two conversations are two users of one file): full 0.8237 -> 0.8252.
+FULL_RECALL = 0.825
 
 #: Each kept step, removed alone: (config without it, categories measured on, the
-#: recall@10 the full pipeline gains over it as measured on this tree).
+#: recall@10 the full pipeline gains over it as measured on this tree). The RRF
+#: constant (10) is guarded from both sides: on these two conversations 20 scores
+#: 0.003 more (over all five dev conversations 0.002 less, and no leave-one-out fold
+#: chooses it), so the guards are the grid's next values down and up, 5 and 40.
 ABLATIONS: dict[str, tuple[RetrievalConfig, tuple[int, ...], float]] = {
-    "no dense retriever (BM25 only)": (replace(DEFAULT, mode="bm25"), (1, 2, 3, 4), 0.051),
-    "no lexical retriever (dense only)": (replace(DEFAULT, mode="dense"), (1, 2, 3, 4), 0.105),
-    "dense weight at 0.6": (replace(DEFAULT, dense_weight=0.6), (1, 2, 3, 4), 0.019),
-    "dense weight at 1.5": (replace(DEFAULT, dense_weight=1.5), (1, 2, 3, 4), 0.005),
-    "RRF constant at 20": (replace(DEFAULT, rrf_k=20.0), (1, 2, 3, 4), 0.005),
-    "no context column": (replace(DEFAULT, context_weight=0.0), (1, 2, 3, 4), 0.037),
-    "no neighbour boost": (replace(DEFAULT, neighbour_weight=0.0), (1, 2, 3, 4), 0.021),
-    "no session boost": (replace(DEFAULT, session_weight=0.0), (1, 2, 3, 4), 0.026),
+    "no dense retriever (BM25 only)": (replace(DEFAULT, mode="bm25"), (1, 2, 3, 4), 0.050),
+    "no lexical retriever (dense only)": (replace(DEFAULT, mode="dense"), (1, 2, 3, 4), 0.112),
+    "dense weight at 0.6": (replace(DEFAULT, dense_weight=0.6), (1, 2, 3, 4), 0.015),
+    "dense weight at 1.5": (replace(DEFAULT, dense_weight=1.5), (1, 2, 3, 4), 0.003),
+    "RRF constant at 5": (replace(DEFAULT, rrf_k=5.0), (1, 2, 3, 4), 0.004),
+    "RRF constant at 40": (replace(DEFAULT, rrf_k=40.0), (1, 2, 3, 4), 0.037),
+    "no context column": (replace(DEFAULT, context_weight=0.0), (1, 2, 3, 4), 0.034),
+    "no neighbour boost": (replace(DEFAULT, neighbour_weight=0.0), (1, 2, 3, 4), 0.025),
+    "no session boost": (replace(DEFAULT, session_weight=0.0), (1, 2, 3, 4), 0.019),
     "no conversational_rerank": (
         replace(DEFAULT, neighbour_weight=0.0, session_weight=0.0),
         (1, 2, 3, 4),
-        0.035,
+        0.030,
     ),
     "no temporal step": (replace(DEFAULT, temporal_weight=0.0), (2,), 0.047),
-    "no speaker step": (replace(DEFAULT, speaker_weight=0.0), (1, 2, 3, 4), 0.001),
+    "no speaker step": (replace(DEFAULT, speaker_weight=0.0), (1, 2, 3, 4), 0.023),
 }
 
 
@@ -138,20 +144,21 @@ def test_each_step_contributes(stored: Stored, step: str) -> None:
 #: (better, worse, metric) -> least gain of ``better`` over ``worse``.
 #: - Facts stored beside the turns (``Memory(turn_facts=True)``, searched with
 #:   ``TURN_FACTS_RETRIEVAL``) over the default turns: recall within 1,000 tokens
-#:   0.8621 -> 0.9076 (the short facts fit more evidence in a budget). Since the turns
+#:   0.8646 -> 0.9065 (the short facts fit more evidence in a budget). Since the turns
 #:   are embedded with their facts they no longer add recall@10, so that is not asserted.
 #: - The default turns' vectors carrying their facts' own vectors (``memory.turn_vectors``)
 #:   over the same turns embedded from their text and facts alone: recall@10
-#:   0.8079 -> 0.8237 (within 1,000 tokens it costs a little: the turns it raises are
+#:   0.8165 -> 0.8252 (within 1,000 tokens it costs a little: the turns it raises are
 #:   longer, so it is not asserted there).
 #: - The default turns, embedded with their extracted facts (``memory.expansion``), over
-#:   the same turns embedded alone: recall@10 0.7853 -> 0.8237, within 1,000 tokens
-#:   0.8525 -> 0.8621.
+#:   the same turns embedded alone: recall@10 0.7837 -> 0.8252, within 1,000 tokens
+#:   0.8633 -> 0.8646 (a small gain since BM25's statistics became the user's: from
+#:   0.009; still asserted to be a gain).
 GAINS = {
-    ("rows", "no_fact_vectors", "recall@10"): 0.015,
-    ("beside", "rows", "recall@1000t"): 0.045,
-    ("rows", "unexpanded", "recall@10"): 0.038,
-    ("rows", "unexpanded", "recall@1000t"): 0.009,
+    ("rows", "no_fact_vectors", "recall@10"): 0.008,
+    ("beside", "rows", "recall@1000t"): 0.041,
+    ("rows", "unexpanded", "recall@10"): 0.041,
+    ("rows", "unexpanded", "recall@1000t"): 0.001,
 }
 
 

@@ -22,7 +22,6 @@ import builtins
 import contextlib
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -60,7 +59,7 @@ from contextos.store.sqlite.codec import (
     turn_from_row,
     turn_row,
 )
-from contextos.store.sqlite.lexical_index import Bm25Stats, LexicalIndex, LexRow
+from contextos.store.sqlite.lexical_index import LexicalIndex, LexRow
 from contextos.store.sqlite.schema import MIGRATIONS, migrate
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
@@ -124,10 +123,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._lexical: LexicalIndex | None = None
         self._lexical_log_seq = 0
         self._lexical_version: tuple[int, int] = (-1, -1)
-        # FTS5's statistics as of the index's last look: rows holding each term (kept
-        # up to date across inserts, dropped at other changes), and its totals.
-        self._fts_hits: dict[str, int] = {}
-        self._fts_totals: tuple[int, int] | None = None
         self._erasure_pending = bool(
             not self.read_only and self._db.execute("SELECT 1 FROM erasure_pending").fetchone()
         )
@@ -479,9 +474,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         fetch = limit if not flt.metadata else limit * 4
         while True:
             with self._lexical_lock:
-                index, stats = self._fresh_lexical(flt, words)
+                index = self._fresh_lexical(flt)
                 hits = index.search(
-                    flt, words, stats, context_weight=context_weight, limit=fetch, now=time.time()
+                    flt, words, context_weight=context_weight, limit=fetch, now=time.time()
                 )
             if not flt.metadata:  # the index tested every other part of the filter
                 return [Ranked(i, score) for i, score in hits]
@@ -701,49 +696,39 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 self._seen_version = version
             return self._index
 
-    def _fresh_lexical(
-        self, flt: Filter | None, words: Sequence[str]
-    ) -> tuple[LexicalIndex, Bm25Stats]:
+    def _fresh_lexical(self, flt: Filter | None) -> LexicalIndex:
         """The keyword index holding the filter's users, up to date with every committed
-        change, and FTS5's statistics for ``words`` (the caller holds ``_lexical_lock``).
+        change (the caller holds ``_lexical_lock``).
 
         Nothing is read when nothing was committed since the last look (``PRAGMA
-        data_version`` and ``_writes``, as for the vector index), the users are held
-        and the counts known. Otherwise what is needed is read in one read transaction
-        (:meth:`_read_lexical`: the records logged in ``index_log`` since the last look,
-        the users not held yet, the counts not known) and applied after it ends: the
-        tokenizing is most of the time (a user of 25,000 records: seconds), and other
-        reads, and an erasure's WAL truncation, must not wait for it.
+        data_version`` and ``_writes``, as for the vector index) and the users are held.
+        Otherwise what is needed is read in one read transaction (:meth:`_read_lexical`:
+        the records logged in ``index_log`` since the last look, the users not held yet)
+        and applied after it ends: the tokenizing is most of the time (a user of 25,000
+        records: seconds), and other reads, and an erasure's WAL truncation, must not
+        wait for it.
         """
         index = self._lexical
         if index is None:
             index = self._lexical = LexicalIndex()
-            self._fts_hits, self._fts_totals, self._lexical_log_seq = {}, None, -1
+            self._lexical_log_seq = -1
         with self._read_lock:
             data_version = self._data_version()
         version = (data_version, self._writes)
-        terms = [self._lexical_term(w) for w in words]
-        if (
-            version == self._lexical_version
-            and (flt is None or index.holds(flt))
-            and self._fts_totals is not None
-            and all(t in self._fts_hits for t in terms)
-        ):
-            return index, self._stats(words, terms, self._fts_hits)
-        read = self._read_lexical(index, flt, words, terms)
+        if version == self._lexical_version and (flt is None or index.holds(flt)):
+            return index
+        read = self._read_lexical(index, flt)
         if read is None:  # behind the pruned index_log: a new index, read as needed
             index.close()
             index = self._lexical = LexicalIndex()
-            self._fts_hits, self._fts_totals, self._lexical_log_seq = {}, None, -1
-            read = self._read_lexical(index, flt, words, terms)
+            self._lexical_log_seq = -1
+            read = self._read_lexical(index, flt)
             assert read is not None  # a new index has nothing to catch up with
         self._apply_lexical(index, read)
         self._lexical_version = version
-        return index, self._stats(words, terms, read.counts)
+        return index
 
-    def _read_lexical(
-        self, index: LexicalIndex, flt: Filter | None, words: Sequence[str], terms: Sequence[str]
-    ) -> _LexicalRead | None:
+    def _read_lexical(self, index: LexicalIndex, flt: Filter | None) -> _LexicalRead | None:
         """Everything the keyword index needs from one snapshot of the file; None when
         ``index_log`` was pruned past what the index has read (it must start over)."""
         with self._snapshot() as db:
@@ -779,44 +764,25 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 for user in wanted:
                     if not index.loaded(tenant, user):
                         users[user] = self._lex_rows("tenant = ? AND user_id IS ?", (tenant, user))
-            # Every word of the query, in this snapshot: a count kept from before may be
-            # dropped when the changes are applied, and must not be read again later
-            # against these totals.
-            counts = {t: self._rows_holding(w, t) for w, t in zip(words, terms, strict=True)}
             whole = flt is not None and flt.scope.user_id is None and not index.holds(flt)
             return _LexicalRead(
                 last,
                 changed,
                 rows,
                 users,
-                counts,
-                _fts_totals(db),
                 tenant=flt.scope.tenant if flt is not None else "",
                 whole_tenant=flt.scope.tenant if whole and flt is not None else None,
             )
 
     def _apply_lexical(self, index: LexicalIndex, read: _LexicalRead) -> None:
-        """Apply what :meth:`_read_lexical` read: the logged changes (the kept counts
-        per term move with them when the index knew every record involved, and are
-        dropped otherwise; an erasure also drops the words the tokenizer cached), the
-        users read whole, then the counts read in that snapshot."""
-        if read.changed:
-            delta, erased = index.apply(read.changed, read.rows)
-            if erased:
-                index.tokenizer.forget_words()
-            if delta is None or erased:
-                self._fts_hits = {}
-            else:
-                for term in delta.keys() & self._fts_hits.keys():
-                    self._fts_hits[term] += delta[term]
+        """Apply what :meth:`_read_lexical` read: the logged changes (an erasure also
+        drops the words the tokenizer cached), then the users read whole."""
+        if read.changed and index.apply(read.changed, read.rows):
+            index.tokenizer.forget_words()
         for user, rows in read.users.items():
             index.load(read.tenant, user, rows)
         if read.whole_tenant is not None:
             index.hold_tenant(read.whole_tenant)
-        if len(self._fts_hits) > _MAX_COUNTED_TERMS:  # a process up for months: start over
-            self._fts_hits = {}
-        self._fts_hits.update((t, n) for t, n in read.counts.items() if len(t) <= _MAX_TERM)
-        self._fts_totals = read.totals
         self._lexical_log_seq = read.log_seq
 
     def _lexical_after_erasure(self) -> None:
@@ -829,9 +795,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             if self._lexical is None:
                 return
             self._lexical.tokenizer.forget_words()
-            self._fts_hits = {}
-            self._fresh_lexical(None, ())
-            self._lexical_version = (-1, -1)  # totals are read again at the next search
+            self._fresh_lexical(None)
 
     def _vectors_after_erasure(self) -> None:
         """After this process erased records: the vector index drops them now. A
@@ -840,16 +804,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         with self._read_lock:
             if self._index is not None:
                 self._fresh_index(self._index.dimensions)
-
-    def _stats(
-        self, words: Sequence[str], terms: Sequence[str], counts: Mapping[str, int]
-    ) -> Bm25Stats:
-        """The statistics of ``words``: FTS5's totals and ``counts`` (rows per term), both
-        of the same snapshot (see :meth:`_fresh_lexical`)."""
-        assert self._fts_totals is not None
-        rows, tokens = self._fts_totals
-        hits = {w: counts[t] for w, t in zip(words, terms, strict=True)}
-        return Bm25Stats(rows, tokens / rows if rows else 1.0, hits)
 
     def _lex_rows(self, where: str, params: Sequence[object]) -> builtins.list[LexRow]:
         return [
@@ -861,27 +815,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 params,
             )
         ]
-
-    def _rows_holding(self, word: str, term: str) -> int:
-        """How many rows hold ``word`` in the text or the context: FTS5's own count of
-        rows per term (``memories_vocab``, one lookup), which also counts the scope
-        column; so for a term that could be a scope term (``u``/``a``/``s``, alone or
-        with hex digits) the rows are counted with the column filter instead."""
-        if _SCOPE_LIKE.fullmatch(term):
-            (n,) = self._reader.execute(
-                "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?",
-                (f'{{text context}} : "{word}"',),
-            ).fetchone()
-            return int(n)
-        row = self._reader.execute("SELECT doc FROM memories_vocab WHERE term = ?", (term,))
-        found = row.fetchone()
-        return int(found[0]) if found else 0
-
-    def _lexical_term(self, word: str) -> str:
-        """The index term of a query word (its first FTS5 token; see LexicalIndex)."""
-        assert self._lexical is not None
-        tokens = self._lexical.tokenizer.word(word)
-        return tokens[0] if tokens else ""
 
     def _refresh_index(self, index: VectorIndex) -> None:
         (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
@@ -1188,17 +1121,6 @@ def _log_pruned_after(db: sqlite3.Connection, seen: int) -> bool:
     return oldest is not None and oldest > seen + 1
 
 
-#: Query terms whose row counts the keyword index keeps (dropped all at once past it).
-_MAX_COUNTED_TERMS = 100_000
-
-#: Terms the scope column may hold: ``u``/``a``/``s`` alone (no id) or followed by the
-#: hex of tenant, 0x1f and an id, lower-cased by the tokenizer (and perhaps stemmed).
-_SCOPE_LIKE = re.compile(r"[uas][0-9a-f]*")  # any length: porter may cut an "e"
-
-#: The longest term whose row count is kept (longer ones are counted at each search).
-_MAX_TERM = 64
-
-
 @contextmanager
 def _ended(db: sqlite3.Connection, what: str) -> Iterator[None]:
     """End the transaction open on ``db``: COMMIT when the body returns, ROLLBACK on
@@ -1223,33 +1145,8 @@ class _LexicalRead:
     changed: builtins.list[str]  # records logged since the last look
     rows: builtins.list[LexRow]  # those of them that exist, as they are now
     users: dict[str | None, builtins.list[LexRow]]  # users read whole
-    counts: dict[str, int]  # rows holding each term not counted before
-    totals: tuple[int, int]  # FTS5's row count and tokens
     tenant: str = ""
     whole_tenant: str | None = None
-
-
-def _fts_totals(db: sqlite3.Connection) -> tuple[int, int]:
-    """FTS5's row count and its tokens over every column, as ``bm25()`` reads them: the
-    index's "averages" record (``memories_fts_data`` id 1), SQLite varints: the row
-    count, then each column's total."""
-    row = db.execute("SELECT block FROM memories_fts_data WHERE id = 1").fetchone()
-    values: builtins.list[int] = []
-    blob = bytes(row[0]) if row else b""
-    i = 0
-    while i < len(blob):
-        value = 0
-        for k in range(9):
-            byte = blob[i]
-            i += 1
-            if k == 8:
-                value = (value << 8) | byte
-                break
-            value = (value << 7) | (byte & 0x7F)
-            if not byte & 0x80:
-                break
-        values.append(value)
-    return (values[0], sum(values[1:])) if values else (0, 0)
 
 
 def _open_reader(path: str, busy_timeout_ms: int) -> sqlite3.Connection:

@@ -8,14 +8,22 @@ keyword search took 2.5 ms of a search's ~4: half the search route's CPU. Here e
 (tenant, user) keeps its rows' term frequencies in numpy arrays, and a search scores
 the user's matching rows in a few vector operations (~0.1 ms there).
 
-Nothing about the ranking is ours: the rows are tokenized by FTS5 itself (a private
-in-memory FTS5 table with the store's tokenizer, :data:`TOKENIZE`), and the score is
-FTS5's Okapi BM25 term for term (``fts5_aux.c``: k1 1.2, b 0.75; IDF from the
-collection's row count and the rows that hold the word; document length over every
-column; column weights text 1, context ``context_weight``, scope terms 0). The store
-passes the collection statistics it reads from FTS5 (:class:`Bm25Stats`), so a score
-equals the one ``bm25()`` gives the same row (tests/test_lexical_index.py compares
-them).
+Nothing about the ranking formula is ours: the rows are tokenized by FTS5 itself (a
+private in-memory FTS5 table with the store's tokenizer, :data:`TOKENIZE`), and the score
+is FTS5's Okapi BM25 term for term (``fts5_aux.c``: k1 1.2, b 0.75; IDF from the row
+count and the rows that hold the word; document length over every column; column
+weights text 1, context ``context_weight``, scope terms 0).
+
+What is ours is which rows the statistics (row count, mean length, rows per word) are
+counted over: the searched scope's, one user's memories (a tenant's, for a search
+without a user), as the PostgreSQL store does, and not the whole file's, as FTS5's
+``bm25()`` does. Over the file, one user's (or another tenant's) memories moved the
+scores, and so perhaps the order, of another's results, and a user watching their own
+scores could learn how common a word is among the others'. So a score equals the one
+``bm25()`` gives the same row in a file that holds only that scope
+(tests/test_lexical_index.py compares them), and the statistics cost no read of the
+file: each block keeps its live row count, its total length and, per term, its live
+rows.
 
 The index holds only what the store loaded: a (tenant, user) is read on its first
 keyword search, and the store applies every later change it learns of from the
@@ -32,7 +40,6 @@ import math
 import sqlite3
 import threading
 from array import array
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -67,17 +74,18 @@ class LexRow(IndexRow):
 
 @dataclass(frozen=True)
 class Bm25Stats:
-    """FTS5's collection statistics for one query: the table's row count, its mean
-    document length (tokens over every column) and, per query word, how many rows hold
-    the word in the text or the context."""
+    """BM25's statistics for one query, over the searched scope's rows: their number,
+    their mean length (tokens over every column) and, per query term, how many of them
+    hold the term in the text or the context."""
 
     rows: int
     avgdl: float
     hits: dict[str, int]
 
-    def idf(self, word: str) -> float:
-        """FTS5's IDF: ln((N - n + 0.5) / (n + 0.5)), and 1e-6 where that is <= 0."""
-        n = self.hits.get(word, 0)
+    def idf(self, term: str) -> float:
+        """FTS5's IDF: ln((N - n + 0.5) / (n + 0.5)), and 1e-6 where that is <= 0 (a
+        term in half the rows or more then barely counts)."""
+        n = self.hits.get(term, 0)
         idf = math.log((self.rows - n + 0.5) / (n + 0.5))
         return idf if idf > 0.0 else 1e-6
 
@@ -264,6 +272,7 @@ class _Block:
     def __init__(self) -> None:
         self.size = 0
         self.dead = 0
+        self.total_length = 0  # tokens of the live rows (BM25's mean document length)
         self.ids: list[str | None] = []
         self.where: dict[str, int] = {}  # id -> position
         self.rowid = np.zeros(64, dtype=np.int64)
@@ -301,6 +310,7 @@ class _Block:
         self.where.update(zip(ids, range(base, base + n), strict=True))
         self.ids.extend(ids)
         self.size += n
+        self.total_length += int(tokens.lengths.sum())
         term_ids, entry = self._post(tokens, base)
         # Each row's (term id, entry) pairs: the pairs are sorted by term, so grouped by row.
         order = np.argsort(tokens.row, kind="stable")
@@ -358,17 +368,8 @@ class _Block:
         self.entries[pos] = (array("i"), array("i"))
         self.ids[pos] = None
         self.dead += 1
+        self.total_length -= int(self.length[pos])
         return True
-
-    def terms(self, memory_id: str) -> set[str]:
-        """The terms of a held record's row (text or context)."""
-        term_ids, _ = self.entries[self.where[memory_id]]
-        return {self._term(t) for t in term_ids}
-
-    def _term(self, term_id: int) -> str:
-        postings = self.by_id[term_id]
-        assert postings is not None  # a live row's terms have postings
-        return postings.term
 
     def live(self) -> tuple[list[int], Tokens]:
         """The live rows' positions, and their tokens as :meth:`extend` takes them (for
@@ -479,30 +480,15 @@ class LexicalIndex:
             )
             self._home.update((r.id, key) for r in mine)
 
-    def apply(self, ids: Sequence[str], rows: Sequence[LexRow]) -> tuple[Counter[str] | None, bool]:
+    def apply(self, ids: Sequence[str], rows: Sequence[LexRow]) -> bool:
         """Apply logged changes: ``ids`` changed (inserted, updated or deleted) and
-        ``rows`` are those of them that exist now. Returns how many more rows hold each
-        term (text or context) than before, or None when that is not known (a record
-        of a user the index does not hold was involved: what it held is not known;
-        its row is not even tokenized), and whether any record was deleted."""
-        delta: Counter[str] = Counter()
-        known = True
+        ``rows`` are those of them that exist now (held if their user is). Returns
+        whether any record was deleted."""
         present = {r.id for r in rows}
-        erased = False
-        for memory_id in ids:
-            key = self._home.get(memory_id)
-            if key is not None:
-                delta.subtract(self._blocks[key].terms(memory_id))
-            elif memory_id not in present:
-                known = False  # deleted, and never held: what it held is not known
-            erased = erased or memory_id not in present
         held = [r for r in rows if self._holds_row(r)]  # before a removal empties a block
-        known = known and len(held) == len(rows)
         self.remove(ids)
         self._add(held)
-        for row in held:
-            delta.update(self._blocks[(row.tenant, row.user_id)].terms(row.id))
-        return (delta if known else None), erased
+        return any(memory_id not in present for memory_id in ids)
 
     def _holds_row(self, row: LexRow) -> bool:
         return row.tenant in self._tenants or (row.tenant, row.user_id) in self._blocks
@@ -551,7 +537,6 @@ class LexicalIndex:
         self,
         flt: Filter,
         words: Sequence[str],
-        stats: Bm25Stats,
         *,
         context_weight: float,
         limit: int,
@@ -560,15 +545,17 @@ class LexicalIndex:
         """The best ``limit`` (id, score) among the rows that match any word and pass
         the filter's scope (its user, or every held user of the tenant without one),
         types, times and validity at ``now``, as ``filter_sql`` would; ties in the order
-        the rows were written (rowid). A metadata filter is the caller's to check."""
-        if limit <= 0 or stats.rows == 0:
+        the rows were written (rowid). The statistics are the scope's (see the module
+        docstring). A metadata filter is the caller's to check."""
+        blocks = [b for b in self._blocks_for(flt) if b.size > b.dead]
+        if limit <= 0 or not blocks:
             return []
-        terms = [(t, stats.idf(w)) for w in words for t in self.tokenizer.word(w)[:1]]
+        terms = [t for w in words for t in self.tokenizer.word(w)[:1]]
+        stats = scope_stats(blocks, terms)
+        weighted = [(t, stats.idf(t)) for t in terms]
         found: list[tuple[float, int, str]] = []
-        for block in self._blocks_for(flt):
-            if block.size == 0:
-                continue
-            score, matched = block.scores(terms, stats, context_weight)
+        for block in blocks:
+            score, matched = block.scores(weighted, stats, context_weight)
             matched &= self._mask(block, flt, now)
             idx = np.flatnonzero(matched)
             # Best first, ties by rowid (FTS5 reads matches in rowid order).
@@ -603,6 +590,16 @@ class LexicalIndex:
         self._home.clear()
         self._tenants.clear()
         self.tokenizer.close()
+
+
+def scope_stats(blocks: Sequence[_Block], terms: Sequence[str]) -> Bm25Stats:
+    """BM25's statistics over the live rows of ``blocks`` (one user's, or a tenant's
+    users'): kept up to date by every change, so nothing is read or counted here but
+    one number per block and term."""
+    rows = sum(b.size - b.dead for b in blocks)
+    tokens = sum(b.total_length for b in blocks)
+    hits = {t: sum(p.live for b in blocks if (p := b.postings.get(t)) is not None) for t in terms}
+    return Bm25Stats(rows, tokens / rows if rows else 1.0, hits)
 
 
 def _columns(

@@ -294,8 +294,9 @@ WHERE rowid IN (
 #: insert. (Finding new rows as ``rowid`` past the highest seen is not enough: SQLite
 #: gives a new row max(rowid) + 1, so after deletes an insert can take a rowid that
 #: was used, and freed, long before.) ``memories_vocab`` (FTS5's own table of how many
-#: rows hold each term; no storage of its own) gives the keyword index BM25's row
-#: counts in one lookup a word. Every trigger on ``memories`` is created again in V7's
+#: rows hold each term; no storage of its own) gave the keyword index BM25's row
+#: counts in one lookup a word (no longer read since the statistics are the searched
+#: scope's, kept in memory; left in place: it stores nothing). Every trigger on ``memories`` is created again in V7's
 #: order (full-text ones first), the order SQLite 3.40 needs (see V7). The script can
 #: run again on a file it already upgraded (no ALTER), as a test replaying V9 on a
 #: newer file does.
