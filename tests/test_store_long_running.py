@@ -104,3 +104,22 @@ def test_forget_drops_the_users_vectors_from_memory_at_once(tmp_path: Path) -> N
     index = store._index  # noqa: SLF001
     assert index is not None and len(index) == 1 and index.allocated_rows() == 1
     store.close()
+
+
+def test_many_users_with_one_memory_each_hold_little_memory(tmp_path: Path) -> None:
+    """A server's index holds a block for every user it has read; most users of a
+    service have a few memories, so a block must not reserve room for many (64 rows
+    of 384 floats each made 20,000 one-memory users cost 1.4 GB)."""
+    dims, users = 384, 300
+    store = SQLiteStore(tmp_path / "s.db")
+    ids = [f"m{i}" for i in range(users)]
+    store.put([_rec(m, f"note {i}", user=f"u{i}") for i, m in enumerate(ids)])
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(users, dims)).astype(np.float32)
+    store.set_vectors("t1", ids, vecs / np.linalg.norm(vecs, axis=1, keepdims=True), "m")
+    assert store.vector_search(Filter(scope=Scope(tenant="t1", user_id="u7")), vecs[7], limit=1)
+    index = store._index  # noqa: SLF001 - what stays in memory is the point here
+    assert index is not None and len(index) == users
+    per_user = index.bytes_held() / users
+    assert per_user <= 2 * (dims * 4 + 64), per_user  # about one row each, not 64
+    store.close()

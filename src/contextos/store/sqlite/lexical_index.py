@@ -275,13 +275,14 @@ class _Block:
         self.total_length = 0  # tokens of the live rows (BM25's mean document length)
         self.ids: list[str | None] = []
         self.where: dict[str, int] = {}  # id -> position
-        self.rowid = np.zeros(64, dtype=np.int64)
-        self.length = np.zeros(64, dtype=np.float64)
+        # Room for one row, doubled as rows come: most users have a few memories.
+        self.rowid = np.zeros(1, dtype=np.int64)
+        self.length = np.zeros(1, dtype=np.float64)
         self.codes = ScopeCodes()
-        self.agent = np.zeros(64, dtype=np.int32)  # codes (of ``self.codes``)
-        self.session = np.zeros(64, dtype=np.int32)
-        self.type = np.zeros(64, dtype=np.int32)
-        self.times = {f: np.full(64, np.nan, dtype=np.float64) for f in TIME_FIELDS}
+        self.agent = np.zeros(1, dtype=np.int32)  # codes (of ``self.codes``)
+        self.session = np.zeros(1, dtype=np.int32)
+        self.type = np.zeros(1, dtype=np.int32)
+        self.times = {f: np.full(1, np.nan, dtype=np.float64) for f in TIME_FIELDS}
         self.postings: dict[str, _Postings] = {}
         #: every term's postings by its id (None once its last row left)
         self.by_id: list[_Postings | None] = []
