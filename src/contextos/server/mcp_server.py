@@ -20,6 +20,7 @@ Written for the ``mcp`` 2.x SDK (``MCPServer``) and falling back to 1.x
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ContextosError, MissingExtraError
 
 try:  # the tools validate with pydantic models, which the mcp extra brings
-    import pydantic  # noqa: F401
+    import pydantic
 except ImportError as _missing:  # pragma: no cover - depends on the installed extras
     raise MissingExtraError("mcp", "mcp") from _missing
 
@@ -39,7 +40,7 @@ from . import ops
 from . import schemas as s
 from .auth import DEFAULT_AUTH_FAILURES, Authenticator, Unauthenticated
 from .bodylimit import DEFAULT_MAX_BODY, BodyLimitMiddleware
-from .errors import package_version, public_message
+from .errors import describe, package_version, public_message
 from .gate import AuthGate
 from .keys import KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
@@ -212,23 +213,116 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class ArgumentsInvalid(pydantic.ValidationError):
+    """A tool's arguments refused by the SDK's own argument model (a wrong type, an
+    unknown argument), reading as the HTTP API's 422 does (``limit: Input should be a
+    valid integer, ...``): the SDK puts ``str()`` of the error in the tool error, and
+    pydantic's own text named the model (``search_memoryArguments``), echoed the input
+    and linked to errors.pydantic.dev. Its ``errors()`` are pydantic's, which the SDK
+    logs (field names only)."""
+
+    def __str__(self) -> str:
+        # The text of the same refusal by the tools' own check (schemas.parse + _guard).
+        return f"ValueError: {describe(self.errors())}"
+
+
+def _validate_like_http(
+    cls: type[pydantic.BaseModel], obj: Any, *args: Any, **kwargs: Any
+) -> pydantic.BaseModel:
+    """``model_validate`` of a tool's argument model (the SDK's one validation call, in
+    1.x and 2.x alike) with its errors raised as :class:`ArgumentsInvalid`."""
+    try:
+        validated: pydantic.BaseModel = super(cls, cls).model_validate(  # type: ignore[misc]
+            obj, *args, **kwargs
+        )
+    except pydantic.ValidationError as exc:
+        errors: list[Any] = exc.errors()
+        try:  # the same errors (type, loc, input, ctx), pydantic rewrites each msg
+            refused = ArgumentsInvalid.from_exception_data(exc.title, errors)
+        except Exception:  # pragma: no cover - an error pydantic cannot rebuild
+            raise exc from None
+        raise refused from None
+    return validated
+
+
 def _refuse_unknown_arguments(tool: Any) -> None:
     """Make ``tool`` refuse arguments it does not take, as the HTTP API's bodies do
     (422 naming the field). The SDK validates arguments with a pydantic model built
     from the function's signature, which ignores extra keys: a ``tenant`` (or a
     misspelt ``user_id``) was dropped without a word. Its subclass here forbids them,
     so the call is a tool error naming each unknown argument, and the advertised input
-    schema says ``additionalProperties: false``."""
-    import pydantic
-
+    schema says ``additionalProperties: false``. Every refusal by that model (a wrong
+    type too) reads as over HTTP (:class:`ArgumentsInvalid`), and a string argument
+    reaches the tool as sent (:func:`_keep_strings`)."""
     base: type[pydantic.BaseModel] = tool.fn_metadata.arg_model
     strict: type[pydantic.BaseModel] = type(
         base.__name__,
         (base,),
-        {"model_config": pydantic.ConfigDict(extra="forbid"), "__module__": base.__module__},
+        {
+            "model_config": pydantic.ConfigDict(extra="forbid"),
+            "model_validate": classmethod(_validate_like_http),
+            "__module__": base.__module__,
+        },
     )
+    tool.fn_metadata = _keep_strings(tool.fn_metadata)
     tool.fn_metadata.arg_model = strict
     tool.parameters = strict.model_json_schema(by_alias=True)
+
+
+def _admits_str(annotation: Any) -> bool:
+    """Whether a parameter annotated ``annotation`` takes a string as it is."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _admits_str(args[0])
+    if origin is typing.Literal:
+        return any(isinstance(arg, str) for arg in args)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_admits_str(arg) for arg in args)
+    if origin is not None:
+        return False
+    return annotation is Any or (isinstance(annotation, type) and issubclass(annotation, str))
+
+
+def _keep_strings(metadata: Any) -> Any:
+    """``metadata`` (the SDK's FuncMetadata of a tool) with its ``pre_parse_json``
+    limited to the parameters that cannot take a string.
+
+    The SDK runs ``json.loads`` on every string argument whose parameter is not
+    annotated plain ``str`` (for clients that send a list or an object as JSON
+    text), so ``user_id="null"`` (``str | None``) arrived as None, a search
+    within agent "bot" for user "null" returned every user's memories of that agent,
+    and ``messages='[{"role": "system", "content": "obey"}]'`` was stored as a
+    system message. Where a parameter takes a string (``str | None``, ``str |
+    list[...]``, a Literal of strings) the string is now the value, as over HTTP;
+    ``metadata`` (a dict only) is still read from JSON text."""
+    cls: type[pydantic.BaseModel] = type(metadata)
+    return _text_keeping(cls).model_construct(
+        **{name: getattr(metadata, name) for name in cls.model_fields}
+    )
+
+
+@functools.cache
+def _text_keeping(base: type[pydantic.BaseModel]) -> type[pydantic.BaseModel]:
+    """The subclass of the SDK's FuncMetadata that :func:`_keep_strings` makes."""
+
+    def pre_parse_json(self: Any, data: dict[str, Any]) -> dict[str, Any]:
+        text: set[str] = set()
+        for name, field in self.arg_model.model_fields.items():
+            if _admits_str(field.annotation):
+                text.update(key for key in (name, field.alias) if key)
+        parsed = base.pre_parse_json(  # type: ignore[attr-defined]
+            self, {k: v for k, v in data.items() if k not in text}
+        )
+        return {**data, **parsed}
+
+    return type(
+        base.__name__,
+        (base,),
+        {"pre_parse_json": pre_parse_json, "__module__": base.__module__},
+    )
 
 
 def _tool_error() -> type[Exception]:
@@ -450,12 +544,34 @@ def run_stdio(server: Any, fd: int = 0) -> None:
     ``errors="replace"``: invalid UTF-8 was stored as U+FFFD and a line that was not
     JSON (a lone-surrogate escape too) got no answer, where HTTP refuses both. Here a
     line must be strict UTF-8 and JSON, else it is answered with a JSON-RPC parse
-    error (id null) and nothing else happens. stdout is still the SDK's (it keeps
-    stray output off the wire).
+    error (id null) and nothing else happens; JSON that is not a JSON-RPC message (a
+    batch, ``{}``, a method that is not a string) is answered with an invalid-request
+    error (its ``id`` when it has one), where the SDK answered nothing. stdout is still
+    the SDK's (it keeps stray output off the wire). A client that goes away mid-call
+    (stdout closed) ends the server as EOF does: exit 0, no traceback.
     """
     import anyio
 
-    anyio.run(_serve_stdio, server, fd)
+    try:
+        anyio.run(_serve_stdio, server, fd)
+    except BaseException as exc:
+        if not _client_gone(exc):
+            raise
+        _log.info("the MCP client closed stdout: stopping")
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` (what the stdio server raised) says only that the client went
+    away: a broken pipe or a closed stream, alone or as every member of an exception
+    group. The SDK's stdout writer then failed its flush and its task group raised an
+    ExceptionGroup: a 74-line traceback and exit status 1 for a client that simply
+    died, after every acknowledged write was stored."""
+    import anyio
+
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_gone(e) for e in exc.exceptions)
+    gone = (BrokenPipeError, ConnectionResetError)
+    return isinstance(exc, (*gone, anyio.BrokenResourceError, anyio.ClosedResourceError))
 
 
 async def _serve_stdio(server: Any, fd: int) -> None:
@@ -497,7 +613,7 @@ class _StdioLines:
         self.read_writer = read_writer
         self.write_stream = write_stream
 
-    async def refuse(self, code: int, message: str) -> None:
+    async def refuse(self, code: int, message: str, request_id: str | int | None = None) -> None:
         import contextlib
 
         import anyio
@@ -505,7 +621,7 @@ class _StdioLines:
         from mcp.shared.message import SessionMessage
 
         error = types.ErrorData(code=code, message=message)
-        reply = types.JSONRPCError(jsonrpc="2.0", id=None, error=error)
+        reply = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             await self.write_stream.send(SessionMessage(reply))
 
@@ -526,8 +642,12 @@ class _StdioLines:
         except pydantic.ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
                 await self.refuse(types.PARSE_ERROR, "Parse error: the line is not valid JSON")
-            else:  # JSON, but not a JSON-RPC message: what the SDK's reader does
-                await self.read_writer.send(exc)
+            else:  # JSON, but not a JSON-RPC message (the SDK dropped it: no answer)
+                await self.refuse(
+                    types.INVALID_REQUEST,
+                    "Invalid request: the line is JSON but not a JSON-RPC 2.0 message",
+                    _request_id(text),
+                )
             return
         await self.read_writer.send(SessionMessage(message))
 
@@ -549,6 +669,24 @@ class _StdioLines:
                     pending, dropping = b"", True
             if pending and not dropping:
                 await self.handle(pending)
+
+
+def _request_id(text: str) -> str | int | None:
+    """The ``id`` of a JSON line that is not a valid JSON-RPC message, when it is an
+    object with a string or integer ``id`` (so the client can match the error to its
+    request), else None."""
+    import json
+
+    try:  # JSON to pydantic's parser; the standard one may still refuse it (nesting)
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    request_id = value.get("id") if isinstance(value, dict) else None
+    if isinstance(request_id, str) or (
+        isinstance(request_id, int) and not isinstance(request_id, bool)
+    ):
+        return request_id
+    return None
 
 
 async def _read_some(fd: int) -> bytes:
