@@ -4,7 +4,7 @@ Accepts a string, a :class:`~contextos.types.Message`, a message dict
 (``role``/``content`` plus optional ``name``/``speaker``, ``caption``, ids) or a
 list of those. Each message becomes one episodic record holding the turn
 verbatim; ``context`` gathers what helps find it later without changing it:
-the speaker, the date, an image caption and the turn it answers.
+the speaker, the date, an image caption and, in a session, the turn it answers.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from .render import FACT_OF, caption_of
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
 MAX_TEXT_CHARS = 100_000
+#: How much of the turn a reply answers its context quotes (of the stripped text).
+QUOTED_CHARS = 300
 
 _MESSAGE_KEYS = {"role", "content", "name", "tool_call_id", "tool_calls", "metadata"}
 _ROLES = {"system", "user", "assistant", "tool"}
@@ -106,11 +108,15 @@ def build_records(
 
     With a session, records are numbered (``metadata["seq"]``) after ``previous``,
     the session's latest record, and each is indexed with the turn it answers.
+    Without one, ``previous`` is ignored and no record quotes another.
     """
     now = datetime.now(UTC)
     records: list[MemoryRecord] = []
-    prev = _as_message(previous) if previous is not None else None
-    seq = next_seq(previous) if opts.scope.session_id else None
+    in_session = opts.scope.session_id is not None
+    # Only a session's turns answer one another: outside one, a list of messages is a
+    # batch of separate memories, none holding a copy of another's text.
+    prev = _as_message(previous) if previous is not None and in_session else None
+    seq = next_seq(previous) if in_session else None
     for message in messages:
         text = message.content.strip()
         if not text:
@@ -151,7 +157,7 @@ def build_records(
                 hash=content_hash(text),
             )
         )
-        prev = message
+        prev = message if in_session else None
     if not records:
         raise ValueError("nothing to add: every message is empty")
     return records
@@ -185,9 +191,13 @@ def _context(message: Message, event_time: datetime | None, prev: Message | None
     caption = caption_of(message.metadata)
     if caption:
         parts.append(f"image: {caption}")
-    if prev is not None and prev.content:
+    # The turn answered, as stored (stripped): an erasure finds the quote by the stored
+    # text's first characters (``store/erasure.py``), so leading blanks must not push
+    # them out of the quoted 300.
+    said = prev.content.strip() if prev is not None else ""
+    if prev is not None and said:
         who = f"{prev.name}: " if prev.name else ""
-        parts.append(f"replying to {who}{prev.content[:300]}")
+        parts.append(f"replying to {who}{said[:QUOTED_CHARS]}")
     return " | ".join(parts)
 
 

@@ -54,6 +54,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
 from ..cache.render import TOOL_RESULTS_KEY, tool_results_meta
+from ..text.text_cache import TextCache
 from ..types import Message, Role, ToolCall, Usage
 from .base import PLACEHOLDER_KEY, WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
 from .errors import call_mapped
@@ -568,7 +569,9 @@ class AnthropicTokenCounter:
     offline cl100k tokenizer and says so (``exact = False``, name ends in
     "(estimate)"). ``count(text)`` is the text's cost as one user message minus
     the per-request framing, measured once with a one-character message.
-    Results are cached per text, so budgeting loops do not repeat API calls.
+    Results are cached per text (by its digest, :class:`~contextos.text.text_cache.TextCache`:
+    the cache holds no text, so none outlives ``Memory.forget``), so budgeting loops
+    do not repeat API calls.
 
     Example:
         >>> counter = AnthropicTokenCounter(model="claude-haiku-4-5")  # no key: estimate
@@ -593,8 +596,7 @@ class AnthropicTokenCounter:
         self.model = model
         self.exact = client is not None
         self.name = f"anthropic:{model}" if self.exact else f"{self._fallback.name} (estimate)"
-        self._cache: dict[str, int] = {}
-        self._cache_size = cache_size
+        self._cache: TextCache[int] = TextCache(cache_size)
         self._framing: int | None = None
 
     @classmethod
@@ -614,14 +616,12 @@ class AnthropicTokenCounter:
             return self._fallback.count(text)
         if not text:
             return 0
-        if text not in self._cache:
-            if self._framing is None:
-                self._framing = self._api([{"role": "user", "content": "."}]) - 1
-            total = self._api([{"role": "user", "content": text}])
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[text] = max(0, total - self._framing)
-        return self._cache[text]
+        return self._cache.get(text, None, lambda: self._count(text))
+
+    def _count(self, text: str) -> int:
+        if self._framing is None:
+            self._framing = self._api([{"role": "user", "content": "."}]) - 1
+        return max(0, self._api([{"role": "user", "content": text}]) - self._framing)
 
     def count_messages(self, messages: Sequence[Message]) -> int:
         if not self.exact:

@@ -68,6 +68,12 @@ class UsageLog:
     the reply and the messages it logged, and a server process calls for ever;
     :meth:`total` and :meth:`edits` are running sums over every call ever recorded,
     kept or not, and :attr:`count` says how many that was.
+
+    This is the application's in-memory log, not memory: ``Memory.forget`` and
+    ``delete(purge=True)`` do not reach it, and the records kept still hold what was
+    said (the messages, the reply) after the user is erased from the store. An
+    application that erases a user its client talked for drops them with
+    :meth:`clear` (or keeps none: ``wrap(..., keep_calls=0)``).
     """
 
     def __init__(self, keep: int | None = KEEP_CALLS) -> None:
@@ -120,6 +126,12 @@ class UsageLog:
             if isinstance(index, slice):
                 return list(self._calls)[index]
             return self._calls[index]
+
+    def clear(self) -> None:
+        """Drop every kept record, and with them the texts they hold (the totals and
+        :attr:`count`, numbers only, stay)."""
+        with self._lock:
+            self._calls.clear()
 
     def total(self) -> Usage:
         """The sum of every recorded call's usage (kept or not)."""

@@ -8,7 +8,6 @@ on every turn at hundreds of turns per second on two cores.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Collection
 
@@ -158,27 +157,43 @@ _INTENSIFIER = re.compile(
 def strip_filler(sentence: str, names: Collection[str] = ()) -> str:
     """``sentence`` without interjections ("Wow, ..."), intensifiers, emoji or a vocative name."""
     text = _INTENSIFIER.sub("", _FILLER_START.sub("", sentence.strip()))
-    vocatives = _vocatives(frozenset(n for n in names if n))
-    if vocatives:
-        for pattern in vocatives:
-            text = pattern.sub("", text)
-        text = _FILLER_START.sub("", text)
+    names = [n for n in names if n]
+    if names:
+        text = _FILLER_START.sub("", _without_vocatives(text, names))
     return text.strip()
 
 
-@functools.lru_cache(maxsize=256)
-def _vocatives(names: frozenset[str]) -> tuple[re.Pattern[str], ...]:
-    """Patterns for a name (or its first three letters, "Mel") used to address someone."""
-    if not names:
-        return ()
-    alt = "|".join(
-        sorted({re.escape(n[:3]) + r"\w*" if len(n) > 3 else re.escape(n) for n in names})
+#: Where a vocative may be: after the last comma, up to closing punctuation ("..., Mel!"),
+#: and before the first comma or "!" ("Mel, ..."). Which word is a name is decided by
+#: :func:`_addresses`, not by patterns built from the names: those (cached by ``re``
+#: and by any cache of compiled patterns) would keep the speakers' names in the process
+#: after ``Memory.forget`` erased them.
+_VOCATIVE_END = re.compile(r",\s*([^,]+?)\s*(?=[!.?]*$)")
+_VOCATIVE_START = re.compile(r"^([^,!]+?)\s*[,!]\s*")
+_WORD_CHARS = re.compile(r"\w*")
+
+
+def _without_vocatives(text: str, names: Collection[str]) -> str:
+    """``text`` without a name (or its first three letters and more, "Mel") addressing
+    someone at its end or start."""
+    end = _VOCATIVE_END.search(text)
+    if end and _addresses(end.group(1), names):
+        text = text[: end.start()] + text[end.end() :]
+    start = _VOCATIVE_START.match(text)
+    if start and _addresses(start.group(1), names):
+        text = text[start.end() :]
+    return text
+
+
+def _addresses(word: str, names: Collection[str]) -> bool:
+    """Whether ``word`` is one of ``names``: a name of three characters or fewer as it
+    is, a longer one by its first three characters and then any word characters."""
+    return any(
+        word.startswith(n[:3]) and _WORD_CHARS.fullmatch(word, 3) is not None
+        if len(n) > 3
+        else word == n
+        for n in names
     )
-    return (
-        re.compile(rf",\s*(?:{alt})\s*(?=[!.?]*$)"),
-        re.compile(rf"^(?:{alt})\s*[,!]\s*"),
-    )
-    return (re.compile(rf",\s*(?:{alt})\w*\s*(?=[!.?]*$)"), re.compile(rf"^(?:{alt})\w*\s*[,!]\s*"))
 
 
 def is_name_of(word: str, names: Collection[str]) -> bool:

@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -43,7 +43,7 @@ from contextos.store.base import (
     Vector,
     check_unchanged,
 )
-from contextos.store.erasure import scrub_context
+from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
     RECORD_COLUMNS,
@@ -385,7 +385,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             texts = {x for row in earlier for x in row if x}
             texts.update(r[1] for r in doomed)
             texts.update(r[1] for r in turns)
-            _scrub_contexts(cur, t, sessions, sorted(texts))
+            # (The user's records without a session, where an older version quoted
+            # the message before in the same add, were deleted above.)
+            _scrub_contexts(cur, t, Scrub(texts), sessions=sessions)
             cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
@@ -708,19 +710,25 @@ def _delete_records(
     """Delete those of ``ids`` that exist and log each deletion, in the transaction
     open on ``cur``; returns the ids deleted. A purge also scrubs the copies of every
     text they had (history's, read before it is blanked) from the contexts of their
-    sessions' records. ``derived``: records made from another (``Derived.drop``), whose
-    history is logged as a purge's."""
+    sessions' records, and of the records without a session of their scopes (see
+    ``store/erasure.py``). ``derived``: records made from another (``Derived.drop``),
+    whose history is logged as a purge's."""
     rows = cur.execute(
         "DELETE FROM memories WHERE tenant = %s AND id = ANY(%s) "
-        "RETURNING id, user_id, text, session_id",
+        "RETURNING id, user_id, text, session_id, agent_id",
         (tenant, list(dict.fromkeys(ids))),
     ).fetchall()
     if purge and rows:
         gone = [r[0] for r in rows]
         texts = {r[2] for r in rows} | set(shared.history_texts(cur, tenant, gone, mark="%s"))
-        sessions = sorted({r[3] for r in rows if r[3] is not None})
-        _scrub_contexts(cur, tenant, sessions, sorted(texts))
-    for memory_id, user_id, text, _session in rows:
+        _scrub_contexts(
+            cur,
+            tenant,
+            Scrub(texts),
+            sessions=sorted({r[3] for r in rows if r[3] is not None}),
+            loose={(r[1], r[4]) for r in rows if r[3] is None},
+        )
+    for memory_id, user_id, text, _session, _agent in rows:
         blank = purge or derived
         shared.log_deletion(
             cur, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="%s"
@@ -747,17 +755,38 @@ def _unclaim(cur: Any, tenant: str, ids: list[str], owner: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _scrub_contexts(cur: Any, tenant: str, sessions: Sequence[str], texts: Sequence[str]) -> None:
-    """Remove copies of ``texts`` from the context of records in ``sessions``."""
-    if not sessions or not texts:
+def _scrub_contexts(
+    cur: Any,
+    tenant: str,
+    scrub: Scrub,
+    *,
+    sessions: Sequence[str],
+    loose: Iterable[tuple[str | None, str | None]] = (),
+) -> None:
+    """Remove the copies ``scrub`` finds from the context of the records in
+    ``sessions``, and of those without a session whose ``(user_id, agent_id)`` is in
+    ``loose`` that quote a turn (only an older version wrote such quotes)."""
+    if not scrub:
         return
-    rows = cur.execute(
-        "SELECT id, context FROM memories WHERE tenant = %s AND context <> '' "
-        "AND session_id = ANY(%s)",
-        (tenant, list(sessions)),
-    ).fetchall()
+    rows: list[tuple[str, str]] = []
+    if sessions:
+        rows += cur.execute(
+            "SELECT id, context FROM memories WHERE tenant = %s AND context <> '' "
+            "AND session_id = ANY(%s)",
+            (tenant, list(sessions)),
+        ).fetchall()
+    for user_id, agent_id in sorted(loose, key=repr):
+        # "= %s" or "IS NULL" per id, not IS NOT DISTINCT FROM: the scope index serves it.
+        user = "user_id IS NULL" if user_id is None else "user_id = %s"
+        agent = "agent_id IS NULL" if agent_id is None else "agent_id = %s"
+        ids = [i for i in (user_id, agent_id) if i is not None]
+        rows += cur.execute(
+            f"SELECT id, context FROM memories WHERE tenant = %s AND {user} AND {agent} "
+            "AND session_id IS NULL AND strpos(context, %s) > 0",
+            (tenant, *ids, REPLY_MARK),
+        ).fetchall()
     for memory_id, ctx in rows:
-        new = scrub_context(ctx, texts)
+        new = scrub(ctx)
         if new != ctx:
             cur.execute(
                 "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s",

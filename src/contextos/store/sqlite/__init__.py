@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,7 @@ from contextos.store.base import (
     Vector,
     check_unchanged,
 )
-from contextos.store.erasure import scrub_context
+from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
     TURN_COLUMNS,
@@ -384,7 +384,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             texts = {x for row in earlier.fetchall() for x in row if x}
             texts.update(r[1] for r in doomed)
             texts.update(r[1] for r in turns)
-            _scrub_contexts(db, t, sessions, sorted(texts))
+            # (The user's records without a session, where an older version quoted
+            # the message before in the same add, are deleted below.)
+            _scrub_contexts(db, t, Scrub(texts), sessions=sessions)
             db.execute(f"DELETE FROM memories WHERE {mine}", args)
             db.execute(f"DELETE {history}", history_args)
             db.execute(f"DELETE FROM turns WHERE {mine}", args)
@@ -1027,22 +1029,26 @@ def _delete_records(
     """Delete those of ``ids`` that exist and log each deletion, in the transaction
     open on ``db``; returns the ids deleted. A purge also scrubs the copies of every
     text they had (history's, read before it is blanked) from the contexts of their
-    sessions' records; the caller rebuilds the full-text index. ``derived``: records
-    made from another (``Derived.drop``), whose history is logged as a purge's."""
+    sessions' records, and of the records without a session of their scopes (see
+    ``store/erasure.py``); the caller rebuilds the full-text index. ``derived``:
+    records made from another (``Derived.drop``), whose history is logged as a purge's."""
     rows = db.execute(
-        "SELECT rowid, id, user_id, text, session_id FROM memories "
+        "SELECT rowid, id, user_id, text, session_id, agent_id FROM memories "
         "WHERE +tenant = ? AND id IN (SELECT value FROM json_each(?))",  # by id (get_many)
         (tenant, json.dumps(list(dict.fromkeys(ids)))),
     ).fetchall()
-    if purge:
+    db.executemany("DELETE FROM memories WHERE rowid = ?", [(r[0],) for r in rows])
+    if purge and rows:
         gone = [r[1] for r in rows]
         texts = {r[3] for r in rows} | set(shared.history_texts(db, tenant, gone, mark="?"))
-        sessions = sorted({r[4] for r in rows if r[4] is not None})
-        db.executemany("DELETE FROM memories WHERE rowid = ?", [(r[0],) for r in rows])
-        _scrub_contexts(db, tenant, sessions, sorted(texts))
-    else:
-        db.executemany("DELETE FROM memories WHERE rowid = ?", [(r[0],) for r in rows])
-    for _rowid, memory_id, user_id, text, _session in rows:
+        _scrub_contexts(
+            db,
+            tenant,
+            Scrub(texts),
+            sessions=sorted({r[4] for r in rows if r[4] is not None}),
+            loose={(r[2], r[5]) for r in rows if r[4] is None},
+        )
+    for _rowid, memory_id, user_id, text, _session, _agent in rows:
         blank = purge or derived
         shared.log_deletion(
             db, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="?"
@@ -1061,17 +1067,32 @@ def _claimed_by(owner: str | None) -> tuple[str, tuple[str, ...]]:
 
 
 def _scrub_contexts(
-    db: sqlite3.Connection, tenant: str, sessions: Sequence[str], texts: Sequence[str]
+    db: sqlite3.Connection,
+    tenant: str,
+    scrub: Scrub,
+    *,
+    sessions: Sequence[str],
+    loose: Iterable[tuple[str | None, str | None]] = (),
 ) -> None:
-    """Remove copies of ``texts`` from the context of records in ``sessions``."""
-    if not sessions or not texts:
+    """Remove the copies ``scrub`` finds from the context of the records in
+    ``sessions``, and of those without a session whose ``(user_id, agent_id)`` is in
+    ``loose`` that quote a turn (only an older version wrote such quotes)."""
+    if not scrub:
         return
-    rows = db.execute(
-        "SELECT rowid, context FROM memories WHERE tenant = ? AND context != '' "
-        "AND session_id IN (SELECT value FROM json_each(?))",
-        (tenant, json.dumps(list(sessions))),
-    ).fetchall()
-    changed = [(new, rowid) for rowid, ctx in rows if (new := scrub_context(ctx, texts)) != ctx]
+    rows: builtins.list[tuple[int, str]] = []
+    if sessions:
+        rows += db.execute(
+            "SELECT rowid, context FROM memories WHERE tenant = ? AND context != '' "
+            "AND session_id IN (SELECT value FROM json_each(?))",
+            (tenant, json.dumps(list(sessions))),
+        ).fetchall()
+    for user_id, agent_id in sorted(loose, key=repr):
+        rows += db.execute(
+            "SELECT rowid, context FROM memories WHERE tenant = ? AND user_id IS ? "
+            "AND agent_id IS ? AND session_id IS NULL AND instr(context, ?) > 0",
+            (tenant, user_id, agent_id, REPLY_MARK),
+        ).fetchall()
+    changed = [(new, rowid) for rowid, ctx in rows if (new := scrub(ctx)) != ctx]
     db.executemany("UPDATE memories SET context = ? WHERE rowid = ?", changed)
 
 
