@@ -96,6 +96,14 @@ CALLS: list[tuple[str, Call]] = [
     ("quarantine by tenant", lambda s, x, d: s.quarantine_vectors(x, [d.record.id], "e")),
     ("quarantine owner", lambda s, x, d: s.quarantine_vectors(T, [d.record.id], "e", owner=x)),
     ("embedding_status", lambda s, x, d: s.embedding_status(x)),
+    (
+        "without_vectors",
+        lambda s, x, d: s.without_vectors(T, [x, d.record.id], dimensions=4) - {x},
+    ),
+    (
+        "without_vectors by tenant",
+        lambda s, x, d: s.without_vectors(x, [d.record.id], dimensions=4),
+    ),
     ("extend_claim", lambda s, x, d: s.extend_claim(x, lease_s=10)),
     ("turns", lambda s, x, d: s.turns(_in(x, session_id="X"))),
     ("turns newest", lambda s, x, d: s.turns(_in(x, session_id="X"), limit=5, newest=True)),

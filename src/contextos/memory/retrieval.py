@@ -53,7 +53,7 @@ import functools
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -143,9 +143,24 @@ def hit_order(hit: Hit) -> tuple[float, float, str]:
 
 
 def fuse(
-    lexical: Sequence[Ranked], dense: Sequence[Ranked], cfg: RetrievalConfig
+    lexical: Sequence[Ranked],
+    dense: Sequence[Ranked],
+    cfg: RetrievalConfig,
+    unembedded: Collection[str] = (),
 ) -> list[Candidate]:
-    """Reciprocal-rank fusion: score = sum of weight / (k + rank) over the retrievers."""
+    """Reciprocal-rank fusion: score = sum of weight / (k + rank) over the retrievers.
+
+    ``unembedded``: keyword hits that have no vector yet (``Store.without_vectors``:
+    pending behind ``Memory.add``, or quarantined). The dense retriever could not rank
+    them at all, so each gets the dense term of its lexical rank, as if the dense
+    retriever agreed with BM25 (its ``dense_rank`` stays None). Without it a fact just
+    added, the only match of a word, scored its lexical term alone: with
+    ``FACT_RETRIEVAL`` (k=20, dense weight 1.5) its 1/21 lost to each of the dense ranks
+    1 to 11 (at least 1.5/31), and ``add``'s promise (searchable by keyword when it
+    returns) failed until the worker embedded it. A hit
+    that has a vector but ranks beyond the dense list's depth gets nothing: there the
+    dense retriever did judge it, and judged it worse. Once embedded, a memory takes
+    its true dense rank."""
     # One dict of [score, lexical rank, dense rank, cosine] per id: this runs on every
     # search over up to 2 x ``candidates`` ids, so it does one lookup per ranked id.
     k = cfg.rrf_k
@@ -159,6 +174,10 @@ def fuse(
         entry[0] += cfg.dense_weight / (k + rank)
         entry[2] = rank
         entry[3] = r.score
+    for memory_id in unembedded:
+        held = fused.get(memory_id)
+        if held is not None and held[1] is not None and held[2] is None:
+            held[0] += cfg.dense_weight / (k + held[1])
     ordered = sorted(fused.items(), key=lambda kv: _order(kv[1][0], kv[1][3], kv[0]))
     return [Candidate(i, *entry) for i, entry in ordered]
 
@@ -249,10 +268,12 @@ class HybridRetriever:
             else []
         )
         dense: list[Ranked] = []
+        unembedded: set[str] = set()
         if pending is not None:
             vector = pending.result()[0]
             dense = self.store.vector_search(flt, vector, limit=n)
-        fused = fuse(lexical, dense, cfg)
+            unembedded = self._unembedded(flt, lexical, dense, len(vector))
+        fused = fuse(lexical, dense, cfg, unembedded)
         if min_score is not None:
             fused = above_floor(fused, dense, n, float(min_score))
         fused = fused[: max(cfg.rerank_depth, limit)]
@@ -277,6 +298,20 @@ class HybridRetriever:
             hits = conversational_rerank(hits, cfg)
         hits = by_source(hits)
         return self._cut(hits, limit, token_budget)
+
+    def _unembedded(
+        self, flt: Filter, lexical: Sequence[Ranked], dense: Sequence[Ranked], dimensions: int
+    ) -> set[str]:
+        """The keyword hits missing from the dense list because they have no vector yet
+        (see ``fuse``): one store call per search, about those hits only, and none when
+        every hit is in the dense list or there are no keyword hits (mode "dense")."""
+        if not lexical:
+            return set()
+        in_dense = {r.id for r in dense}
+        missing = [r.id for r in lexical if r.id not in in_dense]
+        if not missing:
+            return set()
+        return self.store.without_vectors(flt.scope.tenant, missing, dimensions=dimensions)
 
     def _cut(self, hits: list[Hit], limit: int, token_budget: int | None) -> list[Hit]:
         out: list[Hit] = []

@@ -291,6 +291,20 @@ class Store(Protocol):
         """Cosine similarity over stored vectors, best first."""
         ...
 
+    def without_vectors(
+        self, tenant: str, ids: Sequence[str], *, dimensions: int
+    ) -> builtins.set[str]:
+        """Those of ``ids`` (of ``tenant``) that ``vector_search`` with a vector of
+        ``dimensions`` cannot rank, because no such vector is stored for them: pending
+        in the embedding queue, quarantined, with a vector of another size, or unknown.
+        A vector kept while it is queued again (``requeue_stale_vectors``) counts.
+
+        The hybrid retriever asks this right after its ``vector_search``, about the
+        keyword hits that search did not return: one call per search, so it is cheap
+        (SQLite answers from the vector index that search brought up to date, without
+        SQL; a vector stored since it may not count yet)."""
+        ...
+
     # -- vectors (embedded in batches behind add) -------------------------
     def set_vectors(
         self,

@@ -498,6 +498,19 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             )
         return [Ranked(r[0], float(r[1])) for r in rows]
 
+    def without_vectors(self, tenant: str, ids: Sequence[str], *, dimensions: int) -> set[str]:
+        """One indexed read of ``vectors`` (its primary key) for the ids asked."""
+        asked = [i for i in ids if "\x00" not in i and "\x00" not in tenant]  # name nothing
+        held: set[str] = set()
+        if asked:
+            rows = self._read(
+                "SELECT memory_id FROM vectors WHERE tenant = %s AND memory_id = ANY(%s) "
+                "AND dim = %s",
+                (tenant, asked, dimensions),
+            )
+            held = {r[0] for r in rows}
+        return {i for i in ids if i not in held}
+
     def _holds_more(self, scoped: str, args: Sequence[object], found: int) -> bool:
         """Whether more than ``found`` vectors are in ``scoped`` (vector_search's FROM and
         WHERE, with its parameters ``args``); counts at most ``found + 1``."""

@@ -508,6 +508,22 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 return [Ranked(i, score) for i, score in kept[:limit]]
             fetch *= 4
 
+    def without_vectors(
+        self, tenant: str, ids: Sequence[str], *, dimensions: int
+    ) -> builtins.set[str]:
+        """Read from the in-memory vector index as the last vector search left it (no
+        SQL: the retriever asks right after one); brought up to date first only when
+        none of ``dimensions`` was built yet."""
+        if self.closed:
+            raise StoreError("read failed: the store is closed")
+        if not ids:
+            return set()
+        with self._read_lock:
+            index = self._index
+            if index is None or index.dimensions != dimensions:
+                index = self._fresh_index(dimensions)
+            return index.missing(tenant, ids)
+
     def _still_matching(
         self, flt: Filter, hits: builtins.list[tuple[str, float]]
     ) -> builtins.list[tuple[str, float]]:

@@ -187,6 +187,15 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._pos)
 
+    def missing(self, tenant: str, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` with no vector held here for ``tenant`` (one dict lookup each)."""
+        out = set()
+        for memory_id in ids:
+            found = self._pos.get(memory_id)
+            if found is None or found[0].tenant != tenant:
+                out.add(memory_id)
+        return out
+
     def upsert(self, rows: Iterable[IndexRow], vectors: npt.NDArray[np.float32]) -> None:
         """Add or replace vectors for records (vectors must be unit length)."""
         for row, vec in zip(rows, vectors, strict=True):

@@ -1,0 +1,149 @@
+"""Read-your-writes by keyword while a memory's vector is still being computed.
+
+``Memory.add`` returns before the background worker embeds what it wrote, and promises
+the memory is searchable by keyword at once. In a long-lived Memory of facts
+(``FACT_RETRIEVAL``: dense weight 1.5, k=20) a fact just added, the only match of its
+word, scored its BM25 term alone (1/21) and ranked below the first eleven embedded facts
+the dense side ranked (each at least 1.5/31): every add after the tenth missed its own
+keyword until the worker caught up. The retriever now gives a keyword hit with no vector
+the dense term of its lexical rank (``retrieval.fuse``); a hit that has a vector but
+ranks beyond the dense list's depth gets nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from contextos.embed import Vectors
+from contextos.memory import Memory
+from contextos.memory.retrieval import FACT_RETRIEVAL, RetrievalConfig
+from contextos.testing.embedders import FailingEmbedder, HashEmbedder
+
+BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+
+
+class HeldBatches(HashEmbedder):
+    """Answers queries (``embed``) at once; the background worker's batches
+    (``embed_batch``) wait while ``held``: a slow embedding API behind the adds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._open = threading.Event()
+        self._open.set()
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def embed_batch(self, texts: Sequence[str]) -> Vectors:
+        self._open.wait(timeout=60)
+        return self.embed(texts)
+
+
+@contextmanager
+def open_memory(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Memory]:
+    """A long-lived Memory (background worker) on a SQLite file or a fresh PG schema."""
+    if kind == "sqlite":
+        with Memory(tmp_path / "m.db", **kwargs) as m:
+            yield m
+        return
+    from pg_support import postgres_store
+
+    with postgres_store() as store:
+        m = Memory(store=store, **kwargs)
+        try:
+            yield m
+        finally:
+            m.close()
+
+
+def _adopted(n: int) -> dict[str, str]:
+    return {"role": "user", "name": "Ana", "content": f"I adopted a zebra{n}x named Rex{n}."}
+
+
+@BOTH
+def test_a_fact_just_added_is_the_first_hit_for_its_word_before_it_is_embedded(
+    kind: str, tmp_path: Path
+) -> None:
+    embedder = HeldBatches()
+    with open_memory(kind, tmp_path, embedder=embedder, retrieval=FACT_RETRIEVAL) as m:
+        for n in range(12):
+            m.add(_adopted(n), user_id="ana", infer=True)
+        assert m.flush(timeout=30)
+        embedder.hold()
+        try:
+            new = m.add(_adopted(99), user_id="ana", infer=True)
+            assert [r.text for r in new] == ["Ana adopted a zebra99x named Rex99."]
+            assert m.embedding_status().pending == 1  # its vector is still being made
+            hits = m.search("zebra99x", user_id="ana")
+            assert hits[0].record.id == new[0].id, [h.record.text for h in hits]
+            assert (hits[0].lexical_rank, hits[0].dense_rank) == (1, None)
+        finally:
+            embedder.release()
+        assert m.flush(timeout=30)
+        hits = m.search("zebra99x", user_id="ana")
+        assert hits[0].record.id == new[0].id
+        assert hits[0].dense_rank is not None  # ranked by its own vector now
+
+
+@BOTH
+def test_a_quarantined_memory_is_still_the_first_hit_for_its_word(
+    kind: str, tmp_path: Path
+) -> None:
+    embedder = FailingEmbedder(poison="Rex99")  # the query embeds
+    with open_memory(kind, tmp_path, embedder=embedder, retrieval=FACT_RETRIEVAL) as m:
+        for n in range(12):
+            m.add(_adopted(n), user_id="ana", infer=True)
+        new = m.add(_adopted(99), user_id="ana", infer=True)
+        assert m.flush(timeout=30)
+        assert [q.id for q in m.embedding_status().quarantined] == [new[0].id]
+        hits = m.search("zebra99x", user_id="ana")
+        assert hits[0].record.id == new[0].id, [h.record.text for h in hits]
+
+
+def _same_vector_words(word: str, n: int) -> list[str]:
+    """``n`` words the HashEmbedder gives exactly ``word``'s vector (one hashed bucket,
+    same sign): memories of one such word are as near a query of ``word`` as can be."""
+    embedder = HashEmbedder()
+    target = embedder.embed([word])[0]
+    found: list[str] = []
+    i = 0
+    while len(found) < n:
+        candidate = f"w{i}"
+        if np.array_equal(embedder.embed([candidate])[0], target):
+            found.append(candidate)
+        i += 1
+    return found
+
+
+@BOTH
+def test_an_embedded_keyword_hit_beyond_the_dense_depth_gets_no_dense_term(
+    kind: str, tmp_path: Path
+) -> None:
+    """A hit with a vector that the dense side ranked below its depth was judged by it:
+    it keeps its keyword term alone (only a hit with no vector is given one)."""
+    cfg = RetrievalConfig(candidates=3)  # the dense list holds the 3 nearest
+    with open_memory(kind, tmp_path, embedder=HashEmbedder(), retrieval=cfg) as m:
+        nearer = _same_vector_words("zebra99x", 6)
+        for word in nearer:
+            m.add(word, user_id="ana")
+        far = m.add(
+            "the ledger lists zebra99x among invoices receipts payroll audits and taxes",
+            user_id="ana",
+        )[0]
+        assert m.flush(timeout=30)
+        assert m.embedding_status().pending == 0
+        hits = {h.record.text: h for h in m.search("zebra99x", user_id="ana", limit=3)}
+        assert sorted(h.dense_rank or 0 for t, h in hits.items() if t in nearer) == [1, 2]
+        hit = hits[far.text]
+        assert (hit.lexical_rank, hit.dense_rank) == (1, None)
+        assert hit.score == pytest.approx(cfg.lexical_weight / (cfg.rrf_k + 1))
