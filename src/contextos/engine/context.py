@@ -78,7 +78,7 @@ from contextos.engine.session import (
     turn_items,
 )
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
-from contextos.engine.window import Item, Window, message_item
+from contextos.engine.window import Item, Window, message_item, text_item, tool_item
 from contextos.errors import BudgetError, ConfigError, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
@@ -652,7 +652,7 @@ class SessionContext:
         logged: tuple[Message, ...] = ()
         if new:
             logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
-        self._compact(budget, request.server_edits)
+        self._compact(self._history_room(request, parts, budget), request.server_edits)
         state = self.session.state()
         prints = self._conversation()
         kept = len(prints)  # the conversation's first ``kept`` turns go in the history
@@ -679,8 +679,30 @@ class SessionContext:
             return []
         return self.session.conversation_prints()
 
-    def _compact(self, budget: int, server_edits: Sequence[str] = ()) -> None:
-        """Compact the session log when it passes its trigger.
+    def _history_room(self, request: ChatRequest, parts: Any, budget: int) -> int:
+        """The tokens the history (summary and turns) may take: ``history_share`` of the
+        budget, and never more than the instructions, the tools, the question, a topic
+        block and the memories' floor leave it (the window serves those first).
+
+        Compacting against the share alone, a system prompt and tools of more than about
+        half the budget left the turns less room than compaction aimed at: compaction
+        never fired, and the window cut the oldest turn on every call instead, so the
+        cached history slid forward and was missed on most calls."""
+        tk = self.tokenizer
+        fixed = TOKENS_PER_REPLY + sum(tool_item(t, tk).tokens for t in request.tools)
+        fixed += sum(text_item("system", s, tk).tokens for s in request.system if s.strip())
+        pending = parts.question or parts.prefill
+        if pending is not None:
+            fixed += message_item("question", pending, tk).tokens
+        fixed += int(self.layout.memories_floor * budget)
+        if self.topic is not None:
+            _, layout = topic_layout(budget, budget, 0.0, block_tokens=self.memory_tokens)
+            fixed += int(layout.topic_ceiling * budget)
+        return max(1, min(int(budget * self.history_share), budget - fixed))
+
+    def _compact(self, history_budget: int, server_edits: Sequence[str] = ()) -> None:
+        """Compact the session log when it passes its trigger for ``history_budget``
+        tokens (:meth:`_history_room`).
 
         Never twice over with the provider's server: when the call asks the
         server to clear tool results (``clear_tool_uses_20250919``), contextos's
@@ -699,7 +721,7 @@ class SessionContext:
             self.compaction if memory is not None or self.compaction != "offload" else "truncate"
         )
         done = self.session.compact(
-            int(budget * self.history_share), strategy, thresholds=self.thresholds, memory=memory
+            history_budget, strategy, thresholds=self.thresholds, memory=memory
         )
         if done.plan is not None and self.topic is not None:
             self.topic.due = True  # the prefix changes here anyway: refresh with it
