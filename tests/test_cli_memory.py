@@ -73,7 +73,7 @@ def test_every_scope_flag_reaches_add_search_and_list(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (("search", "x"), "needs a user_id"),
+        (("search", "x"), "search needs a scope: --user-id/-u"),
         (("add", "", "-u", "a"), "nothing to add"),
         (("add", "x", "-u", "a", "--metadata", "{oops"), "not valid JSON"),
         (("add", "x", "-u", "a", "--metadata", "[1]"), "JSON object"),
@@ -103,6 +103,22 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: tuple[str, ...], need
     assert needle in out.stderr
     assert out.stderr.count("\n") == 1, out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("command", [("add", "x"), ("search", "x"), ("list",)])
+def test_a_missing_scope_is_the_same_usage_error_in_every_command(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """``add`` and ``search`` without a scope exited 1 with the library's ScopeError
+    (``add needs a user_id, agent_id or session_id``: Python's names), where ``list``
+    exited 2 naming the flags."""
+    out = run(tmp_path / "cli.db", *command)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(
+        f"error: {command[0]} needs a scope: --user-id/-u, --agent-id/-a or --session-id/-s ("
+    ), out.stderr
+    assert out.stderr.rstrip().endswith(f"(see 'contextos {command[0]} --help')"), out.stderr
+    assert out.stderr.count("\n") == 1 and "user_id" not in out.stderr, out.stderr
 
 
 def test_a_bad_db_path_creates_nothing(tmp_path: Path) -> None:

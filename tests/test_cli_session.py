@@ -48,10 +48,53 @@ def test_window_prints_where_its_cost_comes_from(tmp_path: Path) -> None:
     assert out.returncode == 0 and "cache simulator" in out.stdout
 
 
+def test_a_tool_result_no_window_can_hold_is_logged_with_a_warning(tmp_path: Path) -> None:
+    """`session add --role tool` logged a result whose call the CLI cannot log, and the
+    window left it out without a word (docs/context-engine.md: nothing is dropped
+    silently)."""
+    from contextos.engine.session import Session
+    from contextos.store import open_store
+    from contextos.types import Message, ToolCall
+
+    db = tmp_path / "m.db"
+    run_cli("session", "add", "s3", "what's the weather in Lisbon?", db=db)
+    orphan = run_cli(
+        "session", "add", "s3", "sunny, 24C", "--role", "tool", "--tool-call-id", "t9", db=db
+    )
+    assert orphan.returncode == 0, orphan.stderr
+    assert orphan.stderr.startswith("warning: turn #1 will never be in a window: ")
+    assert "no assistant tool call with id 't9' is open in session 's3'" in orphan.stderr
+    bare = run_cli("session", "add", "s3", "sunny", "--role", "tool", db=db)
+    assert bare.returncode == 0 and "without --tool-call-id answers no call" in bare.stderr
+    # Both are in the log (a warning, not a refusal).
+    log = json.loads(run_cli("session", "show", "s3", "--json", db=db).stdout)
+    assert [t["message"]["role"] for t in log["turns"]] == ["user", "tool", "tool"]
+    # The assistant's call logged through the library: its result is sent, no warning.
+    store = open_store(db)
+    try:
+        call = ToolCall(id="t10", name="weather", arguments='{"city": "Lisbon"}')
+        Session(store, "s3").add(Message("assistant", "", tool_calls=(call,)))
+    finally:
+        store.close()
+    answered = run_cli(
+        "session", "add", "s3", "rain, 17C", "--role", "tool", "--tool-call-id", "t10", db=db
+    )
+    assert answered.returncode == 0 and answered.stderr == "", answered.stderr
+    window = run_cli("window", "--session", "s3", "-q", "umbrella?", "--format", "anthropic", db=db)
+    sent = window.stdout
+    assert "rain, 17C" in sent and "sunny" not in sent, sent
+    # A second result for the answered call is left out too, and said so.
+    again = run_cli(
+        "session", "add", "s3", "hail", "--role", "tool", "--tool-call-id", "t10", db=db
+    )
+    assert "no assistant tool call with id 't10' is open" in again.stderr
+
+
 def test_chat_remembers_facts_not_questions(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     said = "I'm allergic to peanuts\nwhat am I allergic to?\nhi\n"
-    out = run_cli("chat", "--user-id", "ana", "--no-show-window", "--json", db=db, stdin=said)
+    # -u, as every other scoped command takes it (chat alone refused it: No such option).
+    out = run_cli("chat", "-u", "ana", "--no-show-window", "--json", db=db, stdin=said)
     assert out.returncode == 0, out.stderr
     replies = [json.loads(doc)["reply"] for doc in _json_documents(out.stdout)]
     assert replies[1].startswith("From memory: ")

@@ -173,3 +173,76 @@ def test_shell_examples_are_found() -> None:
     assert readme[0][:9] == ["add", '"I', "moved", "to", "Lisbon", "in", 'May"', "-u", "ana"]
     assert ["list", "-u", "ana"] in readme and ["keys", "create"] in readme
     assert len(readme) >= 15
+
+
+# -- the reference pages ----------------------------------------------------------------
+
+
+def _leaf_commands() -> list[tuple[str, object]]:
+    """Every runnable ``contextos`` command, by its name under ``contextos``."""
+    import click
+
+    from contextos.cli.main import cli
+
+    found: list[tuple[str, object]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                walk(sub, [*path, name])
+        else:
+            found.append((" ".join(path), command))
+
+    walk(cli, [])
+    return found
+
+
+def test_the_cli_reference_has_a_row_naming_each_flag_of_each_command() -> None:
+    """docs/cli.md keeps up with the commands: a table row per command (``| `NAME ...``),
+    and in it every long option of that command but ``--json``."""
+    import click
+
+    rows = (REPO / "docs" / "cli.md").read_text(encoding="utf-8").splitlines()
+    commands = _leaf_commands()
+    assert len(commands) > 30
+    missing = []
+    for name, command in commands:
+        own = [r for r in rows if re.match(rf"\| `{re.escape(name)}[ `]", r)]
+        assert len(own) == 1, f"docs/cli.md: {len(own)} rows for `{name}`"
+        assert isinstance(command, click.Command)
+        for param in command.params:
+            for opt in [*param.opts, *param.secondary_opts]:
+                named = re.search(rf"{re.escape(opt)}(?![\w-])", own[0])
+                if opt.startswith("--") and opt != "--json" and not named:
+                    missing.append(f"{name} {opt}")
+    assert missing == []
+
+
+def test_the_api_reference_names_every_public_verb_and_parameter_of_memory() -> None:
+    """docs/api.md lists each public method and property of Memory, and each of its
+    parameters, as the code declares them (a new verb or keyword must be documented)."""
+    import inspect
+
+    from contextos import Memory
+
+    page = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    missing = []
+    members = {n: v for n, v in vars(Memory).items() if not n.startswith("_")}
+    members["__init__"] = Memory.__init__
+    for name, member in members.items():
+        if isinstance(member, property):
+            if f"`{name}` (property)" not in page:
+                missing.append(name)
+            continue
+        assert callable(member)
+        shown = "Memory" if name == "__init__" else name
+        declared = [p for p in inspect.signature(member).parameters if p != "self"]
+        # `name(` and every parameter in the code's order, in one paragraph (no blank line).
+        gap = r"(?:(?!\n\n)[\s\S])*?"
+        pattern = rf"{shown}\(" + "".join(rf"{gap}\b{re.escape(p)}\b" for p in declared)
+        if not re.search(pattern, page):
+            missing.append(f"{shown}({', '.join(declared)})")
+    assert missing == []

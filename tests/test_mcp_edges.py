@@ -92,6 +92,18 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("add_memory", {"messages": "x", "text": "y", "user_id": "u"}, "not both"),
     ("add_memory", {"messages": [], "user_id": "u"}, "messages"),
     ("add_memory", {"messages": [{"role": "root", "content": "x"}], "user_id": "u"}, "role"),
+    # One union branch's problem, in the library's words (as over HTTP).
+    (
+        "add_memory",
+        {"messages": "x" * 120_000, "user_id": "u"},
+        "ValueError: messages: a memory may hold at most 100,000 characters (got 120,000); "
+        "split it first",
+    ),
+    (
+        "search_memory",
+        {"query": "q", "user_id": "u", "metadata": {"k": [1]}},
+        "ValueError: metadata.k: Input should be a string, a number or a boolean",
+    ),
     ("search_memory", {"query": "q", "user_id": "u\x00"}, "NUL"),
     ("search_memory", {"query": "q", "user_id": "u", "limit": 2**70}, "limit"),
     ("search_memory", {"query": "q", "user_id": "u", "metadata": {"a..b": 1}}, "pattern"),
@@ -161,6 +173,8 @@ def test_mcp_validates_like_http_and_edits_memories(db: str, tmp_path: Path) -> 
         text = _error_text(result)
         assert want in text, (tool, text)
         assert not [x for x in secrets if x in text], (tool, text)
+        # No union's inner labels, no pydantic prefix: the check's own words.
+        assert not [x for x in ("function-after", "branch:", "Value error") if x in text], text
     assert [r["text"] for r in out["added"]] == ["I moved to Lisbon in May", "Lisbon is lovely."]
     assert out["added"][0]["session_id"] == "s1" and out["added"][0]["metadata"]["role"] == "user"
     assert out["alias"][0]["text"] == "My dog is called Pimenta"

@@ -202,6 +202,60 @@ def test_json_body_is_accepted_whatever_the_content_type(tmp_path: Path) -> None
         assert "JSON" in assert_error(form, 422, "InvalidRequest")["message"]
 
 
+def test_a_refused_union_names_its_one_problem_in_the_librarys_words(tmp_path: Path) -> None:
+    """A text past 100,000 characters (well under the body limit) was answered with every
+    branch of the ``messages`` union, in pydantic's words: ``body.messages.function-after[
+    check_text(), constrained-str]: String should have at most 100000 characters;
+    body.messages.list[MessageIn]: Input should be a valid list``."""
+    long = "x" * 120_000
+    too_long = "may hold at most 100,000 characters (got 120,000); split it first"
+    with app_client(tmp_path / "union.db") as c:
+        h = auth(issue_key(c, "acme"))
+        added = c.post("/v1/memories", headers=h, json={"messages": "short", "user_id": "u"})
+        assert added.status_code == 201, added.text
+        memory_id = added.json()["results"][0]["id"]
+        cases = [
+            ("POST", "/v1/memories", {"messages": long, "user_id": "u"}, "body.messages: a memory"),
+            (
+                "POST",
+                "/v1/memories",
+                {"messages": [{"content": long}], "user_id": "u"},
+                "body.messages.0.content: a message",
+            ),
+            (
+                "POST",
+                "/v1/sessions/s1/turns",
+                {"messages": [{"content": long}]},
+                "body.messages.0.content: a message",
+            ),
+            ("PATCH", f"/v1/memories/{memory_id}", {"text": long}, "body.text: a memory"),
+        ]
+        for method, url, body, where in cases:
+            resp = c.request(method, url, headers=h, json=body)
+            error = assert_error(resp, 422, "InvalidRequest")
+            assert error["message"] == f"{where} {too_long}", (url, error)
+        # Neither a text nor a list: one line naming both accepted shapes.
+        wrong = c.post("/v1/memories", headers=h, json={"messages": 5, "user_id": "u"})
+        assert assert_error(wrong, 422)["message"] == (
+            "body.messages: Input should be a text or a list of messages"
+        )
+        # The same for a metadata filter value, and a check's own message without
+        # pydantic's "Value error, " in front.
+        search = {"query": "q", "user_id": "u", "metadata": {"k": [1]}}
+        resp = c.post("/v1/memories/search", headers=h, json=search)
+        assert assert_error(resp, 422)["message"] == (
+            "body.metadata.k: Input should be a string, a number or a boolean"
+        )
+        nul = c.post("/v1/memories", headers=h, json={"messages": "a\x00b", "user_id": "u"})
+        assert assert_error(nul, 422)["message"] == (
+            "body.messages: text may not contain NUL characters"
+        )
+        # Every kind of filter value still reaches the store.
+        values = {"s": "x", "b": True, "i": 3, "f": 2.5}
+        ok = c.post("/v1/memories/search", headers=h, json={**search, "metadata": values})
+        assert ok.status_code == 200, ok.text
+
+
 def test_no_page_needs_the_internet(tmp_path: Path) -> None:
     with app_client(tmp_path / "docs.db") as c:
         for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):

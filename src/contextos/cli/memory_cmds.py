@@ -17,7 +17,7 @@ from typing import Any, cast
 import click
 from rich.table import Table
 
-from ..errors import NotFound
+from ..errors import NotFound, ScopeError
 from ..memory.render import render
 from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds, scope_ids
 from .common import (
@@ -101,9 +101,24 @@ scope_options = [
 ]
 
 
+#: The flags that give a command its scope, as a usage error names them.
+SCOPE_FLAGS = "--user-id/-u, --agent-id/-a or --session-id/-s"
+
+
+def needs_scope(why: str) -> click.UsageError:
+    """The usage error (exit 2, with the ``--help`` hint) of a command run without a
+    scope: it names the flags, where the library's ScopeError names its keywords."""
+    ctx = click.get_current_context()
+    return click.UsageError(f"{ctx.info_name} needs a scope: {SCOPE_FLAGS} ({why})", ctx)
+
+
 def with_scope(func: F) -> F:
     """The scope flags (``-u``/``-a``/``-s``), handed to the command as one ``scope``
-    argument, so each command passes the scope on as a whole and none can drop a part."""
+    argument, so each command passes the scope on as a whole and none can drop a part.
+
+    The library's ScopeError for a missing scope becomes :func:`needs_scope`'s usage
+    error: ``add`` and ``search`` without one exited 1 naming ``user_id`` (Python's
+    names), where ``list`` exited 2 naming the flags."""
 
     @functools.wraps(func)
     def command(
@@ -113,7 +128,13 @@ def with_scope(func: F) -> F:
         session_id: str | None,
         **kwargs: Any,
     ) -> Any:
-        return func(*args, scope=scope_ids(user_id, agent_id, session_id), **kwargs)
+        scope = scope_ids(user_id, agent_id, session_id)
+        try:
+            return func(*args, scope=scope, **kwargs)
+        except ScopeError:
+            if any(scope.values()):
+                raise
+            raise needs_scope("every memory belongs to a user, an agent or a session") from None
 
     for option in reversed(scope_options):
         command = option(command)
@@ -294,10 +315,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     ) -> None:
         """List memories in a scope, newest first (Memory.get_all)."""
         if not any(scope.values()):
-            raise click.UsageError(
-                "list needs a scope: --user-id/-u, --agent-id/-a or --session-id/-s "
-                "(one user's memories are never listed with another's)"
-            )
+            raise needs_scope("one user's memories are never listed with another's")
         with open_memory(state, embed=False) as memory:
             records = memory.get_all(
                 **scope,

@@ -126,7 +126,12 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
     help="Session id: the conversation log to continue.",
 )
 @click.option(
-    "--user-id", default="me", show_default=True, callback=scope_id_param, help="Whose memories."
+    "--user-id",
+    "-u",
+    default="me",
+    show_default=True,
+    callback=scope_id_param,
+    help="Whose memories.",
 )
 @click.option(
     "--base-url", default=None, help="An OpenAI-compatible server (with --provider openai)."

@@ -86,12 +86,26 @@ def retry_after(exc: BaseException) -> float | None:
     return None
 
 
+#: How the labels of a union's branches begin (:mod:`contextos.server.schemas` picks one
+#: branch by the value's type, and pydantic puts its label in an error's path): no field
+#: name or accepted metadata key holds a colon.
+BRANCH = "branch:"
+
+
 def describe(errors: Iterable[Mapping[str, Any]]) -> str:
-    """One readable line per validation problem: ``body.limit: must be <= 100``."""
+    """One readable line per validation problem: ``body.limit: must be <= 100``. The
+    path leaves out the label of the union branch a value was validated as
+    (``body.messages: a memory may hold ...``, not ``body.messages.branch:text: ...``),
+    and a check's own message is given as it is (pydantic's ``Value error, `` left out)."""
     parts = []
     for err in list(errors)[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        loc = err.get("loc", ())
+        where = ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith(BRANCH)))
+        msg = err.get("msg", "invalid")
+        cause = (err.get("ctx") or {}).get("error")
+        if err.get("type") == "value_error" and cause is not None and str(cause):
+            msg = str(cause)
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts) or "invalid request"
 
 

@@ -23,14 +23,17 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
 )
+from pydantic_core import PydanticCustomError
 
 from ..engine.message_text import lone_surrogate_at
 from ..times import utc
 from ..types import Message, ScopeIds, scope_id, scope_ids
-from .errors import describe
+from .errors import BRANCH, describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
     from .windowing import WindowRequest
@@ -59,6 +62,45 @@ def check_text(value: str) -> str:
     if lone_surrogate_at(value) is not None:
         raise ValueError("text must be valid Unicode (no lone surrogates)")
     return value
+
+
+def _at_most(what: str) -> AfterValidator:
+    """The MAX_TEXT limit on a text, refused in the library's words
+    (:meth:`contextos.Memory.add`: ``a memory may hold at most 100,000 characters
+    (got 120,000); split it first``), not pydantic's ``String should have at most
+    100000 characters``."""
+
+    def check(value: str) -> str:
+        if len(value) > MAX_TEXT:
+            raise PydanticCustomError(
+                "text_too_long",
+                f"{what} may hold at most {MAX_TEXT:,} characters (got {len(value):,}); "
+                "split it first",
+                {"max_length": MAX_TEXT},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _branch(name: str) -> Tag:
+    """The label of one branch of a union the schemas choose by the value's type; the
+    error text (:func:`~contextos.server.errors.describe`) leaves it out of the path."""
+    return Tag(BRANCH + name)
+
+
+def _choose(kinds: tuple[tuple[type | tuple[type, ...], str], ...]) -> Any:
+    """A discriminator picking the branch of the first of ``kinds`` (types, label) the
+    value is an instance of (None: no branch fits, the union's own error). Only that
+    branch validates the value, so a refusal names its one problem; pydantic's plain
+    union reported every branch's (``body.messages.function-after[check_text(),
+    constrained-str]: String should ...; body.messages.list[MessageIn]: Input should
+    be a valid list``)."""
+
+    def choose(value: Any) -> str | None:
+        return next((BRANCH + name for cls, name in kinds if isinstance(value, cls)), None)
+
+    return choose
 
 
 def check_scope_id(value: str) -> str:
@@ -101,7 +143,20 @@ def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else _check_json(value)
 
 
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(check_text)]
+#: A text the library stores whole (a memory's): at most MAX_TEXT characters.
+Text = Annotated[
+    str,
+    Field(json_schema_extra={"maxLength": MAX_TEXT}),
+    _at_most("a memory"),
+    AfterValidator(check_text),
+]
+#: One message's content (a memory when added, a turn when logged in a session).
+MessageText = Annotated[
+    str,
+    Field(json_schema_extra={"maxLength": MAX_TEXT}),
+    _at_most("a message"),
+    AfterValidator(check_text),
+]
 Query = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(check_text)]
 Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(check_text)]
 #: A user, agent or session id: an Ident with at least one non-space character.
@@ -110,10 +165,16 @@ Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
 Time = Annotated[datetime, AfterValidator(_check_time)]
 FilterKey = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=FILTER_KEY)]
 Scalar = Annotated[
-    Annotated[str, AfterValidator(check_text)]
-    | Annotated[int, Field(ge=-(2**63), lt=2**63)]
-    | Annotated[float, Field(allow_inf_nan=False)]
-    | bool,
+    Annotated[Annotated[str, AfterValidator(check_text)], _branch("string")]
+    | Annotated[bool, _branch("boolean")]
+    | Annotated[Annotated[int, Field(ge=-(2**63), lt=2**63)], _branch("integer")]
+    | Annotated[Annotated[float, Field(allow_inf_nan=False)], _branch("number")],
+    Discriminator(
+        # bool before int: True is an int to Python, a boolean to JSON.
+        _choose(((str, "string"), (bool, "boolean"), (int, "integer"), (float, "number"))),
+        custom_error_type="scalar_type",
+        custom_error_message="Input should be a string, a number or a boolean",
+    ),
     # Before the union: an integer past 64 bits failed the int branch and was taken
     # as a float (2**70 became 1.18e21) where it must be refused.
     BeforeValidator(lambda v: _check_json(v) if isinstance(v, int) else v),
@@ -127,7 +188,7 @@ class _Body(BaseModel):
 
 class MessageIn(_Body):
     role: Literal["system", "user", "assistant", "tool"] = "user"
-    content: Text
+    content: MessageText
     name: Ident | None = None
     tool_call_id: Ident | None = None
     metadata: Metadata = Field(
@@ -157,7 +218,19 @@ class ScopeIn(_Body):
 
 
 class AddRequest(ScopeIn):
-    messages: Text | Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_MESSAGES)]
+    messages: Annotated[
+        Annotated[Text, _branch("text")]
+        | Annotated[
+            list[MessageIn],
+            Field(min_length=1, max_length=MAX_MESSAGES),
+            _branch("messages"),
+        ],
+        Discriminator(
+            _choose(((str, "text"), (list, "messages"))),
+            custom_error_type="messages_type",
+            custom_error_message="Input should be a text or a list of messages",
+        ),
+    ]
     metadata: Metadata = None
     event_time: Time | None = None
     memory_type: MemoryTypeName = "episodic"
@@ -187,7 +260,13 @@ class SearchRequest(ScopeIn):
 
 class UpdateRequest(_Body):
     text: (
-        Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(check_text)] | None
+        Annotated[
+            str,
+            Field(min_length=1, json_schema_extra={"maxLength": MAX_TEXT}),
+            _at_most("a memory"),
+            AfterValidator(check_text),
+        ]
+        | None
     ) = None
     metadata: Metadata = None
 
