@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -22,24 +23,28 @@ import pytest
 from contextos import Filter
 from contextos.errors import Conflict
 from contextos.memory import Memory
-from contextos.memory.reconcile import LLMReconciler
+from contextos.memory.extract import Candidate
+from contextos.memory.reconcile import Decision, HeuristicReconciler, LLMReconciler
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.llm import ScriptedLLM
-from contextos.types import Message
+from contextos.types import MemoryRecord, Message
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 EVERY = Filter(include_invalid=True)  # closed facts keep their number too
 
 
 @contextmanager
-def handles(kind: str, tmp_path: Path, n: int, **options: Any) -> Iterator[list[Memory]]:
+def handles(
+    kind: str, tmp_path: Path, n: int, wrap: Callable[[Any], Any] | None = None, **options: Any
+) -> Iterator[list[Memory]]:
     """``n`` independent Memory handles (a store each, vectors written inline) on one
-    SQLite file or one PostgreSQL schema, as a server and a CLI, or two replicas."""
+    SQLite file or one PostgreSQL schema, as a server and a CLI, or two replicas; with
+    ``wrap``, each store is ``wrap(store)`` (a wrapper at the Store seam)."""
     with ExitStack() as stack:
         if kind == "sqlite":
             db = tmp_path / "m.db"
-            stores: list[Any] = [None] * n
+            stores: list[Any] = [None if wrap is None else SQLiteStore(db) for _ in range(n)]
         else:
             from contextos.store.postgres import PostgresStore
             from pg_support import pg_url, postgres_store
@@ -48,6 +53,8 @@ def handles(kind: str, tmp_path: Path, n: int, **options: Any) -> Iterator[list[
             stores = [first] + [PostgresStore(pg_url(), schema=first.schema) for _ in range(n - 1)]
         out = []
         for store in stores:
+            if store is not None and wrap is not None:
+                store = wrap(store)
             where = {"store": store} if store is not None else {"path_or_url": db}
             memory = Memory(**where, embedder=HashEmbedder(), background_embedding=False, **options)
             stack.callback(memory.close)
@@ -228,3 +235,252 @@ def test_an_inferring_add_racing_the_deletion_of_a_fact_it_was_shown(
         )
         kept = memory.get_all(user_id="ana", filters=EVERY)
         assert [r.text for r in kept] == ["Ana moved to Rome."]
+
+
+# -- adds deciding about one fact at once --------------------------------------------------
+# Two adds that replaced one fact (Paris -> Berlin, Paris -> Rome) both kept their
+# replacement, and one fact added twice at once was stored twice: each commit checked only
+# the content hash of the facts it was shown, and closing a fact does not change it.
+def said(text: str) -> dict[str, str]:
+    return {"role": "user", "name": "Ana", "content": text}
+
+
+class MeetingStore:
+    """A real store whose next ``put`` once ``meet`` is set waits until every store
+    sharing it has reached its own: the adds all decided on one read before any writes,
+    as adds on replicas do while a model thinks (a wrapper at the Store seam)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.meet: threading.Barrier | None = None
+
+    def put(self, records: Any, **kw: Any) -> None:
+        meet, self.meet = self.meet, None
+        if meet is not None:
+            meet.wait(30)
+        self._store.put(records, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class Watching:
+    """The heuristic decider, keeping the live facts each decision was shown."""
+
+    def __init__(self) -> None:
+        self.inner = HeuristicReconciler()
+        self.shown: list[list[str]] = []
+
+    def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        self.shown.append(sorted(r.text for r in similar if r.valid_to is None))
+        return self.inner.decide(candidate, similar)
+
+
+@contextmanager
+def at_once(
+    kind: str, tmp_path: Path, seed: str | None, texts: Sequence[str], sessions: Sequence[Any]
+) -> Iterator[tuple[Memory, list[Watching]]]:
+    """``seed`` added first, then each of ``texts`` by its own handle, all at once (each
+    decided before any writes); yields a handle and each handle's decider."""
+    stores: list[MeetingStore] = []
+
+    def meeting(store: Any) -> MeetingStore:
+        stores.append(MeetingStore(store))
+        return stores[-1]
+
+    with handles(kind, tmp_path, len(texts), wrap=meeting) as memories:
+        if seed is not None:
+            memories[0].add(said(seed), user_id="ana", infer=True)
+        meet = threading.Barrier(len(texts))
+        for store in stores:
+            store.meet = meet
+        deciders = [Watching() for _ in memories]
+        for memory, decider in zip(memories, deciders, strict=True):
+            memory.reconciler = decider
+
+        def add(i: int) -> None:
+            memories[i].add(said(texts[i]), user_id="ana", session_id=sessions[i], infer=True)
+
+        with ThreadPoolExecutor(len(texts)) as pool:
+            list(pool.map(add, range(len(texts))))
+        yield memories[0], deciders
+
+
+def every_fact(memory: Memory) -> list[MemoryRecord]:
+    return memory.get_all(user_id="ana", filters=EVERY, limit=100)
+
+
+SESSIONS = pytest.mark.parametrize("sessions", [(None, None), ("s1", "s2"), ("s1", None)])
+
+
+@BOTH
+@SESSIONS
+def test_two_adds_replacing_one_fact_at_once_leave_one_chain(
+    kind: str, tmp_path: Path, sessions: tuple[Any, Any]
+) -> None:
+    texts = ["I live in Berlin.", "I live in Rome."]
+    with at_once(kind, tmp_path, "I live in Paris.", texts, sessions) as (memory, deciders):
+        every = every_fact(memory)
+    live = [r for r in every if r.valid_to is None]
+    assert len(live) == 1  # not Berlin and Rome both
+    by_id = {r.id: r for r in every}
+    (paris,) = [r for r in every if r.text == "Ana lives in Paris."]
+    first = by_id[paris.metadata["superseded_by"]]
+    second = by_id[first.metadata["superseded_by"]]
+    assert first.metadata["supersedes"] == paris.id
+    assert second.metadata["supersedes"] == first.id and second == live[0]
+    assert len(every) == 3
+    # The refused add was decided again, on what the other one wrote.
+    assert sorted(len(d.shown) for d in deciders) == [1, 2]
+    assert max(deciders, key=lambda d: len(d.shown)).shown[1] == [first.text]
+
+
+@BOTH
+@SESSIONS
+def test_one_fact_added_twice_at_once_is_stored_once(
+    kind: str, tmp_path: Path, sessions: tuple[Any, Any]
+) -> None:
+    texts = ["I live in Berlin.", "I live in Berlin."]
+    with at_once(kind, tmp_path, None, texts, sessions) as (memory, deciders):
+        assert [r.text for r in every_fact(memory)] == ["Ana lives in Berlin."]
+    assert sorted(d.shown for d in deciders) == [[[]], [[], ["Ana lives in Berlin."]]]
+
+
+@BOTH
+def test_one_fact_ended_twice_at_once_is_closed_once(kind: str, tmp_path: Path) -> None:
+    # A DELETE writes no record, only a close: its put checked nothing, and the second
+    # close overwrote the first.
+    texts = ["I don't live in Paris anymore.", "I don't live in Paris anymore."]
+    with at_once(kind, tmp_path, "I live in Paris.", texts, (None, None)) as (memory, _):
+        (paris,) = [r for r in every_fact(memory) if r.text == "Ana lives in Paris."]
+        assert paris.valid_to is not None
+        assert [e.event for e in memory.history(paris.id)] == ["ADD", "DELETE"]
+
+
+class LettingAnotherIn:
+    """The heuristic decider, whose first decision starts ``second()`` on another thread
+    and gives it a second to reach a decision of its own before deciding."""
+
+    def __init__(self, second: Callable[[], object]) -> None:
+        self.second = second
+        self.inner = HeuristicReconciler()
+        self.shown: list[list[str]] = []
+        self.other_decided = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        first = self.thread is None
+        if first:
+            self.thread = threading.Thread(target=self.second)
+            self.thread.start()
+            self.other_decided.wait(1)  # in vain while it waits for this add to write
+        else:
+            self.other_decided.set()
+        self.shown.append(sorted(r.text for r in similar if r.valid_to is None))
+        return self.inner.decide(candidate, similar)
+
+
+def test_threads_of_one_memory_adding_one_users_facts_take_turns(tmp_path: Path) -> None:
+    # Refused and decided again, they would stay right; taking turns, the second decides
+    # once, on what the first wrote (in another session: the session's lock is not it).
+    store = RefusalCountingStore(SQLiteStore(tmp_path / "m.db"))
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as memory:
+
+        def second() -> None:
+            memory.add(said("I live in Berlin."), user_id="ana", session_id="s2", infer=True)
+
+        decider = memory.reconciler = LettingAnotherIn(second)
+        memory.add(said("I live in Berlin."), user_id="ana", session_id="s1", infer=True)
+        assert decider.thread is not None
+        decider.thread.join(30)
+        assert [r.text for r in memory.get_all(user_id="ana", filters=EVERY)] == [
+            "Ana lives in Berlin."
+        ]
+        assert decider.shown == [[], ["Ana lives in Berlin."]]
+        assert store.refused == 0
+
+
+# -- a shown fact changed by another writer while the model decides ------------------------
+def deciding(before_reply: Callable[[], object], *replies: dict[str, Any]) -> ScriptedLLM:
+    """A reconciler's model that runs ``before_reply()`` on its first call (another
+    writer commits between the add's reads and its write), then answers ``replies`` in
+    turn."""
+
+    def answer(i: int) -> Callable[[str, Sequence[Message]], str]:
+        def reply(system: str, messages: Sequence[Message]) -> str:
+            if i == 0:
+                before_reply()
+            return json.dumps(replies[i])
+
+        return reply
+
+    return ScriptedLLM([answer(i) for i in range(len(replies))])
+
+
+def update(text: str | None) -> dict[str, Any]:
+    return {"action": "UPDATE", "target": 0, "text": text, "reason": "moved"}
+
+
+@BOTH
+def test_a_fact_rewritten_while_the_model_merges_it_is_shown_again(
+    kind: str, tmp_path: Path
+) -> None:
+    # The user redacted a fact while the model merged its old text into the update: the
+    # write is refused (the docs promise every shown fact still has the text it was shown
+    # with), and the model decides again on the redacted text.
+    def redact() -> None:
+        eraser.update(paris.id, text="Ana lives in Paris.")
+
+    merged = "Ana lived in Paris at 12 zq7secret street and moved to Berlin."
+    llm = deciding(redact, update(merged), update("Ana lived in Paris and moved to Berlin."))
+    with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
+        paris = eraser.add(said("I live in Paris at 12 zq7secret street."), user_id="ana")[0]
+        memory.add(said("I moved to Berlin."), user_id="ana", infer=True)
+        every = memory.get_all(user_id="ana", filters=EVERY)
+        assert not any("zq7secret" in r.text for r in every)
+        assert len(llm.calls) == 2
+        assert "[0] Ana lives in Paris.\n" in llm.calls[1].messages[0].content + "\n"
+        live = [r.text for r in every if r.valid_to is None]
+        assert live == ["Ana lived in Paris and moved to Berlin."]
+
+
+@BOTH
+def test_a_fact_rewritten_while_the_model_decides_to_replace_it_stays(
+    kind: str, tmp_path: Path
+) -> None:
+    # Closed for its old text, the new one ("Lyon", which the model never saw) ended.
+    def rewrite() -> None:
+        eraser.update(paris.id, text="Ana lives in Lyon.")
+
+    noop = {"action": "NOOP", "target": 0, "text": None, "reason": "Lyon is newer"}
+    llm = deciding(rewrite, update(None), noop)
+    with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
+        (paris,) = eraser.add(said("I live in Paris."), user_id="ana", infer=True)
+        assert memory.add(said("I live in Berlin."), user_id="ana", infer=True) == []
+        lyon = memory.get(paris.id)
+        assert lyon.text == "Ana lives in Lyon." and lyon.valid_to is None
+        assert "superseded_by" not in lyon.metadata
+        assert len(llm.calls) == 2
+
+
+@BOTH
+@pytest.mark.parametrize("erase", ["delete", "forget"])
+def test_the_target_erased_while_the_model_decides_is_decided_again_without_it(
+    kind: str, tmp_path: Path, erase: str
+) -> None:
+    # add() raised NotFound for an id its caller never passed, and lost the new fact.
+    def erase_paris() -> None:
+        if erase == "delete":
+            eraser.delete(paris.id)
+        else:
+            eraser.forget("ana")
+
+    llm = deciding(erase_paris, update(None))
+    with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
+        (paris,) = eraser.add(said("I live in Paris."), user_id="ana", infer=True)
+        wrote = memory.add(said("I live in Berlin."), user_id="ana", infer=True)
+        assert [r.text for r in wrote] == ["Ana lives in Berlin."]
+        assert "supersedes" not in wrote[0].metadata
+        kept = memory.get_all(user_id="ana", filters=EVERY)
+        assert [r.text for r in kept] == ["Ana lives in Berlin."]
+        assert len(llm.calls) == 1  # with nothing similar left, no model call

@@ -36,6 +36,13 @@ def test_parse_json_reply_rejects_non_json(reply: str) -> None:
         parse_json_reply(reply)
 
 
+def test_parse_json_reply_rejects_json_nested_too_deep_as_not_json() -> None:
+    # Python's parser raised RecursionError, which the callers' fallback for an invalid
+    # reply (they catch ValueError) let through: add() failed and lost the turn's facts.
+    with pytest.raises(ValueError, match="nested too deep"):
+        parse_json_reply("[" * 100_000 + "]" * 100_000)
+
+
 @pytest.mark.parametrize(
     ("value", "errors"),
     [

@@ -174,6 +174,32 @@ def test_extractor_per_call_overrides_and_bad_llm_reply_falls_back(memory: Memor
     assert record.text == "Ann has 3 kids." and record.provenance == ("D1:1",)
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        llm_reply([{"text": "Ann collects " + "stamps " * 20_000, "type": "semantic"}]),
+        llm_reply([{"text": "Ann has\x00 3 kids.", "type": "semantic"}]),
+        llm_reply(
+            [{"text": "Ann has three kids.", "type": "semantic", "date": "0001-01-01T00:00+14:00"}]
+        ),
+        llm_reply(
+            [{"text": "Ann has three kids.", "type": "semantic", "date": "9999-12-31T23:59-14:00"}]
+        ),
+    ],
+    ids=["nested too deep", "longer than a memory", "NUL", "year 0 in UTC", "year 10000 in UTC"],
+)
+def test_an_extraction_reply_no_memory_can_hold_falls_back(memory: Memory, reply: str) -> None:
+    # "A bad reply never loses a turn's facts": these raised out of add() (RecursionError,
+    # the store's ValueError for NUL or the date) or stored a fact of 140,000 characters.
+    llm = ScriptedLLM([reply])
+    [record] = add_inferred(
+        memory, turn("Ann", "I have 3 kids.", "D1:1"), extractor=LLMExtractor(llm)
+    )
+    assert len(llm.calls) == 1
+    assert record.text == "Ann has 3 kids."  # the offline extractor's
+
+
 # -- temporal ranking ---------------------------------------------------------------
 def rec(text: str, when: datetime) -> MemoryRecord:
     return MemoryRecord(id=text, text=text, event_time=when)

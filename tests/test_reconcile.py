@@ -163,6 +163,34 @@ def test_malformed_replies_become_a_logged_noop(
     assert "invalid reconciliation reply" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["Ann lives in " + "Rome " * 20_000, "Ann lives in\x00 Oslo."],
+    ids=["longer than a memory may be", "NUL"],
+)
+def test_a_text_no_memory_can_hold_is_an_invalid_reply(text: str) -> None:
+    # add() and update() refuse such a text; the model's went to the store, which kept
+    # 100,000+ characters or raised out of add().
+    for action in ("UPDATE", "ADD"):
+        noop = LLMReconciler(ScriptedLLM([reply(action, 0, text)]))
+        decision = noop.decide(cand("Ann lives in Rome."), SIMILAR)
+        assert decision.action == "NOOP" and decision.reason.startswith("invalid model reply")
+        fallback = LLMReconciler(ScriptedLLM([reply(action, 0, text)]), on_invalid="fallback")
+        decision = fallback.decide(cand("Ann lives in Rome."), SIMILAR)
+        assert (decision.action, decision.text, decision.decided_by) == (
+            "UPDATE",
+            None,
+            "heuristic",
+        )
+
+
+def test_a_blank_text_in_a_reply_leaves_the_candidates() -> None:
+    decision = LLMReconciler(ScriptedLLM([reply("UPDATE", 0, "  ")])).decide(
+        cand("Ann lives in Rome."), SIMILAR
+    )
+    assert (decision.action, decision.new_text) == ("UPDATE", "Ann lives in Rome.")
+
+
 def test_malformed_reply_can_raise_or_fall_back() -> None:
     with pytest.raises(ProviderError, match="invalid reconciliation reply"):
         LLMReconciler(ScriptedLLM(["nope"]), on_invalid="raise").decide(cand("Ann x."), SIMILAR)

@@ -73,7 +73,9 @@ class BaseLLM(ABC):
 def parse_json_reply(reply: str) -> Any:
     """The JSON document in a model reply, tolerating a Markdown code fence around it.
 
-    Raises ValueError when the reply holds no parseable JSON.
+    Raises ValueError when the reply holds no parseable JSON, nested too deep
+    included (Python's parser raised RecursionError, which no caller's fallback for
+    an invalid reply caught).
 
     Example:
         >>> parse_json_reply('```json\\n{"action": "ADD"}\\n```')
@@ -87,6 +89,8 @@ def parse_json_reply(reply: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise ValueError(f"reply is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("reply is JSON nested too deep to read") from None
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

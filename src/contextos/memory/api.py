@@ -125,6 +125,8 @@ class Memory:
         )
         #: Adds to a session take turns per stripe (see ``_after_newest``).
         self._session_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
+        #: Inferring adds of one user (or agent) take turns per stripe (see ``_infer``).
+        self._owner_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
         # A shared worker (one per store, e.g. in the server) is used but not owned.
         self._owns_worker = worker is None
         self._worker = worker or (
@@ -289,8 +291,14 @@ class Memory:
         self, messages: list[Message], opts: AddOptions, extractor: Extractor | None
     ) -> list[MemoryRecord]:
         """``add(infer=True)``: the facts are extracted once, then decided, numbered and
-        written under the rule of every add to a session (``_after_newest``)."""
+        written under the rule of every add to a session (``_after_newest``).
+
+        Threads of this Memory adding facts of one user (or agent) take turns from their
+        first read to their write (a stripe lock, taken before the session's): each
+        decides on what the one before it wrote, instead of both deciding on one read
+        and the second being refused (``Conflict``: ``Plan``) and deciding again."""
         from .infer import extract_facts, plan_facts, written
+        from .reconcile import owner_scope
 
         facts = extract_facts(messages, opts, extractor or self.extractor)
         in_session = opts.scope.session_id is not None
@@ -307,7 +315,9 @@ class Memory:
             )
             return written(plan.commit(after=newest))
 
-        records = self._after_newest(opts.scope, write)
+        owner = self._owner_locks[hash(owner_scope(opts.scope)) % SESSION_STRIPES]
+        with owner:
+            records = self._after_newest(opts.scope, write)
         self._embed_later()
         return records
 

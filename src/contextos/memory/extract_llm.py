@@ -2,9 +2,11 @@
 with a model writing the facts (prompt ``extract@1``).
 
 A model writes better facts than rules do, but it can answer with something
-that is not the JSON asked for. Then the turns go through the offline
-extractor instead (or a ProviderError is raised, if asked), so a bad reply never
-loses a turn's facts. Provenance is checked against the turns actually sent.
+that is not the JSON asked for, or with facts no memory can hold (longer than
+``MAX_TEXT_CHARS``, holding a NUL, dated outside years 1-9999 in UTC). Then the
+turns go through the offline extractor instead (or a ProviderError is raised, if
+asked), so a bad reply never loses a turn's facts. Provenance is checked against
+the turns actually sent.
 """
 
 from __future__ import annotations
@@ -20,11 +22,27 @@ from contextos.text.temporal import parse_session_time
 
 from ..errors import ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
+from ..times import opt_utc
 from ..types import Message
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
+from .ingest import MAX_TEXT_CHARS
 from .render import caption_of
 
 log = logging.getLogger(__name__)
+
+
+def model_text(text: str) -> str:
+    """``text``, written by a model for a memory, if a memory can hold it: at most
+    ``MAX_TEXT_CHARS`` characters and no NUL (no store keeps one); else ValueError,
+    which the callers treat as an invalid reply (the fallback runs).
+
+    Why: ``add`` and ``update`` refuse such a text from the caller, but a model's went
+    straight to the store, which stored a 5 MB fact or raised out of ``add``."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"a fact of {len(text):,} characters (at most {MAX_TEXT_CHARS:,})")
+    if "\x00" in text:
+        raise ValueError("a fact holds a NUL character")
+    return text
 
 
 class LLMExtractor:
@@ -83,9 +101,11 @@ class LLMExtractor:
             raise ValueError("; ".join(errors))
         out = []
         for fact in data["facts"]:
-            text = fact["text"].strip()
+            text = model_text(fact["text"].strip())
             if not text:
                 continue
+            when = parse_session_time(fact.get("date"))
+            opt_utc(when, "date")  # ValueError outside years 1-9999 in UTC
             source = fact.get("source")
             provenance = (source,) if source in ids else tuple(dict.fromkeys(ids))
             speaker = next((s for s in dict.fromkeys(speakers) if text.startswith(s)), None)
@@ -93,7 +113,7 @@ class LLMExtractor:
                 Candidate(
                     text=text,
                     memory_type=fact["type"],
-                    event_time=parse_session_time(fact.get("date")),
+                    event_time=when,
                     provenance=provenance,
                     speaker=speaker,
                     entities=tuple(dict.fromkeys(S.entities(text) + S.numbers(text))),

@@ -35,12 +35,14 @@ from contextos.text.claims import (
 from contextos.text.temporal import describe
 
 from ..embed import Embedder
-from ..errors import NotFound, ProviderError
+from ..errors import Conflict, NotFound, ProviderError
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..store.base import Newest, Patch, Store, TokenCounter
+from ..store.base import Close, Newest, Patch, Store, TokenCounter
+from ..store.records import patched
 from ..times import opt_utc
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate
+from .extract_llm import model_text
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +233,15 @@ class LLMReconciler:
             raise ValueError(f"{action} names memory {target!r}, not one of 0..{len(similar) - 1}")
         target_id = similar[target].id if shown and action != "ADD" else None
         text = data.get("text") if action in ("ADD", "UPDATE") else None
+        if text is not None and not text.strip():
+            text = None  # blank: the record gets the candidate's text
+        if text is not None:
+            model_text(text)  # ValueError: an invalid reply, as any other is
         return Decision(
             action,
             candidate,
             target_id,
-            text or None,
+            text,
             reason=str(data.get("reason", "")),
             decided_by=self.prompt.id,
         )
@@ -320,11 +326,11 @@ def apply(
 ) -> MemoryRecord | None:
     """Carry out ``decision`` on ``store`` within ``scope``; returns the record written or closed.
 
-    ADD inserts a record. UPDATE inserts the new record first and then closes
-    the old one's ``valid_to`` (linking both ways in metadata), so a crash in
-    between leaves a duplicate rather than a lost fact. DELETE closes
+    ADD inserts a record. UPDATE inserts the new record and closes the old one's
+    ``valid_to`` (linking both ways in metadata), in one transaction. DELETE closes
     ``valid_to`` without erasing. NOOP changes nothing and returns None.
-    A target outside ``scope`` (another tenant, user or agent) raises NotFound.
+    A target outside ``scope`` (another tenant, user or agent) raises NotFound; one
+    that ended already, or changes before the write, ``errors.Conflict``.
     ``count`` gives each record written its token count (``Memory`` passes its own).
     """
     now = now or datetime.now(UTC)
@@ -381,39 +387,53 @@ def commit(
     *,
     actor: str = "reconcile",
     count: TokenCounter | None = None,
-    after: Newest | None = None,
+    after: Newest | Sequence[Newest] | None = None,
     unchanged: Mapping[str, str] | None = None,
 ) -> list[Outcome]:
-    """Write ``steps``: their new records in one ``put`` (with ``after``, only if the
-    newest record it names is still the newest; with ``unchanged``, only if the stored
-    records the decisions were made on are all still there as read; else
-    ``errors.Conflict`` and nothing is written), then the records they close. Returns
+    """Write ``steps`` in one ``put``: their new records, and the closes of the stored
+    records they end, each only if still open and as read (``Store.put``'s ``closes``);
+    with ``after``, only if the newest records it names are still the newest; with
+    ``unchanged``, only if the stored records the decisions were made on are all still
+    there, open, as read; else ``errors.Conflict`` and nothing is written. A record
+    planned and closed by a later step of the same batch is written closed. Returns
     each decision with the record it wrote or closed.
 
     Why one ``put``: an inferring add numbers its facts after the session's newest
     record, as a plain add numbers its turns, and must be refused as a whole, as a plain
-    add is, if another add or an erasure came in between. The closes come after the
-    inserts, so a crash in between leaves a duplicate rather than a lost fact."""
-    new = [s.record for s in steps if s.record is not None]
-    store.put(new, actor=actor, after=after, unchanged=unchanged)
-    return [Outcome(s.decision, _closed(s, store, actor, count)) for s in steps]
+    add is, if another add or an erasure came in between. The closes are in it too: made
+    after it, unconditionally, two adds that replaced one fact both kept their
+    replacement (the second close overwrote the first), and a close of a fact rewritten
+    meanwhile ended the new text."""
+    written = {s.record.id: s.record for s in steps if s.record is not None}
+    closes: list[Close] = []
+    closed: dict[str, MemoryRecord] = {}
+    for step in steps:
+        if step.target is None or step.close is None:
+            continue
+        if step.target.id in written:  # planned in this batch: written closed
+            ended = counted(_ended(written[step.target.id], step.close), count)
+            written[step.target.id] = closed[step.target.id] = ended
+            continue
+        ended = _ended(step.target, step.close)
+        closes.append(Close(step.target, step.close, count(ended) if count else None))
+        closed[step.target.id] = ended
+    store.put(list(written.values()), actor=actor, after=after, unchanged=unchanged, closes=closes)
+    return [Outcome(s.decision, _outcome(s, written, closed)) for s in steps]
 
 
-def _closed(
-    step: Step, store: Store, actor: str, count: TokenCounter | None
+def _ended(record: MemoryRecord, close: Patch) -> MemoryRecord:
+    """``record`` as ``close`` leaves it."""
+    return replace(patched(record, close), valid_to=close.valid_to or record.valid_to)
+
+
+def _outcome(
+    step: Step, written: Mapping[str, MemoryRecord], closed: Mapping[str, MemoryRecord]
 ) -> MemoryRecord | None:
-    """Close ``step``'s target; the record it wrote (an UPDATE's new one), else the
-    record it closed. A target gone since it was read (deleted, forgotten) is skipped:
-    it can no longer be believed true, and the facts written before it stay written."""
-    if step.target is None or step.close is None:
-        return step.record
-    try:
-        closed = store.update(
-            step.target.tenant, step.target.id, step.close, actor=actor, count=count
-        )
-    except NotFound:
-        return step.record
-    return step.record or closed
+    """The record ``step`` wrote (an ADD's, an UPDATE's new one; as written), else the
+    record it closed (a DELETE's), else None."""
+    if step.record is not None:
+        return written[step.record.id]
+    return closed.get(step.target.id) if step.target is not None else None
 
 
 def counted(record: MemoryRecord, count: TokenCounter | None) -> MemoryRecord:
@@ -500,16 +520,27 @@ class Plan:
     write are shown to the reconciler beside the stored ones, and those it will close
     are shown no more.
 
-    Why decide first: the new records go in one ``put`` (one transaction instead of
-    one per fact), which an inferring add makes conditional on its session's newest
-    record, as a plain add's is (``commit``'s ``after``); refused, it plans again on
-    what the store holds then, and nothing of the refused plan was written.
+    Why decide first: the new records and the closes go in one ``put`` (one
+    transaction instead of one per fact), which an inferring add makes conditional on
+    its session's newest record, as a plain add's is (``commit``'s ``after``); refused,
+    it plans again on what the store holds then, and nothing of the refused plan was
+    written.
 
-    The stored records the reconciler is shown are remembered (``read``, id to content
-    hash), and the write is refused as well if any of them was erased or rewritten
-    meanwhile: a model may merge a shown fact into the one it adds, and a ``forget`` or
-    ``delete`` that committed while it thought would otherwise see that text written
-    again after it (in any session, or outside sessions, where ``after`` is None)."""
+    The write is conditional on what the decisions were made on, too:
+
+    - the newest record of the user (or agent) across sessions, read before anything
+      else (``newest``): an add of the same fact that committed while this one decided
+      would otherwise go unseen, and the fact be stored twice;
+    - the stored records the reconciler is shown (``read``, id to content hash): each
+      must still be stored, open, with the text it was shown with. A model may merge a
+      shown fact into the one it adds, and a ``forget`` or ``delete`` that committed
+      while it thought would otherwise see that text written again after it; a fact
+      another add closed meanwhile is no longer there to replace;
+    - each record it closes, as read (``Close``): a fact rewritten meanwhile is not
+      ended for the text it no longer has.
+
+    A shown record gone, closed or rewritten by the time a decision names it raises
+    ``errors.Conflict`` at once (the caller decides again, without it)."""
 
     def __init__(
         self,
@@ -527,10 +558,12 @@ class Plan:
         self.decider = reconciler or HeuristicReconciler()
         self.now = now or datetime.now(UTC)
         self.contexts, self.count = contexts, count
-        self.across = replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
+        self.across = owner_scope(scope)
         self.steps: list[Step] = []
         #: The stored records shown to the reconciler or closed: id -> content hash.
         self.read: dict[str, str] = {}
+        #: The newest record of ``across`` before anything was read (see the class).
+        self.newest = _newest(store, self.across)
 
     @claim_memo()  # each text is parsed once per batch, and no parse outlives it
     def decide(
@@ -551,8 +584,12 @@ class Plan:
             self.steps.append(step)
 
     def commit(self, *, after: Newest | None = None) -> list[Outcome]:
-        """Write what was decided (see :func:`commit`)."""
-        return commit(self.steps, self.store, count=self.count, after=after, unchanged=self.read)
+        """Write what was decided (see :func:`commit`), if ``after`` (a session's newest
+        record as read) and the plan's own ``newest`` are still the newest."""
+        checks = [self.newest]
+        if after is not None and after.filter != self.newest.filter:
+            checks.append(after)
+        return commit(self.steps, self.store, count=self.count, after=checks, unchanged=self.read)
 
     def _shown(self, candidate: Candidate) -> list[MemoryRecord]:
         """The planned records like ``candidate``, then the stored ones; none the plan
@@ -563,21 +600,48 @@ class Plan:
             self.store, self.across, candidate.text, k=self.k, embedder=self.embedder
         )
         shown = [r for r in stored if r.id not in closed]
-        self.read.update((r.id, r.hash) for r in shown)
+        for record in shown:
+            if record.valid_to is None:  # a closed one is history: no decision reads it
+                self.read.setdefault(record.id, record.hash)
         return _like(planned, candidate, self.k) + shown
 
     def _target(self, decision: Decision) -> MemoryRecord | None:
-        """The record an UPDATE or DELETE closes: a planned one, else as stored now."""
+        """The record an UPDATE or DELETE closes: a planned one, else as stored now,
+        which must be as it was shown (``Conflict`` if it is gone, closed or rewritten
+        since). None (NotFound, by ``plan_step``) for one the plan closes already, or
+        one never shown that is gone or closed."""
         if decision.action not in ("UPDATE", "DELETE"):
             return None
+        target = decision.target_id or ""
+        if any(s.target is not None and s.target.id == target for s in self.steps):
+            return None
         planned = (s.record for s in self.steps if s.record is not None)
-        found = next((r for r in planned if r.id == decision.target_id), None)
+        found = next((r for r in planned if r.id == target), None)
         if found is not None:
             return found
-        stored = self.store.get(self.scope.tenant, decision.target_id or "")
-        if stored is not None:
-            self.read[stored.id] = stored.hash
+        stored = self.store.get(self.scope.tenant, target)
+        shown = self.read.get(target)
+        if shown is not None and (
+            stored is None or stored.hash != shown or stored.valid_to is not None
+        ):
+            raise Conflict(f"memory {target!r} changed, ended or was erased since it was shown")
+        if stored is None or stored.valid_to is not None:
+            return None  # never shown (another decider's pick), and nothing to close
+        self.read.setdefault(stored.id, stored.hash)
         return stored
+
+
+def owner_scope(scope: Scope) -> Scope:
+    """The scope whose facts an add in ``scope`` is reconciled with: its user's (or
+    agent's) in every session, or the session's when it names neither."""
+    return replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
+
+
+def _newest(store: Store, scope: Scope) -> Newest:
+    """The newest record of ``scope`` (closed ones too), as a ``put`` is based on it."""
+    flt = Filter(scope=scope, include_invalid=True)
+    last = store.list(flt, limit=1)
+    return Newest(flt, last[0].id if last else None)
 
 
 def _like(pending: Sequence[MemoryRecord], candidate: Candidate, k: int) -> list[MemoryRecord]:

@@ -115,16 +115,47 @@ class Derived:
         )
 
 
+@dataclass(frozen=True)
+class Close:
+    """A record a ``Store.put`` ends in its own transaction (a reconciler's UPDATE closes
+    the fact it replaces, a DELETE the fact it ends): ``patch`` (its ``valid_to``, and a
+    link in its metadata) is applied to the record ``based_on`` (as the caller read it)
+    only if the stored row is still open (no ``valid_to``) with the text, metadata and
+    event time read; else ``errors.Conflict`` and the put writes nothing. ``tokens`` is
+    the record's count after the patch (None: counted when read).
+
+    Why in the put's transaction: two adds that both read a fact open and both replace
+    it each wrote their new fact, and the second close only overwrote the first, so both
+    replacements stayed true. Conditional and in one transaction, the second is refused
+    and decided again, seeing the first's."""
+
+    based_on: MemoryRecord
+    patch: Patch
+    tokens: TokenCount | None = None
+
+    def matches(self, stored: MemoryRecord) -> bool:
+        """Whether ``stored`` is still open and as ``based_on`` was read."""
+        return stored.valid_to is None and Derived(self.based_on).matches(stored)
+
+
+def newest_checks(after: Newest | Sequence[Newest] | None) -> tuple[Newest, ...]:
+    """``Store.put``'s ``after`` as a tuple of the checks it makes, in order."""
+    if after is None:
+        return ()
+    return (after,) if isinstance(after, Newest) else tuple(after)
+
+
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 
 def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]]) -> None:
-    """Raise ``Conflict`` unless ``found`` (id, hash rows read in a write's transaction)
-    holds every id of ``expected`` with its hash (``Store.put``'s ``unchanged``)."""
+    """Raise ``Conflict`` unless ``found`` (id, hash rows of the open records read in a
+    write's transaction) holds every id of ``expected`` with its hash (``Store.put``'s
+    ``unchanged``)."""
     now = {row[0]: row[1] for row in found}
     gone = [i for i, h in expected.items() if now.get(i) != h]
     if gone:
-        raise Conflict(f"{len(gone)} record(s) it was derived from changed or were erased")
+        raise Conflict(f"{len(gone)} record(s) it was derived from changed, ended or were erased")
 
 
 def check_metadata_key(key: object) -> None:
@@ -161,24 +192,32 @@ class Store(Protocol):
         records: Sequence[MemoryRecord],
         *,
         actor: str = "api",
-        after: Newest | None = None,
+        after: Newest | Sequence[Newest] | None = None,
         unchanged: Mapping[str, str] | None = None,
+        closes: Sequence[Close] = (),
     ) -> None:
         """Insert new records atomically (all or none) and log an ADD for each; each
         record's ``token_count`` is stored as it is (None: counted when read).
 
         ``after``: write only if the newest record matching its filter is still the
-        one it names, checked in the write's own transaction, else raise
-        ``errors.Conflict`` and write nothing. A session's next turn is numbered
-        after, and quotes, the turn before it: another add in between would repeat
-        its number, and an erasure in between would have the quote of an erased
-        turn written after the erasure scrubbed the rest.
+        one it names (each of several, checked in the order given), checked in the
+        write's own transaction, else raise ``errors.Conflict`` and write nothing. A
+        session's next turn is numbered after, and quotes, the turn before it: another
+        add in between would repeat its number, and an erasure in between would have
+        the quote of an erased turn written after the erasure scrubbed the rest. An
+        inferring add checks its user's newest record too: another add of a fact it
+        was deciding about would otherwise go unseen, and the fact be stored twice.
 
-        ``unchanged``: ids (of ``records``' tenant) and content hashes of the records
-        the new ones were derived from; write only if each still exists with that
-        hash, else ``Conflict``. A reconciler shown a user's facts may merge one into
-        the fact it adds: erased (or rewritten) meanwhile, its old text would be
-        written again after the erasure."""
+        ``unchanged``: ids (of the write's tenant) and content hashes of the records
+        the new ones were derived from; write only if each still exists, open (no
+        ``valid_to``), with that hash, else ``Conflict``. A reconciler shown a user's
+        facts may merge one into the fact it adds: erased (or rewritten) meanwhile,
+        its old text would be written again after the erasure; closed meanwhile, it
+        decided on a fact no longer believed.
+
+        ``closes``: records ended after the inserts, in the same transaction, each
+        only if still open and as read (see :class:`Close`), else ``Conflict``; a
+        put with closes and no records still makes its checks and writes them."""
         ...
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:

@@ -37,7 +37,7 @@ from ..types import (
     ToolCall,
     Turn,
 )
-from .base import Derived, EmbeddedText, Patch, TokenCounter, Vector, patch_columns
+from .base import Close, Derived, EmbeddedText, Patch, TokenCounter, Vector, patch_columns
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -847,6 +847,26 @@ class PatchUpdates(ABC):
                 actor=actor,
                 embeds=embeds,
                 derived=derived,
+            )
+
+    def _close_in(self, steps: RecordUpdate, closes: Sequence[Close], *, actor: str) -> None:
+        """``Store.put``'s ``closes``, in the put's transaction (``steps``): each row
+        locked, checked to be still open and as read (else ``Conflict``), and patched as
+        ``update`` patches it, with the close's token count when the patch changes the
+        rendering."""
+        for close in closes:
+            based_on = close.based_on
+            found = steps.locked(based_on.tenant, based_on.id)
+            if found is None or not close.matches(found[1]):
+                raise Conflict(f"memory {based_on.id!r} changed or ended since it was read")
+            now, (sets, params) = self._patch_sets(close.patch)
+            if any(getattr(close.patch, f) is not None for f in RENDERED_FIELDS):
+                tokens = close.tokens
+                sets = [*sets, f"token_count = {steps.mark}", f"token_counter = {steps.mark}"]
+                params = [*params, tokens.tokens if tokens else None]
+                params.append(tokens.counted_with if tokens else None)
+            steps.apply(
+                based_on.tenant, based_on.id, close.patch, (sets, params), now=now, actor=actor
             )
 
     @abstractmethod

@@ -35,6 +35,7 @@ from contextos.errors import Conflict, MissingExtraError, NotFound, StoreError
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
+    Close,
     EmbeddingStatus,
     Newest,
     Patch,
@@ -42,6 +43,7 @@ from contextos.store.base import (
     Ranked,
     Vector,
     check_unchanged,
+    newest_checks,
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.postgres.bm25 import bm25_sql
@@ -236,30 +238,45 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         records: Sequence[MemoryRecord],
         *,
         actor: str = "api",
-        after: Newest | None = None,
+        after: Newest | Sequence[Newest] | None = None,
         unchanged: Mapping[str, str] | None = None,
+        closes: Sequence[Close] = (),
     ) -> None:
-        if not records:
+        if not records and not closes:
             return
+        tenant = records[0].tenant if records else closes[0].based_on.tenant
         now = _now()
         with self._duplicate_is_value_error(), self._tx("write") as cur:
-            if after is not None:
-                newest = _check_newest(cur, after)
-                records = _stamped_after(records, after.filter.scope, newest, now)
-            if unchanged:
-                self._check_unchanged(cur, records[0].tenant, unchanged)
+            for each in newest_checks(after):
+                newest = _check_newest(cur, each)
+                records = _stamped_after(records, each.filter.scope, newest, now)
+            if unchanged or closes:
+                self._check_unchanged(cur, tenant, unchanged or {}, closes)
             _insert_records(cur, records, now, actor)
+            self._close_in(_Update(cur), closes, actor=actor)
 
-    def _check_unchanged(self, cur: Any, tenant: str, unchanged: Mapping[str, str]) -> None:
-        """``put``'s ``unchanged``. The rows are locked for share, so an erasure of them
-        cannot commit before this write does; one that holds them already (not yet
-        committed) refuses the write at once (``NOWAIT``: waiting on an erasure that
-        in turn waits on this write's other locks would deadlock), and the caller's
-        next try reads what it left."""
+    def _check_unchanged(
+        self, cur: Any, tenant: str, unchanged: Mapping[str, str], closes: Sequence[Close]
+    ) -> None:
+        """``put``'s ``unchanged``, and the rows of its ``closes`` locked for update (``NO
+        KEY``: an embedding worker's ``FOR KEY SHARE`` does not hold it up). The rows are
+        locked for share, so an erasure of them cannot commit before this write does; one
+        that holds them already (not yet committed) refuses the write at once (``NOWAIT``:
+        waiting on an erasure that in turn waits on this write's other locks would
+        deadlock; so would two writers that share a row and both wait to close it), and
+        the caller's next try reads what it left."""
         try:
+            if closes:
+                cur.execute(
+                    "SELECT id FROM memories WHERE tenant = %s AND id = ANY(%s) "
+                    "ORDER BY id FOR NO KEY UPDATE NOWAIT",
+                    (tenant, [c.based_on.id for c in closes]),
+                )
+            if not unchanged:
+                return
             found = cur.execute(
                 "SELECT id, hash FROM memories WHERE tenant = %s AND id = ANY(%s) "
-                "ORDER BY id FOR SHARE NOWAIT",
+                "AND valid_to IS NULL ORDER BY id FOR SHARE NOWAIT",
                 (tenant, list(unchanged)),
             ).fetchall()
         except self._psycopg.errors.LockNotAvailable:

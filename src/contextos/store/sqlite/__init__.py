@@ -38,6 +38,7 @@ from contextos.errors import Conflict, NotFound, StoreError
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
+    Close,
     EmbeddingStatus,
     Newest,
     Patch,
@@ -45,6 +46,7 @@ from contextos.store.base import (
     Ranked,
     Vector,
     check_unchanged,
+    newest_checks,
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.sqlite.codec import (
@@ -229,31 +231,34 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         records: Sequence[MemoryRecord],
         *,
         actor: str = "api",
-        after: Newest | None = None,
+        after: Newest | Sequence[Newest] | None = None,
         unchanged: Mapping[str, str] | None = None,
+        closes: Sequence[Close] = (),
     ) -> None:
-        if not records:
+        if not records and not closes:
             return
+        tenant = records[0].tenant if records else closes[0].based_on.tenant
         now = time.time()
         with self._write() as db:  # BEGIN IMMEDIATE: no other write until it commits
-            if after is not None:
-                where, params = filter_sql(after.filter, now)
+            for each in newest_checks(after):
+                where, params = filter_sql(each.filter, now)
                 newest = db.execute(
                     f"SELECT m.id FROM memories m WHERE {where} "
                     "ORDER BY m.created_at DESC, m.rowid DESC LIMIT 1",
                     params,
                 ).fetchone()
-                if (newest[0] if newest else None) != after.id:
+                if (newest[0] if newest else None) != each.id:
                     raise Conflict("the newest record changed since it was read")
             if unchanged:
                 ids = json.dumps(list(unchanged))
                 found = db.execute(
                     "SELECT id, hash FROM memories WHERE +tenant = ? AND id IN "
-                    "(SELECT value FROM json_each(?))",
-                    (records[0].tenant, ids),
+                    "(SELECT value FROM json_each(?)) AND valid_to IS NULL",
+                    (tenant, ids),
                 ).fetchall()
                 check_unchanged(unchanged, found)
             _insert_records(db, records, now, actor)
+            self._close_in(_Update(db), closes, actor=actor)
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:
         rows = self._read(
