@@ -484,3 +484,67 @@ def test_the_target_erased_while_the_model_decides_is_decided_again_without_it(
         kept = memory.get_all(user_id="ana", filters=EVERY)
         assert [r.text for r in kept] == ["Ana lives in Berlin."]
         assert len(llm.calls) == 1  # with nothing similar left, no model call
+
+
+class _ChattyReconciler(HeuristicReconciler):
+    """Decides as the heuristic one does, and meanwhile the user says something in
+    another session, through another handle (a chat going on while a fact is decided)."""
+
+    def __init__(self, chat: Memory) -> None:
+        self.chat, self.calls = chat, 0
+
+    def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        self.calls += 1
+        self.chat.add(f"small talk {self.calls}", user_id="u", session_id="chat")
+        return super().decide(candidate, similar)
+
+
+@BOTH
+def test_an_inferring_add_is_written_while_its_user_chats_elsewhere(
+    kind: str, tmp_path: Path
+) -> None:
+    # The plan checks the user's newest record (an add of the same fact meanwhile
+    # must be seen); a chat turn is not such a fact. Refusing on it, the add decided
+    # again on every try, each time behind a new turn, and failed after 50.
+    with handles(kind, tmp_path, 2) as (memory, chat):
+        reconciler = _ChattyReconciler(chat)
+        memory.reconciler = reconciler
+        turn = {"role": "user", "name": "Ana", "content": "My sister Zoe plays the violin."}
+        written = memory.add(turn, user_id="u", infer=True)
+        assert [r.text for r in written] == ["Ana's sister Zoe plays the violin."]
+        assert reconciler.calls == 1  # decided once, written after the chat's turn
+
+
+class _Meeting(HeuristicReconciler):
+    """Waits in ``decide`` until ``parties`` adds are deciding at once."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
+        self.barrier.wait()  # BrokenBarrierError: the other user's add was kept waiting
+        return super().decide(candidate, similar)
+
+
+def test_two_users_inferring_at_once_through_one_memory_do_not_wait_for_each_other(
+    tmp_path: Path,
+) -> None:
+    # A Memory's inferring adds take turns per user (or agent); users whose locks
+    # shared one of 64 stripes added one after the other, the reconciler's model calls
+    # included. The two users here are chosen to share a stripe.
+    from contextos.memory.reconcile import owner_scope
+    from contextos.types import Scope
+
+    def stripe(user: str) -> int:
+        return hash(owner_scope(Scope(tenant="default", user_id=user))) % 64
+
+    other = next(f"user{i}" for i in range(10_000) if stripe(f"user{i}") == stripe("alice"))
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        m.reconciler = _Meeting(2)
+        turns = {
+            u: {"role": "user", "name": u, "content": "I play the violin."}
+            for u in ("alice", other)
+        }
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda u: m.add(turns[u], user_id=u, infer=True), turns))
+        assert [len(records) for records in done] == [1, 1]

@@ -28,6 +28,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
+from ..keyed_locks import KeyedLocks
 from ..retry import wait_before_retry
 from ..store import open_store
 from ..store.base import Derived, EmbeddedText, EmbeddingStatus, Newest, Patch, Store
@@ -125,8 +126,8 @@ class Memory:
         )
         #: Adds to a session take turns per stripe (see ``_after_newest``).
         self._session_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
-        #: Inferring adds of one user (or agent) take turns per stripe (see ``_infer``).
-        self._owner_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
+        #: Inferring adds of one user (or agent) take turns (see ``_infer``).
+        self._owner_locks = KeyedLocks()
         # A shared worker (one per store, e.g. in the server) is used but not owned.
         self._owns_worker = worker is None
         self._worker = worker or (
@@ -294,7 +295,7 @@ class Memory:
         written under the rule of every add to a session (``_after_newest``).
 
         Threads of this Memory adding facts of one user (or agent) take turns from their
-        first read to their write (a stripe lock, taken before the session's): each
+        first read to their write (a lock per user or agent, taken before the session's): each
         decides on what the one before it wrote, instead of both deciding on one read
         and the second being refused (``Conflict``: ``Plan``) and deciding again."""
         from .infer import extract_facts, plan_facts, written
@@ -315,8 +316,7 @@ class Memory:
             )
             return written(plan.commit(after=newest))
 
-        owner = self._owner_locks[hash(owner_scope(opts.scope)) % SESSION_STRIPES]
-        with owner:
+        with self._owner_locks.held(owner_scope(opts.scope)):
             records = self._after_newest(opts.scope, write)
         self._embed_later()
         return records

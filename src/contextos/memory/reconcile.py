@@ -585,11 +585,27 @@ class Plan:
 
     def commit(self, *, after: Newest | None = None) -> list[Outcome]:
         """Write what was decided (see :func:`commit`), if ``after`` (a session's newest
-        record as read) and the plan's own ``newest`` are still the newest."""
-        checks = [self.newest]
-        if after is not None and after.filter != self.newest.filter:
-            checks.append(after)
-        return commit(self.steps, self.store, count=self.count, after=checks, unchanged=self.read)
+        record as read) and the plan's own ``newest`` are still the newest.
+
+        Refused because the user's newest record moved, and every record added since is
+        one no inferring add wrote (a chat turn, a plain add), nothing the plan decided
+        on changed: it is written again after them, without deciding again. Otherwise a
+        user chatting while a fact was decided refused it every time (each try calling
+        the model again), and the add failed after ``ADD_TRIES``."""
+        for _ in range(CATCH_UPS):
+            checks = [self.newest]
+            if after is not None and after.filter != self.newest.filter:
+                checks.append(after)
+            try:
+                return commit(
+                    self.steps, self.store, count=self.count, after=checks, unchanged=self.read
+                )
+            except Conflict:
+                newest = _past_plain_records(self.store, self.newest)
+                if newest is None:
+                    raise  # a fact was added meanwhile, or another check refused
+                self.newest = newest
+        raise Conflict("the user's memories kept changing while the facts were written")
 
     def _shown(self, candidate: Candidate) -> list[MemoryRecord]:
         """The planned records like ``candidate``, then the stored ones; none the plan
@@ -635,6 +651,31 @@ def owner_scope(scope: Scope) -> Scope:
     """The scope whose facts an add in ``scope`` is reconciled with: its user's (or
     agent's) in every session, or the session's when it names neither."""
     return replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
+
+
+#: How many times a plan is written again after records no inferring add wrote
+#: (:meth:`Plan.commit`) before it is decided again.
+CATCH_UPS = 8
+
+#: How far back :func:`_past_plain_records` looks for the newest record a plan read.
+_CATCH_UP_DEPTH = 64
+
+
+def _past_plain_records(store: Store, seen: Newest) -> Newest | None:
+    """The newest record of ``seen.filter`` now, when every record after ``seen.id`` is
+    one no inferring add wrote (no ``decided_by``): a plan based on ``seen`` may be
+    written after them. None when one of them is such a fact, none came, or ``seen``
+    is further back than ``_CATCH_UP_DEPTH`` records."""
+    newer = store.list(seen.filter, limit=_CATCH_UP_DEPTH)
+    ids = [r.id for r in newer]
+    if not ids or ids[0] == seen.id:
+        return None
+    cut = ids.index(seen.id) if seen.id in ids else None
+    if cut is None and (seen.id is not None or len(ids) == _CATCH_UP_DEPTH):
+        return None
+    if any("decided_by" in r.metadata for r in newer[:cut]):
+        return None
+    return Newest(seen.filter, ids[0])
 
 
 def _newest(store: Store, scope: Scope) -> Newest:
