@@ -5,7 +5,9 @@ prefix, hostile tool arguments, and an owner with many sub-scope blocks."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -21,15 +23,17 @@ from agent_scripts import (
     opened,
     tool_results,
 )
-from contextos import Memory, Scope, wrap
-from contextos.agent import MemoryTool
+from contextos import Filter, Memory, Scope, wrap
+from contextos.agent import MemoryTool, owner
 from contextos.agent.core_memory import CoreMemory
 from contextos.agent.files import MemoryFiles
 from contextos.agent.paths import MemoryFileError
 from contextos.agent.tools import AgentTools
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.fake_anthropic import FakeAnthropic
 from contextos.testing.fake_openai import FakeOpenAI
+from contextos.types import MemoryRecord
 
 SECRET = "SSN 078-05-1120"
 
@@ -117,6 +121,102 @@ def test_many_sub_scope_blocks_do_not_hide_the_owners_block(memory: Memory) -> N
     assert len(own) == 1 and own[0].text.endswith("Ana: vegetarian\nallergic to nuts")
 
 
+class BetweenPagesStore:
+    """A real store that runs ``then`` (another writer) right after the first read of
+    the records tagged ``source``: at the Store seam, between two pages of a read."""
+
+    def __init__(self, store: Any, source: str) -> None:
+        self._store = store
+        self.source = source
+        self.then: Callable[[], object] | None = None
+        self.skip = 0  # reads of ``source`` to let pass before ``then`` runs
+
+    def list(self, flt: Filter, **kw: Any) -> list[MemoryRecord]:
+        page: list[MemoryRecord] = self._store.list(flt, **kw)
+        if self.then is not None and flt.metadata.get("source") == self.source:
+            if self.skip:
+                self.skip -= 1
+            else:
+                then, self.then = self.then, None
+                then()
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _bot_files(memory: Memory, n: int) -> list[str]:
+    """``n`` files of ana's agent "bot" (a sub-scope of ana: in her reads), in one add."""
+    records = memory.add(
+        [f"/memories/b{i}.md\nx" for i in range(n)],
+        user_id="ana",
+        agent_id="bot",
+        metadata={"source": "memory_tool", "tail": "\n"},
+        memory_type="semantic",
+        dedupe=False,
+    )
+    return [r.id for r in records]
+
+
+@pytest.mark.parametrize("writer", ["adds", "deletes"])
+def test_a_write_between_pages_of_a_read_neither_repeats_nor_hides_a_file(
+    tmp_path: Path, writer: str
+) -> None:
+    """Why: the owner's records were read in pages by offset, newest first; another
+    writer's add between two pages read the oldest file twice, it counted as a duplicate
+    of itself and the edit purged it; a delete skipped it, and it read as missing."""
+    db = tmp_path / "m.db"
+    store = BetweenPagesStore(SQLiteStore(db), "memory_tool")
+    with (
+        Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as memory,
+        Memory(db, embedder=HashEmbedder(), background_embedding=False) as other,
+    ):
+        files = MemoryFiles(memory, user_id="ana")
+        files.create("/memories/plan.md", "step 1\n")  # the oldest: on the second page
+        bot = _bot_files(memory, owner.PAGE - 1 if writer == "adds" else owner.PAGE)
+        if writer == "adds":  # plan.md ends the first page; an add moves it to the second
+            store.then = lambda: MemoryFiles(other, user_id="ana", agent_id="bot").create(
+                "/memories/new.md", "y\n"
+            )
+        else:  # plan.md starts the second page; a delete moves it to the first
+            store.then = lambda: other.delete(bot[0])
+        files.str_replace("/memories/plan.md", "step 1", "step 1\nstep 2")
+        assert store.then is None  # the other writer did run between the pages
+        assert files.read("/memories/plan.md") == "step 1\nstep 2\n"
+        assert [f.path for f in files.files()] == ["/memories/plan.md"]
+        plan = Filter(metadata={"path": "/memories/plan.md"})
+        assert len(memory.get_all(user_id="ana", filters=plan)) == 1
+
+
+def test_a_delete_between_pages_does_not_hide_the_owners_block(tmp_path: Path) -> None:
+    """Why: core blocks were read in the same pages by offset: another writer's delete
+    between two pages hid the owner's block, the append read it as empty and wrote
+    its line over the block's whole old value."""
+    db = tmp_path / "m.db"
+    store = BetweenPagesStore(SQLiteStore(db), "core_memory")
+    with (
+        Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as memory,
+        Memory(db, embedder=HashEmbedder(), background_embedding=False) as other,
+    ):
+        core = CoreMemory(memory, user_id="ana")
+        core.set("human", "Ana: vegetarian")
+        meta = {"source": "core_memory", "label": "human"}
+        subs = memory.add(
+            [f"block {i}" for i in range(owner.PAGE)], user_id="ana", session_id="s", metadata=meta
+        )
+        store.then = lambda: other.delete(subs[0].id)
+        core.append("human", "allergic to nuts")
+        assert store.then is None
+        own = [
+            r
+            for r in memory.get_all(user_id="ana", limit=1000)
+            if r.scope.session_id is None and r.metadata.get("label") == "human"
+        ]
+        assert [r.text for r in own] == [
+            "[core memory block: human]\nAna: vegetarian\nallergic to nuts"
+        ]
+
+
 def test_view_range_that_is_not_a_list_is_a_tool_error(memory: Memory) -> None:
     """Why: view_range=5 raised TypeError out of the tool instead of a ToolError."""
     tool = MemoryTool(memory, user_id="ana")
@@ -170,6 +270,38 @@ def test_forget_removes_the_core_block_from_a_live_clients_prefix(tmp_path: Path
         assert SECRET not in json.dumps(fake.messages_requests()[-1].json()["system"])
         later.flush()
     memory.close()
+
+
+@pytest.mark.parametrize("reads_before", [0, 1], ids=["after-the-read", "before-the-write"])
+@pytest.mark.parametrize("edit", ["core_memory_append", "core_memory_replace"])
+def test_forget_during_an_edit_does_not_bring_the_block_back(
+    tmp_path: Path, edit: str, reads_before: int
+) -> None:
+    """Why: forget (here another process's) landing after an append or replace read the
+    block: the edit found no block to update and added it again, old value and all.
+    (Landing after the write's own look-up, the update found no record: NotFound.)"""
+    db = tmp_path / "m.db"
+    store = BetweenPagesStore(SQLiteStore(db), "core_memory")
+    with (
+        Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as memory,
+        Memory(db, embedder=HashEmbedder(), background_embedding=False) as other,
+    ):
+        core = CoreMemory(memory, user_id="ana")
+        core.set("human", SECRET)
+        store.then = lambda: other.forget("ana")  # while the edit runs
+        store.skip = reads_before
+        args = {"label": "human", "content": "likes tea"}
+        if edit == "core_memory_replace":
+            args = {"label": "human", "old_content": "SSN", "new_content": "ssn"}
+        out = AgentTools(core).execute(edit, args)
+        assert store.then is None
+        assert out.is_error and "was erased" in out.text
+        assert memory.get_all(user_id="ana") == []
+        # the next edit starts from the empty block (no old value comes back)
+        assert core.append("human", "likes tea").value == "likes tea"
+        assert [r.text for r in memory.get_all(user_id="ana")] == [
+            "[core memory block: human]\nlikes tea"
+        ]
 
 
 def test_the_owners_lock_is_no_session_of_theirs(memory: Memory) -> None:

@@ -13,8 +13,8 @@ from anthropic.lib.tools import BetaAbstractMemoryTool, BetaAsyncAbstractMemoryT
 
 from contextos import Memory
 from contextos.agent import AsyncMemoryTool, MemoryTool
-from contextos.agent.files import MAX_FILE_CHARS
-from contextos.agent.paths import MAX_PATH_CHARS
+from contextos.agent.files import MAX_FILE_CHARS, MemoryFiles
+from contextos.agent.paths import MAX_PATH_CHARS, MemoryFileError
 from contextos.errors import ScopeError
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
@@ -299,6 +299,43 @@ def test_rename_file_and_directory_and_errors(tool: MemoryTool) -> None:
     assert "into itself" in refused(
         tool, command="rename", old_path="/memories/e", new_path="/memories/e/sub"
     )
+
+
+def test_rename_that_would_break_the_path_rules_moves_nothing(
+    tool: MemoryTool, memory: Memory
+) -> None:
+    """Why: a directory's rename built each file's new path unchecked; one deeper than 16
+    levels or over 512 characters was stored, then read as no file at all (not viewable,
+    renamable or deletable), delete said "Successfully deleted" and the text stayed."""
+    deep = "/memories/a/" + "/".join(f"d{i}" for i in range(14)) + "/note.md"  # 16 levels
+    run(tool, command="create", path=deep, file_text="passport C01X00T47\n")
+    run(tool, command="create", path="/memories/a/top.md", file_text="top\n")
+    long = "/memories/s/" + "n" * 250 + "/" + "m" * 130 + ".md"  # 400 characters
+    run(tool, command="create", path=long, file_text="x\n")
+    before = [(f.path, f.content) for f in tool.files.files()]
+    for old, new, why in (
+        ("/memories/a", "/memories/archive/2025/a", "nested deeper than 16 levels"),
+        ("/memories/s", "/memories/" + "p" * 200, "longer than 512 characters"),
+    ):
+        error = refused(tool, command="rename", old_path=old, new_path=new)
+        assert error.startswith(f"Cannot rename {old} to {new}: ") and why in error
+        # nothing moved, not even top.md (whose own new path is fine)
+        assert [(f.path, f.content) for f in tool.files.files()] == before
+    assert len(memory.get_all(user_id="ana")) == 3
+    assert tool.files.read(deep) == "passport C01X00T47\n"
+    run(tool, command="rename", old_path="/memories/a", new_path="/memories/b")  # still fine
+    assert run(tool, command="delete", path="/memories/b") == "Successfully deleted /memories/b"
+    assert not [r for r in memory.get_all(user_id="ana") if "passport" in r.text]
+
+
+def test_a_file_is_never_written_under_a_path_outside_the_rules(memory: Memory) -> None:
+    """Why: the one place that builds a file's memory did not check the path, so any
+    command that made one (a rename) could store a file no command can reach again."""
+    files = MemoryFiles(memory, user_id="ana")
+    for path in ("/memories/" + "/".join("d" * 17), "/memories/x//y.md", "/etc/passwd"):
+        with pytest.raises(MemoryFileError):
+            files._put(path, "x")
+    assert memory.get_all(user_id="ana") == []
 
 
 def test_every_change_is_in_history_and_searchable(tool: MemoryTool, memory: Memory) -> None:

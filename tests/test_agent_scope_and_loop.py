@@ -6,7 +6,9 @@ can never be sent); and a NUL in a memory file (the SDK's ToolError)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace as NS
 from typing import Any
 
 import anthropic
@@ -24,17 +26,22 @@ from agent_scripts import (
     opened,
     tool_results,
 )
-from contextos import Memory, wrap
-from contextos.agent import MemoryTool
+from contextos import Filter, Memory, wrap
+from contextos.agent import AgentTools, MemoryTool, ToolLoop
 from contextos.agent.core_memory import CoreMemory
 from contextos.agent.files import MemoryFiles
+from contextos.agent.loop import MAX_EXECUTED
+from contextos.agent.memory_tool import FILE_CHANGED, STORE_UNAVAILABLE
 from contextos.agent.paths import MemoryFileError
 from contextos.agent.tools import scoped_tools
 from contextos.engine.conversation import REDO_KEY
-from contextos.errors import ProviderError
+from contextos.errors import ProviderError, StoreError
+from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
 from contextos.testing.fake_anthropic import FakeAnthropic
 from contextos.testing.fake_http import FakeResponse
 from contextos.testing.fake_openai import FakeOpenAI
+from contextos.types import MemoryRecord, Message, ToolCall
 from server_support import app_client, auth, issue_key
 
 PIN = "Ana's bank PIN is 4321"
@@ -380,3 +387,97 @@ def test_nul_in_file_text_under_the_sdk_runner(memory: Memory) -> None:
         last = fake.messages_requests()[-1].json()["messages"][-1]["content"][-1]
         assert last["is_error"] is True
         assert "NUL" in json.dumps(last["content"]) and "ValueError" not in json.dumps(last)
+
+
+class AfterListStore:
+    """A real store that runs the next of ``after`` (a failure, another writer) right
+    after a read of memory-tool files: at the Store seam, while a command runs."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.after: list[Callable[[], object]] = []
+
+    def list(self, flt: Filter, **kw: Any) -> list[MemoryRecord]:
+        page: list[MemoryRecord] = self._store.list(flt, **kw)
+        if self.after and flt.metadata.get("source") == "memory_tool":
+            self.after.pop(0)()
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_store_failures_under_the_sdk_runner_are_fixed_tool_errors(tmp_path: Path) -> None:
+    """Why: only a refusal became a ToolError; the SDK's runner sent any other exception
+    to the model as its repr: a PostgreSQL error with the server's host and port, or a
+    NotFound naming a memory id when another writer erased the file mid-command."""
+    db = tmp_path / "m.db"
+    store = AfterListStore(SQLiteStore(db))
+
+    def down() -> None:
+        raise StoreError(
+            'PostgreSQL read failed: connection to server at "10.0.0.5", port 5432 failed'
+        )
+
+    with (
+        Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as memory,
+        Memory(db, embedder=HashEmbedder(), background_embedding=False) as other,
+        FakeAnthropic() as fake,
+    ):
+        tool = MemoryTool(memory, user_id="ana")
+        tool.files.create("/memories/a.md", "step 1\n")
+        file_id = tool.files.memory_id("/memories/a.md")
+        store.after = [down, lambda: other.delete(file_id, purge=True)]
+        client = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        edit = {"command": "str_replace", "path": "/memories/a.md", "old_str": "1", "new_str": "2"}
+        fake.enqueue(
+            anthropic_tool_use(("memory", {"command": "view", "path": "/memories"})),
+            anthropic_tool_use(("memory", edit)),
+            anthropic_text("done"),
+        )
+        client.beta.messages.tool_runner(
+            model="claude-sonnet-4-6",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "go"}],
+            tools=[tool],
+        ).until_done()
+        assert store.after == []  # both ran, each inside its command
+        results = [r.json()["messages"][-1]["content"][-1] for r in fake.messages_requests()[1:]]
+        assert [(r["content"], r["is_error"]) for r in results] == [
+            (STORE_UNAVAILABLE, True),
+            (FILE_CHANGED, True),
+        ]
+        for leak in ("10.0.0.5", "5432", "Error(", file_id):
+            assert leak not in json.dumps(results)
+
+
+def test_the_tool_loop_keeps_a_bounded_record_of_the_calls_it_ran(memory: Memory) -> None:
+    """Why: ``executed`` kept every tool call ever run (arguments up to 100,000
+    characters each) for the life of a wrapped client."""
+    loop = ToolLoop(AgentTools(CoreMemory(memory, user_id="ana")), "openai")
+
+    def call(i: int) -> tuple[str, str]:
+        return "conversation_search", json.dumps({"query": f"q{i} " + "x" * 1000})
+
+    def send(request: dict[str, Any]) -> Any:
+        last = request["messages"][-1]
+        if last.get("role") == "tool":
+            return NS(calls=())
+        i = int(last["content"])
+        name, args = call(i)
+        function = NS(name=name, arguments=args)
+        return NS(
+            calls=(ToolCall(f"c{i}", name, args),),
+            choices=[NS(message=NS(content=None, tool_calls=[NS(id=f"c{i}", function=function)]))],
+        )
+
+    def reply(response: Any) -> Message:
+        return Message("assistant", "ok" if not response.calls else "", tool_calls=response.calls)
+
+    runs = MAX_EXECUTED * 3
+    for i in range(runs):
+        loop.create(send, reply, model="m", messages=[{"role": "user", "content": str(i)}])
+    assert len(loop.executed) == MAX_EXECUTED
+    assert [args for _, args, _ in loop.executed] == [
+        call(i)[1] for i in range(runs - MAX_EXECUTED, runs)
+    ]

@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from ..errors import NotFound
 from .lock import owner_lock
 from .owner import oldest_first, owned_records, owner_scope
 
@@ -128,8 +129,13 @@ class CoreMemory:
         with self._locked():
             return self._set(label, value)
 
-    def _set(self, label: str, value: str) -> CoreBlock:
-        """``set`` with the lock held by the caller."""
+    def _set(self, label: str, value: str, read: CoreBlock | None = None) -> CoreBlock:
+        """``set`` with the lock held by the caller; ``read``: the block the new value
+        was made from (an append or replace), which must still be the stored one.
+
+        Why: the lock keeps editors out, not an erasure (``forget``, a delete by id);
+        a block erased after an append read it was added again, old value and all.
+        """
         self._known(label)
         if not isinstance(value, str):
             raise CoreMemoryError("a block's value must be a string")
@@ -141,6 +147,12 @@ class CoreMemory:
                 "Shorten it, or move details to archival memory."
             )
         current = self._stored().get(label)
+        if (
+            read is not None
+            and read.memory_id is not None
+            and (current is None or current.memory_id != read.memory_id)
+        ):
+            raise _erased(label)
         text = f"{_header(label)}\n{value}"
         meta = {"source": SOURCE, "label": label}
         if current is None:
@@ -150,15 +162,21 @@ class CoreMemory:
             )[0]
             return CoreBlock(label, value, limit, rec.id)
         if current.value != value:
-            self.memory.update(str(current.memory_id), text, metadata=meta)
+            try:
+                self.memory.update(str(current.memory_id), text, metadata=meta)
+            except NotFound:  # erased since it was read just above
+                raise _erased(label) from None
         return CoreBlock(label, value, limit, current.memory_id)
 
     def append(self, label: str, content: str) -> CoreBlock:
         """Add a line to a block."""
         need_text("content", content)
         with self._locked():
-            value = self.get(label).value
-            return self._set(label, f"{value}\n{content.strip()}" if value else content.strip())
+            block = self.get(label)
+            value = block.value
+            return self._set(
+                label, f"{value}\n{content.strip()}" if value else content.strip(), block
+            )
 
     def replace(self, label: str, old_content: str, new_content: str) -> CoreBlock:
         """Replace ``old_content`` (which must appear) with ``new_content`` ('' deletes it)."""
@@ -166,13 +184,14 @@ class CoreMemory:
         if not isinstance(new_content, str):
             raise CoreMemoryError("new_content must be a string")
         with self._locked():
-            value = self.get(label).value
+            block = self.get(label)
+            value = block.value
             if old_content not in value:
                 raise CoreMemoryError(
                     f"old_content {old_content!r} does not appear in block {label!r}; "
                     "copy it exactly from the block"
                 )
-            return self._set(label, value.replace(old_content, new_content))
+            return self._set(label, value.replace(old_content, new_content), block)
 
     # -- rendering --------------------------------------------------------------------
     def render(self, blocks: list[CoreBlock] | None = None) -> str:
@@ -182,6 +201,13 @@ class CoreMemory:
             parts += [f'<{b.label} chars="{len(b.value)}/{b.limit}">', b.value, f"</{b.label}>"]
         parts.append("</core_memory>")
         return "\n".join(parts)
+
+
+def _erased(label: str) -> CoreMemoryError:
+    return CoreMemoryError(
+        f"Core memory block {label!r} was erased while this edit ran; nothing was written. "
+        "Read the block again before editing it."
+    )
 
 
 def _valid_label(label: object) -> TypeGuard[str]:

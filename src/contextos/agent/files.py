@@ -108,10 +108,14 @@ class MemoryFiles:
     def files(self) -> list[MemoryFile]:
         """Every file in this scope, one per path, sorted by path."""
         by_path: dict[str, MemoryFile] = {}
+        ids: set[str] = set()
         for r in oldest_first(list(owned_records(self.memory, self.scope, SOURCE))):
             path = _stored_path(r)
-            if path is None:
+            # A record read twice (a store paging unevenly) is not a duplicate of itself:
+            # its id among the shadowed ones purged the file at its next write.
+            if path is None or r.id in ids:
                 continue
+            ids.add(r.id)
             if path in by_path:
                 first = by_path[path]
                 by_path[path] = replace(first, shadowed=(*first.shadowed, r.id))
@@ -140,6 +144,8 @@ class MemoryFiles:
     # -- writing (one place builds a file's memory) --------------------------------
     @staticmethod
     def _record(path: str, content: str) -> tuple[str, dict[str, str]]:
+        if normalize(path) != path:  # PathRefused (a MemoryFileError) when not a path at all
+            raise MemoryFileError(f"Path {path} is not in normal form")
         if len(content) > MAX_FILE_CHARS:
             raise MemoryFileError(
                 f"File {path} would be {len(content):,} characters; "
@@ -351,8 +357,17 @@ class MemoryFiles:
         if is_under(new, old):
             raise MemoryFileError(f"Cannot move {old_path} into itself ({new_path})")
         self._check_parents(new, index, new_path)
+        # Every moved file's new path is checked before anything is written: one that
+        # broke the path rules (too deep, too long) was stored, then no longer read as
+        # a file (not viewable, renamable or deletable), its text left in the store.
+        moves = []
         for f in moving:
-            self._write(f, f.content, new + f.path[len(old) :])
+            try:
+                moves.append((f, normalize(new + f.path[len(old) :])))
+            except MemoryFileError as exc:
+                raise MemoryFileError(f"Cannot rename {old_path} to {new_path}: {exc}") from None
+        for f, target in moves:
+            self._write(f, f.content, target)
         return f"Successfully renamed {old_path} to {new_path}"
 
     def clear(self) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,9 @@ from .tools import TOOL_NAMES, AgentTools, ToolOutcome, anthropic_schemas, opena
 
 #: Most model calls one ``create`` may make before giving up on a looping model.
 MAX_STEPS = 8
+#: Tool calls kept in :attr:`ToolLoop.executed` (each one's arguments may be 100,000
+#: characters: every call kept grew a long-lived client by that much).
+MAX_EXECUTED = 32
 
 
 class ToolLoop:
@@ -53,8 +57,9 @@ class ToolLoop:
         self.prefix = prefix or CorePrefix(tools.core)
         tools.prefix = self.prefix
         self.max_steps = max_steps
-        #: Every tool call run, in order (name, arguments JSON, outcome).
-        self.executed: list[tuple[str, str, ToolOutcome]] = []
+        #: The last :data:`MAX_EXECUTED` tool calls run, oldest first (name, arguments
+        #: JSON, outcome); bounded: a client lives as long as its process.
+        self.executed: deque[tuple[str, str, ToolOutcome]] = deque(maxlen=MAX_EXECUTED)
         #: Our results owed beside the caller's, per response that called both
         #: (:meth:`_with_owed_results`), newest last; at most :data:`MAX_OWED` kept.
         self._owed: list[_Owed] = []
@@ -119,7 +124,7 @@ class ToolLoop:
                 del self._unfinished[next(iter(self._unfinished))]
 
     def _run(self, calls: Sequence[ToolCall]) -> list[tuple[str, ToolOutcome]]:
-        """Run our ``calls`` in order: (call id, outcome) each, recorded in ``executed``."""
+        """Run our ``calls`` in order: (call id, outcome) each, kept in ``executed``."""
         outcomes = []
         for c in calls:
             outcome = self.tools.execute(c.name, c.arguments)
@@ -334,4 +339,11 @@ def tool_loop_for_wrap(
     return ToolLoop(AgentTools(core, session=session), provider)
 
 
-__all__ = ["MAX_OWED", "MAX_STEPS", "MAX_UNFINISHED", "ToolLoop", "tool_loop_for_wrap"]
+__all__ = [
+    "MAX_EXECUTED",
+    "MAX_OWED",
+    "MAX_STEPS",
+    "MAX_UNFINISHED",
+    "ToolLoop",
+    "tool_loop_for_wrap",
+]

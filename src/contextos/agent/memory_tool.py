@@ -12,16 +12,25 @@ The classes subclass the SDK's ``BetaAbstractMemoryTool`` (and its async
 twin), so the SDK's tool runner dispatches to them; the commands themselves
 are :class:`~contextos.agent.files.MemoryFiles`, shared by both. A refused
 command raises the SDK's ``ToolError``: the runner sends its text back to the
-model as a tool result with ``is_error: true``.
+model as a tool result with ``is_error: true``. A command that failed (the store
+down, the file erased meanwhile) raises one too, with a fixed text (:func:`_run`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from ..errors import MissingExtraError
+from ..errors import (
+    Conflict,
+    ContextosError,
+    EmbedderUnavailable,
+    MissingExtraError,
+    NotFound,
+    StoreError,
+)
 from .files import MemoryFiles
 from .paths import MemoryFileError
 
@@ -46,16 +55,43 @@ try:
 except ImportError as exc:  # pragma: no cover - the anthropic extra is missing
     raise MissingExtraError("anthropic", "anthropic") from exc
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 P = ParamSpec("P")
 
 
+#: What the model reads when the store (or the embedder) failed under a command: the
+#: server's text for a 503. The failure's own text names hosts, ports and file paths.
+STORE_UNAVAILABLE = "The memory store is busy or unavailable; retry after a moment."
+#: What the model reads when a file changed or went away during a command (a write or
+#: an erasure outside the tool, which the tool's lock does not keep out).
+FILE_CHANGED = (
+    "The memory files changed while this command ran (another writer or an erasure); "
+    "view them again and retry."
+)
+#: What the model reads for any other failure of the library (its detail is logged).
+COMMAND_FAILED = "The memory command failed; retry it, or view the files again."
+
+
 def _run(fn: Callable[..., T], *args: Any) -> T:
-    """Run one file command; its refusal becomes the SDK's ToolError (shown to the model)."""
+    """Run one file command; every failure becomes the SDK's ToolError (shown to the model).
+
+    Why all of them: the SDK's runner sends any other exception to the model as its
+    ``repr``, and a store's error text names its host, port or file. A refusal keeps
+    its text (it is written for the model); a failure gets a fixed text.
+    """
     try:
         return fn(*args)
     except MemoryFileError as exc:
         raise ToolError(str(exc)) from exc
+    except (StoreError, EmbedderUnavailable) as exc:
+        log.warning("memory tool: store unavailable: %s", exc)
+        raise ToolError(STORE_UNAVAILABLE) from exc
+    except (NotFound, Conflict) as exc:
+        raise ToolError(FILE_CHANGED) from exc
+    except ContextosError as exc:
+        log.error("memory tool: command failed", exc_info=exc)
+        raise ToolError(COMMAND_FAILED) from exc
 
 
 class _ScopedFiles:
