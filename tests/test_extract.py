@@ -100,6 +100,11 @@ def test_numbers_and_entities_are_kept() -> None:
             "The support group made Caroline feel accepted.",
         ),
         ("Painting is a great way to relax.", "Caroline: Painting is a great way to relax."),
+        # an adverb between "I" and the verb is not the verb ("Caroline noes longer live")
+        ("I no longer live in Paris.", "Caroline no longer lives in Paris."),
+        ("I rarely eat meat at home.", "Caroline rarely eats meat at home."),
+        ("I currently work at a bakery.", "Caroline currently works at a bakery."),
+        ("I reply to every letter from Mel.", "Caroline replies to every letter from Mel."),
     ],
 )
 def test_first_person_becomes_the_speaker(text: str, expected: str) -> None:

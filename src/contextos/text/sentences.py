@@ -90,10 +90,15 @@ It'll That'll Gonna Wanna Lots Lot Thank Thanks
 )
 
 # -- first person -> speaker ------------------------------------------------
+#: Verbs that end in "ly" (any other word that does is taken for an adverb: "I rarely
+#: eat", not "Ana rarelies eat").
+_LY_VERBS = "apply|reply|rely|supply|comply|imply|multiply|fly|ally|rally|tally|bully"
 _SUBJECT = re.compile(
     r"\bI(?P<contr>'m|'ve|'d|'ll)\b|\bI\s+(?P<adv>(?:(?:really|just|also|still|always|never|"
     r"recently|finally|actually|totally|usually|often|even|already|definitely|absolutely|"
-    r"sometimes|truly|especially|only|mostly|personally|honestly|now|then|first|kinda|too)"
+    r"sometimes|truly|especially|only|mostly|personally|honestly|now|then|first|kinda|too|"
+    r"no\s+longer|no\s+more|once|almost|ever|seldom|soon|"
+    rf"(?!(?:{_LY_VERBS})\b)[a-z]{{2,}}ly)"
     r"\s+)*)(?P<verb>[a-z][a-z'-]*)\b|\bI\b"
 )
 _OBJECT = re.compile(r"\b(?:my|mine|myself|me)\b", re.IGNORECASE)
