@@ -319,9 +319,14 @@ class VectorIndex:
             k = min(limit, scores.size)
             top = np.argpartition(-scores, k - 1)[:k]
             rows = top if idx.size == n else idx[top]
+            # A row removed while it was scored (the product runs without the GIL, and a
+            # removal marks the row dead before zeroing its vector) is dropped: its score
+            # may be part of its vector's.
+            live = block.alive[rows]
             found.extend(
                 (float(s), int(block.seq[r]), block.ids[r])
-                for s, r in zip(scores[top], rows, strict=True)
+                for s, r, ok in zip(scores[top], rows, live, strict=True)
+                if ok
             )
         found.sort(key=lambda hit: (-hit[0], hit[1]))
         return [(memory_id, score) for score, _, memory_id in found[:limit]]
