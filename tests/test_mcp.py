@@ -343,38 +343,29 @@ def test_streamable_http_keeps_no_sessions_so_one_key_cannot_lock_out_others(
     assert b"Traceback" not in err
 
 
-def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path) -> None:
-    """The SDK's stdio reader replaced invalid UTF-8 with U+FFFD (the text was stored
-    changed) and answered a line with a lone-surrogate escape with nothing at all (the
-    client waited forever). HTTP refuses both; over stdio each must get a JSON-RPC
-    parse error (id null), nothing stored, and the server goes on answering."""
+_RAW_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+
+
+def _stdio_answers(db: Path, key: str, lines: list[bytes], n: int) -> tuple[list[Any], int, bytes]:
+    """Write raw lines to a ``contextos mcp`` process, as a client that sends what it
+    likes would, and read ``n`` answers (a missing answer fails the test, not hangs it);
+    the initialize request and its notification come first. Returns the answers, the
+    exit code once stdin is closed, and stderr."""
     import json
     from concurrent.futures import ThreadPoolExecutor
 
-    db = tmp_path / "mcp.db"
-    [key] = _keys(db, "acme")
-
-    def call(n: int, tool: str, args: bytes) -> bytes:
-        head = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s",'
-        return head % (n, tool.encode()) + b'"arguments":' + args + b"}}"
-
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
-    lines = [
-        json.dumps(initialize).encode(),
+    head = [
+        json.dumps(_RAW_INITIALIZE).encode(),
         b'{"jsonrpc":"2.0","method":"notifications/initialized"}',
-        call(1, "add_memory", b'{"messages":"a\\ud800b","user_id":"u"}'),
-        call(2, "add_memory", b'{"messages":"caf\xff latte","user_id":"u"}'),
-        b"not json at all",
-        call(3, "list_memories", b'{"user_id":"u"}'),
     ]
     with reaped(
         subprocess.Popen(
@@ -386,22 +377,44 @@ def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path)
         )
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(b"\n".join(lines) + b"\n")
+        proc.stdin.write(b"\n".join(head + lines) + b"\n")
         proc.stdin.flush()  # kept open until every answer is in, as a client does
-        pool = ThreadPoolExecutor(1)  # a missing answer fails the test, not hangs it
+        pool = ThreadPoolExecutor(1)
         try:
             answers = [
-                json.loads(pool.submit(proc.stdout.readline).result(timeout=30)) for _ in range(5)
+                json.loads(pool.submit(proc.stdout.readline).result(timeout=30)) for _ in range(n)
             ]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         _, err = proc.communicate(timeout=60)
+    return answers, proc.returncode, err
+
+
+def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path) -> None:
+    """The SDK's stdio reader replaced invalid UTF-8 with U+FFFD (the text was stored
+    changed) and answered a line with a lone-surrogate escape with nothing at all (the
+    client waited forever). HTTP refuses both; over stdio each must get a JSON-RPC
+    parse error (id null), nothing stored, and the server goes on answering."""
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+
+    def call(n: int, tool: str, args: bytes) -> bytes:
+        head = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s",'
+        return head % (n, tool.encode()) + b'"arguments":' + args + b"}}"
+
+    lines = [
+        call(1, "add_memory", b'{"messages":"a\\ud800b","user_id":"u"}'),
+        call(2, "add_memory", b'{"messages":"caf\xff latte","user_id":"u"}'),
+        b"not json at all",
+        call(3, "list_memories", b'{"user_id":"u"}'),
+    ]
+    answers, returncode, err = _stdio_answers(db, key, lines, 5)
     assert [a.get("id") for a in answers] == [0, None, None, None, 3], answers
     for refused in answers[1:4]:
         assert refused["error"]["code"] == -32700
     assert "result" in answers[4], answers[4]
     assert answers[4]["result"]["structuredContent"] == {"result": []}  # nothing was stored
-    assert proc.returncode == 0 and b"Traceback" not in err
+    assert returncode == 0 and b"Traceback" not in err
 
 
 def test_stdio_answers_json_that_is_not_json_rpc_with_invalid_request(tmp_path: Path) -> None:
@@ -410,24 +423,9 @@ def test_stdio_answers_json_that_is_not_json_rpc_with_invalid_request(tmp_path: 
     all over stdio: the client waited forever, where HTTP answers 400. Each must get
     an invalid-request error, with the line's id when it has a string or integer one,
     and the server goes on answering."""
-    import json
-    from concurrent.futures import ThreadPoolExecutor
-
     db = tmp_path / "mcp.db"
     [key] = _keys(db, "acme")
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
     lines = [
-        json.dumps(initialize).encode(),
-        b'{"jsonrpc":"2.0","method":"notifications/initialized"}',
         b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]',
         b"{}",
         b"42",
@@ -437,32 +435,13 @@ def test_stdio_answers_json_that_is_not_json_rpc_with_invalid_request(tmp_path: 
         b'{"jsonrpc":"2.0","id":true,"method":7}',
         b'{"jsonrpc":"2.0","id":99,"method":"ping"}',
     ]
-    with reaped(
-        subprocess.Popen(
-            [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
-        )
-    ) as proc:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(b"\n".join(lines) + b"\n")
-        proc.stdin.flush()  # kept open until every answer is in, as a client does
-        pool = ThreadPoolExecutor(1)  # a missing answer fails the test, not hangs it
-        try:
-            answers = [
-                json.loads(pool.submit(proc.stdout.readline).result(timeout=30)) for _ in range(9)
-            ]
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        _, err = proc.communicate(timeout=60)
+    answers, returncode, err = _stdio_answers(db, key, lines, 9)
     assert [a.get("id") for a in answers] == [0, None, None, None, 5, "six", 7, None, 99]
     for refused in answers[1:8]:
         assert refused["error"]["code"] == -32600, refused
         assert "not a JSON-RPC" in refused["error"]["message"]
     assert answers[8] == {"jsonrpc": "2.0", "id": 99, "result": {}}
-    assert proc.returncode == 0 and b"Traceback" not in err
+    assert returncode == 0 and b"Traceback" not in err
 
 
 def test_stdio_key_revoked_while_running_is_refused_on_its_next_call(tmp_path: Path) -> None:
