@@ -226,15 +226,18 @@ class ArgumentsInvalid(pydantic.ValidationError):
         return f"ValueError: {describe(self.errors())}"
 
 
+_PYDANTIC_MODEL_VALIDATE: Any = pydantic.BaseModel.model_validate.__func__  # type: ignore[attr-defined]
+
+
 def _validate_like_http(
     cls: type[pydantic.BaseModel], obj: Any, *args: Any, **kwargs: Any
 ) -> pydantic.BaseModel:
     """``model_validate`` of a tool's argument model (the SDK's one validation call, in
-    1.x and 2.x alike) with its errors raised as :class:`ArgumentsInvalid`."""
+    1.x and 2.x alike) with its errors raised as :class:`ArgumentsInvalid`. It runs
+    pydantic's own ``model_validate`` with ``cls`` as the class, so a subclass of the
+    argument model validates as itself."""
     try:
-        validated: pydantic.BaseModel = super(cls, cls).model_validate(  # type: ignore[misc]
-            obj, *args, **kwargs
-        )
+        validated: pydantic.BaseModel = _PYDANTIC_MODEL_VALIDATE(cls, obj, *args, **kwargs)
     except pydantic.ValidationError as exc:
         errors: list[Any] = exc.errors()
         try:  # the same errors (type, loc, input, ctx), pydantic rewrites each msg
