@@ -147,3 +147,35 @@ def test_an_embedded_keyword_hit_beyond_the_dense_depth_gets_no_dense_term(
         hit = hits[far.text]
         assert (hit.lexical_rank, hit.dense_rank) == (1, None)
         assert hit.score == pytest.approx(cfg.lexical_weight / (cfg.rrf_k + 1))
+
+
+@BOTH
+def test_a_floor_judges_a_memory_not_yet_embedded_by_the_vector_it_will_get(
+    kind: str, tmp_path: Path
+) -> None:
+    """``search(min_score=...)`` compares cosines, and a memory whose vector was still
+    being made had none: a fact added a moment before was dropped by any floor. Its
+    cosine now comes from the vector the worker will store, so it passes or fails the
+    floor as it will once embedded."""
+    embedder = HeldBatches()
+    with open_memory(kind, tmp_path, embedder=embedder) as m:
+        for n in range(12):
+            m.add(_adopted(n), user_id="ana")
+        assert m.flush(timeout=30)
+        embedder.hold()
+        try:
+            near = m.add("zebra99x", user_id="ana")[0]
+            far = m.add(
+                "the ledger lists zebra99x among invoices receipts payroll audits and taxes",
+                user_id="ana",
+            )[0]
+            assert m.embedding_status().pending == 2
+            pending = {h.record.id: h for h in m.search("zebra99x", user_id="ana", min_score=0.5)}
+        finally:
+            embedder.release()
+        assert m.flush(timeout=30)
+        embedded = {h.record.id: h for h in m.search("zebra99x", user_id="ana")}
+        assert embedded[near.id].relevance == pytest.approx(1.0, abs=1e-5)
+        assert embedded[far.id].relevance is not None and embedded[far.id].relevance < 0.5
+        assert list(pending) == [near.id]
+        assert pending[near.id].relevance == pytest.approx(embedded[near.id].relevance, abs=1e-5)

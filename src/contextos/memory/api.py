@@ -561,7 +561,9 @@ class Memory:
         ``min_score`` is a relevance floor on one scale for every query: the cosine of
         the query and the memory (``Hit.relevance``, -1..1). Hits below it are left
         out, so a query about nothing stored can return no hit at all (docs/benchmarks.md
-        gives the values measured on LoCoMo to choose it from). None: no floor.
+        gives the values measured on LoCoMo to choose it from). None: no floor. A
+        memory added a moment before, whose vector the background worker has not
+        stored yet, is judged by the cosine of the vector it will get.
 
         Raises:
             ScopeError: neither a user, agent nor session (nor a scoped filter) is

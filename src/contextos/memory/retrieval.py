@@ -63,11 +63,12 @@ from contextos.llm.tokens import Tokenizer
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
 from contextos.text.text_cache import TextCache
 
-from ..embed import Embedder, Vectors
+from ..embed import Embedder, Vectors, normalize
 from ..store.base import Ranked, Store
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
 from .render import FACT_OF
+from .turn_vectors import embed_records
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,14 @@ class Candidate:
     lexical_rank: int | None
     dense_rank: int | None
     cosine: float | None = None
+
+
+#: At most this many keyword hits without a vector get their cosine computed by a search
+#: with ``min_score`` (``HybridRetriever._with_cosines_of_unembedded``): a turn costs
+#: one to four embeddings, so the bound keeps such a search within tens of milliseconds
+#: however many rows wait for the worker; the rest keep the floor's rule for hits
+#: without a cosine.
+UNEMBEDDED_COSINES = 16
 
 
 def _order(score: float, cosine: float | None, record_id: str) -> tuple[float, float, str]:
@@ -275,6 +284,8 @@ class HybridRetriever:
             unembedded = self._unembedded(flt, lexical, dense, len(vector))
         fused = fuse(lexical, dense, cfg, unembedded)
         if min_score is not None:
+            if unembedded:
+                fused = self._with_cosines_of_unembedded(flt, fused, unembedded, vector)
             fused = above_floor(fused, dense, n, float(min_score))
         fused = fused[: max(cfg.rerank_depth, limit)]
         # Defense in depth: every record is re-checked against the whole filter at fetch
@@ -298,6 +309,30 @@ class HybridRetriever:
             hits = conversational_rerank(hits, cfg)
         hits = by_source(hits)
         return self._cut(hits, limit, token_budget)
+
+    def _with_cosines_of_unembedded(
+        self, flt: Filter, fused: list[Candidate], unembedded: set[str], query: Vectors
+    ) -> list[Candidate]:
+        """``fused`` with the query's cosine filled in for keyword hits that have no
+        vector yet, from the vector the embedding worker will store for them.
+
+        Why: ``min_score`` compares cosines, and such a hit had none, so a memory
+        added a moment before was dropped by any floor (``add`` promises it is
+        searchable when it returns). Only a search with a floor pays for this, and
+        only for the best ``UNEMBEDDED_COSINES`` such hits: pending rows exist
+        between an ``add`` and the worker's next batch. A row the embedder refuses
+        (quarantined) keeps no cosine, and the floor's rule for hits without one."""
+        wanted = [c.id for c in fused if c.id in unembedded][:UNEMBEDDED_COSINES]
+        now = datetime.now(UTC)
+        records = [r for r in self.store.get_many(flt.scope.tenant, wanted) if flt.matches(r, now)]
+        if not records:
+            return fused
+        try:
+            vectors = normalize(embed_records(self.embedder.embed, records))
+        except Exception:  # an embedder that fails here fails in the worker too
+            return fused
+        cosines = dict(zip((r.id for r in records), (vectors @ query).tolist(), strict=True))
+        return [replace(c, cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
 
     def _unembedded(
         self, flt: Filter, lexical: Sequence[Ranked], dense: Sequence[Ranked], dimensions: int
