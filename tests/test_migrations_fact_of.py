@@ -28,6 +28,7 @@ from contextos.memory.render import FACT_OF
 from contextos.memory.retrieval import source_of
 from contextos.store.base import Store
 from contextos.store.postgres.schema import MIGRATIONS as POSTGRES_MIGRATIONS
+from contextos.store.postgres.schema import V7_FACT_OF
 from contextos.store.sqlite import SQLiteStore
 from contextos.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from contextos.store.sqlite.schema import V9_FACT_OF
@@ -38,6 +39,8 @@ from store_support import sqlite_file_at
 
 #: Migrations before V9 (the one under test): a SQLite file at this version is V8's.
 V9_SQLITE = SQLITE_MIGRATIONS.index(V9_FACT_OF)
+#: Migrations before PostgreSQL's V7 (the one under test).
+V7_POSTGRES = POSTGRES_MIGRATIONS.index(V7_FACT_OF)
 WHEN = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 REX = "Hi Bob! I adopted a puppy named Rex yesterday."
 POTTERY = "I went to a pottery class in Paris last week with my sister Jane."
@@ -58,7 +61,8 @@ class Backend:
             # Later migrations run again too; each can (V10 alters nothing).
             self.sql(f"PRAGMA user_version = {V9_SQLITE}")
         else:
-            self.sql(f"DELETE FROM schema_version WHERE version = {len(POSTGRES_MIGRATIONS)}")
+            # Later migrations run again too; each can (V8 is written to).
+            self.sql(f"DELETE FROM schema_version WHERE version > {V7_POSTGRES}")
 
     def vectors(self) -> list[tuple[Any, ...]]:
         """Every stored vector with its record, model and (SQLite) write sequence."""

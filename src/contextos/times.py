@@ -14,9 +14,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import overload
 
-#: The instants a stored time may take (inclusive), as UTC epoch seconds.
-MIN_EPOCH = datetime(1, 1, 1, tzinfo=UTC).timestamp()
-MAX_EPOCH = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+#: The first and last instants a time may take.
+MIN_TIME = datetime.min.replace(tzinfo=UTC)
+MAX_TIME = datetime.max.replace(tzinfo=UTC)  # 9999-12-31T23:59:59.999999
+
+#: The same as UTC epoch seconds, as the SQLite store keeps times (a float). Why it
+#: matters: a float of that size is exact to about 30 us only, and MAX_TIME's rounds up
+#: to 253402300800.0, the first instant of year 10000; :func:`from_epoch` reads it back
+#: as ``MAX_TIME``. (A clamp at 23:59:59 read 23:59:59.999999 back as 23:59:59.)
+MIN_EPOCH = MIN_TIME.timestamp()
+MAX_EPOCH = MAX_TIME.timestamp()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -66,6 +73,10 @@ def from_epoch(value: float | None) -> datetime | None:
     before times were validated can still be read (and deleted) rather than failing."""
     if value is None:
         return None
-    if MIN_EPOCH <= value <= MAX_EPOCH:  # the common case, unclamped: a search decodes
+    if MIN_EPOCH < value < MAX_EPOCH:  # the common case, unclamped: a search decodes
         return _EPOCH + timedelta(seconds=value)  # five times of each of its 50 candidates
-    return _EPOCH + timedelta(seconds=min(max(float(value), MIN_EPOCH), MAX_EPOCH))
+    if value >= MAX_EPOCH:
+        return MAX_TIME
+    if value <= MIN_EPOCH:
+        return MIN_TIME
+    return _EPOCH + timedelta(seconds=value)  # NaN: ValueError, as timedelta says

@@ -207,7 +207,10 @@ class Filter:
     ``as_of`` keeps only memories valid at that instant (valid time: a memory holds
     from when it was said, its ``event_time`` but never after it was written, until a
     later statement replaced or ended it); ``created_before``/``created_after`` ask
-    what had been written by then instead. By default, records whose validity was
+    what had been written by then instead. ``event_after``/``event_before`` bound the
+    memory's ``event_time`` (start included, end excluded); a memory whose event time is
+    unknown (None: added without one) is placed by when it was added, its
+    ``created_at``, on every store alike. By default, records whose validity was
     closed (superseded or deleted facts) are hidden.
 
     ``memory_types`` is a sequence of known types (``("episodic",)``); a string or an
@@ -273,7 +276,7 @@ class Filter:
         if self.memory_types and record.memory_type not in self.memory_types:
             return False
         if (self.event_after is not None or self.event_before is not None) and not _in_range(
-            record.event_time, self.event_after, self.event_before
+            _event_or_added(record), self.event_after, self.event_before
         ):
             return False
         if (self.created_after is not None or self.created_before is not None) and not _in_range(
@@ -383,6 +386,12 @@ class Usage:
     cache_read_input_tokens: int = 0
     cache_creation_5m: int = 0
     cache_creation_1h: int = 0
+
+
+def _event_or_added(record: MemoryRecord) -> datetime | None:
+    """The time an event-time filter places ``record`` at: its ``event_time``, or when it
+    was added (``created_at``) when the event time is unknown (None)."""
+    return record.created_at if record.event_time is None else record.event_time
 
 
 def _in_range(value: datetime | None, after: datetime | None, before: datetime | None) -> bool:

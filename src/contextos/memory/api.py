@@ -179,7 +179,9 @@ class Memory:
                 None leaves an id out; an empty or blank id is an error
                 (the one rule of every scope, ``contextos.types.scope_id``).
             metadata: JSON-serialisable data kept with every record.
-            event_time: when it was said or happened (defaults to now).
+            event_time: when it was said or happened. None: unknown, and stored as
+                None (no date is rendered with the memory); a ``time_range`` search
+                then places the memory by when it was added (``created_at``).
             memory_type: "episodic" (default), "semantic" or "procedural".
             infer: extract and reconcile facts instead of storing the turns verbatim.
             extractor: the Extractor for this call (with ``infer=True``).

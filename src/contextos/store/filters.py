@@ -43,14 +43,16 @@ def where_clause(
         clause, values = dialect.one_of(a, flt.memory_types)
         clauses.append(clause)
         params.extend(values)
+    # A memory without an event_time (unknown) is placed by when it was added.
+    event = f"COALESCE({a}.event_time, {a}.created_at)"
     for col, op, bound in (
-        ("event_time", ">=", flt.event_after),
-        ("event_time", "<", flt.event_before),
-        ("created_at", ">=", flt.created_after),
-        ("created_at", "<", flt.created_before),
+        (event, ">=", flt.event_after),
+        (event, "<", flt.event_before),
+        (f"{a}.created_at", ">=", flt.created_after),
+        (f"{a}.created_at", "<", flt.created_before),
     ):
         if bound is not None:
-            clauses.append(f"{a}.{col} {op} {mark}")
+            clauses.append(f"{col} {op} {mark}")
             params.append(dialect.time(bound))
     if not flt.include_invalid:
         at = dialect.time(now if flt.as_of is None else flt.as_of)

@@ -54,6 +54,7 @@ from contextos.store.postgres.codec import (
     or_tsquery,
     record_from_row,
     record_params,
+    tsquery_words,
     vector_text,
 )
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
@@ -466,7 +467,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     ) -> _Ranks:
         """Okapi BM25 over text and context (context scaled by ``context_weight``), best
         first; see ``postgres_bm25`` for why not ``ts_rank``."""
-        words = query_terms(query)
+        words = tsquery_words(query_terms(query))
         if not words or limit <= 0:
             return []
         where, params = filter_sql(flt, _now())

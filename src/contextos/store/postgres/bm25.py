@@ -13,8 +13,10 @@ frequency; this module computes the same Okapi BM25 in one SQL statement:
   as FTS5's column weights do in the SQLite store;
 - document frequency and collection size: counted within the filter (the
   tenant/user scope the search runs in, narrowed by the rest of the filter; the
-  SQLite store counts the scope's rows, see docs/postgres.md); document length = words in text and context,
-  stopwords included (the ``ntok`` column), as FTS5 counts tokens;
+  SQLite store counts the scope's rows, see docs/postgres.md); document length =
+  words in text and context, stopwords included (the ``ntok`` column, the words
+  ``tsv`` is made of: the text cut at ``schema.SEPARATOR_RANGES``), as FTS5 counts
+  tokens;
 - inverse document frequency: FTS5's, ln((N - n + 0.5) / (n + 0.5)), and
   ``IDF_FLOOR`` where that is not positive (a word in half the rows or more).
   The usual ln(1 + ...) kept weight for such a word, so a row repeating it

@@ -8,6 +8,8 @@ hidden unless asked for, metadata keys are identifiers with dots for nesting.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,6 +18,7 @@ import numpy as np
 
 from contextos.store import records
 from contextos.store.filters import Dialect, where_clause
+from contextos.store.postgres.schema import SEPARATOR_CLASS
 from contextos.times import opt_utc, utc
 from contextos.types import Filter, MemoryRecord, Message, Scope, Turn
 
@@ -65,8 +68,26 @@ def _nested(key: str, value: object) -> dict[str, Any]:
     return dict(probe)
 
 
+_SEPARATORS = re.compile(SEPARATOR_CLASS + "+")
+
+
+def tsquery_words(words: Sequence[str]) -> list[str]:
+    """The query's words (``text.query.query_terms``) cut as ``memories.tsv`` cuts a
+    text: NFC-normalised and split at ``schema.SEPARATOR_RANGES``; distinct, in order.
+
+    The query side's words hold no separator (a test checks every range against it),
+    so this only normalises them; it also keeps ``or_tsquery`` from ever quoting a
+    ``'`` or a ``\\``, both separators."""
+    out: list[str] = []
+    for word in words:
+        for piece in _SEPARATORS.split(unicodedata.normalize("NFC", word)):
+            if piece and piece not in out:
+                out.append(piece)
+    return out
+
+
 def or_tsquery(words: Sequence[str]) -> str:
-    """A ``to_tsquery`` expression matching any of ``words`` (each is ``[^\\W_]+``)."""
+    """A ``to_tsquery`` expression matching any of ``words`` (of ``tsquery_words``)."""
     return " | ".join(f"'{w}'" for w in words)
 
 

@@ -35,8 +35,76 @@ from contextos.store.tables import (
 #: Arbitrary constant naming the advisory lock that serialises migrations and index builds.
 LOCK_KEY = 0x636F6E74  # "cont"
 
-#: The text search configuration behind ``memories.tsv`` (stemming + English stopwords).
-TS_CONFIG = "english"
+#: The text search configuration behind ``memories.tsv`` and the queries (V8 creates
+#: it in the store's schema): PostgreSQL's ``english`` with its Snowball stemmer
+#: (``TS_DICTIONARY``) but no stopword list, so every word is indexed, as FTS5 does in
+#: the SQLite store; the query side drops the stopwords both stores share
+#: (``text.query.QUERY_STOPWORDS``). With ``english``'s longer list, a query for "not",
+#: "more", "after" or "before" found nothing on PostgreSQL and the memory on SQLite.
+TS_CONFIG = "contextos_english"
+TS_DICTIONARY = "contextos_english_stem"
+
+#: The configuration of V1's ``tsv`` (frozen: V1 is applied as written).
+_V1_TS_CONFIG = "english"
+
+#: Code point ranges (inclusive) that separate words before PostgreSQL's parser reads a
+#: text: every ASCII character but letters and digits (``_`` included), Latin-1's
+#: punctuation and symbols, general punctuation (’ “ ” — … and the Unicode spaces),
+#: currency signs, arrows, mathematical and technical symbols, box drawing, shapes,
+#: dingbats (not the circled digits), CJK and full-width punctuation, pictographs and
+#: emoji. Each is a separator for the query side too (``text.query``, tested), so both
+#: sides cut a text into the same words. Why: PostgreSQL's parser keeps an e-mail
+#: address, a host, a URL, a path, a file name, a decimal or a version as one token
+#: (``ana@example.com``), while the query side asks for the words in it (``ana``,
+#: ``example``, ``com``): a keyword search for ``example`` found nothing. Ranges rather
+#: than ``[:alnum:]``: that class is locale-dependent (ASCII only in a ``C``-locale
+#: database, where ``café`` lost its ``é``) and never holds combining marks, which the
+#: query side keeps inside a word. V8 is written from these ranges: changing them needs a
+#: new migration (``tests/test_migrations_frozen.py`` pins V8's text).
+SEPARATOR_RANGES: tuple[tuple[int, int], ...] = (
+    (0x0001, 0x002F),
+    (0x003A, 0x0040),
+    (0x005B, 0x0060),
+    (0x007B, 0x00A9),
+    (0x00AB, 0x00B1),
+    (0x00B4, 0x00B4),
+    (0x00B6, 0x00B8),
+    (0x00BB, 0x00BB),
+    (0x00BF, 0x00BF),
+    (0x00D7, 0x00D7),
+    (0x00F7, 0x00F7),
+    (0x2000, 0x206F),
+    (0x20A0, 0x20CF),
+    (0x2190, 0x23FF),
+    (0x2500, 0x2775),
+    (0x2794, 0x27BF),
+    (0x2E00, 0x2E2E),
+    (0x2E30, 0x2E7F),
+    (0x3000, 0x3004),
+    (0x3008, 0x3020),
+    (0x3030, 0x3030),
+    (0x3036, 0x3037),
+    (0x303D, 0x303F),
+    (0xFF01, 0xFF0F),
+    (0xFF1A, 0xFF20),
+    (0xFF3B, 0xFF40),
+    (0xFF5B, 0xFF65),
+    (0xFFE0, 0xFFEE),
+    (0x1F300, 0x1FAFF),
+)
+
+
+def _escape(cp: int) -> str:
+    # PostgreSQL's ARE and Python's re both read \uXXXX and \UXXXXXXXX.
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+
+
+#: The separators as one regular-expression class, for both PostgreSQL and Python.
+SEPARATOR_CLASS = (
+    "["
+    + "".join(_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in SEPARATOR_RANGES)
+    + "]"
+)
 
 
 #: Tables of one row per memory: its vector and its place in the embedding queue
@@ -73,8 +141,8 @@ V1_INITIAL = (
             provenance  jsonb NOT NULL DEFAULT '[]',
             hash        text NOT NULL,
             tsv tsvector GENERATED ALWAYS AS (
-                setweight(to_tsvector('{TS_CONFIG}'::regconfig, text), 'A') ||
-                setweight(to_tsvector('{TS_CONFIG}'::regconfig, context), 'B')
+                setweight(to_tsvector('{_V1_TS_CONFIG}'::regconfig, text), 'A') ||
+                setweight(to_tsvector('{_V1_TS_CONFIG}'::regconfig, context), 'B')
             ) STORED,
             -- words in text + context, stopwords included: BM25's document length
             ntok integer GENERATED ALWAYS AS (
@@ -169,6 +237,65 @@ AND EXISTS (
 )
 """
 
+
+def _split(expr: str) -> str:
+    """SQL: ``expr`` with every run of separators (``SEPARATOR_CLASS``) made one space."""
+    pattern = SEPARATOR_CLASS.replace("\\", "\\\\")
+    return f"regexp_replace({expr}, E'{pattern}+', ' ', 'g')"
+
+
+#: ``tsv`` and ``ntok`` again, from the text cut into words where the query side cuts it
+#: (``SEPARATOR_RANGES``) and stemmed without a stopword list (``TS_CONFIG``); in a UTF-8
+#: database the text is NFC-normalised first, as the query side normalises the query
+#: (``e`` + U+0301 and ``é`` are one word). The columns are dropped and added again (a
+#: generated column's expression cannot be altered before PostgreSQL 17), which rewrites
+#: the table once under an exclusive lock, and the GIN index is built again. Every step
+#: is written so that running it twice leaves the same schema; the dictionary and the
+#: configuration are created in the store's own schema (``current_schema()``), never
+#: taken from another schema on the search path.
+V8_KEYWORD_WORDS = f"""
+DO $migration$
+DECLARE
+    here constant oid := (SELECT oid FROM pg_namespace WHERE nspname = current_schema());
+    cfg constant text := format('%I.{TS_CONFIG}', current_schema());
+    dict constant text := format('%I.{TS_DICTIONARY}', current_schema());
+    utf8 constant boolean := current_setting('server_encoding') = 'UTF8';
+BEGIN
+    ALTER TABLE memories DROP COLUMN IF EXISTS tsv, DROP COLUMN IF EXISTS ntok;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_ts_dict WHERE dictname = '{TS_DICTIONARY}' AND dictnamespace = here
+    ) THEN
+        EXECUTE format(
+            'CREATE TEXT SEARCH DICTIONARY %s (TEMPLATE = pg_catalog.snowball, Language = english)',
+            dict);
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_ts_config WHERE cfgname = '{TS_CONFIG}' AND cfgnamespace = here
+    ) THEN
+        EXECUTE format('CREATE TEXT SEARCH CONFIGURATION %s (COPY = pg_catalog.english)', cfg);
+        EXECUTE format(
+            'ALTER TEXT SEARCH CONFIGURATION %s '
+            'ALTER MAPPING REPLACE pg_catalog.english_stem WITH %s', cfg, dict);
+    END IF;
+    EXECUTE format($ddl$
+        ALTER TABLE memories
+        ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
+            setweight(to_tsvector(%1$L::regconfig, {_split("%2$s")}), 'A') ||
+            setweight(to_tsvector(%1$L::regconfig, {_split("%3$s")}), 'B')
+        ) STORED,
+        -- words in text + context, stopwords included: BM25's document length
+        ADD COLUMN ntok integer GENERATED ALWAYS AS (coalesce(array_length(
+            string_to_array(btrim({_split("text || ' ' || context")}), ' '), 1), 1)
+        ) STORED
+        $ddl$,
+        cfg,
+        CASE WHEN utf8 THEN 'normalize(text, NFC)' ELSE 'text' END,
+        CASE WHEN utf8 THEN 'normalize(context, NFC)' ELSE 'context' END);
+    CREATE INDEX memories_tsv ON memories USING gin (tsv);
+END
+$migration$
+"""
+
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -179,6 +306,7 @@ MIGRATIONS: tuple[str, ...] = (
     V5_TOKEN_COUNT,
     V6_PENDING_CLAIMS,
     V7_FACT_OF,
+    V8_KEYWORD_WORDS,
 )
 
 

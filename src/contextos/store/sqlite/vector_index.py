@@ -336,17 +336,21 @@ def time_mask(
     times: dict[str, npt.NDArray[np.float64]], n: int, flt: Filter, now: float
 ) -> npt.NDArray[np.bool_]:
     """Which of the first ``n`` rows pass the filter's time and validity parts, as
-    ``filter_sql`` would (both in-process indexes use it)."""
+    ``filter_sql`` would (both in-process indexes use it): an event-time bound reads a
+    row's ``event_time``, or its ``created_at`` where the event time is NaN (unknown)."""
     from contextos.times import to_epoch
 
     mask = np.ones(n, dtype=bool)
     with np.errstate(invalid="ignore"):
-        ev = times["event_time"][:n]
-        if flt.event_after is not None:
-            mask &= ev >= to_epoch(flt.event_after)
-        if flt.event_before is not None:
-            mask &= ev < to_epoch(flt.event_before)
         created = times["created_at"][:n]
+        if flt.event_after is not None or flt.event_before is not None:
+            # A row without an event time (NaN: unknown) is placed by when it was added.
+            ev = times["event_time"][:n]
+            ev = np.where(np.isnan(ev), created, ev)
+            if flt.event_after is not None:
+                mask &= ev >= to_epoch(flt.event_after)
+            if flt.event_before is not None:
+                mask &= ev < to_epoch(flt.event_before)
         if flt.created_after is not None:
             mask &= created >= to_epoch(flt.created_after)
         if flt.created_before is not None:
