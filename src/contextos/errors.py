@@ -50,6 +50,13 @@ class StoreError(ContextosError):
     """The storage backend failed: unreadable file, lost connection, corruption."""
 
 
+class StoreFault(StoreError):
+    """The store failed on this request in a way that waiting will not mend: an error
+    inside it, not a busy lock or a lost connection (the SQLite store's in-process
+    keyword index failing on what it read). The server answers 500 with a fixed text
+    and logs the detail; other scopes' requests are not affected."""
+
+
 class Conflict(ContextosError):
     """A write based on what was read found it changed meanwhile (another writer, an
     erasure) and wrote nothing; reading again and retrying is safe."""

@@ -5,7 +5,10 @@ here once, so the HTTP API and the MCP tools cannot drift apart. Input errors
 keep their message (it says what to fix); store failures are answered with a
 fixed text and a ``Retry-After``, because their detail (file paths, host, port,
 database name) is infrastructure a client must not learn, and the usual cause
-(another writer holding the lock, a restarting database) passes by itself.
+(another writer holding the lock, a restarting database) passes by itself. A store
+fault that will not pass by itself (``StoreFault``: an error inside the store, such as
+its keyword index failing on what it read) is a 500 of its own type and fixed text,
+with no ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..errors import (
     RateLimited,
     ScopeError,
     StoreError,
+    StoreFault,
 )
 from .auth import Forbidden, Unauthenticated
 from .bodylimit import PayloadTooLarge
@@ -39,6 +43,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),
     (ScopeError, 400),
     (BudgetError, 400),
+    (StoreFault, 500),
     (StoreError, 503),
     (Conflict, 409),  # the state a write was based on kept changing: safe to retry
     (ConfigError, 400),
@@ -53,6 +58,8 @@ STORE_RETRY_AFTER = 1
 
 STORE_UNAVAILABLE = "the store is busy or unavailable; retry after a moment"
 
+STORE_FAULT = "the store failed on this request; the server's log has the detail"
+
 
 def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
     """The one error shape every route and middleware answers with."""
@@ -60,7 +67,7 @@ def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
 
 
 def status_for(exc: BaseException) -> int:
-    """The HTTP status of an exception (500 only for bugs)."""
+    """The HTTP status of an exception (500 only for bugs and a ``StoreFault``)."""
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
 
 
@@ -68,6 +75,9 @@ def public_message(exc: BaseException) -> str:
     """What a client may read about ``exc``: the message of an input error, a fixed
     text for a store failure (logged here with its detail) or for a bug."""
     status = status_for(exc)
+    if isinstance(exc, StoreFault):
+        log.error("store fault: %s", exc, exc_info=exc)
+        return STORE_FAULT
     if status == 503:
         log.warning("store unavailable: %s", exc)
         return STORE_UNAVAILABLE
@@ -81,7 +91,7 @@ def retry_after(exc: BaseException) -> float | None:
     """Seconds to send as ``Retry-After`` (None when the client should not retry as is)."""
     if isinstance(exc, RateLimited):
         return exc.retry_after or 1.0
-    if isinstance(exc, StoreError):
+    if isinstance(exc, StoreError) and not isinstance(exc, StoreFault):
         return float(STORE_RETRY_AFTER)
     return None
 

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from contextos.errors import Conflict, NotFound, StoreError
+from contextos.errors import Conflict, NotFound, StoreError, StoreFault
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
@@ -480,17 +480,44 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             return []
         fetch = limit if not flt.metadata else limit * 4
         while True:
-            with self._lexical_lock:
-                index = self._fresh_lexical(flt)
-                hits = index.search(
-                    flt, words, context_weight=context_weight, limit=fetch, now=time.time()
-                )
+            hits = self._lexical_hits(flt, words, context_weight=context_weight, limit=fetch)
             if not flt.metadata:  # the index tested every other part of the filter
                 return [Ranked(i, score) for i, score in hits]
             kept = self._still_matching(flt, hits)
             if len(kept) >= limit or len(hits) < fetch:
                 return [Ranked(i, score) for i, score in kept[:limit]]
             fetch *= 4
+
+    def _lexical_hits(
+        self, flt: Filter, words: Sequence[str], *, context_weight: float, limit: int
+    ) -> builtins.list[tuple[str, float]]:
+        """The keyword index's best ``limit`` hits, the index brought up to date first.
+
+        The index is one for every tenant of the file, and a search first applies every
+        change committed since, whoever's. Should that fail, or the search (an error of
+        the index's private SQLite connection, a row it cannot take), the index is
+        dropped and the search tried once more on a new one, which reads only this
+        search's users: a row that breaks the index then fails only its own user's
+        searches, a ``StoreFault`` (kept, the change was tried again, and failed again,
+        at every later search of every user and tenant the index held). A busy or
+        unreadable file (``StoreError``) leaves the index as it was."""
+        retried = False
+        while True:
+            with self._lexical_lock:
+                try:
+                    index = self._fresh_lexical(flt)
+                    return index.search(
+                        flt, words, context_weight=context_weight, limit=limit, now=time.time()
+                    )
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    self._drop_lexical()
+                    if retried and isinstance(exc, sqlite3.Error):  # the index's connection
+                        raise StoreFault(f"keyword search failed: {exc}") from exc
+                    if retried:
+                        raise
+            retried = True
 
     def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> builtins.list[Ranked]:
         index = self._fresh_index(len(vector))
@@ -818,7 +845,19 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             if self._lexical is None:
                 return
             self._lexical.tokenizer.forget_words()
-            self._fresh_lexical(None)
+            try:
+                self._fresh_lexical(None)
+            except Exception:  # the erasure is done: a new index holds none of it
+                self._drop_lexical()
+
+    def _drop_lexical(self) -> None:
+        """Close the keyword index after it failed while being updated or searched (the
+        caller holds ``_lexical_lock``); the next search starts a new one, reading only
+        the users it searches (see :meth:`_lexical_hits`)."""
+        index, self._lexical = self._lexical, None
+        self._lexical_version = (-1, -1)
+        if index is not None:
+            index.close()
 
     def _vectors_after_erasure(self) -> None:
         """After this process erased records: the vector index drops them now. A

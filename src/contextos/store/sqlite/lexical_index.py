@@ -9,7 +9,8 @@ keyword search took 2.5 ms of a search's ~4: half the search route's CPU. Here e
 the user's matching rows in a few vector operations (~0.1 ms there).
 
 Nothing about the ranking formula is ours: the rows are tokenized by FTS5 itself (a
-private in-memory FTS5 table with the store's tokenizer, :data:`TOKENIZE`), and the score
+private in-memory FTS5 table with the store's tokenizer, :data:`TOKENIZE`, which also
+keeps combining marks in a word), and the score
 is FTS5's Okapi BM25 term for term (``fts5_aux.c``: k1 1.2, b 0.75; IDF from the row
 count and the rows that hold the word; document length over every column; column
 weights text 1, context ``context_weight``, scope terms 0).
@@ -39,6 +40,7 @@ import itertools
 import math
 import sqlite3
 import threading
+import unicodedata
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,9 +51,13 @@ import numpy.typing as npt
 from contextos.store.sqlite.vector_index import TIME_FIELDS, IndexRow, ScopeCodes, time_mask
 from contextos.types import Filter
 
-#: The tokenizer of the store's ``memories_fts`` table (schema V5): the same string,
-#: so this index sees the words FTS5 does.
-TOKENIZE = "porter unicode61 remove_diacritics 2"
+#: The tokenizer of the store's ``memories_fts`` table (schema V5), but for one
+#: option: combining marks (Unicode categories M*) are part of a word, as they are in
+#: a query's words (``text.query``) and in PostgreSQL's. Left out, unicode61 cut a
+#: word at every vowel sign or virama: "मूंगफली" ("peanut") was indexed as "म" and
+#: "गफल", and "म" matched nearly every Hindi memory. Latin accents are still removed
+#: (``remove_diacritics``): "école" is "ecole", composed or not.
+TOKENIZE = "porter unicode61 remove_diacritics 2 categories 'L* N* Co M*'"
 
 #: The longest query word whose terms the tokenizer keeps.
 MAX_CACHED_WORD = 64
@@ -153,12 +159,20 @@ def _counted(
 
 class Tokenizer:
     """FTS5's tokenizer, run on a private in-memory FTS5 table (Python's sqlite3 has no
-    other way to call it). ~15 us a LoCoMo turn."""
+    other way to call it). ~15 us a LoCoMo turn.
+
+    Texts and query words are tokenized in their NFC form (:func:`nfc`), as a query's
+    words are split (``text.query``): a decomposed "서울" (conjoining jamo) is then the
+    same term as a composed one. A term is read as bytes and decoded here, a broken
+    character replaced (U+FFFD): FTS5 cuts a token at 32,768 bytes, which can fall
+    inside a character ("a" and 8,200 4-byte letters), and SQLite's own decoding of
+    such a term raised, failing every search that read it (of every tenant of a
+    server). The same word in a query is cut and decoded alike, so it still matches."""
 
     def __init__(self) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self._db.execute(
-            f"CREATE VIRTUAL TABLE t USING fts5(text, context, scope_terms, tokenize='{TOKENIZE}')"
+            f'CREATE VIRTUAL TABLE t USING fts5(text, context, scope_terms, tokenize="{TOKENIZE}")'
         )
         self._db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, instance)")
         self._lock = threading.Lock()
@@ -177,15 +191,15 @@ class Tokenizer:
             try:
                 self._db.executemany(
                     "INSERT INTO t (rowid, text, context, scope_terms) VALUES (?, ?, ?, ?)",
-                    ((i, r.text, r.context, r.scope_terms) for i, r in enumerate(rows)),
+                    ((i, nfc(r.text), nfc(r.context), r.scope_terms) for i, r in enumerate(rows)),
                 )
                 per_term = self._db.execute(
-                    "SELECT term, group_concat(doc * 4 + (col = 'context') "
+                    "SELECT CAST(term AS BLOB), group_concat(doc * 4 + (col = 'context') "
                     "+ 2 * (col = 'scope_terms')) FROM v GROUP BY term"
                 ).fetchall()
             finally:
                 self._db.execute("ROLLBACK")  # the table is only a tokenizer: keep it empty
-        vocab = [term for term, _ in per_term]
+        vocab = [_term(term) for term, _ in per_term]
         sizes = [codes.count(",") + 1 for _, codes in per_term]
         term = np.repeat(np.arange(len(vocab), dtype=np.int64), sizes)
         joined = ",".join(codes for _, codes in per_term)
@@ -199,8 +213,9 @@ class Tokenizer:
             with self._lock:
                 self._db.execute("BEGIN")
                 try:
-                    self._db.execute("INSERT INTO t (rowid, text) VALUES (1, ?)", (word,))
-                    terms = tuple(r[0] for r in self._db.execute("SELECT term FROM v"))
+                    self._db.execute("INSERT INTO t (rowid, text) VALUES (1, ?)", (nfc(word),))
+                    read = self._db.execute("SELECT CAST(term AS BLOB) FROM v")
+                    terms = tuple(_term(r[0]) for r in read)
                 finally:
                     self._db.execute("ROLLBACK")
             if len(word) <= MAX_CACHED_WORD:  # a long word costs its length in the cache
@@ -218,6 +233,16 @@ class Tokenizer:
         """Close the private connection."""
         with self._lock:
             self._db.close()
+
+
+def nfc(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC); the same object when it already is."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def _term(raw: bytes) -> str:
+    """A term FTS5 wrote, decoded (a character its 32 KiB cut broke: U+FFFD)."""
+    return raw.decode("utf-8", "replace")
 
 
 def _ints(values: npt.NDArray[np.int32]) -> array[int]:
@@ -551,7 +576,9 @@ class LexicalIndex:
         blocks = [b for b in self._blocks_for(flt) if b.size > b.dead]
         if limit <= 0 or not blocks:
             return []
-        terms = [t for w in words for t in self.tokenizer.word(w)[:1]]
+        # A word is one term but where FTS5 still splits what a query keeps whole (a
+        # private-use character, a letter newer than its Unicode tables): then each.
+        terms = [t for w in words for t in dict.fromkeys(self.tokenizer.word(w))]
         stats = scope_stats(blocks, terms)
         weighted = [(t, stats.idf(t)) for t in terms]
         found: list[tuple[float, int, str]] = []
