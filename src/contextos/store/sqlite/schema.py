@@ -322,6 +322,14 @@ END;
     + _QUARANTINE_RETRY_TRIGGER
 )
 
+#: V10 once shipped as another script (``index_log_rowids``: the rowid of each deleted
+#: record, no trigger on insert) and was then rewritten under the same number, against
+#: the rule of this module: a file made by that first V10 kept it, and a process that
+#: stayed up never saw a row added after its keyword index loaded (its own adds
+#: included) until it restarted. V11 runs today's V10 again (it is written to run
+#: again) and drops the table the first one made, so every file ends alike.
+V11_V10_AGAIN = V10_INDEX_LOG_INSERTS + "DROP TABLE IF EXISTS index_log_rowids;\n"
+
 #: Ordered migrations: SQL scripts, each applied in one transaction.
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
@@ -334,6 +342,7 @@ MIGRATIONS: tuple[str, ...] = (
     V8_PENDING_CLAIMS,
     V9_FACT_OF,
     V10_INDEX_LOG_INSERTS,
+    V11_V10_AGAIN,
 )
 
 
