@@ -782,3 +782,23 @@ def test_stdio_client_gone_mid_call_exits_cleanly(tmp_path: Path) -> None:
     with Memory(str(db), embedder=HashEmbedder(), tenant="acme") as m:
         stored = {r.text for r in m.get_all(user_id="u", limit=100)}
     assert {f"fact number {n}" for n in (1, 2, 3)} <= stored
+
+
+def test_a_server_given_its_own_db_names_no_other_database(tmp_path: Path) -> None:
+    """``contextos mcp --db X`` (and ``serve --db X``) printed "database: <the default
+    file> (the default; ...)" on stderr while serving X: the embedder setting was read
+    from the group's settings, which resolve the group's ``--db`` only. An operator
+    running several processes on one file was told another file."""
+    db = tmp_path / "mcp.db"
+    _keys(db, "acme")
+    env = {k: v for k, v in os.environ.items() if k != "CONTEXTOS_DB"}
+    proc = subprocess.run(
+        [*CLI, "mcp", "--db", str(db), "--key", "nope"],  # the embedder from the settings
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**env, "CONTEXTOS_EMBEDDER": "hash", "HOME": str(tmp_path), "PYTHONPATH": SRC},
+    )
+    assert "needs a valid API key" in proc.stderr
+    assert "database:" not in proc.stderr and "the default" not in proc.stderr, proc.stderr
