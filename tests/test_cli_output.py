@@ -169,3 +169,20 @@ def test_numbers_and_choices_show_their_default_and_range(command: list[str], sh
     result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=400)
     assert result.exit_code == 0, result.output
     assert shown in " ".join(result.output.split())
+
+
+def test_a_benchmark_names_no_database_it_does_not_use(
+    locomo_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``bench locomo`` printed "database: <the default file> (the default; ...)": it
+    read the embedder setting through the group's settings, which resolve a database
+    the benchmark never opens (it builds its own in a temporary directory)."""
+    monkeypatch.delenv("CONTEXTOS_DB", raising=False)
+    monkeypatch.setenv("CONTEXTOS_EMBEDDER", "hash")  # the setting, not --embedder
+    monkeypatch.setenv("HOME", str(tmp_path))
+    main(["bench", "locomo", "--data", str(locomo_path), "--conversations", "1"])
+    err = capsys.readouterr().err
+    assert "database:" not in err and "the default" not in err, err

@@ -145,7 +145,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
                 tasks["cv"] = bar.add_task(
                     "cv configurations", total=len(cv_candidates(RetrievalConfig()))
                 )
-            model = make_embedder(embedder or state.settings.embedder)
+            model = make_embedder(state.embedder_name(embedder, opens_db=False))
             report = run_locomo(
                 data,
                 conversations=conversations,

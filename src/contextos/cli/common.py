@@ -73,6 +73,21 @@ class CliState:
                 )
         return self._settings
 
+    def embedder_name(self, given: str | None, db: str | None = None, *, opens_db: bool) -> str:
+        """``--embedder`` (``given``), else the configured embedder.
+
+        A command that opens no database (a benchmark) or names its own (``--db``
+        after the command: ``db``) reads the setting without resolving the group's
+        database, so no note names a default file it does not use."""
+        if given:
+            return given
+        if opens_db and db is None:
+            return self.settings.embedder
+        from ..config import load_settings
+
+        # Only the embedder is wanted: a database is named so none is resolved.
+        return load_settings(db=db or self.db or ":memory:", tenant=self.tenant).embedder
+
 
 def _check_db_file(db: str) -> None:
     """Refuse a SQLite path that exists but is no regular file (``/dev/null``, a FIFO, a

@@ -169,19 +169,6 @@ def _until_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _embedder_name(state: CliState, embedder: str | None, db: str | None) -> str:
-    """``--embedder``, else the configured one; with the command's own ``--db`` the
-    group's settings are not read, so no note names the default file the server is
-    not using."""
-    if embedder:
-        return embedder
-    if db is not None:
-        from ..config import load_settings
-
-        return load_settings(db=db, tenant=state.tenant).embedder
-    return state.settings.embedder
-
-
 def _key_dict(key: object) -> dict[str, object]:
     from ..server.keys import ApiKey
 
@@ -337,7 +324,7 @@ def serve(
         raise MissingExtraError("server", "uvicorn") from exc
     config = ServerConfig(
         db=_db(state, db),
-        embedder=_embedder_name(state, embedder, db),
+        embedder=state.embedder_name(embedder, db, opens_db=True),
         admin_key=admin_key,
         max_body_bytes=max_body_bytes,
         rate_limit=RateLimit(rate=rate, burst=burst),
@@ -538,7 +525,7 @@ def mcp(
         # the HTTP API's keys are (a revocation elsewhere is seen within the TTL).
         ttl = KEY_CACHE_TTL if sock is None else 0.0
         key_store = stack.enter_context(KeyStore(target, cache_ttl=ttl))
-        embedder_ = make_embedder(_embedder_name(state, embedder, db))
+        embedder_ = make_embedder(state.embedder_name(embedder, db, opens_db=True))
         tenants = stack.enter_context(closing(TenantMemories.open(target, embedder_)))
         if sock is None:
             secret = api_key or ""
