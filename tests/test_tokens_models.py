@@ -43,7 +43,9 @@ def test_tokenizers_implement_the_protocol() -> None:
 
 def test_registry_values_are_consistent() -> None:
     for m in MODELS.values():
-        assert m.context_window > m.max_output_tokens > 0
+        # >=: gpt-4's output limit is its whole 8,192-token window (the two share it).
+        assert m.context_window >= m.max_output_tokens > 0
+        assert m.largest_budget() > 0
         p = m.prices
         if m.provider == "anthropic":
             assert p.cache_read <= p.input <= p.cache_write_5m <= p.cache_write_1h
@@ -94,7 +96,17 @@ MIN_CACHE = {
     "claude-3-7-sonnet": 1024,
     "claude-3-5-sonnet": 1024,
     "claude-3-5-haiku": 2048,
+    "claude-3-opus": 1024,
+    "claude-3-haiku": 2048,
     "gpt-4o": 1024,
+    "gpt-4o-2024-05-13": 1024,
+    "gpt-4-turbo": 1024,
+    "gpt-4": 1024,
+    "gpt-3.5-turbo": 1024,
+    "o1": 1024,
+    "o3": 1024,
+    "o3-mini": 1024,
+    "o4-mini": 1024,
     "gpt-4o-mini": 1024,
     "gpt-4.1": 1024,
     "gpt-4.1-mini": 1024,

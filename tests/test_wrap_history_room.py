@@ -25,7 +25,12 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import FakeAnthropic, _blocks  # noqa: E402
 
 MODEL = "claude-opus-5"
-BUDGET = 9000
+#: The input budget (wrap's ``budget`` is the input budget; it was 9,000 less the call's
+#: ``max_tokens`` of 64 when the output was taken from it). At 9,000 the summarize
+#: compaction leaves the verbatim history opening on an assistant reply (a rotation
+#: boundary between a question and its reply), which the last assertion catches: a
+#: separate defect of compaction, reported, not this test's subject.
+BUDGET = 8936
 #: About 6,000 tokens: two thirds of the budget.
 SYSTEM = "You are a helpful assistant for Dana. " * 760
 CALLS = 40

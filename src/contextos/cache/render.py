@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from contextos.engine.window import TOOL_RESULTS_KEY as TOOL_RESULTS_KEY
 from contextos.engine.window import Window, canonical_json
+from contextos.llm.media_tokens import results_digest
 from contextos.llm.models import ModelInfo
 from contextos.types import Message
 
@@ -64,8 +65,9 @@ def tool_input(arguments: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+#: The digest naming the text a tool-result turn's blocks were logged with: one rule for
+#: what is sent (here) and what is counted (:func:`contextos.llm.media_tokens.media_tokens`).
+_digest = results_digest
 
 
 def tool_results_meta(blocks: list[dict[str, Any]], text: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from contextos.engine.window import Window
 from contextos.llm.models import ModelInfo, get_model
 
 from ..cache import CacheSimulator, cache_request, render, report
-from ..errors import NotFound
+from ..errors import BudgetError, NotFound
 from ..types import Hit, Message, Role, Turn
 from .common import (
     CliState,
@@ -271,7 +271,8 @@ def _register_window(cli: click.Group) -> None:
         "--budget",
         type=int_range(1),
         default=None,
-        help="Input tokens (default: model window minus reserved output).",
+        help="Input tokens (default: model window minus reserved output; no more than "
+        "that for a known model).",
     )
     @click.option("--system", default="", help="System prompt.")
     @click.option(
@@ -305,6 +306,11 @@ def _register_window(cli: click.Group) -> None:
         """Assemble the window for a question: memories retrieved for it, the session's
         history, segments, breakpoints, overflow, cost."""
         info = get_model(model)
+        if budget is not None:
+            try:
+                info.check_budget(budget)  # over the model's window: a usage error (exit 2)
+            except BudgetError as exc:
+                raise click.BadParameter(str(exc), param_hint="--budget") from None
         s = _session(state, session_id, user_id)
         hits = _memories_for(state, s, question, user_id)
         w = s.window(info, question, budget=budget, system=system, hits=hits)

@@ -51,6 +51,7 @@ and a :class:`~contextos.memory.Memory`:
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import time
 import weakref
@@ -94,8 +95,16 @@ TOPIC_HEADER = "Memories about the current topic from earlier conversations (may
 #: (Anthropic's Messages API; Chat Completions answers such a message with a new one).
 PREFILL_WIRES = frozenset({"anthropic"})
 
-#: Window size assumed for models the registry does not know (OpenAI-compatible servers).
+#: Window size assumed for models the registry does not know (OpenAI-compatible servers):
+#: see :func:`model_info`.
 UNKNOWN_MODEL_WINDOW = 128_000
+#: Output limit assumed for such models.
+UNKNOWN_MODEL_OUTPUT = 8192
+
+log = logging.getLogger(__name__)
+#: The unknown model ids :func:`model_info` warned about (once each per process).
+_WARNED_UNKNOWN: set[str] = set()
+_WARNED_LOCK = threading.Lock()
 
 Compaction = Literal["summarize", "truncate", "clear_tool_results", "offload"]
 #: Where retrieved memories go: after the history, fresh every call (``per_call``),
@@ -223,16 +232,52 @@ def _drain_at_exit() -> None:
 
 
 def model_info(name: str, *, window: int | None = None) -> ModelInfo:
-    """The registry entry for ``name``, or a priced-at-zero stand-in for unknown models."""
+    """The registry entry for ``name`` (:func:`~contextos.llm.models.get_model`: any case, a
+    dated snapshot, a Bedrock or Vertex AI id), named as the caller named it.
+
+    A model the registry does not know gets a stand-in: a ``window`` (default
+    :data:`UNKNOWN_MODEL_WINDOW`, 128,000 tokens) and :data:`UNKNOWN_MODEL_OUTPUT` output
+    tokens, priced at zero, no provider cache, counts estimates, ``registered`` False (an
+    explicit budget is used as given). The first time in a process each such id is seen, a
+    warning is logged (logger ``contextos.engine.context``) naming the window assumed and
+    how to declare the model (:func:`~contextos.llm.models.register_model`, or an explicit
+    budget).
+    """
     try:
         info = get_model(name)
     except ConfigError:
+        assumed = window or UNKNOWN_MODEL_WINDOW
+        _warn_unknown(name, assumed)
         return ModelInfo(
-            name, "open", window or UNKNOWN_MODEL_WINDOW, 8192, 0, Prices(0.0, 0.0, 0.0, 0.0, 0.0)
+            name,
+            "open",
+            assumed,
+            UNKNOWN_MODEL_OUTPUT,
+            0,
+            Prices(0.0, 0.0, 0.0, 0.0, 0.0),
+            tokenizer="unknown",
+            registered=False,
         )
     if window is None:
         return replace(info, name=name)
     return replace(info, name=name, context_window=window)
+
+
+def _warn_unknown(name: str, window: int) -> None:
+    """Log once per process per model id that ``name`` is not in the registry."""
+    with _WARNED_LOCK:
+        if name in _WARNED_UNKNOWN:
+            return
+        _WARNED_UNKNOWN.add(name)
+    log.warning(
+        "model %r is not in contextos's model registry: assuming a %s-token context window "
+        "and %s output tokens, priced at zero, with no prompt cache. Declare it with "
+        "contextos.llm.models.register_model(ModelInfo(...)) to budget it by its real window, "
+        "or give the wrapper an explicit budget= (used as given for an unknown model).",
+        name,
+        f"{window:,}",
+        f"{UNKNOWN_MODEL_OUTPUT:,}",
+    )
 
 
 #: A logged message as a request is matched to it: the message, its turn, or the turn's
@@ -582,9 +627,7 @@ class SessionContext:
     def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
         self.flush()  # the previous reply is in the log before this window is built
         model = model_info(request.model)
-        budget = (self.budget or model.context_window) - (
-            reserve_tokens or model.default_output_reserve()
-        )
+        budget = self.input_budget(model, reserve_tokens)
         now = self.clock()
         if self.topic is not None and (
             self._last_call is None or now - self._last_call > self.cache_ttl_s
@@ -632,6 +675,26 @@ class SessionContext:
             # durable before the call, once it fits
             logged += tuple(t.message for t in self.session.add(_strip_wire(question)))
         return Prepared(window, model, question, logged, resent=split.parts.resent)
+
+    def input_budget(self, model: ModelInfo, reserve_tokens: int) -> int:
+        """The window's budget for a call to ``model`` that keeps ``reserve_tokens`` free
+        (its output and what is sent outside the window; 0: the model's
+        :meth:`~contextos.llm.models.ModelInfo.default_output_reserve`).
+
+        An explicit ``budget`` is the input budget, as given: the reserve is not taken
+        from it, only checked against the model's window (a registered model refuses a
+        budget over its window less the reserve; an unknown model's window is assumed, so
+        its budget is used as given). Without one, the budget is the window less the
+        reserve.
+
+        Raises:
+            BudgetError: ``budget`` is over the model's window less the reserve.
+        """
+        reserve = reserve_tokens or model.default_output_reserve()
+        if self.budget is None:
+            return model.largest_budget(reserve)
+        model.check_budget(self.budget, reserve)
+        return self.budget
 
     def _log_and_split(self, request: ChatRequest, budget: int) -> _Split:
         """Log what is new but the question and a prefill (:func:`split_request`), then

@@ -57,6 +57,7 @@ from contextos.engine.summarize import (
 )
 from contextos.engine.window import (
     Item,
+    Overflow,
     Segment,
     Window,
     assemble,
@@ -65,8 +66,15 @@ from contextos.engine.window import (
     tool_item,
 )
 from contextos.errors import NotFound, ScopeError, StoreError
+from contextos.llm.media_tokens import (
+    ESTIMATED_KEY,
+    THINKING_KEY,
+    media_tokens,
+    open_loop_start,
+    thinking_tokens,
+)
 from contextos.llm.models import ModelInfo
-from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
+from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, counted_with, default_tokenizer
 from contextos.memory.render import render as render_memory
 from contextos.retry import wait_before_retry
 from contextos.store.base import Store
@@ -83,6 +91,12 @@ from contextos.types import (
 )
 
 _META_KEY = "history"
+#: The key, in a logged turn's stored metadata, of its count's stamp: ``{"with":
+#: counted_with(tokenizer), "estimated": N}`` (``estimated``: the tokens of the count
+#: that are an offline estimate of images and documents, when there are any;
+#: :mod:`contextos.llm.media_tokens`). A Session reads it and takes it off
+#: (:meth:`Session._counted`); a raw read of the store (``Store.turns``) shows it.
+COUNTED_KEY = "contextos_tokens"
 #: The session meta's key for its log epoch: a token drawn by the first write of the
 #: state through a Session and carried by every later one (compactions, pins), which
 #: ``forget``'s reset drops (:meth:`Store.forget` starts the meta over). While it is
@@ -261,6 +275,34 @@ def turn_items(
     return tuple(items)
 
 
+def with_thinking_sent(
+    turns: Sequence[Item], tokenizer: Tokenizer, *, question: bool
+) -> tuple[Item, ...]:
+    """``turns`` with the thinking blocks that go out counted, and the others taken off.
+
+    A turn's thinking blocks (:data:`~contextos.llm.media_tokens.THINKING_KEY`) go back
+    only while its tool loop is open (:func:`~contextos.llm.media_tokens.open_loop_start`:
+    the assistant turns after the last user turn that is not tool results, in a request
+    without a ``question``), as the Messages API needs for tool use with extended
+    thinking (it drops earlier turns' thinking from the context). Those turns cost their
+    thinking too (:func:`~contextos.llm.media_tokens.thinking_tokens`); every other turn
+    loses the blocks, so what the window sends is what it counted. A logged turn's
+    count holds no thinking (:meth:`Session.add`).
+    """
+    loop = open_loop_start([i.role for i in turns], question=question)
+    out: list[Item] = []
+    for n, item in enumerate(turns):
+        msg = item.message
+        if msg is None or not msg.metadata.get(THINKING_KEY):
+            out.append(item)
+        elif n >= loop and item.role == "assistant":
+            out.append(replace(item, tokens=item.tokens + thinking_tokens(msg, tokenizer.count)))
+        else:
+            meta = {k: v for k, v in msg.metadata.items() if k != THINKING_KEY}
+            out.append(replace(item, message=replace(msg, metadata=meta)))
+    return tuple(out)
+
+
 def hit_refs(hit: Hit) -> tuple[str, ...]:
     """The turn references a memory carries: its provenance, else its ``dia_id``."""
     rec = hit.record
@@ -343,8 +385,9 @@ def context_window(
     same everywhere. The segments, in layout order (see the module docstring):
     tools, system prompt, rules, summary, the ``topic`` memories (a cached block,
     under ``topic_header``), the turns, then the per-call ``memories`` (under
-    ``memory_header``; one already in ``topic`` is not repeated) and the
-    question. A ``question`` given as a Message is sent as the caller's message;
+    ``memory_header``, placed only with at least one memory: when none fits, neither
+    goes and both are reported left out; one already in ``topic`` is not repeated) and
+    the question. A ``question`` given as a Message is sent as the caller's message;
     None leaves the question segment empty. ``prefill`` (an assistant message: the
     start of the reply, which the model continues) is sent last, after the turns, in a
     segment of its own outside the cached prefix: the next call sends the whole reply
@@ -456,7 +499,7 @@ def context_window(
         Segment(
             "turns",
             "messages",
-            tuple(turns),
+            with_thinking_sent(turns, tokenizer, question=question is not None),
             priority=TURNS_PRIORITY,
             keep="newest",
             cache_ttl="5m",
@@ -488,19 +531,57 @@ def context_window(
         ),
         Segment("question", "question", question_items, priority=QUESTION_PRIORITY, required=True),
     ]
-    return assemble(
+    window = assemble(
         segments,
         budget,
         min_cache_tokens=min_cache_tokens,
         restate_question_over=lay.restate_question_over,
     )
+    if header and not any(b.segment == "memories" for b in window.blocks):
+        # No memory fits: the header would introduce nothing. Assembled again without
+        # either (the room goes to what else wants it), both reported left out.
+        bare = [replace(g, items=()) if g.name in _MEMORY_SEGMENTS else g for g in segments]
+        again = assemble(
+            bare,
+            budget,
+            min_cache_tokens=min_cache_tokens,
+            restate_question_over=lay.restate_question_over,
+        )
+        head = header[0].items[0]
+        left_out = (
+            *(o for o in window.overflow if o.segment == "memories"),
+            Overflow(
+                "memory_header", head.key, head.tokens, "no memory fits: the header goes with one"
+            ),
+        )
+        first = {u.name: u for u in window.usage}
+        usage = tuple(
+            replace(first[u.name], tokens=0, items=0, dropped=len(g.items))
+            if u.name in _MEMORY_SEGMENTS
+            else u
+            for u, g in zip(again.usage, segments, strict=True)
+        )
+        window = replace(again, usage=usage, overflow=again.overflow + left_out)
+    return window
+
+
+#: The segments of the per-call memories: placed together or not at all.
+_MEMORY_SEGMENTS = frozenset({"memory_header", "memories"})
 
 
 def window_budget(model: ModelInfo, budget: int | None = None) -> int:
-    """The input budget: ``budget`` if given, else the window minus the reserved output."""
+    """The input budget: ``budget`` if given, else the window minus the reserved output
+    (:meth:`~contextos.llm.models.ModelInfo.default_output_reserve`).
+
+    Raises:
+        BudgetError: ``budget`` is over the model's context window less that reserve
+            (:meth:`~contextos.llm.models.ModelInfo.check_budget`; a model the registry
+            does not know takes any budget).
+    """
     if budget is not None:
+        model.check_budget(budget)
         return budget
-    return model.context_window - model.default_output_reserve()
+    return model.largest_budget()
 
 
 @dataclass(frozen=True)
@@ -556,6 +637,8 @@ class Session:
             raise ValueError(f"hold must be one of {HOLDS}, not {hold!r}")
         self.store = store
         self.tokenizer = tokenizer or default_tokenizer()
+        #: The stamp of this Session's counts (:func:`~contextos.llm.tokens.counted_with`).
+        self._counter = counted_with(self.tokenizer)
         self.hold: Hold = hold
         #: The turns read with ``seq >= _held_from``, whole, in log order.
         self._turns: list[Turn] = []
@@ -593,16 +676,53 @@ class Session:
 
     # -- the log ----------------------------------------------------------------
     def add(self, *messages: Message) -> list[Turn]:
-        """Append messages durably (with token counts); returns them numbered."""
+        """Append messages durably (with token counts); returns them numbered.
+
+        Each count is stored with what made it (:data:`COUNTED_KEY` in the turn's stored
+        metadata: :func:`~contextos.llm.tokens.counted_with`, and the part of it that
+        is an estimate of images and documents): a Session counting with another
+        tokenizer, or by another rule, counts the turn again when it reads it.
+        """
         if not messages or not all(isinstance(m, Message) for m in messages):
             raise TypeError("add takes one or more Message values")
         for n, m in enumerate(messages):
             check_text(m, f"message {n}" if len(messages) > 1 else "message")
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
-        logged = self.store.append_turns(self.scope, list(messages), tokens)
+        stored = [self._stamped(m) for m in messages]
+        appended = self.store.append_turns(self.scope, stored, tokens)
+        # the caller's messages, without the stamp
+        logged = [replace(t, message=m) for t, m in zip(appended, messages, strict=True)]
         with self._lock:
             self._appended = logged[-1]
         return logged
+
+    def _stamped(self, message: Message) -> Message:
+        """``message`` as stored: its metadata with the count's stamp (:data:`COUNTED_KEY`)."""
+        stamp: dict[str, Any] = {"with": self._counter}
+        if not getattr(self.tokenizer, "media_exact", False):
+            estimated = media_tokens(message, self.tokenizer.count)
+            if estimated:
+                stamp[ESTIMATED_KEY] = estimated
+        return replace(message, metadata={**message.metadata, COUNTED_KEY: stamp})
+
+    def _counted(self, turns: Sequence[Turn]) -> list[Turn]:
+        """``turns`` as read from the store, with this Session's counts: a stored count
+        is kept when this Session's tokenizer and counting rule made it (its stamp,
+        :data:`COUNTED_KEY`), else the turn is counted again (a log written by another
+        tokenizer, an older contextos, or before counts were stamped). Nothing is
+        written back: reads stay reads. The stamp is taken off the turn's metadata."""
+        out: list[Turn] = []
+        for turn in turns:
+            meta = turn.message.metadata
+            stamp = meta.get(COUNTED_KEY)
+            if stamp is not None:
+                clean = {k: v for k, v in meta.items() if k != COUNTED_KEY}
+                turn = replace(turn, message=replace(turn.message, metadata=clean))
+            if not isinstance(stamp, Mapping) or stamp.get("with") != self._counter:
+                count = self.tokenizer.count_messages([turn.message]) - TOKENS_PER_REPLY
+                turn = replace(turn, tokens=count)
+            out.append(turn)
+        return out
 
     def turns(self) -> list[Turn]:
         """Every turn, oldest first.
@@ -688,6 +808,7 @@ class Session:
         new, meta = self._read_new()
         lost = False
         if new is not None:
+            new = self._counted(new)
             self._turns += new
             added = [turn_print(t) for t in new]
             self._prints += added
@@ -696,7 +817,7 @@ class Session:
             meta, self._revision = self.store.session_meta_revision(self.scope)
             self._epoch = meta.get(_EPOCH_KEY)
             held = self._prints
-            self._turns = list(self.store.turns(self.scope))
+            self._turns = self._counted(self.store.turns(self.scope))
             self._prints = [turn_print(t) for t in self._turns]
             self._said = _extend_conversation([], self._prints)
             self._held_from = self._turns[0].seq if self._turns else 0
@@ -760,7 +881,7 @@ class Session:
         found = self.store.turns(self.scope, after_seq=want[0].seq - 1, limit=len(want))
         if [(p.seq, p.ident) for p in map(turn_print, found)] != [(p.seq, p.ident) for p in want]:
             return None
-        return list(found)
+        return self._counted(found)
 
     def _still_holds(self, held: Sequence[TurnPrint]) -> bool:
         """Whether the turns just read hold every turn of ``held`` (read before)."""
@@ -777,7 +898,9 @@ class Session:
 
     def turn(self, seq: int) -> Turn:
         """One turn by position (cleared tool results come back whole from here)."""
-        found: Sequence[Turn] = self.store.turns(self.scope, after_seq=seq - 1, limit=1)
+        found: Sequence[Turn] = self._counted(
+            self.store.turns(self.scope, after_seq=seq - 1, limit=1)
+        )
         first: Turn | None = found[0] if found else None
         if first is None or first.seq != seq:
             raise NotFound(f"session {self.session_id!r} has no turn {seq}")
@@ -790,7 +913,7 @@ class Session:
         lo, hi = min(seqs), max(seqs)
         found = self.store.turns(self.scope, after_seq=lo - 1, limit=hi - lo + 1)
         wanted = set(seqs)
-        return {t.seq: t for t in found if t.seq in wanted}
+        return {t.seq: t for t in self._counted([t for t in found if t.seq in wanted])}
 
     # -- compaction state ----------------------------------------------------------
     def state(self) -> HistoryState:

@@ -53,6 +53,11 @@ Sources (read 2025-11, re-read 2026-11-25 where marked *):
 - [O-DEPR]* openai SDK 3.57.0 openai/types/shared/chat_model.py docstring (gpt-4o, gpt-4o-mini,
   gpt-4.1, gpt-4.1-mini: shutdown 2027-01-14), citing
   https://developers.openai.com/api/docs/deprecations (announced shutdown dates).
+- [O-LEGACY]* https://developers.openai.com/api/docs/models/gpt-4 (8,192 window, 8,192 output,
+  $30/$60), .../gpt-4-turbo and .../gpt-4-turbo-preview (128,000, 4,096, $10/$30),
+  .../gpt-3.5-turbo (16,385, 4,096, $0.50/$1.50; "shut down on October 23, 2026"); the
+  2026-10-23 shutdown of gpt-4, gpt-4-turbo, gpt-4o-2024-05-13, o1, o3-mini and o4-mini as
+  listed from the deprecations page by https://dev.to/importstatic (third party, 2026-10-15).
 - open models: their model cards on huggingface.co (context length); self-hosted, so price 0.
 
 ASSUMPTION (tell the lead): no official number was found for Opus 4.7's minimum cacheable
@@ -71,10 +76,11 @@ Each entry's ``cache_source`` names where its ``min_cache_tokens`` comes from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
-from contextos.errors import ConfigError
+from contextos.errors import BudgetError, ConfigError
 
 Provider = Literal["anthropic", "openai", "open"]
 
@@ -107,6 +113,10 @@ A_CACHE_55 = (
 )
 A_CACHE_3X = A_CACHE + " (as read 2025-11, for the retired Claude 3.x models)"
 O_CACHE = "https://developers.openai.com/docs/guides/prompt-caching (1024 tokens or longer)"
+O_NO_CACHE = (
+    "no prompt caching for this model (https://developers.openai.com/docs/guides/prompt-caching "
+    "lists gpt-4o and newer): a cached token is priced as an input token"
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,9 @@ class ModelInfo:
     deprecated: str | None = None
     #: Where ``min_cache_tokens`` comes from (URLs); '' for self-hosted models (no provider cache).
     cache_source: str = ""
+    #: False for the stand-in :func:`contextos.engine.context.model_info` builds for a model
+    #: the registry does not know: its window is assumed, so a budget is used as given.
+    registered: bool = True
 
     def exact_with(self, tokenizer_name: str) -> bool:
         """Whether a count by ``tokenizer_name`` is this model's exact count.
@@ -154,6 +167,36 @@ class ModelInfo:
     def default_output_reserve(self) -> int:
         """Output tokens to keep free in the window when budgeting input."""
         return min(self.max_output_tokens, max(1024, self.context_window // 16))
+
+    def largest_budget(self, reserve: int | None = None) -> int:
+        """The largest input budget the context window holds: the window less ``reserve``
+        (the output reserved, and anything else sent outside the window; default:
+        :meth:`default_output_reserve`)."""
+        reserve = self.default_output_reserve() if reserve is None else reserve
+        return self.context_window - reserve
+
+    def check_budget(self, budget: int, reserve: int | None = None) -> None:
+        """Refuse an input ``budget`` the model's context window cannot hold with
+        ``reserve`` tokens kept free (see :meth:`largest_budget`). A model the registry
+        does not know (``registered`` False) has an assumed window: its budget is used as
+        given.
+
+        Raises:
+            BudgetError: ``budget`` is over :meth:`largest_budget`; the message names the
+                model, its window, the reserve and the largest budget allowed.
+        """
+        if not self.registered:
+            return
+        reserve = self.default_output_reserve() if reserve is None else reserve
+        largest = self.largest_budget(reserve)
+        if budget > largest:
+            raise BudgetError(
+                f"budget of {budget:,} input tokens is over what {self.name} can take: its "
+                f"context window is {self.context_window:,} tokens and {reserve:,} are reserved "
+                f"for the output, so the largest budget allowed is {largest:,}",
+                requested=budget,
+                available=largest,
+            )
 
 
 def _anthropic(
@@ -191,6 +234,8 @@ def _openai(
     cached: float,
     deprecated: str | None = None,
     write: float | None = None,
+    tokenizer: str = "o200k_base",
+    cache_source: str = O_CACHE,
 ) -> ModelInfo:
     # OpenAI: automatic prefix caching from 1,024 tokens [O-CACHE]; no write surcharge
     # before GPT-5.6, writes at 1.25x the input price from it [O-GPT56] (``write``).
@@ -202,14 +247,24 @@ def _openai(
         max_out,
         1024,
         Prices(inp, out, write, write, cached),
-        tokenizer="o200k_base",
+        tokenizer=tokenizer,
         deprecated=deprecated,
-        cache_source=O_CACHE,
+        cache_source=cache_source,
     )
 
 
-def _open(name: str, window: int, max_out: int) -> ModelInfo:
-    return ModelInfo(name, "open", window, max_out, 0, Prices(0.0, 0.0, 0.0, 0.0, 0.0))
+def _open(name: str, window: int, max_out: int, tokenizer: str) -> ModelInfo:
+    # Their own tokenizers (Llama 3's, Qwen's, Mistral's Tekken) are not shipped and
+    # nothing is downloaded: every count here (cl100k) is an estimate for them.
+    return ModelInfo(
+        name,
+        "open",
+        window,
+        max_out,
+        0,
+        Prices(0.0, 0.0, 0.0, 0.0, 0.0),
+        tokenizer=f"{tokenizer} (not shipped)",
+    )
 
 
 _MODELS: tuple[ModelInfo, ...] = (
@@ -273,6 +328,31 @@ _MODELS: tuple[ModelInfo, ...] = (
         deprecated="2026-02-19",
         cache_source=A_CACHE_3X,
     ),
+    # Claude 3 Opus and Haiku: 200K window, 4,096 output, $15/$75 and $0.25/$1.25 [A-MODELS]
+    # [A-PRICE] (as read 2025-11); minimum cacheable prompt [A-CACHE] (1,024 Opus, 2,048
+    # Haiku). Retired 2026-01-05 (Opus 3, per Anthropic's "An update on our model deprecation
+    # commitments for Claude Opus 3", 2026-02-25) and 2026-04-19/20 (Haiku 3; third-party
+    # reports of the release notes disagree on the day: 2026-04-19 kept).
+    _anthropic(
+        "claude-3-opus",
+        200_000,
+        4_096,
+        1024,
+        15.0,
+        75.0,
+        deprecated="2026-01-05",
+        cache_source=A_CACHE_3X,
+    ),
+    _anthropic(
+        "claude-3-haiku",
+        200_000,
+        4_096,
+        2048,
+        0.25,
+        1.25,
+        deprecated="2026-04-19",
+        cache_source=A_CACHE_3X,
+    ),
     # GPT-4.1 family: 1,047,576-token window, 32,768 output [O-MODELS]; prices [O-PRICE]
     # (read 2025-11, not re-verified 2026-11-25); shutdown dates [O-DEPR].
     _openai("gpt-4.1", 1_047_576, 32_768, 2.0, 8.0, 0.5, deprecated="2027-01-14"),
@@ -295,11 +375,63 @@ _MODELS: tuple[ModelInfo, ...] = (
     _openai("gpt-5", 400_000, 128_000, 1.25, 10.0, 0.125, deprecated="2026-12-11"),
     _openai("gpt-5-mini", 400_000, 128_000, 0.25, 2.0, 0.025, deprecated="2026-12-11"),
     _openai("gpt-5-nano", 400_000, 128_000, 0.05, 0.4, 0.005, deprecated="2026-12-11"),
+    # o-series reasoning models: 200,000-token window, 100,000 output [O-MODELS]; prices
+    # [O-PRICE] (as read 2025-11); shutdown dates [O-LEGACY] (o3 with GPT-5 [O-DEPR]).
+    _openai("o3", 200_000, 100_000, 2.0, 8.0, 0.5, deprecated="2026-12-11"),
+    _openai("o4-mini", 200_000, 100_000, 1.1, 4.4, 0.275, deprecated="2026-10-23"),
+    _openai("o3-mini", 200_000, 100_000, 1.1, 4.4, 0.55, deprecated="2026-10-23"),
+    _openai("o1", 200_000, 100_000, 15.0, 60.0, 7.5, deprecated="2026-10-23"),
+    # Legacy GPT-4 / GPT-3.5 [O-LEGACY]: counted by cl100k_base (their own tokenizer), no
+    # prompt caching (a cached token is priced as input); shutdown 2026-10-23.
+    # gpt-4o-2024-05-13 is its own entry: 4,096 output and $5/$15, unlike gpt-4o.
+    _openai(
+        "gpt-4o-2024-05-13",
+        128_000,
+        4_096,
+        5.0,
+        15.0,
+        5.0,
+        deprecated="2026-10-23",
+        cache_source=O_NO_CACHE,
+    ),
+    _openai(
+        "gpt-4-turbo",
+        128_000,
+        4_096,
+        10.0,
+        30.0,
+        10.0,
+        deprecated="2026-10-23",
+        tokenizer="cl100k_base",
+        cache_source=O_NO_CACHE,
+    ),
+    _openai(
+        "gpt-4",
+        8_192,
+        8_192,
+        30.0,
+        60.0,
+        30.0,
+        deprecated="2026-10-23",
+        tokenizer="cl100k_base",
+        cache_source=O_NO_CACHE,
+    ),
+    _openai(
+        "gpt-3.5-turbo",
+        16_385,
+        4_096,
+        0.5,
+        1.5,
+        0.5,
+        deprecated="2026-10-23",
+        tokenizer="cl100k_base",
+        cache_source=O_NO_CACHE,
+    ),
     # Open models, self-hosted (price 0): context length from each model card.
-    _open("llama-3.1-8b-instruct", 131_072, 8_192),
-    _open("llama-3.3-70b-instruct", 131_072, 8_192),
-    _open("qwen2.5-7b-instruct", 32_768, 8_192),
-    _open("mistral-small-3.1", 131_072, 8_192),
+    _open("llama-3.1-8b-instruct", 131_072, 8_192, "llama-3"),
+    _open("llama-3.3-70b-instruct", 131_072, 8_192, "llama-3"),
+    _open("qwen2.5-7b-instruct", 32_768, 8_192, "qwen2.5"),
+    _open("mistral-small-3.1", 131_072, 8_192, "tekken"),
 )
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in _MODELS}
@@ -330,6 +462,17 @@ ALIASES: dict[str, str] = {
     "gpt-5-nano-2025-08-07": "gpt-5-nano",
     "gpt-5.1-2025-11-13": "gpt-5.1",
     "gpt-5.6": "gpt-5.6-sol",  # "The gpt-5.6 alias routes requests to GPT-5.6 Sol" [O-GPT56]
+    # Snapshots named -MMDD (no year: not a date suffix :func:`model_key` strips) and
+    # previews [O-LEGACY]; older 4,096-token gpt-3.5-turbo snapshots are left out.
+    "gpt-4-0613": "gpt-4",
+    "gpt-4-0314": "gpt-4",
+    "gpt-4-turbo-preview": "gpt-4-turbo",
+    "gpt-4-0125-preview": "gpt-4-turbo",
+    "gpt-4-1106-preview": "gpt-4-turbo",
+    "gpt-3.5-turbo-0125": "gpt-3.5-turbo",
+    "gpt-3.5-turbo-1106": "gpt-3.5-turbo",
+    # Vertex AI names Claude 3.5 Sonnet's second version so (claude-3-5-sonnet-v2@20241022).
+    "claude-3-5-sonnet-v2": "claude-3-5-sonnet",
     # Family aliases: the newest non-deprecated Claude 4.x of each tier in this registry.
     "sonnet": "claude-sonnet-4-6",
     "opus": "claude-opus-4-8",
@@ -337,15 +480,73 @@ ALIASES: dict[str, str] = {
 }
 
 
+#: A date suffix of a snapshot id: OpenAI's ``-2024-08-06``, Anthropic's ``-20250929``,
+#: Vertex AI's ``@20250929``.
+_DATE_SUFFIX = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8})$")
+#: Amazon Bedrock's model id around the Anthropic name: an optional cross-region
+#: inference profile (``us.``, ``eu.``, ``apac.``, ``global.``...), ``anthropic.``, and a
+#: version suffix (``-v1:0``, ``-v2:0``, ``-v1``).
+_BEDROCK_PREFIX = re.compile(r"^(?:[a-z][a-z-]*\.)?anthropic\.")
+_BEDROCK_SUFFIX = re.compile(r"-v\d+(?::\d+)?$")
+
+
+def model_key(name: str) -> str:
+    """The registry key ``name`` resolves to (which may not be registered).
+
+    The one normalisation of a model id, what :func:`get_model` looks up: surrounding
+    whitespace and case are ignored; then a registered name or alias is itself; else a
+    Bedrock form (``us.anthropic.claude-sonnet-4-5-20250929-v1:0``) loses its region and
+    ``anthropic.`` prefix and its ``-vN:M`` suffix, and a dated snapshot
+    (``gpt-4o-2024-11-20``, ``claude-3-haiku-20240307``, Vertex AI's
+    ``claude-sonnet-4-5@20250929``) loses its date, so it resolves to its family's entry.
+    A snapshot whose limits differ from its family's is registered under its own id
+    (``gpt-4o-2024-05-13``), which wins.
+
+    Example:
+        >>> model_key("anthropic.claude-sonnet-4-5-20250929-v1:0")
+        'claude-sonnet-4-5'
+        >>> model_key(" CLAUDE-SONNET-4-6 ")
+        'claude-sonnet-4-6'
+    """
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key in MODELS:
+        return key
+    bare = _BEDROCK_SUFFIX.sub("", _BEDROCK_PREFIX.sub("", key)) if "anthropic." in key else key
+    bare = _DATE_SUFFIX.sub("", bare)
+    return ALIASES.get(bare, bare)
+
+
+def register_model(info: ModelInfo, *aliases: str) -> ModelInfo:
+    """Add ``info`` to the registry (replacing an entry of the same name), with
+    ``aliases``, for this process: a model the registry does not know (a fine-tune, a
+    self-hosted model behind an OpenAI-compatible server) then gets its own window, output
+    limit, prices and minimum cacheable prompt, and a budget over its window is refused
+    as for any registered model. Names are matched as :func:`model_key` does (any case).
+
+    Example:
+        >>> register_model(ModelInfo("my-llama", "open", 32_768, 4_096, 0,
+        ...                          Prices(0, 0, 0, 0, 0)))              # doctest: +SKIP
+    """
+    key = info.name.strip().lower()
+    MODELS[key] = info
+    for alias in aliases:
+        ALIASES[alias.strip().lower()] = key
+    return info
+
+
 def get_model(name: str) -> ModelInfo:
-    """Look a model up by name or alias.
+    """Look a model up by name or alias, as :func:`model_key` normalises it (any case, a
+    dated snapshot, a Bedrock or Vertex AI id).
 
     Raises:
         ConfigError: the model is unknown; the message lists the known names.
     """
-    key = ALIASES.get(name, name)
-    try:
-        return MODELS[key]
-    except KeyError:
-        known = ", ".join(sorted(MODELS))
-        raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
+    info = MODELS.get(ALIASES.get(name, name)) or MODELS.get(model_key(name))
+    if info is not None:
+        return info
+    known = ", ".join(sorted(MODELS))
+    raise ConfigError(
+        f"unknown model {name!r}; known models: {known} (or register it: "
+        "contextos.llm.models.register_model)"
+    )

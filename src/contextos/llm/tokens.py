@@ -7,16 +7,20 @@ provider can count exactly (Anthropic's ``count_tokens``), the provider adapter
 offers that as another :class:`Tokenizer`.
 
 Message lists are counted the way OpenAI's chat format bills them: a few tokens
-of framing per message plus the role, name and content.
+of framing per message plus the role, name and content, and the estimated cost of
+the images and documents sent with it (:func:`~contextos.llm.media_tokens.media_tokens`:
+a tool result's screenshots, the question's own PDFs).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from contextos.types import Message
+
+from .media_tokens import media_tokens
 
 #: Tokens of framing around each chat message (OpenAI's published rule of thumb).
 TOKENS_PER_MESSAGE = 3
@@ -36,8 +40,24 @@ class Tokenizer(Protocol):
         ...
 
     def count_messages(self, messages: Sequence[Message]) -> int:
-        """Tokens a provider bills for ``messages`` as a chat request."""
+        """Tokens a provider bills for ``messages`` as a chat request: their text and
+        tool calls, and the images and documents sent with them
+        (:func:`~contextos.llm.media_tokens.media_tokens`), not thinking blocks (a
+        window adds those of the open tool loop, the only ones it sends)."""
         ...
+
+
+#: The version of the rule a message's count follows (what :func:`message_parts_tokens`
+#: counts). A count stored with another version, or by another tokenizer, is counted
+#: again when read (:func:`counted_with`).
+COUNTING = "2"
+
+
+def counted_with(tokenizer: Tokenizer) -> str:
+    """What made a stored count: ``"<tokenizer name>/<counting rule version>"``. A turn
+    keeps it beside its count, and a reader reuses the count only when its own is the
+    same (:class:`~contextos.engine.session.Session`)."""
+    return f"{tokenizer.name}/{COUNTING}"
 
 
 def _message_text_parts(message: Message) -> Iterable[str]:
@@ -50,6 +70,13 @@ def _message_text_parts(message: Message) -> Iterable[str]:
         yield call.arguments
     if message.tool_call_id:
         yield message.tool_call_id
+
+
+def message_parts_tokens(message: Message, count: Callable[[str], int]) -> int:
+    """One message's tokens in a chat request, framing included: its text parts by
+    ``count`` plus its images and documents (estimated)."""
+    text = sum(count(p) for p in _message_text_parts(message))
+    return TOKENS_PER_MESSAGE + text + media_tokens(message, count)
 
 
 class TiktokenTokenizer:
@@ -72,10 +99,7 @@ class TiktokenTokenizer:
         return [len(e) for e in encoded]
 
     def count_messages(self, messages: Sequence[Message]) -> int:
-        total = TOKENS_PER_REPLY
-        for message in messages:
-            total += TOKENS_PER_MESSAGE + sum(self.count(p) for p in _message_text_parts(message))
-        return total
+        return TOKENS_PER_REPLY + sum(message_parts_tokens(m, self.count) for m in messages)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """Cut ``text`` to at most ``max_tokens`` tokens (on a token boundary)."""
@@ -95,10 +119,7 @@ class CharEstimateTokenizer:
         return (len(text) + 3) // 4
 
     def count_messages(self, messages: Sequence[Message]) -> int:
-        total = TOKENS_PER_REPLY
-        for message in messages:
-            total += TOKENS_PER_MESSAGE + sum(self.count(p) for p in _message_text_parts(message))
-        return total
+        return TOKENS_PER_REPLY + sum(message_parts_tokens(m, self.count) for m in messages)
 
 
 @functools.lru_cache(maxsize=4)

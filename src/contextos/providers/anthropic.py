@@ -46,10 +46,13 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from contextos.engine.context import model_info
 from contextos.engine.window import Block, Window
+from contextos.llm.media_tokens import THINKING_KEY as THINKING_KEY  # message metadata key
+from contextos.llm.media_tokens import open_loop_start
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
@@ -66,9 +69,6 @@ JSON = dict[str, Any]
 
 #: Message metadata key holding the ``compaction`` blocks of an assistant turn, verbatim.
 COMPACTION_KEY = "anthropic_compaction"
-#: Message metadata key holding the ``thinking`` / ``redacted_thinking`` blocks of an
-#: assistant turn, verbatim (signatures included).
-THINKING_KEY = "anthropic_thinking"
 _THINKING = ("thinking", "redacted_thinking")
 
 
@@ -285,7 +285,13 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
 def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
     """Put each logged turn's ``compaction`` blocks, then its thinking blocks, back first
     in its content (in place). Thinking: with extended thinking, the API refuses a tool
-    loop whose assistant turn comes back without its signed thinking blocks.
+    loop whose assistant turn comes back without its signed thinking blocks, and drops
+    the thinking of earlier turns from the context; so a turn's thinking goes back only
+    while its tool loop is open (:func:`~contextos.llm.media_tokens.open_loop_start`:
+    the assistant turns after the last user turn that is not tool results, in a request
+    without a question). The window keeps the blocks on those turns alone, and counts
+    them (:func:`contextos.engine.session.context_window`); the same rule here keeps
+    any other window from sending what it did not count.
 
     The API requires the block returned in a reply to come back, verbatim, in
     that assistant turn ("append the response to your messages"); it then
@@ -295,9 +301,12 @@ def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
     to the rendered messages (:func:`contextos.cache.render_anthropic`).
     """
     turns = [b for b in window.blocks if b.kind == "messages"]
-    for block, message in zip(turns, messages, strict=False):
+    question = any(b.kind == "question" for b in window.blocks)
+    loop = open_loop_start([b.role for b in turns], question=question)
+    for i, (block, message) in enumerate(zip(turns, messages, strict=False)):
         meta = block.message.metadata if block.message is not None else {}
-        kept = [*(meta.get(COMPACTION_KEY) or ()), *(meta.get(THINKING_KEY) or ())]
+        thinking = meta.get(THINKING_KEY) if i >= loop else None
+        kept = [*(meta.get(COMPACTION_KEY) or ()), *(thinking or ())]
         if not kept or message["role"] != "assistant":
             continue
         content = message["content"]
@@ -595,6 +604,9 @@ class AnthropicTokenCounter:
         self._fallback = fallback or default_tokenizer()
         self.model = model
         self.exact = client is not None
+        #: Images and documents are counted by the API too (no offline estimate in the
+        #: count: :meth:`count_messages`), when it has a client.
+        self.media_exact = self.exact
         self.name = f"anthropic:{model}" if self.exact else f"{self._fallback.name} (estimate)"
         self._cache: TextCache[int] = TextCache(cache_size)
         self._framing: int | None = None
@@ -624,8 +636,17 @@ class AnthropicTokenCounter:
         return max(0, self._api([{"role": "user", "content": text}]) - self._framing)
 
     def count_messages(self, messages: Sequence[Message]) -> int:
+        """The messages as they would be sent: logged turns as text, tool calls and
+        kept tool-result blocks; a user message carrying its wire form (a question)
+        with its own content (images, documents); no thinking blocks, which a window
+        counts apart, only for the open tool loop (the rule of
+        :meth:`~contextos.llm.tokens.Tokenizer.count_messages`)."""
         if not self.exact:
             return self._fallback.count_messages(messages)
+        ordered = [
+            replace(m, metadata={k: v for k, v in m.metadata.items() if k != THINKING_KEY})
+            for m in sorted(messages, key=lambda m: m.role != "system")
+        ]
         blocks = tuple(
             Block(
                 "system" if m.role == "system" else "history",
@@ -636,8 +657,15 @@ class AnthropicTokenCounter:
                 0,
                 None if m.role == "system" else m,
             )
-            for i, m in enumerate(sorted(messages, key=lambda m: m.role != "system"))
+            for i, m in enumerate(ordered)
         )
-        body = render_body(Prepared(Window(blocks, 0, (), (), ()), model_info(self.model)))
-        wire = body["messages"] or [{"role": "user", "content": "."}]
+        window = Window(blocks, 0, (), (), ())
+        body = render_anthropic(window, model_info(self.model))
+        _send_compactions_back(window, body["messages"])
+        turns = [m for m in ordered if m.role != "system"]
+        for m, sent in zip(turns, body["messages"], strict=True):  # one to one
+            own = own_content(m, "anthropic") if m.role == "user" else None
+            if own is not None:
+                sent["content"] = own
+        wire = [m for m in body["messages"] if m["content"]] or [{"role": "user", "content": "."}]
         return self._api(wire, body.get("system"))

@@ -29,6 +29,10 @@ write TTL split (30m / 12h) exists only in the Responses API's usage; the
 adapter's :func:`write_ttl_extra` reports it as ``cache_write_ttl`` when
 present (:func:`contextos.cache.accounting.openai_write_ttls`).
 
+The question's own ``image_url`` and ``file`` parts are sent as given and counted
+in the window by their estimated cost (:mod:`contextos.llm.media_tokens`: the
+tile rule, PDF pages); tool messages and logged turns are sent as text.
+
 Streams only report usage when ``stream_options.include_usage`` is set; the
 wrapper sets it, and when the caller had not asked for it, it hides the extra
 usage-only chunk (empty ``choices``) so the caller's loop sees what it expects.

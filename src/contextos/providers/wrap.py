@@ -39,6 +39,7 @@ from ..cache.accounting import field_of
 from ..types import Usage
 from .base import (
     CallRecord,
+    ChatRequest,
     EditReport,
     Prepared,
     ProviderAdapter,
@@ -190,10 +191,7 @@ class _Core:
             return None, kwargs, ""
         self.open_streams.finish()  # an abandoned stream's reply is logged before this call
         request = self.adapter.parse(kwargs)
-        reserve = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
-        if kwargs.get("tools") and not request.tools:  # verbatim tools: not in the window
-            reserve += _tokens_of(kwargs["tools"])
-        prepared = self.context.prepare(request, reserve_tokens=reserve)
+        prepared = self.context.prepare(request, reserve_tokens=_reserve(request, kwargs))
         rendered, prefix = self.adapter.render(prepared, kwargs)
         return prepared, rendered, prefix
 
@@ -309,6 +307,24 @@ class _ManagedStream:
         finally:
             if self._raw is not None:
                 self._raw.close()
+
+
+def _reserve(request: ChatRequest, kwargs: Mapping[str, Any]) -> int:
+    """The tokens a call keeps free outside the window: its output (``max_tokens`` or
+    ``max_completion_tokens``, else the model's default output reserve) plus the tools
+    that travel verbatim (not placed in the window, e.g. OpenAI ``strict`` tools).
+
+    The default is taken here, not left to the context source for a reserve of 0: with
+    verbatim tools and no ``max_tokens`` the reserve was the tools' tokens alone, and the
+    window could fill the whole context, leaving the reply no room."""
+    from contextos.engine.context import model_info
+
+    out = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or 0)
+    if not out:
+        out = model_info(request.model).default_output_reserve()
+    if kwargs.get("tools") and not request.tools:  # verbatim tools: not in the window
+        out += _tokens_of(kwargs["tools"])
+    return out
 
 
 def _tokens_of(value: Any) -> int:
@@ -622,8 +638,13 @@ def wrap(
             - ``memory_limit``/``memory_tokens``: how many memories, and how many
               tokens of them (8, 1024).
             - ``remember``: add each exchange to memory (True).
-            - ``budget``: the input token budget (default: the model's window minus
-              ``max_tokens``).
+            - ``budget``: the input token budget, used as given (``max_tokens`` is not
+              taken from it). Default: the model's context window less the reserve, which
+              is ``max_tokens`` (or ``max_completion_tokens``; without either, the model's
+              default output reserve) plus the tokens of tools sent verbatim. A budget over
+              that (window less reserve) of a registered model is refused with
+              ``BudgetError`` at the call; an unknown model's window is assumed (128,000
+              tokens, logged once per model), so its budget is used as given.
             - ``compaction``: the session's compaction strategy (``summarize``, the
               default, ``truncate``, ``clear_tool_results``, ``offload``) or None to
               never compact.

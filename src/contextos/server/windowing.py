@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from contextos.engine.session import Session, context_window, search_scope
+from contextos.engine.session import Session, context_window, search_scope, window_budget
 from contextos.engine.window import Overflow, Window
 from contextos.llm.models import get_model
 from contextos.llm.tokens import Tokenizer
@@ -41,14 +41,22 @@ class WindowRequest:
 def build_window(
     tenants: TenantMemories, tenant: str, req: WindowRequest, tokenizer: Tokenizer
 ) -> Window:
-    """Search the tenant's memories for the question and place them in a window."""
+    """Search the tenant's memories for the question and place them in a window.
+
+    Raises:
+        ConfigError: an unknown model.
+        BudgetError: ``token_budget`` is over the model's context window less its
+            default output reserve (:func:`~contextos.engine.session.window_budget`),
+            refused before any search.
+    """
+    model = get_model(req.model)
+    budget = window_budget(model, req.token_budget)
     mem = tenants.get(tenant)
     hits = mem.search(
         req.question,
         **search_scope(req.user_id, req.agent_id, req.session_id),
         limit=req.limit,
     )
-    model = get_model(req.model)
     if req.session_id is not None:
         session = Session(
             tenants.store,
@@ -58,9 +66,9 @@ def build_window(
             agent_id=req.agent_id,
             tokenizer=tokenizer,
         )
-        return session.window(model, req.question, budget=req.token_budget, hits=hits)
+        return session.window(model, req.question, budget=budget, hits=hits)
     return context_window(
-        req.token_budget,
+        budget,
         tokenizer=tokenizer,
         question=req.question,
         min_cache_tokens=model.min_cache_tokens,
