@@ -179,3 +179,36 @@ def test_a_floor_judges_a_memory_not_yet_embedded_by_the_vector_it_will_get(
         assert embedded[far.id].relevance is not None and embedded[far.id].relevance < 0.5
         assert list(pending) == [near.id]
         assert pending[near.id].relevance == pytest.approx(embedded[near.id].relevance, abs=1e-5)
+
+
+class PoisonHeld(HeldBatches):
+    """``HeldBatches`` that also refuses any batch holding "kaboom" (queries too)."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if any("kaboom" in t for t in texts):
+            raise ValueError("cannot embed kaboom")
+        return super().embed(texts)
+
+
+@BOTH
+def test_a_record_the_embedder_refuses_costs_no_other_its_floor_cosine(
+    kind: str, tmp_path: Path
+) -> None:
+    """The floor's cosines of the keyword hits without a vector were computed in one
+    batch: a quarantined record among them failed it, and the memory just added was
+    dropped by the floor again. Each is now embedded alone when the batch fails."""
+    embedder = PoisonHeld()
+    with open_memory(kind, tmp_path, embedder=embedder) as m:
+        for n in range(12):
+            m.add(_adopted(n), user_id="ana")
+        refused = m.add("kaboom zebra99x", user_id="ana")[0]
+        assert m.flush(timeout=30)
+        assert [q.id for q in m.embedding_status().quarantined] == [refused.id]
+        embedder.hold()
+        try:
+            near = m.add("zebra99x", user_id="ana")[0]
+            hits = m.search("zebra99x", user_id="ana", min_score=0.5)
+        finally:
+            embedder.release()
+        assert near.id in [h.record.id for h in hits]
+        assert refused.id not in [h.record.id for h in hits]  # no cosine: dropped by the floor

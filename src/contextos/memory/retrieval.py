@@ -53,7 +53,7 @@ import functools
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -212,6 +212,15 @@ def above_floor(
     ]
 
 
+def _batch_then_each(records: list[MemoryRecord]) -> Iterator[list[MemoryRecord]]:
+    """``records`` as one batch, then (the caller stops after a batch that worked)
+    each record alone: one record an embedder refuses does not fail the others."""
+    if records:
+        yield records
+    if len(records) > 1:
+        yield from ([r] for r in records)
+
+
 @functools.lru_cache(maxsize=1)
 def _query_pool() -> ThreadPoolExecutor:
     """Threads that embed queries while the lexical search runs (created on first use;
@@ -321,17 +330,21 @@ class HybridRetriever:
         searchable when it returns). Only a search with a floor pays for this, and
         only for the best ``UNEMBEDDED_COSINES`` such hits: pending rows exist
         between an ``add`` and the worker's next batch. A row the embedder refuses
-        (quarantined) keeps no cosine, and the floor's rule for hits without one."""
+        (quarantined) keeps no cosine, and the floor's rule for hits without one; it
+        does not cost the others theirs (they are embedded one by one when the batch
+        fails, as the worker does)."""
         wanted = [c.id for c in fused if c.id in unembedded][:UNEMBEDDED_COSINES]
         now = datetime.now(UTC)
         records = [r for r in self.store.get_many(flt.scope.tenant, wanted) if flt.matches(r, now)]
-        if not records:
-            return fused
-        try:
-            vectors = normalize(embed_records(self.embedder.embed, records))
-        except Exception:  # an embedder that fails here fails in the worker too
-            return fused
-        cosines = dict(zip((r.id for r in records), (vectors @ query).tolist(), strict=True))
+        cosines: dict[str, float] = {}
+        for batch in _batch_then_each(records):
+            try:
+                vectors = normalize(embed_records(self.embedder.embed, batch))
+            except Exception:  # an embedder that fails here fails in the worker too
+                continue
+            cosines.update(zip((r.id for r in batch), (vectors @ query).tolist(), strict=True))
+            if len(batch) == len(records):
+                break
         return [replace(c, cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
 
     def _unembedded(
