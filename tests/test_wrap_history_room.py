@@ -27,9 +27,11 @@ from contextos.testing.fake_anthropic import FakeAnthropic, _blocks  # noqa: E40
 MODEL = "claude-opus-5"
 #: The input budget (wrap's ``budget`` is the input budget; it was 9,000 less the call's
 #: ``max_tokens`` of 64 when the output was taken from it). At 9,000 the summarize
-#: compaction leaves the verbatim history opening on an assistant reply (a rotation
-#: boundary between a question and its reply), which the last assertion catches: a
-#: separate defect of compaction, reported, not this test's subject.
+#: compaction used to leave the verbatim history opening on an assistant reply (it
+#: stopped rotating between a question and its reply); fixed, compaction now cuts only
+#: between exchanges (``_rotation_steps`` in engine/compaction.py), and
+#: tests/test_wrap_exchange_boundary.py checks every budget from 8,600 to 9,400 (the
+#: last assertion here checks this one).
 BUDGET = 8936
 #: About 6,000 tokens: two thirds of the budget.
 SYSTEM = "You are a helpful assistant for Dana. " * 760

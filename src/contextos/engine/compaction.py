@@ -270,6 +270,79 @@ def _plan_clear(
     return clear, tokens
 
 
+def opens_exchange(turn: Turn) -> bool:
+    """Whether ``turn`` opens an exchange: a user turn (a tool result is not one). The
+    exchange runs to the next such turn: the replies, tool calls and results after it."""
+    return turn.message.role == "user"
+
+
+def exchanges(units: Sequence[tuple[Turn, ...]]) -> list[list[tuple[Turn, ...]]]:
+    """Tool ``units`` grouped by exchange: each group opens on a unit that
+    :func:`opens_exchange` (the first group need not, when the turns open on a reply)."""
+    groups: list[list[tuple[Turn, ...]]] = []
+    for unit in units:
+        if not groups or opens_exchange(unit[0]):
+            groups.append([unit])
+        else:
+            groups[-1].append(unit)
+    return groups
+
+
+def _rotation_steps(
+    visible: Sequence[Turn], state: HistoryState, seqs: tuple[set[int], set[int], set[int]]
+) -> tuple[list[tuple[list[int], int]], int]:
+    """The rotation, oldest first, as steps each of which leaves a history that never
+    opens mid-exchange; and ``tail``, the tokens of the recent units (the first one and
+    after). A step is the seqs it rotates and their cost.
+
+    An exchange's user turn goes only with the last of its exchange: a chat exchange (a
+    question and its reply) goes whole, and when a rotation stops inside a longer one
+    (an agent's task and its steps), its user turn stays (``kept``) before the steps
+    left, so the history opens on the user's turn, never on a reply or a tool call
+    without what asked for it. Pinned units are stepped over (their exchange's user turn
+    stays with them); a recent unit ends the steps. The newest exchange may go on (an
+    agent's next step), so its user turn stays whatever goes (with no recent turns to
+    keep, what came after it would open the history). A pinned user turn stays by itself,
+    so its exchange's units go one by one, as do those of a first exchange that opens on
+    a reply (nothing before them to keep).
+    """
+    protected, pinned, cleared_now = seqs
+
+    def cost(unit: tuple[Turn, ...]) -> int:
+        return sum(STUB_TOKENS if t.seq in cleared_now else turn_cost(t, state) for t in unit)
+
+    steps: list[tuple[list[int], int]] = []
+    recent = False
+    tail = 0
+    groups = exchanges(tool_units(visible))
+    for n, group in enumerate(groups, 1):
+        head = group[0]
+        opener = opens_exchange(head[0]) and not any(t.seq in pinned for t in head)
+        if recent or (opener and any(t.seq in protected for t in head)):
+            recent = True
+            tail += sum(cost(u) for u in group)
+            continue
+        inner: list[tuple[Turn, ...]] = []
+        whole = n < len(groups)  # the newest exchange may go on: its user turn stays
+        for unit in group[1:] if opener else group:
+            if recent or any(t.seq in protected for t in unit):
+                recent, whole = True, False
+                tail += cost(unit)
+            elif any(t.seq in pinned for t in unit):
+                whole = False
+            else:
+                inner.append(unit)
+        if opener and whole:
+            last = [inner.pop()] if inner else []
+            steps += [([t.seq for t in u], cost(u)) for u in inner]
+            steps.append(
+                ([t.seq for u in (*last, head) for t in u], sum(cost(u) for u in (*last, head)))
+            )
+        else:
+            steps += [([t.seq for t in u], cost(u)) for u in inner]
+    return steps, tail
+
+
 def _plan_rotate(
     visible: Sequence[Turn],
     state: HistoryState,
@@ -277,7 +350,8 @@ def _plan_rotate(
     tokens: int,
     levels: tuple[int, int, int],
 ) -> tuple[list[int], int]:
-    """Rotate whole units, oldest first, until ``tokens <= goal``.
+    """Rotate whole units, oldest first, until ``tokens <= goal``, stopping only where
+    the history left opens on a user turn (:func:`_rotation_steps`).
 
     ``seqs``: the recent (protected), the pinned and the just-cleared turns; ``levels``:
     the goal, the budget and the trigger, in the tokens ``tokens`` counts. Pinned units
@@ -293,29 +367,26 @@ def _plan_rotate(
     while a 30,000-token window held all 28,619 tokens. Why not rotate nothing then:
     pinned turns never age out, so pins over the budget would stop compaction for good,
     and an agent whose every step reads a big file would grow its history without end.
+
+    Why by exchange: stopping at any unit once the goal was reached put the cut between
+    a question and its reply whenever the token arithmetic fell there (a wrapped client
+    at a 9,000-token budget), and every window until the next compaction opened on the
+    assistant's reply: a reply to no question, and a request the Messages API expects
+    to open on a user turn.
     """
-    protected, pinned, cleared_now = seqs
     goal, limit, trigger = levels
-    units: list[tuple[list[int], int]] = []  # the units it may rotate, with their cost
-    recent = tail = 0  # ``tail``: tokens of the recent units (the first one and after)
-    for unit in tool_units(visible):
-        cost = sum(STUB_TOKENS if t.seq in cleared_now else turn_cost(t, state) for t in unit)
-        recent = recent or any(t.seq in protected for t in unit)
-        if recent:
-            tail += cost
-        elif not any(t.seq in pinned for t in unit):
-            units.append(([t.seq for t in unit], cost))
-    if tokens - sum(cost for _, cost in units) > limit:  # no rotation fits the budget
+    steps, tail = _rotation_steps(visible, state, seqs)
+    if tokens - sum(cost for _, cost in steps) > limit:  # no rotation fits the budget
         if tokens - tail <= trigger:
             return [], tokens
         goal += tail
     rotate: list[int] = []
-    for unit_seqs, cost in units:
+    for step_seqs, cost in steps:
         if tokens <= goal:
             break
-        rotate += unit_seqs
+        rotate += step_seqs
         tokens -= cost
-    return rotate, tokens
+    return sorted(rotate), tokens
 
 
 def apply_compaction(
@@ -344,15 +415,19 @@ def apply_compaction(
     if not plan.rotate:
         return replace(state, cleared=cleared, compactions=state.compactions + 1)
     start = max(max(plan.rotate) + 1, state.start_seq)
-    kept = tuple(k for k in state.kept if k not in set(plan.rotate))
+    rotated = set(plan.rotate)
+    pins = pinned_seqs(turns, state)
+    # A turn the rotation stepped over stays (an exchange's user turn, its steps partly
+    # rotated: :func:`_rotation_steps`): kept, as a pinned turn is, until one rotates it.
+    stepped = {t.seq for t in visible_turns(turns, state) if t.seq < start} - rotated - pins
+    kept = tuple(sorted((set(state.kept) - rotated) | stepped))
     # Stubs of turns rotated out are forgotten: the list grew with the whole log.
-    stay = pinned_seqs(turns, state) | set(kept)
+    stay = pins | set(kept)
     cleared = tuple(c for c in cleared if c >= start or c in stay)
     summary = state.summary
     if plan.strategy == "summarize":
         if summarizer is None:
             raise ValueError("the summarize strategy needs a summarizer")
-        rotated = set(plan.rotate)
         ceiling = int(th.summary_share * budget)
         summary = _checked_summary(
             summarizer.summarize(
