@@ -21,6 +21,8 @@ fixed size and the store does not know the embedder's size up front.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from contextos.errors import StoreError
@@ -34,6 +36,18 @@ from contextos.store.tables import (
 
 #: Arbitrary constant naming the advisory lock that serialises migrations and index builds.
 LOCK_KEY = 0x636F6E74  # "cont"
+
+#: How long a migration waits for a lock on a table (``lock_timeout``) before it gives up
+#: with a ``StoreError`` and changes nothing. While V8's ``ALTER TABLE`` waits for its
+#: exclusive lock, every other query on ``memories``, of every process, queues behind it;
+#: without a bound, one long reader (a report, a ``pg_dump``, a transaction left open)
+#: stalled the whole store for as long as it ran. 5 s is far longer than any query the
+#: store runs (milliseconds), so a lock held that long is a session outside it that will
+#: not end soon, and it is as long as the other processes then stall before the
+#: migration steps aside (the rewrite itself holds the lock for ~8 s per 100,000 rows).
+MIGRATION_LOCK_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 #: The text search configuration behind ``memories.tsv`` and the queries (V8 creates
 #: it in the store's schema): PostgreSQL's ``english`` with its Snowball stemmer
@@ -310,10 +324,26 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+#: Migrations (numbers) that rewrite ``memories`` (every row, under an exclusive lock,
+#: ~8 s per 100,000 rows): logged at INFO when they run on an existing table.
+REWRITES_MEMORIES = frozenset({MIGRATIONS.index(V8_KEYWORD_WORDS) + 1})
+
+
 def migrate(conn: Any) -> int:
-    """Bring the database behind ``conn`` (a psycopg connection) to the newest schema."""
+    """Bring the database behind ``conn`` (a psycopg connection) to the newest schema.
+
+    A migration runs once and must finish, so it runs without the session's
+    ``statement_timeout`` (one set in the URL's options or for the role cancelled V8's
+    rewrite of a big table at every open, and the store could never be opened). After
+    the advisory lock (waiting for another process's migration is waiting for what
+    must finish), lock waits are bounded by ``MIGRATION_LOCK_TIMEOUT_S``: a migration
+    stuck behind a long reader fails with a StoreError saying so, rather than queueing
+    every other query behind its lock request for as long as that reader runs.
+    """
     with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL statement_timeout = 0")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        cur.execute(f"SET LOCAL lock_timeout = {round(MIGRATION_LOCK_TIMEOUT_S * 1000)}")
         _ensure_vector_extension(cur)
         cur.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -327,8 +357,38 @@ def migrate(conn: Any) -> int:
                 f"understands ({len(MIGRATIONS)}); upgrade contextos"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            cur.execute(script)
+            # a table created by V1 in this transaction is empty: nothing worth a word
+            rewrites = number in REWRITES_MEMORIES and version > 0
+            if rewrites:
+                cur.execute("SELECT count(*) FROM memories")  # a tiny part of the rewrite
+                (rows,) = cur.fetchone()
+                log.info(
+                    "PostgreSQL schema migration V%d is rewriting table memories (%s rows; "
+                    "~8 s per 100,000) under an exclusive lock: the store's queries wait "
+                    "until it is done",
+                    number,
+                    f"{rows:,}",
+                )
+            start = time.monotonic()
+            try:
+                cur.execute(script)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available
+                    raise StoreError(
+                        f"PostgreSQL schema migration V{number} waited more than "
+                        f"{MIGRATION_LOCK_TIMEOUT_S:g} s for a lock another session holds "
+                        "on a contextos table (a long query, a pg_dump, a transaction left "
+                        "open: see pg_stat_activity) and changed nothing; end that "
+                        "session or wait for it, then open the store again"
+                    ) from exc
+                raise
             cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+            if rewrites:
+                log.info(
+                    "PostgreSQL schema migration V%d rewrote table memories in %.1f s",
+                    number,
+                    time.monotonic() - start,
+                )
     return len(MIGRATIONS)
 
 
