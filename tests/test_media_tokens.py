@@ -15,6 +15,7 @@ import io
 import json
 import math
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -209,6 +210,122 @@ def test_a_url_image_and_a_url_document_cost_the_documented_constants() -> None:
     assert mt.media_tokens(Message("user", "compare")) == 0
 
 
+# -- hostile input: bounded in time and price ---------------------------------------------
+#
+# A question's PDF or image is the caller's (or an attacker's, through an app that
+# forwards uploads): pricing it must not hang the call, nor price it absurdly. Each
+# case below took seconds to minutes, or raised, before its bound.
+
+#: Generous for a loaded 2-core machine; the unbounded code took 10 s and more.
+FAST = 1.0
+
+
+def by_size(data: bytes) -> int:
+    """The documented price of a PDF whose pages are not counted: a page per 50 KB."""
+    return max(1, math.ceil(len(data) / 50_000)) * mt.PDF_PAGE_TOKENS
+
+
+def timed(price: Any, *args: Any) -> tuple[int, float]:
+    start = time.perf_counter()
+    tokens = price(*args)
+    return tokens, time.perf_counter() - start
+
+
+def objstm_flood(markers: int = 25_000) -> bytes:
+    """Object-stream markers without an ``endstream``, then a long stream: every marker
+    once made a search to the end and a copy of the rest of the file."""
+    return b"%PDF-1.7\n" + b"/Type/ObjStm " * markers + b"stream\n" + b"x" * 600_000
+
+
+def test_a_flood_of_object_stream_markers_is_priced_at_once() -> None:
+    data = objstm_flood()
+    tokens, took = timed(mt.pdf_tokens, data)
+    assert took < FAST
+    assert tokens == by_size(data)
+
+
+@pytest.mark.parametrize(
+    "inflated",
+    [
+        b"/Type /Page " * 700_000,  # 8 MB of page objects, from 16 KB
+        bytes(8 << 20),  # 8 MB of nothing, from 8 KB
+    ],
+    ids=["pages", "zeros"],
+)
+def test_many_small_zlib_bombs_are_priced_by_size_at_once(inflated: bytes) -> None:
+    bomb = zlib.compress(inflated, 9)
+    stream = b"1 0 obj << /Type /ObjStm /N 1 >>\nstream\n" + bomb + b"\nendstream endobj\n"
+    data = b"%PDF-1.7\n" + stream * 120  # 1-2 MB inflating to ~1 GB
+    tokens, took = timed(mt.pdf_tokens, data)
+    assert took < FAST
+    assert tokens == by_size(data) <= mt.PDF_MAX_PAGES * mt.PDF_PAGE_TOKENS
+    # the same file as an OpenAI ``file`` part
+    part = {"type": "file", "file": {"file_data": "data:application/pdf;base64," + b64(data)}}
+    tokens, took = timed(mt.openai_parts_tokens, [part])
+    assert took < FAST
+    assert tokens == by_size(data)
+
+
+def test_a_pdf_never_costs_more_than_a_request_takes() -> None:
+    # 40 MB of page objects: past the most pages a request takes, priced as that most
+    data = b"%PDF-1.7\n" + b"/Type /Page " * 3_500_000
+    tokens, took = timed(mt.pdf_tokens, data)
+    assert took < FAST
+    assert tokens == mt.PDF_MAX_PAGES * mt.PDF_PAGE_TOKENS == 1_800_000
+    # and what was counted before still is, object streams and all
+    assert mt.pdf_pages(pdf(600)) == 600
+    assert mt.pdf_pages(pdf(250, compressed=True)) == 250
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"RIFF\x00\x00\x00\x00WEBPVP8X",  # the chunk's name and nothing after it
+        b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x10\x00\x00\x00\x7f\x02",
+        b"RIFF\x00\x00\x00\x00WEBPVP8L\x00\x00\x00\x00\x2f\x7f",
+    ],
+    ids=["vp8x-bare", "vp8x-cut", "vp8l-cut"],
+)
+def test_a_cut_short_webp_header_costs_the_unknown_size_price(head: bytes) -> None:
+    assert mt.base64_image_size(b64(head)) is None
+    question = Message(
+        "user", "q", metadata={mt.WIRE_KEY: ("anthropic", {"content": [_image_block(head)]})}
+    )
+    assert mt.media_tokens(question) == mt.ANTHROPIC_UNKNOWN_IMAGE_TOKENS
+    part = {"type": "image_url", "image_url": {"url": "data:image/webp;base64," + b64(head)}}
+    assert mt.openai_parts_tokens([part]) == mt.OPENAI_UNKNOWN_IMAGE_TOKENS
+
+
+def test_a_jpeg_of_fill_bytes_or_empty_segments_is_read_at_once() -> None:
+    # no frame header in the head: the whole image is decoded and walked (16 MB)
+    fill = b"\xff\xd8" + b"\xff" * (16 << 20)  # a marker's fill bytes, one by one: 2 s
+    empty = b"\xff\xd8" + b"\xff\xe0\x00\x02" * (4 << 20)  # 4M segments: 2 s
+    for data in (fill, empty):
+        size, took = timed(mt.base64_image_size, b64(data))
+        assert size is None and took < FAST
+
+
+def test_content_nested_past_any_request_is_not_walked() -> None:
+    image = _image_block(png(200, 200))  # 54 tokens
+    deep: dict[str, Any] = {"type": "text", "text": "x"}
+    for _ in range(5000):
+        deep = {"type": "tool_result", "content": [deep, image]}
+    question = Message("user", "q", metadata={mt.WIRE_KEY: ("anthropic", {"content": [deep]})})
+    tokens, took = timed(mt.media_tokens, question, TOK.count)
+    assert took < FAST
+    # the images of the levels walked, no more (no RecursionError)
+    assert tokens == mt.MAX_NESTING * 54  # at depths 1 to MAX_NESTING
+    # a reference cycle ends too
+    loop: dict[str, Any] = {"type": "tool_result", "content": [image]}
+    loop["content"].append(loop)
+    assert mt.anthropic_blocks_tokens([loop], None) == mt.MAX_NESTING * 54
+    # what a request does nest is walked: a document's content in a search result
+    # in a tool result
+    doc = {"type": "document", "source": {"type": "content", "content": [image]}}
+    nested = {"type": "tool_result", "content": [{"type": "search_result", "content": [doc]}]}
+    assert mt.anthropic_blocks_tokens([nested], None) == 54
+
+
 # -- through the wrapper ----------------------------------------------------------------
 
 
@@ -373,6 +490,35 @@ def test_the_questions_own_pdf_is_counted(
         assert sent <= window.total_tokens <= window.budget
         question = next(b for b in window.blocks if b.kind == "question")
         assert question.tokens >= 2 * mt.PDF_PAGE_TOKENS
+
+
+@pytest.mark.parametrize("crafted", ["flood", "bombs"])
+def test_a_crafted_pdf_in_a_question_does_not_hang_the_call(
+    anthropic_client: Any, fake_anthropic: Any, memory: Memory, crafted: str
+) -> None:
+    if crafted == "flood":
+        data = objstm_flood()
+    else:
+        bomb = zlib.compress(b"/Type /Page " * 700_000, 9)
+        data = b"%PDF-1.7\n" + (b"/Type /ObjStm stream\n" + bomb + b"endstream\n") * 60
+    ctx = Recording(
+        memory=memory, session="up", user_id="ana", budget=900_000, background_commit=False
+    )
+    wrapped = wrap(anthropic_client, context=ctx)
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": b64(data)},
+    }
+    ask = [document, {"type": "text", "text": "Summarise this."}]
+    start = time.perf_counter()
+    wrapped.messages.create(
+        model="claude-sonnet-4-6", max_tokens=256, messages=[{"role": "user", "content": ask}]
+    )
+    assert time.perf_counter() - start < 3 * FAST  # 15 s for the flood before its bound
+    (body,) = (r.json() for r in fake_anthropic.messages_requests())
+    assert body["messages"][-1]["content"][0]["source"]["data"] == b64(data)  # sent as given
+    question = next(b for b in ctx.windows[-1].blocks if b.kind == "question")
+    assert by_size(data) <= question.tokens <= by_size(data) + 50
 
 
 openai = pytest.importorskip("openai")

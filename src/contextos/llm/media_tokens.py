@@ -26,9 +26,11 @@ PDFs (https://platform.claude.com/docs/en/build-with-claude/pdf-support): every
 page is sent as text and as an image, "1,500-3,000 tokens per page" by Anthropic's
 own range; the estimate takes the top, :data:`PDF_PAGE_TOKENS` a page. Pages are
 counted in the file's bytes (its ``/Type /Page`` objects, inside compressed object
-streams too); a PDF whose pages cannot be counted is priced by its size
-(:data:`PDF_BYTES_PER_PAGE`), and one not sent as bytes (a URL, a file id) as
-:data:`UNKNOWN_PDF_PAGES` pages. A plain-text document costs its text.
+streams too), in one bounded pass (:func:`pdf_pages`); a PDF whose pages cannot be
+counted, or whose count passes a bound (a crafted file, a zip bomb), is priced by its
+size (:data:`PDF_BYTES_PER_PAGE`), and one not sent as bytes (a URL, a file id) as
+:data:`UNKNOWN_PDF_PAGES` pages. No PDF costs more than :data:`PDF_MAX_PAGES` pages,
+the most a request takes. A plain-text document costs its text.
 
 OpenAI images (https://platform.openai.com/docs/guides/images-vision, the GPT-4o
 family's tile rule): ``detail: low`` costs 85 tokens; otherwise the image is fit in
@@ -135,10 +137,10 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
         width, height = struct.unpack("<HH", data[26:30])
         return _positive(width & 0x3FFF, height & 0x3FFF)
-    if chunk == b"VP8L" and data[20:21] == b"\x2f":
+    if chunk == b"VP8L" and data[20:21] == b"\x2f" and len(data) >= 25:
         bits = int.from_bytes(data[21:25], "little")
         return _positive((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
-    if chunk == b"VP8X":
+    if chunk == b"VP8X" and len(data) >= 30:  # cut short: unknown, not 1 x 1
         width = int.from_bytes(data[24:27], "little") + 1
         height = int.from_bytes(data[27:30], "little") + 1
         return _positive(width, height)
@@ -149,15 +151,22 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+#: A marker's fill bytes (any number of 0xFF before it), skipped in one step.
+_FILL = re.compile(rb"\xff+")
+#: Segments read before a JPEG's frame header, at most (a camera's has a dozen).
+_JPEG_MAX_SEGMENTS = 1024
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        fill = _FILL.match(data, i)
+        if fill is None:
+            return None
+        i = fill.end() - 1  # the last 0xFF: the marker follows
+        if i + 4 > len(data):
             return None
         marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
         if marker in (0x01, *range(0xD0, 0xDA)):  # no length
             i += 2
             continue
@@ -219,38 +228,98 @@ def openai_image_tokens(width: int, height: int, detail: str = "auto") -> int:
 
 # -- PDF pages -------------------------------------------------------------------------
 
-_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
-_OBJSTM = re.compile(rb"/Type\s*/ObjStm")
+#: Whitespace between ``/Type`` and its name, at most (a crafted file's long runs
+#: would make every ``/Type`` a long match to try).
+_PAGE = re.compile(rb"/Type\s{0,16}/Page(?![A-Za-z])")
+#: A page object (group 1 unset) or an object stream's dictionary (group 1 set).
+_MARK = re.compile(rb"/Type\s{0,16}/(?:Page(?![A-Za-z])|(ObjStm))")
 _STREAM = re.compile(rb"stream\r?\n")
-#: Bytes one object stream may inflate to while pages are counted.
-_MAX_INFLATE = 8 << 20
+_ENDSTREAM = b"endstream"
+#: The most pages one request takes ("600, 100 for models with a 200k-token context
+#: window"): no PDF costs more than this many pages.
+PDF_MAX_PAGES = 600
+#: ``/Type`` keys looked at while pages are counted (in the file and in what is
+#: inflated), at most: every one is a match to try.
+PDF_MAX_TYPES = 100_000
+#: Compressed object streams inflated while pages are counted, at most.
+PDF_MAX_STREAMS = 1000
+#: Bytes inflated while one PDF's pages are counted, all its object streams together.
+PDF_MAX_INFLATE = 16 << 20
+
+
+def _count_pages(text: bytes, limit: int) -> int:
+    """The ``/Type /Page`` objects in ``text``, counted up to ``limit`` + 1."""
+    found = 0
+    for _ in _PAGE.finditer(text):
+        found += 1
+        if found > limit:
+            break
+    return found
 
 
 def pdf_pages(data: bytes) -> int | None:
     """The pages of a PDF: its ``/Type /Page`` objects, those inside compressed object
-    streams (PDF 1.5) included; None when it has none to count."""
+    streams (PDF 1.5) included; None when it has none to count, or when counting them
+    would pass a bound: more than :data:`PDF_MAX_PAGES` pages, :data:`PDF_MAX_TYPES`
+    ``/Type`` keys, :data:`PDF_MAX_STREAMS` object streams, or :data:`PDF_MAX_INFLATE`
+    bytes inflated from them all. The file is read once, front to back (an object
+    stream is one only up to its ``endstream``, and what lies in it is not read again),
+    so any file is counted in a time linear in its size, the inflate bound included."""
     if not data.startswith(b"%PDF"):
         return None
-    pages = len(_PAGE.findall(data))
-    for found in _OBJSTM.finditer(data):
-        start = _STREAM.search(data, found.end())
-        if start is None:
+    types = PDF_MAX_TYPES - data.count(b"/Type")
+    if types < 0:
+        return None
+    view = memoryview(data)
+    budget = PDF_MAX_INFLATE
+    pages = streams = at = 0
+    inflating = True  # False once no object stream can follow (no stream, no end)
+    while pages <= PDF_MAX_PAGES:
+        found = _MARK.search(data, at)
+        if found is None:
+            break
+        at = found.end()
+        if found.group(1) is None:
+            pages += 1
             continue
-        end = data.find(b"endstream", start.end())
+        start = _STREAM.search(data, at) if inflating else None
+        end = data.find(_ENDSTREAM, start.end()) if start is not None else -1
+        if start is None or end < 0:
+            inflating = False
+            continue
+        at = end + len(_ENDSTREAM)
+        streams += 1
+        if streams > PDF_MAX_STREAMS or budget <= 0:
+            return None
+        inflate = zlib.decompressobj()
         try:
-            body = zlib.decompressobj().decompress(data[start.end() : end], _MAX_INFLATE)
+            body = inflate.decompress(view[start.end() : end], budget)
         except zlib.error:
             continue
-        pages += len(_PAGE.findall(body))
-    return pages or None
+        budget -= len(body)
+        types -= body.count(b"/Type")
+        if (budget <= 0 and not inflate.eof) or types < 0:
+            return None  # a bound spent with more to read
+        pages += _count_pages(body, PDF_MAX_PAGES - pages)
+    return pages if 0 < pages <= PDF_MAX_PAGES else None
 
 
 def pdf_tokens(data: bytes | None) -> int:
-    """Tokens of a PDF's bytes (None: not sent as bytes), :data:`PDF_PAGE_TOKENS` a page."""
+    """Tokens of a PDF's bytes (None: not sent as bytes), :data:`PDF_PAGE_TOKENS` a page.
+
+    A PDF whose pages :func:`pdf_pages` does not count (none found, or a bound passed:
+    a crafted file, a zip bomb) is priced by its size, a page per
+    :data:`PDF_BYTES_PER_PAGE`. The price is bounded: never more than
+    :data:`PDF_MAX_PAGES` pages (the most a request takes), and never more than the
+    file's size allows: a counted page is a page object in its bytes or in the at most
+    :data:`PDF_MAX_INFLATE` bytes inflated from them, an uncounted one a page per
+    :data:`PDF_BYTES_PER_PAGE` of its bytes. The time is bounded too: linear in the
+    size, tens of milliseconds for a file at the APIs' request limit (32 MB).
+    """
     if data is None:
         return UNKNOWN_PDF_PAGES * PDF_PAGE_TOKENS
     pages = pdf_pages(data) or max(1, math.ceil(len(data) / PDF_BYTES_PER_PAGE))
-    return pages * PDF_PAGE_TOKENS
+    return min(pages, PDF_MAX_PAGES) * PDF_PAGE_TOKENS
 
 
 # -- content blocks --------------------------------------------------------------------
@@ -266,18 +335,19 @@ def _anthropic_image(block: Any) -> int:
     return ANTHROPIC_UNKNOWN_IMAGE_TOKENS
 
 
-def _anthropic_document(block: Any, count: Count | None) -> int:
+def _anthropic_document(block: Any, count: Count | None) -> tuple[int, list[Any]]:
+    """Tokens of a document block, and the blocks of a ``content`` source (to walk)."""
     source = _get(block, "source")
     kind = _get(source, "type")
     data = _get(source, "data")
     extra = sum(count(t) for t in (_get(block, "title"), _get(block, "context")) if t and count)
     if kind == "text" and isinstance(data, str):
-        return extra + (count(data) if count else math.ceil(len(data) / 4))
+        return extra + (count(data) if count else math.ceil(len(data) / 4)), []
     if kind == "content":
-        return extra + anthropic_blocks_tokens(_listed(_get(source, "content")), count, text=True)
+        return extra, _listed(_get(source, "content"))
     if kind == "base64" and isinstance(data, str):
-        return extra + pdf_tokens(_b64_bytes(data))
-    return extra + pdf_tokens(None)
+        return extra + pdf_tokens(_b64_bytes(data)), []
+    return extra + pdf_tokens(None), []
 
 
 def _listed(value: Any) -> list[Any]:
@@ -286,23 +356,38 @@ def _listed(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else []
 
 
+#: How deep blocks nest in what is walked: a request the API takes nests a few levels
+#: (a search result or a document in a tool result); what lies deeper is not priced.
+MAX_NESTING = 8
+
+
 def anthropic_blocks_tokens(
     blocks: Iterable[Any], count: Count | None, *, text: bool = False
 ) -> int:
     """Estimated tokens of the images and documents among Anthropic content ``blocks``,
-    those nested in ``tool_result`` and ``search_result`` blocks included. ``text``:
-    also the text blocks (inside a document, whose text is not the turn's)."""
+    those nested in ``tool_result`` and ``search_result`` blocks and in documents'
+    ``content`` sources included. ``text``: also the text blocks (a document's own are
+    counted always: their text is not the turn's). Blocks nested
+    more than :data:`MAX_NESTING` levels deep (content no API request holds, a
+    reference cycle) are not walked: the walk is iterative and ends."""
     total = 0
-    for block in blocks:
+    todo: list[tuple[Any, bool, int]] = [(block, text, 0) for block in blocks]
+    while todo:
+        block, as_text, depth = todo.pop()
         kind = _get(block, "type")
+        inner: list[Any] = []
         if kind == "image":
             total += _anthropic_image(block)
         elif kind == "document":
-            total += _anthropic_document(block, count)
+            tokens, inner = _anthropic_document(block, count)
+            total += tokens
+            as_text = True
         elif kind in ("tool_result", "search_result"):
-            total += anthropic_blocks_tokens(_listed(_get(block, "content")), count, text=text)
-        elif kind == "text" and text and count is not None:
+            inner = _listed(_get(block, "content"))
+        elif kind == "text" and as_text and count is not None:
             total += count(str(_get(block, "text", "")))
+        if inner and depth < MAX_NESTING:
+            todo.extend((child, as_text, depth + 1) for child in inner)
     return total
 
 
