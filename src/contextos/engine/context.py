@@ -715,7 +715,10 @@ class SessionContext:
         logged: tuple[Message, ...] = ()
         if new:
             logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
-        self._compact(self._history_room(request, parts, budget), request.server_edits)
+        # A call without a question (tool results) sends the open loop's thinking:
+        # compaction costs it too (``open_loop``).
+        open_loop = parts.question is None and parts.prefill is None
+        self._compact(self._history_room(request, parts, budget), request.server_edits, open_loop)
         state = self.session.state()
         prints = self._conversation()
         kept = len(prints)  # the conversation's first ``kept`` turns go in the history
@@ -763,9 +766,12 @@ class SessionContext:
             fixed += int(layout.topic_ceiling * budget)
         return max(1, min(int(budget * self.history_share), budget - fixed))
 
-    def _compact(self, history_budget: int, server_edits: Sequence[str] = ()) -> None:
+    def _compact(
+        self, history_budget: int, server_edits: Sequence[str] = (), open_loop: bool = False
+    ) -> None:
         """Compact the session log when it passes its trigger for ``history_budget``
-        tokens (:meth:`_history_room`).
+        tokens (:meth:`_history_room`), the open tool loop's thinking counted when the
+        window sends it (``open_loop``: :meth:`Session.compact`).
 
         Never twice over with the provider's server: when the call asks the
         server to clear tool results (``clear_tool_uses_20250919``), contextos's
@@ -784,7 +790,11 @@ class SessionContext:
             self.compaction if memory is not None or self.compaction != "offload" else "truncate"
         )
         done = self.session.compact(
-            history_budget, strategy, thresholds=self.thresholds, memory=memory
+            history_budget,
+            strategy,
+            thresholds=self.thresholds,
+            memory=memory,
+            open_loop=open_loop,
         )
         if done.plan is not None and self.topic is not None:
             self.topic.due = True  # the prefix changes here anyway: refresh with it

@@ -97,6 +97,52 @@ _META_KEY = "history"
 #: :mod:`contextos.llm.media_tokens`). A Session reads it and takes it off
 #: (:meth:`Session._counted`); a raw read of the store (``Store.turns``) shows it.
 COUNTED_KEY = "contextos_tokens"
+#: How many recounts of logged turns a process keeps (:class:`_Recounts`).
+RECOUNTS_KEPT = 65_536
+
+
+class _Recounts:
+    """Counts of logged turns made again by a reader whose counter is not the one that
+    stored them (another tokenizer, an older counting rule, a log from before counts
+    were stamped), kept for the process, at most :data:`RECOUNTS_KEPT` (the oldest go
+    first).
+
+    Why: the log is append-only (a turn's stored count and stamp are never rewritten;
+    the stores have no update of a turn), so a reader recounted such a log on every
+    read, and a server that opens a fresh Session per request (the HTTP and MCP window
+    routes) recounted a 4,000-turn log on every window request: 353 ms a request where
+    the stored counts took 166 ms. A turn is keyed by its store (the object), session,
+    seq, time and text, and the reader's stamp: a log is recounted once per process.
+    """
+
+    def __init__(self, limit: int = RECOUNTS_KEPT) -> None:
+        self.limit = limit
+        self._counts: dict[tuple[Any, ...], int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> int | None:
+        return self._counts.get(key)
+
+    def put(self, key: tuple[Any, ...], count: int) -> None:
+        with self._lock:
+            self._counts[key] = count
+            while len(self._counts) > self.limit:
+                del self._counts[next(iter(self._counts))]
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+_RECOUNTS = _Recounts()
+
+
+def remote_counter(tokenizer: Tokenizer) -> bool:
+    """Whether ``tokenizer`` counts through an API call per text (an exact counter such
+    as :class:`~contextos.providers.anthropic.AnthropicTokenCounter` with a client: its
+    ``remote`` attribute), so that counting a log again costs a request a turn."""
+    return bool(getattr(tokenizer, "remote", False))
+
+
 #: The session meta's key for its log epoch: a token drawn by the first write of the
 #: state through a Session and carried by every later one (compactions, pins), which
 #: ``forget``'s reset drops (:meth:`Store.forget` starts the meta over). While it is
@@ -287,7 +333,9 @@ def with_thinking_sent(
     thinking (it drops earlier turns' thinking from the context). Those turns cost their
     thinking too (:func:`~contextos.llm.media_tokens.thinking_tokens`); every other turn
     loses the blocks, so what the window sends is what it counted. A logged turn's
-    count holds no thinking (:meth:`Session.add`).
+    count holds no thinking (:meth:`Session.add`); compaction adds it as this does
+    (:func:`with_thinking_counted`), and a loop whose thinking does not fit loses that
+    of its older turns first (:func:`loop_thinking_to_fit`).
     """
     loop = open_loop_start([i.role for i in turns], question=question)
     out: list[Item] = []
@@ -301,6 +349,66 @@ def with_thinking_sent(
             meta = {k: v for k, v in msg.metadata.items() if k != THINKING_KEY}
             out.append(replace(item, message=replace(msg, metadata=meta)))
     return tuple(out)
+
+
+def loop_thinking_to_fit(
+    turns: Sequence[Item], tokenizer: Tokenizer, room: int
+) -> tuple[Item, ...] | None:
+    """``turns`` (as :func:`with_thinking_sent` gives them, in a request without a
+    question) with the thinking of the open tool loop's older assistant turns taken off,
+    oldest first, until the loop (the user turn that opened it and every turn after)
+    fits ``room`` tokens less the pinned turns before it; None when nothing is taken off
+    (the loop fits, or no older turn of it has thinking).
+
+    The newest assistant turn keeps its thinking: the API needs the thinking of the turn
+    whose tool calls the results answer back with them (the only thinking a request
+    must send back); that of the loop's earlier turns may be left out. Why: the loop's
+    thinking (about 1,600 tokens a step in a long agent task) was counted whole, and
+    the window, short of room, cut the oldest turns instead: the question that opened
+    the loop first, every request after sent the steps without what asked for them.
+    Thinking goes before any turn does: the steps and the question stay.
+    """
+    loop = open_loop_start([i.role for i in turns], question=False)
+    start = max(loop - 1, 0)  # the loop's user turn, when the history holds it
+    steps = [n for n in range(loop, len(turns)) if turns[n].role == "assistant"]
+    older = [n for n in steps[:-1] if _thinking_of(turns[n])]
+    need = sum(i.tokens for i in turns[start:]) + sum(i.tokens for i in turns[:start] if i.pinned)
+    if not older or need <= room:
+        return None
+    out = list(turns)
+    for n in older:
+        item = out[n]
+        assert item.message is not None  # it has thinking
+        meta = {k: v for k, v in item.message.metadata.items() if k != THINKING_KEY}
+        cost = thinking_tokens(item.message, tokenizer.count)
+        out[n] = replace(
+            item, tokens=item.tokens - cost, message=replace(item.message, metadata=meta)
+        )
+        need -= cost
+        if need <= room:
+            break
+    return tuple(out)
+
+
+def _thinking_of(item: Item) -> bool:
+    """Whether a turn's item carries thinking blocks (sent with it)."""
+    return item.message is not None and bool(item.message.metadata.get(THINKING_KEY))
+
+
+def with_thinking_counted(turns: Sequence[Turn], tokenizer: Tokenizer) -> list[Turn]:
+    """``turns`` (a history that a request without a question goes on from) with the
+    open tool loop's assistant turns costed with their thinking, as
+    :func:`with_thinking_sent` costs them in the window: what compaction reads when it
+    makes room for such a request (``Session.compact(open_loop=True)``). A logged turn's
+    count holds no thinking, so compaction saw less than the window would send, never
+    ran, and the window cut the loop's oldest turns instead (its question first)."""
+    loop = open_loop_start([t.message.role for t in turns], question=False)
+    out = list(turns[:loop])
+    for t in turns[loop:]:
+        if t.message.role == "assistant" and t.message.metadata.get(THINKING_KEY):
+            t = replace(t, tokens=t.tokens + thinking_tokens(t.message, tokenizer.count))
+        out.append(t)
+    return out
 
 
 def hit_refs(hit: Hit) -> tuple[str, ...]:
@@ -449,6 +557,7 @@ def context_window(
         summary_items = (
             text_item("summary", text, tokenizer, role="system", provenance=summary.provenance()),
         )
+    sent = with_thinking_sent(turns, tokenizer, question=question is not None)
     segments = [
         Segment(
             "tools",
@@ -499,7 +608,7 @@ def context_window(
         Segment(
             "turns",
             "messages",
-            with_thinking_sent(turns, tokenizer, question=question is not None),
+            sent,
             priority=TURNS_PRIORITY,
             keep="newest",
             cache_ttl="5m",
@@ -537,6 +646,20 @@ def context_window(
         min_cache_tokens=min_cache_tokens,
         restate_question_over=lay.restate_question_over,
     )
+    if question is None and any(o.segment == "turns" for o in window.overflow):
+        # The open loop's thinking did not fit: its older turns' thinking goes first
+        # (:func:`loop_thinking_to_fit`). The turns' allowance stays what it was: the
+        # segments served before them are the same.
+        room = next(u.allowance for u in window.usage if u.name == "turns")
+        lean = loop_thinking_to_fit(sent, tokenizer, room)
+        if lean is not None:
+            segments = [replace(g, items=lean) if g.name == "turns" else g for g in segments]
+            window = assemble(
+                segments,
+                budget,
+                min_cache_tokens=min_cache_tokens,
+                restate_question_over=lay.restate_question_over,
+            )
     if header and not any(b.segment == "memories" for b in window.blocks):
         # No memory fits: the header would introduce nothing. Assembled again without
         # either (the room goes to what else wants it), both reported left out.
@@ -613,6 +736,12 @@ class Session:
     client's Session holds ``window``: in a process that stays up for days it kept
     every turn it ever read (about 2.3 KB a turn, nearly all of them long rotated out).
 
+    ``exact_history``: with a remote counter (an API call per text: an
+    ``AnthropicTokenCounter`` with a client), also count the logged turns another counter
+    counted (one ``count_tokens`` request a turn, once per process). Off (the default),
+    their stored counts stand in, as estimates (:attr:`estimated_counts`); the turns
+    this Session logs, the question and the window's other parts are counted exactly.
+
     Example:
         >>> s = Session(store, "chat-1", user_id="ana")           # doctest: +SKIP
         >>> s.add(Message("user", "hi"))                          # doctest: +SKIP
@@ -629,6 +758,7 @@ class Session:
         agent_id: str | None = None,
         tokenizer: Tokenizer | None = None,
         hold: Hold = "log",
+        exact_history: bool = False,
     ) -> None:
         self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
         if self.scope.session_id is None:
@@ -639,6 +769,12 @@ class Session:
         self.tokenizer = tokenizer or default_tokenizer()
         #: The stamp of this Session's counts (:func:`~contextos.llm.tokens.counted_with`).
         self._counter = counted_with(self.tokenizer)
+        #: Count logged turns another counter counted with this one's API too (see
+        #: :meth:`_counted`); off, a remote counter keeps their stored counts.
+        self.exact_history = exact_history
+        #: The seqs of the turns read whose count is the stored one, another counter's
+        #: estimate, kept in place of a recount by a remote counter (:meth:`_counted`).
+        self._estimated: set[int] = set()
         self.hold: Hold = hold
         #: The turns read with ``seq >= _held_from``, whole, in log order.
         self._turns: list[Turn] = []
@@ -705,23 +841,62 @@ class Session:
                 stamp[ESTIMATED_KEY] = estimated
         return replace(message, metadata={**message.metadata, COUNTED_KEY: stamp})
 
+    @property
+    def estimated_counts(self) -> frozenset[int]:
+        """The seqs of the turns read whose count is an estimate: the one stored by
+        another counter, kept in place of a recount by this Session's remote counter
+        (``exact_history`` off; :meth:`_counted`). Empty for an offline counter."""
+        return frozenset(self._estimated)
+
     def _counted(self, turns: Sequence[Turn]) -> list[Turn]:
         """``turns`` as read from the store, with this Session's counts: a stored count
         is kept when this Session's tokenizer and counting rule made it (its stamp,
         :data:`COUNTED_KEY`), else the turn is counted again (a log written by another
-        tokenizer, an older contextos, or before counts were stamped). Nothing is
-        written back: reads stay reads. The stamp is taken off the turn's metadata."""
+        tokenizer, an older contextos, or before counts were stamped). The stamp is taken
+        off the turn's metadata.
+
+        A recount is kept for the process (:class:`_Recounts`): the log is append-only,
+        so it is never written back, and without it every read of such a log (a fresh
+        Session per server request) counted it all again. A remote counter (an API call
+        per text, :func:`remote_counter`: ``AnthropicTokenCounter`` with a client) does
+        not recount stored turns: the stored count stands in, an estimate, listed in
+        :attr:`estimated_counts`, unless the Session was made with
+        ``exact_history=True`` (then each such turn costs one ``count_tokens`` request,
+        once per process). Turns this Session logs are counted exactly as they are
+        logged either way. Why: opening a Session with the exact counter on a log
+        written with the default tokenizer made one request per turn (402 for 400
+        turns), again for every new Session.
+        """
         out: list[Turn] = []
+        keep_stored = remote_counter(self.tokenizer) and not self.exact_history
         for turn in turns:
             meta = turn.message.metadata
             stamp = meta.get(COUNTED_KEY)
             if stamp is not None:
                 clean = {k: v for k, v in meta.items() if k != COUNTED_KEY}
                 turn = replace(turn, message=replace(turn.message, metadata=clean))
-            if not isinstance(stamp, Mapping) or stamp.get("with") != self._counter:
-                count = self.tokenizer.count_messages([turn.message]) - TOKENS_PER_REPLY
-                turn = replace(turn, tokens=count)
-            out.append(turn)
+            if isinstance(stamp, Mapping) and stamp.get("with") == self._counter:
+                out.append(turn)
+                continue
+            if keep_stored:
+                self._estimated.add(turn.seq)
+                out.append(turn)
+                continue
+            message = turn.message
+            key = (
+                id(self.store),
+                self.scope.tenant,
+                self.scope.session_id,
+                turn.seq,
+                turn.created_at,
+                hash((message.role, message.content)),
+                self._counter,
+            )
+            count = _RECOUNTS.get(key)
+            if count is None:
+                count = self.tokenizer.count_messages([message]) - TOKENS_PER_REPLY
+                _RECOUNTS.put(key, count)
+            out.append(replace(turn, tokens=count))
         return out
 
     def turns(self) -> list[Turn]:
@@ -817,6 +992,7 @@ class Session:
             meta, self._revision = self.store.session_meta_revision(self.scope)
             self._epoch = meta.get(_EPOCH_KEY)
             held = self._prints
+            self._estimated.clear()  # the log read whole: as it is now
             self._turns = self._counted(self.store.turns(self.scope))
             self._prints = [turn_print(t) for t in self._turns]
             self._said = _extend_conversation([], self._prints)
@@ -978,11 +1154,18 @@ class Session:
         summarizer: Summarizer | None = None,
         memory: MemoryLike | None = None,
         force: bool = False,
+        open_loop: bool = False,
     ) -> CompactionResult:
         """Compact the history to fit ``budget`` (its share of the window), if needed.
 
         ``offload`` archives rotated turns with ``memory.add`` (a
         :class:`contextos.memory.Memory`), keeping each turn's reference.
+
+        ``open_loop``: the window this makes room for is a request without a new question
+        (an agent's call after its tools ran), which sends the open tool loop's thinking
+        blocks: the loop's assistant turns are costed with them
+        (:func:`with_thinking_counted`), as the window counts them, so compaction runs
+        before the window would have to cut the loop.
 
         Several Sessions (threads, processes: a wrapped client and ``contextos
         compact``) may compact one session at once, and the summarizer may be a slow
@@ -1010,7 +1193,8 @@ class Session:
         leftover = self._finish_archive(memory) if memory is not None else 0
         state, meta, revision = self._read_state()
         turns = self.conversation(state)  # as the user sees it: no replaced answers
-        plan = plan_compaction(turns, state, budget, strategy, thresholds, force=force)
+        costed = with_thinking_counted(turns, self.tokenizer) if open_loop else turns
+        plan = plan_compaction(costed, state, budget, strategy, thresholds, force=force)
         if plan is None:
             return CompactionResult(None, state, leftover)
         summarizer = summarizer or (
@@ -1105,9 +1289,12 @@ __all__ = [
     "context_window",
     "hit_items",
     "hit_refs",
+    "loop_thinking_to_fit",
     "novel_hits",
     "search_scope",
     "sendable_units",
     "turn_items",
     "window_budget",
+    "with_thinking_counted",
+    "with_thinking_sent",
 ]

@@ -239,22 +239,49 @@ def _strength(unit: tuple[Item, ...]) -> int:
     return min(ranks) if ranks else 1 << 30
 
 
+def _openers(units: Sequence[tuple[Item, ...]]) -> list[int | None]:
+    """For each unit, the index of the unit that opens its exchange: the latest user turn
+    (role ``user``; a tool result is not one) at or before it; None before the first."""
+    out: list[int | None] = []
+    opener: int | None = None
+    for i, unit in enumerate(units):
+        if unit[0].role == "user":
+            opener = i
+        out.append(opener)
+    return out
+
+
 def _select(seg: Segment, allowance: int) -> tuple[list[tuple[Item, ...]], list[tuple[Item, ...]]]:
-    """Units kept (in their final order) and units dropped, within ``allowance`` tokens."""
+    """Units kept (in their final order) and units dropped, within ``allowance`` tokens.
+
+    A ``newest`` segment (the history) keeps a reply only with the user turn that opened
+    its exchange (:func:`_openers`): a unit goes in with that turn, or not at all, and
+    the older ones with it. Why: cut newest first by tokens alone, a question and its
+    reply larger than the room, the reply alone not, kept the reply and dropped the
+    question: a history opening on the assistant, a reply to no question. When the cut
+    falls inside a long exchange (an agent's task and its steps), the task stays before
+    the newest steps, as compaction leaves it (``kept``).
+    """
     units = _units(seg.items)
     order = list(range(len(units)))
+    openers: list[int | None] = [None] * len(units)
     if seg.keep == "newest":
         order = [i for i in order if any(x.pinned for x in units[i])] + [
             i for i in reversed(order) if not any(x.pinned for x in units[i])
         ]
+        openers = _openers(units)
     elif seg.keep == "strongest":
         order.sort(key=lambda i: (_strength(units[i]), i))
     kept: set[int] = set()
     left = allowance
     for i in order:
-        cost = _cost(units[i])
+        if i in kept:  # an exchange's user turn, kept with a reply of its exchange
+            continue
+        opener = openers[i]
+        take = [i] if opener is None or opener == i or opener in kept else [i, opener]
+        cost = sum(_cost(units[k]) for k in take)
         if cost <= left:
-            kept.add(i)
+            kept.update(take)
             left -= cost
         elif seg.keep != "strongest" and not any(x.pinned for x in units[i]):
             break  # keep a contiguous prefix/suffix: no holes in the history
@@ -362,14 +389,23 @@ def _reason(
         out = {id(u[0]) for u in dropped}
         units = _units(seg.items)
         stop = next(
-            (u for u in reversed(units) if id(u[0]) in out and not any(i.pinned for i in u)),
+            (
+                k
+                for k in reversed(range(len(units)))
+                if id(units[k][0]) in out and not any(i.pinned for i in units[k])
+            ),
             None,
         )
         if stop is not None:
-            which = "newest unit" if stop is units[-1] else "newest unit left out"
+            which = "newest unit" if stop == len(units) - 1 else "newest unit left out"
+            cost, also = _cost(units[stop]), ""
+            opener = _openers(units)[stop]
+            if opener is not None and opener != stop and id(units[opener][0]) in out:
+                cost += _cost(units[opener])
+                also = " with the user turn that opened its exchange"
             left = allowance - sum(_cost(u) for u in kept)
             return (
-                f"the {which} of segment {seg.name!r} ({_cost(stop)} tokens) is larger than "
+                f"the {which} of segment {seg.name!r}{also} ({cost} tokens) is larger than "
                 f"the room left ({left} tokens); older ones are not placed without it"
             )
     if seg.ceiling is not None and seg.ceiling < room:

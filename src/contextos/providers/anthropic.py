@@ -607,6 +607,9 @@ class AnthropicTokenCounter:
         #: Images and documents are counted by the API too (no offline estimate in the
         #: count: :meth:`count_messages`), when it has a client.
         self.media_exact = self.exact
+        #: Each new text it counts is an API request (with a client): a Session does not
+        #: count logged turns again with it (see ``Session(exact_history=...)``).
+        self.remote = self.exact
         self.name = f"anthropic:{model}" if self.exact else f"{self._fallback.name} (estimate)"
         self._cache: TextCache[int] = TextCache(cache_size)
         self._framing: int | None = None
