@@ -91,3 +91,10 @@ class ProviderHTTPError(ProviderError):
         super().__init__(f"{message} (HTTP {status})")
         self.status = status
         self.body = body
+
+
+class ReplyTruncated(ProviderError):
+    """The model stopped at its output limit (Anthropic ``stop_reason: max_tokens``,
+    OpenAI ``finish_reason: length``): the reply is cut, so it is not taken as an
+    answer (a cut list of facts or decisions reads as a shorter, wrong one). Callers
+    that have an offline fallback use it, as for a reply that is not valid."""
