@@ -92,3 +92,22 @@ def postgres_store(*, options: str = "", **kwargs: Any) -> Iterator[Any]:
         store.close()
         with connect(url) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@contextmanager
+def memory_on(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Any]:
+    """A Memory on a SQLite file under ``tmp_path`` (``kind`` "sqlite") or on a fresh
+    PostgreSQL schema (``kind`` "postgres", dropped afterwards): the two stores a test
+    parametrised over both runs against, the Memory closed at the end."""
+    from contextos.memory import Memory
+
+    if kind == "sqlite":
+        with Memory(tmp_path / "m.db", **kwargs) as m:
+            yield m
+        return
+    with postgres_store() as store:
+        m = Memory(store=store, **kwargs)
+        try:
+            yield m
+        finally:
+            m.close()

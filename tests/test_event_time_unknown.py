@@ -27,6 +27,7 @@ from contextos.memory import Memory
 from contextos.memory.retrieval import RetrievalConfig
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, MemoryRecord, Scope
+from pg_support import memory_on
 
 BOTH = pytest.mark.parametrize(
     "kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -40,18 +41,8 @@ def open_memory(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Memory]:
     """A Memory (vectors written inline) on a SQLite file or a fresh PostgreSQL schema."""
     kwargs.setdefault("embedder", HashEmbedder())
     kwargs.setdefault("background_embedding", False)
-    if kind == "sqlite":
-        with Memory(tmp_path / "m.db", **kwargs) as m:
-            yield m
-        return
-    from pg_support import postgres_store
-
-    with postgres_store() as store:
-        m = Memory(store=store, **kwargs)
-        try:
-            yield m
-        finally:
-            m.close()
+    with memory_on(kind, tmp_path, **kwargs) as m:
+        yield m
 
 
 @BOTH

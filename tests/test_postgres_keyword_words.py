@@ -32,7 +32,7 @@ from contextos.store.postgres.schema import MIGRATIONS, SEPARATOR_RANGES, V8_KEY
 from contextos.testing.embedders import HashEmbedder
 from contextos.text.query import query_terms
 from contextos.types import Filter, Scope
-from pg_support import connect, fresh_schema, pg_url
+from pg_support import connect, fresh_schema, memory_on, pg_url
 
 BOTH = pytest.mark.parametrize(
     "kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -73,18 +73,8 @@ def open_memory(kind: str, tmp_path: Path) -> Iterator[Memory]:
         "background_embedding": False,
         "retrieval": RetrievalConfig(mode="bm25"),
     }
-    if kind == "sqlite":
-        with Memory(tmp_path / "m.db", **kwargs) as m:
-            yield m
-        return
-    from pg_support import postgres_store
-
-    with postgres_store() as store:
-        m = Memory(store=store, **kwargs)
-        try:
-            yield m
-        finally:
-            m.close()
+    with memory_on(kind, tmp_path, **kwargs) as m:
+        yield m
 
 
 @BOTH

@@ -25,6 +25,7 @@ from contextos.embed import Vectors
 from contextos.memory import Memory
 from contextos.memory.retrieval import FACT_RETRIEVAL, RetrievalConfig
 from contextos.testing.embedders import FailingEmbedder, HashEmbedder
+from pg_support import memory_on
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 
@@ -52,18 +53,8 @@ class HeldBatches(HashEmbedder):
 @contextmanager
 def open_memory(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Memory]:
     """A long-lived Memory (background worker) on a SQLite file or a fresh PG schema."""
-    if kind == "sqlite":
-        with Memory(tmp_path / "m.db", **kwargs) as m:
-            yield m
-        return
-    from pg_support import postgres_store
-
-    with postgres_store() as store:
-        m = Memory(store=store, **kwargs)
-        try:
-            yield m
-        finally:
-            m.close()
+    with memory_on(kind, tmp_path, **kwargs) as m:
+        yield m
 
 
 def _adopted(n: int) -> dict[str, str]:

@@ -21,6 +21,7 @@ import pytest
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
 from contextos.times import MAX_EPOCH, MAX_TIME, from_epoch, to_epoch
+from pg_support import memory_on
 
 BOTH = pytest.mark.parametrize(
     "kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -31,18 +32,8 @@ LAST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 @contextmanager
 def open_memory(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Memory]:
     kwargs.update(embedder=HashEmbedder(), background_embedding=False)
-    if kind == "sqlite":
-        with Memory(tmp_path / "m.db", **kwargs) as m:
-            yield m
-        return
-    from pg_support import postgres_store
-
-    with postgres_store() as store:
-        m = Memory(store=store, **kwargs)
-        try:
-            yield m
-        finally:
-            m.close()
+    with memory_on(kind, tmp_path, **kwargs) as m:
+        yield m
 
 
 def test_the_last_instant_reads_back_from_epoch_seconds() -> None:
