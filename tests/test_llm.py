@@ -11,7 +11,6 @@ from contextos.llm.prompts import (
     PROMPTS,
     RECONCILE_SCHEMA,
     RECONCILE_V1,
-    SUMMARIZE_V1,
 )
 from contextos.testing.llm import ScriptedLLM
 from contextos.types import Message
@@ -75,10 +74,9 @@ def test_schema_errors_walk_arrays() -> None:
 
 
 def test_prompts_are_versioned_and_render() -> None:
-    assert set(PROMPTS) == {"reconcile@1", "extract@1", "summarize@1"}
+    assert set(PROMPTS) == {"reconcile@1", "extract@1"}
     text = RECONCILE_V1.render(speaker="Ann", when="7 May 2023", fact="f", existing="[0] e")
     assert "NEW fact (said by Ann, 7 May 2023):\nf" in text and "[0] e" in text
-    assert "{" not in SUMMARIZE_V1.render(max_tokens="200", previous="p", conversation="c")
     with pytest.raises(KeyError):
         RECONCILE_V1.render(speaker="Ann")
 

@@ -4,7 +4,7 @@
   (an ``LLM`` written as ``reply(LLMCall)``) and reply parsing;
 - :mod:`.models`: the model registry (window, output, minimum cacheable prefix, prices);
 - :mod:`.tokens`: offline token counting;
-- :mod:`.prompts`: the prompts of the LLM-backed extractor, reconciler and summarizer;
+- :mod:`.prompts`: the prompts of the LLM-backed extractor and reconciler;
 - :mod:`.clients`: ``LLM`` implementations on the official Anthropic and OpenAI SDKs.
 """
 

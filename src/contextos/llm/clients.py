@@ -1,13 +1,16 @@
 """Provider-backed implementations of the :class:`contextos.llm.LLM` seam.
 
-Extraction, reconciliation and summarization call ``complete(system,
-messages, json_schema=...)``; these classes answer it with a real model.
-With a schema they ask for structured output the way each API offers it
-(Anthropic ``output_config.format``, OpenAI ``response_format`` with
-``json_schema``); callers still validate the reply, because an
-OpenAI-compatible server may ignore the request. Usage of every call is kept
-in ``.calls`` (a :class:`~contextos.providers.wrap.UsageLog`), errors are
-contextos errors, and retries are the SDK's (``max_retries``).
+Extraction and reconciliation (:class:`~contextos.memory.extract_llm.LLMExtractor`,
+:class:`~contextos.memory.reconcile.LLMReconciler`) call ``complete(system,
+messages, json_schema=...)``; these classes answer it with a real model. (No LLM
+summarizer is shipped: compaction summarizes with the offline extractive
+summarizer.) With a schema they ask for structured output the way each API offers
+it (Anthropic ``output_config.format``, OpenAI ``response_format`` with
+``json_schema``); callers still validate the reply, because an OpenAI-compatible
+server may ignore the request. A reply the model stopped at its output limit
+raises :class:`~contextos.errors.ReplyTruncated`. Usage of every call is kept in
+``.calls`` (a :class:`~contextos.providers.wrap.UsageLog`), errors are contextos
+errors, and retries are the SDK's (``max_retries``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from contextos.config import Settings
+from contextos.errors import ReplyTruncated
 from contextos.providers.base import CallRecord
 from contextos.providers.errors import call_mapped
 from contextos.providers.sdk import client_from_settings
@@ -25,6 +29,18 @@ from contextos.providers.wrap import UsageLog
 from contextos.types import Message, Usage
 
 from .protocol import BaseLLM, LLMCall
+
+#: Seconds the clients :func:`llm_from_settings` builds wait for a reply, per attempt
+#: (the SDKs' own default is 600). Why 60: a reply at the clients' 2,048-token output
+#: cap takes about 50 s at 40 tokens/s, slower than the hosted models these clients
+#: default to; a provider that accepts the connection and never answers then blocks a
+#: call for about 3 minutes (the SDK's 2 retries included) instead of 30. A slow
+#: self-hosted server: pass ``timeout=`` (or build your own client, which keeps its own).
+LLM_TIMEOUT_S = 60.0
+
+#: The stop reasons that mean the reply was cut (Anthropic ``stop_reason``, OpenAI
+#: ``finish_reason``): the output cap, or the context window filled while writing.
+CUT_REASONS = frozenset({"max_tokens", "model_context_window_exceeded", "length"})
 
 
 def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -48,15 +64,28 @@ class _SdkLLM(BaseLLM):
         self.calls = UsageLog()
 
     def reply(self, call: LLMCall) -> str:
+        """The model's reply; ReplyTruncated when it stopped at its output limit.
+
+        Why raise: a cut reply is often still valid JSON up to a point, or a shorter list
+        (of facts, of decisions) that reads as a complete one; taken as an answer it loses
+        what was cut without a word. The call is logged in ``.calls`` first: it was paid.
+        """
         started = time.perf_counter()
-        reply, usage = self._send(call)
+        reply, usage, stop = self._send(call)
         elapsed = time.perf_counter() - started
         self.calls.append(CallRecord(self.provider, self.model, usage, reply, False, elapsed))
+        if stop in CUT_REASONS:
+            raise ReplyTruncated(
+                f"{self.provider} model {self.model} stopped its reply at its output limit "
+                f"(stop reason {stop!r}, max_tokens {self.max_tokens}, "
+                f"{usage.output_tokens} output tokens): the reply is cut"
+            )
         return reply.content
 
     @abstractmethod
-    def _send(self, call: LLMCall) -> tuple[Message, Usage]:
-        """Send ``call`` on this provider's wire: the reply message and its token usage."""
+    def _send(self, call: LLMCall) -> tuple[Message, Usage, str | None]:
+        """Send ``call`` on this provider's wire: the reply message, its token usage and
+        why the model stopped (the provider's stop or finish reason)."""
 
 
 class AnthropicLLM(_SdkLLM):
@@ -69,7 +98,7 @@ class AnthropicLLM(_SdkLLM):
     ) -> None:
         super().__init__(client, model=model, max_tokens=max_tokens)
 
-    def _send(self, call: LLMCall) -> tuple[Message, Usage]:
+    def _send(self, call: LLMCall) -> tuple[Message, Usage, str | None]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
@@ -85,7 +114,8 @@ class AnthropicLLM(_SdkLLM):
         from contextos.providers.anthropic import reply_of
 
         response = call_mapped(self.provider, self.client.messages.create, **kwargs)
-        return reply_of(response), usage_from_anthropic(response.usage)
+        stop = getattr(response, "stop_reason", None)
+        return reply_of(response), usage_from_anthropic(response.usage), stop
 
 
 class OpenAILLM(_SdkLLM):
@@ -98,7 +128,7 @@ class OpenAILLM(_SdkLLM):
     ) -> None:
         super().__init__(client, model=model, max_tokens=max_tokens)
 
-    def _send(self, call: LLMCall) -> tuple[Message, Usage]:
+    def _send(self, call: LLMCall) -> tuple[Message, Usage, str | None]:
         system = [{"role": "system", "content": call.system}] if call.system else []
         kwargs: dict[str, Any] = {"model": self.model, "messages": system + _turns(call.messages)}
         if self.max_tokens is not None:
@@ -112,18 +142,26 @@ class OpenAILLM(_SdkLLM):
         from contextos.providers.openai import reply_of
 
         response = call_mapped(self.provider, self.client.chat.completions.create, **kwargs)
-        return reply_of(response), usage_from_openai(response.usage)
+        choices = getattr(response, "choices", None) or []
+        stop = getattr(choices[0], "finish_reason", None) if choices else None
+        return reply_of(response), usage_from_openai(response.usage), stop
 
 
-def llm_from_settings(settings: Settings, *, model: str | None = None) -> Any:
+def llm_from_settings(
+    settings: Settings, *, model: str | None = None, timeout: float = LLM_TIMEOUT_S
+) -> Any:
     """An LLM for the configured key, or None when no provider is configured.
 
     Anthropic when ``ANTHROPIC_API_KEY`` is set, else OpenAI when
-    ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline".
+    ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline". The
+    client waits ``timeout`` seconds for a reply per attempt (:data:`LLM_TIMEOUT_S`;
+    the SDK's 2 retries stay). An ``AnthropicLLM`` / ``OpenAILLM`` built on your own
+    client keeps that client's timeout.
     """
     if settings.anthropic_api_key:
-        client = client_from_settings("anthropic", settings)
+        client = client_from_settings("anthropic", settings).with_options(timeout=timeout)
         return AnthropicLLM(client, model=model or settings.model)
     if settings.openai_api_key or settings.openai_base_url:
-        return OpenAILLM(client_from_settings("openai", settings), model=model or "gpt-4.1-mini")
+        client = client_from_settings("openai", settings).with_options(timeout=timeout)
+        return OpenAILLM(client, model=model or "gpt-4.1-mini")
     return None

@@ -1,9 +1,11 @@
-"""Versioned prompts for the LLM-backed steps: extraction, reconciliation, summarization.
+"""Versioned prompts for the LLM-backed steps: extraction and reconciliation.
 
 A prompt is a value with a name and a version. Changing the wording means a
-new version, so stored decisions and benchmark results can say which prompt
-made them (the version goes into record metadata and bench output), and an old
-prompt stays reproducible.
+new version, so an old prompt stays reproducible and a result can say which
+prompt made it: the reconciliation prompt's id is stored on each record it
+decides (``metadata["decided_by"]``, e.g. ``reconcile@1``). The extraction
+prompt's id is not stored on records yet (a candidate carries no metadata to the
+record it becomes); it is ``LLMExtractor.prompt.id``.
 """
 
 from __future__ import annotations
@@ -104,19 +106,5 @@ EXTRACT_V1 = Prompt(
     schema=EXTRACT_SCHEMA,
 )
 
-SUMMARIZE_V1 = Prompt(
-    name="summarize",
-    version=1,
-    system=(
-        "You compress the older part of a conversation into a summary that lets the "
-        "conversation continue without it. Keep decisions, facts, names, numbers, dates, "
-        "open questions and the user's instructions; drop pleasantries. Write plain prose."
-    ),
-    template=(
-        "Write at most {max_tokens} tokens.\n\nPrevious summary:\n{previous}\n\n"
-        "New messages:\n{conversation}\n\nUpdated summary:"
-    ),
-)
-
 #: Every shipped prompt by id, so stored metadata can be traced back to wording.
-PROMPTS: Mapping[str, Prompt] = {p.id: p for p in (RECONCILE_V1, EXTRACT_V1, SUMMARIZE_V1)}
+PROMPTS: Mapping[str, Prompt] = {p.id: p for p in (RECONCILE_V1, EXTRACT_V1)}

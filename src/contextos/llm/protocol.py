@@ -1,10 +1,12 @@
 """The ``LLM`` seam: a system prompt and messages in, text out.
 
-Extraction, reconciliation and summarization can use a language model when
-one is configured. They depend only on this protocol, so provider adapters
-(Anthropic, OpenAI) and the scripted test double in
-:mod:`contextos.testing.llm` are interchangeable, and the offline defaults
-need no model at all.
+Extraction and reconciliation can use a language model when one is configured
+(:class:`~contextos.memory.extract_llm.LLMExtractor`,
+:class:`~contextos.memory.reconcile.LLMReconciler`). They depend only on this
+protocol, so provider adapters (Anthropic, OpenAI) and the scripted test double
+in :mod:`contextos.testing.llm` are interchangeable, and the offline defaults
+need no model at all. Summarization does not use it: compaction summarizes with
+the offline extractive summarizer, and no LLM summarizer is shipped.
 """
 
 from __future__ import annotations

@@ -2,33 +2,66 @@
 with a model writing the facts (prompt ``extract@1``).
 
 A model writes better facts than rules do, but it can answer with something
-that is not the JSON asked for, or with facts no memory can hold (longer than
-``MAX_TEXT_CHARS``, holding a NUL, dated outside years 1-9999 in UTC). Then the
-turns go through the offline extractor instead (or a ProviderError is raised, if
-asked), so a bad reply never loses a turn's facts. Provenance is checked against
-the turns actually sent.
+that is not the JSON asked for, with facts no memory can hold (longer than
+``MAX_TEXT_CHARS``, holding a NUL, dated outside years 1-9999 in UTC), or stop
+at its output limit (:class:`~contextos.errors.ReplyTruncated`). Then the turns
+of that request go through the offline extractor instead (or a ProviderError is
+raised, if asked), so a bad reply never loses a turn's facts.
+
+The turns go to the model in chunks (:data:`EXTRACT_CHUNK_TOKENS` of conversation
+each, fewer if the model's window is smaller), one request per chunk, and the
+facts come back in turn order. Provenance is checked against the turns actually
+sent in that request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
 from contextos.llm.prompts import EXTRACT_V1, Prompt
+from contextos.llm.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.text import sentences as S
 from contextos.text.temporal import parse_session_time
 
-from ..errors import ProviderError
+from ..errors import ConfigError, ProviderError, ReplyTruncated
 from ..llm import LLM, parse_json_reply, schema_errors
 from ..times import opt_utc
 from ..types import Message
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import MAX_TEXT_CHARS
-from .render import caption_of
+from .render import CAPTION_KEYS, caption_of
 
 log = logging.getLogger(__name__)
+
+#: Tokens of conversation (the turns' lines; the prompt's own text comes on top) sent in
+#: one extraction request. Why 800: the reply has to fit the model's output cap, 2,048
+#: tokens in the shipped clients, and the facts' JSON is longer than the turns it comes
+#: from: on the 128 LoCoMo sessions, the offline extractor's facts (one per sentence) as
+#: JSON of the prompt's schema came to 1.6 times the turns' tokens (median), 2.06 at
+#: most (cl100k counts); 800 x 2.06 is 1,650, which
+#: leaves room for a tokenizer that counts a fifth more than cl100k does (Claude's). A
+#: median LoCoMo session (720 tokens) is one request. A larger cap: pass ``chunk_tokens``.
+EXTRACT_CHUNK_TOKENS = 800
+
+#: Share of the window (less the output cap) a request fills at most: counts are the
+#: offline cl100k tokenizer's, estimates for models that count more (Claude).
+WINDOW_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class ChunkLine:
+    """One line of the conversation sent: a turn (or a part of a long one) and its text."""
+
+    turn: Message
+    tid: str
+    speaker: str
+    text: str
+    tokens: int
 
 
 def model_text(text: str) -> str:
@@ -56,41 +89,147 @@ class LLMExtractor:
         fallback: Extractor | None = None,
         on_invalid: Literal["fallback", "raise"] = "fallback",
         confidence: float = 0.8,
+        chunk_tokens: int = EXTRACT_CHUNK_TOKENS,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         if on_invalid not in ("fallback", "raise"):
             raise ValueError(f"on_invalid must be fallback or raise, not {on_invalid!r}")
+        if chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be at least 1, not {chunk_tokens}")
         self.llm = llm
         self.prompt = prompt
         self.fallback = fallback or OfflineExtractor()
         self.on_invalid = on_invalid
         self.confidence = confidence
+        #: Most tokens of conversation per request (:data:`EXTRACT_CHUNK_TOKENS`).
+        self.chunk_tokens = chunk_tokens
+        self.tokenizer: Tokenizer = tokenizer or default_tokenizer()
 
     def extract(
         self, turns: Sequence[Message], *, session_time: datetime | None = None
     ) -> list[Candidate]:
-        """Candidates from ``turns``, written by the model."""
+        """Candidates from ``turns``, written by the model: one request per chunk of
+        turns (:meth:`chunks`), the facts in turn order.
+
+        A chunk whose reply is invalid or cut (ReplyTruncated) goes through the fallback
+        extractor (``on_invalid="fallback"``) or raises ProviderError (``"raise"``; a
+        cut reply raises its ReplyTruncated); the other chunks keep the model's facts."""
         if not turns:
             return []
-        lines, ids, speakers = [], [], []
+        when = session_time.isoformat(sep=" ", timespec="minutes") if session_time else "unknown"
+        out: list[Candidate] = []
+        for chunk in self.chunks(turns, when):
+            conversation = "\n".join(line.text for line in chunk)
+            user = self.prompt.render(session_time=when, conversation=conversation)
+            ids = [line.tid for line in chunk]
+            speakers = [line.speaker for line in chunk]
+            try:
+                reply = self.llm.complete(
+                    self.prompt.system, [Message("user", user)], json_schema=self.prompt.schema
+                )
+                out += self._candidates(reply, ids, speakers)
+                continue
+            except ReplyTruncated as exc:
+                if self.on_invalid == "raise":
+                    raise
+                problem = str(exc)
+            except ValueError as exc:
+                if self.on_invalid == "raise":
+                    raise ProviderError(f"invalid extraction reply from the model: {exc}") from None
+                problem = str(exc)
+            log.warning(
+                "invalid extraction reply (%s); using the fallback extractor for %d turn(s)",
+                problem,
+                len(chunk),
+            )
+            sent = [line.turn for line in chunk]
+            out += self.fallback.extract(sent, session_time=session_time)
+        return out
+
+    def chunk_limit(self, session_time: str = "unknown") -> int:
+        """The most tokens of conversation one request carries: ``chunk_tokens``, or less
+        when the model's window (less its output cap and the prompt's own tokens, with a
+        share kept spare: :data:`WINDOW_SHARE`) holds less.
+
+        The model is the LLM's ``model`` attribute (the shipped clients have one), looked
+        up by :func:`contextos.engine.context.model_info` (an unknown id gets its assumed
+        window); its output cap is the LLM's ``max_tokens``, else the model's default
+        output reserve. An LLM without a model name is bounded by ``chunk_tokens`` only.
+
+        Raises:
+            ConfigError: the window cannot hold the prompt and the output cap at all.
+        """
+        model = getattr(self.llm, "model", None)
+        if not isinstance(model, str) or not model:
+            return self.chunk_tokens
+        from contextos.engine.context import model_info
+
+        info = model_info(model)
+        cap = getattr(self.llm, "max_tokens", None)
+        reserve = cap if isinstance(cap, int) and cap > 0 else info.default_output_reserve()
+        schema = json.dumps(dict(self.prompt.schema or {}))
+        own = (
+            self.tokenizer.count(self.prompt.system)
+            + self.tokenizer.count(self.prompt.render(session_time=session_time, conversation=""))
+            + self.tokenizer.count(schema)
+            + 2 * TOKENS_PER_MESSAGE
+            + TOKENS_PER_REPLY
+        )
+        room = int((info.context_window - reserve) * WINDOW_SHARE) - own
+        if room < 1:
+            raise ConfigError(
+                f"model {model}'s context window of {info.context_window:,} tokens cannot "
+                f"hold the extraction prompt ({own:,} tokens) and its output cap of "
+                f"{reserve:,}: lower the LLM's max_tokens"
+            )
+        return min(self.chunk_tokens, room)
+
+    def chunks(
+        self, turns: Sequence[Message], session_time: str = "unknown"
+    ) -> list[list[ChunkLine]]:
+        """``turns`` as the lines of each request: whole turns, in order, packed up to
+        :meth:`chunk_limit` tokens; a turn longer than that alone is split into parts
+        (each at a sentence or word end where one is near, each with the turn's id and
+        speaker, the photo caption on the first), and a log line says so."""
+        limit = self.chunk_limit(session_time)
+        count = self.tokenizer.count
+        lines: list[ChunkLine] = []
         for i, turn in enumerate(turns):
             tid = (turn_ids(turn) or (str(i),))[0]
-            ids.append(tid)
-            speakers.append(speaker_of(turn))
+            speaker = speaker_of(turn)
             caption = caption_of(turn.metadata)
             shared = f" [shares a photo: {caption}]" if caption else ""
-            lines.append(f"[{tid}] {speakers[-1]}: {turn.content}{shared}")
-        when = session_time.isoformat(sep=" ", timespec="minutes") if session_time else "unknown"
-        user = self.prompt.render(session_time=when, conversation="\n".join(lines))
-        reply = self.llm.complete(
-            self.prompt.system, [Message("user", user)], json_schema=self.prompt.schema
-        )
-        try:
-            return self._candidates(reply, ids, speakers)
-        except ValueError as exc:
-            if self.on_invalid == "raise":
-                raise ProviderError(f"invalid extraction reply from the model: {exc}") from None
-            log.warning("invalid extraction reply (%s); using the fallback extractor", exc)
-            return self.fallback.extract(turns, session_time=session_time)
+            text = f"[{tid}] {speaker}: {turn.content}{shared}"
+            tokens = count(text) + 1  # and its newline
+            if tokens <= limit:
+                lines.append(ChunkLine(turn, tid, speaker, text, tokens))
+                continue
+            head = f"[{tid}] {speaker}: "
+            room = max(1, limit - count(head) - count(shared) - 1)
+            pieces = split_text(turn.content, room, count) or [turn.content]
+            log.info(
+                "extraction: turn %s (%s tokens) is longer than a request's %s tokens of "
+                "conversation: sent in %d parts",
+                tid,
+                f"{tokens:,}",
+                f"{limit:,}",
+                len(pieces),
+            )
+            plain = {k: v for k, v in turn.metadata.items() if k not in CAPTION_KEYS}
+            for n, piece in enumerate(pieces):
+                part = replace(turn, content=piece, metadata=turn.metadata if n == 0 else plain)
+                part_text = head + piece + (shared if n == 0 else "")
+                lines.append(ChunkLine(part, tid, speaker, part_text, count(part_text) + 1))
+        chunks: list[list[ChunkLine]] = []
+        size = 0
+        for line in lines:
+            if chunks and size + line.tokens <= limit:
+                chunks[-1].append(line)
+                size += line.tokens
+            else:
+                chunks.append([line])
+                size = line.tokens
+        return chunks
 
     def _candidates(
         self, reply: str, ids: Sequence[str], speakers: Sequence[str]
@@ -121,3 +260,39 @@ class LLMExtractor:
                 )
             )
         return out
+
+
+_BREAKS = ("\n", ". ", "! ", "? ", "; ", ", ", " ")
+
+
+def split_text(text: str, max_tokens: int, count: Any) -> list[str]:
+    """``text`` in consecutive pieces of at most ``max_tokens`` tokens by ``count`` (one
+    piece may hold a single character over it, when one character is that long), each
+    ending at a line, sentence, clause or word end in its second half when there is one.
+    Whitespace at a cut is dropped; nothing else is.
+
+    Example:
+        >>> split_text("One two. Three four.", 3, lambda t: len(t.split()))
+        ['One two.', 'Three four.']
+    """
+    pieces: list[str] = []
+    rest = text.strip()
+    total = count(rest)
+    step = max(1, len(rest) * max_tokens // max(total, 1))  # characters per piece, about
+    while rest:
+        if len(rest) <= step and count(rest) <= max_tokens:
+            pieces.append(rest)
+            break
+        end = min(len(rest), step)
+        while end > 1 and count(rest[:end]) > max_tokens:
+            end = max(1, end * 9 // 10)
+        cut = end
+        for mark in _BREAKS:
+            at = rest.rfind(mark, end // 2, end)
+            if at > 0:
+                cut = at + len(mark)
+                break
+        piece, rest = rest[:cut].strip(), rest[cut:].strip()
+        if piece:
+            pieces.append(piece)
+    return pieces

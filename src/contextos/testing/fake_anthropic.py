@@ -453,9 +453,13 @@ class FakeAnthropic(FakeHTTPServer):
         *,
         stream: bool = False,
         model: str = "claude-sonnet-4-6",
+        stop_reason: str = "end_turn",
     ) -> None:
-        """Answer the next request with ``text`` and exactly ``usage`` (a recorded response)."""
-        self.enqueue(self._message_response(model, text, usage, stream=stream))
+        """Answer the next request with ``text`` and exactly ``usage`` (a recorded response);
+        ``stop_reason="max_tokens"`` makes it a reply cut at the output limit."""
+        self.enqueue(
+            self._message_response(model, text, usage, stream=stream, stop_reason=stop_reason)
+        )
 
     # -- default behaviour ---------------------------------------------------
     def _dispatch(self, request: RecordedRequest) -> FakeResponse:
@@ -638,17 +642,18 @@ class FakeAnthropic(FakeHTTPServer):
         *,
         stream: bool,
         applied: list[dict[str, Any]] | None = None,
+        stop_reason: str = "end_turn",
     ) -> FakeResponse:
         msg_id = f"msg_fake_{next(self._ids):06d}"
         headers = {"request-id": f"req_{msg_id}"}
         if not stream:
             content = [{"type": "text", "text": text}]
             return FakeResponse(
-                json_body=_message_json(msg_id, model, content, "end_turn", usage.wire(), applied),
+                json_body=_message_json(msg_id, model, content, stop_reason, usage.wire(), applied),
                 headers=headers,
             )
         events = _stream_events(
-            msg_id, model, text, usage, self.delta_usage == "cumulative", applied
+            msg_id, model, text, usage, self.delta_usage == "cumulative", applied, stop_reason
         )
         return FakeResponse(events=sse_json(events), headers=headers)
 
@@ -746,6 +751,7 @@ def _stream_events(
     usage: AnthropicUsage,
     cumulative: bool,
     applied: list[dict[str, Any]] | None = None,
+    stop_reason: str = "end_turn",
 ) -> Iterator[tuple[str, Any]]:
     """The event sequence of a streamed Messages response, as the real API sends it."""
     yield "message_start", message_start(msg_id, model, usage)
@@ -771,7 +777,7 @@ def _stream_events(
         final = {"output_tokens": usage.output_tokens}
     delta: dict[str, Any] = {
         "type": "message_delta",
-        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
         "usage": final,
     }
     if applied:

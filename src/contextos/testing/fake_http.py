@@ -59,7 +59,9 @@ class FakeResponse:
     ``cut`` makes a stream fail the way a network does, after its ``events``:
     ``"drop"`` closes the connection without the body's final chunk, ``"stall"``
     sends nothing more for ``stall_seconds`` (past the client's read timeout), then
-    drops it.
+    drops it. On a JSON response (no ``events``), ``"stall"`` is a provider that
+    accepted the request and never answers: nothing at all (no status line) for
+    ``stall_seconds``, then the connection is dropped.
     """
 
     status: int = 200
@@ -104,7 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         response = self.server.owner._dispatch(request)
-        if response.events is None:
+        if response.events is None and response.cut == "stall":
+            self._stall(response.stall_seconds)
+        elif response.events is None:
             self._send_json(response)
         else:
             self._send_events(response)
@@ -137,6 +141,13 @@ class _Handler(BaseHTTPRequestHandler):
         if response.cut == "stall":
             time.sleep(response.stall_seconds)
         self.close_connection = True  # the body never ends: the client sees it cut
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _stall(self, seconds: float) -> None:
+        """Answer nothing for ``seconds``, then drop the connection (a hung provider)."""
+        time.sleep(seconds)
+        self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 

@@ -255,10 +255,19 @@ class FakeOpenAI(FakeHTTPServer):
         stream: bool = False,
         include_usage: bool = True,
         model: str = "gpt-4.1-mini",
+        finish_reason: str = "stop",
     ) -> None:
-        """Answer the next request with ``text`` and exactly ``usage`` (a recorded response)."""
+        """Answer the next request with ``text`` and exactly ``usage`` (a recorded response);
+        ``finish_reason="length"`` makes it a reply cut at the output limit."""
         self.enqueue(
-            self._completion(model, text, usage, stream=stream, include_usage=include_usage)
+            self._completion(
+                model,
+                text,
+                usage,
+                stream=stream,
+                include_usage=include_usage,
+                finish_reason=finish_reason,
+            )
         )
 
     # -- default behaviour ---------------------------------------------------
@@ -362,7 +371,14 @@ class FakeOpenAI(FakeHTTPServer):
         )
 
     def _completion(
-        self, model: str, text: str, usage: OpenAIUsage, *, stream: bool, include_usage: bool
+        self,
+        model: str,
+        text: str,
+        usage: OpenAIUsage,
+        *,
+        stream: bool,
+        include_usage: bool,
+        finish_reason: str = "stop",
     ) -> FakeResponse:
         cid = f"chatcmpl-fake{next(self._ids):06d}"
         if not stream:
@@ -377,7 +393,7 @@ class FakeOpenAI(FakeHTTPServer):
                         {
                             "index": 0,
                             "logprobs": None,
-                            "finish_reason": "stop",
+                            "finish_reason": finish_reason,
                             "message": {
                                 "role": "assistant",
                                 "content": text,
@@ -390,13 +406,18 @@ class FakeOpenAI(FakeHTTPServer):
                     "service_tier": "default",
                 }
             )
-        chunks = _chunks(cid, model, text, usage, include_usage)
+        chunks = _chunks(cid, model, text, usage, include_usage, finish_reason)
         events = [SSEEvent(data=json.dumps(c)) for c in chunks]
         return FakeResponse(events=[*events, SSEEvent(data="[DONE]")])
 
 
 def _chunks(
-    cid: str, model: str, text: str, usage: OpenAIUsage, include_usage: bool
+    cid: str,
+    model: str,
+    text: str,
+    usage: OpenAIUsage,
+    include_usage: bool,
+    finish_reason: str = "stop",
 ) -> Iterator[dict[str, Any]]:
     """The ``chat.completion.chunk`` sequence of a streamed response."""
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
@@ -415,7 +436,7 @@ def _chunks(
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     for piece in text_pieces(text):
         yield chunk({"content": piece})
-    yield chunk({}, "stop")
+    yield chunk({}, finish_reason)
     if include_usage:
         yield {
             "id": cid,
