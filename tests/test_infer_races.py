@@ -434,7 +434,10 @@ def test_a_fact_rewritten_while_the_model_merges_it_is_shown_again(
     merged = "Ana lived in Paris at 12 zq7secret street and moved to Berlin."
     llm = deciding(redact, update(merged), update("Ana lived in Paris and moved to Berlin."))
     with handles(kind, tmp_path, 2, reconciler=LLMReconciler(llm)) as (memory, eraser):
-        paris = eraser.add(said("I live in Paris at 12 zq7secret street."), user_id="ana")[0]
+        # A fact (only facts are reconciled with, never a text added verbatim).
+        (paris,) = eraser.add(
+            said("I live in Paris at 12 zq7secret street."), user_id="ana", infer=True
+        )
         memory.add(said("I moved to Berlin."), user_id="ana", infer=True)
         every = memory.get_all(user_id="ana", filters=EVERY)
         assert not any("zq7secret" in r.text for r in every)

@@ -153,14 +153,18 @@ def test_llm_decisions(scripted: str, action: str, target: str | None, text: str
         "[]",
     ],
 )
-def test_malformed_replies_become_a_logged_noop(
+def test_malformed_replies_fall_back_by_default_or_become_a_logged_noop(
     scripted: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A bad reply never loses the fact: by default the heuristic decides it.
     with caplog.at_level(logging.WARNING, logger="contextos.memory.reconcile"):
-        decision = LLMReconciler(ScriptedLLM([scripted])).decide(cand("Ann x."), SIMILAR)
+        fell_back = LLMReconciler(ScriptedLLM([scripted])).decide(cand("Ann x."), SIMILAR)
+    assert (fell_back.action, fell_back.decided_by) == ("ADD", "heuristic")
+    assert "invalid reconciliation reply" in caplog.text and "fallback decider" in caplog.text
+    noop = LLMReconciler(ScriptedLLM([scripted]), on_invalid="noop")
+    decision = noop.decide(cand("Ann x."), SIMILAR)
     assert decision.action == "NOOP" and decision.target_id is None
     assert decision.reason.startswith("invalid model reply")
-    assert "invalid reconciliation reply" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -172,10 +176,10 @@ def test_a_text_no_memory_can_hold_is_an_invalid_reply(text: str) -> None:
     # add() and update() refuse such a text; the model's went to the store, which kept
     # 100,000+ characters or raised out of add().
     for action in ("UPDATE", "ADD"):
-        noop = LLMReconciler(ScriptedLLM([reply(action, 0, text)]))
+        noop = LLMReconciler(ScriptedLLM([reply(action, 0, text)]), on_invalid="noop")
         decision = noop.decide(cand("Ann lives in Rome."), SIMILAR)
         assert decision.action == "NOOP" and decision.reason.startswith("invalid model reply")
-        fallback = LLMReconciler(ScriptedLLM([reply(action, 0, text)]), on_invalid="fallback")
+        fallback = LLMReconciler(ScriptedLLM([reply(action, 0, text)]))  # the default
         decision = fallback.decide(cand("Ann lives in Rome."), SIMILAR)
         assert (decision.action, decision.text, decision.decided_by) == (
             "UPDATE",

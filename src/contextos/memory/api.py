@@ -17,9 +17,9 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -69,6 +69,8 @@ ADD_TRIES = 50
 
 #: Adds to one session through one Memory take turns (a lock per stripe of sessions):
 #: its threads do not refuse each other's writes, and a slow add is not starved by fast.
+#: Sessions of other users share a stripe, so it is held only to read and write, never
+#: while a model is asked (an inferring add decides before it takes it, see ``_infer``).
 SESSION_STRIPES = 64
 
 log = logging.getLogger(__name__)
@@ -212,7 +214,9 @@ class Memory:
         def write(newest: Newest | None, last: MemoryRecord | None) -> list[MemoryRecord]:
             return self._add_once(said, opts, dedupe, facts, newest, last)
 
-        return self._after_newest(opts.scope, write)
+        records = self._after_newest(opts.scope, write)
+        self._embed_later()  # no lock held: an embedder may be remote
+        return records
 
     def _after_newest(self, scope: Scope, write: AddTry) -> list[MemoryRecord]:
         """``write(newest, last)`` with the session's newest record and latest turn as
@@ -226,8 +230,7 @@ class Memory:
         Threads of this Memory take turns per session (a stripe lock), so they never
         refuse each other; other handles and processes are met by random, growing
         waits between tries (``wait_before_retry``)."""
-        turns = self._session_locks[hash(scope) % SESSION_STRIPES]
-        with turns if scope.session_id is not None else nullcontext():
+        with self._session_turns(scope):
             for attempt in range(ADD_TRIES):
                 newest, last = self._last_turn(scope)
                 try:
@@ -265,7 +268,6 @@ class Memory:
             counted = {r.id: self.record_tokens.counted(r) for r in new}
             self.store.put(list(counted.values()), after=newest)
             records = [counted.get(r.id, r) for r in records]
-            self._embed_later()
         return records
 
     def _reuse_repeats(
@@ -293,35 +295,77 @@ class Memory:
     def _infer(
         self, messages: list[Message], opts: AddOptions, extractor: Extractor | None
     ) -> list[MemoryRecord]:
-        """``add(infer=True)``: the facts are extracted once, then decided, numbered and
-        written under the rule of every add to a session (``_after_newest``).
+        """``add(infer=True)``: the facts are extracted once, decided, then numbered and
+        written under the rule of every add to a session (see ``_after_newest``).
 
-        Threads of this Memory adding facts of one user (or agent) take turns from their
-        first read to their write (a lock per user or agent, taken before the session's): each
-        decides on what the one before it wrote, instead of both deciding on one read
-        and the second being refused (``Conflict``: ``Plan``) and deciding again."""
-        from .infer import extract_facts, plan_facts, written
-        from .reconcile import owner_scope
+        No model is asked while a lock that other users' adds wait for is held: the
+        extraction and the decisions (the reconciler's model calls) run before the
+        session's lock (one per stripe of sessions) is taken, and the lock is held only
+        to read the session's newest record and write, the records numbered and dated
+        after it. The write is conditional on what the decisions were made on
+        (``Plan.commit``): when that changed meanwhile (``Plan.still_holds``: a fact of
+        the user added, one shown closed, rewritten or erased) the facts are decided
+        again, outside the lock; a write refused while it all still holds (another
+        writer in the session) is tried again as decided, without asking the model.
+
+        Threads of this Memory adding facts of one user (or agent) take turns from
+        their first read to their write, with a lock of that user's (or agent's) alone
+        (``KeyedLocks``, never shared with another): each decides on what the one
+        before it wrote, instead of both deciding on one read and the second being
+        refused and asking the model again."""
+        from .infer import extract_facts, numbered, plan_facts, written
+        from .reconcile import Plan, owner_scope
 
         facts = extract_facts(messages, opts, extractor or self.extractor)
-        in_session = opts.scope.session_id is not None
-
-        def write(newest: Newest | None, last: MemoryRecord | None) -> list[MemoryRecord]:
-            first_seq = next_seq(last) if in_session else None
-            plan = plan_facts(
-                self.store,
-                facts,
-                opts.scope,
-                first_seq=first_seq,
-                reconciler=self.reconciler,
-                count=self.record_tokens,
-            )
-            return written(plan.commit(after=newest))
-
-        with self._owner_locks.held(owner_scope(opts.scope)):
-            records = self._after_newest(opts.scope, write)
-        self._embed_later()
+        scope = opts.scope
+        in_session = scope.session_id is not None
+        plan: Plan | None = None
+        records: list[MemoryRecord] | None = None
+        with self._owner_locks.held(owner_scope(scope)):
+            for attempt in range(ADD_TRIES):
+                if plan is None:  # no session lock held: the model may take its time
+                    try:
+                        plan = plan_facts(
+                            self.store,
+                            facts,
+                            scope,
+                            first_seq=0 if in_session else None,  # numbered when written
+                            reconciler=self.reconciler,
+                            count=self.record_tokens,
+                        )
+                    except Conflict:  # a fact it named changed while it was decided
+                        wait_before_retry(attempt)
+                        continue
+                with self._session_turns(scope):
+                    newest, last = self._last_turn(scope)
+                    if plan.still_holds():
+                        try:
+                            outcomes = plan.commit(
+                                after=newest,
+                                now=datetime.now(UTC),  # after the newest record read
+                                metadata=numbered(next_seq(last)) if in_session else None,
+                            )
+                        except Conflict:  # another writer since the reads: try again
+                            pass
+                        else:
+                            records = written(outcomes)
+                    else:
+                        plan = None  # decided on what changed since: decide again
+                if records is not None:
+                    break
+                wait_before_retry(attempt)
+        if records is None:
+            raise Conflict(f"the memories changed under each of {ADD_TRIES} tries; nothing written")
+        self._embed_later()  # no lock held: an embedder may be remote
         return records
+
+    def _session_turns(self, scope: Scope) -> AbstractContextManager[object]:
+        """The lock that adds to ``scope``'s session through this Memory take turns with
+        (one per stripe of sessions: held only to read and write, never while a model
+        is asked); none outside a session."""
+        if scope.session_id is None:
+            return nullcontext()
+        return self._session_locks[hash(scope) % SESSION_STRIPES]
 
     def _last_turn(self, scope: Scope) -> tuple[Newest | None, MemoryRecord | None]:
         """The newest record of this session as read (what a write after it is based
@@ -383,6 +427,8 @@ class Memory:
         for a session turn: its place (``seq``) and ``role`` stay unless given, and a
         fact's link to its turn (``fact_of``) cannot change (a tag added by replacing
         the metadata used to drop the turn's number, and the next turn started at 0).
+        The mark of an inferred fact (``inferred``) stays too unless given: what later
+        inferring adds are reconciled with.
 
         What is derived from the record follows it: its vector (``Store.update`` with
         ``embeds``) and the facts stored beside a turn, when the text changes or the
@@ -691,9 +737,10 @@ def _check_limit(limit: object) -> None:
         raise ValueError(f"limit must be an integer between 1 and {MAX_LIMIT}")
 
 
-#: Metadata the library writes on a session's turns and keeps through an update that
-#: does not name them: a turn's place in its session and who said it.
-KEPT_KEYS = ("seq", "role")
+#: Metadata the library writes and keeps through an update that does not name them: a
+#: turn's place in its session and who said it, and the mark of a fact an inferring add
+#: wrote (``reconcile.INFERRED``: what later inferring adds are reconciled with).
+KEPT_KEYS = ("seq", "role", "inferred")
 
 
 def _kept_metadata(record: MemoryRecord | None, metadata: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +36,7 @@ from ..store.base import Store, TokenCounter
 from ..types import MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
 from .ingest import AddOptions, _as_datetime
-from .reconcile import Outcome, Plan, Reconciler
+from .reconcile import INFERRED, Outcome, Plan, Reconciler
 from .render import CAPTION_KEYS, FACT_OF
 
 #: Metadata keys naming the turn a message is (provenance), in order of preference.
@@ -134,7 +134,7 @@ def extract_facts(
     candidates = extractor.extract(turns, session_time=default_time)
     candidates = _dated(candidates, _turn_times(turns), default_time)
     order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
-    base_meta = {**opts.metadata, "inferred": True}
+    base_meta = {**opts.metadata, INFERRED: True}
     return Facts(_by_turn(candidates, order), question_contexts(turns), base_meta)
 
 
@@ -152,8 +152,9 @@ def plan_facts(
 
     ``first_seq`` is the session position of the first message (None outside a
     session): facts are numbered by their source turn. ``count`` gives each record
-    written its token count. The records are dated now, after the caller read the
-    session's newest record, so they are the newest once written."""
+    written its token count. An add that decides before it knows its session's
+    newest record plans with ``first_seq=0`` and numbers the records when it writes
+    them (:func:`numbered`)."""
     plan = Plan(store, scope, reconciler=reconciler, contexts=facts.contexts, count=count)
     for pos, group in facts.groups:
         meta = dict(facts.metadata)
@@ -161,6 +162,17 @@ def plan_facts(
             meta["seq"] = first_seq + (pos or 0)
         plan.decide(group, meta)
     return plan
+
+
+def numbered(first_seq: int) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    """``Plan.commit``'s ``metadata`` for a plan made with ``first_seq=0``: each record's
+    session position moved ``first_seq`` on (where the session's next record goes)."""
+
+    def shift(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+        seq = meta.get("seq")
+        return {**meta, "seq": first_seq + seq} if isinstance(seq, int) else meta
+
+    return shift
 
 
 def written(outcomes: Sequence[Outcome]) -> list[MemoryRecord]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -35,9 +35,9 @@ from contextos.text.claims import (
 from contextos.text.temporal import describe
 
 from ..embed import Embedder
-from ..errors import Conflict, NotFound, ProviderError
+from ..errors import Conflict, NotFound, ProviderError, ReplyTruncated
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..store.base import Close, Newest, Patch, Store, TokenCounter
+from ..store.base import Close, Newest, Patch, Ranked, Store, TokenCounter
 from ..store.records import patched
 from ..times import opt_utc
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
@@ -169,17 +169,61 @@ def _speaker(record: MemoryRecord) -> str | None:
 
 OnInvalid = Literal["noop", "raise", "fallback"]
 
+#: The most characters of one stored memory the model is shown; the rest is cut and
+#: marked (:data:`CUT_MARK`). Why: the model judges whether the new fact is one it knows,
+#: changes or ends, which a fact's first sentence shows; shown whole, five stored
+#: 99,000-character memories made a 495,000-character prompt (243k tokens) that the
+#: provider refused ("prompt is too long") on every later inferring add of that user.
+#: An extracted fact is one sentence, far shorter; only a long fact is cut.
+MAX_SHOWN_CHARS = 1_000
+
+#: The most characters of the new fact shown (cut and marked beyond). A fact cut in the
+#: prompt keeps its own text when written: a text the model merged from the cut one
+#: would lose its end.
+MAX_FACT_CHARS = 4_000
+
+#: The most memories shown in one prompt (the first, best ones; the others are not
+#: offered). With the limits above, what a prompt is filled with stays under about
+#: 25,000 characters whatever the store holds: see :data:`MAX_PROMPT_VALUES_CHARS`.
+MAX_SHOWN = 20
+
+#: The most characters of the speaker's name shown.
+MAX_SPEAKER_CHARS = 200
+
+#: What ends a text cut for the prompt, so the model knows it saw only its start.
+CUT_MARK = " [...cut]"
+
+#: The bound on what :meth:`LLMReconciler._render` fills into the prompt's template
+#: (fact, speaker, date and the numbered memories, cut marks included).
+MAX_PROMPT_VALUES_CHARS = (
+    MAX_FACT_CHARS
+    + MAX_SPEAKER_CHARS
+    + 100  # the date
+    + MAX_SHOWN * (MAX_SHOWN_CHARS + len(f"[{MAX_SHOWN}] \n"))
+    + (MAX_SHOWN + 2) * len(CUT_MARK)
+)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters and marked (:data:`CUT_MARK`) if longer."""
+    return text if len(text) <= limit else text[:limit] + CUT_MARK
+
 
 class LLMReconciler:
     """Asks ``llm`` to decide, with ``prompt`` (default RECONCILE_V1) and its JSON schema.
 
     Existing memories are shown numbered, so the model answers with an index
-    and cannot invent an id. With no similar memories the answer is ADD and
-    the model is not called. A reply that is not valid JSON of the schema, or
-    points at a memory that was not shown, is handled by ``on_invalid``:
-    ``"noop"`` (default: store nothing, change nothing, log a warning),
-    ``"fallback"`` (use ``fallback``, the heuristic decider by default) or
-    ``"raise"`` (ProviderError).
+    and cannot invent an id; at most :data:`MAX_SHOWN` of them, each cut to
+    :data:`MAX_SHOWN_CHARS` (the new fact to :data:`MAX_FACT_CHARS`), so the prompt
+    stays small whatever the store holds. With no similar memories the answer is
+    ADD and the model is not called. A reply that is not valid JSON of the schema,
+    points at a memory that was not shown or writes a text no memory can hold, and a
+    reply cut at the model's output limit (the LLM raising
+    :class:`~contextos.errors.ReplyTruncated`), are handled by ``on_invalid``:
+    ``"fallback"`` (default: ``fallback`` decides, the heuristic decider by default,
+    so the new fact is not lost), ``"noop"`` (store nothing, change nothing, log a
+    warning) or ``"raise"`` (ProviderError; ``ReplyTruncated`` for a cut reply).
+    Any other error of the model (unreachable, refused) is raised.
     """
 
     def __init__(
@@ -187,7 +231,7 @@ class LLMReconciler:
         llm: LLM,
         *,
         prompt: Prompt = RECONCILE_V1,
-        on_invalid: OnInvalid = "noop",
+        on_invalid: OnInvalid = "fallback",
         fallback: Reconciler | None = None,
     ) -> None:
         if on_invalid not in ("noop", "raise", "fallback"):
@@ -198,26 +242,36 @@ class LLMReconciler:
         self.fallback = fallback or HeuristicReconciler()
 
     def decide(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> Decision:
-        similar = [r for r in similar if r.valid_to is None]  # closed facts are history
+        # Closed facts are history; the best MAX_SHOWN are offered.
+        similar = [r for r in similar if r.valid_to is None][:MAX_SHOWN]
         if not similar:
             return Decision("ADD", candidate, reason="no similar memory", decided_by="rule")
-        reply = self.llm.complete(
-            self.prompt.system,
-            [Message("user", self._render(candidate, similar))],
-            json_schema=self.prompt.schema,
-        )
+        try:
+            reply = self.llm.complete(
+                self.prompt.system,
+                [Message("user", self._render(candidate, similar))],
+                json_schema=self.prompt.schema,
+            )
+        except ReplyTruncated as exc:
+            if self.on_invalid == "raise":
+                raise
+            return self._invalid(f"reply cut at the output limit: {exc}", candidate, similar)
         try:
             return self._parse(reply, candidate, similar)
         except ValueError as exc:
             return self._invalid(str(exc), candidate, similar)
 
     def _render(self, candidate: Candidate, similar: Sequence[MemoryRecord]) -> str:
+        """The prompt's user message: what it fills in is at most
+        :data:`MAX_PROMPT_VALUES_CHARS` characters (see :data:`MAX_SHOWN_CHARS`)."""
         when = describe(candidate.event_time, "day") if candidate.event_time else "date unknown"
-        existing = "\n".join(f"[{i}] {r.text}" for i, r in enumerate(similar))
+        existing = "\n".join(
+            f"[{i}] {_cut(r.text, MAX_SHOWN_CHARS)}" for i, r in enumerate(similar[:MAX_SHOWN])
+        )
         return self.prompt.render(
-            speaker=candidate.speaker or "unknown",
+            speaker=_cut(candidate.speaker or "unknown", MAX_SPEAKER_CHARS),
             when=when,
-            fact=candidate.text,
+            fact=_cut(candidate.text, MAX_FACT_CHARS),
             existing=existing,
         )
 
@@ -237,6 +291,8 @@ class LLMReconciler:
             text = None  # blank: the record gets the candidate's text
         if text is not None:
             model_text(text)  # ValueError: an invalid reply, as any other is
+            if len(candidate.text) > MAX_FACT_CHARS:
+                text = None  # merged from the cut fact it was shown: it would lose the end
         return Decision(
             action,
             candidate,
@@ -264,6 +320,14 @@ class LLMReconciler:
 
 
 # -- applying decisions ------------------------------------------------------------
+#: The metadata key (``True``) of a fact: a record a reconciliation decision wrote (an
+#: ADD's or an UPDATE's, :func:`new_record`; every fact of ``add(infer=True)``). Facts,
+#: and only facts, are what later candidates are reconciled with (:func:`find_similar`):
+#: never a conversation turn or a text added verbatim, which say what was said, not
+#: what is believed, and must not be closed by a fact.
+INFERRED = "inferred"
+
+
 def valid_since(candidate: Candidate, now: datetime) -> datetime:
     """When a fact starts to hold (its ``valid_from``; for a fact it replaces or ends, that
     one's ``valid_to``): the time its text gives, else its turn's (``event_time``), but
@@ -296,6 +360,7 @@ def new_record(
     if cand.entities:
         meta["entities"] = list(cand.entities)
     meta.update(metadata or {})
+    meta[INFERRED] = True  # what makes it a fact later adds are reconciled with
     text = decision.new_text
     return MemoryRecord(
         id=str(uuid.uuid4()),
@@ -369,16 +434,20 @@ def plan_step(
         return Step(decision, counted(new_record(decision, scope, now, metadata, contexts), count))
     if old is None or not _within(old.scope, scope):
         raise NotFound(f"no memory {decision.target_id!r} to {decision.action.lower()}")
-    # The old fact holds until the new statement does (not before it began: a statement
-    # dated earlier than the fact it replaces closes it at once).
-    until = max(valid_since(decision.candidate, now), opt_utc(old.valid_from) or now)
-    until = min(until, now)
+    until = _until(decision.candidate, old, now)
     if decision.action == "DELETE":
         return Step(decision, target=old, close=Patch(valid_to=until))
     linked = {**(metadata or {}), "supersedes": old.id}
     record = counted(new_record(decision, scope, now, linked, contexts), count)
     closed = {**old.metadata, "superseded_by": record.id}
     return Step(decision, record, old, Patch(valid_to=until, metadata=closed))
+
+
+def _until(candidate: Candidate, old: MemoryRecord, now: datetime) -> datetime:
+    """When ``old`` stops holding, replaced or ended by ``candidate``: when the new
+    statement starts to (not before ``old`` began: a statement dated earlier than the
+    fact it replaces closes it at once), never after ``now``."""
+    return min(max(valid_since(candidate, now), opt_utc(old.valid_from) or now), now)
 
 
 def commit(
@@ -442,11 +511,22 @@ def counted(record: MemoryRecord, count: TokenCounter | None) -> MemoryRecord:
 
 
 def _within(owner: Scope, scope: Scope) -> bool:
-    """True when a record owned by ``owner`` may be changed by someone acting in ``scope``."""
+    """True when a record owned by ``owner`` may be changed by someone acting in ``scope``:
+    one of the scope's user (under its agent, when it names one), or, acting without a
+    user, a record of no user (the agent's own, or the session's)."""
+    if scope.user_id is None and owner.user_id is not None:
+        return False
     return all(
         mine is None or mine == theirs
         for mine, theirs in ((scope.user_id, owner.user_id), (scope.agent_id, owner.agent_id))
     )
+
+
+#: How deep :func:`find_similar` searches, at most, for the facts of a scope without a
+#: user (an agent's own): the store's filter cannot say "no user", so the agent's users'
+#: facts are searched too and skipped; beyond this many, an agent's own fact ranked
+#: below them is not found (and the candidate is added beside it).
+_MAX_FETCH = 1_000
 
 
 def find_similar(
@@ -457,15 +537,40 @@ def find_similar(
     k: int = 5,
     embedder: Embedder | None = None,
 ) -> list[MemoryRecord]:
-    """The ``k`` stored memories of ``scope`` most like ``text`` (BM25, plus vectors if given)."""
-    flt = Filter(scope=scope)
-    ranked = [r.id for r in store.keyword_search(flt, text, limit=k)]
+    """The ``k`` stored facts of ``scope`` most like ``text`` (BM25, plus ``k`` by vector
+    if ``embedder`` is given): what a candidate is reconciled with.
+
+    Facts only (:data:`INFERRED`: records a reconciliation decision wrote), never a
+    conversation turn or a text added verbatim. In the scope's owner exactly: with a
+    user, that user's (under the scope's agent, when it names one); without one, only
+    records of no user (an agent's own facts, never those of the agent's users)."""
+    flt = Filter(scope=scope, metadata={INFERRED: True})
+    searches: list[Callable[[int], list[Ranked]]] = [
+        lambda n: store.keyword_search(flt, text, limit=n)
+    ]
     if embedder is not None:
         vector = embedder.embed([text])[0]
-        for hit in store.vector_search(flt, vector, limit=k):
-            if hit.id not in ranked:
-                ranked.append(hit.id)
+        searches.append(lambda n: store.vector_search(flt, vector, limit=n))
+    ranked: list[str] = []
+    for search in searches:
+        ranked += [i for i in _owned(store, scope, search, k) if i not in ranked]
     return store.get_many(scope.tenant, ranked[: 2 * k])
+
+
+def _owned(store: Store, scope: Scope, search: Callable[[int], list[Ranked]], k: int) -> list[str]:
+    """The ids of ``search``'s best ``k`` hits of ``scope``'s owner (see
+    :func:`find_similar`): without a user, records of a user are skipped, searching
+    deeper (to :data:`_MAX_FETCH`) while they keep fewer than ``k``."""
+    fetch = k
+    while True:
+        hits = [h.id for h in search(fetch)]
+        if scope.user_id is not None:
+            return hits  # the filter named the user
+        found = {r.id: r for r in store.get_many(scope.tenant, hits)}
+        kept = [i for i in hits if i in found and found[i].scope.user_id is None]
+        if len(kept) >= k or len(hits) < fetch or fetch >= _MAX_FETCH:
+            return kept[:k]
+        fetch = min(fetch * 4, _MAX_FETCH)
 
 
 @dataclass(frozen=True)
@@ -583,22 +688,35 @@ class Plan:
             )
             self.steps.append(step)
 
-    def commit(self, *, after: Newest | None = None) -> list[Outcome]:
+    def commit(
+        self,
+        *,
+        after: Newest | None = None,
+        now: datetime | None = None,
+        metadata: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> list[Outcome]:
         """Write what was decided (see :func:`commit`), if ``after`` (a session's newest
         record as read) and the plan's own ``newest`` are still the newest.
+
+        ``now`` dates the records written (their ``created_at``; the plan's ``now`` if
+        None) and ``metadata`` maps each one's metadata to what is written: an add
+        that decides before it reads its session's newest record (so that no lock of
+        the session is held while a model thinks) dates and numbers its records after
+        that record only when it writes them, as the newest of the session.
 
         Refused because the user's newest record moved, and every record added since is
         one no inferring add wrote (a chat turn, a plain add), nothing the plan decided
         on changed: it is written again after them, without deciding again. Otherwise a
         user chatting while a fact was decided refused it every time (each try calling
         the model again), and the add failed after ``ADD_TRIES``."""
+        steps = self._stamped(now, metadata)
         for _ in range(CATCH_UPS):
             checks = [self.newest]
             if after is not None and after.filter != self.newest.filter:
                 checks.append(after)
             try:
                 return commit(
-                    self.steps, self.store, count=self.count, after=checks, unchanged=self.read
+                    steps, self.store, count=self.count, after=checks, unchanged=self.read
                 )
             except Conflict:
                 newest = _past_plain_records(self.store, self.newest)
@@ -606,6 +724,66 @@ class Plan:
                     raise  # a fact was added meanwhile, or another check refused
                 self.newest = newest
         raise Conflict("the user's memories kept changing while the facts were written")
+
+    def still_holds(self) -> bool:
+        """Whether what the decisions were made on is still as read (reads only, no
+        write): the user's newest record (moved past records no inferring add wrote:
+        the plan is based on the newest of those now), each stored record shown, open
+        with its text, and each record to close, open and as read. What the write
+        checks in its transaction, but for the session's newest record (the caller's):
+        a plan that still holds is written as it is, without asking the model again;
+        one that does not is decided again."""
+        newest = _newest(self.store, self.across)
+        if newest.id != self.newest.id:
+            caught_up = _past_plain_records(self.store, self.newest)
+            if caught_up is None:
+                return False
+            self.newest = caught_up
+        stored = {r.id: r for r in self.store.get_many(self.scope.tenant, list(self.read))}
+        for record_id, hash_ in self.read.items():
+            now = stored.get(record_id)
+            if now is None or now.valid_to is not None or now.hash != hash_:
+                return False
+        return all(
+            Close(step.target, step.close).matches(stored[step.target.id])
+            for step in self.steps
+            if step.target is not None and step.close is not None and step.target.id in stored
+        )
+
+    def _stamped(
+        self,
+        now: datetime | None,
+        metadata: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None,
+    ) -> list[Step]:
+        """The steps with their new records dated ``now`` and their metadata mapped by
+        ``metadata`` (a planned record closed by a later step, as that step closes it);
+        the steps as planned when neither is given."""
+        if now is None and metadata is None:
+            return self.steps
+        when = now or self.now
+        planned: dict[str, MemoryRecord] = {}
+        out: list[Step] = []
+        for step in self.steps:
+            record, target, close = step.record, step.target, step.close
+            if record is not None:
+                meta = record.metadata if metadata is None else dict(metadata(record.metadata))
+                record = replace(
+                    record,
+                    created_at=when,
+                    updated_at=when,
+                    valid_from=valid_since(step.decision.candidate, when),
+                    metadata=meta,
+                )
+                planned[record.id] = record
+            if target is not None and close is not None and target.id in planned:
+                target = planned[target.id]  # closed in this batch: as it is written
+                linked = None
+                if close.metadata is not None:
+                    linked = {**target.metadata, "superseded_by": close.metadata["superseded_by"]}
+                valid_to = _until(step.decision.candidate, target, when)
+                close = replace(close, valid_to=valid_to, metadata=linked)
+            out.append(Step(step.decision, record, target, close))
+        return out
 
     def _shown(self, candidate: Candidate) -> list[MemoryRecord]:
         """The planned records like ``candidate``, then the stored ones; none the plan
@@ -649,7 +827,8 @@ class Plan:
 
 def owner_scope(scope: Scope) -> Scope:
     """The scope whose facts an add in ``scope`` is reconciled with: its user's (or
-    agent's) in every session, or the session's when it names neither."""
+    agent's) in every session, or the session's when it names neither; without a
+    user, only the records of no user in it (:func:`find_similar`)."""
     return replace(scope, session_id=None) if scope.user_id or scope.agent_id else scope
 
 
@@ -663,7 +842,8 @@ _CATCH_UP_DEPTH = 64
 
 def _past_plain_records(store: Store, seen: Newest) -> Newest | None:
     """The newest record of ``seen.filter`` now, when every record after ``seen.id`` is
-    one no inferring add wrote (no ``decided_by``): a plan based on ``seen`` may be
+    one no inferring add wrote (neither ``decided_by`` nor :data:`INFERRED` in its
+    metadata: nothing a plan could have been shown): a plan based on ``seen`` may be
     written after them. None when one of them is such a fact, none came, or ``seen``
     is further back than ``_CATCH_UP_DEPTH`` records."""
     newer = store.list(seen.filter, limit=_CATCH_UP_DEPTH)
@@ -673,7 +853,7 @@ def _past_plain_records(store: Store, seen: Newest) -> Newest | None:
     cut = ids.index(seen.id) if seen.id in ids else None
     if cut is None and (seen.id is not None or len(ids) == _CATCH_UP_DEPTH):
         return None
-    if any("decided_by" in r.metadata for r in newer[:cut]):
+    if any("decided_by" in r.metadata or INFERRED in r.metadata for r in newer[:cut]):
         return None
     return Newest(seen.filter, ids[0])
 
