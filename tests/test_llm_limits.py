@@ -49,9 +49,7 @@ def _fake(vendor: str) -> FakeAnthropic | FakeOpenAI:
 
 def _clients() -> Any:
     """``contextos.llm.clients``, imported when a test runs, as the other provider tests
-    do: imported first in a process, ``contextos.providers.wrap`` (which it imports)
-    shadows the lazily exported ``wrap`` function, and test modules collected after this
-    one would import the module as ``wrap`` (a known problem of the package's layout)."""
+    do (the SDKs are optional extras)."""
     from contextos.llm import clients
 
     return clients

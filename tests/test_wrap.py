@@ -698,3 +698,24 @@ def test_wrap_passes_session_context_options_with_its_defaults(anthropic_client,
     assert default.placement == params["placement"].default
     with pytest.raises(TypeError, match="memory_limt"):  # a pass-through client too
         wrap(anthropic_client, memory_limt=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["contextos.llm.clients", "contextos.providers.chat", "contextos.providers.wrapper"],
+)
+def test_wrap_is_the_function_whatever_was_imported_first(first: str) -> None:
+    """The module that defines ``wrap`` was named ``wrap`` too: once anything imported it
+    (``contextos.llm.clients`` does), Python bound the package's ``wrap`` to the module,
+    and ``from contextos import wrap`` / ``from contextos.providers import wrap`` gave a
+    module ("'module' object is not callable"). Each import order, in a fresh process."""
+    code = (
+        f"import {first}\n"
+        "import contextos, contextos.providers\n"
+        "from contextos import wrap as a\n"
+        "from contextos.providers import wrap as b\n"
+        "assert callable(a) and callable(b) and a is b, (a, b)\n"
+        "assert callable(contextos.providers.wrap), contextos.providers.wrap\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

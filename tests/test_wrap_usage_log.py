@@ -16,7 +16,7 @@ pytest.importorskip("anthropic")
 
 from contextos.providers import wrap  # noqa: E402
 from contextos.providers.base import CallRecord, edit_report  # noqa: E402
-from contextos.providers.wrap import KEEP_CALLS  # noqa: E402
+from contextos.providers.wrapper import KEEP_CALLS  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
 from contextos.types import Usage  # noqa: E402
 

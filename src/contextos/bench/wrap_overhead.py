@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import MissingExtraError
-from ..providers.wrap import WrappedClient, wrap
+from ..providers.wrapper import WrappedClient, wrap
 from ..testing.fake_http import FakeHTTPServer
 
 Provider = Literal["anthropic", "openai"]

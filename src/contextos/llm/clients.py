@@ -9,7 +9,7 @@ it (Anthropic ``output_config.format``, OpenAI ``response_format`` with
 ``json_schema``); callers still validate the reply, because an OpenAI-compatible
 server may ignore the request. A reply the model stopped at its output limit
 raises :class:`~contextos.errors.ReplyTruncated`. Usage of every call is kept in
-``.calls`` (a :class:`~contextos.providers.wrap.UsageLog`), errors are contextos
+``.calls`` (a :class:`~contextos.providers.wrapper.UsageLog`), errors are contextos
 errors, and retries are the SDK's (``max_retries``).
 """
 
@@ -25,7 +25,7 @@ from contextos.errors import ReplyTruncated
 from contextos.providers.base import CallRecord
 from contextos.providers.errors import call_mapped
 from contextos.providers.sdk import client_from_settings
-from contextos.providers.wrap import UsageLog
+from contextos.providers.wrapper import UsageLog
 from contextos.types import Message, Usage
 
 from .protocol import BaseLLM, LLMCall

@@ -25,7 +25,7 @@ if _TYPE_CHECKING:
 
     from .anthropic import AnthropicTokenCounter
     from .base import CallRecord, ChatRequest, EditReport, Prepared
-    from .wrap import UsageLog, WrappedClient, wrap
+    from .wrapper import UsageLog, WrappedClient, wrap
 
 #: Where each public name lives.
 _PUBLIC: dict[str, str] = {
@@ -34,7 +34,7 @@ _PUBLIC: dict[str, str] = {
     **dict.fromkeys(
         ["CallRecord", "ChatRequest", "EditReport", "Prepared"], "contextos.providers.base"
     ),
-    **dict.fromkeys(["UsageLog", "WrappedClient", "wrap"], "contextos.providers.wrap"),
+    **dict.fromkeys(["UsageLog", "WrappedClient", "wrap"], "contextos.providers.wrapper"),
 }
 
 

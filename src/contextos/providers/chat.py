@@ -28,7 +28,7 @@ from .sdk import client_from_settings
 
 if TYPE_CHECKING:
     from contextos.memory import Memory
-from .wrap import WrappedClient, wrap
+from .wrapper import WrappedClient, wrap
 
 ChatProvider = Literal["offline", "anthropic", "openai"]
 DEFAULT_MODELS = {
