@@ -11,8 +11,8 @@ keeps whole sentences, never paraphrases: sentences are scored for salience
 fillers score low), each line is prefixed with the speaker and the turn's date,
 and the summary is updated incrementally: the previous summary's lines compete
 with the new turns' lines for the token ceiling, so one update costs
-O(new turns + summary), not O(history). An LLM-backed summarizer implements the
-same :class:`Summarizer` protocol (see the providers).
+O(new turns + summary), not O(history). No LLM summarizer is shipped; one of your
+own implements the same :class:`Summarizer` protocol.
 """
 
 from __future__ import annotations
