@@ -8,7 +8,7 @@ unit that reached its target, and a chat turn is a unit of its own, so the token
 arithmetic alone decided whether the cut fell between a question and its reply (at
 8,936 it did not). Real SDK clients against the local fakes (which do prompt-cache
 accounting), a real Memory on SQLite, a sweep of budgets around the one that failed;
-plus the rule on the pure planner, on any history.
+plus the rule on the pure planner, on any history, and the window's own cut.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from contextos.engine.compaction import (
     visible_turns,
 )
 from contextos.engine.summarize import ExtractiveSummarizer
+from contextos.engine.window import Item, Segment, assemble
+from contextos.llm.tokens import TOKENS_PER_REPLY
 from contextos.memory import Memory
 from contextos.providers import wrap
 from contextos.testing.embedders import HashEmbedder
@@ -88,16 +90,19 @@ def _slides(bodies: list[dict[str, Any]]) -> int:
     return slides
 
 
-@pytest.mark.parametrize("budget", BUDGETS)
-def test_a_chat_window_opens_on_a_question_at_every_budget(tmp_path: Path, budget: int) -> None:
+def _chat(
+    tmp_path: Path, budget: int, calls: int, reply: Any = _reply
+) -> tuple[list[dict[str, Any]], HistoryState]:
+    """``calls`` questions through a wrapped Anthropic client at ``budget``: the
+    requests the fake received and the session's compaction state."""
     anthropic = pytest.importorskip("anthropic")
     with (
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
-        FakeAnthropic(min_cache_tokens=512, reply=_reply) as fake,
+        FakeAnthropic(min_cache_tokens=512, reply=reply) as fake,
         anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as client,
     ):
         wrapped = wrap(client, memory, session="s1", user_id="dana", budget=budget)
-        for i in range(CALLS):
+        for i in range(calls):
             wrapped.messages.create(
                 model="claude-opus-5",
                 max_tokens=64,
@@ -107,7 +112,13 @@ def test_a_chat_window_opens_on_a_question_at_every_budget(tmp_path: Path, budge
         wrapped.flush()
         state = wrapped.context.session.state()
         bodies = [r.json() for r in fake.messages_requests()]
-    assert len(bodies) == CALLS
+    assert len(bodies) == calls
+    return bodies, state
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_a_chat_window_opens_on_a_question_at_every_budget(tmp_path: Path, budget: int) -> None:
+    bodies, state = _chat(tmp_path, budget, CALLS)
     assert state.compactions >= 2  # the sweep is about compaction's cut
     problems = [(n, p) for n, b in enumerate(bodies) if (p := _opening_problem(b["messages"]))]
     assert problems == []
@@ -115,6 +126,64 @@ def test_a_chat_window_opens_on_a_question_at_every_budget(tmp_path: Path, budge
         b["messages"][0]["content"][0]["text"].startswith("Question") for b in bodies
     )  # never a reply with no question
     assert _slides(bodies) <= CALLS // 6  # compaction still goes in chunks
+
+
+def _long_reply(body: dict[str, Any]) -> str:
+    """A long reply: 1,260 to 1,380 words, longer or shorter by the request."""
+    n = len(body["messages"])
+    words = 1260 + (n * 37) % 121
+    return f"Reply number {n}: " + " ".join(f"word{(n * 7 + k) % 97}" for k in range(words))
+
+
+def test_a_long_reply_never_goes_without_its_question(tmp_path: Path) -> None:
+    """When the newest question and its reply together were larger than the room for
+    the turns but the reply alone fitted, the window's cut (newest first, by tokens
+    alone) kept the reply and dropped the question (at 9,000 with replies of
+    1,260-1,380 words). A reply now goes in only with the user turn that opened its
+    exchange; the current question is always sent."""
+    bodies, _ = _chat(tmp_path, 9000, 12, _long_reply)
+    for n, body in enumerate(bodies):
+        messages = body["messages"]
+        assert messages[0]["role"] == "user", (n, str(messages[0]["content"])[:60])
+        assert messages[0]["content"][0]["text"].startswith("Question"), n
+        assert messages[-1]["content"][-1]["text"] == _question(n)  # the current question
+        roles = [m["role"] for m in messages]
+        assert all(a != b for a, b in zip(roles, roles[1:], strict=False)), (n, roles)
+    # some request had room for a reply alone, not with its question (what failed)
+    assert any(len(b["messages"]) == 1 for b in bodies[1:])
+
+
+def _window_turn(key: str, role: Any, tokens: int, **kw: Any) -> Item:
+    return Item(key, key, tokens, role=role, **kw)
+
+
+def _kept(items: list[Item], room: int) -> list[str]:
+    seg = Segment("turns", "messages", tuple(items), keep="newest")
+    return [b.key for b in assemble([seg], room + TOKENS_PER_REPLY).blocks]
+
+
+def test_the_window_keeps_a_reply_only_with_its_question() -> None:
+    t = _window_turn
+    chat = [t("q0", "user", 10), t("a0", "assistant", 10)]
+    chat += [t("q1", "user", 30), t("a1", "assistant", 50)]
+    assert _kept(chat, 100) == ["q0", "a0", "q1", "a1"]
+    assert _kept(chat, 79) == []  # a1 fits alone, not with q1: neither goes, nor older
+    assert _kept(chat, 80) == ["q1", "a1"]
+    assert _kept(chat, 99) == ["q1", "a1"]  # a0 without q0 is not sent either
+    # A long exchange (a task and its tool steps): the task stays before the newest
+    # steps that fit, as compaction leaves it.
+    task = [t("task", "user", 10)]
+    for k in range(4):
+        task += [
+            t(f"call{k}", "assistant", 10, group=f"u{k}"),
+            t(f"result{k}", "tool", 20, group=f"u{k}"),
+        ]
+    assert _kept(task, 70) == ["task", "call2", "result2", "call3", "result3"]
+    assert _kept(task, 39) == []  # the newest step fits alone, not with its task
+    # A pinned reply brings its question along.
+    pinned = [t("q0", "user", 10), t("a0", "assistant", 10, pinned=True)]
+    pinned += [t("q1", "user", 10), t("a1", "assistant", 60)]
+    assert _kept(pinned, 40) == ["q0", "a0"]
 
 
 def _agent_reply(body: dict[str, Any]) -> Any:
