@@ -200,12 +200,17 @@ def test_a_newest_turn_larger_than_the_room_is_named_in_the_overflow(session):
         Message("assistant", "B " * 3000),
     )
     w = session.window(SONNET, "short?", budget=1000, system="sys")
-    newest = session.turns()[-1].tokens
+    # The newest reply goes only with the question it answers ("ok"): the unit named
+    # is the two, counted together.
+    opener, newest = (t.tokens for t in session.turns()[-2:])
     assert not [b for b in w.blocks if b.segment == "turns"]
     reasons = {o.reason for o in w.overflow if o.segment == "turns"}
     assert len(reasons) == 1
     (reason,) = reasons
-    assert f"newest unit of segment 'turns' ({newest} tokens)" in reason
+    assert (
+        "newest unit of segment 'turns' with the user turn that opened its exchange "
+        f"({opener + newest} tokens)"
+    ) in reason
     left = 1000 - w.total_tokens
     assert f"larger than the room left ({left} tokens)" in reason
     assert "no budget left" not in reason
