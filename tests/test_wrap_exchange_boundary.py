@@ -74,9 +74,9 @@ def _opening_problem(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _slides(bodies: list[dict[str, Any]]) -> int:
+def count_slides(bodies: list[dict[str, Any]]) -> int:
     """Requests whose history shares nothing with the previous one after the system
-    prompt (as tests/test_wrap_history_room.py counts them)."""
+    prompt: their history starts elsewhere (tests/test_wrap_history_room.py too)."""
     slides = 0
     previous: list[Any] | None = None
     for body in bodies:
@@ -125,7 +125,7 @@ def test_a_chat_window_opens_on_a_question_at_every_budget(tmp_path: Path, budge
     assert all(
         b["messages"][0]["content"][0]["text"].startswith("Question") for b in bodies
     )  # never a reply with no question
-    assert _slides(bodies) <= CALLS // 6  # compaction still goes in chunks
+    assert count_slides(bodies) <= CALLS // 6  # compaction still goes in chunks
 
 
 def _long_reply(body: dict[str, Any]) -> str:

@@ -22,7 +22,8 @@ anthropic = pytest.importorskip("anthropic")
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from contextos.testing.fake_anthropic import FakeAnthropic, _blocks  # noqa: E402
+from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+from test_wrap_exchange_boundary import count_slides  # noqa: E402
 
 MODEL = "claude-opus-5"
 #: The input budget (wrap's ``budget`` is the input budget; it was 9,000 less the call's
@@ -65,16 +66,7 @@ def test_big_instructions_leave_the_cached_history_in_place_between_compactions(
     # A request "slides" when it shares nothing with the previous one after the system
     # prompt: its history starts elsewhere. Compaction does that once per chunk of turns;
     # cutting the oldest turn on every call did it on most calls (23 of 40).
-    slides = 0
-    previous: list[Any] | None = None
-    for body in bodies:
-        blocks = _blocks(body)
-        if previous is not None:
-            same = 0
-            while same < min(len(previous), len(blocks)) and previous[same][0] == blocks[same][0]:
-                same += 1
-            slides += same <= len(body.get("system", []))
-        previous = blocks
+    slides = count_slides(bodies)
     assert len(bodies) == CALLS
     assert slides <= CALLS // 6, slides
     first = [b["messages"][0]["content"][0].get("text", "") for b in bodies]
