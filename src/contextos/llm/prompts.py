@@ -3,9 +3,9 @@
 A prompt is a value with a name and a version. Changing the wording means a
 new version, so an old prompt stays reproducible and a result can say which
 prompt made it: the reconciliation prompt's id is stored on each record it
-decides (``metadata["decided_by"]``, e.g. ``reconcile@1``). The extraction
-prompt's id is not stored on records yet (a candidate carries no metadata to the
-record it becomes); it is ``LLMExtractor.prompt.id``.
+decides (``metadata["decided_by"]``, e.g. ``reconcile@1``), and the extraction
+prompt's id on each record made from its facts (``metadata["extracted_by"]``, e.g.
+``extract@1``; ``offline`` for the rule-based extractor and its fallback).
 """
 
 from __future__ import annotations

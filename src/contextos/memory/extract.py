@@ -37,7 +37,10 @@ class Candidate:
 
     ``provenance`` holds the ids of the turns it came from (LoCoMo's ``dia_id``
     or the message's ``id``); ``event_time`` is when the event happened, when
-    the text says or implies it; ``confidence`` is in [0, 1].
+    the text says or implies it; ``confidence`` is in [0, 1]. ``extracted_by`` names
+    what proposed it (:data:`OFFLINE_EXTRACTOR_ID`, or an LLM prompt's id such as
+    ``extract@1``); the record it becomes keeps it as ``metadata["extracted_by"]``, so
+    facts made by an old prompt, or by the offline fallback, can be found later.
     """
 
     text: str
@@ -47,6 +50,11 @@ class Candidate:
     speaker: str | None = None
     entities: tuple[str, ...] = ()
     confidence: float = 0.5
+    extracted_by: str | None = None
+
+
+#: ``Candidate.extracted_by`` of the rule-based extractor's candidates.
+OFFLINE_EXTRACTOR_ID = "offline"
 
 
 @runtime_checkable
@@ -236,6 +244,7 @@ class OfflineExtractor:
             speaker=ctx.speaker,
             entities=tuple(dict.fromkeys(ents)),
             confidence=_confidence(core, bool(mentions), ents, ctx.speaker),
+            extracted_by=OFFLINE_EXTRACTOR_ID,
         )
 
     def _caption(self, caption: str, ctx: _Context) -> Candidate:
@@ -249,6 +258,7 @@ class OfflineExtractor:
             speaker=ctx.speaker,
             entities=tuple(S.entities(text)),
             confidence=0.5,
+            extracted_by=OFFLINE_EXTRACTOR_ID,
         )
 
 

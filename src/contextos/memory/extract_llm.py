@@ -257,6 +257,7 @@ class LLMExtractor:
                     speaker=speaker,
                     entities=tuple(dict.fromkeys(S.entities(text) + S.numbers(text))),
                     confidence=self.confidence,
+                    extracted_by=self.prompt.id,
                 )
             )
         return out

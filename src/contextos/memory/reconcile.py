@@ -359,6 +359,8 @@ def new_record(
         meta["speaker"] = cand.speaker
     if cand.entities:
         meta["entities"] = list(cand.entities)
+    if cand.extracted_by:
+        meta["extracted_by"] = cand.extracted_by
     meta.update(metadata or {})
     meta[INFERRED] = True  # what makes it a fact later adds are reconciled with
     text = decision.new_text
