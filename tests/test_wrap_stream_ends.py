@@ -147,6 +147,93 @@ def test_a_stream_collected_inside_a_commit_is_queued_not_deadlocked(
         assert "a long" in log[streamed].content and log[streamed].metadata[COMPLETE_KEY] is False
 
 
+class _Relay:
+    """An app object that owns its reply generator (``self.events``): a reference cycle
+    (self -> generator -> frame -> self), so once the app drops it only the collector
+    frees it, and the generator's ``with`` block (or ``finally``) closes the stream
+    from inside the collector, wherever that runs."""
+
+    def __init__(self, wrapped: Any, provider: str, fake: Any, shape: str) -> None:
+        self.wrapped, self.provider, self.fake, self.shape = wrapped, provider, fake, shape
+        self.events = self._events()
+
+    def _events(self) -> Any:
+        question = [{"role": "user", "content": "tell me a story"}]
+        if self.shape == "helper":  # the SDK's stream(...) helper in a with block
+            self.fake.enqueue_reply(
+                "a long story " * 20,
+                AnthropicUsage(10, 40) if self.provider == "anthropic" else OpenAIUsage(10, 40),
+                stream=True,
+            )
+            if self.provider == "anthropic":
+                helper = self.wrapped.messages.stream(model=MODEL, max_tokens=64, messages=question)
+            else:
+                helper = self.wrapped.chat.completions.stream(model=GPT, messages=question)
+            with helper as stream:
+                yield from stream
+            return
+        stream = _opened(self.wrapped, self.provider, self.fake, "tell me a story")
+        if self.shape == "with":
+            with stream:
+                yield from stream
+        else:  # "finally"
+            try:
+                yield from stream
+            finally:
+                stream.close()
+
+
+@pytest.mark.usefixtures("no_gc")
+@pytest.mark.parametrize("background_commit", [False, True])
+@pytest.mark.parametrize("shape", ["with", "finally", "helper"])
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_stream_closed_by_the_app_inside_the_collector_is_queued_not_deadlocked(
+    tmp_path: Path, background_commit: bool, shape: str, provider: str
+) -> None:
+    """The app relays a stream from a generator that sits in a reference cycle; its
+    client disconnects, the app drops it, and the collector finalises it inside the
+    next call's commit (inline, or on the commit thread while ``flush`` joins it): the
+    generator's ``with`` / ``finally`` / helper block closes the stream there. That
+    close may only queue the report: the next call and ``flush`` return, the stream is
+    recorded (as left) after them, and the client goes on working."""
+    embedder = _CollectingEmbedder()
+    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    fake_server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
+    with (
+        fake_server() as fake,
+        Memory(tmp_path / "m.db", embedder=embedder, background_embedding=False) as memory,
+        sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(
+            client, memory=memory, session="s", user_id="ana", background_commit=background_commit
+        )
+        relay = _Relay(wrapped, provider, fake, shape)
+        for _ in range(6):  # into the text, then the app's client disconnects
+            next(relay.events)
+        del relay  # dropped by the app: only the collector can free it
+
+        def ask(question: str) -> None:
+            messages = [{"role": "user", "content": question}]
+            if provider == "anthropic":
+                wrapped.messages.create(model=MODEL, max_tokens=64, messages=messages)
+            else:
+                wrapped.chat.completions.create(model=GPT, messages=messages)
+
+        def next_call_then_flush() -> None:
+            ask("what is the weather?")  # its commit collects the relay
+            wrapped.flush()
+
+        _within(20, next_call_then_flush)
+        assert [(c.stream, c.complete) for c in wrapped.calls] == [(False, True), (True, False)]
+        _within(20, lambda: ask("and tomorrow?"))  # the client is not stuck
+        log = _log(wrapped)
+        assert [m.role for m in log] == ["user", "user", "assistant", "assistant"] + [
+            "user",
+            "assistant",
+        ]
+        assert "a long" in log[3].content and log[3].metadata[COMPLETE_KEY] is False
+
+
 # -- whole or cut: the protocol's end marker decides ----------------------------------------
 
 

@@ -466,3 +466,42 @@ def test_another_threads_call_leaves_a_stream_being_read_alone(
     assert rest[-1].type == "message_stop"
     (streamed,) = [c for c in wrapped.calls if c.stream]
     assert streamed.complete and streamed.reply.content == "a streamed answer " * 10
+
+
+# -- the fake's reply hook, streamed ----------------------------------------------------------
+
+
+def _agent_turn(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A scripted agent turn: thinking, a sentence, two parallel tool calls."""
+    return [
+        {"type": "thinking", "thinking": "Two cities, one call each.", "signature": "sig_1"},
+        {"type": "text", "text": "Let me look both up."},
+        {"type": "tool_use", "id": "toolu_a", "name": "weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "toolu_b", "name": "weather", "input": {"city": "Oslo"}},
+    ]
+
+
+def test_a_reply_hooks_blocks_are_streamed_to_a_streaming_request(memory):
+    """``FakeAnthropic(reply=...)`` returning content blocks answers ``stream=True`` with
+    SSE events (it answered with a JSON body the SDK's stream cannot read): a streamed
+    tool-use turn is scripted by its blocks, for the bare SDK and the wrapped client."""
+    with FakeAnthropic(reply=_agent_turn) as fake:
+        client = anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0)
+        question = [{"role": "user", "content": "weather in paris and oslo?"}]
+        with client.messages.stream(
+            model=MODEL, max_tokens=64, messages=question, tools=TOOLS
+        ) as stream:
+            final = stream.get_final_message()
+        assert [b.model_dump(exclude_none=True) for b in final.content] == _agent_turn({})
+        assert final.stop_reason == "tool_use"
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        events = list(
+            wrapped.messages.create(
+                model=MODEL, max_tokens=64, messages=question, tools=TOOLS, stream=True
+            )
+        )
+        assert events[0].type == "message_start" and events[-1].type == "message_stop"
+        (call,) = wrapped.calls
+        assert call.stream and call.complete
+        assert [c.id for c in call.reply.tool_calls] == ["toolu_a", "toolu_b"]
+        assert json.loads(call.reply.tool_calls[1].arguments) == {"city": "Oslo"}

@@ -22,12 +22,17 @@ garbage collector when the SDK's stream holds itself through its own generator
 generator frame to close, so a ``weakref.finalize`` on it does the same. The
 collector may run on any thread, inside any lock (the commit's own included). So
 that close only *enqueues* the stream (no lock, no I/O); :meth:`OpenStreams.drain`,
-run at the client's next call and at ``flush()``, reports it.
+run at the client's next call and at ``flush()``, reports it. The same holds for a
+stream the app *closes* from inside the collector: its ``with`` block or ``finally:
+stream.close()`` in an app generator that sits in a reference cycle and is dropped.
+Such a close (the instrumented ``close``, the wrapper's helper ``__exit__``) still
+closes the response, but while this thread runs a collection (a ``gc.callbacks``
+hook marks it, :func:`collecting`) a report only enqueues, like an abandon.
 
 :meth:`OpenStreams.finish` also reports a stream the caller left open when that
-caller's next managed call starts: by then it has moved on from it, so its
-response is closed too (the caller may still hold the object; its connection
-should not stay taken). It does so only for a stream that one caller alone opened
+caller's next call starts (managed or pass-through): by then it has moved on from
+it, so its response is closed too (the caller may still hold the object; its
+connection should not stay taken). It does so only for a stream that one caller alone opened
 and read -- a thread, an asyncio task on one, and the ``contextvars`` context it
 runs in. Why the context: a thread pool that runs each job in a copy of its
 submitter's context (anyio's, which Starlette runs sync endpoints and a
@@ -36,21 +41,23 @@ thread to one request's ``next()`` and, between two of them, to another request'
 call; by thread alone that call looked like the stream's reader moving on, and
 closed the stream mid-read. Each such job is a caller of its own, so a stream
 read that way has several readers, and a stream read by anyone but its opener is
-left to ``close()``, the garbage collector or ``flush()``: whoever calls next
-cannot tell whether it is still being read. A caller that opened and alone read a
-stream and is gone (its thread ended, its task is done) reads no more: its
-streams are reported by any caller's next call and by ``flush()``.
+left to its end, ``close()`` or the garbage collector (neither a call nor
+``flush()`` reports it): whoever calls next cannot tell whether it is still being
+read. A caller that opened and alone read a stream and is gone (its thread ended,
+its task is done) reads no more: its streams are reported by any caller's next
+call and by ``flush()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -62,6 +69,33 @@ Report = Callable[[], None]
 
 def _nothing() -> None:
     """A :data:`Report` that does nothing (a stream with no response of its own to close)."""
+
+
+#: The threads running a garbage collection now (see :func:`collecting`).
+_COLLECTING: set[int] = set()
+
+
+def _collection_phase(phase: str, info: Mapping[str, int]) -> None:
+    """``gc.callbacks`` hook: note which thread is inside a collection."""
+    if phase == "start":
+        _COLLECTING.add(threading.get_ident())
+    else:
+        _COLLECTING.discard(threading.get_ident())
+
+
+gc.callbacks.append(_collection_phase)
+
+
+def collecting() -> bool:
+    """True while this thread runs a garbage collection (its finalisers included).
+
+    Why: a stream closed there -- by the SDK's own cycle, or by an app generator's
+    ``with`` block or ``finally: stream.close()`` finalised by the collector -- is closed
+    wherever the collector happens to run: inside the wrapper's commit, with the
+    committer's lock held by this thread or by one joining it. Reporting it there
+    commits again and deadlocks the client for good; it may only be queued.
+    """
+    return threading.get_ident() in _COLLECTING
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -216,14 +250,18 @@ class OpenStreams:
 
     def track(self, done: Report, release: Report | None = None) -> tuple[Report, Report, Readers]:
         """(report, abandon, readers) for a new stream: ``report`` calls ``done`` once and
-        leaves this set; ``abandon`` only queues the stream for :meth:`drain` (safe
-        anywhere); ``readers`` starts with the caller opening it. ``release`` closes the
-        stream's response; :meth:`finish` calls it after reporting a stream its caller
-        left open."""
+        leaves this set -- or, called from inside a garbage collection (:func:`collecting`),
+        only queues it as ``abandon`` does; ``abandon`` only queues the stream for
+        :meth:`drain` (safe anywhere); ``readers`` starts with the caller opening it.
+        ``release`` closes the stream's response; :meth:`finish` calls it after
+        reporting a stream its caller left open."""
         key = next(self._ids)
         readers = Readers()
 
         def report() -> None:
+            if collecting():  # any lock may be held here: the next call or flush() reports
+                abandon()
+                return
             with self._lock:
                 if self._open.pop(key, None) is None:
                     return  # reported already
@@ -326,7 +364,7 @@ def instrument(
 
         def close() -> None:
             observed.close()
-            report()  # an explicit close reports now, not at the next call
+            report()  # an explicit close reports now (inside the collector: queues it)
             sdk_close()
 
         stream.__dict__["_iterator"] = observed

@@ -29,6 +29,7 @@ SDK's own retries (``max_retries``) are the only ones.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from contextos.engine.session import MemoryLike
 
 Recorder = Callable[[CallRecord], None]
+
+log = logging.getLogger(__name__)
 
 
 #: How many call records a :class:`UsageLog` keeps by default (the newest): a
@@ -160,16 +163,22 @@ class _Core:
         self.adapter = adapter
         self.context = context
         self.calls = calls
-        self.recorders = [self.calls.append, *recorders]
+        #: the application's callbacks (``on_call``), run after the call is recorded
+        self.recorders = list(recorders)
         self.stream_usage = stream_usage
         self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
-        #: streams not yet reported; a managed call first reports them (see streams.py)
+        #: streams not yet reported; every call first reports them (see streams.py)
         self.open_streams = OpenStreams()
 
     def passthrough(self, adapter: ProviderAdapter) -> _Core:
-        """A core for another API of the same client: never managed, recorded in this log."""
+        """A core for another API of the same client: never managed, recorded in this log.
+
+        It shares this core's open streams: a stream of either API that its caller left,
+        or that the collector queued, is reported at the next call of either and at the
+        client's ``flush()``, which sees only this core's set."""
         other = _Core(adapter, None, [], stream_usage=False, calls=self.calls)
         other.recorders = self.recorders
+        other.open_streams = self.open_streams
         return other
 
     def entry(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -185,11 +194,14 @@ class _Core:
         return {**kwargs, "messages": [as_wire(m) for m in messages]}
 
     def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
-        """Assemble and render the window (pass-through without a context source)."""
-        if self.context is None:
-            self.open_streams.drain()  # streams the garbage collector closed: recorded now
-            return None, kwargs, ""
+        """Assemble and render the window (pass-through without a context source).
+
+        First, with a window or without, the streams this caller left (or the collector
+        queued) are reported and their responses closed: a pass-through client records
+        them too, and must not keep their connections taken."""
         self.open_streams.finish()  # an abandoned stream's reply is logged before this call
+        if self.context is None:
+            return None, kwargs, ""
         request = self.adapter.parse(kwargs)
         prepared = self.context.prepare(request, reserve_tokens=_reserve(request, kwargs))
         rendered, prefix = self.adapter.render(prepared, kwargs)
@@ -263,16 +275,30 @@ class _Core:
         )
 
     def _finish(self, prepared: Prepared | None, record: CallRecord) -> None:
-        """Record the call, then commit it (log the reply, remember the exchange).
+        """Record the call in ``calls``, commit it (log the reply, remember the exchange),
+        then run the application's callbacks (``on_call``), even when the commit failed.
 
         Why in that order: the call was made and billed whatever the commit does; an
         inline commit (``background_commit=False``) that failed used to raise before
-        the record reached ``calls`` and ``on_call``, so the usage was lost too.
+        the record reached ``calls`` and ``on_call``, so the usage was lost too. And a
+        callback is the application's code (a metrics push that times out): run before
+        the commit, its exception skipped it, so the reply was never logged nor
+        remembered, a non-streamed caller lost the response it had paid for, and a
+        stream's reply, already taken off the open set, was never retried. So a
+        callback's exception is logged (logger ``contextos.providers.wrapper``) and
+        goes no further: the caller gets its reply, the next callback runs. A failed
+        commit still raises, after the callbacks.
         """
-        for recorder in self.recorders:
-            recorder(record)
-        if prepared is not None and self.context is not None:
-            self.context.commit(prepared, record)
+        self.calls.append(record)
+        try:
+            if prepared is not None and self.context is not None:
+                self.context.commit(prepared, record)
+        finally:
+            for recorder in self.recorders:
+                try:
+                    recorder(record)
+                except Exception:
+                    log.exception("on_call callback %r failed; the call is recorded", recorder)
 
 
 class _ManagedStream:
@@ -531,16 +557,21 @@ class WrappedClient:
         return self._core.calls
 
     def flush(self) -> None:
-        """Wait until the last call's reply is logged and remembered (see ``background_commit``);
-        a stream still open, or left to the garbage collector, is reported first (the
-        caller has left it; whole only if its end marker had arrived)."""
+        """Wait until the last call's reply is logged and remembered (see ``background_commit``).
+
+        First the streams left are reported (whole only if their end marker had
+        arrived), as at a call: those dropped or closed inside the garbage collector,
+        whoever opened them; those the caller of ``flush()`` opened and alone read and
+        still holds, and those whose opener, their only reader, is gone (its thread
+        ended, its task done), with their responses closed. A stream someone else
+        still reads, or that anyone but its opener read, is not reported here: it is
+        reported when it ends, at its ``close()``, or once it is dropped (at the next
+        call or ``flush()``). Without memory or session, the same streams are
+        recorded in ``calls``; the Responses API's streams are among them."""
         streams = self._core.open_streams
         flush = getattr(self._core.context, "flush", None)
         while True:  # a commit may let the garbage collector close (queue) another stream
-            if self._core.context is not None:
-                streams.finish()
-            else:
-                streams.drain()
+            streams.finish()
             if flush is not None:
                 flush()
             if not streams.abandoned:
@@ -622,7 +653,10 @@ def wrap(
             (``{"mode": "explicit"}``), and the window's cache breakpoints are marked
             with ``prompt_cache_breakpoint`` (see :mod:`contextos.providers.openai`).
         stream_usage: OpenAI only; ask streams for the usage chunk.
-        on_call: called with every :class:`~contextos.providers.base.CallRecord`.
+        on_call: called with every :class:`~contextos.providers.base.CallRecord`, once
+            the call is in ``client.calls`` and handed to the commit; an exception it
+            raises is logged (logger ``contextos.providers.wrapper``) and goes no
+            further: the caller still gets its reply, and the reply is still logged.
         keep_calls: how many of the newest records ``client.calls`` keeps (1000; None
             keeps all, for ever); its ``total()`` and ``edits()`` count every call.
             ``on_call`` sees every record, to keep them elsewhere.

@@ -19,8 +19,11 @@ like the real API. A top-level ``cache_control`` (automatic caching) marks the
 last block; more than four markers in all are refused with a 400, as the API does.
 
 The ``reply`` hook returns the answer's text, or a list of content blocks (for
-example ``tool_use`` blocks, to script an agent's tool calls; not streamed),
-which go out as given, with the cache accounting above.
+example ``tool_use`` blocks, to script an agent's tool calls), which go out as
+given, with the cache accounting above; with ``stream: true`` the blocks are
+streamed as the API streams them (``text_delta`` pieces, a ``tool_use``'s input as
+``input_json_delta`` pieces of its JSON, ``thinking_delta`` then ``signature_delta``;
+a block of another type whole in its ``content_block_start``).
 
 Server-side context management (beta; field names as in anthropic 2.14's
 ``types/beta/``) is simulated on the request before the cache accounting, so
@@ -505,7 +508,7 @@ class FakeAnthropic(FakeHTTPServer):
         text = self.reply(body)
         if isinstance(text, list):  # content blocks (e.g. tool_use): a scripted agent turn
             usage = AnthropicUsage(uncached, estimate_tokens(json.dumps(text)), w5, w1h, read)
-            return self._blocks_response(body["model"], text, usage, applied)
+            return self._blocks_response(body["model"], text, usage, applied, stream=stream)
         usage = AnthropicUsage(uncached, estimate_tokens(text), w5, w1h, read)
         return self._message_response(body["model"], text, usage, stream=stream, applied=applied)
 
@@ -624,15 +627,27 @@ class FakeAnthropic(FakeHTTPServer):
         content: list[dict[str, Any]],
         usage: AnthropicUsage,
         applied: list[dict[str, Any]] | None = None,
+        *,
+        stream: bool = False,
     ) -> FakeResponse:
-        """A non-streamed message whose content is the reply hook's blocks, as given."""
+        """A message whose content is the reply hook's blocks, as given; streamed as
+        :func:`_blocks_events` when the request asked for a stream.
+
+        Why streamed: answered with a JSON body, a ``stream=True`` request got a body
+        the SDK's stream cannot read, so a streamed tool-use turn could not be scripted
+        by its blocks."""
         msg_id = f"msg_fake_{next(self._ids):06d}"
+        headers = {"request-id": f"req_{msg_id}"}
         tool_use = any(b.get("type") == "tool_use" for b in content)
         stop = "tool_use" if tool_use else "end_turn"
-        return FakeResponse(
-            json_body=_message_json(msg_id, model, content, stop, usage.wire(), applied),
-            headers={"request-id": f"req_{msg_id}"},
-        )
+        if not stream:
+            return FakeResponse(
+                json_body=_message_json(msg_id, model, content, stop, usage.wire(), applied),
+                headers=headers,
+            )
+        cumulative = self.delta_usage == "cumulative"
+        events = _blocks_events(msg_id, model, content, usage, cumulative, applied, stop)
+        return FakeResponse(events=sse_json(events), headers=headers)
 
     def _message_response(
         self,
@@ -770,6 +785,75 @@ def _stream_events(
             },
         )
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    yield from _stream_end(usage, cumulative, applied, stop_reason)
+
+
+def _blocks_events(
+    msg_id: str,
+    model: str,
+    content: list[dict[str, Any]],
+    usage: AnthropicUsage,
+    cumulative: bool,
+    applied: list[dict[str, Any]] | None,
+    stop_reason: str,
+) -> Iterator[tuple[str, Any]]:
+    """The events of a streamed reply holding ``content`` (the reply hook's blocks), each
+    block opened empty and filled by its deltas as the API streams it (:func:`_opened`)."""
+    yield "message_start", message_start(msg_id, model, usage)
+    yield "ping", {"type": "ping"}
+    for index, block in enumerate(content):
+        opened, deltas = _opened(block)
+        yield (
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": opened},
+        )
+        for delta in deltas:
+            yield (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+    yield from _stream_end(usage, cumulative, applied, stop_reason)
+
+
+#: Blocks whose ``input`` streams as ``input_json_delta`` pieces of its JSON.
+_INPUT_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
+
+
+def _opened(block: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the ``content_block_start`` block, its deltas) of ``block`` streamed."""
+    kind = block.get("type")
+    if kind == "text":
+        opened = {**block, "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in text_pieces(block.get("text", ""))]
+        if block.get("citations"):
+            opened["citations"] = []
+            deltas += [{"type": "citations_delta", "citation": c} for c in block["citations"]]
+        return opened, deltas
+    if kind in _INPUT_BLOCKS:
+        raw = json.dumps(block.get("input") or {})
+        pieces = text_pieces(raw, 7) if raw != "{}" else [""]
+        return {**block, "input": {}}, [
+            {"type": "input_json_delta", "partial_json": p} for p in pieces
+        ]
+    if kind == "thinking":
+        opened = {**block, "thinking": "", "signature": ""}
+        deltas = [
+            {"type": "thinking_delta", "thinking": p}
+            for p in text_pieces(block.get("thinking", ""))
+        ]
+        signed = {"type": "signature_delta", "signature": block.get("signature", "")}
+        return opened, [*deltas, signed]
+    return dict(block), []  # redacted_thinking, tool results...: whole at its start
+
+
+def _stream_end(
+    usage: AnthropicUsage,
+    cumulative: bool,
+    applied: list[dict[str, Any]] | None,
+    stop_reason: str,
+) -> Iterator[tuple[str, Any]]:
+    """``message_delta`` (the stop reason, the usage) and ``message_stop``."""
     final = usage.wire()
     final.pop("cache_creation")
     final.pop("service_tier")
