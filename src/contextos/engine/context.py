@@ -32,9 +32,10 @@ and a :class:`~contextos.memory.Memory`:
    (after the summary, before the history, with its own breakpoint where the
    planner allows) plus a small per-call delta after the history: the block
    stays byte-identical between calls until it is due (start, a compaction,
-   the provider's cache expired since the last call) or the topic measurably
-   drifted. The block is in-process state: after a restart it is simply due,
-   and the first call rebuilds it (one uncached call).
+   the provider's cache expired since the last call), the topic measurably
+   drifted, or one of its memories was deleted, closed or changed since. The
+   block is in-process state: after a restart it is simply due, and the first
+   call rebuilds it (one uncached call).
 4. After the call the reply is logged, with the call's usage in its
    metadata, and the exchange is added to memory (``remember=True``) -- on a
    background thread by default (``background_commit``), so the caller does
@@ -45,7 +46,9 @@ and a :class:`~contextos.memory.Memory`:
    reply is not logged; a reply's lone surrogates and NUL characters are logged
    as U+FFFD (see ``SessionContext._commit``). ``Memory.close`` and the
    interpreter's exit wait for a commit still running (``flush()`` is the
-   explicit way, and raises its error).
+   explicit way, and raises its error). A commit whose session was erased during
+   the call (``forget``: the turn the call followed is gone) logs and remembers
+   nothing, and undoes what it wrote if the erasure lands while it writes.
 """
 
 from __future__ import annotations
@@ -57,13 +60,20 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Any, Literal, Protocol, TypedDict
 
 from contextos.cache.render import TTL_SECONDS
 from contextos.engine.compaction import Strategy, Thresholds
-from contextos.engine.conversation import COMPLETE_KEY, REDO_KEY, TurnPrint, said_digest
+from contextos.engine.conversation import (
+    COMPLETE_KEY,
+    REDO_KEY,
+    TurnPrint,
+    said_digest,
+    turn_print,
+)
 from contextos.engine.conversation import (
     in_conversation as in_conversation,  # re-exported: the name wrapped calls used
 )
@@ -75,16 +85,19 @@ from contextos.engine.session import (
     MemoryLike,
     Session,
     context_window,
+    hit_refs,
+    novel_hits,
     search_scope,
     turn_items,
 )
+from contextos.engine.summarize import Summary
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, Window, message_item, text_item, tool_item
-from contextos.errors import BudgetError, ConfigError, ScopeError
+from contextos.errors import BudgetError, ConfigError, NotFound, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
-from contextos.types import Hit, Message, Scope, ScopeIds, Turn, Usage
+from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn, Usage
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
@@ -479,18 +492,30 @@ def split_request(sent: Sequence[Message], turns: Sequence[Turn | TurnPrint]) ->
 class _Split:
     """A request as ``SessionContext`` places it: its :class:`Parts`, the history items,
     the window key of the conversation's newest turn (the one a call without a question
-    is for), and the messages logged so far (as the log holds them)."""
+    is for), the messages logged so far (as the log holds them), and its anchor."""
 
     parts: Parts
     history: tuple[Item, ...]
     newest: str | None
     logged: tuple[Message, ...] = ()
+    #: The newest turn the call follows, this call's own where it logged any: its commit
+    #: logs and remembers nothing once the log lost it (``SessionContext._commit``).
+    anchor: TurnPrint | None = None
 
 
 def _redo(message: Message, said: Turn | TurnPrint) -> Message:
     """``message``, the first new one of a request that branches off the conversation,
     marked as taking the place of ``said`` (and of every turn after it)."""
     return replace(message, metadata={**message.metadata, REDO_KEY: said.seq})
+
+
+def _shown(history: Sequence[Item], summary: Summary | None) -> set[str]:
+    """The turns the history shows, verbatim or summarised (their provenance): a memory
+    stored from them tells the model nothing new (:meth:`SessionContext._hits`)."""
+    known = {p for it in history for p in it.provenance}
+    if summary is not None:
+        known |= set(summary.provenance())
+    return known
 
 
 def _strip_wire(message: Message) -> Message:
@@ -584,6 +609,9 @@ class SessionContext:
                 raise ConfigError('placement="topic" needs a memory with an embedder')
             self.topic = TopicBlock(embedder)
         self._last_call: float | None = None
+        #: Each prepared call's anchor (:attr:`_Split.anchor`), by ``id`` of its Prepared,
+        #: for its commit: the turn whose loss tells that the session was erased meanwhile.
+        self._anchors: dict[int, TurnPrint] = {}
 
     def _session(
         self,
@@ -646,10 +674,12 @@ class SessionContext:
         )
         layout = self.layout
         topic: list[Hit] = []
+        summary = self._summary()
+        known = _shown(history, summary)
         if self.topic is not None:
-            layout, topic, hits = self._topic(self.topic, query, budget, history)
+            layout, topic, hits = self._topic(self.topic, query, budget, known)
         else:
-            hits = self._hits(query)
+            hits = self._hits(query, known)
         if prefill is not None:
             hits = []  # they would follow the prefill, and the model would answer them
         window = context_window(
@@ -660,7 +690,7 @@ class SessionContext:
             system=request.system[0] if request.system else "",
             rules=request.system[1:],
             tools=request.tools,
-            summary=self._summary(),
+            summary=summary,
             turns=history,
             memories=hits,
             topic=topic,
@@ -670,11 +700,17 @@ class SessionContext:
             prefill=prefill,
         )
         _check_newest_turn(window, question, history, split.newest)
-        logged = split.logged
+        logged, anchor = split.logged, split.anchor
         if question is not None and self.session is not None and not split.parts.retry:
             # durable before the call, once it fits
-            logged += tuple(t.message for t in self.session.add(_strip_wire(question)))
-        return Prepared(window, model, question, logged, resent=split.parts.resent)
+            [asked] = self.session.add(_strip_wire(question))
+            logged += (asked.message,)
+            anchor = turn_print(asked)
+        prepared = Prepared(window, model, question, logged, resent=split.parts.resent)
+        if anchor is not None:  # for its commit; dropped with the Prepared if none comes
+            self._anchors[id(prepared)] = anchor
+            weakref.finalize(prepared, self._anchors.pop, id(prepared), None)
+        return prepared
 
     def input_budget(self, model: ModelInfo, reserve_tokens: int) -> int:
         """The window's budget for a call to ``model`` that keeps ``reserve_tokens`` free
@@ -712,9 +748,8 @@ class SessionContext:
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
             return _Split(parts, items, items[-1].key if items else None)
-        logged: tuple[Message, ...] = ()
-        if new:
-            logged = tuple(t.message for t in self.session.add(*[_strip_wire(m) for m in new]))
+        added = self.session.add(*[_strip_wire(m) for m in new]) if new else []
+        logged = tuple(t.message for t in added)
         # A call without a question (tool results) sends the open loop's thinking:
         # compaction costs it too (``open_loop``).
         open_loop = parts.question is None and parts.prefill is None
@@ -733,7 +768,8 @@ class SessionContext:
         end = prints[kept - 1].seq if kept else -1
         turns = [t for t in self.session.conversation(state) if t.seq <= end]
         items = turn_items(turns, state, self.tokenizer)
-        return _Split(parts, items, f"turn:{end}" if kept else None, logged)
+        anchor = turn_print(added[-1]) if added else (prints[-1] if prints else None)
+        return _Split(parts, items, f"turn:{end}" if kept else None, logged, anchor)
 
     def _conversation(self) -> Sequence[TurnPrint]:
         """The prints of the logged turns that are part of the conversation
@@ -803,23 +839,36 @@ class SessionContext:
         return self.session.state().summary if self.session is not None else None
 
     def _hits(
-        self, query: str, *, limit: int | None = None, tokens: int | None = None
+        self,
+        query: str,
+        known: set[str],
+        *,
+        limit: int | None = None,
+        tokens: int | None = None,
     ) -> list[Hit]:
+        """The memories retrieved for ``query``, less those the history already shows.
+
+        ``known``: the turns the history shows, verbatim or summarised (:func:`_shown`).
+        A memory of this session that names no turn (an exchange remembered after its
+        call) is one the log holds, so it is left out; one that names its turns (a turn
+        ``offload`` archived when compaction rotated it out) is left out only while the
+        history still shows them (:func:`~contextos.engine.session.novel_hits`). Leaving
+        out every memory of this session dropped the offloaded turns for good: the
+        history no longer held them, and retrieval never brought them back.
+        """
         limit = self.memory_limit if limit is None else limit
         if self.memory is None or not query.strip() or not self.scope_ok:
             return []
+        tokens = self.memory_tokens if tokens is None else tokens
         hits = self.memory.search(
-            query,
-            **search_scope(**self.scope_ids),
-            limit=limit * 2,
-            token_budget=self.memory_tokens if tokens is None else tokens,
+            query, **search_scope(**self.scope_ids), limit=limit * 2, token_budget=tokens
         )
-        if self.session is not None:  # this session's own turns are in the history already
-            hits = [h for h in hits if h.record.session_id != self.session_id]
-        return list(hits[:limit])
+        if self.session is not None:
+            hits = [h for h in hits if h.record.session_id != self.session_id or hit_refs(h)]
+        return novel_hits(hits, known, tokens)[:limit]
 
     def _topic(
-        self, block: TopicBlock, query: str, budget: int, history: Sequence[Item]
+        self, block: TopicBlock, query: str, budget: int, known: set[str]
     ) -> tuple[Layout, list[Hit], list[Hit]]:
         """(layout, block, delta) for ``placement="topic"`` (see :mod:`contextos.engine.topic`).
 
@@ -829,7 +878,6 @@ class SessionContext:
         the rest. Twice as many are searched, so that memories the history
         already shows can be dropped and the block still filled.
         """
-        summary = self._summary()
         _, layout = topic_layout(budget, budget, 0.0, block_tokens=self.memory_tokens)
         # Only the memory shares change: the history budget is history_share's, and
         # the summary keeps the caller's ceiling.
@@ -841,18 +889,33 @@ class SessionContext:
             memories_priority=layout.memories_priority,
         )
         block_tokens = int(layout.topic_ceiling * budget)
+        self._check_block(block)
         fresh = self._hits(
             query,
+            known,
             limit=self.memory_limit * TOPIC_SEARCH_OVER,
             tokens=block_tokens * TOPIC_SEARCH_OVER,
         )
-        known = {p for it in history for p in it.provenance}
-        if summary is not None:
-            known |= set(summary.provenance())
         hits, delta, _ = topic_memories(
             block, query, fresh, known, block_tokens, limit=self.memory_limit
         )
         return layout, hits, delta
+
+    def _check_block(self, block: TopicBlock) -> None:
+        """Read the topic block's memories again, and make the block due when one was
+        deleted, closed or changed since it was retrieved (:meth:`TopicBlock.drop_changed`).
+
+        Why: between refreshes the block is sent as it was retrieved, to keep the cached
+        prefix; a memory the app erased (``delete(purge=True)``) or corrected (``update``)
+        was sent as it was, call after call, for as long as the user kept chatting. One
+        read of at most ``memory_limit`` ids a call; an unchanged block stays as it is.
+        A memory without a store (a bare ``MemoryLike``) is not read again.
+        """
+        store = getattr(self.memory, "store", None)
+        if not block.hits or store is None:
+            return
+        tenant = getattr(self.memory, "tenant", self.scope.tenant)
+        block.drop_changed(store.get_many(tenant, [h.record.id for h in block.hits]))
 
     # -- after the call --------------------------------------------------------------
     def commit(self, prepared: Prepared, call: CallRecord) -> None:
@@ -884,10 +947,20 @@ class SessionContext:
         (:func:`~contextos.engine.message_text.mended`), and a text longer than a memory may
         hold is remembered in pieces. Refused at the log or the memory, it was lost,
         and the error failed the session's next call.
+
+        A ``forget`` that erased the session while the model answered (the turn the call
+        followed, :attr:`_Split.anchor`, is gone from the log) takes the call with it:
+        nothing is logged or remembered. It used to log the reply as the first turn of
+        the erased session and write the erased question back into memory, searchable.
+        The log is read again after the writes, for an erasure that landed between the
+        first read and them (:meth:`_unwrite`).
         """
+        anchor = self._anchors.pop(id(prepared), None)
         reply = call.reply
         if reply is None or not (reply.content or reply.tool_calls or reply.metadata):
             return
+        if anchor is not None and not self._still_logged(anchor):
+            return  # the session was erased during the call: its answer goes with it
         prefill = _prefill_of(prepared.window)
         if prefill is not None:
             redo = {k: v for k, v in prefill.metadata.items() if k == REDO_KEY}
@@ -909,11 +982,11 @@ class SessionContext:
             meta["server_context"] = dict(call.extra)
         if not call.complete:
             meta[COMPLETE_KEY] = False
+        answer: Turn | None = None
         if self.session is not None:
-            self.session.add(replace(reply, metadata=meta))
-        if not call.complete:
-            return
-        if self.remember and self.memory is not None and self.scope_ok:
+            [answer] = self.session.add(replace(reply, metadata=meta))
+        remembered: Sequence[MemoryRecord] = ()
+        if call.complete and self.remember and self.memory is not None and self.scope_ok:
             question = None if prepared.resent else prepared.question
             said = [
                 m
@@ -922,4 +995,45 @@ class SessionContext:
             ]
             if said:
                 pieces = [Message(m.role, p) for m in said for p in text_pieces(m.content)]
-                self.memory.add(pieces, **self.scope_ids)
+                remembered = self.memory.add(pieces, **self.scope_ids)
+        if anchor is not None and not self._still_logged(anchor):
+            self._unwrite(answer, remembered)
+
+    def _still_logged(self, turn: TurnPrint) -> bool:
+        """Whether the session's log still holds ``turn`` (one indexed read). The log is
+        append-only, so only an erasure (``forget``) removes a turn, and a seq it
+        numbered again holds another turn (:func:`~contextos.engine.conversation.turn_print`
+        tells them apart by when it was logged)."""
+        if self.session is None:
+            return True
+        try:
+            found = self.session.turn(turn.seq)
+        except NotFound:
+            return False
+        return turn_print(found).ident == turn.ident
+
+    def _unwrite(self, answer: Turn | None, remembered: Sequence[MemoryRecord]) -> None:
+        """Erase what a commit wrote after an erasure of its session landed between its
+        check and its writes (the erasure took the turn the call followed).
+
+        The memories it added are purged. A reply it logged after the erasure can only go
+        the way turns go, by ``forget``: the session's user is forgotten again (which
+        takes those memories too), so nothing of the call outlives the erasure. A reply
+        the erasure took itself needs nothing more.
+        """
+        session = self.session
+        if session is None:
+            return
+        if answer is not None and self._still_logged(turn_print(answer)):
+            if session.scope.user_id is not None:
+                session.store.forget(Scope(session.scope.tenant, user_id=session.scope.user_id))
+                return
+            log.warning(
+                "session %r was erased during a call, and its reply was logged after the "
+                "erasure; it names no user to forget it with, so it stays",
+                session.session_id,
+            )
+        if self.memory is not None:
+            for record in remembered:
+                with suppress(NotFound):  # the erasure took it
+                    self.memory.delete(record.id, purge=True)

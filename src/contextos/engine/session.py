@@ -78,6 +78,7 @@ from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, counted_with, defa
 from contextos.memory.render import render as render_memory
 from contextos.retry import wait_before_retry
 from contextos.store.base import Store
+from contextos.store.records import LOCK_SESSION_PREFIX
 from contextos.types import (
     Filter,
     Hit,
@@ -763,6 +764,14 @@ class Session:
         self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
         if self.scope.session_id is None:
             raise ScopeError("a Session needs a session_id")
+        if self.scope.session_id.startswith(LOCK_SESSION_PREFIX):
+            # Such ids hold an agent lock's state (``contextos.agent.lock``, which uses the
+            # store directly): a conversation under one was never listed, and one equal
+            # to an owner's lock id had its compaction state wiped by the lock's swaps.
+            raise ScopeError(
+                f"session ids starting with {LOCK_SESSION_PREFIX!r} are reserved for "
+                "contextos's own use; choose another session id"
+            )
         if hold not in HOLDS:
             raise ValueError(f"hold must be one of {HOLDS}, not {hold!r}")
         self.store = store

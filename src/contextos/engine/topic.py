@@ -13,7 +13,9 @@ current topic and swaps them only when
   the provider's cache has expired): a refresh then costs nothing extra, or
 - the topic has measurably drifted: the best memories found for the new
   message fit it better than the block does, by more than ``margin``
-  (hysteresis: a small, noisy gain never rewrites the cached prefix).
+  (hysteresis: a small, noisy gain never rewrites the cached prefix), or
+- one of its memories was deleted, closed or changed since it was retrieved
+  (:meth:`TopicBlock.drop_changed`, given the block's records as stored now).
 
 Fit is cosine similarity between the message and the memories' embedding
 texts (:func:`contextos.memory.render.embedding_text`), the mean of the
@@ -31,11 +33,12 @@ A memory is never in both.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from contextos.engine.session import Layout, novel_hits
 from contextos.memory.render import embedding_text
-from contextos.types import Hit
+from contextos.types import Hit, MemoryRecord
 
 #: The topic layout's constants (shared by ``bench replay``'s ``topic`` strategy and
 #: wrapped calls): the block's share of the budget (cached, before the history); the
@@ -120,6 +123,34 @@ class TopicBlock:
         """How much better ``fresh`` fits ``message`` than the block does (cosine units)."""
         query = self._vector([message])[0]
         return self._fit(self._sims(query, fresh)) - self._fit(self._sims(query, self.hits))
+
+    def drop_changed(self, stored: Sequence[MemoryRecord]) -> bool:
+        """Empty the block and make it due if one of its memories is no longer as it was
+        retrieved: deleted, closed (``valid_to``, or its time passed) or changed (its
+        text, or anything else an update stamps with ``updated_at``); True when it did.
+
+        ``stored``: the block's memories as the store holds them now (those it lacks are
+        deleted). Why: the block is kept between refreshes, so a memory the app erased or
+        corrected was sent as retrieved until the block happened to be due. An unchanged
+        block is left as it is (the cached prefix stays byte-identical). The vectors kept
+        for changed memories go with them: a new text is embedded again.
+        """
+        now = {r.id: r for r in stored}
+        at = datetime.now(UTC)
+        changed = [
+            h.record.id
+            for h in self.hits
+            if (r := now.get(h.record.id)) is None
+            or (r.text, r.updated_at, r.valid_to)
+            != (h.record.text, h.record.updated_at, h.record.valid_to)
+            or (r.valid_to is not None and r.valid_to <= at)
+        ]
+        if not changed:
+            return False
+        for memory_id in changed:
+            self._vectors.pop(memory_id, None)
+        self.hits, self.due = [], True
+        return True
 
     def update(
         self, message: str, fresh: Sequence[Hit], *, commit: bool = True
