@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at TEXT
 )
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)"
 
 
 @dataclass(frozen=True)
@@ -101,22 +102,41 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
+#: Names the advisory lock under which a process creates the PostgreSQL key table (an
+#: arbitrary constant, "keys"): ``CREATE TABLE IF NOT EXISTS`` is not race-free, and of
+#: processes creating the table at once (replicas starting together) the later ones
+#: failed on pg_type's unique index.
+_PG_SETUP_LOCK = 0x6B657973
+
+#: Connections of a PostgreSQL key table, at most (one is kept open): verifications
+#: run on a server's worker threads, and most are answered by the key cache.
+_PG_CONNECTIONS = 4
+
+#: Seconds to wait for PostgreSQL: to connect, and for a connection of the pool.
+_PG_TIMEOUT = 10.0
+
+
 class _Sql:
-    """The few statements KeyStore needs, on sqlite3 or psycopg."""
+    """The few statements KeyStore needs, on sqlite3 or psycopg.
+
+    On PostgreSQL through a small connection pool whose connections are checked before
+    use, as the store's are (``store.postgres.pool``): one the server closed while it was
+    idle (a restart, ``pg_terminate_backend``, ``idle_session_timeout``, a proxy's idle
+    limit) is replaced before a statement is sent on it. With one connection reconnected
+    only after a statement failed on it, the first request after every such loss was a
+    503."""
 
     def __init__(self, db: str) -> None:
-        self._lock = threading.Lock()
-        self._db = db
+        self._lock = threading.Lock()  # the SQLite connection's
         self.postgres = db.startswith(("postgresql://", "postgres://"))
         self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
         try:
-            self._conn: Any = self._connect_pg(db) if self.postgres else self._connect_sqlite(db)
             if self.postgres:
-                import psycopg
-
-                self._errors = (psycopg.Error,)
-            self.run(_SCHEMA)
-            self.run("CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)")
+                self._pool: Any = self._open_pg(db)
+            else:
+                self._conn: Any = self._connect_sqlite(db)
+                self.run(_SCHEMA)
+                self.run(_INDEX)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the API key table: {exc}") from exc
 
@@ -128,31 +148,54 @@ class _Sql:
         conn.execute("PRAGMA busy_timeout = 30000")
         return conn
 
-    @staticmethod
-    def _connect_pg(url: str) -> Any:
+    def _open_pg(self, url: str) -> Any:
+        """Create the table if missing (on a plain connection, so a refused connection
+        reports the server's own reason), then open the pool."""
         try:
             import psycopg
+            import psycopg_pool  # noqa: F401 - open_pool's, imported when the pool opens
         except ImportError as exc:
-            raise MissingExtraError("postgres", "psycopg") from exc
+            raise MissingExtraError("postgres", exc.name or "psycopg") from exc
+        from ..store.postgres.pool import open_pool
+
+        self._errors = (psycopg.Error,)
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": int(_PG_TIMEOUT)}
         try:
-            return psycopg.connect(url, autocommit=True, connect_timeout=10)
+            with psycopg.connect(url, **kwargs) as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SETUP_LOCK,))
+                conn.execute(_SCHEMA)
+                conn.execute(_INDEX)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the API key table: {exc}") from exc
+        try:
+            return open_pool(
+                url, kwargs, max_size=_PG_CONNECTIONS, timeout=_PG_TIMEOUT, name="contextos-keys"
+            )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Execute one statement (autocommit) and return its rows."""
         if self.postgres:
-            sql = sql.replace("?", "%s")
+            from ..store.postgres.pool import checked_connection
+
+            try:
+                with checked_connection(self._pool, _PG_CONNECTIONS + 1) as conn:
+                    cur = conn.execute(sql.replace("?", "%s"), tuple(params))
+                    return list(cur.fetchall()) if cur.description else []
+            except self._errors as exc:  # driver errors become StoreError at the seam
+                raise StoreError(f"key table: {exc}") from exc
         with self._lock:
             try:
                 cur = self._conn.execute(sql, tuple(params))
                 return list(cur.fetchall()) if cur.description else []
-            except self._errors as exc:  # driver errors become StoreError at the seam
-                if self.postgres and self._conn.closed:
-                    self._conn = self._connect_pg(self._db)
+            except self._errors as exc:
                 raise StoreError(f"key table: {exc}") from exc
 
     def close(self) -> None:
+        if self.postgres:
+            self._pool.close()
+            return
         with self._lock:
             self._conn.close()
 

@@ -57,6 +57,7 @@ from contextos.store.postgres.codec import (
     tsquery_words,
     vector_text,
 )
+from contextos.store.postgres.pool import checked_connection, open_pool
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import META_SQL, PgSessionLog
 from contextos.store.records import RECORD_FIELDS
@@ -71,6 +72,17 @@ _INSERT_RECORD = (
     "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s)"
 )
 _INSERT_HISTORY = shared.insert_history_sql("%s")
+
+#: How long a statement of the store waits for a lock (``lock_timeout``) unless the
+#: database says otherwise (the URL's ``options``, ``PGOPTIONS``, the role's or the
+#: database's settings, the server's configuration: any setting of it is kept, 0
+#: included). PostgreSQL's own default is 0, no limit: one row lock held outside the
+#: store (an admin's open transaction, another app server that lost its network in the
+#: middle of one) kept each update of that row waiting for as long as it lasted, every
+#: connection of the pool filled with them, and every other tenant's call failed after
+#: waiting 10 s for a connection. 5 s is far longer than any write of the store holds
+#: a lock (milliseconds). It bounds ``vacuum``'s lock waits too, whatever is set.
+LOCK_TIMEOUT_S = 5.0
 
 
 # `PostgresStore.list` shadows the builtin inside the class body, hence these aliases.
@@ -112,7 +124,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     ) -> None:
         try:
             import psycopg
-            from psycopg_pool import ConnectionPool
+            import psycopg_pool  # noqa: F401 - open_pool's, imported when a pool opens
         except ImportError as exc:  # pragma: no cover - exercised only without the extra
             raise MissingExtraError("postgres", exc.name or "psycopg") from None
         if schema is not None and not _SCHEMA_NAME.match(schema):
@@ -143,28 +155,17 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             # For every connection of the pool, so a vector search is one statement in
             # autocommit (a SET LOCAL needed a transaction: four round trips, not one).
             # Before the URL's options, which may still override it.
-            kwargs["options"] = f"-c hnsw.iterative_scan=relaxed_order {options}"
-        self._pool = ConnectionPool(
-            url,
-            kwargs=kwargs,
-            min_size=1,
-            max_size=max_connections,
-            open=False,
-            check=ConnectionPool.check_connection,
-            timeout=connect_timeout,
-            # How long the pool tries to replace a connection it lost (after 1 s, 2 s,
-            # 4 s...) before it leaves that to the next call, which connects at once: as
-            # long as a call waits for a connection (``timeout``). With psycopg_pool's
-            # default, 300 s, the next try after an outage of tens of seconds was up to
-            # half a minute away, and every call failed until then.
-            reconnect_timeout=connect_timeout,
-            name="contextos",
-        )
+            kwargs["options"] = f"-c hnsw.iterative_scan=relaxed_order {kwargs['options']}"
+        if self._lock_timeout_set is None:  # set nowhere: the store's default
+            kwargs["options"] = f"-c lock_timeout={_ms(LOCK_TIMEOUT_S)} {kwargs['options']}"
+        self._lock_timeout = self._lock_timeout_set or f"{LOCK_TIMEOUT_S:g}s"
         try:
-            self._pool.open(wait=True, timeout=connect_timeout)
+            self._pool = open_pool(
+                url, kwargs, max_size=max_connections, timeout=connect_timeout, name="contextos"
+            )
         except psycopg.Error as exc:
-            self._pool.close()
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
+        self._tries = max_connections + 1  # every pooled connection may be closed, and one new
         self._indexed_dims: set[int] = set()
         self._sessions = PgSessionLog(self._tx, self._read)
         self._forked = False
@@ -193,22 +194,45 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 row = conn.execute(
                     "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
                 ).fetchone()
+                lock_timeout = conn.execute(
+                    "SELECT current_setting('lock_timeout'), source "
+                    "FROM pg_settings WHERE name = 'lock_timeout'"
+                ).fetchone()
         except self._psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL store at {self._where}: {exc}") from exc
         version = tuple(int(p) for p in re.findall(r"\d+", row[0] if row else "0")[:2])
         self._iterative_scan = version >= (0, 8)
+        # The session's lock_timeout as set (None: set nowhere, LOCK_TIMEOUT_S then).
+        self._lock_timeout_set: str | None = None
+        if lock_timeout is not None and lock_timeout[1] != "default":
+            self._lock_timeout_set = str(lock_timeout[0])
 
     # -- plumbing ----------------------------------------------------------
     @contextmanager
     def _conn(self, what: str) -> Iterator[Any]:
-        """A pooled connection; driver errors inside become StoreError."""
+        """A pooled connection (checked: ``pool.checked_connection``); driver errors
+        inside become StoreError."""
         try:
-            with self._pool.connection() as conn:
+            with checked_connection(self._pool, self._tries) as conn:
                 yield conn
         except self._psycopg.DataError as exc:
             # A value the database cannot hold (a NUL character in text, a number out of
             # range) is the caller's input: a ValueError, whatever the edge.
             raise ValueError(f"PostgreSQL cannot store this value: {_first_line(exc)}") from None
+        except self._psycopg.errors.ProgramLimitExceeded as exc:
+            # 54000: a value past one of PostgreSQL's size limits (a text whose keyword
+            # index passes tsvector's 1 MB) is the caller's input too, and will fail the
+            # same way every time: a ValueError, not a StoreError ("retry after a moment").
+            raise ValueError(_limit_message(exc)) from None
+        except self._psycopg.errors.LockNotAvailable as exc:
+            # 55P03: lock_timeout (LOCK_TIMEOUT_S unless set) passed. A StoreError, as a
+            # busy SQLite store is: the transaction changed nothing and a later try may pass.
+            log.warning("PostgreSQL %s gave up on a lock (%s): %s", what, self._where, exc)
+            raise StoreError(
+                f"PostgreSQL {what} waited more than {self._lock_timeout} (lock_timeout) for "
+                "a lock another session holds (a transaction left open, a long query: see "
+                "pg_stat_activity) and changed nothing; try again later"
+            ) from exc
         except self._psycopg.Error as exc:
             # The server, port and database stay in the log, never in the error text,
             # which may reach an HTTP or MCP client.
@@ -421,12 +445,34 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         new files holding live rows only; a CHECKPOINT then lets old WAL segments be
         recycled (archived WAL and replicas keep them as long as they are configured
         to). It takes an exclusive lock on each table while it runs.
+
+        Each table's lock is waited for at most ``LOCK_TIMEOUT_S`` (less when the
+        session's ``lock_timeout`` is shorter): while VACUUM FULL waits for its lock
+        behind a long reader (a report, a ``pg_dump``, a transaction left open), every
+        other query on the table queues behind its request. Past that it stops with a
+        StoreError naming the table; the tables before it are vacuumed.
         """
+        done: _Strs = []
         with self._conn("vacuum") as conn:
             conn.autocommit = True
-            for table in _TABLES:
-                conn.execute(f"VACUUM (FULL, ANALYZE) {table}")
-            conn.execute("CHECKPOINT")
+            (session_ms,) = conn.execute(
+                "SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'"
+            ).fetchone()
+            limit_ms = min(int(session_ms), _ms(LOCK_TIMEOUT_S)) or _ms(LOCK_TIMEOUT_S)
+            conn.execute(f"SET lock_timeout = {limit_ms}")
+            try:
+                for table in _TABLES:
+                    try:
+                        conn.execute(f"VACUUM (FULL, ANALYZE) {table}")
+                    except self._psycopg.errors.LockNotAvailable as exc:
+                        raise StoreError(_vacuum_blocked(table, limit_ms, done)) from exc
+                    done.append(table)
+                conn.execute("CHECKPOINT")
+            finally:
+                # The pool's connection goes back as it came (RESET: to the value its
+                # session started with); a broken one is dropped by the pool anyway.
+                with contextlib.suppress(self._psycopg.Error):
+                    conn.execute("RESET lock_timeout")
 
     @_absent_if_nul(None, "tenant", "ids", "owner")
     def quarantine_vectors(
@@ -671,6 +717,31 @@ _TABLES = (
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _limit_message(exc: BaseException) -> str:
+    """What a caller is told about a value past one of PostgreSQL's limits (54000)."""
+    first = _first_line(exc)
+    if "tsvector" in first:
+        return (
+            f"PostgreSQL cannot index this text for keyword search ({first}): the words "
+            "of a memory's text and context may take at most 1 MB there; split it"
+        )
+    return f"PostgreSQL cannot store this value: {first}"
+
+
+def _vacuum_blocked(table: str, limit_ms: int, done: Sequence[str]) -> str:
+    vacuumed = ", ".join(done) if done else "none"
+    return (
+        f"vacuum waited more than {limit_ms / 1000:g} s for a lock on table {table} that "
+        "another session holds (a long query, a pg_dump, a transaction left open: see "
+        f"pg_stat_activity) and stopped; tables vacuumed before it: {vacuumed}. End that "
+        "session or wait for it, then run vacuum again"
+    )
 
 
 class _Update(shared.RecordUpdate):

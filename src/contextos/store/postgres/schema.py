@@ -334,14 +334,17 @@ def migrate(conn: Any) -> int:
 
     A migration runs once and must finish, so it runs without the session's
     ``statement_timeout`` (one set in the URL's options or for the role cancelled V8's
-    rewrite of a big table at every open, and the store could never be opened). After
-    the advisory lock (waiting for another process's migration is waiting for what
-    must finish), lock waits are bounded by ``MIGRATION_LOCK_TIMEOUT_S``: a migration
-    stuck behind a long reader fails with a StoreError saying so, rather than queueing
-    every other query behind its lock request for as long as that reader runs.
+    rewrite of a big table at every open, and the store could never be opened). The
+    advisory lock is waited for without the session's ``lock_timeout`` either (waiting
+    for another process's migration is waiting for what must finish; with a
+    ``lock_timeout`` in the URL, a process opening the store while another migrated
+    failed). After it, lock waits are bounded by ``MIGRATION_LOCK_TIMEOUT_S``: a
+    migration stuck behind a long reader fails with a StoreError saying so, rather than
+    queueing every other query behind its lock request for as long as that reader runs.
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SET LOCAL statement_timeout = 0")
+        cur.execute("SET LOCAL lock_timeout = 0")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         cur.execute(f"SET LOCAL lock_timeout = {round(MIGRATION_LOCK_TIMEOUT_S * 1000)}")
         _ensure_vector_extension(cur)

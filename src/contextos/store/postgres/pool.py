@@ -1,0 +1,71 @@
+"""Connection pools to PostgreSQL: the store's, and the API-key table's.
+
+Each connection is checked with a round trip (an empty statement) before it is handed
+out, and one the server closed while it sat in the pool (a restart or failover,
+``pg_terminate_backend``, ``idle_session_timeout`` as managed services and proxies set
+it) is dropped and the next one tried at once, up to every connection the pool holds
+and then a new one. Nothing has been sent on a connection dropped so, so a write is
+never sent twice.
+
+Why not psycopg_pool's own ``check``: after each connection that fails its check it
+sleeps, 1 s, 2 s, 4 s..., before trying the next. Every connection of the pool dies
+together (a restart ends them all; an idle timeout ends every idle one), so with four
+or more in the pool the first call after the loss waited out the pool's whole timeout
+(10 s) and failed: a 503.
+
+psycopg and psycopg_pool (the ``postgres`` extra) are imported only when a pool opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float, name: str) -> Any:
+    """A ``psycopg_pool.ConnectionPool`` of 1 to ``max_size`` connections, opened (its
+    first connection made; psycopg errors are the caller's to turn into StoreError).
+    ``timeout``: seconds a call waits for a connection, and how long the pool tries to
+    replace one it lost (after 1 s, 2 s, 4 s...) before it leaves that to the next call,
+    which connects at once. With psycopg_pool's default, 300 s, the next try after an
+    outage of tens of seconds was up to half a minute away, and every call failed until
+    then."""
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(
+        url,
+        kwargs=kwargs,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        timeout=timeout,
+        reconnect_timeout=timeout,
+        name=name,
+    )
+    try:
+        pool.open(wait=True, timeout=timeout)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
+
+
+@contextmanager
+def checked_connection(pool: Any, tries: int) -> Iterator[Any]:
+    """A connection of ``pool`` that answered a round trip just now. Those found closed
+    are dropped (the pool replaces them) and the next one is tried, ``tries`` at most:
+    one more than the pool's size reaches a new connection."""
+    import psycopg
+
+    for _ in range(tries):
+        with pool.connection() as conn:
+            try:
+                conn.execute("")
+            except psycopg.Error:
+                if not conn.closed:  # not a connection lost: not ours to hide
+                    raise
+                continue  # back to the pool, which drops it and opens another
+            yield conn
+            return
+    raise psycopg.OperationalError(f"no connection of {tries} tried was open")
