@@ -511,6 +511,35 @@ def test_stdio_tools_refuse_unknown_arguments_like_http_bodies(tmp_path: Path) -
     assert all(t.input_schema.get("additionalProperties") is False for t in out["tools"])
 
 
+def test_stdio_add_memory_refuses_metadata_past_the_librarys_limits(tmp_path: Path) -> None:
+    """``add_memory`` copies ``metadata`` into each message's memory, as HTTP's add and
+    ``Memory.add`` do, under the same limits: too much for one memory, or for the
+    copies of one add, is a tool error naming the limit, and nothing is stored."""
+    from contextos.memory.ingest import MAX_METADATA_BYTES, MAX_METADATA_COPIES_BYTES
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    words = [{"role": "user", "content": f"m{i}"} for i in range(40)]
+    calls = {
+        "big": {"messages": "x", "user_id": "u", "metadata": {"b": "x" * 70_000}},
+        "copies": {"messages": words, "user_id": "u", "metadata": {"b": "x" * 30_000}},
+        "fits": {"messages": words, "user_id": "v", "metadata": {"b": "x" * 20_000}},
+    }
+
+    async def scenario(s: ClientSession) -> dict[str, Any]:
+        out: dict[str, Any] = {n: await s.call_tool("add_memory", a) for n, a in calls.items()}
+        out["listed"] = _payload(await s.call_tool("list_memories", {"user_id": "u"}))
+        return out
+
+    out = anyio.run(_stdio, db, key, scenario)
+    assert out["big"].is_error and f"at most {MAX_METADATA_BYTES:,}" in out["big"].content[0].text
+    said = out["copies"].content[0].text
+    assert out["copies"].is_error and "40 memories" in said, said
+    assert f"{MAX_METADATA_COPIES_BYTES:,}" in said
+    assert len(_payload(out["fits"])) == 40  # 20 KB x 40 = 800 KB: within the limit
+    assert out["listed"] == []
+
+
 def test_stdio_string_arguments_reach_the_tools_as_sent(tmp_path: Path) -> None:
     """The SDK ran ``json.loads`` on every string argument whose parameter is not plain
     ``str``: ``user_id="null"`` became None, so a search for user "null" within agent

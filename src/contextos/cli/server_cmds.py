@@ -7,10 +7,11 @@ runs it; none holds logic of its own.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ def _run_server(
     *,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    forwarded_allow_ips: Sequence[str] = (),
     stopped: Callable[[], bool] = lambda: False,
 ) -> None:
     """Serve ``app`` (an ASGI app, or an import string with ``factory``/``workers`` in
@@ -102,7 +104,14 @@ def _run_server(
     ``headlimit.MAX_HEAD_BYTES``, its body keep a minimum pace after as long again,
     and a response blocked for ``send_timeout`` seconds drops its connection
     (:mod:`contextos.server.headlimit`). ``stopped``: whether a SIGTERM came while
-    the app was built (:func:`_sigterm_noted`); then nothing is served."""
+    the app was built (:func:`_sigterm_noted`); then nothing is served.
+
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed only from the proxies in
+    ``forwarded_allow_ips`` (``--forwarded-allow-ips``; none by default). Why: uvicorn
+    believes them from 127.0.0.1 unless told otherwise, and the failed-login throttle
+    counts per client address, so any client on the server's host escaped it with a new
+    ``X-Forwarded-For`` per guess (300 of 300 wrong keys checked) and locked out any
+    address it named (25 failures named 203.0.113.7: that address's valid key got 429)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -111,7 +120,14 @@ def _run_server(
     def stop(signum: int, frame: object) -> None:
         raise _Stopped
 
-    config = uvicorn.Config(app, http=HeadLimitProtocol, **options)
+    proxies = list(forwarded_allow_ips)
+    config = uvicorn.Config(
+        app,
+        http=HeadLimitProtocol,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        **options,
+    )
     set_timeouts(config, header=header_timeout, send=send_timeout)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
@@ -203,6 +219,47 @@ shutdown_timeout_option = number_option(
 )
 
 
+def _proxies(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
+    """``--forwarded-allow-ips``: comma-separated IP addresses or networks, or ``*``;
+    an entry that is neither is refused here (uvicorn would take it as a name that no
+    client address ever matches, and trust no proxy without a word)."""
+    if value is None:
+        return []
+    out: list[str] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            out.append(item)
+            continue
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8)",
+                ctx=ctx,
+                param=param,
+            ) from None
+        single = net.prefixlen == net.max_prefixlen and "/" not in item
+        out.append(str(net.network_address if single else net))
+    if not out:
+        raise click.BadParameter("name at least one address", ctx=ctx, param=param)
+    return ["*"] if "*" in out else out  # uvicorn reads "*" as "any" only alone
+
+
+#: ``--forwarded-allow-ips``, one definition for ``serve`` and ``mcp`` over HTTP.
+forwarded_allow_ips_option = click.option(
+    "--forwarded-allow-ips",
+    "forwarded_allow_ips",
+    default=None,
+    metavar="IPS",
+    callback=_proxies,
+    help="Comma-separated addresses or networks of reverse proxies whose "
+    "X-Forwarded-For and X-Forwarded-Proto are believed (* for any). Default: none, "
+    "every client is its connection's address (a client could name any address).",
+)
+
+
 def register(cli: click.Group, bench: click.Group) -> None:
     """Add ``serve``, ``keys`` and ``mcp`` to the CLI and ``serve`` to ``bench``."""
     cli.add_command(serve)
@@ -288,6 +345,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
     click.IntRange(1, 64),
     "Server processes sharing the port (each a stateless replica over --db).",
 )
+@forwarded_allow_ips_option
 @click.option(
     "--log-level",
     default="warning",
@@ -310,6 +368,7 @@ def serve(
     header_timeout: float,
     send_timeout: float,
     workers: int,
+    forwarded_allow_ips: list[str],
     log_level: str,
 ) -> None:
     """Run the HTTP API (memories, sessions, keys) on HOST:PORT over --db."""
@@ -356,6 +415,7 @@ def serve(
                 worker_options,
                 header_timeout=header_timeout,
                 send_timeout=send_timeout,
+                forwarded_allow_ips=forwarded_allow_ips,
                 stopped=stopped,
             )
             console.print("contextos stopped", highlight=False)
@@ -373,6 +433,7 @@ def serve(
                 options,
                 header_timeout=header_timeout,
                 send_timeout=send_timeout,
+                forwarded_allow_ips=forwarded_allow_ips,
                 stopped=stopped,
             )
         finally:
@@ -485,6 +546,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 )
 @limit_options("HTTP: ")
 @shutdown_timeout_option
+@forwarded_allow_ips_option
 @pass_state
 def mcp(
     state: CliState,
@@ -498,6 +560,7 @@ def mcp(
     burst: int,
     max_body_bytes: int,
     shutdown_timeout: int,
+    forwarded_allow_ips: list[str],
 ) -> None:
     """Run the MCP server (memory tools + window assembly) for one tenant's key."""
     from ..embed import make_embedder
@@ -552,7 +615,7 @@ def mcp(
             "access_log": False,
             "timeout_graceful_shutdown": shutdown_timeout,  # as for serve
         }
-        _run_server(app, sock, options, stopped=stopped)
+        _run_server(app, sock, options, forwarded_allow_ips=forwarded_allow_ips, stopped=stopped)
 
 
 @click.command("serve")

@@ -49,6 +49,7 @@ from .ingest import (
     MAX_TEXT_CHARS,
     AddOptions,
     build_records,
+    check_metadata,
     next_seq,
     to_messages,
     validate_options,
@@ -445,6 +446,8 @@ class Memory:
             raise ValueError("update needs text or metadata")
         if text is not None:
             _check_text(text)
+        if metadata is not None:
+            check_metadata(metadata)
         given = metadata
         embeds = _EmbeddedTexts()  # made once per version of the record
         for attempt in range(ADD_TRIES):

@@ -35,7 +35,7 @@ from contextos.text import sentences as S
 from ..store.base import Store, TokenCounter
 from ..types import MemoryRecord, Message, Scope, content_hash
 from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
-from .ingest import AddOptions, _as_datetime
+from .ingest import AddOptions, _as_datetime, check_metadata_copies
 from .reconcile import INFERRED, Outcome, Plan, Reconciler
 from .render import CAPTION_KEYS, FACT_OF
 
@@ -133,6 +133,7 @@ def extract_facts(
     extractor = extractor or OfflineExtractor()
     candidates = extractor.extract(turns, session_time=default_time)
     candidates = _dated(candidates, _turn_times(turns), default_time)
+    check_metadata_copies(opts.metadata, len(candidates))  # copied into every fact
     order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
     base_meta = {**opts.metadata, INFERRED: True}
     return Facts(_by_turn(candidates, order), question_contexts(turns), base_meta)
@@ -213,12 +214,15 @@ def facts_beside(
             metadata={**meta, "turn_id": turn.id, "event_time": anchor},
         )
         same = (_plain(turn.text), _plain(f"{speaker_of(message)}: {turn.text}"))
-        for cand in extractor.extract([message], session_time=anchor):
-            if _plain(cand.text) in same:
-                continue  # the turn verbatim: a copy would add nothing but weight
-            fact_meta: dict[str, Any] = {
-                k: v for k, v in turn.metadata.items() if k not in (*CAPTION_KEYS, "dia_id")
-            }
+        kept = [
+            cand
+            for cand in extractor.extract([message], session_time=anchor)
+            if _plain(cand.text) not in same  # the turn verbatim: a copy adds only weight
+        ]
+        shared = {k: v for k, v in turn.metadata.items() if k not in (*CAPTION_KEYS, "dia_id")}
+        check_metadata_copies(shared, len(kept))  # copied into each of its facts
+        for cand in kept:
+            fact_meta: dict[str, Any] = dict(shared)
             fact_meta[FACT_OF] = turn.id
             if cand.speaker and cand.speaker not in ("user", "assistant"):
                 fact_meta["speaker"] = cand.speaker

@@ -9,6 +9,7 @@ the speaker, the date, an image caption and, in a session, the turn it answers.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ from .render import FACT_OF, caption_of
 MAX_TEXT_CHARS = 100_000
 #: How much of the turn a reply answers its context quotes (of the stripped text).
 QUOTED_CHARS = 300
+#: Largest metadata one memory may hold: bytes of its JSON (UTF-8, compact). A LoCoMo
+#: turn's fields but its text (ids, image urls, caption, query) take under 500 bytes but
+#: for one, 16.5 KB, its image url inline; an image caption, a few tags much less.
+MAX_METADATA_BYTES = 65_536
+#: Most bytes of ``add``'s ``metadata`` one add may write: it is copied into every
+#: memory the add stores, so its size times their number. Why: 0.9 MB of metadata with
+#: 500 one-word messages, one request under the server's 1 MB body limit, wrote 467 MB
+#: and answered 450 MB. Data of one message belongs in that message's own metadata.
+MAX_METADATA_COPIES_BYTES = 1_000_000
+#: What a refusal of one memory's metadata calls it.
+RECORD_METADATA = "a memory's metadata"
 
 _MESSAGE_KEYS = {"role", "content", "name", "tool_call_id", "tool_calls", "metadata"}
 _ROLES = {"system", "user", "assistant", "tool"}
@@ -94,6 +106,8 @@ def validate_options(
     if event_time is not None and not isinstance(event_time, datetime):
         raise TypeError("event_time must be a datetime")
     event_time = opt_utc(event_time, "event_time")
+    if metadata:
+        check_metadata(metadata)
     if not scope.is_scoped():
         from ..errors import ScopeError
 
@@ -117,6 +131,7 @@ def build_records(
     # batch of separate memories, none holding a copy of another's text.
     prev = _as_message(previous) if previous is not None and in_session else None
     seq = next_seq(previous) if in_session else None
+    check_metadata_copies(opts.metadata, sum(1 for m in messages if m.content.strip()))
     for message in messages:
         text = message.content.strip()
         if not text:
@@ -128,17 +143,15 @@ def build_records(
             )
         event = message.metadata.get("event_time") or opts.event_time
         event_time = _as_datetime(event)
-        meta = {**opts.metadata, **{k: v for k, v in message.metadata.items() if k != "event_time"}}
+        meta = _record_metadata(opts.metadata, message)
         if FACT_OF in meta:
             raise ValueError(
                 f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
             )
-        meta["role"] = message.role
-        if message.name:
-            meta["speaker"] = message.name
         if seq is not None:
             meta["seq"] = seq
             seq += 1
+        check_metadata(meta, RECORD_METADATA)
         records.append(
             MemoryRecord(
                 id=str(uuid.uuid4()),
@@ -163,11 +176,68 @@ def build_records(
     return records
 
 
+def metadata_bytes(metadata: Mapping[str, Any]) -> int:
+    """The size of ``metadata`` as stored: bytes of its compact JSON in UTF-8. A value
+    JSON cannot hold counts as its ``str`` (the store refuses it in its own words)."""
+    try:
+        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):  # a cycle, or nested past Python's stack
+        return 0
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
+    """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES` (ValueError naming the
+    limit); return its size in bytes."""
+    size = metadata_bytes(metadata)
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"{what} may hold at most {MAX_METADATA_BYTES:,} bytes as JSON "
+            f"(got {size:,}); store large data elsewhere and keep a reference"
+        )
+    return size
+
+
+def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
+    """The metadata checks of an add of ``messages`` with ``metadata`` (what
+    :func:`build_records` refuses, but for a turn's ``seq``): the copies of ``metadata``
+    in all (:func:`check_metadata_copies`), then each memory's (:func:`check_metadata`)."""
+    said = [m for m in messages if m.content.strip()]
+    check_metadata_copies(metadata, len(said))
+    for message in said:
+        check_metadata(_record_metadata(metadata, message), RECORD_METADATA)
+
+
+def check_metadata_copies(metadata: Mapping[str, Any], copies: int) -> None:
+    """Refuse an add whose ``metadata``, copied into each of its ``copies`` memories,
+    would write more than :data:`MAX_METADATA_COPIES_BYTES` (ValueError saying why)."""
+    if copies <= 1 or not metadata:
+        return
+    size = metadata_bytes(metadata)
+    if size * copies > MAX_METADATA_COPIES_BYTES:
+        raise ValueError(
+            f"metadata of {size:,} bytes would be copied into each of {copies:,} memories "
+            f"({size * copies:,} bytes); one add may copy at most "
+            f"{MAX_METADATA_COPIES_BYTES:,} bytes: put data of one message in that message's "
+            "metadata, or add fewer messages at a time"
+        )
+
+
 def next_seq(previous: MemoryRecord | None) -> int:
     """The session position after ``previous``, the session's latest turn (0 when none):
     where an add, of turns or of inferred facts, numbers its first record."""
     seq = previous.metadata.get("seq") if previous is not None else None
     return seq + 1 if isinstance(seq, int) else 0
+
+
+def _record_metadata(shared: Mapping[str, Any], message: Message) -> dict[str, Any]:
+    """A record's metadata but its ``seq``: the add's, the message's own over it (but its
+    ``event_time``, kept as the record's), who said it."""
+    meta = {**shared, **{k: v for k, v in message.metadata.items() if k != "event_time"}}
+    meta["role"] = message.role
+    if message.name:
+        meta["speaker"] = message.name
+    return meta
 
 
 def _as_message(record: MemoryRecord) -> Message:

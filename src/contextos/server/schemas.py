@@ -27,10 +27,12 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from ..engine.message_text import lone_surrogate_at
+from ..memory.ingest import check_add_metadata, check_metadata
 from ..times import utc
 from ..types import Message, ScopeIds, scope_id, scope_ids
 from .errors import BRANCH, describe
@@ -140,7 +142,13 @@ def _check_json(value: Any, depth: int = 0) -> Any:
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if value is None else _check_json(value)
+    """Strict JSON (:func:`_check_json`) within the library's size limit for one memory's
+    metadata (:func:`contextos.memory.ingest.check_metadata`)."""
+    if value is None:
+        return None
+    value = _check_json(value)
+    check_metadata(value)
+    return value
 
 
 #: A text the library stores whole (a memory's): at most MAX_TEXT characters.
@@ -237,6 +245,16 @@ class AddRequest(ScopeIn):
     infer: bool = Field(
         False, description="Extract and reconcile facts instead of storing the turns verbatim."
     )
+
+    @model_validator(mode="after")
+    def _metadata_fits(self) -> Self:
+        """``metadata`` is copied into every message's memory: refused here, as
+        ``Memory.add`` refuses it (:func:`contextos.memory.ingest.check_add_metadata`),
+        when the copies would be too large, so a body under the size limit cannot write
+        hundreds of times its size (0.9 MB of metadata with 500 short messages: 467 MB)."""
+        if isinstance(self.messages, list):
+            check_add_metadata(self.metadata or {}, [m.to_message() for m in self.messages])
+        return self
 
 
 class SearchRequest(ScopeIn):
