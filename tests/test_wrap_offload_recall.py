@@ -121,3 +121,75 @@ def test_an_exchange_remembered_from_the_history_is_not_sent_twice(
 
     body = _ask(wrapped, fake_anthropic, "What is my gym locker code?")
     assert _count(body, SECRET) == 1 and SECRET not in _memories_sent(body)
+
+
+TOOLS = [
+    {
+        "name": "read_file",
+        "description": "read a file",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+    }
+]
+
+
+def test_a_large_tool_result_is_offloaded_like_any_turn(
+    memory: Memory, fake_anthropic: FakeAnthropic, anthropic_client: Any
+) -> None:
+    # A 70 KB tool result (a file read) is kept verbatim in its turn's metadata for
+    # resending; archive() copied that metadata into the memory, past its 64 KiB limit:
+    # the archive was refused, every compaction after it retried it, and calls raised.
+    def reply(body: dict[str, Any]) -> Any:
+        last = json.dumps(body["messages"][-1]["content"])
+        if "read my config" in last and "tool_result" not in last:
+            return [{"type": "tool_use", "id": "tu_1", "name": "read_file", "input": {"path": "a"}}]
+        return "Noted."
+
+    fake_anthropic.reply = reply
+    client = wrap(
+        anthropic_client,
+        memory,
+        session="s1",
+        user_id="ana",
+        compaction="offload",
+        budget=60_000,
+        background_commit=False,
+    )
+    config = "line of the config file: key=value\n" * 2000
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "Please read my config file."}]
+    r = client.messages.create(model=MODEL, max_tokens=64, messages=msgs, tools=TOOLS)
+    msgs += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in r.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": config}],
+        },
+    ]
+    client.messages.create(model=MODEL, max_tokens=64, messages=msgs, tools=TOOLS)
+    session = client.context.session
+    for n in range(60):
+        if session.state().start_seq > 3:
+            break
+        said = f"Filler {n}: " + "today I walked along the river and saw ducks. " * 120
+        client.messages.create(
+            model=MODEL, max_tokens=64, tools=TOOLS, messages=[{"role": "user", "content": said}]
+        )
+    state = session.state()
+    assert state.start_seq > 3 and not state.unarchived
+    archived = [r for r in memory.get_all(user_id="ana", limit=1000) if "turn_seq" in r.metadata]
+    assert {r.metadata["turn_seq"] for r in archived} >= {0, 1, 2, 3}
+    assert any("key=value" in r.text for r in archived)
+
+
+def test_an_app_key_too_large_for_a_memory_is_left_out_of_the_archive(memory: Memory) -> None:
+    # The log keeps the whole turn; the archived memory keeps its text and reference.
+    from contextos import Message, Session
+
+    session = Session(memory.store, "s2", user_id="ana")
+    session.add(Message("user", "Here is the contract.", metadata={"doc": "x" * 70_000}))
+    for n in range(30):
+        session.add(Message("assistant" if n % 2 else "user", f"Turn {n}: " + "words " * 40))
+    done = session.compact(300, "offload", memory=memory, force=True)
+    assert done is not None and not session.state().unarchived
+    [first] = [r for r in memory.get_all(user_id="ana", limit=100) if r.metadata["turn_seq"] == 0]
+    assert first.text == "Here is the contract." and "doc" not in first.metadata
+    assert session.turn(0).message.metadata["doc"] == "x" * 70_000

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, cast
 from contextos.engine.compaction import HistoryState
 from contextos.engine.summarize import turn_ref, turn_time
 from contextos.errors import NotFound
-from contextos.memory.ingest import MAX_TEXT_CHARS
+from contextos.llm.media_tokens import THINKING_KEY, TOOL_RESULTS_KEY, WIRE_KEY
+from contextos.memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
 from contextos.retry import wait_before_retry
 from contextos.store.records import same_turn
 from contextos.types import Filter, MemoryRecord, Message, Scope, Turn, scope_ids
@@ -173,6 +174,29 @@ def _archived_text(message: Message) -> str:
     return " ".join(f"[called {c.name}({c.arguments})]" for c in message.tool_calls)
 
 
+#: Turn metadata an archived memory does not copy: the provider's wire form of the
+#: message, verbatim tool results, signed thinking and server-side compaction blocks
+#: (what resending the turn needs: the log keeps them), and the call's accounting.
+#: Copied, a 70 KB tool result or a long thinking block passed a memory's metadata
+#: limit, the archive was refused, and every later compaction retried it in vain.
+WIRE_ONLY_KEYS = frozenset(
+    {WIRE_KEY, TOOL_RESULTS_KEY, THINKING_KEY, "anthropic_compaction", "usage", "server_context"}
+)
+#: Room left in a memory's metadata for what :func:`archive` adds to the turn's own.
+_ARCHIVE_KEYS_BYTES = 1024
+
+
+def archived_metadata(turn: Turn) -> dict[str, Any]:
+    """The turn's metadata an archived memory keeps: all but :data:`WIRE_ONLY_KEYS`, or
+    none of it when what is left is still too large for a memory (an application's own
+    key holding a document): an archive must never be refused for its metadata, since
+    the turn has already left the history and the log keeps the whole turn."""
+    meta = {k: v for k, v in turn.message.metadata.items() if k not in WIRE_ONLY_KEYS}
+    if metadata_bytes(meta) > MAX_METADATA_BYTES - _ARCHIVE_KEYS_BYTES:
+        return {}
+    return meta
+
+
 def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[MemoryRecord]:
     """Store rotated turns as episodic memories, keeping reference, seq and time.
 
@@ -183,7 +207,8 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
     go in one ``memory.add``, in log order; a turn longer than a memory may be is
     stored in pieces, each with the turn's reference. Each record keeps what
     identifies its turn (:data:`TURN_SEQ_KEY`, :data:`TURN_AT_KEY`) and its provenance
-    (``source_id``: :func:`turn_ref`).
+    (``source_id``: :func:`turn_ref`), and of the turn's metadata what
+    :func:`archived_metadata` keeps.
     """
     out: list[MemoryRecord] = []
     run: list[Message] = []
@@ -191,7 +216,7 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
     for t in turns:
         when = turn_time(t)
         meta = {
-            **t.message.metadata,
+            **archived_metadata(t),
             TURN_SEQ_KEY: t.seq,
             TURN_AT_KEY: turn_at(t),
             "source_id": turn_ref(t),
