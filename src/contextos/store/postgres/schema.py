@@ -367,8 +367,8 @@ def migrate(conn: Any) -> int:
                 (rows,) = cur.fetchone()
                 log.info(
                     "PostgreSQL schema migration V%d is rewriting table memories (%s rows; "
-                    "~8 s per 100,000) under an exclusive lock: the store's queries wait "
-                    "until it is done",
+                    "~8 s per 100,000) under an exclusive lock: other processes' queries "
+                    "of it wait up to their lock_timeout (5 s unless set), then fail (503)",
                     number,
                     f"{rows:,}",
                 )
