@@ -12,8 +12,9 @@ each other's rows and can run in any order.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,24 @@ def memory_on(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Any]:
             yield m
         finally:
             m.close()
+
+
+def at_once(action: Callable[[], object], threads: int = 8) -> list[BaseException]:
+    """Run ``action`` on ``threads`` threads released together (processes opening one
+    database at the same moment); what each raised, in no order."""
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            action()
+        except BaseException as exc:  # collected: the caller's assertion shows them
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return errors

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pg_support import connect, fresh_schema, pg_url
+from pg_support import at_once, connect, fresh_schema, pg_url
 
 pytestmark = pytest.mark.postgres
 pytest.importorskip("psycopg")
@@ -137,18 +136,5 @@ def test_processes_opening_a_new_key_table_at_once_all_open_it() -> None:
     errors: list[BaseException] = []
     for _ in range(12):
         with fresh_schema("keys_race") as (url, _schema):
-            start = threading.Barrier(8)
-
-            def open_it(url: str = url, start: threading.Barrier = start) -> None:
-                start.wait()
-                try:
-                    KeyStore(url).close()
-                except BaseException as exc:  # collected: the assertion shows them
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=open_it) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            errors += at_once(lambda url=url: KeyStore(url).close())
     assert errors == []

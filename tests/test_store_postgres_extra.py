@@ -15,7 +15,7 @@ import pytest
 from contextos.errors import StoreError
 from contextos.store.base import Patch
 from contextos.types import Filter, MemoryRecord, Message, Scope, content_hash
-from pg_support import connect, pg_url, postgres_store, with_options
+from pg_support import at_once, connect, pg_url, postgres_store, with_options
 
 pytestmark = pytest.mark.postgres
 pytest.importorskip("psycopg")
@@ -77,20 +77,7 @@ def test_processes_starting_together_on_a_new_schema_all_open_it() -> None:
     errors: list[BaseException] = []
     for _ in range(12):
         schema = f"t_race_{uuid.uuid4().hex[:12]}"
-        start = threading.Barrier(8)
-
-        def open_it(schema: str = schema, start: threading.Barrier = start) -> None:
-            start.wait()
-            try:
-                PostgresStore(url, schema=schema).close()
-            except BaseException as exc:  # collected: the assertion shows them
-                errors.append(exc)
-
-        threads = [threading.Thread(target=open_it) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors += at_once(lambda schema=schema: PostgresStore(url, schema=schema).close())
         with connect(url) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     assert errors == []

@@ -27,6 +27,21 @@ MODEL = "claude-haiku-4-5"
 SECRET = "qzlockercode5521"
 
 
+def _offloading(client: Any, memory: Memory, **options: Any) -> Any:
+    """``client`` wrapped for Ana's session s1 with offload compaction, committing
+    inline; nothing remembered unless ``remember=True`` is given."""
+    options.setdefault("remember", False)
+    return wrap(
+        client,
+        memory,
+        session="s1",
+        user_id="ana",
+        compaction="offload",
+        background_commit=False,
+        **options,
+    )
+
+
 def _ask(client: Any, fake: FakeAnthropic, text: str) -> dict[str, Any]:
     """Ask ``text``; the request the fake received."""
     client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": text}])
@@ -70,16 +85,8 @@ def test_an_offloaded_turn_is_retrieved_once_the_history_no_longer_shows_it(
     placement: str, memory: Memory, fake_anthropic: FakeAnthropic, anthropic_client: Any
 ) -> None:
     fake_anthropic.reply = lambda body: "Noted."
-    wrapped = wrap(
-        anthropic_client,
-        memory,
-        session="s1",
-        user_id="ana",
-        compaction="offload",
-        budget=1500,
-        remember=False,  # the archive alone holds the turn
-        memory_placement=placement,
-    )
+    # remember=False: the archive alone holds the turn
+    wrapped = _offloading(anthropic_client, memory, budget=1500, memory_placement=placement)
     _offloaded(wrapped, fake_anthropic)
     [archived] = [r for r in memory.get_all(user_id="ana", limit=1000) if SECRET in r.text]
     assert archived.session_id == "s1" and archived.metadata["turn_seq"] == 0
@@ -93,15 +100,7 @@ def test_a_turn_pinned_back_into_the_history_is_not_sent_again_from_the_archive(
     memory: Memory, fake_anthropic: FakeAnthropic, anthropic_client: Any
 ) -> None:
     fake_anthropic.reply = lambda body: "Noted."
-    wrapped = wrap(
-        anthropic_client,
-        memory,
-        session="s1",
-        user_id="ana",
-        compaction="offload",
-        budget=1500,
-        remember=False,
-    )
+    wrapped = _offloading(anthropic_client, memory, budget=1500)
     _offloaded(wrapped, fake_anthropic)
     wrapped.context.session.pin(0)  # the window shows a pinned turn, rotated or not
 
@@ -145,15 +144,7 @@ def test_a_large_tool_result_is_offloaded_like_any_turn(
         return "Noted."
 
     fake_anthropic.reply = reply
-    client = wrap(
-        anthropic_client,
-        memory,
-        session="s1",
-        user_id="ana",
-        compaction="offload",
-        budget=60_000,
-        background_commit=False,
-    )
+    client = _offloading(anthropic_client, memory, budget=60_000, remember=True)
     config = "line of the config file: key=value\n" * 2000
     msgs: list[dict[str, Any]] = [{"role": "user", "content": "Please read my config file."}]
     r = client.messages.create(model=MODEL, max_tokens=64, messages=msgs, tools=TOOLS)

@@ -13,7 +13,8 @@ import asyncio
 import gc
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,33 @@ def _opened(wrapped: Any, provider: str, fake: Any, question: str) -> Any:
     return wrapped.chat.completions.create(model=GPT, messages=messages, stream=True)
 
 
+@contextmanager
+def _collecting_client(
+    tmp_path: Path, provider: str, background_commit: bool
+) -> Iterator[tuple[Any, Any]]:
+    """The fake server and a client of ``provider`` wrapped for Ana's session, on a
+    Memory whose embedder runs the garbage collector inside each commit."""
+    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    fake_server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
+    with (
+        fake_server() as fake,
+        Memory(
+            tmp_path / "m.db", embedder=_CollectingEmbedder(), background_embedding=False
+        ) as memory,
+        sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        yield (
+            fake,
+            wrap(
+                client,
+                memory=memory,
+                session="s",
+                user_id="ana",
+                background_commit=background_commit,
+            ),
+        )
+
+
 @pytest.mark.usefixtures("no_gc")
 @pytest.mark.parametrize("background_commit", [False, True])
 @pytest.mark.parametrize(
@@ -109,17 +137,7 @@ def test_a_stream_collected_inside_a_commit_is_queued_not_deadlocked(
     openai stream (a cycle) is freed by the collector inside the next call's commit
     (inline, or on the commit thread while ``flush`` waits for it): both calls return,
     and the stream is logged after. An anthropic stream is freed when dropped."""
-    embedder = _CollectingEmbedder()
-    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
-    fake_server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
-    with (
-        fake_server() as fake,
-        Memory(tmp_path / "m.db", embedder=embedder, background_embedding=False) as memory,
-        sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client,
-    ):
-        wrapped = wrap(
-            client, memory=memory, session="s", user_id="ana", background_commit=background_commit
-        )
+    with _collecting_client(tmp_path, provider, background_commit) as (fake, wrapped):
         left, done = threading.Event(), threading.Event()
 
         def abandon() -> None:
@@ -196,17 +214,7 @@ def test_a_stream_closed_by_the_app_inside_the_collector_is_queued_not_deadlocke
     generator's ``with`` / ``finally`` / helper block closes the stream there. That
     close may only queue the report: the next call and ``flush`` return, the stream is
     recorded (as left) after them, and the client goes on working."""
-    embedder = _CollectingEmbedder()
-    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
-    fake_server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
-    with (
-        fake_server() as fake,
-        Memory(tmp_path / "m.db", embedder=embedder, background_embedding=False) as memory,
-        sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client,
-    ):
-        wrapped = wrap(
-            client, memory=memory, session="s", user_id="ana", background_commit=background_commit
-        )
+    with _collecting_client(tmp_path, provider, background_commit) as (fake, wrapped):
         relay = _Relay(wrapped, provider, fake, shape)
         for _ in range(6):  # into the text, then the app's client disconnects
             next(relay.events)
