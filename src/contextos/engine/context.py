@@ -162,7 +162,17 @@ class _Committer:
     for them. The next ``prepare`` (or ``flush``) waits, so the log is always
     complete before the next window is built, and a failed write is raised
     there instead of being lost. A lock makes it safe for one wrapped client
-    shared by several threads: a commit is started and joined by one at a time.
+    shared by several threads: a commit starts once the one before it is done.
+
+    A commit may itself make a call through the same wrapped client (a
+    ``MemoryLike`` whose ``add`` asks the model for something): that call's
+    ``prepare`` waits for no commit of its own thread, and its commit runs right
+    there, in its place in the order (inline, or on the commit thread). Why: the
+    lock was held while a thread joined the commit thread, which then waited for
+    that lock (a deadlock); the commit thread joined itself ("cannot join current
+    thread"); and an inline commit (``background_commit=False``) took a lock it
+    held already (a deadlock). No lock is held while a thread is joined now, and
+    inline commits are serialised by a lock their own thread may take again.
 
     The thread is a daemon (a hung store must not hang the process at exit), so
     nothing would wait for the last commit of a script that ends, or of a Memory
@@ -174,7 +184,12 @@ class _Committer:
 
     def __init__(self, background: bool) -> None:
         self.background = background
+        #: Guards ``_thread`` and ``_error``; never held while a thread is joined, nor
+        #: while a commit runs.
         self._lock = threading.Lock()
+        #: One inline commit at a time (``background`` False); its own thread may take it
+        #: again (a commit that makes a call through the same client).
+        self._inline = threading.RLock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         if background:
@@ -184,27 +199,41 @@ class _Committer:
         """Run ``func(*args)`` after the commit before it. In the background, the
         previous commit's failure is kept for the next ``wait`` (a ``prepare``):
         the caller of this commit already has its answer and must get it."""
-        with self._lock:
-            self._join()
-            if not self.background:
+        if not self.background:
+            with self._inline:
                 self._raise()
                 func(*args)
-                return
+            return
+        with self._lock:
+            self._settle(until_idle=True)
+            if self._thread is threading.current_thread():
+                nested = True  # made from inside the commit running here: its turn is now
+            else:
+                nested = False
+                thread = threading.Thread(
+                    target=self._run, args=(func, args), name="contextos-commit", daemon=True
+                )
+                thread.start()
+                self._thread = thread
+        if nested:
+            self._run(func, args)
 
-            def run() -> None:
-                try:
-                    func(*args)
-                except BaseException as exc:  # handed to the caller by wait()
-                    self._error = self._error or exc
-
-            thread = threading.Thread(target=run, name="contextos-commit", daemon=True)
-            thread.start()
-            self._thread = thread
+    def _run(self, func: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            func(*args)
+        except BaseException as exc:  # handed to the caller by wait()
+            with self._lock:
+                self._error = self._error or exc
 
     def wait(self) -> None:
-        """Wait for the commit in flight; raise the first failed one's error."""
+        """Wait for the commit in flight (none from the commit itself: see the class);
+        raise the first failed one's error."""
+        if not self.background:
+            with self._inline:
+                self._raise()
+            return
         with self._lock:
-            self._join()
+            self._settle(until_idle=False)
             self._raise()
 
     def drain(self, timeout: float | None = None) -> None:
@@ -215,10 +244,22 @@ class _Committer:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def _join(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
+    def _settle(self, *, until_idle: bool) -> None:
+        """Join the commit in flight, ``_lock`` held on entry and on return but not while
+        joining; the thread is forgotten once done, unless another took its place
+        meanwhile. ``until_idle``: also those other threads started while this one was
+        joined, until none is in flight (what a new commit waits for, to keep the order).
+        The current thread is never joined: a commit made from inside a commit."""
+        while (thread := self._thread) is not None and thread is not threading.current_thread():
+            self._lock.release()
+            try:
+                thread.join()
+            finally:
+                self._lock.acquire()
+            if self._thread is thread:
+                self._thread = None
+            if not until_idle:
+                return
 
     def _raise(self) -> None:
         if self._error is not None:

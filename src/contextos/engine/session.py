@@ -298,28 +298,149 @@ def turn_items(
     """Window items for the visible turns: cleared results as stubs, tool units grouped,
     every call with its results (:func:`sendable_units`)."""
     pinned = pinned_seqs(turns, state)
-    cleared = set(state.cleared)
+    cleared = frozenset(state.cleared)
+    return tuple(
+        item
+        for unit in sendable_units(visible_turns(turns, state))
+        for item in _unit_items(unit, pinned, cleared, tokenizer)
+    )
+
+
+def _turn_key(turn: Turn) -> str:
+    """A turn's window key (its items' and its overflow entries')."""
+    return f"turn:{turn.seq}"
+
+
+def _unit_items(
+    unit: Sequence[Turn], pinned: set[int], cleared: frozenset[int], tokenizer: Tokenizer
+) -> list[Item]:
+    """The window items of one sendable unit (:func:`turn_items`)."""
+    group = f"unit:{unit[0].seq}" if len(unit) > 1 else ""
     items: list[Item] = []
-    for unit in sendable_units(visible_turns(turns, state)):
-        group = f"unit:{unit[0].seq}" if len(unit) > 1 else ""
-        for t in unit:
-            msg: Message = t.message
-            tokens: int | None = t.tokens
-            if t.seq in cleared:
-                msg = replace(msg, content=stub_text(t))
-                tokens = None
-            items.append(
-                message_item(
-                    f"turn:{t.seq}",
-                    msg,
-                    tokenizer,
-                    tokens=tokens,
-                    pinned=t.seq in pinned,
-                    group=group,
-                    provenance=(turn_ref(t),),
-                )
+    for t in unit:
+        msg: Message = t.message
+        tokens: int | None = t.tokens
+        if t.seq in cleared:
+            msg = replace(msg, content=stub_text(t))
+            tokens = None
+        items.append(
+            message_item(
+                _turn_key(t),
+                msg,
+                tokenizer,
+                tokens=tokens,
+                pinned=t.seq in pinned,
+                group=group,
+                provenance=(turn_ref(t),),
             )
-    return tuple(items)
+        )
+    return items
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """The turns a window's history cut before :func:`context_window` saw them
+    (:func:`_history_items`): every sendable unit of the history, and which of them the
+    window was given (the rest it could never place, and lists as left out after the
+    fact: :meth:`complete`)."""
+
+    units: Sequence[Sequence[Turn]]
+    given: frozenset[int]
+    pinned: set[int]
+    cleared: frozenset[int]
+    tokenizer: Tokenizer
+
+    def complete(self, window: Window) -> Window | None:
+        """``window`` (built from the given units) with the units not given listed in its
+        overflow, in the history's order, with the reason of the segment's other entries,
+        and counted in the turns' usage: the window the whole history makes. None when
+        the window dropped no turn it was given (the cut was not proven: build it whole).
+        """
+        at = [n for n, o in enumerate(window.overflow) if o.segment == "turns"]
+        if not at or at[-1] - at[0] + 1 != len(at):
+            return None
+        dropped = {o.key: o for o in window.overflow[at[0] : at[-1] + 1]}
+        reason = window.overflow[at[0]].reason
+        entries: list[Overflow] = []
+        added = 0
+        cleared = self.cleared
+        for k, unit in enumerate(self.units):
+            if k in self.given:
+                entries += [dropped[key] for t in unit if (key := _turn_key(t)) in dropped]
+                continue
+            added += len(unit)
+            if cleared and any(t.seq in cleared for t in unit):  # a stub costs its count
+                items = _unit_items(unit, self.pinned, cleared, self.tokenizer)
+                entries += [Overflow("turns", i.key, i.tokens, reason) for i in items]
+            else:  # a turn's item costs its stored count
+                entries += [Overflow("turns", _turn_key(t), t.tokens, reason) for t in unit]
+        overflow = (*window.overflow[: at[0]], *entries, *window.overflow[at[-1] + 1 :])
+        usage = tuple(
+            replace(u, dropped=u.dropped + added) if u.name == "turns" else u for u in window.usage
+        )
+        return replace(window, overflow=overflow, usage=usage)
+
+
+def _history_items(
+    turns: Sequence[Turn],
+    state: HistoryState,
+    tokenizer: Tokenizer,
+    budget: int,
+) -> tuple[tuple[Item, ...], _Cut | None]:
+    """:func:`turn_items` for a window of ``budget`` tokens, without the items of the
+    older turns it can never place; and the :class:`_Cut` that lists those as left out
+    (None when nothing was cut: the items are :func:`turn_items`' own).
+
+    Why: a window placed a ~2,000-token budget's worth of turns but made an item of every
+    turn of the history, and its assembly went over all of them: on a log that nothing
+    compacts (the server's window route) 0.36 s a window at 10,000 turns and 4.6 s at
+    80,000, for the same ~1,980 tokens placed.
+
+    The history keeps its newest turns (``keep="newest"`` in
+    :func:`~contextos.engine.window.assemble`): it places the pinned units first, each
+    with the user turn that opened its exchange, then the others newest first, each with
+    that turn, and stops at the first that does not fit its room, which is never more
+    than ``budget``. So it is given the newest units whose own counts pass ``budget``
+    (a lower bound of their cost in the window: thinking sent only adds), each pinned unit
+    before them, and the user turn of each one's exchange; it stops inside the newest
+    ones, and places from these what it places from the whole history, in the same
+    order. The units not given are left out, in the same order and for the same reason
+    (:meth:`_Cut.complete`), each at its count: the thinking of an open loop's older turns
+    (a window without a question) is taken off whenever the loop does not fit
+    (:func:`loop_thinking_to_fit`), and it never fits when turns are cut.
+    """
+    units = sendable_units(visible_turns(turns, state))
+    pinned = pinned_seqs(turns, state)
+    cleared = frozenset(state.cleared)
+
+    def pins(unit: Sequence[Turn]) -> bool:
+        return bool(pinned) and any(t.seq in pinned for t in unit)
+
+    built: dict[int, list[Item]] = {}
+    cost = 0
+    cut = 0
+    for k in range(len(units) - 1, 0, -1):
+        if not pins(units[k]):
+            built[k] = _unit_items(units[k], pinned, cleared, tokenizer)
+            cost += sum(i.tokens for i in built[k])
+        if cost > budget:
+            cut = k
+            break
+    if cut == 0:
+        return turn_items(turns, state, tokenizer), None
+    given = set(range(cut, len(units)))
+    opener: int | None = None  # the user turn of the exchange of each unit up to the cut
+    for k in range(cut + 1):
+        if units[k][0].message.role == "user":
+            opener = k
+        if k == cut or pins(units[k]):
+            given.update((k,) if opener is None else (k, opener))
+    items = tuple(
+        item
+        for k in sorted(given)
+        for item in (built.get(k) or _unit_items(units[k], pinned, cleared, tokenizer))
+    )
+    return items, _Cut(units, frozenset(given), pinned, cleared, tokenizer)
 
 
 def with_thinking_sent(
@@ -725,6 +846,11 @@ class CompactionResult:
 _SAVE_TRIES = 50
 
 
+def _role(turn: Turn | TurnPrint) -> str:
+    """A turn's role, of the turn or of its print."""
+    return turn.role if isinstance(turn, TurnPrint) else turn.message.role
+
+
 class Session:
     """One conversation's durable log in a :class:`~contextos.store.base.Store`.
 
@@ -789,8 +915,14 @@ class Session:
         self._turns: list[Turn] = []
         #: Where ``_turns`` starts: every turn read before it is only a print.
         self._held_from = 0
-        #: A print of every turn read, in log order (``_turns``' included).
+        #: A print of every turn read, in log order (``_turns``' included), but for the
+        #: newest ``_unprinted`` of ``_turns``: :meth:`_printed` makes theirs when needed.
         self._prints: list[TurnPrint] = []
+        #: How many of the newest turns held have no print in ``_prints`` yet. Why: a
+        #: print costs ~5 µs a turn (two digests), and a Session that reads the log
+        #: whole for one window (a fresh one per server request) needs none: 0.45 s of a
+        #: window at 80,000 turns.
+        self._unprinted = 0
         #: The conversation's prints (:func:`conversation` of ``_prints``), kept as they
         #: grow (:func:`_extend_conversation`): only appended to, or replaced.
         self._said: list[TurnPrint] = []
@@ -930,7 +1062,7 @@ class Session:
             for _ in range(_SAVE_TRIES):
                 self._read_turns()
                 if not self._prints or self._held_from <= self._prints[0].seq:
-                    return list(self._turns)
+                    return list(self._turns)  # every turn read is held (the unprinted too)
                 older = self._load(self._prints[0].seq)
                 if older is not None:
                     return older + self._turns
@@ -941,7 +1073,7 @@ class Session:
         """A :class:`TurnPrint` of every turn, oldest first (read as :meth:`turns` reads)."""
         with self._lock:
             self._read_turns()
-            return list(self._prints)
+            return list(self._printed())
 
     def conversation_prints(self) -> ConversationView:
         """The prints of the conversation (:func:`conversation` of :meth:`fingerprints`),
@@ -955,6 +1087,7 @@ class Session:
         """
         with self._lock:
             self._read_turns()
+            self._printed()
             return ConversationView(self._said, len(self._said))
 
     def window_turns(self, state: HistoryState | None = None) -> list[Turn]:
@@ -987,24 +1120,21 @@ class Session:
         return conversation(self.window_turns(state))
 
     def _read_turns(self) -> None:
-        """Bring ``_turns`` and ``_prints`` up to the log (the lock held)."""
+        """Bring ``_turns`` up to the log, the new turns unprinted (the lock held)."""
         logged, self._appended = self._appended, None
         new, meta = self._read_new()
         lost = False
         if new is not None:
             new = self._counted(new)
             self._turns += new
-            added = [turn_print(t) for t in new]
-            self._prints += added
-            self._said = _extend_conversation(self._said, added)
+            self._unprinted += len(new)
         else:  # the revision first: an erasure after it moves it, and is seen next time
             meta, self._revision = self.store.session_meta_revision(self.scope)
             self._epoch = meta.get(_EPOCH_KEY)
-            held = self._prints
+            held = self._printed()
             self._estimated.clear()  # the log read whole: as it is now
             self._turns = self._counted(self.store.turns(self.scope))
-            self._prints = [turn_print(t) for t in self._turns]
-            self._said = _extend_conversation([], self._prints)
+            self._prints, self._said, self._unprinted = [], [], len(self._turns)
             self._held_from = self._turns[0].seq if self._turns else 0
             lost = not self._still_holds(held)
         if meta is not None and self.hold == "window":
@@ -1035,21 +1165,33 @@ class Session:
             self._revision = revision
         return new, meta
 
+    def _printed(self) -> list[TurnPrint]:
+        """``_prints``, with those of the newest turns held that had none yet made (and
+        the conversation's prints carried on with them): the lock held."""
+        if self._unprinted:
+            added = [turn_print(t) for t in self._turns[len(self._turns) - self._unprinted :]]
+            self._unprinted = 0
+            self._prints += added
+            self._said = _extend_conversation(self._said, added)
+        return self._prints
+
     def _boundary(self, state: HistoryState) -> int:
         """The seq from which ``state``'s windows and compactions read turns: the history's
         start, or an earlier pinned or kept turn, moved back to the start of its tool unit
         (a turn that is not a tool result opens one), never past the newest turn."""
-        prints = self._prints
-        if not prints:
+        # Every turn read: the held ones when none is printed yet (all are held then).
+        read: Sequence[Turn | TurnPrint] = self._printed() if self._prints else self._turns
+        if not read:
             return 0
         low = min((state.start_seq, *state.pinned, *state.kept))
-        i = min(bisect_right(prints, low, key=_seq), len(prints)) - 1
-        while i > 0 and prints[i].role == "tool":
+        i = min(bisect_right(read, low, key=_seq), len(read)) - 1
+        while i > 0 and _role(read[i]) == "tool":
             i -= 1
-        return prints[max(i, 0)].seq
+        return read[max(i, 0)].seq
 
     def _trim(self, state: HistoryState) -> None:
         """Let go of the whole turns before ``state``'s boundary (their prints stay)."""
+        self._printed()
         start = self._boundary(state)
         if start > self._held_from:
             del self._turns[: bisect_left(self._turns, start, key=_seq)]
@@ -1058,6 +1200,7 @@ class Session:
     def _load(self, start: int) -> list[Turn] | None:
         """The turns from ``start`` up to those held, read from the store; None when the
         log no longer holds them as they were printed (an erasure meanwhile)."""
+        self._printed()
         lo = bisect_left(self._prints, start, key=_seq)
         hi = bisect_left(self._prints, self._held_from, key=_seq)
         want = self._prints[lo:hi]
@@ -1070,12 +1213,14 @@ class Session:
 
     def _still_holds(self, held: Sequence[TurnPrint]) -> bool:
         """Whether the turns just read hold every turn of ``held`` (read before)."""
-        now = {p.seq: p.ident for p in self._prints}
+        if not held:
+            return True
+        now = {p.seq: p.ident for p in self._printed()}
         return all(now.get(p.seq) == p.ident for p in held)
 
     def _holds(self, turn: Turn) -> bool:
         """Whether the turns read hold ``turn`` (logged here before they were read)."""
-        i = bisect_right(self._prints, turn.seq, key=_seq) - 1
+        i = bisect_right(self._printed(), turn.seq, key=_seq) - 1
         if i < 0:
             return False
         p, mine = self._prints[i], turn_print(turn)
@@ -1270,22 +1415,37 @@ class Session:
         ``question`` None: a call with no new question (an agent's call after its
         tools ran): no question block is placed. A blank question is refused with
         ``ValueError`` by :func:`context_window` (the API refuses an empty text block).
+
+        :func:`context_window` is given only the turns the window can place, and the
+        older ones are listed as left out after it (:func:`_history_items`): it is the
+        window of the whole history, and past reading the log its cost follows what it
+        places.
         """
         total = window_budget(model, budget)
         state = self.state()
-        return context_window(
-            total,
-            tokenizer=self.tokenizer,
-            question=question,
-            min_cache_tokens=model.min_cache_tokens,
-            system=system,
-            rules=rules,
-            tools=tools,
-            summary=state.summary,
-            turns=turn_items(self.conversation(state), state, self.tokenizer),
-            memories=hits,
-            layout=layout,
-        )
+        turns = self.conversation(state)
+        items, cut = _history_items(turns, state, self.tokenizer, total)
+
+        def build(history: Sequence[Item]) -> Window:
+            return context_window(
+                total,
+                tokenizer=self.tokenizer,
+                question=question,
+                min_cache_tokens=model.min_cache_tokens,
+                system=system,
+                rules=rules,
+                tools=tools,
+                summary=state.summary,
+                turns=history,
+                memories=hits,
+                layout=layout,
+            )
+
+        window = build(items)
+        if cut is None:
+            return window
+        whole = cut.complete(window)
+        return whole if whole is not None else build(turn_items(turns, state, self.tokenizer))
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from . import schemas as s
 from .auth import Authenticator, Principal
 from .gate import principal_in
 from .tenants import TenantMemories
-from .windowing import build_window, window_dict
+from .windowing import WindowSlots, build_window, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -206,12 +206,21 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
         return s.TurnList(results=[s.TurnOut.of(t) for t in found])
 
+    slots = WindowSlots()
+
     @router.post("/{session_id}/window", response_model=s.WindowOut, summary="window")
-    def window(session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant) -> s.WindowOut:
+    async def window(
+        session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant
+    ) -> s.WindowOut:
         """Assemble the context window for a question: summary, recent turns,
         retrieved memories at the edges, question last, within token_budget."""
+        # Async, to build it in the tenant's window slots (windowing.WindowSlots), off
+        # the thread pool that every other route shares.
         req = body.for_session(session_id)
-        return s.WindowOut(**window_dict(build_window(tenants, tenant, req, tokenizer)))
+        answer = await slots.run(
+            tenant, lambda: window_dict(build_window(tenants, tenant, req, tokenizer))
+        )
+        return s.WindowOut(**answer)
 
     @router.get("", response_model=s.SessionList, summary="sessions")
     def sessions(
