@@ -14,6 +14,7 @@ the tokenizer is the seam where the forget lands inside the commit itself.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from cli_support import run_cli
-from contextos import Scope, wrap
+from contextos import Scope, Session, wrap
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
@@ -141,39 +142,83 @@ def _memories(
 @pytest.mark.parametrize(
     "how", ["message", "text"], ids=["before-the-reply-is-logged", "before-it-is-remembered"]
 )
-def test_a_forget_landing_inside_the_commit_leaves_nothing_of_the_call(
+def test_a_forget_landing_inside_the_commit_leaves_nothing_of_the_question(
     kind: str,
     how: str,
     tmp_path: Path,
     fake_anthropic: FakeAnthropic,
     anthropic_client: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The commit checks the session before it writes; a forget that commits after that
-    check -- before the reply is logged (it would open the erased session), or after
-    it and before the exchange is remembered (the memories would be written after the
-    erasure) -- is found by a second check after the writes, which undoes them."""
+    check -- before the reply is logged, or after it and before the exchange is
+    remembered (the memories would be written after the erasure) -- is found by a
+    second check after the writes, which purges the memories the commit wrote, and only
+    them: what the app writes for the user after the forget stays. A reply logged after
+    the erasure stays in the log, with a warning (turns go only by forget, and
+    forgetting the user again took the app's later writes too)."""
     fake_anthropic.reply = lambda body: f"Noted, {MARK}."
     handles: list[Callable[[], AbstractContextManager[Memory]]] = []
 
     def forget() -> None:
         with handles[0]() as other:  # the server, the CLI: another handle on the storage
             assert other.forget("ana") > 0
+            # The app goes on at once: a new session and a memory, hers anew.
+            Session(other.store, "s2", user_id="ana").add(Message("user", "Hi again."))
+            other.add("Ana moved to Porto in June.", user_id="ana")
 
     with _memories(kind, tmp_path, ActingTokenizer(how, forget)) as (memory, second):
         handles.append(second)
         memory.add(f"Ana's passport number is {SECRET}.", user_id="ana")
         wrapped = wrap(anthropic_client, memory, session="s1", user_id="ana")
-        _ask(wrapped, f"Remember my passport number {SECRET}.")
+        with caplog.at_level(logging.WARNING, logger="contextos.engine.context"):
+            _ask(wrapped, f"Remember my passport number {SECRET}.")
         assert memory.tokenizer.acted  # type: ignore[attr-defined]
 
-        assert _left(memory, SECRET, MARK) == []
+        late_reply = ["Noted, qzreplymark."] if how == "message" else []
+        assert _left(memory, SECRET, MARK) == late_reply
+        assert ("logged after the erasure" in caplog.text) == (how == "message")
         assert all(
             SECRET not in h.record.text and MARK not in h.record.text
             for h in memory.search("passport number noted", user_id="ana")
         )
+        # What the app wrote after the forget is still there.
+        assert [r.text for r in memory.get_all(user_id="ana")] == ["Ana moved to Porto in June."]
+        assert [t.message.content for t in memory.store.turns(Scope(session_id="s2"))] == [
+            "Hi again."
+        ]
         if kind == "postgres":
             assert _rows_mentioning(memory, SECRET) == []
-            assert _rows_mentioning(memory, MARK) == []
     if kind == "sqlite":
         assert SECRET.encode() not in _file_bytes(tmp_path / "m.db")
-        assert MARK.encode() not in _file_bytes(tmp_path / "m.db")
+
+
+def test_forgetting_another_user_of_a_shared_session_takes_nothing_of_this_user(
+    tmp_path: Path, fake_anthropic: FakeAnthropic, anthropic_client: Any
+) -> None:
+    # Bob's turn is the log's last; Ana's client answers it (it logs nothing new). Bob
+    # is forgotten while the model answers: the commit took Bob's turn for its own
+    # question, found it gone, and forgot Ana -- her memories and other sessions too.
+    db = tmp_path / "m.db"
+
+    def forget_bob_then_answer(body: dict[str, Any]) -> str:
+        assert run_cli("forget", "-u", "bob", "--yes", db=db).returncode == 0
+        return "Sure."
+
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+        memory.add("Ana likes green tea.", user_id="ana")
+        Session(memory.store, "mine", user_id="ana").add(Message("user", "My own notes."))
+        Session(memory.store, "room", user_id="bob").add(Message("user", "Bob: hello all"))
+        wrapped = wrap(anthropic_client, memory, session="room", user_id="ana")
+        fake_anthropic.reply = forget_bob_then_answer
+        wrapped.messages.create(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Bob: hello all"}]
+        )
+        wrapped.flush()
+        assert [r.text for r in memory.get_all(user_id="ana")][-1] == "Ana likes green tea."
+        assert [t.message.content for t in memory.store.turns(Scope(session_id="mine"))] == [
+            "My own notes."
+        ]
+        assert [t.message.content for t in memory.store.turns(Scope(session_id="room"))] == [
+            "Sure."
+        ]

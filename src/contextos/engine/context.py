@@ -809,8 +809,23 @@ class SessionContext:
         end = prints[kept - 1].seq if kept else -1
         turns = [t for t in self.session.conversation(state) if t.seq <= end]
         items = turn_items(turns, state, self.tokenizer)
-        anchor = turn_print(added[-1]) if added else (prints[-1] if prints else None)
+        anchor = turn_print(added[-1]) if added else self._own_last(prints)
         return _Split(parts, items, f"turn:{end}" if kept else None, logged, anchor)
+
+    def _own_last(self, prints: Sequence[TurnPrint]) -> TurnPrint | None:
+        """The log's last turn when this context's user logged it, else None: the anchor
+        of a call that logs nothing new (a retry, an answer to the last turn). In a
+        session two users share, the last turn may be the other's, and its erasure
+        (``forget`` of that user) is no erasure of this call's question."""
+        if not prints or self.session is None:
+            return None
+        try:
+            last = self.session.turn(prints[-1].seq)
+        except NotFound:
+            return None
+        if last.user_id != self.session.scope.user_id:
+            return None
+        return prints[-1]
 
     def _conversation(self) -> Sequence[TurnPrint]:
         """The prints of the logged turns that are part of the conversation
@@ -1057,22 +1072,23 @@ class SessionContext:
         """Erase what a commit wrote after an erasure of its session landed between its
         check and its writes (the erasure took the turn the call followed).
 
-        The memories it added are purged. A reply it logged after the erasure can only go
-        the way turns go, by ``forget``: the session's user is forgotten again (which
-        takes those memories too), so nothing of the call outlives the erasure. A reply
-        the erasure took itself needs nothing more.
+        The memories it added are purged: only those, by id. A reply it logged after the
+        erasure stays in the log (logged with a warning): the store deletes turns only by
+        ``forget`` of a user, and forgetting the user again also took what the app
+        wrote for them after the erasure, in other sessions too (a review found that;
+        and in a session two users share, it forgot this user for the other's
+        erasure). The window for it is the time between the commit's first read of the
+        log and its append, a few milliseconds.
         """
         session = self.session
         if session is None:
             return
         if answer is not None and self._still_logged(turn_print(answer)):
-            if session.scope.user_id is not None:
-                session.store.forget(Scope(session.scope.tenant, user_id=session.scope.user_id))
-                return
             log.warning(
-                "session %r was erased during a call, and its reply was logged after the "
-                "erasure; it names no user to forget it with, so it stays",
+                "session %r was erased during a call, and the call's reply was logged "
+                "after the erasure (turn %d); forget the user again to erase it",
                 session.session_id,
+                answer.seq,
             )
         if self.memory is not None:
             for record in remembered:
