@@ -473,3 +473,4 @@ def test_a_turn_unpinned_after_a_compaction_stepped_over_it_stays_until_compacte
     if strategy == "offload":
         assert [r for r in memory.get_all(user_id="ana", limit=100) if "Pedro3 " in r.text]
     assert session.state().kept == ()
+    memory.close()

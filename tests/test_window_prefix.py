@@ -76,6 +76,7 @@ def test_more_memories_never_squeeze_the_summary_out_of_the_prefix(tmp_path):
     # The memories took what the prefix left (the budget was short), the rest is reported.
     assert many.segment_tokens()["memories"] > few.segment_tokens()["memories"]
     assert {o.segment for o in many.overflow} == {"memories"}
+    mem.close()
 
 
 def test_default_layout_serves_memories_after_the_whole_prefix():

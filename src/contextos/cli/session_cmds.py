@@ -260,6 +260,25 @@ def _register_session(cli: click.Group) -> None:
         console.print(f"compactions: {st.compactions}, first verbatim turn: {st.start_seq}")
 
 
+def _compact(
+    state: CliState, s: Session, strategy: str, budget: int, force: bool
+) -> CompactionResult:
+    """``s.compact``; with offload, into a Memory on the same store, whose archive's
+    vectors are written before the command ends and which is closed after (a Memory
+    dropped unclosed warns)."""
+    if strategy != "offload":
+        return s.compact(budget, strategy, force=force)  # type: ignore[arg-type]
+    from ..memory import Memory
+
+    memory = Memory(store=s.store, tenant=state.settings.tenant, settings=state.settings)
+    try:
+        result = s.compact(budget, strategy, memory=memory, force=force)  # type: ignore[arg-type]
+        memory.flush()
+        return result
+    finally:
+        memory.close()
+
+
 def _register_window(cli: click.Group) -> None:
     @cli.command("window")
     @_session_option
@@ -343,14 +362,7 @@ def _register_window(cli: click.Group) -> None:
         s = _session(state, session_id, user_id)
         if not s.turns():  # like `session show`: an unknown session is an error
             raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
-        memory = None
-        if strategy == "offload":
-            from ..memory import Memory
-
-            memory = Memory(store=s.store, tenant=state.settings.tenant, settings=state.settings)
-        result = s.compact(budget, strategy, memory=memory, force=force)  # type: ignore[arg-type]
-        if memory is not None:
-            memory.flush()
+        result = _compact(state, s, strategy, budget, force)
         payload = {
             "compacted": result.plan is not None,
             "state": result.state.to_json(),

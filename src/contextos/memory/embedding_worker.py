@@ -397,9 +397,20 @@ class EmbeddingWorker:
         #: here: inline embedding (the CLI) would make the next command re-embed a
         #: whole store before it answers; its searches use the old vectors meanwhile.
         self._requeue_stale = True
+        #: Set by :meth:`release`: one pass over what is pending, then the thread ends
+        #: and calls ``_on_exit`` (``_exit_lock`` orders the two).
+        self._released = False
+        self._on_exit: Callable[[], None] | None = None
+        self._exit_lock = threading.Lock()
+        self._exited = False
         self._thread = threading.Thread(target=self._run, name="contextos-embed", daemon=True)
         self._thread.start()
         _LIVE.add(self)
+
+    @property
+    def store(self) -> Store:
+        """The store it embeds the pending records of."""
+        return self._store
 
     @property
     def running(self) -> bool:
@@ -460,12 +471,42 @@ class EmbeddingWorker:
         self._wake.set()
         self._thread.join(timeout=30)
 
+    def release(self, then: Callable[[], None] | None = None) -> None:
+        """Its owner is gone without :meth:`close` (a ``Memory`` dropped unclosed): embed
+        what is pending now, without lingering, then let the thread end, and call
+        ``then`` (closing the store the owner opened) on it once it has stopped, or here
+        if it had stopped already. Returns at once.
+
+        Why not :meth:`close`: that stops after the batch in progress, and a service
+        that opens a Memory per request and drops it within the linger left every
+        record pending (each next worker dropped as soon). What the pass does not reach
+        (an embedder down, records another process claimed) stays pending, durable, for
+        the next worker on the file (each embeds what is pending when it starts)."""
+        with self._exit_lock:
+            if not self._exited:
+                self._on_exit = then
+                self._released = True
+                self._closing.set()  # an outage's wait ends (its records stay pending)
+                self._flushing.set()  # no linger
+                self._wake.set()
+                return
+        if then is not None:
+            then()
+
     def _run(self) -> None:
         name_this_thread(BACKGROUND_EMBEDDING)
         try:
             self._loop()
         finally:
+            with self._exit_lock:
+                self._exited = True
+                then, self._on_exit = self._on_exit, None
             self._idle.set()  # the thread ends: wake any flush() (it answers False)
+            if then is not None:
+                try:
+                    then()
+                except Exception as exc:  # noqa: BLE001 - the thread ends either way
+                    log.warning("closing a dropped Memory's store failed: %s", exc)
 
     def _loop(self) -> None:
         while not self._stop:
@@ -473,32 +514,16 @@ class EmbeddingWorker:
             if self._store.closed:
                 self._stop_for_closed_store()
                 break
-            if not woken and not self._pending_somewhere():
+            if not woken and not self._released and not self._pending_somewhere():
                 continue
             if not self._stop:
                 # Linger, but not past a flush(): a CLI command that opens a Memory and
                 # flushes at once otherwise waited out the whole linger (0.2 s).
                 self._flushing.wait(self._linger)
             self._wake.clear()
-            try:
-                claimed_elsewhere = self._embed_all()
-                # A store failure this worker has since retried and got past is over:
-                # kept, a later flush() raised it although nothing was left undone.
-                self._error = None
-            except EmbedderUnavailable as exc:
-                self._wait_out_outage(exc)
-                continue
-            except Exception as exc:  # the store failed (busy, closed): surfaced by flush()
-                self._error = exc
-                if self._store.closed:
-                    self._stop_for_closed_store()
-                    break
-                log.warning("background embedding failed, retrying in %.0f s: %s", RETRY_S, exc)
-                if not self._stop:
-                    retry = threading.Timer(RETRY_S, self.notify)
-                    retry.daemon = True
-                    retry.start()
-                claimed_elsewhere = False
+            claimed_elsewhere = self._pass()
+            if claimed_elsewhere is None or self._released:  # a dropped owner: one pass
+                break
             if claimed_elsewhere:
                 # Look again soon while flush() waits, else once the claims could have
                 # run out (their holder died); an add or a flush() wakes it earlier.
@@ -506,6 +531,36 @@ class EmbeddingWorker:
                 self._wake.set()
             elif not self._wake.is_set():
                 self._idle.set()
+
+    def _pass(self) -> bool | None:
+        """Embed what is pending; whether records are still pending that another
+        process claimed, and None when the thread must stop (its store was closed, or
+        it was released and this pass failed: nobody is left to wait for a retry)."""
+        try:
+            claimed_elsewhere = self._embed_all()
+        except EmbedderUnavailable as exc:
+            if self._released:  # the next worker on the file tries again
+                return None
+            self._wait_out_outage(exc)  # wakes the loop for the next try
+            return False
+        except Exception as exc:  # the store failed (busy, closed): surfaced by flush()
+            self._error = exc
+            if self._store.closed:
+                self._stop_for_closed_store()
+                return None
+            if self._released:
+                log.warning("background embedding of a dropped Memory failed: %s", exc)
+                return None
+            log.warning("background embedding failed, retrying in %.0f s: %s", RETRY_S, exc)
+            if not self._stop:
+                retry = threading.Timer(RETRY_S, self.notify)
+                retry.daemon = True
+                retry.start()
+            return False
+        # A store failure this worker has since retried and got past is over: kept, a
+        # later flush() raised it although nothing was left undone.
+        self._error = None
+        return claimed_elsewhere
 
     def _wait_out_outage(self, exc: EmbedderUnavailable) -> None:
         """The embedder is down: wait (``OUTAGE_RETRY_S`` doubling up to

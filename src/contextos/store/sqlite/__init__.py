@@ -61,7 +61,7 @@ from contextos.store.sqlite.codec import (
     turn_from_row,
     turn_row,
 )
-from contextos.store.sqlite.lexical_index import LexicalIndex, LexRow
+from contextos.store.sqlite.lexical_index import MAX_BLOCKS, LexicalIndex, LexRow
 from contextos.store.sqlite.schema import MIGRATIONS, migrate
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
@@ -99,10 +99,21 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
     def __init__(
-        self, path: str | Path, *, busy_timeout_ms: int = 10_000, synchronous: str = "NORMAL"
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 10_000,
+        synchronous: str = "NORMAL",
+        lexical_users: int = MAX_BLOCKS,
     ) -> None:
+        """``lexical_users``: how many (tenant, user) the keyword index holds in memory
+        at most, the least recently searched dropped first and read again at its next
+        search (:data:`~contextos.store.sqlite.lexical_index.MAX_BLOCKS`)."""
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
+        if lexical_users < 1:
+            raise ValueError("lexical_users must be at least 1")
+        self._lexical_users = lexical_users
         self.path = Path(path)
         self._lock = threading.RLock()
         self._db = _connect(str(path), busy_timeout_ms, synchronous.upper())
@@ -818,11 +829,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         the records logged in ``index_log`` since the last look, the users not held yet)
         and applied after it ends: the tokenizing is most of the time (a user of 25,000
         records: seconds), and other reads, and an erasure's WAL truncation, must not
-        wait for it.
+        wait for it. Users read beyond the index's bound (``lexical_users``) then push
+        out the least recently searched, never this search's (``LexicalIndex.trim``).
         """
         index = self._lexical
         if index is None:
-            index = self._lexical = LexicalIndex()
+            index = self._lexical = LexicalIndex(self._lexical_users)
             self._lexical_log_seq = -1
         with self._read_lock:
             data_version = self._data_version()
@@ -832,12 +844,13 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         read = self._read_lexical(index, flt)
         if read is None:  # behind the pruned index_log: a new index, read as needed
             index.close()
-            index = self._lexical = LexicalIndex()
+            index = self._lexical = LexicalIndex(self._lexical_users)
             self._lexical_log_seq = -1
             read = self._read_lexical(index, flt)
             assert read is not None  # a new index has nothing to catch up with
         self._apply_lexical(index, read)
         self._lexical_version = version
+        index.trim(flt)  # blocks were read: the least recently searched may go
         return index
 
     def _read_lexical(self, index: LexicalIndex, flt: Filter | None) -> _LexicalRead | None:
