@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,11 +89,23 @@ def test_examples_run(path: Path, offline_env: Path) -> None:
             if example.skip_reason is not None:
                 continue
             code = compile(example.code, f"{path.name}:{example.line}", "exec")
+            before = _memories(namespace)
             exec(code, namespace)  # noqa: S102 - the documentation is the program
+            # Each block is a program of its own: one that opens ``memory`` again ends
+            # the last block's (which would otherwise be dropped unclosed, and warn).
+            for memory in before - _memories(namespace):
+                memory.close()
     finally:
         _close(namespace)
         namespace.clear()
         gc.collect()
+
+
+def _memories(namespace: dict[str, object]) -> set[Any]:
+    """The Memories the examples so far have bound to a name."""
+    from contextos.memory import Memory
+
+    return {v for v in namespace.values() if isinstance(v, Memory)}
 
 
 def _close(namespace: dict[str, object]) -> None:
