@@ -135,3 +135,56 @@ def test_a_long_lived_client_holds_the_window_not_the_log(
         )
     memory.close()
     ref_memory.close()
+
+
+TOOLS = [{"name": "look", "description": "look at the page", "input_schema": {"type": "object"}}]
+TASK = "Book me a flight to Lisbon for the first week of May."
+
+
+def _run_tool_loop(tmp: Path, *, hold: str, steps: int) -> tuple[list[Any], list[int], int]:
+    """An agent's task: one user turn, then ``steps`` tool calls and results (the app
+    sends only each new result). The requests, the turns held after each, the log's size."""
+    memory = Memory(tmp / f"loop-{hold}.db", embedder=HashEmbedder(), background_embedding=False)
+    calls = itertools.count()
+
+    def reply(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{"type": "tool_use", "id": f"toolu_{next(calls)}", "name": "look", "input": {}}]
+
+    options: dict[str, Any] = {"budget": BUDGET, "remember": False, "compaction": "summarize"}
+    with (
+        FakeAnthropic(reply=reply) as fake,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0) as client,
+    ):
+        if hold == "window":
+            wrapped = wrap(client, memory=memory, session="s", user_id="ana", **options)
+        else:
+            session = Session(memory.store, "s", user_id="ana", hold="log")
+            context = SessionContext(memory=memory, session=session, user_id="ana", **options)
+            wrapped = wrap(client, context=context)
+        session = wrapped.context.session
+        ask = {"model": MODEL, "max_tokens": 64, "tools": TOOLS}
+        r = wrapped.messages.create(**ask, messages=[{"role": "user", "content": TASK}])
+        held: list[int] = []
+        for i in range(steps):
+            page = f"step {i}: the page lists flights to Lisbon on May {1 + i % 7}. " * 6
+            result = {"type": "tool_result", "tool_use_id": r.content[-1].id, "content": page}
+            r = wrapped.messages.create(**ask, messages=[{"role": "user", "content": [result]}])
+            wrapped.flush()
+            held.append(session.held_turns)
+        requests = [q.json() for q in fake.messages_requests()]
+    size = len(session.store.turns(session.scope))
+    memory.close()
+    return requests, held, size
+
+
+def test_an_agents_open_tool_loop_is_held_as_its_window_not_whole(tmp_path: Path) -> None:
+    """Compaction keeps the task's user turn (``kept``) while it rotates the loop's steps
+    out; the Session held every turn from that one on: every step of the loop, for as
+    long as the task ran (+0.38 MB a step with screenshots), while ~10 were sent."""
+    requests, held, size = _run_tool_loop(tmp_path, hold="window", steps=160)
+    ref_requests, ref_held, ref_size = _run_tool_loop(tmp_path, hold="log", steps=160)
+    assert requests == ref_requests  # the same bytes, call by call
+    assert size == ref_size == 2 + 2 * 160 and ref_held[-1] >= size - 1  # the last reply unread
+    assert all(r["messages"][0]["content"][0]["text"] == TASK for r in requests[100:])
+    print(f"loop of {size} turns: held at most {max(held)}, at the end {held[-1]}")
+    assert max(held) <= 60 < size // 4

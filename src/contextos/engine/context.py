@@ -485,6 +485,34 @@ def _is_prefill(message: Message) -> bool:
     )
 
 
+def _as_logged(reply: Message, prepared: Prepared, call: CallRecord) -> Message:
+    """``reply`` as a commit logs it: after its prefill's text (with the prefill's redo
+    mark), mended (:func:`~contextos.engine.message_text.mended`), with the call's usage,
+    model, provider, request id, what the provider's server did to the context, and
+    ``"complete": False`` when its stream was cut or abandoned. Its text, as mended, is
+    what is remembered."""
+    prefill = _prefill_of(prepared.window)
+    if prefill is not None:
+        redo = {k: v for k, v in prefill.metadata.items() if k == REDO_KEY}
+        reply = replace(
+            reply, content=prefill.content + reply.content, metadata={**reply.metadata, **redo}
+        )
+    reply = mended(reply)
+    meta = {
+        **reply.metadata,
+        "usage": _usage_json(call.usage),
+        "model": call.model,
+        "provider": call.provider,
+    }
+    if call.request_id:
+        meta["request_id"] = call.request_id
+    if call.extra:  # what the provider's server did to the context (applied edits...)
+        meta["server_context"] = dict(call.extra)
+    if not call.complete:
+        meta[COMPLETE_KEY] = False
+    return replace(reply, metadata=meta)
+
+
 def _prefill_of(window: Window) -> Message | None:
     """The prefill a window ends with (:func:`context_window`'s ``prefill``), if any."""
     last = window.blocks[-1] if window.blocks else None
@@ -1008,39 +1036,27 @@ class SessionContext:
         followed, :attr:`_Split.anchor`, is gone from the log) takes the call with it:
         nothing is logged or remembered. It used to log the reply as the first turn of
         the erased session and write the erased question back into memory, searchable.
-        The log is read again after the writes, for an erasure that landed between the
-        first read and them (:meth:`_unwrite`).
+        The reply is logged only while the log holds that turn, checked in the append's
+        own transaction (``Store.append_turns(after=...)``); the log is read again after
+        the memory writes, for an erasure that landed between the append and them
+        (:meth:`_unwrite`).
         """
         anchor = self._anchors.pop(id(prepared), None)
         reply = call.reply
         if reply is None or not (reply.content or reply.tool_calls or reply.metadata):
             return
-        if anchor is not None and not self._still_logged(anchor):
+        session = self.session
+        if session is None:
+            anchor = None  # no log: nothing to follow
+        followed = self._logged_turn(anchor) if anchor is not None else None
+        if anchor is not None and followed is None:
             return  # the session was erased during the call: its answer goes with it
-        prefill = _prefill_of(prepared.window)
-        if prefill is not None:
-            redo = {k: v for k, v in prefill.metadata.items() if k == REDO_KEY}
-            reply = replace(
-                reply,
-                content=prefill.content + reply.content,
-                metadata={**reply.metadata, **redo},
-            )
-        reply = mended(reply)
-        meta = {
-            **reply.metadata,
-            "usage": _usage_json(call.usage),
-            "model": call.model,
-            "provider": call.provider,
-        }
-        if call.request_id:
-            meta["request_id"] = call.request_id
-        if call.extra:  # what the provider's server did to the context (applied edits...)
-            meta["server_context"] = dict(call.extra)
-        if not call.complete:
-            meta[COMPLETE_KEY] = False
-        answer: Turn | None = None
-        if self.session is not None:
-            [answer] = self.session.add(replace(reply, metadata=meta))
+        reply = _as_logged(reply, prepared, call)
+        if session is not None:
+            try:
+                session.add(reply, after=followed)
+            except NotFound:
+                return  # erased since the read above: nothing was logged
         remembered: Sequence[MemoryRecord] = ()
         if call.complete and self.remember and self.memory is not None and self.scope_ok:
             question = None if prepared.resent else prepared.question
@@ -1052,44 +1068,30 @@ class SessionContext:
             if said:
                 pieces = [Message(m.role, p) for m in said for p in text_pieces(m.content)]
                 remembered = self.memory.add(pieces, **self.scope_ids)
-        if anchor is not None and not self._still_logged(anchor):
-            self._unwrite(answer, remembered)
+        if anchor is not None and self._logged_turn(anchor) is None:
+            self._unwrite(remembered)
 
-    def _still_logged(self, turn: TurnPrint) -> bool:
-        """Whether the session's log still holds ``turn`` (one indexed read). The log is
-        append-only, so only an erasure (``forget``) removes a turn, and a seq it
-        numbered again holds another turn (:func:`~contextos.engine.conversation.turn_print`
-        tells them apart by when it was logged)."""
+    def _logged_turn(self, turn: TurnPrint) -> Turn | None:
+        """The logged turn ``turn`` prints, while the session's log still holds it (one
+        indexed read); None when it is gone. The log is append-only, so only an erasure
+        (``forget``) removes a turn, and a seq it numbered again holds another turn
+        (:func:`~contextos.engine.conversation.turn_print` tells them apart by when it
+        was logged)."""
         if self.session is None:
-            return True
+            return None
         try:
             found = self.session.turn(turn.seq)
         except NotFound:
-            return False
-        return turn_print(found).ident == turn.ident
+            return None
+        return found if turn_print(found).ident == turn.ident else None
 
-    def _unwrite(self, answer: Turn | None, remembered: Sequence[MemoryRecord]) -> None:
-        """Erase what a commit wrote after an erasure of its session landed between its
-        check and its writes (the erasure took the turn the call followed).
-
-        The memories it added are purged: only those, by id. A reply it logged after the
-        erasure stays in the log (logged with a warning): the store deletes turns only by
-        ``forget`` of a user, and forgetting the user again also took what the app
-        wrote for them after the erasure, in other sessions too (a review found that;
-        and in a session two users share, it forgot this user for the other's
-        erasure). The window for it is the time between the commit's first read of the
-        log and its append, a few milliseconds.
-        """
-        session = self.session
-        if session is None:
-            return
-        if answer is not None and self._still_logged(turn_print(answer)):
-            log.warning(
-                "session %r was erased during a call, and the call's reply was logged "
-                "after the erasure (turn %d); forget the user again to erase it",
-                session.session_id,
-                answer.seq,
-            )
+    def _unwrite(self, remembered: Sequence[MemoryRecord]) -> None:
+        """Purge the memories a commit added after an erasure of its session landed
+        between its append and its memory writes (the erasure took the turn the call
+        followed, and the reply logged after it): only those, by id. Forgetting the user
+        again would also take what the app wrote for them after the erasure, in other
+        sessions too, and in a session two users share it forgot this user for the
+        other's erasure (a review found both)."""
         if self.memory is not None:
             for record in remembered:
                 with suppress(NotFound):  # the erasure took it

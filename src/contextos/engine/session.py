@@ -846,6 +846,25 @@ class CompactionResult:
 _SAVE_TRIES = 50
 
 
+def _unit_head(read: Sequence[Turn | TurnPrint], i: int) -> int:
+    """The index of the turn that opens the tool unit of ``read[i]``: back over the tool
+    results before it (the log's first turn at most)."""
+    while i > 0 and _role(read[i]) == "tool":
+        i -= 1
+    return i
+
+
+def _runs(seqs: Sequence[int]) -> list[list[int]]:
+    """Ascending ``seqs`` in runs of consecutive numbers."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and runs[-1][-1] == seq - 1:
+            runs[-1].append(seq)
+        else:
+            runs.append([seq])
+    return runs
+
+
 def _role(turn: Turn | TurnPrint) -> str:
     """A turn's role, of the turn or of its print."""
     return turn.role if isinstance(turn, TurnPrint) else turn.message.role
@@ -856,9 +875,9 @@ class Session:
 
     ``hold``: what the Session keeps of the log in memory between reads. ``log``
     (the default) keeps every turn it read, so :meth:`turns` costs only the new ones.
-    ``window`` keeps the turns from the history's start on (every turn a window or a
-    compaction reads: the visible ones, pinned and kept ones, from the start of their
-    tool unit) and a :class:`TurnPrint` of every turn (what matching a request to the
+    ``window`` keeps the turns from the history's start on, the pinned and kept ones
+    before it with the rest of their tool units (every turn a window or a compaction
+    reads) and a :class:`TurnPrint` of every turn (what matching a request to the
     log needs); :meth:`turns` then reads the older turns from the store. A wrapped
     client's Session holds ``window``: in a process that stays up for days it kept
     every turn it ever read (about 2.3 KB a turn, nearly all of them long rotated out).
@@ -913,8 +932,12 @@ class Session:
         self.hold: Hold = hold
         #: The turns read with ``seq >= _held_from``, whole, in log order.
         self._turns: list[Turn] = []
-        #: Where ``_turns`` starts: every turn read before it is only a print.
+        #: Where ``_turns`` starts: every turn read before it is only a print, but for
+        #: those in ``_older``.
         self._held_from = 0
+        #: The pinned and kept turns before ``_held_from`` (with the rest of their tool
+        #: units) that the last :meth:`window_turns` read, by seq: only those.
+        self._older: dict[int, Turn] = {}
         #: A print of every turn read, in log order (``_turns``' included), but for the
         #: newest ``_unprinted`` of ``_turns``: :meth:`_printed` makes theirs when needed.
         self._prints: list[TurnPrint] = []
@@ -949,11 +972,14 @@ class Session:
     def held_turns(self) -> int:
         """How many turns the Session holds whole in memory (see ``hold``)."""
         with self._lock:
-            return len(self._turns)
+            return len(self._turns) + len(self._older)
 
     # -- the log ----------------------------------------------------------------
-    def add(self, *messages: Message) -> list[Turn]:
+    def add(self, *messages: Message, after: Turn | None = None) -> list[Turn]:
         """Append messages durably (with token counts); returns them numbered.
+
+        ``after``: only while the log still holds that turn (``Store.append_turns``);
+        else :class:`~contextos.errors.NotFound` is raised and nothing is logged.
 
         Each count is stored with what made it (:data:`COUNTED_KEY` in the turn's stored
         metadata: :func:`~contextos.llm.tokens.counted_with`, and the part of it that
@@ -966,7 +992,7 @@ class Session:
             check_text(m, f"message {n}" if len(messages) > 1 else "message")
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
         stored = [self._stamped(m) for m in messages]
-        appended = self.store.append_turns(self.scope, stored, tokens)
+        appended = self.store.append_turns(self.scope, stored, tokens, after=after)
         # the caller's messages, without the stamp
         logged = [replace(t, message=m) for t, m in zip(appended, messages, strict=True)]
         with self._lock:
@@ -1092,26 +1118,39 @@ class Session:
 
     def window_turns(self, state: HistoryState | None = None) -> list[Turn]:
         """The turns a window or a compaction in ``state`` reads (default: the stored
-        state), oldest first: every turn from the history's start on, the pinned and
-        kept ones before it and the rest of their tool units included (with
-        ``hold="log"``, the same slice of every turn).
+        state), oldest first: every turn from the history's start on (from the turn that
+        opens its tool unit in the conversation), and the pinned and kept turns before it
+        with the rest of their tool units in the conversation (with ``hold="log"``, the
+        same turns, out of every turn held).
 
         Given those turns, :func:`~contextos.engine.compaction.visible_turns` and
-        :func:`turn_items` give what they give for the whole log.
+        :func:`turn_items` give what they give for the whole log, and
+        :func:`conversation` keeps what it keeps of them in the whole log.
+
+        Why not every turn from the oldest pinned or kept one on: an agent's open tool
+        loop keeps its task's user turn (``kept``) while compaction rotates its steps
+        out, and a Session that held everything from that turn on held every step of a
+        loop of thousands (screenshots included: +0.38 MB a step), while the window
+        sent about ten.
         """
         state = self.state() if state is None else state
         with self._lock:
             for _ in range(_SAVE_TRIES):
                 self._read_turns()
-                start = self._boundary(state)
-                if start >= self._held_from:
-                    return self._turns[bisect_left(self._turns, start, key=_seq) :]
-                older = self._load(start)
-                if older is not None:
+                said = self._said_now()
+                start = self._boundary(state, said)
+                if start < self._held_from:
+                    older = self._load(start)
+                    if older is None:
+                        self._turns = []  # erased meanwhile: read the log whole again
+                        continue
                     self._turns[:0] = older
                     self._held_from = start
-                else:
-                    self._turns = []  # erased meanwhile: read the log whole again
+                below = self._below(state, start, said)
+                if below is None:
+                    self._turns = []
+                    continue
+                return below + self._turns[bisect_left(self._turns, start, key=_seq) :]
         raise StoreError(f"session {self.session_id!r}: the log kept changing while read")
 
     def conversation(self, state: HistoryState | None = None) -> list[Turn]:
@@ -1136,6 +1175,7 @@ class Session:
             self._turns = self._counted(self.store.turns(self.scope))
             self._prints, self._said, self._unprinted = [], [], len(self._turns)
             self._held_from = self._turns[0].seq if self._turns else 0
+            self._older = {}
             lost = not self._still_holds(held)
         if meta is not None and self.hold == "window":
             self._trim(HistoryState.from_json(meta.get(_META_KEY) or {}))
@@ -1175,26 +1215,87 @@ class Session:
             self._said = _extend_conversation(self._said, added)
         return self._prints
 
-    def _boundary(self, state: HistoryState) -> int:
-        """The seq from which ``state``'s windows and compactions read turns: the history's
-        start, or an earlier pinned or kept turn, moved back to the start of its tool unit
-        (a turn that is not a tool result opens one), never past the newest turn."""
-        # Every turn read: the held ones when none is printed yet (all are held then).
-        read: Sequence[Turn | TurnPrint] = self._printed() if self._prints else self._turns
-        if not read:
+    def _said_now(self) -> Sequence[Turn | TurnPrint]:
+        """The whole log's conversation (:func:`conversation`) as read, in log order: its
+        prints, or of the held turns when none is printed yet (all are held then). The
+        lock held."""
+        if self._prints:
+            self._printed()
+            return self._said
+        return conversation(self._turns)
+
+    def _boundary(self, state: HistoryState, said: Sequence[Turn | TurnPrint]) -> int:
+        """The seq from which ``state``'s history is read whole: the first turn of the
+        conversation ``said`` from its start on (turns an edit or a regenerate replaced
+        may lie between), moved back to the turn that opens its tool unit there (a turn
+        that is not a tool result), never past the newest turn. From there on, the
+        conversation of the turns held is the whole log's."""
+        if not said:
             return 0
-        low = min((state.start_seq, *state.pinned, *state.kept))
-        i = min(bisect_right(read, low, key=_seq), len(read)) - 1
-        while i > 0 and _role(read[i]) == "tool":
-            i -= 1
-        return read[max(i, 0)].seq
+        i = min(bisect_left(said, state.start_seq, key=_seq), len(said) - 1)
+        return said[_unit_head(said, i)].seq
+
+    def _below_seqs(
+        self, state: HistoryState, start: int, said: Sequence[Turn | TurnPrint]
+    ) -> list[int]:
+        """The seqs of the pinned and kept turns before ``start`` with the rest of their
+        tool units, found in the whole log's conversation ``said`` (a unit there may skip
+        a replaced or cut turn of the log, which is not read): from the turn that opens
+        the unit, over every tool result after it. A pinned or kept turn the conversation
+        no longer holds (a later turn took its place) is in no window."""
+        wanted: set[int] = set()
+        for seq in sorted({s for s in (*state.pinned, *state.kept) if s < start}):
+            i = bisect_left(said, seq, key=_seq)
+            if i == len(said) or said[i].seq != seq:
+                continue
+            head, end = _unit_head(said, i), i + 1
+            while end < len(said) and _role(said[end]) == "tool":
+                end += 1
+            wanted.update(t.seq for t in said[head:end])
+        return sorted(wanted)
+
+    def _below(
+        self, state: HistoryState, start: int, said: Sequence[Turn | TurnPrint]
+    ) -> list[Turn] | None:
+        """The turns of :meth:`_below_seqs`, held or read from the store (and then kept in
+        ``_older`` while windows read them); None when the log no longer holds them as
+        they were printed (an erasure meanwhile). The lock held."""
+        seqs = self._below_seqs(state, start, said)
+        older = {s: t for s in seqs if s < self._held_from and (t := self._older.get(s))}
+        missing = [s for s in seqs if s < self._held_from and s not in older]
+        for run in _runs(missing):
+            found = self._load_run(run)
+            if found is None:
+                return None
+            older.update((t.seq, t) for t in found)
+        self._older = older
+        return [older[s] if s in older else self._held(s) for s in seqs]
+
+    def _held(self, seq: int) -> Turn:
+        """The turn numbered ``seq`` in ``_turns`` (it is there)."""
+        return self._turns[bisect_left(self._turns, seq, key=_seq)]
+
+    def _load_run(self, seqs: Sequence[int]) -> list[Turn] | None:
+        """The turns numbered ``seqs`` (consecutive in the log) from the store; None when
+        the log no longer holds them as they were printed."""
+        prints = self._printed()
+        lo = bisect_left(prints, seqs[0], key=_seq)
+        want = prints[lo : lo + len(seqs)]
+        found = self.store.turns(self.scope, after_seq=seqs[0] - 1, limit=len(seqs))
+        if [(p.seq, p.ident) for p in map(turn_print, found)] != [(p.seq, p.ident) for p in want]:
+            return None
+        return self._counted(found)
 
     def _trim(self, state: HistoryState) -> None:
         """Let go of the whole turns before ``state``'s boundary (their prints stay)."""
         self._printed()
-        start = self._boundary(state)
+        said = self._said_now()
+        start = self._boundary(state, said)
         if start > self._held_from:
-            del self._turns[: bisect_left(self._turns, start, key=_seq)]
+            cut = bisect_left(self._turns, start, key=_seq)
+            keep = set(self._below_seqs(state, start, said))  # read by the next window
+            self._older.update((t.seq, t) for t in self._turns[:cut] if t.seq in keep)
+            del self._turns[:cut]
             self._held_from = start
 
     def _load(self, start: int) -> list[Turn] | None:

@@ -406,9 +406,18 @@ class Store(Protocol):
 
     # -- session logs ----------------------------------------------------
     def append_turns(
-        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        tokens: Sequence[int],
+        *,
+        after: Turn | None = None,
     ) -> builtins.list[Turn]:
-        """Append messages to ``scope.session_id``'s log durably; returns them numbered."""
+        """Append messages to ``scope.session_id``'s log durably; returns them numbered.
+
+        ``after``: only while the log still holds that turn as it was logged (an erasure,
+        ``forget``, removes it), checked in the append's own transaction; else
+        :class:`~contextos.errors.NotFound` is raised and nothing is appended."""
         ...
 
     def turns(

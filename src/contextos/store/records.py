@@ -444,6 +444,9 @@ def append_turn_rows(
     mark: str,
     row_of: Callable[[Scope, int, Message, int, Any], tuple[object, ...]],
     json_cast: str = "",
+    after: Turn | None = None,
+    turn_of: Callable[[Sequence[Any]], Turn] | None = None,
+    columns: str = "",
 ) -> list[tuple[object, ...]]:
     """Append ``messages`` (with their token counts) to the session log of ``scope`` in
     the transaction behind ``cur``, numbered after the last logged turn, and return the
@@ -453,6 +456,13 @@ def append_turn_rows(
     appends to one session queue there instead of racing for the same seq numbers.
     ``json_cast`` is what follows a JSON column's mark (``::jsonb`` on PostgreSQL).
     The caller has run :func:`check_turns` before opening the transaction.
+
+    ``after``: append only while the log holds that turn as it was logged
+    (:func:`same_turn`), read under the same lock as the append (``columns`` selects a
+    row, ``turn_of`` reads it); else raise :class:`NotFound`, and the caller's
+    transaction rolls back. Why: a wrapped call logs its reply after the question it
+    answers, and a ``forget`` that erased the session between a check and the append
+    left the reply in the log, the first turn of the erased session.
     """
     m = mark
     cur.execute(
@@ -461,6 +471,18 @@ def append_turn_rows(
         "DO UPDATE SET updated_at = excluded.updated_at",
         (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, fresh_meta_json(), now),
     )
+    if after is not None:
+        if turn_of is None or not columns:
+            raise ValueError("a conditional append (after=) needs turn_of and columns")
+        row = cur.execute(
+            f"SELECT {columns} FROM turns WHERE tenant = {m} AND session_id = {m} AND seq = {m}",
+            (scope.tenant, scope.session_id, after.seq),
+        ).fetchone()
+        if row is None or not same_turn(turn_of(row), after):
+            raise NotFound(
+                f"session {scope.session_id!r} no longer holds turn {after.seq} "
+                "(erased): nothing was appended after it"
+            )
     (last,) = cur.execute(
         f"SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = {m} AND session_id = {m}",
         (scope.tenant, scope.session_id),

@@ -59,7 +59,7 @@ from contextos.store.postgres.codec import (
 )
 from contextos.store.postgres.pool import checked_connection, open_pool
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
-from contextos.store.postgres.sessions import META_SQL, PgSessionLog
+from contextos.store.postgres.sessions import META_SQL, PgSessionLog, lock_sessions
 from contextos.store.records import RECORD_FIELDS
 from contextos.store.records import nul_reads_as_absent as _absent_if_nul
 from contextos.text.query import query_terms
@@ -88,6 +88,15 @@ LOCK_TIMEOUT_S = 5.0
 # `PostgresStore.list` shadows the builtin inside the class body, hence these aliases.
 _Records = list[MemoryRecord]
 _Ranks = list[Ranked]
+#: How many times ``forget`` runs when its user's sessions moved while it locked them, or
+#: PostgreSQL ended it to break a deadlock.
+_ERASE_TRIES = 3
+
+
+class _SessionsMoved(Exception):
+    """A ``forget`` found a session of its user begun while it locked the others'."""
+
+
 _Turns = list[Turn]
 _Strs = list[str]
 log = logging.getLogger(__name__)
@@ -404,18 +413,49 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     @_absent_if_nul(0, "scope")
     def _erase(self, scope: Scope) -> int:
-        """``forget`` of a scope with a user."""
+        """``forget`` of a scope with a user. Run again, from the start, when the user
+        began a session while it locked theirs (locked after them, out of order, two
+        erasures of users sharing sessions could wait on each other), or when PostgreSQL
+        ended it to break a deadlock (it took nothing then)."""
+        for attempt in range(_ERASE_TRIES):
+            last = attempt == _ERASE_TRIES - 1
+            try:
+                return self._erase_once(scope, any_order=last)
+            except _SessionsMoved:
+                continue
+            except StoreError as exc:
+                if last or not isinstance(exc.__cause__, self._psycopg.errors.DeadlockDetected):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _erase_once(self, scope: Scope, *, any_order: bool) -> int:
         t, u = scope.tenant, scope.user_id
         with self._tx("forget") as cur:
+            # The sessions' logs locked first, as an append locks its own
+            # (``lock_sessions``): one under way commits before the deletes below read the
+            # log, and one after waits, then finds the turn it follows gone. (The deletes
+            # alone missed a reply appended while they ran: it stayed, the first turn of
+            # the erased session.) A session the user began meanwhile is locked too.
             sessions = shared.user_sessions(cur, scope, mark="%s")
+            lock_sessions(cur, t, sessions)
+            more = set(shared.user_sessions(cur, scope, mark="%s")) - set(sessions)
+            if more and not any_order:
+                raise _SessionsMoved  # rolled back: the next try locks them all in order
+            lock_sessions(cur, t, more)
+            sessions = [*sessions, *sorted(more)]
             # The user's rows, and in the user's sessions those that name no user.
             mine = "tenant = %s AND (user_id = %s OR (user_id IS NULL AND session_id = ANY(%s)))"
             args = (t, u, sessions)
             doomed = cur.execute(
                 f"DELETE FROM memories WHERE {mine} RETURNING id, text", args
             ).fetchall()
+            # Turns of the sessions locked only: a session the user began after the
+            # second look is written after this erasure (its question and reply stay
+            # together), where deleting its question here left its reply behind.
             turns = cur.execute(
-                f"DELETE FROM turns WHERE {mine} RETURNING session_id, content", args
+                "DELETE FROM turns WHERE tenant = %s AND session_id = ANY(%s) "
+                "AND (user_id = %s OR user_id IS NULL) RETURNING session_id, content",
+                (t, sessions, u),
             ).fetchall()
             # The history goes too, and with it every text those memories had: a reply
             # quotes a turn as first said, so the texts an update replaced are scrubbed.
@@ -667,9 +707,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     # -- session logs (postgres_sessions.PgSessionLog) ---------------------------
     def append_turns(
-        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        tokens: Sequence[int],
+        *,
+        after: Turn | None = None,
     ) -> _Turns:
-        return self._sessions.append_turns(scope, messages, tokens)
+        return self._sessions.append_turns(scope, messages, tokens, after=after)
 
     @_absent_if_nul([], "scope")
     def turns(

@@ -7,7 +7,9 @@ only the connection pool with the memory records.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -46,6 +48,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _session_key(tenant: str, session_id: str) -> int:
+    """The advisory-lock key of one session's log: 64 bits of a digest of its names (two
+    sessions sharing one only wait for each other)."""
+    name = json.dumps(["session log", tenant, session_id]).encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+
+
+def lock_sessions(cur: Any, tenant: str, session_ids: Iterable[str]) -> None:
+    """Take the transaction locks of these sessions' logs, in the order of their keys.
+
+    An append takes its session's lock before it writes (:meth:`PgSessionLog.append_turns`)
+    and ``forget`` takes every session's it erases before it deletes: an append under
+    way commits before the erasure reads the log, and one after waits, then finds the
+    turn it follows gone (``after=``). Row locks on ``session_meta`` could not do it: a
+    ``forget`` of the other user of a shared session deletes that row and inserts it
+    again, and a lock waiting on the old row then got nothing (an append slipped past,
+    and two erasures deadlocked). In key order, so two erasures never wait on each other
+    in a cycle.
+    """
+    keys = sorted({_session_key(tenant, s) for s in session_ids})
+    if keys:
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY "
+            "AS u(k, n) ORDER BY n",
+            (keys,),
+        )
+
+
 class PgSessionLog:
     """The session-log half of the Store protocol, over a store's transactions."""
 
@@ -54,11 +84,17 @@ class PgSessionLog:
         self._read = read
 
     def append_turns(
-        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        tokens: Sequence[int],
+        *,
+        after: Turn | None = None,
     ) -> list[Turn]:
         check_turns(scope, messages, tokens)
         now = datetime.now(UTC)
         with self._tx("append") as cur:
+            lock_sessions(cur, scope.tenant, [str(scope.session_id)])
             rows = append_turn_rows(
                 cur,
                 scope,
@@ -68,6 +104,9 @@ class PgSessionLog:
                 mark="%s",
                 row_of=turn_params,
                 json_cast="::jsonb",
+                after=after,
+                turn_of=turn_from_row,
+                columns=TURN_COLUMNS,
             )
         seq = TURN_FIELDS.index("seq")  # the rows hold jsonb text: build the turns, not decode
         return [

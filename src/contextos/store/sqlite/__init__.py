@@ -994,12 +994,26 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     # -- session logs ------------------------------------------------------------
     def append_turns(
-        self, scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
+        self,
+        scope: Scope,
+        messages: Sequence[Message],
+        tokens: Sequence[int],
+        *,
+        after: Turn | None = None,
     ) -> builtins.list[Turn]:
         shared.check_turns(scope, messages, tokens)
         with self._write() as db:
             rows = shared.append_turn_rows(
-                db, scope, messages, tokens, time.time(), mark="?", row_of=turn_row
+                db,
+                scope,
+                messages,
+                tokens,
+                time.time(),
+                mark="?",
+                row_of=turn_row,
+                after=after,
+                turn_of=turn_from_row,
+                columns=TURN_COLUMNS,
             )
         return [turn_from_row(r) for r in rows]
 
