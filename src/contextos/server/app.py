@@ -37,6 +37,7 @@ from .gate import AuthGate, JsonBody, Utf8Url
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
+from .window_slots import WindowSlots
 
 log = logging.getLogger("contextos.server")
 
@@ -169,7 +170,10 @@ def create_app(
     app.state.tenants, app.state.keys, app.state.auth = tenants, keys, auth
     app.state.close = close
     app.include_router(memory_router(auth, tenants))
-    app.include_router(session_router(auth, tenants, tokenizer or default_tokenizer()))
+    tokenizer = tokenizer or default_tokenizer()
+    # One tenant's windows, however asked for (/v1 or the inspector), one at a time.
+    windows = WindowSlots()
+    app.include_router(session_router(auth, tenants, tokenizer, windows))
     app.include_router(key_router(auth))
     from ..agent.routes import agent_router  # the self-editing memory tools
 
@@ -189,7 +193,7 @@ def create_app(
     # outermost, so even the body-limit middleware's 413s carry them).
     from .ui import install_ui
 
-    install_ui(app, auth, tenants, tokenizer or default_tokenizer())
+    install_ui(app, auth, tenants, tokenizer, windows)
     return app
 
 

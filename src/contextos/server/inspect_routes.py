@@ -41,6 +41,7 @@ from .auth import Authenticator
 from .errors import error_body
 from .routes import AfterSeq, Limit, Offset, OptScopeId, SessionPath, caller, json_response
 from .tenants import TenantMemories
+from .window_slots import WindowSlots
 from .windowing import DEFAULT_MODEL, build_window, window_dict
 
 if TYPE_CHECKING:
@@ -240,6 +241,8 @@ def inspect_router(
     tenants: TenantMemories,
     tokenizer: Tokenizer,
     replays: ReplayGate | None = None,
+    *,
+    windows: WindowSlots | None = None,
 ) -> APIRouter:
     """Routes under ``/ui/api``, each scoped to the tenant of the caller's key.
 
@@ -300,26 +303,36 @@ def inspect_router(
         found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
         return json_response(s.TurnList(results=[s.TurnOut.of(t) for t in found]))
 
-    def window_of(session_id: str, body: s.WindowRequestIn, tenant: str) -> dict[str, Any]:
-        """The window ``/v1`` would assemble, plus its segment usage and cache breakpoints."""
-        built = build_window(tenants, tenant, body.for_session(session_id), tokenizer)
-        return {
-            **window_dict(built),
-            "segments": [asdict(u) for u in built.usage],
-            "breakpoints": [asdict(b) for b in built.breakpoints],
-        }
+    slots = windows or WindowSlots()
+
+    async def window_of(session_id: str, body: s.WindowRequestIn, tenant: str) -> dict[str, Any]:
+        """The window ``/v1`` would assemble, plus its segment usage and cache breakpoints,
+        built in the tenant's window slots as ``/v1``'s (:class:`WindowSlots`: on a long
+        log a window costs CPU in proportion, and these held the shared thread pool)."""
+
+        def build() -> dict[str, Any]:
+            built = build_window(tenants, tenant, body.for_session(session_id), tokenizer)
+            return {
+                **window_dict(built),
+                "segments": [asdict(u) for u in built.usage],
+                "breakpoints": [asdict(b) for b in built.breakpoints],
+            }
+
+        return await slots.run(tenant, build)
 
     @router.post("/sessions/{session_id}/window")
-    def window(session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant) -> dict[str, Any]:
+    async def window(
+        session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant
+    ) -> dict[str, Any]:
         """:func:`window_of` the session in the path."""
-        return window_of(session_id, body, tenant)
+        return await window_of(session_id, body, tenant)
 
     @router.post("/window")
-    def window_q(
+    async def window_q(
         session_id: SessionQuery, body: s.WindowRequestIn, tenant: Tenant
     ) -> dict[str, Any]:
         """:func:`window_of` the session in the query (any id; the page uses this one)."""
-        return window_of(session_id, body, tenant)
+        return await window_of(session_id, body, tenant)
 
     add_cache_routes(router, tenants, tokenizer, tenant_of, replays or ReplayGate())
     return router

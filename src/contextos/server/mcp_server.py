@@ -21,6 +21,7 @@ Written for the ``mcp`` 2.x SDK (``MCPServer``) and falling back to 1.x
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .gate import AuthGate
 from .keys import KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
+from .window_slots import WindowSlots
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -198,8 +200,18 @@ class MemoryTools:
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Library errors become a tool error with their public message (never a traceback)."""
-    import functools
+    """Library errors become a tool error with their public message (never a traceback);
+    of a coroutine function too."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awaited(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except (ContextosError, ValueError, TypeError) as exc:
+                raise _tool_error()(f"{type(exc).__name__}: {public_message(exc)}") from None
+
+        return awaited
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -211,6 +223,21 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise _tool_error()(f"{type(exc).__name__}: {public_message(exc)}") from None
 
     return wrapper
+
+
+def _in_window_slots(
+    fn: Callable[..., Any], slots: WindowSlots, tenant: Callable[[], str]
+) -> Callable[..., Any]:
+    """``fn`` (``assemble_window``) run in the caller's tenant's window slots
+    (:class:`~contextos.server.window_slots.WindowSlots`), as the HTTP window route: a
+    window on a long log costs CPU in proportion, and the SDK ran each call on the thread
+    pool every tool shares, so one tenant's windows held it and the interpreter lock."""
+
+    @functools.wraps(fn)
+    async def windowed(*args: Any, **kwargs: Any) -> Any:
+        return await slots.run(tenant(), functools.partial(fn, *args, **kwargs))
+
+    return windowed
 
 
 class ArgumentsInvalid(pydantic.ValidationError):
@@ -431,8 +458,10 @@ def build_mcp_server(
         server._mcp_server.version = package_version()
     from ..agent.mcp_tools import mcp_functions  # the self-editing memory tools
 
+    windows = WindowSlots()
     for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
-        server.add_tool(_guard(fn), name=fn.__name__, description=fn.__doc__)
+        tool = _in_window_slots(fn, windows, resolver) if fn == tools.assemble_window else fn
+        server.add_tool(_guard(tool), name=fn.__name__, description=fn.__doc__)
         _refuse_unknown_arguments(server._tool_manager.get_tool(fn.__name__))
     server.contextos_major = major
     return server

@@ -23,7 +23,8 @@ from . import schemas as s
 from .auth import Authenticator, Principal
 from .gate import principal_in
 from .tenants import TenantMemories
-from .windowing import WindowSlots, build_window, window_dict
+from .window_slots import WindowSlots
+from .windowing import build_window, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -167,8 +168,14 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     return router
 
 
-def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Tokenizer) -> APIRouter:
-    """Routes under ``/v1/sessions``: the durable, append-only session log."""
+def session_router(
+    auth: Authenticator,
+    tenants: TenantMemories,
+    tokenizer: Tokenizer,
+    windows: WindowSlots | None = None,
+) -> APIRouter:
+    """Routes under ``/v1/sessions``: the durable, append-only session log. Windows are
+    built in ``windows`` (the app's, shared with the inspector's window routes)."""
     router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERRORS)
 
     def tenant_of(request: Request, _: Annotated[Any, Security(bearer)] = None) -> str:
@@ -206,7 +213,7 @@ def session_router(auth: Authenticator, tenants: TenantMemories, tokenizer: Toke
         found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
         return s.TurnList(results=[s.TurnOut.of(t) for t in found])
 
-    slots = WindowSlots()
+    slots = windows or WindowSlots()
 
     @router.post("/{session_id}/window", response_model=s.WindowOut, summary="window")
     async def window(

@@ -9,14 +9,10 @@ holding only memories and the question.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import anyio
-import anyio.to_thread
+from typing import Any
 
 from contextos.engine.session import Session, context_window, search_scope, window_budget
 from contextos.engine.window import Overflow, Window
@@ -27,44 +23,6 @@ from .schemas import MAX_LEFT_OUT
 from .tenants import TenantMemories
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
-
-#: How many windows of one tenant are built at once (:class:`WindowSlots`).
-WINDOWS_PER_TENANT = 1
-
-T = TypeVar("T")
-
-
-class WindowSlots:
-    """Builds windows on threads of their own, at most ``per_tenant`` of one tenant at
-    once; the others wait, without a thread, until one is done.
-
-    Why: a window reads the session's log since its last compaction whole (every turn
-    of it is placed or listed as left out, and nothing over HTTP or MCP compacts), so on
-    a long log it costs CPU in proportion (about 0.3 s at 20,000 turns, 2 to 4 s at
-    80,000). Built in the thread pool that every route shares (40 threads), 40 windows
-    that one tenant sent at once on a 20,000-turn log held every thread and the
-    interpreter lock for 44 s: another tenant's ``GET /v1/memories`` went from 50 ms to
-    p50 700 ms, max 4 to 6 s. Now one tenant's windows queue behind each other only, and
-    never hold more than ``per_tenant`` threads.
-    """
-
-    def __init__(self, per_tenant: int = WINDOWS_PER_TENANT) -> None:
-        if per_tenant < 1:
-            raise ValueError("per_tenant must be at least 1")
-        self.per_tenant = per_tenant
-        self._limiters: dict[str, anyio.CapacityLimiter] = {}
-        self._lock = threading.Lock()
-
-    def _limiter(self, tenant: str) -> anyio.CapacityLimiter:
-        with self._lock:
-            limiter = self._limiters.get(tenant)
-            if limiter is None:
-                limiter = self._limiters[tenant] = anyio.CapacityLimiter(self.per_tenant)
-            return limiter
-
-    async def run(self, tenant: str, build: Callable[[], T]) -> T:
-        """``build()`` on a worker thread, once one of ``tenant``'s slots is free."""
-        return await anyio.to_thread.run_sync(build, limiter=self._limiter(tenant))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from ..auth import Authenticator
     from ..tenants import TenantMemories
+    from ..window_slots import WindowSlots
 
 STATIC = files(__name__).joinpath("static")
 
@@ -105,13 +106,18 @@ def page_router() -> Any:
 
 
 def install_ui(
-    app: Any, auth: Authenticator, tenants: TenantMemories, tokenizer: Tokenizer
+    app: Any,
+    auth: Authenticator,
+    tenants: TenantMemories,
+    tokenizer: Tokenizer,
+    windows: WindowSlots | None = None,
 ) -> None:
-    """Mount the inspector on ``app``: the page, its JSON routes, the security headers."""
+    """Mount the inspector on ``app``: the page, its JSON routes, the security headers.
+    Its windows are built in ``windows`` (the app's, shared with ``/v1``'s window route)."""
     from ..inspect_routes import inspect_router
 
     app.include_router(page_router())
-    app.include_router(inspect_router(auth, tenants, tokenizer))
+    app.include_router(inspect_router(auth, tenants, tokenizer, windows=windows))
     app.add_middleware(SecurityHeaders)
 
 
