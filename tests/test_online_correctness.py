@@ -334,6 +334,36 @@ def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:
         assert secret.encode() not in _file_bytes(db)
 
 
+def test_writes_go_on_while_an_erasure_waits_for_a_reader(tmp_path: Path) -> None:
+    """A purge behind an open reader (a backup, a ``sqlite3`` shell) waits for it to end;
+    meanwhile other handles on the file (other processes) and this process's other
+    threads still write. Its checkpoint waited in SQLite's busy handler, which holds
+    every writer of the file, and held the store's lock: every write, of every process,
+    stalled for as long as the reader stayed (up to the 10 s busy timeout)."""
+    secret = "qzsecretmarker98"
+    m, db = _sqlite_conversation(tmp_path, secret)
+    other = Memory(db, embedder=HashEmbedder(), background_embedding=False)
+    with m, other:
+        reader = _reader(db)
+        closer = threading.Timer(2.0, _end, args=(reader,))
+        closer.start()
+        erasing = threading.Thread(target=m.forget, args=("ana",))
+        erasing.start()
+        time.sleep(0.3)  # the erasure is waiting for the reader now
+        waits = []
+        for i, writer in enumerate([other, m] * 5):
+            started = time.monotonic()
+            writer.add(f"a note written meanwhile {i}", user_id="bob")
+            waits.append(time.monotonic() - started)
+        assert erasing.is_alive()  # the writes were made while it waited
+        erasing.join()
+        closer.join()
+        print(f"writes while the erasure waited: max {max(waits) * 1000:.0f} ms")
+        assert max(waits) < 0.5
+        assert secret.encode() not in _file_bytes(db)
+        assert len(other.get_all(user_id="bob", limit=100)) == 11
+
+
 def test_an_erasure_left_pending_is_finished_by_the_next_process(tmp_path: Path) -> None:
     secret = "qzsecretmarker95"
     m, db = _sqlite_conversation(tmp_path, secret, busy_timeout_ms=200)

@@ -437,45 +437,54 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         truncate it, so no old page with erased text survives in the -wal.
 
         An open read transaction (here or in another process) keeps the old pages;
-        with ``wait`` this waits up to the busy timeout for it, then raises
+        with ``wait`` this tries again until the busy timeout passes, then raises
         StoreError. The erasure stays marked in the file and every later write or
         close of any process retries, so success is never reported while the
         bytes remain. A checkpoint refused at once (another connection's
         checkpoint, a reader between two statements: 5% of purges under a dozen
         clients on two processes) is tried again until that timeout; a single
         try answered "busy, retry" for an erasure that had committed.
+
+        Each try is refused at once rather than waited out in SQLite's busy handler,
+        and the store's lock is let go between tries: a TRUNCATE checkpoint that waits
+        for a reader blocks every writer of the file meanwhile, so one purge behind a
+        long read (a backup, a ``sqlite3`` shell) stopped every process's writes, and
+        this one's other threads, for up to 10 s. Now writes go on between the tries
+        (and the next try checkpoints their frames too).
         """
-        with self._lock:
-            if not self._erasure_pending:
-                return
-            timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
-            if not wait:
-                self._db.execute("PRAGMA busy_timeout = 0")
-            try:
-                busy = self._checkpoint(deadline=time.monotonic() + (timeout / 1000 if wait else 0))
-                if busy:
+        deadline: float | None = None
+        pause = 0.005
+        while True:
+            with self._lock:
+                if not self._erasure_pending:
+                    return
+                if deadline is None:
+                    timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
+                    deadline = time.monotonic() + (timeout / 1000 if wait else 0)
+                try:
+                    if not self._checkpoint_once():
+                        self._db.execute("DELETE FROM erasure_pending")
+                        self._erasure_pending = False
+                        return
+                except sqlite3.DatabaseError as exc:
+                    raise StoreError(f"could not finish the erasure: {exc}") from exc
+                if time.monotonic() >= deadline:
                     raise StoreError(
                         "erased, but an open reader still holds the old pages in the "
                         "write-ahead log; they are removed when it closes (retry to confirm)"
                     )
-                self._db.execute("DELETE FROM erasure_pending")
-                self._erasure_pending = False
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"could not finish the erasure: {exc}") from exc
-            finally:
-                if not wait:
-                    self._db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
-
-    def _checkpoint(self, *, deadline: float) -> bool:
-        """``wal_checkpoint(TRUNCATE)`` until it completes or ``deadline`` passes;
-        whether it was still busy."""
-        pause = 0.005
-        while True:
-            busy = bool(self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
-            if not busy or time.monotonic() >= deadline:
-                return busy
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+
+    def _checkpoint_once(self) -> bool:
+        """One ``wal_checkpoint(TRUNCATE)``, refused at once when busy (no busy handler:
+        see :meth:`_truncate_wal`); whether it was busy. The lock held."""
+        timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            return bool(self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
     # -- search -------------------------------------------------------------
     def keyword_search(
