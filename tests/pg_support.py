@@ -96,6 +96,20 @@ def postgres_store(*, options: str = "", **kwargs: Any) -> Iterator[Any]:
 
 
 @contextmanager
+def two_handles() -> Iterator[tuple[Any, Any]]:
+    """Two PostgresStores on one fresh schema, as two processes (two app servers) hold
+    the store; the schema is dropped afterwards."""
+    from contextos.store.postgres import PostgresStore
+
+    with postgres_store() as a:
+        b = PostgresStore(pg_url(), schema=a.schema)
+        try:
+            yield a, b
+        finally:
+            b.close()
+
+
+@contextmanager
 def memory_on(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Any]:
     """A Memory on a SQLite file under ``tmp_path`` (``kind`` "sqlite") or on a fresh
     PostgreSQL schema (``kind`` "postgres", dropped afterwards): the two stores a test

@@ -41,15 +41,10 @@ def _two_handles(kind: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
             a.close()
             b.close()
         return
-    from contextos.store.postgres import PostgresStore
-    from pg_support import pg_url, postgres_store
+    from pg_support import two_handles
 
-    with postgres_store() as a:
-        b = PostgresStore(pg_url(), schema=a.schema)
-        try:
-            yield a, b
-        finally:
-            b.close()
+    with two_handles() as (a, b):
+        yield a, b
 
 
 @BOTH

@@ -27,7 +27,8 @@ from contextos.memory import Memory
 from contextos.store.base import Newest
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, MemoryRecord, Scope, content_hash
-from pg_support import connect, pg_url, postgres_store
+from pg_support import connect, pg_url
+from pg_support import two_handles as two_servers
 
 pytestmark = pytest.mark.postgres
 pytest.importorskip("psycopg")
@@ -35,19 +36,6 @@ pytest.importorskip("psycopg")
 SESSION = Scope("t", "alice", session_id="chat")
 IN_SESSION = Filter(scope=SESSION, include_invalid=True)
 BEHIND = timedelta(seconds=2)
-
-
-@contextmanager
-def two_servers() -> Iterator[tuple[Any, Any]]:
-    """Two handles on one fresh schema, as two app servers hold the store."""
-    from contextos.store.postgres import PostgresStore
-
-    with postgres_store() as a:
-        b = PostgresStore(pg_url(), schema=a.schema)
-        try:
-            yield a, b
-        finally:
-            b.close()
 
 
 def _turn(n: int, at: datetime) -> MemoryRecord:
