@@ -364,6 +364,58 @@ def test_writes_go_on_while_an_erasure_waits_for_a_reader(tmp_path: Path) -> Non
         assert len(other.get_all(user_id="bob", limit=100)) == 11
 
 
+#: Another process that logs turns as fast as it can, and one that reads in short
+#: transactions back to back (20 ms each), until killed.
+_BUSY_FILE = {
+    "writes": """
+import sys
+from contextos.store.sqlite import SQLiteStore
+from contextos.types import Message, Scope
+store, scope, i = SQLiteStore(sys.argv[1]), Scope(user_id="bob", session_id="bobs"), 0
+while True:
+    store.append_turns(scope, [Message("user", f"bob line {i}")], [3])
+    i += 1
+""",
+    "reads": """
+import sqlite3, sys, time
+reader = sqlite3.connect(sys.argv[1], isolation_level=None)
+while True:
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM memories").fetchone()
+    time.sleep(0.02)
+    reader.execute("COMMIT")
+""",
+}
+
+
+def test_an_erasure_finishes_while_other_processes_write_and_read_without_pause(
+    tmp_path: Path,
+) -> None:
+    """Under another process's steady writes and short reads, a ``forget`` finishes and
+    leaves no byte: its checkpoint tries must hold writers off long enough for the
+    readers of the moment to finish (a first version that let go at once found a new
+    reader on every try, for 10 s, then reported the erasure unfinished)."""
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        busy = [
+            subprocess.Popen([sys.executable, "-c", code, str(db)]) for code in _BUSY_FILE.values()
+        ]
+        try:
+            time.sleep(1.5)  # both running
+            for n in range(3):
+                secret = f"qzsecret{n}marker77"
+                m.add({"role": "user", "content": f"my code word is {secret}"}, user_id=f"ana{n}")
+                started = time.monotonic()
+                assert m.forget(f"ana{n}") == 1
+                print(f"forget {n} under load: {time.monotonic() - started:.2f} s")
+                assert secret.encode() not in _file_bytes(db)
+            assert all(p.poll() is None for p in busy)  # the load ran throughout
+        finally:
+            for p in busy:
+                p.kill()
+                p.wait()
+
+
 def test_an_erasure_left_pending_is_finished_by_the_next_process(tmp_path: Path) -> None:
     secret = "qzsecretmarker95"
     m, db = _sqlite_conversation(tmp_path, secret, busy_timeout_ms=200)

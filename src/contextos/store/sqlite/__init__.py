@@ -95,6 +95,11 @@ def scope_terms(scope: Scope) -> builtins.list[str]:
     ]
 
 
+#: How long one try of an erasure's WAL checkpoint may hold the file's writers off while
+#: it waits for readers (``SQLiteStore._truncate_wal``), in ms.
+CHECKPOINT_TRY_MS = 100
+
+
 class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
 
@@ -445,12 +450,15 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         clients on two processes) is tried again until that timeout; a single
         try answered "busy, retry" for an erasure that had committed.
 
-        Each try is refused at once rather than waited out in SQLite's busy handler,
-        and the store's lock is let go between tries: a TRUNCATE checkpoint that waits
-        for a reader blocks every writer of the file meanwhile, so one purge behind a
-        long read (a backup, a ``sqlite3`` shell) stopped every process's writes, and
-        this one's other threads, for up to 10 s. Now writes go on between the tries
-        (and the next try checkpoints their frames too).
+        Each try waits at most :data:`CHECKPOINT_TRY_MS` in SQLite's busy handler, and
+        the store's lock is let go between tries: a TRUNCATE checkpoint that waits for a
+        reader blocks every writer of the file meanwhile, so one purge behind a long
+        read (a backup, a ``sqlite3`` shell) stopped every process's writes, and this
+        one's other threads, for up to 10 s. Now writes go on between the tries (and
+        the next try checkpoints their frames too). Not 0: a try must hold writers off
+        long enough for the short readers of a busy file to finish, or under another
+        process's steady reads and writes every try found a reader and the erasure
+        never finished (each 20 ms reader starts on the WAL the last write grew).
         """
         deadline: float | None = None
         pause = 0.005
@@ -462,7 +470,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
                     deadline = time.monotonic() + (timeout / 1000 if wait else 0)
                 try:
-                    if not self._checkpoint_once():
+                    if not self._checkpoint_once(CHECKPOINT_TRY_MS if wait else 0):
                         self._db.execute("DELETE FROM erasure_pending")
                         self._erasure_pending = False
                         return
@@ -470,17 +478,20 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     raise StoreError(f"could not finish the erasure: {exc}") from exc
                 if time.monotonic() >= deadline:
                     raise StoreError(
-                        "erased, but an open reader still holds the old pages in the "
-                        "write-ahead log; they are removed when it closes (retry to confirm)"
+                        "erased, but an open reader (or other processes' steady reads "
+                        "and writes) kept the old pages in the write-ahead log; the next "
+                        "write or close of any process removes them (retry to confirm)"
                     )
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def _checkpoint_once(self) -> bool:
-        """One ``wal_checkpoint(TRUNCATE)``, refused at once when busy (no busy handler:
-        see :meth:`_truncate_wal`); whether it was busy. The lock held."""
+    def _checkpoint_once(self, wait_ms: int) -> bool:
+        """One ``wal_checkpoint(TRUNCATE)``, waiting at most ``wait_ms`` (within the busy
+        timeout) for readers and writers (see :meth:`_truncate_wal`; 0 for the retry
+        after each write, which must not slow it); whether it was still busy. The lock
+        held."""
         timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
-        self._db.execute("PRAGMA busy_timeout = 0")
+        self._db.execute(f"PRAGMA busy_timeout = {min(int(timeout), wait_ms)}")
         try:
             return bool(self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
         finally:
