@@ -289,8 +289,13 @@ class HybridRetriever:
         unembedded: set[str] = set()
         if pending is not None:
             vector = pending.result()[0]
+            ids = [r.id for r in lexical]
+            unembedded = self._without_vectors(flt, ids, len(vector))  # before: see there
             dense = self.store.vector_search(flt, vector, limit=n)
-            unembedded = self._unembedded(flt, lexical, dense, len(vector))
+            in_dense = {r.id for r in dense}
+            missing = [i for i in ids if i not in in_dense and i not in unembedded]
+            unembedded |= self._without_vectors(flt, missing, len(vector))  # and after
+            unembedded -= in_dense  # embedded meanwhile, and ranked
         fused = fuse(lexical, dense, cfg, unembedded)
         if min_score is not None:
             if unembedded:
@@ -347,19 +352,22 @@ class HybridRetriever:
                 break
         return [replace(c, cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
 
-    def _unembedded(
-        self, flt: Filter, lexical: Sequence[Ranked], dense: Sequence[Ranked], dimensions: int
-    ) -> set[str]:
-        """The keyword hits missing from the dense list because they have no vector yet
-        (see ``fuse``): one store call per search, about those hits only, and none when
-        every hit is in the dense list or there are no keyword hits (mode "dense")."""
-        if not lexical:
+    def _without_vectors(self, flt: Filter, ids: Sequence[str], dimensions: int) -> set[str]:
+        """Which of the keyword hits ``ids`` have no vector yet (see ``fuse``); no store
+        call for none.
+
+        ``search`` asks before the vector search and again, about the hits the dense
+        list lacks, after it, and takes either answer: a hit is then known to have had no
+        vector when the vector search ran, or was judged by it. Asked only after, on
+        PostgreSQL, where each read sees the table as it is then, a vector that another
+        process's worker wrote between the two (a memory just added or updated there)
+        made the hit one the dense search had never seen and that had a vector: it kept
+        its keyword term alone, and a search for the exact new text of a memory just
+        updated through the server missed it. (SQLite's answer comes from its in-process
+        index as the vector search synced it: the second answer.)"""
+        if not ids:
             return set()
-        in_dense = {r.id for r in dense}
-        missing = [r.id for r in lexical if r.id not in in_dense]
-        if not missing:
-            return set()
-        return self.store.without_vectors(flt.scope.tenant, missing, dimensions=dimensions)
+        return set(self.store.without_vectors(flt.scope.tenant, ids, dimensions=dimensions))
 
     def _cut(self, hits: list[Hit], limit: int, token_budget: int | None) -> list[Hit]:
         out: list[Hit] = []
