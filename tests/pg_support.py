@@ -110,6 +110,24 @@ def two_handles() -> Iterator[tuple[Any, Any]]:
 
 
 @contextmanager
+def two_stores(kind: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """Two independent stores on one storage, as two processes hold it: on a SQLite file
+    under ``tmp_path`` (``kind`` "sqlite") or on a fresh PostgreSQL schema."""
+    if kind != "sqlite":
+        with two_handles() as handles:
+            yield handles
+        return
+    from contextos.store.sqlite import SQLiteStore
+
+    a, b = SQLiteStore(tmp_path / "m.db"), SQLiteStore(tmp_path / "m.db")
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@contextmanager
 def memory_on(kind: str, tmp_path: Path, **kwargs: Any) -> Iterator[Any]:
     """A Memory on a SQLite file under ``tmp_path`` (``kind`` "sqlite") or on a fresh
     PostgreSQL schema (``kind`` "postgres", dropped afterwards): the two stores a test

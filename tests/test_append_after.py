@@ -15,43 +15,24 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from contextos.errors import NotFound
-from contextos.store.sqlite import SQLiteStore
 from contextos.types import Message, Scope
+from pg_support import two_stores
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 ANA = Scope(user_id="ana", session_id="s1")
-
-
-@contextmanager
-def _two_handles(kind: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    """Two independent stores on one storage (two processes' handles)."""
-    if kind == "sqlite":
-        a, b = SQLiteStore(tmp_path / "m.db"), SQLiteStore(tmp_path / "m.db")
-        try:
-            yield a, b
-        finally:
-            a.close()
-            b.close()
-        return
-    from pg_support import two_handles
-
-    with two_handles() as (a, b):
-        yield a, b
 
 
 @BOTH
 def test_an_append_after_a_turn_the_log_no_longer_holds_appends_nothing(
     kind: str, tmp_path: Path
 ) -> None:
-    with _two_handles(kind, tmp_path) as (store, other):
+    with two_stores(kind, tmp_path) as (store, other):
         [question] = store.append_turns(ANA, [Message("user", "My pin is 4471.")], [6])
         [reply] = store.append_turns(ANA, [Message("assistant", "Noted.")], [2], after=question)
         assert reply.seq == 1
@@ -104,7 +85,7 @@ def test_an_erasure_racing_an_append_after_its_turn_leaves_no_turn_of_the_sessio
     reply's append after the question on the other. Whichever commits first, the
     session ends empty: the reply was erased with the question, or never appended."""
     outcomes: list[str] = []
-    with _two_handles(kind, tmp_path) as (store, other):
+    with two_stores(kind, tmp_path) as (store, other):
         for n in range(60):
             scope = Scope(user_id="ana", session_id=f"s{n}")
             [question] = store.append_turns(scope, [Message("user", f"Question {n}")], [4])

@@ -15,8 +15,6 @@ process's worker is made to land, once, right after the vector search.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,8 @@ import pytest
 from contextos.memory import Memory
 from contextos.memory.embedding_worker import embed_pending
 from contextos.store.base import Patch
-from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from pg_support import two_stores
 
 WORDS = [
     "alpha",
@@ -66,28 +64,12 @@ class WorkerLandsAfterTheVectorSearch:
         return getattr(self._store, name)
 
 
-@contextmanager
-def _two_handles(kind: str, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    if kind == "sqlite":
-        a, b = SQLiteStore(tmp_path / "m.db"), SQLiteStore(tmp_path / "m.db")
-        try:
-            yield a, b
-        finally:
-            a.close()
-            b.close()
-        return
-    from pg_support import two_handles
-
-    with two_handles() as (a, b):
-        yield a, b
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_memory_updated_elsewhere_is_found_by_its_new_text_while_its_vector_lands(
     kind: str, tmp_path: Path
 ) -> None:
     rng = random.Random(7)
-    with _two_handles(kind, tmp_path) as (store, server):
+    with two_stores(kind, tmp_path) as (store, server):
         seam = WorkerLandsAfterTheVectorSearch(store, server)
         app = Memory(store=seam, embedder=HashEmbedder(), background_embedding=False)
         texts = [
