@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contextos.bench.locomo_data import load_locomo
+from contextos.text import temporal
 from contextos.text.temporal import (
     TimeRange,
     parse_session_time,
@@ -247,3 +251,38 @@ def test_every_interval_is_non_empty_and_relative(anchor: datetime, expression: 
     m = mentions[0]
     assert m.start < m.end and m.relative
     assert abs((m.start - anchor).days) <= 731
+
+
+# The scan only tries positions where an expression can start (``_start_filter``): it
+# must find exactly what the pattern finds when tried at every word.
+_PLAIN = re.compile(r"\b" + temporal._EXPRESSIONS, re.IGNORECASE | re.VERBOSE)
+_VOCABULARY = sorted(
+    {w for w in re.findall(r"[A-Za-z]+", temporal._EXPRESSIONS) if len(w) > 1}
+    | {"I", "went", "Sept.", "May,", "7th", "2023", "12", "1999-12-31", "%", "the", "a", "50%"}
+)
+
+
+def _matches(pattern: re.Pattern[str], text: str) -> list[tuple[int, int, str | None]]:
+    return [(*m.span(), m.lastgroup) for m in pattern.finditer(text)]
+
+
+@given(st.lists(st.sampled_from(_VOCABULARY), max_size=14).map(" ".join))
+def test_the_start_filter_changes_no_match_in_any_word_sequence(text: str) -> None:
+    assert _matches(temporal._PATTERN, text) == _matches(_PLAIN, text)
+
+
+def test_the_start_filter_changes_no_match_in_the_resolve_cases() -> None:
+    for text, *_ in RESOLVE_CASES:
+        for said in (text, f"Well, {text}.", f"({text}) and then {text.upper()}"):
+            assert _matches(temporal._PATTERN, said) == _matches(_PLAIN, said), said
+
+
+def test_the_start_filter_changes_no_match_on_locomo(locomo_path: Path) -> None:
+    texts = [
+        text
+        for conv in load_locomo(locomo_path)
+        for text in [*(t.text for t in conv.turns), *(q.question for q in conv.qa)]
+    ]
+    differ = [t for t in texts if _matches(temporal._PATTERN, t) != _matches(_PLAIN, t)]
+    assert not differ, differ[:3]
+    assert sum(len(_matches(_PLAIN, t)) for t in texts) > 100  # the check saw matches
