@@ -237,6 +237,8 @@ def _names_nul(value: object) -> bool:
 
 #: The ``turns`` columns, in the order both stores created and insert them.
 TURN_FIELDS = TURNS.column_names()
+#: The turn columns as a SELECT list, in ``TURN_FIELDS`` order.
+TURN_COLUMNS = ", ".join(TURN_FIELDS)
 
 
 def turn_values(
@@ -446,7 +448,6 @@ def append_turn_rows(
     json_cast: str = "",
     after: Turn | None = None,
     turn_of: Callable[[Sequence[Any]], Turn] | None = None,
-    columns: str = "",
 ) -> list[tuple[object, ...]]:
     """Append ``messages`` (with their token counts) to the session log of ``scope`` in
     the transaction behind ``cur``, numbered after the last logged turn, and return the
@@ -458,8 +459,8 @@ def append_turn_rows(
     The caller has run :func:`check_turns` before opening the transaction.
 
     ``after``: append only while the log holds that turn as it was logged
-    (:func:`same_turn`), read under the same lock as the append (``columns`` selects a
-    row, ``turn_of`` reads it); else raise :class:`NotFound`, and the caller's
+    (:func:`same_turn`), read under the same lock as the append (``turn_of`` reads a
+    row of ``TURN_COLUMNS``); else raise :class:`NotFound`, and the caller's
     transaction rolls back. Why: a wrapped call logs its reply after the question it
     answers, and a ``forget`` that erased the session between a check and the append
     left the reply in the log, the first turn of the erased session.
@@ -472,10 +473,11 @@ def append_turn_rows(
         (scope.tenant, scope.session_id, scope.user_id, scope.agent_id, fresh_meta_json(), now),
     )
     if after is not None:
-        if turn_of is None or not columns:
-            raise ValueError("a conditional append (after=) needs turn_of and columns")
+        if turn_of is None:
+            raise ValueError("a conditional append (after=) needs turn_of")
         row = cur.execute(
-            f"SELECT {columns} FROM turns WHERE tenant = {m} AND session_id = {m} AND seq = {m}",
+            f"SELECT {TURN_COLUMNS} FROM turns "
+            f"WHERE tenant = {m} AND session_id = {m} AND seq = {m}",
             (scope.tenant, scope.session_id, after.seq),
         ).fetchone()
         if row is None or not same_turn(turn_of(row), after):

@@ -24,7 +24,7 @@ from contextos.types import Filter, MemoryRecord, Message, Scope, Turn
 
 RECORD_COLUMNS = ", ".join(f"m.{name}" for name in records.RECORD_FIELDS)
 
-TURN_COLUMNS = ", ".join(records.TURN_FIELDS)
+TURN_COLUMNS = records.TURN_COLUMNS
 
 
 def jsonb(value: object) -> str:

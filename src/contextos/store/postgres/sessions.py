@@ -106,7 +106,6 @@ class PgSessionLog:
                 json_cast="::jsonb",
                 after=after,
                 turn_of=turn_from_row,
-                columns=TURN_COLUMNS,
             )
         seq = TURN_FIELDS.index("seq")  # the rows hold jsonb text: build the turns, not decode
         return [

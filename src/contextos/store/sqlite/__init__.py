@@ -1033,7 +1033,6 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 row_of=turn_row,
                 after=after,
                 turn_of=turn_from_row,
-                columns=TURN_COLUMNS,
             )
         return [turn_from_row(r) for r in rows]
 

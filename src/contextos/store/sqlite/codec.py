@@ -32,7 +32,7 @@ def record_row(r: MemoryRecord, now: float) -> tuple[object, ...]:
     return records.record_values(r, from_epoch(now), time=opt_epoch, to_json=_json_text)
 
 
-TURN_COLUMNS = ", ".join(records.TURN_FIELDS)
+TURN_COLUMNS = records.TURN_COLUMNS
 
 
 def turn_row(scope: Scope, seq: int, m: Message, tokens: int, now: float) -> tuple[object, ...]:
