@@ -44,7 +44,7 @@ def turn_row(scope: Scope, seq: int, m: Message, tokens: int, now: float) -> tup
 
 def turn_from_row(row: Sequence[Any]) -> Turn:
     """A turn of a row selected with ``TURN_COLUMNS``."""
-    return records.turn_from_values(row, time=from_epoch, from_json=json.loads)
+    return records.turn_from_values(row, time=from_epoch, from_json=_from_json)
 
 
 _EMPTY_JSON: dict[str, Callable[[], Any]] = {"{}": dict, "[]": list}
