@@ -11,10 +11,12 @@ annotations``: FastAPI reads the handlers' annotations at runtime.)
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from ..errors import NotFound
 from ..server.routes import ERRORS, OptScopeId, bearer, caller
+from ..server.window_slots import READS_LOG, WindowSlots
 from .schemas import ToolCallIn
 from .tools import SCHEMAS, TOOL_NAMES, scoped_tools
 
@@ -50,9 +52,13 @@ class ToolsOut(BaseModel):
     tools: list[dict[str, Any]]
 
 
-def agent_router(auth: "Authenticator", tenants: "TenantMemories") -> APIRouter:
-    """Routes under ``/v1/agent``, scoped to the tenant of the caller's key."""
+def agent_router(
+    auth: "Authenticator", tenants: "TenantMemories", windows: WindowSlots | None = None
+) -> APIRouter:
+    """Routes under ``/v1/agent``, scoped to the tenant of the caller's key. The tools
+    that read a session's whole log run in ``windows`` (the app's window slots)."""
     router = APIRouter(prefix="/v1/agent", tags=["agent"], responses=ERRORS)
+    slots = windows or WindowSlots()
 
     def tenant_memory(request: Request, _: Annotated[Any, Security(bearer)] = None) -> "Memory":
         return tenants.get(auth.tenant_for(caller(auth, request)))  # charged once, at the gate
@@ -65,17 +71,25 @@ def agent_router(auth: "Authenticator", tenants: "TenantMemories") -> APIRouter:
         return ToolsOut(tools=[dict(t) for t in SCHEMAS])
 
     @router.post("/tools/{name}", response_model=ToolOutcomeOut, summary="execute")
-    def execute(name: str, body: ToolCallIn, mem: Mem) -> ToolOutcomeOut:
+    async def execute(name: str, body: ToolCallIn, mem: Mem) -> ToolOutcomeOut:
         """Run one tool (AgentTools.execute); a refused call has is_error true."""
         if name not in TOOL_NAMES:
             raise NotFound(
                 f"no agent tool {name!r}; the tools are: {', '.join(sorted(TOOL_NAMES))}"
             )
-        agent = scoped_tools(
-            mem, user_id=body.user_id, agent_id=body.agent_id, session_id=body.session_id
-        )
-        out = agent.execute(name, body.arguments)
-        return ToolOutcomeOut(name=out.name, text=out.text, is_error=out.is_error)
+
+        def run() -> ToolOutcomeOut:
+            agent = scoped_tools(
+                mem, user_id=body.user_id, agent_id=body.agent_id, session_id=body.session_id
+            )
+            out = agent.execute(name, body.arguments)
+            return ToolOutcomeOut(name=out.name, text=out.text, is_error=out.is_error)
+
+        # A tool that reads the whole log (conversation_search) waits in the tenant's
+        # window slots, off the thread pool every route shares (see WindowSlots).
+        if name in READS_LOG:
+            return await slots.run(mem.tenant, run)
+        return await run_in_threadpool(run)
 
     @router.get("/core", response_model=CoreOut, summary="core_memory")
     def core(mem: Mem, user_id: OptScopeId = None, agent_id: OptScopeId = None) -> CoreOut:

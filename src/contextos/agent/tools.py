@@ -9,15 +9,16 @@ tools, the HTTP routes and the wrapper's tool loop all call
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError, EmbedderUnavailable, StoreError
 from ..memory.api import MAX_LIMIT
-from ..types import Filter, content_hash
+from ..types import Filter, Turn, content_hash
 from .core_memory import CoreMemory, CoreMemoryError, CorePrefix, need_text
 from .owner import owned
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 ARCHIVAL = "archival"
 SEARCH_LIMIT = 5
 _WORD = re.compile(r"\w+")
+#: Turns read at a time by ``conversation_search`` (its memory is one page, not the log).
+SCAN_PAGE = 128
 
 
 def _schema(name: str, description: str, **props: tuple[str, str]) -> dict[str, Any]:
@@ -238,18 +241,40 @@ class AgentTools:
         words = {w for w in _WORD.findall(query.lower()) if len(w) > 1}
         if not words:
             raise CoreMemoryError("query must contain a word")
-        scored = []
-        for t in self.session.turns():
-            found = words & set(_WORD.findall(t.message.content.lower()))
-            if found and t.message.role in ("user", "assistant"):
-                scored.append((-len(found), -t.seq, t))
-        if not scored:
+        # A query word is found where it is a whole word of the turn (a run of \w that
+        # equals it), as the turn's words were once all listed and intersected; one
+        # pattern finds them without listing every word of a long log.
+        wanted = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
+        scored = (
+            (len(found), t.seq, t)
+            for t in self._logged_turns()
+            if t.message.role in ("user", "assistant")
+            and (found := set(wanted.findall(t.message.content.lower())))
+        )
+        # The most query words first, the newest among equals; only those kept.
+        best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))
+        if not best:
             return "No earlier messages matched."
-        best = sorted(scored)[: self.search_limit]
         return "\n".join(
             f"[turn {t.seq}] {t.message.role}: {t.message.content}"
-            for _, _, t in sorted(best, key=lambda x: x[2].seq)
+            for _, _, t in sorted(best, key=lambda x: x[1])
         )
+
+    def _logged_turns(self) -> Iterator[Turn]:
+        """The session's logged turns, oldest first, read a page at a time.
+
+        Why not ``Session.turns``: it holds and counts the whole log, and the MCP tool
+        and the HTTP route make a Session per call, so every search read, decoded and
+        counted the whole log to return five turns (20,000 turns: 1.1 s a call and
+        +120 MB held while it ran). A page is :data:`SCAN_PAGE` turns."""
+        assert self.session is not None
+        store, scope = self.session.store, self.session.scope
+        after = -1
+        while page := store.turns(scope, after_seq=after, limit=SCAN_PAGE):
+            yield from page
+            if len(page) < SCAN_PAGE:
+                return
+            after = page[-1].seq
 
 
 __all__ = [

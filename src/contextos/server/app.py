@@ -177,7 +177,7 @@ def create_app(
     app.include_router(key_router(auth))
     from ..agent.routes import agent_router  # the self-editing memory tools
 
-    app.include_router(agent_router(auth, tenants))
+    app.include_router(agent_router(auth, tenants, windows))
 
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="health")
 

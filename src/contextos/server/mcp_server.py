@@ -46,7 +46,7 @@ from .gate import AuthGate
 from .keys import KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
-from .window_slots import WindowSlots
+from .window_slots import READS_LOG, WindowSlots
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -228,10 +228,11 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _in_window_slots(
     fn: Callable[..., Any], slots: WindowSlots, tenant: Callable[[], str]
 ) -> Callable[..., Any]:
-    """``fn`` (``assemble_window``) run in the caller's tenant's window slots
+    """``fn`` (a tool of :data:`READS_LOG`) run in the caller's tenant's window slots
     (:class:`~contextos.server.window_slots.WindowSlots`), as the HTTP window route: a
-    window on a long log costs CPU in proportion, and the SDK ran each call on the thread
-    pool every tool shares, so one tenant's windows held it and the interpreter lock."""
+    window on a long log costs CPU in proportion (``conversation_search`` reads the
+    whole log), and the SDK ran each call on the thread pool every tool shares, so one
+    tenant's calls held it and the interpreter lock."""
 
     @functools.wraps(fn)
     async def windowed(*args: Any, **kwargs: Any) -> Any:
@@ -460,7 +461,7 @@ def build_mcp_server(
 
     windows = WindowSlots()
     for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
-        tool = _in_window_slots(fn, windows, resolver) if fn == tools.assemble_window else fn
+        tool = _in_window_slots(fn, windows, resolver) if fn.__name__ in READS_LOG else fn
         server.add_tool(_guard(tool), name=fn.__name__, description=fn.__doc__)
         _refuse_unknown_arguments(server._tool_manager.get_tool(fn.__name__))
     server.contextos_major = major

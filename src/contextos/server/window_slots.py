@@ -1,5 +1,6 @@
 """How many windows of one tenant the server builds at once: the HTTP window route, the
-inspector's window routes and the MCP ``assemble_window`` tool. Apart from
+inspector's window routes, the MCP ``assemble_window`` tool, and the agents'
+``conversation_search`` over MCP and HTTP (:data:`READS_LOG`). Apart from
 :mod:`.windowing` because it needs no engine: ``contextos mcp`` makes its slots at start
 and loads the engine on the first window."""
 
@@ -14,6 +15,9 @@ import anyio.to_thread
 
 #: How many windows of one tenant are built at once (:class:`WindowSlots`).
 WINDOWS_PER_TENANT = 1
+#: The tools whose cost grows with a session's log, run in the window slots too: the
+#: window, and ``conversation_search`` (it reads the whole log a page at a time).
+READS_LOG = frozenset({"assemble_window", "conversation_search"})
 
 T = TypeVar("T")
 
@@ -51,4 +55,4 @@ class WindowSlots:
         return await anyio.to_thread.run_sync(build, limiter=self._limiter(tenant))
 
 
-__all__ = ["WINDOWS_PER_TENANT", "WindowSlots"]
+__all__ = ["READS_LOG", "WINDOWS_PER_TENANT", "WindowSlots"]
