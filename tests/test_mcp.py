@@ -831,3 +831,61 @@ def test_a_server_given_its_own_db_names_no_other_database(tmp_path: Path) -> No
     )
     assert "needs a valid API key" in proc.stderr
     assert "database:" not in proc.stderr and "the default" not in proc.stderr, proc.stderr
+
+
+def test_streamable_http_refuses_a_request_id_that_is_not_a_string_or_integer(
+    tmp_path: Path,
+) -> None:
+    """A ``tools/call`` whose id was an object, a list, a float, a bool or null was read
+    by the SDK as a notification: 202, no body, the tool not run, and the client waited
+    for an answer that never came (stdio answers such a line with -32600). Each must
+    be refused with 400 and -32600; a notification (no id) and a good request still
+    work, and nothing of the refused ones is stored."""
+    import httpx
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {**_JSONRPC_HEADERS, "Authorization": f"Bearer {key}"}
+
+    def call(request_id: object, text: str) -> dict[str, object]:
+        arguments = {"messages": text, "user_id": "u"}
+        return {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "tools/call",
+            "params": {"name": "add_memory", "arguments": arguments},
+        }
+
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as err, reaped(_mcp_http(db, port, err, "--rate", "0")) as proc:
+        _wait_listening(proc, port)
+        refused = [
+            httpx.post(url, json=call(rid, f"bad id {i}"), headers=headers, timeout=30)
+            for i, rid in enumerate([{"a": 1}, [1], 1.5, True, None])
+        ]
+        notice = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        notified = httpx.post(url, json=notice, headers=headers, timeout=30)
+        good = httpx.post(url, json=call("ok-1", "good id"), headers=headers, timeout=30)
+        listed = httpx.post(
+            url,
+            json={
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "list_memories", "arguments": {"user_id": "u"}},
+            },
+            headers=headers,
+            timeout=30,
+        )
+        proc.terminate()
+        proc.wait(timeout=30)
+    for answer in refused:
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == -32600 and answer.json()["id"] is None
+    assert notified.status_code == 202
+    assert good.status_code == 200 and _rpc_result(good.text)["id"] == "ok-1"
+    texts = [m["text"] for m in _rpc_result(listed.text)["result"]["structuredContent"]["result"]]
+    assert texts == ["good id"]
+    assert "Traceback" not in log.read_text()

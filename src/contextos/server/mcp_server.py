@@ -518,7 +518,12 @@ class WholeBody:
     ``PayloadTooLarge`` to :class:`BodyLimitMiddleware` (a 413) instead of passing
     through the SDK's catch-all. Bodies are already bounded by that limit, so
     buffering costs nothing the SDK would not have buffered itself (it reads the
-    whole body too). Anything the app raises later is untouched."""
+    whole body too). Anything the app raises later is untouched.
+
+    A request whose ``id`` is neither a string nor an integer is answered here, 400
+    with ``-32600`` as stdio answers it (``_request_id``): the SDK read it as a
+    notification (no answer due: 202, no body) and ran nothing, so the client waited
+    for an answer that never came."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -536,7 +541,11 @@ class WholeBody:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body: dict[str, Any] | None = {"type": "http.request", "body": b"".join(chunks)}
+        whole = b"".join(chunks)
+        if scope.get("method") == "POST" and _bad_request_id(whole):
+            await _refuse_request(send, "Invalid request: id must be a string or an integer")
+            return
+        body: dict[str, Any] | None = {"type": "http.request", "body": whole}
 
         async def replay() -> dict[str, Any]:
             nonlocal body
@@ -546,6 +555,37 @@ class WholeBody:
             return dict(await receive())  # after the body: the client's disconnect
 
         await self.app(scope, replay, send)
+
+
+def _bad_request_id(body: bytes) -> bool:
+    """Whether ``body`` is one JSON-RPC request (an object with a string ``method``) whose
+    ``id`` is there but neither a string nor an integer (an object, a list, a float, a
+    bool, null: MCP allows none). A body that is not such JSON is left to the SDK."""
+    import json
+
+    if b'"id"' not in body:
+        return False
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(value, dict) or not isinstance(value.get("method"), str):
+        return False
+    if "id" not in value:
+        return False
+    request_id = value["id"]
+    return isinstance(request_id, bool) or not isinstance(request_id, str | int)
+
+
+async def _refuse_request(send: Any, message: str) -> None:
+    """Answer 400 with a JSON-RPC invalid-request error (id null)."""
+    import json
+
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+    payload = json.dumps(error).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _auth_kwargs(keys: KeyStore, base_url: str) -> dict[str, Any]:
