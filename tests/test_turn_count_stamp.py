@@ -10,6 +10,7 @@ a reader with another stamp, or none, counts the turn again. Both stores, real f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from contextos.engine.session import COUNTED_KEY, Session
@@ -21,7 +22,7 @@ from contextos.llm.tokens import (
     default_tokenizer,
 )
 from contextos.store.base import Store
-from contextos.types import Message, Scope
+from contextos.types import Message, Scope, ToolCall, Turn
 
 TEXT = "日本語のテキストです。" * 20  # chars/4 and cl100k disagree about it threefold
 
@@ -72,3 +73,27 @@ def test_the_stamp_is_stored_and_the_caller_gets_its_own_message_back(store: Sto
     # another tokenizer reading the same file counts it its own way, and says so
     other = Session(store, "s", user_id="ana", tokenizer=CharEstimateTokenizer())
     assert other.turns()[0].tokens == CharEstimateTokenizer().count_messages([said]) - 3
+
+
+def test_a_turn_read_back_keeps_every_field_but_the_stamp(store: Store) -> None:
+    """The stamp is taken off by copying the turn's fields (``_with_metadata``, faster
+    than ``dataclasses.replace``); every other field, and the types' own rules, stay."""
+    assert not hasattr(Turn, "__post_init__") and not hasattr(Message, "__post_init__")
+    session = Session(store, "s", user_id="ana", agent_id="bot")
+    call = ToolCall("c1", "lookup", '{"q": "x"}')
+    said = [
+        Message("assistant", "", tool_calls=(call,), metadata={"tag": [1, 2]}),
+        Message("tool", "found", name="lookup", tool_call_id="c1"),
+    ]
+    session.add(*said)
+    raw = store.turns(session.scope)
+    read = Session(store, "s", user_id="ana", agent_id="bot").turns()
+    assert [t.message for t in read] == said
+    for got, stored in zip(read, raw, strict=True):
+        assert got == replace(
+            stored, message=replace(stored.message, metadata=got.message.metadata)
+        )
+        assert COUNTED_KEY in stored.message.metadata and COUNTED_KEY not in got.message.metadata
+        assert (
+            got.user_id == "ana" and got.agent_id == "bot" and got.created_at == stored.created_at
+        )
