@@ -59,7 +59,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from operator import attrgetter
@@ -596,6 +596,24 @@ def _usage_json(usage: Usage) -> dict[str, int]:
     return {k: int(getattr(usage, k)) for k in Usage.__dataclass_fields__}
 
 
+def _same_owner(session: Session, given: Mapping[str, str | None]) -> None:
+    """Refuse a ``Session`` whose tenant, user or agent is not the one given beside it
+    (``given``: the ids given, None for those not given; the memory's tenant counts).
+
+    Why: the context reads and writes the memories of its session's scope, and the
+    user and agent given beside a Session were dropped without a word: wrapped with
+    ``user_id="bob"``, a Session of no user remembered bob's exchanges with no user (so
+    ``forget(user_id="bob")`` erased none of them), and a Session of ana's sent ana's
+    memories in bob's requests."""
+    for what, asked in given.items():
+        theirs = getattr(session.scope, what)
+        if asked is not None and theirs != asked:
+            raise ScopeError(
+                f"the Session's {what} is {theirs!r} but {what}={asked!r} was given with it: "
+                f"make the Session with {what}={asked!r}, or pass its id as session="
+            )
+
+
 class SessionContext:
     """The default :class:`ContextSource`: a :class:`~contextos.engine.session.Session` plus Memory.
 
@@ -647,8 +665,11 @@ class SessionContext:
         if background_commit and wait_on_close is not None:
             wait_on_close(self._committer)  # its close waits for the last reply's commit
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
-        tenant = tenant or getattr(memory, "tenant", None) or "default"
-        given = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)  # the ids' one rule
+        tenant = tenant or getattr(memory, "tenant", None)
+        given = Scope(tenant=tenant or "default", user_id=user_id, agent_id=agent_id)
+        if isinstance(session, Session):  # the ids checked by Scope's one rule first
+            _same_owner(session, {"tenant": tenant, "user_id": user_id, "agent_id": agent_id})
+        tenant = given.tenant
         self.session = self._session(session, store, tenant, user_id, agent_id)
         #: Whose memories this context reads and writes: the session's scope, else the
         #: user/agent given.

@@ -645,7 +645,8 @@ def wrap(
         memory: a :class:`~contextos.memory.Memory` to retrieve from and remember into.
         session: a :class:`~contextos.engine.session.Session`, or a session id (the log is
             kept in ``memory``'s store).
-        user_id/agent_id: the memory scope.
+        user_id/agent_id: the memory scope. With a Session, its own; ids given beside it
+            must be the Session's (and ``memory``'s tenant its tenant).
         context: a ready :class:`~contextos.engine.context.ContextSource`
             (instead of memory/session), e.g. the context engine's session.
         prompt_cache_key: OpenAI only; True for a key derived from the stable prefix.
@@ -690,6 +691,7 @@ def wrap(
         TypeError: an unsupported client, an unknown option, or ``context`` together
             with memory/session.
         ValueError: an unknown ``memory_placement``, a negative ``keep_calls``.
+        ScopeError: a Session whose user, agent or tenant is not the one given with it.
     """
     from contextos.engine.context import PLACEMENTS, ContextOptions
 
