@@ -85,6 +85,13 @@ _ENV = {
 }
 
 
+def default_tenant(env: Mapping[str, str] | None = None) -> str:
+    """The tenant of whatever is not given one: ``CONTEXTOS_TENANT``, else "default" (as
+    :func:`load_settings` resolves it, without its other work)."""
+    env = os.environ if env is None else env
+    return env.get(_ENV["tenant"]) or Settings.tenant
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Resolve settings: ``overrides`` (non-None) > environment > defaults.
 

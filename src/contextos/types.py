@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,26 @@ def scope_id(value: object, name: str = "id") -> str | None:
     return value
 
 
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+
+
+def validate_tenant(tenant: object) -> str:
+    """The one rule for a tenant name, wherever one is given: 1-128 characters of
+    letters, digits and ``_.:@-``, starting with a letter or digit.
+
+    Why everywhere (:class:`Scope` applies it): the CLI and the key table refused other
+    names, but ``Memory(tenant=...)`` took any, so rows written under ``""``, ``"a b"``
+    or ``5`` could never be read from the CLI or the server."""
+    if not isinstance(tenant, str):
+        raise TypeError(f"tenant must be a string, not {type(tenant).__name__}")
+    if not _TENANT.match(tenant):
+        raise ValueError(  # as a bad flag value: the CLI's exit 2
+            "tenant must be 1-128 characters of letters, digits and _.:@- (starting with "
+            f"a letter or digit), not {tenant[:40]!r}"
+        )
+    return tenant
+
+
 class ScopeIds(TypedDict):
     """A scope as the keywords of ``Memory``'s verbs (None: not narrowed by that id):
     ``memory.add(text, **scope.ids())``. Callers that hold a scope pass it as one value
@@ -85,6 +106,7 @@ class Scope:
     session_id: str | None = None
 
     def __post_init__(self) -> None:
+        validate_tenant(self.tenant)
         scope_id(self.user_id, "user_id")
         scope_id(self.agent_id, "agent_id")
         scope_id(self.session_id, "session_id")

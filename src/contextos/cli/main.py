@@ -46,7 +46,7 @@ COMMAND_MODULES = [
 def cli(ctx: click.Context, db: str | None, tenant: str | None, as_json: bool) -> None:
     """contextos: manage an LLM's context window like an OS manages memory."""
     if tenant is not None:
-        from ..server.keys import validate_tenant
+        from ..types import validate_tenant
 
         try:
             validate_tenant(tenant)

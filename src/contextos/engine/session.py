@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, Unpack
 
+from contextos.config import default_tenant
 from contextos.engine.compaction import (
     HistoryState,
     Plan,
@@ -889,6 +890,11 @@ def _role(turn: Turn | TurnPrint) -> str:
 class Session:
     """One conversation's durable log in a :class:`~contextos.store.base.Store`.
 
+    ``tenant``: by default ``CONTEXTOS_TENANT``, else "default", as ``Memory``'s: a
+    Session on ``memory.store`` next to a ``Memory`` of the same settings logs in the
+    tenant its memories are in (it was always "default", so with ``CONTEXTOS_TENANT``
+    set the README's example logged its turns where the CLI did not look).
+
     ``hold``: what the Session keeps of the log in memory between reads. ``log``
     (the default) keeps every turn it read, so :meth:`turns` costs only the new ones.
     ``window`` keeps the turns from the history's start on, the pinned and kept ones
@@ -915,13 +921,15 @@ class Session:
         store: Store,
         session_id: str,
         *,
-        tenant: str = "default",
+        tenant: str | None = None,
         user_id: str | None = None,
         agent_id: str | None = None,
         tokenizer: Tokenizer | None = None,
         hold: Hold = "log",
         exact_history: bool = False,
     ) -> None:
+        if tenant is None:  # as Memory's: its turns and its memories in one tenant
+            tenant = default_tenant()
         self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
         if self.scope.session_id is None:
             raise ScopeError("a Session needs a session_id")

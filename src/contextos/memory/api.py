@@ -46,6 +46,7 @@ from ..types import (
     Message,
     Scope,
     content_hash,
+    validate_tenant,
 )
 from .embedding_worker import EmbeddingWorker, embed_pending
 from .ingest import (
@@ -115,7 +116,9 @@ class Memory:
         self.settings = settings or load_settings(
             db=str(path_or_url) if path_or_url is not None else None, tenant=tenant
         )
-        self.tenant = tenant or self.settings.tenant
+        # The tenant rule here too (blank is an error, not "not given"): rows written under
+        # a name the CLI and the server refuse could never be read from them.
+        self.tenant = validate_tenant(tenant if tenant is not None else self.settings.tenant)
         owns_store = store is None
         self.store: Store = store or open_store(self.settings.db)
         self.embedder = embedder or make_embedder(self.settings.embedder)

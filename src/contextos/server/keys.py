@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError, NotFound, StoreError
+from ..types import validate_tenant
 
 KEY_PREFIX = "ctx_"
 _KEY_RE = re.compile(r"^ctx_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 #: Hash compared against when a key id is unknown, so a miss costs the same as a hit.
 _DUMMY_HASH = hashlib.sha256(b"contextos-no-such-key").hexdigest()
 
@@ -84,16 +84,6 @@ def hash_secret(secret: str) -> str:
 def secrets_match(secret: str, expected_hash: str) -> bool:
     """Constant-time check that ``secret`` hashes to ``expected_hash``."""
     return hmac.compare_digest(hash_secret(secret), expected_hash)
-
-
-def validate_tenant(tenant: str) -> str:
-    """Tenant names are short identifiers; anything else is a caller mistake."""
-    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
-        raise ValueError(
-            "tenant must be 1-128 characters of letters, digits and _.:@- "
-            "(starting with a letter or digit)"
-        )
-    return tenant
 
 
 def _parse_time(value: Any) -> datetime | None:
