@@ -112,10 +112,32 @@ def test_prefix_snapshot_changes_only_at_compaction_points(memory: Memory) -> No
     bounded = CorePrefix(core, refresh_after=2)
     start = bounded.text()
     core.append("human", "Has a cat.")
-    bounded.edited()
+    bounded.edited(core.get("human"))  # this loop's edit: its tool result shows it
     assert bounded.text() == start
-    bounded.edited()
+    bounded.edited(core.get("human"))
     assert "Has a cat." in bounded.text()
+
+
+def test_prefix_snapshot_drops_a_value_edited_or_erased_elsewhere(memory: Memory) -> None:
+    """A block redacted by another process (the server, MCP, the CLI) left the old text in
+    the snapshot, sent call after call until the session compacted: it must be rendered
+    again at the next call; this loop's own edits still wait (the cache holds)."""
+    core = CoreMemory(memory, user_id="ana")
+    core.set("human", "Ana. Passport number X1234567.")
+    core.set("persona", "A helpful assistant.")
+    prefix = CorePrefix(core)
+    first = prefix.text()
+    core.append("persona", "Brief.")  # this loop's own edit, declared
+    prefix.edited(core.get("persona"))
+    assert prefix.text() == first
+    with Memory(memory.store.path, embedder=memory.embedder, background_embedding=False) as other:
+        CoreMemory(other, user_id="ana").replace("human", " Passport number X1234567.", "")
+    redacted = prefix.text()
+    assert "X1234567" not in redacted and "Ana." in redacted and "Brief." in redacted
+    assert prefix.text() == redacted  # rendered once, then held again
+    with Memory(memory.store.path, embedder=memory.embedder, background_embedding=False) as other:
+        other.forget(user_id="ana")
+    assert "Ana." not in prefix.text()
 
 
 def test_thirty_turns_five_edits_keep_the_cache(tmp_path: Path) -> None:

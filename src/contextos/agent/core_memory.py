@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..errors import NotFound
+from ..types import MemoryRecord
 from .lock import owner_lock
 from .owner import oldest_first, owned_records, owner_scope
 
@@ -60,6 +61,11 @@ class CoreBlock:
 
 def _header(label: str) -> str:
     return f"[core memory block: {label}]"
+
+
+def _value_of(record: MemoryRecord) -> str:
+    """A block's value in its record: the text after the header line."""
+    return record.text.partition("\n")[2]
 
 
 class CoreMemory:
@@ -95,7 +101,7 @@ class CoreMemory:
             label = r.metadata.get("label")
             if not _valid_label(label) or label in out:
                 continue
-            out[label] = CoreBlock(label, r.text.partition("\n")[2], self._limit(label), r.id)
+            out[label] = CoreBlock(label, _value_of(r), self._limit(label), r.id)
         return out
 
     def _limit(self, label: str) -> int:
@@ -260,34 +266,45 @@ class CorePrefix:
         self.refreshes = 0
         self._text: str | None = None
         self._key: Any = None
-        #: The memory ids of the blocks in the snapshot (to see that one was erased).
-        self._ids: tuple[str, ...] = ()
+        #: Each snapshot block's memory id and the value this loop knows it to hold: the
+        #: snapshot's, or its own last edit's (to see an erasure or an edit elsewhere).
+        self._known: dict[str, str] = {}
 
-    def edited(self) -> None:
-        """Count an edit that is not in the snapshot yet."""
+    def edited(self, block: CoreBlock | None = None) -> None:
+        """Count an edit that is not in the snapshot yet; ``block``: the block as the
+        edit left it (the model reads it in the edit's tool result, so it is not a
+        change the snapshot must catch up with)."""
         self.pending += 1
+        if block is not None and block.memory_id in self._known:
+            self._known[block.memory_id] = block.value
 
     def text(self, key: Any = None) -> str:
         """The snapshot, rendered again when it is due (see the class) or erased."""
         due = self.refresh_after is not None and self.pending >= self.refresh_after
-        if self.live or self._text is None or key != self._key or due or self._erased():
+        if self.live or self._text is None or key != self._key or due or self._changed():
             blocks = self.core.blocks()
             self._text, self._key, self.pending = self.core.render(blocks), key, 0
-            self._ids = tuple(b.memory_id for b in blocks if b.memory_id is not None)
+            self._known = {b.memory_id: b.value for b in blocks if b.memory_id is not None}
             self.refreshes += 1
         return self._text
 
-    def _erased(self) -> bool:
-        """Whether a block in the snapshot is no longer stored (``forget``, a delete).
+    def _changed(self) -> bool:
+        """Whether a block in the snapshot is no longer stored (``forget``, a delete), or
+        holds a value this loop did not write (an edit by another process, the server,
+        MCP or the CLI: ``core_memory_replace`` to redact a passport number).
 
-        Why: an erasure (by this process, the server or the CLI) does not move the
-        compaction point of a session that lives on, and the snapshot would keep
-        sending the erased text to the model. One read of a few ids by key.
+        Why: neither moves the compaction point of a session that lives on, and the
+        snapshot kept sending the erased or replaced text to the model, call after
+        call. This loop's own edits are in its history (the tool's result) and wait for
+        the next refresh, which keeps the cached prefix. One read of a few ids by key.
         """
-        if not self._ids:
+        if not self._known:
             return False
         memory = self.core.memory
-        return len(memory.store.get_many(memory.tenant, self._ids)) < len(self._ids)
+        stored = memory.store.get_many(memory.tenant, list(self._known))
+        return len(stored) < len(self._known) or any(
+            _value_of(r) != self._known[r.id] for r in stored
+        )
 
 
 __all__ = [

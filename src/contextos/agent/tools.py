@@ -172,9 +172,9 @@ class AgentTools:
         return ToolOutcome(name, handler(**args))
 
     def _edited(self, label: str) -> str:
-        if self.prefix is not None:
-            self.prefix.edited()
         block = self.core.get(label)
+        if self.prefix is not None:
+            self.prefix.edited(block)
         return f"Core memory block {label!r} is now:\n{block.value}"
 
     def _append(self, label: str, content: str) -> str:
