@@ -254,3 +254,33 @@ def test_responses_compaction_items_are_recorded_streamed_or_not(fake_openai, op
     assert call.stream and call.complete and call.reply.content == text
     assert call.extra["compaction_items"][0]["type"] == "compaction"
     assert call.usage.output_tokens > 0
+
+
+def _unmarked(messages: list[dict[str, Any]]) -> str:
+    """The messages as sent, breakpoint marks left out (they are not content)."""
+    plain = json.loads(json.dumps(messages))
+    for m in plain:
+        for part in m["content"] if isinstance(m["content"], list) else []:
+            part.pop(MARK, None)
+    return json.dumps(plain, sort_keys=True)
+
+
+def test_the_history_before_a_breakpoint_is_sent_the_same_on_the_next_call(
+    fake_openai, openai_client, memory
+):
+    """Only the marked turn was sent as a text part; on the next call, its breakpoint
+    moved on, it went back to a string: the bytes before the previous breakpoint changed,
+    and every call wrote the history's cache again while reads stayed at the system
+    prompt (found by a review). Each call must send the history up to the previous
+    call's last breakpoint byte for byte, and read more of it from the cache."""
+    wrapped = _explicit(openai_client, memory)
+    _chat(wrapped, 7)
+    bodies = [r.json() for r in fake_openai.completions_requests()]
+    for before, after in zip(bodies, bodies[1:], strict=False):
+        history = [i for i, _ in _marked(before) if i < len(before["messages"]) - 1]
+        end = max(history) + 1
+        assert _unmarked(before["messages"][:end]) == _unmarked(after["messages"][:end])
+    reads = [c.usage.cache_read_input_tokens for c in wrapped.calls]
+    writes = [c.usage.cache_creation_input_tokens for c in wrapped.calls]
+    assert all(a < b for a, b in zip(reads[1:], reads[2:], strict=False)), reads
+    assert max(writes[2:]) <= writes[1] * 2, writes  # each call writes its new exchange only

@@ -209,6 +209,21 @@ def _mark_breakpoints(window: Window, messages: list[JSON], limit: int) -> None:
             marked += 1
 
 
+def _as_parts(messages: list[JSON]) -> None:
+    """Each message's text as one text part, on every call with breakpoints.
+
+    Why: a breakpoint is marked on a text part, and only the marked message was turned
+    into parts, so on the next call (the breakpoint moved on) the same turn went back
+    to a plain string: the bytes before the previous breakpoint changed, and with
+    explicit breakpoints every call wrote the history's cache again and read none of
+    it (found by a review: reads stuck at the system prompt, writes growing each call).
+    """
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            message["content"] = [{"type": "text", "text": content}]
+
+
 def _mark(messages: list[JSON], row: int, part: int | None) -> bool:
     if row >= len(messages):
         return False
@@ -261,6 +276,7 @@ def render(
     if options is not None:
         out["prompt_cache_options"] = dict(check_cache_options(options))
         limit = MAX_EXPLICIT_BREAKPOINTS[options.get("mode", "implicit")]
+        _as_parts(messages)
         _mark_breakpoints(prepared.window, messages, limit)
     if cache_key:
         out["prompt_cache_key"] = (
