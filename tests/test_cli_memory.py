@@ -88,6 +88,7 @@ def test_every_scope_flag_reaches_add_search_and_list(tmp_path: Path) -> None:
         (("--tenant", "bad tenant!", "list", "-u", "a"), "tenant must be"),
         (("--db", "", "list", "-u", "a"), "database path is empty"),
         (("--db", "/nonexistent_dir/sub/x.db", "list", "-u", "a"), "no directory"),
+        (("--db", "mysql://x", "list", "-u", "a"), "unsupported database URL scheme 'mysql'"),
         (("compact", "--session", "s", "--budget", "-5"), "--budget"),
         (("compact", "--session", "s", "--budget", "0"), "--budget"),
         (("window", "--session", "s", "-q", ""), "must not be empty"),

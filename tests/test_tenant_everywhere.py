@@ -57,3 +57,19 @@ def test_a_session_logs_in_the_tenant_of_the_memory_beside_it(
     monkeypatch.delenv("CONTEXTOS_TENANT")
     with Memory(db, embedder=HashEmbedder()) as memory:
         assert Session(memory.store, "c").scope.tenant == memory.tenant == "default"
+
+
+def test_a_session_made_from_a_memory_logs_in_its_tenant(tmp_path: Path) -> None:
+    """``Session(Memory(tenant="acme").store, ...)`` logged in "default"; ``Session(memory,
+    ...)``, the natural mistake, failed at the first add with an AttributeError."""
+    with Memory(tmp_path / "m.db", tenant="acme", embedder=HashEmbedder()) as memory:
+        chat = Session(memory, "chat-1", user_id="ana")
+        chat.add(Message("user", "hello"))
+        assert chat.scope.tenant == "acme" and chat.store is memory.store
+        assert Session(memory, "chat-2", tenant="other").scope.tenant == "other"
+        with pytest.raises(TypeError, match="a Session logs into a Store or a Memory"):
+            Session(object(), "chat-3")  # type: ignore[arg-type]
+    shown = run_cli(
+        "--tenant", "acme", "session", "show", "chat-1", "-u", "ana", db=tmp_path / "m.db"
+    )
+    assert shown.returncode == 0 and "hello" in shown.stdout, shown.stderr

@@ -24,7 +24,7 @@ import uuid
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Unpack
 
 from contextos.config import default_tenant
 from contextos.engine.compaction import (
@@ -91,6 +91,9 @@ from contextos.types import (
     scope_id,
     scope_ids,
 )
+
+if TYPE_CHECKING:
+    from contextos.memory.api import Memory
 
 _META_KEY = "history"
 #: The key, in a logged turn's stored metadata, of its count's stamp: ``{"with":
@@ -890,10 +893,11 @@ def _role(turn: Turn | TurnPrint) -> str:
 class Session:
     """One conversation's durable log in a :class:`~contextos.store.base.Store`.
 
-    ``tenant``: by default ``CONTEXTOS_TENANT``, else "default", as ``Memory``'s: a
-    Session on ``memory.store`` next to a ``Memory`` of the same settings logs in the
-    tenant its memories are in (it was always "default", so with ``CONTEXTOS_TENANT``
-    set the README's example logged its turns where the CLI did not look).
+    ``store``: a Store, or a ``Memory`` (its store and, unless ``tenant`` is given, its
+    tenant: the conversation is logged where its memories are).
+    ``tenant``: by default ``CONTEXTOS_TENANT``, else "default", as ``Memory``'s (it was
+    always "default", so with ``CONTEXTOS_TENANT`` set the README's example logged its
+    turns where the CLI did not look).
 
     ``hold``: what the Session keeps of the log in memory between reads. ``log``
     (the default) keeps every turn it read, so :meth:`turns` costs only the new ones.
@@ -918,7 +922,7 @@ class Session:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | Memory,
         session_id: str,
         *,
         tenant: str | None = None,
@@ -928,6 +932,13 @@ class Session:
         hold: Hold = "log",
         exact_history: bool = False,
     ) -> None:
+        from contextos.memory.api import Memory  # here: the memory package imports this one
+
+        if isinstance(store, Memory):  # its store, and its tenant unless one is given
+            tenant = store.tenant if tenant is None else tenant
+            store = store.store
+        elif not callable(getattr(store, "append_turns", None)):
+            raise TypeError(f"a Session logs into a Store or a Memory, not {type(store).__name__}")
         if tenant is None:  # as Memory's: its turns and its memories in one tenant
             tenant = default_tenant()
         self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)

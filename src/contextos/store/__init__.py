@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from ..errors import ConfigError
 from .base import Patch, Ranked, Store
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def open_store(path_or_url: str | Path) -> Store:
@@ -17,6 +21,11 @@ def open_store(path_or_url: str | Path) -> Store:
         from .postgres import PostgresStore
 
         return PostgresStore(target)
+    if (url := _URL.match(target)) is not None:  # was read as a path: "folder 'mysql:'"
+        raise ConfigError(
+            f"unsupported database URL scheme {url.group(1)!r}: give a SQLite file path "
+            "or a postgresql:// URL"
+        )
     from .sqlite import SQLiteStore
 
     return SQLiteStore(target)
