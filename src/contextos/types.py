@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 from .errors import ScopeError
 
@@ -22,6 +22,17 @@ MEMORY_TYPES: tuple[MemoryType, ...] = ("episodic", "semantic", "procedural")
 HistoryEventKind = Literal["ADD", "UPDATE", "DELETE"]
 
 Role = Literal["system", "user", "assistant", "tool"]
+#: The roles a message may have (:data:`Role`).
+ROLES: frozenset[str] = frozenset(get_args(Role))
+
+
+def check_role(role: object) -> None:
+    """Refuse a message role that is not one of :data:`ROLES`, where messages come in
+    (``Memory.add``, every append to a session log). Why: ``Message("bot", ...)`` was
+    stored as given and later sent to the provider as a user turn."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; use one of {sorted(ROLES)}")
+
 
 DEFAULT_TENANT = "default"
 

@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..times import opt_utc
-from ..types import MEMORY_TYPES, MemoryRecord, MemoryType, Message, Scope, content_hash
+from ..types import (
+    MEMORY_TYPES,
+    MemoryRecord,
+    MemoryType,
+    Message,
+    Scope,
+    check_role,
+    content_hash,
+)
 from .render import FACT_OF, caption_of
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
@@ -37,7 +45,6 @@ MAX_METADATA_COPIES_BYTES = 1_000_000
 RECORD_METADATA = "a memory's metadata"
 
 _MESSAGE_KEYS = {"role", "content", "name", "tool_call_id", "tool_calls", "metadata"}
-_ROLES = {"system", "user", "assistant", "tool"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ def to_messages(messages: object) -> list[Message]:
 
 def _one_message(item: object) -> Message:
     if isinstance(item, Message):
+        check_role(item.role)
         return item
     if isinstance(item, str):
         return Message(role="user", content=item)
@@ -73,8 +81,7 @@ def _one_message(item: object) -> Message:
     if not isinstance(content, str):
         raise TypeError("a message dict needs a string 'content'")
     role = item.get("role", "user")
-    if role not in _ROLES:
-        raise ValueError(f"unknown role {role!r}; use one of {sorted(_ROLES)}")
+    check_role(role)
     name = item.get("name", item.get("speaker"))
     extra = {
         k: v for k, v in item.items() if k not in _MESSAGE_KEYS and k not in ("text", "speaker")

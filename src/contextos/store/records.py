@@ -36,6 +36,7 @@ from ..types import (
     TokenCount,
     ToolCall,
     Turn,
+    check_role,
 )
 from .base import Close, Derived, EmbeddedText, Patch, TokenCounter, Vector, patch_columns
 from .tables import TURNS
@@ -434,6 +435,8 @@ def check_turns(scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
     refuse_nul_in_scope(scope)
     if len(messages) != len(tokens):
         raise ValueError("messages and tokens differ in length")
+    for message in messages:
+        check_role(message.role)
 
 
 def append_turn_rows(
