@@ -8,6 +8,8 @@ stores, real files.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from contextos import Filter, Memory, Scope
@@ -32,3 +34,24 @@ def test_every_append_to_a_log_refuses_an_unknown_role(store: Store) -> None:
     assert store.turns(session.scope) == []
     session.add(*(Message(role, "ok") for role in ("system", "user", "assistant")))  # type: ignore[arg-type]
     assert [t.message.role for t in store.turns(session.scope)] == ["system", "user", "assistant"]
+
+
+def test_a_turn_logged_with_another_role_before_the_check_is_still_offloaded(
+    memory: Memory,
+) -> None:
+    """Logs written before roles were checked may hold one ("bot"); offload compaction
+    passes logged turns through ``memory.add``, which refused it: every compaction of
+    that session failed (found by a review). It is archived as the user's, as the
+    providers' requests sent it."""
+    session = Session(memory, "old", user_id="ana")
+    session.add(*(Message("user", f"turn {i} about the garden " * 8) for i in range(12)))
+    path = memory.store.path  # type: ignore[attr-defined]
+    with sqlite3.connect(path) as con:  # as an older contextos stored it
+        con.execute("UPDATE turns SET role = 'bot' WHERE seq = 1")
+    old = Session(memory, "old", user_id="ana")
+    assert old.turns()[1].message.role == "bot"
+    result = old.compact(200, "offload", memory=memory, force=True)
+    assert result.plan is not None and result.archived > 1
+    archived = memory.store.list(Filter(scope=Scope(tenant=memory.tenant, user_id="ana")))
+    assert any(r.text.startswith("turn 1 about") for r in archived)
+    assert {r.metadata.get("role") for r in archived} <= {"user"}

@@ -30,7 +30,7 @@ from contextos.llm.media_tokens import THINKING_KEY, TOOL_RESULTS_KEY, WIRE_KEY
 from contextos.memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
 from contextos.retry import wait_before_retry
 from contextos.store.records import same_turn
-from contextos.types import Filter, MemoryRecord, Message, Scope, Turn, scope_ids
+from contextos.types import ROLES, Filter, MemoryRecord, Message, Scope, Turn, scope_ids
 
 if TYPE_CHECKING:  # the session module imports this one
     from contextos.engine.session import MemoryLike
@@ -231,7 +231,11 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
             out += memory.add(run, **cast(Scope, run_scope).ids())
             run = []
         run_scope = author
-        run += [replace(t.message, content=p, metadata=meta) for p in text_pieces(text)]
+        # A turn logged before roles were checked may hold another ("bot"): archived as
+        # the user's, as the providers' requests sent it, not refused by memory.add (the
+        # session's every offload compaction failed on it).
+        role = t.message.role if t.message.role in ROLES else "user"
+        run += [replace(t.message, role=role, content=p, metadata=meta) for p in text_pieces(text)]
     if run:
         out += memory.add(run, **cast(Scope, run_scope).ids())
     return out
