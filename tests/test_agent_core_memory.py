@@ -111,10 +111,11 @@ def test_prefix_snapshot_changes_only_at_compaction_points(memory: Memory) -> No
     assert refreshed != first and "Lives in Porto." in refreshed
     bounded = CorePrefix(core, refresh_after=2)
     start = bounded.text()
+    before = core.get("human").value
     core.append("human", "Has a cat.")
-    bounded.edited(core.get("human"))  # this loop's edit: its tool result shows it
+    bounded.edited(core.get("human"), before)  # this loop's edit: its tool result shows it
     assert bounded.text() == start
-    bounded.edited(core.get("human"))
+    bounded.edited(core.get("human"), core.get("human").value)
     assert "Has a cat." in bounded.text()
 
 
@@ -127,14 +128,25 @@ def test_prefix_snapshot_drops_a_value_edited_or_erased_elsewhere(memory: Memory
     core.set("persona", "A helpful assistant.")
     prefix = CorePrefix(core)
     first = prefix.text()
+    before = core.get("persona").value
     core.append("persona", "Brief.")  # this loop's own edit, declared
-    prefix.edited(core.get("persona"))
+    prefix.edited(core.get("persona"), before)
     assert prefix.text() == first
     with Memory(memory.store.path, embedder=memory.embedder, background_embedding=False) as other:
         CoreMemory(other, user_id="ana").replace("human", " Passport number X1234567.", "")
     redacted = prefix.text()
     assert "X1234567" not in redacted and "Ana." in redacted and "Brief." in redacted
     assert prefix.text() == redacted  # rendered once, then held again
+    # a redaction elsewhere, then this loop's own edit before the next call: the edit
+    # read the redacted value, not the snapshot's, so the snapshot is rendered again
+    core.set("human", "Ana. Phone 555-0100.")
+    prefix.text()
+    with Memory(memory.store.path, embedder=memory.embedder, background_embedding=False) as other:
+        CoreMemory(other, user_id="ana").replace("human", " Phone 555-0100.", "")
+    before = core.get("human").value
+    core.append("human", "Likes tea.")
+    prefix.edited(core.get("human"), before)
+    assert "555-0100" not in prefix.text() and "Likes tea." in prefix.text()
     with Memory(memory.store.path, embedder=memory.embedder, background_embedding=False) as other:
         other.forget(user_id="ana")
     assert "Ana." not in prefix.text()

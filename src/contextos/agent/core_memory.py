@@ -270,13 +270,20 @@ class CorePrefix:
         #: snapshot's, or its own last edit's (to see an erasure or an edit elsewhere).
         self._known: dict[str, str] = {}
 
-    def edited(self, block: CoreBlock | None = None) -> None:
+    def edited(self, block: CoreBlock | None = None, before: str | None = None) -> None:
         """Count an edit that is not in the snapshot yet; ``block``: the block as the
-        edit left it (the model reads it in the edit's tool result, so it is not a
-        change the snapshot must catch up with)."""
+        edit left it, ``before``: its value as the edit found it. The model reads the
+        new value in the edit's tool result, so it is not a change the snapshot must
+        catch up with, unless ``before`` is not what the snapshot holds: the block was
+        changed elsewhere first (a redaction), and then the snapshot is rendered again
+        at the next call. Without them the edit counts as made elsewhere."""
         self.pending += 1
-        if block is not None and block.memory_id in self._known:
+        if block is None or block.memory_id not in self._known:
+            return
+        if before is not None and self._known[block.memory_id] == before:
             self._known[block.memory_id] = block.value
+        else:
+            self._text = None
 
     def text(self, key: Any = None) -> str:
         """The snapshot, rendered again when it is due (see the class) or erased."""
