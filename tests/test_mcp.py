@@ -433,14 +433,28 @@ def test_stdio_answers_json_that_is_not_json_rpc_with_invalid_request(tmp_path: 
         b'{"jsonrpc":"1.0","id":"six","method":"ping"}',
         b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":"x"}',
         b'{"jsonrpc":"2.0","id":true,"method":7}',
+        b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}',  # the SDK took these for notifications
+        b'{"jsonrpc":"2.0","id":null,"method":"ping"}',
+        b'{"jsonrpc":"2.0","id":{"a":1},"method":"tools/list"}',
         b'{"jsonrpc":"2.0","id":99,"method":"ping"}',
     ]
-    answers, returncode, err = _stdio_answers(db, key, lines, 9)
-    assert [a.get("id") for a in answers] == [0, None, None, None, 5, "six", 7, None, 99]
-    for refused in answers[1:8]:
+    answers, returncode, err = _stdio_answers(db, key, lines, 12)
+    assert [a.get("id") for a in answers] == [
+        0,
+        None,
+        None,
+        None,
+        5,
+        "six",
+        7,
+        None,
+        *[None] * 3,
+        99,
+    ]
+    for refused in answers[1:11]:
         assert refused["error"]["code"] == -32600, refused
         assert "not a JSON-RPC" in refused["error"]["message"]
-    assert answers[8] == {"jsonrpc": "2.0", "id": 99, "result": {}}
+    assert answers[11] == {"jsonrpc": "2.0", "id": 99, "result": {}}
     assert returncode == 0 and b"Traceback" not in err
 
 
@@ -838,7 +852,7 @@ def test_streamable_http_refuses_a_request_id_that_is_not_a_string_or_integer(
 ) -> None:
     """A ``tools/call`` whose id was an object, a list, a float, a bool or null was read
     by the SDK as a notification: 202, no body, the tool not run, and the client waited
-    for an answer that never came (stdio answers such a line with -32600). Each must
+    for an answer that never came (stdio: the test above). Each must
     be refused with 400 and -32600; a notification (no id) and a good request still
     work, and nothing of the refused ones is stored."""
     import httpx

@@ -521,8 +521,8 @@ class WholeBody:
     whole body too). Anything the app raises later is untouched.
 
     A request whose ``id`` is neither a string nor an integer is answered here, 400
-    with ``-32600`` as stdio answers it (``_request_id``): the SDK read it as a
-    notification (no answer due: 202, no body) and ran nothing, so the client waited
+    with ``-32600`` (stdio answers such a line with the same error): the SDK read it as
+    a notification (no answer due: 202, no body) and ran nothing, so the client waited
     for an answer that never came."""
 
     def __init__(self, app: Any) -> None:
@@ -543,7 +543,7 @@ class WholeBody:
                 break
         whole = b"".join(chunks)
         if scope.get("method") == "POST" and _bad_request_id(whole):
-            await _refuse_request(send, "Invalid request: id must be a string or an integer")
+            await _refuse_request(send, _BAD_ID)
             return
         body: dict[str, Any] | None = {"type": "http.request", "body": whole}
 
@@ -555,6 +555,12 @@ class WholeBody:
             return dict(await receive())  # after the body: the client's disconnect
 
         await self.app(scope, replay, send)
+
+
+_BAD_ID = (
+    "Invalid request: the message is JSON but not a JSON-RPC 2.0 message its server can "
+    "answer (its id must be a string or an integer)"
+)
 
 
 def _bad_request_id(body: bytes) -> bool:
@@ -721,6 +727,9 @@ class _StdioLines:
                     "Invalid request: the line is JSON but not a JSON-RPC 2.0 message",
                     _request_id(text),
                 )
+            return
+        if _bad_request_id(line):  # the SDK took it for a notification: no answer, ever
+            await self.refuse(types.INVALID_REQUEST, _BAD_ID)
             return
         await self.read_writer.send(SessionMessage(message))
 
