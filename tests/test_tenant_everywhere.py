@@ -22,7 +22,7 @@ from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message, Scope
 
 
-@pytest.mark.parametrize("bad", ["", "  ", "a b", "bad/tenant!", "-x", "t" * 129])
+@pytest.mark.parametrize("bad", ["", "  ", "a b", "bad/tenant!", "-x", "t" * 129, "acme\n"])
 def test_memory_refuses_a_tenant_the_cli_and_server_cannot_name(tmp_path: Path, bad: str) -> None:
     db = tmp_path / "m.db"
     with pytest.raises(ValueError, match="tenant must be"):

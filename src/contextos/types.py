@@ -76,7 +76,7 @@ def validate_tenant(tenant: object) -> str:
     or ``5`` could never be read from the CLI or the server."""
     if not isinstance(tenant, str):
         raise TypeError(f"tenant must be a string, not {type(tenant).__name__}")
-    if not _TENANT.match(tenant):
+    if not _TENANT.fullmatch(tenant):  # not .match: "$" lets "acme\n" through
         raise ValueError(  # as a bad flag value: the CLI's exit 2
             "tenant must be 1-128 characters of letters, digits and _.:@- (starting with "
             f"a letter or digit), not {tenant[:40]!r}"
