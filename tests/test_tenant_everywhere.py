@@ -18,8 +18,9 @@ import pytest
 from cli_support import run_cli
 from contextos import Memory
 from contextos.engine.session import Session
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import Message, Scope
+from contextos.types import Message
 
 
 @pytest.mark.parametrize("bad", ["", "  ", "a b", "bad/tenant!", "-x", "t" * 129, "acme\n"])
@@ -27,8 +28,12 @@ def test_memory_refuses_a_tenant_the_cli_and_server_cannot_name(tmp_path: Path, 
     db = tmp_path / "m.db"
     with pytest.raises(ValueError, match="tenant must be"):
         Memory(db, tenant=bad, embedder=HashEmbedder())
-    with pytest.raises(ValueError, match="tenant must be"):
-        Scope(tenant=bad, user_id="ana")
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        with pytest.raises(ValueError, match="tenant must be"):
+            Session(store, "chat", tenant=bad)
+    finally:
+        store.close()
     result = run_cli("--tenant", bad, "list", "-u", "ana", db=db)
     assert result.returncode == 2 and "tenant must be" in result.stderr
 

@@ -21,7 +21,7 @@ from contextos.errors import ScopeError
 from contextos.providers import wrap
 from contextos.testing.fake_anthropic import FakeAnthropic
 
-anthropic = pytest.importorskip("anthropic")
+pytest.importorskip("anthropic")
 
 MODEL = "claude-sonnet-4"
 
@@ -43,9 +43,13 @@ def _ask(wrapped: Any, text: str) -> None:
     ],
 )
 def test_a_session_of_another_owner_is_refused(
-    memory: Memory, fake_anthropic: FakeAnthropic, owner: dict[str, str], given: dict[str, str]
+    memory: Memory,
+    fake_anthropic: FakeAnthropic,
+    anthropic_client: Any,
+    owner: dict[str, str],
+    given: dict[str, str],
 ) -> None:
-    client = anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="t", max_retries=0)
+    client = anthropic_client
     session = Session(memory.store, "chat", **owner)
     with pytest.raises(ScopeError, match="was given with it"):
         wrap(client, memory, session=session, **given)
@@ -53,9 +57,9 @@ def test_a_session_of_another_owner_is_refused(
 
 
 def test_a_session_that_agrees_with_the_ids_given_works_for_its_user(
-    memory: Memory, fake_anthropic: FakeAnthropic
+    memory: Memory, fake_anthropic: FakeAnthropic, anthropic_client: Any
 ) -> None:
-    client = anthropic.Anthropic(base_url=fake_anthropic.base_url, api_key="t", max_retries=0)
+    client = anthropic_client
     memory.add("Ana's bank PIN is 4417.", user_id="ana")
     bob = wrap(client, memory, session=Session(memory.store, "b", user_id="bob"), user_id="bob")
     _ask(bob, "My bank PIN is 9999, remember it.")

@@ -68,12 +68,14 @@ _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 
 
 def validate_tenant(tenant: object) -> str:
-    """The one rule for a tenant name, wherever one is given: 1-128 characters of
-    letters, digits and ``_.:@-``, starting with a letter or digit.
+    """The one rule for a tenant name where one is given (``Memory``, ``Session``, the
+    CLI's ``--tenant``, the key table): 1-128 characters of letters, digits and
+    ``_.:@-``, starting with a letter or digit.
 
-    Why everywhere (:class:`Scope` applies it): the CLI and the key table refused other
-    names, but ``Memory(tenant=...)`` took any, so rows written under ``""``, ``"a b"``
-    or ``5`` could never be read from the CLI or the server."""
+    Why: the CLI and the key table refused other names, but ``Memory(tenant=...)`` took
+    any, so rows written under ``""``, ``"a b"`` or ``5`` could never be read from the
+    CLI or the server. Not applied by :class:`Scope`: a store's reads by an unknown or
+    malformed tenant answer as for any tenant without rows (``tests/test_store_nul_ids.py``)."""
     if not isinstance(tenant, str):
         raise TypeError(f"tenant must be a string, not {type(tenant).__name__}")
     if not _TENANT.fullmatch(tenant):  # not .match: "$" lets "acme\n" through
@@ -117,7 +119,6 @@ class Scope:
     session_id: str | None = None
 
     def __post_init__(self) -> None:
-        validate_tenant(self.tenant)
         scope_id(self.user_id, "user_id")
         scope_id(self.agent_id, "agent_id")
         scope_id(self.session_id, "session_id")

@@ -90,6 +90,7 @@ from contextos.types import (
     Turn,
     scope_id,
     scope_ids,
+    validate_tenant,
 )
 
 if TYPE_CHECKING:
@@ -925,6 +926,7 @@ class Session:
             raise TypeError(f"a Session logs into a Store or a Memory, not {type(store).__name__}")
         if tenant is None:  # as Memory's: its turns and its memories in one tenant
             tenant = default_tenant()
+        validate_tenant(tenant)
         self.scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
         if self.scope.session_id is None:
             raise ScopeError("a Session needs a session_id")
