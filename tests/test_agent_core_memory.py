@@ -180,3 +180,25 @@ def test_blocks_and_files_are_exactly_their_scope_not_a_session_of_it(memory: Me
         memory.add(text, user_id="ana", session_id="s1", metadata=meta, memory_type="semantic")
     assert [(b.label, b.value) for b in core.blocks()] == [("human", "Ana, the user.")]
     assert [f.path for f in files.files()] == ["/memories/notes.md"]
+
+
+def test_the_tools_own_edits_keep_the_snapshot_and_one_after_a_redaction_renders_it(
+    memory: Memory,
+) -> None:
+    """The tools tell the snapshot what each edit read (``CoreBlock.previous``): their
+    own edits keep its bytes (the cache holds), and an edit that read a value the
+    snapshot does not hold (redacted elsewhere first) makes it render again."""
+    core = CoreMemory(memory, user_id="ana")
+    core.set("human", "Ana. Passport X1234567.")
+    prefix = CorePrefix(core)
+    tools = AgentTools(core, prefix=prefix)
+    first = prefix.text()
+    assert not tools.execute("core_memory_append", {"label": "human", "content": "Tea."}).is_error
+    out = tools.execute(
+        "core_memory_replace", {"label": "human", "old_content": "Tea.", "new_content": "Tea!"}
+    )
+    assert not out.is_error and prefix.text() == first  # own edits: in the history
+    with Memory(memory.store.path, embedder=memory.embedder, background_embedding=False) as other:
+        CoreMemory(other, user_id="ana").replace("human", " Passport X1234567.", "")
+    assert not tools.execute("core_memory_append", {"label": "human", "content": "Jazz."}).is_error
+    assert "X1234567" not in prefix.text() and "Jazz." in prefix.text()

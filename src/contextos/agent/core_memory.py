@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..errors import NotFound
@@ -57,6 +57,13 @@ class CoreBlock:
     value: str
     limit: int
     memory_id: str | None = None
+    #: In the block an append or replace returns: the value the edit read and changed
+    #: (what ``CorePrefix.edited`` compares with its snapshot). None elsewhere.
+    previous: str | None = field(default=None, compare=False)
+
+
+def _previous(read: CoreBlock | None) -> str | None:
+    return None if read is None else read.value
 
 
 def _header(label: str) -> str:
@@ -166,13 +173,13 @@ class CoreMemory:
             rec = self.memory.add(
                 text, **self.scope.ids(), metadata=meta, memory_type="procedural", dedupe=False
             )[0]
-            return CoreBlock(label, value, limit, rec.id)
+            return CoreBlock(label, value, limit, rec.id, _previous(read))
         if current.value != value:
             try:
                 self.memory.update(str(current.memory_id), text, metadata=meta)
             except NotFound:  # erased since it was read just above
                 raise _erased(label) from None
-        return CoreBlock(label, value, limit, current.memory_id)
+        return CoreBlock(label, value, limit, current.memory_id, _previous(read))
 
     def append(self, label: str, content: str) -> CoreBlock:
         """Add a line to a block."""

@@ -171,21 +171,19 @@ class AgentTools:
             raise CoreMemoryError(f"unknown tool {name!r}")
         return ToolOutcome(name, handler(**args))
 
-    def _edited(self, label: str, before: str) -> str:
+    def _edited(self, label: str, before: str | None) -> str:
+        """``before``: the value the edit read (``CoreBlock.previous``), which the
+        snapshot must hold for the edit to wait for its next refresh."""
         block = self.core.get(label)
         if self.prefix is not None:
             self.prefix.edited(block, before)
         return f"Core memory block {label!r} is now:\n{block.value}"
 
     def _append(self, label: str, content: str) -> str:
-        before = self.core.get(label).value  # what the snapshot must hold for it to stay
-        self.core.append(label, content)
-        return self._edited(label, before)
+        return self._edited(label, self.core.append(label, content).previous)
 
     def _replace(self, label: str, old_content: str, new_content: str) -> str:
-        before = self.core.get(label).value
-        self.core.replace(label, old_content, new_content)
-        return self._edited(label, before)
+        return self._edited(label, self.core.replace(label, old_content, new_content).previous)
 
     def _insert(self, content: str) -> str:
         """Store a passage, or name the archival passage of the same text already stored.
