@@ -48,6 +48,39 @@ def test_window_prints_where_its_cost_comes_from(tmp_path: Path) -> None:
     assert out.returncode == 0 and "cache simulator" in out.stdout
 
 
+def test_a_window_of_a_session_with_no_turns_says_so(tmp_path: Path) -> None:
+    """A session id typed wrong gave a window of the question alone, exit 0 and no
+    word: it looked like any other window."""
+    db = tmp_path / "m.db"
+    run_cli("session", "add", "chat", "hello", db=db)
+    typo = run_cli("window", "--session", "chta", "-q", "hello?", "--json", db=db)
+    assert typo.returncode == 0, typo.stderr  # the first question of a new session
+    assert "note: session 'chta' has no turns" in typo.stderr
+    assert json.loads(typo.stdout)["segments"]
+    right = run_cli("window", "--session", "chat", "-q", "hello?", "--json", db=db)
+    assert right.returncode == 0 and right.stderr == "", right.stderr
+    # Turns left out for the budget are history all the same: no note.
+    run_cli("session", "add", "chat", "word " * 400, db=db)
+    tight = run_cli("window", "--session", "chat", "-q", "hello?", "--budget", "60", db=db)
+    assert tight.returncode == 0 and "no turns" not in tight.stderr, tight.stderr
+
+
+def test_an_unknown_model_is_a_usage_error_naming_the_option(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    run_cli("session", "add", "chat", "hello", db=db)
+    (tmp_path / "t.txt").write_text("some text", encoding="utf-8")
+    for args in (
+        ("window", "--session", "chat", "-q", "hello?", "--model", "gpt-9"),
+        ("count", str(tmp_path / "t.txt"), "--model", "gpt-9"),
+        ("demo", "--model", "gpt-9"),
+    ):
+        out = run_cli(*args, db=db)
+        assert out.returncode == 2, (args, out.returncode, out.stderr)
+        assert "'--model'" in out.stderr and "unknown model 'gpt-9'" in out.stderr
+        assert "gpt-4o" in out.stderr  # the known names
+        assert out.stdout == ""
+
+
 def test_a_tool_result_no_window_can_hold_is_logged_with_a_warning(tmp_path: Path) -> None:
     """`session add --role tool` logged a result whose call the CLI cannot log, and the
     window left it out without a word (docs/context-engine.md: nothing is dropped

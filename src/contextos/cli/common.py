@@ -314,6 +314,19 @@ def scope_id_param(_ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc), param=param) from None
 
 
+def model_param(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Callback of a ``--model`` option: an unknown model is a usage error (exit 2)
+    naming the option and the known names, as an unknown ``--strategy`` is, not a
+    runtime failure (exit 1) after the command started."""
+    from ..llm.models import get_model
+
+    try:
+        get_model(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+    return value
+
+
 class FiniteFloatRange(click.FloatRange):
     """``click.FloatRange`` that also refuses ``nan`` and ``inf``: click lets them through
     (nan compares false with every bound), and ``serve --rate nan`` turned the rate

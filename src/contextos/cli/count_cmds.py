@@ -11,7 +11,15 @@ from contextos.llm.models import get_model
 from contextos.llm.tokens import default_tokenizer
 
 from ..types import Message
-from .common import CliState, console, json_option, pass_state, print_json, read_text_arg
+from .common import (
+    CliState,
+    console,
+    json_option,
+    model_param,
+    pass_state,
+    print_json,
+    read_text_arg,
+)
 
 
 def _messages_from_json(text: str) -> list[Message] | None:
@@ -64,6 +72,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         default="claude-sonnet-4-6",
         show_default=True,
         help="Model whose window and price to report against.",
+        callback=model_param,
     )
     @json_option
     @pass_state

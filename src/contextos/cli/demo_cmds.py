@@ -12,7 +12,16 @@ from rich.table import Table
 
 from ..demo import DemoResult
 from ..memory.render import render
-from .common import CliState, console, err_console, json_option, pass_state, plural, print_json
+from .common import (
+    CliState,
+    console,
+    err_console,
+    json_option,
+    model_param,
+    pass_state,
+    plural,
+    print_json,
+)
 from .text import SafeText
 
 #: Said wherever the demo prints money: the figures are simulated, not billed.
@@ -117,7 +126,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
         metavar="PATH",
         help="Keep the demo database at PATH (default: a temporary file).",
     )
-    @click.option("--model", default="claude-sonnet-4-6", show_default=True)
+    @click.option("--model", default="claude-sonnet-4-6", show_default=True, callback=model_param)
     @json_option
     @pass_state
     def demo(state: CliState, keep_db: str | None, model: str) -> None:

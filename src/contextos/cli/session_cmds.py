@@ -28,6 +28,7 @@ from .common import (
     err_console,
     int_range,
     json_option,
+    model_param,
     pass_state,
     plural,
     print_json,
@@ -108,6 +109,26 @@ def _memories_for(state: CliState, s: Session, question: str, user_id: str | Non
     if user_id:
         return memory.search(question, user_id=user_id, limit=WINDOW_MEMORIES)
     return memory.search(question, session_id=s.session_id, limit=WINDOW_MEMORIES)
+
+
+#: The window's segments that hold the session's history.
+HISTORY_SEGMENTS = ("summary", "topic", "turns")
+
+
+def _warn_if_no_history(window: Window, session_id: str) -> None:
+    """Say on stderr when the window holds nothing of the session's history: a session
+    id typed wrong (or one with no turns yet) gave a window of the question and
+    memories alone, which looks like any other window. A warning, not an error: the
+    first question of a new conversation has no history either."""
+    if any(u.items or u.dropped for u in window.usage if u.name in HISTORY_SEGMENTS):
+        return
+    err_console.print(
+        SafeText(
+            f"note: session {session_id!r} has no turns: the window holds the question "
+            "and memories only",
+            style="yellow",
+        )
+    )
 
 
 def _window_report(window: Window, model_name: str) -> dict[str, Any]:
@@ -282,7 +303,9 @@ def _compact(
 def _register_window(cli: click.Group) -> None:
     @cli.command("window")
     @_session_option
-    @click.option("--model", "-m", default="claude-sonnet-4-6", show_default=True)
+    @click.option(
+        "--model", "-m", default="claude-sonnet-4-6", show_default=True, callback=model_param
+    )
     @click.option(
         "--question", "-q", required=True, callback=_non_empty, help="The current question."
     )
@@ -333,6 +356,7 @@ def _register_window(cli: click.Group) -> None:
         s = _session(state, session_id, user_id)
         hits = _memories_for(state, s, question, user_id)
         w = s.window(info, question, budget=budget, system=system, hits=hits)
+        _warn_if_no_history(w, session_id)
         if fmt != "table":
             print_json(render(w, info, fmt))  # type: ignore[arg-type]
             return
