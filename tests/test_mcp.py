@@ -390,6 +390,54 @@ def _stdio_answers(db: Path, key: str, lines: list[bytes], n: int) -> tuple[list
     return answers, proc.returncode, err
 
 
+def test_stdio_answers_every_request_sent_before_stdin_closed(tmp_path: Path) -> None:
+    """A script that pipes its calls in (`cat calls.jsonl | contextos mcp`) closes
+    stdin right after the last line. The SDK cancelled every call still running at
+    EOF: no answer to most of them, and adds cut off mid-write. Each call sent must be
+    answered and each add stored; then the server exits 0."""
+    import json
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    head = [
+        json.dumps(_RAW_INITIALIZE),
+        '{"jsonrpc":"2.0","method":"notifications/initialized"}',
+    ]
+    calls = [
+        {
+            "jsonrpc": "2.0",
+            "id": n,
+            "method": "tools/call",
+            "params": {
+                "name": "add_memory",
+                "arguments": {"messages": f"piped fact number {n}", "user_id": "u"},
+            },
+        }
+        for n in range(1, 13)
+    ]
+    stdin = "\n".join(head + [json.dumps(c) for c in calls]) + "\n"
+    proc = subprocess.run(
+        [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],
+        input=stdin.encode(),
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
+    )
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr
+    answers = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert sorted(a["id"] for a in answers) == list(range(13)), answers
+    assert all("result" in a and not a["result"].get("isError") for a in answers), answers
+    listed = subprocess.run(
+        [*CLI, "--db", str(db), "--tenant", "acme", "list", "-u", "u", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    texts = sorted(r["text"] for r in json.loads(listed.stdout))
+    assert texts == sorted(f"piped fact number {n}" for n in range(1, 13)), listed.stderr
+
+
 def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path) -> None:
     """The SDK's stdio reader replaced invalid UTF-8 with U+FFFD (the text was stored
     changed) and answered a line with a lone-surrogate escape with nothing at all (the

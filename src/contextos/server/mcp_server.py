@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -612,6 +613,11 @@ def _auth_kwargs(keys: KeyStore, base_url: str) -> dict[str, Any]:
 MAX_STDIO_LINE = DEFAULT_MAX_BODY
 
 
+#: How long a stdio server whose stdin closed still lets running requests finish and
+#: answer (see :class:`_Answers`).
+EOF_GRACE_S = 60.0
+
+
 def run_stdio(server: Any, fd: int = 0) -> None:
     """Serve ``server`` (from :func:`build_mcp_server`) over stdin/stdout until EOF.
 
@@ -672,25 +678,102 @@ async def _serve_stdio(server: Any, fd: int) -> None:
 
     async with stdio_server(stdin=_NoLines()) as (_, write_stream):  # type: ignore[arg-type]
         read_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
-        lines = _StdioLines(fd, read_writer, write_stream)
+        answers = _Answers(write_stream)
+        lines = _StdioLines(fd, read_writer, write_stream, answers)
         async with anyio.create_task_group() as tg:
             tg.start_soon(lines.run)
             try:
-                await low.run(read_stream, write_stream, low.create_initialization_options())
+                await low.run(read_stream, answers, low.create_initialization_options())
             finally:
                 done.set()
                 tg.cancel_scope.cancel()
 
 
+class _Answers:
+    """The server's side of stdout, counting the requests it still owes an answer.
+
+    Why: at EOF on stdin the SDK cancels every request still running ("their callers
+    are gone"). Over stdio, EOF only means the client has nothing more to send; a
+    script that pipes its requests in (``cat calls.jsonl | contextos mcp``) still
+    reads stdout, and got no answer to any call still running (an ``add_memory`` cut
+    off mid-write). :class:`_StdioLines` counts each request it passes on
+    (:meth:`expect`); this stream uncounts it when its answer is written; at EOF the
+    reader waits until nothing is owed (:meth:`settled`) before it ends the input."""
+
+    def __init__(self, stream: Any) -> None:
+        import anyio
+
+        self.stream = stream
+        self.owed: Counter[str | int] = Counter()
+        self.idle = anyio.Event()
+        self.idle.set()
+
+    def expect(self, request_id: str | int) -> None:
+        import anyio
+
+        if not self.owed:
+            self.idle = anyio.Event()
+        self.owed[request_id] += 1
+
+    def cancelled(self, request_id: object) -> None:
+        """The client cancelled ``request_id``: no answer is owed for it."""
+        if isinstance(request_id, str | int) and self.owed[request_id] > 0:
+            self._answered(request_id)
+
+    async def settled(self, grace_s: float) -> None:
+        """Until every request passed on is answered, or ``grace_s`` passed (a call
+        that never ends must not keep a server whose client left alive for ever)."""
+        import anyio
+
+        with anyio.move_on_after(grace_s):
+            await self.idle.wait()
+        if self.owed:
+            _log.warning(
+                "stdin closed; %d request(s) still running after %.0f s are cancelled",
+                sum(self.owed.values()),
+                grace_s,
+            )
+
+    def _answered(self, request_id: str | int) -> None:
+        self.owed[request_id] -= 1
+        if self.owed[request_id] <= 0:
+            del self.owed[request_id]
+        if not self.owed:
+            self.idle.set()
+
+    async def send(self, item: Any) -> None:
+        import mcp_types as types
+
+        await self.stream.send(item)
+        message = getattr(item, "message", None)
+        if not isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            return
+        if message.id is not None and self.owed[message.id] > 0:
+            self._answered(message.id)
+
+    async def __aenter__(self) -> _Answers:
+        await self.stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        result: bool | None = await self.stream.__aexit__(*exc)
+        return result
+
+    def __getattr__(self, name: str) -> Any:  # aclose, clone, statistics, ...
+        return getattr(self.stream, name)
+
+
 class _StdioLines:
     """stdin split into lines, each one strict UTF-8 JSON-RPC (see :func:`run_stdio`):
     a message goes to the server (``read_writer``); a line that cannot be read is
-    answered on ``write_stream`` with a JSON-RPC error and goes nowhere else."""
+    answered on ``write_stream`` with a JSON-RPC error and goes nowhere else. At EOF
+    the input ends once every request passed on is answered (:class:`_Answers`)."""
 
-    def __init__(self, fd: int, read_writer: Any, write_stream: Any) -> None:
+    def __init__(self, fd: int, read_writer: Any, write_stream: Any, answers: _Answers) -> None:
         self.fd = fd
         self.read_writer = read_writer
         self.write_stream = write_stream
+        self.answers = answers
 
     async def refuse(self, code: int, message: str, request_id: str | int | None = None) -> None:
         import contextlib
@@ -731,6 +814,12 @@ class _StdioLines:
         if _bad_request_id(line):  # the SDK took it for a notification: no answer, ever
             await self.refuse(types.INVALID_REQUEST, _BAD_ID)
             return
+        if isinstance(message, types.JSONRPCRequest):
+            self.answers.expect(message.id)
+        elif isinstance(message, types.JSONRPCNotification) and (
+            message.method == "notifications/cancelled"
+        ):
+            self.answers.cancelled((message.params or {}).get("requestId"))
         await self.read_writer.send(SessionMessage(message))
 
     async def run(self) -> None:
@@ -751,6 +840,7 @@ class _StdioLines:
                     pending, dropping = b"", True
             if pending and not dropping:
                 await self.handle(pending)
+            await self.answers.settled(EOF_GRACE_S)
 
 
 def _request_id(text: str) -> str | int | None:
