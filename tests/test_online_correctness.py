@@ -364,6 +364,49 @@ def test_writes_go_on_while_an_erasure_waits_for_a_reader(tmp_path: Path) -> Non
         assert len(other.get_all(user_id="bob", limit=100)) == 11
 
 
+def test_vacuum_behind_an_open_reader_lets_writes_go_on_and_fails_loudly(
+    tmp_path: Path,
+) -> None:
+    """``vacuum`` behind an open reader (a backup) ran one checkpoint under the whole
+    busy timeout: every writer of the file stalled until it ran out, and then it said
+    nothing (the CLI printed "vacuumed") while the old pages were still in the file,
+    with the text of a forget the same reader had left unfinished. It must let writes
+    go on, fail loudly, and leave the file to be finished by a later write."""
+    secret = "qzsecretmarker97"
+    m, db = _sqlite_conversation(tmp_path, secret, busy_timeout_ms=1500)
+    other = Memory(db, embedder=HashEmbedder(), background_embedding=False)
+    with m, other:
+        reader = _reader(db)
+        with pytest.raises(StoreError, match="open reader"):
+            m.forget("ana")  # erased from every query; its old pages wait for the reader
+        failures: list[BaseException] = []
+
+        def vacuum() -> None:
+            try:
+                m.store.vacuum()
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                failures.append(exc)
+
+        vacuuming = threading.Thread(target=vacuum)
+        vacuuming.start()
+        time.sleep(0.3)  # the vacuum is waiting for the reader now
+        waits = []
+        for i in range(5):
+            started = time.monotonic()
+            other.add(f"a note written meanwhile {i}", user_id="bob")
+            waits.append(time.monotonic() - started)
+        assert vacuuming.is_alive()  # the writes were made while it waited
+        vacuuming.join()
+        assert max(waits) < 0.5, waits
+        assert len(failures) == 1 and isinstance(failures[0], StoreError), failures
+        assert "vacuumed, but an open reader" in str(failures[0])
+        _end(reader)
+        other.add("an unrelated later write", user_id="bob")  # finishes it, in any handle
+        assert secret.encode() not in _file_bytes(db)
+        m.store.vacuum()  # no reader now: it succeeds
+        assert len(other.get_all(user_id="bob", limit=100)) == 7
+
+
 #: Another process that logs turns as fast as it can, and one that reads in short
 #: transactions back to back (20 ms each), until killed.
 _BUSY_FILE = {

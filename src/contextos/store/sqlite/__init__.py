@@ -429,13 +429,35 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     def vacuum(self) -> None:
         """Rebuild the file (``VACUUM``) and truncate the WAL: frees the pages erased
         records left and shrinks the file. Not needed for erasure (secure_delete
-        already zeroes them); useful after large deletes."""
+        already zeroes them); useful after large deletes.
+
+        The WAL is truncated as an erasure's is (:meth:`_truncate_wal`): in bounded
+        tries that let other writers go on in between, and a ``StoreError`` when an
+        open reader kept the old pages past the busy timeout. It was one
+        ``wal_checkpoint(TRUNCATE)`` under the whole timeout whose "busy" answer was
+        ignored: behind a reader (a backup) every process's writes stalled 10 s, and
+        the command then said "vacuumed" while the old pages, and any text an
+        unfinished erasure left in them, were still in the file. The rebuilt file is
+        marked as an erasure in progress, so until the WAL is truncated every later
+        write or close of any process tries again."""
         with self._lock:
             try:
                 self._db.execute("VACUUM")
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO erasure_pending (id, since) VALUES (1, ?)",
+                    (time.time(),),
+                )
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"vacuum failed: {exc}") from exc
+            self._erasure_pending = True
+        try:
+            self._truncate_wal(wait=True)
+        except StoreError as exc:
+            raise StoreError(
+                "vacuumed, but an open reader (a backup, a sqlite3 shell, a long listing) "
+                "kept the old pages in the write-ahead log; the next write or close of any "
+                "process removes them (retry to confirm)"
+            ) from exc
 
     def _truncate_wal(self, *, wait: bool) -> None:
         """Finish an erasure: checkpoint the WAL into the (secure-deleted) file and
