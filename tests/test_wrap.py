@@ -255,6 +255,38 @@ def test_chat_with_a_provider_goes_through_the_sdk(fake_anthropic, anthropic_cli
     )
 
 
+def test_chat_keeps_no_fact_of_a_message_forgotten_while_the_model_answered(
+    fake_openai, openai_client, tmp_path
+):
+    """A ``forget`` of the user that lands while chat's message is at the provider
+    (seconds): the reply was kept out of the log, but chat then stored the message's
+    facts, and the erased passport number was back in memory and in the file."""
+    db = tmp_path / "chat.db"
+    secret = "PX55120QQ"
+    other = Memory(db, embedder=HashEmbedder(), background_embedding=False)  # another process
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory, other:
+        chat = Chat(memory, provider="openai", client=openai_client, user_id="ana")
+        chat.send("I live in Lisbon")
+        chat.close()
+        assert [r.text for r in memory.get_all(user_id="ana")] == ["User lives in Lisbon"]
+
+        def forget_then_answer(body: dict[str, Any]) -> str:
+            assert other.forget("ana") > 0  # lands while the model answers
+            return "noted"
+
+        fake_openai.reply = forget_then_answer
+        chat.send(f"My passport number is {secret}")
+        chat.close()
+        assert memory.get_all(user_id="ana") == []
+        assert secret not in json.dumps([t.message.content for t in chat.context.session.turns()])
+        fake_openai.reply = lambda body: "hello again"
+        chat.send("I like tea")  # the user's next message is remembered as ever
+        chat.close()
+        assert [r.text for r in memory.get_all(user_id="ana")] == ["User likes tea"]
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("chat.db*"))
+    assert secret.encode() not in data
+
+
 def test_chat_without_a_key_says_how_to_set_it(memory):
     from contextos.config import load_settings
 

@@ -683,6 +683,13 @@ class SessionContext:
         self.remember = remember
         #: Also remember the assistant's replies (off for canned offline answers).
         self.remember_replies = True
+        #: Remember the facts the extractor finds in what was said
+        #: (``Memory.add(infer=True)``), not the messages (``contextos chat``), as the
+        #: user's (and agent's) facts, not this session's: a window leaves out this
+        #: session's memories (its log holds what was said), and a fact is for every
+        #: later session. Done in the commit, so a ``forget`` during the call leaves no
+        #: fact behind either.
+        self.infer = False
         self.budget = budget
         self.compaction: Strategy | None = compaction
         self.history_share = history_share
@@ -732,6 +739,13 @@ class SessionContext:
     def scope_ids(self) -> ScopeIds:
         """The memory scope as ``Memory``'s keywords: the session's, or the user/agent given."""
         return self.scope.ids()
+
+    @property
+    def _owner_ids(self) -> ScopeIds:
+        """The user and agent of the scope, without the session (the scope itself when
+        it names neither): whose facts :attr:`infer` remembers."""
+        owner = ScopeIds(user_id=self.scope.user_id, agent_id=self.scope.agent_id, session_id=None)
+        return owner if self.scope.user_id or self.scope.agent_id else self.scope_ids
 
     @property
     def scope_ok(self) -> bool:
@@ -1088,7 +1102,10 @@ class SessionContext:
             ]
             if said:
                 pieces = [Message(m.role, p) for m in said for p in text_pieces(m.content)]
-                remembered = self.memory.add(pieces, **self.scope_ids)
+                if self.infer:
+                    remembered = self.memory.add(pieces, infer=True, **self._owner_ids)
+                else:
+                    remembered = self.memory.add(pieces, **self.scope_ids)
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
 

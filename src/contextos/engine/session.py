@@ -217,8 +217,11 @@ class MemoryLike(Protocol):
         """Best memories for ``query`` in a scope, cut to ``limit`` and ``token_budget``."""
         ...
 
-    def add(self, messages: Any, **scope: Unpack[ScopeIds]) -> Sequence[MemoryRecord]:
-        """Store messages as memories in a scope."""
+    def add(
+        self, messages: Any, *, infer: bool = False, **scope: Unpack[ScopeIds]
+    ) -> Sequence[MemoryRecord]:
+        """Store messages as memories in a scope (``infer``: the facts the extractor
+        finds in them, reconciled with the stored ones, instead of the messages)."""
         ...
 
     def delete(self, memory_id: str, *, purge: bool = False) -> None:

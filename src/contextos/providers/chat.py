@@ -74,10 +74,12 @@ class Chat:
         self.system = system
         self.max_tokens = max_tokens
         self.memory = memory
-        # The session log keeps every turn; memory gets extracted facts (see _remember).
-        self.context = SessionContext(
-            memory=memory, session=session_id, user_id=user_id, remember=False
-        )
+        # The session log keeps every turn; memory gets the facts of the user's
+        # messages, remembered by the commit (so a forget during the call, seconds at
+        # a provider, takes them too: a review found the erased message stored back).
+        self.context = SessionContext(memory=memory, session=session_id, user_id=user_id)
+        self.context.remember_replies = False
+        self.context.infer = True
         self._client: WrappedClient | None = None
         self._watch = _Watch(self.context)
         if provider != "offline":
@@ -88,19 +90,7 @@ class Chat:
         """Send one user message; returns the reply and the window it was answered from."""
         if not text.strip():
             raise ValueError("say something")
-        turn = self._offline(text) if self._client is None else self._call(text)
-        self._remember(text)
-        return turn
-
-    def _remember(self, text: str) -> None:
-        """Store the facts of a user message, reconciled with what memory holds."""
-        if self.memory is not None:
-            self.memory.add(
-                Message("user", text),
-                user_id=self.context.scope.user_id,
-                agent_id=self.context.scope.agent_id,
-                infer=True,
-            )
+        return self._offline(text) if self._client is None else self._call(text)
 
     def _call(self, text: str) -> ChatTurn:
         assert self._client is not None
