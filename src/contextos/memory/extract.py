@@ -15,7 +15,9 @@ already stored (:mod:`contextos.memory.reconcile`).
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -321,57 +323,99 @@ def _tokens(candidate: Candidate) -> frozenset[str]:
 def merge_duplicates(candidates: Sequence[Candidate], threshold: float = 0.8) -> list[Candidate]:
     """Merge candidates of one speaker whose content words overlap by ``threshold`` (Jaccard).
 
-    An inverted index keeps this near-linear: only candidates sharing a word are compared.
+    Each candidate is merged into the earlier kept one it overlaps most (the first of
+    equals). Only candidates that share a word of their *prefixes* are compared: the
+    words ordered rarest first, a set's prefix is its first ``|s| - ceil(t|s|) + 1``,
+    and two sets with Jaccard >= t always share a word of their prefixes (prefix
+    filtering, as in all-pairs similarity joins). Why: an index of every word put all
+    candidates in the list of a common word ("yesterday"), so each was compared with
+    all before it: 8,000 turns took 11.5 s here and 10^5 never finished (a review).
     """
+    rarity = _word_rarity(candidates)
     kept: list[Candidate] = []
     token_sets: list[frozenset[str]] = []
+    indexed: list[set[str]] = []  # the prefix words each kept set is listed under
     index: dict[str, list[int]] = {}
     for cand in candidates:
         toks = _tokens(cand)
-        match = _best_overlap(toks, token_sets, index, threshold)
+        match = _best_overlap(toks, _prefix(toks, rarity, threshold), token_sets, index, threshold)
         if match is None:
-            for tok in toks:
-                index.setdefault(tok, []).append(len(kept))
+            match = len(kept)
             kept.append(cand)
             token_sets.append(toks)
+            indexed.append(set())
         else:
             kept[match] = _merge(kept[match], cand)
             token_sets[match] = token_sets[match] | toks
+        for tok in _prefix(token_sets[match], rarity, threshold):
+            if tok not in indexed[match]:  # a grown set's new prefix words
+                indexed[match].add(tok)
+                index.setdefault(tok, []).append(match)
     return kept
+
+
+def _word_rarity(candidates: Sequence[Candidate]) -> dict[str, tuple[int, str]]:
+    """Each word's sort key for :func:`_prefix`: how many candidates hold it, then itself."""
+    counts: Counter[str] = Counter()
+    for cand in candidates:
+        counts.update(_tokens(cand))
+    return {tok: (n, tok) for tok, n in counts.items()}
+
+
+def _prefix(
+    toks: frozenset[str], rarity: Mapping[str, tuple[int, str]], threshold: float
+) -> list[str]:
+    """The rarest ``|s| - ceil(t|s|) + 1`` words of ``toks`` (rounded so that float
+    error never shortens it: a shorter prefix could miss a pair)."""
+    keep = len(toks) - math.ceil(round(threshold * len(toks), 9)) + 1
+    return sorted(toks, key=rarity.__getitem__)[: max(keep, 0)]
 
 
 def _best_overlap(
     toks: frozenset[str],
+    prefix: Sequence[str],
     token_sets: Sequence[frozenset[str]],
     index: Mapping[str, Sequence[int]],
     threshold: float,
 ) -> int | None:
-    """The earlier candidate with the highest Jaccard overlap >= ``threshold``, if any."""
+    """The earlier candidate with the highest Jaccard overlap >= ``threshold`` (the
+    first of equals), among those listed under a word of ``prefix``; None if none."""
     if not toks:
         return None
-    shared: dict[int, int] = {}
-    for tok in toks:
-        for i in index.get(tok, ()):
-            shared[i] = shared.get(i, 0) + 1
     best, best_score = None, threshold
-    for i, n in shared.items():
+    for i in sorted({i for tok in prefix for i in index.get(tok, ())}):
+        n = len(toks & token_sets[i])
         score = n / (len(toks) + len(token_sets[i]) - n)
-        if score >= best_score:
+        if score >= best_score and (best is None or score > best_score):
             best, best_score = i, score
     return best
+
+
+#: Cells of the similarity matrix :func:`merge_by_embedding` holds at once (16 MB of
+#: float32; all of it up to 2,000 candidates).
+SIMILARITY_CELLS = 4_000_000
 
 
 def merge_by_embedding(
     candidates: Sequence[Candidate], embedder: Embedder, threshold: float = 0.92
 ) -> list[Candidate]:
-    """Merge candidates of one speaker whose embeddings' cosine similarity is >= ``threshold``."""
+    """Merge candidates of one speaker whose embeddings' cosine similarity is >= ``threshold``.
+
+    The similarities are taken a block of rows at a time (:data:`SIMILARITY_CELLS`),
+    in the same row-major order: the whole N x N matrix was 40 GB for 10^5 candidates.
+    The time is still quadratic (every pair is compared).
+    """
     vectors = embedder.embed([c.text for c in candidates])
-    sims = vectors @ vectors.T
-    np.fill_diagonal(sims, -1.0)
     parent = list(range(len(candidates)))
-    for i, j in zip(*np.nonzero(np.triu(sims) >= threshold), strict=True):
-        if candidates[i].speaker == candidates[j].speaker and parent[j] == j:
-            parent[j] = parent[i]
+    rows_at_once = max(1, SIMILARITY_CELLS // max(len(candidates), 1))
+    for start in range(0, len(candidates), rows_at_once):
+        block = vectors[start : start + rows_at_once] @ vectors.T
+        # Only pairs i < j (the upper triangle): column j > row i = start + r.
+        rows, cols = np.nonzero(np.triu(block, k=start + 1) >= threshold)
+        for r, j in zip(rows.tolist(), cols.tolist(), strict=True):
+            i = start + r
+            if candidates[i].speaker == candidates[j].speaker and parent[j] == j:
+                parent[j] = parent[i]
     merged: dict[int, Candidate] = {}
     for i, cand in enumerate(candidates):
         root = parent[i]
