@@ -285,3 +285,54 @@ def test_every_command_has_help() -> None:
 
     for path, cmd in walk(cli):
         assert cmd.help or cmd.short_help, f"contextos {' '.join(path)} has no help"
+
+
+def _nested(levels: int) -> str:
+    return '{"a":' * levels + "1" + "}" * levels
+
+
+def test_json_nested_past_the_stack_is_one_clear_line(tmp_path: Path) -> None:
+    """JSON nested past Python's stack (about 900 levels, or 5,000 for the parser) made
+    ``extract`` and ``add --metadata`` print a RecursionError traceback; a metadata of
+    900 levels passed the parser and failed deep in the store."""
+    db = tmp_path / "cli.db"
+    deep_file = tmp_path / "deep.json"
+    deep_file.write_text("[" * 100_000, encoding="utf-8")
+    for args, needle in (
+        (("extract", str(deep_file)), "the JSON is nested too deeply"),
+        (("add", "x", "-u", "a", "--metadata", _nested(5_000)), "nested too deeply"),
+        (("add", "x", "-u", "a", "--metadata", _nested(900)), "nest at most 32 levels"),
+    ):
+        out = run(db, *args)
+        assert out.returncode == 2, (args[:2], out.returncode, out.stderr[-300:])
+        assert needle in out.stderr and "Traceback" not in out.stderr
+        assert out.stderr.count("\n") == 1, out.stderr[-300:]
+    counted = run(db, "count", str(deep_file), "--json")  # JSON too deep to read: text
+    assert counted.returncode == 0, counted.stderr[-300:]
+    assert json.loads(counted.stdout)["kind"] == "text"
+    assert run(db, "list", "-u", "a", "--json").stdout.strip() == "[]"
+
+
+def test_metadata_nested_deeper_than_the_limit_is_refused_before_anything_is_stored(
+    tmp_path: Path,
+) -> None:
+    from contextos.memory.ingest import MAX_METADATA_DEPTH
+
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        ok = json.loads(_nested(MAX_METADATA_DEPTH - 1))
+        [kept] = m.add("shallow enough", user_id="u", metadata=ok)
+        deep = json.loads(_nested(900))
+        for call in (
+            lambda: m.add("too deep", user_id="u", metadata=deep),
+            lambda: m.add({"role": "user", "content": "too deep", "metadata": deep}, user_id="u"),
+            lambda: m.add("too deep", user_id="u", metadata=deep, infer=True),
+            lambda: m.update(kept.id, metadata=deep),
+        ):
+            with pytest.raises(ValueError, match="nest at most 32 levels"):
+                call()
+        cycle: dict[str, object] = {}
+        cycle["self"] = cycle
+        with pytest.raises(ValueError, match="nest at most"):
+            m.add("a cycle", user_id="u", metadata=cycle)
+        assert [r.text for r in m.get_all(user_id="u")] == ["shallow enough"]
+        assert m.get(kept.id).metadata["a"] == ok["a"]

@@ -35,7 +35,7 @@ def _messages_from_json(text: str) -> list[Message] | None:
     """
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser: text
         return None
     if isinstance(data, dict) and isinstance(data.get("messages"), list):
         data = data["messages"]

@@ -36,6 +36,8 @@ def read_turns(text: str) -> tuple[list[Message], object]:
         data = json.loads(text)
     except ValueError:
         data = None
+    except RecursionError:
+        raise click.BadParameter("the JSON is nested too deeply", param_hint="FILE") from None
     when = None
     if isinstance(data, dict):
         when = data.get("session_time")

@@ -77,6 +77,8 @@ def _parse_metadata(value: str | None) -> dict[str, Any] | None:
         raise click.BadParameter(str(exc), param_hint="--metadata") from None
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--metadata") from None
+    except RecursionError:
+        raise click.BadParameter("the JSON is nested too deeply", param_hint="--metadata") from None
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--metadata")
     why = invalid_text(data)  # a "\\ud800" escape decodes to a lone surrogate

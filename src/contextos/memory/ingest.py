@@ -193,9 +193,31 @@ def metadata_bytes(metadata: Mapping[str, Any]) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+#: How deep metadata may nest (objects and lists in objects and lists). Why: past
+#: Python's stack (about 900 levels) every later walk of it failed with a
+#: RecursionError deep in the store, after the add had started (a review, through
+#: ``contextos add --metadata``). The HTTP API allows less (``server/schemas.py``).
+MAX_METADATA_DEPTH = 32
+
+
+def metadata_depth(value: Any, limit: int = MAX_METADATA_DEPTH) -> int:
+    """How many objects and lists ``value`` nests (0 for a scalar), walked without
+    recursion; once past ``limit`` the walk stops (a cycle is past any limit)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo and deepest <= limit:
+        item, depth = todo.pop()
+        if isinstance(item, Mapping | list | tuple):
+            deepest = max(deepest, depth + 1)
+            children = item.values() if isinstance(item, Mapping) else item
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
-    """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES` (ValueError naming the
-    limit); return its size in bytes."""
+    """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES` or nested deeper than
+    :data:`MAX_METADATA_DEPTH` (ValueError naming the limit); return its size in bytes."""
+    if metadata_depth(metadata) > MAX_METADATA_DEPTH:
+        raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
     size = metadata_bytes(metadata)
     if size > MAX_METADATA_BYTES:
         raise ValueError(
