@@ -30,6 +30,23 @@ def test_status_lists_quarantined_records_and_vacuum_runs(tmp_path: Path) -> Non
     assert run(db, "vacuum").returncode == 0
 
 
+def test_status_counts_every_quarantined_record_and_prints_whole_ids(tmp_path: Path) -> None:
+    """It listed the oldest 100 and said "quarantined: 100" for 150; and at 80
+    columns the ids were cut with an ellipsis, so none could be given to `update`."""
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=FailingEmbedder("POISON")) as m:
+        bad = m.add([f"a POISON text {n}" for n in range(150)], user_id="ana")
+        m.flush()
+    report = json.loads(run(db, "--json", "status").stdout)
+    assert report["quarantined_total"] == 150
+    assert len(report["quarantined"]) == 100
+    narrow = run_cli("status", db=db, env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    assert "quarantined (embedding failed): 150 (the oldest 100 listed)" in narrow.stdout
+    listed = [r.id for r in bad if r.id in narrow.stdout]
+    assert len(listed) == 100, narrow.stdout[:2000]
+
+
 def test_delete_purge_removes_the_text_from_history(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     mid = json.loads(run(db, "add", "qzcliprivate note", "-u", "ana", "--json").stdout)[0]["id"]

@@ -426,3 +426,21 @@ def test_session_meta_must_be_strict_json_on_every_store(store: Store) -> None:
     with pytest.raises(TypeError, match="JSON"):
         store.set_session_meta(scope, {"summary_tokens": float("nan")})
     assert store.session_meta(scope) == {}
+
+
+def test_embedding_status_counts_every_quarantined_record_and_lists_the_oldest(
+    store: Store,
+) -> None:
+    from contextos.store.base import QUARANTINED_SHOWN
+
+    mine = [rec(f"bad text {n}", tenant="t1") for n in range(QUARANTINED_SHOWN + 50)]
+    theirs = [rec("another tenant's bad text", tenant="t2")]
+    store.put(mine + theirs)
+    for r in mine:  # one at a time: each its own time, oldest first
+        store.quarantine_vectors("t1", [r.id], f"failed {r.text}")
+    store.quarantine_vectors("t2", [theirs[0].id], "failed")
+    status = store.embedding_status("t1")
+    assert status.quarantined_total == QUARANTINED_SHOWN + 50
+    assert [q.id for q in status.quarantined] == [r.id for r in mine[:QUARANTINED_SHOWN]]
+    assert store.embedding_status().quarantined_total == QUARANTINED_SHOWN + 51
+    assert store.embedding_status("t2").quarantined_total == 1

@@ -6,7 +6,7 @@ Each opens the configured database, calls one ``Memory`` method and prints the r
 from __future__ import annotations
 
 import click
-from rich.table import Table
+from rich.table import Column, Table
 
 from .common import CliState, console, json_option, open_memory, pass_state, print_json
 from .text import SafeText
@@ -26,6 +26,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
             print_json(
                 {
                     "pending": report.pending,
+                    "quarantined_total": report.quarantined_total,
                     "quarantined": [
                         {"id": q.id, "error": q.error, "at": q.at.isoformat()}
                         for q in report.quarantined
@@ -34,9 +35,16 @@ def register(cli: click.Group, bench: click.Group) -> None:
             )
             return
         console.print(f"waiting for a vector: {report.pending}")
-        console.print(f"quarantined (embedding failed): {len(report.quarantined)}")
+        listed = len(report.quarantined)
+        more = f" (the oldest {listed} listed)" if listed < report.quarantined_total else ""
+        console.print(f"quarantined (embedding failed): {report.quarantined_total}{more}")
         if report.quarantined:
-            table = Table("id", "error", "since")
+            # Ids whole, never cut with an ellipsis: `contextos update ID` retries one.
+            table = Table(
+                Column("id", no_wrap=True, min_width=max(len(q.id) for q in report.quarantined)),
+                "error",
+                "since",
+            )
             for q in report.quarantined:
                 table.add_row(SafeText(q.id), SafeText(q.error), q.at.isoformat(timespec="seconds"))
             console.print(table)

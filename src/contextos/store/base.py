@@ -63,10 +63,16 @@ class Quarantined:
 
 @dataclass(frozen=True)
 class EmbeddingStatus:
-    """How far embedding has got: records still waiting, and those set aside."""
+    """How far embedding has got: records still waiting, and those set aside: the
+    oldest :data:`QUARANTINED_SHOWN` listed, ``quarantined_total`` counts them all."""
 
     pending: int
     quarantined: tuple[Quarantined, ...] = ()
+    quarantined_total: int = 0
+
+
+#: Quarantined records an :class:`EmbeddingStatus` lists (the oldest first).
+QUARANTINED_SHOWN = 100
 
 
 @dataclass(frozen=True)

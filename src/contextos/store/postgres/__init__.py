@@ -35,6 +35,7 @@ from contextos.errors import Conflict, MissingExtraError, NotFound, StoreError
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
+    QUARANTINED_SHOWN,
     Close,
     EmbeddingStatus,
     Newest,
@@ -536,14 +537,16 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     def embedding_status(self, tenant: str | None = None) -> EmbeddingStatus:
         where, params = ("WHERE tenant = %s", [tenant]) if tenant is not None else ("", [])
         pending = self._read(f"SELECT count(*) FROM pending_vectors {where}", params)[0][0]
+        total = self._read(f"SELECT count(*) FROM vector_quarantine {where}", params)[0][0]
         rows = self._read(
             f"SELECT memory_id, tenant, error, at FROM vector_quarantine {where} "
-            "ORDER BY at LIMIT 100",
+            f"ORDER BY at LIMIT {QUARANTINED_SHOWN}",
             params,
         )
         return EmbeddingStatus(
             pending=int(pending),
             quarantined=tuple(Quarantined(r[0], r[1], r[2], utc(r[3])) for r in rows),
+            quarantined_total=int(total),
         )
 
     # -- search -------------------------------------------------------------

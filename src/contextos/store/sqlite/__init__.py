@@ -38,6 +38,7 @@ from contextos.errors import Conflict, NotFound, StoreError, StoreFault
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
+    QUARANTINED_SHOWN,
     Close,
     EmbeddingStatus,
     Newest,
@@ -805,14 +806,17 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             f"{where}",
             params,
         )[0][0]
+        joined = f"FROM vector_quarantine q JOIN memories m ON m.rowid = q.mem_rowid {where}"
+        total = self._read(f"SELECT count(*) {joined}", params)[0][0]
         rows = self._read(
-            f"SELECT m.id, m.tenant, q.error, q.at FROM vector_quarantine q JOIN memories m "
-            f"ON m.rowid = q.mem_rowid {where} ORDER BY q.at LIMIT 100",
+            f"SELECT m.id, m.tenant, q.error, q.at {joined} ORDER BY q.at "
+            f"LIMIT {QUARANTINED_SHOWN}",
             params,
         )
         return EmbeddingStatus(
             pending=int(pending),
             quarantined=tuple(Quarantined(r[0], r[1], r[2], from_epoch(r[3])) for r in rows),
+            quarantined_total=int(total),
         )
 
     @contextmanager
