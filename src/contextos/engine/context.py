@@ -97,7 +97,7 @@ from contextos.errors import BudgetError, ConfigError, NotFound, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
-from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn, Usage
+from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn, Usage, scope_ids
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
@@ -744,7 +744,7 @@ class SessionContext:
     def _owner_ids(self) -> ScopeIds:
         """The user and agent of the scope, without the session (the scope itself when
         it names neither): whose facts :attr:`infer` remembers."""
-        owner = ScopeIds(user_id=self.scope.user_id, agent_id=self.scope.agent_id, session_id=None)
+        owner = scope_ids(self.scope.user_id, self.scope.agent_id)
         return owner if self.scope.user_id or self.scope.agent_id else self.scope_ids
 
     @property
