@@ -28,11 +28,27 @@ ruff format --check src tests || gates=1
 echo "== mypy --strict src"
 mypy --strict src || gates=1
 
-python -m pytest "$@"
-rc=$?
-if [ "$rc" = 5 ]; then
+# Two parts: the tests that measure no time run on every core (pytest-xdist; one
+# worker per core, CONTEXTOS_TEST_WORKERS to choose; a file on one worker, so its
+# module fixtures are built once), then those that do run alone
+# (the `serial` mark, tests/conftest.py: SERIAL_MODULES), so no other test's load
+# moves their clock. pytest exits 5 when a part selects nothing (a path given that
+# holds only one kind): that part is fine if the other ran.
+echo "== pytest, in parallel: the tests that measure no time"
+python -m pytest -m "not serial" -n "${CONTEXTOS_TEST_WORKERS:-auto}" --dist loadfile "$@"
+parallel=$?
+echo "== pytest, alone: the tests that measure time"
+python -m pytest -m serial -p no:xdist "$@"
+alone=$?
+if [ "$parallel" = 5 ] && [ "$alone" = 5 ]; then
   echo "pytest collected no test: that is a failure here" >&2
   rc=1
+elif [ "$parallel" != 0 ] && [ "$parallel" != 5 ]; then
+  rc=$parallel
+elif [ "$alone" != 0 ] && [ "$alone" != 5 ]; then
+  rc=$alone
+else
+  rc=0
 fi
 if [ "$gates" != 0 ]; then
   echo "quality gates failed: see the ruff/mypy output above" >&2

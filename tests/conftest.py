@@ -25,6 +25,52 @@ LOCOMO = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
 LITM_DIR = REPO.parent / "shared" / "data" / "lost-in-the-middle"
 
 
+#: Modules whose tests measure time (a latency bound, a deadline, a lease, a timeout
+#: that must or must not expire): they run alone, after the rest, which runs on every
+#: core (scripts/test.sh; pytest-xdist), so another test's load never moves their
+#: clock. A new module that asserts on time belongs here; in a module of other tests,
+#: mark the test itself ``@pytest.mark.serial``.
+SERIAL_MODULES = frozenset(
+    {
+        "test_append_after",
+        "test_bench_serve",
+        "test_bench_serve_routes",
+        "test_crash",
+        "test_embedding_outage",
+        "test_infer_races",
+        "test_infer_reconcile_limits",
+        "test_inspect_replay",
+        "test_keys_postgres",
+        "test_lexical_failing_scope",
+        "test_lexical_index",
+        "test_mcp",
+        "test_media_tokens",
+        "test_memory_dropped",
+        "test_online_correctness",
+        "test_postgres_lock_timeout",
+        "test_postgres_migration_timeouts",
+        "test_postgres_online",
+        "test_serve_headlimit",
+        "test_serve_latency",
+        "test_server_edges",
+        "test_server_window_load",
+        "test_session_hold",
+        "test_speed",
+        "test_stale_vectors",
+        "test_ui_browser",
+        "test_vector_claims",
+        "test_worker_recovered_error",
+        "test_worker_store_closed",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+
+
 def postgres_url() -> str | None:
     """The URL of the PostgreSQL that scripts/postgres.sh started, if any."""
     return os.environ.get("CONTEXTOS_TEST_PG_URL") or None

@@ -217,6 +217,7 @@ class _HeldEmbedder(HashEmbedder):
         return super().embed(texts)
 
 
+@pytest.mark.serial  # a time bound
 def test_background_batches_do_not_queue_behind_queries() -> None:
     inner = _HeldEmbedder()
     emb = BatchingEmbedder(inner)
@@ -256,6 +257,7 @@ def test_concurrent_queries_through_the_batcher_get_their_own_vectors(
         assert float(results[text] @ minilm.embed([text])[0]) >= 0.99999
 
 
+@pytest.mark.serial  # a time bound
 def test_flush_does_not_wait_out_the_workers_linger(tmp_path: Path) -> None:
     """A CLI command opens a Memory (the worker wakes and lingers to gather a batch)
     and flushes at once: the flush cuts the linger short instead of waiting it out."""
