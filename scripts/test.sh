@@ -34,8 +34,18 @@ mypy --strict src || gates=1
 # (the `serial` mark, tests/conftest.py: SERIAL_MODULES), so no other test's load
 # moves their clock. pytest exits 5 when a part selects nothing (a path given that
 # holds only one kind): that part is fine if the other ran.
-echo "== pytest, in parallel: the tests that measure no time"
-python -m pytest -m "not serial" -n "${CONTEXTOS_TEST_WORKERS:-auto}" --dist loadfile "$@"
+for arg in "$@"; do
+  case "$arg" in
+    -m|-m*|-n|-n*|--numprocesses*)
+      echo "scripts/test.sh chooses -m and -n itself (the serial mark, CONTEXTOS_TEST_WORKERS): select with paths or -k" >&2
+      exit 2 ;;
+  esac
+done
+# At most 4 workers: each opens PostgreSQL connections (its stores' pools, the servers
+# it starts), and scripts/postgres.sh allows 60.
+workers=${CONTEXTOS_TEST_WORKERS:-$(python -c 'import os; print(min(4, os.cpu_count() or 1))')}
+echo "== pytest, in parallel ($workers workers): the tests that measure no time"
+python -m pytest -m "not serial" -n "$workers" --dist loadfile "$@"
 parallel=$?
 echo "== pytest, alone: the tests that measure time"
 python -m pytest -m serial -p no:xdist "$@"
