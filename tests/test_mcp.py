@@ -438,6 +438,62 @@ def test_stdio_answers_every_request_sent_before_stdin_closed(tmp_path: Path) ->
     assert texts == sorted(f"piped fact number {n}" for n in range(1, 13)), listed.stderr
 
 
+@pytest.mark.parametrize(
+    "cancel_id, answered",
+    [("1", [0]), (True, [0, 1]), (99, [0, 1])],
+    ids=["id-as-string", "bool-is-no-id", "unknown-id"],
+)
+def test_stdio_counts_cancels_at_eof_as_the_sdk_reads_them(
+    tmp_path: Path, cancel_id: object, answered: list[int]
+) -> None:
+    """At EOF the server waits for the answers it owes. A cancel of request 1 written
+    ``"1"`` cancels it in the SDK (no answer comes), but was not counted: the server
+    sat out its 60 s grace. A cancel with ``true`` is no cancel for the SDK, but it
+    uncounted request 1 (``True == 1``): the input ended and request 1 was cut off
+    unanswered. An add of 200 messages is still running when the cancel arrives."""
+    import json
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    add = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "add_memory",
+            "arguments": {
+                "messages": [
+                    {"role": "user", "content": f"fact {i} about tea"} for i in range(200)
+                ],
+                "user_id": "u",
+            },
+        },
+    }
+    cancel = {
+        "jsonrpc": "2.0",
+        "method": "notifications/cancelled",
+        "params": {"requestId": cancel_id},
+    }
+    lines = [
+        _RAW_INITIALIZE,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        add,
+        cancel,
+    ]
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],
+        input=("\n".join(json.dumps(x) for x in lines) + "\n").encode(),
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
+    )
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr[-500:]
+    assert time.monotonic() - started < 30  # not the 60 s grace
+    ids = sorted(json.loads(line)["id"] for line in proc.stdout.splitlines())
+    assert ids == answered or (cancel_id == "1" and ids == [0, 1])  # done before the cancel
+
+
 def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path) -> None:
     """The SDK's stdio reader replaced invalid UTF-8 with U+FFFD (the text was stored
     changed) and answered a line with a lone-surrogate escape with nothing at all (the

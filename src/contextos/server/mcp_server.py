@@ -713,12 +713,17 @@ class _Answers:
 
         if not self.owed:
             self.idle = anyio.Event()
-        self.owed[request_id] += 1
+        self.owed[_same_id(request_id)] += 1
 
-    def cancelled(self, request_id: object) -> None:
-        """The client cancelled ``request_id``: no answer is owed for it."""
-        if isinstance(request_id, str | int) and self.owed[request_id] > 0:
-            self._answered(request_id)
+    def cancelled(self, params: Any) -> None:
+        """The client cancelled a request (``params`` of ``notifications/cancelled``):
+        no answer is owed for it. Its id is read as the SDK reads it: a bool is no id
+        (``true`` would alias request 1), and ``"7"`` names request 7."""
+        from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
+
+        request_id = cancelled_request_id_from_params(params)
+        if request_id is not None and self.owed[_same_id(request_id)] > 0:
+            self._answered(_same_id(request_id))
 
     async def settled(self, grace_s: float) -> None:
         """Until every request passed on is answered, or ``grace_s`` passed (a call
@@ -748,8 +753,8 @@ class _Answers:
         message = getattr(item, "message", None)
         if not isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
             return
-        if message.id is not None and self.owed[message.id] > 0:
-            self._answered(message.id)
+        if message.id is not None and self.owed[_same_id(message.id)] > 0:
+            self._answered(_same_id(message.id))
 
     async def __aenter__(self) -> _Answers:
         await self.stream.__aenter__()
@@ -761,6 +766,13 @@ class _Answers:
 
     def __getattr__(self, name: str) -> Any:  # aclose, clone, statistics, ...
         return getattr(self.stream, name)
+
+
+def _same_id(request_id: str | int) -> str | int:
+    """The key the SDK matches a request id by (``"7"`` and ``7`` are one id)."""
+    from mcp.shared.dispatcher import coerce_request_id
+
+    return coerce_request_id(request_id)
 
 
 class _StdioLines:
@@ -819,7 +831,7 @@ class _StdioLines:
         elif isinstance(message, types.JSONRPCNotification) and (
             message.method == "notifications/cancelled"
         ):
-            self.answers.cancelled((message.params or {}).get("requestId"))
+            self.answers.cancelled(message.params)
         await self.read_writer.send(SessionMessage(message))
 
     async def run(self) -> None:
