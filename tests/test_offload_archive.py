@@ -244,3 +244,43 @@ def test_a_turn_logged_at_a_seq_an_erased_one_had_is_archived(
         logged = {t.seq: t.message.content for t in bob.turns()}
         assert stale & rotated
         assert all(logged[seq] in texts for seq in rotated)
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: Any = "leaf"
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return {"doc": value}
+
+
+def test_turns_whose_metadata_is_too_deep_for_a_memory_are_archived_without_it(
+    tmp_path: Path,
+) -> None:
+    """A turn's metadata may nest deeper than a memory's (32 levels): an offload copied
+    it into the archive, which Memory.add refused, on every compaction, and the turns
+    that left the history were never archived."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        s = Session(m.store, "s", user_id="u")
+        for i in range(30):
+            meta = {"app": _nested(40)} if i == 0 else {"app": _nested(3)} if i == 2 else {}
+            role = "user" if i % 2 == 0 else "assistant"
+            s.add(Message(role, f"turn {i}: " + "words about tea and cake " * 20, metadata=meta))
+        result = s.compact(600, "offload", memory=m, force=True)
+        assert result.archived > 0
+        archived = {r.text.split(":")[0]: r for r in m.get_all(user_id="u", limit=1000)}
+        assert "app" not in archived["turn 0"].metadata  # too deep: left in the log only
+        assert archived["turn 2"].metadata["app"] == _nested(3)  # kept as ever
+        assert s.turn(0).message.metadata["app"] == _nested(40)  # the log keeps it whole
+
+
+def test_a_turn_whose_metadata_nests_past_the_limit_is_refused_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    from contextos.engine.session import MAX_TURN_METADATA_DEPTH
+
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        s = Session(m.store, "s", user_id="u")
+        s.add(Message("user", "deep but allowed", metadata=_nested(MAX_TURN_METADATA_DEPTH - 1)))
+        with pytest.raises(ValueError, match="nest at most 256 levels"):
+            s.add(Message("user", "too deep", metadata=_nested(3_000)))
+        assert [t.message.content for t in s.turns()] == ["deep but allowed"]

@@ -27,7 +27,13 @@ from contextos.engine.compaction import HistoryState
 from contextos.engine.summarize import turn_ref, turn_time
 from contextos.errors import NotFound
 from contextos.llm.media_tokens import THINKING_KEY, TOOL_RESULTS_KEY, WIRE_KEY
-from contextos.memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
+from contextos.memory.ingest import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_TEXT_CHARS,
+    metadata_bytes,
+    metadata_depth,
+)
 from contextos.retry import wait_before_retry
 from contextos.store.records import same_turn
 from contextos.types import ROLES, Filter, MemoryRecord, Message, Scope, Turn, scope_ids
@@ -193,6 +199,8 @@ def archived_metadata(turn: Turn) -> dict[str, Any]:
     the turn has already left the history and the log keeps the whole turn."""
     meta = {k: v for k, v in turn.message.metadata.items() if k not in WIRE_ONLY_KEYS}
     if metadata_bytes(meta) > MAX_METADATA_BYTES - _ARCHIVE_KEYS_BYTES:
+        return {}
+    if metadata_depth(meta) > MAX_METADATA_DEPTH:
         return {}
     return meta
 

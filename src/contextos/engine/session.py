@@ -76,6 +76,7 @@ from contextos.llm.media_tokens import (
 )
 from contextos.llm.models import ModelInfo
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, counted_with, default_tokenizer
+from contextos.memory.ingest import metadata_depth
 from contextos.memory.render import render as render_memory
 from contextos.retry import wait_before_retry
 from contextos.store.base import Store
@@ -201,6 +202,13 @@ class Layout:
     #: the prefix bytes nor squeezes the summary out. A value above
     #: :data:`TURNS_PRIORITY` lets them do both.
     memories_priority: int = 25
+
+
+#: How deep a logged turn's metadata may nest. Above a memory's limit
+#: (:data:`~contextos.memory.ingest.MAX_METADATA_DEPTH`): a turn carries a provider's wire
+#: blocks (a tool's arguments as the model wrote them); far below Python's stack, past
+#: which a turn of 3,000 levels failed the log's text check with a RecursionError.
+MAX_TURN_METADATA_DEPTH = 256
 
 
 class MemoryLike(Protocol):
@@ -1015,7 +1023,12 @@ class Session:
         if not messages or not all(isinstance(m, Message) for m in messages):
             raise TypeError("add takes one or more Message values")
         for n, m in enumerate(messages):
-            check_text(m, f"message {n}" if len(messages) > 1 else "message")
+            what = f"message {n}" if len(messages) > 1 else "message"
+            if metadata_depth(m.metadata, MAX_TURN_METADATA_DEPTH) > MAX_TURN_METADATA_DEPTH:
+                raise ValueError(
+                    f"{what}'s metadata may nest at most {MAX_TURN_METADATA_DEPTH} levels deep"
+                )
+            check_text(m, what)
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
         stored = [self._stamped(m) for m in messages]
         appended = self.store.append_turns(self.scope, stored, tokens, after=after)
