@@ -134,12 +134,33 @@ def test_chat_remembers_facts_not_questions(tmp_path: Path) -> None:
     assert replies[1].endswith("User is allergic to peanuts")
     stored = json.loads(run_cli("list", "-u", "ana", "--json", db=db).stdout)
     assert [m["text"] for m in stored] == ["User is allergic to peanuts"]
-    log = json.loads(run_cli("session", "show", "chat", "--json", db=db).stdout)
+    log = json.loads(run_cli("session", "show", "chat-ana", "--json", db=db).stdout)
     assert [t["message"]["content"] for t in log["turns"]][::2] == [
         "I'm allergic to peanuts",
         "what am I allergic to?",
         "hi",
     ]  # the session log keeps every message
+
+
+def test_two_users_chatting_share_no_log_by_default(tmp_path: Path) -> None:
+    """Every user's `contextos chat` continued the one log "chat": ana's window held
+    bob's passport number (and a provider would have been sent it in her requests)."""
+    db = tmp_path / "m.db"
+    bob = run_cli("chat", "-u", "bob", "--json", db=db, stdin="My passport number is PX55120QQ\n")
+    assert bob.returncode == 0, bob.stderr
+    ana = run_cli("chat", "-u", "ana", "--json", db=db, stdin="hello\n")
+    assert ana.returncode == 0, ana.stderr
+    [doc] = _json_documents(ana.stdout)
+    assert "PX55120QQ" not in doc
+    me = run_cli("chat", "--json", db=db, stdin="hi\n")  # the default user: the log "chat"
+    assert me.returncode == 0 and "PX55120QQ" not in me.stdout
+    shown = {
+        sid: json.loads(run_cli("session", "show", sid, "--json", db=db).stdout)["turns"]
+        for sid in ("chat", "chat-ana", "chat-bob")
+    }
+    assert [t["message"]["content"] for t in shown["chat-bob"]][0].startswith("My passport")
+    assert [t["message"]["content"] for t in shown["chat-ana"]][0] == "hello"
+    assert [t["message"]["content"] for t in shown["chat"]][0] == "hi"
 
 
 def _json_documents(text: str) -> list[str]:

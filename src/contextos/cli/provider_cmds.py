@@ -109,6 +109,17 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
     )
 
 
+#: The user ``contextos chat`` speaks for without ``--user-id``.
+DEFAULT_CHAT_USER = "me"
+
+
+def default_chat_session(user_id: str) -> str:
+    """``chat`` for the default user, ``chat-<user>`` for another. Why: every user's
+    chat continued the one log "chat", so ``chat -u ana`` showed bob's messages (a
+    passport number) in ana's window, and sent them to the provider in her requests."""
+    return "chat" if user_id == DEFAULT_CHAT_USER else f"chat-{user_id}"
+
+
 @click.command()
 @choice_option(
     "--provider",
@@ -120,15 +131,15 @@ def _print_turn(turn: ChatTurn, show_window: bool) -> None:
 @click.option(
     "--session",
     "session_id",
-    default="chat",
+    default=None,
     callback=scope_id_param,
-    show_default=True,
-    help="Session id: the conversation log to continue.",
+    help="Session id: the conversation log to continue (default: chat, and chat-USER "
+    "with --user-id USER, so two users never share a log by default).",
 )
 @click.option(
     "--user-id",
     "-u",
-    default="me",
+    default=DEFAULT_CHAT_USER,
     show_default=True,
     callback=scope_id_param,
     help="Whose memories.",
@@ -148,7 +159,7 @@ def chat(
     state: CliState,
     provider: str,
     model: str | None,
-    session_id: str,
+    session_id: str | None,
     user_id: str,
     base_url: str | None,
     show_window: bool,
@@ -156,6 +167,8 @@ def chat(
     """Chat with memory; one line per message, /quit or end of input to stop."""
     from ..memory import Memory
     from ..providers.chat import Chat
+
+    session_id = session_id or default_chat_session(user_id)
 
     memory = Memory(state.settings.db, tenant=state.settings.tenant, settings=state.settings)
     chat: Chat | None = None
