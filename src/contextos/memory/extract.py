@@ -324,66 +324,98 @@ def merge_duplicates(candidates: Sequence[Candidate], threshold: float = 0.8) ->
     """Merge candidates of one speaker whose content words overlap by ``threshold`` (Jaccard).
 
     Each candidate is merged into the earlier kept one it overlaps most (the first of
-    equals). Only candidates that share a word of their *prefixes* are compared: the
-    words ordered rarest first, a set's prefix is its first ``|s| - ceil(t|s|) + 1``,
-    and two sets with Jaccard >= t always share a word of their prefixes (prefix
-    filtering, as in all-pairs similarity joins). Why: an index of every word put all
-    candidates in the list of a common word ("yesterday"), so each was compared with
-    all before it: 8,000 turns took 11.5 s here and 10^5 never finished (a review).
+    equals): the merges of comparing each with every kept one before it, found
+    without that, by the filters of all-pairs similarity joins (PPJoin). With words
+    ordered rarest first:
+
+    * prefix: two sets with Jaccard >= t share a word of their prefixes (a set's first
+      ``|s| - ceil(t|s|) + 1`` words), so a kept set is listed under its prefix's words
+      only and a candidate looks up its own prefix's;
+    * length: a set of size ``n`` reaches t only with sets of ``t*n`` to ``n/t`` words;
+    * position: met first at the ``i``-th word of one and the ``j``-th of the other, two
+      sets share at most ``min(|x| - i, |y| - j)`` words, which must reach the overlap
+      that t needs (``t/(1+t) * (|x| + |y|)``). A word's list is kept by (size,
+      position), so a whole group fails or passes at once.
+
+    Why: an index of every word put every candidate in the list of a common word
+    ("yesterday"), and each was compared with all before it: 8,000 turns took 14 s and
+    10^5 lines never finished (a review). Templated lines ("I adopted a cat named Tom1
+    yesterday", one rare word each) still defeated the prefix alone.
     """
     rarity = _word_rarity(candidates)
     kept: list[Candidate] = []
     token_sets: list[frozenset[str]] = []
-    indexed: list[set[str]] = []  # the prefix words each kept set is listed under
-    index: dict[str, list[int]] = {}
+    listed: list[set[tuple[str, int, int]]] = []  # where each kept set is listed
+    index: dict[str, dict[tuple[int, int], list[int]]] = {}
     for cand in candidates:
         toks = _tokens(cand)
-        match = _best_overlap(toks, _prefix(toks, rarity, threshold), token_sets, index, threshold)
+        found = _candidates(_ordered(toks, rarity), index, threshold)
+        match = _best_overlap(toks, found, token_sets, threshold)
         if match is None:
             match = len(kept)
             kept.append(cand)
             token_sets.append(toks)
-            indexed.append(set())
+            listed.append(set())
         else:
             kept[match] = _merge(kept[match], cand)
             token_sets[match] = token_sets[match] | toks
-        for tok in _prefix(token_sets[match], rarity, threshold):
-            if tok not in indexed[match]:  # a grown set's new prefix words
-                indexed[match].add(tok)
-                index.setdefault(tok, []).append(match)
+        ordered = _ordered(token_sets[match], rarity)
+        for pos, tok in enumerate(ordered[: _prefix_length(len(ordered), threshold)]):
+            if (tok, len(ordered), pos) not in listed[match]:  # a grown set anew
+                listed[match].add((tok, len(ordered), pos))
+                index.setdefault(tok, {}).setdefault((len(ordered), pos), []).append(match)
     return kept
 
 
 def _word_rarity(candidates: Sequence[Candidate]) -> dict[str, tuple[int, str]]:
-    """Each word's sort key for :func:`_prefix`: how many candidates hold it, then itself."""
+    """Each word's sort key for :func:`_ordered`: how many candidates hold it, then itself."""
     counts: Counter[str] = Counter()
     for cand in candidates:
         counts.update(_tokens(cand))
     return {tok: (n, tok) for tok, n in counts.items()}
 
 
-def _prefix(
-    toks: frozenset[str], rarity: Mapping[str, tuple[int, str]], threshold: float
-) -> list[str]:
-    """The rarest ``|s| - ceil(t|s|) + 1`` words of ``toks`` (rounded so that float
-    error never shortens it: a shorter prefix could miss a pair)."""
-    keep = len(toks) - math.ceil(round(threshold * len(toks), 9)) + 1
-    return sorted(toks, key=rarity.__getitem__)[: max(keep, 0)]
+def _ordered(toks: frozenset[str], rarity: Mapping[str, tuple[int, str]]) -> list[str]:
+    return sorted(toks, key=rarity.__getitem__)
+
+
+def _prefix_length(size: int, threshold: float) -> int:
+    """``size - ceil(t*size) + 1`` (rounded so that float error never shortens it: a
+    shorter prefix could miss a pair)."""
+    return max(size - math.ceil(round(threshold * size, 9)) + 1, 0)
+
+
+def _candidates(
+    ordered: Sequence[str],
+    index: Mapping[str, Mapping[tuple[int, int], Sequence[int]]],
+    threshold: float,
+) -> set[int]:
+    """The kept sets that may overlap ``ordered`` by ``threshold`` (a superset of those
+    that do; see :func:`merge_duplicates`). Each bound errs wide by 1e-9, never narrow."""
+    size = len(ordered)
+    found: set[int] = set()
+    for i, tok in enumerate(ordered[: _prefix_length(size, threshold)]):
+        for (other, j), ids in index.get(tok, {}).items():
+            if min(size, other) < threshold * max(size, other) - 1e-9:
+                continue  # the sizes alone keep them apart
+            needed = math.ceil(threshold / (1 + threshold) * (size + other) - 1e-9)
+            if min(size - i, other - j) >= needed:
+                found.update(ids)
+    return found
 
 
 def _best_overlap(
     toks: frozenset[str],
-    prefix: Sequence[str],
+    found: set[int],
     token_sets: Sequence[frozenset[str]],
-    index: Mapping[str, Sequence[int]],
     threshold: float,
 ) -> int | None:
-    """The earlier candidate with the highest Jaccard overlap >= ``threshold`` (the
-    first of equals), among those listed under a word of ``prefix``; None if none."""
+    """Of the kept sets ``found``, the one with the highest Jaccard overlap with
+    ``toks`` at least ``threshold`` (the first of equals); None if none."""
     if not toks:
         return None
     best, best_score = None, threshold
-    for i in sorted({i for tok in prefix for i in index.get(tok, ())}):
+    for i in sorted(found):
         n = len(toks & token_sets[i])
         score = n / (len(toks) + len(token_sets[i]) - n)
         if score >= best_score and (best is None or score > best_score):
