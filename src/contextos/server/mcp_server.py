@@ -722,8 +722,8 @@ class _Answers:
         from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 
         request_id = cancelled_request_id_from_params(params)
-        if request_id is not None and self.owed[_same_id(request_id)] > 0:
-            self._answered(_same_id(request_id))
+        if request_id is not None:
+            self._answered(request_id)
 
     async def settled(self, grace_s: float) -> None:
         """Until every request passed on is answered, or ``grace_s`` passed (a call
@@ -740,9 +740,13 @@ class _Answers:
             )
 
     def _answered(self, request_id: str | int) -> None:
-        self.owed[request_id] -= 1
-        if self.owed[request_id] <= 0:
-            del self.owed[request_id]
+        """One answer fewer owed for ``request_id``, if one was (keyed as the SDK keys it)."""
+        key = _same_id(request_id)
+        if self.owed[key] <= 0:
+            return
+        self.owed[key] -= 1
+        if self.owed[key] == 0:
+            del self.owed[key]
         if not self.owed:
             self.idle.set()
 
@@ -753,8 +757,8 @@ class _Answers:
         message = getattr(item, "message", None)
         if not isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
             return
-        if message.id is not None and self.owed[_same_id(message.id)] > 0:
-            self._answered(_same_id(message.id))
+        if message.id is not None:
+            self._answered(message.id)
 
     async def __aenter__(self) -> _Answers:
         await self.stream.__aenter__()
