@@ -97,12 +97,19 @@ def _tool_result_blocks(msg: Message) -> list[dict[str, Any]]:
 
 
 def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
-    """(role, content blocks) for one logged message; no blocks when it has nothing to
-    send (the API refuses an empty text block)."""
+    """(role, content blocks) for one logged message; no text block when its text is
+    blank, and no blocks when it has nothing else to send.
+
+    Why blank, not empty: the API refuses a text block of whitespace alone ("text
+    content blocks must contain non-whitespace text"). A model reply of "\\n\\n" was
+    logged and sent back as one, and every later call of the session failed with a
+    400 until compaction rotated that turn out."""
     if msg.role == "tool":
         return "user", _tool_result_blocks(msg)
     role = "assistant" if msg.role == "assistant" else "user"
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": msg.content}] if msg.content else []
+    blocks: list[dict[str, Any]] = []
+    if msg.content.strip():
+        blocks.append({"type": "text", "text": msg.content})
     for call in msg.tool_calls:
         given = tool_input(call.arguments)
         if given is not None:
@@ -110,17 +117,38 @@ def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     return role, blocks
 
 
+def _last_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content of the newest message rendered with any (none: ``[]``)."""
+    return next((m["content"] for m in reversed(messages) if m["content"]), [])
+
+
+def _mark_last(content: list[dict[str, Any]], mark: dict[str, Any]) -> None:
+    """Put a breakpoint on the last block of ``content`` (nothing when it is empty).
+
+    A breakpoint planned after a turn with nothing to send goes on the turn before it:
+    the turn is dropped from the request, so the prefix it closes ends there."""
+    if content:
+        content[-1]["cache_control"] = mark
+
+
 def render_anthropic(
-    window: Window, model: ModelInfo, *, max_tokens: int | None = None
+    window: Window,
+    model: ModelInfo,
+    *,
+    max_tokens: int | None = None,
+    keep_empty: bool = False,
 ) -> dict[str, Any]:
     """The Messages API request body, with ``cache_control`` where the window planned it.
 
     Each window block becomes one tool, one system block, one message (a
     turn, with its text and tool-use blocks) or one part of the final user
     message (retrieved context and the question). A turn with nothing to send
-    stays in place with an empty content list (so messages still map one to
-    one to the window's turns); the caller fills it (a compaction block) or
-    drops it (:func:`contextos.providers.anthropic.render_body`).
+    (an empty or blank reply in the log) is left out, as the API refuses it; a
+    breakpoint planned after it goes on the turn before it.
+
+    ``keep_empty``: such a turn stays in place with an empty content list, so
+    messages map one to one to the window's turns; the caller fills it (a
+    compaction block) or drops it (:func:`contextos.providers.anthropic.render_body`).
     """
     _check_order(window)
     marks = {bp.after: bp.ttl for bp in window.breakpoints}
@@ -135,8 +163,8 @@ def render_anthropic(
             role: str = b.role
             if b.message is not None:
                 role, content = _anthropic_turn(b.message)
-            if mark and content:
-                content[-1]["cache_control"] = mark
+            if mark:
+                _mark_last(content or _last_content(messages), mark)
             messages.append({"role": role, "content": content})
             continue
         block: dict[str, Any] = (
@@ -155,7 +183,7 @@ def render_anthropic(
         body["tools"] = tools
     if system:
         body["system"] = system
-    body["messages"] = messages
+    body["messages"] = messages if keep_empty else [m for m in messages if m["content"]]
     return body
 
 

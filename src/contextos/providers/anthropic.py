@@ -268,7 +268,7 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
 def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
     """The request body for a prepared window (:func:`contextos.cache.render_anthropic`),
     with the caller's question content blocks sent as they were given."""
-    body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens)
+    body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens, keep_empty=True)
     _send_compactions_back(prepared.window, body["messages"])
     # a turn with nothing to send (an empty reply in an older log): the API refuses it
     body["messages"] = [m for m in body["messages"] if m["content"]]
@@ -663,7 +663,7 @@ class AnthropicTokenCounter:
             for i, m in enumerate(ordered)
         )
         window = Window(blocks, 0, (), (), ())
-        body = render_anthropic(window, model_info(self.model))
+        body = render_anthropic(window, model_info(self.model), keep_empty=True)
         _send_compactions_back(window, body["messages"])
         turns = [m for m in ordered if m.role != "system"]
         for m, sent in zip(turns, body["messages"], strict=True):  # one to one

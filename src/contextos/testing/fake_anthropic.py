@@ -342,7 +342,8 @@ def _error(status: int, message: str, error_type: str | None = None) -> FakeResp
 
 
 def empty_content(body: dict[str, Any]) -> str | None:
-    """The real API's refusal of a request with an empty text block or message, or None."""
+    """The real API's refusal of a request with an empty or blank (whitespace only)
+    text block, or an empty message, or None."""
     system = body.get("system")
     for block in system if isinstance(system, list) else []:
         if isinstance(block, dict) and block.get("type") == "text" and not block.get("text"):
@@ -357,8 +358,13 @@ def empty_content(body: dict[str, Any]) -> str | None:
                 "the optional final assistant message"
             )
         for block in content if isinstance(content, list) else []:
-            if isinstance(block, dict) and block.get("type") == "text" and not block.get("text"):
+            if not isinstance(block, dict) or block.get("type") != "text":
+                continue
+            text = block.get("text")
+            if not text:
                 return f"messages.{i}: text content blocks must be non-empty"
+            if isinstance(text, str) and not text.strip():
+                return f"messages.{i}: text content blocks must contain non-whitespace text"
     return None
 
 
