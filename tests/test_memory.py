@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,26 +190,6 @@ def test_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists()
     with pytest.raises(StoreError, match="directory"):
         Memory(tmp_path, embedder=HashEmbedder())
-
-
-def test_a_database_in_a_read_only_folder_opens_read_only(tmp_path: Path) -> None:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    with Memory(folder / "m.db", embedder=HashEmbedder()) as m:
-        m.add("I moved to Lisbon in May", user_id="ana")
-        m.flush()
-    folder.chmod(0o555)
-    try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root): nothing is read-only")
-        with Memory(folder / "m.db", embedder=HashEmbedder()) as m:
-            assert [h.record.text for h in m.search("Lisbon", user_id="ana")] == [
-                "I moved to Lisbon in May"
-            ]
-            with pytest.raises(StoreError, match="read-only"):
-                m.add("more", user_id="ana")
-    finally:
-        folder.chmod(0o755)
 
 
 def test_pending_embeddings_resume_after_a_crash(tmp_path: Path) -> None:

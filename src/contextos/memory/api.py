@@ -142,7 +142,7 @@ class Memory:
         self._owns_worker = worker is None
         self._worker = worker or (
             EmbeddingWorker(self.store, self.embedder, batch_size=self.settings.embed_batch_size)
-            if background_embedding
+            if background_embedding and not self.store.read_only
             else None
         )
         if self._worker is not None:
@@ -419,7 +419,13 @@ class Memory:
 
         With a background worker and no ``timeout``, this waits for as long as the
         embedder is down (an outage keeps records pending, not quarantined): pass a
-        timeout where the caller must not block, e.g. at exit."""
+        timeout where the caller must not block, e.g. at exit.
+
+        A read-only store (``Store.read_only``) answers at once: nothing pending can be
+        embedded here (search still judges such memories by meaning, embedding them
+        per query), so it is True only when nothing is pending."""
+        if self.store.read_only:
+            return self.store.embedding_status().pending == 0
         if self._worker is None:
             return self._embed_later()
         return self._worker.flush(timeout)

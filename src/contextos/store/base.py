@@ -192,6 +192,10 @@ def patch_columns(patch: Patch) -> builtins.list[tuple[str, Any]]:
 class Store(Protocol):
     """Durable storage for contextos. See the module docstring."""
 
+    #: Opened read-only (an SQLite file or folder this process may not write): every
+    #: write raises ``StoreError``, and nothing pending can be embedded here.
+    read_only: bool
+
     # -- records ---------------------------------------------------------
     def put(
         self,

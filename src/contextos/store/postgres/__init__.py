@@ -124,6 +124,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         >>> store = PostgresStore("postgresql://app@127.0.0.1/contextos")  # doctest: +SKIP
     """
 
+    read_only = False  # a role without write grants fails its writes instead
+
     def __init__(
         self,
         url: str,

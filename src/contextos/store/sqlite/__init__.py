@@ -170,7 +170,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self.read_only:
-                raise StoreError("this database was opened read-only (its folder is not writable)")
+                raise StoreError(
+                    "this database was opened read-only (its file or folder is not writable)"
+                )
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -724,13 +726,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return int(self._read("SELECT count(*) FROM vectors")[0][0])
 
     def requeue_stale_vectors(self, model: str) -> int:
+        # ``<`` / ``>`` rather than ``!=``: both use the model index (schema V6), so
+        # a store whose vectors are all current answers without reading them.
+        stale = "SELECT mem_rowid FROM vectors WHERE model < ? OR model > ?"
+        # Looked for first with a read: a write transaction on every open waited on
+        # other processes' writes, and failed on a read-only file.
+        if self.read_only or not self._read(f"{stale} LIMIT 1", (model, model)):
+            return 0
         with self._write() as db:
-            # ``<`` / ``>`` rather than ``!=``: both use the model index (schema V6), so
-            # a store whose vectors are all current answers without reading them.
             return db.execute(
-                "INSERT OR IGNORE INTO pending_vectors (mem_rowid) "
-                "SELECT mem_rowid FROM vectors WHERE model < ? OR model > ?",
-                (model, model),
+                f"INSERT OR IGNORE INTO pending_vectors (mem_rowid) {stale}", (model, model)
             ).rowcount
 
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
@@ -755,8 +760,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         # A read first: with nothing to claim no write transaction is opened (an inline
         # flush() then neither waits on another process's write lock nor fails on a
         # read-only file, and flush()'s polling of other claims takes no lock).
-        if not self._read(claimable, (now, owner, 1)):
-            return []
+        if self.read_only or not self._read(claimable, (now, owner, 1)):
+            return []  # read-only: this process could not store the vectors either
         # One short write transaction: the claim and the read of the claimed records.
         # The embedding happens after it, outside any lock.
         with self._write() as db:
@@ -1125,11 +1130,14 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
             raise StoreError(
                 f"cannot open database {path!r}: folder {str(file.parent)!r} does not exist"
             )
-        read_only = file.exists() and not os.access(file.parent, os.W_OK)
+        folder_writable = os.access(file.parent, os.W_OK)
+        read_only = file.exists() and not (folder_writable and os.access(file, os.W_OK))
     try:
         if read_only:
-            # A WAL database needs its -shm beside it; immutable=1 reads without one.
-            uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro&immutable=1"
+            # A WAL database needs its -shm beside it; immutable=1 reads without one
+            # where the folder cannot hold one. Where it can, the WAL is read too.
+            uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
+            uri += "" if folder_writable else "&immutable=1"
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA query_only = 1")
             (version,) = db.execute("PRAGMA user_version").fetchone()

@@ -1,0 +1,125 @@
+"""A database this process may not write: reads answer, writes say why, nothing loops.
+
+Real processes on a real SQLite file whose file (or folder) mode forbids writing. The
+suite runs as root in CI, where modes do not bind: the processes then run under
+``setpriv`` without the capabilities that let root write anywhere, as a user would.
+
+A search used to fail with "attempt to write a readonly database" (the embedding
+worker's first pass opened a write transaction to requeue stale vectors, and tried to
+claim the pending record) and a long-running Memory logged that failure every second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from tests.cli_support import run_cli
+
+from contextos.memory import Memory
+from contextos.store import open_store
+from contextos.testing.embedders import HashEmbedder
+
+_CAPS = "-dac_override,-dac_read_search,-fowner"
+
+#: Run in a child as a user who may not write the file: open the Memory with its
+#: background worker, search, flush, try a write, and stay up 2.5 s (its worker
+#: retried every second).
+_CHILD = """
+import sys, time
+from contextos.errors import StoreError
+from contextos.memory import Memory
+from contextos.store import open_store
+from contextos.testing.embedders import HashEmbedder
+with Memory(sys.argv[1], embedder=HashEmbedder()) as m:
+    print("hits", [h.record.text for h in m.search("green tea", user_id="ana")])
+    print("flushed", m.flush(timeout=5))
+    try:
+        m.add("more", user_id="ana")
+    except StoreError as exc:
+        print("refused", exc)
+    time.sleep(2.5)
+"""
+
+
+_CRASHING_WRITER = """
+import os, sys, time
+from contextos.memory import Memory
+from contextos.store import open_store
+from contextos.testing.embedders import HashEmbedder
+class Slow(HashEmbedder):
+    def embed(self, texts):
+        time.sleep(60)
+        return super().embed(texts)
+m = Memory(sys.argv[1], embedder=Slow())
+m.add("I like green tea", user_id="ana")
+os._exit(0)
+"""
+
+
+def _as_user(argv: list[str]) -> list[str]:
+    """``argv`` as a process that file modes bind (root: without its capabilities)."""
+    if os.geteuid() != 0:
+        return argv
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file modes cannot be made to bind")
+    return ["setpriv", "--bounding-set", _CAPS, "--inh-caps", _CAPS, *argv]
+
+
+@pytest.fixture(params=["file", "folder"])
+def read_only_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A database with one memory still waiting for its vector, then made read-only
+    by the mode of its file or of its folder."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as m:
+        m.add("I moved to Lisbon", user_id="ana")
+        assert m.flush(timeout=30)
+    # A process that dies before its worker embeds what it added.
+    subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(db)], check=True, timeout=120)
+    with closing(open_store(db)) as store:
+        assert store.embedding_status().pending == 1
+    locked = db if request.param == "file" else folder
+    locked.chmod(0o444 if request.param == "file" else 0o555)
+    try:
+        yield db
+    finally:
+        locked.chmod(0o755 if request.param == "folder" else 0o644)
+
+
+def test_a_long_running_memory_reads_and_refuses_writes_without_retrying(
+    read_only_db: Path,
+) -> None:
+    proc = subprocess.run(
+        _as_user([sys.executable, "-c", _CHILD, str(read_only_db)]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("hits ['I like green tea'")
+    assert lines[1] == "flushed False"  # one memory is pending, and nothing here can embed it
+    assert lines[2].startswith("refused ") and "read-only" in lines[2]
+    assert "failed" not in proc.stderr, proc.stderr
+
+
+def test_the_cli_searches_a_read_only_database(read_only_db: Path) -> None:
+    argv = _as_user([sys.executable, "-m", "contextos.cli", "--json", "search", "green tea"])
+    proc = subprocess.run(
+        [*argv, "-u", "ana"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(read_only_db)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "I like green tea" in proc.stdout
+    assert run_cli("list", "-u", "ana", db=read_only_db).returncode == 0
