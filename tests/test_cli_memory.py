@@ -49,8 +49,46 @@ def test_forget_and_human_output(tmp_path: Path) -> None:
     run(db, "add", "bob's secret", "-u", "bob")
     out = run(db, "search", "secret", "-u", "bob")
     assert out.returncode == 0 and "bob's secret" in out.stdout
-    forgot = json.loads(run(db, "forget", "-u", "bob", "--json").stdout)
+    forgot = json.loads(run(db, "forget", "-u", "bob", "--json", "--yes").stdout)
     assert forgot == {"user_id": "bob", "forgotten": 1}
+
+
+def test_forget_without_yes_asks_a_terminal_and_refuses_a_script(tmp_path: Path) -> None:
+    """``forget -u zed --json`` erased a user unasked (JSON output skipped the question),
+    and a declined question exited 130, the code of an interrupt."""
+    db = tmp_path / "cli.db"
+    run(db, "add", "zed's secret", "-u", "zed")
+    for argv in (("forget", "-u", "zed", "--json"), ("--json", "forget", "-u", "zed")):
+        piped = run(db, *argv, stdin="y\n")
+        assert piped.returncode == 2 and "--yes" in piped.stderr, piped.stderr
+    declined = _on_a_terminal(db, "n\n", "forget", "-u", "zed", "--json")
+    assert declined.returncode == 1 and "nothing erased" in declined.stderr
+    assert json.loads(run(db, "list", "-u", "zed", "--json").stdout)  # still there
+    agreed = _on_a_terminal(db, "y\n", "forget", "-u", "zed", "--json")
+    assert agreed.returncode == 0, agreed.stderr
+    assert json.loads(agreed.stdout) == {"user_id": "zed", "forgotten": 1}  # the question on stderr
+    assert "Erase every memory of 'zed'?" in agreed.stderr
+
+
+def _on_a_terminal(db: Path, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``contextos ARGS`` with a pseudo-terminal as stdin, ``answer`` typed on it."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "contextos.cli", *args],
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)},
+        )
+        os.write(leader, answer.encode())
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 
 
 def test_every_scope_flag_reaches_add_search_and_list(tmp_path: Path) -> None:

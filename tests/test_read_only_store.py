@@ -20,8 +20,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.cli_support import run_cli
 
+from cli_support import run_cli
 from contextos.memory import Memory
 from contextos.store import open_store
 from contextos.testing.embedders import HashEmbedder

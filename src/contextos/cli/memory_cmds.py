@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -382,9 +383,13 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @json_option
     @pass_state
     def forget(state: CliState, user_id: str, yes: bool) -> None:
-        """Erase everything of one user (memories, history, sessions, vectors)."""
-        if not yes and not state.as_json:
-            click.confirm(f"Erase every memory of {user_id!r}?", abort=True)
+        """Erase everything of one user (memories, history, sessions, vectors).
+
+        Asks first on a terminal; elsewhere (a script, a pipe) refuses without
+        ``--yes``. JSON output used to skip the question: ``forget -u zed --json``
+        erased a user unasked."""
+        if not yes:
+            _confirm_forget(user_id)
         with open_memory(state, embed=False) as memory:
             n = memory.forget(user_id)
         if state.as_json:
@@ -393,6 +398,18 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             console.print(
                 SafeText(f"forgot {plural(n, 'memory', 'memories')} of {user_id}"), highlight=False
             )
+
+
+def _confirm_forget(user_id: str) -> None:
+    """Ask on the terminal (on stderr, so JSON output stays clean); a usage error when
+    there is no terminal to ask on, and exit 1 ("nothing erased") when declined."""
+    if not sys.stdin.isatty():
+        raise click.UsageError(
+            f"forget erases every memory of {user_id!r} for good: "
+            "pass --yes to confirm (stdin is not a terminal to ask on)"
+        )
+    if not click.confirm(f"Erase every memory of {user_id!r}?", err=True):
+        raise click.ClickException(f"nothing erased: {user_id!r} is as it was")
 
 
 def _print_history(events: Sequence[HistoryEvent]) -> None:
