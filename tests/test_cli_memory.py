@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -241,6 +242,27 @@ def test_api_dedupe_keeps_session_turns_and_scopes_apart(store: Store) -> None:
         texts = [r.text for r in m.get_all(user_id="ana")]
         assert texts.count("I'm allergic to peanuts") == 4 and texts.count("ok") == 3
         assert texts.count("walks the dog") == 3
+
+
+def test_the_same_text_at_another_time_or_with_other_metadata_is_a_memory_of_its_own(
+    store: Store,
+) -> None:
+    """Two visits to the gym are two events: the second add handed back the first
+    record (its date, its metadata) and a search of the second date found nothing."""
+    may = [datetime(2024, 5, day, tzinfo=UTC) for day in (1, 8)]
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
+        first = m.add("I went to the gym", user_id="ana", event_time=may[0])
+        again = m.add("I went to the gym", user_id="ana", event_time=may[0])
+        later = m.add("I went to the gym", user_id="ana", event_time=may[1])
+        tired = m.add(
+            "I went to the gym", user_id="ana", event_time=may[1], metadata={"mood": "tired"}
+        )
+        assert again == first and later[0].id != first[0].id
+        assert later[0].event_time == may[1] and tired[0].metadata["mood"] == "tired"
+        assert tired[0].id != later[0].id
+        week = (may[1] - timedelta(hours=1), may[1] + timedelta(hours=1))
+        found = m.search("gym", user_id="ana", time_range=week)
+        assert {h.record.id for h in found} == {later[0].id, tired[0].id}
 
 
 def test_add_infer_stores_the_facts(tmp_path: Path) -> None:

@@ -286,8 +286,8 @@ class Memory:
     def _reuse_repeats(
         self, records: list[MemoryRecord]
     ) -> tuple[list[MemoryRecord], list[MemoryRecord]]:
-        """Swap each record for a stored (or earlier) one with the same hash, type and
-        exact scope; return the records to hand back and those still to write.
+        """Swap each record for a stored (or earlier) one that it repeats exactly
+        (:func:`_same_memory`); return the records to hand back and those still to write.
 
         The stores look the hash up in an index (``Store.find_by_hash``). Two
         concurrent adds of one text may both store it: this is a courtesy, not a
@@ -854,7 +854,17 @@ class _EmbeddedTexts:
 
 
 def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
-    return a.hash == b.hash and a.scope == b.scope and a.memory_type == b.memory_type
+    """An exact repeat: the same text, scope and type, and the same event time and
+    metadata. Why the last two: "I went to the gym" on 1 May and again on 8 May are
+    two events; the second add handed back the first record and stored nothing, so a
+    search of 8 May found no gym."""
+    return (
+        a.hash == b.hash
+        and a.scope == b.scope
+        and a.memory_type == b.memory_type
+        and a.event_time == b.event_time
+        and a.metadata == b.metadata
+    )
 
 
 def _check_limit(limit: object) -> None:
