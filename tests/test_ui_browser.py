@@ -24,6 +24,7 @@ from contextos.types import Message
 from ui_support import (
     ADMIN_KEY,
     SHOTS,
+    Held,
     LiveServer,
     auth,
     chromium,
@@ -881,4 +882,259 @@ def test_sessions_with_dot_and_slash_ids_open_in_every_view(
         wait_rendered(page, "cache")
         assert page.inner_text("#c-id") == sid and page.is_hidden("#error")
         assert len(rows(page, "#call-rows tr")) == 1
+    context.close()
+
+
+# -- slow answers, pasted keys, look-alike ids (third review) ------------------------------
+
+
+def answered(page: Any, action: Any) -> None:
+    """Does ``action`` and waits until the page has read and handled one more answer."""
+    read = page.evaluate("window.__answers")
+    action()
+    page.wait_for_function("n => window.__answers > n", arg=read)
+
+
+def test_a_slow_answer_is_not_drawn_into_the_session_opened_meanwhile(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: only the session lists checked that an answer was still wanted. With session
+    `long` open, a slow "more turns" answer arrived after session `short` was opened and
+    appended long's turns 200-399 to short's table; a slow window of `long` was drawn
+    under short's heading; two clicks on "more turns" appended the same page twice."""
+    key = server.issue_key("stale-sessions")
+    server.turns(key, "long", said(*[f"LONG turn {i}" for i in range(450)]), user_id="ana")
+    server.turns(key, "short", said("SHORT hello"), user_id="ana")
+    context, page = new_page(browser, key)
+
+    def open_session(sid: str, turns: int) -> None:
+        page.locator("#session-list").get_by_role("button", name=sid, exact=True).click()
+        page.wait_for_function(
+            "([s, n]) => document.getElementById('s-id').textContent === s"
+            " && document.querySelectorAll('#turn-rows tr').length === n",
+            arg=[sid, turns],
+        )
+
+    def only_short_shown() -> None:
+        assert page.inner_text("#s-id") == "short" and "session_id=short" in page.url
+        assert [r[4] for r in rows(page, "#turn-rows tr")] == ["SHORT hello"]
+        assert page.is_hidden("#turns-more") and page.is_hidden("#error")
+
+    page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=long")
+    wait_rendered(page, "sessions")
+    assert len(rows(page, "#turn-rows tr")) == 200
+    # "more turns" of long, slow; short is opened meanwhile.
+    held = Held(page, re.compile(r"/ui/api/turns\?session_id=long&after_seq=199&"))
+    page.click("#turns-more")
+    held.wait()
+    open_session("short", 1)
+    held.release()
+    only_short_shown()
+
+    # The window of long, slow; short is opened meanwhile.
+    open_session("long", 200)
+    held = Held(page, re.compile(r"/ui/api/window\?session_id=long$"))
+    page.fill("#w-question", "what was said?")
+    page.click("#w-build")
+    held.wait()
+    open_session("short", 1)
+    held.release()
+    assert page.is_hidden("#window-out")
+    only_short_shown()
+    page.click("#w-build")  # short's own window: short's turns only
+    page.wait_for_selector("#window-out:not([hidden])")
+    assert [r[4] for r in rows(page, "#block-rows tr") if r[1] == "turns"] == ["SHORT hello"]
+
+    # "more turns" clicked twice before the first answer: each turn is listed once.
+    open_session("long", 200)
+    held = Held(page, re.compile(r"/ui/api/turns\?session_id=long&after_seq=199&"))
+    page.click("#turns-more")
+    page.click("#turns-more")
+    held.wait(2)
+    held.release()
+    seqs = [r[0] for r in rows(page, "#turn-rows tr")]
+    assert seqs == [str(i) for i in range(400)]
+    context.close()
+
+
+def test_a_slow_answer_is_not_drawn_over_the_memories_or_replay_shown_since(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: the memory list drew whichever page arrived last: user `bulk`'s slow older
+    page, asked for before user `ana`'s, replaced ana's in the table, the pager and the
+    forget box while the form said ana. A memory, a search and a session's replay could
+    be overtaken the same way."""
+    key = server.issue_key("stale-memories")
+    server.add(key, user_id="bulk", messages=said(*[f"BULK fact {i}" for i in range(60)]))
+    server.add(key, user_id="ana", messages="ANA fact")
+    context, page = new_page(browser, key)
+
+    def only_ana_shown() -> None:
+        assert page.eval_on_selector_all("#mem-rows .text", "ds => ds.map(d => d.textContent)") == [
+            "ANA fact"
+        ]
+        assert page.inner_text("#page-info") == "1–1 of 1"
+        assert page.text_content("#forget-user") == "ana" and page.is_hidden("#error")
+        assert "user_id=ana" in page.url and "offset" not in page.url
+
+    page.goto(f"{server.base}/ui?user_id=bulk")
+    wait_rendered(page, "memories")
+    # bulk's older page, slow; ana is shown meanwhile.
+    held = Held(page, re.compile(r"/ui/api/memories\?user_id=bulk&"))
+    page.click("#next")
+    held.wait()
+    page.fill("#f-user", "ana")
+    page.click("#apply")
+    wait_text(page, "#mem-rows", "ANA fact")
+    held.release()
+    only_ana_shown()
+    # A search, slow; the list is shown meanwhile.
+    held = Held(page, re.compile(r"/v1/memories/search$"))
+    page.fill("#f-query", "ANA")
+    page.click("#search-button")
+    held.wait()
+    answered(page, lambda: page.click("#apply"))
+    held.release()
+    assert page.inner_text("#mem-head").split()[0] == "memory"  # not the hits' "#"
+    only_ana_shown()
+
+    # One memory, slow; another one is opened meanwhile.
+    page.goto(f"{server.base}/ui?user_id=bulk")
+    wait_rendered(page, "memories")
+    first, second = (
+        page.locator("#mem-rows button").nth(i).get_attribute("data-memory-id") for i in (0, 1)
+    )
+    held = Held(page, re.compile(rf"/v1/memories/{first}$"))
+    page.locator("#mem-rows button").nth(0).click()
+    held.wait()
+    page.locator("#mem-rows button").nth(1).click()
+    page.wait_for_function("id => document.getElementById('d-id').textContent === id", arg=second)
+    text = page.input_value("#d-text")
+    held.release()
+    assert page.inner_text("#d-id") == second and page.input_value("#d-text") == text
+
+    # A session's replay, slow; another session's is shown meanwhile.
+    server.turns(key, "long", said(*[f"LONG turn {i}" for i in range(30)]), user_id="ana")
+    server.turns(key, "short", said("SHORT hello"), user_id="ana")
+    page.goto(f"{server.base}/ui?view=cache&user_id=ana&session_id=short")
+    wait_rendered(page, "cache")
+    held = Held(page, re.compile(r"/ui/api/cache\?session_id=long&"))
+    chip = page.locator("#cache-sessions").get_by_role("button", exact=True, name="long")
+    chip.click()
+    held.wait()
+    short = page.locator("#cache-sessions").get_by_role("button", exact=True, name="short")
+    answered(page, short.click)
+    held.release()
+    assert page.inner_text("#c-id") == "short" and "session_id=short" in page.url
+    assert len(rows(page, "#call-rows tr")) == 1
+    context.close()
+
+
+def test_a_pasted_key_no_header_can_carry_is_refused_with_the_form_back(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: a pasted key holding U+200B or "…" made the browser's fetch throw ("String
+    contains non ISO-8859-1 code point"): the key stayed in sessionStorage, the page
+    showed that error on every load and the sign-in form never came back."""
+    key = server.issue_key("pasted")
+    server.add(key, user_id="ana", messages="Ana likes tea.")
+    context, page = new_page(browser)
+    page.goto(f"{server.base}/ui?user_id=ana")
+    page.wait_for_selector("#signin:not([hidden])")
+    for bad, named in (
+        (key[:8] + "\u200b" + key[8:], "U+200B at character 9"),
+        ("ctx_…", "U+2026 at character 5"),
+        ("ctx_café", "U+00E9 at character 8"),  # ISO-8859-1, but no key has it
+    ):
+        page.fill("#key", bad)
+        page.click("#signin-button")
+        wait_text(page, "#error", named)
+        assert "keys are printable ASCII" in page.inner_text("#error")
+        assert page.is_visible("#signin") and page.is_hidden("#signout")
+        assert page.evaluate("sessionStorage.getItem('contextos_key')") is None
+    page.fill("#key", " " + key + " ")  # blanks around a pasted key are not part of it
+    page.click("#signin-button")
+    wait_rendered(page, "memories")
+    assert "Ana likes tea." in page.inner_text("#mem-rows")
+    context.close()
+
+    # A key stored before sign-in checked keys: refused at the first request.
+    context, page = new_page(browser)
+    page.goto(f"{server.base}/ui?user_id=ana")
+    page.evaluate("sessionStorage.setItem('contextos_key', 'ctx_abc…def')")
+    page.reload()
+    page.wait_for_selector("#signin:not([hidden])")
+    wait_text(page, "#error", "cannot carry")
+    assert page.evaluate("sessionStorage.getItem('contextos_key')") is None
+    assert page.is_hidden("#view-memories") and page.is_hidden("#signout")
+    page.fill("#key", key)
+    page.click("#signin-button")
+    wait_text(page, "#who", "tenant: pasted")
+    assert "Ana likes tea." in page.inner_text("#mem-rows") and page.is_hidden("#error")
+    context.close()
+
+
+#: Ids that differ from "dup" only by characters that do not show (or show as a plain
+#: space), and the marks the page must draw in them (code points; "␣" for U+0020).
+LOOKALIKES = {
+    "dup": [],
+    "dup\u200b": ["U+200B"],
+    "d\u2060up": ["U+2060"],
+    "dup\u00a0": ["U+00A0"],
+    "dup ": ["␣"],
+    " dup": ["␣"],
+    "du  p": ["␣", "␣"],
+    "\ufeffdup": ["U+FEFF"],
+    "dup\x01": ["U+0001"],
+    "\u202edup": ["U+202E"],
+}
+
+#: Each element's text, the marks in it, and its rendered width.
+MARKS_JS = """els => els.map(e => [e.textContent,
+  [...e.querySelectorAll('.mark')].map(m => m.dataset.mark), e.getBoundingClientRect().width])"""
+
+
+def test_ids_that_differ_only_by_unseen_characters_look_different(
+    server: LiveServer, browser: Any
+) -> None:
+    """Why: sessions "dup", "dup" + U+200B, "dup" + U+00A0 and "dup " were listed as
+    chips that all read "dup", and headings, scope cells and the forget box showed such
+    ids the same way: which one was open, or about to be forgotten, could not be told."""
+    key = server.issue_key("lookalike")
+    for sid in LOOKALIKES:
+        server.turns(key, quote(sid, safe=""), said(f"turn of [{sid}]"), user_id="zw")
+    user, agent = "zw\u200b", "bot\u00a0"
+    server.add(key, user_id=user, agent_id=agent, session_id="dup ", messages="hello")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&user_id=zw")
+    wait_rendered(page, "sessions")
+    chips = page.eval_on_selector_all("#session-list button", MARKS_JS)
+    # The text is the id exactly (copying it copies the id); its unseen characters marked.
+    assert {text: marks for text, marks, _ in chips} == LOOKALIKES
+    width = {text: w for text, _, w in chips}
+    assert all(width[sid] > width["dup"] + 8 for sid in LOOKALIKES if sid != "dup")
+    pictures = [page.locator("#session-list button").nth(i).screenshot() for i in range(10)]
+    assert len(set(pictures)) == len(LOOKALIKES)  # no two chips are drawn alike
+    shot(page, "lookalike-ids")
+
+    page.click("#session-list button:has(.mark[data-mark='U+200B'])")
+    page.wait_for_function("() => document.getElementById('s-id').textContent === 'dup\u200b'")
+    assert page.eval_on_selector_all("#s-id", MARKS_JS)[0][1] == ["U+200B"]
+    assert rows(page, "#turn-rows tr")[0][4] == "turn of [dup\u200b]"
+    page.goto(f"{server.base}/ui?view=cache&user_id=zw&session_id={quote(' dup')}")
+    wait_rendered(page, "cache")
+    assert page.eval_on_selector_all("#c-id", MARKS_JS)[0][:2] == [" dup", ["␣"]]
+
+    page.goto(f"{server.base}/ui?user_id={quote(user)}")
+    wait_rendered(page, "memories")
+    scope = page.eval_on_selector_all("#mem-rows bdi", MARKS_JS)
+    assert [s[:2] for s in scope] == [[user, ["U+200B"]], [agent, ["U+00A0"]], ["dup ", ["␣"]]]
+    assert page.eval_on_selector_all("#forget-user", MARKS_JS)[0][:2] == [user, ["U+200B"]]
+    page.fill("#forget-confirm-input", "zw")
+    assert page.is_disabled("#forget-button")
+    page.fill("#forget-confirm-input", user)
+    page.click("#forget-button")
+    wait_text(page, "#mem-status", "Forgot user")
+    assert page.eval_on_selector_all("#mem-status bdi", MARKS_JS)[0][:2] == [user, ["U+200B"]]
+    assert_no_injection(page, "look-alike ids")
     context.close()

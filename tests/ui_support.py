@@ -42,6 +42,18 @@ document.addEventListener('securitypolicyviolation', (e) => {
 });
 """
 
+#: Run in every page before its own script: counts the answers the page has read (the
+#: page reads each body with ``text()``). A test waits for the count to grow, and the
+#: page's own handling of that answer has run by then: it goes on in microtasks, which
+#: run before anything else the page does.
+ANSWERS_HOOK = """
+window.__answers = 0;
+const __text = Response.prototype.text;
+Response.prototype.text = function () {
+  return __text.call(this).finally(() => { window.__answers += 1; });
+};
+"""
+
 
 class LiveServer:
     """A real HTTP server (uvicorn) on 127.0.0.1 over a fresh store at ``db``."""
@@ -146,11 +158,42 @@ def new_page(browser: Any, key: str | None = None) -> tuple[Any, Any]:
     """A fresh context (own sessionStorage) and page with the XSS hook; signed in with ``key``."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(XSS_HOOK)
+    context.add_init_script(ANSWERS_HOOK)
     if key is not None:
         context.add_init_script(f"sessionStorage.setItem('contextos_key', {json.dumps(key)});")
     page = context.new_page()
     page.set_default_timeout(20_000)
     return context, page
+
+
+class Held:
+    """Requests of ``page`` whose URL matches ``pattern`` are held (not sent on) until
+    released: a slow network for them, while the test does something else in the page."""
+
+    def __init__(self, page: Any, pattern: Any) -> None:
+        self.page, self.pattern, self.routes = page, pattern, []
+        page.route(pattern, self._hold)
+
+    def _hold(self, route: Any) -> None:
+        self.routes.append(route)
+
+    def wait(self, count: int = 1) -> None:
+        """Until ``count`` requests are held."""
+        deadline = time.monotonic() + 20
+        while len(self.routes) < count:
+            assert time.monotonic() < deadline, f"no request for {self.pattern} was held"
+            self.page.wait_for_timeout(20)
+
+    def release(self) -> None:
+        """Sends the held requests on and waits until the page has read and handled
+        every answer (no further route holds them)."""
+        read = self.page.evaluate("window.__answers")
+        routes, self.routes = self.routes, []
+        for route in routes:
+            route.continue_()
+        # After the requests went on: unrouting sends held ones on itself (handled twice).
+        self.page.unroute(self.pattern)
+        self.page.wait_for_function("n => window.__answers >= n", arg=read + len(routes))
 
 
 def wait_rendered(page: Any, view: str) -> None:

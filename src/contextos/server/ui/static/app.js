@@ -65,6 +65,38 @@ class ApiError extends Error {
   }
 }
 
+// An answer (or error) for a request that is no longer its panel's newest: dropped, never
+// shown (see `request`).
+class Stale extends Error {}
+
+// The newest request of each panel (the memory list, a memory, a session's turns...).
+const newest = {};
+
+// A new request of `panel`, which makes any earlier one of it stale. Returns a function
+// that awaits the request's answer and throws Stale, instead of its answer or its error,
+// when a newer request of the panel was made meanwhile: a slow answer must not be drawn
+// into the view the user has moved on to (session `long`'s next page of turns into
+// session `short`'s table).
+function request(panel) {
+  const token = {};
+  newest[panel] = token;
+  const current = () => newest[panel] === token;
+  return (pending) => Promise.resolve(pending).then(
+    (answer) => {
+      if (!current()) throw new Stale();
+      return answer;
+    },
+    (err) => {
+      throw current() ? err : new Stale();
+    },
+  );
+}
+
+// Makes the pending request of `panel` stale (what it was for is no longer shown).
+function drop(panel) {
+  delete newest[panel];
+}
+
 // JSON numbers are doubles here, the server's integers are not: an integer past 2^53
 // would read back rounded (9007199254740993 -> ...992). Where the browser can, such an
 // integer is kept as its source text (JSON.rawJSON), so showing it (JSON.stringify) shows
@@ -83,21 +115,22 @@ async function api(path, options = {}) {
   const payload = options.json !== undefined ? options.json
     : options.body === undefined ? undefined : JSON.stringify(options.body);
   if (payload !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, {
-    method: options.method || "GET",
-    headers,
-    body: payload,
-    credentials: "omit",
-    cache: "no-store",
-  });
+  let req;
+  try {
+    req = new Request(path, { method: options.method || "GET", headers, body: payload, credentials: "omit",
+      cache: "no-store" });
+  } catch (err) {
+    // Only the key can make the request unbuildable: a character a header cannot carry
+    // (one past U+00FF, such as a pasted U+2026), stored before sign-in checked keys.
+    // Refused like a 401, or the page would fail the same way on every load.
+    if (!(err instanceof TypeError)) throw err;
+    refuse("The stored key holds a character an HTTP header cannot carry: sign in again.");
+  }
+  const resp = await fetch(req);
   // An answer for a key that is no longer this tab's (refused or signed out meanwhile)
   // is dropped: it must not reach a page shown to whoever signs in next.
   if (sessionStorage.getItem(KEY) !== key) throw new ApiError(401, null);
-  if (resp.status === 401) {
-    sessionStorage.removeItem(KEY);
-    showSignin("The key was refused: sign in again.");
-    throw new ApiError(401, null);
-  }
+  if (resp.status === 401) refuse("The key was refused: sign in again.");
   const text = await resp.text().catch(() => "");
   let body = null;
   try {
@@ -218,6 +251,13 @@ function clearData() {
   chartUrl = null;
 }
 
+// Drops the key and brings the sign-in form back.
+function refuse(message) {
+  sessionStorage.removeItem(KEY);
+  showSignin(message);
+  throw new ApiError(401, null);
+}
+
 function showSignin(message) {
   clearData();
   $("signin").hidden = false;
@@ -225,10 +265,29 @@ function showSignin(message) {
   $("key").focus();
 }
 
+// A character as its code point: "U+200B".
+function codePoint(c) {
+  return "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+}
+
+// Keys are printable ASCII (ctx_ and URL-safe base64). Where a pasted key holds anything
+// else (a zero-width space, "…"), as "U+200B at character 9", else null: the browser
+// cannot send a character past U+00FF in a header at all, and no key has one.
+function badKeyChar(key) {
+  const chars = [...key];
+  const i = chars.findIndex((c) => c < "!" || c > "~");
+  return i < 0 ? null : codePoint(chars[i]) + " at character " + (i + 1);
+}
+
 function signIn(event) {
   event.preventDefault();
   const key = $("key").value.trim();
   if (!key) return;
+  const bad = badKeyChar(key);
+  if (bad) {
+    showError("That is not an API key: keys are printable ASCII, and this one holds " + bad + ". Paste it again.");
+    return;
+  }
   sessionStorage.setItem(KEY, key);
   $("key").value = "";
   // A fresh page for the new key (the link it was on stays): nothing of an earlier key's
@@ -254,9 +313,13 @@ async function start() {
   $("view-" + view).hidden = false;
   const views = { memories: startMemories, sessions: startSessions, cache: startCache };
   wire[view]();  // once: start runs once a page (a sign-in loads the page again)
-  await views[view]();  // the data first; who is signed in is shown after it
+  // The data first; who is signed in is shown after it (also when the user moved on
+  // before the first data came, which made it stale).
+  await views[view]().catch((err) => {
+    if (!(err instanceof Stale)) throw err;
+  });
   const me = await api("/ui/api/whoami");
-  $("who").textContent = "tenant: " + me.tenant;
+  $("who").replaceChildren("tenant: ", idNode(me.tenant));
 }
 
 const wire = { memories: wireMemories, sessions: wireSessions, cache: wireCache };
@@ -315,8 +378,10 @@ function wireMemories() {
   $("forget-button").addEventListener("click", () => forgetUser().catch(fail));
 }
 
+// A refused key has brought the sign-in form back, and a stale answer is for a view no
+// longer shown: neither is an error to show.
 function fail(err) {
-  if (err && err.status !== 401) showError(err.message);
+  if (err && err.status !== 401 && !(err instanceof Stale)) showError(err.message);
 }
 
 function head(names) {
@@ -324,16 +389,54 @@ function head(names) {
   tr.replaceChildren(...names.map((n) => el("th", n)));
 }
 
-// A user-given id inside a line of the page's own words: isolated (<bdi>), so that
-// right-to-left text or an override character in it (U+202E) cannot reorder the line.
-function bidi(text) {
-  return el("bdi", text, "wrap");
+// Characters that do not show, or show as a plain space, and so would make ids that
+// differ only by them look the same: controls, format and other default-ignorable
+// characters (U+200B, U+2060, U+FEFF, U+202E...), every space but U+0020, U+2800. A
+// U+0020 counts too at either end of an id and where two or more are in a row.
+const UNSEEN = /[\p{Cc}\p{Default_Ignorable_Code_Point}\p{Z}\u2800]/u;
+
+// An unseen character, marked: the stylesheet draws the mark's label (data-mark: "U+200B",
+// or "␣" for a space) and gives the character itself no width. The character stays in
+// the text, so the id's text, and a copy of it, is the id exactly.
+function mark(c) {
+  const span = el("span", c, "mark");
+  span.dataset.mark = c === " " ? "␣" : codePoint(c);
+  return span;
 }
 
-// Items of a line, each isolated, with `sep` between them.
+// The text of an id as nodes: runs of plain text, each unseen character marked.
+function idParts(id) {
+  const chars = [...String(id)];
+  const parts = [];
+  let run = "";
+  chars.forEach((c, i) => {
+    const lone = c === " " && i > 0 && i < chars.length - 1 && chars[i - 1] !== " " && chars[i + 1] !== " ";
+    if (lone || !UNSEEN.test(c)) {
+      run += c;
+      return;
+    }
+    if (run) parts.push(run);
+    run = "";
+    parts.push(mark(c));
+  });
+  if (run) parts.push(run);
+  return parts;
+}
+
+// A user-given id as the page shows it, everywhere (lists, headings, scope cells, the
+// forget box): isolated (<bdi>), so that right-to-left text or an override character in
+// it (U+202E) cannot reorder the line around it, and with its unseen characters marked.
+// Built of text nodes and elements only, never parsed.
+function idNode(id) {
+  const node = el("bdi", undefined, "wrap");
+  node.append(...idParts(id));
+  return node;
+}
+
+// Ids in a line, each as idNode, with `sep` between them.
 function isolated(items, sep) {
   const line = el("span", undefined, "wrap");
-  items.forEach((item, i) => line.append(...(i ? [sep] : []), bidi(item)));
+  items.forEach((item, i) => line.append(...(i ? [sep] : []), idNode(item)));
   return line;
 }
 
@@ -341,7 +444,7 @@ function scopeCell(r) {
   const cell = el("span", undefined, "wrap");
   for (const [label, id] of [["user", r.user_id], ["agent", r.agent_id], ["session", r.session_id]]) {
     if (!id) continue;
-    cell.append(...(cell.childNodes.length ? [" · "] : []), label + " ", bidi(id));
+    cell.append(...(cell.childNodes.length ? [" · "] : []), label + " ", idNode(id));
   }
   return cell;
 }
@@ -381,6 +484,7 @@ function openButton(r) {
 
 // Closes the memory panel; focus goes back to the memory's "history / edit" button.
 function closeMemory() {
+  drop("memory");  // a memory still on its way is not opened after Close
   $("detail").hidden = true;
   const opener = [...document.querySelectorAll("#mem-rows button")].find((b) => b.dataset.memoryId === editing.id);
   if (opener) opener.focus();
@@ -389,7 +493,7 @@ function closeMemory() {
 function showForget(scope) {
   mem.scope = scope;
   $("forget").hidden = !scope.user_id;
-  $("forget-user").textContent = scope.user_id || "";
+  $("forget-user").replaceChildren(idNode(scope.user_id || ""));
   $("forget-confirm-input").value = "";
   $("forget-button").disabled = true;
 }
@@ -397,6 +501,7 @@ function showForget(scope) {
 // The page of memories at ``offset`` (default: the one shown). The offset, the URL and
 // the forget panel change only once the page has come: a failed fetch leaves them be.
 async function loadMemories(offset = mem.offset) {
+  const current = request("memories");  // the list, from here on: an earlier page or search is stale
   const scope = scopeFromForm();
   const filters = { memory_type: $("f-type").value, validity: $("f-validity").value === "all" ? "all" : "" };
   if (!isScoped(scope)) {
@@ -409,9 +514,9 @@ async function loadMemories(offset = mem.offset) {
     rendered();
     return;
   }
-  const page = await api("/ui/api/memories?" + query({
+  const page = await current(api("/ui/api/memories?" + query({
     ...scope, memory_type: filters.memory_type, validity: $("f-validity").value, limit: PAGE, offset,
-  }));
+  })));
   mem.offset = offset;
   mem.total = page.total;
   showError("");
@@ -436,6 +541,7 @@ async function searchMemories() {
   const scope = scopeFromForm();
   const q = $("f-query").value.trim();
   if (!q) return loadMemories();
+  const current = request("memories");
   showForget(scope);
   setUrl({ ...scope, q, offset: "" });
   if (!isScoped(scope)) {
@@ -444,11 +550,11 @@ async function searchMemories() {
     return;
   }
   const type = $("f-type").value;
-  const found = await api("/v1/memories/search", {
+  const found = await current(api("/v1/memories/search", {
     method: "POST",
     body: { ...Object.fromEntries(Object.entries(scope).filter(([, v]) => v)), query: q, limit: 20,
       memory_types: type ? [type] : null },
-  });
+  }));
   showError("");
   head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", ""]);
   $("mem-rows").replaceChildren(...found.results.map((h, i) => row([
@@ -466,10 +572,11 @@ const editing = { id: null, text: "", meta: "" };
 
 // Opens a memory's panel; focus moves to it (`moveFocus`), except when a save reloads it.
 async function openMemory(id, moveFocus = true) {
+  const current = request("memory");
   const path = "/v1/memories/" + encodeURIComponent(id);
-  const [[r, source], hist] = await Promise.all([api(path, { raw: true }), api(path + "/history")]);
+  const [[r, source], hist] = await current(Promise.all([api(path, { raw: true }), api(path + "/history")]));
   showError("");
-  $("d-id").textContent = r.id;
+  $("d-id").replaceChildren(idNode(r.id));
   const fields = [
     ["type", r.memory_type], ["scope", scopeCell(r)], ["created", when(r.created_at)],
     ["updated", when(r.updated_at)], ["event time", when(r.event_time)],
@@ -489,7 +596,7 @@ async function openMemory(id, moveFocus = true) {
   editing.text = $("d-text").value;
   editing.meta = $("d-meta").value;
   $("history-rows").replaceChildren(...hist.results.map((e) => row([
-    when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), bidi(e.actor ?? ""),
+    when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), idNode(e.actor ?? ""),
   ])));
   const form = $("edit-form");
   form.onsubmit = (e) => {
@@ -547,7 +654,7 @@ async function forgetUser() {
   const out = await api("/v1/memories/forget", { method: "POST", body: { user_id: user } });
   $("detail").hidden = true;
   await loadMemories();
-  $("mem-status").replaceChildren("Forgot user ", bidi(out.user_id), ": " + out.forgotten + " records erased.");
+  $("mem-status").replaceChildren("Forgot user ", idNode(out.user_id), ": " + out.forgotten + " records erased.");
 }
 
 // -- sessions -------------------------------------------------------------------------
@@ -578,7 +685,9 @@ async function moreSessions(listId) {
   const items = page.filter((sid) => !list.shown.has(sid)).map((sid) => {
     list.shown.add(sid);
     const li = document.createElement("li");
-    li.appendChild(button(sid, () => list.onPick(sid).catch(fail), "chip wrap"));
+    const chip = button("", () => list.onPick(sid).catch(fail), "chip wrap");
+    chip.append(idNode(sid));
+    li.appendChild(chip);
     return li;
   });
   if (!list.shown.size) items.push(el("li", "no sessions" + (list.user ? " for this user" : ""), "status"));
@@ -605,13 +714,15 @@ function wireSessions() {
 async function startSessions() {
   $("s-user").value = params.get("user_id") || "";
   const pick = params.get("session_id");
+  // Asked for now: a session the user opens from the list before this log has come wins.
+  const current = request("turns");
   // A linked session's log is fetched beside the list, and shown when the list has it or
   // the log has turns (the list shows the newest sessions first, a page at a time).
   const [ids, first] = await Promise.all([
     listSessions("session-list", "s-user", (sid) => openSession(sid)),
     pick ? turnsPage(pick, -1) : null,
   ]);
-  if (pick && (ids.includes(pick) || first.results.length)) await openSession(pick, first);
+  if (pick && (ids.includes(pick) || first.results.length)) await openSession(pick, first, current);
   rendered();
 }
 
@@ -624,21 +735,29 @@ function turnsPage(sid, after) {
   return api("/ui/api/turns?" + query({ session_id: sid, after_seq: after, limit: TURN_PAGE + 1 }));
 }
 
-async function openSession(sid, firstPage) {
-  const found = await (firstPage || turnsPage(sid, -1));
+// Opens session `sid` (its first page of turns: `firstPage`, or fetched), as the request
+// `current` of the panel when one was made earlier.
+async function openSession(sid, firstPage, current = request("turns")) {
+  const found = await current(firstPage || turnsPage(sid, -1));
+  // A next page of turns or a window asked for the session shown until now is not drawn
+  // into this one.
+  drop("more");
+  drop("window");
   showError("");
   sess.id = sid;
   sess.after = -1;
   setUrl({ session_id: sid });
-  $("s-id").textContent = sid;
+  $("s-id").replaceChildren(idNode(sid));
   $("turn-rows").replaceChildren();
   $("window-out").hidden = true;
   $("session-detail").hidden = false;
   appendTurns(found);
 }
 
+// The next page of the session shown (twice clicked: the second page asked for is shown).
 async function loadTurns() {
-  const found = await turnsPage(sess.id, sess.after);
+  const current = request("more");
+  const found = await current(turnsPage(sess.id, sess.after));
   showError("");
   appendTurns(found);
 }
@@ -658,11 +777,12 @@ const SEGMENT_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
 async function buildWindow() {
   const user = idOf("s-user");
   const budget = parseInt($("w-budget").value, 10) || 2000;
-  const w = await api("/ui/api/window?" + query({ session_id: sess.id }), {
+  const current = request("window");
+  const w = await current(api("/ui/api/window?" + query({ session_id: sess.id }), {
     method: "POST",
     body: { question: $("w-question").value, token_budget: budget, model: $("w-model").value.trim(),
       ...(user ? { user_id: user } : {}) },
-  });
+  }));
   showError("");
   const color = {};
   w.segments.forEach((u, i) => (color[u.name] = SEGMENT_CLASSES[i % SEGMENT_CLASSES.length]));
@@ -711,7 +831,7 @@ function leftOutRows(w) {
   for (const o of w.left_out) {
     if (counts.has(o.segment)) rows.push(counts.get(o.segment));
     counts.delete(o.segment);
-    rows.push(row([o.segment, bidi(o.key), o.tokens, o.reason]));
+    rows.push(row([o.segment, idNode(o.key), o.tokens, o.reason]));
   }
   return [...rows, ...counts.values()];
 }
@@ -732,6 +852,7 @@ async function startCache() {
   $("c-user").value = params.get("user_id") || "";
   $("c-model").value = params.get("model") || "claude-sonnet-4-6";
   const pick = params.get("session_id");
+  const current = request("cache");  // a session opened from the list before this replay came wins
   // A linked session's replay is fetched beside the list, and shown when the list has it
   // or its log has turns (from_seq is null for an empty log); with none named, the most
   // recently active session (the list's first) is shown.
@@ -740,7 +861,7 @@ async function startCache() {
     pick ? cacheData(pick) : null,
   ]);
   const show = pick ? (ids.includes(pick) || data.from_seq !== null ? pick : null) : ids[0];
-  if (show) await openCache(show, show === pick ? data : null);
+  if (show) await openCache(show, show === pick ? data : null, current);
   rendered();
 }
 
@@ -763,11 +884,13 @@ async function cacheData(sid) {
   }
 }
 
-async function openCache(sid, prefetched) {
-  const data = await (prefetched || cacheData(sid));
+// Opens session `sid`'s replay (`prefetched`, or fetched), as the request `current` of
+// the panel when one was made earlier.
+async function openCache(sid, prefetched, current = request("cache")) {
+  const data = await current(prefetched || cacheData(sid));
   showError("");  // a new session's replay: an earlier one's error no longer applies
   setUrl({ session_id: sid, model: $("c-model").value.trim() });
-  $("c-id").textContent = sid;
+  $("c-id").replaceChildren(idNode(sid));
   $("c-summary").textContent = data.calls.length + " calls replayed with " + data.model + " · cache-read share " +
     (100 * data.read_share).toFixed(1) + "% · saved " + money(data.saved_usd) +
     (data.older_turns_left_out ? " · " + data.note : "");
