@@ -598,13 +598,21 @@ class Memory:
         filters: Filter | None = None,
         limit: int = 100,
         offset: int = 0,
+        max_bytes: int | None = None,
     ) -> list[MemoryRecord]:
-        """Memories in a scope, newest first (paginate with limit/offset)."""
+        """Memories in a scope, newest first (paginate with limit/offset).
+
+        ``max_bytes``: a shorter page where the UTF-8 bytes of the memories' text and
+        metadata would pass it (at least one memory): what a server sets so that a
+        page of large memories cannot fill its memory. The next page starts at
+        ``offset + len(page)``."""
         flt = self._filter(filters, user_id, agent_id, session_id, None, None, None)
         _check_limit(limit)
         if not isinstance(offset, int) or offset < 0:
             raise ValueError("offset must be a non-negative integer")
-        return self.store.list(flt, limit=limit, offset=offset)
+        if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
+            raise ValueError("max_bytes must be a positive integer")
+        return self.store.list(flt, limit=limit, offset=offset, max_bytes=max_bytes)
 
     def history(self, memory_id: str) -> list[HistoryEvent]:
         """Every change to a memory, oldest first (kept after deletion)."""

@@ -36,6 +36,7 @@ from ..cache import CacheSimulator, WireFormat, cache_request, report
 from ..cache.accounting import read_share
 from ..errors import RateLimited
 from ..types import Filter, Scope, Turn
+from . import ops
 from . import schemas as s
 from .auth import Authenticator
 from .errors import error_body
@@ -286,12 +287,14 @@ def inspect_router(
             as_of=as_of,
             include_invalid=validity == "all",
         )
-        records = mem.get_all(filters=flt, limit=limit, offset=offset)
+        page = s.ListRequest(limit=limit, offset=offset)
+        records, next_offset = ops.list_page(mem, page, filters=flt)
         return {
             "results": [s.RecordOut.of(r).model_dump(mode="json") for r in records],
             "total": tenants.store.count(flt),
             "limit": limit,
             "offset": offset,
+            "next_offset": next_offset,
         }
 
     @router.get("/turns")

@@ -141,7 +141,8 @@ class MemoryTools:
     ) -> list[dict[str, Any]]:
         """List memories of a user/agent/session, newest first (paginate with offset)."""
         body = s.parse(s.ListRequest, **_arguments(locals()))
-        return [r.to_dict() for r in ops.list_page(self._memory(), body)]
+        records, _ = ops.list_page(self._memory(), body)
+        return [r.to_dict() for r in records]
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:
         """One memory by id."""

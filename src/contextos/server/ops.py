@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
 from ..types import Filter, HistoryEvent, Hit, MemoryRecord
+
+#: The most bytes one memory may hold: its text (four bytes a character at most) and
+#: its metadata.
+MAX_RECORD_BYTES = 4 * MAX_TEXT_CHARS + MAX_METADATA_BYTES
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -53,9 +58,33 @@ def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:
     )
 
 
-def list_page(mem: Memory, body: s.ListRequest) -> list[MemoryRecord]:
-    """One page of the scope's memories, newest first."""
-    return mem.get_all(**body.scope(), limit=body.limit, offset=body.offset)
+def list_page(
+    mem: Memory, body: s.ListRequest, *, filters: Filter | None = None
+) -> tuple[list[MemoryRecord], int | None]:
+    """One page of the scope's memories, newest first, at most ``MAX_PAGE_BYTES`` of
+    them, and where the next page starts (None: this one reached the end).
+
+    A full page, or one the byte limit may have cut, has a next one (which may come
+    back empty)."""
+    from .schemas import MAX_PAGE_BYTES
+
+    records = mem.get_all(
+        **body.scope(),
+        filters=filters,
+        limit=body.limit,
+        offset=body.offset,
+        max_bytes=MAX_PAGE_BYTES,
+    )
+    full = len(records) == body.limit
+    cut = _page_bytes(records) > MAX_PAGE_BYTES - MAX_RECORD_BYTES
+    return records, body.offset + len(records) if records and (full or cut) else None
+
+
+def _page_bytes(records: Sequence[MemoryRecord]) -> int:
+    """The bytes the stores count against ``max_bytes`` (text and metadata)."""
+    return sum(
+        len(r.text.encode("utf-8", "surrogatepass")) + metadata_bytes(r.metadata) for r in records
+    )
 
 
 def update(mem: Memory, memory_id: str, body: s.UpdateRequest) -> MemoryRecord:

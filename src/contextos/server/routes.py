@@ -137,9 +137,10 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         page = s.ListRequest(
             user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit, offset=offset
         )
-        records = ops.list_page(mem, page)
+        records, next_offset = ops.list_page(mem, page)
+        out = [s.RecordOut.of(r) for r in records]
         return json_response(
-            s.RecordList(results=[s.RecordOut.of(r) for r in records], limit=limit, offset=offset)
+            s.RecordList(results=out, limit=limit, offset=offset, next_offset=next_offset)
         )
 
     @router.get("/{memory_id}", response_model=s.RecordOut, summary="get")

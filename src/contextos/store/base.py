@@ -305,9 +305,11 @@ class Store(Protocol):
         ...
 
     def list(
-        self, flt: Filter, *, limit: int = 100, offset: int = 0
+        self, flt: Filter, *, limit: int = 100, offset: int = 0, max_bytes: int | None = None
     ) -> builtins.list[MemoryRecord]:
-        """Records matching ``flt``, newest first."""
+        """Records matching ``flt``, newest first: ``limit`` of them from ``offset``, or
+        fewer where ``max_bytes`` cuts the page (the UTF-8 bytes of their text and
+        metadata; at least one record; :func:`~contextos.store.records.within_bytes`)."""
         ...
 
     def count(self, flt: Filter) -> int:

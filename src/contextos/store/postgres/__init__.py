@@ -391,12 +391,26 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return [record_from_row(r) for r in rows]
 
     @_absent_if_nul([], "flt")
-    def list(self, flt: Filter, *, limit: int = 100, offset: int = 0) -> _Records:
+    def list(
+        self, flt: Filter, *, limit: int = 100, offset: int = 0, max_bytes: int | None = None
+    ) -> _Records:
         where, params = filter_sql(flt, _now())
-        rows = self._read(
-            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} "
-            "ORDER BY m.created_at DESC, m.seq DESC LIMIT %s OFFSET %s",
+        order = "ORDER BY m.created_at DESC, m.seq DESC"
+        if max_bytes is None:
+            rows = self._read(
+                f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
+                (*params, limit, offset),
+            )
+            return [record_from_row(r) for r in rows]
+        sized = self._read(
+            "SELECT m.seq, octet_length(m.text) + octet_length(m.metadata::text) "
+            f"FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
             (*params, limit, offset),
+        )
+        # A record erased between the two reads is left out, as a later read would.
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.seq = ANY(%s) {order}",
+            (shared.within_bytes(sized, max_bytes),),
         )
         return [record_from_row(r) for r in rows]
 

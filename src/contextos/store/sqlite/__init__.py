@@ -367,13 +367,27 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return [row_to_record(r) for r in rows]
 
     def list(
-        self, flt: Filter, *, limit: int = 100, offset: int = 0
+        self, flt: Filter, *, limit: int = 100, offset: int = 0, max_bytes: int | None = None
     ) -> builtins.list[MemoryRecord]:
         where, params = filter_sql(flt, time.time())
-        rows = self._read(
-            f"SELECT {RECORD_COLUMNS.replace('rowid', 'm.rowid')} FROM memories m "
-            f"WHERE {where} ORDER BY m.created_at DESC, m.rowid DESC LIMIT ? OFFSET ?",
+        order = "ORDER BY m.created_at DESC, m.rowid DESC"
+        columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
+        if max_bytes is None:
+            rows = self._read(
+                f"SELECT {columns} FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+            return [row_to_record(r) for r in rows]
+        sized = self._read(
+            "SELECT m.rowid, length(CAST(m.text AS BLOB)) + length(CAST(m.metadata AS BLOB)) "
+            f"FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
             (*params, limit, offset),
+        )
+        # A record erased between the two reads is left out, as a later read would.
+        rows = self._read(
+            f"SELECT {columns} FROM memories m "
+            f"WHERE m.rowid IN (SELECT value FROM json_each(?)) {order}",
+            (json.dumps(shared.within_bytes(sized, max_bytes)),),
         )
         return [row_to_record(r) for r in rows]
 

@@ -370,7 +370,9 @@ function wireMemories() {
     loadMemories().catch(fail);
   });
   $("prev").addEventListener("click", () => loadMemories(Math.max(0, mem.offset - PAGE)).catch(fail));
-  $("next").addEventListener("click", () => loadMemories(mem.offset + PAGE).catch(fail));
+  // A page may hold fewer than PAGE memories (the server caps a page's bytes): the
+  // next one starts where the server says.
+  $("next").addEventListener("click", () => loadMemories(mem.next ?? mem.offset + PAGE).catch(fail));
   $("d-close").addEventListener("click", closeMemory);
   $("forget-confirm-input").addEventListener("input", () => {
     $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
@@ -532,7 +534,8 @@ async function loadMemories(offset = mem.offset) {
   $("page-info").textContent = page.results.length ? offset + 1 + "–" + last + " of " + page.total
     : page.total ? "none from " + (offset + 1) + " (" + page.total + " in all)" : "none";
   $("prev").disabled = offset === 0;
-  $("next").disabled = last >= page.total;
+  mem.next = page.next_offset;
+  $("next").disabled = page.next_offset == null || last >= page.total;
   $("pager").hidden = false;
   rendered();
 }
