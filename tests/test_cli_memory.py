@@ -258,6 +258,12 @@ def test_the_same_text_at_another_time_or_with_other_metadata_is_a_memory_of_its
             "I went to the gym", user_id="ana", event_time=may[1], metadata={"mood": "tired"}
         )
         assert again == first and later[0].id != first[0].id
+        as_text = m.add("I went to the gym", user_id="ana", event_time="2024-05-01T00:00:00Z")
+        assert as_text == first  # an ISO-8601 string, as reads take one
+        with pytest.raises(ValueError, match="ISO-8601"):
+            m.add("x", user_id="ana", event_time="last Tuesday")
+        with pytest.raises(TypeError, match="event_time"):
+            m.add("x", user_id="ana", event_time=20240501)
         assert later[0].event_time == may[1] and tired[0].metadata["mood"] == "tired"
         assert tired[0].id != later[0].id
         week = (may[1] - timedelta(hours=1), may[1] + timedelta(hours=1))

@@ -163,7 +163,7 @@ class Memory:
         agent_id: str | None = None,
         session_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        event_time: datetime | None = None,
+        event_time: datetime | str | None = None,
         memory_type: MemoryType = "episodic",
         infer: bool = False,
         extractor: Extractor | None = None,
@@ -194,7 +194,8 @@ class Memory:
                 None leaves an id out; an empty or blank id is an error
                 (the one rule of every scope, ``contextos.types.scope_id``).
             metadata: JSON-serialisable data kept with every record.
-            event_time: when it was said or happened. None: unknown, and stored as
+            event_time: when it was said or happened: a datetime or an ISO-8601
+                string (naive: UTC). None: unknown, and stored as
                 None (no date is rendered with the memory); a ``time_range`` search
                 then places the memory by when it was added (``created_at``).
             memory_type: "episodic" (default), "semantic" or "procedural".

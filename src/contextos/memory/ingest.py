@@ -100,7 +100,7 @@ def validate_options(
     scope: Scope,
     *,
     metadata: Mapping[str, Any] | None = None,
-    event_time: datetime | None = None,
+    event_time: datetime | str | None = None,
     memory_type: str = "episodic",
 ) -> AddOptions:
     """Check the keyword arguments of ``add`` and bundle them. The ids come as one
@@ -110,16 +110,15 @@ def validate_options(
         raise ValueError(f"memory_type must be one of {MEMORY_TYPES}, got {memory_type!r}")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError("metadata must be a dict")
-    if event_time is not None and not isinstance(event_time, datetime):
-        raise TypeError("event_time must be a datetime")
-    event_time = opt_utc(event_time, "event_time")
+    # An ISO-8601 string too, as every read (``as_of``, ``time_range``) takes one.
+    when = opt_utc(event_time, "event_time")
     if metadata:
         check_metadata(metadata)
     if not scope.is_scoped():
         from ..errors import ScopeError
 
         raise ScopeError("add needs a user_id, agent_id or session_id to scope the memory")
-    return AddOptions(scope, dict(metadata or {}), event_time, memory_type)
+    return AddOptions(scope, dict(metadata or {}), when, memory_type)
 
 
 def build_records(
