@@ -135,6 +135,20 @@ def _hostile_requests(key: str) -> list[tuple[str, str, dict[str, Any]]]:
     )
     for route in ("cache", "cache.svg"):
         out.append(("GET", f"/ui/api/sessions/s/{route}?model=a%00b", {"headers": h}))
+    # Bodies the framework's JSON parser fails on for another reason than syntax (a bare
+    # 400 "There was an error parsing the body"), and blank texts (a 400 ValueError that
+    # named no field, "query must be ..." for a window's question).
+    for raw in (
+        b'{"messages": "caf\xe9", "user_id": "u"}',  # Latin-1, not UTF-8
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"messages": "x", "user_id": "u", "metadata": {"n": ' + b"7" * 5_000 + b"}}",
+    ):
+        out.append(("POST", "/v1/memories", {"headers": h, "content": raw}))
+    out += [
+        ("POST", "/v1/memories/search", {"headers": h, "json": {"query": " \n", "user_id": "u"}}),
+        ("PATCH", "/v1/memories/some-id", {"headers": h, "json": {"text": "  "}}),
+        ("POST", "/v1/sessions/s/window", {"headers": h, "json": {"question": " \n "}}),
+    ]
     return out
 
 

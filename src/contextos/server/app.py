@@ -222,6 +222,25 @@ def close_app(app: Any) -> None:
     app.state.close()
 
 
+def body_parse_error(exc: BaseException) -> str | None:
+    """Why the framework could not read a request body as JSON, in words, or None.
+
+    FastAPI answers a body its JSON parser fails on for any reason but a syntax error
+    with a bare 400 "There was an error parsing the body" (the cause chained): invalid
+    UTF-8, JSON nested past the parser's depth, an integer of more digits than Python
+    converts. Malformed input is a 422 that says what is wrong (docs/server.md)."""
+    cause = exc.__cause__
+    if getattr(exc, "status_code", None) != 400 or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 (byte {cause.start} cannot be decoded)"
+    if isinstance(cause, RecursionError):
+        return "the body's JSON nests too deep to read"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number in the body has too many digits to read"
+    return None
+
+
 def _install_error_handlers(app: Any, fastapi: Any) -> None:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -242,6 +261,9 @@ def _install_error_handlers(app: Any, fastapi: Any) -> None:
         return JSONResponse(error_body("InvalidRequest", describe(exc.errors())), 422)
 
     async def on_http(_: Any, exc: HTTPException) -> Any:
+        unparsed = body_parse_error(exc)
+        if unparsed is not None:
+            return JSONResponse(error_body("InvalidRequest", unparsed), 422)
         return JSONResponse(
             error_body("HTTPError", str(exc.detail)),
             exc.status_code,

@@ -118,6 +118,15 @@ def check_scope_id(value: str) -> str:
     return value
 
 
+def check_not_blank(value: str) -> str:
+    """A query, a question or a memory's new text needs a non-space character: the
+    library refuses a blank one too, but as a ``ValueError`` (a 400 naming no field,
+    "query must be a non-empty string" for a window's ``question``)."""
+    if not value.strip():
+        raise ValueError("must hold a non-space character")
+    return value
+
+
 def _check_time(value: datetime) -> datetime:
     """The library's one rule for times (:func:`contextos.times.utc`): an instant in
     years 1-9999 in UTC, naive meaning UTC. ``0001-01-01T00:00+01:00`` is refused."""
@@ -171,7 +180,12 @@ MessageText = Annotated[
     _at_most("a message"),
     AfterValidator(check_text),
 ]
-Query = Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(check_text)]
+Query = Annotated[
+    str,
+    Field(min_length=1, max_length=10_000),
+    AfterValidator(check_text),
+    AfterValidator(check_not_blank),
+]
 Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(check_text)]
 #: A user, agent or session id: an Ident with at least one non-space character.
 ScopeId = Annotated[Ident, AfterValidator(check_scope_id)]
@@ -289,6 +303,7 @@ class UpdateRequest(_Body):
             Field(min_length=1, json_schema_extra={"maxLength": MAX_TEXT}),
             _at_most("a memory"),
             AfterValidator(check_text),
+            AfterValidator(check_not_blank),
         ]
         | None
     ) = None
