@@ -273,10 +273,13 @@ def render_openai(
     return body
 
 
-def render(window: Window, model: ModelInfo, wire: WireFormat) -> dict[str, Any]:
-    """Render for ``wire`` (``anthropic`` or ``openai``)."""
+def render(
+    window: Window, model: ModelInfo, wire: WireFormat, *, keep_empty: bool = False
+) -> dict[str, Any]:
+    """Render for ``wire`` (``anthropic`` or ``openai``); ``keep_empty``: see
+    :func:`render_anthropic` (the OpenAI body always maps turn to message)."""
     if wire == "anthropic":
-        return render_anthropic(window, model)
+        return render_anthropic(window, model, keep_empty=keep_empty)
     if wire == "openai":
         return render_openai(window, model)
     raise ValueError(f"unknown wire format {wire!r}")

@@ -53,7 +53,7 @@ def cache_request(
     window: Window, model: ModelInfo, wire: WireFormat, *, at: float, output_tokens: int = 0
 ) -> CacheRequest:
     """Render ``window`` and chain-hash its wire blocks (hash i covers blocks 0..i)."""
-    body = render(window, model, wire)
+    body = render(window, model, wire, keep_empty=True)  # one wire block per window block
     blocks = wire_blocks(body, wire, final_parts=final_parts(window))
     if len(blocks) != len(window.blocks):
         raise ValueError("renderer produced a block count different from the window")
