@@ -56,6 +56,7 @@ SERIAL_MODULES = frozenset(
         "test_serve_latency",
         "test_server",
         "test_server_edges",
+        "test_server_live_sessions",
         "test_server_window_load",
         "test_session_hold",
         "test_speed",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..embed import Embedder
 from ..memory.embedding_worker import EmbeddingWorker
 from ..store import Store, open_store
+from .live_sessions import LiveSessions
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -32,6 +33,8 @@ class TenantMemories:
         self._cache: OrderedDict[str, Memory] = OrderedDict()
         self.worker = EmbeddingWorker(store, embedder)
         self.worker.notify()  # embed whatever a crashed replica left pending
+        #: The Sessions windows are built with, kept between requests.
+        self.sessions = LiveSessions(store)
 
     @classmethod
     def open(cls, db: str, embedder: Embedder) -> TenantMemories:
@@ -90,5 +93,6 @@ class TenantMemories:
         (the server's shutdown first waits a bounded time with :meth:`flush`)."""
         with self._lock:
             self._cache.clear()
+        self.sessions.clear()
         self.worker.close()
         self.store.close()

@@ -26,10 +26,10 @@ class WindowSlots:
     """Builds windows on threads of their own, at most ``per_tenant`` of one tenant at
     once; the others wait, without a thread, until one is done.
 
-    Why: a window reads the session's log since its last compaction whole (every turn
-    of it is placed or listed as left out, and nothing over HTTP or MCP compacts), so on
-    a long log it costs CPU in proportion (about 0.3 s at 20,000 turns, 2 to 4 s at
-    80,000). Built in the thread pool that every route shares (40 threads), 40 windows
+    Why: a session's first window in a process reads its log whole, and an uncompacted
+    log costs every window in proportion (every turn of it is placed or listed as left
+    out, and nothing over HTTP or MCP compacts): about 0.3 s at 20,000 turns, 2 to 4 s
+    at 80,000. Built in the thread pool that every route shares (40 threads), 40 windows
     that one tenant sent at once on a 20,000-turn log held every thread and the
     interpreter lock for 44 s: another tenant's ``GET /v1/memories`` went from 50 ms to
     p50 700 ms, max 4 to 6 s. Now one tenant's windows queue behind each other only, and

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from contextos.engine.session import Session, context_window, search_scope, window_budget
+from contextos.engine.session import context_window, search_scope, window_budget
 from contextos.engine.window import Overflow, Window
 from contextos.llm.models import get_model
 from contextos.llm.tokens import Tokenizer
@@ -58,13 +58,8 @@ def build_window(
         limit=req.limit,
     )
     if req.session_id is not None:
-        session = Session(
-            tenants.store,
-            req.session_id,
-            tenant=tenant,
-            user_id=req.user_id,
-            agent_id=req.agent_id,
-            tokenizer=tokenizer,
+        session = tenants.sessions.get(
+            tenant, req.session_id, user_id=req.user_id, agent_id=req.agent_id, tokenizer=tokenizer
         )
         return session.window(model, req.question, budget=budget, hits=hits)
     return context_window(
