@@ -98,7 +98,7 @@ def test_a_tool_result_no_window_can_hold_is_logged_with_a_warning(tmp_path: Pat
     assert orphan.stderr.startswith("warning: turn #1 will never be in a window: ")
     assert "no assistant tool call with id 't9' is open in session 's3'" in orphan.stderr
     bare = run_cli("session", "add", "s3", "sunny", "--role", "tool", db=db)
-    assert bare.returncode == 0 and "without --tool-call-id answers no call" in bare.stderr
+    assert bare.returncode == 0 and "without a tool call id answers no call" in bare.stderr
     # Both are in the log (a warning, not a refusal).
     log = json.loads(run_cli("session", "show", "s3", "--json", db=db).stdout)
     assert [t["message"]["role"] for t in log["turns"]] == ["user", "tool", "tool"]

@@ -12,8 +12,8 @@ from typing import Any, Literal, cast
 
 import click
 
-from contextos.engine.compaction import STRATEGIES, Thresholds, visible_turns
-from contextos.engine.session import CompactionResult, Session, sendable_units
+from contextos.engine.compaction import STRATEGIES, Thresholds
+from contextos.engine.session import CompactionResult, Session, never_sent
 from contextos.engine.window import Window
 from contextos.llm.models import ModelInfo, get_model
 
@@ -56,42 +56,14 @@ def _non_empty(_ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-def _warn_if_never_sent(s: Session, turn: Turn) -> None:
-    """Say on stderr when the tool result ``turn`` just logged can never be in a window.
-
-    A tool result is sent only right after the assistant turn that called it, and only
-    while that call is open (no assistant turn since): both APIs refuse anything else,
-    so the window leaves such a result out (:func:`~contextos.engine.session.sendable_units`).
-    The CLI cannot log an assistant's tool call, so ``session add --role tool`` alone
-    always logged a result that no window would hold, and said nothing. Later turns
-    cannot change that (a call must come before its result), so it is said now. A
-    warning, not a refusal: the log keeps what happened, as ``Session.add`` and
-    ``POST /v1/sessions/{id}/turns`` keep the same turn, and exit 0 keeps a script that
-    logs tool output going."""
-    kept = {t.seq for unit in sendable_units(visible_turns(s.turns(), s.state())) for t in unit}
-    if turn.seq in kept:
-        return
-    call_id = turn.message.tool_call_id
-    why = (
-        f"no assistant tool call with id {call_id!r} is open in session {s.session_id!r}"
-        if call_id
-        else "a tool result without --tool-call-id answers no call"
-    )
-    err_console.print(
-        SafeText(
-            f"warning: turn #{turn.seq} will never be in a window: {why} "
-            "(the call must be logged first, by Session.add or a wrapped SDK call; "
-            "the CLI cannot log one)"
-        ),
-        highlight=False,
-    )
-
-
 def _append(s: Session, message: Message) -> list[Turn]:
-    """Log ``message`` in ``s``; a tool result no window can hold is said so on stderr."""
+    """Log ``message`` in ``s``; a tool result no window can hold is said so on stderr
+    (:func:`~contextos.engine.session.never_sent`; the CLI cannot log an assistant's
+    tool call). A warning, not a refusal: the log keeps what happened, and exit 0 keeps
+    a script that logs tool output going."""
     turns = s.add(message)
-    if message.role == "tool":
-        _warn_if_never_sent(s, turns[-1])
+    for warning in never_sent(s, turns):
+        err_console.print(SafeText(f"warning: {warning}"), highlight=False)
     return turns
 
 

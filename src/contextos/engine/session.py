@@ -261,6 +261,41 @@ def search_scope(user_id: str | None, agent_id: str | None, session_id: str | No
     return scope_ids(user_id, agent_id, session_id if only_session else None)
 
 
+def never_sent(session: Session, logged: Sequence[Turn]) -> list[str]:
+    """Why each tool result among ``logged`` (just logged in ``session``) can never be
+    in a window, one sentence per such turn; [] when every one can.
+
+    A tool result is sent only right after the assistant turn that called it, while
+    that call is open: both APIs refuse anything else, so a window leaves such a result
+    out (:func:`sendable_units`), and later turns cannot change that. The CLI and the
+    HTTP API cannot log an assistant's tool call, so a result logged through them alone
+    was a turn no window would ever hold, and nothing said so. Reads the log only when
+    ``logged`` holds a tool result."""
+    results = [t for t in logged if t.message.role == "tool"]
+    if not results:
+        return []
+    kept = {
+        t.seq
+        for unit in sendable_units(visible_turns(session.turns(), session.state()))
+        for t in unit
+    }
+    out = []
+    for turn in results:
+        if turn.seq in kept:
+            continue
+        call_id = turn.message.tool_call_id
+        why = (
+            f"no assistant tool call with id {call_id!r} is open in session {session.session_id!r}"
+            if call_id
+            else "a tool result without a tool call id answers no call"
+        )
+        out.append(
+            f"turn #{turn.seq} will never be in a window: {why} (the call must be logged "
+            "first, by Session.add or a wrapped SDK call)"
+        )
+    return out
+
+
 def sendable_units(turns: Sequence[Turn]) -> list[list[Turn]]:
     """``turns`` as a request may send them: each tool call with its results right after
     it, in units (a turn, or a call and its results).
@@ -1606,6 +1641,7 @@ __all__ = [
     "hit_items",
     "hit_refs",
     "loop_thinking_to_fit",
+    "never_sent",
     "novel_hits",
     "search_scope",
     "sendable_units",

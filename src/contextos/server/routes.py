@@ -14,7 +14,7 @@ from fastapi.security import HTTPBearer
 from pydantic import AfterValidator, BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from contextos.engine.session import Session
+from contextos.engine.session import Session, never_sent
 from contextos.llm.tokens import Tokenizer
 
 from ..types import Scope
@@ -185,12 +185,16 @@ def session_router(
     Tenant = Annotated[str, Depends(tenant_of)]
 
     @router.post(
-        "/{session_id}/turns", status_code=201, response_model=s.TurnList, summary="append_turns"
+        "/{session_id}/turns",
+        status_code=201,
+        response_model=s.AppendedTurns,
+        summary="append_turns",
     )
     def append_turns(
         session_id: SessionPath, body: s.AppendTurnsRequest, tenant: Tenant
-    ) -> s.TurnList:
-        """Append messages to a session's log, durably, numbered in order (Session.add)."""
+    ) -> s.AppendedTurns:
+        """Append messages to a session's log, durably, numbered in order (Session.add);
+        ``warnings`` says why a tool result logged can never be in a window."""
         session = Session(
             tenants.store,
             session_id,
@@ -200,7 +204,9 @@ def session_router(
             tokenizer=tokenizer,
         )
         turns = session.add(*(m.to_message() for m in body.messages))
-        return s.TurnList(results=[s.TurnOut.of(t) for t in turns])
+        return s.AppendedTurns(
+            results=[s.TurnOut.of(t) for t in turns], warnings=never_sent(session, turns)
+        )
 
     @router.get("/{session_id}/turns", response_model=s.TurnList, summary="turns")
     def turns(

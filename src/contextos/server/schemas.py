@@ -493,6 +493,13 @@ class TurnList(Results[TurnOut]):
     pass
 
 
+class AppendedTurns(Results[TurnOut]):
+    #: Why a turn just logged can never be in a window (a tool result whose assistant
+    #: call is not in the log, which this API cannot log): the turn is kept, as the
+    #: log keeps what happened, and the client is told (``engine.session.never_sent``).
+    warnings: list[str] = Field(default_factory=list)
+
+
 class SessionList(Page[str]):
     pass
 
