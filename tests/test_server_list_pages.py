@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ui_support import live_server
-
+from contextos.engine.session import Session
 from contextos.memory import Memory
 from contextos.server.schemas import MAX_PAGE_BYTES
+from contextos.store import open_store
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import Filter, Scope
+from contextos.types import Filter, Message, Scope
+from ui_support import live_server
 
 #: The largest memory text there is: 100,000 characters of four UTF-8 bytes each.
 FAT = 400_000
@@ -81,3 +82,56 @@ def test_a_byte_limited_list_is_a_prefix_of_the_whole_list(store: Store) -> None
         assert len(store.list(flt, limit=10, offset=1, max_bytes=10**9)) == 5
         newest = store.list(flt, limit=1)
         assert [r.id for r in m.get_all(user_id="ana", limit=10, max_bytes=1)] == [newest[0].id]
+
+
+def test_pages_of_large_turns_are_cut_by_bytes_and_cover_the_log(tmp_path: Path) -> None:
+    """The same for a session's turns (``GET /v1/sessions/{id}/turns``, the inspector's
+    ``/ui/api/turns``), following ``next_after_seq``; a turn larger than a page, logged
+    by the library, comes alone and the log goes on after it."""
+    db = tmp_path / "s.db"
+    with live_server(db) as server:
+        key = server.issue_key("acme")
+        for i in range(12):  # 4.8 MB
+            server.turns(key, "s1", [{"role": "user", "content": _fat(i)}])
+        store = open_store(db)
+        try:
+            huge = "x" * (MAX_PAGE_BYTES + 10)
+            Session(store, "s1", tenant="acme").add(Message("assistant", huge))
+        finally:
+            store.close()
+        server.turns(key, "s1", [{"role": "user", "content": "a small one"}])
+
+        def get(path: str, params: dict[str, Any]) -> Any:
+            resp = server.http.get(path, params=params, headers={"Authorization": f"Bearer {key}"})
+            assert resp.status_code == 200, resp.text
+            return resp.json()
+
+        for path, params in (
+            ("/v1/sessions/s1/turns", {}),
+            ("/ui/api/turns", {"session_id": "s1"}),
+        ):
+            pages, after = [], -1
+            while after is not None:
+                page = get(path, {**params, "after_seq": after, "limit": 1000})
+                pages.append([t["seq"] for t in page["results"]])
+                after = page["next_after_seq"]
+                assert len(pages) < 50
+            assert [seq for page in pages for seq in page] == list(range(14)), path
+            assert [12] in pages  # the huge turn alone
+            assert len(pages) >= 3
+
+
+def test_a_byte_limited_read_of_turns_is_a_prefix_or_a_suffix(store: Store) -> None:
+    scope = Scope(tenant="t", session_id="s")
+    said = [Message("user", _fat(i) if i % 2 else f"small {i}") for i in range(6)]
+    store.append_turns(scope, said, [5] * 6)
+    whole = store.turns(scope, after_seq=0)
+    for max_bytes in (1, FAT, FAT + 100, 2 * FAT + 200, 10**9):
+        first = store.turns(scope, after_seq=0, max_bytes=max_bytes)
+        assert [t.seq for t in first] == [t.seq for t in whole[: len(first)]] and first
+        last = store.turns(scope, after_seq=0, limit=4, newest=True, max_bytes=max_bytes)
+        assert [t.seq for t in last] == [t.seq for t in whole[len(whole) - len(last) :]] and last
+        for cut in (first, last):
+            held = sum(len(t.message.content.encode()) for t in cut)
+            assert held <= max_bytes or len(cut) == 1
+    assert len(store.turns(scope, after_seq=0, max_bytes=10**9)) == 5

@@ -303,8 +303,9 @@ def inspect_router(
     ) -> Response:
         """``GET /v1/sessions/{id}/turns``, the session named in the query."""
         scope = Scope(tenant=tenant, session_id=session_id)
-        found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
-        return json_response(s.TurnList(results=[s.TurnOut.of(t) for t in found]))
+        found, after = ops.turns_page(tenants.store, scope, after_seq=after_seq, limit=limit)
+        out = [s.TurnOut.of(t) for t in found]
+        return json_response(s.TurnList(results=out, next_after_seq=after))
 
     slots = windows or WindowSlots()
 

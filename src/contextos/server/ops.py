@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
-from ..types import Filter, HistoryEvent, Hit, MemoryRecord
+from ..types import Filter, HistoryEvent, Hit, MemoryRecord, Scope, Turn
 
 #: The most bytes one memory may hold: its text (four bytes a character at most) and
 #: its metadata.
@@ -19,6 +19,7 @@ MAX_RECORD_BYTES = 4 * MAX_TEXT_CHARS + MAX_METADATA_BYTES
 
 if TYPE_CHECKING:
     from ..memory import Memory
+    from ..store import Store
     from . import schemas as s
 
 
@@ -78,6 +79,26 @@ def list_page(
     full = len(records) == body.limit
     cut = _page_bytes(records) > MAX_PAGE_BYTES - MAX_RECORD_BYTES
     return records, body.offset + len(records) if records and (full or cut) else None
+
+
+def turns_page(
+    store: Store, scope: Scope, *, after_seq: int, limit: int
+) -> tuple[list[Turn], int | None]:
+    """A page of a session's turns with seq > ``after_seq``, at most ``MAX_PAGE_BYTES``
+    of them (their content, tool calls and metadata), and the ``after_seq`` of the next
+    page: None when this one reached the end of the log. A page shorter than ``limit``
+    may have been cut by its bytes (a turn the library logged may be larger than any
+    over HTTP), so the log's newest turn is read to know."""
+    from .schemas import MAX_PAGE_BYTES
+
+    turns = store.turns(scope, after_seq=after_seq, limit=limit, max_bytes=MAX_PAGE_BYTES)
+    if not turns:
+        return turns, None
+    if len(turns) < limit:
+        newest = store.turns(scope, limit=1, newest=True)
+        if not newest or newest[0].seq <= turns[-1].seq:
+            return turns, None
+    return turns, turns[-1].seq
 
 
 def _page_bytes(records: Sequence[MemoryRecord]) -> int:

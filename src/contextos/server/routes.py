@@ -217,8 +217,8 @@ def session_router(
     ) -> s.TurnList:
         """A session's turns with seq > after_seq, in order."""
         scope = Scope(tenant=tenant, session_id=session_id)
-        found = tenants.store.turns(scope, after_seq=after_seq, limit=limit)
-        return s.TurnList(results=[s.TurnOut.of(t) for t in found])
+        found, after = ops.turns_page(tenants.store, scope, after_seq=after_seq, limit=limit)
+        return s.TurnList(results=[s.TurnOut.of(t) for t in found], next_after_seq=after)
 
     slots = windows or WindowSlots()
 

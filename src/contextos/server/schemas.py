@@ -490,7 +490,10 @@ class TurnOut(_Out):
 
 
 class TurnList(Results[TurnOut]):
-    pass
+    #: The ``after_seq`` of the next page (this page's last seq); null when this page
+    #: reached the end. A page may hold fewer than ``limit`` turns and still have a
+    #: next one (``MAX_PAGE_BYTES``).
+    next_after_seq: int | None = None
 
 
 class AppendedTurns(Results[TurnOut]):

@@ -433,11 +433,20 @@ class Store(Protocol):
         ...
 
     def turns(
-        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
+        self,
+        scope: Scope,
+        *,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
+        max_bytes: int | None = None,
     ) -> builtins.list[Turn]:
         """A session's turns in order, those with seq > ``after_seq``: the first
         ``limit`` of them, or with ``newest`` the last ``limit`` (one indexed read
-        either way, however long the log)."""
+        either way, however long the log); ``max_bytes`` stops them (the first, or with
+        ``newest`` the last) where the UTF-8 bytes of their content, tool calls and
+        metadata would pass it (at least one turn;
+        :func:`~contextos.store.records.within_bytes`)."""
         ...
 
     def turns_since(

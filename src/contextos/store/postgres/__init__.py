@@ -737,9 +737,17 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     @_absent_if_nul([], "scope")
     def turns(
-        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
+        self,
+        scope: Scope,
+        *,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
+        max_bytes: int | None = None,
     ) -> _Turns:
-        return self._sessions.turns(scope, after_seq=after_seq, limit=limit, newest=newest)
+        return self._sessions.turns(
+            scope, after_seq=after_seq, limit=limit, newest=newest, max_bytes=max_bytes
+        )
 
     @_absent_if_nul(None, "scope")
     def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> _Turns | None:

@@ -27,6 +27,7 @@ from contextos.store.records import (
     refuse_nul_in_scope,
     swap_session_meta_row,
     turns_since,
+    within_bytes,
 )
 from contextos.types import Message, Scope, Turn
 
@@ -122,13 +123,32 @@ class PgSessionLog:
         ]
 
     def turns(
-        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
+        self,
+        scope: Scope,
+        *,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
+        max_bytes: int | None = None,
     ) -> list[Turn]:
-        rows = self._read(
-            f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = %s AND "
-            f"session_id = %s AND seq > %s ORDER BY seq {'DESC' if newest else ''} LIMIT %s",
-            (scope.tenant, scope.session_id, after_seq, limit),
-        )
+        where = "tenant = %s AND session_id = %s AND seq > %s"
+        order = f"ORDER BY seq {'DESC' if newest else ''}"
+        args = (scope.tenant, scope.session_id, after_seq, limit)
+        if max_bytes is None:
+            rows = self._read(
+                f"SELECT {TURN_COLUMNS} FROM turns WHERE {where} {order} LIMIT %s", args
+            )
+        else:
+            sized = self._read(
+                "SELECT seq, octet_length(content) + octet_length(tool_calls::text) "
+                f"+ octet_length(metadata::text) FROM turns WHERE {where} {order} LIMIT %s",
+                args,
+            )
+            rows = self._read(
+                f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = %s AND session_id = %s "
+                f"AND seq = ANY(%s) {order}",
+                (scope.tenant, scope.session_id, within_bytes(sized, max_bytes)),
+            )
         turns = [turn_from_row(r) for r in rows]
         return turns[::-1] if newest else turns
 

@@ -1082,13 +1082,32 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return [turn_from_row(r) for r in rows]
 
     def turns(
-        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None, newest: bool = False
+        self,
+        scope: Scope,
+        *,
+        after_seq: int = -1,
+        limit: int | None = None,
+        newest: bool = False,
+        max_bytes: int | None = None,
     ) -> builtins.list[Turn]:
-        rows = self._read(
-            f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = ? AND session_id = ? AND seq > ? "
-            f"ORDER BY seq {'DESC' if newest else ''} LIMIT ?",
-            (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit),
-        )
+        where = "tenant = ? AND session_id = ? AND seq > ?"
+        order = f"ORDER BY seq {'DESC' if newest else ''}"
+        args = (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit)
+        if max_bytes is None:
+            rows = self._read(
+                f"SELECT {TURN_COLUMNS} FROM turns WHERE {where} {order} LIMIT ?", args
+            )
+        else:
+            sized = self._read(
+                "SELECT seq, length(CAST(content AS BLOB)) + length(CAST(tool_calls AS BLOB)) "
+                f"+ length(CAST(metadata AS BLOB)) FROM turns WHERE {where} {order} LIMIT ?",
+                args,
+            )
+            rows = self._read(
+                f"SELECT {TURN_COLUMNS} FROM turns WHERE tenant = ? AND session_id = ? "
+                f"AND seq IN (SELECT value FROM json_each(?)) {order}",
+                (scope.tenant, scope.session_id, json.dumps(shared.within_bytes(sized, max_bytes))),
+            )
         turns = [turn_from_row(r) for r in rows]
         return turns[::-1] if newest else turns
 

@@ -772,7 +772,8 @@ function appendTurns(found) {
     ]));
     sess.after = t.seq;
   }
-  $("turns-more").hidden = found.results.length <= TURN_PAGE;
+  // More when the page was full, or the server cut it short by its bytes.
+  $("turns-more").hidden = found.results.length <= TURN_PAGE && found.next_after_seq == null;
 }
 
 const SEGMENT_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
