@@ -402,3 +402,55 @@ def test_metadata_nested_deeper_than_the_limit_is_refused_before_anything_is_sto
             m.add("a cycle", user_id="u", metadata=cycle)
         assert [r.text for r in m.get_all(user_id="u")] == ["shallow enough"]
         assert m.get(kept.id).metadata["a"] == ok["a"]
+
+
+def test_search_and_list_take_the_apis_filters(tmp_path: Path) -> None:
+    """The CLI had none of the API's filters (metadata, event-time range, type on list)
+    though the README says it mirrors the API. Each flag against the same call in
+    Python on the same file."""
+    db = tmp_path / "cli.db"
+    run(
+        db,
+        "add",
+        "gym day",
+        "-u",
+        "ana",
+        "--event-time",
+        "2024-05-01",
+        "--metadata",
+        '{"mood": "tired", "n": 2}',
+    )
+    run(
+        db,
+        "add",
+        "gym day again",
+        "-u",
+        "ana",
+        "--event-time",
+        "2024-05-08",
+        "--metadata",
+        '{"mood": "happy"}',
+    )
+    run(db, "add", "stretch before the gym", "-u", "ana", "--type", "procedural")
+
+    def texts(*args: str) -> list[str]:
+        out = run(db, "--json", *args)
+        assert out.returncode == 0, out.stderr
+        return [r.get("memory", r)["text"] for r in json.loads(out.stdout)]
+
+    assert texts("search", "gym", "-u", "ana", "--where", "mood=tired") == ["gym day"]
+    assert texts("search", "gym", "-u", "ana", "--where", "n=2", "--where", "mood=tired") == [
+        "gym day"
+    ]
+    assert texts("search", "gym", "-u", "ana", "--where", "n=3") == []
+    may = ("--after", "2024-05-05", "--before", "2024-05-09")
+    assert texts("search", "gym", "-u", "ana", *may) == ["gym day again"]
+    assert texts("list", "-u", "ana", "--type", "procedural") == ["stretch before the gym"]
+    assert texts("list", "-u", "ana", "--where", "mood=happy") == ["gym day again"]
+    with Memory(db, embedder=HashEmbedder()) as m:
+        week = (datetime(2024, 5, 5, tzinfo=UTC), datetime(2024, 5, 9, tzinfo=UTC))
+        api = m.search("gym", user_id="ana", time_range=week)
+        assert [h.record.text for h in api] == ["gym day again"]
+    bad = run(db, "list", "-u", "ana", "--where", "a..b=1")
+    assert bad.returncode == 2 and "--where" in bad.stderr
+    assert run(db, "list", "-u", "ana", "--where", "novalue").returncode == 2

@@ -20,7 +20,16 @@ from rich.table import Table
 
 from ..errors import NotFound, ScopeError
 from ..memory.render import render
-from ..types import HistoryEvent, MemoryRecord, MemoryType, ScopeIds, scope_ids
+from ..store.base import check_metadata_key
+from ..types import (
+    Filter,
+    HistoryEvent,
+    MemoryRecord,
+    MemoryType,
+    ScopeIds,
+    check_metadata_filter_value,
+    scope_ids,
+)
 from .common import (
     CliState,
     F,
@@ -113,6 +122,51 @@ def needs_scope(why: str) -> click.UsageError:
     scope: it names the flags, where the library's ScopeError names its keywords."""
     ctx = click.get_current_context()
     return click.UsageError(f"{ctx.info_name} needs a scope: {SCOPE_FLAGS} ({why})", ctx)
+
+
+def _where_param(
+    _ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any]:
+    """Callback of ``--where KEY=VALUE`` (repeatable): the metadata filter ``Filter``
+    takes. VALUE is read as JSON when it is a JSON number, ``true`` or ``false``, or
+    a quoted string, else as the text given (``--where mood=tired``)."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param=param)
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if not isinstance(value, (str, int, float, bool)):
+            value = raw  # null, a list or an object: matched as the text given
+        try:
+            check_metadata_key(key)
+            check_metadata_filter_value(key, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param=param) from None
+        out[key] = value
+    return out
+
+
+#: ``--where``, on ``search`` and ``list``.
+where_option = click.option(
+    "--where",
+    multiple=True,
+    callback=_where_param,
+    metavar="KEY=VALUE",
+    help="Only memories whose metadata KEY (dotted: a.b) equals VALUE (JSON number, "
+    "true/false or text). Repeatable: all must hold.",
+)
+#: ``--type``, on ``search`` and ``list``.
+type_option = click.option(
+    "--type",
+    "memory_types",
+    multiple=True,
+    type=click.Choice(["episodic", "semantic", "procedural"]),
+    help="Only memories of this type. Repeatable: any of them.",
+)
 
 
 def with_scope(func: F) -> F:
@@ -237,14 +291,20 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @with_scope
     @click.option("--limit", "-k", default=10, show_default=True, type=int_range(1, 1000))
     @click.option("--token-budget", type=int_range(1), help="Cut results to this many tokens.")
-    @click.option(
-        "--type",
-        "memory_types",
-        multiple=True,
-        type=click.Choice(["episodic", "semantic", "procedural"]),
-    )
+    @type_option
+    @where_option
     @click.option(
         "--as-of", callback=_time_param, help="Only memories valid at this time (ISO-8601)."
+    )
+    @click.option(
+        "--after",
+        callback=_time_param,
+        help="Only memories that happened at or after this time (event time; ISO-8601).",
+    )
+    @click.option(
+        "--before",
+        callback=_time_param,
+        help="Only memories that happened before this time (event time; ISO-8601).",
     )
     @click.option(
         "--min-score",
@@ -260,7 +320,10 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         limit: int,
         token_budget: int | None,
         memory_types: tuple[str, ...],
+        where: dict[str, Any],
         as_of: datetime | None,
+        after: datetime | None,
+        before: datetime | None,
         min_score: float | None,
     ) -> None:
         """Search memories in a scope (hybrid BM25 + vectors)."""
@@ -269,10 +332,12 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             hits = memory.search(
                 query,
                 **scope,
+                filters=Filter(metadata=where) if where else None,
                 limit=limit,
                 token_budget=token_budget,
                 memory_types=cast(tuple[MemoryType, ...], memory_types) or None,
                 as_of=as_of,
+                time_range=(after, before) if after or before else None,
                 min_score=min_score,
             )
         if state.as_json:
@@ -308,6 +373,8 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @with_scope
     @click.option("--limit", default=100, show_default=True, type=int_range(1, 1000))
     @click.option("--offset", default=0, show_default=True, type=int_range(0))
+    @type_option
+    @where_option
     @json_option
     @pass_state
     def list_(
@@ -315,13 +382,17 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         scope: ScopeIds,
         limit: int,
         offset: int,
+        memory_types: tuple[str, ...],
+        where: dict[str, Any],
     ) -> None:
         """List memories in a scope, newest first (Memory.get_all)."""
         if not any(scope.values()):
             raise needs_scope("one user's memories are never listed with another's")
+        types = cast(tuple[MemoryType, ...], memory_types)
         with open_memory(state, embed=False) as memory:
             records = memory.get_all(
                 **scope,
+                filters=Filter(metadata=where, memory_types=types) if where or types else None,
                 limit=limit,
                 offset=offset,
             )
