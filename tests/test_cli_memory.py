@@ -454,3 +454,32 @@ def test_search_and_list_take_the_apis_filters(tmp_path: Path) -> None:
     bad = run(db, "list", "-u", "ana", "--where", "a..b=1")
     assert bad.returncode == 2 and "--where" in bad.stderr
     assert run(db, "list", "-u", "ana", "--where", "novalue").returncode == 2
+
+
+def test_a_read_on_a_missing_database_creates_none_and_says_so(tmp_path: Path) -> None:
+    """A read on a mistyped --db created an empty database and answered "0 memories";
+    the user concluded their memories were gone."""
+    db = tmp_path / "mistyped.db"
+    for args in (("list", "-u", "ana"), ("search", "tea", "-u", "ana"), ("status",)):
+        out = run(db, *args)
+        assert out.returncode == 0, out.stderr
+        assert f"no database at {db}" in out.stderr and "none was created" in out.stderr
+        assert not db.exists() and not list(tmp_path.iterdir()), args
+    missing = run(db, "get", "nosuch")  # an error is one line, the note left out
+    assert missing.returncode == 1 and missing.stderr == "error: no memory 'nosuch'\n"
+    assert run(db, "add", "tea", "-u", "ana").returncode == 0 and db.exists()
+    assert "no database" not in run(db, "list", "-u", "ana").stderr
+
+
+def test_history_of_an_unknown_id_is_not_found_in_python_as_in_the_cli(store: Store) -> None:
+    from contextos.errors import NotFound
+
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
+        [kept] = m.add("I like tea", user_id="ana")
+        with pytest.raises(NotFound, match="nosuch"):
+            m.history("nosuch")
+        m.delete(kept.id)
+        assert [e.event for e in m.history(kept.id)] == ["ADD", "DELETE"]  # kept after it
+        m.forget("ana")
+        with pytest.raises(NotFound):
+            m.history(kept.id)  # erased with the user

@@ -150,9 +150,11 @@ def test_a_lone_surrogate_in_an_extract_file_names_the_turn(tmp_path: Path) -> N
 
 def test_a_database_path_that_is_not_utf8_is_still_a_path(tmp_path: Path) -> None:
     """File names may hold any bytes: ``--db`` is not refused as text."""
-    out = run_cli("--db", str(tmp_path / "m\udcff.db"), "list", "-u", "bob")
-    assert out.returncode == 0, out.stderr
+    db = str(tmp_path / "m\udcff.db")
+    assert run_cli("--db", db, "add", "hello", "-u", "bob").returncode == 0
     assert b"m\xff.db" in os.listdir(bytes(tmp_path))
+    out = run_cli("--db", db, "list", "-u", "bob")
+    assert out.returncode == 0 and "hello" in out.stdout, out.stderr
 
 
 # -- 6: format characters (bidi overrides, zero-width) -----------------------------------

@@ -177,20 +177,36 @@ def pass_state(func: F) -> F:
 
 
 @contextmanager
-def open_memory(state: CliState, *, embed: bool = True) -> Iterator[Memory]:
+def open_memory(state: CliState, *, embed: bool = True, create: bool = False) -> Iterator[Memory]:
     """Open the configured database; wait for embeddings before closing when writing
-    (``embed=False``: a command that only reads or deletes starts no embedding worker)."""
+    (``embed=False``: a command that only reads or deletes starts no embedding worker).
+
+    Only a command that stores (``create``) makes a new SQLite file; any other finds an
+    empty memory there and says so on stderr. Why: a read on a mistyped ``--db``
+    created an empty database and answered "0 memories", and the user concluded that
+    their memories were gone."""
     from ..memory import Memory
 
+    db = str(state.settings.db)
+    missing = not create and "://" not in db and db != ":memory:" and not Path(db).exists()
+    settings = dataclasses.replace(state.settings, db=":memory:") if missing else state.settings
     memory = (
-        Memory(state.settings.db, settings=state.settings, background_embedding=False)
+        Memory(settings=settings, background_embedding=False)
         if not embed
-        else Memory(state.settings.db, settings=state.settings)
+        else Memory(settings=settings)
     )
     try:
         yield memory
     finally:
         memory.close()
+    if missing:  # after the answer, and not after an error (one line, as every error)
+        err_console.print(
+            SafeText(
+                f"note: no database at {db}: nothing has been stored there "
+                "(check --db or CONTEXTOS_DB); none was created"
+            ),
+            highlight=False,
+        )
 
 
 def read_text_arg(source: str, *, param: str = "FILE") -> str:

@@ -18,7 +18,7 @@ from typing import Any, cast
 import click
 from rich.table import Table
 
-from ..errors import NotFound, ScopeError
+from ..errors import ScopeError
 from ..memory.render import render
 from ..store.base import check_metadata_key
 from ..types import (
@@ -263,7 +263,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if speaker:
             message["name"] = speaker
         started = datetime.now(UTC)
-        with open_memory(state) as memory:
+        with open_memory(state, create=True) as memory:
             records = memory.add(
                 message,
                 **scope,
@@ -438,9 +438,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def history(state: CliState, memory_id: str) -> None:
         """Every change to a memory, oldest first."""
         with open_memory(state, embed=False) as memory:
-            events = memory.history(memory_id)
-        if not events:  # like `get`: an unknown id is an error, not an empty table
-            raise NotFound(f"no memory {memory_id!r}")
+            events = memory.history(memory_id)  # NotFound for an unknown id, as `get`
         if state.as_json:
             print_json(events)
             return

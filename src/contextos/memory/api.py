@@ -616,8 +616,18 @@ class Memory:
         return self.store.list(flt, limit=limit, offset=offset, max_bytes=max_bytes)
 
     def history(self, memory_id: str) -> list[HistoryEvent]:
-        """Every change to a memory, oldest first (kept after deletion)."""
-        return self.store.history(self.tenant, memory_id)
+        """Every change to a memory, oldest first (kept after deletion, gone after an
+        erasure: ``forget``, ``delete(purge=True)``).
+
+        Raises:
+            NotFound: this tenant has no history of ``memory_id`` (an unknown id, one
+                of another tenant, or one erased), as ``get``, ``update`` and ``delete``
+                raise for an unknown id; it returned [] and the CLI, the server and
+                Python disagreed."""
+        events = self.store.history(self.tenant, memory_id)
+        if not events:
+            self.get(memory_id)  # NotFound, unless the memory exists with no events logged
+        return events
 
     def search(
         self,

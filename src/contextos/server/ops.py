@@ -117,10 +117,7 @@ def history(mem: Memory, memory_id: str) -> list[HistoryEvent]:
     """A memory's changes, oldest first; NotFound (404, as for get) when the tenant has
     neither the memory nor any history of it, so another tenant's id and an unknown id
     answer alike. A deleted memory's history stays readable: the store keeps it."""
-    events = mem.history(memory_id)
-    if not events:
-        mem.get(memory_id)  # NotFound, unless a memory exists with no events logged
-    return events
+    return mem.history(memory_id)
 
 
 def session_page(
