@@ -483,3 +483,23 @@ def test_history_of_an_unknown_id_is_not_found_in_python_as_in_the_cli(store: St
         m.forget("ana")
         with pytest.raises(NotFound):
             m.history(kept.id)  # erased with the user
+
+
+def test_an_id_that_is_not_a_string_is_a_type_error(tmp_path: Path) -> None:
+    """``get(5)`` answered NotFound "no memory 5", hiding the caller's mistake."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        for verb in (m.get, m.delete, m.history, lambda i: m.update(i, "x")):
+            with pytest.raises(TypeError, match="memory_id must be a string, not int"):
+                verb(5)
+
+
+def test_the_path_given_wins_over_the_settings_db(tmp_path: Path) -> None:
+    """``Memory("b.db", settings=s)`` opened ``s.db`` and wrote there, silently."""
+    from contextos.config import load_settings
+
+    settings = load_settings(db=str(tmp_path / "a.db"))
+    with Memory(
+        tmp_path / "b.db", settings=settings, embedder=HashEmbedder(), background_embedding=False
+    ) as m:
+        m.add("tea", user_id="ana")
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == ["b.db"]

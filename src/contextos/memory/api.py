@@ -113,6 +113,9 @@ class Memory:
         reconciler: Reconciler | None = None,
         turn_facts: bool = False,
     ) -> None:
+        if settings is not None and path_or_url is not None:
+            # The path given wins: Memory("b.db", settings=s) opened s.db, silently.
+            settings = replace(settings, db=str(path_or_url))
         self.settings = settings or load_settings(
             db=str(path_or_url) if path_or_url is not None else None, tenant=tenant
         )
@@ -461,6 +464,7 @@ class Memory:
             NotFound: no such memory in this tenant.
             Conflict: another writer changed the turn under each of ``ADD_TRIES`` tries
                 (nothing was written)."""
+        _check_id(memory_id)
         if text is None and metadata is None:
             raise ValueError("update needs text or metadata")
         if text is not None:
@@ -525,6 +529,7 @@ class Memory:
         other records' reply context, and the file's write-ahead log is truncated.
         The facts stored beside a turn are deleted (and purged) with it.
         """
+        _check_id(memory_id)
         record = self.store.get(self.tenant, memory_id)
         if record is None:
             # A purge of a turn already deleted still takes any fact of it left behind
@@ -585,6 +590,7 @@ class Memory:
     # -- reading -----------------------------------------------------------------
     def get(self, memory_id: str) -> MemoryRecord:
         """One memory by id. Raises NotFound."""
+        _check_id(memory_id)
         record = self.store.get(self.tenant, memory_id)
         if record is None:
             raise NotFound(f"no memory {memory_id!r}")
@@ -624,6 +630,7 @@ class Memory:
                 of another tenant, or one erased), as ``get``, ``update`` and ``delete``
                 raise for an unknown id; it returned [] and the CLI, the server and
                 Python disagreed."""
+        _check_id(memory_id)
         events = self.store.history(self.tenant, memory_id)
         if not events:
             self.get(memory_id)  # NotFound, unless the memory exists with no events logged
@@ -909,6 +916,13 @@ def _kept_metadata(record: MemoryRecord | None, metadata: Mapping[str, Any]) -> 
         )
     kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata}
     return {**metadata, **kept, **({FACT_OF: link} if link is not None else {})}
+
+
+def _check_id(memory_id: object) -> None:
+    """A memory id is a string: ``get(5)`` answered "no memory 5" (NotFound), hiding
+    the caller's mistake behind an answer about the data."""
+    if not isinstance(memory_id, str):
+        raise TypeError(f"memory_id must be a string, not {type(memory_id).__name__}")
 
 
 def _check_text(text: object) -> None:
