@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contextos.types import Scope
 from ui_support import LiveServer, live_server
 
 TURNS = 20_000
@@ -48,3 +49,39 @@ def test_a_window_after_the_first_reads_only_the_new_turns_and_sees_every_change
         server.call("POST", "/v1/memories/forget", key, {"user_id": "ana"})
         _, erased = _window(server, key, "what about the cat?")
         assert "Miso" not in erased["text"]  # the kept Session saw the erasure
+
+
+def test_the_kept_sessions_hold_a_bounded_number_of_bytes(tmp_path: Path) -> None:
+    """An uncompacted log is held whole by its kept Session: 64 of them, kept by count
+    alone, held 146 MiB of turn text in a server (a review). They are kept within a
+    byte bound, and a Session holding more than its own bound is not kept at all."""
+    from contextos.llm.models import get_model
+    from contextos.llm.tokens import default_tokenizer
+    from contextos.server.live_sessions import LiveSessions
+    from contextos.store import open_store
+    from contextos.types import Message
+
+    store = open_store(tmp_path / "l.db")
+    try:
+        for sid, turns in (("a", 1000), ("b", 1000), ("c", 1000), ("big", 5000)):
+            said = [Message("user", f"{sid} {i} " + "word " * 40) for i in range(turns)]
+            store.append_turns(Scope(tenant="t", session_id=sid), said, [50] * turns)
+        live = LiveSessions(store, max_bytes=3_000_000, max_session_bytes=2_500_000)
+        tokenizer, model = default_tokenizer(), get_model("claude-sonnet-4-6")
+        kept = {}
+        for sid in ("a", "b", "c", "big"):
+            with live.use("t", sid, user_id=None, agent_id=None, tokenizer=tokenizer) as s:
+                s.window(model, "hi?", budget=2000)
+                kept[sid] = s
+                assert s.held_size() > 800_000  # held whole: no compaction
+            assert live.held <= 3_000_000
+        assert live.held > 0
+        again = {}
+        for sid in ("c", "big", "a"):
+            with live.use("t", sid, user_id=None, agent_id=None, tokenizer=tokenizer) as s:
+                again[sid] = s
+        assert again["c"] is kept["c"]  # the most recent within the bound
+        assert again["big"] is not kept["big"]  # over its own bound: never kept
+        assert again["a"] is not kept["a"]  # evicted for the bytes of b and c
+    finally:
+        store.close()

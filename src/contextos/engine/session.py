@@ -150,6 +150,10 @@ def remote_counter(tokenizer: Tokenizer) -> bool:
     return bool(getattr(tokenizer, "remote", False))
 
 
+#: About how many bytes a turn's print holds (:class:`TurnPrint`), and what
+#: :meth:`Session.held_size` counts a held turn beside its text.
+PRINT_BYTES = 150
+
 #: The session meta's key for its log epoch: a token drawn by the first write of the
 #: state through a Session and carried by every later one (compactions, pins), which
 #: ``forget``'s reset drops (:meth:`Store.forget` starts the meta over). While it is
@@ -1366,6 +1370,18 @@ class Session:
         if [(p.seq, p.ident) for p in map(turn_print, found)] != [(p.seq, p.ident) for p in want]:
             return None
         return self._counted(found)
+
+    def held_size(self) -> int:
+        """About how many bytes this Session holds: the text of the turns it keeps
+        whole (four bytes a character at most) and ~150 bytes a turn of prints.
+
+        Why: a holder of many Sessions (the server's ``LiveSessions``) bounds what they
+        hold together; an uncompacted log is held whole, however little of it a window
+        places."""
+        with self._lock:
+            whole = [*self._turns, *self._older.values()]
+            text = sum(len(t.message.content) for t in whole)
+            return 4 * text + PRINT_BYTES * (len(self._prints) + len(whole))
 
     def _trim(self, state: HistoryState) -> None:
         """Let go of the whole turns before ``state``'s boundary (their prints stay)."""

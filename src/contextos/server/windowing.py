@@ -58,10 +58,10 @@ def build_window(
         limit=req.limit,
     )
     if req.session_id is not None:
-        session = tenants.sessions.get(
+        with tenants.sessions.use(
             tenant, req.session_id, user_id=req.user_id, agent_id=req.agent_id, tokenizer=tokenizer
-        )
-        return session.window(model, req.question, budget=budget, hits=hits)
+        ) as session:
+            return session.window(model, req.question, budget=budget, hits=hits)
     return context_window(
         budget,
         tokenizer=tokenizer,
