@@ -135,3 +135,26 @@ def test_a_byte_limited_read_of_turns_is_a_prefix_or_a_suffix(store: Store) -> N
             held = sum(len(t.message.content.encode()) for t in cut)
             assert held <= max_bytes or len(cut) == 1
     assert len(store.turns(scope, after_seq=0, max_bytes=10**9)) == 5
+
+
+def test_a_walk_of_list_pages_reaches_every_memory_on_both_stores(store: Store) -> None:
+    """On PostgreSQL the page's cut was judged by its own bytes as compact JSON, while
+    the store had counted metadata as jsonb's text (spaces after ',' and ':'): a cut
+    page looked uncut and the walk stopped at 54 of 80 memories (a review)."""
+    from contextos.memory.ingest import MAX_METADATA_BYTES, metadata_bytes
+    from contextos.server import ops
+    from contextos.server import schemas as s
+
+    metadata = {f"k{i:05d}": 0 for i in range(7000)}  # jsonb's text: ~20% longer
+    while metadata_bytes(metadata) > MAX_METADATA_BYTES - 300:
+        metadata.popitem()
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
+        for i in range(80):  # 5.2 MB of metadata: more than one page
+            m.add(f"note {i}", user_id="ana", metadata=metadata)
+        seen: list[str] = []
+        offset: int | None = 0
+        while offset is not None:
+            page, offset = ops.list_page(m, s.ListRequest(user_id="ana", limit=1000, offset=offset))
+            seen += [r.id for r in page]
+            assert len(seen) <= 80
+        assert len(seen) == 80 and len(set(seen)) == 80
