@@ -1167,10 +1167,16 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
         read_only = file.exists() and not (folder_writable and os.access(file, os.W_OK))
     try:
         if read_only:
-            # A WAL database needs its -shm beside it; immutable=1 reads without one
-            # where the folder cannot hold one. Where it can, the WAL is read too.
-            uri = f"file:{quote(str(Path(path).resolve()))}?mode=ro"
-            uri += "" if folder_writable else "&immutable=1"
+            # A WAL database is read through its -shm: where the folder can hold one,
+            # or holds the -wal and -shm a writer left (read-only ones too), the WAL's
+            # writes are read. Only a folder that holds neither and can hold none is
+            # read with immutable=1, the main file alone: with it always, the memories
+            # a crashed writer left in the WAL were not shown (a review).
+            file = Path(path).resolve()
+            side = [file.with_name(file.name + end) for end in ("-wal", "-shm")]
+            uri = f"file:{quote(str(file))}?mode=ro"
+            if not folder_writable and not all(p.exists() for p in side):
+                uri += "&immutable=1"
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA query_only = 1")
             (version,) = db.execute("PRAGMA user_version").fetchone()
