@@ -266,6 +266,9 @@ def test_the_same_text_at_another_time_or_with_other_metadata_is_a_memory_of_its
             m.add("x", user_id="ana", event_time=20240501)
         assert later[0].event_time == may[1] and tired[0].metadata["mood"] == "tired"
         assert tired[0].id != later[0].id
+        listed = m.add("I went to the gym", user_id="ana", metadata={"with": ("bo", "cy")})
+        repeat = m.add("I went to the gym", user_id="ana", metadata={"with": ("bo", "cy")})
+        assert [r.id for r in repeat] == [r.id for r in listed]  # a tuple reads back a list
         week = (may[1] - timedelta(hours=1), may[1] + timedelta(hours=1))
         found = m.search("gym", user_id="ana", time_range=week)
         assert {h.record.id for h in found} == {later[0].id, tired[0].id}
@@ -454,6 +457,8 @@ def test_search_and_list_take_the_apis_filters(tmp_path: Path) -> None:
     bad = run(db, "list", "-u", "ana", "--where", "a..b=1")
     assert bad.returncode == 2 and "--where" in bad.stderr
     assert run(db, "list", "-u", "ana", "--where", "novalue").returncode == 2
+    twice = run(db, "list", "-u", "ana", "--where", "n=2", "--where", "n=3")
+    assert twice.returncode == 2 and "given twice" in twice.stderr
 
 
 def test_a_read_on_a_missing_database_creates_none_and_says_so(tmp_path: Path) -> None:

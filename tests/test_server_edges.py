@@ -146,6 +146,7 @@ def _hostile_requests(key: str) -> list[tuple[str, str, dict[str, Any]]]:
         out.append(("POST", "/v1/memories", {"headers": h, "content": raw}))
     out += [
         ("POST", "/v1/memories/search", {"headers": h, "json": {"query": " \n", "user_id": "u"}}),
+        ("POST", "/v1/memories", {"headers": h, "json": {"messages": "   ", "user_id": "u"}}),
         ("PATCH", "/v1/memories/some-id", {"headers": h, "json": {"text": "  "}}),
         ("POST", "/v1/sessions/s/window", {"headers": h, "json": {"question": " \n "}}),
     ]

@@ -135,6 +135,8 @@ def _where_param(
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param=param)
+        if key in out:  # all must hold: a key cannot equal two values
+            raise click.BadParameter(f"{key!r} is given twice", param=param)
         try:
             value = json.loads(raw)
         except ValueError:

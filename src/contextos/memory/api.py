@@ -35,7 +35,7 @@ from ..keyed_locks import KeyedLocks
 from ..retry import wait_before_retry
 from ..store import open_store
 from ..store.base import Derived, EmbeddedText, EmbeddingStatus, Newest, Patch, Store
-from ..store.records import patched
+from ..store.records import patched, stored_json
 from ..times import opt_utc
 from ..types import (
     Filter,
@@ -889,7 +889,8 @@ def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
         and a.scope == b.scope
         and a.memory_type == b.memory_type
         and a.event_time == b.event_time
-        and a.metadata == b.metadata
+        # As stored: a tuple the caller passes reads back as a list.
+        and (a.metadata == b.metadata or stored_json(a.metadata) == stored_json(b.metadata))
     )
 
 

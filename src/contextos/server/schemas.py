@@ -166,12 +166,14 @@ def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-#: A text the library stores whole (a memory's): at most MAX_TEXT characters.
+#: A text the library stores whole (a memory's): at most MAX_TEXT characters, with a
+#: non-space one.
 Text = Annotated[
     str,
     Field(json_schema_extra={"maxLength": MAX_TEXT}),
     _at_most("a memory"),
     AfterValidator(check_text),
+    AfterValidator(check_not_blank),
 ]
 #: One message's content (a memory when added, a turn when logged in a session).
 MessageText = Annotated[
