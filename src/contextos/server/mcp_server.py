@@ -139,7 +139,10 @@ class MemoryTools:
         limit: int = 50,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """List memories of a user/agent/session, newest first (paginate with offset)."""
+        """List memories of a user/agent/session, newest first. Paginate with offset: the
+        next page starts at offset + the number of memories returned, until a page comes
+        back empty (a page holds at most 4 MiB of memories, so it may hold fewer than
+        limit before the end)."""
         body = s.parse(s.ListRequest, **_arguments(locals()))
         records, _ = ops.list_page(self._memory(), body)
         return [r.to_dict() for r in records]
