@@ -187,8 +187,7 @@ def open_memory(state: CliState, *, embed: bool = True, create: bool = False) ->
     their memories were gone."""
     from ..memory import Memory
 
-    db = str(state.settings.db)
-    missing = not create and "://" not in db and db != ":memory:" and not Path(db).exists()
+    missing = missing_db(state, create=create)
     settings = dataclasses.replace(state.settings, db=":memory:") if missing else state.settings
     memory = (
         Memory(settings=settings, background_embedding=False)
@@ -200,13 +199,28 @@ def open_memory(state: CliState, *, embed: bool = True, create: bool = False) ->
     finally:
         memory.close()
     if missing:  # after the answer, and not after an error (one line, as every error)
-        err_console.print(
-            SafeText(
-                f"note: no database at {db}: nothing has been stored there "
-                "(check --db or CONTEXTOS_DB); none was created"
-            ),
-            highlight=False,
-        )
+        note_missing_db(missing)
+
+
+def missing_db(state: CliState, *, create: bool) -> str | None:
+    """The configured SQLite path when it does not exist and the command only reads
+    (``create`` False): such a command opens an empty in-memory store instead of
+    creating the file (:func:`open_memory`); None otherwise."""
+    db = str(state.settings.db)
+    if create or "://" in db or db == ":memory:" or Path(db).exists():
+        return None
+    return db
+
+
+def note_missing_db(db: str) -> None:
+    """Say on stderr that ``db`` does not exist and was not created."""
+    err_console.print(
+        SafeText(
+            f"note: no database at {db}: nothing has been stored there "
+            "(check --db or CONTEXTOS_DB); none was created"
+        ),
+        highlight=False,
+    )
 
 
 def read_text_arg(source: str, *, param: str = "FILE") -> str:

@@ -28,7 +28,9 @@ from .common import (
     err_console,
     int_range,
     json_option,
+    missing_db,
     model_param,
+    note_missing_db,
     pass_state,
     plural,
     print_json,
@@ -43,11 +45,20 @@ from .text import SafeText
 WINDOW_MEMORIES = 8
 
 
-def _session(state: CliState, session_id: str, user_id: str | None) -> Session:
+def _session(
+    state: CliState, session_id: str, user_id: str | None, *, create: bool = False
+) -> Session:
+    """The session, in a store opened for it. Only a command that logs (``create``)
+    makes a new database file; on a missing path the others read an empty in-memory
+    store and say so (``common.missing_db``), as the memory commands do."""
     from ..store import open_store
 
     settings = state.settings
-    return Session(open_store(settings.db), session_id, tenant=settings.tenant, user_id=user_id)
+    missing = missing_db(state, create=create)
+    if missing:
+        note_missing_db(missing)
+    store = open_store(":memory:" if missing else settings.db)
+    return Session(store, session_id, tenant=settings.tenant, user_id=user_id)
 
 
 def _non_empty(_ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -219,7 +230,7 @@ def _register_session(cli: click.Group) -> None:
         message = Message(
             role=cast(Role, role), content=content, name=name, tool_call_id=tool_call_id
         )
-        turns = _append(_session(state, session_id, user_id), message)
+        turns = _append(_session(state, session_id, user_id, create=True), message)
         if state.as_json:
             print_json(turns)
             return
