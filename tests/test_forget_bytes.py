@@ -73,8 +73,12 @@ def _forget(client: Any, key: str) -> None:
         "results": [],
         "limit": 100,
         "offset": 0,
+        "next_offset": None,
     }
-    assert client.get("/v1/sessions/ana-s1/turns", headers=h).json() == {"results": []}
+    assert client.get("/v1/sessions/ana-s1/turns", headers=h).json() == {
+        "results": [],
+        "next_after_seq": None,
+    }
 
 
 def _raw_bytes(db: Path) -> bytes:

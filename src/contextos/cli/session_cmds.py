@@ -30,7 +30,6 @@ from .common import (
     json_option,
     missing_db,
     model_param,
-    note_missing_db,
     pass_state,
     plural,
     print_json,
@@ -50,13 +49,13 @@ def _session(
 ) -> Session:
     """The session, in a store opened for it. Only a command that logs (``create``)
     makes a new database file; on a missing path the others read an empty in-memory
-    store and say so (``common.missing_db``), as the memory commands do."""
+    store (``common.missing_db``). Each already says when it finds no session (``session
+    show`` and ``compact`` fail with "no session", ``window`` warns that it has no
+    turns), so no note is added: an error stays one line."""
     from ..store import open_store
 
     settings = state.settings
     missing = missing_db(state, create=create)
-    if missing:
-        note_missing_db(missing)
     store = open_store(":memory:" if missing else settings.db)
     return Session(store, session_id, tenant=settings.tenant, user_id=user_id)
 
