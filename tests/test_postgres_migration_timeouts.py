@@ -30,7 +30,7 @@ V8 = MIGRATIONS.index(V8_KEYWORD_WORDS)
 
 #: Enough rows that V8's rewrite takes several times ``TIMEOUT_MS`` (~1 s here, ~80 µs
 #: a row) while building them stays quick.
-ROWS = 15_000
+ROWS = 40_000
 TIMEOUT_MS = 200
 
 
@@ -86,7 +86,7 @@ def test_an_old_store_opens_under_a_statement_timeout_shorter_than_its_migration
             store.close()
         assert _version(schema) == len(MIGRATIONS)
         (started, done) = [r for r in caplog.records if "rewr" in r.getMessage()]
-        assert "V8 is rewriting table memories (15,001 rows" in started.getMessage()
+        assert f"V8 is rewriting table memories ({ROWS + 1:,} rows" in started.getMessage()
         assert started.levelno == done.levelno == logging.INFO
         took = done.args[1]  # type: ignore[index]
         assert took * 1000 > 2 * TIMEOUT_MS, f"V8 took {took:.2f} s: raise ROWS"  # the premise
