@@ -104,6 +104,28 @@ def test_appending_a_turn_keeps_the_cached_prefix_bytes(wire, convo, mem_a, mem_
 
 
 @pytest.mark.parametrize("wire", ["anthropic", "openai"])
+def test_a_blank_first_turn_keeps_the_prefix_and_its_breakpoint(wire):
+    """Found by the property above in CI: a blank first turn is left out of the
+    Anthropic body, so the cached prefix must be counted without it; the breakpoint
+    planned after it falls on the last system block (no turn precedes it), already
+    marked 1h, whose mark stays."""
+    model = SONNET if wire == "anthropic" else GPT
+    turns = make_turn(0, 0, "\r") + make_turn(1, 0, "0")
+    old = window_for(turns[:-1], "0", model=model)
+    new = window_for(turns, "0?", model=model)
+    old_body = render(old, model, wire)
+    old_prefix = cached_prefix(old_body, old, wire)
+    new_stream = b"".join(wire_blocks(render(new, model, wire), wire, final_parts=final_parts(new)))
+    assert new_stream.startswith(old_prefix)
+    if wire == "anthropic":
+        assert b'"0"' not in old_prefix, "the question is never part of the cached prefix"
+        rules = old_body["system"][-1]
+        assert rules["text"] == "Cite sources." and rules["cache_control"]["ttl"] == "1h", (
+            "the turn's breakpoint lands on the rules block, which keeps its longer TTL"
+        )
+
+
+@pytest.mark.parametrize("wire", ["anthropic", "openai"])
 def test_a_compaction_does_change_the_prefix(wire):
     model = SONNET if wire == "anthropic" else GPT
     turns: list[Turn] = []

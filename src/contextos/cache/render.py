@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from contextos.engine.window import TOOL_RESULTS_KEY as TOOL_RESULTS_KEY
-from contextos.engine.window import Window, canonical_json
+from contextos.engine.window import Block, Window, canonical_json
 from contextos.llm.media_tokens import results_digest
 from contextos.llm.models import ModelInfo
 from contextos.types import Message
@@ -117,18 +117,26 @@ def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     return role, blocks
 
 
-def _last_content(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The content of the newest message rendered with any (none: ``[]``)."""
-    return next((m["content"] for m in reversed(messages) if m["content"]), [])
+def _last_sent(
+    messages: list[dict[str, Any]], system: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The blocks the newest block sent so far is the last of: the newest message
+    rendered with any content, else the system blocks, else the tools (none: ``[]``)."""
+    content: list[dict[str, Any]] = next(
+        (m["content"] for m in reversed(messages) if m["content"]), []
+    )
+    return content or system or tools
 
 
 def _mark_last(content: list[dict[str, Any]], mark: dict[str, Any]) -> None:
     """Put a breakpoint on the last block of ``content`` (nothing when it is empty).
 
-    A breakpoint planned after a turn with nothing to send goes on the turn before it:
-    the turn is dropped from the request, so the prefix it closes ends there."""
+    A breakpoint planned after a turn with nothing to send goes on the block sent
+    before it (a turn, else the last system block or tool): the turn is dropped from
+    the request, so the prefix it closes ends there. A block already marked keeps its
+    mark: it was planned first, so its TTL is the longer (1h marks precede 5m ones)."""
     if content:
-        content[-1]["cache_control"] = mark
+        content[-1].setdefault("cache_control", mark)
 
 
 def render_anthropic(
@@ -164,7 +172,7 @@ def render_anthropic(
             if b.message is not None:
                 role, content = _anthropic_turn(b.message)
             if mark:
-                _mark_last(content or _last_content(messages), mark)
+                _mark_last(content or _last_sent(messages, system, tools), mark)
             messages.append({"role": role, "content": content})
             continue
         block: dict[str, Any] = (
@@ -320,10 +328,23 @@ def _strip(block: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cached_prefix(body: Mapping[str, Any], window: Window, wire: WireFormat) -> bytes:
-    """Bytes up to the window's last breakpoint (Anthropic) or before the context (OpenAI)."""
+    """Bytes up to the window's last breakpoint (Anthropic) or before the context (OpenAI).
+
+    ``body`` is ``window`` rendered for ``wire``. An Anthropic body rendered without
+    ``keep_empty`` lacks the turns that had nothing to send, so the blocks before the
+    end are counted without them."""
     blocks = wire_blocks(body, wire, final_parts=final_parts(window))
     end = stable_end(window, wire)
+    if wire == "anthropic" and not any(not m["content"] for m in body["messages"]):
+        end -= sum(1 for b in window.blocks[:end] if _sends_nothing(b))
     return b"".join(blocks[:end])
+
+
+def _sends_nothing(block: Block) -> bool:
+    """Whether ``block`` is a logged turn :func:`render_anthropic` leaves out."""
+    if block.kind != "messages" or block.message is None:
+        return False
+    return not _anthropic_turn(block.message)[1]
 
 
 def stable_end(window: Window, wire: WireFormat) -> int:
