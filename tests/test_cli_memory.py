@@ -485,6 +485,25 @@ def test_a_read_on_a_missing_database_creates_none_and_says_so(tmp_path: Path) -
     assert "no database" not in run(db, "list", "-u", "ana").stderr
 
 
+def test_keys_read_a_missing_database_without_creating_it(tmp_path: Path) -> None:
+    """`keys list` on a mistyped --db made an empty file and listed nothing; the
+    commands that make a database (`keys create`, `serve`, `mcp`) say they do."""
+    db = tmp_path / "mistyped.db"
+    listed = run(db, "keys", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    assert f"no database at {db}" in listed.stderr and "none was created" in listed.stderr
+    revoked = run(db, "keys", "revoke", "abc123")
+    assert revoked.returncode == 1 and "error: no API key with id 'abc123'" in revoked.stderr
+    assert f"no database at {db}" in revoked.stderr
+    assert not list(tmp_path.iterdir())
+    created = run(db, "keys", "create", "--tenant", "acme", "--json")
+    assert created.returncode == 0 and db.exists()
+    assert f"note: no database at {db}: a new one is created there" in created.stderr
+    again = run(db, "keys", "list", "--json")
+    assert again.stderr == "" and [k["tenant"] for k in json.loads(again.stdout)] == ["acme"]
+    assert "a new one" not in run(db, "keys", "create", "--tenant", "acme").stderr
+
+
 def test_history_of_an_unknown_id_is_not_found_in_python_as_in_the_cli(store: Store) -> None:
     from contextos.errors import NotFound
 

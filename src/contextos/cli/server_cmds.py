@@ -19,19 +19,22 @@ from typing import Any
 import click
 
 from ..embed import DEFAULT_EMBEDDER
+from ..errors import NotFound
 from .common import (
     CliState,
     F,
     FiniteFloatRange,
     choice_option,
     console,
+    err_console,
     json_option,
+    note_missing_db,
     number_option,
     pass_state,
     print_json,
     served_embedder_option,
 )
-from .text import shown
+from .text import SafeText, shown
 
 ADMIN_KEY_HELP = (
     "Admin key for /v1/keys (manages keys, cannot read memories); "
@@ -39,13 +42,27 @@ ADMIN_KEY_HELP = (
 )
 
 
-def _db(state: CliState, db: str | None) -> str:
+def _db(state: CliState, db: str | None, *, creates: bool = True) -> str:
     """``--db`` given after the command wins over the group's ``--db``; a directory is
-    refused here, in one line, before anything tries to open it as a SQLite file."""
+    refused here, in one line, before anything tries to open it as a SQLite file.
+
+    ``creates``: the command makes the file when there is none (``serve``, ``mcp``,
+    ``keys create``), and says so on stderr, so a mistyped path is seen at once rather
+    than as a server that answers every search with nothing."""
     target = db or state.settings.db
     if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
         raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
+    if creates and _absent(target):
+        err_console.print(
+            SafeText(f"note: no database at {target}: a new one is created there"),
+            highlight=False,
+        )
     return target
+
+
+def _absent(db: str) -> bool:
+    """Whether ``db`` names a SQLite file that does not exist (yet)."""
+    return "://" not in db and db != ":memory:" and not Path(db).exists()
 
 
 #: Seconds a client has to send a request's headers (``serve --header-timeout``; see
@@ -498,15 +515,21 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
-    with KeyStore(_db(state, db)) as store:
-        found = [_key_dict(k) for k in store.list(tenant)]
+    target = _db(state, db, creates=False)
+    if _absent(target):  # nothing to list, and no file made for it
+        found: list[dict[str, object]] = []
+    else:
+        with KeyStore(target) as store:
+            found = [_key_dict(k) for k in store.list(tenant)]
     if state.as_json:
         print_json(found)
-        return
-    for k in found:
-        status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
-        name, tenant = shown(str(k["name"] or "-")), shown(str(k["tenant"]))
-        click.echo(f"{k['id']}  {tenant}  {name}  {k['created_at']}  {status}")
+    else:
+        for k in found:
+            status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
+            name, tenant = shown(str(k["name"] or "-")), shown(str(k["tenant"]))
+            click.echo(f"{k['id']}  {tenant}  {name}  {k['created_at']}  {status}")
+    if _absent(target):  # after the answer, as the memory commands note it
+        note_missing_db(target)
 
 
 @keys.command("revoke")
@@ -518,7 +541,11 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     """Revoke the key KEY_ID; requests using it are refused from now on."""
     from ..server.keys import KeyStore
 
-    with KeyStore(_db(state, db)) as store:
+    target = _db(state, db, creates=False)
+    if _absent(target):
+        note_missing_db(target)
+        raise NotFound(f"no API key with id {key_id!r}")
+    with KeyStore(target) as store:
         key = store.revoke(key_id)
     if state.as_json:
         print_json(_key_dict(key))
