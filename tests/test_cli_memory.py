@@ -498,7 +498,7 @@ def test_keys_read_a_missing_database_without_creating_it(tmp_path: Path) -> Non
     assert not list(tmp_path.iterdir())
     created = run(db, "keys", "create", "--tenant", "acme", "--json")
     assert created.returncode == 0 and db.exists()
-    assert f"note: no database at {db}: a new one is created there" in created.stderr
+    assert f"note: no database at {db}: a new one was created there" in created.stderr
     again = run(db, "keys", "list", "--json")
     assert again.stderr == "" and [k["tenant"] for k in json.loads(again.stdout)] == ["acme"]
     assert "a new one" not in run(db, "keys", "create", "--tenant", "acme").stderr

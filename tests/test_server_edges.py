@@ -498,6 +498,38 @@ def _wait_listening(proc: subprocess.Popen[Any], port: int, poll: float = 0.2) -
             time.sleep(poll)
 
 
+def test_serve_says_when_it_creates_the_database(tmp_path: Path) -> None:
+    """A mistyped --db served an empty memory and said nothing; a refused port (above)
+    creates nothing and says nothing of it."""
+    from contextos.bench.serve import free_port
+
+    db = tmp_path / "new.db"
+    for created in (True, False):
+        port = free_port()
+        cmd = [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", str(port)]
+        with reaped(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)) as proc:
+            _wait_until_serving(proc, f"http://127.0.0.1:{port}")
+            proc.terminate()
+            _, err = proc.communicate(timeout=60)
+        note = f"note: no database at {db}: a new one was created there"
+        assert (note in err.decode()) is created, err.decode()[-2000:]
+
+
+def _wait_until_serving(proc: subprocess.Popen[Any], url: str) -> None:
+    """Until ``url``/healthz answers (the app, and so the store, is built)."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_serve_stopped_while_it_starts_exits_cleanly(tmp_path: Path) -> None:
     """The port listens before the app and its store are built; SIGTERM as soon as a
     connect succeeds (a supervisor giving up on a slow start) killed the server on the

@@ -42,27 +42,30 @@ ADMIN_KEY_HELP = (
 )
 
 
-def _db(state: CliState, db: str | None, *, creates: bool = True) -> str:
+def _db(state: CliState, db: str | None) -> str:
     """``--db`` given after the command wins over the group's ``--db``; a directory is
-    refused here, in one line, before anything tries to open it as a SQLite file.
-
-    ``creates``: the command makes the file when there is none (``serve``, ``mcp``,
-    ``keys create``), and says so on stderr, so a mistyped path is seen at once rather
-    than as a server that answers every search with nothing."""
+    refused here, in one line, before anything tries to open it as a SQLite file."""
     target = db or state.settings.db
     if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
         raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
-    if creates and _absent(target):
-        err_console.print(
-            SafeText(f"note: no database at {target}: a new one is created there"),
-            highlight=False,
-        )
     return target
 
 
 def _absent(db: str) -> bool:
     """Whether ``db`` names a SQLite file that does not exist (yet)."""
     return "://" not in db and db != ":memory:" and not Path(db).exists()
+
+
+def _note_created(db: str, was_absent: bool) -> None:
+    """Say on stderr that ``db`` was just created (``serve``, ``mcp``, ``keys
+    create``), so a mistyped path is seen at once rather than as a server that answers
+    every search with nothing. Said once the file exists: a serve refused its port
+    creates nothing."""
+    if was_absent and not _absent(db):
+        err_console.print(
+            SafeText(f"note: no database at {db}: a new one was created there"),
+            highlight=False,
+        )
 
 
 #: Seconds a client has to send a request's headers (``serve --header-timeout``; see
@@ -401,8 +404,10 @@ def serve(
         from ..errors import MissingExtraError
 
         raise MissingExtraError("server", "uvicorn") from exc
+    target = _db(state, db)
+    fresh = _absent(target)
     config = ServerConfig(
-        db=_db(state, db),
+        db=target,
         embedder=state.embedder_name(embedder, db, opens_db=True),
         admin_key=admin_key,
         max_body_bytes=max_body_bytes,
@@ -446,6 +451,7 @@ def serve(
             sock.close()
             raise
         try:
+            _note_created(target, fresh)
             _announce(url)
             _run_server(
                 app,
@@ -492,8 +498,11 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
     """Create a key for TENANT and print its secret (shown this once only)."""
     from ..server.keys import KeyStore
 
-    with KeyStore(_db(state, db)) as store:
+    target = _db(state, db)
+    fresh = _absent(target)
+    with KeyStore(target) as store:
         issued = store.create(tenant, name)
+    _note_created(target, fresh)
     if state.as_json:
         print_json({**_key_dict(issued.key), "key": issued.secret})
         return
@@ -515,7 +524,7 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
-    target = _db(state, db, creates=False)
+    target = _db(state, db)
     if _absent(target):  # nothing to list, and no file made for it
         found: list[dict[str, object]] = []
     else:
@@ -541,7 +550,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     """Revoke the key KEY_ID; requests using it are refused from now on."""
     from ..server.keys import KeyStore
 
-    target = _db(state, db, creates=False)
+    target = _db(state, db)
     if _absent(target):
         note_missing_db(target)
         raise NotFound(f"no API key with id {key_id!r}")
@@ -601,6 +610,7 @@ def mcp(
     from ..server.tenants import TenantMemories
 
     target = _db(state, db)
+    fresh = _absent(target)
     with ExitStack() as stack:
         # From here on, SIGTERM closes what is opened below and exits 0. Over HTTP the
         # port listens before the store and the app are built, and a client that
@@ -620,6 +630,7 @@ def mcp(
         key_store = stack.enter_context(KeyStore(target, cache_ttl=ttl))
         embedder_ = make_embedder(state.embedder_name(embedder, db, opens_db=True))
         tenants = stack.enter_context(closing(TenantMemories.open(target, embedder_)))
+        _note_created(target, fresh)
         if sock is None:
             secret = api_key or ""
             if key_store.verify(secret) is None:
