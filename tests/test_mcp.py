@@ -36,6 +36,7 @@ TOOLS = {
     "memory_history",
     "delete_memory",
     "assemble_window",
+    "compact_session",
 } | {fn.__name__ for fn in mcp_functions(lambda: None)}
 #: The stdio client starts the server with a bare environment: point it at this checkout.
 SRC = str(Path(contextos.__file__).resolve().parents[1])

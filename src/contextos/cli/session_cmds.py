@@ -369,15 +369,8 @@ def _register_window(cli: click.Group) -> None:
         if not s.turns():  # like `session show`: an unknown session is an error
             raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
         result = _compact(state, s, strategy, budget, force)
-        payload = {
-            "compacted": result.plan is not None,
-            "state": result.state.to_json(),
-            "plan": asdict(result.plan) if result.plan else None,
-            "archived": result.archived,
-            "raced": result.raced,
-        }
         if state.as_json:
-            print_json(payload)
+            print_json(result.to_json())
         else:
             _print_compaction(result, strategy, force)
         if result.raced:  # nothing was done: not a success, with --json or without

@@ -23,7 +23,7 @@ import time
 import uuid
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Unpack
 
 from contextos.config import default_tenant
@@ -910,6 +910,17 @@ class CompactionResult:
     #: True when a plan was made but dropped: another writer (a compaction, a pin, an
     #: erasure) changed the state between its read and the save. Calling again re-plans.
     raced: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """What the compaction did, as JSON: ``contextos compact --json`` prints it, and
+        ``POST /v1/sessions/{id}/compact`` and MCP ``compact_session`` answer it."""
+        return {
+            "compacted": self.plan is not None,
+            "state": self.state.to_json(),
+            "plan": asdict(self.plan) if self.plan else None,
+            "archived": self.archived,
+            "raced": self.raced,
+        }
 
 
 #: How often ``pin`` reads and writes again when other writers keep changing the state.

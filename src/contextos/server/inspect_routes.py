@@ -43,7 +43,7 @@ from .errors import error_body
 from .routes import AfterSeq, Limit, Offset, OptScopeId, SessionPath, caller, json_response
 from .tenants import TenantMemories
 from .window_slots import WindowSlots
-from .windowing import DEFAULT_MODEL, build_window, window_dict
+from .windowing import DEFAULT_MODEL, build_window, request_body, window_dict
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -315,11 +315,13 @@ def inspect_router(
         log a window costs CPU in proportion, and these held the shared thread pool)."""
 
         def build() -> dict[str, Any]:
-            built = build_window(tenants, tenant, body.for_session(session_id), tokenizer)
+            req = body.for_session(session_id)
+            built = build_window(tenants, tenant, req, tokenizer)
             return {
                 **window_dict(built),
                 "segments": [asdict(u) for u in built.usage],
                 "breakpoints": [asdict(b) for b in built.breakpoints],
+                "request": request_body(built, req),
             }
 
         return await slots.run(tenant, build)

@@ -1,11 +1,12 @@
 """The MCP server: memory tools for agents, over stdio or streamable HTTP.
 
 Tools: ``add_memory``, ``search_memory``, ``list_memories``, ``get_memory``,
-``update_memory``, ``memory_history``, ``delete_memory`` and ``assemble_window``
+``update_memory``, ``memory_history``, ``delete_memory``, ``assemble_window``
 (retrieved memories placed in a token budget around a question with
-:func:`contextos.engine.window.assemble`). Arguments are validated by the HTTP API's
-models, so both protocols accept and refuse the same input. Every tool acts for one
-tenant, decided by an API key and never by a tool argument:
+:func:`contextos.engine.window.assemble`) and ``compact_session``. Arguments are
+validated by the HTTP API's models, so both protocols accept and refuse the same
+input. Every tool acts for one tenant, decided by an API key and never by a tool
+argument:
 
 * stdio: the key given at start (``--key`` / ``CONTEXTOS_API_KEY``), checked at start
   and again on every tool call (from the key cache, as the HTTP API does), so a key
@@ -26,7 +27,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ContextosError, MissingExtraError
 
@@ -181,15 +182,43 @@ class MemoryTools:
         session_id: str | None = None,
         token_budget: int = 2000,
         limit: int = 20,
+        model: str | None = None,
+        system: str | None = None,
+        rules: list[str] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        format: Literal["anthropic", "openai"] | None = None,
     ) -> dict[str, Any]:
-        """Build a context window for a question within token_budget: the session's
-        summary and recent turns (when session_id is given), the relevant memories with
-        the strongest at the edges, and the question last."""
+        """Build a context window for a question within token_budget: the tools, system
+        prompt and rules first (cached), the session's summary and recent turns (when
+        session_id is given), the relevant memories with the strongest at the edges, and
+        the question last. format ("anthropic" or "openai"): also return the provider's
+        request body for it in `request`, with cache_control where `breakpoints` are."""
         body = s.parse(s.WindowToolIn, **_arguments(locals()))
-        from .windowing import build_window, window_dict  # the engine, on first use
+        from .windowing import build_window, window_answer  # the engine, on first use
 
         req = body.for_session(body.session_id)
-        return window_dict(build_window(self.tenants, self.tenant(), req, self.tokenizer))
+        return window_answer(build_window(self.tenants, self.tenant(), req, self.tokenizer), req)
+
+    def compact_session(
+        self,
+        session_id: str,
+        budget: int,
+        strategy: Literal["truncate", "clear_tool_results", "summarize", "offload"] = "summarize",
+        force: bool = False,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Compact a session's history to fit budget (tokens: the history's share of the
+        window) so later windows stay small: summarize (default), truncate,
+        clear_tool_results, or offload (archive the rotated turns as memories, found by
+        search_memory). force: compact even under the trigger threshold. Returns
+        compacted, plan, state, archived; an error when another writer changed the
+        session meanwhile (nothing done: call again)."""
+        body = s.parse(s.CompactToolIn, **_arguments(locals()))
+        from .compacting import compact_session  # the engine, on first use
+
+        req = body.for_session(body.session_id)
+        return compact_session(self.tenants, self.tenant(), req, self.tokenizer)
 
     def functions(self) -> list[Callable[..., Any]]:
         return [
@@ -201,6 +230,7 @@ class MemoryTools:
             self.memory_history,
             self.delete_memory,
             self.assemble_window,
+            self.compact_session,
         ]
 
 

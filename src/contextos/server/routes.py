@@ -21,10 +21,11 @@ from ..types import Scope
 from . import ops
 from . import schemas as s
 from .auth import Authenticator, Principal
+from .compacting import compact_session
 from .gate import principal_in
 from .tenants import TenantMemories
 from .window_slots import WindowSlots
-from .windowing import build_window, window_dict
+from .windowing import build_window, window_answer
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -232,9 +233,28 @@ def session_router(
         # the thread pool that every other route shares.
         req = body.for_session(session_id)
         answer = await slots.run(
-            tenant, lambda: window_dict(build_window(tenants, tenant, req, tokenizer))
+            tenant, lambda: window_answer(build_window(tenants, tenant, req, tokenizer), req)
         )
         return s.WindowOut(**answer)
+
+    @router.post(
+        "/{session_id}/compact",
+        response_model=s.CompactionOut,
+        summary="compact",
+        responses={409: {"model": s.ErrorOut, "description": "Lost a race: nothing done"}},
+    )
+    async def compact(
+        session_id: SessionPath, body: s.CompactRequestIn, tenant: Tenant
+    ) -> s.CompactionOut:
+        """Compact a session's history to fit ``budget`` (Session.compact, as the CLI's
+        ``compact``); 404 when it has no turns, 409 when another writer changed it
+        meanwhile (nothing done; retry)."""
+        # In the tenant's window slots, as the window: compaction reads the history and
+        # summarizes it, CPU work in proportion to the log, and it uses the Session the
+        # windows keep (live_sessions), so the next window sees it at once.
+        req = body.for_session(session_id)
+        answer = await slots.run(tenant, lambda: compact_session(tenants, tenant, req, tokenizer))
+        return s.CompactionOut(**answer)
 
     @router.get("", response_model=s.SessionList, summary="sessions")
     def sessions(

@@ -13,6 +13,7 @@ exactly the same input.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, Self, TypeVar
@@ -38,6 +39,7 @@ from ..types import Message, ScopeIds, scope_id, scope_ids
 from .errors import BRANCH, describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
+    from .compacting import CompactRequest
     from .windowing import WindowRequest
 
 MAX_TEXT = 100_000
@@ -58,6 +60,20 @@ MAX_OFFSET = 10_000_000
 #: memories (at most MAX_SEARCH_LIMIT) are listed whole.
 MAX_LEFT_OUT = 100
 _MAX_DEPTH = 8
+#: The most rules and tools a window request may give, the most levels a tool's schema
+#: may nest (the tool object is level 0: ``input_schema.properties.x.items...``) and the
+#: most bytes it may take as canonical JSON. Why bounds: each is counted, placed and
+#: rendered per request, and a tool is serialised recursively; a body under the size
+#: limit held 50,000 one-character rules or a schema nested thousands deep.
+MAX_RULES = 64
+MAX_TOOLS = 64
+MAX_TOOL_DEPTH = 16
+MAX_TOOL_BYTES = 64 * 1024
+#: A tool's name, as both providers require it (Anthropic and OpenAI alike).
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+#: The most tokens a compaction's ``budget`` (the history's share of a window) may be:
+#: a window's own most (``WindowRequestIn.token_budget``).
+MAX_BUDGET = 2_000_000
 #: A metadata filter key: identifiers joined by dots (``a.b`` looks into nested objects).
 FILTER_KEY = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 
@@ -133,27 +149,33 @@ def _check_time(value: datetime) -> datetime:
     return utc(value)
 
 
-def _check_json(value: Any, depth: int = 0) -> Any:
-    """Metadata must round-trip through strict JSON: finite numbers, 64-bit ints, shallow."""
-    if depth > _MAX_DEPTH:
-        raise ValueError(f"metadata nests deeper than {_MAX_DEPTH} levels")
+def _check_json(
+    value: Any, depth: int = 0, *, max_depth: int = _MAX_DEPTH, what: str = "metadata"
+) -> Any:
+    """Metadata (or ``what`` else a client sends as JSON: a tool schema) must round-trip
+    through strict JSON: finite numbers, 64-bit ints, at most ``max_depth`` levels."""
+    if depth > max_depth:
+        raise ValueError(f"{what} nests deeper than {max_depth} levels")
     if isinstance(value, str):
         return check_text(value)
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         if not -(2**63) <= value < 2**63:
-            raise ValueError("metadata integers must fit in 64 bits")
+            raise ValueError(f"{what} integers must fit in 64 bits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError("metadata numbers must be finite")
+            raise ValueError(f"{what} numbers must be finite")
         return value
     if isinstance(value, list):
-        return [_check_json(v, depth + 1) for v in value]
+        return [_check_json(v, depth + 1, max_depth=max_depth, what=what) for v in value]
     if isinstance(value, dict):
-        return {check_text(str(k)): _check_json(v, depth + 1) for k, v in value.items()}
-    raise ValueError(f"unsupported metadata value of type {type(value).__name__}")
+        return {
+            check_text(str(k)): _check_json(v, depth + 1, max_depth=max_depth, what=what)
+            for k, v in value.items()
+        }
+    raise ValueError(f"unsupported {what} value of type {type(value).__name__}")
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -335,6 +357,60 @@ class AppendTurnsRequest(_Body):
     agent_id: ScopeId | None = None
 
 
+class ToolIn(BaseModel):
+    """One tool schema for a window, as the library's ``tools=`` takes it
+    (``Session.window``, :func:`~contextos.engine.session.context_window`): a ``name``,
+    an optional ``description`` and ``input_schema`` (Anthropic) or ``parameters``
+    (OpenAI); other keys are kept (the rendered request leaves them out).
+
+    Why checked here: the renderers read ``schema["name"]``, so a tool without one
+    was a 500 (a ``KeyError``) once a request body was asked for."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, Field(pattern=TOOL_NAME)]
+    description: Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(check_text)] = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        """Strict JSON, at most :data:`MAX_TOOL_DEPTH` levels and :data:`MAX_TOOL_BYTES`
+        (as the engine serialises it: ``engine.window.canonical_json``)."""
+        schema = _check_json(self.schema_dict(), max_depth=MAX_TOOL_DEPTH, what="tool schema")
+        text = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        size = len(text.encode())
+        if size > MAX_TOOL_BYTES:
+            raise ValueError(
+                f"a tool schema may take at most {MAX_TOOL_BYTES:,} bytes as JSON (got {size:,})"
+            )
+        return self
+
+    def schema_dict(self) -> dict[str, Any]:
+        """The tool as sent: the keys given, none added."""
+        return self.model_dump(exclude_unset=True)
+
+
+def _unique_names(tools: list[ToolIn] | None) -> list[ToolIn] | None:
+    """Tool names are unique in a request (both providers refuse a repeated one)."""
+    seen: set[str] = set()
+    for tool in tools or ():
+        if tool.name in seen:
+            raise ValueError(f"tool name {tool.name!r} is given twice")
+        seen.add(tool.name)
+    return tools
+
+
+#: An instruction text of a window (its system prompt, a rule): blank is fine (the
+#: engine leaves blank instructions out), NUL and lone surrogates are not.
+Instruction = Annotated[
+    str,
+    Field(json_schema_extra={"maxLength": MAX_TEXT}),
+    _at_most("an instruction"),
+    AfterValidator(check_text),
+]
+
+
 class WindowRequestIn(_Body):
     question: Query
     user_id: ScopeId | None = None
@@ -343,6 +419,18 @@ class WindowRequestIn(_Body):
     limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
     model: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_text)] = (
         "claude-sonnet-4-6"
+    )
+    system: Instruction = Field("", description="The system prompt (cached, 1h).")
+    rules: Annotated[list[Instruction], Field(max_length=MAX_RULES)] = Field(
+        default_factory=list, description="Standing instructions after the system prompt."
+    )
+    tools: Annotated[
+        list[ToolIn] | None, Field(max_length=MAX_TOOLS), AfterValidator(_unique_names)
+    ] = Field(None, description="Tool schemas: name, description, input_schema or parameters.")
+    format: Literal["anthropic", "openai"] | None = Field(
+        None,
+        description="Also answer the provider request body for this window in `request` "
+        "(cache_control where breakpoints are planned; prompt_cache_key for openai).",
     )
 
     def for_session(self, session_id: str | None) -> WindowRequest:
@@ -357,6 +445,42 @@ class WindowRequestIn(_Body):
             token_budget=self.token_budget,
             limit=self.limit,
             model=self.model,
+            system=self.system,
+            rules=tuple(self.rules),
+            tools=tuple(t.schema_dict() for t in self.tools or ()),
+            format=self.format,
+        )
+
+
+#: The compaction strategies (``contextos.engine.compaction.STRATEGIES``; not imported:
+#: the MCP server starts without the engine, and a test keeps the two equal).
+CompactStrategy = Literal["truncate", "clear_tool_results", "summarize", "offload"]
+
+
+class CompactRequestIn(_Body):
+    """``POST /v1/sessions/{id}/compact``: the CLI's ``compact`` options."""
+
+    budget: int = Field(
+        ge=1,
+        le=MAX_BUDGET,
+        description="Tokens for the history: its share of the window (the CLI's --budget).",
+    )
+    strategy: CompactStrategy = "summarize"
+    force: bool = Field(False, description="Compact even under the trigger threshold.")
+    user_id: ScopeId | None = None
+    agent_id: ScopeId | None = None
+
+    def for_session(self, session_id: str) -> CompactRequest:
+        """The compaction this body asks for in ``session_id``."""
+        from .compacting import CompactRequest
+
+        return CompactRequest(
+            session_id=session_id,
+            budget=self.budget,
+            strategy=self.strategy,
+            force=self.force,
+            user_id=self.user_id,
+            agent_id=self.agent_id,
         )
 
 
@@ -373,12 +497,20 @@ class WindowToolIn(WindowRequestIn):
     session_id: ScopeId | None = None
 
 
+class CompactToolIn(CompactRequestIn):
+    """MCP ``compact_session``: the HTTP compaction body plus the session it is for."""
+
+    session_id: ScopeId
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse(model: type[Model], **fields: Any) -> Model:
+def parse(model: type[Model], /, **fields: Any) -> Model:
     """Validate tool arguments with an HTTP model (None means "not given": the
-    model's default applies); ValueError with one line per problem when invalid."""
+    model's default applies); ValueError with one line per problem when invalid.
+    ``model`` is positional-only: a tool may take a ``model`` argument of its own
+    (``assemble_window``'s model name)."""
     try:
         return model.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
@@ -529,6 +661,13 @@ class LeftOutCount(BaseModel):
     tokens: int
 
 
+class BreakpointOut(BaseModel):
+    after_block: int = Field(description="The index in `blocks` the cached prefix ends with.")
+    ttl: str
+    segment: str
+    prefix_tokens: int
+
+
 class WindowOut(BaseModel):
     text: str
     tokens: int
@@ -542,6 +681,31 @@ class WindowOut(BaseModel):
     left_out_count: int = Field(description="Items left out in all, listed or not.")
     left_out_not_listed: list[LeftOutCount] = Field(
         description="Per segment, the items left out beyond those listed, and their tokens."
+    )
+    breakpoints: list[BreakpointOut] = Field(
+        default_factory=list,
+        description="Where the window's cache breakpoints are planned, in block order.",
+    )
+    request: dict[str, Any] | None = Field(
+        None,
+        description="With `format`: the provider's request body for this window "
+        "(cache.render.render_anthropic or render_openai); else null.",
+    )
+
+
+class CompactionOut(BaseModel):
+    """What a compaction did: the CLI's ``compact --json``, field for field."""
+
+    compacted: bool = Field(description="A plan was made and saved.")
+    plan: dict[str, Any] | None = Field(
+        description="strategy, rotate (seqs), clear (seqs), before_tokens, after_tokens, "
+        "notes; null when under the trigger (without force) or nothing can be compacted."
+    )
+    state: dict[str, Any] = Field(description="The session's compaction state after it.")
+    archived: int = Field(description="Memories stored by offload.")
+    raced: bool = Field(
+        description="Always false in a 200: a compaction that lost the race to another "
+        "writer is a 409 (nothing was done; retrying is safe)."
     )
 
 

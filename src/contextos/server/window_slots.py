@@ -1,5 +1,6 @@
 """How many windows of one tenant the server builds at once: the HTTP window route, the
-inspector's window routes, the MCP ``assemble_window`` tool, and the agents'
+inspector's window routes, the MCP ``assemble_window`` tool, the compactions
+(``POST /v1/sessions/{id}/compact``, MCP ``compact_session``), and the agents'
 ``conversation_search`` over MCP and HTTP (:data:`READS_LOG`). Apart from
 :mod:`.windowing` because it needs no engine: ``contextos mcp`` makes its slots at start
 and loads the engine on the first window."""
@@ -16,8 +17,9 @@ import anyio.to_thread
 #: How many windows of one tenant are built at once (:class:`WindowSlots`).
 WINDOWS_PER_TENANT = 1
 #: The tools whose cost grows with a session's log, run in the window slots too: the
-#: window, and ``conversation_search`` (it reads the whole log a page at a time).
-READS_LOG = frozenset({"assemble_window", "conversation_search"})
+#: window, ``compact_session`` (it reads and summarizes the history) and
+#: ``conversation_search`` (it reads the whole log a page at a time).
+READS_LOG = frozenset({"assemble_window", "compact_session", "conversation_search"})
 
 T = TypeVar("T")
 
@@ -28,7 +30,7 @@ class WindowSlots:
 
     Why: a session's first window in a process reads its log whole, and an uncompacted
     log costs every window in proportion (every turn of it is placed or listed as left
-    out, and nothing over HTTP or MCP compacts): about 0.3 s at 20,000 turns, 2 to 4 s
+    out, until a compaction bounds it): about 0.3 s at 20,000 turns, 2 to 4 s
     at 80,000. Built in the thread pool that every route shares (40 threads), 40 windows
     that one tenant sent at once on a 20,000-turn log held every thread and the
     interpreter lock for 44 s: another tenant's ``GET /v1/memories`` went from 50 ms to

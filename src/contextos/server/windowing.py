@@ -10,10 +10,11 @@ holding only memories and the question.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from contextos.cache.render import render_anthropic, render_openai
 from contextos.engine.session import context_window, search_scope, window_budget
 from contextos.engine.window import Overflow, Window
 from contextos.llm.models import get_model
@@ -36,6 +37,11 @@ class WindowRequest:
     token_budget: int = 2000
     limit: int = 20
     model: str = DEFAULT_MODEL
+    system: str = ""
+    rules: tuple[str, ...] = ()
+    tools: tuple[Mapping[str, Any], ...] = ()
+    #: The provider request body to answer too (None: none).
+    format: Literal["anthropic", "openai"] | None = None
 
 
 def build_window(
@@ -61,12 +67,23 @@ def build_window(
         with tenants.sessions.use(
             tenant, req.session_id, user_id=req.user_id, agent_id=req.agent_id, tokenizer=tokenizer
         ) as session:
-            return session.window(model, req.question, budget=budget, hits=hits)
+            return session.window(
+                model,
+                req.question,
+                budget=budget,
+                system=req.system,
+                rules=req.rules,
+                tools=req.tools,
+                hits=hits,
+            )
     return context_window(
         budget,
         tokenizer=tokenizer,
         question=req.question,
         min_cache_tokens=model.min_cache_tokens,
+        system=req.system,
+        rules=req.rules,
+        tools=req.tools,
         memories=hits,
     )
 
@@ -115,4 +132,36 @@ def window_dict(window: Window) -> dict[str, Any]:
             for b in window.blocks
         ],
         **left_out_dict(window.overflow),
+    }
+
+
+def request_body(window: Window, req: WindowRequest) -> dict[str, Any] | None:
+    """The provider request body for ``window`` in ``req.format`` (None: not asked for):
+    :func:`~contextos.cache.render.render_anthropic` (``cache_control`` on the planned
+    breakpoints, ``max_tokens`` the model's default output reserve) or
+    :func:`~contextos.cache.render.render_openai` (``prompt_cache_key`` set), so a client
+    in another language sends what the library would, byte for byte."""
+    if req.format is None:
+        return None
+    model = get_model(req.model)
+    if req.format == "anthropic":
+        return render_anthropic(window, model)
+    return render_openai(window, model)
+
+
+def window_answer(window: Window, req: WindowRequest) -> dict[str, Any]:
+    """The answer of ``POST /v1/sessions/{id}/window`` and MCP ``assemble_window``:
+    :func:`window_dict`, the planned cache breakpoints and the request body asked for."""
+    return {
+        **window_dict(window),
+        "breakpoints": [
+            {
+                "after_block": b.after,
+                "ttl": b.ttl,
+                "segment": b.segment,
+                "prefix_tokens": b.prefix_tokens,
+            }
+            for b in window.breakpoints
+        ],
+        "request": request_body(window, req),
     }
