@@ -429,6 +429,48 @@ def test_a_compaction_elsewhere_costs_other_sessions_only_the_new_turns(db):
     assert summary is not None and any(b.key == "summary" for b in window.blocks)
 
 
+@pytest.mark.parametrize("first_save", ["compact", "pin"])
+def test_a_sessions_own_first_save_costs_it_no_reread_of_the_log(db, first_save):
+    # A Session that read its log before any compaction held no log epoch, so after its
+    # own first compaction (the server's kept Session, right after
+    # POST /v1/sessions/{id}/compact) it read the whole log again: 0.5 s at 20,000 turns.
+    store = CountingStore(db)
+    app = Session(store, "chat", user_id="ana")
+    chat(app, 400)
+    app.turns()
+    if first_save == "compact":
+        assert app.compact(300, "summarize", force=True).plan is not None
+    else:
+        app.pin(10)
+    store.turns_read = 0
+    assert len(app.turns()) == 400
+    assert store.turns_read == 0  # nothing new, and nothing read again
+    app.add(Message("user", "one more"))
+    assert len(app.turns()) == 401 and store.turns_read == 1
+    # ... and an erasure after it is still seen (forget's reset drops the epoch)
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.forget("ana")
+    assert app.turns() == [] and app.log_restarts == 1
+
+
+def test_an_erasure_before_a_sessions_own_first_save_is_still_seen(db):
+    # The epoch a Session's own save draws is taken for the turns it holds only when it
+    # read them at the revision it saved on: here an erasure moved the revision between
+    # the read and a pin (a pin does not read the log again), and the turns held
+    # include erased ones.
+    app = Session(SQLiteStore(db), "room", user_id="bob")
+    ana = Session(SQLiteStore(db), "room", user_id="ana")
+    for i in range(20):
+        ana.add(Message("user", f"ana's secret number {i}"))
+        app.add(Message("user", f"bob talks about the weather, turn {i}"))
+    assert len(app.turns()) == 40
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.forget("ana")
+    app.pin(39)  # bob's last turn, pinned without reading the log again
+    said = [t.message.content for t in app.turns()]
+    assert len(said) == 20 and not any("ana" in text for text in said)
+
+
 def test_an_erasure_is_seen_after_a_later_compaction(db):
     # A reader keeps its turns while the log epoch it read is unchanged: forget's reset
     # drops the epoch, so a compaction after the erasure draws another, never the old.
