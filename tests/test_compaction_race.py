@@ -233,8 +233,8 @@ class _ForgetBeforeAdd:
         self.forget()
         return self.memory.add(messages, **scope)
 
-    def delete(self, memory_id: str, *, purge: bool = False) -> None:
-        self.memory.delete(memory_id, purge=purge)
+    def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
+        return self.memory.delete_many(memory_ids, purge=purge)
 
     def get_all(self, **kwargs: Any) -> Sequence[MemoryRecord]:
         return self.memory.get_all(**kwargs)
@@ -264,6 +264,27 @@ def _offload_racing_forget(
         assert memory.get_all(user_id="ana") == []
         assert done.state == app.state()
         _no_trace(kind, memory, tmp_path, secret)
+
+
+class _CountingDeletes(_ForgetBeforeAdd):
+    """:class:`_ForgetBeforeAdd` that records each ``delete_many`` call's ids."""
+
+    calls: list[list[str]] = []
+
+    def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
+        assert purge
+        type(self).calls.append(list(memory_ids))
+        return super().delete_many(memory_ids, purge=purge)
+
+
+@BOTH
+def test_the_copies_of_erased_turns_are_purged_in_one_call(kind: str, tmp_path: Path) -> None:
+    # One purge at a time cost ~40 ms each: an offload of 8,000 turns racing a forget
+    # over HTTP held the tenant's windows, and left the forgotten text searchable,
+    # for 436 s (a review).
+    _CountingDeletes.calls = []
+    _offload_racing_forget(kind, tmp_path, "qzamberfield", _CountingDeletes)
+    assert len(_CountingDeletes.calls) == 1 and len(_CountingDeletes.calls[0]) > 1
 
 
 class _ForgetAfterAdd(_ForgetBeforeAdd):

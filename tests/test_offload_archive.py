@@ -49,8 +49,8 @@ class _Counting:
             raise StoreError("the memory store is down")
         return self.memory.add(messages, **scope)
 
-    def delete(self, memory_id: str, *, purge: bool = False) -> None:
-        self.memory.delete(memory_id, purge=purge)
+    def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
+        return self.memory.delete_many(memory_ids, purge=purge)
 
     def get_all(self, **kwargs: Any) -> Sequence[MemoryRecord]:
         found = self.memory.get_all(**kwargs)

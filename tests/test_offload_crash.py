@@ -42,8 +42,8 @@ class DiesInAdd:
     def get_all(self, **kwargs):
         return self.memory.get_all(**kwargs)
 
-    def delete(self, memory_id, *, purge=False):
-        self.memory.delete(memory_id, purge=purge)
+    def delete_many(self, memory_ids, *, purge=False):
+        return self.memory.delete_many(memory_ids, purge=purge)
 
     def add(self, messages, **scope):
         if self.after:

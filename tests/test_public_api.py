@@ -75,6 +75,7 @@ def test_memory_verbs_have_docstrings() -> None:
         "get_all",
         "update",
         "delete",
+        "delete_many",
         "history",
         "forget",
         "flush",

@@ -58,8 +58,8 @@ class _TitlingMemory:
                 self._titling = False
         return self.memory.add(list(messages), **scope)
 
-    def delete(self, memory_id: str, *, purge: bool = False) -> None:
-        self.memory.delete(memory_id, purge=purge)
+    def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
+        return self.memory.delete_many(memory_ids, purge=purge)
 
     def get_all(self, **kw: Any) -> Any:
         return self.memory.get_all(**kw)

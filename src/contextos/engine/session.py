@@ -236,8 +236,9 @@ class MemoryLike(Protocol):
         finds in them, reconciled with the stored ones, instead of the messages)."""
         ...
 
-    def delete(self, memory_id: str, *, purge: bool = False) -> None:
-        """Delete a memory (``purge``: its text leaves history and every copy too)."""
+    def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
+        """Delete memories in one go, skipping those already gone; the ids deleted
+        (``purge``: their text leaves history and every copy too)."""
         ...
 
     def get_all(

@@ -553,6 +553,27 @@ class Memory:
         if late := self._facts_of(record):
             self.store.delete_many(self.tenant, [f.id for f in late], purge=purge)
 
+    def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
+        """Delete several memories as :meth:`delete` deletes each (the facts stored
+        beside a turn with it), in one transaction; returns the ids deleted, skipping
+        those already gone (no ``NotFound``).
+
+        Why: a purge truncates the write-ahead log and scrubs the text from every other
+        record, about 40 ms each at 8,000 memories. An offload that found its turns
+        erased while it archived them (a ``forget`` racing it) purged its 8,000 copies
+        one at a time: 436 s during which the forgotten user's text stayed searchable
+        (a review, over HTTP).
+        """
+        if isinstance(memory_ids, str):
+            raise TypeError("delete_many() takes a sequence of ids, not one string")
+        for memory_id in memory_ids:
+            _check_id(memory_id)
+        found = [r for r in (self.store.get(self.tenant, i) for i in memory_ids) if r]
+        facts = [f.id for record in found for f in self._facts_of(record)]
+        ids = list(dict.fromkeys([*(r.id for r in found), *facts]))
+        deleted = set(self.store.delete_many(self.tenant, ids, purge=purge) if ids else ())
+        return [i for i in dict.fromkeys(memory_ids) if i in deleted]  # in the order asked
+
     def _orphan_facts(self, memory_id: str) -> list[MemoryRecord]:
         """Facts of this tenant that point to ``memory_id`` (``metadata["fact_of"]``),
         whatever their scope: their turn is gone, and its scope with it."""
