@@ -73,7 +73,7 @@ def test_anthropic_request_holds_the_instructions_with_cache_control_on_the_brea
     answer = resp.json()
     body = answer["request"]
     assert body["model"] == MODEL
-    assert body["max_tokens"] == get_model(MODEL).default_output_reserve()
+    assert body["max_tokens"] == min(get_model(MODEL).default_output_reserve(), 16_384)
     texts = [b["text"] for b in body["system"]]
     assert texts[:3] == [SYSTEM, RULES[0], RULES[1]]  # the blank rule is left out
     assert body["tools"] == [TOOLS[0]]
@@ -90,7 +90,7 @@ def test_anthropic_request_holds_the_instructions_with_cache_control_on_the_brea
     assert {m["cache_control"]["ttl"] for m in marked} == {p["ttl"] for p in points}
     # What the library renders for this window, byte for byte.
     lib = _library_window(tmp_path / "w.db", system=SYSTEM, rules=RULES, tools=TOOLS)
-    assert body == render_anthropic(lib, get_model(MODEL))
+    assert body == render_anthropic(lib, get_model(MODEL), max_tokens=body["max_tokens"])
 
 
 def test_openai_request_has_its_messages_and_a_prompt_cache_key(
@@ -104,7 +104,7 @@ def test_openai_request_has_its_messages_and_a_prompt_cache_key(
     assert body["tools"][0]["function"]["name"] == "stock_lookup"
     assert body["messages"][-1]["role"] == "user"
     lib = _library_window(tmp_path / "w.db", system=SYSTEM, rules=RULES, tools=TOOLS)
-    assert body == render_openai(lib, get_model(MODEL))
+    assert body == {**render_openai(lib, get_model(MODEL)), "max_completion_tokens": 16_384}
 
 
 def test_without_format_there_is_no_request_and_the_window_is_as_before(
@@ -146,10 +146,20 @@ def _deep(levels: int) -> dict[str, Any]:
         ({"tools": [{"name": 7}]}, "body.tools.0.name"),
         ({"tools": [{"name": "t", "input_schema": "object"}]}, "body.tools.0.input_schema"),
         ({"tools": [{"name": "t", "description": None}]}, "body.tools.0.description"),
-        ({"tools": [{"name": "t", "input_schema": {"d": "y" * 70_000}}]}, "body.tools.0"),
+        (
+            {"tools": [{"name": "t", "input_schema": {"type": "object", "d": "y" * 70_000}}]},
+            "body.tools.0",
+        ),
         ({"tools": [{"name": f"t{i}"} for i in range(65)]}, "body.tools"),
         ({"tools": [{"name": "t"}, {"name": "t"}]}, "body.tools"),
         ({"format": "gemini"}, "body.format"),
+        (
+            {"tools": [{"name": "t", "input_schema": {"type": "array"}}]},
+            "body.tools.0.input_schema",
+        ),
+        ({"tools": [{"name": "t", "parameters": {"properties": {}}}]}, "body.tools.0.parameters"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "body.tools.0"),
+        ({"max_tokens": 0}, "body.max_tokens"),
     ],
 )
 def test_hostile_instructions_are_a_422_naming_the_field(
@@ -174,3 +184,35 @@ def test_a_tool_nested_to_the_limit_is_taken(server: LiveServer) -> None:
     resp = _window(server, tools=[{"name": "t", "input_schema": _deep(7)}], format="openai")
     assert resp.status_code == 200, resp.text
     assert resp.json()["request"]["tools"][0]["function"]["parameters"] == _deep(7)
+
+
+def test_the_ready_requests_go_through_the_official_sdks(server: LiveServer) -> None:
+    """The request as answered, sent as it is: the default max_tokens of a 1M-context
+    model (its output reserve, 62,500) made the anthropic SDK refuse it ("Streaming is
+    required for operations that may take longer than 10 minutes"), and a tool given
+    without a schema rendered as ``input_schema: {}``, which the API refuses."""
+    anthropic = pytest.importorskip("anthropic")
+    openai = pytest.importorskip("openai")
+    from contextos.testing.fake_anthropic import FakeAnthropic
+    from contextos.testing.fake_openai import FakeOpenAI
+
+    tools = [*TOOLS, {"name": "ping", "description": "Takes nothing."}]
+    first = _window(server, system=SYSTEM, tools=tools, format="anthropic").json()["request"]
+    assert first["tools"][1]["input_schema"] == {"type": "object", "properties": {}}
+    fake = FakeAnthropic(reply=lambda body: "in stock").start()
+    try:
+        client = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+        assert client.messages.create(**first).content[0].text == "in stock"
+    finally:
+        fake.stop()
+    chosen = _window(server, format="openai", max_tokens=300).json()["request"]
+    assert chosen["max_completion_tokens"] == 300
+    fake_oa = FakeOpenAI(reply=lambda body: "in stock").start()
+    try:
+        client_oa = openai.OpenAI(base_url=fake_oa.base_url, api_key="k", max_retries=0)
+        reply = client_oa.chat.completions.create(**chosen)
+        assert reply.choices[0].message.content == "in stock"
+    finally:
+        fake_oa.stop()
+    asked = _window(server, format="anthropic", max_tokens=40_000).json()["request"]
+    assert asked["max_tokens"] == 40_000  # as asked: the client streams it

@@ -45,13 +45,15 @@ def _check_order(window: Window) -> None:
 
 
 def _anthropic_tool(text: str) -> dict[str, Any]:
+    """A tool given without an input schema takes an empty object: the Messages API
+    refuses ``{}`` (its input_schema needs ``"type": "object"``)."""
     schema = json.loads(text)
-    out = {
+    given = schema.get("input_schema") or schema.get("parameters")
+    return {
         "name": schema["name"],
         "description": schema.get("description", ""),
-        "input_schema": schema.get("input_schema", schema.get("parameters", {})),
+        "input_schema": given or {"type": "object", "properties": {}},
     }
-    return out
 
 
 def tool_input(arguments: str) -> dict[str, Any] | None:

@@ -187,12 +187,14 @@ class MemoryTools:
         rules: list[str] | None = None,
         tools: list[dict[str, Any]] | None = None,
         format: Literal["anthropic", "openai"] | None = None,
+        max_tokens: int | None = None,
     ) -> dict[str, Any]:
         """Build a context window for a question within token_budget: the tools, system
         prompt and rules first (cached), the session's summary and recent turns (when
         session_id is given), the relevant memories with the strongest at the edges, and
         the question last. format ("anthropic" or "openai"): also return the provider's
-        request body for it in `request`, with cache_control where `breakpoints` are."""
+        request body for it in `request`, with cache_control where `breakpoints` are, and
+        max_tokens (default: the model's output reserve, at most 16,384)."""
         body = s.parse(s.WindowToolIn, **_arguments(locals()))
         from .windowing import build_window, window_answer  # the engine, on first use
 

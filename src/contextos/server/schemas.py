@@ -357,6 +357,14 @@ class AppendTurnsRequest(_Body):
     agent_id: ScopeId | None = None
 
 
+def _object_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A tool's input schema, given, describes an object: both providers take the
+    tool's input as one JSON object, and the Messages API refuses another type."""
+    if schema and schema.get("type") != "object":
+        raise ValueError('a tool\'s input schema must have "type": "object"')
+    return schema
+
+
 class ToolIn(BaseModel):
     """One tool schema for a window, as the library's ``tools=`` takes it
     (``Session.window``, :func:`~contextos.engine.session.context_window`): a ``name``,
@@ -370,8 +378,27 @@ class ToolIn(BaseModel):
 
     name: Annotated[str, Field(pattern=TOOL_NAME)]
     description: Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(check_text)] = ""
-    input_schema: dict[str, Any] = Field(default_factory=dict)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    input_schema: Annotated[dict[str, Any], AfterValidator(_object_schema)] = Field(
+        default_factory=dict
+    )
+    parameters: Annotated[dict[str, Any], AfterValidator(_object_schema)] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _custom(self) -> Self:
+        """Only custom tools: a server tool (``{"type": "web_search_20250305", ...}``)
+        has no schema to place, and rendered as a custom one it lost its type and
+        was refused by the API. The library's ``wrap`` sends such tools as the caller
+        gave them, outside the window; here they are refused, named."""
+        kind = (self.model_extra or {}).get("type", "custom")
+        if kind != "custom":
+            raise ValueError(
+                f"tool {self.name!r} is a server tool (type {kind!r}): only custom tools "
+                "(name, description, input_schema or parameters) are placed in a window; "
+                "send server tools beside the request"
+            )
+        return self
 
     @model_validator(mode="after")
     def _bounded(self) -> Self:
@@ -432,6 +459,14 @@ class WindowRequestIn(_Body):
         description="Also answer the provider request body for this window in `request` "
         "(cache_control where breakpoints are planned; prompt_cache_key for openai).",
     )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BUDGET,
+        description="The request's max_tokens (openai: max_completion_tokens); default "
+        "the model's output reserve, at most 16,384 (the official SDKs refuse a larger "
+        "one without streaming).",
+    )
 
     def for_session(self, session_id: str | None) -> WindowRequest:
         """The window to build for this body in ``session_id`` (None: no session)."""
@@ -449,6 +484,7 @@ class WindowRequestIn(_Body):
             rules=tuple(self.rules),
             tools=tuple(t.schema_dict() for t in self.tools or ()),
             format=self.format,
+            max_tokens=self.max_tokens,
         )
 
 

@@ -42,6 +42,9 @@ class WindowRequest:
     tools: tuple[Mapping[str, Any], ...] = ()
     #: The provider request body to answer too (None: none).
     format: Literal["anthropic", "openai"] | None = None
+    #: That body's max_tokens (None: the model's output reserve, at most
+    #: :data:`SDK_MAX_TOKENS`).
+    max_tokens: int | None = None
 
 
 def build_window(
@@ -135,18 +138,27 @@ def window_dict(window: Window) -> dict[str, Any]:
     }
 
 
+#: The most ``max_tokens`` a ready request gets unless the client asks for more. Why:
+#: the official SDKs refuse a non-streaming request they expect to outlast 10 minutes
+#: (the Python SDK above about 21,333 tokens), and a 1M-context model's output reserve
+#: is 62,500: the request this server answered could not be sent as it was (a review).
+SDK_MAX_TOKENS = 16_384
+
+
 def request_body(window: Window, req: WindowRequest) -> dict[str, Any] | None:
     """The provider request body for ``window`` in ``req.format`` (None: not asked for):
     :func:`~contextos.cache.render.render_anthropic` (``cache_control`` on the planned
-    breakpoints, ``max_tokens`` the model's default output reserve) or
-    :func:`~contextos.cache.render.render_openai` (``prompt_cache_key`` set), so a client
-    in another language sends what the library would, byte for byte."""
+    breakpoints) or :func:`~contextos.cache.render.render_openai` (``prompt_cache_key``
+    set), so a client in another language sends what the library would, byte for byte;
+    ``max_tokens`` (openai: ``max_completion_tokens``) as asked, else the model's output
+    reserve, at most :data:`SDK_MAX_TOKENS`."""
     if req.format is None:
         return None
     model = get_model(req.model)
+    max_tokens = req.max_tokens or min(model.default_output_reserve(), SDK_MAX_TOKENS)
     if req.format == "anthropic":
-        return render_anthropic(window, model)
-    return render_openai(window, model)
+        return render_anthropic(window, model, max_tokens=max_tokens)
+    return {**render_openai(window, model), "max_completion_tokens": max_tokens}
 
 
 def window_answer(window: Window, req: WindowRequest) -> dict[str, Any]:
