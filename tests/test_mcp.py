@@ -132,6 +132,23 @@ def test_stdio_refuses_to_start_without_a_valid_key(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_stdio_on_a_missing_database_refuses_without_making_one(tmp_path: Path) -> None:
+    """A mistyped --db made an empty database, said so, then refused every key (a new
+    database holds none) and left the file behind."""
+    db = tmp_path / "mistyped.db"
+    proc = subprocess.run(
+        [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--key", "ctx_abc_def"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert f"no database at {db}" in proc.stderr and "keys create" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
     httpx2 = pytest.importorskip("httpx2")
     from mcp.client.streamable_http import streamable_http_client

@@ -498,15 +498,18 @@ def _wait_listening(proc: subprocess.Popen[Any], port: int, poll: float = 0.2) -
             time.sleep(poll)
 
 
-def test_serve_says_when_it_creates_the_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_says_when_it_creates_the_database(tmp_path: Path, workers: int) -> None:
     """A mistyped --db served an empty memory and said nothing; a refused port (above)
-    creates nothing and says nothing of it."""
+    creates nothing and says nothing of it. With workers, the database is made before
+    they start (they raced to make its tables)."""
     from contextos.bench.serve import free_port
 
     db = tmp_path / "new.db"
     for created in (True, False):
         port = free_port()
         cmd = [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", str(port)]
+        cmd += ["--workers", str(workers)]
         with reaped(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)) as proc:
             _wait_until_serving(proc, f"http://127.0.0.1:{port}")
             proc.terminate()

@@ -56,6 +56,15 @@ def _absent(db: str) -> bool:
     return "://" not in db and db != ":memory:" and not Path(db).exists()
 
 
+def _create_database(db: str) -> None:
+    """Make the store's and the key store's tables at ``db``, then close both."""
+    from ..server.keys import KeyStore
+    from ..store import open_store
+
+    open_store(db).close()
+    KeyStore(db).close()
+
+
 def _note_created(db: str, was_absent: bool) -> None:
     """Say on stderr that ``db`` was just created (``serve``, ``mcp``, ``keys
     create``), so a mistyped path is seen at once rather than as a server that answers
@@ -430,7 +439,11 @@ def serve(
         if workers > 1:
             # Worker processes build their own app from the config handed over in the
             # environment (uvicorn needs an import string to spawn them); each closes
-            # its store when it is shut down.
+            # its store when it is shut down. A new database is made here first: the
+            # workers raced to make its tables ("database is locked", 1 start in 6).
+            if fresh:
+                _create_database(target)
+                _note_created(target, fresh)
             os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
             _announce(url)
             worker_options = {**options, "factory": True, "workers": workers}
@@ -611,6 +624,11 @@ def mcp(
 
     target = _db(state, db)
     fresh = _absent(target)
+    if fresh and transport == "stdio":  # no key can be valid there: make no file for it
+        raise Unauthenticated(
+            f"no database at {target}: create it and a key with `contextos keys create "
+            f"--tenant T --db {target}`, then pass the key with --key or CONTEXTOS_API_KEY"
+        )
     with ExitStack() as stack:
         # From here on, SIGTERM closes what is opened below and exits 0. Over HTTP the
         # port listens before the store and the app are built, and a client that
