@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 pytest.importorskip("mcp")
 
 from mcp.client.session import ClientSession  # noqa: E402
-from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
 import contextos  # noqa: E402
 from cli_support import reaped
@@ -25,6 +23,7 @@ from contextos.bench.serve import free_port  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
+from mcp_support import payload, stdio_call  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 TOOLS = {
@@ -47,51 +46,31 @@ def _keys(db: Path, *tenants: str) -> list[str]:
         return [store.create(t).secret for t in tenants]
 
 
-def _payload(result: Any) -> Any:
-    """A tool's structured result (lists come wrapped as {"result": [...]})."""
-    assert not result.is_error, result.content
-    data = result.structured_content
-    assert data is not None
-    return data["result"] if set(data) == {"result"} else data
-
-
-async def _stdio(db: Path, key: str, fn: Callable[[ClientSession], Awaitable[Any]]) -> Any:
-    params = StdioServerParameters(
-        command=CLI[0],
-        args=[*CLI[1:], "mcp", "--db", str(db), "--embedder", "hash"],
-        env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
-    )
-    with anyio.fail_after(60):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
-            await s.initialize()
-            return await fn(s)
-
-
 def test_stdio_tools_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "mcp.db"
     (key,) = _keys(db, "acme")
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
         names = {t.name for t in (await s.list_tools()).tools}
-        added = _payload(
+        added = payload(
             await s.call_tool(
                 "add_memory", {"text": "Ana drinks green tea every morning", "user_id": "ana"}
             )
         )
         await s.call_tool("add_memory", {"text": "Ana's bike is red", "user_id": "ana"})
-        found = _payload(
+        found = payload(
             await s.call_tool("search_memory", {"query": "green tea", "user_id": "ana"})
         )
-        window = _payload(
+        window = payload(
             await s.call_tool(
                 "assemble_window",
                 {"question": "What does Ana drink?", "user_id": "ana", "token_budget": 300},
             )
         )
         unscoped = await s.call_tool("search_memory", {"query": "tea"})
-        deleted = _payload(await s.call_tool("delete_memory", {"memory_id": added[0]["id"]}))
+        deleted = payload(await s.call_tool("delete_memory", {"memory_id": added[0]["id"]}))
         missing = await s.call_tool("delete_memory", {"memory_id": added[0]["id"]})
-        listed = _payload(await s.call_tool("list_memories", {"user_id": "ana"}))
+        listed = payload(await s.call_tool("list_memories", {"user_id": "ana"}))
         return {
             "names": names,
             "added": added,
@@ -103,7 +82,7 @@ def test_stdio_tools_round_trip(tmp_path: Path) -> None:
             "listed": listed,
         }
 
-    out = anyio.run(_stdio, db, key, scenario)
+    out = anyio.run(stdio_call, db, key, scenario)
     assert out["names"] == TOOLS
     tea_id = out["added"][0]["id"]
     # Ranks are the retriever's business (vectors may still be pending here): check presence.
@@ -181,7 +160,7 @@ def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
             ClientSession(read, write) as s,
         ):
             await s.initialize()
-            return _payload(await s.call_tool(tool, args))
+            return payload(await s.call_tool(tool, args))
 
     async def scenario() -> dict[str, Any]:
         with anyio.fail_after(60):
@@ -591,7 +570,7 @@ def test_stdio_key_revoked_while_running_is_refused_on_its_next_call(tmp_path: P
     [key] = _keys(db, "acme")
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
-        before = _payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
+        before = payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
         with KeyStore(str(db)) as store:  # another connection, as `keys revoke` is
             store.revoke(key.split("_")[1])
         await anyio.sleep(KEY_CACHE_TTL + 0.2)
@@ -602,7 +581,7 @@ def test_stdio_key_revoked_while_running_is_refused_on_its_next_call(tmp_path: P
             "core": await s.call_tool("core_memory_view", {"user_id": "u"}),
         }
 
-    out = anyio.run(_stdio, db, key, scenario)
+    out = anyio.run(stdio_call, db, key, scenario)
     assert out["before"][0]["text"] == "before"
     for name in ("add", "list", "core"):
         result = out[name]
@@ -629,11 +608,11 @@ def test_stdio_tools_refuse_unknown_arguments_like_http_bodies(tmp_path: Path) -
         out: dict[str, Any] = {n: await s.call_tool(t, a) for n, (t, a) in calls.items()}
         out["tools"] = (await s.list_tools()).tools
         out["listed"] = [
-            _payload(await s.call_tool("list_memories", {"user_id": u})) for u in ("u", "v")
+            payload(await s.call_tool("list_memories", {"user_id": u})) for u in ("u", "v")
         ]
         return out
 
-    out = anyio.run(_stdio, db, key, scenario)
+    out = anyio.run(stdio_call, db, key, scenario)
     for name, unknown in (("add", "tenant"), ("misspelt", "userid"), ("search", "bogus")):
         result = out[name]
         assert result.is_error, (name, result.content)
@@ -664,15 +643,15 @@ def test_stdio_add_memory_refuses_metadata_past_the_librarys_limits(tmp_path: Pa
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
         out: dict[str, Any] = {n: await s.call_tool("add_memory", a) for n, a in calls.items()}
-        out["listed"] = _payload(await s.call_tool("list_memories", {"user_id": "u"}))
+        out["listed"] = payload(await s.call_tool("list_memories", {"user_id": "u"}))
         return out
 
-    out = anyio.run(_stdio, db, key, scenario)
+    out = anyio.run(stdio_call, db, key, scenario)
     assert out["big"].is_error and f"at most {MAX_METADATA_BYTES:,}" in out["big"].content[0].text
     said = out["copies"].content[0].text
     assert out["copies"].is_error and "40 memories" in said, said
     assert f"{MAX_METADATA_COPIES_BYTES:,}" in said
-    assert len(_payload(out["fits"])) == 40  # 20 KB x 40 = 800 KB: within the limit
+    assert len(payload(out["fits"])) == 40  # 20 KB x 40 = 800 KB: within the limit
     assert out["listed"] == []
 
 
@@ -689,7 +668,7 @@ def test_stdio_string_arguments_reach_the_tools_as_sent(tmp_path: Path) -> None:
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
         async def call(tool: str, **args: Any) -> Any:
-            return _payload(await s.call_tool(tool, args))
+            return payload(await s.call_tool(tool, args))
 
         await call(
             "add_memory", messages="alice's door code is 4711", user_id="alice", agent_id="bot"
@@ -716,7 +695,7 @@ def test_stdio_string_arguments_reach_the_tools_as_sent(tmp_path: Path) -> None:
             ),
         }
 
-    out = anyio.run(_stdio, db, key, scenario)
+    out = anyio.run(stdio_call, db, key, scenario)
     assert out["search"] == [] and out["list"] == []
     assert "4711" not in str(out["archival"])
     assert [(r["text"], r["user_id"]) for r in out["added"]] == [("note of null", "null")]
@@ -742,7 +721,7 @@ def test_stdio_argument_type_errors_read_as_over_http(tmp_path: Path) -> None:
     async def scenario(s: ClientSession) -> list[Any]:
         return [await s.call_tool(tool, args) for tool, args, _ in calls]
 
-    results = anyio.run(_stdio, db, key, scenario)
+    results = anyio.run(stdio_call, db, key, scenario)
     for (tool, _, field), result in zip(calls, results, strict=True):
         assert result.is_error, (tool, result.content)
         text = result.content[0].text

@@ -8,8 +8,7 @@ would (MCP has no tool that logs turns).
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,13 @@ import pytest
 pytest.importorskip("mcp")
 
 from mcp.client.session import ClientSession  # noqa: E402
-from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 
-import contextos  # noqa: E402
 from contextos.engine.session import Session  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.store import open_store  # noqa: E402
 from contextos.types import Message  # noqa: E402
+from mcp_support import error_text, payload, stdio_call  # noqa: E402
 
-CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
-SRC = str(Path(contextos.__file__).resolve().parents[1])
 FACT = "the zeppelin hangar code is 4417"
 SYSTEM = "You are the support assistant of a bicycle shop. " * 200
 
@@ -47,29 +43,6 @@ def _log(db: Path, tenant: str, session_id: str, turns: int) -> None:
         store.close()
 
 
-async def _stdio(db: Path, key: str, fn: Callable[[ClientSession], Awaitable[Any]]) -> Any:
-    params = StdioServerParameters(
-        command=CLI[0],
-        args=[*CLI[1:], "mcp", "--db", str(db), "--embedder", "hash"],
-        env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
-    )
-    with anyio.fail_after(120):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
-            await s.initialize()
-            return await fn(s)
-
-
-def _payload(result: Any) -> Any:
-    assert not result.is_error, result.content
-    data = result.structured_content
-    return data["result"] if set(data) == {"result"} else data
-
-
-def _error(result: Any) -> str:
-    assert result.is_error, result.content
-    return str(result.content[0].text)
-
-
 def test_compact_session_and_an_instructed_window_over_stdio(tmp_path: Path) -> None:
     db = tmp_path / "mcp.db"
     with KeyStore(str(db)) as keys:
@@ -79,22 +52,22 @@ def test_compact_session_and_an_instructed_window_over_stdio(tmp_path: Path) -> 
 
     async def as_acme(s: ClientSession) -> dict[str, Any]:
         ask = {"question": "what about Rex?", "session_id": "long", "token_budget": 20_000}
-        out: dict[str, Any] = {"before": _payload(await s.call_tool("assemble_window", ask))}
-        out["compacted"] = _payload(
+        out: dict[str, Any] = {"before": payload(await s.call_tool("assemble_window", ask))}
+        out["compacted"] = payload(
             await s.call_tool("compact_session", {"session_id": "long", "budget": 2000})
         )
-        out["after"] = _payload(await s.call_tool("assemble_window", ask))
-        out["offload"] = _payload(
+        out["after"] = payload(await s.call_tool("assemble_window", ask))
+        out["offload"] = payload(
             await s.call_tool(
                 "compact_session",
                 {"session_id": "s-off", "budget": 1500, "strategy": "offload", "user_id": "ana"},
             )
         )
-        out["found"] = _payload(
+        out["found"] = payload(
             await s.call_tool("search_memory", {"query": "zeppelin hangar", "session_id": "s-off"})
         )
         out["errors"] = [
-            _error(await s.call_tool("compact_session", args))
+            error_text(await s.call_tool("compact_session", args))
             for args in (
                 {"session_id": "long", "budget": 100, "strategy": "zip"},
                 {"session_id": "long", "budget": 0},
@@ -103,30 +76,30 @@ def test_compact_session_and_an_instructed_window_over_stdio(tmp_path: Path) -> 
             )
         ]
         instructed = {**ask, "system": SYSTEM, "rules": ["be brief"], "format": "anthropic"}
-        out["instructed"] = _payload(await s.call_tool("assemble_window", instructed))
+        out["instructed"] = payload(await s.call_tool("assemble_window", instructed))
         openai = {**ask, "system": "be kind", "format": "openai", "model": "gpt-4o"}
-        out["openai"] = _payload(await s.call_tool("assemble_window", openai))
-        out["no_name"] = _error(
+        out["openai"] = payload(await s.call_tool("assemble_window", openai))
+        out["no_name"] = error_text(
             await s.call_tool("assemble_window", {**ask, "tools": [{"description": "x"}]})
         )
         return out
 
     async def as_other(s: ClientSession) -> dict[str, Any]:
         return {
-            "compact": _error(
+            "compact": error_text(
                 await s.call_tool(
                     "compact_session", {"session_id": "long", "budget": 10, "force": True}
                 )
             ),
-            "found": _payload(
+            "found": payload(
                 await s.call_tool(
                     "search_memory", {"query": "zeppelin hangar", "session_id": "s-off"}
                 )
             ),
         }
 
-    mine = anyio.run(_stdio, db, acme, as_acme)
-    theirs = anyio.run(_stdio, db, other, as_other)
+    mine = anyio.run(partial(stdio_call, timeout=120), db, acme, as_acme)
+    theirs = anyio.run(partial(stdio_call, timeout=120), db, other, as_other)
 
     done = mine["compacted"]
     assert done["compacted"] is True and done["raced"] is False and done["plan"]["rotate"]

@@ -23,6 +23,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 import contextos  # noqa: E402
 from contextos.server.errors import package_version  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
+from mcp_support import error_text, payload  # noqa: E402
 from server_support import STORES, database, store_locked  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
@@ -60,17 +61,6 @@ def _session(
                 return await fn(s, init)
 
     return anyio.run(run)
-
-
-def _payload(result: Any) -> Any:
-    assert not result.is_error, result.content
-    data = result.structured_content
-    return data["result"] if set(data) == {"result"} else data
-
-
-def _error_text(result: Any) -> str:
-    assert result.is_error, result.content
-    return str(result.content[0].text)
 
 
 def _secrets_of(target: str) -> list[str]:
@@ -141,36 +131,36 @@ def test_mcp_validates_like_http_and_edits_memories(db: str, tmp_path: Path) -> 
             {"role": "user", "content": "I moved to Lisbon in May"},
             {"role": "assistant", "content": "Lisbon is lovely."},
         ]
-        out["added"] = _payload(
+        out["added"] = payload(
             await s.call_tool(
                 "add_memory", {"messages": turns, "user_id": "ana", "session_id": "s1"}
             )
         )
-        out["alias"] = _payload(
+        out["alias"] = payload(
             await s.call_tool("add_memory", {"text": "My dog is called Pimenta", "user_id": "ana"})
         )
         first = out["added"][0]["id"]
-        out["got"] = _payload(await s.call_tool("get_memory", {"memory_id": first}))
-        out["updated"] = _payload(
+        out["got"] = payload(await s.call_tool("get_memory", {"memory_id": first}))
+        out["updated"] = payload(
             await s.call_tool(
                 "update_memory",
                 {"memory_id": first, "text": "I moved to Porto in June", "metadata": {"v": 2}},
             )
         )
-        out["history"] = _payload(await s.call_tool("memory_history", {"memory_id": first}))
+        out["history"] = payload(await s.call_tool("memory_history", {"memory_id": first}))
         out["missing"] = await s.call_tool("get_memory", {"memory_id": "no-such-id"})
         dog = out["alias"][0]["id"]
-        out["purged"] = _payload(
+        out["purged"] = payload(
             await s.call_tool("delete_memory", {"memory_id": dog, "purge": True})
         )
-        out["purged_history"] = _payload(await s.call_tool("memory_history", {"memory_id": dog}))
+        out["purged_history"] = payload(await s.call_tool("memory_history", {"memory_id": dog}))
         return out
 
     out = _session(db, key, errlog, scenario)
     assert out["version"] == package_version() and out["version"]
     secrets = [x for x in _secrets_of(db) if x]
     for tool, result, want in out["hostile"]:
-        text = _error_text(result)
+        text = error_text(result)
         assert want in text, (tool, text)
         assert not [x for x in secrets if x in text], (tool, text)
         # No union's inner labels, no pydantic prefix: the check's own words.
@@ -185,7 +175,7 @@ def test_mcp_validates_like_http_and_edits_memories(db: str, tmp_path: Path) -> 
     )
     assert [e["event"] for e in out["history"]] == ["ADD", "UPDATE"]
     assert out["history"][1]["old_text"] == "I moved to Lisbon in May"
-    assert "NotFound" in _error_text(out["missing"])
+    assert "NotFound" in error_text(out["missing"])
     assert out["purged"] == {"deleted": out["alias"][0]["id"], "purged": True}
     assert "Pimenta" not in json.dumps(out["purged_history"])
     assert "Traceback" not in errlog.read_text()
@@ -198,17 +188,17 @@ def test_mcp_store_busy_is_a_tool_error_without_infrastructure(kind: str, tmp_pa
         key = _key(db)
 
         async def scenario(s: ClientSession, _: Any) -> tuple[Any, Any]:
-            _payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
+            payload(await s.call_tool("add_memory", {"messages": "before", "user_id": "u"}))
             with store_locked(db):
                 busy = await s.call_tool("add_memory", {"messages": "during", "user_id": "u"})
             after = await s.call_tool("add_memory", {"messages": "after", "user_id": "u"})
             return busy, after
 
         busy, after = _session(db, key, errlog, scenario)
-        text = _error_text(busy)
+        text = error_text(busy)
         assert "StoreError" in text and "busy or unavailable" in text
         assert not [x for x in _secrets_of(db) if x and x in text], text
-        assert _payload(after)[0]["text"] == "after"
+        assert payload(after)[0]["text"] == "after"
 
 
 def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
@@ -225,10 +215,10 @@ def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
         [theirs] = other.add("beta's secret", user_id="u")
 
     async def scenario(s: ClientSession, _: Any) -> dict[str, Any]:
-        [mine] = _payload(await s.call_tool("add_memory", {"messages": "x", "user_id": "u"}))
-        _payload(await s.call_tool("delete_memory", {"memory_id": mine["id"]}))
+        [mine] = payload(await s.call_tool("add_memory", {"messages": "x", "user_id": "u"}))
+        payload(await s.call_tool("delete_memory", {"memory_id": mine["id"]}))
         out: dict[str, Any] = {
-            "kept": _payload(await s.call_tool("memory_history", {"memory_id": mine["id"]}))
+            "kept": payload(await s.call_tool("memory_history", {"memory_id": mine["id"]}))
         }
         for name, mid in (("theirs", theirs.id), ("unknown", "no-such-id")):
             out[name] = [
@@ -240,6 +230,6 @@ def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
     out = _session(db, key, tmp_path / "mcp-stderr.txt", scenario)
     assert [e["event"] for e in out["kept"]] == ["ADD", "DELETE"]
     for name in ("theirs", "unknown"):
-        got, history = (_error_text(r) for r in out[name])
+        got, history = (error_text(r) for r in out[name])
         assert "NotFound" in history
         assert history.replace("memory_history", "get_memory") == got
