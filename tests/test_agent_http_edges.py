@@ -23,8 +23,9 @@ from mcp.client.session import ClientSession  # noqa: E402
 
 from cli_support import reaped  # noqa: E402
 from contextos.bench.serve import free_port  # noqa: E402
+from mcp_support import stdio_call  # noqa: E402
 from server_support import assert_error, auth, store_locked  # noqa: E402
-from test_mcp import _keys, _stdio  # noqa: E402
+from test_mcp import _keys  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 
@@ -98,7 +99,7 @@ def test_hostile_tool_input_is_a_tool_error_over_mcp(tmp_path: Path) -> None:
             out.append((result.is_error, "".join(getattr(c, "text", "") for c in result.content)))
         return out
 
-    results = anyio.run(_stdio, db, key, scenario)
+    results = anyio.run(stdio_call, db, key, scenario)
     assert [error for error, _ in results] == [True] * len(calls), results
     for _, text in results:
         assert "NUL" in text or "at most 256" in text, text

@@ -19,7 +19,8 @@ from contextos import Memory  # noqa: E402
 from contextos.engine.session import Session  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.types import Message  # noqa: E402
-from test_mcp import _keys, _payload, _stdio  # noqa: E402
+from mcp_support import payload, stdio_call  # noqa: E402
+from test_mcp import _keys  # noqa: E402
 
 
 def _text(result: Any) -> str:
@@ -47,25 +48,25 @@ def test_self_editing_tools_over_mcp(tmp_path: Path) -> None:
             "archival_memory_insert", {"content": "Ana's flight to Porto is on 3 June.", **ana}
         )
         return {
-            "append": _payload(append),
-            "replace": _payload(replace),
+            "append": payload(append),
+            "replace": payload(replace),
             "bad": (bad.is_error, _text(bad)),
         }
 
     async def later(s: ClientSession) -> dict[str, Any]:
         ana = {"user_id": "ana"}
-        view = _payload(await s.call_tool("core_memory_view", ana))
-        found = _payload(await s.call_tool("archival_memory_search", {"query": "flight", **ana}))
-        conv = _payload(
+        view = payload(await s.call_tool("core_memory_view", ana))
+        found = payload(await s.call_tool("archival_memory_search", {"query": "flight", **ana}))
+        conv = payload(
             await s.call_tool(
                 "conversation_search", {"query": "sister", "session_id": "chat-7", **ana}
             )
         )
         return {"view": view, "found": found, "conv": conv}
 
-    out1 = anyio.run(_stdio, db, key_a, first)
-    out2 = anyio.run(_stdio, db, key_a, later)  # a new MCP session, a new process
-    other = anyio.run(_stdio, db, key_b, later)
+    out1 = anyio.run(stdio_call, db, key_a, first)
+    out2 = anyio.run(stdio_call, db, key_a, later)  # a new MCP session, a new process
+    other = anyio.run(stdio_call, db, key_b, later)
     assert out1["append"]["result"] == "Core memory block 'human' is now:\nLives in Lisbon."
     assert out1["replace"]["result"].endswith("Lives in Porto.")
     assert out1["bad"][0] and "No core memory block 'mood'" in out1["bad"][1]

@@ -312,7 +312,8 @@ def test_http_window_refuses_a_budget_over_the_model_with_400(served: tuple[str,
 
 def test_mcp_window_refuses_a_budget_over_the_model_as_a_tool_error(tmp_path: Path) -> None:
     pytest.importorskip("mcp")
-    from test_mcp_edges import _error_text, _key, _payload, _session
+    from mcp_support import error_text, payload
+    from test_mcp_edges import _key, _session
 
     db = str(tmp_path / "m.db")
 
@@ -323,10 +324,10 @@ def test_mcp_window_refuses_a_budget_over_the_model_as_a_tool_error(tmp_path: Pa
         return over, ok
 
     over, ok = _session(db, _key(db), tmp_path / "mcp-stderr.txt", scenario)
-    text = _error_text(over)  # the default model, claude-sonnet-4-6: 1M window
+    text = error_text(over)  # the default model, claude-sonnet-4-6: 1M window
     for said in ("BudgetError", "claude-sonnet-4-6", "1,000,000", "62,500", "937,500"):
         assert said in text, said
-    assert _payload(ok)["budget"] == 937_500
+    assert payload(ok)["budget"] == 937_500
 
 
 # -- C: the explicit budget is the input budget -------------------------------------------
