@@ -530,33 +530,23 @@ class Memory:
         The facts stored beside a turn are deleted (and purged) with it.
         """
         _check_id(memory_id)
-        record = self.store.get(self.tenant, memory_id)
-        if record is None:
-            # A purge of a turn already deleted still takes any fact of it left behind
-            # (by a version that deleted them one transaction at a time, and crashed).
-            # Only for an id this tenant ever had (its history is one indexed read):
-            # the search for facts reads every record's metadata, and any id could be
-            # sent to make each request pay for that.
-            known = purge and bool(self.store.history(self.tenant, memory_id))
-            orphans = self._orphan_facts(memory_id) if known else []
-            if not orphans:
-                raise NotFound(f"no memory {memory_id!r}")
-            self.store.delete_many(self.tenant, [f.id for f in orphans], purge=True)
+        if self.delete_many([memory_id], purge=purge):
             return
-        # The turn and its facts (they repeat its text) in one transaction: a crash
-        # between them left the facts, and the purged text in them, for good.
-        facts = [f.id for f in self._facts_of(record)]
-        deleted = self.store.delete_many(self.tenant, [memory_id, *facts], purge=purge)
-        if memory_id not in deleted:
+        # A purge of a turn already deleted still takes any fact of it left behind (by a
+        # version that deleted them one transaction at a time, and crashed). Only for an
+        # id this tenant ever had (its history is one indexed read): the search for facts
+        # reads every record's metadata, and any id could be sent to make each request
+        # pay for that.
+        known = purge and bool(self.store.history(self.tenant, memory_id))
+        orphans = self._orphan_facts(memory_id) if known else []
+        if not orphans:
             raise NotFound(f"no memory {memory_id!r}")
-        # An update that committed after the facts were read replaced them with others.
-        if late := self._facts_of(record):
-            self.store.delete_many(self.tenant, [f.id for f in late], purge=purge)
+        self.store.delete_many(self.tenant, [f.id for f in orphans], purge=True)
 
     def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
         """Delete several memories as :meth:`delete` deletes each (the facts stored
-        beside a turn with it), in one transaction; returns the ids deleted, skipping
-        those already gone (no ``NotFound``).
+        beside a turn with it), in one transaction; returns the ids deleted, in the
+        order given, skipping those already gone (no ``NotFound``).
 
         Why: a purge truncates the write-ahead log and scrubs the text from every other
         record, about 40 ms each at 8,000 memories. An offload that found its turns
@@ -569,10 +559,16 @@ class Memory:
         for memory_id in memory_ids:
             _check_id(memory_id)
         found = [r for r in (self.store.get(self.tenant, i) for i in memory_ids) if r]
+        # A turn and its facts (they repeat its text) in one transaction: a crash
+        # between them left the facts, and the purged text in them, for good.
         facts = [f.id for record in found for f in self._facts_of(record)]
         ids = list(dict.fromkeys([*(r.id for r in found), *facts]))
         deleted = set(self.store.delete_many(self.tenant, ids, purge=purge) if ids else ())
-        return [i for i in dict.fromkeys(memory_ids) if i in deleted]  # in the order asked
+        # An update that committed after the facts were read replaced them with others.
+        late = [f.id for r in found if r.id in deleted for f in self._facts_of(r)]
+        if late:
+            self.store.delete_many(self.tenant, late, purge=purge)
+        return [i for i in dict.fromkeys(memory_ids) if i in deleted]
 
     def _orphan_facts(self, memory_id: str) -> list[MemoryRecord]:
         """Facts of this tenant that point to ``memory_id`` (``metadata["fact_of"]``),
