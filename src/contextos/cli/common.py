@@ -207,9 +207,13 @@ def missing_db(state: CliState, *, create: bool) -> str | None:
     (``create`` False): such a command opens an empty in-memory store instead of
     creating the file (:func:`open_memory`); None otherwise."""
     db = str(state.settings.db)
-    if create or "://" in db or db == ":memory:" or Path(db).exists():
-        return None
-    return db
+    return db if not create and absent_db(db) else None
+
+
+def absent_db(db: str) -> bool:
+    """Whether ``db`` names a SQLite file that does not exist (yet): not a URL, not
+    ``:memory:``."""
+    return "://" not in db and db != ":memory:" and not Path(db).exists()
 
 
 def note_missing_db(db: str) -> None:

@@ -24,6 +24,7 @@ from .common import (
     CliState,
     F,
     FiniteFloatRange,
+    absent_db,
     choice_option,
     console,
     err_console,
@@ -51,11 +52,6 @@ def _db(state: CliState, db: str | None) -> str:
     return target
 
 
-def _absent(db: str) -> bool:
-    """Whether ``db`` names a SQLite file that does not exist (yet)."""
-    return "://" not in db and db != ":memory:" and not Path(db).exists()
-
-
 def _create_database(db: str) -> None:
     """Make the store's and the key store's tables at ``db``, then close both."""
     from ..server.keys import KeyStore
@@ -70,7 +66,7 @@ def _note_created(db: str, was_absent: bool) -> None:
     create``), so a mistyped path is seen at once rather than as a server that answers
     every search with nothing. Said once the file exists: a serve refused its port
     creates nothing."""
-    if was_absent and not _absent(db):
+    if was_absent and not absent_db(db):
         err_console.print(
             SafeText(f"note: no database at {db}: a new one was created there"),
             highlight=False,
@@ -414,7 +410,7 @@ def serve(
 
         raise MissingExtraError("server", "uvicorn") from exc
     target = _db(state, db)
-    fresh = _absent(target)
+    fresh = absent_db(target)
     config = ServerConfig(
         db=target,
         embedder=state.embedder_name(embedder, db, opens_db=True),
@@ -512,7 +508,7 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
     from ..server.keys import KeyStore
 
     target = _db(state, db)
-    fresh = _absent(target)
+    fresh = absent_db(target)
     with KeyStore(target) as store:
         issued = store.create(tenant, name)
     _note_created(target, fresh)
@@ -538,7 +534,7 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
     from ..server.keys import KeyStore
 
     target = _db(state, db)
-    if _absent(target):  # nothing to list, and no file made for it
+    if absent_db(target):  # nothing to list, and no file made for it
         found: list[dict[str, object]] = []
     else:
         with KeyStore(target) as store:
@@ -550,7 +546,7 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
             status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
             name, tenant = shown(str(k["name"] or "-")), shown(str(k["tenant"]))
             click.echo(f"{k['id']}  {tenant}  {name}  {k['created_at']}  {status}")
-    if _absent(target):  # after the answer, as the memory commands note it
+    if absent_db(target):  # after the answer, as the memory commands note it
         note_missing_db(target)
 
 
@@ -564,7 +560,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     from ..server.keys import KeyStore
 
     target = _db(state, db)
-    if _absent(target):
+    if absent_db(target):
         note_missing_db(target)
         raise NotFound(f"no API key with id {key_id!r}")
     with KeyStore(target) as store:
@@ -623,7 +619,7 @@ def mcp(
     from ..server.tenants import TenantMemories
 
     target = _db(state, db)
-    fresh = _absent(target)
+    fresh = absent_db(target)
     if fresh and transport == "stdio":  # no key can be valid there: make no file for it
         raise Unauthenticated(
             f"no database at {target}: create it and a key with `contextos keys create "
