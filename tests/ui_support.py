@@ -202,7 +202,14 @@ def wait_rendered(page: Any, view: str) -> None:
 
 
 def paint_times(page: Any) -> dict[str, float]:
-    """First contentful paint and the time the data was rendered (ms since navigation)."""
+    """First contentful paint and the time the data was rendered (ms since navigation).
+
+    The browser records the paint entry after the frame is presented, which can come
+    after the page marked its data rendered (CI saw it absent once), so wait for both."""
+    page.wait_for_function(
+        """() => performance.getEntriesByName('first-contentful-paint').length > 0
+                 && performance.getEntriesByName('ui:data').length > 0"""
+    )
     return dict(
         page.evaluate(
             """() => ({
