@@ -33,6 +33,9 @@ TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 OPENAI_TTL_SECONDS = 300.0
 OPENAI_CACHE_STEP = 128
 _KIND_ORDER = {"tools": 0, "system": 1, "messages": 2, "context": 3, "question": 3}
+#: The user message put first in an Anthropic request whose history opens on the
+#: assistant (see :func:`open_on_user`).
+OPENING_TEXT = "(continued)"
 
 
 def _check_order(window: Window) -> None:
@@ -130,6 +133,22 @@ def _last_sent(
     return content or system or tools
 
 
+def open_on_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with a short user message (:data:`OPENING_TEXT`) put first when the
+    first one is the assistant's.
+
+    Why: the Messages API refuses a request whose first message is not the user's
+    ("first message must use the \"user\" role"). A placed history opens on the
+    assistant when the user turn that opened it sent nothing (a blank message, left
+    out) or when the log itself starts with the assistant (an app's greeting). Every
+    call of such a session failed until its history moved on. Dropping the assistant's
+    turn would lose what it said (a greeting that set the tone); the opening costs a
+    few tokens and is the same bytes on every call, so the cached prefix holds."""
+    if messages and messages[0]["role"] == "assistant":
+        return [{"role": "user", "content": [{"type": "text", "text": OPENING_TEXT}]}, *messages]
+    return messages
+
+
 def _mark_last(content: list[dict[str, Any]], mark: dict[str, Any]) -> None:
     """Put a breakpoint on the last block of ``content`` (nothing when it is empty).
 
@@ -154,11 +173,13 @@ def render_anthropic(
     turn, with its text and tool-use blocks) or one part of the final user
     message (retrieved context and the question). A turn with nothing to send
     (an empty or blank reply in the log) is left out, as the API refuses it; a
-    breakpoint planned after it goes on the turn before it.
+    breakpoint planned after it goes on the turn before it. Messages that would
+    open on the assistant get a user message first (:func:`open_on_user`).
 
-    ``keep_empty``: such a turn stays in place with an empty content list, so
-    messages map one to one to the window's turns; the caller fills it (a
-    compaction block) or drops it (:func:`contextos.providers.anthropic.render_body`).
+    ``keep_empty``: such a turn stays in place with an empty content list, and no
+    opening is added, so messages map one to one to the window's turns; the caller
+    fills it (a compaction block) or drops it, and opens on the user
+    (:func:`contextos.providers.anthropic.render_body`).
     """
     _check_order(window)
     marks = {bp.after: bp.ttl for bp in window.breakpoints}
@@ -193,7 +214,9 @@ def render_anthropic(
         body["tools"] = tools
     if system:
         body["system"] = system
-    body["messages"] = messages if keep_empty else [m for m in messages if m["content"]]
+    if not keep_empty:
+        messages = open_on_user([m for m in messages if m["content"]])
+    body["messages"] = messages
     return body
 
 
@@ -334,11 +357,17 @@ def cached_prefix(body: Mapping[str, Any], window: Window, wire: WireFormat) -> 
 
     ``body`` is ``window`` rendered for ``wire``. An Anthropic body rendered without
     ``keep_empty`` lacks the turns that had nothing to send, so the blocks before the
-    end are counted without them."""
+    end are counted without them; and it may open on a user message the window does
+    not have (:func:`open_on_user`), before the first turn, counted when the end is
+    past it."""
     blocks = wire_blocks(body, wire, final_parts=final_parts(window))
     end = stable_end(window, wire)
     if wire == "anthropic" and not any(not m["content"] for m in body["messages"]):
-        end -= sum(1 for b in window.blocks[:end] if _sends_nothing(b))
+        left_out = [i for i, b in enumerate(window.blocks) if _sends_nothing(b)]
+        opened = len(blocks) + len(left_out) > len(window.blocks)
+        end -= sum(1 for i in left_out if i < end)
+        if opened and end > len(body.get("tools", [])) + len(body.get("system", [])):
+            end += 1
     return b"".join(blocks[:end])
 
 

@@ -57,10 +57,11 @@ Every ``POST /v1/messages`` -- scripted responses included -- is first checked
 for what the real API refuses whatever the model: an empty text block
 (``text content blocks must be non-empty``) or an empty message (``all
 messages must have non-empty content except for the optional final assistant
-message``) is answered with a 400 ``invalid_request_error``, so a test catches
-any path that sends one. So is a ``tool_use`` without its ``tool_result`` in the
-next message (parallel calls need one result block each), and, with ``thinking``
-enabled, a tool loop whose assistant turn lost its leading thinking block.
+message``) or a first message that is not the user's is answered with a 400
+``invalid_request_error``, so a test catches any path that sends one. So is a
+``tool_use`` without its ``tool_result`` in the next message (parallel calls need
+one result block each), and, with ``thinking`` enabled, a tool loop whose assistant
+turn lost its leading thinking block.
 
 Example::
 
@@ -368,6 +369,16 @@ def empty_content(body: dict[str, Any]) -> str | None:
     return None
 
 
+def assistant_first(body: dict[str, Any]) -> str | None:
+    """The real API's refusal of a request whose first message is not the user's
+    (``messages: first message must use the "user" role``), or None."""
+    messages = body.get("messages") or []
+    first = messages[0] if messages else None
+    if isinstance(first, dict) and first.get("role") != "user":
+        return 'messages: first message must use the "user" role'
+    return None
+
+
 def _ids_of(content: Any, kind: str, key: str) -> list[str]:
     blocks = content if isinstance(content, list) else []
     return [str(b.get(key)) for b in blocks if isinstance(b, dict) and b.get("type") == kind]
@@ -481,7 +492,12 @@ class FakeAnthropic(FakeHTTPServer):
                 body = None
             refusal = None
             if isinstance(body, dict):
-                refusal = empty_content(body) or unanswered_tool_use(body) or thinking_dropped(body)
+                refusal = (
+                    empty_content(body)
+                    or assistant_first(body)
+                    or unanswered_tool_use(body)
+                    or thinking_dropped(body)
+                )
             if refusal is not None:
                 with self._lock:
                     self.requests.append(request)
