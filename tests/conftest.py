@@ -36,6 +36,7 @@ SERIAL_MODULES = frozenset(
         "test_bench_serve",
         "test_bench_serve_routes",
         "test_crash",
+        "test_purge_scale",
         "test_embedding_outage",
         "test_infer_races",
         "test_infer_reconcile_limits",

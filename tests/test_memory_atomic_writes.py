@@ -16,6 +16,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, MemoryRecord, Scope
 
 SECRET = "my card PIN is 4421 zebra"
+CLOSED = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -302,3 +304,51 @@ def test_delete_many_purges_turns_with_their_facts_in_one_call(
     assert memory.delete_many([turns[0].id]) == []  # already gone: skipped, no NotFound
     with pytest.raises(TypeError):
         memory.delete_many(kept.id)
+
+
+def test_delete_many_takes_the_facts_of_turns_in_several_sessions(memory: Memory) -> None:
+    """The facts are looked up one read a scope: each session's turns take their own
+    facts along, and a session not asked for keeps its turns and facts."""
+    turns = {
+        session: [
+            memory.add({"role": "user", "content": text}, user_id="ana", session_id=session)[0]
+            for text in (f"I moved to Lisbon in May 2023 ({session})", f"My dog is Rex ({session})")
+        ]
+        for session in ("s1", "s2", "s3")
+    }
+    asked = [t.id for s in ("s1", "s2") for t in turns[s]]
+    assert memory.delete_many(asked, purge=True) == asked
+    left = everything_of(memory, "ana")
+    kept = {t.id for t in turns["s3"]}
+    assert {r.id for r in left if "fact_of" not in r.metadata} == kept
+    facts = [r for r in left if "fact_of" in r.metadata]
+    assert facts and all(r.metadata["fact_of"] in kept for r in facts)
+
+
+def test_pointing_to_finds_the_records_naming_ids_in_one_scope(store: Store) -> None:
+    """``Store.pointing_to``: records of the scope, closed ones too, whose metadata value
+    at ``key`` is a string among the ids; not a number of the same digits, not another
+    scope's, not another key."""
+    scope = Scope(tenant="t", user_id="u", session_id="s")
+    other = Scope(tenant="t", user_id="u", session_id="s2")
+    rows = [
+        MemoryRecord(id="f1", text="a", scope=scope, metadata={"fact_of": "t1"}),
+        MemoryRecord(id="f2", text="b", scope=scope, metadata={"fact_of": "t2"}, valid_to=CLOSED),
+        MemoryRecord(id="f3", text="c", scope=scope, metadata={"fact_of": "t9"}),
+        MemoryRecord(id="n1", text="d", scope=scope, metadata={"fact_of": 7}),
+        MemoryRecord(id="k1", text="e", scope=scope, metadata={"source": "t1"}),
+        MemoryRecord(id="o1", text="f", scope=other, metadata={"fact_of": "t1"}),
+        MemoryRecord(id="d1", text="g", scope=scope, metadata={"a": {"b": "t1"}}),
+    ]
+    store.put(rows)
+    found = store.pointing_to(scope, "fact_of", ["t1", "t2", "7"])
+    assert sorted(r.id for r in found) == ["f1", "f2"]
+    assert [r.id for r in store.pointing_to(scope, "a.b", ["t1"])] == ["d1"]
+    assert sorted(r.id for r in store.pointing_to(Scope(tenant="t"), "fact_of", ["t1"])) == [
+        "f1",
+        "o1",
+    ]
+    assert store.pointing_to(scope, "fact_of", []) == []
+    assert store.pointing_to(scope, "fact_of", ["t1\x00"]) == []
+    with pytest.raises(ValueError):
+        store.pointing_to(scope, "fact_of') OR 1=1 --", ["t1"])

@@ -515,12 +515,19 @@ class Memory:
         new = [self.record_tokens.counted(r) for r in facts_beside([after])]
         return Derived(based_on=before, drop=[f.id for f in facts], put=new)
 
-    def _facts_of(self, record: MemoryRecord) -> list[MemoryRecord]:
-        """The facts stored beside a turn (``metadata["fact_of"]`` is its id)."""
-        if FACT_OF in record.metadata:
-            return []
-        flt = Filter(scope=record.scope, include_invalid=True, metadata={FACT_OF: record.id})
-        return self.store.list(flt, limit=MAX_LIMIT)
+    def _facts_of(self, *records: MemoryRecord) -> list[MemoryRecord]:
+        """The facts stored beside these turns (``metadata["fact_of"]`` is a turn's id),
+        in one read a scope: a purge of a whole session's 4,000 turns looked each turn's
+        facts up alone, one scan of the session each: quadratic, 38 s on SQLite)."""
+        by_scope: dict[Scope, list[str]] = {}
+        for record in records:
+            if FACT_OF not in record.metadata:
+                by_scope.setdefault(record.scope, []).append(record.id)
+        return [
+            f
+            for scope, ids in by_scope.items()
+            for f in self.store.pointing_to(scope, FACT_OF, ids)
+        ]
 
     def delete(self, memory_id: str, *, purge: bool = False) -> None:
         """Delete a memory. Its history keeps the event, and by default the text it had
@@ -558,14 +565,14 @@ class Memory:
             raise TypeError("delete_many() takes a sequence of ids, not one string")
         for memory_id in memory_ids:
             _check_id(memory_id)
-        found = [r for r in (self.store.get(self.tenant, i) for i in memory_ids) if r]
+        found = self.store.get_many(self.tenant, list(dict.fromkeys(memory_ids)))
         # A turn and its facts (they repeat its text) in one transaction: a crash
         # between them left the facts, and the purged text in them, for good.
-        facts = [f.id for record in found for f in self._facts_of(record)]
+        facts = [f.id for f in self._facts_of(*found)]
         ids = list(dict.fromkeys([*(r.id for r in found), *facts]))
         deleted = set(self.store.delete_many(self.tenant, ids, purge=purge) if ids else ())
         # An update that committed after the facts were read replaced them with others.
-        late = [f.id for r in found if r.id in deleted for f in self._facts_of(r)]
+        late = [f.id for f in self._facts_of(*(r for r in found if r.id in deleted))]
         if late:
             self.store.delete_many(self.tenant, late, purge=purge)
         return [i for i in dict.fromkeys(memory_ids) if i in deleted]
@@ -573,10 +580,7 @@ class Memory:
     def _orphan_facts(self, memory_id: str) -> list[MemoryRecord]:
         """Facts of this tenant that point to ``memory_id`` (``metadata["fact_of"]``),
         whatever their scope: their turn is gone, and its scope with it."""
-        flt = Filter(
-            scope=Scope(tenant=self.tenant), include_invalid=True, metadata={FACT_OF: memory_id}
-        )
-        return self.store.list(flt, limit=MAX_LIMIT)
+        return self.store.pointing_to(Scope(tenant=self.tenant), FACT_OF, [memory_id])
 
     def forget(self, user_id: str) -> int:
         """Erase everything of one user: memories, history, session logs, vectors; in the

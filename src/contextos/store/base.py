@@ -312,6 +312,14 @@ class Store(Protocol):
         metadata; at least one record; :func:`~contextos.store.records.within_bytes`)."""
         ...
 
+    def pointing_to(
+        self, scope: Scope, key: str, ids: Sequence[str]
+    ) -> builtins.list[MemoryRecord]:
+        """Records in ``scope`` (any validity) whose ``metadata[key]`` is one of ``ids``,
+        newest first: the facts stored beside many turns (``fact_of``) in one read.
+        ``key`` is a dotted path, as in a metadata filter."""
+        ...
+
     def count(self, flt: Filter) -> int:
         """How many records match ``flt``."""
         ...

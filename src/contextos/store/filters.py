@@ -25,6 +25,9 @@ class Dialect:
     one_of: Callable[[str, Sequence[str]], tuple[str, list[object]]]
     #: (alias, dotted key, value) -> (clause, param) testing one metadata value
     metadata: Callable[[str, str, object], tuple[str, object]]
+    #: (alias, dotted key, strings) -> (clause, params): the metadata value is a string
+    #: among ``strings`` (:func:`pointing_clause`)
+    metadata_in: Callable[[str, str, Sequence[str]], tuple[str, list[object]]]
 
 
 def where_clause(
@@ -67,3 +70,13 @@ def where_clause(
         clauses.append(clause)
         params.append(param)
     return " AND ".join(clauses), params
+
+
+def pointing_clause(
+    dialect: Dialect, key: str, ids: Sequence[str], alias: str = "m"
+) -> tuple[str, list[object]]:
+    """A clause (and its parameters) true of the records whose ``metadata[key]`` is one
+    of ``ids``: the facts of many turns (``fact_of``) in one read, where a filter on one
+    value read the turns' scope once per turn."""
+    check_metadata_key(key)
+    return dialect.metadata_in(alias, key, list(ids))

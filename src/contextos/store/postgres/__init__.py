@@ -47,8 +47,10 @@ from contextos.store.base import (
     newest_checks,
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
+from contextos.store.filters import pointing_clause
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
+    POSTGRES,
     RECORD_COLUMNS,
     filter_sql,
     metadata_jsonb,
@@ -411,6 +413,19 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         rows = self._read(
             f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.seq = ANY(%s) {order}",
             (shared.within_bytes(sized, max_bytes),),
+        )
+        return [record_from_row(r) for r in rows]
+
+    @_absent_if_nul([], "scope", "ids")
+    def pointing_to(self, scope: Scope, key: str, ids: Sequence[str]) -> _Records:
+        if not ids:
+            return []
+        where, params = filter_sql(Filter(scope=scope, include_invalid=True), _now())
+        pointing, more = pointing_clause(POSTGRES, key, ids)
+        rows = self._read(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} AND {pointing} "
+            "ORDER BY m.created_at DESC, m.seq DESC",
+            (*params, *more),
         )
         return [record_from_row(r) for r in rows]
 

@@ -57,6 +57,10 @@ POSTGRES = Dialect(
     one_of=lambda a, values: (f"{a}.memory_type = ANY(%s)", [list(values)]),
     # jsonb containment: served by the metadata GIN index (dotted keys nest)
     metadata=lambda a, key, value: (f"{a}.metadata @> %s::jsonb", jsonb(_nested(key, value))),
+    metadata_in=lambda a, key, values: (
+        f"(jsonb_typeof({a}.metadata #> %s) = 'string' AND {a}.metadata #>> %s = ANY(%s))",
+        [key.split("."), key.split("."), list(values)],
+    ),
 )
 
 

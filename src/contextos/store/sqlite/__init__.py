@@ -50,8 +50,10 @@ from contextos.store.base import (
     newest_checks,
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
+from contextos.store.filters import pointing_clause
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
+    SQLITE,
     TURN_COLUMNS,
     filter_sql,
     from_epoch,
@@ -388,6 +390,23 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             f"SELECT {columns} FROM memories m "
             f"WHERE m.rowid IN (SELECT value FROM json_each(?)) {order}",
             (json.dumps(shared.within_bytes(sized, max_bytes)),),
+        )
+        return [row_to_record(r) for r in rows]
+
+    # json_each reads "t1\u0000" as "t1": an id holding NUL named another record.
+    @shared.nul_reads_as_absent([], "scope", "ids")
+    def pointing_to(
+        self, scope: Scope, key: str, ids: Sequence[str]
+    ) -> builtins.list[MemoryRecord]:
+        if not ids:
+            return []
+        where, params = filter_sql(Filter(scope=scope, include_invalid=True), time.time())
+        pointing, more = pointing_clause(SQLITE, key, ids)
+        columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
+        rows = self._read(
+            f"SELECT {columns} FROM memories m WHERE {where} AND {pointing} "
+            "ORDER BY m.created_at DESC, m.rowid DESC",
+            (*params, *more),
         )
         return [row_to_record(r) for r in rows]
 

@@ -74,6 +74,11 @@ SQLITE = Dialect(
     time=to_epoch,
     one_of=lambda a, values: (f"{a}.memory_type IN ({','.join('?' * len(values))})", [*values]),
     metadata=lambda a, key, value: _metadata_clause(a, key, value),
+    metadata_in=lambda a, key, values: (
+        f"(json_type({a}.metadata, '$.{key}') = 'text' "
+        f"AND json_extract({a}.metadata, '$.{key}') IN (SELECT value FROM json_each(?)))",
+        [json.dumps(list(values))],
+    ),
 )
 
 
