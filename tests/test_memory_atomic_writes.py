@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -352,3 +353,41 @@ def test_pointing_to_finds_the_records_naming_ids_in_one_scope(store: Store) -> 
     assert store.pointing_to(scope, "fact_of", ["t1\x00"]) == []
     with pytest.raises(ValueError):
         store.pointing_to(scope, "fact_of') OR 1=1 --", ["t1"])
+
+
+class UpdatesFirst:
+    """The store, as a ``Memory`` sees it when another writer updates a turn's text
+    between the facts ``delete_many`` read and its delete: the first ``delete_many``
+    runs ``meanwhile`` before it passes through. Everything else is the store's own."""
+
+    def __init__(self, store: Store, meanwhile: Callable[[], None]) -> None:
+        self.store, self.meanwhile = store, meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def delete_many(self, *args: Any, **kwargs: Any) -> list[str]:
+        meanwhile, self.meanwhile = self.meanwhile, lambda: None
+        meanwhile()
+        return list(self.store.delete_many(*args, **kwargs))
+
+
+def test_delete_many_takes_the_facts_an_update_wrote_meanwhile(
+    memory: Memory, store: Store
+) -> None:
+    """Another writer rewrote the turn after its facts were read: the delete took the
+    facts it read (gone already) and left the new ones, which repeat the new text,
+    beside no turn. They are read again after the delete and go too."""
+    turn = add_turn(memory, "I moved to Lisbon last May.")
+    other = Memory(
+        store=store, embedder=HashEmbedder(), background_embedding=False, turn_facts=True
+    )
+    racing = Memory(
+        store=UpdatesFirst(store, lambda: other.update(turn.id, "I moved to Porto in June.")),  # type: ignore[arg-type]
+        embedder=HashEmbedder(),
+        background_embedding=False,
+        turn_facts=True,
+    )
+    assert racing.delete_many([turn.id], purge=True) == [turn.id]
+    assert everything_of(memory, "ana") == []
+    assert memory.search("Porto June", user_id="ana") == []
