@@ -340,15 +340,17 @@ def test_pointing_to_finds_the_records_naming_ids_in_one_scope(store: Store) -> 
         MemoryRecord(id="k1", text="e", scope=scope, metadata={"source": "t1"}),
         MemoryRecord(id="o1", text="f", scope=other, metadata={"fact_of": "t1"}),
         MemoryRecord(id="d1", text="g", scope=scope, metadata={"a": {"b": "t1"}}),
+        MemoryRecord(id="l1", text="h", scope=scope, metadata={"a": ["t1"], "fact_of": ["t1"]}),
     ]
     store.put(rows)
     found = store.pointing_to(scope, "fact_of", ["t1", "t2", "7"])
     assert sorted(r.id for r in found) == ["f1", "f2"]
-    assert [r.id for r in store.pointing_to(scope, "a.b", ["t1"])] == ["d1"]
-    assert sorted(r.id for r in store.pointing_to(Scope(tenant="t"), "fact_of", ["t1"])) == [
-        "f1",
-        "o1",
-    ]
+    # one id (a containment probe on PostgreSQL) and several (one pass) agree
+    for ids in (["t1"], ["t1", "t8"]):
+        assert [r.id for r in store.pointing_to(scope, "a.b", ids)] == ["d1"]
+        assert store.pointing_to(scope, "a.0", ids) == []  # a key, never an array element
+        everywhere = store.pointing_to(Scope(tenant="t"), "fact_of", ids)
+        assert sorted(r.id for r in everywhere) == ["f1", "o1"]
     assert store.pointing_to(scope, "fact_of", []) == []
     assert store.pointing_to(scope, "fact_of", ["t1\x00"]) == []
     with pytest.raises(ValueError):

@@ -315,9 +315,10 @@ class Store(Protocol):
     def pointing_to(
         self, scope: Scope, key: str, ids: Sequence[str]
     ) -> builtins.list[MemoryRecord]:
-        """Records in ``scope`` (any validity) whose ``metadata[key]`` is one of ``ids``,
-        newest first: the facts stored beside many turns (``fact_of``) in one read.
-        ``key`` is a dotted path, as in a metadata filter."""
+        """Records in ``scope`` (any validity) whose ``metadata[key]`` is one of ``ids``
+        (a string), in no set order: the facts stored beside many turns (``fact_of``),
+        found in one read. ``key`` is a dotted path, as in a metadata filter (a numeric
+        part names an object key, not an array element)."""
         ...
 
     def count(self, flt: Filter) -> int:

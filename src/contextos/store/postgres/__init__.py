@@ -423,8 +423,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         where, params = filter_sql(Filter(scope=scope, include_invalid=True), _now())
         pointing, more = pointing_clause(POSTGRES, key, ids)
         rows = self._read(
-            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} AND {pointing} "
-            "ORDER BY m.created_at DESC, m.seq DESC",
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} AND {pointing}",
             (*params, *more),
         )
         return [record_from_row(r) for r in rows]

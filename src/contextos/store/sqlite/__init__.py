@@ -404,9 +404,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         pointing, more = pointing_clause(SQLITE, key, ids)
         columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
         rows = self._read(
-            f"SELECT {columns} FROM memories m WHERE {where} AND {pointing} "
-            "ORDER BY m.created_at DESC, m.rowid DESC",
-            (*params, *more),
+            f"SELECT {columns} FROM memories m WHERE {where} AND {pointing}", (*params, *more)
         )
         return [row_to_record(r) for r in rows]
 
