@@ -167,3 +167,27 @@ def test_a_blank_user_turn_opening_the_history_keeps_the_request_and_its_prefix(
         assert stream.startswith(prefix)
     finally:
         store.close()
+
+
+def test_the_exact_counter_counts_an_assistant_turn_without_the_opening(tmp_path: Path) -> None:
+    """A turn is counted alone (``Session.add``): an assistant turn is a request the API
+    counts only behind an opening user message, which is not the turn's. Counted with
+    it, each assistant turn was stored larger by the opening, and windows left out
+    turns they had room for (a review)."""
+    from contextos.providers import AnthropicTokenCounter
+
+    fake = FakeAnthropic(reply=lambda body: "ok").start()
+    raw = anthropic.Anthropic(base_url=fake.base_url, api_key="k", max_retries=0)
+    store = open_store(tmp_path / "s.db")
+    try:
+        counter = AnthropicTokenCounter(raw, model=MODEL)
+        text = "The weather in Lisbon is sunny today, about twenty degrees."
+        said = counter.count_messages([Message("user", text)])
+        assert counter.count_messages([Message("assistant", text)]) == said
+        session = Session(store, "chat", user_id="ana", tokenizer=counter)
+        turns = session.add(Message("user", text), Message("assistant", text))
+        assert turns[0].tokens == turns[1].tokens
+    finally:
+        store.close()
+        raw.close()
+        fake.stop()

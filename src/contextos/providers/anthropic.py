@@ -613,6 +613,7 @@ class AnthropicTokenCounter:
         self.name = f"anthropic:{model}" if self.exact else f"{self._fallback.name} (estimate)"
         self._cache: TextCache[int] = TextCache(cache_size)
         self._framing: int | None = None
+        self._opening: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, *, model: str | None = None) -> AnthropicTokenCounter:
@@ -670,6 +671,18 @@ class AnthropicTokenCounter:
             own = own_content(m, "anthropic") if m.role == "user" else None
             if own is not None:
                 sent["content"] = own
-        sent = open_on_user([m for m in body["messages"] if m["content"]])
-        wire = sent or [{"role": "user", "content": "."}]
-        return self._api(wire, body.get("system"))
+        sent = [m for m in body["messages"] if m["content"]]
+        opened = open_on_user(sent)  # the API counts no request that opens on the assistant
+        count = self._api(opened or [{"role": "user", "content": "."}], body.get("system"))
+        return count - self._opening_tokens() if len(opened) > len(sent) else count
+
+    def _opening_tokens(self) -> int:
+        """What the opening user message (:func:`~contextos.cache.render.open_on_user`)
+        adds to a request: not part of the messages counted. A turn is counted alone
+        (``Session.add``), so each assistant turn counted with it was stored that much
+        too large, and windows left out turns they had room for (a review)."""
+        if self._opening is None:
+            reply = {"role": "assistant", "content": "."}
+            alone = self._api([{"role": "user", "content": "."}])
+            self._opening = self._api(open_on_user([reply])) - alone
+        return self._opening

@@ -512,6 +512,9 @@ class FakeAnthropic(FakeHTTPServer):
             return _error(401, "invalid x-api-key")
         body = request.json()
         if path.endswith("count_tokens"):
+            refusal = assistant_first(body)
+            if refusal is not None:
+                return _error(400, refusal)
             return FakeResponse(json_body={"input_tokens": _request_tokens(body)})
         try:
             marks = sum(1 for _, ttl in _blocks(body) if ttl)
