@@ -10,6 +10,8 @@ body is read later, in the app's loop, where the HTTP library's own exception
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -110,3 +112,94 @@ def test_a_transport_error_names_itself_in_the_message(memory: Memory) -> None:
         fake.enqueue(FakeResponse(events=_anthropic_events(), cut="stall"))
         with pytest.raises(ProviderError, match="anthropic: ReadTimeout"):
             _read_all("anthropic", wrap(client))
+
+
+class PacedEvent(SSEEvent):
+    """An event the fake model produces a tenth of a second after the one before."""
+
+    def encode(self) -> bytes:
+        time.sleep(0.1)
+        return super().encode()
+
+
+def _paced_reply(provider: str, words: int) -> list[SSEEvent]:
+    """A whole streamed reply of ``words`` deltas, as each API sends it, paced."""
+    if provider == "anthropic":
+        text = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": "tok "}] * words
+        stop = {"stop_reason": "end_turn", "stop_sequence": None}
+        shaped = [
+            message_start("msg_paced", MODEL, AnthropicUsage(5, 1)),
+            {"type": "content_block_start", "index": 0, "content_block": text},
+            *({"type": "content_block_delta", "index": 0, "delta": d} for d in deltas),
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": stop, "usage": {"output_tokens": words}},
+            {"type": "message_stop"},
+        ]
+        return [PacedEvent(json.dumps(e), e["type"]) for e in shaped]
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": GPT}
+    role = {"role": "assistant", "content": ""}
+    chunks = [
+        {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        for delta in [role, *[{"content": "tok "}] * words]
+    ]
+    chunks.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return [PacedEvent(json.dumps(c)) for c in chunks]
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_stop_generating_from_another_thread_ends_the_read_and_logs_a_fragment(
+    memory: Memory, provider: str
+) -> None:
+    """A UI's "stop" (or a disconnect handler) closes the stream from another thread
+    while the reader waits for the model's next event. Closing the running observer
+    raised "generator already executing": the SDK's close never ran, the stream went on
+    to its end and the stopped reply was logged as complete (a review). Now the
+    reader's next read fails at once, as with the bare SDK, and the fragment is logged
+    as incomplete."""
+    fake: Any
+    fake, sdk = (
+        (FakeAnthropic(), anthropic.Anthropic)
+        if provider == "anthropic"
+        else (
+            FakeOpenAI(),
+            openai.OpenAI,
+        )
+    )
+    words = 40
+    with fake, sdk(base_url=fake.base_url, api_key="t", max_retries=0, timeout=30) as client:
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        fake.enqueue(FakeResponse(events=_paced_reply(provider, words)))
+        question = [{"role": "user", "content": "is my flight ok?"}]
+        if provider == "anthropic":
+            stream = wrapped.messages.create(
+                model=MODEL, max_tokens=64, messages=question, stream=True
+            )
+        else:
+            stream = wrapped.chat.completions.create(model=GPT, messages=question, stream=True)
+        read: list[Any] = []
+        ended: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                for event in stream:
+                    read.append(event)
+            except BaseException as exc:  # noqa: BLE001 - what the reader saw is the point
+                ended.append(exc)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while len(read) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stream.close()  # the reader is inside the stream, waiting for the next event
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(read) < words // 2, "the stream stopped when it was closed"
+        assert ended and isinstance(ended[0], ProviderError)
+        (call,) = wrapped.calls
+        assert not call.complete and call.reply is not None
+        wrapped.flush()
+        turns = [t.message for t in wrapped.context.session.turns()]
+        assert turns[-1].role == "assistant" and turns[-1].metadata[COMPLETE_KEY] is False
+        assert turns[-1].content.count("tok") < words // 2

@@ -331,12 +331,26 @@ class _StreamProxy:
         self.close()
 
     def close(self) -> None:
-        self._iterator.close()
+        _close_observer(self._iterator)
         self._done()
         self._stream.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _close_observer(observed: Generator[Any, None, None]) -> None:
+    """Close the observing generator, unless another thread is inside it.
+
+    Why: "stop generating" closes a stream from another thread (a UI handler, a
+    disconnect callback) while the reader waits for the next event. Closing a running
+    generator raises ``ValueError`` ("generator already executing"): the close failed,
+    the SDK's own close after it never ran, the stream went on to its end and the
+    stopped reply was logged as complete (a review). The caller's close then reports
+    the reply as it stands and closes the response, which ends that read as it does
+    with the bare SDK (the reader's next event raises)."""
+    with contextlib.suppress(ValueError):
+        observed.close()
 
 
 def instrument(
@@ -363,7 +377,7 @@ def instrument(
         sdk_close = release or stream.close
 
         def close() -> None:
-            observed.close()
+            _close_observer(observed)
             report()  # an explicit close reports now (inside the collector: queues it)
             sdk_close()
 
