@@ -49,6 +49,33 @@ def test_a_raw_response_entry_point_is_refused_on_a_managed_client(
     assert fake_anthropic.messages_requests() == []
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_the_sdks_own_loops_and_beta_helpers_are_refused_on_a_managed_client(
+    fake_anthropic: FakeAnthropic,
+    anthropic_client: Any,
+    fake_openai: FakeOpenAI,
+    openai_client: Any,
+    memory: Memory,
+    provider: str,
+) -> None:
+    """Anthropic's ``beta.messages.tool_runner`` and OpenAI's ``beta.chat.completions``
+    helpers call the SDK's own ``create``: through a managed client they sent the
+    question without the session's history and logged nothing (a review). Refused
+    there; a pass-through client, which manages nothing, still reaches them."""
+    client = anthropic_client if provider == "anthropic" else openai_client
+    path = ("beta", "messages", "tool_runner") if provider == "anthropic" else ("beta", "chat")
+    wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+    target: Any = wrapped
+    with pytest.raises(TypeError, match="bypasses contextos"):
+        for name in path:
+            target = getattr(target, name)
+    target = wrap(client)
+    for name in path:
+        target = getattr(target, name)
+    assert target is not None
+    assert fake_anthropic.messages_requests() == [] and len(fake_openai.requests) == 0
+
+
 def test_with_options_stays_wrapped(
     fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory
 ) -> None:
@@ -91,6 +118,27 @@ def test_openais_stream_helper_works_and_is_recorded(
     assert final.choices[0].message.content == "You said: hi"
     (call,) = wrapped.calls
     assert call.stream and call.complete and call.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("managed", [False, True])
+def test_openais_stream_helper_shows_no_usage_chunk_it_did_not_ask_for(
+    fake_openai: FakeOpenAI, openai_client: Any, memory: Memory, managed: bool
+) -> None:
+    """The wrapper asks for the usage chunk (``include_usage``) to record the usage; the
+    helper's events showed it as a chunk with no choices, which the bare SDK never
+    sends unasked, and an app's ``event.chunk.choices[0]`` failed on it (a review)."""
+    wrapped = wrap(openai_client, memory=memory, session="s") if managed else wrap(openai_client)
+    with wrapped.chat.completions.stream(model=GPT, messages=QUESTION) as stream:
+        chunks = [e.chunk for e in stream if e.type == "chunk"]
+    assert chunks and all(c.choices for c in chunks)
+    (call,) = wrapped.calls
+    assert call.complete and call.usage.input_tokens > 0 and call.usage.output_tokens > 0
+    asked = {"include_usage": True}
+    with wrapped.chat.completions.stream(
+        model=GPT, messages=QUESTION, stream_options=asked
+    ) as stream:
+        chunks = [e.chunk for e in stream if e.type == "chunk"]
+    assert [c for c in chunks if not c.choices], "asked for: shown, as by the bare SDK"
 
 
 def test_openais_stream_helper_and_parse_are_managed(

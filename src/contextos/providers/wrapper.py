@@ -268,10 +268,14 @@ class _Core:
         """The SDK's ``stream(...)`` helper (Anthropic ``messages``, OpenAI
         ``chat.completions``), with the window managed and usage recorded."""
         prepared, kwargs, prefix = self._prepare(kwargs)
+        hide = None
         if self.adapter.name == "openai" and self.stream_usage:
-            kwargs, _ = _with_stream_usage(kwargs)  # the helper reads the usage chunk itself
+            kwargs, added = _with_stream_usage(kwargs)
+            # hidden from the helper too, whose events showed it as a chunk with no
+            # choices (a review: an app's ``event.chunk.choices[0]`` failed on it)
+            hide = _usage_only if added else None
         return _ManagedStream(
-            open_stream(**kwargs), self, prepared, prefix, str(kwargs.get("model", ""))
+            open_stream(**kwargs), self, prepared, prefix, str(kwargs.get("model", "")), hide
         )
 
     def _finish(self, prepared: Prepared | None, record: CallRecord) -> None:
@@ -305,13 +309,20 @@ class _ManagedStream:
     """Stands in for ``MessageStreamManager``: entering it opens and instruments the stream."""
 
     def __init__(
-        self, manager: Any, core: _Core, prepared: Prepared | None, prefix: str, model: str
+        self,
+        manager: Any,
+        core: _Core,
+        prepared: Prepared | None,
+        prefix: str,
+        model: str,
+        hide: Callable[[Any], bool] | None = None,
     ) -> None:
         self._manager = manager
         self._core = core
         self._prepared = prepared
         self._prefix = prefix
         self._model = model
+        self._hide = hide
         self._raw: Any = None
 
     def __enter__(self) -> Any:
@@ -320,7 +331,9 @@ class _ManagedStream:
             stream = self._manager.__enter__()
         # Both helpers read their raw SDK stream lazily: instrument it before the first event.
         self._raw = stream._raw_stream
-        self._core.observe(self._raw, self._prepared, self._prefix, self._model, started)
+        self._core.observe(
+            self._raw, self._prepared, self._prefix, self._model, started, hide=self._hide
+        )
         return stream
 
     def __exit__(self, *exc: Any) -> Any:
@@ -477,11 +490,14 @@ def _refuse_tool_loop(core: _Core, name: str) -> None:
         )
 
 
-#: SDK entry points that would send a request around the wrapper.
-_UNMANAGED = ("with_raw_response", "with_streaming_response")
+#: SDK entry points that would send a request around the wrapper: the raw-response
+#: views, and Anthropic's own tool-use loop (``beta.messages.tool_runner``), which
+#: calls the SDK's ``create`` itself (a review: it sent the question without the
+#: session's history and logged nothing).
+_UNMANAGED = ("with_raw_response", "with_streaming_response", "tool_runner")
 
 
-def _refuse_unmanaged(name: str, core: _Core) -> None:
+def _refuse_unmanaged(name: str, core: _Core, unmanaged: tuple[str, ...] = _UNMANAGED) -> None:
     """Refuse, with a clear error, an SDK entry point that would bypass the managed window.
 
     Why: ``with_raw_response.create(...)`` reaches the SDK's own ``create``; on a
@@ -492,11 +508,11 @@ def _refuse_unmanaged(name: str, core: _Core) -> None:
     Raises:
         TypeError: ``name`` is such an entry point and the client manages a window.
     """
-    if name in _UNMANAGED and core.context is not None:
+    if name in unmanaged and core.context is not None:
         raise TypeError(
             f"{name} bypasses contextos (no managed window, nothing logged); call "
-            f"create()/stream()/parse() on the wrapped client, or use .unwrapped.{name} "
-            "for a call outside the session"
+            "create()/stream()/parse() on the wrapped client, or the SDK client itself "
+            "(.unwrapped) for a call outside the session"
         )
 
 
@@ -517,16 +533,26 @@ class _Recorded:
 
 class _Namespace:
     """An SDK namespace (``client.chat``, ``client.beta``) with its ``resource`` wrapped
-    (``completions``, ``messages``: context management lives in ``beta.messages``);
+    (``completions``, ``messages``: context management lives in ``beta.messages``),
+    or with no resource wrapped and those of ``refused`` refused on a managed client;
     everything else in it is the SDK's own."""
 
-    def __init__(self, inner: Any, core: _Core, resource: str, provider: str) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        core: _Core,
+        resource: str | None,
+        provider: str,
+        refused: tuple[str, ...] = (),
+    ) -> None:
         self._inner = inner
         self._core = core
-        setattr(self, resource, _Resource(getattr(inner, resource), core, provider))
+        self._refused = _UNMANAGED + refused
+        if resource is not None:
+            setattr(self, resource, _Resource(getattr(inner, resource), core, provider))
 
     def __getattr__(self, name: str) -> Any:
-        _refuse_unmanaged(name, self._core)
+        _refuse_unmanaged(name, self._core, self._refused)
         return getattr(self._inner, name)
 
 
@@ -547,6 +573,10 @@ class WrappedClient:
                 self.beta = _Namespace(client.beta, core, "messages", "anthropic")
         else:
             self.chat = _Namespace(client.chat, core, "completions", "openai")
+            if hasattr(client, "beta"):
+                # beta.chat.completions.stream()/parse() call the SDK's own create (a
+                # review); chat.completions.stream()/parse() are the managed ones
+                self.beta = _Namespace(client.beta, core, None, "openai", refused=("chat",))
             if hasattr(client, "responses"):
                 from .openai import RESPONSES_ADAPTER
 
