@@ -92,7 +92,7 @@ from contextos.engine.session import (
 from contextos.engine.summarize import Summary
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, Window, message_item, text_item, tool_item
-from contextos.errors import BudgetError, ConfigError, NotFound, ScopeError
+from contextos.errors import BudgetError, ConfigError, Conflict, NotFound, ScopeError
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
@@ -112,6 +112,8 @@ PREFILL_WIRES = frozenset({"anthropic"})
 UNKNOWN_MODEL_WINDOW = 128_000
 #: Output limit assumed for such models.
 UNKNOWN_MODEL_OUTPUT = 8192
+#: Tries to log a request's new turns while other writers append to its session.
+_APPEND_TRIES = 5
 
 log = logging.getLogger(__name__)
 #: The unknown model ids :func:`model_info` warned about (once each per process).
@@ -838,20 +840,11 @@ class SessionContext:
     def _log_and_split(self, request: ChatRequest, budget: int) -> _Split:
         """Log what is new but the question and a prefill (:func:`split_request`), then
         build the history: the conversation as the request continues it."""
-        parts = split_request(request.messages, self._conversation())
+        parts, added = self._log_new(request, budget)
         new = parts.new
-        if parts.question is None and parts.prefill is None and new:  # answers a tool result
-            last = message_item("newest", new[-1], self.tokenizer)
-            if last.tokens > budget - TOKENS_PER_REPLY:  # never fits: refused before logging
-                raise BudgetError(
-                    f"the newest {last.role} turn does not fit the budget",
-                    requested=last.tokens,
-                    available=budget - TOKENS_PER_REPLY,
-                )
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
             return _Split(parts, items, items[-1].key if items else None)
-        added = self.session.add(*[_strip_wire(m) for m in new]) if new else []
         logged = tuple(t.message for t in added)
         # A call without a question (tool results) sends the open loop's thinking:
         # compaction costs it too (``open_loop``).
@@ -888,6 +881,43 @@ class SessionContext:
         if last.user_id != self.session.scope.user_id:
             return None
         return prints[-1]
+
+    def _log_new(self, request: ChatRequest, budget: int) -> tuple[Any, list[Turn]]:
+        """Split ``request`` against the log (:func:`split_request`) and log what it
+        holds that the log lacks (not its question or prefill), only while the log is
+        as read: (the split, the turns logged).
+
+        Why only as read: an app that sends its whole history may send it through two
+        wrapped clients of one session (a web request each, two workers). The second
+        read the log before the first logged its reply, found the reply in the app's
+        history, and logged it again after the first had: the model saw its answer
+        twice and the log forked (a review: in 6 to 20 runs of 20). Another writer's
+        turns in between make the split be made again from the log as it is then.
+
+        Raises:
+            BudgetError: the request answers a tool result whose turn can never fit the
+                ``budget`` (refused before anything is logged).
+            Conflict: other writers appended every time it tried."""
+        for attempt in range(_APPEND_TRIES):
+            parts = split_request(request.messages, self._conversation())
+            new = parts.new
+            if parts.question is None and parts.prefill is None and new:  # a tool result
+                last = message_item("newest", new[-1], self.tokenizer)
+                if last.tokens > budget - TOKENS_PER_REPLY:  # never fits
+                    raise BudgetError(
+                        f"the newest {last.role} turn does not fit the budget",
+                        requested=last.tokens,
+                        available=budget - TOKENS_PER_REPLY,
+                    )
+            if self.session is None or not new:
+                return parts, []
+            try:
+                news = [_strip_wire(m) for m in parts.new]
+                return parts, self.session.add(*news, newest=self.session.last_read)
+            except Conflict:
+                if attempt == _APPEND_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _conversation(self) -> Sequence[TurnPrint]:
         """The prints of the logged turns that are part of the conversation
@@ -1088,7 +1118,7 @@ class SessionContext:
         reply = _as_logged(reply, prepared, call)
         if session is not None:
             try:
-                session.add(reply, after=followed)
+                self._log_reply(session, reply, followed, anchor)
             except NotFound:
                 return  # erased since the read above: nothing was logged
         remembered: Sequence[MemoryRecord] = ()
@@ -1107,6 +1137,37 @@ class SessionContext:
                     remembered = self.memory.add(pieces, **self.scope_ids)
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
+
+    def _log_reply(
+        self, session: Session, reply: Message, followed: Turn | None, anchor: TurnPrint | None
+    ) -> None:
+        """Log ``reply`` after the turn the call followed: right after it while nothing
+        followed it; else not at all when the turn after it is this reply (logged from
+        the app's history by another client's call: :meth:`_log_new`), else at the end."""
+        if followed is None or anchor is None:
+            session.add(reply, after=followed)
+            return
+        try:
+            session.add(reply, after=followed, newest=followed.seq)
+        except Conflict:
+            if not self._logged_after(anchor, reply):
+                session.add(reply, after=followed)
+
+    def _logged_after(self, anchor: TurnPrint, reply: Message) -> bool:
+        """Whether the log already holds ``reply`` right after the turn the call followed.
+
+        Why: an app that sends its whole history may send the next request on another
+        wrapped client (one a web request, or another worker process) before this
+        commit ran. That call logged this reply from the app's history, as the app's
+        turn; logged here too, the model saw its answer twice and the next requests
+        forked the log (Q1, R1, R1, Q2, Q2, ...; a review: 7 to 19 runs in 20)."""
+        if self.session is None:
+            return False
+        try:
+            after = self.session.turn(anchor.seq + 1)
+        except NotFound:
+            return False
+        return after.message.role == reply.role and said_digest(after.message) == said_digest(reply)
 
     def _logged_turn(self, turn: TurnPrint) -> Turn | None:
         """The logged turn ``turn`` prints, while the session's log still holds it (one

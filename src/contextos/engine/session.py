@@ -1075,11 +1075,15 @@ class Session:
             return len(self._turns) + len(self._older)
 
     # -- the log ----------------------------------------------------------------
-    def add(self, *messages: Message, after: Turn | None = None) -> list[Turn]:
+    def add(
+        self, *messages: Message, after: Turn | None = None, newest: int | None = None
+    ) -> list[Turn]:
         """Append messages durably (with token counts); returns them numbered.
 
         ``after``: only while the log still holds that turn (``Store.append_turns``);
         else :class:`~contextos.errors.NotFound` is raised and nothing is logged.
+        ``newest``: only while the log's last turn is numbered so (-1: none; see
+        :attr:`last_read`); else :class:`~contextos.errors.Conflict`.
 
         Each count is stored with what made it (:data:`COUNTED_KEY` in the turn's stored
         metadata: :func:`~contextos.llm.tokens.counted_with`, and the part of it that
@@ -1097,7 +1101,7 @@ class Session:
             check_text(m, what)
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
         stored = [self._stamped(m) for m in messages]
-        appended = self.store.append_turns(self.scope, stored, tokens, after=after)
+        appended = self.store.append_turns(self.scope, stored, tokens, after=after, newest=newest)
         # the caller's messages, without the stamp
         logged = [replace(t, message=m) for t, m in zip(appended, messages, strict=True)]
         with self._lock:
@@ -1205,6 +1209,13 @@ class Session:
         with self._lock:
             self._read_turns()
             return list(self._printed())
+
+    @property
+    def last_read(self) -> int:
+        """The number of the last turn read from the log (-1: none): what a writer that
+        decided from the turns read passes as ``add(newest=...)``."""
+        with self._lock:
+            return self._turns[-1].seq if self._turns else self._held_from - 1
 
     def conversation_prints(self) -> ConversationView:
         """The prints of the conversation (:func:`conversation` of :meth:`fingerprints`),

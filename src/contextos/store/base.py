@@ -433,12 +433,15 @@ class Store(Protocol):
         tokens: Sequence[int],
         *,
         after: Turn | None = None,
+        newest: int | None = None,
     ) -> builtins.list[Turn]:
         """Append messages to ``scope.session_id``'s log durably; returns them numbered.
 
         ``after``: only while the log still holds that turn as it was logged (an erasure,
         ``forget``, removes it), checked in the append's own transaction; else
-        :class:`~contextos.errors.NotFound` is raised and nothing is appended."""
+        :class:`~contextos.errors.NotFound` is raised and nothing is appended.
+        ``newest``: only while the log's last turn is numbered ``newest`` (-1: empty),
+        checked the same way; else :class:`~contextos.errors.Conflict`."""
         ...
 
     def turns(

@@ -451,6 +451,7 @@ def append_turn_rows(
     json_cast: str = "",
     after: Turn | None = None,
     turn_of: Callable[[Sequence[Any]], Turn] | None = None,
+    newest: int | None = None,
 ) -> list[tuple[object, ...]]:
     """Append ``messages`` (with their token counts) to the session log of ``scope`` in
     the transaction behind ``cur``, numbered after the last logged turn, and return the
@@ -467,6 +468,12 @@ def append_turn_rows(
     transaction rolls back. Why: a wrapped call logs its reply after the question it
     answers, and a ``forget`` that erased the session between a check and the append
     left the reply in the log, the first turn of the erased session.
+
+    ``newest``: append only while the log's last turn is numbered ``newest`` (-1: an
+    empty log), read under the same lock; else raise :class:`Conflict`. Why: a writer
+    that decided what to append from the log as it read it (the app's history turns
+    the log lacks) appended them again after another writer had logged them (two
+    wrapped clients on one session: a reply logged twice; a review).
     """
     m = mark
     cur.execute(
@@ -492,6 +499,11 @@ def append_turn_rows(
         f"SELECT coalesce(max(seq), -1) FROM turns WHERE tenant = {m} AND session_id = {m}",
         (scope.tenant, scope.session_id),
     ).fetchone()
+    if newest is not None and last != newest:
+        raise Conflict(
+            f"session {scope.session_id!r} was appended to meanwhile (its last turn is "
+            f"{last}, not {newest}): nothing was appended"
+        )
     rows = [
         row_of(scope, last + 1 + k, msg, t, now)
         for k, (msg, t) in enumerate(zip(messages, tokens, strict=True))

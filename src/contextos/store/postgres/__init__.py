@@ -746,8 +746,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         tokens: Sequence[int],
         *,
         after: Turn | None = None,
+        newest: int | None = None,
     ) -> _Turns:
-        return self._sessions.append_turns(scope, messages, tokens, after=after)
+        return self._sessions.append_turns(scope, messages, tokens, after=after, newest=newest)
 
     @_absent_if_nul([], "scope")
     def turns(

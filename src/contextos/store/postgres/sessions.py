@@ -91,6 +91,7 @@ class PgSessionLog:
         tokens: Sequence[int],
         *,
         after: Turn | None = None,
+        newest: int | None = None,
     ) -> list[Turn]:
         check_turns(scope, messages, tokens)
         now = datetime.now(UTC)
@@ -107,6 +108,7 @@ class PgSessionLog:
                 json_cast="::jsonb",
                 after=after,
                 turn_of=turn_from_row,
+                newest=newest,
             )
         seq = TURN_FIELDS.index("seq")  # the rows hold jsonb text: build the turns, not decode
         return [

@@ -1082,6 +1082,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         tokens: Sequence[int],
         *,
         after: Turn | None = None,
+        newest: int | None = None,
     ) -> builtins.list[Turn]:
         shared.check_turns(scope, messages, tokens)
         with self._write() as db:
@@ -1095,6 +1096,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 row_of=turn_row,
                 after=after,
                 turn_of=turn_from_row,
+                newest=newest,
             )
         return [turn_from_row(r) for r in rows]
 
