@@ -233,3 +233,52 @@ def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
         got, history = (error_text(r) for r in out[name])
         assert "NotFound" in history
         assert history.replace("memory_history", "get_memory") == got
+
+
+def _deep(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("case", "arguments", "said"),
+    [
+        (
+            "nested past the parser",
+            {"messages": "x", "user_id": "u", "metadata": _deep(200)},
+            "nests too deeply",
+        ),
+        (
+            "a line over the limit",
+            {"messages": [{"role": "user", "content": "w" * 55_000}] * 20, "user_id": "u"},
+            "too long",
+        ),
+    ],
+)
+def test_a_request_the_stdio_server_cannot_read_fails_the_call_at_once(
+    tmp_path: Path, case: str, arguments: dict[str, Any], said: str
+) -> None:
+    """A line nested deeper than the JSON parser goes, or longer than the line limit
+    (20 turns of 55,000 characters, each under a memory's limit), was answered with
+    ``"id": null``: the official client drops that answer and its call, with no timeout
+    by default, waited for ever (a review). Answered with the request's id, the call
+    fails at once, and the server goes on serving."""
+    target = str(tmp_path / "m.db")
+    key = _key(target)
+
+    async def calls(s: ClientSession, _: Any) -> str:
+        with anyio.fail_after(20):
+            try:
+                await s.call_tool("add_memory", arguments)
+            except Exception as exc:  # noqa: BLE001 - the client's error is the point
+                failed = str(exc)
+            else:
+                failed = ""
+            after = await s.call_tool("list_memories", {"user_id": "u"})
+        assert not after.is_error
+        return failed
+
+    failed = _session(target, key, tmp_path / "err.log", calls)
+    assert said in failed, (case, failed)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -855,7 +856,17 @@ class _StdioLines:
             message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
         except pydantic.ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
-                await self.refuse(types.PARSE_ERROR, "Parse error: the line is not valid JSON")
+                request_id = _request_id(text)
+                if request_id is None:
+                    request_id = _leading_id(line)
+                if request_id is None:
+                    await self.refuse(types.PARSE_ERROR, "Parse error: the line is not valid JSON")
+                else:  # JSON (or its start) the parser refused: nested too deeply
+                    await self.refuse(
+                        types.INVALID_REQUEST,
+                        "Invalid request: the message nests too deeply",
+                        request_id,
+                    )
             else:  # JSON, but not a JSON-RPC message (the SDK dropped it: no answer)
                 await self.refuse(
                     types.INVALID_REQUEST,
@@ -888,7 +899,11 @@ class _StdioLines:
                     dropping = False
                 if len(pending) > MAX_STDIO_LINE:
                     if not dropping:
-                        await self.refuse(types.INVALID_REQUEST, "the line is too long")
+                        await self.refuse(
+                            types.INVALID_REQUEST,
+                            f"the line is too long (over {MAX_STDIO_LINE:,} bytes)",
+                            _leading_id(pending),
+                        )
                     pending, dropping = b"", True
             if pending and not dropping:
                 await self.handle(pending)
@@ -911,6 +926,27 @@ def _request_id(text: str) -> str | int | None:
     ):
         return request_id
     return None
+
+
+#: The ``id`` a JSON-RPC request line opens with (``{"jsonrpc": "2.0", "id": 7, ...``,
+#: as the SDK's client writes it): an integer or a string without escapes.
+_LEADING_ID = re.compile(
+    rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")'
+)
+
+
+def _leading_id(line: bytes) -> str | int | None:
+    """The id a request line opens with, read from its first bytes alone, or None.
+
+    Why: a line too long to read, or nested deeper than the parser goes, was answered
+    with ``"id": null``; the official client drops such an answer, and its call (no
+    timeout by default) waited for ever (a review: 20 turns of 55,000 characters in
+    one ``add_memory``). Answered with the request's id, the call fails at once."""
+    found = _LEADING_ID.match(line[:512])
+    if found is None:
+        return None
+    token = found.group(1)
+    return token[1:-1].decode("utf-8", "replace") if token.startswith(b'"') else int(token)
 
 
 async def _read_some(fd: int) -> bytes:
