@@ -24,6 +24,7 @@ CLI on one file) never write over each other's change.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -209,11 +210,26 @@ class CoreMemory:
     # -- rendering --------------------------------------------------------------------
     def render(self, blocks: list[CoreBlock] | None = None) -> str:
         """The blocks (``blocks()`` when not given) as the model reads them in its prefix."""
+        shown = self.blocks() if blocks is None else blocks
+        tags = _tag_pattern(["core_memory", *(b.label for b in shown)])
         parts = ["<core_memory>"]
-        for b in self.blocks() if blocks is None else blocks:
-            parts += [f'<{b.label} chars="{len(b.value)}/{b.limit}">', b.value, f"</{b.label}>"]
+        for b in shown:
+            value = tags.sub("&lt;", b.value)
+            parts += [f'<{b.label} chars="{len(b.value)}/{b.limit}">', value, f"</{b.label}>"]
         parts.append("</core_memory>")
         return "\n".join(parts)
+
+
+def _tag_pattern(names: list[str]) -> re.Pattern[str]:
+    """The ``<`` of a tag (opening or closing) named as one of the rendering's own.
+
+    Why: a block holds what the user said ("remember: ..."), and a value holding
+    ``</human></core_memory>`` closed the blocks and put its text at the top of the
+    prompt the model reads as instructions (a review). Only those ``<`` are written as
+    ``&lt;``: any other text (code, arrows) stays as it is, so the model still copies
+    a block's text exactly for ``core_memory_replace``."""
+    alternatives = "|".join(re.escape(n) for n in sorted(set(names)))
+    return re.compile(rf"<(?=/?\s*(?:{alternatives})\b)", re.IGNORECASE)
 
 
 def _erased(label: str) -> CoreMemoryError:
