@@ -412,6 +412,37 @@ def test_mcp_over_http_is_rate_limited_and_throttles_failed_auth(mcp_http: tuple
     assert set(wrong) == {401, 429} and wrong.count(429) >= 15, wrong
 
 
+def test_mcp_over_http_refuses_two_keys_as_a_failed_authentication(
+    mcp_http: tuple[str, str],
+) -> None:
+    """The gate kept the last of two ``Authorization`` headers and the MCP SDK reads the
+    first: a request was charged to one key and ran as another's tenant, and guesses
+    put before a valid key were never counted by the throttle (a review). Two different
+    keys are now a failed authentication; one key in both key headers is one key."""
+    httpx = pytest.importorskip("httpx")
+    url, key = mcp_http
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    accept = [("Accept", "application/json, text/event-stream")]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        same = [*accept, ("Authorization", f"Bearer {key}"), ("X-API-Key", key)]
+        assert http.post("/mcp", json=ping, headers=same).status_code == 200
+        guesses = [
+            http.post(
+                "/mcp",
+                json=ping,
+                headers=[
+                    *accept,
+                    ("Authorization", f"Bearer ctx_guess{i}"),
+                    ("Authorization", f"Bearer {key}"),
+                ],
+            )
+            for i in range(40)
+        ]
+    statuses = [r.status_code for r in guesses]
+    assert set(statuses) == {401, 429} and statuses.count(429) >= 15, statuses
+    assert "one API key" in guesses[0].text
+
+
 # -- contextos serve -----------------------------------------------------------------------
 
 

@@ -72,16 +72,19 @@ class Authenticator:
         self.limiter = limiter
         self.failures = TokenBucketLimiter(DEFAULT_AUTH_FAILURES) if failures is None else failures
 
-    def admit(self, headers: Mapping[str, str], client: str) -> Principal:
+    def admit(self, headers: Mapping[str, str], client: str, *, keys_sent: int = 1) -> Principal:
         """The caller of a request from address ``client``, charged to its key's bucket.
 
         Raises RateLimited while ``client`` has used up its failed attempts (before
-        the key is checked), Unauthenticated for a missing or wrong key (which uses
-        one attempt), and RateLimited when the key is over its own rate."""
+        the key is checked), Unauthenticated for a missing or wrong key, or for more
+        than one key header (``keys_sent``; each uses one attempt), and RateLimited
+        when the key is over its own rate."""
         wait = self.failures.wait(client)
         if wait > 0:
             raise RateLimited("too many failed authentications from this client", retry_after=wait)
         try:
+            if keys_sent > 1:
+                raise Unauthenticated("send one API key: the request has more than one key header")
             principal = self.identify(bearer_secret(headers))
         except Unauthenticated:
             self.failures.acquire(client)

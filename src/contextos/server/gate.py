@@ -15,6 +15,7 @@ sent (``curl -d`` sends a form type): every body of this API is JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,26 @@ def principal_in(scope: Mapping[str, Any]) -> Principal | None:
 
 def _headers(scope: Message) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _keys_sent(scope: Message) -> int:
+    """How many different keys the request's key headers (``Authorization``,
+    ``X-API-Key``) carry.
+
+    Why it matters: :func:`_headers` keeps the last of two ``Authorization`` headers and
+    the MCP SDK's own check reads the first, so one request was charged to one key and
+    ran as another's tenant, and a client could put guesses first and its own key last:
+    each wrong guess escaped the failed-authentication throttle (a review). A request
+    with more than one is refused as a failed authentication; the same key in both
+    headers is one key."""
+    sent: set[bytes] = set()
+    for name, value in scope["headers"]:
+        if name.lower() == b"authorization":
+            scheme, _, credential = value.strip().partition(b" ")
+            sent.add(credential.strip() if scheme.lower() == b"bearer" else value)
+        elif name.lower() == b"x-api-key":
+            sent.add(value.strip())
+    return len(sent)
 
 
 def error_messages(exc: BaseException) -> tuple[Message, Message]:
@@ -92,9 +113,12 @@ class AuthGate:
             # thread, even for a SQLite key table: the key table's lock is shared with
             # key writes, which may wait out a busy database for 30 s, and on the event
             # loop that wait would stall every request.
-            principal = self.auth.admit_cached(headers, address)
+            keys = _keys_sent(scope)
+            principal = self.auth.admit_cached(headers, address) if keys <= 1 else None
             if principal is None:
-                principal = await anyio.to_thread.run_sync(self.auth.admit, headers, address)
+                principal = await anyio.to_thread.run_sync(
+                    functools.partial(self.auth.admit, headers, address, keys_sent=keys)
+                )
         except ContextosError as exc:
             for message in error_messages(exc):
                 await send(message)
