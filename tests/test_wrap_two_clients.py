@@ -145,3 +145,31 @@ def test_an_append_conditioned_on_the_last_turn_read_is_refused_after_another(
     mine.turns()
     assert mine.last_read == 1
     assert mine.add(Message("user", "ok"), newest=mine.last_read)[0].seq == 2
+
+
+def test_two_calls_answered_alike_both_stay_in_the_log(tmp_path: Path) -> None:
+    """Two clients ask their questions one after the other and both get "OK.": the
+    second commit found "OK." right after its question and took it for a copy of its
+    own reply, and dropped it (a review; so did calls of one client shared by threads).
+    Only a turn logged from an app's history is such a copy, not another call's reply."""
+    path = tmp_path / "chat.db"
+    with FakeAnthropic(reply=lambda body: "OK.") as ok:
+        seams = [Seam(SQLiteStore(path), hold_reply=True) for _ in range(2)]
+        lights, door = (client(ok, seam) for seam in seams)
+        try:
+            ask(lights, [{"role": "user", "content": "Turn on the lights."}])
+            ask(door, [{"role": "user", "content": "Lock the door."}])
+            for wrapped, seam in ((lights, seams[0]), (door, seams[1])):
+                seam.release.set()
+                wrapped.flush()
+            assert log(path) == [
+                ("user", "Turn on the lights."),
+                ("user", "Lock the door."),
+                ("assistant", "OK."),
+                ("assistant", "OK."),
+            ]
+        finally:
+            for wrapped, seam in ((lights, seams[0]), (door, seams[1])):
+                seam.release.set()
+                wrapped.unwrapped.close()
+                seam.store.close()

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import random
 import threading
 import time
 import weakref
@@ -112,8 +113,13 @@ PREFILL_WIRES = frozenset({"anthropic"})
 UNKNOWN_MODEL_WINDOW = 128_000
 #: Output limit assumed for such models.
 UNKNOWN_MODEL_OUTPUT = 8192
-#: Tries to log a request's new turns while other writers append to its session.
-_APPEND_TRIES = 5
+#: Tries to log a request's new turns while other writers append to its session, and
+#: the longest pause (seconds) after the first refusal (it grows with each try).
+_APPEND_TRIES = 10
+_APPEND_PAUSE_S = 0.005
+#: Metadata a commit writes on the reply it logs (:func:`_as_logged`): a turn with these
+#: was a call's reply, not a turn logged from an app's history.
+_COMMITTED_KEYS = frozenset({"usage", "provider"})
 
 log = logging.getLogger(__name__)
 #: The unknown model ids :func:`model_info` warned about (once each per process).
@@ -899,7 +905,8 @@ class SessionContext:
                 ``budget`` (refused before anything is logged).
             Conflict: other writers appended every time it tried."""
         for attempt in range(_APPEND_TRIES):
-            parts = split_request(request.messages, self._conversation())
+            conversation, read = self._read_conversation()
+            parts = split_request(request.messages, conversation)
             new = parts.new
             if parts.question is None and parts.prefill is None and new:  # a tool result
                 last = message_item("newest", new[-1], self.tokenizer)
@@ -912,12 +919,21 @@ class SessionContext:
             if self.session is None or not new:
                 return parts, []
             try:
-                news = [_strip_wire(m) for m in parts.new]
-                return parts, self.session.add(*news, newest=self.session.last_read)
+                return parts, self.session.add(*[_strip_wire(m) for m in new], newest=read)
             except Conflict:
                 if attempt == _APPEND_TRIES - 1:
                     raise
+                # calls of one client shared by threads append meanwhile: let them
+                time.sleep(random.uniform(0, _APPEND_PAUSE_S * (attempt + 1)))
         raise AssertionError("unreachable")
+
+    def _read_conversation(self) -> tuple[Sequence[TurnPrint], int]:
+        """The conversation's prints and the number of the last turn read with them
+        (-1: none), in one read: another thread sharing the Session could read further
+        between two, and the append would be checked against turns the split never saw."""
+        if self.session is None:
+            return [], -1
+        return self.session.conversation_read()
 
     def _conversation(self) -> Sequence[TurnPrint]:
         """The prints of the logged turns that are part of the conversation
@@ -1160,14 +1176,22 @@ class SessionContext:
         wrapped client (one a web request, or another worker process) before this
         commit ran. That call logged this reply from the app's history, as the app's
         turn; logged here too, the model saw its answer twice and the next requests
-        forked the log (Q1, R1, R1, Q2, Q2, ...; a review: 7 to 19 runs in 20)."""
+        forked the log (Q1, R1, R1, Q2, Q2, ...; a review: 7 to 19 runs in 20).
+
+        Only a turn logged from an app's history counts, not one a commit logged (it
+        has the call's usage and provider): another call's reply of the same text
+        ("OK.") to a question asked meanwhile, or a cut stream's fragment before a
+        retried question's whole reply, is no copy of this reply (a review lost both)."""
         if self.session is None:
             return False
         try:
             after = self.session.turn(anchor.seq + 1)
         except NotFound:
             return False
-        return after.message.role == reply.role and said_digest(after.message) == said_digest(reply)
+        logged = after.message
+        if logged.metadata.keys() >= _COMMITTED_KEYS:
+            return False
+        return logged.role == reply.role and said_digest(logged) == said_digest(reply)
 
     def _logged_turn(self, turn: TurnPrint) -> Turn | None:
         """The logged turn ``turn`` prints, while the session's log still holds it (one

@@ -1215,7 +1215,18 @@ class Session:
         """The number of the last turn read from the log (-1: none): what a writer that
         decided from the turns read passes as ``add(newest=...)``."""
         with self._lock:
-            return self._turns[-1].seq if self._turns else self._held_from - 1
+            return self._last_read()
+
+    def _last_read(self) -> int:
+        return self._turns[-1].seq if self._turns else self._held_from - 1
+
+    def conversation_read(self) -> tuple[ConversationView, int]:
+        """:meth:`conversation_prints` and :attr:`last_read` of one read (another thread
+        sharing this Session could read further between the two)."""
+        with self._lock:
+            self._read_turns()
+            self._printed()
+            return ConversationView(self._said, len(self._said)), self._last_read()
 
     def conversation_prints(self) -> ConversationView:
         """The prints of the conversation (:func:`conversation` of :meth:`fingerprints`),
