@@ -495,7 +495,9 @@ def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path)
     """The SDK's stdio reader replaced invalid UTF-8 with U+FFFD (the text was stored
     changed) and answered a line with a lone-surrogate escape with nothing at all (the
     client waited forever). HTTP refuses both; over stdio each must get a JSON-RPC
-    parse error (id null), nothing stored, and the server goes on answering."""
+    parse error, nothing stored, and the server goes on answering. The error carries
+    the id the line opens with (the official client drops an id-null answer and its
+    call waits for ever); a line with no readable id gets id null."""
     db = tmp_path / "mcp.db"
     [key] = _keys(db, "acme")
 
@@ -510,7 +512,7 @@ def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path)
         call(3, "list_memories", b'{"user_id":"u"}'),
     ]
     answers, returncode, err = _stdio_answers(db, key, lines, 5)
-    assert [a.get("id") for a in answers] == [0, None, None, None, 3], answers
+    assert [a.get("id") for a in answers] == [0, 1, 2, None, 3], answers
     for refused in answers[1:4]:
         assert refused["error"]["code"] == -32700
     assert "result" in answers[4], answers[4]

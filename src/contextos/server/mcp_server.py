@@ -850,23 +850,25 @@ class _StdioLines:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            await self.refuse(types.PARSE_ERROR, "Parse error: the line is not valid UTF-8")
+            await self.refuse(
+                types.PARSE_ERROR, "Parse error: the line is not valid UTF-8", _leading_id(line)
+            )
             return
         try:
             message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
         except pydantic.ValidationError as exc:
-            if any(e["type"] == "json_invalid" for e in exc.errors()):
+            unreadable = [e for e in exc.errors() if e["type"] == "json_invalid"]
+            if unreadable and "recursion limit" in unreadable[0]["msg"]:
                 request_id = _request_id(text)
-                if request_id is None:
-                    request_id = _leading_id(line)
-                if request_id is None:
-                    await self.refuse(types.PARSE_ERROR, "Parse error: the line is not valid JSON")
-                else:  # JSON (or its start) the parser refused: nested too deeply
-                    await self.refuse(
-                        types.INVALID_REQUEST,
-                        "Invalid request: the message nests too deeply",
-                        request_id,
-                    )
+                await self.refuse(
+                    types.INVALID_REQUEST,
+                    "Invalid request: the message nests too deeply",
+                    _leading_id(line) if request_id is None else request_id,
+                )
+            elif unreadable:  # its id, where the line opens with one: the call fails at once
+                await self.refuse(
+                    types.PARSE_ERROR, "Parse error: the line is not valid JSON", _leading_id(line)
+                )
             else:  # JSON, but not a JSON-RPC message (the SDK dropped it: no answer)
                 await self.refuse(
                     types.INVALID_REQUEST,
