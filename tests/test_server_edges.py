@@ -682,3 +682,41 @@ def test_the_announced_port_accepts_connections_before_the_app_has_started() -> 
             pass  # no server loop yet: accepted by the kernel, queued
     finally:
         sock.close()
+
+
+def _nested_metadata(levels: int) -> dict[str, Any]:
+    """Metadata ``levels`` objects deep: ``{"a": {"a": ... 1}}``."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return dict(value)
+
+
+def test_metadata_may_nest_over_http_as_deep_as_in_the_library(tmp_path: Path) -> None:
+    """The HTTP API refused metadata deeper than 8 levels that the library stores (up to
+    ``MAX_METADATA_DEPTH``): a record the app wrote in Python could not be written back
+    unchanged over HTTP. One limit now, with the library's words past it."""
+    from contextos.memory.ingest import MAX_METADATA_DEPTH
+
+    deepest, too_deep = (_nested_metadata(n) for n in (MAX_METADATA_DEPTH, MAX_METADATA_DEPTH + 1))
+    with app_client(tmp_path / "deep.db") as c:
+        h = auth(issue_key(c, "acme"))
+        added = c.post(
+            "/v1/memories",
+            headers=h,
+            json={"messages": [{"content": "kayak", "metadata": deepest}], "user_id": "ana"},
+        )
+        assert added.status_code == 201, added.text
+        [rec] = added.json()["results"]
+        assert rec["metadata"]["a"] == deepest["a"]
+        patched = c.patch(f"/v1/memories/{rec['id']}", headers=h, json={"metadata": deepest})
+        assert patched.status_code == 200, patched.text
+        for method, url, body in (
+            ("POST", "/v1/memories", {"messages": "x", "user_id": "ana", "metadata": too_deep}),
+            ("PATCH", f"/v1/memories/{rec['id']}", {"metadata": too_deep}),
+        ):
+            refused = c.request(method, url, headers=h, json=body)
+            assert refused.status_code == 422, refused.text
+            assert f"{MAX_METADATA_DEPTH} levels" in refused.text
+        listed = c.get("/v1/memories", headers=h, params={"user_id": "ana"}).json()["results"]
+        assert [r["metadata"]["a"] for r in listed] == [deepest["a"]]

@@ -195,7 +195,7 @@ def metadata_bytes(metadata: Mapping[str, Any]) -> int:
 #: How deep metadata may nest (objects and lists in objects and lists). Why: past
 #: Python's stack (about 900 levels) every later walk of it failed with a
 #: RecursionError deep in the store, after the add had started (a review, through
-#: ``contextos add --metadata``). The HTTP API allows less (``server/schemas.py``).
+#: ``contextos add --metadata``). The HTTP API and MCP allow the same.
 MAX_METADATA_DEPTH = 32
 
 

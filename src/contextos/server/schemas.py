@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..engine.message_text import lone_surrogate_at
-from ..memory.ingest import check_add_metadata, check_metadata
+from ..memory.ingest import MAX_METADATA_DEPTH, check_add_metadata, check_metadata
 from ..times import utc
 from ..types import Message, ScopeIds, scope_id, scope_ids
 from .errors import BRANCH, describe
@@ -59,7 +59,6 @@ MAX_OFFSET = 10_000_000
 #: reason each): 9.8 MB and 2.2 s of server time, 9 s for the page to draw. A search's
 #: memories (at most MAX_SEARCH_LIMIT) are listed whole.
 MAX_LEFT_OUT = 100
-_MAX_DEPTH = 8
 #: The most rules and tools a window request may give, the most levels a tool's schema
 #: may nest (the tool object is level 0: ``input_schema.properties.x.items...``) and the
 #: most bytes it may take as canonical JSON. Why bounds: each is counted, placed and
@@ -150,12 +149,14 @@ def _check_time(value: datetime) -> datetime:
 
 
 def _check_json(
-    value: Any, depth: int = 0, *, max_depth: int = _MAX_DEPTH, what: str = "metadata"
+    value: Any, depth: int = 0, *, max_depth: int = MAX_METADATA_DEPTH, what: str = "metadata"
 ) -> Any:
     """Metadata (or ``what`` else a client sends as JSON: a tool schema) must round-trip
-    through strict JSON: finite numbers, 64-bit ints, at most ``max_depth`` levels."""
+    through strict JSON: finite numbers, 64-bit ints, at most ``max_depth`` levels (for
+    metadata the library's own limit: the server allowed 8, so a record written in
+    Python could not be written back unchanged over HTTP)."""
     if depth > max_depth:
-        raise ValueError(f"{what} nests deeper than {max_depth} levels")
+        raise ValueError(f"{what} may nest at most {max_depth} levels deep")
     if isinstance(value, str):
         return check_text(value)
     if isinstance(value, bool) or value is None:
