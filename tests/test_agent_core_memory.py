@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,6 +204,54 @@ def test_the_tools_own_edits_keep_the_snapshot_and_one_after_a_redaction_renders
         CoreMemory(other, user_id="ana").replace("human", " Passport X1234567.", "")
     assert not tools.execute("core_memory_append", {"label": "human", "content": "Jazz."}).is_error
     assert "X1234567" not in prefix.text() and "Jazz." in prefix.text()
+
+
+class RedactedOnRelease:
+    """The store, as a loop's Memory sees it when another process redacts a block
+    right after the loop's edit gave the core lock back: the first give-back (a swap
+    of the lock's state to ``{}``) runs ``meanwhile`` once it is done."""
+
+    def __init__(self, store: Any, meanwhile: Callable[[], None]) -> None:
+        self.store, self.meanwhile = store, meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def swap_session_meta(self, scope: Any, meta: Any, **kwargs: Any) -> bool:
+        swapped = bool(self.store.swap_session_meta(scope, meta, **kwargs))
+        if swapped and meta == {}:
+            meanwhile, self.meanwhile = self.meanwhile, lambda: None
+            meanwhile()
+        return swapped
+
+
+def test_a_redaction_right_after_an_edit_leaves_the_snapshot(memory: Memory) -> None:
+    """The tools read the block again after the edit released the lock: a redaction by
+    another process in that gap was taken for this loop's own edit, and the snapshot
+    kept the passport number in the model's prompt (a review). The snapshot is told
+    the block as the edit left it, so the redaction shows at the next request."""
+    core = CoreMemory(memory, user_id="ana")
+    core.set("human", "Ana. Passport X1234567.")
+
+    def redact() -> None:
+        with Memory(
+            memory.store.path, embedder=memory.embedder, background_embedding=False
+        ) as other:
+            CoreMemory(other, user_id="ana").replace("human", " Passport X1234567.", "")
+
+    racing = Memory(
+        store=RedactedOnRelease(memory.store, redact),  # type: ignore[arg-type]
+        embedder=memory.embedder,
+        background_embedding=False,
+    )
+    core = CoreMemory(racing, user_id="ana")
+    prefix = CorePrefix(core)
+    tools = AgentTools(core, prefix=prefix)
+    assert "X1234567" in prefix.text()
+    out = tools.execute("core_memory_append", {"label": "human", "content": "Tea."})
+    assert not out.is_error and out.text.endswith("Ana. Passport X1234567.\nTea.")
+    assert CoreMemory(memory, user_id="ana").get("human").value == "Ana.\nTea."
+    assert "X1234567" not in prefix.text() and "Tea." in prefix.text()
 
 
 def test_a_block_cannot_close_the_rendering_around_it(memory: Memory) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ContextosError, EmbedderUnavailable, StoreError
 from ..memory.api import MAX_LIMIT
 from ..types import Filter, Turn, content_hash
-from .core_memory import CoreMemory, CoreMemoryError, CorePrefix, need_text
+from .core_memory import CoreBlock, CoreMemory, CoreMemoryError, CorePrefix, need_text
 from .owner import owned
 
 if TYPE_CHECKING:
@@ -171,19 +171,23 @@ class AgentTools:
             raise CoreMemoryError(f"unknown tool {name!r}")
         return ToolOutcome(name, handler(**args))
 
-    def _edited(self, label: str, before: str | None) -> str:
-        """``before``: the value the edit read (``CoreBlock.previous``), which the
-        snapshot must hold for the edit to wait for its next refresh."""
-        block = self.core.get(label)
+    def _edited(self, block: CoreBlock) -> str:
+        """The result of an edit: ``block`` as the edit left it, under the core lock.
+
+        Why not the block read again: once the lock is given back, another process may
+        edit it (a redaction); read then, that edit was shown as this one's and the
+        snapshot took it for this loop's own, so it kept the redacted text in the
+        model's prompt (a review). ``block.previous`` is the value the edit read, which
+        the snapshot must hold for the edit to wait for its next refresh."""
         if self.prefix is not None:
-            self.prefix.edited(block, before)
-        return f"Core memory block {label!r} is now:\n{block.value}"
+            self.prefix.edited(block, block.previous)
+        return f"Core memory block {block.label!r} is now:\n{block.value}"
 
     def _append(self, label: str, content: str) -> str:
-        return self._edited(label, self.core.append(label, content).previous)
+        return self._edited(self.core.append(label, content))
 
     def _replace(self, label: str, old_content: str, new_content: str) -> str:
-        return self._edited(label, self.core.replace(label, old_content, new_content).previous)
+        return self._edited(self.core.replace(label, old_content, new_content))
 
     def _insert(self, content: str) -> str:
         """Store a passage, or name the archival passage of the same text already stored.
