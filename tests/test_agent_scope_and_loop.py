@@ -349,6 +349,73 @@ def test_a_retry_after_a_request_failed_mid_loop_resumes_it(memory: Memory, prov
         _no_branch(turns)
 
 
+class BusyOnSecondLock:
+    """The store, as the loop's Memory sees it when the owner's core lock cannot be
+    taken at the second edit (another editor holds it past the wait, or the store is
+    busy): that take raises :class:`StoreError`, once. Everything else passes through."""
+
+    def __init__(self, store: Any) -> None:
+        self.store, self.takes = store, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def swap_session_meta(self, scope: Any, meta: Any, **kwargs: Any) -> bool:
+        if "holder" in meta:
+            self.takes += 1
+            if self.takes == 2:
+                raise StoreError("store busy: another editor holds the core lock")
+        return bool(self.store.swap_session_meta(scope, meta, **kwargs))
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_retry_after_a_tool_failed_mid_loop_runs_the_rest(memory: Memory, provider: str) -> None:
+    """Why: the second of a response's tool calls met a busy store; ``create()`` raised
+    and kept nothing, and the app's retry started over: the model was asked again, the
+    question logged twice, a tool call left in the log without its result, and the
+    first edit made again (a review). The retry runs the calls not run yet, then sends
+    their results, as the first try would have."""
+    question = [{"role": "user", "content": "I like pasta and I'm vegetarian."}]
+    calls = (
+        ("core_memory_append", {"label": "human", "content": "Likes pasta."}),
+        ("core_memory_append", {"label": "human", "content": "Vegetarian."}),
+    )
+    busy = Memory(
+        store=BusyOnSecondLock(memory.store),  # type: ignore[arg-type]
+        embedder=memory.embedder,
+        background_embedding=False,
+    )
+    with FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as fake:
+        if provider == "anthropic":
+            sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0))
+            fake.enqueue(anthropic_tool_use(*calls), anthropic_text("Noted."))
+        else:
+            sdk = opened(openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0))
+            fake.enqueue(openai_tool_calls(*calls), openai_text("Noted."))
+        client = _with_memory_tools(sdk, busy, "s1")
+
+        def ask() -> str:
+            if provider == "anthropic":
+                out = client.messages.create(
+                    model="claude-sonnet-4-6", max_tokens=64, messages=question
+                )
+                return str(out.content[0].text)
+            out = client.chat.completions.create(model="gpt-4.1-mini", messages=question)
+            return str(out.choices[0].message.content)
+
+        with pytest.raises(StoreError, match="busy"):
+            ask()
+        assert ask() == "Noted."
+        assert len(fake.requests) == 2  # the model was not asked again
+        value = CoreMemory(memory, user_id="ana").get("human").value
+        assert value == "Likes pasta.\nVegetarian."  # each edit made once
+        turns = client.context.session.turns()
+        results = ["tool"] if provider == "anthropic" else ["tool", "tool"]  # one turn, 2 blocks
+        assert [t.message.role for t in turns] == ["user", "assistant", *results, "assistant"]
+        assert turns[-1].message.content == "Noted."
+        _no_branch(turns)
+
+
 # -- 4. a NUL in a memory file -------------------------------------------------------------
 
 

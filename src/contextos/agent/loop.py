@@ -24,7 +24,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ProviderError
@@ -76,7 +76,9 @@ class ToolLoop:
         A request of the loop that fails (after the SDK's own retries) raises, and the
         loop's progress is kept: the app's retry of the same ``create()`` (the same
         messages) sends the failed request again, with the results of the tools run
-        already, instead of starting over (see :class:`_Unfinished`).
+        already, instead of starting over (see :class:`_Unfinished`). A tool that
+        raises (its store busy or down) keeps the progress too: the retry runs the
+        response's calls not run yet, then goes on, without asking the model again.
         """
         if kwargs.get("stream"):
             raise TypeError("memory_tools runs a tool loop; call create() without stream=True")
@@ -84,12 +86,15 @@ class ToolLoop:
         key = _messages_key(kwargs.get("messages"))
         done = self._resume(key)
         messages = [*request["messages"], *done.messages]
-        for step in range(done.steps + 1, self.max_steps + 1):
-            try:
-                response = send({**request, "messages": messages})
-            except BaseException:
-                self._keep(key, done)
-                raise
+        step, response = done.steps, done.calling
+        while True:
+            if response is None:  # the next request
+                step += 1
+                try:
+                    response = send({**request, "messages": messages})
+                except BaseException:
+                    self._keep(key, done)
+                    raise
             calls = reply(response).tool_calls
             if not calls:
                 return response
@@ -100,11 +105,18 @@ class ToolLoop:
                     with self._lock:
                         self._owed = [*self._owed, owed][-MAX_OWED:]
                 return response
-            if step == self.max_steps:  # no request left to send these calls' results in
+            if step >= self.max_steps:  # no request left to send these calls' results in
                 break
-            followup = self._followup(response, self._run(calls))
+            ran = list(done.ran)
+            try:
+                self._run(calls, ran)
+            except BaseException:  # a tool's store down or busy: its retry runs the rest
+                self._keep(key, replace(done, steps=step, calling=response, ran=tuple(ran)))
+                raise
+            followup = self._followup(response, ran)
             messages += followup
             done = _Unfinished((*done.messages, *followup), step)
+            response = None
         raise ProviderError(f"the model was still calling tools after {self.max_steps} requests")
 
     def _resume(self, key: str) -> _Unfinished:
@@ -115,22 +127,29 @@ class ToolLoop:
 
     def _keep(self, key: str, done: _Unfinished) -> None:
         """Keep ``done`` for the retry of a ``create()`` whose request failed after the
-        loop's first (at most :data:`MAX_UNFINISHED`, newest kept)."""
-        if not done.messages:
+        loop's first, or whose tool failed (at most :data:`MAX_UNFINISHED`, newest kept)."""
+        if not done.messages and done.calling is None:
             return  # the first request failed: the app's retry is a plain retry
         with self._lock:
             self._unfinished[key] = done
             while len(self._unfinished) > MAX_UNFINISHED:
                 del self._unfinished[next(iter(self._unfinished))]
 
-    def _run(self, calls: Sequence[ToolCall]) -> list[tuple[str, ToolOutcome]]:
-        """Run our ``calls`` in order: (call id, outcome) each, kept in ``executed``."""
-        outcomes = []
+    def _run(
+        self, calls: Sequence[ToolCall], ran: list[tuple[str, ToolOutcome]] | None = None
+    ) -> list[tuple[str, ToolOutcome]]:
+        """Run our ``calls`` in order: (call id, outcome) each, appended to ``ran`` as
+        each is done (kept in ``executed``); a call ``ran`` holds already (run before a
+        later one failed) is not run again."""
+        ran = [] if ran is None else ran
+        already = {cid for cid, _ in ran}
         for c in calls:
+            if c.id in already:
+                continue
             outcome = self.tools.execute(c.name, c.arguments)
             self.executed.append((c.name, c.arguments, outcome))
-            outcomes.append((c.id, outcome))
-        return outcomes
+            ran.append((c.id, outcome))
+        return ran
 
     def _with_owed_results(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` with our owed results put beside the caller's results for the same
@@ -212,6 +231,11 @@ class _Unfinished:
 
     messages: tuple[Any, ...] = ()
     steps: int = 0
+    #: A response whose tool calls did not all run (a tool's store was down or busy:
+    #: the call raised), and those that did; its retry runs the rest instead of asking
+    #: the model again (which logged the question twice and ran the tools again).
+    calling: Any = None
+    ran: tuple[tuple[str, ToolOutcome], ...] = ()
 
 
 def _messages_key(messages: Any) -> str:
