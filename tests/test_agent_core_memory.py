@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,30 @@ def test_executor_runs_every_tool_and_reports_errors(memory: Memory) -> None:
         assert result.is_error and message in result.text, (name, result)
     no_log = AgentTools(CoreMemory(memory, user_id="ana"))
     assert no_log.execute("conversation_search", {"query": "cat"}).is_error
+
+
+def test_a_long_conversation_search_query_looks_for_its_first_words_only(
+    memory: Memory,
+) -> None:
+    """Every query word was an alternative of one pattern run over every turn: a
+    model's 99,000-character query took 19 ms a turn (a review; minutes on a long log,
+    a window slot held). The search looks for the query's first MAX_QUERY_WORDS
+    distinct words."""
+    from contextos.agent.tools import MAX_QUERY_WORDS
+
+    session = Session(memory.store, "s", tenant=memory.tenant, user_id="ana")
+    filler = " ".join(f"word{i}" for i in range(90))
+    session.add(*(Message("user", f"turn {n}: {filler}") for n in range(200)))
+    session.add(Message("user", "I paddled my kayak at dawn."))
+    tools = AgentTools(CoreMemory(memory, user_id="ana"), session=session)
+    first = " ".join(f"w{i}" for i in range(MAX_QUERY_WORDS - 1))
+    assert "kayak" in tools.execute("conversation_search", {"query": f"{first} kayak"}).text
+    late = tools.execute("conversation_search", {"query": f"{first} w{MAX_QUERY_WORDS} kayak"})
+    assert late.text == "No earlier messages matched."  # the 65th word is not looked for
+    huge = " ".join(f"q{i}" for i in range(16_000))  # about 99,000 characters
+    started = time.perf_counter()
+    assert not tools.execute("conversation_search", {"query": huge}).is_error
+    assert time.perf_counter() - started < 2.0  # here 0.03 s; 0.57 s uncapped, 20x
 
 
 def test_prefix_snapshot_changes_only_at_compaction_points(memory: Memory) -> None:

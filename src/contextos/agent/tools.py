@@ -10,6 +10,7 @@ tools, the HTTP routes and the wrapper's tool loop all call
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 ARCHIVAL = "archival"
 SEARCH_LIMIT = 5
 _WORD = re.compile(r"\w+")
+#: The distinct words of a ``conversation_search`` query it looks for, its first ones.
+#: Why: every word is an alternative of one pattern run over every turn of the log,
+#: so a model's 99,000-character query took 19 ms a turn (a review: minutes on a long
+#: log, a window slot held); a search by words needs no more than a sentence's.
+MAX_QUERY_WORDS = 64
 #: Turns read at a time by ``conversation_search`` (its memory is one page, not the log).
 SCAN_PAGE = 128
 
@@ -242,7 +248,8 @@ class AgentTools:
             raise CoreMemoryError("there is no conversation log to search here")
         if not isinstance(query, str):
             raise CoreMemoryError("query must be a string")
-        words = {w for w in _WORD.findall(query.lower()) if len(w) > 1}
+        found = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
+        words = set(itertools.islice(dict.fromkeys(found), MAX_QUERY_WORDS))
         if not words:
             raise CoreMemoryError("query must contain a word")
         # A query word is found where it is a whole word of the turn (a run of \w that
