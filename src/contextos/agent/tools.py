@@ -248,8 +248,8 @@ class AgentTools:
             raise CoreMemoryError("there is no conversation log to search here")
         if not isinstance(query, str):
             raise CoreMemoryError("query must be a string")
-        found = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
-        words = set(itertools.islice(dict.fromkeys(found), MAX_QUERY_WORDS))
+        asked = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
+        words = set(itertools.islice(dict.fromkeys(asked), MAX_QUERY_WORDS))
         if not words:
             raise CoreMemoryError("query must contain a word")
         # A query word is found where it is a whole word of the turn (a run of \w that
