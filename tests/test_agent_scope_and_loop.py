@@ -81,6 +81,29 @@ def test_archival_search_reads_exactly_the_owner_scope(memory: Memory) -> None:
     )
 
 
+def test_an_agents_own_passage_is_found_behind_a_thousand_of_its_users(memory: Memory) -> None:
+    """Why: a search for agent "bot" found every user's passages with that bot too, and
+    kept the bot's own from the best 1,000: behind 1,100 of its users' passages about
+    refunds, the bot's refund policy was "No archival memories matched." (a review). The
+    passage names its exact owner, and the search filters on it. A passage stored
+    before that tag (the same metadata, no owner) is still found."""
+    bot = scoped_tools(memory, agent_id="bot")
+    policy = "Refund policy: refunds within 30 days, receipt required."
+    assert not bot.execute("archival_memory_insert", {"content": policy}).is_error
+    meta = {"source": "archival"}
+    for user in range(110):
+        asked = [f"refund policy question {n} from user {user}: refund policy?" for n in range(10)]
+        memory.add(asked, user_id=f"user{user}", agent_id="bot", metadata=meta)
+    found = bot.execute("archival_memory_search", {"query": "refund policy"}).text
+    assert found == f"1. {policy}"
+    older = "Refund policy for gift cards: store credit only."
+    memory.add(older, agent_id="bot", metadata=meta, memory_type="semantic")  # no owner tag
+    found = bot.execute("archival_memory_search", {"query": "refund policy gift cards"}).text
+    assert sorted(line.split(". ", 1)[1] for line in found.splitlines()) == sorted(
+        [older, policy]
+    ), found
+
+
 def test_archival_search_through_wrap_sees_only_its_owner(memory: Memory) -> None:
     _store_passages(memory)
     with FakeAnthropic() as fake:

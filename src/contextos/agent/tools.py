@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError, EmbedderUnavailable, StoreError
 from ..memory.api import MAX_LIMIT
-from ..types import Filter, Turn, content_hash
+from ..types import Filter, MemoryRecord, Scope, Turn, content_hash
 from .core_memory import CoreBlock, CoreMemory, CoreMemoryError, CorePrefix, need_text
 from .owner import owned
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from contextos.memory import Memory
 
 ARCHIVAL = "archival"
+#: The metadata key of an archival passage naming its exact owner (:func:`owner_tag`).
+OWNER_KEY = "archival_owner"
 SEARCH_LIMIT = 5
 _WORD = re.compile(r"\w+")
 #: The distinct words of a ``conversation_search`` query it looks for, its first ones.
@@ -86,6 +88,12 @@ SCHEMAS: tuple[dict[str, Any], ...] = (
         query=("string", "Words to look for"),
     ),
 )
+
+
+def owner_tag(scope: Scope) -> str:
+    """The owner (user and agent) of ``scope`` as one metadata string: an archival
+    passage is searched by it, the exact owner's and no sub-scope's."""
+    return json.dumps([scope.user_id, scope.agent_id])
 
 
 def anthropic_schemas() -> list[dict[str, Any]]:
@@ -210,21 +218,42 @@ class AgentTools:
         rec = self.memory.add(
             content,
             **scope.ids(),
-            metadata={"source": ARCHIVAL},
+            metadata={"source": ARCHIVAL, OWNER_KEY: owner_tag(scope)},
             memory_type="semantic",
             dedupe=False,
         )[0]
         return f"Stored in archival memory (id {rec.id})."
 
     def _search(self, query: str) -> str:
-        """The best passages of exactly the owner scope (:func:`owned`).
+        """The best passages of exactly the owner scope.
 
-        Why not the search's own scope: a search for an agent also finds the passages
-        of every user with that agent (and a user's, those of the user's agents), so
-        ``agent_id="bot"`` read ana's and bob's. The search is asked for more hits
-        than wanted, widened while the owner's are short of the limit and more exist.
-        """
+        Why the owner's tag (:data:`OWNER_KEY`): a search for an agent also finds the
+        passages of every user with that agent (and a user's, those of the user's
+        agents). Searched wide and filtered after, the agent's own passage was lost
+        behind a thousand of its users' (a review); the tag is filtered in the search.
+        Passages stored before the tag have none: while the tagged ones are short of
+        the limit, the wide search (:meth:`_search_untagged`) adds those it finds."""
         need_text("query", query)
+        scope = self.core.scope
+        tagged = self.memory.search(
+            query,
+            **scope.ids(),
+            filters=Filter(metadata={"source": ARCHIVAL, OWNER_KEY: owner_tag(scope)}),
+            limit=self.search_limit,
+        )
+        mine = owned([h.record for h in tagged], scope)
+        if len(mine) < self.search_limit:
+            seen = {r.id for r in mine}
+            mine += [r for r in self._search_untagged(query) if r.id not in seen]
+        if not mine:
+            return "No archival memories matched."
+        top = mine[: self.search_limit]
+        return "\n".join(f"{i}. {r.text}" for i, r in enumerate(top, start=1))
+
+    def _search_untagged(self, query: str) -> list[MemoryRecord]:
+        """The owner's passages among the best of its scope and sub-scopes (those of
+        its sessions, its users' or agents'), asked for more hits than wanted and
+        widened while the owner's are short of the limit and more exist."""
         scope = self.core.scope
         limit = min(MAX_LIMIT, self.search_limit * 4)
         while True:
@@ -236,12 +265,8 @@ class AgentTools:
             )
             mine = owned([h.record for h in hits], scope)
             if len(mine) >= self.search_limit or len(hits) < limit or limit >= MAX_LIMIT:
-                break
+                return mine
             limit = min(MAX_LIMIT, limit * 4)
-        if not mine:
-            return "No archival memories matched."
-        top = mine[: self.search_limit]
-        return "\n".join(f"{i}. {r.text}" for i, r in enumerate(top, start=1))
 
     def _conversation(self, query: str) -> str:
         if self.session is None:
