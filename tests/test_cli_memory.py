@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import click
 import pytest
 
-from cli_support import run_cli
+from cli_support import reaped, run_cli
 from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
@@ -473,14 +476,21 @@ def test_a_read_on_a_missing_database_creates_none_and_says_so(tmp_path: Path) -
     # The session commands say in their own words that there is no such session.
     window = run(db, "window", "-q", "hi?", "--session", "s")
     assert window.returncode == 0 and "no turns" in window.stderr, window.stderr
-    for args in (("session", "show", "s"), ("compact", "--session", "s", "--budget", "100")):
+    # An error names the missing database in its one line: "no memory 'ID'" alone read
+    # as if the memory had gone (a review).
+    note = f"; no database at {db} (check --db or CONTEXTOS_DB)\n"
+    for args, error in (
+        (("session", "show", "s"), "error: no session 's' (or it has no turns yet)"),
+        (("compact", "--session", "s", "--budget", "100"), "error: no session 's'"),
+        (("get", "m1"), "error: no memory 'm1'"),
+        (("delete", "m1"), "error: no memory 'm1'"),
+        (("history", "m1"), "error: no memory 'm1'"),
+    ):
         out = run(db, *args)
-        assert (
-            out.returncode == 1 and out.stderr == "error: no session 's' (or it has no turns yet)\n"
-        )
+        assert out.returncode == 1 and out.stderr.startswith(error), (args, out.stderr)
+        assert out.stderr.endswith(note) and out.stderr.count("\n") == 1, (args, out.stderr)
+        assert not db.exists(), args
     assert not db.exists() and not list(tmp_path.iterdir())
-    missing = run(db, "get", "nosuch")  # an error is one line, the note left out
-    assert missing.returncode == 1 and missing.stderr == "error: no memory 'nosuch'\n"
     assert run(db, "add", "tea", "-u", "ana").returncode == 0 and db.exists()
     assert "no database" not in run(db, "list", "-u", "ana").stderr
 
@@ -536,3 +546,51 @@ def test_the_path_given_wins_over_the_settings_db(tmp_path: Path) -> None:
     ) as m:
         m.add("tea", user_id="ana")
     assert sorted(p.name for p in tmp_path.glob("*.db")) == ["b.db"]
+
+
+def _stored(db: Path) -> dict[str, str]:
+    """The memories in ``db`` (id -> text) as another process reads them (none while
+    the file is made)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return dict(con.execute("SELECT id, text FROM memories").fetchall())
+    except sqlite3.Error:
+        return {}
+
+
+@pytest.mark.parametrize("command", ["add", "update"])
+def test_ctrl_c_while_a_write_waits_for_its_vector_reports_the_write(
+    tmp_path: Path, command: str
+) -> None:
+    """After the write is durable, ``add`` and ``update`` wait about a second for its
+    vector while the model loads. A Ctrl-C there said "aborted" (exit 130) with no id,
+    though the memory was stored; run again, the add stored a copy, the update was made
+    twice (a review). The command says what it wrote, and that the vector comes later.
+    A real SIGINT, sent once the write is seen in the file, with the real default
+    embedder (whose load is the wait)."""
+    db = tmp_path / "c.db"
+    assert run_cli("add", "the first note", "-u", "ana", db=db).returncode == 0
+    [first] = _stored(db)
+    args = ["add", "kept", "-u", "ana"] if command == "add" else ["update", first, "--text", "v2"]
+    env = {k: v for k, v in os.environ.items() if k not in ("CONTEXTOS_EMBEDDER", "COLUMNS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contextos.cli", "--db", str(db), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    with reaped(proc):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if "kept" in _stored(db).values() or "v2" in _stored(db).values():
+                break
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert "aborted" not in err and "Traceback" not in err, err
+    assert "interrupted while computing vectors: what was written is stored" in err, err
+    [wrote] = [i for i, text in _stored(db).items() if text in ("kept", "v2")]
+    assert f"{'added' if command == 'add' else 'updated'} {wrote}" in out, (out, err)

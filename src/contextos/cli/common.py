@@ -202,12 +202,80 @@ def open_memory(state: CliState, *, embed: bool = True, create: bool = False) ->
         note_missing_db(missing)
 
 
+class HeldInterrupt:
+    """Whether a Ctrl-C came while :func:`held_interrupt` held it."""
+
+    received = False
+
+
+@contextmanager
+def held_interrupt() -> Iterator[HeldInterrupt]:
+    """Hold a Ctrl-C (SIGINT) until the block ends: a write and the report of what it
+    wrote are one step for the user. Why: a Ctrl-C landing between the write's commit
+    and its report said "aborted" with no id, though the memory was stored (a review).
+    Whether one came is told to :func:`settle`, which then does not wait."""
+    import signal
+    import threading
+
+    held = HeldInterrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield held  # only the main thread may set a signal handler
+        return
+
+    def hold(_signum: int, _frame: object) -> None:
+        held.received = True
+
+    before = signal.signal(signal.SIGINT, hold)
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def settle(memory: Memory, held: HeldInterrupt | None = None) -> None:
+    """Wait for the vectors of what a command just wrote (about a second while the
+    embedder loads), so its next search finds them by meaning.
+
+    Why a Ctrl-C here (or one ``held`` during the write) is not an abort: the write is
+    durable and reported already. It said "aborted" (exit 130) with no id, and a user
+    who ran the command again stored a copy or made the update twice (a review). The
+    command ends saying the vectors are computed the next time the database is opened."""
+    try:
+        if held is None or not held.received:
+            memory.flush()
+            return
+    except KeyboardInterrupt:
+        pass
+    err_console.print(
+        "interrupted while computing vectors: what was written is stored; its "
+        "vectors are computed the next time the database is opened",
+        highlight=False,
+    )
+
+
+#: The SQLite paths this command found missing (:func:`missing_db`), for its error.
+_MISSING: list[str] = []
+
+
 def missing_db(state: CliState, *, create: bool) -> str | None:
     """The configured SQLite path when it does not exist and the command only reads
     (``create`` False): such a command opens an empty in-memory store instead of
     creating the file (:func:`open_memory`); None otherwise."""
     db = str(state.settings.db)
-    return db if not create and absent_db(db) else None
+    if create or not absent_db(db):
+        return None
+    _MISSING.append(db)
+    return db
+
+
+def with_missing_db(error: str) -> str:
+    """``error`` (one line) with the note that the database does not exist, when this
+    command found none. Why: ``get``, ``delete``, ``history``, ``session show`` on a
+    mistyped ``--db`` answered "no memory 'ID'" or "no session" alone, as if the
+    memory had gone (a review); the note after an answer never came after an error."""
+    if not _MISSING:
+        return error
+    return f"{error}; no database at {_MISSING[-1]} (check --db or CONTEXTOS_DB)"
 
 
 def absent_db(db: str) -> bool:

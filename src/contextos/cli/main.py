@@ -13,7 +13,7 @@ import sys
 import click
 
 from ..errors import ContextosError
-from .common import CliState, err_console
+from .common import CliState, err_console, with_missing_db
 from .text import SafeText
 
 #: Modules that add commands to the group; each has ``register(cli, bench)``.
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except ContextosError as exc:
-        print_error(str(exc))
+        print_error(with_missing_db(str(exc)))
         sys.exit(1)
     except (ValueError, TypeError, OSError) as exc:
         print_error(str(exc))

@@ -35,6 +35,7 @@ from .common import (
     F,
     FiniteFloatRange,
     console,
+    held_interrupt,
     int_range,
     invalid_text,
     json_option,
@@ -45,6 +46,7 @@ from .common import (
     print_table,
     read_text_arg,
     scope_id_param,
+    settle,
 )
 from .text import SafeText
 
@@ -213,6 +215,23 @@ def one_memory(*options: Callable[[Any], Any]) -> Callable[[F], F]:
     return apply
 
 
+def _print_added(
+    records: Sequence[MemoryRecord], started: datetime, *, infer: bool, as_json: bool
+) -> None:
+    """What ``add`` stored: each id, "already stored" for one it gave back (a dedupe)."""
+    if as_json:
+        print_json([r.to_dict() for r in records])
+        return
+    if not records:
+        console.print("nothing new to remember (no facts found, or all already stored)")
+    for r in records:
+        old = r.created_at is not None and r.created_at < started
+        verb = "already stored" if old else "added"
+        console.print(SafeText(f"{verb} {r.id}"), highlight=False)
+        if infer:
+            console.print(SafeText(f"  {render(r)}"), highlight=False)
+
+
 def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one small function per command
     @cli.command()
     @click.argument("text")
@@ -266,27 +285,18 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             message["name"] = speaker
         started = datetime.now(UTC)
         with open_memory(state, create=True) as memory:
-            records = memory.add(
-                message,
-                **scope,
-                metadata=_parse_metadata(metadata),
-                event_time=event_time,
-                memory_type=cast(MemoryType, memory_type),
-                infer=infer,
-                dedupe=not no_dedupe,
-            )
-            memory.flush()
-        if state.as_json:
-            print_json([r.to_dict() for r in records])
-            return
-        if not records:
-            console.print("nothing new to remember (no facts found, or all already stored)")
-        for r in records:
-            old = r.created_at is not None and r.created_at < started
-            verb = "already stored" if old else "added"
-            console.print(SafeText(f"{verb} {r.id}"), highlight=False)
-            if infer:
-                console.print(SafeText(f"  {render(r)}"), highlight=False)
+            with held_interrupt() as held:  # the write and its report: one step
+                records = memory.add(
+                    message,
+                    **scope,
+                    metadata=_parse_metadata(metadata),
+                    event_time=event_time,
+                    memory_type=cast(MemoryType, memory_type),
+                    infer=infer,
+                    dedupe=not no_dedupe,
+                )
+                _print_added(records, started, infer=infer, as_json=state.as_json)
+            settle(memory, held)
 
     @cli.command()
     @click.argument("query")
@@ -411,12 +421,13 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def update(state: CliState, memory_id: str, text: str | None, metadata: str | None) -> None:
         """Change a memory's text or metadata (the old text stays in its history)."""
         with open_memory(state) as memory:
-            r = memory.update(memory_id, text, metadata=_parse_metadata(metadata))
-            memory.flush()
-        if state.as_json:
-            print_json(r.to_dict())
-        else:
-            console.print(SafeText(f"updated {r.id}"), highlight=False)
+            with held_interrupt() as held:  # the write and its report: one step
+                r = memory.update(memory_id, text, metadata=_parse_metadata(metadata))
+                if state.as_json:
+                    print_json(r.to_dict())
+                else:
+                    console.print(SafeText(f"updated {r.id}"), highlight=False)
+            settle(memory, held)
 
     @cli.command()
     @one_memory(

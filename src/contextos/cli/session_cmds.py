@@ -49,9 +49,9 @@ def _session(
 ) -> Session:
     """The session, in a store opened for it. Only a command that logs (``create``)
     makes a new database file; on a missing path the others read an empty in-memory
-    store (``common.missing_db``). Each already says when it finds no session (``session
-    show`` and ``compact`` fail with "no session", ``window`` warns that it has no
-    turns), so no note is added: an error stays one line."""
+    store (``common.missing_db``). ``session show`` and ``compact`` then fail with "no
+    session", which names the missing database in its one line
+    (``common.with_missing_db``); ``window`` warns that it has no turns."""
     from ..store import open_store
 
     settings = state.settings
