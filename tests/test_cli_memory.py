@@ -594,3 +594,26 @@ def test_ctrl_c_while_a_write_waits_for_its_vector_reports_the_write(
     assert "interrupted while computing vectors: what was written is stored" in err, err
     [wrote] = [i for i, text in _stored(db).items() if text in ("kept", "v2")]
     assert f"{'added' if command == 'add' else 'updated'} {wrote}" in out, (out, err)
+
+
+def test_a_missing_database_is_noted_for_its_own_command_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``main`` may run more than once in a process (an app embedding the CLI): the
+    missing database a command found is not named in a later command's error."""
+    from contextos.cli.main import main
+
+    monkeypatch.setenv("CONTEXTOS_EMBEDDER", "hash")
+    missing, real = tmp_path / "missing.db", tmp_path / "real.db"
+    for argv in (
+        ["--db", str(missing), "get", "nosuch"],
+        ["--db", str(real), "add", "x", "-u", "ana"],
+        ["--db", str(real), "get", "nosuch"],
+    ):
+        with contextlib.suppress(SystemExit):
+            main(argv)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [
+        f"error: no memory 'nosuch'; no database at {missing} (check --db or CONTEXTOS_DB)",
+        "error: no memory 'nosuch'",
+    ]

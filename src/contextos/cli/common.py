@@ -268,6 +268,12 @@ def missing_db(state: CliState, *, create: bool) -> str | None:
     return db
 
 
+def forget_missing_db() -> None:
+    """Start a command with no missing database noted (``main`` runs one command, but
+    a process may call it more than once: a test, an app embedding the CLI)."""
+    _MISSING.clear()
+
+
 def with_missing_db(error: str) -> str:
     """``error`` (one line) with the note that the database does not exist, when this
     command found none. Why: ``get``, ``delete``, ``history``, ``session show`` on a

@@ -13,7 +13,7 @@ import sys
 import click
 
 from ..errors import ContextosError
-from .common import CliState, err_console, with_missing_db
+from .common import CliState, err_console, forget_missing_db, with_missing_db
 from .text import SafeText
 
 #: Modules that add commands to the group; each has ``register(cli, bench)``.
@@ -66,6 +66,7 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr with exit code 1."""
+    forget_missing_db()
     try:
         cli.main(args=argv, prog_name="contextos", standalone_mode=False)
     except click.exceptions.Abort:
