@@ -439,6 +439,54 @@ def test_a_retry_after_a_tool_failed_mid_loop_runs_the_rest(memory: Memory, prov
         _no_branch(turns)
 
 
+def test_a_retry_after_a_tool_failed_in_a_mixed_response_runs_the_rest(memory: Memory) -> None:
+    """The same, for a response that calls the app's tool too (its results go out with
+    the app's): the retry asked the model again, the first edit was made twice and the
+    question logged twice (a review of the first fix). It runs the rest, and gives the
+    app the response it could not give before, without a request."""
+    response = _anthropic(
+        [
+            {"type": "tool_use", "id": "toolu_a", "name": "core_memory_append",
+             "input": {"label": "human", "content": "Likes pasta."}},
+            {"type": "tool_use", "id": "toolu_b", "name": "core_memory_append",
+             "input": {"label": "human", "content": "Vegetarian."}},
+            {"type": "tool_use", "id": "toolu_w", "name": "get_weather",
+             "input": {"city": "Porto"}},
+        ],
+        "tool_use", 20, 100, 0,
+    )  # fmt: skip
+    busy = Memory(
+        store=BusyOnSecondLock(memory.store),  # type: ignore[arg-type]
+        embedder=memory.embedder,
+        background_embedding=False,
+    )
+    ask: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 64, "tools": [WEATHER_A]}
+    question: list[Any] = [{"role": "user", "content": "I like pasta, vegetarian. Weather?"}]
+    with FakeAnthropic() as fake:
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0))
+        client = _with_memory_tools(sdk, busy, "s1")
+        fake.enqueue(response, anthropic_text("Sunny, and noted."))
+        with pytest.raises(StoreError, match="busy"):
+            client.messages.create(**ask, messages=question)
+        r = client.messages.create(**ask, messages=question)
+        assert [b.id for b in r.content] == ["toolu_a", "toolu_b", "toolu_w"]
+        assert len(fake.requests) == 1  # the model was not asked again
+        value = CoreMemory(memory, user_id="ana").get("human").value
+        assert value == "Likes pasta.\nVegetarian."  # each edit made once
+        weather = {"type": "tool_result", "tool_use_id": "toolu_w", "content": "sunny"}
+        after = [
+            *question,
+            {"role": "assistant", "content": r.content},
+            {"role": "user", "content": [weather]},
+        ]
+        assert client.messages.create(**ask, messages=after).content[0].text == "Sunny, and noted."
+        sent = fake.messages_requests()[-1].json()["messages"][2]["content"]
+        assert [b["tool_use_id"] for b in sent] == ["toolu_w", "toolu_a", "toolu_b"]
+        turns = client.context.session.turns()
+        assert [t.message.role for t in turns] == ["user", "assistant", "tool", "assistant"]
+        _no_branch(turns)
+
+
 # -- 4. a NUL in a memory file -------------------------------------------------------------
 
 

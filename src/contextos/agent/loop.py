@@ -98,21 +98,21 @@ class ToolLoop:
             calls = reply(response).tool_calls
             if not calls:
                 return response
-            if any(c.name not in TOOL_NAMES for c in calls):
-                ours = [c for c in calls if c.name in TOOL_NAMES]
-                if ours:  # run now; their results go out with the caller's (see module doc)
-                    owed = _Owed(frozenset(c.id for c in calls), tuple(self._run(ours)))
-                    with self._lock:
-                        self._owed = [*self._owed, owed][-MAX_OWED:]
-                return response
-            if step >= self.max_steps:  # no request left to send these calls' results in
+            mixed = any(c.name not in TOOL_NAMES for c in calls)
+            if not mixed and step >= self.max_steps:  # no request left for these results
                 break
             ran = list(done.ran)
-            try:
-                self._run(calls, ran)
+            try:  # mixed: ours run now, their results go out with the caller's (module doc)
+                self._run([c for c in calls if c.name in TOOL_NAMES], ran)
             except BaseException:  # a tool's store down or busy: its retry runs the rest
                 self._keep(key, replace(done, steps=step, calling=response, ran=tuple(ran)))
                 raise
+            if mixed:
+                if ran:
+                    owed = _Owed(frozenset(c.id for c in calls), tuple(ran))
+                    with self._lock:
+                        self._owed = [*self._owed, owed][-MAX_OWED:]
+                return response
             followup = self._followup(response, ran)
             messages += followup
             done = _Unfinished((*done.messages, *followup), step)
