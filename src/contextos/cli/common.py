@@ -210,16 +210,19 @@ class HeldInterrupt:
 
 @contextmanager
 def held_interrupt() -> Iterator[HeldInterrupt]:
-    """Hold a Ctrl-C (SIGINT) until the block ends: a write and the report of what it
-    wrote are one step for the user. Why: a Ctrl-C landing between the write's commit
-    and its report said "aborted" with no id, though the memory was stored (a review).
-    Whether one came is told to :func:`settle`, which then does not wait."""
+    """Hold a Ctrl-C (SIGINT) until the block ends, the report of a write that returned
+    (printed and flushed: a pipe holds it otherwise). Why: a Ctrl-C landing between the
+    write and its report said "aborted" with no id, though the memory was stored (a
+    review). Only the report: held over the write itself, a Ctrl-C could not stop a
+    write waiting on a lock, which then went through (a review of that). Whether one
+    came is told to :func:`settle`, which then does not wait."""
     import signal
     import threading
 
     held = HeldInterrupt()
     if threading.current_thread() is not threading.main_thread():
         yield held  # only the main thread may set a signal handler
+        sys.stdout.flush()
         return
 
     def hold(_signum: int, _frame: object) -> None:
@@ -228,6 +231,7 @@ def held_interrupt() -> Iterator[HeldInterrupt]:
     before = signal.signal(signal.SIGINT, hold)
     try:
         yield held
+        sys.stdout.flush()
     finally:
         signal.signal(signal.SIGINT, before)
 

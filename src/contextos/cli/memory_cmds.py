@@ -285,16 +285,16 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             message["name"] = speaker
         started = datetime.now(UTC)
         with open_memory(state, create=True) as memory:
-            with held_interrupt() as held:  # the write and its report: one step
-                records = memory.add(
-                    message,
-                    **scope,
-                    metadata=_parse_metadata(metadata),
-                    event_time=event_time,
-                    memory_type=cast(MemoryType, memory_type),
-                    infer=infer,
-                    dedupe=not no_dedupe,
-                )
+            records = memory.add(
+                message,
+                **scope,
+                metadata=_parse_metadata(metadata),
+                event_time=event_time,
+                memory_type=cast(MemoryType, memory_type),
+                infer=infer,
+                dedupe=not no_dedupe,
+            )
+            with held_interrupt() as held:  # from the write's return to its report
                 _print_added(records, started, infer=infer, as_json=state.as_json)
             settle(memory, held)
 
@@ -421,8 +421,8 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def update(state: CliState, memory_id: str, text: str | None, metadata: str | None) -> None:
         """Change a memory's text or metadata (the old text stays in its history)."""
         with open_memory(state) as memory:
-            with held_interrupt() as held:  # the write and its report: one step
-                r = memory.update(memory_id, text, metadata=_parse_metadata(metadata))
+            r = memory.update(memory_id, text, metadata=_parse_metadata(metadata))
+            with held_interrupt() as held:  # from the write's return to its report
                 if state.as_json:
                     print_json(r.to_dict())
                 else:
