@@ -96,12 +96,36 @@ def test_an_agents_own_passage_is_found_behind_a_thousand_of_its_users(memory: M
         memory.add(asked, user_id=f"user{user}", agent_id="bot", metadata=meta)
     found = bot.execute("archival_memory_search", {"query": "refund policy"}).text
     assert found == f"1. {policy}"
+
+
+def test_passages_stored_before_the_owner_tag_are_found_among_new_ones(
+    tmp_path: Path,
+) -> None:
+    """Passages stored before the owner tag (``source`` only) were searched for only
+    while the tagged hits were short of the top 5: once the bot had five new passages,
+    an older one vanished from search however relevant, and inserting its text again
+    gave back the untagged passage (a review). A process tags an owner's older passages
+    before its first search, and an insert tags the twin it finds."""
+    db = tmp_path / "m.db"
     older = "Refund policy for gift cards: store credit only."
-    memory.add(older, agent_id="bot", metadata=meta, memory_type="semantic")  # no owner tag
-    found = bot.execute("archival_memory_search", {"query": "refund policy gift cards"}).text
-    assert sorted(line.split(". ", 1)[1] for line in found.splitlines()) == sorted(
-        [older, policy]
-    ), found
+    meta = {"source": "archival"}
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as before:
+        before.add(older, agent_id="bot", metadata=meta, memory_type="semantic")
+        before.add("Gift cards never expire.", agent_id="bot", metadata=meta)
+        before.add("ana's gift card note", user_id="ana", agent_id="bot", metadata=meta)
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+        bot = scoped_tools(memory, agent_id="bot")
+        again = bot.execute("archival_memory_insert", {"content": older}).text
+        [kept] = [r for r in memory.get_all(agent_id="bot") if r.text == older]
+        assert again == f"Stored in archival memory (id {kept.id})."
+        assert kept.metadata["archival_owner"] == json.dumps([None, "bot"])  # tagged
+        for fact in ("Office is in Porto.", "Support hours 9-17.", "CEO is Ana.", "Founded 2020."):
+            assert not bot.execute("archival_memory_insert", {"content": fact}).is_error
+        assert not bot.execute("archival_memory_insert", {"content": "Uses Postgres."}).is_error
+        found = bot.execute("archival_memory_search", {"query": "refund policy gift cards"})
+        lines = found.text.splitlines()
+        assert lines[0] == f"1. {older}" and "2. Gift cards never expire." in lines, lines
+        assert not any("ana's" in line for line in lines)
 
 
 def test_archival_search_through_wrap_sees_only_its_owner(memory: Memory) -> None:

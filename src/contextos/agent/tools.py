@@ -9,19 +9,21 @@ tools, the HTTP routes and the wrapper's tool loop all call
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ContextosError, EmbedderUnavailable, StoreError
-from ..memory.api import MAX_LIMIT
+from ..errors import ContextosError, EmbedderUnavailable, NotFound, StoreError
 from ..types import Filter, MemoryRecord, Scope, Turn, content_hash
 from .core_memory import CoreBlock, CoreMemory, CoreMemoryError, CorePrefix, need_text
-from .owner import owned
+from .owner import owned, owned_records
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 ARCHIVAL = "archival"
 #: The metadata key of an archival passage naming its exact owner (:func:`owner_tag`).
 OWNER_KEY = "archival_owner"
+#: The owners (tenant, :func:`owner_tag`) whose older passages were tagged, per store,
+#: in this process (:meth:`AgentTools._tag_older`).
+_TAGGED: weakref.WeakKeyDictionary[Any, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
+_TAGGED_LOCK = threading.Lock()
 SEARCH_LIMIT = 5
 _WORD = re.compile(r"\w+")
 #: The distinct words of a ``conversation_search`` query it looks for, its first ones.
@@ -204,7 +210,9 @@ class AgentTools:
         return self._edited(self.core.replace(label, old_content, new_content))
 
     def _insert(self, content: str) -> str:
-        """Store a passage, or name the archival passage of the same text already stored.
+        """Store a passage, or name the archival passage of the same text already stored
+        (tagged with its owner, :data:`OWNER_KEY`, should it have been stored before the
+        tag: the search filters on it).
 
         Why not ``Memory.add``'s dedupe: it matches text, type and scope but not
         metadata, so a plain memory of the same text stood in for the passage, which
@@ -214,6 +222,7 @@ class AgentTools:
         scope = self.core.scope
         for twin in self.memory.store.find_by_hash(scope, content_hash(content)):
             if twin.metadata.get("source") == ARCHIVAL and twin.memory_type == "semantic":
+                self._tag(twin)
                 return f"Stored in archival memory (id {twin.id})."
         rec = self.memory.add(
             content,
@@ -231,42 +240,44 @@ class AgentTools:
         passages of every user with that agent (and a user's, those of the user's
         agents). Searched wide and filtered after, the agent's own passage was lost
         behind a thousand of its users' (a review); the tag is filtered in the search.
-        Passages stored before the tag have none: while the tagged ones are short of
-        the limit, the wide search (:meth:`_search_untagged`) adds those it finds."""
+        The owner's passages stored before the tag are tagged first (:meth:`_tag_older`).
+        """
         need_text("query", query)
         scope = self.core.scope
-        tagged = self.memory.search(
+        self._tag_older()
+        hits = self.memory.search(
             query,
             **scope.ids(),
             filters=Filter(metadata={"source": ARCHIVAL, OWNER_KEY: owner_tag(scope)}),
             limit=self.search_limit,
         )
-        mine = owned([h.record for h in tagged], scope)
-        if len(mine) < self.search_limit:
-            seen = {r.id for r in mine}
-            mine += [r for r in self._search_untagged(query) if r.id not in seen]
+        mine = owned([h.record for h in hits], scope)
         if not mine:
             return "No archival memories matched."
-        top = mine[: self.search_limit]
-        return "\n".join(f"{i}. {r.text}" for i, r in enumerate(top, start=1))
+        return "\n".join(f"{i}. {r.text}" for i, r in enumerate(mine, start=1))
 
-    def _search_untagged(self, query: str) -> list[MemoryRecord]:
-        """The owner's passages among the best of its scope and sub-scopes (those of
-        its sessions, its users' or agents'), asked for more hits than wanted and
-        widened while the owner's are short of the limit and more exist."""
-        scope = self.core.scope
-        limit = min(MAX_LIMIT, self.search_limit * 4)
-        while True:
-            hits = self.memory.search(
-                query,
-                **scope.ids(),
-                filters=Filter(metadata={"source": ARCHIVAL}),
-                limit=limit,
-            )
-            mine = owned([h.record for h in hits], scope)
-            if len(mine) >= self.search_limit or len(hits) < limit or limit >= MAX_LIMIT:
-                return mine
-            limit = min(MAX_LIMIT, limit * 4)
+    def _tag_older(self) -> None:
+        """Tag the owner's archival passages stored before the owner tag, once per owner
+        and store in a process (:data:`_TAGGED`). Why all at once: searched for only
+        while the tagged hits were short of the limit, an older passage vanished from
+        search once the owner had five new ones, however relevant (a review)."""
+        scope, store = self.core.scope, self.memory.store
+        owner = (scope.tenant, owner_tag(scope))
+        with _TAGGED_LOCK:
+            if owner in _TAGGED.get(store, ()):
+                return
+        for record in owned_records(self.memory, scope, ARCHIVAL):
+            self._tag(record)
+        with _TAGGED_LOCK:
+            _TAGGED.setdefault(store, set()).add(owner)
+
+    def _tag(self, passage: MemoryRecord) -> None:
+        """Name ``passage``'s owner in its metadata, unless it does already."""
+        tag = owner_tag(self.core.scope)
+        if passage.metadata.get(OWNER_KEY) == tag:
+            return
+        with contextlib.suppress(NotFound):  # deleted meanwhile: nothing to find
+            self.memory.update(passage.id, metadata={**passage.metadata, OWNER_KEY: tag})
 
     def _conversation(self, query: str) -> str:
         if self.session is None:
