@@ -218,6 +218,15 @@ def _with_memory_tools(sdk: Any, memory: Memory, session: str) -> Any:
     )
 
 
+def _ask(client: Any, provider: str, messages: list[Any]) -> str:
+    """The answer's text of one ``create`` of a wrapped client of ``provider``."""
+    if provider == "anthropic":
+        out = client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=messages)
+        return str(out.content[0].text)
+    out = client.chat.completions.create(model="gpt-4.1-mini", messages=messages)
+    return str(out.choices[0].message.content)
+
+
 def _no_branch(turns: list[Any]) -> None:
     assert not [t for t in turns if REDO_KEY in t.message.metadata]
 
@@ -375,13 +384,7 @@ def test_a_retry_after_a_request_failed_mid_loop_resumes_it(memory: Memory, prov
         client = _with_memory_tools(sdk, memory, "s1")
 
         def ask() -> str:
-            if provider == "anthropic":
-                out = client.messages.create(
-                    model="claude-sonnet-4-6", max_tokens=64, messages=question
-                )
-                return str(out.content[0].text)
-            out = client.chat.completions.create(model="gpt-4.1-mini", messages=question)
-            return str(out.choices[0].message.content)
+            return _ask(client, provider, question)
 
         with pytest.raises(ProviderError):
             ask()
@@ -442,13 +445,7 @@ def test_a_retry_after_a_tool_failed_mid_loop_runs_the_rest(memory: Memory, prov
         client = _with_memory_tools(sdk, busy, "s1")
 
         def ask() -> str:
-            if provider == "anthropic":
-                out = client.messages.create(
-                    model="claude-sonnet-4-6", max_tokens=64, messages=question
-                )
-                return str(out.content[0].text)
-            out = client.chat.completions.create(model="gpt-4.1-mini", messages=question)
-            return str(out.choices[0].message.content)
+            return _ask(client, provider, question)
 
         with pytest.raises(StoreError, match="busy"):
             ask()
