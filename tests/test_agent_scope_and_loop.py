@@ -6,6 +6,7 @@ can never be sent); and a NUL in a memory file (the SDK's ToolError)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace as NS
@@ -506,6 +507,38 @@ def test_a_retry_after_a_tool_failed_in_a_mixed_response_runs_the_rest(memory: M
         turns = client.context.session.turns()
         assert [t.message.role for t in turns] == ["user", "assistant", "tool", "assistant"]
         _no_branch(turns)
+
+
+def test_progress_kept_for_a_retry_runs_out(memory: Memory) -> None:
+    """A failed ``create()``'s progress was kept for ever: the same messages sent long
+    after (a new question in the same words, the app having given up) ran the old
+    response's remaining tool calls and answered with its reply (a review). Past
+    ``resume_within_s`` the loop starts over and asks the model."""
+    calls = (
+        ("core_memory_append", {"label": "human", "content": "Likes pasta."}),
+        ("core_memory_append", {"label": "human", "content": "Vegetarian."}),
+    )
+    busy = Memory(
+        store=BusyOnSecondLock(memory.store),  # type: ignore[arg-type]
+        embedder=memory.embedder,
+        background_embedding=False,
+    )
+    question = [{"role": "user", "content": "hi"}]
+    with FakeAnthropic() as fake:
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0))
+        loop = ToolLoop(AgentTools(CoreMemory(busy, user_id="ana")), "anthropic")
+        loop.resume_within_s = 0.2
+        client = wrap(
+            sdk, memory=busy, session="s1", user_id="ana", memory_tools=loop,
+            background_commit=False,
+        )  # fmt: skip
+        fake.enqueue(anthropic_tool_use(*calls), anthropic_text("Hello again."))
+        with pytest.raises(StoreError, match="busy"):
+            _ask(client, "anthropic", question)
+        time.sleep(0.5)
+        assert _ask(client, "anthropic", question) == "Hello again."
+        assert len(fake.requests) == 2  # asked anew
+        assert CoreMemory(memory, user_id="ana").get("human").value == "Likes pasta."
 
 
 # -- 4. a NUL in a memory file -------------------------------------------------------------

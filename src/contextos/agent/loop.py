@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +38,9 @@ MAX_STEPS = 8
 #: Tool calls kept in :attr:`ToolLoop.executed` (each one's arguments may be 100,000
 #: characters: every call kept grew a long-lived client by that much).
 MAX_EXECUTED = 32
+#: Seconds a failed ``create()``'s progress waits for the app's retry: an SDK's own
+#: retries and an app's backoff take seconds to a minute or two.
+RESUME_WITHIN_S = 600.0
 
 
 class ToolLoop:
@@ -49,6 +53,7 @@ class ToolLoop:
         *,
         prefix: CorePrefix | None = None,
         max_steps: int = MAX_STEPS,
+        resume_within_s: float = RESUME_WITHIN_S,
     ) -> None:
         if provider not in ("anthropic", "openai"):
             raise ValueError(f"no tool loop for provider {provider!r}")
@@ -57,6 +62,8 @@ class ToolLoop:
         self.prefix = prefix or CorePrefix(tools.core)
         tools.prefix = self.prefix
         self.max_steps = max_steps
+        #: Seconds a failed ``create()``'s progress is kept for its retry (:meth:`_resume`).
+        self.resume_within_s = resume_within_s
         #: The last :data:`MAX_EXECUTED` tool calls run, oldest first (name, arguments
         #: JSON, outcome); bounded: a client lives as long as its process.
         self.executed: deque[tuple[str, str, ToolOutcome]] = deque(maxlen=MAX_EXECUTED)
@@ -123,7 +130,10 @@ class ToolLoop:
         """The progress kept for a ``create()`` with these messages (nothing done when
         none): taken, so only one retry resumes it."""
         with self._lock:
-            return self._unfinished.pop(key, _Unfinished())
+            done = self._unfinished.pop(key, _Unfinished())
+        if done.kept_at is not None and time.monotonic() - done.kept_at > self.resume_within_s:
+            return _Unfinished()  # no retry: a new question in the same words
+        return done
 
     def _keep(self, key: str, done: _Unfinished) -> None:
         """Keep ``done`` for the retry of a ``create()`` whose request failed after the
@@ -131,7 +141,7 @@ class ToolLoop:
         if not done.messages and done.calling is None:
             return  # the first request failed: the app's retry is a plain retry
         with self._lock:
-            self._unfinished[key] = done
+            self._unfinished[key] = replace(done, kept_at=time.monotonic())
             while len(self._unfinished) > MAX_UNFINISHED:
                 del self._unfinished[next(iter(self._unfinished))]
 
@@ -236,6 +246,10 @@ class _Unfinished:
     #: the model again (which logged the question twice and ran the tools again).
     calling: Any = None
     ran: tuple[tuple[str, ToolOutcome], ...] = ()
+    #: When it was kept (``time.monotonic()``): a ``create()`` with the same messages
+    #: long after (``ToolLoop.resume_within_s``) is a new question, not its retry, and
+    #: resumed it ran a stale response's tool calls and answered with its reply (a review).
+    kept_at: float | None = None
 
 
 def _messages_key(messages: Any) -> str:
