@@ -419,6 +419,22 @@ class BusyOnSecondLock:
         return bool(self.store.swap_session_meta(scope, meta, **kwargs))
 
 
+def _busy_on_second_lock(memory: Memory) -> Memory:
+    """A Memory on ``memory``'s store whose second core-lock take raises StoreError."""
+    return Memory(
+        store=BusyOnSecondLock(memory.store),  # type: ignore[arg-type]
+        embedder=memory.embedder,
+        background_embedding=False,
+    )
+
+
+#: Two core edits in one response: the second meets the busy store.
+TWO_APPENDS = (
+    ("core_memory_append", {"label": "human", "content": "Likes pasta."}),
+    ("core_memory_append", {"label": "human", "content": "Vegetarian."}),
+)
+
+
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_a_retry_after_a_tool_failed_mid_loop_runs_the_rest(memory: Memory, provider: str) -> None:
     """Why: the second of a response's tool calls met a busy store; ``create()`` raised
@@ -427,15 +443,8 @@ def test_a_retry_after_a_tool_failed_mid_loop_runs_the_rest(memory: Memory, prov
     first edit made again (a review). The retry runs the calls not run yet, then sends
     their results, as the first try would have."""
     question = [{"role": "user", "content": "I like pasta and I'm vegetarian."}]
-    calls = (
-        ("core_memory_append", {"label": "human", "content": "Likes pasta."}),
-        ("core_memory_append", {"label": "human", "content": "Vegetarian."}),
-    )
-    busy = Memory(
-        store=BusyOnSecondLock(memory.store),  # type: ignore[arg-type]
-        embedder=memory.embedder,
-        background_embedding=False,
-    )
+    calls = TWO_APPENDS
+    busy = _busy_on_second_lock(memory)
     with FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as fake:
         if provider == "anthropic":
             sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0))
@@ -477,11 +486,7 @@ def test_a_retry_after_a_tool_failed_in_a_mixed_response_runs_the_rest(memory: M
         ],
         "tool_use", 20, 100, 0,
     )  # fmt: skip
-    busy = Memory(
-        store=BusyOnSecondLock(memory.store),  # type: ignore[arg-type]
-        embedder=memory.embedder,
-        background_embedding=False,
-    )
+    busy = _busy_on_second_lock(memory)
     ask: dict[str, Any] = {"model": "claude-sonnet-4-6", "max_tokens": 64, "tools": [WEATHER_A]}
     question: list[Any] = [{"role": "user", "content": "I like pasta, vegetarian. Weather?"}]
     with FakeAnthropic() as fake:
@@ -514,15 +519,8 @@ def test_progress_kept_for_a_retry_runs_out(memory: Memory) -> None:
     after (a new question in the same words, the app having given up) ran the old
     response's remaining tool calls and answered with its reply (a review). Past
     ``resume_within_s`` the loop starts over and asks the model."""
-    calls = (
-        ("core_memory_append", {"label": "human", "content": "Likes pasta."}),
-        ("core_memory_append", {"label": "human", "content": "Vegetarian."}),
-    )
-    busy = Memory(
-        store=BusyOnSecondLock(memory.store),  # type: ignore[arg-type]
-        embedder=memory.embedder,
-        background_embedding=False,
-    )
+    calls = TWO_APPENDS
+    busy = _busy_on_second_lock(memory)
     question = [{"role": "user", "content": "hi"}]
     with FakeAnthropic() as fake:
         sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0))
