@@ -329,7 +329,9 @@ class Memory:
         their first read to their write, with a lock of that user's (or agent's) alone
         (``KeyedLocks``, never shared with another): each decides on what the one
         before it wrote, instead of both deciding on one read and the second being
-        refused and asking the model again."""
+        refused and asking the model again. Handles in other processes take turns
+        with it through the store (``Store.owner_turn``: an advisory lock on
+        PostgreSQL)."""
         from .infer import extract_facts, numbered, plan_facts, written
         from .reconcile import Plan, owner_scope
 
@@ -338,7 +340,8 @@ class Memory:
         in_session = scope.session_id is not None
         plan: Plan | None = None
         records: list[MemoryRecord] | None = None
-        with self._owner_locks.held(owner_scope(scope)):
+        owner = owner_scope(scope)
+        with self._owner_locks.held(owner), self.store.owner_turn(owner):
             for attempt in range(ADD_TRIES):
                 if plan is None:  # no session lock held: the model may take its time
                     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -506,6 +507,13 @@ class Store(Protocol):
 
     def sessions(self, scope: Scope) -> builtins.list[str]:
         """Session ids of ``scope.tenant`` (narrowed by user/agent when given)."""
+        ...
+
+    def owner_turn(self, owner: Scope) -> AbstractContextManager[bool]:
+        """Held around an inferring add of ``owner``'s facts, from its first read to its
+        write, so that such adds through other handles on this store (other processes)
+        take turns instead of refusing each other's writes; yields whether the turn was
+        had. Only an aid to progress: the write stays conditional."""
         ...
 
     def vacuum(self) -> None:

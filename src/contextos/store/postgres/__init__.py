@@ -24,7 +24,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -60,6 +60,7 @@ from contextos.store.postgres.codec import (
     tsquery_words,
     vector_text,
 )
+from contextos.store.postgres.owner_turns import OWNER_TURN_WAIT_S, OwnerTurns
 from contextos.store.postgres.pool import checked_connection, open_pool
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import META_SQL, PgSessionLog, lock_sessions
@@ -121,6 +122,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             search path's default; tests use one schema per test.
         max_connections: size of the connection pool.
         connect_timeout: seconds to wait for the server before raising StoreError.
+        owner_turn_wait_s: how long an inferring add waits for another handle's add of
+            the same user's facts before it decides without its turn
+            (``owner_turns``); 0 never waits.
 
     Example:
         >>> store = PostgresStore("postgresql://app@127.0.0.1/contextos")  # doctest: +SKIP
@@ -135,6 +139,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         schema: str | None = None,
         max_connections: int = 8,
         connect_timeout: float = 10.0,
+        owner_turn_wait_s: float = OWNER_TURN_WAIT_S,
     ) -> None:
         try:
             import psycopg
@@ -182,6 +187,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         self._tries = max_connections + 1  # every pooled connection may be closed, and one new
         self._indexed_dims: set[int] = set()
         self._sessions = PgSessionLog(self._tx, self._read)
+        self._owner_turns = OwnerTurns(
+            lambda: psycopg.connect(url, **kwargs), wait_s=owner_turn_wait_s
+        )
         self._forked = False
         self._pid = forks.track(self)
 
@@ -191,6 +199,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         are the parent's, and closing them here would end the parent's sessions."""
         forks.inherit(self._pool)
         self._pool = cast(Any, forks.OpenedBeforeFork(self._where, self._pid))
+        self._owner_turns.inherited_by_fork()
         self._forked = True
 
     def _setup(self, url: str, schema: str | None, kwargs: dict[str, Any]) -> None:
@@ -269,7 +278,13 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     def close(self) -> None:
         if not self._forked:  # a fork's child: the pool is the parent's
+            self._owner_turns.close()
             self._pool.close()
+
+    def owner_turn(self, owner: Scope) -> AbstractContextManager[bool]:
+        """One inferring add of ``owner`` at a time among every handle on this database,
+        through an advisory lock (``owner_turns``); yields whether the turn was had."""
+        return self._owner_turns.held(owner)
 
     # -- records -------------------------------------------------------------
     def put(
