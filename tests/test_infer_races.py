@@ -56,7 +56,9 @@ def handles(
             from contextos.store.postgres import PostgresStore
             from pg_support import pg_url, postgres_store
 
-            waits = {} if turn_wait_s is None else {"owner_turn_wait_s": turn_wait_s}
+            waits: dict[str, Any] = {}
+            if turn_wait_s is not None:
+                waits["owner_turn_wait_s"] = turn_wait_s
             first = stack.enter_context(postgres_store(**waits))
             stores = [first] + [
                 PostgresStore(pg_url(), schema=first.schema, **waits) for _ in range(n - 1)
@@ -414,7 +416,6 @@ def test_threads_of_one_memory_adding_one_users_facts_take_turns(tmp_path: Path)
         assert store.refused == 0
 
 
-
 @pytest.mark.parametrize("kind", ["postgres"])
 def test_handles_adding_one_users_facts_take_turns(kind: str, tmp_path: Path) -> None:
     # Replicas of a server: the second add decided and wrote while the first one's
@@ -432,6 +433,7 @@ def test_handles_adding_one_users_facts_take_turns(kind: str, tmp_path: Path) ->
         assert [r.text for r in every_fact(memory)] == ["Ana lives in Berlin."]
         assert decider.shown == [[], ["Ana lives in Berlin."]]  # each decided once
         assert [cast(Any, m.store).refused for m in (memory, other)] == [0, 0]
+
 
 # -- a shown fact changed by another writer while the model decides ------------------------
 def deciding(before_reply: Callable[[], object], *replies: dict[str, Any]) -> ScriptedLLM:
