@@ -49,6 +49,7 @@ SERIAL_MODULES = frozenset(
         "test_media_tokens",
         "test_memory_dropped",
         "test_online_correctness",
+        "test_owner_turns",
         "test_postgres_lock_timeout",
         "test_postgres_migration_timeouts",
         "test_postgres_online",

@@ -188,7 +188,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         self._indexed_dims: set[int] = set()
         self._sessions = PgSessionLog(self._tx, self._read)
         self._owner_turns = OwnerTurns(
-            lambda: psycopg.connect(url, **kwargs), wait_s=owner_turn_wait_s
+            lambda: psycopg.connect(url, **kwargs), schema=self._tables_in, wait_s=owner_turn_wait_s
         )
         self._forked = False
         self._pid = forks.track(self)
@@ -221,8 +221,11 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                     "SELECT current_setting('lock_timeout'), source "
                     "FROM pg_settings WHERE name = 'lock_timeout'"
                 ).fetchone()
+                tables_in = conn.execute("SELECT current_schema()").fetchone()
         except self._psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL store at {self._where}: {exc}") from exc
+        #: The schema the tables are in (``schema``, or the first of the URL's search_path).
+        self._tables_in = str(tables_in[0]) if tables_in else None
         version = tuple(int(p) for p in re.findall(r"\d+", row[0] if row else "0")[:2])
         self._iterative_scan = version >= (0, 8)
         # The session's lock_timeout as set (None: set nowhere, LOCK_TIMEOUT_S then).

@@ -23,6 +23,7 @@ refused and decided again if it meets another writer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -44,19 +45,34 @@ OWNER_TURN_WAIT_S = 60.0
 POLL_CAP_S = 0.02
 
 
-def owner_key(owner: Scope) -> str:
-    """The lock's name: distinct from every transaction lock the store takes on a scope
-    (``_check_newest``: the JSON of the scope alone), which the add takes while it holds
-    its turn, on another connection of the same process."""
-    return json.dumps(["owner turn", owner.tenant, owner.user_id, owner.agent_id])
+def owner_key(schema: str | None, owner: Scope) -> str:
+    """The lock's name: the store's schema and the whole owner scope (a session's, for
+    adds that name no user or agent: other sessions' adds do not wait), distinct from
+    every transaction lock the store takes on a scope (``_check_newest``: the JSON of
+    the scope alone), which the add takes while it holds its turn, on another
+    connection of the same process."""
+    fields = [owner.tenant, owner.user_id, owner.agent_id, owner.session_id]
+    return json.dumps(["owner turn", schema, *fields])
+
+
+#: Set on the lock connection: a server's ``idle_session_timeout`` (which managed
+#: services set) would end it, and every turn it holds, while a model thinks.
+_NO_IDLE_TIMEOUT = "SET idle_session_timeout = 0"
 
 
 class OwnerTurns:
     """``with turns.held(owner):`` runs one inferring add of ``owner`` at a time among
     the handles on one database (see the module docstring)."""
 
-    def __init__(self, connect: Callable[[], Any], *, wait_s: float = OWNER_TURN_WAIT_S) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        schema: str | None = None,
+        wait_s: float = OWNER_TURN_WAIT_S,
+    ) -> None:
         self._connect = connect
+        self._schema = schema
         self._wait_s = wait_s
         self._guard = threading.Lock()  # one statement at a time on the shared connection
         self._conn: Any = None
@@ -65,7 +81,7 @@ class OwnerTurns:
     @contextmanager
     def held(self, owner: Scope) -> Iterator[bool]:
         """The owner's turn while the block runs; yields whether it was had."""
-        key = owner_key(owner)
+        key = owner_key(self._schema, owner)
         had = self._take(key)
         try:
             yield had
@@ -83,12 +99,13 @@ class OwnerTurns:
 
     def inherited_by_fork(self) -> None:
         """In a forked child: the connection is the parent's and is never used or closed
-        here (``store.forks``)."""
-        with self._guard:
-            if self._conn is not None:
-                forks.inherit(self._conn)
-            self._conn = None
-            self._closed = True
+        here (``store.forks``). The guard is not taken: a thread of the parent that held
+        it at the fork does not exist here, and the child would wait for it for ever."""
+        if self._conn is not None:
+            forks.inherit(self._conn)
+        self._conn = None
+        self._closed = True
+        self._guard = threading.Lock()
 
     def _take(self, key: str) -> bool:
         deadline = time.monotonic() + self._wait_s
@@ -115,13 +132,32 @@ class OwnerTurns:
             if self._closed:
                 return None
             try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self._connect()
-                row = self._conn.execute(sql, (key,)).fetchone()
+                return bool(self._connection().execute(sql, (key,)).fetchone()[0])
             except psycopg.Error as exc:
                 log.warning("PostgreSQL lock connection failed, adds go on without turns: %s", exc)
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
+                self._drop()
                 return None
-            return bool(row[0])
+            except BaseException:
+                # A Ctrl-C while the statement was on the wire: whether the server took
+                # or freed the lock is unknown, and a turn left held would keep every
+                # other process's add of the user waiting for ``wait_s``.
+                self._drop()
+                raise
+
+    def _connection(self) -> Any:
+        """The lock connection, opened when there is none or the last one was closed (a
+        restart, ``pg_terminate_backend``): a turn taken after a restart is a turn."""
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            # PostgreSQL 13 or older: no idle_session_timeout to turn off.
+            with contextlib.suppress(psycopg.errors.UndefinedObject):
+                self._conn.execute(_NO_IDLE_TIMEOUT)
+        return self._conn
+
+    def _drop(self) -> None:
+        """Close the lock connection (its turns end with it); the next use opens one."""
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None

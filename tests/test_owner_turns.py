@@ -1,0 +1,205 @@
+"""``Store.owner_turn`` on PostgreSQL: one inferring add of a user's facts at a time among
+the handles (processes) on one database, through an advisory lock held on a connection
+of the store's own (``store.postgres.owner_turns``).
+
+Each store here stands for a process (a replica, a worker, a notebook); a turn is asked
+for as ``Memory._infer`` asks, with ``owner_turn_wait_s=0`` where a test asks whether
+the turn is free now (False: another handle holds it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from contextos.types import Scope
+
+ANA = Scope(tenant="default", user_id="ana")
+
+
+@contextmanager
+def stores(n: int, *, url: str | None = None, **kwargs: Any) -> Iterator[list[Any]]:
+    """``n`` stores (as ``n`` processes) on one fresh schema, closed afterwards."""
+    from contextos.store.postgres import PostgresStore
+    from pg_support import fresh_schema
+
+    with fresh_schema("turns") as (schema_url, _), ExitStack() as stack:
+        out = []
+        for _ in range(n):
+            store = PostgresStore(url or schema_url, **kwargs)
+            stack.callback(store.close)
+            out.append(store)
+        yield out
+
+
+def free_now(store: Any, owner: Scope) -> bool:
+    """Whether ``owner``'s turn is free for ``store`` (made with ``owner_turn_wait_s=0``)."""
+    with store.owner_turn(owner) as had:
+        return bool(had)
+
+
+def test_a_turn_is_one_users_in_one_schema_and_one_sessions_without_a_user() -> None:
+    # Adds that name only a session shared one turn for the whole tenant: replicas ran
+    # every such add of the tenant one after another, each waiting for the one before.
+    from contextos.store.postgres import PostgresStore
+    from pg_support import fresh_schema
+
+    session = Scope(tenant="default", session_id="s1")
+    with stores(2, owner_turn_wait_s=0) as (holder, other):
+        with holder.owner_turn(ANA) as had:
+            assert had
+            assert not free_now(other, ANA)  # the same user's, held elsewhere
+            assert free_now(other, Scope(tenant="default", user_id="bob"))
+            assert free_now(other, Scope(tenant="t2", user_id="ana"))
+            with fresh_schema("turns2") as (url2, _):  # another app in the same database
+                elsewhere = PostgresStore(url2, owner_turn_wait_s=0)
+                try:
+                    assert free_now(elsewhere, ANA)
+                finally:
+                    elsewhere.close()
+        with holder.owner_turn(session):
+            assert not free_now(other, session)
+            assert free_now(other, Scope(tenant="default", session_id="s2"))
+        assert free_now(other, ANA) and free_now(other, session)  # released
+
+
+def test_a_turn_waits_for_the_holder_then_is_had() -> None:
+    with stores(2, owner_turn_wait_s=30) as (holder, waiter):
+        released = threading.Event()
+        with holder.owner_turn(ANA):
+            threading.Timer(0.5, released.set).start()
+
+            def wait() -> tuple[bool, bool]:
+                with waiter.owner_turn(ANA) as had:
+                    return bool(had), released.is_set()
+
+            result: list[tuple[bool, bool]] = []
+            thread = threading.Thread(target=lambda: result.append(wait()))
+            thread.start()
+            released.wait(5)
+        thread.join(10)
+        assert result == [(True, True)]  # had, and only after the holder's add ended
+
+
+def test_an_idle_session_timeout_does_not_end_a_turn_while_a_model_thinks() -> None:
+    # Managed servers set idle_session_timeout: it ended the lock connection, and the
+    # turn with it, while the holder's model thought; the next add went on at once.
+    from pg_support import fresh_schema, pg_url, with_options
+
+    with fresh_schema("turns_idle", "-c idle_session_timeout=500") as (idle, schema):
+        url = with_options(pg_url(), f"-c search_path={schema},public")
+        with (
+            stores(1, url=idle, owner_turn_wait_s=0) as (holder,),
+            stores(1, url=url, owner_turn_wait_s=0) as (other,),
+            holder.owner_turn(ANA) as had,
+        ):
+            assert had
+            time.sleep(1.2)  # the model thinks past the timeout
+            assert not free_now(other, ANA)
+
+
+def test_a_fork_while_a_thread_waits_for_a_turn_does_not_hang_the_child() -> None:
+    # The child's at-fork hook took the lock of the shared connection, which the
+    # parent's polling thread held at the fork in about 1 of 20 forks: the child hung
+    # in os.fork() for ever.
+    with stores(2, owner_turn_wait_s=30) as (holder, waiter):
+        with holder.owner_turn(ANA):
+
+            def wait() -> None:
+                with waiter.owner_turn(ANA):
+                    pass
+
+            thread = threading.Thread(target=wait)
+            thread.start()
+            time.sleep(0.2)  # polling now
+            assert thread.is_alive()  # waiting for its turn
+            hung = sum(not _child_exits(within_s=2) for _ in range(100))
+        thread.join(30)
+        assert hung == 0
+
+
+def _child_exits(within_s: float) -> bool:
+    """Fork a child that exits at once; whether it did within ``within_s``."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return True
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
+
+
+def test_a_ctrl_c_while_a_turn_is_taken_leaves_no_turn_held() -> None:
+    # A remote database (a proxy delays each reply): Ctrl-C landed while the lock's
+    # statement was on the wire, after the server granted it. The turn stayed held by
+    # the open connection, and every other process's add of the user waited its whole
+    # wait, until the interrupted process closed its store.
+    from pg_support import fresh_schema
+
+    with (
+        fresh_schema("turns_int") as (url, _),
+        delaying_proxy(url) as (slow, delay),
+        stores(1, url=slow) as (notebook,),
+        stores(1, url=url, owner_turn_wait_s=0) as (replica,),
+    ):
+        with notebook.owner_turn(Scope(tenant="default", user_id="bob")):
+            pass  # the lock connection is open
+        delay[0] = 0.3
+        threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt), notebook.owner_turn(ANA):
+            time.sleep(5)  # not reached: the Ctrl-C comes first
+        time.sleep(0.4)  # the granted lock's reply has arrived
+        delay[0] = 0.0
+        assert free_now(replica, ANA)
+
+
+@contextmanager
+def delaying_proxy(url: str) -> Iterator[tuple[str, list[float]]]:
+    """``url`` through a loopback TCP proxy that holds each reply of the server
+    ``delay[0]`` seconds (0 at first) before passing it on (a database far away)."""
+    parts = urlsplit(url)
+    listener = socket.create_server(("127.0.0.1", 0))
+    delay_s = [0.0]
+
+    def pipe(src: socket.socket, dst: socket.socket, delay: list[float]) -> None:
+        try:
+            while data := src.recv(65536):
+                time.sleep(delay[0])
+                dst.sendall(data)
+        except OSError:
+            pass
+        for end in (src, dst):
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432))
+            threading.Thread(target=pipe, args=(client, server, [0.0]), daemon=True).start()
+            threading.Thread(target=pipe, args=(server, client, delay_s), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{port}"
+    try:
+        yield urlunsplit(parts._replace(netloc=netloc)), delay_s
+    finally:
+        listener.close()
