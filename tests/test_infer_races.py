@@ -46,19 +46,20 @@ def handles(
     """``n`` independent Memory handles (a store each, vectors written inline) on one
     SQLite file or one PostgreSQL schema, as a server and a CLI, or two replicas; with
     ``wrap``, each store is ``wrap(store)`` (a wrapper at the Store seam); with
-    ``turn_wait_s``, PostgreSQL's adds wait that long for another handle's add of the
-    user's facts (``owner_turn_wait_s``)."""
+    ``turn_wait_s``, adds wait that long for another handle's add of the user's facts
+    (``owner_turn_wait_s``)."""
     with ExitStack() as stack:
+        waits: dict[str, Any] = {}
+        if turn_wait_s is not None:
+            waits["owner_turn_wait_s"] = turn_wait_s
         if kind == "sqlite":
             db = tmp_path / "m.db"
-            stores: list[Any] = [None if wrap is None else SQLiteStore(db) for _ in range(n)]
+            explicit = wrap is not None or waits
+            stores: list[Any] = [SQLiteStore(db, **waits) if explicit else None for _ in range(n)]
         else:
             from contextos.store.postgres import PostgresStore
             from pg_support import pg_url, postgres_store
 
-            waits: dict[str, Any] = {}
-            if turn_wait_s is not None:
-                waits["owner_turn_wait_s"] = turn_wait_s
             first = stack.enter_context(postgres_store(**waits))
             stores = [first] + [
                 PostgresStore(pg_url(), schema=first.schema, **waits) for _ in range(n - 1)
@@ -295,9 +296,9 @@ def at_once(
     """``seed`` added first, then each of ``texts`` by its own handle, all at once (each
     decided before any writes); yields a handle and each handle's decider.
 
-    On PostgreSQL such adds take turns (``Store.owner_turn``); here no add waits for
-    its turn, as when the wait ran out or the lock connection failed, which leaves the
-    conditional write alone to keep the facts right."""
+    Such adds take turns (``Store.owner_turn``); here no add waits for its turn, as
+    when the wait ran out or the lock failed, which leaves the conditional write alone
+    to keep the facts right."""
     stores: list[MeetingStore] = []
 
     def meeting(store: Any) -> MeetingStore:
@@ -416,7 +417,7 @@ def test_threads_of_one_memory_adding_one_users_facts_take_turns(tmp_path: Path)
         assert store.refused == 0
 
 
-@pytest.mark.parametrize("kind", ["postgres"])
+@BOTH
 def test_handles_adding_one_users_facts_take_turns(kind: str, tmp_path: Path) -> None:
     # Replicas of a server: the second add decided and wrote while the first one's
     # model thought, and the first was refused and decided again. Sixteen handles adding

@@ -1,6 +1,7 @@
-"""``Store.owner_turn`` on PostgreSQL: one inferring add of a user's facts at a time among
-the handles (processes) on one database, through an advisory lock held on a connection
-of the store's own (``store.postgres.owner_turns``).
+"""``Store.owner_turn``: one inferring add of a user's facts at a time among the handles
+(processes) on one store, through an advisory lock held on a connection of the store's
+own on PostgreSQL (``store.postgres.owner_turns``), a lock in a file beside the database
+on SQLite (``store.sqlite.owner_turns``).
 
 Each store here stands for a process (a replica, a worker, a notebook); a turn is asked
 for as ``Memory._infer`` asks, with ``owner_turn_wait_s=0`` where a test asks whether
@@ -12,10 +13,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -203,3 +207,44 @@ def delaying_proxy(url: str) -> Iterator[tuple[str, list[float]]]:
         yield urlunsplit(parts._replace(netloc=netloc)), delay_s
     finally:
         listener.close()
+
+
+# -- SQLite: a lock in <db>-turns ------------------------------------------------------------
+HOLDER = """
+import sys
+from contextos.store.sqlite import SQLiteStore
+from contextos.types import Scope
+store = SQLiteStore(sys.argv[1])
+with store.owner_turn(Scope(tenant="default", user_id="ana")) as had:
+    print(had, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_on_sqlite_another_process_holding_a_users_turn_is_waited_for_until_it_dies(
+    tmp_path: Path,
+) -> None:
+    # Replicas (`serve --workers 2`) on the default store: adds of one user met only as
+    # refused writes, each decided again (another model call each).
+    from contextos.store.sqlite import SQLiteStore
+
+    db = str(tmp_path / "m.db")
+    SQLiteStore(db).close()  # the schema first
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None and child.stdout.readline().strip() == "True"
+        here, other = SQLiteStore(db, owner_turn_wait_s=0), SQLiteStore(db, owner_turn_wait_s=0)
+        try:
+            assert not free_now(here, ANA)  # held by the other process
+            assert free_now(here, Scope(tenant="default", user_id="bob"))
+            with here.owner_turn(Scope(tenant="default", session_id="s1")):
+                assert not free_now(other, Scope(tenant="default", session_id="s1"))
+                assert free_now(other, Scope(tenant="default", session_id="s2"))
+            child.kill()  # a crash frees its turns
+            child.wait(10)
+            assert free_now(here, ANA)
+        finally:
+            here.close()
+            other.close()
+            child.kill()

@@ -48,6 +48,7 @@ from contextos.store.base import (
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.filters import pointing_clause
+from contextos.store.owner_turns import OWNER_TURN_WAIT_S
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
     POSTGRES,
@@ -60,7 +61,7 @@ from contextos.store.postgres.codec import (
     tsquery_words,
     vector_text,
 )
-from contextos.store.postgres.owner_turns import OWNER_TURN_WAIT_S, OwnerTurns
+from contextos.store.postgres.owner_turns import OwnerTurns
 from contextos.store.postgres.pool import checked_connection, open_pool
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import META_SQL, PgSessionLog, lock_sessions

@@ -1,68 +1,32 @@
-"""Turns of one user's inferring adds across handles on one PostgreSQL database.
-
-An inferring add decides its facts on what the user's memories are as read and
-writes only if that still holds (``Plan.commit``); a refused add decides again. Threads
-of one ``Memory`` take turns per user (``KeyedLocks``), but handles in other processes
-(replicas of a server, workers) only met each other's writes as refusals: with sixteen
-handles adding one user's facts at once, each try lost to whichever add wrote first,
-and an add could lose all of its ``ADD_TRIES`` tries (1 of 240 in a CI run) and fail.
-
-Here such adds take turns too, through a session-level advisory lock of the user's
-(``pg_try_advisory_lock``), held from the first read to the write. The locks live on
-one connection of their own per store, outside the pool: a lock held on a pooled
-connection would hold that connection while a model thinks, and adds of eight users
-at once would leave none for their own reads. The connection is shared by the store's
-threads, so a turn is polled for (a non-blocking try, then a short random wait) rather
-than waited on.
-
-The turn is an aid to progress, never what keeps the memories right: the write is
-conditional as before. A turn not had within ``wait_s`` (another process's model took
-that long), or a lock connection that failed, lets the add go on without it, to be
-refused and decided again if it meets another writer.
+"""The users' turns (``store.owner_turns``) on PostgreSQL: session-level advisory locks,
+``pg_try_advisory_lock``, on one connection of the store's own, outside the pool. A lock
+held on a pooled connection would hold that connection while a model thinks, and adds
+of eight users at once would leave none for their own reads. The lock's name holds the
+schema the tables are in, and differs from every transaction lock the store takes on a
+scope (``_check_newest``: the JSON of the scope alone), which the add takes while it
+holds its turn, on another connection of the same process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import random
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from contextos.store import forks
-from contextos.types import Scope
+from contextos.store.owner_turns import OWNER_TURN_WAIT_S, PolledTurns
 
 log = logging.getLogger(__name__)
-
-#: How long an inferring add waits for another handle's add of the same user's facts
-#: to write before it decides without its turn. Long enough for a model's answer.
-OWNER_TURN_WAIT_S = 60.0
-#: The longest pause between two tries for a turn.
-POLL_CAP_S = 0.02
-
-
-def owner_key(schema: str | None, owner: Scope) -> str:
-    """The lock's name: the store's schema and the whole owner scope (a session's, for
-    adds that name no user or agent: other sessions' adds do not wait), distinct from
-    every transaction lock the store takes on a scope (``_check_newest``: the JSON of
-    the scope alone), which the add takes while it holds its turn, on another
-    connection of the same process."""
-    fields = [owner.tenant, owner.user_id, owner.agent_id, owner.session_id]
-    return json.dumps(["owner turn", schema, *fields])
-
 
 #: Set on the lock connection: a server's ``idle_session_timeout`` (which managed
 #: services set) would end it, and every turn it holds, while a model thinks.
 _NO_IDLE_TIMEOUT = "SET idle_session_timeout = 0"
 
 
-class OwnerTurns:
-    """``with turns.held(owner):`` runs one inferring add of ``owner`` at a time among
-    the handles on one database (see the module docstring)."""
+class OwnerTurns(PolledTurns):
+    """The users' turns among the handles on one PostgreSQL database."""
 
     def __init__(
         self,
@@ -71,23 +35,11 @@ class OwnerTurns:
         schema: str | None = None,
         wait_s: float = OWNER_TURN_WAIT_S,
     ) -> None:
+        super().__init__(namespace=schema, wait_s=wait_s)
         self._connect = connect
-        self._schema = schema
-        self._wait_s = wait_s
         self._guard = threading.Lock()  # one statement at a time on the shared connection
         self._conn: Any = None
         self._closed = False
-
-    @contextmanager
-    def held(self, owner: Scope) -> Iterator[bool]:
-        """The owner's turn while the block runs; yields whether it was had."""
-        key = owner_key(self._schema, owner)
-        had = self._take(key)
-        try:
-            yield had
-        finally:
-            if had:
-                self._run("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", key)
 
     def close(self) -> None:
         """Close the lock connection (every turn it holds ends with it)."""
@@ -107,20 +59,11 @@ class OwnerTurns:
         self._closed = True
         self._guard = threading.Lock()
 
-    def _take(self, key: str) -> bool:
-        deadline = time.monotonic() + self._wait_s
-        pause = 0.001
-        while True:
-            got = self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", key)
-            if got is None:
-                return False  # no lock connection: go on without the turn
-            if got:
-                return True
-            if time.monotonic() >= deadline:
-                log.warning("an inferring add waited %.0f s for its turn; going on", self._wait_s)
-                return False
-            time.sleep(random.uniform(0, pause))
-            pause = min(POLL_CAP_S, pause * 2)
+    def _try_lock(self, key: str) -> bool | None:
+        return self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", key)
+
+    def _unlock(self, key: str) -> None:
+        self._run("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", key)
 
     def _run(self, sql: str, key: str) -> bool | None:
         """The statement's boolean on the lock connection (opened on first use); None

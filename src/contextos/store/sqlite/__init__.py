@@ -51,6 +51,7 @@ from contextos.store.base import (
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.filters import pointing_clause
+from contextos.store.owner_turns import OWNER_TURN_WAIT_S
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
     SQLITE,
@@ -65,6 +66,7 @@ from contextos.store.sqlite.codec import (
     turn_row,
 )
 from contextos.store.sqlite.lexical_index import MAX_BLOCKS, LexicalIndex, LexRow
+from contextos.store.sqlite.owner_turns import FileTurns
 from contextos.store.sqlite.schema import MIGRATIONS, migrate
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
@@ -113,10 +115,14 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         busy_timeout_ms: int = 10_000,
         synchronous: str = "NORMAL",
         lexical_users: int = MAX_BLOCKS,
+        owner_turn_wait_s: float = OWNER_TURN_WAIT_S,
     ) -> None:
         """``lexical_users``: how many (tenant, user) the keyword index holds in memory
         at most, the least recently searched dropped first and read again at its next
-        search (:data:`~contextos.store.sqlite.lexical_index.MAX_BLOCKS`)."""
+        search (:data:`~contextos.store.sqlite.lexical_index.MAX_BLOCKS`).
+        ``owner_turn_wait_s``: how long an inferring add waits for another handle's add
+        of the same user's facts before it decides without its turn
+        (``store.owner_turns``); 0 never waits."""
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError("synchronous must be NORMAL, FULL or EXTRA")
         if lexical_users < 1:
@@ -126,6 +132,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._lock = threading.RLock()
         self._db = _connect(str(path), busy_timeout_ms, synchronous.upper())
         self.read_only = bool(self._db.execute("PRAGMA query_only").fetchone()[0])
+        self._owner_turns = FileTurns(
+            ":memory:" if self.read_only else str(path), wait_s=owner_turn_wait_s
+        )
         # Reads use a connection of their own: a write waiting for another process's
         # lock (up to busy_timeout) holds ``_lock``, and reads must not queue behind it.
         # WAL lets this reader see every committed write without blocking any writer.
@@ -165,6 +174,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._lock, self._read_lock = threading.RLock(), threading.RLock()
         self._lexical_lock = threading.Lock()
         self._index, self._lexical = None, None
+        self._owner_turns.inherited_by_fork()
         self._forked = True
 
     # -- plumbing ----------------------------------------------------------
@@ -229,11 +239,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return False
 
     def owner_turn(self, owner: Scope) -> contextlib.AbstractContextManager[bool]:
-        """No turn across handles (yields False): an inferring add's reads and write on
-        one local file take about a millisecond, and adds of other processes that meet
-        it are refused and decide again (``Memory._infer``); sixteen handles adding one
-        user's facts at once all get through (tests/test_infer_races.py)."""
-        return contextlib.nullcontext(False)
+        """One inferring add of ``owner`` at a time among every handle on this file,
+        through a lock in ``<db>-turns`` (``store.sqlite.owner_turns``); yields whether
+        the turn was had."""
+        return self._owner_turns.held(owner)
 
     def close(self) -> None:
         if self._forked:  # a fork's child: the connections are the parent's
@@ -250,6 +259,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 if self._reader is not self._db:
                     self._reader.close()
             self._db.close()
+        self._owner_turns.close()
         with self._lexical_lock:
             if self._lexical is not None:
                 self._lexical.close()

@@ -1,0 +1,93 @@
+"""Turns of one user's inferring adds across the handles (processes) on one store.
+
+An inferring add decides its facts on what the user's memories are as read and writes
+only if that still holds (``Plan.commit``); a refused add decides again, asking the
+model again. Threads of one ``Memory`` take turns per user (``KeyedLocks``), but
+handles in other processes (replicas of a server, ``serve --workers``, a CLI beside
+them) met each other's adds only as refusals. With sixteen handles adding one user's
+facts at once on PostgreSQL, each try lost to whichever add wrote first, and an add
+could lose all of its ``ADD_TRIES`` tries (1 of 240 in a CI run) and fail; with a
+model deciding, every refusal cost another model call.
+
+Here such adds take turns too, through a lock of the owner's that the store keeps for
+the whole add, from its first read to its write (``Store.owner_turn``): an advisory
+lock on PostgreSQL (``store.postgres.owner_turns``), a byte-range lock on a file beside
+the database on SQLite (``store.sqlite.owner_turns``). Both are tried without blocking,
+then tried again after a short random wait, on one lock connection (or file) per store
+shared by its threads.
+
+A turn is an aid to progress, never what keeps the memories right: the write is
+conditional as before. A turn not had within ``wait_s`` (another process's model took
+that long), or a lock that failed, lets the add go on without it, to be refused and
+decided again if it meets another writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from contextos.types import Scope
+
+log = logging.getLogger(__name__)
+
+#: How long an inferring add waits for another handle's add of the same user's facts
+#: to write before it decides without its turn. Long enough for a model's answer.
+OWNER_TURN_WAIT_S = 60.0
+#: The longest pause between two tries for a turn.
+POLL_CAP_S = 0.02
+
+
+def owner_key(namespace: str | None, owner: Scope) -> str:
+    """The lock's name: the store's namespace (a PostgreSQL schema) and the whole owner
+    scope (a session's, for adds that name no user or agent: other sessions' adds do
+    not wait)."""
+    fields = [owner.tenant, owner.user_id, owner.agent_id, owner.session_id]
+    return json.dumps(["owner turn", namespace, *fields])
+
+
+class PolledTurns:
+    """``with turns.held(owner):`` runs one inferring add of ``owner`` at a time among
+    the handles on one store. A backend says how to try a lock without blocking
+    (``_try_lock``: True, False when held elsewhere, None when there are no turns now)
+    and how to release it (``_unlock``)."""
+
+    def __init__(self, *, namespace: str | None, wait_s: float) -> None:
+        self._namespace = namespace
+        self._wait_s = wait_s
+
+    @contextmanager
+    def held(self, owner: Scope) -> Iterator[bool]:
+        """The owner's turn while the block runs; yields whether it was had."""
+        key = owner_key(self._namespace, owner)
+        had = self._take(key)
+        try:
+            yield had
+        finally:
+            if had:
+                self._unlock(key)
+
+    def _take(self, key: str) -> bool:
+        deadline = time.monotonic() + self._wait_s
+        pause = 0.001
+        while True:
+            got = self._try_lock(key)
+            if got is None:
+                return False  # no turns now: go on without
+            if got:
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("an inferring add waited %.0f s for its turn; going on", self._wait_s)
+                return False
+            time.sleep(random.uniform(0, pause))
+            pause = min(POLL_CAP_S, pause * 2)
+
+    def _try_lock(self, key: str) -> bool | None:
+        raise NotImplementedError
+
+    def _unlock(self, key: str) -> None:
+        raise NotImplementedError

@@ -1,0 +1,92 @@
+"""The users' turns (``store.owner_turns``) on SQLite: a one-byte lock per owner in a
+file beside the database (``<db>-turns``, as SQLite keeps ``<db>-wal`` and ``<db>-shm``),
+at an offset drawn from a digest of the owner's key. The file holds no data.
+
+The locks are Linux's open file description locks (``F_OFD_SETLK``). POSIX record locks
+(``lockf``) belong to the process: two stores of one process would not exclude each
+other, and closing either store's file would drop both stores' locks. A description's
+locks end when it is closed, and with its process (a crash frees them). Where there are
+none (macOS), or the file cannot be made (a read-only folder, an in-memory database),
+adds go on without turns, refused and decided again as before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import struct
+import threading
+from pathlib import Path
+
+from contextos.store.owner_turns import OWNER_TURN_WAIT_S, PolledTurns
+
+log = logging.getLogger(__name__)
+
+_OFD_SETLK: int | None = getattr(fcntl, "F_OFD_SETLK", None)
+#: ``struct flock`` on Linux: l_type, l_whence, l_start, l_len, l_pid, padded to 32 bytes.
+_FLOCK = "hhqqi4x"
+
+
+def _offset(key: str) -> int:
+    """The byte of ``key``'s lock: 7 bytes of a digest (two owners share one only by a
+    collision of those, and then only wait for each other)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=7).digest(), "big")
+
+
+class FileTurns(PolledTurns):
+    """The users' turns among the handles on one SQLite file."""
+
+    def __init__(self, db_path: str, *, wait_s: float = OWNER_TURN_WAIT_S) -> None:
+        super().__init__(namespace=None, wait_s=wait_s)
+        self._path = None if db_path in ("", ":memory:") else Path(f"{db_path}-turns")
+        self._guard = threading.Lock()
+        self._fd: int | None = None
+        self._closed = _OFD_SETLK is None or self._path is None
+
+    def close(self) -> None:
+        """Close the file (every turn it holds ends with it)."""
+        with self._guard:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def inherited_by_fork(self) -> None:
+        """In a forked child: the description is the parent's and is never used or
+        closed here. The guard is not taken: a thread of the parent that held it at the
+        fork does not exist here."""
+        self._fd = None
+        self._closed = True
+        self._guard = threading.Lock()
+
+    def _try_lock(self, key: str) -> bool | None:
+        return self._set(key, fcntl.F_WRLCK)
+
+    def _unlock(self, key: str) -> None:
+        self._set(key, fcntl.F_UNLCK)
+
+    def _set(self, key: str, kind: int) -> bool | None:
+        """Set the lock of ``key`` to ``kind``; False when another description holds it,
+        None when there are no turns (closed, or the file failed: adds go on without)."""
+        with self._guard:
+            if self._closed or _OFD_SETLK is None or self._path is None:
+                return None
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:  # a read-only folder, a full disk
+                log.warning("no turns for inferring adds on %s: %s", self._path, exc)
+                self._closed = True
+                return None
+            lock = struct.pack(_FLOCK, kind, os.SEEK_SET, _offset(key), 1, 0)
+            try:
+                fcntl.fcntl(self._fd, _OFD_SETLK, lock)
+            except (BlockingIOError, PermissionError):
+                return False  # EAGAIN / EACCES: held by another description
+            except OSError as exc:
+                log.warning("no turns for inferring adds on %s: %s", self._path, exc)
+                self._closed = True
+                return None
+            return True
