@@ -45,10 +45,12 @@ done
 # it starts), and scripts/postgres.sh allows 60.
 workers=${CONTEXTOS_TEST_WORKERS:-$(python -c 'import os; print(min(4, os.cpu_count() or 1))')}
 echo "== pytest, in parallel ($workers workers): the tests that measure no time"
-python -m pytest -m "not serial" -n "$workers" --dist loadfile "$@"
+# --durations: the slowest tests of each part in the log, so the suite's time (kept well
+# under 20 minutes) can be followed run by run.
+python -m pytest -m "not serial" -n "$workers" --dist loadfile --durations=20 "$@"
 parallel=$?
 echo "== pytest, alone: the tests that measure time"
-python -m pytest -m serial -p no:xdist "$@"
+python -m pytest -m serial -p no:xdist --durations=20 "$@"
 alone=$?
 if [ "$parallel" = 5 ] && [ "$alone" = 5 ]; then
   echo "pytest collected no test: that is a failure here" >&2
