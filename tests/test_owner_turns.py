@@ -31,15 +31,19 @@ ANA = Scope(tenant="default", user_id="ana")
 
 
 @contextmanager
-def stores(n: int, *, url: str | None = None, **kwargs: Any) -> Iterator[list[Any]]:
-    """``n`` stores (as ``n`` processes) on one fresh schema, closed afterwards."""
+def stores(
+    n: int, *, url: str | None = None, waits: tuple[float, ...] = (), **kwargs: Any
+) -> Iterator[list[Any]]:
+    """``n`` stores (as ``n`` processes) on one fresh schema, closed afterwards; with
+    ``waits``, each store's ``owner_turn_wait_s``."""
     from contextos.store.postgres import PostgresStore
     from pg_support import fresh_schema
 
     with fresh_schema("turns") as (schema_url, _), ExitStack() as stack:
         out = []
-        for _ in range(n):
-            store = PostgresStore(url or schema_url, **kwargs)
+        for i in range(n):
+            each = {"owner_turn_wait_s": waits[i]} if waits else {}
+            store = PostgresStore(url or schema_url, **kwargs, **each)
             stack.callback(store.close)
             out.append(store)
         yield out
@@ -248,3 +252,99 @@ def test_on_sqlite_another_process_holding_a_users_turn_is_waited_for_until_it_d
             here.close()
             other.close()
             child.kill()
+
+
+FORKING_HOLDER = """
+import os, sys, time
+from contextos.store.sqlite import SQLiteStore
+from contextos.types import Scope
+store = SQLiteStore(sys.argv[1])
+with store.owner_turn(Scope(tenant="default", user_id="ana")) as had:
+    child = os.fork()
+    if child == 0:  # a worker forked while the turn was held, alive after its parent
+        time.sleep(60)
+        os._exit(0)
+    print(had, child, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_on_sqlite_a_crashed_holder_s_forked_child_does_not_keep_its_turn(
+    tmp_path: Path,
+) -> None:
+    from contextos.store.sqlite import SQLiteStore
+
+    db = str(tmp_path / "m.db")
+    SQLiteStore(db).close()
+    with subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, db],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdout is not None
+        had, child = holder.stdout.readline().split()
+        try:
+            here = SQLiteStore(db, owner_turn_wait_s=0)
+            try:
+                assert had == "True" and not free_now(here, ANA)
+                holder.kill()  # the parent crashes; its child lives on
+                holder.wait(10)
+                assert free_now(here, ANA)
+            finally:
+                here.close()
+        finally:
+            os.kill(int(child), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_two_holders_on_one_store_take_turns_and_neither_ends_the_others(
+    kind: str, tmp_path: Path
+) -> None:
+    # Two Memory objects sharing a store (the server's tenant cache building one twice):
+    # on SQLite both had the file's lock, and the first to end ended the other's turn.
+    from contextos.store.sqlite import SQLiteStore
+
+    with ExitStack() as stack:
+        if kind == "sqlite":
+            db = tmp_path / "m.db"
+            shared, other = SQLiteStore(db), SQLiteStore(db, owner_turn_wait_s=0)
+            stack.callback(shared.close)
+            stack.callback(other.close)
+        else:
+            shared, other = stack.enter_context(stores(2, waits=(30, 0)))
+        second_in = threading.Event()
+        release_second = threading.Event()
+
+        def second() -> None:
+            with shared.owner_turn(ANA):
+                second_in.set()
+                release_second.wait(10)
+
+        with shared.owner_turn(ANA):
+            thread = threading.Thread(target=second)
+            thread.start()
+            assert not second_in.wait(0.3)  # waits for the first holder
+        assert second_in.wait(5)
+        assert not free_now(other, ANA)  # the first one's end left the second's turn
+        release_second.set()
+        thread.join(10)
+        assert free_now(other, ANA)
+
+
+def test_on_sqlite_a_database_named_through_a_link_shares_its_turns(tmp_path: Path) -> None:
+    from contextos.store.sqlite import SQLiteStore
+
+    db = tmp_path / "m.db"
+    SQLiteStore(db).close()
+    (tmp_path / "link.db").symlink_to(db)
+    os.chmod(db, 0o660)  # a database shared by a group: so is its lock file
+    with ExitStack() as stack:
+        real = SQLiteStore(db, owner_turn_wait_s=0)
+        linked = SQLiteStore(tmp_path / "link.db", owner_turn_wait_s=0)
+        stack.callback(real.close)
+        stack.callback(linked.close)
+        with real.owner_turn(ANA) as had:
+            assert had and not free_now(linked, ANA)
+    assert sorted(p.name for p in tmp_path.glob("*-turns")) == ["m.db-turns"]
+    assert (tmp_path / "m.db-turns").stat().st_mode & 0o777 == 0o660

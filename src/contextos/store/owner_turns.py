@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from contextos.keyed_locks import KeyedLocks
 from contextos.types import Scope
 
 log = logging.getLogger(__name__)
@@ -59,17 +60,27 @@ class PolledTurns:
     def __init__(self, *, namespace: str | None, wait_s: float) -> None:
         self._namespace = namespace
         self._wait_s = wait_s
+        #: The store's own holders take turns first: the backend's lock is the store's
+        #: (one connection, one file), so two Memory objects sharing a store would both
+        #: have it, and the first to end would end the other's turn too.
+        self._here = KeyedLocks()
 
     @contextmanager
     def held(self, owner: Scope) -> Iterator[bool]:
         """The owner's turn while the block runs; yields whether it was had."""
         key = owner_key(self._namespace, owner)
-        had = self._take(key)
-        try:
-            yield had
-        finally:
-            if had:
-                self._unlock(key)
+        with self._here.held(key):
+            had = self._take(key)
+            try:
+                yield had
+            finally:
+                if had:
+                    self._unlock(key)
+
+    def inherited_by_fork(self) -> None:
+        """In a forked child: no turns here (the store is the parent's), and none of
+        the locks a parent's thread held at the fork is waited for."""
+        self._here = KeyedLocks()
 
     def _take(self, key: str) -> bool:
         deadline = time.monotonic() + self._wait_s

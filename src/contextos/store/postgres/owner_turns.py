@@ -58,6 +58,7 @@ class OwnerTurns(PolledTurns):
         self._conn = None
         self._closed = True
         self._guard = threading.Lock()
+        super().inherited_by_fork()
 
     def _try_lock(self, key: str) -> bool | None:
         return self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", key)

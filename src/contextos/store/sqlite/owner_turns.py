@@ -12,6 +12,7 @@ adds go on without turns, refused and decided again as before.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -40,7 +41,10 @@ class FileTurns(PolledTurns):
 
     def __init__(self, db_path: str, *, wait_s: float = OWNER_TURN_WAIT_S) -> None:
         super().__init__(namespace=None, wait_s=wait_s)
-        self._path = None if db_path in ("", ":memory:") else Path(f"{db_path}-turns")
+        # Beside the file itself, as SQLite keeps -wal: a database named through a link
+        # and by its own path is one database.
+        self._db = None if db_path in ("", ":memory:") else Path(os.path.realpath(db_path))
+        self._path = None if self._db is None else Path(f"{self._db}-turns")
         self._guard = threading.Lock()
         self._fd: int | None = None
         self._closed = _OFD_SETLK is None or self._path is None
@@ -54,18 +58,32 @@ class FileTurns(PolledTurns):
                 self._fd = None
 
     def inherited_by_fork(self) -> None:
-        """In a forked child: the description is the parent's and is never used or
-        closed here. The guard is not taken: a thread of the parent that held it at the
-        fork does not exist here."""
+        """In a forked child: its copy of the descriptor is closed. The description's
+        locks stay the parent's while the parent has it open, and a child that kept it
+        would keep the parent's turns held after the parent died. The guard is not
+        taken: a thread of the parent that held it at the fork does not exist here."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
         self._fd = None
         self._closed = True
         self._guard = threading.Lock()
+        super().inherited_by_fork()
 
     def _try_lock(self, key: str) -> bool | None:
         return self._set(key, fcntl.F_WRLCK)
 
     def _unlock(self, key: str) -> None:
         self._set(key, fcntl.F_UNLCK)
+
+    def _open(self) -> int:
+        """The lock file, made with the database's own permissions (as SQLite makes
+        -wal): another account that may write the database may lock in it too."""
+        assert self._db is not None and self._path is not None
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with contextlib.suppress(OSError):  # not the file's owner: its mode stands
+            os.fchmod(fd, os.stat(self._db).st_mode & 0o666)
+        return fd
 
     def _set(self, key: str, kind: int) -> bool | None:
         """Set the lock of ``key`` to ``kind``; False when another description holds it,
@@ -75,7 +93,7 @@ class FileTurns(PolledTurns):
                 return None
             try:
                 if self._fd is None:
-                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    self._fd = self._open()
             except OSError as exc:  # a read-only folder, a full disk
                 log.warning("no turns for inferring adds on %s: %s", self._path, exc)
                 self._closed = True
