@@ -51,11 +51,15 @@ def owner_key(namespace: str | None, owner: Scope) -> str:
     return json.dumps(["owner turn", namespace, *fields])
 
 
+def waiting_key(key: str) -> str:
+    """The name of the lock that adds waiting for ``key``'s turn hold shared."""
+    return f"waiting {key}"
+
+
 class PolledTurns:
     """``with turns.held(owner):`` runs one inferring add of ``owner`` at a time among
-    the handles on one store. A backend says how to try a lock without blocking
-    (``_try_lock``: True, False when held elsewhere, None when there are no turns now)
-    and how to release it (``_unlock``)."""
+    the handles on one store. A backend says how to try a lock without blocking, alone
+    or shared, and how to release it."""
 
     def __init__(self, *, namespace: str | None, wait_s: float) -> None:
         self._namespace = namespace
@@ -83,22 +87,54 @@ class PolledTurns:
         self._here = KeyedLocks()
 
     def _take(self, key: str) -> bool:
+        """Try for the turn until ``wait_s`` passes. A waiting add says so (a shared
+        lock of ``waiting_key``), and a new add that finds one waiting gives way once,
+        for longer than a waiting add pauses between tries: without that, a process
+        whose threads added one user's facts back to back handed the turn from thread to
+        thread as it came free, and another process's add waited 0.5-2.7 s behind adds
+        of 20 ms (up to ``wait_s`` behind a model's)."""
         deadline = time.monotonic() + self._wait_s
+        waiting = waiting_key(key)
+        if self._others_wait(waiting):
+            time.sleep(random.uniform(POLL_CAP_S, 2 * POLL_CAP_S))
+        announced = False
         pause = 0.001
-        while True:
-            got = self._try_lock(key)
-            if got is None:
-                return False  # no turns now: go on without
-            if got:
-                return True
-            if time.monotonic() >= deadline:
-                log.warning("an inferring add waited %.0f s for its turn; going on", self._wait_s)
-                return False
-            time.sleep(random.uniform(0, pause))
-            pause = min(POLL_CAP_S, pause * 2)
+        try:
+            while True:
+                got = self._try_lock(key)
+                if got is None:
+                    return False  # no turns now: go on without
+                if got:
+                    return True
+                if time.monotonic() >= deadline:
+                    log.warning("an add waited %.0f s for its turn; going on", self._wait_s)
+                    return False
+                announced = announced or bool(self._try_shared(waiting))
+                time.sleep(random.uniform(0, pause))
+                pause = min(POLL_CAP_S, pause * 2)
+        finally:
+            if announced:
+                self._unlock_shared(waiting)
+
+    def _others_wait(self, waiting: str) -> bool:
+        """Whether an add of another handle announced that it waits (its shared lock of
+        ``waiting`` keeps this exclusive try from being had)."""
+        got = self._try_lock(waiting)
+        if got:
+            self._unlock(waiting)
+        return got is False
 
     def _try_lock(self, key: str) -> bool | None:
+        """An exclusive lock of ``key``: True, False when held elsewhere, None when
+        there are no turns now."""
         raise NotImplementedError
 
     def _unlock(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _try_shared(self, key: str) -> bool | None:
+        """A shared lock of ``key``, as ``_try_lock``."""
+        raise NotImplementedError
+
+    def _unlock_shared(self, key: str) -> None:
         raise NotImplementedError

@@ -66,6 +66,12 @@ class OwnerTurns(PolledTurns):
     def _unlock(self, key: str) -> None:
         self._run("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", key)
 
+    def _try_shared(self, key: str) -> bool | None:
+        return self._run("SELECT pg_try_advisory_lock_shared(hashtextextended(%s, 0))", key)
+
+    def _unlock_shared(self, key: str) -> None:
+        self._run("SELECT pg_advisory_unlock_shared(hashtextextended(%s, 0))", key)
+
     def _run(self, sql: str, key: str) -> bool | None:
         """The statement's boolean on the lock connection (opened on first use); None
         when there is none (closed, or it failed: it is dropped, and with it every lock

@@ -76,6 +76,12 @@ class FileTurns(PolledTurns):
     def _unlock(self, key: str) -> None:
         self._set(key, fcntl.F_UNLCK)
 
+    def _try_shared(self, key: str) -> bool | None:
+        return self._set(key, fcntl.F_RDLCK)
+
+    def _unlock_shared(self, key: str) -> None:
+        self._set(key, fcntl.F_UNLCK)
+
     def _open(self) -> int:
         """The lock file, made with the database's own permissions (as SQLite makes
         -wal): another account that may write the database may lock in it too."""
