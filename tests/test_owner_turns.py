@@ -390,3 +390,42 @@ def test_a_process_adding_back_to_back_lets_another_process_s_add_in(tmp_path: P
             for thread in threads:
                 thread.join(10)
         assert statistics.median(waits) < 0.25, waits
+
+
+def test_on_sqlite_a_ctrl_c_as_a_lock_is_set_leaves_no_lock_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notebook cell interrupted during an add: the signal's KeyboardInterrupt is
+    # raised once the lock call has returned (the OS call itself is not interrupted),
+    # here by the OS seam. The turn, or the giving-way probe's lock, stayed held until
+    # the store closed: every other process's add of the user waited its whole wait, or
+    # gave way on every add.
+    import fcntl
+
+    from contextos.store.sqlite import SQLiteStore
+
+    db = tmp_path / "m.db"
+    with ExitStack() as stack:
+        notebook, other = SQLiteStore(db), SQLiteStore(db, owner_turn_wait_s=0)
+        stack.callback(notebook.close)
+        stack.callback(other.close)
+        real = fcntl.fcntl
+        for nth in (1, 2):  # the giving-way probe's lock, then the turn's
+            calls: list[int] = []
+
+            def interrupted(
+                fd: int, cmd: int, arg: bytes, nth: int = nth, calls: list[int] = calls
+            ) -> Any:
+                calls.append(1)
+                got = real(fd, cmd, arg)
+                if len(calls) == nth:
+                    raise KeyboardInterrupt
+                return got
+
+            monkeypatch.setattr(fcntl, "fcntl", interrupted)
+            with pytest.raises(KeyboardInterrupt), notebook.owner_turn(ANA):
+                pass
+            monkeypatch.setattr(fcntl, "fcntl", real)
+            started = time.monotonic()
+            assert free_now(other, ANA)
+            assert time.monotonic() - started < 0.015  # no giving way to a stale probe

@@ -113,4 +113,11 @@ class FileTurns(PolledTurns):
                 log.warning("no turns for inferring adds on %s: %s", self._path, exc)
                 self._closed = True
                 return None
+            except BaseException:
+                # A Ctrl-C as the lock was set: whether it is held is unknown, and one
+                # left held would keep other processes' adds waiting. Closing the file
+                # ends this store's locks; the next try opens it again.
+                os.close(self._fd)
+                self._fd = None
+                raise
             return True
