@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +69,9 @@ class PolledTurns:
         #: (one connection, one file), so two Memory objects sharing a store would both
         #: have it, and the first to end would end the other's turn too.
         self._here = KeyedLocks()
+        #: One statement (or lock call) at a time on the backend's connection (file).
+        self._guard = threading.Lock()
+        self._closed = False
 
     @contextmanager
     def held(self, owner: Scope) -> Iterator[bool]:
@@ -82,8 +86,11 @@ class PolledTurns:
                     self._unlock(key)
 
     def inherited_by_fork(self) -> None:
-        """In a forked child: no turns here (the store is the parent's), and none of
-        the locks a parent's thread held at the fork is waited for."""
+        """In a forked child: no turns here (the store is the parent's). No lock a
+        parent's thread held at the fork is taken or waited for: that thread does not
+        exist here, and the child would wait for it for ever."""
+        self._closed = True
+        self._guard = threading.Lock()
         self._here = KeyedLocks()
 
     def _take(self, key: str) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +36,7 @@ class OwnerTurns(PolledTurns):
     ) -> None:
         super().__init__(namespace=schema, wait_s=wait_s)
         self._connect = connect
-        self._guard = threading.Lock()  # one statement at a time on the shared connection
         self._conn: Any = None
-        self._closed = False
 
     def close(self) -> None:
         """Close the lock connection (every turn it holds ends with it)."""
@@ -51,13 +48,10 @@ class OwnerTurns(PolledTurns):
 
     def inherited_by_fork(self) -> None:
         """In a forked child: the connection is the parent's and is never used or closed
-        here (``store.forks``). The guard is not taken: a thread of the parent that held
-        it at the fork does not exist here, and the child would wait for it for ever."""
+        here (``store.forks``)."""
         if self._conn is not None:
             forks.inherit(self._conn)
         self._conn = None
-        self._closed = True
-        self._guard = threading.Lock()
         super().inherited_by_fork()
 
     def _try_lock(self, key: str) -> bool | None:

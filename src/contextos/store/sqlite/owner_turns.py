@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import struct
-import threading
 from pathlib import Path
 
 from contextos.store.owner_turns import OWNER_TURN_WAIT_S, PolledTurns
@@ -45,7 +44,6 @@ class FileTurns(PolledTurns):
         # and by its own path is one database.
         self._db = None if db_path in ("", ":memory:") else Path(os.path.realpath(db_path))
         self._path = None if self._db is None else Path(f"{self._db}-turns")
-        self._guard = threading.Lock()
         self._fd: int | None = None
         self._closed = _OFD_SETLK is None or self._path is None
 
@@ -60,14 +58,11 @@ class FileTurns(PolledTurns):
     def inherited_by_fork(self) -> None:
         """In a forked child: its copy of the descriptor is closed. The description's
         locks stay the parent's while the parent has it open, and a child that kept it
-        would keep the parent's turns held after the parent died. The guard is not
-        taken: a thread of the parent that held it at the fork does not exist here."""
+        would keep the parent's turns held after the parent died."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd = None
-        self._closed = True
-        self._guard = threading.Lock()
         super().inherited_by_fork()
 
     def _try_lock(self, key: str) -> bool | None:
