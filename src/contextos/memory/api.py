@@ -331,7 +331,7 @@ class Memory:
         before it wrote, instead of both deciding on one read and the second being
         refused and asking the model again. Handles in other processes take turns
         with it through the store (``Store.owner_turn``: an advisory lock on
-        PostgreSQL)."""
+        PostgreSQL, a lock in ``<db>-turns`` beside a SQLite file)."""
         from .infer import extract_facts, numbered, plan_facts, written
         from .reconcile import Plan, owner_scope
 
