@@ -261,10 +261,13 @@ from contextos.store.sqlite import SQLiteStore
 from contextos.types import Scope
 store = SQLiteStore(sys.argv[1])
 with store.owner_turn(Scope(tenant="default", user_id="ana")) as had:
+    forked, ready = os.pipe()
     child = os.fork()
     if child == 0:  # a worker forked while the turn was held, alive after its parent
+        os.write(ready, b"x")  # the fork's hooks have run: what it keeps, it keeps now
         time.sleep(60)
         os._exit(0)
+    os.read(forked, 1)  # a crash before the child ran at all is not this test's case
     print(had, child, flush=True)
     sys.stdin.readline()
 """
