@@ -111,6 +111,7 @@ def test_records_added_during_an_outage_are_embedded_once_it_ends(
         assert dense_rank(m, "the cat named Pimenta", NOTES[2], "ana") is not None
 
 
+@pytest.mark.serial
 def test_an_outage_is_retried_with_a_growing_wait_not_on_every_add(tmp_path: Path) -> None:
     embedder = OutageEmbedder(down=True)
     with open_memory("sqlite", tmp_path, embedder) as m:
@@ -129,6 +130,7 @@ def test_an_outage_is_retried_with_a_growing_wait_not_on_every_add(tmp_path: Pat
         assert m.embedding_status().pending == 0
 
 
+@pytest.mark.serial
 def test_close_during_an_outage_does_not_wait_for_the_retry(tmp_path: Path) -> None:
     embedder = OutageEmbedder(down=True)
     db = tmp_path / "m.db"

@@ -55,6 +55,7 @@ def replay_cpu(client: Any, key: str, session_id: str) -> tuple[float, dict[str,
     return best, resp.json()
 
 
+@pytest.mark.serial
 def test_a_10k_turn_log_replays_at_about_the_cost_of_a_1k_turn_log(tmp_path: Path) -> None:
     assert MAX_REPLAY_TURNS == 1000  # the 1k-turn log is replayed whole, the 10k one cut
     db = tmp_path / "long.db"
@@ -239,6 +240,7 @@ def test_chart_title_shows_a_bidi_override_in_the_session_id_as_an_escape() -> N
     assert texts(svg)[0] == "\\u202echat\\u2067-7\\u200f · claude-sonnet-4-6"
 
 
+@pytest.mark.serial
 def test_one_tenants_concurrent_replays_do_not_stall_another_tenant(tmp_path: Path) -> None:
     """Tenant A asks for its 1,000-turn session's cache replay from 48 connections at
     once, again and again (within the default rate limit). Each replay is about a

@@ -334,6 +334,7 @@ def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:
         assert secret.encode() not in _file_bytes(db)
 
 
+@pytest.mark.serial
 def test_writes_go_on_while_an_erasure_waits_for_a_reader(tmp_path: Path) -> None:
     """A purge behind an open reader (a backup, a ``sqlite3`` shell) waits for it to end;
     meanwhile other handles on the file (other processes) and this process's other
@@ -364,6 +365,7 @@ def test_writes_go_on_while_an_erasure_waits_for_a_reader(tmp_path: Path) -> Non
         assert len(other.get_all(user_id="bob", limit=100)) == 11
 
 
+@pytest.mark.serial
 def test_vacuum_behind_an_open_reader_lets_writes_go_on_and_fails_loudly(
     tmp_path: Path,
 ) -> None:
@@ -431,6 +433,7 @@ while True:
 }
 
 
+@pytest.mark.serial
 def test_an_erasure_finishes_while_other_processes_write_and_read_without_pause(
     tmp_path: Path,
 ) -> None:
@@ -642,6 +645,7 @@ def test_validity_closed_by_another_connection_hides_the_record(tmp_path: Path) 
         assert m.search("lives in Porto", user_id="ana") == []
 
 
+@pytest.mark.serial
 def test_reads_do_not_queue_behind_a_write_waiting_for_another_process(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     m = Memory(store=SQLiteStore(db, busy_timeout_ms=3000), embedder=HashEmbedder())

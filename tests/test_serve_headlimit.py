@@ -110,6 +110,7 @@ def health(host: str, port: int) -> bytes:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.serial
 def test_a_silent_client_is_disconnected_with_408(tmp_path: Path, workers: str) -> None:
     with serving(tmp_path, "--workers", workers) as (host, port, _key, _pid):
         with socket.create_connection((host, port), timeout=10) as sock:
@@ -121,6 +122,7 @@ def test_a_silent_client_is_disconnected_with_408(tmp_path: Path, workers: str) 
         assert b" 200 " in health(host, port)
 
 
+@pytest.mark.serial
 def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_connection(tmp_path: Path) -> None:
     # Each byte arrives well inside the deadline; the headers as a whole do not.
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
@@ -141,6 +143,7 @@ def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_connection(tmp_path: 
         assert took <= TIMEOUT + 3
 
 
+@pytest.mark.serial
 def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(tmp_path: Path) -> None:
     # Prompt requests on one connection are answered however long it lives; a later
     # request whose headers stall is cut off a deadline after its first byte.
@@ -159,6 +162,7 @@ def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(tmp_path
         assert took <= TIMEOUT + 3
 
 
+@pytest.mark.serial
 def test_a_slow_body_is_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
     # Headers on time, a body that keeps its pace (about 1 KB/s, four times
     # MIN_BODY_RATE) for more than two deadlines: the request is served.
@@ -173,6 +177,7 @@ def test_a_slow_body_is_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
         assert sent.startswith(b"HTTP/1.1 201"), sent
 
 
+@pytest.mark.serial
 def test_a_trickled_body_gets_408_after_its_grace(tmp_path: Path) -> None:
     # Headers on time, then a byte every 0.2 s (5 B/s, far under MIN_BODY_RATE):
     # uvicorn waited for the rest for ever, holding the connection and its task.
@@ -197,6 +202,7 @@ def test_a_trickled_body_gets_408_after_its_grace(tmp_path: Path) -> None:
         assert b" 200 " in health(host, port)  # the server itself is fine
 
 
+@pytest.mark.serial
 def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(tmp_path: Path) -> None:
     # Memories listed as megabytes to a client that reads none of it: uvicorn kept
     # the answer in memory and the connection open for ever (its close waits for the
@@ -286,6 +292,7 @@ def test_a_large_head_under_the_limit_and_a_large_body_are_served(tmp_path: Path
             assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 201")
 
 
+@pytest.mark.serial
 def test_a_pipelined_body_is_not_counted_as_the_next_head(tmp_path: Path) -> None:
     # An add with a 96 KB body, and a request pipelined behind it whose head arrives
     # in two packets: the add's body was counted as the second request's head (431),
@@ -388,6 +395,7 @@ def test_a_pipelined_head_waits_for_the_responses_before_it() -> None:
     assert statuses(sent) == [b"HTTP/1.1 200 OK"] * 3, sent[:300]
 
 
+@pytest.mark.serial
 def test_a_pipelined_head_that_never_ends_gets_its_deadline_after_them() -> None:
     # Its clock starts when the responses before it are done, and it does run out.
     with stand_in_server() as port, socket.create_connection(("127.0.0.1", port)) as sock:
@@ -399,6 +407,7 @@ def test_a_pipelined_head_that_never_ends_gets_its_deadline_after_them() -> None
     assert 3 * TIMEOUT * 0.8 <= took <= 3 * TIMEOUT + 3  # two for /slow, then its own
 
 
+@pytest.mark.serial
 def test_bytes_that_begin_no_request_get_the_deadline(tmp_path: Path) -> None:
     # After one answered request, a bare CRLF cancelled uvicorn's keep-alive timer and
     # began no message: no timer was left, and the connection stayed open for ever.
@@ -475,6 +484,7 @@ def test_a_refusal_behind_pipelined_requests_comes_after_their_answers() -> None
     assert statuses(sent) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 431 Request Header Fields Too Large"]
 
 
+@pytest.mark.serial
 def test_a_pipelined_body_is_not_late_while_the_requests_before_it_run() -> None:
     # Behind a slow request the server stops reading, so the body of the request
     # queued after it cannot arrive; its clock must not run until its turn.
@@ -511,6 +521,7 @@ def stalled_read(port: int, *, wait: float, pause: float, chunk: int) -> int:
     return received
 
 
+@pytest.mark.serial
 def test_a_slow_reader_gets_the_whole_answer_and_a_stopped_one_is_dropped() -> None:
     with stand_in_server(send_timeout=0.3) as port:
         # Reads at most 128 KB every 0.05 s: the answer takes seconds to drain, longer

@@ -194,6 +194,7 @@ def test_bodies_over_the_limit_get_413(db: Path) -> None:
         assert ok.status_code == 201
 
 
+@pytest.mark.serial
 def test_rate_limit_answers_429_with_retry_after(db: Path) -> None:
     with app_client(db, rate_limit=RateLimit(rate=0.5, burst=2)) as c:
         a, b = auth(issue_key(c, "acme")), auth(issue_key(c, "other"))
@@ -316,6 +317,7 @@ class _RecordingEmbedder(HashEmbedder):
         return super().embed(texts)
 
 
+@pytest.mark.serial
 def test_batching_embedder_merges_concurrent_calls_and_prefers_queries() -> None:
     inner = _RecordingEmbedder()
     emb = BatchingEmbedder(inner, max_batch=64)

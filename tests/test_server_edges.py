@@ -308,6 +308,7 @@ def test_store_busy_is_503_with_retry_after(
 # -- authentication before the body -------------------------------------------------------
 
 
+@pytest.mark.serial
 def test_failed_authentication_is_throttled_per_client(tmp_path: Path) -> None:
     with app_client(tmp_path / "auth.db", auth_failures=RateLimit(rate=1.0, burst=20)) as c:
         key = issue_key(c, "acme")
@@ -393,6 +394,7 @@ def mcp_http(tmp_path: Path) -> Iterator[tuple[str, str]]:
             proc.stderr.close()
 
 
+@pytest.mark.serial
 def test_mcp_over_http_is_rate_limited_and_throttles_failed_auth(mcp_http: tuple[str, str]) -> None:
     httpx = pytest.importorskip("httpx")
     url, key = mcp_http
@@ -412,6 +414,7 @@ def test_mcp_over_http_is_rate_limited_and_throttles_failed_auth(mcp_http: tuple
     assert set(wrong) == {401, 429} and wrong.count(429) >= 15, wrong
 
 
+@pytest.mark.serial
 def test_mcp_over_http_refuses_two_keys_as_a_failed_authentication(
     mcp_http: tuple[str, str],
 ) -> None:

@@ -517,6 +517,7 @@ def _seed_10k(server: LiveServer, key: str) -> None:
     server.app.state.tenants.flush()  # measure the steady state, not the embedding backlog
 
 
+@pytest.mark.serial
 def test_first_paint_with_10k_memories(server: LiveServer, browser: Any) -> None:
     key = server.issue_key("perf")
     _seed_10k(server, key)

@@ -203,10 +203,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
+@pytest.mark.serial
 def test_two_processes_embed_each_pending_record_once(db: str, tmp_path: Path) -> None:
     _two_processes_embed_each_record_once(db, tmp_path)
 
 
+@pytest.mark.serial
 def test_a_killed_process_s_claim_runs_out_and_another_embeds_its_records(
     db: str, tmp_path: Path
 ) -> None:
@@ -217,6 +219,7 @@ def ids(records: Sequence[MemoryRecord]) -> list[str]:
     return [r.id for r in records]
 
 
+@pytest.mark.serial
 def test_a_claim_hides_records_from_other_claimants_until_its_lease_runs_out(db: str) -> None:
     _fill(db, 5)
     store = open_store(db)
@@ -356,6 +359,7 @@ def _claims_while_embedding(
     return taken, holder
 
 
+@pytest.mark.serial
 def test_a_live_holder_keeps_its_batch_past_its_lease(db: str) -> None:
     # Its embedding takes five leases; its claim is renewed meanwhile, so no other
     # process takes the batch (whose vectors would then void the holder's), and the
@@ -370,6 +374,7 @@ def test_a_live_holder_keeps_its_batch_past_its_lease(db: str) -> None:
         store.close()
 
 
+@pytest.mark.serial
 def test_a_hung_holder_loses_its_batch_after_the_longest_hold(db: str) -> None:
     # An embedder that never returns: renewals stop after MAX_HOLD_LEASES leases, and
     # another process takes the batch then, not before.
@@ -420,6 +425,7 @@ class BusyStoreEmbedder(HashEmbedder):
         return super().embed(texts)
 
 
+@pytest.mark.serial
 def test_a_busy_store_quarantines_no_record_and_the_batch_is_retried(tmp_path: Path) -> None:
     db = str(tmp_path / "busy.db")
     _fill(db, 3)
