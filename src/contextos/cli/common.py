@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -203,26 +204,21 @@ def open_memory(state: CliState, *, embed: bool = True, create: bool = False) ->
 
 
 class HeldInterrupt:
-    """Whether a Ctrl-C came while :func:`held_interrupt` held it."""
+    """Whether a Ctrl-C came while :func:`interrupt_flag` held it."""
 
     received = False
 
 
 @contextmanager
-def held_interrupt() -> Iterator[HeldInterrupt]:
-    """Hold a Ctrl-C (SIGINT) until the block ends, the report of a write that returned
-    (printed and flushed: a pipe holds it otherwise). Why: a Ctrl-C landing between the
-    write and its report said "aborted" with no id, though the memory was stored (a
-    review). Only the report: held over the write itself, a Ctrl-C could not stop a
-    write waiting on a lock, which then went through (a review of that). Whether one
-    came is told to :func:`settle`, which then does not wait."""
+def interrupt_flag() -> Iterator[HeldInterrupt]:
+    """Within the block a Ctrl-C (SIGINT) only sets ``received``: nothing is raised.
+    Off the main thread (which alone may set a signal handler) nothing is held."""
     import signal
     import threading
 
     held = HeldInterrupt()
     if threading.current_thread() is not threading.main_thread():
-        yield held  # only the main thread may set a signal handler
-        sys.stdout.flush()
+        yield held
         return
 
     def hold(_signum: int, _frame: object) -> None:
@@ -231,30 +227,83 @@ def held_interrupt() -> Iterator[HeldInterrupt]:
     before = signal.signal(signal.SIGINT, hold)
     try:
         yield held
-        sys.stdout.flush()
     finally:
         signal.signal(signal.SIGINT, before)
 
 
+@contextmanager
+def held_interrupt() -> Iterator[HeldInterrupt]:
+    """Hold a Ctrl-C until the block ends, the report of a write that returned
+    (printed and flushed: a pipe holds it otherwise). Why: a Ctrl-C landing between the
+    write and its report said "aborted" with no id, though the memory was stored (a
+    review). Only the report: held over the write itself, a Ctrl-C could not stop a
+    write waiting on a lock, which then went through (a review of that). Whether one
+    came is told to :func:`settle`, which then does not wait."""
+    with interrupt_flag() as held:
+        yield held
+        sys.stdout.flush()
+        _REPORT.reported = True
+
+
+#: Seconds between looks at whether a Ctrl-C came while :func:`settle` waits.
+SETTLE_POLL_S = 0.05
+
+
 def settle(memory: Memory, held: HeldInterrupt | None = None) -> None:
     """Wait for the vectors of what a command just wrote (about a second while the
-    embedder loads), so its next search finds them by meaning.
+    embedder loads), so its next search finds them by meaning; a Ctrl-C ends the wait.
 
     Why a Ctrl-C here (or one ``held`` during the write) is not an abort: the write is
     durable and reported already. It said "aborted" (exit 130) with no id, and a user
     who ran the command again stored a copy or made the update twice (a review). The
-    command ends saying the vectors are computed the next time the database is opened."""
-    try:
-        if held is None or not held.received:
-            memory.flush()
-            return
-    except KeyboardInterrupt:
-        pass
+    command ends saying the vectors are computed the next time the database is opened.
+
+    Why the Ctrl-C is a flag looked at between short waits, not a ``KeyboardInterrupt``:
+    raised inside the wait, it could land in the middle of ``threading.Event`` and leave
+    the event's lock held. The worker then blocked for good on its next ``set()``, and
+    the command hung in ``close()`` (2 of 135 Ctrl-Cs sent right after the report)."""
+    if held is None or not held.received:
+        with interrupt_flag() as waiting:
+            while not waiting.received:
+                began = time.monotonic()
+                if memory.flush(timeout=SETTLE_POLL_S):
+                    return
+                if time.monotonic() - began < SETTLE_POLL_S:
+                    return  # False at once: nothing here will embed them (flush's doc)
+    _say_vectors_come_later()
+
+
+@dataclasses.dataclass
+class _WriteReport:
+    """What this command said of its write: reported (:func:`held_interrupt`), and
+    that a Ctrl-C left its vectors for later (:func:`settle`)."""
+
+    reported: bool = False
+    told: bool = False
+
+
+_REPORT = _WriteReport()
+
+
+def _say_vectors_come_later() -> None:
+    _REPORT.told = True
     err_console.print(
         "interrupted while computing vectors: what was written is stored; its "
         "vectors are computed the next time the database is opened",
         highlight=False,
     )
+
+
+def interrupted_after_its_write() -> bool:
+    """For a Ctrl-C that reached ``main``: True, having said so, when this command's
+    write was durable and reported already. Why: a Ctrl-C landing as the store closed,
+    after :func:`settle`, still said "aborted" (exit 130) after the report, and a user
+    took the write as undone."""
+    if not _REPORT.reported:
+        return False
+    if not _REPORT.told:
+        _say_vectors_come_later()
+    return True
 
 
 #: The SQLite paths this command found missing (:func:`missing_db`), for its error.
@@ -272,10 +321,12 @@ def missing_db(state: CliState, *, create: bool) -> str | None:
     return db
 
 
-def forget_missing_db() -> None:
-    """Start a command with no missing database noted (``main`` runs one command, but
-    a process may call it more than once: a test, an app embedding the CLI)."""
+def start_command() -> None:
+    """Start a command with no missing database noted and no write reported (``main``
+    runs one command, but a process may call it more than once: a test, an app
+    embedding the CLI)."""
     _MISSING.clear()
+    _REPORT.reported = _REPORT.told = False
 
 
 def with_missing_db(error: str) -> str:

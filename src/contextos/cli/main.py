@@ -13,7 +13,13 @@ import sys
 import click
 
 from ..errors import ContextosError
-from .common import CliState, err_console, forget_missing_db, with_missing_db
+from .common import (
+    CliState,
+    err_console,
+    interrupted_after_its_write,
+    start_command,
+    with_missing_db,
+)
 from .text import SafeText
 
 #: Modules that add commands to the group; each has ``register(cli, bench)``.
@@ -66,10 +72,12 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr with exit code 1."""
-    forget_missing_db()
+    start_command()
     try:
         cli.main(args=argv, prog_name="contextos", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click's name for a Ctrl-C during the command
+        if interrupted_after_its_write():
+            return  # as settle's own Ctrl-C: the write stands and was reported
         err_console.print("aborted")
         sys.exit(130)
     except click.UsageError as exc:
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
+        if interrupted_after_its_write():
+            return
         sys.exit(130)
 
 
