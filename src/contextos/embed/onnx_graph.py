@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import struct
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..user_cache import write_atomically
 from .calibration import coarse, shipped
 from .onnx_proto import FLOAT, INT32, INT64, UINT8, AttrValue, Model, Node, TensorInfo, serialize
 
@@ -103,7 +102,7 @@ def _remembered_digest(weights: Path, cache_dir: Path) -> str:
         pass
     digest = weights_digest(weights)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(memo, digest.encode())
+    write_atomically(memo, digest.encode())
     return digest
 
 
@@ -131,21 +130,6 @@ def _prune_older_graphs(cache_dir: Path, digest: str) -> None:
         if match and int(match.group(1)) < BUILDER_VERSION:
             with contextlib.suppress(OSError):
                 (cache_dir / name).unlink(missing_ok=True)
-
-
-def _write_atomically(target: Path, payload: bytes) -> None:
-    """Write to a temporary file beside ``target`` and rename it into place: readers
-    (other processes too) see the old file, no file, or the whole new one."""
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 #: Measures the calibration maxima of the weights' float32 graph (see ``build_model``);
@@ -183,7 +167,7 @@ def ensure_graph(
     if int8 and calibration is None and calibrate is not None:
         calibration = coarse(calibrate(t))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, serialize(build_model(t, int8=int8, calibration=calibration)))
+    write_atomically(target, serialize(build_model(t, int8=int8, calibration=calibration)))
     _prune_older_graphs(cache_dir, digest)
     return target
 
