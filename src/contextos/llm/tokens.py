@@ -151,7 +151,7 @@ def _check_offline(name: str) -> None:
 def _load_encoding(name: str):  # type: ignore[no-untyped-def]
     import tiktoken
 
-    _check_offline(name)
+    # ``name`` was checked when its tokenizer was made (``TiktokenTokenizer``).
     return tiktoken.Encoding(**_encoding_spec(f"{name}_offline"))
 
 
