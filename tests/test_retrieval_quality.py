@@ -11,8 +11,9 @@ checkout; without it the module skips, saying where it looked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
@@ -20,10 +21,12 @@ from conftest import LOCOMO
 from contextos.bench.locomo import Row, evaluate, ingest, recall_of
 from contextos.bench.locomo_data import LocomoConversation, load_locomo
 from contextos.bench.locomo_memory import ingest_beside, stored_records
-from contextos.embed import DEFAULT_EMBEDDER, make_embedder
+from contextos.embed import DEFAULT_EMBEDDER, Embedder, Vectors, make_embedder
 from contextos.memory import TURN_FACTS_RETRIEVAL, Memory, RetrievalConfig
-from contextos.memory.render import embedding_text
+from contextos.memory.render import embedding_text, vector_model
 from contextos.memory.turn_vectors import embed_records
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import MemoryRecord
 
 pytestmark = [
     pytest.mark.slow,
@@ -81,9 +84,23 @@ class Stored:
 #: Records a claim of the background worker holds (``EmbeddingWorker``'s batch size).
 CLAIM = 64
 
+#: Writes the real embedder's vectors for the stored turns of ``convs`` into a memory.
+ReEmbed = Callable[[Memory, list[LocomoConversation], Embedder], None]
 
-def embed_as_claimed(memory: Memory, convs: list[LocomoConversation]) -> None:
-    """Embed every stored record again as the worker embeds a bulk ingest: claims of
+
+def store_vectors(
+    memory: Memory, records: list[MemoryRecord], vectors: Vectors, embedder: Embedder
+) -> None:
+    """``vectors`` as the vectors of ``records``, stored as the worker stores
+    ``embedder``'s (``vector_model``): a memory opened on the file with ``embedder``
+    finds none of them stale."""
+    memory.store.set_vectors(
+        memory.tenant, [r.id for r in records], vectors, vector_model(embedder.model_id)
+    )
+
+
+def embed_as_claimed(memory: Memory, convs: list[LocomoConversation], embedder: Embedder) -> None:
+    """Embed every stored record as the worker embeds a bulk ingest: claims of
     ``CLAIM`` records, oldest first, each one ``embed_records`` call on the embedder's
     batch path.
 
@@ -94,33 +111,49 @@ def embed_as_claimed(memory: Memory, convs: list[LocomoConversation]) -> None:
     (gain 0.0195, the same tree's next run 0.0253). Fixed claims make every figure here
     the same on every run."""
     records = [r for c in convs for r in reversed(stored_records(memory, c))]
-    embed = getattr(memory.embedder, "embed_batch", memory.embedder.embed)
+    embed = getattr(embedder, "embed_batch", embedder.embed)
     for start in range(0, len(records), CLAIM):
         claim = records[start : start + CLAIM]
-        memory.store.set_vectors(
-            memory.tenant,
-            [r.id for r in claim],
-            embed_records(embed, claim),
-            memory.embedder.model_id,
-        )
+        store_vectors(memory, claim, embed_records(embed, claim), embedder)
 
 
-def embed_without_fact_vectors(memory: Memory, convs: list[LocomoConversation]) -> None:
+def embed_without_fact_vectors(
+    memory: Memory, convs: list[LocomoConversation], embedder: Embedder
+) -> None:
     """Re-embed every stored turn from its text and facts alone (``fact_weight=0``)."""
     records = [r for c in convs for r in stored_records(memory, c)]
-    vectors = embed_records(memory.embedder.embed, records, fact_weight=0.0)
-    memory.store.set_vectors(
-        memory.tenant, [r.id for r in records], vectors, memory.embedder.model_id
+    store_vectors(
+        memory, records, embed_records(embedder.embed, records, fact_weight=0.0), embedder
     )
 
 
-def embed_unexpanded(memory: Memory, convs: list[LocomoConversation]) -> None:
+def embed_unexpanded(memory: Memory, convs: list[LocomoConversation], embedder: Embedder) -> None:
     """Re-embed every stored turn from its own text alone (no document expansion)."""
     records = [r for c in convs for r in stored_records(memory, c)]
-    vectors = memory.embedder.embed([embedding_text(r, expand=False) for r in records])
-    memory.store.set_vectors(
-        memory.tenant, [r.id for r in records], vectors, memory.embedder.model_id
-    )
+    texts = [embedding_text(r, expand=False) for r in records]
+    store_vectors(memory, records, embedder.embed(texts), embedder)
+
+
+def stored_memory(
+    path: Path,
+    convs: list[LocomoConversation],
+    add: Callable[[Memory, LocomoConversation, list[float]], None],
+    re_embed: ReEmbed,
+    embedder: Embedder,
+) -> Memory:
+    """``convs`` added to a new memory at ``path`` by ``add``, with ``re_embed``'s
+    vectors, opened with ``embedder``.
+
+    The turns are added with the hash embedder (same dimensions) and their vectors then
+    written by ``re_embed``, before ``embedder`` opens the file: the background worker
+    would embed them all once more only for ``re_embed`` to replace its vectors (about
+    70 s of CPU of this module's 230). What is stored does not depend on the embedder."""
+    with Memory(path, embedder=HashEmbedder(dimensions=embedder.dimensions)) as cheap:
+        for conv in convs:
+            add(cheap, conv, [])
+        assert cheap.flush(timeout=600)
+        re_embed(cheap, convs, embedder)
+    return Memory(path, embedder=embedder)
 
 
 @pytest.fixture(scope="module")
@@ -129,23 +162,19 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
     convs = [c for c in load_locomo(LOCOMO) if c.sample_id in CONVERSATIONS]
     assert [c.sample_id for c in convs] == list(CONVERSATIONS)
     embedder = make_embedder(DEFAULT_EMBEDDER)  # what users get: int8 MiniLM
-    m = Memory(tmp_path_factory.mktemp("quality") / "q.db", embedder=embedder)
+
+    def path(name: str) -> Path:
+        return tmp_path_factory.mktemp(name) / f"{name}.db"
+
+    m = stored_memory(path("quality"), convs, ingest, embed_as_claimed, embedder)
     try:
-        with (
-            Memory(tmp_path_factory.mktemp("beside") / "b.db", embedder=embedder) as beside,
-            Memory(tmp_path_factory.mktemp("plain") / "p.db", embedder=embedder) as plain,
-        ):
-            for conv in convs:
-                ingest(m, conv, [])
-                ingest_beside(beside, conv, [])
-                ingest(plain, conv, [])
-            assert all(x.flush(timeout=600) for x in (m, beside, plain))
-            embed_as_claimed(m, convs)
-            embed_as_claimed(beside, convs)
-            beside_rows = evaluate(beside, convs, TURN_FACTS_RETRIEVAL)
-            embed_without_fact_vectors(plain, convs)
+        with stored_memory(path("beside"), convs, ingest_beside, embed_as_claimed, embedder) as b:
+            beside_rows = evaluate(b, convs, TURN_FACTS_RETRIEVAL)
+        with stored_memory(
+            path("plain"), convs, ingest, embed_without_fact_vectors, embedder
+        ) as plain:
             no_fact_vector_rows = evaluate(plain, convs, DEFAULT)
-            embed_unexpanded(plain, convs)
+            embed_unexpanded(plain, convs, embedder)
             plain_rows = evaluate(plain, convs, DEFAULT)
         rows = evaluate(m, convs, DEFAULT)
         yield Stored(m, convs, rows, beside_rows, no_fact_vector_rows, plain_rows)
