@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -158,6 +159,48 @@ def locomo_path() -> Path:
     if not LOCOMO.exists():
         pytest.skip(f"LoCoMo data not found at {LOCOMO}")
     return LOCOMO
+
+
+def tiny_locomo(tmp_path: Path) -> Path:
+    """One LoCoMo-format conversation of three turns, written in ``tmp_path`` (our own
+    text: for a command's plumbing, where the real split's size buys nothing)."""
+    turns = [
+        {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob!"},
+        {
+            "speaker": "Bob",
+            "dia_id": "D1:2",
+            "text": "I ran a marathon yesterday.",
+            "blip_caption": "a photo of runners",
+        },
+        {"speaker": "Ann", "dia_id": "D1:3", "text": "Wow, that's amazing!"},
+    ]
+    qa = [
+        {
+            "question": "When did Bob run?",
+            "answer": "7 May 2023",
+            "evidence": ["D1:2"],
+            "category": 2,
+        },
+        {"question": "Who greets?", "answer": "Ann", "evidence": ["D1:1; D1:3"], "category": 1},
+        {
+            "question": "Did Ann run?",
+            "adversarial_answer": "no",
+            "evidence": ["D1:1"],
+            "category": 5,
+        },
+    ]
+    conversation = {
+        "speaker_a": "Ann",
+        "speaker_b": "Bob",
+        "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": turns,
+    }
+    path = tmp_path / "tiny.json"
+    path.write_text(
+        json.dumps([{"sample_id": "conv-x", "conversation": conversation, "qa": qa}]),
+        encoding="utf-8",
+    )
+    return path
 
 
 @pytest.fixture

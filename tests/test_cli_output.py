@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import run_cli
+from conftest import tiny_locomo
 from contextos.cli.main import main
 
 HOSTILE = (
@@ -172,7 +173,6 @@ def test_numbers_and_choices_show_their_default_and_range(command: list[str], sh
 
 
 def test_a_benchmark_names_no_database_it_does_not_use(
-    locomo_path: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -183,6 +183,6 @@ def test_a_benchmark_names_no_database_it_does_not_use(
     monkeypatch.delenv("CONTEXTOS_DB", raising=False)
     monkeypatch.setenv("CONTEXTOS_EMBEDDER", "hash")  # the setting, not --embedder
     monkeypatch.setenv("HOME", str(tmp_path))
-    main(["bench", "locomo", "--data", str(locomo_path), "--conversations", "1"])
+    main(["bench", "locomo", "--data", str(tiny_locomo(tmp_path)), "--conversations", "1"])
     err = capsys.readouterr().err
     assert "database:" not in err and "the default" not in err, err

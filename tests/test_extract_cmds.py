@@ -11,11 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import LOCOMO, tiny_locomo
 from contextos.cli.main import cli
-
-LOCOMO = (
-    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "locomo" / "locomo-dev.json"
-)
 
 
 def test_extract_plain_lines(tmp_path: Path) -> None:
@@ -74,49 +71,8 @@ def test_extract_rejects_a_missing_file_and_a_bad_time(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "cannot read the time" in bad.output
 
 
-def _tiny_locomo(tmp_path: Path) -> Path:
-    """One LoCoMo-format conversation of three turns."""
-    turns = [
-        {"speaker": "Ann", "dia_id": "D1:1", "text": "Hi Bob!"},
-        {
-            "speaker": "Bob",
-            "dia_id": "D1:2",
-            "text": "I ran a marathon yesterday.",
-            "blip_caption": "a photo of runners",
-        },
-        {"speaker": "Ann", "dia_id": "D1:3", "text": "Wow, that's amazing!"},
-    ]
-    qa = [
-        {
-            "question": "When did Bob run?",
-            "answer": "7 May 2023",
-            "evidence": ["D1:2"],
-            "category": 2,
-        },
-        {"question": "Who greets?", "answer": "Ann", "evidence": ["D1:1; D1:3"], "category": 1},
-        {
-            "question": "Did Ann run?",
-            "adversarial_answer": "no",
-            "evidence": ["D1:1"],
-            "category": 5,
-        },
-    ]
-    conversation = {
-        "speaker_a": "Ann",
-        "speaker_b": "Bob",
-        "session_1_date_time": "1:56 pm on 8 May, 2023",
-        "session_1": turns,
-    }
-    path = tmp_path / "tiny.json"
-    path.write_text(
-        json.dumps([{"sample_id": "conv-x", "conversation": conversation, "qa": qa}]),
-        encoding="utf-8",
-    )
-    return path
-
-
 def test_bench_extract_on_a_small_locomo_format_file(tmp_path: Path) -> None:
-    path = _tiny_locomo(tmp_path)
+    path = tiny_locomo(tmp_path)
     result = CliRunner().invoke(
         cli, ["bench", "extract", "--data", str(path), "--repeat", "1", "--json"]
     )
@@ -148,7 +104,7 @@ def test_bench_extract_reports_progress(tmp_path: Path) -> None:
     """A rich progress bar on a terminal: every turn of every pass is counted."""
     from contextos.bench.extract_speed import load_locomo_sessions, run_extract_bench
 
-    sessions = load_locomo_sessions(str(_tiny_locomo(tmp_path)))
+    sessions = load_locomo_sessions(str(tiny_locomo(tmp_path)))
     seen: list[int] = []
     run_extract_bench(sessions, repeat=2, progress=seen.append)
     assert sum(seen) == 2 * 3 and len(seen) == 2 * len(sessions)
