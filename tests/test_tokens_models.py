@@ -6,6 +6,7 @@ import marshal
 import os
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -13,7 +14,12 @@ import pytest
 
 from contextos import ConfigError, Message, count_tokens, default_tokenizer
 from contextos.llm.models import ALIASES, MODELS, get_model
-from contextos.llm.tokens import CharEstimateTokenizer, TiktokenTokenizer, Tokenizer
+from contextos.llm.tokens import (
+    UNUSED_TABLE_S,
+    CharEstimateTokenizer,
+    TiktokenTokenizer,
+    Tokenizer,
+)
 
 
 def test_cl100k_counts_known_strings_offline() -> None:
@@ -102,6 +108,35 @@ def test_the_parsed_encoding_is_kept_in_the_cache_and_made_again_when_spoiled(
         kept.write_bytes(spoiled)
         assert _count_in_a_new_process(tmp_path) == "10"
         assert kept.read_bytes() == made
+
+
+def test_making_a_table_deletes_the_copies_of_its_encoding_unread_for_a_month(
+    tmp_path: Path,
+) -> None:
+    """An upgrade of tiktoken or its plugin leaves the old 1.6 MB table behind under its
+    old name. Making a table deletes the other tables of the same encoding unread for
+    ``UNUSED_TABLE_S``; one another installation still reads (marked at most daily) and
+    other encodings' stay."""
+    assert _count_in_a_new_process(tmp_path) == "10"
+    [kept] = tmp_path.glob("tokenizer-*.marshal")
+    prefix = kept.name.rsplit("-", 1)[0]  # tokenizer-<encoding>
+    unused = tmp_path / f"{prefix}-{'0' * 16}.marshal"
+    in_use = tmp_path / f"{prefix}-{'1' * 16}.marshal"
+    other_encoding = tmp_path / f"tokenizer-o200k_base_offline-{'2' * 16}.marshal"
+    day, now = 86_400, time.time()
+    for path, age in ((unused, UNUSED_TABLE_S + day), (in_use, UNUSED_TABLE_S - day)):
+        path.write_bytes(b"an older table")
+        os.utime(path, (now - age, now - age))
+    other_encoding.write_bytes(b"another encoding's table")
+    os.utime(other_encoding, (now - 2 * UNUSED_TABLE_S,) * 2)
+    os.utime(kept, (now - UNUSED_TABLE_S - day,) * 2)
+    assert _count_in_a_new_process(tmp_path) == "10"  # reads ``kept``: marks it used
+    assert kept.stat().st_mtime > now - day
+    assert unused.exists()  # a read makes nothing, so deletes nothing
+    kept.write_bytes(b"")  # spoiled: the next process makes it again
+    assert _count_in_a_new_process(tmp_path) == "10"
+    assert not unused.exists()
+    assert in_use.exists() and other_encoding.exists() and kept.stat().st_size > 1_000_000
 
 
 def test_a_cache_folder_that_cannot_be_made_only_costs_the_parse(tmp_path: Path) -> None:

