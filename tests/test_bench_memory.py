@@ -114,6 +114,17 @@ def test_scale_report_shape(tmp_path: Path) -> None:
         assert report[key] > 0 and rows[0][key] == report[key], key
 
 
+def test_scale_times_no_question_twice(tmp_path: Path) -> None:
+    """The default embedder keeps the vectors of queries it embedded alone
+    (``MiniLMEmbedder.query_cache``), so a question drawn again would be timed without
+    its forward pass: every timed query embedding and search asks a new one."""
+    embedder = _Recording()
+    run_scale(300, checkpoints=(100,), queries=40, workdir=tmp_path, embedder=embedder)
+    questions = [t for t in embedder.texts if t.startswith("When did ") and t.endswith("?")]
+    assert len(questions) == 1 + 200 + 2 * 40  # model load, query timings, two checkpoints
+    assert len(set(questions)) == len(questions)
+
+
 @pytest.mark.parametrize("missing", ["/no/such/locomo.json"])
 def test_missing_data_is_a_clear_error(missing: str) -> None:
     with pytest.raises(FileNotFoundError, match="--data"):

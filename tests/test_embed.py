@@ -72,6 +72,26 @@ def test_a_text_embeds_the_same_alone_and_padded_in_a_batch(minilm: MiniLMEmbedd
 
 
 @slow
+def test_a_text_embedded_alone_again_costs_no_forward_pass(graph_cache: Path) -> None:
+    """A search's query is embedded alone; asked again (a retry, the next page) its
+    vector comes from ``query_cache``, equal to a fresh embedding, and the caller may
+    change what it was given. A batch's texts are not kept: in a batch the int8 graph's
+    vector of a text depends on the texts beside it."""
+    embedder = MiniLMEmbedder(int8=True, cache_path=graph_cache)
+    fresh = MiniLMEmbedder(int8=True, cache_path=graph_cache)
+    question = "When did Caroline go to the LGBTQ support group?"
+    first = embedder.embed([question])
+    first[0, :] = 0.0  # the caller's own copy
+    before = embedder.query_cache.cache_info()
+    again = embedder.embed([question])
+    after = embedder.query_cache.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    np.testing.assert_array_equal(again, fresh.embed([question]))
+    embedder.embed(TEXTS)
+    assert embedder.query_cache.cache_info() == after  # a batch neither reads nor keeps
+
+
+@slow
 def test_a_query_gets_the_same_vector_alone_and_in_the_servers_shared_batch(
     graph_cache: Path,
 ) -> None:
@@ -80,13 +100,14 @@ def test_a_query_gets_the_same_vector_alone_and_in_the_servers_shared_batch(
     vector moved (cosine down to 0.998) with the queries asked beside it, so the same
     search ranked differently on an idle and on a loaded server."""
     inner = MiniLMEmbedder(int8=True, cache_path=graph_cache)
+    alone = MiniLMEmbedder(int8=True, cache_path=graph_cache)  # not ``inner``'s query cache
     batching = BatchingEmbedder(inner)
     try:
         queries = [f"{text} ({n})" for n in range(6) for text in TEXTS[:4]]
         futures = [batching.submit([q]) for q in queries]  # queued together
         for query, future in zip(queries, futures, strict=True):
             np.testing.assert_allclose(
-                future.result()[0], inner.embed([query])[0], atol=1e-6, err_msg=query[:40]
+                future.result()[0], alone.embed([query])[0], atol=1e-6, err_msg=query[:40]
             )
     finally:
         batching.close()

@@ -141,6 +141,24 @@ def synthetic_query(rng: random.Random) -> str:
     return f"When did {rng.choice(_PEOPLE)} {rng.choice(_VERBS)} {rng.choice(_THINGS)}?"
 
 
+#: How many different questions :func:`synthetic_query` can make.
+QUESTIONS = len(_PEOPLE) * len(_VERBS) * len(_THINGS)
+
+
+def new_query(rng: random.Random, asked: set[str]) -> str:
+    """A synthetic question not in ``asked`` (then added to it).
+
+    Why: the embedder keeps the vectors of queries embedded alone
+    (``MiniLMEmbedder.query_cache``), so a question asked again in a run would be timed
+    without its forward pass; every timed search and query embedding pays for one."""
+    if len(asked) >= QUESTIONS:
+        raise ValueError(f"every one of the {QUESTIONS} synthetic questions was asked")
+    while (query := synthetic_query(rng)) in asked:
+        pass
+    asked.add(query)
+    return query
+
+
 def fill_pending_vectors(store: SQLiteStore, embedder: Embedder, rng: np.random.Generator) -> int:
     """Give records the worker has not embedded yet stand-in vectors (see module doc),
     stored as the embedder's own (``vector_model``): a stand-in is a real embedding of
@@ -168,13 +186,14 @@ def fill_pending_vectors(store: SQLiteStore, embedder: Embedder, rng: np.random.
 
 
 def _measure_search(
-    memory: Memory, users: Sequence[str], rng: random.Random, queries: int
+    memory: Memory, users: Sequence[str], rng: random.Random, queries: int, asked: set[str]
 ) -> tuple[list[float], list[float]]:
     """Wall-clock seconds of each search, and the process CPU seconds it used (the
-    query embedding runs on another thread; the worker has nothing left to embed)."""
+    query embedding runs on another thread; the worker has nothing left to embed).
+    Each asks a question not ``asked`` before (:func:`new_query`)."""
     times, cpus = [], []
     for _ in range(queries):
-        q = synthetic_query(rng)
+        q = new_query(rng, asked)
         start, cpu = time.perf_counter(), time.process_time()
         memory.search(q, user_id=rng.choice(users), limit=10)
         times.append(time.perf_counter() - start)
@@ -207,7 +226,13 @@ def run_scale(
     results: list[dict[str, Any]] = []
     added = 0
     stand_ins = 0  # stand-in vectors written so far (they stay in the store)
-    embed_costs = {**measure_query_latency(embedder), **measure_embed_rate(embedder)}
+    if QUERY_TIMINGS + 1 + queries * len(points) > QUESTIONS:
+        raise ValueError(
+            f"{queries} searches at each of {len(points)} checkpoints ask more than the "
+            f"{QUESTIONS} different synthetic questions"
+        )
+    asked: set[str] = set()  # no question is timed twice (see new_query)
+    embed_costs = {**measure_query_latency(embedder, asked=asked), **measure_embed_rate(embedder)}
     locomo_rate = measure_locomo_embed_rate(embedder, locomo) if locomo is not None else {}
     memory = Memory(db, embedder=embedder)
     try:
@@ -241,7 +266,7 @@ def run_scale(
                 t0 = time.perf_counter()
                 memory.search("warm up the indexes", user_id=user)
                 first.append(time.perf_counter() - t0)
-            search_times, search_cpus = _measure_search(memory, user_ids, rng, queries)
+            search_times, search_cpus = _measure_search(memory, user_ids, rng, queries, asked)
             results.append(
                 {
                     "n": point,
@@ -370,15 +395,23 @@ def embed_rate(
     return round(len(records) / wall, 1), round(len(records) / max(cpu, 1e-9), 1)
 
 
-def measure_query_latency(embedder: Embedder, *, queries: int = 200) -> dict[str, float]:
+#: Query embeddings :func:`measure_query_latency` times.
+QUERY_TIMINGS = 200
+
+
+def measure_query_latency(
+    embedder: Embedder, *, queries: int = QUERY_TIMINGS, asked: set[str] | None = None
+) -> dict[str, float]:
     """Median milliseconds to embed one short question alone (as a search does), after
     the model is loaded: wall clock (``query_embed_ms``) and this thread's CPU time
-    (``query_embed_cpu_ms``, what the query costs with a core to itself)."""
+    (``query_embed_cpu_ms``, what the query costs with a core to itself). Each question
+    is one not ``asked`` before (:func:`new_query`), so none comes from a cache."""
     rng = random.Random(13)
-    embedder.embed([synthetic_query(rng)])  # load the model first
+    asked = set() if asked is None else asked
+    embedder.embed([new_query(rng, asked)])  # load the model first
     walls, cpus = [], []
     for _ in range(queries):
-        q = synthetic_query(rng)
+        q = new_query(rng, asked)
         start, cpu = time.perf_counter(), time.thread_time()
         embedder.embed([q])
         walls.append(time.perf_counter() - start)
