@@ -21,6 +21,7 @@ from contextos.bench.locomo_data import load_locomo
 from contextos.embed import MiniLMEmbedder, make_embedder
 from contextos.embed.minilm import MODEL_FILES, model_dir
 from contextos.errors import ConfigError
+from contextos.memory import Memory
 from contextos.memory.embedding_worker import EmbeddingWorker
 from contextos.server.batching import BatchingEmbedder
 from contextos.store.sqlite import SQLiteStore
@@ -72,23 +73,40 @@ def test_a_text_embeds_the_same_alone_and_padded_in_a_batch(minilm: MiniLMEmbedd
 
 
 @slow
-def test_a_text_embedded_alone_again_costs_no_forward_pass(graph_cache: Path) -> None:
-    """A search's query is embedded alone; asked again (a retry, the next page) its
-    vector comes from ``query_cache``, equal to a fresh embedding, and the caller may
-    change what it was given. A batch's texts are not kept: in a batch the int8 graph's
-    vector of a text depends on the texts beside it."""
+def test_a_query_searched_again_costs_no_forward_pass_within_its_tenant(
+    graph_cache: Path, tmp_path: Path
+) -> None:
+    """The retriever keeps each query's vector in the embedder's ``query_cache``: the
+    same question searched again (a retry, the next page) gets the same hits without a
+    forward pass, through the server's batching embedder too. Not across tenants: one
+    server process serves every tenant with one embedder, and a kept vector would answer
+    one tenant faster because another asked first. Nothing else is kept: documents,
+    batches and plain ``embed`` calls are embedded every time."""
     embedder = MiniLMEmbedder(int8=True, cache_path=graph_cache)
-    fresh = MiniLMEmbedder(int8=True, cache_path=graph_cache)
+    batching = BatchingEmbedder(embedder)
     question = "When did Caroline go to the LGBTQ support group?"
-    first = embedder.embed([question])
-    first[0, :] = 0.0  # the caller's own copy
-    before = embedder.query_cache.cache_info()
-    again = embedder.embed([question])
-    after = embedder.query_cache.cache_info()
-    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
-    np.testing.assert_array_equal(again, fresh.embed([question]))
-    embedder.embed(TEXTS)
-    assert embedder.query_cache.cache_info() == after  # a batch neither reads nor keeps
+    try:
+        with (
+            Memory(tmp_path / "q.db", embedder=embedder, tenant="acme") as acme,
+            Memory(tmp_path / "q.db", embedder=batching, tenant="acme") as served,
+            Memory(tmp_path / "q.db", embedder=embedder, tenant="globex") as globex,
+        ):
+            acme.add("Caroline went to a support group on 7 May 2023.", user_id="u")
+            globex.add("Caroline went to a support group on 7 May 2023.", user_id="u")
+            assert acme.flush(timeout=60) and globex.flush(timeout=60)
+            first = acme.search(question, user_id="u")
+            info = embedder.query_cache.cache_info
+            before = info()
+            assert acme.search(question, user_id="u") == first
+            assert served.search(question, user_id="u") == first  # the server's path
+            assert (info().hits, info().misses) == (before.hits + 2, before.misses)
+            globex.search(question, user_id="u")  # another tenant: its own forward pass
+            assert (info().hits, info().misses) == (before.hits + 2, before.misses + 1)
+            embedder.embed([question])
+            embedder.embed(TEXTS)
+            assert info().currsize == before.currsize + 1  # globex's query, nothing else
+    finally:
+        batching.close()
 
 
 @slow

