@@ -28,6 +28,12 @@ ruff format --check src tests || gates=1
 echo "== mypy --strict src"
 mypy --strict src || gates=1
 
+# Our modules' bytecode, written before any test starts a process. With
+# PYTHONDONTWRITEBYTECODE set (this project's machines set it) no import writes it, so
+# every CLI call, server and MCP process the suite starts compiled again the modules it
+# imports: test_cli_memory took 121 s of CPU against 92 s with the bytecode written.
+python -m compileall -q src >/dev/null
+
 # Two parts: the tests that measure no time run on every core (pytest-xdist; one
 # worker per core, CONTEXTOS_TEST_WORKERS to choose; a file on one worker, so its
 # module fixtures are built once), then those that do run alone
