@@ -62,10 +62,28 @@ def bench_report(*args: str, report: Path) -> tuple[str, Any]:
 @contextmanager
 def reaped(proc: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
     """``proc`` (a server started as a process), killed on the way out if it is still
-    running, so a failing test never leaves a server behind holding its port or file."""
+    running, so a failing test never leaves a server behind holding its port or file.
+    Its pipes are closed too: left to the garbage collector, they were reported as
+    unclosed files in whichever later test collected them (that test then failed)."""
     try:
         yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def stacks_of_hung(proc: subprocess.Popen[str]) -> str:
+    """The thread stacks of ``proc``, started with ``-X faulthandler`` and still
+    running: SIGABRT makes it print them to stderr, returned here (for the failure
+    message of a test whose process did not end)."""
+    import signal
+
+    proc.send_signal(signal.SIGABRT)
+    try:
+        return proc.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        return "(no stacks: the process did not end on SIGABRT either)"

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import pytest
 
-from cli_support import reaped, run_cli
+from cli_support import reaped, run_cli, stacks_of_hung
 from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
@@ -611,8 +611,9 @@ def test_ctrl_c_while_a_write_waits_on_a_lock_stops_it(tmp_path: Path) -> None:
         first = json.loads(added.stdout)[0]["id"]
         with psycopg.connect(url) as holder:
             holder.execute("SELECT 1 FROM memories WHERE id = %s FOR UPDATE", (first,))
+            command = ["-X", "faulthandler", "-m", "contextos.cli", "update", first]
             proc = subprocess.Popen(
-                [sys.executable, "-m", "contextos.cli", "update", first, "--text", "v2"],
+                [sys.executable, *command, "--text", "v2"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -624,6 +625,10 @@ def test_ctrl_c_while_a_write_waits_on_a_lock_stops_it(tmp_path: Path) -> None:
                 proc.send_signal(signal.SIGINT)
                 try:
                     out, err = proc.communicate(timeout=10)
+                except subprocess.TimeoutExpired:
+                    # Once (a loaded CI-like run), it neither ended nor said "aborted":
+                    # fail with where each of its threads was, to find out why.
+                    pytest.fail(f"Ctrl-C did not end the update:\n{stacks_of_hung(proc)}")
                 finally:
                     holder.rollback()
         assert proc.returncode == 130 and out == "", (proc.returncode, out, err)
