@@ -82,8 +82,13 @@ def stacks_of_hung(proc: subprocess.Popen[str]) -> str:
     message of a test whose process did not end)."""
     import signal
 
+    try:  # which signals it blocks, ignores and catches (hex masks, Linux)
+        status = Path(f"/proc/{proc.pid}/status").read_text(encoding="utf-8")
+        masks = " ".join(line for line in status.splitlines() if line.startswith("Sig"))
+    except OSError:
+        masks = "(no /proc status)"
     proc.send_signal(signal.SIGABRT)
     try:
-        return proc.communicate(timeout=10)[1]
+        return f"{masks}\n{proc.communicate(timeout=10)[1]}"
     except subprocess.TimeoutExpired:
-        return "(no stacks: the process did not end on SIGABRT either)"
+        return f"{masks}\n(no stacks: the process did not end on SIGABRT either)"
