@@ -161,6 +161,22 @@ def locomo_path() -> Path:
     return LOCOMO
 
 
+def _take_ctrl_c_again() -> None:
+    """Give this process Python's own SIGINT handler if it was started with SIGINT
+    ignored, as a shell's background job (``make test &``, ``nohup``) is. Why: the tests
+    that send Ctrl-C to a command they start would otherwise start it with SIGINT
+    ignored too (an ignored signal is inherited across exec, and Python keeps it so):
+    the command never saw the Ctrl-C and they failed. A handler is not inherited, so
+    the commands start with the default, as from a terminal."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_take_ctrl_c_again()
+
+
 def tiny_locomo(tmp_path: Path) -> Path:
     """One LoCoMo-format conversation of three turns, written in ``tmp_path`` (our own
     text: for a command's plumbing, where the real split's size buys nothing)."""
