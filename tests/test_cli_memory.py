@@ -602,10 +602,9 @@ def test_ctrl_c_while_a_write_waits_on_a_lock_stops_it(tmp_path: Path) -> None:
     store keeps), and once the lock was let go the update the user had cancelled went
     through (a review). Stopped, nothing is written.
 
-    Serial: it assumes the command reaches the lock within 3 s, and in two fresh-clone
-    runs among the other tests the Ctrl-C then did not end it (never seen alone, nor in
-    115 tries of a stress script under load); if it hangs, the failure shows the
-    command's signal masks and thread stacks."""
+    Serial: it assumes the command reaches the lock within 3 s. If the command does not
+    end, the failure shows its signal masks and thread stacks (that is how a run started
+    as a background job, with SIGINT ignored and inherited, was told apart: conftest)."""
     import psycopg
 
     from server_support import database
