@@ -139,7 +139,7 @@ class MiniLMEmbedder:
             self.model_id = f"{MiniLMEmbedder.model_id}-int8-v2"
         self._loaded: tuple[Any, Any] | None = None
         self._load_lock = threading.Lock()
-        #: Query vectors the retriever keeps (``memory.retrieval.query_vector``), the
+        #: Query vectors the retriever keeps (``HybridRetriever._query_vector``), the
         #: :data:`QUERY_CACHE_SIZE` most recent: a pure function of the text (each
         #: query is embedded alone), shared by every handle on this embedder.
         self.query_cache: TextCache[Vectors] = TextCache(QUERY_CACHE_SIZE)

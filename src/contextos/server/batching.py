@@ -47,7 +47,7 @@ class BatchingEmbedder:
         self.inner = inner
         self.model_id = inner.model_id
         self.dimensions = inner.dimensions
-        #: ``inner``'s query vectors (``memory.retrieval.query_vector``), if it keeps them.
+        #: ``inner``'s query vectors (``HybridRetriever._query_vector``), if it keeps them.
         self.query_cache = getattr(inner, "query_cache", None)
         self.max_batch = max_batch
         self._queue: deque[_Slot] = deque()
