@@ -109,6 +109,22 @@ def test_a_text_cache_keys_by_digest_and_evicts_the_least_recently_used() -> Non
     assert len(cache.cached_keys()) == 3
 
 
+def test_a_text_cache_keeps_a_computed_none_and_peek_and_put_share_its_entries() -> None:
+    """A value of None is a value (a text with no time in it): computed once, and told
+    apart from a miss by ``get``; ``peek``/``put`` (values computed elsewhere) read and
+    fill the same entries, counted as ``get`` counts."""
+    cache: TextCache[int | None] = TextCache(2)
+    calls: list[str] = []
+    for _ in range(2):
+        assert cache.get("no number here", None, lambda: calls.append("x")) is None
+    assert calls == ["x"] and cache.cache_info()[:2] == (1, 1)
+    assert cache.peek("kept elsewhere", "t") is None  # a miss
+    cache.put("kept elsewhere", "t", 7)
+    assert cache.peek("kept elsewhere", "t") == 7
+    assert cache.get("kept elsewhere", "t", lambda: -1) == 7
+    assert cache.cache_info() == (3, 2, 2, 2)
+
+
 def test_claim_parses_are_reused_inside_a_memo_block_and_kept_nowhere_after() -> None:
     text = "Ann no longer lives in Paris, she lives in Lyon"
     with claim_memo():

@@ -84,15 +84,24 @@ class TextCache(Generic[V]):
         """The value for ``text`` and ``extra`` (the function's other arguments, which
         must hold no memory text), from the cache or else ``compute()``."""
         key = (text_digest(text), extra)
-        with self._lock:
-            if key in self._entries:
-                self._hits += 1
-                self._entries.move_to_end(key)
-                return self._entries[key][0]
-            self._misses += 1
+        entry = self._find(key)
+        if entry is not None:
+            return entry[0]
         value = compute()
         self._keep(key, value)
         return value
+
+    def _find(self, key: tuple[bytes, Hashable]) -> tuple[V, int] | None:
+        """The kept (value, weight) for ``key``, made the most recent, or None; counted
+        as a hit or a miss. A tuple, not the value: a value may itself be None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self._misses += 1
+                return None
+            self._hits += 1
+            self._entries.move_to_end(key)
+            return entry
 
     def _keep(self, key: tuple[bytes, Hashable], value: V) -> None:
         weight = 0 if self._weigh is None else self._weigh(value)
@@ -111,15 +120,8 @@ class TextCache(Generic[V]):
     def peek(self, text: str, extra: Hashable) -> V | None:
         """The kept value for ``text`` and ``extra``, or None (counted as ``get``
         counts): for a value computed elsewhere, then given to :meth:`put`."""
-        key = (text_digest(text), extra)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                self._misses += 1
-                return None
-            self._hits += 1
-            self._entries.move_to_end(key)
-            return entry[0]
+        entry = self._find((text_digest(text), extra))
+        return None if entry is None else entry[0]
 
     def put(self, text: str, extra: Hashable, value: V) -> None:
         """Keep ``value`` for ``text`` and ``extra`` (see :meth:`get` for the bounds)."""
