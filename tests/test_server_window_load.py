@@ -46,8 +46,11 @@ WINDOWS = 16
 #: How many conversation searches at once: more than the shared pool's 40 threads. A
 #: search (a page at a time, nothing counted) costs far less than a window, so 16 of
 #: them in the shared pool only slowed the other tenant to p50 ~50 ms; 48 held every
-#: thread of it, and the other tenant's request waited for one.
-SEARCHES = 48
+#: thread of it, and the other tenant's request waited for one. Once a search read only
+#: (seq, role, content), 8x cheaper, 48 in the shared pool left the other tenant at p90
+#: 0.50 s and max 1.3-1.9 s (barely failing); 96 queue behind its threads: p90 0.85-0.96
+#: s, max 2.5-3.0 s, while searches in their own slots leave it at p90 13-18 ms.
+SEARCHES = 96
 
 
 def _auth(key: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ContextosError, EmbedderUnavailable, NotFound, StoreError
-from ..types import Filter, MemoryRecord, Scope, Turn, content_hash
+from ..types import Filter, MemoryRecord, Scope, content_hash
 from .core_memory import CoreBlock, CoreMemory, CoreMemoryError, CorePrefix, need_text
 from .owner import owned, owned_records
 
@@ -293,22 +293,22 @@ class AgentTools:
         # pattern finds them without listing every word of a long log.
         wanted = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
         scored = (
-            (len(found), t.seq, t)
-            for t in self._logged_turns()
-            if t.message.role in ("user", "assistant")
-            and (found := set(wanted.findall(t.message.content.lower())))
+            (len(found), seq, role, content)
+            for seq, role, content in self._logged_texts()
+            if role in ("user", "assistant") and (found := set(wanted.findall(content.lower())))
         )
         # The most query words first, the newest among equals; only those kept.
         best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))
         if not best:
             return "No earlier messages matched."
         return "\n".join(
-            f"[turn {t.seq}] {t.message.role}: {t.message.content}"
-            for _, _, t in sorted(best, key=lambda x: x[1])
+            f"[turn {seq}] {role}: {content}"
+            for _, seq, role, content in sorted(best, key=lambda x: x[1])
         )
 
-    def _logged_turns(self) -> Iterator[Turn]:
-        """The session's logged turns, oldest first, read a page at a time.
+    def _logged_texts(self) -> Iterator[tuple[int, str, str]]:
+        """(seq, role, content) of the session's logged turns, oldest first, read a page
+        at a time (``Store.turn_texts``: only what the search reads, not whole turns).
 
         Why not ``Session.turns``: it holds and counts the whole log, and the MCP tool
         and the HTTP route make a Session per call, so every search read, decoded and
@@ -317,11 +317,11 @@ class AgentTools:
         assert self.session is not None
         store, scope = self.session.store, self.session.scope
         after = -1
-        while page := store.turns(scope, after_seq=after, limit=SCAN_PAGE):
+        while page := store.turn_texts(scope, after_seq=after, limit=SCAN_PAGE):
             yield from page
             if len(page) < SCAN_PAGE:
                 return
-            after = page[-1].seq
+            after = page[-1][0]
 
 
 __all__ = [

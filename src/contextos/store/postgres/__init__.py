@@ -103,6 +103,7 @@ class _SessionsMoved(Exception):
 
 
 _Turns = list[Turn]
+_TurnTexts = list[tuple[int, str, str]]
 _Strs = list[str]
 log = logging.getLogger(__name__)
 
@@ -782,6 +783,12 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return self._sessions.turns(
             scope, after_seq=after_seq, limit=limit, newest=newest, max_bytes=max_bytes
         )
+
+    @_absent_if_nul([], "scope")
+    def turn_texts(
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
+    ) -> _TurnTexts:
+        return self._sessions.turn_texts(scope, after_seq=after_seq, limit=limit)
 
     @_absent_if_nul(None, "scope")
     def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> _Turns | None:

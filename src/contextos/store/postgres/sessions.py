@@ -154,6 +154,15 @@ class PgSessionLog:
         turns = [turn_from_row(r) for r in rows]
         return turns[::-1] if newest else turns
 
+    def turn_texts(
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
+    ) -> list[tuple[int, str, str]]:
+        return self._read(
+            "SELECT seq, role, content FROM turns WHERE tenant = %s AND session_id = %s "
+            "AND seq > %s ORDER BY seq LIMIT %s",
+            (scope.tenant, scope.session_id, after_seq, limit),
+        )
+
     def turns_since(self, scope: Scope, last: Turn, *, revision: str | None) -> list[Turn] | None:
         return turns_since(self._read, scope, last, revision, sql=META_SQL, turn_of=turn_from_row)
 

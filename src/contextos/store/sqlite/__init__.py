@@ -1147,6 +1147,15 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         turns = [turn_from_row(r) for r in rows]
         return turns[::-1] if newest else turns
 
+    def turn_texts(
+        self, scope: Scope, *, after_seq: int = -1, limit: int | None = None
+    ) -> builtins.list[tuple[int, str, str]]:
+        return self._read(
+            "SELECT seq, role, content FROM turns WHERE tenant = ? AND session_id = ? "
+            "AND seq > ? ORDER BY seq LIMIT ?",
+            (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit),
+        )
+
     def turns_since(
         self, scope: Scope, last: Turn, *, revision: str | None
     ) -> builtins.list[Turn] | None:
