@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
@@ -344,8 +346,36 @@ def test_count_reports_tokens_share_and_cost(tmp_path: Path) -> None:
     )
 
 
+def test_each_command_is_added_by_the_module_named_for_it_and_only_that_one_loads() -> None:
+    """``COMMANDS``/``BENCH_COMMANDS`` name the module that adds each command: a command
+    left out of them would be missing from ``contextos`` (a module loads only when one
+    of its commands is asked for), and one named wrongly would load the wrong module.
+    Each module's ``register`` is run on fresh groups and compared; then, in a fresh
+    process, asking for ``list`` imports the memory commands and no other module."""
+    import contextos.cli
+    from contextos.cli import main as cli_main
+
+    modules = [m.name for m in pkgutil.iter_modules(contextos.cli.__path__)]
+    assert sorted(m for m in modules if m.endswith("_cmds")) == cli_main.COMMAND_MODULES
+    for module in cli_main.COMMAND_MODULES:
+        top, bench = click.Group("contextos"), click.Group("bench")
+        importlib.import_module(f"contextos.cli.{module}").register(top, bench)
+        assert {n for n, m in cli_main.COMMANDS.items() if m == module} == set(top.commands)
+        assert {n for n, m in cli_main.BENCH_COMMANDS.items() if m == module} == set(bench.commands)
+    code = (
+        "import sys, click\n"
+        "from contextos.cli.main import cli\n"
+        "assert cli.get_command(click.Context(cli), 'list') is not None\n"
+        "print(sorted(m for m in sys.modules if m.endswith('_cmds')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['contextos.cli.memory_cmds']"]
+
+
 def test_every_command_has_help() -> None:
-    from contextos.cli.main import cli
+    from contextos.cli.main import load_all_commands
+
+    cli = load_all_commands()
 
     def walk(
         group: click.Group, prefix: tuple[str, ...] = ()

@@ -17,10 +17,12 @@ import click
 import pytest
 
 from cli_support import run_cli
-from contextos.cli.main import cli, main
+from contextos.cli.main import load_all_commands, main
 from contextos.cli.text import shown
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The ``contextos`` group with every command added (they load on first use).
+cli = load_all_commands()
 #: An OSC 8 link, a colour, a window title and a bell: what a file or memory may hold.
 ESCAPES = "\x1b]8;;http://evil\x07link \x1b[31mred\x1b[0m \x1b]0;PWNED\x07"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -88,32 +90,43 @@ def test_an_unreadable_session_time_option_still_names_the_option(tmp_path: Path
 # -- 4: Ctrl-C while the command imports the CLI -----------------------------------------
 
 
-#: A Ctrl-C that lands while ``contextos.cli.main`` imports its command modules, made
-#: certain: importing one of them raises KeyboardInterrupt, as the signal would.
+#: A Ctrl-C that lands while the CLI imports a module, made certain: importing the
+#: module named first raises KeyboardInterrupt, as the signal would.
 _EARLY_CTRL_C = """
 import sys
+interrupted = sys.argv.pop(1)  # the module whose import the Ctrl-C lands in
 class CtrlC:
     def find_spec(self, name, path=None, target=None):
-        if name == "contextos.cli.memory_cmds":
+        if name == interrupted:
             raise KeyboardInterrupt
 sys.meta_path.insert(0, CtrlC())
-module, _, function = sys.argv[1].partition(":")
+module, _, function = sys.argv.pop(1).partition(":")  # argv as the script's: [prog, *args]
 import importlib
 getattr(importlib.import_module(module), function)()
 """
 
 
-def test_ctrl_c_while_the_cli_is_imported_exits_130_quietly() -> None:
+@pytest.mark.parametrize(
+    ("module", "said"),
+    [
+        # The CLI's own import, before click runs: nothing said.
+        ("contextos.cli.common", ""),
+        # The command's module, loaded when click looks the command up (the CLI loads
+        # only that one): a Ctrl-C during the command, said as every such Ctrl-C is.
+        ("contextos.cli.memory_cmds", "\naborted\n"),
+    ],
+)
+def test_ctrl_c_while_the_cli_is_imported_exits_130_quietly(module: str, said: str) -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["scripts"]
     entry = scripts["contextos"]  # what the installed `contextos` script runs
     proc = subprocess.run(
-        [sys.executable, "-c", _EARLY_CTRL_C, entry, "list"],
+        [sys.executable, "-c", _EARLY_CTRL_C, module, entry, "list"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 130, proc.stderr
-    assert proc.stderr == "" and proc.stdout == ""
+    assert proc.stderr == said and proc.stdout == ""
 
 
 # -- 5: text that is not valid Unicode (lone surrogates) ---------------------------------

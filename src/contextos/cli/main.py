@@ -1,7 +1,8 @@
 """Entry point of the ``contextos`` command.
 
 Commands live in one module per concept (``memory_cmds``, ``session_cmds``,
-``bench_cmds``, ...), each exposing ``register(group)``. Errors from the
+``bench_cmds``, ...), each exposing ``register(cli, bench)``; a module is imported
+when one of its commands is looked up (:class:`LazyGroup`). Errors from the
 library become one clean line on stderr and a non-zero exit, never a traceback.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
@@ -22,21 +25,66 @@ from .common import (
 )
 from .text import SafeText
 
-#: Modules that add commands to the group; each has ``register(cli, bench)``.
-COMMAND_MODULES = [
-    "contextos.cli.memory_cmds",
-    "contextos.cli.count_cmds",
-    "contextos.cli.bench_cmds",
-    "contextos.cli.server_cmds",
-    "contextos.cli.extract_cmds",
-    "contextos.cli.provider_cmds",
-    "contextos.cli.session_cmds",
-    "contextos.cli.demo_cmds",
-    "contextos.cli.store_cmds",
-]
+#: Which module adds each command (its ``register(cli, bench)`` adds all of that
+#: module's commands, to both groups). Only the module of the command run is imported:
+#: the other eight took 50 ms of every call's ~0.7 s. ``tests/test_cli_memory.py``
+#: checks these maps against what the modules add.
+COMMANDS = {
+    **dict.fromkeys(["add", "delete", "forget", "get", "history", "list"], "memory_cmds"),
+    **dict.fromkeys(["search", "update"], "memory_cmds"),
+    **dict.fromkeys(["keys", "mcp", "serve"], "server_cmds"),
+    **dict.fromkeys(["compact", "session", "window"], "session_cmds"),
+    **dict.fromkeys(["status", "vacuum"], "store_cmds"),
+    "chat": "provider_cmds",
+    "count": "count_cmds",
+    "demo": "demo_cmds",
+    "extract": "extract_cmds",
+}
+BENCH_COMMANDS = {
+    **dict.fromkeys(["assemble", "litm", "replay"], "session_cmds"),
+    **dict.fromkeys(["locomo", "online", "scale"], "bench_cmds"),
+    "extract": "extract_cmds",
+    "serve": "server_cmds",
+    "wrap": "provider_cmds",
+}
+#: Every module that adds commands.
+COMMAND_MODULES = sorted({*COMMANDS.values(), *BENCH_COMMANDS.values()})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are added by their module on first use (:data:`COMMANDS`)."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            _add_commands_of(self.lazy[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+
+_added: set[str] = set()
+
+
+def _add_commands_of(module: str) -> None:
+    """Import ``contextos.cli.<module>`` and add its commands, once."""
+    if module not in _added:
+        _added.add(module)
+        importlib.import_module(f"{__package__}.{module}").register(cli, bench)
+
+
+def load_all_commands() -> click.Group:
+    """The ``contextos`` group with every command added (for walking ``cli.commands``)."""
+    for module in COMMAND_MODULES:
+        _add_commands_of(module)
+    return cli
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
     envvar="CONTEXTOS_DB",
@@ -61,13 +109,9 @@ def cli(ctx: click.Context, db: str | None, tenant: str | None, as_json: bool) -
     ctx.obj = CliState(db=db, tenant=tenant, as_json=as_json)
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy=BENCH_COMMANDS)
 def bench() -> None:
     """Benchmarks that produce the numbers quoted in the docs."""
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(cli, bench)
 
 
 def main(argv: list[str] | None = None) -> None:
