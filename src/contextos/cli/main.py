@@ -71,10 +71,11 @@ _added: set[str] = set()
 
 
 def _add_commands_of(module: str) -> None:
-    """Import ``contextos.cli.<module>`` and add its commands, once."""
+    """Import ``contextos.cli.<module>`` and add its commands, once (marked only once
+    they are added: an import that failed is tried again on the next lookup)."""
     if module not in _added:
-        _added.add(module)
         importlib.import_module(f"{__package__}.{module}").register(cli, bench)
+        _added.add(module)
 
 
 def load_all_commands() -> click.Group:
