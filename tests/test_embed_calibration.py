@@ -269,3 +269,27 @@ def test_the_wheel_carries_the_calibration_data(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("contextos-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "contextos/embed/calibration.json" in names
+
+
+def test_a_reinstalled_weights_file_leaves_one_digest_memo(tmp_path: Path) -> None:
+    """Each reinstall of the weights (a new mtime) is hashed again and remembered; the
+    memo of the earlier install goes, as do memos of the older form, which named no
+    file. Another weights file's memo stays."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    legacy = cache / f"sha256-{'0' * 16}.txt"
+    legacy.write_text("1234567890abcdef")
+    weights, other = tmp_path / "model.safetensors", tmp_path / "other.safetensors"
+    other.write_bytes(b"other weights")
+    cached_graph_path(other, cache)
+    for install, content in enumerate([b"first install", b"second install"]):
+        weights.write_bytes(content)
+        os.utime(weights, ns=(10**18 + install, 10**18 + install))
+        graph = cached_graph_path(weights, cache)
+        assert graph.name.split("-")[2] == weights_digest(weights)
+    memos = sorted(cache.glob("sha256-*"))
+    assert len(memos) == 2  # one per weights file; the legacy one is gone
+    assert sorted(m.read_text() for m in memos) == sorted(
+        [weights_digest(weights), weights_digest(other)]
+    )
+    assert cached_graph_path(weights, cache) == graph

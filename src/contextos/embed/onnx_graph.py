@@ -90,10 +90,16 @@ def weights_digest(path: Path) -> str:
 def _remembered_digest(weights: Path, cache_dir: Path) -> str:
     """:func:`weights_digest`, remembered in ``cache_dir`` under the file's path, size
     and mtime: hashing 90 MB took 0.08 s quiet and 0.3 s loaded on every cold start,
-    and a reinstalled package gets a new mtime, hence a new hash."""
+    and a reinstalled package gets a new mtime, hence a new hash.
+
+    The memo's name is ``sha256-<path>-<size and mtime>.txt`` (each a hash): a new memo
+    deletes those of the same path's earlier size or mtime, and any of the older
+    ``sha256-<16 digits>.txt`` form, which named no path. Each reinstall of the weights
+    left one more file behind."""
     st = weights.stat()
-    identity = f"{weights.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()
-    memo = cache_dir / f"sha256-{hashlib.sha256(identity).hexdigest()[:16]}.txt"
+    where = _short_hash(str(weights.resolve()))
+    stamp = _short_hash(f"{st.st_size}\0{st.st_mtime_ns}")
+    memo = cache_dir / f"sha256-{where}-{stamp}.txt"
     try:
         digest = memo.read_text().strip()
         if len(digest) == 16:
@@ -103,7 +109,27 @@ def _remembered_digest(weights: Path, cache_dir: Path) -> str:
     digest = weights_digest(weights)
     cache_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(memo, digest.encode())
+    _prune_older_memos(cache_dir, where, keep=memo.name)
     return digest
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _prune_older_memos(cache_dir: Path, where: str, *, keep: str) -> None:
+    """Delete the digest memos of the file hashed to ``where`` but ``keep``, and every
+    memo of the older form (see :func:`_remembered_digest`). Best effort, as
+    :func:`_prune_older_graphs`."""
+    pattern = re.compile(rf"sha256-(?:{re.escape(where)}-[0-9a-f]{{16}}|[0-9a-f]{{16}})\.txt")
+    try:
+        names = [p.name for p in cache_dir.iterdir()]
+    except OSError:
+        return
+    for name in names:
+        if name != keep and pattern.fullmatch(name):
+            with contextlib.suppress(OSError):
+                (cache_dir / name).unlink(missing_ok=True)
 
 
 def cached_graph_path(weights: Path, cache_dir: Path, *, int8: bool = False) -> Path:
