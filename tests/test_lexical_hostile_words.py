@@ -14,6 +14,10 @@
   of them and SQLite matched fragments ("म" of "मूंगफली" in every Hindi memory).
   Checked on both stores in the window before a memory's vector is stored, when
   keyword search is all that can find it (``add``: searchable when it returns).
+- A combining mark standing alone (U+0301 after a space): FTS5 makes an empty term of
+  it, which its vocabulary table gives as NULL, and the SQLite index failed every
+  search of the user who stored one (by agent, of the whole tenant); in a query it is
+  no word now on either store (PostgreSQL matched it as one).
 """
 
 from __future__ import annotations
@@ -307,3 +311,50 @@ def test_a_word_written_with_marks_is_found_before_its_vector_is_stored(
     hits = [h.record.id for h in m.search(word, user_id="u")]
     assert wanted.id in hits
     assert not set(others) & set(hits)  # no fragment of the word matched another memory
+
+
+# -- a combining mark standing alone --------------------------------------------------
+#: Combining marks that FTS5 makes a token of when they stand alone (after a space), and
+#: ``remove_diacritics`` then empties: acute, grave, diaeresis, cedilla.
+LONE_MARKS = ("\u0301", "\u0300", "\u0308", "\u0327")
+
+
+def test_a_lone_combining_mark_in_a_memory_breaks_no_search(store: Store) -> None:
+    """A text, or a speaker name, holding a mark on its own: every later search of its
+    user failed on SQLite (by agent, of the whole tenant), in this process and the next."""
+    m = _memory(store)
+    m.add("I live in Lisbon", user_id="ana", agent_id="bot")
+    m.add("I live in Oslo", user_id="bob", agent_id="bot")
+    for mark in LONE_MARKS:
+        m.add(f"cafe {mark} with friends", user_id="mallory", agent_id="bot")
+    m.add({"role": "user", "content": "hello", "name": "\u0301"}, user_id="ana")
+    assert [h.record.text for h in m.search("Lisbon", user_id="ana")] == ["I live in Lisbon"]
+    assert [h.record.text for h in m.search("Oslo", agent_id="bot")] == ["I live in Oslo"]
+    assert {h.record.text for h in m.search("cafe friends", user_id="mallory")} == {
+        f"cafe {mark} with friends" for mark in LONE_MARKS
+    }
+
+
+def test_a_query_holding_a_lone_mark_fails_no_later_search(store: Store) -> None:
+    """The mark is no word: the query finds what its other words find (not the texts
+    holding a lone mark too), and the user's next searches are not remembered as failing."""
+    m = _memory(store)
+    m.add("I live in Lisbon", user_id="ana")
+    m.add("cafe \u0301 \u0300 \u0308 \u0327", user_id="ana")
+    for mark in LONE_MARKS:
+        assert [h.record.text for h in m.search(f"where {mark} Lisbon", user_id="ana")] == [
+            "I live in Lisbon"
+        ]
+        assert m.search(mark, user_id="ana") == []
+    assert [h.record.text for h in m.search("Lisbon", user_id="ana")] == ["I live in Lisbon"]
+
+
+def test_a_lone_mark_is_no_query_word_and_no_query_term() -> None:
+    assert search_words("where \u0301 Lisbon \u0300\u0308") == ["where", "Lisbon"]
+    assert search_words("\u0301cafe") == ["\u0301cafe"]  # a mark opening a word stays in it
+    tokenizer = Tokenizer()
+    try:
+        assert tokenizer.word("\u0301") == ()
+        assert tokenizer.word("cafe\u0301") == ("cafe",)
+    finally:
+        tokenizer.close()

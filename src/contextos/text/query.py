@@ -5,11 +5,11 @@ and PostgreSQL's ``to_tsquery``); they share this one list and this one tokenisa
 so the same query asks both for the same words.
 
 A word is a run of letters, digits and combining marks (Unicode categories L*, N*, M*)
-of the query in its composed form (NFC); ``_`` and everything else separate words, as
-in FTS5's unicode61 tokenizer. Marks belong to the word: Hindi, Bengali, Tamil and
-Thai write vowels with them, Hebrew and Arabic their pointing, and a decomposed "Nội"
-carries its accents as marks; cut there, "मूंगफली" ("peanut") asked for "म" and "गफल",
-which PostgreSQL (whose words keep their marks) never matched.
+of the query in its composed form (NFC), with at least one letter or digit; ``_`` and
+everything else separate words, as in FTS5's unicode61 tokenizer. Marks belong to the
+word: Hindi, Bengali, Tamil and Thai write vowels with them, Hebrew and Arabic their
+pointing, and a decomposed "Nội" carries its accents as marks; cut there, "मूंगफली"
+("peanut") asked for "म" and "गफल", which PostgreSQL (whose words keep their marks) never matched.
 
 A word keeps its case: each store folds it exactly as it folded the memories' words
 when it indexed them (FTS5's unicode61; PostgreSQL's parser, by the database's
@@ -60,13 +60,19 @@ def search_words(text: str) -> list[str]:
         if not first.isalnum() and not unicodedata.category(first).startswith("M"):
             continue  # a separator: the next piece does not continue the word
         if at != end:  # not adjacent: the word before ends
-            if end > start:
-                found.append(text[start:end])
+            _add_word(found, text[start:end])
             start = at
         end = stop
-    if end > start:
-        found.append(text[start:end])
+    _add_word(found, text[start:end])
     return found
+
+
+def _add_word(found: list[str], word: str) -> None:
+    """Append ``word`` unless it has no letter or digit: combining marks alone (U+0301
+    after a space) are no word. FTS5 indexes them as an empty term, PostgreSQL as a
+    word, so the same query matched different memories on the two stores."""
+    if any(ch.isalnum() for ch in word):
+        found.append(word)
 
 
 def query_terms(text: str) -> list[str]:

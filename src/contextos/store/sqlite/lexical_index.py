@@ -227,7 +227,8 @@ class Tokenizer:
         return _counted(vocab, term, code, len(rows))
 
     def word(self, word: str) -> tuple[str, ...]:
-        """The terms FTS5 makes of one query word (its stem; cached)."""
+        """The terms FTS5 makes of one query word (its stem; cached); none for a word of
+        marks alone, which FTS5 makes an empty term of (:func:`_term`)."""
         terms = self._words.get(word)
         if terms is None:
             with self._lock:
@@ -235,7 +236,7 @@ class Tokenizer:
                 try:
                     self._db.execute("INSERT INTO t (rowid, text) VALUES (1, ?)", (nfc(word),))
                     read = self._db.execute("SELECT CAST(term AS BLOB) FROM v")
-                    terms = tuple(_term(r[0]) for r in read)
+                    terms = tuple(t for r in read if (t := _term(r[0])))
                 finally:
                     self._db.execute("ROLLBACK")
             if len(word) <= MAX_CACHED_WORD:  # a long word costs its length in the cache
@@ -260,9 +261,18 @@ def nfc(text: str) -> str:
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
-def _term(raw: bytes) -> str:
-    """A term FTS5 wrote, decoded (a character its 32 KiB cut broke: U+FFFD)."""
-    return raw.decode("utf-8", "replace")
+def _term(raw: bytes | None) -> str:
+    """A term FTS5 wrote, decoded (a character its 32 KiB cut broke: U+FFFD); the empty
+    term for none.
+
+    Why none: a combining mark standing alone (U+0301 after a space) is a token of its
+    own (``categories 'L* N* Co M*'``), which ``remove_diacritics`` empties, and
+    ``fts5vocab`` gives that term as NULL. Decoded as bytes, it failed every search of
+    the user who stored such a text (of the whole tenant, for a search by agent or
+    session), and a query holding one failed that user's searches for a minute
+    (``LEXICAL_FAILING_S``). In a row it stays a token (the row's length counts it, as
+    FTS5's own BM25 does); no query asks for it (:meth:`Tokenizer.word` drops it)."""
+    return "" if raw is None else raw.decode("utf-8", "replace")
 
 
 def _ints(values: npt.NDArray[np.int32]) -> array[int]:
