@@ -71,7 +71,7 @@ def agent_router(
         return ToolsOut(tools=[dict(t) for t in SCHEMAS])
 
     @router.post("/tools/{name}", response_model=ToolOutcomeOut, summary="execute")
-    async def execute(name: str, body: ToolCallIn, mem: Mem) -> ToolOutcomeOut:
+    async def execute(name: str, body: ToolCallIn, mem: Mem, request: Request) -> ToolOutcomeOut:
         """Run one tool (AgentTools.execute); a refused call has is_error true."""
         if name not in TOOL_NAMES:
             raise NotFound(
@@ -88,7 +88,7 @@ def agent_router(
         # A tool that reads the whole log (conversation_search) waits in the tenant's
         # window slots, off the thread pool every route shares (see WindowSlots).
         if name in READS_LOG:
-            return await slots.run(mem.tenant, run)
+            return await slots.run(mem.tenant, run, client_gone=request.is_disconnected)
         return await run_in_threadpool(run)
 
     @router.get("/core", response_model=CoreOut, summary="core_memory")

@@ -37,7 +37,7 @@ from .gate import AuthGate, JsonBody, Utf8Url
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
-from .window_slots import WindowSlots
+from .window_slots import ClientGone, WindowSlots
 
 log = logging.getLogger("contextos.server")
 
@@ -243,7 +243,7 @@ def body_parse_error(exc: BaseException) -> str | None:
 
 def _install_error_handlers(app: Any, fastapi: Any) -> None:
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException
 
     async def on_library_error(_: Any, exc: Exception) -> Any:
@@ -270,6 +270,11 @@ def _install_error_handlers(app: Any, fastapi: Any) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    async def on_client_gone(_: Any, exc: ClientGone) -> Any:
+        # Nobody reads it: 499, nginx's "client closed request", for the access log.
+        return Response(status_code=499)
+
+    app.add_exception_handler(ClientGone, on_client_gone)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     for cls in (ContextosError, ValueError, TypeError, Exception):

@@ -309,7 +309,9 @@ def inspect_router(
 
     slots = windows or WindowSlots()
 
-    async def window_of(session_id: str, body: s.WindowRequestIn, tenant: str) -> dict[str, Any]:
+    async def window_of(
+        session_id: str, body: s.WindowRequestIn, tenant: str, request: Request
+    ) -> dict[str, Any]:
         """The window ``/v1`` would assemble, plus its segment usage and cache breakpoints,
         built in the tenant's window slots as ``/v1``'s (:class:`WindowSlots`: on a long
         log a window costs CPU in proportion, and these held the shared thread pool)."""
@@ -324,21 +326,21 @@ def inspect_router(
                 "request": request_body(built, req),
             }
 
-        return await slots.run(tenant, build)
+        return await slots.run(tenant, build, client_gone=request.is_disconnected)
 
     @router.post("/sessions/{session_id}/window")
     async def window(
-        session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant
+        session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant, request: Request
     ) -> dict[str, Any]:
         """:func:`window_of` the session in the path."""
-        return await window_of(session_id, body, tenant)
+        return await window_of(session_id, body, tenant, request)
 
     @router.post("/window")
     async def window_q(
-        session_id: SessionQuery, body: s.WindowRequestIn, tenant: Tenant
+        session_id: SessionQuery, body: s.WindowRequestIn, tenant: Tenant, request: Request
     ) -> dict[str, Any]:
         """:func:`window_of` the session in the query (any id; the page uses this one)."""
-        return await window_of(session_id, body, tenant)
+        return await window_of(session_id, body, tenant, request)
 
     add_cache_routes(router, tenants, tokenizer, tenant_of, replays or ReplayGate())
     return router

@@ -225,7 +225,7 @@ def session_router(
 
     @router.post("/{session_id}/window", response_model=s.WindowOut, summary="window")
     async def window(
-        session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant
+        session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant, request: Request
     ) -> s.WindowOut:
         """Assemble the context window for a question: summary, recent turns,
         retrieved memories at the edges, question last, within token_budget."""
@@ -233,7 +233,9 @@ def session_router(
         # the thread pool that every other route shares.
         req = body.for_session(session_id)
         answer = await slots.run(
-            tenant, lambda: window_answer(build_window(tenants, tenant, req, tokenizer), req)
+            tenant,
+            lambda: window_answer(build_window(tenants, tenant, req, tokenizer), req),
+            client_gone=request.is_disconnected,
         )
         return s.WindowOut(**answer)
 
@@ -244,7 +246,7 @@ def session_router(
         responses={409: {"model": s.ErrorOut, "description": "Lost a race: nothing done"}},
     )
     async def compact(
-        session_id: SessionPath, body: s.CompactRequestIn, tenant: Tenant
+        session_id: SessionPath, body: s.CompactRequestIn, tenant: Tenant, request: Request
     ) -> s.CompactionOut:
         """Compact a session's history to fit ``budget`` (Session.compact, as the CLI's
         ``compact``); 404 when it has no turns, 409 when another writer changed it
@@ -253,7 +255,11 @@ def session_router(
         # summarizes it, CPU work in proportion to the log, and it uses the Session the
         # windows keep (live_sessions), so the next window sees it at once.
         req = body.for_session(session_id)
-        answer = await slots.run(tenant, lambda: compact_session(tenants, tenant, req, tokenizer))
+        answer = await slots.run(
+            tenant,
+            lambda: compact_session(tenants, tenant, req, tokenizer),
+            client_gone=request.is_disconnected,  # not begun for a client gone: nothing done
+        )
         return s.CompactionOut(**answer)
 
     @router.get("", response_model=s.SessionList, summary="sessions")

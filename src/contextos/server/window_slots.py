@@ -8,7 +8,7 @@ and loads the engine on the first window."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
@@ -21,7 +21,15 @@ WINDOWS_PER_TENANT = 1
 #: ``conversation_search`` (it reads the whole log a page at a time).
 READS_LOG = frozenset({"assemble_window", "compact_session", "conversation_search"})
 
+#: How often a request waiting for its tenant's slot asks whether its client is still
+#: connected (:meth:`WindowSlots.run`'s ``client_gone``).
+GONE_POLL_S = 0.05
+
 T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client of a request waiting for a window slot disconnected: nothing was built."""
 
 
 class WindowSlots:
@@ -52,9 +60,62 @@ class WindowSlots:
                 limiter = self._limiters[tenant] = anyio.CapacityLimiter(self.per_tenant)
             return limiter
 
-    async def run(self, tenant: str, build: Callable[[], T]) -> T:
-        """``build()`` on a worker thread, once one of ``tenant``'s slots is free."""
-        return await anyio.to_thread.run_sync(build, limiter=self._limiter(tenant))
+    async def run(
+        self,
+        tenant: str,
+        build: Callable[[], T],
+        *,
+        client_gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
+        """``build()`` on a worker thread, once one of ``tenant``'s slots is free.
+
+        ``client_gone`` (an HTTP route's ``Request.is_disconnected``) is asked while the
+        request waits for a slot, and once more before the build starts: a request
+        whose client disconnected leaves the queue, and :class:`ClientGone` is raised
+        with nothing built. Why: the server does not cancel a route whose client went
+        away, so a burst of window requests on a long log, each abandoned (a client's
+        timeout, a reset connection), was built one after the other, and the tenant's
+        next window from a live client waited for all of them (60 at 20,000 turns: 5.2 s
+        instead of 0.07 s; a review). A build that has started runs to its end."""
+        limiter = self._limiter(tenant)
+        borrower = object()  # the slot's holder: the wait and the release are this call's
+        if client_gone is None:
+            await limiter.acquire_on_behalf_of(borrower)
+        else:
+            await _acquire_while_connected(limiter, borrower, client_gone)
+        try:
+            if client_gone is not None and await client_gone():
+                raise ClientGone
+            # The tenant's slot is the limit; the call's own limiter only gives it a thread.
+            return await anyio.to_thread.run_sync(build, limiter=anyio.CapacityLimiter(1))
+        finally:
+            limiter.release_on_behalf_of(borrower)
 
 
-__all__ = ["READS_LOG", "WINDOWS_PER_TENANT", "WindowSlots"]
+async def _acquire_while_connected(
+    limiter: anyio.CapacityLimiter, borrower: object, client_gone: Callable[[], Awaitable[bool]]
+) -> None:
+    """Take a slot of ``limiter`` for ``borrower``, or raise :class:`ClientGone` when the
+    client disconnects first. The wait stays in the limiter's queue, in order (a wait
+    cancelled and begun again would go to its end), while a watcher polls the client."""
+    gone = acquired = False
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            nonlocal gone
+            while not await client_gone():
+                await anyio.sleep(GONE_POLL_S)
+            gone = True
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        await limiter.acquire_on_behalf_of(borrower)
+        acquired = True
+        group.cancel_scope.cancel()  # the watcher's work is done
+    if gone:
+        if acquired:
+            limiter.release_on_behalf_of(borrower)
+        raise ClientGone
+
+
+__all__ = ["READS_LOG", "WINDOWS_PER_TENANT", "ClientGone", "WindowSlots"]
