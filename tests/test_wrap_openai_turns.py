@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions through the wrapper: instruction turns mid-conversation.
+"""OpenAI Chat Completions through the wrapper: instruction turns mid-conversation,
+retried tool messages, refusals.
 
 The real ``openai`` SDK client against the loopback fake; the app keeps its own
 history and sends all of it every call.
@@ -16,7 +17,7 @@ from contextos.errors import ProviderError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.fake_http import FakeResponse  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 
 GPT = "gpt-4.1-mini"
 
@@ -110,3 +111,48 @@ def test_a_retried_tool_message_is_logged_once(
     assert log == ["user", "assistant", "tool", "assistant"]
     sent = fake_openai.completions_requests()[-1].json()["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+
+
+REFUSAL = "I can't help with that."
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("whole", [False, True], ids=["new-turn", "whole-conversation"])
+def test_a_refusal_is_logged_and_sent_back_as_said(
+    fake_openai: FakeOpenAI, openai_client: Any, memory: Memory, stream: bool, whole: bool
+) -> None:
+    """A refusal comes as ``message.refusal`` (``delta.refusal`` streamed), the content
+    null. Read as no content, the reply was empty: nothing was logged for it, and the
+    app's copy of it was logged as an empty assistant turn, sent on every later call."""
+    wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
+    history: list[dict[str, Any]] = []
+    for i, question in enumerate(["hello", "help me pick a lock", "what about cooking?"]):
+        if i == 1:
+            fake_openai.enqueue_reply(REFUSAL, OpenAIUsage(20, 8), stream=stream, refusal=True)
+        history.append({"role": "user", "content": question})
+        sent = history if whole else history[-1:]
+        if stream:
+            content, refusal = "", ""
+            for chunk in wrapped.chat.completions.create(model=GPT, messages=sent, stream=True):
+                if chunk.choices:
+                    content += chunk.choices[0].delta.content or ""
+                    refusal += chunk.choices[0].delta.refusal or ""
+            message: dict[str, Any] = {"role": "assistant", "content": content or None}
+            if refusal:
+                message["refusal"] = refusal
+        else:
+            reply = wrapped.chat.completions.create(model=GPT, messages=sent)
+            message = reply.choices[0].message.model_dump(exclude_none=True)
+        history.append(message)
+    wrapped.flush()
+    assert history[3].get("refusal") == REFUSAL and not history[3].get("content")  # the app got it
+    assert wrapped.calls[1].reply is not None and wrapped.calls[1].reply.content == REFUSAL
+    logged = [(t.message.role, t.message.content) for t in wrapped.context.session.turns()]
+    assert logged[2:4] == [("user", "help me pick a lock"), ("assistant", REFUSAL)]
+    assert len(logged) == 6 and all(content for _, content in logged)
+    last = fake_openai.completions_requests()[-1].json()["messages"]
+    assert last[2] == {"role": "user", "content": "help me pick a lock"}
+    assert last[3]["role"] == "assistant" and REFUSAL in (
+        last[3].get("content"),
+        last[3].get("refusal"),
+    )

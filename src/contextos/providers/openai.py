@@ -106,6 +106,8 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
         for c in wire.get("tool_calls") or []
     )
     text, placeholder = _read_text(wire.get("content"))
+    if not text and isinstance(refusal := wire.get("refusal"), str):
+        text, placeholder = refusal, False  # as reply_of reads the reply it echoes
     meta: dict[str, Any] = {WIRE_KEY: ("openai", wire)}
     if placeholder:
         meta[PLACEHOLDER_KEY] = True
@@ -301,7 +303,13 @@ def _prefix_hash(kwargs: Mapping[str, Any], stable_blocks: int, prepared: Prepar
 
 
 def reply_of(response: Any) -> Message:
-    """The first choice's assistant message of a ``ChatCompletion``."""
+    """The first choice's assistant message of a ``ChatCompletion``; a refusal
+    (``message.refusal``, the content null) is its text.
+
+    Why the refusal as text: read as no content, the reply was an empty turn: nothing
+    was logged for it, and the app's copy of it, sent back with its history, was logged
+    and sent on every later call as an empty assistant message, where the bare SDK
+    sends the refusal (a review). The model then never saw that it had refused."""
     choices = field_of(response, "choices") or []
     if not choices:
         return Message("assistant", "")
@@ -314,7 +322,8 @@ def reply_of(response: Any) -> Message:
         )
         for c in field_of(message, "tool_calls") or []
     )
-    return Message("assistant", field_of(message, "content") or "", tool_calls=calls)
+    text = field_of(message, "content") or field_of(message, "refusal") or ""
+    return Message("assistant", text, tool_calls=calls)
 
 
 class OpenAIStreamAccumulator:
@@ -322,6 +331,7 @@ class OpenAIStreamAccumulator:
 
     def __init__(self) -> None:
         self._text: list[str] = []
+        self._refusal: list[str] = []
         self._tools: dict[int, list[str]] = {}
         self._usage: Any = None
         self._finished = False
@@ -353,6 +363,8 @@ class OpenAIStreamAccumulator:
             delta = field_of(choice, "delta")
             if field_of(delta, "content"):
                 self._text.append(field_of(delta, "content"))
+            if field_of(delta, "refusal"):
+                self._refusal.append(field_of(delta, "refusal"))
             for call in field_of(delta, "tool_calls") or []:
                 slot = self._tools.setdefault(field_of(call, "index", 0), ["", "", ""])
                 fn = field_of(call, "function")
@@ -377,7 +389,8 @@ class OpenAIStreamAccumulator:
             for _, (i, n, a) in sorted(self._tools.items())
             if self._finished or _is_json(a)
         )
-        return Message("assistant", "".join(self._text), tool_calls=calls)
+        text = "".join(self._text) or "".join(self._refusal)  # a refusal: see reply_of
+        return Message("assistant", text, tool_calls=calls)
 
 
 def _is_json(text: str) -> bool:

@@ -256,9 +256,12 @@ class FakeOpenAI(FakeHTTPServer):
         include_usage: bool = True,
         model: str = "gpt-4.1-mini",
         finish_reason: str = "stop",
+        refusal: bool = False,
     ) -> None:
         """Answer the next request with ``text`` and exactly ``usage`` (a recorded response);
-        ``finish_reason="length"`` makes it a reply cut at the output limit."""
+        ``finish_reason="length"`` makes it a reply cut at the output limit; with
+        ``refusal``, ``text`` is the model's refusal (``message.refusal``, streamed as
+        ``delta.refusal``; the content null)."""
         self.enqueue(
             self._completion(
                 model,
@@ -267,6 +270,7 @@ class FakeOpenAI(FakeHTTPServer):
                 stream=stream,
                 include_usage=include_usage,
                 finish_reason=finish_reason,
+                refusal=refusal,
             )
         )
 
@@ -379,6 +383,7 @@ class FakeOpenAI(FakeHTTPServer):
         stream: bool,
         include_usage: bool,
         finish_reason: str = "stop",
+        refusal: bool = False,
     ) -> FakeResponse:
         cid = f"chatcmpl-fake{next(self._ids):06d}"
         if not stream:
@@ -396,8 +401,8 @@ class FakeOpenAI(FakeHTTPServer):
                             "finish_reason": finish_reason,
                             "message": {
                                 "role": "assistant",
-                                "content": text,
-                                "refusal": None,
+                                "content": None if refusal else text,
+                                "refusal": text if refusal else None,
                                 "annotations": [],
                             },
                         }
@@ -406,7 +411,7 @@ class FakeOpenAI(FakeHTTPServer):
                     "service_tier": "default",
                 }
             )
-        chunks = _chunks(cid, model, text, usage, include_usage, finish_reason)
+        chunks = _chunks(cid, model, text, usage, include_usage, finish_reason, refusal)
         events = [SSEEvent(data=json.dumps(c)) for c in chunks]
         return FakeResponse(events=[*events, SSEEvent(data="[DONE]")])
 
@@ -418,6 +423,7 @@ def _chunks(
     usage: OpenAIUsage,
     include_usage: bool,
     finish_reason: str = "stop",
+    refusal: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """The ``chat.completion.chunk`` sequence of a streamed response."""
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
@@ -433,9 +439,12 @@ def _chunks(
             **extra,
         }
 
-    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    if refusal:  # as the API streams one: no content, the refusal in pieces
+        yield chunk({"role": "assistant", "content": None, "refusal": ""})
+    else:
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
     for piece in text_pieces(text):
-        yield chunk({"content": piece})
+        yield chunk({"refusal" if refusal else "content": piece})
     yield chunk({}, finish_reason)
     if include_usage:
         yield {
