@@ -646,8 +646,9 @@ class Memory:
         return self.store.list(flt, limit=limit, offset=offset, max_bytes=max_bytes)
 
     def history(self, memory_id: str) -> list[HistoryEvent]:
-        """Every change to a memory, oldest first (kept after deletion, gone after an
-        erasure: ``forget``, ``delete(purge=True)``).
+        """Every change to a memory, oldest first. Kept after ``delete``, texts and all;
+        after ``delete(purge=True)`` the events stay without their texts (``None``);
+        after ``forget`` they are gone.
 
         Raises:
             NotFound: this tenant has no history of ``memory_id`` (an unknown id, one
