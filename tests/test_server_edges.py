@@ -43,6 +43,9 @@ CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 # named one session); an escaped lone surrogate.
 BAD_IDS = ["a%00b", "%00", "x%00", "%FF", "a%FEb", "%ED%A0%80"]
 BAD_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59"]
+#: Times sent as JSON numbers: pydantic read them as Unix seconds, or milliseconds past
+#: 2e10 (a number of another unit named another instant); the library refuses numbers.
+NUMBER_TIMES = [1_700_000_000, -62_135_596_801, 1.7e12, True]
 BAD_FILTER_KEYS = ["a..b", "a.", ".a", "a b", "$", "a[0]", "a'b"]
 
 
@@ -110,7 +113,7 @@ def _hostile_requests(key: str) -> list[tuple[str, str, dict[str, Any]]]:
     for key_name in BAD_FILTER_KEYS:
         body = {"query": "q", "user_id": "u", "metadata": {key_name: 1}}
         out.append(("POST", "/v1/memories/search", {"headers": h, "json": body}))
-    for when in BAD_TIMES:
+    for when in [*BAD_TIMES, *NUMBER_TIMES]:
         out.append(
             (
                 "POST",

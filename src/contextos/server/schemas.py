@@ -142,6 +142,18 @@ def check_not_blank(value: str) -> str:
     return value
 
 
+def _time_text(value: Any) -> Any:
+    """A time is sent as an ISO-8601 string, as the library takes it. Why not a number:
+    pydantic reads one as Unix seconds, or as milliseconds past 2e10, so the same
+    number of another unit named another instant without a word (-62135596801 was
+    accepted as a date in year 1), and the library and MCP refuse numbers."""
+    if isinstance(value, int | float):  # a JSON true is an int to Python
+        raise ValueError(
+            "a time is an ISO-8601 date-time string (e.g. 2024-05-02T10:00:00Z), not a number"
+        )
+    return value
+
+
 def _check_time(value: datetime) -> datetime:
     """The library's one rule for times (:func:`contextos.times.utc`): an instant in
     years 1-9999 in UTC, naive meaning UTC. ``0001-01-01T00:00+01:00`` is refused."""
@@ -215,7 +227,7 @@ Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(ch
 #: A user, agent or session id: an Ident with at least one non-space character.
 ScopeId = Annotated[Ident, AfterValidator(check_scope_id)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
-Time = Annotated[datetime, AfterValidator(_check_time)]
+Time = Annotated[datetime, BeforeValidator(_time_text), AfterValidator(_check_time)]
 FilterKey = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=FILTER_KEY)]
 Scalar = Annotated[
     Annotated[Annotated[str, AfterValidator(check_text)], _branch("string")]
