@@ -17,7 +17,9 @@ seasons; intervals are half-open ``[start, end)`` in the anchor's timezone.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -324,8 +326,9 @@ def _date(year: str | None, month: int, day: str, anchor: datetime) -> datetime 
 _Resolved = tuple[datetime, Granularity, bool] | None
 
 
-def _relative(m: re.Match[str], anchor: datetime, future: bool) -> _Resolved:
-    """Expressions whose meaning depends on the anchor."""
+def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) -> _Resolved:
+    """Expressions whose meaning depends on the anchor (and, for a bare weekday or "the
+    weekend", on ``future()``: see :func:`resolve`)."""
     g = m.group
     if g("dby") or g("dat"):
         return _day(anchor, -2 if g("dby") else 2), "day", True
@@ -346,13 +349,13 @@ def _relative(m: re.Match[str], anchor: datetime, future: bool) -> _Resolved:
         return start, gran, True
     if g("relwd") or g("wd"):
         name = (g("wd1") or g("wd")).lower()
-        return _weekday(anchor, _WEEKDAYS[name], g("wdmod"), future), "day", True
+        return _weekday(anchor, _WEEKDAYS[name], g("wdmod"), future()), "day", True
     if g("weekend"):
-        return _weekend(anchor, 0 if future else -1), "weekend", True
+        return _weekend(anchor, 0 if future() else -1), "weekend", True
     return None
 
 
-def _absolute(m: re.Match[str], anchor: datetime, future: bool) -> _Resolved:
+def _absolute(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) -> _Resolved:
     """Dates written out; a missing year comes from the anchor."""
     g = m.group
     start: datetime | None = None
@@ -379,7 +382,7 @@ def _absolute(m: re.Match[str], anchor: datetime, future: bool) -> _Resolved:
             return None  # "may" the verb, "march" the walk
         if word.lower() == "may" and not (g("mmod") or g("prep")):
             return None  # "May I ...": a month needs a preposition or modifier
-        month = _bare_month(anchor, _month_name(word), g("mmod"), future)
+        month = _bare_month(anchor, _month_name(word), g("mmod"), future())
         return month, "month", True
     elif g("year"):
         return datetime(int(g("yy")), 1, 1, tzinfo=anchor.tzinfo), "year", False
@@ -400,11 +403,14 @@ def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[
     low = text.lower()
     if not any(word in low for word in _TRIGGERS):
         return []  # most turns name no time; the full pattern is 30x slower than this check
-    if future is None:
-        future = _FUTURE.search(text) is not None
+    # The tense is guessed only for a mention that needs it (a bare weekday or month,
+    # "the weekend"): its pattern scan was a fifth of the cost of a short turn.
+    tense = functools.cache(
+        (lambda: _FUTURE.search(text) is not None) if future is None else (lambda: future)
+    )
     mentions: list[TimeMention] = []
     for m in _PATTERN.finditer(text):
-        resolved = _relative(m, anchor, future) or _absolute(m, anchor, future)
+        resolved = _relative(m, anchor, tense) or _absolute(m, anchor, tense)
         if resolved is None:
             continue
         start, gran, relative = resolved
