@@ -413,3 +413,48 @@ def test_a_summary_that_cannot_be_kept_leaves_the_state_unchanged(
         s.compact(2_000, "summarize", summarizer=ScriptedSummarizer(result=result))
     assert s.state() == before
     assert s.compact(2_000, "summarize").plan is not None  # a good summarizer goes on
+
+
+def _parallel_results(s: Session, calls: int) -> None:
+    """A user question, an assistant turn of ``calls`` parallel calls, and the one turn
+    answering all of them as the Anthropic wrapper logs it (its blocks kept)."""
+    from contextos.cache.render import tool_results_meta
+
+    s.add(Message("user", "check all the servers"))
+    made = tuple(ToolCall(f"toolu_{i:02d}", "ping", json.dumps({"host": i})) for i in range(calls))
+    s.add(Message("assistant", "", tool_calls=made))
+    blocks = [
+        {"type": "tool_result", "tool_use_id": c.id, "content": f"host {i} ok " + "lat " * 100}
+        for i, c in enumerate(made)
+    ]
+    text = "\n".join(b["content"] for b in blocks)
+    meta = {"anthropic_tool_results": tool_results_meta(blocks, text)}
+    s.add(Message("tool", text, tool_call_id=made[0].id, metadata=meta))
+    s.add(Message("assistant", "All hosts are up."))
+
+
+def test_a_cleared_result_of_parallel_calls_costs_its_stub_in_every_block(tmp_path: Path):
+    """Cleared, a turn answering 20 parallel calls is sent as 20 ``tool_result`` blocks,
+    each with the stub; the window counted the stub once (627 tokens it did not count,
+    over its budget) and compaction priced it as one stub."""
+    from contextos.cache.render import render_anthropic
+
+    tokenizer = default_tokenizer()
+    s = Session(SQLiteStore(tmp_path / "m.db"), "par", tokenizer=tokenizer)
+    _parallel_results(s, 20)
+    s.add(Message("user", "follow-up " + "x " * 300), Message("assistant", "answer " + "y " * 300))
+    done = s.compact(3500, "clear_tool_results")
+    assert done.plan is not None and done.plan.clear == (2,) and done.plan.rotate == ()
+    window = s.window(SONNET, "anything else?", budget=8000)
+    (item,) = [b for b in window.blocks if b.message is not None and b.message.role == "tool"]
+    body = render_anthropic(window, SONNET)
+    sent = [
+        tokenizer.count(b["content"])
+        for m in body["messages"]
+        for b in m["content"]
+        if b.get("type") == "tool_result"
+    ]
+    assert len(sent) == 20
+    assert item.tokens >= sum(sent)  # every stub sent is counted
+    others = sum(t.tokens for t in s.turns() if t.seq != 2)
+    assert done.plan.after_tokens >= others + sum(sent)  # and priced so by compaction

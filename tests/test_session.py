@@ -130,6 +130,24 @@ def _sent(s: Session) -> list[tuple[str, list[str]]]:
             [("user", ["text"]), ("assistant", ["text"])],
             id="orphan",
         ),
+        pytest.param(  # arguments not a JSON object: no tool_use, so no result either
+            [
+                Message("assistant", "", tool_calls=(ToolCall("c1", "ls", '["-la"]'),)),
+                Message("tool", "a.txt b.txt", tool_call_id="c1"),
+                Message("assistant", "There are two files."),
+            ],
+            [("assistant", ["text"])],
+            id="arguments-not-an-object",
+        ),
+        pytest.param(  # the same beside a call that can be sent: that one and its result go
+            [
+                Message("assistant", "", tool_calls=(CALL_A, ToolCall("c1", "ls", "null"))),
+                Message("tool", "sunny", tool_call_id="toolu_A"),
+                Message("tool", "a.txt", tool_call_id="c1"),
+            ],
+            [("assistant", ["tool_use"]), ("user", ["tool_result"])],
+            id="one-of-two-not-an-object",
+        ),
     ],
 )
 def test_a_tool_call_is_sent_only_with_its_results_right_after_it(db, logged, sent):

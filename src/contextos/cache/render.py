@@ -101,16 +101,41 @@ def _tool_result_blocks(msg: Message) -> list[dict[str, Any]]:
     return [{**b, "content": msg.content} for b in results]
 
 
-def _anthropic_turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
+def unsendable_calls(window: Window) -> frozenset[str]:
+    """The ids of the window's tool calls whose arguments are not a JSON object: Anthropic
+    takes a ``tool_use`` input only as an object (:func:`tool_input`), so such a call is
+    not sent, and neither are its results.
+
+    Why the results too: a call is kept in a window while a result answers it (the
+    engine's units are the same for both APIs, and OpenAI takes any arguments string,
+    as the OpenAI wrapper logs what the model wrote). Its result alone was an orphan
+    ``tool_result``, a request the Messages API refuses, on every call of the session
+    until compaction rotated the turn out (a review: arguments ``["-la"]``)."""
+    return frozenset(
+        call.id
+        for b in window.blocks
+        if b.message is not None
+        for call in b.message.tool_calls
+        if tool_input(call.arguments) is None
+    )
+
+
+def _anthropic_turn(
+    msg: Message, unsendable: frozenset[str] = frozenset()
+) -> tuple[str, list[dict[str, Any]]]:
     """(role, content blocks) for one logged message; no text block when its text is
-    blank, and no blocks when it has nothing else to send.
+    blank, and no blocks when it has nothing else to send; no result of a call in
+    ``unsendable`` (:func:`unsendable_calls`).
 
     Why blank, not empty: the API refuses a text block of whitespace alone ("text
     content blocks must contain non-whitespace text"). A model reply of "\\n\\n" was
     logged and sent back as one, and every later call of the session failed with a
     400 until compaction rotated that turn out."""
     if msg.role == "tool":
-        return "user", _tool_result_blocks(msg)
+        results = _tool_result_blocks(msg)
+        if unsendable:
+            results = [r for r in results if r.get("tool_use_id") not in unsendable]
+        return "user", results
     role = "assistant" if msg.role == "assistant" else "user"
     blocks: list[dict[str, Any]] = []
     if msg.content.strip():
@@ -182,6 +207,7 @@ def render_anthropic(
     (:func:`contextos.providers.anthropic.render_body`).
     """
     _check_order(window)
+    unsendable = unsendable_calls(window)
     marks = {bp.after: bp.ttl for bp in window.breakpoints}
     tools: list[dict[str, Any]] = []
     system: list[dict[str, Any]] = []
@@ -193,7 +219,7 @@ def render_anthropic(
             content: list[dict[str, Any]] = [{"type": "text", "text": b.text}]
             role: str = b.role
             if b.message is not None:
-                role, content = _anthropic_turn(b.message)
+                role, content = _anthropic_turn(b.message, unsendable)
             if mark:
                 _mark_last(content or _last_sent(messages, system, tools), mark)
             messages.append({"role": role, "content": content})
@@ -363,7 +389,8 @@ def cached_prefix(body: Mapping[str, Any], window: Window, wire: WireFormat) -> 
     blocks = wire_blocks(body, wire, final_parts=final_parts(window))
     end = stable_end(window, wire)
     if wire == "anthropic" and not any(not m["content"] for m in body["messages"]):
-        left_out = [i for i, b in enumerate(window.blocks) if _sends_nothing(b)]
+        unsendable = unsendable_calls(window)
+        left_out = [i for i, b in enumerate(window.blocks) if _sends_nothing(b, unsendable)]
         opened = len(blocks) + len(left_out) > len(window.blocks)
         end -= sum(1 for i in left_out if i < end)
         if opened and end > len(body.get("tools", [])) + len(body.get("system", [])):
@@ -371,11 +398,11 @@ def cached_prefix(body: Mapping[str, Any], window: Window, wire: WireFormat) -> 
     return b"".join(blocks[:end])
 
 
-def _sends_nothing(block: Block) -> bool:
+def _sends_nothing(block: Block, unsendable: frozenset[str]) -> bool:
     """Whether ``block`` is a logged turn :func:`render_anthropic` leaves out."""
     if block.kind != "messages" or block.message is None:
         return False
-    return not _anthropic_turn(block.message)[1]
+    return not _anthropic_turn(block.message, unsendable)[1]
 
 
 def stable_end(window: Window, wire: WireFormat) -> int:

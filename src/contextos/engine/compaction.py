@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
+from contextos.engine.conversation import answered_ids
 from contextos.engine.message_text import valid_text
 from contextos.engine.summarize import Summarizer, Summary, SummaryLine, fitting_lines
 from contextos.llm.tokens import Tokenizer, default_tokenizer
@@ -171,8 +172,17 @@ def _seq(turn: Turn) -> int:
 
 
 def turn_cost(turn: Turn, state: HistoryState) -> int:
-    """Window tokens of a turn (a cleared tool result costs its stub)."""
-    return STUB_TOKENS if turn.seq in state.cleared else turn.tokens
+    """Window tokens of a turn (a cleared tool result costs its stubs)."""
+    return stub_cost(turn) if turn.seq in state.cleared else turn.tokens
+
+
+def stub_cost(turn: Turn) -> int:
+    """What a tool result costs once cleared: :data:`STUB_TOKENS` for each call it
+    answers. Why each: a turn that answered parallel calls (an Anthropic turn, logged
+    with its ``tool_result`` blocks) is sent cleared as one block per call, each with the
+    stub (:func:`~contextos.cache.render._tool_result_blocks`), and priced once, a
+    compaction believed it freed (n - 1) stubs more than it did (a review: 20 calls)."""
+    return STUB_TOKENS * max(1, len(answered_ids(turn.message)))
 
 
 def history_tokens(turns: Sequence[Turn], state: HistoryState) -> int:
@@ -263,10 +273,10 @@ def _plan_clear(
             turn.message.role == "tool"
             and turn.seq not in protected
             and turn.seq not in state.cleared
-            and turn.tokens > STUB_TOKENS
+            and turn.tokens > stub_cost(turn)
         ):
             clear.append(turn.seq)
-            tokens -= turn.tokens - STUB_TOKENS
+            tokens -= turn.tokens - stub_cost(turn)
     return clear, tokens
 
 
@@ -309,7 +319,7 @@ def _rotation_steps(
     protected, pinned, cleared_now = seqs
 
     def cost(unit: tuple[Turn, ...]) -> int:
-        return sum(STUB_TOKENS if t.seq in cleared_now else turn_cost(t, state) for t in unit)
+        return sum(stub_cost(t) if t.seq in cleared_now else turn_cost(t, state) for t in unit)
 
     steps: list[tuple[list[int], int]] = []
     recent = False

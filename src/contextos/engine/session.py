@@ -393,7 +393,7 @@ def _unit_items(
         tokens: int | None = t.tokens
         if t.seq in cleared:
             msg = replace(msg, content=stub_text(t))
-            tokens = None
+            tokens = _stubs_tokens(msg, tokenizer)
         items.append(
             message_item(
                 _turn_key(t),
@@ -406,6 +406,16 @@ def _unit_items(
             )
         )
     return items
+
+
+def _stubs_tokens(stubbed: Message, tokenizer: Tokenizer) -> int:
+    """Tokens of a cleared tool result as sent: the message with its stub, and the stub
+    again for each further call it answers (one ``tool_result`` block each, every one
+    with the stub: :func:`~contextos.cache.render._tool_result_blocks`). Counted once,
+    a cleared turn of 20 parallel results put a window 627 tokens over its budget."""
+    tokens = tokenizer.count_messages([stubbed]) - TOKENS_PER_REPLY
+    further = len(answered_ids(stubbed)) - 1
+    return tokens + further * tokenizer.count(stubbed.content) if further > 0 else tokens
 
 
 @dataclass(frozen=True)
