@@ -246,3 +246,52 @@ def test_a_store_opens_while_another_process_migrates_under_a_short_lock_timeout
             opener.join(timeout=30)
         assert len(opened) == 1
         opened[0].close()
+
+
+def _waiting_on_a_lock(schema: str, query_start: str, within_s: float = 10) -> None:
+    """Return once a session of ``schema``'s database waits on a lock in a statement that
+    starts with ``query_start`` (pg_stat_activity)."""
+    deadline = time.monotonic() + within_s
+    with connect(pg_url()) as watch:
+        while time.monotonic() < deadline:
+            rows = watch.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                (query_start + "%",),
+            ).fetchall()
+            if rows:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"no session waited on a lock in {query_start!r}")
+
+
+def test_a_purge_that_postgresql_ends_to_break_a_deadlock_is_run_again() -> None:
+    """Two transactions that wait on each other: PostgreSQL ends one (40P01) and it rolls
+    back whole. A purge that met an erasure or an add so raised the deadlock to its
+    caller (a review: 3-12 errors in 15 s of two processes adding, purging and
+    forgetting one user). Here a session outside holds the purged memory's history and
+    then asks for its row; it waits 10 s before it looks for a deadlock, the store's
+    session 1 s (the default), so the store's transaction is the one ended, and runs
+    again once the outside session is gone."""
+    from contextos.store.postgres import PostgresStore
+
+    with fresh_schema("deadlock") as (url, schema):
+        store = PostgresStore(pg_url(), schema=schema)
+        try:
+            store.put([_record("m1", "the secret")])
+            with held(
+                schema,
+                "SELECT 1 FROM history WHERE tenant = 't' AND memory_id = 'm1' FOR UPDATE",
+            ) as outside:
+                outside.execute("SET deadlock_timeout = '10s'")
+                with ThreadPoolExecutor(1) as pool:
+                    purge = pool.submit(store.delete, "t", "m1", purge=True)
+                    _waiting_on_a_lock(schema, "UPDATE history")  # m1's row is the store's
+                    # The cycle: PostgreSQL ends the store's transaction after 1 s, and
+                    # this one gets the row.
+                    outside.execute("SELECT 1 FROM memories WHERE id = 'm1' FOR UPDATE")
+                    outside.execute("ROLLBACK")
+                    purge.result(timeout=30)  # the run after the deadlock: no error
+            assert store.get("t", "m1") is None
+            assert [e.old_text or e.new_text for e in store.history("t", "m1")] == [None, None]
+        finally:
+            store.close()

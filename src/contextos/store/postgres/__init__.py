@@ -20,18 +20,20 @@ filters agree with the caller's clock, and come back as aware UTC datetimes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import numpy as np
 
 from contextos.errors import Conflict, MissingExtraError, NotFound, StoreError
+from contextos.retry import wait_before_retry
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
@@ -95,7 +97,44 @@ _Records = list[MemoryRecord]
 _Ranks = list[Ranked]
 #: How many times ``forget`` runs when its user's sessions moved while it locked them, or
 #: PostgreSQL ended it to break a deadlock.
-_ERASE_TRIES = 3
+_ERASE_TRIES = 5
+#: How many times a write of one transaction runs when PostgreSQL ended it to break a
+#: deadlock (:func:`_again_after_deadlock`).
+DEADLOCK_TRIES = 5
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _again_after_deadlock(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a write of one transaction again, after a random wait, when PostgreSQL ended it
+    to break a deadlock (40P01: it rolled back whole, so nothing of it holds).
+
+    Why: an erasure (``forget``, ``delete(purge=True)``) locks a user's rows, history
+    and the replies quoting them in an order an add, a delete or a vector write cannot
+    share, and PostgreSQL ends one of two transactions that wait on each other. Only
+    ``forget`` tried again; every other write raised the deadlock to its caller (a
+    review: two processes adding, purging and forgetting one user: 3-12 errors in 15 s,
+    an add's vector write among them, its record stored; SQLite, one writer at a time,
+    none)."""
+
+    @functools.wraps(method)
+    def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        for attempt in range(DEADLOCK_TRIES):
+            try:
+                return method(*args, **kwargs)
+            except StoreError as exc:
+                if attempt == DEADLOCK_TRIES - 1 or not _deadlocked(exc):
+                    raise
+                wait_before_retry(attempt + 4)  # up to 16 ms, then 32, 64...
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return again
+
+
+def _deadlocked(exc: StoreError) -> bool:
+    """Whether ``exc`` is PostgreSQL's deadlock error (sqlstate 40P01)."""
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
 
 
 class _SessionsMoved(Exception):
@@ -292,6 +331,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return self._owner_turns.held(owner)
 
     # -- records -------------------------------------------------------------
+    @_again_after_deadlock
     def put(
         self,
         records: Sequence[MemoryRecord],
@@ -387,6 +427,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             yield _Update(cur)
 
     @_absent_if_nul(NotFound, "tenant", "memory_id")
+    @_again_after_deadlock
     def delete(
         self, tenant: str, memory_id: str, *, actor: str = "api", purge: bool = False
     ) -> None:
@@ -395,6 +436,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 raise NotFound(f"no memory {memory_id!r}")
 
     @_absent_if_nul([], "tenant", "ids")
+    @_again_after_deadlock
     def delete_many(
         self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
     ) -> _Strs:
@@ -475,8 +517,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             except _SessionsMoved:
                 continue
             except StoreError as exc:
-                if last or not isinstance(exc.__cause__, self._psycopg.errors.DeadlockDetected):
+                if last or not _deadlocked(exc):
                     raise
+                wait_before_retry(attempt + 4)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _erase_once(self, scope: Scope, *, any_order: bool) -> int:
@@ -677,6 +720,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return int(held[0][0]) > found
 
     # -- vectors -------------------------------------------------------------
+    @_again_after_deadlock
     def _write_vectors(self, batch: shared.VectorWrite) -> None:
         tenant, vecs = batch.tenant, batch.vectors
         dim = int(vecs.shape[1])
