@@ -247,11 +247,73 @@ def held_interrupt() -> Iterator[HeldInterrupt]:
 
 #: Seconds between looks at whether a Ctrl-C came while :func:`settle` waits.
 SETTLE_POLL_S = 0.05
+#: The longest a command waits for vectors: an add or update before it ends, a search
+#: before it searches (:func:`wait_for_vectors`).
+VECTOR_WAIT_S = 3.0
+
+
+class _Flush:
+    """``memory.flush(timeout=VECTOR_WAIT_S, others=False)`` on a thread of its own, so
+    that the command's thread can look at a Ctrl-C flag between short waits."""
+
+    def __init__(self, memory: Memory) -> None:
+        import threading
+
+        self.done = threading.Event()
+        self.flushed = False
+        self.error: BaseException | None = None
+        self._began = time.monotonic()
+        self._memory = memory
+        threading.Thread(target=self._run, name="contextos-cli-flush", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.flushed = self._memory.flush(timeout=VECTOR_WAIT_S, others=False)
+        except BaseException as exc:  # noqa: BLE001 - raised on the command's thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def outcome(self) -> bool:
+        """Whether it timed out (the vectors come later); raises what flush raised.
+        False also when flush answered False at once: nothing here embeds them."""
+        if self.error is not None:
+            raise self.error
+        return not self.flushed and time.monotonic() - self._began >= VECTOR_WAIT_S
+
+
+def wait_for_vectors(memory: Memory) -> None:
+    """Before a search: let this process embed what is pending, at most
+    :data:`VECTOR_WAIT_S`, so memories whose vectors are not written yet (an add
+    interrupted before its vector, another app's writes) are found by meaning too.
+
+    Why at most, and not for records another process claimed (``others=False``): a
+    search waited for the whole file's queue, so a CLI add killed after its write (its
+    claim lasting ``CLAIM_LEASE_S``) made every command on the file wait ~30 s, and a
+    backlog of another tenant's 2,360 memories 7.75 s (a review). What is still pending
+    is found by its words meanwhile; the command says so on stderr."""
+    flush = _Flush(memory)
+    flush.done.wait()
+    if flush.outcome():
+        _say_vectors_still_pending(memory)
+
+
+def _say_vectors_still_pending(memory: Memory) -> None:
+    pending = memory.embedding_status().pending
+    if pending:
+        err_console.print(
+            f"note: {pending:,} memories are still waiting for their vectors (computed in "
+            "the background by the processes using this database); until then they are "
+            "found by their words only",
+            highlight=False,
+        )
 
 
 def settle(memory: Memory, held: HeldInterrupt | None = None) -> None:
     """Wait for the vectors of what a command just wrote (about a second while the
-    embedder loads), so its next search finds them by meaning; a Ctrl-C ends the wait.
+    embedder loads; at most :data:`VECTOR_WAIT_S`, and not for records another process
+    holds: see :func:`wait_for_vectors`), so its next search finds them by meaning; a
+    Ctrl-C ends the wait.
 
     Why a Ctrl-C here (or one ``held`` during the write) is not an abort: the write is
     durable and reported already. It said "aborted" (exit 130) with no id, and a user
@@ -264,12 +326,14 @@ def settle(memory: Memory, held: HeldInterrupt | None = None) -> None:
     the command hung in ``close()`` (2 of 135 Ctrl-Cs sent right after the report)."""
     if held is None or not held.received:
         with interrupt_flag() as waiting:
-            while not waiting.received:
-                began = time.monotonic()
-                if memory.flush(timeout=SETTLE_POLL_S):
-                    return
-                if time.monotonic() - began < SETTLE_POLL_S:
-                    return  # False at once: nothing here will embed them (flush's doc)
+            flush = _Flush(memory)
+            while not flush.done.wait(SETTLE_POLL_S):
+                if waiting.received:
+                    break
+            else:
+                if flush.outcome():
+                    _say_vectors_still_pending(memory)
+                return
     _say_vectors_come_later()
 
 

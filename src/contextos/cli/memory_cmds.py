@@ -47,6 +47,7 @@ from .common import (
     read_text_arg,
     scope_id_param,
     settle,
+    wait_for_vectors,
 )
 from .text import SafeText
 
@@ -340,7 +341,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     ) -> None:
         """Search memories in a scope (hybrid BM25 + vectors)."""
         with open_memory(state) as memory:
-            memory.flush()
+            wait_for_vectors(memory)
             hits = memory.search(
                 query,
                 **scope,

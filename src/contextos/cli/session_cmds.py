@@ -21,6 +21,7 @@ from ..cache import CacheSimulator, cache_request, render, report
 from ..errors import BudgetError, NotFound
 from ..types import Hit, Message, Role, Turn
 from .common import (
+    VECTOR_WAIT_S,
     CliState,
     FiniteFloatRange,
     choice_option,
@@ -276,7 +277,7 @@ def _compact(
     memory = Memory(store=s.store, tenant=state.settings.tenant, settings=state.settings)
     try:
         result = s.compact(budget, strategy, memory=memory, force=force)  # type: ignore[arg-type]
-        memory.flush()
+        memory.flush(timeout=VECTOR_WAIT_S, others=False)  # see common.wait_for_vectors
         return result
     finally:
         memory.close()

@@ -420,9 +420,13 @@ class Memory:
             return False
         return True
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, others: bool = True) -> bool:
         """Wait until every stored memory has its vector. False if ``timeout`` ran out,
         or (without a background worker) when the embedder is down.
+
+        ``others=False``: only until this process has embedded what it could claim, not
+        for records another process claimed (``EmbeddingWorker.flush``): what this
+        process wrote has its vector then, unless another process is embedding it.
 
         With a background worker and no ``timeout``, this waits for as long as the
         embedder is down (an outage keeps records pending, not quarantined): pass a
@@ -435,7 +439,7 @@ class Memory:
             return self.store.embedding_status().pending == 0
         if self._worker is None:
             return self._embed_later()
-        return self._worker.flush(timeout)
+        return self._worker.flush(timeout, others=others)
 
     @property
     def embedding_rate(self) -> float | None:

@@ -384,6 +384,11 @@ class EmbeddingWorker:
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._flushing = threading.Event()
+        #: Passes over what is pending, begun and ended (``flush(others=False)`` waits
+        #: for one begun after it was called).
+        self._passes = threading.Condition()
+        self._began = 0
+        self._ended = 0
         self._stop = False
         self._closing = threading.Event()  # set by close(): ends an outage's wait
         self._error: BaseException | None = None
@@ -423,20 +428,29 @@ class EmbeddingWorker:
         self._idle.clear()
         self._wake.set()
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, others: bool = True) -> bool:
         """Block until nothing is pending, records another process claimed included
         (they are waited for, or taken once their claim runs out), and records added
         while the embedder is down (waited for until it answers again); re-raises a
         worker failure it has not since got past (a pass that embedded everything
         after a failed one clears it). False on timeout, and at once when the worker has stopped
-        (closed, or its store was closed): nothing would embed what is pending."""
+        (closed, or its store was closed): nothing would embed what is pending.
+
+        ``others=False``: only until a pass begun after this call has embedded what it
+        could claim, not for records another process holds (a live one embeds them; a
+        dead one's claim runs out after its lease, up to ``CLAIM_LEASE_S``). What this
+        process wrote before the call then has its vector unless another process took
+        it. Why: a CLI command killed after its add left its claim, and every later
+        command's search and add on the file waited out the lease, ~30 s (a review)."""
         if self._stop:
             self._raise_error()
             return False
+        with self._passes:
+            target = self._began + 1  # the next pass to begin
         self._flushing.set()
         self.notify()
         try:
-            done = self._wait_idle(timeout)
+            done = self._wait_idle(timeout) if others else self._wait_pass(target, timeout)
         finally:
             self._flushing.clear()
         self._raise_error()
@@ -458,6 +472,21 @@ class EmbeddingWorker:
                 return True
             if not self._thread.is_alive():
                 return False
+
+    def _wait_pass(self, target: int, timeout: float | None) -> bool:
+        """Wait until pass ``target`` has ended (in slices, as :meth:`_wait_idle`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = FLUSH_POLL_S if deadline is None else deadline - time.monotonic()
+            with self._passes:
+                if self._ended >= target:
+                    return True
+                if left <= 0:
+                    return False
+                self._passes.wait(min(left, FLUSH_POLL_S))
+            if not self._thread.is_alive():
+                with self._passes:
+                    return self._ended >= target
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -521,7 +550,14 @@ class EmbeddingWorker:
                 # flushes at once otherwise waited out the whole linger (0.2 s).
                 self._flushing.wait(self._linger)
             self._wake.clear()
-            claimed_elsewhere = self._pass()
+            with self._passes:
+                self._began += 1
+            try:
+                claimed_elsewhere = self._pass()
+            finally:
+                with self._passes:
+                    self._ended += 1
+                    self._passes.notify_all()
             if claimed_elsewhere is None or self._released:  # a dropped owner: one pass
                 break
             if claimed_elsewhere:
