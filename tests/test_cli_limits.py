@@ -39,6 +39,14 @@ def test_an_integer_past_the_stores_range_is_a_usage_error(tmp_path: Path, args:
     assert f"Invalid value for '{args[-1]}'" in line and f"at most {MAX_INT}" in line
 
 
+def test_an_integer_past_a_smaller_maximum_names_that_maximum(tmp_path: Path) -> None:
+    """``list --limit`` takes 1 to 1,000: a number past 2**63-1 quoted that bound as the
+    maximum, and the user who sent it next was told "1<=x<=1000" (a review)."""
+    out = run_cli("list", "-u", "bob", "--limit", TOO_BIG, db=tmp_path / "m.db")
+    assert out.returncode == 2
+    assert "is too large (at most 1000)" in out.stderr and str(MAX_INT) not in out.stderr
+
+
 def test_the_largest_integer_is_still_taken(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     run_cli("session", "add", "s1", "hello", db=db)

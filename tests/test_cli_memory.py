@@ -192,6 +192,30 @@ def test_add_from_stdin_must_be_utf8(tmp_path: Path) -> None:
     assert json.loads(ok.stdout)[0]["text"] == "café au lait"
 
 
+def test_a_byte_order_mark_is_not_read_as_text(tmp_path: Path) -> None:
+    """Windows editors and PowerShell start UTF-8 files with a byte-order mark: kept, a
+    JSON file of messages was read as plain text, and a memory from stdin held an
+    invisible U+FEFF that no repeat of its text matched (a review)."""
+    db = tmp_path / "cli.db"
+    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "contextos.cli", "add", "-", "-u", "ana", "--json"],
+        input=b"\xef\xbb\xbfremember the milk",
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["text"] == "remember the milk"
+    again = run(db, "add", "remember the milk", "-u", "ana", "--json")
+    assert json.loads(again.stdout)[0]["id"] == json.loads(proc.stdout)[0]["id"]  # a repeat
+    chat = tmp_path / "chat.json"
+    messages = [{"role": "user", "content": "I moved to Lisbon in May"}]
+    chat.write_bytes(b"\xef\xbb\xbf" + json.dumps(messages).encode())
+    counted = run(db, "count", str(chat), "--json")
+    assert counted.returncode == 0 and json.loads(counted.stdout)["kind"] == "messages"
+
+
 def test_count_and_extract_refuse_latin1_and_binary_files(tmp_path: Path) -> None:
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café au lait".encode("latin-1"))
@@ -692,3 +716,32 @@ def test_a_missing_database_is_noted_for_its_own_command_only(
         f"error: no memory 'nosuch'; no database at {missing} (check --db or CONTEXTOS_DB)",
         "error: no memory 'nosuch'",
     ]
+
+
+LATE_CTRL_C = """
+import os, signal, sys, threading, time
+sys.argv = ["contextos", "add", "late ctrl-c", "-u", "ana"]
+
+def late():
+    while threading.main_thread().is_alive():  # the command has ended: shutdown begins
+        time.sleep(0.005)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.3)  # the shutdown joins this thread: the signal lands meanwhile
+
+threading.Thread(target=late).start()
+from contextos.cli.entry import run
+
+run()
+"""
+
+
+def test_a_ctrl_c_after_the_command_ended_changes_nothing(tmp_path: Path) -> None:
+    """The interpreter's shutdown after a command takes about a tenth of a second; a
+    Ctrl-C in it printed a KeyboardInterrupt traceback, or killed the process by the
+    signal after ``add`` had printed what it stored (a review: 9 of 24 late Ctrl-Cs)."""
+    env = {**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(tmp_path / "m.db")}
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_CTRL_C], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.stdout.startswith("added ")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

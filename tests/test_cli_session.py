@@ -142,6 +142,20 @@ def test_chat_remembers_facts_not_questions(tmp_path: Path) -> None:
     ]  # the session log keeps every message
 
 
+def test_a_chat_line_that_is_not_utf8_is_skipped_with_a_line_that_says_so(
+    tmp_path: Path,
+) -> None:
+    """Python reads a byte that is not UTF-8 as a lone surrogate; sent on, it ended the
+    chat (exit 2) with a tokenizer's error, and the lines after it were lost (a review)."""
+    db = tmp_path / "m.db"
+    said = b"hello\ncaf\xe9 au lait\nstill here?\n"
+    out = run_cli("chat", "-u", "ana", "--no-show-window", "--json", db=db, stdin=said)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "stdin line 2 is not UTF-8 text: skipped"
+    log = json.loads(run_cli("session", "show", "chat-ana", "--json", db=db).stdout)
+    assert [t["message"]["content"] for t in log["turns"]][::2] == ["hello", "still here?"]
+
+
 def test_two_users_chatting_share_no_log_by_default(tmp_path: Path) -> None:
     """Every user's `contextos chat` continued the one log "chat": ana's window held
     bob's passport number (and a provider would have been sent it in her requests)."""

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import click
 
+from ..engine.message_text import lone_surrogate_at
 from .common import (
     CliState,
     choice_option,
     console,
+    err_console,
     json_option,
     number_option,
     pass_state,
@@ -184,13 +186,22 @@ def chat(
         )
         stdin = sys.stdin
         interactive = stdin.isatty()
+        number = 0
         while True:
             if interactive:
                 console.print("[bold]you>[/bold] ", end="")
             line = stdin.readline()
+            number += 1
             if not line or line.strip() in ("/quit", "/exit"):
                 break
             if not line.strip():
+                continue
+            if lone_surrogate_at(line) is not None:
+                # Python reads a byte that is not UTF-8 as a lone surrogate: sent on, it
+                # ended the chat with a tokenizer's error naming neither (a review).
+                err_console.print(
+                    f"stdin line {number} is not UTF-8 text: skipped", highlight=False
+                )
                 continue
             turn = chat.send(line.strip())
             if state.as_json:
