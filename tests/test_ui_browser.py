@@ -1139,3 +1139,32 @@ def test_ids_that_differ_only_by_unseen_characters_look_different(
     assert page.eval_on_selector_all("#mem-status bdi", MARKS_JS)[0][:2] == [user, ["U+200B"]]
     assert_no_injection(page, "look-alike ids")
     context.close()
+
+
+def test_an_agents_tool_calls_and_results_show_in_the_turn_log(
+    server: LiveServer, browser: Any
+) -> None:
+    """An assistant turn that called a tool showed as an empty row: the turns API left
+    its calls out (a review). Logged through the library, as an agent loop logs them."""
+    from contextos.types import ToolCall
+
+    key = server.issue_key("agent-turns")
+    log = Session(server.app.state.tenants.store, "agent", tenant="agent-turns", user_id="ana")
+    call = ToolCall("call_7", "get_weather", '{"city": "Lisbon", "note": "<b>x</b>"}')
+    log.add(
+        Message("user", "weather in Lisbon?"),
+        Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "sunny, 24 C", tool_call_id="call_7"),
+    )
+    listed = server.call("GET", "/v1/sessions/agent/turns", key)
+    assert listed["results"][1]["tool_calls"] == [
+        {"id": "call_7", "name": "get_weather", "arguments": call.arguments}
+    ]
+    assert listed["results"][0]["tool_calls"] == []
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&session_id=agent")
+    wait_rendered(page, "sessions")
+    shown = rows(page, "#turn-rows tr")
+    assert shown[1][4] == '\u2192 get_weather({"city": "Lisbon", "note": "<b>x</b>"})  [call_7]'
+    assert shown[2][4] == "sunny, 24 C\n\u21a9 result of call_7"
+    context.close()

@@ -656,6 +656,15 @@ class Forgotten(BaseModel):
     forgotten: int
 
 
+class ToolCallOut(_Out):
+    """A tool call of an assistant turn: its id, the tool's name and the arguments as the
+    model wrote them (a JSON text, not parsed: it may not be valid JSON)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class TurnOut(_Out):
     session_id: str
     seq: int
@@ -663,6 +672,10 @@ class TurnOut(_Out):
     content: str
     name: str | None
     tool_call_id: str | None
+    #: What an assistant turn asked tools to do (logged by the library or a wrapped SDK
+    #: call; this API cannot log one). Left out, an agent's step showed as an empty turn
+    #: (a review of the inspector).
+    tool_calls: list[ToolCallOut] = Field(default_factory=list)
     tokens: int
     created_at: datetime
 

@@ -765,10 +765,21 @@ async function loadTurns() {
   appendTurns(found);
 }
 
+// A turn's content, then each tool call it made and, for a tool result, the call it
+// answers: all as text.
+function turnText(t) {
+  const box = el("div", t.content, "text");
+  for (const c of t.tool_calls || []) {
+    box.appendChild(el("div", "\u2192 " + c.name + "(" + c.arguments + ")  [" + c.id + "]", "call"));
+  }
+  if (t.tool_call_id) box.appendChild(el("div", "\u21a9 result of " + t.tool_call_id, "call"));
+  return box;
+}
+
 function appendTurns(found) {
   for (const t of found.results.slice(0, TURN_PAGE)) {
     $("turn-rows").appendChild(row([
-      t.seq, t.role, el("div", t.name, "wrap"), t.tokens, el("div", t.content, "text"), when(t.created_at),
+      t.seq, t.role, el("div", t.name, "wrap"), t.tokens, turnText(t), when(t.created_at),
     ]));
     sess.after = t.seq;
   }
