@@ -170,6 +170,26 @@ def test_create_refuses_over_long_files(tool: MemoryTool) -> None:
     assert tool.files.files() == []
 
 
+def test_a_file_ending_in_long_whitespace_is_a_tool_error(tool: MemoryTool) -> None:
+    """The trailing whitespace is kept in the record's metadata, whose limit is in bytes
+    of JSON: a file within the size limit failed with the store's ValueError, which the
+    SDK's runner logged as a crash and sent the model as a repr (a review)."""
+    msg = refused(tool, command="create", path="/memories/pad", file_text="note" + "\n" * 40_000)
+    assert "ends in 40,000 characters of whitespace" in msg
+    assert tool.files.files() == []
+    run(tool, command="create", path="/memories/pad", file_text="note" + "\n" * 1000)
+    assert tool.files.read("/memories/pad") == "note" + "\n" * 1000  # kept exactly
+    msg = refused(  # an edit that makes the file end in too much whitespace
+        tool,
+        command="str_replace",
+        path="/memories/pad",
+        old_str="note\n",
+        new_str="note" + "\n" * 40_000,
+    )
+    assert "characters of whitespace" in msg
+    assert tool.files.read("/memories/pad") == "note" + "\n" * 1000  # unchanged
+
+
 # -- str_replace -------------------------------------------------------------------------
 
 

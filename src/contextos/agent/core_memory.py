@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 DEFAULT_BLOCKS: Mapping[str, int] = {"persona": 2000, "human": 2000}
 SOURCE = "core_memory"
 MAX_LABEL_CHARS = 64
+#: How many stored blocks of labels not configured (an older configuration's, or
+#: records tagged so by any writer) the rendering shows, in label order.
+MAX_OTHER_BLOCKS = 4
 
 
 class CoreMemoryError(ValueError):
@@ -209,12 +212,24 @@ class CoreMemory:
 
     # -- rendering --------------------------------------------------------------------
     def render(self, blocks: list[CoreBlock] | None = None) -> str:
-        """The blocks (``blocks()`` when not given) as the model reads them in its prefix."""
+        """The blocks (``blocks()`` when not given) as the model reads them in its prefix:
+        each within its limit, and at most :data:`MAX_OTHER_BLOCKS` of labels not
+        configured.
+
+        Why bounded here: the limit was checked only by the block edits, and a block's
+        record is a memory like any other: ``update_memory`` over MCP set one to 96,010
+        characters, and ``add_memory`` with the block's tag made new labels, all pinned
+        whole in every prompt (140,162 characters; a review). Past its limit a block is
+        shown cut, saying so; its record keeps the whole text."""
         shown = self.blocks() if blocks is None else blocks
+        others = [b for b in shown if b.label not in self.limits]
+        shown = [b for b in shown if b.label in self.limits or b in others[:MAX_OTHER_BLOCKS]]
         tags = _tag_pattern(["core_memory", *(b.label for b in shown)])
         parts = ["<core_memory>"]
         for b in shown:
-            value = tags.sub("&lt;", b.value)
+            value = tags.sub("&lt;", b.value[: b.limit])
+            if len(b.value) > b.limit:
+                value += f"\n[{len(b.value) - b.limit:,} more characters not shown: over the limit]"
             parts += [f'<{b.label} chars="{len(b.value)}/{b.limit}">', value, f"</{b.label}>"]
         parts.append("</core_memory>")
         return "\n".join(parts)

@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ..memory.ingest import MAX_TEXT_CHARS
+from ..memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
 from ..store.records import refuse_nul
 from ..types import MemoryRecord
 from .lock import owner_lock
@@ -158,7 +158,16 @@ class MemoryFiles:
         except ValueError as exc:
             raise MemoryFileError(str(exc)) from None
         body = content.rstrip()
-        return f"{path}\n{body}", {"source": SOURCE, "path": path, "tail": content[len(body) :]}
+        meta = {"source": SOURCE, "path": path, "tail": content[len(body) :]}
+        if metadata_bytes(meta) > MAX_METADATA_BYTES:
+            # The trailing whitespace is kept in metadata (the text is stored stripped),
+            # whose limit is in bytes of JSON ("\n" is two): a file within the size
+            # above failed with the store's ValueError, not a tool error (a review).
+            raise MemoryFileError(
+                f"File {path} ends in {len(meta['tail']):,} characters of whitespace; "
+                f"a memory file may end in at most about {MAX_METADATA_BYTES // 2:,}"
+            )
+        return f"{path}\n{body}", meta
 
     def _put(self, path: str, content: str) -> None:
         text, meta = self._record(path, content)
