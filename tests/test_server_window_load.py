@@ -68,6 +68,18 @@ def _chat(j: int) -> list[dict[str, str]]:
     ]
 
 
+def _log_long(db: Path) -> None:
+    """Tenant alpha's session "long" of ``TURNS`` turns, logged through the library on
+    the file, before a server opens it."""
+    store = SQLiteStore(db)
+    try:
+        log = Session(store, "long", tenant="alpha")
+        for j in range(TURNS // 1000):
+            log.add(*(Message(m["role"], m["content"]) for m in _chat(j)))
+    finally:
+        store.close()
+
+
 def _under_load(get: Callable[[], float], windows: list[Callable[[], int]]) -> list[float]:
     """The other tenant's request times while ``windows`` run at once; each window
     must answer 200."""
@@ -186,13 +198,7 @@ def test_a_tenants_mcp_windows_on_a_long_log_leave_other_tenants_fast(
     db = tmp_path / "load.db"
     with KeyStore(str(db)) as keys:
         alpha, beta = keys.create("alpha").secret, keys.create("beta").secret
-    store = SQLiteStore(db)
-    try:
-        log = Session(store, "long", tenant="alpha")
-        for j in range(TURNS // 1000):
-            log.add(*(Message(m["role"], m["content"]) for m in _chat(j)))
-    finally:
-        store.close()
+    _log_long(db)
     port = free_port()
     cmd = [sys.executable, "-c", "from contextos.cli.main import main; main()", "mcp"]
     cmd += ["--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
@@ -265,13 +271,7 @@ def test_windows_whose_clients_left_are_not_built(tmp_path: Path, route: str) ->
     db = tmp_path / "load.db"
     with KeyStore(str(db)) as keys:
         alpha = keys.create("alpha").secret
-    store = SQLiteStore(db)
-    try:
-        log = Session(store, "long", tenant="alpha")
-        for j in range(TURNS // 1000):
-            log.add(*(Message(m["role"], m["content"]) for m in _chat(j)))
-    finally:
-        store.close()
+    _log_long(db)
     searching = route.endswith("conversation_search")
     body: dict[str, object] = _SEARCH if searching else {"question": "topic 5?"}
     live = "/v1/sessions/long/window"

@@ -122,12 +122,18 @@ def _prune_older_memos(cache_dir: Path, where: str, *, keep: str) -> None:
     memo of the older form (see :func:`_remembered_digest`). Best effort, as
     :func:`_prune_older_graphs`."""
     pattern = re.compile(rf"sha256-(?:{re.escape(where)}-[0-9a-f]{{16}}|[0-9a-f]{{16}})\.txt")
+    _delete_where(cache_dir, lambda name: name != keep and pattern.fullmatch(name) is not None)
+
+
+def _delete_where(cache_dir: Path, doomed: Callable[[str], bool]) -> None:
+    """Delete the files of ``cache_dir`` whose names ``doomed`` picks. Best effort: a
+    folder that cannot be read, or a file already gone or not removable, is skipped."""
     try:
         names = [p.name for p in cache_dir.iterdir()]
     except OSError:
         return
     for name in names:
-        if name != keep and pattern.fullmatch(name):
+        if doomed(name):
             with contextlib.suppress(OSError):
                 (cache_dir / name).unlink(missing_ok=True)
 
@@ -147,15 +153,12 @@ def _prune_older_graphs(cache_dir: Path, digest: str) -> None:
     version bump left ~150 MB behind. Newer ones stay (a newer contextos sharing the
     cache uses them). Best effort: a file already gone or not removable is skipped."""
     pattern = re.compile(rf"minilm-l6-{re.escape(digest)}-v(\d+)(-int8)?\.onnx")
-    try:
-        names = [p.name for p in cache_dir.iterdir()]
-    except OSError:
-        return
-    for name in names:
+
+    def older(name: str) -> bool:
         match = pattern.fullmatch(name)
-        if match and int(match.group(1)) < BUILDER_VERSION:
-            with contextlib.suppress(OSError):
-                (cache_dir / name).unlink(missing_ok=True)
+        return match is not None and int(match.group(1)) < BUILDER_VERSION
+
+    _delete_where(cache_dir, older)
 
 
 #: Measures the calibration maxima of the weights' float32 graph (see ``build_model``);
