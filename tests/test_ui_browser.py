@@ -1168,3 +1168,26 @@ def test_an_agents_tool_calls_and_results_show_in_the_turn_log(
     assert shown[1][4] == '\u2192 get_weather({"city": "Lisbon", "note": "<b>x</b>"})  [call_7]'
     assert shown[2][4] == "sunny, 24 C\n\u21a9 result of call_7"
     context.close()
+
+
+def test_more_sessions_lists_a_session_that_became_active_while_paging(
+    server: LiveServer, browser: Any
+) -> None:
+    """The list is ordered by activity and was paged by offset: a session of the second
+    page that got a turn after the first was drawn moved above the offset, and "more
+    sessions" never listed it (129 of 130; a review). "More" now draws the whole list
+    so far again, in its current order."""
+    key = server.issue_key("moving")
+    for i in range(130):
+        server.turns(key, f"s-{i:03d}", said(f"turn {i}"), user_id="ana")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&user_id=ana")
+    wait_rendered(page, "sessions")
+    assert chips(page, "#session-list") == [f"s-{i:03d}" for i in range(129, 29, -1)]
+    server.turns(key, "s-005", said("back again"), user_id="ana")  # on the page not drawn
+    page.click("#session-list-more")
+    page.wait_for_function("() => document.querySelectorAll('#session-list button').length === 130")
+    listed = chips(page, "#session-list")
+    assert listed[0] == "s-005" and sorted(listed) == [f"s-{i:03d}" for i in range(130)]
+    assert page.is_hidden("#session-list-more")
+    context.close()

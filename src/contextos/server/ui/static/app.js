@@ -675,15 +675,30 @@ async function listSessions(listId, userInput, onPick) {
   return moreSessions(listId);
 }
 
+// The most ids one request may ask for (GET /v1/sessions's limit).
+const SESSIONS_MAX = 1000;
+
 // One more page of a list (asking for one id more, to know whether there are others).
-// Activity between two pages can move an id to a later page: it is listed once.
+// The list is ordered by activity, so sessions move while it is paged: one active since
+// the first page moved above the offset and was never listed, and one erased moved the
+// rest up, so the next page skipped one (a review). Up to SESSIONS_MAX, "more" therefore
+// asks for the whole list so far again and draws it anew, in its current order; past
+// that, it adds the next page, each id once.
 async function moreSessions(listId) {
   const list = lists[listId];
+  const upTo = list.offset + SESSION_PAGE;
+  const whole = list.offset > 0 && upTo < SESSIONS_MAX;
   const found = await api("/v1/sessions?" + query({
-    user_id: list.user, order: "newest", limit: SESSION_PAGE + 1, offset: list.offset,
+    user_id: list.user, order: "newest", limit: (whole ? upTo : SESSION_PAGE) + 1,
+    offset: whole ? 0 : list.offset,
   }));
   if (lists[listId] !== list) return [];  // listed again meanwhile
-  const page = found.results.slice(0, SESSION_PAGE);
+  const page = found.results.slice(0, whole ? upTo : SESSION_PAGE);
+  if (whole) {
+    list.offset = 0;
+    list.shown = new Set();
+    $(listId).replaceChildren();
+  }
   list.offset += page.length;
   const items = page.filter((sid) => !list.shown.has(sid)).map((sid) => {
     list.shown.add(sid);
@@ -695,7 +710,7 @@ async function moreSessions(listId) {
   });
   if (!list.shown.size) items.push(el("li", "no sessions" + (list.user ? " for this user" : ""), "status"));
   $(listId).append(...items);
-  $(listId + "-more").hidden = found.results.length <= SESSION_PAGE;
+  $(listId + "-more").hidden = found.results.length <= page.length;
   return page;
 }
 
