@@ -1191,3 +1191,28 @@ def test_more_sessions_lists_a_session_that_became_active_while_paging(
     assert listed[0] == "s-005" and sorted(listed) == [f"s-{i:03d}" for i in range(130)]
     assert page.is_hidden("#session-list-more")
     context.close()
+
+
+def test_older_memories_do_not_repeat_when_memories_are_added_meanwhile(
+    server: LiveServer, browser: Any
+) -> None:
+    """Paged by offset, "older" after three memories were added showed the last three of
+    the page before again (a review). Later pages are listed as of the first page."""
+    key = server.issue_key("pager-adds")
+    for i in range(60):  # one add each: each its own time, the newest first in the list
+        server.add(key, user_id="ana", messages=f"memory number {i:03d}")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?user_id=ana")
+    wait_rendered(page, "memories")
+    first = [r[0].splitlines()[0] for r in rows(page)]  # the text, not its metadata
+    assert first[0] == "memory number 059" and len(first) == 50
+    for i in range(60, 63):
+        server.add(key, user_id="ana", messages=f"memory number {i:03d}")
+    page.click("#next")
+    wait_text(page, "#page-info", "51–60 of 60")
+    older = [r[0].splitlines()[0] for r in rows(page)]
+    assert older == [f"memory number {i:03d}" for i in range(9, -1, -1)]
+    page.click("#prev")  # the first page again: as it is now
+    wait_text(page, "#page-info", "1–50 of 63")
+    assert rows(page)[0][0].splitlines()[0] == "memory number 062"
+    context.close()

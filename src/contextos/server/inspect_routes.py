@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -272,19 +273,26 @@ def inspect_router(
         memory_type: Annotated[list[s.MemoryTypeName] | None, Query(max_length=3)] = None,
         validity: Validity = "current",
         as_of: s.Time | None = None,
+        created_before: s.Time | None = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> dict[str, Any]:
         """One page of memories, newest first, with the total matching the filters.
 
         ``validity=all`` includes superseded and deleted facts (their ``valid_to``
-        is set); ``as_of`` keeps those valid at an instant.
+        is set); ``as_of`` keeps those valid at an instant. ``created_before``: only
+        those written before it; the page passes the first page's ``listed_at`` (the
+        server's time then) with every later page, so memories added meanwhile do not
+        push the list down: paged by offset, "older" showed the last memories of the
+        page before again (a review).
         """
+        listed_at = datetime.now(UTC)
         mem: Memory = tenants.get(tenant)
         flt = Filter(
             scope=Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id),
             memory_types=tuple(memory_type or ()),
             as_of=as_of,
+            created_before=created_before,
             include_invalid=validity == "all",
         )
         page = s.ListRequest(limit=limit, offset=offset)
@@ -295,6 +303,7 @@ def inspect_router(
             "limit": limit,
             "offset": offset,
             "next_offset": next_offset,
+            "listed_at": listed_at.isoformat(),
         }
 
     @router.get("/turns")

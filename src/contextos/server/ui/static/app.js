@@ -516,9 +516,14 @@ async function loadMemories(offset = mem.offset) {
     rendered();
     return;
   }
+  // Later pages are listed as of the first one (its ``listed_at``): memories added since
+  // would push the list down, and "older" showed the page before's last ones again.
+  const since = offset > 0 ? mem.listedAt : null;
   const page = await current(api("/ui/api/memories?" + query({
     ...scope, memory_type: filters.memory_type, validity: $("f-validity").value, limit: PAGE, offset,
+    ...(since ? { created_before: since } : {}),
   })));
+  mem.listedAt = since || page.listed_at;
   mem.offset = offset;
   mem.total = page.total;
   showError("");
