@@ -325,3 +325,19 @@ def test_one_tenants_concurrent_replays_do_not_stall_another_tenant(tmp_path: Pa
     reads = sorted(out["b_reads"])
     assert reads[len(reads) // 2] < 1.5 and reads[-1] < 5.0, out["b_reads"]
     assert out["b_s"] < 5.0
+
+
+def test_a_long_session_id_leaves_the_model_in_the_chart_title() -> None:
+    """The title is one SVG line: a 254-character session id pushed the model's name
+    off the chart's right edge (a review). Its middle is cut to fit."""
+    from contextos.server.ui.chart import MAX_TITLE_CHARS
+
+    class Call:
+        seq, read_share, saved_usd = 0, 0.5, 0.001
+
+    title = "S" * 254 + " · claude-sonnet-4-6"
+    shown = texts(ElementTree.fromstring(cost_chart_svg([Call()], title=title)))[0]
+    assert len(shown) == MAX_TITLE_CHARS and "\u2026" in shown
+    assert shown.startswith("SSS") and shown.endswith(" · claude-sonnet-4-6")
+    short = "chat-7 · claude-sonnet-4-6"
+    assert texts(ElementTree.fromstring(cost_chart_svg([Call()], title=short)))[0] == short

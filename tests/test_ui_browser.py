@@ -646,18 +646,28 @@ def chips(page: Any, selector: str) -> list[str]:
     return list(page.eval_on_selector_all(f"{selector} button", "bs => bs.map(b => b.textContent)"))
 
 
+def _sessions_view(
+    server: LiveServer, browser: Any, tenant: str, count: int, extra: str = ""
+) -> tuple[str, Any, Any]:
+    """``count`` sessions of user ana (``chat-0000`` on, one turn each, the newest last)
+    in a new tenant, and its sessions view open (``extra`` added to the URL): the key,
+    the browser context and the page."""
+    key = server.issue_key(tenant)
+    for i in range(count):
+        server.turns(key, f"chat-{i:04d}", said(f"turn of chat {i}"), user_id="ana")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?view=sessions&user_id=ana{extra}")
+    wait_rendered(page, "sessions")
+    return key, context, page
+
+
 def test_sessions_past_a_thousand_list_newest_first_and_any_link_opens(
     server: LiveServer, browser: Any
 ) -> None:
     """Why: the views asked for the first 1,000 sessions, least recently active first,
     and never paged: of 1,010 the newest 10 were not listed, a link to one opened
     nothing, and the Cache view's "most recently active" default was chat-0999."""
-    key = server.issue_key("many")
-    for i in range(1010):
-        server.turns(key, f"chat-{i:04d}", said(f"turn of chat {i}"), user_id="ana")
-    context, page = new_page(browser, key)
-    page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=chat-1009")
-    wait_rendered(page, "sessions")
+    key, context, page = _sessions_view(server, browser, "many", 1010, "&session_id=chat-1009")
     listed = chips(page, "#session-list")
     assert listed == [f"chat-{i:04d}" for i in range(1009, 909, -1)]
     assert page.inner_text("#s-id") == "chat-1009"
@@ -1177,18 +1187,13 @@ def test_more_sessions_lists_a_session_that_became_active_while_paging(
     page that got a turn after the first was drawn moved above the offset, and "more
     sessions" never listed it (129 of 130; a review). "More" now draws the whole list
     so far again, in its current order."""
-    key = server.issue_key("moving")
-    for i in range(130):
-        server.turns(key, f"s-{i:03d}", said(f"turn {i}"), user_id="ana")
-    context, page = new_page(browser, key)
-    page.goto(f"{server.base}/ui?view=sessions&user_id=ana")
-    wait_rendered(page, "sessions")
-    assert chips(page, "#session-list") == [f"s-{i:03d}" for i in range(129, 29, -1)]
-    server.turns(key, "s-005", said("back again"), user_id="ana")  # on the page not drawn
+    key, context, page = _sessions_view(server, browser, "moving", 130)
+    assert chips(page, "#session-list") == [f"chat-{i:04d}" for i in range(129, 29, -1)]
+    server.turns(key, "chat-0005", said("back again"), user_id="ana")  # on the page not drawn
     page.click("#session-list-more")
     page.wait_for_function("() => document.querySelectorAll('#session-list button').length === 130")
     listed = chips(page, "#session-list")
-    assert listed[0] == "s-005" and sorted(listed) == [f"s-{i:03d}" for i in range(130)]
+    assert listed[0] == "chat-0005" and sorted(listed) == [f"chat-{i:04d}" for i in range(130)]
     assert page.is_hidden("#session-list-more")
     context.close()
 

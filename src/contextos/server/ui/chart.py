@@ -50,8 +50,31 @@ _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 def _text(value: str) -> str:
     """``value`` as XML character data or attribute text: escaped, valid XML, and with
     no bidi control that could reorder the rest of its line."""
-    shown = _BIDI.sub(_visible, _NOT_XML.sub(_visible, value))
+    return _escaped(_shown(value))
+
+
+def _shown(value: str) -> str:
+    """``value`` with what XML cannot hold and every bidi control written as escapes."""
+    return _BIDI.sub(_visible, _NOT_XML.sub(_visible, value))
+
+
+def _escaped(shown: str) -> str:
     return escape(shown, {'"': "&quot;", "'": "&#x27;"})
+
+
+#: The most characters of the title the chart's width shows (13 px bold, one line).
+MAX_TITLE_CHARS = 90
+
+
+def _title(value: str) -> str:
+    """The title (``<session id> · <model>``) as :func:`_text` shows it, its middle cut
+    ("…") to fit :data:`MAX_TITLE_CHARS`: one SVG line does not wrap, and a long session
+    id pushed the model's name off the chart's edge (a review)."""
+    shown = _shown(value)
+    if len(shown) > MAX_TITLE_CHARS:
+        tail = MAX_TITLE_CHARS * 2 // 5
+        shown = shown[: MAX_TITLE_CHARS - tail - 1] + "\u2026" + shown[-tail:]
+    return _escaped(shown)
 
 
 def _money(value: float) -> str:
@@ -67,7 +90,7 @@ def cost_chart_svg(calls: Sequence[CallPoint], *, title: str, note: str = "") ->
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
-        f'<text x="{LEFT}" y="20" font-size="13" font-weight="bold">{_text(title)}</text>',
+        f'<text x="{LEFT}" y="20" font-size="13" font-weight="bold">{_title(title)}</text>',
     ]
     if note:
         parts.append(f'<text class="note" x="{LEFT}" y="32" fill="#555">{_text(note)}</text>')
