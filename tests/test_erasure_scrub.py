@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from contextos import Scope
+from contextos.errors import NotFound
 from contextos.memory import Memory
 from contextos.memory.ingest import build_records, to_messages, validate_options
 from contextos.store.erasure import scrub_context
@@ -144,6 +145,43 @@ def test_a_reply_quotes_the_stripped_turn_and_purge_removes_it(kind: str, tmp_pa
         m.delete(said.id, purge=True)
         assert m.get(reply.id).context == ""
         assert not _stored_anywhere(m, kind, tmp_path, secret)
+
+
+@BOTH
+def test_a_memory_deleted_without_purge_can_be_purged_later(kind: str, tmp_path: Path) -> None:
+    """A plain delete keeps the text in history and in the reply's quote (an audit
+    trail); a purge asked for afterwards (the user asks for erasure a week later) must
+    still reach both. It answered "no memory" (404 over HTTP, exit 1 in the CLI), and
+    only ``forget`` of the whole user could erase the text (a review)."""
+    secret = "qzlatepurge7731"
+    with open_memory(kind, tmp_path) as m:
+        said, reply = m.add(
+            [
+                {"role": "user", "content": f"my ssn is 078-05-1120 {secret}"},
+                {"role": "assistant", "content": "thanks, noted"},
+            ],
+            user_id="ana",
+            session_id="s1",
+        )
+        loose = m.add(f"my pin is 4321 {secret}x", user_id="ana")[0]
+        m.delete(said.id)
+        m.delete_many([loose.id])
+        assert any(e.old_text for e in m.history(said.id))  # the audit trail, as documented
+        assert secret in m.get(reply.id).context
+
+        m.delete(said.id, purge=True)  # no NotFound: the tenant had this memory
+        assert m.delete_many([loose.id], purge=True) == []  # already gone: not deleted now
+
+        for memory_id in (said.id, loose.id):
+            events = m.history(memory_id)
+            assert [e.event for e in events] == ["ADD", "DELETE"]
+            assert all(e.old_text is None and e.new_text is None for e in events)
+        assert m.get(reply.id).context == ""
+        assert not _stored_anywhere(m, kind, tmp_path, secret)
+        with pytest.raises(NotFound):
+            m.delete(said.id, purge=True)  # nothing left of it now: as for any unknown id
+        with pytest.raises(NotFound):
+            m.delete("never-had-this-id", purge=True)
 
 
 @BOTH

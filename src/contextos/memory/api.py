@@ -544,18 +544,22 @@ class Memory:
         The facts stored beside a turn are deleted (and purged) with it.
         """
         _check_id(memory_id)
+        # A purge of a memory deleted earlier without one erases what is left of it: its
+        # history's texts and their copies (``delete_many``), read here first to tell
+        # an id with something left from one with nothing (NotFound, as any unknown id).
+        events = self.store.history(self.tenant, memory_id) if purge else []
         if self.delete_many([memory_id], purge=purge):
             return
-        # A purge of a turn already deleted still takes any fact of it left behind (by a
-        # version that deleted them one transaction at a time, and crashed). Only for an
-        # id this tenant ever had (its history is one indexed read): the search for facts
-        # reads every record's metadata, and any id could be sent to make each request
-        # pay for that.
-        known = purge and bool(self.store.history(self.tenant, memory_id))
-        orphans = self._orphan_facts(memory_id) if known else []
-        if not orphans:
+        texts_left = any(e.old_text or e.new_text for e in events)
+        # It also takes any fact of a turn left behind (by a version that deleted them
+        # one transaction at a time, and crashed). Only for an id this tenant ever had
+        # (its history is one indexed read): the search for facts reads every record's
+        # metadata, and any id could be sent to make each request pay for that.
+        orphans = self._orphan_facts(memory_id) if events else []
+        if orphans:
+            self.store.delete_many(self.tenant, [f.id for f in orphans], purge=True)
+        if not (texts_left or orphans):
             raise NotFound(f"no memory {memory_id!r}")
-        self.store.delete_many(self.tenant, [f.id for f in orphans], purge=True)
 
     def delete_many(self, memory_ids: Sequence[str], *, purge: bool = False) -> list[str]:
         """Delete several memories as :meth:`delete` deletes each (the facts stored
@@ -576,7 +580,10 @@ class Memory:
         # A turn and its facts (they repeat its text) in one transaction: a crash
         # between them left the facts, and the purged text in them, for good.
         facts = [f.id for f in self._facts_of(*found)]
-        ids = list(dict.fromkeys([*(r.id for r in found), *facts]))
+        # A purge also erases what is left of those deleted earlier without one.
+        present = {r.id for r in found}
+        gone = [i for i in memory_ids if purge and i not in present]
+        ids = list(dict.fromkeys([*(r.id for r in found), *facts, *gone]))
         deleted = set(self.store.delete_many(self.tenant, ids, purge=purge) if ids else ())
         # An update that committed after the facts were read replaced them with others.
         late = [f.id for f in self._facts_of(*(r for r in found if r.id in deleted))]

@@ -822,6 +822,26 @@ def history_texts(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str
     return sorted(texts)
 
 
+def purge_remains(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str) -> list[str]:
+    """Blank the history of memories deleted earlier without a purge (``memory_ids``,
+    none of them a record any more) and return the texts it held, whose copies in
+    other records' context the caller scrubs.
+
+    Why: a plain delete keeps the text in history as an audit trail, and a reply's
+    context keeps its quote of the turn. A purge asked for later found no record and
+    answered "no memory", so the text could then only leave with the whole user
+    (``forget``) (a review)."""
+    texts = history_texts(cur, tenant, memory_ids, mark=mark)
+    if texts:
+        for memory_id in memory_ids:
+            cur.execute(
+                "UPDATE history SET old_text = NULL, new_text = NULL "
+                f"WHERE tenant = {mark} AND memory_id = {mark}",
+                (tenant, memory_id),
+            )
+    return texts
+
+
 def read_history(
     read: Callable[[str, Sequence[object]], Sequence[Any]],
     tenant: str,

@@ -441,7 +441,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
     ) -> _Strs:
         with self._tx("delete") as cur:
-            return _delete_records(cur, tenant, ids, purge=purge, now=_now(), actor=actor)
+            deleted = _delete_records(cur, tenant, ids, purge=purge, now=_now(), actor=actor)
+            if purge:
+                _purge_remains(cur, tenant, ids, deleted)
+            return deleted
 
     @_absent_if_nul([], "scope", "content_hash")
     def find_by_hash(self, scope: Scope, content_hash: str) -> _Records:
@@ -995,6 +998,17 @@ def _delete_records(
     return [r[0] for r in rows]
 
 
+def _purge_remains(cur: Any, tenant: str, ids: Sequence[str], deleted: Sequence[str]) -> None:
+    """Purge what is left of those of ``ids`` deleted earlier without a purge
+    (:func:`~contextos.store.records.purge_remains`): their history's texts, and the
+    copies of them in any context of the tenant (which session a deleted memory was in
+    is not kept)."""
+    gone = set(deleted)
+    remains = [i for i in dict.fromkeys(ids) if i not in gone]
+    texts = shared.purge_remains(cur, tenant, remains, mark="%s") if remains else []
+    _scrub_contexts(cur, tenant, Scrub(texts), sessions=(), anywhere=True)
+
+
 def _unclaim(cur: Any, tenant: str, ids: list[str], owner: str) -> list[str]:
     """Take out of the queue those of ``ids`` whose row ``owner`` still claims, and
     return them. A record whose text changed since the claim (``_Update.drop_vector``
@@ -1021,13 +1035,21 @@ def _scrub_contexts(
     *,
     sessions: Sequence[str],
     loose: Iterable[tuple[str | None, str | None]] = (),
+    anywhere: bool = False,
 ) -> None:
     """Remove the copies ``scrub`` finds from the context of the records in
     ``sessions``, and of those without a session whose ``(user_id, agent_id)`` is in
-    ``loose`` that quote a turn (only an older version wrote such quotes)."""
+    ``loose`` that quote a turn (only an older version wrote such quotes); with
+    ``anywhere``, of every record of the tenant whose context holds one."""
     if not scrub:
         return
     rows: list[tuple[str, str]] = []
+    if anywhere:
+        for probe in scrub.probes:
+            rows += cur.execute(
+                "SELECT id, context FROM memories WHERE tenant = %s AND strpos(context, %s) > 0",
+                (tenant, probe),
+            ).fetchall()
     if sessions:
         rows += cur.execute(
             "SELECT id, context FROM memories WHERE tenant = %s AND context <> '' "

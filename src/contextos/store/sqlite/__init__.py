@@ -356,12 +356,13 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             deleted = _delete_records(db, tenant, ids, purge=purge, now=now, actor=actor)
             if needed and len(deleted) != len(set(ids)):
                 raise NotFound(f"no memory {sorted(set(ids) - set(deleted))[0]!r}")
-            if purge and deleted:
+            erased = purge and (_purge_remains(db, tenant, ids, deleted) or bool(deleted))
+            if erased:
                 _merge_fts_and_mark_erasure(db, now)
-        if purge and deleted:
+        if erased:
             self._erasure_pending = True
             self._truncate_wal(wait=True)
-        if deleted:
+        if deleted or erased:
             self._lexical_after_erasure()
             self._vectors_after_erasure()
         return deleted
@@ -1342,6 +1343,20 @@ def _delete_records(
     return [r[1] for r in rows]
 
 
+def _purge_remains(
+    db: sqlite3.Connection, tenant: str, ids: Sequence[str], deleted: Sequence[str]
+) -> bool:
+    """Purge what is left of those of ``ids`` deleted earlier without a purge
+    (:func:`~contextos.store.records.purge_remains`): their history's texts, and the
+    copies of them in any context of the tenant (which session a deleted memory was in
+    is not kept). Whether there was any text to erase."""
+    gone = set(deleted)
+    remains = [i for i in dict.fromkeys(ids) if i not in gone]
+    texts = shared.purge_remains(db, tenant, remains, mark="?") if remains else []
+    _scrub_contexts(db, tenant, Scrub(texts), sessions=(), anywhere=True)
+    return bool(texts)
+
+
 def _claimed_by(owner: str | None) -> tuple[str, tuple[str, ...]]:
     """The condition (appended to a WHERE on ``memories``) that keeps only the records
     whose queue row ``owner`` still claims; none without an owner. A record whose text
@@ -1359,13 +1374,21 @@ def _scrub_contexts(
     *,
     sessions: Sequence[str],
     loose: Iterable[tuple[str | None, str | None]] = (),
+    anywhere: bool = False,
 ) -> None:
     """Remove the copies ``scrub`` finds from the context of the records in
     ``sessions``, and of those without a session whose ``(user_id, agent_id)`` is in
-    ``loose`` that quote a turn (only an older version wrote such quotes)."""
+    ``loose`` that quote a turn (only an older version wrote such quotes); with
+    ``anywhere``, of every record of the tenant whose context holds one."""
     if not scrub:
         return
     rows: builtins.list[tuple[int, str]] = []
+    if anywhere:
+        for probe in scrub.probes:
+            rows += db.execute(
+                "SELECT rowid, context FROM memories WHERE tenant = ? AND instr(context, ?) > 0",
+                (tenant, probe),
+            ).fetchall()
     if sessions:
         rows += db.execute(
             "SELECT rowid, context FROM memories WHERE tenant = ? AND context != '' "
