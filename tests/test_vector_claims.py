@@ -24,6 +24,7 @@ import pytest
 
 from contextos.embed import Vectors
 from contextos.errors import StoreError
+from contextos.memory import Memory
 from contextos.memory.embedding_worker import MAX_HOLD_LEASES, EmbeddingWorker, embed_pending
 from contextos.server.tenants import TenantMemories
 from contextos.store import Store, open_store
@@ -239,6 +240,28 @@ def test_a_claim_hides_records_from_other_claimants_until_its_lease_runs_out(db:
         assert ids(store.claim_vectors("c", limit=10, lease_s=60.0)) == ["m3", "m4"]
     finally:
         store.close()
+
+
+@pytest.mark.serial
+def test_a_flush_without_a_worker_waits_for_records_another_process_claimed(db: str) -> None:
+    """A CLI-like Memory (no background worker) on a store where another process holds
+    claims (one that died in its forward pass): ``flush`` waits for them, takes them
+    once the lease runs out, and says False while its timeout runs out first. It said
+    True at once with every record still pending (a review)."""
+    _fill(db, 6)
+    other = open_store(db)
+    try:
+        assert len(other.claim_vectors("a-process-that-died", limit=10, lease_s=1.5)) == 6
+    finally:
+        other.close()
+    with Memory(db, tenant="t", embedder=HashEmbedder(), background_embedding=False) as m:
+        start = time.monotonic()
+        assert m.flush(timeout=0.5) is False
+        assert time.monotonic() - start >= 0.5
+        assert m.embedding_status().pending == 6
+        assert m.flush(others=False) is True  # nothing of its own to wait for
+        assert m.flush(timeout=10) is True
+        assert m.embedding_status().pending == 0
 
 
 def _score(store: Store, text: str) -> float:

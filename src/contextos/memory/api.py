@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +49,7 @@ from ..types import (
     content_hash,
     validate_tenant,
 )
-from .embedding_worker import EmbeddingWorker, embed_pending
+from .embedding_worker import FLUSH_POLL_S, EmbeddingWorker, embed_pending
 from .ingest import (
     MAX_TEXT_CHARS,
     AddOptions,
@@ -438,8 +439,27 @@ class Memory:
         if self.store.read_only:
             return self.store.embedding_status().pending == 0
         if self._worker is None:
-            return self._embed_later()
+            return self._flush_inline(timeout, others=others)
         return self._worker.flush(timeout, others=others)
+
+    def _flush_inline(self, timeout: float | None, *, others: bool) -> bool:
+        """``flush`` without a background worker: embed what this process can claim,
+        then (``others``) wait for the records another process claimed, taking them
+        once their claim runs out, as the worker's flush does.
+
+        Why: it returned True as soon as nothing was left to claim, with records still
+        pending under a live process's claim or a dead one's (a review: True at once,
+        20 pending, where ``timeout`` was 10 s)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not self._embed_later():
+                return False
+            if not others or self.store.embedding_status().pending == 0:
+                return True
+            left = FLUSH_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, FLUSH_POLL_S))
 
     @property
     def embedding_rate(self) -> float | None:
