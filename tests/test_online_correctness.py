@@ -8,6 +8,7 @@ ones, an erasure while a reader is open. Each failed on main before the fix.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -318,6 +319,44 @@ def test_forget_with_an_open_reader_fails_loudly_then_completes(tmp_path: Path) 
     m.add("an unrelated later write", user_id="bob")  # any later write finishes the erasure
     assert secret.encode() not in _file_bytes(db)
     m.close()
+
+
+_FORGET_THEN_DIE = """
+import os, signal, sys
+from contextos import StoreError
+from contextos.memory import Memory
+from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
+store = SQLiteStore(sys.argv[1], busy_timeout_ms=300)
+m = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+try:
+    m.forget("ana")
+except StoreError:  # committed; the -wal truncation waits for the reader
+    os.kill(os.getpid(), signal.SIGKILL)  # dies before its close could finish it
+"""
+
+
+def test_an_erasure_a_crash_left_unfinished_is_finished_by_the_next_process_to_open(
+    tmp_path: Path,
+) -> None:
+    """A process that dies after an erasure's commit, before its WAL truncation, leaves
+    the erased text in the -wal. The next process to open the file finishes the
+    erasure, even one that only reads (a server serving searches): only a write did,
+    so the bytes stayed for as long as nobody wrote (a review)."""
+    secret = "qzsecretmarker95"
+    m, db = _sqlite_conversation(tmp_path, secret)
+    m.close()
+    reader = _reader(db)
+    died = subprocess.run([sys.executable, "-c", _FORGET_THEN_DIE, str(db)], timeout=120)
+    assert died.returncode == -signal.SIGKILL
+    reader.rollback()  # its snapshot ends; open, it keeps the last close from checkpointing
+    try:
+        assert secret.encode() in _file_bytes(db)  # committed, and still in the -wal
+        with Memory(db, embedder=HashEmbedder(), background_embedding=False) as reads_only:
+            assert reads_only.get_all(user_id="ana") == []
+            assert secret.encode() not in _file_bytes(db)
+    finally:
+        reader.close()
 
 
 def test_forget_waits_for_a_reader_that_closes_soon(tmp_path: Path) -> None:

@@ -164,6 +164,11 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._closed = False
         self._forked = False
         self._pid = forks.track(self)
+        if self._erasure_pending:
+            # A process died between an erasure's commit and its WAL truncation (or gave
+            # up on a reader): finish it now. Only a later write did, so a process that
+            # only reads kept the erased text in the -wal for as long as it ran (a review).
+            self._retry_erasure()
 
     def _inherited_by_fork(self) -> None:
         """In a forked child (``store.forks``): every later use raises a StoreError that
