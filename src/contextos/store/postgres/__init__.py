@@ -20,6 +20,7 @@ filters agree with the caller's clock, and come back as aware UTC datetimes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -102,6 +103,12 @@ _ERASE_TRIES = 5
 #: deadlock (:func:`_again_after_deadlock`).
 DEADLOCK_TRIES = 5
 
+#: True while a write runs that is run again if PostgreSQL ends it in a deadlock: the
+#: deadlock is then logged at DEBUG, not as a failure (``PostgresStore._conn``).
+_DEADLOCK_RETRIED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "deadlock_retried", default=False
+)
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -121,12 +128,15 @@ def _again_after_deadlock(method: Callable[_P, _R]) -> Callable[_P, _R]:
     @functools.wraps(method)
     def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         for attempt in range(DEADLOCK_TRIES):
+            token = _DEADLOCK_RETRIED.set(attempt < DEADLOCK_TRIES - 1)
             try:
                 return method(*args, **kwargs)
             except StoreError as exc:
                 if attempt == DEADLOCK_TRIES - 1 or not _deadlocked(exc):
                     raise
                 wait_before_retry(attempt + 4)  # up to 16 ms, then 32, 64...
+            finally:
+                _DEADLOCK_RETRIED.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     return again
@@ -302,8 +312,12 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             ) from exc
         except self._psycopg.Error as exc:
             # The server, port and database stay in the log, never in the error text,
-            # which may reach an HTTP or MCP client.
-            log.warning("PostgreSQL %s failed (%s): %s", what, self._where, exc)
+            # which may reach an HTTP or MCP client. A deadlock that a try other than the
+            # last of ``_again_after_deadlock`` (or of forget's) met is run again: a
+            # warning said "failed" of writes that then succeeded (a review).
+            retried = exc.sqlstate == "40P01" and _DEADLOCK_RETRIED.get()
+            level = logging.DEBUG if retried else logging.WARNING
+            log.log(level, "PostgreSQL %s failed (%s): %s", what, self._where, exc)
             raise StoreError(f"PostgreSQL {what} failed: {_first_line(exc)}") from exc
 
     @contextmanager
@@ -515,6 +529,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         ended it to break a deadlock (it took nothing then)."""
         for attempt in range(_ERASE_TRIES):
             last = attempt == _ERASE_TRIES - 1
+            token = _DEADLOCK_RETRIED.set(not last)
             try:
                 return self._erase_once(scope, any_order=last)
             except _SessionsMoved:
@@ -523,6 +538,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 if last or not _deadlocked(exc):
                     raise
                 wait_before_retry(attempt + 4)
+            finally:
+                _DEADLOCK_RETRIED.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _erase_once(self, scope: Scope, *, any_order: bool) -> int:
