@@ -556,6 +556,14 @@ def test_serve_says_when_it_creates_the_database(tmp_path: Path, workers: int) -
             _, err = proc.communicate(timeout=60)
         note = f"note: no database at {db}: a new one was created there"
         assert (note in err.decode()) is created, err.decode()[-2000:]
+        # No key in it on the first start: every request would get 401 (a key made
+        # without --db went to the default database), so it says how to make one.
+        no_key = f"create one with `contextos keys create --db {db} --tenant NAME`"
+        assert (no_key in " ".join(err.decode().split())) is created, err.decode()[-2000:]
+        if created:
+            subprocess.run(
+                [*CLI, "keys", "create", "--db", str(db), "--tenant", "acme"], check=True
+            )
 
 
 def _wait_until_serving(proc: subprocess.Popen[Any], url: str) -> None:

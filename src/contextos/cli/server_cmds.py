@@ -73,6 +73,28 @@ def _note_created(db: str, was_absent: bool) -> None:
         )
 
 
+def _note_no_keys(db: str, admin_key: str | None) -> None:
+    """Say on stderr that ``db`` holds no API key a request could use, and how to make
+    one. Why: a key created in another database (``keys create`` without ``--db``
+    writes to the default one) got "401 invalid or revoked API key" from this server
+    with no hint of where the key went (a review, following the inspector's docs)."""
+    from ..server.keys import KeyStore
+
+    if admin_key:
+        return
+    with KeyStore(db) as keys:
+        if keys.list(include_revoked=False):
+            return
+    shown = "URL" if "://" in db else db  # a database URL may hold a password
+    err_console.print(
+        SafeText(
+            f"note: this database holds no API key yet, so every request is refused: "
+            f"create one with `contextos keys create --db {shown} --tenant NAME`"
+        ),
+        highlight=False,
+    )
+
+
 #: Seconds a client has to send a request's headers (``serve --header-timeout``; see
 #: :mod:`contextos.server.headlimit`). Apache's mod_reqtimeout allows 20 for the
 #: first byte and up to 40 in all, nginx 60; a browser or SDK sends its headers in one
@@ -441,6 +463,7 @@ def serve(
                 _create_database(target)
                 _note_created(target, fresh)
             os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
+            _note_no_keys(target, admin_key)
             _announce(url)
             worker_options = {**options, "factory": True, "workers": workers}
             _run_server(
@@ -461,6 +484,7 @@ def serve(
             raise
         try:
             _note_created(target, fresh)
+            _note_no_keys(target, admin_key)
             _announce(url)
             _run_server(
                 app,
