@@ -15,6 +15,16 @@ from typing import Any
 _CLEARED = ("CONTEXTOS_DB", "CONTEXTOS_TENANT", "COLUMNS", "FORCE_COLOR", "NO_COLOR")
 
 
+def cli_env(db: Path | None = None) -> dict[str, str]:
+    """The environment of a test's ``contextos`` process: the hash embedder, ``db`` in
+    ``CONTEXTOS_DB``, none of the variables that would pass flags unseen."""
+    base = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+    base["CONTEXTOS_EMBEDDER"] = "hash"
+    if db is not None:
+        base["CONTEXTOS_DB"] = str(db)
+    return base
+
+
 def run_cli(
     *args: str,
     db: Path | None = None,
@@ -26,16 +36,12 @@ def run_cli(
     ``db`` goes in ``CONTEXTOS_DB``; ``env`` adds or overrides variables (HOME
     and XDG_DATA_HOME there move the default database into a temp folder).
     """
-    base = {k: v for k, v in os.environ.items() if k not in _CLEARED}
-    base["CONTEXTOS_EMBEDDER"] = "hash"
-    if db is not None:
-        base["CONTEXTOS_DB"] = str(db)
     data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
     proc = subprocess.run(
         [sys.executable, "-m", "contextos.cli", *args],
         input=data,
         capture_output=True,
-        env={**base, **(env or {})},
+        env={**cli_env(db=db), **(env or {})},
         timeout=180,
     )
     return subprocess.CompletedProcess(

@@ -166,6 +166,18 @@ def test_a_missing_scope_is_the_same_usage_error_in_every_command(
     assert out.stderr.count("\n") == 1 and "user_id" not in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("group", [(), ("session",), ("keys",)])
+def test_a_command_group_alone_prints_its_help_as_written(
+    tmp_path: Path, group: tuple[str, ...]
+) -> None:
+    """``contextos`` alone, the first thing a newcomer types, printed its whole help
+    squashed into one ``error: Usage: ...; Options: ...`` line (a review)."""
+    out = run(tmp_path / "cli.db", *group)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(f"Usage: {' '.join(['contextos', *group])} [OPTIONS] COMMAND")
+    assert "\nCommands:\n" in out.stderr and "error" not in out.stderr.lower(), out.stderr
+
+
 def test_a_bad_db_path_creates_nothing(tmp_path: Path) -> None:
     missing = tmp_path / "nonexistent_dir" / "sub" / "x.db"
     out = run(missing, "add", "x", "-u", "a")

@@ -186,3 +186,32 @@ def test_a_benchmark_names_no_database_it_does_not_use(
     main(["bench", "locomo", "--data", str(tiny_locomo(tmp_path)), "--conversations", "1"])
     err = capsys.readouterr().err
     assert "database:" not in err and "the default" not in err, err
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_stops_early_ends_the_command_as_sigpipe_would(
+    tmp_path: Path, as_json: bool
+) -> None:
+    """``contextos list | head -1``: the reader closes the pipe with most of the output
+    unwritten. rich exited 1 there (an error of the library or the store, by the
+    documented codes), silently, in 10 of 10 runs of ``session show | head -1`` (a
+    review). It exits 141, as a Unix tool killed by SIGPIPE does, and says nothing."""
+    from cli_support import cli_env
+    from contextos.memory import Memory
+    from contextos.testing.embedders import HashEmbedder
+
+    db = tmp_path / "pipe.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add([f"note {i}: " + "words to fill the pipe " * 8 for i in range(1000)], user_id="ana")
+    flags = ["--json"] if as_json else []
+    cmd = [sys.executable, "-m", "contextos.cli", *flags, "list", "-u", "ana", "--limit", "1000"]
+    # Buffered, as a user's shell runs it: unbuffered (PYTHONUNBUFFERED=1), the
+    # interpreter takes the pipe's short write for a whole one and raises nothing.
+    env = {k: v for k, v in cli_env(db=db).items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(64)  # the first line or so, as ``head -1`` reads
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""

@@ -10,13 +10,14 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -37,8 +38,33 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(soft_wrap=True)  # lines are not cut at 80 columns under a pipe
-err_console = Console(stderr=True, soft_wrap=True)
+#: The exit status of a command whose reader closed the pipe (``| head``): a Unix tool
+#: killed by SIGPIPE exits with it too (128 + 13), so ``set -o pipefail`` reads the two
+#: alike.
+CLOSED_PIPE_EXIT = 141
+
+
+def stdout_closed() -> NoReturn:
+    """Exit with :data:`CLOSED_PIPE_EXIT`, saying nothing, when stdout's reader has gone.
+
+    Why: rich's console exited 1 there, and 1 means an error of the library or the store
+    (``session show | head -1`` failed 10 times in 10, a review); the interpreter's
+    own flush at exit must not fail again, so stdout now writes to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(CLOSED_PIPE_EXIT)
+
+
+class _Console(Console):
+    """rich's Console, but a closed pipe ends the command as :func:`stdout_closed` does."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        stdout_closed()
+
+
+console = _Console(soft_wrap=True)  # lines are not cut at 80 columns under a pipe
+err_console = _Console(stderr=True, soft_wrap=True)
 
 
 @dataclasses.dataclass
@@ -479,7 +505,7 @@ def print_table(table: Table) -> None:
         return
     wide = console.options.update(max_width=1_000_000)
     width = max(Measurement.get(console, wide, table).maximum, console.width)
-    Console(file=console.file, width=width, no_color=console.no_color).print(table)
+    _Console(file=console.file, width=width, no_color=console.no_color).print(table)
 
 
 def json_default(value: object) -> object:
@@ -497,7 +523,12 @@ def json_default(value: object) -> object:
 
 def print_json(payload: object) -> None:
     """Write ``payload`` as JSON on stdout (one document, newline-terminated)."""
-    sys.stdout.write(json.dumps(payload, default=json_default, ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(payload, default=json_default, ensure_ascii=False, indent=2) + "\n"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # click would exit 1 for it: "an error of the library"
+        stdout_closed()
 
 
 def json_option(func: F) -> F:

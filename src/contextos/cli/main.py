@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
             return  # as settle's own Ctrl-C: the write stands and was reported
         err_console.print("aborted")
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # ``contextos`` (or a group) alone: the help, as written, where click puts it.
+        # As a usage error it was squashed into one "error: ...; ...; ..." line.
+        err_console.print(SafeText(exc.format_message()), highlight=False)
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         print_error(exc.format_message() + hint)
