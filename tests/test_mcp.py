@@ -1006,3 +1006,36 @@ def test_streamable_http_refuses_a_request_id_that_is_not_a_string_or_integer(
     texts = [m["text"] for m in _rpc_result(listed.text)["result"]["structuredContent"]["result"]]
     assert texts == ["good id"]
     assert "Traceback" not in log.read_text()
+
+
+def test_streamable_http_answers_a_get_405_and_holds_no_event_stream(tmp_path: Path) -> None:
+    """``GET /mcp`` opened an event stream that never ended and never carried anything
+    (the transport is stateless): each held a descriptor and memory, without a cap, and
+    outlived the revocation of its key (a review: 200 streams, 200 descriptors, 12 MB).
+    The MCP specification lets a server without such a stream answer 405."""
+    import httpx
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    cmd = [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
+    cmd += ["--port", str(port)]
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"}
+    with reaped(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)) as proc:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = httpx.get(url, headers=headers, timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        listed = httpx.post(
+            url, headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        )
+        anonymous = httpx.get(url, headers={"Accept": "text/event-stream"}, timeout=5)
+    assert got.status_code == 405 and got.headers["allow"] == "POST"
+    assert got.json()["error"]["code"] == -32000
+    assert listed.status_code == 200
+    assert anonymous.status_code == 401  # the key is checked first, as for a POST

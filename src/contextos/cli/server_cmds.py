@@ -165,7 +165,10 @@ def _run_server(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from ..server.accept_errors import throttle_accept_errors
     from ..server.headlimit import HeadLimitProtocol, set_timeouts
+
+    throttle_accept_errors()
 
     def stop(signum: int, frame: object) -> None:
         raise _Stopped

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import math
+import resource
 import termios
 from typing import Any
 
@@ -90,6 +92,31 @@ _TOO_LARGE = _response(
     b"431 Request Header Fields Too Large",
     f"request line and headers over {MAX_HEAD_BYTES} bytes\n".encode("ascii"),
 )
+
+
+_FULL = _response(
+    b"503 Service Unavailable", b"the server holds as many connections as it can; retry\n"
+)
+
+#: File descriptors a server keeps for itself, out of its limit of open files: the
+#: store's files and connections, the model's, logs, outbound sockets. At least
+#: this many, or a fifth of the limit if that is more.
+RESERVED_FILES = 100
+
+
+@functools.cache
+def connection_cap() -> int:
+    """How many client connections one server process holds at once: its limit of open
+    files (``ulimit -n``, soft) less :data:`RESERVED_FILES` (or a fifth); at least 1.
+
+    Why: past the limit every ``accept()`` failed, asyncio logged a traceback for each
+    (about 3 MB a second), and ``contextos mcp`` stopped accepting for good. A client
+    needs no key to open connections, and idle ones are held until the header timeout
+    (a review: 320 bare connections against a limit of 300)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(1, soft - max(RESERVED_FILES, soft // 5))
 
 
 def set_timeouts(config: Any, *, header: float, send: float) -> None:
@@ -161,12 +188,22 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._unreported = 0  # bytes taken in since the parser last reported any
         self._refused = False
         self._owed: bytes | None = None  # the refusal to send once earlier responses are out
+        self._turned_away = False  # over the connection cap: closed on arrival
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= connection_cap():
+            # Over the cap (:func:`connection_cap`): answered 503 and closed at once,
+            # before anything of the connection is kept; its descriptor goes back.
+            self._turned_away = True
+            transport.write(_FULL)
+            transport.close()
+            return
         super().connection_made(transport)
         self._arm()  # the first request's head, not begun yet
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._turned_away:
+            return  # nothing of it was kept
         self._disarm()
         self._in_body = False
         for timer in (self._body_timer, self._send_timer):

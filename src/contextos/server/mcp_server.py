@@ -570,6 +570,9 @@ class WholeBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope.get("method") == "GET":
+            await _no_event_stream(send)
+            return
         chunks: list[bytes] = []
         while True:
             message = await receive()
@@ -593,6 +596,31 @@ class WholeBody:
             return dict(await receive())  # after the body: the client's disconnect
 
         await self.app(scope, replay, send)
+
+
+async def _no_event_stream(send: Any) -> None:
+    """405 for ``GET /mcp``, as the MCP specification allows a server that offers no
+    event stream. Why: the SDK answered it with an event stream that never ended and
+    never carried anything (the transport is stateless: no request can reach it), held
+    a file descriptor and memory each, with no cap, and outlived the revocation of the
+    key that opened it (a review: 200 streams, 200 descriptors and 12 MB)."""
+    import json
+
+    message = "Method not allowed: this server offers no event stream; POST requests"
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}
+    body = json.dumps(error).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 405,
+            "headers": [
+                (b"allow", b"POST"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 _BAD_ID = (
