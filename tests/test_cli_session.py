@@ -214,3 +214,13 @@ def test_session_add_keeps_a_tool_results_call_id(tmp_path: Path) -> None:
     assert json.dumps(shown).count('"call_1"') == 1
     wrong = run_cli("session", "add", "s", "hi", "--tool-call-id", "call_2", db=db)
     assert wrong.returncode == 2 and "--role tool" in wrong.stderr
+
+
+def test_chat_refuses_a_base_url_without_the_openai_provider(tmp_path: Path) -> None:
+    """``chat --base-url URL`` without ``--provider openai`` chatted offline, the URL
+    unused, and exited 0: a user who meant their local model got canned answers (a
+    review)."""
+    out = run_cli("chat", "--base-url", "http://127.0.0.1:9/v1", stdin="hi\n", db=tmp_path / "c.db")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--provider openai" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "c.db").exists()  # refused before anything was opened

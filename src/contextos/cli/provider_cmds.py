@@ -170,6 +170,11 @@ def chat(
     from ..memory import Memory
     from ..providers.chat import Chat
 
+    if base_url is not None and provider != "openai":
+        # It chatted offline, the URL unused, and exited 0 (a review).
+        raise click.UsageError(
+            "--base-url names an OpenAI-compatible server: add --provider openai"
+        )
     session_id = session_id or default_chat_session(user_id)
 
     memory = Memory(state.settings.db, tenant=state.settings.tenant, settings=state.settings)
