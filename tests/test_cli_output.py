@@ -212,6 +212,7 @@ def test_a_reader_that_stops_early_ends_the_command_as_sigpipe_would(
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.read(64)  # the first line or so, as ``head -1`` reads
     proc.stdout.close()
-    err = proc.stderr.read().decode()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert err == ""
