@@ -179,9 +179,9 @@ def test_bad_arguments():
         Thresholds(trigger=0.5, target=0.8)
     with pytest.raises(ValueError):
         plan_compaction([turn(0)], HistoryState(), 10, "shred")  # type: ignore[arg-type]
-    plan = plan_compaction([turn(i) for i in range(10)], HistoryState(), 50, "summarize")
-    with pytest.raises(ValueError):
-        apply_compaction(plan, [turn(i) for i in range(10)], HistoryState(), 50)
+    plan = plan_compaction([turn(i) for i in range(20)], HistoryState(), 100, "summarize")
+    with pytest.raises(ValueError, match="needs a summarizer"):
+        apply_compaction(plan, [turn(i) for i in range(20)], HistoryState(), 100)
 
 
 def test_pinning_a_tool_call_keeps_its_result_from_being_cleared():

@@ -124,3 +124,73 @@ def test_turns_sharing_a_dia_id_keep_a_line_each(tmp_path: Path) -> None:
     again = s.compact(600, "summarize", force=True).state.summary
     assert again is not None and len({ln.seq for ln in again.lines}) == len(again.lines) > 1
     assert again.lines != previous
+
+
+def _session_compacted(tmp_path: Path, said: str, budget: int) -> tuple[object, object]:
+    """A Session on a real SQLite file with 12 exchanges of ``said``, compacted once
+    with ``summarize`` at ``budget``; its result and state."""
+    from contextos import Memory, Session
+    from contextos.testing.embedders import HashEmbedder
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    memory = Memory(tmp_path / "s.db", embedder=HashEmbedder(), background_embedding=False)
+    session = Session(memory, "long", user_id="ana")
+    for i in range(12):
+        session.add(Message("user", f"{said} ({i})"), Message("assistant", "ok"))
+    done = session.compact(budget, "summarize")
+    state = session.state()
+    memory.close()
+    return done, state
+
+
+def test_a_paragraph_without_sentence_spaces_or_capitals_still_gives_summary_lines(
+    tmp_path: Path,
+) -> None:
+    """A turn written as one long sentence (a Chinese paragraph: no space after "。"; a
+    lowercase run-on) gave no line: the sentence was over the line limit, or scored as
+    filler, and was dropped. Compaction folded the turns into a summary with no line,
+    and they left every window (a review: 188 turns, 0 lines, 3,200 tokens free)."""
+    chinese = (
+        "我的储物柜密码是QZX4417，请记住它。我下周二要去上海出差，住在外滩附近的酒店，"
+        "会议在周三上午九点开始，我需要你提醒我带护照和笔记本电脑。"
+    )
+    run_on = (
+        "my locker code is QZX-4417 and I need you to remember it because next tuesday I "
+        "am flying to Shanghai for the quarterly review with the Acme team and the meeting "
+        "starts at nine so remind me to bring the passport, the laptop, the charger and the "
+        "printed slides for Dana and the spare badge and the adapter for the projector"
+    )
+    for said in (chinese, run_on):
+        done, state = _session_compacted(tmp_path / str(len(said)), said, 1000)
+        assert done.plan is not None and done.plan.rotate  # type: ignore[attr-defined]
+        lines = state.summary.lines  # type: ignore[attr-defined]
+        assert lines and any("QZX" in line.text for line in lines), said
+        assert all(line.tokens <= 80 for line in lines)
+
+
+def test_a_budget_no_summary_can_keep_to_is_refused(tmp_path: Path) -> None:
+    """``compact(0)`` folded every turn but the recent ones into a summary with no line,
+    ``compact(-5)`` failed with "max_tokens must be >= 0", naming neither (a review)."""
+    import pytest
+
+    from contextos.errors import BudgetError
+
+    for budget in (0, -5, 1, 4):
+        with pytest.raises(BudgetError, match="budget"):
+            _session_compacted(
+                tmp_path / f"b{budget + 10}", "I moved to Lisbon in May 2023.", budget
+            )
+
+
+def test_sentences_end_at_chinese_and_japanese_stops_without_a_space() -> None:
+    from contextos.text.sentences import split_sentences
+
+    said = "我的密码是QZX4417。我下周二要去上海！你呢？ Then English.\n「はい。」次です"
+    assert [s for _, s in split_sentences(said)] == [
+        "我的密码是QZX4417。",
+        "我下周二要去上海！",
+        "你呢？",
+        "Then English.",
+        "「はい。」",
+        "次です",
+    ]

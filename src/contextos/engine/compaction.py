@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar
 from contextos.engine.conversation import answered_ids
 from contextos.engine.message_text import valid_text
 from contextos.engine.summarize import Summarizer, Summary, SummaryLine, fitting_lines
+from contextos.errors import BudgetError
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.types import Turn
 
@@ -233,6 +234,7 @@ def plan_compaction(
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     th = thresholds or Thresholds()
+    _check_budget(budget, strategy, th)
     before = history_tokens(turns, state)
     if not force and not needs_compaction(before, budget, th):
         return None
@@ -397,6 +399,30 @@ def _plan_rotate(
         rotate += step_seqs
         tokens -= cost
     return sorted(rotate), tokens
+
+
+def _check_budget(budget: int, strategy: Strategy, th: Thresholds) -> None:
+    """Refuse a budget no compaction can keep to.
+
+    Why: a budget of 0 or less compacted every turn but the recent ones (a negative one
+    failed deep in the summarizer, naming neither), and a summarize whose summary share
+    rounds to almost nothing folded the turns into a summary with no line: they left
+    every window, where the strategy promises their salient sentences (a review). A
+    share too small for the summarizer's lines is refused when they come back
+    (:func:`_checked_summary`)."""
+    if budget < 1:
+        raise BudgetError(
+            "a history budget must be at least 1 token", requested=1, available=budget
+        )
+    if strategy == "summarize" and int(th.summary_share * budget) < 1:
+        least = math.ceil(1 / th.summary_share) if th.summary_share else 1
+        raise BudgetError(
+            f"the summary's share of this budget (summary_share {th.summary_share:g}) "
+            f"is no token: give a budget of at least {least}, or compact with another "
+            "strategy",
+            requested=least,
+            available=budget,
+        )
 
 
 def apply_compaction(

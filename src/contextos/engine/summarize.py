@@ -111,38 +111,75 @@ _NUMBER = re.compile(r"\b\d[\d,.:/]*\b")
 _PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}\b")
 _WORD = re.compile(r"[A-Za-z']+")
 _FIRST_PERSON = re.compile(r"\b(I|I'm|I've|my|we|our)\b")
+#: Kana, CJK ideographs and Hangul syllables.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
 def _score(sentence: str) -> float:
     """Salience of one sentence: numbers, time words, names, the first person and content
     words count for it; a short filler or a question counts against it. What is not a
-    content word is :data:`contextos.text.sentences.STOPWORDS`, the extractor's list."""
+    content word is :data:`contextos.text.sentences.STOPWORDS`, the extractor's list.
+
+    Chinese, Japanese and Korean text has no spaces (Korean: not between all words):
+    its characters count as words two at a time (a word there is one to three
+    characters), all of them content; such a sentence counted as no word, scored as
+    filler, and was never kept (a review)."""
     words = _WORD.findall(sentence)
+    ideographic = len(_CJK.findall(sentence)) // 2
     content = [w for w in words if len(w) > 3 and w.lower() not in STOPWORDS]
     score = 2.0 * min(2, len(_NUMBER.findall(sentence)))
     score += 2.0 * min(2, len(_DATE.findall(sentence)))
     score += 1.5 * min(3, len(_PROPER.findall(sentence)))
     score += 1.0 if _FIRST_PERSON.search(sentence) else 0.0
-    score += 0.4 * min(8, len(content))
-    if len(words) < 4:
+    score += 0.4 * min(8, len(content) + ideographic)
+    if len(words) + ideographic < 4:
         score -= 2.0
-    if sentence.rstrip().endswith("?"):
+    if sentence.rstrip().endswith(("?", "？")):
         score -= 1.0
     return score
 
 
 def _lines_of(
-    speaker: str, date: str, text: str, seq: int, ref: str, tokenizer: Tokenizer
+    speaker: str, date: str, text: str, seq: int, ref: str, tokenizer: Tokenizer, max_tokens: int
 ) -> tuple[SummaryLine, ...]:
-    """Scored candidate lines of one turn."""
+    """Scored candidate lines of one turn, each cut to ``max_tokens`` (:func:`_cut`)."""
     out = []
     for _, sentence in split_sentences(text.strip()):
         sentence = " ".join(sentence.split())
         if not sentence:
             continue
-        line = f"({date}) {speaker}: {sentence}" if date else f"{speaker}: {sentence}"
-        out.append(SummaryLine(line, seq, ref, _score(sentence), tokenizer.count(line) + 1))
+        head = f"({date}) {speaker}: " if date else f"{speaker}: "
+        line, tokens = _cut(head, sentence, tokenizer, max_tokens)
+        out.append(SummaryLine(line, seq, ref, _score(sentence), tokens))
     return tuple(out)
+
+
+def _cut(head: str, sentence: str, tokenizer: Tokenizer, max_tokens: int) -> tuple[str, int]:
+    """``head + sentence`` and its tokens (with the newline), the sentence cut at a word
+    (or, with no space in reach, a character) and marked "…" so the line fits
+    ``max_tokens``; whole when it fits or when not even the head does.
+
+    Why cut and not drop: a sentence over the limit was left out, and a turn written as
+    one long sentence (a run-on without capitals, a paragraph in a script that ends its
+    sentences without a space) gave no line at all, so a compaction folded whole
+    sessions into an empty summary and their turns left every window (a review)."""
+    whole = head + sentence
+    tokens = tokenizer.count(whole) + 1
+    if tokens <= max_tokens or tokenizer.count(head + "…") + 1 > max_tokens:
+        return whole, tokens
+    low, high = 0, len(sentence)  # the longest prefix that fits: binary search on length
+    while low < high:
+        mid = (low + high + 1) // 2
+        if tokenizer.count(f"{head}{sentence[:mid]}…") + 1 <= max_tokens:
+            low = mid
+        else:
+            high = mid - 1
+    kept = sentence[:low]
+    space = kept.rfind(" ")
+    if space > low // 2:  # end at a word where one is near
+        kept = kept[:space]
+    line = f"{head}{kept.rstrip()}…"
+    return line, tokenizer.count(line) + 1
 
 
 def turn_time(turn: Turn) -> datetime | None:
@@ -207,7 +244,9 @@ class ExtractiveSummarizer:
         if found is None:
             if len(self._memo) > 100_000:
                 self._memo.clear()
-            found = self._memo[key] = _lines_of(speaker, date, text, seq, ref, self.tokenizer)
+            found = self._memo[key] = _lines_of(
+                speaker, date, text, seq, ref, self.tokenizer, self.max_line_tokens
+            )
         return found
 
     def summarize(

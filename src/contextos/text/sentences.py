@@ -33,7 +33,12 @@ _ABBREVIATIONS = (
     "mt.",
     "no.",
 )
-_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\s*\n+\s*")
+#: Where a sentence ends: ".", "!" or "?" (and closing quotes) before a space and a
+#: capital or a digit; a line break; or "。", "！" or "？", which Chinese and Japanese
+#: write with no space after (a paragraph of them was one "sentence").
+_SPLIT = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[。！？])(?![」』）])\s*|(?<=[。！？][」』）])\s*|\s*\n+\s*"
+)
 
 STOPWORDS = word_set(
     """
