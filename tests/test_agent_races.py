@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from contextos import Memory
@@ -103,3 +104,68 @@ def test_parallel_processes_lose_no_edit_and_make_no_duplicate(tmp_path: Path) -
         notes = [r for r in tagged if r.metadata.get("path") == "/memories/notes.md"]
         blocks = [r for r in tagged if r.metadata.get("label") == "human"]
         assert len(notes) == 1 and len(blocks) == 1
+
+
+_AGENT_APPENDS = """
+import sys
+from contextos import Memory
+from contextos.agent.core_memory import CoreMemory
+from contextos.agent.files import MemoryFiles
+from contextos.agent.paths import MemoryFileError
+from contextos.testing.embedders import HashEmbedder
+
+import os
+
+db, stop = sys.argv[1], sys.argv[2]
+with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+    core = CoreMemory(m, user_id="ana", blocks={"human": 100_000, "persona": 100})
+    files = MemoryFiles(m, user_id="ana")
+    k = 0
+    while not os.path.exists(stop):
+        k += 1
+        core.append("human", f"agent line {k}")
+        try:
+            files.insert("/memories/ana.md", 0, f"agent line {k}")
+        except MemoryFileError:  # changed under it: told to view again, nothing written
+            pass
+"""
+
+
+def test_an_operators_edit_is_never_written_over_by_an_agents_edit(tmp_path: Path) -> None:
+    """An agent appends to its core block and inserts into its memory file (each edit
+    reads, changes and writes under the owner's lock) while an operator edits the same
+    records with ``Memory.update`` (the inspector's Save, ``PATCH /v1/memories``, MCP
+    ``update_memory``), which the lock does not hold off. The agent's write went over
+    whatever was stored by then: 51 of 150 acknowledged operator edits were lost, and a
+    redacted passport number came back (a review). Every acknowledged operator line
+    must be in the final block and file."""
+    db = tmp_path / "race.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        block = CoreMemory(m, user_id="ana", blocks={"human": 100_000, "persona": 100})
+        block_id = block.set("human", "Name: Ana").memory_id
+        files = MemoryFiles(m, user_id="ana")
+        files.create("/memories/ana.md", "Name: Ana\n")
+        file_id = files.files()[0].memory_id
+        stop = tmp_path / "stop"
+        agent = subprocess.Popen([sys.executable, "-c", _AGENT_APPENDS, str(db), str(stop)])
+        acknowledged: list[str] = []
+        try:
+            deadline = time.monotonic() + 60
+            while "agent line 3" not in block.get("human").value:  # the agent is at work
+                assert agent.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            for j in range(100):
+                for record_id in (block_id, file_id):
+                    before = m.get(record_id)
+                    assert before is not None
+                    m.update(record_id, f"{before.text}\noperator line {j}")
+                acknowledged.append(f"operator line {j}")
+                time.sleep(0.005)
+        finally:
+            stop.touch()
+            assert agent.wait(timeout=120) == 0
+        final = [m.get(record_id) for record_id in (block_id, file_id)]
+    for record in final:
+        assert record is not None
+        lost = [line for line in acknowledged if line not in record.text]
+        assert not lost, f"{len(lost)} of {len(acknowledged)} operator edits lost"

@@ -25,12 +25,12 @@ CLI on one file) never write over each other's change.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from ..types import MemoryRecord
 from .lock import owner_lock
 from .owner import oldest_first, owned_records, owner_scope
@@ -64,6 +64,8 @@ class CoreBlock:
     #: In the block an append or replace returns: the value the edit read and changed
     #: (what ``CorePrefix.edited`` compares with its snapshot). None elsewhere.
     previous: str | None = field(default=None, compare=False)
+    #: The stored record's whole text, as read: what an edit expects to replace.
+    record_text: str | None = field(default=None, compare=False, repr=False)
 
 
 def _previous(read: CoreBlock | None) -> str | None:
@@ -112,7 +114,9 @@ class CoreMemory:
             label = r.metadata.get("label")
             if not _valid_label(label) or label in out:
                 continue
-            out[label] = CoreBlock(label, _value_of(r), self._limit(label), r.id)
+            out[label] = CoreBlock(
+                label, _value_of(r), self._limit(label), r.id, record_text=r.text
+            )
         return out
 
     def _limit(self, label: str) -> int:
@@ -143,8 +147,16 @@ class CoreMemory:
 
     def set(self, label: str, value: str) -> CoreBlock:
         """Write a block's whole value (kept in history)."""
-        with self._locked():
-            return self._set(label, value)
+        for _ in range(EDIT_TRIES):
+            with self._locked():
+                try:
+                    return self._set(label, value)
+                except _Changed:  # written in between by a writer outside the lock
+                    continue
+        raise CoreMemoryError(
+            f"Core memory block {label!r} kept changing while this edit ran; nothing was "
+            "written. Read the block again before editing it."
+        )
 
     def _set(self, label: str, value: str, read: CoreBlock | None = None) -> CoreBlock:
         """``set`` with the lock held by the caller; ``read``: the block the new value
@@ -170,6 +182,8 @@ class CoreMemory:
             and (current is None or current.memory_id != read.memory_id)
         ):
             raise _erased(label)
+        if read is not None and current is not None and current.value != read.value:
+            raise _Changed  # by a writer outside the lock (an operator's update)
         text = f"{_header(label)}\n{value}"
         meta = {"source": SOURCE, "label": label}
         if current is None:
@@ -180,35 +194,60 @@ class CoreMemory:
             return CoreBlock(label, value, limit, rec.id, _previous(read))
         if current.value != value:
             try:
-                self.memory.update(str(current.memory_id), text, metadata=meta)
+                self.memory.update(
+                    str(current.memory_id), text, metadata=meta, expected_text=current.record_text
+                )
             except NotFound:  # erased since it was read just above
                 raise _erased(label) from None
+            except Conflict:  # changed since: by a writer the lock does not hold off
+                raise _Changed from None
         return CoreBlock(label, value, limit, current.memory_id, _previous(read))
 
     def append(self, label: str, content: str) -> CoreBlock:
         """Add a line to a block."""
         need_text("content", content)
-        with self._locked():
-            block = self.get(label)
-            value = block.value
-            return self._set(
-                label, f"{value}\n{content.strip()}" if value else content.strip(), block
-            )
+
+        def appended(value: str) -> str:
+            return f"{value}\n{content.strip()}" if value else content.strip()
+
+        return self._edit(label, appended)
+
+    def _edit(self, label: str, change: Callable[[str], str]) -> CoreBlock:
+        """Write ``change`` of the block's value, read and written under the owner's
+        lock; made again from the new value when a writer the lock does not hold off
+        (``Memory.update``: the inspector's Save, ``PATCH /v1/memories``, MCP
+        ``update_memory``) changed the block in between.
+
+        Why: the write went over whatever was stored then, and an operator's edit
+        acknowledged in between was lost (a review: 51 of 150; a redacted passport
+        number came back in 4 of 15 tries and was pinned in every later prompt)."""
+        for _ in range(EDIT_TRIES):
+            with self._locked():
+                block = self.get(label)
+                try:
+                    return self._set(label, change(block.value), block)
+                except _Changed:
+                    continue
+        raise CoreMemoryError(
+            f"Core memory block {label!r} kept changing while this edit ran; nothing was "
+            "written. Read the block again before editing it."
+        )
 
     def replace(self, label: str, old_content: str, new_content: str) -> CoreBlock:
         """Replace ``old_content`` (which must appear) with ``new_content`` ('' deletes it)."""
         need_text("old_content", old_content)
         if not isinstance(new_content, str):
             raise CoreMemoryError("new_content must be a string")
-        with self._locked():
-            block = self.get(label)
-            value = block.value
+
+        def replaced(value: str) -> str:
             if old_content not in value:
                 raise CoreMemoryError(
                     f"old_content {old_content!r} does not appear in block {label!r}; "
                     "copy it exactly from the block"
                 )
-            return self._set(label, value.replace(old_content, new_content), block)
+            return value.replace(old_content, new_content)
+
+        return self._edit(label, replaced)
 
     # -- rendering --------------------------------------------------------------------
     def render(self, blocks: list[CoreBlock] | None = None) -> str:
@@ -245,6 +284,15 @@ def _tag_pattern(names: list[str]) -> re.Pattern[str]:
     a block's text exactly for ``core_memory_replace``."""
     alternatives = "|".join(re.escape(n) for n in sorted(set(names)))
     return re.compile(rf"<(?=/?\s*(?:{alternatives})\b)", re.IGNORECASE)
+
+
+#: How many times an edit is made again after a writer outside the lock changed its
+#: block in between (``CoreMemory._edit``).
+EDIT_TRIES = 5
+
+
+class _Changed(Exception):
+    """The block changed since the edit read it (``CoreMemory._edit`` makes it again)."""
 
 
 def _erased(label: str) -> CoreMemoryError:

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from ..errors import Conflict
 from ..memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
 from ..store.records import refuse_nul
 from ..types import MemoryRecord
@@ -65,6 +66,8 @@ class MemoryFile:
     content: str
     memory_id: str
     shadowed: tuple[str, ...] = ()
+    #: The stored record's whole text, as read: what a write expects to replace.
+    record_text: str | None = field(default=None, compare=False, repr=False)
 
 
 def format_size(size: int) -> str:
@@ -121,7 +124,8 @@ class MemoryFiles:
                 by_path[path] = replace(first, shadowed=(*first.shadowed, r.id))
                 continue
             body = r.text.partition("\n")[2]
-            by_path[path] = MemoryFile(path, body + str(r.metadata.get("tail", "")), r.id)
+            content = body + str(r.metadata.get("tail", ""))
+            by_path[path] = MemoryFile(path, content, r.id, record_text=r.text)
         return sorted(by_path.values(), key=lambda f: f.path)
 
     def _index(self) -> dict[str, MemoryFile]:
@@ -177,8 +181,20 @@ class MemoryFiles:
         )
 
     def _write(self, found: MemoryFile, content: str, path: str | None = None) -> None:
+        """Write ``content`` over ``found``, only while it is still as read: the files
+        lock keeps other commands out, not ``Memory.update`` (the inspector's Save,
+        ``PATCH /v1/memories``, MCP ``update_memory``), whose acknowledged edit was
+        written over (a review: 42 of 100)."""
         text, meta = self._record(path or found.path, content)
-        self.memory.update(found.memory_id, text, metadata=meta)
+        try:
+            self.memory.update(
+                found.memory_id, text, metadata=meta, expected_text=found.record_text
+            )
+        except Conflict:
+            raise MemoryFileError(
+                f"File {found.path} was changed by another writer while this command ran; "
+                "nothing was written to it. View it again, then retry."
+            ) from None
         self._remove(found.shadowed)
 
     def _remove(self, ids: Sequence[str]) -> None:

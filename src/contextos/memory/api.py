@@ -469,9 +469,20 @@ class Memory:
         return self._worker.embedded / self._worker.seconds
 
     def update(
-        self, memory_id: str, text: str | None = None, *, metadata: Mapping[str, Any] | None = None
+        self,
+        memory_id: str,
+        text: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        expected_text: str | None = None,
     ) -> MemoryRecord:
         """Change a memory's text and/or metadata; the old text stays in ``history``.
+
+        ``expected_text``: write only while the memory's text is still this one (a
+        compare-and-set, checked in the write's own transaction), else ``Conflict`` and
+        nothing is written. An edit made from a text read earlier (an agent appending to
+        its core memory while an operator redacts it) then never writes over a change
+        made since: it read the text again and decides anew.
 
         ``metadata`` replaces the record's whole, except the keys the library keeps
         for a session turn: its place (``seq``) and ``role`` stay unless given, and a
@@ -489,8 +500,8 @@ class Memory:
 
         Raises:
             NotFound: no such memory in this tenant.
-            Conflict: another writer changed the turn under each of ``ADD_TRIES`` tries
-                (nothing was written)."""
+            Conflict: another writer changed the turn under each of ``ADD_TRIES`` tries,
+                or the text is not ``expected_text`` (nothing was written)."""
         _check_id(memory_id)
         if text is None and metadata is None:
             raise ValueError("update needs text or metadata")
@@ -504,9 +515,14 @@ class Memory:
             before = self.store.get(self.tenant, memory_id)
             if before is None:
                 raise NotFound(f"no memory {memory_id!r}")
+            if expected_text is not None and before.text != expected_text:
+                raise Conflict(f"memory {memory_id!r} no longer has the text expected")
             if given is not None:
                 metadata = _kept_metadata(before, given)
             patch = Patch(text=text, metadata=metadata)
+            derived = self._derived(before, patch, embeds)
+            if derived is None and expected_text is not None:
+                derived = Derived(based_on=before)  # the store checks it is still as read
             try:
                 record = self.store.update(
                     self.tenant,
@@ -514,7 +530,7 @@ class Memory:
                     patch,
                     count=self.record_tokens,
                     embeds=embeds,  # a new speaker or caption is embedded again
-                    derived=self._derived(before, patch, embeds),
+                    derived=derived,
                 )
             except Conflict:  # changed since it was read: its facts are derived anew
                 wait_before_retry(attempt)
