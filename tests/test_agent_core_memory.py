@@ -129,7 +129,9 @@ def test_prefix_snapshot_changes_only_at_compaction_points(memory: Memory) -> No
     session = Session(memory.store, "s", tenant=memory.tenant, user_id="ana")
     prefix = CorePrefix(core)
     first = prefix.text(compaction_point(session))
+    before = core.get("human").value
     core.append("human", "Lives in Porto.")
+    prefix.edited(core.get("human"), before)  # this loop's edit, declared as the tools do
     assert prefix.text(compaction_point(session)) == first  # same bytes: the cache holds
     for i in range(40):
         session.add(Message("user", f"message {i} " + "words " * 40))
@@ -229,6 +231,31 @@ def test_the_tools_own_edits_keep_the_snapshot_and_one_after_a_redaction_renders
         CoreMemory(other, user_id="ana").replace("human", " Passport X1234567.", "")
     assert not tools.execute("core_memory_append", {"label": "human", "content": "Jazz."}).is_error
     assert "X1234567" not in prefix.text() and "Jazz." in prefix.text()
+
+
+def test_a_block_first_written_elsewhere_reaches_the_snapshot_and_ones_own_keep_it(
+    memory: Memory,
+) -> None:
+    """A snapshot taken before the ``human`` block existed read only the blocks it had:
+    another agent of the user writing the block first (MCP, the server, a second
+    process) never reached this loop's prompt (a review: three requests later, still
+    empty). This loop's own first write of a block stays in its history, as its other
+    edits do, and keeps the snapshot's bytes."""
+    core = CoreMemory(memory, user_id="ana")
+    core.set("persona", "A helpful assistant.")
+    prefix = CorePrefix(core)
+    tools = AgentTools(core, prefix=prefix)
+    first = prefix.text()
+    assert not tools.execute("core_memory_append", {"label": "human", "content": "Tea."}).is_error
+    assert prefix.text() == first  # its own first write of "human": the cache holds
+    core.set("persona", "A helpful assistant.")  # (no change)
+    other_core = CoreMemory(memory, user_id="bob")
+    other_core.set("persona", "Bob's assistant.")
+    bobs = CorePrefix(other_core)
+    assert "Allergic" not in bobs.text()
+    with Memory(memory.store.path, embedder=memory.embedder, background_embedding=False) as other:
+        CoreMemory(other, user_id="bob").append("human", "Allergic to peanuts.")
+    assert "Allergic to peanuts." in bobs.text()
 
 
 class RedactedOnRelease:

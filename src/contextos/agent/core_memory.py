@@ -355,6 +355,8 @@ class CorePrefix:
         #: Each snapshot block's memory id and the value this loop knows it to hold: the
         #: snapshot's, or its own last edit's (to see an erasure or an edit elsewhere).
         self._known: dict[str, str] = {}
+        #: The configured blocks the snapshot has no record of (never written yet).
+        self._missing: set[str] = set()
 
     def edited(self, block: CoreBlock | None = None, before: str | None = None) -> None:
         """Count an edit that is not in the snapshot yet; ``block``: the block as the
@@ -364,6 +366,11 @@ class CorePrefix:
         changed elsewhere first (a redaction), and then the snapshot is rendered again
         at the next call. Without them the edit counts as made elsewhere."""
         self.pending += 1
+        if block is not None and block.memory_id is not None and block.label in self._missing:
+            if not before:  # this loop wrote the block first: its own edit, as above
+                self._missing.discard(block.label)
+                self._known[block.memory_id] = block.value
+            return
         if block is None or block.memory_id not in self._known:
             return
         if before is not None and self._known[block.memory_id] == before:
@@ -378,6 +385,7 @@ class CorePrefix:
             blocks = self.core.blocks()
             self._text, self._key, self.pending = self.core.render(blocks), key, 0
             self._known = {b.memory_id: b.value for b in blocks if b.memory_id is not None}
+            self._missing = {b.label for b in blocks if b.memory_id is None}
             self.refreshes += 1
         return self._text
 
@@ -390,7 +398,14 @@ class CorePrefix:
         snapshot kept sending the erased or replaced text to the model, call after
         call. This loop's own edits are in its history (the tool's result) and wait for
         the next refresh, which keeps the cached prefix. One read of a few ids by key.
+
+        A configured block the snapshot had no record of and another writer has written
+        since (another agent of the user) counts too: only the snapshot's records were
+        read, and the new block stayed out of the prompt for good (a review). Read only
+        while such a block is missing: one read of the owner's blocks.
         """
+        if self._missing and self._missing & set(self.core._stored()):
+            return True
         if not self._known:
             return False
         memory = self.core.memory
