@@ -366,3 +366,20 @@ def test_a_block_written_past_its_limit_elsewhere_is_rendered_within_it(memory: 
     assert shown.count("<extra") == MAX_OTHER_BLOCKS
     limit = sum(core.limits.values()) + 2000 * MAX_OTHER_BLOCKS
     assert len(shown) < limit + 2000  # the blocks' limits, and their tags and notes
+
+
+def test_a_lone_surrogate_in_a_tool_argument_is_refused_in_the_models_words(
+    memory: Memory,
+) -> None:
+    """The model read the codec's error ("'utf-8' codec can't encode character '\\ud800'
+    in position 32"), its position counted in a header the model never wrote."""
+    tools = AgentTools(CoreMemory(memory, user_id="ana"))
+    for name, args in [
+        ("core_memory_append", {"label": "human", "content": "lone \ud800 surrogate"}),
+        ("core_memory_replace", {"label": "human", "old_content": "x", "new_content": "\udfff"}),
+        ("archival_memory_insert", {"content": "lone \udfff"}),
+    ]:
+        out = tools.execute(name, args)
+        assert out.is_error and "lone surrogate at character" in out.text, out.text
+        assert "codec" not in out.text
+    assert CoreMemory(memory, user_id="ana").get("human").value == ""

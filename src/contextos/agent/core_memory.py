@@ -30,6 +30,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from ..engine.message_text import lone_surrogate_at
 from ..errors import Conflict, NotFound
 from ..types import MemoryRecord
 from .lock import owner_lock
@@ -238,6 +239,7 @@ class CoreMemory:
         need_text("old_content", old_content)
         if not isinstance(new_content, str):
             raise CoreMemoryError("new_content must be a string")
+        need_unicode("new_content", new_content)
 
         def replaced(value: str) -> str:
             if old_content not in value:
@@ -322,6 +324,18 @@ def need_text(name: str, value: object) -> None:
     reads as the tool's result) when it is empty or not a string."""
     if not isinstance(value, str) or not value.strip():
         raise CoreMemoryError(f"{name} must be a non-empty string")
+    need_unicode(name, value)
+
+
+def need_unicode(name: str, value: str) -> None:
+    """CoreMemoryError when ``value`` holds a lone surrogate (not text a store can keep).
+    Why here: the model read the codec's own error, "'utf-8' codec can't encode character
+    '\\ud800' in position 32", its position counted in a header it never wrote (a review)."""
+    at = lone_surrogate_at(value)
+    if at is not None:
+        raise CoreMemoryError(
+            f"{name} is not valid Unicode (a lone surrogate at character {at}); send text"
+        )
 
 
 def compaction_point(session: Session | None) -> Any:
