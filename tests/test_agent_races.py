@@ -169,3 +169,39 @@ def test_an_operators_edit_is_never_written_over_by_an_agents_edit(tmp_path: Pat
         assert record is not None
         lost = [line for line in acknowledged if line not in record.text]
         assert not lost, f"{len(lost)} of {len(acknowledged)} operator edits lost"
+
+
+_ARCHIVE = """
+import sys
+from contextos import Memory
+from contextos.agent.tools import scoped_tools
+from contextos.testing.embedders import HashEmbedder
+
+import os, time
+
+with Memory(sys.argv[1], embedder=HashEmbedder(), background_embedding=False) as m:
+    tools = scoped_tools(m, user_id="ana")
+    while not os.path.exists(sys.argv[2]):  # every agent starts at once
+        time.sleep(0.005)
+    for k in range(30):
+        out = tools.execute("archival_memory_insert", {"content": f"Ana's flight {k} is at B{k}"})
+        assert not out.is_error, out.text
+"""
+
+
+def test_agents_storing_one_passage_at_once_store_it_once(tmp_path: Path) -> None:
+    """Two agents of one user remembering the same facts at once: the look-up of the
+    passage already stored and the add ran without a lock, so both added it (a review:
+    four processes, 40 passages, 56 records; a search gave one passage 3 of 5 slots)."""
+    db = tmp_path / "archive.db"
+    Memory(db, embedder=HashEmbedder(), background_embedding=False).close()
+    go = tmp_path / "go"
+    agents = [
+        subprocess.Popen([sys.executable, "-c", _ARCHIVE, str(db), str(go)]) for _ in range(4)
+    ]
+    time.sleep(2.0)  # each has opened its Memory and waits
+    go.touch()
+    assert [a.wait(timeout=120) for a in agents] == [0, 0, 0, 0]
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        texts = [r.text for r in m.get_all(user_id="ana", limit=1000)]
+    assert sorted(texts) == sorted(f"Ana's flight {k} is at B{k}" for k in range(30))
