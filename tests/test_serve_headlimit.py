@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cli_support import reaped
+from contextos.bench.serve import free_port
 from contextos.server.headlimit import MAX_PIPELINED
 from contextos.server.keys import KeyStore
 
@@ -529,3 +530,36 @@ def test_a_slow_reader_gets_the_whole_answer_and_a_stopped_one_is_dropped() -> N
         assert stalled_read(port, wait=0, pause=0.05, chunk=131_072) > len(BIG)
         # Reads nothing for three send timeouts: dropped, the answer not all sent.
         assert stalled_read(port, wait=0.9, pause=0, chunk=4096) < len(BIG)
+
+
+def test_clients_that_reset_on_a_refusal_leave_no_traceback_in_the_log(tmp_path: Path) -> None:
+    """A client that reads the first byte of a 431 and resets: the server's shutdown of
+    its write side found the connection gone (ENOTCONN), and the error went to asyncio's
+    or uvicorn's handlers, a traceback per client (1.3 MB of log a second; a review)."""
+    import struct
+
+    db = tmp_path / "reset.db"
+    log = tmp_path / "serve.log"
+    port = free_port()
+    command = [*CLI, "serve", "--db", str(db), "--embedder", "hash", "--port", str(port)]
+    with log.open("w") as out, reaped(subprocess.Popen(command, stdout=out, stderr=out)) as proc:
+        deadline = time.monotonic() + 60
+        while True:
+            with suppress(OSError):
+                if b" 200 " in health("127.0.0.1", port):
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        oversize = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+        for _ in range(150):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with suppress(OSError):
+                sock.sendall(oversize)
+                sock.recv(1)  # the refusal has begun: reset at once
+            sock.close()
+        assert b" 200 " in health("127.0.0.1", port)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "Traceback" not in text and "Errno" not in text, text[-3000:]

@@ -418,6 +418,13 @@ class HeadLimitProtocol(HttpToolsProtocol):
         if not self.transport.can_write_eof():
             self.transport.close()
             return
-        self.transport.write_eof()
+        try:
+            self.transport.write_eof()
+        except OSError:
+            # The client reset the connection already (ENOTCONN from shutdown()): nothing
+            # is left to say to it. Raised on, it went to asyncio's or uvicorn's handlers,
+            # a traceback per refused client (1.3 MB of log a second; a review).
+            self.transport.abort()
+            return
         self.flow.resume_reading()  # read and drop (``data_received`` ignores it)
         self.loop.call_later(LINGER_S, self.transport.close)
