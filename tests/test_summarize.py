@@ -133,14 +133,11 @@ def _session_compacted(tmp_path: Path, said: str, budget: int) -> tuple[object, 
     from contextos.testing.embedders import HashEmbedder
 
     tmp_path.mkdir(parents=True, exist_ok=True)
-    memory = Memory(tmp_path / "s.db", embedder=HashEmbedder(), background_embedding=False)
-    session = Session(memory, "long", user_id="ana")
-    for i in range(12):
-        session.add(Message("user", f"{said} ({i})"), Message("assistant", "ok"))
-    done = session.compact(budget, "summarize")
-    state = session.state()
-    memory.close()
-    return done, state
+    with Memory(tmp_path / "s.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        session = Session(memory, "long", user_id="ana")
+        for i in range(12):
+            session.add(Message("user", f"{said} ({i})"), Message("assistant", "ok"))
+        return session.compact(budget, "summarize"), session.state()
 
 
 def test_a_paragraph_without_sentence_spaces_or_capitals_still_gives_summary_lines(

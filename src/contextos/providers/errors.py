@@ -123,12 +123,27 @@ def _is_transport_error(exc: BaseException) -> bool:
     )
 
 
+def _transport_error_in(exc: BaseException) -> BaseException | None:
+    """The HTTP library's error ``exc`` is or wraps: anthropic before 2.17 let a stream's
+    ``ReadTimeout`` through as it was, 2.17 and openai wrap it in ``APITimeoutError``
+    (``raise ... from``), whose message alone ("Request timed out.") names no cause."""
+    seen: BaseException | None = exc
+    for _ in range(3):  # the SDK's error, its cause: no deeper chain is theirs
+        if seen is None:
+            return None
+        if _is_transport_error(seen):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
 def to_contextos_error(exc: BaseException, provider: str) -> ProviderError:
     """The contextos error for an SDK exception (the caller raises it ``from exc``)."""
     status = _status_of(exc)
     message = getattr(exc, "message", None) or str(exc)
-    if _is_transport_error(exc):  # its str() alone ("timed out") does not say what failed
-        message = f"{type(exc).__name__}: {message}"
+    transport = _transport_error_in(exc)
+    if transport is not None:  # "timed out" / "Connection error." does not say what failed
+        message = f"{type(transport).__name__}: {message}"
     if not isinstance(status, int):
         return ProviderError(f"{provider}: {message}")
     if status in _AUTH_STATUSES:
