@@ -21,6 +21,7 @@ from contextos import Scope
 from contextos.errors import NotFound
 from contextos.memory import Memory
 from contextos.memory.ingest import build_records, to_messages, validate_options
+from contextos.memory.render import FACT_OF
 from contextos.store.erasure import scrub_context
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord
@@ -215,3 +216,35 @@ def test_scrub_recognises_a_quote_by_the_quote() -> None:
     # A caption that mentions the mark is not the reply part.
     ctx = "image: replying to a sign | replying to my secret plan"
     assert scrub_context(ctx, ["my secret plan"]) == "image: replying to a sign"
+
+
+@BOTH
+def test_a_turns_facts_leave_no_text_when_the_turn_is_purged_after_a_plain_delete(
+    kind: str, tmp_path: Path
+) -> None:
+    """The facts a ``turn_facts`` Memory stores beside a turn repeat its words. A plain
+    delete of the turn deleted them too but kept their text in their own history; a
+    purge of the turn asked for later could not tell which deleted records had been
+    its facts, and left the text in the file for good (a review's open item)."""
+    secret = "Qzfactlocker8812"
+    with open_memory(kind, tmp_path) as m:
+        said, _reply = m.add(
+            [
+                {"role": "user", "content": f"My locker code at the gym is {secret}."},
+                {"role": "assistant", "content": "Got it."},
+            ],
+            user_id="ana",
+            session_id="s1",
+            facts=True,
+        )
+        facts = m.store.pointing_to(Scope(tenant=m.tenant), FACT_OF, [said.id])
+        assert any(secret in f.text for f in facts)  # the case under test: facts repeat it
+
+        m.delete(said.id)
+        assert any(e.old_text for e in m.history(said.id))  # the turn's audit trail
+        for fact in facts:  # the facts went with it, their text kept by the turn's history
+            assert [e.event for e in m.history(fact.id)] == ["ADD", "DELETE"]
+            assert all(e.old_text is None and e.new_text is None for e in m.history(fact.id))
+
+        m.delete(said.id, purge=True)
+        assert not _stored_anywhere(m, kind, tmp_path, secret)

@@ -620,11 +620,13 @@ class Memory:
         present = {r.id for r in found}
         gone = [i for i in memory_ids if purge and i not in present]
         ids = list(dict.fromkeys([*(r.id for r in found), *facts, *gone]))
-        deleted = set(self.store.delete_many(self.tenant, ids, purge=purge) if ids else ())
+        deleted = set(
+            self.store.delete_many(self.tenant, ids, purge=purge, derived=facts) if ids else ()
+        )
         # An update that committed after the facts were read replaced them with others.
         late = [f.id for f in self._facts_of(*(r for r in found if r.id in deleted))]
         if late:
-            self.store.delete_many(self.tenant, late, purge=purge)
+            self.store.delete_many(self.tenant, late, purge=purge, derived=late)
         return [i for i in dict.fromkeys(memory_ids) if i in deleted]
 
     def _orphan_facts(self, memory_id: str) -> list[MemoryRecord]:

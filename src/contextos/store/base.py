@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -289,10 +289,20 @@ class Store(Protocol):
         ...
 
     def delete_many(
-        self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        *,
+        actor: str = "api",
+        purge: bool = False,
+        derived: Collection[str] = (),
     ) -> builtins.list[str]:
         """Delete those of ``ids`` that exist, as ``delete`` deletes each, in one
         transaction; returns the ids deleted (those already gone are skipped).
+        ``derived``: those of ``ids`` made from another record deleted with them (a
+        turn's facts); their history keeps no text even without ``purge``, as the
+        record they repeat keeps it: a later purge of that record, which cannot tell
+        which deleted records were made from it, leaves the text nowhere.
 
         Why: a turn and the facts stored beside it repeat one text. Deleted one
         transaction each, a crash after the turn's left the facts searchable (and a

@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -452,10 +452,18 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     @_absent_if_nul([], "tenant", "ids")
     @_again_after_deadlock
     def delete_many(
-        self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        *,
+        actor: str = "api",
+        purge: bool = False,
+        derived: Collection[str] = (),
     ) -> _Strs:
         with self._tx("delete") as cur:
-            deleted = _delete_records(cur, tenant, ids, purge=purge, now=_now(), actor=actor)
+            deleted = _delete_records(
+                cur, tenant, ids, purge=purge, now=_now(), actor=actor, derived=derived
+            )
             if purge:
                 _purge_remains(cur, tenant, ids, deleted)
             return deleted
@@ -956,7 +964,7 @@ class _Update(shared.RecordUpdate):
         return record_from_row(row)
 
     def remove(self, tenant: str, ids: Sequence[str], *, now: Any, actor: str) -> None:
-        _delete_records(self.cur, tenant, ids, purge=False, now=now, actor=actor, derived=True)
+        _delete_records(self.cur, tenant, ids, purge=False, now=now, actor=actor, derived=ids)
 
     def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
         _insert_records(self.cur, records, now, actor)
@@ -984,14 +992,15 @@ def _delete_records(
     purge: bool,
     now: datetime,
     actor: str,
-    derived: bool = False,
+    derived: Collection[str] = (),
 ) -> _Strs:
     """Delete those of ``ids`` that exist and log each deletion, in the transaction
     open on ``cur``; returns the ids deleted. A purge also scrubs the copies of every
     text they had (history's, read before it is blanked) from the contexts of their
     sessions' records, and of the records without a session of their scopes (see
-    ``store/erasure.py``). ``derived``: records made from another (``Derived.drop``),
-    whose history is logged as a purge's."""
+    ``store/erasure.py``). ``derived``: the ids of records made from another (a turn's
+    facts, ``Derived.drop``), whose history is logged as a purge's: the record they were
+    made from keeps the text, and a later purge of it must find no copy left."""
     rows = cur.execute(
         "DELETE FROM memories WHERE tenant = %s AND id = ANY(%s) "
         "RETURNING id, user_id, text, session_id, agent_id",
@@ -1008,7 +1017,7 @@ def _delete_records(
             loose={(r[1], r[4]) for r in rows if r[3] is None},
         )
     for memory_id, user_id, text, _session, _agent in rows:
-        blank = purge or derived
+        blank = purge or memory_id in derived
         shared.log_deletion(
             cur, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="%s"
         )

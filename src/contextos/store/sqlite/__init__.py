@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,18 +347,35 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     @shared.nul_reads_as_absent([], "tenant", "ids")
     def delete_many(
-        self, tenant: str, ids: Sequence[str], *, actor: str = "api", purge: bool = False
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        *,
+        actor: str = "api",
+        purge: bool = False,
+        derived: Collection[str] = (),
     ) -> builtins.list[str]:
-        return self._delete_many(tenant, ids, actor=actor, purge=purge, needed=False)
+        return self._delete_many(
+            tenant, ids, actor=actor, purge=purge, needed=False, derived=derived
+        )
 
     def _delete_many(
-        self, tenant: str, ids: Sequence[str], *, actor: str, purge: bool, needed: bool
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        *,
+        actor: str,
+        purge: bool,
+        needed: bool,
+        derived: Collection[str] = (),
     ) -> builtins.list[str]:
         """``delete_many``; with ``needed``, nothing is written unless all of ``ids``
         exist (``delete``'s NotFound)."""
         now = time.time()
         with self._write() as db:
-            deleted = _delete_records(db, tenant, ids, purge=purge, now=now, actor=actor)
+            deleted = _delete_records(
+                db, tenant, ids, purge=purge, now=now, actor=actor, derived=derived
+            )
             if needed and len(deleted) != len(set(ids)):
                 raise NotFound(f"no memory {sorted(set(ids) - set(deleted))[0]!r}")
             erased = purge and (_purge_remains(db, tenant, ids, deleted) or bool(deleted))
@@ -1288,7 +1305,7 @@ class _Update(shared.RecordUpdate):
         return row_to_record(row.fetchone())
 
     def remove(self, tenant: str, ids: Sequence[str], *, now: Any, actor: str) -> None:
-        _delete_records(self.cur, tenant, ids, purge=False, now=now, actor=actor, derived=True)
+        _delete_records(self.cur, tenant, ids, purge=False, now=now, actor=actor, derived=ids)
 
     def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
         _insert_records(self.cur, records, now, actor)
@@ -1316,14 +1333,16 @@ def _delete_records(
     purge: bool,
     now: float,
     actor: str,
-    derived: bool = False,
+    derived: Collection[str] = (),
 ) -> builtins.list[str]:
     """Delete those of ``ids`` that exist and log each deletion, in the transaction
     open on ``db``; returns the ids deleted. A purge also scrubs the copies of every
     text they had (history's, read before it is blanked) from the contexts of their
     sessions' records, and of the records without a session of their scopes (see
     ``store/erasure.py``); the caller rebuilds the full-text index. ``derived``:
-    records made from another (``Derived.drop``), whose history is logged as a purge's."""
+    the ids of records made from another (a turn's facts, ``Derived.drop``), whose
+    history is logged as a purge's: the record they were made from keeps the text, and
+    a later purge of it must find no copy left."""
     rows = db.execute(
         "SELECT rowid, id, user_id, text, session_id, agent_id FROM memories "
         "WHERE +tenant = ? AND id IN (SELECT value FROM json_each(?))",  # by id (get_many)
@@ -1341,7 +1360,7 @@ def _delete_records(
             loose={(r[2], r[5]) for r in rows if r[4] is None},
         )
     for _rowid, memory_id, user_id, text, _session, _agent in rows:
-        blank = purge or derived
+        blank = purge or memory_id in derived
         shared.log_deletion(
             db, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="?"
         )
