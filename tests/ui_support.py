@@ -228,8 +228,11 @@ def shot(page: Any, name: str) -> Path:
 
 
 def wait_text(page: Any, selector: str, text: str, *, present: bool = True) -> None:
-    """Wait until the element's text does (or no longer does) include ``text``."""
+    """Wait until the element's text does (or no longer does) include ``text``. An
+    element not there yet (the page between a sign-in's reload and its first render)
+    is waited for, not a TypeError that fails the test."""
     page.wait_for_function(
-        "([s, t, p]) => document.querySelector(s).innerText.includes(t) === p",
+        "([s, t, p]) => { const e = document.querySelector(s);"
+        " return e !== null && e.innerText.includes(t) === p; }",
         arg=[selector, text, present],
     )
