@@ -15,7 +15,7 @@ from contextos import Memory
 from contextos.agent import AsyncMemoryTool, MemoryTool
 from contextos.agent.files import MAX_FILE_CHARS, MemoryFiles
 from contextos.agent.paths import MAX_PATH_CHARS, MemoryFileError
-from contextos.errors import ScopeError
+from contextos.errors import ScopeError, StoreError
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
 
@@ -318,6 +318,77 @@ def test_rename_file_and_directory_and_errors(tool: MemoryTool) -> None:
     )
     assert "into itself" in refused(
         tool, command="rename", old_path="/memories/e", new_path="/memories/e/sub"
+    )
+
+
+class StoreDownAfter:
+    """The store as a ``Memory`` sees it when the database goes away partway through a
+    command: after ``updates`` more updates, each raises ``StoreError`` until ``up()``.
+    Everything else is the store's own."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.left = store, -1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def down_after(self, updates: int) -> None:
+        self.left = updates
+
+    def up(self) -> None:
+        self.left = -1
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        if self.left == 0:
+            raise StoreError("could not reach the database")
+        self.left -= 1 if self.left > 0 else 0
+        return self.store.update(*args, **kwargs)
+
+
+def test_a_rename_stopped_partway_is_finished_by_asking_it_again(store: Store) -> None:
+    """Each file moves in its own write. A rename stopped partway (a store error; a
+    killed process: a review, 139 files left and 11 moved) left the directory split,
+    and the retry the tool asks for was refused ("The destination ... already
+    exists"): the model could only move the files one at a time."""
+    flaky = StoreDownAfter(store)
+    memory = Memory(store=flaky, embedder=HashEmbedder(), background_embedding=False)  # type: ignore[arg-type]
+    tool = MemoryTool(memory, user_id="ana")
+    names = [f"n{i}.md" for i in range(8)]
+    for name in names:
+        run(tool, command="create", path=f"/memories/projects/{name}", file_text=f"{name} text\n")
+
+    flaky.down_after(3)
+    assert "unavailable" in refused(
+        tool, command="rename", old_path="/memories/projects", new_path="/memories/archive"
+    )
+    flaky.up()
+    paths = [f.path for f in tool.files.files()]
+    assert sum(p.startswith("/memories/archive/") for p in paths) == 3  # the split
+
+    assert run(
+        tool, command="rename", old_path="/memories/projects", new_path="/memories/archive"
+    ) == ("Successfully renamed /memories/projects to /memories/archive")
+    assert [f.path for f in tool.files.files()] == [f"/memories/archive/{n}" for n in names]
+    assert [tool.files.read(f"/memories/archive/{n}") for n in names] == [
+        f"{n} text\n" for n in names
+    ]
+    # Done once: asked again, as on a disk. A destination holding anything the
+    # rename did not move there exists, split or not.
+    assert refused(
+        tool, command="rename", old_path="/memories/projects", new_path="/memories/archive"
+    ) == ("The path /memories/projects does not exist")
+    run(tool, command="create", path="/memories/projects/again.md", file_text="new\n")
+    assert refused(
+        tool, command="rename", old_path="/memories/projects", new_path="/memories/archive"
+    ) == ("The destination /memories/archive already exists")
+    run(tool, command="create", path="/memories/p2/a.md", file_text="a\n")
+    run(tool, command="create", path="/memories/p2/b.md", file_text="b\n")
+    flaky.down_after(1)
+    refused(tool, command="rename", old_path="/memories/p2", new_path="/memories/q2")
+    flaky.up()
+    run(tool, command="create", path="/memories/q2/mine.md", file_text="mine\n")
+    assert refused(tool, command="rename", old_path="/memories/p2", new_path="/memories/q2") == (
+        "The destination /memories/q2 already exists"
     )
 
 

@@ -22,6 +22,7 @@ or a delete removes the others.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,38 @@ MAX_LINES = 999_999
 LINE_NUMBER_WIDTH = len(str(MAX_LINES))
 #: Metadata marking a memory as a memory-tool file, with its path and trailing whitespace.
 SOURCE = "memory_tool"
+#: Metadata of a file a rename moved: where from, and which rename (see :class:`Moved`).
+MOVED = "moved"
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a rename records on each file it moves: the path the file was at, the
+    rename's id, and how many files that rename moves in all.
+
+    Why: each file moves in its own write, so a rename stopped partway (a killed
+    process, a store error) leaves a directory split in two. The destination then
+    holds only files of one rename, fewer than it moves, and the source holds the
+    rest: the same rename asked again finishes the move. A rename that finished,
+    or a destination holding anything else, is refused as on a disk."""
+
+    source: str
+    move: str
+    files: int
+
+    def as_metadata(self) -> dict[str, object]:
+        return {"from": self.source, "move": self.move, "files": self.files}
+
+    @classmethod
+    def of(cls, record: MemoryRecord) -> Moved | None:
+        """The mark on ``record``, or None (none, or one that is not well formed)."""
+        mark = record.metadata.get(MOVED)
+        if not isinstance(mark, dict):
+            return None
+        source, move, files = mark.get("from"), mark.get("move"), mark.get("files")
+        if isinstance(source, str) and isinstance(move, str) and type(files) is int:
+            return cls(source, move, files)
+        return None
 
 
 @dataclass(frozen=True)
@@ -68,6 +101,8 @@ class MemoryFile:
     shadowed: tuple[str, ...] = ()
     #: The stored record's whole text, as read: what a write expects to replace.
     record_text: str | None = field(default=None, compare=False, repr=False)
+    #: The rename that moved this file here (until its next write; see :class:`Moved`).
+    moved: Moved | None = field(default=None, compare=False, repr=False)
 
 
 def format_size(size: int) -> str:
@@ -125,7 +160,7 @@ class MemoryFiles:
                 continue
             body = r.text.partition("\n")[2]
             content = body + str(r.metadata.get("tail", ""))
-            by_path[path] = MemoryFile(path, content, r.id, record_text=r.text)
+            by_path[path] = MemoryFile(path, content, r.id, record_text=r.text, moved=Moved.of(r))
         return sorted(by_path.values(), key=lambda f: f.path)
 
     def _index(self) -> dict[str, MemoryFile]:
@@ -147,7 +182,9 @@ class MemoryFiles:
 
     # -- writing (one place builds a file's memory) --------------------------------
     @staticmethod
-    def _record(path: str, content: str) -> tuple[str, dict[str, str]]:
+    def _record(
+        path: str, content: str, moved: Moved | None = None
+    ) -> tuple[str, dict[str, object]]:
         if normalize(path) != path:  # PathRefused (a MemoryFileError) when not a path at all
             raise MemoryFileError(f"Path {path} is not in normal form")
         if len(content) > MAX_FILE_CHARS:
@@ -162,13 +199,16 @@ class MemoryFiles:
         except ValueError as exc:
             raise MemoryFileError(str(exc)) from None
         body = content.rstrip()
-        meta = {"source": SOURCE, "path": path, "tail": content[len(body) :]}
+        tail = content[len(body) :]
+        meta: dict[str, object] = {"source": SOURCE, "path": path, "tail": tail}
+        if moved is not None:
+            meta[MOVED] = moved.as_metadata()
         if metadata_bytes(meta) > MAX_METADATA_BYTES:
             # The trailing whitespace is kept in metadata (the text is stored stripped),
             # whose limit is in bytes of JSON ("\n" is two): a file within the size
             # above failed with the store's ValueError, not a tool error (a review).
             raise MemoryFileError(
-                f"File {path} ends in {len(meta['tail']):,} characters of whitespace; "
+                f"File {path} ends in {len(tail):,} characters of whitespace; "
                 f"a memory file may end in at most about {MAX_METADATA_BYTES // 2:,}"
             )
         return f"{path}\n{body}", meta
@@ -180,12 +220,15 @@ class MemoryFiles:
             text, **self.scope.ids(), metadata=meta, memory_type="semantic", dedupe=False
         )
 
-    def _write(self, found: MemoryFile, content: str, path: str | None = None) -> None:
-        """Write ``content`` over ``found``, only while it is still as read: the files
-        lock keeps other commands out, not ``Memory.update`` (the inspector's Save,
-        ``PATCH /v1/memories``, MCP ``update_memory``), whose acknowledged edit was
-        written over (a review: 42 of 100)."""
-        text, meta = self._record(path or found.path, content)
+    def _write(
+        self, found: MemoryFile, content: str, path: str | None = None, moved: Moved | None = None
+    ) -> None:
+        """Write ``content`` over ``found`` (at ``path`` for a move, marked ``moved``),
+        only while it is still as read: the files lock keeps other commands out, not
+        ``Memory.update`` (the inspector's Save, ``PATCH /v1/memories``, MCP
+        ``update_memory``), whose acknowledged edit was written over (a review: 42 of
+        100)."""
+        text, meta = self._record(path or found.path, content, moved)
         try:
             self.memory.update(
                 found.memory_id, text, metadata=meta, expected_text=found.record_text
@@ -365,7 +408,11 @@ class MemoryFiles:
         return f"Successfully deleted {path}"
 
     def rename(self, old_path: str, new_path: str) -> str:
-        """Move a file or a directory (with everything in it) to a path that does not exist."""
+        """Move a file or a directory (with everything in it) to a path that does not exist.
+
+        Each file moves in its own write: a rename stopped partway (a killed process, a
+        store error) leaves the directory split, and the same rename asked again
+        finishes it (the destination then holds only files it moved there)."""
         old, new = normalize(old_path), normalize(new_path)
         if old == ROOT:
             raise MemoryFileError("Cannot rename the /memories directory itself")
@@ -375,7 +422,9 @@ class MemoryFiles:
     def _rename(self, old_path: str, new_path: str, old: str, new: str) -> str:
         index = self._index()
         moving = [f for p, f in index.items() if p == old or is_under(p, old)]
-        if new == ROOT or new in index or any(is_under(p, new) for p in index):
+        there = [f for p, f in index.items() if p == new or is_under(p, new)]
+        move = _unfinished_move(there, moving, old, new)
+        if new == ROOT or (there and move is None):
             raise MemoryFileError(f"The destination {new_path} already exists")
         if not moving:
             raise MemoryFileError(f"The path {old_path} does not exist")
@@ -385,14 +434,20 @@ class MemoryFiles:
         # Every moved file's new path is checked before anything is written: one that
         # broke the path rules (too deep, too long) was stored, then no longer read as
         # a file (not viewable, renamable or deletable), its text left in the store.
+        # Each file is marked with where it was and which rename moved it: the same
+        # rename asked again finishes a move stopped partway (see Moved).
+        move = move or uuid.uuid4().hex
         moves = []
         for f in moving:
+            mark = Moved(f.path, move, len(there) + len(moving))
             try:
-                moves.append((f, normalize(new + f.path[len(old) :])))
+                target = normalize(new + f.path[len(old) :])
+                self._record(target, f.content, mark)  # its limits, before any write
             except MemoryFileError as exc:
                 raise MemoryFileError(f"Cannot rename {old_path} to {new_path}: {exc}") from None
-        for f, target in moves:
-            self._write(f, f.content, target)
+            moves.append((f, target, mark))
+        for f, target, mark in moves:  # one file a write (see Moved)
+            self._write(f, f.content, target, mark)
         return f"Successfully renamed {old_path} to {new_path}"
 
     def clear(self) -> str:
@@ -400,6 +455,26 @@ class MemoryFiles:
         with self._locked():
             self._remove([i for f in self.files() for i in (f.memory_id, *f.shadowed)])
         return "All memory cleared"
+
+
+def _unfinished_move(
+    there: Sequence[MemoryFile], moving: Sequence[MemoryFile], old: str, new: str
+) -> str | None:
+    """The id of the rename of ``old`` to ``new`` that stopped partway, leaving
+    ``there`` at the destination and ``moving`` at the source; None when ``there``
+    is not such a remainder. Every file there must carry one rename's mark, name
+    its place under ``old``, and not have been written since; with the files left
+    at the source they must make up the whole move (a file made under ``old`` after
+    it, or one the rename never moved, and the destination exists)."""
+    marks = [f.moved for f in there]
+    first = marks[0] if marks else None
+    if first is None or any(
+        m is None or (m.move, m.files) != (first.move, first.files) for m in marks
+    ):
+        return None
+    if any(f.moved and f.moved.source != old + f.path[len(new) :] for f in there):
+        return None
+    return first.move if len(there) + len(moving) == first.files else None
 
 
 def _stored_path(record: MemoryRecord) -> str | None:
