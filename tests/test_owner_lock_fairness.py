@@ -56,9 +56,12 @@ def test_a_waiter_gets_the_lock_while_another_editor_keeps_taking_it(store: Stor
 def test_a_waiter_that_gave_up_does_not_hold_the_next_place(store: Store) -> None:
     """A waiter that gives up (OwnerBusy) leaves its place: the next editor does not
     wait out a place no one will take."""
-    with owner_lock(store, ANA, "core"), pytest.raises(OwnerBusy):
-        with owner_lock(store, ANA, "core", wait_s=0.3):
-            pass
+    with (
+        owner_lock(store, ANA, "core"),
+        pytest.raises(OwnerBusy),
+        owner_lock(store, ANA, "core", wait_s=0.3),
+    ):
+        pass
     start = time.monotonic()
     with owner_lock(store, ANA, "core", wait_s=5.0):
         assert time.monotonic() - start < 0.5
