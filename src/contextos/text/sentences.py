@@ -75,7 +75,10 @@ _FILLER_START = re.compile(
 )
 _QUESTION = re.compile(r"\?[\"')\s]*$")
 _FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|me|my|mine|myself)\b")
-_WORD = re.compile(r"[a-z0-9][a-z0-9'&-]*")
+#: Han and kana, written without spaces between words: each character is a word.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+#: A word: letters and digits of any script ('&- inside), or one Han or kana character.
+_WORD = re.compile(rf"[{_CJK}]|[^\W_{_CJK}](?:[^\W_{_CJK}]|['&-])*")
 _NUMBER = re.compile(
     r"(?<![\w.])[$£€]?\d[\d,]*(?:\.\d+)?(?:%|st|nd|rd|th|k|m)?(?![\w])", re.IGNORECASE
 )
@@ -212,9 +215,13 @@ def is_name_of(word: str, names: Collection[str]) -> bool:
 
 
 def words(text: str) -> list[str]:
-    """The lower-cased words of ``text``: letters and digits, with ', & and - inside a
-    word kept ("don't", "r&b", "follow-up"). The extractor's and the claim matcher's
-    unit of comparison."""
+    """The lower-cased words of ``text``: letters and digits of any script, with ', &
+    and - inside a word kept ("don't", "r&b", "follow-up"), and each Han or kana
+    character alone. The extractor's and the claim matcher's unit of comparison.
+
+    Why every script: the pattern was ASCII, so a Russian, Greek or Chinese sentence
+    had no words, the extractor kept none of it and ``add(infer=True)`` stored nothing
+    (a review)."""
     return _WORD.findall(text.lower())
 
 

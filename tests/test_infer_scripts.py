@@ -1,0 +1,63 @@
+"""Inferred facts in scripts other than Latin.
+
+The word pattern the extractor and the reconciler compare by was ASCII: a Russian,
+Greek or Chinese sentence had no words, so the offline extractor kept none of it
+(``add(infer=True)`` returned ``[]``, the CLI said "nothing new to remember"), and with
+a model writing the facts every fact of a user after the first was dropped as a "near
+duplicate" of it (two empty word sets compared as equal). A review.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contextos import Memory
+from contextos.memory.extract_llm import LLMExtractor
+from contextos.testing.embedders import HashEmbedder
+from contextos.testing.llm import ScriptedLLM
+
+FACTS = {
+    "ru": ["Я живу в Москве.", "Я люблю зелёный чай.", "Моя сестра Анна работает врачом."],
+    "el": ["Μένω στην Αθήνα.", "Μου αρέσει ο καφές.", "Η αδελφή μου είναι γιατρός."],
+    "zh": ["我住在北京。", "我喜欢喝绿茶。", "我的妹妹是医生。"],
+}
+
+
+def _current(memory: Memory, user: str) -> list[str]:
+    return sorted(r.text for r in memory.get_all(user_id=user) if r.valid_to is None)
+
+
+@pytest.mark.parametrize("script", sorted(FACTS))
+def test_the_offline_extractor_keeps_facts_in_any_script(tmp_path: Path, script: str) -> None:
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        for said in FACTS[script]:
+            assert m.add(said, user_id="u", infer=True), said
+        current = _current(m, "u")
+        assert len(current) == 3
+        for said in FACTS[script]:
+            assert any(said.rstrip("。.") in text for text in current), (said, current)
+        assert m.add(FACTS[script][0], user_id="u", infer=True) == []  # said again: known
+
+
+def test_facts_a_model_writes_in_cyrillic_are_not_taken_for_one_another(tmp_path: Path) -> None:
+    said = ["Анна живёт в Москве.", "Анна любит зелёный чай.", "Анна работает врачом."]
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        for text in said:
+            reply = json.dumps({"facts": [{"text": text, "type": "semantic"}]})
+            extractor = LLMExtractor(ScriptedLLM([reply]))
+            message = {"role": "user", "name": "Анна", "content": text}
+            assert m.add(message, user_id="anna", infer=True, extractor=extractor), text
+        assert _current(m, "anna") == sorted(said)
+
+
+def test_two_texts_with_no_words_to_compare_are_not_alike() -> None:
+    """The reconciler calls a candidate a near duplicate of a stored fact at a word
+    overlap of 0.8 or more; two empty word sets (emoji, or a script the word pattern
+    missed) counted as 1.0, which dropped every Russian fact after the first."""
+    from contextos.text.claims import jaccard, stem_tokens
+
+    assert jaccard(stem_tokens("🍣 🍜"), stem_tokens("⚽ 🏀")) == 0.0
+    assert jaccard(frozenset({"tea"}), frozenset({"tea"})) == 1.0
