@@ -61,3 +61,18 @@ def test_two_texts_with_no_words_to_compare_are_not_alike() -> None:
 
     assert jaccard(stem_tokens("🍣 🍜"), stem_tokens("⚽ 🏀")) == 0.0
     assert jaccard(frozenset({"tea"}), frozenset({"tea"})) == 1.0
+
+
+def test_a_fact_dated_by_a_model_comes_back_from_add_in_utc(tmp_path: Path) -> None:
+    """``add`` returned the model's date naive while ``get`` gave it in UTC: comparing
+    the returned time with an aware one raised TypeError (a review)."""
+    from datetime import UTC, datetime
+
+    fact = {"text": "Ann went to a support group.", "type": "episodic", "date": "2023-05-07"}
+    extractor = LLMExtractor(ScriptedLLM([json.dumps({"facts": [fact]})]))
+    message = {"role": "user", "name": "Ann", "content": "I went to a support group yesterday!"}
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        (record,) = m.add(message, user_id="ann", infer=True, extractor=extractor)
+        assert record.event_time == datetime(2023, 5, 7, tzinfo=UTC)
+        assert record.event_time.tzinfo is not None
+        assert m.get(record.id).event_time == record.event_time  # type: ignore[union-attr]

@@ -243,8 +243,9 @@ class LLMExtractor:
             text = model_text(fact["text"].strip())
             if not text:
                 continue
-            when = parse_session_time(fact.get("date"))
-            opt_utc(when, "date")  # ValueError outside years 1-9999 in UTC
+            # Aware, in UTC (as the store returns it); ValueError outside years 1-9999.
+            # Only checked, a naive time went back to the caller of ``add`` (a review).
+            when = opt_utc(parse_session_time(fact.get("date")), "date")
             source = fact.get("source")
             provenance = (source,) if source in ids else tuple(dict.fromkeys(ids))
             speaker = next((s for s in dict.fromkeys(speakers) if text.startswith(s)), None)
