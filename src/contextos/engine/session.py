@@ -1640,7 +1640,12 @@ class Session:
         )
         claim = uuid.uuid4().hex
         listed = frozenset(new.unarchived) - frozenset(state.unarchived)  # by this save
-        if new.unarchived:  # this compaction's winner stores them: held in the same save
+        if state.archiver and state.archiver_until > time.time():
+            # Another Session holds the listed turns and is storing them: its hold stays
+            # and it stores these too (its confirming save fails on this one and tries
+            # again). Taken over, its turns were found not stored yet and stored twice.
+            new = replace(new, archiver=state.archiver, archiver_until=state.archiver_until)
+        elif new.unarchived:  # this compaction's winner stores them: held in the same save
             new = replace(new, archiver=claim, archiver_until=time.time() + ARCHIVE_LEASE_S)
         if not self._save(new, meta, revision):
             # Stale: another compaction or a pin got there first, or an erasure ran
