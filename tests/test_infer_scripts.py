@@ -76,3 +76,18 @@ def test_a_fact_dated_by_a_model_comes_back_from_add_in_utc(tmp_path: Path) -> N
         assert record.event_time == datetime(2023, 5, 7, tzinfo=UTC)
         assert record.event_time.tzinfo is not None
         assert m.get(record.id).event_time == record.event_time  # type: ignore[union-attr]
+
+
+def test_a_sentence_the_third_person_makes_longer_is_kept_within_a_memorys_limit(
+    tmp_path: Path,
+) -> None:
+    """A message within the limit whose one sentence the offline extractor rewrote
+    longer ("I" -> "User") became a fact of 152,379 characters: stored, then refused
+    by ``update`` with its own text (a review)."""
+    from contextos.memory.ingest import MAX_TEXT_CHARS
+
+    said = ("I think my cat and I " * 10_000)[: MAX_TEXT_CHARS - 1] + "."
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        facts = m.add(said, user_id="u", infer=True)
+        assert facts and all(len(f.text) <= MAX_TEXT_CHARS for f in facts)
+        m.update(facts[0].id, facts[0].text)  # what is stored can be written again

@@ -30,6 +30,7 @@ from contextos.text.temporal import TimeMention, parse_session_time, resolve, re
 
 from ..embed import Embedder
 from ..types import MemoryType, Message
+from .ingest import MAX_TEXT_CHARS
 from .render import caption_of
 
 
@@ -235,7 +236,7 @@ class OfflineExtractor:
         text = S.to_third_person(core, ctx.speaker)
         if ctx.speaker not in text:
             text = f"{ctx.speaker}: {text}"
-        text = text[0].upper() + text[1:]
+        text = _within_limit(text[0].upper() + text[1:])
         memory_type, event_time = _classify(core, mentions, ctx.anchor)
         ents = tuple(S.entities(text)) + tuple(S.numbers(sentence))
         return Candidate(
@@ -262,6 +263,18 @@ class OfflineExtractor:
             confidence=0.5,
             extracted_by=OFFLINE_EXTRACTOR_ID,
         )
+
+
+def _within_limit(text: str) -> str:
+    """``text`` cut to what a memory holds (``MAX_TEXT_CHARS``), at a space when one is
+    near the end. Why: the third person is longer ("I" -> "Ana"), so one sentence of a
+    message within the limit became a fact over it (152,379 characters of 100,000),
+    stored, and then refused by ``update`` with its own text (a review)."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    cut = text[:MAX_TEXT_CHARS]
+    space = cut.rfind(" ", MAX_TEXT_CHARS - 200)
+    return cut[:space] if space > 0 else cut
 
 
 def _worth_keeping(core: str, timed: bool, names: Sequence[str]) -> bool:
