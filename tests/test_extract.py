@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -436,7 +436,7 @@ def test_llm_extractor_builds_candidates_from_the_reply() -> None:
         say("Melanie", "I paint sunrises.", "D1:4"),
     ]
     first, second = LLMExtractor(llm).extract(turns, session_time=SESSION)
-    assert first.event_time == datetime(2023, 5, 7) and first.provenance == ("D1:3",)
+    assert first.event_time == datetime(2023, 5, 7, tzinfo=UTC) and first.provenance == ("D1:3",)
     assert first.speaker == "Caroline" and "LGBTQ" in first.entities
     assert second.provenance == ("D1:3", "D1:4")  # unknown source: every turn sent
     [call] = llm.calls
