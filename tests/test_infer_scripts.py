@@ -91,3 +91,23 @@ def test_a_sentence_the_third_person_makes_longer_is_kept_within_a_memorys_limit
         facts = m.add(said, user_id="u", infer=True)
         assert facts and all(len(f.text) <= MAX_TEXT_CHARS for f in facts)
         m.update(facts[0].id, facts[0].text)  # what is stored can be written again
+
+
+def test_a_move_typed_in_decomposed_unicode_replaces_the_old_place(tmp_path: Path) -> None:
+    """macOS input methods (and some clients) send "á" as "a" and a combining accent
+    (NFD): the move to Bogotá left Paris current, and the same fact composed and
+    decomposed was stored twice (a review)."""
+    import unicodedata
+
+    bogota = "I live in Bogotá."
+    decomposed = unicodedata.normalize("NFD", bogota)
+    assert decomposed != bogota
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("I live in Paris.", user_id="a", infer=True)
+        m.add(decomposed, user_id="a", infer=True)
+        assert [unicodedata.normalize("NFC", t) for t in _current(m, "a")] == [
+            "User lives in Bogotá."
+        ]
+        m.add(bogota, user_id="c", infer=True)
+        assert m.add(decomposed, user_id="c", infer=True) == []  # the same fact
+        assert len(_current(m, "c")) == 1

@@ -11,6 +11,7 @@ lexical similarity.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -159,6 +160,9 @@ def claim(text: str, speaker: str | None = None) -> Claim | None:
 
 
 def _claim(text: str, speaker: str | None) -> Claim | None:
+    # Composed (NFC): "Bogotá" typed on macOS arrives decomposed, and a value compared
+    # by its characters differed from the same city written composed (a review).
+    text = unicodedata.normalize("NFC", text)
     negated = is_negated(text)
     body = affirm(text) if negated else text
     for slot, pattern in _SLOTS:

@@ -9,6 +9,7 @@ on every turn at hundreds of turns per second on two cores.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection
 
 
@@ -221,8 +222,8 @@ def words(text: str) -> list[str]:
 
     Why every script: the pattern was ASCII, so a Russian, Greek or Chinese sentence
     had no words, the extractor kept none of it and ``add(infer=True)`` stored nothing
-    (a review)."""
-    return _WORD.findall(text.lower())
+    (a review). Composed (NFC) first: a word typed decomposed is the same word."""
+    return _WORD.findall(unicodedata.normalize("NFC", text).lower())
 
 
 def content_words(text: str, ignore: Collection[str] = ()) -> list[str]:
