@@ -298,6 +298,21 @@ def never_sent(session: Session, logged: Sequence[Turn]) -> list[str]:
     return out
 
 
+def as_sent(turns: Sequence[Turn], state: HistoryState) -> list[Turn]:
+    """``turns`` without the visible ones no window sends: a tool result that answers
+    no open call (:func:`sendable_units`; every result logged over HTTP or by the CLI,
+    which cannot log the call). Compaction measures and rotates these.
+
+    Why: it counted such a result at its full size, so a history whose window sent 333
+    tokens looked over a 1,500-token budget (6,328), and every real turn was folded into
+    a summary (a review). Left out of the plan, the result falls below the new start
+    with the turns rotated around it; it stays in the log, as it was never sent."""
+    visible = visible_turns(turns, state)
+    sent = {t.seq for unit in sendable_units(visible) for t in unit}
+    unsent = {t.seq for t in visible} - sent
+    return [t for t in turns if t.seq not in unsent] if unsent else list(turns)
+
+
 #: How far before a tool result :func:`never_sent` looks first for the assistant turn
 #: that may have called it (then the whole log).
 _REPLY_LOOKBACK = 256
@@ -1572,7 +1587,7 @@ class Session:
     def history_tokens(self) -> int:
         """Tokens of summary plus visible turns, as the window would show them."""
         state = self.state()
-        return history_tokens(self.conversation(state), state)
+        return history_tokens(as_sent(self.conversation(state), state), state)
 
     def compact(
         self,
@@ -1621,7 +1636,7 @@ class Session:
             raise ValueError("the offload strategy needs a memory to archive into")
         leftover = self._finish_archive(memory) if memory is not None else 0
         state, meta, revision = self._read_state()
-        turns = self.conversation(state)  # as the user sees it: no replaced answers
+        turns = as_sent(self.conversation(state), state)  # as a window sends them
         costed = with_thinking_counted(turns, self.tokenizer) if open_loop else turns
         plan = plan_compaction(costed, state, budget, strategy, thresholds, force=force)
         if plan is None:
