@@ -69,9 +69,9 @@ REPLAY_RETRY_AFTER_S = 1
 
 Validity = Literal["current", "all"]
 ModelName = Annotated[str, Query(min_length=1, max_length=100), AfterValidator(s.check_text)]
-#: A session id in the query, for the routes the page uses: a path segment cannot carry
-#: every id the library takes ("." and ".." are removed from a URL's path, and "%2F" is a
-#: "/" by the time routes are matched), a query value can.
+#: A session id in the query, for the routes the page uses: a URL's path cannot carry
+#: every id the library takes ("." and ".." are removed from it), a query value can. (The
+#: path routes take the id with the path converter: one holding "/" reaches them too.)
 SessionQuery = Annotated[
     str,
     Query(min_length=1, max_length=s.MAX_ID),
@@ -337,7 +337,7 @@ def inspect_router(
 
         return await slots.run(tenant, build, client_gone=request.is_disconnected)
 
-    @router.post("/sessions/{session_id}/window")
+    @router.post("/sessions/{session_id:path}/window")
     async def window(
         session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant, request: Request
     ) -> dict[str, Any]:
@@ -425,7 +425,7 @@ def add_cache_routes(
             "svg": svg,
         }
 
-    @router.get("/sessions/{session_id}/cache")
+    @router.get("/sessions/{session_id:path}/cache")
     async def cache(
         session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
     ) -> Any:
@@ -439,7 +439,7 @@ def add_cache_routes(
         """:func:`cache_of` the session in the query (any id; the page uses this one)."""
         return await cache_of(session_id, tenant, model)
 
-    @router.get("/sessions/{session_id}/cache.svg")
+    @router.get("/sessions/{session_id:path}/cache.svg")
     async def cache_svg(
         session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
     ) -> Any:

@@ -62,6 +62,10 @@ AfterSeq = Annotated[int, Query(ge=-1, le=2**62)]
 #: The order of ``GET /v1/sessions``: by last activity, oldest or newest first.
 SessionOrder = Annotated[Literal["oldest", "newest"], Query()]
 #: A user/agent/session id in a path or a query, by the one id rule of the bodies (s.ScopeId).
+#: In a path it is declared ``{session_id:path}`` before a fixed last segment: the routes
+#: are matched on the decoded path, so an id holding "/" (sent as "%2F" or as is) was a
+#: bare 404 under every session route though the library takes it (a review); the route's
+#: pattern is anchored at both ends, so the last segment still picks the route.
 SessionPath = Annotated[IdPath, AfterValidator(s.check_scope_id)]
 OptScopeId = Annotated[
     OptIdent, AfterValidator(lambda v: None if v is None else s.check_scope_id(v))
@@ -186,7 +190,7 @@ def session_router(
     Tenant = Annotated[str, Depends(tenant_of)]
 
     @router.post(
-        "/{session_id}/turns",
+        "/{session_id:path}/turns",
         status_code=201,
         response_model=s.AppendedTurns,
         summary="append_turns",
@@ -209,7 +213,7 @@ def session_router(
             results=[s.TurnOut.of(t) for t in turns], warnings=never_sent(session, turns)
         )
 
-    @router.get("/{session_id}/turns", response_model=s.TurnList, summary="turns")
+    @router.get("/{session_id:path}/turns", response_model=s.TurnList, summary="turns")
     def turns(
         session_id: SessionPath,
         tenant: Tenant,
@@ -223,7 +227,7 @@ def session_router(
 
     slots = windows or WindowSlots()
 
-    @router.post("/{session_id}/window", response_model=s.WindowOut, summary="window")
+    @router.post("/{session_id:path}/window", response_model=s.WindowOut, summary="window")
     async def window(
         session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant, request: Request
     ) -> s.WindowOut:
@@ -240,7 +244,7 @@ def session_router(
         return s.WindowOut(**answer)
 
     @router.post(
-        "/{session_id}/compact",
+        "/{session_id:path}/compact",
         response_model=s.CompactionOut,
         summary="compact",
         responses={409: {"model": s.ErrorOut, "description": "Lost a race: nothing done"}},
