@@ -475,6 +475,7 @@ class Memory:
         *,
         metadata: Mapping[str, Any] | None = None,
         expected_text: str | None = None,
+        expected_updated_at: datetime | None = None,
     ) -> MemoryRecord:
         """Change a memory's text and/or metadata; the old text stays in ``history``.
 
@@ -483,6 +484,12 @@ class Memory:
         nothing is written. An edit made from a text read earlier (an agent appending to
         its core memory while an operator redacts it) then never writes over a change
         made since: it read the text again and decides anew.
+
+        ``expected_updated_at``: the same for the whole record, text and metadata: write
+        only while its ``updated_at`` is still this one (the record as read, unchanged
+        since: the write's transaction checks text, metadata and event time), else
+        ``Conflict``. An editor that shows both (the inspector's panel) sends what it
+        loaded, so a metadata change made meanwhile is not replaced unseen either.
 
         ``metadata`` replaces the record's whole, except the keys the library keeps
         for a session turn: its place (``seq``) and ``role`` stay unless given, and a
@@ -510,6 +517,7 @@ class Memory:
         if metadata is not None:
             check_metadata(metadata)
         given = metadata
+        expected = opt_utc(expected_updated_at, "expected_updated_at")
         embeds = _EmbeddedTexts()  # made once per version of the record
         for attempt in range(ADD_TRIES):
             before = self.store.get(self.tenant, memory_id)
@@ -517,11 +525,13 @@ class Memory:
                 raise NotFound(f"no memory {memory_id!r}")
             if expected_text is not None and before.text != expected_text:
                 raise Conflict(f"memory {memory_id!r} no longer has the text expected")
+            if expected is not None and before.updated_at != expected:
+                raise Conflict(f"memory {memory_id!r} was changed since it was read")
             if given is not None:
                 metadata = _kept_metadata(before, given)
             patch = Patch(text=text, metadata=metadata)
             derived = self._derived(before, patch, embeds)
-            if derived is None and expected_text is not None:
+            if derived is None and (expected_text is not None or expected is not None):
                 derived = Derived(based_on=before)  # the store checks it is still as read
             try:
                 record = self.store.update(

@@ -102,8 +102,15 @@ def turns_page(
 
 
 def update(mem: Memory, memory_id: str, body: s.UpdateRequest) -> MemoryRecord:
-    """Change a memory's text and/or metadata."""
-    return mem.update(memory_id, text=body.text, metadata=body.metadata)
+    """Change a memory's text and/or metadata, if given only while it still has the
+    text (``expected_text``) or ``updated_at`` the caller read (else Conflict: 409)."""
+    return mem.update(
+        memory_id,
+        text=body.text,
+        metadata=body.metadata,
+        expected_text=body.expected_text,
+        expected_updated_at=body.expected_updated_at,
+    )
 
 
 def history(mem: Memory, memory_id: str) -> list[HistoryEvent]:

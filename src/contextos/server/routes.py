@@ -153,9 +153,16 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         """One memory by id (404 when it is not in the caller's tenant)."""
         return s.RecordOut.of(mem.get(memory_id))
 
-    @router.patch("/{memory_id}", response_model=s.RecordOut, summary="update")
+    @router.patch(
+        "/{memory_id}",
+        response_model=s.RecordOut,
+        summary="update",
+        responses={409: {"model": s.ErrorOut, "description": "Changed since it was read"}},
+    )
     def update(memory_id: IdPath, body: s.UpdateRequest, mem: Mem) -> s.RecordOut:
-        """Change a memory's text and/or metadata (logged in its history)."""
+        """Change a memory's text and/or metadata (logged in its history); with
+        ``expected_text`` or ``expected_updated_at`` only if the memory is still as the
+        caller read it (409 and nothing written otherwise)."""
         return s.RecordOut.of(ops.update(mem, memory_id, body))
 
     @router.delete("/{memory_id}", response_model=s.Deleted, summary="delete")

@@ -345,6 +345,24 @@ class UpdateRequest(_Body):
         | None
     ) = None
     metadata: Metadata = None
+    expected_text: (
+        Annotated[
+            str,
+            Field(json_schema_extra={"maxLength": MAX_TEXT}),
+            _at_most("an expected text"),
+            AfterValidator(check_text),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Write only while the memory's text is still this one, else 409 "
+        "(nothing written): an edit made from a text read earlier never replaces a newer.",
+    )
+    expected_updated_at: Time | None = Field(
+        None,
+        description="Write only while the memory's updated_at is still this one (text and "
+        "metadata unchanged since it was read), else 409 (nothing written).",
+    )
 
 
 class ListRequest(ScopeIn):
