@@ -326,7 +326,10 @@ const wire = { memories: wireMemories, sessions: wireSessions, cache: wireCache 
 
 // -- memories -------------------------------------------------------------------------
 
-const mem = { offset: 0, total: 0, scope: {} };
+// `back`: the offsets "older" started from, newest last; "newer" goes back to the last.
+// A page cut short by its bytes holds fewer than PAGE memories, so offset - PAGE skipped
+// pages (a review). `listing`: the scope and filters `back` is of.
+const mem = { offset: 0, total: 0, scope: {}, back: [], listing: "" };
 
 // An id as typed: the library keeps spaces as part of an id ("ana " is not "ana"), so
 // nothing is trimmed; only a field of nothing but blanks counts as empty.
@@ -369,10 +372,14 @@ function wireMemories() {
     $("f-query").value = "";
     loadMemories().catch(fail);
   });
-  $("prev").addEventListener("click", () => loadMemories(Math.max(0, mem.offset - PAGE)).catch(fail));
   // A page may hold fewer than PAGE memories (the server caps a page's bytes): the
-  // next one starts where the server says.
-  $("next").addEventListener("click", () => loadMemories(mem.next ?? mem.offset + PAGE).catch(fail));
+  // next one starts where the server says, and "newer" goes back to where the page
+  // before began (PAGE back only for a page opened from a link, with no page before).
+  $("prev").addEventListener("click", () => {
+    const back = mem.back.length ? mem.back[mem.back.length - 1] : Math.max(0, mem.offset - PAGE);
+    loadMemories(back, "newer").catch(fail);
+  });
+  $("next").addEventListener("click", () => loadMemories(mem.next ?? mem.offset + PAGE, "older").catch(fail));
   $("d-close").addEventListener("click", closeMemory);
   $("forget-confirm-input").addEventListener("input", () => {
     $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
@@ -460,11 +467,14 @@ function validity(r) {
 // could only be inside strings): an override in one value would reorder the whole line.
 const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
+// JSON text with its bidi controls as \uXXXX escapes: the same JSON value, shown as it is.
+function escapeBidi(json) {
+  return json.replace(BIDI_CONTROLS, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+}
+
 function metaText(meta) {
   const keys = Object.keys(meta || {});
-  return keys.length
-    ? JSON.stringify(meta).replace(BIDI_CONTROLS, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"))
-    : "";
+  return keys.length ? escapeBidi(JSON.stringify(meta)) : "";
 }
 
 function textCell(r) {
@@ -500,9 +510,10 @@ function showForget(scope) {
   $("forget-button").disabled = true;
 }
 
-// The page of memories at ``offset`` (default: the one shown). The offset, the URL and
-// the forget panel change only once the page has come: a failed fetch leaves them be.
-async function loadMemories(offset = mem.offset) {
+// The page of memories at ``offset`` (default: the one shown), reached by ``step``
+// ("older", "newer" or none). The offset, the URL, the pager's way back and the forget
+// panel change only once the page has come: a failed fetch leaves them be.
+async function loadMemories(offset = mem.offset, step = null) {
   const current = request("memories");  // the list, from here on: an earlier page or search is stale
   const scope = scopeFromForm();
   const filters = { memory_type: $("f-type").value, validity: $("f-validity").value === "all" ? "all" : "" };
@@ -524,6 +535,11 @@ async function loadMemories(offset = mem.offset) {
     ...(since ? { created_before: since } : {}),
   })));
   mem.listedAt = since || page.listed_at;
+  const listing = JSON.stringify([scope, filters]);
+  if (offset === 0 || listing !== mem.listing) mem.back = [];
+  else if (step === "older") mem.back.push(mem.offset);
+  else if (step === "newer") mem.back.pop();
+  mem.listing = listing;
   mem.offset = offset;
   mem.total = page.total;
   showError("");
@@ -564,6 +580,8 @@ async function searchMemories() {
       memory_types: type ? [type] : null },
   }));
   showError("");
+  mem.back = [];
+  mem.listing = "";
   head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", ""]);
   $("mem-rows").replaceChildren(...found.results.map((h, i) => row([
     i + 1, h.score.toFixed(4), h.lexical_rank ?? "–", h.dense_rank ?? "–", textCell(h.memory),
@@ -575,8 +593,10 @@ async function searchMemories() {
   rendered();
 }
 
-// What the edit panel showed when it opened: Save sends only the fields that differ.
-const editing = { id: null, text: "", meta: "" };
+// What the edit panel showed when it opened: Save sends only the fields that differ, and
+// the memory's text and updated_at as loaded, so a change another client made since is
+// not written over (the server answers 409 and writes nothing).
+const editing = { id: null, text: "", meta: "", loadedText: null, updatedAt: null };
 
 // Opens a memory's panel; focus moves to it (`moveFocus`), except when a save reloads it.
 async function openMemory(id, moveFocus = true) {
@@ -598,11 +618,15 @@ async function openMemory(id, moveFocus = true) {
   }));
   $("d-text").value = r.text;
   const meta = rawMember(source, "metadata");
-  $("d-meta").value = meta === null || meta === "null" ? "{}" : indentJson(meta);
+  // Bidi controls escaped, as in the list: raw, an override drew the box's values reversed
+  // (a review). The box sent back as it is stores the same strings.
+  $("d-meta").value = meta === null || meta === "null" ? "{}" : escapeBidi(indentJson(meta));
   // As the boxes hold them (a textarea turns "\r\n" into "\n"), to tell an edit from none.
   editing.id = r.id;
   editing.text = $("d-text").value;
   editing.meta = $("d-meta").value;
+  editing.loadedText = r.text;  // as stored ("\r\n" kept), for the server's check
+  editing.updatedAt = r.updated_at;
   $("history-rows").replaceChildren(...hist.results.map((e) => row([
     when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), idNode(e.actor ?? ""),
   ])));
@@ -644,7 +668,21 @@ async function saveMemory(id) {
     showError("Nothing changed: nothing was saved.");
     return;
   }
-  await api("/v1/memories/" + encodeURIComponent(id), { method: "PATCH", json: "{" + parts.join(",") + "}" });
+  if (id === editing.id) {
+    parts.push('"expected_text":' + JSON.stringify(editing.loadedText));
+    if (editing.updatedAt) parts.push('"expected_updated_at":' + JSON.stringify(editing.updatedAt));
+  }
+  try {
+    await api("/v1/memories/" + encodeURIComponent(id), { method: "PATCH", json: "{" + parts.join(",") + "}" });
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 409) throw err;
+    // Changed by another client since the panel opened: show it as it is now.
+    await openMemory(id, false);
+    await loadMemories();
+    showError("This memory was changed since you opened it: it now shows as stored, and "
+      + "your edit was not saved. Make it again on this version to save it.");
+    return;
+  }
   showError("");
   await openMemory(id, false);
   await loadMemories();
