@@ -97,9 +97,16 @@ class HeuristicReconciler:
     1. Same text -> NOOP. 2. Same words, opposite polarity -> DELETE (the new
     fact negates the old) or UPDATE (the old one was a negation). 3. Same
     subject and attribute, different value -> UPDATE; same value and the new
-    claim negated -> DELETE. 4. Content words overlap >= ``duplicate_threshold``
-    -> NOOP; the old words all inside a longer new fact -> UPDATE (more detail).
-    Otherwise ADD.
+    claim negated -> DELETE; same value, neither negated, and no word of the new fact
+    new but those of its claim -> NOOP (the claim said again in other words: "is living
+    in Lisbon" after "lives in Lisbon"). 4. Content words overlap >=
+    ``duplicate_threshold`` -> NOOP; the old words all inside a longer new fact ->
+    UPDATE (more detail). Otherwise ADD.
+
+    Why 3 decides a restated claim: its words differ too much for 4 to call it a
+    duplicate, so it was added beside the fact it repeats, and a later change of the
+    attribute closed only one of the two, leaving the old value current beside the
+    new one.
     """
 
     def __init__(self, *, duplicate_threshold: float = 0.8) -> None:
@@ -146,6 +153,8 @@ class HeuristicReconciler:
             return Decision(
                 "UPDATE", cand, record.id, reason=f"{new.slot} changed: {old.value} -> {new.value}"
             )
+        if stem_tokens(cand.text) - stem_tokens(record.text) <= stem_tokens(new.said):
+            return Decision("NOOP", cand, record.id, reason=f"same claim restated: {new.slot}")
         return None
 
     def _overlap(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
@@ -603,6 +612,8 @@ def reconcile(
     Every record written gets ``metadata`` and the context of its first source turn
     (``contexts``, see :func:`new_record`). The reconciler defaults to
     :class:`HeuristicReconciler`. ``count`` gives each record written its token count.
+    An UPDATE of an attribute is followed by a DELETE outcome for each other open fact
+    that held it (:meth:`Plan._closes_too`).
     """
     plan = Plan(
         store,
@@ -673,6 +684,8 @@ class Plan:
         self._closed: set[str] = set()
         #: The planned records still open, by word (``_shown`` asks it for each candidate).
         self._pending = _Pending()
+        #: The planned records that hold an attribute (:func:`_attribute`), by attribute.
+        self._holding: dict[tuple[str, str], list[MemoryRecord]] = {}
         #: The stored records shown to the reconciler or closed: id -> content hash.
         self.read: dict[str, str] = {}
         #: The newest record of ``across`` before anything was read (see the class).
@@ -684,7 +697,8 @@ class Plan:
     ) -> None:
         """Decide each of ``candidates`` in turn; the records they write get ``metadata``."""
         for candidate in candidates:
-            decision = self.decider.decide(candidate, self._shown(candidate))
+            shown = self._shown(candidate)
+            decision = self.decider.decide(candidate, shown)
             step = plan_step(
                 decision,
                 self._target(decision),
@@ -695,6 +709,8 @@ class Plan:
                 self.count,
             )
             self._add(step)
+            for also in self._closes_too(step, shown):
+                self._add(also)
 
     def _add(self, step: Step) -> None:
         """Append ``step``, keeping the plan's indexes of what it writes and closes."""
@@ -702,6 +718,9 @@ class Plan:
         if step.record is not None:
             self._planned[step.record.id] = step.record
             self._pending.add(step.record)
+            held = _attribute(step.record)
+            if held is not None:
+                self._holding.setdefault(held, []).append(step.record)
         if step.target is not None:
             self._closed.add(step.target.id)
             self._pending.close(step.target.id)
@@ -815,6 +834,45 @@ class Plan:
                 self.read.setdefault(record.id, record.hash)
         return self._pending.like(stem_tokens(candidate.text), self.k) + shown
 
+    def _closes_too(self, step: Step, shown: Sequence[MemoryRecord]) -> list[Step]:
+        """The closes of the other open facts of the owner that an UPDATE of an
+        attribute ends too (each a DELETE, superseded by the UPDATE's new record):
+        those holding the attribute its new record and its target hold (:func:`_attribute`:
+        same subject, same slot, not negated), among the records the candidate was shown,
+        the planned ones and the stored facts like the target.
+
+        Why: the attributes ``claim`` reads hold one value at a time (a new place to live
+        replaces the old one). A store holding two facts of one (written before restated
+        claims were NOOPs, or by a model's ADD) kept the old value current beside the new
+        one when an UPDATE closed only one of them, and search returned both."""
+        if step.decision.action != "UPDATE" or step.record is None or step.target is None:
+            return []
+        held = _attribute(step.record)
+        if held is None or _attribute(step.target) != held:
+            return []
+        like_target = find_similar(
+            self.store, self.across, step.target.text, k=self.k, embedder=self.embedder
+        )
+        new, cand = step.record, step.decision.candidate
+        reason = f"held what {step.target.id} held, which was updated"
+        out: list[Step] = []
+        seen = {new.id, step.target.id}
+        for record in (*shown, *self._holding.get(held, ()), *like_target):
+            if record.id in seen or record.id in self._closed or record.valid_to is not None:
+                continue
+            seen.add(record.id)
+            if _attribute(record) != held:
+                continue
+            if record.id not in self._planned:
+                if not _within(record.scope, self.scope):
+                    continue
+                self.read.setdefault(record.id, record.hash)  # closed only as read
+            closed = {**record.metadata, "superseded_by": new.id}
+            until = _until(cand, record, self.now)
+            decision = Decision("DELETE", cand, record.id, reason=reason, decided_by="rule")
+            out.append(Step(decision, None, record, Patch(valid_to=until, metadata=closed)))
+        return out
+
     def _target(self, decision: Decision) -> MemoryRecord | None:
         """The record an UPDATE or DELETE closes: a planned one, else as stored now,
         which must be as it was shown (``Conflict`` if it is gone, closed or rewritten
@@ -838,6 +896,13 @@ class Plan:
             return None  # never shown (another decider's pick), and nothing to close
         self.read.setdefault(stored.id, stored.hash)
         return stored
+
+
+def _attribute(record: MemoryRecord) -> tuple[str, str] | None:
+    """The attribute ``record`` gives a value of (subject and slot of its
+    :func:`~contextos.text.claims.claim`), None when it holds none or denies one."""
+    held = claim(record.text, _speaker(record))
+    return None if held is None or held.negated else (held.subject, held.slot)
 
 
 def owner_scope(scope: Scope) -> Scope:

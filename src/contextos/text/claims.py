@@ -75,22 +75,30 @@ _NEG_REPAIR = (
     ),
     (re.compile(r"\s*\b(?:anymore|any\s+more)\b", re.IGNORECASE), ""),
 )
+_POSSESSIVE = re.compile(r"'s\b")
 _LEADING_NAME = re.compile(r"^\s*([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)(?:'s\b)?")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """``subject``'s ``slot`` is ``value`` (or, when ``negated``, is not)."""
+    """``subject``'s ``slot`` is ``value`` (or, when ``negated``, is not); ``said`` is the
+    part of the text that says so ("living in Lisbon"), affirmed when negated."""
 
     subject: str
     slot: str
     value: str
     negated: bool
+    said: str = ""
 
 
 def subject_of(text: str, speaker: str | None = None) -> str:
-    """Who a memory is about: the speaker when named first, else its leading name."""
-    if speaker and text.lstrip().startswith(speaker):
+    """Who a memory is about: the speaker when named first, else its leading name
+    ("Ann's" for "Ann's sister lives in Rome": not Ann, whose place it does not say)."""
+    if (
+        speaker
+        and text.lstrip().startswith(speaker)
+        and not _POSSESSIVE.match(text.lstrip(), len(speaker))
+    ):
         return speaker.lower()
     m = _LEADING_NAME.match(text)
     return m.group(1).lower() if m else (speaker or "").lower()
@@ -177,7 +185,7 @@ def _claim(text: str, speaker: str | None) -> Claim | None:
             key = f"attr:{m.group('o').lower()} {attr}"
         value = _norm_value(m.group("v"))
         if value:
-            return Claim(subject_of(text, speaker), key, value, negated)
+            return Claim(subject_of(text, speaker), key, value, negated, m.group(0))
     return None
 
 
