@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from contextos.llm.prompts import RECONCILE_V1, Prompt
@@ -446,6 +446,14 @@ def plan_step(
         return Step(decision, counted(new_record(decision, scope, now, metadata, contexts), count))
     if old is None or not _within(old.scope, scope):
         raise NotFound(f"no memory {decision.target_id!r} to {decision.action.lower()}")
+    if decision.action == "UPDATE" and (began := _began_later(decision.candidate, old, now)):
+        # An older statement written after the fact that replaced it (a chat log
+        # imported late): the new fact held until the stored one began, which stays.
+        # It replaced the stored one, closed the moment it began, and ``as_of`` any
+        # time after the old statement answered with it (a review).
+        earlier = {**(metadata or {}), "superseded_by": old.id}
+        record = new_record(decision, scope, now, earlier, contexts)
+        return Step(decision, counted(replace(record, valid_to=began), count))
     until = _until(decision.candidate, old, now)
     if decision.action == "DELETE":
         return Step(decision, target=old, close=Patch(valid_to=until))
@@ -453,6 +461,25 @@ def plan_step(
     record = counted(new_record(decision, scope, now, linked, contexts), count)
     closed = {**old.metadata, "superseded_by": record.id}
     return Step(decision, record, old, Patch(valid_to=until, metadata=closed))
+
+
+#: How much earlier than the fact it would replace a statement must be dated to be taken
+#: for an older one (see :func:`_began_later`).
+OLDER_BY = timedelta(days=1)
+
+
+def _began_later(candidate: Candidate, old: MemoryRecord, now: datetime) -> datetime | None:
+    """When ``old`` began, if ``candidate`` starts to hold at least :data:`OLDER_BY`
+    before; else None.
+
+    Why a day: a statement the caller or its text dates (a session's date, "in 2020")
+    is dated to the day, while one dated by no one takes its add's clock: two adds
+    racing (the second decided again after the first wrote) differ by seconds or
+    minutes, and the one decided last replaces the other, as it always did."""
+    began = opt_utc(old.valid_from)
+    if began is None or valid_since(candidate, now) > began - OLDER_BY:
+        return None
+    return began
 
 
 def _until(candidate: Candidate, old: MemoryRecord, now: datetime) -> datetime:
