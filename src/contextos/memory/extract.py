@@ -107,6 +107,20 @@ def speaker_of(message: Message) -> str:
     return message.role
 
 
+#: Prefix of the id a message without one gets for its add: its place among the add's
+#: messages. It dates its facts by the message's time, places them after the facts of
+#: the messages before it, and indexes a reply's facts with the question before it; it
+#: is never kept as provenance (:func:`is_position_id`). Without it, the facts of a plain
+#: chat call (role and content only) took the first message's place and no context (a
+#: review), and a model was shown list indexes as turn ids and stored them.
+POSITION_ID = "§"
+
+
+def is_position_id(turn_id: str) -> bool:
+    """Whether ``turn_id`` is the place ``infer.prepare`` gave a message without an id."""
+    return turn_id.startswith(POSITION_ID)
+
+
 def turn_ids(message: Message) -> tuple[str, ...]:
     """The id of the turn ``message`` came from (dia_id, turn_id, id), as provenance."""
     for key in _TURN_ID_KEYS:

@@ -34,7 +34,14 @@ from contextos.text import sentences as S
 
 from ..store.base import Store, TokenCounter
 from ..types import MemoryRecord, Message, Scope, content_hash
-from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
+from .extract import (
+    POSITION_ID,
+    Candidate,
+    Extractor,
+    OfflineExtractor,
+    speaker_of,
+    turn_ids,
+)
 from .ingest import AddOptions, _as_datetime, check_metadata_copies
 from .reconcile import INFERRED, Outcome, Plan, Reconciler
 from .render import CAPTION_KEYS, FACT_OF
@@ -50,10 +57,12 @@ def prepare(messages: Sequence[Message], default_time: datetime) -> list[Message
     turn's ``event_time`` (or the call's) becomes its ``session_time`` anchor.
     """
     out = []
-    for message in messages:
+    for i, message in enumerate(messages):
         meta: dict[str, Any] = dict(message.metadata)
         source = next((meta[k] for k in _SOURCE_KEYS if meta.get(k) not in (None, "")), None)
-        if source is not None and not turn_ids(message):
+        if source is None:
+            meta["turn_id"] = f"{POSITION_ID}{i}"  # its place in this add (see POSITION_ID)
+        elif not turn_ids(message):
             meta["turn_id"] = str(source)
         when = _as_datetime(meta.get("event_time")) or default_time
         meta["event_time"] = when

@@ -42,7 +42,7 @@ from ..store.base import Close, Newest, Patch, Ranked, Store, TokenCounter
 from ..store.records import patched
 from ..times import opt_utc
 from ..types import Filter, MemoryRecord, Message, Scope, content_hash
-from .extract import Candidate
+from .extract import Candidate, is_position_id
 from .extract_llm import model_text
 
 log = logging.getLogger(__name__)
@@ -384,7 +384,7 @@ def new_record(
         updated_at=now,
         event_time=cand.event_time,
         valid_from=valid_since(cand, now),
-        provenance=cand.provenance,
+        provenance=tuple(p for p in cand.provenance if not is_position_id(p)),
         context=(contexts or {}).get(cand.provenance[0], "") if cand.provenance else "",
         hash=content_hash(text),
     )
