@@ -102,23 +102,24 @@ def _try_take(store: Store, where: Scope, token: str, lease_s: float) -> bool:
 
 def _leave(store: Store, where: Scope, token: str) -> None:
     """Give up this token's place as next holder, if it has it (a waiter giving up)."""
-    for _ in range(GIVE_BACK_TRIES):
-        meta, revision = store.session_meta_revision(where)
-        if meta.get("next") != token:
-            return
-        rest = {k: v for k, v in meta.items() if k not in ("next", "next_until")}
-        if store.swap_session_meta(where, rest, revision=revision):
-            return
+    _drop(store, where, ("next", "next_until"), while_=("next", token))
 
 
 def _give_back(store: Store, where: Scope, token: str) -> None:
     """Free the lease if this token still holds it (an expired one may be another's),
     keeping a waiter's place as next holder."""
+    _drop(store, where, ("holder", "until"), while_=("holder", token))
+
+
+def _drop(store: Store, where: Scope, keys: tuple[str, ...], *, while_: tuple[str, str]) -> None:
+    """Remove ``keys`` from the lock's state, by compare-and-set, as long as its
+    ``while_[0]`` is still ``while_[1]`` (tried again when another writer changed it)."""
+    key, token = while_
     for _ in range(GIVE_BACK_TRIES):
         meta, revision = store.session_meta_revision(where)
-        if meta.get("holder") != token:
+        if meta.get(key) != token:
             return
-        rest = {k: v for k, v in meta.items() if k in ("next", "next_until")}
+        rest = {k: v for k, v in meta.items() if k not in keys}
         if store.swap_session_meta(where, rest, revision=revision):
             return
 
