@@ -8,16 +8,29 @@ so cosines are predictable from shared words), the CLI in a subprocess.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from contextos.embed import Vectors
 from contextos.memory import Memory, RetrievalConfig
 from contextos.memory.render import embedding_text
-from contextos.memory.retrieval import Candidate, above_floor, named_speaker, speaker_rerank
+from contextos.memory.retrieval import (
+    Candidate,
+    above_floor,
+    conversational_rerank,
+    hit_order,
+    named_speaker,
+    speaker_rerank,
+    temporal_rerank,
+)
 from contextos.store.base import Ranked
 from contextos.testing.embedders import HashEmbedder
+from contextos.text.temporal import question_time_cues
 from contextos.types import Hit, MemoryRecord, Scope
 from test_cli_memory import run
 
@@ -130,3 +143,77 @@ def test_the_speaker_a_question_names() -> None:
     assert named_speaker("What is Carolines job?", hits) is None  # whole words only
     ranked = speaker_rerank([hit("Caroline"), hit("Melanie")], "Melanie's dog?", 3.0)
     assert [(h.record.id, h.score) for h in ranked] == [("Melanie", 4.0), ("Caroline", 1.0)]
+
+
+class SlowEmbedder(HashEmbedder):
+    """A HashEmbedder that takes 50 ms a call, as a forward pass on a busy host can:
+    the search then reads the best keyword hits while the query's embedding runs."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        time.sleep(0.05)
+        return super().embed(texts)
+
+
+def test_a_search_that_reads_keyword_hits_early_still_reads_every_fused_hit(
+    tmp_path: Path,
+) -> None:
+    """25 memories match the query's word, 5 share none: the dense list ranks all 30 (the
+    store holds no more), so all 30 are fused. Those read while the slow embedding ran
+    (the best 20 keyword hits) and the rest read after fusion make one answer: every
+    memory, each with the ranks and cosine fusion gave it, scores from the reranks."""
+    m = Memory(
+        tmp_path / "m.db",
+        embedder=SlowEmbedder(),
+        background_embedding=False,
+        retrieval=RetrievalConfig(neighbour_weight=0, session_weight=0, temporal_weight=0),
+    )
+    for i in range(25):
+        m.add(f"alpha note number {i}", user_id="u")
+    for i in range(5):
+        m.add(f"unrelated words here {i}", user_id="u")
+    m.flush()
+    try:
+        hits = m.search("alpha", user_id="u", limit=30)
+    finally:
+        m.close()
+    assert sorted(h.record.text for h in hits) == sorted(
+        [f"alpha note number {i}" for i in range(25)]
+        + [f"unrelated words here {i}" for i in range(5)]
+    )
+    assert all(h.dense_rank is not None and h.relevance is not None for h in hits)
+    assert [h.lexical_rank is not None for h in hits].count(True) == 25
+    assert hits == sorted(hits, key=hit_order)
+
+
+def test_the_reranks_change_a_hits_score_and_nothing_else() -> None:
+    """Each rerank rescores hits (``_rescored``); the ranks, cosine and token count each
+    hit came with must survive all three, or ``min_score`` and the window lose them."""
+    day = datetime(2023, 5, 8, tzinfo=UTC)
+    hits = [
+        Hit(
+            MemoryRecord(
+                f"m{i}",
+                f"Mel went hiking yesterday, take {i}",
+                Scope("t", "u", session_id="s1"),
+                metadata={"speaker": "Mel", "seq": i},
+                created_at=day,
+            ),
+            score=1.0 / (i + 1),
+            lexical_rank=i + 1,
+            dense_rank=i + 2,
+            tokens=7 + i,
+            relevance=0.5 - i / 10,
+        )
+        for i in range(3)
+    ]
+    cue = question_time_cues("When did Mel go hiking?", day)
+    assert cue is not None
+    for reranked in (
+        speaker_rerank(hits, "When did Mel go hiking?", 3.0),
+        temporal_rerank(hits, cue, 1.0),
+        conversational_rerank(hits, RetrievalConfig()),
+    ):
+        assert {h.record.id: h.score for h in reranked} != {h.record.id: h.score for h in hits}
+        assert {
+            (h.record.id, h.lexical_rank, h.dense_rank, h.tokens, h.relevance) for h in reranked
+        } == {(h.record.id, h.lexical_rank, h.dense_rank, h.tokens, h.relevance) for h in hits}

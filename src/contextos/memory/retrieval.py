@@ -57,7 +57,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from contextos.llm.tokens import Tokenizer
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
@@ -121,8 +121,11 @@ FACT_RETRIEVAL = RetrievalConfig(
 TURN_FACTS_RETRIEVAL = RetrievalConfig(rrf_k=20.0, dense_weight=1.0)
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """A fused memory id before its record is read (a tuple: ``fuse`` makes one for
+    each of up to 2 x ``candidates`` ids on every search, and a frozen dataclass
+    cost five times as much to build)."""
+
     id: str
     score: float
     lexical_rank: int | None
@@ -136,6 +139,15 @@ class Candidate:
 #: however many rows wait for the worker; the rest keep the floor's rule for hits
 #: without a cosine.
 UNEMBEDDED_COSINES = 16
+
+#: How many of the best keyword hits are read while the query's embedding runs
+#: (``HybridRetriever._fetch_while_embedding``), in store calls of ``EARLY_FETCH_CHUNK``
+#: (small, to stop soon after the vector is ready). Why 20: over 300 searches of
+#: ``bench scale``'s 10k store, keyword ranks 1-20 were all among the 50 fused
+#: candidates, ranks 21-30 only 58% of the time (``/work/notes/s32/overlap.py``); a
+#: hit read here and then not fused is work added to the search.
+EARLY_FETCH = 20
+EARLY_FETCH_CHUNK = 10
 
 
 def _order(score: float, cosine: float | None, record_id: str) -> tuple[float, float, str]:
@@ -287,6 +299,8 @@ class HybridRetriever:
             if cfg.mode != "dense"
             else []
         )
+        cue = question_time_cues(query, self.now()) if cfg.temporal_weight else None
+        fetched = self._fetch_while_embedding(flt, lexical, pending, cue)
         dense: list[Ranked] = []
         unembedded: set[str] = set()
         if pending is not None:
@@ -307,11 +321,9 @@ class HybridRetriever:
         # Defense in depth: every record is re-checked against the whole filter at fetch
         # time, whatever the store's indexes said.
         now = datetime.now(UTC)
-        records = {
-            r.id: r
-            for r in self.store.get_many(flt.scope.tenant, [c.id for c in fused])
-            if flt.matches(r, now)
-        }
+        rest = [c.id for c in fused if c.id not in fetched]
+        fetched.update((r.id, r) for r in self.store.get_many(flt.scope.tenant, rest))
+        records = {c.id: r for c in fused if (r := fetched.get(c.id)) and flt.matches(r, now)}
         hits = [
             Hit(records[c.id], c.score, c.lexical_rank, c.dense_rank, relevance=c.cosine)
             for c in fused
@@ -320,11 +332,44 @@ class HybridRetriever:
         if cfg.speaker_weight:
             hits = speaker_rerank(hits, query, cfg.speaker_weight)
         if cfg.temporal_weight:
-            hits = temporal_rerank(hits, question_time_cues(query, self.now()), cfg.temporal_weight)
+            hits = temporal_rerank(hits, cue, cfg.temporal_weight)
         if cfg.neighbour_weight or cfg.session_weight:
             hits = conversational_rerank(hits, cfg)
         hits = by_source(hits)
         return self._cut(hits, limit, token_budget)
+
+    def _fetch_while_embedding(
+        self,
+        flt: Filter,
+        lexical: Sequence[Ranked],
+        pending: Future[Vectors] | None,
+        cue: TimeRange | None,
+    ) -> dict[str, MemoryRecord]:
+        """The records of the best keyword hits, read while the query's embedding is
+        still running, with the times their texts name resolved (``_times_named``).
+
+        Why: the embedding runs on another thread (onnxruntime leaves the GIL), and the
+        keyword search finishes first: this thread waited ~1-2 ms a search for the
+        vector, then read the fused candidates and scanned their texts for times. The
+        best keyword hits are among the fused candidates (``EARLY_FETCH``), so reading
+        them in that wait moves work off the search's path instead of adding any. It stops as soon
+        as the vector is ready (a kept query vector: at once), and ``search`` reads
+        whatever fused candidate is still missing. A record read here is checked
+        against the filter with the others, after fusion."""
+        fetched: dict[str, MemoryRecord] = {}
+        if pending is None:
+            return fetched
+        ids = [r.id for r in lexical[:EARLY_FETCH]]
+        for start in range(0, len(ids), EARLY_FETCH_CHUNK):
+            if pending.done():
+                break
+            for record in self.store.get_many(
+                flt.scope.tenant, ids[start : start + EARLY_FETCH_CHUNK]
+            ):
+                fetched[record.id] = record
+                if cue is not None:
+                    _times_named(record.text, _anchor(record))
+        return fetched
 
     def _query_vector(self, query: str, tenant: str) -> Future[Vectors]:
         """The query's vector, awaited after the keyword search: kept from an earlier
@@ -377,7 +422,7 @@ class HybridRetriever:
             cosines.update(zip((r.id for r in batch), (vectors @ query).tolist(), strict=True))
             if len(batch) == len(records):
                 break
-        return [replace(c, cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
+        return [c._replace(cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
 
     def _without_vectors(self, flt: Filter, ids: Sequence[str], dimensions: int) -> set[str]:
         """Which of the keyword hits ``ids`` have no vector yet (see ``fuse``); no store
@@ -434,18 +479,24 @@ def conversational_rerank(hits: Sequence[Hit], cfg: RetrievalConfig) -> list[Hit
     rescored = []
     for h in hits:
         pos = _position(h.record)
-        score = h.score
         if pos is not None:
             session, seq = pos
             neighbour = max(
                 by_pos.get((session, seq - 1), 0.0), by_pos.get((session, seq + 1), 0.0)
             )
-            score += (
+            score = h.score + (
                 cfg.neighbour_weight * neighbour + cfg.session_weight * session_strength[session]
             )
-        rescored.append(replace(h, score=score))
+            h = _rescored(h, score)
+        rescored.append(h)
     rescored.sort(key=hit_order)
     return rescored
+
+
+def _rescored(hit: Hit, score: float) -> Hit:
+    """``hit`` with a new score (``dataclasses.replace`` looks the fields up on every
+    call: the reranks rescore 50 hits on every search)."""
+    return Hit(hit.record, score, hit.lexical_rank, hit.dense_rank, hit.tokens, hit.relevance)
 
 
 def source_of(record: MemoryRecord) -> str:
@@ -497,9 +548,7 @@ def speaker_rerank(hits: Sequence[Hit], query: str, weight: float) -> list[Hit]:
     if speaker is None:
         return list(hits)
     rescored = [
-        replace(h, score=h.score * (1 + weight))
-        if h.record.metadata.get("speaker") == speaker
-        else h
+        _rescored(h, h.score * (1 + weight)) if h.record.metadata.get("speaker") == speaker else h
         for h in hits
     ]
     rescored.sort(key=hit_order)
@@ -513,8 +562,7 @@ def temporal_match(record: MemoryRecord, cue: TimeRange) -> bool:
     time inside it; a bare "when" matches a memory that names a time at all
     ("yesterday", "on 7 May 2023"), since that is where the answer is.
     """
-    anchor = record.event_time or record.created_at or datetime.now(UTC)
-    spans = list(_times_named(record.text, anchor))
+    spans = list(_times_named(record.text, _anchor(record)))
     if cue.start is None and cue.end is None:
         return bool(spans)
     if record.event_time is not None:
@@ -527,6 +575,11 @@ def temporal_match(record: MemoryRecord, cue: TimeRange) -> bool:
 TIMES_NAMED: TextCache[tuple[tuple[datetime, datetime], ...]] = TextCache(
     65_536, weigh=lambda spans: 1 + len(spans), max_weight=262_144
 )
+
+
+def _anchor(record: MemoryRecord) -> datetime:
+    """What the relative times a memory names ("yesterday") are counted from."""
+    return record.event_time or record.created_at or datetime.now(UTC)
 
 
 def _times_named(text: str, anchor: datetime) -> tuple[tuple[datetime, datetime], ...]:
@@ -548,8 +601,7 @@ def temporal_rerank(hits: Sequence[Hit], cue: TimeRange | None, weight: float) -
     if cue is None:
         return list(hits)
     rescored = [
-        replace(h, score=h.score * (1 + weight)) if temporal_match(h.record, cue) else h
-        for h in hits
+        _rescored(h, h.score * (1 + weight)) if temporal_match(h.record, cue) else h for h in hits
     ]
     rescored.sort(key=hit_order)
     return rescored
