@@ -1,10 +1,12 @@
-"""A claim said again in other words is a NOOP, and an UPDATE of an attribute ends every
-other current fact that holds it.
+"""A claim said again in other words is a NOOP; an UPDATE of an attribute ends every
+other current fact that holds it, and a DELETE every other one that gives it the value
+denied.
 
 A review (notes/s31, bug 2) found "I am living in Lisbon." after "I live in Lisbon."
 stored as a second current fact (same subject, attribute and value, but words too unlike
 for a near duplicate); "I live in Berlin now." then closed only one of them, and search
-returned both Berlin and Lisbon.
+returned both Berlin and Lisbon. The same review (notes/s31) saw "I no longer live in
+Lisbon." close one of two such facts and leave the other current.
 """
 
 from __future__ import annotations
@@ -122,3 +124,53 @@ def test_an_update_ends_the_facts_of_the_attribute_planned_in_its_batch(store: S
     ended = {r.text: r for r in every if r.valid_to is not None}
     assert sorted(ended) == ["Ann lives in Paris.", "Ann resides in Lyon."]
     assert all(r.metadata["superseded_by"] == oslo.id for r in ended.values())
+
+
+def test_a_delete_ends_every_other_current_fact_of_the_same_value(store: Store) -> None:
+    lisbon = apply(Decision("ADD", cand("Ann lives in Lisbon.")), store, scope=SCOPE, now=SAID)
+    living = apply(Decision("ADD", cand("Ann is living in Lisbon.")), store, scope=SCOPE, now=SAID)
+    for other in ("Ann lives in Porto.", "Ann's sister lives in Lisbon.", "Ann likes Lisbon."):
+        apply(Decision("ADD", cand(other)), store, scope=SCOPE, now=SAID)
+    assert lisbon is not None and living is not None
+    outcomes = reconcile([cand("Ann no longer lives in Lisbon.")], store, scope=SCOPE, now=LATER)
+    actions = sorted((o.decision.action, o.decision.target_id) for o in outcomes)
+    assert actions == sorted([("DELETE", lisbon.id), ("DELETE", living.id)])
+    assert current(store) == [
+        "Ann likes Lisbon.",
+        "Ann lives in Porto.",  # another value of the attribute: not what was denied
+        "Ann's sister lives in Lisbon.",  # her sister's place, not hers
+    ]
+    for old in (lisbon, living):
+        closed = store.get("t1", old.id)
+        assert closed is not None and closed.valid_to == LATER
+
+
+def test_a_delete_in_a_long_running_memory_leaves_no_copy_of_the_claim(memory: Memory) -> None:
+    """The review's shape: one open Memory, the claim said twice in other words by a model
+    that added both (here: written before restatements were NOOPs), then denied."""
+    owner = Scope(tenant=memory.tenant, user_id="ann")
+    for text in ("User lives in Lisbon.", "User is living in Lisbon."):
+        apply(Decision("ADD", cand(text)), memory.store, scope=owner, now=SAID)
+    assert len(memory.get_all(user_id="ann")) == 2
+    memory.add("I no longer live in Lisbon.", user_id="ann", infer=True, event_time=LATER)
+    assert [r.text for r in memory.get_all(user_id="ann")] == []
+    assert memory.search("where does ann live", user_id="ann") == []
+
+
+def test_an_update_ends_a_holder_found_only_by_its_likeness_to_the_target(store: Store) -> None:
+    """The fact a candidate replaces is found by the candidate's words; another fact of the
+    attribute may share too few of them to be among the ``k`` shown, and is found by a
+    search for facts like the replaced one (``Plan._closes_too``'s ``like_target``)."""
+    lisbon = apply(Decision("ADD", cand("Ann lives in Lisbon.")), store, scope=SCOPE, now=SAID)
+    living = apply(
+        Decision("ADD", cand("Ann is living in Lisbon, Portugal, with two cats.")),
+        store,
+        scope=SCOPE,
+        now=SAID,
+    )
+    apply(Decision("ADD", cand("Bob lives in Berlin now.")), store, scope=SCOPE, now=SAID)
+    assert lisbon is not None and living is not None
+    outcomes = reconcile([cand("Ann lives in Berlin now.")], store, scope=SCOPE, now=LATER, k=2)
+    actions = sorted((o.decision.action, o.decision.target_id) for o in outcomes)
+    assert actions == sorted([("UPDATE", lisbon.id), ("DELETE", living.id)])
+    assert current(store) == ["Ann lives in Berlin now.", "Bob lives in Berlin now."]

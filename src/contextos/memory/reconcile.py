@@ -640,7 +640,8 @@ def reconcile(
     (``contexts``, see :func:`new_record`). The reconciler defaults to
     :class:`HeuristicReconciler`. ``count`` gives each record written its token count.
     An UPDATE of an attribute is followed by a DELETE outcome for each other open fact
-    that held it (:meth:`Plan._closes_too`).
+    that held it, a DELETE by one for each other open fact that gave it the value denied
+    (:meth:`Plan._closes_too`).
     """
     plan = Plan(
         store,
@@ -862,42 +863,60 @@ class Plan:
         return self._pending.like(stem_tokens(candidate.text), self.k) + shown
 
     def _closes_too(self, step: Step, shown: Sequence[MemoryRecord]) -> list[Step]:
-        """The closes of the other open facts of the owner that an UPDATE of an
-        attribute ends too (each a DELETE, superseded by the UPDATE's new record):
-        those holding the attribute its new record and its target hold (:func:`_attribute`:
-        same subject, same slot, not negated), among the records the candidate was shown,
-        the planned ones and the stored facts like the target.
+        """The closes of the other open facts of the owner that an UPDATE or a DELETE of
+        an attribute ends too, among the records the candidate was shown, the planned
+        ones and the stored facts like the target:
+
+        - an UPDATE ends every fact holding the attribute its new record and its target
+          hold (:func:`_attribute`: same subject, same slot, not negated), whatever its
+          value; each closes as a DELETE, superseded by the UPDATE's new record;
+        - a DELETE ends every fact giving the attribute the value its target gives
+          (:func:`_held`): "I no longer live in Lisbon" ends "lives in Lisbon" and "is
+          living in Lisbon", not "lives in Porto".
 
         Why: the attributes ``claim`` reads hold one value at a time (a new place to live
         replaces the old one). A store holding two facts of one (written before restated
         claims were NOOPs, or by a model's ADD) kept the old value current beside the new
-        one when an UPDATE closed only one of them, and search returned both."""
-        if step.decision.action != "UPDATE" or step.record is None or step.target is None:
+        one when an UPDATE or DELETE closed only one of them, and search returned it."""
+        target, new = step.target, step.record
+        if target is None or step.decision.action not in ("UPDATE", "DELETE"):
             return []
-        held = _attribute(step.record)
-        if held is None or _attribute(step.target) != held:
+        # What a record must share with the target to end with it: the attribute
+        # (an UPDATE), or the attribute and its value (a DELETE).
+        same: Callable[[MemoryRecord], tuple[str, ...] | None]
+        if step.decision.action == "UPDATE":
+            same, reason = _attribute, f"held what {target.id} held, which was updated"
+            if new is None or _attribute(new) != _attribute(target):
+                return []
+        else:
+            same, reason = _held, f"said what {target.id} said, which is no longer true"
+        wanted = same(target)
+        if wanted is None:
             return []
+        holders = self._holding.get((wanted[0], wanted[1]), ())
         like_target = find_similar(
-            self.store, self.across, step.target.text, k=self.k, embedder=self.embedder
+            self.store, self.across, target.text, k=self.k, embedder=self.embedder
         )
-        new, cand = step.record, step.decision.candidate
-        reason = f"held what {step.target.id} held, which was updated"
+        cand = step.decision.candidate
         out: list[Step] = []
-        seen = {new.id, step.target.id}
-        for record in (*shown, *self._holding.get(held, ()), *like_target):
+        seen = {target.id} | ({new.id} if new is not None else set())
+        for record in (*shown, *holders, *like_target):
             if record.id in seen or record.id in self._closed or record.valid_to is not None:
                 continue
             seen.add(record.id)
-            if _attribute(record) != held:
+            if same(record) != wanted:
                 continue
             if record.id not in self._planned:
                 if not _within(record.scope, self.scope):
                     continue
                 self.read.setdefault(record.id, record.hash)  # closed only as read
-            closed = {**record.metadata, "superseded_by": new.id}
             until = _until(cand, record, self.now)
             decision = Decision("DELETE", cand, record.id, reason=reason, decided_by="rule")
-            out.append(Step(decision, None, record, Patch(valid_to=until, metadata=closed)))
+            if new is None:
+                out.append(Step(decision, None, record, Patch(valid_to=until)))
+            else:
+                closed = {**record.metadata, "superseded_by": new.id}
+                out.append(Step(decision, None, record, Patch(valid_to=until, metadata=closed)))
         return out
 
     def _target(self, decision: Decision) -> MemoryRecord | None:
@@ -930,6 +949,13 @@ def _attribute(record: MemoryRecord) -> tuple[str, str] | None:
     :func:`~contextos.text.claims.claim`), None when it holds none or denies one."""
     held = claim(record.text, _speaker(record))
     return None if held is None or held.negated else (held.subject, held.slot)
+
+
+def _held(record: MemoryRecord) -> tuple[str, str, str] | None:
+    """The attribute and the value ``record`` gives it (subject, slot, value of its
+    :func:`~contextos.text.claims.claim`), None when it holds none or denies one."""
+    held = claim(record.text, _speaker(record))
+    return None if held is None or held.negated else (held.subject, held.slot, held.value)
 
 
 def owner_scope(scope: Scope) -> Scope:
