@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..errors import ContextosError
+from ..errors import Conflict, ContextosError
 from .common import (
     CliState,
     err_console,
@@ -116,7 +116,8 @@ def bench() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; library errors become one line on stderr with exit code 1."""
+    """Run the CLI; library errors become one line on stderr with exit code 1 (3 for a
+    ``Conflict``: what the command was based on changed meanwhile, nothing written)."""
     start_command()
     try:
         cli.main(args=argv, prog_name="contextos", standalone_mode=False)
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Conflict as exc:  # its own code: a script reads again and retries
+        print_error(str(exc))
+        sys.exit(3)
     except ContextosError as exc:
         print_error(with_missing_db(str(exc)))
         sys.exit(1)

@@ -418,11 +418,39 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @one_memory(
         click.option("--text", help="New text."),
         click.option("--metadata", help="New metadata (JSON object)."),
+        click.option(
+            "--expected-text",
+            help="Write only while the memory's text is still this one (else exit 3, "
+            "nothing written).",
+        ),
+        click.option(
+            "--expected-updated-at",
+            callback=_time_param,
+            help="Write only while the memory's updated_at is still this one (ISO-8601, "
+            "as `get` shows it; else exit 3, nothing written).",
+        ),
     )
-    def update(state: CliState, memory_id: str, text: str | None, metadata: str | None) -> None:
-        """Change a memory's text or metadata (the old text stays in its history)."""
+    def update(
+        state: CliState,
+        memory_id: str,
+        text: str | None,
+        metadata: str | None,
+        expected_text: str | None,
+        expected_updated_at: datetime | None,
+    ) -> None:
+        """Change a memory's text or metadata (the old text stays in its history).
+
+        With --expected-text or --expected-updated-at the write happens only if the
+        memory is still as it was read: an edit made from an old copy never replaces a
+        newer one (another process, the server, an agent)."""
         with open_memory(state) as memory:
-            r = memory.update(memory_id, text, metadata=_parse_metadata(metadata))
+            r = memory.update(
+                memory_id,
+                text,
+                metadata=_parse_metadata(metadata),
+                expected_text=expected_text,
+                expected_updated_at=expected_updated_at,
+            )
             with held_interrupt() as held:  # from the write's return to its report
                 if state.as_json:
                     print_json(r.to_dict())

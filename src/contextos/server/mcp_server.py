@@ -155,11 +155,25 @@ class MemoryTools:
         return self._memory().get(key.memory_id).to_dict()
 
     def update_memory(
-        self, memory_id: str, text: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        memory_id: str,
+        text: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        expected_text: str | None = None,
+        expected_updated_at: str | None = None,
     ) -> dict[str, Any]:
-        """Change a memory's text and/or metadata (the old text stays in its history)."""
+        """Change a memory's text and/or metadata (the old text stays in its history).
+        With expected_text (the text you read) or expected_updated_at (its updated_at,
+        ISO-8601), the change is made only if the memory is still as you read it; else
+        the tool fails with a conflict and nothing is written: read it again."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
-        body = s.parse(s.UpdateRequest, text=text, metadata=metadata)
+        body = s.parse(
+            s.UpdateRequest,
+            text=text,
+            metadata=metadata,
+            expected_text=expected_text,
+            expected_updated_at=expected_updated_at,
+        )
         return ops.update(self._memory(), key.memory_id, body).to_dict()
 
     def memory_history(self, memory_id: str) -> list[dict[str, Any]]:
