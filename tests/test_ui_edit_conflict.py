@@ -4,6 +4,8 @@
   ``expected_updated_at``, and the panel sends what it loaded. Before, a Save made from
   a panel opened before another client's change wrote over that change unseen: its
   text, or (metadata-only) a key the other client added, lost for good (a review).
+  A refused edit is kept under the boxes, as text, to put back on the version now
+  shown or drop (before, it was gone and had to be typed again).
 - The metadata box shows bidi controls escaped, as the list does: raw, a U+202E drew
   ``"amount": "\u202e0001"`` as ``","1000`` (a review).
 - "newer" goes back to the page "older" came from when pages were cut short by bytes
@@ -117,6 +119,16 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
     assert page.input_value("#d-text") == "Ana moved to Porto in May"  # reloaded as stored
     assert server.call("GET", f"/v1/memories/{mid}", key)["text"] == "Ana moved to Porto in May"
     assert history(server, key, mid) == 2
+    # The refused edit is kept, as text, and can be put back on the version now shown.
+    assert page.is_visible("#d-unsaved") and not page.is_visible("#d-unsaved-meta")
+    assert page.text_content("#d-unsaved-text") == "text: Ana lives in Lisbon, Portugal"
+    page.click("#d-unsaved-use")
+    assert page.input_value("#d-text") == "Ana lives in Lisbon, Portugal"
+    assert not page.is_visible("#d-unsaved")
+    page.click("#d-save")
+    page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 3")
+    stored_text = server.call("GET", f"/v1/memories/{mid}", key)["text"]
+    assert stored_text == "Ana lives in Lisbon, Portugal"
 
     # (b) only the metadata, changed by another client while the panel is open
     meta = {"tag": "orig", "reviewed_by": "bob"}
@@ -129,6 +141,11 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
     page.wait_for_function("() => document.getElementById('d-meta').value.includes('reviewed_by')")
     stored = server.call("GET", f"/v1/memories/{mid}", key)
     assert stored["metadata"]["reviewed_by"] == "bob" and stored["metadata"]["tag"] == "orig"
+    kept = page.text_content("#d-unsaved-meta")
+    assert kept == 'metadata: {"role": "user", "tag": "edited"}'
+    assert not page.is_visible("#d-unsaved-text")
+    page.click("#d-unsaved-drop")
+    assert not page.is_visible("#d-unsaved") and page.is_hidden("#error")
 
     # Made again on the version now shown, the edit saves.
     page.fill("#d-meta", page.input_value("#d-meta").replace('"orig"', '"edited"'))

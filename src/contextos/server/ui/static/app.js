@@ -604,6 +604,7 @@ async function openMemory(id, moveFocus = true) {
   const path = "/v1/memories/" + encodeURIComponent(id);
   const [[r, source], hist] = await current(Promise.all([api(path, { raw: true }), api(path + "/history")]));
   showError("");
+  keepUnsaved(null);
   $("d-id").replaceChildren(idNode(r.id));
   const fields = [
     ["type", r.memory_type], ["scope", scopeCell(r)], ["created", when(r.created_at)],
@@ -672,20 +673,50 @@ async function saveMemory(id) {
     parts.push('"expected_text":' + JSON.stringify(editing.loadedText));
     if (editing.updatedAt) parts.push('"expected_updated_at":' + JSON.stringify(editing.updatedAt));
   }
+  // What the user changed, kept should the server refuse it.
+  const mine = {
+    text: id !== editing.id || text !== editing.text ? text : null,
+    meta: id === editing.id && meta !== editing.meta ? meta : null,
+  };
   try {
     await api("/v1/memories/" + encodeURIComponent(id), { method: "PATCH", json: "{" + parts.join(",") + "}" });
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 409) throw err;
-    // Changed by another client since the panel opened: show it as it is now.
+    // Changed by another client since the panel opened: show it as it is now, and the
+    // user's edit beside it, to put back on this version or drop (it was lost before).
     await openMemory(id, false);
     await loadMemories();
+    keepUnsaved(mine);
     showError("This memory was changed since you opened it: it now shows as stored, and "
-      + "your edit was not saved. Make it again on this version to save it.");
+      + "your edit was not saved. It is kept below the boxes: put it back to save it on "
+      + "this version.");
     return;
   }
   showError("");
   await openMemory(id, false);
   await loadMemories();
+}
+
+// An edit the server refused (409), shown as text under the boxes until it is put back
+// in them, dropped, or another memory is opened; null hides it.
+function keepUnsaved(mine) {
+  const box = $("d-unsaved");
+  box.hidden = !mine;
+  $("d-unsaved-text").textContent = mine && mine.text !== null ? "text: " + mine.text : "";
+  $("d-unsaved-meta").textContent = mine && mine.meta !== null ? "metadata: " + mine.meta : "";
+  $("d-unsaved-text").hidden = !mine || mine.text === null;
+  $("d-unsaved-meta").hidden = !mine || mine.meta === null;
+  $("d-unsaved-use").onclick = () => {
+    if (mine.text !== null) $("d-text").value = mine.text;
+    if (mine.meta !== null) $("d-meta").value = mine.meta;
+    keepUnsaved(null);
+    showError("");
+    $("d-text").focus();
+  };
+  $("d-unsaved-drop").onclick = () => {
+    keepUnsaved(null);
+    showError("");
+  };
 }
 
 async function deleteMemory(id) {
