@@ -217,3 +217,18 @@ def test_the_reranks_change_a_hits_score_and_nothing_else() -> None:
         assert {
             (h.record.id, h.lexical_rank, h.dense_rank, h.tokens, h.relevance) for h in reranked
         } == {(h.record.id, h.lexical_rank, h.dense_rank, h.tokens, h.relevance) for h in hits}
+
+
+def test_relevance_never_leaves_the_range_of_a_cosine(tmp_path: Path) -> None:
+    """A memory searched by its own text: float32 unit vectors gave 1.0000003 (a review),
+    past the [-1, 1] that ``min_score`` is checked against."""
+    texts = [f"note {i} about {'peanuts ' * i}and cashews at {i * 7} pm" for i in range(1, 40)]
+    m = Memory(tmp_path / "m.db", embedder=HashEmbedder(dimensions=384), background_embedding=False)
+    try:
+        for text in texts:
+            m.add(text, user_id="u")
+        m.flush()
+        seen = [h.relevance for t in texts for h in m.search(t, user_id="u", limit=3)]
+    finally:
+        m.close()
+    assert seen and all(r is not None and -1.0 <= r <= 1.0 for r in seen), max(seen)

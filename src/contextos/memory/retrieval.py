@@ -158,6 +158,12 @@ def _order(score: float, cosine: float | None, record_id: str) -> tuple[float, f
     return (-score, -(cosine if cosine is not None else -2.0), record_id)
 
 
+def _cosine(value: float) -> float:
+    """A cosine as a number in [-1, 1]: float32 vectors of unit length give 1.0000003
+    for a text against itself, and ``Hit.relevance`` is documented as a cosine."""
+    return min(1.0, max(-1.0, value))
+
+
 def hit_order(hit: Hit) -> tuple[float, float, str]:
     """``_order`` of a hit (the reranks keep the fused order's tie-break)."""
     return _order(hit.score, hit.relevance, hit.record.id)
@@ -194,7 +200,7 @@ def fuse(
         entry = fused.setdefault(r.id, [0.0, None, None, None])
         entry[0] += cfg.dense_weight / (k + rank)
         entry[2] = rank
-        entry[3] = r.score
+        entry[3] = _cosine(r.score)
     for memory_id in unembedded:
         held = fused.get(memory_id)
         if held is not None and held[1] is not None and held[2] is None:
@@ -419,7 +425,8 @@ class HybridRetriever:
                 vectors = normalize(embed_records(self.embedder.embed, batch))
             except Exception:  # an embedder that fails here fails in the worker too
                 continue
-            cosines.update(zip((r.id for r in batch), (vectors @ query).tolist(), strict=True))
+            found = (_cosine(c) for c in (vectors @ query).tolist())
+            cosines.update(zip((r.id for r in batch), found, strict=True))
             if len(batch) == len(records):
                 break
         return [c._replace(cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
