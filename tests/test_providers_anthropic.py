@@ -26,6 +26,7 @@ from contextos.types import Message, Scope  # noqa: E402
 
 MODEL = "claude-sonnet-4"  # in the registry, minimum cacheable prompt 1,024 tokens
 SYSTEM = " ".join(f"Rule {i}: answer precisely and cite the memory you used." for i in range(120))
+EPHEMERAL_1H = {"type": "ephemeral", "ttl": "1h"}
 
 
 def _unmarked(value: Any) -> Any:
@@ -612,3 +613,68 @@ def test_automatic_caching_counts_against_the_four_markers(
     assert json.dumps(sent).count('"cache_control"') == 4  # three markers and the automatic one
     assert sent["messages"][-1]["content"][-1] == {"type": "text", "text": "last?"}
     assert reply.usage.cache_creation_input_tokens > 0
+
+
+def _ttls(body: dict[str, Any]) -> list[str]:
+    """The TTLs of a request's markers in cache order (tools, system, messages)."""
+    system = body.get("system")
+    blocks = [*body.get("tools", []), *(system if isinstance(system, list) else [])]
+    blocks += [b for m in body["messages"] for b in m["content"] if isinstance(m["content"], list)]
+    marks = [b["cache_control"] for b in blocks if isinstance(b, dict) and "cache_control" in b]
+    if isinstance(body.get("cache_control"), dict):
+        marks.append(body["cache_control"])
+    return [m.get("ttl", "5m") for m in marks]
+
+
+def test_the_fake_refuses_a_one_hour_marker_after_a_five_minute_one(
+    fake_anthropic, anthropic_client
+):
+    with pytest.raises(anthropic.BadRequestError, match="ttl='1h'"):
+        anthropic_client.messages.create(
+            model=MODEL,
+            max_tokens=16,
+            system=[{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "q", "cache_control": EPHEMERAL_1H},
+                    ],
+                }
+            ],
+        )
+
+
+@pytest.mark.parametrize("where", ["question", "automatic"])
+def test_a_callers_one_hour_marker_keeps_every_earlier_marker_one_hour(
+    fake_anthropic, anthropic_client, memory, where
+):
+    """The caller marks its question (or the whole request: automatic caching) for an
+    hour. The window's history marker was a 5-minute one before it from the second call
+    on, which the API refuses (longer TTLs first; a review): each call must go through,
+    every marker before the caller's 1-hour one must be 1-hour too, and the caller's mark
+    stays on its question."""
+    wrapped = wrap(anthropic_client, memory=memory, session="ttl", user_id="ana")
+    for n in range(4):
+        question = {"type": "text", "text": f"question {n} " + "context " * 50}
+        extra: dict[str, Any] = {}
+        if where == "question":
+            question["cache_control"] = EPHEMERAL_1H
+        else:
+            extra["cache_control"] = EPHEMERAL_1H
+        wrapped.messages.create(
+            model=MODEL,
+            max_tokens=64,
+            system=SYSTEM,
+            messages=[{"role": "user", "content": [question]}],
+            **extra,
+        )
+    wrapped.flush()
+    bodies = [r.json() for r in fake_anthropic.messages_requests()]
+    assert len(bodies) == 4 and len(wrapped.calls) == 4
+    for body in bodies:
+        ttls = _ttls(body)
+        assert ttls and set(ttls) == {"1h"}, ttls
+    last = bodies[-1]["messages"][-1]["content"][-1]
+    if where == "question":
+        assert last["cache_control"] == EPHEMERAL_1H and last["text"].startswith("question 3")

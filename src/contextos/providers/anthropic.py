@@ -4,9 +4,13 @@ Rendering is :func:`contextos.cache.render_anthropic` (one renderer for the
 wrapper, the simulator and the benchmarks): ``cache_control`` on the blocks
 where the window planned its breakpoints, a history that only grows so the
 bytes before the newest turn never change. The caller's own question content
-blocks (images, documents) are sent as given, and caller-placed
-``cache_control`` markers are kept and counted: a request never carries more
-than the API's four (ours are dropped first, earliest first).
+blocks (images, documents) are sent as given, with their ``cache_control``
+markers, and every marker is counted: a request never carries more than the
+API's four (ours are dropped first, earliest first). The caller's tools and
+system prompt are placed by the window, which puts its own markers on them; a
+1-hour marker the caller put there makes those 1-hour, and every marker before a
+1-hour one is made 1-hour too, since the API refuses a 5-minute breakpoint before
+a 1-hour one (``_longer_first``).
 
 Usage is normalised to :class:`~contextos.types.Usage` as Anthropic reports it:
 ``input_tokens`` are the uncached ones; writes (split 5m/1h) and reads apart.
@@ -351,6 +355,51 @@ def _enforce_limit(kwargs: dict[str, Any]) -> None:
             excess -= 1
 
 
+def _ttl(mark: Any) -> str:
+    """A ``cache_control`` marker's TTL: "1h", else the API's default "5m"."""
+    return "1h" if field_of(mark, "ttl") == "1h" else "5m"
+
+
+def _asks_one_hour(kwargs: Mapping[str, Any]) -> bool:
+    """Whether the caller marked one of its tools or system blocks for an hour."""
+    system = kwargs.get("system")
+    blocks = [*(kwargs.get("tools") or []), *(system if isinstance(system, list) else [])]
+    return any(
+        (mark := field_of(b, "cache_control")) is not None and _ttl(mark) == "1h" for b in blocks
+    )
+
+
+def _longer_first(kwargs: dict[str, Any], *, one_hour_prefix: bool, callers_tools: bool) -> None:
+    """Make the markers the API would refuse 1-hour ones (in place): each one before a
+    1-hour marker (the caller's on its question, a top-level ``cache_control`` with
+    ``ttl: "1h"``) and, with ``one_hour_prefix``, those on tools and system.
+
+    Why: with mixed TTLs the API takes only longer ones first ("a 1-hour cache entry
+    must appear before any 5-minute cache entries"). A caller's 1-hour marker on its
+    question followed the window's 5-minute history marker, and every call after the
+    first was a request the API refuses (a review). Made 1-hour, an earlier marker costs
+    nothing more: the tokens before it are written to the caller's 1-hour entry anyway.
+    ``callers_tools``: the tools are the caller's own objects (sent as given when the
+    window holds none): they are not touched.
+    """
+    blocks = _all_blocks(kwargs)
+    caller_tools = {id(t) for t in kwargs.get("tools") or []} if callers_tools else set()
+    system = kwargs.get("system")
+    prefix = {
+        id(b) for b in [*(kwargs.get("tools") or []), *(system if isinstance(system, list) else [])]
+    }
+    later = _ttl(kwargs.get("cache_control")) == "1h"
+    for block in reversed(blocks):
+        mark = block.get("cache_control") if isinstance(block, dict) else None
+        if mark is None:
+            continue
+        if _ttl(mark) == "1h":
+            later = True
+        elif id(block) not in caller_tools and (later or (one_hour_prefix and id(block) in prefix)):
+            block["cache_control"] = {**mark, "ttl": "1h"}
+            later = True
+
+
 def prefix_hash(kwargs: Mapping[str, Any]) -> str:
     """SHA-256 of the request up to its last ``cache_control`` block ('' when none)."""
     blocks = _all_blocks(kwargs)
@@ -381,6 +430,7 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any
         out["system"] = body["system"]
     out["messages"] = body["messages"]
     _enforce_limit(out)
+    _longer_first(out, one_hour_prefix=_asks_one_hour(kwargs), callers_tools=not body.get("tools"))
     return out, prefix_hash(out)
 
 

@@ -16,7 +16,8 @@ into the 5-minute and 1-hour buckets by each breakpoint's ``ttl``. Tokens are
 counted as one per four characters of each block's canonical JSON, so numbers
 are deterministic. Prefixes shorter than ``min_cache_tokens`` are not cached,
 like the real API. A top-level ``cache_control`` (automatic caching) marks the
-last block; more than four markers in all are refused with a 400, as the API does.
+last block; more than four markers in all, or a 1-hour marker after a 5-minute one
+(the API's rule for mixed TTLs: longer first), are refused with a 400, as the API does.
 
 The ``reply`` hook returns the answer's text, or a list of content blocks (for
 example ``tool_use`` blocks, to script an agent's tool calls), which go out as
@@ -517,11 +518,17 @@ class FakeAnthropic(FakeHTTPServer):
                 return _error(400, refusal)
             return FakeResponse(json_body={"input_tokens": _request_tokens(body)})
         try:
-            marks = sum(1 for _, ttl in _blocks(body) if ttl)
-            if marks > MAX_CACHE_MARKERS:
+            ttls = [ttl for _, ttl in _blocks(body) if ttl]
+            if len(ttls) > MAX_CACHE_MARKERS:
                 raise ContextManagementError(
                     f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be "
-                    f"provided. Found {marks}."
+                    f"provided. Found {len(ttls)}."
+                )
+            if "1h" in ttls and "5m" in ttls[: len(ttls) - 1 - ttls[::-1].index("1h")]:
+                # The API's rule for mixed TTLs: every 1h entry before any 5m one.
+                raise ContextManagementError(
+                    "a ttl='1h' cache_control block must not come after a ttl='5m' "
+                    "cache_control block"
                 )
             body, applied, compact = self._context_management(request, body)
         except ContextManagementError as exc:
