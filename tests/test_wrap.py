@@ -373,6 +373,28 @@ def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(
     assert [t.message.content for t in wrapped.context.session.turns()][0] == "short one"
 
 
+@pytest.mark.parametrize("max_tokens", [200_000, 300_000])
+@pytest.mark.parametrize("compaction", ["default", None])
+def test_max_tokens_that_fill_the_window_are_named_before_sending(
+    fake_anthropic, anthropic_client, memory, max_tokens, compaction
+):
+    """No ``budget``: the window less ``max_tokens`` is the budget. At or past the model's
+    window it was negative, and the error blamed a budget the caller never gave ("give a
+    budget of at least 5"; a review)."""
+    from contextos.errors import BudgetError
+
+    extra = {} if compaction == "default" else {"compaction": None}
+    wrapped = wrap(anthropic_client, memory=memory, session="full", user_id="ana", **extra)
+    with pytest.raises(BudgetError) as caught:
+        wrapped.messages.create(
+            model=MODEL, max_tokens=max_tokens, messages=[{"role": "user", "content": "hi"}]
+        )
+    said = str(caught.value)
+    assert MODEL in said and "200,000" in said and f"{max_tokens:,}" in said, said
+    assert "max_tokens" in said and "budget of at least" not in said
+    assert fake_anthropic.messages_requests() == [] and wrapped.context.session.turns() == []
+
+
 class _ForgetfulMemory:
     """A Memory stand-in whose writes fail (the store underneath is real)."""
 

@@ -835,11 +835,21 @@ class SessionContext:
         reserve.
 
         Raises:
-            BudgetError: ``budget`` is over the model's window less the reserve.
+            BudgetError: ``budget`` is over the model's window less the reserve, or (no
+                ``budget``) the reserve leaves no room in the window at all.
         """
         reserve = reserve_tokens or model.default_output_reserve()
         if self.budget is None:
-            return model.largest_budget(reserve)
+            largest = model.largest_budget(reserve)
+            if largest <= 0:  # else a compaction step's "give a budget of at least ..."
+                raise BudgetError(
+                    f"{model.name}'s context window is {model.context_window:,} tokens and "
+                    f"{reserve:,} are reserved for the output (max_tokens), which leaves no "
+                    "room for the input: ask for fewer output tokens",
+                    requested=reserve,
+                    available=model.context_window,
+                )
+            return largest
         model.check_budget(self.budget, reserve)
         return self.budget
 
