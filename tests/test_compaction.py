@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contextos.engine.compaction import (
-    STUB_TOKENS,
     HistoryState,
     Thresholds,
     apply_compaction,
     history_tokens,
     plan_compaction,
+    stub_tokens,
     tool_units,
     visible_turns,
 )
@@ -122,7 +122,8 @@ def test_clear_tool_results_keeps_the_call_and_stubs_the_result():
     )
     assert plan is not None and plan.clear == (2,) and plan.rotate == ()
     state = apply_compaction(plan, turns, HistoryState(), 600)
-    assert history_tokens(turns, state) == 10 + 10 + STUB_TOKENS + 10 + 10
+    stub = stub_tokens(turns[2], default_tokenizer())
+    assert 0 < stub < 500 and history_tokens(turns, state) == 10 + 10 + stub + 10 + 10
     assert [t.seq for t in visible_turns(turns, state)] == [0, 1, 2, 3, 4]
 
 
@@ -458,3 +459,41 @@ def test_a_cleared_result_of_parallel_calls_costs_its_stub_in_every_block(tmp_pa
     assert item.tokens >= sum(sent)  # every stub sent is counted
     others = sum(t.tokens for t in s.turns() if t.seq != 2)
     assert done.plan.after_tokens >= others + sum(sent)  # and priced so by compaction
+
+
+@pytest.mark.parametrize(
+    "session_id",
+    [
+        "chat-1",
+        "tenant-user-3f9c1a7e-22b4-4a51-9d0e-8c1f0b2a6d33:conversation-2026-12-04-0001",
+        "会話-ユーザー-二〇二六年十二月四日-第一",
+    ],
+)
+def test_clearing_prices_each_stub_as_the_window_sends_it(tmp_path: Path, session_id: str):
+    """The stub names its session, so its size is the id's. Priced at a fixed 40 tokens,
+    an agent's 120 results of ~60 tokens were "cleared" into larger stubs under a
+    uuid-style id: compaction reported 3,989 tokens, the window then sent 7,615, more than
+    before, and compaction believed nothing was left to do (a review). What compaction
+    reports is what the window sends, and no result is cleared into a larger stub."""
+    s = Session(SQLiteStore(tmp_path / "m.db"), session_id, user_id="ana")
+    s.add(Message("user", "Audit the repo: read every config file."))
+    for i in range(120):
+        cid = f"toolu_{i:04d}"
+        call = ToolCall(cid, "read", json.dumps({"path": f"/etc/c{i}"}))
+        s.add(Message("assistant", "", tool_calls=(call,)))
+        s.add(Message("tool", "key=value " * 15, tool_call_id=cid, name="read"))
+
+    def sent() -> int:
+        window = s.window(SONNET, "next?", budget=100_000)
+        return sum(b.tokens for b in window.blocks if b.segment in ("turns", "summary"))
+
+    before = sent()
+    done = s.compact(8000, "clear_tool_results")
+    assert done.plan is not None
+    after = sent()
+    assert after == s.history_tokens() == done.plan.after_tokens
+    assert after <= 0.5 * 8000 < before
+    by_seq = {t.seq: t for t in s.turns()}
+    for seq in done.plan.clear:
+        assert stub_tokens(by_seq[seq], s.tokenizer) < by_seq[seq].tokens
+    assert s.compact(8000, "clear_tool_results").plan is None

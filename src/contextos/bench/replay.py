@@ -340,6 +340,7 @@ class Replayer:
             compaction,  # type: ignore[arg-type]
             th,
             force=force,
+            tokenizer=self.tok,
         )
         if plan is None:
             return

@@ -36,14 +36,11 @@ from contextos.engine.conversation import answered_ids
 from contextos.engine.message_text import valid_text
 from contextos.engine.summarize import Summarizer, Summary, SummaryLine, fitting_lines
 from contextos.errors import BudgetError
-from contextos.llm.tokens import Tokenizer, default_tokenizer
+from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.types import Turn
 
 Strategy = Literal["truncate", "clear_tool_results", "summarize", "offload"]
 STRATEGIES: tuple[Strategy, ...] = ("truncate", "clear_tool_results", "summarize", "offload")
-
-#: Tokens a cleared tool result costs in the window (the stub).
-STUB_TOKENS = 40
 
 _N = TypeVar("_N", int, float)
 
@@ -172,24 +169,38 @@ def _seq(turn: Turn) -> int:
     return turn.seq
 
 
-def turn_cost(turn: Turn, state: HistoryState) -> int:
+def turn_cost(turn: Turn, state: HistoryState, tokenizer: Tokenizer) -> int:
     """Window tokens of a turn (a cleared tool result costs its stubs)."""
-    return stub_cost(turn) if turn.seq in state.cleared else turn.tokens
+    return stub_tokens(turn, tokenizer) if turn.seq in state.cleared else turn.tokens
 
 
-def stub_cost(turn: Turn) -> int:
-    """What a tool result costs once cleared: :data:`STUB_TOKENS` for each call it
-    answers. Why each: a turn that answered parallel calls (an Anthropic turn, logged
-    with its ``tool_result`` blocks) is sent cleared as one block per call, each with the
-    stub (:func:`~contextos.cache.render._tool_result_blocks`), and priced once, a
-    compaction believed it freed (n - 1) stubs more than it did (a review: 20 calls)."""
-    return STUB_TOKENS * max(1, len(answered_ids(turn.message)))
+def stub_tokens(turn: Turn, tokenizer: Tokenizer) -> int:
+    """Tokens of a tool result once cleared, as a window sends it: the message with its
+    stub (:func:`stub_text`), and the stub again for each further call it answers.
+
+    Why counted, not a constant: the stub names the session, so its size is the id's
+    (34 tokens for ``chat-1``, 79 for ``user:chat-<uuid>``); priced at a fixed 40, a
+    compaction reported a history of 3,989 tokens that windows sent as 7,615, more than
+    before it, and never compacted again (a review). Why each call: a turn that
+    answered parallel calls (an Anthropic turn, logged with its ``tool_result`` blocks)
+    is sent cleared as one block per call, each with the stub
+    (:func:`~contextos.cache.render._tool_result_blocks`); counted once, a cleared turn
+    of 20 parallel results put a window 627 tokens over its budget."""
+    stubbed = replace(turn.message, content=stub_text(turn))
+    tokens = tokenizer.count_messages([stubbed]) - TOKENS_PER_REPLY
+    further = len(answered_ids(stubbed)) - 1
+    return tokens + further * tokenizer.count(stubbed.content) if further > 0 else tokens
 
 
-def history_tokens(turns: Sequence[Turn], state: HistoryState) -> int:
-    """Tokens of the history as the window would show it: summary plus visible turns."""
+def history_tokens(
+    turns: Sequence[Turn], state: HistoryState, tokenizer: Tokenizer | None = None
+) -> int:
+    """Tokens of the history as the window would show it: summary plus visible turns
+    (cleared results counted with ``tokenizer``, default :func:`default_tokenizer`: the
+    one the turns were counted with)."""
+    tokenizer = tokenizer or default_tokenizer()
     summary = state.summary.tokens if state.summary else 0
-    return summary + sum(turn_cost(t, state) for t in visible_turns(turns, state))
+    return summary + sum(turn_cost(t, state, tokenizer) for t in visible_turns(turns, state))
 
 
 def needs_compaction(tokens: int, budget: int, thresholds: Thresholds) -> bool:
@@ -223,19 +234,23 @@ def plan_compaction(
     thresholds: Thresholds | None = None,
     *,
     force: bool = False,
+    tokenizer: Tokenizer | None = None,
 ) -> Plan | None:
     """Decide a compaction, or None when the history is under the trigger (or when
     everything that could go is protected: the recent or pinned turns; or when the
     recent turns alone keep the history over ``budget`` and the rest is under the
     trigger -- see ``_plan_rotate``).
 
-    ``budget`` is the history's share of the window (summary plus turns).
+    ``budget`` is the history's share of the window (summary plus turns). ``tokenizer``
+    counts cleared results' stubs (:func:`stub_tokens`); default
+    :func:`default_tokenizer`, it should be the one the turns were counted with.
     """
+    tokenizer = tokenizer or default_tokenizer()
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     th = thresholds or Thresholds()
     _check_budget(budget, strategy, th)
-    before = history_tokens(turns, state)
+    before = history_tokens(turns, state, tokenizer)
     if not force and not needs_compaction(before, budget, th):
         return None
     goal = int(th.target * budget)
@@ -245,7 +260,7 @@ def plan_compaction(
     clear: list[int] = []
     tokens = before
     if strategy == "clear_tool_results":
-        clear, tokens = _plan_clear(visible, state, protected | pinned, tokens, goal)
+        clear, tokens = _plan_clear(visible, state, protected | pinned, (tokens, goal), tokenizer)
     reserve = int(th.summary_share * budget) if strategy == "summarize" else 0
     if strategy == "summarize" and state.summary:
         tokens -= state.summary.tokens  # the new summary replaces it within ``reserve``
@@ -256,6 +271,7 @@ def plan_compaction(
         (protected, pinned, set(clear)),
         tokens,
         (goal - reserve, budget - reserve, trigger - reserve),
+        tokenizer,
     )
     if not rotate and not clear:
         return None  # everything left is protected (recent or pinned)
@@ -263,22 +279,26 @@ def plan_compaction(
 
 
 def _plan_clear(
-    visible: Sequence[Turn], state: HistoryState, protected: set[int], tokens: int, goal: int
+    visible: Sequence[Turn],
+    state: HistoryState,
+    protected: set[int],
+    levels: tuple[int, int],
+    tokenizer: Tokenizer,
 ) -> tuple[list[int], int]:
-    """Tool results to stub, oldest first, until ``goal``: never a ``protected`` one
-    (recent, or pinned with its whole tool unit: pinning the call keeps its result)."""
+    """Tool results to stub, oldest first, until the goal (``levels``: the tokens now and
+    the goal): never a ``protected`` one (recent, or pinned with its whole tool unit:
+    pinning the call keeps its result), and never one no larger than its stub."""
+    tokens, goal = levels
     clear: list[int] = []
     for turn in visible:
         if tokens <= goal:
             break
-        if (
-            turn.message.role == "tool"
-            and turn.seq not in protected
-            and turn.seq not in state.cleared
-            and turn.tokens > stub_cost(turn)
-        ):
+        if turn.message.role != "tool" or turn.seq in protected or turn.seq in state.cleared:
+            continue
+        saved = turn.tokens - stub_tokens(turn, tokenizer)
+        if saved > 0:
             clear.append(turn.seq)
-            tokens -= turn.tokens - stub_cost(turn)
+            tokens -= saved
     return clear, tokens
 
 
@@ -301,7 +321,10 @@ def exchanges(units: Sequence[tuple[Turn, ...]]) -> list[list[tuple[Turn, ...]]]
 
 
 def _rotation_steps(
-    visible: Sequence[Turn], state: HistoryState, seqs: tuple[set[int], set[int], set[int]]
+    visible: Sequence[Turn],
+    state: HistoryState,
+    seqs: tuple[set[int], set[int], set[int]],
+    tokenizer: Tokenizer,
 ) -> tuple[list[tuple[list[int], int]], int]:
     """The rotation, oldest first, as steps each of which leaves a history that never
     opens mid-exchange; and ``tail``, the tokens of the recent units (the first one and
@@ -321,7 +344,10 @@ def _rotation_steps(
     protected, pinned, cleared_now = seqs
 
     def cost(unit: tuple[Turn, ...]) -> int:
-        return sum(stub_cost(t) if t.seq in cleared_now else turn_cost(t, state) for t in unit)
+        return sum(
+            stub_tokens(t, tokenizer) if t.seq in cleared_now else turn_cost(t, state, tokenizer)
+            for t in unit
+        )
 
     steps: list[tuple[list[int], int]] = []
     recent = False
@@ -361,6 +387,7 @@ def _plan_rotate(
     seqs: tuple[set[int], set[int], set[int]],
     tokens: int,
     levels: tuple[int, int, int],
+    tokenizer: Tokenizer,
 ) -> tuple[list[int], int]:
     """Rotate whole units, oldest first, until ``tokens <= goal``, stopping only where
     the history left opens on a user turn (:func:`_rotation_steps`).
@@ -387,7 +414,7 @@ def _plan_rotate(
     to open on a user turn.
     """
     goal, limit, trigger = levels
-    steps, tail = _rotation_steps(visible, state, seqs)
+    steps, tail = _rotation_steps(visible, state, seqs, tokenizer)
     if tokens - sum(cost for _, cost in steps) > limit:  # no rotation fits the budget
         if tokens - tail <= trigger:
             return [], tokens
@@ -552,7 +579,6 @@ def rotated_turns(plan: Plan, turns: Sequence[Turn]) -> list[Turn]:
 
 __all__ = [
     "STRATEGIES",
-    "STUB_TOKENS",
     "HistoryState",
     "Plan",
     "Strategy",
@@ -564,6 +590,7 @@ __all__ = [
     "plan_compaction",
     "rotated_turns",
     "stub_text",
+    "stub_tokens",
     "tool_units",
     "turn_cost",
     "visible_turns",

@@ -37,6 +37,7 @@ from contextos.engine.compaction import (
     pinned_seqs,
     plan_compaction,
     stub_text,
+    stub_tokens,
     visible_turns,
 )
 from contextos.engine.conversation import (
@@ -408,7 +409,7 @@ def _unit_items(
         tokens: int | None = t.tokens
         if t.seq in cleared:
             msg = replace(msg, content=stub_text(t))
-            tokens = _stubs_tokens(msg, tokenizer)
+            tokens = stub_tokens(t, tokenizer)
         items.append(
             message_item(
                 _turn_key(t),
@@ -421,16 +422,6 @@ def _unit_items(
             )
         )
     return items
-
-
-def _stubs_tokens(stubbed: Message, tokenizer: Tokenizer) -> int:
-    """Tokens of a cleared tool result as sent: the message with its stub, and the stub
-    again for each further call it answers (one ``tool_result`` block each, every one
-    with the stub: :func:`~contextos.cache.render._tool_result_blocks`). Counted once,
-    a cleared turn of 20 parallel results put a window 627 tokens over its budget."""
-    tokens = tokenizer.count_messages([stubbed]) - TOKENS_PER_REPLY
-    further = len(answered_ids(stubbed)) - 1
-    return tokens + further * tokenizer.count(stubbed.content) if further > 0 else tokens
 
 
 @dataclass(frozen=True)
@@ -1587,7 +1578,7 @@ class Session:
     def history_tokens(self) -> int:
         """Tokens of summary plus visible turns, as the window would show them."""
         state = self.state()
-        return history_tokens(as_sent(self.conversation(state), state), state)
+        return history_tokens(as_sent(self.conversation(state), state), state, self.tokenizer)
 
     def compact(
         self,
@@ -1638,7 +1629,9 @@ class Session:
         state, meta, revision = self._read_state()
         turns = as_sent(self.conversation(state), state)  # as a window sends them
         costed = with_thinking_counted(turns, self.tokenizer) if open_loop else turns
-        plan = plan_compaction(costed, state, budget, strategy, thresholds, force=force)
+        plan = plan_compaction(
+            costed, state, budget, strategy, thresholds, force=force, tokenizer=self.tokenizer
+        )
         if plan is None:
             return CompactionResult(None, state, leftover)
         summarizer = summarizer or (
