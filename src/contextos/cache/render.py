@@ -174,6 +174,33 @@ def open_on_user(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return messages
 
 
+def _only_results(message: dict[str, Any]) -> bool:
+    content = message["content"]
+    return (
+        message["role"] == "user"
+        and bool(content)
+        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    )
+
+
+def results_together(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with consecutive user messages of only ``tool_result`` blocks made one.
+
+    Why: parallel tool calls answered one ``tool`` turn per call (as an OpenAI client
+    logs them, or an app over HTTP) rendered as one user message per result, and the
+    assistant's ``tool_use`` blocks were not all answered in the message right after
+    them: a window with such an exchange was a request the API may refuse (the fake
+    server does; a review saw 45% of random windows with parallel calls fail). The
+    blocks, their order and their breakpoints are unchanged; one message carries them."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if out and _only_results(message) and _only_results(out[-1]):
+            out[-1] = {**out[-1], "content": [*out[-1]["content"], *message["content"]]}
+        else:
+            out.append(message)
+    return out
+
+
 def _mark_last(content: list[dict[str, Any]], mark: dict[str, Any]) -> None:
     """Put a breakpoint on the last block of ``content`` (nothing when it is empty).
 
@@ -241,7 +268,7 @@ def render_anthropic(
     if system:
         body["system"] = system
     if not keep_empty:
-        messages = open_on_user([m for m in messages if m["content"]])
+        messages = open_on_user(results_together([m for m in messages if m["content"]]))
     body["messages"] = messages
     return body
 

@@ -60,7 +60,7 @@ from contextos.llm.media_tokens import open_loop_start
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
-from ..cache.render import TOOL_RESULTS_KEY, open_on_user, tool_results_meta
+from ..cache.render import TOOL_RESULTS_KEY, open_on_user, results_together, tool_results_meta
 from ..text.text_cache import TextCache
 from ..types import Message, Role, ToolCall, Usage
 from .base import PLACEHOLDER_KEY, WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
@@ -275,7 +275,7 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
     body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens, keep_empty=True)
     _send_compactions_back(prepared.window, body["messages"])
     # a turn with nothing to send (an empty reply in an older log): the API refuses it
-    body["messages"] = open_on_user([m for m in body["messages"] if m["content"]])
+    body["messages"] = open_on_user(results_together([m for m in body["messages"] if m["content"]]))
     own = own_content(prepared.question, "anthropic")
     if own is not None and body["messages"] and prepared.window.blocks[-1].kind == "question":
         final = body["messages"][-1]["content"]
