@@ -2,7 +2,8 @@
 # A private PostgreSQL + pgvector for the test suite, on 127.0.0.1 only.
 #
 #   source scripts/postgres.sh start   # installs what is missing, starts, exports CONTEXTOS_TEST_PG_URL
-#   bash scripts/postgres.sh stop      # stops this shell's instance (or all of them) and deletes its data
+#   bash scripts/postgres.sh stop      # stops this shell's instance and deletes its data
+#   bash scripts/postgres.sh stop --all  # stops every instance of this checkout
 #   bash scripts/postgres.sh status    # lists running instances
 #
 # Why each step is the way it is: docs/postgres.md. In short: PostgreSQL 15 from Debian 12;
@@ -24,10 +25,10 @@ _ctxpg_main() {
       _ctxpg_start "$repo" "$here/postgres.sh" "$sourced"
       ;;
     stop | status)
-      bash "$here/postgres.sh" "__$cmd" "$repo"
+      bash "$here/postgres.sh" "__$cmd" "$repo" "${2:-}"
       ;;
     *)
-      echo "usage: source scripts/postgres.sh start | bash scripts/postgres.sh stop|status" >&2
+      echo "usage: source scripts/postgres.sh start | bash scripts/postgres.sh stop [--all]|status" >&2
       return 2
       ;;
   esac
@@ -334,15 +335,21 @@ _child_start() {
   echo "postgres: $version + pgvector ready on 127.0.0.1:$PORT ($route route, $((SECONDS - t0)) s)" >&2
 }
 
+# Stops this shell's instance (CONTEXTOS_TEST_PG_DIR, set by its start); with --all, every
+# instance of the checkout. Why not all by default: a shell that started none (its start
+# failed, or it never ran one) stopped every other shell's server mid-run (a review).
 _child_stop() {
   local inst
-  if [ -n "${CONTEXTOS_TEST_PG_DIR:-}" ]; then
-    _stop_instance "$CONTEXTOS_TEST_PG_DIR"
-  else
+  if [ "${1:-}" = "--all" ]; then
     for inst in "$REPO"/.pgdata/i*; do
       case "$inst" in *.env) continue ;; esac
       if [ -d "$inst" ] || [ -L "$inst" ]; then _stop_instance "$inst"; fi
     done
+  elif [ -n "${CONTEXTOS_TEST_PG_DIR:-}" ]; then
+    _stop_instance "$CONTEXTOS_TEST_PG_DIR"
+  else
+    echo "postgres: this shell started no instance; nothing stopped (stop --all stops every one)" >&2
+    return 0
   fi
   rm -f "$REPO/.pgdata/skip-reason"
   rmdir "$REPO/.pgdata/cache" 2>/dev/null || true
@@ -369,7 +376,7 @@ _child() {
   REPO="$2"
   case "$cmd" in
     __start) _child_start "$3" ;;
-    __stop) _child_stop ;;
+    __stop) _child_stop "${3:-}" ;;
     __status) _child_status ;;
   esac
 }

@@ -262,6 +262,29 @@ def test_a_database_that_cannot_be_opened_is_one_line(db: str, needle: str, code
     assert "rollback" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    "db",
+    [
+        "postgresql://app:Pa%ss-SECRET@db.internal:5432/contextos",  # a generated password
+        "postgresql://app:SECRET@[fe80::1/contextos",
+    ],
+    ids=["percent-in-password", "open-bracket"],
+)
+def test_a_url_libpq_cannot_read_is_never_printed_with_its_password(db: str) -> None:
+    """libpq's message quotes what it could not read: the password, or the whole URL,
+    went to the terminal, to ``serve``'s log and into ``Memory()``'s error (a review)."""
+    pytest.importorskip("psycopg")
+    from contextos import Memory
+
+    out = run_cli("--db", db, "list", "-u", "x")
+    assert out.returncode == 2
+    _one_error_line(out, "not a PostgreSQL URL")
+    assert "SECRET" not in out.stderr + out.stdout and "percent-encoded" in out.stderr
+    with pytest.raises(ValueError, match="not a PostgreSQL URL") as caught:
+        Memory(db)
+    assert "SECRET" not in str(caught.value)
+
+
 # -- 11: count reads content parts, refuses null ------------------------------------------
 
 

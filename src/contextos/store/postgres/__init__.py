@@ -24,6 +24,7 @@ import contextvars
 import functools
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -205,11 +206,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         self._where = (
             f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
         )
-        # The URL's own options (e.g. ?options=-c%20hnsw.ef_search%3D100) come first.
+        # The URL's own options (e.g. ?options=-c%20hnsw.ef_search%3D100) come first;
+        # without them, PGOPTIONS'. Why: libpq reads PGOPTIONS only when a connection
+        # names no options, and the store always names some, so a lock_timeout,
+        # statement_timeout or search_path set there was dropped (a review).
         options = " ".join(
             o
             for o in (
-                info.get("options", ""),
+                info.get("options") or os.environ.get("PGOPTIONS", ""),
                 "-c TimeZone=UTC",
                 f"-c search_path={schema},public" if schema else "",
             )
@@ -1161,7 +1165,20 @@ def _conninfo(url: str) -> dict[str, str]:
     try:
         return {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     except psycopg.Error as exc:
-        raise ValueError(f"not a PostgreSQL URL: {exc}") from None
+        raise ValueError(
+            f"not a PostgreSQL URL: {_without_quoted(exc, url)} (a password or other "
+            "part holding '%', '@', ':' or '/' must be percent-encoded, e.g. '%' as '%25')"
+        ) from None
+
+
+def _without_quoted(exc: BaseException, url: str) -> str:
+    """libpq's complaint about ``url`` with what it quotes left out.
+
+    Why: it quotes the part it could not read, which may be the password (an unencoded
+    "%" in a generated one) or the whole URL, and this line reaches logs and terminals
+    (a review saw ``invalid percent-encoded token: "Pa%ss-SECRET"``)."""
+    said = _first_line(exc).replace(url, "...")
+    return re.sub(r'"[^"]*"', '"..."', said)
 
 
 __all__ = ["PostgresStore"]
