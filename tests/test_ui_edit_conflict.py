@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from ui_support import (
+    Held,
     LiveServer,
     auth,
     chromium,
@@ -154,6 +156,50 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
     wait_text(page, "#mem-rows", "edited")
     stored = server.call("GET", f"/v1/memories/{mid}", key)
     assert stored["metadata"]["tag"] == "edited" and stored["metadata"]["reviewed_by"] == "bob"
+    context.close()
+
+
+def _refused_edit_of_a(server: LiveServer, page: Any, key: str, a_id: str) -> None:
+    """Open A, let another client change it, edit it in the page (Save not clicked)."""
+    page.goto(f"{server.base}/ui?user_id=bea")
+    wait_rendered(page, "memories")
+    page.click("#mem-rows tr:has-text('AAA') >> text=history / edit")
+    page.wait_for_function("() => document.getElementById('d-text').value.includes('AAA')")
+    assert patch(server, key, a_id, {"text": "memory AAA changed elsewhere"}).status_code == 200
+    page.fill("#d-text", "A's edit <b>bold</b>")
+
+
+def test_a_refused_edit_stays_with_its_memory_whatever_the_list_reload_does(
+    server: LiveServer, browser: Any
+) -> None:
+    """The kept edit was shown once the list had reloaded after the 409: memory B opened
+    during that reload showed A's edit under its boxes, and "put back" and Save wrote it
+    over B; a failed reload lost the edit (a review)."""
+    key = server.issue_key("kept-edit")
+    (a,) = server.add(key, user_id="bea", messages="memory AAA original")
+    (b,) = server.add(key, user_id="bea", messages="memory BBB original")
+    context, page = new_page(browser, key)
+
+    # (a) B opened while the list reloads after the 409: A's edit never shows under B.
+    _refused_edit_of_a(server, page, key, a["id"])
+    held = Held(page, re.compile(r"/ui/api/memories\?"))
+    page.click("#d-save")
+    held.wait()
+    page.click("#mem-rows tr:has-text('BBB') >> text=history / edit")
+    page.wait_for_function("() => document.getElementById('d-text').value.includes('BBB')")
+    held.release()
+    assert not page.is_visible("#d-unsaved")
+    assert page.input_value("#d-text") == "memory BBB original"
+    assert server.call("GET", f"/v1/memories/{b['id']}", key)["text"] == "memory BBB original"
+
+    # (b) the reload fails: the edit is kept under A all the same.
+    page.click("#d-close")
+    _refused_edit_of_a(server, page, key, a["id"])
+    page.route(re.compile(r"/ui/api/memories\?"), lambda route: route.abort())
+    page.click("#d-save")
+    page.wait_for_selector("#d-unsaved:not([hidden])")
+    assert page.text_content("#d-unsaved-text") == "text: A's edit <b>bold</b>"
+    assert page.input_value("#d-text") == "memory AAA changed elsewhere"
     context.close()
 
 

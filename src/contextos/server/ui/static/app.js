@@ -685,11 +685,15 @@ async function saveMemory(id) {
     // Changed by another client since the panel opened: show it as it is now, and the
     // user's edit beside it, to put back on this version or drop (it was lost before).
     await openMemory(id, false);
+    // Kept at once, for this memory only: kept after the list's reload, it outlived a
+    // failed reload (lost) or went under another memory opened meanwhile (a review).
+    keepUnsaved({ ...mine, id });
+    const refused = "This memory was changed since you opened it: it now shows as stored, "
+      + "and your edit was not saved. It is kept below the boxes: put it back to save it "
+      + "on this version.";
+    showError(refused);
     await loadMemories();
-    keepUnsaved(mine);
-    showError("This memory was changed since you opened it: it now shows as stored, and "
-      + "your edit was not saved. It is kept below the boxes: put it back to save it on "
-      + "this version.");
+    if (editing.id === id && !$("d-unsaved").hidden) showError(refused);
     return;
   }
   showError("");
@@ -698,8 +702,10 @@ async function saveMemory(id) {
 }
 
 // An edit the server refused (409), shown as text under the boxes until it is put back
-// in them, dropped, or another memory is opened; null hides it.
+// in them, dropped, or another memory is opened; null hides it. `mine.id` is the memory
+// it was made on: it is never shown, nor put back, under another.
 function keepUnsaved(mine) {
+  if (mine && mine.id !== editing.id) mine = null;
   const box = $("d-unsaved");
   box.hidden = !mine;
   $("d-unsaved-text").textContent = mine && mine.text !== null ? "text: " + mine.text : "";
@@ -707,6 +713,7 @@ function keepUnsaved(mine) {
   $("d-unsaved-text").hidden = !mine || mine.text === null;
   $("d-unsaved-meta").hidden = !mine || mine.meta === null;
   $("d-unsaved-use").onclick = () => {
+    if (!mine || mine.id !== editing.id) return keepUnsaved(null);
     if (mine.text !== null) $("d-text").value = mine.text;
     if (mine.meta !== null) $("d-meta").value = mine.meta;
     keepUnsaved(null);
