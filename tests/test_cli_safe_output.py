@@ -267,8 +267,9 @@ def test_a_database_that_cannot_be_opened_is_one_line(db: str, needle: str, code
     [
         "postgresql://app:Pa%ss-SECRET@db.internal:5432/contextos",  # a generated password
         "postgresql://app:SECRET@[fe80::1/contextos",
+        'postgresql://app:Xy"9%Q-SECRETpass@db.internal/prod',
     ],
-    ids=["percent-in-password", "open-bracket"],
+    ids=["percent-in-password", "open-bracket", "quote-in-password"],
 )
 def test_a_url_libpq_cannot_read_is_never_printed_with_its_password(db: str) -> None:
     """libpq's message quotes what it could not read: the password, or the whole URL,

@@ -1172,13 +1172,14 @@ def _conninfo(url: str) -> dict[str, str]:
 
 
 def _without_quoted(exc: BaseException, url: str) -> str:
-    """libpq's complaint about ``url`` with what it quotes left out.
+    """libpq's complaint about ``url``, up to the first thing it quotes.
 
     Why: it quotes the part it could not read, which may be the password (an unencoded
     "%" in a generated one) or the whole URL, and this line reaches logs and terminals
-    (a review saw ``invalid percent-encoded token: "Pa%ss-SECRET"``)."""
-    said = _first_line(exc).replace(url, "...")
-    return re.sub(r'"[^"]*"', '"..."', said)
+    (a review saw ``invalid percent-encoded token: "Pa%ss-SECRET"``). Cut at the first
+    quote, not each quoted part: a password holding ``"`` pairs the quotes wrongly."""
+    said = _first_line(exc).replace(url, "...").split('"', 1)[0]
+    return said.rstrip(' :"') or "libpq could not read it"
 
 
 __all__ = ["PostgresStore"]
