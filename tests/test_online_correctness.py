@@ -7,6 +7,7 @@ ones, an erasure while a reader is open. Each failed on main before the fix.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -209,6 +210,70 @@ def test_a_record_that_cannot_be_embedded_is_quarantined_and_the_rest_continue(
         assert m.flush(timeout=60)
         assert m.embedding_status().quarantined == ()
         assert m.search("a cured text", user_id="ana")[0].dense_rank == 1
+
+
+@BOTH
+def test_a_record_quarantined_by_one_model_is_tried_again_by_another(
+    kind: str, tmp_path: Path
+) -> None:
+    """Moving off an embedder that failed on a record is the natural fix, and it did
+    nothing: the 198 other records were re-embedded by the new model, the 2 quarantined
+    ones stayed quarantined under the old error, never found by meaning (a review). The
+    model that failed is kept with the quarantine; opening with another retries it, and
+    opening again with the same one does not."""
+    with contextlib.ExitStack() as stack:
+        if kind == "postgres":
+            from contextos.store.postgres import PostgresStore
+            from pg_support import pg_url, postgres_store
+
+            schema = stack.enter_context(postgres_store()).schema
+
+            def reopen(embedder: Any) -> Memory:
+                return Memory(store=PostgresStore(pg_url(), schema=schema), embedder=embedder)
+        else:
+
+            def reopen(embedder: Any) -> Memory:
+                return Memory(tmp_path / "m.db", embedder=embedder)
+
+        with reopen(FailingEmbedder("POISON")) as failing:
+            bad = [failing.add(f"a POISON text {n}", user_id="ana")[0] for n in range(2)]
+            failing.add("a good text", user_id="ana")
+            assert failing.flush(timeout=60)
+            assert {q.id for q in failing.embedding_status().quarantined} == {r.id for r in bad}
+        with reopen(FailingEmbedder("POISON")) as again:
+            assert again.flush(timeout=60)
+            assert {q.id for q in again.embedding_status().quarantined} == {r.id for r in bad}
+        with reopen(HashEmbedder()) as fixed:
+            assert fixed.flush(timeout=60)
+            status = fixed.embedding_status()
+            assert status.quarantined == () and status.pending == 0
+            for n in range(2):
+                [hit] = fixed.search(f"a POISON text {n}", user_id="ana", limit=1)
+                assert hit.dense_rank == 1 and hit.relevance is not None
+
+
+def test_a_record_quarantined_before_the_model_was_kept_is_tried_once_more(
+    tmp_path: Path,
+) -> None:
+    """Rows quarantined by an older release hold no model (schema V12 added it): the next
+    open tries them once, whatever its model, and a failure then keeps its model."""
+    import sqlite3
+
+    with Memory(tmp_path / "m.db", embedder=FailingEmbedder("POISON")) as m:
+        [bad] = m.add("a POISON text", user_id="ana")
+        assert m.flush(timeout=60)
+    con = sqlite3.connect(tmp_path / "m.db")
+    with con:
+        con.execute("UPDATE vector_quarantine SET model = NULL")
+    con.close()
+    with Memory(tmp_path / "m.db", embedder=FailingEmbedder("POISON")) as m:
+        assert m.flush(timeout=60)
+        [kept] = m.embedding_status().quarantined
+        assert kept.id == bad.id
+    con = sqlite3.connect(tmp_path / "m.db")
+    models = con.execute("SELECT model FROM vector_quarantine").fetchall()
+    con.close()
+    assert len(models) == 1 and models[0][0] and "hash-bow-failing" in models[0][0]
 
 
 # -- erasure --------------------------------------------------------------------------------

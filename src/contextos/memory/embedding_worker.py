@@ -164,7 +164,7 @@ def _embed_each(
             ) from error
         error = _embed_alone(store, embedder, record, owner)
         if error is not None:
-            _quarantine(store, record, error, owner)
+            _quarantine(store, embedder, record, error, owner)
 
 
 def _embed_alone(
@@ -320,9 +320,13 @@ def _store(
         store.set_vectors(tenant, [records[i].id for i in rows], vectors[rows], model, owner=owner)
 
 
-def _quarantine(store: Store, record: MemoryRecord, exc: BaseException, owner: str) -> None:
+def _quarantine(
+    store: Store, embedder: Embedder, record: MemoryRecord, exc: BaseException, owner: str
+) -> None:
     log.warning("embedding of memory %s failed; quarantined: %s", record.id, exc)
-    store.quarantine_vectors(record.tenant, [record.id], _describe(exc), owner=owner)
+    store.quarantine_vectors(
+        record.tenant, [record.id], _describe(exc), owner=owner, model=_stored_model(embedder)
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -396,7 +396,8 @@ class Store(Protocol):
 
     def requeue_stale_vectors(self, model: str) -> int:
         """Queue again every record whose vector was stored by another ``model`` (another
-        embedder, or an older text recipe); returns how many. Their old vectors stay
+        embedder, or an older text recipe), and every record quarantined by another
+        model (or by none recorded); returns how many. Their old vectors stay
         searchable until new ones replace them."""
         ...
 
@@ -425,11 +426,18 @@ class Store(Protocol):
         ...
 
     def quarantine_vectors(
-        self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        error: str,
+        *,
+        owner: str | None = None,
+        model: str | None = None,
     ) -> None:
-        """Take records whose embedding failed out of the queue, keeping the error
-        (a text change puts them back). With ``owner``, only records it still claims,
-        as in ``set_vectors``."""
+        """Take records whose embedding failed out of the queue, keeping the error and
+        the ``model`` that failed (a text change puts them back, and so does opening the
+        store with another model: ``requeue_stale_vectors``). With ``owner``, only
+        records it still claims, as in ``set_vectors``."""
         ...
 
     def embedding_status(self, tenant: str | None = None) -> EmbeddingStatus:

@@ -642,16 +642,29 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     @_absent_if_nul(None, "tenant", "ids", "owner")
     def quarantine_vectors(
-        self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        error: str,
+        *,
+        owner: str | None = None,
+        model: str | None = None,
     ) -> None:
         with self._tx("quarantine") as cur:
             if owner is not None:
                 ids = _unclaim(cur, tenant, list(ids), owner)
             cur.execute(
-                "INSERT INTO vector_quarantine (tenant, memory_id, error, at) "
-                "SELECT tenant, id, %s, now() FROM memories WHERE tenant = %s AND id = ANY(%s) "
-                "ON CONFLICT (tenant, memory_id) DO UPDATE SET error = excluded.error, at = now()",
-                (shared.nul_written_out(error)[:500], tenant, list(ids)),
+                "INSERT INTO vector_quarantine (tenant, memory_id, error, at, model) "
+                "SELECT tenant, id, %s, now(), %s FROM memories "
+                "WHERE tenant = %s AND id = ANY(%s) "
+                "ON CONFLICT (tenant, memory_id) DO UPDATE "
+                "SET error = excluded.error, at = now(), model = excluded.model",
+                (
+                    shared.nul_written_out(error)[:500],
+                    None if model is None else shared.nul_written_out(model),
+                    tenant,
+                    list(ids),
+                ),
             )
             cur.execute(
                 "DELETE FROM pending_vectors WHERE tenant = %s AND memory_id = ANY(%s)",
@@ -788,13 +801,18 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         # No vector is stored under a model holding NUL (PostgreSQL cannot hold one), so
         # each is another model's, as SQLite answers; the name itself is never sent.
         stale = "" if "\x00" in model else "WHERE model < %s OR model > %s"
+        failed = "" if "\x00" in model else "WHERE model IS DISTINCT FROM %s"
         with self._tx("requeue stale vectors") as cur:
             cur.execute(
                 "INSERT INTO pending_vectors (tenant, memory_id) "
-                f"SELECT tenant, memory_id FROM vectors {stale} ON CONFLICT DO NOTHING",
-                (model, model) if stale else (),
+                f"SELECT tenant, memory_id FROM vectors {stale} "
+                f"UNION SELECT tenant, memory_id FROM vector_quarantine {failed} "
+                "ON CONFLICT DO NOTHING",
+                (model, model, model) if stale else (),
             )
-            return int(cur.rowcount)
+            queued = int(cur.rowcount)
+            cur.execute(f"DELETE FROM vector_quarantine {failed}", (model,) if failed else ())
+            return queued
 
     def pending_vectors(self, *, limit: int) -> _Records:
         rows = self._read(

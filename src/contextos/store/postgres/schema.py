@@ -312,6 +312,9 @@ $migration$
 
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
+#: The model whose embedding of a quarantined record failed (see SQLite's V12).
+V9_QUARANTINE_MODEL = "ALTER TABLE vector_quarantine ADD COLUMN IF NOT EXISTS model text"
+
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
     V2_QUARANTINE,
@@ -321,6 +324,7 @@ MIGRATIONS: tuple[str, ...] = (
     V6_PENDING_CLAIMS,
     V7_FACT_OF,
     V8_KEYWORD_WORDS,
+    V9_QUARANTINE_MODEL,
 )
 
 

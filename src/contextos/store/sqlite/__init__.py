@@ -800,14 +800,20 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         # ``<`` / ``>`` rather than ``!=``: both use the model index (schema V6), so
         # a store whose vectors are all current answers without reading them.
         stale = "SELECT mem_rowid FROM vectors WHERE model < ? OR model > ?"
+        failed = "SELECT mem_rowid FROM vector_quarantine WHERE model IS NOT ?"
         # Looked for first with a read: a write transaction on every open waited on
         # other processes' writes, and failed on a read-only file.
-        if self.read_only or not self._read(f"{stale} LIMIT 1", (model, model)):
+        if self.read_only or not self._read(
+            f"{stale} UNION ALL {failed} LIMIT 1", (model, model, model)
+        ):
             return 0
         with self._write() as db:
-            return db.execute(
-                f"INSERT OR IGNORE INTO pending_vectors (mem_rowid) {stale}", (model, model)
+            queued = db.execute(
+                f"INSERT OR IGNORE INTO pending_vectors (mem_rowid) {stale} UNION {failed}",
+                (model, model, model),
             ).rowcount
+            db.execute("DELETE FROM vector_quarantine WHERE model IS NOT ?", (model,))
+            return int(queued)
 
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:
         rows = self._read(
@@ -860,7 +866,13 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     @shared.nul_reads_as_absent(None, "tenant", "ids", "owner")
     def quarantine_vectors(
-        self, tenant: str, ids: Sequence[str], error: str, *, owner: str | None = None
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        error: str,
+        *,
+        owner: str | None = None,
+        model: str | None = None,
     ) -> None:
         claimed, claim_params = _claimed_by(owner)
         with self._write() as db:
@@ -870,8 +882,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 (tenant, json.dumps(list(ids)), *claim_params),
             ).fetchall()
             db.executemany(
-                "INSERT OR REPLACE INTO vector_quarantine (mem_rowid, error, at) VALUES (?,?,?)",
-                [(r[0], error[:500], time.time()) for r in rowids],
+                "INSERT OR REPLACE INTO vector_quarantine (mem_rowid, error, at, model) "
+                "VALUES (?,?,?,?)",
+                [(r[0], error[:500], time.time(), model) for r in rowids],
             )
             db.executemany("DELETE FROM pending_vectors WHERE mem_rowid = ?", rowids)
 

@@ -331,6 +331,11 @@ END;
 V11_V10_AGAIN = V10_INDEX_LOG_INSERTS + "DROP TABLE IF EXISTS index_log_rowids;\n"
 
 #: Ordered migrations: SQL scripts, each applied in one transaction.
+#: The model (``render.vector_model``) whose embedding of a quarantined record failed:
+#: another model tries it again (``requeue_stale_vectors``). Rows quarantined before
+#: hold NULL and are tried once more by whatever model opens the file next.
+V12_QUARANTINE_MODEL = "ALTER TABLE vector_quarantine ADD COLUMN model TEXT;\n"
+
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
     V2_PENDING_VECTORS,
@@ -343,6 +348,7 @@ MIGRATIONS: tuple[str, ...] = (
     V9_FACT_OF,
     V10_INDEX_LOG_INSERTS,
     V11_V10_AGAIN,
+    V12_QUARANTINE_MODEL,
 )
 
 
