@@ -3,6 +3,9 @@ the OpenAI routing key across compactions, and the overflow reason of a huge tur
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from contextos.cache import prompt_cache_key, render_anthropic, report, usage_from_anthropic
@@ -10,7 +13,9 @@ from contextos.engine.message_text import mended
 from contextos.engine.session import Session, context_window
 from contextos.llm.models import get_model
 from contextos.llm.tokens import default_tokenizer
+from contextos.memory import Memory
 from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
 from contextos.testing.fake_anthropic import empty_content
 from contextos.types import Message, ToolCall
 
@@ -214,3 +219,29 @@ def test_a_newest_turn_larger_than_the_room_is_named_in_the_overflow(session):
     left = 1000 - w.total_tokens
     assert f"larger than the room left ({left} tokens)" in reason
     assert "no budget left" not in reason
+
+
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        (lambda m: m.search("where \ud800 sister", user_id="u"), "query"),
+        (lambda m: m.add("caf\udce9 latte", user_id="u"), "message content"),
+        (lambda m: m.add(["ok", "b\ud800"], user_id="u"), "message 1 content"),
+        (lambda m: m.add("x", user_id="u", metadata={"k": ["v\udce9"]}), "metadata['k'][0]"),
+        (lambda m: m.add("x", user_id="u\udce9"), "user_id"),
+        (lambda m: m.search("x", user_id="u", agent_id="\ud800"), "agent_id"),
+    ],
+    ids=["query", "text", "second-message", "metadata", "user-id", "agent-id"],
+)
+def test_the_memory_api_refuses_a_lone_surrogate_in_its_own_words(
+    tmp_path: Path, call: Any, where: str
+) -> None:
+    """HTTP (422) and the CLI refuse such input clearly; through the Python API a search
+    raised a ``TypeError`` from inside the tokenizer library and an add a raw
+    ``UnicodeEncodeError`` (a review). Nothing is written."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder()) as m:
+        with pytest.raises(ValueError) as err:
+            call(m)
+        assert not isinstance(err.value, UnicodeError)
+        assert "not valid Unicode" in str(err.value) and where in str(err.value)
+        assert m.get_all(user_id="u") == []

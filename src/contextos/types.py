@@ -61,6 +61,12 @@ def scope_id(value: object, name: str = "id") -> str | None:
         raise ScopeError(
             f"{name} is empty or blank ({value!r}): give a non-blank id, or leave it out"
         )
+    try:  # no store can write it (see ``engine.message_text.lone_surrogate_at``)
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ScopeError(
+            f"{name} is not valid Unicode text (lone surrogate at index {exc.start})"
+        ) from None
     return value
 
 

@@ -57,11 +57,21 @@ def check_text(message: Message, what: str = "message") -> None:
     Raises:
         ValueError: naming the field and the index of the first bad character.
     """
-    for where, text in _message_texts(message):
+    _refuse_invalid(_message_texts(message), f"{what} ")
+
+
+def check_unicode(value: Any, what: str) -> None:
+    """:func:`check_text` for any string or JSON-like value (a query, metadata): a
+    ValueError naming ``what`` and where in it the first lone surrogate is."""
+    _refuse_invalid(_texts(value, what), "")
+
+
+def _refuse_invalid(texts: Iterator[tuple[str, str]], prefix: str) -> None:
+    for where, text in texts:
         at = lone_surrogate_at(text)
         if at is not None:
             raise ValueError(
-                f"{what} {where} is not valid Unicode text "
+                f"{prefix}{where} is not valid Unicode text "
                 f"(lone surrogate {text[at]!r} at index {at})"
             )
 

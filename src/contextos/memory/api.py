@@ -31,6 +31,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
+from ..engine.message_text import check_unicode
 from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
 from ..keyed_locks import KeyedLocks
 from ..retry import wait_before_retry
@@ -54,6 +55,7 @@ from .ingest import (
     MAX_TEXT_CHARS,
     AddOptions,
     build_records,
+    check_messages,
     check_metadata,
     next_seq,
     to_messages,
@@ -225,6 +227,7 @@ class Memory:
             memory_type=memory_type,
         )
         said = to_messages(messages)
+        check_messages(said)
         if infer:
             return self._infer(said, opts, extractor)
         facts = self.turn_facts if facts is None else facts
@@ -750,6 +753,7 @@ class Memory:
         """
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query must be a non-empty string")
+        check_unicode(query, "query")
         _check_limit(limit)
         if token_budget is not None and (not isinstance(token_budget, int) or token_budget < 1):
             raise ValueError("token_budget must be a positive integer")

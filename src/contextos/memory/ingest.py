@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..engine.message_text import check_text, check_unicode
 from ..times import opt_utc
 from ..types import (
     MEMORY_TYPES,
@@ -67,6 +68,13 @@ def to_messages(messages: object) -> list[Message]:
     if not out:
         raise ValueError("nothing to add: the message list is empty")
     return out
+
+
+def check_messages(messages: Sequence[Message]) -> None:
+    """Refuse messages holding a lone surrogate (:func:`check_text`): a ValueError naming
+    the message and the field, where an add raised a raw ``UnicodeEncodeError``."""
+    for i, message in enumerate(messages):
+        check_text(message, f"message {i}" if len(messages) > 1 else "message")
 
 
 def _one_message(item: object) -> Message:
@@ -217,6 +225,7 @@ def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
     :data:`MAX_METADATA_DEPTH` (ValueError naming the limit); return its size in bytes."""
     if metadata_depth(metadata) > MAX_METADATA_DEPTH:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
+    check_unicode(metadata, what)  # a ValueError naming it, not a UnicodeEncodeError
     size = metadata_bytes(metadata)
     if size > MAX_METADATA_BYTES:
         raise ValueError(
