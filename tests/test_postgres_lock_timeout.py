@@ -90,6 +90,17 @@ def test_a_pool_connection_gives_up_on_a_row_locked_outside_after_the_default_ti
             store.close()
 
 
+def _gives_up_after_300ms(store: Any, schema: str) -> None:
+    """A patch of a row locked outside fails after the 300 ms ``lock_timeout`` set for
+    ``store``'s sessions (not the store's own 5 s)."""
+    store.put([_record("m1", "the first text")])
+    with held(schema, "SELECT 1 FROM memories WHERE id = 'm1' FOR UPDATE"):
+        start = time.monotonic()
+        with pytest.raises(StoreError, match=r"waited more than 300ms \(lock_timeout\)"):
+            store.update("t", "m1", Patch(text="edited"))
+        assert time.monotonic() - start < 3
+
+
 def test_the_urls_lock_timeout_is_kept() -> None:
     """A ``lock_timeout`` in the URL's options is the one the store's connections use."""
     from contextos.store.postgres import PostgresStore
@@ -97,12 +108,7 @@ def test_the_urls_lock_timeout_is_kept() -> None:
     with fresh_schema("lock_url", "-c lock_timeout=300") as (url, schema):
         store = PostgresStore(url, schema=schema)
         try:
-            store.put([_record("m1", "the first text")])
-            with held(schema, "SELECT 1 FROM memories WHERE id = 'm1' FOR UPDATE"):
-                start = time.monotonic()
-                with pytest.raises(StoreError, match=r"waited more than 300ms \(lock_timeout\)"):
-                    store.update("t", "m1", Patch(text="edited"))
-                assert time.monotonic() - start < 3
+            _gives_up_after_300ms(store, schema)
         finally:
             store.close()
 
@@ -119,12 +125,7 @@ def test_pgoptions_are_kept_when_the_url_names_no_options(
     monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=300 -c statement_timeout=4321")
     store = PostgresStore(pg_url(), schema=schema)
     try:
-        store.put([_record("m1", "the first text")])
-        with held(schema, "SELECT 1 FROM memories WHERE id = 'm1' FOR UPDATE"):
-            start = time.monotonic()
-            with pytest.raises(StoreError, match=r"waited more than 300ms \(lock_timeout\)"):
-                store.update("t", "m1", Patch(text="edited"))
-            assert time.monotonic() - start < 3
+        _gives_up_after_300ms(store, schema)
     finally:
         store.close()
         with connect(pg_url()) as conn:
