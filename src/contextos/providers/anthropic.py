@@ -7,10 +7,9 @@ bytes before the newest turn never change. The caller's own question content
 blocks (images, documents) are sent as given, with their ``cache_control``
 markers, and every marker is counted: a request never carries more than the
 API's four (ours are dropped first, earliest first). The caller's tools and
-system prompt are placed by the window, which puts its own markers on them; a
-1-hour marker the caller put there makes those 1-hour, and every marker before a
-1-hour one is made 1-hour too, since the API refuses a 5-minute breakpoint before
-a 1-hour one (``_longer_first``).
+system prompt are placed by the window, which puts its own (1-hour) markers on
+them; every marker before a 1-hour one is made 1-hour too, since the API refuses a
+5-minute breakpoint before a 1-hour one (``_longer_first``).
 
 Usage is normalised to :class:`~contextos.types.Usage` as Anthropic reports it:
 ``input_tokens`` are the uncached ones; writes (split 5m/1h) and reads apart.
@@ -360,19 +359,9 @@ def _ttl(mark: Any) -> str:
     return "1h" if field_of(mark, "ttl") == "1h" else "5m"
 
 
-def _asks_one_hour(kwargs: Mapping[str, Any]) -> bool:
-    """Whether the caller marked one of its tools or system blocks for an hour."""
-    system = kwargs.get("system")
-    blocks = [*(kwargs.get("tools") or []), *(system if isinstance(system, list) else [])]
-    return any(
-        (mark := field_of(b, "cache_control")) is not None and _ttl(mark) == "1h" for b in blocks
-    )
-
-
-def _longer_first(kwargs: dict[str, Any], *, one_hour_prefix: bool, callers_tools: bool) -> None:
-    """Make the markers the API would refuse 1-hour ones (in place): each one before a
-    1-hour marker (the caller's on its question, a top-level ``cache_control`` with
-    ``ttl: "1h"``) and, with ``one_hour_prefix``, those on tools and system.
+def _longer_first(kwargs: dict[str, Any], *, callers_tools: bool) -> None:
+    """Make each marker before a 1-hour one (the caller's on its question, a top-level
+    ``cache_control`` with ``ttl: "1h"``) a 1-hour one too (in place).
 
     Why: with mixed TTLs the API takes only longer ones first ("a 1-hour cache entry
     must appear before any 5-minute cache entries"). A caller's 1-hour marker on its
@@ -382,22 +371,16 @@ def _longer_first(kwargs: dict[str, Any], *, one_hour_prefix: bool, callers_tool
     ``callers_tools``: the tools are the caller's own objects (sent as given when the
     window holds none): they are not touched.
     """
-    blocks = _all_blocks(kwargs)
     caller_tools = {id(t) for t in kwargs.get("tools") or []} if callers_tools else set()
-    system = kwargs.get("system")
-    prefix = {
-        id(b) for b in [*(kwargs.get("tools") or []), *(system if isinstance(system, list) else [])]
-    }
     later = _ttl(kwargs.get("cache_control")) == "1h"
-    for block in reversed(blocks):
+    for block in reversed(_all_blocks(kwargs)):
         mark = block.get("cache_control") if isinstance(block, dict) else None
         if mark is None:
             continue
         if _ttl(mark) == "1h":
             later = True
-        elif id(block) not in caller_tools and (later or (one_hour_prefix and id(block) in prefix)):
+        elif later and id(block) not in caller_tools:
             block["cache_control"] = {**mark, "ttl": "1h"}
-            later = True
 
 
 def prefix_hash(kwargs: Mapping[str, Any]) -> str:
@@ -430,7 +413,7 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any
         out["system"] = body["system"]
     out["messages"] = body["messages"]
     _enforce_limit(out)
-    _longer_first(out, one_hour_prefix=_asks_one_hour(kwargs), callers_tools=not body.get("tools"))
+    _longer_first(out, callers_tools=not body.get("tools"))
     return out, prefix_hash(out)
 
 
