@@ -35,6 +35,13 @@ def rec(text: str, rid: str = "m1") -> MemoryRecord:
     )
 
 
+def added(store: Store, text: str, scope: Scope = SCOPE) -> MemoryRecord:
+    """``text`` stored as a fact of ``scope`` (an ADD applied), said at ``SAID``."""
+    record = apply(Decision("ADD", cand(text)), store, scope=scope, now=SAID)
+    assert record is not None
+    return record
+
+
 def current(store: Store) -> list[str]:
     return sorted(r.text for r in store.list(Filter(scope=SCOPE)))
 
@@ -76,11 +83,10 @@ def test_a_restatement_is_a_noop_only_when_it_says_nothing_more() -> None:
 def test_an_update_ends_every_other_current_fact_of_the_attribute(store: Store) -> None:
     # Two current places, as a store written before restatements were NOOPs holds them
     # (or one where a model added the second).
-    lisbon = apply(Decision("ADD", cand("Ann lives in Lisbon.")), store, scope=SCOPE, now=SAID)
-    living = apply(Decision("ADD", cand("Ann is living in Lisbon.")), store, scope=SCOPE, now=SAID)
+    lisbon = added(store, "Ann lives in Lisbon.")
+    living = added(store, "Ann is living in Lisbon.")
     for other in ("Ann works at Acme.", "Ann's sister lives in Rome.", "Ann likes Lisbon."):
-        apply(Decision("ADD", cand(other)), store, scope=SCOPE, now=SAID)
-    assert lisbon is not None and living is not None
+        added(store, other)
     outcomes = reconcile([cand("Ann lives in Berlin now.")], store, scope=SCOPE, now=LATER)
     actions = sorted((o.decision.action, o.decision.target_id) for o in outcomes)
     assert actions == sorted([("UPDATE", lisbon.id), ("DELETE", living.id)])
@@ -127,11 +133,10 @@ def test_an_update_ends_the_facts_of_the_attribute_planned_in_its_batch(store: S
 
 
 def test_a_delete_ends_every_other_current_fact_of_the_same_value(store: Store) -> None:
-    lisbon = apply(Decision("ADD", cand("Ann lives in Lisbon.")), store, scope=SCOPE, now=SAID)
-    living = apply(Decision("ADD", cand("Ann is living in Lisbon.")), store, scope=SCOPE, now=SAID)
+    lisbon = added(store, "Ann lives in Lisbon.")
+    living = added(store, "Ann is living in Lisbon.")
     for other in ("Ann lives in Porto.", "Ann's sister lives in Lisbon.", "Ann likes Lisbon."):
-        apply(Decision("ADD", cand(other)), store, scope=SCOPE, now=SAID)
-    assert lisbon is not None and living is not None
+        added(store, other)
     outcomes = reconcile([cand("Ann no longer lives in Lisbon.")], store, scope=SCOPE, now=LATER)
     actions = sorted((o.decision.action, o.decision.target_id) for o in outcomes)
     assert actions == sorted([("DELETE", lisbon.id), ("DELETE", living.id)])
@@ -150,7 +155,7 @@ def test_a_delete_in_a_long_running_memory_leaves_no_copy_of_the_claim(memory: M
     that added both (here: written before restatements were NOOPs), then denied."""
     owner = Scope(tenant=memory.tenant, user_id="ann")
     for text in ("User lives in Lisbon.", "User is living in Lisbon."):
-        apply(Decision("ADD", cand(text)), memory.store, scope=owner, now=SAID)
+        added(memory.store, text, owner)
     assert len(memory.get_all(user_id="ann")) == 2
     memory.add("I no longer live in Lisbon.", user_id="ann", infer=True, event_time=LATER)
     assert [r.text for r in memory.get_all(user_id="ann")] == []
@@ -161,15 +166,9 @@ def test_an_update_ends_a_holder_found_only_by_its_likeness_to_the_target(store:
     """The fact a candidate replaces is found by the candidate's words; another fact of the
     attribute may share too few of them to be among the ``k`` shown, and is found by a
     search for facts like the replaced one (``Plan._closes_too``'s ``like_target``)."""
-    lisbon = apply(Decision("ADD", cand("Ann lives in Lisbon.")), store, scope=SCOPE, now=SAID)
-    living = apply(
-        Decision("ADD", cand("Ann is living in Lisbon, Portugal, with two cats.")),
-        store,
-        scope=SCOPE,
-        now=SAID,
-    )
-    apply(Decision("ADD", cand("Bob lives in Berlin now.")), store, scope=SCOPE, now=SAID)
-    assert lisbon is not None and living is not None
+    lisbon = added(store, "Ann lives in Lisbon.")
+    living = added(store, "Ann is living in Lisbon, Portugal, with two cats.")
+    added(store, "Bob lives in Berlin now.")
     outcomes = reconcile([cand("Ann lives in Berlin now.")], store, scope=SCOPE, now=LATER, k=2)
     actions = sorted((o.decision.action, o.decision.target_id) for o in outcomes)
     assert actions == sorted([("UPDATE", lisbon.id), ("DELETE", living.id)])
