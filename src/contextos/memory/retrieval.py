@@ -358,10 +358,11 @@ class HybridRetriever:
         keyword search finishes first: this thread waited ~1-2 ms a search for the
         vector, then read the fused candidates and scanned their texts for times. The
         best keyword hits are among the fused candidates (``EARLY_FETCH``), so reading
-        them in that wait moves work off the search's path instead of adding any. It stops as soon
-        as the vector is ready (a kept query vector: at once), and ``search`` reads
-        whatever fused candidate is still missing. A record read here is checked
-        against the filter with the others, after fusion."""
+        them in that wait moves work off the search's path instead of adding any. It
+        stops as soon as the vector is ready (a kept query vector: at once), and
+        ``search`` reads whatever fused candidate is still missing. A record read here
+        is checked against the filter with the others, after fusion. The times are kept
+        in ``TIMES_NAMED``, where ``temporal_rerank`` finds them."""
         fetched: dict[str, MemoryRecord] = {}
         if pending is None:
             return fetched
