@@ -385,7 +385,7 @@ def turn_items(
     """Window items for the visible turns: cleared results as stubs, tool units grouped,
     every call with its results (:func:`sendable_units`)."""
     pinned = pinned_seqs(turns, state)
-    cleared = frozenset(state.cleared)
+    cleared = state.cleared_seqs
     return tuple(
         item
         for unit in sendable_units(visible_turns(turns, state))
@@ -498,7 +498,7 @@ def _history_items(
     """
     units = sendable_units(visible_turns(turns, state))
     pinned = pinned_seqs(turns, state)
-    cleared = frozenset(state.cleared)
+    cleared = state.cleared_seqs
 
     def pins(unit: Sequence[Turn]) -> bool:
         return bool(pinned) and any(t.seq in pinned for t in unit)
