@@ -79,6 +79,31 @@ def fresh_schema(prefix: str, options: str = "") -> Iterator[tuple[str, str]]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def files_holding(schema: str, needle: bytes) -> list[str] | None:
+    """The relation files of ``schema`` on the test server's disk that contain
+    ``needle``; None when its data directory is not visible from here."""
+    base = Path(os.environ.get("CONTEXTOS_TEST_PG_DIR", "")) / "data"
+    if not os.environ.get("CONTEXTOS_TEST_PG_DIR") or not base.is_dir():
+        return None
+    with connect(pg_url(), schema) as conn:
+        files = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                "AND pg_relation_filepath(c.oid) IS NOT NULL",
+                (schema,),
+            ).fetchall()
+        ]
+    found = []
+    for name in files:
+        path = base / name
+        segments = [path, *sorted(path.parent.glob(path.name + ".*"))]
+        if any(needle in seg.read_bytes() for seg in segments if seg.is_file()):
+            found.append(name)
+    return found
+
+
 @contextmanager
 def postgres_store(*, options: str = "", **kwargs: Any) -> Iterator[Any]:
     """A PostgresStore in a fresh schema; the schema is dropped afterwards."""

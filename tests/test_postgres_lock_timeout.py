@@ -44,13 +44,16 @@ HELD_AT_MOST_S = 15
 
 
 @contextmanager
-def held(schema: str, sql: str, params: tuple[Any, ...] = ()) -> Iterator[Any]:
+def held(
+    schema: str, sql: str, params: tuple[Any, ...] = (), *, isolation: str = "READ COMMITTED"
+) -> Iterator[Any]:
     """A session outside the store, in ``schema``, that ran ``sql`` in a transaction it
-    leaves open (and its locks held) until the block ends or ``HELD_AT_MOST_S`` passes."""
+    leaves open (and its locks held) until the block ends or ``HELD_AT_MOST_S`` passes;
+    with ``isolation="REPEATABLE READ"`` (as pg_dump) it keeps its snapshot too."""
     conn = connect(pg_url(), schema)
     try:
         conn.execute(f"SET idle_in_transaction_session_timeout = '{HELD_AT_MOST_S}s'")
-        conn.execute("BEGIN")
+        conn.execute(f"BEGIN ISOLATION LEVEL {isolation}")
         conn.execute(sql, params).fetchall()
         yield conn
     finally:
@@ -329,3 +332,83 @@ def test_a_purge_that_postgresql_ends_to_break_a_deadlock_is_run_again(
             assert [e.old_text or e.new_text for e in store.history("t", "m1")] == [None, None]
         finally:
             store.close()
+
+
+def _forgotten(schema_url: str, secret: str) -> Any:
+    """A Memory on ``schema_url`` where a user said ``secret`` and was then forgotten."""
+    from contextos.memory import Memory
+    from contextos.store.postgres import PostgresStore
+    from contextos.testing.embedders import HashEmbedder
+
+    memory = Memory(
+        store=PostgresStore(schema_url), embedder=HashEmbedder(), background_embedding=False
+    )
+    memory.add(f"my code word is {secret}", user_id="ana")
+    memory.add("bob keeps his own notes", user_id="bob")
+    return memory
+
+
+def test_vacuum_names_a_transaction_older_than_it_that_keeps_erased_bytes() -> None:
+    """A transaction begun before the erasure, anywhere in the database (here a snapshot,
+    as pg_dump keeps, that touched no contextos table, so no lock is in the way), can still read the erased
+    rows, and VACUUM FULL copies them into its new files. vacuum waits for it at most
+    ``LOCK_TIMEOUT_S``, then says so, naming its pid, instead of "vacuumed"; once it has
+    ended, vacuum leaves no byte of the user."""
+    from contextos.store.postgres import LOCK_TIMEOUT_S
+    from pg_support import files_holding
+
+    secret = "qzolderthanvacuum1"
+    with fresh_schema("vacuum_horizon") as (url, schema):
+        memory = _forgotten(url, secret)
+        with held(schema, "SELECT 1", isolation="REPEATABLE READ") as reader:
+            memory.forget("ana")
+            (pid,) = reader.execute("SELECT pg_backend_pid()").fetchone()
+            started = time.monotonic()
+            with pytest.raises(StoreError, match=r"transaction\(s\) that began before it") as err:
+                memory.vacuum()
+            assert f"pid {pid}" in str(err.value) and "pg_stat_activity" in str(err.value)
+            assert LOCK_TIMEOUT_S <= time.monotonic() - started < LOCK_TIMEOUT_S + 8
+        memory.vacuum()  # the reader gone: it succeeds
+        found = files_holding(schema, secret.encode())
+        memory.close()
+        memory.store.close()  # passed in: the caller's to close
+        if found is None:
+            pytest.skip("the test PostgreSQL's data directory is not visible here")
+        assert found == [], f"bytes of the user remain in {found}"
+
+
+def test_vacuum_waits_for_an_older_transaction_that_ends_soon() -> None:
+    """An older transaction that ends within the wait: vacuum waits for it, then leaves
+    no byte of the forgotten user and raises nothing."""
+    from pg_support import files_holding
+
+    secret = "qzolderthanvacuum2"
+    with fresh_schema("vacuum_wait") as (url, schema):
+        memory = _forgotten(url, secret)
+        with held(schema, "SELECT 1", isolation="REPEATABLE READ") as reader:
+            memory.forget("ana")
+            ender = threading.Timer(1.0, lambda: reader.execute("ROLLBACK"))
+            ender.start()
+            started = time.monotonic()
+            memory.vacuum()
+            waited = time.monotonic() - started
+            ender.join()
+        assert waited >= 0.9, waited
+        found = files_holding(schema, secret.encode())
+        memory.close()
+        memory.store.close()  # passed in: the caller's to close
+        if found is None:
+            pytest.skip("the test PostgreSQL's data directory is not visible here")
+        assert found == [], f"bytes of the user remain in {found}"
+        assert [r.text for r in memory_texts(url)] == ["bob keeps his own notes"]
+
+
+def memory_texts(url: str) -> list[Any]:
+    from contextos.store.postgres import PostgresStore
+    from contextos.types import Filter
+
+    store = PostgresStore(url)
+    try:
+        return store.list(Filter(scope=Scope(tenant="default", user_id="bob")), limit=10)
+    finally:
+        store.close()

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
@@ -617,6 +618,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         behind a long reader (a report, a ``pg_dump``, a transaction left open), every
         other query on the table queues behind its request. Past that it stops with a
         StoreError naming the table; the tables before it are vacuumed.
+
+        VACUUM FULL also copies the erased rows that a transaction begun before the
+        erasure may still read (PostgreSQL keeps them for its snapshot), wherever in
+        the database it runs, on any table. Such transactions are waited for, at most
+        ``LOCK_TIMEOUT_S``; the vacuum then runs anyway and ends with a StoreError
+        naming them, since their bytes may be left. Why: an open transaction in an
+        unrelated app on the same database left a forgotten user's text in the new
+        files, and vacuum said nothing.
         """
         done: _Strs = []
         with self._conn("vacuum") as conn:
@@ -627,6 +636,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             limit_ms = min(int(session_ms), _ms(LOCK_TIMEOUT_S)) or _ms(LOCK_TIMEOUT_S)
             conn.execute(f"SET lock_timeout = {limit_ms}")
             try:
+                older = _wait_for_older_transactions(conn, LOCK_TIMEOUT_S)
                 for table in _TABLES:
                     try:
                         conn.execute(f"VACUUM (FULL, ANALYZE) {table}")
@@ -634,6 +644,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                         raise StoreError(_vacuum_blocked(table, limit_ms, done)) from exc
                     done.append(table)
                 conn.execute("CHECKPOINT")
+                if older:
+                    raise StoreError(_vacuum_seen_by(older))
             finally:
                 # The pool's connection goes back as it came (RESET: to the value its
                 # session started with); a broken one is dropped by the pool anyway.
@@ -939,6 +951,40 @@ def _limit_message(exc: BaseException) -> str:
             "of a memory's text and context may take at most 1 MB there; split it"
         )
     return f"PostgreSQL cannot store this value: {first}"
+
+
+#: Client transactions of this database that began before a point (a 32-bit xid, the
+#: snapshot's xmax: compared by age, so wraparound is no matter).
+_OLDER_TRANSACTIONS = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+    "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+    "AND (age(backend_xmin) > age(%(start)s::text::xid) "
+    "OR age(backend_xid) > age(%(start)s::text::xid)) ORDER BY pid"
+)
+
+
+def _wait_for_older_transactions(conn: Any, timeout_s: float) -> list[int]:
+    """Wait until no client transaction of the database began before now, at most
+    ``timeout_s``; the pids of those still running then (see ``vacuum``)."""
+    (start,) = conn.execute(
+        "SELECT txid_snapshot_xmax(txid_current_snapshot()) % 4294967296"
+    ).fetchone()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = [r[0] for r in conn.execute(_OLDER_TRANSACTIONS, {"start": start}).fetchall()]
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.05)
+
+
+def _vacuum_seen_by(pids: Sequence[int]) -> str:
+    shown = ", ".join(str(p) for p in pids[:10]) + (", ..." if len(pids) > 10 else "")
+    return (
+        f"vacuum rewrote every table, but {len(pids)} transaction(s) that began before it "
+        f"are still open (pid {shown}: see pg_stat_activity), and PostgreSQL keeps the "
+        "bytes of erased rows such a transaction may still read. End them or wait for "
+        "them, then run vacuum again"
+    )
 
 
 def _vacuum_blocked(table: str, limit_ms: int, done: Sequence[str]) -> str:
