@@ -191,3 +191,20 @@ def test_the_cli_refuses_a_blank_id_as_a_usage_error(
     assert out.returncode == 2, out.stderr
     assert option in out.stderr and "empty or blank" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("field", ["user_id", "agent_id", "session_id"])
+def test_an_id_over_256_characters_is_refused_everywhere(field: str, tmp_path: Path) -> None:
+    """The HTTP API, MCP and the inspector refuse ids over 256 characters (a 422); the
+    library and the CLI stored them, and what they stored could then not be read or
+    forgotten there (a review). 256 characters are fine."""
+    with Memory(tmp_path / "long.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("fits", **_with(field, "x" * 256))
+        with pytest.raises(ScopeError, match="257 characters long: at most 256"):
+            m.add("too long", **_with(field, "x" * 257))
+        with pytest.raises(ScopeError, match="at most 256"):
+            m.get_all(**_with(field, "y" * 300))
+        assert [r.text for r in m.get_all(**_with(field, "x" * 256))] == ["fits"]
+    flag = {"user_id": "-u", "agent_id": "-a", "session_id": "-s"}[field]
+    out = run_cli("add", "too long", flag, "z" * 257, db=tmp_path / "long.db")
+    assert out.returncode == 2 and "at most 256" in out.stderr, out.stderr

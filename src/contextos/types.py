@@ -42,6 +42,10 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:32]
 
 
+#: The longest user, agent or session id, everywhere (:func:`scope_id`).
+MAX_SCOPE_ID = 256
+
+
 def scope_id(value: object, name: str = "id") -> str | None:
     """The one rule for a user, agent or session id, wherever one is passed.
 
@@ -61,6 +65,10 @@ def scope_id(value: object, name: str = "id") -> str | None:
         raise ScopeError(
             f"{name} is empty or blank ({value!r}): give a non-blank id, or leave it out"
         )
+    if len(value) > MAX_SCOPE_ID:
+        # The HTTP API, MCP and the inspector refuse longer ids: what the library or
+        # the CLI stored under one could not be read or forgotten there (a review).
+        raise ScopeError(f"{name} is {len(value):,} characters long: at most {MAX_SCOPE_ID}")
     try:  # no store can write it (see ``engine.message_text.lone_surrogate_at``)
         value.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..bench.locomo_data import DEFAULT_LOCOMO
 from ..config import Settings
@@ -31,7 +34,7 @@ from ..embed import DEFAULT_EMBEDDER
 from ..engine.message_text import lone_surrogate_at
 from ..errors import ConfigError, ScopeError
 from ..types import scope_id
-from .text import SafeText
+from .text import SafeText, json_escaped
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -55,8 +58,51 @@ def stdout_closed() -> NoReturn:
     raise SystemExit(CLOSED_PIPE_EXIT)
 
 
+#: The most characters handed to a stream in one write (its buffer's size).
+WRITE_CHUNK = io.DEFAULT_BUFFER_SIZE
+
+
+class _InPieces:
+    """A text stream written in pieces of at most :data:`WRITE_CHUNK` characters.
+
+    Why: a write larger than the stream's buffer that the pipe took only in part (its
+    reader had closed it: ``list | head -1``) returned in CPython without an error, the
+    rest dropped, and the command exited 0, not 141 as documented (a review); written
+    in pieces, the next one fails with ``BrokenPipeError``."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        for start in range(0, len(text), WRITE_CHUNK):
+            self._stream.write(text[start : start + WRITE_CHUNK])
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def write_out(text: str) -> None:
+    """Write ``text`` on stdout and flush it; a closed pipe ends the command as
+    :func:`stdout_closed` does (click would exit 1 for it: "an error of the library")."""
+    try:
+        _InPieces(sys.stdout).write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_closed()
+
+
 class _Console(Console):
-    """rich's Console, but a closed pipe ends the command as :func:`stdout_closed` does."""
+    """rich's Console, but a closed pipe ends the command as :func:`stdout_closed` does,
+    and what it writes goes in pieces (see :class:`_InPieces`)."""
+
+    @property
+    def file(self) -> Any:
+        return _InPieces(Console.file.fget(self))  # type: ignore[attr-defined]
+
+    @file.setter
+    def file(self, new_file: Any) -> None:
+        Console.file.fset(self, new_file)  # type: ignore[attr-defined]
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
@@ -417,6 +463,22 @@ def start_command() -> None:
     embedding the CLI)."""
     _MISSING.clear()
     _REPORT.reported = _REPORT.told = False
+    _usable_streams()
+
+
+def _usable_streams() -> None:
+    """Streams every command can write to. A closed stdout or stderr (``>&-``: Python
+    makes it None) is /dev/null, as it would be for a shell's own output, so a write
+    is not followed by a traceback (a review: ``add`` stored, then crashed). Text
+    that stdout's encoding cannot hold (``PYTHONIOENCODING=ascii``, a Windows code
+    page) is written as ``\\xe8``-style escapes, not an error after the write."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("_", "-")
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and not encoding.startswith("utf"):
+        reconfigure(errors="backslashreplace")
 
 
 def with_missing_db(error: str) -> str:
@@ -501,11 +563,58 @@ def print_table(table: Table) -> None:
     with "…"; a table piped into a file or ``grep`` must keep every character.
     """
     if console.is_terminal:
-        console.print(table)
+        if _too_narrow(table, console.width):
+            _print_records(table)
+        else:
+            console.print(table)
         return
     wide = console.options.update(max_width=1_000_000)
     width = max(Measurement.get(console, wide, table).maximum, console.width)
     _Console(file=console.file, width=width, no_color=console.no_color).print(table)
+
+
+#: The fewest columns a wrapping cell (a memory's text) is given before a table is
+#: printed one record at a time instead (:func:`_too_narrow`).
+NARROWEST_TEXT = 10
+
+
+def _cell_width(cell: object) -> int:
+    text = _as_text(cell)
+    return max((cell_len(line) for line in text.plain.split("\n")), default=0)
+
+
+def _too_narrow(table: Table, width: int) -> bool:
+    """Whether ``table`` fits ``width`` columns only by cutting a ``no_wrap`` cell (an
+    id) or squeezing a wrapping column under :data:`NARROWEST_TEXT`. Why: in a narrow
+    pane rich cut ids (``search`` without even a "…", so the id pasted into ``get``
+    was "no memory") and squeezed the memory's text to nothing (a review)."""
+    needed = 3 * len(table.columns) + 1  # borders and padding
+    for column in table.columns:
+        widest = max([_cell_width(column.header), *map(_cell_width, column.cells)])
+        needed += widest if column.no_wrap or widest <= NARROWEST_TEXT else NARROWEST_TEXT
+    return needed > width
+
+
+def _print_records(table: Table) -> None:
+    """``table`` one row at a time: its first cell whole on a line, then each other
+    column as ``header: value`` (folded at the terminal's width, never cut)."""
+
+    def line(text: Text | str) -> None:
+        console.print(text, overflow="fold", soft_wrap=False, highlight=False)
+
+    if table.title:
+        line(table.title if isinstance(table.title, Text) else str(table.title))
+    rest = table.columns[1:]
+    for row in zip(*(list(column.cells) for column in table.columns), strict=True):
+        line(_as_text(row[0]))
+        for column, cell in zip(rest, row[1:], strict=True):
+            line(Text.assemble((f"  {column.header}: ", "dim"), _as_text(cell)))
+
+
+def _as_text(cell: object) -> Text:
+    """A table cell as the table would show it: user text is a ``Text`` already (a
+    :class:`SafeText`); the program's own strings go through rich's markup."""
+    return cell if isinstance(cell, Text) else console.render_str(str(cell), highlight=False)
 
 
 def json_default(value: object) -> object:
@@ -522,13 +631,16 @@ def json_default(value: object) -> object:
 
 
 def print_json(payload: object) -> None:
-    """Write ``payload`` as JSON on stdout (one document, newline-terminated)."""
-    text = json.dumps(payload, default=json_default, ensure_ascii=False, indent=2) + "\n"
+    """Write ``payload`` as JSON on stdout (one document, newline-terminated): as
+    UTF-8 text, its control and format characters escaped (:func:`json_escaped`), or
+    all ASCII where stdout's encoding cannot hold it (Windows' code pages,
+    ``PYTHONIOENCODING=ascii``: a memory stored, then its report failed, exit 2)."""
+    text = json_escaped(json.dumps(payload, default=json_default, ensure_ascii=False, indent=2))
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # click would exit 1 for it: "an error of the library"
-        stdout_closed()
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(payload, default=json_default, ensure_ascii=True, indent=2)
+    write_out(text + "\n")
 
 
 def json_option(func: F) -> F:
@@ -573,6 +685,14 @@ def scope_id_param(_ctx: click.Context, param: click.Parameter, value: str | Non
         return scope_id(value, param.name or "id")
     except ScopeError as exc:
         raise click.BadParameter(str(exc), param=param) from None
+
+
+def memory_id_param(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Callback of a ``MEMORY_ID`` argument: a blank one is a usage error (exit 2), as a
+    blank scope id is, not "no memory ' '" (exit 1, which reads as a memory gone)."""
+    if not value.strip():
+        raise click.BadParameter(f"is empty or blank ({value!r}): give an id", param=param)
+    return value
 
 
 def model_param(_ctx: click.Context, param: click.Parameter, value: str) -> str:

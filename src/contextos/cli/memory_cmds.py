@@ -39,6 +39,7 @@ from .common import (
     int_range,
     invalid_text,
     json_option,
+    memory_id_param,
     open_memory,
     pass_state,
     plural,
@@ -209,7 +210,8 @@ def one_memory(*options: Callable[[Any], Any]) -> Callable[[F], F]:
 
     def apply(func: F) -> F:
         command: Any = pass_state(func)
-        for decorate in reversed((click.argument("memory_id"), *options, json_option)):
+        memory_id = click.argument("memory_id", callback=memory_id_param)
+        for decorate in reversed((memory_id, *options, json_option)):
             command = decorate(command)
         return cast(F, command)
 

@@ -543,7 +543,9 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
         print_json({**_key_dict(issued.key), "key": issued.secret})
         return
     click.echo(issued.secret)
-    console.print(
+    # On stderr: stdout holds the secret alone, so ``KEY=$(contextos keys create ...)``
+    # captures a key (it captured this line too, and `contextos mcp` refused it).
+    err_console.print(
         f"key {issued.key.id} for tenant {tenant!r}: store the secret now, "
         "it cannot be shown again",
         style="dim",

@@ -238,7 +238,7 @@ def _register_session(cli: click.Group) -> None:
             console.print(SafeText(f"{session_id} #{t.seq}: {t.tokens} tokens"))
 
     @session.command("show")
-    @click.argument("session_id")
+    @click.argument("session_id", callback=scope_id_param)
     @click.option("--seq", type=int_range(0), default=None, help="Show only this turn, whole.")
     @_owner_option
     @json_option

@@ -41,6 +41,24 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
+def json_escaped(text: str) -> str:
+    """JSON text with the characters :func:`shown` escapes written as ``\\uXXXX``
+    escapes (a pair of them past U+FFFF): the same document to any parser.
+
+    Why: ``json.dumps(ensure_ascii=False)`` escapes only U+0000-U+001F, so a memory
+    holding U+009B (the one-byte CSI) or U+202E reached the terminal of whoever ran
+    ``list --json`` raw, where the tables show it escaped (a review)."""
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        if code < 0x10000:
+            return f"\\u{code:04x}"
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+    return _CONTROL.sub(escape, text)
+
+
 def shown(text: str) -> str:
     """``text`` with its control and format characters written as escapes (``\\x1b``,
     ``\\u202e``, ``\\U000e0041``), so a memory that holds ``ESC [2J`` reads as that
