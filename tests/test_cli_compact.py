@@ -47,3 +47,17 @@ def test_forcing_a_compaction_with_nothing_to_compact_says_so(tmp_path: Path) ->
     plain = run_cli("compact", "--session", "s1", "--budget", "100", db=db)
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip() == "under the trigger threshold: nothing to do (use --force)"
+
+
+def test_a_budget_too_small_for_a_summary_names_what_it_needs_and_what_it_has(
+    tmp_path: Path,
+) -> None:
+    """Was "(requested 5 tokens, available 1)" for ``--budget 1``: the user's 1 read as
+    what was available and 5 as what they asked for (a review)."""
+    db = tmp_path / "c.db"
+    _session_of_ten_turns(db)
+    out = run_cli(
+        "compact", "--session", "s1", "--budget", "1", "--force", "--strategy", "summarize", db=db
+    )
+    assert out.returncode == 1, out.stderr
+    assert "(needs 5 tokens, has 1)" in out.stderr, out.stderr

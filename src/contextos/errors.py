@@ -30,10 +30,15 @@ class MissingExtraError(ConfigError):
 
 
 class BudgetError(ContextosError):
-    """Something does not fit in the token budget it was given."""
+    """Something does not fit in the token budget it was given: ``requested`` tokens
+    are needed, ``available`` are there.
+
+    The message says "needs N tokens, has M": it said "requested N, available M", which
+    read as the user's request swapped (``compact --budget 1``: "requested 5 tokens,
+    available 1", a review)."""
 
     def __init__(self, message: str, *, requested: int, available: int) -> None:
-        super().__init__(f"{message} (requested {requested} tokens, available {available})")
+        super().__init__(f"{message} (needs {requested} tokens, has {available})")
         self.requested = requested
         self.available = available
 

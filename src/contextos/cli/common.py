@@ -481,14 +481,16 @@ def _usable_streams() -> None:
         reconfigure(errors="backslashreplace")
 
 
-def with_missing_db(error: str) -> str:
-    """``error`` (one line) with the note that the database does not exist, when this
-    command found none. Why: ``get``, ``delete``, ``history``, ``session show`` on a
-    mistyped ``--db`` answered "no memory 'ID'" or "no session" alone, as if the
-    memory had gone (a review); the note after an answer never came after an error."""
-    if not _MISSING:
+def with_missing_db(error: str, db: str | None = None) -> str:
+    """``error`` (one line) with the note that the database ``db`` (default: the one
+    this command found missing, if any) does not exist. Why: ``get``, ``delete``,
+    ``history``, ``session show`` on a mistyped ``--db`` answered "no memory 'ID'" or
+    "no session" alone, as if the memory had gone (a review); the note after an answer
+    never came after an error."""
+    missing = db or (_MISSING[-1] if _MISSING else None)
+    if missing is None or f"no database at {missing}" in error:
         return error
-    return f"{error}; no database at {_MISSING[-1]} (check --db or CONTEXTOS_DB)"
+    return f"{error}; no database at {missing} (check --db or CONTEXTOS_DB)"
 
 
 def absent_db(db: str) -> bool:

@@ -34,6 +34,7 @@ from .common import (
     pass_state,
     print_json,
     served_embedder_option,
+    with_missing_db,
 )
 from .text import SafeText, shown
 
@@ -591,7 +592,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     target = _db(state, db)
     if absent_db(target):
         note_missing_db(target)
-        raise NotFound(f"no API key with id {key_id!r}")
+        raise NotFound(with_missing_db(f"no API key with id {key_id!r}", target))
     with KeyStore(target) as store:
         key = store.revoke(key_id)
     if state.as_json:
