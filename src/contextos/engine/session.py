@@ -50,7 +50,7 @@ from contextos.engine.conversation import (
     turn_print,
 )
 from contextos.engine.message_text import check_text
-from contextos.engine.offload import ARCHIVE_LEASE_S, finish_archive
+from contextos.engine.offload import ARCHIVE_LEASE_S, archive_claim, finish_archive, hold_runs
 from contextos.engine.summarize import (
     ExtractiveSummarizer,
     Summarizer,
@@ -1646,12 +1646,14 @@ class Session:
             thresholds=thresholds,
             tokenizer=self.tokenizer,  # a summary's lines are recounted as windows count
         )
-        claim = uuid.uuid4().hex
+        claim = archive_claim()
         listed = frozenset(new.unarchived) - frozenset(state.unarchived)  # by this save
-        if state.archiver and state.archiver_until > time.time():
+        if hold_runs(state):
             # Another Session holds the listed turns and is storing them: its hold stays
             # and it stores these too (its confirming save fails on this one and tries
             # again). Taken over, its turns were found not stored yet and stored twice.
+            # A hold whose process died is not kept (``hold_runs``): its turns and these
+            # were stored by no one until the lease ran out.
             new = replace(new, archiver=state.archiver, archiver_until=state.archiver_until)
         elif new.unarchived:  # this compaction's winner stores them: held in the same save
             new = replace(new, archiver=claim, archiver_until=time.time() + ARCHIVE_LEASE_S)
