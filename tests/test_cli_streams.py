@@ -203,3 +203,24 @@ def test_keys_create_prints_the_key_alone_on_stdout(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("\n") == 1 and out.stdout.startswith("ctx_"), out.stdout
     assert "store the secret now" in out.stderr
+
+
+def test_search_says_when_a_dead_process_still_holds_a_memory_s_vector(tmp_path: Path) -> None:
+    """Was: a ``contextos add`` killed while computing its vector left its claim for
+    30 s; a search then found that memory by its words only and said nothing (the
+    note is promised), because this process had nothing of its own to embed."""
+    from contextos.store.sqlite import SQLiteStore
+
+    db = tmp_path / "held.db"
+    with Memory(db, embedder=make_embedder("hash"), background_embedding=True) as memory:
+        memory.store.claim_vectors("a-process-that-died", limit=100, lease_s=0.001)
+        memory.add("the lisbon trams climb the hills", user_id="ana")
+    store = SQLiteStore(db)
+    try:
+        assert store.claim_vectors("a-process-that-died", limit=100, lease_s=60)
+    finally:
+        store.close()
+    out = run_cli("search", "trams", "-u", "ana", db=db)
+    assert out.returncode == 0, out.stderr
+    assert "the lisbon trams" in out.stdout
+    assert "1 memories are still waiting for their vectors" in out.stderr, out.stderr

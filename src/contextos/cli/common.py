@@ -363,11 +363,13 @@ def wait_for_vectors(memory: Memory) -> None:
     search waited for the whole file's queue, so a CLI add killed after its write (its
     claim lasting ``CLAIM_LEASE_S``) made every command on the file wait ~30 s, and a
     backlog of another tenant's 2,360 memories 7.75 s (a review). What is still pending
-    is found by its words meanwhile; the command says so on stderr."""
+    is found by its words meanwhile; the command says so on stderr, also when nothing
+    here could embed it (a record another process holds: a killed ``add``'s, for its
+    claim's 30 s, was found by its words only and nothing said so, a review)."""
     flush = _Flush(memory)
     flush.done.wait()
-    if flush.outcome():
-        _say_vectors_still_pending(memory)
+    flush.outcome()  # raises what the flush raised
+    _say_vectors_still_pending(memory)
 
 
 def _say_vectors_still_pending(memory: Memory) -> None:
