@@ -520,6 +520,92 @@ def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path)
     assert returncode == 0 and b"Traceback" not in err
 
 
+def _ordered(order: str, request_id: object, tool: str, arguments: dict[str, Any]) -> bytes:
+    """A ``tools/call`` line with its keys in the order an SDK's client writes them: the
+    Python SDK ``jsonrpc, id, method, params``; the TypeScript SDK (Claude Desktop and
+    Code, Cursor) ``{...request, jsonrpc, id}``: ``method, params, jsonrpc, id``. Lone
+    surrogates are written as ``JSON.stringify`` writes them (``\\ud800``)."""
+    import json
+
+    params = {"name": tool, "arguments": arguments}
+    members: dict[str, object] = (
+        {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+        if order == "python"
+        else {"method": "tools/call", "params": params, "jsonrpc": "2.0", "id": request_id}
+    )
+    return json.dumps(members, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("order", ["typescript", "python"])
+def test_stdio_errors_for_unreadable_lines_carry_the_id_wherever_it_sits(
+    tmp_path: Path, order: str
+) -> None:
+    """A line the server cannot read whole (a lone surrogate, invalid UTF-8, nested past
+    the parser, over the 1 MB line limit) was answered with the id read from its first
+    bytes only: the TypeScript SDK writes ``id`` last, so its calls got ``"id": null``,
+    could not match the answer and waited out their 60 s timeout (a review). Each error
+    must carry the request's id in either key order, an id inside ``params`` must not
+    be taken for it, and the server goes on answering."""
+    from contextos.server.mcp_server import MAX_STDIO_LINE
+
+    db = tmp_path / "mcp.db"
+    [key] = _keys(db, "acme")
+    deep: Any = "x"
+    for _ in range(300):
+        deep = {"id": 99, "a": deep}  # an "id" at every level but the top
+    lines = [
+        _ordered(order, 1, "add_memory", {"messages": "half \ud800 here", "user_id": "u"}),
+        _ordered(order, "two", "add_memory", {"messages": "caf\u00ff", "user_id": "u"}).replace(
+            b"\\u00ff", b"\xff"
+        ),
+        _ordered(order, 3, "add_memory", {"messages": "x", "user_id": "u", "metadata": deep}),
+        _ordered(
+            order, 4, "add_memory", {"messages": 'y\n"' * (MAX_STDIO_LINE // 3), "user_id": "u"}
+        ),
+        _ordered(order, 5, "list_memories", {"user_id": "u"}),
+    ]
+    assert b"\xff" in lines[1] and len(lines[3]) > MAX_STDIO_LINE
+    answers, returncode, err = _stdio_answers(db, key, lines, 6)
+    assert [a.get("id") for a in answers] == [0, 1, "two", 3, 4, 5], answers
+    assert [a.get("error", {}).get("code") for a in answers[1:5]] == [
+        -32700,
+        -32700,
+        -32600,
+        -32600,
+    ], answers
+    assert "lone surrogate" in answers[1]["error"]["message"]
+    assert "too long" in answers[4]["error"]["message"]
+    assert answers[5]["result"]["structuredContent"] == {"result": []}  # nothing was stored
+    assert returncode == 0 and b"Traceback" not in err
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 4096, 65536])
+def test_the_id_scan_finds_the_top_level_id_in_any_pieces(piece: int) -> None:
+    """:class:`_IdScan` reads a line as stdin gives it, in pieces cut anywhere (inside an
+    escape, a key, the id): the top-level id is found wherever it sits, and ids nested
+    in params, in strings, or not strings or integers are not taken for it."""
+    from contextos.server.mcp_server import _IdScan
+
+    cases: list[tuple[bytes, object]] = [
+        (rb'{"method":"x","params":{"id":9,"t":"\"id\":8"},"jsonrpc":"2.0","id":12}', 12),
+        (rb'{"params":{"a":[{"id":3}]},"id" : "q\"x" }', 'q"x'),
+        (b'{"jsonrpc":"2.0","id":7,"method":"x","params":{"id":99}}', 7),
+        (b'{"\\u0069d":8,"method":"x"}', 8),
+        (b'{"method":"x","params":{"a":"caf\xff"},"id":-3}', -3),
+        (b'{"id":1,"id":{"a":1}}', None),  # the last one counts, as in the parsers
+        (b'{"method":"x","id":1.5}', None),
+        (b'{"method":"x","id":true}', None),
+        (b'{"method":"x","id":"\\ud800"}', None),
+        (b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', None),
+        (b'{"method":"x","params":{"t":"' + b"\\n" * 5000 + b'"},"id":44', 44),  # cut off
+    ]
+    for line, expected in cases:
+        scan = _IdScan()
+        for at in range(0, len(line), piece):
+            scan.feed(line[at : at + piece])
+        assert scan.request_id() == expected, (line[:80], piece)
+
+
 def test_stdio_answers_json_that_is_not_json_rpc_with_invalid_request(tmp_path: Path) -> None:
     """A line of valid JSON that is not a JSON-RPC message (a batch, ``{}``, a number,
     a method that is not a string, jsonrpc "1.0", params a string) got no answer at

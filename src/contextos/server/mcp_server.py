@@ -352,6 +352,86 @@ def _refuse_unknown_arguments(tool: Any) -> None:
     tool.parameters = strict.model_json_schema(by_alias=True)
 
 
+#: The HTTP API's models each memory tool validates its arguments with
+#: (:func:`contextos.server.schemas.parse`), whose JSON schemas its advertised input
+#: schema is made of (:func:`advertised_schema`).
+TOOL_MODELS: dict[str, tuple[type[pydantic.BaseModel], ...]] = {
+    "add_memory": (s.AddRequest,),
+    "search_memory": (s.SearchRequest,),
+    "list_memories": (s.ListRequest,),
+    "get_memory": (s.MemoryIdIn,),
+    "update_memory": (s.MemoryIdIn, s.UpdateRequest),
+    "memory_history": (s.MemoryIdIn,),
+    "delete_memory": (s.MemoryIdIn,),
+    "assemble_window": (s.WindowToolIn,),
+    "compact_session": (s.CompactToolIn,),
+}
+
+
+def advertised_schema(tool: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The input schema ``tool`` advertises: ``schema`` (the SDK's, from the function's
+    signature, ``additionalProperties: false``) with each argument that a model of
+    :data:`TOOL_MODELS` has described by that model, as the HTTP API's OpenAPI
+    describes it, and required where the model requires it.
+
+    Why: the signature's types said less than the tool enforces (``messages`` items
+    as any object, ``limit`` as any integer, a window's ``tools`` without their
+    required ``name``): a client or a model that wrote its arguments from the schema
+    learnt the rest from a failed call (a review). The signature still says which
+    arguments there are, and its default where the tool has its own
+    (``list_memories``: 50 where the route's is 100); an argument no model has
+    (``delete_memory``'s ``purge``) keeps the SDK's schema."""
+    properties: dict[str, Any] = dict(schema.get("properties", {}))
+    required: list[str] = list(schema.get("required", []))
+    for model in TOOL_MODELS[tool]:
+        described = _inlined(model.model_json_schema())
+        for name, prop in described["properties"].items():
+            if name not in properties:  # a field the route has and the tool does not
+                continue
+            own = properties[name].get("default")
+            properties[name] = prop if own is None else {**prop, "default": own}
+            if name in described.get("required", ()) and name not in required:
+                required.append(name)
+    if tool == "add_memory":  # the deprecated name of a text `messages`
+        text = next(b for b in properties["messages"]["anyOf"] if b.get("type") == "string")
+        properties["text"] = {
+            **text,
+            "deprecated": True,
+            "description": "Deprecated: give the text as `messages`.",
+        }
+    advertised = {**schema, "properties": properties}
+    if required:
+        advertised["required"] = required
+    return advertised
+
+
+def _inlined(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """``schema`` (a model's JSON schema) self-contained and read as its model
+    validates: each ``$ref`` replaced by its definition (no model here is recursive;
+    some clients follow no ``$ref``), a ``oneOf`` (pydantic's for a union the schemas
+    choose a branch of by the value's type) as ``anyOf`` (an integer is also a
+    ``number``: under ``oneOf`` an integer filter value fitted two branches and was
+    invalid), and an object whose keys must match a pattern closed to other keys."""
+    if defs is None and isinstance(schema, dict):
+        defs = schema.get("$defs", {})
+    if isinstance(schema, list):
+        return [_inlined(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/$defs/")
+        target = {k: v for k, v in (defs or {})[name].items() if k not in ("title", "description")}
+        return _inlined(target, defs)
+    out = {
+        ("anyOf" if key == "oneOf" else key): _inlined(value, defs)
+        for key, value in schema.items()
+        if key != "$defs"
+    }
+    if "patternProperties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 def _admits_str(annotation: Any) -> bool:
     """Whether a parameter annotated ``annotation`` takes a string as it is."""
     import types
@@ -515,7 +595,10 @@ def build_mcp_server(
     for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
         tool = _in_window_slots(fn, windows, resolver) if fn.__name__ in READS_LOG else fn
         server.add_tool(_guard(tool), name=fn.__name__, description=fn.__doc__)
-        _refuse_unknown_arguments(server._tool_manager.get_tool(fn.__name__))
+        registered = server._tool_manager.get_tool(fn.__name__)
+        _refuse_unknown_arguments(registered)
+        if fn.__name__ in TOOL_MODELS:
+            registered.parameters = advertised_schema(fn.__name__, registered.parameters)
     server.contextos_major = major
     return server
 
@@ -708,9 +791,11 @@ def run_stdio(server: Any, fd: int = 0) -> None:
     ``errors="replace"``: invalid UTF-8 was stored as U+FFFD and a line that was not
     JSON (a lone-surrogate escape too) got no answer, where HTTP refuses both. Here a
     line must be strict UTF-8 and JSON, else it is answered with a JSON-RPC parse
-    error (id null) and nothing else happens; JSON that is not a JSON-RPC message (a
-    batch, ``{}``, a method that is not a string) is answered with an invalid-request
-    error (its ``id`` when it has one), where the SDK answered nothing. stdout is still
+    error and nothing else happens; JSON that is not a JSON-RPC message (a batch,
+    ``{}``, a method that is not a string) is answered with an invalid-request error,
+    where the SDK answered nothing; so is a line over :data:`MAX_STDIO_LINE`. Each such
+    error carries the line's ``id`` wherever it sits in the object (:class:`_IdScan`),
+    else id null. stdout is still
     the SDK's (it keeps stray output off the wire). A client that goes away mid-call
     (stdout closed) ends the server as EOF does: exit 0, no traceback.
     """
@@ -893,23 +978,29 @@ class _StdioLines:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             await self.refuse(
-                types.PARSE_ERROR, "Parse error: the line is not valid UTF-8", _leading_id(line)
+                types.PARSE_ERROR, "Parse error: the line is not valid UTF-8", _line_id(line)
             )
             return
         try:
             message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
         except pydantic.ValidationError as exc:
             unreadable = [e for e in exc.errors() if e["type"] == "json_invalid"]
+            # Its id wherever it sits (the TypeScript SDK writes it last): the call
+            # fails at once instead of waiting out the client's timeout.
+            request_id = _request_id(text)
+            if request_id is None:
+                request_id = _line_id(line)
             if unreadable and "recursion limit" in unreadable[0]["msg"]:
-                request_id = _request_id(text)
                 await self.refuse(
                     types.INVALID_REQUEST,
                     "Invalid request: the message nests too deeply",
-                    _leading_id(line) if request_id is None else request_id,
+                    request_id,
                 )
-            elif unreadable:  # its id, where the line opens with one: the call fails at once
+            elif unreadable and _loads(text):  # Python's parser takes lone surrogates
+                await self.refuse(types.PARSE_ERROR, _LONE_SURROGATE, request_id)
+            elif unreadable:
                 await self.refuse(
-                    types.PARSE_ERROR, "Parse error: the line is not valid JSON", _leading_id(line)
+                    types.PARSE_ERROR, "Parse error: the line is not valid JSON", request_id
                 )
             else:  # JSON, but not a JSON-RPC message (the SDK dropped it: no answer)
                 await self.refuse(
@@ -930,28 +1021,41 @@ class _StdioLines:
         await self.read_writer.send(SessionMessage(message))
 
     async def run(self) -> None:
-        import mcp_types as types
-
         async with self.read_writer:
             pending = b""
-            dropping = False  # inside a line that went over MAX_STDIO_LINE
+            dropped: _IdScan | None = None  # the rest of a line over MAX_STDIO_LINE
             while chunk := await _read_some(self.fd):
+                if dropped is not None:
+                    end = chunk.find(b"\n")
+                    dropped.feed(chunk if end < 0 else chunk[:end])
+                    if end < 0:
+                        continue
+                    await self.refuse_long(dropped)
+                    dropped, chunk = None, chunk[end + 1 :]
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
-                    if not dropping:
-                        await self.handle(line)
-                    dropping = False
-                if len(pending) > MAX_STDIO_LINE:
-                    if not dropping:
-                        await self.refuse(
-                            types.INVALID_REQUEST,
-                            f"the line is too long (over {MAX_STDIO_LINE:,} bytes)",
-                            _leading_id(pending),
-                        )
-                    pending, dropping = b"", True
-            if pending and not dropping:
+                    await self.handle(line)
+                if len(pending) > MAX_STDIO_LINE:  # not kept: only its id is looked for
+                    dropped = _IdScan()
+                    dropped.feed(pending)
+                    pending = b""
+            if dropped is not None:
+                await self.refuse_long(dropped)
+            elif pending:
                 await self.handle(pending)
             await self.answers.settled(EOF_GRACE_S)
+
+    async def refuse_long(self, line: _IdScan) -> None:
+        """Answer a line over :data:`MAX_STDIO_LINE` once it has ended, with the id
+        :class:`_IdScan` found in it, wherever it sat (the TypeScript SDK writes it
+        last, after a ``params`` of megabytes)."""
+        import mcp_types as types
+
+        await self.refuse(
+            types.INVALID_REQUEST,
+            f"the line is too long (over {MAX_STDIO_LINE:,} bytes)",
+            line.request_id(),
+        )
 
 
 def _request_id(text: str) -> str | int | None:
@@ -972,25 +1076,179 @@ def _request_id(text: str) -> str | int | None:
     return None
 
 
-#: The ``id`` a JSON-RPC request line opens with (``{"jsonrpc": "2.0", "id": 7, ...``,
-#: as the SDK's client writes it): an integer or a string without escapes.
-_LEADING_ID = re.compile(
-    rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")'
+def _loads(text: str) -> bool:
+    """Whether Python's JSON parser reads ``text`` (it takes lone-surrogate escapes,
+    which pydantic's refuses)."""
+    import json
+
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+_LONE_SURROGATE = (
+    "Parse error: the line holds a lone surrogate escape (such as \\ud800): JSON text, "
+    "but not valid Unicode"
 )
 
 
-def _leading_id(line: bytes) -> str | int | None:
-    """The id a request line opens with, read from its first bytes alone, or None.
+def _line_id(line: bytes) -> str | int | None:
+    """The request id of a line that cannot be parsed whole (see :class:`_IdScan`)."""
+    scan = _IdScan()
+    scan.feed(line)
+    return scan.request_id()
 
-    Why: a line too long to read, or nested deeper than the parser goes, was answered
-    with ``"id": null``; the official client drops such an answer, and its call (no
-    timeout by default) waited for ever (a review: 20 turns of 55,000 characters in
-    one ``add_memory``). Answered with the request's id, the call fails at once."""
-    found = _LEADING_ID.match(line[:512])
-    if found is None:
+
+#: The most steps (a string, an escape, a bracket or separator each) :class:`_IdScan`
+#: takes on one line; past it the line's id is looked for no further. Why a bound: a
+#: line of a million brackets or escapes costs a step each, on the event loop.
+MAX_ID_SCAN_STEPS = 1_000_000
+#: The most bytes of an ``id`` value (or a top-level key) :class:`_IdScan` reads.
+MAX_ID_BYTES = 1024
+#: A string's body up to its closing quote (or a backslash the piece ends with): its
+#: escapes are skipped here, not stepped through one by one.
+_STRING_BODY = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
+#: What the scan stops at outside strings: among the top-level members, and deeper.
+_MEMBERS = re.compile(rb'["{}\[\],:]')
+_NESTING = re.compile(rb'["{}\[\]]')
+
+
+class _IdScan:
+    """The ``id`` member of a JSON object, found wherever it sits among the top-level
+    members, in a line fed in pieces that is never parsed whole (too long to keep, not
+    valid UTF-8, nested past the parser, or with a lone-surrogate escape).
+
+    Why: such a line was answered with the id read from its first bytes, and only when
+    ``id`` came first. The TypeScript SDK (Claude Desktop and Code, Cursor, ...)
+    writes ``{"method", "params", "jsonrpc", "id"}``: its calls got ``"id": null``,
+    which the client cannot match, and waited out its 60 s timeout instead of reading
+    the error.
+
+    It follows strings (and their escapes) and the nesting depth only, skipping what
+    lies between with a regular expression, and keeps nothing but the last top-level
+    key and the ``id`` value (at most :data:`MAX_ID_BYTES` each): memory stays
+    constant and work is linear, at most :data:`MAX_ID_SCAN_STEPS` steps. The last
+    ``id`` member wins, as in the parsers; one that is not a string or an integer
+    counts as none."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.done = False  # the top-level value is not an object, or it has ended
+        self.in_string = False
+        self.escaped = False  # a string's backslash was the last byte fed
+        self.at_key = False  # at depth 1, a key comes next (after "{" or ",")
+        self.key: bytearray | None = None  # the top-level key being read
+        self.last_key: bytes | None = None
+        self.value: bytearray | None = None  # the top-level "id" value being read
+        self.found: str | int | None = None
+        self.steps = 0
+
+    def feed(self, data: bytes) -> None:
+        i, n = 0, len(data)
+        while i < n and not self.done:
+            self.steps += 1
+            if self.steps > MAX_ID_SCAN_STEPS:
+                self.done = True
+                return
+            if self.in_string:
+                if self.escaped:  # the byte after a backslash ends nothing
+                    self._keep(data[i : i + 1])
+                    self.escaped, i = False, i + 1
+                    continue
+                body = _STRING_BODY.match(data, i)  # always matches, maybe nothing
+                end = i if body is None else body.end()
+                self._keep(data[i : end + 1])
+                if end == n:
+                    return
+                i = end + 1
+                if data[end] == 0x5C:  # a backslash, the last byte fed
+                    self.escaped = True
+                else:
+                    self._string_ended()
+                continue
+            stop = (_MEMBERS if self.depth == 1 else _NESTING).search(data, i)
+            end = n if stop is None else stop.start()
+            self._keep(data[i:end])  # a number's digits
+            if stop is None:
+                return
+            i = end + 1
+            self._structure(data[end : end + 1])
+
+    def request_id(self) -> str | int | None:
+        """The id found (an ``id`` still being read counts: the line ended there)."""
+        if self.value is not None:
+            self._value_ended()
+        return self.found
+
+    def _keep(self, data: bytes) -> None:
+        for held in (self.key, self.value):
+            if held is not None:
+                held += data[: MAX_ID_BYTES + 1 - len(held)]
+
+    def _string_ended(self) -> None:
+        self.in_string = False
+        if self.key is not None:  # the key's closing quote was kept
+            self.last_key, self.key = bytes(self.key[:-1]), None
+
+    def _structure(self, char: bytes) -> None:
+        if char == b'"':
+            self.in_string = True
+            self._keep(char)  # a string id's opening quote
+            if self.depth == 1 and self.at_key:
+                self.key, self.at_key = bytearray(), False
+        elif char in b"{[":
+            if self.depth == 0 and char == b"[":
+                self.done = True  # a batch, or not an object: no id of its own
+            self.depth += 1
+            self.at_key = self.depth == 1
+            if self.value is not None:  # an object or array: no id
+                self.value = None
+                self.found = None
+        elif char in b"}]":
+            if self.depth == 1 and self.value is not None:
+                self._value_ended()
+            self.depth -= 1
+            self.done = self.depth <= 0
+        elif self.depth == 1 and char == b",":
+            if self.value is not None:
+                self._value_ended()
+            self.at_key = True
+        elif self.depth == 1 and char == b":" and self.last_key is not None:
+            if _json_text(self.last_key) == "id":
+                self.value = bytearray()
+            self.last_key = None
+
+    def _value_ended(self) -> None:
+        token, self.value = self.value, None
+        value = None if token is None or len(token) > MAX_ID_BYTES else _json_value(bytes(token))
+        text = isinstance(value, str) and not _lone_surrogate(value)
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        self.found = value if text or whole else None
+
+
+def _json_text(key: bytes) -> Any:
+    """A key's text (its bytes between the quotes), or None when it is not a JSON string."""
+    return _json_value(b'"' + key + b'"') if len(key) <= MAX_ID_BYTES else None
+
+
+def _json_value(token: bytes) -> Any:
+    """The JSON value ``token`` reads as, or None."""
+    import json
+
+    try:
+        return json.loads(token)
+    except (ValueError, RecursionError):
         return None
-    token = found.group(1)
-    return token[1:-1].decode("utf-8", "replace") if token.startswith(b'"') else int(token)
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 async def _read_some(fd: int) -> bytes:
