@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -35,8 +34,8 @@ from contextos.llm.tokens import Tokenizer
 
 from ..cache import CacheSimulator, WireFormat, cache_request, report
 from ..cache.accounting import read_share
-from ..errors import RateLimited
-from ..types import Filter, Scope, Turn
+from ..errors import RateLimited, ScopeError
+from ..types import Filter, MemoryRecord, Scope, Turn
 from . import ops
 from . import schemas as s
 from .auth import Authenticator
@@ -47,7 +46,7 @@ from .window_slots import WindowSlots
 from .windowing import DEFAULT_MODEL, build_window, request_body, window_dict
 
 if TYPE_CHECKING:
-    from ..memory import Memory
+    from ..store import Store
 
 #: The replay prices at most this many calls (the newest). Each replayed call builds,
 #: renders and hashes its whole window, so a replay costs O(calls x turns read) ...
@@ -72,6 +71,8 @@ ModelName = Annotated[str, Query(min_length=1, max_length=100), AfterValidator(s
 #: A session id in the query, for the routes the page uses: a URL's path cannot carry
 #: every id the library takes ("." and ".." are removed from it), a query value can. (The
 #: path routes take the id with the path converter: one holding "/" reaches them too.)
+#: A list key (``next_after`` of the page before): opaque, made by the store.
+ListAfter = Annotated[str | None, Query(min_length=1, max_length=100)]
 SessionQuery = Annotated[
     str,
     Query(min_length=1, max_length=s.MAX_ID),
@@ -178,6 +179,22 @@ def replay_costs(
     return out
 
 
+def keyed_page(
+    store: "Store", flt: Filter, *, after: str | None, offset: int, limit: int
+) -> tuple[list[MemoryRecord], str | None]:
+    """One page of ``flt``'s memories after the key ``after`` (or from ``offset``), at
+    most ``MAX_PAGE_BYTES`` of them, and the key the next page starts after (None: this
+    one reached the end), as :func:`~contextos.server.ops.list_page` tells the end."""
+    from .schemas import MAX_PAGE_BYTES
+
+    rows = store.list_after(flt, after=after, offset=offset, limit=limit, max_bytes=MAX_PAGE_BYTES)
+    if not rows:
+        return [], None
+    last = rows[-1][1]
+    more = len(rows) == limit or store.list_after(flt, after=last, limit=1, max_bytes=1)
+    return [r for r, _ in rows], last if more else None
+
+
 class ReplayBusy(Exception):
     """Every replay slot stayed taken for the whole wait (answered 503 + Retry-After)."""
 
@@ -274,36 +291,46 @@ def inspect_router(
         validity: Validity = "current",
         as_of: s.Time | None = None,
         created_before: s.Time | None = None,
+        after: ListAfter = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> dict[str, Any]:
         """One page of memories, newest first, with the total matching the filters.
 
         ``validity=all`` includes superseded and deleted facts (their ``valid_to``
-        is set); ``as_of`` keeps those valid at an instant. ``created_before``: only
-        those written before it; the page passes the first page's ``listed_at`` (the
-        server's time then) with every later page, so memories added meanwhile do not
-        push the list down: paged by offset, "older" showed the last memories of the
-        page before again (a review).
+        is set); ``as_of`` keeps those valid at an instant; ``created_before``: only
+        those written before it. ``after``: the page after the memory whose key it is
+        (the ``next_after`` of the page before; ``offset`` is then only where the page
+        says it starts), else the page at ``offset``. Paged by a key, a page holds only
+        memories after the last one shown, whatever was written or deleted meanwhile:
+        paged by offset under the first page's clock time, a memory written meanwhile
+        could still be older than that time (stamped before its write waited for the
+        store's lock), and the next page began with the last row of the one before
+        (a review).
         """
-        listed_at = datetime.now(UTC)
-        mem: Memory = tenants.get(tenant)
+        scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
+        if not scope.is_scoped():
+            raise ScopeError(
+                "reading memories needs a user_id, agent_id or session_id; "
+                "an unscoped read would mix users' memories"
+            )
         flt = Filter(
-            scope=Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id),
+            scope=scope,
             memory_types=tuple(memory_type or ()),
             as_of=as_of,
             created_before=created_before,
             include_invalid=validity == "all",
         )
-        page = s.ListRequest(limit=limit, offset=offset)
-        records, next_offset = ops.list_page(mem, page, filters=flt)
+        records, next_after = keyed_page(
+            tenants.store, flt, after=after, offset=0 if after else offset, limit=limit
+        )
         return {
             "results": [s.RecordOut.of(r).model_dump(mode="json") for r in records],
             "total": tenants.store.count(flt),
             "limit": limit,
             "offset": offset,
-            "next_offset": next_offset,
-            "listed_at": listed_at.isoformat(),
+            "next_offset": None if next_after is None else offset + len(records),
+            "next_after": next_after,
         }
 
     @router.get("/turns")

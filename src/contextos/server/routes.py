@@ -67,6 +67,12 @@ SessionOrder = Annotated[Literal["oldest", "newest"], Query()]
 #: bare 404 under every session route though the library takes it (a review); the route's
 #: pattern is anchored at both ends, so the last segment still picks the route.
 SessionPath = Annotated[IdPath, AfterValidator(s.check_scope_id)]
+#: ``DELETE``'s precondition on the text (``PATCH``'s ``expected_text``, in the query).
+ExpectedText = Annotated[
+    str | None,
+    Query(min_length=1, max_length=s.MAX_TEXT),
+    AfterValidator(lambda v: v if v is None else s.check_text(v)),
+]
 OptScopeId = Annotated[
     OptIdent, AfterValidator(lambda v: None if v is None else s.check_scope_id(v))
 ]
@@ -165,10 +171,24 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         caller read it (409 and nothing written otherwise)."""
         return s.RecordOut.of(ops.update(mem, memory_id, body))
 
-    @router.delete("/{memory_id}", response_model=s.Deleted, summary="delete")
-    def delete(memory_id: IdPath, mem: Mem, purge: bool = False) -> s.Deleted:
+    @router.delete(
+        "/{memory_id}",
+        response_model=s.Deleted,
+        summary="delete",
+        responses={409: {"model": s.ErrorOut, "description": "Changed since it was read"}},
+    )
+    def delete(
+        memory_id: IdPath,
+        mem: Mem,
+        purge: bool = False,
+        expected_text: ExpectedText = None,
+        expected_updated_at: Annotated[s.Time | None, Query()] = None,
+    ) -> s.Deleted:
         """Delete a memory. Its history keeps the DELETE event; with purge=true the
-        text also leaves the history, the search index and every copy of it."""
+        text also leaves the history, the search index and every copy of it. With
+        ``expected_text`` or ``expected_updated_at`` (as ``PATCH`` takes them) only if
+        the memory is still as the caller read it (409 and nothing deleted otherwise)."""
+        ops.check_expected(mem, memory_id, expected_text, expected_updated_at)
         mem.delete(memory_id, purge=purge)
         return s.Deleted(deleted=memory_id, purged=purge)
 

@@ -323,6 +323,30 @@ class Store(Protocol):
         metadata; at least one record; :func:`~contextos.store.records.within_bytes`)."""
         ...
 
+    def list_after(
+        self,
+        flt: Filter,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        max_bytes: int | None = None,
+    ) -> builtins.list[tuple[MemoryRecord, str]]:
+        """Records matching ``flt`` in ``list``'s order (newest first), each with its
+        key: ``limit`` of them from ``offset`` (or fewer, cut by ``max_bytes`` as
+        ``list`` cuts) among those that come after the record whose key is ``after``
+        (None: from the newest). A key is the record's place in that order (its
+        ``created_at`` and the store's row number, as the store holds them), opaque to
+        callers; a key this store did not make raises ValueError.
+
+        Why: paged by offset, or by an offset under a clock time, a record written
+        meanwhile moved the rest down (a page began with the last one of the page
+        before) -- a record's ``created_at`` is stamped before its write waits for
+        the store's lock, so a record committed after a page was read could still be
+        older than that read. A page after a key holds only records after it in the
+        order, whatever was written or deleted since the key was read."""
+        ...
+
     def pointing_to(
         self, scope: Scope, key: str, ids: Sequence[str]
     ) -> builtins.list[MemoryRecord]:

@@ -16,6 +16,7 @@ import copy
 import functools
 import inspect
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -520,6 +521,25 @@ def append_turn_rows(
 #: ``forget``'s reset, the row's creation by ``append_turns``). Kept inside the JSON so
 #: that no schema migration was needed; ``session_meta`` hands the meta back without it.
 REVISION_KEY = "_revision"
+
+
+#: A list key's row number: ASCII digits only (``int`` also takes other scripts' digits,
+#: signs, spaces and underscores).
+_KEY_ROW = re.compile(r"[0-9]{1,19}")
+
+
+def list_key(at: str, row: int) -> str:
+    """The key of a record's place in ``Store.list``'s order (``Store.list_after``):
+    its creation time as the store wrote it in ``at``, then its row number."""
+    return f"{at},{row}"
+
+
+def split_list_key(key: str) -> tuple[str, int]:
+    """The time text and row number of a :func:`list_key` (ValueError if malformed)."""
+    at, sep, row = key.rpartition(",")
+    if not sep or not at or not _KEY_ROW.fullmatch(row):
+        raise ValueError("not a key of this list (after)")
+    return at, int(row)
 
 
 def within_bytes(sized: Sequence[tuple[Any, int]], max_bytes: int | None) -> list[Any]:

@@ -97,6 +97,8 @@ LOCK_TIMEOUT_S = 5.0
 
 # `PostgresStore.list` shadows the builtin inside the class body, hence these aliases.
 _Records = list[MemoryRecord]
+#: Records each with its key (``list_after``).
+_Keyed = list[tuple[MemoryRecord, str]]
 _Ranks = list[Ranked]
 #: How many times ``forget`` runs when its user's sessions moved while it locked them, or
 #: PostgreSQL ended it to break a deadlock.
@@ -507,6 +509,50 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             (shared.within_bytes(sized, max_bytes),),
         )
         return [record_from_row(r) for r in rows]
+
+    @_absent_if_nul([], "flt")
+    def list_after(
+        self,
+        flt: Filter,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        max_bytes: int | None = None,
+    ) -> _Keyed:
+        where, params = filter_sql(flt, _now())
+        if after is not None:
+            at, row = shared.split_list_key(after)
+            try:
+                # timestamptz holds microseconds, as a datetime: the time round-trips.
+                when = utc(datetime.fromisoformat(at))
+            except (TypeError, ValueError):
+                raise ValueError("not a key of this list (after)") from None
+            where += " AND (m.created_at, m.seq) < (%s, %s)"
+            params = [*params, when, row]
+        order = "ORDER BY m.created_at DESC, m.seq DESC"
+        columns = f"{RECORD_COLUMNS}, m.seq"
+        if max_bytes is None:
+            rows = self._read(
+                f"SELECT {columns} FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
+                (*params, limit, offset),
+            )
+        else:
+            sized = self._read(
+                "SELECT m.seq, octet_length(m.text) + octet_length(m.metadata::text) "
+                f"FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
+                (*params, limit, offset),
+            )
+            rows = self._read(
+                f"SELECT {columns} FROM memories m WHERE m.seq = ANY(%s) {order}",
+                (shared.within_bytes(sized, max_bytes),),
+            )
+        out: _Keyed = []
+        for r in rows:
+            record = record_from_row(r[:-1])
+            at = utc(record.created_at).isoformat()
+            out.append((record, shared.list_key(at, int(r[-1]))))
+        return out
 
     @_absent_if_nul([], "scope", "ids")
     def pointing_to(self, scope: Scope, key: str, ids: Sequence[str]) -> _Records:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -71,6 +73,9 @@ from contextos.store.sqlite.schema import MIGRATIONS, migrate
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
+
+#: The time of a list key (``list_after``): a float as ``repr`` writes it.
+_EPOCH_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?")
 
 _INSERT_HISTORY = shared.insert_history_sql("?")
 _INSERT_RECORD = (
@@ -432,6 +437,47 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             (json.dumps(shared.within_bytes(sized, max_bytes)),),
         )
         return [row_to_record(r) for r in rows]
+
+    def list_after(
+        self,
+        flt: Filter,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        max_bytes: int | None = None,
+    ) -> builtins.list[tuple[MemoryRecord, str]]:
+        where, params = filter_sql(flt, time.time())
+        if after is not None:
+            # The time as stored (REAL): compared as the same float, not one made again
+            # from a datetime, so a record sharing the key's time is told apart by rowid.
+            at, row = shared.split_list_key(after)
+            if not _EPOCH_TEXT.fullmatch(at) or not math.isfinite(float(at)):
+                raise ValueError("not a key of this list (after)")
+            where += " AND (m.created_at, m.rowid) < (?, ?)"
+            params = [*params, float(at), row]
+        order = "ORDER BY m.created_at DESC, m.rowid DESC"
+        columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
+        created = 1 + shared.RECORD_FIELDS.index("created_at")  # after the rowid
+        if max_bytes is None:
+            rows = self._read(
+                f"SELECT {columns} FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+        else:
+            sized = self._read(
+                "SELECT m.rowid, length(CAST(m.text AS BLOB)) + length(CAST(m.metadata AS BLOB)) "
+                f"FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+            rows = self._read(
+                f"SELECT {columns} FROM memories m "
+                f"WHERE m.rowid IN (SELECT value FROM json_each(?)) {order}",
+                (json.dumps(shared.within_bytes(sized, max_bytes)),),
+            )
+        return [
+            (row_to_record(r), shared.list_key(repr(float(r[created])), int(r[0]))) for r in rows
+        ]
 
     # json_each reads "t1\u0000" as "t1": an id holding NUL named another record.
     @shared.nul_reads_as_absent([], "scope", "ids")

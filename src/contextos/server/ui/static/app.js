@@ -326,10 +326,14 @@ const wire = { memories: wireMemories, sessions: wireSessions, cache: wireCache 
 
 // -- memories -------------------------------------------------------------------------
 
-// `back`: the offsets "older" started from, newest last; "newer" goes back to the last.
-// A page cut short by its bytes holds fewer than PAGE memories, so offset - PAGE skipped
-// pages (a review). `listing`: the scope and filters `back` is of.
-const mem = { offset: 0, total: 0, scope: {}, back: [], listing: "" };
+// `after`: the key of the memory the page shown starts after (the server's `next_after` of
+// the page before; null: the page at `offset`). Paged by key, "older" holds only memories
+// after the last one shown, whatever was written meanwhile: paged by offset under a clock
+// time it began with the page before's last row again (a review). `offset` only numbers
+// the rows. `back`: the pages "older" started from ({offset, after}), newest last; "newer"
+// goes back to the last. `listing`: the scope and filters `back` is of. `query`: the query
+// of the search shown (null: the list is shown), which a save or delete runs again.
+const mem = { offset: 0, after: null, total: 0, scope: {}, back: [], listing: "", query: null };
 
 // An id as typed: the library keeps spaces as part of an id ("ana " is not "ana"), so
 // nothing is trimmed; only a field of nothing but blanks counts as empty.
@@ -355,7 +359,7 @@ async function startMemories() {
   $("f-query").value = params.get("q") || "";
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   if ($("f-query").value) await searchMemories();
-  else await loadMemories(offset);
+  else await loadMemories(offset, null, params.get("after") || null);
 }
 
 function wireMemories() {
@@ -372,14 +376,14 @@ function wireMemories() {
     $("f-query").value = "";
     loadMemories().catch(fail);
   });
-  // A page may hold fewer than PAGE memories (the server caps a page's bytes): the
-  // next one starts where the server says, and "newer" goes back to where the page
-  // before began (PAGE back only for a page opened from a link, with no page before).
+  // "older": the page after the last memory shown (the server's key of it). "newer" goes
+  // back to where the page before began (to the first page for a page opened from a
+  // link, with no page before).
   $("prev").addEventListener("click", () => {
-    const back = mem.back.length ? mem.back[mem.back.length - 1] : Math.max(0, mem.offset - PAGE);
-    loadMemories(back, "newer").catch(fail);
+    const back = mem.back.length ? mem.back[mem.back.length - 1] : { offset: 0, after: null };
+    loadMemories(back.offset, "newer", back.after).catch(fail);
   });
-  $("next").addEventListener("click", () => loadMemories(mem.next ?? mem.offset + PAGE, "older").catch(fail));
+  $("next").addEventListener("click", () => loadMemories(mem.nextOffset, "older", mem.next).catch(fail));
   $("d-close").addEventListener("click", closeMemory);
   $("forget-confirm-input").addEventListener("input", () => {
     $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
@@ -510,41 +514,41 @@ function showForget(scope) {
   $("forget-button").disabled = true;
 }
 
-// The page of memories at ``offset`` (default: the one shown), reached by ``step``
-// ("older", "newer" or none). The offset, the URL, the pager's way back and the forget
-// panel change only once the page has come: a failed fetch leaves them be.
-async function loadMemories(offset = mem.offset, step = null) {
+// The page of memories after the key ``after`` (numbered from ``offset``), or at ``offset``
+// with no key (default: the page shown), reached by ``step`` ("older", "newer" or none).
+// The offset, the URL, the pager's way back and the forget panel change only once the
+// page has come: a failed fetch leaves them be.
+async function loadMemories(offset = mem.offset, step = null, after = offset ? mem.after : null) {
   const current = request("memories");  // the list, from here on: an earlier page or search is stale
   const scope = scopeFromForm();
   const filters = { memory_type: $("f-type").value, validity: $("f-validity").value === "all" ? "all" : "" };
   if (!isScoped(scope)) {
     mem.offset = 0;
     showForget(scope);
-    setUrl({ ...scope, ...filters, offset: "", q: "" });
+    mem.after = null;
+    setUrl({ ...scope, ...filters, offset: "", after: "", q: "" });
     $("mem-status").textContent = "Enter a user, agent or session to see its memories.";
     $("memories").hidden = true;
     $("pager").hidden = true;
     rendered();
     return;
   }
-  // Later pages are listed as of the first one (its ``listed_at``): memories added since
-  // would push the list down, and "older" showed the page before's last ones again.
-  const since = offset > 0 ? mem.listedAt : null;
   const page = await current(api("/ui/api/memories?" + query({
     ...scope, memory_type: filters.memory_type, validity: $("f-validity").value, limit: PAGE, offset,
-    ...(since ? { created_before: since } : {}),
+    after,
   })));
-  mem.listedAt = since || page.listed_at;
   const listing = JSON.stringify([scope, filters]);
-  if (offset === 0 || listing !== mem.listing) mem.back = [];
-  else if (step === "older") mem.back.push(mem.offset);
+  if ((offset === 0 && !after) || listing !== mem.listing) mem.back = [];
+  else if (step === "older") mem.back.push({ offset: mem.offset, after: mem.after });
   else if (step === "newer") mem.back.pop();
   mem.listing = listing;
+  mem.query = null;
   mem.offset = offset;
+  mem.after = after;
   mem.total = page.total;
   showError("");
   showForget(scope);
-  setUrl({ ...scope, ...filters, offset: offset || "", q: "" });
+  setUrl({ ...scope, ...filters, offset: offset || "", after: after || "", q: "" });
   head(["memory", "type", "scope", "created", "validity", ""]);
   $("mem-rows").replaceChildren(...page.results.map((r) => row([
     textCell(r), r.memory_type, scopeCell(r), when(r.created_at), validity(r), openButton(r),
@@ -554,9 +558,10 @@ async function loadMemories(offset = mem.offset, step = null) {
   $("mem-status").textContent = page.total + " memories";
   $("page-info").textContent = page.results.length ? offset + 1 + "–" + last + " of " + page.total
     : page.total ? "none from " + (offset + 1) + " (" + page.total + " in all)" : "none";
-  $("prev").disabled = offset === 0;
-  mem.next = page.next_offset;
-  $("next").disabled = page.next_offset == null || last >= page.total;
+  $("prev").disabled = offset === 0 && !after;
+  mem.next = page.next_after;
+  mem.nextOffset = page.next_offset;
+  $("next").disabled = page.next_after == null;
   $("pager").hidden = false;
   rendered();
 }
@@ -567,7 +572,7 @@ async function searchMemories() {
   if (!q) return loadMemories();
   const current = request("memories");
   showForget(scope);
-  setUrl({ ...scope, q, offset: "" });
+  setUrl({ ...scope, q, offset: "", after: "" });
   if (!isScoped(scope)) {
     $("mem-status").textContent = "Searching needs a user, agent or session.";
     rendered();
@@ -582,6 +587,7 @@ async function searchMemories() {
   showError("");
   mem.back = [];
   mem.listing = "";
+  mem.query = q;
   head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", ""]);
   $("mem-rows").replaceChildren(...found.results.map((h, i) => row([
     i + 1, h.score.toFixed(4), h.lexical_rank ?? "–", h.dense_rank ?? "–", textCell(h.memory),
@@ -596,15 +602,27 @@ async function searchMemories() {
 // What the edit panel showed when it opened: Save sends only the fields that differ, and
 // the memory's text and updated_at as loaded, so a change another client made since is
 // not written over (the server answers 409 and writes nothing).
-const editing = { id: null, text: "", meta: "", loadedText: null, updatedAt: null };
+const editing = { id: null, text: "", meta: "", loadedText: null, updatedAt: null, gone: false };
 
 // Opens a memory's panel; focus moves to it (`moveFocus`), except when a save reloads it.
 async function openMemory(id, moveFocus = true) {
   const current = request("memory");
   const path = "/v1/memories/" + encodeURIComponent(id);
-  const [[r, source], hist] = await current(Promise.all([api(path, { raw: true }), api(path + "/history")]));
+  let r, source, hist;
+  try {
+    [[r, source], hist] = await current(Promise.all([api(path, { raw: true }), api(path + "/history")]));
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 404) throw err;
+    // Deleted elsewhere (or its user forgotten) since the list was drawn: said so, the
+    // panel of another memory is not left on screen under that message, and the list is
+    // drawn as it is now (it showed the memory as current).
+    $("detail").hidden = true;
+    await reportGone(GONE_OPEN);
+    return;
+  }
   showError("");
   keepUnsaved(null);
+  markGone(false);
   $("d-id").replaceChildren(idNode(r.id));
   const fields = [
     ["type", r.memory_type], ["scope", scopeCell(r)], ["created", when(r.created_at)],
@@ -665,6 +683,10 @@ async function saveMemory(id) {
     parts.push('"metadata":' + (meta.trim() || "{}"));
   }
   if (id !== editing.id || text !== editing.text) parts.push('"text":' + JSON.stringify(text));
+  if (id === editing.id && editing.gone) {
+    showError(GONE_SAVE);
+    return;
+  }
   if (!parts.length) {
     showError("Nothing changed: nothing was saved.");
     return;
@@ -674,13 +696,11 @@ async function saveMemory(id) {
     if (editing.updatedAt) parts.push('"expected_updated_at":' + JSON.stringify(editing.updatedAt));
   }
   // What the user changed, kept should the server refuse it.
-  const mine = {
-    text: id !== editing.id || text !== editing.text ? text : null,
-    meta: id === editing.id && meta !== editing.meta ? meta : null,
-  };
+  const mine = unsavedEdit(id);
   try {
     await api("/v1/memories/" + encodeURIComponent(id), { method: "PATCH", json: "{" + parts.join(",") + "}" });
   } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return goneWhileOpen(id, mine, GONE_SAVE);
     if (!(err instanceof ApiError) || err.status !== 409) throw err;
     // Changed by another client since the panel opened: show it as it is now, and the
     // user's edit beside it, to put back on this version or drop (it was lost before).
@@ -692,13 +712,69 @@ async function saveMemory(id) {
       + "and your edit was not saved. It is kept below the boxes: put it back to save it "
       + "on this version.";
     showError(refused);
-    await loadMemories();
+    await reloadShown();
     if (editing.id === id && !$("d-unsaved").hidden) showError(refused);
     return;
   }
   showError("");
   await openMemory(id, false);
-  await loadMemories();
+  await reloadShown();
+}
+
+// What the user changed in the boxes of memory `id`'s panel (null: that part unchanged).
+function unsavedEdit(id) {
+  const text = $("d-text").value;
+  const meta = $("d-meta").value;
+  return {
+    text: id !== editing.id || text !== editing.text ? text : null,
+    meta: id === editing.id && meta !== editing.meta ? meta : null,
+  };
+}
+
+// The list, or the search, shown: drawn again after a write (a save on a search hit
+// drew the whole list under the query still in the box: a review).
+function reloadShown() {
+  if (mem.query === null) return loadMemories();
+  $("f-query").value = mem.query;
+  return searchMemories();
+}
+
+const GONE = "This memory no longer exists: it was deleted elsewhere (by another client, or its user was forgotten)";
+const GONE_OPEN = GONE + ". The list now shows the memories as they are.";
+const GONE_SAVE = GONE + ", so your edit was not saved. The panel shows what it had loaded, and your edit is kept below the boxes to copy.";
+const GONE_DELETE = GONE + ": there was nothing left to delete.";
+
+// The panel of memory `id` is of a memory deleted elsewhere (a 404 to its Save or Delete):
+// marked so (its Save and Delete off), the user's edit `mine` kept as text under the boxes,
+// and the list or search drawn again, as it is now (it showed the memory as current).
+async function goneWhileOpen(id, mine, message) {
+  if (editing.id === id) {
+    markGone(true);
+    if (mine.text !== null || mine.meta !== null) keepUnsaved({ ...mine, id });
+  }
+  await reportGone(message);
+}
+
+// Shows `message`, and keeps it on screen through the list's reload (which clears errors).
+async function reportGone(message) {
+  showError(message);
+  try {
+    await reloadShown();
+  } finally {
+    showError(message);
+  }
+}
+
+// Marks the panel as of a memory deleted elsewhere (true), or not (false: a memory opened).
+function markGone(gone) {
+  editing.gone = gone;
+  $("d-gone").hidden = !gone;
+  $("detail").dataset.gone = gone ? "1" : "";
+  for (const b of ["d-save", "d-delete", "d-delete-confirm"]) $(b).disabled = gone;
+  $("d-unsaved-use").hidden = gone;
+  $("d-unsaved-why").textContent = gone ? "Your edit, not saved (the memory was deleted elsewhere):"
+    : "Your edit, not saved (the memory above is as stored now):";
+  if (gone) $("d-delete-confirm").hidden = true;
 }
 
 // An edit the server refused (409), shown as text under the boxes until it is put back
@@ -713,7 +789,7 @@ function keepUnsaved(mine) {
   $("d-unsaved-text").hidden = !mine || mine.text === null;
   $("d-unsaved-meta").hidden = !mine || mine.meta === null;
   $("d-unsaved-use").onclick = () => {
-    if (!mine || mine.id !== editing.id) return keepUnsaved(null);
+    if (!mine || mine.id !== editing.id || editing.gone) return keepUnsaved(null);
     if (mine.text !== null) $("d-text").value = mine.text;
     if (mine.meta !== null) $("d-meta").value = mine.meta;
     keepUnsaved(null);
@@ -726,10 +802,30 @@ function keepUnsaved(mine) {
   };
 }
 
+// Deletes the memory only if it is still the version the panel loaded (its updated_at,
+// which any change of text or metadata moves): Delete removed a version the user never
+// saw (a review). A 409 reloads the panel as Save's does; a 404 says it is gone.
 async function deleteMemory(id) {
-  await api("/v1/memories/" + encodeURIComponent(id), { method: "DELETE" });
+  const mine = unsavedEdit(id);
+  const expected = id !== editing.id ? {}
+    : editing.updatedAt ? { expected_updated_at: editing.updatedAt }
+      : { expected_text: editing.loadedText };
+  try {
+    await api("/v1/memories/" + encodeURIComponent(id) + "?" + query(expected), { method: "DELETE" });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return goneWhileOpen(id, mine, GONE_DELETE);
+    if (!(err instanceof ApiError) || err.status !== 409) throw err;
+    await openMemory(id, false);
+    if (mine.text !== null || mine.meta !== null) keepUnsaved({ ...mine, id });
+    const refused = "This memory was changed since you opened it, so it was not deleted: it now "
+      + "shows as stored. Delete it again to delete this version.";
+    showError(refused);
+    await reloadShown();
+    if (editing.id === id) showError(refused);
+    return;
+  }
   $("detail").hidden = true;
-  await loadMemories();
+  await reloadShown();
 }
 
 async function forgetUser() {
@@ -863,12 +959,22 @@ async function loadTurns() {
 
 // A turn's content, then each tool call it made and, for a tool result, the call it
 // answers: all as text.
+// The tool's name and the call's id are drawn as ids (idNode: isolated, unseen characters
+// marked) and the model-written arguments in their own isolate: drawn as one string, an
+// override (U+202E) in a name or the arguments reversed the rest of the line, the page's
+// brackets and the id included, and an id holding a U+200B read as another call's (a review).
 function turnText(t) {
   const box = el("div", t.content, "text");
   for (const c of t.tool_calls || []) {
-    box.appendChild(el("div", "\u2192 " + c.name + "(" + c.arguments + ")  [" + c.id + "]", "call"));
+    const line = el("div", undefined, "call");
+    line.append("\u2192 ", idNode(c.name), "(", el("bdi", c.arguments), ")  [", idNode(c.id), "]");
+    box.appendChild(line);
   }
-  if (t.tool_call_id) box.appendChild(el("div", "\u21a9 result of " + t.tool_call_id, "call"));
+  if (t.tool_call_id) {
+    const line = el("div", "\u21a9 result of ", "call");
+    line.append(idNode(t.tool_call_id));
+    box.appendChild(line);
+  }
   return box;
 }
 
