@@ -351,9 +351,9 @@ def _forgotten(schema_url: str, secret: str) -> Any:
 def test_vacuum_names_a_transaction_older_than_it_that_keeps_erased_bytes() -> None:
     """A transaction begun before the erasure, anywhere in the database (here a snapshot,
     as pg_dump keeps, that touched no contextos table, so no lock is in the way), can
-    still read the erased rows, and VACUUM FULL copies them into its new files. vacuum waits for it at most
-    ``LOCK_TIMEOUT_S``, then says so, naming its pid, instead of "vacuumed"; once it has
-    ended, vacuum leaves no byte of the user."""
+    still read the erased rows, and VACUUM FULL copies them into its new files. vacuum
+    waits for it at most ``LOCK_TIMEOUT_S``, then says so, naming its pid, instead of
+    "vacuumed"; once it has ended, vacuum leaves no byte of the user."""
     from contextos.store.postgres import LOCK_TIMEOUT_S
     from pg_support import files_holding
 
