@@ -494,9 +494,9 @@ class WindowRequestIn(_Body):
         None,
         ge=1,
         le=MAX_BUDGET,
-        description="The request's max_tokens (openai: max_completion_tokens); default "
-        "the model's output reserve, at most 16,384 (the official SDKs refuse a larger "
-        "one without streaming).",
+        description="The request's max_tokens (openai: max_completion_tokens); when "
+        "left out, the model's output reserve capped at 16,384 (the official SDKs refuse "
+        "a larger one without streaming); a larger value given is sent as given.",
     )
 
     def for_session(self, session_id: str | None) -> WindowRequest:
