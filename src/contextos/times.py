@@ -55,6 +55,18 @@ def opt_utc(value: object, name: str = "time") -> datetime | None:
     return None if value is None else utc(value, name)
 
 
+def opt_local(value: object, name: str = "time") -> datetime | None:
+    """``value`` checked as :func:`utc` checks it, but kept in the zone it was given in
+    (naive: UTC); ``None`` passed through. Why: what a relative date means depends on
+    the speaker's calendar, not UTC's ("yesterday" said at 20:00 in Los Angeles on 8
+    May is 7 May, which is already 9 May in UTC; a review)."""
+    if value is None:
+        return None
+    instant = utc(value, name)
+    given = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return given if isinstance(given, datetime) and given.tzinfo is not None else instant
+
+
 def to_epoch(value: datetime) -> float:
     """UTC epoch seconds (naive datetimes are taken as UTC)."""
     return utc(value).timestamp()

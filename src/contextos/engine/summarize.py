@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.text.sentences import STOPWORDS, split_sentences
+from contextos.times import utc
 from contextos.types import Turn
 
 
@@ -183,14 +184,19 @@ def _cut(head: str, sentence: str, tokenizer: Tokenizer, max_tokens: int) -> tup
 
 
 def turn_time(turn: Turn) -> datetime | None:
-    """When a turn was said: ``metadata["event_time"]`` (datetime or ISO text), else logged."""
+    """When a turn was said: ``metadata["event_time"]`` (datetime or ISO text), else
+    logged: also when that time is no instant :func:`~contextos.times.utc` accepts (past
+    years 1-9999 in UTC). Why: such a time, logged as given, was refused by the
+    offload's ``Memory.add`` on every compaction, and nothing was ever archived (a
+    review)."""
     when = turn.message.metadata.get("event_time") if turn.message.metadata else None
-    if isinstance(when, str):
-        try:
-            return datetime.fromisoformat(when)
-        except ValueError:
-            return turn.created_at
-    return when if isinstance(when, datetime) else turn.created_at
+    if not isinstance(when, str | datetime):
+        return turn.created_at
+    try:
+        utc(when, "event_time")
+    except ValueError:
+        return turn.created_at
+    return datetime.fromisoformat(when) if isinstance(when, str) else when
 
 
 def _date(when: datetime | None) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 from contextos.text import sentences as S
 
 from ..store.base import Store, TokenCounter
+from ..times import utc
 from ..types import MemoryRecord, Message, Scope, content_hash
 from .extract import (
     POSITION_ID,
@@ -42,7 +43,7 @@ from .extract import (
     speaker_of,
     turn_ids,
 )
-from .ingest import AddOptions, _as_datetime, check_metadata_copies
+from .ingest import AddOptions, as_local_time, check_metadata_copies
 from .reconcile import INFERRED, Outcome, Plan, Reconciler
 from .render import CAPTION_KEYS, FACT_OF
 
@@ -64,7 +65,7 @@ def prepare(messages: Sequence[Message], default_time: datetime) -> list[Message
             meta["turn_id"] = f"{POSITION_ID}{i}"  # its place in this add (see POSITION_ID)
         elif not turn_ids(message):
             meta["turn_id"] = str(source)
-        when = _as_datetime(meta.get("event_time")) or default_time
+        when = as_local_time(meta.get("event_time")) or default_time
         meta["event_time"] = when
         out.append(replace(message, metadata=meta))
     return out
@@ -77,13 +78,17 @@ def _turn_times(messages: Sequence[Message]) -> dict[str, datetime]:
 def _dated(
     candidates: Sequence[Candidate], times: Mapping[str, datetime], default: datetime
 ) -> list[Candidate]:
-    """Every candidate gets an event time: the one its text gives, else its turn's."""
+    """Every candidate gets an event time, in UTC as every stored time: the one its text
+    gives, else its turn's (which may be in the speaker's zone: see ``prepare``); one no
+    instant can hold (an extractor's year 10000) is its turn's too."""
     out = []
     for cand in candidates:
-        if cand.event_time is None:
-            when = next((times[p] for p in cand.provenance if p in times), default)
-            cand = replace(cand, event_time=when)
-        out.append(cand)
+        turn_time = next((times[p] for p in cand.provenance if p in times), default)
+        try:
+            when = utc(cand.event_time or turn_time, "event_time")
+        except ValueError:
+            when = utc(turn_time, "event_time")
+        out.append(replace(cand, event_time=when))
     return out
 
 
@@ -137,7 +142,7 @@ def extract_facts(
     (the extractor's, dated) -> decisions and records (:func:`plan_facts`, one source
     turn at a time). What a record needs from its turn (its position, the question it
     answers) goes with the candidates, not added afterwards."""
-    default_time = opts.event_time or datetime.now(UTC)
+    default_time = opts.event_local or opts.event_time or datetime.now(UTC)
     turns = prepare(messages, default_time)
     extractor = extractor or OfflineExtractor()
     candidates = extractor.extract(turns, session_time=default_time)

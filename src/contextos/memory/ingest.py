@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..engine.message_text import check_text, check_unicode
-from ..times import opt_utc
+from ..times import opt_local, opt_utc
 from ..types import (
     MEMORY_TYPES,
     MemoryRecord,
@@ -56,6 +56,9 @@ class AddOptions:
     metadata: Mapping[str, Any]
     event_time: datetime | None
     memory_type: MemoryType
+    #: ``event_time`` in the zone the caller gave it in: what inference reads the
+    #: relative dates of the text against (:func:`contextos.times.opt_local`).
+    event_local: datetime | None = None
 
 
 def to_messages(messages: object) -> list[Message]:
@@ -126,7 +129,8 @@ def validate_options(
         from ..errors import ScopeError
 
         raise ScopeError("add needs a user_id, agent_id or session_id to scope the memory")
-    return AddOptions(scope, dict(metadata or {}), when, memory_type)
+    local = opt_local(event_time, "event_time")
+    return AddOptions(scope, dict(metadata or {}), when, memory_type, local)
 
 
 def build_records(
@@ -310,3 +314,8 @@ def _context(message: Message, event_time: datetime | None, prev: Message | None
 
 def _as_datetime(value: object) -> datetime | None:
     return opt_utc(value, "event_time")
+
+
+def as_local_time(value: object) -> datetime | None:
+    """A message's ``event_time`` in the zone it was given in (:func:`opt_local`)."""
+    return opt_local(value, "event_time")

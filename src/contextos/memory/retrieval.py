@@ -598,8 +598,13 @@ def _times_named(text: str, anchor: datetime) -> tuple[tuple[datetime, datetime]
 
 
 def _overlaps(start: datetime, end: datetime, cue: TimeRange) -> bool:
+    """Whether ``[start, end)`` (an instant when the two are equal) meets the cue's
+    ``[start, end)``. Why half-open on both sides: "30 April" (30 Apr to 1 May) counted
+    as inside "in May" and "after April", and got the time boost (a review)."""
     try:
-        return (cue.end is None or start < cue.end) and (cue.start is None or end >= cue.start)
+        before_end = cue.end is None or start < cue.end
+        after_start = cue.start is None or end > cue.start or start == end == cue.start
+        return before_end and after_start
     except TypeError:  # a naive date against an aware one: no comparison possible
         return False
 

@@ -146,11 +146,17 @@ def _time_text(value: Any) -> Any:
     """A time is sent as an ISO-8601 string, as the library takes it. Why not a number:
     pydantic reads one as Unix seconds, or as milliseconds past 2e10, so the same
     number of another unit named another instant without a word (-62135596801 was
-    accepted as a date in year 1), and the library and MCP refuse numbers."""
+    accepted as a date in year 1), and the library and MCP refuse numbers. A string is
+    read by :func:`contextos.times.utc`, the library's reading."""
     if isinstance(value, int | float):  # a JSON true is an int to Python
         raise ValueError(
             "a time is an ISO-8601 date-time string (e.g. 2024-05-02T10:00:00Z), not a number"
         )
+    if isinstance(value, str):
+        # Read as the library reads it (``datetime.fromisoformat``): pydantic read an
+        # all-digit string as Unix seconds, so "20240508" (8 May 2024 to the library and
+        # the CLI) was stored as 1970-08-23 and "2024" as 1970-01-01 (a review).
+        return utc(value)
     return value
 
 

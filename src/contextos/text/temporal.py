@@ -410,11 +410,17 @@ def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[
     )
     mentions: list[TimeMention] = []
     for m in _PATTERN.finditer(text):
-        resolved = _relative(m, anchor, tense) or _absolute(m, anchor, tense)
-        if resolved is None:
+        try:
+            resolved = _relative(m, anchor, tense) or _absolute(m, anchor, tense)
+            if resolved is None:
+                continue
+            start, gran, relative = resolved
+            begin, end = _interval(start, gran)
+        except (OverflowError, ValueError):
+            # Past the years 1-9999 a datetime holds ("next year" said in 9999, "31
+            # December 9999", "last year" dated year 1): no time it can name. Raised,
+            # it failed every time-cued search of the memory's owner (a review).
             continue
-        start, gran, relative = resolved
-        begin, end = _interval(start, gran)
         mentions.append(TimeMention(m.span(), begin, end, gran, m.group(0), relative))
     return mentions
 
