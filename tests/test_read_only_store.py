@@ -124,3 +124,31 @@ def test_the_cli_searches_a_read_only_database(read_only_db: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "I like green tea" in proc.stdout
     assert run_cli("list", "-u", "ana", db=read_only_db).returncode == 0
+
+
+def test_a_read_only_database_a_later_version_migrated_says_to_upgrade(tmp_path: Path) -> None:
+    """A rollback opening, read-only, a file a later contextos migrated: it said "is
+    read-only and needs a schema upgrade" (it does not: this contextos is too old), as
+    the writable open says "newer than this contextos understands" (a review)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("I moved to Lisbon", user_id="ana")
+    with closing(sqlite3.connect(db)) as raw:
+        (version,) = raw.execute("PRAGMA user_version").fetchone()
+        raw.execute(f"PRAGMA user_version = {version + 1}")
+        raw.execute("PRAGMA journal_mode = DELETE")  # no -wal or -shm left
+    folder.chmod(0o555)
+    try:
+        proc = subprocess.run(
+            _as_user([sys.executable, "-m", "contextos.cli", "list", "-u", "ana"]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "CONTEXTOS_EMBEDDER": "hash", "CONTEXTOS_DB": str(db)},
+        )
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 1, proc.stderr
+    assert f"database schema version {version + 1} is newer than this contextos" in proc.stderr

@@ -69,7 +69,7 @@ from contextos.store.sqlite.codec import (
 )
 from contextos.store.sqlite.lexical_index import MAX_BLOCKS, LexicalIndex, LexRow
 from contextos.store.sqlite.owner_turns import FileTurns
-from contextos.store.sqlite.schema import MIGRATIONS, migrate
+from contextos.store.sqlite.schema import MIGRATIONS, migrate, newer_schema
 from contextos.store.sqlite.vector_index import IndexRow, VectorIndex
 from contextos.text.query import query_terms
 from contextos.types import Filter, HistoryEvent, MemoryRecord, Message, Scope, Turn
@@ -1307,6 +1307,8 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA query_only = 1")
             (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > len(MIGRATIONS):  # a rollback opening a migrated file
+                raise newer_schema(version)
             if version != len(MIGRATIONS):
                 raise StoreError(f"database {path!r} is read-only and needs a schema upgrade")
             return db

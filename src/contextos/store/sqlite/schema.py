@@ -352,6 +352,16 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def newer_schema(version: int) -> Exception:
+    """The error for a database a later contextos migrated (a rollback opening it)."""
+    from contextos.errors import StoreError
+
+    return StoreError(
+        f"database schema version {version} is newer than this contextos "
+        f"understands ({len(MIGRATIONS)}); upgrade contextos"
+    )
+
+
 def _statements(script: str) -> Iterator[str]:
     """Split a script into statements (trigger bodies included) with SQLite's own parser."""
     buf = ""
@@ -374,12 +384,7 @@ def migrate(db: sqlite3.Connection) -> int:
     try:
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > len(MIGRATIONS):
-            from contextos.errors import StoreError
-
-            raise StoreError(
-                f"database schema version {version} is newer than this contextos "
-                f"understands ({len(MIGRATIONS)}); upgrade contextos"
-            )
+            raise newer_schema(version)
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in _statements(script):
                 db.execute(statement)
