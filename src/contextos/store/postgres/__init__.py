@@ -490,25 +490,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     def list(
         self, flt: Filter, *, limit: int = 100, offset: int = 0, max_bytes: int | None = None
     ) -> _Records:
-        where, params = filter_sql(flt, _now())
-        order = "ORDER BY m.created_at DESC, m.seq DESC"
-        if max_bytes is None:
-            rows = self._read(
-                f"SELECT {RECORD_COLUMNS} FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
-                (*params, limit, offset),
-            )
-            return [record_from_row(r) for r in rows]
-        sized = self._read(
-            "SELECT m.seq, octet_length(m.text) + octet_length(m.metadata::text) "
-            f"FROM memories m WHERE {where} {order} LIMIT %s OFFSET %s",
-            (*params, limit, offset),
-        )
-        # A record erased between the two reads is left out, as a later read would.
-        rows = self._read(
-            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.seq = ANY(%s) {order}",
-            (shared.within_bytes(sized, max_bytes),),
-        )
-        return [record_from_row(r) for r in rows]
+        # The one listing: ``list_after``'s, without its keys.
+        keyed = self.list_after(flt, limit=limit, offset=offset, max_bytes=max_bytes)
+        return [record for record, _key in keyed]
 
     @_absent_if_nul([], "flt")
     def list_after(

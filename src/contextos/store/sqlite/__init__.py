@@ -416,27 +416,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     def list(
         self, flt: Filter, *, limit: int = 100, offset: int = 0, max_bytes: int | None = None
     ) -> builtins.list[MemoryRecord]:
-        where, params = filter_sql(flt, time.time())
-        order = "ORDER BY m.created_at DESC, m.rowid DESC"
-        columns = RECORD_COLUMNS.replace("rowid", "m.rowid")
-        if max_bytes is None:
-            rows = self._read(
-                f"SELECT {columns} FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
-                (*params, limit, offset),
-            )
-            return [row_to_record(r) for r in rows]
-        sized = self._read(
-            "SELECT m.rowid, length(CAST(m.text AS BLOB)) + length(CAST(m.metadata AS BLOB)) "
-            f"FROM memories m WHERE {where} {order} LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        # A record erased between the two reads is left out, as a later read would.
-        rows = self._read(
-            f"SELECT {columns} FROM memories m "
-            f"WHERE m.rowid IN (SELECT value FROM json_each(?)) {order}",
-            (json.dumps(shared.within_bytes(sized, max_bytes)),),
-        )
-        return [row_to_record(r) for r in rows]
+        # The one listing: ``list_after``'s, without its keys.
+        keyed = self.list_after(flt, limit=limit, offset=offset, max_bytes=max_bytes)
+        return [record for record, _key in keyed]
 
     def list_after(
         self,
