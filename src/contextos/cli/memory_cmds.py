@@ -416,10 +416,8 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         else:
             print_table(_records_table(records, plural(len(records), "memory", "memories")))
 
-    @cli.command()
-    @one_memory(
-        click.option("--text", help="New text."),
-        click.option("--metadata", help="New metadata (JSON object)."),
+    #: The preconditions of ``update`` and ``delete``: the memory as it was read.
+    expected_options = (
         click.option(
             "--expected-text",
             help="Write only while the memory's text is still this one (else exit 3, "
@@ -431,6 +429,13 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             help="Write only while the memory's updated_at is still this one (ISO-8601, "
             "as `get` shows it; else exit 3, nothing written).",
         ),
+    )
+
+    @cli.command()
+    @one_memory(
+        click.option("--text", help="New text."),
+        click.option("--metadata", help="New metadata (JSON object)."),
+        *expected_options,
     )
     def update(
         state: CliState,
@@ -466,12 +471,27 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             "--purge",
             is_flag=True,
             help="Also remove the text from history and every copy (default: history keeps it).",
-        )
+        ),
+        *expected_options,
     )
-    def delete(state: CliState, memory_id: str, purge: bool) -> None:
-        """Delete one memory (its history keeps the text unless --purge)."""
+    def delete(
+        state: CliState,
+        memory_id: str,
+        purge: bool,
+        expected_text: str | None,
+        expected_updated_at: datetime | None,
+    ) -> None:
+        """Delete one memory (its history keeps the text unless --purge).
+
+        With --expected-text or --expected-updated-at only the version that was read is
+        deleted: one changed since (another process, the server, an agent) is kept."""
         with open_memory(state, embed=False) as memory:
-            memory.delete(memory_id, purge=purge)
+            memory.delete(
+                memory_id,
+                purge=purge,
+                expected_text=expected_text,
+                expected_updated_at=expected_updated_at,
+            )
         if state.as_json:
             print_json({"deleted": memory_id, "purged": purge})
         else:

@@ -523,13 +523,7 @@ class Memory:
         expected = opt_utc(expected_updated_at, "expected_updated_at")
         embeds = _EmbeddedTexts()  # made once per version of the record
         for attempt in range(ADD_TRIES):
-            before = self.store.get(self.tenant, memory_id)
-            if before is None:
-                raise NotFound(f"no memory {memory_id!r}")
-            if expected_text is not None and before.text != expected_text:
-                raise Conflict(f"memory {memory_id!r} no longer has the text expected")
-            if expected is not None and before.updated_at != expected:
-                raise Conflict(f"memory {memory_id!r} was changed since it was read")
+            before = self._as_expected(memory_id, expected_text, expected)
             if given is not None:
                 metadata = _kept_metadata(before, given)
             patch = Patch(text=text, metadata=metadata)
@@ -585,14 +579,32 @@ class Memory:
             for f in self.store.pointing_to(scope, FACT_OF, ids)
         ]
 
-    def delete(self, memory_id: str, *, purge: bool = False) -> None:
+    def delete(
+        self,
+        memory_id: str,
+        *,
+        purge: bool = False,
+        expected_text: str | None = None,
+        expected_updated_at: datetime | None = None,
+    ) -> None:
         """Delete a memory. Its history keeps the event, and by default the text it had
         (an audit trail readable by anyone with access to the tenant). With
         ``purge=True`` the text leaves history, the search index and every copy in
         other records' reply context, and the file's write-ahead log is truncated.
         The facts stored beside a turn are deleted (and purged) with it.
+
+        ``expected_text`` / ``expected_updated_at``: as :meth:`update` takes them,
+        delete only the version the caller read; checked in the delete's transaction.
+
+        Raises:
+            NotFound: no such memory.
+            Conflict: the memory changed since it was read (nothing was deleted).
         """
         _check_id(memory_id)
+        if expected_text is not None or expected_updated_at is not None:
+            before = self._as_expected(memory_id, expected_text, expected_updated_at)
+            self._delete([memory_id], purge=purge, based_on=[before])
+            return
         # A purge of a memory deleted earlier without one erases what is left of it: its
         # history's texts and their copies (``delete_many``), read here first to tell
         # an id with something left from one with nothing (NotFound, as any unknown id).
@@ -625,6 +637,32 @@ class Memory:
             raise TypeError("delete_many() takes a sequence of ids, not one string")
         for memory_id in memory_ids:
             _check_id(memory_id)
+        return self._delete(memory_ids, purge=purge)
+
+    def _as_expected(
+        self, memory_id: str, expected_text: str | None, expected_updated_at: datetime | None
+    ) -> MemoryRecord:
+        """The memory as stored now, if it has ``expected_text`` and was last changed at
+        ``expected_updated_at`` (those given); else ``Conflict`` (``NotFound``: gone)."""
+        expected = opt_utc(expected_updated_at, "expected_updated_at")
+        before = self.store.get(self.tenant, memory_id)
+        if before is None:
+            raise NotFound(f"no memory {memory_id!r}")
+        if expected_text is not None and before.text != expected_text:
+            raise Conflict(f"memory {memory_id!r} no longer has the text expected")
+        if expected is not None and before.updated_at != expected:
+            raise Conflict(f"memory {memory_id!r} was changed since it was read")
+        return before
+
+    def _delete(
+        self,
+        memory_ids: Sequence[str],
+        *,
+        purge: bool,
+        based_on: Sequence[MemoryRecord] = (),
+    ) -> list[str]:
+        """``delete_many``; ``based_on``: records as read, checked unchanged in the
+        delete's transaction (``Store.delete_many``)."""
         found = self.store.get_many(self.tenant, list(dict.fromkeys(memory_ids)))
         # A turn and its facts (they repeat its text) in one transaction: a crash
         # between them left the facts, and the purged text in them, for good.
@@ -634,7 +672,9 @@ class Memory:
         gone = [i for i in memory_ids if purge and i not in present]
         ids = list(dict.fromkeys([*(r.id for r in found), *facts, *gone]))
         deleted = set(
-            self.store.delete_many(self.tenant, ids, purge=purge, derived=facts) if ids else ()
+            self.store.delete_many(self.tenant, ids, purge=purge, derived=facts, based_on=based_on)
+            if ids
+            else ()
         )
         # An update that committed after the facts were read replaced them with others.
         late = [f.id for f in self._facts_of(*(r for r in found if r.id in deleted))]

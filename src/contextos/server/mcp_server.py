@@ -182,11 +182,27 @@ class MemoryTools:
         events = ops.history(self._memory(), key.memory_id)
         return [s.HistoryOut.of(e).model_dump(mode="json") for e in events]
 
-    def delete_memory(self, memory_id: str, purge: bool = False) -> dict[str, Any]:
+    def delete_memory(
+        self,
+        memory_id: str,
+        purge: bool = False,
+        expected_text: str | None = None,
+        expected_updated_at: str | None = None,
+    ) -> dict[str, Any]:
         """Delete one memory by id. Its history keeps the DELETE event; with purge=true
-        the text also leaves the history, the search index and every copy of it."""
+        the text also leaves the history, the search index and every copy of it. With
+        expected_text or expected_updated_at (as update_memory takes them), only if the
+        memory is still as you read it; else a conflict and nothing is deleted."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
-        self._memory().delete(key.memory_id, purge=purge)
+        expected = s.parse(
+            s.Expected, expected_text=expected_text, expected_updated_at=expected_updated_at
+        )
+        self._memory().delete(
+            key.memory_id,
+            purge=purge,
+            expected_text=expected.expected_text,
+            expected_updated_at=expected.expected_updated_at,
+        )
         return s.Deleted(deleted=key.memory_id, purged=purge).model_dump()
 
     def assemble_window(
@@ -362,7 +378,7 @@ TOOL_MODELS: dict[str, tuple[type[pydantic.BaseModel], ...]] = {
     "get_memory": (s.MemoryIdIn,),
     "update_memory": (s.MemoryIdIn, s.UpdateRequest),
     "memory_history": (s.MemoryIdIn,),
-    "delete_memory": (s.MemoryIdIn,),
+    "delete_memory": (s.MemoryIdIn, s.Expected),
     "assemble_window": (s.WindowToolIn,),
     "compact_session": (s.CompactToolIn,),
 }

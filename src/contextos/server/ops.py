@@ -8,11 +8,8 @@ imports a web framework.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import Conflict
-from ..times import opt_utc
 from ..types import Filter, HistoryEvent, Hit, MemoryRecord, Scope, Turn
 
 if TYPE_CHECKING:
@@ -34,25 +31,6 @@ def add(mem: Memory, body: s.AddRequest) -> list[MemoryRecord]:
         memory_type=body.memory_type,
         infer=body.infer,
     )
-
-
-def check_expected(
-    mem: Memory, memory_id: str, expected_text: str | None, expected_updated_at: datetime | None
-) -> None:
-    """Raise Conflict (409) unless the memory still has ``expected_text`` and/or its
-    ``updated_at`` is still ``expected_updated_at``, in ``Memory.update``'s words; NotFound
-    when it is gone. Nothing given: nothing read. For a delete, which takes no
-    precondition of its own: checked just before it, not in its transaction, so a
-    change in the moment between the two is not caught (one made while a panel was
-    open, which the check is for, is)."""
-    if expected_text is None and expected_updated_at is None:
-        return
-    before = mem.get(memory_id)
-    if expected_text is not None and before.text != expected_text:
-        raise Conflict(f"memory {memory_id!r} no longer has the text expected")
-    expected = opt_utc(expected_updated_at, "expected_updated_at")
-    if expected is not None and before.updated_at != expected:
-        raise Conflict(f"memory {memory_id!r} was changed since it was read")
 
 
 def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:

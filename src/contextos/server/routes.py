@@ -188,8 +188,12 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         text also leaves the history, the search index and every copy of it. With
         ``expected_text`` or ``expected_updated_at`` (as ``PATCH`` takes them) only if
         the memory is still as the caller read it (409 and nothing deleted otherwise)."""
-        ops.check_expected(mem, memory_id, expected_text, expected_updated_at)
-        mem.delete(memory_id, purge=purge)
+        mem.delete(
+            memory_id,
+            purge=purge,
+            expected_text=expected_text,
+            expected_updated_at=expected_updated_at,
+        )
         return s.Deleted(deleted=memory_id, purged=purge)
 
     @router.get("/{memory_id}/history", response_model=s.HistoryList, summary="history")

@@ -339,18 +339,10 @@ class SearchRequest(ScopeIn):
     )
 
 
-class UpdateRequest(_Body):
-    text: (
-        Annotated[
-            str,
-            Field(min_length=1, json_schema_extra={"maxLength": MAX_TEXT}),
-            _at_most("a memory"),
-            AfterValidator(check_text),
-            AfterValidator(check_not_blank),
-        ]
-        | None
-    ) = None
-    metadata: Metadata = None
+class Expected(_Body):
+    """A write's precondition: the memory as the caller read it (``PATCH`` and MCP
+    ``update_memory``, MCP ``delete_memory``; ``DELETE`` takes the same in its query)."""
+
     expected_text: (
         Annotated[
             str,
@@ -369,6 +361,20 @@ class UpdateRequest(_Body):
         description="Write only while the memory's updated_at is still this one (text and "
         "metadata unchanged since it was read), else 409 (nothing written).",
     )
+
+
+class UpdateRequest(Expected):
+    text: (
+        Annotated[
+            str,
+            Field(min_length=1, json_schema_extra={"maxLength": MAX_TEXT}),
+            _at_most("a memory"),
+            AfterValidator(check_text),
+            AfterValidator(check_not_blank),
+        ]
+        | None
+    ) = None
+    metadata: Metadata = None
 
 
 class ListRequest(ScopeIn):

@@ -296,6 +296,7 @@ class Store(Protocol):
         actor: str = "api",
         purge: bool = False,
         derived: Collection[str] = (),
+        based_on: Sequence[MemoryRecord] = (),
     ) -> builtins.list[str]:
         """Delete those of ``ids`` that exist, as ``delete`` deletes each, in one
         transaction; returns the ids deleted (those already gone are skipped).
@@ -303,6 +304,11 @@ class Store(Protocol):
         turn's facts); their history keeps no text even without ``purge``, as the
         record they repeat keeps it: a later purge of that record, which cannot tell
         which deleted records were made from it, leaves the text nowhere.
+        ``based_on``: records as the caller read them (a delete with ``expected_text``
+        or ``expected_updated_at``): unless each is still stored with the text,
+        metadata and event time read (:meth:`Derived.matches`), checked in the
+        transaction, ``errors.Conflict`` (``NotFound`` when it is gone) and nothing is
+        deleted.
 
         Why: a turn and the facts stored beside it repeat one text. Deleted one
         transaction each, a crash after the turn's left the facts searchable (and a

@@ -338,6 +338,16 @@ def patch_sets(
     return sets, [v for _, v in cols]
 
 
+def check_unchanged(read: MemoryRecord, stored: MemoryRecord | None) -> None:
+    """Raise unless ``stored`` (read in a writing transaction) is still ``read``, as the
+    caller read it to decide a write (``Store.delete_many``'s ``based_on``): NotFound
+    when it is gone, Conflict when its text, metadata or event time changed."""
+    if stored is None:
+        raise NotFound(f"no memory {read.id!r}")
+    if not Derived(read).matches(stored):
+        raise Conflict(f"memory {read.id!r} changed since it was read")
+
+
 class RecordUpdate(ABC):
     """A store's ``update()`` in the transaction behind ``cur``: the steps and their
     rules are every store's and are written here; a subclass per store supplies the

@@ -466,8 +466,16 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         actor: str = "api",
         purge: bool = False,
         derived: Collection[str] = (),
+        based_on: Sequence[MemoryRecord] = (),
     ) -> _Strs:
         with self._tx("delete") as cur:
+            for read in based_on:  # locked until the deletes commit
+                row = cur.execute(
+                    f"SELECT {RECORD_COLUMNS} FROM memories m "
+                    "WHERE m.tenant = %s AND m.id = %s FOR UPDATE",
+                    (tenant, read.id),
+                ).fetchone()
+                shared.check_unchanged(read, None if row is None else record_from_row(row))
             deleted = _delete_records(
                 cur, tenant, ids, purge=purge, now=_now(), actor=actor, derived=derived
             )

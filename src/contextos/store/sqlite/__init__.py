@@ -359,9 +359,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         actor: str = "api",
         purge: bool = False,
         derived: Collection[str] = (),
+        based_on: Sequence[MemoryRecord] = (),
     ) -> builtins.list[str]:
         return self._delete_many(
-            tenant, ids, actor=actor, purge=purge, needed=False, derived=derived
+            tenant,
+            ids,
+            actor=actor,
+            purge=purge,
+            needed=False,
+            derived=derived,
+            based_on=based_on,
         )
 
     def _delete_many(
@@ -373,11 +380,18 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         purge: bool,
         needed: bool,
         derived: Collection[str] = (),
+        based_on: Sequence[MemoryRecord] = (),
     ) -> builtins.list[str]:
         """``delete_many``; with ``needed``, nothing is written unless all of ``ids``
         exist (``delete``'s NotFound)."""
         now = time.time()
         with self._write() as db:
+            for read in based_on:  # in the write transaction: no writer in between
+                row = db.execute(
+                    f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND id = ?",
+                    (tenant, read.id),
+                ).fetchone()
+                shared.check_unchanged(read, None if row is None else row_to_record(row))
             deleted = _delete_records(
                 db, tenant, ids, purge=purge, now=now, actor=actor, derived=derived
             )
