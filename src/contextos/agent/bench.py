@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from contextos.engine.session import Session
 from contextos.llm.models import ModelInfo, get_model
 
 from ..cache import CacheReport, CacheSimulator, cache_request, report
+from ..errors import ConfigError
 from ..types import Message, ToolCall, Usage
 from .core_memory import CoreMemory, CorePrefix, compaction_point
 from .tools import SCHEMAS, AgentTools
@@ -136,14 +138,43 @@ def simulate(
     return BenchResult(policy, report(usages, info), len(usages), made, prefix.refreshes)
 
 
+def _count(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    parse.__name__ = "count"  # argparse names the type in its message
+    return parse
+
+
+def _model(name: str) -> ModelInfo:
+    """An argparse type: a model the cache pricing knows."""
+    try:
+        return get_model(name)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Bad arguments are a usage line and exit 2, as argparse does, not a traceback."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--turns", type=int, default=30)
-    parser.add_argument("--edits", type=int, default=5)
-    parser.add_argument("--model", default="claude-sonnet-4-6")
+    parser.add_argument("--turns", type=_count(1), default=30, help="turns (at least 1)")
+    parser.add_argument(
+        "--edits", type=_count(0), default=5, help="core-memory edits (0 to --turns)"
+    )
+    parser.add_argument("--model", type=_model, default="claude-sonnet-4-6", help="model name")
     args = parser.parse_args(argv)
+    if args.edits > args.turns:
+        parser.error(f"argument --edits: {args.edits} is more than --turns ({args.turns})")
     for policy in ("snapshot", "live"):
-        r = simulate(turns=args.turns, edits=args.edits, policy=policy, model=get_model(args.model))
+        r = simulate(turns=args.turns, edits=args.edits, policy=policy, model=args.model)
         rep = r.report
         print(
             f"{policy:8s} calls={r.calls} edits={r.edits} prefix_renders={r.refreshes} "

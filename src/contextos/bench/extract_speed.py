@@ -10,7 +10,6 @@ copied into the repository: the path is an argument.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from contextos.text.temporal import parse_session_time
 from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
 from ..types import Message
+from .locomo_data import locomo_samples, locomo_shape
 
 DEFAULT_LOCOMO = "../shared/data/locomo/locomo-dev.json"
 _DIA_ID = re.compile(r"D\d+:\d+")
@@ -70,13 +70,7 @@ def _read_samples(path: str | Path) -> list[dict[str, Any]]:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"LoCoMo data not found at {file} (pass --data PATH to locomo-dev.json)")
-    try:
-        samples = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read LoCoMo data at {file}: {exc}") from None
-    if not isinstance(samples, list):
-        raise ConfigError(f"{file} is not a LoCoMo file (expected a JSON list of conversations)")
-    return samples
+    return locomo_samples(file)  # a file that is not LoCoMo data: one line naming it
 
 
 def load_locomo_sessions(path: str | Path) -> list[Session]:
@@ -85,14 +79,15 @@ def load_locomo_sessions(path: str | Path) -> list[Session]:
     Raises ConfigError with a one-line message when the file is missing or unreadable.
     """
     sessions: list[Session] = []
-    for sample in _read_samples(path):
-        conv = sample["conversation"]
-        n = 1
-        while f"session_{n}" in conv:
-            when = parse_session_time(conv.get(f"session_{n}_date_time"))
-            msgs = tuple(turn_message(t) for t in conv[f"session_{n}"])
-            sessions.append(Session(sample.get("sample_id", ""), when, msgs))
-            n += 1
+    for i, sample in enumerate(_read_samples(path)):
+        with locomo_shape(path, i, sample):
+            conv = sample["conversation"]
+            n = 1
+            while f"session_{n}" in conv:
+                when = parse_session_time(conv.get(f"session_{n}_date_time"))
+                msgs = tuple(turn_message(t) for t in conv[f"session_{n}"])
+                sessions.append(Session(sample.get("sample_id", ""), when, msgs))
+                n += 1
     return sessions
 
 
@@ -103,13 +98,14 @@ def load_locomo_evidence(path: str | Path) -> dict[str, list[str]]:
     split on ``[;, ]`` and only ids shaped like ``D<session>:<turn>`` are kept.
     """
     out: dict[str, list[str]] = {}
-    for sample in _read_samples(path):
-        ids = out.setdefault(sample.get("sample_id", ""), [])
-        for qa in sample.get("qa", []):
-            if qa.get("category") == 5:
-                continue
-            for raw in qa.get("evidence", []):
-                ids.extend(e for e in re.split(r"[;, ]+", str(raw)) if _DIA_ID.fullmatch(e))
+    for i, sample in enumerate(_read_samples(path)):
+        with locomo_shape(path, i, sample):
+            ids = out.setdefault(sample.get("sample_id", ""), [])
+            for qa in sample.get("qa", []):
+                if qa.get("category") == 5:
+                    continue
+                for raw in qa.get("evidence", []):
+                    ids.extend(e for e in re.split(r"[;, ]+", str(raw)) if _DIA_ID.fullmatch(e))
     return out
 
 

@@ -27,6 +27,7 @@ import json
 import math
 import random
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any, TypeVar
 
 from contextos.engine.session import window_budget
 from contextos.engine.window import Item, Segment, assemble, text_item
+from contextos.errors import ConfigError
 from contextos.llm.models import get_model
 from contextos.llm.tokens import TOKENS_PER_MESSAGE, Tokenizer, default_tokenizer
 
@@ -65,11 +67,24 @@ class Example:
 
 
 def _lines(path: Path, limit: int | None) -> Iterator[dict[str, Any]]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if limit is not None and n >= limit:
-                return
-            yield json.loads(line)
+    """The JSON records of a ``.jsonl.gz`` file; one that is cut short or not gzip, or a
+    line that is not JSON, is a :class:`~contextos.errors.ConfigError` naming the file.
+
+    Why: a download cut short ends in ``EOFError``, which click takes for Ctrl-D: the
+    command said "aborted" and exited 130, as if the user had pressed Ctrl-C."""
+    n = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f):  # noqa: B007 (n names the bad line below)
+                if limit is not None and n >= limit:
+                    return
+                yield json.loads(line)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ConfigError(f"{path} is truncated or not gzip: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text once unzipped: {exc}") from None
+    except ValueError as exc:  # JSONDecodeError
+        raise ConfigError(f"{path} line {n + 1} is not a JSON record: {exc}") from None
 
 
 def kv_examples(path: Path, limit: int | None = None) -> list[Example]:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
 
 DEFAULT_LOCOMO = "../shared/data/locomo/locomo-dev.json"
 _EVIDENCE = re.compile(r"D:?(\d+):0*(\d+)")
@@ -45,13 +49,92 @@ class LocomoConversation:
     observations: tuple[tuple[str, str, str], ...]  # (speaker, fact, dia_id)
 
 
+#: What a LoCoMo file holds, for the message that says a file is not one.
+EXPECTED = (
+    "expected a JSON list of conversations, each an object with sample_id, conversation "
+    "(speaker_a, speaker_b, session_N, session_N_date_time) and qa"
+)
+
+
 def load_locomo(path: str | Path) -> list[LocomoConversation]:
-    """Parse the LoCoMo JSON; raises FileNotFoundError with a hint when absent."""
+    """Parse the LoCoMo JSON; raises FileNotFoundError with a hint when absent, and
+    :class:`~contextos.errors.ConfigError` naming the file when it is not LoCoMo data
+    (not JSON, another shape, no conversations)."""
+    return _parse(path)[1]
+
+
+def locomo_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The file's conversations as parsed JSON objects, checked as :func:`load_locomo`
+    checks them (for a reader of its own, such as ``bench extract``'s)."""
+    return _parse(path)[0]
+
+
+def _parse(path: str | Path) -> tuple[list[dict[str, Any]], list[LocomoConversation]]:
+    """The parsed JSON and its conversations, or one error naming the file.
+
+    Why: a damaged or wrong file gave ``KeyError: 'conversation'`` tracebacks, JSON errors
+    that named no file, or (an empty list) a report of zeros and "None records/s"."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"LoCoMo data not found at {p} (pass --data PATH)")
-    data = json.loads(p.read_text(encoding="utf-8"))
-    return [_conversation(sample) for sample in data]
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read LoCoMo data at {p}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{p} is not a LoCoMo file: not JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise ConfigError(f"{p} is not a LoCoMo file: {EXPECTED}, not a JSON {_kind(data)}")
+    if not data:
+        raise ConfigError(f"no conversations in {p}: its list is empty")
+    conversations = []
+    for i, sample in enumerate(data):
+        if not isinstance(sample, dict):
+            raise ConfigError(
+                f"{p} is not a LoCoMo file: item {i} is a JSON {_kind(sample)} ({EXPECTED})"
+            )
+        for key, kind, name in (("conversation", dict, "an object"), ("qa", list, "a list")):
+            if key not in sample:
+                why = f"item {i} has no {key!r}"
+            elif not isinstance(sample[key], kind):
+                why = f"item {i}'s {key!r} is a JSON {_kind(sample[key])}, not {name}"
+            else:
+                continue
+            raise ConfigError(f"{p} is not a LoCoMo file: {why} ({EXPECTED})")
+        with locomo_shape(p, i, sample):
+            conversations.append(_conversation(sample))
+    return data, conversations
+
+
+@contextmanager
+def locomo_shape(path: str | Path, index: int, sample: dict[str, Any]) -> Iterator[None]:
+    """Reading conversation ``index`` of ``path``: a missing key or a value of the wrong
+    kind inside it becomes one :class:`~contextos.errors.ConfigError` naming the file
+    and the conversation."""
+    where = f"conversation {index}"
+    if isinstance(sample.get("sample_id"), str):
+        where += f" ({sample['sample_id']})"
+    try:
+        yield
+    except KeyError as exc:
+        raise ConfigError(
+            f"{path} is not a LoCoMo file: {where} has no {exc.args[0]!r} ({EXPECTED})"
+        ) from None
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ConfigError(f"{path} is not a LoCoMo file: {where}: {exc} ({EXPECTED})") from None
+
+
+def _kind(value: object) -> str:
+    """The JSON name of ``value``'s type."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 def session_time(text: str) -> datetime:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..embed import Embedder, default_embedder
+from ..errors import ConfigError
 from ..memory import Memory
 from ..store.sqlite import SQLiteStore
 from ..types import Filter, MemoryRecord, Scope
@@ -355,7 +356,7 @@ def measure_locomo_embed_rate(
 
     try:
         conversations = load_locomo(data)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:  # missing, or not LoCoMo data
         return {"locomo_embed_skipped": str(exc)}
     records: list[MemoryRecord] = []
     for conv in conversations:

@@ -1,7 +1,8 @@
 """``contextos bench serve``: load-test the HTTP server as it is deployed.
 
 Starts ``contextos serve`` as a subprocess on loopback (uvicorn, the real
-embedder unless told otherwise), creates a fresh tenant key, and runs N
+embedder unless told otherwise), creates a fresh tenant key (revoked at the
+end when the store outlives the run), and runs N
 concurrent clients (asyncio + httpx) for a fixed time, each mixing ``add``
 and ``search`` for a handful of users. Reports throughput, p50/p95/p99 per
 operation, errors (any non-2xx or transport failure), and the durability
@@ -93,12 +94,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: The program of the server subprocess: on Linux it first asks the kernel for a
+#: SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), and ends at once if the parent
+#: is gone already. Why: a benchmark killed outright (SIGKILL, the OOM killer) or one
+#: whose cleanup was cut short left ``contextos serve`` running under PID 1, still
+#: listening, with the benchmark's store open; each such run left one more.
+_SERVE_PROGRAM = """\
+import os, signal, sys
+if sys.platform == "linux":
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != {parent}:
+        sys.exit(0)
+from contextos.cli.main import main
+main()
+"""
+
+
 def serve_command(db: str, port: int, *extra: str) -> list[str]:
-    """The argv of ``contextos serve`` for this interpreter."""
+    """The argv of ``contextos serve`` for this interpreter, as a child of this process
+    that ends with it (:data:`_SERVE_PROGRAM`)."""
     return [
         sys.executable,
         "-c",
-        "from contextos.cli.main import main; main()",
+        _SERVE_PROGRAM.format(parent=os.getpid()),
         "serve",
         "--db",
         db,
@@ -131,11 +153,17 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
 def running_server(
     db: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``contextos serve`` in a subprocess on a free loopback port; stopped on exit."""
+    """``contextos serve`` in a subprocess on a free loopback port; stopped on exit, and
+    when this process dies without stopping it (:func:`serve_command`).
+
+    ``CONTEXTOS_DB`` is the server's own store in its environment: the server's
+    ``Memory`` objects resolve settings, which with no database named made the default
+    one's folder (an empty ``~/.local/share/contextos/`` after a benchmark that used
+    only a temporary store)."""
     port = free_port()
     proc = subprocess.Popen(
         serve_command(db, port, *extra),
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "CONTEXTOS_DB": db, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -402,8 +430,11 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
         db = cfg.db or str(Path(tmp) / "bench.db")
         tenant = f"bench-{secrets.token_hex(4)}"
         keystore = KeyStore(db)
-        key = keystore.create(tenant, "bench serve").secret
-        keystore.close()
+        try:
+            issued = keystore.create(tenant, "bench serve")
+        finally:
+            keystore.close()
+        key = issued.secret
         extra = (
             "--embedder",
             cfg.embedder,
@@ -414,16 +445,20 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
             "--workers",
             str(cfg.workers),
         )
-        with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, proc):
-            _warm_up(url, key, cfg.workers)
-            threads_before = thread_cpu(proc.pid)
-            server_cpu, client_cpu = process_tree_cpu(proc.pid), time.process_time()
-            stats, acked, elapsed = asyncio.run(_load(url, key, cfg))
-            server_end = process_tree_cpu(proc.pid)
-            threads_after = thread_cpu(proc.pid)
-            client_cpu = time.process_time() - client_cpu
-            pending_at_end, drain_s = drain_time(db, tenant)
-            stored = _stored_ids(url, key)
+        try:
+            with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, proc):
+                _warm_up(url, key, cfg.workers)
+                threads_before = thread_cpu(proc.pid)
+                server_cpu, client_cpu = process_tree_cpu(proc.pid), time.process_time()
+                stats, acked, elapsed = asyncio.run(_load(url, key, cfg))
+                server_end = process_tree_cpu(proc.pid)
+                threads_after = thread_cpu(proc.pid)
+                client_cpu = time.process_time() - client_cpu
+                pending_at_end, drain_s = drain_time(db, tenant)
+                stored = _stored_ids(url, key)
+        finally:
+            if cfg.db is not None:  # a store that outlives the run keeps no live bench key
+                _revoke(db, issued.key.id)
     total_ok = sum(len(s.latencies) for s in stats.values())
     requests = max(1, total_ok + sum(s.errors for s in stats.values()))
     server_ms = (
@@ -472,6 +507,16 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
 
 #: Seconds the report waits for the pending vectors to drain after the load.
 DRAIN_LIMIT_S = 300.0
+
+
+def _revoke(db: str, key_id: str) -> None:
+    from ..server.keys import KeyStore
+
+    keystore = KeyStore(db)
+    try:
+        keystore.revoke(key_id)
+    finally:
+        keystore.close()
 
 
 def drain_time(db: str, tenant: str, limit: float = DRAIN_LIMIT_S) -> tuple[int, float | None]:

@@ -5,9 +5,10 @@ Each writes a JSON report with ``--json OUT`` and prints a summary table.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.table import Table
@@ -16,6 +17,7 @@ from ..bench.locomo_data import LocomoConversation
 from ..embed import DEFAULT_EMBEDDER
 from .common import (
     CliState,
+    F,
     FiniteFloatRange,
     console,
     err_console,
@@ -41,17 +43,84 @@ KEYS = (
 )
 
 
-def _write_json(path: str | None, report: dict[str, Any]) -> None:
+def report_path_param(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of ``--json OUT``: a path the report cannot be written to is a usage
+    error (exit 2) before the run starts, not an error after it with the results lost
+    (:func:`contextos.bench.report_file.check_report_path`)."""
+    from ..bench.report_file import check_report_path
+
+    if value:
+        try:
+            check_report_path(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+#: ``--json OUT`` of a benchmark: checked before the run (:func:`report_path_param`).
+json_out_option = click.option(
+    "--json",
+    "json_out",
+    metavar="OUT",
+    callback=report_path_param,
+    help="Also write the full report to this file (checked before the run).",
+)
+
+
+def write_json(path: str | None, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``path`` (if given), after the command printed its results: a
+    write that fails even so (the disk filled up meanwhile) loses nothing shown."""
+    from ..bench.report_file import write_report
+
     if path:
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        try:
+            out = write_report(path, json.dumps(report, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise click.ClickException(
+                f"could not write the report to {path}: {exc.strerror or exc} "
+                "(the results are printed above)"
+            ) from None
         err_console.print(SafeText(f"wrote {out}"))
+
+
+def terminable(func: F) -> F:
+    """Run a benchmark command so that SIGTERM cleans up as Ctrl-C does (its server
+    subprocess stopped, its temporary store removed), then exits 143 saying
+    "terminated" (:mod:`contextos.bench.sigterm`)."""
+    from ..bench.sigterm import EXIT_TERMINATED, sigterm_unwinds
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with sigterm_unwinds() as terminated:
+            try:
+                return func(*args, **kwargs)
+            except BaseException:
+                # Terminated, or what a cleanup it upset raised instead (see
+                # sigterm_unwinds): either way the cleanup ran and SIGTERM is the cause.
+                if not terminated():
+                    raise
+                err_console.print("terminated")
+                raise SystemExit(EXIT_TERMINATED) from None
+
+    return cast(F, run)
+
+
+def say_store(db: str | None) -> None:
+    """Say on stderr which store the server under test uses (a password hidden)."""
+    from ..bench.serve import _redact
+
+    where = (
+        "a temporary SQLite file, removed at the end"
+        if db is None
+        else (_redact(db) if "://" in db else db)
+    )
+    err_console.print(SafeText(f"store: {where}"), highlight=False)
 
 
 def _load_locomo(data: str, conversations: int | None) -> list[LocomoConversation]:
     """The first ``conversations`` LoCoMo conversations in ``data`` (all when None),
-    or one line saying where the file was looked for."""
+    or one line saying where the file was looked for or what is wrong with it
+    (a :class:`~contextos.errors.ConfigError`: exit 1)."""
     from ..bench.locomo_data import load_locomo
 
     if not Path(data).exists():
@@ -93,7 +162,7 @@ def _locomo_table(report: dict[str, Any], kind: str = "in-sample") -> Table:
 def register(cli: click.Group, bench: click.Group) -> None:
     @bench.command("locomo")
     @locomo_option
-    @click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
+    @json_out_option
     @click.option("--conversations", type=int_range(1), help="Only the first N conversations.")
     @click.option("--embedder", default=None, help=f"Embedder name (default: {DEFAULT_EMBEDDER}).")
     @click.option(
@@ -114,9 +183,10 @@ def register(cli: click.Group, bench: click.Group) -> None:
         "--cache-embeddings",
         is_flag=True,
         help="Keep vectors in bench-out/ so a rerun embeds nothing (embedding rate then "
-        "measures the cache).",
+        "measures the cache, and recall is that of the run that filled it).",
     )
     @pass_state
+    @terminable
     def locomo(
         state: CliState,
         data: str,
@@ -154,35 +224,16 @@ def register(cli: click.Group, bench: click.Group) -> None:
                 memory_mode=memory_mode,
                 cv=cv,
             )
-        _write_json(json_out, report)
         if state.as_json:
             click.echo(json.dumps(report, indent=2, default=str))
-            return
-        print_table(_locomo_table(report))
-        if "cv" in report:
-            cvr = report["cv"]
-            print_table(_locomo_table({**report, **cvr, "baselines": {}}, "leave-one-out"))
-            console.print(
-                "cv choices: "
-                + ", ".join(f"{conv}: {label}" for conv, label in cvr["chosen"].items())
-            )
-        lat = report["latency_ms"]
-        console.print(
-            f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
-            f"add mean {lat['ingest_per_turn']} ms · add p95 {lat['add_p95']} ms · "
-            f"embedding {report['embed_per_s']} records/s · peak RSS "
-            f"{report['peak_rss_mb']} MB"
-        )
-        console.print(
-            f"memory {report['memory_mode']}: {report['memory_tokens']:,} tokens stored "
-            f"vs {report['raw_tokens']:,} in the raw conversation "
-            f"({report['memory_to_raw']}x) · {report['records']:,} records"
-        )
+        else:
+            _print_locomo(report)
+        write_json(json_out, report)
 
     @bench.command("scale")
     @click.option("--n", "n", default=100_000, show_default=True, type=int_range(100))
     @click.option("--queries", default=200, show_default=True, type=int_range(1))
-    @click.option("--json", "json_out", metavar="OUT", help="Write the report here.")
+    @json_out_option
     @click.option(
         "--embedder",
         default=None,
@@ -190,6 +241,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     )
     @locomo_option
     @pass_state
+    @terminable
     def scale(
         state: CliState,
         n: int,
@@ -215,36 +267,64 @@ def register(cli: click.Group, bench: click.Group) -> None:
                 embedder=model,
                 locomo=data,
             )
-        _write_json(json_out, report)
         if state.as_json:
             click.echo(json.dumps(report, indent=2))
-            return
-        locomo_rate = (
-            f" · LoCoMo turns {report['locomo_embed_per_s']}/s"
-            if "locomo_embed_per_s" in report
-            else f" · LoCoMo turns not measured ({report.get('locomo_embed_skipped')})"
-        )
-        table = Table(title=f"scale · embedding {report['embed_per_s']} turns/s{locomo_rate}")
-        cols = (
-            "n",
-            "add_p50_ms",
-            "add_p95_ms",
-            "ingest_per_s",
-            "search_p50_ms",
-            "search_p95_ms",
-            "first_search_max_ms",
-            "search_cpu_p95_ms",
-            "db_mb",
-            "real_vectors",
-            "stand_in_vectors",
-        )
-        for c in cols:
-            table.add_column(c, justify="right")
-        for r in report["results"]:
-            table.add_row(*(str(r[c]) for c in cols))
-        print_table(table)
+        else:
+            _print_scale(report)
+        write_json(json_out, report)
 
     bench.add_command(online_bench)
+
+
+def _print_locomo(report: dict[str, Any]) -> None:
+    """The recall tables and the cost lines of ``bench locomo``."""
+    print_table(_locomo_table(report))
+    if "cv" in report:
+        cvr = report["cv"]
+        print_table(_locomo_table({**report, **cvr, "baselines": {}}, "leave-one-out"))
+        console.print(
+            "cv choices: " + ", ".join(f"{conv}: {label}" for conv, label in cvr["chosen"].items())
+        )
+    lat = report["latency_ms"]
+    console.print(
+        f"search p50 {lat['search_p50']} ms · p95 {lat['search_p95']} ms · "
+        f"add mean {lat['ingest_per_turn']} ms · add p95 {lat['add_p95']} ms · "
+        f"embedding {report['embed_per_s']} records/s · peak RSS "
+        f"{report['peak_rss_mb']} MB"
+    )
+    console.print(
+        f"memory {report['memory_mode']}: {report['memory_tokens']:,} tokens stored "
+        f"vs {report['raw_tokens']:,} in the raw conversation "
+        f"({report['memory_to_raw']}x) · {report['records']:,} records"
+    )
+
+
+def _print_scale(report: dict[str, Any]) -> None:
+    """The table of ``bench scale``."""
+    locomo_rate = (
+        f" · LoCoMo turns {report['locomo_embed_per_s']}/s"
+        if "locomo_embed_per_s" in report
+        else f" · LoCoMo turns not measured ({report.get('locomo_embed_skipped')})"
+    )
+    table = Table(title=f"scale · embedding {report['embed_per_s']} turns/s{locomo_rate}")
+    cols = (
+        "n",
+        "add_p50_ms",
+        "add_p95_ms",
+        "ingest_per_s",
+        "search_p50_ms",
+        "search_p95_ms",
+        "first_search_max_ms",
+        "search_cpu_p95_ms",
+        "db_mb",
+        "real_vectors",
+        "stand_in_vectors",
+    )
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in report["results"]:
+        table.add_row(*(str(r[c]) for c in cols))
+    print_table(table)
 
 
 @click.command("online")
@@ -277,8 +357,9 @@ def register(cli: click.Group, bench: click.Group) -> None:
     FiniteFloatRange(0.1),
     "Seconds after which a probed add still not searchable by meaning counts as unseen.",
 )
-@click.option("--json", "json_out", metavar="OUT", help="Write the full report here.")
+@json_out_option
 @pass_state
+@terminable
 def online_bench(state: CliState, /, json_out: str | None, **options: Any) -> None:
     """LoCoMo streamed through `contextos serve` while its questions are asked:
     online vs batch recall, vector lag, add/search latency."""
@@ -286,6 +367,7 @@ def online_bench(state: CliState, /, json_out: str | None, **options: Any) -> No
 
     cfg = OnlineBenchConfig(**options)  # its fields are this command's options
     planned = plan(_load_locomo(cfg.data, cfg.conversations), cfg.limit)
+    say_store(cfg.store)
     questions = sum(len(qs) for _, qs in planned)
     with progress_bar() as bar:
         tasks = {
@@ -299,11 +381,11 @@ def online_bench(state: CliState, /, json_out: str | None, **options: Any) -> No
             report = run_online_bench(cfg, progress=lambda kind, n: bar.advance(tasks[kind], n))
         except RuntimeError as exc:  # OnlineBenchError, or the server would not start
             raise click.ClickException(str(exc)) from exc
-    _write_json(json_out, report)
     if state.as_json:
         click.echo(json.dumps(report, indent=2, default=str))
-        return
-    _print_online(report)
+    else:
+        _print_online(report)
+    write_json(json_out, report)
 
 
 def _print_online(report: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ runs it; none holds logic of its own.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..embed import DEFAULT_EMBEDDER
 from ..errors import NotFound
@@ -703,8 +705,34 @@ def mcp(
         _run_server(app, sock, options, forwarded_allow_ips=forwarded_allow_ips, stopped=stopped)
 
 
+def _bench_report_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``bench serve --json OUT`` checked before the run, as the other benchmarks' are."""
+    from .bench_cmds import report_path_param
+
+    return report_path_param(ctx, param, value)
+
+
+def _terminable(func: F) -> F:
+    """``bench serve``: SIGTERM cleans up as Ctrl-C does (see ``bench_cmds.terminable``),
+    which is imported only when the command runs, not for every ``contextos serve``."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from .bench_cmds import terminable
+
+        return terminable(func)(*args, **kwargs)
+
+    return functools.wraps(func)(run)  # type: ignore[return-value]
+
+
 @click.command("serve")
-@db_option
+@click.option(
+    "--db",
+    default=None,
+    metavar="PATH_OR_URL",
+    help="Store of the server under test: a SQLite file or postgresql:// URL (default: a "
+    "temporary SQLite file; the group's --db and CONTEXTOS_DB are not used). The run's "
+    "rows stay there, under a fresh bench-<hex> tenant; its API key is revoked at the end.",
+)
 @number_option("--clients", 50, click.IntRange(1, 1000), "Concurrent clients.")
 @number_option("--seconds", 60.0, FiniteFloatRange(1), "How long the load runs.")
 @served_embedder_option
@@ -721,7 +749,8 @@ def mcp(
     default=None,
     metavar="OUT",
     type=click.Path(dir_okay=False),
-    help="Also write the report to this file.",
+    callback=_bench_report_path,
+    help="Also write the report to this file (checked before the run).",
 )
 @click.option(
     "--routes",
@@ -730,6 +759,7 @@ def mcp(
     "this process, one request at a time (no HTTP; temporary SQLite).",
 )
 @pass_state
+@_terminable
 def serve_bench(
     state: CliState,
     db: str | None,
@@ -742,19 +772,31 @@ def serve_bench(
     routes: bool,
 ) -> None:
     """Load-test `contextos serve` on loopback: throughput, p50/p95/p99, errors,
-    acknowledged vs stored writes (default: a temporary SQLite file; --db for PostgreSQL)."""
-    import json
-    from pathlib import Path
+    acknowledged vs stored writes.
 
+    The server's store is a temporary SQLite file unless --db, given after `bench
+    serve`, names one (PostgreSQL, say): the group's --db and CONTEXTOS_DB are not
+    used, so a benchmark never writes into the database of everyday use."""
     from ..bench.serve import ServeBenchConfig, run_serve_bench
     from ..bench.serve_routes import route_cpu
+    from .bench_cmds import say_store, write_json
 
+    if state.db is not None and not routes:
+        root = click.get_current_context().find_root()
+        source = root.get_parameter_source("db")
+        named = "CONTEXTOS_DB" if source is ParameterSource.ENVIRONMENT else "--db before 'bench'"
+        err_console.print(
+            SafeText(f"note: {named} is not used by bench serve (--db after 'bench serve' is)"),
+            highlight=False,
+        )
+    if not routes:
+        say_store(db)
     report = (
         route_cpu(embedder=embedder)
         if routes
         else run_serve_bench(
             ServeBenchConfig(
-                db=db or state.db,
+                db=db,
                 clients=clients,
                 seconds=seconds,
                 embedder=embedder,
@@ -763,9 +805,6 @@ def serve_bench(
             )
         )
     )
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if state.as_json:
         print_json(report)
     elif routes:
@@ -773,6 +812,7 @@ def serve_bench(
             console.print(f"{name}: {ms:.3f} ms CPU per request", highlight=False)
     else:
         _print_bench(report)
+    write_json(json_out, report)
 
 
 def _print_bench(report: dict[str, object]) -> None:
