@@ -1536,16 +1536,25 @@ def _log_pruned_after(db: sqlite3.Connection, seen: int) -> bool:
 def _ended(db: sqlite3.Connection, what: str) -> Iterator[None]:
     """End the transaction open on ``db``: COMMIT when the body returns, ROLLBACK on
     any error (a transaction left open hides later commits from the connection's reads
-    and holds the WAL); a database error is a StoreError naming ``what`` failed."""
+    and holds the WAL); a database error is a StoreError naming ``what`` failed.
+
+    The ROLLBACK only while a transaction is open: a Ctrl-C (or a benchmark's SIGTERM)
+    landing just after the COMMIT made it fail with "cannot rollback - no transaction
+    is active", which replaced the interrupt with a traceback (a review)."""
     try:
         yield
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
-        db.execute("ROLLBACK")
+        _roll_back(db)
         raise StoreError(f"{what} failed: {exc}") from exc
     except BaseException:
-        db.execute("ROLLBACK")
+        _roll_back(db)
         raise
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 #: Seconds a scope whose keyword search failed on a fresh index fails fast while
