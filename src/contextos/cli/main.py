@@ -94,7 +94,12 @@ def load_all_commands() -> click.Group:
     help="Database: a SQLite file path or a postgresql:// URL "
     "(default: memory.db in the user data dir; env CONTEXTOS_DB).",
 )
-@click.option("--tenant", envvar="CONTEXTOS_TENANT", default=None, help="Tenant to act for (default: default; env CONTEXTOS_TENANT).")
+@click.option(
+    "--tenant",
+    envvar="CONTEXTOS_TENANT",
+    default=None,
+    help="Tenant to act for (default: default; env CONTEXTOS_TENANT).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.version_option(package_name="contextos")
 @click.pass_context
