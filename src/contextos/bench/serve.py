@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from ..embed import DEFAULT_EMBEDDER
 from ..os_threads import BACKGROUND_EMBEDDING, QUERY_EMBEDDING
+from .sigterm import sigterm_cancels
 from .stats import percentile
 
 _VOCABULARY = (
@@ -419,7 +420,7 @@ def _warm_up(url: str, key: str, workers: int) -> None:
         ) as client:
             await asyncio.gather(*(one(client) for _ in range(4 * workers)))
 
-    asyncio.run(all_workers())
+    asyncio.run(sigterm_cancels(all_workers()))
 
 
 def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
@@ -450,7 +451,7 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
                 _warm_up(url, key, cfg.workers)
                 threads_before = thread_cpu(proc.pid)
                 server_cpu, client_cpu = process_tree_cpu(proc.pid), time.process_time()
-                stats, acked, elapsed = asyncio.run(_load(url, key, cfg))
+                stats, acked, elapsed = asyncio.run(sigterm_cancels(_load(url, key, cfg)))
                 server_end = process_tree_cpu(proc.pid)
                 threads_after = thread_cpu(proc.pid)
                 client_cpu = time.process_time() - client_cpu
