@@ -20,18 +20,13 @@ from contextos.server.ui.chart import cost_chart_svg
 from contextos.store.base import Patch
 from contextos.store.sqlite import SQLiteStore
 from contextos.types import Message
-from pg_support import fresh_schema
-from server_support import app_client, assert_error, auth, issue_key
+from server_support import app_client, assert_error, auth, database, issue_key
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """An app over a fresh SQLite file, or over a fresh schema of the test PostgreSQL."""
-    if request.param == "sqlite":
-        with app_client(tmp_path / "ui.db") as c:
-            yield c
-        return
-    with fresh_schema("ui") as (url, _schema), app_client(url) as c:
+    with database(request.param, tmp_path) as db, app_client(db) as c:
         yield c
 
 

@@ -16,8 +16,7 @@ import pytest
 from contextos.engine.session import Session
 from contextos.store.base import Store
 from contextos.types import Filter, MemoryRecord, Message, Scope, ToolCall, content_hash
-from pg_support import fresh_schema
-from server_support import app_client, assert_error, auth, issue_key
+from server_support import app_client, assert_error, auth, database, issue_key
 from ui_support import LiveServer, chromium, live_server, new_page, said, wait_rendered, wait_text
 
 
@@ -39,11 +38,7 @@ def _late(tenant: str, user: str, text: str, created_at: datetime) -> MemoryReco
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """An app over a fresh SQLite file, or over a fresh schema of the test PostgreSQL."""
-    if request.param == "sqlite":
-        with app_client(tmp_path / "ui.db") as c:
-            yield c
-        return
-    with fresh_schema("uifix") as (url, _schema), app_client(url) as c:
+    with database(request.param, tmp_path) as db, app_client(db) as c:
         yield c
 
 
