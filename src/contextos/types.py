@@ -158,6 +158,17 @@ class Scope:
         """True when at least one of user/agent/session narrows the tenant."""
         return any(v is not None for v in self.within_tenant())
 
+    def for_reading(self) -> Scope:
+        """This scope, if it may be read: one that names a user, agent or session (a
+        ``ScopeError`` otherwise), the one rule of every read (``Memory``, the server's
+        inspector)."""
+        if not self.is_scoped():
+            raise ScopeError(
+                "reading memories needs a user_id, agent_id or session_id; "
+                "an unscoped read would mix users' memories"
+            )
+        return self
+
     def within_tenant(self) -> tuple[str | None, str | None, str | None]:
         """``(user_id, agent_id, session_id)``: compare it to tell a scope exactly
         (a search for a user also finds that user's session and agent memories)."""

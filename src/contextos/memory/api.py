@@ -826,11 +826,7 @@ class Memory:
             agent_id=base.scope.agent_id if agent_id is None else agent_id,
             session_id=base.scope.session_id if session_id is None else session_id,
         )
-        if not scope.is_scoped():
-            raise ScopeError(
-                "reading memories needs a user_id, agent_id or session_id; "
-                "an unscoped read would mix users' memories"
-            )
+        scope.for_reading()
         if isinstance(memory_types, str):  # tuple("episodic") is its letters
             raise ValueError(
                 f"memory_types must be a sequence such as ['episodic'], not {memory_types!r}"

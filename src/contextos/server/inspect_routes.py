@@ -34,7 +34,7 @@ from contextos.llm.tokens import Tokenizer
 
 from ..cache import CacheSimulator, WireFormat, cache_request, report
 from ..cache.accounting import read_share
-from ..errors import RateLimited, ScopeError
+from ..errors import RateLimited
 from ..types import Filter, MemoryRecord, Scope, Turn
 from . import ops
 from . import schemas as s
@@ -309,11 +309,7 @@ def inspect_router(
         (a review).
         """
         scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id, session_id=session_id)
-        if not scope.is_scoped():
-            raise ScopeError(
-                "reading memories needs a user_id, agent_id or session_id; "
-                "an unscoped read would mix users' memories"
-            )
+        scope.for_reading()
         flt = Filter(
             scope=scope,
             memory_types=tuple(memory_type or ()),
