@@ -38,7 +38,7 @@ def run_cli(
     """
     data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
     proc = subprocess.run(
-        [sys.executable, "-m", "contextos.cli", *args],
+        [sys.executable, "-m", "contextos", *args],
         input=data,
         capture_output=True,
         env={**cli_env(db=db), **(env or {})},
