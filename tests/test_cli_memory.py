@@ -615,6 +615,30 @@ def test_the_path_given_wins_over_the_settings_db(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob("*.db")) == ["b.db"]
 
 
+def test_a_memory_on_a_given_store_leaves_the_default_data_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server builds ``Memory(store=...)`` per tenant; that created an empty
+    ``~/.local/share/contextos`` on every server host, a folder nothing used. ``Memory()``
+    with no store still makes it: the default database lives there."""
+    from contextos.store.sqlite import SQLiteStore
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("CONTEXTOS_DB", raising=False)
+    default_folder = tmp_path / "data" / "contextos"
+    store = SQLiteStore(tmp_path / "server.db")
+    try:
+        m = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+        m.add("tea", user_id="ana")
+        assert [h.record.text for h in m.search("tea", user_id="ana")] == ["tea"]
+    finally:
+        store.close()
+    assert not default_folder.exists()
+    with Memory(embedder=HashEmbedder(), background_embedding=False) as m:
+        assert Path(m.settings.db) == default_folder / "memory.db"
+    assert default_folder.is_dir()
+
+
 def _stored(db: Path) -> dict[str, str]:
     """The memories in ``db`` (id -> text) as another process reads them (none while
     the file is made)."""

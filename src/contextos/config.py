@@ -92,10 +92,15 @@ def default_tenant(env: Mapping[str, str] | None = None) -> str:
     return env.get(_ENV["tenant"]) or Settings.tenant
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+def load_settings(
+    env: Mapping[str, str] | None = None, *, default_db: bool = True, **overrides: object
+) -> Settings:
     """Resolve settings: ``overrides`` (non-None) > environment > defaults.
 
-    No database given means :func:`default_db_path` (its directory is created).
+    No database given means :func:`default_db_path` (its directory is created), unless
+    ``default_db`` is false: then ``db`` stays empty. Why: a caller that brings its own
+    store (the server's ``Memory(store=...)``) has no use for the default database, and
+    creating its folder left an empty ``~/.local/share/contextos`` on every server host.
     """
     env = os.environ if env is None else env
     values: dict[str, object] = {}
@@ -113,7 +118,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be at least 1")
         values["embed_batch_size"] = batch
     settings = replace(Settings(), **values)  # type: ignore[arg-type]
-    if not settings.db:
+    if not settings.db and default_db:
         path = default_db_path()
         # The default's directory is ours to create (any other path is the caller's);
         # in a read-only home, opening the database will say what failed.

@@ -120,7 +120,9 @@ class Memory:
             # The path given wins: Memory("b.db", settings=s) opened s.db, silently.
             settings = replace(settings, db=str(path_or_url))
         self.settings = settings or load_settings(
-            db=str(path_or_url) if path_or_url is not None else None, tenant=tenant
+            db=str(path_or_url) if path_or_url is not None else None,
+            tenant=tenant,
+            default_db=store is None,  # a store given needs no default database
         )
         # The tenant rule here too (blank is an error, not "not given"): rows written under
         # a name the CLI and the server refuse could never be read from them.
