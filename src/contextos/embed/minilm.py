@@ -73,11 +73,25 @@ def check_model_dir(path: Path) -> Path:
     return path
 
 
+#: onnxruntime's own switch for its usage telemetry (Linux and macOS builds since 1.25).
+ORT_TELEMETRY_SWITCH = "ORT_DISABLE_TELEMETRY"
+
+
 def _runtime() -> tuple[Any, Any]:
     """The onnxruntime module and the tokenizers ``Tokenizer`` class (core dependencies,
-    imported on first use so that ``import contextos`` stays light)."""
+    imported on first use so that ``import contextos`` stays light).
+
+    onnxruntime's telemetry is switched off first: since 1.25 its Linux and macOS
+    wheels, on import, write a device id and an event queue under
+    ``~/.cache/Microsoft/DeveloperTools``, leave a ``.ses`` file in the temp folder and
+    queue a report of the host (OS, CPU, container, executable path) for Microsoft's
+    collector. A memory layer that promises to run offline does none of that on its
+    users' machines. The switch is read once, when onnxruntime starts, so it is set
+    before the import (an application that imported onnxruntime earlier has made its
+    own choice); a user who sets it (``ORT_DISABLE_TELEMETRY=0``) keeps theirs."""
     # A query tokenizes in ~0.07 ms: no Rayon pool, and no fork warnings from it.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault(ORT_TELEMETRY_SWITCH, "1")
     try:
         import onnxruntime
         from tokenizers import Tokenizer
