@@ -90,6 +90,7 @@ from .fake_http import (
     echo_reply,
     error_headers,
     estimate_tokens,
+    json_object,
     sse_json,
     text_pieces,
 )
@@ -336,6 +337,20 @@ def _api_key(request: RecordedRequest) -> str:
     return key
 
 
+def _invalid_body(body: dict[str, Any] | None, *, counting: bool) -> str | None:
+    """The API's refusal of a body that is not a request (not a JSON object, or a
+    required field missing or of the wrong type), or None."""
+    if body is None:
+        return "the request body is not a JSON object"
+    required: list[tuple[str, type]] = [("model", str), ("messages", list)]
+    if not counting:
+        required.append(("max_tokens", int))
+    for name, kind in required:
+        if not isinstance(body.get(name), kind):
+            return f"{name}: Field required"
+    return None
+
+
 def _error(status: int, message: str, error_type: str | None = None) -> FakeResponse:
     """An Anthropic error response: ``{"type": "error", "error": {"type", "message"}}``."""
     kind = error_type or _ERROR_TYPES.get(status, "api_error")
@@ -511,7 +526,10 @@ class FakeAnthropic(FakeHTTPServer):
             return _error(404, f"no route {request.method} {path}")
         if _api_key(request) in ("", "invalid"):
             return _error(401, "invalid x-api-key")
-        body = request.json()
+        body = json_object(request)
+        invalid = _invalid_body(body, counting=path.endswith("count_tokens"))
+        if invalid is not None or body is None:
+            return _error(400, invalid or "")
         if path.endswith("count_tokens"):
             refusal = assistant_first(body)
             if refusal is not None:

@@ -99,6 +99,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away mid-body (a process stopped mid-call): a real server
+            # drops the connection; answering the cut request printed a traceback.
+            self.close_connection = True
+            return
         request = RecordedRequest(
             method=self.command,
             path=self.path,
@@ -268,6 +273,16 @@ class FakeHTTPServer:
     def respond(self, request: RecordedRequest) -> FakeResponse:
         """The default answer; providers override this."""
         return FakeResponse(status=404, json_body={"error": f"no route for {request.path}"})
+
+
+def json_object(request: RecordedRequest) -> dict[str, Any] | None:
+    """The request's body as a JSON object, or None (no body, not JSON, not an
+    object): what a provider refuses with a 400."""
+    try:
+        body = request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def echo_reply(body: Mapping[str, Any]) -> str:

@@ -46,6 +46,7 @@ from .fake_http import (
     echo_reply,
     error_headers,
     estimate_tokens,
+    json_object,
     text_pieces,
     without_key,
 )
@@ -282,7 +283,13 @@ class FakeOpenAI(FakeHTTPServer):
             return _error(404, no_route, kind_code=("invalid_request_error", None))
         if request.headers.get("authorization", "") in ("", "Bearer", "Bearer invalid"):
             return _error(401, "Incorrect API key provided")
-        body = request.json()
+        body = json_object(request)
+        if body is None:
+            return _error(400, "the request body is not a JSON object")
+        items = "input" if path == "/v1/responses" else "messages"
+        for name, kind in (("model", str), (items, list | str if items == "input" else list)):
+            if not isinstance(body.get(name), kind):
+                return _error(400, f"Missing or invalid required parameter: '{name}'.", param=name)
         if path == "/v1/responses":
             return self._response(body)
         try:
