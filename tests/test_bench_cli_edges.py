@@ -213,6 +213,43 @@ def test_sigterm_on_bench_locomo_removes_its_temporary_store(tmp_path: Path) -> 
         assert _bench_temp(tmp) == []
 
 
+#: Benchmarks with a temporary folder of their own (``bench replay``'s stores, ``bench
+#: wrap``'s session memory) and ``bench extract``, which has none: each is stopped once
+#: its run is under way.
+LOCAL_BENCHES = {
+    "replay": ("replay", "--limit", "1", "--budget", "4000", "--no-plots"),
+    "wrap": ("wrap", "--provider", "openai", "--mode", "session", "--calls", "100000"),
+    "extract": ("extract", "--repeat", "1000"),
+}
+
+
+@linux_only
+@pytest.mark.parametrize("kind", sorted(LOCAL_BENCHES))
+def test_sigterm_on_a_local_benchmark_removes_its_temporary_folder(
+    tmp_path: Path, kind: str
+) -> None:
+    """``bench replay`` and ``bench wrap`` left their temporary folder (stores, logs) in
+    /tmp when stopped by SIGTERM, and every benchmark died by the signal with no word;
+    now each unwinds, says "terminated" and exits 143, with no report written."""
+    args: tuple[str, ...] = LOCAL_BENCHES[kind]
+    if kind != "wrap":
+        args = (*args, "--data", str(_big_locomo(tmp_path, sessions=20, turns=100)))
+    if kind == "replay":
+        args = (*args, "--out", str(tmp_path / "report.json"))
+    with _bench(tmp_path, *args) as (proc, tmp):
+        if kind != "extract":  # which has no folder to wait for
+            _wait_for(lambda: _bench_temp(tmp), "temporary folder", proc)
+        time.sleep(2.0)  # into the run
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 143, err
+        assert err.strip().splitlines()[-1].endswith("terminated"), err
+        assert "Traceback" not in err
+        assert _bench_temp(tmp) == []
+        assert not (tmp_path / "report.json").exists()
+
+
 # --- 2. --json OUT is checked before the run, and a failed write loses nothing shown --
 
 
@@ -229,10 +266,11 @@ def test_check_report_path_leaves_nothing_behind(tmp_path: Path) -> None:
         check_report_path(str(kept / "out.json"))
 
 
-@pytest.mark.parametrize("kind", ["locomo", "scale", "online", "serve"])
+@pytest.mark.parametrize("kind", ["locomo", "scale", "online", "serve", "replay", "litm"])
 def test_an_unwritable_json_path_is_refused_before_the_run(tmp_path: Path, kind: str) -> None:
     """A typo'd or impossible report path failed only after the run (a 60 s serve, a
-    100k scale), and the results were lost. Now: a usage error before anything runs."""
+    100k scale, a replay of every LoCoMo chat), and the results were lost. Now: a usage
+    error before anything runs."""
     data = str(tiny_locomo(tmp_path))
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -241,12 +279,15 @@ def test_an_unwritable_json_path_is_refused_before_the_run(tmp_path: Path, kind:
         "scale": ("scale", "--n", "100000", "--embedder", "hash"),
         "online": ("online", "--data", data, "--embedder", "hash"),
         "serve": ("serve", "--seconds", "600", "--embedder", "hash"),
+        "replay": ("replay", "--data", data),
+        "litm": ("litm", "--data", str(tmp_path)),
     }[kind]
+    option = "--out" if kind in ("replay", "litm") else "--json"
     start = time.monotonic()
-    proc = run_cli("bench", *args, "--json", str(blocker / "out.json"))
+    proc = run_cli("bench", *args, option, str(blocker / "out.json"))
     assert time.monotonic() - start < 60  # the run was not started
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: Invalid value for '--json'"), proc.stderr
+    assert proc.stderr.startswith(f"error: Invalid value for '{option}'"), proc.stderr
     assert f"cannot write {blocker / 'out.json'}: Not a directory" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert proc.stdout == ""

@@ -5,19 +5,18 @@ Each writes a JSON report with ``--json OUT`` and prints a summary table.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import click
 from rich.table import Table
 
 from ..bench.locomo_data import LocomoConversation
 from ..embed import DEFAULT_EMBEDDER
+from .bench_frame import json_out_option, terminable, write_json
 from .common import (
     CliState,
-    F,
     FiniteFloatRange,
     console,
     err_console,
@@ -41,68 +40,6 @@ KEYS = (
     "answer_words@1000t",
     "tokens@10",
 )
-
-
-def report_path_param(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Callback of ``--json OUT``: a path the report cannot be written to is a usage
-    error (exit 2) before the run starts, not an error after it with the results lost
-    (:func:`contextos.bench.report_file.check_report_path`)."""
-    from ..bench.report_file import check_report_path
-
-    if value:
-        try:
-            check_report_path(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return value
-
-
-#: ``--json OUT`` of a benchmark: checked before the run (:func:`report_path_param`).
-json_out_option = click.option(
-    "--json",
-    "json_out",
-    metavar="OUT",
-    callback=report_path_param,
-    help="Also write the full report to this file (checked before the run).",
-)
-
-
-def write_json(path: str | None, report: dict[str, Any]) -> None:
-    """Write ``report`` to ``path`` (if given), after the command printed its results: a
-    write that fails even so (the disk filled up meanwhile) loses nothing shown."""
-    from ..bench.report_file import write_report
-
-    if path:
-        try:
-            out = write_report(path, json.dumps(report, indent=2, default=str) + "\n")
-        except OSError as exc:
-            raise click.ClickException(
-                f"could not write the report to {path}: {exc.strerror or exc} "
-                "(the results are printed above)"
-            ) from None
-        err_console.print(SafeText(f"wrote {out}"))
-
-
-def terminable(func: F) -> F:
-    """Run a benchmark command so that SIGTERM cleans up as Ctrl-C does (its server
-    subprocess stopped, its temporary store removed), then exits 143 saying
-    "terminated" (:mod:`contextos.bench.sigterm`)."""
-    from ..bench.sigterm import EXIT_TERMINATED, sigterm_unwinds
-
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with sigterm_unwinds() as terminated:
-            try:
-                return func(*args, **kwargs)
-            except BaseException:
-                # Terminated, or what a cleanup it upset raised instead (see
-                # sigterm_unwinds): either way the cleanup ran and SIGTERM is the cause.
-                if not terminated():
-                    raise
-                err_console.print("terminated")
-                raise SystemExit(EXIT_TERMINATED) from None
-
-    return cast(F, run)
 
 
 def say_store(db: str | None) -> None:

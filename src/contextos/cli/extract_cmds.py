@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..memory.extract import Candidate, OfflineExtractor
 from ..memory.ingest import to_messages
 from ..types import Message
+from .bench_frame import terminable
 from .common import (
     CliState,
     console,
@@ -126,6 +127,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     )
     @json_option
     @pass_state
+    @terminable
     def bench_extract(
         state: CliState, data: str | None, repeat: int, limit: int | None, min_confidence: float
     ) -> None:

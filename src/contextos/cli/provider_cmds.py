@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal, cast
 import click
 
 from ..engine.message_text import lone_surrogate_at
+from .bench_frame import terminable
 from .common import (
     CliState,
     choice_option,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 )
 @json_option
 @pass_state
+@terminable
 def bench_wrap(
     state: CliState, provider: str, mode: str, calls: int, warmup: int, stream: bool, embedder: str
 ) -> None:

@@ -7,7 +7,6 @@ runs it; none holds logic of its own.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
 import signal
@@ -22,6 +21,7 @@ from click.core import ParameterSource
 
 from ..embed import DEFAULT_EMBEDDER
 from ..errors import NotFound
+from .bench_frame import report_path_param, terminable, write_json
 from .common import (
     CliState,
     F,
@@ -705,25 +705,6 @@ def mcp(
         _run_server(app, sock, options, forwarded_allow_ips=forwarded_allow_ips, stopped=stopped)
 
 
-def _bench_report_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``bench serve --json OUT`` checked before the run, as the other benchmarks' are."""
-    from .bench_cmds import report_path_param
-
-    return report_path_param(ctx, param, value)
-
-
-def _terminable(func: F) -> F:
-    """``bench serve``: SIGTERM cleans up as Ctrl-C does (see ``bench_cmds.terminable``),
-    which is imported only when the command runs, not for every ``contextos serve``."""
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        from .bench_cmds import terminable
-
-        return terminable(func)(*args, **kwargs)
-
-    return functools.wraps(func)(run)  # type: ignore[return-value]
-
-
 @click.command("serve")
 @click.option(
     "--db",
@@ -749,7 +730,7 @@ def _terminable(func: F) -> F:
     default=None,
     metavar="OUT",
     type=click.Path(dir_okay=False),
-    callback=_bench_report_path,
+    callback=report_path_param,
     help="Also write the report to this file (checked before the run).",
 )
 @click.option(
@@ -759,7 +740,7 @@ def _terminable(func: F) -> F:
     "this process, one request at a time (no HTTP; temporary SQLite).",
 )
 @pass_state
-@_terminable
+@terminable
 def serve_bench(
     state: CliState,
     db: str | None,
@@ -779,7 +760,7 @@ def serve_bench(
     used, so a benchmark never writes into the database of everyday use."""
     from ..bench.serve import ServeBenchConfig, run_serve_bench
     from ..bench.serve_routes import route_cpu
-    from .bench_cmds import say_store, write_json
+    from .bench_cmds import say_store
 
     if state.db is not None and not routes:
         root = click.get_current_context().find_root()

@@ -20,6 +20,7 @@ from contextos.llm.models import ModelInfo, get_model
 from ..cache import CacheSimulator, cache_request, render, report
 from ..errors import BudgetError, NotFound
 from ..types import Hit, Message, Role, Turn
+from .bench_frame import report_path_param, terminable, write_json
 from .common import (
     VECTOR_WAIT_S,
     CliState,
@@ -426,7 +427,8 @@ def _register_bench(bench: click.Group) -> None:
         "--out",
         default="bench-out/replay.json",
         show_default=True,
-        help="JSON report; PNG plots go next to it.",
+        callback=report_path_param,
+        help="JSON report, checked before the run; PNG plots go next to it.",
     )
     @click.option(
         "--trigger", type=FiniteFloatRange(0, 1, min_open=True), default=0.8, show_default=True
@@ -437,6 +439,7 @@ def _register_bench(bench: click.Group) -> None:
     @click.option("--plots/--no-plots", default=True, help="Write PNG plots.")
     @json_option
     @pass_state
+    @terminable
     def replay_cmd(
         state: CliState,
         data: str,
@@ -454,8 +457,6 @@ def _register_bench(bench: click.Group) -> None:
         rep = _run_data_bench(
             "replay",
             data,
-            out,
-            plots,
             lambda update: run_replay(
                 data,
                 budgets=budgets,
@@ -470,8 +471,9 @@ def _register_bench(bench: click.Group) -> None:
         )
         if state.as_json:
             print_json(_without_series(rep))
-            return
-        _print_replay(rep)
+        else:
+            _print_replay(rep)
+        _write(rep, out, plots, "replay")
 
     @bench.command("litm")
     @click.option(
@@ -481,10 +483,17 @@ def _register_bench(bench: click.Group) -> None:
         help="Folder with the Lost-in-the-Middle files.",
     )
     @click.option("--limit", type=int_range(1), default=None, help="Examples per data set.")
-    @click.option("--out", default="bench-out/litm.json", show_default=True)
+    @click.option(
+        "--out",
+        default="bench-out/litm.json",
+        show_default=True,
+        callback=report_path_param,
+        help="JSON report, checked before the run; PNG plots go next to it.",
+    )
     @click.option("--plots/--no-plots", default=True, help="Write PNG plots.")
     @json_option
     @pass_state
+    @terminable
     def litm_cmd(state: CliState, data: str, limit: int | None, out: str, plots: bool) -> None:
         """Where the gold item lands after retrieval and edge placement."""
         from ..bench.litm import run_litm
@@ -492,22 +501,21 @@ def _register_bench(bench: click.Group) -> None:
         rep = _run_data_bench(
             "litm",
             data,
-            out,
-            plots,
             lambda update: run_litm(
                 data, limit=limit, on_example=lambda name: update(advance=1, description=name)
             ),
         )
         if state.as_json:
             print_json(rep)
-            return
-        console.print(rep["why"])
-        for name, r in rep["datasets"].items():
-            console.print(
-                f"{name}: edge share {r['edge_share']:.3f} over {r['examples']} "
-                f"examples; gold ranked 1-2 at an edge {r['rank_le2_at_edge']}/"
-                f"{r['rank_le2']}; rank histogram (1..5) {r['rank_histogram'][:5]}"
-            )
+        else:
+            console.print(rep["why"])
+            for name, r in rep["datasets"].items():
+                console.print(
+                    f"{name}: edge share {r['edge_share']:.3f} over {r['examples']} "
+                    f"examples; gold ranked 1-2 at an edge {r['rank_le2_at_edge']}/"
+                    f"{r['rank_le2']}; rank histogram (1..5) {r['rank_histogram'][:5]}"
+                )
+        _write(rep, out, plots, "litm")
 
     @bench.command("assemble")
     @click.option("--turns", type=int_range(1), default=100, show_default=True)
@@ -540,21 +548,17 @@ _DATA_BENCHES = {
 def _run_data_bench(
     kind: Literal["replay", "litm"],
     data: str,
-    out: str,
-    plots: bool,
     run: Callable[[Callable[..., None]], dict[str, Any]],
 ) -> dict[str, Any]:
     """The one frame of ``bench replay`` and ``bench litm``: a missing data path is one
     clean line before anything starts; ``run`` gets the update function of the single
-    progress-bar task; the report is written to ``out`` (plots beside it)."""
+    progress-bar task. The command prints the report, then writes it (:func:`_write`)."""
     what, label = _DATA_BENCHES[kind]
     if not Path(data).exists():
         raise click.ClickException(f"{what} not found at {data} (pass --data PATH)")
     with progress_bar() as bar:
         task = bar.add_task(label, total=None)
-        rep = run(functools.partial(bar.update, task))
-    _write(rep, out, plots, kind)
-    return rep
+        return run(functools.partial(bar.update, task))
 
 
 def _without_series(rep: dict[str, Any]) -> dict[str, Any]:
@@ -566,9 +570,10 @@ def _without_series(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(rep: dict[str, Any], out: str, plots: bool, kind: Literal["replay", "litm"]) -> None:
+    """The report to ``out`` and its plots beside it, after the results were printed: a
+    write that fails even so loses nothing shown (:func:`~.bench_frame.write_json`)."""
+    write_json(out, rep)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rep, indent=1), encoding="utf-8")
     if plots:
         from ..bench.plots import write_plots
 

@@ -1,0 +1,81 @@
+"""What every benchmark command shares: its report path checked before the run, SIGTERM
+unwinding as Ctrl-C does, and the report written after the results are printed.
+
+A module of its own, light to import: ``contextos serve`` and ``contextos session``
+register benchmark commands beside everyday ones, and must not pay for the benchmarks'
+imports on every call (:mod:`contextos.bench.sigterm` is imported when a benchmark runs).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, cast
+
+import click
+
+from .common import F, err_console
+from .text import SafeText
+
+
+def report_path_param(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of ``--json OUT``: a path the report cannot be written to is a usage
+    error (exit 2) before the run starts, not an error after it with the results lost
+    (:func:`contextos.bench.report_file.check_report_path`)."""
+    from ..bench.report_file import check_report_path
+
+    if value:
+        try:
+            check_report_path(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+#: ``--json OUT`` of a benchmark: checked before the run (:func:`report_path_param`).
+json_out_option = click.option(
+    "--json",
+    "json_out",
+    metavar="OUT",
+    callback=report_path_param,
+    help="Also write the full report to this file (checked before the run).",
+)
+
+
+def write_json(path: str | None, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``path`` (if given), after the command printed its results: a
+    write that fails even so (the disk filled up meanwhile) loses nothing shown."""
+    from ..bench.report_file import write_report
+
+    if path:
+        try:
+            out = write_report(path, json.dumps(report, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise click.ClickException(
+                f"could not write the report to {path}: {exc.strerror or exc} "
+                "(the results are printed above)"
+            ) from None
+        err_console.print(SafeText(f"wrote {out}"))
+
+
+def terminable(func: F) -> F:
+    """Run a benchmark command so that SIGTERM cleans up as Ctrl-C does (its server
+    subprocess stopped, its temporary store removed), then exits 143 saying
+    "terminated" (:mod:`contextos.bench.sigterm`)."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from ..bench.sigterm import EXIT_TERMINATED, sigterm_unwinds
+
+        with sigterm_unwinds() as terminated:
+            try:
+                return func(*args, **kwargs)
+            except BaseException:
+                # Terminated, or what a cleanup it upset raised instead (see
+                # sigterm_unwinds): either way the cleanup ran and SIGTERM is the cause.
+                if not terminated():
+                    raise
+                err_console.print("terminated")
+                raise SystemExit(EXIT_TERMINATED) from None
+
+    return cast(F, run)
