@@ -110,6 +110,7 @@ def create_app(
     collector for serving (:func:`tune_gc_for_serving`)."""
     fastapi = _import_fastapi()
     from .routes import key_router, memory_router, session_router
+    from .strict_query import strict_query
 
     validate_admin_key(config.admin_key)  # before anything is opened
     batching = BatchingEmbedder(embedder or make_embedder(config.embedder))
@@ -169,15 +170,17 @@ def create_app(
     )
     app.state.tenants, app.state.keys, app.state.auth = tenants, keys, auth
     app.state.close = close
-    app.include_router(memory_router(auth, tenants))
+    # Every /v1 route refuses query keys it does not declare (strict_query).
+    strict = [fastapi.Depends(strict_query)]
+    app.include_router(memory_router(auth, tenants), dependencies=strict)
     tokenizer = tokenizer or default_tokenizer()
     # One tenant's windows, however asked for (/v1 or the inspector), one at a time.
     windows = WindowSlots()
-    app.include_router(session_router(auth, tenants, tokenizer, windows))
-    app.include_router(key_router(auth))
+    app.include_router(session_router(auth, tenants, tokenizer, windows), dependencies=strict)
+    app.include_router(key_router(auth), dependencies=strict)
     from ..agent.routes import agent_router  # the self-editing memory tools
 
-    app.include_router(agent_router(auth, tenants, windows))
+    app.include_router(agent_router(auth, tenants, windows), dependencies=strict)
 
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"], summary="health")
 

@@ -1,0 +1,83 @@
+"""Every ``/v1`` route refuses a query key it does not declare (422, naming it), as the
+body models refuse unknown fields. FastAPI dropped such keys and ran the request as if
+they had not been sent: a misspelt delete precondition deleted a memory someone else
+had changed, ``purged=true`` deleted without purging, a misspelt user filter listed
+every user's sessions (a review, session 34)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    with app_client(tmp_path / "m.db") as c:
+        yield c, auth(issue_key(c, "acme"))
+
+
+def _add(c: TestClient, key: dict[str, str], text: str) -> str:
+    resp = c.post("/v1/memories", json={"messages": text, "user_id": "ana"}, headers=key)
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["results"][0]["id"])
+
+
+def test_a_misspelt_delete_precondition_deletes_nothing(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    c, key = client
+    mid = _add(c, key, "my secret diagnosis")
+    for query in ({"expected-text": "an older text"}, {"purged": "true"}, {"Purge": "true"}):
+        error = assert_error(c.delete(f"/v1/memories/{mid}", params=query, headers=key), 422)
+        assert error["message"] == f"query.{next(iter(query))}: Extra inputs are not permitted"
+    assert c.get(f"/v1/memories/{mid}", headers=key).status_code == 200
+    # The declared names still work: the precondition is checked, then purge deletes.
+    stale = c.delete(f"/v1/memories/{mid}", params={"expected_text": "older"}, headers=key)
+    assert_error(stale, 409)
+    done = c.delete(f"/v1/memories/{mid}", params={"purge": "true"}, headers=key)
+    assert done.status_code == 200 and done.json()["purged"] is True
+
+
+def test_a_misspelt_filter_is_refused_not_ignored(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    c, key = client
+    _add(c, key, "tea")
+    turns = {"messages": [{"role": "user", "content": "hi"}], "user_id": "ana"}
+    assert c.post("/v1/sessions/s1/turns", json=turns, headers=key).status_code == 201
+    for path, query in [
+        ("/v1/memories", {"user_id": "ana", "sessionid": "s1"}),
+        ("/v1/memories", {"user_id": "ana", "memory_types": "semantic"}),
+        ("/v1/sessions", {"userid": "ana"}),
+        ("/v1/sessions/s1/turns", {"afterseq": "3"}),
+    ]:
+        assert_error(c.get(path, params=query, headers=key), 422)
+    assert c.get("/v1/memories", params={"user_id": "ana"}, headers=key).status_code == 200
+    assert c.get("/v1/sessions", params={"user_id": "ana"}, headers=key).json()["results"] == ["s1"]
+
+
+def test_every_v1_route_refuses_an_unknown_query_key(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Each route and method the app serves under /v1, with any body: the unknown key is
+    named before anything else is done."""
+    c, key = client
+    operations = [
+        (method.upper(), path)
+        for path, item in c.app.openapi()["paths"].items()  # type: ignore[attr-defined]
+        if path.startswith("/v1")
+        for method in item
+    ]
+    assert len(operations) >= 15
+    for method, route in operations:
+        path = re.sub(r"\{[^}]+\}", "x", route)
+        headers = auth(ADMIN_KEY) if route.startswith("/v1/keys") else key
+        resp = c.request(method, path, params={"zzz": "1"}, json={}, headers=headers)
+        error = assert_error(resp, 422)
+        assert error["message"] == "query.zzz: Extra inputs are not permitted", (method, path)
