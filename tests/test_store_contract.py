@@ -303,6 +303,31 @@ def test_vector_search_applies_metadata_and_type_filters(store: Store) -> None:
     assert [h.id for h in sem] == [rs[1].id, rs[3].id, rs[5].id]
 
 
+def test_a_search_can_leave_one_session_out(store: Store) -> None:
+    """``Filter(exclude_session=...)``, as a context window searches: the memories of
+    its own session (the log holds them) are left out by every index and by SQL, so they
+    cannot take the places of the others; a memory of no session stays."""
+    rs = [
+        rec(f"tea {i}", session="chat" if i < 6 else ("other" if i < 8 else None))
+        for i in range(10)
+    ]
+    store.put(rs)
+    store.set_vectors(
+        "t1", [r.id for r in rs], np.stack([unit(1, i / 10, 0, 0) for i in range(10)]), "m"
+    )
+    flt = scope_filter(exclude_session="chat")
+    kept = {r.id for r in rs[6:]}
+    assert {h.id for h in store.vector_search(flt, unit(1, 0, 0, 0), limit=3)} <= kept
+    assert len(store.vector_search(flt, unit(1, 0, 0, 0), limit=10)) == 4
+    assert {h.id for h in store.keyword_search(flt, "tea", limit=10)} == kept
+    assert {r.id for r in store.list(flt)} == kept
+    assert [flt.matches(r, datetime.now(UTC)) for r in rs] == [False] * 6 + [True] * 4
+    # A session no row has leaves everything; the rule for ids applies to it.
+    assert len(store.list(scope_filter(exclude_session="nowhere"))) == 10
+    with pytest.raises(ValueError):
+        scope_filter(exclude_session=" ")
+
+
 def test_set_vectors_ignores_unknown_and_foreign_ids(store: Store) -> None:
     r = rec("x")
     store.put([r])

@@ -272,6 +272,9 @@ class Filter:
     ``created_at``, on every store alike. By default, records whose validity was
     closed (superseded or deleted facts) are hidden.
 
+    ``exclude_session`` leaves out the memories of that session (a context window's
+    search: the session's own log already holds what it remembered).
+
     ``memory_types`` is a sequence of known types (``("episodic",)``); a string or an
     unknown type is refused with ValueError (a string was read letter by letter and
     matched nothing, silently). ``metadata`` maps dotted keys (``a.b`` looks into
@@ -291,6 +294,7 @@ class Filter:
     as_of: datetime | None = None
     include_invalid: bool = False
     metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    exclude_session: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse a filter the stores would answer differently, or answer with nothing
@@ -307,6 +311,7 @@ class Filter:
                 raise ValueError(f"unknown memory type {kind!r}; expected one of {MEMORY_TYPES}")
         if type(types) is not tuple:  # a list: kept as the field's (hashable) tuple
             object.__setattr__(self, "memory_types", as_tuple)
+        scope_id(self.exclude_session, "exclude_session")
         if not isinstance(self.metadata, Mapping):
             raise TypeError("the metadata filter must be a mapping of key to value")
         for key, value in self.metadata.items():
@@ -331,6 +336,8 @@ class Filter:
         if scope.agent_id is not None and scope.agent_id != have.agent_id:
             return False
         if scope.session_id is not None and scope.session_id != have.session_id:
+            return False
+        if self.exclude_session is not None and self.exclude_session == have.session_id:
             return False
         if self.memory_types and record.memory_type not in self.memory_types:
             return False

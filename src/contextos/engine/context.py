@@ -97,7 +97,17 @@ from contextos.errors import BudgetError, ConfigError, Conflict, NotFound, Scope
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
-from contextos.types import Hit, MemoryRecord, Message, Scope, ScopeIds, Turn, Usage, scope_ids
+from contextos.types import (
+    Filter,
+    Hit,
+    MemoryRecord,
+    Message,
+    Scope,
+    ScopeIds,
+    Turn,
+    Usage,
+    scope_ids,
+)
 
 #: Introduces the retrieved memories in the final user message.
 MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
@@ -1034,12 +1044,37 @@ class SessionContext:
         if self.memory is None or not query.strip() or not self.scope_ok:
             return []
         tokens = self.memory_tokens if tokens is None else tokens
+        scope = search_scope(**self.scope_ids)
+        if self.session is None or scope.get("session_id") is not None:
+            # No session, or the session is the whole scope: nothing to leave out apart.
+            hits = self.memory.search(query, **scope, limit=limit * 2, token_budget=tokens)
+            hits = [h for h in hits if not self._in_log(h)]
+            return novel_hits(hits, known, tokens)[:limit]
+        # The search itself leaves this session out: a page of 2 x limit filtered after
+        # came back all exchanges of this session after ~8 calls on one topic, and the
+        # user's own facts ("allergic to peanuts") stopped reaching the model (a review).
+        others = Filter(exclude_session=self.session_id)
         hits = self.memory.search(
-            query, **search_scope(**self.scope_ids), limit=limit * 2, token_budget=tokens
+            query, **scope, filters=others, limit=limit * 2, token_budget=tokens
         )
-        if self.session is not None:
-            hits = [h for h in hits if h.record.session_id != self.session_id or hit_refs(h)]
+        if self.compaction == "offload":
+            # This session's turns that offload archived (they name their turns), ranked
+            # among the rest by score.
+            own_scope = search_scope(scope.get("user_id"), scope.get("agent_id"), None)
+            own_scope["session_id"] = self.session_id
+            own = self.memory.search(query, **own_scope, limit=limit * 2, token_budget=tokens)
+            archived = [h for h in own if hit_refs(h)]
+            hits = sorted(hits + archived, key=lambda h: -h.score)
         return novel_hits(hits, known, tokens)[:limit]
+
+    def _in_log(self, hit: Hit) -> bool:
+        """Whether ``hit`` is an exchange of this session remembered after its call (the
+        log holds it; a memory naming its turns is one ``offload`` archived)."""
+        return (
+            self.session is not None
+            and hit.record.session_id == self.session_id
+            and not hit_refs(hit)
+        )
 
     def _topic(
         self, block: TopicBlock, query: str, budget: int, known: set[str]

@@ -223,11 +223,14 @@ class MemoryLike(Protocol):
         self,
         query: str,
         *,
+        filters: Filter | None = None,
         limit: int = 10,
         token_budget: int | None = None,
         **scope: Unpack[ScopeIds],
     ) -> list[Hit]:
-        """Best memories for ``query`` in a scope, cut to ``limit`` and ``token_budget``."""
+        """Best memories for ``query`` in a scope matching ``filters``, cut to ``limit``
+        and ``token_budget`` (a window leaves its own session out with
+        ``Filter(exclude_session=...)``)."""
         ...
 
     def add(

@@ -42,6 +42,9 @@ def where_clause(
         if value is not None:
             clauses.append(f"{a}.{col} = {mark}")
             params.append(value)
+    if flt.exclude_session is not None:
+        clauses.append(f"({a}.session_id IS NULL OR {a}.session_id <> {mark})")
+        params.append(flt.exclude_session)
     if flt.memory_types:
         clause, values = dialect.one_of(a, flt.memory_types)
         clauses.append(clause)

@@ -692,6 +692,8 @@ class LexicalIndex:
         ):
             if value is not None:
                 mask &= codes[:n] == block.codes.find(value)
+        if flt.exclude_session is not None:
+            mask &= block.session[:n] != block.codes.find(flt.exclude_session)
         if flt.memory_types:
             mask &= np.isin(block.type[:n], [block.codes.find(t) for t in flt.memory_types])
         return mask

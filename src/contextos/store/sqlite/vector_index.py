@@ -291,6 +291,8 @@ class VectorIndex:
         for f, value in (("agent_id", flt.scope.agent_id), ("session_id", flt.scope.session_id)):
             if value is not None:
                 mask &= block.scope[f][:n] == block.codes.find(value)
+        if flt.exclude_session is not None:
+            mask &= block.scope["session_id"][:n] != block.codes.find(flt.exclude_session)
         if flt.memory_types:
             codes = [block.codes.find(t) for t in flt.memory_types]
             mask &= np.isin(block.scope["memory_type"][:n], codes)
