@@ -804,6 +804,9 @@ def test_stdio_argument_type_errors_read_as_over_http(tmp_path: Path) -> None:
         ("add_memory", {"messages": "x", "user_id": 5}, "user_id"),
         ("add_memory", {"messages": "x", "user_id": "u", "memory_type": "evil"}, "memory_type"),
         ("core_memory_append", {"label": 1, "content": "x", "user_id": "u"}, "label"),
+        # A time is judged by the HTTP API's own rule (schemas.Time), in its words.
+        ("add_memory", {"messages": "x", "user_id": "u", "event_time": 5}, "event_time"),
+        ("search_memory", {"query": "x", "user_id": "u", "as_of": True}, "as_of"),
     ]
 
     async def scenario(s: ClientSession) -> list[Any]:
@@ -824,6 +827,9 @@ def test_stdio_argument_type_errors_read_as_over_http(tmp_path: Path) -> None:
         )
     )
     assert "'episodic', 'semantic' or 'procedural'" in results[2].content[0].text
+    for result in results[4:]:
+        assert "a time is an ISO-8601 date-time string" in result.content[0].text
+        assert result.content[0].text.endswith("not a number")
 
 
 def _mcp_http(db: Path, port: int, log: Any, *extra: str) -> subprocess.Popen[bytes]:

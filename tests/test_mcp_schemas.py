@@ -61,6 +61,10 @@ VALID: dict[str, list[dict[str, Any]]] = {
             "token_budget": 1_000_000,
             "metadata": {"source.page": 3, "kind": "note", "ok": True, "score": 1.5},
             "min_score": -1.0,
+            "memory_types": ["episodic", "semantic", "procedural"],
+            "as_of": "2024-05-02T10:00:00Z",
+            "event_after": "2024-01-01T00:00:00Z",
+            "event_before": "2025-01-01T00:00:00+02:00",
         },
     ],
     "list_memories": [
@@ -133,6 +137,17 @@ REFUSED: list[tuple[str, str, dict[str, Any]]] = [
     ("search_memory", "empty query", {"query": "", "user_id": "u"}),
     ("search_memory", "user_id over 256", {"query": "x", "user_id": "u" * 257}),
     ("search_memory", "min_score 1.5", {"query": "x", "user_id": "u", "min_score": 1.5}),
+    (
+        "search_memory",
+        "memory type unknown",
+        {"query": "x", "user_id": "u", "memory_types": ["episodic", "dream"]},
+    ),
+    (
+        "search_memory",
+        "four memory types",
+        {"query": "x", "user_id": "u", "memory_types": ["episodic"] * 4},
+    ),
+    ("search_memory", "as_of a number", {"query": "x", "user_id": "u", "as_of": 1_700_000_000}),
     (
         "search_memory",
         "filter value an object",

@@ -99,7 +99,7 @@ class MemoryTools:
         agent_id: str | None = None,
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
-        event_time: str | None = None,
+        event_time: s.Time | None = None,
         memory_type: MemoryType = "episodic",
         infer: bool = False,
         text: str | None = None,
@@ -124,12 +124,19 @@ class MemoryTools:
         session_id: str | None = None,
         limit: int = 10,
         token_budget: int | None = None,
+        memory_types: list[MemoryType] | None = None,
+        as_of: s.Time | None = None,
+        event_after: s.Time | None = None,
+        event_before: s.Time | None = None,
         metadata: dict[str, Any] | None = None,
         min_score: float | None = None,
     ) -> list[dict[str, Any]]:
         """Find the memories most relevant to a query within a user/agent/session
-        (metadata: equality filters, dotted keys look into nested objects; min_score: a
-        floor on each hit's relevance, the query-memory cosine in -1..1)."""
+        (memory_types: only these of episodic, semantic, procedural; as_of: ISO 8601,
+        only memories valid at that instant; event_after/event_before: ISO 8601, only
+        memories whose event time lies in that range; metadata: equality filters,
+        dotted keys look into nested objects; min_score: a floor on each hit's
+        relevance, the query-memory cosine in -1..1)."""
         body = s.parse(s.SearchRequest, **_arguments(locals()))
         return [h.to_dict() for h in ops.search(self._memory(), body)]
 
@@ -449,7 +456,9 @@ def _inlined(schema: Any, defs: dict[str, Any] | None = None) -> Any:
 
 
 def _admits_str(annotation: Any) -> bool:
-    """Whether a parameter annotated ``annotation`` takes a string as it is."""
+    """Whether a parameter annotated ``annotation`` takes a string as it is (a time
+    does: an ISO-8601 text, read by the HTTP API's own validator, ``schemas.Time``)."""
+    import datetime
     import types
     import typing
 
@@ -462,7 +471,9 @@ def _admits_str(annotation: Any) -> bool:
         return any(_admits_str(arg) for arg in args)
     if origin is not None:
         return False
-    return annotation is Any or (isinstance(annotation, type) and issubclass(annotation, str))
+    return annotation is Any or (
+        isinstance(annotation, type) and issubclass(annotation, str | datetime.datetime)
+    )
 
 
 def _keep_strings(metadata: Any) -> Any:
@@ -615,8 +626,41 @@ def build_mcp_server(
         _refuse_unknown_arguments(registered)
         if fn.__name__ in TOOL_MODELS:
             registered.parameters = advertised_schema(fn.__name__, registered.parameters)
+    if major == "2":
+        _refuse_unknown_prompts(server)
     server.contextos_major = major
     return server
+
+
+def _refuse_unknown_prompts(server: Any) -> None:
+    """Answer ``prompts/get`` of a prompt ``server`` does not have (it has none) with the
+    JSON-RPC error the MCP specification names for it, invalid params (-32602), quoting
+    the name as ``repr`` writes it, and log nothing.
+
+    Why: the SDK raised ``ValueError("Unknown prompt: <name>")``, which its dispatcher
+    logged at ERROR with a traceback of about 130 lines holding the name as sent (an
+    ESC sequence in it reached the operator's terminal) and answered with code 0. Any
+    key holder could write thousands of such lines a second (a review). The prompts
+    capability stays advertised and ``prompts/list`` answers an empty list, as before,
+    so a client that lists prompts gets no error. A prompt that exists would still go
+    to the SDK's handler. ``resources/read`` of an unknown URI needs nothing here: the
+    SDK answers it with -32602 and logs it at INFO only (below the server's WARNING),
+    the URI ``repr``'d. mcp 2.x only: 1.x's ``FastMCP`` is left as it is."""
+    import mcp_types as types
+    from mcp.shared.exceptions import MCPError
+
+    low = server._lowlevel_server
+    served = low.get_request_handler("prompts/get")
+    if served is None:  # pragma: no cover - an SDK that serves no prompts at all
+        return
+
+    async def get_prompt(ctx: Any, params: Any) -> Any:
+        if params.name not in {prompt.name for prompt in await server.list_prompts()}:
+            message = f"Unknown prompt: {params.name!r}"
+            raise MCPError(code=types.INVALID_PARAMS, message=message)
+        return await served.handler(ctx, params)
+
+    low.add_request_handler("prompts/get", served.params_type, get_prompt)
 
 
 def mcp_http_app(
