@@ -476,6 +476,29 @@ def test_metadata_nested_deeper_than_the_limit_is_refused_before_anything_is_sto
         assert m.get(kept.id).metadata["a"] == ok["a"]
 
 
+def test_an_integer_past_64_bits_in_metadata_is_refused_as_over_http(tmp_path: Path) -> None:
+    """``Memory.add`` and ``contextos add --metadata`` stored ``{"order_id": 2**70}``,
+    which HTTP and MCP refuse: an update sending the metadata back as read was then
+    refused there, and no filter could ever match the value (a review). One rule now."""
+    big = 2**70
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        [kept] = m.add("fits", user_id="u", metadata={"order_id": 2**63 - 1, "low": -(2**63)})
+        for call in (
+            lambda: m.add("too wide", user_id="u", metadata={"order_id": big}),
+            lambda: m.add(
+                {"role": "user", "content": "x", "metadata": {"n": [1, big]}}, user_id="u"
+            ),
+            lambda: m.update(kept.id, metadata={"deep": {"id": -big}}),
+        ):
+            with pytest.raises(ValueError, match="integers must fit in 64 bits"):
+                call()
+    out = run(tmp_path / "m.db", "add", "x", "-u", "u", "--metadata", f'{{"order_id": {big}}}')
+    assert out.returncode != 0 and "integers must fit in 64 bits" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    listed = json.loads(run(tmp_path / "m.db", "list", "-u", "u", "--json").stdout)
+    assert [r["text"] for r in listed] == ["fits"]
+
+
 def test_search_and_list_take_the_apis_filters(tmp_path: Path) -> None:
     """The CLI had none of the API's filters (metadata, event-time range, type on list)
     though the README says it mirrors the API. Each flag against the same call in

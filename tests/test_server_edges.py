@@ -220,6 +220,28 @@ def test_json_body_is_accepted_whatever_the_content_type(tmp_path: Path) -> None
         assert "JSON" in assert_error(form, 422, "InvalidRequest")["message"]
 
 
+def test_a_text_is_measured_as_given_by_python_and_over_http(tmp_path: Path) -> None:
+    """100,000 characters and a newline (a file read whole): ``Memory.add`` stripped,
+    then measured, and stored it; HTTP, MCP and ``update`` measure what they are given
+    and refused it (a review). Now every surface measures the text as given."""
+    from contextos.memory import Memory
+    from contextos.testing.embedders import HashEmbedder
+
+    padded = "x" * 100_000 + "\n"
+    with app_client(tmp_path / "m.db") as c:
+        h = auth(issue_key(c, "acme"))
+        over_http = c.post("/v1/memories", headers=h, json={"messages": padded, "user_id": "u"})
+        assert "(got 100,001)" in assert_error(over_http, 422)["message"]
+        exact = c.post("/v1/memories", headers=h, json={"messages": padded[:-1], "user_id": "u"})
+        assert exact.status_code == 201, exact.text
+    with Memory(tmp_path / "py.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        with pytest.raises(ValueError, match=r"at most 100,000 characters \(got 100,001\)"):
+            m.add(padded, user_id="u")
+        [kept] = m.add(padded[:-1], user_id="u")
+        with pytest.raises(ValueError, match="at most 100,000 characters"):
+            m.update(kept.id, text=padded)
+
+
 def test_a_refused_union_names_its_one_problem_in_the_librarys_words(tmp_path: Path) -> None:
     """A text past 100,000 characters (well under the body limit) was answered with every
     branch of the ``messages`` union, in pydantic's words: ``body.messages.function-after[

@@ -475,6 +475,12 @@ def _in_range(value: datetime | None, after: datetime | None, before: datetime |
 _MISSING = object()
 
 
+def fits_int64(value: int) -> bool:
+    """Whether ``value`` is an integer every store and JSON reader keeps exactly (64-bit
+    signed): the one rule for integers in metadata, stored or filtered on, everywhere."""
+    return -(2**63) <= value < 2**63
+
+
 def check_metadata_filter_value(key: object, value: object) -> None:
     """A metadata filter's value must be one every store compares alike: a str, a bool,
     an int of 64 bits or a finite float (see :class:`Filter`).
@@ -486,7 +492,7 @@ def check_metadata_filter_value(key: object, value: object) -> None:
     if isinstance(value, bool | str):
         return
     if isinstance(value, int):
-        if -(2**63) <= value < 2**63:
+        if fits_int64(value):
             return
         raise ValueError(f"metadata filter {key!r}: the integer {value} is past 64 bits")
     if isinstance(value, float):

@@ -26,6 +26,7 @@ from ..types import (
     Scope,
     check_role,
     content_hash,
+    fits_int64,
 )
 from .render import FACT_OF, caption_of
 
@@ -154,10 +155,13 @@ def build_records(
         text = message.content.strip()
         if not text:
             continue
-        if len(text) > MAX_TEXT_CHARS:
+        # Counted as given, as an update's text and the HTTP API's and MCP's are (after
+        # the strip, a file of 100,000 characters and a newline was stored by Python and
+        # the CLI and refused over HTTP: a review).
+        if len(message.content) > MAX_TEXT_CHARS:
             raise ValueError(
                 f"a memory may hold at most {MAX_TEXT_CHARS:,} characters "
-                f"(got {len(text):,}); split it first"
+                f"(got {len(message.content):,}); split it first"
             )
         event = message.metadata.get("event_time") or opts.event_time
         event_time = _as_datetime(event)
@@ -224,11 +228,33 @@ def metadata_depth(value: Any, limit: int = MAX_METADATA_DEPTH) -> int:
     return deepest
 
 
+def wide_int(value: Any) -> int | None:
+    """The first integer in ``value`` (walked without recursion) past 64 bits, or None.
+
+    Why: ``Memory.add`` and ``contextos add --metadata`` stored such an id, which the
+    HTTP API and MCP then refused to write back (an update sending the metadata as read)
+    and no filter could match (a review)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, int) and not isinstance(item, bool) and not fits_int64(item):
+            return item
+        if isinstance(item, Mapping):
+            todo.extend(item.values())
+        elif isinstance(item, list | tuple):
+            todo.extend(item)
+    return None
+
+
 def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
-    """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES` or nested deeper than
-    :data:`MAX_METADATA_DEPTH` (ValueError naming the limit); return its size in bytes."""
+    """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES`, nested deeper than
+    :data:`MAX_METADATA_DEPTH` or holding an integer past 64 bits (ValueError naming the
+    limit); return its size in bytes."""
     if metadata_depth(metadata) > MAX_METADATA_DEPTH:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
+    wide = wide_int(metadata)
+    if wide is not None:
+        raise ValueError(f"{what} integers must fit in 64 bits (got {wide})")
     check_unicode(metadata, what)  # a ValueError naming it, not a UnicodeEncodeError
     size = metadata_bytes(metadata)
     if size > MAX_METADATA_BYTES:

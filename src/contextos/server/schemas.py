@@ -35,7 +35,7 @@ from pydantic_core import PydanticCustomError
 from ..engine.message_text import lone_surrogate_at
 from ..memory.ingest import MAX_METADATA_DEPTH, check_add_metadata, check_metadata
 from ..times import utc
-from ..types import Message, ScopeIds, scope_id, scope_ids
+from ..types import Message, ScopeIds, fits_int64, scope_id, scope_ids
 from .errors import BRANCH, describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
@@ -180,7 +180,7 @@ def _check_json(
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
+        if not fits_int64(value):
             raise ValueError(f"{what} integers must fit in 64 bits")
         return value
     if isinstance(value, float):
