@@ -220,6 +220,20 @@ def test_json_body_is_accepted_whatever_the_content_type(tmp_path: Path) -> None
         assert "JSON" in assert_error(form, 422, "InvalidRequest")["message"]
 
 
+def test_a_turns_metadata_comes_back_as_it_was_logged(tmp_path: Path) -> None:
+    """``POST /v1/sessions/{id}/turns`` stored each message's metadata, and ``GET``
+    never gave it back (a review); the count's own stamp stays inside."""
+    meta = {"名前": "Zoë 🎉", "n": {"a": [1, 2.5, None, True]}, "dia_id": "D1:3"}
+    with app_client(tmp_path / "m.db") as c:
+        h = auth(issue_key(c, "acme"))
+        sent = {"messages": [{"role": "user", "content": "hi", "metadata": meta}]}
+        logged = c.post("/v1/sessions/s1/turns", headers=h, json=sent)
+        assert logged.status_code == 201, logged.text
+        assert logged.json()["results"][0]["metadata"] == meta
+        [turn] = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
+        assert turn["metadata"] == meta
+
+
 def test_a_text_is_measured_as_given_by_python_and_over_http(tmp_path: Path) -> None:
     """100,000 characters and a newline (a file read whole): ``Memory.add`` stripped,
     then measured, and stored it; HTTP, MCP and ``update`` measure what they are given

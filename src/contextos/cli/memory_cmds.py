@@ -163,7 +163,8 @@ where_option = click.option(
     callback=_where_param,
     metavar="KEY=VALUE",
     help="Only memories whose metadata KEY (dotted: a.b) equals VALUE (JSON number, "
-    "true/false or text). Repeatable: all must hold.",
+    "true/false or text; a text that looks like a number or true/false is quoted as JSON: "
+    "'zip=\"12345\"'). Repeatable: all must hold.",
 )
 #: ``--type``, on ``search`` and ``list``.
 type_option = click.option(

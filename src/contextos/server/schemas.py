@@ -706,13 +706,21 @@ class TurnOut(_Out):
     #: call; this API cannot log one). Left out, an agent's step showed as an empty turn
     #: (a review of the inspector).
     tool_calls: list[ToolCallOut] = Field(default_factory=list)
+    #: The message's metadata as logged (what ``POST .../turns`` took, a wrapped call's
+    #: usage): accepted and stored, it was never given back (a review).
+    metadata: dict[str, Any] = Field(default_factory=dict)
     tokens: int
     created_at: datetime
 
     @classmethod
     def of(cls, value: Any) -> Self:
-        """A logged :class:`~contextos.types.Turn`, its message's fields beside its own."""
-        return cls.model_validate({**vars(value.message), **vars(value)})
+        """A logged :class:`~contextos.types.Turn`, its message's fields beside its own
+        (its metadata without the count's stamp, as a ``Session`` gives it)."""
+        from ..engine.session import COUNTED_KEY
+
+        message = vars(value.message)
+        meta = {k: v for k, v in value.message.metadata.items() if k != COUNTED_KEY}
+        return cls.model_validate({**message, **vars(value), "metadata": meta})
 
 
 class TurnList(Results[TurnOut]):
