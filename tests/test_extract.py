@@ -484,3 +484,24 @@ def test_long_multiline_turns_are_handled() -> None:
     found = extract(say("Ann", text + "\n```python\nprint('hi')\n```"))
     assert 1 <= len(found) <= 301
     assert all(c.provenance == ("D1:1",) for c in found)
+
+
+def test_a_turn_id_cannot_forge_a_log_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The INFO line about a turn sent in parts wrote the caller's turn id (its
+    ``dia_id``) as given: a newline in it started a second, forged log record (a
+    review). It is written as ``repr`` writes it."""
+    from contextos.memory import Memory
+
+    forged = "D1\n2026-01-01 00:00:00 CRITICAL contextos.server: FORGED admin key rotated"
+    extractor = LLMExtractor(ScriptedLLM([json.dumps({"facts": []})] * 50), chunk_tokens=40)
+    message = Message(role="user", content="word " * 200, metadata={"dia_id": forged})
+    with (
+        caplog.at_level("INFO", logger="contextos"),
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), extractor=extractor) as memory,
+    ):
+        memory.add([message], user_id="ana", infer=True)
+    lines = [r.getMessage() for r in caplog.records if "sent in" in r.getMessage()]
+    assert lines, [r.getMessage() for r in caplog.records]
+    assert all("\n" not in line and "\\n2026" in line for line in lines)

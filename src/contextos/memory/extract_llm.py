@@ -207,8 +207,8 @@ class LLMExtractor:
             head = f"[{tid}] {speaker}: "
             room = max(1, limit - count(head) - count(shared) - 1)
             pieces = split_text(turn.content, room, count) or [turn.content]
-            log.info(
-                "extraction: turn %s (%s tokens) is longer than a request's %s tokens of "
+            log.info(  # the id as repr writes it: a newline in it forged a log record
+                "extraction: turn %r (%s tokens) is longer than a request's %s tokens of "
                 "conversation: sent in %d parts",
                 tid,
                 f"{tokens:,}",
