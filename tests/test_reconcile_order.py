@@ -68,3 +68,24 @@ def test_a_newer_move_still_replaces_the_older_one(tmp_path: Path) -> None:
         facts = _all(m)
         assert facts["User lives in Paris."].valid_to == _at(2024)
         assert facts["User lives in Berlin."].valid_to is None
+
+
+@pytest.mark.parametrize("berlin_dated", [False, True])
+def test_a_move_said_now_replaces_the_fact_however_far_back_it_dates_the_move(
+    tmp_path: Path, berlin_dated: bool
+) -> None:
+    """A statement said now (its add given no time) is the newest said: "I moved to
+    Paris last week", after "I live in Berlin" written today, was taken for an older
+    statement (the move dated before Berlin's write) and stored already closed, so the
+    model was told Berlin (a review). Only a statement said at an earlier time (the
+    test above: a log imported late) can be the older one."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        when = {"event_time": _at(2024)} if berlin_dated else {}
+        m.add("I live in Berlin.", user_id="bob", infer=True, **when)  # type: ignore[arg-type]
+        [paris] = m.add("I moved to Paris last week.", user_id="bob", infer=True)
+        facts = _all(m)
+        assert paris.valid_to is None and "Paris" in paris.text
+        assert facts["User lives in Berlin."].metadata.get("superseded_by") == paris.id
+        assert facts["User lives in Berlin."].valid_to is not None
+        assert [r.text for r in m.get_all(user_id="bob") if r.valid_to is None] == [paris.text]
+        assert _held(m, datetime.now(UTC))[0] == paris.text

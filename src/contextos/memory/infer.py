@@ -130,6 +130,9 @@ class Facts:
     groups: list[tuple[int | None, list[Candidate]]]
     contexts: dict[str, str]
     metadata: dict[str, Any]
+    #: No time was given to the add or its messages: every statement is said now, the
+    #: newest said, so none is taken for an older one (``reconcile._began_later``).
+    said_now: bool = False
 
 
 def extract_facts(
@@ -150,7 +153,10 @@ def extract_facts(
     check_metadata_copies(opts.metadata, len(candidates))  # copied into every fact
     order = {ids[0]: i for i, t in enumerate(turns) if (ids := turn_ids(t))}
     base_meta = {**opts.metadata, INFERRED: True}
-    return Facts(_by_turn(candidates, order), question_contexts(turns), base_meta)
+    said_now = (opts.event_local or opts.event_time) is None and not any(
+        m.metadata.get("event_time") for m in messages
+    )
+    return Facts(_by_turn(candidates, order), question_contexts(turns), base_meta, said_now)
 
 
 def plan_facts(
@@ -170,7 +176,14 @@ def plan_facts(
     written its token count. An add that decides before it knows its session's
     newest record plans with ``first_seq=0`` and numbers the records when it writes
     them (:func:`numbered`)."""
-    plan = Plan(store, scope, reconciler=reconciler, contexts=facts.contexts, count=count)
+    plan = Plan(
+        store,
+        scope,
+        reconciler=reconciler,
+        contexts=facts.contexts,
+        count=count,
+        said_now=facts.said_now,
+    )
     for pos, group in facts.groups:
         meta = dict(facts.metadata)
         if first_seq is not None:

@@ -437,16 +437,25 @@ def plan_step(
     metadata: Mapping[str, Any] | None = None,
     contexts: Mapping[str, str] | None = None,
     count: TokenCounter | None = None,
+    *,
+    said_now: bool = False,
 ) -> Step:
     """The writes of ``decision`` (see :func:`apply`); ``old`` is its target as read (None
-    for ADD and NOOP). Raises NotFound for a target that is gone or outside ``scope``."""
+    for ADD and NOOP). Raises NotFound for a target that is gone or outside ``scope``.
+
+    ``said_now``: the candidate was said now (its add was given no time), so it is the
+    newest statement and replaces ``old`` even when the event it tells of is older than
+    ``old``'s start ("I moved to Paris last week" after an undated "I live in Berlin"
+    written yesterday kept Berlin: a review). Only a statement said at an earlier time
+    (a chat log imported late, its session dated) can be the older one."""
     if decision.action == "NOOP":
         return Step(decision)
     if decision.action == "ADD":
         return Step(decision, counted(new_record(decision, scope, now, metadata, contexts), count))
     if old is None or not _within(old.scope, scope):
         raise NotFound(f"no memory {decision.target_id!r} to {decision.action.lower()}")
-    if decision.action == "UPDATE" and (began := _began_later(decision.candidate, old, now)):
+    began = None if said_now else _began_later(decision.candidate, old, now)
+    if decision.action == "UPDATE" and began is not None:
         # An older statement written after the fact that replaced it (a chat log
         # imported late): the new fact held until the stored one began, which stays.
         # It replaced the stored one, closed the moment it began, and ``as_of`` any
@@ -700,11 +709,14 @@ class Plan:
         now: datetime | None = None,
         contexts: Mapping[str, str] | None = None,
         count: TokenCounter | None = None,
+        said_now: bool = False,
     ) -> None:
         self.store, self.scope, self.embedder, self.k = store, scope, embedder, k
         self.decider = reconciler or HeuristicReconciler()
         self.now = now or datetime.now(UTC)
         self.contexts, self.count = contexts, count
+        #: The candidates were said now (no time given to their add): see plan_step.
+        self.said_now = said_now
         self.across = owner_scope(scope)
         self.steps: list[Step] = []
         #: The records the steps will write, by id, and the ids of those they close.
@@ -735,6 +747,7 @@ class Plan:
                 metadata,
                 self.contexts,
                 self.count,
+                said_now=self.said_now,
             )
             self._add(step)
             for also in self._closes_too(step, shown):
