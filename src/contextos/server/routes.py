@@ -2,7 +2,10 @@
 
 Each handler parses, calls one API method on the caller's tenant, and shapes
 the result; there is no branching beyond validation. Handlers are sync: FastAPI
-runs them in its threadpool, which suits the blocking store and embedder.
+runs them in its threadpool, which suits the blocking store and embedder. The
+routes that write are async and make their call on the write threads instead
+(:func:`~contextos.server.write_threads.run_write`), so writes waiting for the
+database's write lock never take the threads reads need.
 (No ``from __future__ import annotations`` here: FastAPI reads the handlers'
 annotations at runtime, and they name types local to the router factories.)
 """
@@ -26,6 +29,7 @@ from .gate import principal_in
 from .tenants import TenantMemories
 from .window_slots import WindowSlots
 from .windowing import build_window, window_answer
+from .write_threads import run_write
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -98,6 +102,12 @@ def caller(auth: Authenticator, request: Request) -> Principal:
     return principal
 
 
+def _added(mem: "Memory", body: s.AddRequest) -> Response:
+    """``POST /v1/memories``'s write and its answer (made on the write thread too)."""
+    records = s.RecordList(results=[s.RecordOut.of(r) for r in ops.add(mem, body)])
+    return json_response(records, 201)
+
+
 def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     """Routes under ``/v1/memories``, all scoped to the tenant of the caller's key."""
     router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERRORS)
@@ -119,10 +129,9 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     Mem = Annotated[Any, Depends(tenant_memory)]
 
     @router.post("", status_code=201, response_model=s.RecordList, summary="add")
-    def add(body: s.AddRequest, mem: Mem) -> Response:
+    async def add(body: s.AddRequest, mem: Mem) -> Response:
         """Store messages (or one text) as memories of the given user/agent/session."""
-        records = s.RecordList(results=[s.RecordOut.of(r) for r in ops.add(mem, body)])
-        return json_response(records, 201)
+        return await run_write(lambda: _added(mem, body))
 
     @router.post("/search", response_model=s.HitList, summary="search")
     def search(body: s.SearchRequest, mem: Mem) -> Response:
@@ -131,9 +140,10 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         return json_response(s.HitList(results=[s.HitOut.of(h) for h in hits]))
 
     @router.post("/forget", response_model=s.Forgotten, summary="forget")
-    def forget(body: s.ForgetRequest, mem: Mem) -> s.Forgotten:
+    async def forget(body: s.ForgetRequest, mem: Mem) -> s.Forgotten:
         """Erase everything stored about a user: records, history, vectors, session logs."""
-        return s.Forgotten(user_id=body.user_id, forgotten=mem.forget(body.user_id))
+        forgotten = await run_write(lambda: mem.forget(body.user_id))
+        return s.Forgotten(user_id=body.user_id, forgotten=forgotten)
 
     @router.get("", response_model=s.RecordList, summary="get_all")
     def get_all(
@@ -165,11 +175,11 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         summary="update",
         responses={409: {"model": s.ErrorOut, "description": "Changed since it was read"}},
     )
-    def update(memory_id: IdPath, body: s.UpdateRequest, mem: Mem) -> s.RecordOut:
+    async def update(memory_id: IdPath, body: s.UpdateRequest, mem: Mem) -> s.RecordOut:
         """Change a memory's text and/or metadata (logged in its history); with
         ``expected_text`` or ``expected_updated_at`` only if the memory is still as the
         caller read it (409 and nothing written otherwise)."""
-        return s.RecordOut.of(ops.update(mem, memory_id, body))
+        return s.RecordOut.of(await run_write(lambda: ops.update(mem, memory_id, body)))
 
     @router.delete(
         "/{memory_id}",
@@ -177,7 +187,7 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         summary="delete",
         responses={409: {"model": s.ErrorOut, "description": "Changed since it was read"}},
     )
-    def delete(
+    async def delete(
         memory_id: IdPath,
         mem: Mem,
         purge: bool = False,
@@ -188,11 +198,13 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         text also leaves the history, the search index and every copy of it. With
         ``expected_text`` or ``expected_updated_at`` (as ``PATCH`` takes them) only if
         the memory is still as the caller read it (409 and nothing deleted otherwise)."""
-        mem.delete(
-            memory_id,
-            purge=purge,
-            expected_text=expected_text,
-            expected_updated_at=expected_updated_at,
+        await run_write(
+            lambda: mem.delete(
+                memory_id,
+                purge=purge,
+                expected_text=expected_text,
+                expected_updated_at=expected_updated_at,
+            )
         )
         return s.Deleted(deleted=memory_id, purged=purge)
 
@@ -226,23 +238,27 @@ def session_router(
         response_model=s.AppendedTurns,
         summary="append_turns",
     )
-    def append_turns(
+    async def append_turns(
         session_id: SessionPath, body: s.AppendTurnsRequest, tenant: Tenant
     ) -> s.AppendedTurns:
         """Append messages to a session's log, durably, numbered in order (Session.add);
         ``warnings`` says why a tool result logged can never be in a window."""
-        session = Session(
-            tenants.store,
-            session_id,
-            tenant=tenant,
-            user_id=body.user_id,
-            agent_id=body.agent_id,
-            tokenizer=tokenizer,
-        )
-        turns = session.add(*(m.to_message() for m in body.messages))
-        return s.AppendedTurns(
-            results=[s.TurnOut.of(t) for t in turns], warnings=never_sent(session, turns)
-        )
+
+        def write() -> s.AppendedTurns:
+            session = Session(
+                tenants.store,
+                session_id,
+                tenant=tenant,
+                user_id=body.user_id,
+                agent_id=body.agent_id,
+                tokenizer=tokenizer,
+            )
+            turns = session.add(*(m.to_message() for m in body.messages))
+            return s.AppendedTurns(
+                results=[s.TurnOut.of(t) for t in turns], warnings=never_sent(session, turns)
+            )
+
+        return await run_write(write)
 
     @router.get("/{session_id:path}/turns", response_model=s.TurnList, summary="turns")
     def turns(
