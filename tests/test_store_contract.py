@@ -328,6 +328,22 @@ def test_a_search_can_leave_one_session_out(store: Store) -> None:
         scope_filter(exclude_session=" ")
 
 
+def test_a_metadata_key_in_any_script_can_be_filtered_on(store: Store) -> None:
+    """A key such as ``città`` was stored and refused as a filter ("must be dotted
+    identifiers", ASCII only) on every surface (a review). Letters of any script pass;
+    anything that could leave the JSON path (quotes, spaces, a newline) still does not."""
+    rome, tokyo = rec("Rome", meta={"città": "Roma"}), rec("Tokyo", meta={"名前": {"x": 1}})
+    delhi = rec("Delhi", meta={"नाम": "दिल्ली", "user-id": 7})
+    store.put([rome, tokyo, delhi])
+    assert [r.id for r in store.list(scope_filter(metadata={"città": "Roma"}))] == [rome.id]
+    assert [r.id for r in store.list(scope_filter(metadata={"名前.x": 1}))] == [tokyo.id]
+    hindi = scope_filter(metadata={"नाम": "दिल्ली", "user-id": 7})
+    assert [r.id for r in store.list(hindi)] == [delhi.id]
+    for bad in ("città\n", "a b", "a'", "a..b", "$.a", "a[0]", 'a"b', "a\u202eb"):
+        with pytest.raises(ValueError, match="dotted identifiers"):
+            store.list(scope_filter(metadata={bad: 1}))
+
+
 def test_set_vectors_ignores_unknown_and_foreign_ids(store: Store) -> None:
     r = rec("x")
     store.put([r])

@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from ..engine.message_text import lone_surrogate_at
 from ..memory.ingest import MAX_METADATA_DEPTH, check_add_metadata, check_metadata
+from ..store.base import METADATA_KEY, check_metadata_key
 from ..times import utc
 from ..types import Message, ScopeIds, fits_int64, scope_id, scope_ids
 from .errors import BRANCH, describe
@@ -73,8 +74,11 @@ TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 #: The most tokens a compaction's ``budget`` (the history's share of a window) may be:
 #: a window's own most (``WindowRequestIn.token_budget``).
 MAX_BUDGET = 2_000_000
-#: A metadata filter key: identifiers joined by dots (``a.b`` looks into nested objects).
-FILTER_KEY = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
+
+
+def _filter_key(value: str) -> str:
+    check_metadata_key(value)
+    return value
 
 
 def check_text(value: str) -> str:
@@ -234,7 +238,13 @@ Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(ch
 ScopeId = Annotated[Ident, AfterValidator(check_scope_id)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
 Time = Annotated[datetime, BeforeValidator(_time_text), AfterValidator(_check_time)]
-FilterKey = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=FILTER_KEY)]
+#: A metadata filter key: identifiers (any script) joined by dots (``a.b`` looks into
+#: nested objects), by the stores' own rule (``store.base.check_metadata_key``).
+FilterKey = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID, json_schema_extra={"pattern": METADATA_KEY}),
+    AfterValidator(_filter_key),
+]
 Scalar = Annotated[
     Annotated[Annotated[str, AfterValidator(check_text)], _branch("string")]
     | Annotated[bool, _branch("boolean")]

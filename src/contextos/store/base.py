@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -152,7 +153,17 @@ def newest_checks(after: Newest | Sequence[Newest] | None) -> tuple[Newest, ...]
     return (after,) if isinstance(after, Newest) else tuple(after)
 
 
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+#: One part of a metadata filter key: any characters but white space, control
+#: characters and the few a JSON path or an SQL text gives a meaning (both stores put the
+#: key into a JSON path, SQLite into SQL text): ``. ' " [ ] $ \``. Any script and
+#: ``user-id`` pass; a key such as ``città`` was stored and could never be filtered on
+#: (ASCII letters, digits and ``_`` only: a review). Also the advertised JSON Schema
+#: ``pattern`` of the HTTP API's and MCP's filter keys (format characters aside, which
+#: :func:`check_metadata_key` refuses too).
+METADATA_KEY_PART = r"""[^\s.'"\[\]$\\\x00-\x1f\x7f-\x9f]+"""
+#: A metadata filter key: parts joined by dots (``a.b`` looks into ``{"a": {"b": ...}}``).
+METADATA_KEY = rf"^{METADATA_KEY_PART}(\.{METADATA_KEY_PART})*$"
+_METADATA_KEY = re.compile(METADATA_KEY)
 
 
 def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]]) -> None:
@@ -166,9 +177,16 @@ def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]])
 
 
 def check_metadata_key(key: object) -> None:
-    """A metadata filter key is a dotted path of identifiers (``a``, ``a.b``); both
-    stores put it into a JSON path, so ``a..b``, ``.a`` or quotes are refused here."""
-    if not isinstance(key, str) or len(key) > 200 or not _METADATA_KEY.match(key):
+    """A metadata filter key is a dotted path (``a``, ``a.b``, ``città``, ``user-id``) of
+    parts :data:`METADATA_KEY_PART` allows; both stores put it into a JSON path, so
+    ``a..b``, ``.a``, quotes, brackets, white space and control or format characters
+    (a right-to-left override) are refused here."""
+    if (
+        not isinstance(key, str)
+        or len(key) > 200
+        or not _METADATA_KEY.fullmatch(key)
+        or any(unicodedata.category(c)[0] == "C" for c in key)
+    ):
         raise ValueError(f"metadata filter keys must be dotted identifiers, got {key!r}")
 
 
