@@ -11,6 +11,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contextos import ConfigError, Message, count_tokens, default_tokenizer
 from contextos.llm.models import ALIASES, MODELS, get_model
@@ -324,3 +326,14 @@ def test_gpt_5_6_prices_cache_writes_at_a_quarter_over_input() -> None:
         assert prices.cache_write_5m == pytest.approx(1.25 * prices.input), name
         assert prices.cache_read == pytest.approx(0.1 * prices.input), name
     assert MODELS["gpt-5.1"].prices.cache_write_5m == MODELS["gpt-5.1"].prices.input
+
+
+@given(st.text(min_size=1, max_size=60), st.integers(min_value=0, max_value=40))
+@settings(max_examples=300, deadline=None)
+def test_truncate_cuts_on_whole_characters(text: str, max_tokens: int) -> None:
+    """A cut inside a character (a token may hold part of a CJK or Devanagari letter or
+    of an emoji) came back with U+FFFD at its end (a review)."""
+    tokenizer = TiktokenTokenizer()
+    out = tokenizer.truncate(text, max_tokens)
+    assert text.startswith(out)
+    assert tokenizer.count(out) <= max(max_tokens, 0) or out == text

@@ -114,11 +114,14 @@ class TiktokenTokenizer:
         return TOKENS_PER_REPLY + sum(message_parts_tokens(m, self.count) for m in messages)
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        """Cut ``text`` to at most ``max_tokens`` tokens (on a token boundary)."""
+        """Cut ``text`` to at most ``max_tokens`` tokens (on a token boundary), and back
+        to the last whole character: a token may hold part of one (CJK, Devanagari,
+        emoji), and decoding it alone gave U+FFFD at the end of the cut (a review)."""
         ids = self._encoding.encode(text, disallowed_special=())
         if len(ids) <= max_tokens:
             return text
-        return str(self._encoding.decode(ids[: max(0, max_tokens)]))
+        data = self._encoding.decode_bytes(ids[: max(0, max_tokens)])
+        return data.decode("utf-8", errors="ignore")
 
 
 class CharEstimateTokenizer:
