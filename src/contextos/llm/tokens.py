@@ -120,7 +120,7 @@ class TiktokenTokenizer:
         ids = self._encoding.encode(text, disallowed_special=())
         if len(ids) <= max_tokens:
             return text
-        data = self._encoding.decode_bytes(ids[: max(0, max_tokens)])
+        data: bytes = self._encoding.decode_bytes(ids[: max(0, max_tokens)])
         return data.decode("utf-8", errors="ignore")
 
 
