@@ -21,7 +21,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,6 +146,8 @@ class Memory:
         self._session_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
         #: Inferring adds of one user (or agent) take turns (see ``_infer``).
         self._owner_locks = KeyedLocks()
+        #: Adds of one text in one scope take turns (see ``_reuse_repeats``).
+        self._repeat_locks = KeyedLocks()
         # A shared worker (one per store, e.g. in the server) is used but not owned.
         self._owns_worker = worker is None
         self._worker = worker or (
@@ -275,9 +277,26 @@ class Memory:
         is still the session's newest record (see ``_after_newest``)."""
         records = build_records(said, opts, previous=last)
         if dedupe and opts.scope.session_id is None:
-            records, new = self._reuse_repeats(records)
-        else:
-            new = records
+            # The look-up and the write of each text in one go, per scope and text: two
+            # threads adding one text at once (a double submit) both found nothing and
+            # both stored it (a review). Within this process; see _reuse_repeats.
+            keys = sorted({(opts.scope, r.hash) for r in records}, key=repr)
+            with ExitStack() as held:
+                for key in keys:
+                    held.enter_context(self._repeat_locks.held(key))
+                return self._write_new(*self._reuse_repeats(records), facts, opts, newest)
+        return self._write_new(records, records, facts, opts, newest)
+
+    def _write_new(
+        self,
+        records: list[MemoryRecord],
+        new: list[MemoryRecord],
+        facts: bool,
+        opts: AddOptions,
+        newest: Newest | None,
+    ) -> list[MemoryRecord]:
+        """Write ``new`` (with their facts, in a session that stores them) after
+        ``newest``; return ``records``, the written ones as stored."""
         if new and facts and opts.scope.session_id is not None:
             from .infer import facts_beside
 
@@ -299,9 +318,10 @@ class Memory:
         """Swap each record for a stored (or earlier) one that it repeats exactly
         (:func:`_same_memory`); return the records to hand back and those still to write.
 
-        The stores look the hash up in an index (``Store.find_by_hash``). Two
-        concurrent adds of one text may both store it: this is a courtesy, not a
-        constraint.
+        The stores look the hash up in an index (``Store.find_by_hash``). Adds of one
+        text in one scope take turns within a process (``_add_once``); two processes
+        adding it at the same instant may still both store it: across processes this
+        is a courtesy, not a constraint.
         """
         out: list[MemoryRecord] = []
         new: list[MemoryRecord] = []
