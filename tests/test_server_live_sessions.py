@@ -94,3 +94,28 @@ def test_the_kept_sessions_hold_a_bounded_number_of_bytes(tmp_path: Path) -> Non
         assert again["a"] is not kept["a"]  # evicted for the bytes of b and c
     finally:
         store.close()
+
+
+def test_a_long_uncompacted_log_is_kept_with_the_default_bounds(tmp_path: Path) -> None:
+    """docs/server.md promises later windows of a 40,000-turn uncompacted log that read
+    only the new turns; with 8 MiB for one Session no log past ~16,700 short turns was
+    kept, and every window read it whole (a review)."""
+    from contextos.llm.models import get_model
+    from contextos.llm.tokens import default_tokenizer
+    from contextos.server.live_sessions import LiveSessions
+    from contextos.store import open_store
+    from contextos.types import Message
+
+    store = open_store(tmp_path / "long.db")
+    try:
+        turns = 40_000
+        said = [Message("user", f"turn {i}: " + "a few short words " * 2) for i in range(turns)]
+        store.append_turns(Scope(tenant="t", session_id="long"), said, [12] * turns)
+        live = LiveSessions(store)
+        tokenizer, model = default_tokenizer(), get_model("claude-sonnet-4-6")
+        with live.use("t", "long", user_id=None, agent_id=None, tokenizer=tokenizer) as first:
+            first.window(model, "hi?", budget=2000)
+        with live.use("t", "long", user_id=None, agent_id=None, tokenizer=tokenizer) as again:
+            assert again is first
+    finally:
+        store.close()

@@ -31,10 +31,14 @@ if TYPE_CHECKING:  # the engine loads on the first window (``contextos mcp`` sta
 #: window; an uncompacted one its whole log). A Session holding more than
 #: ``MAX_SESSION_BYTES`` alone is not kept: its log is read again on its next window, as
 #: before Sessions were kept. Why a byte bound: by count alone, 64 uncompacted logs of
-#: 146 MiB of text took a server from 120 to 267 MiB and kept it there (a review).
+#: 146 MiB of text took a server from 120 to 267 MiB and kept it there (a review). Why
+#: 24 MiB for one: an uncompacted log of 40,000 turns of 50 characters holds about
+#: 20 MiB as ``held_size`` counts it; at 8 MiB no log past ~16,700 such turns was kept,
+#: and each of its windows read it whole again (0.6-1.3 s at 20,000 turns, where the
+#: docs promised 0.12-0.2 s at 40,000: a review).
 MAX_LIVE_SESSIONS = 64
 MAX_LIVE_BYTES = 64 * 2**20
-MAX_SESSION_BYTES = 8 * 2**20
+MAX_SESSION_BYTES = 24 * 2**20
 
 _Key = tuple[str, str, str | None, str | None]
 
