@@ -151,10 +151,20 @@ def test_a_walk_of_list_pages_reaches_every_memory_on_both_stores(store: Store) 
     with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
         for i in range(80):  # 5.2 MB of metadata: more than one page
             m.add(f"note {i}", user_id="ana", metadata=metadata)
-        seen: list[str] = []
-        offset: int | None = 0
-        while offset is not None:
-            page, offset = ops.list_page(m, s.ListRequest(user_id="ana", limit=1000, offset=offset))
-            seen += [r.id for r in page]
-            assert len(seen) <= 80
-        assert len(seen) == 80 and len(set(seen)) == 80
+        for by_key in (False, True):
+            seen: list[str] = []
+            offset: int | None = 0
+            after: str | None = None
+            while offset is not None:
+                page, offset, after = ops.list_page(
+                    m,
+                    s.ListRequest(
+                        user_id="ana",
+                        limit=1000,
+                        offset=0 if by_key else offset,
+                        after=after if by_key else None,
+                    ),
+                )
+                seen += [r.id for r in page]
+                assert len(seen) <= 80
+            assert len(seen) == 80 and len(set(seen)) == 80

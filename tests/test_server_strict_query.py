@@ -81,3 +81,30 @@ def test_every_v1_route_refuses_an_unknown_query_key(
         resp = c.request(method, path, params={"zzz": "1"}, json={}, headers=headers)
         error = assert_error(resp, 422)
         assert error["message"] == "query.zzz: Extra inputs are not permitted", (method, path)
+
+
+def test_memories_paged_by_key_skip_and_repeat_nothing_while_others_write(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """``GET /v1/memories`` paged only by offset: a walk while another client added and
+    deleted saw memories twice and missed some never deleted (a review). A page after
+    ``next_after`` holds only the memories after the last one shown."""
+    c, key = client
+    for i in range(60):
+        _add(c, key, f"memory {i}")
+    seen: list[str] = []
+    page = c.get("/v1/memories", params={"user_id": "ana", "limit": 20}, headers=key).json()
+    for _ in range(10):  # 3 pages and an empty one at most
+        seen.extend(r["text"] for r in page["results"])
+        # Meanwhile: newer memories, and one of those already shown deleted.
+        _add(c, key, f"newer {len(seen)}")
+        if page["results"]:
+            c.delete(f"/v1/memories/{page['results'][0]['id']}", headers=key)
+        if page["next_after"] is None:
+            break
+        assert page["next_offset"] == page["offset"] + len(page["results"])
+        params = {"user_id": "ana", "limit": 20, "after": page["next_after"]}
+        page = c.get("/v1/memories", params=params, headers=key).json()
+    assert sorted(seen) == sorted(f"memory {i}" for i in range(60))
+    bad = c.get("/v1/memories", params={"user_id": "ana", "after": "nonsense"}, headers=key)
+    assert bad.status_code in (400, 422), bad.text

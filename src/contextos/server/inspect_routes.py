@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -35,18 +35,24 @@ from contextos.llm.tokens import Tokenizer
 from ..cache import CacheSimulator, WireFormat, cache_request, report
 from ..cache.accounting import read_share
 from ..errors import RateLimited
-from ..types import Filter, MemoryRecord, Scope, Turn
+from ..types import Filter, Scope, Turn
 from . import ops
 from . import schemas as s
 from .auth import Authenticator
 from .errors import error_body
-from .routes import AfterSeq, Limit, Offset, OptScopeId, SessionPath, caller, json_response
+from .routes import (
+    AfterSeq,
+    Limit,
+    ListAfter,
+    Offset,
+    OptScopeId,
+    SessionPath,
+    caller,
+    json_response,
+)
 from .tenants import TenantMemories
 from .window_slots import WindowSlots
 from .windowing import DEFAULT_MODEL, build_window, request_body, window_dict
-
-if TYPE_CHECKING:
-    from ..store import Store
 
 #: The replay prices at most this many calls (the newest). Each replayed call builds,
 #: renders and hashes its whole window, so a replay costs O(calls x turns read) ...
@@ -71,8 +77,6 @@ ModelName = Annotated[str, Query(min_length=1, max_length=100), AfterValidator(s
 #: A session id in the query, for the routes the page uses: a URL's path cannot carry
 #: every id the library takes ("." and ".." are removed from it), a query value can. (The
 #: path routes take the id with the path converter: one holding "/" reaches them too.)
-#: A list key (``next_after`` of the page before): opaque, made by the store.
-ListAfter = Annotated[str | None, Query(min_length=1, max_length=100)]
 SessionQuery = Annotated[
     str,
     Query(min_length=1, max_length=s.MAX_ID),
@@ -177,22 +181,6 @@ def replay_costs(
             )
         )
     return out
-
-
-def keyed_page(
-    store: "Store", flt: Filter, *, after: str | None, offset: int, limit: int
-) -> tuple[list[MemoryRecord], str | None]:
-    """One page of ``flt``'s memories after the key ``after`` (or from ``offset``), at
-    most ``MAX_PAGE_BYTES`` of them, and the key the next page starts after (None: this
-    one reached the end), as :func:`~contextos.server.ops.list_page` tells the end."""
-    from .schemas import MAX_PAGE_BYTES
-
-    rows = store.list_after(flt, after=after, offset=offset, limit=limit, max_bytes=MAX_PAGE_BYTES)
-    if not rows:
-        return [], None
-    last = rows[-1][1]
-    more = len(rows) == limit or store.list_after(flt, after=last, limit=1, max_bytes=1)
-    return [r for r, _ in rows], last if more else None
 
 
 class ReplayBusy(Exception):
@@ -317,7 +305,7 @@ def inspect_router(
             created_before=created_before,
             include_invalid=validity == "all",
         )
-        records, next_after = keyed_page(
+        records, next_after = ops.keyed_page(
             tenants.store, flt, after=after, offset=0 if after else offset, limit=limit
         )
         return {

@@ -153,7 +153,7 @@ class MemoryTools:
         back empty (a page holds at most 4 MiB of memories, so it may hold fewer than
         limit before the end)."""
         body = s.parse(s.ListRequest, **_arguments(locals()))
-        records, _ = ops.list_page(self._memory(), body)
+        records, _, _ = ops.list_page(self._memory(), body)
         return [r.to_dict() for r in records]
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:

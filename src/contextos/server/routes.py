@@ -63,6 +63,8 @@ OptIdent = Annotated[
 ]
 #: Where a page of a session's turns starts: after this seq (-1: from the first).
 AfterSeq = Annotated[int, Query(ge=-1, le=2**62)]
+#: A list key (``next_after`` of the page before): opaque, made by the store.
+ListAfter = Annotated[str | None, Query(min_length=1, max_length=100)]
 #: The order of ``GET /v1/sessions``: by last activity, oldest or newest first.
 SessionOrder = Annotated[Literal["oldest", "newest"], Query()]
 #: A user/agent/session id in a path or a query, by the one id rule of the bodies (s.ScopeId).
@@ -153,16 +155,25 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         session_id: OptScopeId = None,
         limit: Limit = 100,
         offset: Offset = 0,
+        after: ListAfter = None,
     ) -> Response:
-        """List memories, newest first, one page at a time."""
+        """List memories, newest first, one page at a time: the next page is the one
+        ``after`` this one's ``next_after`` (nothing skipped or repeated while others
+        write), or at its ``next_offset``."""
         page = s.ListRequest(
-            user_id=user_id, agent_id=agent_id, session_id=session_id, limit=limit, offset=offset
+            user_id=user_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            limit=limit,
+            offset=offset,
+            after=after,
         )
-        records, next_offset = ops.list_page(mem, page)
+        records, next_offset, next_after = ops.list_page(mem, page)
         out = [s.RecordOut.of(r) for r in records]
-        return json_response(
-            s.RecordList(results=out, limit=limit, offset=offset, next_offset=next_offset)
+        listed = s.RecordList(
+            results=out, limit=limit, offset=offset, next_offset=next_offset, next_after=next_after
         )
+        return json_response(listed)
 
     @router.get("/{memory_id}", response_model=s.RecordOut, summary="get")
     def get(memory_id: IdPath, mem: Mem) -> s.RecordOut:

@@ -392,6 +392,12 @@ class ListRequest(ScopeIn):
 
     limit: int = Field(100, ge=1, le=MAX_LIST_LIMIT)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    after: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        None,
+        description="The page after the memory whose key this is (the next_after of the "
+        "page before): no memory skipped or repeated while others write; offset then "
+        "counts from it.",
+    )
 
 
 class MemoryIdIn(_Body):
@@ -658,6 +664,9 @@ class RecordList(Page[RecordOut]):
     #: this page reached the end. A page may be shorter than its ``limit`` and still
     #: have a next one (``MAX_PAGE_BYTES``).
     next_offset: int | None = None
+    #: The key the next page starts after (pass it as ``after``): unlike the offset,
+    #: it skips and repeats nothing while other clients write. Null at the end.
+    next_after: str | None = None
 
 
 class HitOut(_Out):
