@@ -29,6 +29,22 @@ class MissingExtraError(ConfigError):
         self.package = package
 
 
+class EmbedderSetupError(ConfigError):
+    """The default embedder cannot run on this install: its weights package or its
+    runtime (onnxruntime, tokenizers) is not installed, or the weights are damaged.
+
+    Why a class of its own: it is the install's fault, not the caller's, and waiting
+    mends nothing. The background embedding worker stops at the first one rather than
+    retrying it as an outage (``EmbeddingWorker``: ``flush()`` raises it, the records stay
+    pending, durable, for a process that can embed them), and the server answers it 503,
+    where a ``ConfigError`` of a request's own input is a 400. ``public`` is what a
+    server's client may read: the message without the server's file paths."""
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public if public is not None else message
+
+
 class BudgetError(ContextosError):
     """Something does not fit in the token budget it was given: ``requested`` tokens
     are needed, ``available`` are there.

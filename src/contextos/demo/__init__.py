@@ -22,12 +22,21 @@ from contextos.cache import CacheReport, CacheSimulator, cache_request, report
 from contextos.demo.data import CAPTIONS, QUESTIONS, SESSIONS, SPEAKERS, SYSTEM_PROMPT, TOOLS
 from contextos.engine.session import Session
 from contextos.engine.window import Window
+from contextos.errors import EmbedderUnavailable
 from contextos.llm.models import ModelInfo, get_model
 from contextos.memory import Memory
 from contextos.types import Hit, MemoryRecord, Message, Role
 
 USER = "maya"
 RULES = ("Always remind Maya to stretch after runs.", "Answer in at most three sentences.")
+
+#: The longest the demo waits for the sample conversation's vectors. They take a few
+#: seconds (the model loads, and the first time its graph is built, about a second).
+#: An embedder that cannot run at all ends the wait at once with its error (the
+#: background worker stops on it); this bound is for one that keeps failing in a way
+#: the worker retries as an outage (each try logged), so the demo never waits forever:
+#: it waited for good on a missing weights package (a review).
+FLUSH_S = 120.0
 
 
 @dataclass
@@ -70,7 +79,11 @@ def ingest(memory: Memory, session: Session, result: DemoResult) -> None:
         result.raw_records += memory.add(messages, user_id=USER, session_id=sid)
         result.facts += memory.add(messages, user_id=USER, session_id=sid, infer=True)
         result.turns += len(messages)
-    memory.flush()
+    if not memory.flush(timeout=FLUSH_S):
+        raise EmbedderUnavailable(
+            f"the sample conversation had no vectors after {FLUSH_S:.0f} s: the embedder "
+            "keeps failing (the warnings above say why); the demo stops here"
+        )
 
 
 def run_demo(

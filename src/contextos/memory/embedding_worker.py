@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..embed import Embedder, Vectors
-from ..errors import EmbedderUnavailable
+from ..errors import ConfigError, EmbedderUnavailable
 from ..os_threads import BACKGROUND_EMBEDDING, name_this_thread
 from ..store.base import Store
 from ..store.records import nul_written_out
@@ -131,6 +131,22 @@ def embed_pending(
 PROBE_TEXT = "a short note"
 
 
+class EmbedderCannotRun(EmbedderUnavailable):
+    """The embedder failed on the probe text with a ``ConfigError`` (``error``): it cannot
+    run in this process at all (its weights package or runtime is not installed, a
+    setting is wrong), and no wait mends that.
+
+    Why an ``EmbedderUnavailable``: to inline embedding (``Memory(background_embedding=
+    False)``) it is one, as before: the write stands and its records stay pending. The
+    background worker, which retried an outage for as long as it lasted, stops at this
+    one instead (:meth:`EmbeddingWorker._give_up`): a missing weights package was retried
+    every minute for good, and ``flush()`` (so ``contextos demo``) waited with it."""
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(f"the embedder cannot run: {error}")
+        self.error = error
+
+
 def _embed_each(
     store: Store,
     embedder: Embedder,
@@ -158,6 +174,8 @@ def _embed_each(
             continue
         try:
             _check(embedder, _embed_batch(embedder)([PROBE_TEXT]), 1)
+        except ConfigError as probe_error:  # not down: unable to run here at all
+            raise EmbedderCannotRun(probe_error) from error
         except Exception as probe_error:
             raise EmbedderUnavailable(
                 f"the embedder failed on a probe text too: {_describe(probe_error)}"
@@ -396,6 +414,8 @@ class EmbeddingWorker:
         self._stop = False
         self._closing = threading.Event()  # set by close(): ends an outage's wait
         self._error: BaseException | None = None
+        #: Why the worker stopped for good (``_give_up``): every flush() raises it.
+        self._fatal: ConfigError | None = None
         #: Seconds the last wait for a down embedder lasted (0 while it answers).
         self._outage_wait = 0.0
         #: Records embedded and seconds spent embedding them (for benchmarks).
@@ -424,7 +444,7 @@ class EmbeddingWorker:
     @property
     def running(self) -> bool:
         """Whether the worker's thread is still alive (it stops on :meth:`close`, or by
-        itself once its store was closed)."""
+        itself once its store was closed or its embedder cannot run)."""
         return self._thread.is_alive()
 
     def notify(self) -> None:
@@ -438,7 +458,10 @@ class EmbeddingWorker:
         while the embedder is down (waited for until it answers again); re-raises a
         worker failure it has not since got past (a pass that embedded everything
         after a failed one clears it). False on timeout, and at once when the worker has stopped
-        (closed, or its store was closed): nothing would embed what is pending.
+        (closed, or its store was closed): nothing would embed what is pending. A worker
+        whose embedder cannot run (a ``ConfigError`` such as a weights package not
+        installed) stopped too: each flush raises that error at once, rather than
+        waiting as for an outage.
 
         ``others=False``: only until a pass begun after this call has embedded what it
         could claim, not for records another process holds (a live one embeds them; a
@@ -493,6 +516,8 @@ class EmbeddingWorker:
                     return self._ended >= target
 
     def _raise_error(self) -> None:
+        if self._fatal is not None:  # raised by every flush: it never passes
+            raise self._fatal.with_traceback(None)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -578,6 +603,9 @@ class EmbeddingWorker:
         it was released and this pass failed: nobody is left to wait for a retry)."""
         try:
             claimed_elsewhere = self._embed_all()
+        except EmbedderCannotRun as exc:
+            self._give_up(exc.error)
+            return None
         except EmbedderUnavailable as exc:
             if self._released:  # the next worker on the file tries again
                 return None
@@ -633,6 +661,25 @@ class EmbeddingWorker:
             self.embedded += done
             self.seconds += time.perf_counter() - start
         return not self._stop and self._store.embedding_status().pending > 0
+
+    def _give_up(self, error: ConfigError) -> None:
+        """The embedder cannot run in this process (``EmbedderCannotRun``): stop, say so
+        once, and have every ``flush()`` raise ``error`` at once. What was added stays
+        stored, found by its words, and pending: the next process that can run the
+        embedder (once the weights are installed, say) embeds it when it opens the store.
+
+        Why stop rather than back off: a missing package does not come back by itself,
+        and the retries (each a failed model load, every minute) went on for good while
+        ``flush()`` waited with them."""
+        self._fatal = error
+        log.error(
+            "background embedding stopped (what is added stays stored, found by its words, "
+            "until a process that can run the embedder opens the store): %s",
+            error,
+        )
+        self._stop = True
+        _LIVE.discard(self)
+        self._idle.set()
 
     def _stop_for_closed_store(self) -> None:
         """The store was closed under this worker (its owner closed the store, not the

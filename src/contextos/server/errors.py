@@ -8,7 +8,11 @@ database name) is infrastructure a client must not learn, and the usual cause
 (another writer holding the lock, a restarting database) passes by itself. A store
 fault that will not pass by itself (``StoreFault``: an error inside the store, such as
 its keyword index failing on what it read) is a 500 of its own type and fixed text,
-with no ``Retry-After``.
+with no ``Retry-After``. An embedder that cannot run on the server's install
+(``EmbedderSetupError``: its weights package is not installed) is the server's fault,
+not the request's: a 503 that says what the operator must install, without a
+``Retry-After`` (it does not pass by itself); any other ``ConfigError`` (an unknown
+model named in a request) stays 400.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..errors import (
     ConfigError,
     Conflict,
     ContextosError,
+    EmbedderSetupError,
     NotFound,
     RateLimited,
     ScopeError,
@@ -46,6 +51,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (StoreFault, 500),
     (StoreError, 503),
     (Conflict, 409),  # the state a write was based on kept changing: safe to retry
+    (EmbedderSetupError, 503),  # the server's install, not the request: before ConfigError
     (ConfigError, 400),
     (ContextosError, 400),
     (ValueError, 400),
@@ -75,6 +81,9 @@ def public_message(exc: BaseException) -> str:
     """What a client may read about ``exc``: the message of an input error, a fixed
     text for a store failure (logged here with its detail) or for a bug."""
     status = status_for(exc)
+    if isinstance(exc, EmbedderSetupError):
+        log.error("the embedder cannot run: %s", exc)
+        return f"the server cannot embed text: {exc.public}"
     if isinstance(exc, StoreFault):
         log.error("store fault: %s", exc, exc_info=exc)
         return STORE_FAULT
