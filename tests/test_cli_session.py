@@ -224,3 +224,43 @@ def test_chat_refuses_a_base_url_without_the_openai_provider(tmp_path: Path) -> 
     assert out.returncode == 2, out.stdout + out.stderr
     assert "--provider openai" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "c.db").exists()  # refused before anything was opened
+
+
+def test_session_show_pages_cuts_long_turns_and_shows_tool_calls(tmp_path: Path) -> None:
+    """``session show`` printed every turn whole (a 5 MB tool result: 8.8 MB for one
+    session) with no way to page, and an assistant turn that only called a tool printed
+    as an empty line (a review)."""
+    from contextos.engine.session import Session
+    from contextos.store import open_store
+    from contextos.types import Message, ToolCall
+
+    db = tmp_path / "show.db"
+    store = open_store(db)
+    try:
+        s = Session(store, "s", user_id="ana")
+        s.add(Message("user", "look it up"))
+        call = ToolCall("call_1", "fetch", '{"url": "https://example.org"}')
+        s.add(Message("assistant", "", tool_calls=(call,)))
+        s.add(Message("tool", "x" * 5_000, tool_call_id="call_1"))
+        for i in range(27):
+            s.add(Message("user", f"turn {i + 3}"))
+    finally:
+        store.close()
+    first = run_cli("session", "show", "s", "--limit", "10", db=db)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines if line.startswith("#")] == [
+        f"#{i}" for i in range(10)
+    ]
+    assert '    -> fetch({"url": "https://example.org"}) [call_1]' in lines
+    assert "(3,000 more characters: --seq 2 shows it whole)" in first.stdout
+    assert len(first.stdout) < 4_000
+    assert "20 more turns: --after-seq 9 shows the next" in first.stdout
+    rest = run_cli("session", "show", "s", "--after-seq", "9", db=db).stdout
+    assert [line.split(" ", 1)[0] for line in rest.splitlines() if line.startswith("#")] == [
+        f"#{i}" for i in range(10, 30)
+    ]
+    whole = run_cli("session", "show", "s", "--seq", "2", db=db).stdout
+    assert "x" * 5_000 in whole
+    page = json.loads(run_cli("session", "show", "s", "--after-seq", "28", "--json", db=db).stdout)
+    assert [t["seq"] for t in page["turns"]] == [29]

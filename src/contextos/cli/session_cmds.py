@@ -241,28 +241,76 @@ def _register_session(cli: click.Group) -> None:
     @session.command("show")
     @click.argument("session_id", callback=scope_id_param)
     @click.option("--seq", type=int_range(0), default=None, help="Show only this turn, whole.")
+    @click.option(
+        "--after-seq",
+        type=int_range(-1),
+        default=-1,
+        show_default=True,
+        help="Only the turns after this one (the last one shown, to page on).",
+    )
+    @click.option("--limit", type=int_range(1), default=None, help="At most this many turns (all).")
     @_owner_option
     @json_option
     @pass_state
     def session_show(
-        state: CliState, session_id: str, seq: int | None, user_id: str | None
+        state: CliState,
+        session_id: str,
+        seq: int | None,
+        after_seq: int,
+        limit: int | None,
+        user_id: str | None,
     ) -> None:
-        """Print a session's turns and its compaction state."""
-        s = _session(state, session_id, user_id)
-        turns = [s.turn(seq)] if seq is not None else s.turns()
-        if not turns:  # like `get`: an unknown session is an error, not an empty log
-            raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
-        st = s.state()
-        if state.as_json:
-            print_json({"turns": turns, "state": st.to_json()})
-            return
-        for t in turns:
-            mark = "" if t.seq >= st.start_seq or t.seq in st.pinned else " (compacted)"
-            console.print(
-                SafeText(f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {t.message.content}"),
-                highlight=False,
-            )
-        console.print(f"compactions: {st.compactions}, first verbatim turn: {st.start_seq}")
+        """Print a session's turns and its compaction state: each turn's text up to
+        SHOWN_CHARS characters (--seq N shows one whole; --json gives every one whole),
+        and the tool calls an assistant turn made."""
+        _show(state, _session(state, session_id, user_id), seq, after_seq, limit)
+
+
+#: How much of a turn's text ``session show`` prints (a 5 MB tool result was printed
+#: whole, 8.8 MB for one session: a review); ``--seq N`` and ``--json`` show it whole.
+SHOWN_CHARS = 2_000
+
+
+def _show(state: CliState, s: Session, seq: int | None, after_seq: int, limit: int | None) -> None:
+    """``session show``: the turns after ``after_seq`` (at most ``limit``), or turn
+    ``seq`` whole, and the compaction state."""
+    logged = [s.turn(seq)] if seq is not None else s.turns()
+    if not logged:  # like `get`: an unknown session is an error, not an empty log
+        raise NotFound(f"no session {s.session_id!r} (or it has no turns yet)")
+    later = [t for t in logged if t.seq > after_seq]
+    turns = later[:limit]
+    st = s.state()
+    if state.as_json:
+        print_json({"turns": turns, "state": st.to_json()})
+        return
+    for t in turns:
+        compacted = t.seq < st.start_seq and t.seq not in st.pinned
+        _print_turn(t, compacted, whole=seq is not None)
+    if len(later) > len(turns):
+        console.print(
+            SafeText(
+                f"{len(later) - len(turns):,} more turns: --after-seq {turns[-1].seq} "
+                "shows the next"
+            ),
+            highlight=False,
+        )
+    console.print(f"compactions: {st.compactions}, first verbatim turn: {st.start_seq}")
+
+
+def _print_turn(t: Turn, compacted: bool, *, whole: bool) -> None:
+    """One turn of ``session show``: its text (up to :data:`SHOWN_CHARS` unless
+    ``whole``), then each tool call it made."""
+    mark = " (compacted)" if compacted else ""
+    text = t.message.content
+    if not whole and len(text) > SHOWN_CHARS:
+        more = len(text) - SHOWN_CHARS
+        text = f"{text[:SHOWN_CHARS]}… ({more:,} more characters: --seq {t.seq} shows it whole)"
+    line = f"#{t.seq} {t.message.role}{mark} [{t.tokens}]: {text}"
+    console.print(SafeText(line), highlight=False)
+    for call in t.message.tool_calls:
+        args = call.arguments
+        args = args if whole or len(args) <= SHOWN_CHARS else f"{args[:SHOWN_CHARS]}…"
+        console.print(SafeText(f"    -> {call.name}({args}) [{call.id}]"), highlight=False)
 
 
 def _compact(
