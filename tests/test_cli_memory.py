@@ -805,3 +805,21 @@ def test_a_ctrl_c_after_the_command_ended_changes_nothing(tmp_path: Path) -> Non
     )
     assert proc.stdout.startswith("added ")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_list_cuts_long_memories_and_says_more_pages_follow(tmp_path: Path) -> None:
+    """``contextos list`` printed every memory whole (a page of 100 memories of 100,000
+    characters: 193,705 lines) and said nothing of the pages after it (a review)."""
+    db = tmp_path / "m.db"
+    long = "word " * 2_000
+    for i in range(5):
+        assert run(db, "add", f"memory {i} {long}", "-u", "a").returncode == 0
+    first = run(db, "list", "-u", "a", "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("more characters: get ID") == 2
+    assert len(first.stdout) < 8_000
+    assert "more follow: --offset 2 shows the next page" in first.stderr
+    last = run(db, "list", "-u", "a", "--limit", "2", "--offset", "4")
+    assert "more follow" not in last.stderr and "1 memory from #5" in last.stdout
+    whole = json.loads(run(db, "list", "-u", "a", "--limit", "2", "--json").stdout)
+    assert all(len(r["text"]) > 10_000 for r in whole)

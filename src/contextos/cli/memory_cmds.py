@@ -35,6 +35,7 @@ from .common import (
     F,
     FiniteFloatRange,
     console,
+    err_console,
     held_interrupt,
     int_range,
     invalid_text,
@@ -52,19 +53,28 @@ from .common import (
 )
 from .text import SafeText
 
+#: How much of each memory ``list`` prints (``get ID`` and ``--json`` show it whole): a
+#: page of 100 memories of 100,000 characters printed 193,705 lines (a review).
+LISTED_CHARS = 500
 
-def _records_table(records: Sequence[MemoryRecord], title: str) -> Table:
+
+def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: int | None = None) -> Table:
+    """The records as a table, each memory's text whole or, with ``cut``, up to that
+    many characters and a count of the rest."""
     table = Table(title=SafeText(title))
     table.add_column("id", no_wrap=True)  # whole: what `get ID` takes
     for col in ("type", "when", "memory"):
         table.add_column(col, overflow="fold")
     for r in records:
         when = r.event_time or r.created_at
+        text = render(r)
+        if cut is not None and len(text) > cut:
+            text = f"{text[:cut]}… ({len(text) - cut:,} more characters: get ID)"
         table.add_row(
             SafeText(r.id),
             r.memory_type,
             when.date().isoformat() if when else "",
-            SafeText(render(r)),
+            SafeText(text),
         )
     return table
 
@@ -405,17 +415,21 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if not any(scope.values()):
             raise needs_scope("one user's memories are never listed with another's")
         types = cast(tuple[MemoryType, ...], memory_types)
+        flt = Filter(metadata=where, memory_types=types) if where or types else None
         with open_memory(state, embed=False) as memory:
-            records = memory.get_all(
-                **scope,
-                filters=Filter(metadata=where, memory_types=types) if where or types else None,
-                limit=limit,
-                offset=offset,
+            records = memory.get_all(**scope, filters=flt, limit=limit, offset=offset)
+            more = len(records) == limit and bool(
+                memory.get_all(**scope, filters=flt, limit=1, offset=offset + limit)
             )
         if state.as_json:
             print_json([r.to_dict() for r in records])
-        else:
-            print_table(_records_table(records, plural(len(records), "memory", "memories")))
+            return
+        title = plural(len(records), "memory", "memories")
+        if offset:
+            title += f" from #{offset + 1}"
+        print_table(_records_table(records, title, cut=LISTED_CHARS))
+        if more:  # on stderr: stdout stays the table a script reads
+            err_console.print(f"more follow: --offset {offset + limit} shows the next page")
 
     #: The preconditions of ``update`` and ``delete``: the memory as it was read.
     expected_options = (
