@@ -93,7 +93,11 @@ _TURN_ID_KEYS = ("dia_id", "turn_id", "id", "message_id")
 _SPEAKER_KEYS = ("speaker", "name", "user")
 _TIME_KEYS = ("session_time", "date_time", "event_time", "timestamp", "time")
 #: How a caption may be inlined into a turn's text (as contextos's LoCoMo replay does).
-_INLINE_CAPTION = re.compile(r"\s*\[(?:shares|shared) (?:a )?(?:photo|picture|image): ([^\]]+)\]")
+#: (Tried only where a run of white space starts, ``(?<!\s)``: at each of its characters,
+#: a turn of 40,000 spaces took 2.2 s, of 100,000 spaces minutes.)
+_INLINE_CAPTION = re.compile(
+    r"(?<!\s)\s*\[(?:shares|shared) (?:a )?(?:photo|picture|image): ([^\]]+)\]"
+)
 
 
 def speaker_of(message: Message) -> str:

@@ -12,7 +12,10 @@ weeks run Monday to Sunday; "last Friday" is the latest Friday strictly before
 the anchor's day; "next Friday" is the Friday of next week; a bare "Friday" or
 "the weekend" is read as past unless the sentence speaks of the future
 ("will", "going to", "plan", ...); seasons are northern-hemisphere meteorological
-seasons; intervals are half-open ``[start, end)`` in the anchor's timezone.
+seasons; intervals are half-open ``[start, end)`` in the anchor's timezone. A month
+named without a day or year is a date only in a date context ("in June", "last June",
+"the end of June"), as month words are also names and other languages' words ("Jan
+called", "Mar del Plata"); when in doubt, the text is not a time (``_dated_month``).
 """
 
 from __future__ import annotations
@@ -325,6 +328,100 @@ def _date(year: str | None, month: int, day: str, anchor: datetime) -> datetime 
 
 _Resolved = tuple[datetime, Granularity, bool] | None
 
+#: What makes a month named alone (no day, no year beside it) a date when it has no
+#: preposition or "last/next/this" of its own: a word of time just before it ("early
+#: June", "mid-June", "the end of June", "the second week of November", "between June
+#: and August", "every June", "around June").
+_MONTH_CUE = re.compile(
+    r"(?:\b(?:early|late|mid|every|each|between|through|throughout|around|towards?"
+    r"|(?:week|weekend|end|beginning|start|middle|rest|half|month)\s+of)\s+|\bmid-)$",
+    re.IGNORECASE,
+)
+#: A month joined to the one before it ("June to August", "June and July", "June-July"):
+#: a date when that one is.
+_MONTH_CHAIN = re.compile(
+    rf"\b(?P<prev>{_MONTH})\s*(?:,\s*|\s+(?:and|or)\s+|(?P<range>\s+(?:to|through|thru)\s+"
+    r"|\s*[-\u2013]\s*))$",
+    re.IGNORECASE,
+)
+#: Prepositions before which a month is as often a person ("a call from June", "a
+#: painting by August Strindberg"): "from" needs the end of a range after the month,
+#: the others no capitalised name after it.
+_WEAK_PREPOSITIONS = {"from", "by", "before", "after", "over"}
+_RANGE_AFTER = re.compile(
+    r"\s*(?:(?:to|till|until|through|thru|onwards?)\b|on\s*(?:[,.;!?]|$)|[-\u2013])",
+    re.IGNORECASE,
+)
+_NAME_AFTER = re.compile(r"\s+(?!I\b)[A-Z]")
+#: The words before a month that make it a date when it begins a range ("from June to
+#: August"): the pattern's prepositions and "last/next/this".
+_PREPOSITIONS_OF_TIME = frozenset(
+    re.findall(r"\w+", "on in during over since until till by before after from last next this")
+)
+#: After a month word, what makes it a name's part: a possessive ("June's") or a
+#: hyphenated name ("Mar-a-Lago", "Jan-Erik"; not "June-July").
+_PART_OF_NAME = re.compile(rf"['\u2019]s\b|-(?!{_MONTH}\b)\w", re.IGNORECASE)
+#: Just before and after a year-like number, what makes it an amount: a currency or a
+#: unit ("2023 Euro", "$2000", "2000 metres"), in a few languages.
+_AMOUNT_BEFORE = frozenset("$\u20ac\u00a3\u00a5\u20b9\u20bd\u20a9")
+_AMOUNT_AFTER = re.compile(
+    r"\s*(?:[$\u20ac\u00a3\u00a5\u20b9\u20bd\u20a9]|(?:euros?|eur|dollars?|usd|bucks|pounds?|gbp"
+    r"|quid|yen|jpy|yuan|rmb|cny|francs?|chf|pesos?|reais|rupees?|inr|rubles?|roubles?|rub"
+    r"|kr|sek|nok|dkk|kronor|kroner|kronen|z\u0142oty|zloty|pln|lira|lire|baht|dinars?"
+    r"|dirhams?|riyals?|shekels?|cents?|km|kms|kilomet(?:er|re)s?|kilom\u00e8tres?"
+    r"|kil\u00f3metros?|meters?|metres?|m\u00e8tres?|metros?|meter|miles?|m|kg|kilos?"
+    r"|grams?|g|lbs?|ft|feet|steps|calories|kcal)\b)",
+    re.IGNORECASE,
+)
+
+
+def _dated_month(m: re.Match[str]) -> bool:
+    """Whether the month ``m`` names alone is a date: it has "last/next/this", a
+    preposition of time or a word of time before it, and nothing after it that makes
+    it a name.
+
+    Why: any capitalised month word was read as a month, rewritten into the fact as
+    "in <Month> <year>" and given that month as its time, so names and other languages'
+    words were lost: "Jan called me" -> "In January 2024 called Ana", "Fuimos a Mar del
+    Plata" -> "Fuimos a in March 2024 del Plata", French "Sept amis", Swedish "God Jul"
+    (a review). When in doubt, the text is left as written."""
+    text, start, end = m.string, m.start("mon"), m.end("mon")
+    if _PART_OF_NAME.match(text, end):
+        return False
+    abbreviated = m.group("mon").lower() not in _MONTH_NAMES
+    if abbreviated and text[end - 1] != "." and _NAME_AFTER.match(text, end):
+        return False  # "in Nov Sad", "with Jan Smith": a name
+    if m.group("mmod"):
+        return True
+    prep = (m.group("prep") or "").lower()
+    if prep in _WEAK_PREPOSITIONS:
+        if prep == "from":
+            return _RANGE_AFTER.match(text, end) is not None
+        return _NAME_AFTER.match(text, end) is None
+    return bool(prep) or _month_cue(text, start)
+
+
+def _month_cue(text: str, start: int, depth: int = 0) -> bool:
+    """A word of time before the month word at ``start``, or a month before it that is
+    a date ("from June to August")."""
+    window = max(0, start - 40)
+    if _MONTH_CUE.search(text, window, start):
+        return True
+    chain = _MONTH_CHAIN.search(text, window, start)
+    if chain is None or depth >= 3:
+        return False
+    prev = chain.start("prev")
+    before = text[max(0, prev - 40) : prev].lower().split()
+    word = before[-1] if before else ""
+    if word == "from":  # "from June to August"; not "a card from June and August"
+        return chain.group("range") is not None
+    return word in _PREPOSITIONS_OF_TIME or _month_cue(text, prev, depth + 1)
+
+
+def _an_amount(text: str, start: int, end: int) -> bool:
+    """Whether the year-like number at ``text[start:end]`` is an amount ("2023 Euro")."""
+    return (start > 0 and text[start - 1] in _AMOUNT_BEFORE) or bool(_AMOUNT_AFTER.match(text, end))
+
 
 def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) -> _Resolved:
     """Expressions whose meaning depends on the anchor (and, for a bare weekday or "the
@@ -380,11 +477,13 @@ def _absolute(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
         word = g("mon")
         if word.lower().rstrip(".") in _AMBIGUOUS_MONTHS and not word[0].isupper():
             return None  # "may" the verb, "march" the walk
-        if word.lower() == "may" and not (g("mmod") or g("prep")):
-            return None  # "May I ...": a month needs a preposition or modifier
+        if not _dated_month(m):
+            return None  # "Jan called", "June is my friend", "Mar del Plata", "Sept amis"
         month = _bare_month(anchor, _month_name(word), g("mmod"), future())
         return month, "month", True
     elif g("year"):
+        if not g("year").lower().startswith("the") and _an_amount(m.string, *m.span("yy")):
+            return None  # "2023 Euro", "$2000", "2000 metres"
         return datetime(int(g("yy")), 1, 1, tzinfo=anchor.tzinfo), "year", False
     return (start, "day", inferred) if start else None
 
@@ -439,15 +538,24 @@ def rewrite(text: str, mentions: list[TimeMention], offset: int = 0) -> str:
         if not mention.relative or begin < pos or end > len(text) or begin < 0:
             continue
         out.append(text[pos:begin])
-        out.append(_phrase(mention, text[begin:end]))
+        out.append(_phrase(mention, text[begin:end], text[max(0, begin - 40) : begin]))
         pos = end
     out.append(text[pos:])
     return "".join(out)
 
 
-def _phrase(mention: TimeMention, original: str) -> str:
+def _phrase(mention: TimeMention, original: str, before: str = "") -> str:
+    """The words that replace ``original``: its preposition (or "on"/"in") and the date;
+    the date alone for a month after a word of time ("the end of June" -> "the end of
+    June 2023", not "the end of in June 2023")."""
     first = original.split(None, 1)[0].lower()
     label = mention.label()
+    if (
+        mention.granularity == "month"
+        and first.rstrip(".") in _MONTHS
+        and (_MONTH_CUE.search(before) or _MONTH_CHAIN.search(before))
+    ):
+        return label
     if first in _LOCATIVE or first not in _PREPOSITIONS:
         prep = "on" if mention.granularity in ("day", "weekend") else "in"
         return f"{prep} {label}"
