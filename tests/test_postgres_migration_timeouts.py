@@ -85,7 +85,8 @@ def test_an_old_store_opens_under_a_statement_timeout_shorter_than_its_migration
         finally:
             store.close()
         assert _version(schema) == len(MIGRATIONS)
-        (started, done) = [r for r in caplog.records if "rewr" in r.getMessage()]
+        # V10 rewrites the table too, after V8
+        (started, done) = [r for r in caplog.records if "V8 " in r.getMessage()]
         assert f"V8 is rewriting table memories ({ROWS + 1:,} rows" in started.getMessage()
         assert started.levelno == done.levelno == logging.INFO
         took = done.args[1]  # type: ignore[index]

@@ -280,10 +280,15 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                     "FROM pg_settings WHERE name = 'lock_timeout'"
                 ).fetchone()
                 tables_in = conn.execute("SELECT current_schema()").fetchone()
+                encoding = conn.execute("SELECT current_setting('server_encoding')").fetchone()
         except self._psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL store at {self._where}: {exc}") from exc
         #: The schema the tables are in (``schema``, or the first of the URL's search_path).
         self._tables_in = str(tables_in[0]) if tables_in else None
+        #: Whether the keyword index folds its words ("ß" "ss", "ς" "σ", full-width ASCII
+        #: ASCII; schema V10), which it does in a UTF-8 database only: a query's words are
+        #: folded to match (``codec.tsquery_words``).
+        self._fold_words = encoding is not None and encoding[0] == "UTF8"
         version = tuple(int(p) for p in re.findall(r"\d+", row[0] if row else "0")[:2])
         self._iterative_scan = version >= (0, 8)
         # The session's lock_timeout as set (None: set nowhere, LOCK_TIMEOUT_S then).
@@ -744,7 +749,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     ) -> _Ranks:
         """Okapi BM25 over text and context (context scaled by ``context_weight``), best
         first; see ``postgres_bm25`` for why not ``ts_rank``."""
-        words = tsquery_words(query_terms(query))
+        words = tsquery_words(query_terms(query), fold=self._fold_words)
         if not words or limit <= 0:
             return []
         where, params = filter_sql(flt, _now())

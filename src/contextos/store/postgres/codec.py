@@ -8,8 +8,6 @@ hidden unless asked for, metadata keys are identifiers with dots for nesting.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 
 from contextos.store import records
 from contextos.store.filters import Dialect, where_clause
-from contextos.store.postgres.schema import SEPARATOR_CLASS
+from contextos.text.query import keyword_text
 from contextos.times import opt_utc, utc
 from contextos.types import Filter, MemoryRecord, Message, Scope, Turn
 
@@ -84,19 +82,19 @@ def _nested(key: str, value: object) -> dict[str, Any]:
     return dict(probe)
 
 
-_SEPARATORS = re.compile(SEPARATOR_CLASS + "+")
-
-
-def tsquery_words(words: Sequence[str]) -> list[str]:
+def tsquery_words(words: Sequence[str], *, fold: bool = True) -> list[str]:
     """The query's words (``text.query.query_terms``) cut as ``memories.tsv`` cuts a
-    text: NFC-normalised and split at ``schema.SEPARATOR_RANGES``; distinct, in order.
+    text (``text.query.keyword_text``, schema V10): NFC-normalised, folded ("ß" "ss",
+    "ς" "σ", full-width ASCII ASCII) and split at ``schema.SEPARATOR_RANGES``;
+    distinct, in order. ``fold`` false: not folded, as a database that is not UTF-8
+    holds its words (V10 cannot fold them there).
 
     The query side's words hold no separator (a test checks every range against it),
-    so this only normalises them; it also keeps ``or_tsquery`` from ever quoting a
-    ``'`` or a ``\\``, both separators."""
+    so this only normalises and folds them; it also keeps ``or_tsquery`` from ever
+    quoting a ``'`` or a ``\\``, both separators."""
     out: list[str] = []
     for word in words:
-        for piece in _SEPARATORS.split(unicodedata.normalize("NFC", word)):
+        for piece in keyword_text(word, fold=fold).split(" "):
             if piece and piece not in out:
                 out.append(piece)
     return out

@@ -33,6 +33,7 @@ from contextos.store.tables import (
     Column,
     keyed_by_memory,
 )
+from contextos.text import query
 
 #: Arbitrary constant naming the advisory lock that serialises migrations and index builds.
 LOCK_KEY = 0x636F6E74  # "cont"
@@ -61,21 +62,10 @@ TS_DICTIONARY = "contextos_english_stem"
 #: The configuration of V1's ``tsv`` (frozen: V1 is applied as written).
 _V1_TS_CONFIG = "english"
 
-#: Code point ranges (inclusive) that separate words before PostgreSQL's parser reads a
-#: text: every ASCII character but letters and digits (``_`` included), Latin-1's
-#: punctuation and symbols, general punctuation (’ “ ” — … and the Unicode spaces),
-#: currency signs, arrows, mathematical and technical symbols, box drawing, shapes,
-#: dingbats (not the circled digits), CJK and full-width punctuation, pictographs and
-#: emoji. Each is a separator for the query side too (``text.query``, tested), so both
-#: sides cut a text into the same words. Why: PostgreSQL's parser keeps an e-mail
-#: address, a host, a URL, a path, a file name, a decimal or a version as one token
-#: (``ana@example.com``), while the query side asks for the words in it (``ana``,
-#: ``example``, ``com``): a keyword search for ``example`` found nothing. Ranges rather
-#: than ``[:alnum:]``: that class is locale-dependent (ASCII only in a ``C``-locale
-#: database, where ``café`` lost its ``é``) and never holds combining marks, which the
-#: query side keeps inside a word. V8 is written from these ranges: changing them needs a
-#: new migration (``tests/test_migrations_frozen.py`` pins V8's text).
-SEPARATOR_RANGES: tuple[tuple[int, int], ...] = (
+#: The separators of V8 (frozen: V8 is applied as written): ``text.query``'s
+#: ``SEPARATOR_RANGES`` before V10 added the emoji and pictographs outside U+1F300 to
+#: U+1FAFF and the tags of subdivision flags.
+_V8_SEPARATOR_RANGES: tuple[tuple[int, int], ...] = (
     (0x0001, 0x002F),
     (0x003A, 0x0040),
     (0x005B, 0x0060),
@@ -107,18 +97,21 @@ SEPARATOR_RANGES: tuple[tuple[int, int], ...] = (
     (0x1F300, 0x1FAFF),
 )
 
-
-def _escape(cp: int) -> str:
-    # PostgreSQL's ARE and Python's re both read \uXXXX and \UXXXXXXXX.
-    return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
-
+#: Code point ranges (inclusive) that separate words before PostgreSQL's parser reads a
+#: text (``text.query.SEPARATOR_RANGES``, where they are listed and why; each one a
+#: separator for the query side too, tested). Why: PostgreSQL's parser keeps an e-mail
+#: address, a host, a URL, a path, a file name, a decimal or a version as one token
+#: (``ana@example.com``), while the query side asks for the words in it (``ana``,
+#: ``example``, ``com``): a keyword search for ``example`` found nothing. Ranges rather
+#: than ``[:alnum:]``: that class is locale-dependent (ASCII only in a ``C``-locale
+#: database, where ``café`` lost its ``é``) and never holds combining marks, which the
+#: query side keeps inside a word. V10 is written from these ranges (V8 from
+#: ``_V8_SEPARATOR_RANGES``): changing them needs a new migration
+#: (``tests/test_migrations_frozen.py`` pins both).
+SEPARATOR_RANGES = query.SEPARATOR_RANGES
 
 #: The separators as one regular-expression class, for both PostgreSQL and Python.
-SEPARATOR_CLASS = (
-    "["
-    + "".join(_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in SEPARATOR_RANGES)
-    + "]"
-)
+SEPARATOR_CLASS = query.SEPARATOR_CLASS
 
 
 #: Tables of one row per memory: its vector and its place in the embedding queue
@@ -252,9 +245,9 @@ AND EXISTS (
 """
 
 
-def _split(expr: str) -> str:
-    """SQL: ``expr`` with every run of separators (``SEPARATOR_CLASS``) made one space."""
-    pattern = SEPARATOR_CLASS.replace("\\", "\\\\")
+def _split(expr: str, ranges: tuple[tuple[int, int], ...] = _V8_SEPARATOR_RANGES) -> str:
+    """SQL: ``expr`` with every run of separators (``ranges``) made one space."""
+    pattern = query.char_class(ranges).replace("\\", "\\\\")
     return f"regexp_replace({expr}, E'{pattern}+', ' ', 'g')"
 
 
@@ -310,10 +303,95 @@ END
 $migration$
 """
 
-#: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
-#: transaction.
 #: The model whose embedding of a quarantined record failed (see SQLite's V12).
 V9_QUARANTINE_MODEL = "ALTER TABLE vector_quarantine ADD COLUMN IF NOT EXISTS model text"
+
+
+def _chars(first: int, last: int) -> str:
+    """SQL: the characters U+``first`` to U+``last`` as one text, made by ``chr`` when
+    the script runs (so the script itself is ASCII, as a database in another encoding
+    must be able to read it)."""
+    return f"(SELECT string_agg(chr(c), '' ORDER BY c) FROM generate_series({first}, {last}) AS c)"
+
+
+def _literal(text: str) -> str:
+    """SQL: ``text`` as an expression that stays ASCII (``chr`` of each other character)."""
+    if text.isascii():
+        return "'" + text.replace("'", "''") + "'"
+    return " || ".join(f"chr({ord(ch)})" for ch in text)
+
+
+def _fold_sql() -> tuple[str, str]:
+    """The ``format()`` template of the generated columns' expression in a UTF-8
+    database (``%1$s``: the text; then the literals), and the SQL of those literals:
+    ``text.query.keyword_text`` in SQL. The variation selectors and the keycap mark
+    dropped; NFC; the full-width forms of ASCII made ASCII (``translate``, whose cost
+    grows with the length of its character list, ~100 us a row here: run only on a
+    text that holds one); "ß" and "ẞ" "ss", "ς" "σ"; every run of separators a space."""
+    ignored = query.IGNORED_CLASS.replace("\\", "\\\\")
+    first, last = query.FULLWIDTH_ASCII
+    fullwidth = query.char_class((query.FULLWIDTH_ASCII,)).replace("\\", "\\\\")
+    dropped = f"normalize(regexp_replace(%1$s, E'{ignored}+', '', 'g'), NFC)"
+    expr = (
+        f"CASE WHEN %1$s ~ E'{fullwidth}' THEN translate({dropped}, %2$L, %3$L) ELSE {dropped} END"
+    )
+    literals = [_chars(first, last), _chars(first - 0xFEE0, last - 0xFEE0)]
+    for ch, folded in query.FOLDS.items():
+        if not first <= ord(ch) <= last:
+            n = len(literals) + 2
+            expr = f"replace({expr}, %{n}$L, %{n + 1}$L)"
+            literals += [_literal(ch), _literal(folded)]
+    return _split(expr, SEPARATOR_RANGES), ", ".join(literals)
+
+
+_FOLD, _FOLD_LITERALS = _fold_sql()
+
+#: ``tsv`` and ``ntok`` again, from the text as ``text.query.keyword_text`` makes it (the
+#: query side's rule): cut at the separators of V10 (``SEPARATOR_RANGES``: the emoji and
+#: pictographs outside U+1F300 to U+1FAFF too, which PostgreSQL's parser in a ``C``
+#: locale took for letters), and in a UTF-8 database also without the variation
+#: selectors and the keycap mark (which stayed inside a word: "I ❤\ufe0fParis" held no
+#: "paris" in a ``C`` locale) and folded: "ß" and "ẞ" are "ss", the final sigma "ς"
+#: is "σ" (lower() makes "οδυσσέασ" of "ΟΔΥΣΣΈΑΣ", and "ΟΔΥΣΣΈΑΣ" did not find
+#: "Οδυσσέας"), full-width ASCII is ASCII ("１２３４５" is "12345"). A database in
+#: another encoding cannot normalise or fold (``normalize`` needs UTF-8): its text is
+#: cut at the separators only, as V8 did, and its queries are not folded either
+#: (``PostgresStore``). Like V8, this rewrites ``memories`` once under an exclusive lock
+#: and builds the GIN index again; run twice, it leaves the same schema.
+V10_KEYWORD_FOLDS = f"""
+DO $migration$
+DECLARE
+    cfg constant text := format('%I.{TS_CONFIG}', current_schema());
+    fold constant text := $fold${_FOLD}$fold$;
+    txt text := $e${_split("text", SEPARATOR_RANGES)}$e$;
+    ctx text := $e${_split("context", SEPARATOR_RANGES)}$e$;
+    doc text := $e${_split("(text || ' ' || context)", SEPARATOR_RANGES)}$e$;
+BEGIN
+    IF current_setting('server_encoding') = 'UTF8' THEN
+        txt := format(fold, 'text', {_FOLD_LITERALS});
+        ctx := format(fold, 'context', {_FOLD_LITERALS});
+        doc := format(fold, $e$(text || ' ' || context)$e$, {_FOLD_LITERALS});
+    END IF;
+    ALTER TABLE memories DROP COLUMN IF EXISTS tsv, DROP COLUMN IF EXISTS ntok;
+    EXECUTE format($ddl$
+        ALTER TABLE memories
+        ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
+            setweight(to_tsvector(%1$L::regconfig, %2$s), 'A') ||
+            setweight(to_tsvector(%1$L::regconfig, %3$s), 'B')
+        ) STORED,
+        -- words in text + context, stopwords included: BM25's document length
+        ADD COLUMN ntok integer GENERATED ALWAYS AS (coalesce(array_length(
+            string_to_array(btrim(%4$s), ' '), 1), 1)
+        ) STORED
+        $ddl$,
+        cfg, txt, ctx, doc);
+    CREATE INDEX memories_tsv ON memories USING gin (tsv);
+END
+$migration$
+"""
+
+#: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
+#: transaction.
 
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
@@ -325,12 +403,15 @@ MIGRATIONS: tuple[str, ...] = (
     V7_FACT_OF,
     V8_KEYWORD_WORDS,
     V9_QUARANTINE_MODEL,
+    V10_KEYWORD_FOLDS,
 )
 
 
 #: Migrations (numbers) that rewrite ``memories`` (every row, under an exclusive lock,
 #: ~8 s per 100,000 rows): logged at INFO when they run on an existing table.
-REWRITES_MEMORIES = frozenset({MIGRATIONS.index(V8_KEYWORD_WORDS) + 1})
+REWRITES_MEMORIES = frozenset(
+    {MIGRATIONS.index(V8_KEYWORD_WORDS) + 1, MIGRATIONS.index(V10_KEYWORD_FOLDS) + 1}
+)
 
 
 def migrate(conn: Any) -> int:

@@ -10,7 +10,8 @@ the user's matching rows in a few vector operations (~0.1 ms there).
 
 Nothing about the ranking formula is ours: the rows are tokenized by FTS5 itself (a
 private in-memory FTS5 table with the store's tokenizer, :data:`TOKENIZE`, which also
-keeps combining marks in a word), and the score
+keeps combining marks in a word; each text and query word first cut and folded by the
+rule both stores share, :func:`fts_text`), and the score
 is FTS5's Okapi BM25 term for term (``fts5_aux.c``: k1 1.2, b 0.75; IDF from the row
 count and the rows that hold the word; document length over every column; column
 weights text 1, context ``context_weight``, scope terms 0).
@@ -50,7 +51,6 @@ import itertools
 import math
 import sqlite3
 import threading
-import unicodedata
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -60,6 +60,7 @@ import numpy as np
 import numpy.typing as npt
 
 from contextos.store.sqlite.vector_index import TIME_FIELDS, IndexRow, ScopeCodes, time_mask
+from contextos.text.query import keyword_text
 from contextos.types import Filter
 
 #: The tokenizer of the store's ``memories_fts`` table (schema V5), but for one
@@ -67,7 +68,8 @@ from contextos.types import Filter
 #: a query's words (``text.query``) and in PostgreSQL's. Left out, unicode61 cut a
 #: word at every vowel sign or virama: "मूंगफली" ("peanut") was indexed as "म" and
 #: "गफल", and "म" matched nearly every Hindi memory. Latin accents are still removed
-#: (``remove_diacritics``): "école" is "ecole", composed or not.
+#: (``remove_diacritics``): "école" is "ecole", composed or not. It reads a text as
+#: :func:`fts_text` prepared it (the emoji cut out, the variation selectors dropped).
 TOKENIZE = "porter unicode61 remove_diacritics 2 categories 'L* N* Co M*'"
 
 #: The longest query word whose terms the tokenizer keeps.
@@ -181,9 +183,11 @@ class Tokenizer:
     """FTS5's tokenizer, run on a private in-memory FTS5 table (Python's sqlite3 has no
     other way to call it). ~15 us a LoCoMo turn.
 
-    Texts and query words are tokenized in their NFC form (:func:`nfc`), as a query's
-    words are split (``text.query``): a decomposed "서울" (conjoining jamo) is then the
-    same term as a composed one. A term is read as bytes and decoded here, a broken
+    Texts and query words are tokenized as :func:`fts_text` prepares them: in their
+    NFC form, as a query's words are split (``text.query``), so a decomposed "서울"
+    (conjoining jamo) is the same term as a composed one; cut where both stores cut
+    a text (an emoji separates, "pizza🙂" holds "pizza") and folded alike ("Straße"
+    is "strass", as "STRASSE" is). A term is read as bytes and decoded here, a broken
     character replaced (U+FFFD): FTS5 cuts a token at 32,768 bytes, which can fall
     inside a character ("a" and 8,200 4-byte letters), and SQLite's own decoding of
     such a term raised, failing every search that read it (of every tenant of a
@@ -211,7 +215,10 @@ class Tokenizer:
             try:
                 self._db.executemany(
                     "INSERT INTO t (rowid, text, context, scope_terms) VALUES (?, ?, ?, ?)",
-                    ((i, nfc(r.text), nfc(r.context), r.scope_terms) for i, r in enumerate(rows)),
+                    (
+                        (i, fts_text(r.text), fts_text(r.context), r.scope_terms)
+                        for i, r in enumerate(rows)
+                    ),
                 )
                 per_term = self._db.execute(
                     "SELECT CAST(term AS BLOB), group_concat(doc * 4 + (col = 'context') "
@@ -234,7 +241,7 @@ class Tokenizer:
             with self._lock:
                 self._db.execute("BEGIN")
                 try:
-                    self._db.execute("INSERT INTO t (rowid, text) VALUES (1, ?)", (nfc(word),))
+                    self._db.execute("INSERT INTO t (rowid, text) VALUES (1, ?)", (fts_text(word),))
                     read = self._db.execute("SELECT CAST(term AS BLOB) FROM v")
                     terms = tuple(t for r in read if (t := _term(r[0])))
                 finally:
@@ -256,9 +263,21 @@ class Tokenizer:
             self._db.close()
 
 
-def nfc(text: str) -> str:
-    """``text`` in Unicode's composed form (NFC); the same object when it already is."""
-    return text if text.isascii() else unicodedata.normalize("NFC", text)
+def fts_text(text: str) -> str:
+    """``text`` as FTS5 reads it: cut and folded by the rule both stores share
+    (``text.query.keyword_text``: the variation selectors dropped, NFC, "ß" "ss", "ς"
+    "σ", full-width ASCII ASCII, emoji and other separators spaces); ASCII text as it
+    is, the same object (unicode61 cuts it where that rule does, at every character but
+    a letter or digit).
+
+    Why: FTS5's unicode61 knows Unicode 6.1, where an emoji added since ("🙂",
+    "🥰", "🤖") is a letter, and it keeps a mark (the variation selector U+FE0F after
+    "❤" or "☕") in a word: "pizza🙂" and "I ❤\ufe0fParis" held neither "pizza" nor
+    "paris", which PostgreSQL's index holds. A file keeps no token of this index (it is
+    built in memory from each record's text when a process first searches its user),
+    so a file written before needs no migration: its records are read by this rule.
+    (The file's ``memories_fts`` table, kept by triggers, is searched by nothing.)"""
+    return text if text.isascii() else keyword_text(text)
 
 
 def _term(raw: bytes | None) -> str:
