@@ -342,28 +342,31 @@ def test_bench_serve_does_not_load_test_the_contextos_db_store(tmp_path: Path) -
 def test_a_password_given_as_a_url_parameter_is_hidden_too(tmp_path: Path) -> None:
     """``postgresql://u@host/db?password=...`` (a libpq form) was printed whole on the
     "store:" line and written to the report, where ``u:password@host`` was hidden (a
-    review). A real PostgreSQL when the suite has one (the report's ``db``), else a
+    review). A real PostgreSQL when the suite has one (the report's ``db``; the run in a
+    schema of its own, dropped after: its rows stay in the store it is given), else a
     closed port (the line printed before the connection fails)."""
-    from pg_support import pg_url
+    from pg_support import fresh_schema
 
-    secret = "hunter2-secret"
-    try:
-        base = pg_url()
-        user, host = base.split("://", 1)[1].split("@", 1)
-        url = f"postgresql://{user.split(':')[0]}@{host}?password={user.split(':')[1]}"
-        url += f"&application_name={secret}"  # a parameter that is not secret stays
-        secret = user.split(":")[1]
-    except pytest.skip.Exception:
-        url = f"postgresql://bob@127.0.0.1:1/db?password={secret}"
     report = tmp_path / "report.json"
     args = ("bench", "serve", "--clients", "1", "--seconds", "1", "--embedder", "hash")
-    proc = run_cli(*args, "--db", url, "--json", str(report))
+    secret = "hunter2-secret"
+    with contextlib.ExitStack() as stack:
+        try:
+            base, _schema = stack.enter_context(fresh_schema("bench_pw"))
+        except pytest.skip.Exception:
+            url = f"postgresql://bob@127.0.0.1:1/db?password={secret}"
+        else:
+            scheme, rest = base.split("://", 1)
+            user, host = rest.split("@", 1)
+            name, secret = user.split(":", 1)
+            url = f"{scheme}://{name}@{host}&password={secret}&application_name=visible"
+        proc = run_cli(*args, "--db", url, "--json", str(report))
     assert secret not in proc.stdout + proc.stderr
     assert "password=***" in proc.stderr, proc.stderr
     if report.exists():
         assert proc.returncode == 0, proc.stderr
         assert secret not in report.read_text()
-        assert "application_name=" in json.loads(report.read_text())["config"]["db"]
+        assert "application_name=visible" in json.loads(report.read_text())["config"]["db"]
 
 
 def test_bench_serve_on_a_given_store_revokes_its_key(tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ def _forget(client: Any, key: str) -> None:
         "limit": 100,
         "offset": 0,
         "next_offset": None,
+        "next_after": None,
     }
     assert client.get("/v1/sessions/ana-s1/turns", headers=h).json() == {
         "results": [],
