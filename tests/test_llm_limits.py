@@ -319,7 +319,9 @@ def test_a_long_add_goes_in_requests_of_a_bounded_size_in_turn_order(
         assert all(count(s) <= EXTRACT_CHUNK_TOKENS for s in sent)
         parts = [line for s in sent for line in s.splitlines() if line.startswith("[D0] ")]
         assert (
-            len(parts) > 5 and "turn 'D0'" in caplog.text and f"in {len(parts)} parts" in caplog.text
+            len(parts) > 5
+            and "turn 'D0'" in caplog.text
+            and f"in {len(parts)} parts" in caplog.text
         )
         assert (
             " ".join(p.removeprefix("[D0] Alice: ") for p in parts) == turns[0]["content"].strip()
