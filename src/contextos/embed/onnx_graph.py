@@ -195,13 +195,23 @@ def ensure_graph(
 
     A cache folder that cannot be written raises the ``OSError``; :func:`load_graph`
     builds the graph in memory then."""
+    target, digest, built = _cached_or_built(weights, cache_dir, rebuild, int8, calibrate)
+    if built is not None:
+        _keep(built, target, digest)
+    return target
+
+
+def _cached_or_built(
+    weights: Path, cache_dir: Path, rebuild: bool, int8: bool, calibrate: Calibrate | None
+) -> tuple[Path, str, bytes | None]:
+    """Where the graph for ``weights`` is cached, the weights' digest, and the graph's
+    bytes when they had to be built (None: the cached file is there and no ``rebuild``
+    was asked for)."""
     digest = _remembered_digest(weights, cache_dir)
     target = cache_dir / _graph_name(digest, BUILDER_VERSION, int8)
     if _is_file(target) and not rebuild:
-        return target
-    payload = _build(weights, digest, int8=int8, calibrate=calibrate)
-    _keep(payload, target, digest)
-    return target
+        return target, digest, None  # a cache another user filled can still be read
+    return target, digest, _build(weights, digest, int8=int8, calibrate=calibrate)
 
 
 def load_graph(
@@ -225,13 +235,11 @@ def load_graph(
     ended. A build takes about a second (0.9 s for int8 on the project's 2-core
     machine, against 0.1 s to load the cached file), so a process without a cache
     pays that once, at its start; the token counter does the same with its table."""
-    digest = _remembered_digest(weights, cache_dir)
-    target = cache_dir / _graph_name(digest, BUILDER_VERSION, int8)
-    if _is_file(target) and not rebuild:
-        return target  # a cache another user filled can still be read
-    payload = _build(weights, digest, int8=int8, calibrate=calibrate)
+    target, digest, built = _cached_or_built(weights, cache_dir, rebuild, int8, calibrate)
+    if built is None:
+        return target
     try:
-        _keep(payload, target, digest)
+        _keep(built, target, digest)
     except OSError as exc:
         reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
         log.warning(
@@ -241,7 +249,7 @@ def load_graph(
             cache_dir,
             reason,
         )
-        return payload
+        return built
     return target
 
 
