@@ -3,15 +3,26 @@
 A double submit (two request threads of one app adding one text for one user at once)
 stored the text twice on SQLite and nearly always on PostgreSQL, and search then
 returned both copies (a review, session 34). Adds of one text in one scope now take
-turns within a process. Both stores, a real Memory, real threads.
+turns within a process, and across processes the write is refused when another
+stored the text meanwhile (``Store.put``'s ``repeats``); tried again, the add hands
+back that record. Both stores, real Memory handles, real threads and processes.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from contextos.memory import Memory
 from contextos.store.base import Store
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 
 
@@ -38,3 +49,72 @@ def test_one_text_added_by_many_threads_at_once_is_stored_once(store: Store) -> 
     assert {r.text for r in memory.get_all(user_id="u0")} == {r.text for r in both} | {
         "I am allergic to peanuts"
     }
+
+
+@contextmanager
+def handles(kind: str, tmp_path: Path, n: int) -> Iterator[list[Memory]]:
+    """``n`` Memory handles on one store, each with its own store (connections,
+    in-process locks): as many processes would have."""
+    with ExitStack() as stack:
+        if kind == "sqlite":
+            stores: list[Store] = [SQLiteStore(tmp_path / "m.db") for _ in range(n)]
+        else:
+            from contextos.store.postgres import PostgresStore
+            from pg_support import pg_url, postgres_store
+
+            first = stack.enter_context(postgres_store())
+            stores = [first] + [PostgresStore(pg_url(), schema=first.schema) for _ in range(n - 1)]
+        out = []
+        for store in stores:
+            memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+            out.append(stack.enter_context(memory))
+        yield out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_one_text_added_through_many_handles_at_once_is_stored_once(
+    kind: str, tmp_path: Path
+) -> None:
+    # Two processes (server workers, a CLI beside a server) adding one text at once
+    # both found nothing and both stored it: the in-process turns do not span them.
+    # Without put()'s repeats check, PostgreSQL stored 2-8 copies of each text here.
+    with handles(kind, tmp_path, 8) as memories:
+        for user in range(4):
+            gate = threading.Barrier(8)
+
+            def add(memory: Memory, user_id: str = f"u{user}", gate: Any = gate) -> list[str]:
+                gate.wait(30)
+                return [r.id for r in memory.add("I am allergic to peanuts", user_id=user_id)]
+
+            with ThreadPoolExecutor(8) as pool:
+                ids = {i for handed in pool.map(add, memories) for i in handed}
+            stored = memories[0].get_all(user_id=f"u{user}")
+            assert [r.text for r in stored] == ["I am allergic to peanuts"], user
+            assert ids == {stored[0].id}  # every add handed back the stored one
+
+
+def _add_texts(db: str, texts: list[str], gate: Any, out: Any) -> None:
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+        gate.wait(60)
+        out.put([r.id for text in texts for r in memory.add(text, user_id="ana")])
+
+
+def test_processes_adding_the_same_texts_at_once_store_each_once(tmp_path: Path) -> None:
+    db = str(tmp_path / "m.db")
+    Memory(db, embedder=HashEmbedder()).close()  # the schema first
+    texts = [f"I keep a plant called Fern number {i}" for i in range(40)]
+    ctx = multiprocessing.get_context("spawn")
+    gate, out = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_add_texts, args=(db, texts, gate, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    handed = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+        stored = memory.get_all(user_id="ana", limit=1000)
+    assert sorted(r.text for r in stored) == sorted(texts)
+    assert all(
+        ids == [r.id for r in sorted(stored, key=lambda r: texts.index(r.text))] for ids in handed
+    )

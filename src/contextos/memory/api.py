@@ -36,7 +36,15 @@ from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
 from ..keyed_locks import KeyedLocks
 from ..retry import wait_before_retry
 from ..store import open_store
-from ..store.base import Derived, EmbeddedText, EmbeddingStatus, Newest, Patch, Store
+from ..store.base import (
+    Derived,
+    EmbeddedText,
+    EmbeddingStatus,
+    Newest,
+    Patch,
+    Repeats,
+    Store,
+)
 from ..store.records import patched, stored_json
 from ..times import opt_utc
 from ..types import (
@@ -285,18 +293,20 @@ class Memory:
                 for key in keys:
                     held.enter_context(self._repeat_locks.held(key))
                 return self._write_new(*self._reuse_repeats(records), facts, opts, newest)
-        return self._write_new(records, records, facts, opts, newest)
+        return self._write_new(records, records, (), facts, opts, newest)
 
     def _write_new(
         self,
         records: list[MemoryRecord],
         new: list[MemoryRecord],
+        repeats: Sequence[Repeats],
         facts: bool,
         opts: AddOptions,
         newest: Newest | None,
     ) -> list[MemoryRecord]:
         """Write ``new`` (with their facts, in a session that stores them) after
-        ``newest``; return ``records``, the written ones as stored."""
+        ``newest``, and only while ``repeats`` hold (``Store.put``); return
+        ``records``, the written ones as stored."""
         if new and facts and opts.scope.session_id is not None:
             from .infer import facts_beside
 
@@ -308,32 +318,38 @@ class Memory:
             new = [r for turn in new for r in (turn, *facts_of.get(turn.id, ()))]
         if new:
             counted = {r.id: self.record_tokens.counted(r) for r in new}
-            self.store.put(list(counted.values()), after=newest)
+            self.store.put(list(counted.values()), after=newest, repeats=repeats)
             records = [counted.get(r.id, r) for r in records]
         return records
 
     def _reuse_repeats(
         self, records: list[MemoryRecord]
-    ) -> tuple[list[MemoryRecord], list[MemoryRecord]]:
+    ) -> tuple[list[MemoryRecord], list[MemoryRecord], list[Repeats]]:
         """Swap each record for a stored (or earlier) one that it repeats exactly
-        (:func:`_same_memory`); return the records to hand back and those still to write.
+        (:func:`_same_memory`); return the records to hand back, those still to write,
+        and what their write depends on (the records with their texts as read).
 
         The stores look the hash up in an index (``Store.find_by_hash``). Adds of one
-        text in one scope take turns within a process (``_add_once``); two processes
-        adding it at the same instant may still both store it: across processes this
-        is a courtesy, not a constraint.
+        text in one scope take turns within a process (``_add_once``); across
+        processes the write is refused when another stored the text meanwhile
+        (``Store.put``'s ``repeats``), and the add, tried again, finds that record.
         """
         out: list[MemoryRecord] = []
         new: list[MemoryRecord] = []
+        seen: dict[tuple[Scope, str], Repeats] = {}
         for record in records:
             twin = next((r for r in new if _same_memory(r, record)), None)
             if twin is None:
                 stored = self.store.find_by_hash(record.scope, record.hash)
                 twin = next((r for r in stored if _same_memory(r, record)), None)
+                ids = frozenset(r.id for r in stored)
+                seen.setdefault(
+                    (record.scope, record.hash), Repeats(record.scope, record.hash, ids)
+                )
             if twin is None:
                 new.append(record)
             out.append(twin or record)
-        return out, new
+        return out, new, list({(r.scope, r.hash): seen[(r.scope, r.hash)] for r in new}.values())
 
     def _infer(
         self, messages: list[Message], opts: AddOptions, extractor: Extractor | None

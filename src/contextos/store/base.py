@@ -46,6 +46,31 @@ class Newest:
 
 
 @dataclass(frozen=True)
+class Repeats:
+    """What an add that stores a new text was based on: the live records of ``scope``
+    whose text has the hash ``hash`` were ``ids`` (none of them the same memory).
+
+    Why: an add hands back a stored record it repeats exactly instead of storing a
+    second (``Memory.add(dedupe=True)``). Threads of one ``Memory`` take turns for
+    that, but two processes adding one text at once (a double submit reaching two
+    server workers, a CLI beside a server) both found nothing and both stored it.
+    ``Store.put`` checks this in the write's own transaction; the add, refused, reads
+    again and hands back the other process's record."""
+
+    scope: Scope
+    hash: str
+    ids: frozenset[str]
+
+
+def check_repeats(seen: Repeats, found: Iterable[str]) -> None:
+    """Raise ``Conflict`` if a record with ``seen``'s text was stored in its scope
+    since it was read (``found``: the ids live now; one erased meanwhile does not
+    count)."""
+    if set(found) - seen.ids:
+        raise Conflict("a record with the same text was stored since it was read")
+
+
+@dataclass(frozen=True)
 class Ranked:
     """A record id with a retriever's score (higher is better)."""
 
@@ -224,6 +249,7 @@ class Store(Protocol):
         after: Newest | Sequence[Newest] | None = None,
         unchanged: Mapping[str, str] | None = None,
         closes: Sequence[Close] = (),
+        repeats: Sequence[Repeats] = (),
     ) -> None:
         """Insert new records atomically (all or none) and log an ADD for each; each
         record's ``token_count`` is stored as it is (None: counted when read).
@@ -246,7 +272,11 @@ class Store(Protocol):
 
         ``closes``: records ended after the inserts, in the same transaction, each
         only if still open and as read (see :class:`Close`), else ``Conflict``; a
-        put with closes and no records still makes its checks and writes them."""
+        put with closes and no records still makes its checks and writes them.
+
+        ``repeats``: for each, no live record of its scope with its text hash beyond
+        the ids it names, else ``Conflict`` (see :class:`Repeats`): checked so that
+        two handles writing one text at once, in any processes, store it once."""
         ...
 
     def get(self, tenant: str, memory_id: str) -> MemoryRecord | None:

@@ -47,7 +47,9 @@ from contextos.store.base import (
     Patch,
     Quarantined,
     Ranked,
+    Repeats,
     Vector,
+    check_repeats,
     check_unchanged,
     newest_checks,
 )
@@ -366,6 +368,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         after: Newest | Sequence[Newest] | None = None,
         unchanged: Mapping[str, str] | None = None,
         closes: Sequence[Close] = (),
+        repeats: Sequence[Repeats] = (),
     ) -> None:
         if not records and not closes:
             return
@@ -377,6 +380,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 records = _stamped_after(records, each.filter.scope, newest, now)
             if unchanged or closes:
                 self._check_unchanged(cur, tenant, unchanged or {}, closes)
+            for seen in sorted(repeats, key=_repeat_key):
+                _check_repeats(cur, seen)
             _insert_records(cur, records, now, actor)
             self._close_in(_Update(cur), closes, actor=actor)
 
@@ -491,11 +496,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
     @_absent_if_nul([], "scope", "content_hash")
     def find_by_hash(self, scope: Scope, content_hash: str) -> _Records:
         rows = self._read(
-            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s AND m.hash = %s "
-            "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
-            "AND m.session_id IS NOT DISTINCT FROM %s "
-            "AND (m.valid_to IS NULL OR m.valid_to > now()) ORDER BY m.created_at, m.seq",
-            (scope.tenant, content_hash, scope.user_id, scope.agent_id, scope.session_id),
+            f"SELECT {RECORD_COLUMNS} FROM memories m {_LIVE_BY_HASH} ORDER BY m.created_at, m.seq",
+            _by_hash_params(scope, content_hash),
         )
         return [record_from_row(r) for r in rows]
 
@@ -1210,6 +1212,40 @@ def _scrub_contexts(
                 "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s",
                 (new, tenant, memory_id),
             )
+
+
+#: The live records of one scope with one text hash (``find_by_hash``, ``put``'s
+#: ``repeats``).
+_LIVE_BY_HASH = (
+    "WHERE m.tenant = %s AND m.hash = %s "
+    "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
+    "AND m.session_id IS NOT DISTINCT FROM %s "
+    "AND (m.valid_to IS NULL OR m.valid_to > now())"
+)
+
+
+def _by_hash_params(scope: Scope, content_hash: str) -> tuple[object, ...]:
+    return (scope.tenant, content_hash, scope.user_id, scope.agent_id, scope.session_id)
+
+
+def _repeat_key(seen: Repeats) -> str:
+    scope = seen.scope
+    return json.dumps(
+        ["repeat", scope.tenant, scope.user_id, scope.agent_id, scope.session_id, seen.hash]
+    )
+
+
+def _check_repeats(cur: Any, seen: Repeats) -> None:
+    """``put``'s ``repeats`` check. Writers of one text in one scope queue on a
+    transaction lock of it (in READ COMMITTED, two would each miss the other's
+    uncommitted row and both write); the second then reads the first's committed
+    row and is refused. Taken in :func:`_repeat_key` order, so two writes of the same
+    texts never wait for each other crosswise."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_repeat_key(seen),))
+    ids = cur.execute(
+        f"SELECT m.id FROM memories m {_LIVE_BY_HASH}", _by_hash_params(seen.scope, seen.hash)
+    )
+    check_repeats(seen, (row[0] for row in ids.fetchall()))
 
 
 def _check_newest(cur: Any, after: Newest) -> datetime | None:

@@ -52,7 +52,9 @@ from contextos.store.base import (
     Patch,
     Quarantined,
     Ranked,
+    Repeats,
     Vector,
+    check_repeats,
     check_unchanged,
     newest_checks,
 )
@@ -98,6 +100,20 @@ _META_SQL = shared.MetaSQL(
     decode=json.loads,
     revision=f"json_extract(meta, '$.{shared.REVISION_KEY}')",
 )
+
+
+#: The live records of one scope with one text hash (``find_by_hash``, ``put``'s
+#: ``repeats``). INDEXED BY: for its ORDER BY the planner preferred walking the
+#: tenant's created_at index (every record of the tenant, on every add) to the hash.
+_LIVE_BY_HASH = (
+    "INDEXED BY memories_hash WHERE tenant = ? AND hash = ? "
+    "AND user_id IS ? AND agent_id IS ? AND session_id IS ? "
+    "AND (valid_to IS NULL OR valid_to > ?)"
+)
+
+
+def _by_hash_params(scope: Scope, content_hash: str, now: float) -> tuple[object, ...]:
+    return (scope.tenant, content_hash, scope.user_id, scope.agent_id, scope.session_id, now)
 
 
 def scope_terms(scope: Scope) -> builtins.list[str]:
@@ -347,6 +363,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         after: Newest | Sequence[Newest] | None = None,
         unchanged: Mapping[str, str] | None = None,
         closes: Sequence[Close] = (),
+        repeats: Sequence[Repeats] = (),
     ) -> None:
         if not records and not closes:
             return
@@ -370,6 +387,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     (tenant, ids),
                 ).fetchall()
                 check_unchanged(unchanged, found)
+            for seen in repeats:  # BEGIN IMMEDIATE: no other process writes one meanwhile
+                live = db.execute(
+                    f"SELECT id FROM memories {_LIVE_BY_HASH}",
+                    _by_hash_params(seen.scope, seen.hash, now),
+                )
+                check_repeats(seen, (row[0] for row in live))
             _insert_records(db, records, now, actor)
             self._close_in(_Update(db), closes, actor=actor)
 
@@ -473,20 +496,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
         rows = self._read(
-            # INDEXED BY: for its ORDER BY the planner preferred walking the tenant's
-            # created_at index (every record of the tenant, on every add) to the hash.
-            f"SELECT {RECORD_COLUMNS} FROM memories INDEXED BY memories_hash "
-            "WHERE tenant = ? AND hash = ? "
-            "AND user_id IS ? AND agent_id IS ? AND session_id IS ? "
-            "AND (valid_to IS NULL OR valid_to > ?) ORDER BY created_at, rowid",
-            (
-                scope.tenant,
-                content_hash,
-                scope.user_id,
-                scope.agent_id,
-                scope.session_id,
-                time.time(),
-            ),
+            f"SELECT {RECORD_COLUMNS} FROM memories {_LIVE_BY_HASH} ORDER BY created_at, rowid",
+            _by_hash_params(scope, content_hash, time.time()),
         )
         return [row_to_record(r) for r in rows]
 
