@@ -77,7 +77,7 @@ def test_one_text_added_through_many_handles_at_once_is_stored_once(
 ) -> None:
     # Two processes (server workers, a CLI beside a server) adding one text at once
     # both found nothing and both stored it: the in-process turns do not span them.
-    # Without put()'s repeats check, PostgreSQL stored 2-8 copies of each text here.
+    # With put()'s repeats check taken out, this fails on both stores.
     with handles(kind, tmp_path, 8) as memories:
         for user in range(4):
             gate = threading.Barrier(8)
