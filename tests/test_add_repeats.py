@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -118,3 +119,15 @@ def test_processes_adding_the_same_texts_at_once_store_each_once(tmp_path: Path)
     assert all(
         ids == [r.id for r in sorted(stored, key=lambda r: texts.index(r.text))] for ids in handed
     )
+
+
+def test_a_text_in_decomposed_form_repeats_its_composed_form(store: Store) -> None:
+    # "café" with a combining accent (as macOS file names and some pastes give it) was
+    # a second memory beside the composed "café": one text to a reader, stored twice.
+    memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+    (first,) = memory.add("Ana's favourite café is Zoë's", user_id="ana")
+    decomposed = unicodedata.normalize("NFD", first.text)
+    assert decomposed != first.text
+    (again,) = memory.add(decomposed, user_id="ana")
+    assert again.id == first.id
+    assert [r.text for r in memory.get_all(user_id="ana")] == [first.text]
