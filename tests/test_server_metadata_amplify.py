@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from contextos.memory.ingest import MAX_METADATA_BYTES, MAX_METADATA_COPIES_BYTES
+from contextos.memory.ingest import MAX_METADATA_BYTES, MAX_METADATA_COPIES_BYTES, metadata_bytes
 from contextos.server.keys import KeyStore
 
 httpx = pytest.importorskip("httpx")
@@ -107,3 +107,27 @@ def test_an_add_within_the_limits_is_stored_and_answered_in_proportion(
     assert resp.status_code == 201, resp.text[:300]
     assert len(resp.content) < 3 * BODY_LIMIT
     assert db_bytes(db) < 20 * BODY_LIMIT
+
+
+def exactly(limit: int) -> dict[str, str]:
+    """Metadata of exactly ``limit`` bytes as JSON (``{"a": "aaa..."}``)."""
+    meta = {"a": "a" * (limit - len('{"a":""}'))}
+    assert metadata_bytes(meta) == limit
+    return meta
+
+
+def test_metadata_of_exactly_the_limit_is_stored_and_one_byte_more_is_a_422(
+    served: tuple[httpx.Client, Path],
+) -> None:
+    # The library adds "role" (and "seq" in a session) to each memory's metadata: it
+    # counted them, so metadata of exactly the documented 65,536 bytes was refused with
+    # a size the caller never sent, and over HTTP as a 400 the body's check had let by.
+    http, _ = served
+    for session in ({}, {"session_id": "s1"}):
+        body = {"user_id": "ana", **session, "metadata": exactly(MAX_METADATA_BYTES)}
+        resp = add(http, {**body, "messages": [{"role": "assistant", "content": "noted"}]})
+        assert resp.status_code == 201, resp.text[:300]
+        (stored,) = resp.json()["results"]
+        assert stored["metadata"]["a"] == body["metadata"]["a"]
+        over = {**body, "metadata": exactly(MAX_METADATA_BYTES + 1), "messages": words(1)}
+        refused(add(http, over), "65,536", "65,537")

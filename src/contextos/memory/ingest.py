@@ -173,7 +173,7 @@ def build_records(
         if seq is not None:
             meta["seq"] = seq
             seq += 1
-        check_metadata(meta, RECORD_METADATA)
+        check_metadata(counted_metadata(meta), RECORD_METADATA)
         records.append(
             MemoryRecord(
                 id=str(uuid.uuid4()),
@@ -265,6 +265,19 @@ def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
     return size
 
 
+#: Keys the library writes into every memory of an add (who said it, its place in the
+#: session), small and bounded: outside the caller's :data:`MAX_METADATA_BYTES`.
+OWN_KEYS = ("role", "seq")
+
+
+def counted_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A memory's metadata as its size limit counts it: without :data:`OWN_KEYS`. Why:
+    metadata of exactly the documented 65,536 bytes was refused with a size the caller
+    never sent (65,550: ``role`` added), and over HTTP as a 400 where the body's own
+    check (a 422) had let it through."""
+    return {k: v for k, v in meta.items() if k not in OWN_KEYS}
+
+
 def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
     """The metadata checks of an add of ``messages`` with ``metadata`` (what
     :func:`build_records` refuses, but for a turn's ``seq``): the copies of ``metadata``
@@ -272,7 +285,7 @@ def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message])
     said = [m for m in messages if m.content.strip()]
     check_metadata_copies(metadata, len(said))
     for message in said:
-        check_metadata(_record_metadata(metadata, message), RECORD_METADATA)
+        check_metadata(counted_metadata(_record_metadata(metadata, message)), RECORD_METADATA)
 
 
 def check_metadata_copies(metadata: Mapping[str, Any], copies: int) -> None:
