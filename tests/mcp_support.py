@@ -1,17 +1,26 @@
-"""MCP test helpers: a real ``contextos mcp`` over stdio, and tool results read back."""
+"""MCP test helpers: a real ``contextos mcp`` over stdio or streamable HTTP, and tool
+results read back."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 import contextos
+from cli_support import reaped
+from contextos.bench.serve import free_port
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 SRC = str(Path(contextos.__file__).resolve().parents[1])
@@ -48,3 +57,51 @@ def error_text(result: Any) -> str:
     """The text of a tool error (the call must have failed)."""
     assert result.is_error, result.content
     return str(result.content[0].text)
+
+
+MCP_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+    "MCP-Protocol-Version": "2025-06-18",
+}
+
+
+@contextmanager
+def mcp_over_http(db: Path) -> Iterator[str]:
+    """``contextos mcp --transport streamable-http`` on ``db`` (hash embedder, no rate
+    limit), its base URL once it answers; stopped at the end."""
+    port = free_port()
+    cmd = [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
+    cmd += ["--port", str(port), "--rate", "0"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    url = f"http://127.0.0.1:{port}"
+    with (
+        reaped(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)) as proc,
+        httpx.Client(base_url=url, timeout=60) as http,
+    ):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http.post("/mcp", json={})
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        yield url
+        proc.terminate()
+
+
+def http_tool_call(http: httpx.Client, key: str, name: str, arguments: dict[str, object]) -> int:
+    """One stateless ``tools/call`` to the streamable-HTTP server; 200 only when the tool
+    answered without an error."""
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    answer = http.post(
+        "/mcp",
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"},
+        json={**call, "params": {"name": name, "arguments": arguments}},
+    )
+    if answer.status_code != 200:
+        return answer.status_code
+    lines = [ln[5:].strip() for ln in answer.text.splitlines() if ln.startswith("data:")]
+    result = json.loads(lines[-1] if lines else answer.text)["result"]
+    return 500 if result["isError"] else 200

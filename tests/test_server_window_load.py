@@ -18,12 +18,9 @@ or ``contextos mcp --transport streamable-http`` on a SQLite file, driven by htt
 from __future__ import annotations
 
 import json
-import os
 import socket
 import statistics
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +28,7 @@ from pathlib import Path
 
 import pytest
 
-import contextos
-from cli_support import reaped
-from contextos.bench.serve import free_port, running_server
+from contextos.bench.serve import running_server
 from contextos.engine.session import Session
 from contextos.server.keys import KeyStore
 from contextos.store.sqlite import SQLiteStore
@@ -167,73 +162,35 @@ def test_a_tenants_windows_on_a_long_log_leave_other_tenants_fast(
     _fast_enough(during)
 
 
-_MCP_HEADERS = {
-    "Accept": "application/json, text/event-stream",
-    "Content-Type": "application/json",
-    "MCP-Protocol-Version": "2025-06-18",
-}
-
-
-def _tool_call(http: httpx.Client, key: str, name: str, arguments: dict[str, object]) -> int:
-    """One stateless ``tools/call`` to the streamable-HTTP server; 200 only when the tool
-    answered without an error."""
-    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
-    answer = http.post(
-        "/mcp",
-        headers={**_MCP_HEADERS, "Authorization": f"Bearer {key}"},
-        json={**call, "params": {"name": name, "arguments": arguments}},
-    )
-    if answer.status_code != 200:
-        return answer.status_code
-    lines = [ln[5:].strip() for ln in answer.text.splitlines() if ln.startswith("data:")]
-    result = json.loads(lines[-1] if lines else answer.text)["result"]
-    return 500 if result["isError"] else 200
-
-
 @pytest.mark.parametrize("tool", ["assemble_window", "conversation_search"])
 def test_a_tenants_mcp_windows_on_a_long_log_leave_other_tenants_fast(
     tmp_path: Path, tool: str
 ) -> None:
     pytest.importorskip("mcp")
+    from mcp_support import http_tool_call, mcp_over_http
+
     db = tmp_path / "load.db"
     with KeyStore(str(db)) as keys:
         alpha, beta = keys.create("alpha").secret, keys.create("beta").secret
     _log_long(db)
-    port = free_port()
-    cmd = [sys.executable, "-c", "from contextos.cli.main import main; main()", "mcp"]
-    cmd += ["--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
-    cmd += ["--port", str(port), "--rate", "0"]
-    env = {**os.environ, "PYTHONPATH": str(Path(contextos.__file__).resolve().parents[1])}
-    with (
-        reaped(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)) as proc,
-        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http,
-    ):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                http.post("/mcp", json={})
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+    with mcp_over_http(db) as url, httpx.Client(base_url=url, timeout=300) as http:
 
         def get() -> float:
             started = time.monotonic()
-            assert _tool_call(http, beta, "list_memories", {"user_id": "b"}) == 200
+            assert http_tool_call(http, beta, "list_memories", {"user_id": "b"}) == 200
             return time.monotonic() - started
 
         def window() -> int:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as c:
+            with httpx.Client(base_url=url, timeout=300) as c:
                 scope = {"user_id": "a", "session_id": "long"}
                 if tool == "conversation_search":
-                    return _tool_call(c, alpha, tool, {"query": "about 50", **scope})
-                return _tool_call(c, alpha, tool, {"question": "topic 5?", **scope})
+                    return http_tool_call(c, alpha, tool, {"query": "about 50", **scope})
+                return http_tool_call(c, alpha, tool, {"question": "topic 5?", **scope})
 
         idle = max(get() for _ in range(5))
         print(f"MCP: the other tenant's list_memories idle max {idle * 1000:.0f} ms")
         calls = SEARCHES if tool == "conversation_search" else WINDOWS
         during = _under_load(get, [window] * calls)
-        proc.terminate()
     _fast_enough(during)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from contextos.memory import Memory
@@ -185,3 +186,87 @@ def test_server_reads_answer_while_writes_wait_for_another_process(tmp_path: Pat
         assert listed == 200
         assert read_s < 1.0, f"a list waited {read_s:.1f} s behind the waiting writes"
         assert statuses == [201] * 45, statuses
+
+
+def _reads_answer_while_writes_wait(
+    db: Path, write: Callable[[int], int], read: Callable[[], int], *, writes: int = 45
+) -> None:
+    """``writes`` calls of ``write(i)`` wait for a lock another process holds (more than
+    the 40 threads of the pool every route or tool shares); ``read()`` sent meanwhile is
+    answered at once, and once the lock is let go every write succeeds (200/201)."""
+    statuses: list[int] = []
+    with lock_held(db) as holder:
+        threads = [
+            threading.Thread(target=lambda i=i: statuses.append(write(i))) for i in range(writes)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)  # every write has reached the server and waits for the lock
+        # Let go in 3 s whatever happens: a read stuck behind the writes would otherwise
+        # wait for their 10 s busy timeout.
+        timer = threading.Timer(3.0, let_go, args=(holder,))
+        timer.start()
+        began = time.monotonic()
+        read_status = read()
+        read_s = time.monotonic() - began
+        timer.cancel()
+        let_go(holder)
+        for t in threads:
+            t.join(timeout=60)
+    assert read_status == 200
+    assert read_s < 1.0, f"a read waited {read_s:.1f} s behind the waiting writes"
+    assert sorted(statuses) == sorted(s for s in statuses if s in (200, 201)), statuses
+    assert len(statuses) == writes
+
+
+def test_agent_tool_writes_wait_on_write_threads_not_the_shared_pool(tmp_path: Path) -> None:
+    """``POST /v1/agent/tools/archival_memory_insert`` (an agent's self-editing write)
+    ran on the pool every route shares: 45 of them waiting for another process's lock
+    held every thread, and a plain list waited for the whole hold."""
+    db = tmp_path / "agent.db"
+    with KeyStore(str(db)) as keys:
+        key = keys.create("acme").secret
+    headers = {"Authorization": f"Bearer {key}"}
+    with (
+        running_server(str(db), "--embedder", "hash") as (url, _proc),
+        httpx.Client(base_url=url, headers=headers, timeout=60) as http,
+    ):
+        assert http.post("/v1/memories", json={"messages": "before", "user_id": "ana"}).is_success
+
+        def insert(i: int) -> int:
+            body = {"user_id": f"u{i}", "arguments": {"content": f"note {i}"}}
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as own:
+                answer = own.post("/v1/agent/tools/archival_memory_insert", json=body)
+            return answer.status_code if not answer.json().get("is_error") else 500
+
+        def listed() -> int:
+            return http.get("/v1/memories", params={"user_id": "ana"}).status_code
+
+        _reads_answer_while_writes_wait(db, insert, listed)
+
+
+def test_mcp_tool_writes_wait_on_write_threads_not_the_shared_pool(tmp_path: Path) -> None:
+    """``contextos mcp --transport streamable-http``: the SDK ran every tool on one shared
+    pool, so 45 ``add_memory`` calls waiting for another process's lock held every
+    thread, and a ``list_memories`` waited for the whole hold."""
+    pytest.importorskip("mcp")
+    from mcp_support import http_tool_call, mcp_over_http
+
+    db = tmp_path / "mcp.db"
+    with KeyStore(str(db)) as keys:
+        key = keys.create("acme").secret
+    with mcp_over_http(db) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert (
+            http_tool_call(http, key, "add_memory", {"messages": "before", "user_id": "ana"}) == 200
+        )
+
+        def add(i: int) -> int:
+            with httpx.Client(base_url=url, timeout=60) as own:
+                return http_tool_call(
+                    own, key, "add_memory", {"messages": f"n {i}", "user_id": "u"}
+                )
+
+        def listed() -> int:
+            return http_tool_call(http, key, "list_memories", {"user_id": "ana"})
+
+        _reads_answer_while_writes_wait(db, add, listed)

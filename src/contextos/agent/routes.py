@@ -17,8 +17,9 @@ from pydantic import BaseModel
 from ..errors import NotFound
 from ..server.routes import ERRORS, OptScopeId, bearer, caller
 from ..server.window_slots import READS_LOG, WindowSlots
+from ..server.write_threads import run_write
 from .schemas import ToolCallIn
-from .tools import SCHEMAS, TOOL_NAMES, scoped_tools
+from .tools import SCHEMAS, TOOL_NAMES, WRITING_TOOLS, scoped_tools
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -89,6 +90,10 @@ def agent_router(
         # window slots, off the thread pool every route shares (see WindowSlots).
         if name in READS_LOG:
             return await slots.run(mem.tenant, run, client_gone=request.is_disconnected)
+        # A write waits for the database's write lock on threads of its own, so that
+        # reads keep the shared pool (see server.write_threads).
+        if name in WRITING_TOOLS:
+            return await run_write(run)
         return await run_in_threadpool(run)
 
     @router.get("/core", response_model=CoreOut, summary="core_memory")

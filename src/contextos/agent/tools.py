@@ -124,6 +124,9 @@ def openai_schemas() -> list[dict[str, Any]]:
 
 
 TOOL_NAMES = frozenset(s["name"] for s in SCHEMAS)
+#: The tools that write memories: a server runs them on its write threads
+#: (``server.write_threads``), as its write routes.
+WRITING_TOOLS = frozenset({"core_memory_append", "core_memory_replace", "archival_memory_insert"})
 
 
 #: What each further line of a result entry starts with (:func:`entry`).

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..agent.tools import WRITING_TOOLS as AGENT_WRITES
 from ..errors import ContextosError, MissingExtraError
 
 try:  # the tools validate with pydantic models, which the mcp extra brings
@@ -50,6 +51,7 @@ from .keys import KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
 from .window_slots import READS_LOG, WindowSlots
+from .write_threads import run_write
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -314,6 +316,36 @@ def _in_window_slots(
         return await slots.run(tenant(), functools.partial(fn, *args, **kwargs))
 
     return windowed
+
+
+#: The tools that write: the memory verbs' and the agent's (``agent.tools``).
+WRITING_TOOLS = frozenset({"add_memory", "update_memory", "delete_memory"}) | AGENT_WRITES
+
+
+def _on_write_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a tool of :data:`WRITING_TOOLS`) run on the server's write threads, as
+    the HTTP write routes (:mod:`.write_threads`): the SDK ran each call on the thread
+    pool every tool shares, so writes waiting for the database's write lock (another
+    process's vacuum, a long forget) could take every thread from the reads."""
+
+    @functools.wraps(fn)
+    async def written(*args: Any, **kwargs: Any) -> Any:
+        return await run_write(functools.partial(fn, *args, **kwargs))
+
+    return written
+
+
+def _on_its_threads(
+    fn: Callable[..., Any], windows: WindowSlots, tenant: Callable[[], str]
+) -> Callable[..., Any]:
+    """``fn`` on the threads its kind of work runs on in the server: a tool that reads a
+    whole log in the tenant's window slots, a write on the write threads, any other on
+    the SDK's shared pool."""
+    if fn.__name__ in READS_LOG:
+        return _in_window_slots(fn, windows, tenant)
+    if fn.__name__ in WRITING_TOOLS:
+        return _on_write_threads(fn)
+    return fn
 
 
 class ArgumentsInvalid(pydantic.ValidationError):
@@ -620,7 +652,7 @@ def build_mcp_server(
 
     windows = WindowSlots()
     for fn in [*tools.functions(), *mcp_functions(lambda: tenants.get(resolver()))]:
-        tool = _in_window_slots(fn, windows, resolver) if fn.__name__ in READS_LOG else fn
+        tool = _on_its_threads(fn, windows, resolver)
         server.add_tool(_guard(tool), name=fn.__name__, description=fn.__doc__)
         registered = server._tool_manager.get_tool(fn.__name__)
         _refuse_unknown_arguments(registered)
