@@ -168,3 +168,29 @@ def test_a_walk_of_list_pages_reaches_every_memory_on_both_stores(store: Store) 
                 seen += [r.id for r in page]
                 assert len(seen) <= 80
             assert len(seen) == 80 and len(set(seen)) == 80
+
+
+def test_a_search_answer_of_large_memories_is_cut_by_bytes_and_says_so(tmp_path: Path) -> None:
+    # A list page stopped at 4 MiB and a search did not: 60 hits of long memories made
+    # a 24.6 MB answer, and eight such searches at once doubled a server's memory.
+    with live_server(tmp_path / "s.db") as server:
+        key = server.issue_key("acme")
+        for i in range(24):  # 9.6 MB of text, each memory holding the word searched
+            server.add(key, messages=f"zebra {_fat(i)[:99_990]}", user_id="fat")
+        server.add(key, messages="a small zebra", user_id="fat")
+
+        def search(limit: int) -> Any:
+            body = {"query": "zebra", "user_id": "fat", "limit": limit}
+            headers = {"Authorization": f"Bearer {key}"}
+            resp = server.http.post("/v1/memories/search", json=body, headers=headers)
+            assert resp.status_code == 200, resp.text[:300]
+            assert len(resp.content) < MAX_PAGE_BYTES + 200_000
+            return resp.json()
+
+        whole = search(100)
+        assert whole["cut"] is True
+        assert 1 <= len(whole["results"]) < 25
+        assert sum(len(h["memory"]["text"].encode()) for h in whole["results"]) <= MAX_PAGE_BYTES
+        one = search(1)  # at least one hit, however large
+        assert len(one["results"]) == 1 and one["cut"] is False
+        assert one["results"][0]["memory"]["id"] == whole["results"][0]["memory"]["id"]

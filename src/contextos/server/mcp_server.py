@@ -138,9 +138,11 @@ class MemoryTools:
         only memories valid at that instant; event_after/event_before: ISO 8601, only
         memories whose event time lies in that range; metadata: equality filters,
         dotted keys look into nested objects; min_score: a floor on each hit's
-        relevance, the query-memory cosine in -1..1)."""
+        relevance, the query-memory cosine in -1..1). Hits past 4 MiB of text and
+        metadata are left out, as over HTTP."""
         body = s.parse(s.SearchRequest, **_arguments(locals()))
-        return [h.to_dict() for h in ops.search(self._memory(), body)]
+        hits, _cut = ops.search(self._memory(), body)
+        return [h.to_dict() for h in hits]
 
     def list_memories(
         self,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..memory.ingest import metadata_bytes
+from ..store.records import within_bytes
 from ..types import Filter, HistoryEvent, Hit, MemoryRecord, Scope, Turn
 
 if TYPE_CHECKING:
@@ -33,14 +35,20 @@ def add(mem: Memory, body: s.AddRequest) -> list[MemoryRecord]:
     )
 
 
-def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:
-    """Hybrid search in the request's scope, with its metadata and time filters."""
+def search(mem: Memory, body: s.SearchRequest) -> tuple[list[Hit], bool]:
+    """Hybrid search in the request's scope, with its metadata and time filters: the
+    hits, in rank order up to ``MAX_PAGE_BYTES`` of text and metadata (at least one),
+    and whether any were left out for that.
+
+    Why the bound: a list page had it and a search had none; 60 hits of long memories
+    made a 24.6 MB answer, and eight such searches at once doubled a server's memory
+    (a review)."""
     time_range = (
         None
         if body.event_after is None and body.event_before is None
         else (body.event_after, body.event_before)
     )
-    return mem.search(
+    hits = mem.search(
         body.query,
         **body.scope(),
         # Metadata equality filters; Memory adds the key's tenant and the scope.
@@ -51,6 +59,17 @@ def search(mem: Memory, body: s.SearchRequest) -> list[Hit]:
         as_of=body.as_of,
         time_range=time_range,
         min_score=body.min_score,
+    )
+    from .schemas import MAX_PAGE_BYTES
+
+    kept = within_bytes([(h, hit_bytes(h)) for h in hits], MAX_PAGE_BYTES)
+    return kept, len(kept) < len(hits)
+
+
+def hit_bytes(hit: Hit) -> int:
+    """A hit's text and metadata in bytes, as a list page counts a memory's."""
+    return len(hit.record.text.encode("utf-8", "surrogatepass")) + metadata_bytes(
+        hit.record.metadata
     )
 
 

@@ -138,8 +138,8 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     @router.post("/search", response_model=s.HitList, summary="search")
     def search(body: s.SearchRequest, mem: Mem) -> Response:
         """Hybrid search within a user/agent/session of the caller's tenant."""
-        hits = ops.search(mem, body)
-        return json_response(s.HitList(results=[s.HitOut.of(h) for h in hits]))
+        hits, cut = ops.search(mem, body)
+        return json_response(s.HitList(results=[s.HitOut.of(h) for h in hits], cut=cut))
 
     @router.post("/forget", response_model=s.Forgotten, summary="forget")
     async def forget(body: s.ForgetRequest, mem: Mem) -> s.Forgotten:

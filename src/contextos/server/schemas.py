@@ -679,7 +679,10 @@ class HitOut(_Out):
 
 
 class HitList(Results[HitOut]):
-    pass
+    #: True when hits past ``MAX_PAGE_BYTES`` (4 MiB) of text and metadata were left
+    #: out (at least one hit is always sent): ask with a smaller ``limit`` or a
+    #: ``token_budget``.
+    cut: bool = False
 
 
 class HistoryOut(_Out):
