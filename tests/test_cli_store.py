@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from cli_support import run_cli
 from contextos.memory import Memory
 from contextos.testing.embedders import FailingEmbedder
+
+#: Adds three memories of tenant acme and ends before any is embedded.
+STOPPED_WRITER = """
+import os, sys
+from contextos.memory import Memory
+from contextos.testing.embedders import HashEmbedder
+m = Memory(sys.argv[1], tenant="acme", embedder=HashEmbedder())
+m.add(["one", "two", "three"], user_id="ana")
+os._exit(0)
+"""
 
 
 def run(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +67,20 @@ def test_delete_purge_removes_the_text_from_history(tmp_path: Path) -> None:
     assert [e["event"] for e in history] == ["ADD", "DELETE"]
     assert all(e["old_text"] is None and e["new_text"] is None for e in history)
     assert b"qzcliprivate" not in db.read_bytes()
+
+
+def test_status_names_its_tenant_and_counts_the_whole_store_beside_it(tmp_path: Path) -> None:
+    # A server's memories are of its keys' tenants; `status` without --tenant counted
+    # tenant "default" alone and printed "waiting for a vector: 0" over a backlog of 156.
+    db = tmp_path / "m.db"
+    # A server of tenant acme that stopped before its worker embedded what it added.
+    subprocess.run([sys.executable, "-c", STOPPED_WRITER, str(db)], check=True, timeout=120)
+    human = run(db, "status")
+    assert "tenant 'default': waiting for a vector: 0" in human.stdout, human.stdout
+    assert "every tenant of this database: 3 waiting for a vector" in human.stdout
+    report = json.loads(run(db, "--json", "status").stdout)
+    assert report["tenant"] == "default" and report["pending"] == 0
+    assert report["all_tenants"] == {"pending": 3, "quarantined_total": 0}
+    acme = run_cli("--tenant", "acme", "status", db=db, env={"COLUMNS": "200"})
+    assert "tenant 'acme': waiting for a vector: 3" in acme.stdout
+    assert "every tenant" not in acme.stdout  # the same counts: said once

@@ -152,3 +152,37 @@ def test_a_read_only_database_a_later_version_migrated_says_to_upgrade(tmp_path:
         folder.chmod(0o755)
     assert proc.returncode == 1, proc.stderr
     assert f"database schema version {version + 1} is newer than this contextos" in proc.stderr
+
+
+def test_serve_says_at_start_that_its_database_is_read_only(tmp_path: Path) -> None:
+    """``contextos serve`` on a file it may not write started without a word; each add
+    was the first sign, as a 503 "busy, retry" for ever (a review, after a restore left
+    the file owned by another user). Now it says so at start, naming the file, and a
+    write is a 500 fault, named in the log."""
+    httpx = pytest.importorskip("httpx")
+    from contextos.bench.serve import free_port, serve_command, wait_healthy
+    from contextos.server.keys import KeyStore
+
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as m:
+        m.add("I like green tea", user_id="ana")
+    with KeyStore(str(db)) as keys:
+        key = keys.create("default").secret
+    db.chmod(0o444)
+    port = free_port()
+    argv = _as_user(serve_command(str(db), port, "--embedder", "hash"))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, 60)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+            listed = http.get("/v1/memories", params={"user_id": "ana"})
+            added = http.post("/v1/memories", json={"messages": "x", "user_id": "ana"})
+    finally:
+        proc.terminate()
+        said = proc.communicate(timeout=30)[0]
+        db.chmod(0o644)
+    assert f"note: {db} is read-only to this process" in said, said
+    assert listed.status_code == 200 and "green tea" in listed.text
+    assert added.status_code == 500 and "retry-after" not in added.headers, added.text
+    assert f"cannot write the database {db}: it was opened read-only" in said, said

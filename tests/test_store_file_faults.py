@@ -238,3 +238,75 @@ def test_a_busy_database_is_still_called_busy(tmp_path: Path) -> None:
             holder.close()
     finally:
         store.close()
+
+
+# -- a damaged file -------------------------------------------------------------------------
+
+
+def damaged_database(db: Path) -> None:
+    """A database of 300 memories of user ana, closed, then four pages in the middle of
+    the file overwritten (as a backup put in place beside another file's -wal, or a
+    disk fault, leaves it)."""
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        for i in range(300):
+            m.add(f"note {i} about gardening and the weather in town {i * 7}", user_id="ana")
+    pages = db.stat().st_size // 4096
+    with db.open("r+b") as f:
+        for page in range(pages // 2, pages // 2 + 4):
+            f.seek(page * 4096 + 100)
+            f.write(bytes(range(256)) * 11)
+
+
+def test_a_damaged_file_is_a_fault_that_names_it_and_takes_no_more_writes(
+    tmp_path: Path,
+) -> None:
+    """SQLite's "database disk image is malformed" was a plain StoreError ("busy, retry
+    after a moment" over HTTP, for ever), and adds were still written into the file."""
+    db = tmp_path / "m.db"
+    damaged_database(db)
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        with pytest.raises(StoreFault, match="malformed") as err:
+            m.get_all(user_id="ana", limit=1000)
+        assert str(db) in str(err.value) and "backup" in str(err.value)
+        before = db.read_bytes()
+        with pytest.raises(StoreFault, match="damaged"):
+            m.add("written after the damage was seen", user_id="bob")
+        assert db.read_bytes() == before
+        assert not Path(f"{db}-wal").exists() or b"written after" not in on_disk(db)[1]  # type: ignore[operator]
+
+
+def test_the_server_answers_a_damaged_file_with_500_and_logs_one_traceback(
+    tmp_path: Path,
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    from contextos.bench.serve import free_port, serve_command, wait_healthy
+    from contextos.server.keys import KeyStore
+
+    db = tmp_path / "srv.db"
+    damaged_database(db)
+    with KeyStore(str(db)) as keys:
+        key = keys.create("default").secret
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            serve_command(str(db), port, "--embedder", "hash"),
+            env=cli_env(db),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    with reaped(proc):
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, 60)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+            for _ in range(3):
+                resp = http.get("/v1/memories", params={"user_id": "ana", "limit": 1000})
+                assert resp.status_code == 500, resp.text
+                assert "retry-after" not in resp.headers  # waiting mends nothing
+            resp = http.post("/v1/memories", json={"messages": "after", "user_id": "bob"})
+            assert resp.status_code == 500 and resp.json()["error"]["type"] == "StoreFault"
+        proc.terminate()
+        proc.wait(timeout=30)
+    said = log.read_text(encoding="utf-8")
+    assert said.count(f"store fault: the database file {db} is damaged") == 4, said
+    assert said.count("contextos.errors.StoreFault: ") == 1, said  # one traceback: the first

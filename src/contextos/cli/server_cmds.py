@@ -76,6 +76,25 @@ def _note_created(db: str, was_absent: bool) -> None:
         )
 
 
+def _note_read_only(db: str) -> None:
+    """Say on stderr that the SQLite file ``db`` is read-only to this process: reads are
+    served and every write is refused. Why: such a server started without a word, and
+    each add was the first sign (a review, after a restore left the file owned by
+    another user)."""
+    from ..store.sqlite import opens_read_only
+
+    if "://" in db or not opens_read_only(Path(db)):
+        return
+    err_console.print(
+        SafeText(
+            f"note: {db} is read-only to this process (its file or its folder is not "
+            "writable): reads are served, every write is refused; make them writable and "
+            "restart"
+        ),
+        highlight=False,
+    )
+
+
 def _note_no_keys(db: str, admin_key: str | None) -> None:
     """Say on stderr that ``db`` holds no API key a request could use, and how to make
     one. Why: a key created in another database (``keys create`` without ``--db``
@@ -469,6 +488,7 @@ def serve(
                 _create_database(target)
                 _note_created(target, fresh)
             os.environ[WORKER_CONFIG_ENV] = config_to_json(config)
+            _note_read_only(target)
             _note_no_keys(target, admin_key)
             _announce(url)
             worker_options = {**options, "factory": True, "workers": workers}
@@ -490,6 +510,7 @@ def serve(
             raise
         try:
             _note_created(target, fresh)
+            _note_read_only(target)
             _note_no_keys(target, admin_key)
             _announce(url)
             _run_server(

@@ -22,22 +22,36 @@ def register(cli: click.Group, bench: click.Group) -> None:
         """Memories still waiting for a vector, and those whose embedding failed."""
         with open_memory(state, embed=False) as memory:
             report = memory.embedding_status()
+            # One worker embeds every tenant's memories: a server's backlog is the whole
+            # store's, and a tenant's "0" alone read as "the queue is empty" (a review).
+            store = memory.embedding_status(all_tenants=True)
+            tenant = memory.tenant
         if state.as_json:
             print_json(
                 {
+                    "tenant": tenant,
                     "pending": report.pending,
                     "quarantined_total": report.quarantined_total,
                     "quarantined": [
                         {"id": q.id, "error": q.error, "at": q.at.isoformat()}
                         for q in report.quarantined
                     ],
+                    "all_tenants": {
+                        "pending": store.pending,
+                        "quarantined_total": store.quarantined_total,
+                    },
                 }
             )
             return
-        console.print(f"waiting for a vector: {report.pending}")
+        console.print(SafeText(f"tenant {tenant!r}: waiting for a vector: {report.pending}"))
         listed = len(report.quarantined)
         more = f" (the oldest {listed} listed)" if listed < report.quarantined_total else ""
         console.print(f"quarantined (embedding failed): {report.quarantined_total}{more}")
+        if (store.pending, store.quarantined_total) != (report.pending, report.quarantined_total):
+            console.print(
+                f"every tenant of this database: {store.pending} waiting for a vector, "
+                f"{store.quarantined_total} quarantined (--tenant NAME for one)"
+            )
         if report.quarantined:
             # Ids whole, never cut with an ellipsis: `contextos update ID` retries one.
             table = Table(

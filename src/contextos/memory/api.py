@@ -746,10 +746,13 @@ class Memory:
         runs (``VACUUM FULL``, which locks each table while it rewrites it)."""
         self.store.vacuum()
 
-    def embedding_status(self) -> EmbeddingStatus:
+    def embedding_status(self, *, all_tenants: bool = False) -> EmbeddingStatus:
         """Memories of this tenant still waiting for a vector, and those whose
-        embedding failed (quarantined with the error; a text update retries them)."""
-        return self.store.embedding_status(self.tenant)
+        embedding failed (quarantined with the error; a text update retries them).
+
+        ``all_tenants``: of every tenant in the store instead (one worker embeds them
+        all, so a server's backlog is the whole store's)."""
+        return self.store.embedding_status(None if all_tenants else self.tenant)
 
     # -- reading -----------------------------------------------------------------
     def get(self, memory_id: str) -> MemoryRecord:

@@ -18,6 +18,7 @@ model named in a request) stays 400.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -77,6 +78,26 @@ def status_for(exc: BaseException) -> int:
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
 
 
+#: The store faults whose traceback was logged (:func:`_first_time`), at most
+#: :data:`TRACED_FAULTS` of them.
+_traced: set[str] = set()
+TRACED_FAULTS = 256
+_traced_lock = threading.Lock()
+
+
+def _first_time(message: str) -> bool:
+    """Whether a store fault with this message is logged with its traceback: the first
+    time only. Why: a fault repeats on every write until someone acts on it (a file
+    left read-only, a damaged file), and its message already says what to do; a
+    58-line traceback with each buried that line in thousands a minute (a review)."""
+    with _traced_lock:
+        if message in _traced:
+            return False
+        if len(_traced) < TRACED_FAULTS:
+            _traced.add(message)
+        return True
+
+
 def public_message(exc: BaseException) -> str:
     """What a client may read about ``exc``: the message of an input error, a fixed
     text for a store failure (logged here with its detail) or for a bug."""
@@ -85,7 +106,7 @@ def public_message(exc: BaseException) -> str:
         log.error("the embedder cannot run: %s", exc)
         return f"the server cannot embed text: {exc.public}"
     if isinstance(exc, StoreFault):
-        log.error("store fault: %s", exc, exc_info=exc)
+        log.error("store fault: %s", exc, exc_info=exc if _first_time(str(exc)) else None)
         return STORE_FAULT
     if status == 503:
         log.warning("store unavailable: %s", exc)

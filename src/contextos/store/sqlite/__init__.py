@@ -32,7 +32,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +193,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._writes = 0
         self._closed = False
         self._forked = False
+        #: Set when SQLite found the file damaged (:meth:`_failed`): every later write is
+        #: refused with it.
+        self._damage: StoreFault | None = None
         self._pid = forks.track(self)
         if self._erasure_pending:
             # A process died between an erasure's commit and its WAL truncation (or gave
@@ -234,12 +237,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             )
         try:
             if self.read_only:
-                raise StoreError(
-                    "this database was opened read-only (its file or folder is not writable)"
+                raise StoreFault(
+                    f"cannot write the database {self.path}: it was opened read-only (its "
+                    "file or its folder is not writable by this process); make them writable "
+                    "(chmod, chown) and open it again (restart contextos serve or mcp)"
                 )
+            if self._damage is not None:
+                raise self._damage
             self._begin(deadline)
             try:
-                with _ended(self._db, "write"):
+                with _ended(self._db, "write", self._failed):
                     yield self._db
                     if self._writes % PRUNE_INDEX_LOG_EVERY == 0:
                         _prune_index_log(self._db)
@@ -289,6 +296,18 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 "database again (restart contextos serve or mcp)"
             )
 
+    def _failed(self, what: str, exc: sqlite3.DatabaseError) -> StoreError:
+        """The error of a read or write SQLite failed. A damaged file (SQLite's "database
+        disk image is malformed", "file is not a database") is a :class:`StoreFault`
+        naming the file, and no write is made after it. Why: a backup put in place
+        beside a crashed server's old -wal (SQLite then replays that -wal onto it) was
+        answered "busy, retry after a moment" for every read, for ever, while adds were
+        still acknowledged into the damaged file (a review)."""
+        if not _damaged(exc):
+            return StoreError(f"{what} failed: {exc}")
+        self._damage = StoreFault(damaged_message(self.path, exc))
+        return self._damage
+
     def _retry_erasure(self) -> None:
         """After a commit: finish an erasure left pending by any process, if no reader
         holds the old pages any more (never blocks)."""
@@ -307,7 +326,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             try:
                 return self._reader.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"read failed: {exc}") from exc
+                raise self._failed("read", exc) from exc
             except OverflowError:
                 # A number SQLite cannot hold (an offset or seq past 2**63-1) is the
                 # caller's input: a ValueError in one line, as PostgreSQL's DataError is.
@@ -1037,7 +1056,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 self._reader.execute("BEGIN")
             except sqlite3.ProgrammingError as exc:  # closed
                 raise StoreError(f"read failed: {exc}") from exc
-            with _ended(self._reader, "read"):
+            with _ended(self._reader, "read", self._failed):
                 yield self._reader
 
     def _data_version(self) -> int:
@@ -1346,6 +1365,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return shared.list_sessions(self._read, scope, mark="?")
 
 
+def opens_read_only(file: Path) -> bool:
+    """Whether this process opens the existing database ``file`` read-only: the file or
+    its folder (where SQLite makes the -wal and -shm) is not writable by it."""
+    return file.exists() and not (os.access(file.parent, os.W_OK) and os.access(file, os.W_OK))
+
+
 def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
     """Open (and migrate) the database file; read-only when its folder is not writable.
 
@@ -1362,7 +1387,7 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
                 f"cannot open database {path!r}: folder {str(file.parent)!r} does not exist"
             )
         folder_writable = os.access(file.parent, os.W_OK)
-        read_only = file.exists() and not (folder_writable and os.access(file, os.W_OK))
+        read_only = opens_read_only(file)
     try:
         if read_only:
             # A WAL database is read through its -shm: where the folder can hold one,
@@ -1400,7 +1425,24 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
             raise refused from exc
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
+        if _damaged(exc):
+            raise StoreFault(damaged_message(Path(path), exc)) from exc
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is damaged or not a database (no wait mends it)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def damaged_message(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """What to say of a damaged database file, and what to do about it."""
+    return (
+        f"the database file {path.absolute()} is damaged ({exc}); nothing more is written "
+        "to it: stop every process that has it open, then restore a backup "
+        '(docs/server.md, "Backups and restores")'
+    )
 
 
 class _Update(shared.RecordUpdate):
@@ -1613,10 +1655,12 @@ def _log_pruned_after(db: sqlite3.Connection, seen: int) -> bool:
 
 
 @contextmanager
-def _ended(db: sqlite3.Connection, what: str) -> Iterator[None]:
+def _ended(
+    db: sqlite3.Connection, what: str, failed: Callable[[str, sqlite3.DatabaseError], StoreError]
+) -> Iterator[None]:
     """End the transaction open on ``db``: COMMIT when the body returns, ROLLBACK on
     any error (a transaction left open hides later commits from the connection's reads
-    and holds the WAL); a database error is a StoreError naming ``what`` failed.
+    and holds the WAL); a database error is ``failed(what, exc)``.
 
     The ROLLBACK only while a transaction is open: a Ctrl-C (or a benchmark's SIGTERM)
     landing just after the COMMIT made it fail with "cannot rollback - no transaction
@@ -1626,7 +1670,7 @@ def _ended(db: sqlite3.Connection, what: str) -> Iterator[None]:
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         _roll_back(db)
-        raise StoreError(f"{what} failed: {exc}") from exc
+        raise failed(what, exc) from exc
     except BaseException:
         _roll_back(db)
         raise
