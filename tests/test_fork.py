@@ -99,3 +99,36 @@ def test_a_memory_opened_before_a_fork_refuses_the_child_and_keeps_the_parent(
     if kind == "sqlite":
         with sqlite3.connect(tmp_path / "m.db") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def _open_same_file(queue: Any, db: str) -> None:
+    try:
+        with Memory(db, embedder=HashEmbedder()) as memory:
+            memory.add("written by the child", user_id="kid")
+            queue.put("opened")
+    except StoreError as exc:
+        queue.put(str(exc))
+
+
+def test_a_child_may_not_open_a_file_its_parent_had_open_at_the_fork(tmp_path: Path) -> None:
+    """SQLite's lock table of a file is per process, in C, and a fork's child inherits
+    the parent's: a Memory the child opened on that file took no locks, and another
+    process's close then deleted the -wal under the child's writes (a review lost the
+    whole database, "file is not a database", to a `contextos status`). The open is
+    refused with what to do; the parent and its file are untouched."""
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as parent:
+        parent.add("the parent likes figs", user_id="ana")
+        (said,) = _in_child(_open_same_file, str(db))
+        assert "was open in the process this one was forked from" in said, said
+        assert "spawn" in said and "after forking" in said
+        assert [r.text for r in parent.get_all(user_id="ana")] == ["the parent likes figs"]
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT count(*) FROM memories").fetchone() == (1,)
+
+
+def test_a_child_opens_a_file_its_parent_closed_before_the_fork(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder()) as parent:
+        parent.add("the parent likes figs", user_id="ana")
+    assert _in_child(_open_same_file, str(db)) == ["opened"]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError, NotFound, StoreError
+from ..store import forks
 from ..types import validate_tenant
 
 KEY_PREFIX = "ctx_"
@@ -133,6 +134,7 @@ class _Sql:
     @staticmethod
     def _connect_sqlite(db: str) -> sqlite3.Connection:
         path = Path(db).expanduser()
+        forks.check_not_inherited(path)  # its lock table would be the parent's
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")

@@ -13,6 +13,16 @@ instead of failing in a way nobody can trace.
 
 The inherited connections are kept and never touched in the child (closing one there
 would act on the parent's lock state or send on the parent's sockets).
+
+Nor may the child open a new connection to a SQLite file its parent had open at the
+fork (:func:`check_not_inherited`). SQLite keeps one table of a process's locks per
+file, in C, and the child inherits the parent's: a new connection there found its
+locks already "held" and took none. Another process then believed itself the file's
+last user, and its close deleted the -wal under the child's writes: a review lost the
+whole database (908 acknowledged adds, then "file is not a database") to a plain
+``contextos status`` run while a child wrote, after the parent closed its Memory.
+Such an open is refused, with what to do; a file the parent closed before the fork
+(its lock table then freed) and any other file open as usual.
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ class ForkAware(Protocol):
 _OPEN: weakref.WeakSet[Any] = weakref.WeakSet()
 #: What the children inherited: kept alive, never used or closed here.
 _INHERITED: list[object] = []
+#: SQLite files (device, inode) open in an ancestor when it forked this process, by
+#: path as opened there (:func:`check_not_inherited`).
+_INHERITED_FILES: dict[tuple[int, int], str] = {}
 
 
 def track(store: ForkAware) -> int:
@@ -46,6 +59,36 @@ def track(store: ForkAware) -> int:
 def inherit(*connections: object) -> None:
     """Keep a child's inherited connections (or pools) from ever being closed by it."""
     _INHERITED.extend(connections)
+
+
+def inherit_file(path: str | Path) -> None:
+    """In a forked child: the SQLite file at ``path`` was open in the parent at the fork
+    (its lock table is inherited); no new connection to it may be opened here."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # removed meanwhile: a new file at that path is another file
+    _INHERITED_FILES[(info.st_dev, info.st_ino)] = str(path)
+
+
+def check_not_inherited(path: str | Path) -> None:
+    """Raise ``StoreError`` if the SQLite file at ``path`` was open in an ancestor of
+    this process when it forked (see the module docstring); else nothing."""
+    if not _INHERITED_FILES:
+        return
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    if (info.st_dev, info.st_ino) in _INHERITED_FILES:
+        raise StoreError(
+            f"the database {path} was open in the process this one was forked from, and "
+            "SQLite cannot lock a file here whose locks it inherited (another process could "
+            "delete its -wal under this one's writes, and the database be lost): open it "
+            "only in processes that did not inherit it open (open it after forking, never "
+            "before; gunicorn --preload: on first use in each worker, not at import), or "
+            "start workers with multiprocessing's 'spawn' or 'forkserver' method"
+        )
 
 
 class OpenedBeforeFork:

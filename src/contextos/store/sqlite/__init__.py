@@ -207,6 +207,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         """In a forked child (``store.forks``): every later use raises a StoreError that
         says to open the store in this process; the connections are left alone."""
         forks.inherit(self._db, self._reader, self._lexical)
+        if not self._closed and str(self.path) != ":memory:":
+            forks.inherit_file(self.path)
         gone = cast(sqlite3.Connection, forks.OpenedBeforeFork(self.path, self._pid))
         self._db = self._reader = gone
         self._lock, self._read_lock = threading.RLock(), threading.RLock()
@@ -1379,6 +1381,7 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
     """
     read_only = False
     if path != ":memory:":
+        forks.check_not_inherited(path)
         file = Path(path)
         if file.is_dir():
             raise StoreError(f"cannot open database {path!r}: it is a directory")
