@@ -281,7 +281,8 @@ def test_an_anthropic_body_cut_without_an_error_is_not_a_whole_reply(memory: Mem
         log = _log(wrapped)
         assert not wrapped.calls[0].complete
         assert log[1].metadata[COMPLETE_KEY] is False
-        assert memory.get_all(user_id="ana") == []  # a fragment is not remembered
+        # A fragment is not remembered; the question, said whole, is.
+        assert [r.text for r in memory.get_all(user_id="ana")] == ["is my flight ok?"]
 
 
 def test_an_openai_body_cut_without_an_error_is_not_a_whole_reply(memory: Memory) -> None:
@@ -298,7 +299,7 @@ def test_an_openai_body_cut_without_an_error_is_not_a_whole_reply(memory: Memory
         )
         log = _log(wrapped)
         assert not wrapped.calls[0].complete and log[1].metadata[COMPLETE_KEY] is False
-        assert memory.get_all(user_id="ana") == []
+        assert [r.text for r in memory.get_all(user_id="ana")] == ["flight ok?"]
 
 
 def test_a_caller_stopping_at_message_stop_has_a_whole_reply(memory: Memory) -> None:

@@ -1136,7 +1136,7 @@ class SessionContext:
         self._committer.wait()
 
     def _commit(self, prepared: Prepared, call: CallRecord) -> None:
-        """Log the reply; remember the exchange when the reply came whole.
+        """Log the reply; remember the question, and the reply when it came whole.
 
         A reply with nothing in it (no text, no tool call, no metadata such as a
         compaction block) is not logged: sent back, it would be an empty turn,
@@ -1145,7 +1145,11 @@ class SessionContext:
         metadata -- it is what the user saw -- but it is no answer: it is not
         remembered, and later calls leave it out of the conversation
         (:func:`in_conversation`), so the app's retry of the question is
-        recognised as a retry and the fragment is never sent back. The reply to a
+        recognised as a retry and the fragment is never sent back. The question is
+        remembered all the same: it was said whole (a "stop" button, a closed tab
+        lost "I am vegetarian" with the recipe cut after it; a review), and once only:
+        a commit that finds a reply already logged after the question (a retry's, or
+        the cut one's) leaves it out (:meth:`_answered`). The reply to a
         re-sent request (``prepared.resent``) is logged after its re-sent question and
         remembered alone: memory holds the question from its first answer. A reply
         that goes on from a prefill is logged as one turn, the prefill's text first:
@@ -1177,17 +1181,20 @@ class SessionContext:
         if anchor is not None and followed is None:
             return  # the session was erased during the call: its answer goes with it
         reply = _as_logged(reply, prepared, call)
+        # Before this reply is logged: whether a commit already answered the question.
+        answered = anchor is not None and self._answered(anchor)
         if session is not None:
             try:
                 self._log_reply(session, reply, followed, anchor)
             except NotFound:
                 return  # erased since the read above: nothing was logged
         remembered: Sequence[MemoryRecord] = ()
-        if call.complete and self.remember and self.memory is not None and self.scope_ok:
-            question = None if prepared.resent else prepared.question
+        if self.remember and self.memory is not None and self.scope_ok:
+            question = None if prepared.resent or answered else prepared.question
+            whole = reply if call.complete and self.remember_replies else None
             said = [
                 m
-                for m in (question, reply if self.remember_replies else None)
+                for m in (question, whole)
                 if m is not None and m.content.strip() and not m.metadata.get(PLACEHOLDER_KEY)
             ]
             if said:
@@ -1198,6 +1205,20 @@ class SessionContext:
                     remembered = self.memory.add(pieces, **self.scope_ids)
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
+
+    def _answered(self, anchor: TurnPrint) -> bool:
+        """Whether a commit logged a reply (whole or cut) right after the turn a call
+        followed: that commit remembered the question, and this one does not again (a
+        retry after a cut stream, or a cut reply reported after its retry's answer)."""
+        if self.session is None:
+            return False
+        try:
+            after = self.session.turn(anchor.seq + 1)
+        except NotFound:
+            return False
+        return (
+            after.message.role == "assistant" and after.message.metadata.keys() >= _COMMITTED_KEYS
+        )
 
     def _log_reply(
         self, session: Session, reply: Message, followed: Turn | None, anchor: TurnPrint | None
