@@ -148,10 +148,10 @@ class _Sql:
             import psycopg_pool  # noqa: F401 - open_pool's, imported when the pool opens
         except ImportError as exc:
             raise MissingExtraError("postgres", exc.name or "psycopg") from exc
-        from ..store.postgres.pool import open_pool
+        from ..store.postgres.pool import open_pool, with_liveness
 
         self._errors = (psycopg.Error,)
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": int(_PG_TIMEOUT)}
+        kwargs = with_liveness(url, {"autocommit": True, "connect_timeout": int(_PG_TIMEOUT)})
         try:
             with psycopg.connect(url, **kwargs) as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SETUP_LOCK,))

@@ -69,7 +69,7 @@ from contextos.store.postgres.codec import (
     vector_text,
 )
 from contextos.store.postgres.owner_turns import OwnerTurns
-from contextos.store.postgres.pool import checked_connection, open_pool
+from contextos.store.postgres.pool import checked_connection, open_pool, with_liveness
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import META_SQL, PgSessionLog, lock_sessions
 from contextos.store.records import RECORD_FIELDS
@@ -224,11 +224,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             )
             if o
         )
-        kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "options": options,
-            "connect_timeout": max(1, int(connect_timeout)),
-        }
+        kwargs = with_liveness(
+            url,
+            {
+                "autocommit": True,
+                "options": options,
+                "connect_timeout": max(1, int(connect_timeout)),
+            },
+        )
         self._setup(url, schema, kwargs)
         if self._iterative_scan:
             # For every connection of the pool, so a vector search is one statement in

@@ -22,6 +22,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+#: libpq settings every connection gets unless its URL sets them (see :func:`with_liveness`).
+LIVENESS = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+    "application_name": "contextos",
+}
+
+
+def with_liveness(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus the :data:`LIVENESS` settings that neither ``url`` nor ``kwargs``
+    names. Why: with libpq's defaults (the system's TCP keepalive, two hours of
+    silence), a query whose server's host froze, or whose network path went away after
+    it was sent, waited for an answer without limit, holding its connection and its
+    request; a server told to stop could not (a review). With TCP keepalives after 30 s
+    of silence and unacknowledged data given up after 60 s, such a query ends with a
+    StoreError (503) in about a minute. ``application_name`` names contextos's sessions
+    in ``pg_stat_activity``."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    named = {k for k, v in conninfo_to_dict(url).items() if v is not None} | set(kwargs)
+    return {**{k: v for k, v in LIVENESS.items() if k not in named}, **kwargs}
+
 
 def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float, name: str) -> Any:
     """A ``psycopg_pool.ConnectionPool`` of 1 to ``max_size`` connections, opened (its

@@ -1,0 +1,131 @@
+"""``contextos serve`` stops when told, though PostgreSQL froze under its requests.
+
+A database host that freezes keeps its TCP connections open: a request whose query was
+sent waits for an answer, and its thread is no daemon. A server sent SIGTERM then
+printed "contextos stopped (store closed)" and ran on for as long as the database stayed
+frozen, whatever ``--shutdown-timeout`` said, until its supervisor killed it (a review:
+still running 90 s after SIGTERM). The freeze is made real here: the server's own
+PostgreSQL backends (found by their ``application_name``) are stopped with SIGSTOP,
+and always resumed. Real server, real PostgreSQL, real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cli_support import cli_env, reaped
+
+httpx = pytest.importorskip("httpx")
+
+from contextos.bench.serve import free_port, serve_command, wait_healthy  # noqa: E402
+from contextos.server.keys import KeyStore  # noqa: E402
+from contextos.store.postgres.pool import LIVENESS, with_liveness  # noqa: E402
+from contextos.types import Scope  # noqa: E402
+
+# It stops PostgreSQL backends and times a shutdown: alone, after the rest.
+pytestmark = pytest.mark.serial
+
+
+def test_a_server_stops_within_its_bounds_while_postgres_is_frozen(tmp_path: Path) -> None:
+    from pg_support import connect, fresh_schema, pg_url
+
+    name = f"contextos-frozen-{uuid.uuid4().hex[:8]}"
+    with fresh_schema("frozen") as (url, _schema):
+        url = f"{url}&application_name={name}"
+        with KeyStore(url) as keys:
+            key = keys.create("acme").secret
+        port = free_port()
+        log = tmp_path / "serve.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                serve_command(url, port, "--embedder", "hash", "--shutdown-timeout", "1"),
+                env=cli_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        with reaped(proc):
+            base = f"http://127.0.0.1:{port}"
+            wait_healthy(base, proc, 60)
+            headers = {"Authorization": f"Bearer {key}"}
+            with httpx.Client(base_url=base, headers=headers, timeout=5) as http:
+                body = {"messages": "before the freeze", "user_id": "ana"}
+                assert http.post("/v1/memories", json=body).status_code == 201
+            with connect(pg_url()) as conn:
+                pids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)
+                    ).fetchall()
+                ]
+            assert pids, "the server's PostgreSQL sessions were not found by their name"
+            try:
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                answers: list[object] = []
+
+                def add(i: int) -> None:
+                    try:
+                        with httpx.Client(base_url=base, headers=headers, timeout=120) as c:
+                            answers.append(
+                                c.post("/v1/memories", json={"messages": f"n{i}", "user_id": "a"})
+                            )
+                    except httpx.HTTPError as exc:
+                        answers.append(exc)
+
+                clients = [threading.Thread(target=add, args=(i,)) for i in range(3)]
+                for c in clients:
+                    c.start()
+                time.sleep(2)  # an add took a frozen session (others may get new ones)
+                assert len(answers) < len(clients), answers
+                proc.send_signal(signal.SIGTERM)
+                began = time.monotonic()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("the server was still running 60 s after SIGTERM")
+                took = time.monotonic() - began
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            for c in clients:
+                c.join(30)
+    said = log.read_text(encoding="utf-8", errors="replace")
+    print(f"stopped {took:.1f} s after SIGTERM; {len(answers)} answers")
+    # --shutdown-timeout 1, the embedding flush (at most 30 s), 5 s for the threads
+    assert took < 45, (took, said[-2000:])
+    assert proc.returncode == 0, said[-2000:]
+    assert "still wait" in said, said[-2000:]
+
+
+def test_the_stores_sessions_carry_the_liveness_settings_unless_the_url_sets_them() -> None:
+    # TCP keepalives and tcp_user_timeout (with application_name) are set by one rule,
+    # each only where the URL names none: the name is the one visible from the server.
+    from contextos.store.postgres import PostgresStore
+    from pg_support import connect, fresh_schema, pg_url
+
+    with fresh_schema("live") as (url, schema):
+        store = PostgresStore(url, schema=schema)
+        try:
+            store.find_by_hash(Scope(tenant="t", user_id="u"), "0" * 32)  # a session in use
+            with connect(pg_url()) as conn:
+                names = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT application_name FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND pid <> pg_backend_pid()"
+                    ).fetchall()
+                }
+            assert "contextos" in names, names
+        finally:
+            store.close()
+    assert with_liveness("postgresql://h/db", {}) == LIVENESS
+    for key in LIVENESS:  # the URL's own value is kept (libpq reads it from the URL)
+        assert key not in with_liveness(f"postgresql://h/db?{key}=7", {})
