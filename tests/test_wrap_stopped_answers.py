@@ -11,6 +11,9 @@ loopback fakes, a real SQLite memory file.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,12 @@ openai = pytest.importorskip("openai")
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_anthropic import (  # noqa: E402
+    AnthropicUsage,
+    FakeAnthropic,
+    message_start,
+)
+from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 
 STATED = "I am vegetarian. Give me a long lasagna recipe."
@@ -92,3 +100,57 @@ def test_a_retry_after_a_stopped_answer_remembers_the_question_once(
     assert user_memories(memory) == [STATED]
     replies = [r for r in memory.get_all(user_id="ana") if r.metadata.get("role") == "assistant"]
     assert len(replies) == 1 and replies[0].text.startswith("a long answer")
+
+
+def test_a_cut_reply_reported_after_its_retrys_answer_is_not_logged(tmp_path: Path) -> None:
+    # A request cancelled while its stream's read was blocked (an asyncio task timed
+    # out, its thread still in next()); the user retried at once and got the whole
+    # answer; then the blocked read ended and its fragment was logged after that answer,
+    # so the log read: question, answer, fragment (a review).
+    with (
+        FakeAnthropic() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+        text = {"type": "text", "text": ""}
+        first = [
+            message_start("msg_cut", "claude-sonnet-4", AnthropicUsage(5, 1)),
+            {"type": "content_block_start", "index": 0, "content_block": text},
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Your pl"},
+            },
+        ]
+        events = [SSEEvent(json.dumps(e), e["type"]) for e in first]
+        fake.enqueue(FakeResponse(events=events, cut="stall", stall_seconds=1.5))
+        question = [{"role": "user", "content": "what is my plan?"}]
+        reading = threading.Event()
+
+        def abandoned() -> None:
+            stream = wrapped.messages.create(
+                model="claude-sonnet-4", max_tokens=64, messages=question, stream=True
+            )
+            with contextlib.suppress(Exception):  # the connection drops after the stall
+                for _ in stream:
+                    reading.set()
+
+        first_try = threading.Thread(target=abandoned)
+        first_try.start()
+        assert reading.wait(10)
+        fake.enqueue_reply("Your plan is to rest.", AnthropicUsage(5, 6), stream=True)
+        retry = wrapped.messages.create(
+            model="claude-sonnet-4", max_tokens=64, messages=question, stream=True
+        )
+        for _ in retry:
+            pass
+        wrapped.flush()
+        first_try.join(30)
+        wrapped.flush()
+        turns = [(t.message.role, t.message.content) for t in wrapped.context.session.turns()]
+        assert turns == [("user", "what is my plan?"), ("assistant", "Your plan is to rest.")]
+        assert sorted(r.text for r in memory.get_all(user_id="ana")) == [
+            "Your plan is to rest.",
+            "what is my plan?",
+        ]

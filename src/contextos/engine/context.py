@@ -1149,7 +1149,8 @@ class SessionContext:
         remembered all the same: it was said whole (a "stop" button, a closed tab
         lost "I am vegetarian" with the recipe cut after it; a review), and once only:
         a commit that finds a reply already logged after the question (a retry's, or
-        the cut one's) leaves it out (:meth:`_answered`). The reply to a
+        the cut one's) leaves it out (:meth:`_answer_after`). A cut reply reported
+        after its retry's whole answer is not logged. The reply to a
         re-sent request (``prepared.resent``) is logged after its re-sent question and
         remembered alone: memory holds the question from its first answer. A reply
         that goes on from a prefill is logged as one turn, the prefill's text first:
@@ -1182,7 +1183,13 @@ class SessionContext:
             return  # the session was erased during the call: its answer goes with it
         reply = _as_logged(reply, prepared, call)
         # Before this reply is logged: whether a commit already answered the question.
-        answered = anchor is not None and self._answered(anchor)
+        answer = self._answer_after(anchor) if anchor is not None else None
+        if answer is not None and not call.complete and COMPLETE_KEY not in answer.metadata:
+            # A cut reply reported after its retry's whole answer (a request cancelled
+            # while its stream's read was blocked): logged at the end, it read as the
+            # answer's sequel (a review). The question has its answer: nothing to add.
+            return
+        answered = answer is not None
         if session is not None:
             try:
                 self._log_reply(session, reply, followed, anchor)
@@ -1206,19 +1213,18 @@ class SessionContext:
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
 
-    def _answered(self, anchor: TurnPrint) -> bool:
-        """Whether a commit logged a reply (whole or cut) right after the turn a call
-        followed: that commit remembered the question, and this one does not again (a
-        retry after a cut stream, or a cut reply reported after its retry's answer)."""
+    def _answer_after(self, anchor: TurnPrint) -> Message | None:
+        """The reply (whole or cut) a commit logged right after the turn a call followed,
+        if any: that commit remembered the question, and this one does not again (a
+        retry after a cut stream)."""
         if self.session is None:
-            return False
+            return None
         try:
-            after = self.session.turn(anchor.seq + 1)
+            after = self.session.turn(anchor.seq + 1).message
         except NotFound:
-            return False
-        return (
-            after.message.role == "assistant" and after.message.metadata.keys() >= _COMMITTED_KEYS
-        )
+            return None
+        committed = after.role == "assistant" and after.metadata.keys() >= _COMMITTED_KEYS
+        return after if committed else None
 
     def _log_reply(
         self, session: Session, reply: Message, followed: Turn | None, anchor: TurnPrint | None
