@@ -103,6 +103,16 @@ def test_a_server_stops_within_its_bounds_while_postgres_is_frozen(tmp_path: Pat
     assert took < 45, (took, said[-2000:])
     assert proc.returncode == 0, said[-2000:]
     assert "still wait" in said, said[-2000:]
+    # The add the freeze held was cut off by the shutdown: answered in the API's error
+    # shape (a plain-text 500 and a 30-line traceback in the log, before).
+    cut = [a for a in answers if isinstance(a, httpx.Response) and a.status_code != 201]
+    assert cut, answers
+    assert all(a.status_code == 503 and a.headers.get("retry-after") == "1" for a in cut), [
+        (a.status_code, a.text) for a in cut
+    ]
+    assert all(a.json()["error"]["type"] == "ShuttingDown" for a in cut)
+    assert "Exception in ASGI application" not in said, said[-3000:]
+    assert "cut off by the shutdown: POST '/v1/memories'" in said, said[-2000:]
 
 
 def test_the_stores_sessions_carry_the_liveness_settings_unless_the_url_sets_them() -> None:

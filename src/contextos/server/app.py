@@ -36,6 +36,7 @@ from .errors import (
 from .gate import AuthGate, JsonBody, Utf8Url
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
+from .shutdown import ShutdownAnswer
 from .tenants import TenantMemories
 from .window_slots import ClientGone, WindowSlots
 
@@ -197,6 +198,7 @@ def create_app(
     from .ui import install_ui
 
     install_ui(app, auth, tenants, tokenizer, windows)
+    app.add_middleware(ShutdownAnswer)  # outermost: a request the shutdown cut off
     return app
 
 
