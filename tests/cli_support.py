@@ -98,3 +98,24 @@ def stacks_of_hung(proc: subprocess.Popen[str]) -> str:
         return f"{masks}\n{proc.communicate(timeout=10)[1]}"
     except subprocess.TimeoutExpired:
         return f"{masks}\n(no stacks: the process did not end on SIGABRT either)"
+
+
+@contextmanager
+def logged_server(db: str, log: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[Any]]]:
+    """``contextos serve --db DB EXTRA...`` (hash embedder) on a free loopback port, its
+    output in ``log``: its URL once it answers, and the process (killed on the way out
+    if still running, :func:`reaped`)."""
+    from contextos.bench.serve import free_port, serve_command, wait_healthy
+
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            serve_command(db, port, "--embedder", "hash", *extra),
+            env=cli_env(None if "://" in db else Path(db)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    with reaped(proc):
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, 60)
+        yield url, proc

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import cli_env, reaped
+from cli_support import logged_server
 
 httpx = pytest.importorskip("httpx")
 
-from contextos.bench.serve import free_port, serve_command, wait_healthy  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.store.postgres.pool import LIVENESS, with_liveness  # noqa: E402
 from contextos.types import Scope  # noqa: E402
@@ -42,18 +41,8 @@ def test_a_server_stops_within_its_bounds_while_postgres_is_frozen(tmp_path: Pat
         url = f"{url}&application_name={name}"
         with KeyStore(url) as keys:
             key = keys.create("acme").secret
-        port = free_port()
         log = tmp_path / "serve.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                serve_command(url, port, "--embedder", "hash", "--shutdown-timeout", "1"),
-                env=cli_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        with reaped(proc):
-            base = f"http://127.0.0.1:{port}"
-            wait_healthy(base, proc, 60)
+        with logged_server(url, log, "--shutdown-timeout", "1") as (base, proc):
             headers = {"Authorization": f"Bearer {key}"}
             with httpx.Client(base_url=base, headers=headers, timeout=5) as http:
                 body = {"messages": "before the freeze", "user_id": "ana"}

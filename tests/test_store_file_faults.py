@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import cli_env, reaped
+from cli_support import cli_env, logged_server
 from contextos.errors import StoreError, StoreFault
 from contextos.memory import Memory
 from contextos.store.sqlite import SQLiteStore
@@ -140,24 +140,13 @@ def test_the_server_answers_an_error_not_201_after_the_file_was_removed(tmp_path
     an add is a 500 ``StoreFault``, not a 201 for a memory that no restart would find,
     and the server's log says why."""
     httpx = pytest.importorskip("httpx")
-    from contextos.bench.serve import free_port, serve_command, wait_healthy
     from contextos.server.keys import KeyStore
 
     db = tmp_path / "srv.db"
     with KeyStore(str(db)) as keys:
         key = keys.create("acme").secret
-    port = free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            serve_command(str(db), port, "--embedder", "hash"),
-            env=cli_env(db),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    with reaped(proc):
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc, 60)
+    with logged_server(str(db), log) as (url, proc):
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
             body = {"messages": "before", "user_id": "ana"}
@@ -279,25 +268,14 @@ def test_the_server_answers_a_damaged_file_with_500_and_logs_one_traceback(
     tmp_path: Path,
 ) -> None:
     httpx = pytest.importorskip("httpx")
-    from contextos.bench.serve import free_port, serve_command, wait_healthy
     from contextos.server.keys import KeyStore
 
     db = tmp_path / "srv.db"
     damaged_database(db)
     with KeyStore(str(db)) as keys:
         key = keys.create("default").secret
-    port = free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            serve_command(str(db), port, "--embedder", "hash"),
-            env=cli_env(db),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    with reaped(proc):
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc, 60)
+    with logged_server(str(db), log) as (url, proc):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
             for _ in range(3):
                 resp = http.get("/v1/memories", params={"user_id": "ana", "limit": 1000})
