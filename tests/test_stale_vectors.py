@@ -9,16 +9,22 @@ queues again the vectors of any other, and re-embeds them like new ones.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from contextos import Memory
 from contextos.embed import Vectors
+from contextos.memory.embedding_worker import EmbeddingWorker
 from contextos.memory.render import EMBEDDING_RECIPE, vector_model
 from contextos.store.base import Store
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, Scope
 
@@ -117,3 +123,37 @@ def test_server_shutdown_waits_for_a_backlog_only_so_long(tmp_path: Path) -> Non
     assert tenants.flush(None) is True  # without a limit it drains everything
     assert tenants.store.embedding_status().pending == 0
     tenants.close()
+
+
+def _models(path: Path) -> set[str]:
+    """The models the file's vectors are stored under, read by a connection of its own."""
+    with closing(sqlite3.connect(path)) as raw:
+        return {row[0] for row in raw.execute("SELECT DISTINCT model FROM vectors")}
+
+
+def test_a_running_worker_takes_back_the_vectors_another_process_rewrote(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CLI run with another embedder re-embedded a running server's store with its
+    model; the server's worker re-queued other models' vectors only when it started, so
+    it went on comparing its queries with the other model's vectors (the same size)
+    until restarted (a review). A worker now looks again each time it is idle for a
+    lease, takes them back and says once in the log why."""
+    caplog.set_level(logging.WARNING, logger="contextos")
+    path = tmp_path / "m.db"
+    store = SQLiteStore(path)
+    worker = EmbeddingWorker(store, HashEmbedder(), lease_s=0.3)
+    mine, other = vector_model(HashEmbedder.model_id), vector_model(OtherEmbedder.model_id)
+    with Memory(store=store, embedder=HashEmbedder(), worker=worker) as server:
+        server.add(["ana likes green tea", "ana walks her dog"], user_id="ana")
+        assert server.flush(10)
+        assert _models(path) == {mine}
+        with Memory(path, embedder=OtherEmbedder()) as cli:  # another process, its model
+            assert cli.flush(10)
+        assert _models(path) == {other}
+        deadline = time.monotonic() + 10
+        while _models(path) != {mine} and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server's worker, idle, looks once a lease
+        assert _models(path) == {mine}
+    said = [r.message for r in caplog.records if "wrote vectors of another embedder" in r.message]
+    assert len(said) == 1, said

@@ -426,6 +426,8 @@ class EmbeddingWorker:
         #: here: inline embedding (the CLI) would make the next command re-embed a
         #: whole store before it answers; its searches use the old vectors meanwhile.
         self._requeue_stale = True
+        #: Whether :meth:`_others_vectors_found` has said so in the log yet.
+        self._warned_other_model = False
         #: Set by :meth:`release`: one pass over what is pending, then the thread ends
         #: and calls ``_on_exit`` (``_exit_lock`` orders the two).
         self._released = False
@@ -572,7 +574,12 @@ class EmbeddingWorker:
             if self._store.closed:
                 self._stop_for_closed_store()
                 break
-            if not woken and not self._released and not self._pending_somewhere():
+            if (
+                not woken
+                and not self._released
+                and not self._others_vectors_found()
+                and not self._pending_somewhere()
+            ):
                 continue
             if not self._stop:
                 # Linger, but not past a flush(): a CLI command that opens a Memory and
@@ -691,6 +698,34 @@ class EmbeddingWorker:
         self._stop = True
         _LIVE.discard(self)
         self._idle.set()
+
+    def _others_vectors_found(self) -> bool:
+        """Idle for a lease: did another process write vectors of another model (or an
+        older text recipe) since this worker's first pass? They are queued again, to be
+        re-embedded with this worker's model, and the first time this is said in the log.
+
+        Why: another process with another embedder (a CLI run with
+        ``CONTEXTOS_EMBEDDER`` set otherwise) re-embedded a server's store with its own
+        model; the server, whose worker re-queued other models' vectors only when it
+        started, then searched vectors of that model with its own queries' (the same
+        size: compared as if alike) and found nothing relevant until it was restarted
+        (a review). Now its store is back on its model within a lease of the other
+        process's writes. Two long-running processes with different embedders on one
+        store re-embed each other's memories for ever: hence the warning."""
+        try:
+            requeued = requeue_stale(self._store, self._embedder)
+        except Exception:  # noqa: BLE001 - a closing, busy or read-only store: later
+            return False
+        if requeued and not self._warned_other_model:
+            self._warned_other_model = True
+            log.warning(
+                "another process wrote vectors of another embedder into this store while "
+                "this one runs (%d memories); re-embedding them with %s. Give every process "
+                "on one store the same embedder, or each re-embeds the other's memories",
+                requeued,
+                self._embedder.model_id,
+            )
+        return requeued > 0
 
     def _pending_somewhere(self) -> bool:
         """Idle for a lease: is anything pending? Another process may have claimed

@@ -1428,7 +1428,9 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
             raise refused from exc
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
-        if _damaged(exc):
+        # "file is not a database" at open is most often a path to another file: said
+        # as such. Damage found once open (the file was a database) is a fault.
+        if _damaged(exc) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:
             raise StoreFault(damaged_message(Path(path), exc)) from exc
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
 
