@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -293,11 +294,27 @@ def _openai_tool(text: str) -> dict[str, Any]:
 OPENAI_ROLE_KEY = "openai_role"
 
 
+#: The participant names Chat Completions accepts (others are a 400).
+_OPENAI_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _openai_name(msg: Message | None) -> str | None:
+    """A turn's speaker as Chat Completions' ``name``, when the API accepts it. Why: a
+    group chat's ``{"role": "user", "name": "alice"}`` turns were logged with their
+    names and sent without them, so the model could not tell its users apart (a
+    review). A name the API would refuse (a space, say, from a log written otherwise)
+    stays out, as before."""
+    name = msg.name if msg is not None and msg.role in ("user", "assistant", "system") else None
+    return name if name is not None and _OPENAI_NAME.fullmatch(name) else None
+
+
 def _openai_turn(msg: Message) -> dict[str, Any]:
     if msg.role == "tool":
         return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.content}
     role = msg.metadata.get(OPENAI_ROLE_KEY, msg.role) if msg.role == "system" else msg.role
     out: dict[str, Any] = {"role": role, "content": msg.content}
+    if _openai_name(msg) is not None:
+        out["name"] = msg.name
     if msg.tool_calls:
         out["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -338,6 +355,7 @@ def render_openai(
     tools = [_openai_tool(b.text) for b in window.blocks if b.kind == "tools"]
     messages: list[dict[str, Any]] = []
     final: list[dict[str, Any]] = []
+    asker: str | None = None
     for b in window.blocks:
         if b.kind == "system":
             messages.append({"role": "system", "content": b.text})
@@ -349,8 +367,10 @@ def render_openai(
             )
         elif b.kind in ("context", "question"):
             final.append({"type": "text", "text": b.text})
+            if b.kind == "question":
+                asker = _openai_name(b.message)
     if final:
-        messages.append({"role": "user", "content": final})
+        messages.append({"role": "user", "content": final, **({"name": asker} if asker else {})})
     body: dict[str, Any] = {"model": model.name}
     if tools:
         body["tools"] = tools

@@ -154,6 +154,7 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     Leading system/developer messages are the system prompt; the rest are turns.
     """
     messages = list(kwargs.get("messages") or [])
+    _refuse_legacy_functions(kwargs, messages)
     head = 0
     while head < len(messages) and messages[head].get("role") in _SYSTEM_ROLES:
         head += 1
@@ -167,6 +168,23 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
 
 
 # -- rendering -----------------------------------------------------------------
+
+
+def _refuse_legacy_functions(kwargs: Mapping[str, Any], messages: list[Any]) -> None:
+    """A ValueError for the legacy ``functions`` API on a client with a session. Why: its
+    ``function_call`` reply was logged as an empty assistant turn and its ``role:
+    "function"`` result as the user speaking ("12:00"), so the model, sent that back,
+    saw no call (a review). Tool calls (``tools=``) are what the window manages."""
+    legacy = "functions" in kwargs or "function_call" in kwargs
+    for m in messages:
+        legacy = legacy or field_of(m, "role") == "function" or bool(field_of(m, "function_call"))
+    if legacy:
+        raise ValueError(
+            "contextos.wrap with a session manages tool calls made with tools= (tool_calls, "
+            "role 'tool'); the legacy functions API (functions=, function_call, role "
+            "'function') cannot be logged and sent back: use tools=, or the SDK client "
+            "itself (client.unwrapped)"
+        )
 
 
 def _system_role(kwargs: Mapping[str, Any]) -> str:

@@ -625,6 +625,22 @@ class WrappedClient:
         """
         return WrappedClient(self.unwrapped.copy(**options), self._core)
 
+    def __enter__(self) -> WrappedClient:
+        """``with wrap(anthropic.Anthropic(), ...) as client:`` as the SDK client's own
+        ``with``: a wrapped client was no context manager (the special methods are not
+        reached through ``__getattr__``), so adding ``wrap`` to such code raised
+        ``TypeError`` (a review)."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Wait for the last call's commit (:meth:`flush`), then close the SDK client, as
+        its own ``with`` does; the client is closed even when the commit failed."""
+        try:
+            if exc[0] is None:
+                self.flush()
+        finally:
+            self.unwrapped.close()
+
     def __getattr__(self, name: str) -> Any:
         _refuse_unmanaged(name, self._core)
         return getattr(self.unwrapped, name)

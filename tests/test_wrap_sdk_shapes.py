@@ -1,0 +1,105 @@
+"""The SDK clients' own shapes, kept by ``wrap()``: a client used as a context manager,
+and OpenAI's per-message participant ``name`` (both found by a review of apps using the
+SDKs' richer features). The real SDK clients against the loopback fakes, a real SQLite
+memory file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+from contextos.memory import Memory  # noqa: E402
+from contextos.providers import wrap  # noqa: E402
+from contextos.testing.embedders import HashEmbedder  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+@pytest.mark.parametrize("session", [None, "s"])
+def test_a_wrapped_client_is_a_context_manager_as_the_sdk_client_is(
+    tmp_path: Path, provider: str, session: str | None
+) -> None:
+    # `with anthropic.Anthropic() as client:` with wrap() added raised TypeError.
+    server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
+    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    with (
+        server() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+    ):
+        client = sdk(base_url=fake.base_url, api_key="t", max_retries=0)
+        managed = (
+            wrap(client, memory=memory, session=session, user_id="ana") if session else wrap(client)
+        )
+        question = [{"role": "user", "content": "I keep bees."}]
+        with managed as c:
+            assert c is managed
+            if provider == "anthropic":
+                fake.enqueue_reply("Nice.", AnthropicUsage(5, 2))
+                c.messages.create(model="claude-sonnet-4", max_tokens=64, messages=question)
+            else:
+                fake.enqueue_reply("Nice.", OpenAIUsage(5, 2))
+                c.chat.completions.create(model="gpt-4.1-mini", messages=question)
+        assert client.is_closed()
+        if session:  # the block waited for the call's commit
+            assert "I keep bees." in [r.text for r in memory.get_all(user_id="ana")]
+
+
+def test_openai_participant_names_are_sent_as_the_app_sent_them(tmp_path: Path) -> None:
+    # A group chat's {"role": "user", "name": "alice"} turns were logged with their
+    # names and sent without them: the model saw anonymous users. A name the API would
+    # refuse (a space) stays out, as before.
+    with (
+        FakeOpenAI() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="g", user_id="team")
+        history = [{"role": "user", "name": "alice", "content": "I like tea."}]
+        fake.enqueue_reply("Noted.", OpenAIUsage(5, 2))
+        wrapped.chat.completions.create(model="gpt-4.1-mini", messages=history)
+        history += [
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "name": "bob", "content": "I like coffee. What does each of us like?"},
+        ]
+        fake.enqueue_reply("Tea and coffee.", OpenAIUsage(5, 2))
+        wrapped.chat.completions.create(model="gpt-4.1-mini", messages=history)
+        history += [
+            {"role": "assistant", "content": "Tea and coffee."},
+            {"role": "user", "name": "Ana Maria", "content": "And me?"},
+        ]
+        fake.enqueue_reply("You did not say.", OpenAIUsage(5, 2))
+        wrapped.chat.completions.create(model="gpt-4.1-mini", messages=history)
+        second, third = (r.json()["messages"] for r in fake.completions_requests()[1:])
+        users = [m for m in second if m["role"] == "user"]
+        assert [m.get("name") for m in users] == ["alice", "bob"]
+        assert [m.get("name") for m in third if m["role"] == "user"] == ["alice", "bob", None]
+
+
+def test_the_legacy_functions_api_is_refused_with_a_session_and_passed_through_without(
+    tmp_path: Path,
+) -> None:
+    # Its function_call reply was logged as an empty assistant turn and its role
+    # "function" result as the user speaking: the model saw no call.
+    legacy = {"functions": [{"name": "get_time", "parameters": {"type": "object"}}]}
+    question = [{"role": "user", "content": "What time is it?"}]
+    with (
+        FakeOpenAI() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        managed = wrap(client, memory=memory, session="s", user_id="ana")
+        with pytest.raises(ValueError, match="legacy functions API"):
+            managed.chat.completions.create(model="gpt-4.1-mini", messages=question, **legacy)
+        called = [*question, {"role": "function", "name": "get_time", "content": "12:00"}]
+        with pytest.raises(ValueError, match="use tools="):
+            managed.chat.completions.create(model="gpt-4.1-mini", messages=called)
+        assert fake.completions_requests() == []  # nothing was sent
+        fake.enqueue_reply("It is noon.", OpenAIUsage(5, 2))
+        wrap(client).chat.completions.create(model="gpt-4.1-mini", messages=question, **legacy)
+        assert fake.completions_requests()[0].json()["functions"][0]["name"] == "get_time"
