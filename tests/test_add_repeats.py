@@ -13,18 +13,21 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import unicodedata
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from contextos.memory import Memory
-from contextos.store.base import Store
+from contextos.store.base import Repeats, Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from contextos.types import MemoryRecord, Scope, content_hash
 
 
 def test_one_text_added_by_many_threads_at_once_is_stored_once(store: Store) -> None:
@@ -131,3 +134,28 @@ def test_a_text_in_decomposed_form_repeats_its_composed_form(store: Store) -> No
     (again,) = memory.add(decomposed, user_id="ana")
     assert again.id == first.id
     assert [r.text for r in memory.get_all(user_id="ana")] == [first.text]
+
+
+def test_a_write_of_30000_new_texts_checks_its_repeats_under_one_lock(tmp_path: Path) -> None:
+    # The repeats check first took a transaction lock a text: an add of 30,000 texts
+    # failed with "out of shared memory" (past the server's lock table), and while one
+    # held them other sessions' locks failed too. One lock a scope now.
+    from pg_support import postgres_store
+
+    scope = Scope(tenant="t", user_id="u")
+    now = datetime.now(UTC)
+    records = [
+        MemoryRecord(
+            id=str(uuid.uuid4()),
+            text=f"fact {i}",
+            scope=scope,
+            created_at=now,
+            updated_at=now,
+            valid_from=now,
+            hash=content_hash(f"fact {i}"),
+        )
+        for i in range(30_000)
+    ]
+    with postgres_store() as store:
+        store.put(records, repeats=[Repeats(scope, r.hash, frozenset()) for r in records])
+        assert len(store.find_by_hash(scope, records[-1].hash)) == 1

@@ -134,3 +134,11 @@ def test_update_bounds_metadata_as_add_does(memory: Memory) -> None:
     stored = memory.get(record.id)
     assert stored is not None and "blob" not in stored.metadata
     assert memory.update(record.id, metadata={"blob": "x" * 1_000}).metadata["blob"]
+
+
+def test_a_callers_own_seq_outside_a_session_counts_against_the_limit(memory: Memory) -> None:
+    # The library's own seq (in a session) is not counted; a caller's key that happens
+    # to be called "seq" is theirs: left out of the count, 5 MB of it were stored.
+    with pytest.raises(ValueError, match="65,536"):
+        memory.add({"role": "user", "content": "x", "metadata": {"seq": "y" * 70_000}}, user_id="u")
+    assert memory.get_all(user_id="u") == []

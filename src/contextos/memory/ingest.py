@@ -170,10 +170,10 @@ def build_records(
             raise ValueError(
                 f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
             )
+        check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the seq it gets
         if seq is not None:
             meta["seq"] = seq
             seq += 1
-        check_metadata(counted_metadata(meta), RECORD_METADATA)
         records.append(
             MemoryRecord(
                 id=str(uuid.uuid4()),
@@ -265,17 +265,13 @@ def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
     return size
 
 
-#: Keys the library writes into every memory of an add (who said it, its place in the
-#: session), small and bounded: outside the caller's :data:`MAX_METADATA_BYTES`.
-OWN_KEYS = ("role", "seq")
-
-
 def counted_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """A memory's metadata as its size limit counts it: without :data:`OWN_KEYS`. Why:
+    """A memory's metadata as its size limit counts it, before the library numbers it
+    in its session (``seq``): without the ``role`` it writes into every memory. Why:
     metadata of exactly the documented 65,536 bytes was refused with a size the caller
     never sent (65,550: ``role`` added), and over HTTP as a 400 where the body's own
-    check (a 422) had let it through."""
-    return {k: v for k, v in meta.items() if k not in OWN_KEYS}
+    check (a 422) had let it through. A caller's own ``seq`` outside a session counts."""
+    return {k: v for k, v in meta.items() if k != "role"}
 
 
 def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
