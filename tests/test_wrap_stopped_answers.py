@@ -78,9 +78,12 @@ def user_memories(memory: Memory) -> list[str]:
     return [r.text for r in memory.get_all(user_id="ana") if r.metadata.get("role") == "user"]
 
 
-def test_a_question_whose_answer_was_stopped_is_remembered(chat: tuple[Any, Any, Memory]) -> None:
+@pytest.mark.parametrize("stop_after", [1, 3])  # 1: before any text came
+def test_a_question_whose_answer_was_stopped_is_remembered(
+    chat: tuple[Any, Any, Memory], stop_after: int
+) -> None:
     fake, wrapped, memory = chat
-    ask(fake, wrapped, STATED, stop_after=3)
+    ask(fake, wrapped, STATED, stop_after=stop_after)
     assert wrapped.calls[-1].complete is False
     assert user_memories(memory) == [STATED]
     assert not any("a long answer" in r.text for r in memory.get_all(user_id="ana"))

@@ -1173,7 +1173,9 @@ class SessionContext:
         """
         anchor = self._anchors.pop(id(prepared), None)
         reply = call.reply
-        if reply is None or not (reply.content or reply.tool_calls or reply.metadata):
+        if reply is not None and not (reply.content or reply.tool_calls or reply.metadata):
+            reply = None  # nothing to log; a stream stopped before any text says so
+        if reply is None and call.complete:
             return
         session = self.session
         if session is None:
@@ -1181,7 +1183,6 @@ class SessionContext:
         followed = self._logged_turn(anchor) if anchor is not None else None
         if anchor is not None and followed is None:
             return  # the session was erased during the call: its answer goes with it
-        reply = _as_logged(reply, prepared, call)
         # Before this reply is logged: whether a commit already answered the question.
         answer = self._answer_after(anchor) if anchor is not None else None
         if answer is not None and not call.complete and COMPLETE_KEY not in answer.metadata:
@@ -1190,28 +1191,35 @@ class SessionContext:
             # answer's sequel (a review). The question has its answer: nothing to add.
             return
         answered = answer is not None
-        if session is not None:
-            try:
-                self._log_reply(session, reply, followed, anchor)
-            except NotFound:
-                return  # erased since the read above: nothing was logged
-        remembered: Sequence[MemoryRecord] = ()
-        if self.remember and self.memory is not None and self.scope_ok:
-            question = None if prepared.resent or answered else prepared.question
-            whole = reply if call.complete and self.remember_replies else None
-            said = [
-                m
-                for m in (question, whole)
-                if m is not None and m.content.strip() and not m.metadata.get(PLACEHOLDER_KEY)
-            ]
-            if said:
-                pieces = [Message(m.role, p) for m in said for p in text_pieces(m.content)]
-                if self.infer:
-                    remembered = self.memory.add(pieces, infer=True, **self._owner_ids)
-                else:
-                    remembered = self.memory.add(pieces, **self.scope_ids)
+        if reply is not None:
+            reply = _as_logged(reply, prepared, call)
+            if session is not None:
+                try:
+                    self._log_reply(session, reply, followed, anchor)
+                except NotFound:
+                    return  # erased since the read above: nothing was logged
+        question = None if prepared.resent or answered else prepared.question
+        whole = reply if call.complete and self.remember_replies else None
+        remembered = self._remember(question, whole)
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
+
+    def _remember(self, *said: Message | None) -> Sequence[MemoryRecord]:
+        """Add what was said (the question, the reply: None for either left out) to
+        memory, each in pieces a memory may hold; the records written."""
+        if not (self.remember and self.memory is not None and self.scope_ok):
+            return ()
+        kept = [
+            m
+            for m in said
+            if m is not None and m.content.strip() and not m.metadata.get(PLACEHOLDER_KEY)
+        ]
+        if not kept:
+            return ()
+        pieces = [Message(m.role, p) for m in kept for p in text_pieces(m.content)]
+        if self.infer:
+            return self.memory.add(pieces, infer=True, **self._owner_ids)
+        return self.memory.add(pieces, **self.scope_ids)
 
     def _answer_after(self, anchor: TurnPrint) -> Message | None:
         """The reply (whole or cut) a commit logged right after the turn a call followed,

@@ -1661,11 +1661,14 @@ def _log_pruned_after(db: sqlite3.Connection, seen: int) -> bool:
 
 @contextmanager
 def _ended(
-    db: sqlite3.Connection, what: str, failed: Callable[[str, sqlite3.DatabaseError], StoreError]
+    db: sqlite3.Connection,
+    what: str,
+    failed: Callable[[str, sqlite3.DatabaseError], StoreError] | None = None,
 ) -> Iterator[None]:
     """End the transaction open on ``db``: COMMIT when the body returns, ROLLBACK on
     any error (a transaction left open hides later commits from the connection's reads
-    and holds the WAL); a database error is ``failed(what, exc)``.
+    and holds the WAL); a database error is ``failed(what, exc)`` (the store's
+    :meth:`SQLiteStore._failed`), a StoreError naming ``what`` without it.
 
     The ROLLBACK only while a transaction is open: a Ctrl-C (or a benchmark's SIGTERM)
     landing just after the COMMIT made it fail with "cannot rollback - no transaction
@@ -1675,10 +1678,14 @@ def _ended(
         db.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         _roll_back(db)
-        raise failed(what, exc) from exc
+        raise (failed or _plain_failure)(what, exc) from exc
     except BaseException:
         _roll_back(db)
         raise
+
+
+def _plain_failure(what: str, exc: sqlite3.DatabaseError) -> StoreError:
+    return StoreError(f"{what} failed: {exc}")
 
 
 def _roll_back(db: sqlite3.Connection) -> None:
