@@ -132,3 +132,18 @@ def test_a_child_opens_a_file_its_parent_closed_before_the_fork(tmp_path: Path) 
     with Memory(db, embedder=HashEmbedder()) as parent:
         parent.add("the parent likes figs", user_id="ana")
     assert _in_child(_open_same_file, str(db)) == ["opened"]
+
+
+def test_a_relative_path_and_a_later_chdir_do_not_escape_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file was recorded by the path as given: opened as "m.db", then the process
+    # moved to another folder, and the child could open the parent's file again.
+    monkeypatch.chdir(tmp_path)
+    with Memory("m.db", embedder=HashEmbedder()) as parent:
+        parent.add("the parent likes figs", user_id="ana")
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        (said,) = _in_child(_open_same_file, str(tmp_path / "m.db"))
+        assert "was open in the process this one was forked from" in said, said

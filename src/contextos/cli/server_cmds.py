@@ -8,14 +8,10 @@ runs it; none holds logic of its own.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import signal
 import socket
-import sys
-import threading
-import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -460,7 +456,6 @@ def serve(
         from ..errors import MissingExtraError
 
         raise MissingExtraError("server", "uvicorn") from exc
-    before = set(threading.enumerate())  # what runs before this server (a test's own)
     target = _db(state, db)
     fresh = absent_db(target)
     config = ServerConfig(
@@ -509,7 +504,7 @@ def serve(
             console.print("contextos stopped", highlight=False)
             return
         try:
-            app = create_app(config, close_on_shutdown=True)
+            app = create_app(config, close_on_shutdown=True, exit_when_stuck=True)
         except BaseException:
             sock.close()
             raise
@@ -530,40 +525,6 @@ def serve(
         finally:
             close_app(app)  # no-op after a normal shutdown, which already closed it
         console.print("contextos stopped (store closed)", highlight=False)
-        _leave_stuck_threads(before, STUCK_THREADS_GRACE_S)
-
-
-#: Seconds a stopped server waits for its request threads to end before it exits
-#: without them (:func:`_leave_stuck_threads`).
-STUCK_THREADS_GRACE_S = 5.0
-
-
-def _leave_stuck_threads(before: Collection[threading.Thread], grace_s: float) -> None:
-    """Exit now if threads the server started (not in ``before``, those running when it
-    began) are still running ``grace_s`` after it stopped, saying so.
-
-    Why: a request's thread blocked on a database that stopped answering (a frozen
-    PostgreSQL host) is not a daemon thread, so the interpreter waited for it at exit,
-    and a server told to stop ran on for as long as the database was frozen, whatever
-    ``--shutdown-timeout`` said, until its supervisor killed it (a review). Those
-    requests' clients have had their answer (the shutdown ended them), and the store is
-    closed: nothing is left to finish."""
-    deadline = time.monotonic() + grace_s
-    started = [t for t in threading.enumerate() if t not in before and not t.daemon]
-    for thread in started:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t for t in started if t.is_alive()]
-    if not stuck:
-        return
-    err_console.print(
-        f"note: {len(stuck)} request thread(s) still wait (for the database?); exiting "
-        "without them",
-        highlight=False,
-    )
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(0)
 
 
 def _url(host: str, port: int) -> str:
@@ -579,7 +540,8 @@ def worker_app() -> Any:
     """The app of one ``serve --workers N`` process (see ``serve``)."""
     from ..server.app import config_from_json, create_app
 
-    return create_app(config_from_json(os.environ[WORKER_CONFIG_ENV]), close_on_shutdown=True)
+    config = config_from_json(os.environ[WORKER_CONFIG_ENV])
+    return create_app(config, close_on_shutdown=True, exit_when_stuck=True)
 
 
 @click.group()

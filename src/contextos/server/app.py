@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ from .gate import AuthGate, JsonBody, Utf8Url
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .shutdown import ShutdownAnswer
+from .stop_watch import exit_when_stuck as exit_when_stuck_after
 from .tenants import TenantMemories
 from .window_slots import ClientGone, WindowSlots
 
@@ -100,8 +102,12 @@ def create_app(
     embedder: Embedder | None = None,
     tokenizer: Tokenizer | None = None,
     close_on_shutdown: bool = False,
+    exit_when_stuck: bool = False,
 ) -> Any:
     """Build the FastAPI app for ``config`` (store and key table opened now).
+
+    With ``exit_when_stuck`` (a process that only serves: ``contextos serve``), the
+    process ends when its shutdown cannot finish in time (:mod:`.stop_watch`).
 
     With ``close_on_shutdown`` the app closes its store, key table and embedding
     worker when the server shuts it down (``contextos serve``: uvicorn re-raises
@@ -149,6 +155,9 @@ def create_app(
         try:
             yield
         finally:
+            closed = threading.Event()
+            if exit_when_stuck:
+                exit_when_stuck_after(closed)
             try:
                 # Drain embeddings, but not a whole re-embedding backlog (vectors queued
                 # again after an upgrade): the rest stays pending for the next process.
@@ -158,6 +167,7 @@ def create_app(
                 log.warning("pending embeddings not drained at shutdown: %s", exc)
             if close_on_shutdown:
                 close()
+            closed.set()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and nothing
     # here may need the internet. The schema is at /openapi.json for any local viewer.

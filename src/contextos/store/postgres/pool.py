@@ -18,6 +18,7 @@ psycopg and psycopg_pool (the ``postgres`` extra) are imported only when a pool 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,11 +42,20 @@ def with_liveness(url: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     request; a server told to stop could not (a review). With TCP keepalives after 30 s
     of silence and unacknowledged data given up after 60 s, such a query ends with a
     StoreError (503) in about a minute. ``application_name`` names contextos's sessions
-    in ``pg_stat_activity``."""
+    in ``pg_stat_activity``. A ``PGAPPNAME`` keeps the user's name; a ``service`` (in
+    the URL or ``PGSERVICE``) keeps its file's settings: none is added then."""
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    named = {k for k, v in conninfo_to_dict(url).items() if v is not None} | set(kwargs)
-    return {**{k: v for k, v in LIVENESS.items() if k not in named}, **kwargs}
+    try:
+        given = {k for k, v in conninfo_to_dict(url).items() if v is not None}
+    except psycopg.Error:
+        return dict(kwargs)  # a malformed URL: the connection says what is wrong with it
+    if "service" in given or os.environ.get("PGSERVICE"):
+        return dict(kwargs)  # a service file's settings win, as libpq reads them
+    if os.environ.get("PGAPPNAME"):
+        given.add("application_name")  # the user's name for their sessions
+    return {**{k: v for k, v in LIVENESS.items() if k not in given | set(kwargs)}, **kwargs}
 
 
 def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float, name: str) -> Any:

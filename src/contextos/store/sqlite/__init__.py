@@ -155,6 +155,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             raise ValueError("lexical_users must be at least 1")
         self._lexical_users = lexical_users
         self.path = Path(path)
+        #: The path as opened, whatever directory the process moves to later.
+        self._absolute_path = os.path.abspath(path)
         self._lock = threading.RLock()
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._db = _connect(str(path), busy_timeout_ms, synchronous.upper())
@@ -208,7 +210,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         says to open the store in this process; the connections are left alone."""
         forks.inherit(self._db, self._reader, self._lexical)
         if not self._closed and str(self.path) != ":memory:":
-            forks.inherit_file(self.path)
+            forks.inherit_file(self._absolute_path)
         gone = cast(sqlite3.Connection, forks.OpenedBeforeFork(self.path, self._pid))
         self._db = self._reader = gone
         self._lock, self._read_lock = threading.RLock(), threading.RLock()
