@@ -103,3 +103,36 @@ def test_the_legacy_functions_api_is_refused_with_a_session_and_passed_through_w
         fake.enqueue_reply("It is noon.", OpenAIUsage(5, 2))
         wrap(client).chat.completions.create(model="gpt-4.1-mini", messages=question, **legacy)
         assert fake.completions_requests()[0].json()["functions"][0]["name"] == "get_time"
+
+
+def test_an_edited_message_and_a_regenerated_reply_leave_memory_with_their_branch(
+    tmp_path: Path,
+) -> None:
+    # The log and the window took the new branch, but what the cut turns had added to
+    # memory stayed: the user's next session was sent the edited "My cat is called
+    # Tom" beside the edit's "Felix", and both regenerated replies.
+    with (
+        FakeAnthropic() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="chat-1", user_id="ana")
+
+        def send(history: list[dict[str, str]], reply: str) -> None:
+            fake.enqueue_reply(reply, AnthropicUsage(5, 2))
+            wrapped.messages.create(model="claude-sonnet-4", max_tokens=64, messages=history)
+            wrapped.flush()
+
+        hello = [{"role": "user", "content": "Hi, I'm Ana."}]
+        send(hello, "Hello Ana.")
+        start = [*hello, {"role": "assistant", "content": "Hello Ana."}]
+        send([*start, {"role": "user", "content": "My cat is called Tom."}], "Noted, Tom.")
+        edited = [*start, {"role": "user", "content": "My cat is called Felix."}]
+        send(edited, "Noted, Felix.")
+        send(edited, "Felix it is.")  # regenerate: the same request again
+        texts = sorted(r.text for r in memory.get_all(user_id="ana"))
+        assert texts == sorted(
+            ["Hi, I'm Ana.", "Hello Ana.", "My cat is called Felix.", "Felix it is."]
+        ), texts
+        hits = [h.record.text for h in memory.search("cat called", user_id="ana")]
+        assert "My cat is called Tom." not in hits

@@ -71,6 +71,7 @@ from contextos.engine.conversation import (
     COMPLETE_KEY,
     REDO_KEY,
     TurnPrint,
+    redo_of,
     said_digest,
     turn_print,
 )
@@ -130,6 +131,13 @@ _APPEND_PAUSE_S = 0.005
 #: Metadata a commit writes on the reply it logs (:func:`_as_logged`): a turn with these
 #: was a call's reply, not a turn logged from an app's history.
 _COMMITTED_KEYS = frozenset({"usage", "provider"})
+
+#: Metadata a remembered question or reply keeps of the logged turn it was said in:
+#: the session and the turn's seq (``SessionContext._forget_cut_branch``).
+LOGGED_SESSION_KEY = "log_session"
+LOGGED_TURN_KEY = "log_turn"
+#: The most cut turns whose memories one branch deletes (one read a turn).
+MAX_CUT_TURNS = 200
 
 log = logging.getLogger(__name__)
 #: The unknown model ids :func:`model_info` warned about (once each per process).
@@ -1191,35 +1199,74 @@ class SessionContext:
             # answer's sequel (a review). The question has its answer: nothing to add.
             return
         answered = answer is not None
+        reply_seq: int | None = None
         if reply is not None:
             reply = _as_logged(reply, prepared, call)
             if session is not None:
                 try:
-                    self._log_reply(session, reply, followed, anchor)
+                    reply_seq = self._log_reply(session, reply, followed, anchor)
                 except NotFound:
                     return  # erased since the read above: nothing was logged
         question = None if prepared.resent or answered else prepared.question
         whole = reply if call.complete and self.remember_replies else None
-        remembered = self._remember(question, whole)
+        asked = anchor.seq if anchor is not None and prepared.question is not None else None
+        remembered = self._remember((question, asked), (whole, reply_seq))
+        if anchor is not None:
+            self._forget_cut_branch(prepared, anchor)
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
 
-    def _remember(self, *said: Message | None) -> Sequence[MemoryRecord]:
-        """Add what was said (the question, the reply: None for either left out) to
-        memory, each in pieces a memory may hold; the records written."""
+    def _remember(self, *said: tuple[Message | None, int | None]) -> Sequence[MemoryRecord]:
+        """Add what was said (the question, the reply, each with the seq of its logged
+        turn; None for either left out) to memory, each in pieces a memory may hold,
+        marked with its turn (:meth:`_turn_mark`); the records written."""
         if not (self.remember and self.memory is not None and self.scope_ok):
             return ()
         kept = [
-            m
-            for m in said
+            (m, seq)
+            for m, seq in said
             if m is not None and m.content.strip() and not m.metadata.get(PLACEHOLDER_KEY)
         ]
         if not kept:
             return ()
-        pieces = [Message(m.role, p) for m in kept for p in text_pieces(m.content)]
+        pieces = [
+            Message(m.role, p, metadata=self._turn_mark(seq))
+            for m, seq in kept
+            for p in text_pieces(m.content)
+        ]
         if self.infer:
             return self.memory.add(pieces, infer=True, **self._owner_ids)
         return self.memory.add(pieces, **self.scope_ids)
+
+    def _turn_mark(self, seq: int | None) -> dict[str, Any]:
+        """The metadata that ties a memory to the logged turn it was said in (none
+        without a session or a seq): how a branch's cut turns find their memories."""
+        if self.session is None or seq is None:
+            return {}
+        return {LOGGED_SESSION_KEY: self.session.session_id, LOGGED_TURN_KEY: seq}
+
+    def _forget_cut_branch(self, prepared: Prepared, anchor: TurnPrint) -> None:
+        """Delete the memories of the turns a branch cut (an edited message, a
+        regenerated reply, a choice not taken): those the call's first logged turn
+        marked :data:`REDO_KEY` took the place of, up to the first turn this call
+        logged. A regenerate says its question again: that one's memory stays.
+
+        Why: the session's log and window took the new branch, but what the cut turns
+        had added to memory stayed, and the user's next session was sent the edited
+        "My cat is called Tom" beside the edit's "Felix" (a review). Memories of turns
+        logged before their turns were marked (:meth:`_turn_mark`), and the facts an
+        inferring Session extracted, are not found so."""
+        redo = next((r for m in prepared.logged if (r := redo_of(m)) is not None), None)
+        if redo is None or self.memory is None or self.session is None or not self.scope_ok:
+            return
+        first = anchor.seq - len(prepared.logged) + 1  # this call's turns are the newest
+        start = redo + 1 if prepared.resent else redo
+        cut: list[str] = []
+        for seq in range(start, min(first, start + MAX_CUT_TURNS)):
+            flt = Filter(metadata=self._turn_mark(seq))
+            cut += [r.id for r in self.memory.get_all(filters=flt, limit=50, **self.scope_ids)]
+        if cut:
+            self.memory.delete_many(cut)
 
     def _answer_after(self, anchor: TurnPrint) -> Message | None:
         """The reply (whole or cut) a commit logged right after the turn a call followed,
@@ -1236,18 +1283,19 @@ class SessionContext:
 
     def _log_reply(
         self, session: Session, reply: Message, followed: Turn | None, anchor: TurnPrint | None
-    ) -> None:
+    ) -> int | None:
         """Log ``reply`` after the turn the call followed: right after it while nothing
         followed it; else not at all when the turn after it is this reply (logged from
-        the app's history by another client's call: :meth:`_log_new`), else at the end."""
+        the app's history by another client's call: :meth:`_log_new`), else at the end.
+        The seq it was logged at (None: not logged here)."""
         if followed is None or anchor is None:
-            session.add(reply, after=followed)
-            return
+            return session.add(reply, after=followed)[0].seq
         try:
-            session.add(reply, after=followed, newest=followed.seq)
+            return session.add(reply, after=followed, newest=followed.seq)[0].seq
         except Conflict:
             if not self._logged_after(anchor, reply):
-                session.add(reply, after=followed)
+                return session.add(reply, after=followed)[0].seq
+            return None
 
     def _logged_after(self, anchor: TurnPrint, reply: Message) -> bool:
         """Whether the log already holds ``reply`` right after the turn the call followed.
