@@ -145,3 +145,47 @@ def test_pgappname_names_the_stores_sessions(monkeypatch: pytest.MonkeyPatch) ->
     assert "application_name" not in with_liveness("postgresql://h/db", {})
     monkeypatch.setenv("PGSERVICE", "prod")
     assert with_liveness("postgresql://h/db", {}) == {}
+
+
+def test_workers_past_the_databases_connections_wait_instead_of_crashing(
+    tmp_path: Path,
+) -> None:
+    """``serve --workers 2`` against a role PostgreSQL allows too few connections for
+    both: the second worker died at start with a 45-line traceback and uvicorn started
+    it again at once, for ever (24 crashes, 1,398 log lines in 45 s in a review). It now
+    waits and tries again, one line a try, while the first worker serves."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from pg_support import connect, pg_url
+
+    role = f"capped_{uuid.uuid4().hex[:8]}"
+    admin = pg_url()
+    with connect(admin) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'capped' CONNECTION LIMIT 3")
+        conn.execute(f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+    try:
+        parts = urlsplit(admin)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        query = f"options=-csearch_path%3D{role}%2Cpublic&application_name={role}"
+        url = urlunsplit((parts.scheme, f"{role}:capped@{host}", parts.path, query, ""))
+        with KeyStore(url) as keys:
+            key = keys.create("acme").secret
+        log = tmp_path / "serve.log"
+        with logged_server(url, log, "--workers", "2") as (base, proc):
+            time.sleep(8)  # the second worker tries 1 s, 2 s, 4 s apart meanwhile
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as c:
+                answer = c.post("/v1/memories", json={"messages": "tea", "user_id": "a"})
+            proc.terminate()
+            proc.wait(timeout=60)
+        said = log.read_text(encoding="utf-8", errors="replace")
+        assert answer.status_code == 201, answer.text
+        assert "could not open the store" in said, said[-2000:]
+        assert "Traceback" not in said, said[-3000:]
+    finally:
+        with connect(admin) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            conn.execute(f"DROP SCHEMA {role} CASCADE")
+            conn.execute(f"DROP ROLE {role}")

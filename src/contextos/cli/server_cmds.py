@@ -8,9 +8,11 @@ runs it; none holds logic of its own.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
@@ -537,11 +539,37 @@ def _announce(url: str) -> None:
 
 
 def worker_app() -> Any:
-    """The app of one ``serve --workers N`` process (see ``serve``)."""
+    """The app of one ``serve --workers N`` process (see ``serve``).
+
+    A worker that cannot open the store yet (a busy or unavailable database: more
+    workers than PostgreSQL's ``max_connections`` leaves room for) tries again, waiting
+    1 s, 2 s, 4 s... up to :data:`WORKER_RETRY_MAX_S`, with one line in the log a try.
+    Why: it died with a 45-line traceback, and uvicorn started it again at once, for
+    ever (24 crashes and 1,398 log lines in 45 s in a review). A fault that waiting does
+    not mend (``StoreFault``, a configuration error) still ends it."""
+    from ..errors import StoreError, StoreFault
     from ..server.app import config_from_json, create_app
 
     config = config_from_json(os.environ[WORKER_CONFIG_ENV])
-    return create_app(config, close_on_shutdown=True, exit_when_stuck=True)
+    wait = 1.0
+    while True:
+        try:
+            return create_app(config, close_on_shutdown=True, exit_when_stuck=True)
+        except StoreFault:
+            raise
+        except StoreError as exc:
+            logging.getLogger("contextos.server").warning(
+                "worker %d could not open the store (%s); trying again in %.0f s",
+                os.getpid(),
+                exc,
+                wait,
+            )
+            time.sleep(wait)
+            wait = min(2 * wait, WORKER_RETRY_MAX_S)
+
+
+#: The longest wait between a ``serve --workers`` worker's tries to open the store.
+WORKER_RETRY_MAX_S = 30.0
 
 
 @click.group()
