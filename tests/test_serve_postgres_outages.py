@@ -1,4 +1,4 @@
-"""``contextos serve`` stops when told, though PostgreSQL froze under its requests.
+"""``contextos serve`` on a PostgreSQL that freezes, or that has too few connections.
 
 A database host that freezes keeps its TCP connections open: a request whose query was
 sent waits for an answer, and its thread is no daemon. A server sent SIGTERM then
@@ -6,7 +6,8 @@ printed "contextos stopped (store closed)" and ran on for as long as the databas
 frozen, whatever ``--shutdown-timeout`` said, until its supervisor killed it (a review:
 still running 90 s after SIGTERM). The freeze is made real here: the server's own
 PostgreSQL backends (found by their ``application_name``) are stopped with SIGSTOP,
-and always resumed. Real server, real PostgreSQL, real HTTP.
+and always resumed. A role with a connection limit stands for a server out of
+connections. Real server, real PostgreSQL, real HTTP.
 """
 
 from __future__ import annotations
