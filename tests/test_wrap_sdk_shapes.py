@@ -100,9 +100,14 @@ def test_the_legacy_functions_api_is_refused_with_a_session_and_passed_through_w
         with pytest.raises(ValueError, match="use tools="):
             managed.chat.completions.create(model="gpt-4.1-mini", messages=called)
         assert fake.completions_requests() == []  # nothing was sent
+        # Left at the SDK's NOT_GIVEN, None or empty, they are not a use of it.
+        for unused in ({"functions": openai.NOT_GIVEN}, {"function_call": None}, {"functions": []}):
+            fake.enqueue_reply("Noon.", OpenAIUsage(5, 2))
+            managed.chat.completions.create(model="gpt-4.1-mini", messages=question, **unused)
+        fake.requests.clear()
         fake.enqueue_reply("It is noon.", OpenAIUsage(5, 2))
         wrap(client).chat.completions.create(model="gpt-4.1-mini", messages=question, **legacy)
-        assert fake.completions_requests()[0].json()["functions"][0]["name"] == "get_time"
+        assert fake.completions_requests()[-1].json()["functions"][0]["name"] == "get_time"
 
 
 def test_an_edited_message_and_a_regenerated_reply_leave_memory_with_their_branch(
@@ -136,3 +141,20 @@ def test_an_edited_message_and_a_regenerated_reply_leave_memory_with_their_branc
         ), texts
         hits = [h.record.text for h in memory.search("cat called", user_id="ana")]
         assert "My cat is called Tom." not in hits
+        # An edit after the regenerate: the regenerate's question (whose memory is the
+        # turn it said again) goes with the replies.
+        send([*start, {"role": "user", "content": "My cat is called Luna."}], "Noted, Luna.")
+        texts = sorted(r.text for r in memory.get_all(user_id="ana"))
+        assert texts == sorted(
+            ["Hi, I'm Ana.", "Hello Ana.", "My cat is called Luna.", "Noted, Luna."]
+        ), texts
+        # An edit whose call fails, retried: the retry's commit cuts the branch.
+        fake.enqueue_error(529, "overloaded")
+        renamed = [*start, {"role": "user", "content": "My cat is called Mia."}]
+        with pytest.raises(Exception, match="overloaded"):
+            wrapped.messages.create(model="claude-sonnet-4", max_tokens=64, messages=renamed)
+        send(renamed, "Noted, Mia.")
+        texts = sorted(r.text for r in memory.get_all(user_id="ana"))
+        assert texts == sorted(
+            ["Hi, I'm Ana.", "Hello Ana.", "My cat is called Mia.", "Noted, Mia."]
+        ), texts

@@ -506,7 +506,7 @@ def serve(
             console.print("contextos stopped", highlight=False)
             return
         try:
-            app = create_app(config, close_on_shutdown=True, exit_when_stuck=True)
+            app = create_app(config, close_on_shutdown=True, own_process=True)
         except BaseException:
             sock.close()
             raise
@@ -554,7 +554,7 @@ def worker_app() -> Any:
     wait = 1.0
     while True:
         try:
-            return create_app(config, close_on_shutdown=True, exit_when_stuck=True)
+            return create_app(config, close_on_shutdown=True, own_process=True)
         except StoreFault:
             raise
         except StoreError as exc:

@@ -1212,7 +1212,7 @@ class SessionContext:
         asked = anchor.seq if anchor is not None and prepared.question is not None else None
         remembered = self._remember((question, asked), (whole, reply_seq))
         if anchor is not None:
-            self._forget_cut_branch(prepared, anchor)
+            self._forget_cut_branch(prepared, anchor, reply, reply_seq)
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
 
@@ -1245,28 +1245,69 @@ class SessionContext:
             return {}
         return {LOGGED_SESSION_KEY: self.session.session_id, LOGGED_TURN_KEY: seq}
 
-    def _forget_cut_branch(self, prepared: Prepared, anchor: TurnPrint) -> None:
+    def _forget_cut_branch(
+        self, prepared: Prepared, anchor: TurnPrint, reply: Message | None, reply_seq: int | None
+    ) -> None:
         """Delete the memories of the turns a branch cut (an edited message, a
-        regenerated reply, a choice not taken): those the call's first logged turn
-        marked :data:`REDO_KEY` took the place of, up to the first turn this call
-        logged. A regenerate says its question again: that one's memory stays.
+        regenerated reply, a choice not taken): from the turn the branch's first turn
+        took the place of (:data:`REDO_KEY`) up to that first turn. A regenerate says
+        its question again: that one's memory stays, and when a later branch cuts the
+        regenerate's question, the memory of the turn it said again goes with it.
 
         Why: the session's log and window took the new branch, but what the cut turns
         had added to memory stayed, and the user's next session was sent the edited
         "My cat is called Tom" beside the edit's "Felix" (a review). Memories of turns
         logged before their turns were marked (:meth:`_turn_mark`), and the facts an
         inferring Session extracted, are not found so."""
-        redo = next((r for m in prepared.logged if (r := redo_of(m)) is not None), None)
-        if redo is None or self.memory is None or self.session is None or not self.scope_ok:
+        if self.memory is None or self.session is None or not self.scope_ok:
             return
-        first = anchor.seq - len(prepared.logged) + 1  # this call's turns are the newest
+        branch = self._branch(prepared, anchor, reply, reply_seq)
+        if branch is None:
+            return
+        redo, first = branch
         start = redo + 1 if prepared.resent else redo
+        seqs = set(range(start, min(first, start + MAX_CUT_TURNS)))
+        seqs |= {said for seq in seqs if (said := self._said_again(seq)) is not None}
         cut: list[str] = []
-        for seq in range(start, min(first, start + MAX_CUT_TURNS)):
+        for seq in sorted(seqs):
             flt = Filter(metadata=self._turn_mark(seq))
             cut += [r.id for r in self.memory.get_all(filters=flt, limit=50, **self.scope_ids)]
         if cut:
             self.memory.delete_many(cut)
+
+    def _branch(
+        self, prepared: Prepared, anchor: TurnPrint, reply: Message | None, reply_seq: int | None
+    ) -> tuple[int, int] | None:
+        """(the seq a branch took the place of, the seq of its first turn) for this call,
+        or None: the first turn it logged marked :data:`REDO_KEY` (its turns are the
+        log's newest); else, on a retry, the question it answers (logged, marked, by the
+        call that failed); else its reply, which goes on from a prefill that branched."""
+        redo = next((r for m in prepared.logged if (r := redo_of(m)) is not None), None)
+        if redo is not None:
+            return redo, anchor.seq - len(prepared.logged) + 1
+        if not prepared.logged and prepared.question is not None:
+            asked = self._logged_turn(anchor)
+            if asked is not None and (redo := redo_of(asked.message)) is not None:
+                return redo, asked.seq
+        if reply is not None and reply_seq is not None:
+            redo = redo_of(reply)
+            if redo is not None:
+                return redo, reply_seq
+        return None
+
+    def _said_again(self, seq: int) -> int | None:
+        """The seq of the turn the logged turn ``seq`` says again (a regenerate's
+        question, whose memory is that turn's), or None."""
+        assert self.session is not None
+        try:
+            turn = self.session.turn(seq)
+            redo = redo_of(turn.message)
+            if redo is None:
+                return None
+            earlier = self.session.turn(redo)
+        except NotFound:
+            return None
+        return redo if said_digest(earlier.message) == said_digest(turn.message) else None
 
     def _answer_after(self, anchor: TurnPrint) -> Message | None:
         """The reply (whole or cut) a commit logged right after the turn a call followed,

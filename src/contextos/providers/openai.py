@@ -171,19 +171,21 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
 
 
 def _refuse_legacy_functions(kwargs: Mapping[str, Any], messages: list[Any]) -> None:
-    """A ValueError for the legacy ``functions`` API on a client with a session. Why: its
-    ``function_call`` reply was logged as an empty assistant turn and its ``role:
-    "function"`` result as the user speaking ("12:00"), so the model, sent that back,
-    saw no call (a review). Tool calls (``tools=``) are what the window manages."""
-    legacy = "functions" in kwargs or "function_call" in kwargs
+    """A ValueError for the legacy ``functions`` API on a managed client (wrapped with a
+    session or a memory). Why: its ``function_call`` reply was logged as an empty
+    assistant turn and its ``role: "function"`` result as the user speaking ("12:00"),
+    so the model, sent that back, saw no call (a review). Tool calls (``tools=``) are
+    what the window manages. ``functions`` or ``function_call`` left at None, empty or
+    the SDK's ``NOT_GIVEN`` (which is falsy) is not a use of it."""
+    legacy = bool(kwargs.get("functions")) or bool(kwargs.get("function_call"))
     for m in messages:
         legacy = legacy or field_of(m, "role") == "function" or bool(field_of(m, "function_call"))
     if legacy:
         raise ValueError(
-            "contextos.wrap with a session manages tool calls made with tools= (tool_calls, "
-            "role 'tool'); the legacy functions API (functions=, function_call, role "
-            "'function') cannot be logged and sent back: use tools=, or the SDK client "
-            "itself (client.unwrapped)"
+            "a client wrapped with a session or memory manages tool calls made with tools= "
+            "(tool_calls, role 'tool'); the legacy functions API (functions=, "
+            "function_call, role 'function') cannot be logged and sent back: use tools=, "
+            "or the SDK client itself (client.unwrapped)"
         )
 
 

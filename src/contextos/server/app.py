@@ -38,7 +38,7 @@ from .gate import AuthGate, JsonBody, Utf8Url
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .shutdown import ShutdownAnswer
-from .stop_watch import exit_when_stuck as exit_when_stuck_after
+from .stop_watch import exit_when_stuck
 from .tenants import TenantMemories
 from .window_slots import ClientGone, WindowSlots
 
@@ -102,12 +102,15 @@ def create_app(
     embedder: Embedder | None = None,
     tokenizer: Tokenizer | None = None,
     close_on_shutdown: bool = False,
-    exit_when_stuck: bool = False,
+    own_process: bool = False,
 ) -> Any:
     """Build the FastAPI app for ``config`` (store and key table opened now).
 
-    With ``exit_when_stuck`` (a process that only serves: ``contextos serve``), the
-    process ends when its shutdown cannot finish in time (:mod:`.stop_watch`).
+    With ``own_process`` (a process that does nothing but serve this app: ``contextos
+    serve`` and its workers), the process ends when its shutdown cannot finish in time
+    (:mod:`.stop_watch`), and a request the shutdown cuts off is answered 503
+    (:mod:`.shutdown`). Both act on the whole process, so an application that serves the
+    app among its own work leaves them off: its own timeouts cancel tasks too.
 
     With ``close_on_shutdown`` the app closes its store, key table and embedding
     worker when the server shuts it down (``contextos serve``: uvicorn re-raises
@@ -156,8 +159,8 @@ def create_app(
             yield
         finally:
             closed = threading.Event()
-            if exit_when_stuck:
-                exit_when_stuck_after(closed)
+            if own_process:
+                exit_when_stuck(closed)
             try:
                 # Drain embeddings, but not a whole re-embedding backlog (vectors queued
                 # again after an upgrade): the rest stays pending for the next process.
@@ -165,9 +168,11 @@ def create_app(
                     log.warning("embeddings still pending at shutdown; the next start embeds them")
             except Exception as exc:  # noqa: BLE001 - logged; pending rows stay pending
                 log.warning("pending embeddings not drained at shutdown: %s", exc)
-            if close_on_shutdown:
-                close()
-            closed.set()
+            try:
+                if close_on_shutdown:
+                    close()
+            finally:
+                closed.set()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and nothing
     # here may need the internet. The schema is at /openapi.json for any local viewer.
@@ -208,7 +213,8 @@ def create_app(
     from .ui import install_ui
 
     install_ui(app, auth, tenants, tokenizer, windows)
-    app.add_middleware(ShutdownAnswer)  # outermost: a request the shutdown cut off
+    if own_process:  # outermost: a request the shutdown cut off
+        app.add_middleware(ShutdownAnswer)
     return app
 
 

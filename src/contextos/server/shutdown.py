@@ -28,8 +28,11 @@ STOPPING = "the server is stopping; retry after a moment"
 
 class ShutdownAnswer:
     """Pure ASGI middleware: a request whose task is cancelled before its response began
-    gets a JSON 503 with ``Retry-After``. Only the server's shutdown cancels a request's
-    task (a client that goes away does not), so nothing else is answered here."""
+    gets a JSON 503 with ``Retry-After``. Only in a process that does nothing but serve
+    (``create_app(own_process=True)``, as ``contextos serve``): there only uvicorn's
+    shutdown cancels a request's task (a client that goes away does not). In an
+    application's own process a cancellation may be its own timeout's, which must reach
+    it: the middleware is not installed there."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
