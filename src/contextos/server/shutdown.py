@@ -23,7 +23,13 @@ log = logging.getLogger("contextos.server")
 
 Message = dict[str, Any]
 
-STOPPING = "the server is stopping; retry after a moment"
+#: Why the request was not answered, and what retrying it means: a write already on its
+#: thread may still finish after the answer (an add outside a session sent again is
+#: found as the same memory, not stored twice).
+STOPPING = (
+    "the server stopped before this request finished (a write may still have been made); "
+    "retry after a moment"
+)
 
 
 class ShutdownAnswer:
