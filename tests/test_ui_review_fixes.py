@@ -6,6 +6,7 @@ chromium against a real server on loopback over a SQLite file (ui_support)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -305,12 +306,29 @@ def test_tool_call_names_arguments_and_ids_are_isolated_and_marked(
     context.close()
 
 
+def _embedded(server: LiveServer, key: str, query: str) -> None:
+    """Wait until the server's worker has embedded what was added: the search's hits,
+    by their dense ranks, stay the same twice in a row."""
+    body = {"query": query, "user_id": "ana", "limit": 20}
+    seen: list[Any] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        hits = server.call("POST", "/v1/memories/search", key, body)["results"]
+        ranks = [(h["memory"]["id"], h["dense_rank"]) for h in hits]
+        if ranks == seen and any(rank is not None for _, rank in ranks):
+            return
+        seen = ranks
+        time.sleep(0.3)
+    raise AssertionError("the added memories were not embedded within 30 s")
+
+
 def test_saving_a_search_hit_runs_the_search_again(server: LiveServer, browser: Any) -> None:
     """Review bug 5: after Save on a search hit, the hits were replaced by the whole list
     while the box still showed the query."""
     key = server.issue_key("search-save")
     server.add(key, user_id="ana", messages=said(*[f"note {i} about tea" for i in range(30)]))
     server.add(key, user_id="ana", messages=said("Ana moved to Lisbon.", "Lisbon has trams."))
+    _embedded(server, key, "Lisbon")  # else the search found 2 before the save, 20 after
     context, page = new_page(browser, key)
     page.goto(f"{server.base}/ui?user_id=ana&q=Lisbon")
     wait_rendered(page, "memories")
