@@ -119,3 +119,21 @@ def logged_server(db: str, log: Path, *extra: str) -> Iterator[tuple[str, subpro
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc, 60)
         yield url, proc
+
+
+@contextmanager
+def keyed_client(db: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """``contextos serve --db DB EXTRA...`` with a new key of tenant ``acme``, and an
+    httpx client of it that sends that key (both closed on the way out)."""
+    import httpx
+
+    from contextos.bench.serve import running_server
+    from contextos.server.keys import KeyStore
+
+    with KeyStore(db) as keys:
+        key = keys.create("acme").secret
+    with (
+        running_server(db, *extra, env=env) as (url, _proc),
+        httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as c,
+    ):
+        yield c

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from contextos.server.keys import KeyStore
+from cli_support import keyed_client
 
 #: Longer than any of these commands takes (a few seconds); the unfixed demo never ended.
 PATIENCE_S = 90
@@ -125,21 +125,12 @@ def test_demo_without_a_writable_cache_runs_through(tmp_path: Path) -> None:
 
 
 def test_server_searches_without_a_writable_cache(tmp_path: Path) -> None:
-    httpx = pytest.importorskip("httpx")
-    from contextos.bench.serve import running_server
-
+    pytest.importorskip("httpx")
     db = str(tmp_path / "srv.db")
-    with KeyStore(db) as keys:
-        key = keys.create("acme").secret
     env = user_env(tmp_path, writable=False)
-    with (
-        running_server(db, "--embedder", "minilm-int8", env=env) as (url, _proc),
-        httpx.Client(base_url=url, timeout=30) as http,
-    ):
-        headers = {"Authorization": f"Bearer {key}"}
+    with keyed_client(db, "--embedder", "minilm-int8", env=env) as http:
         add = http.post(
             "/v1/memories",
-            headers=headers,
             json={"messages": "I moved to Lisbon in May", "user_id": "ana"},
         )
         assert add.status_code == 201, add.text
@@ -149,7 +140,6 @@ def test_server_searches_without_a_writable_cache(tmp_path: Path) -> None:
         while True:
             search = http.post(
                 "/v1/memories/search",
-                headers=headers,
                 json={"query": "which city is ana's home", "user_id": "ana"},
             )
             assert search.status_code == 200, search.text

