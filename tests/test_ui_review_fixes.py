@@ -220,6 +220,9 @@ def test_a_memory_deleted_elsewhere_is_said_so_and_the_edit_kept(
     assert "deleted elsewhere" in page.inner_text("#error")  # still, after the reload
 
     open_panel(page, "gone on delete")  # a memory opened again: the mark goes
+    # The panel was open on the other memory, whose fields met open_panel's waits at
+    # once: wait for this memory's text (under load the assertion ran before it).
+    page.wait_for_function("() => document.querySelector('#d-text').value === 'gone on delete'")
     assert page.is_hidden("#d-gone") and page.is_enabled("#d-save")
     server.call("DELETE", f"/v1/memories/{ids['gone on delete']}", key)
     page.click("#d-delete")
