@@ -89,7 +89,8 @@ def test_sign_in_then_see_memories_added_through_the_api(server: LiveServer, bro
     texts = [r[0] for r in rows(page)]
     assert any("I moved to Lisbon in May." in t for t in texts)
     assert any("My sister Rita teaches piano." in t for t in texts)
-    assert page.inner_text("#who") == "tenant: signin"
+    # Who is signed in is shown after the data (app.js), so wait for it rather than read it.
+    wait_text(page, "#who", "tenant: signin")
     assert page.evaluate("sessionStorage.getItem('contextos_key')") == key
     assert context.cookies() == []  # the key never becomes a cookie
 
