@@ -7,6 +7,7 @@ runs it; none holds logic of its own.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import logging
 import os
@@ -167,6 +168,7 @@ def _run_server(
     send_timeout: float = DEFAULT_SEND_TIMEOUT,
     forwarded_allow_ips: Sequence[str] = (),
     stopped: Callable[[], bool] = lambda: False,
+    access_log: bool = False,
 ) -> None:
     """Serve ``app`` (an ASGI app, or an import string with ``factory``/``workers`` in
     ``options``) on the bound ``sock`` until SIGTERM or Ctrl-C, then return.
@@ -185,7 +187,10 @@ def _run_server(
     believes them from 127.0.0.1 unless told otherwise, and the failed-login throttle
     counts per client address, so any client on the server's host escaped it with a new
     ``X-Forwarded-For`` per guess (300 of 300 wrong keys checked) and locked out any
-    address it named (25 failures named 203.0.113.7: that address's valid key got 429)."""
+    address it named (25 failures named 203.0.113.7: that address's valid key got 429).
+
+    The library's log lines are written as uvicorn's are, at ``options["log_level"]``,
+    and with ``access_log`` one line a request at ``info`` (:func:`log_config`)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -203,6 +208,7 @@ def _run_server(
         http=HeadLimitProtocol,
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
+        log_config=log_config(options.get("log_level", "warning"), access_log=access_log),
         **options,
     )
     set_timeouts(config, header=header_timeout, send=send_timeout)
@@ -219,6 +225,28 @@ def _run_server(
     finally:
         signal.signal(signal.SIGTERM, previous)
         sock.close()
+
+
+def log_config(level: str, *, access_log: bool) -> dict[str, Any]:
+    """uvicorn's logging configuration, with the library's loggers (``contextos.*``) on
+    its handler and format at ``level``, and the access lines of
+    :mod:`contextos.server.access_log` at ``info`` unless ``access_log`` is off.
+
+    Why: without a handler of their own the library's lines went through Python's
+    last-resort handler, warnings and worse only, so ``--log-level info`` showed uvicorn's
+    start-up lines and not one line of the server's own, and no request at all. Given
+    to uvicorn, it applies in every ``--workers`` process too."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["contextos"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    if not access_log:
+        config["loggers"]["contextos.access"] = {"level": "WARNING"}
+    return config
 
 
 @contextmanager
@@ -429,6 +457,13 @@ def limit_options(note: str = "") -> Callable[[F], F]:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="At --log-level info or debug, one line a request: client, request line, "
+    "status, milliseconds, and the tenant and key id it ran as.",
+)
 @pass_state
 def serve(
     state: CliState,
@@ -447,6 +482,7 @@ def serve(
     workers: int,
     forwarded_allow_ips: list[str],
     log_level: str,
+    access_log: bool,
 ) -> None:
     """Run the HTTP API (memories, sessions, keys) on HOST:PORT over --db."""
     from ..server.app import ServerConfig, close_app, config_to_json, create_app
@@ -502,6 +538,7 @@ def serve(
                 send_timeout=send_timeout,
                 forwarded_allow_ips=forwarded_allow_ips,
                 stopped=stopped,
+                access_log=access_log,
             )
             console.print("contextos stopped", highlight=False)
             return
@@ -523,6 +560,7 @@ def serve(
                 send_timeout=send_timeout,
                 forwarded_allow_ips=forwarded_allow_ips,
                 stopped=stopped,
+                access_log=access_log,
             )
         finally:
             close_app(app)  # no-op after a normal shutdown, which already closed it

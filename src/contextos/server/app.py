@@ -22,6 +22,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..embed import DEFAULT_EMBEDDER, Embedder, make_embedder
 from ..errors import ContextosError, MissingExtraError
+from .access_log import AccessLog
 from .auth import DEFAULT_AUTH_FAILURES, Authenticator, validate_admin_key
 from .batching import BatchingEmbedder
 from .bodylimit import DEFAULT_MAX_BODY, BodyLimitMiddleware
@@ -213,8 +214,9 @@ def create_app(
     from .ui import install_ui
 
     install_ui(app, auth, tenants, tokenizer, windows)
-    if own_process:  # outermost: a request the shutdown cut off
+    if own_process:  # a request the shutdown cut off
         app.add_middleware(ShutdownAnswer)
+    app.add_middleware(AccessLog)  # outermost: it logs what the client was answered
     return app
 
 

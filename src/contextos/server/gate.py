@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 import anyio.to_thread
 
 from ..errors import ContextosError
+from .access_log import note_caller
 from .auth import Authenticator, Principal
 from .errors import error_body, public_message, retry_after, status_for
 from .ratelimit import TokenBucketLimiter
@@ -123,6 +124,7 @@ class AuthGate:
             for message in error_messages(exc):
                 await send(message)
             return
+        note_caller(scope, principal)
         await self.app({**scope, PRINCIPAL: principal}, receive, send)
 
 
