@@ -31,8 +31,11 @@ from ui_support import (
     live_server,
     new_page,
     paint_times,
+    reads,
     said,
     shot,
+    unmark_rendered,
+    wait_read,
     wait_rendered,
     wait_text,
 )
@@ -119,7 +122,7 @@ def test_search_shows_lexical_and_dense_rank_and_score(server: LiveServer, brows
     context, page = new_page(browser, key)
     page.goto(f"{server.base}/ui?user_id=ana")
     wait_rendered(page, "memories")
-    page.evaluate("document.documentElement.removeAttribute('data-rendered')")
+    unmark_rendered(page)  # else the list's mark, set before the search, met the wait below
     page.fill("#f-query", "quarterly report Friday")
     page.click("#search-button")
     wait_rendered(page, "memories")
@@ -221,8 +224,10 @@ def test_edit_panel_sends_only_what_the_user_changed(server: LiveServer, browser
     assert history() == 1
 
     page.fill("#d-text", "first line\nsecond line (edited)")
+    unmark_rendered(page)
     page.click("#d-save")
     page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 2")
+    wait_rendered(page, "memories")  # the list drawn again after the panel: the save is done
     after = stored()
     assert after["text"] == "first line\nsecond line (edited)"
     assert after["metadata"] == meta and isinstance(after["metadata"]["ratio"], float)
@@ -232,8 +237,12 @@ def test_edit_panel_sends_only_what_the_user_changed(server: LiveServer, browser
     page.click("#mem-rows tr >> text=history / edit")
     page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 3")
     page.fill("#d-meta", page.input_value("#d-meta").replace('"note"', '"note2"'))
+    unmark_rendered(page)
     page.click("#d-save")
     page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 4")
+    # The list is drawn again after the panel, and clears the error box as it comes: still
+    # on its way, it cleared the message of the next Save before wait_text saw it.
+    wait_rendered(page, "memories")
     after = stored()
     assert after["text"] == "first line\r\nsecond line"  # untouched: CRLF kept
     renamed = {k: v for k, v in meta.items() if k != "note"}
@@ -472,15 +481,18 @@ def test_screenshots_of_each_page(server: LiveServer, browser: Any) -> None:
     context, page = new_page(browser, key)
     page.goto(f"{server.base}/ui?user_id=ana")
     wait_rendered(page, "memories")
+    wait_text(page, "#who", "tenant: demo")  # shown after the data: else in some pictures only
     shot(page, "memories")
     page.click("#mem-rows tr:has-text('peanuts') >> text=history / edit")
     page.wait_for_selector("#detail:not([hidden])")
     shot(page, "memory-history")
     page.goto(f"{server.base}/ui?user_id=ana&q=where+does+Ana+live")
     wait_rendered(page, "memories")
+    wait_text(page, "#who", "tenant: demo")
     shot(page, "search")
     page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=trip-planning")
     wait_rendered(page, "sessions")
+    wait_text(page, "#who", "tenant: demo")
     page.fill("#w-question", "Which restaurant should we book for Ana?")
     page.fill("#w-budget", "4000")
     page.click("#w-build")
@@ -489,6 +501,7 @@ def test_screenshots_of_each_page(server: LiveServer, browser: Any) -> None:
     shot(page, "sessions-window")
     page.goto(f"{server.base}/ui?view=cache&user_id=ana&session_id=trip-planning")
     wait_rendered(page, "cache")
+    wait_text(page, "#who", "tenant: demo")
     shot(page, "cache")
     for name in ("signin", "memories", "memory-history", "search", "sessions-window", "cache"):
         assert (SHOTS / f"{name}.png").stat().st_size > 5_000 or name == "signin"
@@ -600,8 +613,10 @@ def test_a_refused_key_leaves_nothing_of_its_tenant_for_the_next_sign_in(
         assert "A-SECRET" not in page.content(), view  # not shown, not hidden in the page either
         page.fill("#key", other)
         page.click("#signin-button")
-        wait_rendered(page, view)
+        # The page before the sign-in's reload still has its data-rendered mark (A's page
+        # set it): B's tenant name, shown after B's data, is what tells the new page.
         wait_text(page, "#who", "tenant: refused-b")
+        wait_rendered(page, view)
         assert "A-SECRET" not in page.content(), view
         assert "a-chat" not in page.inner_text("main"), view
         assert page.is_hidden(panel)
@@ -900,11 +915,13 @@ def test_sessions_with_dot_and_slash_ids_open_in_every_view(
 # -- slow answers, pasted keys, look-alike ids (third review) ------------------------------
 
 
-def answered(page: Any, action: Any) -> None:
-    """Does ``action`` and waits until the page has read and handled one more answer."""
-    read = page.evaluate("window.__answers")
+def answered(page: Any, action: Any, url: str) -> None:
+    """Does ``action`` and waits until the page has read and handled its answer: one
+    whose URL includes ``url`` (any one more answer could be another request's, such as
+    the whoami the page sends after its first render)."""
+    since = reads(page)
     action()
-    page.wait_for_function("n => window.__answers > n", arg=read)
+    wait_read(page, since, [url])
 
 
 def test_a_slow_answer_is_not_drawn_into_the_session_opened_meanwhile(
@@ -1005,7 +1022,7 @@ def test_a_slow_answer_is_not_drawn_over_the_memories_or_replay_shown_since(
     page.fill("#f-query", "ANA")
     page.click("#search-button")
     held.wait()
-    answered(page, lambda: page.click("#apply"))
+    answered(page, lambda: page.click("#apply"), "/ui/api/memories?user_id=ana&")
     held.release()
     assert page.inner_text("#mem-head").split()[0] == "memory"  # not the hits' "#"
     only_ana_shown()
@@ -1035,7 +1052,7 @@ def test_a_slow_answer_is_not_drawn_over_the_memories_or_replay_shown_since(
     chip.click()
     held.wait()
     short = page.locator("#cache-sessions").get_by_role("button", exact=True, name="short")
-    answered(page, short.click)
+    answered(page, short.click, "/ui/api/cache?session_id=short&")
     held.release()
     assert page.inner_text("#c-id") == "short" and "session_id=short" in page.url
     assert len(rows(page, "#call-rows tr")) == 1
@@ -1120,6 +1137,7 @@ def test_ids_that_differ_only_by_unseen_characters_look_different(
     context, page = new_page(browser, key)
     page.goto(f"{server.base}/ui?view=sessions&user_id=zw")
     wait_rendered(page, "sessions")
+    wait_text(page, "#who", "tenant: lookalike")  # the page as it stays, in the picture
     chips = page.eval_on_selector_all("#session-list button", MARKS_JS)
     # The text is the id exactly (copying it copies the id); its unseen characters marked.
     assert {text: marks for text, marks, _ in chips} == LOOKALIKES

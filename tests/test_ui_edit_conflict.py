@@ -28,6 +28,7 @@ from ui_support import (
     chromium,
     live_server,
     new_page,
+    unmark_rendered,
     wait_rendered,
     wait_text,
 )
@@ -115,9 +116,13 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
     open_panel(page, server, "ana")
     assert patch(server, key, mid, {"text": "Ana moved to Porto in May"}).status_code == 200
     page.fill("#d-text", "Ana lives in Lisbon, Portugal")
+    unmark_rendered(page)
     page.click("#d-save")
     wait_text(page, "#error", CHANGED)
     page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 2")
+    # The message shows before the list is drawn again, and the refusal's handling goes on
+    # after it (the list clears the message, which is then shown again): wait for its end.
+    wait_rendered(page, "memories")
     assert page.input_value("#d-text") == "Ana moved to Porto in May"  # reloaded as stored
     assert server.call("GET", f"/v1/memories/{mid}", key)["text"] == "Ana moved to Porto in May"
     assert history(server, key, mid) == 2
@@ -138,9 +143,13 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
     open_panel(page, server, "ana")
     assert patch(server, key, mid, {"metadata": meta}).status_code == 200
     page.fill("#d-meta", '{"role": "user", "tag": "edited"}')
+    unmark_rendered(page)
     page.click("#d-save")
     wait_text(page, "#error", CHANGED)
     page.wait_for_function("() => document.getElementById('d-meta').value.includes('reviewed_by')")
+    # The refusal's handling ends after the list is drawn again (it may show the message
+    # again then): "drop" below must be seen to clear it for good, not before that end.
+    wait_rendered(page, "memories")
     stored = server.call("GET", f"/v1/memories/{mid}", key)
     assert stored["metadata"]["reviewed_by"] == "bob" and stored["metadata"]["tag"] == "orig"
     kept = page.text_content("#d-unsaved-meta")
@@ -151,9 +160,13 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
 
     # Made again on the version now shown, the edit saves.
     page.fill("#d-meta", page.input_value("#d-meta").replace('"orig"', '"edited"'))
+    unmark_rendered(page)
     page.click("#d-save")
-    page.wait_for_function("() => document.getElementById('error').hidden")
+    # The error box was already hidden before this Save: wait for the Save's end (the list
+    # drawn again) and then see that it showed no error.
+    wait_rendered(page, "memories")
     wait_text(page, "#mem-rows", "edited")
+    assert page.is_hidden("#error")
     stored = server.call("GET", f"/v1/memories/{mid}", key)
     assert stored["metadata"]["tag"] == "edited" and stored["metadata"]["reviewed_by"] == "bob"
     context.close()
@@ -198,6 +211,14 @@ def test_a_refused_edit_stays_with_its_memory_whatever_the_list_reload_does(
     page.route(re.compile(r"/ui/api/memories\?"), lambda route: route.abort())
     page.click("#d-save")
     page.wait_for_selector("#d-unsaved:not([hidden])")
+    # Kept at once, before the reload; the reload's failure, which ends the refusal's
+    # handling, replaces the refusal's message with its own: the edit must outlast it.
+    page.wait_for_function(
+        "c => { const t = document.getElementById('error').innerText;"
+        " return t !== '' && !t.includes(c); }",
+        arg=CHANGED,
+    )
+    assert page.is_visible("#d-unsaved")
     assert page.text_content("#d-unsaved-text") == "text: A's edit <b>bold</b>"
     assert page.input_value("#d-text") == "memory AAA changed elsewhere"
     context.close()

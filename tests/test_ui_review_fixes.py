@@ -163,9 +163,12 @@ def texts(page: Any) -> list[str]:
 
 
 def open_panel(page: Any, text: str) -> None:
+    """Opens the memory of the row with ``text``: waits for its own text in the panel (a
+    panel already open on another memory meets the other waits at once)."""
     page.click(f"#mem-rows tr:has-text('{text}') >> text=history / edit")
     page.wait_for_selector("#detail:not([hidden])")
     wait_text(page, "#d-fields", "updated")
+    page.wait_for_function("t => document.querySelector('#d-text').value.includes(t)", arg=text)
 
 
 def test_older_after_a_late_write_shows_no_row_twice(server: LiveServer, browser: Any) -> None:
@@ -232,8 +235,10 @@ def test_a_memory_deleted_elsewhere_is_said_so_and_the_edit_kept(
 
     server.call("DELETE", f"/v1/memories/{ids['gone on open']}", key)
     page.click("#mem-rows tr:has-text('gone on open') >> text=history / edit")
-    wait_text(page, "#error", "deleted elsewhere")
+    # The Delete's message above also says "deleted elsewhere": wait for the open's own.
+    wait_text(page, "#error", "The list now shows the memories as they are")
     wait_text(page, "#mem-rows", "gone on open", present=False)
+    assert "deleted elsewhere" in page.inner_text("#error")
     assert page.is_hidden("#detail")
     assert texts(page) == ["keep me"]
     context.close()

@@ -42,15 +42,18 @@ document.addEventListener('securitypolicyviolation', (e) => {
 });
 """
 
-#: Run in every page before its own script: counts the answers the page has read (the
-#: page reads each body with ``text()``). A test waits for the count to grow, and the
-#: page's own handling of that answer has run by then: it goes on in microtasks, which
-#: run before anything else the page does.
+#: Run in every page before its own script: lists the URLs of the answers the page has
+#: read (the page reads each body with ``text()``), in the order read. A test waits for
+#: the answer it is after (``wait_read``: by its URL, not by a count, as another answer,
+#: such as the whoami after the first render, can be read meanwhile), and the page's own
+#: handling of that answer has run by then: it goes on in microtasks, which run before
+#: anything else the page does.
 ANSWERS_HOOK = """
-window.__answers = 0;
+window.__read = [];
 const __text = Response.prototype.text;
 Response.prototype.text = function () {
-  return __text.call(this).finally(() => { window.__answers += 1; });
+  const url = this.url;
+  return __text.call(this).finally(() => { window.__read.push(url); });
 };
 """
 
@@ -186,19 +189,52 @@ class Held:
 
     def release(self) -> None:
         """Sends the held requests on and waits until the page has read and handled
-        every answer (no further route holds them)."""
-        read = self.page.evaluate("window.__answers")
+        the answer of each (no further route holds them). Waited for by their URLs, not
+        by a count of answers: one the page read meanwhile (its whoami after the first
+        render, the other half of a memory's two requests) met a count before them."""
+        since = reads(self.page)
         routes, self.routes = self.routes, []
         for route in routes:
             route.continue_()
         # After the requests went on: unrouting sends held ones on itself (handled twice).
         self.page.unroute(self.pattern)
-        self.page.wait_for_function("n => window.__answers >= n", arg=read + len(routes))
+        wait_read(self.page, since, [route.request.url for route in routes], exact=True)
+
+
+def reads(page: Any) -> int:
+    """How many answers the page has read so far: the mark ``wait_read`` counts from."""
+    return int(page.evaluate("window.__read.length"))
+
+
+def wait_read(page: Any, since: int, urls: list[str], *, exact: bool = False) -> None:
+    """Wait until the page has read, and handled, an answer for each of ``urls`` (each
+    as many times as it is listed) since the mark ``since`` (``reads``): answers whose
+    URL is one of ``urls`` (``exact``), or includes it."""
+    page.wait_for_function(
+        """([since, urls, exact]) => {
+          const read = window.__read.slice(since);
+          return urls.every((u) => read.filter((r) => (exact ? r === u : r.includes(u))).length
+            >= urls.filter((v) => v === u).length);
+        }""",
+        arg=[since, urls, exact],
+    )
 
 
 def wait_rendered(page: Any, view: str) -> None:
-    """Wait until the page says its data is on screen (``data-rendered`` on <html>)."""
+    """Wait until the page says its data is on screen (``data-rendered`` on <html>).
+
+    The mark stays once set: after an action in the same page (a search, a save that
+    draws the list again) it says nothing of that action, unless ``unmark_rendered``
+    took it off before the action."""
     page.wait_for_selector(f"html[data-rendered='{view}']", state="attached")
+
+
+def unmark_rendered(page: Any) -> None:
+    """Takes ``data-rendered`` off <html>, so that the next ``wait_rendered`` waits for the
+    page's next render: the list or the search drawn again by the action that follows
+    (a search, a save, a delete). The rest of that action's handling (a save's message
+    after the list came back) goes on in microtasks, so it has run by then too."""
+    page.evaluate("document.documentElement.removeAttribute('data-rendered')")
 
 
 def paint_times(page: Any) -> dict[str, float]:
