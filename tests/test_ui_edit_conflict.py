@@ -120,8 +120,7 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
     page.click("#d-save")
     wait_text(page, "#error", CHANGED)
     page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 2")
-    # The message shows before the list is drawn again, and the refusal's handling goes on
-    # after it (the list clears the message, which is then shown again): wait for its end.
+    # The refusal's handling ends once the list is drawn again: wait for that end.
     wait_rendered(page, "memories")
     assert page.input_value("#d-text") == "Ana moved to Porto in May"  # reloaded as stored
     assert server.call("GET", f"/v1/memories/{mid}", key)["text"] == "Ana moved to Porto in May"
@@ -147,8 +146,8 @@ def test_save_after_another_clients_change_is_refused_and_the_panel_reloads(
     page.click("#d-save")
     wait_text(page, "#error", CHANGED)
     page.wait_for_function("() => document.getElementById('d-meta').value.includes('reviewed_by')")
-    # The refusal's handling ends after the list is drawn again (it may show the message
-    # again then): "drop" below must be seen to clear it for good, not before that end.
+    # The refusal's handling ends after the list is drawn again: "drop" below must be seen
+    # to clear the message for good, not before that end.
     wait_rendered(page, "memories")
     stored = server.call("GET", f"/v1/memories/{mid}", key)
     assert stored["metadata"]["reviewed_by"] == "bob" and stored["metadata"]["tag"] == "orig"
@@ -280,4 +279,61 @@ def test_newer_goes_back_to_the_page_before_when_pages_are_cut_by_bytes(
     page.click("#scope-form button[type=submit]")
     wait_text(page, "#page-info", "1–10 of 25")
     assert page.is_disabled("#prev")
+    context.close()
+
+
+def test_a_message_shown_while_the_list_reloads_stays_on_screen(
+    server: LiveServer, browser: Any
+) -> None:
+    """A list reloaded after one Save cleared the error box when its answer came, so the
+    "metadata must be a JSON object" of a second Save made meanwhile was wiped unseen (a
+    CI flake of the edit-panel test showed it). Data that arrives clears only a message
+    shown before it was asked for."""
+    key = server.issue_key("msg-during-reload")
+    server.add(key, user_id="ana", messages="Ana keeps bees")
+    context, page = new_page(browser, key)
+    open_panel(page, server, "ana")
+    held = Held(page, re.compile(r"/ui/api/memories\?"))
+    page.fill("#d-text", "Ana keeps bees on her roof")
+    page.click("#d-save")  # saved; the list's reload is held
+    held.wait()
+    page.fill("#d-meta", "[1]")
+    page.click("#d-save")
+    wait_text(page, "#error", "must be a JSON object")
+    held.release()
+    wait_text(page, "#mem-rows", "on her roof")
+    assert "must be a JSON object" in page.inner_text("#error")
+    assert page.is_visible("#error")
+    context.close()
+
+
+def test_a_deleted_memorys_message_does_not_come_back_once_the_user_moved_on(
+    server: LiveServer, browser: Any
+) -> None:
+    """A Save of a memory deleted elsewhere says so and draws the list again. The user
+    searched before that list came: the search's answer cleared the message, and then the
+    stale list's end showed it again, over the search results (a review of the tests)."""
+    key = server.issue_key("gone-then-search")
+    (gone,) = server.add(key, user_id="ana", messages="Ana's old address")
+    server.add(key, user_id="ana", messages="Ana plays the cello")
+    context, page = new_page(browser, key)
+    page.goto(f"{server.base}/ui?user_id=ana")
+    wait_rendered(page, "memories")
+    page.click("#mem-rows tr:has-text('old address') >> text=history / edit")
+    page.wait_for_function("() => document.getElementById('d-text').value.includes('old address')")
+    server.call("DELETE", f"/v1/memories/{gone['id']}", key)
+    held = Held(page, re.compile(r"/ui/api/memories\?"))
+    page.fill("#d-text", "Ana's new address")
+    page.click("#d-save")
+    wait_text(page, "#error", "deleted elsewhere")
+    held.wait()  # the list's reload after the 404
+    unmark_rendered(page)
+    page.fill("#f-query", "cello")
+    page.click("#search-button")
+    wait_rendered(page, "memories")
+    wait_text(page, "#mem-status", "hits for the query")
+    assert page.is_hidden("#error")
+    held.release()  # the stale list's answer comes after the search's
+    assert page.is_hidden("#error"), page.inner_text("#error")
+    assert "cello" in page.inner_text("#mem-rows")
     context.close()

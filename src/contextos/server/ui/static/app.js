@@ -37,10 +37,18 @@ function button(text, onClick, cls) {
   return b;
 }
 
+// Each message shown is numbered (`errorsShown`), so that data that arrives clears only a
+// message shown before it was asked for (`request`'s `clearEarlierError`). One shown
+// meanwhile is about something newer and stays: a list reloaded after one Save wiped the
+// "metadata must be a JSON object" of the next, and a refused Delete's message came back
+// after the memory was deleted by a second try (a review).
+let errorsShown = 0;
+
 function showError(message) {
   const box = $("error");
   box.textContent = message || "";
   box.hidden = !message;
+  if (message) errorsShown += 1;
 }
 
 function rendered() {
@@ -77,11 +85,15 @@ const newest = {};
 // when a newer request of the panel was made meanwhile: a slow answer must not be drawn
 // into the view the user has moved on to (session `long`'s next page of turns into
 // session `short`'s table).
+//
+// Its `clearEarlierError()`, called once the answer is drawn, hides the message on screen
+// if it was shown before this request was made (see `showError`).
 function request(panel) {
   const token = {};
   newest[panel] = token;
   const current = () => newest[panel] === token;
-  return (pending) => Promise.resolve(pending).then(
+  const mark = errorsShown;
+  const awaiting = (pending) => Promise.resolve(pending).then(
     (answer) => {
       if (!current()) throw new Stale();
       return answer;
@@ -90,6 +102,10 @@ function request(panel) {
       throw current() ? err : new Stale();
     },
   );
+  awaiting.clearEarlierError = () => {
+    if (errorsShown === mark) showError("");
+  };
+  return awaiting;
 }
 
 // Makes the pending request of `panel` stale (what it was for is no longer shown).
@@ -546,7 +562,7 @@ async function loadMemories(offset = mem.offset, step = null, after = offset ? m
   mem.offset = offset;
   mem.after = after;
   mem.total = page.total;
-  showError("");
+  current.clearEarlierError();
   showForget(scope);
   setUrl({ ...scope, ...filters, offset: offset || "", after: after || "", q: "" });
   head(["memory", "type", "scope", "created", "validity", ""]);
@@ -584,7 +600,7 @@ async function searchMemories() {
     body: { ...Object.fromEntries(Object.entries(scope).filter(([, v]) => v)), query: q, limit: 20,
       memory_types: type ? [type] : null },
   }));
-  showError("");
+  current.clearEarlierError();
   mem.back = [];
   mem.listing = "";
   mem.query = q;
@@ -620,7 +636,7 @@ async function openMemory(id, moveFocus = true) {
     await reportGone(GONE_OPEN);
     return;
   }
-  showError("");
+  current.clearEarlierError();
   keepUnsaved(null);
   markGone(false);
   $("d-id").replaceChildren(idNode(r.id));
@@ -711,9 +727,10 @@ async function saveMemory(id) {
     const refused = "This memory was changed since you opened it: it now shows as stored, "
       + "and your edit was not saved. It is kept below the boxes: put it back to save it "
       + "on this version.";
+    // Shown once the reload is asked for, so its answer does not clear it (`showError`).
+    const reload = reloadShown();
     showError(refused);
-    await reloadShown();
-    if (editing.id === id && !$("d-unsaved").hidden) showError(refused);
+    await reload;
     return;
   }
   showError("");
@@ -755,14 +772,12 @@ async function goneWhileOpen(id, mine, message) {
   await reportGone(message);
 }
 
-// Shows `message`, and keeps it on screen through the list's reload (which clears errors).
+// Draws the list or search again and shows `message`, shown once the reload is asked for,
+// so that its answer does not clear it (`showError`).
 async function reportGone(message) {
+  const reload = reloadShown();
   showError(message);
-  try {
-    await reloadShown();
-  } finally {
-    showError(message);
-  }
+  await reload;
 }
 
 // Marks the panel as of a memory deleted elsewhere (true), or not (false: a memory opened).
@@ -819,9 +834,9 @@ async function deleteMemory(id) {
     if (mine.text !== null || mine.meta !== null) keepUnsaved({ ...mine, id });
     const refused = "This memory was changed since you opened it, so it was not deleted: it now "
       + "shows as stored. Delete it again to delete this version.";
+    const reload = reloadShown();
     showError(refused);
-    await reloadShown();
-    if (editing.id === id) showError(refused);
+    await reload;
     return;
   }
   $("detail").hidden = true;
@@ -938,7 +953,7 @@ async function openSession(sid, firstPage, current = request("turns")) {
   // into this one.
   drop("more");
   drop("window");
-  showError("");
+  current.clearEarlierError();
   sess.id = sid;
   sess.after = -1;
   setUrl({ session_id: sid });
@@ -953,7 +968,7 @@ async function openSession(sid, firstPage, current = request("turns")) {
 async function loadTurns() {
   const current = request("more");
   const found = await current(turnsPage(sess.id, sess.after));
-  showError("");
+  current.clearEarlierError();
   appendTurns(found);
 }
 
@@ -1000,7 +1015,7 @@ async function buildWindow() {
     body: { question: $("w-question").value, token_budget: budget, model: $("w-model").value.trim(),
       ...(user ? { user_id: user } : {}) },
   }));
-  showError("");
+  current.clearEarlierError();
   const color = {};
   w.segments.forEach((u, i) => (color[u.name] = SEGMENT_CLASSES[i % SEGMENT_CLASSES.length]));
   const breaks = new Map(w.breakpoints.map((b) => [b.after, b]));
@@ -1105,7 +1120,7 @@ async function cacheData(sid) {
 // the panel when one was made earlier.
 async function openCache(sid, prefetched, current = request("cache")) {
   const data = await current(prefetched || cacheData(sid));
-  showError("");  // a new session's replay: an earlier one's error no longer applies
+  current.clearEarlierError();  // a new session's replay: an earlier error no longer applies
   setUrl({ session_id: sid, model: $("c-model").value.trim() });
   $("c-id").replaceChildren(idNode(sid));
   $("c-summary").textContent = data.calls.length + " calls replayed with " + data.model + " · cache-read share " +
