@@ -7,17 +7,21 @@ memory file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
 
+from contextos.llm.media_tokens import media_tokens  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_http import FakeResponse  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+from contextos.types import Message  # noqa: E402
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
@@ -158,3 +162,94 @@ def test_an_edited_message_and_a_regenerated_reply_leave_memory_with_their_branc
         assert texts == sorted(
             ["Hi, I'm Ana.", "Hello Ana.", "My cat is called Mia.", "Noted, Mia."]
         ), texts
+
+
+def _paused_reply(content: list[dict[str, Any]], stop: str) -> FakeResponse:
+    return FakeResponse(
+        json_body={
+            "id": "msg_p",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 10},
+        }
+    )
+
+
+PAUSED = [
+    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
+    {
+        "type": "web_search_tool_result",
+        "tool_use_id": "srvtoolu_1",
+        "content": [
+            {
+                "type": "web_search_result",
+                "url": "https://x.example",
+                "title": "X",
+                "encrypted_content": "ENC" * 2000,
+            }
+        ],
+    },
+    {"type": "text", "text": "Found one source, searching more."},
+    {"type": "server_tool_use", "id": "srvtoolu_2", "name": "web_search", "input": {"query": "q2"}},
+]
+
+
+def test_a_paused_server_tool_turn_goes_back_with_its_blocks(tmp_path: Path) -> None:
+    """With server tools the API may stop a turn with ``pause_turn``; the app sends the
+    paused turn back as it came so the server goes on. The wrapper sent its text alone:
+    the pending ``server_tool_use`` and the search results already run were gone, and
+    nothing failed (a review)."""
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]
+    with (
+        FakeAnthropic() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="research", user_id="ana")
+        fake.enqueue(_paused_reply(PAUSED, "pause_turn"))
+        fake.enqueue(_paused_reply([{"type": "text", "text": "Both sources agree."}], "end_turn"))
+        history: list[dict[str, Any]] = [{"role": "user", "content": "Research topic X."}]
+        first = wrapped.messages.create(
+            model="claude-sonnet-4-5", max_tokens=500, messages=history, tools=tools
+        )
+        assert first.stop_reason == "pause_turn"
+        history.append({"role": "assistant", "content": first.content})  # SDK objects
+        second = wrapped.messages.create(
+            model="claude-sonnet-4-5", max_tokens=500, messages=history, tools=tools
+        )
+        assert second.content[0].text == "Both sources agree."
+        sent = fake.messages_requests()[-1].json()["messages"]
+        assert sent[-1]["role"] == "assistant"
+        assert [b["type"] for b in sent[-1]["content"]] == [b["type"] for b in PAUSED]
+        assert sent[-1]["content"][1]["content"][0]["encrypted_content"] == "ENC" * 2000
+        assert sent[-1]["content"][3]["id"] == "srvtoolu_2"
+
+        # A prefill of text blocks goes as given too.
+        fake.enqueue(_paused_reply([{"type": "text", "text": " and more."}], "end_turn"))
+        wrapped.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=50,
+            messages=[
+                {"role": "user", "content": "Say something."},
+                {"role": "assistant", "content": [{"type": "text", "text": "Something"}]},
+            ],
+        )
+        sent = fake.messages_requests()[-1].json()["messages"]
+        assert sent[-1] == {"role": "assistant", "content": [{"type": "text", "text": "Something"}]}
+
+
+def test_a_paused_turns_server_blocks_count_towards_the_window() -> None:
+    # 6,000 characters of encrypted search results sent back: not 0 tokens in a budget.
+    paused = Message(
+        "assistant",
+        "Found one source, searching more.",
+        metadata={"wire": ("anthropic", {"role": "assistant", "content": PAUSED})},
+    )
+    assert 1500 <= media_tokens(paused) <= 1700
+    text_only = [b for b in PAUSED if b["type"] == "text"]
+    plain = Message("assistant", "x", metadata={"wire": ("anthropic", {"content": text_only})})
+    assert media_tokens(plain) == 0

@@ -516,7 +516,7 @@ def _as_logged(reply: Message, prepared: Prepared, call: CallRecord) -> Message:
     model, provider, request id, what the provider's server did to the context, and
     ``"complete": False`` when its stream was cut or abandoned. Its text, as mended, is
     what is remembered."""
-    prefill = _prefill_of(prepared.window)
+    prefill = prefill_of(prepared.window)
     if prefill is not None:
         redo = {k: v for k, v in prefill.metadata.items() if k == REDO_KEY}
         reply = replace(
@@ -538,7 +538,7 @@ def _as_logged(reply: Message, prepared: Prepared, call: CallRecord) -> Message:
     return replace(reply, metadata=meta)
 
 
-def _prefill_of(window: Window) -> Message | None:
+def prefill_of(window: Window) -> Message | None:
     """The prefill a window ends with (:func:`context_window`'s ``prefill``), if any."""
     last = window.blocks[-1] if window.blocks else None
     return last.message if last is not None and last.key == PREFILL_KEY else None

@@ -51,6 +51,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import math
 import re
 import struct
@@ -391,6 +392,30 @@ def anthropic_blocks_tokens(
     return total
 
 
+#: Anthropic assistant blocks that are the turn's text, tool calls, thinking or compaction:
+#: counted as such, not by :func:`anthropic_server_blocks_tokens`.
+_COUNTED_ELSEWHERE = frozenset({"text", "tool_use", "thinking", "redacted_thinking", "compaction"})
+
+
+def anthropic_server_blocks_tokens(blocks: Iterable[Any]) -> int:
+    """Estimated tokens of the server tools' blocks of an Anthropic assistant turn
+    (``server_tool_use``, ``web_search_tool_result`` with its ``encrypted_content``...):
+    their JSON at 4 characters a token. What they hold is the API's to count (search
+    results are billed as input); the estimate keeps a budget from ignoring them."""
+    total = 0
+    for block in blocks:
+        if _get(block, "type") in _COUNTED_ELSEWHERE:
+            continue
+        as_json = block if isinstance(block, Mapping) else _dumped(block)
+        total += math.ceil(len(json.dumps(as_json, default=str)) / 4)
+    return total
+
+
+def _dumped(block: Any) -> Any:
+    dump = getattr(block, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if dump is not None else str(block)
+
+
 def _data_url(url: Any) -> bytes | None:
     """The bytes of a base64 ``data:`` URL, else None."""
     if not isinstance(url, str) or not url.startswith("data:"):
@@ -431,6 +456,8 @@ def media_tokens(message: Message, count: Count | None = None) -> int:
     - a user message carrying its wire form (:data:`WIRE_KEY`: the question, whose own
       content is sent as given): its images, documents and files. A logged turn holds
       no wire form: history user turns are sent as text.
+    - an Anthropic assistant message carrying its wire form (a prefill, sent as given
+      when it holds server tools' blocks: a ``pause_turn`` sent back): those blocks.
 
     ``count`` counts the text of a plain-text document (else 4 characters a token).
     Thinking blocks are not media: :func:`thinking_tokens`.
@@ -442,10 +469,14 @@ def media_tokens(message: Message, count: Count | None = None) -> int:
             return 0
         return anthropic_blocks_tokens(_listed(kept.get("blocks")), count)
     wire = meta.get(WIRE_KEY)
-    if message.role != "user" or not isinstance(wire, (tuple, list)) or len(wire) != 2:
+    if not isinstance(wire, (tuple, list)) or len(wire) != 2:
         return 0
     content = _get(wire[1], "content")
     if not isinstance(content, (list, tuple)):
+        return 0
+    if message.role == "assistant":
+        return anthropic_server_blocks_tokens(content) if wire[0] == "anthropic" else 0
+    if message.role != "user":
         return 0
     if wire[0] == "anthropic":
         return anthropic_blocks_tokens(content, count)

@@ -52,7 +52,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from contextos.engine.context import model_info
+from contextos.engine.context import model_info, prefill_of
 from contextos.engine.window import Block, Window
 from contextos.llm.media_tokens import THINKING_KEY as THINKING_KEY  # message metadata key
 from contextos.llm.media_tokens import open_loop_start
@@ -282,7 +282,28 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
         final[-1:] = own
         if mark is not None:
             final[-1]["cache_control"] = mark
+    _send_prefill_back(prepared.window, body["messages"])
     return body
+
+
+def _send_prefill_back(window: Window, messages: list[JSON]) -> None:
+    """The prefill a window ends with, sent as the caller's own blocks (in place) when it
+    came as a list of blocks, as the question's are (:func:`render_body`).
+
+    Why: with server tools the API may stop a long turn with ``stop_reason:
+    "pause_turn"``, and the app sends that paused turn back, as it came, to let the
+    server go on. Rendered from its text, the pending ``server_tool_use`` and the results
+    of the searches already run were gone: the model went on from the text alone, and
+    nothing failed (a review). Its thinking blocks are among the caller's own; the
+    window counts the server tools' blocks (:func:`~contextos.llm.media_tokens.media_tokens`)."""
+    blocks = own_content(prefill_of(window), "anthropic")
+    if not blocks or not messages or messages[-1]["role"] != "assistant":
+        return
+    final = messages[-1]["content"]
+    mark = final[-1].get("cache_control") if final else None
+    final[:] = [_as_json(b) for b in blocks]  # SDK objects as their JSON: a mark can go on
+    if mark is not None and field_of(final[-1], "type") not in _THINKING:
+        final[-1]["cache_control"] = mark
 
 
 def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
