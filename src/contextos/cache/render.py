@@ -83,8 +83,24 @@ def tool_results_meta(blocks: list[dict[str, Any]], text: str) -> dict[str, Any]
     tool calls holds one ``tool_result`` per call, and the API refuses a request where
     any ``tool_use`` has no ``tool_result`` right after it.
     """
-    kept = [{k: v for k, v in b.items() if k != "cache_control"} for b in blocks]
-    return {"of": _digest(text), "blocks": kept}
+    return {"of": _digest(text), "blocks": [_unmarked(b) for b in blocks]}
+
+
+def _unmarked(block: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """``block`` without the app's ``cache_control`` markers, its own and those of the
+    blocks nested in its content (an image or text block of a ``tool_result``).
+
+    Why nested too: logged with them, every old result came back marked on every later
+    call, one marker more each tool step, past the API's four (a review). No request
+    nests blocks deeper than a few levels; past :data:`_MAX_DEPTH` they are kept as sent."""
+    out = {k: v for k, v in block.items() if k != "cache_control"}
+    inner = out.get("content")
+    if isinstance(inner, list) and depth < _MAX_DEPTH:
+        out["content"] = [_unmarked(b, depth + 1) if isinstance(b, dict) else b for b in inner]
+    return out
+
+
+_MAX_DEPTH = 8
 
 
 def _tool_result_blocks(msg: Message) -> list[dict[str, Any]]:

@@ -94,8 +94,9 @@ def _read_text(content: Any, role: str) -> tuple[str, bool]:
     An assistant's text blocks are joined with nothing: the API splits one
     answer into several blocks mid-sentence (citations), and its stream does
     not mark the seams. Other turns' blocks are separate parts, joined by a
-    newline. A turn with no text but images or documents is named by
-    placeholders (``[image]``), and says so (:data:`PLACEHOLDER_KEY`).
+    newline. A ``search_result`` block is read as its title, source and text. A turn
+    with no text but images or documents is named by placeholders (``[image]``), and
+    says so (:data:`PLACEHOLDER_KEY`).
     """
     if isinstance(content, str):
         return content, False
@@ -107,12 +108,26 @@ def _read_text(content: Any, role: str) -> tuple[str, bool]:
             parts.append(field_of(block, "text", ""))
         elif kind == "tool_result":
             parts.append(_text_of(field_of(block, "content", "")))
+        elif kind == "search_result":
+            parts.append(_search_result_text(block))
         elif kind in _PLACEHOLDERS:
             others.append(_PLACEHOLDERS[kind])
     text = ("" if role == "assistant" else "\n").join(parts)
     if text.strip() or not others:
         return text, False
     return " ".join(others), True
+
+
+def _search_result_text(block: Any) -> str:
+    """A ``search_result`` block as text: its title, its source, and its content's text.
+
+    Why: read as nothing, a tool's search results (Anthropic's shape for RAG results)
+    were logged as an empty turn, counted as a few tokens whatever their size, so a budget
+    was passed three times over and compaction never began, and summaries saw nothing
+    of what the tool found (a review). As text they are counted, as a text block is."""
+    head = " ".join(str(field_of(block, k, "") or "") for k in ("title", "source")).strip()
+    body = _text_of(field_of(block, "content", ""))
+    return f"{head}\n{body}" if head and body else head or body
 
 
 def tool_arguments(tool_input: Any) -> str:

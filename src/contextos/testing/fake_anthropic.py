@@ -194,6 +194,27 @@ def _blocks(body: dict[str, Any]) -> list[tuple[str, str | None]]:
     return out
 
 
+def _marker_ttls(body: dict[str, Any]) -> list[str]:
+    """The TTL of each ``cache_control`` marker in prompt order, those on blocks nested in
+    a ``tool_result`` or ``search_result`` included: the API counts them all."""
+    ttls = [ttl for _, ttl in _blocks(body) if ttl]
+    nested: list[str] = []
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        todo = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        while todo:
+            block = todo.pop()
+            inner = block.get("content")
+            if block.get("type") in ("tool_result", "search_result") and isinstance(inner, list):
+                for child in inner:
+                    if isinstance(child, dict):
+                        cc = child.get("cache_control")
+                        if isinstance(cc, dict):
+                            nested.append(cc.get("ttl") or "5m")
+                        todo.append(child)
+    return ttls + nested
+
+
 class _PromptCache:
     """Prefix hashes written at breakpoints; the fake's stand-in for the provider cache."""
 
@@ -536,12 +557,13 @@ class FakeAnthropic(FakeHTTPServer):
                 return _error(400, refusal)
             return FakeResponse(json_body={"input_tokens": _request_tokens(body)})
         try:
-            ttls = [ttl for _, ttl in _blocks(body) if ttl]
-            if len(ttls) > MAX_CACHE_MARKERS:
+            marks = len(_marker_ttls(body))
+            if marks > MAX_CACHE_MARKERS:
                 raise ContextManagementError(
                     f"A maximum of {MAX_CACHE_MARKERS} blocks with cache_control may be "
-                    f"provided. Found {len(ttls)}."
+                    f"provided. Found {marks}."
                 )
+            ttls = [ttl for _, ttl in _blocks(body) if ttl]  # the TTL order: top level
             if "1h" in ttls and "5m" in ttls[: len(ttls) - 1 - ttls[::-1].index("1h")]:
                 # The API's rule for mixed TTLs: every 1h entry before any 5m one.
                 raise ContextManagementError(
