@@ -94,7 +94,14 @@ from contextos.engine.session import (
 from contextos.engine.summarize import Summary
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, Window, message_item, text_item, tool_item
-from contextos.errors import BudgetError, ConfigError, Conflict, NotFound, ScopeError
+from contextos.errors import (
+    BudgetError,
+    ConfigError,
+    Conflict,
+    NotFound,
+    ProviderError,
+    ScopeError,
+)
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
@@ -177,6 +184,11 @@ class ContextSource(Protocol):
     def commit(self, prepared: Prepared, call: CallRecord) -> None:
         """Record the call's reply and usage (the session log, memory)."""
         ...
+
+
+#: A source may also have ``failed(prepared)``: the wrapper calls it when the provider
+#: refused the call before any reply (:meth:`SessionContext.failed`). Not part of the
+#: protocol, so that sources written before it still fit.
 
 
 class _Committer:
@@ -1139,6 +1151,19 @@ class SessionContext:
         """Log the reply and remember the exchange (on a background thread by default)."""
         self._committer.submit(self._commit, prepared, call)
 
+    def failed(self, prepared: Prepared) -> None:
+        """The call of ``prepared`` failed before any reply came (the provider refused it,
+        timed out, was overloaded): remember its question, as a cut stream's is.
+
+        Why: the question is in the session's log (it was logged before the call) and the
+        model is sent it on the next call, but no commit ran, so it never reached memory,
+        and the user's next session never found "I am allergic to peanuts" said just
+        before a 529 (a review). A stream cut after its first byte remembered it. Once
+        only, as for a cut stream: the commit of a retry that answers it finds it
+        remembered, and the store drops an exact repeat."""
+        call = CallRecord("", "", Usage(), None, False, 0.0, complete=False)
+        self._committer.submit(self._commit, prepared, call)
+
     def flush(self) -> None:
         """Wait for the last commit; re-raise its error if it failed."""
         self._committer.wait()
@@ -1210,6 +1235,11 @@ class SessionContext:
         question = None if prepared.resent or answered else prepared.question
         whole = reply if call.complete and self.remember_replies else None
         asked = anchor.seq if anchor is not None and prepared.question is not None else None
+        if question is not None and asked is not None and not prepared.logged:
+            # A retry of a question logged by an earlier call: remembered by that call
+            # when it failed (:meth:`failed`), or by nothing when it came before this
+            # rule (a log from an older version); its turn's mark tells which.
+            question = None if self._remembered(asked) else question
         remembered = self._remember((question, asked), (whole, reply_seq))
         if anchor is not None:
             self._forget_cut_branch(prepared, anchor, reply, reply_seq)
@@ -1235,7 +1265,16 @@ class SessionContext:
             for p in text_pieces(m.content)
         ]
         if self.infer:
-            return self.memory.add(pieces, infer=True, **self._owner_ids)
+            try:
+                return self.memory.add(pieces, infer=True, **self._owner_ids)
+            except ProviderError as exc:
+                # Why: the extracting model failing here (a 429: it often shares the chat's
+                # key) lost the exchange from memory for good, and failed the user's next,
+                # unrelated message, which was then not logged (a review). Kept as said,
+                # it is searchable; the model's facts of it are what is lost.
+                log.warning(
+                    "extracting facts from the exchange failed (%s); remembered as said", exc
+                )
         return self.memory.add(pieces, **self.scope_ids)
 
     def _turn_mark(self, seq: int | None) -> dict[str, Any]:
@@ -1308,6 +1347,14 @@ class SessionContext:
         except NotFound:
             return None
         return redo if said_digest(earlier.message) == said_digest(turn.message) else None
+
+    def _remembered(self, seq: int) -> bool:
+        """Whether memory holds what the logged turn ``seq`` said (a memory marked with
+        it, :meth:`_turn_mark`): one read, made only for a retried question."""
+        if self.memory is None or self.session is None:
+            return False
+        flt = Filter(metadata=self._turn_mark(seq))
+        return bool(self.memory.get_all(filters=flt, limit=1, **self.scope_ids))
 
     def _answer_after(self, anchor: TurnPrint) -> Message | None:
         """The reply (whole or cut) a commit logged right after the turn a call followed,

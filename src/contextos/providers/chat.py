@@ -156,3 +156,7 @@ class _Watch:
 
     def commit(self, prepared: Prepared, call: CallRecord) -> None:
         self.inner.commit(prepared, call)
+
+    def failed(self, prepared: Prepared) -> None:
+        """The call failed before any reply: the question is remembered all the same."""
+        self.inner.failed(prepared)

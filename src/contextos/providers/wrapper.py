@@ -34,6 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from ..cache.accounting import field_of
@@ -214,7 +215,7 @@ class _Core:
         if stream and self.adapter.name == "openai" and self.stream_usage:
             kwargs, hide_usage_chunk = _with_stream_usage(kwargs)
         started = time.perf_counter()
-        with mapped_errors(self.adapter.name):
+        with self.failing(prepared), mapped_errors(self.adapter.name):
             response = send(**kwargs)
         model = str(kwargs.get("model", ""))
         if not stream:
@@ -242,6 +243,23 @@ class _Core:
             started,
             hide=_usage_only if hide_usage_chunk else None,
         )
+
+    @contextmanager
+    def failing(self, prepared: Prepared | None) -> Iterator[None]:
+        """Around the provider call: if it fails before any reply, its question is still
+        remembered (:meth:`~contextos.engine.context.SessionContext.failed`), then the
+        error goes on to the caller as it was."""
+        try:
+            yield
+        except Exception:
+            # An injected source need not have it (``ContextSource`` asks for two methods).
+            failed = getattr(self.context, "failed", None) if prepared is not None else None
+            if failed is not None:
+                try:
+                    failed(prepared)
+                except Exception:  # noqa: BLE001 - the call's own error is the one to raise
+                    log.exception("remembering the question of a failed call failed")
+            raise
 
     def observe(
         self,
@@ -327,7 +345,7 @@ class _ManagedStream:
 
     def __enter__(self) -> Any:
         started = time.perf_counter()
-        with mapped_errors(self._core.adapter.name):
+        with self._core.failing(self._prepared), mapped_errors(self._core.adapter.name):
             stream = self._manager.__enter__()
         # Both helpers read their raw SDK stream lazily: instrument it before the first event.
         self._raw = stream._raw_stream
