@@ -999,7 +999,18 @@ class SessionContext:
         fixed += sum(text_item("system", s, tk).tokens for s in request.system if s.strip())
         pending = parts.question or parts.prefill
         if pending is not None:
-            fixed += message_item("question", pending, tk).tokens
+            asked = message_item("question", pending, tk).tokens
+            if asked > budget - fixed:
+                # Said here, as the window would say it: compacting the history to the
+                # 1 token left failed first, with the summary's share named as the cause
+                # ("give a budget of at least 5") of a 400-page PDF's refusal (a review).
+                raise BudgetError(
+                    "the question (its text, images and documents) does not fit beside the "
+                    "instructions and tools: send less, or give a larger budget",
+                    requested=asked,
+                    available=max(0, budget - fixed),
+                )
+            fixed += asked
         fixed += int(self.layout.memories_floor * budget)
         if self.topic is not None:
             _, layout = topic_layout(budget, budget, 0.0, block_tokens=self.memory_tokens)
