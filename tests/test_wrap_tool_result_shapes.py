@@ -191,3 +191,49 @@ def test_the_fake_counts_markers_nested_in_tool_results_as_the_api_does() -> Non
                 {**messages[2], "content": [{**messages[2]["content"][0], "content": inner[:4]}]},
             ],
         )
+
+
+def test_an_offload_stores_no_memory_of_turns_that_were_only_images(tmp_path: Path) -> None:
+    """Image-only questions and screenshot results are logged as "[image]"; the offload
+    compaction archived them as memories, and a search for "image" found a page of them
+    (a review). A wrapped call itself remembers none of them."""
+    made = {"n": 0}
+
+    def reply(body: dict[str, Any]) -> Any:
+        made["n"] += 1
+        if made["n"] % 2:
+            return [{"type": "tool_use", "id": f"tu_{made['n']}", "name": "kb_search", "input": {}}]
+        return f"Looks fine ({made['n']})."
+
+    big = base64.b64encode(png(1092, 1092)).decode()  # about 1,590 tokens an image
+    shot = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": big},
+    }
+    with (
+        FakeAnthropic(reply=reply) as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
+    ):
+        client = wrap(sdk, memory, "shots", user_id="ana", budget=6000, compaction="offload")
+        messages: list[dict[str, Any]] = []
+        for _ in range(8):
+            messages.append({"role": "user", "content": [shot]})
+            for _ in range(2):  # the tool call, then the answer after its result
+                reply_ = client.messages.create(
+                    model=MODEL, max_tokens=100, tools=TOOLS, messages=messages
+                )
+                messages.append(
+                    {"role": "assistant", "content": [b.model_dump() for b in reply_.content]}
+                )
+                calls = [b for b in reply_.content if b.type == "tool_use"]
+                if not calls:
+                    break
+                result = {"type": "tool_result", "tool_use_id": calls[0].id, "content": [shot]}
+                messages.append({"role": "user", "content": [result]})
+        client.flush()
+        texts = [r.text for r in memory.get_all(user_id="ana", limit=500)]
+        assert any(t.startswith("Looks fine") for t in texts)
+        archived = [r for r in memory.get_all(user_id="ana", limit=500) if "turn_seq" in r.metadata]
+        assert archived, "no turn was offloaded: the budget is not small enough"
+        assert "[image]" not in texts, texts

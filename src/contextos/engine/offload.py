@@ -35,6 +35,7 @@ from contextos.memory.ingest import (
     metadata_bytes,
     metadata_depth,
 )
+from contextos.providers.base import PLACEHOLDER_KEY
 from contextos.retry import wait_before_retry
 from contextos.store.records import same_turn
 from contextos.types import ROLES, Filter, MemoryRecord, Message, Scope, Turn, scope_ids
@@ -334,8 +335,11 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
         if when is not None:
             meta["event_time"] = when.isoformat()
         text = _archived_text(t.message)
-        if not text:
-            continue  # nothing said (memory.add refuses a run of only empty messages)
+        if not text or t.message.metadata.get(PLACEHOLDER_KEY):
+            # Nothing said (memory.add refuses a run of only empty messages), or only
+            # images or documents, logged as "[image]": no memory, as a wrapped call
+            # remembers none of them (an offload filled a user's memory with "[image]").
+            continue
         author = _author(t, scope)
         if run and author != run_scope:
             out += memory.add(run, **cast(Scope, run_scope).ids())

@@ -163,6 +163,10 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
     if results and wire.get("role") == "user":
         text = _text_of(content)
         meta[TOOL_RESULTS_KEY] = tool_results_meta([_as_json(b) for b in blocks], text)
+        if text.split() and set(text.split()) <= set(_PLACEHOLDERS.values()):
+            # Results of only images or documents (a screenshot tool): no text to
+            # remember, as for a user turn of them (an offload stored "[image]" memories).
+            meta[PLACEHOLDER_KEY] = True
         return Message(
             "tool", text, tool_call_id=str(field_of(results[0], "tool_use_id")), metadata=meta
         )
