@@ -48,6 +48,25 @@ def _agent(steps: int) -> Any:
     return reply
 
 
+def _step(client: Any, messages: list[dict[str, Any]], **extra: Any) -> str | None:
+    """One call of the agent loop: the reply appended to ``messages`` as the app keeps
+    it; the id of the tool call it made (None: it answered)."""
+    reply = client.messages.create(
+        model=MODEL, max_tokens=100, tools=TOOLS, messages=messages, **extra
+    )
+    messages.append({"role": "assistant", "content": [b.model_dump() for b in reply.content]})
+    calls = [b.id for b in reply.content if b.type == "tool_use"]
+    return calls[0] if calls else None
+
+
+def _results(call: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    """A user turn with the results of ``call``."""
+    return {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call, "content": content}],
+    }
+
+
 def _markers(value: Any) -> int:
     if isinstance(value, dict):
         return ("cache_control" in value) + sum(_markers(v) for v in value.values())
@@ -70,14 +89,8 @@ def test_search_results_count_in_the_budget_and_are_logged_as_text(tmp_path: Pat
         client = wrap(sdk, memory, "rag", user_id="ana", budget=budget)
         messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the refund policy?"}]
         for _ in range(5):
-            reply = client.messages.create(
-                model=MODEL, max_tokens=100, tools=TOOLS, messages=messages
-            )
-            messages.append(
-                {"role": "assistant", "content": [b.model_dump() for b in reply.content]}
-            )
-            calls = [b for b in reply.content if b.type == "tool_use"]
-            if not calls:
+            call = _step(client, messages)
+            if call is None:
                 break
             result = {
                 "type": "search_result",
@@ -85,14 +98,7 @@ def test_search_results_count_in_the_budget_and_are_logged_as_text(tmp_path: Pat
                 "title": "Refund policy",
                 "content": [{"type": "text", "text": passage}],
             }
-            messages.append(
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "tool_result", "tool_use_id": calls[0].id, "content": [result]}
-                    ],
-                }
-            )
+            messages.append(_results(call, [result]))
         client.flush()
         sizes = [len(json.dumps(r.json())) / 4 for r in fake.messages_requests()]
         assert len(sizes) == 5
@@ -118,13 +124,7 @@ def test_markers_inside_tool_results_are_not_sent_back_from_the_log(tmp_path: Pa
         client = wrap(sdk, memory, "marks", user_id="ana")
         messages: list[dict[str, Any]] = [{"role": "user", "content": "Look it up. " * 300}]
         for step in range(5):
-            reply = client.messages.create(
-                model=MODEL,
-                max_tokens=100,
-                tools=TOOLS,
-                system="You are an agent. " * 300,
-                messages=messages,
-            )
+            call = _step(client, messages, system="You are an agent. " * 300)
             body = fake.messages_requests()[-1].json()
             assert _markers(body) <= 4, (step, _markers(body))
             # Inside tool results none: the window places the breakpoints (as it does for
@@ -137,23 +137,19 @@ def test_markers_inside_tool_results_are_not_sent_back_from_the_log(tmp_path: Pa
                 if b.get("type") == "tool_result"
             ]
             assert _markers([r["content"] for r in results]) == 0, step
-            messages.append(
-                {"role": "assistant", "content": [b.model_dump() for b in reply.content]}
-            )
             for message in messages:  # the app moves its mark to the newest result
                 for block in message["content"] if isinstance(message["content"], list) else ():
                     for part in (
                         block.get("content", []) if block.get("type") == "tool_result" else ()
                     ):
                         part.pop("cache_control", None)
-            (call,) = [b for b in reply.content if b.type == "tool_use"]
+            assert call is not None
             shot = {"type": "base64", "media_type": "image/png", "data": SCREENSHOT}
             content = [
                 {"type": "text", "text": f"screenshot {step}"},
                 {"type": "image", "source": shot, "cache_control": {"type": "ephemeral"}},
             ]
-            result = {"type": "tool_result", "tool_use_id": call.id, "content": content}
-            messages.append({"role": "user", "content": [result]})
+            messages.append(_results(call, content))
         client.flush()
         assert len(fake.messages_requests()) == 5
 
@@ -220,17 +216,10 @@ def test_an_offload_stores_no_memory_of_turns_that_were_only_images(tmp_path: Pa
         for _ in range(8):
             messages.append({"role": "user", "content": [shot]})
             for _ in range(2):  # the tool call, then the answer after its result
-                reply_ = client.messages.create(
-                    model=MODEL, max_tokens=100, tools=TOOLS, messages=messages
-                )
-                messages.append(
-                    {"role": "assistant", "content": [b.model_dump() for b in reply_.content]}
-                )
-                calls = [b for b in reply_.content if b.type == "tool_use"]
-                if not calls:
+                call = _step(client, messages)
+                if call is None:
                     break
-                result = {"type": "tool_result", "tool_use_id": calls[0].id, "content": [shot]}
-                messages.append({"role": "user", "content": [result]})
+                messages.append(_results(call, [shot]))
         client.flush()
         texts = [r.text for r in memory.get_all(user_id="ana", limit=500)]
         assert any(t.startswith("Looks fine") for t in texts)
