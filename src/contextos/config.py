@@ -72,6 +72,50 @@ class Settings:
     openai_base_url: str | None = None
     embed_batch_size: int = 64
 
+    def __repr__(self) -> str:
+        """The fields as a dataclass shows them, each API key as ``'***'`` when set and a
+        database URL without its password (:func:`redacted_db`).
+
+        Why: the default repr printed the keys whole, and a settings object reaches logs
+        and error reports (``log.info("%s", settings)``, a tracker that captures frame
+        locals, where ``Memory.settings`` holds it); key scrubbers match variable names,
+        not text inside a repr (a review, s36)."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRETS and value:
+                value = "***"
+            elif f.name == "db" and isinstance(value, str):
+                value = redacted_db(value)  # a postgresql:// URL's password
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+
+#: The :class:`Settings` fields that hold a secret: never shown by its repr.
+_SECRETS = frozenset({"anthropic_api_key", "openai_api_key"})
+
+#: Query parameters of a libpq URL that hold a secret (``?password=...``).
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+
+
+def redacted_db(db: str) -> str:
+    """``db`` as a log, a report or a repr may show it: a SQLite path as it is; a
+    postgresql:// URL without the user and password before the host, and without a
+    password given as a query parameter (``postgresql://u@h/db?password=...``, which a
+    benchmark report showed whole: a review)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    if "://" not in db:
+        return db
+    parts = urlsplit(db)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    query = [
+        (key, "***" if key.lower() in _SECRET_PARAMS else value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return f"{shown}?{urlencode(query, safe='*/')}" if query else shown
 
 _ENV = {
     "db": "CONTEXTOS_DB",

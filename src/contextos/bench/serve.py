@@ -539,24 +539,9 @@ def drain_time(db: str, tenant: str, limit: float = DRAIN_LIMIT_S) -> tuple[int,
         store.close()
 
 
-#: Query parameters of a libpq URL that hold a secret (``?password=...``).
-_SECRET_PARAMS = frozenset({"password", "sslpassword"})
-
-
 def _redact(db: str) -> str:
-    """Hide the secrets of a postgresql:// URL before it lands in a report or on stderr:
-    the user and password before the host, and a password given as a query parameter
-    (``postgresql://u@h/db?password=...``, which was shown whole: a review)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit
+    """The store as a report or stderr may show it: "sqlite", or the URL without its
+    secrets (:func:`~contextos.config.redacted_db`)."""
+    from contextos.config import redacted_db
 
-    if "://" not in db:
-        return "sqlite"
-    parts = urlsplit(db)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"***@{host}" if "@" in parts.netloc else host
-    query = [
-        (key, "***" if key.lower() in _SECRET_PARAMS else value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    return f"{shown}?{urlencode(query, safe='*/')}" if query else shown
+    return "sqlite" if "://" not in db else redacted_db(db)

@@ -501,8 +501,9 @@ def apply_compaction(
     and cut to its ceiling.
 
     Raises:
-        ValueError: the summarize strategy without a summarizer, or a summary none of
-            whose lines fits its ceiling.
+        ValueError: the summarize strategy without a summarizer, a summary none of
+            whose lines (with text) fits its ceiling, or an empty summary that covers
+            none of the rotated turns (see :func:`_checked_summary`).
         TypeError: the summarizer returned something other than a :class:`Summary`.
     """
     th = thresholds or Thresholds()
@@ -524,12 +525,12 @@ def apply_compaction(
         if summarizer is None:
             raise ValueError("the summarize strategy needs a summarizer")
         ceiling = int(th.summary_share * budget)
+        folded = [t for t in turns if t.seq in rotated]
         summary = _checked_summary(
-            summarizer.summarize(
-                [t for t in turns if t.seq in rotated], previous=summary, max_tokens=ceiling
-            ),
+            summarizer.summarize(folded, previous=summary, max_tokens=ceiling),
             ceiling,
             tokenizer or default_tokenizer(),
+            folded,
         )
     unarchived = state.unarchived
     if plan.strategy == "offload":  # archived after the save, confirmed after that
@@ -545,10 +546,12 @@ def apply_compaction(
     )
 
 
-def _checked_summary(summary: object, max_tokens: int, tokenizer: Tokenizer) -> Summary:
+def _checked_summary(
+    summary: object, max_tokens: int, tokenizer: Tokenizer, folded: Sequence[Turn] = ()
+) -> Summary:
     """A summarizer's result made fit to keep: each line's text mended and its tokens
-    recounted with ``tokenizer``, then the lines ranked last dropped until it fits
-    ``max_tokens``.
+    recounted with ``tokenizer``, blank lines dropped, then the lines ranked last dropped
+    until it fits ``max_tokens``. ``folded``: the rotated turns it was given.
 
     Why: the result was saved as returned, and a summarizer is a seam (an LLM one may
     ignore the ceiling or miscount). A summary over the ceiling was saved, then left out
@@ -560,19 +563,43 @@ def _checked_summary(summary: object, max_tokens: int, tokenizer: Tokenizer) -> 
     caller's. Lines are ranked as the extractive fold ranks them, by salience per
     token, newest first on ties. A summary none of whose lines fits is refused rather
     than kept empty: the rotated turns would vanish with it, while a refused compaction
-    leaves the state as it was.
+    leaves the state as it was. A blank line counts as no line: it recalls nothing, and
+    a summarizer that wrote one per turn (an LLM one given an empty reply) was kept.
+
+    An empty summary (no lines at all) is kept only when it covers the rotated turns
+    (``covers_to`` at least the last one's seq), or when they hold no text: that is a
+    summarizer judging that nothing in them is worth a line, as the offline
+    :class:`~contextos.engine.summarize.ExtractiveSummarizer` does for greetings, fillers
+    and tool output (its result always covers the turns it was given). A bare
+    ``Summary()`` covers no turn (``covers_to`` -1): it is what a summarizer returns when
+    it produced nothing (a model that answered empty), and it was kept, so turns with
+    text left every window (a review, s36).
 
     Raises:
         TypeError: ``summary`` is not a :class:`Summary` of :class:`SummaryLine`.
-        ValueError: it has lines, and none fits ``max_tokens``.
+        ValueError: it has lines, and none with text fits ``max_tokens``; or it has no
+            line, does not cover the last of ``folded``, and they hold text.
     """
     if not isinstance(summary, Summary):
         raise TypeError(f"the summarizer returned {type(summary).__name__}, not a Summary")
-    lines = [_checked_line(line, tokenizer) for line in summary.lines]
+    checked = [_checked_line(line, tokenizer) for line in summary.lines]
+    lines = [line for line in checked if line.text.strip()]
     kept = fitting_lines(lines, max_tokens, one_per_turn=False)
-    if lines and not kept:
+    if checked and not kept:
+        blank = len(checked) - len(lines)
         raise ValueError(
-            f"the summarizer's summary has no line within its ceiling of {max_tokens} tokens"
+            f"the summarizer's summary has no line with text within its ceiling of "
+            f"{max_tokens} tokens"
+            + (f" ({blank} of its {len(checked)} lines are blank)" if blank else "")
+        )
+    last = max((t.seq for t in folded), default=-1)
+    said = any(t.message.content.strip() for t in folded)
+    if not checked and said and _number(summary.covers_to, int, "covers_to") < last:
+        raise ValueError(
+            f"the summarizer returned an empty summary that does not cover the "
+            f"{len(folded)} rotated turns (covers_to {summary.covers_to}, the last one is "
+            f"seq {last}): a summarizer with nothing worth keeping returns a Summary "
+            "whose covers_to is the last turn's seq"
         )
     return Summary(
         tuple(line for i, line in enumerate(lines) if i in kept),

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from contextos.config import Settings
-from contextos.errors import ReplyTruncated
+from contextos.errors import ProviderError, ReplyTruncated
 from contextos.providers.base import CallRecord
 from contextos.providers.errors import call_mapped
 from contextos.providers.sdk import client_from_settings
@@ -49,6 +49,25 @@ def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:
         for m in messages
         if m.role != "system"
     ]
+
+
+def _reply_object(provider: str, api: str, response: Any) -> Any:
+    """``response`` if it is the SDK's object for an ``api`` reply; else ProviderError.
+
+    Why: the SDKs return a 200 body that is not a JSON object as it is, not as their
+    reply object: an HTML page (a wrong ``base_url``, a proxy's or captive portal's page)
+    as a str, JSON of another type as a list or a str. Read as a reply, it raised
+    ``AttributeError: 'str' object has no attribute 'usage'`` out of ``Memory.add``,
+    where every other failed call is a ProviderError, which the extractor and the
+    reconciler raise as documented (a review, s36). The SDKs' reply objects always have
+    a ``usage`` attribute (None when the body had none), so that is what is checked."""
+    if not hasattr(response, "usage"):
+        kind = "text" if isinstance(response, str) else f"a {type(response).__name__}"
+        raise ProviderError(
+            f"{provider}: the answer (HTTP 200) is {kind}, not a {api} object: check "
+            "base_url (it may point at a web page or a proxy, not at the API)"
+        )
+    return response
 
 
 class _SdkLLM(BaseLLM):
@@ -114,6 +133,7 @@ class AnthropicLLM(_SdkLLM):
         from contextos.providers.anthropic import reply_of
 
         response = call_mapped(self.provider, self.client.messages.create, **kwargs)
+        response = _reply_object(self.provider, "Messages API", response)
         stop = getattr(response, "stop_reason", None)
         return reply_of(response), usage_from_anthropic(response.usage), stop
 
@@ -142,6 +162,7 @@ class OpenAILLM(_SdkLLM):
         from contextos.providers.openai import reply_of
 
         response = call_mapped(self.provider, self.client.chat.completions.create, **kwargs)
+        response = _reply_object(self.provider, "Chat Completions", response)
         choices = getattr(response, "choices", None) or []
         stop = getattr(choices[0], "finish_reason", None) if choices else None
         return reply_of(response), usage_from_openai(response.usage), stop

@@ -28,6 +28,7 @@ from contextos.llm.tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, Tokenizer
 from contextos.text import sentences as S
 from contextos.text.temporal import parse_session_time
 
+from ..engine.message_text import lone_surrogate_at
 from ..errors import ConfigError, ProviderError, ReplyTruncated
 from ..llm import LLM, parse_json_reply, schema_errors
 from ..times import opt_utc
@@ -66,15 +67,22 @@ class ChunkLine:
 
 def model_text(text: str) -> str:
     """``text``, written by a model for a memory, if a memory can hold it: at most
-    ``MAX_TEXT_CHARS`` characters and no NUL (no store keeps one); else ValueError,
-    which the callers treat as an invalid reply (the fallback runs).
+    ``MAX_TEXT_CHARS`` characters, no NUL (no store keeps one) and no lone surrogate
+    (no store can encode one); else ValueError, which the callers treat as an invalid
+    reply (the fallback runs).
 
     Why: ``add`` and ``update`` refuse such a text from the caller, but a model's went
-    straight to the store, which stored a 5 MB fact or raised out of ``add``."""
+    straight to the store, which stored a 5 MB fact or raised out of ``add``. A lone
+    surrogate comes from a model that writes ``\\ud83c`` (half an emoji) in its JSON:
+    Python's parser takes it, and the content hash then raised UnicodeEncodeError out of
+    ``add``, losing the add's facts (a review, s36)."""
     if len(text) > MAX_TEXT_CHARS:
         raise ValueError(f"a fact of {len(text):,} characters (at most {MAX_TEXT_CHARS:,})")
     if "\x00" in text:
         raise ValueError("a fact holds a NUL character")
+    at = lone_surrogate_at(text)
+    if at is not None:
+        raise ValueError(f"a fact holds a lone surrogate {text[at]!r} (not valid Unicode)")
     return text
 
 

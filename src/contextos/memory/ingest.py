@@ -63,37 +63,58 @@ class AddOptions:
 
 
 def to_messages(messages: object) -> list[Message]:
-    """Normalise the accepted input shapes to a list of messages (validating types)."""
+    """Normalise the accepted input shapes to a list of messages (validating types).
+
+    An error names the message at fault, ``message 3`` (its index) in a list: a chat
+    history of fifty messages was refused with "a message dict needs a string
+    'content'" and no word of which (a review, s36)."""
     if isinstance(messages, (str, Message, Mapping)):
         messages = [messages]
     if not isinstance(messages, Sequence) or isinstance(messages, (bytes, bytearray)):
         raise TypeError("messages must be a string, a Message, a dict or a list of those")
-    out = [_one_message(m) for m in messages]
+    out = [_one_message(m, _which(i, len(messages))) for i, m in enumerate(messages)]
     if not out:
         raise ValueError("nothing to add: the message list is empty")
     return out
+
+
+def _which(index: int, count: int) -> str:
+    """How an error names the message at ``index`` of ``count``: as :func:`check_messages`
+    does."""
+    return f"message {index}" if count > 1 else "message"
 
 
 def check_messages(messages: Sequence[Message]) -> None:
     """Refuse messages holding a lone surrogate (:func:`check_text`): a ValueError naming
     the message and the field, where an add raised a raw ``UnicodeEncodeError``."""
     for i, message in enumerate(messages):
-        check_text(message, f"message {i}" if len(messages) > 1 else "message")
+        check_text(message, _which(i, len(messages)))
 
 
-def _one_message(item: object) -> Message:
+#: Roles of a message dict read as another: OpenAI's ``developer`` message is what
+#: ``system`` was before it (the instructions of newer models), and the OpenAI wrapper
+#: already reads it as a system turn; a memory of one is a memory of a system message.
+ROLE_ALIASES = {"developer": "system"}
+
+
+def _one_message(item: object, which: str = "message") -> Message:
+    """``item`` as a Message; a TypeError or ValueError that starts with ``which``
+    (:func:`_which`) and says what to pass instead."""
     if isinstance(item, Message):
-        check_role(item.role)
+        _check_role(item.role, which)
         return item
     if isinstance(item, str):
         return Message(role="user", content=item)
     if not isinstance(item, Mapping):
-        raise TypeError(f"cannot add a {type(item).__name__}; pass text, a Message or a dict")
+        raise TypeError(
+            f"{which}: cannot add a {type(item).__name__}; pass text, a Message or a dict"
+        )
     content = item.get("content", item.get("text"))
     if not isinstance(content, str):
-        raise TypeError("a message dict needs a string 'content'")
-    role = item.get("role", "user")
-    check_role(role)
+        raise TypeError(f"{which}: {_not_text(item, content)}")
+    role: Any = item.get("role", "user")
+    role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+    _check_role(role, which)
     name = item.get("name", item.get("speaker"))
     extra = {
         k: v for k, v in item.items() if k not in _MESSAGE_KEYS and k not in ("text", "speaker")
@@ -106,6 +127,32 @@ def _one_message(item: object) -> Message:
         tool_call_id=item.get("tool_call_id"),
         metadata=meta,
     )
+
+
+def _check_role(role: object, which: str) -> None:
+    """:func:`~contextos.types.check_role`, its error naming the message."""
+    try:
+        check_role(role)
+    except ValueError as exc:
+        raise ValueError(f"{which}: {exc}") from None
+
+
+def _not_text(item: Mapping[str, Any], content: object) -> str:
+    """Why a message dict whose ``content`` is not a string cannot be added, and what to
+    do: a memory holds text, so a chat history's other shapes are named."""
+    if isinstance(content, list):
+        return (
+            "'content' is a list of parts (text, images, files); a memory holds text: "
+            "pass the text parts joined into one string, or leave the message out"
+        )
+    if content is None and item.get("tool_calls"):
+        return (
+            "'content' is None (a message of tool calls); a memory holds text: leave "
+            "the message out, or pass what it says as a string 'content'"
+        )
+    if content is None:
+        return "a message dict needs a string 'content' (it has none)"
+    return f"a message dict needs a string 'content', not {type(content).__name__}"
 
 
 def validate_options(

@@ -300,7 +300,7 @@ class LLMReconciler:
         if text is not None and not text.strip():
             text = None  # blank: the record gets the candidate's text
         if text is not None:
-            model_text(text)  # ValueError: an invalid reply, as any other is
+            model_text(text)  # ValueError (too long, NUL, lone surrogate): an invalid reply
             if len(candidate.text) > MAX_FACT_CHARS:
                 text = None  # merged from the cut fact it was shown: it would lose the end
         return Decision(

@@ -76,6 +76,10 @@ MAX_EXPLICIT_BREAKPOINTS = {"explicit": 4, "implicit": 3}
 #: What a turn made only of non-text parts is logged as (the log holds text only), so
 #: it is neither an empty turn nor lost from the history.
 _PLACEHOLDERS = {"image_url": "[image]", "input_audio": "[audio]", "file": "[file]"}
+#: The parts whose text is the turn's text, and the field that holds it: an assistant
+#: message's content may hold ``refusal`` parts beside ``text`` ones (the SDK's
+#: ``ChatCompletionContentPartRefusalParam``).
+_TEXT_FIELDS = {"text": "text", "refusal": "refusal"}
 
 
 def _text_of(content: Any) -> str:
@@ -83,12 +87,21 @@ def _text_of(content: Any) -> str:
 
 
 def _read_text(content: Any) -> tuple[str, bool]:
-    """(text, is-placeholders): the text parts, one per line; placeholders (``[image]``)
-    when it has none, and says so (:data:`PLACEHOLDER_KEY`)."""
+    """(text, is-placeholders): the text and refusal parts, one per line; placeholders
+    (``[image]``) when it has none, and says so (:data:`PLACEHOLDER_KEY`).
+
+    Why refusal parts: read as no text, an assistant turn given as ``[{"type":
+    "refusal", ...}]`` was logged empty and sent on every later call as ``content: ""``,
+    so the model never saw that it had refused (a review, s36), as the top-level
+    ``refusal`` field already is read (:func:`_neutral`)."""
     if isinstance(content, str):
         return content, False
     parts = list(content or [])
-    text = "\n".join(field_of(p, "text", "") for p in parts if field_of(p, "type") == "text")
+    text = "\n".join(
+        field_of(p, key, "") or ""
+        for p in parts
+        if (key := _TEXT_FIELDS.get(field_of(p, "type"))) is not None
+    )
     others = [_PLACEHOLDERS[k] for p in parts if (k := field_of(p, "type")) in _PLACEHOLDERS]
     if text.strip() or not others:
         return text, False
@@ -108,6 +121,8 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
     text, placeholder = _read_text(wire.get("content"))
     if not text and isinstance(refusal := wire.get("refusal"), str):
         text, placeholder = refusal, False  # as reply_of reads the reply it echoes
+    if not text and (audio := wire.get("audio")):
+        text, placeholder = _audio_reply(audio)
     meta: dict[str, Any] = {WIRE_KEY: ("openai", wire)}
     if placeholder:
         meta[PLACEHOLDER_KEY] = True
@@ -121,6 +136,23 @@ def _neutral(wire: Mapping[str, Any]) -> Message:
         tool_calls=calls,
         metadata=meta,
     )
+
+
+def _audio_reply(audio: Any) -> tuple[str, bool]:
+    """(text, is-placeholder) of an assistant turn that is an audio reply
+    (``{"role": "assistant", "audio": {"id": ...}}``): its ``transcript`` when the
+    message carries one (the SDK's reply message appended as it is), else ``[audio]``
+    as a placeholder (:data:`PLACEHOLDER_KEY`).
+
+    Why: read as no text, it was logged as an empty turn and sent on every later call
+    as ``content: ""`` (a review, s36). Why not send the audio id back from the log:
+    OpenAI keeps a reply's audio only until its ``expires_at`` (about an hour), and a
+    logged turn is sent on every later call, long after; the text is always accepted.
+    """
+    transcript = field_of(audio, "transcript")
+    if isinstance(transcript, str) and transcript.strip():
+        return transcript, False
+    return _PLACEHOLDERS["input_audio"], True
 
 
 def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:

@@ -33,7 +33,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..engine.message_text import lone_surrogate_at
-from ..memory.ingest import MAX_METADATA_DEPTH, check_add_metadata, check_metadata
+from ..memory.ingest import (
+    MAX_METADATA_DEPTH,
+    ROLE_ALIASES,
+    check_add_metadata,
+    check_metadata,
+)
 from ..store.base import METADATA_KEY, check_metadata_key
 from ..times import utc
 from ..types import Message, ScopeIds, fits_int64, scope_id, scope_ids
@@ -268,7 +273,9 @@ class _Body(BaseModel):
 
 
 class MessageIn(_Body):
-    role: Literal["system", "user", "assistant", "tool"] = "user"
+    #: ``developer`` (OpenAI's name for instructions) is read as ``system``, as
+    #: ``Memory.add`` and the OpenAI wrapper read it.
+    role: Literal["system", "developer", "user", "assistant", "tool"] = "user"
     content: MessageText
     name: Ident | None = None
     tool_call_id: Ident | None = None
@@ -280,7 +287,7 @@ class MessageIn(_Body):
 
     def to_message(self) -> Message:
         return Message(
-            role=self.role,
+            role=ROLE_ALIASES.get(self.role, self.role),  # type: ignore[arg-type]
             content=self.content,
             name=self.name,
             tool_call_id=self.tool_call_id,
