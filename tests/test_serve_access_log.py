@@ -123,3 +123,38 @@ def test_which_servers_log_requests(tmp_path: Path, flags: tuple[str, ...], logg
     assert len(_api_lines(log)) == (4 if logged else 0), log.read_text("utf-8")
     if "info" in flags:  # the level still applies to uvicorn's own lines
         assert "Application startup complete." in log.read_text("utf-8")
+
+
+def test_a_client_that_hangs_up_before_its_answer_is_logged_as_gone(tmp_path: Path) -> None:
+    """The request was read whole, then the client gave up (its timeout) while the add
+    waited for the store: uvicorn drops the answer without a word to the app, and the
+    line read a plain 201, as if served (a review)."""
+    import sqlite3
+
+    db, log = str(tmp_path / "m.db"), tmp_path / "serve.log"
+    secret, _ = _key(db)
+    with logged_server(db, log, "--log-level", "info") as (url, proc):
+        port = int(url.rsplit(":", 1)[1])
+        blocker = sqlite3.connect(db, timeout=5, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another process writing: the add waits
+        try:
+            body = b'{"messages": "Ana keeps bees.", "user_id": "ana"}'
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(
+                    b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Authorization: Bearer {secret}\r\n".encode()
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                time.sleep(0.5)  # read whole, waiting for the lock
+        finally:
+            time.sleep(0.3)  # the server has seen the hang-up
+            blocker.execute("COMMIT")
+            blocker.close()
+        deadline = time.monotonic() + 30
+        while not _api_lines(log) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _stopped(proc)
+    (line,) = _api_lines(log)
+    assert (line[2], line[3]) == ("POST", "/v1/memories")
+    assert line[4] == "201 client gone", line[0]

@@ -40,3 +40,29 @@ def test_a_question_over_the_budget_is_named_with_its_size(
         assert 0 < caught.value.available < 3000
         assert fake.messages_requests() == []
         assert Session(memory, "s", user_id="ana").turns() == []
+
+
+def test_tools_over_the_budget_are_named_not_the_question(tmp_path: Path) -> None:
+    tools = [
+        {
+            "name": f"tool_{i}",
+            "description": "Looks things up in the company knowledge base. " * 40,
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+        for i in range(6)
+    ]
+    with (
+        FakeAnthropic() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
+    ):
+        client = wrap(sdk, memory, "s", user_id="ana", budget=1500)
+        with pytest.raises(BudgetError, match="the instructions and tools alone") as caught:
+            client.messages.create(
+                model="claude-sonnet-4-6",
+                max_tokens=100,
+                tools=tools,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+        assert caught.value.requested > 1500 and caught.value.available == 1500
+        assert fake.messages_requests() == []

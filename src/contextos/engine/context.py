@@ -1000,15 +1000,23 @@ class SessionContext:
         pending = parts.question or parts.prefill
         if pending is not None:
             asked = message_item("question", pending, tk).tokens
-            if asked > budget - fixed:
-                # Said here, as the window would say it: compacting the history to the
-                # 1 token left failed first, with the summary's share named as the cause
-                # ("give a budget of at least 5") of a 400-page PDF's refusal (a review).
+            # Said here, as the window would say it: compacting the history to the 1
+            # token left failed first, with the summary's share named as the cause
+            # ("give a budget of at least 5") of a 400-page PDF's refusal (a review).
+            if fixed >= budget:
                 raise BudgetError(
-                    "the question (its text, images and documents) does not fit beside the "
+                    "the instructions and tools alone do not fit the budget: send fewer "
+                    "or shorter ones, or give a larger budget",
+                    requested=fixed,
+                    available=budget,
+                )
+            if asked > budget - fixed:
+                what = "question" if parts.question is not None else "prefill (the last turn)"
+                raise BudgetError(
+                    f"the {what} (its text, images and documents) does not fit beside the "
                     "instructions and tools: send less, or give a larger budget",
                     requested=asked,
-                    available=max(0, budget - fixed),
+                    available=budget - fixed,
                 )
             fixed += asked
         fixed += int(self.layout.memories_floor * budget)

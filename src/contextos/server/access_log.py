@@ -4,7 +4,7 @@
 uvicorn's own access log would, with what an operator of a multi-tenant memory server
 asks of it first: the tenant and key a request ran as, and its duration::
 
-    INFO:     127.0.0.1:50412 - "POST /v1/memories/search HTTP/1.1" 200 12.4 ms tenant=acme key=3f9a1c2b7d40
+    INFO:     10.0.0.7:50412 - "POST /v1/memories/search HTTP/1.1" 200 12.4 ms tenant=acme key=3f9a
 
 Why our own and not uvicorn's: uvicorn's line has no duration and no caller, and it is
 written when the response starts, so a request its client gave up on, or one that
@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .auth import Principal
+from .headlimit import CONNECTION_EXTENSION
 
 Message = dict[str, Any]
 
@@ -85,11 +86,18 @@ class AccessLog:
             raise
         finally:  # also when cancelled (the server stops)
             outcome = str(status[0]) if status else ("500" if failed else "-")
-            if state["gone"]:
+            if state["gone"] or _hung_up(scope):
                 outcome += " client gone"
             elif failed and status:
                 outcome += " failed"  # the app failed after its answer began
             log.info("%s", request_line(scope, outcome, time.perf_counter() - began, note))
+
+
+def _hung_up(scope: Message) -> bool:
+    """Whether ``contextos serve``'s connection (:mod:`.headlimit`) saw the client hang up
+    before its answer was whole: after its body was read, the app is told nothing."""
+    connection = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+    return isinstance(connection, dict) and bool(connection.get("gone"))
 
 
 def request_line(scope: Message, outcome: str, seconds: float, note: dict[str, Any]) -> str:

@@ -72,6 +72,12 @@ _HEADER = "contextos_header_timeout"
 _SEND = "contextos_send_timeout"
 
 
+#: The ASGI scope extension holding the connection's state (``{"gone": bool}``): how the
+#: access log (:mod:`.access_log`) learns that a client hung up after its request was
+#: read, whose answer uvicorn then drops without a word to the app.
+CONNECTION_EXTENSION = "contextos.connection"
+
+
 def _response(status: bytes, text: bytes) -> bytes:
     return (
         b"HTTP/1.1 " + status + b"\r\n"
@@ -205,6 +211,9 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._owed: bytes | None = None  # the refusal to send once earlier responses are out
         self._turned_away = False  # over the connection cap: closed on arrival
         self._transport: asyncio.BaseTransport | None = None  # its cycle is broken at the end
+        #: Lent to each request's scope (:data:`CONNECTION_EXTENSION`): "gone" once the
+        #: client hung up before a response was whole, which uvicorn keeps to itself.
+        self._connection: dict[str, bool] = {"gone": False}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
@@ -228,6 +237,8 @@ class HeadLimitProtocol(HttpToolsProtocol):
                 if timer is not None:
                     timer.cancel()
             self._body_timer = self._send_timer = None
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._connection["gone"] = True
             super().connection_lost(exc)
         finally:
             _release_read_callback(self._transport)
@@ -266,6 +277,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
         if self._refused:
             return
         super().on_message_begin()
+        self.scope["extensions"] = {CONNECTION_EXTENSION: self._connection}  # type: ignore[dict-item]
         self._in_head = True
         self._head_bytes = 0
         if self._header_timer is None and self._idle():
