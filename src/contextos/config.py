@@ -30,7 +30,8 @@ def default_db_path() -> Path:
 
 
 def check_db(db: str) -> str:
-    """Refuse a database setting that can only be a mistake; return it unchanged.
+    """Refuse a database setting that can only be a mistake; return it, a SQLite path
+    starting with ``~`` with the home folder in its place (:func:`expanded_db`).
 
     The CLI checks ``--db``/``CONTEXTOS_DB`` with it before opening anything.
 
@@ -48,7 +49,7 @@ def check_db(db: str) -> str:
         raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
     if "://" in db:
         return db
-    path = Path(db).expanduser()
+    path = Path(expanded_db(db))
     if path.is_dir():
         raise ConfigError(f"{db} is a directory: pass a database file inside it")
     if not path.parent.is_dir():
@@ -56,7 +57,19 @@ def check_db(db: str) -> str:
             f"no directory {str(path.parent)!r} for the database {db}: create it first "
             "or fix the path"
         )
-    return db
+    return expanded_db(db)
+
+
+def expanded_db(db: str) -> str:
+    """``db`` with a leading ``~`` (or ``~user``) read as that home folder; a URL or any
+    other path as it is.
+
+    Why one reading: ``CONTEXTOS_DB=~/app.db`` where no shell expands it (systemd's
+    ``Environment=``, a container's env file) was read three ways: the check and the
+    key table expanded it, the store did not. ``keys create`` wrote a key to
+    ``$HOME/app.db``, ``keys list`` said nothing was stored there, and every memory
+    command failed with "folder '~' does not exist" (a review)."""
+    return os.path.expanduser(db) if db.startswith("~") else db
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ def redacted_db(db: str) -> str:
     shown = f"{parts.scheme}://{netloc}{parts.path}"
     return f"{shown}?{urlencode(query, safe='*/')}" if query else shown
 
+
 _ENV = {
     "db": "CONTEXTOS_DB",
     "tenant": "CONTEXTOS_TENANT",
@@ -162,6 +176,8 @@ def load_settings(
             raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be at least 1")
         values["embed_batch_size"] = batch
     settings = replace(Settings(), **values)  # type: ignore[arg-type]
+    if settings.db:
+        settings = replace(settings, db=expanded_db(settings.db))
     if not settings.db and default_db:
         path = default_db_path()
         # The default's directory is ours to create (any other path is the caller's);

@@ -96,6 +96,15 @@ class _Console(Console):
     """rich's Console, but a closed pipe ends the command as :func:`stdout_closed` does,
     and what it writes goes in pieces (see :class:`_InPieces`)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._width is not None and self._width < 1:
+            # COLUMNS=0 (some CI and container setups mean "unknown"): rich took it as a
+            # width of 0 and printed nothing, so ``ID=$(contextos add ...)`` got an empty
+            # id and errors vanished. No width of our own: rich's default, as for a 0x0
+            # terminal.
+            self._width = None
+
     @property
     def file(self) -> Any:
         return _InPieces(Console.file.fget(self))  # type: ignore[attr-defined]
@@ -130,11 +139,10 @@ class CliState:
         default file appears where it matters (on stderr, once per command).
         """
         if self._settings is None:
-            from ..config import check_db, load_settings
+            from ..config import load_settings
 
             if self.db is not None:  # --db or CONTEXTOS_DB (click reads both)
-                check_db(self.db)
-                _check_db_file(self.db)
+                check_db_option(self.db)
             self._settings = load_settings(db=self.db, tenant=self.tenant)
             if self.db is None:
                 err_console.print(
@@ -160,6 +168,18 @@ class CliState:
 
         # Only the embedder is wanted: a database is named so none is resolved.
         return load_settings(db=db or self.db or ":memory:", tenant=self.tenant).embedder
+
+
+def check_db_option(db: str) -> str:
+    """Check a ``--db`` value before anything opens it, the group's and a command's
+    alike (``keys create --db``: it skipped the check and created missing folders,
+    where the group's ``--db`` and ``serve --db`` refused the same path); return it, a
+    leading ``~`` read as the home folder (:func:`~contextos.config.expanded_db`)."""
+    from ..config import check_db
+
+    db = check_db(db)
+    _check_db_file(db)
+    return db
 
 
 def _check_db_file(db: str) -> None:
@@ -469,11 +489,16 @@ def start_command() -> None:
 
 
 def _usable_streams() -> None:
-    """Streams every command can write to. A closed stdout or stderr (``>&-``: Python
+    """Streams every command can use. A closed stdout or stderr (``>&-``: Python
     makes it None) is /dev/null, as it would be for a shell's own output, so a write
-    is not followed by a traceback (a review: ``add`` stored, then crashed). Text
+    is not followed by a traceback (a review: ``add`` stored, then crashed). A closed
+    stdin (``<&-``, a daemon's runner) is /dev/null too: ``add -`` says "stdin is
+    empty" and ``forget`` finds no terminal to ask on, where each ended in an
+    AttributeError traceback. Text
     that stdout's encoding cannot hold (``PYTHONIOENCODING=ascii``, a Windows code
     page) is written as ``\\xe8``-style escapes, not an error after the write."""
+    if sys.stdin is None:  # ``<&-``: read as empty, and not a terminal (``forget`` refuses)
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
@@ -526,8 +551,12 @@ def read_text_arg(source: str, *, param: str = "FILE") -> str:
         data: bytes = sys.stdin.buffer.read()
         where = "stdin"
     else:
+        # Any existing path but a folder: ``count <(jq ...)`` and a named pipe name no
+        # regular file, and ``is_file()`` called them "no such file".
         path = Path(source)
-        if not path.is_file():
+        if path.is_dir():
+            raise click.BadParameter(f"{source} is a directory, not a file", param_hint=param)
+        if not path.exists():
             raise click.BadParameter(f"no such file: {source}", param_hint=param)
         data = path.read_bytes()
         where = source
@@ -634,16 +663,22 @@ def json_default(value: object) -> object:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def print_json(payload: object) -> None:
+def print_json(payload: object, *, one_line: bool = False) -> None:
     """Write ``payload`` as JSON on stdout (one document, newline-terminated): as
     UTF-8 text, its control and format characters escaped (:func:`json_escaped`), or
     all ASCII where stdout's encoding cannot hold it (Windows' code pages,
-    ``PYTHONIOENCODING=ascii``: a memory stored, then its report failed, exit 2)."""
-    text = json_escaped(json.dumps(payload, default=json_default, ensure_ascii=False, indent=2))
+    ``PYTHONIOENCODING=ascii``: a memory stored, then its report failed, exit 2).
+
+    ``one_line``: compact, on one line, for a command that prints one document per
+    event (``chat --json``: JSON Lines, which a script reads a line at a time)."""
+    indent = None if one_line else 2
+    text = json_escaped(
+        json.dumps(payload, default=json_default, ensure_ascii=False, indent=indent)
+    )
     try:
         text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
     except (UnicodeEncodeError, LookupError):
-        text = json.dumps(payload, default=json_default, ensure_ascii=True, indent=2)
+        text = json.dumps(payload, default=json_default, ensure_ascii=True, indent=indent)
     write_out(text + "\n")
 
 

@@ -239,6 +239,10 @@ def _print_added(
     if not records:
         console.print("nothing new to remember (no facts found, or all already stored)")
     for r in records:
+        # A guess from times: Memory.add does not say which records it wrote and which
+        # it gave back, so a memory another process stored after this one started
+        # reads as "added" (parallel identical adds all say so). A true verdict needs
+        # the library to report which records this add wrote.
         old = r.created_at is not None and r.created_at < started
         verb = "already stored" if old else "added"
         console.print(SafeText(f"{verb} {r.id}"), highlight=False)
@@ -411,7 +415,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         memory_types: tuple[str, ...],
         where: dict[str, Any],
     ) -> None:
-        """List memories in a scope, newest first (Memory.get_all)."""
+        """List memories in a scope, newest first."""
         if not any(scope.values()):
             raise needs_scope("one user's memories are never listed with another's")
         types = cast(tuple[MemoryType, ...], memory_types)
@@ -448,7 +452,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
 
     @cli.command()
     @one_memory(
-        click.option("--text", help="New text."),
+        click.option("--text", help="New text (- reads it from stdin, as add - does)."),
         click.option("--metadata", help="New metadata (JSON object)."),
         *expected_options,
     )
@@ -465,6 +469,11 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         With --expected-text or --expected-updated-at the write happens only if the
         memory is still as it was read: an edit made from an old copy never replaces a
         newer one (another process, the server, an agent)."""
+        if text == "-":  # as `add -`: `--text -` stored the one character "-"
+            # Stripped as add stores it: `echo "$new" |` ends the text in a newline.
+            text = read_text_arg("-", param="--text").strip()
+            if not text:
+                raise click.BadParameter("stdin is empty", param_hint="--text")
         with open_memory(state) as memory:
             r = memory.update(
                 memory_id,
@@ -533,9 +542,10 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     def forget(state: CliState, user_id: str, yes: bool) -> None:
         """Erase everything of one user (memories, history, sessions, vectors).
 
-        Asks first on a terminal; elsewhere (a script, a pipe) refuses without
-        ``--yes``. JSON output used to skip the question: ``forget -u zed --json``
-        erased a user unasked."""
+        Asks first on a terminal, also with --json; elsewhere (a script, a pipe)
+        refuses without --yes."""
+        # Why --json asks too: it used to skip the question, and `forget -u zed --json`
+        # erased a user unasked. (Kept here: click prints the docstring as the help.)
         if not yes:
             _confirm_forget(user_id)
         with open_memory(state, embed=False) as memory:

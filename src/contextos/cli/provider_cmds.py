@@ -168,7 +168,9 @@ def chat(
     base_url: str | None,
     show_window: bool,
 ) -> None:
-    """Chat with memory; one line per message, /quit or end of input to stop."""
+    """Chat with memory; one line per message, /quit or end of input to stop.
+
+    With --json, each reply is one JSON object on one line (JSON Lines)."""
     from ..memory import Memory
     from ..providers.chat import Chat
 
@@ -212,13 +214,17 @@ def chat(
                 continue
             turn = chat.send(line.strip())
             if state.as_json:
+                # One compact object per reply and line (JSON Lines): indented, the
+                # replies were a stream of documents that neither json.load nor a
+                # line-at-a-time reader could take.
                 print_json(
                     {
                         "reply": turn.reply,
                         "usage": turn.usage,
                         "memories": turn.memories,
                         "window": turn.window.render_text() if turn.window else None,
-                    }
+                    },
+                    one_line=True,
                 )
             else:
                 _print_turn(turn, show_window)

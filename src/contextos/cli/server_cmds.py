@@ -30,6 +30,7 @@ from .common import (
     F,
     FiniteFloatRange,
     absent_db,
+    check_db_option,
     choice_option,
     console,
     err_console,
@@ -40,6 +41,7 @@ from .common import (
     print_json,
     served_embedder_option,
     with_missing_db,
+    write_out,
 )
 from .text import SafeText, shown
 
@@ -51,11 +53,15 @@ ADMIN_KEY_HELP = (
 
 def _db(state: CliState, db: str | None) -> str:
     """``--db`` given after the command wins over the group's ``--db``; a directory is
-    refused here, in one line, before anything tries to open it as a SQLite file."""
+    refused here, in one line, before anything tries to open it as a SQLite file.
+
+    The one given after the command goes through the group's check too
+    (:func:`check_db_option`): without it ``keys create --db typo/sub/k.db`` created
+    the missing folders that the group's ``--db`` and ``serve --db`` refuse."""
     target = db or state.settings.db
     if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
         raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
-    return target
+    return check_db_option(db) if db else target
 
 
 def _create_database(db: str) -> None:
@@ -633,7 +639,7 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
     if state.as_json:
         print_json({**_key_dict(issued.key), "key": issued.secret})
         return
-    click.echo(issued.secret)
+    write_out(issued.secret + "\n")  # not click.echo: see keys_list
     # On stderr: stdout holds the secret alone, so ``KEY=$(contextos keys create ...)``
     # captures a key (it captured this line too, and `contextos mcp` refused it).
     err_console.print(
@@ -662,10 +668,15 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
     if state.as_json:
         print_json(found)
     else:
+        # Through write_out, as every other command's output: click.echo's own closed
+        # pipe handling exited 1 ("an error of the store"), so `keys list | head -1`
+        # failed under `set -o pipefail` where the other commands exit 141.
+        lines = []
         for k in found:
             status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
             name, tenant = shown(str(k["name"] or "-")), shown(str(k["tenant"]))
-            click.echo(f"{k['id']}  {tenant}  {name}  {k['created_at']}  {status}")
+            lines.append(f"{k['id']}  {tenant}  {name}  {k['created_at']}  {status}\n")
+        write_out("".join(lines))
     if absent_db(target):  # after the answer, as the memory commands note it
         note_missing_db(target)
 
@@ -688,7 +699,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     if state.as_json:
         print_json(_key_dict(key))
     else:
-        click.echo(f"revoked {key.id} (tenant {key.tenant!r})")
+        write_out(f"revoked {key.id} (tenant {key.tenant!r})\n")  # see keys_list
 
 
 @click.command()

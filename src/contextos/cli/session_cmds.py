@@ -261,8 +261,10 @@ def _register_session(cli: click.Group) -> None:
         user_id: str | None,
     ) -> None:
         """Print a session's turns and its compaction state: each turn's text up to
-        SHOWN_CHARS characters (--seq N shows one whole; --json gives every one whole),
-        and the tool calls an assistant turn made."""
+        2,000 characters (--seq N shows one whole; --json gives every one whole), and
+        the tool calls an assistant turn made."""
+        # The number is SHOWN_CHARS, written out: click prints this docstring as the
+        # help, and showed the constant's name (tests check that the two agree).
         _show(state, _session(state, session_id, user_id), seq, after_seq, limit)
 
 

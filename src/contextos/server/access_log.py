@@ -26,12 +26,17 @@ from typing import Any
 from urllib.parse import quote
 
 from .auth import Principal
-from .headlimit import CONNECTION_EXTENSION
 
 Message = dict[str, Any]
 
 #: The logger of the access lines (``contextos serve`` gives it uvicorn's format).
 log = logging.getLogger("contextos.access")
+
+#: The ASGI scope extension holding the connection's state (``{"gone": bool}``), lent by
+#: ``contextos serve``'s connections (:mod:`.headlimit`): how the access line learns that
+#: a client hung up after its request was read, whose answer uvicorn then drops without
+#: a word to the app. Here, not there: this module loads without uvicorn.
+CONNECTION_EXTENSION = "contextos.connection"
 
 #: The ASGI scope key of the dict :class:`AccessLog` lends the routes' gate: it puts the
 #: verified caller there (the scope itself is copied on its way in, the dict is shared).

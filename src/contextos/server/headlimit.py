@@ -45,6 +45,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .access_log import CONNECTION_EXTENSION
+
 #: The most bytes of request head a request may send: its URL and each header's name
 #: and value. Browsers and SDKs send a few hundred to a few thousand
 #: (nginx accepts 4 x 8 KiB by default, Node.js 16 KiB); this leaves room for large
@@ -70,12 +72,6 @@ HOLD_POLL_S = 0.25
 
 _HEADER = "contextos_header_timeout"
 _SEND = "contextos_send_timeout"
-
-
-#: The ASGI scope extension holding the connection's state (``{"gone": bool}``): how the
-#: access log (:mod:`.access_log`) learns that a client hung up after its request was
-#: read, whose answer uvicorn then drops without a word to the app.
-CONNECTION_EXTENSION = "contextos.connection"
 
 
 def _response(status: bytes, text: bytes) -> bytes:
@@ -211,7 +207,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._owed: bytes | None = None  # the refusal to send once earlier responses are out
         self._turned_away = False  # over the connection cap: closed on arrival
         self._transport: asyncio.BaseTransport | None = None  # its cycle is broken at the end
-        #: Lent to each request's scope (:data:`CONNECTION_EXTENSION`): "gone" once the
+        #: Lent to each request's scope (:data:`.access_log.CONNECTION_EXTENSION`): "gone" once the
         #: client hung up before a response was whole, which uvicorn keeps to itself.
         self._connection: dict[str, bool] = {"gone": False}
 

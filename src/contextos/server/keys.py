@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingExtraError, NotFound, StoreError
-from ..store import forks
+from ..errors import ConfigError, MissingExtraError, NotFound, StoreError
+from ..store import _URL, forks
 from ..types import validate_tenant
 
 KEY_PREFIX = "ctx_"
@@ -120,6 +120,13 @@ class _Sql:
     def __init__(self, db: str) -> None:
         self._lock = threading.Lock()  # the SQLite connection's
         self.postgres = db.startswith(("postgresql://", "postgres://"))
+        if not self.postgres and (url := _URL.match(db)) is not None:
+            # As open_store refuses it: read as a path, `keys list --db mysql://x`
+            # created a folder "mysql:" and an empty key table in it, and exited 0.
+            raise ConfigError(
+                f"unsupported database URL scheme {url.group(1)!r}: give a SQLite file path "
+                "or a postgresql:// URL"
+            )
         self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
         try:
             if self.postgres:
@@ -148,8 +155,14 @@ class _Sql:
             import psycopg_pool  # noqa: F401 - open_pool's, imported when the pool opens
         except ImportError as exc:
             raise MissingExtraError("postgres", exc.name or "psycopg") from exc
+        from ..store.postgres import _conninfo
         from ..store.postgres.pool import open_pool, with_liveness
 
+        # The URL is read first, by the store's own reader: psycopg's complaint about a
+        # URL it cannot read quotes the part, and a password holding a raw "%" was
+        # printed in clear by `keys create`, `keys list` and `mcp`. The store's words
+        # leave it out, and its ValueError gives the same exit code as `list`'s.
+        _conninfo(url)
         self._errors = (psycopg.Error,)
         kwargs = with_liveness(url, {"autocommit": True, "connect_timeout": int(_PG_TIMEOUT)})
         try:
