@@ -227,6 +227,12 @@ def test_a_paused_server_tool_turn_goes_back_with_its_blocks(tmp_path: Path) -> 
         assert [b["type"] for b in sent[-1]["content"]] == [b["type"] for b in PAUSED]
         assert sent[-1]["content"][1]["content"][0]["encrypted_content"] == "ENC" * 2000
         assert sent[-1]["content"][3]["id"] == "srvtoolu_2"
+        # Logged whole as one reply, which memory holds in place of the paused fragment.
+        wrapped.flush()
+        replies = [
+            r.text for r in memory.get_all(user_id="ana") if r.metadata["role"] == "assistant"
+        ]
+        assert replies == ["Found one source, searching more.Both sources agree."]
 
         # A prefill of text blocks goes as given too.
         fake.enqueue(_paused_reply([{"type": "text", "text": " and more."}], "end_turn"))

@@ -1323,7 +1323,12 @@ class SessionContext:
         if branch is None:
             return
         redo, first = branch
-        start = redo + 1 if prepared.resent else redo
+        # A question said again keeps its first memory; a reply that goes on from the
+        # logged reply sent back as its prefill (a ``pause_turn`` continued) is logged
+        # whole as a new turn, whose memory holds the old one's text: the old one goes
+        # (it stayed, a fragment beside the whole answer: a review).
+        resent_question = prepared.resent and prefill_of(prepared.window) is None
+        start = redo + 1 if resent_question else redo
         seqs = set(range(start, min(first, start + MAX_CUT_TURNS)))
         seqs |= {said for seq in seqs if (said := self._said_again(seq)) is not None}
         cut: list[str] = []
