@@ -36,6 +36,9 @@ from .protocol import BaseLLM, LLMCall
 #: default to; a provider that accepts the connection and never answers then blocks a
 #: call for about 3 minutes (the SDK's 2 retries included) instead of 30. A slow
 #: self-hosted server: pass ``timeout=`` (or build your own client, which keeps its own).
+#: It is the SDKs' (httpx's) timeout: for connecting, and for each wait between bytes of
+#: the answer, not for the whole answer, so a provider or proxy that trickles its body a
+#: byte at a time is not cut off by it (a review saw 15 s with ``timeout=1``).
 LLM_TIMEOUT_S = 60.0
 
 #: The stop reasons that mean the reply was cut (Anthropic ``stop_reason``, OpenAI
@@ -175,7 +178,8 @@ def llm_from_settings(
 
     Anthropic when ``ANTHROPIC_API_KEY`` is set, else OpenAI when
     ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline". The
-    client waits ``timeout`` seconds for a reply per attempt (:data:`LLM_TIMEOUT_S`;
+    client waits ``timeout`` seconds for a reply to begin, and between its bytes, per
+    attempt (:data:`LLM_TIMEOUT_S`;
     the SDK's 2 retries stay). An ``AnthropicLLM`` / ``OpenAILLM`` built on your own
     client keeps that client's timeout.
     """
