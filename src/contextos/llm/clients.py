@@ -179,9 +179,8 @@ def llm_from_settings(
     Anthropic when ``ANTHROPIC_API_KEY`` is set, else OpenAI when
     ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline". The
     client waits ``timeout`` seconds for a reply to begin, and between its bytes, per
-    attempt (:data:`LLM_TIMEOUT_S`;
-    the SDK's 2 retries stay). An ``AnthropicLLM`` / ``OpenAILLM`` built on your own
-    client keeps that client's timeout.
+    attempt (:data:`LLM_TIMEOUT_S`; the SDK's 2 retries stay). An ``AnthropicLLM`` /
+    ``OpenAILLM`` built on your own client keeps that client's timeout.
     """
     if settings.anthropic_api_key:
         client = client_from_settings("anthropic", settings).with_options(timeout=timeout)
