@@ -52,6 +52,18 @@ def run_cli(
     )
 
 
+def exit_when_reader_stops(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``argv`` with its stdout a pipe whose reader takes 10 bytes and closes it (as
+    ``| head -c 10`` does): its exit status and what it wrote on stderr."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    return proc.wait(timeout=120), err
+
+
 def bench_report(*args: str, report: Path) -> tuple[str, Any]:
     """``contextos ARGS`` run in this process (a benchmark that writes its JSON report to
     ``report``): its output and the report read back. A failed run fails the test with

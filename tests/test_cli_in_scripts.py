@@ -16,7 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cli_support import cli_env, run_cli
+from cli_support import cli_env, exit_when_reader_stops, run_cli
 from contextos.cli.main import load_all_commands
 from contextos.cli.session_cmds import SHOWN_CHARS
 
@@ -112,15 +112,8 @@ def test_keys_list_whose_reader_stops_early_exits_141(tmp_path: Path) -> None:
     with KeyStore(str(db)) as keys:
         for i in range(100):  # 100 lines of ~1 kB: well over a pipe's 64 KiB
             keys.create("acme", f"key {i} " + "n" * 1000)
-    proc = subprocess.Popen(
-        [*CLI, "keys", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(db)
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    assert proc.stdout.read(10)
-    proc.stdout.close()
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.wait(timeout=120) == 141, err
+    status, err = exit_when_reader_stops([*CLI, "keys", "list"], cli_env(db))
+    assert status == 141, err
     assert err == ""
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import cli_env, run_cli
+from cli_support import cli_env, exit_when_reader_stops, run_cli
 from contextos.embed import make_embedder
 from contextos.memory import Memory
 
@@ -107,18 +107,9 @@ def test_a_reader_that_stops_early_gets_exit_141(tmp_path: Path, args: tuple[str
     # before the reader stops, and exit 0 is then right.
     hills = " and the long hills of the old town" * 40
     _filled(db, 300, "note {i} about the lisbon trams" + hills)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "contextos.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli_env(db),
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    assert proc.stdout.read(10)
-    proc.stdout.close()
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.wait(timeout=120) == 141, err
+    argv = [sys.executable, "-m", "contextos.cli", *args]
+    status, err = exit_when_reader_stops(argv, cli_env(db))
+    assert status == 141, err
     assert err == ""
 
 

@@ -96,15 +96,19 @@ NOT_A_REPLY = ["<!doctype html><html><body>Welcome to nginx!</body></html>", [1,
 
 
 @pytest.mark.parametrize("body", NOT_A_REPLY)
-def test_anthropic_answering_no_message_object_is_a_provider_error(
-    tmp_path: Path, fake_anthropic: Any, anthropic_client: Any, body: object
+@pytest.mark.parametrize(
+    ("provider", "api"), [("anthropic", "Messages API"), ("openai", "Chat Completions")]
+)
+def test_an_answer_that_is_no_reply_object_is_a_provider_error(
+    tmp_path: Path, request: pytest.FixtureRequest, provider: str, api: str, body: object
 ) -> None:
-    from contextos.llm.clients import AnthropicLLM
+    from contextos.llm.clients import AnthropicLLM, OpenAILLM
 
-    fake_anthropic.enqueue(FakeResponse(json_body=body))
+    llm = AnthropicLLM if provider == "anthropic" else OpenAILLM
+    request.getfixturevalue(f"fake_{provider}").enqueue(FakeResponse(json_body=body))
     with open_memory(tmp_path) as m:
-        m.extractor = LLMExtractor(AnthropicLLM(anthropic_client))
-        with pytest.raises(ProviderError, match=r"anthropic: .*not a Messages API .*base_url"):
+        m.extractor = LLMExtractor(llm(request.getfixturevalue(f"{provider}_client")))
+        with pytest.raises(ProviderError, match=rf"{provider}: .*not a {api} .*base_url"):
             m.add(said("I live in Paris."), user_id="alice", infer=True)
         assert texts(m) == []  # nothing written
 
@@ -124,20 +128,6 @@ def test_the_reconciler_raises_it_as_any_provider_error(
             m.add(said("I live in Berlin."), user_id="alice", infer=True)
         assert texts(m) == ["Alice lives in Paris."]
         assert len(fake_anthropic.messages_requests()) == 1
-
-
-@pytest.mark.parametrize("body", NOT_A_REPLY)
-def test_openai_answering_no_chat_completion_is_a_provider_error(
-    tmp_path: Path, fake_openai: Any, openai_client: Any, body: object
-) -> None:
-    from contextos.llm.clients import OpenAILLM
-
-    fake_openai.enqueue(FakeResponse(json_body=body))
-    with open_memory(tmp_path) as m:
-        m.extractor = LLMExtractor(OpenAILLM(openai_client))
-        with pytest.raises(ProviderError, match=r"openai: .*not a Chat Completions .*base_url"):
-            m.add(said("I live in Paris."), user_id="alice", infer=True)
-        assert texts(m) == []
 
 
 # -- 3. an empty or blank summary of turns with text is refused -------------------------
