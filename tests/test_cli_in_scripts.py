@@ -186,12 +186,13 @@ def test_a_file_argument_may_be_a_pipe(tmp_path: Path, command: str) -> None:
 
 @pytest.mark.parametrize(
     ("make", "needle"),
-    [("dir", "is a directory"), ("missing", "no such file")],
+    [("dir", "is a directory"), ("missing", "no such file"), ("device", "a device")],
 )
 def test_a_file_argument_that_is_no_file_is_one_clear_line(
     tmp_path: Path, make: str, needle: str
 ) -> None:
-    path = tmp_path / "x"
+    # A device: `count /dev/zero` read until memory ran out (a MemoryError traceback).
+    path = Path("/dev/zero") if make == "device" else tmp_path / "x"
     if make == "dir":
         path.mkdir()
     out = run_cli("count", str(path))

@@ -259,3 +259,31 @@ def test_a_paused_turns_server_blocks_count_towards_the_window() -> None:
     text_only = [b for b in PAUSED if b["type"] == "text"]
     plain = Message("assistant", "x", metadata={"wire": ("anthropic", {"content": text_only})})
     assert media_tokens(plain) == 0
+
+
+def test_what_the_user_said_before_the_apps_prefill_is_remembered(tmp_path: Path) -> None:
+    """A request that ends with the app's own prefill ("{" for a JSON answer) has no
+    question, and only a question was remembered: an app that always prefilled never
+    remembered a word its user said (a review)."""
+    with (
+        FakeAnthropic() as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        wrapped = wrap(client, memory=memory, session="json", user_id="ana")
+        history: list[dict[str, Any]] = []
+        for said, answer in [
+            ("I keep bees.", '"hobby": "bees"}'),
+            ("I live in Porto.", '"city": "Porto"}'),
+        ]:
+            history.append({"role": "user", "content": said})
+            fake.enqueue_reply(answer, AnthropicUsage(5, 2))
+            wrapped.messages.create(
+                model="claude-sonnet-4-5",
+                max_tokens=50,
+                messages=[*history, {"role": "assistant", "content": "{"}],
+            )
+            history.append({"role": "assistant", "content": "{" + answer})
+        wrapped.flush()
+        users = [r.text for r in memory.get_all(user_id="ana") if r.metadata["role"] == "user"]
+        assert sorted(users) == ["I keep bees.", "I live in Porto."]

@@ -558,6 +558,11 @@ def read_text_arg(source: str, *, param: str = "FILE") -> str:
             raise click.BadParameter(f"{source} is a directory, not a file", param_hint=param)
         if not path.exists():
             raise click.BadParameter(f"no such file: {source}", param_hint=param)
+        if not (path.is_file() or path.is_fifo()):
+            # A device never ends: ``count /dev/zero`` read until memory ran out.
+            raise click.BadParameter(
+                f"{source} is a device or socket, not a file or pipe", param_hint=param
+            )
         data = path.read_bytes()
         where = source
     if b"\x00" in data:

@@ -58,7 +58,9 @@ def _db(state: CliState, db: str | None) -> str:
     The one given after the command goes through the group's check too
     (:func:`check_db_option`): without it ``keys create --db typo/sub/k.db`` created
     the missing folders that the group's ``--db`` and ``serve --db`` refuse."""
-    target = db or state.settings.db
+    from ..config import expanded_db
+
+    target = expanded_db(db) if db else state.settings.db  # `--db '~'` is the home folder
     if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
         raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
     return check_db_option(db) if db else target

@@ -550,6 +550,19 @@ def _as_logged(reply: Message, prepared: Prepared, call: CallRecord) -> Message:
     return replace(reply, metadata=meta)
 
 
+def _said_before_prefill(prepared: Prepared) -> Message | None:
+    """The user's message a request with a prefill logged last (the prefill itself is
+    the start of the reply), to be remembered as a question is; None without a prefill.
+
+    Why: a request that ends with the app's prefill (``"{"`` for a JSON answer) has no
+    question (:func:`split_request`), and only a question is remembered: an app that
+    always prefills never remembered a word its user said (a review)."""
+    if prefill_of(prepared.window) is None or not prepared.logged:
+        return None
+    last = prepared.logged[-1]
+    return last if last.role == "user" and not last.tool_calls else None
+
+
 def prefill_of(window: Window) -> Message | None:
     """The prefill a window ends with (:func:`context_window`'s ``prefill``), if any."""
     last = window.blocks[-1] if window.blocks else None
@@ -1251,14 +1264,8 @@ class SessionContext:
                     reply_seq = self._log_reply(session, reply, followed, anchor)
                 except NotFound:
                     return  # erased since the read above: nothing was logged
-        question = None if prepared.resent or answered else prepared.question
+        question, asked = (None, None) if answered else self._question_of(prepared, anchor)
         whole = reply if call.complete and self.remember_replies else None
-        asked = anchor.seq if anchor is not None and prepared.question is not None else None
-        if question is not None and asked is not None and not prepared.logged:
-            # A retry of a question logged by an earlier call: remembered by that call
-            # when it failed (:meth:`failed`), or by nothing when it came before this
-            # rule (a log from an older version); its turn's mark tells which.
-            question = None if self._remembered(asked) else question
         remembered = self._remember((question, asked), (whole, reply_seq))
         if anchor is not None:
             self._forget_cut_branch(prepared, anchor, reply, reply_seq)
@@ -1371,6 +1378,24 @@ class SessionContext:
         except NotFound:
             return None
         return redo if said_digest(earlier.message) == said_digest(turn.message) else None
+
+    def _question_of(
+        self, prepared: Prepared, anchor: TurnPrint | None
+    ) -> tuple[Message | None, int | None]:
+        """What a commit remembers of what the user said, and the seq of its logged
+        turn: the question, or the message before the app's prefill
+        (:func:`_said_before_prefill`); nothing for a re-sent request (memory holds it
+        from its first answer) or a retried question already remembered."""
+        if prepared.resent:
+            return None, None
+        question = prepared.question or _said_before_prefill(prepared)
+        asked = anchor.seq if anchor is not None and question is not None else None
+        if question is not None and asked is not None and not prepared.logged:
+            # A retry of a question logged by an earlier call: remembered by that call
+            # when it failed (:meth:`failed`), or by nothing when it came before this
+            # rule (a log from an older version); its turn's mark tells which.
+            question = None if self._remembered(asked) else question
+        return question, asked
 
     def _remembered(self, seq: int) -> bool:
         """Whether memory holds what the logged turn ``seq`` said (a memory marked with
