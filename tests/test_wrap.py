@@ -31,6 +31,7 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage  # noqa: E402
 from contextos.testing.fake_http import without_key  # noqa: E402
 from contextos.types import Message, Scope, Usage  # noqa: E402
+from sdk_support import fake_and_sdk  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 
@@ -571,15 +572,12 @@ def test_a_reply_holding_nul_is_logged_mended_and_fails_no_call(
     # No store keeps NUL (PostgreSQL cannot), so a reply holding one was refused by the
     # log: lost, and the error failed the session's next call (inline, the call that got
     # the billed reply, whose record never reached client.calls).
-    from contextos.testing.fake_anthropic import FakeAnthropic
-    from contextos.testing.fake_openai import FakeOpenAI
-
     def reply(body: dict[str, Any]) -> str:
         last = body["messages"][-1]["content"]
         return "a \x00 b" if "first" in str(last) else "fine"
 
-    with (FakeAnthropic if provider == "anthropic" else FakeOpenAI)(reply=reply) as fake:
-        sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    fake_server, sdk = fake_and_sdk(provider)
+    with fake_server(reply=reply) as fake:
         client = sdk(base_url=fake.base_url, api_key="t", max_retries=0)
         wrapped = wrap(
             client, memory=memory, session="s", user_id="ana", background_commit=background

@@ -20,7 +20,8 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+from contextos.testing.fake_openai import OpenAIUsage  # noqa: E402
+from sdk_support import fake_and_sdk  # noqa: E402
 
 SAID = "I am allergic to peanuts."
 
@@ -34,8 +35,7 @@ def _texts(memory: Memory) -> list[str]:
 def test_a_question_whose_call_failed_is_remembered_once(
     tmp_path: Path, provider: str, stream: bool
 ) -> None:
-    fake_server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
-    sdk_client = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    fake_server, sdk_client = fake_and_sdk(provider)
     with (
         fake_server() as fake,
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,

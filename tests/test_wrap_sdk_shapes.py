@@ -22,6 +22,7 @@ from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # no
 from contextos.testing.fake_http import FakeResponse  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 from contextos.types import Message  # noqa: E402
+from sdk_support import fake_and_sdk  # noqa: E402
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
@@ -30,8 +31,7 @@ def test_a_wrapped_client_is_a_context_manager_as_the_sdk_client_is(
     tmp_path: Path, provider: str, session: str | None
 ) -> None:
     # `with anthropic.Anthropic() as client:` with wrap() added raised TypeError.
-    server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
-    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
+    server, sdk = fake_and_sdk(provider)
     with (
         server() as fake,
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,

@@ -32,7 +32,8 @@ from contextos.testing.fake_anthropic import (  # noqa: E402
     message_start,
 )
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+from contextos.testing.fake_openai import OpenAIUsage  # noqa: E402
+from sdk_support import fake_and_sdk  # noqa: E402
 
 STATED = "I am vegetarian. Give me a long lasagna recipe."
 
@@ -41,8 +42,7 @@ STATED = "I am vegetarian. Give me a long lasagna recipe."
 def chat(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any, Memory]]:
     """The fake server, a wrapped client of it for Ana's session, and the memory."""
     provider = request.param
-    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
-    server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
+    server, sdk = fake_and_sdk(provider)
     with (
         server() as fake,
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,

@@ -32,6 +32,7 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+from sdk_support import fake_and_sdk  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -96,8 +97,7 @@ def _collecting_client(
 ) -> Iterator[tuple[Any, Any]]:
     """The fake server and a client of ``provider`` wrapped for Ana's session, on a
     Memory whose embedder runs the garbage collector inside each commit."""
-    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
-    fake_server = FakeAnthropic if provider == "anthropic" else FakeOpenAI
+    fake_server, sdk = fake_and_sdk(provider)
     with (
         fake_server() as fake,
         Memory(
