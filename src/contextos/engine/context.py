@@ -1191,8 +1191,8 @@ class SessionContext:
         model is sent it on the next call, but no commit ran, so it never reached memory,
         and the user's next session never found "I am allergic to peanuts" said just
         before a 529 (a review). A stream cut after its first byte remembered it. Once
-        only, as for a cut stream: the commit of a retry that answers it finds it
-        remembered, and the store drops an exact repeat."""
+        only: the commit of a retry that answers it finds the question's turn
+        remembered (:meth:`_question_of`) and leaves it out."""
         call = CallRecord("", "", Usage(), None, False, 0.0, complete=False)
         self._committer.submit(self._commit, prepared, call)
 
