@@ -102,6 +102,7 @@ from contextos.errors import (
     ProviderError,
     ScopeError,
 )
+from contextos.llm.media_tokens import media_tokens, open_loop_start
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
 from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
@@ -522,6 +523,41 @@ def _is_prefill(message: Message) -> bool:
     )
 
 
+def _loop_opener(messages: Sequence[Message]) -> Message | None:
+    """The question that opened a request's open tool loop (its last user message that
+    is not tool results), when it carries content of its own beyond its text (images,
+    documents: :func:`~contextos.llm.media_tokens.media_tokens`); else None."""
+    opener = next((m for m in reversed(messages) if _is_question(m)), None)
+    if opener is None or not media_tokens(opener):
+        return None
+    return opener
+
+
+def _loop_question_given(
+    history: tuple[Item, ...], messages: Sequence[Message], tokenizer: Tokenizer
+) -> tuple[Item, ...]:
+    """``history`` (a request without a question: a step of an open tool loop) with the
+    question that opened the loop sent as the request gives it, images and documents
+    included (its wire form, counted), when the history holds that question as logged.
+
+    Why: a logged user turn is sent as its text (the log keeps no images). The question
+    that opened a loop went out with its images, and every later step of the loop sent
+    its text alone: an agent asked "what is wrong in this screenshot?" that called a tool
+    before answering answered without the screenshot. The app resends that question on
+    every step, so its own blocks go out again, as :func:`with_thinking_sent` sends the
+    loop's thinking; once a new question closes the loop, the turn is text again."""
+    opener = _loop_opener(messages)
+    at = open_loop_start([i.role for i in history], question=False) - 1
+    if opener is None or at < 0:
+        return history
+    logged = history[at].message
+    if logged is None or logged.role != "user" or logged.content != opener.content:
+        return history
+    message = replace(logged, metadata={**logged.metadata, WIRE_KEY: opener.metadata[WIRE_KEY]})
+    item = replace(history[at], message=message, tokens=message_item("", message, tokenizer).tokens)
+    return (*history[:at], item, *history[at + 1 :])
+
+
 def _as_logged(reply: Message, prepared: Prepared, call: CallRecord) -> Message:
     """``reply`` as a commit logs it: after its prefill's text (with the prefill's redo
     mark), mended (:func:`~contextos.engine.message_text.mended`), with the call's usage,
@@ -819,6 +855,8 @@ class SessionContext:
         restarts = self.session.log_restarts if self.session is not None else 0
         split = self._log_and_split(request, budget)
         question, history, prefill = split.parts.question, split.history, split.parts.prefill
+        if question is None and prefill is None:  # a step of an open tool loop
+            history = _loop_question_given(history, request.messages, self.tokenizer)
         if self.topic is not None and self.session and self.session.log_restarts != restarts:
             # The log changed under the session (an erasure): the block may hold
             # memories erased with it, so it is rebuilt from a fresh search.
@@ -1032,6 +1070,9 @@ class SessionContext:
                     available=budget - fixed,
                 )
             fixed += asked
+        else:  # a step of an open tool loop sends its question's images and documents
+            opener = _loop_opener(request.messages)
+            fixed += media_tokens(opener, tk.count) if opener is not None else 0
         fixed += int(self.layout.memories_floor * budget)
         if self.topic is not None:
             _, layout = topic_layout(budget, budget, 0.0, block_tokens=self.memory_tokens)

@@ -462,9 +462,11 @@ def content_blocks(block: Block) -> int:
 
     A turn is its text (when it has any) plus one ``tool_use`` per call; a tool
     result turn is the blocks it was logged with (one ``tool_result`` per parallel
-    call, :data:`TOOL_RESULTS_KEY`), else one. Never below 1: where the renderer
-    sends fewer (a cleared result drops the text beside it) the count errs long,
-    which only places a stepping stone nearer to the entry it must reach.
+    call, :data:`TOOL_RESULTS_KEY`), else one; a user turn sent as the caller's own
+    blocks (the question that opened the open tool loop) is those blocks. Never below
+    1: where the renderer sends fewer (a cleared result drops the text beside it) the
+    count errs long, which only places a stepping stone nearer to the entry it must
+    reach.
     """
     msg = block.message
     if block.kind != "messages" or msg is None:
@@ -473,6 +475,11 @@ def content_blocks(block: Block) -> int:
         kept = msg.metadata.get(TOOL_RESULTS_KEY)
         logged = kept.get("blocks") if isinstance(kept, dict) else None
         return max(1, len(logged)) if isinstance(logged, list) else 1
+    wire = msg.metadata.get("wire")  # contextos.providers.base.WIRE_KEY
+    given = wire[1] if isinstance(wire, tuple) and len(wire) == 2 else None
+    own = given.get("content") if isinstance(given, Mapping) else None
+    if msg.role == "user" and isinstance(own, list):
+        return max(1, len(own))
     return max(1, (1 if msg.content else 0) + len(msg.tool_calls))
 
 

@@ -292,6 +292,7 @@ def render_body(prepared: Prepared, *, max_tokens: int | None = None) -> JSON:
     with the caller's question content blocks sent as they were given."""
     body = render_anthropic(prepared.window, prepared.model, max_tokens=max_tokens, keep_empty=True)
     _send_compactions_back(prepared.window, body["messages"])
+    _send_own_blocks_back(prepared.window, body["messages"])
     # a turn with nothing to send (an empty reply in an older log): the API refuses it
     body["messages"] = open_on_user(results_together([m for m in body["messages"] if m["content"]]))
     own = own_content(prepared.question, "anthropic")
@@ -323,6 +324,27 @@ def _send_prefill_back(window: Window, messages: list[JSON]) -> None:
     final[:] = [_as_json(b) for b in blocks]  # SDK objects as their JSON: a mark can go on
     if mark is not None and field_of(final[-1], "type") not in _THINKING:
         final[-1]["cache_control"] = mark
+
+
+def _send_own_blocks_back(window: Window, messages: list[JSON]) -> None:
+    """Send each user turn of the history that carries the caller's wire form as the
+    caller's own blocks (in place), its cache marker kept on the last of them.
+
+    Only one such turn reaches a window: the question that opened the open tool loop,
+    which a step of the loop sends with its images and documents
+    (:func:`contextos.engine.context._loop_question_given`, which counts them); every
+    logged turn holds its text alone. Window "messages" blocks map one to one, in
+    order, to the rendered messages (:func:`contextos.cache.render_anthropic`)."""
+    turns = [b for b in window.blocks if b.kind == "messages"]
+    for block, message in zip(turns, messages, strict=False):
+        own = own_content(block.message, "anthropic") if message["role"] == "user" else None
+        if own is None:
+            continue
+        content = message["content"]
+        mark = content[-1].get("cache_control") if content else None
+        content[:] = own
+        if mark is not None and own:
+            content[-1]["cache_control"] = mark
 
 
 def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
@@ -739,11 +761,7 @@ class AnthropicTokenCounter:
         window = Window(blocks, 0, (), (), ())
         body = render_anthropic(window, model_info(self.model), keep_empty=True)
         _send_compactions_back(window, body["messages"])
-        turns = [m for m in ordered if m.role != "system"]
-        for m, sent in zip(turns, body["messages"], strict=True):  # one to one
-            own = own_content(m, "anthropic") if m.role == "user" else None
-            if own is not None:
-                sent["content"] = own
+        _send_own_blocks_back(window, body["messages"])
         sent = [m for m in body["messages"] if m["content"]]
         opened = open_on_user(sent)  # the API counts no request that opens on the assistant
         count = self._api(opened or [{"role": "user", "content": "."}], body.get("system"))

@@ -322,6 +322,7 @@ def render(
     own = own_content(prepared.question, "openai")
     if own is not None and messages and prepared.window.blocks[-1].kind == "question":
         messages[-1]["content"][-1:] = own
+    _send_own_parts_back(prepared.window, messages)
     out = {k: v for k, v in kwargs.items() if k != "messages"}
     if body.get("tools"):  # the caller's tools, in the window's canonical form
         out["tools"] = body["tools"]
@@ -337,6 +338,22 @@ def render(
             cache_key if isinstance(cache_key, str) else prompt_cache_key(prepared.window)
         )
     return out, _prefix_hash(out, stable_end(prepared.window, "openai"), prepared)
+
+
+def _send_own_parts_back(window: Window, messages: list[JSON]) -> None:
+    """Send each user turn of the history that carries the caller's wire form as the
+    caller's own content parts (in place): the question that opened the open tool loop,
+    which a step of the loop sends with its images and files
+    (:func:`contextos.engine.context._loop_question_given`, which counts them). The
+    window's system and "messages" blocks map one to one, in order, to the rendered
+    messages (:func:`contextos.cache.render_openai`)."""
+    turns = [b for b in window.blocks if b.kind in ("system", "messages")]
+    for block, message in zip(turns, messages, strict=False):
+        if block.kind != "messages" or message.get("role") != "user":
+            continue
+        own = own_content(block.message, "openai")
+        if own is not None:
+            message["content"] = own
 
 
 def _prefix_hash(kwargs: Mapping[str, Any], stable_blocks: int, prepared: Prepared) -> str:
