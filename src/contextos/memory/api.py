@@ -32,7 +32,7 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 from ..config import Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..engine.message_text import check_unicode
-from ..errors import Conflict, EmbedderUnavailable, NotFound, ScopeError
+from ..errors import ConfigError, Conflict, EmbedderUnavailable, NotFound, ScopeError
 from ..keyed_locks import KeyedLocks
 from ..retry import wait_before_retry
 from ..store import open_store
@@ -96,6 +96,33 @@ log = logging.getLogger(__name__)
 AddTry = Callable[[Newest | None, MemoryRecord | None], list[MemoryRecord]]
 
 
+def _db_location(path_or_url: object) -> str:
+    """``Memory``'s database argument as the path or URL string the store opens.
+
+    Why checked here: the CLI refuses an empty ``--db``, but ``Memory("")`` (a path read
+    from an unset setting) silently opened the shared default database of every app and
+    of the CLI, ``Memory("  ")`` created a file named by spaces, and ``Memory(config)``
+    (mem0's way to configure it) created a SQLite file named after the dict's text and
+    ignored every setting in it (a review)."""
+    if isinstance(path_or_url, Mapping):
+        raise TypeError(
+            "Memory takes a database path or a postgresql:// URL, not a dict of settings: "
+            "pass the other settings as Memory(path, settings=Settings(...)) or keyword "
+            "arguments (embedder=, tenant=, ...); see docs/api.md"
+        )
+    if not isinstance(path_or_url, (str, os.PathLike)):
+        raise TypeError(
+            "the database must be a path or a postgresql:// URL string, "
+            f"not {type(path_or_url).__name__}"
+        )
+    location = os.fspath(path_or_url)
+    if not isinstance(location, str):  # a bytes path
+        raise TypeError("the database path must be text (str or pathlib.Path), not bytes")
+    if not location.strip():
+        raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
+    return location
+
+
 class PendingWrites(Protocol):
     """Writes into a Memory still running on another thread (a wrapped client's
     background commit of its last reply), which :meth:`Memory.close` waits for."""
@@ -124,6 +151,8 @@ class Memory:
         reconciler: Reconciler | None = None,
         turn_facts: bool = False,
     ) -> None:
+        if path_or_url is not None:
+            path_or_url = _db_location(path_or_url)
         if settings is not None and path_or_url is not None:
             # The path given wins: Memory("b.db", settings=s) opened s.db, silently.
             settings = replace(settings, db=str(path_or_url))

@@ -219,6 +219,11 @@ def build_records(
             )
         check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the seq it gets
         if seq is not None:
+            if "seq" in meta:  # renumbered without a word, before (a review)
+                raise ValueError(
+                    "metadata key 'seq' is reserved in a session: the library numbers the "
+                    "session's turns there; give your key another name"
+                )
             meta["seq"] = seq
             seq += 1
         records.append(
@@ -357,10 +362,28 @@ def _record_metadata(shared: Mapping[str, Any], message: Message) -> dict[str, A
     """A record's metadata but its ``seq``: the add's, the message's own over it (but its
     ``event_time``, kept as the record's), who said it."""
     meta = {**shared, **{k: v for k, v in message.metadata.items() if k != "event_time"}}
+    _refuse_said_by(meta, message)
     meta["role"] = message.role
     if message.name:
         meta["speaker"] = message.name
     return meta
+
+
+def _refuse_said_by(meta: Mapping[str, Any], message: Message) -> None:
+    """Refuse metadata whose ``role`` (or ``speaker``, for a message with a ``name``) is
+    not who said ``message``: the library writes those keys (ValueError saying so).
+
+    Why: ``add("...", metadata={"role": "manager"})`` stored ``role: "user"`` without a
+    word, and a filter on the app's own key then found nothing (a review). The same
+    value (metadata copied from a stored memory) is let through."""
+    said_by = {"role": message.role, **({"speaker": message.name} if message.name else {})}
+    for key, value in said_by.items():
+        if key in meta and meta[key] != value:
+            raise ValueError(
+                f"metadata key {key!r} is reserved: the library stores who said each memory "
+                f"there ({value!r}), which would replace your {meta[key]!r}; give your key "
+                f"another name (e.g. 'user_{key}')"
+            )
 
 
 def _as_message(record: MemoryRecord) -> Message:

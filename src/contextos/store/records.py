@@ -371,6 +371,7 @@ class RecordUpdate(ABC):
         actor: str,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
+        successor_text: str | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
         token count columns when it changes the rendering) to one memory and return
@@ -387,7 +388,9 @@ class RecordUpdate(ABC):
 
         With ``derived`` (:class:`~contextos.store.base.Derived`), the records made
         from this one are replaced after it, in this transaction, if the row is still
-        the one they were made from (else ``Conflict``, nothing written)."""
+        the one they were made from (else ``Conflict``, nothing written).
+        ``successor_text``: the text of the memory that replaces this one (its history
+        event's new text, :func:`update_event`)."""
         found = self.locked(tenant, memory_id)
         if found is None:
             raise NotFound(f"no memory {memory_id!r}")
@@ -402,7 +405,8 @@ class RecordUpdate(ABC):
         ):
             self.drop_vector(key)
         self.cur.execute(
-            insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
+            insert_history_sql(self.mark),
+            update_event(tenant, old, patch, now, actor, successor_text=successor_text),
         )
         if derived is not None:
             self.remove(tenant, derived.drop, now=now, actor=actor)
@@ -800,16 +804,27 @@ def insert_history_sql(mark: str) -> str:
 
 
 def update_event(
-    tenant: str, old: MemoryRecord, patch: Patch, at: object, actor: str
+    tenant: str,
+    old: MemoryRecord,
+    patch: Patch,
+    at: object,
+    actor: str,
+    *,
+    successor_text: str | None = None,
 ) -> tuple[object, ...]:
     """The history row of ``patch`` applied to ``old``, in ``HISTORY_FIELDS`` order.
 
     A patch that only closes the record's validity (``valid_to`` and nothing else) is
     how reconciliation retires a memory, so it is recorded as a DELETE; any other
-    patch is an UPDATE. The new text is the old one when the patch leaves it alone.
+    patch is an UPDATE. The new text is the old one when the patch leaves it alone,
+    but for a close by the memory that replaces it (``successor_text``: an inferring
+    add's UPDATE writes the new fact as a memory of its own): that memory's text.
+    Why: the old fact's history read "UPDATE 'User lives in Lisbon.' -> 'User lives
+    in Lisbon.'", an update that changed nothing, and never showed the new fact (a
+    review).
     """
     closing = patch.valid_to is not None and patch.text is None and not patch.metadata
-    new_text = patch.text if patch.text is not None else old.text
+    new_text = patch.text if patch.text is not None else successor_text or old.text
     event = "DELETE" if closing else "UPDATE"
     return (tenant, old.user_id, old.id, event, old.text, new_text, at, actor)
 
@@ -973,7 +988,13 @@ class PatchUpdates(ABC):
                 params = [*params, tokens.tokens if tokens else None]
                 params.append(tokens.counted_with if tokens else None)
             steps.apply(
-                based_on.tenant, based_on.id, close.patch, (sets, params), now=now, actor=actor
+                based_on.tenant,
+                based_on.id,
+                close.patch,
+                (sets, params),
+                now=now,
+                actor=actor,
+                successor_text=_successor_text(steps, based_on.tenant, close.patch),
             )
 
     @abstractmethod
@@ -988,6 +1009,16 @@ class PatchUpdates(ABC):
     @abstractmethod
     def _updating(self) -> AbstractContextManager[RecordUpdate]:
         """The store's :class:`RecordUpdate` on a cursor inside one write transaction."""
+
+
+def _successor_text(steps: RecordUpdate, tenant: str, patch: Patch) -> str | None:
+    """The text of the memory a close names as its successor (``superseded_by``, put
+    in this transaction before the close), or None."""
+    successor = (patch.metadata or {}).get("superseded_by")
+    if patch.valid_to is None or not isinstance(successor, str):
+        return None
+    found = steps.locked(tenant, successor)
+    return found[1].text if found is not None else None
 
 
 @dataclass(frozen=True)
