@@ -4,9 +4,9 @@ Both official SDKs (``anthropic``, ``openai``) raise the same shapes: an
 ``APIStatusError`` carrying ``status_code``, ``response`` and ``body``, and an
 ``APIConnectionError`` when no response came. We read those attributes instead
 of importing either SDK, so this module works whichever is installed. A stream
-that breaks while the caller reads it (a dropped connection, a read timeout)
-raises the HTTP library's own error through the SDK; that too becomes a
-:class:`ProviderError`.
+that breaks while the caller reads it (a dropped connection, a read timeout, a
+body closed under it) raises the HTTP library's own error through the SDK; that
+too becomes a :class:`ProviderError`.
 
 Retries: both SDKs already retry connection errors, 408/409/429 and 5xx with
 exponential backoff (``max_retries``, honouring ``retry-after``). contextos
@@ -101,24 +101,32 @@ _HTTP_LIBRARIES = ("httpx", "httpx2")
 
 def _is_sdk_error(exc: BaseException) -> bool:
     """True for exceptions raised by the anthropic or openai SDKs (by their module), and
-    for their HTTP library's request errors (:func:`_is_transport_error`)."""
+    for their HTTP library's request and stream errors (:func:`_is_transport_error`)."""
     root = type(exc).__module__.split(".")[0]
     return root in ("anthropic", "openai") or _is_transport_error(exc)
+
+
+#: The HTTP libraries' error bases a stream's read lets through the SDKs: ``RequestError``
+#: (transport, timeout, decoding) and ``StreamError`` (a closed or consumed body).
+_HTTP_ERROR_BASES = ("RequestError", "StreamError")
 
 
 def _is_transport_error(exc: BaseException) -> bool:
     """True for an ``httpx`` / ``httpx2`` ``RequestError``: transport errors (a dropped
     connection, ``RemoteProtocolError``), timeouts (``ReadTimeout``), a body that
-    fails to decode.
+    fails to decode; and for a ``StreamError``: a body read after its response was
+    closed (``StreamClosed``: a stream closed from another thread while its reader
+    waits, or closed by the wrapper as left).
 
     Why: the SDKs turn these into ``APIConnectionError`` while sending, but a stream
     reads its body later, in the caller's loop, where the SDK lets the HTTP
-    library's own exception through; the caller was promised a ``ProviderError``.
-    Matched by class name and module (the ``RequestError`` base), so neither
-    library is imported here.
+    library's own exception through; the caller was promised a ``ProviderError``
+    (a review: ``StreamClosed``, not a ``RequestError``, reached the app as it was).
+    Matched by class name and module (the bases above), so neither library is
+    imported here.
     """
     return any(
-        cls.__name__ == "RequestError" and cls.__module__.split(".")[0] in _HTTP_LIBRARIES
+        cls.__name__ in _HTTP_ERROR_BASES and cls.__module__.split(".")[0] in _HTTP_LIBRARIES
         for cls in type(exc).__mro__
     )
 

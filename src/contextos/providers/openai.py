@@ -504,26 +504,35 @@ def write_ttl_extra(response: Any) -> dict[str, Any]:
 
 def responses_reply(response: Any) -> Message:
     """The assistant message of a Responses API ``Response``: its ``output_text``
-    parts and ``function_call`` items (``types/responses/response_output_item.py``)."""
+    parts (or, with none, its ``refusal`` parts) and ``function_call`` items
+    (``types/responses/response_output_item.py``).
+
+    Why the refusal: a message item whose content is ``[{"type": "refusal", ...}]``
+    was recorded as an empty reply (a review), where Chat records a refusal as the
+    reply's text (:func:`reply_of`)."""
     text: list[str] = []
+    refusal: list[str] = []
     calls: list[ToolCall] = []
     for item in field_of(response, "output") or []:
         kind = field_of(item, "type")
         if kind == "message":
-            text += [
-                field_of(c, "text") or ""
-                for c in field_of(item, "content") or []
-                if field_of(c, "type") == "output_text"
-            ]
+            for part in field_of(item, "content") or []:
+                if field_of(part, "type") == "output_text":
+                    text.append(field_of(part, "text") or "")
+                elif field_of(part, "type") == "refusal":
+                    refusal.append(field_of(part, "refusal") or "")
         elif kind == "function_call":
-            calls.append(
-                ToolCall(
-                    str(field_of(item, "call_id")),
-                    str(field_of(item, "name")),
-                    str(field_of(item, "arguments") or ""),
-                )
-            )
-    return Message("assistant", "".join(text), tool_calls=tuple(calls))
+            calls.append(_responses_call(item))
+    return Message("assistant", "".join(text) or "".join(refusal), tool_calls=tuple(calls))
+
+
+def _responses_call(item: Any) -> ToolCall:
+    """The :class:`ToolCall` of a ``function_call`` output item."""
+    return ToolCall(
+        str(field_of(item, "call_id")),
+        str(field_of(item, "name")),
+        str(field_of(item, "arguments") or ""),
+    )
 
 
 def responses_extra(response: Any) -> dict[str, Any]:
@@ -544,13 +553,38 @@ def responses_extra(response: Any) -> dict[str, Any]:
     return out
 
 
+#: The events that close an output item (its text, refusal, arguments, content part,
+#: the item itself). After the last item's, ``response.completed`` follows at once.
+_RESPONSES_CLOSING = frozenset(
+    {
+        "response.output_text.done",
+        "response.refusal.done",
+        "response.function_call_arguments.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    }
+)
+#: The events that carry the whole ``Response`` (its usage, its output): the failed
+#: one too, whose usage was dropped (a review; a failed response may be billed).
+_RESPONSES_CARRY = (
+    "response.created",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+)
+
+
 class ResponsesStreamAccumulator:
-    """Text, usage and compaction from Responses API stream events."""
+    """Text (or refusal), tool calls, usage and compaction from Responses API stream
+    events."""
 
     def __init__(self) -> None:
         self._text: list[str] = []
+        self._refusal: list[str] = []
+        self._calls: list[ToolCall] = []
         self._response: Any = None
         self._finished = False
+        self._closing = False
         self.message_id: str | None = None
 
     @property
@@ -558,12 +592,32 @@ class ResponsesStreamAccumulator:
         """``response.completed`` or ``response.incomplete`` arrived."""
         return self._finished
 
+    @property
+    def holding(self) -> bool:
+        """An output item just closed and the response has not ended: the wrapper reads
+        the next event before handing the closing ones on.
+
+        Why: the usage comes only in ``response.completed``, which follows the last
+        item's ``response.output_item.done`` at once; a caller that stops at
+        ``response.output_text.done`` has the whole answer, but the call was recorded
+        with no usage (a review), where a Chat stream reads its usage chunk ahead. The
+        hold ends at the next event whatever it is (the next item's ``added``), so no
+        text is ever held back."""
+        return self._closing
+
     def feed(self, event: Any) -> None:
         kind = field_of(event, "type")
+        self._closing = kind in _RESPONSES_CLOSING
         self._finished = self._finished or kind in ("response.completed", "response.incomplete")
         if kind == "response.output_text.delta":
             self._text.append(field_of(event, "delta") or "")
-        elif kind in ("response.created", "response.completed", "response.incomplete"):
+        elif kind == "response.refusal.delta":
+            self._refusal.append(field_of(event, "delta") or "")
+        elif kind == "response.output_item.done":
+            item = field_of(event, "item")
+            if field_of(item, "type") == "function_call":
+                self._calls.append(_responses_call(item))
+        elif kind in _RESPONSES_CARRY:
             self._response = field_of(event, "response")
             self.message_id = self.message_id or field_of(self._response, "id")
 
@@ -571,10 +625,14 @@ class ResponsesStreamAccumulator:
         return usage_from_openai(field_of(self._response, "usage"))
 
     def reply(self) -> Message:
-        done = self._response is not None and field_of(self._response, "output")
-        return (
-            responses_reply(self._response) if done else Message("assistant", "".join(self._text))
-        )
+        """The response's own output once an end event brought it; before that (a stream
+        cut or left), the text deltas (or refusal deltas) and the function calls whose
+        ``response.output_item.done`` arrived: those are whole, as Chat keeps a cut
+        stream's calls whose arguments parse."""
+        if self._response is not None and field_of(self._response, "output"):
+            return responses_reply(self._response)
+        text = "".join(self._text) or "".join(self._refusal)
+        return Message("assistant", text, tool_calls=tuple(self._calls))
 
     def extra(self) -> dict[str, Any]:
         return responses_extra(self._response)

@@ -29,11 +29,30 @@ Such a close (the instrumented ``close``, the wrapper's helper ``__exit__``) sti
 closes the response, but while this thread runs a collection (a ``gc.callbacks``
 hook marks it, :func:`collecting`) a report only enqueues, like an abandon.
 
-:meth:`OpenStreams.finish` also reports a stream the caller left open when that
-caller's next call starts (managed or pass-through): by then it has moved on from
-it, so its response is closed too (the caller may still hold the object; its
-connection should not stay taken). It does so only for a stream that one caller alone opened
-and read -- a thread, an asyncio task on one, and the ``contextvars`` context it
+A stream the caller still holds is reported as left, and its response closed (the
+caller may still hold the object; its connection should not stay taken), only where
+something needs it settled (:meth:`OpenStreams.before_call`, :meth:`OpenStreams.finish`):
+
+- at a managed call (with a session or memory: its window needs the reply logged
+  first), a managed stream its caller opened, *read part of*, and alone read. A
+  stream opened and not yet read is not left: an app may open several streams and
+  read them one after another or side by side (``zip``), as with the bare SDK (a
+  review: the wrapper closed the first stream as the second opened, and its reader
+  got the HTTP library's ``StreamClosed``).
+- at a pass-through call (``wrap(client)`` without session or memory, and every
+  Responses API call), none: such a call logs nothing and needs nothing logged, and
+  a stream read on after it (a tool that calls the model inside the loop) must be
+  recorded whole, as the app received it (a review: it was recorded as the fragment
+  read before the call, with no usage, while the app read on to the end).
+- at ``flush()``, every stream its caller opened and alone read or never read,
+  managed or not: the app asked for everything to be settled.
+
+Once reported so, the stream is *cut*: its reader gets the events its record holds,
+then :class:`~contextos.errors.ProviderError` -- or the loop's end, when the reply had
+come whole (its end marker arrived) -- never an event the record lacks (the SDK and
+HTTP library had buffered more, which went on to the caller after the report).
+
+"Caller" is a thread, an asyncio task on one, and the ``contextvars`` context it
 runs in. Why the context: a thread pool that runs each job in a copy of its
 submitter's context (anyio's, which Starlette runs sync endpoints and a
 ``StreamingResponse``'s iterator on; ``asyncio.to_thread``) hands the same worker
@@ -44,8 +63,8 @@ read that way has several readers, and a stream read by anyone but its opener is
 left to its end, ``close()`` or the garbage collector (neither a call nor
 ``flush()`` reports it): whoever calls next cannot tell whether it is still being
 read. A caller that opened and alone read a stream and is gone (its thread ended,
-its task is done) reads no more: its streams are reported by any caller's next
-call and by ``flush()``.
+its task is done) reads no more: its streams are reported by any caller's managed
+call (those it read part of, whose replies that call needs logged) and by ``flush()``.
 """
 
 from __future__ import annotations
@@ -61,6 +80,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from ..errors import ProviderError
 from .base import StreamAccumulator
 from .errors import mapped_errors
 
@@ -165,39 +185,78 @@ class Reader:
 
 
 class Readers:
-    """Who read a stream: its latest reader (its opener before the first event), and
-    whether anyone but the opener read it (``shared``: then no caller's next call may
-    take it for left; see the module docstring)."""
+    """Who read a stream: its latest reader (its opener before the first event), whether
+    anyone but the opener read it (``shared``: then no caller's next call may take it
+    for left; see the module docstring), whether anyone read it at all (``started``),
+    and whether the wrapper cut it (``cut``: reported and its response closed while the
+    app still held it)."""
 
-    __slots__ = ("last", "shared")
+    __slots__ = ("cut", "last", "shared", "started")
 
     def __init__(self) -> None:
         self.last = Reader()
         self.shared = False
+        self.started = False
+        self.cut = False
 
     def read(self) -> None:
-        """Note who asks for the next event: one comparison when it is the same caller
-        (an event loop reads many events), a new :class:`Reader` when not."""
+        """Note who asks for the next event (and that someone did): one comparison when
+        it is the same caller (an event loop reads many events), a new :class:`Reader`
+        when not."""
+        self.started = True
         if self.last.key != _caller_key():
             self.last = Reader()
             self.shared = True  # the first reader to change is not the opener
 
     def left_by(self, key: tuple[int, int, int]) -> bool:
-        """Whether the caller ``key`` has left this stream: it alone opened and read it,
-        and it is calling again, or it is gone."""
+        """Whether the caller ``key`` has left this stream: it alone opened and read it
+        (or never read it), and it is calling again, or it is gone."""
         return not self.shared and (self.last.key == key or self.last.gone)
 
+    def may_read(self, provider: str, finished: bool) -> bool:
+        """True while the stream may be read on; False once the wrapper cut it after its
+        reply had come whole (``finished``: the loop just ends, the app has the reply as
+        recorded, as when a follow-up call is made in the loop at ``finish_reason``).
 
-def _read_ahead(inner: Iterator[Any], acc: StreamAccumulator) -> Iterator[Any]:
-    """``inner``'s events, each fed to ``acc`` before it is handed on.
+        Raises:
+            ProviderError: the wrapper cut the stream before its reply was whole: what
+                follows was never recorded.
+        """
+        if not self.cut:
+            return True
+        if finished:
+            return False
+        raise ProviderError(
+            f"{provider}: this stream was recorded as left, and closed, when the "
+            "client was flushed or the same caller made a managed call while "
+            "reading it; read a stream to its end (or close it) first"
+        )
 
-    While the accumulator is ``holding`` (OpenAI: choice 0 just finished and its
-    usage chunk, sent right after, has not come) the next event is read before
-    the held one is handed on, so a caller that stops at ``finish_reason`` still
-    gets the call's usage recorded.
+
+def _read_ahead(
+    inner: Iterator[Any], acc: StreamAccumulator, readers: Readers, provider: str
+) -> Iterator[Any]:
+    """``inner``'s events, each fed to ``acc`` before it is handed on, until the stream
+    ends, fails or is cut (:meth:`Readers.may_read`).
+
+    While the accumulator is ``holding`` (OpenAI chat: choice 0 just finished and its
+    usage chunk, sent right after, has not come; Responses: an output item just
+    closed) the next event is read before the held one is handed on, so a caller that
+    stops at the end of the reply still gets the call's usage recorded. Should the
+    read fail, the events held are handed on before the error: the caller gets every
+    event its record was made of, as the bare SDK would have given them.
     """
     held: list[Any] = []
-    for event in inner:
+    while True:
+        try:
+            if not readers.may_read(provider, acc.finished):
+                break
+            event = next(inner)
+        except StopIteration:
+            break
+        except Exception:
+            yield from held
+            raise
         acc.feed(event)
         held.append(event)
         if not getattr(acc, "holding", False):
@@ -220,7 +279,7 @@ def _observed(
     ``readers`` notes whoever asks for each event."""
     try:
         with mapped_errors(provider):
-            for event in _read_ahead(inner, acc):
+            for event in _read_ahead(inner, acc, readers, provider):
                 readers.read()
                 if hide is None or not hide(event):
                     yield event
@@ -233,28 +292,52 @@ def _observed(
     done()
 
 
+class _Entry:
+    """One open stream in :class:`OpenStreams`: who read it, how to report it and close
+    its response, and whether its report commits a reply a managed call needs logged."""
+
+    __slots__ = ("commits", "readers", "release", "report")
+
+    def __init__(self, readers: Readers, report: Report, release: Report, commits: bool) -> None:
+        self.readers = readers
+        self.report = report
+        self.release = release
+        self.commits = commits
+
+    def cut(self) -> None:
+        """Report the stream as it stands, then close its response; its reader, if it
+        reads on, gets :class:`ProviderError`, or the loop's end when its reply had come
+        whole (:meth:`Readers.may_read`)."""
+        self.report()
+        self.readers.cut = True
+        self.release()
+
+
 class OpenStreams:
     """The streams of one wrapped client that have not reported yet (thread-safe).
 
-    Each is kept with its :class:`Readers`, and :meth:`finish` reports only those the
-    caller left: one client shared by threads or tasks may have another's stream
-    still being read. Streams closed by the garbage collector wait in a
-    lock-free queue for :meth:`drain`.
+    Each is kept with its :class:`Readers`, and :meth:`before_call` and :meth:`finish`
+    report only those the caller left: one client shared by threads or tasks may have
+    another's stream still being read. Streams closed by the garbage collector wait in
+    a lock-free queue for :meth:`drain`.
     """
 
     def __init__(self) -> None:
-        self._open: dict[int, tuple[Readers, Report, Report]] = {}
+        self._open: dict[int, _Entry] = {}
         self._abandoned: deque[int] = deque()
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
-    def track(self, done: Report, release: Report | None = None) -> tuple[Report, Report, Readers]:
+    def track(
+        self, done: Report, release: Report | None = None, *, commits: bool = False
+    ) -> tuple[Report, Report, Readers]:
         """(report, abandon, readers) for a new stream: ``report`` calls ``done`` once and
         leaves this set -- or, called from inside a garbage collection (:func:`collecting`),
         only queues it as ``abandon`` does; ``abandon`` only queues the stream for
         :meth:`drain` (safe anywhere); ``readers`` starts with the caller opening it.
-        ``release`` closes the stream's response; :meth:`finish` calls it after
-        reporting a stream its caller left open."""
+        ``release`` closes the stream's response; a stream reported as left is closed
+        with it. ``commits``: its report logs a reply in a session (see
+        :meth:`before_call`)."""
         key = next(self._ids)
         readers = Readers()
 
@@ -271,7 +354,7 @@ class OpenStreams:
             self._abandoned.append(key)  # atomic: no lock, the collector may hold any
 
         with self._lock:
-            self._open[key] = (readers, report, release or _nothing)
+            self._open[key] = _Entry(readers, report, release or _nothing, commits)
         return report, abandon, readers
 
     @property
@@ -289,25 +372,40 @@ class OpenStreams:
             with self._lock:
                 entry = self._open.get(key)
             if entry is not None:
-                entry[1]()
+                entry.report()
+
+    def before_call(self, *, managed: bool) -> None:
+        """:meth:`drain`; then, before a ``managed`` call, cut every stream whose reply
+        that call needs logged: one that commits, that the caller (this thread, asyncio
+        task and context) alone opened, has read part of and left open -- or whose only
+        reader is gone.
+
+        Why not the others: a stream not yet read is one the app opened beside another
+        (it will read both); and a pass-through call needs nothing logged, so the app
+        may read on after it (see the module docstring). Those are reported when they
+        end, close or are dropped, or at :meth:`finish`."""
+        self.drain()
+        if not managed:
+            return
+        me = _caller_key()
+        self._cut(lambda e: e.commits and e.readers.started and e.readers.left_by(me))
 
     def finish(self) -> None:
-        """:meth:`drain`, then report every stream the caller (this thread, asyncio task
-        and context) alone opened and read, or opened and never read, and left open --
-        and every such stream whose caller is gone (its thread ended: a worker that
-        ``break`` s out and returns) -- and close their responses: nobody will read them
-        on. A stream anyone else read is left alone (see the module docstring)."""
+        """``flush()``: :meth:`drain`, then cut every stream the caller alone opened and
+        read (or never read) and left open -- and every such stream whose caller is gone
+        (its thread ended: a worker that ``break`` s out and returns), managed or not. A
+        stream anyone else read is left alone (see the module docstring)."""
         self.drain()
         me = _caller_key()
+        self._cut(lambda e: e.readers.left_by(me))
+
+    def _cut(self, left: Callable[[_Entry], bool]) -> None:
+        """Cut (:meth:`_Entry.cut`) every open stream ``left`` picks, outside the lock
+        (a report commits)."""
         with self._lock:
-            pending = [
-                (report, release)
-                for readers, report, release in self._open.values()
-                if readers.left_by(me)
-            ]
-        for report, release in pending:
-            report()
-            release()
+            pending = [entry for entry in self._open.values() if left(entry)]
+        for entry in pending:
+            entry.cut()
 
 
 class _StreamProxy:
@@ -361,15 +459,17 @@ def instrument(
     provider: str,
     open_streams: OpenStreams,
     hide: Callable[[Any], bool] | None = None,
+    commits: bool = False,
 ) -> Any:
     """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring.
 
     ``done`` is called once: when the stream ends or fails, when the caller closes it,
     or, for a stream left to the garbage collector or left open, at ``open_streams``'
-    next :meth:`~OpenStreams.drain` or :meth:`~OpenStreams.finish`.
+    next :meth:`~OpenStreams.drain`, :meth:`~OpenStreams.before_call` (``commits``:
+    ``done`` logs the reply in a session) or :meth:`~OpenStreams.finish`.
     """
     release = _closer(stream)
-    report, abandon, readers = open_streams.track(done, release)
+    report, abandon, readers = open_streams.track(done, release, commits=commits)
     inner = getattr(stream, "_iterator", None)
     if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
         observed = _observed(inner, acc, report, abandon, provider, hide, readers)

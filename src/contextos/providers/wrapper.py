@@ -174,9 +174,10 @@ class _Core:
     def passthrough(self, adapter: ProviderAdapter) -> _Core:
         """A core for another API of the same client: never managed, recorded in this log.
 
-        It shares this core's open streams: a stream of either API that its caller left,
-        or that the collector queued, is reported at the next call of either and at the
-        client's ``flush()``, which sees only this core's set."""
+        It shares this core's open streams: a stream of either API that the collector
+        queued is reported at the next call of either, and one its caller left at the
+        client's ``flush()``, which sees only this core's set; this core's calls, never
+        managed, leave the caller's open streams alone (see :meth:`_prepare`)."""
         other = _Core(adapter, None, [], stream_usage=False, calls=self.calls)
         other.recorders = self.recorders
         other.open_streams = self.open_streams
@@ -197,10 +198,12 @@ class _Core:
     def _prepare(self, kwargs: dict[str, Any]) -> tuple[Prepared | None, dict[str, Any], str]:
         """Assemble and render the window (pass-through without a context source).
 
-        First, with a window or without, the streams this caller left (or the collector
-        queued) are reported and their responses closed: a pass-through client records
-        them too, and must not keep their connections taken."""
-        self.open_streams.finish()  # an abandoned stream's reply is logged before this call
+        First the streams the collector queued are reported, and, before a managed call,
+        the managed streams this caller read part of and left: the window needs their
+        replies logged (their responses are closed). A pass-through call needs nothing
+        logged, so it leaves the caller's streams alone: the app may read on after it
+        (see :mod:`contextos.providers.streams`)."""
+        self.open_streams.before_call(managed=self.context is not None)
         if self.context is None:
             return None, kwargs, ""
         request = self.adapter.parse(kwargs)
@@ -279,7 +282,13 @@ class _Core:
             )
 
         return instrument(
-            stream, acc, done, provider=self.adapter.name, hide=hide, open_streams=self.open_streams
+            stream,
+            acc,
+            done,
+            provider=self.adapter.name,
+            hide=hide,
+            open_streams=self.open_streams,
+            commits=prepared is not None,
         )
 
     def stream_manager(self, open_stream: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
@@ -608,14 +617,15 @@ class WrappedClient:
         """Wait until the last call's reply is logged and remembered (see ``background_commit``).
 
         First the streams left are reported (whole only if their end marker had
-        arrived), as at a call: those dropped or closed inside the garbage collector,
-        whoever opened them; those the caller of ``flush()`` opened and alone read and
+        arrived): those dropped or closed inside the garbage collector, whoever opened
+        them; those the caller of ``flush()`` opened and alone read (or never read) and
         still holds, and those whose opener, their only reader, is gone (its thread
-        ended, its task done), with their responses closed. A stream someone else
-        still reads, or that anyone but its opener read, is not reported here: it is
-        reported when it ends, at its ``close()``, or once it is dropped (at the next
-        call or ``flush()``). Without memory or session, the same streams are
-        recorded in ``calls``; the Responses API's streams are among them."""
+        ended, its task done), with their responses closed: reading one on raises
+        ``ProviderError``. A stream someone else still reads, or that anyone but its
+        opener read, is not reported here: it is reported when it ends, at its
+        ``close()``, or once it is dropped (at the next call or ``flush()``). Without
+        memory or session, the same streams are recorded in ``calls``; the Responses
+        API's streams are among them."""
         streams = self._core.open_streams
         flush = getattr(self._core.context, "flush", None)
         while True:  # a commit may let the garbage collector close (queue) another stream
