@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from rich.table import Table
@@ -26,6 +26,7 @@ from ..types import (
     HistoryEvent,
     MemoryRecord,
     MemoryType,
+    Scope,
     ScopeIds,
     check_metadata_filter_value,
     scope_ids,
@@ -53,9 +54,46 @@ from .common import (
 )
 from .text import SafeText
 
+if TYPE_CHECKING:
+    from ..memory import Memory
+
 #: How much of each memory ``list`` prints (``get ID`` and ``--json`` show it whole): a
 #: page of 100 memories of 100,000 characters printed 193,705 lines (a review).
 LISTED_CHARS = 500
+
+
+def _list_page(
+    memory: Memory, flt: Filter, *, after: str | None, offset: int, limit: int
+) -> tuple[list[MemoryRecord], str | None]:
+    """One page of ``flt``'s memories, newest first (after the key ``after``, from
+    ``offset``), and the key of its last one when more follow (None: the end).
+
+    Why keys: paged by ``--offset`` while an app kept adding for the user, an export
+    saw 35 memories twice (a review); ``--after`` pages as the HTTP API's ``after``
+    does (``Store.list_after``), so nothing is skipped or repeated."""
+    try:
+        rows = memory.store.list_after(flt, after=after, offset=offset, limit=limit)
+    except ValueError as exc:
+        if after is None:
+            raise
+        raise click.BadParameter(str(exc), param_hint="--after") from None
+    records = [record for record, _key in rows]
+    if len(rows) < limit:  # unbounded by bytes here: a short page is the last one
+        return records, None
+    last = rows[-1][1]
+    return records, last if memory.store.list_after(flt, after=last, limit=1) else None
+
+
+def _more_follow(key: str, next_offset: int, after: str | None) -> str:
+    """The stderr line of a page that more follow, ``--json`` too (whose stdout stays
+    a bare array): the option that shows the next page, and the key that pages
+    without gaps or repeats while others write."""
+    if after is not None:
+        return f"more follow: --after {key} shows the next page"
+    return (
+        f"more follow: --offset {next_offset} shows the next page; --after {key} "
+        "shows it with nothing skipped or repeated while others write"
+    )
 
 
 def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: int | None = None) -> Table:
@@ -403,6 +441,20 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @with_scope
     @click.option("--limit", default=100, show_default=True, type=int_range(1, 1000))
     @click.option("--offset", default=0, show_default=True, type=int_range(0))
+    @click.option(
+        "--after",
+        metavar="KEY",
+        help="The page after the memory whose key this is (the KEY that 'more follow' "
+        "names on stderr; --offset then counts from it): nothing skipped or repeated "
+        "while others write.",
+    )
+    @click.option(
+        "--validity",
+        type=click.Choice(["current", "all"]),
+        default="current",
+        show_default=True,
+        help="all: superseded facts too (their valid_to is set), as the inspector's validity=all.",
+    )
     @type_option
     @where_option
     @json_option
@@ -412,6 +464,8 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         scope: ScopeIds,
         limit: int,
         offset: int,
+        after: str | None,
+        validity: str,
         memory_types: tuple[str, ...],
         where: dict[str, Any],
     ) -> None:
@@ -419,21 +473,25 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if not any(scope.values()):
             raise needs_scope("one user's memories are never listed with another's")
         types = cast(tuple[MemoryType, ...], memory_types)
-        flt = Filter(metadata=where, memory_types=types) if where or types else None
         with open_memory(state, embed=False) as memory:
-            records = memory.get_all(**scope, filters=flt, limit=limit, offset=offset)
-            more = len(records) == limit and bool(
-                memory.get_all(**scope, filters=flt, limit=1, offset=offset + limit)
+            flt = Filter(
+                scope=Scope(tenant=memory.tenant, **scope).for_reading(),
+                memory_types=types,
+                metadata=where,
+                include_invalid=validity == "all",
             )
+            records, next_key = _list_page(memory, flt, after=after, offset=offset, limit=limit)
         if state.as_json:
             print_json([r.to_dict() for r in records])
-            return
-        title = plural(len(records), "memory", "memories")
-        if offset:
-            title += f" from #{offset + 1}"
-        print_table(_records_table(records, title, cut=LISTED_CHARS))
-        if more:  # on stderr: stdout stays the table a script reads
-            err_console.print(f"more follow: --offset {offset + limit} shows the next page")
+        else:
+            title = plural(len(records), "memory", "memories")
+            if after is not None:
+                title += f" after {after}"
+            if offset:
+                title += f" from #{offset + 1}"
+            print_table(_records_table(records, title, cut=LISTED_CHARS))
+        if next_key is not None:  # on stderr: stdout stays the table or JSON a script reads
+            err_console.print(_more_follow(next_key, offset + limit, after), highlight=False)
 
     #: The preconditions of ``update`` and ``delete``: the memory as it was read.
     expected_options = (

@@ -20,7 +20,24 @@ DEFAULT_AUTH_FAILURES = RateLimit(rate=1.0, burst=20)
 
 
 class Unauthenticated(AuthError):
-    """No key, or a key that is unknown, malformed or revoked (HTTP 401)."""
+    """No key, or a key that is unknown, malformed or revoked (HTTP 401).
+
+    ``revoked``: the key's secret matched but the key is revoked. Its holder proved
+    possession, so :meth:`Authenticator.admit` does not charge it to the address's
+    failed-authentication throttle (which is for guesses)."""
+
+    def __init__(self, message: str, *, revoked: bool = False) -> None:
+        super().__init__(message)
+        self.revoked = revoked
+
+
+def revoked_key(key_id: str) -> Unauthenticated:
+    """The 401 of a revoked key presented with its right secret: it names the key, which
+    only its holder can learn this way (a wrong secret is answered as an unknown id)."""
+    return Unauthenticated(
+        f"API key {key_id} was revoked: switch this client to the key that replaced it",
+        revoked=True,
+    )
 
 
 class Forbidden(AuthError):
@@ -77,8 +94,9 @@ class Authenticator:
 
         Raises RateLimited while ``client`` has used up its failed attempts (before
         the key is checked), Unauthenticated for a missing or wrong key, or for more
-        than one key header (``keys_sent``; each uses one attempt), and RateLimited
-        when the key is over its own rate."""
+        than one key header (``keys_sent``; each uses one attempt), Unauthenticated
+        (``revoked``, no attempt used) for a revoked key with its right secret, and
+        RateLimited when the key is over its own rate."""
         wait = self.failures.wait(client)
         if wait > 0:
             raise RateLimited("too many failed authentications from this client", retry_after=wait)
@@ -86,8 +104,9 @@ class Authenticator:
             if keys_sent > 1:
                 raise Unauthenticated("send one API key: the request has more than one key header")
             principal = self.identify(bearer_secret(headers))
-        except Unauthenticated:
-            self.failures.acquire(client)
+        except Unauthenticated as exc:
+            if not exc.revoked:  # a guess; a revoked key's holder is not guessing
+                self.failures.acquire(client)
             raise
         return self._charge(principal)
 
@@ -95,26 +114,33 @@ class Authenticator:
         """:meth:`admit` for a request whose key needs no table read (the admin key, or
         a tenant key in the KeyStore's cache), else None: then call :meth:`admit` on a
         thread. Never blocks, so the AuthGate calls it on the event loop; a client over
-        its failed attempts, or without a key, gets None and its error from admit."""
+        its failed attempts, or without a key, gets None and its error from admit. A
+        revoked key found in the cache raises admit's Unauthenticated (``revoked``)."""
         secret = bearer_secret(headers)
         if not secret or self.failures.wait(client) > 0:
             return None
         if self._admin_hash is not None and secrets_match(secret, self._admin_hash):
             return self._charge(ADMIN)
-        key = self.keys.cached(secret)
+        key = self.keys.checked(secret)
         if key is None:
             return None
+        if not key.active:
+            raise revoked_key(key.id)
         return self._charge(Principal(key_id=key.id, tenant=key.tenant))
 
     def identify(self, secret: str | None) -> Principal:
-        """Principal for ``secret``; Unauthenticated when it names nobody."""
+        """Principal for ``secret``; Unauthenticated when it names nobody or a revoked
+        key (``revoked`` set only when the secret matched: an unknown id and a revoked
+        id with a wrong secret get the same answer)."""
         if not secret:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
         if self._admin_hash is not None and secrets_match(secret, self._admin_hash):
             return ADMIN
-        key = self.keys.verify(secret)
+        key = self.keys.check(secret)
         if key is None:
-            raise Unauthenticated("invalid or revoked API key")
+            raise Unauthenticated("invalid API key")
+        if not key.active:
+            raise revoked_key(key.id)
         return Principal(key_id=key.id, tenant=key.tenant)
 
     def tenant_of(self, headers: Mapping[str, str]) -> str:

@@ -4,10 +4,11 @@ A framework reads and parses a request body before its route dependencies run,
 so a check done in a dependency lets anyone make the server buffer and parse a
 body they had no right to send. :class:`AuthGate` looks only at the headers:
 a missing or wrong key is answered 401 (or 429 once the client has used up its
-failed attempts) without a byte of the body being read, and a valid key is
-charged to its rate-limit bucket here, once, for the HTTP API and the MCP
-endpoint alike. The verified :class:`~contextos.server.auth.Principal` travels
-in the ASGI scope to the route, which does not look the key up again.
+failed attempts) without a byte of the body being read (a revoked key sent with
+its right secret is 401 too, but uses no attempt: its holder is not guessing),
+and a valid key is charged to its rate-limit bucket here, once, for the HTTP API
+and the MCP endpoint alike. The verified :class:`~contextos.server.auth.Principal`
+travels in the ASGI scope to the route, which does not look the key up again.
 
 :class:`JsonBody` lets a JSON body through whatever ``Content-Type`` the client
 sent (``curl -d`` sends a form type): every body of this API is JSON.

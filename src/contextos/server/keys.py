@@ -13,7 +13,9 @@ The server keeps keys it verified for ``cache_ttl`` seconds (:meth:`KeyStore.cac
 under load, reading the key table on a thread for every request cost a thread hop
 and a query each. A revocation through the same KeyStore (the server's own
 ``DELETE /v1/keys/{id}``) takes effect on the next request; one made elsewhere (the
-CLI, another replica) within ``cache_ttl``.
+CLI, another replica) within ``cache_ttl``. A revoked key whose secret matches is
+kept too (:meth:`KeyStore.checked`), so a client still sending it after a rotation is
+refused without a table read.
 """
 
 from __future__ import annotations
@@ -246,6 +248,20 @@ class KeyStore:
 
     def verify(self, secret: str) -> ApiKey | None:
         """The active key ``secret`` belongs to, or None (unknown, malformed or revoked)."""
+        key = self.check(secret)
+        return key if key is not None and key.active else None
+
+    def check(self, secret: str) -> ApiKey | None:
+        """The key ``secret`` belongs to, active or revoked, or None (unknown id, wrong
+        secret, malformed).
+
+        Why revoked keys too: a revoked key whose secret matches proves its holder had
+        it; it is a client that missed a rotation, not a guess, and the server answers
+        it without charging the failed-authentication throttle (a stale worker of one
+        tenant locked every client on its host out with 429s: a review). The work done
+        for a miss and a hit is the same as before (one row read by the public id, one
+        constant-time comparison, against a dummy hash when the id is unknown); only a
+        caller holding the whole secret can reach the revoked answer."""
         match = _KEY_RE.match(secret) if isinstance(secret, str) else None
         revocations = self._revocations
         row = self._row(match.group(1)) if match else None
@@ -253,21 +269,34 @@ class KeyStore:
         if not (match and row and ok):
             return None
         key = self._to_key(row)
-        if not key.active:
-            return None
         if self.cache_ttl > 0:
-            with self._cache_lock:
-                if revocations == self._revocations:
-                    if len(self._cache) >= MAX_CACHED_KEYS:
-                        self._cache.clear()
-                    self._cache[row[3]] = (key, self._clock() + self.cache_ttl)
+            self._remember(row[3], key, revocations)
         return key
 
+    def _remember(self, digest: str, key: ApiKey, revocations: int) -> None:
+        """Cache ``key`` under its secret's hash for ``cache_ttl`` seconds, unless it is
+        active and a revocation ran since its row was read (``revocations``): a revoked
+        key never becomes active again, so caching one is never stale."""
+        with self._cache_lock:
+            if key.active and revocations != self._revocations:
+                return
+            if len(self._cache) >= MAX_CACHED_KEYS:
+                self._cache.clear()
+            self._cache[digest] = (key, self._clock() + self.cache_ttl)
+
     def cached(self, secret: str) -> ApiKey | None:
-        """The key ``secret`` belongs to if :meth:`verify` accepted it less than
+        """The active key ``secret`` belongs to if :meth:`check` matched it less than
         ``cache_ttl`` seconds ago, else None (then ask :meth:`verify`). Reads no table,
         so the server calls it on its event loop; a key revoked through this KeyStore
         is never answered from here."""
+        key = self.checked(secret)
+        return key if key is not None and key.active else None
+
+    def checked(self, secret: str) -> ApiKey | None:
+        """:meth:`cached`, revoked keys included: what :meth:`check` answered for
+        ``secret`` less than ``cache_ttl`` seconds ago, else None. Why: a client that
+        keeps sending its revoked key is answered from memory on the event loop, not by
+        a table read on a thread per request."""
         entry = self._cache.get(hash_secret(secret)) if self._cache else None
         if entry is None:
             return None
