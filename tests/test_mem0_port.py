@@ -87,12 +87,84 @@ def test_a_seq_of_its_own_in_a_session_is_refused(memory: Memory) -> None:
     assert outside.metadata["seq"] == 5
 
 
-def test_the_history_of_a_replaced_fact_shows_the_fact_that_replaced_it(store: Store) -> None:
+def test_the_history_of_a_replaced_fact_shows_no_update_that_changed_nothing(store: Store) -> None:
+    """An inferring add's UPDATE writes the new fact as a memory of its own and closes
+    the old one: its history said "UPDATE 'User lives in Lisbon.' -> 'User lives in
+    Lisbon.'", an update that changed nothing. A purge of the new fact leaves its text
+    nowhere in the old fact's history."""
     memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
     [first] = memory.add("I live in Lisbon.", user_id="ana", infer=True)
     [second] = memory.add("I live in Porto now.", user_id="ana", infer=True)
     assert second.metadata.get("supersedes") == first.id
+    assert memory.get(first.id).metadata.get("superseded_by") == second.id
     events = [(e.event, e.old_text, e.new_text) for e in memory.history(first.id)]
-    assert events[0][0] == "ADD"
-    assert events[-1] == ("UPDATE", first.text, second.text)
-    assert first.text != second.text
+    assert events == [("ADD", None, first.text), ("UPDATE", first.text, None)]
+    memory.delete(second.id, purge=True)
+    texts = [t for e in memory.history(first.id) for t in (e.old_text, e.new_text) if t]
+    assert not [t for t in texts if "Porto" in t]
+
+
+@pytest.mark.parametrize(
+    ("meta", "name"),
+    [
+        ({"role": "admin"}, None),
+        ({"seq": 41}, None),
+        ({"speaker": "alice"}, "al"),
+        ({"speaker": "alice"}, None),
+    ],
+    ids=["role", "seq", "speaker-of-a-named-turn", "speaker-of-an-unnamed-turn"],
+)
+def test_an_offload_archives_turns_whose_own_metadata_names_reserved_keys(
+    tmp_path: Path, meta: dict[str, object], name: str | None
+) -> None:
+    """An app's own keys on its logged turns are copied into their archived memories,
+    which ``add`` refuses for those three: every offload failed, after the turns had
+    left the history, and they never became memories (a review)."""
+    from contextos.engine.session import Session
+    from contextos.types import Message
+
+    said = "the build server disk filled up again on night {}. "
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        session = Session(m, "ops", user_id="ana")
+        for i in range(12):
+            session.add(
+                Message(
+                    "user", said.format(i) * 5, name=name, metadata={**meta, "source": "slack"}
+                ),
+                Message("assistant", f"answer {i}: clean /var/tmp and rotate the logs. " * 5),
+            )
+        session.compact(300, "offload", memory=m, force=True)
+        archived = m.get_all(user_id="ana", limit=100)
+        assert archived and session.state().archived_to >= 0
+        asked = [r for r in archived if r.metadata["role"] == "user"]
+        assert asked and all(r.metadata["source"] == "slack" for r in asked)
+        # the name is the speaker; without one, the app's own speaker is kept
+        assert {r.metadata.get("speaker") for r in asked} == {name or meta.get("speaker")}
+
+
+def test_an_inferring_add_refuses_the_same_reserved_keys(memory: Memory) -> None:
+    with pytest.raises(ValueError, match="metadata key 'seq' is reserved in a session"):
+        memory.add(
+            "I live in Lisbon.", user_id="ana", session_id="s1", metadata={"seq": 5}, infer=True
+        )
+    named = {"role": "user", "content": "I live in Lisbon.", "name": "ana"}
+    with pytest.raises(ValueError, match="metadata key 'speaker' is reserved"):
+        memory.add(named, user_id="ana", metadata={"speaker": "bob"}, infer=True)
+    assert memory.get_all(user_id="ana") == []
+    [fact] = memory.add(named, user_id="ana", session_id="s1", infer=True)
+    assert fact.metadata["seq"] == 0
+
+
+def test_a_blank_database_from_the_environment_or_settings_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextos.config import Settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONTEXTOS_DB", "   ")
+    with pytest.raises(ConfigError, match="the database path is empty"):
+        Memory(embedder=HashEmbedder(), background_embedding=False)
+    for db in ("", "   "):
+        with pytest.raises(ConfigError, match="the database path is empty"):
+            Memory(settings=Settings(db=db), embedder=HashEmbedder(), background_embedding=False)
+    assert os.listdir(tmp_path) == []

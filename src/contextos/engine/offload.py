@@ -291,6 +291,10 @@ def _archived_text(message: Message) -> str:
 WIRE_ONLY_KEYS = frozenset(
     {WIRE_KEY, TOOL_RESULTS_KEY, THINKING_KEY, "anthropic_compaction", "usage", "server_context"}
 )
+#: Turn metadata an archived memory does not copy either: the keys ``Memory.add``
+#: writes into every memory of a session (``memory/ingest.py``; ``speaker`` only for a
+#: message with a ``name``, which it is then made of).
+SAID_BY_KEYS = frozenset({"role", "seq", "speaker"})
 #: Room left in a memory's metadata for what :func:`archive` adds to the turn's own.
 _ARCHIVE_KEYS_BYTES = 1024
 
@@ -299,8 +303,18 @@ def archived_metadata(turn: Turn) -> dict[str, Any]:
     """The turn's metadata an archived memory keeps: all but :data:`WIRE_ONLY_KEYS`, or
     none of it when what is left is still too large for a memory (an application's own
     key holding a document): an archive must never be refused for its metadata, since
-    the turn has already left the history and the log keeps the whole turn."""
-    meta = {k: v for k, v in turn.message.metadata.items() if k not in WIRE_ONLY_KEYS}
+    the turn has already left the history and the log keeps the whole turn.
+
+    Nor the keys ``Memory.add`` writes itself (:data:`SAID_BY_KEYS`: who said the turn
+    and its place in the session), which it refuses from a caller with another value:
+    an app's own ``{"role": "admin"}`` on its turns failed every offload, after the
+    turns had left the history (a review). They were replaced by the add before."""
+    said_by = SAID_BY_KEYS if turn.message.name else SAID_BY_KEYS - {"speaker"}
+    meta = {
+        k: v
+        for k, v in turn.message.metadata.items()
+        if k not in WIRE_ONLY_KEYS and k not in said_by
+    }
     if metadata_bytes(meta) > MAX_METADATA_BYTES - _ARCHIVE_KEYS_BYTES:
         return {}
     if metadata_depth(meta) > MAX_METADATA_DEPTH:

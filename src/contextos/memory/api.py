@@ -65,6 +65,7 @@ from .ingest import (
     build_records,
     check_messages,
     check_metadata,
+    check_said_by,
     next_seq,
     to_messages,
     validate_options,
@@ -165,6 +166,8 @@ class Memory:
         # a name the CLI and the server refuse could never be read from them.
         self.tenant = validate_tenant(tenant if tenant is not None else self.settings.tenant)
         owns_store = store is None
+        if store is None:  # from CONTEXTOS_DB or settings too: "   " made a file of spaces
+            _db_location(self.settings.db)
         self.store: Store = store or open_store(self.settings.db)
         self.embedder = embedder or make_embedder(self.settings.embedder)
         self.tokenizer = tokenizer or default_tokenizer()
@@ -270,6 +273,7 @@ class Memory:
         said = to_messages(messages)
         check_messages(said)
         if infer:
+            check_said_by(said, opts)  # a verbatim add checks each record as it builds it
             return self._infer(said, opts, extractor)
         facts = self.turn_facts if facts is None else facts
 

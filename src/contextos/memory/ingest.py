@@ -219,11 +219,7 @@ def build_records(
             )
         check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the seq it gets
         if seq is not None:
-            if "seq" in meta:  # renumbered without a word, before (a review)
-                raise ValueError(
-                    "metadata key 'seq' is reserved in a session: the library numbers the "
-                    "session's turns there; give your key another name"
-                )
+            _refuse_own_seq(meta)
             meta["seq"] = seq
             seq += 1
         records.append(
@@ -384,6 +380,27 @@ def _refuse_said_by(meta: Mapping[str, Any], message: Message) -> None:
                 f"there ({value!r}), which would replace your {meta[key]!r}; give your key "
                 f"another name (e.g. 'user_{key}')"
             )
+
+
+def _refuse_own_seq(meta: Mapping[str, Any]) -> None:
+    """Refuse a caller's ``seq`` in a session's metadata: the library numbers the
+    session's memories there (it was renumbered without a word, before: a review)."""
+    if "seq" in meta:
+        raise ValueError(
+            "metadata key 'seq' is reserved in a session: the library numbers the "
+            "session's turns there; give your key another name"
+        )
+
+
+def check_said_by(messages: Sequence[Message], opts: AddOptions) -> None:
+    """The reserved-key checks of an add that stores facts, not the messages
+    (``infer=True``): the same as :func:`build_records` makes of each record, so the two
+    kinds of add refuse the same metadata (ValueError)."""
+    for message in messages:
+        meta = {**opts.metadata, **message.metadata}
+        _refuse_said_by(meta, message)
+        if opts.scope.session_id is not None:
+            _refuse_own_seq(meta)
 
 
 def _as_message(record: MemoryRecord) -> Message:

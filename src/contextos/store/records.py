@@ -371,7 +371,6 @@ class RecordUpdate(ABC):
         actor: str,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
-        successor_text: str | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
         token count columns when it changes the rendering) to one memory and return
@@ -388,9 +387,7 @@ class RecordUpdate(ABC):
 
         With ``derived`` (:class:`~contextos.store.base.Derived`), the records made
         from this one are replaced after it, in this transaction, if the row is still
-        the one they were made from (else ``Conflict``, nothing written).
-        ``successor_text``: the text of the memory that replaces this one (its history
-        event's new text, :func:`update_event`)."""
+        the one they were made from (else ``Conflict``, nothing written)."""
         found = self.locked(tenant, memory_id)
         if found is None:
             raise NotFound(f"no memory {memory_id!r}")
@@ -405,8 +402,7 @@ class RecordUpdate(ABC):
         ):
             self.drop_vector(key)
         self.cur.execute(
-            insert_history_sql(self.mark),
-            update_event(tenant, old, patch, now, actor, successor_text=successor_text),
+            insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
         )
         if derived is not None:
             self.remove(tenant, derived.drop, now=now, actor=actor)
@@ -803,30 +799,41 @@ def insert_history_sql(mark: str) -> str:
     return f"INSERT INTO history ({', '.join(HISTORY_FIELDS)}) VALUES ({marks})"
 
 
+#: The metadata key of a closed fact naming the memory that replaced it
+#: (``memory/reconcile.py``).
+SUPERSEDED_BY = "superseded_by"
+
+
 def update_event(
-    tenant: str,
-    old: MemoryRecord,
-    patch: Patch,
-    at: object,
-    actor: str,
-    *,
-    successor_text: str | None = None,
+    tenant: str, old: MemoryRecord, patch: Patch, at: object, actor: str
 ) -> tuple[object, ...]:
     """The history row of ``patch`` applied to ``old``, in ``HISTORY_FIELDS`` order.
 
     A patch that only closes the record's validity (``valid_to`` and nothing else) is
     how reconciliation retires a memory, so it is recorded as a DELETE; any other
     patch is an UPDATE. The new text is the old one when the patch leaves it alone,
-    but for a close by the memory that replaces it (``successor_text``: an inferring
-    add's UPDATE writes the new fact as a memory of its own): that memory's text.
-    Why: the old fact's history read "UPDATE 'User lives in Lisbon.' -> 'User lives
-    in Lisbon.'", an update that changed nothing, and never showed the new fact (a
-    review).
+    but for a close that links the memory replacing it (``superseded_by``: an
+    inferring add's UPDATE writes the new fact as a memory of its own): None, the new
+    text being that memory's. Why: the old fact's history read "UPDATE 'User lives in
+    Lisbon.' -> 'User lives in Lisbon.'", an update that changed nothing (a review);
+    the new fact's text is not copied here, since a purge of it blanks only its own
+    history.
     """
     closing = patch.valid_to is not None and patch.text is None and not patch.metadata
-    new_text = patch.text if patch.text is not None else successor_text or old.text
+    replaced = (
+        patch.valid_to is not None
+        and patch.text is None
+        and _changed_keys(old.metadata, patch.metadata or {}) == {SUPERSEDED_BY}
+    )
+    new_text = patch.text if patch.text is not None else None if replaced else old.text
     event = "DELETE" if closing else "UPDATE"
     return (tenant, old.user_id, old.id, event, old.text, new_text, at, actor)
+
+
+def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:
+    """The keys whose value differs between two metadata mappings (added, removed or
+    changed)."""
+    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
 
 
 def log_deletion(
@@ -994,7 +1001,6 @@ class PatchUpdates(ABC):
                 (sets, params),
                 now=now,
                 actor=actor,
-                successor_text=_successor_text(steps, based_on.tenant, close.patch),
             )
 
     @abstractmethod
@@ -1009,16 +1015,6 @@ class PatchUpdates(ABC):
     @abstractmethod
     def _updating(self) -> AbstractContextManager[RecordUpdate]:
         """The store's :class:`RecordUpdate` on a cursor inside one write transaction."""
-
-
-def _successor_text(steps: RecordUpdate, tenant: str, patch: Patch) -> str | None:
-    """The text of the memory a close names as its successor (``superseded_by``, put
-    in this transaction before the close), or None."""
-    successor = (patch.metadata or {}).get("superseded_by")
-    if patch.valid_to is None or not isinstance(successor, str):
-        return None
-    found = steps.locked(tenant, successor)
-    return found[1].text if found is not None else None
 
 
 @dataclass(frozen=True)
