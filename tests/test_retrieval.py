@@ -23,6 +23,7 @@ from contextos.memory.retrieval import (
     Candidate,
     above_floor,
     conversational_rerank,
+    full_above,
     hit_order,
     named_speaker,
     speaker_rerank,
@@ -82,19 +83,22 @@ def test_the_floor_only_removes_hits_below_it(tmp_path: Path) -> None:
             assert all(h.relevance is not None and h.relevance >= floor for h in kept)
 
 
-def test_lexical_hits_outside_the_dense_list_are_judged_by_its_last_cosine() -> None:
-    dense = [Ranked("a", 0.6), Ranked("b", 0.4)]
+def test_the_floor_keeps_only_candidates_with_a_known_cosine() -> None:
     fused = [
         Candidate("a", 1.0, 1, 1, 0.6),
         Candidate("c", 0.9, 2, None),
         Candidate("b", 0.5, None, 2, 0.4),
     ]
-    # The dense list was full (n=2) and all of it passes 0.3: "c" may be as close, kept.
-    assert [c.id for c in above_floor(fused, dense, 2, 0.3)] == ["a", "c", "b"]
-    # Its last cosine is under 0.5: "c", ranked below it, is known to be under too.
-    assert [c.id for c in above_floor(fused, dense, 2, 0.5)] == ["a"]
-    # The dense list was not full: every vector was scored, "c" has none yet.
-    assert [c.id for c in above_floor(fused, dense, 3, 0.3)] == ["a", "b"]
+    # "c" has no cosine (search reads it from its stored vector when it could pass): out.
+    assert [c.id for c in above_floor(fused, 0.3)] == ["a", "b"]
+    assert [c.id for c in above_floor(fused, 0.5)] == ["a"]
+
+
+def test_only_a_dense_list_full_above_the_floor_leaves_room_beyond_it() -> None:
+    dense = [Ranked("a", 0.6), Ranked("b", 0.4)]
+    assert full_above(dense, 2, 0.3)  # more may pass: their cosines are read
+    assert not full_above(dense, 2, 0.5)  # its last cosine is under: so is every other
+    assert not full_above(dense, 3, 0.3)  # not full: every vector was scored
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,18 @@ class MissingExtraError(ConfigError):
         self.package = package
 
 
+class EmbedderOutputError(ConfigError):
+    """An embedder answered, but not as the protocol asks: the wrong number of rows, the
+    wrong dimensions, not a 2-D array at all, or NaN or infinite values.
+
+    Why a ``ConfigError`` and not an outage: it is a fault of the embedder's code (a
+    ``dimensions`` that does not match the model, ``v / norm`` with no guard for a text
+    with no known word), the same on every try. Treated as an outage, the background
+    worker retried it for good and ``flush()`` never returned; a query vector of the
+    wrong size quietly searched an empty index, and a NaN one ranked arbitrary memories
+    (a review)."""
+
+
 class EmbedderSetupError(ConfigError):
     """The default embedder cannot run on this install: its weights package or its
     runtime (onnxruntime, tokenizers) is not installed, or the weights are damaged.

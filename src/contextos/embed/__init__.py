@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EmbedderOutputError
 from .minilm import MiniLMEmbedder
 
 Vectors = npt.NDArray[np.float32]
@@ -26,8 +26,10 @@ __all__ = [
     "DEFAULT_EMBEDDER",
     "EMBEDDERS",
     "Embedder",
+    "EmbedderOutputError",
     "MiniLMEmbedder",
     "Vectors",
+    "checked_vectors",
     "default_embedder",
     "make_embedder",
     "normalize",
@@ -44,6 +46,31 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed a batch; returns an array of shape (len(texts), dimensions)."""
         ...
+
+
+def checked_vectors(embedder: Embedder, vectors: object, rows: int) -> Vectors:
+    """``vectors`` as float32 when they are ``rows`` finite vectors of
+    ``embedder.dimensions``; else :class:`EmbedderOutputError` naming the embedder and
+    what is wrong. Applied to what the embedding worker stores and to every query
+    vector, so both refuse the same replies."""
+    name = getattr(embedder, "model_id", type(embedder).__name__)
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise EmbedderOutputError(
+            f"embedder {name!r} returned {type(vectors).__name__}, not an array of vectors: {exc}"
+        ) from exc
+    expected = (rows, embedder.dimensions)
+    if array.shape != expected:
+        raise EmbedderOutputError(
+            f"embedder {name!r} returned an array of shape {array.shape} where {rows} "
+            f"text(s) at its dimensions ({embedder.dimensions}) need {expected}"
+        )
+    if not np.isfinite(array).all():
+        raise EmbedderOutputError(
+            f"embedder {name!r} returned a vector with NaN or infinite values"
+        )
+    return array
 
 
 def normalize(vectors: npt.NDArray[np.floating]) -> Vectors:

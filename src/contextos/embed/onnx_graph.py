@@ -161,12 +161,14 @@ def _prune_older_graphs(cache_dir: Path, digest: str) -> None:
     """Delete the graphs of the weights ``digest`` built by an older
     :data:`BUILDER_VERSION` (float32 and int8): nothing reads them again, and each
     version bump left ~150 MB behind. Newer ones stay (a newer contextos sharing the
-    cache uses them). Best effort: a file already gone or not removable is skipped."""
-    pattern = re.compile(rf"minilm-l6-{re.escape(digest)}-v(\d+)(-int8)?\.onnx")
+    cache uses them), and so do the SHA-256 files kept beside each (:func:`_intact`).
+    Best effort: a file already gone or not removable is skipped."""
+    graph = rf"minilm-l6-{re.escape(digest)}-v(?P<version>\d+)(-int8)?\.onnx"
+    patterns = (re.compile(graph), re.compile(rf"sha256-{graph}\.txt"))
 
     def older(name: str) -> bool:
-        match = pattern.fullmatch(name)
-        return match is not None and int(match.group(1)) < BUILDER_VERSION
+        match = next((m for p in patterns if (m := p.fullmatch(name))), None)
+        return match is not None and int(match["version"]) < BUILDER_VERSION
 
     _delete_where(cache_dir, older)
 
@@ -209,7 +211,7 @@ def _cached_or_built(
     was asked for)."""
     digest = _remembered_digest(weights, cache_dir)
     target = cache_dir / _graph_name(digest, BUILDER_VERSION, int8)
-    if _is_file(target) and not rebuild:
+    if not rebuild and _is_file(target) and _intact(target):
         return target, digest, None  # a cache another user filled can still be read
     return target, digest, _build(weights, digest, int8=int8, calibrate=calibrate)
 
@@ -253,6 +255,42 @@ def load_graph(
     return target
 
 
+def _checksum_path(graph: Path) -> Path:
+    """Where the SHA-256 of the cached ``graph`` is kept: beside it, named as the
+    weights' digest memos are (``sha256-<graph's name>.txt``)."""
+    return graph.with_name(f"sha256-{graph.name}.txt")
+
+
+def _intact(graph: Path) -> bool:
+    """Whether the cached ``graph`` has the SHA-256 kept beside it (:func:`_keep`). A
+    graph an older contextos cached has none: it is taken as it is, and its digest kept
+    from now on (building it again cost every such cache a second at its next start).
+
+    Why: onnxruntime refuses a truncated or random file, but one damaged in place (a
+    disk or copy error, another tool writing into the cache) that stays valid protobuf
+    loaded without complaint and gave other vectors under the same model id, mixed
+    with correct ones in every store, for good (a review). Hashing the int8 graph (58 MB)
+    costs ~40 ms of a cold start."""
+    checksum = _checksum_path(graph)
+    try:
+        with graph.open("rb") as f:
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+        expected = checksum.read_text().strip() if checksum.exists() else None
+    except OSError:
+        return False
+    if expected is None:
+        with contextlib.suppress(OSError):  # a cache another user filled: checked next time
+            write_atomically(checksum, actual.encode())
+        return True
+    if actual != expected:
+        log.warning(
+            "the cached embedding graph %s is damaged (its SHA-256 is not the one kept "
+            "with it): building it again",
+            graph,
+        )
+    return actual == expected
+
+
 def _is_file(path: Path) -> bool:
     """Whether ``path`` is a file; False, not an error, when its folder cannot be read
     (``Path.exists`` raises ``PermissionError`` there)."""
@@ -277,10 +315,12 @@ def _build(weights: Path, digest: str, *, int8: bool, calibrate: Calibrate | Non
 
 
 def _keep(payload: bytes, target: Path, digest: str) -> None:
-    """Write the graph ``payload`` to ``target`` in the cache (whole or not at all) and
-    delete the graphs of the same weights that older builders wrote."""
+    """Write the graph ``payload`` to ``target`` in the cache (whole or not at all), then
+    its SHA-256 beside it (:func:`_intact`), and delete the graphs of the same weights
+    that older builders wrote."""
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(target, payload)
+    write_atomically(_checksum_path(target), hashlib.sha256(payload).hexdigest().encode())
     _prune_older_graphs(target.parent, digest)
 
 

@@ -25,9 +25,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from ..embed import Embedder, Vectors
+from ..embed import Embedder, EmbedderOutputError, Vectors, checked_vectors
 from ..errors import ConfigError, EmbedderUnavailable
 from ..os_threads import BACKGROUND_EMBEDDING, name_this_thread
 from ..store.base import Store
@@ -74,8 +72,11 @@ def claim_owner() -> str:
 
 def requeue_stale(store: Store, embedder: Embedder) -> int:
     """Queue again the records whose vectors another model or an older ``embedding_text``
-    wrote, so they are re-embedded like new ones (their old vectors serve until then)."""
-    requeued = store.requeue_stale_vectors(_stored_model(embedder))
+    wrote, or that are not of the embedder's ``dimensions``, so they are re-embedded like
+    new ones (their old vectors serve until then). Why the size: an embedder whose size is
+    a setting (a remote API's ``dimensions``, ``HashEmbedder(n)``) keeps its ``model_id``
+    when it changes, and vectors of the old size were never searched again (a review)."""
+    requeued = store.requeue_stale_vectors(_stored_model(embedder), dimensions=embedder.dimensions)
     if requeued:
         log.info("re-embedding %d memories whose vectors another model wrote", requeued)
     return requeued
@@ -155,7 +156,9 @@ def _embed_each(
     batch_error: Exception,
 ) -> None:
     """After the batch failed: embed and store each record alone, and quarantine one
-    that fails alone twice while the embedder embeds ``PROBE_TEXT`` in between.
+    that fails alone twice while the embedder embeds ``PROBE_TEXT`` in between, or
+    answers it with vectors the protocol refuses (``EmbedderOutputError``: a fault of
+    the embedder's code, which no wait mends, so no outage to wait out).
 
     Why the probe: a record failing alone is either bad (a text the embedder rejects,
     a row it cannot render) or the embedder is down, and only the latter heals by
@@ -173,7 +176,9 @@ def _embed_each(
         if error is None:
             continue
         try:
-            _check(embedder, _embed_batch(embedder)([PROBE_TEXT]), 1)
+            _embed_batch(embedder)([PROBE_TEXT])
+        except EmbedderOutputError:
+            pass  # not down: it answers, wrongly; the record is set aside below
         except ConfigError as probe_error:  # not down: unable to run here at all
             raise EmbedderCannotRun(probe_error) from error
         except Exception as probe_error:
@@ -281,6 +286,9 @@ class _Renewals:
                     self._cond.wait(None if nearest is None else nearest - now)
                     continue
             for claim in due:  # outside the lock: a store call may wait on a busy file
+                if claim.store.closed:  # under a batch that hangs: no claim is left to keep
+                    self.release(claim)
+                    continue
                 try:
                     claim.store.extend_claim(claim.owner, lease_s=claim.lease_s)
                 except Exception as exc:  # a busy or closed store: the next tick retries
@@ -303,28 +311,22 @@ os.register_at_fork(after_in_child=_renewals_after_fork)
 def _embed(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:
     """The records' vectors, checked; raises whatever the embedder raises."""
     # A turn's vector carries its facts' vectors too (``turn_vectors``).
-    return _check(embedder, embed_records(_embed_batch(embedder), records), len(records))
+    return embed_records(_embed_batch(embedder), records)
 
 
 def _embed_batch(embedder: Embedder) -> Callable[[Sequence[str]], Vectors]:
+    """The embedder's batch call, its replies checked (``checked_vectors``: a reply of
+    the wrong shape or with NaN raises ``EmbedderOutputError`` before it is used)."""
     # Embedders may keep a separate path for background batches (MiniLM keeps its query
     # model free for searches); the protocol's embed() is the fallback.
     embed_batch: Callable[[Sequence[str]], Vectors] = getattr(
         embedder, "embed_batch", embedder.embed
     )
-    return embed_batch
 
+    def checked(texts: Sequence[str]) -> Vectors:
+        return checked_vectors(embedder, embed_batch(texts), len(texts))
 
-def _check(embedder: Embedder, vectors: Vectors, rows: int) -> Vectors:
-    """``vectors`` when they are ``rows`` finite vectors of the embedder's dimensions."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape != (rows, embedder.dimensions):
-        raise ValueError(
-            f"embedder returned shape {vectors.shape}, expected ({rows}, {embedder.dimensions})"
-        )
-    if not np.all(np.isfinite(vectors)):
-        raise ValueError("embedder returned a vector with NaN or infinite values")
-    return vectors
+    return checked
 
 
 def _store(
@@ -341,7 +343,17 @@ def _store(
 def _quarantine(
     store: Store, embedder: Embedder, record: MemoryRecord, exc: BaseException, owner: str
 ) -> None:
-    log.warning("embedding of memory %s failed; quarantined: %s", record.id, exc)
+    """Set ``record`` aside with its error. An embedder that broke its protocol is said
+    at ERROR, naming it: its code needs fixing, and each record it embeds is set aside."""
+    if isinstance(exc, EmbedderOutputError):
+        log.error(
+            "embedding of memory %s failed, quarantined: the embedder broke its protocol "
+            "(fix it; a change of the memory's text, or another model_id, tries it again): %s",
+            record.id,
+            exc,
+        )
+    else:
+        log.warning("embedding of memory %s failed; quarantined: %s", record.id, exc)
     store.quarantine_vectors(
         record.tenant, [record.id], _describe(exc), owner=owner, model=_stored_model(embedder)
     )
@@ -428,6 +440,9 @@ class EmbeddingWorker:
         self._requeue_stale = True
         #: Whether :meth:`_others_vectors_found` has said so in the log yet.
         self._warned_other_model = False
+        #: When :meth:`_others_vectors_found` is next due (``_look_due``); the first pass
+        #: queues such vectors again anyway.
+        self._next_look = time.monotonic() + lease_s
         #: Set by :meth:`release`: one pass over what is pending, then the thread ends
         #: and calls ``_on_exit`` (``_exit_lock`` orders the two).
         self._released = False
@@ -525,11 +540,15 @@ class EmbeddingWorker:
             raise error
 
     def close(self) -> None:
+        """Stop after the batch in progress, waiting for it up to 30 s. A batch whose
+        embedder hangs is left to its daemon thread: the exit does not wait for it a
+        second time (``_close_live_workers``), which took another 30 s (a review)."""
         self._stop = True
         self._closing.set()
         self._flushing.set()  # cut a linger short: closing waits for nothing to gather
         self._wake.set()
         self._thread.join(timeout=30)
+        _LIVE.discard(self)
 
     def release(self, then: Callable[[], None] | None = None) -> None:
         """Its owner is gone without :meth:`close` (a ``Memory`` dropped unclosed): embed
@@ -574,12 +593,11 @@ class EmbeddingWorker:
             if self._store.closed:
                 self._stop_for_closed_store()
                 break
-            if (
-                not woken
-                and not self._released
-                and not self._others_vectors_found()
-                and not self._pending_somewhere()
-            ):
+            # Not while stopping: a worker closed long after its last look re-queued the
+            # vectors another embedder had just written, for nobody to embed.
+            stopping = self._stop or self._released
+            others = not stopping and self._look_due(woken) and self._others_vectors_found()
+            if not woken and not self._released and not others and not self._pending_somewhere():
                 continue
             if not self._stop:
                 # Linger, but not past a flush(): a CLI command that opens a Memory and
@@ -699,10 +717,26 @@ class EmbeddingWorker:
         _LIVE.discard(self)
         self._idle.set()
 
+    def _look_due(self, woken: bool) -> bool:
+        """Whether :meth:`_others_vectors_found` is due: after a lease without a wake-up,
+        and once a lease has gone by since the last look, however often the worker is
+        woken (the next look is then due a lease from now).
+
+        Why not only when idle: a process that adds at least once a lease never looked,
+        and searched another embedder's vectors with its own queries until it was
+        restarted, although the docs promise they are taken back within a lease (a
+        review)."""
+        now = time.monotonic()
+        if woken and now < self._next_look:
+            return False
+        self._next_look = now + self._lease_s
+        return True
+
     def _others_vectors_found(self) -> bool:
-        """Idle for a lease: did another process write vectors of another model (or an
-        older text recipe) since this worker's first pass? They are queued again, to be
-        re-embedded with this worker's model, and the first time this is said in the log.
+        """Once a lease (``_look_due``): did another process write vectors of another
+        model (or an older text recipe) since this worker's first pass? They are queued
+        again, to be re-embedded with this worker's model, and the first time this is
+        said in the log.
 
         Why: another process with another embedder (a CLI run with
         ``CONTEXTOS_EMBEDDER`` set otherwise) re-embedded a server's store with its own

@@ -63,7 +63,7 @@ from contextos.llm.tokens import Tokenizer
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
 from contextos.text.text_cache import TextCache
 
-from ..embed import Embedder, Vectors, normalize
+from ..embed import Embedder, Vectors, checked_vectors, normalize
 from ..store.base import Ranked, Store
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
@@ -209,25 +209,32 @@ def fuse(
     return [Candidate(i, *entry) for i, entry in ordered]
 
 
-def above_floor(
-    candidates: Sequence[Candidate], dense: Sequence[Ranked], n: int, min_score: float
-) -> list[Candidate]:
-    """The candidates whose query-memory cosine is at least ``min_score``.
+def above_floor(candidates: Sequence[Candidate], min_score: float) -> list[Candidate]:
+    """The candidates whose query-memory cosine is known and at least ``min_score``.
 
     Why cosine: fused scores are built from ranks, so the best hit of a query about
     nothing stored scores as high as the best hit of a query with a perfect answer;
     the cosine of MiniLM vectors is on one scale for every query (see
     docs/benchmarks.md for where LoCoMo's evidence and off-topic hits fall on it).
-    A lexical-only candidate is outside the ``n`` densest, so its cosine is at most
-    the n-th one: dropped when that is below the floor; kept when the dense list
-    was full above the floor (more than ``n`` memories pass, it cannot be told apart).
+    Why a candidate without one is dropped: ``search`` fills in every cosine that can
+    pass (``full_above``); one still unknown belongs to a memory the embedder refused,
+    or to one of more pending rows than a search embeds. Kept, a keyword hit unrelated
+    to the question came back with ``relevance=None`` under a floor it missed (a review).
     """
-    full_above = len(dense) >= n and dense[-1].score >= min_score
-    return [
-        c
-        for c in candidates
-        if (c.cosine is not None and c.cosine >= min_score) or (c.cosine is None and full_above)
-    ]
+    return [c for c in candidates if c.cosine is not None and c.cosine >= min_score]
+
+
+def full_above(dense: Sequence[Ranked], n: int, min_score: float) -> bool:
+    """Whether the vector search's ``n`` hits all pass ``min_score``: only then may a
+    candidate outside them pass too (its cosine is at most the n-th one), and its
+    cosine is worth reading (``HybridRetriever._with_stored_cosines``)."""
+    return len(dense) >= n and dense[-1].score >= min_score
+
+
+def _checked_embed(embedder: Embedder, texts: Sequence[str]) -> Vectors:
+    """``embedder``'s vectors of ``texts``, refused (``EmbedderOutputError``) when of the
+    wrong shape or not finite: a NaN vector gave its memory a cosine of -1."""
+    return checked_vectors(embedder, embedder.embed(texts), len(texts))
 
 
 def _batch_then_each(records: list[MemoryRecord]) -> Iterator[list[MemoryRecord]]:
@@ -310,7 +317,9 @@ class HybridRetriever:
         dense: list[Ranked] = []
         unembedded: set[str] = set()
         if pending is not None:
-            vector = pending.result()[0]
+            # Checked as the worker checks stored vectors: a reply of the wrong size
+            # searched an empty index, a NaN one ranked arbitrary memories (a review).
+            vector = checked_vectors(self.embedder, pending.result(), 1)[0]
             ids = [r.id for r in lexical]
             unembedded = self._without_vectors(flt, ids, len(vector))  # before: see there
             dense = self.store.vector_search(flt, vector, limit=n)
@@ -322,7 +331,9 @@ class HybridRetriever:
         if min_score is not None:
             if unembedded:
                 fused = self._with_cosines_of_unembedded(flt, fused, unembedded, vector)
-            fused = above_floor(fused, dense, n, float(min_score))
+            if full_above(dense, n, min_score):
+                fused = self._with_stored_cosines(flt, fused, unembedded, vector)
+            fused = above_floor(fused, float(min_score))
         fused = fused[: max(cfg.rerank_depth, limit)]
         # Defense in depth: every record is re-checked against the whole filter at fetch
         # time, whatever the store's indexes said.
@@ -421,9 +432,10 @@ class HybridRetriever:
         now = datetime.now(UTC)
         records = [r for r in self.store.get_many(flt.scope.tenant, wanted) if flt.matches(r, now)]
         cosines: dict[str, float] = {}
+        embed = functools.partial(_checked_embed, self.embedder)
         for batch in _batch_then_each(records):
             try:
-                vectors = normalize(embed_records(self.embedder.embed, batch))
+                vectors = normalize(embed_records(embed, batch))
             except Exception:  # an embedder that fails here fails in the worker too
                 continue
             found = (_cosine(c) for c in (vectors @ query).tolist())
@@ -431,6 +443,22 @@ class HybridRetriever:
             if len(batch) == len(records):
                 break
         return [c._replace(cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
+
+    def _with_stored_cosines(
+        self, flt: Filter, fused: list[Candidate], unembedded: set[str], query: Vectors
+    ) -> list[Candidate]:
+        """``fused`` with the query's cosine filled in, from their stored vectors, for the
+        keyword hits the vector search ranked beyond its depth (``Store.vector_scores``).
+
+        Why: with more memories above ``min_score`` than the vector search returns, such a
+        hit may pass the floor or not, and only its vector tells; one unrelated to the
+        question came back with no cosine under the floor (a review). One store call
+        (SQLite reads its in-memory index), made only in that case."""
+        wanted = [c.id for c in fused if c.cosine is None and c.id not in unembedded]
+        if not wanted:
+            return fused
+        scores = self.store.vector_scores(flt.scope.tenant, wanted, query)
+        return [c._replace(cosine=_cosine(scores[c.id])) if c.id in scores else c for c in fused]
 
     def _without_vectors(self, flt: Filter, ids: Sequence[str], dimensions: int) -> set[str]:
         """Which of the keyword hits ``ids`` have no vector yet (see ``fuse``); no store

@@ -454,6 +454,15 @@ class Store(Protocol):
         SQL; a vector stored since it may not count yet)."""
         ...
 
+    def vector_scores(
+        self, tenant: str, ids: Sequence[str], vector: Vector
+    ) -> builtins.dict[str, float]:
+        """The score ``vector_search`` gives each of ``ids`` (of ``tenant``) that has a
+        stored vector of ``vector``'s size; the others are left out. The retriever asks
+        this with ``min_score`` about keyword hits ranked beyond the vector search's
+        depth, whose cosine is otherwise unknown."""
+        ...
+
     # -- vectors (embedded in batches behind add) -------------------------
     def set_vectors(
         self,
@@ -472,11 +481,11 @@ class Store(Protocol):
         the record no longer has."""
         ...
 
-    def requeue_stale_vectors(self, model: str) -> int:
+    def requeue_stale_vectors(self, model: str, *, dimensions: int | None = None) -> int:
         """Queue again every record whose vector was stored by another ``model`` (another
-        embedder, or an older text recipe), and every record quarantined by another
-        model (or by none recorded); returns how many. Their old vectors stay
-        searchable until new ones replace them."""
+        embedder, or an older text recipe) or, given ``dimensions``, is of another size,
+        and every record quarantined by another model (or by none recorded); returns how
+        many. Their old vectors stay searchable until new ones replace them."""
         ...
 
     def pending_vectors(self, *, limit: int) -> builtins.list[MemoryRecord]:

@@ -24,6 +24,7 @@ import contextvars
 import functools
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -155,6 +156,19 @@ def _deadlocked(exc: StoreError) -> bool:
 
 class _SessionsMoved(Exception):
     """A ``forget`` found a session of its user begun while it locked the others'."""
+
+
+def _stale_vectors(model: str, dimensions: int | None) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause of the vectors another model wrote or, given ``dimensions``, of
+    another size, and its parameters. ``<`` / ``>`` rather than ``!=``: each arm is a
+    range of the index on (model, dim) (schema V11), so a store whose vectors are all
+    current answers without reading them."""
+    if dimensions is None:
+        return "WHERE model < %s OR model > %s", (model, model)
+    return (
+        "WHERE model < %s OR model > %s OR (model = %s AND dim < %s) OR (model = %s AND dim > %s)",
+        (model, model, model, dimensions, model, dimensions),
+    )
 
 
 _Turns = list[Turn]
@@ -815,6 +829,21 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             held = {r[0] for r in rows}
         return {i for i in ids if i not in held}
 
+    @_absent_if_nul({}, "tenant", "ids")
+    def vector_scores(self, tenant: str, ids: Sequence[str], vector: Vector) -> dict[str, float]:
+        """One indexed read of ``vectors`` (its primary key) for the ids asked, scored as
+        ``vector_search`` scores (a zero vector's NaN distance as cosine 0)."""
+        query = np.asarray(vector, dtype=np.float32).ravel()
+        dim = int(query.size)
+        if not ids or dim == 0:
+            return {}
+        rows = self._read(
+            f"SELECT memory_id, vec::vector({dim}) <=> %s::vector({dim}) FROM vectors "
+            "WHERE tenant = %s AND memory_id = ANY(%s) AND dim = %s",
+            (vector_text(query), tenant, list(ids), dim),
+        )
+        return {r[0]: 1.0 - (1.0 if math.isnan(r[1]) else float(r[1])) for r in rows}
+
     def _holds_more(self, scoped: str, args: Sequence[object], found: int) -> bool:
         """Whether more than ``found`` vectors are in ``scoped`` (vector_search's FROM and
         WHERE, with its parameters ``args``); counts at most ``found + 1``."""
@@ -856,10 +885,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 (tenant, list(latest)),
             )
 
-    def requeue_stale_vectors(self, model: str) -> int:
+    def requeue_stale_vectors(self, model: str, *, dimensions: int | None = None) -> int:
         # No vector is stored under a model holding NUL (PostgreSQL cannot hold one), so
         # each is another model's, as SQLite answers; the name itself is never sent.
-        stale = "" if "\x00" in model else "WHERE model < %s OR model > %s"
+        stale, params = ("", ()) if "\x00" in model else _stale_vectors(model, dimensions)
         failed = "" if "\x00" in model else "WHERE model IS DISTINCT FROM %s"
         with self._tx("requeue stale vectors") as cur:
             cur.execute(
@@ -867,7 +896,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 f"SELECT tenant, memory_id FROM vectors {stale} "
                 f"UNION SELECT tenant, memory_id FROM vector_quarantine {failed} "
                 "ON CONFLICT DO NOTHING",
-                (model, model, model) if stale else (),
+                (*params, model) if stale else (),
             )
             queued = int(cur.rowcount)
             cur.execute(f"DELETE FROM vector_quarantine {failed}", (model,) if failed else ())

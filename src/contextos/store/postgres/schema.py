@@ -390,6 +390,15 @@ END
 $migration$
 """
 
+#: Vectors by model and size (see SQLite's V13): the embedding worker queues again those
+#: of another size than its embedder's too, each arm of its query a range of this index.
+#: It replaces V4's index, on the model alone, which is a prefix of it. Written to run
+#: again on a schema it already upgraded (tests replay the migrations after theirs).
+V11_VECTOR_SIZE_INDEX = """
+CREATE INDEX IF NOT EXISTS vectors_model_dim ON vectors (model, dim);
+DROP INDEX IF EXISTS vectors_model;
+"""
+
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
 
@@ -404,6 +413,7 @@ MIGRATIONS: tuple[str, ...] = (
     V8_KEYWORD_WORDS,
     V9_QUARANTINE_MODEL,
     V10_KEYWORD_FOLDS,
+    V11_VECTOR_SIZE_INDEX,
 )
 
 

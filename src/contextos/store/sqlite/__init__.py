@@ -885,6 +885,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 index = self._fresh_index(dimensions)
             return index.missing(tenant, ids)
 
+    def vector_scores(
+        self, tenant: str, ids: Sequence[str], vector: Vector
+    ) -> builtins.dict[str, float]:
+        """From the in-memory vector index, brought up to date as a search brings it (no
+        SQL when nothing was committed since the last search)."""
+        if not ids:
+            return {}
+        query = np.asarray(vector, dtype=np.float32)
+        return self._fresh_index(len(query)).scores(tenant, ids, query)
+
     def _still_matching(
         self, flt: Filter, hits: builtins.list[tuple[str, float]]
     ) -> builtins.list[tuple[str, float]]:
@@ -936,21 +946,19 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         """How many records have a vector (diagnostics and benchmarks)."""
         return int(self._read("SELECT count(*) FROM vectors")[0][0])
 
-    def requeue_stale_vectors(self, model: str) -> int:
-        # ``<`` / ``>`` rather than ``!=``: both use the model index (schema V6), so
-        # a store whose vectors are all current answers without reading them.
-        stale = "SELECT mem_rowid FROM vectors WHERE model < ? OR model > ?"
+    def requeue_stale_vectors(self, model: str, *, dimensions: int | None = None) -> int:
+        stale, params = _stale_vectors(model, dimensions)
         failed = "SELECT mem_rowid FROM vector_quarantine WHERE model IS NOT ?"
         # Looked for first with a read: a write transaction on every open waited on
         # other processes' writes, and failed on a read-only file.
         if self.read_only or not self._read(
-            f"{stale} UNION ALL {failed} LIMIT 1", (model, model, model)
+            f"{stale} UNION ALL {failed} LIMIT 1", (*params, model)
         ):
             return 0
         with self._write() as db:
             queued = db.execute(
                 f"INSERT OR IGNORE INTO pending_vectors (mem_rowid) {stale} UNION {failed}",
-                (model, model, model),
+                (*params, model),
             ).rowcount
             db.execute("DELETE FROM vector_quarantine WHERE model IS NOT ?", (model,))
             return int(queued)
@@ -1813,6 +1821,21 @@ def _open_reader(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
         return db
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
+
+
+def _stale_vectors(model: str, dimensions: int | None) -> tuple[str, tuple[object, ...]]:
+    """SQL selecting the ``mem_rowid`` of every vector another model wrote or, given
+    ``dimensions``, of another size (``length(vec)``: 4 bytes a dimension), and its
+    parameters. ``<`` / ``>`` rather than ``!=``: each part is a range of the index on
+    (model, length(vec)) (schema V13), so a store whose vectors are all current answers
+    without reading them."""
+    stale = "SELECT mem_rowid FROM vectors WHERE model < ? OR model > ?"
+    if dimensions is None:
+        return stale, (model, model)
+    size = 4 * dimensions
+    same = "UNION ALL SELECT mem_rowid FROM vectors WHERE model = ? AND length(vec)"
+    stale += f" {same} < ? {same} > ?"
+    return stale, (model, model, model, size, model, size)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

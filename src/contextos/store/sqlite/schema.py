@@ -336,6 +336,18 @@ V11_V10_AGAIN = V10_INDEX_LOG_INSERTS + "DROP TABLE IF EXISTS index_log_rowids;\
 #: hold NULL and are tried once more by whatever model opens the file next.
 V12_QUARANTINE_MODEL = "ALTER TABLE vector_quarantine ADD COLUMN model TEXT;\n"
 
+#: Vectors by model and size (``length(vec)``: 4 bytes a dimension). The embedding worker
+#: queues again vectors of another size than its embedder's too (``requeue_stale_vectors``):
+#: an embedder whose size is a setting keeps its ``model_id`` when the size changes, and
+#: the vectors of the old size were never searched again. Each part of that query is a
+#: range of this index, so a store whose vectors are all current answers without reading
+#: them. It replaces V6's index, on the model alone, which is a prefix of it. Written to
+#: run again on a file it already upgraded (tests replay later migrations, as V9's says).
+V13_VECTOR_SIZE_INDEX = """
+CREATE INDEX IF NOT EXISTS vectors_model_size ON vectors (model, length(vec));
+DROP INDEX IF EXISTS vectors_model;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
     V2_PENDING_VECTORS,
@@ -349,6 +361,7 @@ MIGRATIONS: tuple[str, ...] = (
     V10_INDEX_LOG_INSERTS,
     V11_V10_AGAIN,
     V12_QUARANTINE_MODEL,
+    V13_VECTOR_SIZE_INDEX,
 )
 
 

@@ -196,6 +196,18 @@ class VectorIndex:
                 out.add(memory_id)
         return out
 
+    def scores(
+        self, tenant: str, ids: Iterable[str], query: npt.NDArray[np.float32]
+    ) -> dict[str, float]:
+        """The score ``search`` gives ``query`` against each of ``ids`` held here for
+        ``tenant`` (its cosine; one dot product each); the others are left out."""
+        out: dict[str, float] = {}
+        for memory_id in ids:
+            found = self._pos.get(memory_id)
+            if found is not None and found[0].tenant == tenant and found[0].alive[found[1]]:
+                out[memory_id] = float(found[0].vecs[found[1]] @ query)
+        return out
+
     def upsert(self, rows: Iterable[IndexRow], vectors: npt.NDArray[np.float32]) -> None:
         """Add or replace vectors for records (vectors must be unit length)."""
         for row, vec in zip(rows, vectors, strict=True):
