@@ -20,3 +20,21 @@ def fake_and_sdk(provider: str) -> tuple[Any, Any]:
     import openai
 
     return FakeOpenAI, openai.OpenAI
+
+
+def openai_tool_call(call: dict[str, Any], model: str = "gpt-4.1-mini") -> Any:
+    """A recorded Chat Completions answer (for ``FakeOpenAI.enqueue``) whose reply is the
+    one tool call ``call`` (``{"id", "type": "function", "function": {...}}``)."""
+    from contextos.testing.fake_http import FakeResponse
+
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return FakeResponse(
+        json_body={
+            "id": f"chatcmpl-{call['id']}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    )

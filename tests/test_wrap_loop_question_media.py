@@ -20,8 +20,8 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
-from contextos.testing.fake_http import FakeResponse  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from sdk_support import openai_tool_call  # noqa: E402
 from test_media_tokens import SCREEN_TOKENS, Recording, png, sent_tokens  # noqa: E402
 
 SCREENSHOT = base64.b64encode(png(1092, 1092)).decode()  # about 1,590 tokens
@@ -139,24 +139,9 @@ def test_anthropic_loop_counts_the_screenshot_in_the_budget(tmp_path: Path) -> N
             assert sum(_images(m) for m in body["messages"]) == 1, n
 
 
-def _openai_call(call_id: str) -> FakeResponse:
+def _openai_call(call_id: str) -> Any:
     call = {"id": call_id, "type": "function", "function": {"name": "logs", "arguments": "{}"}}
-    return FakeResponse(
-        json_body={
-            "id": f"chatcmpl-{call_id}",
-            "object": "chat.completion",
-            "created": 0,
-            "model": GPT,
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "tool_calls",
-                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-                }
-            ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        }
-    )
+    return openai_tool_call(call, GPT)
 
 
 def test_openai_loop_steps_send_the_questions_screenshot(tmp_path: Path) -> None:

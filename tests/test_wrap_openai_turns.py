@@ -16,8 +16,8 @@ openai = pytest.importorskip("openai")
 from contextos.errors import ProviderError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
-from contextos.testing.fake_http import FakeResponse  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+from sdk_support import openai_tool_call  # noqa: E402
 
 GPT = "gpt-4.1-mini"
 
@@ -79,24 +79,7 @@ def test_a_retried_tool_message_is_logged_once(
     # The call answering a tool message failed and the app sent it again: the log held
     # the tool message twice, or the whole conversation twice (the tool call id too).
     wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
-    fake_openai.enqueue(
-        FakeResponse(
-            json_body={
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": GPT,
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "tool_calls",
-                        "message": {"role": "assistant", "content": None, "tool_calls": [CALL]},
-                    }
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }
-        )
-    )
+    fake_openai.enqueue(openai_tool_call(CALL, GPT))
     question = {"role": "user", "content": "weather in paris?"}
     wrapped.chat.completions.create(model=GPT, tools=TOOLS, messages=[question])
     result = {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
