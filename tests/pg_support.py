@@ -190,3 +190,23 @@ def at_once(action: Callable[[], object], threads: int = 8) -> list[BaseExceptio
     for t in workers:
         t.join()
     return errors
+
+
+def rows_mentioning(url: str, schema: str, needles: list[str]) -> list[str]:
+    """``"<table>: <needle>"`` for each needle found in a row (as text) of a table of
+    ``schema``: how an erasure test proves no row keeps the erased words."""
+    hits = []
+    with connect(url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_type = 'BASE TABLE'",
+                (schema,),
+            )
+        ]
+        assert tables
+        for table in tables:
+            for (row,) in conn.execute(f'SELECT t::text FROM {schema}."{table}" t'):
+                hits += [f"{table}: {n}" for n in needles if n in row]
+    return hits

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pg_support import connect, fresh_schema, pg_url
+from pg_support import connect, fresh_schema, pg_url, rows_mentioning
 from server_support import app_client, auth, issue_key
 
 
@@ -110,24 +110,6 @@ def pg_schema() -> Iterator[tuple[str, str]]:
         yield url_and_schema
 
 
-def _pg_rows_mentioning(url: str, schema: str, needles: list[str]) -> list[str]:
-    hits = []
-    with connect(url) as conn:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                "AND table_type = 'BASE TABLE'",
-                (schema,),
-            )
-        ]
-        assert tables
-        for table in tables:
-            for (row,) in conn.execute(f'SELECT t::text FROM {schema}."{table}" t'):
-                hits += [f"{table}: {n}" for n in needles if n in row]
-    return hits
-
-
 @pytest.mark.postgres
 def test_postgres_forget_leaves_no_row_of_the_user(
     tmp_path: Path, pg_schema: tuple[str, str]
@@ -136,10 +118,10 @@ def test_postgres_forget_leaves_no_row_of_the_user(
     with app_client(url) as client:
         key = issue_key(client, "acme")
         ana, bob = _fill(client, key)
-        assert len(_pg_rows_mentioning(pg_url(), schema, ana)) >= len(ana)
+        assert len(rows_mentioning(pg_url(), schema, ana)) >= len(ana)
         _forget(client, key)
-        assert _pg_rows_mentioning(pg_url(), schema, [*ana, "ana-s1"]) == []
-        assert _pg_rows_mentioning(pg_url(), schema, bob) != []
+        assert rows_mentioning(pg_url(), schema, [*ana, "ana-s1"]) == []
+        assert rows_mentioning(pg_url(), schema, bob) != []
         with connect(pg_url()) as conn:
             for (table,) in conn.execute(
                 "SELECT table_name FROM information_schema.columns WHERE table_schema = %s "

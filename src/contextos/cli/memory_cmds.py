@@ -35,6 +35,7 @@ from .common import (
     CliState,
     F,
     FiniteFloatRange,
+    absent_db,
     console,
     err_console,
     held_interrupt,
@@ -591,41 +592,109 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         _print_history(events)
 
     @cli.command()
+    @click.option("--user-id", "-u", callback=scope_id_param, help="The user to erase.")
+    @click.option("--session-id", "-s", callback=scope_id_param, help="The session to erase.")
     @click.option(
-        "--user-id", "-u", required=True, callback=scope_id_param, help="The user to erase."
+        "--whole-tenant",
+        is_flag=True,
+        help="Erase every memory, session and API key of the tenant named by the "
+        "group's --tenant (required).",
     )
     @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
     @json_option
     @pass_state
-    def forget(state: CliState, user_id: str, yes: bool) -> None:
-        """Erase everything of one user (memories, history, sessions, vectors).
+    def forget(
+        state: CliState,
+        user_id: str | None,
+        session_id: str | None,
+        whole_tenant: bool,
+        yes: bool,
+    ) -> None:
+        """Erase everything of one user (-u: memories, history, sessions, vectors), of
+        one session (-s: its log and every memory of it), or of a whole tenant
+        (--whole-tenant, with the group's --tenant: also its API keys).
 
         Asks first on a terminal, also with --json; elsewhere (a script, a pipe)
         refuses without --yes."""
         # Why --json asks too: it used to skip the question, and `forget -u zed --json`
         # erased a user unasked. (Kept here: click prints the docstring as the help.)
+        target = _forget_target(state, user_id, session_id, whole_tenant)
         if not yes:
-            _confirm_forget(user_id)
+            _confirm_forget(target)
+        if whole_tenant:
+            _forget_tenant(state)
+            return
         with open_memory(state, embed=False) as memory:
-            n = memory.forget(user_id)
+            n = memory.forget(user_id, session_id=session_id)
         if state.as_json:
-            print_json({"user_id": user_id, "forgotten": n})
+            key = "user_id" if user_id is not None else "session_id"
+            print_json({key: user_id if user_id is not None else session_id, "forgotten": n})
         else:
             console.print(
-                SafeText(f"forgot {plural(n, 'memory', 'memories')} of {user_id}"), highlight=False
+                SafeText(f"forgot {plural(n, 'memory', 'memories')} of {user_id or target}"),
+                highlight=False,
             )
 
 
-def _confirm_forget(user_id: str) -> None:
+def _forget_target(
+    state: CliState, user_id: str | None, session_id: str | None, whole_tenant: bool
+) -> str:
+    """What ``forget`` erases, in words (a usage error unless exactly one target is
+    named). Why --whole-tenant wants the group's --tenant on the command line: the
+    default tenant, or a CONTEXTOS_TENANT left in the environment, would erase a
+    tenant the operator never typed."""
+    if sum((user_id is not None, session_id is not None, whole_tenant)) != 1:
+        raise click.UsageError(
+            "forget needs exactly one of -u/--user-id, -s/--session-id and --whole-tenant"
+        )
+    if whole_tenant:
+        root = click.get_current_context().find_root()
+        if root.get_parameter_source("tenant") is not click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(
+                "--whole-tenant erases a tenant for good: name it with the group's --tenant "
+                "(contextos --tenant NAME forget --whole-tenant)"
+            )
+        return f"tenant {state.tenant!r}"
+    if user_id is not None:
+        return repr(user_id)
+    return f"session {session_id!r}"
+
+
+def _forget_tenant(state: CliState) -> None:
+    """``forget --whole-tenant``: the tenant's API key rows first (a key that outlived
+    its tenant would still name it), then every row of the store; the store's erasure
+    then clears the file's old pages, the keys' included."""
+    from ..server.keys import KeyStore
+
+    tenant = cast(str, state.tenant)
+    keys = 0
+    if not absent_db(state.settings.db):
+        with KeyStore(state.settings.db) as key_store:
+            keys = key_store.delete_tenant(tenant)
+    with open_memory(state, embed=False) as memory:
+        n = memory.forget_tenant()
+    if state.as_json:
+        print_json({"tenant": tenant, "forgotten": n, "keys_deleted": keys})
+    else:
+        console.print(
+            SafeText(
+                f"forgot {plural(n, 'memory', 'memories')} and "
+                f"{plural(keys, 'API key', 'API keys')} of tenant {tenant!r}"
+            ),
+            highlight=False,
+        )
+
+
+def _confirm_forget(target: str) -> None:
     """Ask on the terminal (on stderr, so JSON output stays clean); a usage error when
     there is no terminal to ask on, and exit 1 ("nothing erased") when declined."""
     if not sys.stdin.isatty():
         raise click.UsageError(
-            f"forget erases every memory of {user_id!r} for good: "
+            f"forget erases every memory of {target} for good: "
             "pass --yes to confirm (stdin is not a terminal to ask on)"
         )
-    if not click.confirm(f"Erase every memory of {user_id!r}?", err=True):
-        raise click.ClickException(f"nothing erased: {user_id!r} is as it was")
+    if not click.confirm(f"Erase every memory of {target}?", err=True):
+        raise click.ClickException(f"nothing erased: {target} is as it was")
 
 
 def _print_history(events: Sequence[HistoryEvent]) -> None:

@@ -758,20 +758,32 @@ class Memory:
         whatever their scope: their turn is gone, and its scope with it."""
         return self.store.pointing_to(Scope(tenant=self.tenant), FACT_OF, [memory_id])
 
-    def forget(self, user_id: str) -> int:
-        """Erase everything of one user: memories, history, session logs, vectors; in the
-        user's sessions also records and turns that name no user, and copies of the
-        user's text in other records' reply context. SQLite: no byte of it is left in
-        the file or its -wal once this returns; if a reader still holds old pages,
-        StoreError is raised and the erasure completes when the reader closes.
-        Returns the number of memories removed.
+    def forget(self, user_id: str | None = None, *, session_id: str | None = None) -> int:
+        """Erase everything of one user, or of one session (exactly one of the two).
+
+        A user: memories, history, session logs, vectors; in the user's sessions also
+        records and turns that name no user. A session: its log (turns, metadata) and
+        every memory of it whoever it names, with their history and vectors (why: a
+        log written with only an agent or session id named no user to forget).
+        Both: copies of the erased text in other records' reply context. SQLite: no
+        byte of it is left in the file or its -wal once this returns; if a reader
+        still holds old pages, StoreError is raised and the erasure completes when
+        the reader closes. Returns the number of memories removed.
 
         Raises:
-            ScopeError: no user_id (None), or an empty or blank one (see ``add``)."""
-        scope = Scope(tenant=self.tenant, user_id=user_id)
-        if scope.user_id is None:
-            raise ScopeError("forget needs the user_id of the user to erase")
-        return self.store.forget(scope)
+            ScopeError: neither or both given, or an empty or blank id (see ``add``)."""
+        if (user_id is None) == (session_id is None):
+            raise ScopeError("forget needs exactly one of a user_id and a session_id")
+        return self.store.forget(Scope(tenant=self.tenant, user_id=user_id, session_id=session_id))
+
+    def forget_tenant(self) -> int:
+        """Erase every row of this Memory's tenant: memories (of any user, agent or
+        session), history, session logs, vectors, index rows, with ``forget``'s
+        guarantee on the bytes left. For offboarding a customer: the per-user and
+        per-session erasures cannot find records that name only an agent. API keys
+        live in the server's key table (``KeyStore.delete_tenant``). Returns the
+        number of memories removed."""
+        return self.store.forget_tenant(self.tenant)
 
     def vacuum(self) -> None:
         """Rewrite the database so erased rows leave no bytes and space is reclaimed.

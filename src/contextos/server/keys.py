@@ -331,6 +331,24 @@ class KeyStore:
         self._forget(key_id)  # a verify that raced the update
         return self.get(key_id)
 
+    def delete_tenant(self, tenant: str) -> int:
+        """Delete every key row of ``tenant`` (active and revoked); how many there were.
+
+        Why delete and not revoke: a revoked row keeps the tenant's name, the key's
+        label (often a customer's or a host's name) and its hash, listed for good; an
+        offboarded tenant must leave none of it. On SQLite the rows are deleted with
+        ``secure_delete``, so their bytes are zeroed in the file (an erasure of the
+        store truncates the WAL they passed through: ``forget --whole-tenant`` runs
+        it after this)."""
+        validate_tenant(tenant)
+        with self._cache_lock:  # they stop verifying here at once, as a revoked key does
+            self._revocations += 1
+            self._cache = {d: e for d, e in self._cache.items() if e[0].tenant != tenant}
+        if not self._sql.postgres:
+            self._sql.run("PRAGMA secure_delete = ON")
+        gone = self._sql.run("DELETE FROM api_keys WHERE tenant = ? RETURNING id", (tenant,))
+        return len(gone)
+
     def close(self) -> None:
         """Close the connection."""
         self._sql.close()

@@ -141,11 +141,15 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         hits, cut = ops.search(mem, body)
         return json_response(s.HitList(results=[s.HitOut.of(h) for h in hits], cut=cut))
 
-    @router.post("/forget", response_model=s.Forgotten, summary="forget")
+    @router.post(
+        "/forget", response_model=s.Forgotten, response_model_exclude_none=True, summary="forget"
+    )
     async def forget(body: s.ForgetRequest, mem: Mem) -> s.Forgotten:
-        """Erase everything stored about a user: records, history, vectors, session logs."""
-        forgotten = await run_write(lambda: mem.forget(body.user_id))
-        return s.Forgotten(user_id=body.user_id, forgotten=forgotten)
+        """Erase everything stored about a user (records, history, vectors, session
+        logs), or one session (its log and every memory of it): exactly one of
+        ``user_id`` and ``session_id``."""
+        forgotten = await run_write(lambda: mem.forget(body.user_id, session_id=body.session_id))
+        return s.Forgotten(user_id=body.user_id, session_id=body.session_id, forgotten=forgotten)
 
     @router.get("", response_model=s.RecordList, summary="get_all")
     def get_all(

@@ -414,7 +414,19 @@ class MemoryIdIn(_Body):
 
 
 class ForgetRequest(_Body):
-    user_id: ScopeId
+    """Whom to erase: a user, or a session (its log and every memory of it, whoever
+    they name: a log written with only an agent or session id names no user to
+    forget). Exactly one of the two; both or neither is a 422, so no body reads as
+    "the whole tenant"."""
+
+    user_id: ScopeId | None = None
+    session_id: ScopeId | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.user_id is None) == (self.session_id is None):
+            raise ValueError("give exactly one of user_id and session_id")
+        return self
 
 
 class AppendTurnsRequest(_Body):
@@ -711,7 +723,11 @@ class Deleted(BaseModel):
 
 
 class Forgotten(BaseModel):
-    user_id: str
+    """What a forget erased: the target as given (``user_id`` or ``session_id``; the
+    other is left out of the answer) and how many memories went."""
+
+    user_id: str | None = None
+    session_id: str | None = None
     forgotten: int
 
 

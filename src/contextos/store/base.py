@@ -419,14 +419,26 @@ class Store(Protocol):
         ...
 
     def forget(self, scope: Scope) -> int:
-        """Erase everything of ``scope.user_id`` in ``scope.tenant``: records, history,
-        index rows, vectors, session logs; in the user's sessions also the records and
-        turns that name no user, and copies of the user's text in other records'
-        reply context. A session that loses turns and lives on (another user's turns
-        remain) has its metadata reset to {}, at a new revision: its rolling summary
-        quoted the erased turns, and the next compaction rebuilds it from those that
-        remain (pins go too); a row that named the user is made again naming nobody.
+        """Erase everything of ``scope.user_id``, or of ``scope.session_id``, in
+        ``scope.tenant`` (exactly one of the two, and no agent_id: ValueError
+        otherwise). A user: records, history, index rows, vectors, session logs; in
+        the user's sessions also the records and turns that name no user. A session:
+        its log and metadata, and every record of it whoever it names, with their
+        history, index rows and vectors (history of records deleted earlier is not
+        tied to a session: a purge or the user's forget takes it). Both: copies of
+        the erased text in other records' reply context. A session that loses turns
+        and lives on (another user's turns remain) has its metadata reset to {}, at
+        a new revision: its rolling summary quoted the erased turns, and the next
+        compaction rebuilds it from those that remain (pins go too); a row that named
+        the user is made again naming nobody.
         Returns the number of records removed."""
+        ...
+
+    def forget_tenant(self, tenant: str) -> int:
+        """Erase every row of ``tenant``: records, history, index rows, vectors, session
+        logs and metadata, with ``forget``'s guarantee on what is left of them (an
+        offboarding: the per-user and per-session erasures cannot reach records that
+        name only an agent, nor list what there is). Returns the records removed."""
         ...
 
     # -- search ----------------------------------------------------------

@@ -914,6 +914,89 @@ def read_history(
 # -- erasure -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ErasedRows:
+    """What one ``forget`` removes, as WHERE clauses with their parameters, in one
+    store's dialect: ``records`` (of ``memories`` and ``session_meta``), ``turns``,
+    and ``history(ids)`` (the history of the erased records, ``ids``).
+
+    Why one description for a user and a session: the two erasures differ only in
+    which rows they reach; reading the texts to scrub, deleting, resetting the
+    sessions that live on and clearing the file's old pages are the same steps, so
+    each store writes them once (a second copy for sessions would drift)."""
+
+    records: str
+    record_args: tuple[object, ...]
+    turns: str
+    turn_args: tuple[object, ...]
+    user_id: str | None
+    mark: str
+    any_of: Callable[[str], str]
+    listed: Callable[[Sequence[str]], object]
+
+    def history(self, ids: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+        """The history rows erased with the records ``ids``: theirs, and for a user
+        every event naming them (of records deleted earlier, whose rows are gone)."""
+        m, mine = self.mark, self.any_of("memory_id")
+        tenant = self.record_args[0]
+        if self.user_id is None:  # a session: history names no session, only records
+            return f"tenant = {m} AND {mine}", (tenant, self.listed(ids))
+        return (
+            f"tenant = {m} AND (user_id = {m} OR {mine})",
+            (tenant, self.user_id, self.listed(ids)),
+        )
+
+
+def erased_rows(
+    scope: Scope,
+    sessions: Sequence[str],
+    *,
+    mark: str,
+    any_of: Callable[[str], str],
+    listed: Callable[[Sequence[str]], object],
+) -> ErasedRows:
+    """The rows ``forget(scope)`` removes (see :class:`ErasedRows`), ``sessions`` being
+    :func:`erased_sessions`'s answer; ``any_of(column)`` is the dialect's test that a
+    column is one of a list given as one parameter, made by ``listed``.
+
+    A user: their rows, and in their sessions the rows that name no user (an
+    assistant's replies, turns added with only a session id). A session: every row
+    of it, whoever it names."""
+    m, in_sessions = mark, any_of("session_id")
+    t, listed_sessions = scope.tenant, listed(sessions)
+    if scope.user_id is None:
+        where = f"tenant = {m} AND {in_sessions}"
+        args: tuple[object, ...] = (t, listed_sessions)
+        return ErasedRows(where, args, where, args, None, m, any_of, listed)
+    records = f"tenant = {m} AND (user_id = {m} OR (user_id IS NULL AND {in_sessions}))"
+    # Turns of the listed sessions only (on PostgreSQL those it locked): a session the
+    # user began after they were read is written after this erasure.
+    turns = f"tenant = {m} AND {in_sessions} AND (user_id = {m} OR user_id IS NULL)"
+    u = scope.user_id
+    return ErasedRows(
+        records, (t, u, listed_sessions), turns, (t, listed_sessions, u), u, m, any_of, listed
+    )
+
+
+def erasure_target(scope: Scope) -> Scope:
+    """``scope`` if ``forget`` may take it: a tenant and exactly one of a user and a
+    session (ValueError otherwise). Why so strict: a scope naming both would read as
+    "the user's part of the session" to one caller and as both to another, and one
+    naming neither (or an agent) as the whole tenant; erasure is not undone, so
+    anything but one plain target is refused."""
+    if scope.agent_id is not None or (scope.user_id is None) == (scope.session_id is None):
+        raise ValueError("forget needs exactly one of a user_id and a session_id")
+    return scope
+
+
+def erased_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
+    """The sessions a ``forget(scope)`` reaches: the session named, or a user's
+    (:func:`user_sessions`)."""
+    if scope.session_id is not None:
+        return [scope.session_id]
+    return user_sessions(cur, scope, mark=mark)
+
+
 def user_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
     """The sessions a ``forget(scope)`` reaches: every session in which the user has a
     memory, a logged turn or session metadata."""

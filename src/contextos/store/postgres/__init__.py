@@ -591,9 +591,25 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return shared.read_history(self._read, tenant, memory_id, mark="%s", time=utc)
 
     def forget(self, scope: Scope) -> int:
-        if not scope.user_id:
-            raise ValueError("forget needs a user_id")
-        return self._erase(scope)
+        return self._erase(shared.erasure_target(scope))
+
+    @_absent_if_nul(0, "tenant")
+    def forget_tenant(self, tenant: str) -> int:
+        """Every row of ``tenant`` goes (records, and with them their vectors, queue
+        and quarantine rows; history, turns, session metadata). The tenant's session
+        logs are locked first, as ``forget`` locks a user's: an append under way
+        commits before the deletes, one after waits and then writes after them."""
+        with self._tx("forget_tenant") as cur:
+            sessions = cur.execute(
+                "SELECT session_id FROM turns WHERE tenant = %s UNION "
+                "SELECT session_id FROM session_meta WHERE tenant = %s",
+                (tenant, tenant),
+            ).fetchall()
+            lock_sessions(cur, tenant, [r[0] for r in sessions])
+            gone = cur.execute("DELETE FROM memories WHERE tenant = %s", (tenant,)).rowcount
+            for table in ("history", "turns", "session_meta"):
+                cur.execute(f"DELETE FROM {table} WHERE tenant = %s", (tenant,))
+        return int(gone)
 
     @_absent_if_nul(0, "scope")
     def _erase(self, scope: Scope) -> int:
@@ -617,40 +633,36 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _erase_once(self, scope: Scope, *, any_order: bool) -> int:
-        t, u = scope.tenant, scope.user_id
+        t = scope.tenant
         with self._tx("forget") as cur:
             # The sessions' logs locked first, as an append locks its own
             # (``lock_sessions``): one under way commits before the deletes below read the
             # log, and one after waits, then finds the turn it follows gone. (The deletes
             # alone missed a reply appended while they ran: it stayed, the first turn of
             # the erased session.) A session the user began meanwhile is locked too.
-            sessions = shared.user_sessions(cur, scope, mark="%s")
+            sessions = shared.erased_sessions(cur, scope, mark="%s")
             lock_sessions(cur, t, sessions)
-            more = set(shared.user_sessions(cur, scope, mark="%s")) - set(sessions)
+            more = set(shared.erased_sessions(cur, scope, mark="%s")) - set(sessions)
             if more and not any_order:
                 raise _SessionsMoved  # rolled back: the next try locks them all in order
             lock_sessions(cur, t, more)
             sessions = [*sessions, *sorted(more)]
-            # The user's rows, and in the user's sessions those that name no user.
-            mine = "tenant = %s AND (user_id = %s OR (user_id IS NULL AND session_id = ANY(%s)))"
-            args = (t, u, sessions)
+            rows = shared.erased_rows(scope, sessions, mark="%s", any_of=_any_of, listed=list)
             doomed = cur.execute(
-                f"DELETE FROM memories WHERE {mine} RETURNING id, text", args
+                f"DELETE FROM memories WHERE {rows.records} RETURNING id, text", rows.record_args
             ).fetchall()
             # Turns of the sessions locked only: a session the user began after the
             # second look is written after this erasure (its question and reply stay
             # together), where deleting its question here left its reply behind.
             turns = cur.execute(
-                "DELETE FROM turns WHERE tenant = %s AND session_id = ANY(%s) "
-                "AND (user_id = %s OR user_id IS NULL) RETURNING session_id, content",
-                (t, sessions, u),
+                f"DELETE FROM turns WHERE {rows.turns} RETURNING session_id, content",
+                rows.turn_args,
             ).fetchall()
             # The history goes too, and with it every text those memories had: a reply
             # quotes a turn as first said, so the texts an update replaced are scrubbed.
+            history, history_args = rows.history([r[0] for r in doomed])
             earlier = cur.execute(
-                "DELETE FROM history WHERE tenant = %s AND (user_id = %s OR memory_id = ANY(%s)) "
-                "RETURNING old_text, new_text",
-                (t, u, [r[0] for r in doomed]),
+                f"DELETE FROM history WHERE {history} RETURNING old_text, new_text", history_args
             ).fetchall()
             texts = {x for row in earlier for x in row if x}
             texts.update(r[1] for r in doomed)
@@ -658,7 +670,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             # (The user's records without a session, where an older version quoted
             # the message before in the same add, were deleted above.)
             _scrub_contexts(cur, t, Scrub(texts), sessions=sessions)
-            cur.execute(f"DELETE FROM session_meta WHERE {mine}", args)
+            cur.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
             shared.reset_session_meta(cur, t, sorted({r[0] for r in turns}), _now(), META_SQL)
@@ -1196,6 +1208,11 @@ def _unclaim(cur: Any, tenant: str, ids: list[str], owner: str) -> list[str]:
         (tenant, ids, owner),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def _any_of(column: str) -> str:
+    """PostgreSQL's test that ``column`` is one of a list given as one array parameter."""
+    return f"{column} = ANY(%s)"
 
 
 def _scrub_contexts(

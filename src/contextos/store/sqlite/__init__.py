@@ -595,49 +595,65 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return shared.read_history(self._read, tenant, memory_id, mark="?", time=from_epoch)
 
     def forget(self, scope: Scope) -> int:
-        if not scope.user_id:
-            raise ValueError("forget needs a user_id")
-        t, u = scope.tenant, scope.user_id
+        shared.erasure_target(scope)
+        t = scope.tenant
         with self._write() as db:
-            sessions = shared.user_sessions(db, scope, mark="?")
-            # The user's records, and in the user's sessions those that name no user
-            # (an assistant's replies, turns added with only a session id).
-            mine = "tenant = ? AND (user_id = ? OR (user_id IS NULL AND session_id IN "
-            mine += "(SELECT value FROM json_each(?))))"
-            args = (t, u, json.dumps(sessions))
-            doomed = db.execute(f"SELECT id, text FROM memories WHERE {mine}", args).fetchall()
+            sessions = shared.erased_sessions(db, scope, mark="?")
+            rows = shared.erased_rows(scope, sessions, mark="?", any_of=_any_of, listed=_listed)
+            doomed = db.execute(
+                f"SELECT id, text FROM memories WHERE {rows.records}", rows.record_args
+            ).fetchall()
             turns = db.execute(
-                f"SELECT session_id, content FROM turns WHERE {mine}", args
+                f"SELECT session_id, content FROM turns WHERE {rows.turns}", rows.turn_args
             ).fetchall()
             # The history goes too, and with it every text those memories had: a reply
             # quotes a turn as first said, so the texts an update replaced are scrubbed.
-            history = (
-                "FROM history WHERE tenant = ? AND (user_id = ? OR memory_id IN "
-                "(SELECT value FROM json_each(?)))"
+            history, history_args = rows.history([r[0] for r in doomed])
+            earlier = db.execute(
+                f"SELECT old_text, new_text FROM history WHERE {history}", history_args
             )
-            history_args = (t, u, json.dumps([r[0] for r in doomed]))
-            earlier = db.execute(f"SELECT old_text, new_text {history}", history_args)
             texts = {x for row in earlier.fetchall() for x in row if x}
             texts.update(r[1] for r in doomed)
             texts.update(r[1] for r in turns)
             # (The user's records without a session, where an older version quoted
             # the message before in the same add, are deleted below.)
             _scrub_contexts(db, t, Scrub(texts), sessions=sessions)
-            db.execute(f"DELETE FROM memories WHERE {mine}", args)
-            db.execute(f"DELETE {history}", history_args)
-            db.execute(f"DELETE FROM turns WHERE {mine}", args)
-            db.execute(f"DELETE FROM session_meta WHERE {mine}", args)
+            db.execute(f"DELETE FROM memories WHERE {rows.records}", rows.record_args)
+            db.execute(f"DELETE FROM history WHERE {history}", history_args)
+            db.execute(f"DELETE FROM turns WHERE {rows.turns}", rows.turn_args)
+            db.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
             # A session that lost turns and lives on (another user's, shared): its
             # compaction state (the rolling summary quotes those turns) starts over.
             shared.reset_session_meta(
                 db, t, json.dumps(sorted({r[0] for r in turns})), time.time(), _META_SQL
             )
             _merge_fts_and_mark_erasure(db, time.time())
+        self._after_erasure()
+        return len(doomed)
+
+    def forget_tenant(self, tenant: str) -> int:
+        """Every row of ``tenant`` goes (records, and with them vectors, queue and
+        quarantine rows; history, turns, session metadata); nothing to scrub, as no
+        other tenant's record quotes this one's. The full-text index is rebuilt and the
+        WAL truncated as for ``forget``, so no byte of it is left in the file."""
+        with self._write() as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM memories WHERE tenant = ?", (tenant,)
+            ).fetchone()
+            for table in ("memories", "history", "turns", "session_meta"):
+                db.execute(f"DELETE FROM {table} WHERE tenant = ?", (tenant,))
+            _merge_fts_and_mark_erasure(db, time.time())
+        self._after_erasure()
+        return int(count)
+
+    def _after_erasure(self) -> None:
+        """Finish an erasure that committed: truncate the WAL (StoreError while a
+        reader holds old pages), then drop the erased rows from the in-process keyword
+        and vector indexes now, not at their next search."""
         self._erasure_pending = True
         self._truncate_wal(wait=True)
         self._lexical_after_erasure()
         self._vectors_after_erasure()
-        return len(doomed)
 
     def vacuum(self) -> None:
         """Rebuild the file (``VACUUM``) and truncate the WAL: frees the pages erased
@@ -1583,6 +1599,16 @@ def _claimed_by(owner: str | None) -> tuple[str, tuple[str, ...]]:
     if owner is None:
         return "", ()
     return " AND rowid IN (SELECT mem_rowid FROM pending_vectors WHERE claimed_by = ?)", (owner,)
+
+
+def _any_of(column: str) -> str:
+    """SQLite's test that ``column`` is one of a list given as one JSON parameter."""
+    return f"{column} IN (SELECT value FROM json_each(?))"
+
+
+def _listed(values: Sequence[str]) -> str:
+    """A list as the one parameter :func:`_any_of` reads."""
+    return json.dumps(list(values))
 
 
 def _scrub_contexts(

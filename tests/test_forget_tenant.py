@@ -1,0 +1,114 @@
+"""Offboarding: ``contextos --tenant T forget --whole-tenant`` erases every row of T.
+
+Why: the per-user and per-session erasures cannot reach memories that name only an
+agent, nor list what a tenant holds, and a revoked key row keeps the tenant's name and
+labels for good (review s37 tenantops, finding 2). Proved on disk as
+tests/test_forget_bytes.py proves a user's erasure: SQLite, no byte of the tenant in
+the file or its -wal/-shm; PostgreSQL, no row holding its text or its name.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cli_support import run_cli
+from contextos.bench.serve import running_server
+from contextos.server.keys import KeyStore
+from pg_support import fresh_schema, pg_url, rows_mentioning
+
+
+def _marker(tag: str) -> str:
+    return f"{tag}{secrets.token_hex(10)}"
+
+
+@contextmanager
+def _two_tenants(db: str, label: str) -> Iterator[tuple[Any, Any]]:
+    """A real server on ``db`` and a client for each of tenants zebracorp and tenb (zebracorp's
+    key labelled ``label``, as an operator names a key after its customer)."""
+    with KeyStore(db) as keys:
+        a, b = keys.create("zebracorp", label).secret, keys.create("tenb", "other").secret
+    headers = [{"Authorization": f"Bearer {k}"} for k in (a, b)]
+    with (
+        running_server(db) as (url, _proc),
+        httpx.Client(base_url=url, timeout=30, headers=headers[0]) as ca,
+        httpx.Client(base_url=url, timeout=30, headers=headers[1]) as cb,
+    ):
+        yield ca, cb
+
+
+def _fill(a: Any, b: Any) -> tuple[list[str], list[str]]:
+    """Tenant a's data in every form the per-user tools miss; tenant b's beside it."""
+    gone = [_marker(t) for t in ("qa", "qb", "qc", "qd", "qe")]
+    kept = [_marker("zz")]
+    for body in (
+        {"messages": f"agent only {gone[0]}", "agent_id": "bot"},
+        {"messages": f"session only {gone[1]}", "session_id": "s9"},
+        {"messages": f"ana has {gone[2]}", "user_id": "ana"},
+    ):
+        assert a.post("/v1/memories", json=body).status_code == 201
+    doomed = a.post("/v1/memories", json={"messages": f"soon deleted {gone[3]}", "agent_id": "x"})
+    assert a.delete(f"/v1/memories/{doomed.json()['results'][0]['id']}").status_code == 200
+    turn = {"role": "user", "content": f"no user turn {gone[4]}"}
+    assert a.post("/v1/sessions/s9/turns", json={"messages": [turn]}).status_code == 201
+    assert (
+        b.post("/v1/memories", json={"messages": f"b {kept[0]}", "agent_id": "bot"}).status_code
+        == 201
+    )
+    return gone, kept
+
+
+def _offboard(db: str) -> dict[str, Any]:
+    for args, why in (
+        (("forget", "--whole-tenant", "--yes"), "--tenant"),  # tenant from the environment
+        (("--tenant", "zebracorp", "forget", "--whole-tenant"), "--yes"),
+        (
+            ("--tenant", "zebracorp", "forget", "--whole-tenant", "-u", "ana", "--yes"),
+            "exactly one",
+        ),
+    ):
+        refused = run_cli("--db", db, *args, env={"CONTEXTOS_TENANT": "zebracorp"})
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
+    done = run_cli(
+        "--db", db, "--json", "--tenant", "zebracorp", "forget", "--whole-tenant", "--yes"
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def _raw_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+def test_sqlite_whole_tenant_leaves_no_byte_of_it(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    label = _marker("label")
+    with _two_tenants(str(db), label) as (a, b):
+        gone, kept = _fill(a, b)
+        assert all(g.encode() in _raw_bytes(db) for g in [*gone, label, "zebracorp"])
+        assert _offboard(str(db)) == {"tenant": "zebracorp", "forgotten": 3, "keys_deleted": 1}
+        blob = _raw_bytes(db)  # server still running
+        assert [g for g in [*gone, label, "zebracorp"] if g.encode() in blob] == []
+        assert all(k.encode() in blob for k in kept)
+        assert a.get("/v1/memories", params={"agent_id": "bot"}).status_code == 401
+        assert b.get("/v1/memories", params={"agent_id": "bot"}).json()["results"]
+    with KeyStore(str(db)) as keys:
+        assert [k.tenant for k in keys.list()] == ["tenb"]
+
+
+@pytest.mark.postgres
+def test_postgres_whole_tenant_leaves_no_row_of_it() -> None:
+    label = _marker("label")
+    with fresh_schema("ften") as (url, schema), _two_tenants(url, label) as (a, b):
+        gone, kept = _fill(a, b)
+        assert len(rows_mentioning(pg_url(), schema, gone)) >= len(gone)
+        assert _offboard(url) == {"tenant": "zebracorp", "forgotten": 3, "keys_deleted": 1}
+        assert rows_mentioning(pg_url(), schema, [*gone, label, '"zebracorp"']) == []
+        assert rows_mentioning(pg_url(), schema, kept)
