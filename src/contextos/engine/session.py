@@ -1015,6 +1015,11 @@ class Session:
     ) -> None:
         from contextos.memory.api import Memory  # here: the memory package imports this one
 
+        #: The Memory given, kept while this Session lives: it owns the store, and a
+        #: ``Session(Memory("app.db"), "s1")`` whose Memory was collected had its store
+        #: closed under it (the first ``add`` failed: "Cannot operate on a closed
+        #: database", a review).
+        self._memory: Memory | None = store if isinstance(store, Memory) else None
         if isinstance(store, Memory):  # its store, and its tenant unless one is given
             tenant = store.tenant if tenant is None else tenant
             store = store.store
