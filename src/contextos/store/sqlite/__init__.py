@@ -179,11 +179,13 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._index: VectorIndex | None = None
         self._index_vseq = 0  # vectors loaded up to this vseq
         self._index_log_seq = 0  # index_log read up to this seq
+        self._index_log_id: str | None = None  # the record its row ``_index_log_seq`` names
         self._seen_version: tuple[int, int] = (-1, -1)
         # The keyword index and where it has read the file up to (``_fresh_lexical``).
         self._lexical_lock = threading.Lock()
         self._lexical: LexicalIndex | None = None
         self._lexical_log_seq = 0
+        self._lexical_log_id: str | None = None  # as ``_index_log_id``
         self._lexical_version: tuple[int, int] = (-1, -1)
         #: Scopes whose keyword search failed on a fresh index (``_lexical_hits``).
         self._lexical_failing: dict[tuple[str, str | None], _Failing] = {}
@@ -1109,6 +1111,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             if self._index is None or self._index.dimensions != dimensions:
                 self._index = VectorIndex(dimensions)
                 self._index_vseq = self._index_log_seq = 0
+                self._index_log_id = None
                 self._seen_version = (-1, -1)
             data_version = self._data_version()
             version = (data_version, self._writes)
@@ -1141,7 +1144,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         if version == self._lexical_version and (flt is None or index.holds(flt)):
             return index
         read = self._read_lexical(index, flt)
-        if read is None:  # behind the pruned index_log: a new index, read as needed
+        if read is None:  # the log lost what it has not read: a new index, read as needed
             index.close()
             index = self._lexical = LexicalIndex(self._lexical_users)
             self._lexical_log_seq = -1
@@ -1154,14 +1157,15 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     def _read_lexical(self, index: LexicalIndex, flt: Filter | None) -> _LexicalRead | None:
         """Everything the keyword index needs from one snapshot of the file; None when
-        ``index_log`` was pruned past what the index has read (it must start over)."""
+        ``index_log`` no longer holds every change after what the index has read (pruned,
+        or the file's history went back: :func:`_log_lost_after`); it must start over."""
         with self._snapshot() as db:
-            (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
+            last, last_id = _log_end(db)
             changed: builtins.list[str] = []
             if self._lexical_log_seq < 0:  # a new index: nothing to catch up with
-                self._lexical_log_seq = last
-            elif _log_pruned_after(db, self._lexical_log_seq):
-                return None  # changes it never read were pruned: the caller starts over
+                self._lexical_log_seq, self._lexical_log_id = last, last_id
+            elif _log_lost_after(db, self._lexical_log_seq, self._lexical_log_id):
+                return None  # changes it never read are gone: the caller starts over
             elif last > self._lexical_log_seq:
                 changed = sorted(
                     {
@@ -1196,6 +1200,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 users,
                 tenant=flt.scope.tenant if flt is not None else "",
                 whole_tenant=flt.scope.tenant if whole and flt is not None else None,
+                log_id=last_id,
             )
 
     def _apply_lexical(self, index: LexicalIndex, read: _LexicalRead) -> None:
@@ -1207,7 +1212,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             index.load(read.tenant, user, rows)
         if read.whole_tenant is not None:
             index.hold_tenant(read.whole_tenant)
-        self._lexical_log_seq = read.log_seq
+        self._lexical_log_seq, self._lexical_log_id = read.log_seq, read.log_id
 
     def _lexical_after_erasure(self) -> None:
         """After this process erased records: the keyword index drops them (and re-reads
@@ -1253,9 +1258,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         ]
 
     def _refresh_index(self, index: VectorIndex) -> None:
-        (last_log,) = self._reader.execute("SELECT coalesce(max(seq), 0) FROM index_log").fetchone()
-        if self._index_vseq and _log_pruned_after(self._reader, self._index_log_seq):
-            # Changes this process never read were pruned: every vector is read again.
+        """Bring the vector index up to date in the reader's open snapshot: records
+        logged since the last look are dropped and read again, then vectors written
+        since (``vseq``) are added. It starts over, every vector read again, when the log
+        lost changes it never read or the file's vectors went back (an online restore:
+        :func:`_log_lost_after`, :func:`_vectors_rewound`)."""
+        last_log, last_id = _log_end(self._reader)
+        if self._index_vseq and (
+            _log_lost_after(self._reader, self._index_log_seq, self._index_log_id)
+            or _vectors_rewound(self._reader, self._index_vseq)
+        ):
             self._index, self._index_vseq = VectorIndex(index.dimensions), 0
         elif self._index_vseq and last_log > self._index_log_seq:
             changed = [
@@ -1269,7 +1281,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             changed = [i for i in changed if i in index]
             index.remove(changed)
             self._load_vectors("m.id IN (SELECT value FROM json_each(?))", (json.dumps(changed),))
-        self._index_log_seq = last_log
+        self._index_log_seq, self._index_log_id = last_log, last_id
         self._index_vseq = self._load_vectors("v.vseq > ?", (self._index_vseq,))
 
     def _load_vectors(self, where: str, params: Sequence[object]) -> int:
@@ -1695,6 +1707,44 @@ def _log_pruned_after(db: sqlite3.Connection, seen: int) -> bool:
     return oldest is not None and oldest > seen + 1
 
 
+def _log_end(db: sqlite3.Connection) -> tuple[int, str | None]:
+    """``index_log``'s newest row: its seq (0 when the log is empty) and the record it
+    names, which :func:`_log_lost_after` later looks for at that seq."""
+    row = db.execute("SELECT seq, mem_id FROM index_log ORDER BY seq DESC LIMIT 1").fetchone()
+    return (0, None) if row is None else (int(row[0]), str(row[1]))
+
+
+def _log_lost_after(db: sqlite3.Connection, seen: int, seen_id: str | None) -> bool:
+    """Whether an index that read ``index_log`` up to row ``seen`` (naming ``seen_id``,
+    :func:`_log_end`) can no longer catch up from it and must start over: rows after it
+    were pruned, or the file's history went back.
+
+    The second is an online restore of an older backup into the live file (``sqlite3
+    memory.db ".restore backup.db"``, the backup API): the restored log ends below
+    ``seen`` and the next writes reuse its seqs, so reading on from ``seen`` missed every
+    record written after the restore, and kept the ones it removed, until the process
+    restarted (a review). Row ``seen`` is then missing with no prune to explain it, or
+    names another record (ids are UUIDs). One lookup by seq while the row is there."""
+    if seen > 0:
+        row = db.execute("SELECT mem_id FROM index_log WHERE seq = ?", (seen,)).fetchone()
+        if row is not None:
+            return bool(row[0] != seen_id)
+    (oldest,) = db.execute("SELECT min(seq) FROM index_log").fetchone()
+    if oldest is None:
+        return seen > 0  # emptied: a prune keeps the newest row, so only a restore
+    return bool(oldest != seen + 1)  # pruned past it, or the log now ends below it
+
+
+def _vectors_rewound(db: sqlite3.Connection, seen_vseq: int) -> bool:
+    """Whether the file hands out vseqs below ``seen_vseq`` again, the highest an index
+    loaded: an online restore of a backup (see :func:`_log_lost_after`) older than vectors
+    written since, whose next vectors reuse seqs the index would never load. Told by the
+    AUTOINCREMENT high mark in ``sqlite_sequence``, not ``max(vseq)``: deleting the newest
+    vector lowers that (a whole reload at each such delete), never the mark."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'vectors'").fetchone()
+    return (0 if row is None else int(row[0])) < seen_vseq
+
+
 @contextmanager
 def _ended(
     db: sqlite3.Connection,
@@ -1759,6 +1809,7 @@ class _LexicalRead:
     users: dict[str | None, builtins.list[LexRow]]  # users read whole
     tenant: str = ""
     whole_tenant: str | None = None
+    log_id: str | None = None  # the record index_log's row ``log_seq`` names
 
 
 #: What a file is on its file system (``st_dev``, ``st_ino``); None: no file there.
