@@ -99,14 +99,21 @@ def test_records_an_embedder_cannot_embed_are_set_aside_and_flush_returns(
 
 
 @pytest.mark.parametrize("mode", BROKEN)
-def test_a_query_vector_that_breaks_the_protocol_raises(mode: str, tmp_path: Path) -> None:
+def test_a_query_vector_that_breaks_the_protocol_is_not_searched(
+    mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without ``min_score`` the search ranks by keywords alone and logs why; with it,
+    no cosine can be had, and it raises."""
     embedder = BrokenEmbedder()
     with Memory(tmp_path / "m.db", embedder=embedder, background_embedding=False) as m:
         m.add(TEXTS, user_id="u")
         embedder.mode = mode
-        for min_score in (None, 0.1):
-            with pytest.raises(ConfigError, match="embedder 'broken' returned"):
-                m.search("violin", user_id="u", min_score=min_score)
+        hits = m.search("violin", user_id="u")
+        assert [h.record.text for h in hits] == [TEXTS[0]]
+        assert hits[0].dense_rank is None and hits[0].relevance is None
+        assert "keyword hits only" in caplog.text and "embedder 'broken' returned" in caplog.text
+        with pytest.raises(ConfigError, match="embedder 'broken' returned"):
+            m.search("violin", user_id="u", min_score=0.1)
 
 
 class BagOfWords:
@@ -124,14 +131,19 @@ class BagOfWords:
         return normalised
 
 
-def test_a_nan_query_vector_raises_rather_than_ranking_arbitrary_memories(
-    tmp_path: Path,
-) -> None:
+def test_a_nan_query_vector_ranks_no_arbitrary_memory(tmp_path: Path) -> None:
+    """A query of no word the embedder knows embeds as NaN: the keyword hit is still
+    found (a review: the search raised, and the server answered 400), and no memory is
+    ranked by a NaN cosine."""
     with Memory(tmp_path / "m.db", embedder=BagOfWords(), background_embedding=False) as m:
         m.add(TEXTS, user_id="u")
         assert m.embedding_status().pending == 0
+        assert m.search("who is frank", user_id="u") == []  # no word of any memory
+        word = TEXTS[1].split()[0]  # a word of a memory the embedder does not know
+        hits = m.search(word, user_id="u")
+        assert [h.record.text for h in hits] == [TEXTS[1]] and hits[0].relevance is None
         with pytest.raises(EmbedderOutputError, match="NaN"):
-            m.search("who is frank", user_id="u")
+            m.search("who is frank", user_id="u", min_score=0.2)
         assert [h.record.text for h in m.search("violin", user_id="u", limit=1)] == [TEXTS[0]]
 
 
@@ -156,3 +168,10 @@ def test_a_cached_graph_damaged_in_place_is_built_again(tmp_path: Path) -> None:
     ensure_graph(weights, tmp_path, int8=True)
     assert (graph.stat().st_ino, graph.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert checksum.read_text() == hashlib.sha256(whole).hexdigest()
+
+
+def test_the_server_blames_itself_for_its_embedders_output() -> None:
+    """A 400 told the client its request was wrong; the server's embedder is at fault."""
+    from contextos.server.errors import status_for
+
+    assert status_for(EmbedderOutputError("embedder 'x' returned NaN")) == 500

@@ -50,6 +50,7 @@ is on one scale for every query, so ``min_score`` can say "nothing relevant".
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from collections import defaultdict
@@ -64,11 +65,14 @@ from contextos.text.temporal import TimeRange, question_time_cues, resolve
 from contextos.text.text_cache import TextCache
 
 from ..embed import Embedder, Vectors, checked_vectors, normalize
-from ..store.base import Ranked, Store
+from ..errors import EmbedderOutputError
+from ..store.base import Ranked, Store, Vector
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
 from .render import FACT_OF
 from .turn_vectors import embed_records
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -316,10 +320,8 @@ class HybridRetriever:
         fetched = self._fetch_while_embedding(flt, lexical, pending, cue)
         dense: list[Ranked] = []
         unembedded: set[str] = set()
-        if pending is not None:
-            # Checked as the worker checks stored vectors: a reply of the wrong size
-            # searched an empty index, a NaN one ranked arbitrary memories (a review).
-            vector = checked_vectors(self.embedder, pending.result(), 1)[0]
+        vector = self._usable_query_vector(pending, min_score) if pending is not None else None
+        if vector is not None:
             ids = [r.id for r in lexical]
             unembedded = self._without_vectors(flt, ids, len(vector))  # before: see there
             dense = self.store.vector_search(flt, vector, limit=n)
@@ -328,7 +330,7 @@ class HybridRetriever:
             unembedded |= self._without_vectors(flt, missing, len(vector))  # and after
             unembedded -= in_dense  # embedded meanwhile, and ranked
         fused = fuse(lexical, dense, cfg, unembedded)
-        if min_score is not None:
+        if min_score is not None and vector is not None:  # (no vector: refused above)
             if unembedded:
                 fused = self._with_cosines_of_unembedded(flt, fused, unembedded, vector)
             if full_above(dense, n, min_score):
@@ -388,6 +390,30 @@ class HybridRetriever:
                 if cue is not None:
                     _times_named(record.text, _anchor(record))
         return fetched
+
+    def _usable_query_vector(
+        self, pending: Future[Vectors], min_score: float | None
+    ) -> Vector | None:
+        """The query's vector, checked as the worker checks stored ones; None when the
+        embedder's answer breaks its protocol (wrong size, NaN) and no ``min_score`` needs
+        it: the search then ranks by keywords alone, and the fault is logged.
+
+        Why not raise: an embedder that divides by a zero norm answers NaN for a query
+        of no word it knows, and the search that returned the right keyword hit failed
+        (the server blamed the client with a 400: a review). Why not use it: a vector of
+        the wrong size searched an empty index, a NaN one ranked arbitrary memories.
+
+        Raises:
+            EmbedderOutputError: the answer is unusable and ``min_score`` asks for a
+                cosine no hit can then have."""
+        try:
+            vector: Vector = checked_vectors(self.embedder, pending.result(), 1)[0]
+            return vector
+        except EmbedderOutputError as exc:
+            if min_score is not None:
+                raise
+            log.warning("the query's vector is unusable, keyword hits only: %s", exc)
+            return None
 
     def _query_vector(self, query: str, tenant: str) -> Future[Vectors]:
         """The query's vector, awaited after the keyword search: kept from an earlier

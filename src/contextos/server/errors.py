@@ -27,6 +27,7 @@ from ..errors import (
     ConfigError,
     Conflict,
     ContextosError,
+    EmbedderOutputError,
     EmbedderSetupError,
     NotFound,
     RateLimited,
@@ -53,6 +54,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (StoreError, 503),
     (Conflict, 409),  # the state a write was based on kept changing: safe to retry
     (EmbedderSetupError, 503),  # the server's install, not the request: before ConfigError
+    (EmbedderOutputError, 500),  # the server's embedder broke its protocol, not the request
     (ConfigError, 400),
     (ContextosError, 400),
     (ValueError, 400),
