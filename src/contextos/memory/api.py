@@ -773,7 +773,10 @@ class Memory:
         Raises:
             ScopeError: neither or both given, or an empty or blank id (see ``add``)."""
         if (user_id is None) == (session_id is None):
-            raise ScopeError("forget needs exactly one of a user_id and a session_id")
+            raise ScopeError(
+                "forget needs the user_id of the user to erase, or the session_id of the "
+                "session (exactly one of the two)"
+            )
         return self.store.forget(Scope(tenant=self.tenant, user_id=user_id, session_id=session_id))
 
     def forget_tenant(self) -> int:
