@@ -9,12 +9,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from contextos.embed import Vectors
 from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.store.sqlite.schema import MIGRATIONS, _statements
+from contextos.testing.embedders import HashEmbedder
 
 
 def sqlite_file_at(path: Path, version: int) -> sqlite3.Connection:
@@ -68,3 +71,19 @@ def in_other_process(path: Path, code: str) -> None:
         + "\nstore.close()\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+class GatedEmbedder(HashEmbedder):
+    """Embeds as the shipped HashEmbedder once ``release`` is set (a remote embedder
+    that is slow, or one that hangs until released); ``started`` is set by its first
+    call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.started.set()
+        self.release.wait(timeout=60)
+        return super().embed(texts)

@@ -33,6 +33,7 @@ from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Filter, MemoryRecord, Scope
 from pg_support import fresh_schema
+from store_support import GatedEmbedder
 
 RECORDS = 400
 BATCH = 16
@@ -331,21 +332,6 @@ def test_a_holder_whose_lease_ran_out_writes_nothing(db: str) -> None:
         assert _score(store, "the current text") > 0.99
     finally:
         store.close()
-
-
-class GatedEmbedder(HashEmbedder):
-    """Embeds as the shipped HashEmbedder once ``release`` is set (a remote embedder
-    that is slow, or one that hangs until released)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        self.started.set()
-        self.release.wait(timeout=60)
-        return super().embed(texts)
 
 
 def _claims_while_embedding(

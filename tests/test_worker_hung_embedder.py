@@ -24,6 +24,7 @@ from contextos.embed import Vectors
 from contextos.memory.embedding_worker import embed_pending
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from store_support import GatedEmbedder
 
 TEXTS = ["carol plays the violin", "alice likes green tea"]
 
@@ -35,20 +36,6 @@ class Down(HashEmbedder):
         raise ConnectionError("embedding service unavailable (503)")
 
 
-class Hanging(HashEmbedder):
-    """An embedding service whose call does not return until ``answer`` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.called = threading.Event()
-        self.answer = threading.Event()
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        self.called.set()
-        self.answer.wait(30)
-        return super().embed(texts)
-
-
 @pytest.mark.serial
 def test_the_claim_of_a_hung_batch_is_not_renewed_once_its_store_is_closed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -56,7 +43,7 @@ def test_the_claim_of_a_hung_batch_is_not_renewed_once_its_store_is_closed(
     store = SQLiteStore(tmp_path / "m.db")
     Memory(store=store, embedder=Down(), background_embedding=False).add(TEXTS, user_id="u")
     assert store.embedding_status().pending == len(TEXTS)
-    hanging = Hanging()
+    hanging = GatedEmbedder()
     failed: list[BaseException] = []
 
     def embed() -> None:
@@ -68,12 +55,12 @@ def test_the_claim_of_a_hung_batch_is_not_renewed_once_its_store_is_closed(
     thread = threading.Thread(target=embed)
     thread.start()
     try:
-        assert hanging.called.wait(10)
+        assert hanging.started.wait(10)
         time.sleep(0.3)  # renewed while the store is open
         store.close()
         time.sleep(0.6)  # six renewals' worth once it is closed
     finally:
-        hanging.answer.set()
+        hanging.release.set()
         thread.join(10)
     renewals = [r for r in caplog.records if "could not extend an embedding claim" in r.message]
     assert renewals == []
