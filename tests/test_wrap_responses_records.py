@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytest
@@ -34,16 +33,15 @@ Event = dict[str, Any]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
+def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The loopback fake (``conftest.fake_openai``), by a short name."""
+    return fake_openai
 
 
 @pytest.fixture
-def wrapped(fake: FakeOpenAI) -> Iterator[Any]:
+def wrapped(openai_client: Any) -> Any:
     """``wrap(openai.OpenAI(...))``, pass-through: Responses calls are never managed."""
-    with openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as client:
-        yield wrap(client)
+    return wrap(openai_client)
 
 
 # -- scripted responses --------------------------------------------------------------------
