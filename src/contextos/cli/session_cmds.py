@@ -1,4 +1,4 @@
-"""Context-engine commands: ``session add/show``, ``window``, ``compact``, and the
+"""Context-engine commands: ``session add/list/show``, ``window``, ``compact``, and the
 ``bench replay``, ``bench litm`` and ``bench assemble`` benchmarks."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .common import (
     json_option,
     missing_db,
     model_param,
+    open_memory,
     pass_state,
     plural,
     print_json,
@@ -238,6 +239,31 @@ def _register_session(cli: click.Group) -> None:
         for t in turns:
             console.print(SafeText(f"{session_id} #{t.seq}: {t.tokens} tokens"))
 
+    @session.command("list")
+    @_owner_option
+    @click.option("--agent-id", "-a", default=None, callback=scope_id_param, help="Agent id.")
+    @click.option(
+        "--newest",
+        is_flag=True,
+        help="Most recently active first (default: least recently active first).",
+    )
+    @click.option("--limit", default=100, show_default=True, type=int_range(1, 1000))
+    @click.option("--offset", default=0, show_default=True, type=int_range(0))
+    @json_option
+    @pass_state
+    def session_list(
+        state: CliState,
+        user_id: str | None,
+        agent_id: str | None,
+        newest: bool,
+        limit: int,
+        offset: int,
+    ) -> None:
+        """List session ids, of one user/agent when given, least recently active first
+        (Memory.sessions; GET /v1/sessions)."""
+        order: Literal["oldest", "newest"] = "newest" if newest else "oldest"
+        _list_sessions(state, dict(user_id=user_id, agent_id=agent_id, order=order), limit, offset)
+
     @session.command("show")
     @click.argument("session_id", callback=scope_id_param)
     @click.option("--seq", type=int_range(0), default=None, help="Show only this turn, whole.")
@@ -266,6 +292,24 @@ def _register_session(cli: click.Group) -> None:
         # The number is SHOWN_CHARS, written out: click prints this docstring as the
         # help, and showed the constant's name (tests check that the two agree).
         _show(state, _session(state, session_id, user_id), seq, after_seq, limit)
+
+
+def _list_sessions(state: CliState, owner: dict[str, Any], limit: int, offset: int) -> None:
+    """``session list``: one page of session ids; whether more follow on stderr, so
+    that stdout stays the list (or JSON) a script reads."""
+    with open_memory(state, embed=False) as memory:
+        ids = memory.sessions(**owner, limit=limit, offset=offset)
+        more = len(ids) == limit and memory.sessions(**owner, limit=1, offset=offset + limit)
+    if state.as_json:
+        print_json(ids)
+    else:
+        for session_id in ids:
+            console.print(SafeText(session_id), highlight=False)
+    if more:
+        err_console.print(
+            SafeText(f"more follow: --offset {offset + limit} shows the next page"),
+            highlight=False,
+        )
 
 
 #: How much of a turn's text ``session show`` prints (a 5 MB tool result was printed

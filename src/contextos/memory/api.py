@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
@@ -835,6 +835,30 @@ class Memory:
         if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
             raise ValueError("max_bytes must be a positive integer")
         return self.store.list(flt, limit=limit, offset=offset, max_bytes=max_bytes)
+
+    def sessions(
+        self,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        order: Literal["oldest", "newest"] = "oldest",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[str]:
+        """Ids of this tenant's session logs, of one user and/or agent when given, one
+        page at a time: least recently active first, or with ``order="newest"`` most
+        recently active first (so the newest are on the first page however many there
+        are). What ``GET /v1/sessions`` and ``contextos session list`` page through;
+        open one with ``Session(memory, session_id)``."""
+        if order not in ("oldest", "newest"):
+            raise ValueError(f"order must be 'oldest' or 'newest', not {order!r}")
+        _check_limit(limit)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ValueError("offset must be a non-negative integer")
+        scope = Scope(tenant=self.tenant, user_id=user_id, agent_id=agent_id)
+        ids = self.store.sessions(scope)
+        ordered = ids if order == "oldest" else ids[::-1]
+        return list(ordered[offset : offset + limit])
 
     def history(self, memory_id: str) -> list[HistoryEvent]:
         """Every change to a memory, oldest first. Kept after ``delete``, texts and all;

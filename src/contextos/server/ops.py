@@ -7,8 +7,7 @@ imports a web framework.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..memory.ingest import metadata_bytes
 from ..store.records import within_bytes
@@ -149,12 +148,3 @@ def history(mem: Memory, memory_id: str) -> list[HistoryEvent]:
     neither the memory nor any history of it, so another tenant's id and an unknown id
     answer alike. A deleted memory's history stays readable: the store keeps it."""
     return mem.history(memory_id)
-
-
-def session_page(
-    ids: Sequence[str], order: Literal["oldest", "newest"], limit: int, offset: int
-) -> list[str]:
-    """One page of session ids listed least recently active first (``Store.sessions``),
-    in ``order``: ``"newest"`` pages from the most recently active end."""
-    ordered = ids if order == "oldest" else ids[::-1]
-    return list(ordered[offset : offset + limit])

@@ -340,8 +340,9 @@ def session_router(
         """Session ids of the caller's tenant, optionally of one user/agent, one page at
         a time: least recently active first, or with order=newest most recently active
         first (so the newest are on the first page however many there are)."""
-        scope = Scope(tenant=tenant, user_id=user_id, agent_id=agent_id)
-        page = ops.session_page(tenants.store.sessions(scope), order, limit, offset)
+        page = tenants.get(tenant).sessions(
+            user_id=user_id, agent_id=agent_id, order=order, limit=limit, offset=offset
+        )
         return s.SessionList(results=page, limit=limit, offset=offset)
 
     return router
