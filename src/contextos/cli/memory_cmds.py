@@ -21,6 +21,7 @@ from rich.table import Table
 from ..errors import ScopeError
 from ..memory.render import render
 from ..store.base import check_metadata_key
+from ..store.pages import keyed_page
 from ..types import (
     Filter,
     HistoryEvent,
@@ -71,18 +72,14 @@ def _list_page(
 
     Why keys: paged by ``--offset`` while an app kept adding for the user, an export
     saw 35 memories twice (a review); ``--after`` pages as the HTTP API's ``after``
-    does (``Store.list_after``), so nothing is skipped or repeated."""
+    does (:func:`~contextos.store.pages.keyed_page`), so nothing is skipped or
+    repeated."""
     try:
-        rows = memory.store.list_after(flt, after=after, offset=offset, limit=limit)
+        return keyed_page(memory.store, flt, after=after, offset=offset, limit=limit)
     except ValueError as exc:
         if after is None:
             raise
         raise click.BadParameter(str(exc), param_hint="--after") from None
-    records = [record for record, _key in rows]
-    if len(rows) < limit:  # unbounded by bytes here: a short page is the last one
-        return records, None
-    last = rows[-1][1]
-    return records, last if memory.store.list_after(flt, after=last, limit=1) else None
 
 
 def _more_follow(key: str, next_offset: int, after: str | None) -> str:
@@ -300,9 +297,10 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @click.option(
         "--type",
         "memory_type",
-        default="episodic",
+        default=None,
         type=click.Choice(["episodic", "semantic", "procedural"]),
-        show_default=True,
+        help="The memory's type (default: episodic); not with --infer, whose extractor "
+        "types each fact.",
     )
     @click.option("--speaker", help="Who said it.")
     @click.option(
@@ -325,7 +323,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         scope: ScopeIds,
         metadata: str | None,
         event_time: datetime | None,
-        memory_type: str,
+        memory_type: str | None,
         speaker: str | None,
         infer: bool,
         no_dedupe: bool,
@@ -335,6 +333,11 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         The same text added again in the same scope (outside a session) gives
         back the stored memory instead of a copy; --no-dedupe stores a copy.
         """
+        if infer and memory_type is not None:
+            raise click.BadParameter(
+                "is chosen for each fact by the extractor with --infer: leave it out",
+                param_hint="--type",
+            )
         if text == "-":
             text = read_text_arg("-", param="TEXT")
         message: dict[str, str] = {"role": "user", "content": text}
@@ -347,7 +350,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 **scope,
                 metadata=_parse_metadata(metadata),
                 event_time=event_time,
-                memory_type=cast(MemoryType, memory_type),
+                memory_type=cast(MemoryType | None, memory_type),
                 infer=infer,
                 dedupe=not no_dedupe,
             )

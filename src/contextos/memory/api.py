@@ -214,7 +214,7 @@ class Memory:
         session_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         event_time: datetime | str | None = None,
-        memory_type: MemoryType = "episodic",
+        memory_type: MemoryType | None = None,
         infer: bool = False,
         extractor: Extractor | None = None,
         dedupe: bool = True,
@@ -234,7 +234,8 @@ class Memory:
         extractor (``extractor``, else the Memory's, else the offline one) proposes
         semantic/episodic/procedural facts, each is reconciled with similar stored
         memories (ADD/UPDATE/DELETE/NOOP) and the records written are returned
-        (possibly none). ``memory_type`` is then chosen per fact by the extractor.
+        (possibly none). The extractor then chooses each fact's type, so giving
+        ``memory_type`` too is an error (it was silently ignored).
         A memory of facts searches best with ``retrieval=retrieval.FACT_RETRIEVAL``.
 
         Args:
@@ -248,7 +249,8 @@ class Memory:
                 string (naive: UTC). None: unknown, and stored as
                 None (no date is rendered with the memory); a ``time_range`` search
                 then places the memory by when it was added (``created_at``).
-            memory_type: "episodic" (default), "semantic" or "procedural".
+            memory_type: "episodic" (None: the default), "semantic" or
+                "procedural"; not with ``infer=True``.
             infer: extract and reconcile facts instead of storing the turns verbatim.
             extractor: the Extractor for this call (with ``infer=True``).
             facts: store each session turn's extracted facts beside it (None: the
@@ -260,15 +262,18 @@ class Memory:
 
         Raises:
             ScopeError: no user, agent or session given, or an empty or blank one.
-            TypeError/ValueError: malformed messages, oversized text, a non-string id.
+            TypeError/ValueError: malformed messages, oversized text, a non-string id,
+                ``memory_type`` with ``infer=True``.
             Conflict: the session changed under every one of ``ADD_TRIES`` tries
                 (nothing was written).
         """
+        if infer and memory_type is not None:
+            raise ValueError(INFERRED_TYPES)
         opts = validate_options(
             Scope(self.tenant, user_id, agent_id, session_id),
             metadata=metadata,
             event_time=event_time,
-            memory_type=memory_type,
+            memory_type=memory_type or "episodic",
         )
         said = to_messages(messages)
         check_messages(said)
@@ -1129,6 +1134,13 @@ def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
         # As stored: a tuple the caller passes reads back as a list.
         and (a.metadata == b.metadata or stored_json(a.metadata) == stored_json(b.metadata))
     )
+
+
+#: Why ``add`` refuses a ``memory_type`` with ``infer=True``: the extractor types each
+#: fact, and the type given was dropped without a word (a review).
+INFERRED_TYPES = (
+    "memory_type is chosen for each fact by the extractor when infer is true: leave it out"
+)
 
 
 def _check_limit(limit: object) -> None:

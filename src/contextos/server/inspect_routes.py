@@ -35,6 +35,7 @@ from contextos.llm.tokens import Tokenizer
 from ..cache import CacheSimulator, WireFormat, cache_request, report
 from ..cache.accounting import read_share
 from ..errors import RateLimited
+from ..store.pages import keyed_page
 from ..types import Filter, Scope, Turn
 from . import ops
 from . import schemas as s
@@ -305,8 +306,13 @@ def inspect_router(
             created_before=created_before,
             include_invalid=validity == "all",
         )
-        records, next_after = ops.keyed_page(
-            tenants.store, flt, after=after, offset=0 if after else offset, limit=limit
+        records, next_after = keyed_page(
+            tenants.store,
+            flt,
+            after=after,
+            offset=0 if after else offset,
+            limit=limit,
+            max_bytes=s.MAX_PAGE_BYTES,
         )
         return {
             "results": [s.RecordOut.of(r).model_dump(mode="json") for r in records],

@@ -102,14 +102,16 @@ class MemoryTools:
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         event_time: s.Time | None = None,
-        memory_type: MemoryType = "episodic",
+        memory_type: MemoryType | None = None,
         infer: bool = False,
         text: str | None = None,
     ) -> list[dict[str, Any]]:
         """Remember messages (a text, or a list of {"role", "content"}) for a user, agent
         or session (at least one is required). With infer=true the facts in them are
         extracted and reconciled with what is already stored (add, update or drop)
-        instead of storing them verbatim. event_time: ISO 8601, when it happened.
+        instead of storing them verbatim (each fact then gets its type from the
+        extractor: memory_type, episodic when left out, is for verbatim adds only).
+        event_time: ISO 8601, when it happened.
         `text` is the deprecated name of `messages` (a single text)."""
         if text is not None:
             if messages is not None:
@@ -151,11 +153,14 @@ class MemoryTools:
         session_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        memory_type: list[MemoryType] | None = None,
+        validity: Literal["current", "all"] = "current",
     ) -> list[dict[str, Any]]:
         """List memories of a user/agent/session, newest first. Paginate with offset: the
         next page starts at offset + the number of memories returned, until a page comes
         back empty (a page holds at most 4 MiB of memories, so it may hold fewer than
-        limit before the end)."""
+        limit before the end). memory_type: only these types (all when left out);
+        validity "all": superseded facts too."""
         body = s.parse(s.ListRequest, **_arguments(locals()))
         records, _, _ = ops.list_page(self._memory(), body)
         return [r.to_dict() for r in records]

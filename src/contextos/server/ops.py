@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..memory.ingest import metadata_bytes
+from ..store.pages import keyed_page
 from ..store.records import within_bytes
 from ..types import Filter, HistoryEvent, Hit, MemoryRecord, Scope, Turn
 
@@ -86,29 +87,22 @@ def list_page(
     key holds only memories after the last one shown (``Store.list_after``)."""
     scope = Scope(tenant=mem.tenant, **body.scope())
     scope.for_reading()
-    records, after = keyed_page(
-        mem.store, Filter(scope=scope), after=body.after, offset=body.offset, limit=body.limit
-    )
-    return records, None if after is None else body.offset + len(records), after
-
-
-def keyed_page(
-    store: Store, flt: Filter, *, after: str | None, offset: int, limit: int
-) -> tuple[list[MemoryRecord], str | None]:
-    """One page of ``flt``'s memories after the key ``after`` (or from ``offset``), at
-    most ``MAX_PAGE_BYTES`` of them, and the key the next page starts after (None: this
-    one reached the end). A full page has a next one (which may come back empty); a
-    shorter one may have been cut by its bytes, so the memory after it is looked for
-    (PostgreSQL counts metadata as jsonb's text, and a page it cut looked uncut: a
-    review). A key the store did not make is a ValueError (a 422)."""
     from .schemas import MAX_PAGE_BYTES
 
-    rows = store.list_after(flt, after=after, offset=offset, limit=limit, max_bytes=MAX_PAGE_BYTES)
-    if not rows:
-        return [], None
-    last = rows[-1][1]
-    more = len(rows) == limit or store.list_after(flt, after=last, limit=1, max_bytes=1)
-    return [r for r, _ in rows], last if more else None
+    flt = Filter(
+        scope=scope,
+        memory_types=tuple(body.memory_type or ()),
+        include_invalid=body.validity == "all",
+    )
+    records, after = keyed_page(
+        mem.store,
+        flt,
+        after=body.after,
+        offset=body.offset,
+        limit=body.limit,
+        max_bytes=MAX_PAGE_BYTES,
+    )
+    return records, None if after is None else body.offset + len(records), after
 
 
 def turns_page(

@@ -160,10 +160,13 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         limit: Limit = 100,
         offset: Offset = 0,
         after: ListAfter = None,
+        memory_type: Annotated[list[s.MemoryTypeName] | None, Query(max_length=3)] = None,
+        validity: Annotated[Literal["current", "all"], Query()] = "current",
     ) -> Response:
         """List memories, newest first, one page at a time: the next page is the one
         ``after`` this one's ``next_after`` (nothing skipped or repeated while others
-        write), or at its ``next_offset``."""
+        write), or at its ``next_offset``. ``memory_type`` (repeatable): only those
+        types; ``validity=all``: superseded facts too."""
         page = s.ListRequest(
             user_id=user_id,
             agent_id=agent_id,
@@ -171,6 +174,8 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
             limit=limit,
             offset=offset,
             after=after,
+            memory_type=memory_type,
+            validity=validity,
         )
         records, next_offset, next_after = ops.list_page(mem, page)
         out = [s.RecordOut.of(r) for r in records]

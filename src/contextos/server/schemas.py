@@ -321,7 +321,11 @@ class AddRequest(ScopeIn):
     ]
     metadata: Metadata = None
     event_time: Time | None = None
-    memory_type: MemoryTypeName = "episodic"
+    memory_type: MemoryTypeName | None = Field(
+        None,
+        description="episodic (when left out), semantic or procedural; not with infer, "
+        "whose extractor types each fact.",
+    )
     infer: bool = Field(
         False, description="Extract and reconcile facts instead of storing the turns verbatim."
     )
@@ -404,6 +408,14 @@ class ListRequest(ScopeIn):
         description="The page after the memory whose key this is (the next_after of the "
         "page before): no memory skipped or repeated while others write; offset then "
         "counts from it.",
+    )
+    memory_type: list[MemoryTypeName] | None = Field(
+        None, max_length=3, description="Only memories of these types (all when left out)."
+    )
+    validity: Literal["current", "all"] = Field(
+        "current",
+        description="all: superseded facts too (their valid_to is set), as `contextos "
+        "list --validity all`.",
     )
 
 

@@ -1,0 +1,39 @@
+"""A page of memories read by key: the one way the CLI's ``list``, the server's
+``GET /v1/memories``, MCP ``list_memories`` and the inspector page through a scope.
+
+Why keys: paged by offset while another client added and deleted, a walk of 20,000
+memories saw 35 twice and missed 3 that were never deleted (a review); a page after a
+key holds only memories after the last one shown (``Store.list_after``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..types import Filter, MemoryRecord
+    from .base import Store
+
+
+def keyed_page(
+    store: Store,
+    flt: Filter,
+    *,
+    after: str | None,
+    offset: int,
+    limit: int,
+    max_bytes: int | None = None,
+) -> tuple[list[MemoryRecord], str | None]:
+    """One page of ``flt``'s memories, newest first, after the key ``after`` (or from
+    ``offset``), at most ``max_bytes`` of them (None: unbounded), and the key the next
+    page starts after (None: this one reached the end). The memory after the page is
+    looked for, a full page's too: a shorter page may have been cut by its bytes
+    (PostgreSQL counts metadata as jsonb's text, and a page it cut looked uncut: a
+    review), and a full one may have been the last (the CLI said "more follow" with
+    none left). A key the store did not make is a ValueError."""
+    rows = store.list_after(flt, after=after, offset=offset, limit=limit, max_bytes=max_bytes)
+    if not rows:
+        return [], None
+    last = rows[-1][1]
+    more = store.list_after(flt, after=last, limit=1, max_bytes=1)
+    return [r for r, _ in rows], last if more else None
