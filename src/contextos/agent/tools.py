@@ -46,6 +46,11 @@ _WORD = re.compile(r"\w+")
 MAX_QUERY_WORDS = 64
 #: Turns read at a time by ``conversation_search`` (its memory is one page, not the log).
 SCAN_PAGE = 128
+#: Characters of one turn a ``conversation_search`` answer shows, around its first match.
+#: Why: tool results are searched too (a cleared or rotated-out result could be found
+#: nowhere: a review), and five whole 50,000-character results would fill the context
+#: the search is meant to spare.
+ENTRY_CHARS = 2_000
 
 
 def _schema(name: str, description: str, **props: tuple[str, str]) -> dict[str, Any]:
@@ -91,7 +96,8 @@ SCHEMAS: tuple[dict[str, Any], ...] = (
     ),
     _schema(
         "conversation_search",
-        "Search this conversation's full log, including turns no longer in your context.",
+        "Search this conversation's full log (your messages, the user's and tool results), "
+        "including turns no longer in your context.",
         query=("string", "Words to look for"),
     ),
 )
@@ -143,6 +149,20 @@ def entry(head: str, text: str) -> str:
     only the lines the tool wrote start an entry."""
     lines = text.splitlines() or [""]
     return head + ("\n" + CONTINUED).join(lines)
+
+
+def excerpt(text: str, wanted: re.Pattern[str]) -> str:
+    """``text``, or :data:`ENTRY_CHARS` of it from a little before its first match of
+    ``wanted`` (matched on the lower-cased text, as the search), with what was left out
+    said in brackets."""
+    if len(text) <= ENTRY_CHARS:
+        return text
+    found = wanted.search(text.lower())
+    start = max(0, min((found.start() if found else 0) - ENTRY_CHARS // 4, len(text) - ENTRY_CHARS))
+    end = start + ENTRY_CHARS
+    before = f"[{start:,} characters before] " if start else ""
+    after = f" [{len(text) - end:,} characters after]" if end < len(text) else ""
+    return before + text[start:end] + after
 
 
 @dataclass(frozen=True)
@@ -319,14 +339,14 @@ class AgentTools:
         scored = (
             (len(found), seq, role, content)
             for seq, role, content in self._logged_texts()
-            if role in ("user", "assistant") and (found := set(wanted.findall(content.lower())))
+            if role != "system" and (found := set(wanted.findall(content.lower())))
         )
         # The most query words first, the newest among equals; only those kept.
         best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))
         if not best:
             return "No earlier messages matched."
         return "\n".join(
-            entry(f"[turn {seq}] {role}: ", content)
+            entry(f"[turn {seq}] {role}: ", excerpt(content, wanted))
             for _, seq, role, content in sorted(best, key=lambda x: x[1])
         )
 

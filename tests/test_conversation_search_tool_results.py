@@ -1,0 +1,93 @@
+"""``conversation_search`` finds tool results, so a result compacted out of the window
+(cleared to a stub, or rotated out) can be found again by the model.
+
+Why: it searched only user and assistant turns while its schema promised "the full
+log", and a wrapped agent whose config read was cleared could find it nowhere (a
+review). A long result is shown around its match, not whole.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anthropic
+
+from contextos import wrap
+from contextos.agent.tools import ENTRY_CHARS, scoped_tools
+from contextos.engine.session import Session
+from contextos.memory import Memory
+from contextos.testing.embedders import HashEmbedder
+from contextos.testing.fake_anthropic import FakeAnthropic
+from contextos.types import Message, ToolCall
+
+TOOLS = [
+    {
+        "name": "read_config",
+        "description": "Read config file N.",
+        "input_schema": {"type": "object", "properties": {"n": {"type": "string"}}},
+    }
+]
+
+
+def _reply(body: dict[str, Any]) -> Any:
+    """Asked to read config N: a tool call; given its result: a short answer."""
+    last = body["messages"][-1]["content"]
+    if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
+        return "Read it."
+    text = last if isinstance(last, str) else last[-1].get("text", "")
+    n = text.split()[-1]
+    return [{"type": "tool_use", "id": f"tu_{n}", "name": "read_config", "input": {"n": n}}]
+
+
+def test_a_cleared_tool_result_is_found_by_conversation_search(tmp_path: Path) -> None:
+    memory = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
+    with FakeAnthropic(reply=_reply) as fake:
+        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+        client = wrap(
+            sdk, memory, session="ops", user_id="ana", compaction="clear_tool_results", budget=12000
+        )
+        messages: list[dict[str, Any]] = []
+        for i in range(8):
+            messages.append({"role": "user", "content": f"Read config {i}"})
+            call = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=128, tools=TOOLS, messages=messages
+            )
+            messages.append(
+                {"role": "assistant", "content": [b.model_dump() for b in call.content]}
+            )
+            config = f"db_password_{i}=ZEBRAKEY{i}\n" + "padding line of the config file\n" * 400
+            result = {"type": "tool_result", "tool_use_id": call.content[0].id, "content": config}
+            messages.append({"role": "user", "content": [result]})
+            answer = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=128, tools=TOOLS, messages=messages
+            )
+            messages.append({"role": "assistant", "content": answer.content[0].text})
+        client.flush()
+        assert client.context.session.state().cleared  # the early results were cleared
+        assert "ZEBRAKEY0" not in json.dumps(fake.messages_requests()[-1].json())
+
+    tools = scoped_tools(memory, user_id="ana", session_id="ops")
+    found = tools.execute("conversation_search", {"query": "ZEBRAKEY0"}).text
+    assert "tool: db_password_0=ZEBRAKEY0" in found
+    # around the match (its lines indented), not the whole 13,000-character result
+    assert len(found) < 1.3 * ENTRY_CHARS
+    memory.close()
+
+
+def test_a_long_turn_is_shown_around_its_match(tmp_path: Path) -> None:
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        session = Session(memory, "s", user_id="ana")
+        call = ToolCall(id="c1", name="grep", arguments={})
+        session.add(
+            Message("user", "find the key"),
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", "x" * 30_000 + " the key is WALRUS " + "y" * 30_000, tool_call_id="c1"),
+        )
+        found = scoped_tools(memory, user_id="ana", session_id="s").execute(
+            "conversation_search", {"query": "walrus"}
+        )
+        assert "the key is WALRUS" in found.text
+        assert "[29,5" in found.text and "characters after]" in found.text
+        assert len(found.text) < ENTRY_CHARS + 200
