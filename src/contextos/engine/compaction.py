@@ -461,7 +461,18 @@ def _plan_rotate(
 
 
 def _check_budget(budget: int, strategy: Strategy, th: Thresholds) -> None:
-    """Refuse a budget no compaction can keep to.
+    """Refuse a budget no compaction can keep to (:func:`budget_refusal`)."""
+    refusal = budget_refusal(budget, strategy, th)
+    if refusal is not None:
+        raise refusal
+
+
+def budget_refusal(
+    budget: int, strategy: Strategy, thresholds: Thresholds | None = None
+) -> BudgetError | None:
+    """The error refusing a history ``budget`` that ``strategy`` cannot keep to, or None
+    when it can: the one rule :func:`plan_compaction` refuses by, which a caller that
+    picks the budget (a wrapped call's history room) asks before compacting.
 
     Why: a budget of 0 or less compacted every turn but the recent ones (a negative one
     failed deep in the summarizer, naming neither), and a summarize whose summary share
@@ -469,19 +480,21 @@ def _check_budget(budget: int, strategy: Strategy, th: Thresholds) -> None:
     every window, where the strategy promises their salient sentences (a review). A
     share too small for the summarizer's lines is refused when they come back
     (:func:`_checked_summary`)."""
+    th = thresholds or Thresholds()
     if budget < 1:
-        raise BudgetError(
+        return BudgetError(
             "a history budget must be at least 1 token", requested=1, available=budget
         )
     if strategy == "summarize" and int(th.summary_share * budget) < 1:
         least = math.ceil(1 / th.summary_share) if th.summary_share else 1
-        raise BudgetError(
+        return BudgetError(
             f"the summary's share of this budget (summary_share {th.summary_share:g}) "
             f"is no token: give a budget of at least {least}, or compact with another "
             "strategy",
             requested=least,
             available=budget,
         )
+    return None
 
 
 def apply_compaction(
@@ -643,6 +656,7 @@ __all__ = [
     "Strategy",
     "Thresholds",
     "apply_compaction",
+    "budget_refusal",
     "history_tokens",
     "needs_compaction",
     "pinned_seqs",

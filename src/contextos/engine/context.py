@@ -66,7 +66,7 @@ from operator import attrgetter
 from typing import Any, Literal, Protocol, TypedDict
 
 from contextos.cache.render import TTL_SECONDS
-from contextos.engine.compaction import Strategy, Thresholds
+from contextos.engine.compaction import STRATEGIES, Strategy, Thresholds, budget_refusal
 from contextos.engine.conversation import (
     COMPLETE_KEY,
     REDO_KEY,
@@ -85,6 +85,7 @@ from contextos.engine.session import (
     Layout,
     MemoryLike,
     Session,
+    checked_budget,
     context_window,
     hit_refs,
     novel_hits,
@@ -682,6 +683,24 @@ def _usage_json(usage: Usage) -> dict[str, int]:
     return {k: int(getattr(usage, k)) for k in Usage.__dataclass_fields__}
 
 
+def _checked_compaction(compaction: object) -> Strategy | None:
+    """``compaction`` when it names a strategy (or is None: never compact).
+
+    Why when the context is made (``wrap()``): an unknown name (``"none"``) was taken,
+    and every call failed at its compaction ("unknown strategy"), after the call's new
+    turns were logged (a review).
+
+    Raises:
+        ValueError: not one of :data:`~contextos.engine.compaction.STRATEGIES` nor None.
+    """
+    if compaction is None or (isinstance(compaction, str) and compaction in STRATEGIES):
+        return compaction
+    raise ValueError(
+        f"compaction must be one of {', '.join(STRATEGIES)}, or None to never compact; "
+        f"not {compaction!r:.60}"
+    )
+
+
 def _same_owner(session: Session, given: Mapping[str, str | None]) -> None:
     """Refuse a ``Session`` whose tenant, user or agent is not the one given beside it
     (``given``: the ids given, None for those not given; the memory's tenant counts).
@@ -776,8 +795,8 @@ class SessionContext:
         #: later session. Done in the commit, so a ``forget`` during the call leaves no
         #: fact behind either.
         self.infer = False
-        self.budget = budget
-        self.compaction: Strategy | None = compaction
+        self.budget = checked_budget(budget) if budget is not None else None
+        self.compaction: Strategy | None = _checked_compaction(compaction)
         self.history_share = history_share
         self.thresholds = thresholds
         self.layout = layout or Layout()
@@ -946,7 +965,8 @@ class SessionContext:
         # A call without a question (tool results) sends the open loop's thinking:
         # compaction costs it too (``open_loop``).
         open_loop = parts.question is None and parts.prefill is None
-        self._compact(self._history_room(request, parts, budget), request.server_edits, open_loop)
+        room = self._history_room(request, parts, budget)
+        self._compact(room, int(budget * self.history_share), request.server_edits, open_loop)
         state = self.session.state()
         prints = self._conversation()
         kept = len(prints)  # the conversation's first ``kept`` turns go in the history
@@ -1039,7 +1059,9 @@ class SessionContext:
     def _history_room(self, request: ChatRequest, parts: Any, budget: int) -> int:
         """The tokens the history (summary and turns) may take: ``history_share`` of the
         budget, and never more than the instructions, the tools, the question, a topic
-        block and the memories' floor leave it (the window serves those first).
+        block and the memories' floor leave it (the window serves those first). It may
+        be less than compaction can keep to, or none at all (a question that fills the
+        budget): :meth:`_compact` then leaves the log as it is for this call.
 
         Compacting against the share alone, a system prompt and tools of more than about
         half the budget left the turns less room than compaction aimed at: compaction
@@ -1077,14 +1099,30 @@ class SessionContext:
         if self.topic is not None:
             _, layout = topic_layout(budget, budget, 0.0, block_tokens=self.memory_tokens)
             fixed += int(layout.topic_ceiling * budget)
-        return max(1, min(int(budget * self.history_share), budget - fixed))
+        return min(int(budget * self.history_share), budget - fixed)
 
     def _compact(
-        self, history_budget: int, server_edits: Sequence[str] = (), open_loop: bool = False
+        self,
+        history_budget: int,
+        share: int,
+        server_edits: Sequence[str] = (),
+        open_loop: bool = False,
     ) -> None:
         """Compact the session log when it passes its trigger for ``history_budget``
         tokens (:meth:`_history_room`), the open tool loop's thinking counted when the
         window sends it (``open_loop``: :meth:`Session.compact`).
+
+        When what the call sends besides the history (its question, instructions, a topic
+        block's ceiling) leaves the history less than the strategy can compact to
+        (:func:`~contextos.engine.compaction.budget_refusal`: under 5 tokens for
+        ``summarize``), while its ``share`` of the budget would not, this call does not
+        compact: its window leaves out the turns it cannot place (the log keeps them),
+        and gives a topic block what is left. Why: a question that fitted beside the
+        instructions was refused, the summary's share blamed ("give a budget of at
+        least 5") whatever the budget, under the default ``summarize`` (a review; with
+        ``placement="topic"`` whenever the question left less than the topic block's
+        ceiling, up to 1,024 tokens). A budget whose share itself is too small is still
+        refused, as it names the cause.
 
         Never twice over with the provider's server: when the call asks the
         server to clear tool results (``clear_tool_uses_20250919``), contextos's
@@ -1102,6 +1140,9 @@ class SessionContext:
         strategy: Strategy = (
             self.compaction if memory is not None or self.compaction != "offload" else "truncate"
         )
+        refusal = budget_refusal(history_budget, strategy, self.thresholds)
+        if refusal is not None and history_budget < share:
+            return  # no room this call: the window leaves out what it cannot place
         done = self.session.compact(
             history_budget,
             strategy,

@@ -18,6 +18,7 @@ are modules of their own: this one keeps the log, its compaction state, and the 
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 import uuid
@@ -67,7 +68,7 @@ from contextos.engine.window import (
     text_item,
     tool_item,
 )
-from contextos.errors import NotFound, ScopeError, StoreError
+from contextos.errors import BudgetError, NotFound, ScopeError, StoreError
 from contextos.llm.media_tokens import (
     ESTIMATED_KEY,
     THINKING_KEY,
@@ -76,7 +77,13 @@ from contextos.llm.media_tokens import (
     thinking_tokens,
 )
 from contextos.llm.models import ModelInfo
-from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, counted_with, default_tokenizer
+from contextos.llm.tokens import (
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_REPLY,
+    Tokenizer,
+    counted_with,
+    default_tokenizer,
+)
 from contextos.memory.ingest import metadata_depth
 from contextos.memory.render import render as render_memory
 from contextos.retry import wait_before_retry
@@ -904,16 +911,53 @@ def context_window(
 _MEMORY_SEGMENTS = frozenset({"memory_header", "memories"})
 
 
+#: The smallest input budget a window is built under: the reply's primer and one
+#: message of one token (its framing and its role), the least any request sends.
+MIN_BUDGET = TOKENS_PER_REPLY + TOKENS_PER_MESSAGE + 2
+
+
+def checked_budget(budget: object) -> int:
+    """``budget`` when it is an input budget a window can be built under: a whole number
+    of tokens (an int, not a bool) of at least :data:`MIN_BUDGET`.
+
+    Why: a budget of 0, a negative one or one of a few tokens was taken, and every call
+    was refused as if the instructions and tools did not fit, with none given; NaN
+    failed deep in the window ("cannot convert float NaN to integer"), and a string
+    with a bare ``TypeError`` from a comparison (a review). ``wrap()`` checks its budget
+    here when it is called, before anything is logged, and a window
+    (:func:`window_budget`) when it is asked for.
+
+    Raises:
+        TypeError: ``budget`` is not an int (a float, a string, a bool).
+        BudgetError: it is under :data:`MIN_BUDGET`.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+        raise TypeError(
+            f"a token budget must be a whole number of tokens (an int), "
+            f"not {type(budget).__name__} {budget!r:.40}"
+        )
+    if budget < MIN_BUDGET:
+        raise BudgetError(
+            f"a token budget of {budget} holds no request: the smallest (the reply's "
+            f"primer and a one-token message) takes {MIN_BUDGET}",
+            requested=MIN_BUDGET,
+            available=int(budget),
+        )
+    return int(budget)
+
+
 def window_budget(model: ModelInfo, budget: int | None = None) -> int:
     """The input budget: ``budget`` if given, else the window minus the reserved output
     (:meth:`~contextos.llm.models.ModelInfo.default_output_reserve`).
 
     Raises:
+        TypeError, BudgetError: ``budget`` is not a budget at all (:func:`checked_budget`).
         BudgetError: ``budget`` is over the model's context window less that reserve
             (:meth:`~contextos.llm.models.ModelInfo.check_budget`; a model the registry
             does not know takes any budget).
     """
     if budget is not None:
+        budget = checked_budget(budget)
         model.check_budget(budget)
         return budget
     return model.largest_budget()
@@ -1748,11 +1792,13 @@ class Session:
 
 __all__ = [
     "HOLDS",
+    "MIN_BUDGET",
     "CompactionResult",
     "Hold",
     "Layout",
     "Session",
     "MemoryLike",
+    "checked_budget",
     "context_window",
     "hit_items",
     "hit_refs",

@@ -44,6 +44,12 @@ Thinking (https://platform.claude.com/docs/en/build-with-claude/context-windows)
 the API needs a turn's thinking blocks back only inside the tool loop they belong
 to, and drops earlier ones from the context. contextos sends them only there
 (:func:`open_loop_start`) and counts what it sends (:func:`thinking_tokens`).
+
+Server-side compaction (https://platform.claude.com/docs/en/build-with-claude/compaction):
+the API drops every block before the last ``compaction`` block of a request, and takes
+a block whose ``content`` is null as a no-op. contextos sends back only that last block
+with a summary (:func:`sent_compaction`), and a turn's count holds the block it would
+send (:func:`compaction_tokens`, part of :func:`media_tokens`).
 """
 
 from __future__ import annotations
@@ -70,6 +76,9 @@ WIRE_KEY = "wire"
 #: Message metadata key holding the ``thinking`` / ``redacted_thinking`` blocks of an
 #: assistant turn, verbatim (:data:`contextos.providers.anthropic.THINKING_KEY`).
 THINKING_KEY = "anthropic_thinking"
+#: Message metadata key holding the ``compaction`` blocks of an assistant turn, verbatim
+#: (:data:`contextos.providers.anthropic.COMPACTION_KEY`).
+COMPACTION_KEY = "anthropic_compaction"
 #: The key, in a turn's count stamp, of the tokens of its count that are estimated here.
 ESTIMATED_KEY = "estimated"
 
@@ -393,7 +402,8 @@ def anthropic_blocks_tokens(
 
 
 #: Anthropic assistant blocks that are the turn's text, tool calls, thinking or compaction:
-#: counted as such, not by :func:`anthropic_server_blocks_tokens`.
+#: counted as such (compaction by :func:`compaction_tokens`, from the turn's
+#: :data:`COMPACTION_KEY`), not by :func:`anthropic_server_blocks_tokens`.
 _COUNTED_ELSEWHERE = frozenset({"text", "tool_use", "thinking", "redacted_thinking", "compaction"})
 
 
@@ -459,8 +469,11 @@ def media_tokens(message: Message, count: Count | None = None) -> int:
     - an Anthropic assistant message carrying its wire form (a prefill, sent as given
       when it holds server tools' blocks: a ``pause_turn`` sent back): those blocks.
 
-    ``count`` counts the text of a plain-text document (else 4 characters a token).
-    Thinking blocks are not media: :func:`thinking_tokens`.
+    - an Anthropic assistant turn's ``compaction`` block that goes back with it
+      (:func:`compaction_tokens`), whether the turn was logged or is the caller's.
+
+    ``count`` counts the text of a plain-text document and a compaction summary (else 4
+    characters a token). Thinking blocks are not media: :func:`thinking_tokens`.
     """
     meta = message.metadata
     if message.role == "tool":
@@ -468,14 +481,16 @@ def media_tokens(message: Message, count: Count | None = None) -> int:
         if not isinstance(kept, Mapping) or kept.get("of") != results_digest(message.content):
             return 0
         return anthropic_blocks_tokens(_listed(kept.get("blocks")), count)
+    summary = compaction_tokens(message, count) if message.role == "assistant" else 0
     wire = meta.get(WIRE_KEY)
     if not isinstance(wire, (tuple, list)) or len(wire) != 2:
-        return 0
+        return summary
     content = _get(wire[1], "content")
     if not isinstance(content, (list, tuple)):
-        return 0
+        return summary
     if message.role == "assistant":
-        return anthropic_server_blocks_tokens(content) if wire[0] == "anthropic" else 0
+        server = anthropic_server_blocks_tokens(content) if wire[0] == "anthropic" else 0
+        return summary + server
     if message.role != "user":
         return 0
     if wire[0] == "anthropic":
@@ -498,6 +513,50 @@ def thinking_tokens(message: Message, count: Count) -> int:
             total += math.ceil(len(str(_get(block, "data", "") or "")) / 4)
         else:
             total += count(str(_get(block, "thinking", "") or ""))
+    return total
+
+
+# -- server-side compaction ---------------------------------------------------------
+
+
+def sent_compaction(messages: Sequence[Message | None]) -> tuple[int, Any] | None:
+    """The one ``compaction`` block a request's ``messages`` send back, and the index of
+    the assistant turn it goes in: the last block with a summary (``content`` not null)
+    of the last turn holding one (:data:`COMPACTION_KEY`); None when none has one.
+
+    Why only that one: the API drops every block before the last compaction block of a
+    request, the earlier compaction blocks with them, and takes one with a null
+    ``content`` (a compaction that failed) as a no-op. Every block the session had been
+    given went back on every call, uncounted: a request carried 9,171 tokens against a
+    window that counted 1,293, growing with each compaction (a review)."""
+    for i in range(len(messages) - 1, -1, -1):
+        message = messages[i]
+        if message is None or message.role != "assistant":
+            continue
+        blocks = _listed(message.metadata.get(COMPACTION_KEY))
+        summaries = [b for b in blocks if _get(b, "content") is not None]
+        if summaries:
+            return i, summaries[-1]
+    return None
+
+
+def compaction_tokens(message: Message, count: Count | None = None) -> int:
+    """Tokens of the ``compaction`` block ``message`` sends back when it is the request's
+    last (:func:`sent_compaction`), 0 without one: its summary counted by ``count`` (else
+    4 characters a token), its ``encrypted_content`` and ``tool_changes`` at 4
+    characters a token (an estimate). A superseded block is not sent, yet its turn's
+    count keeps it: such a turn lies before the request's last block, whose summary
+    stands for it, so the count errs long only where the API reads nothing."""
+    sent = sent_compaction([message])
+    if sent is None:
+        return 0
+    block = sent[1]
+    summary = str(_get(block, "content", "") or "")
+    total = count(summary) if count is not None else math.ceil(len(summary) / 4)
+    total += math.ceil(len(str(_get(block, "encrypted_content", "") or "")) / 4)
+    changes = _get(block, "tool_changes")
+    if changes:
+        total += math.ceil(len(json.dumps(changes, default=str)) / 4)
     return total
 
 

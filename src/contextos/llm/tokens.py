@@ -56,7 +56,7 @@ class Tokenizer(Protocol):
 #: The version of the rule a message's count follows (what :func:`message_parts_tokens`
 #: counts). A count stored with another version, or by another tokenizer, is counted
 #: again when read (:func:`counted_with`).
-COUNTING = "2"
+COUNTING = "3"
 
 
 def counted_with(tokenizer: Tokenizer) -> str:

@@ -34,7 +34,9 @@ installed anthropic 2.14 types (``anthropic/types/beta/``):
   ``compaction_delta``) is kept verbatim in the reply's metadata under
   :data:`COMPACTION_KEY`, so the session log holds it, and it is sent back
   first in that assistant turn on every later call, as the API requires (the
-  API then ignores what came before it). The summarising pass's usage
+  API then ignores what came before it), until a later one supersedes it: only
+  the request's last block with a summary goes back, and the turn's count holds
+  it (:func:`~contextos.llm.media_tokens.sent_compaction`). The summarising pass's usage
   (``usage.iterations`` entries of type ``compaction``) is added to the call's
   :class:`~contextos.types.Usage` by :func:`contextos.cache.usage_from_anthropic`.
 
@@ -54,8 +56,9 @@ from typing import Any
 
 from contextos.engine.context import model_info, prefill_of
 from contextos.engine.window import Block, Window
+from contextos.llm.media_tokens import COMPACTION_KEY as COMPACTION_KEY  # message metadata key
 from contextos.llm.media_tokens import THINKING_KEY as THINKING_KEY  # message metadata key
-from contextos.llm.media_tokens import open_loop_start
+from contextos.llm.media_tokens import open_loop_start, sent_compaction
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
 from ..cache import field_of, render_anthropic, usage_from_anthropic
@@ -70,8 +73,6 @@ MAX_BREAKPOINTS = 4
 
 JSON = dict[str, Any]
 
-#: Message metadata key holding the ``compaction`` blocks of an assistant turn, verbatim.
-COMPACTION_KEY = "anthropic_compaction"
 _THINKING = ("thinking", "redacted_thinking")
 
 
@@ -348,8 +349,8 @@ def _send_own_blocks_back(window: Window, messages: list[JSON]) -> None:
 
 
 def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
-    """Put each logged turn's ``compaction`` blocks, then its thinking blocks, back first
-    in its content (in place). Thinking: with extended thinking, the API refuses a tool
+    """Put the request's last ``compaction`` block, then each turn's thinking blocks, back
+    first in its turn's content (in place). Thinking: with extended thinking, the API refuses a tool
     loop whose assistant turn comes back without its signed thinking blocks, and drops
     the thinking of earlier turns from the context; so a turn's thinking goes back only
     while its tool loop is open (:func:`~contextos.llm.media_tokens.open_loop_start`:
@@ -360,18 +361,23 @@ def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
 
     The API requires the block returned in a reply to come back, verbatim, in
     that assistant turn ("append the response to your messages"); it then
-    ignores everything before it. A turn that was only a compaction (the reply
-    of ``pause_after_compaction``) renders with no content and is sent as the
-    block alone. Window "messages" blocks map one to one, in order,
-    to the rendered messages (:func:`contextos.cache.render_anthropic`).
+    ignores everything before it, earlier compaction blocks included, so only the
+    last one with a summary goes (:func:`~contextos.llm.media_tokens.sent_compaction`,
+    which the turn's count holds: :func:`~contextos.llm.media_tokens.compaction_tokens`).
+    A turn that was only a compaction (the reply of ``pause_after_compaction``) renders
+    with no content and is sent as the block alone, or not at all once superseded.
+    Window "messages" blocks map one to one, in order, to the rendered messages
+    (:func:`contextos.cache.render_anthropic`).
     """
     turns = [b for b in window.blocks if b.kind == "messages"]
     question = any(b.kind == "question" for b in window.blocks)
     loop = open_loop_start([b.role for b in turns], question=question)
+    summary = sent_compaction([b.message for b in turns])
     for i, (block, message) in enumerate(zip(turns, messages, strict=False)):
         meta = block.message.metadata if block.message is not None else {}
         thinking = meta.get(THINKING_KEY) if i >= loop else None
-        kept = [*(meta.get(COMPACTION_KEY) or ()), *(thinking or ())]
+        compaction = [summary[1]] if summary is not None and summary[0] == i else []
+        kept = [*compaction, *(thinking or ())]
         if not kept or message["role"] != "assistant":
             continue
         content = message["content"]
@@ -736,8 +742,9 @@ class AnthropicTokenCounter:
 
     def count_messages(self, messages: Sequence[Message]) -> int:
         """The messages as they would be sent: logged turns as text, tool calls and
-        kept tool-result blocks; a user message carrying its wire form (a question)
-        with its own content (images, documents); no thinking blocks, which a window
+        kept tool-result blocks, the last ``compaction`` block with a summary; a user
+        message carrying its wire form (a question) with its own content (images,
+        documents); no thinking blocks, which a window
         counts apart, only for the open tool loop (the rule of
         :meth:`~contextos.llm.tokens.Tokenizer.count_messages`)."""
         if not self.exact:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from contextos.cache.render import render_anthropic, render_openai
 from contextos.engine.session import context_window, search_scope, window_budget
 from contextos.engine.window import Overflow, Window
-from contextos.llm.models import get_model
+from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
 
 from .schemas import MAX_LEFT_OUT
@@ -55,11 +55,12 @@ def build_window(
     Raises:
         ConfigError: an unknown model.
         BudgetError: ``token_budget`` is over the model's context window less its
-            default output reserve (:func:`~contextos.engine.session.window_budget`),
-            refused before any search.
+            output: the request's ``max_tokens`` when given and larger than the model's
+            default output reserve, else that reserve
+            (:func:`~contextos.engine.session.window_budget`), refused before any search.
     """
     model = get_model(req.model)
-    budget = window_budget(model, req.token_budget)
+    budget = window_budget(model, _checked_for_output(model, req))
     mem = tenants.get(tenant)
     hits = mem.search(
         req.question,
@@ -89,6 +90,22 @@ def build_window(
         tools=req.tools,
         memories=hits,
     )
+
+
+def _checked_for_output(model: ModelInfo, req: WindowRequest) -> int:
+    """``req.token_budget``, once it leaves the model's window room for ``req.max_tokens``
+    as well: refused as ``wrap()`` refuses it
+    (:meth:`~contextos.llm.models.ModelInfo.check_budget`, the same ``BudgetError``).
+
+    Why: the budget was checked against the model's default output reserve alone, and the
+    ready request was rendered with the ``max_tokens`` asked for, so input and output
+    passed the context window, and the provider refused the body this server built (a
+    review). A ``max_tokens`` under the default reserve does not widen the budget: the
+    session's window keeps that reserve (:func:`~contextos.engine.session.window_budget`).
+    """
+    if req.max_tokens is not None:
+        model.check_budget(req.token_budget, max(req.max_tokens, model.default_output_reserve()))
+    return req.token_budget
 
 
 def left_out_dict(overflow: Sequence[Overflow], per_segment: int = MAX_LEFT_OUT) -> dict[str, Any]:
