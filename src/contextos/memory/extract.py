@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -40,7 +40,9 @@ class Candidate:
 
     ``provenance`` holds the ids of the turns it came from (LoCoMo's ``dia_id``
     or the message's ``id``); ``event_time`` is when the event happened, when
-    the text says or implies it; ``confidence`` is in [0, 1]. ``extracted_by`` names
+    the text says or implies it; ``said_at`` is when its turn was said (None when
+    unknown): the fact holds from then at the latest, whatever later date its text
+    names (``reconcile.valid_since``); ``confidence`` is in [0, 1]. ``extracted_by`` names
     what proposed it (:data:`OFFLINE_EXTRACTOR_ID`, or an LLM prompt's id such as
     ``extract@1``); the record it becomes keeps it as ``metadata["extracted_by"]``, so
     facts made by an old prompt, or by the offline fallback, can be found later.
@@ -54,6 +56,7 @@ class Candidate:
     entities: tuple[str, ...] = ()
     confidence: float = 0.5
     extracted_by: str | None = None
+    said_at: datetime | None = None
 
 
 #: ``Candidate.extracted_by`` of the rule-based extractor's candidates.
@@ -266,6 +269,7 @@ class OfflineExtractor:
             entities=tuple(dict.fromkeys(ents)),
             confidence=_confidence(core, bool(mentions), ents, ctx.speaker),
             extracted_by=OFFLINE_EXTRACTOR_ID,
+            said_at=ctx.anchor,
         )
 
     def _caption(self, caption: str, ctx: _Context) -> Candidate:
@@ -280,6 +284,7 @@ class OfflineExtractor:
             entities=tuple(S.entities(text)),
             confidence=0.5,
             extracted_by=OFFLINE_EXTRACTOR_ID,
+            said_at=ctx.anchor,
         )
 
 
@@ -333,26 +338,51 @@ def _confidence(core: str, timed: bool, ents: tuple[str, ...], speaker: str) -> 
 
 # -- merging near-duplicates ----------------------------------------------------
 def _merge(first: Candidate, later: Candidate) -> Candidate:
-    """One candidate from two near-duplicates: the longer text, both sources in order."""
+    """One candidate from two near-duplicates: the longer text, both sources in order,
+    said when the first of them was."""
     base = later if len(later.text) > len(first.text) else first
+    said = [c.said_at for c in (first, later) if c.said_at is not None]
     return replace(
         base,
         provenance=tuple(dict.fromkeys(first.provenance + later.provenance)),
         entities=tuple(dict.fromkeys(base.entities + first.entities + later.entities)),
         confidence=max(first.confidence, later.confidence),
         event_time=base.event_time or first.event_time or later.event_time,
+        said_at=_earliest(said),
     )
 
 
+def _earliest(times: Sequence[datetime]) -> datetime | None:
+    """The earliest of ``times`` (None for none); a naive time is taken as UTC to be
+    compared with an aware one, and kept as given."""
+    if not times:
+        return None
+    return min(times, key=lambda t: t if t.tzinfo else t.replace(tzinfo=UTC))
+
+
+def occasion(candidate: Candidate) -> str:
+    """The day an event happened (``YYYY-MM-DD`` of an episodic candidate's
+    ``event_time``), "" for a candidate of another type or with no time.
+
+    Why: one event told on two days is two events ("I visited my mom in Lyon" on 2 and
+    9 March), not near-duplicates: merged, or dropped as already known, the second
+    visit left no record and no date (a review)."""
+    when = candidate.event_time
+    return when.date().isoformat() if candidate.memory_type == "episodic" and when else ""
+
+
 def _tokens(candidate: Candidate) -> frozenset[str]:
-    """Content words keyed by speaker, so different speakers never look alike."""
+    """Content words keyed by speaker and, for an event, its day (:func:`occasion`), so
+    different speakers, and events of different days, never look alike."""
     speaker = candidate.speaker or ""
+    key = f"{speaker}\x00{occasion(candidate)}"
     words = S.content_words(candidate.text, {speaker.lower()})
-    return frozenset(f"{speaker}\x00{w}" for w in words)
+    return frozenset(f"{key}\x00{w}" for w in words)
 
 
 def merge_duplicates(candidates: Sequence[Candidate], threshold: float = 0.8) -> list[Candidate]:
-    """Merge candidates of one speaker whose content words overlap by ``threshold`` (Jaccard).
+    """Merge candidates of one speaker (and, for events, one day: :func:`occasion`) whose
+    content words overlap by ``threshold`` (Jaccard).
 
     Each candidate is merged into the earlier kept one it overlaps most (the first of
     equals): the merges of comparing each with every kept one before it, found
@@ -462,7 +492,8 @@ SIMILARITY_CELLS = 4_000_000
 def merge_by_embedding(
     candidates: Sequence[Candidate], embedder: Embedder, threshold: float = 0.92
 ) -> list[Candidate]:
-    """Merge candidates of one speaker whose embeddings' cosine similarity is >= ``threshold``.
+    """Merge candidates of one speaker (and, for events, one day: :func:`occasion`) whose
+    embeddings' cosine similarity is >= ``threshold``.
 
     The similarities are taken a block of rows at a time (:data:`SIMILARITY_CELLS`),
     in the same row-major order: the whole N x N matrix was 40 GB for 10^5 candidates.
@@ -477,7 +508,8 @@ def merge_by_embedding(
         rows, cols = np.nonzero(np.triu(block, k=start + 1) >= threshold)
         for r, j in zip(rows.tolist(), cols.tolist(), strict=True):
             i = start + r
-            if candidates[i].speaker == candidates[j].speaker and parent[j] == j:
+            a, b = candidates[i], candidates[j]
+            if a.speaker == b.speaker and occasion(a) == occasion(b) and parent[j] == j:
                 parent[j] = parent[i]
     merged: dict[int, Candidate] = {}
     for i, cand in enumerate(candidates):

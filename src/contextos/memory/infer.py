@@ -80,7 +80,10 @@ def _dated(
 ) -> list[Candidate]:
     """Every candidate gets an event time, in UTC as every stored time: the one its text
     gives, else its turn's (which may be in the speaker's zone: see ``prepare``); one no
-    instant can hold (an extractor's year 10000) is its turn's too."""
+    instant can hold (an extractor's year 10000) is its turn's too. And when it was
+    said (``said_at``), its turn's time where the extractor did not say: a fact an LLM
+    dates after its turn ("on vacation until 20 March", said on 4 March) holds from
+    when it was said, as the offline extractor's facts do (``reconcile.valid_since``)."""
     out = []
     for cand in candidates:
         turn_time = next((times[p] for p in cand.provenance if p in times), default)
@@ -88,7 +91,8 @@ def _dated(
             when = utc(cand.event_time or turn_time, "event_time")
         except ValueError:
             when = utc(turn_time, "event_time")
-        out.append(replace(cand, event_time=when))
+        said = cand.said_at if cand.said_at is not None else utc(turn_time, "event_time")
+        out.append(replace(cand, event_time=when, said_at=said))
     return out
 
 

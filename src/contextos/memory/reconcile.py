@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -38,10 +39,10 @@ from contextos.text.temporal import describe
 from ..embed import Embedder
 from ..errors import Conflict, NotFound, ProviderError, ReplyTruncated
 from ..llm import LLM, parse_json_reply, schema_errors
-from ..store.base import Close, Newest, Patch, Ranked, Store, TokenCounter
+from ..store.base import Close, Derived, Newest, Patch, Ranked, Store, TokenCounter
 from ..store.records import patched
 from ..times import opt_utc
-from ..types import Filter, MemoryRecord, Message, Scope, content_hash
+from ..types import Filter, MemoryRecord, Message, Scope, TokenCount, content_hash
 from .extract import Candidate, is_position_id
 from .extract_llm import model_text
 
@@ -101,7 +102,11 @@ class HeuristicReconciler:
     new but those of its claim -> NOOP (the claim said again in other words: "is living
     in Lisbon" after "lives in Lisbon"). 4. Content words overlap >=
     ``duplicate_threshold`` -> NOOP; the old words all inside a longer new fact ->
-    UPDATE (more detail). Otherwise ADD.
+    UPDATE (more detail). Otherwise ADD. 2 leaves to 3 a fact whose claim is negated
+    in its own clause otherwise than the whole text ("Always answer in English, never
+    in French" asks for English). 1 and 4 never take an event for one told
+    on another day, or told to have happened again (:func:`_another_occasion`): it is
+    a new event, an ADD.
 
     Why 3 decides a restated claim: its words differ too much for 4 to call it a
     duplicate, so it was added beside the fact it repeats, and a later change of the
@@ -124,6 +129,8 @@ class HeuristicReconciler:
         return Decision("ADD", candidate, reason="no similar memory")
 
     def _exact(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
+        if _another_occasion(cand, record):
+            return None
         if content_hash(cand.text) == record.hash or _normal(cand.text) == _normal(record.text):
             return Decision("NOOP", cand, record.id, reason="exact duplicate")
         return None
@@ -132,6 +139,10 @@ class HeuristicReconciler:
         new_neg, old_neg = is_negated(cand.text), is_negated(record.text)
         if new_neg == old_neg or not _same_subject(cand, record):
             return None
+        if _negates_elsewhere(cand.text, cand.speaker, new_neg) or _negates_elsewhere(
+            record.text, _speaker(record), old_neg
+        ):
+            return None  # "Always answer in English, never in French": the claim decides
         if jaccard(stem_tokens(cand.text), stem_tokens(record.text)) < 0.75:
             return None
         if new_neg:
@@ -158,7 +169,7 @@ class HeuristicReconciler:
         return None
 
     def _overlap(self, cand: Candidate, record: MemoryRecord) -> Decision | None:
-        if not _same_subject(cand, record):
+        if not _same_subject(cand, record) or _another_occasion(cand, record):
             return None
         new, old = stem_tokens(cand.text), stem_tokens(record.text)
         if jaccard(new, old) >= self.duplicate_threshold:
@@ -166,6 +177,34 @@ class HeuristicReconciler:
         if len(old) >= 3 and old < new and len(cand.text) > len(record.text):
             return Decision("UPDATE", cand, record.id, reason="same fact with more detail")
         return None
+
+
+_AGAIN = re.compile(r"\bagain\b", re.IGNORECASE)
+
+
+def _another_occasion(cand: Candidate, record: MemoryRecord) -> bool:
+    """Whether ``cand`` tells of another event than ``record``, however alike their
+    words: both are events (episodic), and they are dated on different days (UTC), or
+    the new one says it happened again and the stored one does not.
+
+    Why: "I visited my mom in Lyon", told on 2 and 9 March, was one event, and the
+    second visit was dropped as known (a NOOP: no record, no date, no history); "I met
+    Tom at the cafe again" was too, and a longer telling of an earlier event on another
+    day closed it as "more detail" (a review). The same event told again on its day (a
+    conversation imported twice) is still known."""
+    if cand.memory_type != "episodic" or record.memory_type != "episodic":
+        return False
+    new, old = opt_utc(cand.event_time), opt_utc(record.event_time)
+    if new is not None and old is not None and new.date() != old.date():
+        return True
+    return _AGAIN.search(cand.text) is not None and _AGAIN.search(record.text) is None
+
+
+def _negates_elsewhere(text: str, speaker: str | None, negated: bool) -> bool:
+    """Whether ``text`` holds a claim whose own clause is not negated as the whole text
+    is (a rule: :mod:`~contextos.text.claims` reads its negation in its clause)."""
+    held = claim(text, speaker)
+    return held is not None and held.negated != negated
 
 
 def _same_subject(cand: Candidate, record: MemoryRecord) -> bool:
@@ -341,15 +380,19 @@ INFERRED = "inferred"
 def valid_since(candidate: Candidate, now: datetime) -> datetime:
     """When a fact starts to hold (its ``valid_from``; for a fact it replaces or ends, that
     one's ``valid_to``): the time its text gives, else its turn's (``event_time``), but
-    never after ``now``.
+    never after it was said (its turn's time, ``said_at``, when known) nor after ``now``.
 
     Why: ``as_of`` asks what held at a time (valid time; ``created_before`` asks what
     was written by then). Dated ``now``, the facts of a conversation imported later
     held from the import on, so ``as_of`` any date of the conversation missed them (and
     its turns, dated by their time, were there); a fact about a later date ("moves to
-    Berlin on 1 March") is said now and holds from now, not hidden until then."""
-    when = candidate.event_time
-    return now if when is None else min(opt_utc(when) or now, now)
+    Berlin on 1 March") holds from when it was said, not hidden until then: said live,
+    from now; in an imported turn, from the turn's time. Clamped to ``now`` only, "on
+    vacation until 20 March", said on 4 March and imported later, held from 20 March,
+    the day it ended (a review)."""
+    when, said = opt_utc(candidate.event_time), opt_utc(candidate.said_at)
+    start = now if when is None else min(when, now)
+    return start if said is None else min(start, said)
 
 
 def new_record(
@@ -532,10 +575,27 @@ def commit(
             written[step.target.id] = closed[step.target.id] = ended
             continue
         ended = _ended(step.target, step.close)
-        closes.append(Close(step.target, step.close, count(ended) if count else None))
+        closes.append(_close(step.target, step.close, count(ended) if count else None))
         closed[step.target.id] = ended
     store.put(list(written.values()), actor=actor, after=after, unchanged=unchanged, closes=closes)
     return [Outcome(s.decision, _outcome(s, written, closed)) for s in steps]
+
+
+@dataclass(frozen=True)
+class _Shorten(Close):
+    """A close of a fact that is closed already: its ``valid_to`` moved earlier (see
+    :meth:`Plan._in_history`), in the put's transaction, only if the stored row is
+    still closed when it was read, with the text, metadata and event time read."""
+
+    def matches(self, stored: MemoryRecord) -> bool:
+        return stored.valid_to == self.based_on.valid_to and Derived(self.based_on).matches(stored)
+
+
+def _close(target: MemoryRecord, patch: Patch, tokens: TokenCount | None = None) -> Close:
+    """The :class:`Close` that ends ``target`` as read (a :class:`_Shorten` for one closed
+    already)."""
+    kind = Close if target.valid_to is None else _Shorten
+    return kind(target, patch, tokens)
 
 
 def _ended(record: MemoryRecord, close: Patch) -> MemoryRecord:
@@ -726,6 +786,8 @@ class Plan:
         self._pending = _Pending()
         #: The planned records that hold an attribute (:func:`_attribute`), by attribute.
         self._holding: dict[tuple[str, str], list[MemoryRecord]] = {}
+        #: When each record the plan closes stops holding, by id.
+        self._ends: dict[str, datetime] = {}
         #: The stored records shown to the reconciler or closed: id -> content hash.
         self.read: dict[str, str] = {}
         #: The newest record of ``across`` before anything was read (see the class).
@@ -749,8 +811,9 @@ class Plan:
                 self.count,
                 said_now=self.said_now,
             )
+            step, shortened = self._in_history(step)
             self._add(step)
-            for also in self._closes_too(step, shown):
+            for also in (*shortened, *self._closes_too(step, shown)):
                 self._add(also)
 
     def _add(self, step: Step) -> None:
@@ -765,6 +828,8 @@ class Plan:
         if step.target is not None:
             self._closed.add(step.target.id)
             self._pending.close(step.target.id)
+            if step.close is not None and step.close.valid_to is not None:
+                self._ends[step.target.id] = step.close.valid_to
 
     def commit(
         self,
@@ -823,7 +888,7 @@ class Plan:
             if now is None or now.valid_to is not None or now.hash != hash_:
                 return False
         return all(
-            Close(step.target, step.close).matches(stored[step.target.id])
+            _close(step.target, step.close).matches(stored[step.target.id])
             for step in self.steps
             if step.target is not None and step.close is not None and step.target.id in stored
         )
@@ -874,6 +939,92 @@ class Plan:
             if record.valid_to is None:  # a closed one is history: no decision reads it
                 self.read.setdefault(record.id, record.hash)
         return self._pending.like(stem_tokens(candidate.text), self.k) + shown
+
+    def _in_history(self, step: Step) -> tuple[Step, list[Step]]:
+        """``step``, its new record fitted into the history of the attribute it holds
+        (:func:`_attribute`), and the closes that fitting it needs.
+
+        A statement said at a given time (an import, not one said now) may fall inside
+        the time a closed fact of the attribute held: that fact now holds until the new
+        one begins (a close of a closed fact, ``superseded_by`` the new record); and the
+        new record holds until the first fact of the attribute that began after it (its
+        ``valid_to``, ``superseded_by`` that fact), if that is earlier than the plan's.
+        The facts are those of the owner like the new one (open or closed, to
+        :data:`HISTORY_DEPTH`) and the plan's own.
+
+        Why: the attribute holds one value at a time. Paris (2020, closed in 2024 by
+        Berlin) stayed valid to 2024 when "I live in Rome", said in 2022, was imported
+        after both: ``as_of`` 2023 answered Paris and Rome (a review)."""
+        new = step.record
+        if self.said_now or new is None or step.decision.action not in ("ADD", "UPDATE"):
+            return step, []
+        held = _attribute(new)
+        begins = opt_utc(new.valid_from)
+        if held is None or begins is None:
+            return step, []
+        ends, after = opt_utc(new.valid_to), None
+        shortened: list[str] = []
+        steps: list[Step] = []
+        for record in self._history(held, new, step.target):
+            start = opt_utc(record.valid_from)
+            stop = opt_utc(self._ends.get(record.id, record.valid_to))
+            if start is None:
+                continue
+            if start > begins:
+                if ends is None or start < ends:
+                    ends, after = start, record
+            elif start < begins and stop is not None and begins < stop:
+                shortened.append(record.id)
+                steps += self._shortened(record, new, step.decision.candidate)
+        if after is None and not shortened:
+            return step, []
+        meta = dict(new.metadata)
+        if after is not None:
+            meta["superseded_by"] = after.id
+        if shortened and "supersedes" not in meta:
+            meta["supersedes"] = shortened[0]
+        fitted = counted(replace(new, valid_to=ends, metadata=meta), self.count)
+        return replace(step, record=fitted), steps
+
+    def _shortened(self, record: MemoryRecord, new: MemoryRecord, cand: Candidate) -> list[Step]:
+        """The close that ends ``record`` when ``new`` begins, ``superseded_by`` it: a step
+        of its own (a DELETE outcome), or, for a stored record the plan closes already,
+        that step's close moved (a stored row is closed once in a write)."""
+        begins = new.valid_from
+        linked = {**record.metadata, "superseded_by": new.id}
+        if record.id in self._closed and record.id not in self._planned:
+            for i, earlier in enumerate(self.steps):
+                if (
+                    earlier.close is not None
+                    and earlier.target is not None
+                    and earlier.target.id == record.id
+                ):
+                    moved = replace(earlier.close, valid_to=begins, metadata=linked)
+                    self.steps[i] = replace(earlier, close=moved)
+            self._ends[record.id] = opt_utc(begins) or self.now
+            return []
+        reason = f"held what {new.id} holds when that began"
+        decision = Decision("DELETE", cand, record.id, reason=reason, decided_by="rule")
+        return [Step(decision, None, record, Patch(valid_to=begins, metadata=linked))]
+
+    def _history(
+        self, held: tuple[str, str], new: MemoryRecord, target: MemoryRecord | None
+    ) -> list[MemoryRecord]:
+        """The facts that hold the attribute ``held`` beside ``new`` (open or closed): the
+        plan's, then the owner's stored facts like ``new`` (to :data:`HISTORY_DEPTH`);
+        not ``new``, nor the ``target`` its step closes."""
+        flt = Filter(scope=self.across, metadata={INFERRED: True}, include_invalid=True)
+        hits = self.store.keyword_search(flt, new.text, limit=HISTORY_DEPTH)
+        stored = self.store.get_many(self.scope.tenant, [h.id for h in hits])
+        seen = {new.id} | ({target.id} if target is not None else set())
+        out: list[MemoryRecord] = []
+        for record in (*self._holding.get(held, ()), *stored):
+            if record.id in seen or _attribute(record) != held:
+                continue
+            seen.add(record.id)
+            if record.id in self._planned or _within(record.scope, self.scope):
+                out.append(record)
+        return out
 
     def _closes_too(self, step: Step, shown: Sequence[MemoryRecord]) -> list[Step]:
         """The closes of the other open facts of the owner that an UPDATE or a DELETE of
@@ -955,6 +1106,11 @@ class Plan:
             return None  # never shown (another decider's pick), and nothing to close
         self.read.setdefault(stored.id, stored.hash)
         return stored
+
+
+#: How many of the owner's facts like a dated statement (open or closed) are read to fit
+#: it into the history of the attribute it holds (:meth:`Plan._in_history`).
+HISTORY_DEPTH = 20
 
 
 def _attribute(record: MemoryRecord) -> tuple[str, str] | None:

@@ -6,6 +6,13 @@ Paris" ends the old fact. A handful of attribute patterns (where someone lives,
 works, their job, age, partner, counts of kids and pets, "X's favourite Y is
 Z") and a negation detector cover the common cases; anything else falls back to
 lexical similarity.
+
+Rules and preferences hold one value at a time too (``_RULES``): the language to
+answer in ("answer in French"), the name to call someone ("call me Bob"), and a
+preference for a kind of thing, named by its head noun ("prefers short answers" vs
+"prefers long, detailed answers"), or between two things named both ("prefers tea
+to coffee"). "Prefers tea" alone names no kind: whether "prefers coffee" replaces
+it cannot be told from the words, and neither is taken for a claim.
 """
 
 from __future__ import annotations
@@ -75,6 +82,50 @@ _NEG_REPAIR = (
     ),
     (re.compile(r"\s*\b(?:anymore|any\s+more)\b", re.IGNORECASE), ""),
 )
+#: Languages an answer can be asked in: the language slot needs one, so "reply in
+#: short sentences" or "write in Markdown" is no language to replace "answer in French".
+_LANGUAGES = word_set(
+    """arabic bengali bulgarian cantonese catalan chinese croatian czech danish dutch english
+    esperanto estonian farsi filipino finnish french german greek hebrew hindi hungarian
+    icelandic indonesian irish italian japanese korean latin latvian lithuanian malay mandarin
+    norwegian persian polish portuguese punjabi romanian russian serbian slovak slovenian
+    spanish swahili swedish tagalog tamil thai turkish ukrainian urdu vietnamese welsh"""
+)
+#: Words that are no modifier or head of a preferred thing ("prefers coffee now",
+#: "prefers to walk", "prefers his coffee black"): where the thing ends, or no thing.
+_NOT_THING = (
+    r"(?:now|nowadays|these|from|anymore|again|instead|please|to|than|over|rather|in|for|when"
+    r"|at|on|with|because|but|and|or|if|as|so|too|also|very|much|more|really|still|always"
+    r"|usually|my|your|his|her|its|our|their|it|them|this|that|those)\b"
+)
+#: Rules and preferences (see the module docstring): slot, pattern. Matched on the text
+#: as written, each negated only by a negation in its own clause ("Always answer in
+#: English, never in French" asks for English).
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (slot, re.compile(pattern, re.IGNORECASE))
+    for slot, pattern in (
+        (
+            "language",
+            r"\b(?:answers?|repl(?:y|ies)|respon(?:d|ses?)|write|speak|talk)"
+            r"(?:\s+(?:to\s+)?[\w']+)?\s+(?:only\s+)?in\s+(?:[\w-]+\s+)?"
+            rf"(?P<v>{'|'.join(_LANGUAGES)})\b",
+        ),
+        # "call me Bob", as the extractor writes it: "Call Ana Bob" (``<s>``: me or the speaker).
+        ("address", r"\bcall\s+(?P<s>me|[\w'-]+(?:\s+[\w'-]+)?)\s+(?P<v>(?-i:[A-ZÀ-ÖØ-Þ])[\w'-]*)"),
+        (
+            "prefers",  # between two things: "prefers tea to coffee"
+            rf"\bprefers?\s+(?!{_NOT_THING})(?P<v>[\w-]+)\s+(?:over|to|rather\s+than"
+            rf"|instead\s+of)\s+(?!{_NOT_THING})(?P<o>[\w-]+)\b",
+        ),
+        (
+            "prefers",  # a kind of thing: "prefers long, detailed answers"
+            rf"\bprefers?\s+(?:(?:the|a|an)\s+)?(?P<v>(?:(?!{_NOT_THING})[\w-]+,?\s+"
+            rf"(?:(?:and|or)\s+)?){{1,3}}?)(?!{_NOT_THING})(?P<k>[\w-]+)"
+            rf"(?=\s*(?:[,.;!?:()]|$)|\s+{_NOT_THING})",
+        ),
+    )
+)
+_CLAUSE_BREAK = re.compile(r"[,;:.!?()\u2013\u2014]")
 _POSSESSIVE = re.compile(r"'s\b")
 _LEADING_NAME = re.compile(r"^\s*([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)(?:'s\b)?")
 
@@ -186,7 +237,45 @@ def _claim(text: str, speaker: str | None) -> Claim | None:
         value = _norm_value(m.group("v"))
         if value:
             return Claim(subject_of(text, speaker), key, value, negated, m.group(0))
+    return _rule(text, speaker)
+
+
+def _rule(text: str, speaker: str | None) -> Claim | None:
+    """The rule or preference ``text`` states (``_RULES``), if any."""
+    for slot, pattern in _RULES:
+        m = pattern.search(text)
+        if m is None:
+            continue
+        groups = m.groupdict()
+        subject = subject_of(text, speaker)
+        if groups.get("s") is not None:  # "call <s> Bob": only me, the speaker, is addressed
+            called = groups["s"].lower()
+            if called != "me" and (speaker is None or called != speaker.lower()):
+                continue
+            subject = speaker.lower() if speaker and called != "me" else subject
+        key = slot
+        if groups.get("o") is not None:
+            key = f"{slot}:{' | '.join(sorted((m.group('v').lower(), m.group('o').lower())))}"
+        elif groups.get("k") is not None:
+            head = m.group("k").lower()
+            key = f"{slot}:{head[:-1] if len(head) > 3 and head.endswith('s') else head}"
+        value = " ".join(w for w in words(m.group("v")) if w not in ("and", "or"))
+        if value:
+            return Claim(subject, key, value, _negated_in_clause(text, *m.span()), m.group(0))
     return None
+
+
+def _negated_in_clause(text: str, start: int, end: int) -> bool:
+    """Whether the clause holding ``text[start:end]`` negates it: a negation word in the
+    clause, outside that span ("Never answer in French", "don't call me Bob anymore";
+    not "Always answer in English, never in French")."""
+    before = [b.end() for b in _CLAUSE_BREAK.finditer(text, 0, start)]
+    after = _CLAUSE_BREAK.search(text, end)
+    clause_start = before[-1] if before else 0
+    clause_end = after.start() if after else len(text)
+    return bool(
+        _NEGATION.search(text, clause_start, start) or _NEGATION.search(text, end, clause_end)
+    )
 
 
 def stem_tokens(text: str) -> frozenset[str]:

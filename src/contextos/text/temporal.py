@@ -11,7 +11,8 @@ cheap enough to run on every turn. Conventions where English is ambiguous:
 weeks run Monday to Sunday; "last Friday" is the latest Friday strictly before
 the anchor's day; "next Friday" is the Friday of next week; a bare "Friday" or
 "the weekend" is read as past unless the sentence speaks of the future
-("will", "going to", "plan", ...); seasons are northern-hemisphere meteorological
+("will", "going to", "plan", ...), or it ends a span ("until/till/through Friday")
+in a clause not in the past tense (``_ahead``); seasons are northern-hemisphere meteorological
 seasons; intervals are half-open ``[start, end)`` in the anchor's timezone. A month
 named without a day or year is a date only in a date context ("in June", "last June",
 "the end of June"), as month words are also names and other languages' words ("Jan
@@ -112,7 +113,8 @@ _MOD = (
 )
 _DAY = r"\d{1,2}(?:st|nd|rd|th)?\b"
 
-_EXPRESSIONS = rf"""(?:(?P<prep>on|in|during|over|since|until|till|by|before|after|from)\s+)?(?:
+_EXPRESSIONS = rf"""(?:(?P<prep>on|in|during|over|since|until|till|through|thru|by|before|after
+    |from)\s+)?(?:
       (?P<dby>(?:the\s+)?day\s+before\s+yesterday)
     | (?P<dat>(?:the\s+)?day\s+after\s+tomorrow)
     | (?P<relday>yesterday|today|tonight|tomorrow|last\s+night
@@ -159,6 +161,17 @@ _FUTURE = re.compile(
     r"|(?:'m|'re|\bam|\bare)\s+\w+ing\b",
     re.IGNORECASE,
 )
+#: Prepositions that end a span: a bare time after them is its end, ahead of a clause in
+#: the present ("I'm in Tokyo until Friday", said on a Monday: the Friday to come).
+_ENDS_SPAN = {"until", "till", "through", "thru"}
+#: A clause in the past tense: a past auxiliary ("I was in Tokyo until Friday"), or a
+#: pronoun and a regular past verb ("we stayed there till Sunday").
+_PAST = re.compile(
+    r"\b(?:was|were|had|did)(?:n't)?\b|\b(?:I|we|you|he|she|they)\s+(?:\w+ly\s+)?\w{3,}ed\b",
+    re.IGNORECASE,
+)
+#: Where a clause ends, looking back from a mention.
+_CLAUSE_END = re.compile(r"[.!?;,:\n]")
 _LOCATIVE = {"on", "in", "during", "over"}
 #: Every expression the pattern knows contains one of these substrings.
 _TRIGGERS = (
@@ -509,8 +522,11 @@ def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[
     )
     mentions: list[TimeMention] = []
     for m in _PATTERN.finditer(text):
+        ahead: Callable[[], bool] = tense
+        if future is None and (m.group("prep") or "").lower() in _ENDS_SPAN:
+            ahead = functools.partial(_ahead, m, tense)
         try:
-            resolved = _relative(m, anchor, tense) or _absolute(m, anchor, tense)
+            resolved = _relative(m, anchor, ahead) or _absolute(m, anchor, ahead)
             if resolved is None:
                 continue
             start, gran, relative = resolved
@@ -522,6 +538,22 @@ def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[
             continue
         mentions.append(TimeMention(m.span(), begin, end, gran, m.group(0), relative))
     return mentions
+
+
+def _ahead(m: re.Match[str], tense: Callable[[], bool]) -> bool:
+    """Whether a bare time that ends a span ("until Friday", ``_ENDS_SPAN``) lies ahead:
+    when the text speaks of the future (``tense``), or its clause, up to the mention, is
+    not in the past tense (``_PAST``).
+
+    Why: "I am in Tokyo until Friday", said on Monday 4 March, was stored as "in Tokyo
+    until 1 March", a date already past when it was said, as any bare weekday without a
+    word of the future was read as past (a review); "I was in Tokyo until Friday" is."""
+    if tense():
+        return True
+    text, end = m.string, m.start()
+    window = max(0, end - 200)
+    ends = [c.end() for c in _CLAUSE_END.finditer(text, window, end)]
+    return _PAST.search(text, ends[-1] if ends else window, end) is None
 
 
 def rewrite(text: str, mentions: list[TimeMention], offset: int = 0) -> str:
@@ -562,7 +594,9 @@ def _phrase(mention: TimeMention, original: str, before: str = "") -> str:
     return f"{original.split(None, 1)[0]} {label}"
 
 
-_PREPOSITIONS = set(re.findall(r"\w+", "on in during over since until till by before after from"))
+_PREPOSITIONS = set(
+    re.findall(r"\w+", "on in during over since until till through thru by before after from")
+)
 _ASKS_WHEN = re.compile(
     r"^\s*(?:when\b|what\s+(?:date|day|time|year|month|week)\b|which\s+(?:date|day|year|month"
     r"|week)\b|how\s+long\s+ago\b|in\s+what\s+(?:year|month)\b)|\bwhat\s+year\b",
