@@ -66,7 +66,12 @@ def test_a_cleared_tool_result_is_found_by_conversation_search(tmp_path: Path) -
             messages.append({"role": "assistant", "content": answer.content[0].text})
         client.flush()
         assert client.context.session.state().cleared  # the early results were cleared
-        assert "ZEBRAKEY0" not in json.dumps(fake.messages_requests()[-1].json())
+        last = json.dumps(fake.messages_requests()[-1].json())
+        assert "ZEBRAKEY0" not in last
+        # the stub tells the model how it can get the result back (not a Python call)
+        assert (
+            "keeps it as turn 2: call the tool again, or find it with conversation_search" in last
+        )
 
     tools = scoped_tools(memory, user_id="ana", session_id="ops")
     found = tools.execute("conversation_search", {"query": "ZEBRAKEY0"}).text

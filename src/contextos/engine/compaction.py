@@ -141,11 +141,16 @@ class Plan:
 
 
 def stub_text(turn: Turn) -> str:
-    """What replaces a cleared tool result: what it was and how to get it back."""
+    """What replaces a cleared tool result: what it was and how the model gets it back.
+
+    Why these words: the stub is read by the model, which pointed to
+    ``session.turn(N)`` and a CLI command could call neither (and the command left out
+    the tenant: a review); the log keeps the result, and ``conversation_search`` (the
+    memory tools) finds it there."""
     return (
-        f"[tool result cleared to save context ({turn.tokens} tokens); "
-        f"fetch it again with session.turn({turn.seq}) or "
-        f"`contextos session show {turn.session_id} --seq {turn.seq}`]"
+        f"[tool result cleared to save context ({turn.tokens} tokens); the session log "
+        f"keeps it as turn {turn.seq}: call the tool again, or find it with "
+        f"conversation_search if you have that tool]"
     )
 
 
