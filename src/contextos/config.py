@@ -8,6 +8,7 @@ environment variable, then default. Library objects take a :class:`Settings`
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -47,6 +48,9 @@ def check_db(db: str) -> str:
         raise TypeError(f"the database must be a path or URL string, not {type(db).__name__}")
     if not db.strip():
         raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
+    from .store import check_location
+
+    check_location(db)  # another URL scheme, a SQLite ``file:`` URI
     if "://" in db:
         return db
     path = Path(expanded_db(db))
@@ -74,7 +78,9 @@ def expanded_db(db: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration. Build it with :func:`load_settings`."""
+    """Resolved configuration. Build it with :func:`load_settings`, or by hand
+    (``Memory(settings=Settings(...))``): either way it is checked and normalised as it
+    is made (:meth:`__post_init__`)."""
 
     db: str = ""
     tenant: str = "default"
@@ -84,6 +90,18 @@ class Settings:
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     embed_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        """``embed_batch_size`` an integer of at least 1 (text from the environment is
+        read as one), ``db`` with a leading ``~`` as the home folder (:func:`expanded_db`).
+
+        Why here, not in :func:`load_settings` alone: a hand-built ``Settings`` skipped
+        both, so ``Settings(embed_batch_size=0)`` made a worker that embedded nothing,
+        silently, for ever, and ``Settings(db="~/x.db")`` looked for a folder named
+        ``~`` (a review). Every ``Settings``, ``replace`` included, passes here."""
+        object.__setattr__(self, "embed_batch_size", check_batch_size(self.embed_batch_size))
+        if isinstance(self.db, str):
+            object.__setattr__(self, "db", expanded_db(self.db))
 
     def __repr__(self) -> str:
         """The fields as a dataclass shows them, each API key as ``'***'`` when set and a
@@ -102,6 +120,22 @@ class Settings:
                 value = redacted_db(value)  # a postgresql:// URL's password
             parts.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(parts)})"
+
+
+def check_batch_size(value: object) -> int:
+    """``embed_batch_size`` as an int of at least 1; ConfigError otherwise (0 embedded
+    nothing, silently, for ever)."""
+    named = "embed_batch_size (CONTEXTOS_EMBED_BATCH_SIZE)"
+    try:
+        if isinstance(value, bool):  # True is an int to Python, not a batch size
+            raise TypeError
+        # operator.index: any integer type (numpy's too), TypeError for a float or None.
+        batch = int(value) if isinstance(value, str) else operator.index(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{named} must be an integer, not {value!r}") from None
+    if batch < 1:
+        raise ConfigError(f"{named} must be at least 1, not {batch}")
+    return batch
 
 
 #: The :class:`Settings` fields that hold a secret: never shown by its repr.
@@ -150,6 +184,23 @@ def default_tenant(env: Mapping[str, str] | None = None) -> str:
     return env.get(_ENV["tenant"]) or Settings.tenant
 
 
+def _no_empty_db(env: Mapping[str, str], given: object) -> None:
+    """Refuse an empty database setting: ``db=""``, or ``CONTEXTOS_DB`` set to nothing
+    with no ``db`` given.
+
+    Why: ``CONTEXTOS_DB: ${DB_PATH}`` in a compose file with ``DB_PATH`` unset, or
+    ``Memory(settings=load_settings(db=path))`` with an empty ``path``, opened the shared
+    default database of every app and of the CLI, silently, where ``CONTEXTOS_DB="  "``
+    and ``--db ""`` were refused (a review)."""
+    if given == "":
+        raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
+    if given is None and env.get(_ENV["db"]) == "":
+        raise ConfigError(
+            f"the database path is empty: {_ENV['db']} is set to nothing; set it to a file "
+            "path or a postgresql:// URL, or unset it for the default database"
+        )
+
+
 def load_settings(
     env: Mapping[str, str] | None = None, *, default_db: bool = True, **overrides: object
 ) -> Settings:
@@ -159,6 +210,9 @@ def load_settings(
     ``default_db`` is false: then ``db`` stays empty. Why: a caller that brings its own
     store (the server's ``Memory(store=...)``) has no use for the default database, and
     creating its folder left an empty ``~/.local/share/contextos`` on every server host.
+    An empty database given (``db=""``, or ``CONTEXTOS_DB`` set to nothing) where one is
+    needed is a ConfigError, not the default (:func:`_no_empty_db`). The values are
+    checked as every :class:`Settings` is (``Settings.__post_init__``).
     """
     env = os.environ if env is None else env
     values: dict[str, object] = {}
@@ -167,17 +221,9 @@ def load_settings(
             values[f.name] = overrides[f.name]
         elif env.get(_ENV[f.name]):
             values[f.name] = env[_ENV[f.name]]
-    if "embed_batch_size" in values:
-        try:
-            batch = int(str(values["embed_batch_size"]))
-        except ValueError:
-            raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be an integer") from None
-        if batch < 1:  # 0 embedded nothing, silently, for ever
-            raise ConfigError("CONTEXTOS_EMBED_BATCH_SIZE must be at least 1")
-        values["embed_batch_size"] = batch
-    settings = replace(Settings(), **values)  # type: ignore[arg-type]
-    if settings.db:
-        settings = replace(settings, db=expanded_db(settings.db))
+    if default_db:
+        _no_empty_db(env, overrides.get("db"))
+    settings = Settings(**values)  # type: ignore[arg-type]
     if not settings.db and default_db:
         path = default_db_path()
         # The default's directory is ours to create (any other path is the caller's);

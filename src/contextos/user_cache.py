@@ -22,10 +22,15 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """Where derived files are kept: $CONTEXTOS_CACHE_DIR or the user cache dir."""
+    """Where derived files are kept: $CONTEXTOS_CACHE_DIR or the user cache dir.
+
+    A leading ``~`` in the variable is the home folder, as in ``CONTEXTOS_DB``. Why: where
+    no shell expands it (systemd's ``Environment=``, a container's env file) a literal
+    ``./~/...`` tree was made in each working directory, a folder a user cleaning up may
+    remove with ``rm -rf ~`` (a review)."""
     env = os.environ.get("CONTEXTOS_CACHE_DIR")
     if env:
-        return Path(env)
+        return Path(os.path.expanduser(env))  # ~nosuchuser stays as written
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("contextos")) / "models"

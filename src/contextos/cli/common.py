@@ -154,6 +154,15 @@ class CliState:
                 )
         return self._settings
 
+    def settings_for(self, db: str | None) -> Settings:
+        """The settings of a command that opens ``db``, its own ``--db`` (``serve``,
+        ``mcp``), or the group's database when it has none (:attr:`settings`)."""
+        if db is None:
+            return self.settings
+        from ..config import load_settings
+
+        return load_settings(db=db, tenant=self.tenant)
+
     def embedder_name(self, given: str | None, db: str | None = None, *, opens_db: bool) -> str:
         """``--embedder`` (``given``), else the configured embedder.
 
@@ -162,8 +171,8 @@ class CliState:
         database, so no note names a default file it does not use."""
         if given:
             return given
-        if opens_db and db is None:
-            return self.settings.embedder
+        if opens_db:
+            return self.settings_for(db).embedder
         from ..config import load_settings
 
         # Only the embedder is wanted: a database is named so none is resolved.

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..errors import Conflict, ContextosError
 from .common import (
@@ -111,7 +112,11 @@ def cli(ctx: click.Context, db: str | None, tenant: str | None, as_json: bool) -
         try:
             validate_tenant(tenant)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--tenant") from None
+            # Named as the user gave it: "--tenant" for CONTEXTOS_TENANT sent them
+            # looking for a flag they never typed (a review).
+            from_env = ctx.get_parameter_source("tenant") is ParameterSource.ENVIRONMENT
+            hint = "CONTEXTOS_TENANT" if from_env else "--tenant"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
     ctx.obj = CliState(db=db, tenant=tenant, as_json=as_json)
 
 

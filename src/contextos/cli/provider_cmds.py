@@ -171,6 +171,7 @@ def chat(
     """Chat with memory; one line per message, /quit or end of input to stop.
 
     With --json, each reply is one JSON object on one line (JSON Lines)."""
+    from ..llm.clients import naming_server
     from ..memory import Memory
     from ..providers.chat import Chat
 
@@ -180,6 +181,8 @@ def chat(
             "--base-url names an OpenAI-compatible server: add --provider openai"
         )
     session_id = session_id or default_chat_session(user_id)
+    # The OpenAI-compatible server a connection error names (None: OpenAI's own).
+    server = (base_url or state.settings.openai_base_url) if provider == "openai" else None
 
     memory = Memory(state.settings.db, tenant=state.settings.tenant, settings=state.settings)
     chat: Chat | None = None
@@ -212,7 +215,8 @@ def chat(
                     f"stdin line {number} is not UTF-8 text: skipped", highlight=False
                 )
                 continue
-            turn = chat.send(line.strip())
+            with naming_server(server):
+                turn = chat.send(line.strip())
             if state.as_json:
                 # One compact object per reply and line (JSON Lines): indented, the
                 # replies were a stream of documents that neither json.load nor a

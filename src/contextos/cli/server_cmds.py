@@ -13,11 +13,12 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -45,6 +46,9 @@ from .common import (
 )
 from .text import SafeText, shown
 
+if TYPE_CHECKING:
+    from ..server.app import ServerConfig
+
 ADMIN_KEY_HELP = (
     "Admin key for /v1/keys (manages keys, cannot read memories); "
     "env CONTEXTOS_ADMIN_KEY. Without it, keys are managed with `contextos keys`."
@@ -57,13 +61,17 @@ def _db(state: CliState, db: str | None) -> str:
 
     The one given after the command goes through the group's check too
     (:func:`check_db_option`): without it ``keys create --db typo/sub/k.db`` created
-    the missing folders that the group's ``--db`` and ``serve --db`` refuse."""
+    the missing folders that the group's ``--db`` and ``serve --db`` refuse. An empty
+    one is refused as the group's is: taken as "not given", ``keys create --db "$DB"``
+    with ``DB`` unset wrote its key to the default database (a review)."""
     from ..config import expanded_db
 
-    target = expanded_db(db) if db else state.settings.db  # `--db '~'` is the home folder
+    if db is not None and not db.strip():
+        check_db_option(db)  # raises the group's error for an empty --db
+    target = state.settings.db if db is None else expanded_db(db)  # `--db '~'`: home folder
     if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
         raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
-    return check_db_option(db) if db else target
+    return target if db is None else check_db_option(db)
 
 
 def _create_database(db: str) -> None:
@@ -225,7 +233,9 @@ def _run_server(
         if stopped():  # checked after ``stop`` took over: no SIGTERM falls between
             return
         if config.workers > 1:
-            Multiprocess(config, sockets=[sock]).run()
+            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+            _raise_if_a_worker_failed(supervisor)
         else:
             uvicorn.Server(config).run(sockets=[sock])
     except (_Stopped, KeyboardInterrupt):
@@ -233,6 +243,19 @@ def _run_server(
     finally:
         signal.signal(signal.SIGTERM, previous)
         sock.close()
+
+
+def _raise_if_a_worker_failed(supervisor: Any) -> None:
+    """After uvicorn's supervisor stopped: a ClickException (exit 1) if it stopped
+    because a worker could not start (:func:`worker_app` logged why), so a server that
+    never served exits as a failure, not with "contextos stopped" and 0."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    exits = [getattr(process, "exitcode", None) for process in supervisor.processes]
+    if STARTUP_FAILURE in exits:
+        raise click.ClickException(
+            "a server worker could not start (its log line above says why): stopped"
+        )
 
 
 def log_config(level: str, *, access_log: bool) -> dict[str, Any]:
@@ -373,6 +396,29 @@ forwarded_allow_ips_option = click.option(
 )
 
 
+def _host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--host``: an empty or blank value is refused here.
+
+    Why: Python binds ``""`` to every interface, so ``serve --host "$BIND"`` with ``BIND``
+    unset listened on 0.0.0.0, where the default listens on loopback only, and announced
+    ``http://:PORT`` (a review). Every interface is ``0.0.0.0`` (or ``::``), typed."""
+    if not value.strip():
+        raise click.BadParameter(
+            "is empty, which would listen on every interface: name one (127.0.0.1 for "
+            "this host only, 0.0.0.0 for every IPv4 interface)",
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
+def host_option(help_text: str) -> Callable[[F], F]:
+    """``--host``, one definition for ``serve`` and ``mcp`` over HTTP (:func:`_host`)."""
+    return click.option(
+        "--host", default="127.0.0.1", show_default=True, callback=_host, help=help_text
+    )
+
+
 def register(cli: click.Group, bench: click.Group) -> None:
     """Add ``serve``, ``keys`` and ``mcp`` to the CLI and ``serve`` to ``bench``."""
     cli.add_command(serve)
@@ -419,7 +465,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 
 @click.command()
 @db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@host_option("Interface to bind.")
 @number_option("--port", 8080, click.IntRange(0, 65535), "TCP port.")
 @click.option(
     "--embedder",
@@ -493,7 +539,13 @@ def serve(
     access_log: bool,
 ) -> None:
     """Run the HTTP API (memories, sessions, keys) on HOST:PORT over --db."""
-    from ..server.app import ServerConfig, close_app, config_to_json, create_app
+    from ..server.app import (
+        ServerConfig,
+        checked_embedder,
+        close_app,
+        config_to_json,
+        create_app,
+    )
     from ..server.ratelimit import RateLimit
 
     try:
@@ -510,7 +562,13 @@ def serve(
         admin_key=admin_key,
         max_body_bytes=max_body_bytes,
         rate_limit=RateLimit(rate=rate, burst=burst),
+        embed_batch_size=state.settings_for(db).embed_batch_size,
     )
+    if workers > 1:
+        # Refused here, as one process refuses it: the workers, which check it again,
+        # were announced as serving, died with a traceback and were started again, for
+        # ever (a review). One worker checks it in create_app, once the port is bound.
+        checked_embedder(config)
     options: dict[str, Any] = {
         "log_level": log_level,
         "access_log": False,
@@ -592,11 +650,30 @@ def worker_app() -> Any:
     1 s, 2 s, 4 s... up to :data:`WORKER_RETRY_MAX_S`, with one line in the log a try.
     Why: it died with a 45-line traceback, and uvicorn started it again at once, for
     ever (24 crashes and 1,398 log lines in 45 s in a review). A fault that waiting does
-    not mend (``StoreFault``, a configuration error) still ends it."""
-    from ..errors import StoreError, StoreFault
-    from ..server.app import config_from_json, create_app
+    not mend (``StoreFault``, a configuration error) ends it with one line in the log
+    and uvicorn's exit status for a worker that could not start, on which the parent
+    stops the server (:func:`_run_server`) instead of starting the worker again."""
+    from uvicorn.config import STARTUP_FAILURE
 
-    config = config_from_json(os.environ[WORKER_CONFIG_ENV])
+    from ..errors import ContextosError
+    from ..server.app import config_from_json
+
+    try:
+        return _app_once_the_store_opens(config_from_json(os.environ[WORKER_CONFIG_ENV]))
+    except Exception as exc:  # noqa: BLE001 - logged, then the worker ends
+        # A traceback only for what is no error of the settings or the store (a bug).
+        expected = isinstance(exc, (ContextosError, ValueError))
+        log = logging.getLogger("contextos.server")
+        log.error("worker %d cannot start: %s", os.getpid(), exc, exc_info=not expected)
+        sys.exit(STARTUP_FAILURE)
+
+
+def _app_once_the_store_opens(config: ServerConfig) -> Any:
+    """``create_app(config)``, tried again while the store cannot be opened yet (a
+    ``StoreError`` other than a ``StoreFault``), 1 s, 2 s, 4 s... apart."""
+    from ..errors import StoreError, StoreFault
+    from ..server.app import create_app
+
     wait = 1.0
     while True:
         try:
@@ -623,16 +700,38 @@ def keys() -> None:
     """Manage API keys (each bound to one tenant; only hashes are stored)."""
 
 
+def _keys_tenant(state: CliState, tenant: str | None) -> str | None:
+    """The tenant a ``keys`` command acts for: its own ``--tenant``, else the group's
+    (``contextos --tenant T keys ...`` or ``CONTEXTOS_TENANT``), else None (every tenant).
+
+    Why: the group's tenant, "the tenant to act for", was ignored by ``keys list`` and
+    ``keys revoke`` (a script run for one tenant listed and revoked every tenant's keys),
+    and ``keys create`` answered ``Missing option '--tenant'`` to a ``--tenant`` given
+    before it (a review)."""
+    return tenant if tenant is not None else state.tenant
+
+
 @keys.command("create")
 @db_option
-@click.option("--tenant", required=True, help="Tenant the key acts for.")
+@click.option(
+    "--tenant",
+    default=None,
+    help="Tenant the key acts for (default: the group's --tenant or CONTEXTOS_TENANT; "
+    "one of them is required).",
+)
 @click.option("--name", default="", help="A label to recognise the key by.")
 @json_option
 @pass_state
-def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None:
+def keys_create(state: CliState, db: str | None, tenant: str | None, name: str) -> None:
     """Create a key for TENANT and print its secret (shown this once only)."""
     from ..server.keys import KeyStore
 
+    tenant = _keys_tenant(state, tenant)
+    if tenant is None:
+        raise click.UsageError(
+            "keys create needs a tenant: --tenant TENANT (after 'keys create', or before "
+            "it), or CONTEXTOS_TENANT"
+        )
     target = _db(state, db)
     fresh = absent_db(target)
     with KeyStore(target) as store:
@@ -654,13 +753,19 @@ def keys_create(state: CliState, db: str | None, tenant: str, name: str) -> None
 
 @keys.command("list")
 @db_option
-@click.option("--tenant", default=None, help="Only this tenant's keys.")
+@click.option(
+    "--tenant",
+    default=None,
+    help="Only this tenant's keys (default: the group's --tenant or CONTEXTOS_TENANT; "
+    "neither: every tenant's).",
+)
 @json_option
 @pass_state
 def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
+    tenant = _keys_tenant(state, tenant)
     target = _db(state, db)
     if absent_db(target):  # nothing to list, and no file made for it
         found: list[dict[str, object]] = []
@@ -689,14 +794,23 @@ def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
 @json_option
 @pass_state
 def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
-    """Revoke the key KEY_ID; requests using it are refused from now on."""
+    """Revoke the key KEY_ID; requests using it are refused from now on.
+
+    With the group's --tenant or CONTEXTOS_TENANT, only a key of that tenant."""
     from ..server.keys import KeyStore
 
+    tenant = _keys_tenant(state, None)
     target = _db(state, db)
     if absent_db(target):
         note_missing_db(target)
         raise NotFound(with_missing_db(f"no API key with id {key_id!r}", target))
     with KeyStore(target) as store:
+        if tenant is not None and (owner := store.get(key_id).tenant) != tenant:
+            raise NotFound(
+                f"no API key with id {key_id!r} for tenant {tenant!r} (it belongs to "
+                f"tenant {owner!r}; the tenant comes from --tenant or CONTEXTOS_TENANT): "
+                "nothing revoked"
+            )
         key = store.revoke(key_id)
     if state.as_json:
         print_json(_key_dict(key))
@@ -720,7 +834,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
     help="stdio: the API key whose tenant the tools act for (env CONTEXTOS_API_KEY). "
     "HTTP: not used; each request brings its own Bearer key.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: interface.")
+@host_option("HTTP: interface.")
 @number_option("--port", 8765, click.IntRange(1, 65535), "HTTP: port (endpoint /mcp).")
 @click.option(
     "--embedder", default=None, help=f"Embedder name (default {DEFAULT_EMBEDDER}; hash for tests)."
@@ -776,7 +890,9 @@ def mcp(
         ttl = KEY_CACHE_TTL if sock is None else 0.0
         key_store = stack.enter_context(KeyStore(target, cache_ttl=ttl))
         embedder_ = make_embedder(state.embedder_name(embedder, db, opens_db=True))
-        tenants = stack.enter_context(closing(TenantMemories.open(target, embedder_)))
+        batch = state.settings_for(db).embed_batch_size
+        tenants = TenantMemories.open(target, embedder_, batch_size=batch)
+        stack.enter_context(closing(tenants))
         _note_created(target, fresh)
         if sock is None:
             secret = api_key or ""

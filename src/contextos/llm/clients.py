@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from contextos.config import Settings
@@ -40,6 +41,9 @@ from .protocol import BaseLLM, LLMCall
 #: the answer, not for the whole answer, so a provider or proxy that trickles its body a
 #: byte at a time is not cut off by it (a review saw 15 s with ``timeout=1``).
 LLM_TIMEOUT_S = 60.0
+
+#: The model of an :class:`OpenAILLM` when none is given (nor ``CONTEXTOS_MODEL``).
+DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
 #: The stop reasons that mean the reply was cut (Anthropic ``stop_reason``, OpenAI
 #: ``finish_reason``): the output cap, or the context window filled while writing.
@@ -71,6 +75,33 @@ def _reply_object(provider: str, api: str, response: Any) -> Any:
             "base_url (it may point at a web page or a proxy, not at the API)"
         )
     return response
+
+
+def _no_answer(exc: ProviderError) -> bool:
+    """Whether ``exc`` says no answer came at all: the SDK's ``APIConnectionError`` (its
+    timeout included) is its cause."""
+    cause = exc.__cause__
+    return cause is not None and any(
+        cls.__name__ == "APIConnectionError" for cls in type(cause).__mro__
+    )
+
+
+@contextmanager
+def naming_server(base_url: object) -> Iterator[None]:
+    """Inside the block, a ProviderError for a call that got no answer at all says which
+    server was tried (``base_url``; None: left as it is).
+
+    Why: ``OPENAI_BASE_URL=http://127.0.0.1:9/v1`` (a local server not started, a typo)
+    gave ``openai: ConnectError: Connection error.``, which names neither the URL nor the
+    setting to check (a review)."""
+    try:
+        yield
+    except ProviderError as exc:
+        if base_url is None or type(exc) is not ProviderError or not _no_answer(exc):
+            raise
+        raise ProviderError(
+            f"{exc} (tried {base_url}: check OPENAI_BASE_URL or the base URL given)"
+        ) from exc
 
 
 class _SdkLLM(BaseLLM):
@@ -147,7 +178,7 @@ class OpenAILLM(_SdkLLM):
     provider = "openai"
 
     def __init__(
-        self, client: Any, *, model: str = "gpt-4.1-mini", max_tokens: int | None = 2048
+        self, client: Any, *, model: str = DEFAULT_OPENAI_MODEL, max_tokens: int | None = 2048
     ) -> None:
         super().__init__(client, model=model, max_tokens=max_tokens)
 
@@ -164,7 +195,8 @@ class OpenAILLM(_SdkLLM):
         from contextos.cache import usage_from_openai
         from contextos.providers.openai import reply_of
 
-        response = call_mapped(self.provider, self.client.chat.completions.create, **kwargs)
+        with naming_server(getattr(self.client, "base_url", None)):
+            response = call_mapped(self.provider, self.client.chat.completions.create, **kwargs)
         response = _reply_object(self.provider, "Chat Completions", response)
         choices = getattr(response, "choices", None) or []
         stop = getattr(choices[0], "finish_reason", None) if choices else None
@@ -177,7 +209,11 @@ def llm_from_settings(
     """An LLM for the configured key, or None when no provider is configured.
 
     Anthropic when ``ANTHROPIC_API_KEY`` is set, else OpenAI when
-    ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline". The
+    ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is; None means "stay offline". The model:
+    ``model``, else ``CONTEXTOS_MODEL`` (``settings.model``), else the provider's default
+    (:data:`DEFAULT_OPENAI_MODEL` for OpenAI: ``settings.model`` left at its default
+    names an Anthropic model). Why OpenAI reads it too: ``OPENAI_BASE_URL`` at a local
+    server with ``CONTEXTOS_MODEL=llama3`` sent ``gpt-4.1-mini`` to it (a review). The
     client waits ``timeout`` seconds for a reply to begin, and between its bytes, per
     attempt (:data:`LLM_TIMEOUT_S`; the SDK's 2 retries stay). An ``AnthropicLLM`` /
     ``OpenAILLM`` built on your own client keeps that client's timeout.
@@ -187,5 +223,6 @@ def llm_from_settings(
         return AnthropicLLM(client, model=model or settings.model)
     if settings.openai_api_key or settings.openai_base_url:
         client = client_from_settings("openai", settings).with_options(timeout=timeout)
-        return OpenAILLM(client, model=model or "gpt-4.1-mini")
+        chosen = settings.model if settings.model != Settings.model else DEFAULT_OPENAI_MODEL
+        return OpenAILLM(client, model=model or chosen)
     return None

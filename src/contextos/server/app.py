@@ -20,6 +20,7 @@ from typing import Any
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
+from ..config import Settings, check_batch_size
 from ..embed import DEFAULT_EMBEDDER, Embedder, make_embedder
 from ..errors import ContextosError, MissingExtraError
 from .access_log import AccessLog
@@ -35,7 +36,7 @@ from .errors import (
     retry_after,
     status_for,
 )
-from .gate import AuthGate, JsonBody, Utf8Url
+from .gate import AuthGate, HeadAsGet, JsonBody, Utf8Url, allowed_methods
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .shutdown import ShutdownAnswer
@@ -75,6 +76,21 @@ class ServerConfig:
     #: Seconds a verified key is trusted without reading the key table again: the
     #: longest a key revoked by the CLI or another replica still works here.
     key_cache_ttl: float = KEY_CACHE_TTL
+    #: Records the embedding worker embeds per forward pass (``CONTEXTOS_EMBED_BATCH_SIZE``).
+    embed_batch_size: int = Settings.embed_batch_size
+
+
+def checked_embedder(config: ServerConfig, embedder: Embedder | None = None) -> Embedder:
+    """``embedder``, else the one ``config`` names, once ``config`` passed the checks
+    :func:`create_app` makes before it opens anything (the admin key's length, the
+    embedder's name, the batch size).
+
+    Why apart: ``serve --workers N`` checks in its parent, so a setting no worker could
+    start with is refused in one line, as with one worker; the workers were announced
+    as serving, died with a traceback and were started again, for ever (a review)."""
+    validate_admin_key(config.admin_key)
+    check_batch_size(config.embed_batch_size)
+    return embedder or make_embedder(config.embedder)
 
 
 def config_to_json(config: ServerConfig) -> str:
@@ -121,12 +137,11 @@ def create_app(
     collector for serving (:func:`tune_gc_for_serving`)."""
     fastapi = _import_fastapi()
     from .routes import key_router, memory_router, session_router
-    from .strict_query import strict_query
+    from .strict_query import strict_request
 
-    validate_admin_key(config.admin_key)  # before anything is opened
-    batching = BatchingEmbedder(embedder or make_embedder(config.embedder))
+    batching = BatchingEmbedder(checked_embedder(config, embedder))  # before anything opens
     try:
-        tenants = TenantMemories.open(config.db, batching)
+        tenants = TenantMemories.open(config.db, batching, batch_size=config.embed_batch_size)
     except BaseException:
         batching.close()
         raise
@@ -187,8 +202,8 @@ def create_app(
     )
     app.state.tenants, app.state.keys, app.state.auth = tenants, keys, auth
     app.state.close = close
-    # Every /v1 route refuses query keys it does not declare (strict_query).
-    strict = [fastapi.Depends(strict_query)]
+    # Every /v1 route refuses query keys it does not declare, and a body if it takes none.
+    strict = [fastapi.Depends(strict_request)]
     app.include_router(memory_router(auth, tenants), dependencies=strict)
     tokenizer = tokenizer or default_tokenizer()
     # One tenant's windows, however asked for (/v1 or the inspector), one at a time.
@@ -209,6 +224,7 @@ def create_app(
     app.add_middleware(AuthGate, auth=auth, prefixes=API_PREFIXES, exclude=ungated)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(Utf8Url)  # before anything reads the path or the query
+    app.add_middleware(HeadAsGet)  # HEAD on every GET route
     # The inspector page (/ui), its JSON routes, and the security headers (added last:
     # outermost, so even the body-limit middleware's 413s carry them).
     from .ui import install_ui
@@ -283,14 +299,16 @@ def _install_error_handlers(app: Any, fastapi: Any) -> None:
     async def on_validation(_: Any, exc: RequestValidationError) -> Any:
         return JSONResponse(error_body("InvalidRequest", describe(exc.errors())), 422)
 
-    async def on_http(_: Any, exc: HTTPException) -> Any:
+    async def on_http(request: Any, exc: HTTPException) -> Any:
         unparsed = body_parse_error(exc)
         if unparsed is not None:
             return JSONResponse(error_body("InvalidRequest", unparsed), 422)
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # every method of the path, not its first route's
+            allow = ", ".join(allowed_methods(request.app, request.scope))
+            headers = {**(headers or {}), "Allow": allow}
         return JSONResponse(
-            error_body("HTTPError", str(exc.detail)),
-            exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body("HTTPError", str(exc.detail)), exc.status_code, headers=headers
         )
 
     async def on_client_gone(_: Any, exc: ClientGone) -> Any:

@@ -29,6 +29,7 @@ from ..errors import (
     ContextosError,
     EmbedderOutputError,
     EmbedderSetupError,
+    EmbedderUnavailable,
     NotFound,
     RateLimited,
     ScopeError,
@@ -41,12 +42,20 @@ from .bodylimit import PayloadTooLarge
 log = logging.getLogger("contextos.server")
 
 
+class InvalidRequest(ContextosError):
+    """Malformed input that only the store could recognise (HTTP 422, as a body field the
+    models refuse): a list key (``after``) the store did not make. It was a 400
+    ``ValueError``, the answer the docs keep for a library error, so a client told
+    "fix your input" from "the request cannot be served" wrongly (a review)."""
+
+
 #: Status code of each error class; the first matching row wins (subclasses first).
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (RateLimited, 429),
     (PayloadTooLarge, 413),
+    (InvalidRequest, 422),
     (NotFound, 404),
     (ScopeError, 400),
     (BudgetError, 400),
@@ -54,6 +63,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (StoreError, 503),
     (Conflict, 409),  # the state a write was based on kept changing: safe to retry
     (EmbedderSetupError, 503),  # the server's install, not the request: before ConfigError
+    (EmbedderUnavailable, 503),  # the embedder is down (min_score needs it): retry later
     (EmbedderOutputError, 500),  # the server's embedder broke its protocol, not the request
     (ConfigError, 400),
     (ContextosError, 400),
@@ -68,6 +78,11 @@ STORE_RETRY_AFTER = 1
 STORE_UNAVAILABLE = "the store is busy or unavailable; retry after a moment"
 
 STORE_FAULT = "the store failed on this request; the server's log has the detail"
+
+EMBEDDER_UNAVAILABLE = (
+    "the server's embedder is unavailable; retry after a moment (a search without "
+    "min_score answers with keyword hits meanwhile)"
+)
 
 
 def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
@@ -107,6 +122,9 @@ def public_message(exc: BaseException) -> str:
     if isinstance(exc, EmbedderSetupError):
         log.error("the embedder cannot run: %s", exc)
         return f"the server cannot embed text: {exc.public}"
+    if isinstance(exc, EmbedderUnavailable):  # its detail may name the service's host
+        log.warning("embedder unavailable: %s", exc)
+        return EMBEDDER_UNAVAILABLE
     if isinstance(exc, StoreFault):
         log.error("store fault: %s", exc, exc_info=exc if _first_time(str(exc)) else None)
         return STORE_FAULT
@@ -124,6 +142,8 @@ def retry_after(exc: BaseException) -> float | None:
     if isinstance(exc, RateLimited):
         return exc.retry_after or 1.0
     if isinstance(exc, StoreError) and not isinstance(exc, StoreFault):
+        return float(STORE_RETRY_AFTER)
+    if isinstance(exc, EmbedderUnavailable):
         return float(STORE_RETRY_AFTER)
     return None
 
@@ -147,7 +167,9 @@ def describe(errors: Iterable[Mapping[str, Any]]) -> str:
         cause = (err.get("ctx") or {}).get("error")
         if err.get("type") == "value_error" and cause is not None and str(cause):
             msg = str(cause)
-        parts.append(f"{where}: {msg}")
+        # A model's own check (a model validator) has no path when the model is not a
+        # body: MCP arguments (schemas.parse). Its message alone, not ": message".
+        parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts) or "invalid request"
 
 

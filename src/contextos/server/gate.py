@@ -12,6 +12,9 @@ travels in the ASGI scope to the route, which does not look the key up again.
 
 :class:`JsonBody` lets a JSON body through whatever ``Content-Type`` the client
 sent (``curl -d`` sends a form type): every body of this API is JSON.
+
+:class:`HeadAsGet` answers ``HEAD`` on every ``GET`` route, and
+:func:`allowed_methods` is what a 405's ``Allow`` names.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import anyio.to_thread
+from starlette.routing import Match
 
 from ..errors import ContextosError
 from .access_log import note_caller
@@ -184,3 +188,48 @@ def _utf8_url(scope: Message) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+#: The methods an ``Allow`` header may name, in the order it names them.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class HeadAsGet:
+    """Answer ``HEAD`` as ``GET`` is answered, without the body (RFC 9110 9.3.2).
+
+    FastAPI's routes take only the methods they name, so ``HEAD /healthz`` (what some
+    load balancers and uptime probes send) was a 405 (a review). The status and
+    headers, ``Content-Length`` included, are the ``GET``'s."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
+def allowed_methods(app: Any, scope: Mapping[str, Any]) -> list[str]:
+    """Every method some route of ``app`` takes at ``scope``'s path (``HEAD`` wherever
+    ``GET``: :class:`HeadAsGet`), for a 405's ``Allow``.
+
+    Why: the router answers 405 with the methods of the first route whose path
+    matched, so ``PUT /v1/memories`` was told ``Allow: POST`` though the path takes
+    ``GET`` too (a review; RFC 9110 says ``Allow`` lists what the resource supports)."""
+    path = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", "")}
+    taken = {
+        method
+        for method in METHODS
+        if any(route.matches({**path, "method": method})[0] is Match.FULL for route in app.routes)
+    }
+    if "GET" in taken:
+        taken.add("HEAD")
+    return [method for method in METHODS if method in taken]

@@ -13,6 +13,7 @@ from ..memory.ingest import metadata_bytes
 from ..store.pages import keyed_page
 from ..store.records import within_bytes
 from ..types import Filter, HistoryEvent, Hit, MemoryRecord, Scope, Turn
+from .errors import InvalidRequest
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -87,22 +88,38 @@ def list_page(
     key holds only memories after the last one shown (``Store.list_after``)."""
     scope = Scope(tenant=mem.tenant, **body.scope())
     scope.for_reading()
-    from .schemas import MAX_PAGE_BYTES
-
     flt = Filter(
         scope=scope,
         memory_types=tuple(body.memory_type or ()),
         include_invalid=body.validity == "all",
     )
-    records, after = keyed_page(
-        mem.store,
-        flt,
-        after=body.after,
-        offset=body.offset,
-        limit=body.limit,
-        max_bytes=MAX_PAGE_BYTES,
+    records, after = memory_page(
+        mem.store, flt, after=body.after, offset=body.offset, limit=body.limit
     )
     return records, None if after is None else body.offset + len(records), after
+
+
+def memory_page(
+    store: Store, flt: Filter, *, after: str | None, offset: int, limit: int
+) -> tuple[list[MemoryRecord], str | None]:
+    """A page of ``flt``'s memories after the key ``after`` (:func:`keyed_page`), at most
+    ``MAX_PAGE_BYTES`` of them (``GET /v1/memories``).
+
+    A key the store did not make is malformed input: an ``InvalidRequest`` (422), not
+    the store's ``ValueError``, which was a 400, the answer for a library error (a
+    review)."""
+    from .schemas import MAX_PAGE_BYTES
+
+    try:
+        return keyed_page(
+            store, flt, after=after, offset=offset, limit=limit, max_bytes=MAX_PAGE_BYTES
+        )
+    except ValueError:
+        if after is None:
+            raise
+        raise InvalidRequest(
+            "query.after: not a key of this list (send the next_after of the page before)"
+        ) from None
 
 
 def turns_page(

@@ -47,6 +47,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "Body too large"),
         (422, "Malformed body or parameters"),
         (429, "Rate limited; see Retry-After"),
+        (500, "The store failed on this request (StoreFault), or a server bug"),
         (503, "Store unavailable"),
     )
 }
@@ -130,7 +131,13 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
 
     Mem = Annotated[Any, Depends(tenant_memory)]
 
-    @router.post("", status_code=201, response_model=s.RecordList, summary="add")
+    @router.post(
+        "",
+        status_code=201,
+        response_model=s.RecordList,
+        summary="add",
+        responses={409: {"model": s.ErrorOut, "description": "Lost a race: nothing written"}},
+    )
     async def add(body: s.AddRequest, mem: Mem) -> Response:
         """Store messages (or one text) as memories of the given user/agent/session."""
         return await run_write(lambda: _added(mem, body))

@@ -397,6 +397,15 @@ class UpdateRequest(Expected):
     ) = None
     metadata: Metadata = None
 
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        """Neither ``text`` nor ``metadata`` is malformed input: a 422 here, as
+        ``forget``'s missing target is. ``Memory.update``'s own check made it a 400
+        ``ValueError``, the answer the docs keep for a library error (a review)."""
+        if self.text is None and self.metadata is None:
+            raise ValueError("update needs text or metadata")
+        return self
+
 
 class ListRequest(ScopeIn):
     """A page of memories (query values of ``GET /v1/memories``; MCP ``list_memories``)."""

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from ..config import Settings
 from ..embed import Embedder
 from ..memory.embedding_worker import EmbeddingWorker
 from ..store import Store, open_store
@@ -23,23 +24,36 @@ if TYPE_CHECKING:
 
 class TenantMemories:
     """Lazily built Memory objects keyed by tenant, sharing one store, one embedder and
-    one embedding worker (a worker embeds pending records of every tenant)."""
+    one embedding worker (a worker embeds pending records of every tenant).
 
-    def __init__(self, store: Store, embedder: Embedder, *, max_cached: int = 1024) -> None:
+    ``batch_size``: records the worker embeds per forward pass (``CONTEXTOS_EMBED_BATCH_SIZE``
+    through ``serve`` and ``mcp``: the server ignored it, where ``Memory`` used it, a
+    review)."""
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        *,
+        max_cached: int = 1024,
+        batch_size: int = Settings.embed_batch_size,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self._max = max_cached
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Memory] = OrderedDict()
-        self.worker = EmbeddingWorker(store, embedder)
+        self.worker = EmbeddingWorker(store, embedder, batch_size=batch_size)
         self.worker.notify()  # embed whatever a crashed replica left pending
         #: The Sessions windows are built with, kept between requests.
         self.sessions = LiveSessions(store)
 
     @classmethod
-    def open(cls, db: str, embedder: Embedder) -> TenantMemories:
+    def open(
+        cls, db: str, embedder: Embedder, *, batch_size: int = Settings.embed_batch_size
+    ) -> TenantMemories:
         """Open the store at ``db`` (SQLite path or postgresql:// URL)."""
-        return cls(open_store(db), embedder)
+        return cls(open_store(db), embedder, batch_size=batch_size)
 
     def cached(self, tenant: str) -> Memory | None:
         """The Memory of ``tenant`` if it is built already (never blocks on I/O, so
