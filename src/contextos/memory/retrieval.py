@@ -65,7 +65,7 @@ from contextos.text.temporal import TimeRange, question_time_cues, resolve
 from contextos.text.text_cache import TextCache
 
 from ..embed import Embedder, Vectors, checked_vectors, normalize
-from ..errors import EmbedderOutputError
+from ..errors import EmbedderOutputError, EmbedderSetupError, EmbedderUnavailable
 from ..store.base import Ranked, Store, Vector
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
@@ -395,17 +395,24 @@ class HybridRetriever:
         self, pending: Future[Vectors], min_score: float | None
     ) -> Vector | None:
         """The query's vector, checked as the worker checks stored ones; None when the
-        embedder's answer breaks its protocol (wrong size, NaN) and no ``min_score`` needs
-        it: the search then ranks by keywords alone, and the fault is logged.
+        embedder's answer breaks its protocol (wrong size, NaN) or the embedder fails
+        (a remote service down), and no ``min_score`` needs it: the search then ranks by
+        keywords alone, and the fault is logged.
 
         Why not raise: an embedder that divides by a zero norm answers NaN for a query
         of no word it knows, and the search that returned the right keyword hit failed
-        (the server blamed the client with a 400: a review). Why not use it: a vector of
-        the wrong size searched an empty index, a NaN one ranked arbitrary memories.
+        (the server blamed the client with a 400: a review); with a remote embedding
+        service down, every call of a wrapped client failed before it reached the model,
+        though the adds of that time were kept for the worker to embed later (a review).
+        Why not use it: a vector of the wrong size searched an empty index, a NaN one
+        ranked arbitrary memories.
 
         Raises:
             EmbedderOutputError: the answer is unusable and ``min_score`` asks for a
-                cosine no hit can then have."""
+                cosine no hit can then have.
+            EmbedderUnavailable: the embedder failed and ``min_score`` asks for one.
+            EmbedderSetupError: the embedder cannot run on this install (its message
+                names the command that mends it; waiting mends nothing)."""
         try:
             vector: Vector = checked_vectors(self.embedder, pending.result(), 1)[0]
             return vector
@@ -413,6 +420,20 @@ class HybridRetriever:
             if min_score is not None:
                 raise
             log.warning("the query's vector is unusable, keyword hits only: %s", exc)
+            return None
+        except EmbedderSetupError:
+            raise
+        except Exception as exc:  # any failure of the embedder's own code or service
+            if min_score is not None:
+                raise EmbedderUnavailable(
+                    f"the query could not be embedded, so min_score has no cosine to "
+                    f"compare: {type(exc).__name__}: {exc}"
+                ) from exc
+            log.warning(
+                "the query could not be embedded, keyword hits only: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
             return None
 
     def _query_vector(self, query: str, tenant: str) -> Future[Vectors]:
