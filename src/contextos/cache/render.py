@@ -50,14 +50,21 @@ def _check_order(window: Window) -> None:
 
 def _anthropic_tool(text: str) -> dict[str, Any]:
     """A tool given without an input schema takes an empty object: the Messages API
-    refuses ``{}`` (its input_schema needs ``"type": "object"``)."""
+    refuses ``{}`` (its input_schema needs ``"type": "object"``). A description the app
+    left out stays out (:func:`_described`)."""
     schema = json.loads(text)
     given = schema.get("input_schema") or schema.get("parameters")
     return {
         "name": schema["name"],
-        "description": schema.get("description", ""),
+        **_described(schema),
         "input_schema": given or {"type": "object", "properties": {}},
     }
+
+
+def _described(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"description": ...}`` when the tool schema has one, else ``{}``: both APIs take
+    a tool without one, as the bare SDKs send it (a review: it went out as ``""``)."""
+    return {"description": schema["description"]} if "description" in schema else {}
 
 
 def tool_input(arguments: str) -> dict[str, Any] | None:
@@ -294,15 +301,17 @@ def render_anthropic(
 
 
 def _openai_tool(text: str) -> dict[str, Any]:
+    """A Chat Completions function tool; ``description`` and ``parameters`` only when the
+    schema has them. Why: ``"parameters": {}`` is a schema with no ``"type": "object"``
+    root, which strict OpenAI-compatible servers refuse, where a function given with no
+    ``parameters`` is one with an empty parameter list (the SDK's
+    ``FunctionDefinition``), as the bare SDK sends it (a review)."""
     schema = json.loads(text)
-    return {
-        "type": "function",
-        "function": {
-            "name": schema["name"],
-            "description": schema.get("description", ""),
-            "parameters": schema.get("parameters", schema.get("input_schema", {})),
-        },
-    }
+    parameters = schema.get("parameters", schema.get("input_schema"))
+    function = {"name": schema["name"], **_described(schema)}
+    if parameters is not None:
+        function["parameters"] = parameters
+    return {"type": "function", "function": function}
 
 
 #: Message metadata key: the wire role of a logged OpenAI instruction turn when it was

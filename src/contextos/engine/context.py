@@ -397,6 +397,12 @@ def _same(a: Message, b: Logged) -> bool:
     return a.role == role and said_digest(mended(replace(a, metadata={}))) == logged
 
 
+def _digests(message: Message) -> frozenset[bytes]:
+    """The digests a logged turn that says ``message`` has (:func:`_same`): its own, and
+    its mended text's."""
+    return frozenset({said_digest(message), said_digest(mended(replace(message, metadata={})))})
+
+
 def _answered(message: Logged) -> bool:
     """Whether a logged turn is a reply (the conversation waits on no answer after it)."""
     return _role_said(message)[0] == "assistant"
@@ -433,28 +439,82 @@ def match_request(sent: Sequence[Message], logged: Sequence[Logged]) -> Match:
       log holds answered (a regenerate, a retry after a gateway timeout) -- its last
       message is then said again. What follows the common start is new, and replaces
       the logged turns after it in the conversation.
+    - Else, two messages or more that start as a run of the conversation's turns further
+      on, near its end (an app that sends its system prompt and its last N messages),
+      branch where they part from that run, the same way: the app regenerated or edited
+      its last turn, or kept another of ``n`` choices, and the log holds what it dropped
+      after the run. Looked for only when neither rule above finds all the messages
+      sent but the last.
 
     One message alone is never a branch: an app that sends only the new turn may well
-    say "yes" twice. The longer match wins; a tie goes to the log's end. ``logged`` may
-    be the turns, or their prints (:class:`~contextos.engine.conversation.TurnPrint`): a
-    long-lived client matches a whole conversation without holding its old turns. Only
-    its end and as many turns from its start as were sent are read, so a match costs
-    the request, not the conversation's length (given a sequence that indexes and
-    slices so: a list, a :class:`~contextos.engine.conversation.ConversationView`).
+    say "yes" twice. The longer match wins (a branch's counting its last message, said
+    again, as new); a tie goes to the log's end, then to the conversation's start.
+    ``logged`` may be the turns, or their prints
+    (:class:`~contextos.engine.conversation.TurnPrint`): a long-lived client matches a
+    whole conversation without holding its old turns. Only its end (the last
+    :func:`_run_lookback` turns) and as many turns from its start as were sent are
+    read, so a match costs the request, not the conversation's length (given a sequence
+    that indexes and slices so: a list, a
+    :class:`~contextos.engine.conversation.ConversationView`).
     """
     n = len(sent)
     known = _end_overlap(sent, logged)
     if known == len(logged) or n < 2:
         return Match(known, len(logged))
+    start, run = 0, _run_length(sent, logged, 0)
+    if max(known, run) < n - 1:  # neither rule finds all but its last message sent
+        inner = _inner_run(sent, logged)
+        start, run = inner if inner[1] > run else (start, run)
+    if run <= known:
+        return Match(known, len(logged))
+    at = min(run, n - 1)  # all of it said before: its last message is said again
+    return Match(at, start + at)
+
+
+def _run_length(sent: Sequence[Message], logged: Sequence[Logged], start: int) -> int:
+    """How many leading ``sent`` messages the conversation says from turn ``start`` on."""
     common = 0
-    for a, b in zip(sent, logged, strict=False):
+    for a, b in zip(sent, logged[start : start + len(sent)], strict=False):
         if not _same(a, b):
             break
         common += 1
-    if common <= known:
-        return Match(known, len(logged))
-    at = min(common, n - 1)  # all of it said before: its last message is said again
-    return Match(at, at)
+    return common
+
+
+#: Turns before a request's own length that :func:`_inner_run` looks back over, beyond
+#: twice that length: the answers an app dropped after the run it sends (one for a
+#: regenerate, two or three for a failed question given up).
+RUN_LOOKBACK_SLACK = 8
+
+
+def _run_lookback(sent: Sequence[Message]) -> int:
+    """How many of the conversation's last turns a trimmed request's run may start in:
+    its messages, the log's turns after the message it edits (at most as many again),
+    and the slack."""
+    return 2 * len(sent) + RUN_LOOKBACK_SLACK
+
+
+def _inner_run(sent: Sequence[Message], logged: Sequence[Logged]) -> tuple[int, int]:
+    """(start, length) of the longest run of the conversation's turns, not from its
+    first turn and starting within its last :func:`_run_lookback` turns, that ``sent``
+    starts with ((0, 0): none). A tie goes to the later run.
+
+    Why: an app that trims its history (its system prompt and last N messages) and
+    regenerates or edits its last turn sends messages the log holds in its middle: the
+    log neither ends with them (the dropped answer follows) nor starts with them. All
+    of it was logged again as new: the old turns a second time, two assistant turns in
+    a row, the rejected answer kept, and every later call sent that conversation (a
+    review: 13 messages where the app sent 5)."""
+    first = max(1, len(logged) - _run_lookback(sent))
+    opening = _digests(sent[0])
+    best = (0, 0)
+    for start in range(len(logged) - 1, first - 1, -1):  # latest first
+        if _role_said(logged[start])[1] not in opening:
+            continue  # not even its first message: read no further
+        run = _run_length(sent, logged, start)
+        if run > best[1]:
+            best = (start, run)
+    return best
 
 
 def _end_overlap(sent: Sequence[Message], logged: Sequence[Logged]) -> int:

@@ -192,13 +192,8 @@ def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
             or "input_schema" not in tool
         ):
             return ()
-        out.append(
-            {
-                "name": tool["name"],
-                "description": tool.get("description", ""),
-                "input_schema": tool["input_schema"],
-            }
-        )
+        # a description left out stays out, as the SDK sends it (a review: it went as "")
+        out.append({k: tool[k] for k in ("name", "description", "input_schema") if k in tool})
     return tuple(out)
 
 

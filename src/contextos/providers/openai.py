@@ -157,7 +157,14 @@ def _audio_reply(audio: Any) -> tuple[str, bool]:
 
 def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
     """Function tools as neutral schemas; () when any has fields we would drop (``strict``)
-    or is not a mapping (an SDK model: it travels verbatim, the SDK serialises it)."""
+    or is not a mapping (an SDK model: it travels verbatim, the SDK serialises it).
+
+    A ``description`` or ``parameters`` the app left out stays out. Why: filled in as
+    ``""`` and ``{}``, a tool of no arguments went out as ``"parameters": {}``, a schema
+    with no ``"type": "object"`` root that strict OpenAI-compatible servers refuse, where
+    the bare SDK sends ``{"name": ...}`` and the API reads an empty parameter list (a
+    review). A tool that has both is the same canonical JSON as before, so its cached
+    prefix holds."""
     out = []
     for tool in tools or ():
         if not isinstance(tool, Mapping):
@@ -170,13 +177,7 @@ def neutral_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:
             or set(fn) - {"name", "description", "parameters"}
         ):
             return ()
-        out.append(
-            {
-                "name": fn["name"],
-                "description": fn.get("description", ""),
-                "parameters": fn.get("parameters", {}),
-            }
-        )
+        out.append({k: fn[k] for k in ("name", "description", "parameters") if k in fn})
     return tuple(out)
 
 
@@ -221,9 +222,46 @@ def _refuse_legacy_functions(kwargs: Mapping[str, Any], messages: list[Any]) -> 
         )
 
 
-def _system_role(kwargs: Mapping[str, Any]) -> str:
-    first = (kwargs.get("messages") or [{}])[0]
-    return "developer" if first.get("role") == "developer" else "system"
+def _leading(kwargs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The request's leading system and developer messages (:func:`parse`'s ``system``)."""
+    messages = list(kwargs.get("messages") or [])
+    head = 0
+    while head < len(messages) and messages[head].get("role") in _SYSTEM_ROLES:
+        head += 1
+    return messages[:head]
+
+
+def _given_at(key: str) -> int | None:
+    """Which leading message a window's system block came from, by its key: the system
+    prompt (``system``) is the first, rule ``rule:i`` the ``i + 1``-th
+    (:func:`~contextos.engine.session.context_window`); None for the blocks contextos
+    adds (the summary, the topic memories)."""
+    if key == "system":
+        return 0
+    if key.startswith("rule:") and key[5:].isdigit():
+        return int(key[5:]) + 1
+    return None
+
+
+def _instructions_as_given(window: Window, messages: list[JSON], kwargs: Mapping[str, Any]) -> None:
+    """Give the rendered system blocks (in place) the role and ``name`` of the leading
+    message each came from; the blocks contextos adds take the first one's role.
+
+    Why: every leading message went out with the first one's role and no name, so a
+    platform ``system`` message stacked on an app ``developer`` one (or tagged with
+    ``name``) was sent as another request than the app's (a review), where the bare SDK
+    sends each as given. Later instructions keep their own role already
+    (:data:`~contextos.cache.render.OPENAI_ROLE_KEY`)."""
+    given = _leading(kwargs)
+    first = "developer" if given and given[0].get("role") == "developer" else "system"
+    blocks = [b for b in window.blocks if b.kind == "system"]
+    for block, message in zip(blocks, messages, strict=False):  # rendered first, in order
+        at = _given_at(block.key)
+        source = given[at] if at is not None and at < len(given) else None
+        message["role"] = source.get("role", first) if source is not None else first
+        name = source.get("name") if source is not None else None
+        if isinstance(name, str):
+            message["name"] = name
 
 
 def check_cache_options(options: Any) -> Mapping[str, Any]:
@@ -315,10 +353,7 @@ def render(
     """
     body = render_openai(prepared.window, prepared.model)
     messages = body["messages"]
-    role = _system_role(kwargs)
-    leading = sum(1 for b in prepared.window.blocks if b.kind == "system")
-    for m in messages[:leading]:  # the system prompt; later instructions keep their own role
-        m["role"] = role
+    _instructions_as_given(prepared.window, messages, kwargs)
     own = own_content(prepared.question, "openai")
     if own is not None and messages and prepared.window.blocks[-1].kind == "question":
         messages[-1]["content"][-1:] = own

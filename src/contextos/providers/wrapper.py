@@ -23,7 +23,9 @@ Without memory and session it is a pass-through: the request goes out as
 given and only usage is recorded. Streams (``stream=True``, and Anthropic's
 ``messages.stream(...)`` helper) come back as the SDK's stream objects;
 usage is recorded when the stream ends. SDK exceptions
-become :mod:`contextos.errors` (see :mod:`contextos.providers.errors`); the
+become :mod:`contextos.errors` (see :mod:`contextos.providers.errors`), except
+those OpenAI's ``parse``/``stream`` helpers raise on a reply that came back
+(recorded, then raised as the SDK raises them: :class:`_ParseInTwo`); the
 SDK's own retries (``max_retries``) are the only ones.
 """
 
@@ -211,7 +213,15 @@ class _Core:
         rendered, prefix = self.adapter.render(prepared, kwargs)
         return prepared, rendered, prefix
 
-    def call(self, send: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    def call(
+        self,
+        send: Callable[..., Any],
+        kwargs: dict[str, Any],
+        then: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Send ``kwargs`` (the window rendered into them) with ``send`` and record the
+        call; ``then``: what the caller gets from a reply that is not streamed, made from
+        it once the call is recorded (:class:`_ParseInTwo`), its errors unmapped."""
         prepared, kwargs, prefix = self._prepare(kwargs)
         stream = bool(kwargs.get("stream"))
         hide_usage_chunk = False
@@ -237,7 +247,7 @@ class _Core:
                     extra=_extra(self.adapter, response),
                 ),
             )
-            return response
+            return response if then is None else then(response)
         return self.observe(
             response,
             prepared,
@@ -487,7 +497,12 @@ class _Resource:
             TypeError: the client runs the memory tools (see :func:`_refuse_tool_loop`).
         """
         _refuse_tool_loop(self._core, "parse")
-        return self._core.call(self._inner.parse, self._core.entry(kwargs))
+        kwargs = self._core.entry(kwargs)
+        raw = getattr(getattr(self._inner, "with_raw_response", None), "parse", None)
+        if raw is None:  # anthropic's messages.parse has no raw form: sent as it is
+            return self._core.call(self._inner.parse, kwargs)
+        two_step = _ParseInTwo(raw)
+        return self._core.call(two_step.send, kwargs, then=two_step.parsed)
 
     def count_tokens(self, **kwargs: Any) -> Any:
         """The SDK's ``count_tokens`` (Anthropic), errors mapped."""
@@ -497,6 +512,40 @@ class _Resource:
     def __getattr__(self, name: str) -> Any:
         _refuse_unmanaged(name, self._core)
         return getattr(self._inner, name)
+
+
+class _ParseInTwo:
+    """OpenAI's ``chat.completions.parse`` in two steps: the reply, recorded and logged
+    as ``create``'s is, then the SDK's own reading of it into the response model.
+
+    Why: ``parse`` raises after the reply came (billed) when it rejects it --
+    ``finish_reason`` ``length`` (``openai.LengthFinishReasonError``) or
+    ``content_filter`` (``ContentFilterFinishReasonError``), JSON that fails the pydantic
+    model (``ValidationError``) -- and raised inside the send, such a reply was taken
+    for a refused request (a review): no record in ``calls`` nor ``on_call``, the reply
+    not logged, and the SDK's errors mapped to a bare ``ProviderError`` (so the SDK's
+    ``except openai.LengthFinishReasonError as e: e.completion`` missed). Sent through
+    the SDK's public raw-response form (``with_raw_response.parse``, which adds its
+    ``X-Stainless-Raw-Response`` header), the reply's JSON is recorded first; the raw
+    response's ``parse()`` then runs the SDK's own reading (the same ``post_parser``
+    the plain ``parse`` runs) and its error reaches the caller as the bare SDK raises
+    it, as it does from the ``stream(...)`` helper."""
+
+    def __init__(self, raw_parse: Callable[..., Any]) -> None:
+        self._raw_parse = raw_parse
+        self._raw: Any = None
+
+    def send(self, **kwargs: Any) -> Any:
+        """Send the request; the reply's JSON ({} for a body that is none)."""
+        self._raw = self._raw_parse(**kwargs)
+        try:
+            return self._raw.http_response.json()
+        except ValueError:
+            return {}  # nothing to record: the SDK's reading says what is wrong
+
+    def parsed(self, _reply: Any) -> Any:
+        """The SDK's ``ParsedChatCompletion``, or the SDK's own error, unmapped."""
+        return self._raw.parse()
 
 
 def _refuse_tool_loop(core: _Core, name: str) -> None:
