@@ -10,6 +10,7 @@ review). ``min_score`` needs the query's cosine: then the search refuses
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,5 +121,11 @@ def test_the_server_answers_503_for_min_score_and_keyword_hits_without(tmp_path:
             )
             error = assert_error(refused, 503, "EmbedderUnavailable")
             assert "10.0.0.7" not in error["message"] and refused.headers["Retry-After"]
+            stopping = time.monotonic()
+        # The shutdown's drain gives up once the embedder is known down: it waited its
+        # whole 30 s for vectors no wait could bring (an orchestrator kills it by then).
+        assert time.monotonic() - stopping < 5
     finally:
         close_app(app)
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as later:
+        assert later.embedding_status(all_tenants=True).pending == 1  # left for the next start

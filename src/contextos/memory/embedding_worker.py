@@ -655,6 +655,13 @@ class EmbeddingWorker:
         self._error = None
         return claimed_elsewhere
 
+    @property
+    def waiting_out_outage(self) -> bool:
+        """Whether the embedder was down at its last try (an outage: it failed on a probe
+        text too) and nothing has been embedded since: what is pending waits for it to
+        answer again, however long a ``flush()`` waits."""
+        return self._outage_wait > 0
+
     def _wait_out_outage(self, exc: EmbedderUnavailable) -> None:
         """The embedder is down: wait (``OUTAGE_RETRY_S`` doubling up to
         ``OUTAGE_RETRY_MAX_S``), then try again. The records stay pending and the worker

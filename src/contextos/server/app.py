@@ -180,7 +180,7 @@ def create_app(
             try:
                 # Drain embeddings, but not a whole re-embedding backlog (vectors queued
                 # again after an upgrade): the rest stays pending for the next process.
-                if not tenants.flush(SHUTDOWN_FLUSH_S):
+                if not tenants.flush(SHUTDOWN_FLUSH_S, unless_down=True):
                     log.warning("embeddings still pending at shutdown; the next start embeds them")
             except Exception as exc:  # noqa: BLE001 - logged; pending rows stay pending
                 log.warning("pending embeddings not drained at shutdown: %s", exc)

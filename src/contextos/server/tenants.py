@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from ..memory import Memory
 
 
+#: How often a flush ``unless_down`` looks whether the embedder is down.
+DOWN_POLL_S = 0.25
+
+
 class TenantMemories:
     """Lazily built Memory objects keyed by tenant, sharing one store, one embedder and
     one embedding worker (a worker embeds pending records of every tenant).
@@ -88,17 +92,29 @@ class TenantMemories:
 
         return Memory(store=self.store, tenant=tenant, embedder=self.embedder, worker=self.worker)
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, unless_down: bool = False) -> bool:
         """Wait until every cached tenant's memories have their vectors, at most
         ``timeout`` seconds in all; False if it ran out (what is left stays pending,
-        durable, for the next process)."""
+        durable, for the next process).
+
+        ``unless_down``: False as soon as the embedder is down (the worker waits out an
+        outage), not at the timeout. Why: a server stopped during an embedding outage
+        waited the whole shutdown drain, 30 s, for vectors no wait could bring, and an
+        orchestrator that allows 30 s killed it (a review)."""
         with self._lock:
             memories = list(self._cache.values())
         deadline = None if timeout is None else time.monotonic() + timeout
         for memory in memories:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not memory.flush(left):
-                return False
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                step = left
+                if unless_down:
+                    step = DOWN_POLL_S if left is None else min(left, DOWN_POLL_S)
+                if memory.flush(step):
+                    break
+                ran_out = deadline is not None and time.monotonic() >= deadline
+                if not unless_down or ran_out or self.worker.waiting_out_outage:
+                    return False
         return True
 
     def close(self) -> None:
