@@ -286,3 +286,25 @@ def test_the_start_filter_changes_no_match_on_locomo(locomo_path: Path) -> None:
     differ = [t for t in texts if _matches(temporal._PATTERN, t) != _matches(_PLAIN, t)]
     assert not differ, differ[:3]
     assert sum(len(_matches(_PLAIN, t)) for t in texts) > 100  # the check saw matches
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        # the past, whatever the subject (only a pronoun counted: a review)
+        ("My sister stayed with us until Sunday.", 3),
+        ("Mom visited until Friday.", 1),
+        ("The rain lasted until Saturday.", 2),
+        ("We stayed there till Sunday.", 3),
+        ("I was in Tokyo until Friday.", 1),
+        # a state now, or the present: ahead
+        ("The shop is closed until Monday.", 11),
+        ("We're booked until Friday.", 8),
+        ("I am in Tokyo until Friday.", 8),
+        ("I need a break until Friday.", 8),
+    ],
+)
+def test_until_a_weekday_is_behind_only_in_a_clause_in_the_past(text: str, day: int) -> None:
+    monday = datetime(2024, 3, 4, 10, tzinfo=UTC)
+    [mention] = resolve(text, monday)
+    assert mention.start.date() == date(2024, 3, day)

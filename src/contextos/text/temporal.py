@@ -164,11 +164,41 @@ _FUTURE = re.compile(
 #: Prepositions that end a span: a bare time after them is its end, ahead of a clause in
 #: the present ("I'm in Tokyo until Friday", said on a Monday: the Friday to come).
 _ENDS_SPAN = {"until", "till", "through", "thru"}
-#: A clause in the past tense: a past auxiliary ("I was in Tokyo until Friday"), or a
-#: pronoun and a regular past verb ("we stayed there till Sunday").
-_PAST = re.compile(
-    r"\b(?:was|were|had|did)(?:n't)?\b|\b(?:I|we|you|he|she|they)\s+(?:\w+ly\s+)?\w{3,}ed\b",
+#: A past auxiliary ("I was in Tokyo until Friday").
+_PAST_AUX = re.compile(r"\b(?:was|were|had|did)(?:n't)?\b", re.IGNORECASE)
+#: A past verb, regular or among the common irregular ones, with the word before it
+#: (``_in_past`` reads that word: "is closed", "we're booked" are states now).
+_PAST_VERB = re.compile(
+    r"(?:\b(\w+)\s+)?\b(\w{3,}ed|went|came|left|slept|kept|stood|sat|ran|met|spent|took"
+    r"|saw|drove|rode|flew|stuck|held|lay)\b",
     re.IGNORECASE,
+)
+#: Words before a participle that make it a state now, not a past event.
+_STATE_NOW = frozenset(
+    [
+        "is",
+        "are",
+        "am",
+        "be",
+        "been",
+        "being",
+        "get",
+        "gets",
+        "getting",
+        "m",
+        "re",
+        "s",
+        "ve",
+        "has",
+        "have",
+        "remains",
+        "remain",
+        "stays",
+    ]
+)
+#: Words in -ed that are no past verb.
+_NOT_PAST = frozenset(
+    ["hundred", "sacred", "naked", "wicked", "beloved", "ragged", "rugged", "crooked"]
 )
 #: Where a clause ends, looking back from a mention.
 _CLAUSE_END = re.compile(r"[.!?;,:\n]")
@@ -543,7 +573,7 @@ def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[
 def _ahead(m: re.Match[str], tense: Callable[[], bool]) -> bool:
     """Whether a bare time that ends a span ("until Friday", ``_ENDS_SPAN``) lies ahead:
     when the text speaks of the future (``tense``), or its clause, up to the mention, is
-    not in the past tense (``_PAST``).
+    not in the past tense (:func:`_in_past`).
 
     Why: "I am in Tokyo until Friday", said on Monday 4 March, was stored as "in Tokyo
     until 1 March", a date already past when it was said, as any bare weekday without a
@@ -553,7 +583,23 @@ def _ahead(m: re.Match[str], tense: Callable[[], bool]) -> bool:
     text, end = m.string, m.start()
     window = max(0, end - 200)
     ends = [c.end() for c in _CLAUSE_END.finditer(text, window, end)]
-    return _PAST.search(text, ends[-1] if ends else window, end) is None
+    return not _in_past(text[ends[-1] if ends else window : end])
+
+
+def _in_past(clause: str) -> bool:
+    """Whether ``clause`` is in the past tense: a past auxiliary, or a past verb whose
+    subject is any noun ("My sister stayed with us until Sunday", "Mom visited until
+    Friday": only a pronoun subject counted, and these Sundays came out ahead: a review),
+    not a participle after a present form of "be" or "have" ("the shop is closed until
+    Monday")."""
+    if _PAST_AUX.search(clause):
+        return True
+    for verb in _PAST_VERB.finditer(clause):
+        before, word = (verb.group(1) or "").lower(), verb.group(2).lower()
+        if before in _STATE_NOW or word.endswith("eed") or word in _NOT_PAST:
+            continue
+        return True
+    return False
 
 
 def rewrite(text: str, mentions: list[TimeMention], offset: int = 0) -> str:
