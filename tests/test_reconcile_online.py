@@ -292,3 +292,14 @@ def test_a_fact_an_llm_dates_after_its_turn_holds_from_when_it_was_said(tmp_path
         [trip] = m.add([message], user_id="ana", infer=True, extractor=extractor)
         assert trip.valid_from == said  # not the 20th the model dated it
         assert _as_of(m, _day(3, 5)) == [trip.text]
+
+
+def test_an_event_added_again_across_midnight_is_one_event(tmp_path: Path) -> None:
+    """An app that adds its last messages again each turn told the visit at 23:58 and at
+    00:01 (UTC): two dates, one event (a review found it stored twice)."""
+    visit = [_ana("I visited my mom in Lyon."), {"role": "assistant", "content": "How was it?"}]
+    with _memory(tmp_path) as m:
+        m.add(visit, user_id="ana", infer=True, event_time=datetime(2024, 3, 2, 23, 58, tzinfo=UTC))
+        late = datetime(2024, 3, 3, 0, 1, tzinfo=UTC)
+        assert m.add(visit, user_id="ana", infer=True, event_time=late) == []
+        assert _open(m) == ["Ana visited Ana's mom in Lyon."]

@@ -180,11 +180,16 @@ class HeuristicReconciler:
 
 
 _AGAIN = re.compile(r"\bagain\b", re.IGNORECASE)
+#: How far apart two tellings of an event are dated for it to be two events. A day, not
+#: two calendar dates: an app that adds its last messages again each turn told the same
+#: event at 23:58 and at 00:01, and stored it twice (a review); events dated by their
+#: text ("yesterday") fall at midnight, a day apart.
+ANOTHER_DAY = timedelta(days=1)
 
 
 def _another_occasion(cand: Candidate, record: MemoryRecord) -> bool:
     """Whether ``cand`` tells of another event than ``record``, however alike their
-    words: both are events (episodic), and they are dated on different days (UTC), or
+    words: both are events (episodic), and they are dated a day or more apart, or
     the new one says it happened again and the stored one does not.
 
     Why: "I visited my mom in Lyon", told on 2 and 9 March, was one event, and the
@@ -195,7 +200,7 @@ def _another_occasion(cand: Candidate, record: MemoryRecord) -> bool:
     if cand.memory_type != "episodic" or record.memory_type != "episodic":
         return False
     new, old = opt_utc(cand.event_time), opt_utc(record.event_time)
-    if new is not None and old is not None and new.date() != old.date():
+    if new is not None and old is not None and abs(new - old) >= ANOTHER_DAY:
         return True
     return _AGAIN.search(cand.text) is not None and _AGAIN.search(record.text) is None
 
