@@ -96,3 +96,24 @@ def test_a_long_turn_is_shown_around_its_match(tmp_path: Path) -> None:
         assert "the key is WALRUS" in found.text
         assert "[29,5" in found.text and "characters after]" in found.text
         assert len(found.text) < ENTRY_CHARS + 200
+
+
+def test_earlier_search_answers_in_the_log_are_not_searched(tmp_path: Path) -> None:
+    """An agent's own conversation_search answers are logged as tool results; searched
+    too, they quoted each other several levels deep (a review: 218 characters grew to
+    3,614 of echoes)."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        session = Session(memory, "s", user_id="ana")
+        session.add(Message("user", "My locker code is 4412."), Message("assistant", "Noted."))
+        tools = scoped_tools(memory, user_id="ana", session_id="s")
+        answers = []
+        for i in range(4):
+            answer = tools.execute("conversation_search", {"query": "locker code"}).text
+            answers.append(answer)
+            call = ToolCall(id=f"c{i}", name="conversation_search", arguments='{"query": "locker"}')
+            session.add(
+                Message("assistant", "", tool_calls=(call,)),
+                Message("tool", answer, tool_call_id=f"c{i}"),
+            )
+        assert "tool:" not in answers[-1]
+        assert answers[-1] == answers[0] == "[turn 0] user: My locker code is 4412."

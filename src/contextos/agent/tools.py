@@ -151,6 +151,17 @@ def entry(head: str, text: str) -> str:
     return head + ("\n" + CONTINUED).join(lines)
 
 
+#: How a ``conversation_search`` answer begins (:meth:`AgentTools._conversation`).
+_ANSWER_START = re.compile(r"\[turn \d+\] (?:user|assistant|tool): |No earlier messages matched\.")
+
+
+def _own_answer(content: str) -> bool:
+    """Whether a tool result is an earlier ``conversation_search`` answer: not searched,
+    as it only quotes turns the search finds themselves (the answers quoted each other,
+    several levels deep: one grew from 218 to 3,614 characters of echoes, a review)."""
+    return _ANSWER_START.match(content) is not None
+
+
 def excerpt(text: str, wanted: re.Pattern[str]) -> str:
     """``text``, or :data:`ENTRY_CHARS` of it from a little before its first match of
     ``wanted`` (matched on the lower-cased text, as the search), with what was left out
@@ -339,7 +350,9 @@ class AgentTools:
         scored = (
             (len(found), seq, role, content)
             for seq, role, content in self._logged_texts()
-            if role != "system" and (found := set(wanted.findall(content.lower())))
+            if role != "system"
+            and not (role == "tool" and _own_answer(content))
+            and (found := set(wanted.findall(content.lower())))
         )
         # The most query words first, the newest among equals; only those kept.
         best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))
