@@ -75,6 +75,10 @@ def test_a_type_given_with_infer_is_refused_by_every_surface(tmp_path: Path) -> 
         with pytest.raises(ValueError, match="memory_type is chosen for each fact"):
             memory.add("I live in Paris.", user_id="ana", infer=True, memory_type="procedural")
         assert memory.get_all(user_id="ana") == []  # nothing written
+        # "episodic", the default of before, which generated clients send, is let through
+        [fact] = memory.add("I live in Paris.", user_id="ana", infer=True, memory_type="episodic")
+        assert fact.memory_type == "semantic"
+        memory.delete(fact.id, purge=True)
         [verbatim] = memory.add("I live in Paris.", user_id="ana")
         assert verbatim.memory_type == "episodic"  # the default when none is given
 
@@ -90,7 +94,11 @@ def test_a_type_given_with_infer_is_refused_by_every_surface(tmp_path: Path) -> 
         refused = client.post(
             "/v1/memories", headers=headers, json={**body, "memory_type": "semantic"}
         )
-        assert "memory_type is chosen for each fact" in assert_error(refused, 400)["message"]
+        assert "memory_type is chosen for each fact" in assert_error(refused, 422)["message"]
+        old_client = client.post(
+            "/v1/memories", headers=headers, json={**body, "memory_type": "episodic"}
+        )
+        assert old_client.status_code == 201, old_client.text
         assert client.post("/v1/memories", headers=headers, json=body).status_code == 201
         plain = client.post(
             "/v1/memories", headers=headers, json={"messages": "hi", "user_id": "cy"}

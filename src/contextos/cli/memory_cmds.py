@@ -19,6 +19,7 @@ import click
 from rich.table import Table
 
 from ..errors import ScopeError
+from ..memory.ingest import check_inferred_type
 from ..memory.render import render
 from ..store.base import check_metadata_key
 from ..store.pages import keyed_page
@@ -333,11 +334,13 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         The same text added again in the same scope (outside a session) gives
         back the stored memory instead of a copy; --no-dedupe stores a copy.
         """
-        if infer and memory_type is not None:
+        try:
+            check_inferred_type(memory_type, infer)
+        except ValueError:
             raise click.BadParameter(
                 "is chosen for each fact by the extractor with --infer: leave it out",
                 param_hint="--type",
-            )
+            ) from None
         if text == "-":
             text = read_text_arg("-", param="TEXT")
         message: dict[str, str] = {"role": "user", "content": text}

@@ -63,6 +63,7 @@ from .ingest import (
     MAX_TEXT_CHARS,
     AddOptions,
     build_records,
+    check_inferred_type,
     check_messages,
     check_metadata,
     check_said_by,
@@ -250,7 +251,8 @@ class Memory:
                 None (no date is rendered with the memory); a ``time_range`` search
                 then places the memory by when it was added (``created_at``).
             memory_type: "episodic" (None: the default), "semantic" or
-                "procedural"; not with ``infer=True``.
+                "procedural"; not with ``infer=True`` (but "episodic", the default
+                of before, which clients still send).
             infer: extract and reconcile facts instead of storing the turns verbatim.
             extractor: the Extractor for this call (with ``infer=True``).
             facts: store each session turn's extracted facts beside it (None: the
@@ -267,8 +269,7 @@ class Memory:
             Conflict: the session changed under every one of ``ADD_TRIES`` tries
                 (nothing was written).
         """
-        if infer and memory_type is not None:
-            raise ValueError(INFERRED_TYPES)
+        check_inferred_type(memory_type, infer)
         opts = validate_options(
             Scope(self.tenant, user_id, agent_id, session_id),
             metadata=metadata,
@@ -1134,13 +1135,6 @@ def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
         # As stored: a tuple the caller passes reads back as a list.
         and (a.metadata == b.metadata or stored_json(a.metadata) == stored_json(b.metadata))
     )
-
-
-#: Why ``add`` refuses a ``memory_type`` with ``infer=True``: the extractor types each
-#: fact, and the type given was dropped without a word (a review).
-INFERRED_TYPES = (
-    "memory_type is chosen for each fact by the extractor when infer is true: leave it out"
-)
 
 
 def _check_limit(limit: object) -> None:

@@ -155,6 +155,22 @@ def _not_text(item: Mapping[str, Any], content: object) -> str:
     return f"a message dict needs a string 'content', not {type(content).__name__}"
 
 
+#: Why a ``memory_type`` with ``infer`` is refused: the extractor types each fact, and
+#: the type given was dropped without a word (a review).
+INFERRED_TYPES = (
+    "memory_type is chosen for each fact by the extractor when infer is true: leave it out"
+)
+
+
+def check_inferred_type(memory_type: str | None, infer: bool) -> None:
+    """Refuse a ``memory_type`` given with ``infer`` (``Memory.add``, the server's add
+    body, ``contextos add --type --infer``). "episodic" passes: it was the default
+    until the type became optional, and clients generated from that schema send it
+    with every add (a review: their inferring adds failed)."""
+    if infer and memory_type not in (None, "episodic"):
+        raise ValueError(INFERRED_TYPES)
+
+
 def validate_options(
     scope: Scope,
     *,

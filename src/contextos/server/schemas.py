@@ -37,6 +37,7 @@ from ..memory.ingest import (
     MAX_METADATA_DEPTH,
     ROLE_ALIASES,
     check_add_metadata,
+    check_inferred_type,
     check_metadata,
 )
 from ..store.base import METADATA_KEY, check_metadata_key
@@ -338,6 +339,7 @@ class AddRequest(ScopeIn):
         hundreds of times its size (0.9 MB of metadata with 500 short messages: 467 MB)."""
         if isinstance(self.messages, list):
             check_add_metadata(self.metadata or {}, [m.to_message() for m in self.messages])
+        check_inferred_type(self.memory_type, self.infer)  # a 422, as malformed input
         return self
 
 
