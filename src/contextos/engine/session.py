@@ -18,6 +18,7 @@ are modules of their own: this one keeps the log, its compaction state, and the 
 
 from __future__ import annotations
 
+import math
 import numbers
 import threading
 import time
@@ -917,33 +918,39 @@ MIN_BUDGET = TOKENS_PER_REPLY + TOKENS_PER_MESSAGE + 2
 
 
 def checked_budget(budget: object) -> int:
-    """``budget`` when it is an input budget a window can be built under: a whole number
-    of tokens (an int, not a bool) of at least :data:`MIN_BUDGET`.
+    """``budget`` as the input budget a window is built under: a finite number of tokens
+    (not a bool; a fraction is dropped, as ``0.75 * window`` is meant) of at least
+    :data:`MIN_BUDGET`.
 
     Why: a budget of 0, a negative one or one of a few tokens was taken, and every call
     was refused as if the instructions and tools did not fit, with none given; NaN
     failed deep in the window ("cannot convert float NaN to integer"), and a string
-    with a bare ``TypeError`` from a comparison (a review). ``wrap()`` checks its budget
-    here when it is called, before anything is logged, and a window
-    (:func:`window_budget`) when it is asked for.
+    with a bare ``TypeError`` from a comparison (a review). A float stays a budget:
+    ``budget=128_000 * 0.75`` worked before these checks, and apps pass it (a review).
+    ``wrap()`` checks its budget here when it is called, before anything is logged,
+    and a window (:func:`window_budget`) when it is asked for.
 
     Raises:
-        TypeError: ``budget`` is not an int (a float, a string, a bool).
+        TypeError: ``budget`` is no number of tokens (a string, a bool, NaN, infinity).
         BudgetError: it is under :data:`MIN_BUDGET`.
     """
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+    finite = isinstance(budget, numbers.Integral) or (
+        isinstance(budget, numbers.Real) and math.isfinite(budget)
+    )
+    if isinstance(budget, bool) or not finite:
         raise TypeError(
-            f"a token budget must be a whole number of tokens (an int), "
-            f"not {type(budget).__name__} {budget!r:.40}"
+            f"a token budget must be a number of tokens, not {type(budget).__name__} {budget!r:.40}"
         )
-    if budget < MIN_BUDGET:
+    assert isinstance(budget, numbers.Real)
+    whole = math.floor(float(budget))
+    if whole < MIN_BUDGET:
         raise BudgetError(
             f"a token budget of {budget} holds no request: the smallest (the reply's "
             f"primer and a one-token message) takes {MIN_BUDGET}",
             requested=MIN_BUDGET,
-            available=int(budget),
+            available=whole,
         )
-    return int(budget)
+    return whole
 
 
 def window_budget(model: ModelInfo, budget: int | None = None) -> int:
