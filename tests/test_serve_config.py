@@ -216,6 +216,15 @@ def test_keys_commands_act_for_the_groups_tenant(tmp_path: Path) -> None:
     assert tenants("--tenant", "beta", "keys", "list") == ["beta"]
     assert tenants("--tenant", "beta", "keys", "list", "--tenant", "acme") == ["acme"]
     assert tenants("keys", "list") == ["acme", "beta", "gamma"]
+    # Filtered by the group's tenant, the list says so on stderr, and --all-tenants lists
+    # every tenant's (a review: CONTEXTOS_TENANT=default listed nothing, without a word).
+    noted = run_cli("keys", "list", db=db, env={"CONTEXTOS_TENANT": "default"})
+    assert noted.returncode == 0 and noted.stdout == ""
+    assert "keys of tenant 'default'" in noted.stderr and "--all-tenants" in noted.stderr
+    every = ("keys", "list", "--all-tenants")
+    assert tenants(*every, env={"CONTEXTOS_TENANT": "acme"}) == ["acme", "beta", "gamma"]
+    empty = run_cli("keys", "list", "--tenant", "", db=db)
+    assert empty.returncode == 2 and "must not be empty" in empty.stderr
 
     refused = run_cli("--tenant", "acme", "keys", "revoke", beta["id"], db=db)
     assert refused.returncode == 1, refused.stderr

@@ -759,19 +759,36 @@ def keys_create(state: CliState, db: str | None, tenant: str | None, name: str) 
     help="Only this tenant's keys (default: the group's --tenant or CONTEXTOS_TENANT; "
     "neither: every tenant's).",
 )
+@click.option(
+    "--all-tenants",
+    is_flag=True,
+    help="Every tenant's keys, whatever the group's --tenant or CONTEXTOS_TENANT.",
+)
 @json_option
 @pass_state
-def keys_list(state: CliState, db: str | None, tenant: str | None) -> None:
+def keys_list(state: CliState, db: str | None, tenant: str | None, all_tenants: bool) -> None:
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
-    tenant = _keys_tenant(state, tenant)
+    if tenant is not None and not tenant.strip():
+        raise click.BadParameter("must not be empty", param_hint="--tenant")
+    if all_tenants and tenant is not None:
+        raise click.UsageError("--all-tenants lists every tenant's keys: give no --tenant")
+    listed = None if all_tenants else _keys_tenant(state, tenant)
     target = _db(state, db)
     if absent_db(target):  # nothing to list, and no file made for it
         found: list[dict[str, object]] = []
     else:
         with KeyStore(target) as store:
-            found = [_key_dict(k) for k in store.list(tenant)]
+            found = [_key_dict(k) for k in store.list(listed)]
+    if listed is not None and tenant is None:  # on stderr: stdout stays the list
+        err_console.print(
+            SafeText(
+                f"keys of tenant {listed!r} (the group's --tenant or CONTEXTOS_TENANT); "
+                "--all-tenants lists every tenant's"
+            ),
+            highlight=False,
+        )
     if state.as_json:
         print_json(found)
     else:
