@@ -6,10 +6,15 @@ where the window planned its breakpoints, a history that only grows so the
 bytes before the newest turn never change. The caller's own question content
 blocks (images, documents) are sent as given, with their ``cache_control``
 markers, and every marker is counted: a request never carries more than the
-API's four (ours are dropped first, earliest first). The caller's tools and
-system prompt are placed by the window, which puts its own (1-hour) markers on
-them; every marker before a 1-hour one is made 1-hour too, since the API refuses a
-5-minute breakpoint before a 1-hour one (``_longer_first``).
+API's four (ours are dropped first, earliest first; the SDK's "not given"
+sentinels are no markers). The caller's tools and system prompt are placed by the
+window, which puts its own (1-hour) markers on them; the caller's own marks on its
+system blocks stay, and where it left blocks unmarked after them, none of ours goes
+after those (``_callers_system_marks``). Every marker before a 1-hour one is made
+1-hour too, since the API refuses a 5-minute breakpoint before a 1-hour one
+(``_longer_first``). Consecutive assistant messages are one turn, as the API takes
+them (``_api_turns``), and interleaved thinking goes back in the model's order
+(:data:`LAYOUT_KEY`).
 
 Usage is normalised to :class:`~contextos.types.Usage` as Anthropic reports it:
 ``input_tokens`` are the uncached ones; writes (split 5m/1h) and reads apart.
@@ -50,12 +55,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
+from itertools import accumulate
 from typing import Any
 
 from contextos.engine.context import model_info, prefill_of
-from contextos.engine.window import Block, Window
+from contextos.engine.window import TTL, Block, Breakpoint, Window
 from contextos.llm.media_tokens import COMPACTION_KEY as COMPACTION_KEY  # message metadata key
 from contextos.llm.media_tokens import THINKING_KEY as THINKING_KEY  # message metadata key
 from contextos.llm.media_tokens import open_loop_start, sent_compaction
@@ -218,7 +224,38 @@ def _verbatim(content: Any) -> dict[str, Any]:
     thinking = thinking_blocks(content)
     if thinking:
         meta[THINKING_KEY] = thinking
+        layout = _interleaving(_layout_entry(b) for b in content)
+        if layout is not None:
+            meta[LAYOUT_KEY] = layout
     return meta
+
+
+#: Message metadata key: where an assistant turn's thinking blocks sat among its text and
+#: ``tool_use`` blocks, when one came after either (interleaved thinking, the
+#: ``interleaved-thinking-2025-05-14`` beta): the turn's blocks in order, each
+#: ``"thinking"``, ``"tool_use"`` or a text block's length in characters. Absent when the
+#: thinking comes first, the order a turn is sent back in without it
+#: (:func:`_in_given_order`).
+LAYOUT_KEY = "anthropic_layout"
+
+
+def _layout_entry(block: Any) -> str | int | None:
+    """A content block's :data:`LAYOUT_KEY` entry (None: a block the log does not send
+    back in its turn, a server tool's)."""
+    kind = field_of(block, "type")
+    if kind in _THINKING:
+        return "thinking"
+    if kind == "tool_use":
+        return "tool_use"
+    return len(field_of(block, "text", "") or "") if kind == "text" else None
+
+
+def _interleaving(entries: Iterable[str | int | None]) -> list[str | int] | None:
+    """The :data:`LAYOUT_KEY` of a turn whose blocks have these :func:`_layout_entry`
+    entries; None when no thinking block follows a text or ``tool_use`` one."""
+    layout = [e for e in entries if e is not None]
+    first = next((n for n, e in enumerate(layout) if e != "thinking"), len(layout))
+    return layout if "thinking" in layout[first:] else None
 
 
 def thinking_blocks(content: Any) -> list[JSON]:
@@ -261,6 +298,35 @@ def server_edits(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+def _api_turns(messages: Iterable[Any]) -> list[Mapping[str, Any]]:
+    """``messages`` with each run of consecutive assistant messages made one, their
+    blocks in order, as the Messages API takes them (it combines consecutive turns of
+    one role into one turn).
+
+    Why: an app that handles ``stop_reason: "pause_turn"`` sends the paused turn back,
+    and may keep the continuation as an assistant message of its own, which the API
+    accepts. contextos logs the two as one turn (the prefill with the reply that goes on
+    from it), so the app's next request did not match the log there: it was taken for a
+    branch, which deleted the memory of the model's answer and logged the exchange a
+    second time (a review). Made one, the two say what the logged turn says."""
+    out: list[Mapping[str, Any]] = []
+    for message in messages:
+        if out and field_of(message, "role") == "assistant" == out[-1].get("role"):
+            content = [*_blocks_of(out[-1]), *_blocks_of(message)]
+            out[-1] = {**out[-1], "content": content}
+        else:
+            out.append(message)
+    return out
+
+
+def _blocks_of(message: Mapping[str, Any]) -> list[Any]:
+    """A message's content as a list of blocks (a string as its one text block)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return list(content or [])
+
+
 def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     """The neutral form of ``messages.create`` keyword arguments."""
     system = kwargs.get("system")
@@ -273,7 +339,7 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     return ChatRequest(
         model=str(kwargs.get("model", "")),
         system=parts,
-        messages=tuple(_neutral(m) for m in kwargs.get("messages") or []),
+        messages=tuple(_neutral(m) for m in _api_turns(kwargs.get("messages") or [])),
         tools=neutral_tools(kwargs.get("tools")),
         stream=bool(kwargs.get("stream")),
         server_edits=server_edits(kwargs),
@@ -370,16 +436,70 @@ def _send_compactions_back(window: Window, messages: list[JSON]) -> None:
     summary = sent_compaction([b.message for b in turns])
     for i, (block, message) in enumerate(zip(turns, messages, strict=False)):
         meta = block.message.metadata if block.message is not None else {}
-        thinking = meta.get(THINKING_KEY) if i >= loop else None
+        thinking = copy.deepcopy(list(meta.get(THINKING_KEY) or ())) if i >= loop else []
         compaction = [summary[1]] if summary is not None and summary[0] == i else []
-        kept = [*compaction, *(thinking or ())]
-        if not kept or message["role"] != "assistant":
+        if not (compaction or thinking) or message["role"] != "assistant":
             continue
         content = message["content"]
         mark = content[-1].pop("cache_control", None) if content else None
-        content[:0] = copy.deepcopy(list(kept))
-        if mark is not None:
-            content[-1]["cache_control"] = mark
+        if thinking:
+            content[:] = _in_given_order(content, thinking, meta.get(LAYOUT_KEY))
+        content[:0] = copy.deepcopy(compaction)
+        sendable = [b for b in content if b.get("type") not in _THINKING]
+        if mark is not None and sendable:  # the API takes no mark on a thinking block
+            sendable[-1]["cache_control"] = mark
+
+
+def _in_given_order(content: list[JSON], thinking: list[JSON], layout: Any) -> list[JSON]:
+    """An assistant turn's rendered blocks (its text, then its ``tool_use`` blocks) with
+    its ``thinking`` blocks where the model gave them (:data:`LAYOUT_KEY`): the text cut
+    back into the pieces it came in, blank ones left out (the API refuses them). Without
+    a layout that fits the turn (none: the thinking came first), the thinking goes first.
+
+    Why: with interleaved thinking a turn ``[thinking, text, thinking, tool_use]`` was
+    sent back in the open tool loop as ``[thinking, thinking, text, tool_use]``, a
+    reasoning order the model never produced, where the API asks for the turn's
+    thinking unmodified (a review)."""
+    texts = [b for b in content if b.get("type") == "text"]
+    tools = [b for b in content if b.get("type") == "tool_use"]
+    text = texts[0]["text"] if len(texts) == 1 else ""
+    if not (
+        isinstance(layout, list)
+        and len(texts) + len(tools) == len(content)
+        and len(texts) <= 1
+        and layout.count("thinking") == len(thinking)
+        and layout.count("tool_use") == len(tools)
+        and sum(e for e in layout if type(e) is int) == len(text)
+        and all(type(e) is int or e in ("thinking", "tool_use") for e in layout)
+    ):
+        return [*thinking, *content]
+    given = {"thinking": iter(thinking), "tool_use": iter(tools)}
+    out: list[JSON] = []
+    at = 0
+    for entry in layout:
+        if isinstance(entry, str):
+            out.append(next(given[entry]))
+            continue
+        piece, at = text[at : at + entry], at + entry
+        if piece.strip():
+            out.append({**texts[0], "text": piece})
+    return out
+
+
+def _given(mark: Any) -> bool:
+    """Whether a ``cache_control`` value is a breakpoint: not None, nor one of the SDK's
+    "not given" sentinels (``anthropic.omit``, ``NOT_GIVEN``; both falsy), which the SDK
+    leaves out of the request it sends, nested in a block or as an argument.
+
+    Why: ``cache_control=cc if auto else anthropic.omit`` (the SDK's idiom for an optional
+    argument) counted as a top-level automatic breakpoint, and the caller's earliest own
+    marker was dropped to keep the request within four (a review)."""
+    return bool(mark)
+
+
+def _marked(block: Any) -> bool:
+    """Whether a rendered block carries a breakpoint (:func:`_given`)."""
+    return isinstance(block, dict) and _given(block.get("cache_control"))
 
 
 def _all_blocks(kwargs: Mapping[str, Any]) -> list[Any]:
@@ -392,23 +512,24 @@ def _all_blocks(kwargs: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def _enforce_limit(kwargs: dict[str, Any]) -> None:
+def _enforce_limit(kwargs: dict[str, Any], keep: Collection[int] = frozenset()) -> None:
     """Drop the earliest rendered breakpoints until at most four remain (in place).
 
     The caller's ``tools`` are never touched (they are the caller's objects);
     their markers only count against the limit, and so does a top-level
     ``cache_control`` (automatic caching, ``types/message_create_params.py``:
     "applies a cache_control marker to the last cacheable block"), unless that
-    block is marked already.
+    block is marked already, and not when it is one of the SDK's "not given"
+    sentinels (:func:`_given`). ``keep``: the ``id`` s of the blocks whose marks the
+    caller placed on its system prompt, dropped only after every other.
     """
     blocks = _all_blocks(kwargs)
-    marked = [b for b in blocks if isinstance(b, dict) and "cache_control" in b]
-    last = blocks[-1] if blocks else None
-    automatic = kwargs.get("cache_control") is not None and not (
-        isinstance(last, dict) and "cache_control" in last
-    )
+    marked = [b for b in blocks if _marked(b)]
+    automatic = _given(kwargs.get("cache_control")) and not (blocks and _marked(blocks[-1]))
     excess = len(marked) + automatic - MAX_BREAKPOINTS
     tool_ids = {id(t) for t in kwargs.get("tools") or []}
+    # the caller's marks on its system blocks go last (:func:`_callers_system_marks`)
+    marked.sort(key=lambda b: id(b) in keep)
     for block in marked:
         if excess <= 0:
             break
@@ -417,7 +538,7 @@ def _enforce_limit(kwargs: dict[str, Any]) -> None:
             excess -= 1
 
 
-def _ttl(mark: Any) -> str:
+def _ttl(mark: Any) -> TTL:
     """A ``cache_control`` marker's TTL: "1h", else the API's default "5m"."""
     return "1h" if field_of(mark, "ttl") == "1h" else "5m"
 
@@ -435,11 +556,12 @@ def _longer_first(kwargs: dict[str, Any], *, callers_tools: bool) -> None:
     window holds none): they are not touched.
     """
     caller_tools = {id(t) for t in kwargs.get("tools") or []} if callers_tools else set()
-    later = _ttl(kwargs.get("cache_control")) == "1h"
+    top = kwargs.get("cache_control")
+    later = _given(top) and _ttl(top) == "1h"
     for block in reversed(_all_blocks(kwargs)):
-        mark = block.get("cache_control") if isinstance(block, dict) else None
-        if mark is None:
+        if not _marked(block):
             continue
+        mark = block["cache_control"]
         if _ttl(mark) == "1h":
             later = True
         elif later and id(block) not in caller_tools:
@@ -447,18 +569,97 @@ def _longer_first(kwargs: dict[str, Any], *, callers_tools: bool) -> None:
 
 
 def prefix_hash(kwargs: Mapping[str, Any]) -> str:
-    """SHA-256 of the request up to its last ``cache_control`` block ('' when none)."""
+    """SHA-256 of the request up to its last ``cache_control`` block ('' when none).
+
+    A value JSON cannot hold is hashed by its type's name: the SDK's "not given"
+    sentinels (:func:`_given`), which the SDK leaves out of what it sends (a block
+    marked ``anthropic.omit`` failed the call with a ``TypeError`` here)."""
     blocks = _all_blocks(kwargs)
-    last = max(
-        (i for i, b in enumerate(blocks) if isinstance(b, dict) and "cache_control" in b),
-        default=-1,
-    )
+    last = max((i for i, b in enumerate(blocks) if _marked(b)), default=-1)
     if last < 0:
         return ""
     digest = hashlib.sha256(str(kwargs.get("model", "")).encode())
     for block in blocks[: last + 1]:
-        digest.update(json.dumps(block, sort_keys=True, ensure_ascii=False).encode())
+        text = json.dumps(block, sort_keys=True, ensure_ascii=False, default=_type_name)
+        digest.update(text.encode())
     return digest.hexdigest()
+
+
+def _type_name(value: Any) -> str:
+    """What :func:`prefix_hash` hashes for a value JSON cannot hold."""
+    return f"<{type(value).__name__}>"
+
+
+#: The segments of the window the caller's ``system`` text blocks become
+#: (:func:`contextos.engine.session.context_window`): the first is the ``system``
+#: segment's one block; each later one a ``rules`` block keyed ``rule:<n>``, counted from
+#: the second. Instructions with the tools: their breakpoints collapse into one.
+_INSTRUCTIONS = frozenset({"tools", "system", "rules"})
+
+
+def _callers_block(block: Block) -> int | None:
+    """Which of the caller's system text blocks (by :func:`parse`'s count) ``block`` is;
+    None when it is none of them (the summary, the topic memories, a turn)."""
+    if block.kind != "system":
+        return None
+    if block.segment == "system":
+        return 0
+    number = block.key.removeprefix("rule:")
+    return int(number) + 1 if block.segment == "rules" and number.isdigit() else None
+
+
+def _system_marks(window: Window, system: Any) -> dict[int, TTL]:
+    """The caller's ``cache_control`` marks on its system text blocks, by the window
+    block each became: {block index: TTL}. Blank blocks are not in the window
+    (:func:`~contextos.engine.session.context_window`), nor their marks."""
+    if not isinstance(system, (list, tuple)):
+        return {}
+    texts = [b for b in system if field_of(b, "type") == "text"]
+    given = {n: field_of(b, "cache_control") for n, b in enumerate(texts)}
+    marks = {n: _ttl(mark) for n, mark in given.items() if _given(mark)}
+    placed = ((at, _callers_block(b)) for at, b in enumerate(window.blocks))
+    return {at: marks[n] for at, n in placed if n is not None and n in marks}
+
+
+def _callers_system_marks(window: Window, marks: Mapping[int, TTL]) -> Window:
+    """``window`` with the caller's marks on its system blocks (``marks``:
+    :func:`_system_marks`) among its breakpoints.
+
+    The window's own instruction breakpoint (after the tools, system prompt and
+    rules: the last of them, 1-hour) goes on the caller's last marked block, with the
+    longer TTL of the two, and the caller's other marks stay where it put them. When
+    system blocks of the caller follow that one unmarked, the caller has said where its
+    stable prefix ends: what follows changes from call to call (the time, the user's
+    name), as Anthropic's caching guide has it, so none of the window's own breakpoints
+    goes after it (a breakpoint there would write the history on every call, at 1.25
+    times its price, and never be read).
+
+    Why: the caller's marks were dropped, and the window's system breakpoint went after
+    the block the caller left unmarked, a timestamp: every call missed the cache and
+    wrote the whole system prompt again at the 1-hour price, where the bare SDK read it
+    from the cache (a review)."""
+    if not marks:
+        return window
+    placed = {at: n for at, b in enumerate(window.blocks) if (n := _callers_block(b)) is not None}
+    end = max(marks)
+    per_call = max(placed.values()) > placed[end]
+    planned = [bp.ttl for bp in window.breakpoints if bp.segment in _INSTRUCTIONS]
+    own = [
+        bp
+        for bp in window.breakpoints
+        if bp.segment not in _INSTRUCTIONS and not (per_call and bp.after > end)
+    ]
+    prefix = list(accumulate(b.tokens for b in window.blocks))
+    given = [
+        Breakpoint(
+            at,
+            "1h" if "1h" in (ttl, *(planned if at == end else ())) else "5m",
+            window.blocks[at].segment,
+            prefix[at],
+        )
+        for at, ttl in sorted(marks.items())
+    ]
+    return replace(window, breakpoints=tuple(sorted([*given, *own], key=lambda bp: bp.after)))
 
 
 def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -467,15 +668,21 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any
     The caller's other arguments (``max_tokens``, ``stop_sequences``...) are
     kept as given; ``system`` and ``messages`` come from the window, and so do
     ``tools`` when the window holds them (custom tools, rendered canonically).
+    The caller's marks on its system blocks are kept (:func:`_callers_system_marks`).
     """
-    body = render_body(prepared, max_tokens=kwargs.get("max_tokens"))
+    marks = _system_marks(prepared.window, kwargs.get("system"))
+    window = _callers_system_marks(prepared.window, marks)
+    body = render_body(replace(prepared, window=window), max_tokens=kwargs.get("max_tokens"))
     out = {k: v for k, v in kwargs.items() if k not in ("system", "messages")}
     if body.get("tools"):  # the caller's tools, placed (and cached) by the window
         out["tools"] = body["tools"]
     if body.get("system"):
         out["system"] = body["system"]
     out["messages"] = body["messages"]
-    _enforce_limit(out)
+    system_at = [at for at, b in enumerate(window.blocks) if b.kind == "system"]
+    system = zip(system_at, body.get("system") or [], strict=True)  # one block each
+    callers = {id(block) for at, block in system if at in marks}
+    _enforce_limit(out, keep=callers)
     _longer_first(out, callers_tools=not body.get("tools"))
     return out, prefix_hash(out)
 
@@ -531,6 +738,10 @@ class AnthropicStreamAccumulator:
         self._compactions: list[JSON] = []
         #: ``thinking`` / ``redacted_thinking`` blocks by stream index, as they build up
         self._thinking: dict[int, JSON] = {}
+        #: the type of each text, ``tool_use`` and thinking block by stream index, and each
+        #: text block's length so far: the reply's :data:`LAYOUT_KEY`
+        self._kinds: dict[int, str] = {}
+        self._text_lengths: dict[int, int] = {}
         self._context_management: Any = None
         self._stop_reason: Any = None
         self._stopped_message = False
@@ -555,15 +766,18 @@ class AnthropicStreamAccumulator:
             self._stopped.add(int(field_of(event, "index", -1)))
         elif kind == "content_block_delta":
             delta = field_of(event, "delta")
-            tool = self._tools.get(int(field_of(event, "index", -1)))
+            index = int(field_of(event, "index", -1))
+            tool = self._tools.get(index)
             if field_of(delta, "type") == "text_delta":
-                self._text.append(field_of(delta, "text", ""))
+                text = field_of(delta, "text", "")
+                self._text.append(text)
+                self._text_lengths[index] = self._text_lengths.get(index, 0) + len(text)
             elif field_of(delta, "type") == "input_json_delta" and tool is not None:
                 tool[2].append(field_of(delta, "partial_json", ""))
             elif field_of(delta, "type") == "compaction_delta" and self._compactions:
                 self._compaction_delta(delta)
             else:
-                self._thinking_delta(int(field_of(event, "index", -1)), delta)
+                self._thinking_delta(index, delta)
         elif kind == "message_delta":
             self._merge(field_of(event, "usage"))
             cm = field_of(event, "context_management")
@@ -575,6 +789,8 @@ class AnthropicStreamAccumulator:
     def _block_start(self, index: int, block: Any) -> None:
         """A new content block: tool calls, compaction and thinking are built up here."""
         kind = field_of(block, "type")
+        if kind in ("text", "tool_use", *_THINKING):
+            self._kinds[index] = kind
         if kind == "tool_use":
             index = index if index >= 0 else len(self._tools)
             self._tools[index] = (str(field_of(block, "id")), str(field_of(block, "name")), [])
@@ -631,14 +847,14 @@ class AnthropicStreamAccumulator:
         sent back later it would be refused (or, as a half call, answered by no
         ``tool_result``). Whole inputs are logged canonically (:func:`tool_arguments`).
         """
-        calls = []
+        calls = {}
         for index, (call_id, name, pieces) in sorted(self._tools.items()):
             try:
                 tool_input = json.loads("".join(pieces) or "{}")
             except ValueError:
                 continue
             if index in self._stopped:
-                calls.append(ToolCall(call_id, name, tool_arguments(tool_input)))
+                calls[index] = ToolCall(call_id, name, tool_arguments(tool_input))
         meta: dict[str, Any] = {}
         if self._compactions:
             meta[COMPACTION_KEY] = copy.deepcopy(self._compactions)
@@ -647,7 +863,22 @@ class AnthropicStreamAccumulator:
         ]
         if thinking:  # whole blocks only: a cut one has no valid signature
             meta[THINKING_KEY] = thinking
-        return Message("assistant", "".join(self._text), tool_calls=tuple(calls), metadata=meta)
+            layout = _interleaving(self._layout_entry(i, calls) for i in sorted(self._kinds))
+            if layout is not None:
+                meta[LAYOUT_KEY] = layout
+        return Message(
+            "assistant", "".join(self._text), tool_calls=tuple(calls.values()), metadata=meta
+        )
+
+    def _layout_entry(self, index: int, calls: Mapping[int, ToolCall]) -> str | int | None:
+        """The :data:`LAYOUT_KEY` entry of the block at ``index``, as :meth:`reply` keeps
+        it (None: left out, a tool call or thinking block the stream was cut inside)."""
+        kind = self._kinds[index]
+        if kind == "text":
+            return self._text_lengths.get(index, 0)
+        if kind == "tool_use":
+            return "tool_use" if index in calls else None
+        return "thinking" if index in self._stopped else None
 
     def extra(self) -> dict[str, Any]:
         """:func:`extra_of` for the stream so far."""
