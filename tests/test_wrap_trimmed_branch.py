@@ -195,7 +195,13 @@ def test_match_request_finds_a_trimmed_requests_run_in_the_conversation() -> Non
     assert match_request([a[0], u[1], a[1], u[2]], log) == Match(3, 4)  # a regenerate
     assert match_request([a[0], u[1], a[1], x], log) == Match(3, 4)  # an edit
     assert match_request([u[1], a[1], u[2], a[2]], log) == Match(3, 5)  # the reply again
-    assert match_request([u[1], Message("assistant", "b1"), x], log) == Match(1, 3)
+    assert match_request([a[0], u[1], Message("assistant", "b1"), x], log) == Match(2, 3)
+    # One message said again is a new turn, not a branch (a review: a note app that
+    # sends a fixed instruction and the new note lost every note but the last).
+    assert match_request([u[1], Message("assistant", "b1"), x], log) == Match(0, len(log))
+    assert match_request([u[1], x], log) == Match(0, len(log))  # its last two questions
+    notes = [u[0], a[0], u[3], u[1], a[1], u[3], u[2], a[2]]  # u[3]: "file this note"
+    assert match_request([u[3], u[4]], notes) == Match(0, len(notes))
     # A plain trimmed call is matched at the log's end, as before; so is a tie.
     assert match_request([u[2], a[2], x], log) == Match(2, 6)
     assert match_request([a[2], x], [*log[:4], a[2], u[3], a[2]]) == Match(1, 7)

@@ -464,7 +464,8 @@ def match_request(sent: Sequence[Message], logged: Sequence[Logged]) -> Match:
     start, run = 0, _run_length(sent, logged, 0)
     if max(known, run) < n - 1:  # neither rule finds all but its last message sent
         inner = _inner_run(sent, logged)
-        start, run = inner if inner[1] > run else (start, run)
+        if inner[1] >= MIN_INNER_RUN and inner[1] > run:
+            start, run = inner
     if run <= known:
         return Match(known, len(logged))
     at = min(run, n - 1)  # all of it said before: its last message is said again
@@ -479,6 +480,14 @@ def _run_length(sent: Sequence[Message], logged: Sequence[Logged], start: int) -
             break
         common += 1
     return common
+
+
+#: The fewest messages a run further on in the conversation must match for the request
+#: to branch there. Why not one: one message said again is a new turn (an app that
+#: sends a fixed instruction and the new note, or its last two questions), and taken for
+#: a branch, each call cut the turns after that message from the window and deleted
+#: their memories (a review: "dentist on Tuesday" gone).
+MIN_INNER_RUN = 2
 
 
 #: Turns before a request's own length that :func:`_inner_run` looks back over, beyond
