@@ -770,8 +770,6 @@ def keys_list(state: CliState, db: str | None, tenant: str | None, all_tenants: 
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
-    if tenant is not None and not tenant.strip():
-        raise click.BadParameter("must not be empty", param_hint="--tenant")
     if all_tenants and tenant is not None:
         raise click.UsageError("--all-tenants lists every tenant's keys: give no --tenant")
     listed = None if all_tenants else _keys_tenant(state, tenant)

@@ -113,7 +113,11 @@ class TenantMemories:
                 if memory.flush(step):
                     break
                 ran_out = deadline is not None and time.monotonic() >= deadline
-                if not unless_down or ran_out or self.worker.waiting_out_outage:
+                # A read-only store, or a worker that stopped, answers False at once:
+                # nothing to wait for (the drain spun its 30 s on a read-only file).
+                final = self.store.read_only or not self.worker.running
+                done = final or self.worker.waiting_out_outage
+                if not unless_down or ran_out or done:
                     return False
         return True
 
