@@ -30,6 +30,10 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("contextos")) / "memory.db"
 
 
+#: The one answer to an empty database path, wherever it is given.
+EMPTY_DB = "the database path is empty: pass a file path or a postgresql:// URL"
+
+
 def check_db(db: str) -> str:
     """Refuse a database setting that can only be a mistake; return it, a SQLite path
     starting with ``~`` with the home folder in its place (:func:`expanded_db`).
@@ -47,7 +51,7 @@ def check_db(db: str) -> str:
     if not isinstance(db, str):
         raise TypeError(f"the database must be a path or URL string, not {type(db).__name__}")
     if not db.strip():
-        raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
+        raise ConfigError(EMPTY_DB)
     from .store import check_location
 
     check_location(db)  # another URL scheme, a SQLite ``file:`` URI
@@ -193,7 +197,7 @@ def _no_empty_db(env: Mapping[str, str], given: object) -> None:
     default database of every app and of the CLI, silently, where ``CONTEXTOS_DB="  "``
     and ``--db ""`` were refused (a review)."""
     if given == "":
-        raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
+        raise ConfigError(EMPTY_DB)
     if given is None and env.get(_ENV["db"]) == "":
         raise ConfigError(
             f"the database path is empty: {_ENV['db']} is set to nothing; set it to a file "

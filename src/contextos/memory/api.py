@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
-from ..config import Settings, load_settings
+from ..config import EMPTY_DB, Settings, load_settings
 from ..embed import Embedder, make_embedder
 from ..engine.message_text import check_unicode
 from ..errors import ConfigError, Conflict, EmbedderUnavailable, NotFound, ScopeError
@@ -121,7 +121,7 @@ def _db_location(path_or_url: object) -> str:
     if not isinstance(location, str):  # a bytes path
         raise TypeError("the database path must be text (str or pathlib.Path), not bytes")
     if not location.strip():
-        raise ConfigError("the database path is empty: pass a file path or a postgresql:// URL")
+        raise ConfigError(EMPTY_DB)
     return location
 
 
