@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..cache import field_of
 from ..errors import ProviderError
 from ..types import Message, ToolCall
 from .core_memory import CorePrefix, compaction_point
@@ -183,7 +184,7 @@ class ToolLoop:
         if self.provider == "anthropic":
             system = kwargs.get("system") or []
             blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
-            out["system"] = [*blocks, {"type": "text", "text": core}]
+            out["system"] = [*blocks, _core_block(blocks, core)]
             out["tools"] = [*(kwargs.get("tools") or []), *anthropic_schemas()]
         else:
             messages = list(kwargs.get("messages") or [])
@@ -338,6 +339,24 @@ def _openai_with_owed(messages: list[Any], owed: Sequence[_Owed]) -> list[Any]:
                 break
         out += run
     return out
+
+
+def _core_block(system: Sequence[Any], core: str) -> dict[str, Any]:
+    """The core-memory snapshot as the system text block after the caller's ``system``
+    blocks, with the ``cache_control`` mark of the caller's last non-blank block, if any
+    (blank blocks are not sent).
+
+    Why: the wrapper reads an unmarked system block after the caller's last mark as one
+    that changes per call (a timestamp) and places no breakpoint after it. The snapshot
+    is byte-stable between compaction points (:class:`CorePrefix`), yet with an app that
+    marks its system prompt, as Anthropic's caching guide has it, it was read as such a
+    block: no request of a ``memory_tools`` session cached its history (a review). After a
+    caller's unmarked block the snapshot follows a changing block and stays unmarked.
+    """
+    block = {"type": "text", "text": core}
+    written = [b for b in system if str(field_of(b, "text") or "").strip()]
+    mark = field_of(written[-1], "cache_control") if written else None
+    return {**block, "cache_control": mark} if mark else block
 
 
 def _anthropic_result(call_id: str, outcome: ToolOutcome) -> dict[str, Any]:
