@@ -23,7 +23,8 @@ def default_db_path() -> Path:
 
     ``Memory()`` and a bare ``contextos list`` open this same file, whatever
     the current directory is, so what one writes the other reads. Its
-    directory is created by :func:`load_settings` when the default is chosen.
+    directory is created by :func:`load_settings` when the default is chosen, 0700, and
+    the store creates the file 0600 (``store.sqlite.create_private``).
     """
     import platformdirs
 
@@ -231,8 +232,11 @@ def load_settings(
     if not settings.db and default_db:
         path = default_db_path()
         # The default's directory is ours to create (any other path is the caller's);
-        # in a read-only home, opening the database will say what failed.
+        # in a read-only home, opening the database will say what failed. Owner-only,
+        # as ssh's and gh's: made with the default mode (0755 under umask 022), any
+        # local account could read the memories in it (a review). One that exists
+        # keeps the mode its owner gave it.
         with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         settings = replace(settings, db=str(path))
     return settings

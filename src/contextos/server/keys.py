@@ -36,6 +36,7 @@ from typing import Any
 
 from ..errors import ConfigError, MissingExtraError, NotFound, StoreError
 from ..store import _URL, forks
+from ..store.sqlite import create_private
 from ..types import validate_tenant
 
 KEY_PREFIX = "ctx_"
@@ -144,7 +145,10 @@ class _Sql:
     def _connect_sqlite(db: str) -> sqlite3.Connection:
         path = Path(db).expanduser()
         forks.check_not_inherited(path)  # its lock table would be the parent's
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only, as the store's file (create_private): the key rows name tenants.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if db != ":memory:":
+            create_private(path)
         conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")
         return conn

@@ -114,10 +114,19 @@ def install_ui(
 ) -> None:
     """Mount the inspector on ``app``: the page, its JSON routes, the security headers.
     Its windows are built in ``windows`` (the app's, shared with ``/v1``'s window route)."""
+    from fastapi import Depends
+
     from ..inspect_routes import inspect_router
+    from ..strict_query import strict_request
 
     app.include_router(page_router())
-    app.include_router(inspect_router(auth, tenants, tokenizer, windows=windows))
+    # Its JSON routes refuse an unknown or repeated query key, as /v1's do: mounted
+    # without the check, ?user_id=ana&user_id=bob listed bob's memories (a review). The
+    # page sends each key once, and only declared ones.
+    strict = [Depends(strict_request)]
+    app.include_router(
+        inspect_router(auth, tenants, tokenizer, windows=windows), dependencies=strict
+    )
     app.add_middleware(SecurityHeaders)
 
 

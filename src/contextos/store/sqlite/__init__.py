@@ -1411,6 +1411,21 @@ def opens_read_only(file: Path) -> bool:
     return file.exists() and not (os.access(file.parent, os.W_OK) and os.access(file, os.W_OK))
 
 
+def create_private(file: Path) -> None:
+    """Create a missing database ``file`` empty, readable and writable by its owner alone.
+
+    Why: SQLite made a new file ``0644 & ~umask``, so under the usual umask 022 every
+    local account could copy a store of personal memories (a review). An empty file is
+    a new database to SQLite, which then gives the -wal and -shm the main file's mode.
+    Made here with ``os.open``, not under a changed umask: the umask is the whole
+    process's, the host application's files too. A file that exists keeps its mode
+    (the operator's choice, ``O_EXCL``); one that cannot be made is left for SQLite,
+    whose error says why.
+    """
+    with contextlib.suppress(OSError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
     """Open (and migrate) the database file; read-only when its folder is not writable.
 
@@ -1429,6 +1444,7 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
             )
         folder_writable = os.access(file.parent, os.W_OK)
         read_only = opens_read_only(file)
+        create_private(file)  # a new file only: read_only is of one that exists
     try:
         if read_only:
             # A WAL database is read through its -shm: where the folder can hold one,
