@@ -19,6 +19,7 @@ import pytest
 from cli_support import run_cli
 from contextos.cli.main import load_all_commands, main
 from contextos.cli.text import shown
+from contextos.llm.media_tokens import OPENAI_UNKNOWN_IMAGE_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The ``contextos`` group with every command added (they load on first use).
@@ -319,7 +320,11 @@ def test_count_counts_the_text_of_content_parts(
     )
     counted = [json.loads(_count(f, capsys)[1]) for f in (plain, parts)]
     assert counted[0]["kind"] == counted[1]["kind"] == "messages"
-    assert counted[1]["tokens"] == counted[0]["tokens"]
+    # The text parts count as the plain text does, and the image by its price: an image
+    # at a URL (its size unread) costs the most OpenAI's rule gives (session 39: it was
+    # counted as 0 tokens, and the total was too low).
+    assert counted[1]["tokens"] == counted[0]["tokens"] + OPENAI_UNKNOWN_IMAGE_TOKENS
+    assert counted[1]["estimate"] is True
 
 
 @pytest.mark.parametrize("content", [None, 12, [{"type": "text", "text": None}]])

@@ -236,6 +236,21 @@ def _mark_last(content: list[dict[str, Any]], mark: dict[str, Any]) -> None:
         content[-1].setdefault("cache_control", mark)
 
 
+#: The most ``max_tokens`` a rendered request body gets unless the caller asks for more.
+#: Why: the official SDKs refuse a non-streaming request they expect to outlast 10
+#: minutes (the Python SDK above about 21,333 tokens), and a 1M-context model's output
+#: reserve is 62,500: the body of :func:`render_anthropic`, ``contextos window --format
+#: anthropic`` and the server's window route could not be sent as it was (a review).
+SDK_MAX_TOKENS = 16_384
+
+
+def default_max_tokens(model: ModelInfo) -> int:
+    """The ``max_tokens`` of a request body rendered for ``model`` when the caller gives
+    none: the model's output reserve, at most :data:`SDK_MAX_TOKENS`. The window's budget
+    still holds, as it keeps the whole reserve free."""
+    return min(model.default_output_reserve(), SDK_MAX_TOKENS)
+
+
 def render_anthropic(
     window: Window,
     model: ModelInfo,
@@ -251,6 +266,7 @@ def render_anthropic(
     (an empty or blank reply in the log) is left out, as the API refuses it; a
     breakpoint planned after it goes on the turn before it. Messages that would
     open on the assistant get a user message first (:func:`open_on_user`).
+    ``max_tokens``: as given, else :func:`default_max_tokens`.
 
     ``keep_empty``: such a turn stays in place with an empty content list, and no
     opening is added, so messages map one to one to the window's turns; the caller
@@ -285,7 +301,7 @@ def render_anthropic(
         messages.append({"role": "user", "content": final})
     body: dict[str, Any] = {
         "model": model.name,
-        "max_tokens": max_tokens or model.default_output_reserve(),
+        "max_tokens": max_tokens or default_max_tokens(model),
     }
     if tools:
         body["tools"] = tools

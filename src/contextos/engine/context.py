@@ -1011,10 +1011,25 @@ class SessionContext:
         if self.budget is None:
             largest = model.largest_budget(reserve)
             if largest <= 0:  # else a compaction step's "give a budget of at least ..."
+                # An unknown model's window is the stand-in's: said as assumed, with the
+                # fixes that work (a review: stated as fact, it sent the user to ask for
+                # fewer output tokens from a model that takes them).
+                window, fix = (
+                    (f"{model.name}'s context window is", "ask for fewer output tokens")
+                    if model.registered
+                    else (
+                        f"{model.name} is not in contextos's model registry, so its context "
+                        "window is assumed to be",
+                        "declare the model with contextos.llm.models.register_model("
+                        "ModelInfo(...)) to budget it by its real window, give an explicit "
+                        "budget= (used as given for an unknown model), or ask for fewer "
+                        "output tokens",
+                    )
+                )
                 raise BudgetError(
-                    f"{model.name}'s context window is {model.context_window:,} tokens and "
+                    f"{window} {model.context_window:,} tokens and "
                     f"{reserve:,} are reserved for the output (max_tokens), which leaves no "
-                    "room for the input: ask for fewer output tokens",
+                    f"room for the input: {fix}",
                     requested=reserve,
                     available=model.context_window,
                 )

@@ -500,7 +500,7 @@ def model_key(name: str) -> str:
     (``gpt-4o-2024-11-20``, ``claude-3-haiku-20240307``, Vertex AI's
     ``claude-sonnet-4-5@20250929``) loses its date, so it resolves to its family's entry.
     A snapshot whose limits differ from its family's is registered under its own id
-    (``gpt-4o-2024-05-13``), which wins.
+    (``gpt-4o-2024-05-13``, or one an app registers), which wins, in its Bedrock form too.
 
     Example:
         >>> model_key("anthropic.claude-sonnet-4-5-20250929-v1:0")
@@ -509,10 +509,11 @@ def model_key(name: str) -> str:
         'claude-sonnet-4-6'
     """
     key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    if key in MODELS:
-        return key
     bare = _BEDROCK_SUFFIX.sub("", _BEDROCK_PREFIX.sub("", key)) if "anthropic." in key else key
+    for candidate in dict.fromkeys((key, bare)):  # the most specific registered name wins
+        resolved = ALIASES.get(candidate, candidate)
+        if resolved in MODELS:
+            return resolved
     bare = _DATE_SUFFIX.sub("", bare)
     return ALIASES.get(bare, bare)
 
@@ -524,12 +525,19 @@ def register_model(info: ModelInfo, *aliases: str) -> ModelInfo:
     limit, prices and minimum cacheable prompt, and a budget over its window is refused
     as for any registered model. Names are matched as :func:`model_key` does (any case).
 
+    A name that is a built-in alias (a dated snapshot such as
+    ``claude-sonnet-4-5-20250929``, a ``-latest`` id, ``sonnet``/``opus``/``haiku``) is
+    an alias no more: the registration is what it names. Why: aliases are read before
+    the models, so the registration was never read, and ``wrap()`` budgeted a model
+    registered with 32,000 tokens by its family's 200,000 (a review).
+
     Example:
         >>> register_model(ModelInfo("my-llama", "open", 32_768, 4_096, 0,
         ...                          Prices(0, 0, 0, 0, 0)))              # doctest: +SKIP
     """
     key = info.name.strip().lower()
     MODELS[key] = info
+    ALIASES.pop(key, None)
     for alias in aliases:
         ALIASES[alias.strip().lower()] = key
     return info

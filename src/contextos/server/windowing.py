@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from contextos.cache.render import render_anthropic, render_openai
+from contextos.cache.render import default_max_tokens, render_anthropic, render_openai
 from contextos.engine.session import context_window, search_scope, window_budget
 from contextos.engine.window import Overflow, Window
 from contextos.llm.models import ModelInfo, get_model
@@ -43,7 +43,7 @@ class WindowRequest:
     #: The provider request body to answer too (None: none).
     format: Literal["anthropic", "openai"] | None = None
     #: That body's max_tokens (None: the model's output reserve, at most
-    #: :data:`SDK_MAX_TOKENS`).
+    #: :data:`~contextos.cache.render.SDK_MAX_TOKENS`).
     max_tokens: int | None = None
 
 
@@ -155,24 +155,18 @@ def window_dict(window: Window) -> dict[str, Any]:
     }
 
 
-#: The most ``max_tokens`` a ready request gets unless the client asks for more. Why:
-#: the official SDKs refuse a non-streaming request they expect to outlast 10 minutes
-#: (the Python SDK above about 21,333 tokens), and a 1M-context model's output reserve
-#: is 62,500: the request this server answered could not be sent as it was (a review).
-SDK_MAX_TOKENS = 16_384
-
-
 def request_body(window: Window, req: WindowRequest) -> dict[str, Any] | None:
     """The provider request body for ``window`` in ``req.format`` (None: not asked for):
     :func:`~contextos.cache.render.render_anthropic` (``cache_control`` on the planned
     breakpoints) or :func:`~contextos.cache.render.render_openai` (``prompt_cache_key``
     set), so a client in another language sends what the library would, byte for byte;
     ``max_tokens`` (openai: ``max_completion_tokens``) as asked, else the model's output
-    reserve, at most :data:`SDK_MAX_TOKENS`."""
+    reserve, at most 16,384 (:func:`~contextos.cache.render.default_max_tokens`, the
+    default of ``render_anthropic`` and ``contextos window`` too)."""
     if req.format is None:
         return None
     model = get_model(req.model)
-    max_tokens = req.max_tokens or min(model.default_output_reserve(), SDK_MAX_TOKENS)
+    max_tokens = req.max_tokens or default_max_tokens(model)
     if req.format == "anthropic":
         return render_anthropic(window, model, max_tokens=max_tokens)
     return {**render_openai(window, model), "max_completion_tokens": max_tokens}
