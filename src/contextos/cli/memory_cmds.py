@@ -180,7 +180,9 @@ def _where_param(
 ) -> dict[str, Any]:
     """Callback of ``--where KEY=VALUE`` (repeatable): the metadata filter ``Filter``
     takes. VALUE is read as JSON when it is a JSON number, ``true`` or ``false``, or
-    a quoted string, else as the text given (``--where mood=tired``)."""
+    a quoted string, else as the text given (``--where mood=tired``). ``NaN``,
+    ``Infinity`` and ``-Infinity`` are no JSON numbers, so they are text too (Python's
+    ``json.loads`` reads them as floats, which no filter takes: exit 2, a review)."""
     out: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
@@ -189,7 +191,7 @@ def _where_param(
         if key in out:  # all must hold: a key cannot equal two values
             raise click.BadParameter(f"{key!r} is given twice", param=param)
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, parse_constant=_no_json_constant)
         except ValueError:
             value = raw
         if not isinstance(value, (str, int, float, bool)):
@@ -201,6 +203,13 @@ def _where_param(
             raise click.BadParameter(str(exc), param=param) from None
         out[key] = value
     return out
+
+
+def _no_json_constant(name: str) -> Any:
+    """``json.loads``'s ``parse_constant``: refuse ``NaN``, ``Infinity`` and
+    ``-Infinity``, which JSON does not have (a ValueError, so ``--where`` reads the
+    value as text)."""
+    raise ValueError(f"{name} is not JSON")
 
 
 #: ``--where``, on ``search`` and ``list``.

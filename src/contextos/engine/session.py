@@ -1747,6 +1747,39 @@ class Session:
         )
 
     # -- the window ------------------------------------------------------------------
+    def participants_hits(self, hits: Sequence[Hit]) -> Sequence[Hit]:
+        """``hits`` less, when this Session names an agent and no user, those naming a
+        user who takes no part in this session: no memory, turn or row of the session
+        names them (``Store.sessions`` of that user and this session, the rule
+        ``Memory.sessions`` lists by). The agent's own memories (naming no user) and
+        the memories of this session stay; with a user, ``hits`` is kept as given.
+
+        Why: a window asked with the agent's id alone (``POST /v1/sessions/{sid}/window``
+        with ``{"agent_id": "bot"}``, MCP ``assemble_window``) searches the agent's
+        whole scope (:func:`search_scope`), every user's memories of that agent, and
+        placed another user's memories in this user's prompt (a review). A user's
+        memories are looked up once per user named, only when one is."""
+        if self.scope.user_id is not None or self.scope.agent_id is None:
+            return hits
+        here = self.session_id
+        named = {
+            h.record.user_id
+            for h in hits
+            if h.record.user_id is not None and h.record.session_id != here
+        }
+        taking_part = {
+            user
+            for user in named
+            if self.store.sessions(Scope(tenant=self.scope.tenant, user_id=user, session_id=here))
+        }
+        return [
+            h
+            for h in hits
+            if h.record.user_id is None
+            or h.record.session_id == here
+            or h.record.user_id in taking_part
+        ]
+
     def window(
         self,
         model: ModelInfo,
@@ -1769,11 +1802,16 @@ class Session:
         older ones are listed as left out after it (:func:`_history_items`): it is the
         window of the whole history, and past reading the log its cost follows what it
         places.
+
+        ``hits``: the memories to place. A Session of an agent with no user places
+        none that names a user who takes no part in this session
+        (:meth:`participants_hits`).
         """
         total = window_budget(model, budget)
         state = self.state()
         turns = self.conversation(state)
         items, cut = _history_items(turns, state, self.tokenizer, total)
+        hits = self.participants_hits(hits)
 
         def build(history: Sequence[Item]) -> Window:
             return context_window(

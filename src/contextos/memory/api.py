@@ -767,10 +767,15 @@ class Memory:
     def forget(self, user_id: str | None = None, *, session_id: str | None = None) -> int:
         """Erase everything of one user, or of one session (exactly one of the two).
 
-        A user: memories, history, session logs, vectors; in the user's sessions also
-        records and turns that name no user. A session: its log (turns, metadata) and
-        every memory of it whoever it names, with their history and vectors (why: a
-        log written with only an agent or session id named no user to forget).
+        A user: the memories, history, turns and session rows that name them, with
+        the vectors; and in their sessions (``sessions(user_id=...)``: those in which
+        a memory, a turn or the session's row names them) that no other user takes
+        part in, also the memories and turns that name no user (the assistant's
+        replies, which quote them). In a session another user takes part in (a group
+        chat) those stay: the agent's replies and notes are everyone's (forget the
+        session to remove them). A session: its log (turns, metadata) and every
+        memory of it whoever it names, with their history and vectors (why: a log
+        written with only an agent or session id named no user to forget).
         Both: copies of the erased text in other records' reply context. SQLite: no
         byte of it is left in the file or its -wal once this returns; if a reader
         still holds old pages, StoreError is raised and the erasure completes when
@@ -855,7 +860,12 @@ class Memory:
         page at a time: least recently active first, or with ``order="newest"`` most
         recently active first (so the newest are on the first page however many there
         are). What ``GET /v1/sessions`` and ``contextos session list`` page through;
-        open one with ``Session(memory, session_id)``."""
+        open one with ``Session(memory, session_id)``.
+
+        A user's (or agent's) sessions are those in which a turn, a memory or the
+        session's row names them, whoever logged the first turn (a group chat is each
+        participant's); with both, the sessions of each. ``forget`` of the user
+        reaches these sessions (and those holding only memories of theirs, no log)."""
         if order not in ("oldest", "newest"):
             raise ValueError(f"order must be 'oldest' or 'newest', not {order!r}")
         _check_limit(limit)

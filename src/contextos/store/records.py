@@ -651,17 +651,76 @@ LOCK_SESSION_PREFIX = "contextos.lock."
 def list_sessions(
     read: Callable[[str, Sequence[object]], Sequence[Any]], scope: Scope, *, mark: str
 ) -> list[str]:
-    """The session ids of ``scope``'s tenant, narrowed to its user and agent when set,
-    oldest activity first; not the reserved ones that hold a lock's state
-    (:data:`LOCK_SESSION_PREFIX`), which are no conversation."""
+    """The ids of ``scope``'s tenant's session logs (those with a row in
+    ``session_meta``), oldest activity first; of its user and of its agent when set
+    (:func:`owner_sessions`: both, when both are); only ``scope.session_id`` when set
+    (so ``[session_id]`` or ``[]`` answers whether the user or agent takes part in
+    it). Not the reserved ones that hold a lock's state (:data:`LOCK_SESSION_PREFIX`),
+    which are no conversation."""
     sql = f"SELECT session_id FROM session_meta WHERE tenant = {mark}"
     sql += f" AND session_id NOT LIKE {mark}"
     params: list[object] = [scope.tenant, f"{LOCK_SESSION_PREFIX}%"]
-    for col in ("user_id", "agent_id"):
-        if getattr(scope, col) is not None:
-            sql += f" AND {col} = {mark}"
-            params.append(getattr(scope, col))
+    if scope.session_id is not None:
+        sql += f" AND session_id = {mark}"
+        params.append(scope.session_id)
+    for column in ("user_id", "agent_id"):
+        if getattr(scope, column) is not None:
+            owned, owned_params = owner_sessions(scope, column, mark=mark)
+            sql += f" AND session_id IN ({owned})"
+            params.extend(owned_params)
     return [r[0] for r in read(sql + " ORDER BY updated_at, session_id", params)]
+
+
+#: The tables whose rows name who takes part in a session: its memories, its logged
+#: turns and its own row (which names whoever wrote to the session first).
+PARTICIPATION_TABLES = ("memories", "turns", "session_meta")
+
+
+def participation_selects(
+    tenant: str, condition: str, params: Sequence[object], *, mark: str
+) -> list[tuple[str, list[object]]]:
+    """One SELECT per table of :data:`PARTICIPATION_TABLES`, with its parameters, of
+    the ids of ``tenant``'s sessions in which a memory, a logged turn or the session's
+    row passes ``condition``: SQL on the columns the three share (``user_id``,
+    ``agent_id``, ``session_id``), with its ``params``. A memory of no session has no
+    ``session_id``: unless ``condition`` tests it, NULL is among the ids."""
+    return [
+        (
+            f"SELECT DISTINCT session_id FROM {table} WHERE tenant = {mark} AND {condition}",
+            [tenant, *params],
+        )
+        for table in PARTICIPATION_TABLES
+    ]
+
+
+def sessions_where(
+    tenant: str, condition: str, params: Sequence[object], *, mark: str
+) -> tuple[str, list[object]]:
+    """:func:`participation_selects` as one SELECT (their UNION) and its parameters."""
+    selects = participation_selects(tenant, condition, params, mark=mark)
+    return " UNION ".join(sql for sql, _ in selects), [p for _, args in selects for p in args]
+
+
+def owner_sessions(scope: Scope, column: str, *, mark: str) -> tuple[str, list[object]]:
+    """A SELECT of the sessions of ``scope``'s user (``column`` ``"user_id"``) or agent
+    (``"agent_id"``): those in which a memory, a logged turn or the session's row names
+    them; only ``scope.session_id`` when set. With its parameters.
+
+    The one meaning of "a user's sessions", for listing them (:func:`list_sessions`)
+    and erasing them (:func:`user_sessions`). Why: the listing read only the session's
+    row, which names whoever wrote first, so a user whose app logged the system prompt
+    first, or who spoke in a group chat another opened, had no sessions in the list,
+    while ``forget`` found their turns there and erased them (a review). A user's rows
+    are read through the indexes on the user (``memories_scope``, ``turns_user``), so
+    the cost follows their rows, not the tenant's; the turns have no index on the
+    agent, so an agent's sessions read the tenant's turns (on SQLite about 100 ms per
+    100,000 turns)."""
+    condition = f"{column} = {mark} AND session_id IS NOT NULL"
+    params: list[object] = [getattr(scope, column)]
+    if scope.session_id is not None:
+        condition += f" AND session_id = {mark}"
+        params.append(scope.session_id)
+    return sessions_where(scope.tenant, condition, params, mark=mark)
 
 
 def swap_session_meta_row(
@@ -948,6 +1007,7 @@ class ErasedRows:
 
 
 def erased_rows(
+    cur: Any,
     scope: Scope,
     sessions: Sequence[str],
     *,
@@ -956,25 +1016,44 @@ def erased_rows(
     listed: Callable[[Sequence[str]], object],
 ) -> ErasedRows:
     """The rows ``forget(scope)`` removes (see :class:`ErasedRows`), ``sessions`` being
-    :func:`erased_sessions`'s answer; ``any_of(column)`` is the dialect's test that a
-    column is one of a list given as one parameter, made by ``listed``.
+    :func:`erased_sessions`'s answer, read in the erasure's transaction behind ``cur``;
+    ``any_of(column)`` is the dialect's test that a column is one of a list given as
+    one parameter, made by ``listed``.
 
-    A user: their rows, and in their sessions the rows that name no user (an
-    assistant's replies, turns added with only a session id). A session: every row
-    of it, whoever it names."""
+    A user: their rows, and in those of their sessions that no other user takes part
+    in (:func:`shared_sessions`) the rows that name no user (an assistant's replies,
+    turns added with only a session id or an agent id). A session: every row of it,
+    whoever it names.
+
+    Why not in a shared session: in a group chat the rows naming no user are the
+    agent's replies and notes to everyone; erasing one user took the replies to the
+    others and the agent's notes about them (a review). In a one-to-one chat they
+    answer the user and quote them, so they go with the user."""
     m, in_sessions = mark, any_of("session_id")
     t, listed_sessions = scope.tenant, listed(sessions)
     if scope.user_id is None:
         where = f"tenant = {m} AND {in_sessions}"
         args: tuple[object, ...] = (t, listed_sessions)
         return ErasedRows(where, args, where, args, None, m, any_of, listed)
+    shared = shared_sessions(cur, scope, sessions, mark=m, any_of=any_of, listed=listed)
+    listed_own = listed([s for s in sessions if s not in shared])
     records = f"tenant = {m} AND (user_id = {m} OR (user_id IS NULL AND {in_sessions}))"
     # Turns of the listed sessions only (on PostgreSQL those it locked): a session the
     # user began after they were read is written after this erasure.
-    turns = f"tenant = {m} AND {in_sessions} AND (user_id = {m} OR user_id IS NULL)"
+    turns = (
+        f"tenant = {m} AND ((user_id = {m} AND {in_sessions}) "
+        f"OR (user_id IS NULL AND {in_sessions}))"
+    )
     u = scope.user_id
     return ErasedRows(
-        records, (t, u, listed_sessions), turns, (t, listed_sessions, u), u, m, any_of, listed
+        records,
+        (t, u, listed_own),
+        turns,
+        (t, u, listed_sessions, listed_own),
+        u,
+        m,
+        any_of,
+        listed,
     )
 
 
@@ -998,17 +1077,42 @@ def erased_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
 
 
 def user_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
-    """The sessions a ``forget(scope)`` reaches: every session in which the user has a
-    memory, a logged turn or session metadata."""
-    m = mark
-    rows = cur.execute(
-        f"SELECT session_id FROM memories WHERE tenant = {m} AND user_id = {m} "
-        "AND session_id IS NOT NULL UNION "
-        f"SELECT session_id FROM turns WHERE tenant = {m} AND user_id = {m} UNION "
-        f"SELECT session_id FROM session_meta WHERE tenant = {m} AND user_id = {m}",
-        (scope.tenant, scope.user_id) * 3,
-    ).fetchall()
-    return [r[0] for r in rows]
+    """The sessions a ``forget(scope)`` reaches: the user's (:func:`owner_sessions`,
+    which ``Memory.sessions(user_id=...)`` lists too), every one in which they have a
+    memory, a logged turn or the session's row."""
+    sql, params = owner_sessions(scope, "user_id", mark=mark)
+    return [r[0] for r in cur.execute(sql, params).fetchall()]
+
+
+def shared_sessions(
+    cur: Any,
+    scope: Scope,
+    sessions: Sequence[str],
+    *,
+    mark: str,
+    any_of: Callable[[str], str],
+    listed: Callable[[Sequence[str]], object],
+) -> set[str]:
+    """Those of ``sessions`` in which a user other than ``scope``'s takes part (a memory,
+    a logged turn or the session's row names them, as :func:`owner_sessions` reads it):
+    a group chat. Read through each table's session index, so the cost follows the
+    sessions' rows.
+
+    Why one statement per table, each ``SELECT DISTINCT``, the sessions tested first:
+    in one UNION, or in another order, SQLite read the tenant's whole
+    ``memories_scope`` index to find the memories of a few sessions (40 ms at 300,000
+    memories, where ``memories_session`` answers in 1 ms)."""
+    if not sessions:
+        return set()
+    found: set[str] = set()
+    for sql, params in participation_selects(
+        scope.tenant,
+        f"{any_of('session_id')} AND user_id <> {mark}",
+        [listed(sessions), scope.user_id],
+        mark=mark,
+    ):
+        found.update(r[0] for r in cur.execute(sql, params).fetchall())
+    return found
 
 
 class PatchUpdates(ABC):

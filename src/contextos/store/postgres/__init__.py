@@ -647,7 +647,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 raise _SessionsMoved  # rolled back: the next try locks them all in order
             lock_sessions(cur, t, more)
             sessions = [*sessions, *sorted(more)]
-            rows = shared.erased_rows(scope, sessions, mark="%s", any_of=_any_of, listed=list)
+            rows = shared.erased_rows(cur, scope, sessions, mark="%s", any_of=_any_of, listed=list)
             doomed = cur.execute(
                 f"DELETE FROM memories WHERE {rows.records} RETURNING id, text", rows.record_args
             ).fetchall()

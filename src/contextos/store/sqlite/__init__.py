@@ -601,7 +601,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         t = scope.tenant
         with self._write() as db:
             sessions = shared.erased_sessions(db, scope, mark="?")
-            rows = shared.erased_rows(scope, sessions, mark="?", any_of=_any_of, listed=_listed)
+            rows = shared.erased_rows(db, scope, sessions, mark="?", any_of=_any_of, listed=_listed)
             doomed = db.execute(
                 f"SELECT id, text FROM memories WHERE {rows.records}", rows.record_args
             ).fetchall()
