@@ -40,13 +40,14 @@ from .gate import AuthGate, HeadAsGet, JsonBody, Utf8Url, allowed_methods
 from .keys import KEY_CACHE_TTL, KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .shutdown import ShutdownAnswer
-from .stop_watch import exit_when_stuck
+from .stop_watch import CLOSE_RESERVE_S, ShutdownClock, begin_on_signals, exit_when_stuck
 from .tenants import TenantMemories
 from .window_slots import ClientGone, WindowSlots
 
 log = logging.getLogger("contextos.server")
 
-#: Seconds shutdown waits for pending embeddings before leaving them to the next start.
+#: Seconds shutdown waits for pending embeddings before leaving them to the next start,
+#: at most: no more than its shutdown's limit leaves (:class:`.stop_watch.ShutdownClock`).
 SHUTDOWN_FLUSH_S = 30.0
 
 #: Net new container objects between young-generation garbage collections in a
@@ -171,16 +172,21 @@ def create_app(
     async def lifespan(_: Any) -> AsyncIterator[None]:
         if close_on_shutdown:
             tune_gc_for_serving()
+        clock = ShutdownClock()
+        store_closed = threading.Event()
+        if own_process:  # the limit counts from the stop signal, not from here
+            begin_on_signals(clock)
+            exit_when_stuck(clock, store_closed)
         try:
             yield
         finally:
-            closed = threading.Event()
-            if own_process:
-                exit_when_stuck(closed)
+            clock.begin()  # a shutdown no signal began
             try:
                 # Drain embeddings, but not a whole re-embedding backlog (vectors queued
                 # again after an upgrade): the rest stays pending for the next process.
-                if not tenants.flush(SHUTDOWN_FLUSH_S, unless_down=True):
+                # The wait for requests in flight may have taken most of the limit.
+                drain_s = clock.share(SHUTDOWN_FLUSH_S, leave_s=CLOSE_RESERVE_S)
+                if not tenants.flush(drain_s, unless_down=True):
                     log.warning("embeddings still pending at shutdown; the next start embeds them")
             except Exception as exc:  # noqa: BLE001 - logged; pending rows stay pending
                 log.warning("pending embeddings not drained at shutdown: %s", exc)
@@ -188,7 +194,7 @@ def create_app(
                 if close_on_shutdown:
                     close()
             finally:
-                closed.set()
+                store_closed.set()
 
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and nothing
     # here may need the internet. The schema is at /openapi.json for any local viewer.
