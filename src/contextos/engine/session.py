@@ -1639,6 +1639,20 @@ class Session:
         state = self.state()
         return history_tokens(as_sent(self.conversation(state), state), state, self.tokenizer)
 
+    def _check_tenant_of(self, memory: MemoryLike | None) -> None:
+        """Refuse a ``memory`` of another tenant than this Session's (``ScopeError``).
+
+        Why: an offload archives the session's turns with ``memory.add``, into the
+        memory's tenant: a session of tenant ``acme`` compacted with tenant ``beta``'s
+        Memory filed acme's turns in beta, where beta's searches found them and acme's
+        ``forget`` never reached them (a review). ``wrap()`` refused the same pairing."""
+        theirs = getattr(memory, "tenant", None)
+        if memory is not None and theirs is not None and theirs != self.scope.tenant:
+            raise ScopeError(
+                f"the Session is of tenant {self.scope.tenant!r} but the memory given is of "
+                f"tenant {theirs!r}: compact with a Memory of the Session's tenant"
+            )
+
     def compact(
         self,
         budget: int,
@@ -1684,6 +1698,7 @@ class Session:
         # so a state planned on turns that include erased ones can never be saved.
         if strategy == "offload" and memory is None:
             raise ValueError("the offload strategy needs a memory to archive into")
+        self._check_tenant_of(memory)
         leftover = self._finish_archive(memory) if memory is not None else 0
         state, meta, revision = self._read_state()
         turns = as_sent(self.conversation(state), state)  # as a window sends them
