@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from contextos.engine.conversation import result_text
 from contextos.engine.window import TOOL_RESULTS_KEY as TOOL_RESULTS_KEY
 from contextos.engine.window import Block, Window, canonical_json
 from contextos.llm.media_tokens import results_digest
@@ -159,7 +160,7 @@ def _anthropic_turn(
         results = _tool_result_blocks(msg)
         if unsendable:
             results = [r for r in results if r.get("tool_use_id") not in unsendable]
-        return "user", results
+        return "user", [_result_for_anthropic(r) for r in results]
     role = "assistant" if msg.role == "assistant" else "user"
     blocks: list[dict[str, Any]] = []
     if msg.content.strip():
@@ -167,8 +168,36 @@ def _anthropic_turn(
     for call in msg.tool_calls:
         given = tool_input(call.arguments)
         if given is not None:
-            blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": given})
+            use = {"type": "tool_use", "id": anthropic_id(call.id), "name": call.name}
+            blocks.append({**use, "input": given})
     return role, blocks
+
+
+#: The ``tool_use`` ids the Messages API accepts.
+_ANTHROPIC_ID = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+def anthropic_id(call_id: str) -> str:
+    """``call_id`` as a ``tool_use`` id the Messages API accepts: as it is when it does;
+    else with each character outside ``[a-zA-Z0-9_-]`` as ``_`` and a digest of the whole
+    id after it, so two ids that read alike so (``a.b``, ``a:b``) stay two. The same id
+    always maps alike, in the call and in its results.
+
+    Why: OpenAI-compatible servers write ids the Messages API refuses
+    (``functions.weather:0``, Moonshot's Kimi K2), and a session that fell back to
+    Anthropic sent them on every call (a review), as :func:`_openai_name` keeps out
+    names Chat Completions refuses. The log keeps the ids as they came."""
+    if _ANTHROPIC_ID.fullmatch(call_id):
+        return call_id
+    digest = hashlib.blake2b(call_id.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+    return f"{re.sub(r'[^a-zA-Z0-9_-]', '_', call_id[:64])}_{digest}"
+
+
+def _result_for_anthropic(block: dict[str, Any]) -> dict[str, Any]:
+    """A ``tool_result`` block with its call's id as the API accepts it (:func:`anthropic_id`)."""
+    if block.get("type") != "tool_result":
+        return block
+    return {**block, "tool_use_id": anthropic_id(str(block.get("tool_use_id") or ""))}
 
 
 def _last_sent(
@@ -349,9 +378,72 @@ def _openai_name(msg: Message | None) -> str | None:
     return name if name is not None and _OPENAI_NAME.fullmatch(name) else None
 
 
-def _openai_turn(msg: Message) -> dict[str, Any]:
+def _openai_turns(msg: Message) -> list[dict[str, Any]]:
+    """The Chat Completions messages of one logged turn: one, but for a turn of several
+    tool results (:func:`_openai_results`)."""
     if msg.role == "tool":
-        return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.content}
+        return _openai_results(msg)
+    return [_openai_turn(msg)]
+
+
+def _openai_results(msg: Message) -> list[dict[str, Any]]:
+    """A tool-result turn as ``tool`` messages: one per result it holds, each with its own
+    text (cleared: the stub), then a user message of any text sent beside them.
+
+    Why: the Anthropic adapter logs parallel results as one turn (its blocks in
+    :data:`TOOL_RESULTS_KEY`), and it went out as one tool message of their texts
+    joined, answering the first call alone: Chat Completions refuses an assistant
+    message whose every ``tool_call_id`` has no tool message after it, so every OpenAI
+    call of a session that ever ran parallel tools on Anthropic failed (a review)."""
+    if TOOL_RESULTS_KEY not in msg.metadata:  # logged a turn per result
+        return [_openai_tool_message(msg)]
+    blocks = _tool_result_blocks(msg)
+    results = [b for b in blocks if b.get("type") == "tool_result"]
+    if len(results) < 2:
+        return [_openai_tool_message(msg)]
+    out: list[dict[str, Any]] = [
+        {
+            "role": "tool",
+            "tool_call_id": str(b.get("tool_use_id") or ""),
+            "content": result_text(b.get("content", "")),
+        }
+        for b in results
+    ]
+    said = "\n".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
+    if said.strip():
+        out.append({"role": "user", "content": said})
+    return out
+
+
+def _openai_tool_message(msg: Message) -> dict[str, Any]:
+    """A tool-result turn as one ``tool`` message: its text, answering its own call."""
+    return {"role": "tool", "tool_call_id": msg.tool_call_id or "", "content": msg.content}
+
+
+def _openai_block(block: Block, per_turn: bool) -> list[dict[str, Any]]:
+    """The messages of a history block (:func:`_openai_turns`; ``per_turn``: see
+    :func:`render_openai`)."""
+    if block.message is None:
+        return [{"role": block.role, "content": block.text}]
+    if per_turn and block.message.role == "tool":
+        return [_openai_tool_message(block.message)]
+    return _openai_turns(block.message)
+
+
+def openai_messages_of(window: Window) -> list[int]:
+    """How many messages each block of ``window`` is in :func:`render_openai`'s body
+    before its final user message: one for a system block or a turn, one per result
+    for a turn of several tool results (:func:`_openai_turns`), none for the others
+    (tools, and the context and question parts of the final message)."""
+    return [
+        (len(_openai_turns(b.message)) if b.message is not None else 1)
+        if b.kind == "messages"
+        else int(b.kind == "system")
+        for b in window.blocks
+    ]
+
+
+def _openai_turn(msg: Message) -> dict[str, Any]:
     role = msg.metadata.get(OPENAI_ROLE_KEY, msg.role) if msg.role == "system" else msg.role
     out: dict[str, Any] = {"role": role, "content": msg.content}
     if _openai_name(msg) is not None:
@@ -389,9 +481,14 @@ def prompt_cache_key(window: Window) -> str:
 
 
 def render_openai(
-    window: Window, model: ModelInfo, *, cache_key: str | None = None
+    window: Window, model: ModelInfo, *, cache_key: str | None = None, per_turn: bool = False
 ) -> dict[str, Any]:
-    """The Chat Completions request body: stable prefix first, ``prompt_cache_key`` set."""
+    """The Chat Completions request body: stable prefix first, ``prompt_cache_key`` set.
+
+    A turn of several tool results is one ``tool`` message per result
+    (:func:`openai_messages_of`). ``per_turn``: one message per turn all the same, its
+    results' text joined (a body to hash block by block, as
+    :func:`~contextos.cache.simulate.cache_request` does; no request to send)."""
     _check_order(window)
     tools = [_openai_tool(b.text) for b in window.blocks if b.kind == "tools"]
     messages: list[dict[str, Any]] = []
@@ -401,11 +498,7 @@ def render_openai(
         if b.kind == "system":
             messages.append({"role": "system", "content": b.text})
         elif b.kind == "messages":
-            messages.append(
-                _openai_turn(b.message)
-                if b.message is not None
-                else {"role": b.role, "content": b.text}
-            )
+            messages += _openai_block(b, per_turn)
         elif b.kind in ("context", "question"):
             final.append({"type": "text", "text": b.text})
             if b.kind == "question":
@@ -424,11 +517,12 @@ def render(
     window: Window, model: ModelInfo, wire: WireFormat, *, keep_empty: bool = False
 ) -> dict[str, Any]:
     """Render for ``wire`` (``anthropic`` or ``openai``); ``keep_empty``: see
-    :func:`render_anthropic` (the OpenAI body always maps turn to message)."""
+    :func:`render_anthropic` (for OpenAI: one message per turn, ``per_turn`` of
+    :func:`render_openai`)."""
     if wire == "anthropic":
         return render_anthropic(window, model, keep_empty=keep_empty)
     if wire == "openai":
-        return render_openai(window, model)
+        return render_openai(window, model, per_turn=keep_empty)
     raise ValueError(f"unknown wire format {wire!r}")
 
 
@@ -473,9 +567,11 @@ def cached_prefix(body: Mapping[str, Any], window: Window, wire: WireFormat) -> 
     ``keep_empty`` lacks the turns that had nothing to send, so the blocks before the
     end are counted without them; and it may open on a user message the window does
     not have (:func:`open_on_user`), before the first turn, counted when the end is
-    past it."""
-    blocks = wire_blocks(body, wire, final_parts=final_parts(window))
-    end = stable_end(window, wire)
+    past it. An OpenAI body's prefix is every message before the final one's parts (a
+    turn may be several messages: :func:`openai_messages_of`)."""
+    parts = final_parts(window)
+    blocks = wire_blocks(body, wire, final_parts=parts)
+    end = stable_end(window, wire) if wire == "anthropic" else len(blocks) - parts
     if wire == "anthropic" and not any(not m["content"] for m in body["messages"]):
         unsendable = unsendable_calls(window)
         left_out = [i for i, b in enumerate(window.blocks) if _sends_nothing(b, unsendable)]

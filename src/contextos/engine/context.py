@@ -62,6 +62,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Literal, Protocol, TypedDict
 
@@ -72,6 +73,7 @@ from contextos.engine.conversation import (
     REDO_KEY,
     TurnPrint,
     redo_of,
+    results_said,
     said_digest,
     turn_print,
 )
@@ -90,6 +92,7 @@ from contextos.engine.session import (
     hit_refs,
     novel_hits,
     search_scope,
+    sendable_units,
     turn_items,
 )
 from contextos.engine.summarize import Summary
@@ -140,6 +143,10 @@ _APPEND_PAUSE_S = 0.005
 #: Metadata a commit writes on the reply it logs (:func:`_as_logged`): a turn with these
 #: was a call's reply, not a turn logged from an app's history.
 _COMMITTED_KEYS = frozenset({"usage", "provider"})
+#: Reply metadata a commit writes: the seq of the turn the call followed (its anchor:
+#: its question, its last tool result), which this reply answers
+#: (``SessionContext._answer_after``).
+REPLY_TO_KEY = "reply_to"
 
 #: Metadata a remembered question or reply keeps of the logged turn it was said in:
 #: the session and the turn's seq (``SessionContext._forget_cut_branch``).
@@ -397,15 +404,98 @@ def _same(a: Message, b: Logged) -> bool:
     return a.role == role and said_digest(mended(replace(a, metadata={}))) == logged
 
 
-def _digests(message: Message) -> frozenset[bytes]:
-    """The digests a logged turn that says ``message`` has (:func:`_same`): its own, and
-    its mended text's."""
-    return frozenset({said_digest(message), said_digest(mended(replace(message, metadata={})))})
-
-
 def _answered(message: Logged) -> bool:
     """Whether a logged turn is a reply (the conversation waits on no answer after it)."""
-    return _role_said(message)[0] == "assistant"
+    return _role(message) == "assistant"
+
+
+def _role(b: Logged) -> str:
+    """A logged message's role."""
+    return b.role if isinstance(b, TurnPrint | Message) else b.message.role
+
+
+def _results(b: Logged) -> tuple[bytes, ...]:
+    """A logged message's results (:func:`~contextos.engine.conversation.results_said`)."""
+    if isinstance(b, TurnPrint):
+        return b.results
+    return results_said(b if isinstance(b, Message) else b.message)
+
+
+class _Sent:
+    """A message sent as a match compares it: what it says (:func:`_same`) and its results
+    (:func:`~contextos.engine.conversation.results_said`), each worked out once a
+    request, when first asked (the mended digest only for a turn the first misses)."""
+
+    __slots__ = ("message", "role", "_said", "_mended", "_results")
+
+    def __init__(self, message: Message) -> None:
+        self.message, self.role = message, message.role
+        self._said: bytes | None = None
+        self._mended: bytes | None = None
+        self._results: tuple[bytes, ...] | None = None
+
+    def says(self, logged: bytes) -> bool:
+        """Whether a logged turn of digest ``logged`` says this message (:func:`_same`)."""
+        if self._said is None:
+            self._said = said_digest(self.message)
+        if logged == self._said:
+            return True
+        if self._mended is None:
+            self._mended = said_digest(mended(replace(self.message, metadata={})))
+        return logged == self._mended
+
+    @property
+    def results(self) -> tuple[bytes, ...]:
+        if self._results is None:
+            self._results = results_said(self.message)
+        return self._results
+
+
+#: Positions in a request's messages and in the conversation's turns, as a match walks
+#: them (on from their starts, or back from their ends).
+_At = tuple[int, int]
+
+
+def _step(sent: Sequence[_Sent], logged: Sequence[Logged], at: _At, way: int) -> _At | None:
+    """The positions past the sent message and the logged turn at ``at`` (``way``: 1 on,
+    -1 back) when they say the same thing (:func:`_same`); else past the runs of tool
+    results there that hold the same results (:func:`_results_step`); else None."""
+    i, j = at
+    if sent[i].says(_role_said(logged[j])[1]):
+        return i + way, j + way
+    return _results_step(sent, logged, at, way)
+
+
+def _results_step(sent: Sequence[_Sent], logged: Sequence[Logged], at: _At, way: int) -> _At | None:
+    """The positions past the fewest tool messages sent and tool turns logged from ``at``
+    on (``way`` 1) or back (-1) that hold the same results in the same order
+    (:func:`~contextos.engine.conversation.tool_results`), or None.
+
+    Why: the Anthropic adapter logs parallel tool results as one turn, the OpenAI one a
+    turn per result, and an app that falls back to the other provider sends the same
+    results in that provider's form. Compared turn for turn, the retry of the results
+    a failed call logged was logged again, then refused ("answers no tool call still
+    open"), and a whole conversation converted faithfully read as a branch at its first
+    tool exchange, which deleted the memories of every turn after it (a review)."""
+    (i, j), mine, theirs = at, b"", b""
+    while True:
+        if len(mine) <= len(theirs):
+            if not 0 <= i < len(sent) or sent[i].role != "tool":
+                return None
+            got = b"".join(sent[i].results)
+            mine, i = (mine + got if way > 0 else got + mine), i + way
+        else:
+            if not 0 <= j < len(logged) or _role(logged[j]) != "tool":
+                return None
+            got = b"".join(_results(logged[j]))
+            theirs, j = (theirs + got if way > 0 else got + theirs), j + way
+        if not got:
+            return None  # a turn of more than results: only that same turn says it
+        n = min(len(mine), len(theirs))
+        if n and ((mine[:n] != theirs[:n]) if way > 0 else (mine[-n:] != theirs[-n:])):
+            return None
+        if len(mine) == len(theirs):
+            return i, j
 
 
 @dataclass(frozen=True)
@@ -446,10 +536,13 @@ def match_request(sent: Sequence[Message], logged: Sequence[Logged]) -> Match:
       after the run. Looked for only when neither rule above finds all the messages
       sent but the last.
 
-    One message alone is never a branch: an app that sends only the new turn may well
-    say "yes" twice. The longer match wins (a branch's counting its last message, said
-    again, as new); a tie goes to the log's end, then to the conversation's start.
-    ``logged`` may be the turns, or their prints
+    Tool results match in either provider's form: parallel results logged as one turn
+    (Anthropic) or a turn each (OpenAI), sent either way (:func:`_results_step`); a
+    message is compared by :func:`~contextos.engine.conversation.said` (tool-call
+    arguments as parsed JSON). One message alone is never a branch: an app that sends
+    only the new turn may well say "yes" twice. The longer match wins (a branch's
+    counting its last message, said again, as new); a tie goes to the log's end, then
+    to the conversation's start. ``logged`` may be the turns, or their prints
     (:class:`~contextos.engine.conversation.TurnPrint`): a long-lived client matches a
     whole conversation without holding its old turns. Only its end (the last
     :func:`_run_lookback` turns) and as many turns from its start as were sent are
@@ -458,28 +551,35 @@ def match_request(sent: Sequence[Message], logged: Sequence[Logged]) -> Match:
     :class:`~contextos.engine.conversation.ConversationView`).
     """
     n = len(sent)
-    known = _end_overlap(sent, logged)
-    if known == len(logged) or n < 2:
+    said = [_Sent(m) for m in sent]
+    known, tail = _end_overlap(said, logged)
+    if tail == len(logged) or n < 2:
         return Match(known, len(logged))
-    start, run = 0, _run_length(sent, logged, 0)
-    if max(known, run) < n - 1:  # neither rule finds all but its last message sent
-        inner = _inner_run(sent, logged)
-        if inner[1] >= MIN_INNER_RUN and inner[1] > run:
-            start, run = inner
-    if run <= known:
+    start, ends = 0, _run(said, logged, 0)
+    if max(known, ends[-1][0]) < n - 1:  # neither rule finds all but its last message sent
+        inner, inner_ends = _inner_run(said, logged)
+        if inner_ends[-1][0] >= MIN_INNER_RUN and inner_ends[-1][0] > ends[-1][0]:
+            start, ends = inner, inner_ends
+    # all of it said before: its last message (or run of tool results) is said again
+    run, turns = next(end for end in reversed(ends) if end[0] < n)
+    if ends[-1][0] <= known or not run:
         return Match(known, len(logged))
-    at = min(run, n - 1)  # all of it said before: its last message is said again
-    return Match(at, start + at)
+    return Match(run, start + turns)
 
 
-def _run_length(sent: Sequence[Message], logged: Sequence[Logged], start: int) -> int:
-    """How many leading ``sent`` messages the conversation says from turn ``start`` on."""
-    common = 0
-    for a, b in zip(sent, logged[start : start + len(sent)], strict=False):
-        if not _same(a, b):
+def _run(sent: Sequence[_Sent], logged: Sequence[Logged], start: int) -> list[_At]:
+    """The leading ``sent`` messages the conversation says from turn ``start`` on, as the
+    (messages, turns) counts after each step of the match (:func:`_step`), from (0, 0):
+    the last is the whole run. Where no tool results are told apart by form, both counts
+    are the same."""
+    ends, at = [(0, 0)], (0, start)
+    while at[0] < len(sent) and at[1] < len(logged):
+        step = _step(sent, logged, at, 1)
+        if step is None:
             break
-        common += 1
-    return common
+        at = step
+        ends.append((at[0], at[1] - start))
+    return ends
 
 
 #: The fewest messages a run further on in the conversation must match for the request
@@ -496,17 +596,17 @@ MIN_INNER_RUN = 2
 RUN_LOOKBACK_SLACK = 8
 
 
-def _run_lookback(sent: Sequence[Message]) -> int:
+def _run_lookback(sent: Sequence[_Sent]) -> int:
     """How many of the conversation's last turns a trimmed request's run may start in:
     its messages, the log's turns after the message it edits (at most as many again),
     and the slack."""
     return 2 * len(sent) + RUN_LOOKBACK_SLACK
 
 
-def _inner_run(sent: Sequence[Message], logged: Sequence[Logged]) -> tuple[int, int]:
-    """(start, length) of the longest run of the conversation's turns, not from its
+def _inner_run(sent: Sequence[_Sent], logged: Sequence[Logged]) -> tuple[int, list[_At]]:
+    """(start, :func:`_run`) of the longest run of the conversation's turns, not from its
     first turn and starting within its last :func:`_run_lookback` turns, that ``sent``
-    starts with ((0, 0): none). A tie goes to the later run.
+    starts with ((0, [(0, 0)]): none). A tie goes to the later run.
 
     Why: an app that trims its history (its system prompt and last N messages) and
     regenerates or edits its last turn sends messages the log holds in its middle: the
@@ -515,30 +615,42 @@ def _inner_run(sent: Sequence[Message], logged: Sequence[Logged]) -> tuple[int, 
     a row, the rejected answer kept, and every later call sent that conversation (a
     review: 13 messages where the app sent 5)."""
     first = max(1, len(logged) - _run_lookback(sent))
-    opening = _digests(sent[0])
-    best = (0, 0)
+    results = sent[0].role == "tool"  # may open on a run of results in the other form
+    best: tuple[int, list[_At]] = (0, [(0, 0)])
     for start in range(len(logged) - 1, first - 1, -1):  # latest first
-        if _role_said(logged[start])[1] not in opening:
+        role, digest = _role_said(logged[start])
+        if not (results and role == "tool") and not sent[0].says(digest):
             continue  # not even its first message: read no further
-        run = _run_length(sent, logged, start)
-        if run > best[1]:
-            best = (start, run)
+        ends = _run(sent, logged, start)
+        if ends[-1][0] > best[1][-1][0]:
+            best = (start, ends)
     return best
 
 
-def _end_overlap(sent: Sequence[Message], logged: Sequence[Logged]) -> int:
-    """How many leading ``sent`` messages the log ends with; all of them only when the
-    log's last turn is unanswered (a retry): an answered exchange sent again is a new
-    turn or a re-send, never nothing."""
+def _end_overlap(sent: Sequence[_Sent], logged: Sequence[Logged]) -> _At:
+    """(k, m): the first ``k`` messages sent say what the log's last ``m`` turns say, for
+    the largest ``k`` ((0, 0): none); all of them only when the log's last turn is
+    unanswered (a retry): an answered exchange sent again is a new turn or a re-send,
+    never nothing. ``k`` and ``m`` differ where the same tool results are in the other
+    form (:func:`_results_step`)."""
     unanswered = bool(logged) and not _answered(logged[-1])
-    for k in range(min(len(sent), len(logged)), 0, -1):
+    for k in range(len(sent), 0, -1):
         if k == len(sent) and not unanswered:
             continue
-        if _same(sent[k - 1], logged[-1]) and all(
-            _same(a, b) for a, b in zip(sent[:k], logged[-k:], strict=True)
-        ):
-            return k
-    return 0
+        at: _At | None = (k - 1, len(logged) - 1)
+        while at is not None and at[0] >= 0 and at[1] >= 0:
+            at = _step(sent, logged, at, -1)
+        if at is not None and at[0] < 0:
+            return k, len(logged) - 1 - at[1]
+    return 0, 0
+
+
+#: Why a call whose newest turn no request may send is refused (``ValueError``).
+UNSENDABLE_NEWEST = (
+    "the newest turn cannot be sent: a tool result that answers no tool call still "
+    "open in the conversation, or a tool call without its results (the API refuses "
+    "both); send tool results right after the reply that made the calls"
+)
 
 
 def _check_newest_turn(
@@ -561,11 +673,7 @@ def _check_newest_turn(
         return
     newest = next((i for i in history if i.key == newest_key), None)
     if newest is None:
-        raise ValueError(
-            "the newest turn cannot be sent: a tool result that answers no tool call still "
-            "open in the conversation, or a tool call without its results (the API refuses "
-            "both); send tool results right after the reply that made the calls"
-        )
+        raise ValueError(UNSENDABLE_NEWEST)
     unit = [i for i in history if i.group == newest.group] if newest.group else [newest]
     allowance = next((u.allowance for u in window.usage if u.name == "turns"), 0)
     raise BudgetError(
@@ -1111,6 +1219,7 @@ class SessionContext:
                         requested=last.tokens,
                         available=budget - TOKENS_PER_REPLY,
                     )
+                self._check_results_sendable(conversation, new)
             if self.session is None or not new:
                 return parts, []
             try:
@@ -1121,6 +1230,38 @@ class SessionContext:
                 # calls of one client shared by threads append meanwhile: let them
                 time.sleep(random.uniform(0, _APPEND_PAUSE_S * (attempt + 1)))
         raise AssertionError("unreachable")
+
+    def _check_results_sendable(
+        self, conversation: Sequence[TurnPrint], new: Sequence[Message]
+    ) -> None:
+        """Refuse new tool results sent last that answer no tool call open after the
+        conversation (:func:`~contextos.engine.session.sendable_units`; a branch's: up to
+        the turn its first new message takes the place of), before they are logged.
+        Reads the conversation's turns from its last reply on (one, mostly).
+
+        Why before: such a call raised ``ValueError`` after its results were logged, and
+        the log kept turns no request could send (a review: the same results logged
+        twice, when the other provider's retry of them was not recognised).
+
+        Raises:
+            ValueError: :data:`UNSENDABLE_NEWEST`.
+        """
+        if self.session is None or new[-1].role != "tool":
+            return
+        redo = redo_of(new[0])
+        if redo is not None:  # a branch (a regenerate of the answer to these results)
+            conversation = conversation[: bisect_left(conversation, redo, key=attrgetter("seq"))]
+        replies = (k for k in range(len(conversation) - 1, -1, -1) if _answered(conversation[k]))
+        start = next(replies, len(conversation))
+        try:
+            tail = [self.session.turn(p.seq) for p in conversation[start:]]
+        except NotFound:
+            return  # erased meanwhile: the append finds out
+        after = conversation[-1].seq + 1 if conversation else 0  # not logged: any seq
+        now = datetime.now(UTC)
+        sent = [Turn("", after + k, m, 0, now) for k, m in enumerate(new)]
+        if sent[-1].seq not in {t.seq for unit in sendable_units([*tail, *sent]) for t in unit}:
+            raise ValueError(UNSENDABLE_NEWEST)
 
     def _read_conversation(self) -> tuple[Sequence[TurnPrint], int]:
         """The conversation's prints and the number of the last turn read with them
@@ -1425,6 +1566,8 @@ class SessionContext:
         reply_seq: int | None = None
         if reply is not None:
             reply = _as_logged(reply, prepared, call)
+            if anchor is not None:
+                reply = replace(reply, metadata={**reply.metadata, REPLY_TO_KEY: anchor.seq})
             if session is not None:
                 try:
                     reply_seq = self._log_reply(session, reply, followed, anchor)
@@ -1573,8 +1716,14 @@ class SessionContext:
 
     def _answer_after(self, anchor: TurnPrint) -> Message | None:
         """The reply (whole or cut) a commit logged right after the turn a call followed,
-        if any: that commit remembered the question, and this one does not again (a
-        retry after a cut stream)."""
+        as the answer to that turn (:data:`REPLY_TO_KEY`; a reply logged before the key
+        was written counts), if any: that commit remembered the question, and this one
+        does not again (a retry after a cut stream).
+
+        Why the answer to that turn: two calls of one session in flight together (a
+        fallback client called while the first call waits, a double submit) log Q1 and
+        Q2, then the first reply, logged after Q2 as Q1's answer; taken for Q2's, Q2
+        was never remembered (a review: "my sister is Rita" in the log, not in memory)."""
         if self.session is None:
             return None
         try:
@@ -1582,7 +1731,8 @@ class SessionContext:
         except NotFound:
             return None
         committed = after.role == "assistant" and after.metadata.keys() >= _COMMITTED_KEYS
-        return after if committed else None
+        answers = after.metadata.get(REPLY_TO_KEY, anchor.seq) == anchor.seq
+        return after if committed and answers else None
 
     def _log_reply(
         self, session: Session, reply: Message, followed: Turn | None, anchor: TurnPrint | None

@@ -16,6 +16,7 @@ plain functions and values over turns, which the Session, a wrapped call's match
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,8 @@ from itertools import islice
 from typing import Any, TypeVar, overload
 
 from contextos.engine.window import TOOL_RESULTS_KEY
-from contextos.types import Message, Turn
+from contextos.llm.media_tokens import results_digest
+from contextos.types import Message, ToolCall, Turn
 
 #: Reply metadata key: False when the reply's stream was cut or abandoned (absent when
 #: whole): the log keeps it as what the user saw, out of the conversation.
@@ -62,8 +64,85 @@ def redo_of(message: Message) -> int | None:
 
 def said(message: Message) -> tuple[Any, ...]:
     """What a message says, as a request is matched to the log: role, text, tool call
-    id and tool calls (not its name or metadata)."""
-    return (message.role, message.content, message.tool_call_id, message.tool_calls)
+    id and tool calls, their arguments as parsed JSON (:func:`_call_said`; not its name
+    or metadata)."""
+    calls = tuple(_call_said(c) for c in message.tool_calls)
+    return (message.role, message.content, message.tool_call_id, calls)
+
+
+def _call_said(call: ToolCall) -> tuple[str, str, str]:
+    """A tool call as :func:`said` compares it: its arguments as canonical JSON (keys
+    sorted), as given when they are not JSON (a cut stream's fragment).
+
+    Why: the OpenAI adapter logs arguments as the model wrote them (``{"city":"Lisbon"}``),
+    the Anthropic one as canonical JSON (``{"city": "Lisbon"}``), so an app that sent its
+    conversation, converted faithfully, to the other provider parted from the log at the
+    first tool call: a branch, which cut every later turn and deleted their memories
+    ("I am allergic to peanuts"; a review)."""
+    try:
+        arguments = json.dumps(json.loads(call.arguments), sort_keys=True)
+    except (ValueError, RecursionError):
+        arguments = call.arguments
+    return (call.id, call.name, arguments)
+
+
+def logged_blocks(message: Message) -> list[Mapping[str, Any]] | None:
+    """The content blocks a tool-result turn was logged with (:data:`TOOL_RESULTS_KEY`:
+    Anthropic's form, one user turn of a ``tool_result`` block per call), while they are
+    those of its text (a compaction stub is not); else None."""
+    kept = message.metadata.get(TOOL_RESULTS_KEY)
+    if not isinstance(kept, Mapping) or kept.get("of") != results_digest(message.content):
+        return None
+    blocks = kept.get("blocks")
+    if not isinstance(blocks, list) or not blocks:
+        return None
+    return [b for b in blocks if isinstance(b, Mapping)]
+
+
+#: What a result of only images or documents reads as (as the Anthropic adapter logs it).
+_RESULT_PLACEHOLDERS = {"image": "[image]", "document": "[document]"}
+
+
+def result_text(content: Any) -> str:
+    """A ``tool_result`` block's content as one tool message's text: a string as it is;
+    its text blocks one per line, else placeholders for its images and documents."""
+    if isinstance(content, str):
+        return content
+    blocks = [b for b in content if isinstance(b, Mapping)] if isinstance(content, list) else []
+    text = "\n".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
+    if text.strip():
+        return text
+    others = [_RESULT_PLACEHOLDERS.get(str(b.get("type")), "") for b in blocks]
+    return " ".join(o for o in others if o) or text
+
+
+def tool_results(message: Message) -> tuple[tuple[str, str], ...]:
+    """(call id, text) of each tool result a tool-result turn holds, in order: one for a
+    turn logged per result (OpenAI's form), one per ``tool_result`` block of a turn
+    logged with its blocks (:func:`logged_blocks`: Anthropic's form, parallel results as
+    one turn whose text is theirs joined); () for any other turn, and for a turn whose
+    blocks hold more than results (text beside them): only that same turn says it.
+
+    Why: the two adapters log one tool exchange in two forms, and one log may hold both
+    (an app that falls back to the other provider). Matching a request to the log
+    compares the results of a run of tool turns (``contextos.engine.context``), and the
+    OpenAI renderer sends one tool message per result, as Chat Completions requires."""
+    if message.role != "tool":
+        return ()
+    blocks = logged_blocks(message)
+    if blocks is None:
+        return ((message.tool_call_id or "", message.content),)
+    if any(b.get("type") != "tool_result" for b in blocks):
+        return ()
+    return tuple((str(b.get("tool_use_id") or ""), result_text(b.get("content"))) for b in blocks)
+
+
+def results_said(message: Message) -> tuple[bytes, ...]:
+    """A 16-byte digest of each of :func:`tool_results` (() for a turn of no results)."""
+    return tuple(
+        hashlib.blake2b(repr(r).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        for r in tool_results(message)
+    )
 
 
 def said_digest(message: Message) -> bytes:
@@ -76,7 +155,8 @@ def said_digest(message: Message) -> bytes:
 @dataclass(frozen=True, slots=True)
 class TurnPrint:
     """A logged turn's fingerprint: what matching a request to the log and telling the
-    conversation apart need (:func:`conversation`), in ~150 bytes whatever its size.
+    conversation apart need (:func:`conversation`), in ~150 bytes whatever its size
+    (and 16 more a result for a tool-result turn: ``results``).
 
     Why: a long-lived wrapped client matched each request against every turn it had
     ever read, and so held every turn whole (about 2.3 KB each, most of them long out
@@ -90,6 +170,8 @@ class TurnPrint:
     ident: bytes
     complete: bool = True
     redo_of: int | None = None
+    #: :func:`results_said` of a tool-result turn (() for any other).
+    results: tuple[bytes, ...] = ()
 
 
 def _seq(turn: Turn | TurnPrint) -> int:
@@ -108,6 +190,7 @@ def turn_print(turn: Turn) -> TurnPrint:
         ident,
         in_conversation(message),
         redo_of(message),
+        results_said(message),
     )
 
 
@@ -200,8 +283,12 @@ __all__ = [
     "answered_ids",
     "conversation",
     "in_conversation",
+    "logged_blocks",
     "redo_of",
+    "result_text",
+    "results_said",
     "said",
     "said_digest",
+    "tool_results",
     "turn_print",
 ]

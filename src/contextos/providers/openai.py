@@ -48,7 +48,7 @@ from typing import Any
 
 from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage_from_openai
 from ..cache.accounting import openai_write_ttls
-from ..cache.render import OPENAI_ROLE_KEY
+from ..cache.render import OPENAI_ROLE_KEY, openai_messages_of
 from ..engine.window import Window
 from ..types import Message, Role, ToolCall, Usage
 from .base import PLACEHOLDER_KEY, WIRE_KEY, ChatRequest, Prepared, WireAdapter, own_content
@@ -280,15 +280,16 @@ def _mark_breakpoints(window: Window, messages: list[JSON], limit: int) -> None:
     """Put ``prompt_cache_breakpoint`` on the text part ending each planned breakpoint.
 
     Window blocks map to messages as :func:`contextos.cache.render_openai` lays
-    them out: one message per system or history block, one part of the final
-    user message per context/question block; tool schemas have no part to mark.
+    them out: a system or history block's messages (:func:`openai_messages_of`: its
+    last one is marked), one part of the final user message per context/question
+    block; tool schemas have no part to mark.
     """
     where: dict[int, tuple[int, int | None]] = {}
     row = part = 0
-    for i, block in enumerate(window.blocks):
-        if block.kind in ("system", "messages"):
-            where[i] = (row, None)
-            row += 1
+    for i, count in enumerate(openai_messages_of(window)):
+        if count:
+            row += count
+            where[i] = (row - 1, None)
     for i, block in enumerate(window.blocks):
         if block.kind in ("context", "question"):
             where[i] = (row, part)
@@ -380,11 +381,13 @@ def _send_own_parts_back(window: Window, messages: list[JSON]) -> None:
     caller's own content parts (in place): the question that opened the open tool loop,
     which a step of the loop sends with its images and files
     (:func:`contextos.engine.context._loop_question_given`, which counts them). The
-    window's system and "messages" blocks map one to one, in order, to the rendered
-    messages (:func:`contextos.cache.render_openai`)."""
-    turns = [b for b in window.blocks if b.kind in ("system", "messages")]
-    for block, message in zip(turns, messages, strict=False):
-        if block.kind != "messages" or message.get("role") != "user":
+    window's system and "messages" blocks map, in order, to the rendered messages
+    (:func:`contextos.cache.render_openai`): a user turn to one."""
+    row = 0
+    for block, count in zip(window.blocks, openai_messages_of(window), strict=True):
+        row += count
+        message = messages[row - 1] if count == 1 and row <= len(messages) else None
+        if block.kind != "messages" or message is None or message.get("role") != "user":
             continue
         own = own_content(block.message, "openai")
         if own is not None:
