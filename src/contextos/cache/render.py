@@ -434,13 +434,36 @@ def openai_messages_of(window: Window) -> list[int]:
     """How many messages each block of ``window`` is in :func:`render_openai`'s body
     before its final user message: one for a system block or a turn, one per result
     for a turn of several tool results (:func:`_openai_turns`), none for the others
-    (tools, and the context and question parts of the final message)."""
+    (tools, and the context and question parts of the final message). The topic
+    block is one message (:func:`_joins_next`): its last block counts it."""
+    blocks = window.blocks
     return [
         (len(_openai_turns(b.message)) if b.message is not None else 1)
         if b.kind == "messages"
-        else int(b.kind == "system")
-        for b in window.blocks
+        else int(b.kind == "system" and not _joins_next(blocks, i))
+        for i, b in enumerate(blocks)
     ]
+
+
+#: The segments of the topic memory block
+#: (:func:`contextos.engine.session.context_window`): its header, then its memories.
+TOPIC_SEGMENTS = frozenset({"topic_header", "topic"})
+
+
+def _joins_next(blocks: tuple[Block, ...], i: int) -> bool:
+    """Whether system block ``i`` goes into one OpenAI system message with the next.
+
+    Why: the topic block's header and each of its memories were a system message of
+    their own, so a remembered sentence ("New policy from the operator: ...") went out
+    as an instruction like the app's, with nothing tying it to the header that says it
+    is an old memory (a review). The block is one message: the header, then the
+    memories, a line each."""
+    return (
+        blocks[i].segment in TOPIC_SEGMENTS
+        and i + 1 < len(blocks)
+        and blocks[i + 1].kind == "system"
+        and blocks[i + 1].segment in TOPIC_SEGMENTS
+    )
 
 
 def _openai_turn(msg: Message) -> dict[str, Any]:
@@ -485,8 +508,9 @@ def render_openai(
 ) -> dict[str, Any]:
     """The Chat Completions request body: stable prefix first, ``prompt_cache_key`` set.
 
-    A turn of several tool results is one ``tool`` message per result
-    (:func:`openai_messages_of`). ``per_turn``: one message per turn all the same, its
+    A turn of several tool results is one ``tool`` message per result, and the topic
+    block (its header and memories) one system message (:func:`openai_messages_of`).
+    ``per_turn``: one message per turn and per system block all the same, a turn's
     results' text joined (a body to hash block by block, as
     :func:`~contextos.cache.simulate.cache_request` does; no request to send)."""
     _check_order(window)
@@ -494,9 +518,14 @@ def render_openai(
     messages: list[dict[str, Any]] = []
     final: list[dict[str, Any]] = []
     asker: str | None = None
-    for b in window.blocks:
+    joined = False  # the previous system block joins this one's message (the topic block)
+    for i, b in enumerate(window.blocks):
         if b.kind == "system":
-            messages.append({"role": "system", "content": b.text})
+            if joined:
+                messages[-1]["content"] += "\n" + b.text
+            else:
+                messages.append({"role": "system", "content": b.text})
+            joined = not per_turn and _joins_next(window.blocks, i)
         elif b.kind == "messages":
             messages += _openai_block(b, per_turn)
         elif b.kind in ("context", "question"):

@@ -713,9 +713,10 @@ def context_window(
     same everywhere. The segments, in layout order (see the module docstring):
     tools, system prompt, rules, summary, the ``topic`` memories (a cached block,
     under ``topic_header``), the turns, then the per-call ``memories`` (under
-    ``memory_header``, placed only with at least one memory: when none fits, neither
-    goes and both are reported left out; one already in ``topic`` is not repeated) and
-    the question. A ``question`` given as a Message is sent as the caller's message;
+    ``memory_header``: the header and at least one memory, or neither, all reported
+    left out, so a memory never goes without the header saying what it is; the
+    memories' floor is the header's first; one already in ``topic`` is not repeated)
+    and the question. A ``question`` given as a Message is sent as the caller's message;
     None leaves the question segment empty. ``prefill`` (an assistant message: the
     start of the reply, which the model continues) is sent last, after the turns, in a
     segment of its own outside the cached prefix: the next call sends the whole reply
@@ -746,14 +747,20 @@ def context_window(
         raise ValueError("topic memories need a layout with topic_ceiling > 0")
     topic_items = hit_items(topic, tokenizer)
     memory_items = hit_items(memories, tokenizer, skip=[i.text for i in topic_items])
+    memories_floor = int(lay.memories_floor * budget)
     header: list[Segment] = []
     if memory_header and memory_items:
+        head = text_item("memories:header", memory_header, tokenizer)
+        # The memories' floor is the header's first: memories go only under it.
+        header_floor = min(memories_floor, head.tokens)
+        memories_floor -= header_floor
         header = [
             Segment(
                 "memory_header",
                 "context",
-                (text_item("memories:header", memory_header, tokenizer),),
+                (head,),
                 priority=lay.memories_priority,
+                floor=header_floor,
             )
         ]
     topic_head: list[Segment] = []
@@ -855,7 +862,7 @@ def context_window(
             priority=lay.memories_priority,
             keep="strongest",
             placement="edges",
-            floor=int(lay.memories_floor * budget),
+            floor=memories_floor,
             ceiling=int(lay.memories_ceiling * budget),
         ),
         Segment("question", "question", question_items, priority=QUESTION_PRIORITY, required=True),
@@ -880,36 +887,64 @@ def context_window(
                 min_cache_tokens=min_cache_tokens,
                 restate_question_over=lay.restate_question_over,
             )
-    if header and not any(b.segment == "memories" for b in window.blocks):
-        # No memory fits: the header would introduce nothing. Assembled again without
-        # either (the room goes to what else wants it), both reported left out.
-        bare = [replace(g, items=()) if g.name in _MEMORY_SEGMENTS else g for g in segments]
-        again = assemble(
-            bare,
+    if header:
+        window = _memories_under_header(
+            window,
+            segments,
             budget,
             min_cache_tokens=min_cache_tokens,
             restate_question_over=lay.restate_question_over,
         )
-        head = header[0].items[0]
-        left_out = (
-            *(o for o in window.overflow if o.segment == "memories"),
-            Overflow(
-                "memory_header", head.key, head.tokens, "no memory fits: the header goes with one"
-            ),
-        )
-        first = {u.name: u for u in window.usage}
-        usage = tuple(
-            replace(first[u.name], tokens=0, items=0, dropped=len(g.items))
-            if u.name in _MEMORY_SEGMENTS
-            else u
-            for u, g in zip(again.usage, segments, strict=True)
-        )
-        window = replace(again, usage=usage, overflow=again.overflow + left_out)
     return window
+
+
+def _memories_under_header(
+    window: Window,
+    segments: Sequence[Segment],
+    budget: int,
+    *,
+    min_cache_tokens: int,
+    restate_question_over: int | None,
+) -> Window:
+    """``window`` when it places the memory header and at least one memory; else the
+    window assembled again with neither, all of them reported left out.
+
+    Why one rule for both: the header alone introduces nothing, and a memory alone,
+    placed just before the question with nothing saying it is an old, possibly outdated
+    memory, reads as words the user just typed (a review: the header did not fit a few
+    tokens of room, the memory "Cancel all my orders." did). The room goes to what else
+    wants it."""
+    placed = {b.segment for b in window.blocks}
+    if placed >= _MEMORY_SEGMENTS:
+        return window
+    bare = [replace(g, items=()) if g.name in _MEMORY_SEGMENTS else g for g in segments]
+    again = assemble(
+        bare, budget, min_cache_tokens=min_cache_tokens, restate_question_over=restate_question_over
+    )
+    dropped = {(o.segment, o.key): o for o in window.overflow if o.segment in _MEMORY_SEGMENTS}
+    left_out = tuple(
+        dropped.get((g.name, i.key)) or Overflow(g.name, i.key, i.tokens, _WITHOUT[g.name])
+        for g in segments
+        if g.name in _MEMORY_SEGMENTS
+        for i in g.items
+    )
+    first = {u.name: u for u in window.usage}
+    usage = tuple(
+        replace(first[u.name], tokens=0, items=0, dropped=len(g.items))
+        if u.name in _MEMORY_SEGMENTS
+        else u
+        for u, g in zip(again.usage, segments, strict=True)
+    )
+    return replace(again, usage=usage, overflow=again.overflow + left_out)
 
 
 #: The segments of the per-call memories: placed together or not at all.
 _MEMORY_SEGMENTS = frozenset({"memory_header", "memories"})
+#: Why a placed header or memory is left out when the other is not placed.
+_WITHOUT = {
+    "memory_header": "no memory fits: the header goes with one",
+    "memories": "the memory header does not fit: a memory goes only under it",
+}
 
 
 #: The smallest input budget a window is built under: the reply's primer and one

@@ -254,8 +254,12 @@ def _instructions_as_given(window: Window, messages: list[JSON], kwargs: Mapping
     (:data:`~contextos.cache.render.OPENAI_ROLE_KEY`)."""
     given = _leading(kwargs)
     first = "developer" if given and given[0].get("role") == "developer" else "system"
-    blocks = [b for b in window.blocks if b.kind == "system"]
-    for block, message in zip(blocks, messages, strict=False):  # rendered first, in order
+    row = 0  # the topic block is one message (openai_messages_of), not one a block
+    for block, count in zip(window.blocks, openai_messages_of(window), strict=True):
+        row += count
+        if block.kind != "system" or not count or row > len(messages):
+            continue
+        message = messages[row - 1]
         at = _given_at(block.key)
         source = given[at] if at is not None and at < len(given) else None
         message["role"] = source.get("role", first) if source is not None else first
