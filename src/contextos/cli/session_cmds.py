@@ -80,9 +80,12 @@ def _append(s: Session, message: Message) -> list[Turn]:
     return turns
 
 
-def _memories_for(state: CliState, s: Session, question: str, user_id: str | None) -> list[Hit]:
+def _memories_for(state: CliState, s: Session, question: str) -> list[Hit]:
     """What long-term memory holds for ``question``: the user's memories when a user is
-    given (as the demo and ``wrap`` do), else the memories filed under this session."""
+    given, else the memories filed under this session, as a wrapped client's call in the
+    session retrieves them (:func:`~contextos.engine.recall.session_recall`: the
+    session's own exchanges only once its history no longer shows their turns)."""
+    from ..engine.recall import session_recall
     from ..memory import Memory
 
     memory = Memory(
@@ -91,9 +94,7 @@ def _memories_for(state: CliState, s: Session, question: str, user_id: str | Non
         settings=state.settings,
         background_embedding=False,
     )
-    if user_id:
-        return memory.search(question, user_id=user_id, limit=WINDOW_MEMORIES)
-    return memory.search(question, session_id=s.session_id, limit=WINDOW_MEMORIES)
+    return session_recall(memory, s, question, limit=WINDOW_MEMORIES)
 
 
 #: The window's segments that hold the session's history.
@@ -432,7 +433,7 @@ def _register_window(cli: click.Group) -> None:
             except BudgetError as exc:
                 raise click.BadParameter(str(exc), param_hint="--budget") from None
         s = _session(state, session_id, user_id)
-        hits = _memories_for(state, s, question, user_id)
+        hits = _memories_for(state, s, question)
         w = s.window(info, question, budget=budget, system=system, hits=hits)
         _warn_if_no_history(w, session_id)
         if fmt != "table":

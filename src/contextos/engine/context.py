@@ -67,11 +67,18 @@ from operator import attrgetter
 from typing import Any, Literal, Protocol, TypedDict
 
 from contextos.cache.render import TTL_SECONDS
-from contextos.engine.compaction import STRATEGIES, Strategy, Thresholds, budget_refusal
+from contextos.engine.compaction import (
+    STRATEGIES,
+    HistoryState,
+    Strategy,
+    Thresholds,
+    budget_refusal,
+)
 from contextos.engine.conversation import (
     COMPLETE_KEY,
     REDO_KEY,
     TurnPrint,
+    conversation,
     redo_of,
     results_said,
     said_digest,
@@ -82,20 +89,19 @@ from contextos.engine.conversation import (
 )
 from contextos.engine.message_text import mended
 from contextos.engine.offload import text_pieces
+from contextos.engine.recall import Shown, recall, shown_turns
 from contextos.engine.session import (
+    LOGGED_SESSION_KEY,
+    LOGGED_TURN_KEY,
     PREFILL_KEY,
     Layout,
     MemoryLike,
     Session,
     checked_budget,
     context_window,
-    hit_refs,
-    novel_hits,
-    search_scope,
     sendable_units,
     turn_items,
 )
-from contextos.engine.summarize import Summary
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, Window, message_item, text_item, tool_item
 from contextos.errors import (
@@ -148,10 +154,6 @@ _COMMITTED_KEYS = frozenset({"usage", "provider"})
 #: (``SessionContext._answer_after``).
 REPLY_TO_KEY = "reply_to"
 
-#: Metadata a remembered question or reply keeps of the logged turn it was said in:
-#: the session and the turn's seq (``SessionContext._forget_cut_branch``).
-LOGGED_SESSION_KEY = "log_session"
-LOGGED_TURN_KEY = "log_turn"
 #: The most cut turns whose memories one branch deletes (one read a turn).
 MAX_CUT_TURNS = 200
 
@@ -834,21 +836,20 @@ class _Split:
     #: The newest turn the call follows, this call's own where it logged any: its commit
     #: logs and remembers nothing once the log lost it (``SessionContext._commit``).
     anchor: TurnPrint | None = None
+    #: The compaction state the history was built in (None without a session): the
+    #: window's summary is this state's, read once per call. Why: a summary read again
+    #: after another process compacted went out beside the turns the history had kept
+    #: from the old state, which it summarised (a review).
+    state: HistoryState | None = None
+    #: The turns the window shows (:func:`~contextos.engine.recall.shown_turns`), in
+    #: ``state``: the memories of those are not retrieved.
+    shown: Shown = Shown()
 
 
 def _redo(message: Message, said: Turn | TurnPrint) -> Message:
     """``message``, the first new one of a request that branches off the conversation,
     marked as taking the place of ``said`` (and of every turn after it)."""
     return replace(message, metadata={**message.metadata, REDO_KEY: said.seq})
-
-
-def _shown(history: Sequence[Item], summary: Summary | None) -> set[str]:
-    """The turns the history shows, verbatim or summarised (their provenance): a memory
-    stored from them tells the model nothing new (:meth:`SessionContext._hits`)."""
-    known = {p for it in history for p in it.provenance}
-    if summary is not None:
-        known |= set(summary.provenance())
-    return known
 
 
 def _strip_wire(message: Message) -> Message:
@@ -1062,8 +1063,8 @@ class SessionContext:
         )
         layout = self.layout
         topic: list[Hit] = []
-        summary = self._summary()
-        known = _shown(history, summary)
+        summary = split.state.summary if split.state is not None else None
+        known = split.shown
         if self.topic is not None:
             layout, topic, hits = self._topic(self.topic, query, budget, known)
         else:
@@ -1159,7 +1160,7 @@ class SessionContext:
         open_loop = parts.question is None and parts.prefill is None
         room = self._history_room(request, parts, budget)
         self._compact(room, int(budget * self.history_share), request.server_edits, open_loop)
-        state = self.session.state()
+        state = self.session.state()  # the call's one read of it (:attr:`_Split.state`)
         prints = self._conversation()
         kept = len(prints)  # the conversation's first ``kept`` turns go in the history
         if parts.retry and parts.question is not None:
@@ -1171,10 +1172,12 @@ class SessionContext:
         # The window's turns, whole: the conversation from the history's start on, cut
         # where the prints were (a turn leaves the conversation by its seq).
         end = prints[kept - 1].seq if kept else -1
-        turns = [t for t in self.session.conversation(state) if t.seq <= end]
+        read = self.session.window_turns(state)
+        turns = [t for t in conversation(read) if t.seq <= end]
         items = turn_items(turns, state, self.tokenizer)
         anchor = turn_print(added[-1]) if added else self._own_last(prints)
-        return _Split(parts, items, f"turn:{end}" if kept else None, logged, anchor)
+        newest = f"turn:{end}" if kept else None
+        return _Split(parts, items, newest, logged, anchor, state, shown_turns(read, state))
 
     def _own_last(self, prints: Sequence[TurnPrint]) -> TurnPrint | None:
         """The log's last turn when this context's user logged it, else None: the anchor
@@ -1378,65 +1381,39 @@ class SessionContext:
         if done.plan is not None and self.topic is not None:
             self.topic.due = True  # the prefix changes here anyway: refresh with it
 
-    def _summary(self) -> Any:
-        return self.session.state().summary if self.session is not None else None
-
     def _hits(
         self,
         query: str,
-        known: set[str],
+        known: Shown,
         *,
         limit: int | None = None,
         tokens: int | None = None,
     ) -> list[Hit]:
-        """The memories retrieved for ``query``, less those the history already shows.
+        """The memories retrieved for ``query`` (:func:`~contextos.engine.recall.recall`,
+        the rule every window of a session shares), less those the history already shows.
 
-        ``known``: the turns the history shows, verbatim or summarised (:func:`_shown`).
-        A memory of this session that names no turn (an exchange remembered after its
-        call) is one the log holds, so it is left out; one that names its turns (a turn
-        ``offload`` archived when compaction rotated it out) is left out only while the
-        history still shows them (:func:`~contextos.engine.session.novel_hits`). Leaving
-        out every memory of this session dropped the offloaded turns for good: the
-        history no longer held them, and retrieval never brought them back.
+        ``known``: the turns the window shows, verbatim or summarised (:attr:`_Split.shown`).
+        A memory of this session that names its turn (an exchange remembered after its
+        call, a turn ``offload`` archived) is left out only while the window still shows
+        that turn. Leaving out every memory of this session dropped such turns for good
+        once compaction took them out of the history: retrieval never brought them back.
         """
         limit = self.memory_limit if limit is None else limit
         if self.memory is None or not query.strip() or not self.scope_ok:
             return []
         tokens = self.memory_tokens if tokens is None else tokens
-        scope = search_scope(**self.scope_ids)
-        if self.session is None or scope.get("session_id") is not None:
-            # No session, or the session is the whole scope: nothing to leave out apart.
-            hits = self.memory.search(query, **scope, limit=limit * 2, token_budget=tokens)
-            hits = [h for h in hits if not self._in_log(h)]
-            return novel_hits(hits, known, tokens)[:limit]
-        # The search itself leaves this session out: a page of 2 x limit filtered after
-        # came back all exchanges of this session after ~8 calls on one topic, and the
-        # user's own facts ("allergic to peanuts") stopped reaching the model (a review).
-        others = Filter(exclude_session=self.session_id)
-        hits = self.memory.search(
-            query, **scope, filters=others, limit=limit * 2, token_budget=tokens
-        )
-        if self.compaction == "offload":
-            # This session's turns that offload archived (they name their turns), ranked
-            # among the rest by score.
-            own_scope = search_scope(scope.get("user_id"), scope.get("agent_id"), None)
-            own_scope["session_id"] = self.session_id
-            own = self.memory.search(query, **own_scope, limit=limit * 2, token_budget=tokens)
-            archived = [h for h in own if hit_refs(h)]
-            hits = sorted(hits + archived, key=lambda h: -h.score)
-        return novel_hits(hits, known, tokens)[:limit]
-
-    def _in_log(self, hit: Hit) -> bool:
-        """Whether ``hit`` is an exchange of this session remembered after its call (the
-        log holds it; a memory naming its turns is one ``offload`` archived)."""
-        return (
-            self.session is not None
-            and hit.record.session_id == self.session_id
-            and not hit_refs(hit)
+        return recall(
+            self.memory,
+            query,
+            scope=self.scope,
+            session=self.session,
+            shown=known,
+            limit=limit,
+            tokens=tokens,
         )
 
     def _topic(
-        self, block: TopicBlock, query: str, budget: int, known: set[str]
+        self, block: TopicBlock, query: str, budget: int, known: Shown
     ) -> tuple[Layout, list[Hit], list[Hit]]:
         """(layout, block, delta) for ``placement="topic"`` (see :mod:`contextos.engine.topic`).
 
@@ -1465,7 +1442,7 @@ class SessionContext:
             tokens=block_tokens * TOPIC_SEARCH_OVER,
         )
         hits, delta, _ = topic_memories(
-            block, query, fresh, known, block_tokens, limit=self.memory_limit
+            block, query, fresh, known.refs, block_tokens, limit=self.memory_limit
         )
         return layout, hits, delta
 

@@ -631,10 +631,33 @@ def with_thinking_counted(turns: Sequence[Turn], tokenizer: Tokenizer) -> list[T
     return out
 
 
+#: Metadata a remembered question or reply keeps of the logged turn it was said in:
+#: the session and the turn's seq (``SessionContext._turn_mark``, which writes it).
+LOGGED_SESSION_KEY = "log_session"
+LOGGED_TURN_KEY = "log_turn"
+
+
 def hit_refs(hit: Hit) -> tuple[str, ...]:
-    """The turn references a memory carries: its provenance, else its ``dia_id``."""
+    """The turn references a memory carries: its provenance, else its ``dia_id``, else
+    the logged turn a wrapped client remembered it from (its turn mark,
+    :data:`LOGGED_SESSION_KEY` and :data:`LOGGED_TURN_KEY`), named as
+    :func:`~contextos.engine.summarize.turn_ref` names that turn (``session#seq``).
+
+    Why the mark: a remembered exchange named no turn, so a window could not tell
+    whether its history still showed it, and left every one of its session out for
+    good: a fact said at turn 20 of a long chat never came back once compaction took
+    the turn out (a review). Read as a reference, :func:`novel_hits` leaves it out
+    exactly while the history shows its turn."""
     rec = hit.record
-    return rec.provenance or tuple(str(rec.metadata[k]) for k in ("dia_id",) if rec.metadata.get(k))
+    if rec.provenance:
+        return rec.provenance
+    meta = rec.metadata
+    if meta.get("dia_id"):
+        return (str(meta["dia_id"]),)
+    session, seq = meta.get(LOGGED_SESSION_KEY), meta.get(LOGGED_TURN_KEY)
+    if isinstance(session, str) and isinstance(seq, int) and not isinstance(seq, bool):
+        return (f"{session}#{seq}",)
+    return ()
 
 
 def novel_hits(
@@ -1887,6 +1910,8 @@ class Session:
 
 __all__ = [
     "HOLDS",
+    "LOGGED_SESSION_KEY",
+    "LOGGED_TURN_KEY",
     "MIN_BUDGET",
     "CompactionResult",
     "Hold",

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from contextos.cache.render import default_max_tokens, render_anthropic, render_openai
-from contextos.engine.session import context_window, search_scope, window_budget
+from contextos.engine.recall import Shown, recall, session_recall
+from contextos.engine.session import context_window, window_budget
 from contextos.engine.window import Overflow, Window
 from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
+from contextos.types import Scope
 
 from .schemas import MAX_LEFT_OUT
 from .tenants import TenantMemories
@@ -52,6 +54,12 @@ def build_window(
 ) -> Window:
     """Search the tenant's memories for the question and place them in a window.
 
+    The memories are those a wrapped client's call in the session retrieves
+    (:func:`~contextos.engine.recall.recall`): the session's own exchanges only once
+    its history no longer shows their turns. Why: this window searched the user's
+    memories as a whole and placed the session's remembered exchanges beside the same
+    turns in its history, where they took the places of the user's facts (a review).
+
     Raises:
         ConfigError: an unknown model.
         BudgetError: ``token_budget`` is over the model's context window less its
@@ -62,15 +70,11 @@ def build_window(
     model = get_model(req.model)
     budget = window_budget(model, _checked_for_output(model, req))
     mem = tenants.get(tenant)
-    hits = mem.search(
-        req.question,
-        **search_scope(req.user_id, req.agent_id, req.session_id),
-        limit=req.limit,
-    )
     if req.session_id is not None:
         with tenants.sessions.use(
             tenant, req.session_id, user_id=req.user_id, agent_id=req.agent_id, tokenizer=tokenizer
         ) as session:
+            hits = session_recall(mem, session, req.question, limit=req.limit)
             return session.window(
                 model,
                 req.question,
@@ -80,6 +84,8 @@ def build_window(
                 tools=req.tools,
                 hits=hits,
             )
+    owner = Scope(tenant=tenant, user_id=req.user_id, agent_id=req.agent_id)
+    hits = recall(mem, req.question, scope=owner, session=None, shown=Shown(), limit=req.limit)
     return context_window(
         budget,
         tokenizer=tokenizer,
