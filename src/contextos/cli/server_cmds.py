@@ -427,6 +427,22 @@ def register(cli: click.Group, bench: click.Group) -> None:
     bench.add_command(serve_bench)
 
 
+class RateRange(FiniteFloatRange):
+    """``--rate``: 0 (no limit), or one request a day at least (``check_rate``). Why: a
+    tiny positive rate (``1e-320``) was accepted, and every rate-limited request was
+    answered 500 (an infinite wait for a token; a review)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rate = super().convert(value, param, ctx)
+        from ..server.ratelimit import check_rate
+
+        try:
+            check_rate(rate)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return rate
+
+
 def limit_options(note: str = "") -> Callable[[F], F]:
     """``--rate``, ``--burst`` and ``--max-body-bytes``: the same limits for ``serve``
     and for ``mcp`` over HTTP (``note`` prefixes each help text)."""
@@ -438,7 +454,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
         number_option(
             "--rate",
             50.0,
-            FiniteFloatRange(0),
+            RateRange(0),
             text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
         ),
         number_option(

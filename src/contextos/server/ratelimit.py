@@ -21,6 +21,26 @@ from dataclasses import dataclass
 #: (see ``TokenBucketLimiter._make_room``).
 MAX_BUCKETS = 65_536
 
+#: The smallest rate on (requests per second): one request a day. Why: a tiny positive
+#: rate (``--rate 1e-320``) made the wait for a token infinite, and every refused request
+#: a 500 ``OverflowError`` (a review); a wait of more than a day is no rate limit anyone
+#: means. So the longest ``Retry-After`` a bucket asks for is a day too.
+MIN_RATE = 1 / 86_400
+#: The longest ``Retry-After`` sent, in seconds (a day: ``1 / MIN_RATE``).
+MAX_RETRY_AFTER_S = 86_400
+
+
+def check_rate(rate: float) -> None:
+    """Raise ValueError unless ``rate`` is 0 (no limit) or a finite number of requests
+    per second of at least :data:`MIN_RATE` (``serve --rate`` checks it too)."""
+    if not math.isfinite(rate) or rate < 0:
+        raise ValueError("rate must be a finite number >= 0")
+    if 0 < rate < MIN_RATE:
+        raise ValueError(
+            f"rate must be 0 (no limit) or at least one request per day "
+            f"({MIN_RATE:.3g} per second), not {rate:g}"
+        )
+
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -32,8 +52,7 @@ class RateLimit:
     def __post_init__(self) -> None:
         # nan passed ``rate < 0`` and then read as "off" (nan > 0 is false); a nan
         # burst refused every request with a 500 (Retry-After of nan seconds).
-        if not math.isfinite(self.rate) or self.rate < 0:
-            raise ValueError("rate must be a finite number >= 0")
+        check_rate(self.rate)
         if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
             raise ValueError("burst must be an integer >= 1")
 
@@ -137,5 +156,9 @@ class TokenBucketLimiter:
 
     @staticmethod
     def retry_after_header(wait: float) -> str:
-        """``Retry-After`` takes whole seconds; round up so a client that obeys succeeds."""
+        """``Retry-After`` takes whole seconds; round up so a client that obeys succeeds.
+        At most :data:`MAX_RETRY_AFTER_S`, whatever ``wait`` is (``inf`` or ``nan``
+        included): ``math.ceil(inf)`` raised, and the request was answered 500."""
+        if not wait <= MAX_RETRY_AFTER_S:  # nan too
+            return str(MAX_RETRY_AFTER_S)
         return str(max(1, math.ceil(wait)))

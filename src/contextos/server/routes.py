@@ -138,9 +138,11 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         summary="add",
         responses={409: {"model": s.ErrorOut, "description": "Lost a race: nothing written"}},
     )
-    async def add(body: s.AddRequest, mem: Mem) -> Response:
+    async def add(body: s.AddRequest, mem: Mem, request: Request) -> Response:
         """Store messages (or one text) as memories of the given user/agent/session."""
-        return await run_write(lambda: _added(mem, body))
+        return await run_write(
+            lambda: _added(mem, body), tenant=mem.tenant, client_gone=request.is_disconnected
+        )
 
     @router.post("/search", response_model=s.HitList, summary="search")
     def search(body: s.SearchRequest, mem: Mem) -> Response:
@@ -151,11 +153,15 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     @router.post(
         "/forget", response_model=s.Forgotten, response_model_exclude_none=True, summary="forget"
     )
-    async def forget(body: s.ForgetRequest, mem: Mem) -> s.Forgotten:
+    async def forget(body: s.ForgetRequest, mem: Mem, request: Request) -> s.Forgotten:
         """Erase everything stored about a user (records, history, vectors, session
         logs), or one session (its log and every memory of it): exactly one of
         ``user_id`` and ``session_id``."""
-        forgotten = await run_write(lambda: mem.forget(body.user_id, session_id=body.session_id))
+        forgotten = await run_write(
+            lambda: mem.forget(body.user_id, session_id=body.session_id),
+            tenant=mem.tenant,
+            client_gone=request.is_disconnected,
+        )
         return s.Forgotten(user_id=body.user_id, session_id=body.session_id, forgotten=forgotten)
 
     @router.get("", response_model=s.RecordList, summary="get_all")
@@ -202,11 +208,18 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         summary="update",
         responses={409: {"model": s.ErrorOut, "description": "Changed since it was read"}},
     )
-    async def update(memory_id: IdPath, body: s.UpdateRequest, mem: Mem) -> s.RecordOut:
+    async def update(
+        memory_id: IdPath, body: s.UpdateRequest, mem: Mem, request: Request
+    ) -> s.RecordOut:
         """Change a memory's text and/or metadata (logged in its history); with
         ``expected_text`` or ``expected_updated_at`` only if the memory is still as the
         caller read it (409 and nothing written otherwise)."""
-        return s.RecordOut.of(await run_write(lambda: ops.update(mem, memory_id, body)))
+        updated = await run_write(
+            lambda: ops.update(mem, memory_id, body),
+            tenant=mem.tenant,
+            client_gone=request.is_disconnected,
+        )
+        return s.RecordOut.of(updated)
 
     @router.delete(
         "/{memory_id}",
@@ -217,6 +230,7 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     async def delete(
         memory_id: IdPath,
         mem: Mem,
+        request: Request,
         purge: bool = False,
         expected_text: ExpectedText = None,
         expected_updated_at: Annotated[s.Time | None, Query()] = None,
@@ -231,7 +245,9 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
                 purge=purge,
                 expected_text=expected_text,
                 expected_updated_at=expected_updated_at,
-            )
+            ),
+            tenant=mem.tenant,
+            client_gone=request.is_disconnected,
         )
         return s.Deleted(deleted=memory_id, purged=purge)
 
@@ -266,7 +282,7 @@ def session_router(
         summary="append_turns",
     )
     async def append_turns(
-        session_id: SessionPath, body: s.AppendTurnsRequest, tenant: Tenant
+        session_id: SessionPath, body: s.AppendTurnsRequest, tenant: Tenant, request: Request
     ) -> s.AppendedTurns:
         """Append messages to a session's log, durably, numbered in order (Session.add);
         ``warnings`` says why a tool result logged can never be in a window."""
@@ -285,7 +301,7 @@ def session_router(
                 results=[s.TurnOut.of(t) for t in turns], warnings=never_sent(session, turns)
             )
 
-        return await run_write(write)
+        return await run_write(write, tenant=tenant, client_gone=request.is_disconnected)
 
     @router.get("/{session_id:path}/turns", response_model=s.TurnList, summary="turns")
     def turns(

@@ -13,56 +13,73 @@ Now the write routes (add, update, delete, forget, append turns) run here: at mo
 for reads and everything else whatever the writes wait for. A write that finds every
 write thread taken waits for one without holding a thread, for at most
 :data:`WRITE_THREAD_WAIT_S`; then it is answered as a busy store is (503, retry).
+
+And at most :data:`WRITES_PER_TENANT` writes of one tenant hold a write thread at once
+(the per-tenant slots of :class:`~.window_slots.TenantSlots`, as the windows'). Why: one
+tenant's import of 99 adds of ~900 KB each, within the default rate limit, took every
+write thread, and another tenant's 2-byte add waited 10 s for one, was answered 503, and
+waited again after the ``Retry-After`` (stored after 17 s; a review). More threads
+would not have written faster: SQLite writes one transaction at a time, and each
+thread beyond the one writing waits for the store's write lock, which is not handed
+out in order, so another tenant's write waited behind up to all of them there too.
+Now a tenant's other writes wait for its slots, without a thread, and another tenant's
+write waits for at most :data:`WRITES_PER_TENANT` of them. A write whose client
+disconnected while it waited is not run (``ClientGone``: 499 in the access log).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import anyio
-import anyio.to_thread
 from anyio.lowlevel import RunVar
 
 from ..errors import StoreError
+from .window_slots import SlotWaitExpired, TenantSlots
 
 #: Writes that hold a thread at once (as many as the shared pool has).
 WRITE_THREADS = 40
+#: Writes of one tenant that hold a write thread at once. Two, not one: a write's own
+#: work (chunking, hashing, the keyword index's text) runs while another holds the
+#: store's write lock; a third only waits for that lock, ahead of other tenants' writes.
+WRITES_PER_TENANT = 2
 #: Seconds a write waits for a write thread at most (the SQLite store's busy timeout).
 WRITE_THREAD_WAIT_S = 10.0
 
 T = TypeVar("T")
 
-#: The write threads' limiter, one per event loop (as anyio keeps its shared pool's).
-_limiter: RunVar[anyio.CapacityLimiter] = RunVar("contextos_write_threads")
+#: The write threads' slots, one per event loop (as anyio keeps its shared pool's).
+_slots: RunVar[TenantSlots] = RunVar("contextos_write_threads")
 
 
-def _write_threads() -> anyio.CapacityLimiter:
+def _write_slots() -> TenantSlots:
     try:
-        return _limiter.get()
+        return _slots.get()
     except LookupError:
-        limiter = anyio.CapacityLimiter(WRITE_THREADS)
-        _limiter.set(limiter)
-        return limiter
+        slots = TenantSlots(WRITES_PER_TENANT, total=WRITE_THREADS)
+        _slots.set(slots)
+        return slots
 
 
-async def run_write(call: Callable[[], T]) -> T:
-    """``call()``, a route's blocking write, on a write thread once one is free."""
-    limiter = _write_threads()
-    borrower = object()  # this call's token: taken and given back here
+async def run_write(
+    call: Callable[[], T],
+    *,
+    tenant: str | None = None,
+    client_gone: Callable[[], Awaitable[bool]] | None = None,
+) -> T:
+    """``call()``, a route's blocking write, on a write thread once one is free and one
+    of ``tenant``'s :data:`WRITES_PER_TENANT` is (a write of no tenant waits for a write
+    thread only). ``client_gone`` (the route's ``Request.is_disconnected``): a write
+    whose client disconnected before it began is not run (``ClientGone``)."""
     try:
-        with anyio.fail_after(WRITE_THREAD_WAIT_S):
-            await limiter.acquire_on_behalf_of(borrower)
-    except TimeoutError:
+        return await _write_slots().run(
+            tenant, call, client_gone=client_gone, wait_s=WRITE_THREAD_WAIT_S
+        )
+    except SlotWaitExpired:
         raise StoreError(
-            f"every write thread of the server was busy for {WRITE_THREAD_WAIT_S:g} s "
-            "(writes waiting for the database's write lock)"
+            f"no write thread was free for {WRITE_THREAD_WAIT_S:g} s (this tenant's "
+            "other writes, or every write thread, waiting for the database's write lock)"
         ) from None
-    try:
-        # The token above is the limit; this call's own limiter only gives it a thread.
-        return await anyio.to_thread.run_sync(call, limiter=anyio.CapacityLimiter(1))
-    finally:
-        limiter.release_on_behalf_of(borrower)
 
 
-__all__ = ["WRITE_THREADS", "WRITE_THREAD_WAIT_S", "run_write"]
+__all__ = ["WRITES_PER_TENANT", "WRITE_THREADS", "WRITE_THREAD_WAIT_S", "run_write"]
