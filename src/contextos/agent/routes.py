@@ -91,9 +91,9 @@ def agent_router(
         if name in READS_LOG:
             return await slots.run(mem.tenant, run, client_gone=request.is_disconnected)
         # A write waits for the database's write lock on threads of its own, so that
-        # reads keep the shared pool (see server.write_threads).
+        # reads keep the shared pool, in the tenant's share of them (server.write_threads).
         if name in WRITING_TOOLS:
-            return await run_write(run)
+            return await run_write(run, tenant=mem.tenant, client_gone=request.is_disconnected)
         return await run_in_threadpool(run)
 
     @router.get("/core", response_model=CoreOut, summary="core_memory")

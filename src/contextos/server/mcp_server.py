@@ -329,15 +329,16 @@ def _in_window_slots(
 WRITING_TOOLS = frozenset({"add_memory", "update_memory", "delete_memory"}) | AGENT_WRITES
 
 
-def _on_write_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` (a tool of :data:`WRITING_TOOLS`) run on the server's write threads, as
-    the HTTP write routes (:mod:`.write_threads`): the SDK ran each call on the thread
-    pool every tool shares, so writes waiting for the database's write lock (another
-    process's vacuum, a long forget) could take every thread from the reads."""
+def _on_write_threads(fn: Callable[..., Any], tenant: Callable[[], str]) -> Callable[..., Any]:
+    """``fn`` (a tool of :data:`WRITING_TOOLS`) run on the server's write threads, in
+    the caller's tenant's share of them, as the HTTP write routes (:mod:`.write_threads`):
+    the SDK ran each call on the thread pool every tool shares, so writes waiting for
+    the database's write lock (another process's vacuum, a long forget) could take every
+    thread from the reads, and one tenant's burst made the others' writes wait."""
 
     @functools.wraps(fn)
     async def written(*args: Any, **kwargs: Any) -> Any:
-        return await run_write(functools.partial(fn, *args, **kwargs))
+        return await run_write(functools.partial(fn, *args, **kwargs), tenant=tenant())
 
     return written
 
@@ -351,7 +352,7 @@ def _on_its_threads(
     if fn.__name__ in READS_LOG:
         return _in_window_slots(fn, windows, tenant)
     if fn.__name__ in WRITING_TOOLS:
-        return _on_write_threads(fn)
+        return _on_write_threads(fn, tenant)
     return fn
 
 
