@@ -664,7 +664,8 @@ def _check_newest_turn(
     as a question over the budget.
 
     Raises:
-        BudgetError: the newest turn (with its tool unit) is not in the window.
+        BudgetError: the newest turn (with its tool unit) is not in the window; its
+            numbers are those the window left it out by (:func:`_newest_shortfall`).
         ValueError: the newest turn cannot be sent at all
             (:func:`~contextos.engine.session.sendable_units`): a tool result that
             answers no tool call still open, or a tool call without its results.
@@ -676,13 +677,30 @@ def _check_newest_turn(
     newest = next((i for i in history if i.key == newest_key), None)
     if newest is None:
         raise ValueError(UNSENDABLE_NEWEST)
-    unit = [i for i in history if i.group == newest.group] if newest.group else [newest]
-    allowance = next((u.allowance for u in window.usage if u.name == "turns"), 0)
+    needs, has = _newest_shortfall(window, history, newest)
     raise BudgetError(
-        f"the newest {newest.role} turn does not fit the budget",
-        requested=sum(i.tokens for i in unit),
-        available=allowance,
+        f"the newest {newest.role} turn does not fit the budget", requested=needs, available=has
     )
+
+
+def _newest_shortfall(window: Window, history: Sequence[Item], newest: Item) -> tuple[int, int]:
+    """(the tokens the window needed to place ``newest``, the room its turns had left),
+    as the window counted them when it left the turn out: the turn's tool unit and, when
+    left out too, the user turn that opened its exchange (a window keeps a reply only
+    with it), each as sent (the open loop's thinking included).
+
+    Why: the error counted the unit alone, as logged, against the turns' whole
+    allowance, and told the user "needs 664 tokens, has 667" of a unit the window had
+    left out with its 13-token question (a review)."""
+    unit = {i.key for i in history if i.group == newest.group} if newest.group else set()
+    unit.add(newest.key)
+    start = next(n for n, i in enumerate(history) if i.key in unit)
+    opener = next((i.key for i in reversed(history[:start]) if i.role == "user"), None)
+    needed = unit | {opener} if opener is not None else unit
+    needs = sum(o.tokens for o in window.overflow if o.segment == "turns" and o.key in needed)
+    turns = next((u for u in window.usage if u.name == "turns"), None)
+    has = turns.allowance - turns.tokens if turns is not None else 0
+    return needs, has
 
 
 def _is_question(message: Message) -> bool:
@@ -713,6 +731,32 @@ def _loop_opener(messages: Sequence[Message]) -> Message | None:
     return opener
 
 
+def _loop_question_at(history: Sequence[Item]) -> int | None:
+    """Where the history holds the user turn that opened its open tool loop (the
+    question a request without one, a step of the loop, is for), or None."""
+    at = open_loop_start([i.role for i in history], question=False) - 1
+    message = history[at].message if at >= 0 else None
+    return at if message is not None and message.role == "user" else None
+
+
+def _memory_query(request: ChatRequest, question: Message | None, history: Sequence[Item]) -> str:
+    """The text memories are searched for: the request's last user text, else its
+    question's, else the open tool loop's question as the history holds it.
+
+    Why the loop's question: an app that sends only new turns sends a step of a tool
+    loop as its tool results alone. Within one process the topic block was built when
+    the loop's question was asked, but a process (re)started inside the loop searched
+    for nothing: its first call went out without the block, and the next question built
+    it, a second uncached call (a review). Searched for the loop's question, that call
+    is what a whole-history app's is (its request still holds the question)."""
+    if text := request.last_user_text():
+        return text
+    asked = question
+    if asked is None and (at := _loop_question_at(history)) is not None:
+        asked = history[at].message
+    return asked.content if asked is not None and not asked.metadata.get(PLACEHOLDER_KEY) else ""
+
+
 def _loop_question_given(
     history: tuple[Item, ...], messages: Sequence[Message], tokenizer: Tokenizer
 ) -> tuple[Item, ...]:
@@ -727,11 +771,11 @@ def _loop_question_given(
     every step, so its own blocks go out again, as :func:`with_thinking_sent` sends the
     loop's thinking; once a new question closes the loop, the turn is text again."""
     opener = _loop_opener(messages)
-    at = open_loop_start([i.role for i in history], question=False) - 1
-    if opener is None or at < 0:
+    at = _loop_question_at(history)
+    if opener is None or at is None:
         return history
     logged = history[at].message
-    if logged is None or logged.role != "user" or logged.content != opener.content:
+    if logged is None or logged.content != opener.content:
         return history
     message = replace(logged, metadata={**logged.metadata, WIRE_KEY: opener.metadata[WIRE_KEY]})
     item = replace(history[at], message=message, tokens=message_item("", message, tokenizer).tokens)
@@ -1058,9 +1102,7 @@ class SessionContext:
             # The log changed under the session (an erasure): the block may hold
             # memories erased with it, so it is rebuilt from a fresh search.
             self.topic.hits, self.topic.due = [], True
-        query = request.last_user_text() or (
-            question.content if question and not question.metadata.get(PLACEHOLDER_KEY) else ""
-        )
+        query = _memory_query(request, question, history)
         layout = self.layout
         topic: list[Hit] = []
         summary = split.state.summary if split.state is not None else None
@@ -1533,7 +1575,11 @@ class SessionContext:
         if anchor is not None and followed is None:
             return  # the session was erased during the call: its answer goes with it
         # Before this reply is logged: whether a commit already answered the question.
-        answer = self._answer_after(anchor) if anchor is not None else None
+        answer = (
+            self._answer_after(anchor, logged_here=bool(prepared.logged))
+            if anchor is not None
+            else None
+        )
         if answer is not None and not call.complete and COMPLETE_KEY not in answer.metadata:
             # A cut reply reported after its retry's whole answer (a request cancelled
             # while its stream's read was blocked): logged at the end, it read as the
@@ -1685,31 +1731,42 @@ class SessionContext:
 
     def _remembered(self, seq: int) -> bool:
         """Whether memory holds what the logged turn ``seq`` said (a memory marked with
-        it, :meth:`_turn_mark`): one read, made only for a retried question."""
+        it, :meth:`_turn_mark`): one read, made only for a retried question, or for a
+        question an old release's reply follows (:meth:`_answer_after`)."""
         if self.memory is None or self.session is None:
             return False
         flt = Filter(metadata=self._turn_mark(seq))
         return bool(self.memory.get_all(filters=flt, limit=1, **self.scope_ids))
 
-    def _answer_after(self, anchor: TurnPrint) -> Message | None:
+    def _answer_after(self, anchor: TurnPrint, *, logged_here: bool) -> Message | None:
         """The reply (whole or cut) a commit logged right after the turn a call followed,
-        as the answer to that turn (:data:`REPLY_TO_KEY`; a reply logged before the key
-        was written counts), if any: that commit remembered the question, and this one
-        does not again (a retry after a cut stream).
+        as the answer to that turn (:data:`REPLY_TO_KEY`), if any: that commit remembered
+        the question, and this one does not again (a retry after a cut stream).
+        ``logged_here``: this call logged that turn itself (``Prepared.logged``).
 
         Why the answer to that turn: two calls of one session in flight together (a
         fallback client called while the first call waits, a double submit) log Q1 and
         Q2, then the first reply, logged after Q2 as Q1's answer; taken for Q2's, Q2
-        was never remembered (a review: "my sister is Rita" in the log, not in memory)."""
+        was never remembered (a review: "my sister is Rita" in the log, not in memory).
+
+        A reply without the key was logged by a release before it (a rolling deploy runs
+        both): it answers a turn this call did not log (a retry's question, logged and
+        answered by an earlier attempt), and a turn this call logged only when memory
+        already holds that turn (an old release's retry of it, which remembered it). Why:
+        counted whenever it came, an old replica's Q1 answer logged after a new
+        replica's Q2 was taken for Q2's, and Q2 was never remembered (a review)."""
         if self.session is None:
             return None
         try:
             after = self.session.turn(anchor.seq + 1).message
         except NotFound:
             return None
-        committed = after.role == "assistant" and after.metadata.keys() >= _COMMITTED_KEYS
-        answers = after.metadata.get(REPLY_TO_KEY, anchor.seq) == anchor.seq
-        return after if committed and answers else None
+        if not (after.role == "assistant" and after.metadata.keys() >= _COMMITTED_KEYS):
+            return None
+        answers = after.metadata.get(REPLY_TO_KEY)
+        if answers is None:  # logged by a release before the key
+            return after if not logged_here or self._remembered(anchor.seq) else None
+        return after if answers == anchor.seq else None
 
     def _log_reply(
         self, session: Session, reply: Message, followed: Turn | None, anchor: TurnPrint | None
