@@ -735,7 +735,8 @@ def context_window(
     cacheable length, the restated question and the memory rendering are the
     same everywhere. The segments, in layout order (see the module docstring):
     tools, system prompt, rules, summary, the ``topic`` memories (a cached block,
-    under ``topic_header``), the turns, then the per-call ``memories`` (under
+    under ``topic_header`` by the same both-or-neither rule as the per-call memories
+    when a header is given), the turns, then the per-call ``memories`` (under
     ``memory_header``: the header and at least one memory, or neither, all reported
     left out, so a memory never goes without the header saying what it is; the
     memories' floor is the header's first; one already in ``topic`` is not repeated)
@@ -910,15 +911,13 @@ def context_window(
                 min_cache_tokens=min_cache_tokens,
                 restate_question_over=lay.restate_question_over,
             )
-    if header:
-        window = _memories_under_header(
-            window,
-            segments,
-            budget,
-            min_cache_tokens=min_cache_tokens,
-            restate_question_over=lay.restate_question_over,
-        )
-    return window
+    return _memories_under_header(
+        window,
+        segments,
+        budget,
+        min_cache_tokens=min_cache_tokens,
+        restate_question_over=lay.restate_question_over,
+    )
 
 
 def _memories_under_header(
@@ -929,44 +928,68 @@ def _memories_under_header(
     min_cache_tokens: int,
     restate_question_over: int | None,
 ) -> Window:
-    """``window`` when it places the memory header and at least one memory; else the
-    window assembled again with neither, all of them reported left out.
+    """``window`` when it places each memory header in ``segments`` (the per-call
+    memories', the topic block's) with at least one of its memories, or neither; else
+    the window assembled again without each header and its memories placed one without
+    the other, all of them reported left out.
 
     Why one rule for both: the header alone introduces nothing, and a memory alone,
     placed just before the question with nothing saying it is an old, possibly outdated
     memory, reads as words the user just typed (a review: the header did not fit a few
-    tokens of room, the memory "Cancel all my orders." did). The room goes to what else
-    wants it."""
-    placed = {b.segment for b in window.blocks}
-    if placed >= _MEMORY_SEGMENTS:
-        return window
-    bare = [replace(g, items=()) if g.name in _MEMORY_SEGMENTS else g for g in segments]
-    again = assemble(
-        bare, budget, min_cache_tokens=min_cache_tokens, restate_question_over=restate_question_over
-    )
-    dropped = {(o.segment, o.key): o for o in window.overflow if o.segment in _MEMORY_SEGMENTS}
-    left_out = tuple(
-        dropped.get((g.name, i.key)) or Overflow(g.name, i.key, i.tokens, _WITHOUT[g.name])
-        for g in segments
-        if g.name in _MEMORY_SEGMENTS
-        for i in g.items
-    )
+    tokens of room, the memory "Cancel all my orders." did). A topic memory alone is
+    worse: on OpenAI it went out as a system message of its own, read as the app's
+    instruction (a review). The room goes to what else wants it; assembling again with
+    more room can change what else is placed, so the rule is checked again until it
+    holds."""
+    present = {g.name for g in segments}
+    pairs = [pair for pair in _UNDER_HEADER if pair[0] in present]
     first = {u.name: u for u in window.usage}
+    emptied: set[str] = set()
+    left_out: list[Overflow] = []
+    while broken := _apart(window, pairs):
+        dropped = {(o.segment, o.key): o for o in window.overflow if o.segment in broken}
+        left_out += [
+            dropped.get((g.name, i.key)) or Overflow(g.name, i.key, i.tokens, _WITHOUT[g.name])
+            for g in segments
+            if g.name in broken
+            for i in g.items
+        ]
+        emptied |= broken
+        bare = [replace(g, items=()) if g.name in emptied else g for g in segments]
+        window = assemble(
+            bare,
+            budget,
+            min_cache_tokens=min_cache_tokens,
+            restate_question_over=restate_question_over,
+        )
+    if not emptied:
+        return window
     usage = tuple(
-        replace(first[u.name], tokens=0, items=0, dropped=len(g.items))
-        if u.name in _MEMORY_SEGMENTS
-        else u
-        for u, g in zip(again.usage, segments, strict=True)
+        replace(first[u.name], tokens=0, items=0, dropped=len(g.items)) if u.name in emptied else u
+        for u, g in zip(window.usage, segments, strict=True)
     )
-    return replace(again, usage=usage, overflow=again.overflow + left_out)
+    return replace(window, usage=usage, overflow=window.overflow + tuple(left_out))
 
 
-#: The segments of the per-call memories: placed together or not at all.
-_MEMORY_SEGMENTS = frozenset({"memory_header", "memories"})
+def _apart(window: Window, pairs: Sequence[tuple[str, str]]) -> set[str]:
+    """The segments of the first (header, memories) pair in ``pairs`` of which
+    ``window`` places one without the other; empty when there is none. A pair placed
+    not at all is already left out, each of its items in the overflow with the reason
+    it did not fit. One pair at a time, in layout order: the room a topic block leaves
+    can be enough for the per-call memories and their header."""
+    placed = {b.segment for b in window.blocks}
+    return next((set(pair) for pair in pairs if len(placed.intersection(pair)) == 1), set())
+
+
+#: Each memory header and the segment of the memories it introduces, in layout order:
+#: placed together (the header and at least one memory) or not at all.
+_UNDER_HEADER = (("topic_header", "topic"), ("memory_header", "memories"))
 #: Why a placed header or memory is left out when the other is not placed.
 _WITHOUT = {
     "memory_header": "no memory fits: the header goes with one",
     "memories": "the memory header does not fit: a memory goes only under it",
+    "topic_header": "no topic memory fits: the header goes with one",
+    "topic": "the topic header does not fit: a memory goes only under it",
 }
 
 

@@ -656,18 +656,29 @@ def list_sessions(
     (:func:`owner_sessions`: both, when both are); only ``scope.session_id`` when set
     (so ``[session_id]`` or ``[]`` answers whether the user or agent takes part in
     it). Not the reserved ones that hold a lock's state (:data:`LOCK_SESSION_PREFIX`),
-    which are no conversation."""
-    sql = f"SELECT session_id FROM session_meta WHERE tenant = {mark}"
+    which are no conversation.
+
+    With both a user and an agent, the agent is looked for only in the user's sessions,
+    each by its id (:func:`named_in_session`). Why: ANDed with the agent's sessions
+    (:func:`owner_sessions`), listing a user's handful of sessions read every turn of
+    the tenant (the turns have no index on the agent): about 30 ms at 100,000 turns on
+    SQLite and 23 ms on PostgreSQL, against 0.2 and 0.6 ms now (a review)."""
+    sql = f"SELECT session_id FROM session_meta AS listed WHERE tenant = {mark}"
     sql += f" AND session_id NOT LIKE {mark}"
     params: list[object] = [scope.tenant, f"{LOCK_SESSION_PREFIX}%"]
     if scope.session_id is not None:
         sql += f" AND session_id = {mark}"
         params.append(scope.session_id)
     for column in ("user_id", "agent_id"):
-        if getattr(scope, column) is not None:
-            owned, owned_params = owner_sessions(scope, column, mark=mark)
-            sql += f" AND session_id IN ({owned})"
-            params.extend(owned_params)
+        if getattr(scope, column) is None:
+            continue
+        if column == "agent_id" and scope.user_id is not None:
+            test, test_params = named_in_session(scope, column, "listed", mark=mark)
+        else:
+            owned, test_params = owner_sessions(scope, column, mark=mark)
+            test = f"session_id IN ({owned})"
+        sql += f" AND {test}"
+        params.extend(test_params)
     return [r[0] for r in read(sql + " ORDER BY updated_at, session_id", params)]
 
 
@@ -721,6 +732,28 @@ def owner_sessions(scope: Scope, column: str, *, mark: str) -> tuple[str, list[o
         condition += f" AND session_id = {mark}"
         params.append(scope.session_id)
     return sessions_where(scope.tenant, condition, params, mark=mark)
+
+
+def named_in_session(
+    scope: Scope, column: str, outer: str, *, mark: str
+) -> tuple[str, list[object]]:
+    """A condition that a memory, a logged turn or the row of the session of the
+    enclosing query's table ``outer`` names ``scope``'s user (``column`` ``"user_id"``)
+    or agent (``"agent_id"``), with its parameters: :func:`owner_sessions`'s meaning,
+    tested for one session. One EXISTS per table of :data:`PARTICIPATION_TABLES`.
+
+    Why: it reads each session's rows by the session's id (the tables' session
+    indexes), so its cost follows the sessions the enclosing query keeps, where
+    :func:`owner_sessions` reads every row that names an agent (no index on it). Each
+    EXISTS asks for whole rows: asked for a constant, SQLite (with no table statistics)
+    read the tenant's whole ``memories_scope`` index, which holds every column tested,
+    rather than the session's memories; PostgreSQL probes by session either way."""
+    tests = [
+        f"EXISTS (SELECT * FROM {table} AS named WHERE named.tenant = {outer}.tenant"
+        f" AND named.session_id = {outer}.session_id AND named.{column} = {mark})"
+        for table in PARTICIPATION_TABLES
+    ]
+    return "(" + " OR ".join(tests) + ")", [getattr(scope, column)] * len(tests)
 
 
 def swap_session_meta_row(
