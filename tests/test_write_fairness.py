@@ -26,6 +26,7 @@ import pytest
 
 from contextos.bench.serve import running_server
 from contextos.server.keys import KeyStore
+from contextos.server.write_threads import WRITES_PER_TENANT
 
 httpx = pytest.importorskip("httpx")
 
@@ -111,10 +112,11 @@ def _abandon(url: str, key: str, body: dict[str, object]) -> socket.socket:
 
 
 def test_a_write_whose_client_left_while_it_waited_is_not_run(tmp_path: Path) -> None:
-    """Another process holds the write lock; acme's first two adds take its write
-    threads and wait for it, three more wait for those, and their clients reset their
-    connections. Once the lock is let go the two are stored, the three are not: they
-    were run, one after another, though nobody would read the answer."""
+    """Another process holds the write lock; acme's first adds take all its write
+    threads (``WRITES_PER_TENANT``) and wait for it, three more wait for those, and their
+    clients reset their connections. Once the lock is let go the first are stored, the
+    three are not: they were run, one after another, though nobody would read the
+    answer."""
     db = tmp_path / "gone.db"
     (acme,) = _keys(db, "acme")
     with (
@@ -129,10 +131,12 @@ def test_a_write_whose_client_left_while_it_waited_is_not_run(tmp_path: Path) ->
             kept.append(a.post("/v1/memories", json=body).status_code)
 
         with lock_held(db) as holder:
-            threads = [threading.Thread(target=add, args=(f"kept {i}",)) for i in range(2)]
+            threads = [
+                threading.Thread(target=add, args=(f"kept {i}",)) for i in range(WRITES_PER_TENANT)
+            ]
             for t in threads:
                 t.start()
-            time.sleep(0.5)  # both wait for the lock, on acme's two write threads
+            time.sleep(0.5)  # they wait for the lock, on all acme's write threads
             gone = [
                 _abandon(url, acme, {"messages": f"gone {i}", "user_id": "u"}) for i in range(3)
             ]
@@ -144,8 +148,8 @@ def test_a_write_whose_client_left_while_it_waited_is_not_run(tmp_path: Path) ->
             let_go(holder)
             for t in threads:
                 t.join(timeout=30)
-        assert kept == [201, 201]
+        assert kept == [201] * WRITES_PER_TENANT
         time.sleep(0.5)  # an abandoned add, if run, is stored by now
         listed = a.get("/v1/memories", params={"user_id": "u"}).json()["results"]
     texts = sorted(record["text"] for record in listed)
-    assert texts == ["before", "kept 0", "kept 1"], texts
+    assert texts == ["before", *(f"kept {i}" for i in range(WRITES_PER_TENANT))], texts

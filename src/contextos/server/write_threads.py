@@ -39,10 +39,12 @@ from .window_slots import SlotWaitExpired, TenantSlots
 
 #: Writes that hold a thread at once (as many as the shared pool has).
 WRITE_THREADS = 40
-#: Writes of one tenant that hold a write thread at once. Two, not one: a write's own
-#: work (chunking, hashing, the keyword index's text) runs while another holds the
-#: store's write lock; a third only waits for that lock, ahead of other tenants' writes.
-WRITES_PER_TENANT = 2
+#: Writes of one tenant that hold a write thread at once. Not one: a write's own work
+#: (chunking, hashing, the keyword index's text) runs while another holds the store's
+#: write lock. Four, not two: with two, ``bench serve --clients 50`` (one tenant, half
+#: adds) had an add p95 of 109 ms where 40 shared threads gave 36 and four give 43-46;
+#: another tenant's add behind a burst of 900 KB adds waits about 1 s (17 s with 40).
+WRITES_PER_TENANT = 4
 #: Seconds a write waits for a write thread at most (the SQLite store's busy timeout).
 WRITE_THREAD_WAIT_S = 10.0
 
