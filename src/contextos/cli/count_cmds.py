@@ -148,13 +148,13 @@ def _request_tokens(
     system part and tool schema as the window's blocks (:func:`text_item`,
     :func:`tool_item`), and tools that travel outside the window (server tools,
     ``strict`` ones) as the wrapper reserves room for them."""
-    from contextos.providers.wrapper import _tokens_of
+    from contextos.providers.wrapper import json_tokens
 
     tokens = tok.count_messages(request.messages)
     tokens += sum(text_item("system", s, tok).tokens for s in request.system if s.strip())
     tokens += sum(tool_item(t, tok).tokens for t in request.tools)
     verbatim = body.get("tools") if not request.tools else None
-    tokens += _tokens_of(verbatim) if verbatim else 0
+    tokens += json_tokens(verbatim) if verbatim else 0
     media = any(media_tokens(m, tok.count) for m in request.messages)
     return tokens, media or bool(body.get("tools"))
 

@@ -399,11 +399,14 @@ def _reserve(request: ChatRequest, kwargs: Mapping[str, Any]) -> int:
     if not out:
         out = model_info(request.model).default_output_reserve()
     if kwargs.get("tools") and not request.tools:  # verbatim tools: not in the window
-        out += _tokens_of(kwargs["tools"])
+        out += json_tokens(kwargs["tools"])
     return out
 
 
-def _tokens_of(value: Any) -> int:
+def json_tokens(value: Any) -> int:
+    """The tokens of ``value`` as JSON: how a request's parts that travel outside the
+    window (server tools, ``strict`` tools) are counted, by the wrapper's budget and by
+    ``contextos count`` alike."""
     import json
 
     from contextos.llm.tokens import default_tokenizer
