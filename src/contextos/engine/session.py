@@ -66,6 +66,7 @@ from contextos.engine.window import (
     Window,
     assemble,
     message_item,
+    newest_unit_tokens,
     text_item,
     tool_item,
 )
@@ -891,6 +892,8 @@ def context_window(
         ),
         Segment("question", "question", question_items, priority=QUESTION_PRIORITY, required=True),
     ]
+    if question is None and prefill is None:  # the request is for the newest unit
+        segments = _newest_floored(segments, budget)
     window = assemble(
         segments,
         budget,
@@ -900,7 +903,7 @@ def context_window(
     if question is None and any(o.segment == "turns" for o in window.overflow):
         # The open loop's thinking did not fit: its older turns' thinking goes first
         # (:func:`loop_thinking_to_fit`). The turns' allowance stays what it was: the
-        # segments served before them are the same.
+        # segments served before them are the same, and so is the turns' floor.
         room = next(u.allowance for u in window.usage if u.name == "turns")
         lean = loop_thinking_to_fit(sent, tokenizer, room)
         if lean is not None:
@@ -918,6 +921,30 @@ def context_window(
         min_cache_tokens=min_cache_tokens,
         restate_question_over=lay.restate_question_over,
     )
+
+
+def _newest_floored(segments: Sequence[Segment], budget: int) -> list[Segment]:
+    """``segments`` with the turns' floor set to their newest unit with the user turn that
+    opened its exchange (:func:`~contextos.engine.window.newest_unit_tokens`), as far as
+    the instructions, tools and other segments' floors leave room: a window without a
+    question is for that unit (a step of a tool loop: the call and its results go
+    together), so the summary and the topic block take what is left, not it.
+
+    Why: served before the turns, a rolling summary left the newest tool step a few
+    tokens short, and a call whose budget held that step was refused ("the newest tool
+    turn does not fit the budget") or sent without it. Capped so the floor never takes
+    room from the instructions or tools (served first, the system prompt and tools are
+    required): where the unit does not fit beside them, the window leaves it out as
+    before, and the caller's error says so with the numbers."""
+    first = {g.name for g in segments if g.priority > SUMMARY_PRIORITY}
+    ahead = sum(i.tokens for g in segments if g.name in first for i in g.items)
+    others = [g for g in segments if g.name not in first and g.name != "turns"]
+    floors = sum(min(g.floor, sum(i.tokens for i in g.items)) for g in others)
+    room = budget - TOKENS_PER_REPLY - ahead - floors
+    return [
+        replace(g, floor=max(0, min(newest_unit_tokens(g.items), room))) if g.name == "turns" else g
+        for g in segments
+    ]
 
 
 def _memories_under_header(

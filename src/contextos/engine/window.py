@@ -258,6 +258,23 @@ def _openers(units: Sequence[tuple[Item, ...]]) -> list[int | None]:
     return out
 
 
+def newest_unit_tokens(items: Sequence[Item]) -> int:
+    """Tokens a ``newest`` segment (the history) needs to place its newest unit (a turn,
+    or a tool call with its results): the unit and, before it, the user turn that opened
+    its exchange, which :func:`_select` keeps a reply only with. 0 for no items.
+
+    Why: a request without a question (a step of a tool loop) is for that unit, and the
+    provider needs the tool call sent with its results; a floor of this much for the
+    history makes lower priorities (the summary, the topic block) take what is left,
+    not the other way round (:func:`contextos.engine.session.context_window`)."""
+    units = _units(items)
+    if not units:
+        return 0
+    opener = _openers(units)[-1]
+    extra = _cost(units[opener]) if opener is not None and opener != len(units) - 1 else 0
+    return _cost(units[-1]) + extra
+
+
 def _select(seg: Segment, allowance: int) -> tuple[list[tuple[Item, ...]], list[tuple[Item, ...]]]:
     """Units kept (in their final order) and units dropped, within ``allowance`` tokens.
 
@@ -355,7 +372,7 @@ def assemble(
             raise BudgetError(
                 f"segment {seg.name!r} does not fit", requested=need, available=allowance
             )
-        reason = _reason(seg, room, allowance, kept, dropped)
+        reason = _reason(seg, room, allowance, kept, dropped, held=reserved)
         overflow += [Overflow(seg.name, i.key, i.tokens, reason) for u in dropped for i in u]
         used = sum(_cost(u) for u in kept)
         left -= used
@@ -383,8 +400,12 @@ def _reason(
     allowance: int,
     kept: Sequence[tuple[Item, ...]],
     dropped: Sequence[tuple[Item, ...]],
+    *,
+    held: int = 0,
 ) -> str:
     """Why ``dropped`` units of ``seg`` were left out (one reason for the segment).
+    ``held``: the tokens still reserved for the floors of segments served later (the
+    history's newest unit in a window without a question), named when there are any.
 
     A ``newest`` segment (the history) stops at the first unit, newest first, that
     is larger than the room left, and the older ones go with it (no holes): the
@@ -417,7 +438,8 @@ def _reason(
             )
     if seg.ceiling is not None and seg.ceiling < room:
         return f"over the ceiling of segment {seg.name!r} ({seg.ceiling} tokens)"
-    return f"no budget left for segment {seg.name!r} after higher priorities"
+    floors = f" and the floors of later ones ({held} tokens)" if held > 0 else ""
+    return f"no budget left for segment {seg.name!r} after higher priorities{floors}"
 
 
 def _layout(
@@ -589,6 +611,7 @@ __all__ = [
     "content_blocks",
     "edge_order",
     "message_item",
+    "newest_unit_tokens",
     "plan_breakpoints",
     "text_item",
     "tool_item",
