@@ -111,8 +111,9 @@ def test_the_history_of_a_replaced_fact_shows_no_update_that_changed_nothing(sto
         ({"seq": 41}, None),
         ({"speaker": "alice"}, "al"),
         ({"speaker": "alice"}, None),
+        ({"utc_offset": 60}, None),  # the zone of its time: the turns are logged in UTC
     ],
-    ids=["role", "seq", "speaker-of-a-named-turn", "speaker-of-an-unnamed-turn"],
+    ids=["role", "seq", "speaker-of-a-named-turn", "speaker-of-an-unnamed-turn", "utc_offset"],
 )
 def test_an_offload_archives_turns_whose_own_metadata_names_reserved_keys(
     tmp_path: Path, meta: dict[str, object], name: str | None

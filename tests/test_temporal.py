@@ -86,6 +86,12 @@ RESOLVE_CASES = [
     ("I will visit Rome in June", date(2023, 6, 1), "month", date(2023, 7, 1)),
     ("I moved there in March", date(2023, 3, 1), "month", date(2023, 4, 1)),
     ("last May", date(2022, 5, 1), "month", date(2022, 6, 1)),
+    # "<N> ago today" is that very day (an anniversary), one mention, not a year and today
+    ("Two years ago today I got married", date(2021, 5, 8), "day", date(2021, 5, 9)),
+    ("I met Tom one year ago today", date(2022, 5, 8), "day", date(2022, 5, 9)),
+    ("a month ago today", date(2023, 4, 8), "day", date(2023, 4, 9)),
+    ("a week ago today", date(2023, 5, 1), "day", date(2023, 5, 2)),
+    ("3 days ago today", date(2023, 5, 5), "day", date(2023, 5, 6)),
 ]
 
 
@@ -126,6 +132,16 @@ def test_several_mentions_in_order() -> None:
     ]
 
 
+def test_ago_today_from_a_day_the_earlier_month_lacks() -> None:
+    """29 February a year back, 31 March a month back: the month's last day."""
+    leap = datetime(2024, 2, 29, 10, 0)
+    assert rewrite("one year ago today", resolve("one year ago today", leap)) == (
+        "on 28 February 2023"
+    )
+    march = datetime(2023, 3, 31, 10, 0)
+    assert resolve("a month ago today", march)[0].start.date() == date(2023, 2, 28)
+
+
 def test_weekend_from_a_sunday() -> None:
     sunday = datetime(2023, 5, 14, 10, 0)
     assert resolve("this weekend", sunday)[0].start.date() == date(2023, 5, 13)
@@ -153,6 +169,7 @@ def test_explicit_future_overrides_tense_guess() -> None:
         ("We went hiking on Sunday", "We went hiking on 7 May 2023"),
         ("I visited Rome in June", "I visited Rome in June 2022"),
         ("Two days ago I ran a race", "on 6 May 2023 I ran a race"),
+        ("Two years ago today I got married.", "on 8 May 2021 I got married."),
         ("It happened on 7 May 2023", "It happened on 7 May 2023"),
         ("Nothing to see here", "Nothing to see here"),
     ],

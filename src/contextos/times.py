@@ -11,7 +11,7 @@ it cannot represent with a ``ValueError``; reading old rows uses
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import overload
 
 #: The first and last instants a time may take.
@@ -65,6 +65,27 @@ def opt_local(value: object, name: str = "time") -> datetime | None:
     instant = utc(value, name)
     given = datetime.fromisoformat(value) if isinstance(value, str) else value
     return given if isinstance(given, datetime) and given.tzinfo is not None else instant
+
+
+#: The widest offset from UTC a zone may have, in minutes (as Python's ``timezone``).
+MAX_OFFSET_MINUTES = 24 * 60 - 1
+
+
+def offset_minutes(value: datetime | None) -> int:
+    """Minutes east of UTC of the zone ``value`` was given in (0 for naive, for UTC and
+    for none, and for an offset of seconds, which no calendar date depends on)."""
+    offset = value.utcoffset() if value is not None else None
+    seconds = int(offset.total_seconds()) if offset is not None else 0
+    return seconds // 60 if seconds % 60 == 0 else 0
+
+
+def zone(minutes: object) -> timezone | None:
+    """The fixed zone ``minutes`` east of UTC, or None when ``minutes`` is no whole
+    number of minutes a zone may have (0 included: UTC, what times are stored in).
+    Lenient: it reads what metadata holds, which an update may have set to anything."""
+    if type(minutes) is not int or not 0 < abs(minutes) <= MAX_OFFSET_MINUTES:
+        return None
+    return timezone(timedelta(minutes=minutes))
 
 
 def to_epoch(value: datetime) -> float:

@@ -293,8 +293,9 @@ WIRE_ONLY_KEYS = frozenset(
 )
 #: Turn metadata an archived memory does not copy either: the keys ``Memory.add``
 #: writes into every memory of a session (``memory/ingest.py``; ``speaker`` only for a
-#: message with a ``name``, which it is then made of).
-SAID_BY_KEYS = frozenset({"role", "seq", "speaker"})
+#: message with a ``name``, which it is then made of), and the zone of its time
+#: (``utc_offset``, made of the ``event_time`` the archive passes).
+SAID_BY_KEYS = frozenset({"role", "seq", "speaker", "utc_offset"})
 #: Room left in a memory's metadata for what :func:`archive` adds to the turn's own.
 _ARCHIVE_KEYS_BYTES = 1024
 

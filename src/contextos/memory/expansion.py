@@ -21,7 +21,7 @@ indexed there.
 from __future__ import annotations
 
 from ..types import MemoryRecord
-from .infer import facts_beside
+from .infer import facts_to_embed
 from .render import FACT_OF
 
 
@@ -53,7 +53,7 @@ def turn_facts(record: MemoryRecord) -> list[MemoryRecord]:
     beyond itself): what is embedded with the turn."""
     if not is_conversation_turn(record):
         return []
-    return facts_beside([record])[:MAX_TURN_FACTS]
+    return facts_to_embed(record, MAX_TURN_FACTS)
 
 
 def expansion_facts(record: MemoryRecord) -> list[str]:

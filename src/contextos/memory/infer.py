@@ -26,14 +26,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from contextos.text import sentences as S
 
 from ..store.base import Store, TokenCounter
-from ..times import utc
+from ..times import offset_minutes, utc
 from ..types import MemoryRecord, Message, Scope, content_hash
 from .extract import (
     POSITION_ID,
@@ -43,9 +43,9 @@ from .extract import (
     speaker_of,
     turn_ids,
 )
-from .ingest import AddOptions, as_local_time, check_metadata_copies
+from .ingest import AddOptions, as_local_time, check_fact_copies, check_metadata_copies
 from .reconcile import INFERRED, Outcome, Plan, Reconciler
-from .render import CAPTION_KEYS, FACT_OF
+from .render import CAPTION_KEYS, FACT_OF, UTC_OFFSET, local_time
 
 #: Metadata keys naming the turn a message is (provenance), in order of preference.
 _SOURCE_KEYS = ("dia_id", "source_id", "turn_id", "id", "message_id")
@@ -137,6 +137,10 @@ class Facts:
     #: No time was given to the add or its messages: every statement is said now, the
     #: newest said, so none is taken for an older one (``reconcile._began_later``).
     said_now: bool = False
+    #: Position of a source turn -> the zone its time was given in (minutes east of
+    #: UTC; None: the add's), kept in its facts' metadata (``render.UTC_OFFSET``) so they
+    #: are dated by the speaker's calendar, as their text is.
+    offsets: Mapping[int | None, int] = field(default_factory=dict)
 
 
 def extract_facts(
@@ -160,7 +164,10 @@ def extract_facts(
     said_now = (opts.event_local or opts.event_time) is None and not any(
         m.metadata.get("event_time") for m in messages
     )
-    return Facts(_by_turn(candidates, order), question_contexts(turns), base_meta, said_now)
+    offsets: dict[int | None, int] = {None: offset_minutes(default_time)}
+    offsets.update((i, offset_minutes(t.metadata["event_time"])) for i, t in enumerate(turns))
+    groups = _by_turn(candidates, order)
+    return Facts(groups, question_contexts(turns), base_meta, said_now, offsets)
 
 
 def plan_facts(
@@ -192,6 +199,8 @@ def plan_facts(
         meta = dict(facts.metadata)
         if first_seq is not None:
             meta["seq"] = first_seq + (pos or 0)
+        if facts.offsets.get(pos):
+            meta[UTC_OFFSET] = facts.offsets[pos]
         plan.decide(group, meta)
     return plan
 
@@ -228,49 +237,98 @@ def facts_beside(
     provenance, and is indexed with the turn's context, so retrieval can score a turn
     and its facts as one unit (``retrieval.by_source``). No reconciliation: the facts
     are an index of what was said, not beliefs that later turns revise.
+
+    Each fact stores a copy of its turn's metadata: a ValueError
+    (:func:`check_fact_copies`) where the copies of a turn would write too much.
     """
     extractor = extractor or OfflineExtractor()
     out: list[MemoryRecord] = []
     for turn in turns:
-        if turn.metadata.get(FACT_OF) is not None:
-            continue
-        speaker = turn.metadata.get("speaker")
-        role = turn.metadata.get("role", "user")
-        anchor = turn.event_time or turn.created_at
-        meta: dict[str, Any] = {k: v for k, v in turn.metadata.items() if k in CAPTION_KEYS}
-        message = Message(
-            role=role if role in ("user", "assistant") else "user",
-            content=turn.text,
-            name=speaker if isinstance(speaker, str) else None,
-            metadata={**meta, "turn_id": turn.id, "event_time": anchor},
-        )
-        same = (_plain(turn.text), _plain(f"{speaker_of(message)}: {turn.text}"))
-        kept = [
-            cand
-            for cand in extractor.extract([message], session_time=anchor)
-            if _plain(cand.text) not in same  # the turn verbatim: a copy adds only weight
-        ]
-        shared = {k: v for k, v in turn.metadata.items() if k not in (*CAPTION_KEYS, "dia_id")}
-        check_metadata_copies(shared, len(kept))  # copied into each of its facts
-        for cand in kept:
-            fact_meta: dict[str, Any] = dict(shared)
-            fact_meta[FACT_OF] = turn.id
-            if cand.speaker and cand.speaker not in ("user", "assistant"):
-                fact_meta["speaker"] = cand.speaker
-            when = cand.event_time or turn.event_time
-            out.append(
-                replace(
-                    turn,
-                    id=str(uuid.uuid4()),
-                    text=cand.text,
-                    memory_type=cand.memory_type,
-                    metadata=fact_meta,
-                    event_time=when,
-                    hash=content_hash(cand.text),
-                    token_count=None,  # the turn's count is not the fact's
-                )
-            )
+        kept = _turn_candidates(turn, extractor)
+        shared = _shared_metadata(turn)
+        check_fact_copies(shared, len(kept))
+        out.extend(_as_facts(turn, kept, shared))
     return out
+
+
+def facts_to_embed(
+    turn: MemoryRecord, limit: int, extractor: OfflineExtractor | None = None
+) -> list[MemoryRecord]:
+    """The first ``limit`` facts of ``turn``, as :func:`facts_beside` makes them, to be
+    embedded with it (``memory.expansion``) and never stored: so no copies of its
+    metadata are written, and none are checked. Why: the copies check, run on facts
+    only embedded, quarantined a long turn (1,700 facts) with ordinary metadata, its
+    error saying to do what the caller had done (a review); and only ``limit`` are
+    built, however many the text holds."""
+    kept = _turn_candidates(turn, extractor or OfflineExtractor())[:limit]
+    return _as_facts(turn, kept, _shared_metadata(turn))
+
+
+def _turn_candidates(turn: MemoryRecord, extractor: OfflineExtractor) -> list[Candidate]:
+    """The extractor's candidates of ``turn`` but a verbatim copy of it; none for a fact
+    stored beside a turn, nor for a turn whose role the extractor takes no facts from
+    (a system prompt, a tool's output: read as the user's own words, they stated false
+    facts about the user, a review). A record without a role is a user's."""
+    role = turn.metadata.get("role", "user")
+    if turn.metadata.get(FACT_OF) is not None or role not in extractor.roles:
+        return []
+    speaker = turn.metadata.get("speaker")
+    # The day it was said where it was said: "next year" on 31 December at 23:30 in
+    # California is 2024, though 2024 has begun in UTC (a review).
+    said = turn.event_time or turn.created_at
+    anchor = local_time(said, turn.metadata) if said is not None else None
+    meta: dict[str, Any] = {k: v for k, v in turn.metadata.items() if k in CAPTION_KEYS}
+    message = Message(
+        role=role,
+        content=turn.text,
+        name=speaker if isinstance(speaker, str) else None,
+        metadata={**meta, "turn_id": turn.id, "event_time": anchor},
+    )
+    same = (_plain(turn.text), _plain(f"{speaker_of(message)}: {turn.text}"))
+    return [
+        cand
+        for cand in extractor.extract([message], session_time=anchor)
+        if _plain(cand.text) not in same  # the turn verbatim: a copy adds only weight
+    ]
+
+
+def _shared_metadata(turn: MemoryRecord) -> dict[str, Any]:
+    """What a fact copies of its turn's metadata (not the caption, nor the turn's id)."""
+    return {k: v for k, v in turn.metadata.items() if k not in (*CAPTION_KEYS, "dia_id")}
+
+
+def _as_facts(
+    turn: MemoryRecord, candidates: Sequence[Candidate], shared: Mapping[str, Any]
+) -> list[MemoryRecord]:
+    """``candidates`` of ``turn`` as records beside it (see :func:`facts_beside`)."""
+    out: list[MemoryRecord] = []
+    for cand in candidates:
+        fact_meta: dict[str, Any] = dict(shared)
+        fact_meta[FACT_OF] = turn.id
+        if cand.speaker and cand.speaker not in ("user", "assistant"):
+            fact_meta["speaker"] = cand.speaker
+        out.append(
+            replace(
+                turn,
+                id=str(uuid.uuid4()),
+                text=cand.text,
+                memory_type=cand.memory_type,
+                metadata=fact_meta,
+                event_time=_in_utc(cand.event_time, turn.event_time),
+                hash=content_hash(cand.text),
+                token_count=None,  # the turn's count is not the fact's
+            )
+        )
+    return out
+
+
+def _in_utc(when: datetime | None, default: datetime | None) -> datetime | None:
+    """``when`` (a fact's time, in its turn's zone) in UTC, as every stored time is;
+    ``default`` (its turn's) when there is none, or when it lies past year 9999 in UTC."""
+    try:
+        return utc(when, "event_time") if when is not None else default
+    except ValueError:
+        return default
 
 
 def _plain(text: str) -> str:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..engine.message_text import check_text, check_unicode
-from ..times import opt_local, opt_utc
+from ..times import offset_minutes, opt_local, opt_utc
 from ..types import (
     MEMORY_TYPES,
     MemoryRecord,
@@ -28,7 +28,7 @@ from ..types import (
     content_hash,
     fits_int64,
 )
-from .render import FACT_OF, caption_of
+from .render import FACT_OF, UTC_OFFSET, caption_of
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
 MAX_TEXT_CHARS = 100_000
@@ -226,14 +226,18 @@ def build_records(
                 f"a memory may hold at most {MAX_TEXT_CHARS:,} characters "
                 f"(got {len(message.content):,}); split it first"
             )
-        event = message.metadata.get("event_time") or opts.event_time
-        event_time = _as_datetime(event)
+        # A message's own time, even "" (refused as the call's ""; it was read as no
+        # time at all, a review); the call's where the message gives none.
+        given = message.metadata.get("event_time")
+        event_time = _as_datetime(opts.event_time if given is None else given)
+        local = opts.event_local if given is None else as_local_time(given)
         meta = _record_metadata(opts.metadata, message)
         if FACT_OF in meta:
             raise ValueError(
                 f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
             )
-        check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the seq it gets
+        check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the keys it gets
+        _keep_zone(meta, local)
         if seq is not None:
             _refuse_own_seq(meta)
             meta["seq"] = seq
@@ -252,7 +256,7 @@ def build_records(
                 # later (an event's time) holds now (``as_of`` is valid time).
                 valid_from=min(event_time, now) if event_time else now,
                 provenance=_provenance(message),
-                context=_context(message, event_time, prev),
+                context=_context(message, local, prev),
                 hash=content_hash(text),
             )
         )
@@ -351,16 +355,38 @@ def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message])
 def check_metadata_copies(metadata: Mapping[str, Any], copies: int) -> None:
     """Refuse an add whose ``metadata``, copied into each of its ``copies`` memories,
     would write more than :data:`MAX_METADATA_COPIES_BYTES` (ValueError saying why)."""
-    if copies <= 1 or not metadata:
-        return
-    size = metadata_bytes(metadata)
-    if size * copies > MAX_METADATA_COPIES_BYTES:
+    size = _copied_bytes(metadata, copies)
+    if size:
         raise ValueError(
             f"metadata of {size:,} bytes would be copied into each of {copies:,} memories "
             f"({size * copies:,} bytes); one add may copy at most "
             f"{MAX_METADATA_COPIES_BYTES:,} bytes: put data of one message in that message's "
             "metadata, or add fewer messages at a time"
         )
+
+
+def check_fact_copies(metadata: Mapping[str, Any], facts: int) -> None:
+    """Refuse a turn whose ``metadata``, copied into each of the ``facts`` stored beside
+    it (``add(facts=True)``), would write more than :data:`MAX_METADATA_COPIES_BYTES`
+    (ValueError). Its own words: the add's were about the add's messages, and told a
+    caller who had put the data in the message's own metadata to do just that."""
+    size = _copied_bytes(metadata, facts)
+    if size:
+        raise ValueError(
+            f"the turn's metadata of {size:,} bytes would be copied into each of the "
+            f"{facts:,} facts stored beside it ({size * facts:,} bytes); at most "
+            f"{MAX_METADATA_COPIES_BYTES:,} bytes may be copied: keep large data out of "
+            "the turn's metadata, split the turn, or store it without facts (facts=False)"
+        )
+
+
+def _copied_bytes(metadata: Mapping[str, Any], copies: int) -> int:
+    """The size of ``metadata`` where its ``copies`` would write more than
+    :data:`MAX_METADATA_COPIES_BYTES`, else 0."""
+    if copies <= 1 or not metadata:
+        return 0
+    size = metadata_bytes(metadata)
+    return size if size * copies > MAX_METADATA_COPIES_BYTES else 0
 
 
 def next_seq(previous: MemoryRecord | None) -> int:
@@ -398,6 +424,28 @@ def _refuse_said_by(meta: Mapping[str, Any], message: Message) -> None:
             )
 
 
+def _keep_zone(meta: dict[str, Any], local: datetime | None) -> None:
+    """Write into ``meta`` the zone ``local`` (the memory's time) was given in, unless
+    UTC (:data:`~contextos.memory.render.UTC_OFFSET`), refusing the caller's own value
+    of that key where it says another (ValueError), as :func:`_refuse_said_by` does."""
+    offset = offset_minutes(local)
+    _refuse_other_zone(meta, offset)
+    if offset:
+        meta[UTC_OFFSET] = offset
+
+
+def _refuse_other_zone(meta: Mapping[str, Any], offset: int) -> None:
+    """Refuse a caller's ``utc_offset`` that is not the zone of the memory's time: the
+    library keeps that zone there, and reads the memory's dates in it."""
+    if UTC_OFFSET in meta and meta[UTC_OFFSET] != offset:
+        raise ValueError(
+            f"metadata key {UTC_OFFSET!r} is reserved: the library keeps there the zone "
+            f"event_time was given in, in minutes east of UTC ({offset}), which would "
+            f"replace your {meta[UTC_OFFSET]!r}; give event_time with its zone "
+            "(e.g. 2023-05-08T20:00:00-07:00), or your key another name"
+        )
+
+
 def _refuse_own_seq(meta: Mapping[str, Any]) -> None:
     """Refuse a caller's ``seq`` in a session's metadata: the library numbers the
     session's memories there (it was renumbered without a word, before: a review)."""
@@ -415,6 +463,9 @@ def check_said_by(messages: Sequence[Message], opts: AddOptions) -> None:
     for message in messages:
         meta = {**opts.metadata, **message.metadata}
         _refuse_said_by(meta, message)
+        given = message.metadata.get("event_time")
+        local = opts.event_local if given is None else as_local_time(given)
+        _refuse_other_zone(meta, offset_minutes(local))
         if opts.scope.session_id is not None:
             _refuse_own_seq(meta)
 
@@ -431,12 +482,14 @@ def _provenance(message: Message) -> tuple[str, ...]:
     return (str(source),) if source else ()
 
 
-def _context(message: Message, event_time: datetime | None, prev: Message | None) -> str:
+def _context(message: Message, local: datetime | None, prev: Message | None) -> str:
+    """What a record is indexed with (see the module docstring); its date is the day in
+    the zone its time was given in (``local``), the day the speaker said it."""
     parts = []
     if message.name:
         parts.append(message.name)
-    if event_time is not None:
-        parts.append(event_time.strftime("%d %B %Y %A"))
+    if local is not None:
+        parts.append(local.strftime("%d %B %Y %A"))
     caption = caption_of(message.metadata)
     if caption:
         parts.append(f"image: {caption}")

@@ -7,7 +7,9 @@ budgets count exactly what is sent.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
+from ..times import zone
 from ..types import MemoryRecord
 
 #: Metadata keys that may hold an image's caption (LoCoMo writes ``blip_caption``); the
@@ -21,6 +23,14 @@ CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 #: records of their own. Reserved: ``Memory.add`` refuses it in the caller's metadata.
 FACT_OF = "fact_of"
 
+#: Metadata key where ``Memory.add`` keeps the zone a memory's ``event_time`` was given
+#: in, when not UTC: minutes east of UTC. Why: the stores keep the instant only (epoch
+#: seconds in SQLite, ``timestamptz`` in PostgreSQL), and a turn said at 20:00 in Los
+#: Angeles on 8 May was dated 9 May and its "yesterday" read as 8 May (a review). A
+#: memory's date is its date there (:func:`local_time`): the one rendered, the one
+#: indexed in its context, and the day its facts' relative dates are read from.
+UTC_OFFSET = "utc_offset"
+
 #: Names what ``render`` produces. Stored with each record's token count (beside the
 #: tokenizer's name, see ``memory.record_tokens``) and changed whenever ``render``
 #: changes, so counts of the old rendering are not trusted.
@@ -31,12 +41,22 @@ def render(record: MemoryRecord) -> str:
     """``[2023-05-08] Caroline: text (image: caption)`` — date and speaker when known."""
     parts = []
     if record.event_time is not None:
-        parts.append(f"[{record.event_time.date().isoformat()}]")
+        parts.append(f"[{local_time(record.event_time, record.metadata).date().isoformat()}]")
     parts.append(_with_speaker(record))
     caption = caption_of(record.metadata)
     if caption:
         parts.append(f"(image: {caption})")
     return " ".join(parts)
+
+
+def local_time(when: datetime, metadata: Mapping[str, object]) -> datetime:
+    """``when`` in the zone ``metadata`` keeps (:data:`UTC_OFFSET`); as it is (UTC) when
+    it keeps none, or one the time cannot be moved into (past year 9999)."""
+    tz = zone(metadata.get(UTC_OFFSET))
+    try:
+        return when.astimezone(tz) if tz is not None else when
+    except (OverflowError, ValueError):
+        return when
 
 
 #: Names what ``embedding_text`` produces. Stored with each vector (beside the model's

@@ -119,7 +119,7 @@ _EXPRESSIONS = rf"""(?:(?P<prep>on|in|during|over|since|until|till|through|thru|
     | (?P<dat>(?:the\s+)?day\s+after\s+tomorrow)
     | (?P<relday>yesterday|today|tonight|tomorrow|last\s+night
         |this\s+(?:morning|afternoon|evening))
-    | (?P<ago>(?P<agon>{_NUM})\s+(?P<agou>{_UNIT})\s+ago)
+    | (?P<ago>(?P<agon>{_NUM})\s+(?P<agou>{_UNIT})\s+ago(?P<agotoday>\s+today)?)
     | (?P<later>(?P<latn>{_NUM})\s+(?P<latu>{_UNIT})(?P<fromnow>\s+from\s+now)?)
     | (?P<relper>(?P<permod>{_MOD})\s+(?P<per>{_PERIOD}))
     | (?P<relwd>(?P<wdmod>{_MOD})\s+(?P<wd1>{_WD}))
@@ -297,6 +297,20 @@ def _shift(anchor: datetime, n: int, unit: str) -> tuple[datetime, Granularity]:
     if unit == "month":
         return _month_start(anchor.year, anchor.month + n, anchor.tzinfo), "month"
     return datetime(anchor.year + n, 1, 1, tzinfo=anchor.tzinfo), "year"
+
+
+def _same_day(anchor: datetime, n: int, unit: str) -> datetime:
+    """The anchor's day ``n`` units on (negative = past): "two years ago today" said on 4
+    March 2024 is 4 March 2022. Why not :func:`_shift`: it gives the unit's start (2022),
+    and "today" was then resolved alone, so a fact held both dates (a review). A day the
+    month lacks (29 February a year on) is that month's last."""
+    unit = unit.lower().rstrip("s")
+    if unit in ("day", "week"):
+        return _day(anchor, n * (7 if unit == "week" else 1))
+    months = anchor.month - 1 + n * (12 if unit == "year" else 1)
+    year, month = anchor.year + months // 12, months % 12 + 1
+    last = (_month_start(year, month + 1, anchor.tzinfo) - timedelta(days=1)).day
+    return _day(anchor).replace(year=year, month=month, day=min(anchor.day, last))
 
 
 def _weekend(anchor: datetime, offset: int) -> datetime:
@@ -477,6 +491,8 @@ def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
         offset = -1 if word.startswith(("yesterday", "last")) else int(word == "tomorrow")
         return _day(anchor, offset), "day", True
     if g("ago"):
+        if g("agotoday"):  # an anniversary: that very day, not the unit it lies in
+            return _same_day(anchor, -_count(g("agon")), g("agou")), "day", True
         start, gran = _shift(anchor, -_count(g("agon")), g("agou"))
         return start, gran, True
     if g("later"):
