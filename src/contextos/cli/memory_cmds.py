@@ -430,12 +430,20 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         table = Table(
             title=f"{plural(len(hits), 'result')} · {plural(sum(h.tokens for h in hits), 'token')}"
         )
-        for col in ("#", "score", "tokens", "id", "memory"):
+        # The relevance (the query-memory cosine) is what --min-score compares, where the
+        # fused score is a rank sum no floor applies to: a table of scores 0.18 and 0.08
+        # under --min-score 0.3 read as hits below the floor (a review). "-": a keyword
+        # hit whose cosine the search did not read (none without a floor, or no vector).
+        relevance = any(h.relevance is not None for h in hits)
+        columns = ("#", "score", "relevance", "tokens", "id", "memory")
+        for col in columns if relevance else tuple(c for c in columns if c != "relevance"):
             table.add_column(col, overflow="fold", no_wrap=col == "id")
         for i, h in enumerate(hits, 1):
+            cosine = ["-" if h.relevance is None else f"{h.relevance:.3f}"] if relevance else []
             table.add_row(
                 str(i),
                 f"{h.score:.4f}",
+                *cosine,
                 str(h.tokens),
                 SafeText(h.record.id),
                 SafeText(render(h.record)),

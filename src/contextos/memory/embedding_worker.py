@@ -32,7 +32,7 @@ from ..store.base import Store
 from ..store.records import nul_written_out
 from ..types import MemoryRecord
 from .render import vector_model
-from .turn_vectors import embed_records
+from .turn_vectors import kept_or_embedded
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +310,9 @@ os.register_at_fork(after_in_child=_renewals_after_fork)
 
 def _embed(embedder: Embedder, records: list[MemoryRecord]) -> Vectors:
     """The records' vectors, checked; raises whatever the embedder raises."""
-    # A turn's vector carries its facts' vectors too (``turn_vectors``).
-    return embed_records(_embed_batch(embedder), records)
+    # A turn's vector carries its facts' vectors too (``turn_vectors``); a vector a
+    # search computed for a record while it waited is stored as it is (``KEPT``).
+    return kept_or_embedded(_embed_batch(embedder), embedder, records)
 
 
 def _embed_batch(embedder: Embedder) -> Callable[[Sequence[str]], Vectors]:

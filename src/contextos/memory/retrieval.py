@@ -29,7 +29,8 @@ split, categories 1-4, recall@10; ``contextos bench locomo``):
   holds three records per turn;
 - a question that names one of the speakers ("What does Melanie do to relax?")
   favours what that speaker said, three times over (``speaker_weight=3``): 96%
-  of such questions' evidence on the dev split was said by the speaker named;
+  of such questions' evidence on the dev split was said by the speaker named (a
+  name that only addresses someone, "Thanks, Ana!", does not count: ``named_speaker``);
 - a turn borrows a quarter of the score of its best neighbour in the same
   session and a fifth of its session's strength, because answers are spread
   over a question and its reply, and topics over a session;
@@ -51,14 +52,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
 
 from contextos.llm.tokens import Tokenizer
 from contextos.text.temporal import TimeRange, question_time_cues, resolve
@@ -70,9 +74,11 @@ from ..store.base import Ranked, Store, Vector
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
 from .render import FACT_OF
-from .turn_vectors import embed_records
+from .turn_vectors import embed_inputs, embedder_key, embedding_inputs, keep, kept
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,12 +143,18 @@ class Candidate(NamedTuple):
     cosine: float | None = None
 
 
-#: At most this many keyword hits without a vector get their cosine computed by a search
-#: with ``min_score`` (``HybridRetriever._with_cosines_of_unembedded``): a turn costs
-#: one to four embeddings, so the bound keeps such a search within tens of milliseconds
-#: however many rows wait for the worker; the rest keep the floor's rule for hits
-#: without a cosine.
-UNEMBEDDED_COSINES = 16
+#: At most this many texts are embedded by one search with ``min_score`` for the keyword
+#: hits still waiting for their vectors (``HybridRetriever._pending_vectors``), best hit
+#: first: a plain memory is one text, a conversation turn one plus its facts (3.3 on
+#: average on LoCoMo's turns, at most 1 + ``MAX_TURN_FACTS``). Why 64: the worker's
+#: batch (``embed_batch_size``), so a backlog of one batch of plain memories is judged
+#: whole, and about 20 turns; it costs a search what the former bound of 16 rows cost
+#: on turns (0.1-0.6 s on this project's busy 2-core machine: /work/notes/s40/relevance).
+#: Each vector made is kept (``turn_vectors.KEPT``): the next search judges those hits
+#: at no cost and embeds the next 64 texts, and the worker stores them as they are.
+#: A hit beyond the bound has no cosine yet, and a floor leaves it out until a later
+#: search or the worker makes its vector.
+UNEMBEDDED_TEXTS = 64
 
 #: How many of the best keyword hits are read while the query's embedding runs
 #: (``HybridRetriever._fetch_while_embedding``), in store calls of ``EARLY_FETCH_CHUNK``
@@ -213,6 +225,22 @@ def fuse(
     return [Candidate(i, *entry) for i, entry in ordered]
 
 
+def checked_floor(min_score: object) -> float:
+    """``min_score`` as a float, refused unless a real number in [-1, 1]: a NumPy number
+    is one (cosines computed with NumPy are ``float32``, which was refused as "not a
+    number", a review), a bool is not (``True`` read as a floor of 1.0 finds nothing)
+    and neither is a text; the server's ``schemas.MinScore`` has the same rule."""
+    if isinstance(min_score, bool) or not isinstance(min_score, numbers.Real):
+        raise TypeError(
+            "min_score must be a number (a cosine between -1 and 1), "
+            f"not {type(min_score).__name__}"
+        )
+    floor = float(min_score)
+    if not -1.0 <= floor <= 1.0:  # NaN fails both
+        raise ValueError("min_score is a cosine similarity: between -1 and 1")
+    return floor
+
+
 def above_floor(candidates: Sequence[Candidate], min_score: float) -> list[Candidate]:
     """The candidates whose query-memory cosine is known and at least ``min_score``.
 
@@ -241,7 +269,7 @@ def _checked_embed(embedder: Embedder, texts: Sequence[str]) -> Vectors:
     return checked_vectors(embedder, embedder.embed(texts), len(texts))
 
 
-def _batch_then_each(records: list[MemoryRecord]) -> Iterator[list[MemoryRecord]]:
+def _batch_then_each(records: list[T]) -> Iterator[list[T]]:
     """``records`` as one batch, then (the caller stops after a batch that worked)
     each record alone: one record an embedder refuses does not fail the others."""
     if records:
@@ -302,10 +330,7 @@ class HybridRetriever:
         reaches it, so a query about nothing stored returns nothing."""
         cfg = self.config
         if min_score is not None:
-            if isinstance(min_score, bool) or not isinstance(min_score, int | float):
-                raise TypeError("min_score must be a number (a cosine between -1 and 1)")
-            if not -1.0 <= min_score <= 1.0:
-                raise ValueError("min_score is a cosine similarity: between -1 and 1")
+            min_score = checked_floor(min_score)
             if cfg.mode == "bm25":
                 raise ValueError("min_score needs the dense retriever (mode 'bm25' has none)")
         n = max(cfg.candidates, limit)
@@ -335,7 +360,7 @@ class HybridRetriever:
                 fused = self._with_cosines_of_unembedded(flt, fused, unembedded, vector)
             if full_above(dense, n, min_score):
                 fused = self._with_stored_cosines(flt, fused, unembedded, vector)
-            fused = above_floor(fused, float(min_score))
+            fused = above_floor(fused, min_score)
         fused = fused[: max(cfg.rerank_depth, limit)]
         # Defense in depth: every record is re-checked against the whole filter at fetch
         # time, whatever the store's indexes said.
@@ -469,27 +494,58 @@ class HybridRetriever:
 
         Why: ``min_score`` compares cosines, and such a hit had none, so a memory
         added a moment before was dropped by any floor (``add`` promises it is
-        searchable when it returns). Only a search with a floor pays for this, and
-        only for the best ``UNEMBEDDED_COSINES`` such hits: pending rows exist
-        between an ``add`` and the worker's next batch. A row the embedder refuses
-        (quarantined) keeps no cosine, and the floor's rule for hits without one; it
-        does not cost the others theirs (they are embedded one by one when the batch
-        fails, as the worker does)."""
-        wanted = [c.id for c in fused if c.id in unembedded][:UNEMBEDDED_COSINES]
+        searchable when it returns). Only a search with a floor pays for this: pending
+        rows exist between an ``add`` and the worker's next batch. Bounded by
+        ``UNEMBEDDED_TEXTS``: with 16 rows, a memory just added behind a bulk import
+        was dropped by the floor though its cosine passed (a review). A row the
+        embedder refuses (quarantined) keeps no cosine, and the floor's rule for hits
+        without one; it does not cost the others theirs (``_pending_vectors``)."""
+        wanted = [c.id for c in fused if c.id in unembedded]
         now = datetime.now(UTC)
-        records = [r for r in self.store.get_many(flt.scope.tenant, wanted) if flt.matches(r, now)]
-        cosines: dict[str, float] = {}
+        found = {
+            r.id: r for r in self.store.get_many(flt.scope.tenant, wanted) if flt.matches(r, now)
+        }
+        vectors = self._pending_vectors([found[i] for i in wanted if i in found])
+        if not vectors:
+            return fused
+        ids = list(vectors)
+        scores = (normalize(np.stack([vectors[i] for i in ids])) @ query).tolist()
+        cosines = {i: _cosine(c) for i, c in zip(ids, scores, strict=True)}
+        return [c._replace(cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
+
+    def _pending_vectors(self, records: Sequence[MemoryRecord]) -> dict[str, Vectors]:
+        """The vectors the worker will store for ``records`` (waiting for theirs, best
+        hit first): those a search kept (``turn_vectors.KEPT``), then the others',
+        made by the worker's recipe (``turn_vectors.embed_inputs``) in one ``embed``
+        call of at most ``UNEMBEDDED_TEXTS`` texts, and kept. When that call fails, each
+        record is embedded alone, as the worker does: one the embedder refuses gets no
+        vector and costs the others nothing."""
+        key = embedder_key(self.embedder)
+        vectors: dict[str, Vectors] = {}
+        todo: list[tuple[MemoryRecord, tuple[str, ...]]] = []
+        texts, full = 0, False
+        for record in records:
+            inputs = embedding_inputs(record)
+            vector = kept(key, record.tenant, inputs)
+            if vector is not None:
+                vectors[record.id] = vector
+                continue
+            full = full or texts + len(inputs) > UNEMBEDDED_TEXTS  # no worse hit after
+            if not full:
+                todo.append((record, inputs))
+                texts += len(inputs)
         embed = functools.partial(_checked_embed, self.embedder)
-        for batch in _batch_then_each(records):
+        for batch in _batch_then_each(todo):
             try:
-                vectors = normalize(embed_records(embed, batch))
+                found = embed_inputs(embed, [inputs for _, inputs in batch])
             except Exception:  # an embedder that fails here fails in the worker too
                 continue
-            found = (_cosine(c) for c in (vectors @ query).tolist())
-            cosines.update(zip((r.id for r in batch), found, strict=True))
-            if len(batch) == len(records):
+            for (record, inputs), vector in zip(batch, found, strict=True):
+                keep(key, record.tenant, inputs, vector)
+                vectors[record.id] = vector
+            if len(batch) == len(todo):
                 break
-        return [c._replace(cosine=cosines[c.id]) if c.id in cosines else c for c in fused]
+        return vectors
 
     def _with_stored_cosines(
         self, flt: Filter, fused: list[Candidate], unembedded: set[str], query: Vectors
@@ -610,11 +666,36 @@ def by_source(hits: Sequence[Hit]) -> list[Hit]:
 
 _WORDS = re.compile(r"\w+")
 
+#: Words a name follows when it addresses someone ("Thanks Ana", "Hi, Ben").
+_GREETINGS = (
+    r"hi|hey|hello|thanks|thank\s+you|thx|cheers|dear|bye|goodbye|congrats|congratulations"
+    r"|sorry|welcome|morning|evening|night"
+)
+
+#: A word used to address someone rather than to speak of them: after a greeting or thanks
+#: ("Thanks, Ana!"), opening a sentence before a comma ("Ana, did you ...?"), or set off by
+#: a comma at a sentence's end ("..., Ana!"). One group per form, each the word.
+_ADDRESSED = re.compile(
+    rf"\b(?:{_GREETINGS})\b[\s,]+(\w+)|(?:^|[.!?]\s+)(\w+)\s*,|,\s*(\w+)\s*(?:[.!?]|$)",
+    re.IGNORECASE,
+)
+
 
 def named_speaker(query: str, hits: Sequence[Hit]) -> str | None:
     """The one speaker among ``hits`` whose name the query contains (as whole words,
-    case-insensitive), or None when it names none or several."""
-    words = set(_WORDS.findall(query.casefold()))
+    case-insensitive), or None when it names none or several.
+
+    A name the query only addresses someone by (``_ADDRESSED``: "Thanks for the tip,
+    Ana!") does not count. Why: a chat app or a wrapper searches with the user's message,
+    and messages address people by name; the step then raised everything the person
+    addressed had said fourfold, and the turn whose exact words were the query fell
+    from the top 5 behind that person's unrelated turns (a review). LoCoMo's questions
+    name speakers as what they ask about ("What did Melanie paint?"), which still counts."""
+    folded = query.casefold()
+    counts = Counter(_WORDS.findall(folded))
+    for match in _ADDRESSED.finditer(folded):
+        counts[next(word for word in match.groups() if word)] -= 1
+    words = {word for word, n in counts.items() if n > 0}
     named = set()
     for h in hits:
         speaker = h.record.metadata.get("speaker")

@@ -41,7 +41,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..embed import Vectors
+from ..embed import Embedder, Vectors
+from ..text.text_cache import TextCache
 from ..types import MemoryRecord
 from .expansion import turn_facts
 from .render import embedding_text
@@ -63,6 +64,16 @@ def facts_of_turn(record: MemoryRecord) -> list[MemoryRecord]:
     return turn_facts(record)
 
 
+def embedding_inputs(record: MemoryRecord) -> tuple[str, ...]:
+    """The texts embedded for ``record``: its ``embedding_text`` (a turn's facts
+    appended), then each of its facts' own (none for a record that is no turn with
+    facts). Its stored vector is a function of these alone (``embed_inputs``), so they
+    are also what a kept vector is found by (``KEPT``)."""
+    facts = facts_of_turn(record)
+    main = embedding_text(record, facts=[f.text for f in facts])
+    return (main, *(embedding_text(f) for f in facts))
+
+
 def embed_records(
     embed: Callable[[Sequence[str]], Vectors],
     records: Sequence[MemoryRecord],
@@ -76,11 +87,18 @@ def embed_records(
     direction of its text's vector plus ``fact_weight`` times the sum of its facts'
     vectors (see the module docstring).
     """
-    facts = [facts_of_turn(r) for r in records]
-    texts = [
-        embedding_text(r, facts=[f.text for f in fs]) for r, fs in zip(records, facts, strict=True)
-    ]
-    extra = [embedding_text(f) for fs in facts for f in fs] if fact_weight else []
+    return embed_inputs(embed, [embedding_inputs(r) for r in records], fact_weight=fact_weight)
+
+
+def embed_inputs(
+    embed: Callable[[Sequence[str]], Vectors],
+    inputs: Sequence[Sequence[str]],
+    *,
+    fact_weight: float = FACT_VECTOR_WEIGHT,
+) -> Vectors:
+    """``embed_records`` of records whose ``embedding_inputs`` are ``inputs``."""
+    texts = [each[0] for each in inputs]
+    extra = [t for each in inputs for t in each[1:]] if fact_weight else []
     vectors = np.asarray(embed(texts + extra), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(texts) + len(extra):
         raise ValueError(
@@ -90,11 +108,73 @@ def embed_records(
         return vectors
     out = vectors[: len(texts)].copy()
     pos = len(texts)
-    for i, fs in enumerate(facts):
-        if fs:
-            combined = out[i] + fact_weight * vectors[pos : pos + len(fs)].sum(axis=0)
+    for i, texts_of in enumerate(inputs):
+        facts = len(texts_of) - 1
+        if facts:
+            combined = out[i] + fact_weight * vectors[pos : pos + facts].sum(axis=0)
             norm = float(np.linalg.norm(combined))
             if norm > 0:
                 out[i] = combined / norm
-            pos += len(fs)
+            pos += facts
+    return out
+
+
+#: How many vectors ``KEPT`` holds: 4,096 (1.5 KB each at MiniLM's 384 dimensions, ~6 MB).
+KEPT_SIZE = 4096
+
+#: Vectors computed ahead of the embedding worker: a search with ``min_score`` embeds
+#: the keyword hits still waiting for their vectors (``HybridRetriever``) and keeps them
+#: here, and the worker stores a kept vector rather than embedding its record again
+#: (``kept_or_embedded``). Why: a later search judges the same pending memory at no
+#: cost, a record is embedded once in a process (twice only when the worker's batch had
+#: begun before the search), and the relevance a pending memory is judged by is the one
+#: it gets once stored (embedded again, in another batch, the int8 graph's vector moved
+#: by up to 0.009).
+#:
+#: Keyed by the digest of the record's ``embedding_inputs`` (so an edited record, whose
+#: texts differ, never finds its old vector), with its tenant (one server process serves
+#: every tenant: a shared entry would make one tenant's search faster because another's
+#: had the same text pending, a timing signal between them) and the embedder's
+#: ``model_id`` and ``dimensions`` (``embedder_key``). Values are vectors, no text.
+KEPT: TextCache[Vectors] = TextCache(KEPT_SIZE)
+
+#: What separates a record's texts in its ``KEPT`` key: a control character, so two
+#: different lists of texts join into one key only if a text holds it.
+_SEPARATOR = "\x1f"
+
+
+def embedder_key(embedder: Embedder) -> tuple[str, int]:
+    """What tells one embedder's vectors from another's in ``KEPT``."""
+    return (embedder.model_id, embedder.dimensions)
+
+
+def kept(embedder: tuple[str, int], tenant: str, inputs: Sequence[str]) -> Vectors | None:
+    """The vector kept for a record of ``tenant`` whose ``embedding_inputs`` are
+    ``inputs`` (a row of ``embed_inputs``), or None."""
+    return KEPT.peek(_SEPARATOR.join(inputs), (tenant, *embedder))
+
+
+def keep(embedder: tuple[str, int], tenant: str, inputs: Sequence[str], vector: Vectors) -> None:
+    """Keep ``vector`` (a row of ``embed_inputs``) for later searches and the worker."""
+    KEPT.put(_SEPARATOR.join(inputs), (tenant, *embedder), vector.copy())
+
+
+def kept_or_embedded(
+    embed: Callable[[Sequence[str]], Vectors], embedder: Embedder, records: Sequence[MemoryRecord]
+) -> Vectors:
+    """``embed_records(embed, records)``, taking each vector a search kept (``KEPT``) and
+    embedding only the other records, in one call (none when all were kept)."""
+    inputs = [embedding_inputs(r) for r in records]
+    key = embedder_key(embedder)
+    found = [kept(key, r.tenant, texts) for r, texts in zip(records, inputs, strict=True)]
+    some = next((vector for vector in found if vector is not None), None)
+    if some is None:
+        return embed_inputs(embed, inputs)
+    out = np.zeros((len(records), some.shape[-1]), dtype=np.float32)
+    for i, vector in enumerate(found):
+        if vector is not None:
+            out[i] = vector
+    missing = [i for i, vector in enumerate(found) if vector is None]
+    if missing:
+        out[missing] = embed_inputs(embed, [inputs[i] for i in missing])
     return out

@@ -133,7 +133,7 @@ class MemoryTools:
         event_after: s.Time | None = None,
         event_before: s.Time | None = None,
         metadata: dict[str, Any] | None = None,
-        min_score: float | None = None,
+        min_score: s.MinScore | None = None,
     ) -> list[dict[str, Any]]:
         """Find the memories most relevant to a query within a user/agent/session
         (memory_types: only these of episodic, semantic, procedural; as_of: ISO 8601,

@@ -244,6 +244,13 @@ Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(ch
 ScopeId = Annotated[Ident, AfterValidator(check_scope_id)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
 Time = Annotated[datetime, BeforeValidator(_time_text), AfterValidator(_check_time)]
+#: A relevance floor (``min_score``): a real number in -1..1, as ``Memory.search`` takes.
+#: Strict: JSON ``true`` was a floor of 1.0 that silently found nothing, ``false`` one of
+#: 0.0 and the text ``"0.3"`` one of 0.3, where the library refuses a bool or a text
+#: (a review); each is now refused ("Input should be a valid number"). An integer is a
+#: number. One type for the HTTP body and the MCP tool's signature, which the SDK
+#: validates before the tool's own check.
+MinScore = Annotated[float, Field(ge=-1.0, le=1.0, allow_inf_nan=False, strict=True)]
 #: A metadata filter key: identifiers (any script) joined by dots (``a.b`` looks into
 #: nested objects), by the stores' own rule (``store.base.check_metadata_key``).
 FilterKey = Annotated[
@@ -352,11 +359,8 @@ class SearchRequest(ScopeIn):
     event_after: Time | None = None
     event_before: Time | None = None
     metadata: Annotated[dict[FilterKey, Scalar], Field(max_length=32)] | None = None
-    min_score: float | None = Field(
+    min_score: MinScore | None = Field(
         None,
-        ge=-1.0,
-        le=1.0,
-        allow_inf_nan=False,
         description="Relevance floor: keep hits whose query-memory cosine (`relevance`) is at "
         "least this; 0.3 keeps 99% of LoCoMo evidence in the top 10 (docs/benchmarks.md).",
     )
