@@ -172,3 +172,14 @@ def test_a_time_in_utc_keeps_no_zone_and_a_callers_other_zone_is_refused(tmp_pat
         # The same value, as metadata read from a stored memory carries it, is let through.
         [again] = m.add("y", user_id="ann", event_time=LA_EVENING, metadata={UTC_OFFSET: -420})
         assert again.metadata[UTC_OFFSET] == -420
+
+
+def test_a_metadata_only_update_keeps_the_zone(tmp_path: Path) -> None:
+    """Metadata is replaced whole, but the zone is the library's, as ``seq`` and ``role``:
+    dropped, the turn said on 8 May in Los Angeles was shown as 9 May again."""
+    with memory(tmp_path / "m.db") as m:
+        [turn] = m.add(POTTERY, user_id="ann", session_id="s1", event_time=LA_EVENING)
+        updated = m.update(turn.id, metadata={"tag": "x"})
+        assert updated.metadata[UTC_OFFSET] == -420
+        assert updated.metadata["tag"] == "x"
+        assert render(m.get(turn.id)).startswith("[2023-05-08] ")

@@ -59,9 +59,11 @@ from ..types import (
     validate_tenant,
 )
 from .embedding_worker import FLUSH_POLL_S, EmbeddingWorker, embed_pending
-from .ingest import (
+from .ingest import (  # _context, _as_message: a reply's quote, as an add writes it
     MAX_TEXT_CHARS,
     AddOptions,
+    _as_message,
+    _context,
     build_records,
     check_inferred_type,
     check_messages,
@@ -72,7 +74,7 @@ from .ingest import (
     validate_options,
 )
 from .record_tokens import RecordTokens
-from .render import FACT_OF, embedding_text
+from .render import FACT_OF, UTC_OFFSET, embedding_text
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
@@ -278,6 +280,8 @@ class Memory:
         )
         said = to_messages(messages)
         check_messages(said)
+        if session_id is not None and not infer:
+            _refuse_own_mark(opts.metadata, said)
         if infer:
             check_said_by(said, opts)  # a verbatim add checks each record as it builds it
             return self._infer(said, opts, extractor)
@@ -347,14 +351,13 @@ class Memory:
         ``newest``, and only while ``repeats`` hold (``Store.put``); return
         ``records``, the written ones as stored."""
         if new and facts and opts.scope.session_id is not None:
-            from .infer import facts_beside
-
             # Each turn's facts right after it: the session's newest record then
-            # belongs to its last turn (see ``_last_turn``).
+            # belongs to its last turn (see ``_last_turn``). The turn keeps the mark
+            # that it takes facts: an update derives them again (``_derived``).
             facts_of: dict[str, list[MemoryRecord]] = {}
-            for fact in facts_beside(new):
+            for fact in _facts_beside(new):
                 facts_of.setdefault(str(fact.metadata[FACT_OF]), []).append(fact)
-            new = [r for turn in new for r in (turn, *facts_of.get(turn.id, ()))]
+            new = [r for turn in new for r in (_marked(turn), *facts_of.get(turn.id, ()))]
         if new:
             counted = {r.id: self.record_tokens.counted(r) for r in new}
             self.store.put(list(counted.values()), after=newest, repeats=repeats)
@@ -466,19 +469,26 @@ class Memory:
         is asked); none outside a session."""
         if scope.session_id is None:
             return nullcontext()
-        return self._session_locks[hash(scope) % SESSION_STRIPES]
+        return self._session_locks[hash(_session_of(scope)) % SESSION_STRIPES]
 
     def _last_turn(self, scope: Scope) -> tuple[Newest | None, MemoryRecord | None]:
         """The newest record of this session as read (what a write after it is based
-        on), and the latest turn: a reply is indexed with what it answers, and
-        numbered after it (``metadata["seq"]``) so retrieval knows neighbours."""
+        on: its id and text), and the latest turn: a reply is indexed with what it
+        answers, and numbered after it (``metadata["seq"]``) so retrieval knows
+        neighbours.
+
+        The session's, whoever added it (tenant and session id alone): in a group chat
+        each user adds their own turns with their own ``user_id``, and read by the
+        add's whole scope three turns took ``seq`` 1 and a user's answer was indexed
+        as replying to their own earlier turn instead of the question before it (a
+        review)."""
         if scope.session_id is None:
             return None, None
-        flt = Filter(scope=scope, include_invalid=True)
+        flt = Filter(scope=_session_of(scope), include_invalid=True)
         last = self.store.list(flt, limit=1)
         if not last:
             return Newest(flt, None), None
-        newest = Newest(flt, last[0].id)
+        newest = Newest(flt, last[0].id, last[0].hash)
         source = last[0].metadata.get(FACT_OF)  # a fact stored right after its turn
         if isinstance(source, str):
             return newest, self.store.get(self.tenant, source) or last[0]
@@ -583,7 +593,12 @@ class Memory:
         metadata they read does (a speaker's name, an image caption). The facts are
         replaced in the update's own transaction: a crash leaves the old turn with its
         old facts or the new one with its new facts, never the new text with facts of
-        the old.
+        the old. A turn takes facts when it was added with them (``add(facts=True)``
+        or a ``turn_facts`` Memory: ``metadata["turn_facts"]``) or has some, whatever
+        this Memory's ``turn_facts``. The reply to a session turn (and the facts beside
+        the reply) quote it in their indexed context: that quote follows a new text or
+        speaker too, in the same transaction (``Store.update``'s ``quotes``), so a
+        search for redacted words no longer finds the reply.
 
         Raises:
             NotFound: no such memory in this tenant.
@@ -615,6 +630,7 @@ class Memory:
                     count=self.record_tokens,
                     embeds=embeds,  # a new speaker or caption is embedded again
                     derived=derived,
+                    quotes=_quote_of if _is_session_turn(before) else None,
                 )
             except Conflict:  # changed since it was read: its facts are derived anew
                 wait_before_retry(attempt)
@@ -629,17 +645,23 @@ class Memory:
         of its embedded text), so they are replaced when that text changes; in the
         update's own transaction (``Store.update``'s ``derived``), which a crash
         cannot split, and only if the turn is still as read here, so the decision
-        and the facts are never made from a text another writer replaced meanwhile."""
-        facts = self._facts_of(before)
-        takes_facts = self.turn_facts and before.scope.session_id is not None
-        if not facts and not (takes_facts and FACT_OF not in before.metadata):
+        and the facts are never made from a text another writer replaced meanwhile.
+
+        Whether a turn takes facts is the add's choice, kept with the turn (its
+        :data:`TURN_FACTS` mark, or facts beside it, for a turn added before the mark),
+        not this Memory's ``turn_facts``: decided by the updating Memory, a turn added
+        with ``facts=True`` lost its facts for good once updated through a default
+        Memory, and one added with ``facts=False`` gained some through a
+        ``turn_facts`` one (a review)."""
+        if not _is_session_turn(before):
             return None
+        facts = self._facts_of(before)
         after = patched(before, patch)
+        if not facts and after.metadata.get(TURN_FACTS) is not True:
+            return None
         if embeds(before) == embeds(after):
             return Derived(based_on=before)
-        from .infer import facts_beside
-
-        new = [self.record_tokens.counted(r) for r in facts_beside([after])]
+        new = [self.record_tokens.counted(r) for r in _facts_beside([after])]
         return Derived(based_on=before, drop=[f.id for f in facts], put=new)
 
     def _facts_of(self, *records: MemoryRecord) -> list[MemoryRecord]:
@@ -1152,10 +1174,62 @@ def _check_limit(limit: object) -> None:
         raise ValueError(f"limit must be an integer between 1 and {MAX_LIMIT}")
 
 
+#: Metadata key of a session turn added with its facts beside it (``add(facts=True)``
+#: or a ``Memory(turn_facts=True)``): ``True``. An update of the turn derives its facts
+#: again from its new text, whichever Memory updates it (``Memory._derived``).
+TURN_FACTS = "turn_facts"
+
 #: Metadata the library writes and keeps through an update that does not name them: a
-#: turn's place in its session and who said it, and the mark of a fact an inferring add
-#: wrote (``reconcile.INFERRED``: what later inferring adds are reconciled with).
-KEPT_KEYS = ("seq", "role", "inferred")
+#: turn's place in its session, who said it and whether it takes facts, and the mark of
+#: a fact an inferring add wrote (``reconcile.INFERRED``: what later inferring adds are
+#: reconciled with), and the zone its time was given in (``render.UTC_OFFSET``: its dates).
+KEPT_KEYS = ("seq", "role", TURN_FACTS, UTC_OFFSET, "inferred")
+
+
+def _session_of(scope: Scope) -> Scope:
+    """The whole session of ``scope`` (its tenant and session id alone): what a turn's
+    number and quote follow, whoever of its users added it."""
+    return Scope(scope.tenant, session_id=scope.session_id)
+
+
+def _is_session_turn(record: MemoryRecord) -> bool:
+    """Whether ``record`` is a turn of a session (not a fact stored beside one)."""
+    return record.scope.session_id is not None and FACT_OF not in record.metadata
+
+
+def _quote_of(turn: MemoryRecord) -> str:
+    """The reply part (``replying to Ann: ...``) of the context of the turn answering
+    ``turn``, as an add writes it (``ingest._context`` of a reply with nothing else
+    to index): what an update of ``turn`` rewrites its quotes to (``Store.update``)."""
+    return _context(Message(role="user", content=""), None, _as_message(turn))
+
+
+def _marked(turn: MemoryRecord) -> MemoryRecord:
+    """``turn`` with the mark that it takes facts (:data:`TURN_FACTS`)."""
+    return replace(turn, metadata={**turn.metadata, TURN_FACTS: True})
+
+
+def _facts_beside(turns: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+    """The facts stored beside ``turns`` (``infer.facts_beside``), without the turns'
+    mark (:data:`TURN_FACTS`): a fact takes no facts of its own."""
+    from .infer import facts_beside
+
+    return [
+        replace(f, metadata={k: v for k, v in f.metadata.items() if k != TURN_FACTS})
+        if TURN_FACTS in f.metadata
+        else f
+        for f in facts_beside(turns)
+    ]
+
+
+def _refuse_own_mark(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
+    """Refuse a caller's own :data:`TURN_FACTS` in a session add's metadata (ValueError):
+    the library writes it, and an update would derive facts for a turn added without."""
+    if TURN_FACTS in metadata or any(TURN_FACTS in m.metadata for m in messages):
+        raise ValueError(
+            f"metadata key {TURN_FACTS!r} is reserved in a session: the library marks a "
+            "turn stored with its facts (add(facts=True)) there; give your key another name"
+        )
 
 
 def _kept_metadata(record: MemoryRecord | None, metadata: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -36,13 +36,35 @@ TokenCounter = Callable[[MemoryRecord], TokenCount | None]
 EmbeddedText = Callable[[MemoryRecord], str]
 
 
+#: How the reply to a session turn quotes it: the reply part of the reply's context
+#: (``replying to Ann: ...``) for the turn as it is (``Memory`` passes the quote as
+#: ``memory.ingest`` writes it; see ``Store.update``'s ``quotes``).
+QuoteOf = Callable[[MemoryRecord], str]
+
+
 @dataclass(frozen=True)
 class Newest:
     """What a write was based on: the newest record matching ``filter`` (newest by
-    creation, as ``Store.list`` orders) had the id ``id`` (None: there was none)."""
+    creation, as ``Store.list`` orders) had the id ``id`` (None: there was none) and,
+    where ``hash`` is given, that text hash (``MemoryRecord.hash``).
+
+    Why the hash: a session's next turn quotes the newest turn as read. An update of
+    that turn's text leaves it the newest, so the write went through and quoted the
+    text the update had just replaced (and rewritten in every reply already stored)."""
 
     filter: Filter
     id: str | None
+    hash: str | None = None
+
+
+def check_newest(seen: Newest, found: Sequence[Any] | None) -> None:
+    """Raise ``Conflict`` unless ``found`` (the id and hash of the newest record matching
+    ``seen.filter``, read in a write's transaction; None: there is none) is what
+    ``seen`` names."""
+    if (found[0] if found else None) != seen.id or (
+        found and seen.hash is not None and found[1] != seen.hash
+    ):
+        raise Conflict("the newest record changed since it was read")
 
 
 @dataclass(frozen=True)
@@ -297,12 +319,20 @@ class Store(Protocol):
         count: TokenCounter | None = None,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
+        quotes: QuoteOf | None = None,
     ) -> MemoryRecord:
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed,
         or if ``embeds`` says the record embeds another text after a metadata change.
         With ``derived``, replace the records made from it in the same transaction
         (see :class:`Derived`; ``errors.Conflict`` when the row changed since it was
         read).
+
+        ``quotes`` (for a session turn): when the turn is quoted otherwise after the
+        write (its text or speaker changed), the records of its session that answer it
+        (``erasure.answers``) and whose reply part quotes a text it had (its current
+        one or one in its history: ``erasure.Scrub``) get ``quotes`` of the turn as
+        stored instead, in the same transaction. A reply quoted the turn as first said,
+        so a redacted text stayed searchable through the reply.
 
         A patch of what the rendering reads (text, metadata, event time) stores
         ``count`` of the updated record as its token count, in the same UPDATE (none
@@ -331,8 +361,9 @@ class Store(Protocol):
         ``purge=True`` removes them from history and from every copy (reply
         contexts, index pages), leaving the events without their text. A purge
         looks for copies of every text the record ever had (its history's, read
-        before they are blanked), not only its current one: a reply quotes the turn
-        as it was when the reply was added, and an update since did not change that.
+        before they are blanked), not only its current one: a reply stored by an
+        earlier version quotes the turn as it was when the reply was added (an update
+        now rewrites the quote: ``update``'s ``quotes``).
         """
         ...
 

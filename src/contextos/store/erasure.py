@@ -10,12 +10,17 @@ scope). ``forget`` and ``delete(purge=True)`` remove those copies with
 its own transaction, over its sessions' records and, for a purge, the records
 without a session of the purged memory's scope that quote anything
 (:data:`REPLY_MARK`).
+
+An update of a session turn's text (or speaker) rewrites those quotes instead, with the
+same matcher (:meth:`Scrub.requoted`), in the records that answer it (:func:`answers`).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
+
+from contextos.types import MemoryRecord
 
 #: How much of the turn it answers a reply's context quotes: the first characters of
 #: the stored (stripped) text.
@@ -76,17 +81,34 @@ class Scrub:
                 at = context.find(probe)
         return context
 
+    def requoted(self, context: str, quote: str) -> str:
+        """``context`` with its reply part, if that quotes one of the texts, replaced by
+        ``quote`` (the reply part quoting what replaced them); else ``context`` as it is.
+
+        Why: an update of a session turn (a user redacting a card number) left the old
+        text quoted in the reply's indexed context, and a search for the removed words
+        still found the conversation."""
+        start = self._quote_start(context)
+        if start is None:
+            return context
+        return context[:start] + quote if quote else context[:start].rstrip(" |")
+
     def _without_quote(self, context: str) -> str:
-        """``context`` without its reply part if that quotes one of the texts: the
+        """``context`` without its reply part if that quotes one of the texts."""
+        start = self._quote_start(context)
+        return context if start is None else context[:start].rstrip(" |")
+
+    def _quote_start(self, context: str) -> int | None:
+        """Where the reply part of ``context`` starts if it quotes one of the texts: the
         whole text, or its first :data:`QUOTED_CHARS` characters (raw, leading blanks
-        included, in rows written before), whitespace aside."""
+        included, in rows written before), whitespace aside; None when it quotes none."""
         start = context.find(REPLY_MARK)
         while start >= 0:
             whole_part = start == 0 or context.startswith(_PART, start - len(_PART))
             if whole_part and self._quotes(context[start + len(REPLY_MARK) :]):
-                return context[:start].rstrip(" |")
+                return start
             start = context.find(REPLY_MARK, start + 1)
-        return context
+        return None
 
     def _quotes(self, tail: str) -> bool:
         """Whether ``tail`` (after the mark: ``speaker: `` then the quote) quotes a text."""
@@ -111,3 +133,17 @@ class Scrub:
 def scrub_context(context: str, texts: Iterable[str]) -> str:
     """``context`` without any copy of ``texts`` (see :class:`Scrub`)."""
     return Scrub(texts)(context)
+
+
+def answers(record: MemoryRecord, turn: MemoryRecord) -> bool:
+    """Whether ``record``, of ``turn``'s session, may be the reply to ``turn`` (or a fact
+    stored beside that reply): numbered right after it (``metadata["seq"]``); where
+    either has no number (rows written before sessions were numbered), any record may.
+
+    Why by number and not by the quoted text alone: a chat repeats short turns ("ok",
+    "Thanks!"), and an update of one of them must not rewrite the quote in the reply
+    to another turn with the same words."""
+    seq, after = turn.metadata.get("seq"), record.metadata.get("seq")
+    if type(seq) is int and type(after) is int:  # a JSON true is no number
+        return after == seq + 1
+    return True

@@ -39,7 +39,17 @@ from ..types import (
     Turn,
     check_role,
 )
-from .base import Close, Derived, EmbeddedText, Patch, TokenCounter, Vector, patch_columns
+from .base import (
+    Close,
+    Derived,
+    EmbeddedText,
+    Patch,
+    QuoteOf,
+    TokenCounter,
+    Vector,
+    patch_columns,
+)
+from .erasure import Scrub, answers
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -351,8 +361,9 @@ def check_unchanged(read: MemoryRecord, stored: MemoryRecord | None) -> None:
 class RecordUpdate(ABC):
     """A store's ``update()`` in the transaction behind ``cur``: the steps and their
     rules are every store's and are written here; a subclass per store supplies the
-    SQL of five of them (``locked``, ``drop_vector``, ``write``, and ``remove`` and
-    ``insert`` for the records derived from it) and its ``mark``."""
+    SQL of seven of them (``locked``, ``drop_vector``, ``write``, ``remove`` and
+    ``insert`` for the records derived from it, ``quoting`` and ``set_context`` for the
+    replies quoting it) and its ``mark``."""
 
     #: The store's parameter mark (``?`` or ``%s``).
     mark: ClassVar[str]
@@ -371,12 +382,14 @@ class RecordUpdate(ABC):
         actor: str,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
+        quotes: QuoteOf | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
         token count columns when it changes the rendering) to one memory and return
         the record as stored: read it under the row lock, write the patch in one
-        UPDATE, drop its vector if the record now embeds another text, and log the
-        change in the memory's history (:func:`update_event`).
+        UPDATE, drop its vector if the record now embeds another text, rewrite the
+        quotes of it in its session's replies (with ``quotes``: :meth:`requote`), and
+        log the change in the memory's history (:func:`update_event`).
 
         Another text: the text changed, or the metadata changed and ``embeds`` (see
         ``Store.update``) gives another text for the record as stored after the
@@ -401,6 +414,8 @@ class RecordUpdate(ABC):
             and embeds(new) != embeds(old)
         ):
             self.drop_vector(key)
+        if quotes is not None:
+            self.requote(old, new, quotes)
         self.cur.execute(
             insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
         )
@@ -408,6 +423,27 @@ class RecordUpdate(ABC):
             self.remove(tenant, derived.drop, now=now, actor=actor)
             self.insert(derived.put, now=now, actor=actor)
         return new
+
+    def requote(self, old: MemoryRecord, new: MemoryRecord, quotes: QuoteOf) -> None:
+        """Where the session turn ``old`` became ``new`` and is quoted otherwise now
+        (its text or speaker changed), give each record of its session that answers
+        it (:func:`~contextos.store.erasure.answers`) and whose reply part quotes a
+        text it had (``old``'s or one in its history: a reply quotes the turn as it
+        was when the reply was added) ``quotes(new)`` as its reply part instead.
+
+        Why: an update that redacted a turn left its old words in the reply's indexed
+        context, and a search for them still found the conversation (a review)."""
+        quote = quotes(new)
+        if old.session_id is None or quote == quotes(old):
+            return
+        texts = {old.text, *history_texts(self.cur, old.tenant, [old.id], mark=self.mark)}
+        scrub = Scrub(texts)
+        for key, record in self.quoting(old.tenant, old.session_id, scrub.probes):
+            if record.id == old.id or not answers(record, old):
+                continue
+            context = scrub.requoted(record.context, quote)
+            if context != record.context:
+                self.set_context(key, context)
 
     @abstractmethod
     def locked(self, tenant: str, memory_id: str) -> tuple[Any, MemoryRecord] | None:
@@ -432,6 +468,17 @@ class RecordUpdate(ABC):
     @abstractmethod
     def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
         """Insert new records as ``Store.put`` does."""
+
+    @abstractmethod
+    def quoting(
+        self, tenant: str, session_id: str, probes: Sequence[str]
+    ) -> list[tuple[Any, MemoryRecord]]:
+        """The records of the session whose context holds one of ``probes``, each once,
+        with its row key, locked until the transaction ends."""
+
+    @abstractmethod
+    def set_context(self, key: Any, context: str) -> None:
+        """Store ``context`` as the row's (its full-text entry follows it)."""
 
 
 # -- session logs --------------------------------------------------------------
@@ -955,7 +1002,8 @@ def log_deletion(
 def history_texts(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str) -> list[str]:
     """Every text the memories ``memory_ids`` had, as their history keeps them (an
     update's old and new texts). Read by a purge before it blanks them: a copy of an
-    earlier text (a reply's quote of the turn as first said) must go too."""
+    earlier text (a reply's quote of the turn as first said, by an earlier version)
+    must go too; and by an update rewriting such quotes (``RecordUpdate.requote``)."""
     texts: set[str] = set()
     for memory_id in memory_ids:
         rows = cur.execute(
@@ -1164,6 +1212,7 @@ class PatchUpdates(ABC):
         count: TokenCounter | None = None,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
+        quotes: QuoteOf | None = None,
     ) -> MemoryRecord:
         """See ``Store.update``.
 
@@ -1196,6 +1245,7 @@ class PatchUpdates(ABC):
                 actor=actor,
                 embeds=embeds,
                 derived=derived,
+                quotes=quotes,
             )
 
     def _close_in(self, steps: RecordUpdate, closes: Sequence[Close], *, actor: str) -> None:

@@ -50,6 +50,7 @@ from contextos.store.base import (
     Ranked,
     Repeats,
     Vector,
+    check_newest,
     check_repeats,
     check_unchanged,
     newest_checks,
@@ -467,6 +468,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return now, shared.patch_sets(
             patch, now, mark="%s", time=opt_utc, to_json=metadata_jsonb, json_cast="::jsonb"
         )
+
+    @_again_after_deadlock
+    def update(self, tenant: str, memory_id: str, patch: Patch, **options: Any) -> MemoryRecord:
+        """``Store.update``, run again when PostgreSQL ends it to break a deadlock: an
+        update of a session turn locks the replies quoting it after the turn
+        (``RecordUpdate.requote``), an order an erasure scrubbing the session's replies,
+        or an update of one of those replies, cannot share."""
+        return super().update(tenant, memory_id, patch, **options)
 
     @contextmanager
     def _updating(self) -> Iterator[shared.RecordUpdate]:
@@ -1125,6 +1134,27 @@ class _Update(shared.RecordUpdate):
     def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
         _insert_records(self.cur, records, now, actor)
 
+    def quoting(
+        self, tenant: str, session_id: str, probes: Sequence[str]
+    ) -> list[tuple[tuple[str, str], MemoryRecord]]:
+        found: dict[tuple[str, str], MemoryRecord] = {}
+        for probe in probes:
+            # ``NO KEY``: an embedding worker's ``FOR KEY SHARE`` does not hold it up.
+            for row in self.cur.execute(
+                f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s "
+                "AND m.session_id = %s AND strpos(m.context, %s) > 0 "
+                "ORDER BY m.id FOR NO KEY UPDATE",
+                (tenant, session_id, probe),
+            ).fetchall():
+                record = record_from_row(row)
+                found[(tenant, record.id)] = record
+        return list(found.items())
+
+    def set_context(self, key: tuple[str, str], context: str) -> None:
+        self.cur.execute(
+            "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s", (context, *key)
+        )
+
 
 def _insert_records(cur: Any, records: Sequence[MemoryRecord], now: datetime, actor: str) -> None:
     """Insert ``records``, queue them for vectors and log their ADD events, in the
@@ -1305,13 +1335,12 @@ def _check_newest(cur: Any, after: Newest) -> datetime | None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
     where, params = filter_sql(after.filter, _now())
     newest = cur.execute(
-        f"SELECT m.id, m.created_at FROM memories m WHERE {where} "
+        f"SELECT m.id, m.hash, m.created_at FROM memories m WHERE {where} "
         "ORDER BY m.created_at DESC, m.seq DESC LIMIT 1 FOR SHARE",
         params,
     ).fetchone()
-    if (newest[0] if newest else None) != after.id:
-        raise Conflict("the newest record changed since it was read")
-    return utc(newest[1]) if newest else None
+    check_newest(after, newest)
+    return utc(newest[2]) if newest else None
 
 
 #: timestamptz's resolution: a write based on a scope's newest record is stamped at

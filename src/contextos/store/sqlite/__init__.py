@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from contextos.errors import Conflict, NotFound, StoreError, StoreFault
+from contextos.errors import NotFound, StoreError, StoreFault
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
@@ -54,6 +54,7 @@ from contextos.store.base import (
     Ranked,
     Repeats,
     Vector,
+    check_newest,
     check_repeats,
     check_unchanged,
     newest_checks,
@@ -398,12 +399,11 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             for each in newest_checks(after):
                 where, params = filter_sql(each.filter, now)
                 newest = db.execute(
-                    f"SELECT m.id FROM memories m WHERE {where} "
+                    f"SELECT m.id, m.hash FROM memories m WHERE {where} "
                     "ORDER BY m.created_at DESC, m.rowid DESC LIMIT 1",
                     params,
                 ).fetchone()
-                if (newest[0] if newest else None) != each.id:
-                    raise Conflict("the newest record changed since it was read")
+                check_newest(each, newest)
             if unchanged:
                 ids = json.dumps(list(unchanged))
                 found = db.execute(
@@ -1547,6 +1547,23 @@ class _Update(shared.RecordUpdate):
 
     def insert(self, records: Sequence[MemoryRecord], *, now: Any, actor: str) -> None:
         _insert_records(self.cur, records, now, actor)
+
+    def quoting(
+        self, tenant: str, session_id: str, probes: Sequence[str]
+    ) -> builtins.list[tuple[int, MemoryRecord]]:
+        found: dict[int, MemoryRecord] = {}
+        for probe in probes:  # the write transaction holds every row
+            for row in self.cur.execute(
+                f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND session_id = ? "
+                "AND instr(context, ?) > 0",
+                (tenant, session_id, probe),
+            ):
+                found[row[0]] = row_to_record(row)
+        return builtins.list(found.items())
+
+    def set_context(self, key: int, context: str) -> None:
+        # The full-text index and ``index_log`` (for the keyword index) follow by trigger.
+        self.cur.execute("UPDATE memories SET context = ? WHERE rowid = ?", (context, key))
 
 
 def _insert_records(
