@@ -526,7 +526,7 @@ class HybridRetriever:
         texts, full = 0, False
         for record in records:
             inputs = embedding_inputs(record)
-            vector = kept(key, record.tenant, inputs)
+            vector = kept(key, record, inputs)
             if vector is not None:
                 vectors[record.id] = vector
                 continue
@@ -541,7 +541,7 @@ class HybridRetriever:
             except Exception:  # an embedder that fails here fails in the worker too
                 continue
             for (record, inputs), vector in zip(batch, found, strict=True):
-                keep(key, record.tenant, inputs, vector)
+                keep(key, record, inputs, vector)
                 vectors[record.id] = vector
             if len(batch) == len(todo):
                 break

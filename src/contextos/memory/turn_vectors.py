@@ -132,10 +132,12 @@ KEPT_SIZE = 4096
 #: by up to 0.009).
 #:
 #: Keyed by the digest of the record's ``embedding_inputs`` (so an edited record, whose
-#: texts differ, never finds its old vector), with its tenant (one server process serves
-#: every tenant: a shared entry would make one tenant's search faster because another's
-#: had the same text pending, a timing signal between them) and the embedder's
-#: ``model_id`` and ``dimensions`` (``embedder_key``). Values are vectors, no text.
+#: texts differ, never finds its old vector), with its tenant and id (one process may
+#: serve every tenant and open several stores: a vector shared by text alone made one
+#: tenant's search faster because another's had the same text pending, a timing signal
+#: between them, and let a worker whose embedder was down store a vector another store's
+#: search had made) and the embedder's ``model_id`` and ``dimensions``
+#: (``embedder_key``). Values are vectors, no text.
 KEPT: TextCache[Vectors] = TextCache(KEPT_SIZE)
 
 #: What separates a record's texts in its ``KEPT`` key: a control character, so two
@@ -148,15 +150,18 @@ def embedder_key(embedder: Embedder) -> tuple[str, int]:
     return (embedder.model_id, embedder.dimensions)
 
 
-def kept(embedder: tuple[str, int], tenant: str, inputs: Sequence[str]) -> Vectors | None:
-    """The vector kept for a record of ``tenant`` whose ``embedding_inputs`` are
-    ``inputs`` (a row of ``embed_inputs``), or None."""
-    return KEPT.peek(_SEPARATOR.join(inputs), (tenant, *embedder))
+def kept(embedder: tuple[str, int], record: MemoryRecord, inputs: Sequence[str]) -> Vectors | None:
+    """The vector kept for ``record`` while its ``embedding_inputs`` are ``inputs`` (a
+    row of ``embed_inputs``), or None."""
+    return KEPT.peek(_SEPARATOR.join(inputs), (record.tenant, record.id, *embedder))
 
 
-def keep(embedder: tuple[str, int], tenant: str, inputs: Sequence[str], vector: Vectors) -> None:
-    """Keep ``vector`` (a row of ``embed_inputs``) for later searches and the worker."""
-    KEPT.put(_SEPARATOR.join(inputs), (tenant, *embedder), vector.copy())
+def keep(
+    embedder: tuple[str, int], record: MemoryRecord, inputs: Sequence[str], vector: Vectors
+) -> None:
+    """Keep ``vector`` (a row of ``embed_inputs``) of ``record`` for later searches and
+    the worker."""
+    KEPT.put(_SEPARATOR.join(inputs), (record.tenant, record.id, *embedder), vector.copy())
 
 
 def kept_or_embedded(
@@ -166,7 +171,7 @@ def kept_or_embedded(
     embedding only the other records, in one call (none when all were kept)."""
     inputs = [embedding_inputs(r) for r in records]
     key = embedder_key(embedder)
-    found = [kept(key, r.tenant, texts) for r, texts in zip(records, inputs, strict=True)]
+    found = [kept(key, r, texts) for r, texts in zip(records, inputs, strict=True)]
     some = next((vector for vector in found if vector is not None), None)
     if some is None:
         return embed_inputs(embed, inputs)
