@@ -392,6 +392,16 @@ class CorePrefix:
         else:
             self._text = None
 
+    def catch_up(self) -> None:
+        """Render the snapshot again at the next :meth:`text` when edits are waiting.
+
+        For a loop whose edits cannot wait for a compaction point (a session that never
+        compacts: its window drops the edit's call and result once the history outgrows
+        its budget, and the model then saw the edit nowhere; a review). Called between
+        two questions, never inside a tool loop, so a loop's requests share one prefix."""
+        if self.pending:
+            self._text = None
+
     def text(self, key: Any = None) -> str:
         """The snapshot, rendered again when it is due (see the class) or erased."""
         due = self.refresh_after is not None and self.pending >= self.refresh_after

@@ -16,6 +16,16 @@ for that response, the loop puts ours beside them, in the same turn (Anthropic:
 ``tool_result`` blocks after the caller's; OpenAI: ``tool`` messages after the
 caller's), replacing any stand-in result the caller sent for one of ours. The
 request, and the session log it is logged into, then answer every call.
+
+The memory-tool calls run before the response returned, and their results, are logged
+but never handed to the app: a later request that carries that response (an app that
+re-sends its whole conversation, or its last N messages) gets them put back before it,
+as the log holds them (:mod:`contextos.agent.hidden`), so the session does not read the
+request as a branch.
+
+With Anthropic's server-side ``clear_tool_uses_20250919`` edit in ``context_management``,
+the core edits are added to its ``exclude_tools``: their call and result are how the
+model sees its own edit until the pinned snapshot's next refresh (:class:`CorePrefix`).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from ..cache import field_of
 from ..errors import ProviderError
 from ..types import Message, ToolCall
 from .core_memory import CorePrefix, compaction_point
+from .hidden import HiddenExchanges
 from .tools import TOOL_NAMES, AgentTools, ToolOutcome, anthropic_schemas, openai_schemas
 
 #: Most model calls one ``create`` may make before giving up on a looping model.
@@ -42,6 +53,9 @@ MAX_EXECUTED = 32
 #: Seconds a failed ``create()``'s progress waits for the app's retry: an SDK's own
 #: retries and an app's backoff take seconds to a minute or two.
 RESUME_WITHIN_S = 600.0
+#: The tools whose call and result are the model's only view of its edit until the pinned
+#: snapshot is rendered again: a server-side clearing edit is told to keep them.
+CORE_EDIT_TOOLS = ("core_memory_append", "core_memory_replace")
 
 
 class ToolLoop:
@@ -55,6 +69,8 @@ class ToolLoop:
         prefix: CorePrefix | None = None,
         max_steps: int = MAX_STEPS,
         resume_within_s: float = RESUME_WITHIN_S,
+        edits_wait: bool = True,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         if provider not in ("anthropic", "openai"):
             raise ValueError(f"no tool loop for provider {provider!r}")
@@ -63,6 +79,18 @@ class ToolLoop:
         self.prefix = prefix or CorePrefix(tools.core)
         tools.prefix = self.prefix
         self.max_steps = max_steps
+        #: Whether this loop's own core edits wait in the history for the snapshot's next
+        #: compaction point. False for a session that never compacts (``wrap(...,
+        #: compaction=None)``): its window drops the edit's call and result once the
+        #: history outgrows the budget, and no compaction point ever comes, so the model
+        #: saw the edit nowhere (a review); the snapshot is rendered again at the next
+        #: ``create()`` after an edit instead (:meth:`CorePrefix.catch_up`).
+        self.edits_wait = edits_wait
+        #: Waits for the wrapped client's last reply to be logged (its background
+        #: commit): the log is read to put our exchanges back into a request
+        #: (:mod:`.hidden`), and must end with that reply.
+        self.flush = flush
+        self._hidden = HiddenExchanges(provider)
         #: Seconds a failed ``create()``'s progress is kept for its retry (:meth:`_resume`).
         self.resume_within_s = resume_within_s
         #: The last :data:`MAX_EXECUTED` tool calls run, oldest first (name, arguments
@@ -90,7 +118,9 @@ class ToolLoop:
         """
         if kwargs.get("stream"):
             raise TypeError("memory_tools runs a tool loop; call create() without stream=True")
-        request = self._with_memory(self._with_owed_results(kwargs))
+        if not self.edits_wait:
+            self.prefix.catch_up()
+        request = self._with_memory(self._with_hidden(self._with_owed_results(kwargs)))
         key = _messages_key(kwargs.get("messages"))
         done = self._resume(key)
         messages = [*request["messages"], *done.messages]
@@ -178,6 +208,17 @@ class ToolLoop:
             out = _openai_with_owed(messages, owed)
         return {**kwargs, "messages": out}
 
+    def _with_hidden(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the exchanges of our tools the log holds between two of its
+        messages put back (:mod:`.hidden`)."""
+        messages, session = kwargs.get("messages"), self.tools.session
+        if session is None or not isinstance(messages, list) or len(messages) < 2:
+            return kwargs
+        if self.flush is not None:
+            self.flush()
+        out = self._hidden.put_back(messages, session)
+        return kwargs if out is messages else {**kwargs, "messages": out}
+
     def _with_memory(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         core = self.prefix.text(compaction_point(self.tools.session))
         out = dict(kwargs)
@@ -186,6 +227,9 @@ class ToolLoop:
             blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
             out["system"] = [*blocks, _core_block(blocks, core)]
             out["tools"] = [*(kwargs.get("tools") or []), *anthropic_schemas()]
+            managed = _keeping_core_edits(kwargs.get("context_management"))
+            if managed is not None:
+                out["context_management"] = managed
         else:
             messages = list(kwargs.get("messages") or [])
             head = 0
@@ -359,6 +403,30 @@ def _core_block(system: Sequence[Any], core: str) -> dict[str, Any]:
     return {**block, "cache_control": mark} if mark else block
 
 
+def _keeping_core_edits(managed: Any) -> dict[str, Any] | None:
+    """``context_management`` with :data:`CORE_EDIT_TOOLS` added to the ``exclude_tools``
+    of each ``clear_tool_uses_20250919`` edit; None when it has no such edit.
+
+    Why: the pinned snapshot is rendered again at the session's next compaction point,
+    and until then the model sees its own edit only as the call and its result in the
+    history. The server cleared them (with ``clear_tool_inputs``, the call's arguments
+    too) and the model saw the edit nowhere until the session compacted (a review)."""
+    edits = managed.get("edits") if isinstance(managed, Mapping) else None
+    if not isinstance(edits, list) or not any(map(_clears_tool_uses, edits)):
+        return None
+    out = [
+        {**e, "exclude_tools": [*kept, *(n for n in CORE_EDIT_TOOLS if n not in kept)]}
+        if _clears_tool_uses(e) and isinstance(kept := e.get("exclude_tools") or [], list)
+        else e
+        for e in edits
+    ]
+    return {**managed, "edits": out}
+
+
+def _clears_tool_uses(edit: Any) -> bool:
+    return isinstance(edit, Mapping) and edit.get("type") == "clear_tool_uses_20250919"
+
+
 def _anthropic_result(call_id: str, outcome: ToolOutcome) -> dict[str, Any]:
     return {"type": "tool_result", "tool_use_id": call_id, "content": outcome.text} | (
         {"is_error": True} if outcome.is_error else {}
@@ -379,7 +447,10 @@ def tool_loop_for_wrap(
     agent_id: str | None,
 ) -> ToolLoop:
     """The loop ``wrap(memory_tools=...)`` asks for: True builds one, a ToolLoop is used as is."""
+    flush = getattr(context, "flush", None)
     if isinstance(option, ToolLoop):
+        if option.flush is None:
+            option.flush = flush
         return option
     if option is not True:
         raise TypeError("memory_tools must be True, False or a contextos.agent.ToolLoop")
@@ -393,10 +464,13 @@ def tool_loop_for_wrap(
         user_id=user_id or getattr(context, "user_id", None),
         agent_id=agent_id or getattr(context, "agent_id", None),
     )
-    return ToolLoop(AgentTools(core, session=session), provider)
+    # A session that never compacts has no compaction point for own edits to wait for.
+    waits = getattr(context, "compaction", "summarize") is not None
+    return ToolLoop(AgentTools(core, session=session), provider, edits_wait=waits, flush=flush)
 
 
 __all__ = [
+    "CORE_EDIT_TOOLS",
     "MAX_EXECUTED",
     "MAX_OWED",
     "MAX_STEPS",

@@ -130,6 +130,67 @@ def openai_schemas() -> list[dict[str, Any]]:
 
 
 TOOL_NAMES = frozenset(s["name"] for s in SCHEMAS)
+_SCHEMA_OF = {s["name"]: s["input_schema"] for s in SCHEMAS}
+#: The Python type of each JSON Schema type the tools' arguments use.
+_JSON_TYPES: dict[str, type] = {"string": str}
+
+
+def _checked_arguments(name: str, arguments: Mapping[str, Any] | str) -> Mapping[str, Any]:
+    """The arguments of a call of tool ``name`` (a JSON object, as text or parsed), checked
+    against its schema (:data:`SCHEMAS`): every required one given, none it does not take,
+    each of its type; else a :class:`CoreMemoryError` saying what the tool takes.
+
+    Why: the arguments went to the handler as keywords, and the model read Python's
+    complaint ("AgentTools._append() missing 1 required positional argument:
+    'content'", "unhashable type: 'list'", a hint to call ``sys.set_int_max_str_digits``),
+    and the ``TypeError`` caught for them also turned a real bug in a handler into "bad
+    arguments" (a review). JSON nested past the interpreter's limit still raises
+    ``RecursionError`` (``execute`` says so)."""
+    schema = _SCHEMA_OF[name]
+    props: Mapping[str, Any] = schema["properties"]
+    takes = _takes(props)
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except ValueError:  # not JSON, or a number past int_max_str_digits
+            raise CoreMemoryError(
+                f"bad arguments for {name}: they are not valid JSON; send an object with {takes}"
+            ) from None
+    if not isinstance(arguments, Mapping):
+        raise CoreMemoryError(f"bad arguments for {name}: send a JSON object with {takes}")
+    problems = [f"missing {k}" for k in schema["required"] if k not in arguments]
+    problems += [f"{k!r} is not one of its arguments" for k in arguments if k not in props]
+    problems += [
+        f"{k} must be a {props[k]['type']}, not {_json_kind(v)}"
+        for k, v in arguments.items()
+        if k in props and not isinstance(v, _JSON_TYPES[props[k]["type"]])
+    ]
+    if problems:
+        raise CoreMemoryError(f"bad arguments for {name}: {'; '.join(problems)}. It takes {takes}")
+    return arguments
+
+
+def _takes(props: Mapping[str, Any]) -> str:
+    """A tool's arguments as the model reads them: "label (string) and content (string)"."""
+    named = [f"{k} ({p['type']})" for k, p in props.items()]
+    return " and ".join(named) if len(named) < 3 else ", ".join(named[:-1]) + " and " + named[-1]
+
+
+def _json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
 #: The tools that write memories: a server runs them on its write threads
 #: (``server.write_threads``), as its write routes.
 WRITING_TOOLS = frozenset({"core_memory_append", "core_memory_replace", "archival_memory_insert"})
@@ -218,18 +279,13 @@ class AgentTools:
             return self._execute(name, arguments)
         except (StoreError, EmbedderUnavailable):
             raise
-        except TypeError as exc:  # missing or unexpected arguments
-            return ToolOutcome(name, f"Error: bad arguments for {name}: {exc}", True)
-        except (ValueError, ContextosError) as exc:  # CoreMemoryError, bad JSON, scope
+        except (ValueError, ContextosError) as exc:  # CoreMemoryError, scope
             return ToolOutcome(name, f"Error: {exc}", True)
         except RecursionError:  # JSON nested past the interpreter's limit
             return ToolOutcome(name, f"Error: the arguments of {name} nest too deeply", True)
 
     def _execute(self, name: str, arguments: Mapping[str, Any] | str) -> ToolOutcome:
         """``execute`` without the mapping of errors to outcomes."""
-        args = json.loads(arguments or "{}") if isinstance(arguments, str) else arguments
-        if not isinstance(args, Mapping):
-            raise CoreMemoryError("tool arguments must be a JSON object")
         handlers: dict[str, Callable[..., str]] = {
             "core_memory_append": self._append,
             "core_memory_replace": self._replace,
@@ -240,7 +296,7 @@ class AgentTools:
         handler = handlers.get(name)
         if handler is None:
             raise CoreMemoryError(f"unknown tool {name!r}")
-        return ToolOutcome(name, handler(**args))
+        return ToolOutcome(name, handler(**_checked_arguments(name, arguments)))
 
     def _edited(self, block: CoreBlock) -> str:
         """The result of an edit: ``block`` as the edit left it, under the core lock.
