@@ -155,3 +155,28 @@ def test_openais_stream_helper_and_parse_are_managed(
         ("assistant", "You said: again"),
     ]
     assert [c.complete for c in wrapped.calls] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"memory_limit": 0}, "memory_limit must be an integer between 1 and 1000"),
+        ({"memory_limit": 1001}, "memory_limit must be an integer between 1 and 1000"),
+        (
+            {"memory_limit": 600, "memory_placement": "topic"},
+            "memory_limit must be an integer between 1 and 500",
+        ),
+        ({"memory_tokens": 0}, "memory_tokens must be a positive integer"),
+        ({"memory_tokens": -5}, "memory_tokens must be a positive integer"),
+    ],
+)
+def test_memory_room_out_of_range_is_refused_by_wrap_not_by_every_call(
+    fake_anthropic: FakeAnthropic,
+    anthropic_client: Any,
+    memory: Memory,
+    options: dict[str, Any],
+    message: str,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        wrap(anthropic_client, memory=memory, session="s", user_id="ana", **options)
+    assert fake_anthropic.messages_requests() == []

@@ -941,6 +941,21 @@ def _same_owner(session: Session, given: Mapping[str, str | None]) -> None:
             )
 
 
+def _memory_room(limit: int, tokens: int, placement: str) -> tuple[int, int]:
+    """``memory_limit`` and ``memory_tokens``, checked where they are given. Why: a
+    ``wrap(..., memory_limit=0)`` was taken and every call then failed deep in the
+    search ("limit must be an integer between 1 and 1000"), nothing sent (a review).
+    The topic block searches ``TOPIC_SEARCH_OVER`` times the limit."""
+    from contextos.memory.api import MAX_LIMIT  # memory imports engine
+
+    most = MAX_LIMIT // (TOPIC_SEARCH_OVER if placement == "topic" else 1)
+    if type(limit) is not int or not 1 <= limit <= most:
+        raise ValueError(f"memory_limit must be an integer between 1 and {most}, not {limit!r:.40}")
+    if type(tokens) is not int or tokens < 1:
+        raise ValueError(f"memory_tokens must be a positive integer, not {tokens!r:.40}")
+    return limit, tokens
+
+
 class SessionContext:
     """The default :class:`ContextSource`: a :class:`~contextos.engine.session.Session` plus Memory.
 
@@ -1005,8 +1020,7 @@ class SessionContext:
             raise ScopeError(
                 "memory needs a scope to read and write: pass user_id, agent_id or a session"
             )
-        self.memory_limit = memory_limit
-        self.memory_tokens = memory_tokens
+        self.memory_limit, self.memory_tokens = _memory_room(memory_limit, memory_tokens, placement)
         self.remember = remember
         #: Also remember the assistant's replies (off for canned offline answers).
         self.remember_replies = True
