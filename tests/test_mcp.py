@@ -70,7 +70,7 @@ def test_stdio_tools_round_trip(tmp_path: Path) -> None:
         unscoped = await s.call_tool("search_memory", {"query": "tea"})
         deleted = payload(await s.call_tool("delete_memory", {"memory_id": added[0]["id"]}))
         missing = await s.call_tool("delete_memory", {"memory_id": added[0]["id"]})
-        listed = payload(await s.call_tool("list_memories", {"user_id": "ana"}))
+        listed = payload(await s.call_tool("list_memories", {"user_id": "ana"}))["results"]
         return {
             "names": names,
             "added": added,
@@ -193,8 +193,8 @@ def test_streamable_http_scopes_each_request_by_its_key(tmp_path: Path) -> None:
         if proc.stderr is not None:
             proc.stderr.close()
     assert out["anonymous"] == 401
-    assert out["b_list"] == [] and out["b_search"] == []
-    assert [r["id"] for r in out["a_list"]] == [out["added"][0]["id"]]
+    assert out["b_list"]["results"] == [] and out["b_search"] == []
+    assert [r["id"] for r in out["a_list"]["results"]] == [out["added"][0]["id"]]
 
 
 def test_stdio_server_stops_on_sigterm_and_closes_the_store(tmp_path: Path) -> None:
@@ -334,7 +334,7 @@ def test_streamable_http_keeps_no_sessions_so_one_key_cannot_lock_out_others(
     assert out["session_ids"] == [None] * flood  # nothing is kept between requests
     assert out["victim"].status_code == 200, out["victim"].text
     victim = _rpc_result(out["victim"].text)["result"]
-    assert not victim["isError"] and victim["structuredContent"] == {"result": []}
+    assert not victim["isError"] and victim["structuredContent"]["results"] == []
     assert out["before"].status_code == 200
     assert out["after"].status_code == 401  # revoked: refused on its very next request
     assert b"Traceback" not in err
@@ -516,7 +516,7 @@ def test_stdio_refuses_lines_that_are_not_utf8_or_json_like_http(tmp_path: Path)
     for refused in answers[1:4]:
         assert refused["error"]["code"] == -32700
     assert "result" in answers[4], answers[4]
-    assert answers[4]["result"]["structuredContent"] == {"result": []}  # nothing was stored
+    assert answers[4]["result"]["structuredContent"]["results"] == []  # nothing was stored
     assert returncode == 0 and b"Traceback" not in err
 
 
@@ -575,7 +575,7 @@ def test_stdio_errors_for_unreadable_lines_carry_the_id_wherever_it_sits(
     ], answers
     assert "lone surrogate" in answers[1]["error"]["message"]
     assert "too long" in answers[4]["error"]["message"]
-    assert answers[5]["result"]["structuredContent"] == {"result": []}  # nothing was stored
+    assert answers[5]["result"]["structuredContent"]["results"] == []  # nothing was stored
     assert returncode == 0 and b"Traceback" not in err
 
 
@@ -696,7 +696,8 @@ def test_stdio_tools_refuse_unknown_arguments_like_http_bodies(tmp_path: Path) -
         out: dict[str, Any] = {n: await s.call_tool(t, a) for n, (t, a) in calls.items()}
         out["tools"] = (await s.list_tools()).tools
         out["listed"] = [
-            payload(await s.call_tool("list_memories", {"user_id": u})) for u in ("u", "v")
+            payload(await s.call_tool("list_memories", {"user_id": u}))["results"]
+            for u in ("u", "v")
         ]
         return out
 
@@ -731,7 +732,7 @@ def test_stdio_add_memory_refuses_metadata_past_the_librarys_limits(tmp_path: Pa
 
     async def scenario(s: ClientSession) -> dict[str, Any]:
         out: dict[str, Any] = {n: await s.call_tool("add_memory", a) for n, a in calls.items()}
-        out["listed"] = payload(await s.call_tool("list_memories", {"user_id": "u"}))
+        out["listed"] = payload(await s.call_tool("list_memories", {"user_id": "u"}))["results"]
         return out
 
     out = anyio.run(stdio_call, db, key, scenario)
@@ -765,14 +766,14 @@ def test_stdio_string_arguments_reach_the_tools_as_sent(tmp_path: Path) -> None:
             "search": await call(
                 "search_memory", query="door code", user_id="null", agent_id="bot"
             ),
-            "list": await call("list_memories", user_id="null", agent_id="bot"),
+            "list": (await call("list_memories", user_id="null", agent_id="bot"))["results"],
             "archival": await call(
                 "archival_memory_search", query="door code", user_id="null", agent_id="bot"
             ),
             "added": await call(
                 "add_memory", messages="note of null", user_id="null", agent_id="bot"
             ),
-            "mine": await call("list_memories", user_id="null", agent_id="bot"),
+            "mine": (await call("list_memories", user_id="null", agent_id="bot"))["results"],
             "rules": await call("add_memory", messages=rules, user_id="u"),
             "object": await call("add_memory", messages='{"theme": "dark"}', user_id="u"),
             "updated": await call(
@@ -1095,7 +1096,7 @@ def test_streamable_http_refuses_a_request_id_that_is_not_a_string_or_integer(
         assert answer.json()["error"]["code"] == -32600 and answer.json()["id"] is None
     assert notified.status_code == 202
     assert good.status_code == 200 and _rpc_result(good.text)["id"] == "ok-1"
-    texts = [m["text"] for m in _rpc_result(listed.text)["result"]["structuredContent"]["result"]]
+    texts = [m["text"] for m in _rpc_result(listed.text)["result"]["structuredContent"]["results"]]
     assert texts == ["good id"]
     assert "Traceback" not in log.read_text()
 

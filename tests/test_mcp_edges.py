@@ -151,13 +151,17 @@ def test_mcp_validates_like_http_and_edits_memories(db: str, tmp_path: Path) -> 
                 {"memory_id": first, "text": "I moved to Porto in June", "metadata": {"v": 2}},
             )
         )
-        out["history"] = payload(await s.call_tool("memory_history", {"memory_id": first}))
+        out["history"] = payload(await s.call_tool("memory_history", {"memory_id": first}))[
+            "results"
+        ]
         out["missing"] = await s.call_tool("get_memory", {"memory_id": "no-such-id"})
         dog = out["alias"][0]["id"]
         out["purged"] = payload(
             await s.call_tool("delete_memory", {"memory_id": dog, "purge": True})
         )
-        out["purged_history"] = payload(await s.call_tool("memory_history", {"memory_id": dog}))
+        out["purged_history"] = payload(await s.call_tool("memory_history", {"memory_id": dog}))[
+            "results"
+        ]
         return out
 
     out = _session(db, key, errlog, scenario)
@@ -222,7 +226,9 @@ def test_mcp_history_of_an_unknown_or_other_tenants_id_is_not_found(
         [mine] = payload(await s.call_tool("add_memory", {"messages": "x", "user_id": "u"}))
         payload(await s.call_tool("delete_memory", {"memory_id": mine["id"]}))
         out: dict[str, Any] = {
-            "kept": payload(await s.call_tool("memory_history", {"memory_id": mine["id"]}))
+            "kept": payload(await s.call_tool("memory_history", {"memory_id": mine["id"]}))[
+                "results"
+            ]
         }
         for name, mid in (("theirs", theirs.id), ("unknown", "no-such-id")):
             out[name] = [

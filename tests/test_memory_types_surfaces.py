@@ -115,7 +115,7 @@ def test_mcp_lists_by_type_and_refuses_a_type_with_infer(tmp_path: Path) -> None
     async def scenario(s: ClientSession) -> dict[str, Any]:
         args = {"user_id": "ana", "memory_type": ["procedural"], "validity": "all"}
         return {
-            "listed": payload(await s.call_tool("list_memories", args)),
+            "listed": payload(await s.call_tool("list_memories", args))["results"],
             "refused": error_text(
                 await s.call_tool(
                     "add_memory",

@@ -50,21 +50,44 @@ def utc(value: object, name: str = "time") -> datetime:
         raise ValueError(f"{name} {value.isoformat()} is outside years 1-9999 in UTC") from None
 
 
+def iso(value: datetime) -> str:
+    """``value`` as the ISO-8601 text every surface writes: UTC as ``Z``
+    (``2024-05-02T10:00:00.690560Z``), as pydantic writes the HTTP API's times.
+
+    Why one: the HTTP API and MCP ``memory_history`` wrote ``Z`` where the CLI's
+    ``--json`` and MCP's records wrote ``+00:00``, so a client comparing an
+    ``updated_at`` read on two surfaces saw a change where there was none (a review)."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def opt_utc(value: object, name: str = "time") -> datetime | None:
     """:func:`utc`, passing ``None`` through."""
     return None if value is None else utc(value, name)
 
 
 def opt_local(value: object, name: str = "time") -> datetime | None:
+    """:func:`local`, passing ``None`` through."""
+    return None if value is None else local(value, name)
+
+
+def local(value: object, name: str = "time") -> datetime:
     """``value`` checked as :func:`utc` checks it, but kept in the zone it was given in
-    (naive: UTC); ``None`` passed through. Why: what a relative date means depends on
-    the speaker's calendar, not UTC's ("yesterday" said at 20:00 in Los Angeles on 8
-    May is 7 May, which is already 9 May in UTC; a review)."""
-    if value is None:
-        return None
+    (naive: UTC), as the fixed offset it had then (:func:`fixed_zone`). Why the zone:
+    what a relative date means depends on the speaker's calendar, not UTC's
+    ("yesterday" said at 20:00 in Los Angeles on 8 May is 7 May, which is already 9 May
+    in UTC; a review). Why fixed: that offset is what a memory keeps
+    (``render.UTC_OFFSET``) and renders its dates in; a ``ZoneInfo`` time in winter
+    read "4 July" at midnight in summer time, which rendered as 3 July (a review)."""
     instant = utc(value, name)
     given = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return given if isinstance(given, datetime) and given.tzinfo is not None else instant
+    if not isinstance(given, datetime) or given.tzinfo is None:
+        return instant
+    tz = fixed_zone(given)
+    try:
+        return instant if tz is None else instant.astimezone(tz)
+    except (OverflowError, ValueError):  # a minute past year 9999 there: as the instant
+        return instant
 
 
 #: The widest offset from UTC a zone may have, in minutes (as Python's ``timezone``).
@@ -73,10 +96,33 @@ MAX_OFFSET_MINUTES = 24 * 60 - 1
 
 def offset_minutes(value: datetime | None) -> int:
     """Minutes east of UTC of the zone ``value`` was given in (0 for naive, for UTC and
-    for none, and for an offset of seconds, which no calendar date depends on)."""
+    for none). An offset with seconds (a zone's local mean time before 1883 in New
+    York, -04:56:02) is kept as the whole minute nearest it that gives ``value`` the
+    same calendar date (one of the two beside it always does): that is what a
+    memory's date depends on, and the key holds minutes (a review: such a zone was
+    dropped, and the memory indexed on its local day but rendered on UTC's)."""
     offset = value.utcoffset() if value is not None else None
-    seconds = int(offset.total_seconds()) if offset is not None else 0
-    return seconds // 60 if seconds % 60 == 0 else 0
+    if value is None or offset is None:
+        return 0
+    minute = timedelta(minutes=1)
+    below = offset // minute
+    if offset % minute == timedelta(0):
+        return below
+    nearest = [below, below + 1] if offset % minute < minute / 2 else [below + 1, below]
+    for minutes in nearest:
+        try:
+            same_day = (value + (minutes * minute - offset)).date() == value.date()
+        except OverflowError:  # past year 9999 or before year 1: no date to keep
+            same_day = False
+        if same_day and abs(minutes) <= MAX_OFFSET_MINUTES:
+            return minutes
+    return max(-MAX_OFFSET_MINUTES, min(MAX_OFFSET_MINUTES, nearest[0]))
+
+
+def fixed_zone(value: datetime) -> timezone | None:
+    """The fixed zone of :func:`offset_minutes` of ``value``: the one a memory keeps of
+    it (None: UTC, or naive)."""
+    return zone(offset_minutes(value))
 
 
 def zone(minutes: object) -> timezone | None:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Literal, TypedDict, get_args
 
 from .errors import ScopeError
+from .times import iso
 
 MemoryType = Literal["episodic", "semantic", "procedural"]
 MEMORY_TYPES: tuple[MemoryType, ...] = ("episodic", "semantic", "procedural")
@@ -226,7 +227,8 @@ class MemoryRecord:
     token_count: TokenCount | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as plain JSON data (times in ISO 8601): one shape for the CLI's
+        """The record as plain JSON data (times in ISO 8601, UTC as ``Z``:
+        :func:`~contextos.times.iso`): one shape for the CLI's
         ``--json``, MCP tool results and the HTTP API's ``RecordOut``."""
         return {
             "id": self.id,
@@ -528,4 +530,4 @@ def _metadata_value(metadata: Mapping[str, Any], key: str) -> object:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return None if value is None else iso(value)

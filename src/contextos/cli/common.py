@@ -33,6 +33,7 @@ from ..config import Settings
 from ..embed import DEFAULT_EMBEDDER
 from ..engine.message_text import lone_surrogate_at
 from ..errors import ConfigError, ScopeError
+from ..times import iso
 from ..types import scope_id
 from .text import SafeText, json_escaped
 
@@ -665,9 +666,10 @@ def _as_text(cell: object) -> Text:
 
 
 def json_default(value: object) -> object:
-    """Serialise dataclasses, datetimes and tuples for ``--json`` output."""
+    """Serialise dataclasses, datetimes (as every surface writes them:
+    :func:`~contextos.times.iso`) and tuples for ``--json`` output."""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, (set, frozenset, tuple)):

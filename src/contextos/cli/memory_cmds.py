@@ -20,7 +20,7 @@ from rich.table import Table
 
 from ..errors import ScopeError
 from ..memory.ingest import check_inferred_type
-from ..memory.render import render
+from ..memory.render import local_time, render
 from ..store.base import check_metadata_key
 from ..store.pages import keyed_page
 from ..types import (
@@ -103,7 +103,9 @@ def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: int | No
     for col in ("type", "when", "memory"):
         table.add_column(col, overflow="fold")
     for r in records:
-        when = r.event_time or r.created_at
+        # The memory's own date, as rendered beside it: in the zone its time was given in
+        # (it showed UTC's day beside the rendered local one: a review).
+        when = local_time(r.event_time, r.metadata) if r.event_time else r.created_at
         text = render(r)
         if cut is not None and len(text) > cut:
             text = f"{text[:cut]}… ({len(text) - cut:,} more characters: get ID)"

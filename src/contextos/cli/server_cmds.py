@@ -25,6 +25,7 @@ from click.core import ParameterSource
 
 from ..embed import DEFAULT_EMBEDDER
 from ..errors import NotFound
+from ..times import iso
 from .bench_frame import report_path_param, terminable, write_json
 from .common import (
     CliState,
@@ -329,8 +330,8 @@ def _key_dict(key: object) -> dict[str, object]:
         "id": key.id,
         "tenant": key.tenant,
         "name": key.name,
-        "created_at": key.created_at.isoformat(),
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "created_at": iso(key.created_at),
+        "revoked_at": iso(key.revoked_at) if key.revoked_at else None,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 from rich.table import Column, Table
 
+from ..times import iso
 from .common import CliState, console, json_option, open_memory, pass_state, print_json
 from .text import SafeText
 
@@ -33,8 +34,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
                     "pending": report.pending,
                     "quarantined_total": report.quarantined_total,
                     "quarantined": [
-                        {"id": q.id, "error": q.error, "at": q.at.isoformat()}
-                        for q in report.quarantined
+                        {"id": q.id, "error": q.error, "at": iso(q.at)} for q in report.quarantined
                     ],
                     "all_tenants": {
                         "pending": store.pending,

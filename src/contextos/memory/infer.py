@@ -43,7 +43,7 @@ from .extract import (
     speaker_of,
     turn_ids,
 )
-from .ingest import AddOptions, as_local_time, check_fact_copies, check_metadata_copies
+from .ingest import AddOptions, check_fact_copies, check_metadata_copies, said_local, zoned
 from .reconcile import INFERRED, Outcome, Plan, Reconciler
 from .render import CAPTION_KEYS, FACT_OF, UTC_OFFSET, local_time
 
@@ -51,11 +51,12 @@ from .render import CAPTION_KEYS, FACT_OF, UTC_OFFSET, local_time
 _SOURCE_KEYS = ("dia_id", "source_id", "turn_id", "id", "message_id")
 
 
-def prepare(messages: Sequence[Message], default_time: datetime) -> list[Message]:
+def prepare(messages: Sequence[Message], opts: AddOptions, default_time: datetime) -> list[Message]:
     """Messages ready for an extractor: a turn id and a time in their metadata.
 
     ``source_id`` is accepted as the turn id (the extractor reads ``turn_id``), and a
-    turn's ``event_time`` (or the call's) becomes its ``session_time`` anchor.
+    turn's ``event_time`` (or the call's; ``default_time`` where neither gives one), in
+    the zone it was said in (``ingest.said_local``), becomes its ``session_time`` anchor.
     """
     out = []
     for i, message in enumerate(messages):
@@ -65,7 +66,7 @@ def prepare(messages: Sequence[Message], default_time: datetime) -> list[Message
             meta["turn_id"] = f"{POSITION_ID}{i}"  # its place in this add (see POSITION_ID)
         elif not turn_ids(message):
             meta["turn_id"] = str(source)
-        when = as_local_time(meta.get("event_time")) or default_time
+        when = said_local(message, opts) or default_time
         meta["event_time"] = when
         out.append(replace(message, metadata=meta))
     return out
@@ -153,8 +154,8 @@ def extract_facts(
     (the extractor's, dated) -> decisions and records (:func:`plan_facts`, one source
     turn at a time). What a record needs from its turn (its position, the question it
     answers) goes with the candidates, not added afterwards."""
-    default_time = opts.event_local or opts.event_time or datetime.now(UTC)
-    turns = prepare(messages, default_time)
+    default_time = zoned(opts.event_local, opts.metadata) or datetime.now(UTC)
+    turns = prepare(messages, opts, default_time)
     extractor = extractor or OfflineExtractor()
     candidates = extractor.extract(turns, session_time=default_time)
     candidates = _dated(candidates, _turn_times(turns), default_time)

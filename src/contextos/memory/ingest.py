@@ -28,7 +28,7 @@ from ..types import (
     content_hash,
     fits_int64,
 )
-from .render import FACT_OF, UTC_OFFSET, caption_of
+from .render import FACT_OF, UTC_OFFSET, caption_of, local_time
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
 MAX_TEXT_CHARS = 100_000
@@ -57,8 +57,9 @@ class AddOptions:
     metadata: Mapping[str, Any]
     event_time: datetime | None
     memory_type: MemoryType
-    #: ``event_time`` in the zone the caller gave it in: what inference reads the
-    #: relative dates of the text against (:func:`contextos.times.opt_local`).
+    #: ``event_time`` in the zone the caller gave it in (:func:`contextos.times.local`):
+    #: what the memory's dates and inference's relative dates are read in (with the
+    #: metadata's zone, :func:`said_local`).
     event_local: datetime | None = None
 
 
@@ -230,7 +231,7 @@ def build_records(
         # time at all, a review); the call's where the message gives none.
         given = message.metadata.get("event_time")
         event_time = _as_datetime(opts.event_time if given is None else given)
-        local = opts.event_local if given is None else as_local_time(given)
+        local = said_local(message, opts)
         meta = _record_metadata(opts.metadata, message)
         if FACT_OF in meta:
             raise ValueError(
@@ -435,8 +436,9 @@ def _keep_zone(meta: dict[str, Any], local: datetime | None) -> None:
 
 
 def _refuse_other_zone(meta: Mapping[str, Any], offset: int) -> None:
-    """Refuse a caller's ``utc_offset`` that is not the zone of the memory's time: the
-    library keeps that zone there, and reads the memory's dates in it."""
+    """Refuse a caller's ``utc_offset`` that is not the zone of the memory's time
+    (:func:`said_local`, which already reads a time given without a zone in the key's):
+    the library keeps that zone there, and reads the memory's dates in it."""
     if UTC_OFFSET in meta and meta[UTC_OFFSET] != offset:
         raise ValueError(
             f"metadata key {UTC_OFFSET!r} is reserved: the library keeps there the zone "
@@ -463,9 +465,7 @@ def check_said_by(messages: Sequence[Message], opts: AddOptions) -> None:
     for message in messages:
         meta = {**opts.metadata, **message.metadata}
         _refuse_said_by(meta, message)
-        given = message.metadata.get("event_time")
-        local = opts.event_local if given is None else as_local_time(given)
-        _refuse_other_zone(meta, offset_minutes(local))
+        _refuse_other_zone(meta, offset_minutes(said_local(message, opts)))
         if opts.scope.session_id is not None:
             _refuse_own_seq(meta)
 
@@ -507,6 +507,24 @@ def _as_datetime(value: object) -> datetime | None:
     return opt_utc(value, "event_time")
 
 
-def as_local_time(value: object) -> datetime | None:
-    """A message's ``event_time`` in the zone it was given in (:func:`opt_local`)."""
-    return opt_local(value, "event_time")
+def said_local(message: Message, opts: AddOptions) -> datetime | None:
+    """When ``message`` was said (its own ``event_time``, else the add's) in the zone it
+    was said in (:func:`zoned`, by the message's metadata over the add's)."""
+    given = message.metadata.get("event_time")
+    local = opts.event_local if given is None else opt_local(given, "event_time")
+    return zoned(local, {**opts.metadata, **message.metadata})
+
+
+def zoned(local: datetime | None, metadata: Mapping[str, Any]) -> datetime | None:
+    """``local`` as given, but one given without a zone (naive or UTC) is read in the
+    zone ``metadata`` keeps (``utc_offset``), where it keeps a valid one.
+
+    Why: a memory read back holds its time in UTC and its zone in that key, and
+    ``add(r.text, metadata=r.metadata, event_time=r.event_time)`` (a copy, or an
+    export through ``contextos list --json`` re-imported) was refused as a time of
+    zone 0 (a review). The record and its key describe the local time whole; one
+    reading of the key (:func:`~contextos.memory.render.local_time`). A zoned time
+    that says another zone is still refused (:func:`_refuse_other_zone`)."""
+    if local is None or offset_minutes(local):
+        return local
+    return local_time(local, metadata)

@@ -13,7 +13,9 @@ request is over: ``client gone`` when the client hung up before its whole answer
 ``500`` when the app failed before answering, ``failed`` after the status when it failed
 midway through an answer. The path and query are written
 percent-encoded (as uvicorn does), so a request cannot write a line break or an escape
-sequence into the log. The key's secret never reaches the log: only its id.
+sequence into the log. The key's secret never reaches the log: only its id; nor does
+a memory's text: ``expected_text`` (``DELETE``'s precondition, the one query value that
+holds one) is written as its length, ``expected_text=<31 chars>``.
 
 At ``--log-level warning`` (the default) the middleware costs one level check a request.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 from .auth import Principal
 
@@ -46,6 +48,11 @@ ACCESS_NOTE = "contextos.access"
 #: ``"``, ``\\``, ``<``, ``>``, `````, ``{``, ``|``, ``}`` and ``^`` (``%`` keeps what a
 #: client escaped readable as it sent it).
 _SAFE = "/:@!$&'()*+,;=-._~%?[]"
+
+#: The query keys whose values are a memory's text, written as their length only.
+#: Why: a purge sent with ``expected_text`` wrote the very text it erased into the
+#: operator's log at ``--log-level info`` (a review).
+_TEXT_KEYS = frozenset({"expected_text"})
 
 
 def note_caller(scope: dict[str, Any], principal: Principal) -> None:
@@ -112,7 +119,7 @@ def request_line(scope: Message, outcome: str, seconds: float, note: dict[str, A
     target = quote(scope.get("path", ""), safe=_SAFE)
     query = scope.get("query_string", b"")
     if query:
-        target += "?" + quote(query.decode("latin-1"), safe=_SAFE)
+        target += "?" + "&".join(_logged(part) for part in query.decode("latin-1").split("&"))
     method = quote(scope.get("method", "-"), safe="")
     line = (
         f'{where} - "{method} {target} HTTP/{scope.get("http_version", "1.1")}" '
@@ -122,3 +129,14 @@ def request_line(scope: Message, outcome: str, seconds: float, note: dict[str, A
     if isinstance(who, Principal):
         line += " admin" if who.is_admin else f" tenant={who.tenant} key={who.key_id}"
     return line
+
+
+def _logged(pair: str) -> str:
+    """One ``key=value`` of a query string as the access line writes it: escaped, and
+    the value of a key of :data:`_TEXT_KEYS` as its length in characters. Both are
+    decoded as the app reads them (Starlette's ``parse_qsl`` of the latin-1 text), so
+    ``expected%5Ftext`` is ``expected_text`` here too."""
+    key, sep, value = pair.partition("=")
+    if sep and unquote_plus(key) in _TEXT_KEYS:
+        return f"{quote(key, safe=_SAFE)}=<{len(unquote_plus(value))} chars>"
+    return quote(pair, safe=_SAFE)

@@ -153,17 +153,28 @@ class MemoryTools:
         session_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
         memory_type: list[MemoryType] | None = None,
         validity: Literal["current", "all"] = "current",
-    ) -> list[dict[str, Any]]:
-        """List memories of a user/agent/session, newest first. Paginate with offset: the
-        next page starts at offset + the number of memories returned, until a page comes
-        back empty (a page holds at most 4 MiB of memories, so it may hold fewer than
-        limit before the end). memory_type: only these types (all when left out);
-        validity "all": superseded facts too."""
+    ) -> dict[str, Any]:
+        """List memories of a user/agent/session, newest first, one page at a time, as
+        GET /v1/memories answers: {"results": [...], "next_after": ..., ...}. For the
+        next page call again with after = this answer's next_after, until it is null:
+        nothing is skipped or repeated while others write (a page holds at most 4 MiB
+        of memories, so it may hold fewer than limit before the end). offset (counted
+        from after, or from the newest) repeats and skips memories while others add or
+        delete. memory_type: only these types (all when left out); validity "all":
+        superseded facts too."""
         body = s.parse(s.ListRequest, **_arguments(locals()))
-        records, _, _ = ops.list_page(self._memory(), body)
-        return [r.to_dict() for r in records]
+        records, next_offset, next_after = ops.list_page(self._memory(), body)
+        page = s.RecordList(
+            results=[s.RecordOut.of(r) for r in records],
+            limit=body.limit,
+            offset=body.offset,
+            next_offset=next_offset,
+            next_after=next_after,
+        )
+        return page.model_dump(mode="json")
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:
         """One memory by id."""
@@ -192,11 +203,19 @@ class MemoryTools:
         )
         return ops.update(self._memory(), key.memory_id, body).to_dict()
 
-    def memory_history(self, memory_id: str) -> list[dict[str, Any]]:
-        """Every change to a memory (ADD, UPDATE, DELETE), oldest first."""
+    def memory_history(
+        self, memory_id: str, after_seq: int = -1, limit: int = 100
+    ) -> dict[str, Any]:
+        """A memory's changes (ADD, UPDATE, DELETE), oldest first, one page at a time,
+        as GET /v1/memories/{id}/history answers: {"results": [...], "next_after_seq":
+        ...}. Events are numbered from 0; for the next page call again with after_seq =
+        this answer's next_after_seq, until it is null (a page holds at most 4 MiB of
+        texts, so it may hold fewer than limit before the end)."""
         key = s.parse(s.MemoryIdIn, memory_id=memory_id)
-        events = ops.history(self._memory(), key.memory_id)
-        return [s.HistoryOut.of(e).model_dump(mode="json") for e in events]
+        page = s.parse(s.HistoryPageIn, after_seq=after_seq, limit=limit)
+        events, after = ops.history_page(self._memory(), key.memory_id, page)
+        listed = s.HistoryList(results=[s.HistoryOut.of(e) for e in events], next_after_seq=after)
+        return listed.model_dump(mode="json")
 
     def delete_memory(
         self,
@@ -424,7 +443,7 @@ TOOL_MODELS: dict[str, tuple[type[pydantic.BaseModel], ...]] = {
     "list_memories": (s.ListRequest,),
     "get_memory": (s.MemoryIdIn,),
     "update_memory": (s.MemoryIdIn, s.UpdateRequest),
-    "memory_history": (s.MemoryIdIn,),
+    "memory_history": (s.MemoryIdIn, s.HistoryPageIn),
     "delete_memory": (s.MemoryIdIn, s.Expected),
     "assemble_window": (s.WindowToolIn,),
     "compact_session": (s.CompactToolIn,),

@@ -154,8 +154,36 @@ def update(mem: Memory, memory_id: str, body: s.UpdateRequest) -> MemoryRecord:
     )
 
 
-def history(mem: Memory, memory_id: str) -> list[HistoryEvent]:
-    """A memory's changes, oldest first; NotFound (404, as for get) when the tenant has
-    neither the memory nor any history of it, so another tenant's id and an unknown id
-    answer alike. A deleted memory's history stays readable: the store keeps it."""
-    return mem.history(memory_id)
+def history_page(
+    mem: Memory, memory_id: str, page: s.HistoryPageIn
+) -> tuple[list[HistoryEvent], int | None]:
+    """A page of a memory's changes, oldest first (``GET /v1/memories/{id}/history``,
+    MCP ``memory_history``): the events numbered after ``page.after_seq`` (the first is
+    0), at most ``page.limit`` of them and ``MAX_PAGE_BYTES`` of their texts (at least
+    one), and the ``after_seq`` of the next page (None: this one reached the end).
+    NotFound (404, as for get) when the tenant has neither the memory nor any history
+    of it, so another tenant's id and an unknown id answer alike. A deleted memory's
+    history stays readable: the store keeps it.
+
+    Why pages: every event carries its old and new text whole, so a 100,000-character
+    memory updated 60 times made a 36 MB answer, and eight such requests at once took
+    a server from 227 to 468 MB (a review). A number is a stable key: a memory's
+    history only grows at its end, and leaves whole (``forget``). The answer is bounded,
+    the read not yet: ``Store.history`` reads every event, so a page is cut from them."""
+    from .schemas import MAX_PAGE_BYTES
+
+    events = mem.history(memory_id)
+    start = page.after_seq + 1
+    wanted = events[start : start + page.limit]
+    kept: list[HistoryEvent] = within_bytes([(e, event_bytes(e)) for e in wanted], MAX_PAGE_BYTES)
+    last = start + len(kept) - 1
+    return kept, last if kept and last + 1 < len(events) else None
+
+
+def event_bytes(event: HistoryEvent) -> int:
+    """A history event's texts in bytes, as a list page counts a memory's text."""
+    return sum(
+        len(text.encode("utf-8", "surrogatepass"))
+        for text in (event.old_text, event.new_text)
+        if text is not None
+    )

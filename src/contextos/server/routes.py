@@ -63,7 +63,7 @@ OptIdent = Annotated[
     AfterValidator(lambda v: None if v is None else s.check_text(v)),
 ]
 #: Where a page of a session's turns starts: after this seq (-1: from the first).
-AfterSeq = Annotated[int, Query(ge=-1, le=2**62)]
+AfterSeq = Annotated[int, Query(ge=-1, le=s.MAX_SEQ)]
 #: A list key (``next_after`` of the page before): opaque, made by the store.
 ListAfter = Annotated[str | None, Query(min_length=1, max_length=100)]
 #: The order of ``GET /v1/sessions``: by last activity, oldest or newest first.
@@ -252,10 +252,17 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         return s.Deleted(deleted=memory_id, purged=purge)
 
     @router.get("/{memory_id}/history", response_model=s.HistoryList, summary="history")
-    def history(memory_id: IdPath, mem: Mem) -> s.HistoryList:
-        """Every change to a memory, oldest first (404 when the caller's tenant has
-        neither the memory nor any history of it; a deleted memory's history stays)."""
-        return s.HistoryList(results=[s.HistoryOut.of(e) for e in ops.history(mem, memory_id)])
+    def history(
+        memory_id: IdPath, mem: Mem, after_seq: AfterSeq = -1, limit: Limit = 100
+    ) -> Response:
+        """A memory's changes, oldest first, one page at a time: the events numbered
+        after ``after_seq`` (the first is 0); the next page is the one after this one's
+        ``next_after_seq`` (null at the end). 404 when the caller's tenant has neither
+        the memory nor any history of it; a deleted memory's history stays."""
+        page = s.HistoryPageIn(after_seq=after_seq, limit=limit)
+        events, after = ops.history_page(mem, memory_id, page)
+        out = [s.HistoryOut.of(e) for e in events]
+        return json_response(s.HistoryList(results=out, next_after_seq=after))
 
     return router
 

@@ -41,7 +41,7 @@ from ..memory.ingest import (
     check_metadata,
 )
 from ..store.base import METADATA_KEY, check_metadata_key
-from ..times import utc
+from ..times import local
 from ..types import Message, ScopeIds, fits_int64, scope_id, scope_ids
 from .errors import BRANCH, describe
 
@@ -157,7 +157,7 @@ def _time_text(value: Any) -> Any:
     pydantic reads one as Unix seconds, or as milliseconds past 2e10, so the same
     number of another unit named another instant without a word (-62135596801 was
     accepted as a date in year 1), and the library and MCP refuse numbers. A string is
-    read by :func:`contextos.times.utc`, the library's reading."""
+    read by :func:`contextos.times.local`, the library's reading."""
     if isinstance(value, int | float):  # a JSON true is an int to Python
         raise ValueError(
             "a time is an ISO-8601 date-time string (e.g. 2024-05-02T10:00:00Z), not a number"
@@ -166,14 +166,20 @@ def _time_text(value: Any) -> Any:
         # Read as the library reads it (``datetime.fromisoformat``): pydantic read an
         # all-digit string as Unix seconds, so "20240508" (8 May 2024 to the library and
         # the CLI) was stored as 1970-08-23 and "2024" as 1970-01-01 (a review).
-        return utc(value)
+        return local(value)
     return value
 
 
 def _check_time(value: datetime) -> datetime:
     """The library's one rule for times (:func:`contextos.times.utc`): an instant in
-    years 1-9999 in UTC, naive meaning UTC. ``0001-01-01T00:00+01:00`` is refused."""
-    return utc(value)
+    years 1-9999 in UTC, naive meaning UTC. ``0001-01-01T00:00+01:00`` is refused.
+
+    Handed on in the zone it was given in (:func:`contextos.times.local`), not in UTC:
+    an add keeps an ``event_time``'s zone (``metadata["utc_offset"]``) and dates the
+    memory and its facts by it, and every other verb reads the instant. Why: the HTTP
+    add and MCP's ``add_memory`` dated a turn said at 20:00 in Los Angeles by UTC's
+    next day, where Python and the CLI kept its day (a review)."""
+    return local(value)
 
 
 def _check_json(
@@ -438,6 +444,24 @@ class MemoryIdIn(_Body):
     """One memory by id (the path of ``/v1/memories/{id}``; MCP tools on one memory)."""
 
     memory_id: Ident
+
+
+#: The most a page's ``after_seq`` may be (a session's turns, a memory's history).
+MAX_SEQ = 2**62
+
+
+class HistoryPageIn(_Body):
+    """A page of a memory's history (query values of ``GET /v1/memories/{id}/history``;
+    MCP ``memory_history``). Its events are numbered from 0, oldest first."""
+
+    after_seq: int = Field(
+        -1,
+        ge=-1,
+        le=MAX_SEQ,
+        description="The page of events after this one (the next_after_seq of the page "
+        "before); -1: from the first.",
+    )
+    limit: int = Field(100, ge=1, le=MAX_LIST_LIMIT)
 
 
 class ForgetRequest(_Body):
@@ -741,7 +765,10 @@ class HistoryOut(_Out):
 
 
 class HistoryList(Results[HistoryOut]):
-    pass
+    #: The ``after_seq`` of the next page (the number of this page's last event, the
+    #: first being 0); null when this page reached the end. A page may hold fewer than
+    #: ``limit`` events and still have a next one (``MAX_PAGE_BYTES`` of their texts).
+    next_after_seq: int | None = None
 
 
 class Deleted(BaseModel):

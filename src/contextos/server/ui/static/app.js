@@ -665,6 +665,11 @@ async function openMemory(id, moveFocus = true) {
   $("history-rows").replaceChildren(...hist.results.map((e) => row([
     when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), idNode(e.actor ?? ""),
   ])));
+  // The history comes a page at a time (at most 100 events or 4 MiB of texts): say
+  // that later events were left out rather than show the first page as the whole.
+  if (hist.next_after_seq !== null && hist.next_after_seq !== undefined) {
+    $("history-rows").append(row(["…", "the first " + hist.results.length + " events; later ones not shown"]));
+  }
   const form = $("edit-form");
   form.onsubmit = (e) => {
     e.preventDefault();
