@@ -309,5 +309,8 @@ def test_replacing_a_turns_metadata_keeps_its_place_in_the_session(memory: Memor
     assert tagged.metadata == {"tag": "greeting", "seq": 1, "role": "assistant"}
     after = memory.add("how are you?", user_id="u", session_id="s")
     assert after[0].metadata["seq"] == 2
-    # Named, they are the caller's to set.
-    assert memory.update(turns[0].id, metadata={"seq": 7}).metadata["seq"] == 7
+    # Named, they must say what they say: another number is refused, as add refuses it
+    # (the session's numbering then repeated: review s40 history, finding 5).
+    with pytest.raises(ValueError, match="'seq' is reserved in a session"):
+        memory.update(turns[0].id, metadata={"seq": 7})
+    assert memory.update(turns[0].id, metadata={"seq": 0}).metadata["seq"] == 0

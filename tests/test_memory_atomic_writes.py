@@ -393,3 +393,20 @@ def test_delete_many_takes_the_facts_an_update_wrote_meanwhile(
     assert racing.delete_many([turn.id], purge=True) == [turn.id]
     assert everything_of(memory, "ana") == []
     assert memory.search("Porto June", user_id="ana") == []
+
+
+def test_delete_many_takes_a_generator_of_ids(memory: Memory) -> None:
+    # The id check read the generator to its end, and the delete found nothing left to
+    # delete: [] ("already gone") with every memory still stored (a review).
+    for i in range(3):
+        memory.add(f"note {i}", user_id="gen")
+    ids = [r.id for r in memory.get_all(user_id="gen")]
+    assert memory.delete_many((i for i in ids), purge=True) == ids
+    assert memory.get_all(user_id="gen") == []
+
+
+def test_one_add_of_many_repeats_keeps_one_of_each(memory: Memory) -> None:
+    texts = [f"row {i % 50}" for i in range(400)]  # 50 texts, each eight times
+    out = memory.add(texts, user_id="bulk")
+    assert len(out) == 400 and len({r.id for r in out}) == 50
+    assert len(memory.get_all(user_id="bulk", limit=1000)) == 50

@@ -59,8 +59,10 @@ class Backend:
         release left the database."""
         if self.kind == "sqlite":
             # Later migrations run again too; each can (V10 alters nothing), once the
-            # column V12 adds is gone, as it was in that release.
+            # columns V12 and V14 add are gone, as they were in that release.
             self.sql("ALTER TABLE vector_quarantine DROP COLUMN model")
+            self.sql("DROP INDEX history_session")
+            self.sql("ALTER TABLE history DROP COLUMN session_id")
             self.sql(f"PRAGMA user_version = {V9_SQLITE}")
         else:
             # Later migrations run again too; each can (V8 is written to).

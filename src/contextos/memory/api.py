@@ -45,6 +45,7 @@ from ..store.base import (
     Repeats,
     Store,
 )
+from ..store.pages import MemoryPage, keyed_page
 from ..store.records import patched, stored_json
 from ..times import opt_utc
 from ..types import (
@@ -378,9 +379,13 @@ class Memory:
         """
         out: list[MemoryRecord] = []
         new: list[MemoryRecord] = []
+        # The new records by scope and hash: scanning all of them for each record made
+        # one add of 20,000 messages take 57 s (50 million comparisons; a review).
+        new_by: dict[tuple[Scope, str], list[MemoryRecord]] = {}
         seen: dict[tuple[Scope, str], Repeats] = {}
         for record in records:
-            twin = next((r for r in new if _same_memory(r, record)), None)
+            key = (record.scope, record.hash)
+            twin = next((r for r in new_by.get(key, ()) if _same_memory(r, record)), None)
             if twin is None:
                 stored = self.store.find_by_hash(record.scope, record.hash)
                 twin = next((r for r in stored if _same_memory(r, record)), None)
@@ -390,6 +395,7 @@ class Memory:
                 )
             if twin is None:
                 new.append(record)
+                new_by.setdefault(key, []).append(record)
             out.append(twin or record)
         return out, new, list({(r.scope, r.hash): seen[(r.scope, r.hash)] for r in new}.values())
 
@@ -582,11 +588,13 @@ class Memory:
         loaded, so a metadata change made meanwhile is not replaced unseen either.
 
         ``metadata`` replaces the record's whole, except the keys the library keeps
-        for a session turn: its place (``seq``) and ``role`` stay unless given, and a
-        fact's link to its turn (``fact_of``) cannot change (a tag added by replacing
-        the metadata used to drop the turn's number, and the next turn started at 0).
-        The mark of an inferred fact (``inferred``) stays too unless given: what later
-        inferring adds are reconciled with.
+        for a session turn: its place (``seq``) and ``role`` stay unless given (a tag
+        added by replacing the metadata used to drop the turn's number, and the next
+        turn started at 0). Given, the library's keys must keep their value (ValueError
+        naming the key, nothing written), as ``add`` refuses them: ``role``,
+        ``utc_offset``, a fact's link to its turn (``fact_of``), and in a session
+        ``seq`` and ``turn_facts``. The mark of an inferred fact (``inferred``) stays
+        too unless given: what later inferring adds are reconciled with.
 
         What is derived from the record follows it: its vector (``Store.update`` with
         ``embeds``) and the facts stored beside a turn, when the text changes or the
@@ -734,6 +742,7 @@ class Memory:
         """
         if isinstance(memory_ids, str):
             raise TypeError("delete_many() takes a sequence of ids, not one string")
+        memory_ids = list(memory_ids)  # a generator, read once by the check, deleted nothing
         for memory_id in memory_ids:
             _check_id(memory_id)
         return self._delete(memory_ids, purge=purge)
@@ -853,21 +862,37 @@ class Memory:
         filters: Filter | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
         max_bytes: int | None = None,
-    ) -> list[MemoryRecord]:
-        """Memories in a scope, newest first (paginate with limit/offset).
+    ) -> MemoryPage:
+        """Memories in a scope, newest first, one page: ``limit`` of them after the key
+        ``after`` (the ``next_after`` of the page before; None: from the newest), from
+        ``offset`` among those. The page is a list, with ``next_after``: the key of its
+        last memory when more follow, None at the end.
+
+        Why keys: paged by offset while another client adds, page 2 began with the
+        memories page 1 had shown (they moved down), and a walk until a page came back
+        empty might never end; a page after a key holds only memories after the last
+        one shown, whatever was written or deleted since (``keyed_page``, as the CLI's
+        ``--after`` and ``GET /v1/memories``'s ``after`` page). A key this store did not
+        make is a ValueError.
 
         ``max_bytes``: a shorter page where the UTF-8 bytes of the memories' text and
         metadata would pass it (at least one memory): what a server sets so that a
-        page of large memories cannot fill its memory. The next page starts at
-        ``offset + len(page)``."""
+        page of large memories cannot fill its memory. The next page starts after
+        ``next_after`` (or at ``offset + len(page)``)."""
         flt = self._filter(filters, user_id, agent_id, session_id, None, None, None)
         _check_limit(limit)
-        if not isinstance(offset, int) or offset < 0:
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise ValueError("offset must be a non-negative integer")
+        if after is not None and not isinstance(after, str):
+            raise TypeError(f"after must be a string (a next_after), not {type(after).__name__}")
         if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
             raise ValueError("max_bytes must be a positive integer")
-        return self.store.list(flt, limit=limit, offset=offset, max_bytes=max_bytes)
+        records, next_after = keyed_page(
+            self.store, flt, after=after, offset=offset, limit=limit, max_bytes=max_bytes
+        )
+        return MemoryPage(records, next_after)
 
     def sessions(
         self,
@@ -1232,18 +1257,56 @@ def _refuse_own_mark(metadata: Mapping[str, Any], messages: Sequence[Message]) -
         )
 
 
-def _kept_metadata(record: MemoryRecord | None, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+def _kept_metadata(record: MemoryRecord, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
     """New metadata for ``record`` (metadata is replaced whole): its :data:`KEPT_KEYS`
-    stay unless given, and the reserved ``fact_of`` link of a fact stored beside a
-    turn is kept and may not be set or changed by hand."""
-    old = record.metadata if record is not None else {}
+    stay unless given, and the library's keys (:func:`_fixed_keys`: the reserved
+    ``fact_of`` link of a fact stored beside a turn too) may not be set or changed by
+    hand (ValueError naming the key; the same value, metadata copied from the record,
+    is let through)."""
+    old = record.metadata
+    for key, (value, why) in _fixed_keys(record).items():
+        if key in metadata and not _same(metadata[key], value):
+            raise ValueError(f"metadata key {key!r} is reserved{why}; give your key another name")
     link = old.get(FACT_OF)
-    if FACT_OF in metadata and metadata[FACT_OF] != link:
-        raise ValueError(
-            f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
-        )
     kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata}
     return {**metadata, **kept, **({FACT_OF: link} if link is not None else {})}
+
+
+def _fixed_keys(record: MemoryRecord) -> dict[str, tuple[Any, str]]:
+    """The metadata keys of ``record`` that only the library writes, each with its
+    value (None where the record has none: any value given is refused) and why, in
+    the words of ``add``'s refusal of them.
+
+    Why: ``update(turn, metadata={"seq": 0, "role": "tool"})`` (metadata copied from
+    another turn in an editor) was written as given, where ``add`` refuses both; the
+    session's next turn was then numbered from it, and two turns had each number (a
+    review). ``add`` refuses these keys; so does an update that changes one."""
+    old = record.metadata
+    fixed: dict[str, tuple[Any, str]] = {
+        FACT_OF: (old.get(FACT_OF), ": it marks a fact stored beside a turn"),
+        UTC_OFFSET: (
+            old.get(UTC_OFFSET, 0),
+            ": the library keeps there the zone event_time was given in, in minutes east of UTC",
+        ),
+    }
+    if "role" in old:
+        fixed["role"] = (old["role"], ": the library stores who said each memory there")
+    if record.scope.session_id is not None:
+        fixed["seq"] = (
+            old.get("seq"),
+            " in a session: the library numbers the session's turns there",
+        )
+        fixed[TURN_FACTS] = (
+            old.get(TURN_FACTS),
+            " in a session: the library marks a turn stored with its facts (add(facts=True)) there",
+        )
+    return fixed
+
+
+def _same(given: object, stored: object) -> bool:
+    """Whether a metadata value given is the one stored, type included (JSON's ``true``
+    is no ``1``, nor ``1.0`` a seq)."""
+    return type(given) is type(stored) and given == stored
 
 
 def _check_id(memory_id: object) -> None:

@@ -455,8 +455,9 @@ class Store(Protocol):
         otherwise). A user: records, history, index rows, vectors, session logs; in
         the user's sessions also the records and turns that name no user. A session:
         its log and metadata, and every record of it whoever it names, with their
-        history, index rows and vectors (history of records deleted earlier is not
-        tied to a session: a purge or the user's forget takes it). Both: copies of
+        history, index rows and vectors. Both: the history of the records they reach
+        deleted earlier too (its events name the record's session; those written
+        before they did name none, ``records.ErasedRows.history``), and copies of
         the erased text in other records' reply context. A session that loses turns
         and lives on (another user's turns remain) has its metadata reset to {}, at
         a new revision: its rolling summary quoted the erased turns, and the next

@@ -1,5 +1,6 @@
 """A page of memories read by key: the one way the CLI's ``list``, the server's
-``GET /v1/memories``, MCP ``list_memories`` and the inspector page through a scope.
+``GET /v1/memories``, MCP ``list_memories``, the inspector and ``Memory.get_all`` page
+through a scope.
 
 Why keys: paged by offset while another client added and deleted, a walk of 20,000
 memories saw 35 twice and missed 3 that were never deleted (a review); a page after a
@@ -8,11 +9,24 @@ key holds only memories after the last one shown (``Store.list_after``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..types import MemoryRecord
+
 if TYPE_CHECKING:
-    from ..types import Filter, MemoryRecord
+    from ..types import Filter
     from .base import Store
+
+
+class MemoryPage(list[MemoryRecord]):
+    """A page of memories (``Memory.get_all``): a list, and ``next_after``, the key
+    the next page starts after (None: this one reached the end), as
+    ``GET /v1/memories`` answers it."""
+
+    def __init__(self, records: Iterable[MemoryRecord] = (), next_after: str | None = None):
+        super().__init__(records)
+        self.next_after = next_after
 
 
 def keyed_page(

@@ -1166,7 +1166,7 @@ def _insert_records(cur: Any, records: Sequence[MemoryRecord], now: datetime, ac
     )
     cur.executemany(
         _INSERT_HISTORY,
-        [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
+        [shared.add_event(r, now, actor) for r in records],
     )
 
 
@@ -1202,10 +1202,19 @@ def _delete_records(
             sessions=sorted({r[3] for r in rows if r[3] is not None}),
             loose={(r[1], r[4]) for r in rows if r[3] is None},
         )
-    for memory_id, user_id, text, _session, _agent in rows:
+    for memory_id, user_id, text, session, _agent in rows:
         blank = purge or memory_id in derived
         shared.log_deletion(
-            cur, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="%s"
+            cur,
+            tenant,
+            memory_id,
+            user_id,
+            text,
+            session_id=session,
+            purge=blank,
+            at=now,
+            actor=actor,
+            mark="%s",
         )
     return [r[0] for r in rows]
 
@@ -1213,8 +1222,8 @@ def _delete_records(
 def _purge_remains(cur: Any, tenant: str, ids: Sequence[str], deleted: Sequence[str]) -> None:
     """Purge what is left of those of ``ids`` deleted earlier without a purge
     (:func:`~contextos.store.records.purge_remains`): their history's texts, and the
-    copies of them in any context of the tenant (which session a deleted memory was in
-    is not kept)."""
+    copies of them in any context of the tenant (history written before it named the
+    memory's session names none)."""
     gone = set(deleted)
     remains = [i for i in dict.fromkeys(ids) if i not in gone]
     texts = shared.purge_remains(cur, tenant, remains, mark="%s") if remains else []

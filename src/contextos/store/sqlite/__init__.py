@@ -1576,7 +1576,7 @@ def _insert_records(
         raise ValueError(f"a record with this id already exists: {exc}") from None
     db.executemany(
         _INSERT_HISTORY,
-        [(r.tenant, r.user_id, r.id, "ADD", None, r.text, now, actor) for r in records],
+        [shared.add_event(r, now, actor) for r in records],
     )
 
 
@@ -1614,10 +1614,19 @@ def _delete_records(
             sessions=sorted({r[4] for r in rows if r[4] is not None}),
             loose={(r[2], r[5]) for r in rows if r[4] is None},
         )
-    for _rowid, memory_id, user_id, text, _session, _agent in rows:
+    for _rowid, memory_id, user_id, text, session, _agent in rows:
         blank = purge or memory_id in derived
         shared.log_deletion(
-            db, tenant, memory_id, user_id, text, purge=blank, at=now, actor=actor, mark="?"
+            db,
+            tenant,
+            memory_id,
+            user_id,
+            text,
+            session_id=session,
+            purge=blank,
+            at=now,
+            actor=actor,
+            mark="?",
         )
     return [r[1] for r in rows]
 
@@ -1627,8 +1636,8 @@ def _purge_remains(
 ) -> bool:
     """Purge what is left of those of ``ids`` deleted earlier without a purge
     (:func:`~contextos.store.records.purge_remains`): their history's texts, and the
-    copies of them in any context of the tenant (which session a deleted memory was in
-    is not kept). Whether there was any text to erase."""
+    copies of them in any context of the tenant (history written before it named the
+    memory's session names none). Whether there was any text to erase."""
     gone = set(deleted)
     remains = [i for i in dict.fromkeys(ids) if i not in gone]
     texts = shared.purge_remains(db, tenant, remains, mark="?") if remains else []
