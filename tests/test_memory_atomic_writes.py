@@ -410,3 +410,14 @@ def test_one_add_of_many_repeats_keeps_one_of_each(memory: Memory) -> None:
     out = memory.add(texts, user_id="bulk")
     assert len(out) == 400 and len({r.id for r in out}) == 50
     assert len(memory.get_all(user_id="bulk", limit=1000)) == 50
+
+
+def test_a_bad_row_in_a_long_list_is_named_and_nothing_is_stored(memory: Memory) -> None:
+    rows: list[object] = [{"role": "user", "content": f"row {i}"} for i in range(50)]
+    rows[25] = {"role": "user", "content": "x" * 100_001}
+    with pytest.raises(ValueError, match=r"^message 25: a memory may hold at most 100,000"):
+        memory.add(rows, user_id="bulk")  # type: ignore[arg-type]
+    rows[25] = {"role": "user", "content": "ok", "metadata": {"fact_of": "t"}}
+    with pytest.raises(ValueError, match=r"^message 25: metadata key 'fact_of' is reserved"):
+        memory.add(rows, user_id="bulk")  # type: ignore[arg-type]
+    assert memory.get_all(user_id="bulk") == []

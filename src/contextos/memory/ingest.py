@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +84,19 @@ def _which(index: int, count: int) -> str:
     """How an error names the message at ``index`` of ``count``: as :func:`check_messages`
     does."""
     return f"message {index}" if count > 1 else "message"
+
+
+@contextmanager
+def _naming(index: int, count: int) -> Iterator[None]:
+    """Name the message a ``ValueError`` is about, as :func:`check_messages` does. Why:
+    one bad row among 5,000 (too long, metadata too large or deep, a reserved key) was
+    refused without saying which (a review); nothing is stored either way."""
+    try:
+        yield
+    except ValueError as exc:
+        if count == 1 or type(exc) is not ValueError or str(exc).startswith("message "):
+            raise
+        raise ValueError(f"{_which(index, count)}: {exc}") from exc
 
 
 def check_messages(messages: Sequence[Message]) -> None:
@@ -215,53 +229,54 @@ def build_records(
     prev = _as_message(previous) if previous is not None and in_session else None
     seq = next_seq(previous) if in_session else None
     check_metadata_copies(opts.metadata, sum(1 for m in messages if m.content.strip()))
-    for message in messages:
-        text = message.content.strip()
-        if not text:
-            continue
-        # Counted as given, as an update's text and the HTTP API's and MCP's are (after
-        # the strip, a file of 100,000 characters and a newline was stored by Python and
-        # the CLI and refused over HTTP: a review).
-        if len(message.content) > MAX_TEXT_CHARS:
-            raise ValueError(
-                f"a memory may hold at most {MAX_TEXT_CHARS:,} characters "
-                f"(got {len(message.content):,}); split it first"
+    for index, message in enumerate(messages):
+        with _naming(index, len(messages)):
+            text = message.content.strip()
+            if not text:
+                continue
+            # Counted as given, as an update's text and the HTTP API's and MCP's are (after
+            # the strip, a file of 100,000 characters and a newline was stored by Python and
+            # the CLI and refused over HTTP: a review).
+            if len(message.content) > MAX_TEXT_CHARS:
+                raise ValueError(
+                    f"a memory may hold at most {MAX_TEXT_CHARS:,} characters "
+                    f"(got {len(message.content):,}); split it first"
+                )
+            # A message's own time, even "" (refused as the call's ""; it was read as no
+            # time at all, a review); the call's where the message gives none.
+            given = message.metadata.get("event_time")
+            event_time = _as_datetime(opts.event_time if given is None else given)
+            local = said_local(message, opts)
+            meta = _record_metadata(opts.metadata, message)
+            if FACT_OF in meta:
+                raise ValueError(
+                    f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
+                )
+            check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the keys it gets
+            _keep_zone(meta, local)
+            if seq is not None:
+                _refuse_own_seq(meta)
+                meta["seq"] = seq
+                seq += 1
+            records.append(
+                MemoryRecord(
+                    id=str(uuid.uuid4()),
+                    text=text,
+                    scope=opts.scope,
+                    memory_type=opts.memory_type,
+                    metadata=meta,
+                    created_at=now,
+                    updated_at=now,
+                    event_time=event_time,
+                    # Valid from when it was said, never after it was written: a turn dated
+                    # later (an event's time) holds now (``as_of`` is valid time).
+                    valid_from=min(event_time, now) if event_time else now,
+                    provenance=_provenance(message),
+                    context=_context(message, local, prev),
+                    hash=content_hash(text),
+                )
             )
-        # A message's own time, even "" (refused as the call's ""; it was read as no
-        # time at all, a review); the call's where the message gives none.
-        given = message.metadata.get("event_time")
-        event_time = _as_datetime(opts.event_time if given is None else given)
-        local = said_local(message, opts)
-        meta = _record_metadata(opts.metadata, message)
-        if FACT_OF in meta:
-            raise ValueError(
-                f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
-            )
-        check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the keys it gets
-        _keep_zone(meta, local)
-        if seq is not None:
-            _refuse_own_seq(meta)
-            meta["seq"] = seq
-            seq += 1
-        records.append(
-            MemoryRecord(
-                id=str(uuid.uuid4()),
-                text=text,
-                scope=opts.scope,
-                memory_type=opts.memory_type,
-                metadata=meta,
-                created_at=now,
-                updated_at=now,
-                event_time=event_time,
-                # Valid from when it was said, never after it was written: a turn dated
-                # later (an event's time) holds now (``as_of`` is valid time).
-                valid_from=min(event_time, now) if event_time else now,
-                provenance=_provenance(message),
-                context=_context(message, local, prev),
-                hash=content_hash(text),
-            )
-        )
-        prev = message if in_session else None
+            prev = message if in_session else None
     if not records:
         raise ValueError("nothing to add: every message is empty")
     return records
