@@ -173,6 +173,32 @@ def test_forget_of_a_user_erases_the_history_of_a_reply_deleted_earlier(
     assert backend.holding([group]) == [group]  # the group reply's history
 
 
+def test_forget_of_a_user_whose_whole_chat_was_deleted_erases_its_history(
+    backend: Backend,
+) -> None:
+    """The app deleted both messages of a chat (no purge), then the user's account: no
+    live row named her in that session any more, and the reply's history stayed (the
+    s40 upgrade review). A group chat whose other user is left only in history stays
+    everyone's."""
+    passport, group = _marker("pq"), _marker("gq")
+    with backend.memory() as m:
+        [asked] = m.add(f"my passport is {passport}", user_id="ana", session_id="c1")
+        [reply] = m.add(f"Noted: your passport {passport}", agent_id="bot", session_id="c1")
+        [mine] = m.add("ana in the group", user_id="ana", session_id="g1")
+        [bobs] = m.add("bob in the group", user_id="bob", session_id="g1")
+        [to_all] = m.add(f"Reply to you all: {group}", agent_id="bot", session_id="g1")
+        for memory_id in (reply.id, asked.id, mine.id, bobs.id, to_all.id):
+            m.delete(memory_id)
+
+        m.forget("ana")
+
+        assert _history(m, reply.id) is None
+        assert _history(m, asked.id) is None
+        assert [e[0] for e in _history(m, to_all.id) or []] == ["ADD", "DELETE"]
+    assert backend.holding([passport]) == []
+    assert backend.holding([group]) == [group]
+
+
 def test_forget_of_a_session_erases_the_history_of_its_memories_deleted_earlier(
     backend: Backend,
 ) -> None:

@@ -1209,9 +1209,30 @@ def erased_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
 def user_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:
     """The sessions a ``forget(scope)`` reaches: the user's (:func:`owner_sessions`,
     which ``Memory.sessions(user_id=...)`` lists too), every one in which they have a
-    memory, a logged turn or the session's row."""
+    memory, a logged turn or the session's row, and those a history event of theirs
+    names (:func:`_history_sessions`)."""
     sql, params = owner_sessions(scope, "user_id", mark=mark)
-    return [r[0] for r in cur.execute(sql, params).fetchall()]
+    found = [r[0] for r in cur.execute(sql, params).fetchall()]
+    sql, params = _history_sessions(scope, f"user_id = {mark}", [scope.user_id], mark=mark)
+    return found + [r[0] for r in cur.execute(sql, params).fetchall() if r[0] not in found]
+
+
+def _history_sessions(
+    scope: Scope, condition: str, params: Sequence[object], *, mark: str
+) -> tuple[str, list[object]]:
+    """A SELECT of the sessions that ``scope``'s tenant's history events passing
+    ``condition`` name (only ``scope.session_id`` when set), with its parameters. Why:
+    a chat the app deleted without a purge leaves its memories only in history, and
+    ``forget`` of its user kept the assistant's reply there ("Noted: your passport
+    ...") since no live row named the user in that session any more (a review).
+    Apart from :data:`PARTICIPATION_TABLES`: history names no agent, and a session
+    whose memories are all deleted is no session of the user's to list."""
+    where = f"tenant = {mark} AND session_id IS NOT NULL AND {condition}"
+    args: list[object] = [scope.tenant, *params]
+    if scope.session_id is not None:
+        where += f" AND session_id = {mark}"
+        args.append(scope.session_id)
+    return f"SELECT DISTINCT session_id FROM history WHERE {where}", args
 
 
 def shared_sessions(
@@ -1242,6 +1263,13 @@ def shared_sessions(
         mark=mark,
     ):
         found.update(r[0] for r in cur.execute(sql, params).fetchall())
+    sql, params = _history_sessions(
+        Scope(scope.tenant),
+        f"{any_of('session_id')} AND user_id <> {mark}",
+        [listed(sessions), scope.user_id],
+        mark=mark,
+    )
+    found.update(r[0] for r in cur.execute(sql, params).fetchall())
     return found
 
 
