@@ -731,8 +731,9 @@ class AnthropicStreamAccumulator:
     def __init__(self) -> None:
         self._usage: dict[str, Any] = {}
         self._text: list[str] = []
-        #: ``tool_use`` blocks by stream index: id, name, raw ``partial_json`` so far.
-        self._tools: dict[int, tuple[str, str, list[str]]] = {}
+        #: ``tool_use`` blocks by stream index: id, name, raw ``partial_json`` so far, and
+        #: the input the block started with (see :meth:`reply`).
+        self._tools: dict[int, tuple[str, str, list[str], Any]] = {}
         #: indexes of the blocks whose ``content_block_stop`` arrived
         self._stopped: set[int] = set()
         self._compactions: list[JSON] = []
@@ -793,7 +794,12 @@ class AnthropicStreamAccumulator:
             self._kinds[index] = kind
         if kind == "tool_use":
             index = index if index >= 0 else len(self._tools)
-            self._tools[index] = (str(field_of(block, "id")), str(field_of(block, "name")), [])
+            self._tools[index] = (
+                str(field_of(block, "id")),
+                str(field_of(block, "name")),
+                [],
+                field_of(block, "input"),
+            )
         elif kind == "compaction":
             self._compactions.append(_as_json(block))
         elif kind in _THINKING:
@@ -846,13 +852,21 @@ class AnthropicStreamAccumulator:
         or input that does not parse) is left out: its input is a fragment, and
         sent back later it would be refused (or, as a half call, answered by no
         ``tool_result``). Whole inputs are logged canonically (:func:`tool_arguments`).
+
+        A block whose input came whole in its ``content_block_start``, with no
+        ``input_json_delta`` after, keeps that input, as the SDK's ``get_final_message()``
+        does (the API sends ``{}`` there, a gateway may send the input): it was logged
+        as ``{}``, and the app's echo of the call forked the log (a review).
         """
         calls = {}
-        for index, (call_id, name, pieces) in sorted(self._tools.items()):
+        for index, (call_id, name, pieces, started) in sorted(self._tools.items()):
+            streamed = "".join(pieces)
             try:
-                tool_input = json.loads("".join(pieces) or "{}")
+                tool_input = json.loads(streamed) if streamed else started
             except ValueError:
                 continue
+            if not streamed and not isinstance(started, dict):
+                tool_input = {}  # none at the start (or not an object): as before
             if index in self._stopped:
                 calls[index] = ToolCall(call_id, name, tool_arguments(tool_input))
         meta: dict[str, Any] = {}

@@ -437,13 +437,27 @@ def reply_of(response: Any) -> Message:
     return Message("assistant", text, tool_calls=calls)
 
 
+class _StreamedCall:
+    """One tool call being streamed: its id, ``index`` (None where the server sends
+    none), name and arguments so far."""
+
+    __slots__ = ("arguments", "id", "index", "name")
+
+    def __init__(self, call_id: str, index: int | None) -> None:
+        self.id = call_id
+        self.index = index
+        self.name = ""
+        self.arguments = ""
+
+
 class OpenAIStreamAccumulator:
     """Reply text, tool calls and usage from ``ChatCompletionChunk`` s."""
 
     def __init__(self) -> None:
         self._text: list[str] = []
         self._refusal: list[str] = []
-        self._tools: dict[int, list[str]] = {}
+        #: the tool calls, in the order they began (:meth:`_call_of`); logged by index
+        self._tools: list[_StreamedCall] = []
         self._usage: Any = None
         self._finished = False
         self._after_finish = 0  # chunks fed after choice 0's finish_reason
@@ -477,11 +491,32 @@ class OpenAIStreamAccumulator:
             if field_of(delta, "refusal"):
                 self._refusal.append(field_of(delta, "refusal"))
             for call in field_of(delta, "tool_calls") or []:
-                slot = self._tools.setdefault(field_of(call, "index", 0), ["", "", ""])
+                slot = self._call_of(field_of(call, "id") or "", field_of(call, "index"))
                 fn = field_of(call, "function")
-                slot[0] = field_of(call, "id") or slot[0]
-                slot[1] = field_of(fn, "name") or slot[1]
-                slot[2] += field_of(fn, "arguments") or ""
+                slot.name = field_of(fn, "name") or slot.name
+                slot.arguments += field_of(fn, "arguments") or ""
+
+    def _call_of(self, call_id: str, index: int | None) -> _StreamedCall:
+        """The call a ``tool_calls`` delta continues, or a new one: by its ``id`` when it
+        has one, else the newest call at its ``index``, else (no index) the newest call.
+
+        Why not by ``index`` alone: OpenAI gives each parallel call its own index and
+        sends the id on its first delta only, but Ollama streams every parallel call at
+        index 0, each with its own id, and Gemini's OpenAI endpoint sends no index at
+        all; keyed by index, two calls were logged as one, under the second id, with
+        both argument strings joined into invalid JSON (a review)."""
+        if call_id:
+            for slot in reversed(self._tools):
+                if slot.id == call_id:
+                    return slot
+        at = [s for s in self._tools if index is None or s.index == index]
+        newest = at[-1] if at else None
+        if newest is not None and (not call_id or not newest.id):
+            newest.id = newest.id or call_id  # a call whose id came after its first delta
+            return newest
+        slot = _StreamedCall(call_id, index)
+        self._tools.append(slot)
+        return slot
 
     @property
     def has_usage(self) -> bool:
@@ -495,10 +530,11 @@ class OpenAIStreamAccumulator:
         whose arguments are not yet whole JSON is left out: the stream was cut inside it.
         (Arguments are otherwise kept verbatim: the model may write invalid JSON, and the
         app sends back what it got.)"""
+        in_order = sorted(self._tools, key=lambda c: c.index or 0)  # stable: as they began
         calls = tuple(
-            ToolCall(i, n, a)
-            for _, (i, n, a) in sorted(self._tools.items())
-            if self._finished or _is_json(a)
+            ToolCall(c.id, c.name, c.arguments)
+            for c in in_order
+            if self._finished or _is_json(c.arguments)
         )
         text = "".join(self._text) or "".join(self._refusal)  # a refusal: see reply_of
         return Message("assistant", text, tool_calls=calls)

@@ -21,13 +21,23 @@ garbage collector when the SDK's stream holds itself through its own generator
 (openai's ``Stream`` does). A stream dropped before its first event has no
 generator frame to close, so a ``weakref.finalize`` on it does the same. The
 collector may run on any thread, inside any lock (the commit's own included). So
-that close only *enqueues* the stream (no lock, no I/O); :meth:`OpenStreams.drain`,
-run at the client's next call and at ``flush()``, reports it. The same holds for a
-stream the app *closes* from inside the collector: its ``with`` block or ``finally:
-stream.close()`` in an app generator that sits in a reference cycle and is dropped.
-Such a close (the instrumented ``close``, the wrapper's helper ``__exit__``) still
-closes the response, but while this thread runs a collection (a ``gc.callbacks``
-hook marks it, :func:`collecting`) a report only enqueues, like an abandon.
+that close only *enqueues* the stream (no lock, no I/O), and the process's one
+reporter thread (:class:`_Reporter`) reports it. The same holds for a stream the app
+*closes* from inside the collector: its ``with`` block or ``finally: stream.close()``
+in an app generator that sits in a reference cycle and is dropped. Such a close (the
+instrumented ``close``, the wrapper's helper ``__exit__``) still closes the response,
+but while this thread runs a collection (a ``gc.callbacks`` hook marks it,
+:func:`collecting`) a report only enqueues, like an abandon.
+
+Why a thread of its own: such streams were reported only at the same client's next
+call or ``flush()``, and a client wrapped per request (a web handler whose browser
+closed the tab, or that stopped at the reply's end marker) is never called again:
+the reply, its usage and ``on_call`` were lost, and the question never remembered (a
+review). The client's next call still reports what is queued for it first (or waits
+for the reporter's report of it), so its window holds the reply; so do ``flush()``,
+``Memory.close()`` (:meth:`OpenStreams.settle`, registered by the wrapper) and the
+interpreter's exit (:func:`_settle_at_exit`), which also report the streams still
+held open, as they stand: nothing can read them on, or log them, after.
 
 A stream the caller still holds is reported as left, and its response closed (the
 caller may still hold the object; its connection should not stay taken), only where
@@ -46,6 +56,8 @@ something needs it settled (:meth:`OpenStreams.before_call`, :meth:`OpenStreams.
   read before the call, with no usage, while the app read on to the end).
 - at ``flush()``, every stream its caller opened and alone read or never read,
   managed or not: the app asked for everything to be settled.
+- at ``Memory.close()`` (for the clients whose session it keeps) and the interpreter's
+  exit, every stream (:meth:`OpenStreams.settle`): nothing can log it after.
 
 Once reported so, the stream is *cut*: its reader gets the events its record holds,
 then :class:`~contextos.errors.ProviderError` -- or the loop's end, when the reply had
@@ -70,10 +82,16 @@ call (those it read part of, whose replies that call needs logged) and by ``flus
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import gc
 import itertools
+import logging
+import os
+import queue
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -85,6 +103,20 @@ from .base import StreamAccumulator
 from .errors import mapped_errors
 
 Report = Callable[[], None]
+
+#: Records a stream as it stands; calls its argument once the record is made and handed
+#: to the commit (the app's callbacks may run after): what a caller waiting for that
+#: report needs (:meth:`OpenStreams.drain`).
+Done = Callable[[Report], None]
+
+log = logging.getLogger(__name__)
+
+#: How long the interpreter's exit waits for the streams left to be reported.
+EXIT_WAIT_S = 10.0
+
+#: The name of the wrapper's commit threads (``engine.context._Committer``): a caller on
+#: one never waits for another thread's report (see :func:`_may_wait`).
+COMMIT_THREAD = "contextos-commit"
 
 
 def _nothing() -> None:
@@ -228,8 +260,8 @@ class Readers:
             return False
         raise ProviderError(
             f"{provider}: this stream was recorded as left, and closed, when the "
-            "client was flushed or the same caller made a managed call while "
-            "reading it; read a stream to its end (or close it) first"
+            "client was flushed, its Memory closed, or the same caller made a managed "
+            "call while reading it; read a stream to its end (or close it) first"
         )
 
 
@@ -293,24 +325,23 @@ def _observed(
 
 
 class _Entry:
-    """One open stream in :class:`OpenStreams`: who read it, how to report it and close
-    its response, and whether its report commits a reply a managed call needs logged."""
+    """One open stream in :class:`OpenStreams`: who read it, how to record it (``done``)
+    and close its response, whether its record commits a reply a managed call needs
+    logged, and who is reporting it (``by``, a thread's ident; ``reported`` is set once
+    its record is made and handed to the commit)."""
 
-    __slots__ = ("commits", "readers", "release", "report")
+    __slots__ = ("by", "commits", "done", "key", "readers", "release", "reported")
 
-    def __init__(self, readers: Readers, report: Report, release: Report, commits: bool) -> None:
+    def __init__(
+        self, key: int, readers: Readers, done: Done, release: Report, commits: bool
+    ) -> None:
+        self.key = key
         self.readers = readers
-        self.report = report
+        self.done = done
         self.release = release
         self.commits = commits
-
-    def cut(self) -> None:
-        """Report the stream as it stands, then close its response; its reader, if it
-        reads on, gets :class:`ProviderError`, or the loop's end when its reply had come
-        whole (:meth:`Readers.may_read`)."""
-        self.report()
-        self.readers.cut = True
-        self.release()
+        self.by: int | None = None
+        self.reported = threading.Event()
 
 
 class OpenStreams:
@@ -319,7 +350,8 @@ class OpenStreams:
     Each is kept with its :class:`Readers`, and :meth:`before_call` and :meth:`finish`
     report only those the caller left: one client shared by threads or tasks may have
     another's stream still being read. Streams closed by the garbage collector wait in
-    a lock-free queue for :meth:`drain`.
+    a lock-free queue for :meth:`drain`, and in the reporter's (:class:`_Reporter`),
+    which reports them unless a call of this client came first.
     """
 
     def __init__(self) -> None:
@@ -327,35 +359,92 @@ class OpenStreams:
         self._abandoned: deque[int] = deque()
         self._ids = itertools.count()
         self._lock = threading.Lock()
+        #: the reporter's failure to report a stream (an inline commit that failed), raised
+        #: at this client's next :meth:`drain`, where that report used to run
+        self._failed: Exception | None = None
+        _LIVE_STREAMS.add(self)
 
     def track(
-        self, done: Report, release: Report | None = None, *, commits: bool = False
+        self, done: Done, release: Report | None = None, *, commits: bool = False
     ) -> tuple[Report, Report, Readers]:
-        """(report, abandon, readers) for a new stream: ``report`` calls ``done`` once and
-        leaves this set -- or, called from inside a garbage collection (:func:`collecting`),
-        only queues it as ``abandon`` does; ``abandon`` only queues the stream for
-        :meth:`drain` (safe anywhere); ``readers`` starts with the caller opening it.
+        """(report, abandon, readers) for a new stream: ``report`` records it once
+        (:meth:`_report`: from inside a garbage collection it only queues it, as
+        ``abandon`` does); ``abandon`` only queues the stream, for :meth:`drain` and the
+        reporter (safe anywhere); ``readers`` starts with the caller opening it.
         ``release`` closes the stream's response; a stream reported as left is closed
         with it. ``commits``: its report logs a reply in a session (see
         :meth:`before_call`)."""
-        key = next(self._ids)
-        readers = Readers()
+        _REPORTER.start()  # here, not in a finalizer: starting a thread takes locks
+        entry = _Entry(next(self._ids), Readers(), done, release or _nothing, commits)
 
         def report() -> None:
-            if collecting():  # any lock may be held here: the next call or flush() reports
-                abandon()
-                return
-            with self._lock:
-                if self._open.pop(key, None) is None:
-                    return  # reported already
-            done()
+            self._report(entry)
 
         def abandon() -> None:
-            self._abandoned.append(key)  # atomic: no lock, the collector may hold any
+            self._abandon(entry)
 
         with self._lock:
-            self._open[key] = _Entry(readers, report, release or _nothing, commits)
-        return report, abandon, readers
+            self._open[entry.key] = entry
+        return report, abandon, entry.readers
+
+    def _abandon(self, entry: _Entry) -> None:
+        """Queue ``entry`` for :meth:`drain` and for the reporter. No lock: the collector,
+        which calls this, may hold any (a deque's append and a ``SimpleQueue``'s put are
+        atomic and take none)."""
+        self._abandoned.append(entry.key)
+        _REPORTER.put(functools.partial(self._report_left, entry))
+
+    def _report(self, entry: _Entry, timeout: float | None = None) -> None:
+        """Record ``entry`` once, on the first caller's thread, and take it out of this set.
+
+        A caller that finds another thread reporting it waits (up to ``timeout``) until
+        that record is made and handed to the commit, where it may (:func:`_may_wait`):
+        the reporter may take a stream the client's next call is about to report, and
+        that call's window needs the reply logged first. From inside a garbage
+        collection (:func:`collecting`) this only queues it (:meth:`_abandon`): any
+        lock may be held there, the commit's own included, and a commit there would
+        deadlock the client for good."""
+        if collecting():
+            self._abandon(entry)
+            return
+        me = threading.get_ident()
+        with self._lock:
+            if entry.key not in self._open:
+                return  # reported already
+            by = entry.by
+            if by is None:
+                entry.by = me
+        if by is not None:
+            if by != me and _may_wait():
+                entry.reported.wait(timeout)
+            return
+        settled = functools.partial(self._settled, entry)
+        try:
+            entry.done(settled)
+        finally:
+            settled()
+
+    def _settled(self, entry: _Entry) -> None:
+        """``entry``'s record is made and handed to the commit: out of this set, and
+        whoever waits for it goes on."""
+        with self._lock:
+            self._open.pop(entry.key, None)
+        entry.reported.set()
+
+    def _report_left(self, entry: _Entry) -> None:
+        """The reporter's report of a stream left (:class:`_Reporter`). Its failure (an
+        inline commit's error) is logged, and raised at this client's next call or
+        ``flush()``, where that report ran before the reporter did."""
+        try:
+            self._report(entry)
+        except Exception as exc:
+            with self._lock:
+                self._failed = self._failed or exc
+            log.warning(
+                "recording a stream its caller left failed (raised again at the "
+                "client's next call): %s",
+                exc,
+            )
 
     @property
     def abandoned(self) -> bool:
@@ -363,16 +452,30 @@ class OpenStreams:
         return bool(self._abandoned)
 
     def drain(self) -> None:
-        """Report the streams the garbage collector (or a close) abandoned, oldest first."""
+        """Report the streams the garbage collector (or a close) abandoned, oldest first,
+        or wait for the reporter's report of those it took first; then raise the
+        reporter's failure to report one (:meth:`_report_left`)."""
+        self._drain()
+        with self._lock:
+            failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+
+    def _drain(self, timeout: float | None = None) -> bool:
+        """:meth:`drain`, waiting ``timeout`` at most in all, raising no reporter's
+        failure; True when any stream was queued."""
+        deadline = _deadline(timeout)
+        queued = False
         while True:
             try:
                 key = self._abandoned.popleft()
             except IndexError:  # empty (another thread may have taken the last one)
-                return
+                return queued
+            queued = True
             with self._lock:
                 entry = self._open.get(key)
             if entry is not None:
-                entry.report()
+                self._report(entry, _left(deadline))
 
     def before_call(self, *, managed: bool) -> None:
         """:meth:`drain`; then, before a ``managed`` call, cut every stream whose reply
@@ -399,13 +502,166 @@ class OpenStreams:
         me = _caller_key()
         self._cut(lambda e: e.readers.left_by(me))
 
-    def _cut(self, left: Callable[[_Entry], bool]) -> None:
-        """Cut (:meth:`_Entry.cut`) every open stream ``left`` picks, outside the lock
-        (a report commits)."""
+    def settle(self, timeout: float | None = None) -> bool:
+        """Report every stream still open, whoever holds or reads it, as it stands, and
+        close its response (``Memory.close()``, the interpreter's exit: nothing can log
+        it after); ``timeout``: the most to wait in all for reports another thread is
+        making. True when there was any stream to report. Raises nothing: a failure is
+        logged.
+
+        Why every stream: a script that ``break`` s out of a stream and ends its ``with
+        Memory(...)`` block still holds the stream; it was reported, if ever, once the
+        store was closed (a review)."""
+        deadline = _deadline(timeout)
+        queued = self._drain(timeout)
         with self._lock:
-            pending = [entry for entry in self._open.values() if left(entry)]
+            entries = list(self._open.values())
+        for entry in entries:
+            try:
+                self._cut_entry(entry, _left(deadline))
+            except Exception as exc:  # noqa: BLE001 - the next stream is still reported
+                log.warning("recording a stream left open failed: %s", exc)
+        return queued or bool(entries)
+
+    def _cut(self, left: Callable[[_Entry], bool]) -> None:
+        """Cut (:meth:`_cut_entry`) every open stream ``left`` picks that nobody is
+        reporting, outside the lock (a report commits)."""
+        with self._lock:
+            pending = [e for e in self._open.values() if e.by is None and left(e)]
         for entry in pending:
-            entry.cut()
+            self._cut_entry(entry)
+
+    def _cut_entry(self, entry: _Entry, timeout: float | None = None) -> None:
+        """Report the stream as it stands, then close its response; its reader, if it
+        reads on, gets :class:`ProviderError`, or the loop's end when its reply had come
+        whole (:meth:`Readers.may_read`)."""
+        self._report(entry, timeout)
+        entry.readers.cut = True
+        entry.release()
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    """The seconds left until ``deadline`` (None: no limit)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _may_wait() -> bool:
+    """Whether this thread may wait for another thread's report of a stream.
+
+    Not the reporter: it only reports, and a stream another caller took first is that
+    caller's. Not a commit thread: the report waited for hands its record to the
+    commit, which first waits for the commit running on this very thread (one that
+    calls the model through the same client, as a ``MemoryLike`` may): each would wait
+    for the other for ever. Such a call needs no wait: its window waits for no commit
+    of its own thread either."""
+    thread = threading.current_thread()
+    return thread is not _REPORTER.thread and thread.name != COMMIT_THREAD
+
+
+class _Reporter:
+    """One daemon thread per process that reports the streams left (dropped, or closed
+    inside a collection: :meth:`OpenStreams._abandon`), handed over through a
+    ``SimpleQueue`` (its ``put`` is reentrant: safe in a finalizer and inside the
+    collector). It never waits for another thread's report (:func:`_may_wait`).
+
+    Why: see the module docstring (a client wrapped per request is never called again)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Report] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread unless it runs (from :meth:`OpenStreams.track`, never a
+        finalizer), and the first time in the process hook the interpreter's exit."""
+        if self.thread is None:
+            with self._lock:
+                if self.thread is None:
+                    _hook_exit()
+                    thread = threading.Thread(
+                        target=self._run, name="contextos-streams", daemon=True
+                    )
+                    thread.start()
+                    self.thread = thread
+
+    def put(self, work: Report) -> None:
+        """Have ``work`` run on the thread, after what was put before it."""
+        self._queue.put(work)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait (up to ``timeout`` seconds) until what was put so far has run; False
+        when it had not by then."""
+        if self.thread is None or self.thread is threading.current_thread():
+            return False
+        reached = threading.Event()
+        self._queue.put(reached.set)
+        return reached.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            _run_one(self._queue.get())  # holds nothing while waiting
+
+
+def _run_one(work: Report) -> None:
+    try:
+        work()
+    except Exception:  # the next stream is still reported
+        log.exception("reporting a stream left failed")
+
+
+_REPORTER = _Reporter()
+
+#: Every client's streams, settled at the interpreter's exit (:func:`_settle_at_exit`).
+_LIVE_STREAMS: weakref.WeakSet[OpenStreams] = weakref.WeakSet()
+
+_exit_hooked = False
+
+
+def _hook_exit() -> None:
+    """Register :func:`_settle_at_exit`, once, after the commit's own exit hook
+    (``contextos.engine.context._drain_at_exit``): hooks run last registered first,
+    and that one waits for the commits this one starts."""
+    global _exit_hooked
+    if not _exit_hooked:
+        from ..engine import context  # noqa: F401 - registers its exit hook first
+
+        atexit.register(_settle_at_exit)
+        _exit_hooked = True
+
+
+def _settle_at_exit() -> None:
+    """At the interpreter's exit, on the reporter's thread: report the streams left, and
+    those still open (:meth:`OpenStreams.settle`), :data:`EXIT_WAIT_S` at most in all;
+    the commits they start are waited for by the commit's exit hook, which runs next.
+
+    Why: a script that exits (or is stopped by an uncaught Ctrl-C) while holding a
+    stream it left, or right after dropping one, lost its reply and its question."""
+    if not _LIVE_STREAMS:
+        return
+    _REPORTER.start()  # a fork's child has none running yet
+
+    def settle_all() -> None:
+        for streams in list(_LIVE_STREAMS):
+            streams.settle()
+
+    _REPORTER.put(settle_all)
+    if not _REPORTER.wait(EXIT_WAIT_S):
+        log.warning("streams left were still being recorded at exit, after %ss", EXIT_WAIT_S)
+
+
+def _reporter_after_fork() -> None:
+    """A fork's child has no reporter thread (only the forking one is copied), and its
+    lock may have been held: a new one, started by the child's first stream. What the
+    parent had queued is still in each client's own queue (:meth:`OpenStreams.drain`)."""
+    global _REPORTER
+    _REPORTER = _Reporter()
+
+
+os.register_at_fork(after_in_child=_reporter_after_fork)
 
 
 class _StreamProxy:
@@ -454,7 +710,7 @@ def _close_observer(observed: Generator[Any, None, None]) -> None:
 def instrument(
     stream: Any,
     acc: StreamAccumulator,
-    done: Report,
+    done: Done,
     *,
     provider: str,
     open_streams: OpenStreams,
@@ -464,9 +720,11 @@ def instrument(
     """Return ``stream`` (or a proxy of it) with its events observed; see the module docstring.
 
     ``done`` is called once: when the stream ends or fails, when the caller closes it,
-    or, for a stream left to the garbage collector or left open, at ``open_streams``'
-    next :meth:`~OpenStreams.drain`, :meth:`~OpenStreams.before_call` (``commits``:
-    ``done`` logs the reply in a session) or :meth:`~OpenStreams.finish`.
+    for a stream left to the garbage collector on the reporter's thread (or at
+    ``open_streams``' next :meth:`~OpenStreams.drain`, if that comes first), for one
+    left open at :meth:`~OpenStreams.before_call` (``commits``: ``done`` logs the reply
+    in a session) or :meth:`~OpenStreams.finish`, and for any still open at
+    :meth:`~OpenStreams.settle`.
     """
     release = _closer(stream)
     report, abandon, readers = open_streams.track(done, release, commits=commits)

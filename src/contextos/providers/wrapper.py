@@ -172,6 +172,7 @@ class _Core:
         self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
         #: streams not yet reported; every call first reports them (see streams.py)
         self.open_streams = OpenStreams()
+        self._on_close = _StreamsOnClose.register(self.open_streams, context)
 
     def passthrough(self, adapter: ProviderAdapter) -> _Core:
         """A core for another API of the same client: never managed, recorded in this log.
@@ -286,10 +287,9 @@ class _Core:
         """Instrument an SDK stream so its usage is recorded when it ends."""
         acc = self.adapter.accumulator()
 
-        def done() -> None:
-            self._finish(
-                prepared, _stream_record(self.adapter.name, model, acc, started, prefix, prepared)
-            )
+        def done(recorded: Callable[[], None]) -> None:
+            record = _stream_record(self.adapter.name, model, acc, started, prefix, prepared)
+            self._finish(prepared, record, recorded)
 
         return instrument(
             stream,
@@ -315,9 +315,16 @@ class _Core:
             open_stream(**kwargs), self, prepared, prefix, str(kwargs.get("model", "")), hide
         )
 
-    def _finish(self, prepared: Prepared | None, record: CallRecord) -> None:
+    def _finish(
+        self,
+        prepared: Prepared | None,
+        record: CallRecord,
+        recorded: Callable[[], None] | None = None,
+    ) -> None:
         """Record the call in ``calls``, commit it (log the reply, remember the exchange),
-        then run the application's callbacks (``on_call``), even when the commit failed.
+        call ``recorded`` (a stream's: whoever waits for its report goes on, see
+        :mod:`contextos.providers.streams`), then run the application's callbacks
+        (``on_call``), even when the commit failed.
 
         Why in that order: the call was made and billed whatever the commit does; an
         inline commit (``background_commit=False``) that failed used to raise before
@@ -335,11 +342,51 @@ class _Core:
             if prepared is not None and self.context is not None:
                 self.context.commit(prepared, record)
         finally:
+            if recorded is not None:
+                recorded()
             for recorder in self.recorders:
                 try:
                     recorder(record)
                 except Exception:
                     log.exception("on_call callback %r failed; the call is recorded", recorder)
+
+
+class _StreamsOnClose:
+    """What a Memory's ``close()`` waits for (a ``PendingWrites``): the streams of a
+    client whose session is kept in it, still open or left, reported as they stand
+    (:meth:`OpenStreams.settle`), and their commits.
+
+    Why: a ``with Memory(...)`` block that ended while the app still held a stream it
+    had broken out of, or right after it dropped one, closed the store before that
+    stream was recorded: its reply, its usage and its question were lost (a review).
+    """
+
+    def __init__(self, streams: OpenStreams, context: Any) -> None:
+        self._streams = streams
+        self._context = context
+
+    @classmethod
+    def register(cls, streams: OpenStreams, context: Any) -> _StreamsOnClose | None:
+        """One for ``context``'s Memory, registered with its ``wait_on_close`` (held
+        weakly there: the client's core keeps it); None without such a Memory."""
+        wait_on_close = getattr(getattr(context, "memory", None), "wait_on_close", None)
+        if wait_on_close is None:
+            return None
+        on_close = cls(streams, context)
+        wait_on_close(on_close)
+        return on_close
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Report the streams, then wait for their commits; raise nothing (a failed
+        commit is logged: the Memory is closing, no call of this client can raise it)."""
+        if not self._streams.settle(timeout):
+            return
+        flush = getattr(self._context, "flush", None)
+        try:
+            if flush is not None:
+                flush()
+        except Exception:
+            log.exception("logging the streams left open as their Memory closed failed")
 
 
 class _ManagedStream:
@@ -670,14 +717,14 @@ class WrappedClient:
 
         First the streams left are reported (whole only if their end marker had
         arrived): those dropped or closed inside the garbage collector, whoever opened
-        them; those the caller of ``flush()`` opened and alone read (or never read) and
-        still holds, and those whose opener, their only reader, is gone (its thread
-        ended, its task done), with their responses closed: reading one on raises
-        ``ProviderError``. A stream someone else still reads, or that anyone but its
-        opener read, is not reported here: it is reported when it ends, at its
-        ``close()``, or once it is dropped (at the next call or ``flush()``). Without
-        memory or session, the same streams are recorded in ``calls``; the Responses
-        API's streams are among them."""
+        them (or their report, by the reporter thread, waited for); those the caller
+        of ``flush()`` opened and alone read (or never read) and still holds, and those
+        whose opener, their only reader, is gone (its thread ended, its task done),
+        with their responses closed: reading one on raises ``ProviderError``. A stream
+        someone else still reads, or that anyone but its opener read, is not reported
+        here: it is reported when it ends, at its ``close()``, or once it is dropped
+        (by the reporter thread). Without memory or session, the same streams are
+        recorded in ``calls``; the Responses API's streams are among them."""
         streams = self._core.open_streams
         flush = getattr(self._core.context, "flush", None)
         while True:  # a commit may let the garbage collector close (queue) another stream
