@@ -417,6 +417,61 @@ def test_a_script_that_exits_without_flush_keeps_the_question_and_the_fragment(
         assert role == "assistant" and complete is False and LONG.startswith(fragment)
 
 
+_FORKING = """
+import atexit, os, sys
+import anthropic
+from contextos.memory import Memory
+from contextos.providers import wrap
+from contextos.testing.embedders import HashEmbedder
+
+url, db, billing = sys.argv[1:4]
+parent = os.getpid()
+
+
+def on_call(record):  # the app's usage meter
+    with open(billing, "a") as f:
+        f.write(f"{'parent' if os.getpid() == parent else 'child'} {record.usage.input_tokens}\\n")
+
+
+sdk = anthropic.Anthropic(base_url=url, api_key="t", max_retries=0)
+with Memory(db, embedder=HashEmbedder(), background_embedding=False) as mem:
+    client = wrap(sdk, memory=mem, session="s", user_id="ana", on_call=on_call)
+    stream = client.messages.create(
+        model="claude-sonnet-4", max_tokens=64, stream=True,
+        messages=[{"role": "user", "content": "Tell me a story"}],
+    )
+    events = iter(stream)
+    for _ in range(3):
+        next(events)
+    if os.fork() == 0:
+        atexit._run_exitfuncs()  # the child's normal exit
+        os._exit(0)
+    os.wait()
+    for _ in events:
+        pass
+    client.flush()
+"""
+
+
+@pytest.mark.parametrize("provider", ["anthropic"], indirect=True)
+def test_a_forked_child_leaves_the_parents_open_stream_to_the_parent(
+    provider: str, fake: Any, tmp_path: Path
+) -> None:
+    """A child forked while the parent read a stream recorded that stream at its exit:
+    the app's on_call ran twice, the parent's input tokens counted twice (a review)."""
+    _enqueue_long(provider, fake)
+    billing = tmp_path / "billing.log"
+    child = subprocess.run(
+        [sys.executable, "-c", _FORKING, fake.base_url, str(tmp_path / "m.db"), str(billing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert child.returncode == 0, child.stderr
+    assert billing.read_text().split("\n")[:-1] == ["parent 10"]  # _enqueue_long's usage
+
+
 # -- streamed tool calls, however the server indexes them -----------------------------------
 
 

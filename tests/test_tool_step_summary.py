@@ -244,3 +244,31 @@ def test_a_session_window_without_a_question_places_its_newest_tool_step(tmp_pat
     assert window.total_tokens + summary.tokens > BUDGET
     assert window.total_tokens <= BUDGET
     assert sum(b.tokens for b in window.blocks) + TOKENS_PER_REPLY == window.total_tokens
+
+
+def test_a_pinned_turn_does_not_take_the_room_kept_for_the_newest_step(tmp_path: Any) -> None:
+    """Pinned turns are placed before the newest step: room kept for the step alone went
+    to a pinned turn, and the step was left out beside the summary it outranks (a
+    review of this session's floor)."""
+    s = Session(SQLiteStore(str(tmp_path / "s.db")), "agent", user_id="ana")
+    s.add(Message("user", TASK))
+    for n in range(8):
+        call = ToolCall(f"call_{n}", "fetch", "{}")
+        s.add(
+            Message("assistant", f"Step {n}: fetching.", tool_calls=(call,)),
+            Message("tool", _page(n, 120), tool_call_id=call.id),
+        )
+    pinned = s.turns()[3].seq
+    s.pin(pinned)
+    assert s.compact(1400, "summarize").plan is not None
+    call = ToolCall("call_last", "fetch", "{}")
+    s.add(
+        Message("assistant", "Last step.", tool_calls=(call,)),
+        Message("tool", _page(99, 560), tool_call_id=call.id),
+    )
+    window = s.window(SONNET, None, budget=BUDGET, tools=FETCH)
+    keys = [b.key for b in window.blocks if b.segment == "turns"]
+    assert keys[-2:] == [f"turn:{t.seq}" for t in s.turns()[-2:]]
+    assert f"turn:{pinned}" in keys
+    assert [o.segment for o in window.overflow if o.segment == "summary"] == ["summary"]
+    assert window.total_tokens <= BUDGET

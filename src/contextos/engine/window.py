@@ -261,7 +261,8 @@ def _openers(units: Sequence[tuple[Item, ...]]) -> list[int | None]:
 def newest_unit_tokens(items: Sequence[Item]) -> int:
     """Tokens a ``newest`` segment (the history) needs to place its newest unit (a turn,
     or a tool call with its results): the unit and, before it, the user turn that opened
-    its exchange, which :func:`_select` keeps a reply only with. 0 for no items.
+    its exchange, which :func:`_select` keeps a reply only with, and the pinned units,
+    which it places first. 0 for no items.
 
     Why: a request without a question (a step of a tool loop) is for that unit, and the
     provider needs the tool call sent with its results; a floor of this much for the
@@ -270,9 +271,13 @@ def newest_unit_tokens(items: Sequence[Item]) -> int:
     units = _units(items)
     if not units:
         return 0
+    newest = len(units) - 1
     opener = _openers(units)[-1]
-    extra = _cost(units[opener]) if opener is not None and opener != len(units) - 1 else 0
-    return _cost(units[-1]) + extra
+    # Pinned units are placed first (:func:`_select`): room held for the newest unit
+    # alone went to them, and the step was left out beside a summary it outranks.
+    need = {newest} | ({opener} if opener is not None else set())
+    need |= {k for k, unit in enumerate(units) if any(i.pinned for i in unit)}
+    return sum(_cost(units[k]) for k in need)
 
 
 def _select(seg: Segment, allowance: int) -> tuple[list[tuple[Item, ...]], list[tuple[Item, ...]]]:

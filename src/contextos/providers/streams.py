@@ -659,6 +659,9 @@ def _reporter_after_fork() -> None:
     parent had queued is still in each client's own queue (:meth:`OpenStreams.drain`)."""
     global _REPORTER
     _REPORTER = _Reporter()
+    # The parent's open streams are the parent's to record: a child that exited settled
+    # them too, and the app's on_call counted the parent's input tokens twice (a review).
+    _LIVE_STREAMS.clear()
 
 
 os.register_at_fork(after_in_child=_reporter_after_fork)
