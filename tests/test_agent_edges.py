@@ -133,13 +133,22 @@ class BetweenPagesStore:
 
     def list(self, flt: Filter, **kw: Any) -> list[MemoryRecord]:
         page: list[MemoryRecord] = self._store.list(flt, **kw)
+        self._between(flt)
+        return page
+
+    def list_after(self, flt: Filter, **kw: Any) -> list[tuple[MemoryRecord, str]]:
+        # ``Memory.get_all`` reads its pages by key (one read a page).
+        page: list[tuple[MemoryRecord, str]] = self._store.list_after(flt, **kw)
+        self._between(flt)
+        return page
+
+    def _between(self, flt: Filter) -> None:
         if self.then is not None and flt.metadata.get("source") == self.source:
             if self.skip:
                 self.skip -= 1
             else:
                 then, self.then = self.then, None
                 then()
-        return page
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

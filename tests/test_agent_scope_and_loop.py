@@ -589,9 +589,18 @@ class AfterListStore:
 
     def list(self, flt: Filter, **kw: Any) -> list[MemoryRecord]:
         page: list[MemoryRecord] = self._store.list(flt, **kw)
+        self._then(flt)
+        return page
+
+    def list_after(self, flt: Filter, **kw: Any) -> list[tuple[MemoryRecord, str]]:
+        # ``Memory.get_all`` reads its pages by key (one read a page).
+        page: list[tuple[MemoryRecord, str]] = self._store.list_after(flt, **kw)
+        self._then(flt)
+        return page
+
+    def _then(self, flt: Filter) -> None:
         if self.after and flt.metadata.get("source") == "memory_tool":
             self.after.pop(0)()
-        return page
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

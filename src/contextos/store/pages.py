@@ -45,6 +45,10 @@ def keyed_page(
     (PostgreSQL counts metadata as jsonb's text, and a page it cut looked uncut: a
     review), and a full one may have been the last (the CLI said "more follow" with
     none left). A key the store did not make is a ValueError."""
+    if max_bytes is None:  # one read: the memory after the page comes with it
+        rows = store.list_after(flt, after=after, offset=offset, limit=limit + 1)
+        page = rows[:limit]
+        return [r for r, _ in page], page[-1][1] if len(rows) > limit else None
     rows = store.list_after(flt, after=after, offset=offset, limit=limit, max_bytes=max_bytes)
     if not rows:
         return [], None
