@@ -10,6 +10,7 @@ the model lost its core edit, and the answer was logged twice."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -28,10 +29,14 @@ from agent_scripts import (
 )
 from contextos import Memory, wrap
 from contextos.agent import AgentTools, CoreMemory
+from contextos.agent.hidden import MAX_KEPT_CHARS, HiddenExchanges
 from contextos.engine.conversation import REDO_KEY
+from contextos.engine.session import Session
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.fake_anthropic import FakeAnthropic
 from contextos.testing.fake_http import FakeResponse
 from contextos.testing.fake_openai import FakeOpenAI
+from contextos.types import Message, ToolCall
 
 FACT = "Allergic to peanuts."
 PROVIDERS = ("anthropic", "openai")
@@ -383,3 +388,214 @@ def test_a_bug_in_a_tool_is_not_reported_as_bad_arguments(memory: Memory) -> Non
     tools = AgentTools(_BrokenCore(memory, user_id="ana"))
     with pytest.raises(TypeError):
         tools.execute("core_memory_append", {"label": "human", "content": FACT})
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("repeated", ["reply", "question"])
+def test_the_last_messages_opening_on_a_message_said_again_keep_every_exchange(
+    memory: Memory, provider: str, repeated: str
+) -> None:
+    """An app that sends its last N messages, whose window opens on a message said again
+    inside it: the model's "Noted." after each core edit (last 6), or the user's
+    "Continue." (last 5). Tried from the latest turn that says it alone, the walk read one
+    message, nothing was put back, and the log branched at every edit (a review: nine
+    branches in twenty turns), the reply logged twice."""
+    window, turns = (6, 7) if repeated == "reply" else (5, 6)
+    with _fake(provider) as fake:
+        client = _client(provider, fake, memory)  # background commit, as by default
+        messages: list[Any] = []
+        bodies: list[dict[str, Any]] = []
+        for i in range(turns):
+            edits = i % 2 == 0 if repeated == "reply" else i % 3 == 2
+            reply = "Noted." if repeated == "reply" and edits else f"Answer {i}."
+            if edits:
+                fact = ("core_memory_append", {"label": "human", "content": f"Fact {i}."})
+                fake.enqueue(_calls(provider, fact))
+            fake.enqueue(_answer(provider, reply))
+            question = f"Question {i}." if repeated == "reply" else "Continue."
+            messages.append({"role": "user", "content": question})
+            messages.append(_as_appended(provider, _ask(provider, client, messages[-window:])))
+            bodies.append(_bodies(provider, fake)[-1])
+        assert _redos(client) == []
+        replies = [text for role, text in _log(client) if role == "assistant" and text]
+        assert len(replies) == turns  # each logged once
+        # the request whose window opened on a message said again, after an exchange
+        opened_on, fact = (5, "Fact 4.") if repeated == "reply" else (4, "Fact 2.")
+        assert any(fact in r for r in tool_results(bodies[opened_on]))
+
+
+class _CountedStore:
+    """A real store that counts reads of a session's turns (``turns``)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.reads = 0
+
+    def turns(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self._store.turns(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _logged_exchanges(session: Session, count: int, content: str = "") -> list[Any]:
+    """Log ``count`` questions each answered after an ``archival_memory_insert``
+    exchange; the app's whole conversation (OpenAI wire form), which leaves them out."""
+    logged: list[Message] = []
+    wire: list[Any] = []
+    for i in range(count):
+        arguments = json.dumps({"content": f"Note {i}. {content}"})
+        logged += [
+            Message("user", f"Question {i}."),
+            Message(
+                "assistant",
+                "",
+                tool_calls=(ToolCall(f"call_{i}", "archival_memory_insert", arguments),),
+            ),
+            Message("tool", "Saved.", tool_call_id=f"call_{i}"),
+            Message("assistant", f"Saved {i}."),
+        ]
+        wire += [
+            {"role": "user", "content": f"Question {i}."},
+            {"role": "assistant", "content": f"Saved {i}."},
+        ]
+    session.add(*logged)
+    return [*wire, {"role": "user", "content": "Next?"}]
+
+
+def test_a_whole_conversation_of_many_exchanges_reads_them_once(tmp_path: Path) -> None:
+    """Past 256 exchanges, the kept ones (least recently used out, walked in conversation
+    order) all missed: each whole re-send read every exchange from the store again, one
+    read each (a review: 270 reads a request). They are read in one read of their span,
+    once."""
+    store = _CountedStore(SQLiteStore(tmp_path / "m.db"))
+    session = Session(store, "s1", user_id="ana")
+    messages = _logged_exchanges(session, 300)
+    hidden = HiddenExchanges("openai")
+    session.conversation_prints()  # the session's own read of its log
+    reads = []
+    for _ in range(3):
+        store.reads = 0
+        out = hidden.put_back(messages, session)
+        reads.append(store.reads)
+        assert len(out) == len(messages) + 2 * 300
+    assert reads == [1, 0, 0]
+
+
+def test_exchanges_over_the_kept_size_keep_the_newest(tmp_path: Path) -> None:
+    """Past :data:`MAX_KEPT_CHARS` of exchanges the oldest go: each whole re-send reads
+    those again (one read), never the newest, and a request of the last messages reads
+    none (dropped by order of use, the newest went at the third whole re-send)."""
+    store = _CountedStore(SQLiteStore(tmp_path / "m.db"))
+    session = Session(store, "s1", user_id="ana")
+    count = 30
+    big = "x" * (MAX_KEPT_CHARS // (count - 10))  # the kept hold about 20 of them
+    messages = _logged_exchanges(session, count, big)
+    hidden = HiddenExchanges("openai")
+    session.conversation_prints()
+    whole = []
+    for _ in range(3):
+        store.reads = 0
+        out = hidden.put_back(messages, session)
+        assert big in json.dumps(out[1:3]) and len(out) == len(messages) + 2 * count
+        whole.append(store.reads)
+    assert whole == [1, 1, 1]
+    store.reads = 0
+    out = hidden.put_back(messages[-5:], session)
+    assert (store.reads, len(out)) == (0, 5 + 2 * 2)
+
+
+def _weather_call_id(provider: str, response: Any) -> str:
+    if provider == "anthropic":
+        return str(next(b.id for b in response.content if b.name == "get_weather"))
+    calls = response.choices[0].message.tool_calls
+    return str(next(c.id for c in calls if c.function.name == "get_weather"))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_client_made_again_puts_back_our_results_beside_the_apps(
+    memory: Memory, provider: str
+) -> None:
+    """A response that called the app's tool and ours at once: our results were kept only
+    by the client that ran them, so after a restart (a new wrapped client on the same
+    session) the whole conversation re-sent said the app's result alone, and branched
+    there (a review: the tool turn logged again, the reply twice). They are read back
+    from the log."""
+    weather = (
+        WEATHER
+        if provider == "anthropic"
+        else {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    )
+    vegan = ("core_memory_append", {"label": "human", "content": "Vegan."})
+    with _fake(provider) as fake:
+        first = _client(provider, fake, memory)
+        fake.enqueue(_calls(provider, vegan, ("get_weather", {"city": "Porto"})))
+        messages: list[Any] = [{"role": "user", "content": "I'm vegan. Weather in Porto?"}]
+        response = _ask(provider, first, messages, tools=[weather])
+        messages.append(_as_appended(provider, response))
+        cid = _weather_call_id(provider, response)
+        if provider == "anthropic":
+            result = {"type": "tool_result", "tool_use_id": cid, "content": "Sunny, 24C"}
+            messages.append({"role": "user", "content": [result]})
+        else:
+            messages.append({"role": "tool", "tool_call_id": cid, "content": "Sunny, 24C"})
+        fake.enqueue(_answer(provider, "Sunny in Porto."))
+        messages.append(_as_appended(provider, _ask(provider, first, messages, tools=[weather])))
+        first.flush()
+        again = _client(provider, fake, memory)  # a restart
+        for i in range(2):
+            fake.enqueue(_answer(provider, f"Later answer {i}."))
+            messages.append({"role": "user", "content": f"Later question {i}."})
+            messages.append(
+                _as_appended(provider, _ask(provider, again, messages, tools=[weather]))
+            )
+        assert _redos(again) == []
+        replies = [text for role, text in _log(again) if role == "assistant" and text]
+        assert replies == ["Sunny in Porto.", "Later answer 0.", "Later answer 1."]
+        vegan_result = "Core memory block 'human' is now:\nVegan."
+        assert tool_results(_bodies(provider, fake)[-1]) == ["Sunny, 24C", vegan_result]
+
+
+def _snapshot(provider: str, body: dict[str, Any]) -> str:
+    """The core-memory snapshot a request carries (a system part)."""
+    if provider == "anthropic":
+        texts = [str(b["text"]) for b in body["system"]]
+    else:
+        texts = [str(m["content"]) for m in body["messages"] if m["role"] == "system"]
+    [snapshot] = [t for t in texts if t.startswith("<core_memory>")]
+    return snapshot
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_snapshot_moves_in_the_request_that_compacts(memory: Memory, provider: str) -> None:
+    """The pinned snapshot was rendered before the call, and the compaction happened in
+    it: the compacting request, whose window had dropped the edit's call and result,
+    showed the model the edit nowhere, and the next request rewrote the prefix a second
+    time (a review: the system prompt changed at each compaction and the call after)."""
+    with _fake(provider) as fake:
+        client = _client(provider, fake, memory, budget=3000)  # compaction: summarize
+        vegan = ("core_memory_append", {"label": "human", "content": "Vegan."})
+        messages: list[Any] = []
+        snapshots, compactions = [], []
+        for i in range(14):
+            sent = len(_bodies(provider, fake))
+            if i == 1:
+                fake.enqueue(_calls(provider, vegan), _answer(provider, "Saved."))
+            else:
+                fake.enqueue(_answer(provider, f"Answer {i}: " + "words " * 60))
+            messages.append({"role": "user", "content": f"Question {i}: " + "detail " * 60})
+            messages.append(_as_appended(provider, _ask(provider, client, messages)))
+            snapshots.append(_snapshot(provider, _bodies(provider, fake)[sent]))
+            compactions.append(client.context.session.state().compactions)
+        compacted = [i for i in range(1, 14) if compactions[i] != compactions[i - 1]]
+        changed = [i for i in range(1, 14) if snapshots[i] != snapshots[i - 1]]
+        assert compacted and changed == compacted
+        assert "Vegan." in snapshots[compacted[0]] and "Vegan." not in snapshots[compacted[0] - 1]

@@ -18,29 +18,42 @@ conversation re-sent branched at the first of them, cutting every turn after it.
 Only an exchange of our tools is put back: a run of assistant turns whose every call is
 one of ours, each followed by its results, between two messages the app sent one after
 the other. An app that leaves out its own tool exchanges branches as before.
+
+A response that called the app's tools and ours at once is the app's: it sends that
+response and its own results, and the loop puts ours beside them. Those of ours are read
+back from the log too (:meth:`HiddenExchanges.results_owed`), for the same reason: kept
+only by the process that ran them, after a restart the next whole conversation re-sent
+said the app's results alone, and branched there (a review).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..cache import field_of
 from ..engine.conversation import TurnPrint, logged_blocks, said_digest
 from ..engine.message_text import mended
 from ..types import Message, Turn
-from .tools import TOOL_NAMES
+from .tools import TOOL_NAMES, ToolOutcome
 
 if TYPE_CHECKING:
     from ..engine.session import Session
 
-#: Exchanges read from the log and made wire messages again that a
-#: :class:`HiddenExchanges` keeps (an app that re-sends its whole conversation sends
-#: every earlier one on each turn: kept, each is read once).
-MAX_KEPT = 256
+#: Characters (as JSON) of the exchanges read from the log and made wire messages again
+#: that a :class:`HiddenExchanges` keeps, the newest: an app that re-sends its whole
+#: conversation sends every earlier one on each turn, and kept, each is read once.
+#: Why by size, newest kept: a bound of 256 exchanges, least recently used first out,
+#: met a request's walk in conversation order, so past 256 exchanges every one missed,
+#: each call read each exchange again (a review: 270 store reads a request); bounded so,
+#: the few exchanges a trimmed request sends are the newest, and a whole conversation
+#: misses only its oldest, once past some thousands of them.
+MAX_KEPT_CHARS = 2_000_000
+#: What a kept exchange costs besides its messages (its key), in the same characters.
+KEPT_ENTRY_CHARS = 200
 #: How far from the conversation's end the first message of a request that does not
 #: start where the conversation starts (an app's last N messages) is looked for: this
 #: many turns a message sent, and :data:`LOOKBACK_SLACK` more. Why so many: each
@@ -49,6 +62,8 @@ LOOKBACK_PER_MESSAGE = 16
 LOOKBACK_SLACK = 64
 
 _Key = tuple[tuple[int, bytes], ...]
+#: A response's call ids and our results for it, (call id, outcome) each.
+Owed = tuple[frozenset[str], tuple[tuple[str, ToolOutcome], ...]]
 
 
 class _Said:
@@ -76,9 +91,11 @@ class HiddenExchanges:
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self._parse = _parser(provider)
-        #: The exchanges made wire messages again, by their turns (seq and identity):
-        #: None for a run that is not one of ours; the newest :data:`MAX_KEPT` kept.
-        self._kept: OrderedDict[_Key, tuple[Any, ...] | None] = OrderedDict()
+        #: The exchanges made wire messages again, by their turns (seq and identity),
+        #: each with its cost in characters: None for a run that is not one of ours; the
+        #: newest kept, :data:`MAX_KEPT_CHARS` in all (:attr:`_kept_chars`).
+        self._kept: dict[_Key, tuple[tuple[Any, ...] | None, int]] = {}
+        self._kept_chars = 0
         self._lock = threading.Lock()
 
     def put_back(self, messages: list[Any], session: Session) -> list[Any]:
@@ -87,10 +104,10 @@ class HiddenExchanges:
         sent = self._said(messages)
         if len(sent) < 2:
             return messages  # one message alone is never matched as a branch
-        conversation = session.conversation_prints()
+        found = _gaps(sent, session.conversation_prints())
         gaps: list[tuple[int, tuple[Any, ...]]] = []
-        for at, run in _gaps(sent, conversation):
-            wire = self._wire(run, session)
+        wires = self._wires([run for _, run in found], session)
+        for (at, _), wire in zip(found, wires, strict=True):
             if wire is None:
                 break  # not ours: the app left it out, and what follows is matched as before
             gaps.append((at, wire))
@@ -99,6 +116,45 @@ class HiddenExchanges:
         out = list(messages)
         for at, wire in reversed(gaps):
             out[at:at] = wire
+        return out
+
+    def results_owed(
+        self,
+        messages: Sequence[Any],
+        session: Session,
+        held: Collection[frozenset[str]],
+        flush: Callable[[], None] | None = None,
+    ) -> list[Owed]:
+        """Our results, as the log holds them, for each response in ``messages`` (a
+        request's, in wire form) that called the app's tools and ours at once and whose
+        call ids are not ``held``: every call id of the response, and ours as the tool
+        turns logged after it hold them (all, some, or none: the log answered it without
+        them, and never will). Nothing for a response the log holds no answer to yet (our
+        results went nowhere else). ``flush``: waits for the log to end with the last
+        reply, when one is to be read."""
+        calling = [(_mixed_calls(self.provider, m), m) for m in messages if isinstance(m, Mapping)]
+        wanted = [(ids, m) for ids, m in calling if ids and ids not in held]
+        if not wanted:
+            return []
+        if flush is not None:
+            flush()
+        conversation = session.conversation_prints()
+        found = [
+            (ids, run)
+            for ids, message in wanted
+            if (run := _answered(_Said(0, self._parse([message])[0]), conversation))
+        ]
+        if not found:
+            return []
+        logged = _logged(session, [p.seq for _, run in found for p in run])
+        out = []
+        for ids, run in found:
+            turns = [logged.get(p.seq) for p in run]
+            held_turns = [t for t in turns if t is not None]
+            if len(held_turns) == len(run):
+                results = _our_results(held_turns[0].message, held_turns[1:])
+                if results is not None and {c.id for c in held_turns[0].message.tool_calls} == ids:
+                    out.append((ids, results))
         return out
 
     def _said(self, messages: Sequence[Any]) -> list[_Said]:
@@ -122,21 +178,40 @@ class HiddenExchanges:
             return []
         return [_Said(at, m) for at, m in zip(starts, parsed, strict=True)]
 
-    def _wire(self, run: Sequence[TurnPrint], session: Session) -> tuple[Any, ...] | None:
-        """The logged turns of ``run`` as wire messages, or None when they are not an
-        exchange of our tools (or the log no longer holds them as printed)."""
-        key: _Key = tuple((p.seq, p.ident) for p in run)
+    def _wires(
+        self, runs: Sequence[Sequence[TurnPrint]], session: Session
+    ) -> list[tuple[Any, ...] | None]:
+        """The logged turns of each of ``runs`` as wire messages, or None for a run that
+        is not an exchange of our tools (or that the log no longer holds as printed):
+        those kept, and the others read from the log in one read of their span."""
+        keys: list[_Key] = [tuple((p.seq, p.ident) for p in run) for run in runs]
         with self._lock:
-            if key in self._kept:
-                self._kept.move_to_end(key)
-                return self._kept[key]
-        turns = _logged(session, [p.seq for p in run])
-        wire = None if turns is None else self._rebuilt(turns, run)
+            out = {k: self._kept[k][0] for k in keys if k in self._kept}
+        missing = [(k, run) for k, run in zip(keys, runs, strict=True) if k not in out]
+        if missing:
+            logged = _logged(session, [p.seq for _, run in missing for p in run])
+            for key, run in missing:
+                turns = [logged.get(p.seq) for p in run]
+                held = [t for t in turns if t is not None]
+                out[key] = self._rebuilt(held, run) if len(held) == len(run) else None
+            self._keep({k: out[k] for k, _ in missing})
+        return [out[k] for k in keys]
+
+    def _keep(self, wires: Mapping[_Key, tuple[Any, ...] | None]) -> None:
+        """Keep ``wires``, then drop the oldest kept (by their first turn) while the kept
+        are over :data:`MAX_KEPT_CHARS`."""
         with self._lock:
-            self._kept[key] = wire
-            while len(self._kept) > MAX_KEPT:
-                self._kept.popitem(last=False)
-        return wire
+            for key, wire in wires.items():
+                if key not in self._kept:
+                    size = len(json.dumps(wire, default=str)) if wire is not None else 0
+                    self._kept[key] = (wire, KEPT_ENTRY_CHARS + size)
+                    self._kept_chars += KEPT_ENTRY_CHARS + size
+            if self._kept_chars <= MAX_KEPT_CHARS:
+                return
+            for key in sorted(self._kept, key=lambda k: k[0][0]):
+                self._kept_chars -= self._kept.pop(key)[1]
+                if self._kept_chars <= MAX_KEPT_CHARS:
+                    return
 
     def _rebuilt(self, turns: Sequence[Turn], run: Sequence[TurnPrint]) -> tuple[Any, ...] | None:
         """``turns`` (an exchange: calls of our tools, their results) in wire form, each
@@ -173,28 +248,41 @@ def _gaps(
 ) -> list[tuple[int, Sequence[TurnPrint]]]:
     """Where the conversation holds a run of tool turns between two messages sent one
     after the other: (the place of the second in the request, the run's prints), in
-    order, as the request is read along the conversation from where it starts there (at
-    the conversation's start, or near its end), the one that reads further."""
+    order, as the request is read along the conversation from where it starts there.
+
+    From its first turn (an app that sends it whole) when that reads every message sent
+    but the last, as the session's matching does (``match_request``); else from each
+    turn near its end that says the first message sent (an app that sends its last N
+    messages), the walk that reads furthest, a tie going to the later start (as
+    ``match_request``'s run further on), unless the first turn reads as far.
+
+    Why every such turn: an app's window often opens on a message said again inside it
+    ("Noted." after each core edit, "Continue."). Tried from the latest alone, the walk
+    stopped after one message, nothing was put back, and the log branched at every
+    memory edit (a review: nine branches in twenty turns). (``match_request``'s own
+    search cannot be called for this: it does not step over the runs left out.)
+    """
+    if not conversation:
+        return []
+    whole = _walk(sent, conversation, 0) if sent[0].says(conversation[0]) else (0, [])
+    if whole[0] >= len(sent) - 1:
+        return whole[1]
     best: tuple[int, list[tuple[int, Sequence[TurnPrint]]]] = (0, [])
     for start in _starts(sent, conversation):
+        if len(conversation) - start < best[0]:
+            break  # a walk reads a turn a message at least: none from here reads as far
         found = _walk(sent, conversation, start)
-        if found[0] > best[0]:
+        if found[0] >= best[0]:
             best = found
-    return best[1]
+    return best[1] if best[0] > whole[0] else whole[1]
 
 
 def _starts(sent: Sequence[_Said], conversation: Sequence[TurnPrint]) -> list[int]:
-    """Where in the conversation the request's first message may be: its first turn
-    (an app that sends it whole), and the last turn near its end that says it (an app
-    that sends its last N messages)."""
-    if not conversation:
-        return []
-    out = [0] if sent[0].says(conversation[0]) else []
-    back = len(conversation) - LOOKBACK_PER_MESSAGE * len(sent) - LOOKBACK_SLACK
-    for j in range(len(conversation) - 1, max(back, 1) - 1, -1):
-        if sent[0].says(conversation[j]):
-            return [*out, j]
-    return out
+    """The turns after the first, near the conversation's end (:data:`LOOKBACK_PER_MESSAGE`),
+    that say the request's first message: where an app's last N messages may start,
+    earliest first."""
+    back = max(1, len(conversation) - LOOKBACK_PER_MESSAGE * len(sent) - LOOKBACK_SLACK)
+    return [j for j in range(back, len(conversation)) if sent[0].says(conversation[j])]
 
 
 def _walk(
@@ -232,13 +320,71 @@ def _run_end(said: _Said, conversation: Sequence[TurnPrint], j: int) -> int | No
     return None
 
 
-def _logged(session: Session, seqs: Sequence[int]) -> list[Turn] | None:
-    """The logged turns numbered ``seqs`` (one read of their span), or None when the
-    log no longer holds one of them (an erasure)."""
+def _mixed_calls(provider: str, message: Mapping[str, Any]) -> frozenset[str]:
+    """The call ids of an assistant wire message that calls our tools and others at
+    once (none for any other message)."""
+    if message.get("role") != "assistant":
+        return frozenset()
+    if provider == "anthropic":
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else []
+        calls = [
+            (field_of(b, "id"), field_of(b, "name"))
+            for b in blocks
+            if field_of(b, "type") == "tool_use"  # a dict, or the SDK's block as returned
+        ]
+    else:
+        listed = message.get("tool_calls")
+        calls = [
+            (c.get("id"), f.get("name") if isinstance(f := c.get("function"), Mapping) else None)
+            for c in (listed if isinstance(listed, list) else [])
+            if isinstance(c, Mapping)
+        ]
+    ours = {name in TOOL_NAMES for _, name in calls}
+    return frozenset(str(cid) for cid, _ in calls) if ours == {True, False} else frozenset()
+
+
+def _answered(said: _Said, conversation: Sequence[TurnPrint]) -> Sequence[TurnPrint]:
+    """The log's latest assistant turn that says ``said`` and the tool turns after it
+    (() when there is none, or nothing answers it yet)."""
+    for x in range(len(conversation) - 2, -1, -1):
+        if conversation[x].role == "assistant" and said.says(conversation[x]):
+            end = x + 1
+            while end < len(conversation) and conversation[end].role == "tool":
+                end += 1
+            return conversation[x:end] if end > x + 1 else ()
+    return ()
+
+
+def _our_results(
+    calling: Message, answers: Sequence[Turn]
+) -> tuple[tuple[str, ToolOutcome], ...] | None:
+    """Our results for ``calling``'s calls of our tools, in its order, as the logged
+    tool turns ``answers`` hold them (a turn per result, or one of ``tool_result``
+    blocks); None when one is not text."""
+    ours = {c.id: c.name for c in calling.tool_calls if c.name in TOOL_NAMES}
+    found: dict[str, ToolOutcome] = {}
+    for turn in answers:
+        message = turn.message
+        blocks = logged_blocks(message) or [
+            {"tool_use_id": message.tool_call_id, "content": message.content}
+        ]
+        for block in blocks:
+            cid = block.get("tool_use_id")
+            if cid in ours:
+                text = block.get("content")
+                if not isinstance(text, str):
+                    return None
+                found[cid] = ToolOutcome(ours[cid], text, bool(block.get("is_error")))
+    return tuple((cid, found[cid]) for cid in ours if cid in found)
+
+
+def _logged(session: Session, seqs: Sequence[int]) -> dict[int, Turn]:
+    """The logged turns numbered ``seqs`` (ascending) that the log still holds (an
+    erasure removes some), by seq: one read of their span."""
     found = session.store.turns(session.scope, after_seq=seqs[0] - 1, limit=seqs[-1] - seqs[0] + 1)
-    by_seq = {t.seq: t for t in found}
-    turns = [by_seq.get(s) for s in seqs]
-    return None if any(t is None for t in turns) else [t for t in turns if t is not None]
+    wanted = set(seqs)
+    return {t.seq: t for t in found if t.seq in wanted}
 
 
 def _calls_wire(provider: str, message: Message) -> dict[str, Any] | None:
@@ -278,4 +424,4 @@ def _results_wire(provider: str, message: Message) -> dict[str, Any]:
     return {"role": "user", "content": [dict(b) for b in blocks]}
 
 
-__all__ = ["MAX_KEPT", "HiddenExchanges"]
+__all__ = ["KEPT_ENTRY_CHARS", "MAX_KEPT_CHARS", "HiddenExchanges", "Owed"]

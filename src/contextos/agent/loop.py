@@ -15,7 +15,9 @@ for its own tools only, so when a later request carries the caller's results
 for that response, the loop puts ours beside them, in the same turn (Anthropic:
 ``tool_result`` blocks after the caller's; OpenAI: ``tool`` messages after the
 caller's), replacing any stand-in result the caller sent for one of ours. The
-request, and the session log it is logged into, then answer every call.
+request, and the session log it is logged into, then answer every call. Once logged,
+ours are read back from the log for a later request that carries that turn and that
+this loop has not kept them for (a restart; :mod:`contextos.agent.hidden`).
 
 The memory-tool calls run before the response returned, and their results, are logged
 but never handed to the app: a later request that carries that response (an app that
@@ -97,12 +99,17 @@ class ToolLoop:
         #: JSON, outcome); bounded: a client lives as long as its process.
         self.executed: deque[tuple[str, str, ToolOutcome]] = deque(maxlen=MAX_EXECUTED)
         #: Our results owed beside the caller's, per response that called both
-        #: (:meth:`_with_owed_results`), newest last; at most :data:`MAX_OWED` kept.
+        #: (:meth:`_with_owed_results`), newest last; at most :data:`MAX_OWED` kept,
+        #: and those read back from the log (:meth:`_owed_from_log`) with them.
         self._owed: list[_Owed] = []
         #: The progress of ``create()`` calls whose request failed mid-loop, by their
         #: messages (:meth:`_keep`); oldest first.
         self._unfinished: dict[str, _Unfinished] = {}
         self._lock = threading.Lock()  # guards _owed and _unfinished
+        #: The last snapshots placed in a request (:meth:`_with_memory`): a ``create()``'s
+        #: requests all carry the one placed at its start, rendered again after a
+        #: compaction (:meth:`after_compaction`).
+        self._placed: deque[str] = deque(maxlen=MAX_PLACED)
 
     def create(
         self, send: Callable[[dict[str, Any]], Any], reply: Callable[[Any], Message], **kwargs: Any
@@ -198,15 +205,32 @@ class ToolLoop:
         messages), each time a request carries them: a retry, or a caller that re-sends
         the whole conversation, says the same turn again, as the session logged it."""
         messages = kwargs.get("messages")
+        if not isinstance(messages, list):
+            return kwargs
+        self._owed_from_log(messages)
         with self._lock:
             owed = list(self._owed)
-        if not owed or not isinstance(messages, list):
+        if not owed:
             return kwargs
         if self.provider == "anthropic":
             out = [_anthropic_with_owed(m, owed) for m in messages]
         else:
             out = _openai_with_owed(messages, owed)
         return {**kwargs, "messages": out}
+
+    def _owed_from_log(self, messages: list[Any]) -> None:
+        """Keep in :attr:`_owed` our results for each response in ``messages`` that called
+        the caller's tools and ours, as the log holds them, when not kept yet: a restarted
+        process, a client made again, or a response past :data:`MAX_OWED` (:mod:`.hidden`)."""
+        session = self.tools.session
+        if session is None:
+            return
+        with self._lock:
+            held = {group.calls for group in self._owed}
+        found = self._hidden.results_owed(messages, session, held, self.flush)
+        if found:
+            with self._lock:
+                self._owed = [*self._owed, *(_Owed(c, r) for c, r in found)][-MAX_OWED:]
 
     def _with_hidden(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` with the exchanges of our tools the log holds between two of its
@@ -219,8 +243,24 @@ class ToolLoop:
         out = self._hidden.put_back(messages, session)
         return kwargs if out is messages else {**kwargs, "messages": out}
 
+    def after_compaction(self, system: tuple[str, ...]) -> tuple[str, ...]:
+        """``system`` (a call's system parts, once its compaction is done) with the
+        snapshot :meth:`_with_memory` placed last rendered again when that compaction
+        moved the compaction point: the context's ``system_after_compaction``.
+
+        Why: rendered before the call only, the snapshot moved one call after the
+        compaction that rebuilt the prefix anyway. The compacting call, whose window no
+        longer held the edit's call and result, showed the model its edit nowhere, and
+        the next call rewrote the prefix a second time (a review)."""
+        if not system or system[-1] not in self._placed:
+            return system  # not a snapshot of ours (another loop's, or none)
+        core = self.prefix.text(compaction_point(self.tools.session))
+        self._placed.append(core)
+        return (*system[:-1], core)
+
     def _with_memory(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         core = self.prefix.text(compaction_point(self.tools.session))
+        self._placed.append(core)
         out = dict(kwargs)
         if self.provider == "anthropic":
             system = kwargs.get("system") or []
@@ -267,6 +307,9 @@ class ToolLoop:
 
 #: Responses that called both kinds of tool whose results a :class:`ToolLoop` keeps.
 MAX_OWED = 256
+#: Snapshots a :class:`ToolLoop` knows as its own in a request's system prompt (a few
+#: ``create()`` calls at once, each rendered before and after a compaction).
+MAX_PLACED = 8
 #: ``create()`` calls failed mid-loop whose progress a :class:`ToolLoop` keeps.
 MAX_UNFINISHED = 64
 
@@ -451,7 +494,7 @@ def tool_loop_for_wrap(
     if isinstance(option, ToolLoop):
         if option.flush is None:
             option.flush = flush
-        return option
+        return _rendered_after_compaction(option, context)
     if option is not True:
         raise TypeError("memory_tools must be True, False or a contextos.agent.ToolLoop")
     if memory is None:
@@ -466,7 +509,16 @@ def tool_loop_for_wrap(
     )
     # A session that never compacts has no compaction point for own edits to wait for.
     waits = getattr(context, "compaction", "summarize") is not None
-    return ToolLoop(AgentTools(core, session=session), provider, edits_wait=waits, flush=flush)
+    loop = ToolLoop(AgentTools(core, session=session), provider, edits_wait=waits, flush=flush)
+    return _rendered_after_compaction(loop, context)
+
+
+def _rendered_after_compaction(loop: ToolLoop, context: Any) -> ToolLoop:
+    """``loop``, its snapshot rendered again by ``context`` after each call's compaction
+    (:meth:`ToolLoop.after_compaction`), where the context can (a session context)."""
+    if hasattr(context, "system_after_compaction"):
+        context.system_after_compaction = loop.after_compaction
+    return loop
 
 
 __all__ = [

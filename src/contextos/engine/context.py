@@ -1050,6 +1050,13 @@ class SessionContext:
         #: Each prepared call's anchor (:attr:`_Split.anchor`), by ``id`` of its Prepared,
         #: for its commit: the turn whose loss tells that the session was erased meanwhile.
         self._anchors: dict[int, TurnPrint] = {}
+        #: Gives a call's system parts (``ChatRequest.system``) again once its compaction
+        #: is done, before its window is built; None: as sent. For a part that shows what
+        #: the compaction point decides (the tool loop's pinned core-memory snapshot,
+        #: :class:`~contextos.agent.core_memory.CorePrefix`): rendered before the call,
+        #: it moved one call after the compaction that rebuilt the prefix anyway, and the
+        #: compacting call showed the model its edit nowhere (a review).
+        self.system_after_compaction: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None
 
     def _session(
         self,
@@ -1109,6 +1116,8 @@ class SessionContext:
         self._last_call = now
         restarts = self.session.log_restarts if self.session is not None else 0
         split = self._log_and_split(request, budget)
+        if self.system_after_compaction is not None:
+            request = replace(request, system=self.system_after_compaction(request.system))
         question, history, prefill = split.parts.question, split.history, split.parts.prefill
         if question is None and prefill is None:  # a step of an open tool loop
             history = _loop_question_given(history, request.messages, self.tokenizer)
