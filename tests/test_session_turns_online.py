@@ -6,7 +6,9 @@
   number 1 and Ann's answer was indexed as replying to her own earlier turn. They are
   numbered and quoted per session now, from threads, handles and processes alike.
 - An update of a turn (a redaction) rewrites its quote in the reply's indexed context,
-  in the update's own transaction: the removed words no longer find the reply.
+  in the update's own transaction: the removed words no longer find the reply. It reads
+  and locks only the reply (by its number), not every record quoting an "ok". A new
+  speaker's name replaces the old one in the turn's own context too.
 - Whether a turn takes facts beside it on an update is the add's choice (``facts=``),
   not the updating Memory's ``turn_facts``.
 """
@@ -26,6 +28,7 @@ import pytest
 
 from contextos.errors import Conflict
 from contextos.memory import Memory
+from contextos.memory.ingest import renamed_context
 from contextos.memory.render import FACT_OF
 from contextos.store.base import Newest, Patch, Store
 from contextos.store.sqlite import SQLiteStore
@@ -290,6 +293,85 @@ def test_a_quote_of_an_earlier_version_is_rewritten_too(kind: str, tmp_path: Pat
         assert stored_quote(memory, reply.id) == f"replying to {REDACTED}"
 
 
+@BOTH
+def test_a_reply_stored_before_numbering_is_requoted_too(kind: str, tmp_path: Path) -> None:
+    # The stores select the reply by its number, and keep the rows written before
+    # sessions were numbered (no ``seq``), which any turn's quote may be in.
+    with handles(kind, tmp_path, 1) as (memory,):
+        [said] = memory.add(SAID, user_id="ann", session_id="s1")
+        unnumbered = MemoryRecord(
+            id=str(uuid.uuid4()),
+            text="Noted.",
+            scope=said.scope,
+            metadata={"role": "assistant"},
+            context=f"replying to {SAID}",
+        )
+        memory.store.put([unnumbered])
+        memory.update(said.id, REDACTED)
+        assert stored_quote(memory, unnumbered.id) == f"replying to {REDACTED}"
+
+
+@BOTH
+@pytest.mark.parametrize("facts", [False, True])
+def test_a_new_speaker_leaves_the_old_name_in_no_context(
+    kind: str, facts: bool, tmp_path: Path
+) -> None:
+    # The reply's quote followed a new speaker, but the turn's own context (and the
+    # facts beside it, which copy it) kept the old name: a search for it found the turn.
+    with handles(kind, tmp_path, 1) as (memory,):
+        said, reply = memory.add(
+            [
+                {"role": "user", "name": "Ann Smith", "content": "I moved to Oslo last week."},
+                {"role": "assistant", "content": "Noted."},
+            ],
+            user_id="ann",
+            session_id="s1",
+            event_time=DAY,
+            facts=facts,
+        )
+        assert said.context == "Ann Smith | 04 March 2024 Monday"
+        assert _words_found(memory, "Smith")
+        updated = memory.update(said.id, metadata={**said.metadata, "speaker": "User 17"})
+        assert updated.context == "User 17 | 04 March 2024 Monday"
+        assert memory.get(said.id) == updated
+        assert stored_quote(memory, reply.id) == "replying to User 17: I moved to Oslo last week."
+        kept = memory.get_all(user_id="ann", session_id="s1", filters=EVERY)
+        assert len(kept) > 2 if facts else len(kept) == 2  # a fact beside the turn
+        assert all("Smith" not in f"{r.text} {r.context}" for r in kept)
+        assert _words_found(memory, "Smith") == []
+
+
+def _turn(speaker: str | None, context: str) -> MemoryRecord:
+    meta = {"role": "user", **({"speaker": speaker} if speaker is not None else {})}
+    return MemoryRecord(
+        id="t", text="ok", scope=Scope("t", session_id="s"), metadata=meta, context=context
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "context", "renamed"),
+    [
+        (
+            "Ann",
+            "Bea",
+            "Ann | 04 March 2024 Monday | replying to ok",
+            "Bea | 04 March 2024 Monday | replying to ok",
+        ),
+        ("Ann", "Bea", "Ann", "Bea"),
+        ("Ann", None, "Ann | replying to ok", "replying to ok"),
+        ("Ann", None, "Ann", ""),
+        (None, "Bea", "replying to ok", "Bea | replying to ok"),
+        (None, "Bea", "", "Bea"),
+        ("Ann", "Bea", "Annabel | replying to ok", "Annabel | replying to ok"),  # not its name
+        ("Ann", "Ann", "Ann | replying to Ann: hi", "Ann | replying to Ann: hi"),
+    ],
+)
+def test_the_name_part_of_a_turns_context_follows_its_speaker(
+    old: str | None, new: str | None, context: str, renamed: str
+) -> None:
+    assert renamed_context(_turn(old, context), _turn(new, context)) == renamed
+
+
 class UpdatingBeforeTheFirstPut:
     """A real store whose first ``put`` lets ``update()`` commit first: another writer
     redacting the session's newest turn between an add's read of it and its write."""
@@ -325,11 +407,30 @@ def test_an_add_racing_a_redaction_of_the_turn_it_answers_quotes_the_new_text(
         assert stored_quote(memory, reply.id) == f"replying to {REDACTED}"
 
 
+@BOTH
+def test_an_add_racing_a_new_speaker_of_the_turn_it_answers_quotes_the_new_name(
+    kind: str, tmp_path: Path
+) -> None:
+    # The add's write was based on the newest turn's id and text hash: a new speaker
+    # (same text) passed, and the reply kept the name the update had just removed.
+    with handles(kind, tmp_path, 2, wrap=UpdatingBeforeTheFirstPut) as (memory, editor):
+        [said] = memory.add(
+            {"role": "user", "name": "Ann Smith", "content": SAID}, user_id="ann", session_id="s1"
+        )
+        store = memory.store
+        assert isinstance(store, UpdatingBeforeTheFirstPut)
+        renamed = {**said.metadata, "speaker": "User 17"}
+        store.update_first = lambda: editor.update(said.id, metadata=renamed)
+        [reply] = memory.add("Noted.", session_id="s1")
+        assert quoted(reply) == f"replying to User 17: {SAID}"
+        assert stored_quote(memory, reply.id) == f"replying to User 17: {SAID}"
+
+
 def test_a_write_based_on_a_text_updated_since_is_refused(store: Store) -> None:
     memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
     [said] = memory.add(SAID, user_id="ann", session_id="s1")
     session = Filter(scope=Scope(memory.tenant, session_id="s1"), include_invalid=True)
-    seen = Newest(session, said.id, said.hash)
+    seen = Newest(session, said.id, said.updated_at)
     memory.update(said.id, REDACTED)
     [late] = memory.add("Noted.", user_id="bob", session_id="s2")  # a record to put
     with pytest.raises(Conflict):
@@ -379,3 +480,46 @@ def test_whether_a_turn_takes_facts_is_decided_by_its_add(tmp_path: Path) -> Non
         facts_on.update(without.id, metadata={"tag": "x"})
         facts_on.update(without.id, "I visited Plumbrook yesterday.")
         assert _facts(facts_on, "s2") == []
+
+
+def test_outside_a_session_a_callers_turn_facts_key_is_replaced_with_the_metadata(
+    tmp_path: Path,
+) -> None:
+    # ``turn_facts`` is the library's only on a session turn (its ``True``); outside a
+    # session it is the caller's, and replacing the metadata dropped it no more.
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        [note] = memory.add("note", user_id="ann", metadata={"turn_facts": "draft", "tag": 1})
+        assert memory.update(note.id, metadata={"tag": 2}).metadata == {"role": "user", "tag": 2}
+        stored = memory.get(note.id)
+        assert stored is not None and stored.metadata == {"role": "user", "tag": 2}
+        [turn] = memory.add("a turn", user_id="ann", session_id="s1", facts=True)
+        assert memory.update(turn.id, metadata={"tag": 2}).metadata["turn_facts"] is True
+
+
+# -- an update reads and locks only the reply to its turn -----------------------------------
+
+
+def test_an_update_of_an_ok_locks_only_the_reply_to_it() -> None:
+    # Every record of a chat of "ok"s quotes "ok" (the replies the turns, the turns
+    # "Booked"), and the update of one "ok" locked each of them on PostgreSQL, to keep
+    # the one reply: every other update, delete or erasure in the session waited. Here
+    # another transaction holds every other row of the session; the update goes through.
+    from pg_support import connect, pg_url, postgres_store
+
+    with postgres_store(options="-c lock_timeout=2s") as store:
+        memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+        chat = [text for i in range(40) for text in ("ok", f"Booked room {i}.")]
+        records = memory.add(chat, user_id="ann", session_id="s1")
+        turn, reply = records[40], records[41]
+        assert (quoted(reply), quoted(turn)) == ("replying to ok", "replying to Booked room 19.")
+        with connect(pg_url(), store.schema) as other, other.transaction():
+            held = other.execute(
+                "SELECT id FROM memories WHERE tenant = %s AND session_id = 's1' "
+                "AND NOT id = ANY(%s) FOR NO KEY UPDATE",
+                (memory.tenant, [turn.id, reply.id]),
+            ).fetchall()
+            assert len(held) == len(records) - 2
+            memory.update(turn.id, "okay")  # waits on none of them (else: lock_timeout)
+        assert stored_quote(memory, reply.id) == "replying to okay"
+        assert stored_quote(memory, records[43].id) == "replying to ok"
+        memory.close()

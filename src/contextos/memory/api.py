@@ -42,6 +42,7 @@ from ..store.base import (
     EmbeddingStatus,
     Newest,
     Patch,
+    Quoting,
     Repeats,
     Store,
 )
@@ -71,6 +72,7 @@ from .ingest import (  # _context, _as_message: a reply's quote, as an add write
     check_metadata,
     check_said_by,
     next_seq,
+    renamed_context,
     to_messages,
     validate_options,
 )
@@ -479,7 +481,7 @@ class Memory:
 
     def _last_turn(self, scope: Scope) -> tuple[Newest | None, MemoryRecord | None]:
         """The newest record of this session as read (what a write after it is based
-        on: its id and text), and the latest turn: a reply is indexed with what it
+        on: its id and last update), and the latest turn: a reply is indexed with what it
         answers, and numbered after it (``metadata["seq"]``) so retrieval knows
         neighbours.
 
@@ -494,7 +496,7 @@ class Memory:
         last = self.store.list(flt, limit=1)
         if not last:
             return Newest(flt, None), None
-        newest = Newest(flt, last[0].id, last[0].hash)
+        newest = Newest(flt, last[0].id, last[0].updated_at)
         source = last[0].metadata.get(FACT_OF)  # a fact stored right after its turn
         if isinstance(source, str):
             return newest, self.store.get(self.tenant, source) or last[0]
@@ -606,7 +608,8 @@ class Memory:
         this Memory's ``turn_facts``. The reply to a session turn (and the facts beside
         the reply) quote it in their indexed context: that quote follows a new text or
         speaker too, in the same transaction (``Store.update``'s ``quotes``), so a
-        search for redacted words no longer finds the reply.
+        search for redacted words no longer finds the reply; a new speaker's name
+        replaces the old one in the turn's own context (and its facts') as well.
 
         Raises:
             NotFound: no such memory in this tenant.
@@ -638,7 +641,7 @@ class Memory:
                     count=self.record_tokens,
                     embeds=embeds,  # a new speaker or caption is embedded again
                     derived=derived,
-                    quotes=_quote_of if _is_session_turn(before) else None,
+                    quotes=QUOTING if _is_session_turn(before) else None,
                 )
             except Conflict:  # changed since it was read: its facts are derived anew
                 wait_before_retry(attempt)
@@ -669,7 +672,10 @@ class Memory:
             return None
         if embeds(before) == embeds(after):
             return Derived(based_on=before)
-        new = [self.record_tokens.counted(r) for r in _facts_beside([after])]
+        # A fact copies its turn's context: the name there follows a new speaker, as
+        # the turn's own does (``QUOTING``).
+        turn = replace(after, context=renamed_context(before, after))
+        new = [self.record_tokens.counted(r) for r in _facts_beside([turn])]
         return Derived(based_on=before, drop=[f.id for f in facts], put=new)
 
     def _facts_of(self, *records: MemoryRecord) -> list[MemoryRecord]:
@@ -1229,6 +1235,11 @@ def _quote_of(turn: MemoryRecord) -> str:
     return _context(Message(role="user", content=""), None, _as_message(turn))
 
 
+#: How a session turn is written into contexts, as an add writes it: what an update of
+#: it (its text, its speaker) writes anew in the update's transaction (``Store.update``).
+QUOTING = Quoting(reply=_quote_of, own=renamed_context)
+
+
 def _marked(turn: MemoryRecord) -> MemoryRecord:
     """``turn`` with the mark that it takes facts (:data:`TURN_FACTS`)."""
     return replace(turn, metadata={**turn.metadata, TURN_FACTS: True})
@@ -1268,8 +1279,19 @@ def _kept_metadata(record: MemoryRecord, metadata: Mapping[str, Any]) -> Mapping
         if key in metadata and not _same(metadata[key], value):
             raise ValueError(f"metadata key {key!r} is reserved{why}; give your key another name")
     link = old.get(FACT_OF)
-    kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata}
+    kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata and _kept(record, k)}
     return {**metadata, **kept, **({FACT_OF: link} if link is not None else {})}
+
+
+def _kept(record: MemoryRecord, key: str) -> bool:
+    """Whether ``record``'s ``key`` (one of :data:`KEPT_KEYS`) is the library's, kept
+    through an update that does not name it. :data:`TURN_FACTS` is only on a session
+    turn, and only as the library writes it (``True``): outside a session the key is
+    the caller's (``add`` takes it there), and replacing the metadata must drop it as
+    it drops any other (a review: it stayed for good)."""
+    if key != TURN_FACTS:
+        return True
+    return _is_session_turn(record) and record.metadata[key] is True
 
 
 def _fixed_keys(record: MemoryRecord) -> dict[str, tuple[Any, str]]:

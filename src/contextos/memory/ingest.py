@@ -515,7 +515,37 @@ def _context(message: Message, local: datetime | None, prev: Message | None) -> 
     if prev is not None and said:
         who = f"{prev.name}: " if prev.name else ""
         parts.append(f"replying to {who}{said[:QUOTED_CHARS]}")
-    return " | ".join(parts)
+    return _PART.join(parts)
+
+
+#: What separates the parts of a record's context (:func:`_context`).
+_PART = " | "
+
+
+def renamed_context(old: MemoryRecord, new: MemoryRecord) -> str:
+    """The context of the session turn ``new`` (``new.context``, as stored) once said by
+    ``new``'s speaker where ``old`` names another: the part naming who said it, which
+    :func:`_context` puts first, names the new one (or goes, or comes). A context that
+    does not start with ``old``'s name part (written otherwise) is left as it is.
+
+    Why: an update of the speaker (an operator pseudonymising "Ann Smith") re-quoted
+    the reply to the turn, but the turn's own context kept the old name, and a search
+    for it still found the turn (a review)."""
+    before, after = _named(old), _named(new)
+    context = new.context
+    if before == after:
+        return context
+    if before:
+        if context != before and not context.startswith(before + _PART):
+            return context
+        context = context[len(before) + len(_PART) :]
+    return _PART.join(part for part in (after, context) if part)
+
+
+def _named(turn: MemoryRecord) -> str:
+    """The part of ``turn``'s context naming who said it, as :func:`_context` writes it
+    ("" when the turn names no one)."""
+    return _context(_as_message(turn), None, None)
 
 
 def _as_datetime(value: object) -> datetime | None:

@@ -43,26 +43,42 @@ QuoteOf = Callable[[MemoryRecord], str]
 
 
 @dataclass(frozen=True)
+class Quoting:
+    """How a session turn is written into contexts (``Memory`` passes ``memory.ingest``'s
+    own functions), for ``Store.update`` to write it anew in the update's transaction:
+    ``reply`` quotes it in the context of the reply to it; ``own`` is the turn's own
+    context after an update from one record (as it was) to another (as stored, with its
+    context as it is now): the name it was said under follows a new speaker."""
+
+    reply: QuoteOf
+    own: Callable[[MemoryRecord, MemoryRecord], str]
+
+
+@dataclass(frozen=True)
 class Newest:
     """What a write was based on: the newest record matching ``filter`` (newest by
     creation, as ``Store.list`` orders) had the id ``id`` (None: there was none) and,
-    where ``hash`` is given, that text hash (``MemoryRecord.hash``).
+    where ``updated_at`` is given, that time of its last update
+    (``MemoryRecord.updated_at``).
 
-    Why the hash: a session's next turn quotes the newest turn as read. An update of
-    that turn's text leaves it the newest, so the write went through and quoted the
-    text the update had just replaced (and rewritten in every reply already stored)."""
+    Why the update time: a session's next turn quotes the newest turn as read, its
+    text and its speaker. An update of that turn leaves it the newest, so the write
+    went through and quoted what the update had just replaced (and rewritten in every
+    reply already stored). A hash of the text alone let a new speaker's name through
+    (a review: a pseudonymised name stayed in the reply); every update moves
+    ``updated_at``, of the text or of the metadata."""
 
     filter: Filter
     id: str | None
-    hash: str | None = None
+    updated_at: datetime | None = None
 
 
-def check_newest(seen: Newest, found: Sequence[Any] | None) -> None:
-    """Raise ``Conflict`` unless ``found`` (the id and hash of the newest record matching
-    ``seen.filter``, read in a write's transaction; None: there is none) is what
-    ``seen`` names."""
+def check_newest(seen: Newest, found: tuple[str, datetime] | None) -> None:
+    """Raise ``Conflict`` unless ``found`` (the id and update time of the newest record
+    matching ``seen.filter``, read in a write's transaction and decoded as the store
+    decodes a record's; None: there is none) is what ``seen`` names."""
     if (found[0] if found else None) != seen.id or (
-        found and seen.hash is not None and found[1] != seen.hash
+        found and seen.updated_at is not None and found[1] != seen.updated_at
     ):
         raise Conflict("the newest record changed since it was read")
 
@@ -319,7 +335,7 @@ class Store(Protocol):
         count: TokenCounter | None = None,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
-        quotes: QuoteOf | None = None,
+        quotes: Quoting | None = None,
     ) -> MemoryRecord:
         """Apply ``patch``, log an UPDATE, clear the stored vector if the text changed,
         or if ``embeds`` says the record embeds another text after a metadata change.
@@ -329,10 +345,13 @@ class Store(Protocol):
 
         ``quotes`` (for a session turn): when the turn is quoted otherwise after the
         write (its text or speaker changed), the records of its session that answer it
-        (``erasure.answers``) and whose reply part quotes a text it had (its current
-        one or one in its history: ``erasure.Scrub``) get ``quotes`` of the turn as
-        stored instead, in the same transaction. A reply quoted the turn as first said,
-        so a redacted text stayed searchable through the reply.
+        (``erasure.answers``: the reply numbered after it and the facts beside that
+        reply, selected by that number in SQL) and whose reply part quotes a text it
+        had (its current one or one in its history: ``erasure.Scrub``) get
+        ``quotes.reply`` of the turn as stored instead, and the turn's own context
+        becomes ``quotes.own`` of it (a new speaker's name), in the same transaction.
+        A reply quoted the turn as first said, so a redacted text stayed searchable
+        through the reply.
 
         A patch of what the rendering reads (text, metadata, event time) stores
         ``count`` of the updated record as its token count, in the same UPDATE (none

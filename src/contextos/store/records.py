@@ -44,12 +44,12 @@ from .base import (
     Derived,
     EmbeddedText,
     Patch,
-    QuoteOf,
+    Quoting,
     TokenCounter,
     Vector,
     patch_columns,
 )
-from .erasure import Scrub, answers
+from .erasure import Scrub, answers, reply_seq
 from .tables import TURNS
 
 #: The ``memories`` columns a record is written to and read from, in this order.
@@ -382,14 +382,15 @@ class RecordUpdate(ABC):
         actor: str,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
-        quotes: QuoteOf | None = None,
+        quotes: Quoting | None = None,
     ) -> MemoryRecord:
         """Apply ``patch`` (its SET clauses ``sets``, from :func:`patch_sets`, with the
         token count columns when it changes the rendering) to one memory and return
         the record as stored: read it under the row lock, write the patch in one
         UPDATE, drop its vector if the record now embeds another text, rewrite the
-        quotes of it in its session's replies (with ``quotes``: :meth:`requote`), and
-        log the change in the memory's history (:func:`update_event`).
+        quotes of it in its session's replies and the name in its own context (with
+        ``quotes``: :meth:`requote`), and log the change in the memory's history
+        (:func:`update_event`).
 
         Another text: the text changed, or the metadata changed and ``embeds`` (see
         ``Store.update``) gives another text for the record as stored after the
@@ -415,7 +416,7 @@ class RecordUpdate(ABC):
         ):
             self.drop_vector(key)
         if quotes is not None:
-            self.requote(old, new, quotes)
+            new = self.requote(key, old, new, quotes)
         self.cur.execute(
             insert_history_sql(self.mark), update_event(tenant, old, patch, now, actor)
         )
@@ -424,26 +425,36 @@ class RecordUpdate(ABC):
             self.insert(derived.put, now=now, actor=actor)
         return new
 
-    def requote(self, old: MemoryRecord, new: MemoryRecord, quotes: QuoteOf) -> None:
-        """Where the session turn ``old`` became ``new`` and is quoted otherwise now
-        (its text or speaker changed), give each record of its session that answers
-        it (:func:`~contextos.store.erasure.answers`) and whose reply part quotes a
-        text it had (``old``'s or one in its history: a reply quotes the turn as it
-        was when the reply was added) ``quotes(new)`` as its reply part instead.
+    def requote(
+        self, key: Any, old: MemoryRecord, new: MemoryRecord, quotes: Quoting
+    ) -> MemoryRecord:
+        """Where the session turn ``old`` (row ``key``) became ``new``: store its own
+        context as ``quotes.own`` gives it (a new speaker's name), and where it is
+        quoted otherwise now (its text or speaker changed), give each record of its
+        session that answers it (:func:`~contextos.store.erasure.answers`) and whose
+        reply part quotes a text it had (``old``'s or one in its history: a reply
+        quotes the turn as it was when the reply was added) ``quotes.reply(new)`` as
+        its reply part instead. The turn as stored after it.
 
         Why: an update that redacted a turn left its old words in the reply's indexed
         context, and a search for them still found the conversation (a review)."""
-        quote = quotes(new)
-        if old.session_id is None or quote == quotes(old):
-            return
+        own = quotes.own(old, new)
+        if own != new.context:
+            self.set_context(key, own)
+            new = replace(new, context=own)
+        quote = quotes.reply(new)
+        if old.session_id is None or quote == quotes.reply(old):
+            return new
         texts = {old.text, *history_texts(self.cur, old.tenant, [old.id], mark=self.mark)}
         scrub = Scrub(texts)
-        for key, record in self.quoting(old.tenant, old.session_id, scrub.probes):
+        found = self.quoting(old.tenant, old.session_id, scrub.probes, reply_seq(old))
+        for row, record in found:
             if record.id == old.id or not answers(record, old):
                 continue
             context = scrub.requoted(record.context, quote)
             if context != record.context:
-                self.set_context(key, context)
+                self.set_context(row, context)
+        return new
 
     @abstractmethod
     def locked(self, tenant: str, memory_id: str) -> tuple[Any, MemoryRecord] | None:
@@ -471,10 +482,14 @@ class RecordUpdate(ABC):
 
     @abstractmethod
     def quoting(
-        self, tenant: str, session_id: str, probes: Sequence[str]
+        self, tenant: str, session_id: str, probes: Sequence[str], seq: int | None
     ) -> list[tuple[Any, MemoryRecord]]:
         """The records of the session whose context holds one of ``probes``, each once,
-        with its row key, locked until the transaction ends."""
+        with its row key, locked until the transaction ends; with ``seq`` (the number of
+        the reply: :func:`~contextos.store.erasure.reply_seq`) only those numbered
+        ``seq`` or holding no integer ``metadata["seq"]`` (rows written before
+        numbering), selected in SQL: only they are read and locked, not every row of
+        the session quoting a short text such as "ok"."""
 
     @abstractmethod
     def set_context(self, key: Any, context: str) -> None:
@@ -1289,7 +1304,7 @@ class PatchUpdates(ABC):
         count: TokenCounter | None = None,
         embeds: EmbeddedText | None = None,
         derived: Derived | None = None,
-        quotes: QuoteOf | None = None,
+        quotes: Quoting | None = None,
     ) -> MemoryRecord:
         """See ``Store.update``.
 

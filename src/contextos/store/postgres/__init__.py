@@ -1135,20 +1135,25 @@ class _Update(shared.RecordUpdate):
         _insert_records(self.cur, records, now, actor)
 
     def quoting(
-        self, tenant: str, session_id: str, probes: Sequence[str]
+        self, tenant: str, session_id: str, probes: Sequence[str], seq: int | None
     ) -> list[tuple[tuple[str, str], MemoryRecord]]:
-        found: dict[tuple[str, str], MemoryRecord] = {}
-        for probe in probes:
-            # ``NO KEY``: an embedding worker's ``FOR KEY SHARE`` does not hold it up.
-            for row in self.cur.execute(
-                f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s "
-                "AND m.session_id = %s AND strpos(m.context, %s) > 0 "
-                "ORDER BY m.id FOR NO KEY UPDATE",
-                (tenant, session_id, probe),
-            ).fetchall():
-                record = record_from_row(row)
-                found[(tenant, record.id)] = record
-        return list(found.items())
+        # One pass over the session's rows (``memories_session``); only the rows kept
+        # are locked. ``NO KEY``: an embedding worker's ``FOR KEY SHARE`` does not hold
+        # it up.
+        numbered = (
+            ""
+            if seq is None
+            else "AND (jsonb_typeof(m.metadata->'seq') IS DISTINCT FROM 'number' "
+            "OR m.metadata->'seq' = to_jsonb(%s::bigint)) "
+        )
+        rows = self.cur.execute(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE m.tenant = %s "
+            f"AND m.session_id = %s {numbered}"
+            "AND EXISTS (SELECT 1 FROM unnest(%s::text[]) p WHERE strpos(m.context, p) > 0) "
+            "ORDER BY m.id FOR NO KEY UPDATE",
+            (tenant, session_id, *(() if seq is None else (seq,)), list(probes)),
+        ).fetchall()
+        return [((tenant, r.id), r) for r in map(record_from_row, rows)]
 
     def set_context(self, key: tuple[str, str], context: str) -> None:
         self.cur.execute(
@@ -1334,7 +1339,8 @@ def _check_repeats(cur: Any, repeats: Sequence[Repeats]) -> None:
 
 def _check_newest(cur: Any, after: Newest) -> datetime | None:
     """Raise Conflict unless the newest record matching ``after.filter`` is
-    ``after.id``; return its creation time (None: there is none). Writers based on
+    ``after.id`` (last updated at ``after.updated_at``, where given:
+    ``base.check_newest``); return its creation time (None: there is none). Writers based on
     one scope queue on a transaction lock of that scope (two adds would both see the
     same newest record and both write), and the newest row is locked for share: an
     erasure that deleted it and has not committed yet is waited for, and the row then
@@ -1344,11 +1350,11 @@ def _check_newest(cur: Any, after: Newest) -> datetime | None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
     where, params = filter_sql(after.filter, _now())
     newest = cur.execute(
-        f"SELECT m.id, m.hash, m.created_at FROM memories m WHERE {where} "
+        f"SELECT m.id, m.updated_at, m.created_at FROM memories m WHERE {where} "
         "ORDER BY m.created_at DESC, m.seq DESC LIMIT 1 FOR SHARE",
         params,
     ).fetchone()
-    check_newest(after, newest)
+    check_newest(after, newest and (newest[0], utc(newest[1])))
     return utc(newest[2]) if newest else None
 
 

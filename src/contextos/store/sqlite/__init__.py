@@ -399,11 +399,11 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             for each in newest_checks(after):
                 where, params = filter_sql(each.filter, now)
                 newest = db.execute(
-                    f"SELECT m.id, m.hash FROM memories m WHERE {where} "
+                    f"SELECT m.id, m.updated_at FROM memories m WHERE {where} "
                     "ORDER BY m.created_at DESC, m.rowid DESC LIMIT 1",
                     params,
                 ).fetchone()
-                check_newest(each, newest)
+                check_newest(each, newest and (newest[0], from_epoch(newest[1])))
             if unchanged:
                 ids = json.dumps(list(unchanged))
                 found = db.execute(
@@ -1549,17 +1549,22 @@ class _Update(shared.RecordUpdate):
         _insert_records(self.cur, records, now, actor)
 
     def quoting(
-        self, tenant: str, session_id: str, probes: Sequence[str]
+        self, tenant: str, session_id: str, probes: Sequence[str], seq: int | None
     ) -> builtins.list[tuple[int, MemoryRecord]]:
-        found: dict[int, MemoryRecord] = {}
-        for probe in probes:  # the write transaction holds every row
-            for row in self.cur.execute(
-                f"SELECT {RECORD_COLUMNS} FROM memories WHERE tenant = ? AND session_id = ? "
-                "AND instr(context, ?) > 0",
-                (tenant, session_id, probe),
-            ):
-                found[row[0]] = row_to_record(row)
-        return builtins.list(found.items())
+        # The write transaction holds every row. One pass over the session's rows
+        # (``memories_session``): only the reply's (by its number) are read as records.
+        numbered = (
+            ""
+            if seq is None
+            else "AND (json_type(metadata, '$.seq') IS NOT 'integer' "
+            "OR json_extract(metadata, '$.seq') = ?) "
+        )
+        rows = self.cur.execute(
+            f"SELECT {RECORD_COLUMNS} FROM memories m WHERE tenant = ? AND session_id = ? "
+            f"{numbered}AND EXISTS (SELECT 1 FROM json_each(?) p WHERE instr(m.context, p.value))",
+            (tenant, session_id, *(() if seq is None else (seq,)), json.dumps(list(probes))),
+        )
+        return [(row[0], row_to_record(row)) for row in rows]
 
     def set_context(self, key: int, context: str) -> None:
         # The full-text index and ``index_log`` (for the keyword index) follow by trigger.
