@@ -134,9 +134,12 @@ def logged_server(db: str, log: Path, *extra: str) -> Iterator[tuple[str, subpro
 
 
 @contextmanager
-def keyed_client(db: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[Any]:
-    """``contextos serve --db DB EXTRA...`` with a new key of tenant ``acme``, and an
-    httpx client of it that sends that key (both closed on the way out)."""
+def keyed_server(
+    db: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> Iterator[tuple[Any, str]]:
+    """``contextos serve --db DB EXTRA...`` with a new key of tenant ``acme``: an httpx
+    client of it that sends that key, and the key (for ``contextos mcp`` on the same
+    file); both closed on the way out."""
     import httpx
 
     from contextos.bench.serve import running_server
@@ -146,6 +149,15 @@ def keyed_client(db: str, *extra: str, env: dict[str, str] | None = None) -> Ite
         key = keys.create("acme").secret
     with (
         running_server(db, *extra, env=env) as (url, _proc),
-        httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as c,
+        httpx.Client(
+            base_url=url, timeout=timeout, headers={"Authorization": f"Bearer {key}"}
+        ) as c,
     ):
-        yield c
+        yield c, key
+
+
+@contextmanager
+def keyed_client(db: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """:func:`keyed_server`'s client alone."""
+    with keyed_server(db, *extra, env=env) as (client, _key):
+        yield client

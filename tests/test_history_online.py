@@ -22,8 +22,6 @@ SQLite file, the hash embedder.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +30,7 @@ import httpx
 import pytest
 from mcp.client.session import ClientSession
 
-from cli_support import logged_server, run_cli
-from contextos.bench.serve import running_server
+from cli_support import keyed_server, logged_server, run_cli
 from contextos.server.keys import KeyStore
 from contextos.server.schemas import MAX_PAGE_BYTES
 from mcp_support import error_text, payload, stdio_call
@@ -52,17 +49,10 @@ def big_text(version: int) -> str:
     return "€" * (BIG - 8) + f" v{version:06d}"
 
 
-@contextmanager
-def served(db: Path) -> Iterator[tuple[httpx.Client, str]]:
-    """``contextos serve`` on ``db`` with a key of tenant ``acme``: a client sending it,
-    and the key (for ``contextos mcp`` on the same file)."""
-    with KeyStore(str(db)) as keys:
-        key = keys.create("acme").secret
-    with (
-        running_server(str(db), "--embedder", "hash") as (url, _proc),
-        httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {key}"}) as c,
-    ):
-        yield c, key
+def served(db: Path) -> Any:
+    """``contextos serve`` on ``db`` (the hash embedder) with a key of tenant ``acme``: a
+    client sending it, and the key (for ``contextos mcp`` on the same file)."""
+    return keyed_server(str(db), "--embedder", "hash", timeout=120)
 
 
 def http_history(c: httpx.Client, memory_id: str, **params: Any) -> list[httpx.Response]:

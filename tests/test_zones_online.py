@@ -18,8 +18,6 @@ SQLite files in tmp_path, the hash embedder and the offline extractor.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,7 @@ import httpx
 import pytest
 from mcp.client.session import ClientSession
 
-from cli_support import run_cli
-from contextos.bench.serve import running_server
+from cli_support import keyed_server, run_cli
 from contextos.memory import Memory
 from contextos.memory.render import FACT_OF, UTC_OFFSET, render
 from contextos.server.keys import KeyStore
@@ -50,17 +47,10 @@ def memory(path: Path) -> Memory:
     return Memory(path, embedder=HashEmbedder(), background_embedding=False)
 
 
-@contextmanager
-def served(db: Path) -> Iterator[tuple[httpx.Client, str]]:
-    """``contextos serve`` on ``db`` with a key of tenant ``acme``: a client sending it,
-    and the key (for ``contextos mcp`` on the same file)."""
-    with KeyStore(str(db)) as keys:
-        key = keys.create("acme").secret
-    with (
-        running_server(str(db), "--embedder", "hash") as (url, _proc),
-        httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {key}"}) as c,
-    ):
-        yield c, key
+def served(db: Path) -> Any:
+    """``contextos serve`` on ``db`` (the hash embedder) with a key of tenant ``acme``: a
+    client sending it, and the key (for ``contextos mcp`` on the same file)."""
+    return keyed_server(str(db), "--embedder", "hash", timeout=120)
 
 
 def added(resp: httpx.Response) -> list[dict[str, Any]]:
