@@ -286,3 +286,57 @@ def test_a_turn_whose_metadata_nests_past_the_limit_is_refused_with_a_clear_erro
         with pytest.raises(ValueError, match="nest at most 256 levels"):
             s.add(Message("user", "too deep", metadata=_nested(3_000)))
         assert [t.message.content for t in s.turns()] == ["deep but allowed"]
+
+
+class _DeletesBetweenPages(_Counting):
+    """A memory where another writer deletes ``victim`` right after the first page of
+    an archive read (at the ``MemoryLike`` seam, between two pages)."""
+
+    def __init__(self, memory: Memory, victim: str) -> None:
+        super().__init__(memory)
+        self.victim: str | None = victim
+
+    def get_all(self, **kwargs: Any) -> Sequence[MemoryRecord]:
+        found = super().get_all(**kwargs)
+        if self.victim is not None and kwargs.get("limit", 0) >= 1000:
+            self.memory.delete(self.victim)
+            self.victim = None
+        return found
+
+
+def test_a_delete_between_pages_of_the_archive_read_archives_no_turn_twice(
+    tmp_path: Path,
+) -> None:
+    # The session's archive was read in pages by offset: another writer's delete of a
+    # record on the first page moved the second page's first record onto the first,
+    # and it was skipped: its turn read as never archived and was stored a second time.
+    with _memory(tmp_path / "m.db") as memory:
+        bob = Session(memory.store, "room", tenant=memory.tenant, user_id="bob")
+        ana = Session(memory.store, "room", tenant=memory.tenant, user_id="ana")
+        for i in range(1100):
+            bob.add(Message("user", f"bob says {i}"))
+        ana.add(Message("user", "ana says hello"))
+        while bob.compact(200, "offload", memory=memory, force=True).archived:
+            pass
+        archived = _seqs(_archived_all(memory, "room"))
+        assert len(archived) > 1000 and archived == sorted(set(archived))
+        newest = memory.add("cy's note", user_id="cy", session_id="room")[0]
+        memory.forget("ana")  # the room's state starts over: bob's turns rotate again
+        wrapped = _DeletesBetweenPages(memory, newest.id)
+        while bob.compact(200, "offload", memory=wrapped, force=True).archived:
+            pass
+        assert wrapped.victim is None  # the other writer did delete between the pages
+        again = _seqs(_archived_all(memory, "room"))
+        assert again == sorted(set(again))  # none twice
+
+
+def _archived_all(memory: Memory, session_id: str) -> list[MemoryRecord]:
+    """Every archived turn of the session (records with a turn_seq), by key."""
+    out: list[MemoryRecord] = []
+    after: str | None = None
+    while True:
+        page = memory.get_all(session_id=session_id, limit=1000, after=after)
+        out += [r for r in page if "turn_seq" in r.metadata]
+        if page.next_after is None:
+            return out
+        after = page.next_after

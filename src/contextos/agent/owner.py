@@ -9,7 +9,6 @@ files are not an agent's, nor a session's.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..errors import ScopeError
@@ -39,9 +38,6 @@ def owned(records: Sequence[MemoryRecord], scope: Scope) -> list[MemoryRecord]:
 
 #: Records read per page of :func:`owned_records`.
 PAGE = 1000
-#: How far past a page's oldest record the next page starts (see :func:`owned_records`):
-#: wide enough for a store's rounding of its times (SQLite keeps epoch floats).
-OVERLAP = timedelta(milliseconds=1)
 
 
 def owned_records(memory: Memory, scope: Scope, source: str) -> Iterator[MemoryRecord]:
@@ -52,35 +48,24 @@ def owned_records(memory: Memory, scope: Scope, source: str) -> Iterator[MemoryR
     the owner's own block, which then read as empty and was written again as a
     duplicate.
 
-    Why pages by time, not by offset: other writers (another agent of the user, a
-    chat turn) add and delete records between two pages, and with the list newest
-    first an add moved every record one place down (a record on a page's edge was
-    read twice: a file counted as a duplicate of itself, and the edit purged it)
-    and a delete one place up (a record was skipped: a file read as missing, a block
-    as empty). Each page after the first holds the records created before the
-    previous page's oldest (plus :data:`OVERLAP`, read again and skipped by id), so a
-    record added meanwhile (created now) is not in it and a delete moves nothing.
-    Only within a run of more than :data:`PAGE` records created less than
-    :data:`OVERLAP` apart (one batch add) are pages counted by offset, as before.
+    Why pages by key (``get_all(after=)``), not by offset or by time: other writers
+    (another agent of the user, a chat turn) add and delete records between two
+    pages, and with the list newest first an add moved every record one place down
+    (a record on a page's edge was read twice: a file counted as a duplicate of
+    itself, and the edit purged it) and a delete one place up (a record was skipped:
+    a file read as missing, a block as empty). Pages by creation time fell back to
+    offsets inside a batch add of more than a page made in one instant; a page after
+    a key holds only the records after the last one read, whatever was written or
+    deleted since.
     """
-    seen: set[str] = set()
-    before: datetime | None = None
-    offset = 0
+    flt = Filter(metadata={"source": source})
+    after: str | None = None
     while True:
-        flt = Filter(metadata={"source": source}, created_before=before)
-        page = memory.get_all(**scope.ids(), filters=flt, limit=PAGE, offset=offset)
-        for r in owned(page, scope):
-            if r.id not in seen:
-                seen.add(r.id)
-                yield r
-        if len(page) < PAGE:
+        page = memory.get_all(**scope.ids(), filters=flt, limit=PAGE, after=after)
+        yield from owned(page, scope)
+        if page.next_after is None:
             return
-        oldest = page[-1].created_at
-        bound = None if oldest is None else oldest + OVERLAP
-        if bound is None or (before is not None and bound >= before):
-            offset += PAGE  # the page did not get past one instant: go on by offset
-        else:
-            before, offset = bound, 0
+        after = page.next_after
 
 
 def oldest_first(records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
@@ -93,4 +78,4 @@ def oldest_first(records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
     return sorted(records, key=key)
 
 
-__all__ = ["OVERLAP", "PAGE", "oldest_first", "owned", "owned_records", "owner_scope"]
+__all__ = ["PAGE", "oldest_first", "owned", "owned_records", "owner_scope"]

@@ -256,13 +256,13 @@ def _stored_turns(memory: MemoryLike, session_id: str) -> _StoredTurns:
     them, every author's (closed ones too: one an update superseded was stored)."""
     flt, ids = Filter(include_invalid=True), scope_ids(None, None, session_id)
     keys: set[tuple[int, str, str | None]] = set()
-    offset = 0
-    while True:
-        page = memory.get_all(**ids, filters=flt, limit=_PAGE, offset=offset)
+    after: str | None = None
+    while True:  # by key: another writer's delete between pages skips nothing
+        page = memory.get_all(**ids, filters=flt, limit=_PAGE, after=after)
         keys.update(key for record in page if (key := _record_key(record)) is not None)
-        if len(page) < _PAGE:
+        if page.next_after is None:
             break
-        offset += len(page)
+        after = page.next_after
     return _StoredTurns(frozenset(keys), max((k[0] for k in keys), default=-1) + 1)
 
 

@@ -106,6 +106,7 @@ from contextos.types import (
 
 if TYPE_CHECKING:
     from contextos.memory.api import Memory
+    from contextos.store.pages import MemoryPage
 
 _META_KEY = "history"
 #: The key, in a logged turn's stored metadata, of its count's stamp: ``{"with":
@@ -260,9 +261,12 @@ class MemoryLike(Protocol):
         filters: Filter | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
         **scope: Unpack[ScopeIds],
-    ) -> Sequence[MemoryRecord]:
-        """Memories in a scope matching ``filters``, newest first, from ``offset`` on."""
+    ) -> MemoryPage:
+        """Memories in a scope matching ``filters``, newest first, after the key ``after``
+        (the ``next_after`` of the page before) or from ``offset`` on: a list with
+        ``next_after``, None at the end."""
         ...
 
 
