@@ -31,8 +31,14 @@ import pytest
 from mcp.client.session import ClientSession
 
 from cli_support import keyed_server, logged_server, run_cli
+from contextos.errors import NotFound
+from contextos.memory import Memory
 from contextos.server.keys import KeyStore
-from contextos.server.schemas import MAX_PAGE_BYTES
+from contextos.server.ops import HISTORY_BATCH, event_bytes, history_page
+from contextos.server.schemas import MAX_PAGE_BYTES, HistoryPageIn
+from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
+from contextos.types import HistoryEvent
 from mcp_support import error_text, payload, stdio_call
 
 pytestmark = pytest.mark.timeout(300)
@@ -243,3 +249,69 @@ def test_a_deletes_expected_text_reaches_the_access_log_as_its_length(tmp_path: 
     assert f"{mid}?expected_text=<24 chars> " in lines[0]
     assert f"{mid}?expected%5Ftext=<19 chars>&purge=true " in lines[1]
     assert f"{mid}?purge=true&expected_text=<{len(secret)} chars> " in lines[2]
+
+
+class _CountingHistory:
+    """A real SQLite store that counts the bytes of the history events it reads (at the
+    Store seam): what a history page holds in memory while it is cut."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.read_bytes = 0
+
+    def history(self, tenant: str, memory_id: str, **page: Any) -> list[HistoryEvent]:
+        events: list[HistoryEvent] = self._store.history(tenant, memory_id, **page)
+        self.read_bytes += sum(event_bytes(e) for e in events)
+        return events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def _walk(mem: Memory, memory_id: str, limit: int) -> list[list[HistoryEvent]]:
+    pages: list[list[HistoryEvent]] = []
+    after = -1
+    while True:
+        page, nxt = history_page(mem, memory_id, HistoryPageIn(after_seq=after, limit=limit))
+        pages.append(page)
+        if nxt is None:
+            return pages
+        assert nxt == after + len(page) and len(pages) < 100
+        after = nxt
+
+
+def test_a_history_page_reads_about_a_page_not_the_whole_history(tmp_path: Path) -> None:
+    # The page was cut from every event read whole: 60 updates of a 100,000-character
+    # memory are 36 MB read (and held) to answer 4 MiB. It reads in small batches now.
+    store = _CountingHistory(SQLiteStore(tmp_path / "m.db"))
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as mem:
+        mid = mem.add(big_text(0), user_id="big")[0].id
+        for version in range(1, 40):
+            mem.update(mid, text=big_text(version))
+        whole = sum(event_bytes(e) for e in mem.history(mid))
+        store.read_bytes = 0
+        page, nxt = history_page(mem, mid, HistoryPageIn(after_seq=-1, limit=100))
+        assert nxt == len(page) - 1 and 0 < len(page) < 40
+        largest = max(event_bytes(e) for e in page)
+        assert store.read_bytes <= MAX_PAGE_BYTES + HISTORY_BATCH * largest < whole / 2
+
+
+@pytest.mark.parametrize("limit", [1, 3, HISTORY_BATCH - 1, HISTORY_BATCH, HISTORY_BATCH + 1, 41])
+def test_history_pages_of_any_size_walk_every_event_once(tmp_path: Path, limit: int) -> None:
+    # Pages read in batches of HISTORY_BATCH: a page that ends on a batch's edge, or the
+    # history's, says whether more follow without an empty page at the end.
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as mem:
+        mid = mem.add("version 0", user_id="u")[0].id
+        for version in range(1, 40):  # 40 events: a multiple of neither 3 nor 41
+            mem.update(mid, text=f"version {version}")
+        pages = _walk(mem, mid, limit)
+        assert [e.new_text for p in pages for e in p] == [f"version {v}" for v in range(40)]
+        assert all(pages) and [len(p) for p in pages[:-1]] == [limit] * (len(pages) - 1)
+        assert mem.history(mid, offset=38) == mem.history(mid)[38:]
+        assert mem.history(mid, offset=5, limit=2) == mem.history(mid)[5:7]
+        assert mem.history(mid, offset=40) == []
+        with pytest.raises(NotFound):
+            mem.history("no-such-id", offset=3)
+        for bad in ({"offset": -1}, {"limit": 0}, {"offset": True}):
+            with pytest.raises(ValueError):
+                mem.history(mid, **bad)

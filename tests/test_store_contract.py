@@ -149,6 +149,21 @@ def test_update_logs_history_and_clears_vector(store: Store) -> None:
     ]
 
 
+def test_history_reads_a_page_by_event_number(store: Store) -> None:
+    # A server's history page reads a few events at a time, not the whole history.
+    r = rec("v0")
+    store.put([r])
+    for v in range(1, 6):
+        store.update("t1", r.id, Patch(text=f"v{v}"))
+    whole = store.history("t1", r.id)
+    assert [e.new_text for e in whole] == [f"v{v}" for v in range(6)]
+    assert store.history("t1", r.id, offset=2, limit=3) == whole[2:5]
+    assert store.history("t1", r.id, offset=4) == whole[4:]
+    assert store.history("t1", r.id, limit=1) == whole[:1]
+    assert store.history("t1", r.id, offset=6, limit=2) == []
+    assert store.history("t2", r.id, limit=2) == []
+
+
 def test_update_and_delete_unknown_or_foreign_raise_not_found(store: Store) -> None:
     r = rec("mine")
     store.put([r])

@@ -889,8 +889,7 @@ class Memory:
         ``next_after`` (or at ``offset + len(page)``)."""
         flt = self._filter(filters, user_id, agent_id, session_id, None, None, None)
         _check_limit(limit)
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise ValueError("offset must be a non-negative integer")
+        _check_offset(offset)
         if after is not None and not isinstance(after, str):
             raise TypeError(f"after must be a string (a next_after), not {type(after).__name__}")
         if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
@@ -922,26 +921,35 @@ class Memory:
         if order not in ("oldest", "newest"):
             raise ValueError(f"order must be 'oldest' or 'newest', not {order!r}")
         _check_limit(limit)
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise ValueError("offset must be a non-negative integer")
+        _check_offset(offset)
         scope = Scope(tenant=self.tenant, user_id=user_id, agent_id=agent_id)
         ids = self.store.sessions(scope)
         ordered = ids if order == "oldest" else ids[::-1]
         return list(ordered[offset : offset + limit])
 
-    def history(self, memory_id: str) -> list[HistoryEvent]:
+    def history(
+        self, memory_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> list[HistoryEvent]:
         """Every change to a memory, oldest first. Kept after ``delete``, texts and all;
         after ``delete(purge=True)`` the events stay without their texts (``None``);
         after ``forget`` they are gone.
+
+        ``offset``/``limit``: the events from number ``offset`` (the first is 0), at most
+        ``limit`` of them (None: all). A number is a stable key (a history only grows
+        at its end), so a long history is read page by page without holding it whole.
 
         Raises:
             NotFound: this tenant has no history of ``memory_id`` (an unknown id, one
                 of another tenant, or one erased), as ``get``, ``update`` and ``delete``
                 raise for an unknown id; it returned [] and the CLI, the server and
-                Python disagreed."""
+                Python disagreed.
+            ValueError: a negative ``offset``, or a ``limit`` out of 1..``MAX_LIMIT``."""
         _check_id(memory_id)
-        events = self.store.history(self.tenant, memory_id)
-        if not events:
+        _check_offset(offset)
+        if limit is not None:
+            _check_limit(limit)
+        events = self.store.history(self.tenant, memory_id, offset=offset, limit=limit)
+        if not events and (not offset or not self.store.history(self.tenant, memory_id, limit=1)):
             self.get(memory_id)  # NotFound, unless the memory exists with no events logged
         return events
 
@@ -1203,6 +1211,11 @@ def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
 def _check_limit(limit: object) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be an integer between 1 and {MAX_LIMIT}")
+
+
+def _check_offset(offset: object) -> None:
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError("offset must be a non-negative integer")
 
 
 #: Metadata key of a session turn added with its facts beside it (``add(facts=True)``

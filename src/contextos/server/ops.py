@@ -168,16 +168,30 @@ def history_page(
     Why pages: every event carries its old and new text whole, so a 100,000-character
     memory updated 60 times made a 36 MB answer, and eight such requests at once took
     a server from 227 to 468 MB (a review). A number is a stable key: a memory's
-    history only grows at its end, and leaves whole (``forget``). The answer is bounded,
-    the read not yet: ``Store.history`` reads every event, so a page is cut from them."""
+    history only grows at its end, and leaves whole (``forget``). The read is bounded
+    too: events are read :data:`HISTORY_BATCH` at a time until the page is full (the
+    whole history was read to cut a page from it, 36 MB for the one above)."""
     from .schemas import MAX_PAGE_BYTES
 
-    events = mem.history(memory_id)
     start = page.after_seq + 1
-    wanted = events[start : start + page.limit]
-    kept: list[HistoryEvent] = within_bytes([(e, event_bytes(e)) for e in wanted], MAX_PAGE_BYTES)
+    read: list[tuple[HistoryEvent, int]] = []
+    size, ahead = 0, []
+    while len(read) < page.limit and size <= MAX_PAGE_BYTES:
+        ahead = mem.history(memory_id, offset=start + len(read), limit=HISTORY_BATCH)
+        read += [(e, event_bytes(e)) for e in ahead]
+        size += sum(event_bytes(e) for e in ahead)
+        if len(ahead) < HISTORY_BATCH:
+            break
+    kept: list[HistoryEvent] = within_bytes(read[: page.limit], MAX_PAGE_BYTES)
     last = start + len(kept) - 1
-    return kept, last if kept and last + 1 < len(events) else None
+    more = len(read) > len(kept) or (
+        len(ahead) == HISTORY_BATCH and bool(mem.history(memory_id, offset=last + 1, limit=1))
+    )
+    return kept, last if kept and more else None
+
+
+#: Events a history page reads from the store at a time (see :func:`history_page`).
+HISTORY_BATCH = 8
 
 
 def event_bytes(event: HistoryEvent) -> int:

@@ -464,8 +464,11 @@ class Store(Protocol):
         """How many records match ``flt``."""
         ...
 
-    def history(self, tenant: str, memory_id: str) -> builtins.list[HistoryEvent]:
-        """Every change to a record, oldest first (kept after deletion)."""
+    def history(
+        self, tenant: str, memory_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> builtins.list[HistoryEvent]:
+        """The changes to a record, oldest first (kept after deletion): from event
+        number ``offset`` (the first is 0), at most ``limit`` (None: every one)."""
         ...
 
     def forget(self, scope: Scope) -> int:

@@ -1080,6 +1080,10 @@ def purge_remains(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str
     return texts
 
 
+#: The LIMIT of a read from an offset with no limit: both dialects take a number.
+_NO_LIMIT = 2**62
+
+
 def read_history(
     read: Callable[[str, Sequence[object]], Sequence[Any]],
     tenant: str,
@@ -1087,12 +1091,20 @@ def read_history(
     *,
     mark: str,
     time: Callable[[Any], datetime],
+    offset: int = 0,
+    limit: int | None = None,
 ) -> list[HistoryEvent]:
-    """The history of one memory, oldest first; ``read`` is the store's (sql, params) -> rows."""
+    """The history of one memory, oldest first, from event number ``offset`` (the first
+    is 0), at most ``limit`` events (None: all); ``read`` is the store's (sql, params)
+    -> rows. A number is a stable key: a memory's history only grows at its end."""
+    page, args = "", list[object]([tenant, memory_id])
+    if limit is not None or offset:
+        page = f" LIMIT {mark} OFFSET {mark}"
+        args += [limit if limit is not None else _NO_LIMIT, offset]
     rows = read(
         "SELECT memory_id, event, old_text, new_text, at, actor FROM history "
-        f"WHERE tenant = {mark} AND memory_id = {mark} ORDER BY seq",
-        (tenant, memory_id),
+        f"WHERE tenant = {mark} AND memory_id = {mark} ORDER BY seq{page}",
+        args,
     )
     return [HistoryEvent(r[0], r[1], r[2], r[3], time(r[4]), r[5]) for r in rows]
 

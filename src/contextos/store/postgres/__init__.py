@@ -596,8 +596,12 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
     @_absent_if_nul([], "tenant", "memory_id")
-    def history(self, tenant: str, memory_id: str) -> _Events:
-        return shared.read_history(self._read, tenant, memory_id, mark="%s", time=utc)
+    def history(
+        self, tenant: str, memory_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> _Events:
+        return shared.read_history(
+            self._read, tenant, memory_id, mark="%s", time=utc, offset=offset, limit=limit
+        )
 
     def forget(self, scope: Scope) -> int:
         return self._erase(shared.erasure_target(scope))

@@ -593,8 +593,12 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         where, params = filter_sql(flt, time.time())
         return int(self._read(f"SELECT count(*) FROM memories m WHERE {where}", params)[0][0])
 
-    def history(self, tenant: str, memory_id: str) -> builtins.list[HistoryEvent]:
-        return shared.read_history(self._read, tenant, memory_id, mark="?", time=from_epoch)
+    def history(
+        self, tenant: str, memory_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> builtins.list[HistoryEvent]:
+        return shared.read_history(
+            self._read, tenant, memory_id, mark="?", time=from_epoch, offset=offset, limit=limit
+        )
 
     def forget(self, scope: Scope) -> int:
         shared.erasure_target(scope)
