@@ -172,6 +172,51 @@ def test_numbers_and_choices_show_their_default_and_range(command: list[str], sh
     assert shown in " ".join(result.output.split())
 
 
+def _help(*command: str) -> str:
+    """``contextos COMMAND --help``, its whitespace folded, to look for a sentence."""
+    from click.testing import CliRunner
+
+    from contextos.cli.main import cli
+
+    result = CliRunner().invoke(cli, [*command, "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("command", "said", "not_said"),
+    [
+        (
+            "update",
+            "Write only while the memory's updated_at is still this one (ISO-8601, as "
+            "`get --json` shows it; else exit 3, nothing written).",
+            "as `get` shows it",
+        ),
+        (
+            "delete",
+            "Delete only while the memory's updated_at is still this one (ISO-8601, as "
+            "`get --json` shows it; else exit 3, nothing deleted).",
+            "nothing written",
+        ),
+        (
+            "delete",
+            "Delete only while the memory's text is still this one (else exit 3, nothing deleted).",
+            "Write only while",
+        ),
+        ("mcp", "env CONTEXTOS_EMBEDDER.", "(default minilm-int8; hash for tests)"),
+        ("serve", "env CONTEXTOS_EMBEDDER.", "(default minilm-int8; hash for tests)"),
+    ],
+)
+def test_help_says_what_an_option_reads_in_the_commands_words(
+    command: str, said: str, not_said: str
+) -> None:
+    """s41 docs review: ``--expected-updated-at`` pointed at ``get``, whose table shows no
+    ``updated_at`` (its ``when`` given there is exit 3), and ``delete``'s said "Write ...
+    nothing written"; ``mcp --embedder`` did not say the setting is read, as it is."""
+    shown = _help(command)
+    assert said in shown and not_said not in shown
+
+
 def test_a_benchmark_names_no_database_it_does_not_use(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

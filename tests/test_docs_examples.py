@@ -259,3 +259,62 @@ def test_the_api_reference_names_every_public_verb_and_parameter_of_memory() -> 
         if not re.search(pattern, page):
             missing.append(f"{shown}({', '.join(declared)})")
     assert missing == []
+
+
+# -- choices and printed output named in prose ------------------------------------------
+
+
+def _documented_choices() -> list[tuple[str, str, str, list[str]]]:
+    """Each ``contextos ... --flag a|b|c`` on one line of the docs (a heading, a code
+    span or a block): the place, the command's words, the flag and the values named."""
+    found = []
+    for path in DOCS:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for match in re.finditer(r"contextos ([^`\n]*)", line):
+                words = [w.strip("[]") for w in match.group(1).split()]
+                for flag, values in zip(words, words[1:], strict=False):
+                    if flag.startswith("--") and "|" in values:
+                        place = f"{path.name}:{number}"
+                        # A table cell escapes its pipes: `--memory default\|beside`.
+                        named = values.replace("\\|", "|").split("|")
+                        found.append((place, " ".join(words), flag, named))
+    return found
+
+
+def test_every_documented_choice_is_one_the_option_takes() -> None:
+    """``## `contextos bench locomo --memory default|turns|...``` named a mode renamed
+    long before (``beside``): the command answered "'turns' is not one of ..." (s41)."""
+    import click
+
+    from contextos.cli.main import cli
+
+    checked, wrong = 0, []
+    for place, words, flag, values in _documented_choices():
+        command: click.Command = cli
+        for word in words.split():
+            if not isinstance(command, click.Group):
+                break
+            sub = command.get_command(click.Context(command), word)
+            assert sub is not None, f"{place}: no such command: contextos {words}"
+            command = sub
+        [param] = [p for p in command.params if flag in getattr(p, "opts", [])]
+        if isinstance(param.type, click.Choice):
+            checked += 1
+            wrong += [f"{place}: {flag} {v}" for v in values if v not in param.type.choices]
+    assert wrong == []
+    assert checked >= 5  # the pattern still finds the docs' choice lists
+
+
+def test_the_agent_bench_prints_what_docs_agent_md_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/agent.md says its bench figures are deterministic; they are, but the block
+    went stale when the tools' texts changed (s41 docs review). Re-run the command and
+    paste its output into the block when this fails."""
+    from contextos.agent.bench import main
+
+    page = (REPO / "docs" / "agent.md").read_text(encoding="utf-8")
+    command = "$ python -m contextos.agent.bench --turns 30 --edits 5\n"
+    block = page.split(command, 1)[1].split("```", 1)[0]
+    assert main(["--turns", "30", "--edits", "5"]) == 0
+    assert capsys.readouterr().out == block

@@ -519,26 +519,30 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         if next_key is not None:  # on stderr: stdout stays the table or JSON a script reads
             err_console.print(_more_follow(next_key, offset + limit, after), highlight=False)
 
-    #: The preconditions of ``update`` and ``delete``: the memory as it was read.
-    expected_options = (
-        click.option(
-            "--expected-text",
-            help="Write only while the memory's text is still this one (else exit 3, "
-            "nothing written).",
-        ),
-        click.option(
-            "--expected-updated-at",
-            callback=_time_param,
-            help="Write only while the memory's updated_at is still this one (ISO-8601, "
-            "as `get` shows it; else exit 3, nothing written).",
-        ),
-    )
+    def expected_options(verb: str, outcome: str) -> tuple[Callable[[Any], Any], ...]:
+        """The preconditions of ``update`` and ``delete``: the memory as it was read,
+        in the command's own words (``delete``'s help said "Write ... nothing written")
+        and pointing at ``get --json``, the one place ``updated_at`` is shown (the ``get``
+        table's ``when`` is another date, and a user who passed it got exit 3)."""
+        return (
+            click.option(
+                "--expected-text",
+                help=f"{verb} only while the memory's text is still this one (else exit 3, "
+                f"{outcome}).",
+            ),
+            click.option(
+                "--expected-updated-at",
+                callback=_time_param,
+                help=f"{verb} only while the memory's updated_at is still this one "
+                f"(ISO-8601, as `get --json` shows it; else exit 3, {outcome}).",
+            ),
+        )
 
     @cli.command()
     @one_memory(
         click.option("--text", help="New text (- reads it from stdin, as add - does)."),
         click.option("--metadata", help="New metadata (JSON object)."),
-        *expected_options,
+        *expected_options("Write", "nothing written"),
     )
     def update(
         state: CliState,
@@ -580,7 +584,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             is_flag=True,
             help="Also remove the text from history and every copy (default: history keeps it).",
         ),
-        *expected_options,
+        *expected_options("Delete", "nothing deleted"),
     )
     def delete(
         state: CliState,

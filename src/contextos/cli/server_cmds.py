@@ -50,6 +50,13 @@ from .text import SafeText, shown
 if TYPE_CHECKING:
     from ..server.app import ServerConfig
 
+#: ``--embedder`` of ``serve`` and ``mcp``: both read the setting when it is not given
+#: (``mcp``'s help said only "default ...", so a set variable won unexplained).
+EMBEDDER_HELP = (
+    f"Embedder name ({DEFAULT_EMBEDDER}, minilm for float32, or hash for tests); "
+    "env CONTEXTOS_EMBEDDER."
+)
+
 ADMIN_KEY_HELP = (
     "Admin key for /v1/keys (manages keys, cannot read memories); "
     "env CONTEXTOS_ADMIN_KEY. Without it, keys are managed with `contextos keys`."
@@ -484,12 +491,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 @db_option
 @host_option("Interface to bind.")
 @number_option("--port", 8080, click.IntRange(0, 65535), "TCP port.")
-@click.option(
-    "--embedder",
-    default=None,
-    help=f"Embedder name ({DEFAULT_EMBEDDER}, minilm for float32, or hash for tests); "
-    "env CONTEXTOS_EMBEDDER.",
-)
+@click.option("--embedder", default=None, help=EMBEDDER_HELP)
 @click.option("--admin-key", envvar="CONTEXTOS_ADMIN_KEY", default=None, help=ADMIN_KEY_HELP)
 @limit_options()
 @number_option(
@@ -868,9 +870,7 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 )
 @host_option("HTTP: interface.")
 @number_option("--port", 8765, click.IntRange(1, 65535), "HTTP: port (endpoint /mcp).")
-@click.option(
-    "--embedder", default=None, help=f"Embedder name (default {DEFAULT_EMBEDDER}; hash for tests)."
-)
+@click.option("--embedder", default=None, help=EMBEDDER_HELP)
 @limit_options("HTTP: ")
 @shutdown_timeout_option
 @forwarded_allow_ips_option

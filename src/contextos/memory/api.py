@@ -1289,7 +1289,7 @@ def _kept_metadata(record: MemoryRecord, metadata: Mapping[str, Any]) -> Mapping
     is let through)."""
     old = record.metadata
     for key, (value, why) in _fixed_keys(record).items():
-        if key in metadata and not _same(metadata[key], value):
+        if key in metadata and (value is _ABSENT or not _same(metadata[key], value)):
             raise ValueError(f"metadata key {key!r} is reserved{why}; give your key another name")
     link = old.get(FACT_OF)
     kept = {k: old[k] for k in KEPT_KEYS if k in old and k not in metadata and _kept(record, k)}
@@ -1307,10 +1307,17 @@ def _kept(record: MemoryRecord, key: str) -> bool:
     return _is_session_turn(record) and record.metadata[key] is True
 
 
+#: :func:`_fixed_keys`' value of a library key ``record`` does not hold: any value
+#: given for it is refused. Not None: ``{"fact_of": None}`` was taken for "the same as
+#: stored" on a turn, which then stopped being one (nothing re-quoted it, and a
+#: redaction left its old text in the reply's context: a review).
+_ABSENT: Any = object()
+
+
 def _fixed_keys(record: MemoryRecord) -> dict[str, tuple[Any, str]]:
     """The metadata keys of ``record`` that only the library writes, each with its
-    value (None where the record has none: any value given is refused) and why, in
-    the words of ``add``'s refusal of them.
+    value (:data:`_ABSENT` where the record has none: any value given is refused, as
+    ``add`` refuses it) and why, in the words of ``add``'s refusal of them.
 
     Why: ``update(turn, metadata={"seq": 0, "role": "tool"})`` (metadata copied from
     another turn in an editor) was written as given, where ``add`` refuses both; the
@@ -1318,7 +1325,7 @@ def _fixed_keys(record: MemoryRecord) -> dict[str, tuple[Any, str]]:
     review). ``add`` refuses these keys; so does an update that changes one."""
     old = record.metadata
     fixed: dict[str, tuple[Any, str]] = {
-        FACT_OF: (old.get(FACT_OF), ": it marks a fact stored beside a turn"),
+        FACT_OF: (old.get(FACT_OF, _ABSENT), ": it marks a fact stored beside a turn"),
         UTC_OFFSET: (
             old.get(UTC_OFFSET, 0),
             ": the library keeps there the zone event_time was given in, in minutes east of UTC",
@@ -1328,11 +1335,11 @@ def _fixed_keys(record: MemoryRecord) -> dict[str, tuple[Any, str]]:
         fixed["role"] = (old["role"], ": the library stores who said each memory there")
     if record.scope.session_id is not None:
         fixed["seq"] = (
-            old.get("seq"),
+            old.get("seq", _ABSENT),
             " in a session: the library numbers the session's turns there",
         )
         fixed[TURN_FACTS] = (
-            old.get(TURN_FACTS),
+            old.get(TURN_FACTS, _ABSENT),
             " in a session: the library marks a turn stored with its facts (add(facts=True)) there",
         )
     return fixed
