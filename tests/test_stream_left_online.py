@@ -418,13 +418,13 @@ def test_a_script_that_exits_without_flush_keeps_the_question_and_the_fragment(
 
 
 _FORKING = """
-import atexit, os, sys
+import atexit, gc, os, sys
 import anthropic
 from contextos.memory import Memory
 from contextos.providers import wrap
 from contextos.testing.embedders import HashEmbedder
 
-url, db, billing = sys.argv[1:4]
+url, db, billing, how = sys.argv[1:5]
 parent = os.getpid()
 
 
@@ -433,43 +433,131 @@ def on_call(record):  # the app's usage meter
         f.write(f"{'parent' if os.getpid() == parent else 'child'} {record.usage.input_tokens}\\n")
 
 
-sdk = anthropic.Anthropic(base_url=url, api_key="t", max_retries=0)
-with Memory(db, embedder=HashEmbedder(), background_embedding=False) as mem:
-    client = wrap(sdk, memory=mem, session="s", user_id="ana", on_call=on_call)
-    stream = client.messages.create(
+def ask(client):
+    return client.messages.create(
         model="claude-sonnet-4", max_tokens=64, stream=True,
         messages=[{"role": "user", "content": "Tell me a story"}],
     )
+
+
+sdk = anthropic.Anthropic(base_url=url, api_key="t", max_retries=0)
+with Memory(db, embedder=HashEmbedder(), background_embedding=False) as mem:
+    client = wrap(sdk, memory=mem, session="s", user_id="ana", on_call=on_call)
+    plain = wrap(sdk, on_call=on_call)  # no memory: the child may use it
+    stream = ask(client)
     events = iter(stream)
     for _ in range(3):
         next(events)
     if os.fork() == 0:
-        atexit._run_exitfuncs()  # the child's normal exit
-        os._exit(0)
+        mine = iter(ask(plain))  # the child's own stream, left half read
+        for _ in range(3):
+            next(mine)
+        if how == "flush":
+            client.flush()  # must not report the parent's stream
+            plain.flush()  # reports the child's own
+            os._exit(0)
+        if how == "os_exit":
+            os._exit(0)
+        if how == "atexit":
+            atexit._run_exitfuncs()
+            os._exit(0)
+        if how == "drop":  # the child drops the parent's stream: the reporter has it
+            del stream, events
+            gc.collect()
+        sys.exit(0)  # a child's ordinary exit: unwinds the with block, closes the Memory
     os.wait()
     for _ in events:
         pass
     client.flush()
 """
 
+#: What the app's usage meter holds once the parent is done: the parent's call once, and
+#: the child's own half-read stream (input tokens 7) wherever the child's exit settles it.
+FORK_BILLING = {
+    "atexit": ["child 7", "parent 10"],
+    "sys_exit": ["child 7", "parent 10"],
+    "drop": ["child 7", "parent 10"],
+    "flush": ["child 7", "parent 10"],
+    "os_exit": ["parent 10"],
+}
 
+
+@pytest.mark.parametrize("how", list(FORK_BILLING))
 @pytest.mark.parametrize("provider", ["anthropic"], indirect=True)
 def test_a_forked_child_leaves_the_parents_open_stream_to_the_parent(
-    provider: str, fake: Any, tmp_path: Path
+    provider: str, how: str, fake: Any, tmp_path: Path
 ) -> None:
-    """A child forked while the parent read a stream recorded that stream at its exit:
-    the app's on_call ran twice, the parent's input tokens counted twice (a review)."""
+    """A child forked while the parent read a stream recorded that stream at its exit,
+    at ``sys.exit()`` inside ``with Memory(...)`` (the Memory's close settles its
+    streams), at ``flush()`` (its main thread looks like the parent's forking one), or
+    once it dropped it: the app's on_call ran twice, the parent's input tokens counted
+    twice, and the child tried to commit into a store it cannot use (two reviews). The
+    stream the child itself opens, with a client wrapped before the fork, is still
+    settled at its exit (or its flush)."""
     _enqueue_long(provider, fake)
+    fake.enqueue_reply(LONG, AnthropicUsage(7, 40), stream=True)  # the child's stream
     billing = tmp_path / "billing.log"
     child = subprocess.run(
-        [sys.executable, "-c", _FORKING, fake.base_url, str(tmp_path / "m.db"), str(billing)],
+        [sys.executable, "-c", _FORKING, fake.base_url, str(tmp_path / "m.db"), str(billing), how],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert child.returncode == 0, child.stderr
-    assert billing.read_text().split("\n")[:-1] == ["parent 10"]  # _enqueue_long's usage
+    assert "Error" not in child.stderr, child.stderr  # the child committed nothing
+    assert billing.read_text().split("\n")[:-1] == FORK_BILLING[how]
+
+
+_FORKED_IDLE = """
+import atexit, os, sys, threading
+import anthropic
+from contextos.providers import wrap
+
+url, seen = sys.argv[1:3]
+parent = os.getpid()
+
+
+@atexit.register  # registered first: runs after the wrapper's exit hook
+def threads_at_exit():
+    if os.getpid() != parent:
+        with open(seen, "w") as f:
+            f.write(" ".join(t.name for t in threading.enumerate()))
+
+
+client = wrap(anthropic.Anthropic(base_url=url, api_key="t", max_retries=0))
+stream = client.messages.create(
+    model="claude-sonnet-4", max_tokens=64, stream=True,
+    messages=[{"role": "user", "content": "Tell me a story"}],
+)
+events = iter(stream)
+next(events)
+if os.fork() == 0:
+    sys.exit(0)  # opened no stream of its own
+os.wait()
+for _ in events:
+    pass
+"""
+
+
+@pytest.mark.parametrize("provider", ["anthropic"], indirect=True)
+def test_a_forked_child_with_no_stream_of_its_own_starts_no_thread_at_exit(
+    provider: str, fake: Any, tmp_path: Path
+) -> None:
+    """A child that opened no stream has nothing to settle at its exit: it starts no
+    reporter thread there (Python 3.12 refuses one, and printed a traceback for every
+    such child, a gunicorn worker with a client wrapped at import)."""
+    _enqueue_long(provider, fake)
+    seen = tmp_path / "threads.txt"
+    child = subprocess.run(
+        [sys.executable, "-c", _FORKED_IDLE, fake.base_url, str(seen)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert child.returncode == 0, child.stderr
+    assert seen.read_text().split() == ["MainThread"]
 
 
 # -- streamed tool calls, however the server indexes them -----------------------------------

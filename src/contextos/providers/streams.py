@@ -451,6 +451,28 @@ class OpenStreams:
         """True while a stream waits in the queue for :meth:`drain`."""
         return bool(self._abandoned)
 
+    @property
+    def pending(self) -> bool:
+        """True while any stream is open or waits in the queue (:meth:`settle` has work)."""
+        return bool(self._open or self._abandoned)
+
+    def forget_after_fork(self) -> None:
+        """In a fork's child: drop the streams the parent had open or queued, its
+        reporter's failure and its lock (another of its threads may have held it).
+
+        Why: those streams are the parent's to record. The child kept them, so its
+        ``Memory.close()`` (a ``sys.exit()`` inside ``with Memory(...)``), its
+        ``flush()`` (its main thread has the forking thread's ident and context) and its
+        exit reported them again: the app's ``on_call`` billed the parent's call twice,
+        and the child committed into a store it cannot use (a review). A parent's
+        stream the child reads, closes or drops is then not here: it reports nothing.
+        The set itself stays tracked, so a stream the child opens with a client wrapped
+        before the fork is still settled at the child's exit."""
+        self._lock = threading.Lock()
+        self._open.clear()
+        self._abandoned.clear()
+        self._failed = None
+
     def drain(self) -> None:
         """Report the streams the garbage collector (or a close) abandoned, oldest first,
         or wait for the reporter's report of those it took first; then raise the
@@ -640,9 +662,9 @@ def _settle_at_exit() -> None:
 
     Why: a script that exits (or is stopped by an uncaught Ctrl-C) while holding a
     stream it left, or right after dropping one, lost its reply and its question."""
-    if not _LIVE_STREAMS:
-        return
-    _REPORTER.start()  # a fork's child has none running yet
+    if not any(streams.pending for streams in list(_LIVE_STREAMS)):
+        return  # nothing to settle: start no thread (Python 3.12 refuses one at exit)
+    _REPORTER.start()  # a stream's track() started it; kept in case
 
     def settle_all() -> None:
         for streams in list(_LIVE_STREAMS):
@@ -655,13 +677,15 @@ def _settle_at_exit() -> None:
 
 def _reporter_after_fork() -> None:
     """A fork's child has no reporter thread (only the forking one is copied), and its
-    lock may have been held: a new one, started by the child's first stream. What the
-    parent had queued is still in each client's own queue (:meth:`OpenStreams.drain`)."""
+    lock may have been held: a new one, started by the child's first stream. Each
+    client's streams forget the parent's (:meth:`OpenStreams.forget_after_fork`): the
+    child never reports a stream the parent opened, however it ends (``flush()``,
+    ``Memory.close()``, its exit); they stay in :data:`_LIVE_STREAMS`, so the streams
+    the child opens itself are settled at its exit."""
     global _REPORTER
     _REPORTER = _Reporter()
-    # The parent's open streams are the parent's to record: a child that exited settled
-    # them too, and the app's on_call counted the parent's input tokens twice (a review).
-    _LIVE_STREAMS.clear()
+    for streams in list(_LIVE_STREAMS):
+        streams.forget_after_fork()
 
 
 os.register_at_fork(after_in_child=_reporter_after_fork)
