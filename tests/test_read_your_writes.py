@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from contextos.embed import Vectors
+from contextos.embed import Vectors, normalize
 from contextos.memory import Memory
 from contextos.memory.retrieval import FACT_RETRIEVAL, RetrievalConfig
+from contextos.memory.turn_vectors import embed_records
 from contextos.testing.embedders import FailingEmbedder, HashEmbedder
 from pg_support import memory_on
 
@@ -203,3 +204,54 @@ def test_a_record_the_embedder_refuses_costs_no_other_its_floor_cosine(
             embedder.release()
         assert near.id in [h.record.id for h in hits]
         assert refused.id not in [h.record.id for h in hits]  # no cosine: dropped by the floor
+
+
+def _floor_cosine(m: Memory, embedder: HashEmbedder, record_id: str, query: str) -> float:
+    """The query's cosine with the vector the worker stores for the memory as it is now."""
+    record = m.get(record_id)
+    assert record is not None
+    vector = normalize(embed_records(embedder.embed, [record]))[0]
+    return float(vector @ embedder.embed([query])[0])
+
+
+@BOTH
+def test_a_vector_a_floor_search_made_is_not_used_once_its_memory_changes(
+    kind: str, tmp_path: Path
+) -> None:
+    """A floor search keeps the vector it made for a memory still waiting for its own
+    (``turn_vectors.KEPT``), found again by the memory as stored, not by its extracted
+    facts (review s41: that extraction cost seconds per search). An edit of its text,
+    then of its speaker, while it still waits: each later search, and the worker, use
+    the vector of the memory as edited, never the one kept before."""
+    embedder = HeldBatches()
+    with open_memory(kind, tmp_path, embedder=embedder) as m:
+        embedder.hold()
+        try:
+            turn = m.add(
+                {"role": "user", "name": "Ana", "content": "zebra99x"},
+                user_id="ana",
+                session_id="s1",
+            )[0]
+
+            def judged() -> list[tuple[str, float | None]]:
+                hits = m.search("zebra99x", user_id="ana", min_score=-1.0)
+                return [(h.record.id, h.relevance) for h in hits]
+
+            first = judged()  # made and kept
+            again = judged()  # found kept
+            m.update(turn.id, "the ledger lists zebra99x among invoices receipts and taxes")
+            edited, edited_cosine = judged(), _floor_cosine(m, embedder, turn.id, "zebra99x")
+            renamed_meta = {**(m.get(turn.id) or turn).metadata, "speaker": "Zebra99x"}
+            m.update(turn.id, metadata=renamed_meta)
+            renamed, renamed_cosine = judged(), _floor_cosine(m, embedder, turn.id, "zebra99x")
+            assert m.embedding_status().pending == 1
+        finally:
+            embedder.release()
+        assert m.flush(timeout=30)
+        stored = judged()
+    assert first == again and first[0][1] == pytest.approx(1 / 2**0.5, abs=1e-5)
+    assert edited_cosine < 0.5 < renamed_cosine  # each edit moved the vector
+    assert [hit for hit, _ in edited + renamed + stored] == [turn.id] * 3
+    assert edited[0][1] == pytest.approx(edited_cosine, abs=1e-5)
+    assert renamed[0][1] == pytest.approx(renamed_cosine, abs=1e-5)
+    assert stored[0][1] == pytest.approx(renamed_cosine, abs=1e-5)

@@ -17,7 +17,9 @@ files, the shipped HashEmbedder.
 
 from __future__ import annotations
 
+import cProfile
 import json
+import pstats
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -39,7 +41,9 @@ from mcp.client.session import ClientSession  # noqa: E402
 
 from contextos.embed import Embedder, Vectors, normalize  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
-from contextos.memory.retrieval import UNEMBEDDED_TEXTS  # noqa: E402
+from contextos.memory.expansion import MAX_TURN_FACTS  # noqa: E402
+from contextos.memory.retrieval import UNEMBEDDED_ROWS, UNEMBEDDED_TEXTS  # noqa: E402
+from contextos.memory.turn_vectors import embedding_inputs  # noqa: E402
 from contextos.server.app import ServerConfig, close_app, create_app  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.server.ratelimit import RateLimit  # noqa: E402
@@ -187,6 +191,54 @@ def test_one_search_embeds_at_most_its_bound_and_the_next_one_goes_on(tmp_path: 
     # Each search's query, the first two searches' one batch each (64, then 16 texts);
     # the third embeds no memory again.
     assert embedded == 2 + 2 + 1
+
+
+PLACES = ("Paris", "the park", "a support group", "the beach", "Rome", "the museum")
+
+
+def _long_turn(n: int) -> dict[str, str]:
+    """A turn of 30 sentences, each a fact the offline extractor takes (12 are embedded
+    with it), all holding the query's word."""
+    said = " ".join(
+        f"Ana went to {PLACES[k % len(PLACES)]} yesterday and saw zebra99x painting {n}-{k}."
+        for k in range(30)
+    )
+    return {"role": "user", "name": "Ana", "content": said}
+
+
+def _calls(profile: cProfile.Profile, function: str) -> int:
+    """How many times ``function`` (a name) ran in the thread ``profile`` watched."""
+    stats: dict[tuple[str, int, str], tuple[Any, ...]]
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]  # undocumented, stable
+    return sum(int(row[1]) for (_, _, name), row in stats.items() if name == function)
+
+
+def test_a_floor_judges_16_pending_turns_and_extracts_only_their_facts(tmp_path: Path) -> None:
+    """A floor search over a backlog of long turns ran the fact extractor over every
+    pending keyword hit to look up the vectors it had kept (seconds per search), then
+    judged only the 4-7 turns whose texts fit ``UNEMBEDDED_TEXTS``, where 16 were judged
+    before: 10 hits became 5-7 (review s41). It now extracts the facts of the turns it
+    embeds alone, at least ``UNEMBEDDED_ROWS`` of them, and the next search finds those
+    kept and embeds the next ones."""
+    embedder = HeldBatches()
+    with Memory(tmp_path / "m.db", embedder=embedder) as m:
+        embedder.hold()
+        try:
+            turns = m.add([_long_turn(n) for n in range(40)], user_id="ana", session_id="s1")
+            assert m.embedding_status().pending == 40
+            assert min(len(embedding_inputs(t)) for t in turns) == 1 + MAX_TURN_FACTS
+            order = [h.record.id for h in m.search("zebra99x", user_id="ana", limit=100)]
+            search = partial(m.search, "zebra99x", user_id="ana", min_score=-1.0, limit=100)
+            first_profile, second_profile = cProfile.Profile(), cProfile.Profile()
+            first = first_profile.runcall(search)
+            second = second_profile.runcall(search)
+        finally:
+            embedder.release()
+    assert len(order) == 40
+    assert [h.record.id for h in first] == order[:UNEMBEDDED_ROWS]  # the best first
+    assert len(second) == 2 * UNEMBEDDED_ROWS
+    assert _calls(first_profile, "facts_to_embed") == UNEMBEDDED_ROWS  # was 40
+    assert _calls(second_profile, "facts_to_embed") == UNEMBEDDED_ROWS  # the next 16
 
 
 def test_http_and_mcp_take_only_numbers_as_a_floor(tmp_path: Path) -> None:

@@ -143,18 +143,26 @@ class Candidate(NamedTuple):
     cosine: float | None = None
 
 
-#: At most this many texts are embedded by one search with ``min_score`` for the keyword
-#: hits still waiting for their vectors (``HybridRetriever._pending_vectors``), best hit
-#: first: a plain memory is one text, a conversation turn one plus its facts (3.3 on
-#: average on LoCoMo's turns, at most 1 + ``MAX_TURN_FACTS``). Why 64: the worker's
-#: batch (``embed_batch_size``), so a backlog of one batch of plain memories is judged
-#: whole, and about 20 turns; it costs a search what the former bound of 16 rows cost
-#: on turns (0.1-0.6 s on this project's busy 2-core machine: /work/notes/s40/relevance).
+#: Past its first ``UNEMBEDDED_ROWS`` hits, at most this many texts in all are embedded
+#: by one search with ``min_score`` for the keyword hits still waiting for their vectors
+#: (``HybridRetriever._pending_vectors``), best hit first: a plain memory is one text, a
+#: conversation turn one plus its facts (3.3 on average on LoCoMo's turns, at most 1 +
+#: ``MAX_TURN_FACTS``). Why 64: the worker's batch (``embed_batch_size``), so a backlog
+#: of one batch of plain memories is judged whole.
 #: Each vector made is kept (``turn_vectors.KEPT``): the next search judges those hits
-#: at no cost and embeds the next 64 texts, and the worker stores them as they are.
+#: at no cost and embeds the next ones, and the worker stores them as they are.
 #: A hit beyond the bound has no cosine yet, and a floor leaves it out until a later
 #: search or the worker makes its vector.
 UNEMBEDDED_TEXTS = 64
+
+#: However many texts they take, the best this many keyword hits waiting for their
+#: vectors are embedded by a search with ``min_score`` (then more, up to
+#: ``UNEMBEDDED_TEXTS`` texts). Why: a fact-rich turn is 1 + 12 texts, and 64 texts alone
+#: judged 4-7 such turns where 16 were judged before, so a floor dropped pending turns it
+#: used to keep (a review: 10 hits became 5-7). 16 rows cost what they cost then, at most
+#: 16 x 13 texts (0.1-0.6 s for turns on this project's busy 2-core machine:
+#: /work/notes/s40/relevance; 16 turns of 20,000 characters, ~4 s, as before).
+UNEMBEDDED_ROWS = 16
 
 #: How many of the best keyword hits are read while the query's embedding runs
 #: (``HybridRetriever._fetch_while_embedding``), in store calls of ``EARLY_FETCH_CHUNK``
@@ -496,8 +504,11 @@ class HybridRetriever:
         added a moment before was dropped by any floor (``add`` promises it is
         searchable when it returns). Only a search with a floor pays for this: pending
         rows exist between an ``add`` and the worker's next batch. Bounded by
-        ``UNEMBEDDED_TEXTS``: with 16 rows, a memory just added behind a bulk import
-        was dropped by the floor though its cosine passed (a review). A row the
+        ``UNEMBEDDED_ROWS`` and ``UNEMBEDDED_TEXTS``: with 16 rows alone, a memory just
+        added behind a bulk import of plain memories was dropped by the floor though
+        its cosine passed; with 64 texts alone, a backlog of fact-rich turns was judged
+        4-7 turns deep (two reviews). Every pending hit is read (a vector a search kept
+        is found from the record, at no cost), only the bounded ones embedded. A row the
         embedder refuses (quarantined) keeps no cosine, and the floor's rule for hits
         without one; it does not cost the others theirs (``_pending_vectors``)."""
         wanted = [c.id for c in fused if c.id in unembedded]
@@ -517,31 +528,41 @@ class HybridRetriever:
         """The vectors the worker will store for ``records`` (waiting for theirs, best
         hit first): those a search kept (``turn_vectors.KEPT``), then the others',
         made by the worker's recipe (``turn_vectors.embed_inputs``) in one ``embed``
-        call of at most ``UNEMBEDDED_TEXTS`` texts, and kept. When that call fails, each
-        record is embedded alone, as the worker does: one the embedder refuses gets no
-        vector and costs the others nothing."""
+        call, and kept: the best ``UNEMBEDDED_ROWS`` records', then more up to
+        ``UNEMBEDDED_TEXTS`` texts. A record's texts are made (its facts extracted) only
+        when it is to be embedded: making them for every pending hit cost seconds over a
+        backlog of long turns (a review). When that call fails, each record is embedded
+        alone, as the worker does: one the embedder refuses gets no vector and costs the
+        others nothing."""
         key = embedder_key(self.embedder)
         vectors: dict[str, Vectors] = {}
         todo: list[tuple[MemoryRecord, tuple[str, ...]]] = []
         texts, full = 0, False
         for record in records:
-            inputs = embedding_inputs(record)
-            vector = kept(key, record, inputs)
+            vector = kept(key, record)
             if vector is not None:
                 vectors[record.id] = vector
                 continue
-            full = full or texts + len(inputs) > UNEMBEDDED_TEXTS  # no worse hit after
-            if not full:
-                todo.append((record, inputs))
-                texts += len(inputs)
+            if full:
+                continue  # a worse hit is not embedded; it may still have a kept vector
+            more = len(todo) >= UNEMBEDDED_ROWS
+            if more and texts >= UNEMBEDDED_TEXTS:
+                full = True  # no record's texts are made to learn that none fits
+                continue
+            inputs = embedding_inputs(record)
+            if more and texts + len(inputs) > UNEMBEDDED_TEXTS:
+                full = True
+                continue
+            todo.append((record, inputs))
+            texts += len(inputs)
         embed = functools.partial(_checked_embed, self.embedder)
         for batch in _batch_then_each(todo):
             try:
                 found = embed_inputs(embed, [inputs for _, inputs in batch])
             except Exception:  # an embedder that fails here fails in the worker too
                 continue
-            for (record, inputs), vector in zip(batch, found, strict=True):
-                keep(key, record, inputs, vector)
+            for (record, _), vector in zip(batch, found, strict=True):
+                keep(key, record, vector)
                 vectors[record.id] = vector
             if len(batch) == len(todo):
                 break

@@ -37,6 +37,7 @@ the turn (0.820), the facts embedded as one text (0.815), or only the first k al
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -67,8 +68,10 @@ def facts_of_turn(record: MemoryRecord) -> list[MemoryRecord]:
 def embedding_inputs(record: MemoryRecord) -> tuple[str, ...]:
     """The texts embedded for ``record``: its ``embedding_text`` (a turn's facts
     appended), then each of its facts' own (none for a record that is no turn with
-    facts). Its stored vector is a function of these alone (``embed_inputs``), so they
-    are also what a kept vector is found by (``KEPT``)."""
+    facts). Its stored vector is a function of these alone (``embed_inputs``). Making
+    them runs the fact extractor over a turn's whole text (about 40 ms for 3,000
+    characters in a review's profile), so they are made only for a record about to be
+    embedded."""
     facts = facts_of_turn(record)
     main = embedding_text(record, facts=[f.text for f in facts])
     return (main, *(embedding_text(f) for f in facts))
@@ -131,18 +134,17 @@ KEPT_SIZE = 4096
 #: it gets once stored (embedded again, in another batch, the int8 graph's vector moved
 #: by up to 0.009).
 #:
-#: Keyed by the digest of the record's ``embedding_inputs`` (so an edited record, whose
-#: texts differ, never finds its old vector), with its tenant and id (one process may
-#: serve every tenant and open several stores: a vector shared by text alone made one
-#: tenant's search faster because another's had the same text pending, a timing signal
-#: between them, and let a worker whose embedder was down store a vector another store's
-#: search had made) and the embedder's ``model_id`` and ``dimensions``
-#: (``embedder_key``). Values are vectors, no text.
+#: Keyed by the digest of the record as stored (``_version``: its text, metadata, scope
+#: and times), so an edited record never finds its old vector, with its tenant and id
+#: (one process may serve every tenant and open several stores: a vector shared by text
+#: alone made one tenant's search faster because another's had the same text pending, a
+#: timing signal between them, and let a worker whose embedder was down store a vector
+#: another store's search had made) and the embedder's ``model_id`` and ``dimensions``
+#: (``embedder_key``). Values are vectors, no text. Why not the digest of its
+#: ``embedding_inputs``, as before: finding a kept vector then ran the fact extractor
+#: over the record's whole text, and a search looked up every pending keyword hit, so
+#: it cost seconds over a backlog of long turns (4 of 4.2 s in a review's profile).
 KEPT: TextCache[Vectors] = TextCache(KEPT_SIZE)
-
-#: What separates a record's texts in its ``KEPT`` key: a control character, so two
-#: different lists of texts join into one key only if a text holds it.
-_SEPARATOR = "\x1f"
 
 
 def embedder_key(embedder: Embedder) -> tuple[str, int]:
@@ -150,36 +152,44 @@ def embedder_key(embedder: Embedder) -> tuple[str, int]:
     return (embedder.model_id, embedder.dimensions)
 
 
-def kept(embedder: tuple[str, int], record: MemoryRecord, inputs: Sequence[str]) -> Vectors | None:
-    """The vector kept for ``record`` while its ``embedding_inputs`` are ``inputs`` (a
-    row of ``embed_inputs``), or None."""
-    return KEPT.peek(_SEPARATOR.join(inputs), (record.tenant, record.id, *embedder))
+def _version(record: MemoryRecord) -> str:
+    """What ``KEPT`` tells one version of ``record`` from another by: the record as
+    stored (``to_dict``: text, metadata, scope and times, ``updated_at`` among them), of
+    which its ``embedding_inputs`` are a function, with no fact extracted (a JSON dump
+    and a hash: microseconds per 1,000 characters). Not ``updated_at`` alone: a
+    migration rewrites metadata without moving it (``fact_of``, which decides whether
+    facts are appended), and two writers' clocks need not agree. Its ``context`` is left
+    out: it is not embedded, and a re-quote rewrites it."""
+    return json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False, default=str)
 
 
-def keep(
-    embedder: tuple[str, int], record: MemoryRecord, inputs: Sequence[str], vector: Vectors
-) -> None:
-    """Keep ``vector`` (a row of ``embed_inputs``) of ``record`` for later searches and
-    the worker."""
-    KEPT.put(_SEPARATOR.join(inputs), (record.tenant, record.id, *embedder), vector.copy())
+def kept(embedder: tuple[str, int], record: MemoryRecord) -> Vectors | None:
+    """The vector kept for ``record`` as it is now (a row of ``embed_inputs``), or None."""
+    return KEPT.peek(_version(record), (record.tenant, record.id, *embedder))
+
+
+def keep(embedder: tuple[str, int], record: MemoryRecord, vector: Vectors) -> None:
+    """Keep ``vector`` (a row of ``embed_inputs``) of ``record`` as it is now, for later
+    searches and the worker."""
+    KEPT.put(_version(record), (record.tenant, record.id, *embedder), vector.copy())
 
 
 def kept_or_embedded(
     embed: Callable[[Sequence[str]], Vectors], embedder: Embedder, records: Sequence[MemoryRecord]
 ) -> Vectors:
     """``embed_records(embed, records)``, taking each vector a search kept (``KEPT``) and
-    embedding only the other records, in one call (none when all were kept)."""
-    inputs = [embedding_inputs(r) for r in records]
+    embedding only the other records, in one call (none when all were kept); a kept
+    record's facts are not extracted again."""
     key = embedder_key(embedder)
-    found = [kept(key, r, texts) for r, texts in zip(records, inputs, strict=True)]
+    found = [kept(key, r) for r in records]
     some = next((vector for vector in found if vector is not None), None)
     if some is None:
-        return embed_inputs(embed, inputs)
+        return embed_records(embed, records)
     out = np.zeros((len(records), some.shape[-1]), dtype=np.float32)
     for i, vector in enumerate(found):
         if vector is not None:
             out[i] = vector
     missing = [i for i, vector in enumerate(found) if vector is None]
     if missing:
-        out[missing] = embed_inputs(embed, [inputs[i] for i in missing])
+        out[missing] = embed_records(embed, [records[i] for i in missing])
     return out
