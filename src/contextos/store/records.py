@@ -1112,6 +1112,20 @@ def read_history(
 # -- erasure -------------------------------------------------------------------
 
 
+#: A condition on a row of ``history``: no memory of it is there (any more). An
+#: erasure deletes the history of the memories it deleted, and of those deleted
+#: earlier, never of a live one. Why: on PostgreSQL (READ COMMITTED) each statement of
+#: the erasure reads the tables as they are when it starts; an add (memory and ADD
+#: event, one transaction) that committed after the DELETE of the memories read them
+#: and before the DELETE of the history did kept its memory and lost its history, a
+#: live memory with no audit trail (review s41). Its memory stays and comes after the
+#: erasure, so its history stays too.
+OF_NO_MEMORY = (
+    "NOT EXISTS (SELECT 1 FROM memories m "
+    "WHERE m.tenant = history.tenant AND m.id = history.memory_id)"
+)
+
+
 @dataclass(frozen=True)
 class ErasedRows:
     """What one ``forget`` removes, as WHERE clauses with their parameters, in one
@@ -1139,7 +1153,8 @@ class ErasedRows:
         """The history rows erased with the records ``ids``: theirs; the whole history
         of every memory that a row of it places in ``sessions`` (for a user, of the
         memories naming no user there, as ``records`` reaches them); and for a user
-        every event naming them. Memories deleted earlier (their rows gone) included.
+        every event naming them. Memories deleted earlier (their rows gone) included;
+        a memory still there and not in ``ids`` (added while the erasure ran) left out.
 
         Why by session: the assistant's reply in a user's chat, deleted without a
         purge (a regenerated answer), names no user, and its history kept the user's
@@ -1159,7 +1174,11 @@ class ErasedRows:
         args += [t, self.sessions]
         # One arm an index range each (a WHERE of ORs read every history row of the
         # tenant: 220 ms at 250,000 rows, against 6 ms).
-        return f"tenant = {m} AND memory_id IN ({' UNION '.join(arms)})", tuple(args)
+        reached = f"tenant = {m} AND memory_id IN ({' UNION '.join(arms)})"
+        # Of those, the erased records' (still rows where a store reads this before it
+        # deletes them, as SQLite does) and of memories no longer there (OF_NO_MEMORY).
+        args.append(self.listed(ids))
+        return f"{reached} AND ({self.any_of('memory_id')} OR {OF_NO_MEMORY})", tuple(args)
 
 
 def erased_rows(

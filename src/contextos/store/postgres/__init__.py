@@ -611,7 +611,9 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         """Every row of ``tenant`` goes (records, and with them their vectors, queue
         and quarantine rows; history, turns, session metadata). The tenant's session
         logs are locked first, as ``forget`` locks a user's: an append under way
-        commits before the deletes, one after waits and then writes after them."""
+        commits before the deletes, one after waits and then writes after them. A
+        memory added after the DELETE of the records read them stays, and so does its
+        history (``shared.OF_NO_MEMORY``)."""
         with self._tx("forget_tenant") as cur:
             sessions = cur.execute(
                 "SELECT session_id FROM turns WHERE tenant = %s UNION "
@@ -620,7 +622,10 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             ).fetchall()
             lock_sessions(cur, tenant, [r[0] for r in sessions])
             gone = cur.execute("DELETE FROM memories WHERE tenant = %s", (tenant,)).rowcount
-            for table in ("history", "turns", "session_meta"):
+            cur.execute(
+                f"DELETE FROM history WHERE tenant = %s AND {shared.OF_NO_MEMORY}", (tenant,)
+            )
+            for table in ("turns", "session_meta"):
                 cur.execute(f"DELETE FROM {table} WHERE tenant = %s", (tenant,))
         return int(gone)
 
@@ -673,6 +678,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             ).fetchall()
             # The history goes too, and with it every text those memories had: a reply
             # quotes a turn as first said, so the texts an update replaced are scrubbed.
+            # (Not of a memory added since the DELETE above read the table: it stays.)
             history, history_args = rows.history([r[0] for r in doomed])
             earlier = cur.execute(
                 f"DELETE FROM history WHERE {history} RETURNING old_text, new_text", history_args
