@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from contextos.memory import TURN_FACTS_RETRIEVAL, Memory
-from contextos.memory.render import render
 from contextos.memory.retrieval import by_source, source_of
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
@@ -90,29 +89,6 @@ def test_by_source_keeps_the_best_member_of_each_turn() -> None:
 
     hits = [hit("f1", 3, "t1"), hit("t2", 2), hit("t1", 1.5), hit("f2", 1, "t2")]
     assert [h.record.id for h in by_source(hits)] == ["f1", "t2"]
-
-
-def test_a_conversation_added_as_turns_and_as_facts_lists_no_line_twice(tmp_path: Path) -> None:
-    # As the demo adds it: every turn, then the same turns with infer=True. A
-    # one-sentence turn and its fact had the same words, date and speaker, and a search
-    # listed that line twice (one copy taking another memory's place in the top k).
-    said = [
-        ("Theo", "By the way, I adopted a dog last week! Her name is Pimenta."),
-        ("Maya", "Oh lovely! What breed is she?"),
-        ("Theo", "A three-year-old Portuguese water dog from the shelter in Setubal."),
-    ]
-    messages = [
-        {"role": "user" if who == "Theo" else "assistant", "content": text, "name": who}
-        for who, text in said
-    ]
-    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
-        m.add(messages, user_id="theo", session_id="d1", event_time=WHEN)
-        m.add(messages, user_id="theo", session_id="d1", event_time=WHEN, infer=True)
-        shown = [render(r) for r in m.get_all(user_id="theo")]
-        assert len(shown) > len(set(shown))  # the same line is stored twice
-        hits = m.search("What breed is Theo's dog?", user_id="theo", limit=10)
-        lines = [render(h.record) for h in hits]
-        assert len(lines) >= 3 and len(lines) == len(set(lines))
 
 
 def test_deleting_or_rewriting_a_turn_takes_its_facts_along(memory: Memory) -> None:

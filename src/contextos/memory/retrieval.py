@@ -73,7 +73,7 @@ from ..errors import EmbedderOutputError, EmbedderSetupError, EmbedderUnavailabl
 from ..store.base import Ranked, Store, Vector
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
-from .render import FACT_OF, render
+from .render import FACT_OF
 from .turn_vectors import embed_inputs, embedder_key, embedding_inputs, keep, kept
 
 log = logging.getLogger(__name__)
@@ -667,26 +667,20 @@ def source_of(record: MemoryRecord) -> str:
 
 
 def by_source(hits: Sequence[Hit]) -> list[Hit]:
-    """One hit per source turn: its best scored member, the turn or one of its facts;
-    and one hit per text a window would show (``render``: date, speaker and text).
+    """One hit per source turn: its best scored member, the turn or one of its facts.
 
     Why the best member: whichever text matched the question best is the one worth
     its tokens in a window (a fact is about a third of its turn), and the hit still
     points to its turn (``source_of``, ``provenance``). Summing the members instead
     favours long turns with many facts: on LoCoMo (dev, categories 1-4) adding half
     the other members' scores lost 0.016 recall@10.
-
-    Why one per text: a conversation added as turns and again with ``infer=True`` (as
-    the demo does) stores a one-sentence turn and its fact with the same words, and
-    the search listed the line twice, the second copy taking a place and its tokens
-    from another memory (a review).
     """
     seen: set[str] = set()
     out: list[Hit] = []
     for h in hits:
-        keys = (source_of(h.record), "\x00" + render(h.record))
-        if not seen.intersection(keys):
-            seen.update(keys)
+        key = source_of(h.record)
+        if key not in seen:
+            seen.add(key)
             out.append(h)
     return out
 
