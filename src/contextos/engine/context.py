@@ -201,6 +201,11 @@ class ContextSource(Protocol):
 #: refused the call before any reply (:meth:`SessionContext.failed`). Not part of the
 #: protocol, so that sources written before it still fit.
 
+#: Which session log a commit writes: its store (the object's id, as ``Session`` keys
+#: its counts), tenant and session id. Two stores over one database file are two logs
+#: here, as two processes are: a client cannot wait for the other's commit.
+LogKey = tuple[int, str, str]
+
 
 class _Committer:
     """Runs commits in order, each on its own thread, one at a time.
@@ -228,10 +233,20 @@ class _Committer:
     (:func:`_drain_at_exit`) and in ``Memory.close`` (:meth:`SessionContext.__init__`
     registers it there). ``flush()`` stays the explicit way, and raises a failed
     commit.
+
+    Other wrapped clients of the same session log (``log``: the same store object,
+    tenant and session id) in this process wait for its commit in flight too, before
+    their windows are built (:meth:`wait_for_others`). Why: only the client's own next
+    call waited, and an app that wraps a client per request, or sends a tool loop's
+    steps to an Anthropic and an OpenAI client in turn, sending only the new turn, got
+    a window without the last reply (two user turns in a row, silently) or had its
+    tool results refused, their call not logged yet (a review: 4 to 11 runs in 20).
     """
 
-    def __init__(self, background: bool) -> None:
+    def __init__(self, background: bool, log: LogKey | None = None) -> None:
         self.background = background
+        #: The session log its commits write (None: none, memory only).
+        self.log = log
         #: Guards ``_thread`` and ``_error``; never held while a thread is joined, nor
         #: while a commit runs.
         self._lock = threading.Lock()
@@ -240,8 +255,6 @@ class _Committer:
         self._inline = threading.RLock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        if background:
-            _LIVE_COMMITTERS.add(self)
 
     def submit(self, func: Callable[..., None], *args: Any) -> None:
         """Run ``func(*args)`` after the commit before it. In the background, the
@@ -250,7 +263,7 @@ class _Committer:
         if not self.background:
             with self._inline:
                 self._raise()
-                func(*args)
+                _as_commit(func, args)
             return
         with self._lock:
             self._settle(until_idle=True)
@@ -259,16 +272,28 @@ class _Committer:
             else:
                 nested = False
                 thread = threading.Thread(
-                    target=self._run, args=(func, args), name="contextos-commit", daemon=True
+                    target=self._background, args=(func, args), name="contextos-commit", daemon=True
                 )
-                thread.start()
+                _in_flight(self, True)  # before it starts: it may end before start returns
+                try:
+                    thread.start()
+                except BaseException:
+                    _in_flight(self, False)
+                    raise
                 self._thread = thread
         if nested:
             self._run(func, args)
 
+    def _background(self, func: Callable[..., None], args: tuple[Any, ...]) -> None:
+        """A commit thread's work: the commit, then this committer is idle again."""
+        try:
+            self._run(func, args)
+        finally:
+            _in_flight(self, False)
+
     def _run(self, func: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:
-            func(*args)
+            _as_commit(func, args)
         except BaseException as exc:  # handed to the caller by wait()
             with self._lock:
                 self._error = self._error or exc
@@ -287,10 +312,29 @@ class _Committer:
     def drain(self, timeout: float | None = None) -> None:
         """Wait up to ``timeout`` seconds (None: for as long as it takes) for the commit
         in flight, raising nothing: a failure stays for the next :meth:`wait`. For
-        shutdown, where there is no caller left to raise to."""
+        shutdown, where there is no caller left to raise to, and for another client of
+        the same log (:meth:`wait_for_others`), whose caller it is not."""
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def wait_for_others(self) -> None:
+        """Wait for the commits in flight now of the other committers in this process
+        that write this one's log, as :meth:`wait` waits for its own: for the one in
+        flight, not for those started meanwhile, and raising nothing (a failure is
+        raised to its own client, at its next call or ``flush``).
+
+        Not from inside a commit (:func:`_in_commit`): a call a commit makes through
+        another wrapped client of the session (a ``MemoryLike`` whose ``add`` asks the
+        model) waits for no other client's commit, as it waits for none of its own
+        thread; one commit thread waiting for another that waited for it would hang
+        both for good. One dict lookup when no other client's commit is in flight."""
+        if self.log is None or _in_commit():
+            return
+        with _IN_FLIGHT_LOCK:
+            others = [c for c in _IN_FLIGHT.get(self.log, ()) if c is not self]
+        for other in others:
+            other.drain()
 
     def _settle(self, *, until_idle: bool) -> None:
         """Join the commit in flight, ``_lock`` held on entry and on return but not while
@@ -318,8 +362,50 @@ class _Committer:
 #: How long the interpreter's exit waits for each wrapped client's last commit.
 EXIT_WAIT_S = 10.0
 
-#: Background committers alive, drained at interpreter exit (:func:`_drain_at_exit`).
-_LIVE_COMMITTERS: weakref.WeakSet[_Committer] = weakref.WeakSet()
+#: The background committers with a commit in flight, by the log it writes (one at a
+#: time each): what another client of that log waits for before its window
+#: (:meth:`_Committer.wait_for_others`), and the interpreter's exit for all
+#: (:func:`_drain_at_exit`). An entry goes when its commit thread ends.
+_IN_FLIGHT: dict[LogKey | None, set[_Committer]] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+#: This thread's commits running now (``depth``): a commit may call the model through a
+#: wrapped client, whose commit then runs inside it (see :class:`_Committer`).
+_HERE = threading.local()
+
+
+def _in_flight(committer: _Committer, flying: bool) -> None:
+    """Note that ``committer``'s commit thread starts (``flying``) or has ended."""
+    with _IN_FLIGHT_LOCK:
+        if flying:
+            _IN_FLIGHT.setdefault(committer.log, set()).add(committer)
+            return
+        found = _IN_FLIGHT.get(committer.log)
+        if found is not None:
+            found.discard(committer)
+            if not found:
+                del _IN_FLIGHT[committer.log]
+
+
+def _as_commit(func: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """Run ``func(*args)`` as a commit of this thread (:func:`_in_commit`)."""
+    _HERE.depth = getattr(_HERE, "depth", 0) + 1
+    try:
+        func(*args)
+    finally:
+        _HERE.depth -= 1
+
+
+def _in_commit() -> bool:
+    """Whether this thread is running a commit (on a commit thread, or inline)."""
+    return bool(getattr(_HERE, "depth", 0))
+
+
+def _log_of(session: Session | None) -> LogKey | None:
+    """The :data:`LogKey` of ``session``'s log (None without a session)."""
+    if session is None:
+        return None
+    return id(session.store), session.scope.tenant, session.session_id
 
 
 @atexit.register
@@ -329,7 +415,9 @@ def _drain_at_exit() -> None:
     thread is a daemon, killed at exit). It runs before the threads it would wait on
     are gone, like the embedding worker's own exit hook
     (:func:`contextos.memory.embedding_worker._close_live_workers`)."""
-    for committer in list(_LIVE_COMMITTERS):
+    with _IN_FLIGHT_LOCK:
+        flying = [c for committers in _IN_FLIGHT.values() for c in committers]
+    for committer in flying:
         committer.drain(EXIT_WAIT_S)
 
 
@@ -1002,10 +1090,6 @@ class SessionContext:
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
         self.memory = memory
-        self._committer = _Committer(background_commit)
-        wait_on_close = getattr(memory, "wait_on_close", None)  # a Memory; not MemoryLike's
-        if background_commit and wait_on_close is not None:
-            wait_on_close(self._committer)  # its close waits for the last reply's commit
         self.tokenizer = tokenizer or getattr(memory, "tokenizer", None) or default_tokenizer()
         tenant = tenant or getattr(memory, "tenant", None)
         given = Scope(tenant=tenant or "default", user_id=user_id, agent_id=agent_id)
@@ -1013,6 +1097,10 @@ class SessionContext:
             _same_owner(session, {"tenant": tenant, "user_id": user_id, "agent_id": agent_id})
         tenant = given.tenant
         self.session = self._session(session, store, tenant, user_id, agent_id)
+        self._committer = _Committer(background_commit, _log_of(self.session))
+        wait_on_close = getattr(memory, "wait_on_close", None)  # a Memory; not MemoryLike's
+        if background_commit and wait_on_close is not None:
+            wait_on_close(self._committer)  # its close waits for the last reply's commit
         #: Whose memories this context reads and writes: the session's scope, else the
         #: user/agent given.
         self.scope = self.session.scope if self.session is not None else given
@@ -1105,7 +1193,11 @@ class SessionContext:
 
     # -- before the call ---------------------------------------------------------
     def prepare(self, request: ChatRequest, *, reserve_tokens: int) -> Prepared:
-        self.flush()  # the previous reply is in the log before this window is built
+        # The previous reply is in the log before this window is built: another wrapped
+        # client's of this session in this process (a client per request, the other
+        # provider's), then this client's own (raising its failure).
+        self._committer.wait_for_others()
+        self.flush()
         model = model_info(request.model)
         budget = self.input_budget(model, reserve_tokens)
         now = self.clock()
