@@ -154,3 +154,55 @@ def test_many_purges_leave_the_full_text_index_intact(tmp_path: Path) -> None:
 
     with sqlite3.connect(tmp_path / "purge.db") as db:  # FTS5's own integrity check
         db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('integrity-check')")
+
+
+def test_sqlite_forget_leaves_no_byte_in_the_free_space_of_live_pages(tmp_path: Path) -> None:
+    # Thousands of three users' rows interleaved: b-tree page splits and rebalances copy
+    # cells to other pages and leave the old copies in the free space of pages still in
+    # use, which secure_delete never zeroes. Two forgets then left 1-4 of 1,500 erased
+    # texts (with the memory and user ids) readable in memories and history leaf pages
+    # (a review). forget now ends by rebuilding the file (VACUUM).
+    from contextos.memory import Memory
+    from contextos.testing.embedders import HashEmbedder
+
+    db = tmp_path / "interleaved.db"
+    texts: dict[str, list[str]] = {"ana": [], "bob": [], "carol": []}
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        for i in range(1500):
+            for user, words in texts.items():  # rows of unequal sizes, as real ones are
+                words.append(f"{user}{secrets.token_hex(8)}")
+                m.add(f"{words[-1]} is a {'private ' * (user == 'ana')}fact #{i}", user_id=user)
+        assert m.forget("bob") == 1500
+        assert m.forget("ana") == 1500
+        erased = texts["ana"] + texts["bob"]
+        blob = _raw_bytes(db)  # still open: the file and its -wal as they are now
+        assert _found(blob, erased) == []
+        assert _found(blob, texts["carol"]) == texts["carol"]
+    assert _found(_raw_bytes(db), erased) == []
+
+
+def test_a_forget_that_died_before_its_rebuild_is_rebuilt_by_the_next_process(
+    tmp_path: Path,
+) -> None:
+    # The rebuild is owed from the forget's commit (a negative erasure_pending.since): a
+    # process killed between the commit and its VACUUM leaves it to the next one to open.
+    import sqlite3
+
+    from contextos.memory import Memory
+    from contextos.testing.embedders import HashEmbedder
+
+    db = tmp_path / "died.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add([f"note {i} " + "x" * 400 for i in range(300)], user_id="bob")
+    with sqlite3.connect(db) as raw:  # the file as such a forget's commit leaves it
+        raw.execute("DELETE FROM memories WHERE rowid % 2 = 0")
+        raw.execute("INSERT INTO erasure_pending (id, since) VALUES (1, -1.0)")
+    raw.close()
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA freelist_count").fetchone()[0] > 0
+    raw.close()
+    Memory(db, embedder=HashEmbedder(), background_embedding=False).close()
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA freelist_count").fetchone()[0] == 0  # rebuilt
+        assert raw.execute("SELECT count(*) FROM erasure_pending").fetchone()[0] == 0
+    raw.close()
