@@ -127,7 +127,7 @@ class _SdkLLM(BaseLLM):
         reply, usage, stop = self._send(call)
         elapsed = time.perf_counter() - started
         self.calls.append(CallRecord(self.provider, self.model, usage, reply, False, elapsed))
-        if stop in CUT_REASONS:
+        if isinstance(stop, str) and stop in CUT_REASONS:  # a server may send anything
             raise ReplyTruncated(
                 f"{self.provider} model {self.model} stopped its reply at its output limit "
                 f"(stop reason {stop!r}, max_tokens {self.max_tokens}, "
@@ -198,8 +198,9 @@ class OpenAILLM(_SdkLLM):
         with naming_server(getattr(self.client, "base_url", None)):
             response = call_mapped(self.provider, self.client.chat.completions.create, **kwargs)
         response = _reply_object(self.provider, "Chat Completions", response)
-        choices = getattr(response, "choices", None) or []
-        stop = getattr(choices[0], "finish_reason", None) if choices else None
+        choices = getattr(response, "choices", None)
+        first = choices[0] if isinstance(choices, list) and choices else None  # as reply_of
+        stop = getattr(first, "finish_reason", None)
         return reply_of(response), usage_from_openai(response.usage), stop
 
 

@@ -77,12 +77,16 @@ def parse_json_reply(reply: str) -> Any:
 
     Raises ValueError when the reply holds no parseable JSON, nested too deep
     included (Python's parser raised RecursionError, which no caller's fallback for
-    an invalid reply caught).
+    an invalid reply caught), and when it is not a str at all: an ``LLM`` of the
+    caller's own may return anything, and a list or None raised AttributeError out of
+    ``Memory.add(infer=True)``, past the fallback every invalid reply gets (a review).
 
     Example:
         >>> parse_json_reply('```json\\n{"action": "ADD"}\\n```')
         {'action': 'ADD'}
     """
+    if not isinstance(reply, str):
+        raise ValueError(f"reply is a {type(reply).__name__}, not text")
     text = reply.strip()
     if text.startswith("```"):
         text = text.split("\n", 1)[1] if "\n" in text else ""

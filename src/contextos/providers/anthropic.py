@@ -104,20 +104,27 @@ def _read_text(content: Any, role: str) -> tuple[str, bool]:
     newline. A ``search_result`` block is read as its title, source and text. A turn
     with no text but images or documents is named by placeholders (``[image]``), and
     says so (:data:`PLACEHOLDER_KEY`).
+
+    Total: a content that is neither a str nor a list of blocks, and a ``text`` that is
+    no str, read as no text. Why: a reply is read by this rule (:func:`reply_of`), and a
+    ``{"type": "text"}`` block with no text (or a number as its text) from a compatible
+    server raised TypeError out of ``Memory.add``, past ``LLMExtractor``'s fallback for
+    a reply it cannot read (a review, s41).
     """
     if isinstance(content, str):
         return content, False
     parts = []
     others = []
-    for block in content or []:
+    for block in content if isinstance(content, (list, tuple)) else ():
         kind = field_of(block, "type")
         if kind == "text":
-            parts.append(field_of(block, "text", ""))
+            text = field_of(block, "text")
+            parts.append(text if isinstance(text, str) else "")
         elif kind == "tool_result":
             parts.append(_text_of(field_of(block, "content", "")))
         elif kind == "search_result":
             parts.append(_search_result_text(block))
-        elif kind in _PLACEHOLDERS:
+        elif isinstance(kind, str) and kind in _PLACEHOLDERS:
             others.append(_PLACEHOLDERS[kind])
     text = ("" if role == "assistant" else "\n").join(parts)
     if text.strip() or not others:
@@ -691,11 +698,12 @@ def render(prepared: Prepared, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any
 
 
 def reply_of(response: Any) -> Message:
-    """The assistant message of a ``Message`` response."""
-    content = field_of(response, "content") or []
+    """The assistant message of a ``Message`` response (its text: :func:`_read_text`;
+    a content that is no list of blocks has no tool calls nor blocks to keep)."""
+    content = field_of(response, "content")
+    blocks = content if isinstance(content, (list, tuple)) else []
     text = _text_of(content, "assistant")
-    calls = _tool_calls(content)
-    return Message("assistant", text, tool_calls=calls, metadata=_verbatim(content))
+    return Message("assistant", text, tool_calls=_tool_calls(blocks), metadata=_verbatim(blocks))
 
 
 def extra_of(response: Any, usage: Any = None) -> dict[str, Any]:
@@ -771,6 +779,7 @@ class AnthropicStreamAccumulator:
             tool = self._tools.get(index)
             if field_of(delta, "type") == "text_delta":
                 text = field_of(delta, "text", "")
+                text = text if isinstance(text, str) else ""  # as a reply's: _read_text
                 self._text.append(text)
                 self._text_lengths[index] = self._text_lengths.get(index, 0) + len(text)
             elif field_of(delta, "type") == "input_json_delta" and tool is not None:

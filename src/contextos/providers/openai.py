@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..cache import field_of, prompt_cache_key, render_openai, stable_end, usage_from_openai
@@ -88,24 +88,48 @@ def _text_of(content: Any) -> str:
 
 def _read_text(content: Any) -> tuple[str, bool]:
     """(text, is-placeholders): the text and refusal parts, one per line; placeholders
-    (``[image]``) when it has none, and says so (:data:`PLACEHOLDER_KEY`).
+    (``[image]``) when it has none, and says so (:data:`PLACEHOLDER_KEY`). Total: a
+    content of any other type (a number, an object) and a part's text that is no str
+    read as no text.
 
     Why refusal parts: read as no text, an assistant turn given as ``[{"type":
     "refusal", ...}]`` was logged empty and sent on every later call as ``content: ""``,
     so the model never saw that it had refused (a review, s36), as the top-level
-    ``refusal`` field already is read (:func:`_neutral`)."""
+    ``refusal`` field already is read (:func:`_neutral`). Why total: a reply is read by
+    this rule too (:func:`reply_of`), and what a server sends there is unchecked."""
     if isinstance(content, str):
         return content, False
-    parts = list(content or [])
+    parts = _parts_of(content)
     text = "\n".join(
-        field_of(p, key, "") or ""
+        _str(field_of(p, key))
         for p in parts
-        if (key := _TEXT_FIELDS.get(field_of(p, "type"))) is not None
+        if (key := _TEXT_FIELDS.get(_kind(p) or "")) is not None
     )
-    others = [_PLACEHOLDERS[k] for p in parts if (k := field_of(p, "type")) in _PLACEHOLDERS]
+    others = [_PLACEHOLDERS[k] for p in parts if (k := _kind(p) or "") in _PLACEHOLDERS]
     if text.strip() or not others:
         return text, False
     return " ".join(others), True
+
+
+def _parts_of(content: Any) -> list[Any]:
+    """The parts of a content that is no str: its items when it is a list (or another
+    iterable of parts, as the SDK's types allow); none for None, or a value of another
+    type (a number, an object), which holds no part."""
+    if isinstance(content, Iterable) and not isinstance(content, (str, bytes, Mapping)):
+        return list(content)
+    return []
+
+
+def _kind(part: Any) -> str | None:
+    """A part's ``type`` when it is a str (None for a part without one, or no part)."""
+    kind = field_of(part, "type")
+    return kind if isinstance(kind, str) else None
+
+
+def _str(value: Any) -> str:
+    """``value`` when it is a str, else '': a text field a server filled with null or
+    a number holds no text."""
+    return value if isinstance(value, str) else ""
 
 
 def _neutral(wire: Mapping[str, Any]) -> Message:
@@ -420,9 +444,16 @@ def reply_of(response: Any) -> Message:
     Why the refusal as text: read as no content, the reply was an empty turn: nothing
     was logged for it, and the app's copy of it, sent back with its history, was logged
     and sent on every later call as an empty assistant message, where the bare SDK
-    sends the refusal (a review). The model then never saw that it had refused."""
-    choices = field_of(response, "choices") or []
-    if not choices:
+    sends the refusal (a review). The model then never saw that it had refused.
+
+    The content is read by the rule its echo is (:func:`_read_text`): a list of parts
+    (``[{"type": "text", "text": ...}]``, as Mistral's reasoning models and some proxies
+    send it, the SDK passing it on unchecked) is its text parts' text, other parts left
+    out; a value of another type is no text. Why: kept as it came, the list was the
+    reply's "text": ``LLMExtractor`` raised AttributeError out of ``Memory.add``, past
+    its fallback, and the wrapper's next call raised TypeError (a review, s41)."""
+    choices = field_of(response, "choices")
+    if not isinstance(choices, list) or not choices:
         return Message("assistant", "")
     message = field_of(choices[0], "message")
     calls = tuple(
@@ -431,9 +462,9 @@ def reply_of(response: Any) -> Message:
             str(field_of(field_of(c, "function"), "name")),
             str(field_of(field_of(c, "function"), "arguments") or ""),
         )
-        for c in field_of(message, "tool_calls") or []
+        for c in _parts_of(field_of(message, "tool_calls"))
     )
-    text = field_of(message, "content") or field_of(message, "refusal") or ""
+    text = _text_of(field_of(message, "content")) or _str(field_of(message, "refusal"))
     return Message("assistant", text, tool_calls=calls)
 
 
@@ -486,10 +517,8 @@ class OpenAIStreamAccumulator:
                 continue
             self._finished = self._finished or field_of(choice, "finish_reason") is not None
             delta = field_of(choice, "delta")
-            if field_of(delta, "content"):
-                self._text.append(field_of(delta, "content"))
-            if field_of(delta, "refusal"):
-                self._refusal.append(field_of(delta, "refusal"))
+            self._text.append(_text_of(field_of(delta, "content")))  # parts too: see reply_of
+            self._refusal.append(_str(field_of(delta, "refusal")))
             for call in field_of(delta, "tool_calls") or []:
                 slot = self._call_of(field_of(call, "id") or "", field_of(call, "index"))
                 fn = field_of(call, "function")
