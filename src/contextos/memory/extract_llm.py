@@ -11,7 +11,12 @@ raised, if asked), so a bad reply never loses a turn's facts.
 The turns go to the model in chunks (:data:`EXTRACT_CHUNK_TOKENS` of conversation
 each, fewer if the model's window is smaller), one request per chunk, and the
 facts come back in turn order. Provenance is checked against the turns actually
-sent in that request.
+sent in that request, and a fact's speaker is its source turn's.
+
+Relative dates are the model's to resolve, against the "Session time" of its request:
+each turn's own time (as the offline extractor reads it, ``metadata["event_time"]`` and
+the like, else the call's ``session_time``). A chunk holds the turns of one day only, so
+its session time is every turn's: their time when they share it, else their day.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from contextos.text.temporal import parse_session_time
 from ..engine.message_text import lone_surrogate_at
 from ..errors import ConfigError, ProviderError, ReplyTruncated
 from ..llm import LLM, parse_json_reply, schema_errors
+from ..text.claims import starts_with_name
 from ..times import opt_utc
 from ..types import Message
-from .extract import Candidate, Extractor, OfflineExtractor, speaker_of, turn_ids
+from .extract import Candidate, Extractor, OfflineExtractor, _turn_time, speaker_of, turn_ids
 from .ingest import MAX_TEXT_CHARS
 from .render import CAPTION_KEYS, caption_of
 
@@ -56,13 +62,37 @@ WINDOW_SHARE = 0.8
 
 @dataclass(frozen=True)
 class ChunkLine:
-    """One line of the conversation sent: a turn (or a part of a long one) and its text."""
+    """One line of the conversation sent: a turn (or a part of a long one) and its text;
+    ``when`` is the turn's time as the prompt writes it (``"unknown"`` without one), and
+    ``day`` its date there (a chunk holds one day's lines)."""
 
     turn: Message
     tid: str
     speaker: str
     text: str
     tokens: int
+    when: str = "unknown"
+    day: str = "unknown"
+
+
+def anchor_of(turn: Message, session_time: datetime | None) -> tuple[str, str]:
+    """The time ``turn`` was said as the prompt writes it, and its date: the turn's own
+    (the offline extractor's ``_turn_time``: ``metadata["event_time"]`` and the like),
+    else ``session_time``; ``("unknown", "unknown")`` when neither gives one.
+
+    Why: a model told the add's time (now, for an import) dated "yesterday" of a turn
+    said in 2023 as yesterday (a review, s41); each turn's relative dates are its own."""
+    when = _turn_time(turn, session_time)
+    if when is None:
+        return "unknown", "unknown"
+    return when.isoformat(sep=" ", timespec="minutes"), when.date().isoformat()
+
+
+def session_time_of(chunk: Sequence[ChunkLine]) -> str:
+    """The "Session time" of a request: its turns' time when they share one, else their
+    day (a chunk holds one day's turns: :meth:`LLMExtractor.chunks`)."""
+    times = {line.when for line in chunk}
+    return chunk[0].when if len(times) == 1 else chunk[0].day
 
 
 def model_text(text: str) -> str:
@@ -117,18 +147,20 @@ class LLMExtractor:
         self, turns: Sequence[Message], *, session_time: datetime | None = None
     ) -> list[Candidate]:
         """Candidates from ``turns``, written by the model: one request per chunk of
-        turns (:meth:`chunks`), the facts in turn order.
+        turns (:meth:`chunks`), the facts in turn order. Relative dates are read from
+        each turn's own time, else ``session_time`` (:func:`anchor_of`).
 
         A chunk whose reply is invalid or cut (ReplyTruncated) goes through the fallback
         extractor (``on_invalid="fallback"``) or raises ProviderError (``"raise"``; a
         cut reply raises its ReplyTruncated); the other chunks keep the model's facts."""
         if not turns:
             return []
-        when = session_time.isoformat(sep=" ", timespec="minutes") if session_time else "unknown"
         out: list[Candidate] = []
-        for chunk in self.chunks(turns, when):
+        for chunk in self.chunks(turns, session_time):
             conversation = "\n".join(line.text for line in chunk)
-            user = self.prompt.render(session_time=when, conversation=conversation)
+            user = self.prompt.render(
+                session_time=session_time_of(chunk), conversation=conversation
+            )
             ids = [line.tid for line in chunk]
             speakers = [line.speaker for line in chunk]
             try:
@@ -193,16 +225,21 @@ class LLMExtractor:
         return min(self.chunk_tokens, room)
 
     def chunks(
-        self, turns: Sequence[Message], session_time: str = "unknown"
+        self, turns: Sequence[Message], session_time: datetime | None = None
     ) -> list[list[ChunkLine]]:
         """``turns`` as the lines of each request: whole turns, in order, packed up to
-        :meth:`chunk_limit` tokens; a turn longer than that alone is split into parts
-        (each at a sentence or word end where one is near, each with the turn's id and
-        speaker, the photo caption on the first), and a log line says so."""
-        limit = self.chunk_limit(session_time)
+        :meth:`chunk_limit` tokens, a new request where the turns' day changes (each
+        turn's time, else ``session_time``: :func:`anchor_of`); a turn longer than that
+        alone is split into parts (each at a sentence or word end where one is near,
+        each with the turn's id and speaker, the photo caption on the first), and a log
+        line says so."""
         count = self.tokenizer.count
+        anchors = [anchor_of(turn, session_time) for turn in turns]
+        limit = self.chunk_limit(
+            max(dict.fromkeys(w for w, _ in anchors), key=count, default="unknown")
+        )
         lines: list[ChunkLine] = []
-        for i, turn in enumerate(turns):
+        for i, (turn, (when, day)) in enumerate(zip(turns, anchors, strict=True)):
             tid = (turn_ids(turn) or (str(i),))[0]
             speaker = speaker_of(turn)
             caption = caption_of(turn.metadata)
@@ -210,7 +247,7 @@ class LLMExtractor:
             text = f"[{tid}] {speaker}: {turn.content}{shared}"
             tokens = count(text) + 1  # and its newline
             if tokens <= limit:
-                lines.append(ChunkLine(turn, tid, speaker, text, tokens))
+                lines.append(ChunkLine(turn, tid, speaker, text, tokens, when, day))
                 continue
             head = f"[{tid}] {speaker}: "
             room = max(1, limit - count(head) - count(shared) - 1)
@@ -227,11 +264,12 @@ class LLMExtractor:
             for n, piece in enumerate(pieces):
                 part = replace(turn, content=piece, metadata=turn.metadata if n == 0 else plain)
                 part_text = head + piece + (shared if n == 0 else "")
-                lines.append(ChunkLine(part, tid, speaker, part_text, count(part_text) + 1))
+                tokens = count(part_text) + 1
+                lines.append(ChunkLine(part, tid, speaker, part_text, tokens, when, day))
         chunks: list[list[ChunkLine]] = []
         size = 0
         for line in lines:
-            if chunks and size + line.tokens <= limit:
+            if chunks and size + line.tokens <= limit and line.day == chunks[-1][0].day:
                 chunks[-1].append(line)
                 size += line.tokens
             else:
@@ -256,7 +294,7 @@ class LLMExtractor:
             when = opt_utc(parse_session_time(fact.get("date")), "date")
             source = fact.get("source")
             provenance = (source,) if source in ids else tuple(dict.fromkeys(ids))
-            speaker = next((s for s in dict.fromkeys(speakers) if text.startswith(s)), None)
+            speaker = speakers[ids.index(source)] if source in ids else named_first(text, speakers)
             out.append(
                 Candidate(
                     text=text,
@@ -270,6 +308,17 @@ class LLMExtractor:
                 )
             )
         return out
+
+
+def named_first(text: str, speakers: Sequence[str]) -> str | None:
+    """The speaker ``text`` starts with (a whole name, the longest: "Anna lives in Rome"
+    is Anna's, not Ann's), None when it names none first.
+
+    Only for a fact whose source turn is unknown: one whose source is known is its
+    turn's speaker's. Why: a prefix test gave "Anna lives in Rome" to Ann, and the
+    reconciler closed Ann's "lives in Paris" with it (a review, s41)."""
+    names = sorted(dict.fromkeys(speakers), key=len, reverse=True)
+    return next((s for s in names if starts_with_name(text, s)), None)
 
 
 _BREAKS = ("\n", ". ", "! ", "? ", "; ", ", ", " ")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from ..text.claims import starts_with_name
 from ..times import zone
 from ..types import MemoryRecord
 
@@ -88,9 +89,10 @@ def embedding_text(
 
 
 def _with_speaker(record: MemoryRecord) -> str:
-    """``Speaker: text``, unless the text already starts with the speaker's name."""
+    """``Speaker: text``, unless the text already starts with the speaker's name (a
+    whole name: "Anna lives in Rome", said by Ann, is shown as Ann's)."""
     speaker = record.metadata.get("speaker")
-    if not speaker or record.text.startswith(str(speaker)):
+    if not speaker or starts_with_name(record.text, str(speaker)):
         return record.text
     return f"{speaker}: {record.text}"
 

@@ -127,7 +127,10 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 _CLAUSE_BREAK = re.compile(r"[,;:.!?()\u2013\u2014]")
 _POSSESSIVE = re.compile(r"'s\b")
-_LEADING_NAME = re.compile(r"^\s*([A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)(?:'s\b)?")
+#: The one or two words a text starts with (letters first, any script); a name when
+#: capitalised (:func:`_leading_name`). Not ``[A-Z]``: "Łukasz lives in Rome", said by
+#: Łuk, was read as Łuk's claim, his name being the only one found.
+_LEADING_WORDS = re.compile(r"^\s*([^\W\d_][\w'-]*)(?:(\s+)([^\W\d_][\w'-]*))?")
 
 
 @dataclass(frozen=True)
@@ -142,17 +145,45 @@ class Claim:
     said: str = ""
 
 
+def starts_with_name(text: str, name: str) -> bool:
+    """True when ``text`` starts with ``name`` as a whole name: not followed by a letter,
+    digit or mark of the same word, nor by a hyphen joining one ("Ann" does not start
+    "Anna lives in Rome", "Anné" or "Ann-Marie called"; it starts "Ann's" and "Ann:").
+
+    Why: a plain prefix test read "Anna lives in Rome", said by Ann, as Ann's own
+    claim, and it closed Ann's "lives in Paris" (a review, s41)."""
+    if not name or not text.startswith(name):
+        return False
+    after = text[len(name) : len(name) + 2]
+    if after[:1] == "-":
+        after = after[1:]
+    return not after or not _is_word_char(after[0])
+
+
+def _is_word_char(char: str) -> bool:
+    """A character inside a word: a letter, digit or underscore (as ``\\w``) or a
+    combining mark (an accent written apart: "Zoe" + U+0308 is "Zoë", not "Zoe")."""
+    return char.isalnum() or char == "_" or unicodedata.category(char).startswith("M")
+
+
 def subject_of(text: str, speaker: str | None = None) -> str:
-    """Who a memory is about: the speaker when named first, else its leading name
-    ("Ann's" for "Ann's sister lives in Rome": not Ann, whose place it does not say)."""
-    if (
-        speaker
-        and text.lstrip().startswith(speaker)
-        and not _POSSESSIVE.match(text.lstrip(), len(speaker))
-    ):
+    """Who a memory is about: the speaker when named first (a whole name: "Anna" is not
+    "Ann", :func:`starts_with_name`), else its leading name ("Ann's" for "Ann's sister
+    lives in Rome": not Ann, whose place it does not say)."""
+    said = text.lstrip()
+    if speaker and starts_with_name(said, speaker) and not _POSSESSIVE.match(said, len(speaker)):
         return speaker.lower()
-    m = _LEADING_NAME.match(text)
-    return m.group(1).lower() if m else (speaker or "").lower()
+    return (_leading_name(text) or speaker or "").lower()
+
+
+def _leading_name(text: str) -> str | None:
+    """The capitalised name ``text`` starts with, of one word or two ("Ann's",
+    "Ann Lee", "Łukasz"); None when it starts with no capitalised word."""
+    m = _LEADING_WORDS.match(text)
+    if m is None or not m.group(1)[0].isupper():
+        return None
+    second = m.group(3)
+    return m.group(1) + m.group(2) + second if second and second[0].isupper() else m.group(1)
 
 
 def is_negated(text: str) -> bool:
