@@ -14,7 +14,7 @@ import click
 
 from contextos.engine.compaction import STRATEGIES, Thresholds
 from contextos.engine.session import CompactionResult, Session, never_sent
-from contextos.engine.window import Window
+from contextos.engine.window import Window, left_out_dict
 from contextos.llm.models import ModelInfo, get_model
 
 from ..cache import CacheSimulator, cache_request, render, report
@@ -118,6 +118,11 @@ def _warn_if_no_history(window: Window, session_id: str) -> None:
 
 
 def _window_report(window: Window, model_name: str) -> dict[str, Any]:
+    """The window's facts for ``--json`` and the table. What it left out is reported as
+    the HTTP, MCP and inspector windows report it (:func:`~contextos.engine.window.left_out_dict`:
+    the last :data:`~contextos.engine.window.MAX_LEFT_OUT` items a segment, the rest
+    counted). Why: every item was listed, 1.4 MB of JSON (4,849 lines of table) for a
+    5,200-turn session, growing with the log (a review)."""
     model = get_model(model_name)
     usage = CacheSimulator(
         "anthropic" if model.provider == "anthropic" else "openai",
@@ -133,7 +138,7 @@ def _window_report(window: Window, model_name: str) -> dict[str, Any]:
         "budget": window.budget,
         "segments": [asdict(u) for u in window.usage],
         "breakpoints": [asdict(b) for b in window.breakpoints],
-        "overflow": [asdict(o) for o in window.overflow],
+        **left_out_dict(window.overflow),
         "cost_cold_usd": cold.cost_usd,
         "cost_if_prefix_cached_usd": _warm_cost(window, model),
     }
@@ -169,12 +174,28 @@ def _print_window(window: Window, info: dict[str, Any]) -> None:
                 f"{bp.prefix_tokens:,} prefix tokens)"
             )
         )
-    for o in window.overflow:
-        console.print(SafeText(f"dropped {o.key} ({o.tokens} tokens): {o.reason}"))
+    unlisted = {r["segment"]: r for r in info["left_out_not_listed"]}
+    for o in info["left_out"]:
+        if (rest := unlisted.pop(o["segment"], None)) is not None:
+            _print_unlisted(rest)  # they come before the segment's listed ones
+        console.print(SafeText(f"dropped {o['key']} ({o['tokens']} tokens): {o['reason']}"))
+    for rest in unlisted.values():
+        _print_unlisted(rest)
     console.print(
         f"input cost: ${info['cost_cold_usd']:.5f} cold, "
         f"${info['cost_if_prefix_cached_usd']:.5f} with the prefix cached "
         "(list prices; the cache simulator's estimate)",
+        highlight=False,
+    )
+
+
+def _print_unlisted(rest: dict[str, Any]) -> None:
+    """The line that stands for a segment's items left out and not listed (the oldest)."""
+    console.print(
+        SafeText(
+            f"... {rest['count']:,} more dropped from {rest['segment']} before these "
+            f"({rest['tokens']:,} tokens), not listed"
+        ),
         highlight=False,
     )
 

@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
 )
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)"
+#: The tenant (and name) of an offboarded tenant's key, kept as a tombstone
+#: (:meth:`KeyStore.delete_tenant`): no tenant is named "" (``validate_tenant``).
+_TOMBSTONE = ""
 
 
 @dataclass(frozen=True)
@@ -309,18 +312,20 @@ class KeyStore:
         return entry[0]
 
     def get(self, key_id: str) -> ApiKey:
-        """A key by id (revoked ones included); NotFound otherwise."""
+        """A key by id (revoked ones included); NotFound otherwise, and for the tombstone
+        of an offboarded tenant's key (:meth:`delete_tenant`): it is no tenant's key."""
         row = self._row(key_id)
-        if row is None:
+        if row is None or row[1] == _TOMBSTONE:
             raise NotFound(f"no API key with id {key_id!r}")
         return self._to_key(row)
 
     def list(self, tenant: str | None = None, *, include_revoked: bool = True) -> list[ApiKey]:
         """Keys, oldest first, optionally of one tenant only."""
         sql = "SELECT id, tenant, name, hash, created_at, revoked_at FROM api_keys"
-        params: tuple[Any, ...] = ()
+        sql += " WHERE tenant <> ?"  # tombstones are no tenant's keys
+        params: tuple[str, ...] = (_TOMBSTONE,)
         if tenant is not None:
-            sql, params = sql + " WHERE tenant = ?", (tenant,)
+            sql, params = sql + " AND tenant = ?", (*params, tenant)
         keys = [self._to_key(r) for r in self._sql.run(sql + " ORDER BY created_at, id", params)]
         return [k for k in keys if include_revoked or k.active]
 
@@ -336,21 +341,35 @@ class KeyStore:
         return self.get(key_id)
 
     def delete_tenant(self, tenant: str) -> int:
-        """Delete every key row of ``tenant`` (active and revoked); how many there were.
+        """Erase every key row of ``tenant`` (active and revoked) down to a tombstone;
+        how many there were.
 
-        Why delete and not revoke: a revoked row keeps the tenant's name, the key's
-        label (often a customer's or a host's name) and its hash, listed for good; an
-        offboarded tenant must leave none of it. On SQLite the rows are deleted with
-        ``secure_delete``, so their bytes are zeroed in the file (an erasure of the
-        store truncates the WAL they passed through: ``forget --whole-tenant`` runs
-        it after this)."""
+        A tombstone is a revoked key that names nobody: its id, its hash and its
+        revocation time, with tenant and name blanked (:data:`_TOMBSTONE`) and its
+        creation time replaced by that revocation time. Why not keep the rows revoked:
+        a revoked row keeps the tenant's name, the key's label (often a customer's or a
+        host's name) and its creation time, listed for good; an offboarded tenant must
+        leave none of it (:meth:`list` and :meth:`get` never show a tombstone). Why not
+        delete them (as before): the tenant's integration that keeps running then sends
+        a secret that matches no row, a guess to the server, and each request used one
+        of its address's failed attempts, until every tenant on that host got 429 (a
+        review). As a tombstone, the key is answered as any revoked key is (:meth:`check`,
+        a 401 that charges no attempt); the hash of a random secret is none of the
+        tenant's data. On SQLite the rows are rewritten with ``secure_delete``, so the
+        old bytes are zeroed in the file (an erasure of the store truncates the WAL they
+        passed through: ``forget --whole-tenant`` runs it after this)."""
         validate_tenant(tenant)
         with self._cache_lock:  # they stop verifying here at once, as a revoked key does
             self._revocations += 1
             self._cache = {d: e for d, e in self._cache.items() if e[0].tenant != tenant}
         if not self._sql.postgres:
             self._sql.run("PRAGMA secure_delete = ON")
-        gone = self._sql.run("DELETE FROM api_keys WHERE tenant = ? RETURNING id", (tenant,))
+        now = datetime.now(UTC).isoformat()
+        gone = self._sql.run(
+            "UPDATE api_keys SET tenant = ?, name = ?, created_at = COALESCE(revoked_at, ?), "
+            "revoked_at = COALESCE(revoked_at, ?) WHERE tenant = ? RETURNING id",
+            (_TOMBSTONE, _TOMBSTONE, now, now, tenant),
+        )
         return len(gone)
 
     def close(self) -> None:

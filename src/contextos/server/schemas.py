@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..engine.message_text import lone_surrogate_at
+from ..engine.window import MAX_LEFT_OUT  # a window answer's listed items per segment
 from ..memory.ingest import (
     MAX_METADATA_DEPTH,
     ROLE_ALIASES,
@@ -61,11 +62,6 @@ MAX_PAGE_BYTES = 4 * 2**20
 MAX_SEARCH_LIMIT = 100
 MAX_MESSAGES = 1000
 MAX_OFFSET = 10_000_000
-#: Left-out items a window answer lists per segment; the rest are counted. Why: every
-#: turn of a 50,000-turn log left out of a 2,000-token window was listed (a key and a
-#: reason each): 9.8 MB and 2.2 s of server time, 9 s for the page to draw. A search's
-#: memories (at most MAX_SEARCH_LIMIT) are listed whole.
-MAX_LEFT_OUT = 100
 #: The most rules and tools a window request may give, the most levels a tool's schema
 #: may nest (the tool object is level 0: ``input_schema.properties.x.items...``) and the
 #: most bytes it may take as canonical JSON. Why bounds: each is counted, placed and

@@ -9,20 +9,18 @@ holding only memories and the question.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from contextos.cache.render import default_max_tokens, render_anthropic, render_openai
 from contextos.engine.recall import Shown, recall, session_recall
 from contextos.engine.session import context_window, window_budget
-from contextos.engine.window import Overflow, Window
+from contextos.engine.window import Window, left_out_dict
 from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
 from contextos.types import Scope
 
-from .schemas import MAX_LEFT_OUT
 from .tenants import TenantMemories
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -114,38 +112,10 @@ def _checked_for_output(model: ModelInfo, req: WindowRequest) -> int:
     return req.token_budget
 
 
-def left_out_dict(overflow: Sequence[Overflow], per_segment: int = MAX_LEFT_OUT) -> dict[str, Any]:
-    """What a window left out, bounded: of each segment the last ``per_segment`` items
-    (in the turns, the newest turns left out: those just before the placed ones), in
-    the window's order; the rest counted per segment with their tokens, so the answer's
-    size does not grow with the log."""
-    if per_segment < 0:
-        raise ValueError("per_segment must be at least 0")
-    total = Counter(o.segment for o in overflow)
-    seen: Counter[str] = Counter()
-    listed: list[dict[str, Any]] = []
-    rest: dict[str, dict[str, Any]] = {}
-    for o in overflow:
-        seen[o.segment] += 1
-        if total[o.segment] - seen[o.segment] < per_segment:
-            listed.append(
-                {"segment": o.segment, "key": o.key, "tokens": o.tokens, "reason": o.reason}
-            )
-            continue
-        counted = rest.setdefault(o.segment, {"segment": o.segment, "count": 0, "tokens": 0})
-        counted["count"] += 1
-        counted["tokens"] += o.tokens
-    return {
-        "left_out": listed,
-        "left_out_count": len(overflow),
-        "left_out_not_listed": list(rest.values()),
-    }
-
-
 def window_dict(window: Window) -> dict[str, Any]:
     """A window as plain JSON: rendered text, blocks, what was left out and why
-    (listed up to :data:`MAX_LEFT_OUT` items a segment, see
-    :func:`left_out_dict`)."""
+    (listed up to :data:`~contextos.engine.window.MAX_LEFT_OUT` items a segment, see
+    :func:`~contextos.engine.window.left_out_dict`)."""
     return {
         "text": window.render_text(),
         "tokens": window.total_tokens,
