@@ -194,6 +194,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._erasure_pending = bool(
             not self.read_only and self._db.execute("SELECT 1 FROM erasure_pending").fetchone()
         )
+        #: The pending erasure's mark (``since``) this process has rebuilt the file for
+        #: (:meth:`_rebuild_if_marked`): a retry flips the mark without a second VACUUM.
+        self._rebuilt_since: float | None = None
         #: Commits made on this connection: ``PRAGMA data_version`` only tells about
         #: other connections', so the index also watches this counter.
         self._writes = 0
@@ -260,7 +263,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                         _prune_index_log(self._db)
             finally:
                 self._writes += 1
-            self._retry_erasure()
+            self._retry_erasure(leave_fresh=True)
         finally:
             self._lock.release()
 
@@ -316,16 +319,18 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._damage = StoreFault(damaged_message(self.path, exc))
         return self._damage
 
-    def _retry_erasure(self) -> None:
-        """After a commit: finish an erasure left pending by any process, if no reader
-        holds the old pages any more (never blocks)."""
+    def _retry_erasure(self, *, leave_fresh: bool = False) -> None:
+        """After a commit (``leave_fresh``) or at open: finish an erasure left pending by
+        any process, if no reader holds the old pages any more (never blocks); after a
+        commit, a rebuild the process that erased is still making is left to it
+        (:meth:`_rebuild_if_marked`)."""
         try:
             if (
                 self._erasure_pending
                 or self._db.execute("SELECT 1 FROM erasure_pending").fetchone()
             ):
                 self._erasure_pending = True
-                self._truncate_wal(wait=False)
+                self._truncate_wal(wait=False, leave_fresh=leave_fresh)
         except (StoreError, sqlite3.DatabaseError):
             pass  # still held by a reader: the next write or close tries again
 
@@ -622,10 +627,15 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             texts = {x for row in earlier.fetchall() for x in row if x}
             texts.update(r[1] for r in doomed)
             texts.update(r[1] for r in turns)
-            # (The user's records without a session, where an older version quoted
-            # the message before in the same add, are deleted below.)
-            _scrub_contexts(db, t, Scrub(texts), sessions=sessions)
+            # Deleted before the scrub, which then reads only the sessions' records that
+            # stay (as PostgreSQL's does): scrubbing first rewrote every record the
+            # DELETE then dropped, each tried against every erased text: forgetting a
+            # session of 8,000 turns took 9.5 s (four times that per doubling), every
+            # tenant's writes waiting (a review). (The user's records without a session,
+            # where an older version quoted the message before in the same add, go
+            # here too.)
             db.execute(f"DELETE FROM memories WHERE {rows.records}", rows.record_args)
+            _scrub_contexts(db, t, Scrub(texts), sessions=sessions)
             db.execute(f"DELETE FROM history WHERE {history}", history_args)
             db.execute(f"DELETE FROM turns WHERE {rows.turns}", rows.turn_args)
             db.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
@@ -697,7 +707,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 "process removes them (retry to confirm)"
             ) from exc
 
-    def _truncate_wal(self, *, wait: bool) -> None:
+    def _truncate_wal(self, *, wait: bool, leave_fresh: bool = False) -> None:
         """Finish an erasure: checkpoint the WAL into the (secure-deleted) file and
         truncate it, so no old page with erased text survives in the -wal.
 
@@ -719,6 +729,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         long enough for the short readers of a busy file to finish, or under another
         process's steady reads and writes every try found a reader and the erasure
         never finished (each 20 ms reader starts on the WAL the last write grew).
+        ``leave_fresh``: see :meth:`_rebuild_if_marked`.
         """
         deadline: float | None = None
         pause = 0.005
@@ -730,9 +741,13 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
                     deadline = time.monotonic() + (timeout / 1000 if wait else 0)
                 try:
-                    if not self._checkpoint_once(CHECKPOINT_TRY_MS if wait else 0):
-                        self._db.execute("DELETE FROM erasure_pending")
+                    wait_ms = CHECKPOINT_TRY_MS if wait else 0
+                    if not self._checkpoint_once(wait_ms, leave_fresh=leave_fresh):
+                        # Not a rebuild another process's erasure owes since the
+                        # checkpoint: that one is still to do (its process does it).
+                        self._db.execute("DELETE FROM erasure_pending WHERE since >= 0")
                         self._erasure_pending = False
+                        self._rebuilt_since = None
                         return
                 except sqlite3.DatabaseError as exc:
                     raise StoreError(f"could not finish the erasure: {exc}") from exc
@@ -745,7 +760,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def _checkpoint_once(self, wait_ms: int) -> bool:
+    def _checkpoint_once(self, wait_ms: int, *, leave_fresh: bool = False) -> bool:
         """One ``wal_checkpoint(TRUNCATE)``, after the ``VACUUM`` an erasure marked as
         needing one (:func:`_merge_fts_and_mark_erasure`), each waiting at most
         ``wait_ms`` (within the busy timeout) for readers and writers (see
@@ -754,28 +769,55 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
         self._db.execute(f"PRAGMA busy_timeout = {min(int(timeout), wait_ms)}")
         try:
-            if not self._rebuild_if_marked():
+            if not self._rebuild_if_marked(leave_fresh=leave_fresh):
                 return True
             return bool(self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
-    def _rebuild_if_marked(self) -> bool:
+    def _rebuild_if_marked(self, *, leave_fresh: bool = False) -> bool:
         """``VACUUM`` the file if the pending erasure asks for it (a negative ``since``),
         then mark it as waiting only for the WAL truncation; False if another process's
-        write kept the lock. The mark is committed with the erasure, so a process that
-        dies before the rebuild leaves it to the next one (``erasure_pending``)."""
+        write kept the lock (from either step: the caller tries again). The mark is
+        committed with the erasure, so a process that dies before the rebuild leaves it
+        to the next one (``erasure_pending``).
+
+        Why the rebuild is remembered (``_rebuilt_since``): another process's write
+        between the ``VACUUM`` and the mark's update held the lock past the try's
+        100 ms; the update's "database is locked" failed the forget whose erasure had
+        committed (HTTP 503, and ``forgotten: 0`` on retry), and the mark, still set,
+        had the retry rewrite the whole file again (a review). The update flips only
+        the mark it rebuilt for: an erasure another process committed in between set a
+        newer one, which needs its own rebuild (the next try makes it, and
+        :meth:`_truncate_wal` never clears such a mark).
+        Should this process die between the two, the next one rebuilds once more,
+        harmlessly.
+
+        ``leave_fresh`` (the try after each write): a mark younger than the busy timeout
+        is the erasing process's to rebuild for (False, as if busy), unless this one
+        has. Why: another process's write got in between that process's ``VACUUM``
+        and its update, and then rebuilt the whole file again itself (1 of 3 forgets
+        at 100k memories beside a writer adding every 20 ms), holding every write
+        for another 0.5-1 s. An older mark is one that process gave up on, or died
+        with: any write (or the next process to open the file) makes it."""
         row = self._db.execute("SELECT since FROM erasure_pending").fetchone()
         if row is None or row[0] >= 0:
             return True
+        since = float(row[0])
+        fresh = time.time() + since < self._busy_timeout_ms / 1000
+        if leave_fresh and fresh and self._rebuilt_since != since:
+            return False
         try:
-            self._db.execute("VACUUM")
+            if self._rebuilt_since != since:
+                self._db.execute("VACUUM")
+                self._rebuilt_since = since
+            flip = "UPDATE erasure_pending SET since = -since WHERE since = ?"
+            flipped = self._db.execute(flip, (since,)).rowcount
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 return False
             raise
-        self._db.execute("UPDATE erasure_pending SET since = -since WHERE since < 0")
-        return True
+        return flipped == 1  # else marked anew since it was read: the next try rebuilds
 
     # -- search -------------------------------------------------------------
     def keyword_search(
@@ -1749,7 +1791,9 @@ def _merge_fts_and_mark_erasure(
     With three users' thousands of rows interleaved, a forget left 1-4 of 1,500
     erased texts (with the memory's and user's ids) readable there (a review). Only
     rewriting every page clears them; ``VACUUM`` measured 0.1 s at 10k memories and
-    0.3 s at 50k on the reference machine (the forget itself 0.17 s and 0.75 s).
+    0.3 s at 50k on the reference machine (the forget itself 0.17 s and 0.75 s), 0.5 s
+    at 103k (118 MB; the whole forget about 1 s, whatever it erases), and the -wal
+    grows to the file's size meanwhile (docs/api.md says so).
     Purges do not: one costs ~40 ms now, and a rebuild each would multiply that.
 
     Why ``rebuild`` and not ``optimize`` (a merge of the segments, cheaper): with
