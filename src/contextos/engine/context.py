@@ -214,8 +214,16 @@ class _Committer:
     writes (fsync'd); the caller already has its answer and should not wait
     for them. The next ``prepare`` (or ``flush``) waits, so the log is always
     complete before the next window is built, and a failed write is raised
-    there instead of being lost. A lock makes it safe for one wrapped client
-    shared by several threads: a commit starts once the one before it is done.
+    there instead of being lost -- and logged when it fails, since a client
+    wrapped per request, or whose call was still running at ``Memory.close``,
+    has no next call (the reply and the memory were lost without a word). A
+    lock makes it safe for one wrapped client shared by several threads: a
+    commit's thread starts at once and first joins the one before it, so a
+    commit starts once the one before it is done, and its submitter never waits.
+    Why not wait in ``submit``: that is the caller's thread, an asyncio event
+    loop's when an async handler closes a stream on a disconnect; the whole
+    loop stalled while the previous commit waited on a write lock (2.4 s, a
+    review).
 
     A commit may itself make a call through the same wrapped client (a
     ``MemoryLike`` whose ``add`` asks the model for something): that call's
@@ -247,56 +255,102 @@ class _Committer:
         self.background = background
         #: The session log its commits write (None: none, memory only).
         self.log = log
-        #: Guards ``_thread`` and ``_error``; never held while a thread is joined, nor
-        #: while a commit runs.
+        #: Guards ``_thread``, ``_threads`` and ``_error``; never held while a thread is
+        #: joined, nor while a commit runs.
         self._lock = threading.Lock()
         #: One inline commit at a time (``background`` False); its own thread may take it
         #: again (a commit that makes a call through the same client).
         self._inline = threading.RLock()
+        #: The last commit thread started: it ends after all those before it.
         self._thread: threading.Thread | None = None
+        #: The commit threads started and not yet done (running, or joining the one
+        #: before): this committer is in :data:`_IN_FLIGHT` while there is one.
+        self._threads: set[threading.Thread] = set()
         self._error: BaseException | None = None
 
     def submit(self, func: Callable[..., None], *args: Any) -> None:
-        """Run ``func(*args)`` after the commit before it. In the background, the
-        previous commit's failure is kept for the next ``wait`` (a ``prepare``):
-        the caller of this commit already has its answer and must get it."""
+        """Run ``func(*args)`` after the commit before it, without waiting for that one
+        (its new thread joins it first). In the background, the previous commit's
+        failure is kept for the next ``wait`` (a ``prepare``): the caller of this
+        commit already has its answer and must get it."""
         if not self.background:
             with self._inline:
                 self._raise()
                 _as_commit(func, args)
             return
         with self._lock:
-            self._settle(until_idle=True)
-            if self._thread is threading.current_thread():
-                nested = True  # made from inside the commit running here: its turn is now
-            else:
-                nested = False
+            nested = self._mine()  # made from inside a commit running here: its turn is now
+            if not nested:
                 thread = threading.Thread(
-                    target=self._background, args=(func, args), name="contextos-commit", daemon=True
+                    target=self._background,
+                    args=(self._thread, func, args),
+                    name="contextos-commit",
+                    daemon=True,
                 )
-                _in_flight(self, True)  # before it starts: it may end before start returns
+                self._started(thread, True)  # before it starts: it may end before start returns
                 try:
                     thread.start()
                 except BaseException:
-                    _in_flight(self, False)
+                    self._started(thread, False)
                     raise
                 self._thread = thread
         if nested:
             self._run(func, args)
 
-    def _background(self, func: Callable[..., None], args: tuple[Any, ...]) -> None:
-        """A commit thread's work: the commit, then this committer is idle again."""
+    def _background(
+        self, before: threading.Thread | None, func: Callable[..., None], args: tuple[Any, ...]
+    ) -> None:
+        """A commit thread's work: wait for the commit before it, run this one, then this
+        thread is done (the committer idle again once it was the last)."""
         try:
+            if before is not None:
+                before.join()
             self._run(func, args)
         finally:
+            with self._lock:
+                self._started(threading.current_thread(), False)
+
+    def _started(self, thread: threading.Thread, flying: bool) -> None:
+        """Note, ``_lock`` held, that ``thread`` is about to start (``flying``) or is
+        done; the committer is in :data:`_IN_FLIGHT` from its first to its last."""
+        if flying:
+            if not self._threads:
+                _in_flight(self, True)
+            self._threads.add(thread)
+            return
+        self._threads.discard(thread)
+        if not self._threads:
             _in_flight(self, False)
+
+    def _mine(self) -> bool:
+        """Whether this thread is one of this committer's commit threads (a call made
+        from inside its commit), ``_lock`` held: such a thread waits for none of them,
+        as the earlier ones are done and the later ones wait for it."""
+        return threading.current_thread() in self._threads
 
     def _run(self, func: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:
             _as_commit(func, args)
-        except BaseException as exc:  # handed to the caller by wait()
+        except BaseException as exc:  # handed to the caller by wait(), and logged here
             with self._lock:
                 self._error = self._error or exc
+            self._report(exc)
+
+    def _report(self, exc: BaseException) -> None:
+        """Log a failed background commit, once, by ids only (never the user's text):
+        it is raised at this client's next call or ``flush()``, but a client wrapped
+        per request, or one whose last call ran past ``Memory.close``, has none."""
+        if self.log is None:
+            where = "a call without a session"
+        else:
+            where = f"session {self.log[2]!r} of tenant {self.log[1]!r}"
+        log.warning(
+            "logging the reply / remembering the exchange of %s failed (raised again at "
+            "the client's next call or flush()): %s: %s",
+            where,
+            type(exc).__name__,
+            exc,
+        )
 
     def wait(self) -> None:
         """Wait for the commit in flight (none from the commit itself: see the class);
@@ -306,17 +360,18 @@ class _Committer:
                 self._raise()
             return
         with self._lock:
-            self._settle(until_idle=False)
+            self._settle()
             self._raise()
 
     def drain(self, timeout: float | None = None) -> None:
-        """Wait up to ``timeout`` seconds (None: for as long as it takes) for the commit
+        """Wait up to ``timeout`` seconds (None: for as long as it takes) for the commits
         in flight, raising nothing: a failure stays for the next :meth:`wait`. For
         shutdown, where there is no caller left to raise to, and for another client of
         the same log (:meth:`wait_for_others`), whose caller it is not."""
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        with self._lock:
+            thread = None if self._mine() else self._thread
+        if thread is not None:
+            thread.join(timeout)  # the last started: it ends after those before it
 
     def wait_for_others(self) -> None:
         """Wait for the commits in flight now of the other committers in this process
@@ -336,22 +391,22 @@ class _Committer:
         for other in others:
             other.drain()
 
-    def _settle(self, *, until_idle: bool) -> None:
-        """Join the commit in flight, ``_lock`` held on entry and on return but not while
-        joining; the thread is forgotten once done, unless another took its place
-        meanwhile. ``until_idle``: also those other threads started while this one was
-        joined, until none is in flight (what a new commit waits for, to keep the order).
-        The current thread is never joined: a commit made from inside a commit."""
-        while (thread := self._thread) is not None and thread is not threading.current_thread():
-            self._lock.release()
-            try:
-                thread.join()
-            finally:
-                self._lock.acquire()
-            if self._thread is thread:
-                self._thread = None
-            if not until_idle:
-                return
+    def _settle(self) -> None:
+        """Join the commits in flight now (the last one started, which ends after those
+        before it), ``_lock`` held on entry and on return but not while joining; the
+        thread is forgotten once done, unless another took its place meanwhile. None
+        from one of this committer's commit threads (:meth:`_mine`): a call made from
+        inside a commit."""
+        thread = self._thread
+        if thread is None or self._mine():
+            return
+        self._lock.release()
+        try:
+            thread.join()
+        finally:
+            self._lock.acquire()
+        if self._thread is thread:
+            self._thread = None
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -362,10 +417,10 @@ class _Committer:
 #: How long the interpreter's exit waits for each wrapped client's last commit.
 EXIT_WAIT_S = 10.0
 
-#: The background committers with a commit in flight, by the log it writes (one at a
-#: time each): what another client of that log waits for before its window
-#: (:meth:`_Committer.wait_for_others`), and the interpreter's exit for all
-#: (:func:`_drain_at_exit`). An entry goes when its commit thread ends.
+#: The background committers with a commit in flight, by the log it writes (running or
+#: waiting for the one before it): what another client of that log waits for before its
+#: window (:meth:`_Committer.wait_for_others`), and the interpreter's exit for all
+#: (:func:`_drain_at_exit`). An entry goes when its last commit thread ends.
 _IN_FLIGHT: dict[LogKey | None, set[_Committer]] = {}
 _IN_FLIGHT_LOCK = threading.Lock()
 
@@ -375,7 +430,8 @@ _HERE = threading.local()
 
 
 def _in_flight(committer: _Committer, flying: bool) -> None:
-    """Note that ``committer``'s commit thread starts (``flying``) or has ended."""
+    """Note that ``committer``'s first commit thread starts (``flying``), or its last
+    has ended (see :meth:`_Committer._started`)."""
     with _IN_FLIGHT_LOCK:
         if flying:
             _IN_FLIGHT.setdefault(committer.log, set()).add(committer)
