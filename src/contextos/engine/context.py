@@ -1228,6 +1228,14 @@ class SessionContext:
         )
 
     @property
+    def log_key(self) -> LogKey | None:
+        """The session log this context writes (None without a session): a wrapped
+        client's streams are listed by it, so that another client's call of the log
+        reports those whose replies its window needs before it waits for their commits
+        (:func:`contextos.providers.streams._settle_log`)."""
+        return self._committer.log
+
+    @property
     def scope_ids(self) -> ScopeIds:
         """The memory scope as ``Memory``'s keywords: the session's, or the user/agent given."""
         return self.scope.ids()

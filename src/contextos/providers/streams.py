@@ -94,7 +94,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -221,15 +221,18 @@ class Readers:
     anyone but the opener read it (``shared``: then no caller's next call may take it
     for left; see the module docstring), whether anyone read it at all (``started``),
     and whether the wrapper cut it (``cut``: reported and its response closed while the
-    app still held it)."""
+    app still held it). ``ended``: the reply came whole and its reader holds every event
+    of it, outside the stream (the generator waits at the event last handed on): another
+    client of its session may settle it (:meth:`OpenStreams.settle_for`)."""
 
-    __slots__ = ("cut", "last", "shared", "started")
+    __slots__ = ("cut", "ended", "last", "shared", "started")
 
     def __init__(self) -> None:
         self.last = Reader()
         self.shared = False
         self.started = False
         self.cut = False
+        self.ended = False
 
     def read(self) -> None:
         """Note who asks for the next event (and that someone did): one comparison when
@@ -288,6 +291,8 @@ def _read_ahead(
             break
         except Exception:
             yield from held
+            if readers.cut and acc.finished:
+                return  # cut under this read once the reply was whole: the loop ends
             raise
         acc.feed(event)
         held.append(event)
@@ -314,7 +319,9 @@ def _observed(
             for event in _read_ahead(inner, acc, readers, provider):
                 readers.read()
                 if hide is None or not hide(event):
+                    readers.ended = acc.finished
                     yield event
+                    readers.ended = False
     except GeneratorExit:
         abandoned()
         raise
@@ -352,9 +359,17 @@ class OpenStreams:
     another's stream still being read. Streams closed by the garbage collector wait in
     a lock-free queue for :meth:`drain`, and in the reporter's (:class:`_Reporter`),
     which reports them unless a call of this client came first.
+
+    ``log``: the session log the client's managed streams commit to (the engine's
+    ``LogKey``; None: none). While such a stream is open the set is listed under it
+    (:data:`_BY_LOG`), so that another client's managed call of that log reports the
+    streams whose replies its window needs (:meth:`settle_for`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log: Hashable | None = None) -> None:
+        self.log = log
+        #: the open streams that commit to ``log``: listed in :data:`_BY_LOG` while any
+        self._committing = 0
         self._open: dict[int, _Entry] = {}
         self._abandoned: deque[int] = deque()
         self._ids = itertools.count()
@@ -385,6 +400,10 @@ class OpenStreams:
 
         with self._lock:
             self._open[entry.key] = entry
+            if commits and self.log is not None:
+                self._committing += 1
+                if self._committing == 1:
+                    _listed(self, True)
         return report, abandon, entry.readers
 
     def _abandon(self, entry: _Entry) -> None:
@@ -428,7 +447,11 @@ class OpenStreams:
         """``entry``'s record is made and handed to the commit: out of this set, and
         whoever waits for it goes on."""
         with self._lock:
-            self._open.pop(entry.key, None)
+            popped = self._open.pop(entry.key, None)
+            if popped is not None and popped.commits and self.log is not None:
+                self._committing -= 1
+                if not self._committing:
+                    _listed(self, False)
         entry.reported.set()
 
     def _report_left(self, entry: _Entry) -> None:
@@ -438,13 +461,18 @@ class OpenStreams:
         try:
             self._report(entry)
         except Exception as exc:
-            with self._lock:
-                self._failed = self._failed or exc
-            log.warning(
-                "recording a stream its caller left failed (raised again at the "
-                "client's next call): %s",
-                exc,
-            )
+            self._keep_failure(exc)
+
+    def _keep_failure(self, exc: Exception) -> None:
+        """Keep a failure to report a stream for this client's next :meth:`drain`, and log
+        it: whoever reported it (the reporter, another client's call) is not its caller."""
+        with self._lock:
+            self._failed = self._failed or exc
+        log.warning(
+            "recording a stream its caller left failed (raised again at the "
+            "client's next call): %s",
+            exc,
+        )
 
     @property
     def abandoned(self) -> bool:
@@ -472,6 +500,7 @@ class OpenStreams:
         self._open.clear()
         self._abandoned.clear()
         self._failed = None
+        self._committing = 0
 
     def drain(self) -> None:
         """Report the streams the garbage collector (or a close) abandoned, oldest first,
@@ -514,6 +543,44 @@ class OpenStreams:
             return
         me = _caller_key()
         self._cut(lambda e: e.commits and e.readers.started and e.readers.left_by(me))
+        _settle_log(self, me)
+
+    def settle_for(self, me: tuple[int, int, int]) -> None:
+        """Before a managed call of another client of this one's session log (the caller
+        ``me``): report the streams whose replies that call's window needs, so that their
+        commits are in flight, and waited for (``_Committer.wait_for_others``): those
+        queued (dropped; the reporter may not have reached them), those being reported
+        (waited for until handed to the commit), and, cut as :meth:`before_call` cuts,
+        those ``me`` alone read part of and left -- or whose only reader is gone -- and
+        those whose reply came whole that nobody is reading (:attr:`Readers.ended`).
+
+        Why: that call's own :meth:`before_call` sees only its client's streams, and a
+        client wrapped per request, or the other provider's, built its window without a
+        reply streamed and dropped at its end marker (Anthropic's was still queued;
+        OpenAI's, which holds itself, waited for a garbage collection), and the reply
+        was logged after the next question (a review). A failed report is raised at
+        this client's next call, not to ``me``."""
+        with self._lock:
+            queued = set(self._abandoned)
+            picked = [
+                (e, e.by is None and e.key not in queued)
+                for e in self._open.values()
+                if e.commits
+                and (
+                    e.by is not None
+                    or e.key in queued
+                    or e.readers.ended
+                    or (e.readers.started and e.readers.left_by(me))
+                )
+            ]
+        for entry, cut in picked:
+            try:
+                if cut:
+                    self._cut_entry(entry)
+                else:
+                    self._report(entry)
+            except Exception as exc:  # noqa: BLE001 - its own client's to raise
+                self._keep_failure(exc)
 
     def finish(self) -> None:
         """``flush()``: :meth:`drain`, then cut every stream the caller alone opened and
@@ -560,6 +627,49 @@ class OpenStreams:
         self._report(entry, timeout)
         entry.readers.cut = True
         entry.release()
+
+
+#: The clients' open stream sets with a stream open that commits, by the session log it
+#: commits to (:attr:`OpenStreams.log`): what a managed call of that log settles first
+#: (:func:`_settle_log`). One dict lookup when no other client of the log has one.
+_BY_LOG: dict[Hashable, set[OpenStreams]] = {}
+_BY_LOG_LOCK = threading.Lock()
+
+
+def _listed(streams: OpenStreams, listed: bool) -> None:
+    """List ``streams`` under its log (its first committing stream opened), or not (its
+    last one reported)."""
+    with _BY_LOG_LOCK:
+        if listed:
+            _BY_LOG.setdefault(streams.log, set()).add(streams)
+            return
+        found = _BY_LOG.get(streams.log)
+        if found is not None:
+            found.discard(streams)
+            if not found:
+                del _BY_LOG[streams.log]
+
+
+def _settle_log(mine: OpenStreams, me: tuple[int, int, int]) -> None:
+    """Before a managed call of ``mine``'s client by ``me``: :meth:`OpenStreams.settle_for`
+    on every other client's streams of the same session log.
+
+    Not from inside a commit, nor on the reporter or a commit thread: a call a commit
+    makes through another client of the session waits for no other client's commit
+    (``_Committer.wait_for_others``), and one waiting there for another client's report,
+    whose commit waits for this one, would hang both for good."""
+    if mine.log is None:
+        return
+    with _BY_LOG_LOCK:
+        others = [s for s in _BY_LOG.get(mine.log, ()) if s is not mine]
+    if not others:
+        return
+    from ..engine.context import _in_commit  # loaded by now: the wrapper's source
+
+    if _in_commit() or not _may_wait():
+        return
+    for other in others:
+        other.settle_for(me)
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -682,8 +792,10 @@ def _reporter_after_fork() -> None:
     child never reports a stream the parent opened, however it ends (``flush()``,
     ``Memory.close()``, its exit); they stay in :data:`_LIVE_STREAMS`, so the streams
     the child opens itself are settled at its exit."""
-    global _REPORTER
+    global _REPORTER, _BY_LOG_LOCK
     _REPORTER = _Reporter()
+    _BY_LOG_LOCK = threading.Lock()
+    _BY_LOG.clear()
     for streams in list(_LIVE_STREAMS):
         streams.forget_after_fork()
 

@@ -170,8 +170,9 @@ class _Core:
         self.recorders = list(recorders)
         self.stream_usage = stream_usage
         self.tool_loop: Any = None  # a contextos.agent.ToolLoop with memory_tools
-        #: streams not yet reported; every call first reports them (see streams.py)
-        self.open_streams = OpenStreams()
+        #: streams not yet reported; every call first reports them (see streams.py), and
+        #: another client's managed call of the same session log those it needs logged
+        self.open_streams = OpenStreams(getattr(context, "log_key", None))
         self._on_close = _StreamsOnClose.register(self.open_streams, context)
 
     def passthrough(self, adapter: ProviderAdapter) -> _Core:
