@@ -3,6 +3,7 @@ same steps against Anthropic and OpenAI."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contextos.testing.fake_anthropic import FakeAnthropic
@@ -38,3 +39,15 @@ def openai_tool_call(call: dict[str, Any], model: str = "gpt-4.1-mini") -> Any:
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         }
     )
+
+
+def said(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(role, text) of each message sent, in either API's form (a tool call as its id)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        blocks = [{"text": content}] if isinstance(content, str) else content or []
+        parts = [str(b.get("text") or b.get("id") or b.get("content") or "") for b in blocks]
+        parts += [c["id"] for c in m.get("tool_calls") or []]
+        out.append((m["role"], " ".join(p for p in parts if p)))
+    return out

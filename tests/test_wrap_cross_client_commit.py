@@ -31,6 +31,7 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 from contextos.types import Message  # noqa: E402
+from sdk_support import said  # noqa: E402
 
 CLAUDE, GPT = "claude-sonnet-4-6", "gpt-4.1-mini"
 #: The longest a held commit waits for the next request to reach the fake.
@@ -90,19 +91,6 @@ def held(tmp_path: Path) -> Iterator[HeldStore]:
 def memory(held: HeldStore) -> Iterator[Memory]:
     with Memory(store=held, embedder=HashEmbedder(), background_embedding=False) as m:  # type: ignore[arg-type]
         yield m
-
-
-def said(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(role, text) of each message sent, in either API's form (a tool call as its id)."""
-    out = []
-    for m in messages:
-        content = m.get("content")
-        blocks = [{"text": content}] if isinstance(content, str) else content or []
-        parts = [str(b.get("text") or b.get("id") or b.get("content") or "") for b in blocks]
-        parts = [p for p in parts if p]
-        parts += [c["id"] for c in m.get("tool_calls") or []]
-        out.append((m["role"], " ".join(parts)))
-    return out
 
 
 def log(memory: Memory) -> list[tuple[str, str]]:

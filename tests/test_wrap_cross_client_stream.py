@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from contextos.store.sqlite import SQLiteStore  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from sdk_support import said  # noqa: E402
 
 CLAUDE, GPT = "claude-sonnet-4-6", "gpt-4.1-mini"
 LOOKUP_A = [{"name": "lookup", "description": "Look up.", "input_schema": {"type": "object"}}]
@@ -96,18 +97,6 @@ def busy_reporter(sdk: Any, memory: Memory, gated: GatedStore) -> Any:
     del stream  # queued for the reporter, whose report commits inline, and waits
     assert gated.entered.wait(10)
     return blocker
-
-
-def said(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(role, text) of each message sent, in either API's form (a tool call as its id)."""
-    out = []
-    for m in messages:
-        content = m.get("content")
-        blocks = [{"text": content}] if isinstance(content, str) else content or []
-        parts = [str(b.get("text") or b.get("id") or b.get("content") or "") for b in blocks]
-        parts += [c["id"] for c in m.get("tool_calls") or []]
-        out.append((m["role"], " ".join(p for p in parts if p)))
-    return out
 
 
 def roles(memory: Memory) -> str:

@@ -112,6 +112,7 @@ from contextos.errors import (
     ProviderError,
     ScopeError,
 )
+from contextos.keyed_locks import KeyedSets
 from contextos.llm.media_tokens import media_tokens, open_loop_start
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
@@ -386,9 +387,7 @@ class _Committer:
         both for good. One dict lookup when no other client's commit is in flight."""
         if self.log is None or _in_commit():
             return
-        with _IN_FLIGHT_LOCK:
-            others = [c for c in _IN_FLIGHT.get(self.log, ()) if c is not self]
-        for other in others:
+        for other in _IN_FLIGHT.others(self.log, self):
             other.drain()
 
     def _settle(self) -> None:
@@ -421,8 +420,7 @@ EXIT_WAIT_S = 10.0
 #: waiting for the one before it): what another client of that log waits for before its
 #: window (:meth:`_Committer.wait_for_others`), and the interpreter's exit for all
 #: (:func:`_drain_at_exit`). An entry goes when its last commit thread ends.
-_IN_FLIGHT: dict[LogKey | None, set[_Committer]] = {}
-_IN_FLIGHT_LOCK = threading.Lock()
+_IN_FLIGHT: KeyedSets[_Committer] = KeyedSets()
 
 #: This thread's commits running now (``depth``): a commit may call the model through a
 #: wrapped client, whose commit then runs inside it (see :class:`_Committer`).
@@ -432,15 +430,10 @@ _HERE = threading.local()
 def _in_flight(committer: _Committer, flying: bool) -> None:
     """Note that ``committer``'s first commit thread starts (``flying``), or its last
     has ended (see :meth:`_Committer._started`)."""
-    with _IN_FLIGHT_LOCK:
-        if flying:
-            _IN_FLIGHT.setdefault(committer.log, set()).add(committer)
-            return
-        found = _IN_FLIGHT.get(committer.log)
-        if found is not None:
-            found.discard(committer)
-            if not found:
-                del _IN_FLIGHT[committer.log]
+    if flying:
+        _IN_FLIGHT.add(committer.log, committer)
+    else:
+        _IN_FLIGHT.discard(committer.log, committer)
 
 
 def _as_commit(func: Callable[..., None], args: tuple[Any, ...]) -> None:
@@ -471,9 +464,7 @@ def _drain_at_exit() -> None:
     thread is a daemon, killed at exit). It runs before the threads it would wait on
     are gone, like the embedding worker's own exit hook
     (:func:`contextos.memory.embedding_worker._close_live_workers`)."""
-    with _IN_FLIGHT_LOCK:
-        flying = [c for committers in _IN_FLIGHT.values() for c in committers]
-    for committer in flying:
+    for committer in _IN_FLIGHT.all():
         committer.drain(EXIT_WAIT_S)
 
 

@@ -99,6 +99,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..errors import ProviderError
+from ..keyed_locks import KeyedSets
 from .base import StreamAccumulator
 from .errors import mapped_errors
 
@@ -632,22 +633,16 @@ class OpenStreams:
 #: The clients' open stream sets with a stream open that commits, by the session log it
 #: commits to (:attr:`OpenStreams.log`): what a managed call of that log settles first
 #: (:func:`_settle_log`). One dict lookup when no other client of the log has one.
-_BY_LOG: dict[Hashable, set[OpenStreams]] = {}
-_BY_LOG_LOCK = threading.Lock()
+_BY_LOG: KeyedSets[OpenStreams] = KeyedSets()
 
 
 def _listed(streams: OpenStreams, listed: bool) -> None:
     """List ``streams`` under its log (its first committing stream opened), or not (its
     last one reported)."""
-    with _BY_LOG_LOCK:
-        if listed:
-            _BY_LOG.setdefault(streams.log, set()).add(streams)
-            return
-        found = _BY_LOG.get(streams.log)
-        if found is not None:
-            found.discard(streams)
-            if not found:
-                del _BY_LOG[streams.log]
+    if listed:
+        _BY_LOG.add(streams.log, streams)
+    else:
+        _BY_LOG.discard(streams.log, streams)
 
 
 def _settle_log(mine: OpenStreams, me: tuple[int, int, int]) -> None:
@@ -660,8 +655,7 @@ def _settle_log(mine: OpenStreams, me: tuple[int, int, int]) -> None:
     whose commit waits for this one, would hang both for good."""
     if mine.log is None:
         return
-    with _BY_LOG_LOCK:
-        others = [s for s in _BY_LOG.get(mine.log, ()) if s is not mine]
+    others = _BY_LOG.others(mine.log, mine)
     if not others:
         return
     from ..engine.context import _in_commit  # loaded by now: the wrapper's source
@@ -792,10 +786,9 @@ def _reporter_after_fork() -> None:
     child never reports a stream the parent opened, however it ends (``flush()``,
     ``Memory.close()``, its exit); they stay in :data:`_LIVE_STREAMS`, so the streams
     the child opens itself are settled at its exit."""
-    global _REPORTER, _BY_LOG_LOCK
+    global _REPORTER
     _REPORTER = _Reporter()
-    _BY_LOG_LOCK = threading.Lock()
-    _BY_LOG.clear()
+    _BY_LOG.clear_after_fork()
     for streams in list(_LIVE_STREAMS):
         streams.forget_after_fork()
 
