@@ -741,12 +741,19 @@ def mcp_http_app(
     server-wide cap (10,000), so a single key opening sessions it never closes
     would lock every other tenant out (503) and grow the process by hundreds of
     megabytes. The tools need no session: each request's key names its tenant,
-    and a revoked key fails on its next request."""
+    and a revoked key fails on its next request.
+
+    Each answer is one JSON body, not an SSE stream: the official client refuses any
+    SSE event over 1 MiB, so a list page, a real-budget window or the answer to a
+    large add failed in the client (the add stored, reported as failed, stored again
+    on a retry). No tool sends anything mid-call and nothing outlives a request, so
+    no answer needs a stream."""
     if server.contextos_major == "2":
-        app = server.streamable_http_app(host=host, stateless_http=True)
+        app = server.streamable_http_app(host=host, stateless_http=True, json_response=True)
     else:  # FastMCP 1.x takes these as settings
         server.settings.host = host
         server.settings.stateless_http = True
+        server.settings.json_response = True
         app = server.streamable_http_app()
     auth = Authenticator(
         keys,
@@ -799,9 +806,15 @@ class WholeBody:
             if not message.get("more_body", False):
                 break
         whole = b"".join(chunks)
-        if scope.get("method") == "POST" and _bad_request_id(whole):
-            await _refuse_request(send, _BAD_ID)
-            return
+        if scope.get("method") == "POST":
+            refused = _unparsed_body(whole)
+            if refused is not None:
+                code, message, request_id = refused
+                await _refuse_request(send, message, code, request_id)
+                return
+            if _bad_request_id(whole):
+                await _refuse_request(send, _BAD_ID)
+                return
         body: dict[str, Any] | None = {"type": "http.request", "body": whole}
 
         async def replay() -> dict[str, Any]:
@@ -865,11 +878,29 @@ def _bad_request_id(body: bytes) -> bool:
     return isinstance(request_id, bool) or not isinstance(request_id, str | int)
 
 
-async def _refuse_request(send: Any, message: str) -> None:
-    """Answer 400 with a JSON-RPC invalid-request error (id null)."""
+def _unparsed_body(body: bytes) -> tuple[int, str, str | int | None] | None:
+    """The error (code, message, id) for a body the SDK's parser refuses although it is
+    JSON (see :func:`_unparsed`); None for any other body, left to the SDK."""
+    import pydantic_core
+
+    try:
+        pydantic_core.from_json(body)  # the SDK's parser
+    except ValueError as exc:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return _unparsed(text, body, str(exc))
+    return None
+
+
+async def _refuse_request(
+    send: Any, message: str, code: int = -32600, request_id: str | int | None = None
+) -> None:
+    """Answer 400 with a JSON-RPC error (by default invalid request, id null)."""
     import json
 
-    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+    error = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
     payload = json.dumps(error).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
     await send({"type": "http.response.start", "status": 400, "headers": headers})
@@ -1106,18 +1137,13 @@ class _StdioLines:
             unreadable = [e for e in exc.errors() if e["type"] == "json_invalid"]
             # Its id wherever it sits (the TypeScript SDK writes it last): the call
             # fails at once instead of waiting out the client's timeout.
-            request_id = _request_id(text)
-            if request_id is None:
-                request_id = _line_id(line)
-            if unreadable and "recursion limit" in unreadable[0]["msg"]:
-                await self.refuse(
-                    types.INVALID_REQUEST,
-                    "Invalid request: the message nests too deeply",
-                    request_id,
-                )
-            elif unreadable and _loads(text):  # Python's parser takes lone surrogates
-                await self.refuse(types.PARSE_ERROR, _LONE_SURROGATE, request_id)
+            refused = _unparsed(text, line, unreadable[0]["msg"]) if unreadable else None
+            if refused is not None:
+                await self.refuse(*refused)
             elif unreadable:
+                request_id = _request_id(text)
+                if request_id is None:
+                    request_id = _line_id(line)
                 await self.refuse(
                     types.PARSE_ERROR, "Parse error: the line is not valid JSON", request_id
                 )
@@ -1193,6 +1219,27 @@ def _request_id(text: str) -> str | int | None:
     ):
         return request_id
     return None
+
+
+def _unparsed(text: str, raw: bytes, error: str) -> tuple[int, str, str | int | None] | None:
+    """The JSON-RPC error (code, message, the request's id) for ``text`` (``raw``
+    decoded) that the SDK's JSON parser refused with ``error`` but that is JSON: nested
+    past its recursion limit, or holding a lone-surrogate escape (RFC 8259 allows
+    ``\\ud800``; JavaScript's ``JSON.stringify`` writes one). None when it is not JSON.
+
+    Why one rule for stdio and streamable HTTP: over HTTP the SDK answered both with a
+    misleading ``-32700`` ("unexpected end of hex escape", a column number) and id null,
+    while stdio named the cause and the request's id (a review). JSON-RPC's codes are
+    written out: ``mcp_types`` is mcp 2.x's, and HTTP serves 1.x too."""
+    if "recursion limit" in error:
+        message = "Invalid request: the message nests too deeply"
+        code = -32600  # invalid request
+    elif _loads(text):  # Python's parser takes lone surrogates
+        message, code = _LONE_SURROGATE, -32700  # parse error
+    else:
+        return None
+    request_id = _request_id(text)
+    return code, message, _line_id(raw) if request_id is None else request_id
 
 
 def _loads(text: str) -> bool:
