@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import signal
 import sys
-from typing import TYPE_CHECKING, Literal, cast
+import threading
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -12,6 +15,7 @@ from ..engine.message_text import lone_surrogate_at
 from .bench_frame import terminable
 from .common import (
     CliState,
+    F,
     choice_option,
     console,
     err_console,
@@ -124,6 +128,36 @@ def default_chat_session(user_id: str) -> str:
     return "chat" if user_id == DEFAULT_CHAT_USER else f"chat-{user_id}"
 
 
+def hangup_terminates(func: F) -> F:
+    """Run ``func`` (under :func:`~.bench_frame.terminable`) so that SIGHUP ends it as
+    SIGTERM does: by the handler ``terminable`` set, unwinding through every ``finally``.
+
+    Why: closing the terminal of a ``chat`` sends SIGHUP, whose default action ends the
+    process on the spot; the question of the turn in flight was left logged and never
+    remembered (a review). Only the main thread can set a handler: elsewhere, and where
+    no SIGHUP exists, this does nothing."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        hup = getattr(signal, "SIGHUP", None)
+        terminate = signal.getsignal(signal.SIGTERM)
+        main = threading.current_thread() is threading.main_thread()
+        if hup is None or not callable(terminate) or not main:
+            return func(*args, **kwargs)
+
+        def hang_up(signum: int, frame: Any) -> None:
+            signal.signal(hup, signal.SIG_IGN)  # once, as SIGTERM: the cleanup runs whole
+            terminate(signum, frame)
+
+        previous = signal.signal(hup, hang_up)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            signal.signal(hup, previous)
+
+    return cast(F, run)
+
+
 @click.command()
 @choice_option(
     "--provider",
@@ -159,6 +193,8 @@ def default_chat_session(user_id: str) -> str:
 )
 @json_option
 @pass_state
+@terminable
+@hangup_terminates
 def chat(
     state: CliState,
     provider: str,
@@ -174,6 +210,7 @@ def chat(
     from ..llm.clients import naming_server
     from ..memory import Memory
     from ..providers.chat import Chat
+    from ..store.records import refuse_nul
 
     if base_url is not None and provider != "openai":
         # It chatted offline, the URL unused, and exited 0 (a review).
@@ -201,7 +238,9 @@ def chat(
         number = 0
         while True:
             if interactive:
-                console.print("[bold]you>[/bold] ", end="")
+                # On stderr: on stdout it led every line of `chat --json | tee chat.jsonl`
+                # (a terminal typing, a pipe reading), and no line parsed (a review).
+                err_console.print("[bold]you>[/bold] ", end="")
             line = stdin.readline()
             number += 1
             if not line or line.strip() in ("/quit", "/exit"):
@@ -214,6 +253,13 @@ def chat(
                 err_console.print(
                     f"stdin line {number} is not UTF-8 text: skipped", highlight=False
                 )
+                continue
+            try:
+                refuse_nul(f"stdin line {number}", line)  # what every store refuses
+            except ValueError as exc:
+                # Refused at the store, it ended the chat (exit 2), the lines after it
+                # unread and the line unnamed (a review).
+                err_console.print(f"{exc}: skipped", highlight=False, markup=False)
                 continue
             with naming_server(server):
                 turn = chat.send(line.strip())

@@ -259,6 +259,12 @@ class _Committer:
         #: Guards ``_thread``, ``_threads`` and ``_error``; never held while a thread is
         #: joined, nor while a commit runs.
         self._lock = threading.Lock()
+        #: Notified, ``_lock`` held, as each commit thread is done. Why not
+        #: ``Thread.join``: a Ctrl-C or SIGTERM raised in the main thread while it joined
+        #: marked the thread done while it still ran (Python 3.11's bpo-45274 fix), so
+        #: the next wait returned at once and ``Memory.close`` closed the store under
+        #: the commit: the question in flight never remembered (a review).
+        self._done = threading.Condition(self._lock)
         #: One inline commit at a time (``background`` False); its own thread may take it
         #: again (a commit that makes a call through the same client).
         self._inline = threading.RLock()
@@ -320,6 +326,7 @@ class _Committer:
             self._threads.add(thread)
             return
         self._threads.discard(thread)
+        self._done.notify_all()
         if not self._threads:
             _in_flight(self, False)
 
@@ -371,8 +378,8 @@ class _Committer:
         the same log (:meth:`wait_for_others`), whose caller it is not."""
         with self._lock:
             thread = None if self._mine() else self._thread
-        if thread is not None:
-            thread.join(timeout)  # the last started: it ends after those before it
+            if thread is not None:  # the last started: it ends after those before it
+                self._done.wait_for(lambda: thread not in self._threads, timeout)
 
     def wait_for_others(self) -> None:
         """Wait for the commits in flight now of the other committers in this process
@@ -399,11 +406,8 @@ class _Committer:
         thread = self._thread
         if thread is None or self._mine():
             return
-        self._lock.release()
-        try:
-            thread.join()
-        finally:
-            self._lock.acquire()
+        while thread in self._threads:
+            self._done.wait()  # releases ``_lock`` while it waits (see ``_done``)
         if self._thread is thread:
             self._thread = None
 

@@ -126,20 +126,27 @@ class Chat:
     def _offline(self, text: str) -> ChatTurn:
         request = ChatRequest(self.model, (self.system,), (Message("user", text),))
         prepared = self.context.prepare(request, reserve_tokens=self.max_tokens)
-        memories = _memories_of(prepared.window)
-        reply = (
-            f"From memory: {memories[0]}"
-            if memories
-            else "I don't have anything on that yet; I'll remember what you said."
-        )
-        usage = Usage(
-            input_tokens=prepared.window.total_tokens,
-            output_tokens=self.context.tokenizer.count(reply),
-        )
-        self.context.commit(
-            prepared,
-            CallRecord("offline", self.model, usage, Message("assistant", reply), False, 0.0),
-        )
+        try:
+            memories = _memories_of(prepared.window)
+            reply = (
+                f"From memory: {memories[0]}"
+                if memories
+                else "I don't have anything on that yet; I'll remember what you said."
+            )
+            usage = Usage(
+                input_tokens=prepared.window.total_tokens,
+                output_tokens=self.context.tokenizer.count(reply),
+            )
+            self.context.commit(
+                prepared,
+                CallRecord("offline", self.model, usage, Message("assistant", reply), False, 0.0),
+            )
+        except BaseException:
+            # The question is logged (by prepare) and only the commit remembers it: a
+            # Ctrl-C or SIGTERM here left it in the log unanswered and never remembered
+            # (a review: 1 kill in 6). Remembered all the same, as a failed call's is.
+            self.context.failed(prepared)
+            raise
         return ChatTurn(reply, prepared.window, usage, memories)
 
 
