@@ -247,3 +247,52 @@ def test_mcp_tool_writes_wait_on_write_threads_not_the_shared_pool(tmp_path: Pat
             return http_tool_call(http, key, "list_memories", {"user_id": "ana"})
 
         _reads_answer_while_writes_wait(db, add, listed, ok=200)
+
+
+#: A process that adds one memory (default 10 s busy timeout) and reports how it ended.
+ADDER = """
+import sys, time
+from contextos.memory import Memory
+from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
+memory = Memory(store=SQLiteStore(sys.argv[1]), embedder=HashEmbedder(),
+                background_embedding=False)
+print("adding", flush=True)
+try:
+    memory.add("behind the lock", user_id="u")
+    print("added", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+memory.close()
+"""
+
+
+def test_ctrl_c_ends_a_write_waiting_for_another_process_at_once(tmp_path: Path) -> None:
+    """A Ctrl-C (SIGINT) sent to a process whose write waits for another process's
+    lock ends it within a fraction of a second. SQLite's busy handler sleeps in C
+    where Python runs no signal handler, and one wait of the whole 10 s timeout left
+    the Ctrl-C unseen until it ran out; now the wait is taken in 0.1 s slices."""
+    import signal
+
+    db = tmp_path / "c.db"
+    with Memory(store=SQLiteStore(db), embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("before the lock", user_id="u")
+    with lock_held(db):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ADDER, str(db)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "adding"
+        time.sleep(1.0)  # the add waits for the lock
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        ended_s = time.monotonic() - sent
+    assert out.strip() == "interrupted", out
+    assert ended_s < 1.5, f"the Ctrl-C was seen after {ended_s:.1f} s"
+    with Memory(store=SQLiteStore(db), embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("after the lock", user_id="u")
+        assert sorted(r.text for r in m.get_all(user_id="u")) == [
+            "after the lock",
+            "before the lock",
+        ]

@@ -132,6 +132,10 @@ def scope_terms(scope: Scope) -> builtins.list[str]:
 #: it waits for readers (``SQLiteStore._truncate_wal``), in ms.
 CHECKPOINT_TRY_MS = 100
 
+#: One slice of a write's wait for another process's write lock (``SQLiteStore._begin``),
+#: in ms: between slices Python runs its signal handlers (Ctrl-C).
+BEGIN_SLICE_MS = 100
+
 
 class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
@@ -270,18 +274,26 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     def _begin(self, deadline: float) -> None:
         """``BEGIN IMMEDIATE``, waiting for other processes' write lock until ``deadline``
         (``time.monotonic``) at most; ``_lock`` held. First, that the path still names
-        the file this store opened (:meth:`_check_same_file`)."""
+        the file this store opened (:meth:`_check_same_file`).
+
+        The wait is taken in slices of ``BEGIN_SLICE_MS``: SQLite's busy handler sleeps
+        in C, where Python runs no signal handler, so one wait of the whole timeout
+        left a Ctrl-C (or SIGTERM) behind another process's lock unseen for up to
+        10 s (a review). Between slices the interpreter runs its handlers."""
         self._check_same_file()
-        left_ms = max(0, round((deadline - time.monotonic()) * 1000))
-        shortened = left_ms < self._busy_timeout_ms  # _lock was waited for
         try:
-            if shortened:
-                self._db.execute(f"PRAGMA busy_timeout = {left_ms}")
+            self._db.execute(f"PRAGMA busy_timeout = {BEGIN_SLICE_MS}")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                while True:
+                    try:
+                        self._db.execute("BEGIN IMMEDIATE")
+                        return
+                    except sqlite3.OperationalError as exc:
+                        busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                        if not busy or time.monotonic() >= deadline:
+                            raise
             finally:
-                if shortened:
-                    self._db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                self._db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         except sqlite3.OperationalError as exc:
             raise _write_refused(self._opened, exc) from exc
         except sqlite3.ProgrammingError as exc:  # closed
