@@ -87,6 +87,7 @@ def test_an_offboarded_tenants_stale_client_locks_nobody_out(tmp_path: Path) -> 
         assert {r.status_code for r in answers} == {401}, [r.status_code for r in answers]
         message = answers[-1].json()["error"]["message"]
         assert "revoked" in message and _key_id(old) in message
+        assert "tenant was deleted" in message and "replaced it" not in message, message
 
         # Another tenant on the same host is served throughout.
         assert _read(b).status_code == 200

@@ -83,6 +83,7 @@ def test_a_stale_worker_with_a_revoked_key_locks_nobody_out(tmp_path: Path) -> N
         status, kind, message = answers.pop()
         assert (status, kind) == (401, "Unauthenticated")
         assert "revoked" in message and key_id(old_a) in message
+        assert "another key of its tenant" in message and "deleted" not in message, message
 
         # Tenant B and the admin, on the same host, are served throughout.
         assert read(http, key_b).status_code == 200

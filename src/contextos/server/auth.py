@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..errors import AuthError, RateLimited
-from .keys import KeyStore, hash_secret, secrets_match
+from .keys import ApiKey, KeyStore, hash_secret, secrets_match
 from .ratelimit import RateLimit, TokenBucketLimiter
 
 #: Failed authentications a client may make at once, then per second.
@@ -31,13 +31,16 @@ class Unauthenticated(AuthError):
         self.revoked = revoked
 
 
-def revoked_key(key_id: str) -> Unauthenticated:
+def revoked_key(key: ApiKey) -> Unauthenticated:
     """The 401 of a revoked key presented with its right secret: it names the key, which
-    only its holder can learn this way (a wrong secret is answered as an unknown id)."""
-    return Unauthenticated(
-        f"API key {key_id} was revoked: switch this client to the key that replaced it",
-        revoked=True,
-    )
+    only its holder can learn this way (a wrong secret is answered as an unknown id).
+    An offboarded tenant's key says so: there is no key that replaced it, and the
+    message used to send its client looking for one (a review)."""
+    if key.offboarded:
+        why = "its tenant was deleted from this server; no key replaces it"
+    else:
+        why = "switch this client to another key of its tenant (the one that replaced it)"
+    return Unauthenticated(f"API key {key.id} was revoked: {why}", revoked=True)
 
 
 class Forbidden(AuthError):
@@ -125,7 +128,7 @@ class Authenticator:
         if key is None:
             return None
         if not key.active:
-            raise revoked_key(key.id)
+            raise revoked_key(key)
         return self._charge(Principal(key_id=key.id, tenant=key.tenant))
 
     def identify(self, secret: str | None) -> Principal:
@@ -140,7 +143,7 @@ class Authenticator:
         if key is None:
             raise Unauthenticated("invalid API key")
         if not key.active:
-            raise revoked_key(key.id)
+            raise revoked_key(key)
         return Principal(key_id=key.id, tenant=key.tenant)
 
     def tenant_of(self, headers: Mapping[str, str]) -> str:

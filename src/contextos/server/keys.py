@@ -74,6 +74,12 @@ class ApiKey:
     def active(self) -> bool:
         return self.revoked_at is None
 
+    @property
+    def offboarded(self) -> bool:
+        """A tombstone: the key of a tenant deleted from this server
+        (:meth:`KeyStore.delete_tenant`), revoked and naming no tenant."""
+        return self.tenant == _TOMBSTONE
+
 
 @dataclass(frozen=True)
 class IssuedKey:
