@@ -192,6 +192,14 @@ def test_subject_of_takes_a_name_that_starts_with_the_speakers_for_another() -> 
     assert subject_of("Ann", "Ann") == "ann"
 
 
+def test_subject_of_reads_a_name_whose_accent_is_written_apart() -> None:
+    """A "Zoe" + U+0308 (NFD) is Zoë, the subject "Zoë" written whole is: not "zoe"."""
+    decomposed = "Zoe\u0308 lives in Rome."
+    assert subject_of(decomposed) == subject_of("Zo\u00eb lives in Rome.") == "zo\u00eb"
+    assert subject_of("Zoe lives in Rome.") == "zoe"
+    assert subject_of("Rene\u0301e Lee lives in Rome.") == "ren\u00e9e lee"
+
+
 def test_starts_with_name_is_a_whole_name() -> None:
     assert starts_with_name("Ann lives here", "Ann") and starts_with_name("Ann", "Ann")
     assert starts_with_name("Ann- I mean Bo", "Ann") and starts_with_name("Ann.", "Ann")

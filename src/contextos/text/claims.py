@@ -130,7 +130,9 @@ _POSSESSIVE = re.compile(r"'s\b")
 #: The one or two words a text starts with (letters first, any script); a name when
 #: capitalised (:func:`_leading_name`). Not ``[A-Z]``: "Łukasz lives in Rome", said by
 #: Łuk, was read as Łuk's claim, his name being the only one found.
-_LEADING_WORDS = re.compile(r"^\s*([^\W\d_][\w'-]*)(?:(\s+)([^\W\d_][\w'-]*))?")
+#: Combining marks (an accent written apart, NFD): inside a word, as in :func:`_is_word_char`.
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_LEADING_WORDS = re.compile(rf"^\s*([^\W\d_][\w'{_MARKS}-]*)(?:(\s+)([^\W\d_][\w'{_MARKS}-]*))?")
 
 
 @dataclass(frozen=True)
@@ -169,11 +171,12 @@ def _is_word_char(char: str) -> bool:
 def subject_of(text: str, speaker: str | None = None) -> str:
     """Who a memory is about: the speaker when named first (a whole name: "Anna" is not
     "Ann", :func:`starts_with_name`), else its leading name ("Ann's" for "Ann's sister
-    lives in Rome": not Ann, whose place it does not say)."""
+    lives in Rome": not Ann, whose place it does not say). In NFC: "Zoë" written with
+    its accent apart (NFD) is the same subject, not "zoe" (the mark ended the name)."""
     said = text.lstrip()
     if speaker and starts_with_name(said, speaker) and not _POSSESSIVE.match(said, len(speaker)):
         return speaker.lower()
-    return (_leading_name(text) or speaker or "").lower()
+    return unicodedata.normalize("NFC", _leading_name(text) or speaker or "").lower()
 
 
 def _leading_name(text: str) -> str | None:
