@@ -127,3 +127,56 @@ def test_postgres_whole_tenant_leaves_no_row_of_it() -> None:
         assert _offboard(url) == {"tenant": "zebracorp", "forgotten": 3, "keys_deleted": 1}
         assert rows_mentioning(pg_url(), schema, [*gone, label, '"zebracorp"']) == []
         assert rows_mentioning(pg_url(), schema, kept)
+
+
+def test_offboarding_while_the_tenants_clients_write_leaves_none_of_their_writes(
+    tmp_path: Path,
+) -> None:
+    """The tenant's integration keeps adding memories and session turns while it is
+    offboarded. Servers keep a verified key for a second, so they admitted its writes
+    after the keys went, and a review found 3 to 46 memories and their turns left in
+    the store after the command had printed "forgot" (some answered 201 after it),
+    readable by the next key made for the tenant's name. The command now erases again
+    once those writes must have landed; when it returns, nothing of the tenant is left
+    and the other tenant's data is whole."""
+    import sqlite3
+    import threading
+
+    db = tmp_path / "busy.db"
+    with _two_tenants(str(db), "busy label") as (a, b):
+        assert b.post("/v1/memories", json={"messages": "b keeps", "user_id": "u"}).status_code
+        stop = threading.Event()
+        answers: list[int] = []
+
+        def keep_writing(i: int) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                add = {"messages": f"secret {i}-{n}", "user_id": f"u{i}"}
+                answers.append(a.post("/v1/memories", json=add).status_code)
+                turn = {"messages": [{"role": "user", "content": f"turn {i}-{n}"}]}
+                answers.append(a.post(f"/v1/sessions/s{i}/turns", json=turn).status_code)
+
+        writers = [threading.Thread(target=keep_writing, args=(i,)) for i in range(4)]
+        for w in writers:
+            w.start()
+        time.sleep(1.0)
+        done = run_cli(
+            "--db", str(db), "--tenant", "zebracorp", "forget", "--whole-tenant", "--yes"
+        )
+        stop.set()
+        for w in writers:
+            w.join(timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "erasing again" in done.stderr
+        assert 201 in answers and 401 in answers, sorted(set(answers))
+        with sqlite3.connect(db) as raw:
+            left = {
+                table: raw.execute(
+                    f"SELECT count(*) FROM {table} WHERE tenant = 'zebracorp'"
+                ).fetchone()[0]
+                for table in ("memories", "history", "turns", "session_meta")
+            }
+        assert left == {"memories": 0, "history": 0, "turns": 0, "session_meta": 0}, left
+        listed = b.get("/v1/memories", params={"user_id": "u"}).json()["results"]
+        assert [r["text"] for r in listed] == ["b keeps"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -630,6 +631,13 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         "group's --tenant (required).",
     )
     @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @click.option(
+        "--no-wait",
+        is_flag=True,
+        help="With --whole-tenant: erase once and return, without waiting for writes that "
+        "running servers admitted before the keys were revoked (only when no server of "
+        "this store runs).",
+    )
     @json_option
     @pass_state
     def forget(
@@ -638,6 +646,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         session_id: str | None,
         whole_tenant: bool,
         yes: bool,
+        no_wait: bool,
     ) -> None:
         """Erase everything of one user (-u: memories, history, sessions, vectors), of
         one session (-s: its log and every memory of it), or of a whole tenant
@@ -650,8 +659,10 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         target = _forget_target(state, user_id, session_id, whole_tenant)
         if not yes:
             _confirm_forget(target)
+        if no_wait and not whole_tenant:
+            raise click.UsageError("--no-wait goes with --whole-tenant only")
         if whole_tenant:
-            _forget_tenant(state)
+            _forget_tenant(state, wait=not no_wait)
             return
         with open_memory(state, embed=False) as memory:
             n = memory.forget(user_id, session_id=session_id)
@@ -689,19 +700,45 @@ def _forget_target(
     return f"session {session_id!r}"
 
 
-def _forget_tenant(state: CliState) -> None:
+#: Seconds after its keys are revoked that a running server may still write for a
+#: tenant: each server keeps a verified key ``KEY_CACHE_TTL`` (1 s), and a write it
+#: admitted then may wait ``WRITE_THREAD_WAIT_S`` (10 s) for a write thread and then the
+#: store's lock wait (10 s: SQLite's busy timeout, PostgreSQL's ``lock_timeout``).
+LATE_WRITES_S = 21.5
+
+
+def _forget_tenant(state: CliState, *, wait: bool) -> None:
     """``forget --whole-tenant``: the tenant's API key rows first (a key that outlived
     its tenant would still name it), then every row of the store; the store's erasure
-    then clears the file's old pages, the keys' included."""
-    from ..server.keys import KeyStore
+    then clears the file's old pages, the keys' included.
+
+    With ``wait``, erased again once the servers' key caches have expired and once more
+    when the writes they admitted before must have landed (:data:`LATE_WRITES_S`). Why:
+    offboarding is done while the tenant's integration still runs; servers kept
+    admitting its requests for up to a second after the keys went, and those writes
+    (3 to 46 memories and their session turns in a review's runs, some answered 201
+    after the command printed "forgot") stayed in the store for good, readable by the
+    next key created for that tenant name."""
+    from ..server.keys import KEY_CACHE_TTL, KeyStore
 
     tenant = cast(str, state.tenant)
     keys = 0
+    revoked = time.monotonic()
     if not absent_db(state.settings.db):
         with KeyStore(state.settings.db) as key_store:
             keys = key_store.delete_tenant(tenant)
     with open_memory(state, embed=False) as memory:
         n = memory.forget_tenant()
+        if wait:
+            click.echo(
+                f"erased; erasing again in {LATE_WRITES_S:g} s, when the writes running "
+                "servers admitted before the keys were revoked have landed (--no-wait: "
+                "no server of this store runs)",
+                err=True,
+            )
+            for after in (KEY_CACHE_TTL + 0.5, LATE_WRITES_S):
+                time.sleep(max(0.0, revoked + after - time.monotonic()))
+                n += memory.forget_tenant()
     if state.as_json:
         print_json({"tenant": tenant, "forgotten": n, "keys_deleted": keys})
     else:
