@@ -64,6 +64,16 @@ function setUrl(updates) {
     else p.set(k, String(v));
   }
   history.replaceState(null, "", "/ui?" + p.toString());
+  navLinks(p.get("user_id"));
+}
+
+// The nav links to each view, for user `user` (the one the URL names): set once from the
+// first URL, they went to the user the page was opened with, not the one shown (a review).
+function navLinks(user) {
+  const keep = query({ user_id: user });
+  for (const a of document.querySelectorAll("#nav a")) {
+    a.href = "/ui?view=" + a.dataset.view + (keep ? "&" + keep : "");
+  }
 }
 
 class ApiError extends Error {
@@ -72,6 +82,10 @@ class ApiError extends Error {
     this.status = status;
   }
 }
+
+// What the page says when a request got no answer at all.
+const UNREACHABLE = "The server did not answer (it may be stopped, or the network is down), "
+  + "so what the page shows may be out of date. Try again.";
 
 // An answer (or error) for a request that is no longer its panel's newest: dropped, never
 // shown (see `request`).
@@ -142,7 +156,17 @@ async function api(path, options = {}) {
     if (!(err instanceof TypeError)) throw err;
     refuse("The stored key holds a character an HTTP header cannot carry: sign in again.");
   }
-  const resp = await fetch(req);
+  let resp;
+  try {
+    resp = await fetch(req);
+  } catch (err) {
+    // fetch answers a TypeError whatever went wrong on the way ("Failed to fetch"): the
+    // server stopped, the network is down, the connection was cut. Said plainly, with
+    // what it means for the page (a review).
+    if (!(err instanceof TypeError)) throw err;
+    if (sessionStorage.getItem(KEY) !== key) throw new ApiError(401, null);
+    throw new ApiError(0, { error: { message: UNREACHABLE } });
+  }
   // An answer for a key that is no longer this tab's (refused or signed out meanwhile)
   // is dropped: it must not reach a page shown to whoever signs in next.
   if (sessionStorage.getItem(KEY) !== key) throw new ApiError(401, null);
@@ -255,7 +279,7 @@ const FILLED = ["mem-head", "mem-rows", "mem-status", "page-info", "d-id", "d-fi
 const TYPED = ["f-user", "f-agent", "f-session", "f-query", "d-text", "d-meta", "forget-confirm-input",
   "s-user", "w-question", "c-user"];
 const SHOWN = ["view-memories", "view-sessions", "view-cache", "nav", "signout", "memories", "pager", "detail",
-  "forget", "session-detail", "turns-more", "window-out", "cache-detail", "session-list-more",
+  "forget", "history-more", "session-detail", "turns-more", "window-out", "cache-detail", "session-list-more",
   "cache-sessions-more"];
 
 function clearData() {
@@ -321,11 +345,8 @@ async function start() {
   showError("");
   $("nav").hidden = false;
   $("signout").hidden = false;
-  const keep = query({ user_id: params.get("user_id") });
-  for (const a of document.querySelectorAll("#nav a")) {
-    a.href = "/ui?view=" + a.dataset.view + (keep ? "&" + keep : "");
-    if (a.dataset.view === view) a.className = "current";
-  }
+  navLinks(params.get("user_id"));
+  for (const a of document.querySelectorAll("#nav a")) if (a.dataset.view === view) a.className = "current";
   $("view-" + view).hidden = false;
   const views = { memories: startMemories, sessions: startSessions, cache: startCache };
   wire[view]();  // once: start runs once a page (a sign-in loads the page again)
@@ -347,9 +368,27 @@ const wire = { memories: wireMemories, sessions: wireSessions, cache: wireCache 
 // after the last one shown, whatever was written meanwhile: paged by offset under a clock
 // time it began with the page before's last row again (a review). `offset` only numbers
 // the rows. `back`: the pages "older" started from ({offset, after}), newest last; "newer"
-// goes back to the last. `listing`: the scope and filters `back` is of. `query`: the query
-// of the search shown (null: the list is shown), which a save or delete runs again.
-const mem = { offset: 0, after: null, total: 0, scope: {}, back: [], listing: "", query: null };
+// goes back to the last. `listing`: the scope and filters `back` is of. `paged`: those
+// `offset` and `after` are of. `query`: the query of the search shown (null: the list is
+// shown), which a save or delete runs again. `fields`: the form's fields (FIELDS) the list
+// or search shown was asked with.
+const mem = { offset: 0, after: null, total: 0, scope: {}, back: [], listing: "", paged: "", query: null,
+  fields: null };
+
+// The form's fields a list or search is of (the query box aside).
+const FIELDS = ["f-user", "f-agent", "f-session", "f-type", "f-validity"];
+
+function formFields() {
+  return Object.fromEntries(FIELDS.map((id) => [id, $(id).value]));
+}
+
+// Puts the fields of the list or search shown back into the form. What is drawn again
+// after a write, and "older" and "newer", are of what is shown, not of an id or a filter
+// typed since and not submitted: a Save drew bob's memories after the key of ana's
+// page 2, numbered "51–60", with the URL and the forget box on bob (a review).
+function restoreForm() {
+  if (mem.fields) for (const [id, value] of Object.entries(mem.fields)) $(id).value = value;
+}
 
 // An id as typed: the library keeps spaces as part of an id ("ana " is not "ana"), so
 // nothing is trimmed; only a field of nothing but blanks counts as empty.
@@ -397,10 +436,15 @@ function wireMemories() {
   // link, with no page before).
   $("prev").addEventListener("click", () => {
     const back = mem.back.length ? mem.back[mem.back.length - 1] : { offset: 0, after: null };
+    restoreForm();
     loadMemories(back.offset, "newer", back.after).catch(fail);
   });
-  $("next").addEventListener("click", () => loadMemories(mem.nextOffset, "older", mem.next).catch(fail));
+  $("next").addEventListener("click", () => {
+    restoreForm();
+    loadMemories(mem.nextOffset, "older", mem.next).catch(fail);
+  });
   $("d-close").addEventListener("click", closeMemory);
+  $("history-more").addEventListener("click", () => moreHistory().catch(fail));
   $("forget-confirm-input").addEventListener("input", () => {
     $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
   });
@@ -517,6 +561,7 @@ function openButton(r) {
 // Closes the memory panel; focus goes back to the memory's "history / edit" button.
 function closeMemory() {
   drop("memory");  // a memory still on its way is not opened after Close
+  drop("history");
   $("detail").hidden = true;
   const opener = [...document.querySelectorAll("#mem-rows button")].find((b) => b.dataset.memoryId === editing.id);
   if (opener) opener.focus();
@@ -530,15 +575,21 @@ function showForget(scope) {
   $("forget-button").disabled = true;
 }
 
-// The page of memories after the key ``after`` (numbered from ``offset``), or at ``offset``
-// with no key (default: the page shown), reached by ``step`` ("older", "newer" or none).
-// The offset, the URL, the pager's way back and the forget panel change only once the
-// page has come: a failed fetch leaves them be.
-async function loadMemories(offset = mem.offset, step = null, after = offset ? mem.after : null) {
+// The page of the form's list after the key ``after`` (numbered from ``offset``), or at
+// ``offset`` with no key, reached by ``step`` ("older", "newer" or none). With no offset:
+// the page shown when the list is the one paged, else the first (a key of one list is
+// no place in another). The offset, the URL, the pager's way back and the forget panel
+// change only once the page has come: a failed fetch leaves them be.
+async function loadMemories(offset = null, step = null, after = null) {
   const current = request("memories");  // the list, from here on: an earlier page or search is stale
+  const fields = formFields();
   const scope = scopeFromForm();
   const filters = { memory_type: $("f-type").value, validity: $("f-validity").value === "all" ? "all" : "" };
+  const listing = JSON.stringify([scope, filters]);
+  if (offset === null) [offset, after] = listing === mem.paged ? [mem.offset, mem.after] : [0, null];
   if (!isScoped(scope)) {
+    mem.fields = fields;
+    mem.paged = listing;
     mem.offset = 0;
     showForget(scope);
     mem.after = null;
@@ -553,11 +604,12 @@ async function loadMemories(offset = mem.offset, step = null, after = offset ? m
     ...scope, memory_type: filters.memory_type, validity: $("f-validity").value, limit: PAGE, offset,
     after,
   })));
-  const listing = JSON.stringify([scope, filters]);
   if ((offset === 0 && !after) || listing !== mem.listing) mem.back = [];
   else if (step === "older") mem.back.push({ offset: mem.offset, after: mem.after });
   else if (step === "newer") mem.back.pop();
   mem.listing = listing;
+  mem.paged = listing;
+  mem.fields = fields;
   mem.query = null;
   mem.offset = offset;
   mem.after = after;
@@ -583,6 +635,7 @@ async function loadMemories(offset = mem.offset, step = null, after = offset ? m
 }
 
 async function searchMemories() {
+  const fields = formFields();
   const scope = scopeFromForm();
   const q = $("f-query").value.trim();
   if (!q) return loadMemories();
@@ -603,6 +656,7 @@ async function searchMemories() {
   current.clearEarlierError();
   mem.back = [];
   mem.listing = "";
+  mem.fields = fields;
   mem.query = q;
   head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", ""]);
   $("mem-rows").replaceChildren(...found.results.map((h, i) => row([
@@ -618,7 +672,9 @@ async function searchMemories() {
 // What the edit panel showed when it opened: Save sends only the fields that differ, and
 // the memory's text and updated_at as loaded, so a change another client made since is
 // not written over (the server answers 409 and writes nothing).
-const editing = { id: null, text: "", meta: "", loadedText: null, updatedAt: null, gone: false };
+// `historyAfter`: where the next page of its history starts (null: none).
+const editing = { id: null, text: "", meta: "", loadedText: null, updatedAt: null, gone: false,
+  historyAfter: null };
 
 // Opens a memory's panel; focus moves to it (`moveFocus`), except when a save reloads it.
 async function openMemory(id, moveFocus = true) {
@@ -662,14 +718,9 @@ async function openMemory(id, moveFocus = true) {
   editing.meta = $("d-meta").value;
   editing.loadedText = r.text;  // as stored ("\r\n" kept), for the server's check
   editing.updatedAt = r.updated_at;
-  $("history-rows").replaceChildren(...hist.results.map((e) => row([
-    when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), idNode(e.actor ?? ""),
-  ])));
-  // The history comes a page at a time (at most 100 events or 4 MiB of texts): say
-  // that later events were left out rather than show the first page as the whole.
-  if (hist.next_after_seq !== null && hist.next_after_seq !== undefined) {
-    $("history-rows").append(row(["…", "the first " + hist.results.length + " events; later ones not shown"]));
-  }
+  drop("history");  // a next page of history asked for the memory shown until now
+  $("history-rows").replaceChildren();
+  appendHistory(hist);
   const form = $("edit-form");
   form.onsubmit = (e) => {
     e.preventDefault();
@@ -681,6 +732,28 @@ async function openMemory(id, moveFocus = true) {
   $("detail").hidden = false;
   $("detail").scrollIntoView();
   if (moveFocus) $("d-title").focus({ preventScroll: true });
+}
+
+// A page of the open memory's history, after the rows shown. The history comes a page at
+// a time (at most 100 events or 4 MiB of texts, oldest first); "more events" shows while
+// there are more. With only the first page shown, the newest changes, the ones asked
+// about when a memory changed, could not be reached (a review).
+function appendHistory(hist) {
+  $("history-rows").append(...hist.results.map((e) => row([
+    when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), idNode(e.actor ?? ""),
+  ])));
+  editing.historyAfter = hist.next_after_seq ?? null;
+  $("history-more").hidden = editing.historyAfter === null;
+}
+
+// The next page of the open memory's history (twice clicked: the second page asked for
+// is shown, once).
+async function moreHistory() {
+  const current = request("history");
+  const path = "/v1/memories/" + encodeURIComponent(editing.id) + "/history?";
+  const hist = await current(api(path + query({ after_seq: editing.historyAfter })));
+  current.clearEarlierError();
+  appendHistory(hist);
 }
 
 // Sends only what the user changed: an untouched text keeps its line breaks, untouched
@@ -754,8 +827,10 @@ function unsavedEdit(id) {
 }
 
 // The list, or the search, shown: drawn again after a write (a save on a search hit
-// drew the whole list under the query still in the box: a review).
+// drew the whole list under the query still in the box: a review), of the scope and
+// filters it was shown for, put back into the form (see `restoreForm`).
 function reloadShown() {
+  restoreForm();
   if (mem.query === null) return loadMemories();
   $("f-query").value = mem.query;
   return searchMemories();
@@ -853,7 +928,10 @@ async function forgetUser() {
   if (!user || $("forget-confirm-input").value !== user) return;
   const out = await api("/v1/memories/forget", { method: "POST", body: { user_id: user } });
   $("detail").hidden = true;
-  await loadMemories();
+  // What is shown, drawn again; a list from its first page (its later ones are gone).
+  mem.offset = 0;
+  mem.after = null;
+  await reloadShown();
   $("mem-status").replaceChildren("Forgot user ", idNode(out.user_id), ": " + out.forgotten + " records erased.");
 }
 
@@ -863,12 +941,28 @@ const SESSION_PAGE = 100;
 // Per list of sessions (its element id): what it lists and how far it has got.
 const lists = {};
 
+// The panel each list opens its sessions in, and that panel's requests.
+const OPENS_IN = {
+  "session-list": { panel: "session-detail", requests: ["turns", "more", "window"] },
+  "cache-sessions": { panel: "cache-detail", requests: ["cache"] },
+};
+
 // The first page of sessions, most recently active first; "more sessions" adds the next.
+// Listed for another user, the session open until now (of the user before) is closed,
+// and leaves the URL: it stayed on screen and in the URL under the new list, so a reload
+// or a shared link opened it beside another user's sessions (a review).
 async function listSessions(listId, userInput, onPick) {
   const user = idOf(userInput);
-  setUrl({ user_id: user });
+  const before = lists[listId];
+  if (before && before.user !== user) {
+    const opens = OPENS_IN[listId];
+    for (const panel of opens.requests) drop(panel);
+    $(opens.panel).hidden = true;
+    setUrl({ user_id: user, session_id: null });
+  } else setUrl({ user_id: user });
   lists[listId] = { user, onPick, offset: 0, shown: new Set() };
   $(listId).replaceChildren();
+  $(listId + "-more").hidden = true;
   return moreSessions(listId);
 }
 
@@ -881,15 +975,21 @@ const SESSIONS_MAX = 1000;
 // rest up, so the next page skipped one (a review). Up to SESSIONS_MAX, "more" therefore
 // asks for the whole list so far again and draws it anew, in its current order; past
 // that, it adds the next page, each id once.
+// An answer is drawn only if the list is still where it was when it was asked for: two
+// clicks (a double click, or one while the first answer is on its way) asked for the
+// same page twice, and past SESSIONS_MAX its length was counted twice, so the next click
+// skipped 100 sessions, never listed (a review).
 async function moreSessions(listId) {
   const list = lists[listId];
-  const upTo = list.offset + SESSION_PAGE;
-  const whole = list.offset > 0 && upTo < SESSIONS_MAX;
+  const from = list.offset;
+  const upTo = from + SESSION_PAGE;
+  const whole = from > 0 && upTo < SESSIONS_MAX;
   const found = await api("/v1/sessions?" + query({
     user_id: list.user, order: "newest", limit: (whole ? upTo : SESSION_PAGE) + 1,
-    offset: whole ? 0 : list.offset,
+    offset: whole ? 0 : from,
   }));
-  if (lists[listId] !== list) return [];  // listed again meanwhile
+  // Listed again meanwhile, or this page already drawn by another click's answer.
+  if (lists[listId] !== list || list.offset !== from) return [];
   const page = found.results.slice(0, whole ? upTo : SESSION_PAGE);
   if (whole) {
     list.offset = 0;
@@ -1080,9 +1180,17 @@ let chartUrl = null;
 function wireCache() {
   $("cache-scope").addEventListener("submit", (e) => {
     e.preventDefault();
-    listSessions("cache-sessions", "c-user", openCache).catch(fail);
+    listCache().catch(fail);
   });
   $("cache-sessions-more").addEventListener("click", () => moreSessions("cache-sessions").catch(fail));
+}
+
+// Lists the sessions of the user typed. With no session open (the one of the user listed
+// before is closed), the list's first, the most recently active, is shown: what a load of
+// the view's URL shows.
+async function listCache() {
+  const ids = await listSessions("cache-sessions", "c-user", openCache);
+  if (ids.length && $("cache-detail").hidden) await openCache(ids[0]);
 }
 
 async function startCache() {
