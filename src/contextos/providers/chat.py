@@ -28,7 +28,7 @@ from .sdk import client_from_settings
 
 if TYPE_CHECKING:
     from contextos.memory import Memory
-from .wrapper import WrappedClient, wrap
+from .wrapper import WrappedClient, failing, wrap
 
 ChatProvider = Literal["offline", "anthropic", "openai"]
 DEFAULT_MODELS = {
@@ -126,7 +126,10 @@ class Chat:
     def _offline(self, text: str) -> ChatTurn:
         request = ChatRequest(self.model, (self.system,), (Message("user", text),))
         prepared = self.context.prepare(request, reserve_tokens=self.max_tokens)
-        try:
+        # The question is logged (by prepare) and only the commit remembers it: a Ctrl-C
+        # or SIGTERM here left it in the log unanswered and never remembered (a review:
+        # 1 kill in 6). Remembered all the same, as a failed call's is.
+        with failing(self.context, prepared):
             memories = _memories_of(prepared.window)
             reply = (
                 f"From memory: {memories[0]}"
@@ -141,12 +144,6 @@ class Chat:
                 prepared,
                 CallRecord("offline", self.model, usage, Message("assistant", reply), False, 0.0),
             )
-        except BaseException:
-            # The question is logged (by prepare) and only the commit remembers it: a
-            # Ctrl-C or SIGTERM here left it in the log unanswered and never remembered
-            # (a review: 1 kill in 6). Remembered all the same, as a failed call's is.
-            self.context.failed(prepared)
-            raise
         return ChatTurn(reply, prepared.window, usage, memories)
 
 

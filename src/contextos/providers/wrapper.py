@@ -24,7 +24,7 @@ given and only usage is recorded. Streams (``stream=True``, and Anthropic's
 ``messages.stream(...)`` helper) come back as the SDK's stream objects;
 usage is recorded when the stream ends. SDK exceptions
 become :mod:`contextos.errors` (see :mod:`contextos.providers.errors`), except
-those OpenAI's ``parse``/``stream`` helpers raise on a reply that came back
+those the SDKs' ``parse``/``stream`` helpers raise on a reply that came back
 (recorded, then raised as the SDK raises them: :class:`_ParseInTwo`); the
 SDK's own retries (``max_retries``) are the only ones.
 """
@@ -152,6 +152,31 @@ class UsageLog:
             return EditReport(**self._edits)
 
 
+@contextmanager
+def failing(context: Any, prepared: Prepared | None) -> Iterator[None]:
+    """Around a call whose question ``prepare`` logged: if it ends before any reply,
+    the question is still remembered
+    (:meth:`~contextos.engine.context.SessionContext.failed`), then the error goes on to
+    the caller as it was.
+
+    Why every ``BaseException``: a Ctrl-C, or the CLI's SIGTERM/SIGHUP (a
+    ``KeyboardInterrupt``), while the provider was answering left the question in the log,
+    sent on every later call and never remembered (a review: ``contextos chat`` with a
+    provider lost "I am vegetarian" that way). Only ``failed``'s own ``Exception`` is
+    swallowed: the call's error is the one to raise."""
+    try:
+        yield
+    except BaseException:
+        # An injected source need not have it (``ContextSource`` asks for two methods).
+        failed = getattr(context, "failed", None) if prepared is not None else None
+        if failed is not None:
+            try:
+                failed(prepared)
+            except Exception:  # noqa: BLE001 - the call's own error is the one to raise
+                log.exception("remembering the question of a failed call failed")
+        raise
+
+
 class _Core:
     """Shared by the per-SDK facades: prepare, send, record."""
 
@@ -230,7 +255,7 @@ class _Core:
         if stream and self.adapter.name == "openai" and self.stream_usage:
             kwargs, hide_usage_chunk = _with_stream_usage(kwargs)
         started = time.perf_counter()
-        with self.failing(prepared), mapped_errors(self.adapter.name):
+        with failing(self.context, prepared), mapped_errors(self.adapter.name):
             response = send(**kwargs)
         model = str(kwargs.get("model", ""))
         if not stream:
@@ -258,23 +283,6 @@ class _Core:
             started,
             hide=_usage_only if hide_usage_chunk else None,
         )
-
-    @contextmanager
-    def failing(self, prepared: Prepared | None) -> Iterator[None]:
-        """Around the provider call: if it fails before any reply, its question is still
-        remembered (:meth:`~contextos.engine.context.SessionContext.failed`), then the
-        error goes on to the caller as it was."""
-        try:
-            yield
-        except Exception:
-            # An injected source need not have it (``ContextSource`` asks for two methods).
-            failed = getattr(self.context, "failed", None) if prepared is not None else None
-            if failed is not None:
-                try:
-                    failed(prepared)
-                except Exception:  # noqa: BLE001 - the call's own error is the one to raise
-                    log.exception("remembering the question of a failed call failed")
-            raise
 
     def observe(
         self,
@@ -304,17 +312,10 @@ class _Core:
 
     def stream_manager(self, open_stream: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         """The SDK's ``stream(...)`` helper (Anthropic ``messages``, OpenAI
-        ``chat.completions``), with the window managed and usage recorded."""
-        prepared, kwargs, prefix = self._prepare(kwargs)
-        hide = None
-        if self.adapter.name == "openai" and self.stream_usage:
-            kwargs, added = _with_stream_usage(kwargs)
-            # hidden from the helper too, whose events showed it as a chunk with no
-            # choices (a review: an app's ``event.chunk.choices[0]`` failed on it)
-            hide = _usage_only if added else None
-        return _ManagedStream(
-            open_stream(**kwargs), self, prepared, prefix, str(kwargs.get("model", "")), hide
-        )
+        ``chat.completions``), with the window managed and usage recorded: as lazy as
+        the SDK's, nothing is prepared, logged or sent before its ``with`` (see
+        :class:`_ManagedStream`)."""
+        return _ManagedStream(open_stream, kwargs, self)
 
     def _finish(
         self,
@@ -391,34 +392,40 @@ class _StreamsOnClose:
 
 
 class _ManagedStream:
-    """Stands in for ``MessageStreamManager``: entering it opens and instruments the stream."""
+    """Stands in for ``MessageStreamManager``: entering it prepares the window (logging
+    the question), opens the SDK's helper on it and instruments its stream.
+
+    Why at ``__enter__``, not when built: the SDK's manager sends nothing until then,
+    and one an app built but never entered (a check failed before its ``with``, a
+    ``StreamingResponse`` whose client left first) logged a question the model never
+    saw, sent on every later call as said and never remembered (a review); building
+    it on an event loop blocked the loop on the log's writes."""
 
     def __init__(
-        self,
-        manager: Any,
-        core: _Core,
-        prepared: Prepared | None,
-        prefix: str,
-        model: str,
-        hide: Callable[[Any], bool] | None = None,
+        self, open_stream: Callable[..., Any], kwargs: dict[str, Any], core: _Core
     ) -> None:
-        self._manager = manager
+        self._open_stream = open_stream
+        self._kwargs = kwargs
         self._core = core
-        self._prepared = prepared
-        self._prefix = prefix
-        self._model = model
-        self._hide = hide
+        self._manager: Any = None
         self._raw: Any = None
 
     def __enter__(self) -> Any:
+        core = self._core
+        prepared, kwargs, prefix = core._prepare(self._kwargs)
+        hide = None
+        if core.adapter.name == "openai" and core.stream_usage:
+            kwargs, added = _with_stream_usage(kwargs)
+            # hidden from the helper too, whose events showed it as a chunk with no
+            # choices (a review: an app's ``event.chunk.choices[0]`` failed on it)
+            hide = _usage_only if added else None
         started = time.perf_counter()
-        with self._core.failing(self._prepared), mapped_errors(self._core.adapter.name):
+        with failing(core.context, prepared), mapped_errors(core.adapter.name):
+            self._manager = self._open_stream(**kwargs)
             stream = self._manager.__enter__()
         # Both helpers read their raw SDK stream lazily: instrument it before the first event.
         self._raw = stream._raw_stream
-        self._core.observe(
-            self._raw, self._prepared, self._prefix, self._model, started, hide=self._hide
-        )
+        core.observe(self._raw, prepared, prefix, str(kwargs.get("model", "")), started, hide=hide)
         return stream
 
     def __exit__(self, *exc: Any) -> Any:
@@ -550,9 +557,7 @@ class _Resource:
         _refuse_tool_loop(self._core, "parse")
         kwargs = self._core.entry(kwargs)
         raw = getattr(getattr(self._inner, "with_raw_response", None), "parse", None)
-        if raw is None:  # anthropic's messages.parse has no raw form: sent as it is
-            return self._core.call(self._inner.parse, kwargs)
-        two_step = _ParseInTwo(raw)
+        two_step = _ParseInTwo(raw or _raw_response(self._inner.parse))
         return self._core.call(two_step.send, kwargs, then=two_step.parsed)
 
     def count_tokens(self, **kwargs: Any) -> Any:
@@ -565,8 +570,32 @@ class _Resource:
         return getattr(self._inner, name)
 
 
+#: The header by which both SDKs' ``with_raw_response`` views ask their method for the
+#: raw response, whose ``parse()`` then runs the method's own reading of the reply.
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+
+
+def _raw_response(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (an SDK call) made to return the SDK's raw response, as the SDK's own
+    ``with_raw_response`` view makes it: :data:`_RAW_RESPONSE_HEADER` added to its
+    ``extra_headers``.
+
+    Why: anthropic's ``messages.parse`` has no ``with_raw_response`` form (its beta's
+    has), and sent as it was, a reply its output model rejected (cut at ``max_tokens``,
+    JSON that fails the model) raised inside the send: the billed call was never
+    recorded nor logged (a review). So it goes through :class:`_ParseInTwo` as the
+    others do, the SDK's own ``parse`` (its schema, its timeout) doing the sending."""
+
+    def send(**kwargs: Any) -> Any:
+        headers = {**(kwargs.get("extra_headers") or {}), _RAW_RESPONSE_HEADER: "raw"}
+        return method(**{**kwargs, "extra_headers": headers})
+
+    return send
+
+
 class _ParseInTwo:
-    """OpenAI's ``chat.completions.parse`` in two steps: the reply, recorded and logged
+    """``parse`` (OpenAI's ``chat.completions``, Anthropic's ``messages`` and
+    ``beta.messages``) in two steps: the reply, recorded and logged
     as ``create``'s is, then the SDK's own reading of it into the response model.
 
     Why: ``parse`` raises after the reply came (billed) when it rejects it --
@@ -577,7 +606,8 @@ class _ParseInTwo:
     not logged, and the SDK's errors mapped to a bare ``ProviderError`` (so the SDK's
     ``except openai.LengthFinishReasonError as e: e.completion`` missed). Sent through
     the SDK's public raw-response form (``with_raw_response.parse``, which adds its
-    ``X-Stainless-Raw-Response`` header), the reply's JSON is recorded first; the raw
+    ``X-Stainless-Raw-Response`` header; where there is none, the same header added by
+    :func:`_raw_response`), the reply's JSON is recorded first; the raw
     response's ``parse()`` then runs the SDK's own reading (the same ``post_parser``
     the plain ``parse`` runs) and its error reaches the caller as the bare SDK raises
     it, as it does from the ``stream(...)`` helper."""
@@ -595,7 +625,8 @@ class _ParseInTwo:
             return {}  # nothing to record: the SDK's reading says what is wrong
 
     def parsed(self, _reply: Any) -> Any:
-        """The SDK's ``ParsedChatCompletion``, or the SDK's own error, unmapped."""
+        """The SDK's ``ParsedChatCompletion`` / ``ParsedMessage``, or the SDK's own
+        error, unmapped."""
         return self._raw.parse()
 
 
