@@ -13,9 +13,11 @@ request is over: ``client gone`` when the client hung up before its whole answer
 ``500`` when the app failed before answering, ``failed`` after the status when it failed
 midway through an answer. The path and query are written
 percent-encoded (as uvicorn does), so a request cannot write a line break or an escape
-sequence into the log. The key's secret never reaches the log: only its id; nor does
-a memory's text: ``expected_text`` (``DELETE``'s precondition, the one query value that
-holds one) is written as its length, ``expected_text=<31 chars>``.
+sequence into the log. The key's secret never reaches the log: only its id (a key
+sent in the query, ``?api_key=ctx_...``, is refused and written ``ctx_<id>_<redacted>``,
+the admin key ``<admin key>``); nor does a memory's text: ``expected_text``
+(``DELETE``'s precondition, the one query value that holds one) is written as its
+length, ``expected_text=<31 chars>``.
 
 At ``--log-level warning`` (the default) the middleware costs one level check a request.
 """
@@ -23,6 +25,7 @@ At ``--log-level warning`` (the default) the middleware costs one level check a 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import quote, unquote_plus
@@ -54,6 +57,16 @@ _SAFE = "/:@!$&'()*+,;=-._~%?[]"
 #: operator's log at ``--log-level info`` (a review).
 _TEXT_KEYS = frozenset({"expected_text"})
 
+#: A key's shape (``keys._KEY_RE``: ``ctx_<12 hex>_<secret>``) wherever it stands in a
+#: query's name or value; its secret is what :func:`_logged` leaves out.
+_KEY_SHAPE = re.compile(r"ctx_([0-9a-fA-F]{12})_[A-Za-z0-9_-]+")
+
+#: What a query part :func:`_redacted` writes decoded may keep unescaped: :data:`_SAFE`
+#: less ``%``, ``&`` and ``+``, which would read as the client's own escapes and
+#: separators. (The whole ``key=value`` is decoded at once: an admin key ending in
+#: base64's ``=`` sent as ``?<key>`` is cut there by the split into key and value.)
+_SAFE_DECODED = "/:@!$'()*,;=-._~?[]"
+
 
 def note_caller(scope: dict[str, Any], principal: Principal) -> None:
     """Tell the access line who the request runs as (called by the gate once verified)."""
@@ -65,8 +78,10 @@ def note_caller(scope: dict[str, Any], principal: Principal) -> None:
 class AccessLog:
     """Pure ASGI middleware: log each HTTP request once it is over (see the module)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, admin_key: str | None = None) -> None:
+        """``admin_key``: the server's, written ``<admin key>`` wherever a query holds it."""
         self.app = app
+        self.admin_key = admin_key
 
     async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
@@ -102,7 +117,8 @@ class AccessLog:
                 outcome += " client gone"
             elif failed and status:
                 outcome += " failed"  # the app failed after its answer began
-            log.info("%s", request_line(scope, outcome, time.perf_counter() - began, note))
+            took = time.perf_counter() - began
+            log.info("%s", request_line(scope, outcome, took, note, self.admin_key))
 
 
 def _hung_up(scope: Message) -> bool:
@@ -112,14 +128,22 @@ def _hung_up(scope: Message) -> bool:
     return isinstance(connection, dict) and bool(connection.get("gone"))
 
 
-def request_line(scope: Message, outcome: str, seconds: float, note: dict[str, Any]) -> str:
+def request_line(
+    scope: Message,
+    outcome: str,
+    seconds: float,
+    note: dict[str, Any],
+    admin_key: str | None = None,
+) -> str:
     """The access line of one request (without the level prefix)."""
     client = scope.get("client")
     where = f"{client[0]}:{client[1]}" if client else "-"
     target = quote(scope.get("path", ""), safe=_SAFE)
     query = scope.get("query_string", b"")
     if query:
-        target += "?" + "&".join(_logged(part) for part in query.decode("latin-1").split("&"))
+        target += "?" + "&".join(
+            _logged(part, admin_key) for part in query.decode("latin-1").split("&")
+        )
     method = quote(scope.get("method", "-"), safe="")
     line = (
         f'{where} - "{method} {target} HTTP/{scope.get("http_version", "1.1")}" '
@@ -131,12 +155,38 @@ def request_line(scope: Message, outcome: str, seconds: float, note: dict[str, A
     return line
 
 
-def _logged(pair: str) -> str:
-    """One ``key=value`` of a query string as the access line writes it: escaped, and
-    the value of a key of :data:`_TEXT_KEYS` as its length in characters. Both are
-    decoded as the app reads them (Starlette's ``parse_qsl`` of the latin-1 text), so
-    ``expected%5Ftext`` is ``expected_text`` here too."""
+def _logged(pair: str, admin_key: str | None = None) -> str:
+    """One ``key=value`` of a query string as the access line writes it: escaped, the
+    value of a key of :data:`_TEXT_KEYS` as its length in characters, and any API key
+    (or ``admin_key``) in it without its secret (:func:`_redacted`). All are decoded as
+    the app reads them (Starlette's ``parse_qsl`` of the latin-1 text), so
+    ``expected%5Ftext`` is ``expected_text`` here too, and an escaped key is a key.
+
+    Why keys: a client that sends its key as ``?api_key=...`` (what many APIs take) is
+    refused, and its line held the whole working key for whoever reads the log (a
+    review)."""
     key, sep, value = pair.partition("=")
     if sep and unquote_plus(key) in _TEXT_KEYS:
         return f"{quote(key, safe=_SAFE)}=<{len(unquote_plus(value))} chars>"
-    return quote(pair, safe=_SAFE)
+    secrets, text = _secrets(admin_key), unquote_plus(pair)
+    return _redacted(text, secrets) if secrets.search(text) else quote(pair, safe=_SAFE)
+
+
+def _secrets(admin_key: str | None) -> re.Pattern[str]:
+    """What :func:`_redacted` leaves out: ``admin_key`` (first: it may look like a
+    key) and :data:`_KEY_SHAPE`."""
+    if not admin_key:
+        return _KEY_SHAPE
+    return re.compile(f"{re.escape(admin_key)}|{_KEY_SHAPE.pattern}")
+
+
+def _redacted(text: str, secrets: re.Pattern[str]) -> str:
+    """``text`` (decoded) escaped, with each API key in it as ``ctx_<id>_<redacted>``
+    and the admin key as ``<admin key>``."""
+    out, at = [], 0
+    for found in secrets.finditer(text):
+        out.append(quote(text[at : found.start()], safe=_SAFE_DECODED))
+        out.append(f"ctx_{found[1]}_<redacted>" if found[1] else "<admin key>")
+        at = found.end()
+    out.append(quote(text[at:], safe=_SAFE_DECODED))
+    return "".join(out)

@@ -238,7 +238,8 @@ def create_app(
     install_ui(app, auth, tenants, tokenizer, windows)
     if own_process:  # a request the shutdown cut off
         app.add_middleware(ShutdownAnswer)
-    app.add_middleware(AccessLog)  # outermost: it logs what the client was answered
+    # Outermost: it logs what the client was answered (the admin key never in a line).
+    app.add_middleware(AccessLog, admin_key=config.admin_key)
     return app
 
 

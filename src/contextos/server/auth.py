@@ -61,12 +61,18 @@ ADMIN = Principal(key_id="admin", tenant=None, is_admin=True)
 
 def bearer_secret(headers: Mapping[str, str]) -> str | None:
     """The key from ``Authorization: Bearer ...`` or ``X-API-Key``, if any."""
-    auth = headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    api_key = headers.get("x-api-key", "").strip()
-    return api_key or None
+    return bearer_credential(headers.get("authorization", "")) or (
+        headers.get("x-api-key", "").strip() or None
+    )
+
+
+def bearer_credential(authorization: str) -> str | None:
+    """The key an ``Authorization`` value carries: its credential when the scheme is
+    ``Bearer``, else None. Another scheme is no API key (HTTP Basic added by a proxy in
+    front, say): the key is then read from ``X-API-Key``, and the gate's count of the
+    keys a request sent reads the header by this same rule (a review)."""
+    scheme, _, value = authorization.partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def validate_admin_key(admin_key: str | None) -> None:

@@ -30,7 +30,7 @@ from starlette.routing import Match
 
 from ..errors import ContextosError
 from .access_log import note_caller
-from .auth import Authenticator, Principal
+from .auth import Authenticator, Principal, bearer_credential
 from .errors import error_body, public_message, retry_after, status_for
 from .ratelimit import TokenBucketLimiter
 
@@ -46,27 +46,35 @@ def principal_in(scope: Mapping[str, Any]) -> Principal | None:
     return found if isinstance(found, Principal) else None
 
 
-def _headers(scope: Message) -> dict[str, str]:
+def headers_of(scope: Message) -> dict[str, str]:
+    """The request's headers by lower-case name (the last of a repeated one), as the
+    gate reads its key from them."""
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def _keys_sent(scope: Message) -> int:
-    """How many different keys the request's key headers (``Authorization``,
+    """How many different keys the request's key headers (``Authorization: Bearer``,
     ``X-API-Key``) carry.
 
-    Why it matters: :func:`_headers` keeps the last of two ``Authorization`` headers and
+    Why it matters: :func:`headers_of` keeps the last of two ``Authorization`` headers and
     the MCP SDK's own check reads the first, so one request was charged to one key and
     ran as another's tenant, and a client could put guesses first and its own key last:
     each wrong guess escaped the failed-authentication throttle (a review). A request
     with more than one is refused as a failed authentication; the same key in both
-    headers is one key."""
-    sent: set[bytes] = set()
+    headers is one key. An ``Authorization`` of another scheme carries no key
+    (:func:`~contextos.server.auth.bearer_credential`, the rule the key is read by): a
+    proxy's HTTP Basic credential next to ``X-API-Key`` counted as a second key, and 20
+    such requests locked the proxy's address out (a review)."""
+    sent: set[str] = set()
     for name, value in scope["headers"]:
         if name.lower() == b"authorization":
-            scheme, _, credential = value.strip().partition(b" ")
-            sent.add(credential.strip() if scheme.lower() == b"bearer" else value)
+            credential = bearer_credential(value.decode("latin-1"))
         elif name.lower() == b"x-api-key":
-            sent.add(value.strip())
+            credential = value.decode("latin-1").strip() or None
+        else:
+            continue
+        if credential is not None:
+            sent.add(credential)
     return len(sent)
 
 
@@ -113,7 +121,7 @@ class AuthGate:
             await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("unknown", 0)
-        headers, address = _headers(scope), str(client[0])
+        headers, address = headers_of(scope), str(client[0])
         try:
             # A key verified in the last second is answered from memory; any other on a
             # thread, even for a SQLite key table: the key table's lock is shared with

@@ -11,9 +11,11 @@ argument:
 * stdio: the key given at start (``--key`` / ``CONTEXTOS_API_KEY``), checked at start
   and again on every tool call (from the key cache, as the HTTP API does), so a key
   revoked while the server runs gets a tool error from its next call on;
-* streamable HTTP: each request's ``Authorization: Bearer`` key, checked per
-  request through the SDK's token-verifier hook (no key, no tools); stateless, so
-  no tenant can fill a server-wide table of sessions (see :func:`mcp_http_app`).
+* streamable HTTP: each request's key (``Authorization: Bearer`` or ``X-API-Key``),
+  checked per request by the gate in front, as the HTTP API's, which hands its
+  caller to the SDK's token-verifier hook (:class:`GateKey`; no key, no tools);
+  stateless, so no tenant can fill a server-wide table of sessions (see
+  :func:`mcp_http_app`).
 
 Written for the ``mcp`` 2.x SDK (``MCPServer``) and falling back to 1.x
 (``FastMCP``), whichever is installed.
@@ -27,6 +29,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,10 +46,10 @@ from contextos.llm.tokens import Tokenizer, default_tokenizer
 from ..types import MemoryType
 from . import ops
 from . import schemas as s
-from .auth import DEFAULT_AUTH_FAILURES, Authenticator, Unauthenticated
+from .auth import DEFAULT_AUTH_FAILURES, Authenticator, Principal, Unauthenticated, bearer_secret
 from .bodylimit import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .errors import describe, package_version, public_message
-from .gate import AuthGate
+from .gate import AuthGate, headers_of, principal_in
 from .keys import KeyStore
 from .ratelimit import RateLimit, TokenBucketLimiter
 from .tenants import TenantMemories
@@ -597,8 +600,44 @@ def _http_tenant() -> str:
     return token.subject
 
 
+#: The caller the gate verified for the request in progress (:class:`GateKey`).
+_ADMITTED: ContextVar[Principal | None] = ContextVar("contextos_mcp_admitted", default=None)
+#: The headers a key may stand in; :class:`GateKey` leaves the SDK only its own one.
+_KEY_HEADERS = (b"authorization", b"x-api-key")
+
+
+class GateKey:
+    """Pure ASGI middleware between the :class:`~contextos.server.gate.AuthGate` and the
+    SDK: the key the gate verified becomes the one ``Authorization: Bearer`` header the
+    SDK reads, and the gate's caller is what :class:`KeyVerifier` answers with.
+
+    Why: the gate takes a key in ``X-API-Key`` too, as the HTTP API does, and charged
+    it, but the SDK reads only the first ``Authorization`` header: a valid key sent so
+    got the SDK's 401 ``{"error": "invalid_token", ...}``, "Authentication required",
+    in another shape than every other error (a review). One check a request now, the
+    gate's, so the SDK also never runs a request as a key other than the one charged."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        principal = principal_in(scope)
+        secret = bearer_secret(headers_of(scope)) if principal is not None else None
+        if principal is None or secret is None:
+            await self.app(scope, receive, send)
+            return
+        keyless = [(k, v) for k, v in scope["headers"] if k.lower() not in _KEY_HEADERS]
+        headers = [*keyless, (b"authorization", b"Bearer " + secret.encode("latin-1"))]
+        admitted = _ADMITTED.set(principal)
+        try:
+            await self.app({**scope, "headers": headers}, receive, send)
+        finally:
+            _ADMITTED.reset(admitted)
+
+
 class KeyVerifier:
-    """The SDK's TokenVerifier: a contextos API key becomes an AccessToken of its tenant."""
+    """The SDK's TokenVerifier: a contextos API key becomes an AccessToken of its tenant
+    (the caller :class:`GateKey` lends, or else the key's own row)."""
 
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
@@ -607,6 +646,13 @@ class KeyVerifier:
         import anyio.to_thread
         from mcp.server.auth.provider import AccessToken
 
+        admitted = _ADMITTED.get()
+        if admitted is not None:  # the gate verified ``token`` for this very request
+            if admitted.tenant is None:
+                return None
+            return AccessToken(
+                token=token, client_id=admitted.key_id, scopes=[], subject=admitted.tenant
+            )
         key = await anyio.to_thread.run_sync(self.keys.verify, token)
         if key is None:
             return None
@@ -761,7 +807,7 @@ def mcp_http_app(
         limiter=TokenBucketLimiter(rate_limit or RateLimit()),
         failures=TokenBucketLimiter(auth_failures or DEFAULT_AUTH_FAILURES),
     )
-    gate = AuthGate(WholeBody(app), auth, ("/mcp",))
+    gate = AuthGate(GateKey(WholeBody(app)), auth, ("/mcp",))
     return BodyLimitMiddleware(gate, max_bytes=max_body_bytes)
 
 
