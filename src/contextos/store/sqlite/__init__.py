@@ -136,6 +136,12 @@ CHECKPOINT_TRY_MS = 100
 #: in ms: between slices Python runs its signal handlers (Ctrl-C).
 BEGIN_SLICE_MS = 100
 
+#: How long this process's later writes, purges and close leave a rebuild that failed
+#: (``VACUUM`` found no room for its copy of the file) before one tries it again, in s
+#: (:class:`_PutOff`). The next ``forget``, ``vacuum()`` and the next process to open
+#: the file try at once.
+REBUILD_RETRY_S = 60.0
+
 
 class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     """Store on one SQLite file. Thread-safe; several processes may share the file."""
@@ -201,6 +207,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         #: The pending erasure's mark (``since``) this process has rebuilt the file for
         #: (:meth:`_rebuild_if_marked`): a retry flips the mark without a second VACUUM.
         self._rebuilt_since: float | None = None
+        #: A rebuild that failed here a moment ago, not tried again until it is due.
+        self._put_off: _PutOff | None = None
         #: Commits made on this connection: ``PRAGMA data_version`` only tells about
         #: other connections', so the index also watches this counter.
         self._writes = 0
@@ -332,19 +340,27 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         return self._damage
 
     def _retry_erasure(self, *, leave_fresh: bool = False) -> None:
-        """After a commit (``leave_fresh``) or at open: finish an erasure left pending by
-        any process, if no reader holds the old pages any more (never blocks); after a
-        commit, a rebuild the process that erased is still making is left to it
-        (:meth:`_rebuild_if_marked`)."""
+        """After a commit (``leave_fresh``), at open or at close: finish an erasure left
+        pending by any process, if no reader holds the old pages any more (never
+        blocks); after a commit, a rebuild the process that erased is still making is
+        left to it (:meth:`_rebuild_if_marked`). Nothing to do for a rebuild put off
+        whose WAL this process truncated since (:class:`_PutOff`): a checkpoint after
+        every write would cost two fsyncs each, and nothing erased is left in the WAL."""
         try:
-            if (
-                self._erasure_pending
-                or self._db.execute("SELECT 1 FROM erasure_pending").fetchone()
-            ):
+            if not self._erasure_pending:
+                row = self._db.execute("SELECT since FROM erasure_pending").fetchone()
+                if row is None or self._wal_clean_for(float(row[0])):
+                    return
                 self._erasure_pending = True
-                self._truncate_wal(wait=False, leave_fresh=leave_fresh)
+            self._truncate_wal(wait=False, leave_fresh=leave_fresh)
         except (StoreError, sqlite3.DatabaseError):
             pass  # still held by a reader: the next write or close tries again
+
+    def _wal_clean_for(self, since: float) -> bool:
+        """Whether the rebuild the mark ``since`` owes is put off here and this process
+        truncated the WAL after it failed (:class:`_PutOff`)."""
+        put_off = self._put_off
+        return put_off is not None and put_off.truncated_for == since and put_off.waiting()
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> builtins.list[Any]:
         with self._read_lock:
@@ -382,12 +398,14 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             self._closed = True
             return
         with self._lock:
+            still_open = not self.closed  # a second close, or a connection gone: no SQL
             self._closed = True
-            try:
-                if not self.read_only:
-                    self._truncate_wal(wait=False)
-            except StoreError:
-                pass  # the next process to write finishes the erasure (erasure_pending)
+            if still_open and not self.read_only:
+                # From the file's table, not only this process's flag: a rebuild owed by
+                # a process that died is finished here too, not left to the next open
+                # (a process that only read never did it, a review). Else the next
+                # process to write or open finishes it.
+                self._retry_erasure()
             with self._read_lock:
                 if self._reader is not self._db:
                     self._reader.close()
@@ -679,11 +697,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         """Finish an erasure that committed: rebuild the file if it is marked so and
         truncate the WAL (StoreError while a reader holds old pages), then drop the
         erased rows from the in-process keyword and vector indexes now, not at their
-        next search."""
+        next search. The rebuild is tried now whatever an earlier one found
+        (:class:`_PutOff`); where it still finds no room, the WAL is truncated all the
+        same and the StoreError says how much disk it needs."""
         self._erasure_pending = True
+        self._put_off = None
         self._truncate_wal(wait=True)
         self._lexical_after_erasure()
         self._vectors_after_erasure()
+        if self._put_off is not None and self._put_off.truncated_for is not None:
+            raise StoreError(self._put_off.error)
 
     def vacuum(self) -> None:
         """Rebuild the file (``VACUUM``) and truncate the WAL: frees the pages erased
@@ -708,8 +731,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     (time.time(),),
                 )
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"vacuum failed: {exc}") from exc
+                raise StoreError(f"vacuum failed: {exc}{self._room_needed(exc)}") from exc
             self._erasure_pending = True
+            self._put_off = None  # the rebuild an erasure owed is made
         try:
             self._truncate_wal(wait=True)
         except StoreError as exc:
@@ -730,7 +754,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         bytes remain. A checkpoint refused at once (another connection's
         checkpoint, a reader between two statements: 5% of purges under a dozen
         clients on two processes) is tried again until that timeout; a single
-        try answered "busy, retry" for an erasure that had committed.
+        try answered "busy, retry" for an erasure that had committed. A rebuild
+        that cannot be made (no room on the disk) does not stop the truncation: it
+        stays owed, put off (:class:`_PutOff`), and the WAL is truncated as it was
+        before erasures rebuilt the file.
 
         Each try waits at most :data:`CHECKPOINT_TRY_MS` in SQLite's busy handler, and
         the store's lock is let go between tries: a TRUNCATE checkpoint that waits for a
@@ -760,6 +787,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                         self._db.execute("DELETE FROM erasure_pending WHERE since >= 0")
                         self._erasure_pending = False
                         self._rebuilt_since = None
+                        if self._put_off is not None:
+                            owed = self._db.execute("SELECT since FROM erasure_pending")
+                            row = owed.fetchone()
+                            self._put_off.truncated_for = None if row is None else row[0]
                         return
                 except sqlite3.DatabaseError as exc:
                     raise StoreError(f"could not finish the erasure: {exc}") from exc
@@ -777,7 +808,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         needing one (:func:`_merge_fts_and_mark_erasure`), each waiting at most
         ``wait_ms`` (within the busy timeout) for readers and writers (see
         :meth:`_truncate_wal`; 0 for the retry after each write, which must not slow
-        it); whether it was still busy. The lock held."""
+        it); whether it was still busy. The lock held. A rebuild that failed for
+        another reason than a lock (no room) is put off and the checkpoint made."""
         timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
         self._db.execute(f"PRAGMA busy_timeout = {min(int(timeout), wait_ms)}")
         try:
@@ -811,11 +843,21 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         and its update, and then rebuilt the whole file again itself (1 of 3 forgets
         at 100k memories beside a writer adding every 20 ms), holding every write
         for another 0.5-1 s. An older mark is one that process gave up on, or died
-        with: any write (or the next process to open the file) makes it."""
+        with: any write (or the next process to open the file) makes it.
+
+        A ``VACUUM`` that fails otherwise (a full disk: it writes a copy of the file,
+        in the temporary folder and in the WAL) is put off (:class:`_PutOff`), and True
+        is returned all the same: the WAL is then truncated into the secure-deleted
+        file. Why: the truncation waited on the rebuild, so on a nearly full disk the
+        erased text stayed in the -wal for good, and every commit of every process
+        tried the whole-file copy again (0.2-1.4 s an add at 34 MB, a review)."""
         row = self._db.execute("SELECT since FROM erasure_pending").fetchone()
         if row is None or row[0] >= 0:
             return True
         since = float(row[0])
+        put_off = self._put_off is not None and self._put_off.waiting()
+        if put_off and self._rebuilt_since != since:
+            return True
         fresh = time.time() + since < self._busy_timeout_ms / 1000
         if leave_fresh and fresh and self._rebuilt_since != since:
             return False
@@ -823,13 +865,43 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             if self._rebuilt_since != since:
                 self._db.execute("VACUUM")
                 self._rebuilt_since = since
+                self._put_off = None
             flip = "UPDATE erasure_pending SET since = -since WHERE since = ?"
             flipped = self._db.execute(flip, (since,)).rowcount
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 return False
-            raise
+            self._put_off = _PutOff(self._not_rebuilt(exc), time.monotonic() + REBUILD_RETRY_S)
+            return True
         return flipped == 1  # else marked anew since it was read: the next try rebuilds
+
+    def _not_rebuilt(self, exc: sqlite3.OperationalError) -> str:
+        """The error of an erasure whose rebuild failed (``exc``) after its WAL was
+        truncated: what is left undone, what it needs, and when it is tried again."""
+        return (
+            f"erased, and nothing erased is left in the write-ahead log, but the file "
+            f"could not be rebuilt ({exc}){self._room_needed(exc)}. Until it is, old "
+            "copies of erased text that page splits left may stay in the file: free the "
+            "space and run vacuum (contextos vacuum); the next open or forget, or a write "
+            f"of this process after {REBUILD_RETRY_S:.0f} s, tries again"
+        )
+
+    def _room_needed(self, exc: sqlite3.DatabaseError) -> str:
+        """What a rebuild (``VACUUM``) that failed writing (``exc``: a full disk, a
+        file-size limit or quota) needs free, to add to its error; "" for another
+        failure."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return ""
+        try:
+            size = f"{max(1, round(os.path.getsize(self._absolute_path) / 1e6))} MB"
+        except OSError:
+            size = "the file's size"
+        folder = os.path.dirname(self._absolute_path)
+        return (
+            f": a rebuild needs about {size} free on {folder} (the -wal grows to the "
+            "file's size), and as much in the temporary folder (SQLITE_TMPDIR or TMPDIR)"
+        )
 
     # -- search -------------------------------------------------------------
     def keyword_search(
@@ -1930,6 +2002,26 @@ def _roll_back(db: sqlite3.Connection) -> None:
 #: which, failing, drops the keyword index once more (others' next searches read their
 #: rows again). An error that is not the scope's rows' (memory running out) heals then.
 LEXICAL_FAILING_S = 60.0
+
+
+@dataclass
+class _PutOff:
+    """A rebuild (``VACUUM``) that failed here for another reason than a lock, most
+    often no room on the disk (``SQLiteStore._rebuild_if_marked``): ``error``, the
+    StoreError's text the erasure reports; until ``retry_at`` (``time.monotonic``) this
+    process's writes, purges and close leave it owed (the mark stays negative) and only
+    truncate the WAL; ``truncated_for``: the mark they truncated it for since, after
+    which they do nothing until it is due. Why: each try copies the whole file before
+    it fails, and it was made after every commit of every process (a review); once a
+    minute per process, and at each open, ``forget`` and ``vacuum()``, is enough."""
+
+    error: str
+    retry_at: float
+    truncated_for: float | None = None
+
+    def waiting(self) -> bool:
+        """Whether it is still put off (``retry_at`` not reached)."""
+        return time.monotonic() < self.retry_at
 
 
 @dataclass
