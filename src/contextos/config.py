@@ -47,7 +47,8 @@ def check_db(db: str) -> str:
     would silently show nothing.
 
     Raises:
-        ConfigError: empty, a directory, or in a directory that does not exist.
+        ConfigError: empty, a directory or a path naming one (``data/``:
+            :func:`check_not_folder`), or in a directory that does not exist.
     """
     if not isinstance(db, str):
         raise TypeError(f"the database must be a path or URL string, not {type(db).__name__}")
@@ -58,6 +59,7 @@ def check_db(db: str) -> str:
     check_location(db)  # another URL scheme, a SQLite ``file:`` URI
     if "://" in db:
         return db
+    check_not_folder(db)
     path = Path(expanded_db(db))
     if path.is_dir():
         raise ConfigError(f"{db} is a directory: pass a database file inside it")
@@ -67,6 +69,23 @@ def check_db(db: str) -> str:
             "or fix the path"
         )
     return expanded_db(db)
+
+
+def check_not_folder(db: str) -> None:
+    """Refuse a SQLite path that names a folder by its form: ending in a separator
+    (``data/``), ``.`` or ``..``, whether that folder exists or not.
+
+    Why: ``--db data/`` or ``Memory("data/")`` with no folder ``data`` created a *file*
+    named ``data`` and reported success, so the folder the user meant could no longer be
+    made, while the same path was refused once the folder existed (a review)."""
+    if "://" in db or os.path.basename(db) not in ("", ".", ".."):
+        return
+    if Path(expanded_db(db)).is_dir():
+        raise ConfigError(f"{db} is a directory: pass a database file inside it")
+    raise ConfigError(
+        f"{db} names a folder: give a database file inside it, e.g. "
+        f"{os.path.join(db, 'memory.db')} (create the folder first)"
+    )
 
 
 def expanded_db(db: str) -> str:
@@ -184,9 +203,41 @@ _ENV = {
 
 def default_tenant(env: Mapping[str, str] | None = None) -> str:
     """The tenant of whatever is not given one: ``CONTEXTOS_TENANT``, else "default" (as
-    :func:`load_settings` resolves it, without its other work)."""
+    :func:`load_settings` resolves it, without its other work; set to nothing, a
+    ConfigError: :func:`_no_empty_env`)."""
     env = os.environ if env is None else env
+    _no_empty_env(env, {}, ("tenant",))
     return env.get(_ENV["tenant"]) or Settings.tenant
+
+
+#: The settings whose variable set to nothing is refused, not read as unset, and what
+#: unsetting it gives (``CONTEXTOS_DB`` has its own check, :func:`_no_empty_db`).
+_NOT_EMPTY = {
+    "tenant": ("a tenant name", f"the tenant {Settings.tenant!r}"),
+    "embedder": ("an embedder name", f"the default embedder ({DEFAULT_EMBEDDER})"),
+}
+
+
+def _no_empty_env(
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+    names: tuple[str, ...] = ("tenant", "embedder"),
+) -> None:
+    """Refuse ``CONTEXTOS_TENANT`` or ``CONTEXTOS_EMBEDDER`` set to nothing where no value
+    is given for it, as :func:`_no_empty_db` refuses ``CONTEXTOS_DB=``.
+
+    Why: ``CONTEXTOS_TENANT: ${TENANT}`` in a compose file with ``TENANT`` unset sent one
+    tenant's writes, reads and erasures into tenant "default", which other jobs on the
+    store share, silently, where ``CONTEXTOS_TENANT="  "`` and ``--tenant ""`` were
+    refused; the same slip with the embedder re-embedded a store by another model (a
+    review)."""
+    for name in names:
+        if overrides.get(name) is None and env.get(_ENV[name]) == "":
+            what, unset = _NOT_EMPTY[name]
+            raise ConfigError(
+                f"the {name} is empty: {_ENV[name]} is set to nothing; set it to {what}, "
+                f"or unset it for {unset}"
+            )
 
 
 def _no_empty_db(env: Mapping[str, str], given: object) -> None:
@@ -216,10 +267,12 @@ def load_settings(
     store (the server's ``Memory(store=...)``) has no use for the default database, and
     creating its folder left an empty ``~/.local/share/contextos`` on every server host.
     An empty database given (``db=""``, or ``CONTEXTOS_DB`` set to nothing) where one is
-    needed is a ConfigError, not the default (:func:`_no_empty_db`). The values are
-    checked as every :class:`Settings` is (``Settings.__post_init__``).
+    needed is a ConfigError, not the default (:func:`_no_empty_db`), and so is
+    ``CONTEXTOS_TENANT`` or ``CONTEXTOS_EMBEDDER`` set to nothing (:func:`_no_empty_env`).
+    The values are checked as every :class:`Settings` is (``Settings.__post_init__``).
     """
     env = os.environ if env is None else env
+    _no_empty_env(env, overrides)
     values: dict[str, object] = {}
     for f in fields(Settings):
         if overrides.get(f.name) is not None:

@@ -132,6 +132,16 @@ class CliState:
     as_json: bool
     _settings: Settings | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse ``CONTEXTOS_TENANT`` set to nothing (click reads it as unset) before any
+        command runs, as a blank one is refused: ``keys list --db F`` and ``keys revoke``
+        read the group's tenant without loading the settings, and acted for every tenant
+        (:func:`~contextos.config.default_tenant`)."""
+        if self.tenant is None:
+            from ..config import default_tenant
+
+            default_tenant()
+
     @property
     def settings(self) -> Settings:
         """The resolved settings; the first call checks ``--db`` and says which file is used.
@@ -184,9 +194,18 @@ def check_db_option(db: str) -> str:
     """Check a ``--db`` value before anything opens it, the group's and a command's
     alike (``keys create --db``: it skipped the check and created missing folders,
     where the group's ``--db`` and ``serve --db`` refused the same path); return it, a
-    leading ``~`` read as the home folder (:func:`~contextos.config.expanded_db`)."""
+    leading ``~`` read as the home folder (:func:`~contextos.config.expanded_db`).
+
+    ``:memory:`` is refused here, not by the library (``Memory(":memory:")`` is a
+    scratch store): a command's database ends with it, and ``add`` reported "added"
+    for a memory nobody could read again (a review)."""
     from ..config import check_db
 
+    if db.strip() == ":memory:":
+        raise ConfigError(
+            "--db :memory: (or CONTEXTOS_DB) is a database in memory, which keeps nothing "
+            "after the command: give a file path or a postgresql:// URL"
+        )
     db = check_db(db)
     _check_db_file(db)
     return db

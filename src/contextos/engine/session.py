@@ -78,7 +78,7 @@ from contextos.llm.media_tokens import (
     open_loop_start,
     thinking_tokens,
 )
-from contextos.llm.models import ModelInfo
+from contextos.llm.models import ModelInfo, as_model
 from contextos.llm.tokens import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_REPLY,
@@ -90,7 +90,7 @@ from contextos.memory.ingest import metadata_depth
 from contextos.memory.render import render as render_memory
 from contextos.retry import wait_before_retry
 from contextos.store.base import Store
-from contextos.store.records import LOCK_SESSION_PREFIX
+from contextos.store.records import LOCK_SESSION_PREFIX, check_turn_content
 from contextos.types import (
     Filter,
     Hit,
@@ -1065,16 +1065,19 @@ def checked_budget(budget: object) -> int:
     return whole
 
 
-def window_budget(model: ModelInfo, budget: int | None = None) -> int:
+def window_budget(model: ModelInfo | str, budget: int | None = None) -> int:
     """The input budget: ``budget`` if given, else the window minus the reserved output
-    (:meth:`~contextos.llm.models.ModelInfo.default_output_reserve`).
+    (:meth:`~contextos.llm.models.ModelInfo.default_output_reserve`). ``model``: a
+    ``ModelInfo`` or its name (:func:`~contextos.llm.models.as_model`).
 
     Raises:
         TypeError, BudgetError: ``budget`` is not a budget at all (:func:`checked_budget`).
+        TypeError, ConfigError: ``model`` is neither a ``ModelInfo`` nor a known name.
         BudgetError: ``budget`` is over the model's context window less that reserve
             (:meth:`~contextos.llm.models.ModelInfo.check_budget`; a model the registry
             does not know takes any budget).
     """
+    model = as_model(model)
     if budget is not None:
         budget = checked_budget(budget)
         model.check_budget(budget)
@@ -1285,6 +1288,7 @@ class Session:
                 raise ValueError(
                     f"{what}'s metadata may nest at most {MAX_TURN_METADATA_DEPTH} levels deep"
                 )
+            check_turn_content(m, what)  # None (a reply of tool calls) failed in SQL
             check_text(m, what)
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
         stored = [self._stamped(m) for m in messages]
@@ -1909,7 +1913,7 @@ class Session:
 
     def window(
         self,
-        model: ModelInfo,
+        model: ModelInfo | str,
         question: str | None,
         *,
         budget: int | None = None,
@@ -1933,7 +1937,10 @@ class Session:
         ``hits``: the memories to place. A Session of an agent with no user places
         none that names a user who takes no part in this session
         (:meth:`participants_hits`).
+
+        ``model``: a ``ModelInfo`` or its name, as ``get_model`` takes it.
         """
+        model = as_model(model)
         total = window_budget(model, budget)
         state = self.state()
         turns = self.conversation(state)

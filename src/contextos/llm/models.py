@@ -549,7 +549,10 @@ def get_model(name: str) -> ModelInfo:
 
     Raises:
         ConfigError: the model is unknown; the message lists the known names.
+        TypeError: ``name`` is not a string (``get_model(None)`` failed on ``.strip``).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"get_model takes a model name (str), not {type(name).__name__}")
     info = MODELS.get(ALIASES.get(name, name)) or MODELS.get(model_key(name))
     if info is not None:
         return info
@@ -558,3 +561,24 @@ def get_model(name: str) -> ModelInfo:
         f"unknown model {name!r}; known models: {known} (or register it: "
         "contextos.llm.models.register_model)"
     )
+
+
+def as_model(model: ModelInfo | str) -> ModelInfo:
+    """``model``, or the registry's entry for a model name (:func:`get_model`), as the
+    CLI's ``-m NAME`` takes it.
+
+    Why: ``session.window("claude-sonnet-4-6", ...)`` failed with ``AttributeError: 'str'
+    object has no attribute 'largest_budget'`` (a review).
+
+    Raises:
+        TypeError: neither a ``ModelInfo`` nor a string.
+        ConfigError: an unknown name (:func:`get_model`).
+    """
+    if isinstance(model, str):
+        return get_model(model)
+    if not isinstance(model, ModelInfo):
+        raise TypeError(
+            "model must be a ModelInfo or a model name: get_model(name), "
+            f"not {type(model).__name__}"
+        )
+    return model

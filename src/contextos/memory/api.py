@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 
-from ..config import EMPTY_DB, Settings, load_settings
+from ..config import EMPTY_DB, Settings, check_not_folder, load_settings
 from ..embed import Embedder, make_embedder
 from ..engine.message_text import check_unicode
 from ..errors import ConfigError, Conflict, EmbedderUnavailable, NotFound, ScopeError
@@ -127,7 +127,54 @@ def _db_location(path_or_url: object) -> str:
         raise TypeError("the database path must be text (str or pathlib.Path), not bytes")
     if not location.strip():
         raise ConfigError(EMPTY_DB)
+    check_not_folder(location)  # "data/": a file named data was made
     return location
+
+
+def _parts_checked(
+    embedder: object, store: object, settings: object, tokenizer: object, retrieval: object
+) -> Embedder | None:
+    """Refuse a part of ``Memory(...)`` of the wrong type, naming what to pass; return
+    the embedder, a name (``"minilm"``) built as ``--embedder`` and
+    ``CONTEXTOS_EMBEDDER`` build it (:func:`~contextos.embed.make_embedder`).
+
+    Why: a name, a mem0-style dict or a path string was taken as it was and failed far
+    from here: the worker logged an ``AttributeError`` every second for good while
+    ``add`` reported success and ``search`` raised it (a review)."""
+    if isinstance(embedder, str):
+        return make_embedder(embedder)
+    if embedder is not None and not (
+        callable(getattr(embedder, "embed", None))
+        and hasattr(embedder, "model_id")
+        and hasattr(embedder, "dimensions")
+    ):
+        raise TypeError(
+            "embedder must be an Embedder (model_id, dimensions, embed) or its name "
+            f"('minilm-int8', 'minilm', 'hash'), not {type(embedder).__name__}"
+        )
+    if isinstance(store, (str, os.PathLike)):
+        raise TypeError(
+            "store takes an open Store; to open a database, pass its path or URL as the "
+            "first argument: Memory(path)"
+        )
+    if store is not None and not callable(getattr(store, "put", None)):
+        raise TypeError(f"store must be a contextos Store, not {type(store).__name__}")
+    if settings is not None and not isinstance(settings, Settings):
+        raise TypeError(
+            "settings must be a contextos.config.Settings (Settings(db=..., ...) or "
+            f"load_settings(...)), not {type(settings).__name__}"
+        )
+    if tokenizer is not None and not callable(getattr(tokenizer, "count_messages", None)):
+        raise TypeError(
+            "tokenizer must be a Tokenizer (count, count_messages), e.g. "
+            f"contextos.default_tokenizer(), not {type(tokenizer).__name__}"
+        )
+    if retrieval is not None and not isinstance(retrieval, RetrievalConfig):
+        raise TypeError(
+            "retrieval must be a contextos.RetrievalConfig (e.g. "
+            f"RetrievalConfig(candidates=50)), not {type(retrieval).__name__}"
+        )
+    return embedder  # type: ignore[return-value]
 
 
 class PendingWrites(Protocol):
@@ -147,7 +194,7 @@ class Memory:
         path_or_url: str | Path | None = None,
         *,
         tenant: str | None = None,
-        embedder: Embedder | None = None,
+        embedder: Embedder | str | None = None,
         store: Store | None = None,
         settings: Settings | None = None,
         tokenizer: Tokenizer | None = None,
@@ -160,6 +207,7 @@ class Memory:
     ) -> None:
         if path_or_url is not None:
             path_or_url = _db_location(path_or_url)
+        embedder = _parts_checked(embedder, store, settings, tokenizer, retrieval)
         if settings is not None and path_or_url is not None:
             # The path given wins: Memory("b.db", settings=s) opened s.db, silently.
             settings = replace(settings, db=str(path_or_url))

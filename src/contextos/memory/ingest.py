@@ -116,6 +116,10 @@ def _one_message(item: object, which: str = "message") -> Message:
     """``item`` as a Message; a TypeError or ValueError that starts with ``which``
     (:func:`_which`) and says what to pass instead."""
     if isinstance(item, Message):
+        if not isinstance(item.content, str):  # an OpenAI reply of tool calls: None
+            raise TypeError(
+                f"{which}: {_not_text(item.content, bool(item.tool_calls), 'a Message')}"
+            )
         _check_role(item.role, which)
         return item
     if isinstance(item, str):
@@ -126,7 +130,7 @@ def _one_message(item: object, which: str = "message") -> Message:
         )
     content = item.get("content", item.get("text"))
     if not isinstance(content, str):
-        raise TypeError(f"{which}: {_not_text(item, content)}")
+        raise TypeError(f"{which}: {_not_text(content, bool(item.get('tool_calls')))}")
     role: Any = item.get("role", "user")
     role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
     _check_role(role, which)
@@ -152,22 +156,24 @@ def _check_role(role: object, which: str) -> None:
         raise ValueError(f"{which}: {exc}") from None
 
 
-def _not_text(item: Mapping[str, Any], content: object) -> str:
-    """Why a message dict whose ``content`` is not a string cannot be added, and what to
-    do: a memory holds text, so a chat history's other shapes are named."""
+def _not_text(content: object, tool_calls: bool, what: str = "a message dict") -> str:
+    """Why a message (``what``: a dict or a ``Message``) whose ``content`` is not a string
+    cannot be added, and what to do: a memory holds text, so a chat history's other
+    shapes are named. One answer for both: a ``Message`` whose content was None (an
+    OpenAI reply of tool calls) raised ``AttributeError`` where the dict was named."""
     if isinstance(content, list):
         return (
             "'content' is a list of parts (text, images, files); a memory holds text: "
             "pass the text parts joined into one string, or leave the message out"
         )
-    if content is None and item.get("tool_calls"):
+    if content is None and tool_calls:
         return (
             "'content' is None (a message of tool calls); a memory holds text: leave "
             "the message out, or pass what it says as a string 'content'"
         )
     if content is None:
-        return "a message dict needs a string 'content' (it has none)"
-    return f"a message dict needs a string 'content', not {type(content).__name__}"
+        return f"{what} needs a string 'content' (it has none)"
+    return f"{what} needs a string 'content', not {type(content).__name__}"
 
 
 #: Why a ``memory_type`` with ``infer`` is refused: the extractor types each fact, and

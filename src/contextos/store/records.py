@@ -508,8 +508,29 @@ def check_turns(scope: Scope, messages: Sequence[Message], tokens: Sequence[int]
     refuse_nul_in_scope(scope)
     if len(messages) != len(tokens):
         raise ValueError("messages and tokens differ in length")
-    for message in messages:
+    for n, message in enumerate(messages):
+        check_turn_content(message, f"message {n}" if len(messages) > 1 else "message")
         check_role(message.role)
+
+
+def check_turn_content(message: Message, what: str = "message") -> None:
+    """Refuse a turn whose content is not a string, naming the message, before anything is
+    counted or written.
+
+    Why: ``Message("assistant", reply.content)`` for an OpenAI reply that made tool calls
+    (its content None) reached SQL and failed as ``StoreError: NOT NULL constraint
+    failed``, which an app reads as a database fault (and retries); an int failed in the
+    tokenizer (a review).
+
+    Raises:
+        TypeError: the content is not a ``str``; a message of tool calls alone has ``""``.
+    """
+    content = message.content
+    if isinstance(content, str):
+        return
+    why = " (it has none)" if content is None else f", not {type(content).__name__}"
+    hint = "; a message of tool calls alone has content ''" if message.tool_calls else ""
+    raise TypeError(f"{what}: a Message needs a string 'content'{why}{hint}")
 
 
 def append_turn_rows(
