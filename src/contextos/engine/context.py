@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import random
 import threading
 import time
@@ -274,6 +275,8 @@ class _Committer:
         #: before): this committer is in :data:`_IN_FLIGHT` while there is one.
         self._threads: set[threading.Thread] = set()
         self._error: BaseException | None = None
+        if background:
+            _COMMITTERS.add(self)
 
     def submit(self, func: Callable[..., None], *args: Any) -> None:
         """Run ``func(*args)`` after the commit before it, without waiting for that one
@@ -416,6 +419,24 @@ class _Committer:
             error, self._error = self._error, None
             raise error
 
+    def forget_after_fork(self) -> None:
+        """In a fork's child: drop the parent's commits in flight, their failure and the
+        lock (another of the parent's threads may have held it at the fork).
+
+        Why: the commits are waited for on ``_done``, notified by their threads as they
+        end; a child has none of those threads (only the forking one is copied), so
+        nothing ever notified it: ``Memory.close()`` (a ``sys.exit()`` inside ``with
+        Memory(...)``) and the child's next wrapped call waited for good, instead of
+        failing at once on the store opened before the fork, and its exit waited
+        :data:`EXIT_WAIT_S` (a review). Those commits are the parent's to finish (its
+        threads still run them there), as its streams are
+        (``OpenStreams.forget_after_fork``)."""
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._threads.clear()
+        self._thread = None
+        self._error = None
+
 
 #: How long the interpreter's exit waits for each wrapped client's last commit.
 EXIT_WAIT_S = 10.0
@@ -425,6 +446,11 @@ EXIT_WAIT_S = 10.0
 #: window (:meth:`_Committer.wait_for_others`), and the interpreter's exit for all
 #: (:func:`_drain_at_exit`). An entry goes when its last commit thread ends.
 _IN_FLIGHT: KeyedSets[_Committer] = KeyedSets()
+
+#: Every background committer alive, for a fork's child to reset
+#: (:func:`_committers_after_fork`): any may have had its lock held at the fork, not
+#: only those in :data:`_IN_FLIGHT`, whose own guard may have been held too.
+_COMMITTERS: weakref.WeakSet[_Committer] = weakref.WeakSet()
 
 #: This thread's commits running now (``depth``): a commit may call the model through a
 #: wrapped client, whose commit then runs inside it (see :class:`_Committer`).
@@ -470,6 +496,19 @@ def _drain_at_exit() -> None:
     (:func:`contextos.memory.embedding_worker._close_live_workers`)."""
     for committer in _IN_FLIGHT.all():
         committer.drain(EXIT_WAIT_S)
+
+
+def _committers_after_fork() -> None:
+    """A fork's child runs none of the parent's commit threads: each committer forgets
+    them (:meth:`_Committer.forget_after_fork`), and none is in flight. Read from
+    :data:`_COMMITTERS`, not :data:`_IN_FLIGHT`, whose guard a parent's thread may have
+    held at the fork (a commit ending)."""
+    for committer in list(_COMMITTERS):
+        committer.forget_after_fork()
+    _IN_FLIGHT.clear_after_fork()
+
+
+os.register_at_fork(after_in_child=_committers_after_fork)
 
 
 def model_info(name: str, *, window: int | None = None) -> ModelInfo:
@@ -1701,7 +1740,8 @@ class SessionContext:
         self._committer.wait()
 
     def _commit(self, prepared: Prepared, call: CallRecord) -> None:
-        """Log the reply; remember the question, and the reply when it came whole.
+        """Log the reply; remember the question, and the reply when it came whole (and
+        the reply the app kept in place of a logged one: :meth:`_kept_reply`).
 
         A reply with nothing in it (no text, no tool call, no metadata such as a
         compaction block) is not logged: sent back, it would be an empty turn,
@@ -1772,11 +1812,33 @@ class SessionContext:
                     return  # erased since the read above: nothing was logged
         question, asked = (None, None) if answered else self._question_of(prepared, anchor)
         whole = reply if call.complete and self.remember_replies else None
-        remembered = self._remember((question, asked), (whole, reply_seq))
+        kept = self._kept_reply(prepared, anchor)
+        remembered = self._remember(kept, (question, asked), (whole, reply_seq))
         if anchor is not None:
             self._forget_cut_branch(prepared, anchor, reply, reply_seq)
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
+
+    def _kept_reply(
+        self, prepared: Prepared, anchor: TurnPrint | None
+    ) -> tuple[Message | None, int | None]:
+        """The reply the app kept in place of a logged one, and the seq of its turn: the
+        first turn this call logged, when it is an assistant turn that starts a branch
+        (:data:`REDO_KEY`); else nothing. Remembered by this call's commit only (a retry
+        logs it no more), so once.
+
+        Why: the app kept another of ``n`` choices, or the answer it showed after a
+        double submit, and went on from it. That reply was logged and sent to the model,
+        but only the question and this call's own reply were remembered, and the branch
+        deleted the memory of the reply it replaced (:meth:`_forget_cut_branch`): memory
+        held no answer to the question at all, not even the one the user saw (a review).
+        """
+        if anchor is None or not prepared.logged or not self.remember_replies:
+            return None, None
+        first = prepared.logged[0]
+        if first.role != "assistant" or redo_of(first) is None:
+            return None, None
+        return first, anchor.seq - len(prepared.logged) + 1
 
     def _remember(self, *said: tuple[Message | None, int | None]) -> Sequence[MemoryRecord]:
         """Add what was said (the question, the reply, each with the seq of its logged
