@@ -180,3 +180,44 @@ def test_offboarding_while_the_tenants_clients_write_leaves_none_of_their_writes
         assert left == {"memories": 0, "history": 0, "turns": 0, "session_meta": 0}, left
         listed = b.get("/v1/memories", params={"user_id": "u"}).json()["results"]
         assert [r["text"] for r in listed] == ["b keeps"]
+
+
+def test_ctrl_c_during_the_wait_reports_what_was_erased_and_what_was_not(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C (or a script's ``timeout``) during the wait for late writes printed only
+    "aborted", though the keys and the tenant's rows were gone: the report now says what
+    was erased and that the late writes were not, with exit 130."""
+    import signal
+    import subprocess
+    import sys
+
+    from cli_support import cli_env
+    from contextos.memory import Memory
+    from contextos.testing.embedders import HashEmbedder
+
+    db = tmp_path / "int.db"
+    with KeyStore(str(db)) as keys:
+        keys.create("zebracorp")
+    with Memory(str(db), tenant="zebracorp", embedder=HashEmbedder()) as m:
+        m.add("one", user_id="ana")
+    args = ["--db", str(db), "--json", "--tenant", "zebracorp", "forget", "--whole-tenant"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contextos", *args, "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    assert proc.stderr is not None
+    assert "erasing again" in proc.stderr.readline()  # the first pass is done
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert json.loads(out) == {
+        "tenant": "zebracorp",
+        "forgotten": 1,
+        "keys_deleted": 1,
+        "late_writes_erased": False,
+    }
+    assert "aborted" not in err

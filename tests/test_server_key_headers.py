@@ -115,6 +115,20 @@ def test_the_access_line_writes_no_secret_wherever_it_stands(query: str, logged:
     assert line == f'- - "GET /v1/memories?{logged} HTTP/1.1" 401 1.0 ms'
 
 
+@pytest.mark.parametrize(
+    "admin_key", ["q8Zr+Kd3/YtW7uPz1LmN+0aBcXe9fGh2", "adm&in%2Bkey+0123456789"]
+)
+def test_an_admin_key_sent_unescaped_is_not_logged(admin_key: str) -> None:
+    """A base64 admin key holds ``+`` (a space once decoded) and may hold ``&`` or
+    ``%``: sent as is in the query, it was written whole (a review)."""
+    query = f"user_id=ana&api_key={admin_key}&limit=5"
+    scope = {"method": "GET", "path": "/v1/memories", "query_string": query.encode()}
+    line = request_line(scope, "401", 0.001, {}, admin_key=admin_key)
+    assert (
+        line == '- - "GET /v1/memories?user_id=ana&api_key=<admin key>&limit=5 HTTP/1.1" 401 1.0 ms'
+    )
+
+
 def _rpc(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
     return {**call, "params": {"name": name, "arguments": arguments}}

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -727,6 +728,7 @@ def _forget_tenant(state: CliState, *, wait: bool) -> None:
     if not absent_db(state.settings.db):
         with KeyStore(state.settings.db) as key_store:
             keys = key_store.delete_tenant(tenant)
+    cut = _LatePasses(0, interrupted=False)
     with open_memory(state, embed=False) as memory:
         n = memory.forget_tenant()
         if wait:
@@ -736,19 +738,49 @@ def _forget_tenant(state: CliState, *, wait: bool) -> None:
                 "no server of this store runs)",
                 err=True,
             )
-            for after in (KEY_CACHE_TTL + 0.5, LATE_WRITES_S):
-                time.sleep(max(0.0, revoked + after - time.monotonic()))
-                n += memory.forget_tenant()
+            cut = _erase_late_writes(memory, revoked, KEY_CACHE_TTL)
+            n += cut.erased
     if state.as_json:
-        print_json({"tenant": tenant, "forgotten": n, "keys_deleted": keys})
+        report: dict[str, Any] = {"tenant": tenant, "forgotten": n, "keys_deleted": keys}
+        print_json(report | ({"late_writes_erased": False} if cut.interrupted else {}))
     else:
         console.print(
             SafeText(
                 f"forgot {plural(n, 'memory', 'memories')} and "
                 f"{plural(keys, 'API key', 'API keys')} of tenant {tenant!r}"
+                + (LATE_NOT_ERASED if cut.interrupted else "")
             ),
             highlight=False,
         )
+    if cut.interrupted:
+        sys.exit(130)  # as a Ctrl-C ends any command (cli.main)
+
+
+#: The end of ``forget --whole-tenant``'s report when a Ctrl-C cut its wait.
+LATE_NOT_ERASED = (
+    "; interrupted before the writes running servers admitted late were erased: run it again"
+)
+
+
+@dataclass(frozen=True)
+class _LatePasses:
+    erased: int
+    interrupted: bool
+
+
+def _erase_late_writes(memory: Memory, revoked: float, key_cache_ttl: float) -> _LatePasses:
+    """The later passes of ``forget --whole-tenant`` (see :func:`_forget_tenant`). A
+    Ctrl-C (or SIGTERM) during the wait ends them and is reported as such: it printed only
+    "aborted", though the keys and the tenant's rows were gone and only the late writes
+    were not re-erased (a review)."""
+    erased = 0
+    try:
+        for after in (key_cache_ttl + 0.5, LATE_WRITES_S):
+            time.sleep(max(0.0, revoked + after - time.monotonic()))
+            erased += memory.forget_tenant()
+    except KeyboardInterrupt:
+        return _LatePasses(erased, interrupted=True)
+    return _LatePasses(erased, interrupted=False)
 
 
 def _confirm_forget(target: str) -> None:
