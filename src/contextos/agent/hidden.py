@@ -24,6 +24,11 @@ response and its own results, and the loop puts ours beside them. Those of ours 
 back from the log too (:meth:`HiddenExchanges.results_owed`), for the same reason: kept
 only by the process that ran them, after a restart the next whole conversation re-sent
 said the app's results alone, and branched there (a review).
+
+A ``create()`` cut between two of the loop's requests (the one carrying our results
+failed) leaves the log ending with the request's messages and our exchanges, no answer:
+:meth:`HiddenExchanges.unfinished` reads them back, so the retry of a restarted process
+sends the failed request again, as the same process's retry does.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ import json
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..cache import field_of
 from ..engine.conversation import TurnPrint, logged_blocks, said_digest
 from ..engine.message_text import mended
+from ..times import utc
 from ..types import Message, Turn
 from .tools import TOOL_NAMES, ToolOutcome
 
@@ -64,6 +70,18 @@ LOOKBACK_SLACK = 64
 _Key = tuple[tuple[int, bytes], ...]
 #: A response's call ids and our results for it, (call id, outcome) each.
 Owed = tuple[frozenset[str], tuple[tuple[str, ToolOutcome], ...]]
+
+
+class Unfinished(NamedTuple):
+    """The exchanges of our tools a cut ``create()`` left at the log's end
+    (:meth:`HiddenExchanges.unfinished`)."""
+
+    #: Each exchange's tool-call message and results, in wire form, oldest first.
+    messages: tuple[Any, ...]
+    #: The exchanges: the requests of the loop that were answered.
+    steps: int
+    #: When the last of them was logged (epoch seconds).
+    logged_at: float
 
 
 class _Said:
@@ -156,6 +174,37 @@ class HiddenExchanges:
                 if results is not None and {c.id for c in held_turns[0].message.tool_calls} == ids:
                     out.append((ids, results))
         return out
+
+    def unfinished(self, messages: Sequence[Any], session: Session) -> Unfinished | None:
+        """The exchanges of our tools the log ends with, when it holds ``messages`` (a
+        request's, in wire form, our earlier exchanges put back) just before them and no
+        answer after: a ``create()`` of these messages cut between two of its requests.
+        None when the log does not end so.
+
+        Why: the loop kept such a ``create()``'s progress in memory only. Retried by a
+        restarted process (a 529 on the request carrying our results, then the process
+        exited), it started over: the question was logged again after the exchange, and
+        the model, asked anew after its own edit, made it again (a review: the block
+        held the fact twice)."""
+        conversation = session.conversation_prints()
+        starts = _tail_exchanges(conversation)
+        if not starts:
+            return None  # the common case: the log ends with an answer (or a question)
+        sent = self._said(messages)
+        split = next((s for s in reversed(starts) if _ends_with(sent, conversation, s)), None)
+        if split is None:
+            return None
+        bounds = [s for s in starts if s >= split]
+        ends = [*bounds[1:], len(conversation)]
+        runs = [conversation[a:b] for a, b in zip(bounds, ends, strict=True)]
+        wires = self._wires(runs, session)
+        if any(wire is None for wire in wires):
+            return None  # not only ours: the app's exchange, its retry is the app's
+        last = _logged(session, [conversation[-1].seq]).get(conversation[-1].seq)
+        if last is None:
+            return None
+        messages_out = tuple(m for wire in wires if wire is not None for m in wire)
+        return Unfinished(messages_out, len(runs), utc(last.created_at).timestamp())
 
     def _said(self, messages: Sequence[Any]) -> list[_Said]:
         """The messages as the wrapper reads them, each at the place of its first wire
@@ -320,6 +369,29 @@ def _run_end(said: _Said, conversation: Sequence[TurnPrint], j: int) -> int | No
     return None
 
 
+def _tail_exchanges(conversation: Sequence[TurnPrint]) -> list[int]:
+    """Where each tool exchange (an assistant turn, then tool turns) of the run of them
+    that ends the conversation starts, earliest first ([] when it ends otherwise)."""
+    starts: list[int] = []
+    end = len(conversation)
+    while end > 0 and conversation[end - 1].role == "tool":
+        at = end - 1
+        while at > 0 and conversation[at - 1].role == "tool":
+            at -= 1
+        if at == 0 or conversation[at - 1].role != "assistant":
+            break
+        end = at - 1
+        starts.insert(0, end)
+    return starts
+
+
+def _ends_with(sent: Sequence[_Said], conversation: Sequence[TurnPrint], end: int) -> bool:
+    """Whether the turns just before turn ``end`` say the messages ``sent``, in order (a
+    request of the whole conversation so far, or of its last N messages)."""
+    at = end - len(sent)
+    return bool(sent) and at >= 0 and all(s.says(conversation[at + i]) for i, s in enumerate(sent))
+
+
 def _mixed_calls(provider: str, message: Mapping[str, Any]) -> frozenset[str]:
     """The call ids of an assistant wire message that calls our tools and others at
     once (none for any other message)."""
@@ -424,4 +496,4 @@ def _results_wire(provider: str, message: Message) -> dict[str, Any]:
     return {"role": "user", "content": [dict(b) for b in blocks]}
 
 
-__all__ = ["KEPT_ENTRY_CHARS", "MAX_KEPT_CHARS", "HiddenExchanges", "Owed"]
+__all__ = ["KEPT_ENTRY_CHARS", "MAX_KEPT_CHARS", "HiddenExchanges", "Owed", "Unfinished"]

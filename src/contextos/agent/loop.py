@@ -119,7 +119,9 @@ class ToolLoop:
         A request of the loop that fails (after the SDK's own retries) raises, and the
         loop's progress is kept: the app's retry of the same ``create()`` (the same
         messages) sends the failed request again, with the results of the tools run
-        already, instead of starting over (see :class:`_Unfinished`). A tool that
+        already, instead of starting over (see :class:`_Unfinished`); a restarted
+        process, or a client made again, reads that progress back from the end of the
+        session's log (:meth:`_logged_progress`). A tool that
         raises (its store busy or down) keeps the progress too: the retry runs the
         response's calls not run yet, then goes on, without asking the model again.
         """
@@ -127,9 +129,10 @@ class ToolLoop:
             raise TypeError("memory_tools runs a tool loop; call create() without stream=True")
         if not self.edits_wait:
             self.prefix.catch_up()
-        request = self._with_memory(self._with_hidden(self._with_owed_results(kwargs)))
+        hidden = self._with_hidden(self._with_owed_results(kwargs))
         key = _messages_key(kwargs.get("messages"))
-        done = self._resume(key)
+        done = self._resume(key, hidden.get("messages"))
+        request = self._with_memory(hidden)
         messages = [*request["messages"], *done.messages]
         step, response = done.steps, done.calling
         while True:
@@ -164,14 +167,36 @@ class ToolLoop:
             response = None
         raise ProviderError(f"the model was still calling tools after {self.max_steps} requests")
 
-    def _resume(self, key: str) -> _Unfinished:
-        """The progress kept for a ``create()`` with these messages (nothing done when
-        none): taken, so only one retry resumes it."""
+    def _resume(self, key: str, messages: Any) -> _Unfinished:
+        """The progress kept for a ``create()`` with these messages (``key``), taken, so
+        only one retry resumes it; else the progress the log ends with after ``messages``
+        (the request's, our exchanges put back: :meth:`_logged_progress`); else nothing."""
         with self._lock:
-            done = self._unfinished.pop(key, _Unfinished())
+            done = self._unfinished.pop(key, None)
+        if done is None:
+            return self._logged_progress(messages)
         if done.kept_at is not None and time.monotonic() - done.kept_at > self.resume_within_s:
             return _Unfinished()  # no retry: a new question in the same words
         return done
+
+    def _logged_progress(self, messages: Any) -> _Unfinished:
+        """The progress of a ``create()`` of ``messages`` cut between its requests, as the
+        log ends with it (our tool exchanges after those messages, no answer), logged
+        within :attr:`resume_within_s`; nothing done when the log does not end so.
+
+        Why: kept in memory only, the progress was lost with the process. A supervisor's
+        restarted worker retried the ``create()``, the loop started over: the question
+        was logged a second time and the model, asked again after its own edit, made it
+        again (a review). Read back, the retry resumes as in the same process."""
+        session = self.tools.session
+        if session is None or not isinstance(messages, list):
+            return _Unfinished()
+        if self.flush is not None:
+            self.flush()
+        found = self._hidden.unfinished(messages, session)
+        if found is None or time.time() - found.logged_at > self.resume_within_s:
+            return _Unfinished()
+        return _Unfinished(found.messages, found.steps)
 
     def _keep(self, key: str, done: _Unfinished) -> None:
         """Keep ``done`` for the retry of a ``create()`` whose request failed after the
