@@ -23,6 +23,22 @@ def fake_and_sdk(provider: str) -> tuple[Any, Any]:
     return FakeOpenAI, openai.OpenAI
 
 
+def sent_by_sdk(provider: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` sent by the real SDK of ``provider`` to its loopback fake: the request the
+    fake received (it refuses a malformed one, so the call must succeed). The client is
+    closed: left open, its connection was reported unclosed in whichever later test the
+    garbage collector ran."""
+    fake_cls, sdk = fake_and_sdk(provider)
+    with fake_cls() as fake, sdk(base_url=fake.base_url, api_key="test", max_retries=0) as client:
+        if provider == "anthropic":
+            client.messages.create(**body)
+            [request] = fake.messages_requests()
+        else:
+            client.chat.completions.create(**body)
+            [request] = fake.completions_requests()
+    return dict(request.json())
+
+
 def openai_tool_call(call: dict[str, Any], model: str = "gpt-4.1-mini") -> Any:
     """A recorded Chat Completions answer (for ``FakeOpenAI.enqueue``) whose reply is the
     one tool call ``call`` (``{"id", "type": "function", "function": {...}}``)."""

@@ -25,7 +25,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from contextos.engine.conversation import COMPLETE_KEY, REDO_KEY
-from contextos.engine.session import Session, _history_items, context_window, turn_items
+from contextos.engine.session import (
+    MEMORY_HEADER,
+    Session,
+    _history_items,
+    context_window,
+    turn_items,
+)
 from contextos.engine.window import Window
 from contextos.errors import BudgetError
 from contextos.llm.media_tokens import THINKING_KEY
@@ -178,7 +184,8 @@ def _whole(
     session: Session, question: str | None, budget: int, system: str, hits: list[Hit]
 ) -> Window | tuple[str, str]:
     """The window of the whole history: :func:`turn_items` of every turn, assembled by
-    the one context builder, as ``Session.window`` built it before the cut."""
+    the one context builder, as ``Session.window`` built it before the cut (its
+    memories under the default :data:`MEMORY_HEADER`)."""
     state = session.state()
     items = turn_items(session.conversation(state), state, TOK)
     return _outcome(
@@ -191,6 +198,7 @@ def _whole(
             summary=state.summary,
             turns=items,
             memories=hits,
+            memory_header=MEMORY_HEADER,
         )
     )
 

@@ -103,6 +103,9 @@ from contextos.engine.session import (
     sendable_units,
     turn_items,
 )
+from contextos.engine.session import (
+    MEMORY_HEADER as MEMORY_HEADER,  # defined with the window; re-exported here
+)
 from contextos.engine.topic import TOPIC_SEARCH_OVER, TopicBlock, topic_layout, topic_memories
 from contextos.engine.window import Item, Window, message_item, text_item, tool_item
 from contextos.errors import (
@@ -130,8 +133,6 @@ from contextos.types import (
     scope_ids,
 )
 
-#: Introduces the retrieved memories in the final user message.
-MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
 #: Introduces the topic memory block in the system prompt (``placement="topic"``).
 TOPIC_HEADER = "Memories about the current topic from earlier conversations (may be outdated):"
 

@@ -109,6 +109,10 @@ if TYPE_CHECKING:
     from contextos.store.pages import MemoryPage
 
 _META_KEY = "history"
+#: Introduces the retrieved memories in the final user message: every window that places
+#: per-call memories puts this line above them by default (:meth:`Session.window`, wrapped
+#: calls, the server's window route), so an old memory never reads as the user's words.
+MEMORY_HEADER = "Relevant memories from earlier conversations (may be outdated):"
 #: The key, in a logged turn's stored metadata, of its count's stamp: ``{"with":
 #: counted_with(tokenizer), "estimated": N}`` (``estimated``: the tokens of the count
 #: that are an offline estimate of images and documents, when there are any;
@@ -715,6 +719,39 @@ def hit_items(
     return tuple(items)
 
 
+def check_instructions(system: Any, rules: Any, tools: Any) -> None:
+    """Refuse a ``system``, ``rules`` or ``tools`` argument of the wrong shape, naming
+    what to pass: ``system`` one string, ``rules`` a sequence of strings, ``tools`` a
+    sequence of schema mappings.
+
+    Why: a string is a sequence of strings, so ``rules="Be brief."`` went out as eight
+    one-letter system blocks and the instruction was lost without an error, and a system
+    prompt given as a list of content blocks or None failed with ``AttributeError`` (a
+    review). Misuse of the API is Python's own ``TypeError`` (docs/api.md).
+
+    Raises:
+        TypeError: one of them is not of its type.
+    """
+    if not isinstance(system, str):
+        raise TypeError(
+            f"system must be one string, not {type(system).__name__}: pass "
+            'system="" for none, or join a list of text blocks\' text into one string'
+        )
+    if isinstance(rules, str | bytes) or not isinstance(rules, Sequence):
+        raise TypeError(
+            f"rules must be a sequence of strings, not {type(rules).__name__}: "
+            "pass a list, rules=[text], for one rule"
+        )
+    for rule in rules:
+        if not isinstance(rule, str):
+            raise TypeError(f"each rule must be a string, not {type(rule).__name__}")
+    if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Sequence):
+        raise TypeError(
+            f"tools must be a sequence of tool schemas, not {type(tools).__name__}: "
+            'pass tools=[{"name": ..., "description": ..., "input_schema": ...}]'
+        )
+
+
 def context_window(
     budget: int,
     *,
@@ -757,10 +794,14 @@ def context_window(
     ("text content blocks must be non-empty").
 
     Raises:
+        TypeError: ``system``, ``rules`` or ``tools`` is not of its type
+            (:func:`check_instructions`).
         ValueError: ``question`` is an empty or whitespace-only string (it would be
-            such a block; pass None for a window without a question), or a ``prefill``
-            comes with a question or memories (they would follow it).
+            such a block; pass None for a window without a question), a ``prefill``
+            comes with a question or memories (they would follow it), or a tool schema
+            has no name (:func:`~contextos.engine.window.tool_item`).
     """
+    check_instructions(system, rules, tools)
     if isinstance(question, str) and not question.strip():
         raise ValueError(
             "the question is empty (or only whitespace): the API refuses an empty text "
@@ -1922,6 +1963,7 @@ class Session:
         tools: Sequence[Mapping[str, Any]] = (),
         hits: Sequence[Hit] = (),
         layout: Layout | None = None,
+        memory_header: str | None = MEMORY_HEADER,
     ) -> Window:
         """Assemble the window for ``question`` under the model's budget.
 
@@ -1938,8 +1980,20 @@ class Session:
         none that names a user who takes no part in this session
         (:meth:`participants_hits`).
 
+        ``memory_header``: the line above the placed memories, by default
+        :data:`MEMORY_HEADER`, as on wrapped calls; the header goes with at least one
+        memory or not at all (:func:`context_window`). None places the memories bare.
+        Why a default: a window built here (the README's flow, ``contextos window``,
+        the server's window route) sent its memories as plain text right before the
+        question, where "Cancel all my orders." read as the user's words (a review).
+
         ``model``: a ``ModelInfo`` or its name, as ``get_model`` takes it.
+
+        Raises:
+            TypeError: ``system``, ``rules`` or ``tools`` is of the wrong type
+                (:func:`check_instructions`), before the log is read.
         """
+        check_instructions(system, rules, tools)
         model = as_model(model)
         total = window_budget(model, budget)
         state = self.state()
@@ -1960,6 +2014,7 @@ class Session:
                 turns=history,
                 memories=hits,
                 layout=layout,
+                memory_header=memory_header,
             )
 
         window = build(items)
@@ -1973,12 +2028,14 @@ __all__ = [
     "HOLDS",
     "LOGGED_SESSION_KEY",
     "LOGGED_TURN_KEY",
+    "MEMORY_HEADER",
     "MIN_BUDGET",
     "CompactionResult",
     "Hold",
     "Layout",
     "Session",
     "MemoryLike",
+    "check_instructions",
     "checked_budget",
     "context_window",
     "hit_items",

@@ -243,9 +243,33 @@ def message_item(
 
 
 def tool_item(schema: Mapping[str, Any], tokenizer: Tokenizer) -> Item:
-    """An item for a tool schema, serialised canonically so the cached prefix stays stable."""
+    """An item for a tool schema, serialised canonically so the cached prefix stays stable.
+
+    The schema is the neutral one both renderers read: ``{"name", "description",
+    "input_schema" | "parameters"}``. Why checked here: a tool in Chat Completions'
+    ``{"type": "function", "function": {...}}`` shape went through assembly keyed
+    ``tool:`` and failed later in the renderer with a bare ``KeyError`` (a review).
+
+    Raises:
+        TypeError: ``schema`` is not a mapping.
+        ValueError: it has no non-empty string ``name`` (an OpenAI function tool: pass
+            its ``function`` mapping).
+    """
+    if not isinstance(schema, Mapping):
+        raise TypeError(f"a tool schema must be a mapping, not {type(schema).__name__}")
+    name = schema.get("name")
+    if not isinstance(name, str) or not name:
+        hint = (
+            ': for a Chat Completions tool pass its "function" mapping'
+            if "function" in schema
+            else ""
+        )
+        raise ValueError(
+            'a tool schema needs a non-empty string "name": the neutral shape is '
+            '{"name", "description", "input_schema" | "parameters"}' + hint
+        )
     text = canonical_json(schema)
-    return text_item(f"tool:{schema.get('name', '')}", text, tokenizer, role="system")
+    return text_item(f"tool:{name}", text, tokenizer, role="system")
 
 
 def edge_order(items: Sequence[Item]) -> list[Item]:

@@ -4,7 +4,8 @@
 With a session, it is :meth:`contextos.engine.session.Session.window` (rolling
 summary, recent turns, retrieved memories at the edges, question last);
 without one, the same builder (:func:`contextos.engine.session.context_window`)
-holding only memories and the question.
+holding only memories and the question. Both put the memories under
+:data:`~contextos.engine.session.MEMORY_HEADER`, as a wrapped call does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 from contextos.cache.render import default_max_tokens, render_anthropic, render_openai
 from contextos.engine.recall import Shown, recall, session_recall
-from contextos.engine.session import context_window, window_budget
+from contextos.engine.session import MEMORY_HEADER, context_window, window_budget
 from contextos.engine.window import Window, left_out_dict
 from contextos.llm.models import ModelInfo, get_model
 from contextos.llm.tokens import Tokenizer
@@ -93,6 +94,7 @@ def build_window(
         rules=req.rules,
         tools=req.tools,
         memories=hits,
+        memory_header=MEMORY_HEADER,
     )
 
 
