@@ -239,3 +239,22 @@ def test_the_cli_refuses_an_in_memory_database(home: Path, tmp_path: Path) -> No
     with Memory(":memory:", embedder=HashEmbedder(), background_embedding=False) as memory:
         memory.add("Ana likes tea.", user_id="ana")
         assert [r.text for r in memory.get_all(user_id="ana")] == ["Ana likes tea."]
+
+
+def test_an_empty_variable_does_not_refuse_a_value_given_otherwise(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The empty-variable rule refuses only where no value is given: an embedder object
+    given to ``Memory`` and a tenant given to ``keys create --tenant`` were refused as if
+    the variable were read (``serve --embedder hash`` and ``mcp --embedder hash`` too)."""
+    db = tmp_path / "given.db"
+    monkeypatch.setenv("CONTEXTOS_EMBEDDER", "")
+    with Memory(db, embedder=HashEmbedder()) as memory:
+        memory.add("tea", user_id="ana")
+    with Memory(db, embedder="hash") as memory:
+        assert [r.text for r in memory.get_all(user_id="ana")] == ["tea"]
+    monkeypatch.delenv("CONTEXTOS_EMBEDDER")
+    created = run_cli(
+        "keys", "create", "--tenant", "acme", "--db", str(db), env={"CONTEXTOS_TENANT": ""}
+    )
+    assert created.returncode == 0, created.stderr

@@ -222,3 +222,47 @@ def test_http_answers_422_for_such_a_key_and_its_filter_finds_the_nested_one(
         assert c.get(f"/v1/memories/{mid}", headers=h).json()["metadata"]["source"] == {
             "app": "slack"
         }
+
+
+def test_a_session_turn_over_http_keeps_a_dotted_key(tmp_path: Path) -> None:
+    """The key rule is for memories, which filters read: a turn logged over HTTP with
+    ``{"gen_ai.request.model": ...}`` was refused 422 while ``Session.add`` logged it."""
+    pytest.importorskip("fastapi")
+    from server_support import app_client, auth, issue_key
+
+    with app_client(tmp_path / "turns.db") as c:
+        h = auth(issue_key(c, "acme"))
+        turn = {"role": "user", "content": "hi", "metadata": {"gen_ai.request.model": "m1"}}
+        logged = c.post("/v1/sessions/s1/turns", headers=h, json={"messages": [turn]})
+        assert logged.status_code == 201, logged.text
+        turns = c.get("/v1/sessions/s1/turns", headers=h).json()["results"]
+        assert turns[-1]["metadata"]["gen_ai.request.model"] == "m1"
+
+
+def test_an_old_memory_with_a_dotted_key_can_still_be_updated(mem: Memory) -> None:
+    """A memory stored before keys were checked keeps its keys: its metadata sent back as
+    read with one key added is written (the agent's owner tag on an old archival passage
+    was refused, and that agent's every archival search failed); a new dotted key is
+    still refused."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from contextos.types import MemoryRecord, Scope, content_hash
+
+    now, text = datetime.now(UTC), "an old passage"
+    old = MemoryRecord(
+        id=str(uuid.uuid4()),
+        text=text,
+        scope=Scope(tenant=mem.tenant, user_id="ana"),
+        metadata={"source.app": "slack", "role": "user"},
+        created_at=now,
+        updated_at=now,
+        valid_from=now,
+        hash=content_hash(text),
+    )
+    mem.store.put([old])
+    read = mem.get(old.id)
+    updated = mem.update(old.id, metadata={**read.metadata, "owner": "bot"})
+    assert updated.metadata["source.app"] == "slack" and updated.metadata["owner"] == "bot"
+    with pytest.raises(ValueError, match=r"x\.y"):
+        mem.update(old.id, metadata={**updated.metadata, "x.y": 1})

@@ -258,7 +258,11 @@ def _no_empty_db(env: Mapping[str, str], given: object) -> None:
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, *, default_db: bool = True, **overrides: object
+    env: Mapping[str, str] | None = None,
+    *,
+    default_db: bool = True,
+    given: tuple[str, ...] = (),
+    **overrides: object,
 ) -> Settings:
     """Resolve settings: ``overrides`` (non-None) > environment > defaults.
 
@@ -270,9 +274,11 @@ def load_settings(
     needed is a ConfigError, not the default (:func:`_no_empty_db`), and so is
     ``CONTEXTOS_TENANT`` or ``CONTEXTOS_EMBEDDER`` set to nothing (:func:`_no_empty_env`).
     The values are checked as every :class:`Settings` is (``Settings.__post_init__``).
+    ``given`` names the settings the caller brings itself as objects (``Memory``'s
+    ``embedder=``): their variable set to nothing is not refused, as a value given here.
     """
     env = os.environ if env is None else env
-    _no_empty_env(env, overrides)
+    _no_empty_env(env, {**overrides, **dict.fromkeys(given, True)})
     values: dict[str, object] = {}
     for f in fields(Settings):
         if overrides.get(f.name) is not None:

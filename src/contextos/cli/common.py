@@ -132,16 +132,6 @@ class CliState:
     as_json: bool
     _settings: Settings | None = None
 
-    def __post_init__(self) -> None:
-        """Refuse ``CONTEXTOS_TENANT`` set to nothing (click reads it as unset) before any
-        command runs, as a blank one is refused: ``keys list --db F`` and ``keys revoke``
-        read the group's tenant without loading the settings, and acted for every tenant
-        (:func:`~contextos.config.default_tenant`)."""
-        if self.tenant is None:
-            from ..config import default_tenant
-
-            default_tenant()
-
     @property
     def settings(self) -> Settings:
         """The resolved settings; the first call checks ``--db`` and says which file is used.

@@ -726,7 +726,14 @@ def _keys_tenant(state: CliState, tenant: str | None) -> str | None:
     Why: the group's tenant, "the tenant to act for", was ignored by ``keys list`` and
     ``keys revoke`` (a script run for one tenant listed and revoked every tenant's keys),
     and ``keys create`` answered ``Missing option '--tenant'`` to a ``--tenant`` given
-    before it (a review)."""
+    before it (a review). ``CONTEXTOS_TENANT`` set to nothing (click reads it as unset)
+    is refused when no tenant is given here (:func:`~contextos.config.default_tenant`):
+    it meant every tenant. Checked here, where the tenant is read, not before every
+    command: ``keys create --tenant T`` and a multi-tenant ``serve`` were refused too."""
+    if tenant is None and state.tenant is None:
+        from ..config import default_tenant
+
+        default_tenant()  # a ConfigError for CONTEXTOS_TENANT set to nothing
     return tenant if tenant is not None else state.tenant
 
 

@@ -70,6 +70,7 @@ from .ingest import (  # _context, _as_message: a reply's quote, as an add write
     check_inferred_type,
     check_messages,
     check_metadata,
+    check_new_keys,
     check_said_by,
     next_seq,
     renamed_context,
@@ -215,6 +216,7 @@ class Memory:
             db=str(path_or_url) if path_or_url is not None else None,
             tenant=tenant,
             default_db=store is None,  # a store given needs no default database
+            given=("embedder",) if embedder is not None else (),
         )
         # The tenant rule here too (blank is an error, not "not given"): rows written under
         # a name the CLI and the server refuse could never be read from them.
@@ -669,13 +671,14 @@ class Memory:
         if text is not None:
             _check_text(text)
         if metadata is not None:
-            check_metadata(metadata)
+            check_metadata(metadata, names=False)  # its new keys below, once read
         given = metadata
         expected = opt_utc(expected_updated_at, "expected_updated_at")
         embeds = _EmbeddedTexts()  # made once per version of the record
         for attempt in range(ADD_TRIES):
             before = self._as_expected(memory_id, expected_text, expected)
             if given is not None:
+                check_new_keys(given, before.metadata)
                 metadata = _kept_metadata(before, given)
             patch = Patch(text=text, metadata=metadata)
             derived = self._derived(before, patch, embeds)

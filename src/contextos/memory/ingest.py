@@ -337,13 +337,18 @@ def wide_int(value: Any) -> int | None:
     return None
 
 
-def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
+def check_metadata(
+    metadata: Mapping[str, Any], what: str = "metadata", *, names: bool = True
+) -> int:
     """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES`, nested deeper than
     :data:`MAX_METADATA_DEPTH`, holding an integer past 64 bits (ValueError naming the
-    limit) or a key no filter could name (:func:`unnamed_key`); return its size in bytes."""
+    limit) or, with ``names``, a key no filter could name (:func:`unnamed_key`); return
+    its size in bytes. Without ``names``: a session turn's metadata (the log is never
+    filtered by it, and apps log keys such as ``gen_ai.request.model``), or an update's,
+    whose keys are checked against the stored ones (:func:`check_new_keys`)."""
     if metadata_depth(metadata) > MAX_METADATA_DEPTH:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
-    problem = unnamed_key(metadata)
+    problem = unnamed_key(metadata) if names else None
     if problem is not None:
         raise ValueError(f"{what} {problem}")
     wide = wide_int(metadata)
@@ -357,6 +362,18 @@ def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
             f"(got {size:,}); store large data elsewhere and keep a reference"
         )
     return size
+
+
+def check_new_keys(given: Mapping[str, Any], stored: Mapping[str, Any]) -> None:
+    """Refuse a key no filter could name (:func:`unnamed_key`) among the entries of an
+    update's ``given`` metadata that differ from the ``stored`` ones. Why only those: a
+    memory stored before keys were checked keeps its keys, and an update that sends its
+    metadata back as read with one key added (the agent's owner tag on an old archival
+    passage) was refused, so that agent's every archival search failed (a review)."""
+    changed = {k: v for k, v in given.items() if k not in stored or stored[k] != v}
+    problem = unnamed_key(changed)
+    if problem is not None:
+        raise ValueError(f"metadata {problem}")
 
 
 def unnamed_key(metadata: Mapping[str, Any]) -> str | None:
