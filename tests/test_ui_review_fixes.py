@@ -18,7 +18,16 @@ from contextos.engine.session import Session
 from contextos.store.base import Store
 from contextos.types import Filter, MemoryRecord, Message, Scope, ToolCall, content_hash
 from server_support import app_client, assert_error, auth, database, issue_key
-from ui_support import LiveServer, chromium, live_server, new_page, said, wait_rendered, wait_text
+from ui_support import (
+    LiveServer,
+    chromium,
+    live_server,
+    new_page,
+    row_texts,
+    said,
+    wait_rendered,
+    wait_text,
+)
 
 
 def _late(tenant: str, user: str, text: str, created_at: datetime) -> MemoryRecord:
@@ -153,15 +162,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield s
 
 
-def texts(page: Any) -> list[str]:
-    """The memory text of each row shown (not its metadata)."""
-    return list(
-        page.eval_on_selector_all(
-            "#mem-rows tr", "trs => trs.map(tr => tr.cells[0].innerText.split('\\n')[0])"
-        )
-    )
-
-
 def open_panel(page: Any, text: str) -> None:
     """Opens the memory of the row with ``text``: waits for its own text in the panel (a
     panel already open on another memory meets the other waits at once)."""
@@ -180,19 +180,19 @@ def test_older_after_a_late_write_shows_no_row_twice(server: LiveServer, browser
     context, page = new_page(browser, key)
     page.goto(f"{server.base}/ui?user_id=ana")
     wait_rendered(page, "memories")
-    first = texts(page)
+    first = row_texts(page)
     assert first[0] == "memory number 059" and len(first) == 50
     server.app.state.tenants.store.put([_late("late-ui", "ana", "LATE", stamped)])
     page.click("#next")
     wait_text(page, "#page-info", "51–60 of 61")
-    assert texts(page) == [f"memory number {i:03d}" for i in range(9, -1, -1)]
+    assert row_texts(page) == [f"memory number {i:03d}" for i in range(9, -1, -1)]
     assert "after=" in page.url
     page.reload()  # the URL holds the page: the same one again
     wait_rendered(page, "memories")
-    assert texts(page)[0] == "memory number 009"
+    assert row_texts(page)[0] == "memory number 009"
     page.click("#prev")
     wait_text(page, "#page-info", "1–50 of 61")
-    assert texts(page)[0] == "LATE"
+    assert row_texts(page)[0] == "LATE"
     context.close()
 
 
@@ -240,7 +240,7 @@ def test_a_memory_deleted_elsewhere_is_said_so_and_the_edit_kept(
     wait_text(page, "#mem-rows", "gone on open", present=False)
     assert "deleted elsewhere" in page.inner_text("#error")
     assert page.is_hidden("#detail")
-    assert texts(page) == ["keep me"]
+    assert row_texts(page) == ["keep me"]
     context.close()
 
 
@@ -341,7 +341,7 @@ def test_saving_a_search_hit_runs_the_search_again(server: LiveServer, browser: 
     page.goto(f"{server.base}/ui?user_id=ana&q=Lisbon")
     wait_rendered(page, "memories")
     wait_text(page, "#mem-status", "hits for the query")
-    hits = len(texts(page))
+    hits = len(row_texts(page))
     open_panel(page, "Ana moved to Lisbon.")
     page.fill("#d-text", "Ana moved to Lisbon in 2024.")
     page.click("#d-save")
@@ -349,5 +349,5 @@ def test_saving_a_search_hit_runs_the_search_again(server: LiveServer, browser: 
     wait_text(page, "#mem-rows", "Lisbon in 2024")
     assert "hits for the query" in page.inner_text("#mem-status")
     assert "q=Lisbon" in page.url and page.is_hidden("#pager")
-    assert len(texts(page)) == hits
+    assert len(row_texts(page)) == hits
     context.close()

@@ -25,6 +25,7 @@ from ui_support import (
     live_server,
     new_page,
     reads,
+    row_texts,
     said,
     unmark_rendered,
     wait_read,
@@ -43,15 +44,6 @@ def browser() -> Iterator[Any]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with live_server(tmp_path_factory.mktemp("uiscope") / "ui.db") as s:
         yield s
-
-
-def texts(page: Any) -> list[str]:
-    """The memory text of each row shown (not its metadata)."""
-    return list(
-        page.eval_on_selector_all(
-            "#mem-rows tr", "trs => trs.map(tr => tr.cells[0].innerText.split('\\n')[0])"
-        )
-    )
 
 
 def chips(page: Any, selector: str) -> list[str]:
@@ -129,7 +121,7 @@ def test_a_write_redraws_the_list_shown_not_the_user_typed(
     wait_rendered(page, "memories")
     page.click("#next")
     wait_text(page, "#page-info", "51–80 of 80")
-    page2 = texts(page)
+    page2 = row_texts(page)
     url2 = page.url
 
     page.fill("#f-user", "bob")  # typed, not submitted
@@ -142,7 +134,7 @@ def test_a_write_redraws_the_list_shown_not_the_user_typed(
     wait_rendered(page, "memories")
     wait_text(page, "#mem-rows", "(edited)")
     assert page.inner_text("#page-info") == "51–80 of 80"
-    assert texts(page) == [*page2[:3], page2[3] + " (edited)", *page2[4:]]
+    assert row_texts(page) == [*page2[:3], page2[3] + " (edited)", *page2[4:]]
     assert page.url == url2 and page.text_content("#forget-user") == "ana"
     assert page.input_value("#f-user") == "ana" and page.input_value("#f-type") == ""
 
@@ -160,7 +152,7 @@ def test_a_write_redraws_the_list_shown_not_the_user_typed(
     page.click("#prev")
     wait_rendered(page, "memories")
     assert page.inner_text("#page-info") == "1–50 of 79"
-    assert texts(page)[0].startswith("ana fact") and "user_id=ana" in page.url
+    assert row_texts(page)[0].startswith("ana fact") and "user_id=ana" in page.url
 
     page.fill("#f-user", "bob")  # and Forget, of the user shown
     page.fill("#forget-confirm-input", "ana")
@@ -282,5 +274,5 @@ def test_a_server_that_does_not_answer_is_said_so(browser: Any, tmp_path: Path) 
     wait_text(page, "#error", "The server did not answer")
     message = page.inner_text("#error")
     assert "may be out of date" in message and "Failed to fetch" not in message
-    assert texts(page) == ["ana likes tea"]  # what was shown stays
+    assert row_texts(page) == ["ana likes tea"]  # what was shown stays
     context.close()

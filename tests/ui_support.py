@@ -272,3 +272,12 @@ def wait_text(page: Any, selector: str, text: str, *, present: bool = True) -> N
         " return e !== null && e.innerText.includes(t) === p; }",
         arg=[selector, text, present],
     )
+
+
+def row_texts(page: Any) -> list[str]:
+    """The memory text of each row shown (not its metadata)."""
+    return list(
+        page.eval_on_selector_all(
+            "#mem-rows tr", "trs => trs.map(tr => tr.cells[0].innerText.split('\\n')[0])"
+        )
+    )
