@@ -57,6 +57,27 @@ def openai_tool_call(call: dict[str, Any], model: str = "gpt-4.1-mini") -> Any:
     )
 
 
+def openai_choices(*texts: str, model: str = "gpt-4.1-mini") -> Any:
+    """A recorded Chat Completions answer (for ``FakeOpenAI.enqueue``) with one choice
+    per text (``n=len(texts)``), which the fake does not make."""
+    from contextos.testing.fake_http import FakeResponse
+
+    def choice(i: int, text: str) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text, "refusal": None}
+        return {"index": i, "message": message, "finish_reason": "stop", "logprobs": None}
+
+    return FakeResponse(
+        json_body={
+            "id": "chatcmpl-choices",
+            "object": "chat.completion",
+            "created": 1,
+            "model": model,
+            "choices": [choice(i, text) for i, text in enumerate(texts)],
+            "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
+        }
+    )
+
+
 def said(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     """(role, text) of each message sent, in either API's form (a tool call as its id)."""
     out = []

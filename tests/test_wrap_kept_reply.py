@@ -34,9 +34,8 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.store.sqlite import SQLiteStore  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from contextos.testing.fake_http import FakeResponse  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
-from sdk_support import fake_and_sdk  # noqa: E402
+from sdk_support import fake_and_sdk, openai_choices  # noqa: E402
 
 GPT = "gpt-4.1-mini"
 CLAUDE = "claude-haiku-4-5"
@@ -57,25 +56,6 @@ def _log(memory: Memory, session: str) -> list[tuple[str, str, Any]]:
     return [(t.message.role, t.message.content, t.message.metadata.get(REDO_KEY)) for t in turns]
 
 
-def _two_choices(first: str, second: str) -> FakeResponse:
-    """A completion with two choices (``n=2``), which the fake does not make."""
-
-    def choice(i: int, text: str) -> dict[str, Any]:
-        message = {"role": "assistant", "content": text, "refusal": None}
-        return {"index": i, "message": message, "finish_reason": "stop", "logprobs": None}
-
-    return FakeResponse(
-        json_body={
-            "id": "chatcmpl-two",
-            "object": "chat.completion",
-            "created": 1,
-            "model": GPT,
-            "choices": [choice(0, first), choice(1, second)],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22},
-        }
-    )
-
-
 LISBON, PORTO = "Book the Lisbon flight on May 3.", "Book the Porto train on May 5."
 
 
@@ -87,7 +67,7 @@ def test_the_choice_of_n_the_app_keeps_is_remembered_in_place_of_the_logged_one(
         openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
     ):
         client = wrap(sdk, memory=memory, session="n", user_id="ana")
-        fake.enqueue(_two_choices(LISBON, PORTO))
+        fake.enqueue(openai_choices(LISBON, PORTO))
         history: list[Any] = [{"role": "user", "content": "Plan my trip."}]
         completion = client.chat.completions.create(model=GPT, n=2, messages=history)
         client.flush()
@@ -125,7 +105,7 @@ def test_a_kept_reply_whose_call_fails_is_remembered_once_with_the_retry(
         openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
     ):
         client = wrap(sdk, memory=memory, session="n", user_id="ana")
-        fake.enqueue(_two_choices(LISBON, PORTO))
+        fake.enqueue(openai_choices(LISBON, PORTO))
         history: list[Any] = [{"role": "user", "content": "Plan my trip."}]
         completion = client.chat.completions.create(model=GPT, n=2, messages=history)
         history += [completion.choices[1].message, {"role": "user", "content": "Go with that."}]

@@ -23,9 +23,9 @@ from contextos.engine.context import REDO_KEY, Match, match_request  # noqa: E40
 from contextos.errors import ProviderHTTPError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
-from contextos.testing.fake_http import FakeResponse  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 from contextos.types import Message  # noqa: E402
+from sdk_support import openai_choices  # noqa: E402
 
 GPT = "gpt-4.1-mini"
 SYSTEM = {"role": "system", "content": "You are a chef."}
@@ -132,7 +132,7 @@ def test_a_trimmed_app_that_keeps_choice_one_branches_at_the_answer(
     fake_openai: FakeOpenAI, app: TrimmingApp
 ) -> None:
     wrapped = app.client
-    fake_openai.enqueue(_two_choices())
+    fake_openai.enqueue(openai_choices("Call it Tom.", "Call it Felix."))
     app.history.append({"role": "user", "content": "Name my cat."})
     reply = app.send(n=2)
     app.history.append({"role": "assistant", "content": reply.choices[1].message.content})
@@ -147,25 +147,6 @@ def test_a_trimmed_app_that_keeps_choice_one_branches_at_the_answer(
     ]
     assert log[10][2] == 9
     assert ("assistant", "Call it Tom.") not in _sent(fake_openai)
-
-
-def _two_choices() -> FakeResponse:
-    """A completion with two choices (``n=2``), which the fake does not make."""
-
-    def choice(i: int, text: str) -> dict[str, Any]:
-        message = {"role": "assistant", "content": text, "refusal": None}
-        return {"index": i, "message": message, "finish_reason": "stop", "logprobs": None}
-
-    return FakeResponse(
-        json_body={
-            "id": "chatcmpl-two",
-            "object": "chat.completion",
-            "created": 1,
-            "model": GPT,
-            "choices": [choice(0, "Call it Tom."), choice(1, "Call it Felix.")],
-            "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
-        }
-    )
 
 
 def test_a_trimmed_app_that_drops_a_failed_question_branches_there(
