@@ -12,9 +12,7 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,7 +20,7 @@ import pytest
 from contextos.memory import Memory
 from contextos.store.base import Store
 from contextos.testing.embedders import HashEmbedder
-from contextos.types import Filter, MemoryRecord, Scope, content_hash
+from contextos.types import Filter
 
 ROWS: dict[str, dict[str, Any]] = {
     "true": {"flag": True},
@@ -52,31 +50,11 @@ EXPECTED: list[tuple[dict[str, Any], set[str]]] = [
 ]
 
 
-#: Rows ``Memory.add`` refuses now (a key no filter can name), written as a store may
-#: still hold them from before: a filter must not find them by the dotted path either.
-STORED_BEFORE = {"dotted_key"}
-
-
 @pytest.fixture
 def memory(store: Store) -> Iterator[Memory]:
     memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
     for name, meta in ROWS.items():
-        text = f"note {name} about apples"
-        if name in STORED_BEFORE:
-            now = datetime.now(UTC)
-            old = MemoryRecord(
-                id=str(uuid.uuid4()),
-                text=text,
-                scope=Scope(tenant=memory.tenant, user_id="u"),
-                metadata={**meta, "role": "user"},
-                created_at=now,
-                updated_at=now,
-                valid_from=now,
-                hash=content_hash(text),
-            )
-            store.put([old])
-        else:
-            memory.add(text, user_id="u", metadata=meta)
+        memory.add(f"note {name} about apples", user_id="u", metadata=meta)
     yield memory  # the store fixture closes the store
 
 

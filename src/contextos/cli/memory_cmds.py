@@ -732,12 +732,6 @@ def _forget_tenant(state: CliState, *, wait: bool) -> None:
     with open_memory(state, embed=False) as memory:
         n = memory.forget_tenant()
         if wait:
-            click.echo(
-                f"erased; erasing again in {LATE_WRITES_S:g} s, when the writes running "
-                "servers admitted before the keys were revoked have landed (--no-wait: "
-                "no server of this store runs)",
-                err=True,
-            )
             cut = _erase_late_writes(memory, revoked, KEY_CACHE_TTL)
             n += cut.erased
     if state.as_json:
@@ -774,7 +768,13 @@ def _erase_late_writes(memory: Memory, revoked: float, key_cache_ttl: float) -> 
     "aborted", though the keys and the tenant's rows were gone and only the late writes
     were not re-erased (a review)."""
     erased = 0
-    try:
+    try:  # the note too: a Ctrl-C sent once it is read (a script's) lands in here
+        click.echo(
+            f"erased; erasing again in {LATE_WRITES_S:g} s, when the writes running "
+            "servers admitted before the keys were revoked have landed (--no-wait: "
+            "no server of this store runs)",
+            err=True,
+        )
         for after in (key_cache_ttl + 0.5, LATE_WRITES_S):
             time.sleep(max(0.0, revoked + after - time.monotonic()))
             erased += memory.forget_tenant()

@@ -34,7 +34,6 @@ from contextos.memory.ingest import (
     MAX_TEXT_CHARS,
     metadata_bytes,
     metadata_depth,
-    unnamed_key,
 )
 from contextos.providers.base import PLACEHOLDER_KEY
 from contextos.retry import wait_before_retry
@@ -317,11 +316,9 @@ def archived_metadata(turn: Turn) -> dict[str, Any]:
         for k, v in turn.message.metadata.items()
         if k not in WIRE_ONLY_KEYS and k not in said_by
     }
-    if metadata_depth(meta) > MAX_METADATA_DEPTH:
-        return {}
-    # A key no filter could name (``source.app``), which ``add`` refuses: the log keeps it.
-    meta = {k: v for k, v in meta.items() if unnamed_key({k: v}) is None}
     if metadata_bytes(meta) > MAX_METADATA_BYTES - _ARCHIVE_KEYS_BYTES:
+        return {}
+    if metadata_depth(meta) > MAX_METADATA_DEPTH:
         return {}
     return meta
 

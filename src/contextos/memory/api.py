@@ -70,7 +70,6 @@ from .ingest import (  # _context, _as_message: a reply's quote, as an add write
     check_inferred_type,
     check_messages,
     check_metadata,
-    check_new_keys,
     check_said_by,
     next_seq,
     renamed_context,
@@ -671,14 +670,13 @@ class Memory:
         if text is not None:
             _check_text(text)
         if metadata is not None:
-            check_metadata(metadata, names=False)  # its new keys below, once read
+            check_metadata(metadata)
         given = metadata
         expected = opt_utc(expected_updated_at, "expected_updated_at")
         embeds = _EmbeddedTexts()  # made once per version of the record
         for attempt in range(ADD_TRIES):
             before = self._as_expected(memory_id, expected_text, expected)
             if given is not None:
-                check_new_keys(given, before.metadata)
                 metadata = _kept_metadata(before, given)
             patch = Patch(text=text, metadata=metadata)
             derived = self._derived(before, patch, embeds)

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..engine.message_text import check_text, check_unicode
-from ..store.base import MAX_METADATA_KEY_CHARS, is_metadata_key
 from ..times import offset_minutes, opt_local, opt_utc
 from ..types import (
     MEMORY_TYPES,
@@ -337,20 +336,12 @@ def wide_int(value: Any) -> int | None:
     return None
 
 
-def check_metadata(
-    metadata: Mapping[str, Any], what: str = "metadata", *, names: bool = True
-) -> int:
+def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
     """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES`, nested deeper than
-    :data:`MAX_METADATA_DEPTH`, holding an integer past 64 bits (ValueError naming the
-    limit) or, with ``names``, a key no filter could name (:func:`unnamed_key`); return
-    its size in bytes. Without ``names``: a session turn's metadata (the log is never
-    filtered by it, and apps log keys such as ``gen_ai.request.model``), or an update's,
-    whose keys are checked against the stored ones (:func:`check_new_keys`)."""
+    :data:`MAX_METADATA_DEPTH` or holding an integer past 64 bits (ValueError naming the
+    limit); return its size in bytes."""
     if metadata_depth(metadata) > MAX_METADATA_DEPTH:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
-    problem = unnamed_key(metadata) if names else None
-    if problem is not None:
-        raise ValueError(f"{what} {problem}")
     wide = wide_int(metadata)
     if wide is not None:
         raise ValueError(f"{what} integers must fit in 64 bits (got {wide})")
@@ -362,75 +353,6 @@ def check_metadata(
             f"(got {size:,}); store large data elsewhere and keep a reference"
         )
     return size
-
-
-def check_new_keys(given: Mapping[str, Any], stored: Mapping[str, Any]) -> None:
-    """Refuse a key no filter could name (:func:`unnamed_key`) among the entries of an
-    update's ``given`` metadata that differ from the ``stored`` ones. Why only those: a
-    memory stored before keys were checked keeps its keys, and an update that sends its
-    metadata back as read with one key added (the agent's owner tag on an old archival
-    passage) was refused, so that agent's every archival search failed (a review)."""
-    changed = {k: v for k, v in given.items() if k not in stored or stored[k] != v}
-    problem = unnamed_key(changed)
-    if problem is not None:
-        raise ValueError(f"metadata {problem}")
-
-
-def unnamed_key(metadata: Mapping[str, Any]) -> str | None:
-    """What is wrong with the first key of ``metadata`` (at any level of nested objects)
-    that a metadata filter cannot name (``store.base.is_metadata_key``, the filters' own
-    rule, for the key's whole dotted path), or None when a filter can name every one.
-
-    Why: a filter reads a dot as a path into nested objects, so ``{"source.app": ...}``
-    was stored by ``add`` and ``update`` and every filter on it (Python, ``--where``,
-    HTTP) silently found nothing; a key with a space was stored and its filter refused
-    (a review). Objects inside lists are not looked into: no filter looks there. Walked
-    without recursion, after the depth check (a cycle never gets here)."""
-    todo: list[tuple[Mapping[Any, Any], tuple[str, ...]]] = [(metadata, ())]
-    while todo:
-        item, path = todo.pop()
-        for key, value in item.items():
-            if not isinstance(key, str):
-                where = f" (in {_shown(_dotted(path))})" if path else ""
-                return f"keys must be strings, got {_shown(key)}{where}"
-            dotted = _dotted((*path, key))
-            if "." in key and is_metadata_key(dotted):  # a path of good parts: nest it
-                nested = _nested_form((*path, *key.split(".")), value)
-                return (
-                    f"key {_shown(key)} holds a dot, which a metadata filter reads as a path into "
-                    f"nested objects, so no filter could find it: nest it instead ({nested}), "
-                    f"and filter on {dotted!r}"
-                )
-            if not is_metadata_key(dotted):
-                return (
-                    f"key {_shown(dotted)} cannot be named by a metadata filter: a key is a word "
-                    "without white space, dots, quotes, brackets, '$', '\\' or control "
-                    f"characters, and a nested key's dotted path at most "
-                    f"{MAX_METADATA_KEY_CHARS} characters"
-                )
-            if isinstance(value, Mapping):
-                todo.append((value, (*path, key)))
-    return None
-
-
-def _dotted(path: Sequence[str]) -> str:
-    return ".".join(path)
-
-
-def _shown(key: object) -> str:
-    """``key`` as a refusal quotes it: its repr, cut to 80 characters."""
-    text = repr(key)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _nested_form(parts: Sequence[str], value: object) -> str:
-    """``{"source": {"app": "slack"}}`` for the parts ``source``, ``app``: the value when
-    it is a short scalar, else ``...``."""
-    shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str | int | float) else ""
-    text = shown if shown and len(shown) <= 40 else "..."
-    for part in reversed(parts):
-        text = f"{{{json.dumps(part, ensure_ascii=False)}: {text}}}"
-    return text
 
 
 def counted_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:

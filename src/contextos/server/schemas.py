@@ -219,19 +219,6 @@ def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-def _check_message_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """:func:`_check_metadata` without the rule on key names: a message is logged as a
-    session turn (whose metadata no filter reads) or added as a memory, where
-    ``AddRequest`` checks each memory's metadata whole (``check_add_metadata``). Why: a
-    turn with ``{"gen_ai.request.model": ...}`` was refused 422 over HTTP while
-    ``Session.add`` logged it (a review)."""
-    if value is None:
-        return None
-    value = _check_json(value)
-    check_metadata(value, names=False)
-    return value
-
-
 #: A text the library stores whole (a memory's): at most MAX_TEXT characters, with a
 #: non-space one.
 Text = Annotated[
@@ -258,7 +245,6 @@ Ident = Annotated[str, Field(min_length=1, max_length=MAX_ID), AfterValidator(ch
 #: A user, agent or session id: an Ident with at least one non-space character.
 ScopeId = Annotated[Ident, AfterValidator(check_scope_id)]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)]
-MessageMetadata = Annotated[dict[str, Any] | None, AfterValidator(_check_message_metadata)]
 Time = Annotated[datetime, BeforeValidator(_time_text), AfterValidator(_check_time)]
 #: A relevance floor (``min_score``): a real number in -1..1, as ``Memory.search`` takes.
 #: Strict: JSON ``true`` was a floor of 1.0 that silently found nothing, ``false`` one of
@@ -303,7 +289,7 @@ class MessageIn(_Body):
     content: MessageText
     name: Ident | None = None
     tool_call_id: Ident | None = None
-    metadata: MessageMetadata = Field(
+    metadata: Metadata = Field(
         None,
         description="This message's own data, as in Memory.add: e.g. caption (an image's "
         "description, indexed), source_id/dia_id (provenance), event_time.",

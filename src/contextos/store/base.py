@@ -239,28 +239,17 @@ def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]])
         raise Conflict(f"{len(gone)} record(s) it was derived from changed, ended or were erased")
 
 
-#: Longest metadata filter key (the whole dotted path), in characters.
-MAX_METADATA_KEY_CHARS = 200
-
-
-def is_metadata_key(key: object) -> bool:
-    """Whether a filter may name ``key``: a dotted path (``a``, ``a.b``, ``città``,
-    ``user-id``) of parts :data:`METADATA_KEY_PART` allows. Both stores put it into a
-    JSON path, so ``a..b``, ``.a``, quotes, brackets, white space and control or format
-    characters (a right-to-left override) are not. One rule for the filter's keys
-    (:func:`check_metadata_key`) and the keys ``Memory.add`` stores
-    (``memory.ingest.check_metadata``), so a stored key can always be filtered on."""
-    return (
-        isinstance(key, str)
-        and len(key) <= MAX_METADATA_KEY_CHARS
-        and _METADATA_KEY.fullmatch(key) is not None
-        and not any(unicodedata.category(c)[0] == "C" for c in key)
-    )
-
-
 def check_metadata_key(key: object) -> None:
-    """Refuse a metadata filter key :func:`is_metadata_key` does not allow (ValueError)."""
-    if not is_metadata_key(key):
+    """A metadata filter key is a dotted path (``a``, ``a.b``, ``città``, ``user-id``) of
+    parts :data:`METADATA_KEY_PART` allows; both stores put it into a JSON path, so
+    ``a..b``, ``.a``, quotes, brackets, white space and control or format characters
+    (a right-to-left override) are refused here."""
+    if (
+        not isinstance(key, str)
+        or len(key) > 200
+        or not _METADATA_KEY.fullmatch(key)
+        or any(unicodedata.category(c)[0] == "C" for c in key)
+    ):
         raise ValueError(f"metadata filter keys must be dotted identifiers, got {key!r}")
 
 
