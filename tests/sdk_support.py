@@ -3,7 +3,8 @@ same steps against Anthropic and OpenAI."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from contextos.testing.fake_anthropic import FakeAnthropic
@@ -23,13 +24,23 @@ def fake_and_sdk(provider: str) -> tuple[Any, Any]:
     return FakeOpenAI, openai.OpenAI
 
 
+@contextmanager
+def fake_and_client(provider: str, **fake_options: Any) -> Iterator[tuple[Any, Any]]:
+    """The loopback fake of ``provider`` (made with ``fake_options``) and the real SDK
+    client pointed at it, without retries; both closed at the end (a client left open
+    was reported unclosed in whichever later test the garbage collector ran)."""
+    fake_cls, sdk = fake_and_sdk(provider)
+    with (
+        fake_cls(**fake_options) as fake,
+        sdk(base_url=fake.base_url, api_key="t", max_retries=0) as client,
+    ):
+        yield fake, client
+
+
 def sent_by_sdk(provider: str, body: dict[str, Any]) -> dict[str, Any]:
     """``body`` sent by the real SDK of ``provider`` to its loopback fake: the request the
-    fake received (it refuses a malformed one, so the call must succeed). The client is
-    closed: left open, its connection was reported unclosed in whichever later test the
-    garbage collector ran."""
-    fake_cls, sdk = fake_and_sdk(provider)
-    with fake_cls() as fake, sdk(base_url=fake.base_url, api_key="test", max_retries=0) as client:
+    fake received (it refuses a malformed one, so the call must succeed)."""
+    with fake_and_client(provider) as (fake, client):
         if provider == "anthropic":
             client.messages.create(**body)
             [request] = fake.messages_requests()

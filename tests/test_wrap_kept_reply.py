@@ -35,7 +35,7 @@ from contextos.providers import wrap  # noqa: E402
 from contextos.store.sqlite import SQLiteStore  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
-from sdk_support import fake_and_sdk, openai_choices  # noqa: E402
+from sdk_support import fake_and_client, openai_choices  # noqa: E402
 
 GPT = "gpt-4.1-mini"
 CLAUDE = "claude-haiku-4-5"
@@ -170,12 +170,10 @@ def test_the_reply_shown_after_a_double_submit_is_remembered(tmp_path: Path, pro
     are logged; the app shows the first reply it gets and goes on from it. Both replies
     and the second question were remembered, then cut with the turns the kept reply's
     branch replaced: memory held no answer to "I moved to Porto." at all."""
-    server, sdk_class = fake_and_sdk(provider)
     replies = DoubleSubmit()
     store = BothRead(SQLiteStore(tmp_path / "m.db"), MOVED)
     memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
-    with server(reply=replies) as fake, memory:
-        sdk = sdk_class(base_url=fake.base_url, api_key="t", max_retries=0)
+    with fake_and_client(provider, reply=replies) as (fake, sdk), memory:
         client = wrap(sdk, memory=memory, session="d", user_id="ana")
 
         def ask(history: list[dict[str, str]]) -> str:

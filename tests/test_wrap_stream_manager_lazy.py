@@ -24,7 +24,7 @@ pytest.importorskip("openai")
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from sdk_support import fake_and_sdk, said  # noqa: E402
+from sdk_support import fake_and_client, said  # noqa: E402
 
 MODELS = {"anthropic": "claude-haiku-4-5", "openai": "gpt-4.1-mini"}
 
@@ -55,11 +55,9 @@ def _sent(fake: Any, provider: str) -> list[list[tuple[str, str]]]:
 def test_a_stream_manager_never_entered_logs_and_sends_nothing(
     tmp_path: Path, provider: str
 ) -> None:
-    fake_server, sdk_client = fake_and_sdk(provider)
     with (
-        fake_server() as fake,
+        fake_and_client(provider) as (fake, sdk),
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
-        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
     ):
         client = wrap(sdk, memory=memory, session="s", user_id="ana")
         manager = _stream(client, provider, "Draft A (never sent)")
@@ -83,11 +81,9 @@ def test_a_stream_manager_prepares_its_window_when_entered(tmp_path: Path, provi
     """Built before another call and entered after it, the stream's question is logged
     after that call's exchange, and its window holds it: the window is the one at the
     time it is sent."""
-    fake_server, sdk_client = fake_and_sdk(provider)
     with (
-        fake_server() as fake,
+        fake_and_client(provider) as (fake, sdk),
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
-        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
     ):
         client = wrap(sdk, memory=memory, session="s", user_id="ana")
         manager = _stream(client, provider, "Second")
