@@ -8,6 +8,8 @@
   now (``types.check_metadata_filter_value``): a str matches only a JSON string, a
   bool only a JSON boolean, a number any equal JSON number; None and other values are
   refused. Both backends, get_all and search.
+- A dotted filter key (``a.b``) found only the nested path, never a key stored with the
+  dot (``{"a.b": 2}``, as mem0 apps store them); it names both now.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "object": {"flag": {"a": 1}},
     "nested": {"a": {"b": 2}},
     "dotted_key": {"a.b": 2},
+    "both": {"a": {"b": 5}, "a.b": 6},
 }
 
 EXPECTED: list[tuple[dict[str, Any], set[str]]] = [
@@ -46,7 +49,11 @@ EXPECTED: list[tuple[dict[str, Any], set[str]]] = [
     ({"flag": "1"}, {"string_one"}),
     ({"flag": "[1]"}, set()),  # a string never equals an array's text
     ({"flag": '{"a": 1}'}, set()),
-    ({"a.b": 2}, {"nested"}),
+    # a dotted key names the nested path and the key stored with its dot (mem0 apps
+    # store ``{"source.app": ...}``; the path alone never found those)
+    ({"a.b": 2}, {"nested", "dotted_key"}),
+    ({"a.b": 5}, {"both"}),
+    ({"a.b": 6}, {"both"}),
 ]
 
 

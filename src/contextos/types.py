@@ -361,7 +361,7 @@ class Filter:
         if not self.include_invalid and not self._valid(record, now):
             return False
         return not self.metadata or all(
-            _metadata_value(record.metadata, key) == value for key, value in self.metadata.items()
+            _has_metadata_value(record.metadata, key, value) for key, value in self.metadata.items()
         )
 
     def _valid(self, record: MemoryRecord, now: datetime) -> bool:
@@ -481,9 +481,6 @@ def _in_range(value: datetime | None, after: datetime | None, before: datetime |
     return (after is None or at >= utc(after)) and (before is None or at < utc(before))
 
 
-_MISSING = object()
-
-
 def fits_int64(value: int) -> bool:
     """Whether ``value`` is an integer every store and JSON reader keeps exactly (64-bit
     signed): the one rule for integers in metadata, stored or filtered on, everywhere."""
@@ -519,14 +516,18 @@ def check_metadata_filter_value(key: object, value: object) -> None:
     )
 
 
-def _metadata_value(metadata: Mapping[str, Any], key: str) -> object:
-    """The value at a dotted metadata path (``a.b``), as the stores' JSON lookups read it."""
+def _has_metadata_value(metadata: Mapping[str, Any], key: str, wanted: object) -> bool:
+    """Whether ``wanted`` is at a filter key's place in ``metadata``: the dotted path
+    (``a.b`` is ``{"a": {"b": ...}}``) or the whole key stored as one, as the stores'
+    JSON lookups read it (``store.filters.metadata_paths``)."""
+    if "." in key and key in metadata and metadata[key] == wanted:
+        return True
     value: object = metadata
     for part in key.split("."):
         if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
+            return False
         value = value[part]
-    return value
+    return value == wanted
 
 
 def _iso(value: datetime | None) -> str | None:

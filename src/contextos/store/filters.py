@@ -23,8 +23,9 @@ class Dialect:
     time: Callable[[datetime], object]
     #: (alias, values) -> (clause, params) testing ``memory_type`` against ``values``
     one_of: Callable[[str, Sequence[str]], tuple[str, list[object]]]
-    #: (alias, dotted key, value) -> (clause, param) testing one metadata value
-    metadata: Callable[[str, str, object], tuple[str, object]]
+    #: (alias, path, value) -> (clause, param) testing the metadata value at ``path``
+    #: (its keys, outermost first)
+    metadata: Callable[[str, Sequence[str], object], tuple[str, object]]
     #: (alias, dotted key, strings) -> (clause, params): the metadata value is a string
     #: among ``strings`` (:func:`pointing_clause`)
     metadata_in: Callable[[str, str, Sequence[str]], tuple[str, list[object]]]
@@ -69,10 +70,18 @@ def where_clause(
             params.append(at)
     for key, value in sorted(flt.metadata.items()):
         check_metadata_key(key)
-        clause, param = dialect.metadata(a, key, value)
-        clauses.append(clause)
-        params.append(param)
+        tests = [dialect.metadata(a, path, value) for path in metadata_paths(key)]
+        clauses.append("(" + " OR ".join(clause for clause, _ in tests) + ")")
+        params.extend(param for _, param in tests)
     return " AND ".join(clauses), params
+
+
+def metadata_paths(key: str) -> list[tuple[str, ...]]:
+    """The places a filter key names in the metadata: ``a.b`` is the nested path
+    (``{"a": {"b": ...}}``) and also the one key ``"a.b"`` as stored (a mem0 or
+    LangChain app's ``{"source.app": ...}``), which a path alone never found."""
+    parts = tuple(key.split("."))
+    return [parts] if len(parts) == 1 else [parts, (key,)]
 
 
 def pointing_clause(

@@ -82,16 +82,17 @@ SQLITE = Dialect(
 )
 
 
-def _metadata_clause(alias: str, key: str, value: object) -> tuple[str, object]:
+def _metadata_clause(alias: str, path: Sequence[str], value: object) -> tuple[str, object]:
     """One metadata test, as PostgreSQL's ``@>`` answers it (``Filter``'s rule): the
     JSON type must agree, not only the value. ``json_extract`` gives 1 for ``true``
     (so ``True`` matched ``1`` and ``1.0``, and ``1`` matched ``true``), and a JSON
     array's or object's text for a string to equal."""
-    path = f"{alias}.metadata, '$.{key}'"
+    # every key quoted: ``"a.b"`` is one key (a filter key's parts hold no quote)
+    at = f"{alias}.metadata, '$" + "".join(f'."{part}"' for part in path) + "'"
     if isinstance(value, bool):
-        return f"json_type({path}) = ?", "true" if value else "false"
+        return f"json_type({at}) = ?", "true" if value else "false"
     kinds = "'text'" if isinstance(value, str) else "'integer', 'real'"
-    return f"(json_extract({path}) = ? AND json_type({path}) IN ({kinds}))", value
+    return f"(json_extract({at}) = ? AND json_type({at}) IN ({kinds}))", value
 
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:
