@@ -32,12 +32,14 @@ async def stdio_call(
     fn: Callable[[ClientSession], Awaitable[Any]],
     *,
     timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> Any:
-    """``fn`` run against ``contextos mcp --db DB`` over stdio, acting with ``key``."""
+    """``fn`` run against ``contextos mcp --db DB`` over stdio, acting with ``key``
+    (``env``: more variables for the server)."""
     params = StdioServerParameters(
         command=CLI[0],
         args=[*CLI[1:], "mcp", "--db", str(db), "--embedder", "hash"],
-        env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC},
+        env={"CONTEXTOS_API_KEY": key, "PYTHONPATH": SRC, **(env or {})},
     )
     with anyio.fail_after(timeout):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:

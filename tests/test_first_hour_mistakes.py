@@ -9,15 +9,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from cli_support import run_cli
+from cli_support import keyed_server, run_cli
 from contextos import Memory, Message, Session, get_model
 from contextos.config import load_settings
 from contextos.embed import make_embedder
 from contextos.errors import ConfigError
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Scope, ToolCall
+from mcp_support import payload, stdio_call
 
 QUESTION = "Which cake does Ana like?"
 
@@ -192,6 +194,24 @@ def test_an_empty_tenant_or_embedder_variable_is_refused_in_the_library(
     assert load_settings({"CONTEXTOS_EMBEDDER": ""}, db="x.db", embedder="hash").embedder == "hash"
     added = run_cli("add", "hi", "-u", "ana", db=db, env={"CONTEXTOS_EMBEDDER": ""})
     assert added.returncode == 1 and "CONTEXTOS_EMBEDDER is set to nothing" in added.stderr
+
+
+def test_servers_whose_keys_name_the_tenant_start_with_an_empty_contextos_tenant(
+    tmp_path: Path,
+) -> None:
+    """``serve`` and ``mcp`` read no tenant (each key names its own), yet refused to start
+    under ``CONTEXTOS_TENANT=`` (a compose file's ``${TENANT}`` unset) like a command that
+    acts for the tenant: the deployment was down for a variable it never uses."""
+    db = tmp_path / "s.db"
+    with keyed_server(str(db), "--embedder", "hash", env={"CONTEXTOS_TENANT": ""}) as (c, key):
+        added = c.post("/v1/memories", json={"messages": "Ana likes lemon cake.", "user_id": "ana"})
+        assert added.status_code == 201, added.text
+
+    async def listed(session: Any) -> Any:
+        return payload(await session.call_tool("list_memories", {"user_id": "ana"}))["results"]
+
+    found = anyio.run(lambda: stdio_call(db, key, listed, env={"CONTEXTOS_TENANT": ""}))
+    assert [m["text"] for m in found] == ["Ana likes lemon cake."]
 
 
 # -- 4. a folder, or :memory:, given as the database ----------------------------------------

@@ -131,6 +131,9 @@ class CliState:
     tenant: str | None
     as_json: bool
     _settings: Settings | None = None
+    #: The command's tenants come from its API keys (``serve``, ``mcp``): the tenant
+    #: setting is not read, so ``CONTEXTOS_TENANT`` set to nothing is no error there.
+    tenants_from_keys: bool = False
 
     @property
     def settings(self) -> Settings:
@@ -140,11 +143,9 @@ class CliState:
         default file appears where it matters (on stderr, once per command).
         """
         if self._settings is None:
-            from ..config import load_settings
-
             if self.db is not None:  # --db or CONTEXTOS_DB (click reads both)
                 check_db_option(self.db)
-            self._settings = load_settings(db=self.db, tenant=self.tenant)
+            self._settings = self._load(self.db)
             if self.db is None:
                 err_console.print(
                     SafeText(
@@ -160,9 +161,15 @@ class CliState:
         ``mcp``), or the group's database when it has none (:attr:`settings`)."""
         if db is None:
             return self.settings
+        return self._load(db)
+
+    def _load(self, db: str | None) -> Settings:
+        """``load_settings`` for this command: the tenant is not read (so not checked)
+        by a command whose keys name its tenants (:attr:`tenants_from_keys`)."""
         from ..config import load_settings
 
-        return load_settings(db=db, tenant=self.tenant)
+        given = ("tenant",) if self.tenants_from_keys else ()
+        return load_settings(db=db, tenant=self.tenant, given=given)
 
     def embedder_name(self, given: str | None, db: str | None = None, *, opens_db: bool) -> str:
         """``--embedder`` (``given``), else the configured embedder.
@@ -174,10 +181,8 @@ class CliState:
             return given
         if opens_db:
             return self.settings_for(db).embedder
-        from ..config import load_settings
-
         # Only the embedder is wanted: a database is named so none is resolved.
-        return load_settings(db=db or self.db or ":memory:", tenant=self.tenant).embedder
+        return self._load(db or self.db or ":memory:").embedder
 
 
 def check_db_option(db: str) -> str:

@@ -573,6 +573,7 @@ def serve(
         from ..errors import MissingExtraError
 
         raise MissingExtraError("server", "uvicorn") from exc
+    state.tenants_from_keys = True
     target = _db(state, db)
     fresh = absent_db(target)
     config = ServerConfig(
@@ -904,6 +905,7 @@ def mcp(
     from ..server.ratelimit import RateLimit
     from ..server.tenants import TenantMemories
 
+    state.tenants_from_keys = True
     target = _db(state, db)
     fresh = absent_db(target)
     if fresh and transport == "stdio":  # no key can be valid there: make no file for it
