@@ -141,6 +141,26 @@ def test_bad_options_are_refused_before_anything_is_sent(fake_openai, openai_cli
     assert fake_openai.completions_requests() == []
 
 
+def test_a_calls_bad_options_are_refused_before_its_question_is_logged(
+    fake_openai, openai_client, memory
+):
+    """Refused only when the window was rendered, they left "I am allergic to peanuts"
+    in the session's log, never remembered, and sent before the next question: two user
+    turns in a row."""
+    wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
+    said = [{"role": "user", "content": "I am allergic to peanuts."}]
+    with pytest.raises(ValueError, match="mode must be"):
+        wrapped.chat.completions.create(
+            model=MODEL, messages=said, prompt_cache_options={"mode": "sometimes"}
+        )
+    asked = [{"role": "user", "content": "What should I cook tonight?"}]
+    wrapped.chat.completions.create(model=MODEL, messages=asked)
+    wrapped.flush()
+    [sent] = fake_openai.completions_requests()
+    assert [m["role"] for m in sent.json()["messages"]] == ["user"]
+    assert "peanuts" not in json.dumps(sent.json())
+
+
 def test_the_fake_refuses_a_malformed_breakpoint(fake_openai, openai_client):
     part = {"type": "text", "text": SYSTEM, MARK: {"mode": "implicit"}}
     with pytest.raises(openai.BadRequestError, match="prompt_cache_breakpoint") as refused:

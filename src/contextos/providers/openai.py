@@ -209,9 +209,14 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
     """The neutral form of ``chat.completions.create`` keyword arguments.
 
     Leading system/developer messages are the system prompt; the rest are turns.
+    The call's own ``prompt_cache_options`` are checked here, before anything is logged:
+    refused only at :func:`render`, they left the question logged (sent again before
+    every later question) and never remembered.
     """
     messages = list(kwargs.get("messages") or [])
     _refuse_legacy_functions(kwargs, messages)
+    if kwargs.get("prompt_cache_options"):  # as render reads them
+        check_cache_options(kwargs["prompt_cache_options"])
     head = 0
     while head < len(messages) and messages[head].get("role") in _SYSTEM_ROLES:
         head += 1

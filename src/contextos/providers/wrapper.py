@@ -237,7 +237,8 @@ class _Core:
             return None, kwargs, ""
         request = self.adapter.parse(kwargs)
         prepared = self.context.prepare(request, reserve_tokens=_reserve(request, kwargs))
-        rendered, prefix = self.adapter.render(prepared, kwargs)
+        with failing(self.context, prepared):  # the question is logged from here on
+            rendered, prefix = self.adapter.render(prepared, kwargs)
         return prepared, rendered, prefix
 
     def call(
