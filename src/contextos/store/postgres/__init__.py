@@ -71,7 +71,12 @@ from contextos.store.postgres.codec import (
     vector_text,
 )
 from contextos.store.postgres.owner_turns import OwnerTurns
-from contextos.store.postgres.pool import checked_connection, open_pool, with_liveness
+from contextos.store.postgres.pool import (
+    WriteSlots,
+    checked_connection,
+    open_pool,
+    with_liveness,
+)
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
 from contextos.store.postgres.sessions import META_SQL, PgSessionLog, lock_sessions
 from contextos.store.records import RECORD_FIELDS
@@ -263,6 +268,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {exc}") from exc
         self._tries = max_connections + 1  # every pooled connection may be closed, and one new
+        self._write_slots = WriteSlots(max_connections, connect_timeout)
         self._indexed_dims: set[int] = set()
         self._sessions = PgSessionLog(self._tx, self._read)
         self._owner_turns = OwnerTurns(
@@ -354,8 +360,14 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Any]:
-        """A cursor inside one transaction (committed on success, rolled back otherwise)."""
-        with self._conn(what) as conn, conn.transaction(), conn.cursor() as cur:
+        """A cursor inside one transaction (committed on success, rolled back otherwise),
+        on one of the connections writes may take (:class:`~.pool.WriteSlots`)."""
+        with (
+            self._write_slots.held(what),
+            self._conn(what) as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
             yield cur
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> _Rows:

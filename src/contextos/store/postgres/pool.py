@@ -19,9 +19,12 @@ psycopg and psycopg_pool (the ``postgres`` extra) are imported only when a pool 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from contextos.errors import StoreError
 
 #: libpq settings every connection gets unless its URL sets them (see :func:`with_liveness`).
 LIVENESS = {
@@ -104,3 +107,45 @@ def checked_connection(pool: Any, tries: int) -> Iterator[Any]:
             yield conn
             return
     raise psycopg.OperationalError(f"no connection of {tries} tried was open")
+
+
+#: Connections of the pool a transaction (a write) may not take: they stay free for
+#: reads (:class:`WriteSlots`).
+READ_RESERVE = 2
+
+
+class WriteSlots:
+    """How many of the pool's connections transactions may hold at once: all but
+    :data:`READ_RESERVE` (at least one), so reads always find one.
+
+    Why: reads and writes share one pool. A table lock held elsewhere (a migration, a
+    ``LOCK TABLE`` from psql, a long transaction) kept every write to it waiting up to
+    ``lock_timeout`` on its connection; two or three tenants appending turns filled the
+    pool that way and another tenant's searches, which never touch that table, waited
+    for a connection as long as the lock lasted (20 s for a 20 s lock; a review), where
+    docs/server.md promises reads answered while writes wait. A transaction nested in
+    one its thread already holds takes no second slot (it would wait for itself)."""
+
+    def __init__(self, pool_size: int, wait_s: float) -> None:
+        self._slots = threading.BoundedSemaphore(max(1, pool_size - READ_RESERVE))
+        self._depth = threading.local()
+        self._wait_s = wait_s
+
+    @contextmanager
+    def held(self, what: str) -> Iterator[None]:
+        """A slot for the block (the one already held by this thread, if any); a
+        StoreError when none frees within ``wait_s``, as a full pool answers."""
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0 and not self._slots.acquire(timeout=self._wait_s):
+            raise StoreError(
+                f"PostgreSQL {what} waited more than {self._wait_s:g} s for a connection: "
+                "every one a write may use is busy (writes waiting for a lock, a slow "
+                "database); try again later"
+            )
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                self._slots.release()
