@@ -108,3 +108,17 @@ def test_memory_types_must_be_known_types_not_a_string(memory: Memory) -> None:
     assert listed.memory_types == ("episodic",)
     assert len(memory.get_all(user_id="u", filters=listed, limit=100)) == len(ROWS)
     assert memory.search("apples", user_id="u", memory_types=["semantic"]) == []
+
+
+def test_a_large_float_reads_back_as_the_float_written_on_every_store(store: Store) -> None:
+    """PostgreSQL's jsonb gave ``1e300`` back as a 301-digit int: a search filtered on
+    the value written missed it, and the record as read could not be written again."""
+    memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+    added = memory.add("a very dear painting", user_id="u", metadata={"price": 1e300, "n": 7})
+    [record] = memory.get_all(user_id="u")
+    assert {k: record.metadata[k] for k in ("price", "n")} == {"price": 1e300, "n": 7}
+    assert type(record.metadata["price"]) is float and type(record.metadata["n"]) is int
+    flt = Filter(metadata={"price": 1e300})
+    hits = memory.search("dear painting", user_id="u", filters=flt)
+    assert [h.record.id for h in hits] == [added[0].id]
+    memory.update(record.id, metadata=record.metadata)  # as read, written again

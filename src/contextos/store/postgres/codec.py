@@ -8,6 +8,7 @@ hidden unless asked for, metadata keys are identifiers with dots for nesting.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from contextos.store import records
 from contextos.store.filters import Dialect, where_clause
 from contextos.text.query import keyword_text
 from contextos.times import opt_utc, utc
-from contextos.types import Filter, MemoryRecord, Message, Scope, Turn
+from contextos.types import Filter, MemoryRecord, Message, Scope, Turn, fits_int64
 
 RECORD_COLUMNS = ", ".join(f"m.{name}" for name in records.RECORD_FIELDS)
 
@@ -28,6 +29,25 @@ TURN_COLUMNS = records.TURN_COLUMNS
 def jsonb(value: object) -> str:
     """The JSON text of a jsonb parameter (``records.stored_json``)."""
     return records.stored_json(value)
+
+
+def json_loads(data: str | bytes) -> Any:
+    """A jsonb value as Python reads it back (every pooled connection's JSON loader).
+
+    Why: jsonb keeps numbers as ``numeric``, whose text has no exponent, so a float
+    stored as ``1e300`` came back as a 301-digit int. A search filtered on the value
+    written missed it (its re-check compared the int to the float), and the record
+    as read could not be written again ("metadata integers must fit in 64 bits"). No
+    store holds an integer past 64 bits (``types.fits_int64``, refused at write), so one
+    read back was a float."""
+    return json.loads(data, parse_int=_int_or_float)
+
+
+def _int_or_float(text: str) -> int | float:
+    if len(text) > 20:  # past any 64-bit integer (and past int()'s 4,300 digits)
+        return float(text)
+    value = int(text)
+    return value if fits_int64(value) else float(text)
 
 
 def metadata_jsonb(metadata: Mapping[str, Any]) -> str:
