@@ -15,7 +15,7 @@ import click
 from contextos.engine.compaction import STRATEGIES, Thresholds
 from contextos.engine.session import CompactionResult, Session, never_sent
 from contextos.engine.window import Window, left_out_dict
-from contextos.llm.models import ModelInfo, get_model
+from contextos.llm.models import ModelInfo, get_model, named_model
 
 from ..cache import CacheSimulator, cache_request, render, report
 from ..errors import BudgetError, NotFound
@@ -447,7 +447,7 @@ def _register_window(cli: click.Group) -> None:
     ) -> None:
         """Assemble the window for a question: memories retrieved for it, the session's
         history, segments, breakpoints, overflow, cost."""
-        info = get_model(model)
+        info = named_model(model)  # the body names the snapshot asked for, as given
         if budget is not None:
             try:
                 info.check_budget(budget)  # over the model's window: a usage error (exit 2)

@@ -77,7 +77,7 @@ Each entry's ``cache_source`` names where its ``min_cache_tokens`` comes from.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from contextos.errors import BudgetError, ConfigError
@@ -451,6 +451,10 @@ ALIASES: dict[str, str] = {
     "claude-3-5-sonnet-latest": "claude-3-5-sonnet",
     "claude-3-5-haiku-20241022": "claude-3-5-haiku",
     "claude-3-5-haiku-latest": "claude-3-5-haiku",
+    "claude-3-opus-latest": "claude-3-opus",
+    # Anthropic's own aliases of the Claude 4 snapshots [A-MODELS].
+    "claude-opus-4-0": "claude-opus-4",
+    "claude-sonnet-4-0": "claude-sonnet-4",
     "gpt-4o-2024-11-20": "gpt-4o",
     "gpt-4o-2024-08-06": "gpt-4o",
     "gpt-4o-mini-2024-07-18": "gpt-4o-mini",
@@ -473,11 +477,16 @@ ALIASES: dict[str, str] = {
     "gpt-3.5-turbo-1106": "gpt-3.5-turbo",
     # Vertex AI names Claude 3.5 Sonnet's second version so (claude-3-5-sonnet-v2@20241022).
     "claude-3-5-sonnet-v2": "claude-3-5-sonnet",
-    # Family aliases: the newest non-deprecated Claude 4.x of each tier in this registry.
+    # Family aliases: the newest non-deprecated Claude 4.x of each tier in this registry
+    # (:data:`FAMILY_ALIASES`).
     "sonnet": "claude-sonnet-4-6",
     "opus": "claude-opus-4-8",
     "haiku": "claude-haiku-4-5",
 }
+
+#: contextos's own shorthands in :data:`ALIASES`, which no provider takes as a model id: a
+#: request body names the entry they resolve to (:func:`named_model`).
+FAMILY_ALIASES = frozenset({"sonnet", "opus", "haiku"})
 
 
 #: A date suffix of a snapshot id: OpenAI's ``-2024-08-06``, Anthropic's ``-20250929``,
@@ -561,6 +570,29 @@ def get_model(name: str) -> ModelInfo:
         f"unknown model {name!r}; known models: {known} (or register it: "
         "contextos.llm.models.register_model)"
     )
+
+
+def named_model(name: str) -> ModelInfo:
+    """The registry's entry for ``name`` (:func:`get_model`: its window, limits and prices)
+    named as a request body must name it: the id the caller gave, stripped (a dated
+    snapshot, a Bedrock or Vertex AI id), or, for a :data:`FAMILY_ALIASES` shorthand, the
+    entry it resolves to. The one rule of the ready bodies of ``contextos window`` and the
+    HTTP and MCP windows.
+
+    Why: those bodies named the registry's key, so ``gpt-4o-2024-11-20`` went out as
+    ``gpt-4o``, another snapshot, and a Vertex id lost its date: the request called a
+    model other than the one asked for, where a wrapped call sends the caller's id (a
+    review).
+
+    Raises:
+        ConfigError, TypeError: as :func:`get_model`.
+    """
+    info = get_model(name)
+    given = name.strip()
+    short = given.lower()
+    if given == info.name or (short in FAMILY_ALIASES and short in ALIASES):
+        return info
+    return replace(info, name=given)
 
 
 def as_model(model: ModelInfo | str) -> ModelInfo:

@@ -249,14 +249,14 @@ class MemoryTools:
         user_id: str | None = None,
         agent_id: str | None = None,
         session_id: str | None = None,
-        token_budget: int = 2000,
-        limit: int = 20,
+        token_budget: s.JsonInt = 2000,
+        limit: s.JsonInt = 20,
         model: str | None = None,
         system: str | None = None,
         rules: list[str] | None = None,
         tools: list[dict[str, Any]] | None = None,
         format: Literal["anthropic", "openai"] | None = None,
-        max_tokens: int | None = None,
+        max_tokens: s.JsonInt | None = None,
     ) -> dict[str, Any]:
         """Build a context window for a question within token_budget: the tools, system
         prompt and rules first (cached), the session's summary and recent turns (when

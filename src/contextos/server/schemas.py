@@ -563,12 +563,21 @@ Instruction = Annotated[
 ]
 
 
+#: An integer as JSON writes one: ``true``, ``2000.0`` and ``"2000"`` are refused ("Input
+#: should be a valid integer"). Why: pydantic's lax mode read ``true`` as 1, so a window
+#: body's ``"max_tokens": true`` gave a ready request with ``max_tokens`` 1 and
+#: ``"token_budget": true`` a refusal "greater than or equal to 64" for a 64 never given,
+#: where the Python API refuses a bool or a text budget (a review). One type for the HTTP
+#: body and the MCP tool's signature, which the SDK validates before the tool's own check.
+JsonInt = Annotated[int, Field(strict=True)]
+
+
 class WindowRequestIn(_Body):
     question: Query
     user_id: ScopeId | None = None
     agent_id: ScopeId | None = None
-    token_budget: int = Field(2000, ge=64, le=2_000_000)
-    limit: int = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
+    token_budget: JsonInt = Field(2000, ge=64, le=2_000_000)
+    limit: JsonInt = Field(20, ge=1, le=MAX_SEARCH_LIMIT)
     model: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_text)] = (
         "claude-sonnet-4-6"
     )
@@ -584,7 +593,7 @@ class WindowRequestIn(_Body):
         description="Also answer the provider request body for this window in `request` "
         "(cache_control where breakpoints are planned; prompt_cache_key for openai).",
     )
-    max_tokens: int | None = Field(
+    max_tokens: JsonInt | None = Field(
         None,
         ge=1,
         le=MAX_BUDGET,

@@ -18,7 +18,8 @@ from contextos.cache.render import default_max_tokens, render_anthropic, render_
 from contextos.engine.recall import Shown, recall, session_recall
 from contextos.engine.session import MEMORY_HEADER, context_window, window_budget
 from contextos.engine.window import Window, left_out_dict
-from contextos.llm.models import ModelInfo, get_model
+from contextos.errors import ConfigError
+from contextos.llm.models import MODELS, ModelInfo, named_model
 from contextos.llm.tokens import Tokenizer
 from contextos.types import Scope
 
@@ -60,13 +61,13 @@ def build_window(
     turns in its history, where they took the places of the user's facts (a review).
 
     Raises:
-        ConfigError: an unknown model.
+        ConfigError: an unknown model (:func:`window_model`).
         BudgetError: ``token_budget`` is over the model's context window less its
             output: the request's ``max_tokens`` when given and larger than the model's
             default output reserve, else that reserve
             (:func:`~contextos.engine.session.window_budget`), refused before any search.
     """
-    model = get_model(req.model)
+    model = window_model(req.model)
     budget = window_budget(model, _checked_for_output(model, req))
     mem = tenants.get(tenant)
     if req.session_id is not None:
@@ -96,6 +97,28 @@ def build_window(
         memories=hits,
         memory_header=MEMORY_HEADER,
     )
+
+
+def window_model(name: str) -> ModelInfo:
+    """The model a window is built for: the registry's entry, named as the caller named it
+    (:func:`~contextos.llm.models.named_model`), so the ready ``request`` calls the
+    snapshot asked for.
+
+    Raises:
+        ConfigError: the registry does not know ``name``; the message says how a client
+            of this API goes on, since it cannot register a model itself.
+    """
+    try:
+        return named_model(name)
+    except ConfigError:
+        raise ConfigError(
+            f"unknown model {name!r}: a window is budgeted by its model's context window, "
+            "and this server does not know that one. Name a model it knows whose context "
+            "window is no larger than yours (a dated snapshot, a Bedrock or Vertex AI id of "
+            "one is known too) and send the request with your own model id; or have the "
+            "server's operator declare it (contextos.llm.models.register_model, in the "
+            f"server's process). Known models: {', '.join(sorted(MODELS))}"
+        ) from None
 
 
 def _checked_for_output(model: ModelInfo, req: WindowRequest) -> int:
@@ -138,12 +161,12 @@ def request_body(window: Window, req: WindowRequest) -> dict[str, Any] | None:
     :func:`~contextos.cache.render.render_anthropic` (``cache_control`` on the planned
     breakpoints) or :func:`~contextos.cache.render.render_openai` (``prompt_cache_key``
     set), so a client in another language sends what the library would, byte for byte;
-    ``max_tokens`` (openai: ``max_completion_tokens``) as asked, else the model's output
+    ``model`` the id the request gave (:func:`window_model`); ``max_tokens`` (openai: ``max_completion_tokens``) as asked, else the model's output
     reserve, at most 16,384 (:func:`~contextos.cache.render.default_max_tokens`, the
     default of ``render_anthropic`` and ``contextos window`` too)."""
     if req.format is None:
         return None
-    model = get_model(req.model)
+    model = window_model(req.model)
     max_tokens = req.max_tokens or default_max_tokens(model)
     if req.format == "anthropic":
         return render_anthropic(window, model, max_tokens=max_tokens)
