@@ -129,8 +129,8 @@ class MemoryTools:
         user_id: str | None = None,
         agent_id: str | None = None,
         session_id: str | None = None,
-        limit: int = 10,
-        token_budget: int | None = None,
+        limit: s.JsonInt = 10,
+        token_budget: s.JsonInt | None = None,
         memory_types: list[MemoryType] | None = None,
         as_of: s.Time | None = None,
         event_after: s.Time | None = None,
@@ -154,8 +154,8 @@ class MemoryTools:
         user_id: str | None = None,
         agent_id: str | None = None,
         session_id: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
+        limit: s.JsonInt = 50,
+        offset: s.JsonInt = 0,
         after: str | None = None,
         memory_type: list[MemoryType] | None = None,
         validity: Literal["current", "all"] = "current",
@@ -207,7 +207,7 @@ class MemoryTools:
         return ops.update(self._memory(), key.memory_id, body).to_dict()
 
     def memory_history(
-        self, memory_id: str, after_seq: int = -1, limit: int = 100
+        self, memory_id: str, after_seq: s.JsonInt = -1, limit: s.JsonInt = 100
     ) -> dict[str, Any]:
         """A memory's changes (ADD, UPDATE, DELETE), oldest first, one page at a time,
         as GET /v1/memories/{id}/history answers: {"results": [...], "next_after_seq":

@@ -352,10 +352,31 @@ class AddRequest(ScopeIn):
         return self
 
 
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer, not a boolean")
+    return value
+
+
+#: A count in a JSON body or an MCP tool's arguments: ``true``/``false`` are refused
+#: ("Input should be a valid integer"). Why: pydantic's lax mode read ``true`` as 1, so
+#: a window body's ``"max_tokens": true`` gave a ready request with ``max_tokens`` 1,
+#: ``"token_budget": true`` a refusal "greater than or equal to 64" for a 64 never given,
+#: and a search's ``"limit": true`` one hit, where the Python API refuses a bool (a
+#: review). A number written as text or as ``10.0`` stays a number, as in a query string
+#: and the CLI (a fraction is refused). One type for the HTTP bodies and the MCP tools'
+#: signatures, which the SDK validates before the tool's own check.
+#: Where it is optional, the bounds go before the validator
+#: (``Annotated[int, Field(ge=1), NOT_A_BOOL] | None``): given on the union, or after it,
+#: pydantic wrote them into the JSON schema as ``ge``/``le``, which no client reads.
+NOT_A_BOOL = BeforeValidator(_not_a_bool)
+JsonInt = Annotated[int, NOT_A_BOOL]
+
+
 class SearchRequest(ScopeIn):
     query: Query
-    limit: int = Field(10, ge=1, le=MAX_SEARCH_LIMIT)
-    token_budget: int | None = Field(None, ge=1, le=1_000_000)
+    limit: JsonInt = Field(10, ge=1, le=MAX_SEARCH_LIMIT)
+    token_budget: Annotated[int, Field(ge=1, le=1_000_000), NOT_A_BOOL] | None = None
     memory_types: list[MemoryTypeName] | None = Field(None, max_length=3)
     as_of: Time | None = None
     event_after: Time | None = None
@@ -563,15 +584,6 @@ Instruction = Annotated[
 ]
 
 
-#: An integer as JSON writes one: ``true``, ``2000.0`` and ``"2000"`` are refused ("Input
-#: should be a valid integer"). Why: pydantic's lax mode read ``true`` as 1, so a window
-#: body's ``"max_tokens": true`` gave a ready request with ``max_tokens`` 1 and
-#: ``"token_budget": true`` a refusal "greater than or equal to 64" for a 64 never given,
-#: where the Python API refuses a bool or a text budget (a review). One type for the HTTP
-#: body and the MCP tool's signature, which the SDK validates before the tool's own check.
-JsonInt = Annotated[int, Field(strict=True)]
-
-
 class WindowRequestIn(_Body):
     question: Query
     user_id: ScopeId | None = None
@@ -593,10 +605,8 @@ class WindowRequestIn(_Body):
         description="Also answer the provider request body for this window in `request` "
         "(cache_control where breakpoints are planned; prompt_cache_key for openai).",
     )
-    max_tokens: JsonInt | None = Field(
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_BUDGET), NOT_A_BOOL] | None = Field(
         None,
-        ge=1,
-        le=MAX_BUDGET,
         description="The request's max_tokens (openai: max_completion_tokens); when "
         "left out, the model's output reserve capped at 16,384 (the official SDKs refuse "
         "a larger one without streaming); a larger value given is sent as given.",

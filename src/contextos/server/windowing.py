@@ -161,9 +161,10 @@ def request_body(window: Window, req: WindowRequest) -> dict[str, Any] | None:
     :func:`~contextos.cache.render.render_anthropic` (``cache_control`` on the planned
     breakpoints) or :func:`~contextos.cache.render.render_openai` (``prompt_cache_key``
     set), so a client in another language sends what the library would, byte for byte;
-    ``model`` the id the request gave (:func:`window_model`); ``max_tokens`` (openai: ``max_completion_tokens``) as asked, else the model's output
-    reserve, at most 16,384 (:func:`~contextos.cache.render.default_max_tokens`, the
-    default of ``render_anthropic`` and ``contextos window`` too)."""
+    ``model`` the id the request gave (:func:`window_model`); ``max_tokens`` (openai:
+    ``max_completion_tokens``) as asked, else the model's output reserve, at most 16,384
+    (:func:`~contextos.cache.render.default_max_tokens`, the default of
+    ``render_anthropic`` and ``contextos window`` too)."""
     if req.format is None:
         return None
     model = window_model(req.model)

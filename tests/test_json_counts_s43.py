@@ -1,0 +1,50 @@
+"""A count is never a boolean on any surface (a review, s43): HTTP and MCP read ``true``
+as 1, where Python and the CLI refuse it, so ``"limit": true`` quietly answered one hit
+and ``"token_budget": true`` none. A number as text (``"10"``, ``10.0``) stays a number,
+as in a query string and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from cli_support import keyed_server
+from mcp_support import error_text, payload, stdio_call
+
+QUERY = {"query": "green tea", "user_id": "ana"}
+
+
+@pytest.mark.parametrize(
+    "field", [{"limit": True}, {"limit": False}, {"limit": 2.5}, {"token_budget": True}]
+)
+def test_http_search_refuses_a_count_that_is_not_a_json_integer(
+    tmp_path: Path, field: dict[str, Any]
+) -> None:
+    with keyed_server(str(tmp_path / "h.db"), "--embedder", "hash") as (c, _key):
+        c.post("/v1/memories", json={"messages": "Ana drinks green tea.", "user_id": "ana"})
+        refused = c.post("/v1/memories/search", json={**QUERY, **field})
+        assert refused.status_code == 422, refused.text
+        assert "valid integer" in refused.text
+        found = c.post("/v1/memories/search", json={**QUERY, "limit": "10", "token_budget": 500})
+        assert found.status_code == 200 and len(found.json()["results"]) == 1
+
+
+def test_mcp_tools_refuse_a_count_that_is_not_a_json_integer(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with keyed_server(str(db), "--embedder", "hash") as (c, key):
+        c.post("/v1/memories", json={"messages": "Ana drinks green tea.", "user_id": "ana"})
+
+    async def calls(session: Any) -> dict[str, Any]:
+        return {
+            "search": await session.call_tool("search_memory", {**QUERY, "limit": True}),
+            "list": await session.call_tool("list_memories", {"user_id": "ana", "offset": False}),
+            "ok": await session.call_tool("search_memory", {**QUERY, "limit": 3}),
+        }
+
+    got = anyio.run(lambda: stdio_call(db, key, calls))
+    assert "valid integer" in error_text(got["search"])
+    assert "valid integer" in error_text(got["list"])
+    assert len(payload(got["ok"])) == 1
