@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import click
 
+from contextos.text.sentences import word_set
 from contextos.text.temporal import parse_session_time
 
 from ..engine.message_text import check_text
@@ -28,31 +30,130 @@ from .common import (
 )
 from .text import SafeText
 
+#: What ``extract`` reads, as its errors name them.
+SHAPES = (
+    'a JSON list of messages (strings or {"role": ..., "content": ...} objects), '
+    '{"messages": [...], "session_time": ...}, or "Speaker: text" lines'
+)
+#: One word of a speaker's name: letters (any script, with combining marks), and . ' -
+#: inside it; no digit, "/", "[", "<", quote or brace ("10", "12/03/2024, 10", "[10",
+#: '{"messages"' are not names).
+_NAME_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|[.'\u2019\u0300-\u036f-])*")
+#: Words a name may hold in lower case between its other words ("Vincent van Gogh").
+_PARTICLES = word_set("al bin da das de del della den der di do dos du el ibn la le van von y")
+#: Labels written like a speaker that are not one ("Note: I am allergic to nuts").
+_LABELS = word_set(
+    """note nb n.b. ps p.s. pps edit update warning caution tip hint example reminder
+    important fyi btw summary todo re subject source output error result step also"""
+)
+#: The longest name taken for a speaker, in characters and in words.
+NAME_CHARS, NAME_WORDS = 40, 4
+
 
 def read_turns(text: str) -> tuple[list[Message], object]:
     """Turns from a JSON message list (or {"messages": [...], "session_time": ...}),
     or from plain "Speaker: text" lines; also the session time the file names, as the
-    file holds it (any JSON value: the caller checks it)."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    except RecursionError:
-        raise click.BadParameter("the JSON is nested too deeply", param_hint="FILE") from None
+    file holds it (any JSON value: the caller checks it).
+
+    JSON of any other shape is refused (``click.BadParameter`` naming :data:`SHAPES`),
+    and so is JSON Lines. Why: any JSON but a list of objects was read as lines, its
+    first ":" making a speaker ('{"messages"'), and printed as facts, with exit 0 (a
+    review, s43)."""
+    data = _json(text)
+    if data is _NOT_JSON:
+        return _lines(text), None
     when = None
     if isinstance(data, dict):
+        if "messages" not in data:
+            raise click.BadParameter(
+                f'a JSON object without "messages"; it may hold {SHAPES}', param_hint="FILE"
+            )
         when = data.get("session_time")
-        data = data.get("messages")
-    if isinstance(data, list) and all(isinstance(m, dict) for m in data):
-        return to_messages(data), when  # as Memory.add reads them, so add --infer agrees
+        data = data["messages"]
+    if not isinstance(data, list):
+        raise click.BadParameter(
+            f"JSON that is not a list of messages; it may hold {SHAPES}", param_hint="FILE"
+        )
+    if not data:
+        raise click.BadParameter("it holds no messages", param_hint="FILE")
+    return to_messages(data), when  # as Memory.add reads them, so add --infer agrees
+
+
+_NOT_JSON = object()
+
+
+def _json(text: str) -> object:
+    """``text`` read as JSON, or ``_NOT_JSON`` for text that is not (lines). Text that
+    starts as JSON does ("{", or "[" before "{", '"' or "]") and is not valid, or that is
+    JSON Lines, is refused: read as lines it gave garbage."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise click.BadParameter("the JSON is nested too deeply", param_hint="FILE") from None
+    except json.JSONDecodeError as exc:
+        error = exc
+    head = text.strip()
+    if not re.match(r"\{|\[\s*[\[{\"\]]", head):
+        return _NOT_JSON
+    first = head.split("\n", 1)[0].strip()
+    if first != head and _is_json_document(first):
+        raise click.BadParameter(
+            f"one JSON document per line (JSON Lines) is not read; it may hold {SHAPES}",
+            param_hint="FILE",
+        )
+    raise click.BadParameter(
+        f"it is not valid JSON: {error.msg} (line {error.lineno} column {error.colno})",
+        param_hint="FILE",
+    )
+
+
+def _is_json_document(line: str) -> bool:
+    """Whether ``line`` alone is a JSON object or list (a line of JSON Lines)."""
+    try:
+        return isinstance(json.loads(line), (dict, list))
+    except (ValueError, RecursionError):
+        return False
+
+
+def _lines(text: str) -> list[Message]:
+    """One turn per non-blank line: "Speaker: text" where the part before the first ":"
+    is a name (:func:`speaker_name`), else the whole line, said by the speaker of the
+    line before (none before the first name). Each turn's id is its line number."""
     turns = []
+    name: str | None = None
     for n, line in enumerate(text.splitlines(), 1):
-        speaker, sep, said = line.partition(":")
-        if line.strip():
-            name = speaker.strip() if sep and len(speaker) < 40 else None
-            body = said.strip() if name else line.strip()
-            turns.append(Message("user", body, name=name, metadata={"turn_id": str(n)}))
-    return turns, when
+        if not line.strip():
+            continue
+        before, sep, said = line.partition(":")
+        named = speaker_name(before) if sep and not said.startswith("//") else None
+        if named is not None:
+            name, line = named, said
+        turns.append(Message("user", line.strip(), name=name, metadata={"turn_id": str(n)}))
+    return turns
+
+
+def speaker_name(text: str) -> str | None:
+    """``text`` (what precedes "Speaker:") as a speaker's name, or None when it does not
+    look like one: one to :data:`NAME_WORDS` words of letters (:data:`_NAME_WORD`), the
+    first not in lower case when there are several, the others not either but for
+    particles ("de", "van"), and not a label ("Note", "PS").
+
+    Why: any text before the first ":" under 40 characters was a speaker: a time
+    ("12/03/2024, 10" of "12/03/2024, 10:32 - Ana: ..."), a URL's scheme ("Check https"),
+    "Note", and the first person was rewritten to it: "12/03/2024, 10 lives in Paris" (a
+    review, s43)."""
+    words = text.split()
+    if not words or len(words) > NAME_WORDS or len(" ".join(words)) > NAME_CHARS:
+        return None
+    if not all(_NAME_WORD.fullmatch(w) for w in words):
+        return None
+    if len(words) == 1:
+        return None if words[0].lower() in _LABELS else words[0]
+    if words[0][0].islower() or any(
+        w[0].islower() and w.lower() not in _PARTICLES for w in words[1:]
+    ):
+        return None
+    return " ".join(words)
 
 
 def _line(c: Candidate) -> str:

@@ -101,6 +101,46 @@ _TIME_KEYS = ("session_time", "date_time", "event_time", "timestamp", "time")
 _INLINE_CAPTION = re.compile(
     r"(?<!\s)\s*\[(?:shares|shared) (?:a )?(?:photo|picture|image): ([^\]]+)\]"
 )
+#: A fence opening a block of code: three or more backticks anywhere (chat apps take
+#: "```x = 1```" inside a line too), or tildes at the start of a line (inside one,
+#: "yay~~~" is play, not code).
+_FENCE = re.compile(r"`{3,}|^[ \t]{0,3}~{3,}", re.MULTILINE)
+#: A Python traceback: its header, its indented frames and the exception line after them.
+_TRACEBACK = re.compile(
+    r"^[ \t]*Traceback \(most recent call last\):[^\n]*(?:\n[ \t][^\n]*)*"
+    r"(?:\n[A-Za-z_][\w.]*(?::[^\n]*)?$)?",
+    re.MULTILINE,
+)
+#: A whole line (stripped) that is code or part of a stack trace, not something said:
+#: frames, exception lines, imports, definitions, assignments, calls, block openers,
+#: braces, comments, prompts. Narrow on purpose: a line of prose ("for me in the end:")
+#: must not match. Lines longer than :data:`CODE_LINE_CHARS` are never tried.
+_CODE_LINE = re.compile(
+    r"""
+      File\ "[^"]*",\ line\ \d+.*
+    | at\ [\w.$<>]+\(.*\)
+    | (?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Warning)(?::.*)?
+    | import\ [\w.]+(?:\ as\ \w+)?(?:,\ *[\w.]+(?:\ as\ \w+)?)*;?
+    | from\ [\w.]+\ import\ .+
+    | (?:async\ )?def\ \w+\ *\(.*
+    | class\ [A-Z]\w*\ *(?:\(.*\))?\ *:
+    | (?:const|let|var|val|auto|final|int|float|double|char|bool|String|string)\ +\w+\ *=.*
+    | [A-Za-z_][\w.]*(?:\[.*\])?\ *(?:[-+*/%|&^]|//|\*\*)?=(?!=).*
+    | (?:await\ |return\ )?[A-Za-z_][\w.]*\(.*\)\ *[;,]?
+    | return(?:\ [\w.]+|\ .*[-+*/<>=()\[\]{}].*)?;?
+    | for\ [\w,\ ()]+\ in\ [\w.]+(?:\(.*\))?(?:\[.*\])?:
+    | (?:if|elif|while)\ .*(?:[=<>!]=|[<>()\[\]]).*:
+    | (?:else|try|finally)\ *:
+    | except(?:\ [\w.]+(?:\ as\ \w+)?)?\ *:
+    | with\ .*\(.*\).*:
+    | .*[)=]\ *\{ | [})\]]+[;,)]* | .*\);
+    | //\ .* | /\*.* | >>>\ .* | \$\ +\S.* | \#include.* | <\?php.*
+    | SELECT\ .+\ FROM\ .+
+    """,
+    re.VERBOSE,
+)
+#: Longest line :data:`_CODE_LINE` is tried on (a line of code is short; prose may not be).
+CODE_LINE_CHARS = 300
 
 
 def speaker_of(message: Message) -> str:
@@ -235,6 +275,7 @@ class OfflineExtractor:
         inline = _INLINE_CAPTION.search(text)
         if inline is not None:
             text = _INLINE_CAPTION.sub("", text)
+        text = without_code(text)  # before the times are read: offsets are of this text
         mentions = resolve(text, ctx.anchor) if ctx.anchor is not None else []
         out: list[Candidate] = []
         for offset, sentence in S.split_sentences(text):
@@ -286,6 +327,53 @@ class OfflineExtractor:
             extracted_by=OFFLINE_EXTRACTOR_ID,
             said_at=ctx.anchor,
         )
+
+
+def without_code(text: str) -> str:
+    """``text`` without the code in it: fenced blocks (an unclosed fence runs to the end),
+    Python tracebacks, and lines that are code (:data:`_CODE_LINE`), each left as a line
+    break (a space for a fence inside a line), so the prose around them stays sentences
+    of its own.
+
+    Why: a pasted snippet and its traceback became one "semantic" fact per line ("Ana:
+    import os", "Ana: NameError: ..."), a comment "# I live in Paris" inside the code was
+    rewritten into "Ana lives in Paris", and these were retrieved ahead of real facts (a
+    review, s43). Code is not a fact about its speaker."""
+    if "`" in text or "~" in text:
+        text = _without_fenced(text)
+    if "Traceback" in text:
+        text = _TRACEBACK.sub("\n", text)
+    lines = text.split("\n")
+    kept = [
+        "" if len(line) <= CODE_LINE_CHARS and _CODE_LINE.fullmatch(line.strip()) else line
+        for line in lines
+    ]
+    return "\n".join(kept) if kept != lines else text
+
+
+def _without_fenced(text: str) -> str:
+    """``text`` with each fenced block (from its fence to the same fence, or to the end)
+    replaced by a line break, or by a space when it is inside a line."""
+    out: list[str] = []
+    pos = 0
+    while (opening := _FENCE.search(text, pos)) is not None:
+        fence = opening.group().lstrip(" \t")
+        close = text.find(fence, opening.end())
+        if close < 0:
+            return "".join(out) + text[pos : opening.start()] + "\n"
+        end = close + len(fence)
+        while end < len(text) and text[end] == fence[0]:  # a longer closing fence
+            end += 1
+        before = text[pos : opening.start()]
+        if "\n" in text[opening.start() : end]:
+            out.append(before + "\n")
+        else:  # inside a line ("I tried ```x``` and ..."): one space for it and its own
+            out.append(before.rstrip(" \t") + " ")
+            while end < len(text) and text[end] in " \t":
+                end += 1
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _within_limit(text: str) -> str:
