@@ -54,9 +54,57 @@ def stdout_closed() -> NoReturn:
     Why: rich's console exited 1 there, and 1 means an error of the library or the store
     (``session show | head -1`` failed 10 times in 10, a review); the interpreter's
     own flush at exit must not fail again, so stdout now writes to /dev/null."""
+    _stdout_to_devnull()
+    raise SystemExit(CLOSED_PIPE_EXIT)
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout's file descriptor at /dev/null: what is still buffered goes there."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    raise SystemExit(CLOSED_PIPE_EXIT)
+
+
+class StdoutFailed(Exception):
+    """stdout could not be written (a full disk, an I/O error; not a closed pipe), after
+    the command did its work: ``main`` says so and exits 1, an I/O failure.
+
+    Why not the ``OSError`` itself: ``main`` reads an ``OSError`` as a usage error (exit
+    2: a file argument that cannot be read), and ``session add >> log`` on a full disk
+    exited 2 with no word that the turn was logged, so a script retried it and logged it
+    twice (a review). ``done``: what the command did, when it says so
+    (:func:`reported_after_write`)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.done: str | None = None
+
+
+@contextmanager
+def reported_after_write(done: str) -> Iterator[None]:
+    """The report of a write that is ``done`` (``"logged as #3 of session s1"``): stdout
+    failing in it names what was stored (:class:`StdoutFailed`)."""
+    try:
+        yield
+    except StdoutFailed as exc:
+        exc.done = done
+        raise
+
+
+@contextmanager
+def _stdout_errors(stream: Any) -> Iterator[None]:
+    """Around a write to ``stream``: stdout failing other than by a closed pipe is a
+    :class:`StdoutFailed` (stdout goes to /dev/null, so the interpreter's own flush at
+    exit does not fail again); a closed pipe stays a ``BrokenPipeError``."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if stream is not sys.stdout:
+            raise
+        _stdout_to_devnull()
+        raise StdoutFailed(exc) from exc
 
 
 #: The most characters handed to a stream in one write (its buffer's size).
@@ -69,15 +117,21 @@ class _InPieces:
     Why: a write larger than the stream's buffer that the pipe took only in part (its
     reader had closed it: ``list | head -1``) returned in CPython without an error, the
     rest dropped, and the command exited 0, not 141 as documented (a review); written
-    in pieces, the next one fails with ``BrokenPipeError``."""
+    in pieces, the next one fails with ``BrokenPipeError``. stdout failing otherwise
+    is a :class:`StdoutFailed`, in a write or a flush."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        for start in range(0, len(text), WRITE_CHUNK):
-            self._stream.write(text[start : start + WRITE_CHUNK])
+        with _stdout_errors(self._stream):
+            for start in range(0, len(text), WRITE_CHUNK):
+                self._stream.write(text[start : start + WRITE_CHUNK])
         return len(text)
+
+    def flush(self) -> None:
+        with _stdout_errors(self._stream):
+            self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -85,10 +139,12 @@ class _InPieces:
 
 def write_out(text: str) -> None:
     """Write ``text`` on stdout and flush it; a closed pipe ends the command as
-    :func:`stdout_closed` does (click would exit 1 for it: "an error of the library")."""
+    :func:`stdout_closed` does (click would exit 1 for it: "an error of the library"),
+    any other failure is a :class:`StdoutFailed`."""
+    out = _InPieces(sys.stdout)
     try:
-        _InPieces(sys.stdout).write(text)
-        sys.stdout.flush()
+        out.write(text)
+        out.flush()
     except BrokenPipeError:
         stdout_closed()
 

@@ -19,6 +19,7 @@ from click.core import ParameterSource
 from ..errors import Conflict, ContextosError
 from .common import (
     CliState,
+    StdoutFailed,
     err_console,
     interrupted_after_its_write,
     start_command,
@@ -127,7 +128,8 @@ def bench() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr with exit code 1 (3 for a
-    ``Conflict``: what the command was based on changed meanwhile, nothing written)."""
+    ``Conflict``: what the command was based on changed meanwhile, nothing written), as
+    does stdout failing other than by a closed pipe (a full disk: ``StdoutFailed``)."""
     start_command()
     try:
         cli.main(args=argv, prog_name="contextos", standalone_mode=False)
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     except Conflict as exc:  # its own code: a script reads again and retries
         print_error(str(exc))
         sys.exit(3)
-    except ContextosError as exc:
-        print_error(with_missing_db(str(exc)))
+    except (ContextosError, StdoutFailed) as exc:
+        print_error(_failure_line(exc))
         sys.exit(1)
     except (ValueError, TypeError, OSError) as exc:
         print_error(str(exc))
@@ -163,6 +165,20 @@ def main(argv: list[str] | None = None) -> None:
         if interrupted_after_its_write():
             return
         sys.exit(130)
+
+
+def _failure_line(exc: ContextosError | StdoutFailed) -> str:
+    """The error line of exit 1: a library or store error (naming a missing database),
+    or stdout that could not be written (a full disk, EIO: an I/O failure, not a usage
+    error), which says the work was done, so a script does not run a write again."""
+    if not isinstance(exc, StdoutFailed):
+        return with_missing_db(str(exc))
+    if exc.done is not None:
+        return f"{exc.done}, but its report could not be written to stdout: {exc.error}"
+    return (
+        f"the command ran, but its output could not be written: {exc.error} (what it did, "
+        "a write included, is done)"
+    )
 
 
 def print_error(message: str) -> None:

@@ -39,9 +39,10 @@ from .common import (
     print_table,
     progress_bar,
     read_text_arg,
+    reported_after_write,
     scope_id_param,
 )
-from .text import SafeText
+from .text import SafeText, id_is_escaped, shown_id
 
 #: Memories retrieved for ``window`` (as many as the demo and the SDK wrappers use).
 WINDOW_MEMORIES = 8
@@ -67,6 +68,19 @@ def _non_empty(_ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value.strip():
         raise click.BadParameter("must not be empty", param=param)
     return value
+
+
+def _stdin_content() -> str:
+    """``session add ID -``: the message on stdin, less one final newline (``\\n`` or
+    ``\\r\\n``), so ``echo "$msg" | session add ID -`` logs the turn ``session add ID
+    "$msg"`` logs, as ``add -`` stores the text ``add "$msg"`` does. Why only one: the
+    rest of a tool's output is logged verbatim, indentation and blank lines included."""
+    content = read_text_arg("-", param="CONTENT")
+    if content.endswith("\n"):
+        content = content[:-1].removesuffix("\r")
+    if not content.strip():
+        raise click.BadParameter("stdin is empty", param_hint="CONTENT")
+    return content
 
 
 def _append(s: Session, message: Message) -> list[Turn]:
@@ -248,18 +262,22 @@ def _register_session(cli: click.Group) -> None:
         if tool_call_id is not None and role != "tool":
             raise click.BadParameter("is for --role tool", param_hint="--tool-call-id")
         if content == "-":
-            content = read_text_arg("-", param="CONTENT")
-            if not content.strip():
-                raise click.BadParameter("stdin is empty", param_hint="CONTENT")
+            content = _stdin_content()
         message = Message(
             role=cast(Role, role), content=content, name=name, tool_call_id=tool_call_id
         )
         turns = _append(_session(state, session_id, user_id, create=True), message)
-        if state.as_json:
-            print_json(turns)
-            return
-        for t in turns:
-            console.print(SafeText(f"{session_id} #{t.seq}: {t.tokens} tokens"))
+        with reported_after_write(
+            f"logged as {', '.join(f'#{t.seq}' for t in turns)} of session {session_id!r}"
+        ):
+            if state.as_json:
+                print_json(turns)
+                return
+            for t in turns:
+                console.print(
+                    SafeText(f"{shown_id(session_id)} #{t.seq}: {t.tokens} tokens"),
+                    highlight=False,
+                )
 
     @session.command("list")
     @_owner_option
@@ -317,8 +335,10 @@ def _register_session(cli: click.Group) -> None:
 
 
 def _list_sessions(state: CliState, owner: dict[str, Any], limit: int, offset: int) -> None:
-    """``session list``: one page of session ids; whether more follow on stderr, so
-    that stdout stays the list (or JSON) a script reads."""
+    """``session list``: one page of session ids, one a line (:func:`~.text.shown_id`:
+    an id holding a newline or tab is escaped, and stderr says ``--json`` gives it
+    exactly); whether more follow on stderr, so that stdout stays the list (or JSON) a
+    script reads."""
     with open_memory(state, embed=False) as memory:
         ids = memory.sessions(**owner, limit=limit, offset=offset)
         more = len(ids) == limit and memory.sessions(**owner, limit=1, offset=offset + limit)
@@ -326,7 +346,13 @@ def _list_sessions(state: CliState, owner: dict[str, Any], limit: int, offset: i
         print_json(ids)
     else:
         for session_id in ids:
-            console.print(SafeText(session_id), highlight=False)
+            console.print(SafeText(shown_id(session_id)), highlight=False)
+        if escaped := sum(map(id_is_escaped, ids)):
+            err_console.print(
+                f"note: {plural(escaped, 'id')} printed with control characters escaped "
+                "(\\n, \\t, \\xNN): --json gives every id exactly",
+                highlight=False,
+            )
     if more:
         err_console.print(
             SafeText(f"more follow: --offset {offset + limit} shows the next page"),
@@ -348,17 +374,22 @@ def _show(state: CliState, s: Session, seq: int | None, after_seq: int, limit: i
     later = [t for t in logged if t.seq > after_seq]
     turns = later[:limit]
     st = s.state()
+    # The --after-seq of the next page, None at the end (as GET .../turns' next_after_seq).
+    next_after = turns[-1].seq if len(later) > len(turns) else None
     if state.as_json:
-        print_json({"turns": turns, "state": st.to_json()})
+        print_json({"turns": turns, "state": st.to_json(), "next_after_seq": next_after})
+        if next_after is not None:  # on stderr too, as `list --json` and `session list --json`
+            err_console.print(
+                f"more follow: --after-seq {next_after} shows the next page", highlight=False
+            )
         return
     for t in turns:
         compacted = t.seq < st.start_seq and t.seq not in st.pinned
         _print_turn(t, compacted, whole=seq is not None)
-    if len(later) > len(turns):
+    if next_after is not None:
         console.print(
             SafeText(
-                f"{len(later) - len(turns):,} more turns: --after-seq {turns[-1].seq} "
-                "shows the next"
+                f"{len(later) - len(turns):,} more turns: --after-seq {next_after} shows the next"
             ),
             highlight=False,
         )

@@ -9,8 +9,16 @@ import click
 from rich.table import Column, Table
 
 from ..times import iso
-from .common import CliState, console, json_option, open_memory, pass_state, print_json
-from .text import SafeText
+from .common import (
+    CliState,
+    console,
+    json_option,
+    open_memory,
+    pass_state,
+    print_json,
+    print_table,
+)
+from .text import SafeText, shown_id
 
 
 def register(cli: click.Group, bench: click.Group) -> None:
@@ -54,14 +62,14 @@ def register(cli: click.Group, bench: click.Group) -> None:
             )
         if report.quarantined:
             # Ids whole, never cut with an ellipsis: `contextos update ID` retries one.
-            table = Table(
-                Column("id", no_wrap=True, min_width=max(len(q.id) for q in report.quarantined)),
-                "error",
-                "since",
-            )
-            for q in report.quarantined:
-                table.add_row(SafeText(q.id), SafeText(q.error), q.at.isoformat(timespec="seconds"))
-            console.print(table)
+            # Every cell whole under a pipe too: the error is what a cron log is grepped for.
+            ids = [shown_id(q.id) for q in report.quarantined]
+            widest = max(map(len, ids))
+            table = Table(Column("id", no_wrap=True, min_width=widest), "error", "since")
+            for q, shown in zip(report.quarantined, ids, strict=True):
+                since = q.at.isoformat(timespec="seconds")
+                table.add_row(SafeText(shown), SafeText(q.error), since)
+            print_table(table)
 
     @cli.command()
     @json_option

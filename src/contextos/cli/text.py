@@ -74,6 +74,29 @@ def shown(text: str) -> str:
     return _CONTROL.sub(lambda m: _escape(m.group()), text)
 
 
+#: The whitespace controls :func:`shown` keeps, written as a script would type them.
+_ID_ESCAPES = str.maketrans({"\n": "\\n", "\t": "\\t", "\r": "\\r"})
+
+
+def shown_id(value: str) -> str:
+    """An id (a session's, a memory's) as line-oriented output prints it: as
+    :func:`shown`, and tab, newline and carriage return written as ``\\t``, ``\\n``
+    and ``\\r`` too, so one id is one line and reads as one word.
+
+    Why: ids come from apps (the HTTP API stores any non-blank one), and ``session
+    list`` printed ``chat<LF>secret`` as two lines, so a script reading one id a line
+    erased another user's session ``chat`` (a review); a tab came out as spaces, an id
+    nobody could pass back. Such an id is shown, not given exactly: ``--json`` gives
+    every id exactly."""
+    return shown(value.translate(_ID_ESCAPES))
+
+
+def id_is_escaped(value: str) -> bool:
+    """Whether :func:`shown_id` writes any of ``value``'s characters as an escape (the
+    line printed is not the id itself)."""
+    return shown_id(value) != value
+
+
 class SafeText(Text):
     """A rich ``Text`` whose characters are all shown (see :func:`shown`).
 
