@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -289,6 +290,19 @@ def _register_session(cli: click.Group) -> None:
     )
     @click.option("--limit", default=100, show_default=True, type=int_range(1, 1000))
     @click.option("--offset", default=0, show_default=True, type=int_range(0))
+    @click.option(
+        "--by-id",
+        is_flag=True,
+        help="In id order: pages that skip and repeat nothing while the app logs "
+        "(activity order moves a session at each turn); go on with --after.",
+    )
+    @click.option(
+        "--after",
+        default=None,
+        callback=scope_id_param,
+        help="The sessions whose id sorts after this one, in id order (--by-id implied): "
+        "the last id of the page before.",
+    )
     @json_option
     @pass_state
     def session_list(
@@ -298,11 +312,20 @@ def _register_session(cli: click.Group) -> None:
         newest: bool,
         limit: int,
         offset: int,
+        by_id: bool,
+        after: str | None,
     ) -> None:
         """List session ids, of one user/agent when given, least recently active first
-        (Memory.sessions; GET /v1/sessions)."""
-        order: Literal["oldest", "newest"] = "newest" if newest else "oldest"
-        _list_sessions(state, dict(user_id=user_id, agent_id=agent_id, order=order), limit, offset)
+        (Memory.sessions; GET /v1/sessions); with --by-id or --after, in id order."""
+        if newest and (by_id or after is not None):
+            raise click.UsageError("--newest is an order of its own: give no --by-id or --after")
+        if after is not None and offset:
+            raise click.UsageError("--after is the page's key: give no --offset with it")
+        order: Literal["oldest", "newest", "id"] = (
+            "id" if by_id or after is not None else "newest" if newest else "oldest"
+        )
+        owner = dict(user_id=user_id, agent_id=agent_id, order=order)
+        _list_sessions(state, owner, limit, offset, after)
 
     @session.command("show")
     @click.argument("session_id", callback=scope_id_param)
@@ -334,14 +357,21 @@ def _register_session(cli: click.Group) -> None:
         _show(state, _session(state, session_id, user_id), seq, after_seq, limit)
 
 
-def _list_sessions(state: CliState, owner: dict[str, Any], limit: int, offset: int) -> None:
+def _list_sessions(
+    state: CliState, owner: dict[str, Any], limit: int, offset: int, after: str | None
+) -> None:
     """``session list``: one page of session ids, one a line (:func:`~.text.shown_id`:
     an id holding a newline or tab is escaped, and stderr says ``--json`` gives it
     exactly); whether more follow on stderr, so that stdout stays the list (or JSON) a
     script reads."""
     with open_memory(state, embed=False) as memory:
-        ids = memory.sessions(**owner, limit=limit, offset=offset)
-        more = len(ids) == limit and memory.sessions(**owner, limit=1, offset=offset + limit)
+        ids = memory.sessions(**owner, limit=limit, offset=offset, after=after)
+        by_id = owner["order"] == "id"
+        more = len(ids) == limit and (
+            memory.sessions(**owner, limit=1, after=ids[-1])
+            if by_id
+            else memory.sessions(**owner, limit=1, offset=offset + limit)
+        )
     if state.as_json:
         print_json(ids)
     else:
@@ -354,8 +384,10 @@ def _list_sessions(state: CliState, owner: dict[str, Any], limit: int, offset: i
                 highlight=False,
             )
     if more:
+        # with --after the key is the last id (shell-quoted; --json gives it exactly)
+        given = f"--after {shlex.quote(shown_id(ids[-1]))}" if by_id else None
         err_console.print(
-            SafeText(f"more follow: --offset {offset + limit} shows the next page"),
+            SafeText(f"more follow: {given or f'--offset {offset + limit}'} shows the next page"),
             highlight=False,
         )
 

@@ -58,6 +58,7 @@ from ..types import (
     Message,
     Scope,
     content_hash,
+    scope_id,
     validate_tenant,
 )
 from .embedding_worker import FLUSH_POLL_S, EmbeddingWorker, embed_pending
@@ -953,27 +954,45 @@ class Memory:
         *,
         user_id: str | None = None,
         agent_id: str | None = None,
-        order: Literal["oldest", "newest"] = "oldest",
+        order: Literal["oldest", "newest", "id"] = "oldest",
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
     ) -> list[str]:
         """Ids of this tenant's session logs, of one user and/or agent when given, one
         page at a time: least recently active first, or with ``order="newest"`` most
         recently active first (so the newest are on the first page however many there
-        are). What ``GET /v1/sessions`` and ``contextos session list`` page through;
-        open one with ``Session(memory, session_id)``.
+        are), or with ``order="id"`` in id order. What ``GET /v1/sessions`` and
+        ``contextos session list`` page through; open one with ``Session(memory,
+        session_id)``.
+
+        ``after``: the sessions whose id sorts after this one, in id order (the last id
+        of the page before; ``order="id"`` implied, no ``offset``): a page key no write
+        moves. Why: activity order moves a session to the end at each turn, so paging it
+        by offset while the app logged skipped as many sessions as moved and listed those
+        twice (a review: 10 of 250 never listed); a job that visits every session (an
+        export, a retention script) pages with ``order="id"`` and then ``after``.
 
         A user's (or agent's) sessions are those in which a turn, a memory or the
         session's row names them, whoever logged the first turn (a group chat is each
         participant's); with both, the sessions of each. ``forget`` of the user
         reaches these sessions (and those holding only memories of theirs, no log)."""
-        if order not in ("oldest", "newest"):
-            raise ValueError(f"order must be 'oldest' or 'newest', not {order!r}")
+        if order not in ("oldest", "newest", "id"):
+            raise ValueError(
+                f"order must be 'oldest' or 'newest' (by activity) or 'id', not {order!r}"
+            )
         _check_limit(limit)
         _check_offset(offset)
+        if after is not None:
+            scope_id(after, "after")
+            if offset or order == "newest":
+                raise ValueError("after pages in id order: give no offset and no other order")
         scope = Scope(tenant=self.tenant, user_id=user_id, agent_id=agent_id)
         ids = self.store.sessions(scope)
-        ordered = ids if order == "oldest" else ids[::-1]
+        if order == "id" or after is not None:
+            ordered = sorted(i for i in ids if after is None or i > after)
+        else:
+            ordered = ids if order == "oldest" else ids[::-1]
         return list(ordered[offset : offset + limit])
 
     def history(

@@ -66,8 +66,8 @@ OptIdent = Annotated[
 AfterSeq = Annotated[int, Query(ge=-1, le=s.MAX_SEQ)]
 #: A list key (``next_after`` of the page before): opaque, made by the store.
 ListAfter = Annotated[str | None, Query(min_length=1, max_length=100)]
-#: The order of ``GET /v1/sessions``: by last activity, oldest or newest first.
-SessionOrder = Annotated[Literal["oldest", "newest"], Query()]
+#: The order of ``GET /v1/sessions``: by last activity, oldest or newest first, or by id.
+SessionOrder = Annotated[Literal["oldest", "newest", "id"], Query()]
 #: A user/agent/session id in a path or a query, by the one id rule of the bodies (s.ScopeId).
 #: In a path it is declared ``{session_id:path}`` before a fixed last segment: the routes
 #: are matched on the decoded path, so an id holding "/" (sent as "%2F" or as is) was a
@@ -371,14 +371,25 @@ def session_router(
         limit: Limit = 100,
         offset: Offset = 0,
         order: SessionOrder = "oldest",
+        after: OptScopeId = None,
     ) -> s.SessionList:
         """Session ids of the caller's tenant, optionally of one user/agent, one page at
         a time: least recently active first, or with order=newest most recently active
-        first (so the newest are on the first page however many there are)."""
-        page = tenants.get(tenant).sessions(
-            user_id=user_id, agent_id=agent_id, order=order, limit=limit, offset=offset
+        first (so the newest are on the first page however many there are), or with
+        order=id in id order, where ``next_after`` is the next page's key (``after``):
+        nothing skipped or repeated while others log (activity order moves a session at
+        each turn)."""
+        memory = tenants.get(tenant)
+        page = memory.sessions(
+            user_id=user_id, agent_id=agent_id, order=order, limit=limit, offset=offset, after=after
         )
-        return s.SessionList(results=page, limit=limit, offset=offset)
+        if order != "id" and after is None:
+            return s.SessionList(results=page, limit=limit, offset=offset)
+        more = len(page) == limit and memory.sessions(  # the next page's first id
+            user_id=user_id, agent_id=agent_id, limit=1, after=page[-1]
+        )
+        next_after = page[-1] if more else None
+        return s.SessionList(results=page, limit=limit, offset=offset, next_after=next_after)
 
     return router
 

@@ -852,7 +852,9 @@ class AppendedTurns(Results[TurnOut]):
 
 
 class SessionList(Page[str]):
-    pass
+    #: In id order (``order=id`` or ``after``): the next page's key (the last id of this
+    #: one; pass it as ``after``), null at the end.
+    next_after: str | None = None
 
 
 class BlockOut(BaseModel):
