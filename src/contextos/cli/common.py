@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
@@ -39,6 +39,7 @@ from .text import SafeText, json_escaped
 
 if TYPE_CHECKING:
     from ..memory import Memory
+    from ..store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -357,22 +358,75 @@ def open_memory(state: CliState, *, embed: bool = True, create: bool = False) ->
     Only a command that stores (``create``) makes a new SQLite file; any other finds an
     empty memory there and says so on stderr. Why: a read on a mistyped ``--db``
     created an empty database and answered "0 memories", and the user concluded that
-    their memories were gone."""
+    their memories were gone.
+
+    A command that embeds does it on a thread of its own (:func:`embedding_memory`),
+    which never queues again the vectors another model wrote."""
     from ..memory import Memory
 
     missing = missing_db(state, create=create)
     settings = dataclasses.replace(state.settings, db=":memory:") if missing else state.settings
-    memory = (
-        Memory(settings=settings, background_embedding=False)
-        if not embed
-        else Memory(settings=settings)
-    )
+    with (
+        embedding_memory(settings)
+        if embed
+        else closing(Memory(settings=settings, background_embedding=False))
+    ) as memory:
+        yield memory
+    if missing:  # after the answer, and not after an error (one line, as every error)
+        note_missing_db(missing)
+
+
+@contextmanager
+def embedding_memory(settings: Settings, store: Store | None = None) -> Iterator[Memory]:
+    """A Memory of ``settings`` (on ``store`` when given) whose embedding worker (none on
+    a read-only store) embeds what is pending and nothing else (``requeue_stale=False``),
+    as the server shares one; closed on the way out, its store too.
+
+    Why not ``Memory(settings=...)``: its worker's first pass queued again every vector
+    another model wrote, in every tenant, so one ``contextos search`` re-embedded an
+    application's store with the CLI's model: the application's searches found nothing
+    until it took them back, re-embedding every memory, and ``status`` counted valid
+    vectors as waiting (a review). Why not inline (``background_embedding=False``): an
+    add then embeds the whole queue before it returns, however long, and a Ctrl-C
+    meanwhile aborted a stored write unreported; the worker keeps the report first and
+    the waits bounded (:func:`settle`, :func:`wait_for_vectors`)."""
+    from ..embed import make_embedder
+    from ..memory import Memory
+    from ..memory.embedding_worker import EmbeddingWorker
+    from ..store import open_store
+
+    embedder = make_embedder(settings.embedder)
+    opened = store is None
+    store = open_store(settings.db) if store is None else store
+    worker = None
+    try:
+        if not store.read_only:
+            worker = EmbeddingWorker(
+                store, embedder, batch_size=settings.embed_batch_size, requeue_stale=False
+            )
+        memory = Memory(
+            settings=settings,
+            store=store,
+            embedder=embedder,
+            worker=worker,
+            background_embedding=False,
+        )
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        if opened:
+            store.close()
+        raise
     try:
         yield memory
     finally:
-        memory.close()
-    if missing:  # after the answer, and not after an error (one line, as every error)
-        note_missing_db(missing)
+        try:
+            if worker is not None:
+                worker.close()  # before the store closes under it
+            memory.close()
+        finally:
+            if opened:  # a Memory given a store leaves it open
+                store.close()
 
 
 class HeldInterrupt:

@@ -7,6 +7,7 @@ import functools
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
@@ -18,12 +19,14 @@ from .common import (
     F,
     choice_option,
     console,
+    embedding_memory,
     err_console,
     json_option,
     number_option,
     pass_state,
     print_json,
     scope_id_param,
+    settle,
 )
 from .text import SafeText
 
@@ -208,7 +211,6 @@ def chat(
 
     With --json, each reply is one JSON object on one line (JSON Lines)."""
     from ..llm.clients import naming_server
-    from ..memory import Memory
     from ..providers.chat import Chat
     from ..store.records import refuse_nul
 
@@ -221,7 +223,10 @@ def chat(
     # The OpenAI-compatible server a connection error names (None: OpenAI's own).
     server = (base_url or state.settings.openai_base_url) if provider == "openai" else None
 
-    memory = Memory(state.settings.db, tenant=state.settings.tenant, settings=state.settings)
+    # The CLI's Memory, whose worker never queues again the vectors another model wrote
+    # (an application's store, re-embedded with the chat's model: a review).
+    held = ExitStack()
+    memory = held.enter_context(embedding_memory(state.settings))
     chat: Chat | None = None
     try:
         chat = Chat(
@@ -278,10 +283,15 @@ def chat(
                 )
             else:
                 _print_turn(turn, show_window)
+        # What the chat remembered gets its vectors before it ends, as an add's does (at
+        # most a few seconds): the last exchange was found by its words only until the
+        # next process opened the database.
+        chat.close()
+        settle(memory)
     finally:
         if chat is not None:
             chat.close()
-        memory.close()
+        held.close()
 
 
 def register(cli: click.Group, bench: click.Group) -> None:

@@ -28,6 +28,7 @@ from .common import (
     FiniteFloatRange,
     choice_option,
     console,
+    embedding_memory,
     err_console,
     int_range,
     json_option,
@@ -447,20 +448,16 @@ def _print_turn(t: Turn, compacted: bool, *, whole: bool) -> None:
 def _compact(
     state: CliState, s: Session, strategy: str, budget: int, force: bool
 ) -> CompactionResult:
-    """``s.compact``; with offload, into a Memory on the same store, whose archive's
+    """``s.compact``; with offload, into a Memory on the same store (the CLI's, that
+    never re-embeds another model's vectors: :func:`embedding_memory`), whose archive's
     vectors are written before the command ends and which is closed after (a Memory
     dropped unclosed warns)."""
     if strategy != "offload":
         return s.compact(budget, strategy, force=force)  # type: ignore[arg-type]
-    from ..memory import Memory
-
-    memory = Memory(store=s.store, tenant=state.settings.tenant, settings=state.settings)
-    try:
+    with embedding_memory(state.settings, store=s.store) as memory:
         result = s.compact(budget, strategy, memory=memory, force=force)  # type: ignore[arg-type]
         memory.flush(timeout=VECTOR_WAIT_S, others=False)  # see common.wait_for_vectors
         return result
-    finally:
-        memory.close()
 
 
 def _register_window(cli: click.Group) -> None:

@@ -400,12 +400,19 @@ class EmbeddingWorker:
         batch_size: int = 64,
         linger: float = 0.2,
         lease_s: float = CLAIM_LEASE_S,
+        requeue_stale: bool = True,
     ) -> None:
         """``linger``: seconds to let records accumulate after a wake-up. An app adds
         one turn at a time; without lingering the worker embedded batches of one,
         at ~25 ms each on two cores (26 turns/s) instead of batches of dozens.
         ``lease_s``: how long a batch this worker claims stays its own (see
-        ``CLAIM_LEASE_S``)."""
+        ``CLAIM_LEASE_S``).
+        ``requeue_stale``: False for a process that lives for one command (the CLI): it
+        embeds what is pending and never queues again the vectors another model wrote,
+        neither on its first pass nor once a lease. Why: a ``contextos search`` on an
+        application's store re-embedded it with the CLI's model; the application's
+        searches found nothing until it took its vectors back, re-embedding every
+        memory (a review). Re-embedding stays with long-running processes."""
         if lease_s <= 0:
             raise ValueError("lease_s must be positive")
         self._linger = linger
@@ -436,9 +443,13 @@ class EmbeddingWorker:
         self.seconds = 0.0
         #: Vectors of another model or text recipe are queued again once, on the first
         #: pass (an upgrade or a switched embedder re-embeds in the background). Only
-        #: here: inline embedding (the CLI) would make the next command re-embed a
-        #: whole store before it answers; its searches use the old vectors meanwhile.
-        self._requeue_stale = True
+        #: here, and not in the CLI's worker (``requeue_stale=False``): inline embedding
+        #: would make the next command re-embed a whole store before it answers; its
+        #: searches use the old vectors meanwhile.
+        self._requeue_stale = requeue_stale
+        #: Whether it takes back, once a lease, vectors another model wrote since
+        #: (:meth:`_others_vectors_found`).
+        self._takes_back = requeue_stale
         #: Whether :meth:`_others_vectors_found` has said so in the log yet.
         self._warned_other_model = False
         #: When :meth:`_others_vectors_found` is next due (``_look_due``); the first pass
@@ -597,7 +608,12 @@ class EmbeddingWorker:
             # Not while stopping: a worker closed long after its last look re-queued the
             # vectors another embedder had just written, for nobody to embed.
             stopping = self._stop or self._released
-            others = not stopping and self._look_due(woken) and self._others_vectors_found()
+            others = (
+                not stopping
+                and self._takes_back
+                and self._look_due(woken)
+                and self._others_vectors_found()
+            )
             if not woken and not self._released and not others and not self._pending_somewhere():
                 continue
             if not self._stop:
