@@ -122,3 +122,16 @@ def test_a_large_float_reads_back_as_the_float_written_on_every_store(store: Sto
     hits = memory.search("dear painting", user_id="u", filters=flt)
     assert [h.record.id for h in hits] == [added[0].id]
     memory.update(record.id, metadata=record.metadata)  # as read, written again
+
+
+def test_a_turns_wide_integer_reads_back_exactly_on_every_store(store: Store) -> None:
+    """Only a memory's metadata reads wide numbers as floats (it holds no integer past
+    64 bits): a turn's metadata and a session's state keep a uint64 exactly."""
+    from contextos.types import Message, Scope
+
+    big = 18446744073709551615
+    scope = Scope(tenant="default", user_id="u", session_id="s1")
+    store.append_turns(scope, [Message("user", "order placed", metadata={"hash": big})], [5])
+    store.set_session_meta(scope, {"cursor": big})
+    assert store.turns(scope)[0].message.metadata["hash"] == big
+    assert store.session_meta(scope)["cursor"] == big

@@ -48,3 +48,20 @@ def test_mcp_tools_refuse_a_count_that_is_not_a_json_integer(tmp_path: Path) -> 
     assert "valid integer" in error_text(got["search"])
     assert "valid integer" in error_text(got["list"])
     assert len(payload(got["ok"])) == 1
+
+
+def test_a_compaction_budget_is_never_a_boolean(tmp_path: Path) -> None:
+    """``{"budget": true}`` compacted the history to fit 1 token: every turn rotated out
+    of the window (2,769 tokens to 239)."""
+    db = tmp_path / "c.db"
+    with keyed_server(str(db), "--embedder", "hash") as (c, key):
+        turns = [{"role": "user", "content": f"turn {n}: " + "words " * 30} for n in range(6)]
+        logged = c.post("/v1/sessions/s1/turns", json={"messages": turns, "user_id": "ana"})
+        assert logged.status_code in (200, 201), logged.text
+        refused = c.post("/v1/sessions/s1/compact", json={"budget": True, "user_id": "ana"})
+        assert refused.status_code == 422 and "valid integer" in refused.text, refused.text
+
+    async def compact(session: Any) -> Any:
+        return await session.call_tool("compact_session", {"session_id": "s1", "budget": True})
+
+    assert "valid integer" in error_text(anyio.run(lambda: stdio_call(db, key, compact)))

@@ -99,3 +99,22 @@ def test_over_http_and_the_cli_too(memory: Memory, tmp_path: Path) -> None:
     seen = _walk(memory, cli_page)
     assert sorted(seen) == IDS and len(seen) == len(IDS)
     memory.close()
+
+
+def test_the_cli_hint_never_names_an_escaped_id_as_the_key(tmp_path: Path) -> None:
+    """The hint named ``--after 'chat\\nsecret'`` (the id as shown, escaped), and paging
+    with it skipped 4 of 9 sessions: an id shown escaped is not the key."""
+    db = tmp_path / "e.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+        for session_id in ("chat", "chat\tx", "chat\nsecret", "chatA", "zz"):
+            _log(memory, session_id)
+    listed = run_cli("session", "list", "-u", "ana", "--by-id", "--limit", "3", db=db)
+    assert listed.returncode == 0, listed.stderr
+    assert "more follow: --after with the last id of --json's list" in listed.stderr
+    whole = run_cli("--json", "session", "list", "-u", "ana", "--by-id", "--limit", "3", db=db)
+    last = json.loads(whole.stdout)[-1]
+    assert last == "chat\nsecret"
+    rest = run_cli("--json", "session", "list", "-u", "ana", "--after", last, db=db)
+    assert json.loads(rest.stdout) == ["chatA", "zz"]
+    plain = run_cli("session", "list", "-u", "ana", "--by-id", "--limit", "4", db=db)
+    assert "more follow: --after chatA shows the next page" in plain.stderr

@@ -44,6 +44,10 @@ ASKED = [
     (" gpt-4o ", "gpt-4o", "gpt-4o"),
     ("sonnet", "claude-sonnet-4-6", "claude-sonnet-4-6"),
     ("HAIKU", "claude-haiku-4-5", "claude-haiku-4-5"),
+    # found as normalised (any case): sent as the providers spell ids, lower-case
+    ("GPT-4o", "gpt-4o", "gpt-4o"),
+    ("GPT-4o-2024-11-20", "gpt-4o", "gpt-4o-2024-11-20"),
+    ("Claude-Sonnet-4-6", "claude-sonnet-4-6", "claude-sonnet-4-6"),
 ]
 
 

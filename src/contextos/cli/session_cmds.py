@@ -385,8 +385,16 @@ def _list_sessions(
                 highlight=False,
             )
     if more:
-        # with --after the key is the last id (shell-quoted; --json gives it exactly)
-        given = f"--after {shlex.quote(shown_id(ids[-1]))}" if by_id else None
+        # In id order the key is the last id, shell-quoted; one shown escaped is not the
+        # key (paging with it skipped sessions: a review): --json gives it exactly.
+        last = ids[-1]
+        given = (
+            None
+            if not by_id
+            else "--after with the last id of --json's list"
+            if id_is_escaped(last)
+            else f"--after {shlex.quote(last)}"
+        )
         err_console.print(
             SafeText(f"more follow: {given or f'--offset {offset + limit}'} shows the next page"),
             highlight=False,

@@ -575,9 +575,9 @@ def get_model(name: str) -> ModelInfo:
 def named_model(name: str) -> ModelInfo:
     """The registry's entry for ``name`` (:func:`get_model`: its window, limits and prices)
     named as a request body must name it: the id the caller gave, stripped (a dated
-    snapshot, a Bedrock or Vertex AI id), or, for a :data:`FAMILY_ALIASES` shorthand, the
-    entry it resolves to. The one rule of the ready bodies of ``contextos window`` and the
-    HTTP and MCP windows.
+    snapshot, a Bedrock or Vertex AI id; lower-cased unless the registry holds it as
+    given), or, for a :data:`FAMILY_ALIASES` shorthand, the entry it resolves to. The one
+    rule of the ready bodies of ``contextos window`` and the HTTP and MCP windows.
 
     Why: those bodies named the registry's key, so ``gpt-4o-2024-11-20`` went out as
     ``gpt-4o``, another snapshot, and a Vertex id lost its date: the request called a
@@ -592,6 +592,11 @@ def named_model(name: str) -> ModelInfo:
     short = given.lower()
     if given == info.name or (short in FAMILY_ALIASES and short in ALIASES):
         return info
+    if given not in MODELS and given not in ALIASES:
+        # Found only as normalised (any case): the providers' ids are lower-case, and
+        # "GPT-4o" is "The model `GPT-4o` does not exist" (the registry's key went out
+        # before, whatever the case given; a review).
+        given = short
     return replace(info, name=given)
 
 

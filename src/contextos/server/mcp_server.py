@@ -273,7 +273,7 @@ class MemoryTools:
     def compact_session(
         self,
         session_id: str,
-        budget: int,
+        budget: s.JsonInt,
         strategy: Literal["truncate", "clear_tool_results", "summarize", "offload"] = "summarize",
         force: bool = False,
         user_id: str | None = None,

@@ -640,7 +640,7 @@ CompactStrategy = Literal["truncate", "clear_tool_results", "summarize", "offloa
 class CompactRequestIn(_Body):
     """``POST /v1/sessions/{id}/compact``: the CLI's ``compact`` options."""
 
-    budget: int = Field(
+    budget: JsonInt = Field(
         ge=1,
         le=MAX_BUDGET,
         description="Tokens for the history: its share of the window (the CLI's --budget).",

@@ -8,7 +8,6 @@ hidden unless asked for, metadata keys are identifiers with dots for nesting.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -31,23 +30,23 @@ def jsonb(value: object) -> str:
     return records.stored_json(value)
 
 
-def json_loads(data: str | bytes) -> Any:
-    """A jsonb value as Python reads it back (every pooled connection's JSON loader).
+def _wide_ints_as_floats(value: Any) -> Any:
+    """A memory's metadata as jsonb gives it back, its integers past 64 bits as floats.
 
     Why: jsonb keeps numbers as ``numeric``, whose text has no exponent, so a float
     stored as ``1e300`` came back as a 301-digit int. A search filtered on the value
-    written missed it (its re-check compared the int to the float), and the record
-    as read could not be written again ("metadata integers must fit in 64 bits"). No
-    store holds an integer past 64 bits (``types.fits_int64``, refused at write), so one
-    read back was a float."""
-    return json.loads(data, parse_int=_int_or_float)
-
-
-def _int_or_float(text: str) -> int | float:
-    if len(text) > 20:  # past any 64-bit integer (and past int()'s 4,300 digits)
-        return float(text)
-    value = int(text)
-    return value if fits_int64(value) else float(text)
+    written missed it (its re-check compared the int to the float), and the record as
+    read could not be written again ("metadata integers must fit in 64 bits"). A
+    memory's metadata holds no integer past 64 bits (``types.fits_int64``, refused at
+    write), so one read back was a float. Only here: a turn's or a session's metadata
+    may hold wider integers, which jsonb keeps exactly."""
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wide_ints_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
+        return float(value)
+    return value
 
 
 def metadata_jsonb(metadata: Mapping[str, Any]) -> str:
@@ -56,7 +55,7 @@ def metadata_jsonb(metadata: Mapping[str, Any]) -> str:
 
 def record_from_row(row: Sequence[Any]) -> MemoryRecord:
     """A record of a row selected with ``RECORD_COLUMNS``."""
-    return records.record_from_values(row, time=opt_utc, from_json=lambda value: value)
+    return records.record_from_values(row, time=opt_utc, from_json=_wide_ints_as_floats)
 
 
 def record_params(r: MemoryRecord, now: datetime) -> tuple[object, ...]:

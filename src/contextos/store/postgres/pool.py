@@ -69,15 +69,11 @@ def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float
     which connects at once. With psycopg_pool's default, 300 s, the next try after an
     outage of tens of seconds was up to half a minute away, and every call failed until
     then."""
-    from psycopg.types.json import set_json_loads
     from psycopg_pool import ConnectionPool
-
-    from contextos.store.postgres.codec import json_loads
 
     pool = ConnectionPool(
         url,
         kwargs=kwargs,
-        configure=lambda conn: set_json_loads(json_loads, conn),
         min_size=1,
         max_size=max_size,
         open=False,
