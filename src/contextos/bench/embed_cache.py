@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..embed import Embedder, Vectors
+from ..errors import ConfigError
 
 DEFAULT_CACHE_DIR = Path("bench-out")
 
@@ -35,11 +36,19 @@ class CachedEmbedder:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in inner.model_id)
             path = DEFAULT_CACHE_DIR / f"embeddings-{safe}.sqlite"
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, v BLOB)")
-        self._db.commit()
+        # A cache that cannot be opened is one line naming it ("[Errno 17] File exists:
+        # 'bench-out'" said neither that it was the cache nor where).
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, v BLOB)")
+            self._db.commit()
+        except (OSError, sqlite3.Error) as exc:
+            why: object = exc
+            if isinstance(exc, OSError) and exc.strerror:
+                why = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+            raise ConfigError(f"cannot open the embedding cache {self.path}: {why}") from None
         #: Texts served from the cache and texts the inner embedder had to embed.
         self.hits = 0
         self.misses = 0

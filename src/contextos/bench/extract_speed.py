@@ -68,7 +68,7 @@ def turn_message(turn: dict[str, object]) -> Message:
 
 def _read_samples(path: str | Path) -> list[dict[str, Any]]:
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():  # a folder is "cannot read ...: Is a directory", as elsewhere
         raise ConfigError(f"LoCoMo data not found at {file} (pass --data PATH to locomo-dev.json)")
     return locomo_samples(file)  # a file that is not LoCoMo data: one line naming it
 

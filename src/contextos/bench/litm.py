@@ -87,14 +87,32 @@ def _lines(path: Path, limit: int | None) -> Iterator[dict[str, Any]]:
         raise ConfigError(f"{path} line {n + 1} is not a JSON record: {exc}") from None
 
 
+#: What a record of the wrong shape raises when read as one (a missing key, a list too
+#: short, a value of another type, a gold key not among the pairs).
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, StopIteration)
+
+
+def _not_a_record(path: Path, line: int, expected: str, exc: Exception) -> ConfigError:
+    """The one-line error of a record of the wrong shape: the file, the line, what a
+    record holds. Why: a ``KeyError`` traceback was all a file of another data set (or
+    a record edited by hand) gave, where a file cut short gave one line."""
+    what = f"no {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+    return ConfigError(f"{path} line {line}: not a Lost-in-the-Middle record ({expected}; {what})")
+
+
 def kv_examples(path: Path, limit: int | None = None) -> list[Example]:
     """Key-value examples: one item per ``"key": "value"`` record."""
     out = []
-    for row in _lines(path, limit):
-        pairs = row["ordered_kv_records"]
-        items = tuple(json.dumps({k: v}) for k, v in pairs)
-        gold = next(i for i, (k, _) in enumerate(pairs) if k == row["key"])
-        out.append(Example(f'The value of key "{row["key"]}"?', items, gold))
+    for n, row in enumerate(_lines(path, limit), 1):
+        try:
+            pairs = row["ordered_kv_records"]
+            items = tuple(json.dumps({k: v}) for k, v in pairs)
+            gold = next(i for i, (k, _) in enumerate(pairs) if k == row["key"])
+            query = f'The value of key "{row["key"]}"?'
+        except _SHAPE_ERRORS as exc:
+            expected = 'expected "key", and "ordered_kv_records": [key, value] pairs with it'
+            raise _not_a_record(path, n, expected, exc) from None
+        out.append(Example(query, items, gold))
     return out
 
 
@@ -103,7 +121,15 @@ def nq_examples(
 ) -> list[Example]:
     """20-passage haystacks: the gold passage among other questions' gold passages."""
     rows = list(_lines(path, None))
-    passages = [f"(Title: {r['ctxs'][0]['title']}) {r['ctxs'][0]['text']}" for r in rows]
+    passages = []
+    for n, r in enumerate(rows, 1):
+        try:
+            passages.append(f"(Title: {r['ctxs'][0]['title']}) {r['ctxs'][0]['text']}")
+            if not isinstance(r["question"], str):
+                raise TypeError
+        except _SHAPE_ERRORS as exc:
+            expected = 'expected "question" and "ctxs" with a "title" and "text"'
+            raise _not_a_record(path, n, expected, exc) from None
     rng = random.Random(seed)
     out = []
     for i, row in enumerate(rows[:limit]):
@@ -205,8 +231,15 @@ def run_litm(
     """Run the benchmark on every data set present under ``data``; ``on_example(name)``
     is called after each example scored (for a progress bar)."""
     root = Path(data)
+    # ConfigError (exit 1), as for every other benchmark's data: a missing path was a
+    # FileNotFoundError (exit 2 from the command), and a file was called "not found".
+    if not root.exists():
+        raise ConfigError(f"Lost-in-the-Middle data not found at {root} (pass --data PATH)")
     if not root.is_dir():
-        raise FileNotFoundError(f"Lost-in-the-Middle data not found at {root} (pass --data PATH)")
+        raise ConfigError(
+            f"{root} is not a folder: pass the folder holding the Lost-in-the-Middle files "
+            f"({', '.join((*KV_FILES, NQ_FILE))})"
+        )
     tok = default_tokenizer()
     budget = window_budget(get_model(model_name))
     out: dict[str, Any] = {
@@ -227,7 +260,10 @@ def run_litm(
         examples = _Counted(nq_examples(root / NQ_FILE, limit), nq, on_example)
         out["datasets"][nq] = score(examples, tok, budget)
     if not out["datasets"]:
-        raise FileNotFoundError(f"no Lost-in-the-Middle files under {root}")
+        raise ConfigError(
+            f"no Lost-in-the-Middle files under {root} "
+            f"(expected one of {', '.join((*KV_FILES, NQ_FILE))})"
+        )
     return out
 
 

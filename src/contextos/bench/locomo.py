@@ -267,6 +267,8 @@ def run_locomo(
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     db = Path(workdir or tmp.name) / "locomo-bench.db"  # type: ignore[union-attr]
     memory = Memory(db, embedder=embedder, retrieval=config)
+    # Named in the report: recall depends on it, and a report must say which one ran.
+    model_id = memory.embedder.model_id
     add_times: list[float] = []
     try:
         for conv in convs:
@@ -309,6 +311,7 @@ def run_locomo(
         "questions": {
             str(c): sum(1 for cat, _ in pairs["hybrid"] if cat == c) for c in range(1, 6)
         },
+        "embedder": model_id,
         "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
         "overall": aggregate(pairs["hybrid"], MAIN_CATEGORIES),
         "by_category": {str(c): aggregate(pairs["hybrid"], (c,)) for c in range(1, 6)},

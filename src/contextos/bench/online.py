@@ -53,7 +53,7 @@ from ..types import Hit, MemoryRecord
 from .locomo import MAIN_CATEGORIES, aggregate, score_question
 from .locomo_data import DEFAULT_LOCOMO, LocomoConversation, LocomoQA, load_locomo
 from .locomo_memory import session_id
-from .serve import _redact, running_server
+from .serve import _redact, _revoke, running_server
 from .stats import percentile
 
 #: Hits asked for per question: enough for recall@25 and the 2,000-token budget.
@@ -120,6 +120,8 @@ class _Run:
     #: Each question with the last turn acknowledged when it was asked.
     asked: list[tuple[_Question, int]] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: What probes that ended early raised (the run raises the first).
+    probe_errors: list[BaseException] = field(default_factory=list)
     probing: bool = False
     since_probe: int = 0
 
@@ -273,7 +275,15 @@ class _Stream:
         session = session_id(conv, conv.turns[position].session)
         task = asyncio.create_task(self.probe(conv.sample_id, session, record, acked))
         self.run.tasks.add(task)
-        task.add_done_callback(self.run.tasks.discard)
+        task.add_done_callback(self.probe_done)
+
+    def probe_done(self, task: asyncio.Task[None]) -> None:
+        """Forget a finished probe, keeping what it raised: unkept, a probe that failed
+        (the server gone) printed "Task exception was never retrieved" and a traceback
+        after the run's own one-line error."""
+        self.run.tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.run.probe_errors.append(exc)
 
     async def probe(self, user: str, session: str, record: dict[str, Any], acked: float) -> None:
         """Poll a self-search until ``record`` has a dense rank (or the timeout)."""
@@ -305,17 +315,25 @@ class _Stream:
         await asyncio.gather(*jobs)
         elapsed = time.perf_counter() - start
         if self.run.tasks:
-            await asyncio.gather(*self.run.tasks)
+            await asyncio.gather(*self.run.tasks, return_exceptions=True)
+        if self.run.probe_errors:
+            raise self.run.probe_errors[0]
         return elapsed
 
 
 def _client(url: str, key: str) -> Any:
+    """The HTTP client of the server under test. No proxy (``trust_env=False``): the
+    server is on loopback, which an ``HTTP_PROXY`` setting would send through the proxy."""
     import httpx
 
     # Idle connections expire on the client first (server keep-alive is 65 s).
     limits = httpx.Limits(max_keepalive_connections=32, keepalive_expiry=5)
     return httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+        base_url=url,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+        limits=limits,
+        trust_env=False,
     )
 
 
@@ -378,7 +396,8 @@ def run_online_bench(cfg: OnlineBenchConfig, progress: Progress | None = None) -
     """Stream, ask online, restart, ask in batch; return the report (module docstring).
 
     ``progress(kind, n)`` is called with kind ``stream`` (turns), ``online`` and
-    ``batch`` (questions).
+    ``batch`` (questions). With ``cfg.store``, the run's users are forgotten at the end
+    and its key revoked, however the run ends; a run stopped early leaves its rows.
     """
     from ..server.keys import KeyStore
 
@@ -389,16 +408,21 @@ def run_online_bench(cfg: OnlineBenchConfig, progress: Progress | None = None) -
         db = cfg.store or str(Path(tmp) / "online.db")
         keystore = KeyStore(db)
         try:
-            key = keystore.create(f"bench-online-{secrets.token_hex(4)}", "bench online").secret
+            issued = keystore.create(f"bench-online-{secrets.token_hex(4)}", "bench online")
         finally:
             keystore.close()
-        with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, _):
-            run, stream_s = asyncio.run(_stream(url, key, cfg, planned, progress))
-        # Leaving the block stopped the server, and its shutdown waited for every vector:
-        # a fresh process on the same store is the flushed, add-everything reference.
-        with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, _):
-            users = [c.sample_id for c in convs] if cfg.store is not None else []
-            done = asyncio.run(_batch(url, key, run.asked, progress, forget=users))
+        key = issued.secret
+        try:
+            with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, _):
+                run, stream_s = asyncio.run(_stream(url, key, cfg, planned, progress))
+            # Leaving the block stopped the server, and its shutdown waited for every
+            # vector: a fresh process on the same store is the flushed reference.
+            with running_server(db, *extra, timeout=cfg.startup_timeout) as (url, _):
+                users = [c.sample_id for c in convs] if cfg.store is not None else []
+                done = asyncio.run(_batch(url, key, run.asked, progress, forget=users))
+        finally:
+            if cfg.store is not None:  # a store that outlives the run keeps no live bench key
+                _revoke(db, issued.key.id)
     online = aggregate(run.rows, MAIN_CATEGORIES)
     batch = aggregate(done.rows, MAIN_CATEGORIES)
     prefix = aggregate(done.prefix_rows, MAIN_CATEGORIES)

@@ -473,6 +473,9 @@ def run_replay(
         )
     out: dict[str, Any] = {
         "model": model.name,
+        # The memory strategies' embedder (None: no strategy embeds), named as in the
+        # reports of bench locomo and bench scale.
+        "embedder": None if embedder is None else embedder.model_id,
         "conversations": [c.sample_id for c in convs],
         "thresholds": {
             "trigger": th.trigger,

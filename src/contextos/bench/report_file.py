@@ -9,6 +9,8 @@ the run; the commands also print their results before writing the file.
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 from pathlib import Path
 
 
@@ -41,8 +43,32 @@ def check_report_path(path: str) -> None:
 
 
 def write_report(path: str, text: str) -> Path:
-    """Write ``text`` to ``path``, making its folders; the path written."""
+    """Write ``text`` to ``path``, making its folders; the path written.
+
+    Atomically: into a temporary file beside it, synced, then renamed over it. Why: the
+    fixed default paths (``bench-out/replay.json``) are rewritten by every run, and a
+    write cut short (a full disk, a SIGTERM) truncated the previous report and left a
+    JSON cut short in its place. Now a failed write leaves the previous report whole
+    and no temporary file behind. A new report gets the permissions a plain write gives
+    (the umask); one rewritten keeps its own. Through a symbolic link, the file it
+    points to is replaced; ``/dev/stdout`` or a FIFO, which cannot be, is written."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    target = Path(os.path.realpath(out))
+    if target.exists() and not target.is_file():
+        target.write_text(text, encoding="utf-8")
+        return out
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        with tmp.open("x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return out

@@ -225,7 +225,7 @@ def run_scale(
     db = Path(workdir or tmp.name) / "scale.db"  # type: ignore[union-attr]
     user_ids = [f"user-{i}" for i in range(users)]
     results: list[dict[str, Any]] = []
-    added = 0
+    added = reported = 0  # memories added, and added as far as progress was told
     stand_ins = 0  # stand-in vectors written so far (they stay in the store)
     if QUERY_TIMINGS + 1 + queries * len(points) > QUESTIONS:
         raise ValueError(
@@ -246,8 +246,9 @@ def run_scale(
                 memory.add(text, user_id=rng.choice(user_ids), session_id=f"s{added // 50}")
                 add_times.append(time.perf_counter() - t0)
                 added += 1
-                if progress and added % 1000 == 0:
-                    progress(1000)
+                if progress and (added % 1000 == 0 or added == point):
+                    progress(added - reported)  # to the end: --n 1500 ended at 1000/1500
+                    reported = added
             ingest_seconds = time.perf_counter() - start
             # Stop the worker before counting: counted while it still ran, vectors it
             # wrote after the count were in neither number (the test failed 1 in 4).

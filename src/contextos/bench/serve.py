@@ -23,19 +23,21 @@ import json
 import os
 import random
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from ..embed import DEFAULT_EMBEDDER
+from ..errors import ContextosError
 from ..os_threads import BACKGROUND_EMBEDDING, QUERY_EMBEDDING
 from .sigterm import sigterm_cancels
 from .stats import percentile
@@ -133,21 +135,70 @@ def serve_command(db: str, port: int, *extra: str) -> list[str]:
     ]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Poll ``/healthz`` until the server answers; fail early if it died."""
+class ServerFailed(ContextosError, RuntimeError):
+    """The server under test would not start, stopped answering or died: one line (exit
+    1, no traceback), quoting the last lines it wrote to stderr, its own reason
+    ("unknown embedder 'bogus'", a traceback's last line). A ``RuntimeError`` too, as
+    the error it replaces was."""
+
+
+#: How much of the server's stderr an error quotes: its last lines, at most this many
+#: characters.
+_STDERR_QUOTED = 600
+
+
+def stderr_tail(log: IO[bytes] | None, lines: int = 3) -> str:
+    """The last ``lines`` non-blank lines the server wrote to ``log`` (its stderr, a
+    file), on one line; empty when there are none."""
+    if log is None:
+        return ""
+    size = log.seek(0, os.SEEK_END)
+    log.seek(max(0, size - 8 * _STDERR_QUOTED))
+    text = log.read().decode("utf-8", errors="replace")
+    last = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return "; ".join(last)[-_STDERR_QUOTED:]
+
+
+def _quoting_stderr(what: str, log: IO[bytes] | None) -> str:
+    """``what`` happened to the server, with the last lines of its stderr when any."""
+    tail = stderr_tail(log)
+    return f"{what}; its stderr ends: {tail}" if tail else what
+
+
+def _ended(returncode: int) -> str:
+    """How a process ended, in words: "exited with code 1", "was killed by SIGKILL"."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"
+
+
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], timeout: float, log: IO[bytes] | None = None
+) -> None:
+    """Poll ``/healthz`` until the server answers; fail early if it died (a
+    :class:`ServerFailed` quoting ``log``, the file its stderr goes to, when given).
+
+    No proxy: the server is on loopback, and an ``HTTP_PROXY`` without ``127.0.0.1`` in
+    ``NO_PROXY`` sent every poll to the proxy, so a healthy server "did not answer"."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before answering")
+            raise ServerFailed(
+                _quoting_stderr(f"server {_ended(proc.returncode)} before answering", log)
+            )
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=2, trust_env=False).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"server did not answer on {url} within {timeout:.0f}s")
+    what = f"server did not answer on {url} within {timeout:.0f}s"
+    raise ServerFailed(_quoting_stderr(what, log))
 
 
 @contextmanager
@@ -160,28 +211,54 @@ def running_server(
     ``CONTEXTOS_DB`` is the server's own store in its environment: the server's
     ``Memory`` objects resolve settings, which with no database named made the default
     one's folder (an empty ``~/.local/share/contextos/`` after a benchmark that used
-    only a temporary store)."""
+    only a temporary store).
+
+    The server's stderr goes to a temporary file, never an unread pipe (which, once
+    full, blocked the server): a server that does not start, or an error of the block
+    raised after the server died, becomes one :class:`ServerFailed` line saying how it
+    ended and quoting the last lines it wrote."""
     port = free_port()
-    proc = subprocess.Popen(
-        serve_command(db, port, *extra),
-        env={**os.environ, "CONTEXTOS_DB": db, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, timeout)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
+    with tempfile.TemporaryFile(prefix="ctx-serve-stderr-") as log:
+        proc = subprocess.Popen(
+            serve_command(db, port, *extra),
+            env={**os.environ, "CONTEXTOS_DB": db, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(url, proc, timeout, log)
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+                yield url, proc
+            except Exception as exc:
+                if not _has_ended(proc):
+                    raise
+                what = f"server {_ended(proc.returncode)} during the run ({_one_line(exc)})"
+                raise ServerFailed(_quoting_stderr(what, log)) from exc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _has_ended(proc: subprocess.Popen[bytes], grace: float = 1.0) -> bool:
+    """Whether ``proc`` has ended, allowing it ``grace`` seconds: a server that crashed
+    refuses connections while it is still on its way out."""
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line: its message, or its type when it has none."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
 
 
 def _sentence(rng: random.Random) -> str:
@@ -246,6 +323,7 @@ async def _client(
     cfg: ServeBenchConfig,
     stats: dict[str, OpStats],
     acked: set[str],
+    alive: Callable[[], bool],
 ) -> None:
     rng = random.Random(cfg.seed * 1000 + n)
     user = f"user{n % USERS_PER_RUN}"
@@ -263,6 +341,8 @@ async def _client(
                 status, payload = await asyncio.wait_for(conn.post(path, body), timeout=60)
             except Exception as exc:  # transport failures are counted as errors, not raised
                 stats[op].fail(f"{type(exc).__name__}: {exc}")
+                if not alive():  # a dead server: no use refusing connections till the end
+                    break
                 continue
             elapsed = time.perf_counter() - start
             if status >= 300:
@@ -276,8 +356,10 @@ async def _client(
 
 
 async def _load(
-    url: str, key: str, cfg: ServeBenchConfig
+    url: str, key: str, cfg: ServeBenchConfig, alive: Callable[[], bool] = lambda: True
 ) -> tuple[dict[str, OpStats], set[str], float]:
+    """Run the clients until ``cfg.seconds`` are over, or until a transport error finds
+    the server no longer ``alive``."""
     stats = {"add": OpStats(), "search": OpStats()}
     acked: set[str] = set()
     parsed = urlsplit(url)
@@ -288,26 +370,36 @@ async def _load(
     start = time.monotonic()
     deadline = start + cfg.seconds
     await asyncio.gather(
-        *(_client(n, conns[n], deadline, cfg, stats, acked) for n in range(cfg.clients))
+        *(_client(n, conns[n], deadline, cfg, stats, acked, alive) for n in range(cfg.clients))
     )
     elapsed = time.monotonic() - start
     return stats, acked, elapsed
 
 
 def _stored_ids(url: str, key: str) -> set[str]:
-    """Every memory id of the run's users, paged through the list route."""
+    """Every memory id of the run's users, paged through the list route; a failed read
+    is a :class:`ServerFailed` line. No proxy: the server is on loopback."""
     import httpx
 
     ids: set[str] = set()
     with httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60, trust_env=False
     ) as client:
         for u in range(USERS_PER_RUN):
             offset = 0
             while True:
-                page = client.get(
-                    "/v1/memories", params={"user_id": f"user{u}", "limit": 1000, "offset": offset}
-                ).json()["results"]
+                try:
+                    resp = client.get(
+                        "/v1/memories",
+                        params={"user_id": f"user{u}", "limit": 1000, "offset": offset},
+                    )
+                    resp.raise_for_status()
+                except httpx.HTTPError as exc:
+                    raise ServerFailed(
+                        f"reading back the stored ids failed: {type(exc).__name__}: "
+                        f"{_one_line(exc)}"
+                    ) from exc
+                page = resp.json()["results"]
                 ids.update(r["id"] for r in page)
                 offset += len(page)
                 if len(page) < 1000:
@@ -405,18 +497,24 @@ def cpu_by_thread_group(
 
 def _warm_up(url: str, key: str, workers: int) -> None:
     """Load the embedding model before the clock starts (first search embeds), in
-    every worker process as far as connection spreading allows."""
+    every worker process as far as connection spreading allows; a failed search is a
+    :class:`ServerFailed` line. No proxy: the server is on loopback."""
     import httpx
 
     async def one(client: Any) -> None:
-        resp = await client.post(
-            "/v1/memories/search", json={"query": "warm up", "user_id": "user0"}
-        )
-        resp.raise_for_status()
+        try:
+            resp = await client.post(
+                "/v1/memories/search", json={"query": "warm up", "user_id": "user0"}
+            )
+            resp.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ServerFailed(
+                f"the warm-up search failed: {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
 
     async def all_workers() -> None:
         async with httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300, trust_env=False
         ) as client:
             await asyncio.gather(*(one(client) for _ in range(4 * workers)))
 
@@ -451,7 +549,13 @@ def run_serve_bench(cfg: ServeBenchConfig) -> dict[str, Any]:
                 _warm_up(url, key, cfg.workers)
                 threads_before = thread_cpu(proc.pid)
                 server_cpu, client_cpu = process_tree_cpu(proc.pid), time.process_time()
-                stats, acked, elapsed = asyncio.run(sigterm_cancels(_load(url, key, cfg)))
+                stats, acked, elapsed = asyncio.run(
+                    sigterm_cancels(_load(url, key, cfg, alive=lambda: proc.poll() is None))
+                )
+                if proc.poll() is not None:  # died under load: no read-back from a dead server
+                    sent = sum(len(s.latencies) + s.errors for s in stats.values())
+                    failed = sum(s.errors for s in stats.values())
+                    raise ServerFailed(f"after {sent} requests, {failed} of them failed")
                 server_end = process_tree_cpu(proc.pid)
                 threads_after = thread_cpu(proc.pid)
                 client_cpu = time.process_time() - client_cpu

@@ -99,7 +99,15 @@ def _server(provider: Provider) -> Iterator[tuple[FakeHTTPServer, Any]]:
         fake = FakeOpenAI()
         make = sdk.OpenAI
     with fake:
-        client = make(base_url=fake.base_url, api_key="bench", max_retries=0)
+        # No proxy (``trust_env=False``): the fake server is on loopback, and an
+        # ``HTTP_PROXY`` without ``127.0.0.1`` in ``NO_PROXY`` failed every call with
+        # "Connection error". The SDK's own httpx client otherwise, as the bare call has.
+        client = make(
+            base_url=fake.base_url,
+            api_key="bench",
+            max_retries=0,
+            http_client=sdk.DefaultHttpxClient(trust_env=False),
+        )
         try:
             yield fake, client
         finally:

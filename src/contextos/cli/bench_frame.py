@@ -21,9 +21,12 @@ from .text import SafeText
 def report_path_param(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Callback of ``--json OUT``: a path the report cannot be written to is a usage
     error (exit 2) before the run starts, not an error after it with the results lost
-    (:func:`contextos.bench.report_file.check_report_path`)."""
+    (:func:`contextos.bench.report_file.check_report_path`). An empty value is one
+    too: it was taken for no ``--json`` at all, and the run wrote no report, silently."""
     from ..bench.report_file import check_report_path
 
+    if value is not None and not value.strip():
+        raise click.BadParameter("name a file to write the report to, not nothing", ctx, param)
     if value:
         try:
             check_report_path(value)
@@ -44,7 +47,9 @@ json_out_option = click.option(
 
 def write_json(path: str | None, report: dict[str, Any]) -> None:
     """Write ``report`` to ``path`` (if given), after the command printed its results: a
-    write that fails even so (the disk filled up meanwhile) loses nothing shown."""
+    write that fails even so (the disk filled up meanwhile) loses nothing shown, and
+    leaves a previous report at ``path`` whole (replaced atomically:
+    :func:`~contextos.bench.report_file.write_report`)."""
     from ..bench.report_file import write_report
 
     if path:
@@ -53,7 +58,7 @@ def write_json(path: str | None, report: dict[str, Any]) -> None:
         except OSError as exc:
             raise click.ClickException(
                 f"could not write the report to {path}: {exc.strerror or exc} "
-                "(the results are printed above)"
+                "(the results are printed above; a previous report there is unchanged)"
             ) from None
         err_console.print(SafeText(f"wrote {out}"))
 
