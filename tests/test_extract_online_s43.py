@@ -131,6 +131,41 @@ def test_a_value_ends_where_the_detail_beside_it_starts(text: str, slot: str, va
     assert held is not None and (held.subject, held.slot, held.value) == ("ana", slot, value)
 
 
+@pytest.mark.parametrize(
+    ("text", "slot", "value"),
+    [
+        ("Ana lives in an apartment in Brooklyn.", "location", "apartment in brooklyn"),
+        ("Ana works at a hospital in Boston.", "employer", "hospital in boston"),
+        ("Ana lives in a house on Elm Street.", "location", "house on elm street"),
+        ("Ana works at the Louvre in Paris.", "employer", "louvre"),
+        ("Ana has worked at Meta since March.", "employer", "meta"),
+        ("I've worked at Meta for a year.", "employer", "meta"),
+    ],
+)
+def test_a_place_stays_in_a_value_that_is_no_proper_name(text: str, slot: str, value: str) -> None:
+    # Was (diff43B): "apartment" for Brooklyn and Queens alike; "has worked at" no claim.
+    held = claim(text, "Ana")
+    assert held is not None and (held.slot, held.value) == (slot, value)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("I live in an apartment in Brooklyn.", "I live in an apartment in Queens now."),
+        ("I work at a hospital in Boston.", "I work at a hospital in Chicago now."),
+        ("I live in a house on Elm Street.", "I live in a house on Oak Street now."),
+        ("I work at Google.", "I have worked at Meta since March."),
+    ],
+)
+def test_a_move_to_another_place_of_the_same_kind_replaces_the_old_one(
+    tmp_path: Path, before: str, after: str
+) -> None:
+    # Was (diff43B): both stayed open, the value of each being "apartment" / "hospital".
+    with _memory(tmp_path) as m:
+        (opened,) = _said(m, before, after)
+        assert opened.startswith("Ana ") and after.split()[-2] in opened
+
+
 def test_another_employer_still_replaces_one_with_detail(tmp_path: Path) -> None:
     with _memory(tmp_path) as m:
         opened = _said(m, "I work at Google as an engineer.", "I work at Meta as an engineer.")
@@ -227,6 +262,48 @@ def test_ordinary_lines_are_not_taken_for_code(line: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "x = 5 apples is what I bought today. I live in Paris and I work at Google.",
+        "Update = I moved to Berlin last week and I work at Siemens now.",
+        "Total = 3 kids and 2 dogs, and I am allergic to peanuts.",
+        "I met my wife Eva (a nurse) at the gym in 2019 and we live in Oslo (for now);",
+        "Affliation = Avatara of Kamadeva.",
+        "Plan(b) is what we chose for the trip",
+    ],
+)
+def test_a_line_of_prose_shaped_as_code_is_kept(line: str) -> None:
+    # Was (diff43B): dropped whole as an assignment or a ");" line, its facts with it.
+    assert without_code(line) == line
+    assert without_code(f"I went out.\n{line}") == f"I went out.\n{line}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'msg = "hello there my friend"',
+        "x = a if b else c",
+        "result = foo(bar) or default_value",
+        'name = input("What is your name? ")',
+        'print(f"I live in {city}")',
+        "total += price * qty",
+        "foo(a, b);",
+        "return x + 1",
+        "config = {",
+    ],
+)
+def test_a_line_of_code_with_words_in_it_is_still_skipped(line: str) -> None:
+    assert without_code(f"I moved to Berlin.\n{line}") == "I moved to Berlin.\n"
+
+
+def test_an_update_said_as_an_assignment_is_stored(tmp_path: Path) -> None:
+    with _memory(tmp_path) as m:
+        text = "Update = I moved to Berlin last week and I work at Siemens now."
+        assert [r.text for r in m.add([_ana(text)], user_id="ana", infer=True)] != []
+        assert any("Siemens" in r.text for r in m.get_all(user_id="ana"))
+
+
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="LoCoMo dev split not present")
 def test_no_locomo_turn_is_taken_for_code() -> None:
     turns = [t for s in load_locomo_sessions(LOCOMO) for t in s.messages]
@@ -316,6 +393,40 @@ def test_a_line_without_a_speaker_continues_the_one_before(tmp_path: Path) -> No
     ]
 
 
+def test_common_speaker_labels_are_speakers(tmp_path: Path) -> None:
+    # Was (diff43B): "Ahmed al-Sayed: Ana lives in Cairo." -- each credited to Ana.
+    chat = (
+        "Ana: I live in Lisbon.\nAhmed al-Sayed: I live in Cairo.\n"
+        "Maria (mom): I live in Porto.\nUser2: I work at Siemens.\n"
+        "Speaker 1: I live in Paris.\nSPEAKER_00: My dog is named Rex.\n"
+    )
+    assert _lines(_extract(tmp_path, "c.txt", chat)) == [
+        "[semantic] Ana lives in Lisbon.  (1)",
+        "[semantic] Ahmed al-Sayed lives in Cairo.  (2)",
+        "[semantic] Maria (mom) lives in Porto.  (3)",
+        "[semantic] User2 works at Siemens.  (4)",
+        "[semantic] Speaker 1 lives in Paris.  (5)",
+        "[semantic] SPEAKER_00's dog is named Rex.  (6)",
+    ]
+
+
+def test_a_label_not_read_as_a_name_is_no_other_speakers_line(tmp_path: Path) -> None:
+    # A prefix that is no name, nor prose or a label, leaves the line to no one (not to
+    # the speaker before); prose and a label before ":" continue that speaker.
+    chat = (
+        "Ana: I live in Paris.\n[10:32] <Bob> I live in Rome.\n"
+        "I also have a cat.\nCleo: Hi.\nNote: I am allergic to nuts.\n"
+        "I went to class today: I work at Acme.\n"
+    )
+    assert _lines(_extract(tmp_path, "c.txt", chat)) == [
+        "[semantic] Ana lives in Paris.  (1)",
+        "[semantic] [10:32] <Bob> user lives in Rome.  (2)",
+        "[semantic] User also has a cat.  (3)",
+        "[semantic] Note: Cleo is allergic to nuts.  (5)",
+        "[episodic 2024-03-12] Cleo went to class on 12 March 2024: Cleo works at Acme.  (6)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("prefix", "name"),
     [
@@ -333,7 +444,16 @@ def test_a_line_without_a_speaker_continues_the_one_before(tmp_path: Path) -> No
         ("Check https", None),
         ("Note", None),
         ("PS", None),
-        ("User1", None),
+        ("User1", "User1"),
+        ("Speaker 1", "Speaker 1"),
+        ("SPEAKER_00", "SPEAKER_00"),
+        ("Ahmed al-Sayed", "Ahmed al-Sayed"),
+        ("Maria (mom)", "Maria (mom)"),
+        ("Speaker A (interviewer)", "Speaker A (interviewer)"),
+        ("Note (x)", None),
+        ("10 (x)", None),
+        ("1 Speaker", None),
+        ("_x", None),
         ("and then he said", None),
         ("My Very Long Display Name Here", None),
         ("", None),

@@ -35,10 +35,14 @@ SHAPES = (
     'a JSON list of messages (strings or {"role": ..., "content": ...} objects), '
     '{"messages": [...], "session_time": ...}, or "Speaker: text" lines'
 )
-#: One word of a speaker's name: letters (any script, with combining marks), and . ' -
-#: inside it; no digit, "/", "[", "<", quote or brace ("10", "12/03/2024, 10", "[10",
-#: '{"messages"' are not names).
-_NAME_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|[.'\u2019\u0300-\u036f-])*")
+#: One word of a speaker's name: a letter (any script), then letters, digits, "_",
+#: combining marks and . ' - ("User2", "SPEAKER_00", "al-Sayed"); no "/", "[", "<",
+#: quote or brace, nor a digit first ("12/03/2024, 10", "[10", '{"messages"' are not names).
+_NAME_WORD = re.compile(r"[^\W\d_][\w.'\u2019\u0300-\u036f-]*")
+#: A number after a name's first word ("Speaker 1", "Guest 12").
+_NUMBER = re.compile(r"\d{1,4}")
+#: What a label may say of its speaker after the name, in parentheses ("Maria (mom)").
+_ASIDE = re.compile(r"\s*\([^()]{1,30}\)\s*$")
 #: Words a name may hold in lower case between its other words ("Vincent van Gogh").
 _PARTICLES = word_set("al bin da das de del della den der di do dos du el ibn la le van von y")
 #: Labels written like a speaker that are not one ("Note: I am allergic to nuts").
@@ -117,43 +121,67 @@ def _is_json_document(line: str) -> bool:
 
 def _lines(text: str) -> list[Message]:
     """One turn per non-blank line: "Speaker: text" where the part before the first ":"
-    is a name (:func:`speaker_name`), else the whole line, said by the speaker of the
-    line before (none before the first name). Each turn's id is its line number."""
+    is a name (:func:`speaker_name`), else the whole line. A line without such a prefix,
+    or whose prefix is prose, a URL's scheme or a label ("Note:"), is said by the speaker
+    of the line before (none before the first name); one whose prefix is neither a name
+    nor those (a time, a label not read) by no one. Each turn's id is its line number.
+
+    Why no one: "User2: I work at Siemens" after Ana's line was Ana's, "I" rewritten
+    to her (a review, s43); a speaker not known is better than the wrong one."""
     turns = []
     name: str | None = None
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         before, sep, said = line.partition(":")
-        named = speaker_name(before) if sep and not said.startswith("//") else None
-        if named is not None:
-            name, line = named, said
+        if sep and not said.startswith("//"):
+            named = speaker_name(before)
+            if named is not None:
+                name, line = named, said
+            elif not _said_by_the_same(before):
+                name = None
         turns.append(Message("user", line.strip(), name=name, metadata={"turn_id": str(n)}))
     return turns
 
 
+def _said_by_the_same(prefix: str) -> bool:
+    """Whether a prefix that is no name ("X" of "X: ...") leaves its line to the speaker
+    before: a label ("Note", "PS") or prose (a word in lower case: "I went to class
+    today: boring", "Check https://...")."""
+    words = prefix.split()
+    if len(words) == 1 and words[0].lower() in _LABELS:
+        return True
+    return any(w[0].islower() and w.lower() not in _PARTICLES for w in words)
+
+
 def speaker_name(text: str) -> str | None:
     """``text`` (what precedes "Speaker:") as a speaker's name, or None when it does not
-    look like one: one to :data:`NAME_WORDS` words of letters (:data:`_NAME_WORD`), the
-    first not in lower case when there are several, the others not either but for
-    particles ("de", "van"), and not a label ("Note", "PS").
+    look like one: one to :data:`NAME_WORDS` words (:data:`_NAME_WORD`; a number after
+    the first: "Speaker 1"), the first not in lower case when there are several, the
+    others not either but for particles ("de", "van", "al-Sayed"), and not a label
+    ("Note", "PS"); an aside in parentheses may follow ("Maria (mom)") and is kept.
 
     Why: any text before the first ":" under 40 characters was a speaker: a time
     ("12/03/2024, 10" of "12/03/2024, 10:32 - Ana: ..."), a URL's scheme ("Check https"),
     "Note", and the first person was rewritten to it: "12/03/2024, 10 lives in Paris" (a
     review, s43)."""
-    words = text.split()
+    aside = _ASIDE.search(text)
+    words = text[: aside.start()].split() if aside else text.split()
     if not words or len(words) > NAME_WORDS or len(" ".join(words)) > NAME_CHARS:
         return None
-    if not all(_NAME_WORD.fullmatch(w) for w in words):
-        return None
-    if len(words) == 1:
-        return None if words[0].lower() in _LABELS else words[0]
-    if words[0][0].islower() or any(
-        w[0].islower() and w.lower() not in _PARTICLES for w in words[1:]
+    if not _NAME_WORD.fullmatch(words[0]) or not all(
+        _NAME_WORD.fullmatch(w) or _NUMBER.fullmatch(w) for w in words[1:]
     ):
         return None
-    return " ".join(words)
+    if len(words) == 1:
+        if words[0].lower() in _LABELS:
+            return None
+    elif words[0][0].islower() or any(
+        w[0].islower() and w.lower().split("-")[0] not in _PARTICLES for w in words[1:]
+    ):
+        return None
+    name = " ".join(words)
+    return f"{name} ({' '.join(aside.group().strip()[1:-1].split())})" if aside else name
 
 
 def _line(c: Candidate) -> str:

@@ -112,9 +112,9 @@ _TRACEBACK = re.compile(
     re.MULTILINE,
 )
 #: A whole line (stripped) that is code or part of a stack trace, not something said:
-#: frames, exception lines, imports, definitions, assignments, calls, block openers,
-#: braces, comments, prompts. Narrow on purpose: a line of prose ("for me in the end:")
-#: must not match. Lines longer than :data:`CODE_LINE_CHARS` are never tried.
+#: frames, exception lines, imports, definitions, block openers, braces, comments,
+#: prompts. Narrow on purpose: a line of prose ("for me in the end:") must not match.
+#: Lines longer than :data:`CODE_LINE_CHARS` are never tried.
 _CODE_LINE = re.compile(
     r"""
       File\ "[^"]*",\ line\ \d+.*
@@ -124,21 +124,44 @@ _CODE_LINE = re.compile(
     | from\ [\w.]+\ import\ .+
     | (?:async\ )?def\ \w+\ *\(.*
     | class\ [A-Z]\w*\ *(?:\(.*\))?\ *:
-    | (?:const|let|var|val|auto|final|int|float|double|char|bool|String|string)\ +\w+\ *=.*
-    | [A-Za-z_][\w.]*(?:\[.*\])?\ *(?:[-+*/%|&^]|//|\*\*)?=(?!=).*
-    | (?:await\ |return\ )?[A-Za-z_][\w.]*\(.*\)\ *[;,]?
-    | return(?:\ [\w.]+|\ .*[-+*/<>=()\[\]{}].*)?;?
     | for\ [\w,\ ()]+\ in\ [\w.]+(?:\(.*\))?(?:\[.*\])?:
-    | (?:if|elif|while)\ .*(?:[=<>!]=|[<>()\[\]]).*:
     | (?:else|try|finally)\ *:
     | except(?:\ [\w.]+(?:\ as\ \w+)?)?\ *:
-    | with\ .*\(.*\).*:
-    | .*[)=]\ *\{ | [})\]]+[;,)]* | .*\);
+    | [})\]]+[;,)]*
     | //\ .* | /\*.* | >>>\ .* | \$\ +\S.* | \#include.* | <\?php.*
     | SELECT\ .+\ FROM\ .+
     """,
     re.VERBOSE,
 )
+#: Lines shaped as code whose shape prose can take too ("Update = I moved to Berlin",
+#: "... we live in Oslo (for now);"): assignments, calls, returns, conditions, braces
+#: opened, a closing ");". Dropped only when they read as no prose (:data:`_PROSE`).
+_CODE_LIKE_LINE = re.compile(
+    r"""
+      (?:const|let|var|val|auto|final|int|float|double|char|bool|String|string)\ +\w+\ *=.*
+    | [A-Za-z_][\w.]*(?:\[.*\])?\ *(?:[-+*/%|&^]|//|\*\*)?=(?!=).*
+    | (?:await\ |return\ )?[A-Za-z_][\w.]*\(.*\)\ *[;,]?
+    | return(?:\ [\w.]+|\ .*[-+*/<>=()\[\]{}].*)?;?
+    | (?:if|elif|while)\ .*(?:[=<>!]=|[<>()\[\]]).*:
+    | with\ .*\(.*\).*:
+    | .*[)=]\ *\{ | .*\);
+    """,
+    re.VERBOSE,
+)
+#: Keywords of code, which do not make a run of words prose ("a if b else c").
+_CODE_WORDS = (
+    r"(?:if|else|elif|for|while|in|not|and|or|is|lambda|None|True|False|null|true|false|return"
+    r"|await|async|new|typeof|instanceof|def|class|import|from|as|with|yield|let|const|var)"
+)
+#: Prose: three words in a row outside quotes, none of them a keyword of code ("5 apples
+#: is what I bought", "I moved to Berlin"). Why: "Update = I moved to Berlin ..." was an
+#: assignment, and the line was dropped with its facts (a review, s43).
+_PROSE = re.compile(
+    rf"(?<![\w.'])(?:(?!{_CODE_WORDS}\b)[A-Za-z]+(?:'[a-z]+)?(?![\w.(\[])\s+){{2}}"
+    rf"(?!{_CODE_WORDS}\b)[A-Za-z]+\b(?![.(\[]\w)"
+)
+#: A quoted string, where words are no prose: not after a letter ("I'm", "Ana's").
+_QUOTED = re.compile(r"(?<![A-Za-z])(?:'[^'\n]*'|\"[^\"\n]*\")")
 #: Longest line :data:`_CODE_LINE` is tried on (a line of code is short; prose may not be).
 CODE_LINE_CHARS = 300
 
@@ -344,11 +367,20 @@ def without_code(text: str) -> str:
     if "Traceback" in text:
         text = _TRACEBACK.sub("\n", text)
     lines = text.split("\n")
-    kept = [
-        "" if len(line) <= CODE_LINE_CHARS and _CODE_LINE.fullmatch(line.strip()) else line
-        for line in lines
-    ]
+    kept = ["" if is_code_line(line) else line for line in lines]
     return "\n".join(kept) if kept != lines else text
+
+
+def is_code_line(line: str) -> bool:
+    """Whether ``line`` is a line of code (:data:`_CODE_LINE`), or shaped as code and no
+    prose (:data:`_CODE_LIKE_LINE`, :data:`_PROSE`). When unsure, not: a fact lost is
+    worse than a line of code kept."""
+    line = line.strip()
+    if len(line) > CODE_LINE_CHARS:
+        return False
+    if _CODE_LINE.fullmatch(line):
+        return True
+    return bool(_CODE_LIKE_LINE.fullmatch(line)) and not _PROSE.search(_QUOTED.sub('""', line))
 
 
 def _without_fenced(text: str) -> str:

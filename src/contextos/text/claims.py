@@ -37,21 +37,32 @@ _FUNCTION_WORDS = word_set(
 
 _VALUE = r"(?P<v>[\w'&. -]+?)"
 #: Where a value ends: punctuation, or a word that starts what is said about it ("and",
-#: "since"), or a preposition ("as", "near", "from", "by", "at", "on", "in") that starts
-#: the detail beside it. Why the prepositions: "works at Google as an engineer" held the
-#: value "google as engineer", and "I no longer work at Google" (value "google") never
-#: ended it: both stayed open (a review, s43). "Stoke on Trent" is read as "stoke", in
-#: the claim and in its negation alike.
-_END = r"(?=\s*(?:[,.;!?:()\u2013\u2014-]|$|\s+(?:and|with|since|for|because|but|now|anymore|"
-_END += r"any\s+more|these\s+days|again|after|before|when|while|until|as|near|from|by|at|on|in)"
-_END += r"\b))"
+#: "since"), or a preposition ("as", "from") that starts the detail beside it. Why the
+#: prepositions: "works at Google as an engineer" held the value "google as engineer",
+#: and "I no longer work at Google" (value "google") never ended it: both stayed open (a
+#: review, s43).
+_END_WORDS = r"and|with|since|for|because|but|now|anymore|any\s+more|these\s+days|again|after"
+_END_WORDS += r"|before|when|while|until|as|from"
+_END = rf"(?=\s*(?:[,.;!?:()\u2013\u2014-]|$|\s+(?:{_END_WORDS})\b))"
+#: ... and a place ("in", "on", "at", "by", "near") ends a value that is a proper name
+#: ("Google in Zurich", "Paris near my parents") or a job ("a nurse at the hospital"),
+#: not a common noun, which it tells apart: "an apartment in Brooklyn" and "an apartment
+#: in Queens" are two homes, and read as one ("apartment") the move closed neither (a
+#: review, s43). "Stoke on Trent" is read as "stoke", in the claim and its negation alike.
+_END_AT_PLACE = rf"(?=\s*(?:[,.;!?:()\u2013\u2014-]|$|\s+(?:{_END_WORDS}|near|by|at|on|in)\b))"
 #: Not a claim of what holds now: "used to work at", "was living in" (a past, told live,
 #: ended the current value: see ``_SLOTS``). Fixed width, as a look-behind must be.
 _NOT_NOW = r"(?<!\bused\sto\s)(?<!\bwas\s)(?<!\bwere\s)"
 _NUMWORD = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|no)"
 
-_SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (slot, re.compile(pattern + _END, re.IGNORECASE))
+#: Slot, pattern ending its value at :data:`_END`, the same ending it at a place too
+#: (:data:`_END_AT_PLACE`): :func:`_claim` takes the second for a proper name or a job.
+_SLOTS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (
+        slot,
+        re.compile(pattern + _END, re.IGNORECASE),
+        re.compile(pattern + _END_AT_PLACE, re.IGNORECASE),
+    )
     for slot, pattern in (
         (
             "location",
@@ -61,10 +72,11 @@ _SLOTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # Present tense only, as "lived" is left out of "location": "I worked at IBM in
         # 2012", said in a chat, is a past job, and read as the employer it replaced the
         # current one ("works at Meta" closed, and search answered IBM: a review, s43).
+        # The present perfect ("has worked at Meta since March") is the current job.
         (
             "employer",
-            rf"{_NOT_NOW}\b(?:works|work|working|is\s+employed|has\s+a\s+job)\s+(?:at|for)"
-            rf"\s+{_VALUE}",
+            rf"{_NOT_NOW}\b(?:works|work|working|(?:has|have|'ve)\s+worked|is\s+employed"
+            rf"|has\s+a\s+job)\s+(?:at|for)\s+{_VALUE}",
         ),
         ("job", rf"{_NOT_NOW}\b(?:works|work|working)\s+as\s+(?:an?\s+)?{_VALUE}"),
         ("job", rf"\b(?:job|occupation|profession)\s+is\s+(?:an?\s+)?{_VALUE}"),
@@ -214,6 +226,13 @@ def affirm(text: str) -> str:
     return re.sub(r"\b(?:not|never)\s+", "", text, flags=re.IGNORECASE)
 
 
+def _is_proper(value: str) -> bool:
+    """Whether ``value``, past an article, starts with a capital ("the Louvre", "Paris";
+    not "an apartment", "a hospital")."""
+    named = [w for w in value.split() if w.lower() not in ("a", "an", "the")]
+    return bool(named) and named[0][0].isupper()
+
+
 def _norm_value(value: str) -> str:
     words = [w for w in value.lower().split() if w not in ("a", "an", "the")]
     return " ".join(words[:4]).strip(" .'")
@@ -271,10 +290,12 @@ def _claim(text: str, speaker: str | None) -> Claim | None:
     text = unicodedata.normalize("NFC", text)
     negated = is_negated(text)
     body = affirm(text) if negated else text
-    for slot, pattern in _SLOTS:
-        m = pattern.search(body)
+    for slot, pattern, at_place in _SLOTS:
+        m = at_place.search(body)
         if m is None:
             continue
+        if slot != "job" and not _is_proper(m.group("v")):
+            m = pattern.search(body, m.start()) or m
         key = slot
         if slot == "attr":  # "Ann's dog's name is Max": the owner is part of the attribute
             attr = m.group("k").lower()
