@@ -372,7 +372,7 @@ def session_router(
         offset: Offset = 0,
         order: SessionOrder = "oldest",
         after: OptScopeId = None,
-    ) -> s.SessionList:
+    ) -> s.SessionList | Response:
         """Session ids of the caller's tenant, optionally of one user/agent, one page at
         a time: least recently active first, or with order=newest most recently active
         first (so the newest are on the first page however many there are), or with
@@ -383,8 +383,11 @@ def session_router(
         page = memory.sessions(
             user_id=user_id, agent_id=agent_id, order=order, limit=limit, offset=offset, after=after
         )
-        if order != "id" and after is None:
-            return s.SessionList(results=page, limit=limit, offset=offset)
+        if order != "id" and after is None:  # no key to give: the answer as it was
+            listed = s.SessionList(results=page, limit=limit, offset=offset)
+            return Response(
+                listed.model_dump_json(exclude={"next_after"}), media_type="application/json"
+            )
         more = len(page) == limit and memory.sessions(  # the next page's first id
             user_id=user_id, agent_id=agent_id, limit=1, after=page[-1]
         )
