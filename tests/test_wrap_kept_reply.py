@@ -34,7 +34,6 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.store.sqlite import SQLiteStore  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
 from sdk_support import fake_and_client, openai_choices  # noqa: E402
 
 GPT = "gpt-4.1-mini"
@@ -62,10 +61,7 @@ LISBON, PORTO = "Book the Lisbon flight on May 3.", "Book the Porto train on May
 def test_the_choice_of_n_the_app_keeps_is_remembered_in_place_of_the_logged_one(
     memory: Memory,
 ) -> None:
-    with (
-        FakeOpenAI() as fake,
-        openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
-    ):
+    with fake_and_client("openai") as (fake, sdk):
         client = wrap(sdk, memory=memory, session="n", user_id="ana")
         fake.enqueue(openai_choices(LISBON, PORTO))
         history: list[Any] = [{"role": "user", "content": "Plan my trip."}]
@@ -100,10 +96,7 @@ def test_a_kept_reply_whose_call_fails_is_remembered_once_with_the_retry(
     """The call that logs the kept reply fails (a 529): its question is remembered
     (``failed``), and the kept reply with it; the retry, which logs nothing again,
     remembers neither again."""
-    with (
-        FakeOpenAI() as fake,
-        openai.OpenAI(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
-    ):
+    with fake_and_client("openai") as (fake, sdk):
         client = wrap(sdk, memory=memory, session="n", user_id="ana")
         fake.enqueue(openai_choices(LISBON, PORTO))
         history: list[Any] = [{"role": "user", "content": "Plan my trip."}]
