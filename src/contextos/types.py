@@ -516,18 +516,28 @@ def check_metadata_filter_value(key: object, value: object) -> None:
     )
 
 
+def metadata_paths(key: str) -> list[tuple[str, ...]]:
+    """The places a filter key names in the metadata: ``a.b`` is the nested path
+    (``{"a": {"b": ...}}``) and also the one key ``"a.b"`` as stored (a mem0 or
+    LangChain app's ``{"source.app": ...}``), which a path alone never found. The one
+    rule of both stores' SQL (``store.filters``) and of :meth:`Filter.matches`."""
+    parts = tuple(key.split("."))
+    return [parts] if len(parts) == 1 else [parts, (key,)]
+
+
 def _has_metadata_value(metadata: Mapping[str, Any], key: str, wanted: object) -> bool:
-    """Whether ``wanted`` is at a filter key's place in ``metadata``: the dotted path
-    (``a.b`` is ``{"a": {"b": ...}}``) or the whole key stored as one, as the stores'
-    JSON lookups read it (``store.filters.metadata_paths``)."""
-    if "." in key and key in metadata and metadata[key] == wanted:
-        return True
-    value: object = metadata
-    for part in key.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return False
-        value = value[part]
-    return value == wanted
+    """Whether ``wanted`` is at one of the places a filter key names
+    (:func:`metadata_paths`), as the stores' JSON lookups read them."""
+    for path in metadata_paths(key):
+        value: object = metadata
+        for part in path:
+            if not isinstance(value, Mapping) or part not in value:
+                break
+            value = value[part]
+        else:
+            if value == wanted:
+                return True
+    return False
 
 
 def _iso(value: datetime | None) -> str | None:

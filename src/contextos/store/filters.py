@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..types import Filter
+from ..types import Filter, metadata_paths
 from .base import check_metadata_key
 
 
@@ -74,14 +74,6 @@ def where_clause(
         clauses.append("(" + " OR ".join(clause for clause, _ in tests) + ")")
         params.extend(param for _, param in tests)
     return " AND ".join(clauses), params
-
-
-def metadata_paths(key: str) -> list[tuple[str, ...]]:
-    """The places a filter key names in the metadata: ``a.b`` is the nested path
-    (``{"a": {"b": ...}}``) and also the one key ``"a.b"`` as stored (a mem0 or
-    LangChain app's ``{"source.app": ...}``), which a path alone never found."""
-    parts = tuple(key.split("."))
-    return [parts] if len(parts) == 1 else [parts, (key,)]
 
 
 def pointing_clause(
