@@ -40,6 +40,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..cache import field_of
+from ..cache.render import tool_input
 from ..engine.conversation import TurnPrint, logged_blocks, said_digest
 from ..engine.message_text import mended
 from ..times import utc
@@ -461,7 +462,7 @@ def _logged(session: Session, seqs: Sequence[int]) -> dict[int, Turn]:
 
 def _calls_wire(provider: str, message: Message) -> dict[str, Any] | None:
     """A logged assistant turn of tool calls as the provider's wire message (None when a
-    call's arguments are not JSON: a cut stream's fragment, never run)."""
+    call's arguments are not a JSON object: a cut stream's fragment, never run)."""
     if provider == "openai":
         return {
             "role": "assistant",
@@ -475,13 +476,13 @@ def _calls_wire(provider: str, message: Message) -> dict[str, Any] | None:
                 for c in message.tool_calls
             ],
         }
-    try:
-        uses = [
-            {"type": "tool_use", "id": c.id, "name": c.name, "input": json.loads(c.arguments)}
-            for c in message.tool_calls
-        ]
-    except ValueError:
+    inputs = [tool_input(c.arguments) for c in message.tool_calls]  # the one parsing rule
+    if any(value is None for value in inputs):
         return None
+    uses = [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": value}
+        for c, value in zip(message.tool_calls, inputs, strict=True)
+    ]
     text = [{"type": "text", "text": message.content}] if message.content else []
     return {"role": "assistant", "content": [*text, *uses]}
 

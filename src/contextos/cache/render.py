@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -71,12 +72,31 @@ def _described(schema: Mapping[str, Any]) -> dict[str, Any]:
 def tool_input(arguments: str) -> dict[str, Any] | None:
     """A logged tool call's arguments as a ``tool_use`` input, or None when they are not
     a JSON object (a fragment from a cut stream in a log written before such calls were
-    left out): that call cannot be sent, and must not stop every later request."""
+    left out): that call cannot be sent, and must not stop every later request.
+
+    Why strict: Python's parser takes ``NaN``, ``Infinity`` and ``1e999`` (as inf), which
+    are not JSON, and raises RecursionError on arguments nested ~2,000 deep. A model
+    wrote such arguments, the OpenAI wrapper logged them verbatim, and every later
+    Anthropic request of the session failed: the SDK refused to send it, the HTTP window
+    answered 500 or sent ``null`` in the value's place (a review)."""
     try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
+        value = json.loads(arguments or "{}", parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _not_json(name: str) -> Any:
+    """Refuse ``NaN``, ``Infinity`` and ``-Infinity``: :func:`json.loads` takes them."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, refused when out of range (``1e999`` reads as inf)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
 
 
 #: The digest naming the text a tool-result turn's blocks were logged with: one rule for
