@@ -291,7 +291,8 @@ class Filter:
     (:func:`check_metadata_filter_value`): a str matches only a JSON string, a bool
     only a JSON ``true``/``false``, an int or float any JSON number equal to it (``1``
     matches ``1`` and ``1.0``, never ``true``); other values, None included, are
-    refused with ValueError.
+    refused with ValueError, as is a key that is no dotted path
+    (:func:`check_metadata_key`: ``a..b``, ``k w``, a control character).
     """
 
     scope: Scope = field(default_factory=Scope)
@@ -324,6 +325,7 @@ class Filter:
         if not isinstance(self.metadata, Mapping):
             raise TypeError("the metadata filter must be a mapping of key to value")
         for key, value in self.metadata.items():
+            check_metadata_key(key)  # not only in a store's SQL: with no hits it answered []
             check_metadata_filter_value(key, value)
 
     def matches(self, record: MemoryRecord, now: datetime) -> bool:
@@ -485,6 +487,33 @@ def fits_int64(value: int) -> bool:
     """Whether ``value`` is an integer every store and JSON reader keeps exactly (64-bit
     signed): the one rule for integers in metadata, stored or filtered on, everywhere."""
     return -(2**63) <= value < 2**63
+
+
+#: One part of a metadata filter key: any characters but white space, control
+#: characters and the few a JSON path or an SQL text gives a meaning (both stores put the
+#: key into a JSON path, SQLite into SQL text): ``. ' " [ ] $ \``. Any script and
+#: ``user-id`` pass; a key such as ``città`` was stored and could never be filtered on
+#: (ASCII letters, digits and ``_`` only: a review). Also the advertised JSON Schema
+#: ``pattern`` of the HTTP API's and MCP's filter keys (format characters aside, which
+#: :func:`check_metadata_key` refuses too).
+METADATA_KEY_PART = r"""[^\s.'"\[\]$\\\x00-\x1f\x7f-\x9f]+"""
+#: A metadata filter key: parts joined by dots (``a.b`` looks into ``{"a": {"b": ...}}``).
+METADATA_KEY = rf"^{METADATA_KEY_PART}(\.{METADATA_KEY_PART})*$"
+_METADATA_KEY = re.compile(METADATA_KEY)
+
+
+def check_metadata_key(key: object) -> None:
+    """A metadata filter key is a dotted path (``a``, ``a.b``, ``città``, ``user-id``) of
+    parts :data:`METADATA_KEY_PART` allows; both stores put it into a JSON path, so
+    ``a..b``, ``.a``, quotes, brackets, white space and control or format characters
+    (a right-to-left override) are refused here."""
+    if (
+        not isinstance(key, str)
+        or len(key) > 200
+        or not _METADATA_KEY.fullmatch(key)
+        or any(unicodedata.category(c)[0] == "C" for c in key)
+    ):
+        raise ValueError(f"metadata filter keys must be dotted identifiers, got {key!r}")
 
 
 def check_metadata_filter_value(key: object, value: object) -> None:

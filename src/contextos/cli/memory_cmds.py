@@ -23,7 +23,6 @@ from rich.table import Table
 from ..errors import ScopeError
 from ..memory.ingest import check_inferred_type
 from ..memory.render import local_time, render
-from ..store.base import check_metadata_key
 from ..store.pages import keyed_page
 from ..types import (
     Filter,
@@ -33,6 +32,7 @@ from ..types import (
     Scope,
     ScopeIds,
     check_metadata_filter_value,
+    check_metadata_key,
     scope_ids,
 )
 from .common import (

@@ -1421,16 +1421,22 @@ def _same(given: object, stored: object) -> bool:
 
 def _check_id(memory_id: object) -> None:
     """A memory id is a string: ``get(5)`` answered "no memory 5" (NotFound), hiding
-    the caller's mistake behind an answer about the data."""
+    the caller's mistake behind an answer about the data. One with a lone surrogate is
+    a ValueError naming it, as ``add`` answers: the store's codec raised a
+    UnicodeEncodeError naming no argument (a review)."""
     if not isinstance(memory_id, str):
         raise TypeError(f"memory_id must be a string, not {type(memory_id).__name__}")
+    check_unicode(memory_id, "memory_id")
 
 
 def _check_text(text: object) -> None:
+    """A memory's new text (``update``): checked as ``add`` checks its messages, a lone
+    surrogate included (it raised the codec's UnicodeEncodeError; a review)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text must be a non-empty string")
     if len(text) > MAX_TEXT_CHARS:
         raise ValueError(f"a memory may hold at most {MAX_TEXT_CHARS:,} characters")
+    check_unicode(text, "text")
 
 
 __all__ = ["Memory", "PendingWrites", "content_hash"]

@@ -41,9 +41,16 @@ from ..memory.ingest import (
     check_inferred_type,
     check_metadata,
 )
-from ..store.base import METADATA_KEY, check_metadata_key
 from ..times import local
-from ..types import Message, ScopeIds, fits_int64, scope_id, scope_ids
+from ..types import (
+    METADATA_KEY,
+    Message,
+    ScopeIds,
+    check_metadata_key,
+    fits_int64,
+    scope_id,
+    scope_ids,
+)
 from .errors import BRANCH, describe
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request

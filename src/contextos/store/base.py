@@ -10,8 +10,6 @@ specification: a new backend is done when that suite passes against it.
 from __future__ import annotations
 
 import builtins
-import re
-import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -216,19 +214,6 @@ def newest_checks(after: Newest | Sequence[Newest] | None) -> tuple[Newest, ...]
     return (after,) if isinstance(after, Newest) else tuple(after)
 
 
-#: One part of a metadata filter key: any characters but white space, control
-#: characters and the few a JSON path or an SQL text gives a meaning (both stores put the
-#: key into a JSON path, SQLite into SQL text): ``. ' " [ ] $ \``. Any script and
-#: ``user-id`` pass; a key such as ``città`` was stored and could never be filtered on
-#: (ASCII letters, digits and ``_`` only: a review). Also the advertised JSON Schema
-#: ``pattern`` of the HTTP API's and MCP's filter keys (format characters aside, which
-#: :func:`check_metadata_key` refuses too).
-METADATA_KEY_PART = r"""[^\s.'"\[\]$\\\x00-\x1f\x7f-\x9f]+"""
-#: A metadata filter key: parts joined by dots (``a.b`` looks into ``{"a": {"b": ...}}``).
-METADATA_KEY = rf"^{METADATA_KEY_PART}(\.{METADATA_KEY_PART})*$"
-_METADATA_KEY = re.compile(METADATA_KEY)
-
-
 def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]]) -> None:
     """Raise ``Conflict`` unless ``found`` (id, hash rows of the open records read in a
     write's transaction) holds every id of ``expected`` with its hash (``Store.put``'s
@@ -237,20 +222,6 @@ def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]])
     gone = [i for i, h in expected.items() if now.get(i) != h]
     if gone:
         raise Conflict(f"{len(gone)} record(s) it was derived from changed, ended or were erased")
-
-
-def check_metadata_key(key: object) -> None:
-    """A metadata filter key is a dotted path (``a``, ``a.b``, ``città``, ``user-id``) of
-    parts :data:`METADATA_KEY_PART` allows; both stores put it into a JSON path, so
-    ``a..b``, ``.a``, quotes, brackets, white space and control or format characters
-    (a right-to-left override) are refused here."""
-    if (
-        not isinstance(key, str)
-        or len(key) > 200
-        or not _METADATA_KEY.fullmatch(key)
-        or any(unicodedata.category(c)[0] == "C" for c in key)
-    ):
-        raise ValueError(f"metadata filter keys must be dotted identifiers, got {key!r}")
 
 
 def patch_columns(patch: Patch) -> builtins.list[tuple[str, Any]]:

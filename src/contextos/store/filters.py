@@ -11,8 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..types import Filter, metadata_paths
-from .base import check_metadata_key
+from ..types import Filter, check_metadata_key, metadata_paths
 
 
 @dataclass(frozen=True)
