@@ -86,7 +86,7 @@ from contextos.llm.tokens import (
     counted_with,
     default_tokenizer,
 )
-from contextos.memory.ingest import metadata_depth
+from contextos.memory.ingest import metadata_depth, wide_int
 from contextos.memory.render import render as render_memory
 from contextos.retry import wait_before_retry
 from contextos.store.base import Store
@@ -1329,6 +1329,9 @@ class Session:
                 raise ValueError(
                     f"{what}'s metadata may nest at most {MAX_TURN_METADATA_DEPTH} levels deep"
                 )
+            wide = wide_int(m.metadata)  # the rule a memory's metadata keeps (check_metadata)
+            if wide is not None:
+                raise ValueError(f"{what}'s metadata integers must fit in 64 bits (got {wide})")
             check_turn_content(m, what)  # None (a reply of tool calls) failed in SQL
             check_text(m, what)
         tokens = [self.tokenizer.count_messages([m]) - TOKENS_PER_REPLY for m in messages]
@@ -1824,7 +1827,10 @@ class Session:
         """Compact the history to fit ``budget`` (its share of the window), if needed.
 
         ``offload`` archives rotated turns with ``memory.add`` (a
-        :class:`contextos.memory.Memory`), keeping each turn's reference.
+        :class:`contextos.memory.Memory`), keeping each turn's reference. Without
+        ``memory``, into the Memory the Session was opened on (``Session(memory, ...)``);
+        why: it asked for that Memory a second time, and its refusal read as if the
+        Session had none (a review). Either is refused if of another tenant.
 
         ``open_loop``: the window this makes room for is a request without a new question
         (an agent's call after its tools ran), which sends the open tool loop's thinking
@@ -1853,8 +1859,13 @@ class Session:
         """
         # The revision is read before the turns: an erasure after this read changes it,
         # so a state planned on turns that include erased ones can never be saved.
+        if strategy == "offload":
+            memory = memory if memory is not None else self._memory
         if strategy == "offload" and memory is None:
-            raise ValueError("the offload strategy needs a memory to archive into")
+            raise ValueError(
+                "the offload strategy needs a memory to archive into: pass memory=, "
+                "or open the Session on a Memory"
+            )
         self._check_tenant_of(memory)
         leftover = self._finish_archive(memory) if memory is not None else 0
         state, meta, revision = self._read_state()
