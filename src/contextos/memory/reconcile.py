@@ -42,7 +42,7 @@ from ..llm import LLM, parse_json_reply, schema_errors
 from ..store.base import Close, Derived, Newest, Patch, Ranked, Store, TokenCounter
 from ..store.records import patched
 from ..times import opt_utc
-from ..types import Filter, MemoryRecord, Message, Scope, TokenCount, content_hash
+from ..types import Filter, MemoryRecord, MemoryType, Message, Scope, TokenCount, content_hash
 from .extract import Candidate, is_position_id
 from .extract_llm import model_text
 
@@ -406,11 +406,13 @@ def new_record(
     now: datetime,
     metadata: Mapping[str, Any] | None = None,
     contexts: Mapping[str, str] | None = None,
+    memory_type: MemoryType | None = None,
 ) -> MemoryRecord:
     """The record an ADD or UPDATE writes, with the candidate's provenance and metadata.
 
     ``contexts`` maps a source turn id to the text a record from that turn is indexed
-    with (``MemoryRecord.context``: e.g. the question the turn answers)."""
+    with (``MemoryRecord.context``: e.g. the question the turn answers). ``memory_type``
+    overrides the candidate's (an UPDATE's, :func:`replacing_type`)."""
     cand = decision.candidate
     meta: dict[str, Any] = {"confidence": cand.confidence, "decided_by": decision.decided_by}
     if cand.speaker:
@@ -426,7 +428,7 @@ def new_record(
         id=str(uuid.uuid4()),
         text=text,
         scope=scope,
-        memory_type=cand.memory_type,
+        memory_type=memory_type or cand.memory_type,
         metadata=meta,
         created_at=now,
         updated_at=now,
@@ -503,21 +505,39 @@ def plan_step(
     if old is None or not _within(old.scope, scope):
         raise NotFound(f"no memory {decision.target_id!r} to {decision.action.lower()}")
     began = None if said_now else _began_later(decision.candidate, old, now)
+    kind = replacing_type(decision.candidate, old) if decision.action == "UPDATE" else None
     if decision.action == "UPDATE" and began is not None:
         # An older statement written after the fact that replaced it (a chat log
         # imported late): the new fact held until the stored one began, which stays.
         # It replaced the stored one, closed the moment it began, and ``as_of`` any
         # time after the old statement answered with it (a review).
         earlier = {**(metadata or {}), "superseded_by": old.id}
-        record = new_record(decision, scope, now, earlier, contexts)
+        record = new_record(decision, scope, now, earlier, contexts, kind)
         return Step(decision, counted(replace(record, valid_to=began), count))
     until = _until(decision.candidate, old, now)
     if decision.action == "DELETE":
         return Step(decision, target=old, close=Patch(valid_to=until))
     linked = {**(metadata or {}), "supersedes": old.id}
-    record = counted(new_record(decision, scope, now, linked, contexts), count)
+    record = counted(new_record(decision, scope, now, linked, contexts, kind), count)
     closed = {**old.metadata, "superseded_by": record.id}
     return Step(decision, record, old, Patch(valid_to=until, metadata=closed))
+
+
+def replacing_type(candidate: Candidate, old: MemoryRecord) -> MemoryType:
+    """The type of the record that replaces ``old`` (an UPDATE's new record, whoever
+    decided it): ``old``'s when ``old`` is a standing fact or rule (``semantic`` or
+    ``procedural``) holding a one-value attribute (:func:`_attribute`), else the
+    candidate's own.
+
+    Why: that record is the attribute's new value, and the attribute keeps one type.
+    Typed as told, "I moved to Paris last week" (dated, so ``episodic``) replaced the
+    semantic "I live in Berlin", and ``memory_types=["semantic"]`` then found no home, or
+    the sister's (a review); its ``event_time`` still keeps the date. An ``episodic``
+    record (an event: "I moved to Berlin in 2020") passes no type on: "I live in Paris",
+    said later, is a state (``semantic``), and another dated move stays an event."""
+    if old.memory_type != "episodic" and _attribute(old) is not None:
+        return old.memory_type
+    return candidate.memory_type
 
 
 #: How much earlier than the fact it would replace a statement must be dated to be taken

@@ -641,7 +641,9 @@ def rewrite(text: str, mentions: list[TimeMention], offset: int = 0) -> str:
 def _phrase(mention: TimeMention, original: str, before: str = "") -> str:
     """The words that replace ``original``: its preposition (or "on"/"in") and the date;
     the date alone for a month after a word of time ("the end of June" -> "the end of
-    June 2023", not "the end of in June 2023")."""
+    June 2023", not "the end of in June 2023"), and for a mention just after a
+    preposition the pattern leaves out of it (:data:`_GOVERNS`: "a cake for
+    Saturday" -> "a cake for 12 December 2026", not "for on 12 December 2026")."""
     first = original.split(None, 1)[0].lower()
     label = mention.label()
     if (
@@ -649,6 +651,8 @@ def _phrase(mention: TimeMention, original: str, before: str = "") -> str:
         and first.rstrip(".") in _MONTHS
         and (_MONTH_CUE.search(before) or _MONTH_CHAIN.search(before))
     ):
+        return label
+    if first not in _PREPOSITIONS and _GOVERNS.search(before):
         return label
     if first in _LOCATIVE or first not in _PREPOSITIONS:
         prep = "on" if mention.granularity in ("day", "weekend") else "in"
@@ -659,6 +663,10 @@ def _phrase(mention: TimeMention, original: str, before: str = "") -> str:
 _PREPOSITIONS = set(
     re.findall(r"\w+", "on in during over since until till through thru by before after from")
 )
+#: Prepositions before a date that the pattern does not read as part of the mention
+#: ("a cake for Saturday", "moved to Friday", "as of tomorrow", "around next week"): the
+#: date is their object, and "on"/"in" before it would be a second preposition.
+_GOVERNS = re.compile(r"\b(?:for|to|of|around|about|between|til)\s+$", re.IGNORECASE)
 _ASKS_WHEN = re.compile(
     r"^\s*(?:when\b|what\s+(?:date|day|time|year|month|week)\b|which\s+(?:date|day|year|month"
     r"|week)\b|how\s+long\s+ago\b|in\s+what\s+(?:year|month)\b)|\bwhat\s+year\b",
