@@ -9,18 +9,18 @@ import shlex
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
 from contextos.engine.compaction import STRATEGIES, Thresholds
-from contextos.engine.session import CompactionResult, Session, never_sent
+from contextos.engine.session import CompactionResult, Session, never_sent, window_budget
 from contextos.engine.window import Window, left_out_dict
 from contextos.llm.models import ModelInfo, get_model, named_model
 
 from ..cache import CacheSimulator, cache_request, render, report
 from ..errors import BudgetError, NotFound
-from ..types import Hit, Message, Role, Turn
+from ..types import Message, Role, Turn
 from .bench_frame import report_path_param, terminable, write_json
 from .common import (
     VECTOR_WAIT_S,
@@ -45,6 +45,9 @@ from .common import (
     scope_id_param,
 )
 from .text import SafeText, id_is_escaped, shown_id
+
+if TYPE_CHECKING:
+    from ..engine.recall import Recalled
 
 #: Memories retrieved for ``window`` (as many as the demo and the SDK wrappers use).
 WINDOW_MEMORIES = 8
@@ -96,11 +99,12 @@ def _append(s: Session, message: Message) -> list[Turn]:
     return turns
 
 
-def _memories_for(state: CliState, s: Session, question: str) -> list[Hit]:
+def _memories_for(state: CliState, s: Session, question: str, budget: int) -> Recalled:
     """What long-term memory holds for ``question``: the user's memories when a user is
     given, else the memories filed under this session, as a wrapped client's call in the
     session retrieves them (:func:`~contextos.engine.recall.session_recall`: the
-    session's own exchanges only once its history no longer shows their turns)."""
+    session's own exchanges only once its history no longer shows their turns), and
+    the stored rules the window of ``budget`` tokens pins."""
     from ..engine.recall import session_recall
     from ..memory import Memory
 
@@ -110,7 +114,7 @@ def _memories_for(state: CliState, s: Session, question: str) -> list[Hit]:
         settings=state.settings,
         background_embedding=False,
     )
-    return session_recall(memory, s, question, limit=WINDOW_MEMORIES)
+    return session_recall(memory, s, question, limit=WINDOW_MEMORIES, budget=budget)
 
 
 #: The window's segments that hold the session's history.
@@ -522,8 +526,8 @@ def _register_window(cli: click.Group) -> None:
             except BudgetError as exc:
                 raise click.BadParameter(str(exc), param_hint="--budget") from None
         s = _session(state, session_id, user_id)
-        hits = _memories_for(state, s, question)
-        w = s.window(info, question, budget=budget, system=system, hits=hits)
+        got = _memories_for(state, s, question, window_budget(info, budget))
+        w = s.window(info, question, budget=budget, system=system, rules=got.rules, hits=got.hits)
         _warn_if_no_history(w, session_id)
         if fmt != "table":
             print_json(render(w, info, fmt))  # type: ignore[arg-type]

@@ -90,7 +90,7 @@ from contextos.engine.conversation import (
 )
 from contextos.engine.message_text import mended
 from contextos.engine.offload import text_pieces
-from contextos.engine.recall import Shown, recall, shown_turns
+from contextos.engine.recall import RULES_SHARE, Rules, Shown, recall, scope_rules, shown_turns
 from contextos.engine.session import (
     LOGGED_SESSION_KEY,
     LOGGED_TURN_KEY,
@@ -1306,7 +1306,8 @@ class SessionContext:
             self.topic.due = True  # nothing of the prefix is cached anymore: refresh free
         self._last_call = now
         restarts = self.session.log_restarts if self.session is not None else 0
-        split = self._log_and_split(request, budget)
+        pinned = self._rules(budget)
+        split = self._log_and_split(request, budget, pinned)
         if self.system_after_compaction is not None:
             request = replace(request, system=self.system_after_compaction(request.system))
         question, history, prefill = split.parts.question, split.history, split.parts.prefill
@@ -1322,9 +1323,9 @@ class SessionContext:
         summary = split.state.summary if split.state is not None else None
         known = split.shown
         if self.topic is not None:
-            layout, topic, hits = self._topic(self.topic, query, budget, known)
+            layout, topic, hits = self._topic(self.topic, query, budget, known, pinned)
         else:
-            hits = self._hits(query, known)
+            hits = self._hits(query, known, pinned)
         if prefill is not None:
             hits = []  # they would follow the prefill, and the model would answer them
         window = context_window(
@@ -1333,7 +1334,7 @@ class SessionContext:
             question=question,
             min_cache_tokens=model.min_cache_tokens,
             system=request.system[0] if request.system else "",
-            rules=request.system[1:],
+            rules=pinned.after(request.system[1:]),
             tools=request.tools,
             summary=summary,
             turns=history,
@@ -1402,9 +1403,10 @@ class SessionContext:
         model.check_budget(self.budget, reserve)
         return self.budget
 
-    def _log_and_split(self, request: ChatRequest, budget: int) -> _Split:
+    def _log_and_split(self, request: ChatRequest, budget: int, pinned: Rules) -> _Split:
         """Log what is new but the question and a prefill (:func:`split_request`), then
-        build the history: the conversation as the request continues it."""
+        build the history: the conversation as the request continues it (beside the
+        stored rules ``pinned``)."""
         parts, added = self._log_new(request, budget)
         new = parts.new
         if self.session is None:
@@ -1414,7 +1416,7 @@ class SessionContext:
         # A call without a question (tool results) sends the open loop's thinking:
         # compaction costs it too (``open_loop``).
         open_loop = parts.question is None and parts.prefill is None
-        room = self._history_room(request, parts, budget)
+        room = self._history_room(request, parts, budget, pinned)
         self._compact(room, int(budget * self.history_share), request.server_edits, open_loop)
         state = self.session.state()  # the call's one read of it (:attr:`_Split.state`)
         prints = self._conversation()
@@ -1540,10 +1542,11 @@ class SessionContext:
             return []
         return self.session.conversation_prints()
 
-    def _history_room(self, request: ChatRequest, parts: Any, budget: int) -> int:
+    def _history_room(self, request: ChatRequest, parts: Any, budget: int, pinned: Rules) -> int:
         """The tokens the history (summary and turns) may take: ``history_share`` of the
-        budget, and never more than the instructions, the tools, the question, a topic
-        block and the memories' floor leave it (the window serves those first). It may
+        budget, and never more than the instructions (the stored rules ``pinned``
+        too), the tools, the question, a topic block and the memories' floor leave it
+        (the window serves those first). It may
         be less than compaction can keep to, or none at all (a question that fills the
         budget): :meth:`_compact` then leaves the log as it is for this call.
 
@@ -1554,6 +1557,7 @@ class SessionContext:
         tk = self.tokenizer
         fixed = TOKENS_PER_REPLY + sum(tool_item(t, tk).tokens for t in request.tools)
         fixed += sum(text_item("system", s, tk).tokens for s in request.system if s.strip())
+        fixed += sum(text_item("rule", s, tk).tokens for s in pinned.texts)
         pending = parts.question or parts.prefill
         if pending is not None:
             asked = message_item("question", pending, tk).tokens
@@ -1637,16 +1641,33 @@ class SessionContext:
         if done.plan is not None and self.topic is not None:
             self.topic.due = True  # the prefix changes here anyway: refresh with it
 
+    def _rules(self, budget: int) -> Rules:
+        """The scope's stored rules this call's window of ``budget`` tokens pins after
+        the request's own (:func:`~contextos.engine.recall.scope_rules`): read on every
+        call, so a rule another process stored, closed or deleted is in the next
+        request as it is; none without memory or a scope."""
+        if self.memory is None or not self.scope_ok:
+            return Rules()
+        return scope_rules(
+            self.memory,
+            scope=self.scope,
+            session=self.session,
+            tokens=int(RULES_SHARE * budget),
+            tokenizer=self.tokenizer,
+        )
+
     def _hits(
         self,
         query: str,
         known: Shown,
+        pinned: Rules,
         *,
         limit: int | None = None,
         tokens: int | None = None,
     ) -> list[Hit]:
         """The memories retrieved for ``query`` (:func:`~contextos.engine.recall.recall`,
-        the rule every window of a session shares), less those the history already shows.
+        the rule every window of a session shares), less those the history already shows
+        and the stored rules the window pins (``pinned``).
 
         ``known``: the turns the window shows, verbatim or summarised (:attr:`_Split.shown`).
         A memory of this session that names its turn (an exchange remembered after its
@@ -1666,10 +1687,11 @@ class SessionContext:
             shown=known,
             limit=limit,
             tokens=tokens,
+            pinned=pinned,
         )
 
     def _topic(
-        self, block: TopicBlock, query: str, budget: int, known: Shown
+        self, block: TopicBlock, query: str, budget: int, known: Shown, pinned: Rules
     ) -> tuple[Layout, list[Hit], list[Hit]]:
         """(layout, block, delta) for ``placement="topic"`` (see :mod:`contextos.engine.topic`).
 
@@ -1694,6 +1716,7 @@ class SessionContext:
         fresh = self._hits(
             query,
             known,
+            pinned,
             limit=self.memory_limit * TOPIC_SEARCH_OVER,
             tokens=block_tokens * TOPIC_SEARCH_OVER,
         )

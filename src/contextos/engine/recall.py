@@ -18,6 +18,13 @@ came back as memories and took the places of the user's facts (a review); the wr
 client left every exchange of its own session out unless it offloaded, so a fact said
 at turn 20 of a long chat never reached the model at turn 1,000 (a review); and only
 the server's window kept other users' memories out of an agent's window.
+
+The scope's stored rules (its current ``procedural`` memories: "Always answer in
+French") are not retrieved by the question: :func:`scope_rules` reads them for every
+window, pinned in its ``rules`` segment after the caller's own rules, and the search then
+leaves them out (:func:`recall`'s ``pinned``). Why: a stored rule reached the model only
+when the search ranked it for the question, so a rule applied to the questions that
+shared its words and to no other (a review).
 """
 
 from __future__ import annotations
@@ -29,8 +36,24 @@ from dataclasses import dataclass
 from contextos.engine.compaction import HistoryState, visible_turns
 from contextos.engine.session import MemoryLike, Session, hit_refs, novel_hits, search_scope
 from contextos.engine.summarize import turn_ref
+from contextos.engine.window import text_item
+from contextos.llm.tokens import Tokenizer
 from contextos.memory.ingest import MAX_TEXT_CHARS
-from contextos.types import Filter, Hit, Scope, Turn, scope_ids
+from contextos.types import Filter, Hit, MemoryRecord, MemoryType, Scope, Turn, scope_ids
+
+#: The most stored rules a window pins (:func:`scope_rules`), the oldest first.
+MAX_RULES = 20
+#: The share of the window's budget the stored rules may take, at most.
+RULES_SHARE = 0.1
+#: The current rules read for a window, the newest first: the pinned ones are the oldest
+#: of them. A scope holding more has the oldest of its newest ``RULES_READ`` pinned.
+RULES_READ = 100
+#: The metadata ``source`` of an agent's core-memory blocks
+#: (:data:`contextos.agent.core_memory.SOURCE`): procedural memories the tool loop pins
+#: itself, as a snapshot (:class:`~contextos.agent.core_memory.CorePrefix`), so not here.
+CORE_MEMORY_SOURCE = "core_memory"
+#: What a window's search retrieves when every stored rule is pinned.
+UNPINNED_TYPES: tuple[MemoryType, ...] = ("episodic", "semantic")
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,94 @@ def shown_turns(turns: Sequence[Turn], state: HistoryState) -> Shown:
     return Shown(frozenset(refs), texts, long_texts)
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The stored rules a window pins (:func:`scope_rules`)."""
+
+    #: Their texts, the oldest first, each once.
+    texts: tuple[str, ...] = ()
+    #: The ids of the memories they are (a search leaves them out).
+    ids: frozenset[str] = frozenset()
+    #: Whether they are every current procedural memory of the scope: the search then
+    #: retrieves none (:data:`UNPINNED_TYPES`); else it may retrieve those left out (a
+    #: rule past the bounds, an agent's core-memory block) by the question, as before.
+    every: bool = True
+
+    def holds(self, hit: Hit) -> bool:
+        """Whether ``hit`` is one of these rules, or a memory of the same words: the
+        window places it once, here."""
+        return hit.record.id in self.ids or hit.record.text.strip() in self.texts
+
+    def after(self, given: Sequence[str]) -> tuple[str, ...]:
+        """The window's ``rules`` segment: ``given`` (the caller's own: ``rules=``, a
+        wrapped request's ``system[1:]``), then these but one ``given`` says already."""
+        said = {rule.strip() for rule in given}
+        return (*given, *(text for text in self.texts if text.strip() not in said))
+
+
+def scope_rules(
+    memory: MemoryLike,
+    *,
+    scope: Scope,
+    session: Session | None,
+    tokens: int,
+    tokenizer: Tokenizer,
+) -> Rules:
+    """The current procedural memories of ``scope`` a window pins in its ``rules``
+    segment: one read (the newest :data:`RULES_READ`), placed oldest first, so a new
+    rule appends and the cached prefix before it stays byte-identical; each text once;
+    at most :data:`MAX_RULES` of them and ``tokens`` of the window's (its
+    :data:`RULES_SHARE`), the newest left out past either. Owned as :func:`recall`
+    searches: the user's or agent's across their sessions (:func:`search_scope`),
+    and for an agent with no user, none naming another user (with a ``session``, a
+    user who takes part in it is not another,
+    :meth:`~contextos.engine.session.Session.participants_hits`). An agent's
+    core-memory blocks are left to its tool loop (:data:`CORE_MEMORY_SOURCE`).
+
+    A memory without ``get_all`` (a search-only stand-in) pins none.
+    """
+    read = getattr(memory, "get_all", None)
+    if read is None:
+        return Rules(every=False)
+    ids = search_scope(scope.user_id, scope.agent_id, scope.session_id)
+    page = read(filters=Filter(memory_types=("procedural",)), limit=RULES_READ, **ids)
+    every = getattr(page, "next_after", None) is None
+    records = _owned_rules(list(page), scope, session)
+    texts: list[str] = []
+    pinned: set[str] = set()
+    used = 0
+    for record in reversed(records):  # oldest first
+        text = record.text.strip()
+        if record.metadata.get("source") == CORE_MEMORY_SOURCE or not text:
+            every = False
+            continue
+        if text in texts:  # a second copy: placed once, and the search leaves it out
+            pinned.add(record.id)
+            continue
+        cost = text_item("rule", text, tokenizer).tokens
+        if len(texts) >= MAX_RULES or used + cost > tokens:
+            every = False
+            break
+        texts.append(text)
+        pinned.add(record.id)
+        used += cost
+    return Rules(tuple(texts), frozenset(pinned), every)
+
+
+def _owned_rules(
+    records: list[MemoryRecord], scope: Scope, session: Session | None
+) -> list[MemoryRecord]:
+    """``records`` less, for an agent with no user, those naming another user: with a
+    ``session``, one who takes no part in it (``participants_hits``, the rule of the
+    searched memories); without one, any user (a rule is said to every window)."""
+    if scope.user_id is not None or scope.agent_id is None:
+        return records
+    if session is None:
+        return [r for r in records if r.user_id is None]
+    kept = {h.record.id for h in session.participants_hits([Hit(r, 0.0) for r in records])}
+    return [r for r in records if r.id in kept]
+
+
 def recall(
     memory: MemoryLike,
     query: str,
@@ -84,9 +195,15 @@ def recall(
     shown: Shown,
     limit: int,
     tokens: int | None = None,
+    pinned: Rules | None = None,
 ) -> list[Hit]:
     """The memories a window places for ``query``: the best ``limit`` of ``scope``'s
     (within ``tokens`` of them; None: no cap), less those the window shows already.
+
+    ``pinned``: the stored rules the window pins (:func:`scope_rules`; None: none), not
+    retrieved again: when they are every rule of the scope, the search asks for the
+    other types alone (so no rule takes a memory's place in the page); else it leaves
+    out these and any memory of the same words.
 
     ``scope``: the session's, or without a ``session``, the user's or agent's.
     ``shown``: the turns the window shows (:func:`shown_turns`; ``Shown()`` without a
@@ -110,14 +227,19 @@ def recall(
     ids = search_scope(scope.user_id, scope.agent_id, scope.session_id)
     here = session.session_id if session is not None else None
     page = limit * 2
+    types = UNPINNED_TYPES if pinned is not None and pinned.every else ()
     if here is None or ids["session_id"] is not None:  # the session is the whole scope
-        hits = memory.search(query, **ids, limit=page, token_budget=tokens)
+        every = Filter(memory_types=types) if types else None
+        hits = memory.search(query, **ids, filters=every, limit=page, token_budget=tokens)
     else:
-        others = Filter(exclude_session=here)
+        others = Filter(exclude_session=here, memory_types=types)
         hits = memory.search(query, **ids, filters=others, limit=page, token_budget=tokens)
         own_ids = scope_ids(ids["user_id"], ids["agent_id"], here)
-        own = memory.search(query, **own_ids, limit=page, token_budget=tokens)
+        mine = Filter(memory_types=types) if types else None
+        own = memory.search(query, **own_ids, filters=mine, limit=page, token_budget=tokens)
         hits = sorted([*hits, *own], key=lambda h: -h.score)
+    if pinned is not None:
+        hits = [h for h in hits if not pinned.holds(h)]
     if session is not None:
         hits = [h for h in hits if not _said_again(h, session.session_id, shown)]
         hits = list(session.participants_hits(hits))
@@ -153,13 +275,53 @@ def _one_copy_a_turn(hits: list[Hit]) -> list[Hit]:
     return out
 
 
-def session_recall(memory: MemoryLike, session: Session, query: str, *, limit: int) -> list[Hit]:
+@dataclass(frozen=True)
+class Recalled:
+    """What a window of a session places from memory (:func:`session_recall`)."""
+
+    #: Its ``rules`` segment: the caller's rules, then the scope's stored ones.
+    rules: tuple[str, ...]
+    #: The memories retrieved for its question.
+    hits: list[Hit]
+
+
+def session_recall(
+    memory: MemoryLike,
+    session: Session,
+    query: str,
+    *,
+    limit: int,
+    budget: int,
+    rules: Sequence[str] = (),
+) -> Recalled:
     """:func:`recall` for a window :meth:`~contextos.engine.session.Session.window`
-    builds of ``session`` as it is now: its scope, the turns its stored state shows.
-    What the server's window and ``contextos window`` place."""
+    builds of ``session`` as it is now (its scope, the turns its stored state shows),
+    of ``budget`` tokens (:func:`~contextos.engine.session.window_budget`), with the
+    scope's stored rules after ``rules`` (:func:`scope_rules`). What the server's window
+    and ``contextos window`` place."""
     state = session.state()
     shown = shown_turns(session.window_turns(state), state)
-    return recall(memory, query, scope=session.scope, session=session, shown=shown, limit=limit)
+    pinned = scope_rules(
+        memory,
+        scope=session.scope,
+        session=session,
+        tokens=int(RULES_SHARE * budget),
+        tokenizer=session.tokenizer,
+    )
+    hits = recall(
+        memory, query, scope=session.scope, session=session, shown=shown, limit=limit, pinned=pinned
+    )
+    return Recalled(pinned.after(rules), hits)
 
 
-__all__ = ["Shown", "recall", "session_recall", "shown_turns"]
+__all__ = [
+    "MAX_RULES",
+    "RULES_SHARE",
+    "Recalled",
+    "Rules",
+    "Shown",
+    "recall",
+    "scope_rules",
+    "session_recall",
+    "shown_turns",
+]

@@ -1991,6 +1991,14 @@ class Session:
         none that names a user who takes no part in this session
         (:meth:`participants_hits`).
 
+        ``rules``: placed first in the ``rules`` segment. A Session opened on a Memory
+        (``Session(memory, ...)``) pins the scope's stored rules after them, its current
+        ``procedural`` memories (:func:`~contextos.engine.recall.scope_rules`, as every
+        wrapped call and server window does), and leaves those out of ``hits``. Why: in
+        the README's flow (``hits=memory.search(...)``) a stored "Always answer in
+        French" reached the model only when that search ranked it for the question (a
+        review).
+
         ``memory_header``: the line above the placed memories, by default
         :data:`MEMORY_HEADER`, as on wrapped calls; the header goes with at least one
         memory or not at all (:func:`context_window`). None places the memories bare.
@@ -2011,6 +2019,17 @@ class Session:
         turns = self.conversation(state)
         items, cut = _history_items(turns, state, self.tokenizer, total)
         hits = self.participants_hits(hits)
+        if self._memory is not None:
+            from contextos.engine.recall import RULES_SHARE, scope_rules
+
+            pinned = scope_rules(
+                self._memory,
+                scope=self.scope,
+                session=self,
+                tokens=int(RULES_SHARE * total),
+                tokenizer=self.tokenizer,
+            )
+            rules, hits = pinned.after(rules), [h for h in hits if not pinned.holds(h)]
 
         def build(history: Sequence[Item]) -> Window:
             return context_window(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from contextos.cache.render import default_max_tokens, render_anthropic, render_openai
-from contextos.engine.recall import Shown, recall, session_recall
+from contextos.engine.recall import RULES_SHARE, Shown, recall, scope_rules, session_recall
 from contextos.engine.session import MEMORY_HEADER, context_window, window_budget
 from contextos.engine.window import Window, left_out_dict
 from contextos.errors import ConfigError
@@ -59,6 +59,8 @@ def build_window(
     its history no longer shows their turns. Why: this window searched the user's
     memories as a whole and placed the session's remembered exchanges beside the same
     turns in its history, where they took the places of the user's facts (a review).
+    The scope's stored rules follow ``req.rules``
+    (:func:`~contextos.engine.recall.scope_rules`), as on a wrapped call.
 
     Raises:
         ConfigError: an unknown model (:func:`window_model`).
@@ -74,25 +76,31 @@ def build_window(
         with tenants.sessions.use(
             tenant, req.session_id, user_id=req.user_id, agent_id=req.agent_id, tokenizer=tokenizer
         ) as session:
-            hits = session_recall(mem, session, req.question, limit=req.limit)
+            got = session_recall(
+                mem, session, req.question, limit=req.limit, budget=budget, rules=req.rules
+            )
             return session.window(
                 model,
                 req.question,
                 budget=budget,
                 system=req.system,
-                rules=req.rules,
+                rules=got.rules,
                 tools=req.tools,
-                hits=hits,
+                hits=got.hits,
             )
     owner = Scope(tenant=tenant, user_id=req.user_id, agent_id=req.agent_id)
-    hits = recall(mem, req.question, scope=owner, session=None, shown=Shown(), limit=req.limit)
+    share = int(RULES_SHARE * budget)
+    pinned = scope_rules(mem, scope=owner, session=None, tokens=share, tokenizer=tokenizer)
+    hits = recall(
+        mem, req.question, scope=owner, session=None, shown=Shown(), limit=req.limit, pinned=pinned
+    )
     return context_window(
         budget,
         tokenizer=tokenizer,
         question=req.question,
         min_cache_tokens=model.min_cache_tokens,
         system=req.system,
-        rules=req.rules,
+        rules=pinned.after(req.rules),
         tools=req.tools,
         memories=hits,
         memory_header=MEMORY_HEADER,
