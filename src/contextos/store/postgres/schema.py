@@ -409,6 +409,15 @@ ALTER TABLE history ADD COLUMN IF NOT EXISTS session_id text;
 CREATE INDEX IF NOT EXISTS history_session ON history (tenant, session_id);
 """
 
+#: A tenant's memories of one type, newest first: the read of a scope's stored rules
+#: every window makes (see SQLite's V15). Its build holds off writes to ``memories``
+#: (about as long as V12's index per row). Written to run again on a schema it already
+#: upgraded.
+V13_MEMORY_TYPE_INDEX = """
+CREATE INDEX IF NOT EXISTS memories_type
+    ON memories (tenant, memory_type, created_at DESC, seq DESC);
+"""
+
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
 
@@ -425,6 +434,7 @@ MIGRATIONS: tuple[str, ...] = (
     V10_KEYWORD_FOLDS,
     V11_VECTOR_SIZE_INDEX,
     V12_HISTORY_SESSION,
+    V13_MEMORY_TYPE_INDEX,
 )
 
 
