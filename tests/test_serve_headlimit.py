@@ -29,12 +29,12 @@ from contextos.server.headlimit import MAX_PIPELINED
 from contextos.server.keys import KeyStore
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
-TIMEOUT = 1.5
+TIMEOUT = 1.0
 
 
 @contextmanager
 def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, int, str, int]]:
-    """(host, port, key, pid) of a running ``contextos serve --header-timeout 1.5``."""
+    """(host, port, key, pid) of a running ``contextos serve --header-timeout 1``."""
     db = tmp_path / "slow.db"
     with KeyStore(str(db)) as store:
         key = store.create("acme").secret
@@ -53,6 +53,19 @@ def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, int, str, int]]:
         finally:
             proc.terminate()
             proc.communicate(timeout=60)  # and closes its pipes
+
+
+#: (host, port, key, pid) of a running server (see :func:`serving`).
+Served = tuple[str, int, str, int]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One ``serving()`` (default flags) shared by the tests that only talk to it over
+    connections of their own: a server takes ~2 s to start and stop. Those that measure
+    the server's memory, or need flags of their own, start their own."""
+    with serving(tmp_path_factory.mktemp("serve")) as served:
+        yield served
 
 
 def closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
@@ -124,83 +137,83 @@ def test_a_silent_client_is_disconnected_with_408(tmp_path: Path, workers: str) 
 
 
 @pytest.mark.serial
-def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_connection(tmp_path: Path) -> None:
+def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_connection(server: Served) -> None:
     # Each byte arrives well inside the deadline; the headers as a whole do not.
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
-    with serving(tmp_path) as (host, port, _key, _pid):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            started = time.monotonic()
-            for byte in request:
-                try:
-                    sock.sendall(bytes([byte]))
-                except (BrokenPipeError, ConnectionResetError):
-                    break
-                time.sleep(0.05)
-                if time.monotonic() - started > 4 * TIMEOUT:
-                    break
-            closed, sent = closed_within(sock, 2 * TIMEOUT)
-            took = time.monotonic() - started
-        assert closed and sent.startswith(b"HTTP/1.1 408"), sent
-        assert took <= TIMEOUT + 3
+    host, port, _key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
+        started = time.monotonic()
+        for byte in request:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.05)
+            if time.monotonic() - started > 4 * TIMEOUT:
+                break
+        closed, sent = closed_within(sock, 2 * TIMEOUT)
+        took = time.monotonic() - started
+    assert closed and sent.startswith(b"HTTP/1.1 408"), sent
+    assert took <= TIMEOUT + 3
 
 
 @pytest.mark.serial
-def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(tmp_path: Path) -> None:
+def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(server: Served) -> None:
     # Prompt requests on one connection are answered however long it lives; a later
     # request whose headers stall is cut off a deadline after its first byte.
-    with serving(tmp_path) as (host, port, _key, _pid):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            for _ in range(4):
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                answer = response(sock)
-                assert answer.startswith(b"HTTP/1.1 200"), answer
-                time.sleep(TIMEOUT * 0.6)  # 2.4 deadlines in all, never a late header
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
-            started = time.monotonic()
-            closed, sent = closed_within(sock, 10 * TIMEOUT)
-            took = time.monotonic() - started
-        assert closed and sent.startswith(b"HTTP/1.1 408"), sent
-        assert took <= TIMEOUT + 3
+    host, port, _key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
+        for _ in range(4):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = response(sock)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            time.sleep(TIMEOUT * 0.6)  # 2.4 deadlines in all, never a late header
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        closed, sent = closed_within(sock, 10 * TIMEOUT)
+        took = time.monotonic() - started
+    assert closed and sent.startswith(b"HTTP/1.1 408"), sent
+    assert took <= TIMEOUT + 3
 
 
 @pytest.mark.serial
-def test_a_slow_body_is_not_cut_by_the_header_deadline(tmp_path: Path) -> None:
+def test_a_slow_body_is_not_cut_by_the_header_deadline(server: Served) -> None:
     # Headers on time, a body that keeps its pace (about 1 KB/s, four times
     # MIN_BODY_RATE) for more than two deadlines: the request is served.
-    body = json.dumps({"messages": "a note " + "x" * 3300, "user_id": "u"}).encode()
-    with serving(tmp_path) as (host, port, key, _pid):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(add_head(key, body))
-            for start in range(0, len(body), 100):
-                time.sleep(0.1)
-                sock.sendall(body[start : start + 100])
-            closed, sent = closed_within(sock, 10)
-        assert sent.startswith(b"HTTP/1.1 201"), sent
+    body = json.dumps({"messages": "a note " + "x" * 2300, "user_id": "u"}).encode()
+    host, port, key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(add_head(key, body))
+        for start in range(0, len(body), 100):
+            time.sleep(0.1)
+            sock.sendall(body[start : start + 100])
+        closed, sent = closed_within(sock, 10)
+    assert sent.startswith(b"HTTP/1.1 201"), sent
 
 
 @pytest.mark.serial
-def test_a_trickled_body_gets_408_after_its_grace(tmp_path: Path) -> None:
+def test_a_trickled_body_gets_408_after_its_grace(server: Served) -> None:
     # Headers on time, then a byte every 0.2 s (5 B/s, far under MIN_BODY_RATE):
     # uvicorn waited for the rest for ever, holding the connection and its task.
     body = json.dumps({"messages": "a note", "user_id": "u"}).encode() + b" " * 2000
-    with serving(tmp_path) as (host, port, key, _pid):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(add_head(key, body))
-            started = time.monotonic()
-            for byte in body:
-                try:
-                    sock.sendall(bytes([byte]))
-                except (BrokenPipeError, ConnectionResetError):
-                    break
-                time.sleep(0.2)
-                if time.monotonic() - started > 4 * TIMEOUT:
-                    break
-            closed, sent = closed_within(sock, 4 * TIMEOUT)
-            took = time.monotonic() - started
-        assert closed and sent.startswith(b"HTTP/1.1 408"), sent
-        assert b"body not received" in sent
-        assert took <= 2 * TIMEOUT + 3
-        assert b" 200 " in health(host, port)  # the server itself is fine
+    host, port, key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(add_head(key, body))
+        started = time.monotonic()
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 4 * TIMEOUT:
+                break
+        closed, sent = closed_within(sock, 4 * TIMEOUT)
+        took = time.monotonic() - started
+    assert closed and sent.startswith(b"HTTP/1.1 408"), sent
+    assert b"body not received" in sent
+    assert took <= 2 * TIMEOUT + 3
+    assert b" 200 " in health(host, port)  # the server itself is fine
 
 
 @pytest.mark.serial
@@ -209,27 +222,35 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(tmp_path:
     # the answer in memory and the connection open for ever (its close waits for the
     # write buffer to drain). With --send-timeout the connection is aborted.
     text = "word " * 19_000  # 95 KB a memory; 60 of them outgrow the kernel's buffers
-    with serving(tmp_path, "--send-timeout", "1") as (host, port, key, _pid):
+    with serving(tmp_path, "--send-timeout", "0.5") as (host, port, key, _pid):
         for i in range(60):
             body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
             with socket.create_connection((host, port), timeout=10) as sock:
                 sock.sendall(add_head(key, body) + body)
                 assert response(sock).startswith(b"HTTP/1.1 201")
+        listing = (
+            b"GET /v1/memories?user_id=u&limit=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + f"Authorization: Bearer {key}\r\n\r\n".encode()
+        )
+        whole = bytearray()
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(listing)  # a client that reads gets the whole answer (a page: 4 MB)
+            while chunk := sock.recv(65536):
+                whole += chunk
+        assert whole.startswith(b"HTTP/1.1 200"), whole[:300]
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect((host, port))
         with sock:
-            sock.sendall(
-                b"GET /v1/memories?user_id=u&limit=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                + f"Authorization: Bearer {key}\r\n\r\n".encode()
-            )
-            time.sleep(4)  # reads nothing for four send timeouts
+            sock.sendall(listing)
+            time.sleep(2)  # reads nothing for four send timeouts
             sock.settimeout(10)
             received = 0
             with suppress(ConnectionResetError):
                 while chunk := sock.recv(65536):
                     received += len(chunk)
         assert 0 < received < 60 * len(text), received  # cut off, not the whole answer
+        assert received < len(whole), (received, len(whole))
 
 
 def rss_mb(pid: int) -> float:
@@ -275,34 +296,32 @@ def test_a_request_head_over_the_limit_is_refused_before_it_fills_memory(
         assert b" 200 " in health(host, port)
 
 
-def test_a_large_head_under_the_limit_and_a_large_body_are_served(tmp_path: Path) -> None:
+def test_a_large_head_under_the_limit_and_a_large_body_are_served(server: Served) -> None:
     # A 40 KB header (a big cookie or token) is allowed, and a body that arrives in the
     # same packets as the headers does not count towards the head.
     message = {"role": "user", "content": "x" * 75_000}
     body = json.dumps({"messages": [message] * 4, "user_id": "u"}).encode()
-    with serving(tmp_path) as (host, port, key, _pid):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(
-                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Token: "
-                + b"t" * 40_000
-                + b"\r\nConnection: close\r\n\r\n"
-            )
-            assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 200")
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(add_head(key, body) + body)
-            assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 201")
+    host, port, key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Token: "
+            + b"t" * 40_000
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 200")
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(add_head(key, body) + body)
+        assert closed_within(sock, 10)[1].startswith(b"HTTP/1.1 201")
 
 
 @pytest.mark.serial
-def test_a_pipelined_body_is_not_counted_as_the_next_head(tmp_path: Path) -> None:
+def test_a_pipelined_body_is_not_counted_as_the_next_head(server: Served) -> None:
     # An add with a 96 KB body, and a request pipelined behind it whose head arrives
     # in two packets: the add's body was counted as the second request's head (431),
     # and the add's own 201 was lost.
     body = json.dumps({"messages": "hello " * 16_000, "user_id": "u"}).encode()
-    with (
-        serving(tmp_path) as (host, port, key, _pid),
-        socket.create_connection((host, port), timeout=10) as sock,
-    ):
+    host, port, key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(add_head(key, body).replace(b"Connection: close\r\n", b"") + body)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
         time.sleep(0.3)
@@ -311,26 +330,26 @@ def test_a_pipelined_body_is_not_counted_as_the_next_head(tmp_path: Path) -> Non
     assert statuses(sent) == [b"HTTP/1.1 201 Created", b"HTTP/1.1 200 OK"], sent[:300]
 
 
-def test_a_head_over_the_limit_is_refused_however_it_arrives(tmp_path: Path) -> None:
+def test_a_head_over_the_limit_is_refused_however_it_arrives(server: Served) -> None:
     # The same 100 KB head, in one packet or two, on a new or a kept-alive connection:
     # it was refused only when it arrived split on a new connection.
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000
-    with serving(tmp_path) as (host, port, _key, _pid):
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(head + b"\r\n\r\n")
-            assert statuses(closed_within(sock, 10)[1]) == [
-                b"HTTP/1.1 431 Request Header Fields Too Large"
-            ]
-        with socket.create_connection((host, port), timeout=10) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert response(sock).startswith(b"HTTP/1.1 200")
-            sock.sendall(head)
-            time.sleep(0.3)
-            with suppress(BrokenPipeError, ConnectionResetError):  # refused already
-                sock.sendall(b"\r\n\r\n")
-            assert statuses(closed_within(sock, 10)[1]) == [
-                b"HTTP/1.1 431 Request Header Fields Too Large"
-            ]
+    host, port, _key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n\r\n")
+        assert statuses(closed_within(sock, 10)[1]) == [
+            b"HTTP/1.1 431 Request Header Fields Too Large"
+        ]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(head)
+        time.sleep(0.3)
+        with suppress(BrokenPipeError, ConnectionResetError):  # refused already
+            sock.sendall(b"\r\n\r\n")
+        assert statuses(closed_within(sock, 10)[1]) == [
+            b"HTTP/1.1 431 Request Header Fields Too Large"
+        ]
 
 
 #: The paths the stand-in app was asked for, in order.
@@ -458,14 +477,12 @@ def test_nothing_after_a_refused_head_runs() -> None:
     assert SEEN == ["/first"]
 
 
-def test_trailers_count_towards_the_head_limit(tmp_path: Path) -> None:
+def test_trailers_count_towards_the_head_limit(server: Served) -> None:
     # 100 KB of trailer fields that do end: refused at the head's limit, as the same
     # fields sent as headers would be.
     trailers = (b"X-t: " + b"a" * 1000 + b"\r\n") * 100
-    with (
-        serving(tmp_path) as (host, port, _key, _pid),
-        socket.create_connection((host, port), timeout=10) as sock,
-    ):
+    host, port, _key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(CHUNKED)
         assert response(sock).startswith(b"HTTP/1.1 200")
         with suppress(BrokenPipeError, ConnectionResetError):

@@ -37,9 +37,10 @@ from store_support import GatedEmbedder
 
 RECORDS = 400
 BATCH = 16
-#: Short, so the crash test waits seconds, not the default half minute; longer than a
-#: process takes to start, so a takeover before the lease ran out would show.
-LEASE_S = 5.0
+#: Short, so the crash test waits seconds, not the default half minute; longer than
+#: the kill and the survivor's gate take (under a second: its process has started
+#: already), so a takeover before the lease ran out would show.
+LEASE_S = 3.0
 
 
 class LoggingEmbedder(HashEmbedder):
@@ -335,12 +336,13 @@ def test_a_holder_whose_lease_ran_out_writes_nothing(db: str) -> None:
 
 
 def _claims_while_embedding(
-    db: str, lease_s: float, *, release_after: float, watch_s: float
+    db: str, lease_s: float, *, release_after: float, watch_s: float, until_taken: bool = False
 ) -> tuple[list[tuple[float, list[str]]], threading.Thread]:
     """One holder embeds ``m0..m2`` with ``lease_s`` leases and an embedder released
     after ``release_after`` s; another store handle (another process) tries to claim
-    every 50 ms for ``watch_s`` s. Returns (seconds since the holder's claim, ids) of
-    each claim that got records, and the holder's thread (joined)."""
+    every 50 ms for ``watch_s`` s (``until_taken``: until its first claim that got
+    records). Returns (seconds since the holder's claim, ids) of each claim that got
+    records, and the holder's thread (joined)."""
     _fill(db, 3)
     holder_store, other = open_store(db), open_store(db)
     embedder = GatedEmbedder()
@@ -357,6 +359,8 @@ def _claims_while_embedding(
                 embedder.release.set()
             if got := ids(other.claim_vectors("other", limit=10, lease_s=60.0)):
                 taken.append((elapsed, got))
+                if until_taken:
+                    break
             time.sleep(0.05)
         embedder.release.set()
         holder.join(timeout=30)
@@ -388,7 +392,9 @@ def test_a_hung_holder_loses_its_batch_after_the_longest_hold(db: str) -> None:
     # An embedder that never returns: renewals stop after MAX_HOLD_LEASES leases, and
     # another process takes the batch then, not before.
     lease_s = 0.2
-    taken, _ = _claims_while_embedding(db, lease_s, release_after=5.0, watch_s=4.0)
+    taken, _ = _claims_while_embedding(
+        db, lease_s, release_after=5.0, watch_s=4.0, until_taken=True
+    )
     assert taken, "the hung holder's batch was never released"
     at, got = taken[0]
     assert got == ["m0", "m1", "m2"]

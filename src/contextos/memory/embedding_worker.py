@@ -51,6 +51,10 @@ OUTAGE_RETRY_MAX_S = 60.0
 #: worker never loses its batch; it only delays the records of a worker that died.
 CLAIM_LEASE_S = 30.0
 
+#: Seconds ``close()`` waits for the batch in progress before leaving it to its daemon
+#: thread (an embedder that hangs must not hang the caller's exit for ever).
+CLOSE_TIMEOUT_S = 30.0
+
 #: How many leases a live worker may keep one batch claimed by renewing it (see
 #: ``ClaimKeeper``): 5 minutes at the default lease, far beyond any healthy batch;
 #: past that its embedder is taken to hang, and other processes may take the batch.
@@ -401,6 +405,7 @@ class EmbeddingWorker:
         linger: float = 0.2,
         lease_s: float = CLAIM_LEASE_S,
         requeue_stale: bool = True,
+        close_timeout: float = CLOSE_TIMEOUT_S,
     ) -> None:
         """``linger``: seconds to let records accumulate after a wake-up. An app adds
         one turn at a time; without lingering the worker embedded batches of one,
@@ -412,10 +417,13 @@ class EmbeddingWorker:
         neither on its first pass nor once a lease. Why: a ``contextos search`` on an
         application's store re-embedded it with the CLI's model; the application's
         searches found nothing until it took its vectors back, re-embedding every
-        memory (a review). Re-embedding stays with long-running processes."""
+        memory (a review). Re-embedding stays with long-running processes.
+        ``close_timeout``: how long :meth:`close` waits for the batch in progress
+        (``CLOSE_TIMEOUT_S``)."""
         if lease_s <= 0:
             raise ValueError("lease_s must be positive")
         self._linger = linger
+        self._close_timeout = close_timeout
         self._lease_s = lease_s
         #: This worker's name on its claims (one per worker, so its own failed batch
         #: is retried at once rather than after the lease).
@@ -552,14 +560,14 @@ class EmbeddingWorker:
             raise error
 
     def close(self) -> None:
-        """Stop after the batch in progress, waiting for it up to 30 s. A batch whose
-        embedder hangs is left to its daemon thread: the exit does not wait for it a
-        second time (``_close_live_workers``), which took another 30 s (a review)."""
+        """Stop after the batch in progress, waiting for it up to ``close_timeout`` (30 s).
+        A batch whose embedder hangs is left to its daemon thread: the exit does not wait
+        for it a second time (``_close_live_workers``), which took another 30 s (a review)."""
         self._stop = True
         self._closing.set()
         self._flushing.set()  # cut a linger short: closing waits for nothing to gather
         self._wake.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=self._close_timeout)
         _LIVE.discard(self)
 
     def release(self, then: Callable[[], None] | None = None) -> None:
