@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,11 @@ LOCAL_BENCHES = {
     "wrap": ("wrap", "--provider", "openai", "--mode", "session", "--calls", "100000"),
     "extract": ("extract", "--repeat", "1000"),
 }
+#: A store in the benchmark's temporary folder: its run is under way, and stopping it
+#: must remove a folder that holds something. ``bench replay`` opens one for its first
+#: memory strategy (offload, after three strategies without), ``bench wrap`` its
+#: session memory right before the calls.
+STORE_IN_FOLDER = {"replay": "ctxos-replay-*/*.db", "wrap": "*/bench.db"}
 
 
 @linux_only
@@ -233,13 +239,18 @@ def test_sigterm_on_a_local_benchmark_removes_its_temporary_folder(
     now each unwinds, says "terminated" and exits 143, with no report written."""
     args: tuple[str, ...] = LOCAL_BENCHES[kind]
     if kind != "wrap":
-        args = (*args, "--data", str(_big_locomo(tmp_path, sessions=20, turns=100)))
+        # replay embeds every user turn before its run starts (~1.5 s per 500 turns on
+        # a loaded machine); 500 turns still leave it ~10 s of run after its first store.
+        sessions = 5 if kind == "replay" else 20
+        args = (*args, "--data", str(_big_locomo(tmp_path, sessions=sessions, turns=100)))
     if kind == "replay":
         args = (*args, "--out", str(tmp_path / "report.json"))
     with _bench(tmp_path, *args) as (proc, tmp):
-        if kind != "extract":  # which has no folder to wait for
-            _wait_for(lambda: _bench_temp(tmp), "temporary folder", proc)
-        time.sleep(2.0)  # into the run
+        if kind == "extract":  # which has no folder to wait for
+            time.sleep(2.0)  # into the run
+        else:
+            pattern = STORE_IN_FOLDER[kind]
+            _wait_for(lambda: list(tmp.glob(pattern)), "a store in the temporary folder", proc)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
@@ -326,12 +337,17 @@ def test_bench_serve_does_not_load_test_the_contextos_db_store(tmp_path: Path) -
     env = _home(home)
     real = tmp_path / "real.db"
     run = ("bench", "serve", "--clients", "1", "--seconds", "1", "--embedder", "hash")
-    proc = run_cli(*run, db=real, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "store: a temporary SQLite file" in proc.stderr
-    assert "CONTEXTOS_DB is not used by bench serve" in proc.stderr
+    # The two runs at once (each on its own temporary store and port): ~3 s each, mostly
+    # starting Python; run one after the other they took twice that.
+    with ThreadPoolExecutor(2) as pool:
+        by_env = pool.submit(run_cli, *run, db=real, env=env)
+        by_flag = pool.submit(run_cli, "--db", str(real), *run, env=env)
+        proc = by_env.result()
+        assert proc.returncode == 0, proc.stderr
+        assert "store: a temporary SQLite file" in proc.stderr
+        assert "CONTEXTOS_DB is not used by bench serve" in proc.stderr
+        proc = by_flag.result()
     assert not real.exists()
-    proc = run_cli("--db", str(real), *run, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "--db before 'bench' is not used by bench serve" in proc.stderr
     assert not real.exists()
