@@ -72,7 +72,8 @@ class Backend:
         history without its session column, rows written so naming no session."""
         self.sql("DROP INDEX history_session")
         self.sql("ALTER TABLE history DROP COLUMN session_id")
-        self.sql("DROP INDEX memories_type")  # the later migration's (SQLite V15, PG V13)
+        self.sql("DROP INDEX memories_type_user")  # the later migration's (SQLite V15, PG V13)
+        self.sql("DROP INDEX memories_type_agent")
         if self.kind == "sqlite":
             self.sql(f"PRAGMA user_version = {BEFORE_SQLITE}")
         else:
@@ -265,7 +266,8 @@ def test_the_sqlite_file_set_back_has_the_schema_of_the_release_before(tmp_path:
     new = _sqlite_sql(tmp_path / "new.db")
     new("DROP INDEX history_session")
     new("ALTER TABLE history DROP COLUMN session_id")
-    new("DROP INDEX memories_type")  # V15's
+    new("DROP INDEX memories_type_user")  # V15's
+    new("DROP INDEX memories_type_agent")
     listing = "SELECT type, name, sql FROM sqlite_master ORDER BY 2"
     assert new(listing) == _sqlite_sql(tmp_path / "old.db")(listing)
 

@@ -409,13 +409,15 @@ ALTER TABLE history ADD COLUMN IF NOT EXISTS session_id text;
 CREATE INDEX IF NOT EXISTS history_session ON history (tenant, session_id);
 """
 
-#: A tenant's memories of one type, newest first: the read of a scope's stored rules
-#: every window makes (see SQLite's V15). Its build holds off writes to ``memories``
-#: (about as long as V12's index per row). Written to run again on a schema it already
-#: upgraded.
+#: A user's, and an agent's, memories of one type, newest first: the read of a scope's
+#: stored rules every window makes (see SQLite's V15). Their builds hold off writes to
+#: ``memories`` (about as long as V12's index per row). Written to run again on a
+#: schema it already upgraded.
 V13_MEMORY_TYPE_INDEX = """
-CREATE INDEX IF NOT EXISTS memories_type
-    ON memories (tenant, memory_type, created_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS memories_type_user
+    ON memories (tenant, memory_type, user_id, created_at DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS memories_type_agent
+    ON memories (tenant, memory_type, agent_id, created_at DESC, seq DESC);
 """
 
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's

@@ -365,16 +365,19 @@ ALTER TABLE history ADD COLUMN session_id TEXT;
 CREATE INDEX history_session ON history (tenant, session_id);
 """
 
-#: A tenant's memories of one type, newest first: the read of a scope's stored rules
-#: that every window makes (``engine.recall.scope_rules``: its current ``procedural``
-#: memories), and any listing by type. Why: without it that read walked the tenant's
-#: memories newest first until it had found the rules (15 ms a window at 50,000
-#: memories, growing with the tenant; 0.2 ms with it), for an agent's window too. A
-#: listing of one user's memories of a type reads this type's rows of the tenant, never
-#: more than the tenant's rows it read before. Written to run again on a file it
-#: already upgraded.
+#: A user's, and an agent's, memories of one type, newest first: the read of a scope's
+#: stored rules that every window makes (``engine.recall.scope_rules``: its current
+#: ``procedural`` memories), and a listing of one type. Why: without them that read
+#: walked the tenant's memories newest first until it had found the rules (15 ms a
+#: window at 50,000 memories, growing with the tenant, an agent's window too); one
+#: index on (tenant, type, time) read every rule of the tenant for one user's (8 ms at
+#: 20,000 rules of 4,000 users, a review). With these each read is a seek. Written to
+#: run again on a file it already upgraded.
 V15_MEMORY_TYPE_INDEX = """
-CREATE INDEX IF NOT EXISTS memories_type ON memories (tenant, memory_type, created_at);
+CREATE INDEX IF NOT EXISTS memories_type_user
+    ON memories (tenant, memory_type, user_id, created_at);
+CREATE INDEX IF NOT EXISTS memories_type_agent
+    ON memories (tenant, memory_type, agent_id, created_at);
 """
 
 MIGRATIONS: tuple[str, ...] = (
