@@ -249,6 +249,39 @@ def test_the_oldest_rules_are_pinned_within_the_count_and_the_budget(tmp_path: P
         assert small.rules == tuple(rules[: len(small.rules)]) and 1 <= len(small.rules) < 5
 
 
+def test_a_rule_too_long_for_the_share_does_not_keep_out_the_rules_after_it(
+    tmp_path: Path,
+) -> None:
+    """A house-style rule longer than the rules' share of the budget, stored first, is
+    skipped, not a stop: the short rule stored after it is pinned (it left the segment
+    empty, a review)."""
+    house_style = "House style: " + " ".join(f"point {i} keep it plain." for i in range(80))
+    with _open(tmp_path / "m.db") as memory:
+        memory.add(house_style, user_id="ana", memory_type="procedural")
+        memory.add(RULE, user_id="ana", memory_type="procedural")
+        session = Session(memory.store, "chat", user_id="ana")
+        got = session_recall(memory, session, QUESTION, limit=8, budget=2000)
+    assert got.rules == (RULE,)
+
+
+def test_an_agents_own_rule_is_pinned_behind_a_hundred_of_its_users_rules(
+    tmp_path: Path,
+) -> None:
+    """A window asked with ``agent_id`` alone pins the agent's own rules, not its users':
+    it read the agent's 100 newest rules, all its users', and pinned none (a review)."""
+    own = "Always cite your sources"
+    with _open(tmp_path / "m.db") as memory:
+        memory.add(own, agent_id="bot", memory_type="procedural")
+        for i in range(120):
+            memory.add(
+                f"Call me user {i}", user_id=f"u{i}", agent_id="bot", memory_type="procedural"
+            )
+        session = Session(memory.store, "chat", agent_id="bot")
+        session.add(Message("user", "hello"))
+        got = session_recall(memory, session, QUESTION, limit=8, budget=4000)
+    assert got.rules == (own,)
+
+
 def test_core_memory_blocks_are_left_to_the_agents_snapshot(tmp_path: Path) -> None:
     """An agent's core-memory blocks are procedural memories its tool loop pins itself
     (``CorePrefix``); the stored rules leave them out, so none is placed twice."""

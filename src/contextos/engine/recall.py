@@ -48,6 +48,9 @@ RULES_SHARE = 0.1
 #: The current rules read for a window, the newest first: the pinned ones are the oldest
 #: of them. A scope holding more has the oldest of its newest ``RULES_READ`` pinned.
 RULES_READ = 100
+#: The most pages of ``RULES_READ`` an agent's window with no user reads to find its own
+#: rules among those of its users (:func:`scope_rules`).
+RULES_PAGES = 10
 #: The metadata ``source`` of an agent's core-memory blocks
 #: (:data:`contextos.agent.core_memory.SOURCE`): procedural memories the tool loop pins
 #: itself, as a snapshot (:class:`~contextos.agent.core_memory.CorePrefix`), so not here.
@@ -132,7 +135,9 @@ def scope_rules(
     tokenizer: Tokenizer,
 ) -> Rules:
     """The current procedural memories of ``scope`` a window pins in its ``rules``
-    segment: one read (the newest :data:`RULES_READ`), placed oldest first, so a new
+    segment: one read (the newest :data:`RULES_READ`; an agent's window with no user
+    reads on past its users' rules, at most :data:`RULES_PAGES` pages), placed oldest
+    first (a rule longer than ``tokens`` alone skipped), so a new
     rule appends and the cached prefix before it stays byte-identical; each text once;
     at most :data:`MAX_RULES` of them and ``tokens`` of the window's (its
     :data:`RULES_SHARE`), the newest left out past either. Owned as :func:`recall`
@@ -148,9 +153,18 @@ def scope_rules(
     if read is None:
         return Rules(every=False)
     ids = search_scope(scope.user_id, scope.agent_id, scope.session_id)
-    page = read(filters=Filter(memory_types=("procedural",)), limit=RULES_READ, **ids)
-    every = getattr(page, "next_after", None) is None
+    rules = Filter(memory_types=("procedural",))
+    page = read(filters=rules, limit=RULES_READ, **ids)
     records = _owned_rules(list(page), scope, session)
+    pages = 1
+    # An agent's window with no user keeps no other user's rules: it reads on past those
+    # filed with the agent (its own were left unread behind 100 of its users', a review).
+    while len(records) < RULES_READ and _next(page) is not None and pages < RULES_PAGES:
+        page = read(filters=rules, limit=RULES_READ, after=_next(page), **ids)
+        records += _owned_rules(list(page), scope, session)
+        pages += 1
+    every = _next(page) is None and len(records) <= RULES_READ
+    records = records[:RULES_READ]
     texts: list[str] = []
     pinned: set[str] = set()
     used = 0
@@ -163,6 +177,9 @@ def scope_rules(
             pinned.add(record.id)
             continue
         cost = text_item("rule", text, tokenizer).tokens
+        if cost > tokens:  # never fits: it must not keep out the rules after it (a review)
+            every = False
+            continue
         if len(texts) >= MAX_RULES or used + cost > tokens:
             every = False
             break
@@ -170,6 +187,13 @@ def scope_rules(
         pinned.add(record.id)
         used += cost
     return Rules(tuple(texts), frozenset(pinned), every)
+
+
+def _next(page: object) -> str | None:
+    """The key of the page after ``page`` (a ``MemoryPage``'s ``next_after``; None for
+    the last page, or a stand-in's plain list)."""
+    after = getattr(page, "next_after", None)
+    return after if isinstance(after, str) else None
 
 
 def _owned_rules(
