@@ -38,6 +38,9 @@ HOSTILE = [
     pytest.param('{"n": -Infinity}', id="minus-infinity"),
     pytest.param('{"n": 1e999}', id="out-of-range"),
     pytest.param(DEEP, id="nested-2000"),
+    # Escaped halves of a surrogate pair: JSON text, but no Unicode text (a review).
+    pytest.param('{"path": "\\ud800"}', id="lone-surrogate-value"),
+    pytest.param('{"\\udc00": 1}', id="lone-surrogate-key"),
 ]
 
 

@@ -81,7 +81,10 @@ def tool_input(arguments: str) -> dict[str, Any] | None:
     answered 500 or sent ``null`` in the value's place (a review)."""
     try:
         value = json.loads(arguments or "{}", parse_constant=_not_json, parse_float=_finite)
-    except (ValueError, RecursionError):
+        # An escaped lone surrogate ("\\ud800", half of an emoji's pair) parses, and the
+        # SDK then fails to encode every later request (a review): not sendable either.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return None
     return value if isinstance(value, dict) else None
 
