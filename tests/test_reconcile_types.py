@@ -139,3 +139,27 @@ def test_a_rule_keeps_its_type_and_a_fact_of_no_attribute_takes_the_new_one(
     assert english is not None and english.memory_type == "procedural"  # the rule stays a rule
     # No one-value attribute in "loves hiking": the record is typed as told.
     assert dog is not None and dog.memory_type == "episodic"
+
+
+def test_a_rule_a_model_merged_into_a_facts_update_stays_a_rule(tmp_path: Path) -> None:
+    """Only a dated event takes the replaced record's type: a model that UPDATEs "I live
+    in Berlin" with "always answer in German" (typed a rule) keeps it a rule, pinned in
+    windows as one (it was written ``semantic``, a review)."""
+    update = {
+        "action": "UPDATE",
+        "target": 0,
+        "text": "Always answer in German.",
+        "reason": "merged",
+    }
+    llm = ScriptedLLM([json.dumps(update)])
+    with Memory(
+        tmp_path / "m.db",
+        embedder=HashEmbedder(),
+        background_embedding=False,
+        reconciler=LLMReconciler(llm),
+    ) as memory:
+        [berlin] = infer(memory, "I live in Berlin.")
+        [rule] = infer(memory, "From now on always answer in German, since I live in Berlin.")
+        assert len(llm.calls) == 1 and berlin.memory_type == "semantic"
+        assert rule.metadata["supersedes"] == berlin.id
+        assert rule.memory_type == "procedural"

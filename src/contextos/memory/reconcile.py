@@ -525,17 +525,24 @@ def plan_step(
 
 def replacing_type(candidate: Candidate, old: MemoryRecord) -> MemoryType:
     """The type of the record that replaces ``old`` (an UPDATE's new record, whoever
-    decided it): ``old``'s when ``old`` is a standing fact or rule (``semantic`` or
-    ``procedural``) holding a one-value attribute (:func:`_attribute`), else the
-    candidate's own.
+    decided it): ``old``'s when the candidate is a dated event (``episodic``) and
+    ``old`` a standing fact or rule (``semantic`` or ``procedural``) holding a one-value
+    attribute (:func:`_attribute`), else the candidate's own.
 
     Why: that record is the attribute's new value, and the attribute keeps one type.
     Typed as told, "I moved to Paris last week" (dated, so ``episodic``) replaced the
     semantic "I live in Berlin", and ``memory_types=["semantic"]`` then found no home, or
     the sister's (a review); its ``event_time`` still keeps the date. An ``episodic``
     record (an event: "I moved to Berlin in 2020") passes no type on: "I live in Paris",
-    said later, is a state (``semantic``), and another dated move stays an event."""
-    if old.memory_type != "episodic" and _attribute(old) is not None:
+    said later, is a state (``semantic``), and another dated move stays an event. A
+    candidate typed a state or a rule keeps its type: a model that merged "from now on
+    always answer in German" into an update of "I live in Berlin" made the new rule a
+    fact, never pinned as a rule (a review)."""
+    if (
+        candidate.memory_type == "episodic"
+        and old.memory_type != "episodic"
+        and _attribute(old) is not None
+    ):
         return old.memory_type
     return candidate.memory_type
 
