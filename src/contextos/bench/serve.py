@@ -338,7 +338,11 @@ async def _client(
             path = "/v1/memories" if op == "add" else "/v1/memories/search"
             start = time.perf_counter()
             try:
-                status, payload = await asyncio.wait_for(conn.post(path, body), timeout=60)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result
+                # of a request that ends as the task is cancelled, and the cancellation of
+                # a SIGTERM is lost: that client ran on to the deadline (61 s in a test).
+                async with asyncio.timeout(60):
+                    status, payload = await conn.post(path, body)
             except Exception as exc:  # transport failures are counted as errors, not raised
                 stats[op].fail(f"{type(exc).__name__}: {exc}")
                 if not alive():  # a dead server: no use refusing connections till the end
