@@ -118,18 +118,22 @@ class _Block:
         self.scope = {f: np.zeros(cap, dtype=np.int32) for f in _SCOPE_FIELDS}  # codes
         self.times = {f: np.full(cap, np.nan, dtype=np.float64) for f in TIME_FIELDS}
 
-    def append(self, memory_id: str, seq: int) -> int:
+    def reserve(self, rows: int) -> None:
+        """Room for ``rows`` rows in all: the arrays double (at least) when full. New
+        arrays, copied, not ``np.resize``: that tiles the old data over the new rows
+        and took a third of loading 60,000 vectors."""
         cap = len(self.alive)
-        if self.size == cap:
-            new_cap = cap * 2
-            self.vecs = np.resize(self.vecs, (new_cap, self.vecs.shape[1]))
-            self.alive = np.resize(self.alive, new_cap)
-            self.alive[cap:] = False
-            self.seq = np.resize(self.seq, new_cap)
-            for f in _SCOPE_FIELDS:
-                self.scope[f] = np.resize(self.scope[f], new_cap)
-            for f in TIME_FIELDS:
-                self.times[f] = np.resize(self.times[f], new_cap)
+        if rows <= cap:
+            return
+        new_cap = max(2 * cap, 1 << (rows - 1).bit_length())
+        self.vecs = _grown(self.vecs, new_cap)
+        self.alive = _grown(self.alive, new_cap)
+        self.seq = _grown(self.seq, new_cap)
+        self.scope = {f: _grown(a, new_cap) for f, a in self.scope.items()}
+        self.times = {f: _grown(a, new_cap, fill=math.nan) for f, a in self.times.items()}
+
+    def append(self, memory_id: str, seq: int) -> int:
+        self.reserve(self.size + 1)
         pos = self.size
         self.ids.append(memory_id)
         self.seq[pos] = seq
@@ -161,6 +165,13 @@ class _Block:
         out.ids = [self.ids[i] for i in keep]
         out.size = int(keep.size)
         return out
+
+
+def _grown(values: npt.NDArray[_T], cap: int, fill: float = 0) -> npt.NDArray[_T]:
+    """``values`` at the front of a new array of ``cap`` rows, the rest ``fill``."""
+    out = np.full((cap, *values.shape[1:]), fill, dtype=values.dtype)
+    out[: len(values)] = values
+    return out
 
 
 def _taken(
@@ -209,30 +220,82 @@ class VectorIndex:
         return out
 
     def upsert(self, rows: Iterable[IndexRow], vectors: npt.NDArray[np.float32]) -> None:
-        """Add or replace vectors for records (vectors must be unit length)."""
-        for row, vec in zip(rows, vectors, strict=True):
-            found = self._pos.get(row.id)
-            users = self._blocks.setdefault(row.tenant, {})
-            block = users.get(row.user_id)
-            if block is None:
-                block = users[row.user_id] = _Block(self.dimensions, row.tenant, row.user_id)
-            if found is not None and found[0] is block:
-                pos = found[1]
+        """Add or replace vectors for records (vectors must be unit length).
+
+        Records new to the index are appended a block at a time (one slice per array):
+        one at a time, loading a file's 60,000 vectors took 0.8 s of a cold search's
+        1.2 s. A record already held (or twice in ``rows``) is placed alone, in order."""
+        rows = list(rows)
+        if len(rows) != len(vectors):
+            raise ValueError(f"{len(rows)} rows for {len(vectors)} vectors")
+        base = self._seq
+        self._seq += len(rows)
+        fresh: dict[tuple[str, str | None], list[int]] = {}
+        taken: set[str] = set()
+        for i, row in enumerate(rows):
+            if row.id in self._pos or row.id in taken:
+                self._append_fresh(fresh, rows, vectors, base)
+                fresh, taken = {}, set()
+                self._upsert_one(row, vectors[i], base + i)
             else:
-                if found is not None:  # the record moved scope: its old row dies
-                    found[0].kill(found[1])
-                    if 2 * found[0].dead > found[0].size:
-                        self._compact(found[0])
-                pos = block.append(row.id, self._seq)
-                self._seq += 1
-                self._pos[row.id] = (block, pos)
-            block.vecs[pos] = vec
-            block.alive[pos] = True
+                fresh.setdefault((row.tenant, row.user_id), []).append(i)
+                taken.add(row.id)
+        self._append_fresh(fresh, rows, vectors, base)
+
+    def _block(self, tenant: str, user_id: str | None) -> _Block:
+        users = self._blocks.setdefault(tenant, {})
+        block = users.get(user_id)
+        if block is None:
+            block = users[user_id] = _Block(self.dimensions, tenant, user_id)
+        return block
+
+    def _append_fresh(
+        self,
+        fresh: dict[tuple[str, str | None], list[int]],
+        rows: list[IndexRow],
+        vectors: npt.NDArray[np.float32],
+        base: int,
+    ) -> None:
+        """Append the records at ``fresh``'s positions of ``rows`` (none held yet), a
+        block's at once. Rows are written, then counted, then marked alive, as
+        :meth:`_Block.append` does: a search on another thread reads a row only once
+        it is counted and alive."""
+        for (tenant, user_id), at in fresh.items():
+            block = self._block(tenant, user_id)
+            start, end = block.size, block.size + len(at)
+            block.reserve(end)
+            block.vecs[start:end] = vectors[at]
+            block.seq[start:end] = np.asarray(at, dtype=np.int64) + base
             for f in _SCOPE_FIELDS:
-                block.scope[f][pos] = block.codes.code(getattr(row, f))
+                block.scope[f][start:end] = [block.codes.code(getattr(rows[i], f)) for i in at]
             for f in TIME_FIELDS:
-                value = getattr(row, f)
-                block.times[f][pos] = math.nan if value is None else value
+                values = (getattr(rows[i], f) for i in at)
+                block.times[f][start:end] = [math.nan if v is None else v for v in values]
+            block.ids.extend(rows[i].id for i in at)
+            block.size = end
+            block.alive[start:end] = True
+            for pos, i in enumerate(at, start):
+                self._pos[rows[i].id] = (block, pos)
+
+    def _upsert_one(self, row: IndexRow, vec: npt.NDArray[np.float32], seq: int) -> None:
+        found = self._pos.get(row.id)
+        block = self._block(row.tenant, row.user_id)
+        if found is not None and found[0] is block:
+            pos = found[1]
+        else:
+            if found is not None:  # the record moved scope: its old row dies
+                found[0].kill(found[1])
+                if 2 * found[0].dead > found[0].size:
+                    self._compact(found[0])
+            pos = block.append(row.id, seq)
+            self._pos[row.id] = (block, pos)
+        block.vecs[pos] = vec
+        block.alive[pos] = True
+        for f in _SCOPE_FIELDS:
+            block.scope[f][pos] = block.codes.code(getattr(row, f))
+        for f in TIME_FIELDS:
+            value = getattr(row, f)
+            block.times[f][pos] = math.nan if value is None else value
 
     def remove(self, ids: Iterable[str]) -> None:
         """Forget records: their rows are zeroed and dead, and a block left mostly
