@@ -35,6 +35,7 @@ from contextos.memory.ingest import (
     metadata_bytes,
     metadata_depth,
 )
+from contextos.memory.render import FACT_OF, TURN_FACTS
 from contextos.providers.base import PLACEHOLDER_KEY
 from contextos.retry import wait_before_retry
 from contextos.store.records import same_turn
@@ -296,6 +297,10 @@ WIRE_ONLY_KEYS = frozenset(
 #: message with a ``name``, which it is then made of), and the zone of its time
 #: (``utc_offset``, made of the ``event_time`` the archive passes).
 SAID_BY_KEYS = frozenset({"role", "seq", "speaker", "utc_offset"})
+#: Turn metadata an archive drops because ``Memory.add`` reserves the key for its own
+#: marks (a fact beside a turn, a turn stored with its facts): ``Session.add`` logs a
+#: turn holding one, and every later offload of the session was refused on it (a review).
+RESERVED_KEYS = frozenset({FACT_OF, TURN_FACTS})
 #: Room left in a memory's metadata for what :func:`archive` adds to the turn's own.
 _ARCHIVE_KEYS_BYTES = 1024
 
@@ -309,12 +314,13 @@ def archived_metadata(turn: Turn) -> dict[str, Any]:
     Nor the keys ``Memory.add`` writes itself (:data:`SAID_BY_KEYS`: who said the turn
     and its place in the session), which it refuses from a caller with another value:
     an app's own ``{"role": "admin"}`` on its turns failed every offload, after the
-    turns had left the history (a review). They were replaced by the add before."""
+    turns had left the history (a review). They were replaced by the add before. Nor
+    the keys it reserves for its own marks (:data:`RESERVED_KEYS`)."""
     said_by = SAID_BY_KEYS if turn.message.name else SAID_BY_KEYS - {"speaker"}
     meta = {
         k: v
         for k, v in turn.message.metadata.items()
-        if k not in WIRE_ONLY_KEYS and k not in said_by
+        if k not in WIRE_ONLY_KEYS and k not in said_by and k not in RESERVED_KEYS
     }
     if metadata_bytes(meta) > MAX_METADATA_BYTES - _ARCHIVE_KEYS_BYTES:
         return {}

@@ -243,7 +243,8 @@ def recall(
     names no turn and whose words a turn shown holds (:func:`_said_again`); a second
     copy of one turn's words (:func:`_one_copy_a_turn`); and, for a session of an agent
     with no user, one naming a user who takes no part in the session
-    (:meth:`~contextos.engine.session.Session.participants_hits`).
+    (:meth:`~contextos.engine.session.Session.participants_hits`); without a session,
+    one naming any user.
 
     Raises:
         ScopeError: ``scope`` names no user, agent or session (the search refuses it).
@@ -267,6 +268,11 @@ def recall(
     if session is not None:
         hits = [h for h in hits if not _said_again(h, session.session_id, shown)]
         hits = list(session.participants_hits(hits))
+    elif scope.user_id is None and scope.agent_id is not None:
+        # An agent's window with no user and no session: none naming a user, as its
+        # pinned rules (:func:`_owned_rules`); a user's card number filed with the
+        # agent reached every such window (a review).
+        hits = [h for h in hits if h.record.user_id is None]
     hits = _one_copy_a_turn(hits)
     return novel_hits(hits, shown.refs, sys.maxsize if tokens is None else tokens)[:limit]
 

@@ -1997,7 +1997,9 @@ class Session:
         wrapped call and server window does), and leaves those out of ``hits``. Why: in
         the README's flow (``hits=memory.search(...)``) a stored "Always answer in
         French" reached the model only when that search ranked it for the question (a
-        review).
+        review). Only a Memory of the Session's tenant: one opened with another
+        ``tenant=`` pins none (the Memory reads its own tenant, and pinned that
+        tenant's rules for the same user: a review).
 
         ``memory_header``: the line above the placed memories, by default
         :data:`MEMORY_HEADER`, as on wrapped calls; the header goes with at least one
@@ -2019,7 +2021,7 @@ class Session:
         turns = self.conversation(state)
         items, cut = _history_items(turns, state, self.tokenizer, total)
         hits = self.participants_hits(hits)
-        if self._memory is not None:
+        if self._memory is not None and self._memory.tenant == self.scope.tenant:
             from contextos.engine.recall import RULES_SHARE, scope_rules
 
             pinned = scope_rules(

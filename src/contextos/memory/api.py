@@ -78,7 +78,7 @@ from .ingest import (  # _context, _as_message: a reply's quote, as an add write
     validate_options,
 )
 from .record_tokens import RecordTokens
-from .render import FACT_OF, UTC_OFFSET, embedding_text
+from .render import FACT_OF, TURN_FACTS, UTC_OFFSET, embedding_text
 from .retrieval import TURN_FACTS_RETRIEVAL, HybridRetriever, RetrievalConfig
 
 if TYPE_CHECKING:  # extraction is loaded by the first add(infer=True), not by import
@@ -1285,11 +1285,6 @@ def _check_offset(offset: object) -> None:
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise ValueError("offset must be a non-negative integer")
 
-
-#: Metadata key of a session turn added with its facts beside it (``add(facts=True)``
-#: or a ``Memory(turn_facts=True)``): ``True``. An update of the turn derives its facts
-#: again from its new text, whichever Memory updates it (``Memory._derived``).
-TURN_FACTS = "turn_facts"
 
 #: Metadata the library writes and keeps through an update that does not name them: a
 #: turn's place in its session, who said it and whether it takes facts, and the mark of

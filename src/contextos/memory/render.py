@@ -24,6 +24,12 @@ CAPTION_KEYS = ("caption", "blip_caption", "image_caption")
 #: records of their own. Reserved: ``Memory.add`` refuses it in the caller's metadata.
 FACT_OF = "fact_of"
 
+#: Metadata key of a session turn added with its facts beside it (``add(facts=True)``
+#: or a ``Memory(turn_facts=True)``): ``True``. An update of the turn derives its facts
+#: again from its new text, whichever Memory updates it (``Memory._derived``).
+#: Reserved in a session's add, as :data:`FACT_OF` is in every add.
+TURN_FACTS = "turn_facts"
+
 #: Metadata key where ``Memory.add`` keeps the zone a memory's ``event_time`` was given
 #: in, when not UTC: minutes east of UTC. Why: the stores keep the instant only (epoch
 #: seconds in SQLite, ``timestamptz`` in PostgreSQL), and a turn said at 20:00 in Los
