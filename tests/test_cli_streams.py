@@ -217,4 +217,4 @@ def test_search_says_when_a_dead_process_still_holds_a_memory_s_vector(tmp_path:
     out = run_cli("search", "trams", "-u", "ana", db=db)
     assert out.returncode == 0, out.stderr
     assert "the lisbon trams" in out.stdout
-    assert "1 memories are still waiting for their vectors" in out.stderr, out.stderr
+    assert "1 memory is still waiting for its vector (" in out.stderr, out.stderr

@@ -146,7 +146,12 @@ def test_cli_forget_by_session(tmp_path: Path) -> None:
     assert both.returncode == 2 and "exactly one" in both.stderr
     done = run_cli("--json", "forget", "-s", "s1", "--yes", db=db)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"session_id": "s1", "forgotten": 1}
+    assert json.loads(done.stdout) == {
+        "session_id": "s1",
+        "forgotten": 1,
+        "sessions_forgotten": 0,  # it held a memory, no log
+        "turns_forgotten": 0,
+    }
     listed = run_cli("--json", "list", "-a", "bot", db=db)
     assert json.loads(listed.stdout) == []
     assert "tea" in run_cli("list", "-u", "ana", db=db).stdout

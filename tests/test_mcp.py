@@ -107,7 +107,7 @@ def test_stdio_refuses_to_start_without_a_valid_key(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 1
-    assert "needs a valid API key" in proc.stderr
+    assert "the API key given with --key is not a key of the database" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -1039,7 +1039,7 @@ def test_a_server_given_its_own_db_names_no_other_database(tmp_path: Path) -> No
         stdin=subprocess.DEVNULL,
         env={**env, "CONTEXTOS_EMBEDDER": "hash", "HOME": str(tmp_path), "PYTHONPATH": SRC},
     )
-    assert "needs a valid API key" in proc.stderr
+    assert "is not a key of the database" in proc.stderr
     assert "database:" not in proc.stderr and "the default" not in proc.stderr, proc.stderr
 
 

@@ -191,6 +191,9 @@ class CliState:
     #: The command's tenants come from its API keys (``serve``, ``mcp``): the tenant
     #: setting is not read, so ``CONTEXTOS_TENANT`` set to nothing is no error there.
     tenants_from_keys: bool = False
+    #: The tenant was typed on the command line (``--tenant``, before or after the
+    #: command), not read from ``CONTEXTOS_TENANT`` (``forget --whole-tenant`` wants it).
+    tenant_typed: bool = False
 
     @property
     def settings(self) -> Settings:
@@ -458,17 +461,22 @@ def interrupt_flag() -> Iterator[HeldInterrupt]:
 
 
 @contextmanager
-def held_interrupt() -> Iterator[HeldInterrupt]:
+def held_interrupt(after: str | None = None) -> Iterator[HeldInterrupt]:
     """Hold a Ctrl-C until the block ends, the report of a write that returned
     (printed and flushed: a pipe holds it otherwise). Why: a Ctrl-C landing between the
     write and its report said "aborted" with no id, though the memory was stored (a
     review). Only the report: held over the write itself, a Ctrl-C could not stop a
     write waiting on a lock, which then went through (a review of that). Whether one
-    came is told to :func:`settle`, which then does not wait."""
+    came is told to :func:`settle`, which then does not wait.
+
+    ``after``: what a later Ctrl-C is told (:func:`interrupted_after_its_write`) for a
+    write with no vectors to wait for (``forget``); by default, that its vectors are
+    computed later."""
     with interrupt_flag() as held:
         yield held
         sys.stdout.flush()
         _REPORT.reported = True
+        _REPORT.after = after
 
 
 #: Seconds between looks at whether a Ctrl-C came while :func:`settle` waits.
@@ -529,10 +537,12 @@ def wait_for_vectors(memory: Memory) -> None:
 def _say_vectors_still_pending(memory: Memory) -> None:
     pending = memory.embedding_status().pending
     if pending:
+        one = pending == 1
+        waiting = f"{plural(pending, 'memory is', 'memories are')} still waiting for "
         err_console.print(
-            f"note: {pending:,} memories are still waiting for their vectors (computed in "
-            "the background by the processes using this database); until then they are "
-            "found by their words only",
+            f"note: {waiting}{'its vector' if one else 'their vectors'} (computed in the "
+            "background by the processes using this database); until then "
+            f"{'it is found by its' if one else 'they are found by their'} words only",
             highlight=False,
         )
 
@@ -572,6 +582,8 @@ class _WriteReport:
 
     reported: bool = False
     told: bool = False
+    #: What a Ctrl-C after the report is told (None: :func:`_say_vectors_come_later`).
+    after: str | None = None
 
 
 _REPORT = _WriteReport()
@@ -593,9 +605,19 @@ def interrupted_after_its_write() -> bool:
     took the write as undone."""
     if not _REPORT.reported:
         return False
-    if not _REPORT.told:
+    if _REPORT.after is not None:
+        tell_interrupted(_REPORT.after)
+    elif not _REPORT.told:
         _say_vectors_come_later()
     return True
+
+
+def tell_interrupted(note: str) -> None:
+    """Say ``note`` on stderr, once a command: that a Ctrl-C came after its write, which
+    stands (:func:`interrupted_after_its_write` then says nothing more)."""
+    if not _REPORT.told:
+        _REPORT.told = True
+        err_console.print(note, highlight=False)
 
 
 #: The SQLite paths this command found missing (:func:`missing_db`), for its error.
@@ -619,6 +641,7 @@ def start_command() -> None:
     embedding the CLI)."""
     _MISSING.clear()
     _REPORT.reported = _REPORT.told = False
+    _REPORT.after = None
     _usable_streams()
 
 
@@ -837,6 +860,86 @@ def json_option(func: F) -> F:
         callback=callback,
         help="Print machine-readable JSON.",
     )(func)
+
+
+def check_tenant_option(tenant: str, hint: str) -> None:
+    """The group's check of a ``--tenant`` value (:func:`~contextos.types.validate_tenant`),
+    a usage error naming the option as the user gave it (``hint``)."""
+    from ..types import validate_tenant
+
+    try:
+        validate_tenant(tenant)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def _same_setting(name: str, before: str, after: str) -> bool:
+    """Whether two values of ``--db`` (or ``--tenant``) name the same thing: the same
+    text, or for ``--db`` the same SQLite path (``m.db`` and ``./m.db``)."""
+    if before == after:
+        return True
+    if name != "db" or "://" in before or "://" in after:
+        return False
+    return os.path.abspath(os.path.expanduser(before)) == os.path.abspath(os.path.expanduser(after))
+
+
+def _group_option_after(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Callback of ``--db`` or ``--tenant`` given after the command's name: the group's
+    option, with its checks; given in both places with different values, a usage error
+    naming both (which one was meant cannot be guessed). Over ``CONTEXTOS_DB`` or
+    ``CONTEXTOS_TENANT`` it wins, as the group's option does."""
+    if value is None:
+        return
+    name = param.name
+    root = ctx.find_root()
+    before = root.params.get(name)
+    typed_before = root.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    if typed_before and before is not None and not _same_setting(name, before, value):
+        raise click.UsageError(
+            f"--{name} is given twice with different values: {before!r} before the "
+            f"command and {value!r} after it; give one",
+            ctx,
+        )
+    state = ctx.find_object(CliState)
+    if state is None:  # no group above (a command invoked alone): nothing to set
+        return
+    if name == "tenant":
+        check_tenant_option(value, "--tenant")
+        state.tenant, state.tenant_typed = value, True
+        return
+    from ..config import expanded_db
+
+    if "://" not in value and value.strip() and Path(expanded_db(value)).is_dir():
+        # Exit 2, as for the --db that keys, serve and mcp took before every command did.
+        raise click.BadParameter(
+            f"{value!r} is a directory; give a SQLite file path", ctx=ctx, param=param
+        )
+    state.db = value
+
+
+def group_options_after(command: click.Command) -> None:
+    """Let ``command`` take the group's ``--db`` and ``--tenant`` after its name too
+    (``contextos search x -u ana --db m.db``), as it takes ``--json``
+    (:func:`json_option`), unless it has an option of that name of its own. Why: the
+    server commands took ``--db`` there, and ``search ... --db`` next was refused with
+    "No such option '--db'", which ``search --help`` did not explain (a review)."""
+    flags = {flag for param in command.params for flag in getattr(param, "opts", ())}
+    helps = {
+        "--db": ("PATH", "As --db before the command: the database (env CONTEXTOS_DB)."),
+        "--tenant": ("NAME", "As --tenant before the command: the tenant (env CONTEXTOS_TENANT)."),
+    }
+    for flag, (metavar, help_text) in helps.items():
+        if flag not in flags:
+            command.params.append(
+                click.Option(
+                    [flag],
+                    default=None,
+                    metavar=metavar,
+                    expose_value=False,
+                    callback=_group_option_after,
+                    help=help_text,
+                )
+            )
 
 
 #: ``--data``: the LoCoMo file of a benchmark.

@@ -20,7 +20,9 @@ from ..errors import Conflict, ContextosError
 from .common import (
     CliState,
     StdoutFailed,
+    check_tenant_option,
     err_console,
+    group_options_after,
     interrupted_after_its_write,
     start_command,
     with_missing_db,
@@ -77,7 +79,22 @@ def _add_commands_of(module: str) -> None:
     they are added: an import that failed is tried again on the next lookup)."""
     if module not in _added:
         importlib.import_module(f"{__package__}.{module}").register(cli, bench)
+        for command in _commands_of(cli):
+            group_options_after(command)
         _added.add(module)
+
+
+def _commands_of(group: click.Group) -> list[click.Command]:
+    """Every command under ``group`` but the benchmarks (whose ``--db``, where they
+    take one, is their own store, never the group's)."""
+    found: list[click.Command] = []
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            if command is not bench:
+                found.extend(_commands_of(command))
+        else:
+            found.append(command)
+    return found
 
 
 def load_all_commands() -> click.Group:
@@ -107,18 +124,13 @@ def load_all_commands() -> click.Group:
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, tenant: str | None, as_json: bool) -> None:
     """contextos: manage an LLM's context window like an OS manages memory."""
+    from_env = ctx.get_parameter_source("tenant") is ParameterSource.ENVIRONMENT
     if tenant is not None:
-        from ..types import validate_tenant
-
-        try:
-            validate_tenant(tenant)
-        except ValueError as exc:
-            # Named as the user gave it: "--tenant" for CONTEXTOS_TENANT sent them
-            # looking for a flag they never typed (a review).
-            from_env = ctx.get_parameter_source("tenant") is ParameterSource.ENVIRONMENT
-            hint = "CONTEXTOS_TENANT" if from_env else "--tenant"
-            raise click.BadParameter(str(exc), param_hint=hint) from None
-    ctx.obj = CliState(db=db, tenant=tenant, as_json=as_json)
+        # Named as the user gave it: "--tenant" for CONTEXTOS_TENANT sent them looking
+        # for a flag they never typed (a review).
+        check_tenant_option(tenant, "CONTEXTOS_TENANT" if from_env else "--tenant")
+    typed = tenant is not None and not from_env
+    ctx.obj = CliState(db=db, tenant=tenant, as_json=as_json, tenant_typed=typed)
 
 
 @cli.group(cls=LazyGroup, lazy=BENCH_COMMANDS)
@@ -144,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(SafeText(exc.format_message()), highlight=False)
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        print_error(exc.format_message() + hint)
+        print_error(_usage_line(exc))
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         print_error(exc.format_message())
@@ -165,6 +176,20 @@ def main(argv: list[str] | None = None) -> None:
         if interrupted_after_its_write():
             return
         sys.exit(130)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """A usage error's line, with the command's ``--help`` to see. For an unknown
+    option, only the options that the mistyped one begins (``--user`` for ``--user-id``)
+    are suggested when there are any: click's guesses by likeness alone put ``--after``
+    and ``--where`` beside ``--user-id`` (a review)."""
+    if isinstance(exc, click.NoSuchOption):
+        given = exc.option_name.split("=", 1)[0]
+        started = [name for name in exc.possibilities or () if name.startswith(given)]
+        if started:
+            vars(exc)["possibilities"] = started  # Final to type checkers, a plain attribute
+    hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return exc.format_message() + hint
 
 
 def _failure_line(exc: ContextosError | StdoutFailed) -> str:

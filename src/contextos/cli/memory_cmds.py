@@ -44,6 +44,7 @@ from .common import (
     err_console,
     held_interrupt,
     int_range,
+    interrupt_flag,
     invalid_text,
     json_option,
     memory_id_param,
@@ -55,6 +56,7 @@ from .common import (
     read_text_arg,
     scope_id_param,
     settle,
+    tell_interrupted,
     wait_for_vectors,
 )
 from .text import SafeText
@@ -300,6 +302,42 @@ def _print_added(
             console.print(SafeText(f"  {render(r)}"), highlight=False)
 
 
+def _check_add(
+    state: CliState,
+    message: dict[str, str],
+    scope: ScopeIds,
+    metadata: dict[str, Any] | None,
+    event_time: datetime | None,
+    memory_type: str | None,
+    *,
+    infer: bool,
+) -> None:
+    """``add``'s checks of its scope, text and metadata (the library's own, ``add``
+    runs them again), before the database is opened. Why: a usage error (no scope, an
+    empty text, bad metadata) still created the database file, though a mistyped
+    ``--db`` must leave nothing behind (a review)."""
+    from ..memory.ingest import (
+        build_records,
+        check_messages,
+        check_said_by,
+        to_messages,
+        validate_options,
+    )
+
+    opts = validate_options(
+        Scope(tenant=state.settings.tenant, **scope),
+        metadata=metadata,
+        event_time=event_time,
+        memory_type=memory_type or "episodic",
+    )
+    said = to_messages(message)
+    check_messages(said)
+    if infer:
+        check_said_by(said, opts)
+    else:
+        build_records(said, opts)
+
+
 def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one small function per command
     @cli.command()
     @click.argument("text")
@@ -359,12 +397,14 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         message: dict[str, str] = {"role": "user", "content": text}
         if speaker:
             message["name"] = speaker
+        meta = _parse_metadata(metadata)
+        _check_add(state, message, scope, meta, event_time, memory_type, infer=infer)
         started = datetime.now(UTC)
         with open_memory(state, create=True) as memory:
             records = memory.add(
                 message,
                 **scope,
-                metadata=_parse_metadata(metadata),
+                metadata=meta,
                 event_time=event_time,
                 memory_type=cast(MemoryType | None, memory_type),
                 infer=infer,
@@ -666,15 +706,120 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             _forget_tenant(state, wait=not no_wait)
             return
         with open_memory(state, embed=False) as memory:
-            n = memory.forget(user_id, session_id=session_id)
-        if state.as_json:
-            key = "user_id" if user_id is not None else "session_id"
-            print_json({key: user_id if user_id is not None else session_id, "forgotten": n})
-        else:
-            console.print(
-                SafeText(f"forgot {plural(n, 'memory', 'memories')} of {user_id or target}"),
-                highlight=False,
-            )
+            _forget_scope(state, memory, user_id, session_id, target)
+
+
+@dataclass(frozen=True)
+class _Logs:
+    """The turns of each session a ``forget`` reaches, counted before or after it."""
+
+    turns: dict[str, int]
+
+    @classmethod
+    def read(cls, memory: Memory, sessions: Sequence[str]) -> _Logs:
+        store = memory.store
+        return cls(
+            {s: len(store.turn_texts(Scope(tenant=memory.tenant, session_id=s))) for s in sessions}
+        )
+
+    def erased_since(self, before: _Logs) -> tuple[int, int]:
+        """(sessions whose log is gone, turns gone) between ``before`` and these counts."""
+        gone = {s: n - self.turns.get(s, 0) for s, n in before.turns.items()}
+        sessions = sum(1 for s, n in before.turns.items() if n and not self.turns.get(s, 0))
+        return sessions, sum(max(0, n) for n in gone.values())
+
+
+@dataclass(frozen=True)
+class _Erased:
+    """What ``forget -u/-s`` erased: memories, whole session logs, and turns."""
+
+    memories: int
+    sessions: int
+    turns: int
+
+
+def _memories_of_tenant(memory: Memory) -> int:
+    flt = Filter(scope=Scope(tenant=memory.tenant), include_invalid=True)
+    return memory.store.count(flt)
+
+
+def _forget_scope(
+    state: CliState, memory: Memory, user_id: str | None, session_id: str | None, target: str
+) -> None:
+    """``forget -u/-s``: ``memory.forget`` of the user or session, and its report, with
+    the session logs it erased counted (it returns the memories only: ``forget -u ana``
+    that erased ana's 10 turns said "forgot 0 memories of ana", a review).
+
+    A Ctrl-C during the erasure stops it while it has not committed (a write still
+    waiting on a lock included): ``KeyboardInterrupt`` goes on, "aborted", nothing
+    erased. Once it has committed, the file's rebuild may still be running (in C, where
+    the signal waits): it said "aborted" (exit 130) for an erasure that had happened (a
+    review). Whether it committed is read from the store (what the forget removes is
+    gone), and then what was erased is reported, and that it stands; the store finishes
+    the rebuild as it closes (or the next process to open the file does). A Ctrl-C
+    after the erasure returned is held until its report is out."""
+    tenant_before = _memories_of_tenant(memory)
+    sessions = [session_id] if session_id is not None else _sessions_of(memory, user_id)
+    logs_before = _Logs.read(memory, sessions)
+    reported = False
+    try:
+        memories = memory.forget(user_id, session_id=session_id)
+        with held_interrupt(after=FORGET_STANDS) as held:
+            logs = _Logs.read(memory, sessions).erased_since(logs_before)
+            _print_forgotten(state, _Erased(memories, *logs), user_id, session_id, target)
+            reported = True
+            if held.received:
+                tell_interrupted(FORGET_STANDS)
+    except KeyboardInterrupt:
+        if reported:  # a Ctrl-C after the report: main says it changes nothing
+            raise
+        with interrupt_flag():  # a second Ctrl-C does not cut the look
+            gone = tenant_before - _memories_of_tenant(memory)
+            logs = _Logs.read(memory, sessions).erased_since(logs_before)
+        if gone <= 0 and logs == (0, 0):
+            raise  # before the commit: nothing was erased
+        with held_interrupt(after=FORGET_STANDS):
+            _print_forgotten(state, _Erased(max(gone, 0), *logs), user_id, session_id, target)
+            tell_interrupted(FORGET_STANDS)
+
+
+#: What ``forget -u/-s`` says of a Ctrl-C that came once its erasure had committed.
+FORGET_STANDS = "interrupted after the erasure had committed: what is reported is erased"
+
+
+def _sessions_of(memory: Memory, user_id: str | None) -> list[str]:
+    """The sessions ``forget -u`` reaches (``Memory.sessions``' rule), every one."""
+    return memory.store.sessions(Scope(tenant=memory.tenant, user_id=user_id))
+
+
+def _print_forgotten(
+    state: CliState,
+    erased: _Erased,
+    user_id: str | None,
+    session_id: str | None,
+    target: str,
+) -> None:
+    """The report of ``forget -u/-s``: memories, then session logs and turns when it
+    erased any (``--json``: ``sessions_forgotten`` and ``turns_forgotten`` beside
+    ``forgotten``)."""
+    if state.as_json:
+        key = "user_id" if user_id is not None else "session_id"
+        print_json(
+            {
+                key: user_id if user_id is not None else session_id,
+                "forgotten": erased.memories,
+                "sessions_forgotten": erased.sessions,
+                "turns_forgotten": erased.turns,
+            }
+        )
+    else:
+        what = plural(erased.memories, "memory", "memories")
+        turns = plural(erased.turns, "turn")
+        if erased.sessions:
+            what += f" and {plural(erased.sessions, 'session')} ({turns})"
+        elif erased.turns:
+            what += f" and {turns}"
+        console.print(SafeText(f"forgot {what} of {user_id or target}"), highlight=False)
 
 
 def _forget_target(
@@ -689,8 +834,7 @@ def _forget_target(
             "forget needs exactly one of -u/--user-id, -s/--session-id and --whole-tenant"
         )
     if whole_tenant:
-        root = click.get_current_context().find_root()
-        if root.get_parameter_source("tenant") is not click.core.ParameterSource.COMMANDLINE:
+        if not state.tenant_typed:
             raise click.UsageError(
                 "--whole-tenant erases a tenant for good: name it with the group's --tenant "
                 "(contextos --tenant NAME forget --whole-tenant)"

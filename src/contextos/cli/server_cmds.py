@@ -32,7 +32,6 @@ from .common import (
     F,
     FiniteFloatRange,
     absent_db,
-    check_db_option,
     choice_option,
     console,
     err_console,
@@ -49,6 +48,7 @@ from .text import SafeText, shown
 
 if TYPE_CHECKING:
     from ..server.app import ServerConfig
+    from ..server.keys import KeyStore
 
 #: ``--embedder`` of ``serve`` and ``mcp``: both read the setting when it is not given
 #: (``mcp``'s help said only "default ...", so a set variable won unexplained).
@@ -63,23 +63,20 @@ ADMIN_KEY_HELP = (
 )
 
 
-def _db(state: CliState, db: str | None) -> str:
-    """``--db`` given after the command wins over the group's ``--db``; a directory is
-    refused here, in one line, before anything tries to open it as a SQLite file.
-
-    The one given after the command goes through the group's check too
-    (:func:`check_db_option`): without it ``keys create --db typo/sub/k.db`` created
-    the missing folders that the group's ``--db`` and ``serve --db`` refuse. An empty
-    one is refused as the group's is: taken as "not given", ``keys create --db "$DB"``
-    with ``DB`` unset wrote its key to the default database (a review)."""
-    from ..config import expanded_db
-
-    if db is not None and not db.strip():
-        check_db_option(db)  # raises the group's error for an empty --db
-    target = state.settings.db if db is None else expanded_db(db)  # `--db '~'`: home folder
+def _db(state: CliState) -> str:
+    """The database of a server command: ``--db`` before or after the command (one
+    option, :func:`~contextos.cli.common.group_options_after`), else ``CONTEXTOS_DB``,
+    else the default, checked as every command's is (:attr:`CliState.settings`: an
+    empty or missing-folder path is refused, so ``keys create --db typo/sub/k.db``
+    creates no folders and ``keys create --db "$DB"`` with ``DB`` unset writes no key to
+    the default database). A directory is refused here too, in one line, before
+    anything tries to open it as a SQLite file. The tenant setting is not read: these
+    commands take their tenant from ``--tenant`` or their keys (:func:`_keys_tenant`)."""
+    state.tenants_from_keys = True
+    target = state.settings.db
     if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
         raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
-    return target if db is None else check_db_option(db)
+    return target
 
 
 def _create_database(db: str) -> None:
@@ -345,14 +342,6 @@ def _key_dict(key: object) -> dict[str, object]:
 #: Hands ``serve``'s settings to its worker processes (admin key included, never logged).
 WORKER_CONFIG_ENV = "CONTEXTOS_SERVE_WORKER_CONFIG"
 
-db_option = click.option(
-    "--db",
-    default=None,
-    metavar="PATH_OR_URL",
-    help="SQLite file or postgresql:// URL (overrides the group's --db).",
-)
-
-
 #: ``--shutdown-timeout``, one definition for ``serve`` and ``mcp`` over HTTP.
 shutdown_timeout_option = number_option(
     "--shutdown-timeout",
@@ -488,7 +477,6 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 
 
 @click.command()
-@db_option
 @host_option("Interface to bind.")
 @number_option("--port", 8080, click.IntRange(0, 65535), "TCP port.")
 @click.option("--embedder", default=None, help=EMBEDDER_HELP)
@@ -540,7 +528,6 @@ def limit_options(note: str = "") -> Callable[[F], F]:
 @pass_state
 def serve(
     state: CliState,
-    db: str | None,
     host: str,
     port: int,
     embedder: str | None,
@@ -574,15 +561,15 @@ def serve(
 
         raise MissingExtraError("server", "uvicorn") from exc
     state.tenants_from_keys = True
-    target = _db(state, db)
+    target = _db(state)
     fresh = absent_db(target)
     config = ServerConfig(
         db=target,
-        embedder=state.embedder_name(embedder, db, opens_db=True),
+        embedder=state.embedder_name(embedder, opens_db=True),
         admin_key=admin_key,
         max_body_bytes=max_body_bytes,
         rate_limit=RateLimit(rate=rate, burst=burst),
-        embed_batch_size=state.settings_for(db).embed_batch_size,
+        embed_batch_size=state.settings.embed_batch_size,
     )
     if workers > 1:
         # Refused here, as one process refuses it: the workers, which check it again,
@@ -739,7 +726,6 @@ def _keys_tenant(state: CliState, tenant: str | None) -> str | None:
 
 
 @keys.command("create")
-@db_option
 @click.option(
     "--tenant",
     default=None,
@@ -749,7 +735,7 @@ def _keys_tenant(state: CliState, tenant: str | None) -> str | None:
 @click.option("--name", default="", help="A label to recognise the key by.")
 @json_option
 @pass_state
-def keys_create(state: CliState, db: str | None, tenant: str | None, name: str) -> None:
+def keys_create(state: CliState, tenant: str | None, name: str) -> None:
     """Create a key for TENANT and print its secret (shown this once only)."""
     from ..server.keys import KeyStore
 
@@ -759,7 +745,7 @@ def keys_create(state: CliState, db: str | None, tenant: str | None, name: str) 
             "keys create needs a tenant: --tenant TENANT (after 'keys create', or before "
             "it), or CONTEXTOS_TENANT"
         )
-    target = _db(state, db)
+    target = _db(state)
     fresh = absent_db(target)
     with KeyStore(target) as store:
         issued = store.create(tenant, name)
@@ -779,7 +765,6 @@ def keys_create(state: CliState, db: str | None, tenant: str | None, name: str) 
 
 
 @keys.command("list")
-@db_option
 @click.option(
     "--tenant",
     default=None,
@@ -793,14 +778,14 @@ def keys_create(state: CliState, db: str | None, tenant: str | None, name: str) 
 )
 @json_option
 @pass_state
-def keys_list(state: CliState, db: str | None, tenant: str | None, all_tenants: bool) -> None:
+def keys_list(state: CliState, tenant: str | None, all_tenants: bool) -> None:
     """List keys (ids, tenants, names, revocation), never secrets."""
     from ..server.keys import KeyStore
 
     if all_tenants and tenant is not None:
         raise click.UsageError("--all-tenants lists every tenant's keys: give no --tenant")
     listed = None if all_tenants else _keys_tenant(state, tenant)
-    target = _db(state, db)
+    target = _db(state)
     if absent_db(target):  # nothing to list, and no file made for it
         found: list[dict[str, object]] = []
     else:
@@ -831,18 +816,17 @@ def keys_list(state: CliState, db: str | None, tenant: str | None, all_tenants: 
 
 
 @keys.command("revoke")
-@db_option
 @click.argument("key_id")
 @json_option
 @pass_state
-def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
+def keys_revoke(state: CliState, key_id: str) -> None:
     """Revoke the key KEY_ID; requests using it are refused from now on.
 
     With the group's --tenant or CONTEXTOS_TENANT, only a key of that tenant."""
     from ..server.keys import KeyStore
 
     tenant = _keys_tenant(state, None)
-    target = _db(state, db)
+    target = _db(state)
     if absent_db(target):
         note_missing_db(target)
         raise NotFound(with_missing_db(f"no API key with id {key_id!r}", target))
@@ -861,7 +845,6 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 
 
 @click.command()
-@db_option
 @choice_option(
     "--transport",
     ["stdio", "streamable-http"],
@@ -885,7 +868,6 @@ def keys_revoke(state: CliState, db: str | None, key_id: str) -> None:
 @pass_state
 def mcp(
     state: CliState,
-    db: str | None,
     transport: str,
     api_key: str | None,
     host: str,
@@ -906,7 +888,7 @@ def mcp(
     from ..server.tenants import TenantMemories
 
     state.tenants_from_keys = True
-    target = _db(state, db)
+    target = _db(state)
     fresh = absent_db(target)
     if fresh and transport == "stdio":  # no key can be valid there: make no file for it
         raise Unauthenticated(
@@ -930,19 +912,14 @@ def mcp(
         # the HTTP API's keys are (a revocation elsewhere is seen within the TTL).
         ttl = KEY_CACHE_TTL if sock is None else 0.0
         key_store = stack.enter_context(KeyStore(target, cache_ttl=ttl))
-        embedder_ = make_embedder(state.embedder_name(embedder, db, opens_db=True))
-        batch = state.settings_for(db).embed_batch_size
+        embedder_ = make_embedder(state.embedder_name(embedder, opens_db=True))
+        batch = state.settings.embed_batch_size
         tenants = TenantMemories.open(target, embedder_, batch_size=batch)
         stack.enter_context(closing(tenants))
         _note_created(target, fresh)
         if sock is None:
             secret = api_key or ""
-            if key_store.verify(secret) is None:
-                raise Unauthenticated(
-                    "contextos mcp needs a valid API key: pass --key or set "
-                    "CONTEXTOS_API_KEY (create one with `contextos keys "
-                    "create --tenant T`)"
-                )
+            _check_stdio_key(key_store, secret, target, db_given=state.db is not None)
             run_stdio(build_mcp_server(tenants, keys=key_store, api_key=secret))
             return
         url = _url(host, sock.getsockname()[1])
@@ -961,6 +938,37 @@ def mcp(
             "timeout_graceful_shutdown": shutdown_timeout,  # as for serve
         }
         _run_server(app, sock, options, forwarded_allow_ips=forwarded_allow_ips, stopped=stopped)
+
+
+def _check_stdio_key(key_store: KeyStore, secret: str, db: str, *, db_given: bool) -> None:
+    """Refuse ``mcp``'s stdio key unless it is an active key of ``db``, saying which:
+    none given, one this database does not hold, or one revoked; the ``keys create``
+    it suggests names ``--db`` when one was given. Why: all three got "needs a valid
+    API key: pass --key or set CONTEXTOS_API_KEY" to a user who had set it, and the
+    command it suggested wrote the key into the default database (a review)."""
+    from ..server.auth import Unauthenticated
+
+    shown = "URL" if "://" in db else db  # a database URL may hold a password
+    create = f"`contextos keys create --tenant T{f' --db {shown}' if db_given else ''}`"
+    if not secret.strip():
+        raise Unauthenticated(
+            "contextos mcp needs an API key: pass --key or set CONTEXTOS_API_KEY "
+            f"(create one with {create})"
+        )
+    source = click.get_current_context().get_parameter_source("api_key")
+    given = "in CONTEXTOS_API_KEY" if source is ParameterSource.ENVIRONMENT else "given with --key"
+    key = key_store.check(secret)
+    if key is None:
+        raise Unauthenticated(
+            f"the API key {given} is not a key of the database {shown} (a key works "
+            f"only with the database it was created in): create one there with {create}"
+        )
+    if not key.active:
+        why = "its tenant was erased" if key.offboarded else "use another key of its tenant"
+        raise Unauthenticated(
+            f"the API key {given} (key {key.id}) is revoked in the database {shown} "
+            f"({why}): create another with {create}"
+        )
 
 
 @click.command("serve")

@@ -66,6 +66,20 @@ def bearer_secret(headers: Mapping[str, str]) -> str | None:
     )
 
 
+#: The 401 of an ``Authorization`` header that is not ``Bearer <key>`` on a request
+#: with no key in ``X-API-Key`` either.
+NOT_BEARER = "Authorization must be 'Bearer <key>' (or send the key alone in X-API-Key)"
+
+
+def missing_key(headers: Mapping[str, str]) -> Unauthenticated:
+    """The 401 of a request that sent no API key: "missing", unless it sent an
+    ``Authorization`` header of another form (``Authorization: <key>`` without "Bearer",
+    a very common first curl mistake, was told "missing API key", a review)."""
+    if headers.get("authorization", "").strip():
+        return Unauthenticated(NOT_BEARER)
+    return Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+
+
 def bearer_credential(authorization: str) -> str | None:
     """The key an ``Authorization`` value carries: its credential when the scheme is
     ``Bearer``, else None. Another scheme is no API key (HTTP Basic added by a proxy in
@@ -112,7 +126,7 @@ class Authenticator:
         try:
             if keys_sent > 1:
                 raise Unauthenticated("send one API key: the request has more than one key header")
-            principal = self.identify(bearer_secret(headers))
+            principal = self._identify_request(headers)
         except Unauthenticated as exc:
             if not exc.revoked:  # a guess; a revoked key's holder is not guessing
                 self.failures.acquire(client)
@@ -137,6 +151,14 @@ class Authenticator:
             raise revoked_key(key)
         return self._charge(Principal(key_id=key.id, tenant=key.tenant))
 
+    def _identify_request(self, headers: Mapping[str, str]) -> Principal:
+        """:meth:`identify` of the key a request's headers carry (:func:`missing_key`
+        when they carry none)."""
+        secret = bearer_secret(headers)
+        if not secret:
+            raise missing_key(headers)
+        return self.identify(secret)
+
     def identify(self, secret: str | None) -> Principal:
         """Principal for ``secret``; Unauthenticated when it names nobody or a revoked
         key (``revoked`` set only when the secret matched: an unknown id and a revoked
@@ -156,7 +178,7 @@ class Authenticator:
         """The tenant of a request's key, checked and charged here: for routes mounted
         outside :class:`~contextos.server.gate.AuthGate` (behind it, use
         ``tenant_for`` on the gate's principal, or the key pays twice)."""
-        return self.tenant_for(self._charge(self.identify(bearer_secret(headers))))
+        return self.tenant_for(self._charge(self._identify_request(headers)))
 
     @staticmethod
     def tenant_for(principal: Principal) -> str:
