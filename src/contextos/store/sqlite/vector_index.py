@@ -39,6 +39,9 @@ from contextos.types import Filter
 _T = TypeVar("_T", bound=np.generic)
 
 _SCOPE_FIELDS = ("agent_id", "session_id", "memory_type")
+#: Rows of one user in a batch from which :meth:`VectorIndex.upsert` appends them as
+#: slices; fewer are written one at a time.
+_SLICED_ROWS = 8
 TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to")
 
 
@@ -257,10 +260,16 @@ class VectorIndex:
         base: int,
     ) -> None:
         """Append the records at ``fresh``'s positions of ``rows`` (none held yet), a
-        block's at once. Rows are written, then counted, then marked alive, as
-        :meth:`_Block.append` does: a search on another thread reads a row only once
-        it is counted and alive."""
+        block's at once. Rows are written, then counted, then marked alive: a search
+        on another thread reads a row only once it is counted and alive. A group of a
+        few rows is written a row at a time: on a server's file the users' vectors
+        interleave, and slicing a block's ten arrays for each one or two rows cost more
+        than it saved (a review)."""
         for (tenant, user_id), at in fresh.items():
+            if len(at) < _SLICED_ROWS:
+                for i in at:
+                    self._upsert_one(rows[i], vectors[i], base + i)
+                continue
             block = self._block(tenant, user_id)
             start, end = block.size, block.size + len(at)
             block.reserve(end)
@@ -290,12 +299,12 @@ class VectorIndex:
             pos = block.append(row.id, seq)
             self._pos[row.id] = (block, pos)
         block.vecs[pos] = vec
-        block.alive[pos] = True
         for f in _SCOPE_FIELDS:
             block.scope[f][pos] = block.codes.code(getattr(row, f))
         for f in TIME_FIELDS:
             value = getattr(row, f)
             block.times[f][pos] = math.nan if value is None else value
+        block.alive[pos] = True  # last: a search on another thread reads it whole or not
 
     def remove(self, ids: Iterable[str]) -> None:
         """Forget records: their rows are zeroed and dead, and a block left mostly
