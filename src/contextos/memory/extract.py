@@ -26,7 +26,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from contextos.text import sentences as S
-from contextos.text.temporal import TimeMention, parse_session_time, resolve, rewrite
+from contextos.text.temporal import (
+    TimeMention,
+    is_recurring,
+    parse_session_time,
+    resolve,
+    rewrite,
+)
 
 from ..embed import Embedder
 from ..types import MemoryType, Message
@@ -74,16 +80,127 @@ class Extractor(Protocol):
         ...
 
 
+#: A rule or a preference for how the assistant answers. Capitals are matched as capitals
+#: (``(?-i:...)``), and "answer in X" only where it starts a clause (an imperative). Why:
+#: under IGNORECASE, ``[A-Z]`` matched any letter, so "I talk in my sleep" and "I write in
+#: my journal every night" were rules, pinned in every window; "I talk in French with my
+#: grandmother", the user's habit, was one too (a review, s45).
 _PROCEDURAL = re.compile(
     r"^(?:please\s+)?(?:always|never|don't\s+ever|do\s+not|don't|make\s+sure\s+to|remember\s+to)"
     r"\s+(?:answer|reply|respond|write|use|call\s+me|speak|talk\s+to\s+me|mention|include|"
     r"format|explain|address\s+me|sign|add|start|end|cite|show)\b"
     r"|\bfrom\s+now\s+on\b|\b(?:I|we)\s+(?:would\s+|'d\s+)?prefer\b|\bI'd\s+(?:rather|prefer)\b"
-    r"|\bmy\s+preference\b|\bcall\s+me\s+[A-Z]|\bplease\s+(?:always|never|use|answer|reply|"
-    r"respond|write|call|keep|avoid|stop|don't|do\s+not)\b"
-    r"|\b(?:answer|reply|respond|write|talk|speak)\s+(?:to\s+me\s+)?in\s+[A-Z][a-z]+\b",
+    r"|\bmy\s+preference\b|\bcall\s+me\s+(?-i:[A-Z])|\bplease\s+(?:always|never|use|answer|"
+    r"reply|respond|write|call|keep|avoid|stop|don't|do\s+not)\b"
+    r"|(?:^|[,;:]\s*)(?:(?:please|kindly|and|so|just|also|only|always)\s+)*"
+    r"(?:answer|reply|respond|write|talk|speak)\s+(?:(?:to\s+)?me\s+)?(?:only\s+)?"
+    r"in\s+(?-i:[A-Z])[a-z]+\b",
     re.IGNORECASE,
 )
+#: What may open an instruction before its verb: "please", "and", "from now on", ...
+_LEAD = (
+    r"^(?:(?:please|pls|kindly|and|so|also|just|now|then|from\s+now\s+on|going\s+forward"
+    r"|in\s+(?:the\s+)?future|for\s+(?:all\s+)?future\s+(?:answers|replies))[\s,]+)*"
+)
+#: Words that say an instruction is about the assistant's answers: the replies
+#: themselves, their format, style or language. (Not "my", not "you": a friend is told
+#: "never give up on your dreams".)
+_ABOUT_REPLIES = (
+    r"\b(?:answers?|repl(?:y|ies)|responses?|messages?|emojis?|emoticons|jargon|slang"
+    r"|markdown|bullet(?:\s+points?)?|json|yaml|tables?|headings?|headers|code\s+blocks?"
+    r"|metric|imperial|units|spelling|celsius|fahrenheit|tone|formal(?:ly)?|informal(?:ly)?"
+    r"|exclamation\s+marks?|abbreviations|(?:full\s+)?sentences|paragraphs?|(?:short|long)er"
+    r"|(?:British|American)\s+English|arabic|chinese|danish|dutch|english|finnish|french"
+    r"|german|greek|hebrew|hindi|italian|japanese|korean|mandarin|norwegian|polish|portuguese"
+    r"|russian|spanish|swedish|turkish|ukrainian|python|javascript|typescript|java|rust"
+    r"|golang|sql)\b"
+)
+_NOT_EVER = r"(?:don't(?:\s+ever)?|do\s+not|never|always|only|stop|quit)"
+#: A sentence-initial instruction to the assistant on how to answer or behave: with no
+#: subject, a verb of answering, writing or acting for the user, after don't, never,
+#: always, only, stop or avoid, or bare; each needs the words that make it about the
+#: answers (:data:`_ABOUT_REPLIES`), or is one of a few forms that are ("Be concise",
+#: "Talk to me like a pirate", "Keep it short", "Stop suggesting ..."). Narrow on purpose:
+#: a chat between friends tells the other "Take care!", "Keep it up!", "Let me know how it
+#: goes", "Check out this photo", "Never give up!", none of them a rule to pin in every
+#: window. (On LoCoMo's dev turns, 7,353 sentences, it matches none.)
+_INSTRUCTION = re.compile(
+    _LEAD
+    + "(?:"
+    + "|".join(
+        (
+            # a negated or standing form of a verb that always concerns the answers
+            rf"(?:{_NOT_EVER}|avoid)\s+(?:suggest|recommend|apologi[sz]|translat|summari[sz]"
+            r"|swear|curs)\w*\b",
+            # ... of a verb that does when its object does
+            rf"(?:{_NOT_EVER}|avoid)\s+(?:use|using|writ(?:e|ing)|answer|repl(?:y|ying)|respond"
+            r"|talk|speak|giv(?:e|ing)|add|includ(?:e|ing)|list|format|mention|explain|show"
+            rf"|correct|put|offer|end|start|sign)\w*\b[^.!?]*{_ABOUT_REPLIES}",
+            # ... of a verb done for the user, "me" and more ("Never book me flights on X")
+            rf"{_NOT_EVER}\s+(?:book|send|remind|ask|email|text|notify|wake|call|sign\s+up)\w*"
+            r"\s+me\s+\w",
+            # a bare verb of answering or formatting, about the answers ("give me a call": no)
+            rf"(?:use|write|answer|reply|respond|format|give|avoid)\b[^.!?]*{_ABOUT_REPLIES}",
+            r"(?:address|refer\s+to)\s+me\s+as\b",
+            r"(?:talk|speak|write|answer|reply|respond)\s+(?:to\s+)?me\s+(?:like|as|in|with"
+            r"|using|only|more|less)\b",
+            r"keep\s+(?:it|them)\s+(?:very\s+|really\s+)?(?:short|brief|concise|under"
+            r"|to\s+the\s+point)\b",
+            r"(?:keep|make)\s+(?:your\s+|the\s+)?(?:answers|replies|responses|explanations)\s+"
+            r"(?:very\s+|really\s+|more\s+|less\s+)?(?:short|brief|concise|simple|casual|formal"
+            r"|professional|under|to\s+the\s+point|detailed|shorter|longer|simpler)\b",
+            r"be\s+(?:more\s+|less\s+|very\s+|extra\s+|a\s+bit\s+(?:more\s+)?|always\s+)?"
+            r"(?:concise|brief|succinct|terse|formal|informal|polite|direct|blunt|specific"
+            r"|detailed|thorough|precise|professional|technical)\b",
+        )
+    )
+    + ")",
+    re.IGNORECASE,
+)
+#: A request to forget ("Forget what I said about Tokyo"): a command for ``forget``, not
+#: a memory (stored, it was a fact "Forget what user said about Tokyo": a review, s45).
+_FORGET_REQUEST = re.compile(
+    _LEAD + r"(?:forget|disregard|ignore)\s+(?:what|everything|all|that|about|the\s+thing)\b",
+    re.IGNORECASE,
+)
+#: A question that tells a fact of the speaker's in its clause: "Did I tell you I got
+#: promoted?", "Did you know (that) my sister moved?", "Guess what, I ...". The clause is
+#: kept (:func:`_question_fact`).
+_TELLING_QUESTION = re.compile(
+    r"^(?:(?:did|have)\s+I\s+(?:ever\s+|already\s+)?(?:tell|told|mention(?:ed)?\s+to)\s+you"
+    r"|did\s+you\s+(?:know|hear)|(?:guess|you\s+know)\s+what\s*[,:!])"
+    r"(?:\s*that)?\s*(?=(?:I|I'm|I've|I'll|I'd|we|we're|we've|my|our)\b)",
+    re.IGNORECASE,
+)
+#: Words a question opens with: an auxiliary put first, a wh-word, or a question's
+#: usual short forms ("wanna ...", "any ...", "huh", "right").
+_ASKS = (
+    r"(?:what|what's|why|how|how's|when|where|who|who's|whom|which|whose|do|does|did|don't"
+    r"|doesn't|didn't|is|isn't|are|aren't|was|wasn't|were|can|can't|could|couldn't|would"
+    r"|wouldn't|will|won't|should|shall|may|might|have|haven't|has|hasn't|am|any|anyone"
+    r"|anything|ever|wanna|want|care|fancy|huh|right|eh|ok|okay|yeah|no|remember|you)\b"
+)
+_ASKING = re.compile(_ASKS, re.IGNORECASE)
+#: A question asked after a statement in one sentence ("I finished another pot - want to
+#: see a pic?", "..., how does that sound?"): its separator and the question to the end.
+_TAG_QUESTION = re.compile(
+    rf"(?:(?<!\s)\s+[-\u2013\u2014]+|[,;:.!])\s+{_ASKS}[^,;:.!?\u2013\u2014]*\?[\s\"')]*$",
+    re.IGNORECASE,
+)
+#: A past told in its own time frame ("When I was 10, I lived in Kenya", "as a kid",
+#: "growing up"): no event of the day it was said.
+_OWN_FRAME = re.compile(
+    r"\b(?:when|while|back\s+when)\s+I\s+was\s+(?:\d{1,2}\b|(?:very\s+)?(?:young|little|younger"
+    r"|small|a\s+(?:kid|child|boy|girl|baby|teen(?:ager)?|toddler|student)|in\s+(?:high\s+)?"
+    r"(?:school|college|university|kindergarten)|growing\s+up)\b)"
+    r"|\bas\s+a\s+(?:kid|child|boy|girl|teen(?:ager)?|toddler)\b|\bgrowing\s+up\b"
+    r"|\bin\s+my\s+(?:childhood|youth|teens|twenties|thirties)\b",
+    re.IGNORECASE,
+)
+#: What makes the rest of its clause no event: a wish, a condition, an irreal "as if"
+#: ("I wish I had a dog", "If I had time, ..."): a past verb after it did not happen.
+_IRREAL = re.compile(r"\b(?:wish(?:es|ed)?|if|unless|as\s+though)\b", re.IGNORECASE)
+_CLAUSES = re.compile(r"[^,;.!?]+")
 _PAST_EVENT = re.compile(
     r"\bI\s+(?:just\s+|recently\s+|finally\s+|already\s+|also\s+)*(?:\w+ed|went|got|saw|made|took|"
     r"came|gave|found|bought|began|became|left|met|ran|wrote|won|lost|sent|spent|heard|built|"
@@ -315,14 +432,21 @@ class OfflineExtractor:
     def _sentence(
         self, sentence: str, offset: int, mentions: list[TimeMention], ctx: _Context
     ) -> Candidate | None:
+        # A recurrence ("every Friday") is no mention: ``resolve`` gives it no date.
         core = S.strip_filler(rewrite(sentence, mentions, offset), ctx.names)
-        if not core or not _worth_keeping(core, bool(mentions), ctx.names):
+        if not core or _FORGET_REQUEST.match(core):
+            return None
+        asked = S.is_question(core)
+        if asked and not (core := _question_fact(core)):
+            return None
+        instruction = _INSTRUCTION.match(core) is not None
+        if not instruction and not _worth_keeping(core, bool(mentions), ctx.names, asked=asked):
             return None
         text = S.to_third_person(core, ctx.speaker)
         if ctx.speaker not in text:
             text = f"{ctx.speaker}: {text}"
         text = _within_limit(text[0].upper() + text[1:])
-        memory_type, event_time = _classify(core, mentions, ctx.anchor)
+        memory_type, event_time = _classify(core, mentions, ctx.anchor, instruction=instruction)
         ents = tuple(S.entities(text)) + tuple(S.numbers(sentence))
         return Candidate(
             text=text,
@@ -420,14 +544,39 @@ def _within_limit(text: str) -> str:
     return cut[:space] if space > 0 else cut
 
 
-def _worth_keeping(core: str, timed: bool, names: Sequence[str]) -> bool:
-    """False for chit-chat: greetings, thanks, praise, questions without facts."""
+def _question_fact(question: str) -> str:
+    """The statement a question holds ("" for none): the clause a telling question tells
+    (:data:`_TELLING_QUESTION`: "Did I tell you I got promoted last week?" -> "I got
+    promoted last week."), or the statement before a question tagged on to it
+    (:data:`_TAG_QUESTION`: "I finished my pot - want to see it?" -> "I finished my
+    pot."). A question itself is no fact: stored, "Should I buy a Tesla or a BMW?" was a
+    semantic fact "Should user buys a Tesla or a BMW?" (a review, s45)."""
+    told = _TELLING_QUESTION.match(question)
+    if told is not None:
+        return _statement(question[told.end() :])
+    if _ASKING.match(question):
+        return ""
+    tag = _TAG_QUESTION.search(question)
+    return _statement(question[: tag.start()]) if tag is not None else ""
+
+
+def _statement(clause: str) -> str:
+    """``clause`` ended as a statement ("I got promoted?" -> "I got promoted.")."""
+    clause = clause.rstrip(" ?!,;:\"')")
+    return clause + "." if clause else ""
+
+
+def _worth_keeping(core: str, timed: bool, names: Sequence[str], *, asked: bool = False) -> bool:
+    """False for chit-chat: greetings, thanks, praise, questions. What a question held
+    (``asked``: :func:`_question_fact`) is kept only with a first person and an anchor."""
+    if S.is_question(core):
+        return False
     ignore = {n.lower() for n in names}
     words = S.content_words(core, ignore)
     first_person = S.has_first_person(core)
     named = [e for e in S.entities(core) if not S.is_name_of(e, names)]
     has_anchor = timed or bool(S.numbers(core)) or bool(named)
-    if S.is_question(core):
+    if asked:
         return first_person and has_anchor and len(words) >= 2
     if has_anchor:
         return True
@@ -437,15 +586,32 @@ def _worth_keeping(core: str, timed: bool, names: Sequence[str]) -> bool:
 
 
 def _classify(
-    core: str, mentions: list[TimeMention], anchor: datetime | None
+    core: str, mentions: list[TimeMention], anchor: datetime | None, *, instruction: bool = False
 ) -> tuple[MemoryType, datetime | None]:
-    if _PROCEDURAL.search(core):
+    """The type of the fact ``core`` states and when it happened: a rule (an instruction
+    to the assistant, :data:`_INSTRUCTION`, or a preference); an event at its first time
+    mention, or at ``anchor`` when it is told in the past; else a semantic fact with no
+    time, as are a habit (:func:`~contextos.text.temporal.is_recurring`), a past in its
+    own time frame (:data:`_OWN_FRAME`) and a wish or condition (:data:`_IRREAL`)."""
+    if instruction or _PROCEDURAL.search(core):
         return "procedural", None
     if mentions:
         return "episodic", mentions[0].start
-    if _PAST_EVENT.search(core):
+    if is_recurring(core) or _OWN_FRAME.search(core):
+        return "semantic", None
+    if _tells_past_event(core):
         return "episodic", anchor
     return "semantic", None
+
+
+def _tells_past_event(core: str) -> bool:
+    """Whether a clause of ``core`` tells what the speaker did (:data:`_PAST_EVENT`), not
+    after a wish or a condition in it (:data:`_IRREAL`: "I wish I had a dog")."""
+    for clause in _CLAUSES.finditer(core):
+        past = _PAST_EVENT.search(core, clause.start(), clause.end())
+        if past is not None and _IRREAL.search(core, clause.start(), past.start()) is None:
+            return True
+    return False
 
 
 def _confidence(core: str, timed: bool, ents: tuple[str, ...], speaker: str) -> float:

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from contextos.llm.prompts import RECONCILE_V1, Prompt
 from contextos.text.claims import (
+    affirm,
     claim,
     claim_memo,
     is_negated,
@@ -143,6 +144,8 @@ class HeuristicReconciler:
             record.text, _speaker(record), old_neg
         ):
             return None  # "Always answer in English, never in French": the claim decides
+        if new_neg and _no_longer(cand, record):
+            return Decision("DELETE", cand, record.id, reason="new fact says it holds no longer")
         if jaccard(stem_tokens(cand.text), stem_tokens(record.text)) < 0.75:
             return None
         if new_neg:
@@ -177,6 +180,23 @@ class HeuristicReconciler:
         if len(old) >= 3 and old < new and len(cand.text) > len(record.text):
             return Decision("UPDATE", cand, record.id, reason="same fact with more detail")
         return None
+
+
+_NO_LONGER = re.compile(r"\b(?:anymore|any\s+more|no\s+longer)\b", re.IGNORECASE)
+
+
+def _no_longer(cand: Candidate, record: MemoryRecord) -> bool:
+    """Whether ``cand`` says that what ``record`` states holds no longer: it says
+    "anymore" or "no longer", and what it denies (its words, the negation taken away,
+    the speaker's name left out) are all words of the record, which tells no event
+    (an event that happened cannot stop holding).
+
+    Why: "doesn't drink coffee anymore" shares too few words with "drinks coffee every
+    morning" for the polarity test (Jaccard 0.75), so both stayed open (a review, s45)."""
+    if record.memory_type == "episodic" or _NO_LONGER.search(cand.text) is None:
+        return False
+    denied = stem_tokens(affirm(cand.text)) - stem_tokens(cand.speaker or "")
+    return bool(denied) and denied <= stem_tokens(record.text)
 
 
 _AGAIN = re.compile(r"\bagain\b", re.IGNORECASE)

@@ -123,6 +123,18 @@ _NOT_THING = (
     r"|at|on|with|because|but|and|or|if|as|so|too|also|very|much|more|really|still|always"
     r"|usually|my|your|his|her|its|our|their|it|them|this|that|those)\b"
 )
+#: Where an answer's language is asked for: the verb opens a clause (an imperative:
+#: "Always answer in English", "User: please reply in French", "From now on, speak in
+#: German") or follows "you (should|to) ..." or "wants|prefers"; the span the claim is
+#: read from starts at the verb (group ``w``), so a "never" before it still negates it.
+#: Why: "<speaker> answers in Spanish when User's mom calls", the user's own habit, was
+#: read as the rule and closed "Always answer in English" (a review, s45).
+_ADDRESSED = (
+    r"(?:(?:^|[,;:.!?(])\s*(?:(?:please|kindly|and|so|just|also|now|then|from\s+now"
+    r"\s+on,?|always|only|never|ever|don't|do\s+not)\s+)*"
+    r"|\byou\s+(?:to|should|must|shall|will|can|could|would)\s+(?:always\s+|only\s+)?"
+    r"|\b(?:wants?|prefers?|likes?|would\s+like|'d\s+like)\s+(?:the\s+|your\s+|all\s+)?)"
+)
 #: Rules and preferences (see the module docstring): slot, pattern. Matched on the text
 #: as written, each negated only by a negation in its own clause ("Always answer in
 #: English, never in French" asks for English).
@@ -131,8 +143,9 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for slot, pattern in (
         (
             "language",
-            r"\b(?:answers?|repl(?:y|ies)|respon(?:d|ses?)|write|speak|talk)"
-            r"(?:\s+(?:to\s+)?[\w']+)?\s+(?:only\s+)?in\s+(?:[\w-]+\s+)?"
+            rf"{_ADDRESSED}(?P<w>(?:answer|repl(?:y|ies)|respond|write|speak|talk)"
+            r"(?:\s+(?:to\s+)?[\w']+)?|(?:answers|replies|responses))"
+            r"\s+(?:only\s+)?in\s+(?:[\w-]+\s+)?"
             rf"(?P<v>{'|'.join(_LANGUAGES)})\b",
         ),
         # "call me Bob", as the extractor writes it: "Call Ana Bob" (``<s>``: me or the speaker).
@@ -329,7 +342,9 @@ def _rule(text: str, speaker: str | None) -> Claim | None:
             key = f"{slot}:{head[:-1] if len(head) > 3 and head.endswith('s') else head}"
         value = " ".join(w for w in words(m.group("v")) if w not in ("and", "or"))
         if value:
-            return Claim(subject, key, value, _negated_in_clause(text, *m.span()), m.group(0))
+            start = m.start("w") if groups.get("w") is not None else m.start()
+            negated = _negated_in_clause(text, start, m.end())
+            return Claim(subject, key, value, negated, text[start : m.end()])
     return None
 
 

@@ -367,11 +367,23 @@ def _third_person(verb: str) -> str:
     return verb + "s"
 
 
+#: An auxiliary put before "I" (a question, "not only did I ..."): the verb after "I" is
+#: its bare infinitive and stays so ("Should I buy" -> "Should Ann buy", not "buys").
+_INVERTED_AUX = re.compile(
+    r"\b(?:(?:should|did|do|does|can|could|will|would|may|might|must|shall)(?:n't)?|can't"
+    r"|won't|shan't)\s+$",
+    re.IGNORECASE,
+)
+
+
 def _subject(m: re.Match[str], name: str) -> str:
     if m.group("contr"):
         return f"{name} {_IRREGULAR[m.group('contr')]}"
     if m.group("verb"):
-        return f"{name} {m.group('adv') or ''}{_third_person(m.group('verb'))}"
+        verb = m.group("verb")
+        if _INVERTED_AUX.search(m.string, max(m.start() - 24, 0), m.start()) is None:
+            verb = _third_person(verb)
+        return f"{name} {m.group('adv') or ''}{verb}"
     return name
 
 

@@ -9,11 +9,12 @@ session's time) into absolute intervals, and reads the time cues of a question
 It is one precompiled regular expression plus small handlers, pure Python and
 cheap enough to run on every turn. Conventions where English is ambiguous:
 weeks run Monday to Sunday; "last Friday" is the latest Friday strictly before
-the anchor's day; "next Friday" is the Friday of next week; a bare "Friday" or
-"the weekend" is read as past unless the sentence speaks of the future
-("will", "going to", "plan", ...), or it ends a span ("until/till/through Friday")
-in a clause not in the past tense (``_ahead``); seasons are northern-hemisphere meteorological
-seasons; intervals are half-open ``[start, end)`` in the anchor's timezone. A month
+the anchor's day; "next Friday" is the Friday of next week; a bare "Friday", month or
+"the weekend" is ahead unless its clause is in the past tense (``_clause_tense``: "I have
+an interview on Friday" is the Friday to come, "I saw the doctor on Friday" the one
+gone); after "every/each" it recurs and is no date (``is_recurring``); the end of a
+range lies at or after its start (``_join``); seasons are northern-hemisphere
+meteorological seasons; intervals are half-open ``[start, end)`` in the anchor's timezone. A month
 named without a day or year is a date only in a date context ("in June", "last June",
 "the end of June"), as month words are also names and other languages' words ("Jan
 called", "Mar del Plata"); when in doubt, the text is not a time (``_dated_month``).
@@ -21,7 +22,6 @@ called", "Mar del Plata"); when in doubt, the text is not a time (``_dated_month
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,6 +117,8 @@ _EXPRESSIONS = rf"""(?:(?P<prep>on|in|during|over|since|until|till|through|thru|
     |from)\s+)?(?:
       (?P<dby>(?:the\s+)?day\s+before\s+yesterday)
     | (?P<dat>(?:the\s+)?day\s+after\s+tomorrow)
+    | (?P<rel2>(?:the\s+)?(?P<rel2p>weekend|week|month|year)
+        \s+(?P<rel2d>before\s+last|after\s+next))
     | (?P<relday>yesterday|today|tonight|tomorrow|last\s+night
         |this\s+(?:morning|afternoon|evening))
     | (?P<ago>(?P<agon>{_NUM})\s+(?P<agou>{_UNIT})\s+ago(?P<agotoday>\s+today)?)
@@ -155,23 +157,81 @@ def _start_filter(expressions: str) -> str:
 _PATTERN = re.compile(
     r"\b" + _start_filter(_EXPRESSIONS) + _EXPRESSIONS, re.IGNORECASE | re.VERBOSE
 )
+#: Words of the future, and of what must be done ("I need to file it by Friday", "I have
+#: to submit it by Monday": a time ahead).
 _FUTURE = re.compile(
     r"\b(?:will|shall|gonna|going\s+to|plan(?:s|ning)?|hope\s+to|hoping|can't\s+wait"
-    r"|looking\s+forward|upcoming|intend|wanna|want\s+to|about\s+to)\b|'ll\b"
+    r"|looking\s+forward|upcoming|intend|wanna|want\s+to|about\s+to|needs?\s+to"
+    r"|ha(?:ve|s)\s+to|gotta|must(?!\s+have\b))\b|'ll\b"
     r"|(?:'m|'re|\bam|\bare)\s+\w+ing\b",
+    re.IGNORECASE,
+)
+#: A future seen from the past ("I was going to go on Friday, but ..."): the past.
+_FUTURE_IN_PAST = re.compile(
+    r"\b(?:was|were)(?:n't)?\s+(?:\w+\s+)?(?:going\s+to|gonna|planning|hoping|about\s+to"
+    r"|supposed\s+to)\b",
     re.IGNORECASE,
 )
 #: Prepositions that end a span: a bare time after them is its end, ahead of a clause in
 #: the present ("I'm in Tokyo until Friday", said on a Monday: the Friday to come).
 _ENDS_SPAN = {"until", "till", "through", "thru"}
 #: A past auxiliary ("I was in Tokyo until Friday").
-_PAST_AUX = re.compile(r"\b(?:was|were|had|did)(?:n't)?\b", re.IGNORECASE)
-#: A past verb, regular or among the common irregular ones, with the word before it
-#: (``_in_past`` reads that word: "is closed", "we're booked" are states now).
-_PAST_VERB = re.compile(
-    r"(?:\b(\w+)\s+)?\b(\w{3,}ed|went|came|left|slept|kept|stood|sat|ran|met|spent|took"
-    r"|saw|drove|rode|flew|stuck|held|lay)\b",
+_PAST_AUX = re.compile(r"\b(?:(?:was|were|had|did)(?:n't)?|couldn't)\b", re.IGNORECASE)
+#: Common irregular past forms that are no present form too ("read", "put" are).
+_IRREGULAR_PAST = (
+    r"went|came|left|slept|kept|stood|sat|ran|met|spent|took|saw|drove|rode|flew|stuck|held"
+    r"|lay|got|made|bought|brought|thought|taught|caught|fought|found|gave|told|sold|said|felt"
+    r"|began|wrote|heard|won|lost|ate|swam|sang|drank|became|fell|broke|chose|built|sent|paid"
+    r"|knew|grew|threw|wore|woke|spoke|forgot|understood|meant|hid|shook|dug|fed|blew|sank"
+)
+#: A past verb, regular or among the common irregular ones (``_in_past`` reads the words
+#: before it: "is closed", "we're booked" are states now).
+_PAST_VERB = re.compile(rf"\b(\w{{3,}}ed|{_IRREGULAR_PAST})\b", re.IGNORECASE)
+#: A perfect ("I've started a new job in March"): a time named with it is past, but not
+#: "have got" (a possession now) nor "have to" (an obligation).
+_PERFECT = re.compile(
+    r"(?:\b(?:have|has)|'ve)\s+(?:(?:just|already|finally|recently|never|also|only|actually)"
+    rf"\s+)?(?:\w{{3,}}ed|been\s+to|gone|done|seen|taken|given|eaten|written|(?!got\b)"
+    rf"(?:{_IRREGULAR_PAST}))\b",
     re.IGNORECASE,
+)
+#: A finite verb or its subject: a clause with one of these and no past or future is in
+#: the present ("My exam is on Friday", "I have an interview on Friday").
+_FINITE = re.compile(
+    r"\b(?:i|you|we|they|he|she|it|am|is|are|have|has|do|does|can|need|needs)\b"
+    r"|'(?:m|re|s|ve)\b",
+    re.IGNORECASE,
+)
+#: Where a clause begins inside a sentence: a conjunction or a relative word ("a class
+#: that starts on Monday").
+_CONJUNCTION = re.compile(
+    r"\b(?:and|but|so|because|cause|that|which|who|where|when|while|then|although|though|if)\b",
+    re.IGNORECASE,
+)
+#: Where a sentence ends, looking back or on from a mention.
+_SENTENCE_END = re.compile(r"[.!?;\n]")
+#: Words between a participle and what makes it a state ("I'm so excited", "a really
+#: tired dog"): skipped when reading the word before it.
+_INTENSIFIERS = frozenset(
+    re.findall(
+        r"\w+",
+        "so very really too super pretty quite just all kinda kind of bit little still also"
+        " not t totally absolutely incredibly extremely truly completely fully already always"
+        " now",
+    )
+)
+#: Words before a participle that make it an adjective, not a past verb ("a scheduled
+#: call", "the planned trip").
+_DETERMINERS = frozenset(
+    re.findall(r"\w+", "a an the my your his her our their its this these those")
+)
+#: Participles that are feelings, as good as never a past verb ("excited for Saturday").
+_FEELINGS = frozenset(
+    re.findall(
+        r"\w+",
+        "excited interested thrilled pleased delighted stressed bored tired exhausted overwhelmed"
+        " pumped stoked psyched obsessed blessed relieved determined dedicated committed",
+    )
 )
 #: Words before a participle that make it a state now, not a past event.
 _STATE_NOW = frozenset(
@@ -194,6 +254,13 @@ _STATE_NOW = frozenset(
         "remains",
         "remain",
         "stays",
+        "feel",
+        "feels",
+        "feeling",
+        "seem",
+        "seems",
+        "look",
+        "looks",
     ]
 )
 #: Words in -ed that are no past verb.
@@ -370,8 +437,10 @@ def _bare_month(anchor: datetime, month: int, mod: str | None, future: bool) -> 
         year = anchor.year if month <= anchor.month else anchor.year - 1
         if mod == "last" and month == anchor.month:
             year -= 1
-    elif mod == "next" or future:
+    elif mod == "next":
         year = anchor.year if month > anchor.month else anchor.year + 1
+    elif future:  # the month being lived is still ahead ("I'll be in Japan in May", in May)
+        year = anchor.year if month >= anchor.month else anchor.year + 1
     return datetime(year, month, 1, tzinfo=anchor.tzinfo)
 
 
@@ -388,9 +457,9 @@ _Resolved = tuple[datetime, Granularity, bool] | None
 #: What makes a month named alone (no day, no year beside it) a date when it has no
 #: preposition or "last/next/this" of its own: a word of time just before it ("early
 #: June", "mid-June", "the end of June", "the second week of November", "between June
-#: and August", "every June", "around June").
+#: and August", "around June"). Not "every/each": "every June" recurs (``_RECURS``).
 _MONTH_CUE = re.compile(
-    r"(?:\b(?:early|late|mid|every|each|between|through|throughout|around|towards?"
+    r"(?:\b(?:early|late|mid|between|through|throughout|around|towards?"
     r"|(?:week|weekend|end|beginning|start|middle|rest|half|month)\s+of)\s+|\bmid-)$",
     re.IGNORECASE,
 )
@@ -486,6 +555,12 @@ def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
     g = m.group
     if g("dby") or g("dat"):
         return _day(anchor, -2 if g("dby") else 2), "day", True
+    if g("rel2"):  # "the week before last", "the weekend after next"
+        unit, later = g("rel2p").lower(), g("rel2d").lower().startswith("after")
+        if unit == "weekend":  # the coming one is "next": the one after it
+            return _weekend(anchor, 1) - timedelta(days=0 if later else 21), "weekend", True
+        start, gran = _shift(anchor, 2 if later else -2, unit)
+        return start, gran, True
     if g("relday"):
         word = g("relday").lower()
         offset = -1 if word.startswith(("yesterday", "last")) else int(word == "tomorrow")
@@ -550,56 +625,278 @@ def _absolute(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
 def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[TimeMention]:
     """Find the time expressions in ``text`` and pin them to absolute intervals.
 
-    ``future`` says how to read bare weekdays and months ("on Friday"); by
-    default it is guessed from the text's tense markers.
+    ``future`` says how to read bare weekdays and months ("on Friday"); by default
+    it is read from the mention's clause (:func:`_clause_tense`): ahead unless that
+    clause is in the past tense. A weekday or month after "every/each" recurs and
+    is no date (:func:`is_recurring`); the two ends of a range are placed in order
+    ("from Monday to Thursday last week", :func:`_join`).
 
     Example:
         >>> m = resolve("I went there yesterday", datetime(2023, 5, 8, 13, 56))[0]
         >>> (m.label(), m.granularity)
         ('7 May 2023', 'day')
     """
+    return [
+        TimeMention(f.span, f.start, f.end, f.gran, text[f.span[0] : f.span[1]], f.relative)
+        for f in _scan(text, anchor, future)[0]
+    ]
+
+
+@dataclass
+class _Found:
+    """A mention while :func:`resolve` places it: ``bare`` when it is a weekday, month or
+    "the weekend" named without last/next/this, so its place came from ``tense`` (the
+    clause's tense, :func:`_clause_tense`; None when ``future`` was given)."""
+
+    match: re.Match[str]
+    span: tuple[int, int]
+    start: datetime
+    gran: Granularity
+    relative: bool
+    kind: str  # "weekday", "month", "weekend" or ""
+    bare: bool
+    tense: str | None
+
+    @property
+    def end(self) -> datetime:
+        return _interval(self.start, self.gran)[1]
+
+    @property
+    def ahead(self) -> bool:
+        return self.tense != "past"
+
+
+def _scan(text: str, anchor: datetime, future: bool | None) -> tuple[list[_Found], bool]:
+    """The mentions :func:`resolve` returns, and whether the text names a weekday range
+    as a habit ("I work Monday through Friday", :func:`_join`)."""
     low = text.lower()
     if not any(word in low for word in _TRIGGERS):
-        return []  # most turns name no time; the full pattern is 30x slower than this check
-    # The tense is guessed only for a mention that needs it (a bare weekday or month,
-    # "the weekend"): its pattern scan was a fifth of the cost of a short turn.
-    tense = functools.cache(
-        (lambda: _FUTURE.search(text) is not None) if future is None else (lambda: future)
-    )
-    mentions: list[TimeMention] = []
+        return [], False  # most turns name no time; the full pattern is 30x slower
+    found: list[_Found] = []
     for m in _PATTERN.finditer(text):
-        ahead: Callable[[], bool] = tense
-        if future is None and (m.group("prep") or "").lower() in _ENDS_SPAN:
-            ahead = functools.partial(_ahead, m, tense)
-        try:
-            resolved = _relative(m, anchor, ahead) or _absolute(m, anchor, ahead)
-            if resolved is None:
-                continue
-            start, gran, relative = resolved
-            begin, end = _interval(start, gran)
-        except (OverflowError, ValueError):
-            # Past the years 1-9999 a datetime holds ("next year" said in 9999, "31
-            # December 9999", "last year" dated year 1): no time it can name. Raised,
-            # it failed every time-cued search of the memory's owner (a review).
-            continue
-        mentions.append(TimeMention(m.span(), begin, end, gran, m.group(0), relative))
-    return mentions
+        if _RECURS.search(text, max(0, m.start() - 40), m.start()):
+            continue  # "every Friday", "each June": a habit, not a date
+        item = _resolve_one(m, anchor, future)
+        if item is not None:
+            found.append(item)
+    if len(found) < 2:
+        return found, False
+    try:
+        return _join(text, anchor, found)
+    except (OverflowError, ValueError):
+        return found, False
 
 
-def _ahead(m: re.Match[str], tense: Callable[[], bool]) -> bool:
-    """Whether a bare time that ends a span ("until Friday", ``_ENDS_SPAN``) lies ahead:
-    when the text speaks of the future (``tense``), or its clause, up to the mention, is
-    not in the past tense (:func:`_in_past`).
+def _resolve_one(m: re.Match[str], anchor: datetime, future: bool | None) -> _Found | None:
+    """One mention placed against ``anchor``; None when it names no time."""
+    g = m.group
+    # The tense is read only for a mention that needs it (a bare weekday or month, "the
+    # weekend"): its pattern scans were a fifth of the cost of a short turn.
+    guessed: list[str] = []
 
-    Why: "I am in Tokyo until Friday", said on Monday 4 March, was stored as "in Tokyo
-    until 1 March", a date already past when it was said, as any bare weekday without a
-    word of the future was read as past (a review); "I was in Tokyo until Friday" is."""
-    if tense():
+    def ahead() -> bool:
+        if future is not None:
+            return future
+        if not guessed:
+            guessed.append(_clause_tense(m))
+        return guessed[0] != "past"
+
+    try:
+        resolved = _relative(m, anchor, ahead) or _absolute(m, anchor, ahead)
+        if resolved is None:
+            return None
+        start, gran, relative = resolved
+        _interval(start, gran)
+    except (OverflowError, ValueError):
+        # Past the years 1-9999 a datetime holds ("next year" said in 9999, "31
+        # December 9999", "last year" dated year 1): no time it can name. Raised,
+        # it failed every time-cued search of the memory's owner (a review).
+        return None
+    kind = (
+        "weekday"
+        if g("wd") or g("relwd")
+        else "month"
+        if g("relmonth")
+        else "weekend"
+        if g("weekend")
+        else ""
+    )
+    bare = bool(g("wd") or g("weekend") or (g("relmonth") and not g("mmod")))
+    return _Found(m, m.span(), start, gran, relative, kind, bare, guessed[0] if guessed else None)
+
+
+#: Before a weekday, month or weekend, what makes it a recurrence ("every Friday", "each
+#: June", "every other Sunday", "on every Monday", "every last Friday of the month").
+_RECURS = re.compile(
+    r"\b(?:every|each)(?:\s+(?:other|single|second))?"
+    r"\s+(?:(?:first|second|third|fourth|last)\s+)?$",
+    re.IGNORECASE,
+)
+#: A weekday or month named as a recurrence (:func:`is_recurring`).
+_RECURRING = re.compile(
+    rf"\b(?:every|each)(?:\s+(?:other|single|second))?\s+(?:(?:first|second|third|fourth|last)"
+    rf"\s+)?(?:{_WD}|{_MONTH}(?!\w)|weekend)|\b{_WD}s\b",
+    re.IGNORECASE,
+)
+
+
+def is_recurring(text: str) -> bool:
+    """Whether ``text`` names a weekday, month or weekend as a recurrence: after
+    "every/each" ("I go swimming every Friday", "Every June we go camping"), in the
+    plural ("on Fridays"), or a weekday range in the present tense ("I work Monday
+    through Friday"). :func:`resolve` gives these no date; a fact that holds one is a
+    habit, not an event on a day (the text may name a dated event as well)."""
+    if _RECURRING.search(text):
         return True
-    text, end = m.string, m.start()
-    window = max(0, end - 200)
-    ends = [c.end() for c in _CLAUSE_END.finditer(text, window, end)]
-    return not _in_past(text[ends[-1] if ends else window : end])
+    return _scan(text, datetime(2000, 1, 3, tzinfo=UTC), None)[1]
+
+
+#: Between the two ends of a range: "Monday to Friday", "May-July", "June through August".
+_RANGE_GAP = re.compile(r"\s*[-\u2013\u2014]\s*|\s+(?:to|through|thru|till|til)\s+", re.IGNORECASE)
+_BETWEEN = re.compile(r"\bbetween\s+$", re.IGNORECASE)
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+#: Between a weekday and the week it is in ("Thursday last week", "Friday of next week").
+_OF_WEEK = re.compile(r"\s+(?:of\s+)?", re.IGNORECASE)
+
+
+def _join(text: str, anchor: datetime, found: list[_Found]) -> tuple[list[_Found], bool]:
+    """Mentions read together: a weekday followed by its week ("Thursday last week") is
+    that week's day, one mention; the end of a range ("from X to|till|through Y",
+    "between X and Y", "X-Y") lies at or after its start, of the same kind; a weekday
+    range in a present clause is a habit ("I work Monday through Friday"): no dates.
+
+    Why: each mention was placed alone, so "from Monday to Thursday last week" said on a
+    Wednesday was "from 13 May to 9 May in the week of 6 May", and "I'll be in Japan from
+    May to July" was May 2025 to July 2024 (a review)."""
+    found = _in_their_week(text, anchor, found)
+    habit: set[int] = set()
+    for i in range(len(found) - 1):
+        x, y = found[i], found[i + 1]
+        if not x.kind or x.kind != y.kind or not (x.bare or y.bare) or not _paired(text, x, y):
+            continue
+        if x.kind == "weekday" and x.bare and y.bare and x.tense == "present":
+            habit.update((i, i + 1))
+        elif y.bare and (not x.bare or x.ahead):
+            while y.start < x.start:
+                y.start = _step(y.start, y.kind, 1)
+        elif x.bare:
+            while x.start > y.start:
+                x.start = _step(x.start, x.kind, -1)
+    return [f for i, f in enumerate(found) if i not in habit], bool(habit)
+
+
+def _in_their_week(text: str, anchor: datetime, found: list[_Found]) -> list[_Found]:
+    """A bare weekday followed by "last/this/next week" becomes that week's day, its span
+    taking the week in; so does the start of a range ending at it ("from Monday to
+    Thursday last week")."""
+    out: list[_Found] = []
+    skip = False
+    for i, f in enumerate(found):
+        if skip:
+            skip = False
+            continue
+        week = found[i + 1] if i + 1 < len(found) else None
+        out.append(f)
+        if not (
+            f.kind == "weekday"
+            and f.bare
+            and week is not None
+            and week.match.group("relper")
+            and week.match.group("per").lower() == "week"
+            and _OF_WEEK.fullmatch(text, f.span[1], week.span[0])
+        ):
+            continue
+        monday = week.start
+        prev = out[-2] if len(out) > 1 else None
+        ends = [f]
+        if prev is not None and prev.kind == "weekday" and prev.bare and _paired(text, prev, f):
+            ends.insert(0, prev)
+        for day in ends:
+            name = (day.match.group("wd1") or day.match.group("wd")).lower()
+            day.start, day.bare = monday + timedelta(days=_WEEKDAYS[name]), False
+        f.span = (f.span[0], week.span[1])
+        skip = True
+    return out
+
+
+def _paired(text: str, x: _Found, y: _Found) -> bool:
+    """Whether ``x`` and ``y`` are the two ends of a range."""
+    gap_start, gap_end = x.span[1], y.span[0]
+    if _RANGE_GAP.fullmatch(text, gap_start, gap_end):
+        return True
+    y_prep = (y.match.group("prep") or "").lower()
+    if y_prep in _ENDS_SPAN and not text[gap_start:gap_end].strip():
+        return True  # "from Friday until Sunday"
+    return (
+        not x.match.group("prep")
+        and _AND.fullmatch(text, gap_start, gap_end) is not None
+        and _BETWEEN.search(text, max(0, x.span[0] - 10), x.span[0]) is not None
+    )
+
+
+def _step(start: datetime, kind: str, n: int) -> datetime:
+    """``start`` moved by ``n`` of what repeats it: a week for a day, a year for a month."""
+    if kind == "month":
+        return start.replace(year=start.year + n)
+    return start + timedelta(days=7 * n)
+
+
+def _clause_tense(m: re.Match[str]) -> str:
+    """The tense a bare time's clause is in: "past", "future" or "present".
+
+    Read from the clause up to the mention ("I saw the doctor on Friday"); when that
+    has no verb, the words after it ("On Saturday we went hiking", "The party on
+    Saturday was great"), then the sentence; when that has none, the whole text (past if
+    it speaks in the past, else ahead). "since Friday" is past unless the clause speaks of
+    the future. A perfect counts as past ("I've started a new job in March") except
+    before a span's end ("until").
+
+    Why: the tense was read from the whole text, past unless a word of the future was in
+    it, so "I have a job interview on Friday", said on a Wednesday, was stored as the
+    Friday before, and "My lease ends in July" as last July (a review)."""
+    text, start, end = m.string, m.start(), m.end()
+    prep = (m.group("prep") or "").lower()
+    perfect = prep not in _ENDS_SPAN
+    for segment in _segments(text, start, end):
+        tense = _tense(segment, perfect)
+        if tense is not None:
+            return "past" if prep == "since" and tense == "present" else tense
+    if _FUTURE.search(text):
+        return "future"
+    return "past" if prep == "since" or _in_past(text) else "future"
+
+
+def _segments(text: str, start: int, end: int) -> list[str]:
+    """Around a mention at ``text[start:end]``: the clause up to it, the clause after it,
+    its sentence."""
+    window = max(0, start - 300)
+    ends = [e.end() for e in _SENTENCE_END.finditer(text, window, start)]
+    sentence_start = ends[-1] if ends else window
+    cuts = [c.end() for c in _CLAUSE_END.finditer(text, sentence_start, start)]
+    cuts += [c.end() for c in _CONJUNCTION.finditer(text, sentence_start, start)]
+    before = text[max(cuts, default=sentence_start) : start]
+    stop = _SENTENCE_END.search(text, end)
+    sentence_end = stop.start() if stop else len(text)
+    after = ""
+    for piece in re.split(r"[,:]", text[end:sentence_end]):
+        if _WORD.search(piece):  # the first clause with words ("On Saturday, we went")
+            after = next(p for p in _CONJUNCTION.split(piece) if _WORD.search(p))
+            break
+    return [before, after, text[sentence_start:sentence_end]]
+
+
+_WORD = re.compile(r"\w")
+
+
+def _tense(segment: str, perfect: bool) -> str | None:
+    """The tense of ``segment`` ("past", "future", "present"); None when it has no verb."""
+    if _FUTURE_IN_PAST.search(segment):
+        return "past"
+    if _FUTURE.search(segment):
+        return "future"
+    if _in_past(segment) or (perfect and _PERFECT.search(segment)):
+        return "past"
+    return "present" if _FINITE.search(segment) else None
 
 
 def _in_past(clause: str) -> bool:
@@ -607,15 +904,28 @@ def _in_past(clause: str) -> bool:
     subject is any noun ("My sister stayed with us until Sunday", "Mom visited until
     Friday": only a pronoun subject counted, and these Sundays came out ahead: a review),
     not a participle after a present form of "be" or "have" ("the shop is closed until
-    Monday")."""
+    Monday", "I'm so excited"), after an article ("a scheduled call") nor a feeling
+    ("Excited for Saturday!")."""
     if _PAST_AUX.search(clause):
         return True
     for verb in _PAST_VERB.finditer(clause):
-        before, word = (verb.group(1) or "").lower(), verb.group(2).lower()
-        if before in _STATE_NOW or word.endswith("eed") or word in _NOT_PAST:
+        word = verb.group(1).lower()
+        if word.endswith("eed") or word in _NOT_PAST or word in _FEELINGS:
+            continue
+        before = _word_before(clause, verb.start())
+        if before in _STATE_NOW or before in _DETERMINERS:
             continue
         return True
     return False
+
+
+def _word_before(clause: str, pos: int) -> str:
+    """The word before ``pos`` in ``clause``, past adverbs of degree ("so", "really")."""
+    words: list[str] = re.findall(r"\w+", clause[max(0, pos - 60) : pos].lower())
+    for word in reversed(words):
+        if word not in _INTENSIFIERS:
+            return word
+    return ""
 
 
 def rewrite(text: str, mentions: list[TimeMention], offset: int = 0) -> str:
@@ -632,7 +942,7 @@ def rewrite(text: str, mentions: list[TimeMention], offset: int = 0) -> str:
         if not mention.relative or begin < pos or end > len(text) or begin < 0:
             continue
         out.append(text[pos:begin])
-        out.append(_phrase(mention, text[begin:end], text[max(0, begin - 40) : begin]))
+        out.append(_phrase(mention, text[begin:end], text[max(0, begin - 80) : begin]))
         pos = end
     out.append(text[pos:])
     return "".join(out)
@@ -652,7 +962,7 @@ def _phrase(mention: TimeMention, original: str, before: str = "") -> str:
         and (_MONTH_CUE.search(before) or _MONTH_CHAIN.search(before))
     ):
         return label
-    if first not in _PREPOSITIONS and _GOVERNS.search(before):
+    if first not in _PREPOSITIONS and (_GOVERNS.search(before) or _BETWEEN_AND.search(before)):
         return label
     if first in _LOCATIVE or first not in _PREPOSITIONS:
         prep = "on" if mention.granularity in ("day", "weekend") else "in"
@@ -667,6 +977,9 @@ _PREPOSITIONS = set(
 #: ("a cake for Saturday", "moved to Friday", "as of tomorrow", "around next week"): the
 #: date is their object, and "on"/"in" before it would be a second preposition.
 _GOVERNS = re.compile(r"\b(?:for|to|of|around|about|between|til)\s+$", re.IGNORECASE)
+#: The second end of "between X and Y": governed by "between" too ("between 20 May 2024
+#: and 24 May 2024", not "and on 24 May 2024").
+_BETWEEN_AND = re.compile(r"\bbetween\s+\S.{0,60}?\s+and\s+$", re.IGNORECASE | re.DOTALL)
 _ASKS_WHEN = re.compile(
     r"^\s*(?:when\b|what\s+(?:date|day|time|year|month|week)\b|which\s+(?:date|day|year|month"
     r"|week)\b|how\s+long\s+ago\b|in\s+what\s+(?:year|month)\b)|\bwhat\s+year\b",
