@@ -27,9 +27,10 @@ def test_a_database_under_the_home_folder_named_with_a_tilde(tmp_path: Path) -> 
     shown = run_cli("--db", "~/app.db", "--tenant", "acme", "list", "-u", "ana", env=env)
     assert "Ana keeps bees." in shown.stdout, shown.stderr
     assert (home / "app.db").is_file() and not (tmp_path / "~").exists()
-    # The home folder itself, as a command's --db: a usage error, as "$HOME" is.
+    # The home folder itself, as a command's --db: refused as any --db naming a
+    # directory is, before or after the command (exit 1, config.check_db).
     folder = run_cli("keys", "list", "--db", "~", env=env)
-    assert folder.returncode == 2 and "is a directory" in folder.stderr, folder.stderr
+    assert folder.returncode == 1 and "~ is a directory" in folder.stderr, folder.stderr
     secret = created.stdout.split()[0]
     with (
         running_server("~/app.db", "--embedder", "hash", env=env) as (url, _proc),

@@ -8,6 +8,12 @@ the real SQLite file.
 6. A failed ``add`` (a usage error) created the database file.
 7. HTTP: ``Authorization: <key>`` without "Bearer" was answered "missing API key".
 8. "1 memories are still waiting"; click's guesses for ``--user``.
+
+And the review of those fixes (s45 diff45a): a Ctrl-C's "committed?" and the counts of
+``forget`` read from the tenant's rows, which other processes change (1, 5); ``--db`` and
+``--tenant`` taken and ignored by commands that never read them (2); ``add``'s hand copy
+of ``Memory.add``'s checks (3); ``--tenant`` after the command losing to a bad
+``CONTEXTOS_TENANT`` (4); a directory after the command refused in other words (7).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,7 +36,10 @@ from cli_support import cli_env, reaped, run_cli
 from contextos.cli.main import main
 from contextos.embed import make_embedder
 from contextos.memory import Memory
+from contextos.store import Store
+from contextos.store.base import Erasure
 from contextos.store.sqlite import SQLiteStore
+from contextos.types import MemoryRecord, Message, Scope, content_hash
 
 CLI = [sys.executable, "-m", "contextos"]
 
@@ -173,6 +184,39 @@ def test_a_ctrl_c_before_the_erasure_commits_still_stops_it(tmp_path: Path) -> N
     assert len(_rows(db, "SELECT id FROM memories WHERE user_id = 'bob'")) == 1
 
 
+def _chats(store: Store) -> None:
+    """ana: a memory, a chat of her own (2 turns); a group chat with carl (ana, carl)."""
+    store.put([_record("ana keeps bees", "ana")])
+    for session, said in (("solo", ["ana", None]), ("group", ["ana", "carl"])):
+        for user in said:
+            scope = Scope(tenant="t1", user_id=user, session_id=session)
+            store.append_turns(scope, [Message(role="user", content=f"{user} in {session}")], [4])
+
+
+def _record(text: str, user: str) -> MemoryRecord:
+    now = datetime.now(UTC)
+    return MemoryRecord(
+        id=str(uuid.uuid4()),
+        text=text,
+        scope=Scope(tenant="t1", user_id=user),
+        created_at=now,
+        updated_at=now,
+        valid_from=now,
+        hash=content_hash(text),
+    )
+
+
+def test_the_store_counts_what_forget_erased(store: Store) -> None:
+    """In the erasure's transaction: the records, the turns, and the logs gone whole (not
+    the group chat, which carl's turn keeps). Still the int it always returned."""
+    _chats(store)
+    erased = store.forget(Scope(tenant="t1", user_id="ana"))
+    assert isinstance(erased, Erasure) and erased == 1
+    assert (erased.memories, erased.sessions, erased.turns) == (1, 1, 3)
+    assert store.forget(Scope(tenant="t1", session_id="group")) == Erasure(0)
+    assert store.forget(Scope(tenant="t1", session_id="nothing")).turns == 0
+
+
 # -- 3: --db and --tenant after the command ------------------------------------------
 
 
@@ -202,9 +246,29 @@ def test_db_and_tenant_after_the_command_name(cli: Run, tmp_path: Path) -> None:
     # The group's checks: a bad tenant name, a directory.
     code, _, err = cli("list", "-u", "ana", "--tenant", "a b", "--db", str(db))
     assert code == 2 and "Invalid value for --tenant: tenant must be" in err, err
-    code, _, err = cli("list", "-u", "ana", "--db", str(tmp_path))
-    assert code == 2 and "is a directory" in err, err
     assert not other.exists()
+
+
+def test_a_directory_as_db_is_refused_alike_wherever_it_is_given(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One check (``config.check_db``): before the command, after it, in CONTEXTOS_DB, for
+    ``serve``, ``mcp`` and ``keys`` too: the same line, exit 1. After the command it was
+    "Invalid value for '--db': ... give a SQLite file path", exit 2 (a review)."""
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    line = f"error: {folder} is a directory: pass a database file inside it\n"
+    runs = [
+        ("--db", str(folder), "list", "-u", "ana"),
+        ("list", "-u", "ana", "--db", str(folder)),
+        ("keys", "list", "--db", str(folder)),
+        ("serve", "--db", str(folder), "--port", "0"),
+        ("mcp", "--db", str(folder)),
+    ]
+    for args in runs:
+        assert cli(*args) == (1, "", line), args
+    monkeypatch.setenv("CONTEXTOS_DB", str(folder))
+    assert cli("list", "-u", "ana") == (1, "", line)
 
 
 def test_db_after_the_command_wins_over_the_variable_and_names_the_tenant_to_erase(
@@ -228,25 +292,96 @@ def test_db_after_the_command_wins_over_the_variable_and_names_the_tenant_to_era
     assert not elsewhere.exists()
 
 
-def test_every_command_lists_db_and_tenant_in_its_help() -> None:
+#: The commands that take the group's ``--db`` (and ``--tenant``) after their name: those
+#: that open the group's database (and act for its tenant). ``keys create`` and ``keys
+#: list`` have a ``--tenant`` of their own; ``serve``, ``mcp`` and ``vacuum`` read none.
+GROUP_OPTIONS_AFTER = {
+    **dict.fromkeys(
+        ["add", "search", "get", "list", "update", "delete", "history", "forget"],
+        {"--db", "--tenant"},
+    ),
+    **dict.fromkeys(
+        ["session add", "session list", "session show", "window", "compact", "status"],
+        {"--db", "--tenant"},
+    ),
+    **dict.fromkeys(["chat", "keys revoke"], {"--db", "--tenant"}),
+    **dict.fromkeys(["serve", "mcp", "vacuum", "keys create", "keys list"], {"--db"}),
+}
+
+
+def test_only_commands_that_read_the_group_options_take_them_after_their_name() -> None:
     import click
 
     from contextos.cli.main import bench, load_all_commands
 
-    def leaves(group: click.Group) -> Iterator[click.Command]:
-        for cmd in group.commands.values():
+    def leaves(group: click.Group, path: str = "") -> Iterator[tuple[str, click.Command]]:
+        for name, cmd in group.commands.items():
             if isinstance(cmd, click.Group):
                 if cmd is not bench:
-                    yield from leaves(cmd)
+                    yield from leaves(cmd, f"{path}{name} ")
             else:
-                yield cmd
+                yield f"{path}{name}", cmd
 
-    found = list(leaves(load_all_commands()))
-    assert len(found) > 20
-    for cmd in found:
-        flags = {flag for p in cmd.params for flag in getattr(p, "opts", ())}
-        assert {"--db", "--tenant"} <= flags, cmd.name
+    found = dict(leaves(load_all_commands()))
+    assert {"count", "demo", "extract"} <= found.keys()
+    for name, cmd in found.items():
+        group_options = {
+            flag
+            for p in cmd.params
+            if not p.expose_value
+            for flag in getattr(p, "opts", ())
+            if flag in ("--db", "--tenant")
+        }
+        assert group_options == GROUP_OPTIONS_AFTER.get(name, set()), name
     assert "--db PATH" in run_cli("search", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # Each fails fast once parsed (a directory as --db): no server starts.
+        ("serve", "--tenant", "acme", "--db", "."),
+        ("mcp", "--tenant", "acme", "--db", "."),
+        ("vacuum", "--tenant", "acme", "--db", "."),
+        ("demo", "--db", "d.db"),
+        ("count", "x.txt", "--db", "x.db"),
+        ("count", "x.txt", "--tenant", "acme"),
+        ("extract", "x.txt", "--db", "x.db"),
+    ],
+)
+def test_a_command_refuses_a_group_option_it_would_ignore(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    """``serve --tenant acme`` served every tenant's keys, ``demo --db d.db`` wrote no
+    d.db, ``count --db /nonexistent/x.db`` counted: all taken and ignored (a review)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default database, if one were used
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    (tmp_path / "x.txt").write_text("three small words", encoding="utf-8")
+    code, out, err = cli(*args)
+    flag = next(a for a in args if a in ("--db", "--tenant"))
+    assert (code, out) == (2, ""), err
+    assert f"No such option '{flag}'" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]
+
+
+def test_tenant_after_the_command_wins_over_a_bad_variable_as_before_it(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad CONTEXTOS_TENANT was refused before the command's own ``--tenant`` was read
+    (a review), where the group's ``--tenant`` replaced it. Without either, refused."""
+    db = tmp_path / "a.db"
+    assert cli("--db", str(db), "--tenant", "acme", "add", "Ana keeps bees", "-u", "ana")[0] == 0
+    monkeypatch.setenv("CONTEXTOS_TENANT", "bad tenant!")
+    for args in (
+        ("list", "-u", "ana", "--tenant", "acme", "--db", str(db), "--json"),
+        ("--tenant", "acme", "list", "-u", "ana", "--db", str(db), "--json"),
+    ):
+        code, out, err = cli(*args)
+        assert code == 0 and [m["text"] for m in json.loads(out)] == ["Ana keeps bees"], err
+    code, out, err = cli("list", "-u", "ana", "--db", str(db))
+    assert (code, out) == (2, ""), err
+    assert "error: Invalid value for CONTEXTOS_TENANT: tenant must be" in err, err
 
 
 def test_keys_and_mcp_take_db_after_the_command_as_every_command(cli: Run, tmp_path: Path) -> None:
@@ -356,7 +491,15 @@ def test_forget_counts_turns_of_a_session_that_lives_on(cli: Run, tmp_path: Path
         (("add", "   ", "-s", "s1"), "nothing to add: every message is empty"),
         (("add", "x", "-u", "ana", "--metadata", "{bad"), "Invalid value for --metadata"),
         (("add", "x", "-u", "ana", "--metadata", '{"fact_of": 1}'), "is reserved"),
-        (("add", "x", "-u", "ana", "--event-time", "2024-13-01"), "--event-time"),
+        # Memory.add's own checks, which the CLI's copy of them left out (a review):
+        (
+            ("add", "hello", "-s", "s1", "--metadata", '{"turn_facts": true}'),
+            "metadata key 'turn_facts' is reserved in a session",
+        ),
+        (
+            ("add", "x", "-u", "ana", "--metadata", '{"speaker": "bo"}', "--speaker", "al"),
+            "metadata key 'speaker' is reserved",
+        ),
     ],
 )
 def test_a_failed_add_creates_no_database(

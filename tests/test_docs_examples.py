@@ -216,9 +216,9 @@ def _leaf_commands() -> list[tuple[str, object]]:
 def test_the_cli_reference_has_a_row_naming_each_flag_of_each_command() -> None:
     """docs/cli.md keeps up with the commands: a table row per command (``| `NAME ...``),
     and in it every long option of that command but ``--json``, ``--db`` and ``--tenant``
-    that only repeat the group's (every command takes them after its name too: said
-    once, above the tables), not those a command has of its own (``keys create
-    --tenant``)."""
+    that only repeat the group's (a command that opens the database takes them after
+    its name too: said once, above the tables), not those a command has of its own
+    (``keys create --tenant``)."""
     import click
 
     rows = (REPO / "docs" / "cli.md").read_text(encoding="utf-8").splitlines()
@@ -231,7 +231,7 @@ def test_the_cli_reference_has_a_row_naming_each_flag_of_each_command() -> None:
         assert isinstance(command, click.Command)
         for param in command.params:
             if not param.expose_value and param.opts in (["--db"], ["--tenant"]):
-                continue  # the group's, repeated after the command (group_options_after)
+                continue  # the group's, repeated after the command (common.group_options)
             for opt in [*param.opts, *param.secondary_opts]:
                 named = re.search(rf"{re.escape(opt)}(?![\w-])", own[0])
                 if opt.startswith("--") and opt != "--json" and not named:

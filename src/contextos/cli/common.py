@@ -216,13 +216,6 @@ class CliState:
                 )
         return self._settings
 
-    def settings_for(self, db: str | None) -> Settings:
-        """The settings of a command that opens ``db``, its own ``--db`` (``serve``,
-        ``mcp``), or the group's database when it has none (:attr:`settings`)."""
-        if db is None:
-            return self.settings
-        return self._load(db)
-
     def _load(self, db: str | None) -> Settings:
         """``load_settings`` for this command: the tenant is not read (so not checked)
         by a command whose keys name its tenants (:attr:`tenants_from_keys`)."""
@@ -231,18 +224,19 @@ class CliState:
         given = ("tenant",) if self.tenants_from_keys else ()
         return load_settings(db=db, tenant=self.tenant, given=given)
 
-    def embedder_name(self, given: str | None, db: str | None = None, *, opens_db: bool) -> str:
-        """``--embedder`` (``given``), else the configured embedder.
+    def embedder_name(self, given: str | None) -> str:
+        """``--embedder`` (``given``), else the configured embedder (of a command that
+        opens the group's database: ``serve``, ``mcp``)."""
+        return given or self.settings.embedder
 
-        A command that opens no database (a benchmark) or names its own (``--db``
-        after the command: ``db``) reads the setting without resolving the group's
-        database, so no note names a default file it does not use."""
-        if given:
-            return given
-        if opens_db:
-            return self.settings_for(db).embedder
-        # Only the embedder is wanted: a database is named so none is resolved.
-        return self._load(db or self.db or ":memory:").embedder
+    def check_tenant_variable(self) -> None:
+        """Refuse a tenant from ``CONTEXTOS_TENANT`` that is no valid name (a usage error
+        naming the variable), unless ``--tenant`` was given, before the command or after
+        it. Called once the command's options are read (:func:`pass_state`). Why not in
+        the group: there it refused a bad variable before the command's own ``--tenant``
+        could replace it, where the group's ``--tenant`` did replace it (a review)."""
+        if self.tenant is not None and not self.tenant_typed:
+            check_tenant_option(self.tenant, "CONTEXTOS_TENANT")
 
 
 def check_db_option(db: str) -> str:
@@ -343,11 +337,17 @@ def _parents(ctx: click.Context) -> Iterator[click.Context]:
 
 def pass_state(func: F) -> F:
     """Hand the command the :class:`CliState` first, once its arguments are checked
-    (:func:`check_arguments`): every command that takes the state takes only valid text."""
+    (:func:`check_arguments`): every command that takes the state takes only valid text,
+    and a tenant from ``CONTEXTOS_TENANT`` that no ``--tenant`` replaced is a valid name
+    (:meth:`CliState.check_tenant_variable`)."""
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        check_arguments(click.get_current_context())
+        ctx = click.get_current_context()
+        check_arguments(ctx)
+        state = ctx.find_object(CliState)
+        if state is not None:
+            state.check_tenant_variable()
         return func(*args, **kwargs)
 
     return cast(F, _pass_state(checked))
@@ -885,9 +885,12 @@ def _same_setting(name: str, before: str, after: str) -> bool:
 
 def _group_option_after(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """Callback of ``--db`` or ``--tenant`` given after the command's name: the group's
-    option, with its checks; given in both places with different values, a usage error
-    naming both (which one was meant cannot be guessed). Over ``CONTEXTOS_DB`` or
-    ``CONTEXTOS_TENANT`` it wins, as the group's option does."""
+    option, with its checks (a tenant's name here; a ``--db``'s as the group's, when the
+    command resolves its settings: :attr:`CliState.settings`); given in both places with
+    different values, a usage error naming both (which one was meant cannot be guessed).
+    Over ``CONTEXTOS_DB`` or ``CONTEXTOS_TENANT`` it wins, as the group's option does:
+    the variable's tenant is checked only once the command's options are read
+    (:meth:`CliState.check_tenant_variable`), so a bad one is not refused here."""
     if value is None:
         return
     name = param.name
@@ -907,39 +910,37 @@ def _group_option_after(ctx: click.Context, param: click.Parameter, value: str |
         check_tenant_option(value, "--tenant")
         state.tenant, state.tenant_typed = value, True
         return
-    from ..config import expanded_db
-
-    if "://" not in value and value.strip() and Path(expanded_db(value)).is_dir():
-        # Exit 2, as for the --db that keys, serve and mcp took before every command did.
-        raise click.BadParameter(
-            f"{value!r} is a directory; give a SQLite file path", ctx=ctx, param=param
-        )
     state.db = value
 
 
-def group_options_after(command: click.Command) -> None:
-    """Let ``command`` take the group's ``--db`` and ``--tenant`` after its name too
-    (``contextos search x -u ana --db m.db``), as it takes ``--json``
-    (:func:`json_option`), unless it has an option of that name of its own. Why: the
-    server commands took ``--db`` there, and ``search ... --db`` next was refused with
-    "No such option '--db'", which ``search --help`` did not explain (a review)."""
-    flags = {flag for param in command.params for flag in getattr(param, "opts", ())}
-    helps = {
-        "--db": ("PATH", "As --db before the command: the database (env CONTEXTOS_DB)."),
-        "--tenant": ("NAME", "As --tenant before the command: the tenant (env CONTEXTOS_TENANT)."),
-    }
-    for flag, (metavar, help_text) in helps.items():
-        if flag not in flags:
-            command.params.append(
-                click.Option(
-                    [flag],
-                    default=None,
-                    metavar=metavar,
-                    expose_value=False,
-                    callback=_group_option_after,
-                    help=help_text,
-                )
-            )
+def group_options(*, tenant: bool = True) -> Callable[[F], F]:
+    """``--db``, and with ``tenant`` ``--tenant``, after the command's name too
+    (``contextos search x -u ana --db m.db``), as ``--json`` is (:func:`json_option`):
+    for a command that opens the group's database (and, with ``tenant``, acts for its
+    tenant). Why: ``search ... --db`` was refused with "No such option '--db'", which
+    ``search --help`` did not explain (a review). Why not on every command: ``serve
+    --tenant acme``, ``demo --db d.db`` and ``count --db`` were taken and ignored,
+    ``serve`` serving every tenant's keys (a review of that); ``serve``, ``mcp`` and
+    ``vacuum`` take ``--db`` alone, ``keys create`` and ``keys list`` their own
+    ``--tenant``."""
+    options = [("--db", "PATH", "As --db before the command: the database (env CONTEXTOS_DB).")]
+    if tenant:
+        help_text = "As --tenant before the command: the tenant (env CONTEXTOS_TENANT)."
+        options.append(("--tenant", "NAME", help_text))
+
+    def apply(func: F) -> F:
+        for flag, metavar, help_text in reversed(options):
+            func = click.option(
+                flag,
+                default=None,
+                metavar=metavar,
+                expose_value=False,
+                callback=_group_option_after,
+                help=help_text,
+            )(func)
+        return func
+
+    return apply
 
 
 #: ``--data``: the LoCoMo file of a benchmark.

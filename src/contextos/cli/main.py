@@ -22,7 +22,6 @@ from .common import (
     StdoutFailed,
     check_tenant_option,
     err_console,
-    group_options_after,
     interrupted_after_its_write,
     start_command,
     with_missing_db,
@@ -79,22 +78,7 @@ def _add_commands_of(module: str) -> None:
     they are added: an import that failed is tried again on the next lookup)."""
     if module not in _added:
         importlib.import_module(f"{__package__}.{module}").register(cli, bench)
-        for command in _commands_of(cli):
-            group_options_after(command)
         _added.add(module)
-
-
-def _commands_of(group: click.Group) -> list[click.Command]:
-    """Every command under ``group`` but the benchmarks (whose ``--db``, where they
-    take one, is their own store, never the group's)."""
-    found: list[click.Command] = []
-    for command in group.commands.values():
-        if isinstance(command, click.Group):
-            if command is not bench:
-                found.extend(_commands_of(command))
-        else:
-            found.append(command)
-    return found
 
 
 def load_all_commands() -> click.Group:
@@ -125,11 +109,11 @@ def load_all_commands() -> click.Group:
 def cli(ctx: click.Context, db: str | None, tenant: str | None, as_json: bool) -> None:
     """contextos: manage an LLM's context window like an OS manages memory."""
     from_env = ctx.get_parameter_source("tenant") is ParameterSource.ENVIRONMENT
-    if tenant is not None:
-        # Named as the user gave it: "--tenant" for CONTEXTOS_TENANT sent them looking
-        # for a flag they never typed (a review).
-        check_tenant_option(tenant, "CONTEXTOS_TENANT" if from_env else "--tenant")
+    if tenant is not None and not from_env:
+        check_tenant_option(tenant, "--tenant")
     typed = tenant is not None and not from_env
+    # CONTEXTOS_TENANT's is checked once the command's options are read, named as the
+    # variable (CliState.check_tenant_variable): a --tenant after the command replaces it.
     ctx.obj = CliState(db=db, tenant=tenant, as_json=as_json, tenant_typed=typed)
 
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from ..errors import ScopeError
 from ..memory.ingest import check_inferred_type
 from ..memory.render import local_time, render
+from ..store.base import ErasedThenInterrupted, Erasure
 from ..store.pages import keyed_page
 from ..types import (
     Filter,
@@ -42,9 +43,9 @@ from .common import (
     absent_db,
     console,
     err_console,
+    group_options,
     held_interrupt,
     int_range,
-    interrupt_flag,
     invalid_text,
     json_option,
     memory_id_param,
@@ -269,12 +270,13 @@ def with_scope(func: F) -> F:
 
 def one_memory(*options: Callable[[Any], Any]) -> Callable[[F], F]:
     """The flags of a command on one memory: ``MEMORY_ID`` (any id a table printed),
-    then ``options``, then ``--json``; the command gets the CLI state first."""
+    then ``options``, then ``--db``, ``--tenant`` and ``--json``; the command gets the
+    CLI state first."""
 
     def apply(func: F) -> F:
         command: Any = pass_state(func)
         memory_id = click.argument("memory_id", callback=memory_id_param)
-        for decorate in reversed((memory_id, *options, json_option)):
+        for decorate in reversed((memory_id, *options, group_options(), json_option)):
             command = decorate(command)
         return cast(F, command)
 
@@ -312,30 +314,22 @@ def _check_add(
     *,
     infer: bool,
 ) -> None:
-    """``add``'s checks of its scope, text and metadata (the library's own, ``add``
-    runs them again), before the database is opened. Why: a usage error (no scope, an
-    empty text, bad metadata) still created the database file, though a mistyped
+    """``add``'s checks of its scope, text and metadata before the database is opened:
+    ``Memory.add``'s own (:func:`~contextos.memory.ingest.check_add`, which ``add``
+    runs again), a verbatim add's records built once too. Why: a usage error (no scope,
+    an empty text, bad metadata) still created the database file, though a mistyped
     ``--db`` must leave nothing behind (a review)."""
-    from ..memory.ingest import (
-        build_records,
-        check_messages,
-        check_said_by,
-        to_messages,
-        validate_options,
-    )
+    from ..memory.ingest import check_add
 
-    opts = validate_options(
+    check_add(
         Scope(tenant=state.settings.tenant, **scope),
+        message,
         metadata=metadata,
         event_time=event_time,
-        memory_type=memory_type or "episodic",
+        memory_type=memory_type,
+        infer=infer,
+        build=True,
     )
-    said = to_messages(message)
-    check_messages(said)
-    if infer:
-        check_said_by(said, opts)
-    else:
-        build_records(said, opts)
 
 
 def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one small function per command
@@ -367,6 +361,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         is_flag=True,
         help="Store TEXT again even if the same text is already stored in this scope.",
     )
+    @group_options()
     @json_option
     @pass_state
     def add(
@@ -439,6 +434,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         type=FiniteFloatRange(-1.0, 1.0),
         help="Leave out hits whose query-memory cosine is below this (e.g. 0.3).",
     )
+    @group_options()
     @json_option
     @pass_state
     def search(
@@ -525,6 +521,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     )
     @type_option
     @where_option
+    @group_options()
     @json_option
     @pass_state
     def list_(
@@ -679,6 +676,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
         "running servers admitted before the keys were revoked (only when no server of "
         "this store runs).",
     )
+    @group_options()
     @json_option
     @pass_state
     def forget(
@@ -709,92 +707,58 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
             _forget_scope(state, memory, user_id, session_id, target)
 
 
-@dataclass(frozen=True)
-class _Logs:
-    """The turns of each session a ``forget`` reaches, counted before or after it."""
-
-    turns: dict[str, int]
-
-    @classmethod
-    def read(cls, memory: Memory, sessions: Sequence[str]) -> _Logs:
-        store = memory.store
-        return cls(
-            {s: len(store.turn_texts(Scope(tenant=memory.tenant, session_id=s))) for s in sessions}
-        )
-
-    def erased_since(self, before: _Logs) -> tuple[int, int]:
-        """(sessions whose log is gone, turns gone) between ``before`` and these counts."""
-        gone = {s: n - self.turns.get(s, 0) for s, n in before.turns.items()}
-        sessions = sum(1 for s, n in before.turns.items() if n and not self.turns.get(s, 0))
-        return sessions, sum(max(0, n) for n in gone.values())
-
-
-@dataclass(frozen=True)
-class _Erased:
-    """What ``forget -u/-s`` erased: memories, whole session logs, and turns."""
-
-    memories: int
-    sessions: int
-    turns: int
-
-
-def _memories_of_tenant(memory: Memory) -> int:
-    flt = Filter(scope=Scope(tenant=memory.tenant), include_invalid=True)
-    return memory.store.count(flt)
-
-
 def _forget_scope(
     state: CliState, memory: Memory, user_id: str | None, session_id: str | None, target: str
 ) -> None:
-    """``forget -u/-s``: ``memory.forget`` of the user or session, and its report, with
-    the session logs it erased counted (it returns the memories only: ``forget -u ana``
-    that erased ana's 10 turns said "forgot 0 memories of ana", a review).
+    """``forget -u/-s``: ``memory.forget`` of the user or session, and its report: the
+    memories, session logs and turns the store erased, counted in the erasure's own
+    transaction (:class:`~contextos.store.base.Erasure`). Why: counted here from the log
+    before and after, turns another process logged meanwhile hid those erased, and a
+    count of the tenant's memories decided whether a Ctrl-C came after the commit, so
+    another process's writes turned "erased" into "aborted" and back (a review).
 
     A Ctrl-C during the erasure stops it while it has not committed (a write still
     waiting on a lock included): ``KeyboardInterrupt`` goes on, "aborted", nothing
     erased. Once it has committed, the file's rebuild may still be running (in C, where
-    the signal waits): it said "aborted" (exit 130) for an erasure that had happened (a
-    review). Whether it committed is read from the store (what the forget removes is
-    gone), and then what was erased is reported, and that it stands; the store finishes
-    the rebuild as it closes (or the next process to open the file does). A Ctrl-C
-    after the erasure returned is held until its report is out."""
-    tenant_before = _memories_of_tenant(memory)
-    sessions = [session_id] if session_id is not None else _sessions_of(memory, user_id)
-    logs_before = _Logs.read(memory, sessions)
+    the signal waits): the store says so (``ErasedThenInterrupted``, with what it
+    erased), and that is reported, with that it stands; the store finishes the rebuild
+    as it closes (or the next process to open the file does). A Ctrl-C after the
+    erasure returned is held until its report is out."""
+    erased: int | None = None
     reported = False
     try:
-        memories = memory.forget(user_id, session_id=session_id)
+        erased = memory.forget(user_id, session_id=session_id)
         with held_interrupt(after=FORGET_STANDS) as held:
-            logs = _Logs.read(memory, sessions).erased_since(logs_before)
-            _print_forgotten(state, _Erased(memories, *logs), user_id, session_id, target)
+            _print_forgotten(state, _counted(erased), user_id, session_id, target)
             reported = True
             if held.received:
                 tell_interrupted(FORGET_STANDS)
+        return
+    except ErasedThenInterrupted as exc:
+        erased = exc.erased
     except KeyboardInterrupt:
-        if reported:  # a Ctrl-C after the report: main says it changes nothing
+        # Not returned yet (nothing erased), or reported already (main says it stands);
+        # else it came between the return and the report's hold, after the erasure.
+        if erased is None or reported:
             raise
-        with interrupt_flag():  # a second Ctrl-C does not cut the look
-            gone = tenant_before - _memories_of_tenant(memory)
-            logs = _Logs.read(memory, sessions).erased_since(logs_before)
-        if gone <= 0 and logs == (0, 0):
-            raise  # before the commit: nothing was erased
-        with held_interrupt(after=FORGET_STANDS):
-            _print_forgotten(state, _Erased(max(gone, 0), *logs), user_id, session_id, target)
-            tell_interrupted(FORGET_STANDS)
+    with held_interrupt(after=FORGET_STANDS):
+        _print_forgotten(state, _counted(erased), user_id, session_id, target)
+        tell_interrupted(FORGET_STANDS)
+
+
+def _counted(erased: int) -> Erasure:
+    """What ``Memory.forget`` returned, as the store's :class:`Erasure` (a store of
+    one's own may return the memories alone: no session log counted)."""
+    return erased if isinstance(erased, Erasure) else Erasure(erased)
 
 
 #: What ``forget -u/-s`` says of a Ctrl-C that came once its erasure had committed.
 FORGET_STANDS = "interrupted after the erasure had committed: what is reported is erased"
 
 
-def _sessions_of(memory: Memory, user_id: str | None) -> list[str]:
-    """The sessions ``forget -u`` reaches (``Memory.sessions``' rule), every one."""
-    return memory.store.sessions(Scope(tenant=memory.tenant, user_id=user_id))
-
-
 def _print_forgotten(
     state: CliState,
-    erased: _Erased,
+    erased: Erasure,
     user_id: str | None,
     session_id: str | None,
     target: str,

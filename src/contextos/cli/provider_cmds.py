@@ -21,6 +21,7 @@ from .common import (
     console,
     embedding_memory,
     err_console,
+    group_options,
     json_option,
     number_option,
     pass_state,
@@ -194,6 +195,7 @@ def hangup_terminates(func: F) -> F:
     show_default=True,
     help="Print the assembled window before each answer.",
 )
+@group_options()
 @json_option
 @pass_state
 @terminable

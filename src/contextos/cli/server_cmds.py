@@ -35,6 +35,7 @@ from .common import (
     choice_option,
     console,
     err_console,
+    group_options,
     json_option,
     note_missing_db,
     number_option,
@@ -65,18 +66,15 @@ ADMIN_KEY_HELP = (
 
 def _db(state: CliState) -> str:
     """The database of a server command: ``--db`` before or after the command (one
-    option, :func:`~contextos.cli.common.group_options_after`), else ``CONTEXTOS_DB``,
-    else the default, checked as every command's is (:attr:`CliState.settings`: an
-    empty or missing-folder path is refused, so ``keys create --db typo/sub/k.db``
-    creates no folders and ``keys create --db "$DB"`` with ``DB`` unset writes no key to
-    the default database). A directory is refused here too, in one line, before
-    anything tries to open it as a SQLite file. The tenant setting is not read: these
-    commands take their tenant from ``--tenant`` or their keys (:func:`_keys_tenant`)."""
+    option, :func:`~contextos.cli.common.group_options`), else ``CONTEXTOS_DB``, else the
+    default, checked as every command's is (:attr:`CliState.settings`, with
+    :func:`~contextos.config.check_db`: an empty, missing-folder or directory path is
+    refused, so ``keys create --db typo/sub/k.db`` creates no folders and ``keys create
+    --db "$DB"`` with ``DB`` unset writes no key to the default database). The tenant
+    setting is not read: these commands take their tenant from ``--tenant`` or their
+    keys (:func:`_keys_tenant`)."""
     state.tenants_from_keys = True
-    target = state.settings.db
-    if not target.startswith(("postgres://", "postgresql://")) and Path(target).is_dir():
-        raise click.UsageError(f"--db {target!r} is a directory; give a SQLite file path")
-    return target
+    return state.settings.db
 
 
 def _create_database(db: str) -> None:
@@ -525,6 +523,7 @@ def limit_options(note: str = "") -> Callable[[F], F]:
     help="At --log-level info or debug, one line a request: client, request line, "
     "status, milliseconds, and the tenant and key id it ran as.",
 )
+@group_options(tenant=False)
 @pass_state
 def serve(
     state: CliState,
@@ -565,7 +564,7 @@ def serve(
     fresh = absent_db(target)
     config = ServerConfig(
         db=target,
-        embedder=state.embedder_name(embedder, opens_db=True),
+        embedder=state.embedder_name(embedder),
         admin_key=admin_key,
         max_body_bytes=max_body_bytes,
         rate_limit=RateLimit(rate=rate, burst=burst),
@@ -733,6 +732,7 @@ def _keys_tenant(state: CliState, tenant: str | None) -> str | None:
     "one of them is required).",
 )
 @click.option("--name", default="", help="A label to recognise the key by.")
+@group_options(tenant=False)
 @json_option
 @pass_state
 def keys_create(state: CliState, tenant: str | None, name: str) -> None:
@@ -776,6 +776,7 @@ def keys_create(state: CliState, tenant: str | None, name: str) -> None:
     is_flag=True,
     help="Every tenant's keys, whatever the group's --tenant or CONTEXTOS_TENANT.",
 )
+@group_options(tenant=False)
 @json_option
 @pass_state
 def keys_list(state: CliState, tenant: str | None, all_tenants: bool) -> None:
@@ -817,6 +818,7 @@ def keys_list(state: CliState, tenant: str | None, all_tenants: bool) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
+@group_options()
 @json_option
 @pass_state
 def keys_revoke(state: CliState, key_id: str) -> None:
@@ -865,6 +867,7 @@ def keys_revoke(state: CliState, key_id: str) -> None:
 @limit_options("HTTP: ")
 @shutdown_timeout_option
 @forwarded_allow_ips_option
+@group_options(tenant=False)
 @pass_state
 def mcp(
     state: CliState,
@@ -912,7 +915,7 @@ def mcp(
         # the HTTP API's keys are (a revocation elsewhere is seen within the TTL).
         ttl = KEY_CACHE_TTL if sock is None else 0.0
         key_store = stack.enter_context(KeyStore(target, cache_ttl=ttl))
-        embedder_ = make_embedder(state.embedder_name(embedder, opens_db=True))
+        embedder_ = make_embedder(state.embedder_name(embedder))
         batch = state.settings.embed_batch_size
         tenants = TenantMemories.open(target, embedder_, batch_size=batch)
         stack.enter_context(closing(tenants))

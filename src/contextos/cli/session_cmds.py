@@ -30,6 +30,7 @@ from .common import (
     console,
     embedding_memory,
     err_console,
+    group_options,
     int_range,
     json_option,
     missing_db,
@@ -253,6 +254,7 @@ def _register_session(cli: click.Group) -> None:
         help="With --role tool: the id of the tool call this is the result of.",
     )
     @_owner_option
+    @group_options()
     @json_option
     @pass_state
     def session_add(
@@ -308,6 +310,7 @@ def _register_session(cli: click.Group) -> None:
         help="The sessions whose id sorts after this one, in id order (--by-id implied): "
         "the last id of the page before.",
     )
+    @group_options()
     @json_option
     @pass_state
     def session_list(
@@ -344,6 +347,7 @@ def _register_session(cli: click.Group) -> None:
     )
     @click.option("--limit", type=int_range(1), default=None, help="At most this many turns (all).")
     @_owner_option
+    @group_options()
     @json_option
     @pass_state
     def session_show(
@@ -505,6 +509,7 @@ def _register_window(cli: click.Group) -> None:
         help="Owner of the session; their memories are retrieved for the question "
         "(without it, the memories filed under this session).",
     )
+    @group_options()
     @json_option
     @pass_state
     def window_cmd(
@@ -544,6 +549,7 @@ def _register_window(cli: click.Group) -> None:
     @click.option("--budget", type=int_range(1), required=True, help="Tokens for the history.")
     @click.option("--force", is_flag=True, help="Compact even under the trigger threshold.")
     @_owner_option
+    @group_options()
     @json_option
     @pass_state
     def compact_cmd(

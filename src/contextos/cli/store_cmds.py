@@ -12,6 +12,7 @@ from ..times import iso
 from .common import (
     CliState,
     console,
+    group_options,
     json_option,
     open_memory,
     pass_state,
@@ -25,6 +26,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
     """Add ``status`` and ``vacuum`` to the ``contextos`` group."""
 
     @cli.command()
+    @group_options()
     @json_option
     @pass_state
     def status(state: CliState) -> None:
@@ -72,6 +74,7 @@ def register(cli: click.Group, bench: click.Group) -> None:
             print_table(table)
 
     @cli.command()
+    @group_options(tenant=False)
     @json_option
     @pass_state
     def vacuum(state: CliState) -> None:

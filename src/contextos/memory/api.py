@@ -68,14 +68,10 @@ from .ingest import (  # _context, _as_message: a reply's quote, as an add write
     _as_message,
     _context,
     build_records,
-    check_inferred_type,
-    check_messages,
+    check_add,
     check_metadata,
-    check_said_by,
     next_seq,
     renamed_context,
-    to_messages,
-    validate_options,
 )
 from .record_tokens import RecordTokens
 from .render import FACT_OF, TURN_FACTS, UTC_OFFSET, embedding_text
@@ -324,19 +320,15 @@ class Memory:
             Conflict: the session changed under every one of ``ADD_TRIES`` tries
                 (nothing was written).
         """
-        check_inferred_type(memory_type, infer)
-        opts = validate_options(
+        opts, said = check_add(
             Scope(self.tenant, user_id, agent_id, session_id),
+            messages,
             metadata=metadata,
             event_time=event_time,
-            memory_type=memory_type or "episodic",
+            memory_type=memory_type,
+            infer=infer,
         )
-        said = to_messages(messages)
-        check_messages(said)
-        if session_id is not None and not infer:
-            _refuse_own_mark(opts.metadata, said)
         if infer:
-            check_said_by(said, opts)  # a verbatim add checks each record as it builds it
             return self._infer(said, opts, extractor)
         facts = self.turn_facts if facts is None else facts
 
@@ -1332,16 +1324,6 @@ def _facts_beside(turns: Sequence[MemoryRecord]) -> list[MemoryRecord]:
         else f
         for f in facts_beside(turns)
     ]
-
-
-def _refuse_own_mark(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
-    """Refuse a caller's own :data:`TURN_FACTS` in a session add's metadata (ValueError):
-    the library writes it, and an update would derive facts for a turn added without."""
-    if TURN_FACTS in metadata or any(TURN_FACTS in m.metadata for m in messages):
-        raise ValueError(
-            f"metadata key {TURN_FACTS!r} is reserved in a session: the library marks a "
-            "turn stored with its facts (add(facts=True)) there; give your key another name"
-        )
 
 
 def _kept_metadata(record: MemoryRecord, metadata: Mapping[str, Any]) -> Mapping[str, Any]:

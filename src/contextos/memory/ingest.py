@@ -29,7 +29,7 @@ from ..types import (
     content_hash,
     fits_int64,
 )
-from .render import FACT_OF, UTC_OFFSET, caption_of, local_time
+from .render import FACT_OF, TURN_FACTS, UTC_OFFSET, caption_of, local_time
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
 MAX_TEXT_CHARS = 100_000
@@ -216,6 +216,57 @@ def validate_options(
         raise ScopeError("add needs a user_id, agent_id or session_id to scope the memory")
     local = opt_local(event_time, "event_time")
     return AddOptions(scope, dict(metadata or {}), when, memory_type, local)
+
+
+def check_add(
+    scope: Scope,
+    messages: object,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    event_time: datetime | str | None = None,
+    memory_type: str | None = None,
+    infer: bool = False,
+    build: bool = False,
+) -> tuple[AddOptions, list[Message]]:
+    """The checks ``Memory.add`` makes of its arguments before it reads or writes
+    anything, in one place: ``memory_type`` with ``infer``, the options
+    (:func:`validate_options`: scope, metadata, time), the messages, the reserved keys
+    (a session's :data:`TURN_FACTS`; an inferring add's own :func:`check_said_by`).
+    Returns the options and the messages, checked.
+
+    ``build``: also build a verbatim add's records once, as its write will
+    (:func:`build_records`, whose checks of each record, a reserved ``fact_of`` or an
+    oversized text, come later in ``add``), for a caller that must refuse before it
+    opens the store. Why one function: ``contextos add`` made a copy of these checks so
+    that a failed add would create no database file, and the copy had already left
+    two out (a session's ``turn_facts`` created the file; a review).
+
+    Raises:
+        ScopeError, TypeError, ValueError: as ``Memory.add``."""
+    check_inferred_type(memory_type, infer)
+    opts = validate_options(
+        scope, metadata=metadata, event_time=event_time, memory_type=memory_type or "episodic"
+    )
+    said = to_messages(messages)
+    check_messages(said)
+    if infer:
+        check_said_by(said, opts)  # a verbatim add checks each record as it builds it
+    else:
+        if scope.session_id is not None:
+            _refuse_own_mark(opts.metadata, said)
+        if build:
+            build_records(said, opts)
+    return opts, said
+
+
+def _refuse_own_mark(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
+    """Refuse a caller's own :data:`TURN_FACTS` in a session add's metadata (ValueError):
+    the library writes it, and an update would derive facts for a turn added without."""
+    if TURN_FACTS in metadata or any(TURN_FACTS in m.metadata for m in messages):
+        raise ValueError(
+            f"metadata key {TURN_FACTS!r} is reserved in a session: the library marks a "
+            "turn stored with its facts (add(facts=True)) there; give your key another name"
+        )
 
 
 def build_records(

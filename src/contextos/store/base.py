@@ -52,6 +52,49 @@ class Quoting:
     own: Callable[[MemoryRecord, MemoryRecord], str]
 
 
+class Erasure(int):
+    """What ``Store.forget`` erased, counted in its own transaction: the records removed
+    (the int itself, which is what ``forget`` always returned, and ``Memory.forget``
+    returns), ``turns``, the session log turns removed, and ``sessions``, the session
+    logs it emptied (they had turns, none is left: a log another user's turns keep alive
+    is not one).
+
+    Why the store counts them: ``contextos forget -u`` counted the log before and after,
+    so turns another process logged meanwhile hid the ones erased (a review)."""
+
+    sessions: int
+    turns: int
+
+    def __new__(cls, memories: int, *, sessions: int = 0, turns: int = 0) -> Erasure:
+        erased = super().__new__(cls, memories)
+        erased.sessions = sessions
+        erased.turns = turns
+        return erased
+
+    @property
+    def memories(self) -> int:
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"Erasure({int(self)}, sessions={self.sessions}, turns={self.turns})"
+
+
+class ErasedThenInterrupted(KeyboardInterrupt):
+    """A Ctrl-C (``KeyboardInterrupt``) that reached ``Store.forget`` once its erasure had
+    committed: while the store finished it (SQLite's rebuild of the file, which runs in C
+    for a second or more on a large store, the signal waiting for it). ``erased`` is what
+    the committed transaction removed; the rest of the erasure (the rebuild, the WAL) is
+    finished as the store closes, or by the next process that opens the file.
+
+    Why: ``forget`` said "aborted" for an erasure that had happened; read from the
+    database after the interrupt, "committed" was guessed from counts other processes
+    change (a review). A ``KeyboardInterrupt`` still, to whoever does not look for it."""
+
+    def __init__(self, erased: Erasure) -> None:
+        super().__init__()
+        self.erased = erased
+
+
 @dataclass(frozen=True)
 class Newest:
     """What a write was based on: the newest record matching ``filter`` (newest by
@@ -442,7 +485,7 @@ class Store(Protocol):
         number ``offset`` (the first is 0), at most ``limit`` (None: every one)."""
         ...
 
-    def forget(self, scope: Scope) -> int:
+    def forget(self, scope: Scope) -> Erasure:
         """Erase everything of ``scope.user_id``, or of ``scope.session_id``, in
         ``scope.tenant`` (exactly one of the two, and no agent_id: ValueError
         otherwise). A user: records, history, index rows, vectors, session logs; in
@@ -456,7 +499,10 @@ class Store(Protocol):
         a new revision: its rolling summary quoted the erased turns, and the next
         compaction rebuilds it from those that remain (pins go too); a row that named
         the user is made again naming nobody.
-        Returns the number of records removed."""
+        Returns the number of records removed, an :class:`Erasure` that also counts the
+        session log's turns and the logs emptied, in the erasure's transaction. A
+        ``KeyboardInterrupt`` once that transaction has committed is raised as
+        :class:`ErasedThenInterrupted`, holding the same counts."""
         ...
 
     def forget_tenant(self, tenant: str) -> int:

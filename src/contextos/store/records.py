@@ -19,7 +19,7 @@ import json
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -1263,6 +1263,39 @@ def erasure_target(scope: Scope) -> Scope:
     if scope.agent_id is not None or (scope.user_id is None) == (scope.session_id is None):
         raise ValueError("forget needs exactly one of a user_id and a session_id")
     return scope
+
+
+@dataclass
+class Committed:
+    """Whether a write's COMMIT went through (``done``), set by the store's transaction
+    as it ends, also when a Ctrl-C (``KeyboardInterrupt``) comes right after the COMMIT:
+    ``forget`` tells its erasure committed from this, never from what the database
+    holds afterwards, which other processes change (:class:`~.base.ErasedThenInterrupted`)."""
+
+    done: bool = False
+
+
+def sessions_emptied(
+    cur: Any,
+    tenant: str,
+    touched: Iterable[str],
+    *,
+    mark: str,
+    any_of: Callable[[str], str],
+    listed: Callable[[Sequence[str]], object],
+) -> int:
+    """How many of ``touched``, the sessions a ``forget`` took turns from, hold no turn
+    now: the session logs it erased whole (read in its transaction, after its DELETE;
+    a group chat another user's turns keep is not one). ``any_of``/``listed`` as for
+    :func:`erased_rows`."""
+    sessions = sorted(set(touched))
+    if not sessions:
+        return 0
+    left = cur.execute(
+        f"SELECT DISTINCT session_id FROM turns WHERE tenant = {mark} AND {any_of('session_id')}",
+        (tenant, listed(sessions)),
+    ).fetchall()
+    return len(set(sessions) - {r[0] for r in left})
 
 
 def erased_sessions(cur: Any, scope: Scope, *, mark: str) -> list[str]:

@@ -44,6 +44,8 @@ from contextos.store.base import (
     QUARANTINED_SHOWN,
     Close,
     EmbeddingStatus,
+    ErasedThenInterrupted,
+    Erasure,
     Newest,
     Patch,
     Quarantined,
@@ -359,16 +361,15 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             raise StoreError(f"PostgreSQL {what} failed: {_first_line(exc)}") from exc
 
     @contextmanager
-    def _tx(self, what: str) -> Iterator[Any]:
+    def _tx(self, what: str, committed: shared.Committed | None = None) -> Iterator[Any]:
         """A cursor inside one transaction (committed on success, rolled back otherwise),
-        on one of the connections writes may take (:class:`~.pool.WriteSlots`)."""
-        with (
-            self._write_slots.held(what),
-            self._conn(what) as conn,
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            yield cur
+        on one of the connections writes may take (:class:`~.pool.WriteSlots`);
+        ``committed`` is marked done once the COMMIT has returned."""
+        with self._write_slots.held(what), self._conn(what) as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+            if committed is not None:
+                committed.done = True
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> _Rows:
         with self._conn("read") as conn:
@@ -615,7 +616,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             self._read, tenant, memory_id, mark="%s", time=utc, offset=offset, limit=limit
         )
 
-    def forget(self, scope: Scope) -> int:
+    def forget(self, scope: Scope) -> Erasure:
         return self._erase(shared.erasure_target(scope))
 
     @_absent_if_nul(0, "tenant")
@@ -641,8 +642,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 cur.execute(f"DELETE FROM {table} WHERE tenant = %s", (tenant,))
         return int(gone)
 
-    @_absent_if_nul(0, "scope")
-    def _erase(self, scope: Scope) -> int:
+    @_absent_if_nul(Erasure(0), "scope")
+    def _erase(self, scope: Scope) -> Erasure:
         """``forget`` of a scope with a user. Run again, from the start, when the user
         began a session while it locked theirs (locked after them, out of order, two
         erasures of users sharing sessions could wait on each other), or when PostgreSQL
@@ -662,50 +663,68 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 _DEADLOCK_RETRIED.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _erase_once(self, scope: Scope, *, any_order: bool) -> int:
+    def _erase_once(self, scope: Scope, *, any_order: bool) -> Erasure:
+        """One try of :meth:`_erase`. A Ctrl-C once its COMMIT has returned is raised as
+        :class:`~contextos.store.base.ErasedThenInterrupted`, with what it erased, as
+        SQLite's ``forget`` raises it (little runs here after the COMMIT)."""
         t = scope.tenant
-        with self._tx("forget") as cur:
-            # The sessions' logs locked first, as an append locks its own
-            # (``lock_sessions``): one under way commits before the deletes below read the
-            # log, and one after waits, then finds the turn it follows gone. (The deletes
-            # alone missed a reply appended while they ran: it stayed, the first turn of
-            # the erased session.) A session the user began meanwhile is locked too.
-            sessions = shared.erased_sessions(cur, scope, mark="%s")
-            lock_sessions(cur, t, sessions)
-            more = set(shared.erased_sessions(cur, scope, mark="%s")) - set(sessions)
-            if more and not any_order:
-                raise _SessionsMoved  # rolled back: the next try locks them all in order
-            lock_sessions(cur, t, more)
-            sessions = [*sessions, *sorted(more)]
-            rows = shared.erased_rows(cur, scope, sessions, mark="%s", any_of=_any_of, listed=list)
-            doomed = cur.execute(
-                f"DELETE FROM memories WHERE {rows.records} RETURNING id, text", rows.record_args
-            ).fetchall()
-            # Turns of the sessions locked only: a session the user began after the
-            # second look is written after this erasure (its question and reply stay
-            # together), where deleting its question here left its reply behind.
-            turns = cur.execute(
-                f"DELETE FROM turns WHERE {rows.turns} RETURNING session_id, content",
-                rows.turn_args,
-            ).fetchall()
-            # The history goes too, and with it every text those memories had: a reply
-            # quotes a turn as first said, so the texts an update replaced are scrubbed.
-            # (Not of a memory added since the DELETE above read the table: it stays.)
-            history, history_args = rows.history([r[0] for r in doomed])
-            earlier = cur.execute(
-                f"DELETE FROM history WHERE {history} RETURNING old_text, new_text", history_args
-            ).fetchall()
-            texts = {x for row in earlier for x in row if x}
-            texts.update(r[1] for r in doomed)
-            texts.update(r[1] for r in turns)
-            # (The user's records without a session, where an older version quoted
-            # the message before in the same add, were deleted above.)
-            _scrub_contexts(cur, t, Scrub(texts), sessions=sessions)
-            cur.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
-            # A session that lost turns and lives on (another user's, shared): its
-            # compaction state (the rolling summary quotes those turns) starts over.
-            shared.reset_session_meta(cur, t, sorted({r[0] for r in turns}), _now(), META_SQL)
-        return len(doomed)
+        committed = shared.Committed()
+        erased = Erasure(0)  # counted in the transaction, before its COMMIT
+        try:
+            with self._tx("forget", committed) as cur:
+                # The sessions' logs locked first, as an append locks its own
+                # (``lock_sessions``): one under way commits before the deletes below read the
+                # log, and one after waits, then finds the turn it follows gone. (The deletes
+                # alone missed a reply appended while they ran: it stayed, the first turn of
+                # the erased session.) A session the user began meanwhile is locked too.
+                sessions = shared.erased_sessions(cur, scope, mark="%s")
+                lock_sessions(cur, t, sessions)
+                more = set(shared.erased_sessions(cur, scope, mark="%s")) - set(sessions)
+                if more and not any_order:
+                    raise _SessionsMoved  # rolled back: the next try locks them all in order
+                lock_sessions(cur, t, more)
+                sessions = [*sessions, *sorted(more)]
+                rows = shared.erased_rows(
+                    cur, scope, sessions, mark="%s", any_of=_any_of, listed=list
+                )
+                doomed = cur.execute(
+                    f"DELETE FROM memories WHERE {rows.records} RETURNING id, text",
+                    rows.record_args,
+                ).fetchall()
+                # Turns of the sessions locked only: a session the user began after the
+                # second look is written after this erasure (its question and reply stay
+                # together), where deleting its question here left its reply behind.
+                turns = cur.execute(
+                    f"DELETE FROM turns WHERE {rows.turns} RETURNING session_id, content",
+                    rows.turn_args,
+                ).fetchall()
+                # The history goes too, and with it every text those memories had: a reply
+                # quotes a turn as first said, so the texts an update replaced are scrubbed.
+                # (Not of a memory added since the DELETE above read the table: it stays.)
+                history, history_args = rows.history([r[0] for r in doomed])
+                earlier = cur.execute(
+                    f"DELETE FROM history WHERE {history} RETURNING old_text, new_text",
+                    history_args,
+                ).fetchall()
+                texts = {x for row in earlier for x in row if x}
+                texts.update(r[1] for r in doomed)
+                texts.update(r[1] for r in turns)
+                # (The user's records without a session, where an older version quoted
+                # the message before in the same add, were deleted above.)
+                _scrub_contexts(cur, t, Scrub(texts), sessions=sessions)
+                cur.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
+                # A session that lost turns and lives on (another user's, shared): its
+                # compaction state (the rolling summary quotes those turns) starts over.
+                shared.reset_session_meta(cur, t, sorted({r[0] for r in turns}), _now(), META_SQL)
+                emptied = shared.sessions_emptied(
+                    cur, t, (r[0] for r in turns), mark="%s", any_of=_any_of, listed=list
+                )
+                erased = Erasure(len(doomed), sessions=emptied, turns=len(turns))
+        except KeyboardInterrupt as exc:
+            if committed.done:
+                raise ErasedThenInterrupted(erased) from exc
+            raise
+        return erased
 
     def vacuum(self) -> None:
         """Rewrite contextos's tables and indexes so erased rows leave no bytes in them.

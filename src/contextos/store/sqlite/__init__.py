@@ -49,6 +49,8 @@ from contextos.store.base import (
     QUARANTINED_SHOWN,
     Close,
     EmbeddingStatus,
+    ErasedThenInterrupted,
+    Erasure,
     Newest,
     Patch,
     Quarantined,
@@ -240,9 +242,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     # -- plumbing ----------------------------------------------------------
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, committed: shared.Committed | None = None) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), this process's
-        writes one at a time (``_lock``).
+        writes one at a time (``_lock``); ``committed`` is marked done once its COMMIT
+        has gone through (:func:`_ended`).
 
         The busy timeout is the whole wait of a write, counted from when it arrives
         here: the wait for ``_lock`` (this process's other writes) and then for the
@@ -269,7 +272,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 raise self._damage
             self._begin(deadline)
             try:
-                with _ended(self._db, "write", self._failed):
+                with _ended(self._db, "write", self._failed, committed):
                     yield self._db
                     if self._writes % PRUNE_INDEX_LOG_EVERY == 0:
                         _prune_index_log(self._db)
@@ -636,47 +639,63 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             self._read, tenant, memory_id, mark="?", time=from_epoch, offset=offset, limit=limit
         )
 
-    def forget(self, scope: Scope) -> int:
+    def forget(self, scope: Scope) -> Erasure:
         shared.erasure_target(scope)
         t = scope.tenant
-        with self._write() as db:
-            sessions = shared.erased_sessions(db, scope, mark="?")
-            rows = shared.erased_rows(db, scope, sessions, mark="?", any_of=_any_of, listed=_listed)
-            doomed = db.execute(
-                f"SELECT id, text FROM memories WHERE {rows.records}", rows.record_args
-            ).fetchall()
-            turns = db.execute(
-                f"SELECT session_id, content FROM turns WHERE {rows.turns}", rows.turn_args
-            ).fetchall()
-            # The history goes too, and with it every text those memories had: a reply
-            # quotes a turn as first said, so the texts an update replaced are scrubbed.
-            history, history_args = rows.history([r[0] for r in doomed])
-            earlier = db.execute(
-                f"SELECT old_text, new_text FROM history WHERE {history}", history_args
-            )
-            texts = {x for row in earlier.fetchall() for x in row if x}
-            texts.update(r[1] for r in doomed)
-            texts.update(r[1] for r in turns)
-            # Deleted before the scrub, which then reads only the sessions' records that
-            # stay (as PostgreSQL's does): scrubbing first rewrote every record the
-            # DELETE then dropped, each tried against every erased text: forgetting a
-            # session of 8,000 turns took 9.5 s (four times that per doubling), every
-            # tenant's writes waiting (a review). (The user's records without a session,
-            # where an older version quoted the message before in the same add, go
-            # here too.)
-            db.execute(f"DELETE FROM memories WHERE {rows.records}", rows.record_args)
-            _scrub_contexts(db, t, Scrub(texts), sessions=sessions)
-            db.execute(f"DELETE FROM history WHERE {history}", history_args)
-            db.execute(f"DELETE FROM turns WHERE {rows.turns}", rows.turn_args)
-            db.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
-            # A session that lost turns and lives on (another user's, shared): its
-            # compaction state (the rolling summary quotes those turns) starts over.
-            shared.reset_session_meta(
-                db, t, json.dumps(sorted({r[0] for r in turns})), time.time(), _META_SQL
-            )
-            _merge_fts_and_mark_erasure(db, time.time(), rebuild=True)
-        self._after_erasure()
-        return len(doomed)
+        committed = shared.Committed()
+        erased = Erasure(0)  # counted in the transaction, before its COMMIT
+        try:
+            with self._write(committed) as db:
+                sessions = shared.erased_sessions(db, scope, mark="?")
+                rows = shared.erased_rows(
+                    db, scope, sessions, mark="?", any_of=_any_of, listed=_listed
+                )
+                doomed = db.execute(
+                    f"SELECT id, text FROM memories WHERE {rows.records}", rows.record_args
+                ).fetchall()
+                turns = db.execute(
+                    f"SELECT session_id, content FROM turns WHERE {rows.turns}", rows.turn_args
+                ).fetchall()
+                # The history goes too, and with it every text those memories had: a reply
+                # quotes a turn as first said, so the texts an update replaced are scrubbed.
+                history, history_args = rows.history([r[0] for r in doomed])
+                earlier = db.execute(
+                    f"SELECT old_text, new_text FROM history WHERE {history}", history_args
+                )
+                texts = {x for row in earlier.fetchall() for x in row if x}
+                texts.update(r[1] for r in doomed)
+                texts.update(r[1] for r in turns)
+                # Deleted before the scrub, which then reads only the sessions' records that
+                # stay (as PostgreSQL's does): scrubbing first rewrote every record the
+                # DELETE then dropped, each tried against every erased text: forgetting a
+                # session of 8,000 turns took 9.5 s (four times that per doubling), every
+                # tenant's writes waiting (a review). (The user's records without a session,
+                # where an older version quoted the message before in the same add, go
+                # here too.)
+                db.execute(f"DELETE FROM memories WHERE {rows.records}", rows.record_args)
+                _scrub_contexts(db, t, Scrub(texts), sessions=sessions)
+                db.execute(f"DELETE FROM history WHERE {history}", history_args)
+                db.execute(f"DELETE FROM turns WHERE {rows.turns}", rows.turn_args)
+                db.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
+                # A session that lost turns and lives on (another user's, shared): its
+                # compaction state (the rolling summary quotes those turns) starts over.
+                shared.reset_session_meta(
+                    db, t, json.dumps(sorted({r[0] for r in turns})), time.time(), _META_SQL
+                )
+                _merge_fts_and_mark_erasure(db, time.time(), rebuild=True)
+                emptied = shared.sessions_emptied(
+                    db, t, (r[0] for r in turns), mark="?", any_of=_any_of, listed=_listed
+                )
+                erased = Erasure(len(doomed), sessions=emptied, turns=len(turns))
+            self._after_erasure()
+        except KeyboardInterrupt as exc:
+            # After the COMMIT (``committed``, from the transaction itself): the Ctrl-C
+            # came while the file was rebuilt (in C, the signal waiting for it) or as
+            # the transaction ended. What it removed is erased for good.
+            if committed.done:
+                raise ErasedThenInterrupted(erased) from exc
+            raise
+        return erased
 
     def forget_tenant(self, tenant: str) -> int:
         """Every row of ``tenant`` goes (records, and with them vectors, queue and
@@ -1978,6 +1997,7 @@ def _ended(
     db: sqlite3.Connection,
     what: str,
     failed: Callable[[str, sqlite3.DatabaseError], StoreError] | None = None,
+    committed: shared.Committed | None = None,
 ) -> Iterator[None]:
     """End the transaction open on ``db``: COMMIT when the body returns, ROLLBACK on
     any error (a transaction left open hides later commits from the connection's reads
@@ -1986,14 +2006,21 @@ def _ended(
 
     The ROLLBACK only while a transaction is open: a Ctrl-C (or a benchmark's SIGTERM)
     landing just after the COMMIT made it fail with "cannot rollback - no transaction
-    is active", which replaced the interrupt with a traceback (a review)."""
+    is active", which replaced the interrupt with a traceback (a review). For the same
+    reason, no transaction open as an interrupt arrives means the COMMIT went through
+    (the body runs inside the one ``BEGIN`` opened): ``committed`` is then marked done,
+    as it is when the COMMIT returns."""
     try:
         yield
         db.execute("COMMIT")
+        if committed is not None:
+            committed.done = True
     except sqlite3.DatabaseError as exc:
         _roll_back(db)
         raise (failed or _plain_failure)(what, exc) from exc
     except BaseException:
+        if committed is not None and not db.in_transaction:
+            committed.done = True  # a signal raised just after the COMMIT returned
         _roll_back(db)
         raise
 
