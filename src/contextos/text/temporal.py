@@ -22,6 +22,7 @@ called", "Mar del Plata"); when in doubt, the text is not a time (``_dated_month
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,7 +163,8 @@ _PATTERN = re.compile(
 _FUTURE = re.compile(
     r"\b(?:will|shall|gonna|going\s+to|plan(?:s|ning)?|hope\s+to|hoping|can't\s+wait"
     r"|looking\s+forward|upcoming|intend|wanna|want\s+to|about\s+to|needs?\s+to"
-    r"|ha(?:ve|s)\s+to|gotta|must(?!\s+have\b))\b|'ll\b"
+    r"|ha(?:ve|s)\s+to|gotta|must(?!\s+have\b)|remind\s+me|don't\s+forget)\b|'ll\b"
+    r"|\bwon't\b|\bwo\s+not\b"
     r"|(?:'m|'re|\bam|\bare)\s+\w+ing\b",
     re.IGNORECASE,
 )
@@ -181,12 +183,23 @@ _PAST_AUX = re.compile(r"\b(?:(?:was|were|had|did)(?:n't)?|couldn't)\b", re.IGNO
 _IRREGULAR_PAST = (
     r"went|came|left|slept|kept|stood|sat|ran|met|spent|took|saw|drove|rode|flew|stuck|held"
     r"|lay|got|made|bought|brought|thought|taught|caught|fought|found|gave|told|sold|said|felt"
-    r"|began|wrote|heard|won|lost|ate|swam|sang|drank|became|fell|broke|chose|built|sent|paid"
+    r"|began|wrote|heard|won(?!'t)|lost|ate|swam|sang|drank|became|fell|broke|chose|built|sent|paid"
     r"|knew|grew|threw|wore|woke|spoke|forgot|understood|meant|hid|shook|dug|fed|blew|sank"
+    r"|drew|hung|led|slid|stole|struck|swore|tore|rang|froze|shrank|spun|dealt|leapt|learnt"
+    r"|burnt|sought|lent|fled|stung|swung|forgave|overslept|withdrew|sprang|clung"
 )
 #: A past verb, regular or among the common irregular ones (``_in_past`` reads the words
 #: before it: "is closed", "we're booked" are states now).
-_PAST_VERB = re.compile(rf"\b(\w{{3,}}ed|{_IRREGULAR_PAST})\b", re.IGNORECASE)
+_IRREGULAR = frozenset(re.findall(r"[a-z]+", _IRREGULAR_PAST.replace("(?!'t)", "")))
+_A_WORD = re.compile(r"\w+")
+
+
+def _past_form(word: str) -> bool:
+    """Whether the lowercase ``word`` is a past form: regular in -ed or irregular (a set
+    look-up: a 130-word regex alternation was most of ``resolve``'s time on a long text)."""
+    return (len(word) > 3 and word.endswith("ed")) or word in _IRREGULAR
+
+
 #: A perfect ("I've started a new job in March"): a time named with it is past, but not
 #: "have got" (a possession now) nor "have to" (an obligation).
 _PERFECT = re.compile(
@@ -198,8 +211,58 @@ _PERFECT = re.compile(
 #: A finite verb or its subject: a clause with one of these and no past or future is in
 #: the present ("My exam is on Friday", "I have an interview on Friday").
 _FINITE = re.compile(
-    r"\b(?:i|you|we|they|he|she|it|am|is|are|have|has|do|does|can|need|needs)\b"
-    r"|'(?:m|re|s|ve)\b",
+    r"\b(?:am|is|are|have|has|do|does|don't|doesn't|can|need|needs)\b|'(?:m|re|ve)\b"
+    r"|\b(?:it|he|she|that|there|here|what|who|where|everything|everyone|nothing|this)'s\b"
+    r"|\b\w+'s\s+(?:not\s+)?(?:going|coming|leaving|flying|arriving|visiting|starting|moving"
+    r"|staying|getting|due|back|away|off|busy|free|home|out)\b",
+    re.IGNORECASE,
+)
+_WORDS = re.compile(r"[a-z']+")
+_PRONOUNS = frozenset(["i", "you", "we", "they"])
+_SINGULAR = frozenset(["he", "she", "it", "who", "which", "that"])
+_POSSESSORS = frozenset(["my", "the", "our", "his", "her", "their", "your"])
+_ADVERBS = frozenset(
+    re.findall(r"\w+", "also usually always often sometimes never just still only normally")
+)
+
+
+def _after_adverbs(words: list[str], n: int) -> str:
+    """The word at ``words[n]``, past adverbs of frequency ("I usually start")."""
+    while n < len(words) and words[n] in _ADVERBS:
+        n += 1
+    return words[n] if n < len(words) else ""
+
+
+def _a_verb(word: str, *, lexical: bool) -> bool:
+    """Whether ``word`` after a subject reads as a present verb: any word after "I/you/
+    we/they" (``lexical``), else one in -s ("leaves", "opens"); not a verb whose past is
+    the same word, nor a past form."""
+    if not word.isalpha() or word in _INVARIANT or word in _NOT_VERBS:
+        return False
+    if _past_form(word) and word not in _NOT_PAST:
+        return False
+    return lexical or (word.endswith("s") and not word.endswith(("ss", "us", "is", "'s")))
+
+
+#: Verbs whose past is the same word: their tense is not readable ("I quit on Monday").
+_INVARIANT = frozenset(
+    re.findall(
+        r"\w+",
+        "quit cut hit put read let set hurt shut cast cost burst bet spread split fit beat rid"
+        " upset",
+    )
+)
+#: Words after a subject that are no verb.
+_NOT_VERBS = frozenset(
+    re.findall(
+        r"\w+",
+        "and or but so to of in on at for with from by as the a an my your this that than"
+        " then too not",
+    )
+)
+#: An obligation or need denied in the past ("I didn't have to work on Saturday").
+_PAST_OBLIGATION = re.compile(
+    r"\b(?:didn't|did\s+not|wasn't|weren't|had)\s+(?:\w+\s+)?(?:have|need|want|ha[ds])\s+to\b",
     re.IGNORECASE,
 )
 #: Where a clause begins inside a sentence: a conjunction or a relative word ("a class
@@ -263,9 +326,14 @@ _STATE_NOW = frozenset(
         "looks",
     ]
 )
+#: Feelings left by an event ("tired from Saturday", "exhausted after Saturday's race").
+_WORN_OUT = frozenset(
+    re.findall(r"\w+", "tired exhausted sore drained hungover recovering recovered wrecked")
+)
 #: Words in -ed that are no past verb.
 _NOT_PAST = frozenset(
-    ["hundred", "sacred", "naked", "wicked", "beloved", "ragged", "rugged", "crooked"]
+    ["hundred", "sacred", "naked", "wicked", "beloved", "ragged", "rugged", "crooked", "shed"]
+    + ["sled", "bred", "shred", "embed", "infrared", "sped", "wed", "red", "bed"]
 )
 #: Where a clause ends, looking back from a mention.
 _CLAUSE_END = re.compile(r"[.!?;,:\n]")
@@ -557,8 +625,12 @@ def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
         return _day(anchor, -2 if g("dby") else 2), "day", True
     if g("rel2"):  # "the week before last", "the weekend after next"
         unit, later = g("rel2p").lower(), g("rel2d").lower().startswith("after")
-        if unit == "weekend":  # the coming one is "next": the one after it
-            return _weekend(anchor, 1) - timedelta(days=0 if later else 21), "weekend", True
+        if unit == "weekend":  # "next weekend" is _weekend(anchor, 1): the one after it
+            return (
+                _weekend(anchor, 2) if later else _weekend(anchor, -1) - timedelta(days=7),
+                ("weekend"),
+                True,
+            )
         start, gran = _shift(anchor, 2 if later else -2, unit)
         return start, gran, True
     if g("relday"):
@@ -626,10 +698,11 @@ def resolve(text: str, anchor: datetime, *, future: bool | None = None) -> list[
     """Find the time expressions in ``text`` and pin them to absolute intervals.
 
     ``future`` says how to read bare weekdays and months ("on Friday"); by default
-    it is read from the mention's clause (:func:`_clause_tense`): ahead unless that
-    clause is in the past tense. A weekday or month after "every/each" recurs and
-    is no date (:func:`is_recurring`); the two ends of a range are placed in order
-    ("from Monday to Thursday last week", :func:`_join`).
+    it is read from the mention's clause (:func:`_clause_tense`): ahead when that clause
+    has a present or future verb the reader knows, past when it has a past one, else
+    the whole text's tense (ahead only if it speaks of the future). A weekday or month
+    after "every/each" recurs and is no date (:func:`is_recurring`); the two ends of a
+    range are placed in order ("from Monday to Thursday last week", :func:`_join`).
 
     Example:
         >>> m = resolve("I went there yesterday", datetime(2023, 5, 8, 13, 56))[0]
@@ -774,8 +847,13 @@ def _join(text: str, anchor: datetime, found: list[_Found]) -> tuple[list[_Found
         x, y = found[i], found[i + 1]
         if not x.kind or x.kind != y.kind or not (x.bare or y.bare) or not _paired(text, x, y):
             continue
-        if x.kind == "weekday" and x.bare and y.bare and x.tense == "present":
+        if x.kind == "weekday" and x.bare and y.bare and _a_habit(text, x):
             habit.update((i, i + 1))
+        elif x.bare and y.bare and x.tense == "present":
+            # a range said in the present holds now or is coming: its end ahead, its
+            # start at the latest before it ("I'm in Japan from April to June", in May)
+            while x.start > y.start:
+                x.start = _step(x.start, x.kind, -1)
         elif y.bare and (not x.bare or x.ahead):
             while y.start < x.start:
                 y.start = _step(y.start, y.kind, 1)
@@ -783,6 +861,23 @@ def _join(text: str, anchor: datetime, found: list[_Found]) -> tuple[list[_Found
             while x.start > y.start:
                 x.start = _step(x.start, x.kind, -1)
     return [f for i, f in enumerate(found) if i not in habit], bool(habit)
+
+
+#: A form of "be" before a range: a stay or a plan, dated ("I'm off Monday to Wednesday").
+_COPULA = re.compile(r"\b(?:am|is|are|be|being)\b|'(?:m|re|s)\b", re.IGNORECASE)
+
+
+def _a_habit(text: str, x: _Found) -> bool:
+    """Whether a weekday range starting at ``x`` is a habit: a present simple verb, not
+    "be", and no "from"/"between" ("I work Monday through Friday"; not "I'm off from
+    Monday to Wednesday", nor "I'm in Berlin from Tuesday to Friday": a review)."""
+    start = x.span[0]
+    if x.tense != "present" or (x.match.group("prep") or "").lower() in ("from", "between"):
+        return False
+    if _BETWEEN.search(text, max(0, start - 10), start):
+        return False
+    before = _segments(text, start, x.span[1])[0]
+    return not _COPULA.search(before)
 
 
 def _in_their_week(text: str, anchor: datetime, found: list[_Found]) -> list[_Found]:
@@ -846,8 +941,10 @@ def _clause_tense(m: re.Match[str]) -> str:
 
     Read from the clause up to the mention ("I saw the doctor on Friday"); when that
     has no verb, the words after it ("On Saturday we went hiking", "The party on
-    Saturday was great"), then the sentence; when that has none, the whole text (past if
-    it speaks in the past, else ahead). "since Friday" is past unless the clause speaks of
+    Saturday was great"), then the sentence; when that has none the reader knows ("My dog
+    died", "I quit", "Best day ever on Saturday!"), the whole text: ahead if it speaks of
+    the future, else past (the rule before s45: a past event dated ahead was a review's
+    regression). "since Friday" is past unless the clause speaks of
     the future. A perfect counts as past ("I've started a new job in March") except
     before a span's end ("until").
 
@@ -856,47 +953,91 @@ def _clause_tense(m: re.Match[str]) -> str:
     Friday before, and "My lease ends in July" as last July (a review)."""
     text, start, end = m.string, m.start(), m.end()
     prep = (m.group("prep") or "").lower()
+    if prep in ("from", "after") and _word_before(text, start) in _WORN_OUT:
+        return "past"  # "I'm still tired from Saturday": what tired you is behind you
     perfect = prep not in _ENDS_SPAN
     for segment in _segments(text, start, end):
         tense = _tense(segment, perfect)
         if tense is not None:
             return "past" if prep == "since" and tense == "present" else tense
-    if _FUTURE.search(text):
-        return "future"
-    return "past" if prep == "since" or _in_past(text) else "future"
+    return "past" if prep == "since" else _text_tense(text)
 
 
 def _segments(text: str, start: int, end: int) -> list[str]:
     """Around a mention at ``text[start:end]``: the clause up to it, the clause after it,
     its sentence."""
-    window = max(0, start - 300)
+    # Every scan is bounded, so resolve stays linear in the text (it was quadratic on a
+    # long sentence of ranges: a review). The sentence's bounds lie on a grid, so the
+    # mentions of one long sentence share it (``_tense`` is cached).
+    window = max(0, (start - _LOOK_AHEAD) // _GRID * _GRID)
     ends = [e.end() for e in _SENTENCE_END.finditer(text, window, start)]
     sentence_start = ends[-1] if ends else window
-    cuts = [c.end() for c in _CLAUSE_END.finditer(text, sentence_start, start)]
-    cuts += [c.end() for c in _CONJUNCTION.finditer(text, sentence_start, start)]
-    before = text[max(cuts, default=sentence_start) : start]
-    stop = _SENTENCE_END.search(text, end)
-    sentence_end = stop.start() if stop else len(text)
+    clause_start = max(sentence_start, start - _CLAUSE_MAX)
+    cuts = [c.end() for c in _CLAUSE_END.finditer(text, clause_start, start)]
+    cuts += [c.end() for c in _CONJUNCTION.finditer(text, clause_start, start)]
+    before = text[max(cuts, default=clause_start) : start]
+    limit = min(len(text), (end + _LOOK_AHEAD) // _GRID * _GRID + _GRID)
+    stop = _SENTENCE_END.search(text, end, limit)
+    sentence_end = stop.start() if stop else limit
     after = ""
-    for piece in re.split(r"[,:]", text[end:sentence_end]):
+    for piece in re.split(r"[,:]", text[end : min(sentence_end, end + _CLAUSE_MAX)]):
         if _WORD.search(piece):  # the first clause with words ("On Saturday, we went")
-            after = next(p for p in _CONJUNCTION.split(piece) if _WORD.search(p))
+            # "See you Friday then!": only conjunctions after it, no clause
+            after = next((p for p in _CONJUNCTION.split(piece) if _WORD.search(p)), "")
             break
     return [before, after, text[sentence_start:sentence_end]]
 
 
 _WORD = re.compile(r"\w")
+#: How far around a mention its sentence is read (at least), on a grid of ``_GRID``.
+_LOOK_AHEAD = 300
+_GRID = 256
+#: How far around a mention its clause is read.
+_CLAUSE_MAX = 120
 
 
+@functools.lru_cache(maxsize=256)
+def _text_tense(text: str) -> str:
+    """The tense of a whole text, for a bare time whose own clause has no verb the
+    reader knows: ahead if it speaks of the future, else past (the pre-s45 rule, read
+    once per text: per mention it made ``resolve`` quadratic, a review)."""
+    return "future" if _FUTURE.search(text) else "past"
+
+
+@functools.lru_cache(maxsize=1024)
 def _tense(segment: str, perfect: bool) -> str | None:
     """The tense of ``segment`` ("past", "future", "present"); None when it has no verb."""
-    if _FUTURE_IN_PAST.search(segment):
-        return "past"
+    if _FUTURE_IN_PAST.search(segment) or _PAST_OBLIGATION.search(segment):
+        return "past"  # "I was going to ...", "I didn't have to work on Saturday"
     if _FUTURE.search(segment):
         return "future"
     if _in_past(segment) or (perfect and _PERFECT.search(segment)):
         return "past"
-    return "present" if _FINITE.search(segment) else None
+    return "present" if _present(segment) else None
+
+
+def _present(segment: str) -> bool:
+    """Whether ``segment`` has a present finite verb the reader knows: a form of "be",
+    "have", "do" or a modal ("My exam is on Friday"), "'s" after a pronoun, or a verb after
+    its subject ("We fly out", "My flight leaves"), not one whose past is the same word
+    ("I quit on Monday"). A possessive is no verb ("Tom's party on Saturday was fun")."""
+    if _FINITE.search(segment):
+        return True
+    words = _WORDS.findall(segment.lower())
+    for k, word in enumerate(words):
+        if word in _PRONOUNS:  # "we fly", "I usually start"
+            if _a_verb(_after_adverbs(words, k + 1), lexical=True):
+                return True
+        elif word in _SINGULAR:  # "it opens", "who lives"
+            if _a_verb(_after_adverbs(words, k + 1), lexical=False):
+                return True
+        elif word in _POSSESSORS:  # "my flight leaves", "the new shop opens", "the kids start"
+            for n in (k + 2, k + 3):
+                plural = n - 1 < len(words) and words[n - 1].endswith("s")
+                plural = plural and not words[n - 1].endswith("'s")  # not "my cat's"
+                if _a_verb(_after_adverbs(words, n), lexical=plural):
+                    return True
+    return False
 
 
 def _in_past(clause: str) -> bool:
@@ -908,8 +1049,10 @@ def _in_past(clause: str) -> bool:
     ("Excited for Saturday!")."""
     if _PAST_AUX.search(clause):
         return True
-    for verb in _PAST_VERB.finditer(clause):
-        word = verb.group(1).lower()
+    for verb in _A_WORD.finditer(clause):
+        word = verb.group().lower()
+        if not _past_form(word) or (word == "won" and clause.startswith("'t", verb.end())):
+            continue
         if word.endswith("eed") or word in _NOT_PAST or word in _FEELINGS:
             continue
         before = _word_before(clause, verb.start())
