@@ -235,7 +235,7 @@ def test_a_verb_after_an_inverted_auxiliary_stays_bare(text: str, expected: str)
         "Should I buy a Tesla or a BMW?",
         "Do you think I should quit my job at Google?",
         "Why did I feel so tired yesterday?",
-        "Did I tell you about my trip to Paris?",
+        "Did I tell you about the weather?",
         "Guess what I did last week?",
     ],
 )
@@ -300,8 +300,10 @@ def _told(tmp_path: Path, first: str, then: str) -> tuple[dict[str, bool], str]:
     ("first", "then"),
     [
         ("I drink coffee every morning.", "I don't drink coffee anymore."),
-        ("I'm married to Tom.", "I'm not married anymore."),
-        ("I play the cello in an orchestra.", "I no longer play the cello."),
+        ("I'm married to Tom.", "I'm not married to Tom anymore."),
+        ("I play the cello in an orchestra.", "I no longer play the cello in an orchestra."),
+        ("I play tennis on weekends.", "I no longer play tennis."),
+        ("Marco plays tennis.", "Marco doesn't play tennis anymore."),
     ],
 )
 def test_a_fact_denied_as_no_longer_true_ends(tmp_path: Path, first: str, then: str) -> None:
@@ -313,6 +315,21 @@ def test_a_fact_denied_as_no_longer_true_ends(tmp_path: Path, first: str, then: 
     ("first", "then"),
     [
         ("I play tennis every Friday.", "I don't play golf anymore."),
+        # another's denial: not the user's fact (diff45b §6)
+        ("I play tennis with Marco every Friday.", "Marco doesn't play tennis anymore."),
+        ("Tom lives in Oslo.", "I don't live in Oslo anymore."),
+        ("I live in Oslo.", "My sister doesn't live in Oslo anymore."),
+        # a part of the fact denied: the rest still holds (diff45b §6)
+        ("I play tennis and golf every weekend with my brother.", "I don't play golf anymore."),
+        (
+            "I drink coffee and green tea every morning before work.",
+            "I don't drink coffee anymore.",
+        ),
+        ("I use Linux at work and a Mac at home.", "I don't use a Mac anymore."),
+        ("I play tennis with Marco every Friday.", "I don't play tennis anymore."),
+        ("I'm married to Tom.", "I'm not married anymore."),
+        # a narrower denial ("at night") leaves the wider fact
+        ("I drink coffee every morning.", "I don't drink coffee at night anymore."),
         # an event stays told
         ("I put my bike in the shed yesterday.", "I don't put my bike in the shed anymore."),
     ],
@@ -320,3 +337,88 @@ def test_a_fact_denied_as_no_longer_true_ends(tmp_path: Path, first: str, then: 
 def test_a_denial_of_something_else_leaves_the_fact(tmp_path: Path, first: str, then: str) -> None:
     held, old = _told(tmp_path, first, then)
     assert held[old] is True
+    assert all(held.values()), held  # and the denial is kept beside it
+
+
+# -- diff45b §4: a request for this once, or advice, is no rule ------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Write a function in Python that reverses a string.",
+        "Write a SQL query that lists all users who signed up in May.",
+        "Write an email to my landlord in German about the broken heater.",
+        "Give me a list of 10 French words for beginners.",
+        "Use a table for this one.",
+        "Answer in French this time.",
+        "Give me your honest answer about my essay.",
+        "Reply to Sarah's email in a formal tone.",
+        "Never give up, the answers will come.",
+        "Use the French press, the coffee tastes better.",
+        "Please write a function in Python.",
+        "Write it in German.",
+    ],
+)
+def test_a_task_or_advice_is_no_rule(tmp_path: Path, text: str) -> None:
+    with _memory(tmp_path) as m:
+        added = m.add([{"role": "user", "content": text}], user_id="u", infer=True, event_time=SAID)
+        assert [r.memory_type for r in added if r.memory_type == "procedural"] == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Use bullet points.",
+        "Use metric units.",
+        "Write in British English.",
+        "Never mention the weather in your replies.",
+        "Format your answers as JSON.",
+        "Reply in a formal tone.",
+        "Don't give me long answers.",
+        "Stop using Catalan.",
+        "Answer in Vietnamese.",
+    ],
+)
+def test_how_to_answer_from_now_on_is_a_rule(tmp_path: Path, text: str) -> None:
+    with _memory(tmp_path) as m:
+        added = m.add([{"role": "user", "content": text}], user_id="u", infer=True, event_time=SAID)
+        assert [r.memory_type for r in added] == ["procedural"]
+
+
+# -- diff45b §5: a question that tells a fact keeps it --------------------------------------
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("Did I mention I'm moving to Berlin in July?", "Ann is moving to Berlin in July 2024."),
+        ("Have I mentioned that my sister lives in Tokyo?", "Ann's sister lives in Tokyo."),
+        ("Remember when I told you I was allergic to peanuts?", "Ann was allergic to peanuts."),
+        ("Did I tell you about my new job at Apple?", "Ann's new job at Apple."),
+        ("Did I tell you about my trip to Paris?", "Ann's trip to Paris."),
+    ],
+)
+def test_a_question_that_tells_without_to_you_keeps_it(
+    tmp_path: Path, text: str, stored: str
+) -> None:
+    with _memory(tmp_path) as m:
+        turn = {"role": "user", "name": "Ann", "content": text}
+        added = m.add([turn], user_id="u", infer=True, event_time=SAID)
+        assert [r.text for r in added] == [stored]
+
+
+# -- diff45b §7: one list of what opens an instruction ------------------------------------
+@pytest.mark.parametrize("then", ["Pls answer in Spanish.", "In the future answer in Spanish."])
+def test_a_rule_with_any_opener_replaces_the_rule(tmp_path: Path, then: str) -> None:
+    with _memory(tmp_path) as m:
+        m.add(
+            [{"role": "user", "content": "Always answer in English."}],
+            user_id="u",
+            infer=True,
+            event_time=SAID,
+        )
+        [new] = m.add(
+            [{"role": "user", "content": then}],
+            user_id="u",
+            infer=True,
+            event_time=SAID.replace(hour=13),
+        )
+        assert new.memory_type == "procedural"
+        assert [r.text for r in m.get_all(user_id="u")] == [new.text]

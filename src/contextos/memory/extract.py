@@ -26,6 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from contextos.text import sentences as S
+from contextos.text.claims import INSTRUCTION_OPENER, LANGUAGES
 from contextos.text.temporal import (
     TimeMention,
     is_recurring,
@@ -90,40 +91,68 @@ _PROCEDURAL = re.compile(
     r"\s+(?:answer|reply|respond|write|use|call\s+me|speak|talk\s+to\s+me|mention|include|"
     r"format|explain|address\s+me|sign|add|start|end|cite|show)\b"
     r"|\bfrom\s+now\s+on\b|\b(?:I|we)\s+(?:would\s+|'d\s+)?prefer\b|\bI'd\s+(?:rather|prefer)\b"
-    r"|\bmy\s+preference\b|\bcall\s+me\s+(?-i:[A-Z])|\bplease\s+(?:always|never|use|answer|"
-    r"reply|respond|write|call|keep|avoid|stop|don't|do\s+not)\b"
+    r"|\bmy\s+preference\b|\bcall\s+me\s+(?-i:[A-Z])|\bplease\s+(?:always|never)\b"
     r"|(?:^|[,;:]\s*)(?:(?:please|kindly|and|so|just|also|only|always)\s+)*"
     r"(?:answer|reply|respond|write|talk|speak)\s+(?:(?:to\s+)?me\s+)?(?:only\s+)?"
     r"in\s+(?-i:[A-Z])[a-z]+\b",
     re.IGNORECASE,
 )
 #: What may open an instruction before its verb: "please", "and", "from now on", ...
-_LEAD = (
-    r"^(?:(?:please|pls|kindly|and|so|also|just|now|then|from\s+now\s+on|going\s+forward"
-    r"|in\s+(?:the\s+)?future|for\s+(?:all\s+)?future\s+(?:answers|replies))[\s,]+)*"
-)
+#: (one list with the claim reader's, :data:`~contextos.text.claims.INSTRUCTION_OPENER`).
+_LEAD = rf"^(?:{INSTRUCTION_OPENER}[\s,]+)*"
 #: Words that say an instruction is about the assistant's answers: the replies
-#: themselves, their format, style or language. (Not "my", not "you": a friend is told
+#: themselves, their format, style or language (the claim reader's languages,
+#: :data:`~contextos.text.claims.LANGUAGES`). (Not "my", not "you": a friend is told
 #: "never give up on your dreams".)
 _ABOUT_REPLIES = (
     r"\b(?:answers?|repl(?:y|ies)|responses?|messages?|emojis?|emoticons|jargon|slang"
     r"|markdown|bullet(?:\s+points?)?|json|yaml|tables?|headings?|headers|code\s+blocks?"
     r"|metric|imperial|units|spelling|celsius|fahrenheit|tone|formal(?:ly)?|informal(?:ly)?"
     r"|exclamation\s+marks?|abbreviations|(?:full\s+)?sentences|paragraphs?|(?:short|long)er"
-    r"|(?:British|American)\s+English|arabic|chinese|danish|dutch|english|finnish|french"
-    r"|german|greek|hebrew|hindi|italian|japanese|korean|mandarin|norwegian|polish|portuguese"
-    r"|russian|spanish|swedish|turkish|ukrainian|python|javascript|typescript|java|rust"
-    r"|golang|sql)\b"
+    r"|(?:British|American)\s+English|python|javascript|typescript|java|rust|golang|sql"
+    rf"|{'|'.join(sorted(LANGUAGES))})\b"
+)
+#: The object of a verb of answering, when it is about the answers: the reply word
+#: right after the verb, past "me", "in", "with", an article or a few words of degree
+#: ("Use bullet points", "Write in British English", "Don't give me long answers",
+#: "Write code in Python"), and ending there (not "Use the French press", "Write a SQL
+#: query": a noun after it is what the verb governs).
+_GOVERNED = (
+    r"(?:\s+(?:me|to\s+me|us|in|into|with|using|as|your|the|any|a|an|all|more|less|fewer"
+    r"|so|too|many|much|only|short|long|plain|simple|full|proper|some|no|code)\b){0,4}"
+    rf"\s*{_ABOUT_REPLIES}"
+    rf"(?=\s*(?:$|[.,;:!?)\-]|{_ABOUT_REPLIES}|(?:in|with|for|when|from|only|anymore|any\s+more"
+    r"|please|again|instead|and|or|as|at\s+all|ever|unless|except|to|if|so|because|at)\b))"
+)
+#: "... in/to your answers" later in the clause ("Never mention the weather in your
+#: replies").
+_IN_YOUR_REPLIES = (
+    r"\b[^.!?,;]*\b(?:in|to|from|of|for)\s+(?:all\s+|any\s+of\s+)?your\s+"
+    r"(?:answers|replies|responses|messages)\b"
+)
+#: A request for this once ("Use a table for this one", "Answer in French this time"):
+#: a task, no rule.
+_ONCE = re.compile(
+    r"\b(?:for\s+(?:this|that|the\s+next)\s+(?:one|time|question|answer|reply|email|task|essay"
+    r"|post|message|letter|project|part)|this\s+time|for\s+now|(?:just\s+)?(?:this\s+)?once"
+    r"|here(?!\s+on)|right\s+now)\b",
+    re.IGNORECASE,
 )
 _NOT_EVER = r"(?:don't(?:\s+ever)?|do\s+not|never|always|only|stop|quit)"
-#: A sentence-initial instruction to the assistant on how to answer or behave: with no
-#: subject, a verb of answering, writing or acting for the user, after don't, never,
-#: always, only, stop or avoid, or bare; each needs the words that make it about the
-#: answers (:data:`_ABOUT_REPLIES`), or is one of a few forms that are ("Be concise",
-#: "Talk to me like a pirate", "Keep it short", "Stop suggesting ..."). Narrow on purpose:
-#: a chat between friends tells the other "Take care!", "Keep it up!", "Let me know how it
-#: goes", "Check out this photo", "Never give up!", none of them a rule to pin in every
-#: window. (On LoCoMo's dev turns, 7,353 sentences, it matches none.)
+_ANSWERING = (
+    r"(?:use|using|writ(?:e|ing)|answer|repl(?:y|ying)|respond|talk|speak|giv(?:e|ing)|add"
+    r"|includ(?:e|ing)|list|format|mention|explain|show|correct|put|offer|end|start|sign)\w*"
+)
+#: A sentence-initial instruction to the assistant on how it answers from now on: with
+#: no subject, a verb of answering, writing or acting for the user, after don't, never,
+#: always, only, stop or avoid, or bare; each governs the words that make it about the
+#: answers (:data:`_GOVERNED`, :data:`_IN_YOUR_REPLIES`), or is one of a few forms that
+#: are ("Be concise", "Talk to me like a pirate", "Keep it short", "Stop suggesting ...");
+#: none asks for this once (:data:`_ONCE`). Narrow on purpose: a chat between friends tells
+#: the other "Take care!", "Keep it up!", "Never give up, the answers will come",
+#: "Use the French press", and a user asks for tasks ("Write a function in Python that
+#: ...", "Give me a list of 10 French words"), none of them a rule to pin in every window
+#: (a review, s45: each was one, the reply word anywhere later in the sentence).
 _INSTRUCTION = re.compile(
     _LEAD
     + "(?:"
@@ -133,14 +162,15 @@ _INSTRUCTION = re.compile(
             rf"(?:{_NOT_EVER}|avoid)\s+(?:suggest|recommend|apologi[sz]|translat|summari[sz]"
             r"|swear|curs)\w*\b",
             # ... of a verb that does when its object does
-            rf"(?:{_NOT_EVER}|avoid)\s+(?:use|using|writ(?:e|ing)|answer|repl(?:y|ying)|respond"
-            r"|talk|speak|giv(?:e|ing)|add|includ(?:e|ing)|list|format|mention|explain|show"
-            rf"|correct|put|offer|end|start|sign)\w*\b[^.!?]*{_ABOUT_REPLIES}",
+            rf"(?:{_NOT_EVER}|avoid)\s+{_ANSWERING}\b(?:{_GOVERNED}|{_IN_YOUR_REPLIES})",
             # ... of a verb done for the user, "me" and more ("Never book me flights on X")
             rf"{_NOT_EVER}\s+(?:book|send|remind|ask|email|text|notify|wake|call|sign\s+up)\w*"
             r"\s+me\s+\w",
             # a bare verb of answering or formatting, about the answers ("give me a call": no)
-            rf"(?:use|write|answer|reply|respond|format|give|avoid)\b[^.!?]*{_ABOUT_REPLIES}",
+            rf"(?:use|write|answer|reply|respond|format|avoid)\b{_GOVERNED}",
+            rf"(?:use|write|answer|reply|respond|format|add|include|mention){_IN_YOUR_REPLIES}",
+            r"give\s+me\s+(?:the\s+|your\s+|all\s+)?(?:answers?|repl(?:y|ies)|responses?)"
+            rf"\s+(?:in|as|with|using)\b{_GOVERNED}",
             r"(?:address|refer\s+to)\s+me\s+as\b",
             r"(?:talk|speak|write|answer|reply|respond)\s+(?:to\s+)?me\s+(?:like|as|in|with"
             r"|using|only|more|less)\b",
@@ -164,10 +194,15 @@ _FORGET_REQUEST = re.compile(
     re.IGNORECASE,
 )
 #: A question that tells a fact of the speaker's in its clause: "Did I tell you I got
-#: promoted?", "Did you know (that) my sister moved?", "Guess what, I ...". The clause is
-#: kept (:func:`_question_fact`).
+#: promoted?", "Did I mention I'm moving?", "Have I mentioned (to you) that my sister
+#: lives in Tokyo?", "Did I tell you about my new job?", "Remember when I told you I was
+#: allergic to peanuts?", "Did you know (that) my sister moved?", "Guess what, I ...".
+#: The clause is kept (:func:`_question_fact`). Why the forms without "to you": "Did I
+#: mention I'm moving to Berlin in July?" was dropped as a question (a review, s45).
 _TELLING_QUESTION = re.compile(
-    r"^(?:(?:did|have)\s+I\s+(?:ever\s+|already\s+)?(?:tell|told|mention(?:ed)?\s+to)\s+you"
+    r"^(?:(?:(?:did|have)\s+I\s+(?:ever\s+|already\s+)?"
+    r"|(?:do\s+you\s+)?remember\s+(?:when|that|how)\s+I\s+)"
+    r"(?:tell|told|mention(?:ed)?)(?:\s+(?:to\s+)?you)?(?:\s+about(?=\s+(?:my|our)\b))?"
     r"|did\s+you\s+(?:know|hear)|(?:guess|you\s+know)\s+what\s*[,:!])"
     r"(?:\s*that)?\s*(?=(?:I|I'm|I've|I'll|I'd|we|we're|we've|my|our)\b)",
     re.IGNORECASE,
@@ -437,9 +472,12 @@ class OfflineExtractor:
         if not core or _FORGET_REQUEST.match(core):
             return None
         asked = S.is_question(core)
-        if asked and not (core := _question_fact(core)):
-            return None
-        instruction = _INSTRUCTION.match(core) is not None
+        if asked:
+            told = _TELLING_QUESTION.match(core) is not None  # a telling: kept as a statement
+            if not (core := _question_fact(core)):
+                return None
+            asked = not told
+        instruction = _INSTRUCTION.match(core) is not None and _ONCE.search(core) is None
         if not instruction and not _worth_keeping(core, bool(mentions), ctx.names, asked=asked):
             return None
         text = S.to_third_person(core, ctx.speaker)
@@ -593,7 +631,7 @@ def _classify(
     mention, or at ``anchor`` when it is told in the past; else a semantic fact with no
     time, as are a habit (:func:`~contextos.text.temporal.is_recurring`), a past in its
     own time frame (:data:`_OWN_FRAME`) and a wish or condition (:data:`_IRREAL`)."""
-    if instruction or _PROCEDURAL.search(core):
+    if instruction or (_PROCEDURAL.search(core) and _ONCE.search(core) is None):
         return "procedural", None
     if mentions:
         return "episodic", mentions[0].start

@@ -34,6 +34,7 @@ from contextos.text.claims import (
     jaccard,
     stem_tokens,
     subject_of,
+    told_of,
 )
 from contextos.text.temporal import describe
 
@@ -144,8 +145,11 @@ class HeuristicReconciler:
             record.text, _speaker(record), old_neg
         ):
             return None  # "Always answer in English, never in French": the claim decides
-        if new_neg and _no_longer(cand, record):
-            return Decision("DELETE", cand, record.id, reason="new fact says it holds no longer")
+        if new_neg and _NO_LONGER.search(cand.text) is not None:
+            if not _denies_whole(cand, record):
+                return None  # "Marco doesn't play tennis anymore", "... golf anymore"
+            if record.memory_type != "episodic":  # an event is ended only as below
+                return Decision("DELETE", cand, record.id, reason="it holds no longer")
         if jaccard(stem_tokens(cand.text), stem_tokens(record.text)) < 0.75:
             return None
         if new_neg:
@@ -183,20 +187,48 @@ class HeuristicReconciler:
 
 
 _NO_LONGER = re.compile(r"\b(?:anymore|any\s+more|no\s+longer)\b", re.IGNORECASE)
+_DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_PARTS = r"(?:day|morning|afternoon|evening|night|week|weekend|weekday|month|year)"
+#: Adverbials of time or frequency ("every morning", "at night", "on weekends", "twice
+#: a week", "usually"): a fact holds without them, so "I don't drink coffee anymore"
+#: denies "I drink coffee every morning" whole (and "... at night anymore" does not: the
+#: denial's own words must all be the fact's).
+_WHEN = re.compile(
+    rf"\b(?:(?:every|each)\s+(?:other\s+|single\s+)?(?:{_DAYS}|{_PARTS})"
+    rf"|(?:in|on|at|during)\s+(?:the\s+)?(?:{_PARTS}s?|{_DAYS}s?)"
+    rf"|on\s+{_DAYS}s?|{_DAYS}s|(?:once|twice|\w+\s+times)\s+(?:a|per|every)\s+{_PARTS}"
+    r"|everyday|daily|nightly|weekly|monthly|yearly|usually|often|always|sometimes"
+    r"|regularly|normally|generally|mostly|typically)\b",
+    re.IGNORECASE,
+)
+#: Words joining two things a fact tells: denying one of them leaves the other.
+_JOINED = re.compile(r"\b(?:and|or|as\s+well\s+as|plus|both|either|nor)\b|&", re.IGNORECASE)
 
 
-def _no_longer(cand: Candidate, record: MemoryRecord) -> bool:
-    """Whether ``cand`` says that what ``record`` states holds no longer: it says
-    "anymore" or "no longer", and what it denies (its words, the negation taken away,
-    the speaker's name left out) are all words of the record, which tells no event
-    (an event that happened cannot stop holding).
+def _denies_whole(cand: Candidate, record: MemoryRecord) -> bool:
+    """Whether ``cand``, a denial with "anymore" or "no longer", denies the whole of what
+    ``record`` states, so that it may end it (a fact; an event only when their words are
+    alike, as any negation): its subject is the record's (:func:`told_of`: the speaker's
+    own fact only for the speaker's denial); the record joins no two things ("tennis and
+    golf") that the denial does not; and what ``cand`` denies (its words, the negation
+    taken away) are the record's words, and the record's words, less its adverbials of
+    time or frequency (:data:`_WHEN`), are all denied.
 
     Why: "doesn't drink coffee anymore" shares too few words with "drinks coffee every
-    morning" for the polarity test (Jaccard 0.75), so both stayed open (a review, s45)."""
-    if record.memory_type == "episodic" or _NO_LONGER.search(cand.text) is None:
+    morning" for the polarity test (Jaccard 0.75), so both stayed open (a review, s45);
+    then, denied as any part of the record, "Marco doesn't play tennis anymore" ended
+    the user's "I play tennis with Marco every Friday" and "I don't play golf anymore"
+    ended "I play tennis and golf every weekend" (a review, s45: data lost)."""
+    speaker = cand.speaker or ""
+    if told_of(cand.text, cand.speaker) != told_of(record.text, _speaker(record)):
         return False
-    denied = stem_tokens(affirm(cand.text)) - stem_tokens(cand.speaker or "")
-    return bool(denied) and denied <= stem_tokens(record.text)
+    if _JOINED.search(record.text) and not _JOINED.search(cand.text):
+        return False
+    name = stem_tokens(speaker)
+    denied = stem_tokens(affirm(cand.text)) - name
+    held = stem_tokens(record.text) - name
+    whole = stem_tokens(_WHEN.sub(" ", record.text)) - name
+    return bool(denied) and bool(whole) and denied <= held and whole <= denied
 
 
 _AGAIN = re.compile(r"\bagain\b", re.IGNORECASE)

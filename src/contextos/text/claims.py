@@ -109,7 +109,7 @@ _NEG_REPAIR = (
 )
 #: Languages an answer can be asked in: the language slot needs one, so "reply in
 #: short sentences" or "write in Markdown" is no language to replace "answer in French".
-_LANGUAGES = word_set(
+LANGUAGES = word_set(
     """arabic bengali bulgarian cantonese catalan chinese croatian czech danish dutch english
     esperanto estonian farsi filipino finnish french german greek hebrew hindi hungarian
     icelandic indonesian irish italian japanese korean latin latvian lithuanian malay mandarin
@@ -123,6 +123,15 @@ _NOT_THING = (
     r"|at|on|with|because|but|and|or|if|as|so|too|also|very|much|more|really|still|always"
     r"|usually|my|your|his|her|its|our|their|it|them|this|that|those)\b"
 )
+#: What may open an instruction before its verb ("please", "pls", "and", "from now on",
+#: "in the future", ...): one list for the extractor, which types the instruction a rule
+#: (:mod:`contextos.memory.extract`), and for the claim read from it here. Why one: in
+#: two copies they disagreed, so "Pls answer in Spanish" was a rule with no language
+#: read from it and did not replace "Always answer in English" (a review, s45).
+INSTRUCTION_OPENER = (
+    r"(?:please|pls|plz|kindly|and|so|also|just|now|then|from\s+now\s+on|going\s+forward"
+    r"|in\s+(?:the\s+)?future|for\s+(?:all\s+)?future\s+(?:answers|replies))"
+)
 #: Where an answer's language is asked for: the verb opens a clause (an imperative:
 #: "Always answer in English", "User: please reply in French", "From now on, speak in
 #: German") or follows "you (should|to) ..." or "wants|prefers"; the span the claim is
@@ -130,8 +139,8 @@ _NOT_THING = (
 #: Why: "<speaker> answers in Spanish when User's mom calls", the user's own habit, was
 #: read as the rule and closed "Always answer in English" (a review, s45).
 _ADDRESSED = (
-    r"(?:(?:^|[,;:.!?(])\s*(?:(?:please|kindly|and|so|just|also|now|then|from\s+now"
-    r"\s+on,?|always|only|never|ever|don't|do\s+not)\s+)*"
+    rf"(?:(?:^|[,;:.!?(])\s*(?:(?:{INSTRUCTION_OPENER}|always|only|never|ever|don't|do\s+not)"
+    r"[\s,]+)*"
     r"|\byou\s+(?:to|should|must|shall|will|can|could|would)\s+(?:always\s+|only\s+)?"
     r"|\b(?:wants?|prefers?|likes?|would\s+like|'d\s+like)\s+(?:the\s+|your\s+|all\s+)?)"
 )
@@ -144,9 +153,9 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "language",
             rf"{_ADDRESSED}(?P<w>(?:answer|repl(?:y|ies)|respond|write|speak|talk)"
-            r"(?:\s+(?:to\s+)?[\w']+)?|(?:answers|replies|responses))"
+            r"(?:\s+(?:to\s+[\w']+|me|us|back|only))?|(?:answers|replies|responses))"
             r"\s+(?:only\s+)?in\s+(?:[\w-]+\s+)?"
-            rf"(?P<v>{'|'.join(_LANGUAGES)})\b",
+            rf"(?P<v>{'|'.join(sorted(LANGUAGES))})\b",
         ),
         # "call me Bob", as the extractor writes it: "Call Ana Bob" (``<s>``: me or the speaker).
         ("address", r"\bcall\s+(?P<s>me|[\w'-]+(?:\s+[\w'-]+)?)\s+(?P<v>(?-i:[A-ZÀ-ÖØ-Þ])[\w'-]*)"),
@@ -215,6 +224,19 @@ def subject_of(text: str, speaker: str | None = None) -> str:
     if speaker and starts_with_name(said, speaker) and not _POSSESSIVE.match(said, len(speaker)):
         return speaker.lower()
     return unicodedata.normalize("NFC", _leading_name(text) or speaker or "").lower()
+
+
+def told_of(text: str, speaker: str | None = None) -> str:
+    """Whom a fact tells of: :func:`subject_of`, read past the speaker's name that the
+    extractor puts before what they said of someone else ("Ann: Marco doesn't play
+    tennis anymore" tells of Marco, "Ann: Tom lives in Oslo" of Tom, not of Ann).
+
+    Why: read as Ann's, "Ann: Tom lives in Oslo" was ended by Ann's "I don't live in
+    Oslo anymore" (a review, s45). (A rule, "Ann: Always answer in English", is read by
+    :func:`subject_of`: it is the speaker's.)"""
+    if speaker and text[: len(speaker) + 1].lower() == f"{speaker.lower()}:":
+        text = text[len(speaker) + 1 :].lstrip()
+    return subject_of(text, speaker)
 
 
 def _leading_name(text: str) -> str | None:
@@ -317,7 +339,7 @@ def _claim(text: str, speaker: str | None) -> Claim | None:
             key = f"attr:{m.group('o').lower()} {attr}"
         value = _norm_value(m.group("v"))
         if value:
-            return Claim(subject_of(text, speaker), key, value, negated, m.group(0))
+            return Claim(told_of(text, speaker), key, value, negated, m.group(0))
     return _rule(text, speaker)
 
 
