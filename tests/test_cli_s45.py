@@ -34,11 +34,8 @@ import pytest
 
 from cli_support import cli_env, reaped, run_cli
 from contextos.cli.main import main
-from contextos.embed import make_embedder
-from contextos.memory import Memory
 from contextos.store import Store
 from contextos.store.base import Erasure
-from contextos.store.sqlite import SQLiteStore
 from contextos.types import MemoryRecord, Message, Scope, content_hash
 
 CLI = [sys.executable, "-m", "contextos"]
@@ -545,23 +542,6 @@ def test_an_authorization_header_without_bearer_is_told_so(tmp_path: Path) -> No
 
 
 # -- 8: small ones ---------------------------------------------------------------------
-
-
-def test_one_memory_waiting_for_its_vector_is_said_in_the_singular(tmp_path: Path) -> None:
-    db = tmp_path / "w.db"
-    with Memory(db, embedder=make_embedder("hash"), background_embedding=True) as memory:
-        memory.store.claim_vectors("a-process-that-died", limit=100, lease_s=0.001)
-        memory.add("the lisbon trams climb the hills", user_id="ana")
-    store = SQLiteStore(db)
-    try:
-        assert store.claim_vectors("a-process-that-died", limit=100, lease_s=60)
-    finally:
-        store.close()
-    out = run_cli("search", "trams", "-u", "ana", db=db)
-    assert out.returncode == 0, out.stderr
-    assert "note: 1 memory is still waiting for its vector (computed" in out.stderr, out.stderr
-    assert "until then it is found by its words only" in out.stderr
-    assert "memories are" not in out.stderr
 
 
 def test_a_mistyped_option_suggests_the_option_it_begins(cli: Run, tmp_path: Path) -> None:
