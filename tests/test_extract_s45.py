@@ -422,3 +422,24 @@ def test_a_rule_with_any_opener_replaces_the_rule(tmp_path: Path, then: str) -> 
         )
         assert new.memory_type == "procedural"
         assert [r.text for r in m.get_all(user_id="u")] == [new.text]
+
+
+# -- a rule's end: "stop answering in French" --------------------------------------------
+@pytest.mark.parametrize(
+    "stop", ["Please stop answering in French.", "Stop using French.", "Quit replying in French."]
+)
+def test_stop_answering_in_a_language_ends_the_rule(tmp_path: Path, stop: str) -> None:
+    """Read as no claim, "Please stop answering in French" left "Always answer in French"
+    current beside it, and every window pinned both (review s45 online F4)."""
+    with _memory(tmp_path) as m:
+        m.add("Always answer in French.", user_id="u", infer=True)
+        m.add(stop, user_id="u", infer=True)
+        assert not [r.text for r in m.get_all(user_id="u") if "answer in French" in r.text]
+
+
+def test_the_users_own_past_habit_of_a_language_ends_no_rule(tmp_path: Path) -> None:
+    with _memory(tmp_path) as m:
+        m.add("Always answer in French.", user_id="u", infer=True)
+        m.add("I stopped speaking French at home years ago.", user_id="u", infer=True)
+        m.add("I quit speaking French when I moved.", user_id="u", infer=True)
+        assert any("answer in French" in r.text for r in m.get_all(user_id="u"))

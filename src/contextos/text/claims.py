@@ -157,6 +157,15 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"\s+(?:only\s+)?in\s+(?:[\w-]+\s+)?"
             rf"(?P<v>{'|'.join(sorted(LANGUAGES))})\b",
         ),
+        (
+            # "Stop answering in French", "please stop using French": the language's end
+            # (``stop``: negated). Why: read as nothing, it left "Always answer in French"
+            # current beside it, and a window pinned both (a review, s45).
+            "language",
+            rf"{_ADDRESSED}(?P<w>(?P<stop>stop|quit)\s+(?:answering|replying|responding|writing"
+            r"|speaking|talking|using)(?:\s+(?:to\s+me|me))?)\s+(?:only\s+)?(?:in\s+)?"
+            rf"(?P<v>{'|'.join(sorted(LANGUAGES))})\b",
+        ),
         # "call me Bob", as the extractor writes it: "Call Ana Bob" (``<s>``: me or the speaker).
         ("address", r"\bcall\s+(?P<s>me|[\w'-]+(?:\s+[\w'-]+)?)\s+(?P<v>(?-i:[A-ZÀ-ÖØ-Þ])[\w'-]*)"),
         (
@@ -365,7 +374,7 @@ def _rule(text: str, speaker: str | None) -> Claim | None:
         value = " ".join(w for w in words(m.group("v")) if w not in ("and", "or"))
         if value:
             start = m.start("w") if groups.get("w") is not None else m.start()
-            negated = _negated_in_clause(text, start, m.end())
+            negated = groups.get("stop") is not None or _negated_in_clause(text, start, m.end())
             return Claim(subject, key, value, negated, text[start : m.end()])
     return None
 
