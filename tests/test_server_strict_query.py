@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from server_support import ADMIN_KEY, app_client, assert_error, auth, issue_key
@@ -108,3 +109,26 @@ def test_memories_paged_by_key_skip_and_repeat_nothing_while_others_write(
     assert sorted(seen) == sorted(f"memory {i}" for i in range(60))
     bad = c.get("/v1/memories", params={"user_id": "ana", "after": "nonsense"}, headers=key)
     assert bad.status_code in (400, 422), bad.text
+
+
+def test_a_route_made_where_a_dead_one_was_reads_its_own_query() -> None:
+    """The declared query was cached by ``id(route)``: once an app was gone, a route of a
+    later app could be made at the same address and read the dead route's names, so
+    ``GET /v1/memories?user_id=t`` was refused as an undeclared key (a 422 seen once in a
+    full test run, where hundreds of apps come and go). CPython makes the second route
+    where the first was at once: keyed by ``id``, this failed on its first round."""
+    import gc
+
+    from contextos.server.strict_query import declared_query
+
+    def lists_by_user(user_id: str | None = None) -> None: ...
+
+    def lists_by_agent(agent_id: str | None = None) -> None: ...
+
+    for _ in range(200):
+        first = APIRoute("/a", lists_by_user)
+        assert declared_query(first).names == ("user_id",)
+        del first
+        gc.collect()
+        second = APIRoute("/b", lists_by_agent)
+        assert declared_query(second).names == ("agent_id",)

@@ -49,14 +49,17 @@ class DeclaredQuery:
     lists: frozenset[str]
 
 
-#: Each route's declared query, by route (routes live as long as the app).
-_DECLARED: dict[int, DeclaredQuery] = {}
+#: The attribute a route keeps its declared query in. Why on the route: a cache keyed
+#: by ``id(route)`` outlived the app, and a later app's route made at a dead one's
+#: address read the dead route's names (a route is unhashable: Starlette defines
+#: ``__eq__``), so a declared key was refused with a 422.
+_ATTRIBUTE = "_contextos_declared_query"
 
 
 def declared_query(route: APIRoute) -> DeclaredQuery:
     """The query parameters ``route`` declares; a list is one annotated as a sequence
     or set (``list[str] | None``), which FastAPI reads every value of."""
-    declared = _DECLARED.get(id(route))
+    declared: DeclaredQuery | None = getattr(route, _ATTRIBUTE, None)
     if declared is None:
         fields: dict[str, Any] = {}
         pending: list[Any] = [route.dependant]
@@ -65,7 +68,8 @@ def declared_query(route: APIRoute) -> DeclaredQuery:
             fields.update((field.alias, field) for field in dependant.query_params)
             pending.extend(dependant.dependencies)
         lists = (k for k, f in fields.items() if _takes_many(f.field_info.annotation))
-        declared = _DECLARED[id(route)] = DeclaredQuery(tuple(fields), frozenset(lists))
+        declared = DeclaredQuery(tuple(fields), frozenset(lists))
+        setattr(route, _ATTRIBUTE, declared)
     return declared
 
 
