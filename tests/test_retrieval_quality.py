@@ -48,7 +48,14 @@ DEFAULT = RetrievalConfig()
 #: undated, questions not stored, which changes the facts the turns' vectors carry):
 #: full 0.8252 -> 0.8295, and the gains that rose were raised; the speaker step's fell,
 #: 0.0238 -> 0.0173 (the recall without it rose 0.8014 -> 0.8122, more than the full
-#: pipeline's), the one floor lowered.
+#: pipeline's), the one floor lowered. Session 46: a sentence ending in a word that only
+#: ends like an abbreviation ("dreams.", "best.", "list.": "ms.", "st.") was joined to the
+#: next; split there (54 of the 2,760 dev turns), the turns' facts carry their own dates
+#: ("Yesterday I took the kids to the museum" is a sentence of its own), and full recall
+#: went 0.8295 -> 0.8273 (within NOISE: this floor is unchanged); the temporal step's
+#: gain fell 0.0476 -> 0.0159 (recall without it rose 0.9524 -> 0.9841: the dates it found
+#: are now in the facts) and the lexical retriever's 0.1196 -> 0.1087; both floors were
+#: lowered to the new measurement, and both still fail when their step is removed.
 FULL_RECALL = 0.829
 
 #: Each kept step, removed alone: (config without it, categories measured on, the
@@ -58,7 +65,7 @@ FULL_RECALL = 0.829
 #: chooses it), so the guards are the grid's next values down and up, 5 and 40.
 ABLATIONS: dict[str, tuple[RetrievalConfig, tuple[int, ...], float]] = {
     "no dense retriever (BM25 only)": (replace(DEFAULT, mode="bm25"), (1, 2, 3, 4), 0.054),
-    "no lexical retriever (dense only)": (replace(DEFAULT, mode="dense"), (1, 2, 3, 4), 0.119),
+    "no lexical retriever (dense only)": (replace(DEFAULT, mode="dense"), (1, 2, 3, 4), 0.108),
     "dense weight at 0.6": (replace(DEFAULT, dense_weight=0.6), (1, 2, 3, 4), 0.015),
     "dense weight at 1.5": (replace(DEFAULT, dense_weight=1.5), (1, 2, 3, 4), 0.003),
     "RRF constant at 5": (replace(DEFAULT, rrf_k=5.0), (1, 2, 3, 4), 0.004),
@@ -71,7 +78,7 @@ ABLATIONS: dict[str, tuple[RetrievalConfig, tuple[int, ...], float]] = {
         (1, 2, 3, 4),
         0.034,
     ),
-    "no temporal step": (replace(DEFAULT, temporal_weight=0.0), (2,), 0.047),
+    "no temporal step": (replace(DEFAULT, temporal_weight=0.0), (2,), 0.015),
     "no speaker step": (replace(DEFAULT, speaker_weight=0.0), (1, 2, 3, 4), 0.017),
 }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from contextos.engine.summarize import (
     ExtractiveSummarizer,
     Summarizer,
@@ -191,3 +193,29 @@ def test_sentences_end_at_chinese_and_japanese_stops_without_a_space() -> None:
         "「はい。」",
         "次です",
     ]
+
+
+@pytest.mark.parametrize(
+    ("said", "sentences"),
+    [
+        # A word ending in an abbreviation's letters is no abbreviation.
+        ("My birthday is on the 21st. I'm planning a party.", 2),
+        ("I came first. Then I left.", 2),
+        ("I bought some items. They were cheap.", 2),
+        ("I play piano. My sister sings.", 2),
+        ("Is it yours? No. It is mine.", 3),
+        # Abbreviations, whole words, keep their sentence whole.
+        ("I saw Dr. Smith today. He was kind.", 2),
+        ("We met (Mr. Brown) there. Fine.", 2),
+        ("See No. 5 on the list. It is good.", 2),
+        ("I like fruit, e.g. Apples. Yes.", 2),
+    ],
+)
+def test_a_sentence_ends_at_a_word_that_only_ends_like_an_abbreviation(
+    said: str, sentences: int
+) -> None:
+    """A sentence ending in "21st.", "first." or "items." ended in "st." or "ms." and
+    was joined to the next; so was "No." before a capital."""
+    from contextos.text.sentences import split_sentences
+
+    assert len(split_sentences(said)) == sentences, split_sentences(said)

@@ -18,22 +18,15 @@ def word_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-_ABBREVIATIONS = (
-    "mr.",
-    "mrs.",
-    "ms.",
-    "dr.",
-    "st.",
-    "e.g.",
-    "i.e.",
-    "vs.",
-    "etc.",
-    "jr.",
-    "sr.",
-    "prof.",
-    "mt.",
-    "no.",
-)
+#: Words a period ends without ending the sentence, whole words only: a sentence ending
+#: in "first.", "items." or "piano." is not one ending in "st.", "ms." or "no." (all
+#: were joined to the next: "My birthday is on the 21st. I'm planning a party." was one
+#: sentence).
+_ABBREVIATIONS = frozenset("mr. mrs. ms. dr. st. e.g. i.e. vs. etc. jr. sr. prof. mt.".split())
+#: Abbreviations only before a number ("No. 5"): "No. It's mine." is two sentences.
+_NUMBER_ABBREVIATIONS = frozenset(("no.",))
+#: What may open a word before its letters ("(Dr. Smith").
+_WORD_OPENERS = "\"'([{\u201c\u2018"
 #: Where a sentence ends: ".", "!" or "?" (and closing quotes) before a space and a
 #: capital or a digit; a line break; or "。", "！" or "？", which Chinese and Japanese
 #: write with no space after (a paragraph of them was one "sentence").
@@ -157,12 +150,23 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
     out.append((pos, text[pos:]))
     merged: list[tuple[int, str]] = []
     for offset, sent in out:
-        if merged and merged[-1][1].lower().endswith(_ABBREVIATIONS):
+        if merged and _abbreviated(merged[-1][1], sent):
             prev_off, prev = merged[-1]
             merged[-1] = (prev_off, text[prev_off : offset + len(sent)])
         elif sent.strip():
             merged.append((offset, sent))
     return merged
+
+
+def _abbreviated(sentence: str, following: str) -> bool:
+    """Whether ``sentence`` ends in an abbreviation, so that ``following`` goes on it."""
+    words = sentence.split()
+    if not words:
+        return False
+    last = words[-1].lstrip(_WORD_OPENERS).lower()
+    if last in _NUMBER_ABBREVIATIONS:
+        return following.lstrip()[:1].isdigit()
+    return last in _ABBREVIATIONS
 
 
 _INTENSIFIER = re.compile(
