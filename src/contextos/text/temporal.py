@@ -160,14 +160,18 @@ _PATTERN = re.compile(
 )
 #: Words of the future, and of what must be done ("I need to file it by Friday", "I have
 #: to submit it by Monday": a time ahead).
-_FUTURE = re.compile(
+_SAID_AHEAD = (
     r"\b(?:will|shall|gonna|going\s+to|plan(?:s|ning)?|hope\s+to|hoping|can't\s+wait"
     r"|looking\s+forward|upcoming|intend|wanna|want\s+to|about\s+to|needs?\s+to"
     r"|ha(?:ve|s)\s+to|gotta|must(?!\s+have\b)|remind\s+me|don't\s+forget)\b|'ll\b"
     r"|\bwon't\b|\bwo\s+not\b"
-    r"|(?:'m|'re|\bam|\bare)\s+\w+ing\b",
-    re.IGNORECASE,
 )
+#: The present progressive, a plan before a time ("I'm flying out on Friday"), or what is
+#: going on now ("I'm working remotely from March until August").
+_PROGRESSIVE = r"(?:'m|'re|\bam|\bare)\s+\w+ing\b"
+_FUTURE = re.compile(f"{_SAID_AHEAD}|{_PROGRESSIVE}", re.IGNORECASE)
+#: A word that puts a clause ahead of now, the progressive left out.
+_FUTURE_WORD = re.compile(_SAID_AHEAD, re.IGNORECASE)
 #: A future seen from the past ("I was going to go on Friday, but ..."): the past.
 _FUTURE_IN_PAST = re.compile(
     r"\b(?:was|were)(?:n't)?\s+(?:\w+\s+)?(?:going\s+to|gonna|planning|hoping|about\s+to"
@@ -849,9 +853,10 @@ def _join(text: str, anchor: datetime, found: list[_Found]) -> tuple[list[_Found
             continue
         if x.kind == "weekday" and x.bare and y.bare and _a_habit(text, x):
             habit.update((i, i + 1))
-        elif x.bare and y.bare and x.tense == "present":
+        elif x.bare and y.bare and _said_as_now(text, x):
             # a range said in the present holds now or is coming: its end ahead, its
-            # start at the latest before it ("I'm in Japan from April to June", in May)
+            # start at the latest before it ("I'm in Japan from April to June", in May;
+            # "I'm working remotely from March until August", in May: since March)
             while x.start > y.start:
                 x.start = _step(x.start, x.kind, -1)
         elif y.bare and (not x.bare or x.ahead):
@@ -861,6 +866,24 @@ def _join(text: str, anchor: datetime, found: list[_Found]) -> tuple[list[_Found
             while x.start > y.start:
                 x.start = _step(x.start, x.kind, -1)
     return [f for i, f in enumerate(found) if i not in habit], bool(habit)
+
+
+def _said_as_now(text: str, x: _Found) -> bool:
+    """Whether a range starting at ``x`` is said in the present: its clause's tense is
+    the present, or, for a range of months, the present progressive with no word of the
+    future in its sentence ("I'm working remotely from March until August"; not "I'm
+    going to work ...").
+
+    Why: the progressive reads as a plan ("I'm flying out on Friday"), so, said in May,
+    that stay was placed from the next March, in 2027, though it began two months ago.
+    A range of weekdays in the progressive stays a plan: "I'm working from the office
+    between Monday and Friday", said on a Wednesday, is next week."""
+    if x.tense == "present":
+        return True
+    if x.tense != "future" or x.kind != "month":
+        return False
+    sentence = _segments(text, *x.span)[2]
+    return _FUTURE_WORD.search(sentence) is None
 
 
 #: A form of "be" before a range: a stay or a plan, dated ("I'm off Monday to Wednesday").
