@@ -116,6 +116,15 @@ LANGUAGES = word_set(
     norwegian persian polish portuguese punjabi romanian russian serbian slovak slovenian
     spanish swahili swedish tagalog tamil thai turkish ukrainian urdu vietnamese welsh"""
 )
+#: How long an answer is asked to be, as a manner ("answer briefly", "reply in detail")
+#: and as a kind ("keep it short", "be concise", "give me detailed answers").
+_LENGTH_MANNER = (
+    r"briefly|concisely|succinctly|shortly|in\s+(?:more\s+|full\s+|great\s+)?detail"
+    r"|in\s+depth|at\s+length|in\s+full|thoroughly"
+)
+_LENGTH_KIND = (
+    r"short|shorter|brief|briefer|concise|succinct|long|longer|detailed|thorough|in-depth"
+)
 #: Words that are no modifier or head of a preferred thing ("prefers coffee now",
 #: "prefers to walk", "prefers his coffee black"): where the thing ends, or no thing.
 _NOT_THING = (
@@ -165,6 +174,27 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             rf"{_ADDRESSED}(?P<w>(?P<stop>stop|quit)\s+(?:answering|replying|responding|writing"
             r"|speaking|talking|using)(?:\s+(?:to\s+me|me))?)\s+(?:only\s+)?(?:in\s+)?"
             rf"(?P<v>{'|'.join(sorted(LANGUAGES))})\b",
+        ),
+        # How long an answer should be, asked of the assistant: one value with the kind
+        # "prefers short answers" names (``prefers:answer``), so "Please answer in detail"
+        # replaces "Keep your answers short" and "Be brief" (both were pinned: a review).
+        (
+            "prefers:answer",
+            rf"{_ADDRESSED}(?P<w>(?:answer|repl(?:y|ies)|respond|write|explain)"
+            r"(?:\s+(?:to\s+me|me|things|it|them))?)\s+(?:(?:more|very|really|much)\s+)*"
+            rf"(?P<v>{_LENGTH_MANNER})\b",
+        ),
+        (
+            "prefers:answer",
+            rf"{_ADDRESSED}(?P<w>(?:keep|make)\s+(?:(?:your|the|all|all\s+your)\s+)?"
+            r"(?:answers?|repl(?:y|ies)|responses?|it|them)|be)"
+            rf"\s+(?:(?:more|very|really|much)\s+)*(?P<v>{_LENGTH_KIND})\b",
+        ),
+        (
+            "prefers:answer",
+            # (``<s>``: me, or the speaker as the extractor writes it: "give Ana")
+            rf"{_ADDRESSED}(?P<w>give\s+(?P<s>me|[\w'-]+))\s+(?:(?:more|very|really|much)\s+)*"
+            rf"(?P<v>{_LENGTH_KIND})\s+(?:answers|replies|responses|explanations)\b",
         ),
         # "call me Bob", as the extractor writes it: "Call Ana Bob" (``<s>``: me or the speaker).
         ("address", r"\bcall\s+(?P<s>me|[\w'-]+(?:\s+[\w'-]+)?)\s+(?P<v>(?-i:[A-ZÀ-ÖØ-Þ])[\w'-]*)"),
