@@ -22,9 +22,9 @@ def word_set(text: str) -> frozenset[str]:
 #: in "first.", "items." or "piano." is not one ending in "st.", "ms." or "no." (all
 #: were joined to the next: "My birthday is on the 21st. I'm planning a party." was one
 #: sentence).
-_ABBREVIATIONS = frozenset("mr. mrs. ms. dr. st. e.g. i.e. vs. etc. jr. sr. prof. mt.".split())
+_ABBREVIATIONS = word_set("mr. mrs. ms. dr. st. e.g. i.e. vs. etc. jr. sr. prof. mt.")
 #: Abbreviations only before a number ("No. 5"): "No. It's mine." is two sentences.
-_NUMBER_ABBREVIATIONS = frozenset(("no.",))
+_NUMBER_ABBREVIATIONS = word_set("no.")
 #: What may open a word before its letters ("(Dr. Smith").
 _WORD_OPENERS = "\"'([{\u201c\u2018"
 #: Where a sentence ends: ".", "!" or "?" (and closing quotes) before a space and a
