@@ -172,7 +172,7 @@ class _Block:
 
 def _grown(values: npt.NDArray[_T], cap: int, fill: float = 0) -> npt.NDArray[_T]:
     """``values`` at the front of a new array of ``cap`` rows, the rest ``fill``."""
-    out = np.full((cap, *values.shape[1:]), fill, dtype=values.dtype)
+    out = _filled((cap, *values.shape[1:]), fill, values.dtype)
     out[: len(values)] = values
     return out
 
@@ -181,9 +181,19 @@ def _taken(
     values: npt.NDArray[_T], keep: npt.NDArray[np.intp], cap: int, fill: float = 0
 ) -> npt.NDArray[_T]:
     """``values``' rows at ``keep``, moved to the front of a new array of ``cap`` rows."""
-    out = np.full((cap, *values.shape[1:]), fill, dtype=values.dtype)
+    out = _filled((cap, *values.shape[1:]), fill, values.dtype)
     out[: keep.size] = values[keep]
     return out
+
+
+def _filled(shape: tuple[int, ...], fill: float, dtype: np.dtype[_T]) -> npt.NDArray[_T]:
+    """A new array of ``fill``. Zeros come from ``np.zeros``: the system hands over zeroed
+    pages as they are first written, so the room a doubled block has not used yet costs
+    nothing; ``np.full`` wrote every byte of it (growing a block to 65,536 vectors of
+    384 floats wrote ~200 MB, 0.15 s of loading a 60,000-memory user)."""
+    if fill == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.full(shape, fill, dtype=dtype)
 
 
 class VectorIndex:
