@@ -42,6 +42,7 @@ if _TYPE_CHECKING:
     from .memory import Memory, RetrievalConfig
     from .providers import wrap
     from .store import Store, open_store
+    from .store.base import ErasurePending
     from .types import (
         Filter,
         HistoryEvent,
@@ -87,6 +88,7 @@ _PUBLIC: dict[str, str] = {
     **dict.fromkeys(["Memory", "RetrievalConfig"], "contextos.memory"),
     **dict.fromkeys(["wrap"], "contextos.providers"),
     **dict.fromkeys(["Store", "open_store"], "contextos.store"),
+    **dict.fromkeys(["ErasurePending"], "contextos.store.base"),
     **dict.fromkeys(
         [
             "Filter",
@@ -129,6 +131,7 @@ __all__ = [
     "EmbedderOutputError",
     "EmbedderSetupError",
     "EmbedderUnavailable",
+    "ErasurePending",
     "Filter",
     "HistoryEvent",
     "Hit",

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 from rich.table import Table
 
-from ..errors import ScopeError
+from ..errors import ScopeError, StoreError
 from ..memory.ingest import check_inferred_type
 from ..memory.render import local_time, render
-from ..store.base import ErasedThenInterrupted, Erasure
+from ..store.base import ErasedThenInterrupted, Erasure, ErasurePending
 from ..store.pages import keyed_page
 from ..types import (
     Filter,
@@ -736,6 +736,9 @@ def _forget_scope(
         return
     except ErasedThenInterrupted as exc:
         erased = exc.erased
+    except ErasurePending as exc:  # committed: its report, then what is left (exit 1)
+        _print_forgotten(state, _counted(exc.erased), user_id, session_id, target)
+        raise StoreError(f"the erasure stands, but {exc.reason}") from None
     except KeyboardInterrupt:
         # Not returned yet (nothing erased), or reported already (main says it stands);
         # else it came between the return and the report's hold, after the erasure.

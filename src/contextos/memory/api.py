@@ -857,8 +857,10 @@ class Memory:
         written with only an agent or session id named no user to forget).
         Both: copies of the erased text in other records' reply context. SQLite: no
         byte of it is left in the file or its -wal once this returns; if a reader
-        still holds old pages, StoreError is raised and the erasure completes when
-        the reader closes. Returns the number of memories removed.
+        still holds old pages past the busy timeout, ``ErasurePending`` (a StoreError
+        carrying what was erased, ``.erased``) is raised after the commit, and the next
+        write or close of any process finishes the erasure. Returns the number of
+        memories removed (an ``Erasure``, which also counts session logs and turns).
 
         Raises:
             ScopeError: neither or both given, or an empty or blank id (see ``add``)."""

@@ -241,7 +241,7 @@ class MemoryTools:
             expected_text=expected.expected_text,
             expected_updated_at=expected.expected_updated_at,
         )
-        return s.Deleted(deleted=key.memory_id, purged=purge).model_dump()
+        return s.Deleted(deleted=key.memory_id, purged=purge).model_dump(exclude_none=True)
 
     def assemble_window(
         self,

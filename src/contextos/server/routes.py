@@ -10,7 +10,9 @@ database's write lock never take the threads reads need.
 annotations at runtime, and they name types local to the router factories.)
 """
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
 from fastapi.security import HTTPBearer
@@ -20,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from contextos.engine.session import Session, never_sent
 from contextos.llm.tokens import Tokenizer
 
+from ..store.base import ErasurePending
 from ..types import Scope
 from . import ops
 from . import schemas as s
@@ -33,6 +36,9 @@ from .write_threads import run_write
 
 if TYPE_CHECKING:
     from ..memory import Memory
+
+log = logging.getLogger("contextos.server")
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
 
 bearer = HTTPBearer(auto_error=False, description="A tenant API key: `ctx_...`")
 
@@ -85,14 +91,17 @@ OptScopeId = Annotated[
 ]
 
 
-def json_response(model: BaseModel, status_code: int = 200) -> Response:
+def json_response(
+    model: BaseModel, status_code: int = 200, *, exclude_none: bool = False
+) -> Response:
     """``model`` as the response body, serialised once.
 
     Why not return the model: with a ``response_model``, FastAPI dumps what a route
     returns to Python objects, validates them against the model again and only then
     serialises them, three passes over every hit of every search. The routes keep
     ``response_model`` for the OpenAPI schema; a Response passes through it untouched."""
-    return Response(model.model_dump_json(), status_code, media_type="application/json")
+    body = model.model_dump_json(exclude_none=exclude_none)
+    return Response(body, status_code, media_type="application/json")
 
 
 def caller(auth: Authenticator, request: Request) -> Principal:
@@ -109,6 +118,38 @@ def _added(mem: "Memory", body: s.AddRequest) -> Response:
     """``POST /v1/memories``'s write and its answer (made on the write thread too)."""
     records = s.RecordList(results=[s.RecordOut.of(r) for r in ops.add(mem, body)])
     return json_response(records, 201)
+
+
+async def erased(
+    erase: Callable[[], object],
+    answer: Callable[[int], AnswerT],
+    mem: "Memory",
+    request: Request,
+) -> AnswerT | Response:
+    """Run an erasure (a forget, a purge) on the tenant's write thread and ``answer``
+    with what it returned; one that committed but left old bytes in the SQLite file
+    (``ErasurePending``) is a 202 of the same answer with ``pending`` saying why. It
+    was a 503 "busy, retry": the retry answered that nothing was left to erase, and how
+    much had been was said nowhere (a review)."""
+    try:
+        done = await run_write(erase, tenant=mem.tenant, client_gone=request.is_disconnected)
+    except ErasurePending as exc:
+        log.warning("erasure left old bytes: %s", exc)
+        pending = answer(int(exc.erased)).model_copy(update={"pending": exc.reason})
+        return json_response(pending, 202, exclude_none=True)
+    return answer(done if isinstance(done, int) else 0)
+
+
+async def _forgotten(
+    mem: "Memory", body: s.ForgetRequest, request: Request
+) -> s.Forgotten | Response:
+    """``POST /v1/memories/forget``'s erasure and its answer."""
+    return await erased(
+        lambda: mem.forget(body.user_id, session_id=body.session_id),
+        lambda n: s.Forgotten(user_id=body.user_id, session_id=body.session_id, forgotten=n),
+        mem,
+        request,
+    )
 
 
 def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
@@ -151,18 +192,19 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         return json_response(s.HitList(results=[s.HitOut.of(h) for h in hits], cut=cut))
 
     @router.post(
-        "/forget", response_model=s.Forgotten, response_model_exclude_none=True, summary="forget"
+        "/forget",
+        response_model=s.Forgotten,
+        response_model_exclude_none=True,
+        summary="forget",
+        responses={
+            202: {"model": s.Forgotten, "description": "Erased, old bytes left: see pending"}
+        },
     )
-    async def forget(body: s.ForgetRequest, mem: Mem, request: Request) -> s.Forgotten:
+    async def forget(body: s.ForgetRequest, mem: Mem, request: Request) -> s.Forgotten | Response:
         """Erase everything stored about a user (records, history, vectors, session
         logs), or one session (its log and every memory of it): exactly one of
         ``user_id`` and ``session_id``."""
-        forgotten = await run_write(
-            lambda: mem.forget(body.user_id, session_id=body.session_id),
-            tenant=mem.tenant,
-            client_gone=request.is_disconnected,
-        )
-        return s.Forgotten(user_id=body.user_id, session_id=body.session_id, forgotten=forgotten)
+        return await _forgotten(mem, body, request)
 
     @router.get("", response_model=s.RecordList, summary="get_all")
     def get_all(
@@ -224,8 +266,12 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     @router.delete(
         "/{memory_id}",
         response_model=s.Deleted,
+        response_model_exclude_none=True,
         summary="delete",
-        responses={409: {"model": s.ErrorOut, "description": "Changed since it was read"}},
+        responses={
+            202: {"model": s.Deleted, "description": "Purged, old bytes left: see pending"},
+            409: {"model": s.ErrorOut, "description": "Changed since it was read"},
+        },
     )
     async def delete(
         memory_id: IdPath,
@@ -234,22 +280,22 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         purge: bool = False,
         expected_text: ExpectedText = None,
         expected_updated_at: Annotated[s.Time | None, Query()] = None,
-    ) -> s.Deleted:
+    ) -> s.Deleted | Response:
         """Delete a memory. Its history keeps the DELETE event; with purge=true the
         text also leaves the history, the search index and every copy of it. With
         ``expected_text`` or ``expected_updated_at`` (as ``PATCH`` takes them) only if
         the memory is still as the caller read it (409 and nothing deleted otherwise)."""
-        await run_write(
+        return await erased(
             lambda: mem.delete(
                 memory_id,
                 purge=purge,
                 expected_text=expected_text,
                 expected_updated_at=expected_updated_at,
             ),
-            tenant=mem.tenant,
-            client_gone=request.is_disconnected,
+            lambda _: s.Deleted(deleted=memory_id, purged=purge),
+            mem,
+            request,
         )
-        return s.Deleted(deleted=memory_id, purged=purge)
 
     @router.get("/{memory_id}/history", response_model=s.HistoryList, summary="history")
     def history(

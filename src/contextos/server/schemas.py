@@ -793,18 +793,29 @@ class HistoryList(Results[HistoryOut]):
     next_after_seq: int | None = None
 
 
+#: ``pending`` of an erasure that committed but left old bytes in the file (202).
+PENDING = (
+    "Erased (no read finds it), but old bytes of it remain in the SQLite file's "
+    "write-ahead log: why, and when they go (the next write or close of any process). "
+    "Retrying finishes it."
+)
+
+
 class Deleted(BaseModel):
     deleted: str
     purged: bool = Field(False, description="The text was also removed from history.")
+    pending: str | None = Field(default=None, description=PENDING)
 
 
 class Forgotten(BaseModel):
     """What a forget erased: the target as given (``user_id`` or ``session_id``; the
-    other is left out of the answer) and how many memories went."""
+    other is left out of the answer) and how many memories went; ``pending`` (with
+    HTTP 202) when the erasure committed but old bytes of it remain in the file."""
 
     user_id: str | None = None
     session_id: str | None = None
     forgotten: int
+    pending: str | None = Field(default=None, description=PENDING)
 
 
 class ToolCallOut(_Out):

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import Conflict
+from ..errors import Conflict, StoreError
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, TokenCount, Turn
 
 Vector = npt.NDArray[np.float32]
@@ -93,6 +93,24 @@ class ErasedThenInterrupted(KeyboardInterrupt):
     def __init__(self, erased: Erasure) -> None:
         super().__init__()
         self.erased = erased
+
+
+class ErasurePending(StoreError):
+    """``Store.forget`` committed its erasure (``erased``: what it removed; no read finds
+    any of it), but could not finish removing the old bytes: an open reader (a backup,
+    a ``sqlite3`` shell, another process's long read) kept the old pages in SQLite's
+    write-ahead log past the busy timeout, or the file could not be rebuilt. The erasure
+    stays marked in the file, and the next write or close of any process finishes it;
+    retrying the forget finishes it too, and says 0.
+
+    Why: it was a plain ``StoreError`` raised after the commit, read as "nothing done":
+    the server answered 503 "busy, retry", the retry answered ``forgotten: 0``, and how
+    much had been erased was said nowhere (a review)."""
+
+    def __init__(self, erased: Erasure, reason: str) -> None:
+        super().__init__(f"erased {int(erased)} memories, but {reason}")
+        self.erased = erased
+        self.reason = reason
 
 
 @dataclass(frozen=True)

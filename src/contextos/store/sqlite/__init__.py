@@ -51,6 +51,7 @@ from contextos.store.base import (
     EmbeddingStatus,
     ErasedThenInterrupted,
     Erasure,
+    ErasurePending,
     Newest,
     Patch,
     Quarantined,
@@ -550,12 +551,16 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             erased = purge and (_purge_remains(db, tenant, ids, deleted) or bool(deleted))
             if erased:
                 _merge_fts_and_mark_erasure(db, now)
-        if erased:
-            self._erasure_pending = True
-            self._truncate_wal(wait=True)
-        if deleted or erased:
-            self._lexical_after_erasure()
-            self._vectors_after_erasure()
+        try:
+            if erased:
+                self._erasure_pending = True
+                self._truncate_wal(wait=True)
+        except StoreError as exc:  # committed: said with what it erased
+            raise ErasurePending(Erasure(len(deleted)), _unfinished(exc)) from exc
+        finally:  # the rows are gone whatever the WAL holds: so are they from the indexes
+            if deleted or erased:
+                self._lexical_after_erasure()
+                self._vectors_after_erasure()
         return deleted
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> builtins.list[MemoryRecord]:
@@ -687,7 +692,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                     db, t, (r[0] for r in turns), mark="?", any_of=_any_of, listed=_listed
                 )
                 erased = Erasure(len(doomed), sessions=emptied, turns=len(turns))
-            self._after_erasure()
+            try:
+                self._after_erasure()
+            except StoreError as exc:  # committed: said with what it erased
+                raise ErasurePending(erased, _unfinished(exc)) from exc
         except KeyboardInterrupt as exc:
             # After the COMMIT (``committed``, from the transaction itself): the Ctrl-C
             # came while the file was rebuilt (in C, the signal waiting for it) or as
@@ -731,9 +739,11 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         same and the StoreError says how much disk it needs."""
         self._erasure_pending = True
         self._put_off = None
-        self._truncate_wal(wait=True)
-        self._lexical_after_erasure()
-        self._vectors_after_erasure()
+        try:
+            self._truncate_wal(wait=True)
+        finally:  # the rows are gone whatever the WAL holds: so are they from the indexes
+            self._lexical_after_erasure()
+            self._vectors_after_erasure()
         if self._put_off is not None and self._put_off.truncated_for is not None:
             raise StoreError(self._put_off.error)
 
@@ -1887,6 +1897,13 @@ def _scrub_contexts(
         ).fetchall()
     changed = [(new, rowid) for rowid, ctx in rows if (new := scrub(ctx)) != ctx]
     db.executemany("UPDATE memories SET context = ? WHERE rowid = ?", changed)
+
+
+def _unfinished(exc: StoreError) -> str:
+    """What an erasure's unfinished end says, after "erased N memories, but": the
+    store's message without its own "erased, but" opening."""
+    text = str(exc)
+    return text.removeprefix("erased, but ")
 
 
 def _merge_fts_and_mark_erasure(

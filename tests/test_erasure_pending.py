@@ -1,0 +1,126 @@
+"""An erasure that committed but could not remove its old bytes yet says what it erased.
+
+An open reader on the SQLite file (a backup, a ``sqlite3`` shell) keeps the old pages in
+the write-ahead log past the busy timeout. The erasure has committed (no read finds the
+text), but the bytes remain until the next write or close. That was a plain StoreError
+raised after the commit: the server answered 503 "busy, retry", the retry answered
+``forgotten: 0``, the CLI printed no report, and how much had been erased was said
+nowhere (a review). Now ``ErasurePending`` carries the erasure: HTTP answers 202 with the
+count and ``pending``, the CLI prints its report and then the error."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from contextos.memory import Memory
+from contextos.store.base import ErasurePending
+from contextos.store.sqlite import SQLiteStore
+from contextos.testing.embedders import HashEmbedder
+from server_support import app_client, auth, issue_key
+
+SECRET = "zebrafish7731"
+
+
+def _file_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+@contextmanager
+def _reader(db: Path) -> Iterator[None]:
+    """A connection holding a read snapshot of ``db`` (as a backup would)."""
+    reader = sqlite3.connect(db, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM memories").fetchone()
+        yield
+    finally:
+        reader.rollback()
+        reader.close()
+
+
+def _store(db: Path, busy_timeout_ms: int = 300) -> Memory:
+    store = SQLiteStore(db, busy_timeout_ms=busy_timeout_ms)
+    return Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+
+
+def _conversation(m: Memory, user: str = "ana") -> None:
+    m.add(
+        [
+            {"role": "user", "content": f"my code word is {SECRET}"},
+            {"role": "assistant", "content": f"noted: {SECRET}"},
+        ],
+        user_id=user,
+        session_id=f"{user}-chat",
+    )
+    m.add("I like tea", user_id=user)
+
+
+def test_forget_behind_a_reader_says_what_it_erased(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with _store(db) as m:
+        _conversation(m)
+        with _reader(db), pytest.raises(ErasurePending, match="open reader") as raised:
+            m.forget("ana")
+        erased = raised.value.erased
+        assert int(erased) == 3
+        assert str(raised.value).startswith("erased 3 memories, but an open reader")
+        assert m.get_all(user_id="ana") == [] and m.search(SECRET, user_id="ana") == []
+        m.add("a later write", user_id="bob")  # finishes the erasure
+        assert SECRET.encode() not in _file_bytes(db)
+        assert m.forget("ana") == 0
+
+
+def test_a_purge_behind_a_reader_says_what_it_erased(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with _store(db) as m:
+        [record] = m.add(f"the vault code is {SECRET}", user_id="ana")
+        with _reader(db), pytest.raises(ErasurePending) as raised:
+            m.delete(record.id, purge=True)
+        assert int(raised.value.erased) == 1
+        assert m.search(SECRET, user_id="ana") == []  # no read finds it
+
+
+def test_http_forget_behind_a_reader_is_a_202_with_the_count(tmp_path: Path) -> None:
+    """The server's store waits its 10 s busy timeout for the reader."""
+    db = tmp_path / "m.db"
+    with app_client(db) as c:
+        h = auth(issue_key(c, "acme"))
+        for text in (f"my code word is {SECRET}", "I like tea", "I live in Lisbon"):
+            added = c.post("/v1/memories", headers=h, json={"messages": text, "user_id": "fay"})
+            assert added.status_code == 201, added.text
+        with _reader(db):
+            resp = c.post("/v1/memories/forget", headers=h, json={"user_id": "fay"})
+        assert resp.status_code == 202, resp.text
+        body = resp.json()
+        assert body["forgotten"] == 3 and body["user_id"] == "fay"
+        assert "open reader" in body["pending"] and "retry" in body["pending"]
+        again = c.post("/v1/memories/forget", headers=h, json={"user_id": "fay"})
+        assert again.status_code == 200 and again.json() == {"user_id": "fay", "forgotten": 0}
+
+
+_FORGET = """
+import sys
+from contextos.cli.main import main
+sys.argv = ["contextos", "--db", sys.argv[1], "forget", "-u", "ana", "--yes"]
+main()
+"""
+
+
+def test_cli_forget_behind_a_reader_reports_then_fails(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with _store(db) as m:
+        _conversation(m)
+    with _reader(db):
+        done = subprocess.run(
+            [sys.executable, "-c", _FORGET, str(db)], capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "3 memories" in done.stdout, done.stdout
+    assert "the erasure stands, but an open reader" in done.stderr, done.stderr
