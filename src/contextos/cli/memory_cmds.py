@@ -723,7 +723,9 @@ def _forget_scope(
     the signal waits): the store says so (``ErasedThenInterrupted``, with what it
     erased), and that is reported, with that it stands; the store finishes the rebuild
     as it closes (or the next process to open the file does). A Ctrl-C after the
-    erasure returned is held until its report is out."""
+    erasure returned is held until its report is out. An erasure that committed while an
+    open reader kept its old pages in the -wal (``ErasurePending``) is reported, then
+    the error says what is left (exit 1)."""
     erased: int | None = None
     reported = False
     try:

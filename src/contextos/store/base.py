@@ -108,7 +108,8 @@ class ErasurePending(StoreError):
     much had been erased was said nowhere (a review)."""
 
     def __init__(self, erased: Erasure, reason: str) -> None:
-        super().__init__(f"erased {int(erased)} memories, but {reason}")
+        count = int(erased)
+        super().__init__(f"erased {count} memor{'y' if count == 1 else 'ies'}, but {reason}")
         self.erased = erased
         self.reason = reason
 
