@@ -92,7 +92,7 @@ B = 0.75
 MAX_BLOCKS = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LexRow(IndexRow):
     """What the index reads of one record: what the vector index keeps of it (identity,
     scope, times), its rowid and the three columns FTS5 indexes."""
