@@ -75,3 +75,33 @@ def test_the_answer_length_is_read_only_where_it_is_asked_for(
     else:
         assert held is not None
         assert (held.slot, held.value, held.negated) == ("prefers:answer", value, negated)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        "You should be thorough with the tax forms this year.",
+        "Be brief with the landlord tomorrow, he hates small talk.",
+        "I want you to be thorough when you check my code.",
+        "The essay is too long. Make it shorter before Friday.",
+        "Please make them shorter, the curtains I mean.",
+        "Please reply briefly to John's email.",
+    ],
+)
+def test_a_task_of_the_day_leaves_the_answer_length_rule(tmp_path: Path, task: str) -> None:
+    """Read as the answer length, each of these replaced "Please keep your answers short"
+    (a review): no window pinned the user's rule any more."""
+    with _memory(tmp_path) as m:
+        [rule] = m.add("Please keep your answers short.", user_id="u", infer=True)
+        m.add(task, user_id="u", infer=True)
+        assert rule.text in [r.text for r in m.get_all(user_id="u")]
+
+
+def test_a_run_of_openers_is_read_in_linear_time() -> None:
+    """A match may start at every comma; 50 KB of ", please, " read each run whole from
+    every start: 51 s (20 KB: 8 s) before the openers were bounded."""
+    import time
+
+    started = time.perf_counter()
+    claim(", please, " * 5_000, "Ann")
+    assert time.perf_counter() - started < 2.0

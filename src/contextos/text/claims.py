@@ -125,6 +125,16 @@ _LENGTH_MANNER = (
 _LENGTH_KIND = (
     r"short|shorter|brief|briefer|concise|succinct|long|longer|detailed|thorough|in-depth"
 )
+#: After an answer length: no word that makes it one task's ("reply briefly to the
+#: landlord", "give me short answers about the trip").
+_NOT_A_TASK = r"(?!\s+(?:to|with|about|when|while|before|after|on|for|if|unless|until)\b)"
+#: Where a bare "be brief" or "keep it short" must end to be a rule: the clause's end,
+#: or only "please", "from now on", "in your answers", "when you answer" after it.
+_RULE_END = (
+    r"(?=\s*(?:[.!;)]|$|,?\s*(?:please|pls|thanks|thank\s+you|from\s+now\s+on"
+    r"|going\s+forward|in\s+(?:the\s+)?future|in\s+(?:your|all|all\s+your)\s+"
+    r"(?:answers|replies|responses)|when\s+you\s+(?:answer|reply|respond))\b))"
+)
 #: Words that are no modifier or head of a preferred thing ("prefers coffee now",
 #: "prefers to walk", "prefers his coffee black"): where the thing ends, or no thing.
 _NOT_THING = (
@@ -146,10 +156,12 @@ INSTRUCTION_OPENER = (
 #: German") or follows "you (should|to) ..." or "wants|prefers"; the span the claim is
 #: read from starts at the verb (group ``w``), so a "never" before it still negates it.
 #: Why: "<speaker> answers in Spanish when User's mom calls", the user's own habit, was
-#: read as the rule and closed "Always answer in English" (a review, s45).
+#: read as the rule and closed "Always answer in English" (a review, s45). At most six
+#: openers: a match may start at every comma, and a run of them read whole from each
+#: (", please, " 5,000 times) took time quadratic in its length (20 KB: 8 s, a review).
 _ADDRESSED = (
     rf"(?:(?:^|[,;:.!?(])\s*(?:(?:{INSTRUCTION_OPENER}|always|only|never|ever|don't|do\s+not)"
-    r"[\s,]+)*"
+    r"[\s,]+){0,6}"
     r"|\byou\s+(?:to|should|must|shall|will|can|could|would)\s+(?:always\s+|only\s+)?"
     r"|\b(?:wants?|prefers?|likes?|would\s+like|'d\s+like)\s+(?:the\s+|your\s+|all\s+)?)"
 )
@@ -178,23 +190,29 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         # How long an answer should be, asked of the assistant: one value with the kind
         # "prefers short answers" names (``prefers:answer``), so "Please answer in detail"
         # replaces "Keep your answers short" and "Be brief" (both were pinned: a review).
+        # Read only where nothing after it makes it a task of the day ("reply briefly to
+        # the landlord", "be thorough with the tax forms", "make it shorter before Friday":
+        # each replaced the user's rule, a review): a manner or a kind of answer not
+        # followed by whom, what or when; "be"/"keep it" only at the clause's end.
         (
             "prefers:answer",
             rf"{_ADDRESSED}(?P<w>(?:answer|repl(?:y|ies)|respond|write|explain)"
-            r"(?:\s+(?:to\s+me|me|things|it|them))?)\s+(?:(?:more|very|really|much)\s+)*"
-            rf"(?P<v>{_LENGTH_MANNER})\b",
+            r"(?:\s+(?:to\s+me|me|things))?)\s+(?:(?:more|very|really|much)\s+){0,3}"
+            rf"(?P<v>{_LENGTH_MANNER})\b{_NOT_A_TASK}",
         ),
         (
             "prefers:answer",
-            rf"{_ADDRESSED}(?P<w>(?:keep|make)\s+(?:(?:your|the|all|all\s+your)\s+)?"
-            r"(?:answers?|repl(?:y|ies)|responses?|it|them)|be)"
-            rf"\s+(?:(?:more|very|really|much)\s+)*(?P<v>{_LENGTH_KIND})\b",
+            rf"{_ADDRESSED}(?P<w>keep\s+(?:(?:your|the|all|all\s+your)\s+)?"
+            r"(?:answers?|repl(?:y|ies)|responses?|it)"
+            r"|make\s+(?:(?:your|the|all|all\s+your)\s+)?(?:answers|replies|responses)|be)"
+            rf"\s+(?:(?:more|very|really|much)\s+){{0,3}}(?P<v>{_LENGTH_KIND})\b{_RULE_END}",
         ),
         (
             "prefers:answer",
             # (``<s>``: me, or the speaker as the extractor writes it: "give Ana")
-            rf"{_ADDRESSED}(?P<w>give\s+(?P<s>me|[\w'-]+))\s+(?:(?:more|very|really|much)\s+)*"
-            rf"(?P<v>{_LENGTH_KIND})\s+(?:answers|replies|responses|explanations)\b",
+            rf"{_ADDRESSED}(?P<w>give\s+(?P<s>me|[\w'-]+))\s+"
+            r"(?:(?:more|very|really|much)\s+){0,3}"
+            rf"(?P<v>{_LENGTH_KIND})\s+(?:answers|replies|responses|explanations)\b{_NOT_A_TASK}",
         ),
         # "call me Bob", as the extractor writes it: "Call Ana Bob" (``<s>``: me or the speaker).
         ("address", r"\bcall\s+(?P<s>me|[\w'-]+(?:\s+[\w'-]+)?)\s+(?P<v>(?-i:[A-ZÀ-ÖØ-Þ])[\w'-]*)"),
