@@ -209,6 +209,8 @@ def test_sentences_end_at_chinese_and_japanese_stops_without_a_space() -> None:
         ("We met (Mr. Brown) there. Fine.", 2),
         ("See No. 5 on the list. It is good.", 2),
         ("I like fruit, e.g. Apples. Yes.", 2),
+        ("Wait\u2014Dr. Smith. Yes.", 2),
+        ("...Dr. Smith. Yes.", 2),
     ],
 )
 def test_a_sentence_ends_at_a_word_that_only_ends_like_an_abbreviation(
@@ -219,3 +221,14 @@ def test_a_sentence_ends_at_a_word_that_only_ends_like_an_abbreviation(
     from contextos.text.sentences import split_sentences
 
     assert len(split_sentences(said)) == sentences, split_sentences(said)
+
+
+def test_the_last_word_of_a_long_sentence_is_read_in_linear_time() -> None:
+    """Read whole, a word of "a." repeated was scanned to its end from each period."""
+    import time
+
+    from contextos.text.sentences import split_sentences
+
+    started = time.perf_counter()
+    split_sentences("a." * 50_000 + "! Yes.")
+    assert time.perf_counter() - started < 2.0

@@ -36,6 +36,21 @@ def written(text: str) -> str:
             "I'm flying to Japan from June to July.",
             "I'm flying to Japan from June 2024 to July 2024.",
         ),
+        # A year named, or "next": the plan it says (a review).
+        (
+            "Next year I'm working remotely from March until August.",
+            "in 2025 I'm working remotely from March 2025 until August 2025.",
+        ),
+        (
+            "In 2025 I'm working remotely from March until August.",
+            "In 2025 I'm working remotely from March 2025 until August 2025.",
+        ),
+        # A word of the future in another clause leaves the range's own reading.
+        (
+            "I'm working remotely from March until August, and I'll visit you in September.",
+            "I'm working remotely from March 2024 until August 2024, and I'll visit you in"
+            " September 2024.",
+        ),
         # Weekdays in the progressive stay a plan: next week.
         (
             "I'm working from the office between Monday and Friday.",

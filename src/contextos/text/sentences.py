@@ -25,8 +25,10 @@ def word_set(text: str) -> frozenset[str]:
 _ABBREVIATIONS = word_set("mr. mrs. ms. dr. st. e.g. i.e. vs. etc. jr. sr. prof. mt.")
 #: Abbreviations only before a number ("No. 5"): "No. It's mine." is two sentences.
 _NUMBER_ABBREVIATIONS = word_set("no.")
-#: What may open a word before its letters ("(Dr. Smith").
-_WORD_OPENERS = "\"'([{\u201c\u2018"
+#: The word a sentence ends in, letters and periods after anything else that is not a
+#: letter or digit ("(Dr.", "Wait—Dr.", "...Dr.": "dr."; "21st.": none, its letters
+#: follow a digit).
+_LAST_WORD = re.compile(r"(?:^|\W)([^\W\d_][\w.]*)$")
 #: Where a sentence ends: ".", "!" or "?" (and closing quotes) before a space and a
 #: capital or a digit; a line break; or "。", "！" or "？", which Chinese and Japanese
 #: write with no space after (a paragraph of them was one "sentence").
@@ -161,9 +163,12 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
 def _abbreviated(sentence: str, following: str) -> bool:
     """Whether ``sentence`` ends in an abbreviation, so that ``following`` goes on it."""
     words = sentence.split()
-    if not words:
+    # Its last 16 characters: no abbreviation is longer, and read whole, a word of
+    # "a." repeated was scanned to its end from every period (quadratic).
+    found = _LAST_WORD.search(words[-1][-16:]) if words else None
+    if found is None:
         return False
-    last = words[-1].lstrip(_WORD_OPENERS).lower()
+    last = found.group(1).lower()
     if last in _NUMBER_ABBREVIATIONS:
         return following.lstrip()[:1].isdigit()
     return last in _ABBREVIATIONS

@@ -876,14 +876,23 @@ def _said_as_now(text: str, x: _Found) -> bool:
 
     Why: the progressive reads as a plan ("I'm flying out on Friday"), so, said in May,
     that stay was placed from the next March, in 2027, though it began two months ago.
+    The word of the future is looked for in the range's own clause ("I'm working remotely
+    from March until August, and I'll visit you in September": the stay is this year's),
+    and a sentence that names a year or "next" keeps the plan ("Next year I'm working
+    remotely from March until August").
     A range of weekdays in the progressive stays a plan: "I'm working from the office
     between Monday and Friday", said on a Wednesday, is next week."""
     if x.tense == "present":
         return True
     if x.tense != "future" or x.kind != "month":
         return False
-    sentence = _segments(text, *x.span)[2]
-    return _FUTURE_WORD.search(sentence) is None
+    clause, _, sentence = _segments(text, *x.span)
+    return _FUTURE_WORD.search(clause) is None and _YEAR_NAMED.search(sentence) is None
+
+
+#: A year the sentence names, or "next ...": the range's year is said, not now's ("Next
+#: year I'm working remotely from March until August"; a review).
+_YEAR_NAMED = re.compile(r"\bnext\b|\b(?:19|20)\d\d\b", re.IGNORECASE)
 
 
 #: A form of "be" before a range: a stay or a plan, dated ("I'm off Monday to Wednesday").
