@@ -70,7 +70,7 @@ def test_forget_behind_a_reader_says_what_it_erased(tmp_path: Path) -> None:
             m.forget("ana")
         erased = raised.value.erased
         assert int(erased) == 3
-        assert str(raised.value).startswith("erased 3 memories, but an open reader")
+        assert str(raised.value).startswith("erased 3 memories; an open reader")
         assert m.get_all(user_id="ana") == [] and m.search(SECRET, user_id="ana") == []
         m.add("a later write", user_id="bob")  # finishes the erasure
         assert SECRET.encode() not in _file_bytes(db)
@@ -84,7 +84,20 @@ def test_a_purge_behind_a_reader_says_what_it_erased(tmp_path: Path) -> None:
         with _reader(db), pytest.raises(ErasurePending) as raised:
             m.delete(record.id, purge=True)
         assert int(raised.value.erased) == 1
+        assert "contextos vacuum" in raised.value.reason  # a retry would not find the id
+        assert "retry" not in raised.value.reason
         assert m.search(SECRET, user_id="ana") == []  # no read finds it
+
+
+def test_forget_tenant_behind_a_reader_says_what_it_erased(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with _store(db) as m:
+        _conversation(m)
+        _conversation(m, "bob")
+        with _reader(db), pytest.raises(ErasurePending) as raised:
+            m.forget_tenant()
+        assert int(raised.value.erased) == 6
+        assert m.forget_tenant() == 0
 
 
 def test_http_forget_behind_a_reader_is_a_202_with_the_count(tmp_path: Path) -> None:
@@ -123,4 +136,29 @@ def test_cli_forget_behind_a_reader_reports_then_fails(tmp_path: Path) -> None:
         )
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "3 memories" in done.stdout, done.stdout
-    assert "the erasure stands, but an open reader" in done.stderr, done.stderr
+    assert "the erasure stands; an open reader" in done.stderr, done.stderr
+
+
+def _cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys\nfrom contextos.cli.main import main\nsys.argv = sys.argv[1:]\nmain()"
+    argv = [sys.executable, "-c", code, "contextos", "--db", str(db), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_purge_and_tenant_forget_behind_a_reader_report_then_fail(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with _store(db) as m:
+        [record] = m.add(f"the vault code is {SECRET}", user_id="ana")
+        _conversation(m, "bob")
+    with _reader(db):
+        purged = _cli(db, "delete", record.id, "--purge")
+    assert purged.returncode == 1, (purged.stdout, purged.stderr)
+    assert f"deleted {record.id}" in purged.stdout
+    assert "the purge stands; an open reader" in purged.stderr, purged.stderr
+    with _reader(db):
+        offboarded = _cli(
+            db, "--tenant", "default", "forget", "--whole-tenant", "--no-wait", "--yes"
+        )
+    assert offboarded.returncode == 1, (offboarded.stdout, offboarded.stderr)
+    assert "forgot 3 memories" in offboarded.stdout, offboarded.stdout
+    assert "the erasure stands; an open reader" in offboarded.stderr, offboarded.stderr

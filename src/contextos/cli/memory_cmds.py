@@ -636,17 +636,23 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
 
         With --expected-text or --expected-updated-at only the version that was read is
         deleted: one changed since (another process, the server, an agent) is kept."""
+        pending: ErasurePending | None = None
         with open_memory(state, embed=False) as memory:
-            memory.delete(
-                memory_id,
-                purge=purge,
-                expected_text=expected_text,
-                expected_updated_at=expected_updated_at,
-            )
+            try:
+                memory.delete(
+                    memory_id,
+                    purge=purge,
+                    expected_text=expected_text,
+                    expected_updated_at=expected_updated_at,
+                )
+            except ErasurePending as exc:  # committed: reported, then what is left
+                pending = exc
         if state.as_json:
             print_json({"deleted": memory_id, "purged": purge})
         else:
             console.print(SafeText(f"deleted {memory_id}"), highlight=False)
+        if pending is not None:
+            raise StoreError(f"the purge stands; {pending.reason}")
 
     @cli.command()
     @one_memory()
@@ -740,7 +746,7 @@ def _forget_scope(
         erased = exc.erased
     except ErasurePending as exc:  # committed: its report, then what is left (exit 1)
         _print_forgotten(state, _counted(exc.erased), user_id, session_id, target)
-        raise StoreError(f"the erasure stands, but {exc.reason}") from None
+        raise StoreError(f"the erasure stands; {exc.reason}") from None
     except KeyboardInterrupt:
         # Not returned yet (nothing erased), or reported already (main says it stands);
         # else it came between the return and the report's hold, after the erasure.
@@ -842,11 +848,17 @@ def _forget_tenant(state: CliState, *, wait: bool) -> None:
         with KeyStore(state.settings.db) as key_store:
             keys = key_store.delete_tenant(tenant)
     cut = _LatePasses(0, interrupted=False)
+    n = 0
+    pending: ErasurePending | None = None
     with open_memory(state, embed=False) as memory:
-        n = memory.forget_tenant()
-        if wait:
-            cut = _erase_late_writes(memory, revoked, KEY_CACHE_TTL)
-            n += cut.erased
+        try:
+            n = memory.forget_tenant()
+            if wait:
+                cut = _erase_late_writes(memory, revoked, KEY_CACHE_TTL)
+                n += cut.erased
+        except ErasurePending as exc:  # committed: reported, then what is left
+            n += int(exc.erased)
+            pending = exc
     if state.as_json:
         report: dict[str, Any] = {"tenant": tenant, "forgotten": n, "keys_deleted": keys}
         print_json(report | ({"late_writes_erased": False} if cut.interrupted else {}))
@@ -859,6 +871,8 @@ def _forget_tenant(state: CliState, *, wait: bool) -> None:
             ),
             highlight=False,
         )
+    if pending is not None:
+        raise StoreError(f"the erasure stands; {pending.reason}")
     if cut.interrupted:
         sys.exit(130)  # as a Ctrl-C ends any command (cli.main)
 

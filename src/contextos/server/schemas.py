@@ -795,9 +795,9 @@ class HistoryList(Results[HistoryOut]):
 
 #: ``pending`` of an erasure that committed but left old bytes in the file (202).
 PENDING = (
-    "Erased (no read finds it), but old bytes of it remain in the SQLite file's "
-    "write-ahead log: why, and when they go (the next write or close of any process). "
-    "Retrying finishes it."
+    "Erased (no read finds it), but the erasure is not finished on disk: why (an open "
+    "reader of the SQLite file kept old pages in its write-ahead log, or the file could "
+    "not be rebuilt), and what finishes it."
 )
 
 

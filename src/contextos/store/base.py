@@ -99,9 +99,9 @@ class ErasurePending(StoreError):
     """``Store.forget`` committed its erasure (``erased``: what it removed; no read finds
     any of it), but could not finish removing the old bytes: an open reader (a backup,
     a ``sqlite3`` shell, another process's long read) kept the old pages in SQLite's
-    write-ahead log past the busy timeout, or the file could not be rebuilt. The erasure
-    stays marked in the file, and the next write or close of any process finishes it;
-    retrying the forget finishes it too, and says 0.
+    write-ahead log past the busy timeout, or the file could not be rebuilt (no room on
+    the disk). ``reason`` says which and what finishes it: for the reader, the next write
+    or close of any process (a retried forget too, which says 0); for the disk, room.
 
     Why: it was a plain ``StoreError`` raised after the commit, read as "nothing done":
     the server answered 503 "busy, retry", the retry answered ``forgotten: 0``, and how
@@ -109,7 +109,7 @@ class ErasurePending(StoreError):
 
     def __init__(self, erased: Erasure, reason: str) -> None:
         count = int(erased)
-        super().__init__(f"erased {count} memor{'y' if count == 1 else 'ies'}, but {reason}")
+        super().__init__(f"erased {count} memor{'y' if count == 1 else 'ies'}; {reason}")
         self.erased = erased
         self.reason = reason
 

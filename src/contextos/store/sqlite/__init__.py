@@ -556,7 +556,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 self._erasure_pending = True
                 self._truncate_wal(wait=True)
         except StoreError as exc:  # committed: said with what it erased
-            raise ErasurePending(Erasure(len(deleted)), _unfinished(exc)) from exc
+            vacuum = "(so does `contextos vacuum`)"
+            raise ErasurePending(Erasure(len(deleted)), _unfinished(exc, retry=vacuum)) from exc
         finally:  # the rows are gone whatever the WAL holds: so are they from the indexes
             if deleted or erased:
                 self._lexical_after_erasure()
@@ -727,7 +728,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             if removed:
                 _merge_fts_and_mark_erasure(db, time.time(), rebuild=True)
         if removed:
-            self._after_erasure()
+            try:
+                self._after_erasure()
+            except StoreError as exc:  # committed: said with what it erased
+                raise ErasurePending(Erasure(int(count)), _unfinished(exc)) from exc
         return int(count)
 
     def _after_erasure(self) -> None:
@@ -834,11 +838,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 except sqlite3.DatabaseError as exc:
                     raise StoreError(f"could not finish the erasure: {exc}") from exc
                 if time.monotonic() >= deadline:
-                    raise StoreError(
-                        "erased, but an open reader (or other processes' steady reads "
-                        "and writes) kept the old pages in the write-ahead log; the next "
-                        "write or close of any process removes them (retry to confirm)"
-                    )
+                    raise StoreError(f"erased, but {WAL_HELD} {RETRY_TO_CONFIRM}")
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
@@ -1899,11 +1899,25 @@ def _scrub_contexts(
     db.executemany("UPDATE memories SET context = ? WHERE rowid = ?", changed)
 
 
-def _unfinished(exc: StoreError) -> str:
-    """What an erasure's unfinished end says, after "erased N memories, but": the
-    store's message without its own "erased, but" opening."""
+#: Why an erasure that committed left old bytes: an open reader held them.
+WAL_HELD = (
+    "an open reader (or other processes' steady reads and writes) kept the old pages in "
+    "the write-ahead log; the next write or close of any process removes them"
+)
+RETRY_TO_CONFIRM = "(retry to confirm)"
+
+
+def _unfinished(exc: StoreError, *, retry: str = RETRY_TO_CONFIRM) -> str:
+    """Why an erasure that committed is unfinished (``ErasurePending.reason``): the
+    store's message without its opening ("erased, but", "erased, and"), and ``retry``
+    for what finishes it where a retry of the same call would not (a purge's id is
+    gone: retried, it is not found)."""
     text = str(exc)
-    return text.removeprefix("erased, but ")
+    for opening in ("erased, but ", "erased, "):
+        if text.startswith(opening):
+            text = text[len(opening) :]
+            break
+    return text.replace(RETRY_TO_CONFIRM, retry)
 
 
 def _merge_fts_and_mark_erasure(
