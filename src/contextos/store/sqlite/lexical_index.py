@@ -322,7 +322,9 @@ class _GcPause:
 
     The switch is the process's (Python has no other): a load in one thread pauses the
     collection of every thread's cycles until it ends (they are collected then).
-    Overlapping loads pause it once; it is resumed when the last ends."""
+    Overlapping loads pause it once; it is resumed when the last ends. An application
+    that turns the collector off while a load runs (on another thread) finds it on again
+    when the load ends: Python cannot tell a pause from another ``gc.disable()``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
