@@ -8,6 +8,7 @@ few records by id must cost the same in a tenant of 300 records as in one of 3,0
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -236,7 +237,7 @@ def test_vector_index_blocks_answer_like_a_scan_of_every_row() -> None:
     for memory_id in gone:
         del rows[memory_id]
     moved_id, (moved, vec) = next(iter(rows.items()))
-    moved = IndexRow(**{**moved.__dict__, "tenant": "t0", "user_id": "u-new"})
+    moved = dataclasses.replace(moved, tenant="t0", user_id="u-new")
     index.upsert([moved], vec[None, :])
     rows[moved_id] = (moved, vec)
     add(200)  # blocks grow past their first capacity
