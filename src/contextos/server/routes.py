@@ -140,18 +140,6 @@ async def erased(
     return answer(done if isinstance(done, int) else 0)
 
 
-async def _forgotten(
-    mem: "Memory", body: s.ForgetRequest, request: Request
-) -> s.Forgotten | Response:
-    """``POST /v1/memories/forget``'s erasure and its answer."""
-    return await erased(
-        lambda: mem.forget(body.user_id, session_id=body.session_id),
-        lambda n: s.Forgotten(user_id=body.user_id, session_id=body.session_id, forgotten=n),
-        mem,
-        request,
-    )
-
-
 def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
     """Routes under ``/v1/memories``, all scoped to the tenant of the caller's key."""
     router = APIRouter(prefix="/v1/memories", tags=["memories"], responses=ERRORS)
@@ -204,7 +192,12 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         """Erase everything stored about a user (records, history, vectors, session
         logs), or one session (its log and every memory of it): exactly one of
         ``user_id`` and ``session_id``."""
-        return await _forgotten(mem, body, request)
+        return await erased(
+            lambda: mem.forget(body.user_id, session_id=body.session_id),
+            lambda n: s.Forgotten(user_id=body.user_id, session_id=body.session_id, forgotten=n),
+            mem,
+            request,
+        )
 
     @router.get("", response_model=s.RecordList, summary="get_all")
     def get_all(

@@ -96,11 +96,11 @@ class ErasedThenInterrupted(KeyboardInterrupt):
 
 
 class ErasurePending(StoreError):
-    """``Store.forget`` committed its erasure (``erased``: what it removed; no read finds
-    any of it), but could not finish removing the old bytes: an open reader (a backup,
-    a ``sqlite3`` shell, another process's long read) kept the old pages in SQLite's
-    write-ahead log past the busy timeout, or the file could not be rebuilt (no room on
-    the disk). ``reason`` says which and what finishes it: for the reader, the next write
+    """An erasure (``Store.forget``, ``forget_tenant``, a purge) committed (``erased``: what
+    it removed; no read finds any of it), but could not finish removing the old bytes:
+    an open reader (a backup, a ``sqlite3`` shell, another process's long read) kept the
+    old pages in SQLite's write-ahead log past the busy timeout, or the file could not be
+    rebuilt (no room on the disk). ``reason`` says which and what finishes it: for the reader, the next write
     or close of any process (a retried forget too, which says 0); for the disk, room.
 
     Why: it was a plain ``StoreError`` raised after the commit, read as "nothing done":

@@ -162,7 +162,7 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
 
 def _abbreviated(sentence: str, following: str) -> bool:
     """Whether ``sentence`` ends in an abbreviation, so that ``following`` goes on it."""
-    words = sentence.split()
+    words = sentence.rsplit(None, 1)
     # Its last 16 characters: no abbreviation is longer, and read whole, a word of
     # "a." repeated was scanned to its end from every period (quadratic).
     found = _LAST_WORD.search(words[-1][-16:]) if words else None
