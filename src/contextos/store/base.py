@@ -100,8 +100,9 @@ class ErasurePending(StoreError):
     it removed; no read finds any of it), but could not finish removing the old bytes:
     an open reader (a backup, a ``sqlite3`` shell, another process's long read) kept the
     old pages in SQLite's write-ahead log past the busy timeout, or the file could not be
-    rebuilt (no room on the disk). ``reason`` says which and what finishes it: for the reader, the next write
-    or close of any process (a retried forget too, which says 0); for the disk, room.
+    rebuilt (no room on the disk). ``reason`` says which and what finishes it: for the
+    reader, the next write or close of any process (a retried forget too, which says 0);
+    for the disk, room.
 
     Why: it was a plain ``StoreError`` raised after the commit, read as "nothing done":
     the server answered 503 "busy, retry", the retry answered ``forgotten: 0``, and how
