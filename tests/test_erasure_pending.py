@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from contextos.memory import Memory
 from contextos.store.base import ErasurePending
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from contextos.types import Filter, Scope
 from server_support import app_client, auth, issue_key
 
 SECRET = "zebrafish7731"
@@ -87,6 +89,32 @@ def test_a_purge_behind_a_reader_says_what_it_erased(tmp_path: Path) -> None:
         assert "contextos vacuum" in raised.value.reason  # a retry would not find the id
         assert "retry" not in raised.value.reason
         assert m.search(SECRET, user_id="ana") == []  # no read finds it
+
+
+def test_a_purge_behind_a_reader_leaves_the_in_process_indexes_at_once(tmp_path: Path) -> None:
+    """The purged memory leaves this process's vector and keyword indexes when the purge
+    raises, not at the next search (a server that only adds for a while kept them)."""
+    db = tmp_path / "m.db"
+    store = SQLiteStore(db, busy_timeout_ms=300)
+    with Memory(store=store, embedder=HashEmbedder(), background_embedding=False) as m:
+        [record] = m.add(f"the vault code is {SECRET}", user_id="ana")
+        m.add("I like tea", user_id="ana")
+        assert m.search("tea", user_id="ana")  # both indexes loaded
+        vectors, keywords = store._index, store._lexical  # noqa: SLF001 - memory is the point
+        assert vectors is not None and keywords is not None
+        ana = Filter(scope=Scope(tenant=m.tenant, user_id="ana"))
+
+        def keyword_hits() -> list[str]:
+            assert keywords is not None
+            terms = keywords.tokenizer.word(SECRET)
+            hits = keywords.search(ana, terms, context_weight=0.5, limit=5, now=time.time())
+            return [memory_id for memory_id, _ in hits]
+
+        assert record.id in vectors and keyword_hits() == [record.id]
+        with _reader(db), pytest.raises(ErasurePending):
+            m.delete(record.id, purge=True)
+        assert record.id not in vectors and len(vectors) == 1  # before any search
+        assert store._lexical is None or keyword_hits() == []  # noqa: SLF001
 
 
 def test_forget_tenant_behind_a_reader_says_what_it_erased(tmp_path: Path) -> None:
