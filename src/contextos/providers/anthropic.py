@@ -733,6 +733,20 @@ def extra_of(response: Any, usage: Any = None) -> dict[str, Any]:
     return out
 
 
+def _index_of(event: Any) -> int:
+    """A content block event's ``index``; -1 when it has none that reads as an int (null,
+    a word), as when it has none at all.
+
+    Why total: what a server streams there is unchecked, and the SDK passes it on. An
+    ``"index": null`` raised ``TypeError`` out of the wrapper's accumulator: the app's
+    loop died where the bare SDK's went on (a review, s47)."""
+    index = field_of(event, "index", -1)
+    try:
+        return int(index)
+    except (TypeError, ValueError, OverflowError):
+        return -1
+
+
 class AnthropicStreamAccumulator:
     """Reply text and usage from ``RawMessageStreamEvent`` s as they pass by."""
 
@@ -770,12 +784,12 @@ class AnthropicStreamAccumulator:
             self.message_id = field_of(message, "id")
             self._merge(field_of(message, "usage"))
         elif kind == "content_block_start":
-            self._block_start(int(field_of(event, "index", -1)), field_of(event, "content_block"))
+            self._block_start(_index_of(event), field_of(event, "content_block"))
         elif kind == "content_block_stop":
-            self._stopped.add(int(field_of(event, "index", -1)))
+            self._stopped.add(_index_of(event))
         elif kind == "content_block_delta":
             delta = field_of(event, "delta")
-            index = int(field_of(event, "index", -1))
+            index = _index_of(event)
             tool = self._tools.get(index)
             if field_of(delta, "type") == "text_delta":
                 text = field_of(delta, "text", "")
@@ -783,7 +797,8 @@ class AnthropicStreamAccumulator:
                 self._text.append(text)
                 self._text_lengths[index] = self._text_lengths.get(index, 0) + len(text)
             elif field_of(delta, "type") == "input_json_delta" and tool is not None:
-                tool[2].append(field_of(delta, "partial_json", ""))
+                piece = field_of(delta, "partial_json", "")
+                tool[2].append(piece if isinstance(piece, str) else "")  # as text: above
             elif field_of(delta, "type") == "compaction_delta" and self._compactions:
                 self._compaction_delta(delta)
             else:
@@ -872,7 +887,7 @@ class AnthropicStreamAccumulator:
             streamed = "".join(pieces)
             try:
                 tool_input = json.loads(streamed) if streamed else started
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser
                 continue
             if not streamed and not isinstance(started, dict):
                 tool_input = {}  # none at the start (or not an object): as before

@@ -99,7 +99,7 @@ def _body_text(exc: BaseException) -> str:
 _HTTP_LIBRARIES = ("httpx", "httpx2")
 
 
-def _is_sdk_error(exc: BaseException) -> bool:
+def is_sdk_error(exc: BaseException) -> bool:
     """True for exceptions raised by the anthropic or openai SDKs (by their module), and
     for their HTTP library's request and stream errors (:func:`_is_transport_error`)."""
     root = type(exc).__module__.split(".")[0]
@@ -174,7 +174,7 @@ def mapped_errors(provider: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if not _is_sdk_error(exc):
+        if not is_sdk_error(exc):
             raise
         raise to_contextos_error(exc, provider) from exc
 

@@ -132,13 +132,45 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def arguments_text(arguments: Any) -> str:
+    """A tool call's ``function.arguments`` as the log holds it: a str as it came (the
+    model may write invalid JSON, and the app sends back what it got); an object or a
+    list as compact JSON, keys sorted; a number or a bool as its JSON; anything else
+    (None, a value JSON cannot hold) as ''. Total: what a server sends there is
+    unchecked, and the SDK passes it on as it came.
+
+    The one place this is decided, for a reply (:func:`reply_of`), a streamed one
+    (:class:`OpenAIStreamAccumulator`, which joins the pieces), the app's echo of either
+    (:func:`_neutral`) and a Responses API call, so an echoed call matches the logged one.
+
+    Why: OpenAI-compatible servers (llama.cpp's llama-server, TGI) send the arguments as a
+    JSON object. Streamed, the pieces were joined with ``+=``: the app's loop got a bare
+    ``TypeError`` at that chunk and the call was logged with no tool call; not streamed,
+    ``str()`` logged a Python repr (``{'a': 1}``) and sent it back to the model (a
+    review, s47)."""
+    if isinstance(arguments, str):
+        return arguments
+    if isinstance(arguments, Mapping):
+        value: Any = dict(arguments)
+    elif isinstance(arguments, (list, tuple)):
+        value = list(arguments)
+    elif isinstance(arguments, (int, float)):  # bool too
+        value = arguments
+    else:
+        return ""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):  # keys that cannot be sorted, a value JSON cannot hold
+        return ""
+
+
 def _neutral(wire: Mapping[str, Any]) -> Message:
     role = wire.get("role", "user")
     calls = tuple(
         ToolCall(
             str(field_of(c, "id")),
             str(field_of(field_of(c, "function"), "name")),
-            str(field_of(field_of(c, "function"), "arguments") or ""),
+            arguments_text(field_of(field_of(c, "function"), "arguments")),
         )
         for c in wire.get("tool_calls") or []
     )
@@ -465,7 +497,7 @@ def reply_of(response: Any) -> Message:
         ToolCall(
             str(field_of(c, "id")),
             str(field_of(field_of(c, "function"), "name")),
-            str(field_of(field_of(c, "function"), "arguments") or ""),
+            arguments_text(field_of(field_of(c, "function"), "arguments")),
         )
         for c in _parts_of(field_of(message, "tool_calls"))
     )
@@ -528,7 +560,7 @@ class OpenAIStreamAccumulator:
                 slot = self._call_of(field_of(call, "id") or "", field_of(call, "index"))
                 fn = field_of(call, "function")
                 slot.name = field_of(fn, "name") or slot.name
-                slot.arguments += field_of(fn, "arguments") or ""
+                slot.arguments += arguments_text(field_of(fn, "arguments"))
 
     def _call_of(self, call_id: str, index: int | None) -> _StreamedCall:
         """The call a ``tool_calls`` delta continues, or a new one: by its ``id`` when it
@@ -577,7 +609,7 @@ class OpenAIStreamAccumulator:
 def _is_json(text: str) -> bool:
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser
         return False
     return True
 
@@ -643,7 +675,7 @@ def _responses_call(item: Any) -> ToolCall:
     return ToolCall(
         str(field_of(item, "call_id")),
         str(field_of(item, "name")),
-        str(field_of(item, "arguments") or ""),
+        arguments_text(field_of(item, "arguments")),
     )
 
 

@@ -90,6 +90,7 @@ import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -101,7 +102,7 @@ from typing import Any
 from ..errors import ProviderError
 from ..keyed_locks import KeyedSets
 from .base import StreamAccumulator
-from .errors import mapped_errors
+from .errors import is_sdk_error, mapped_errors
 
 Report = Callable[[], None]
 
@@ -280,7 +281,10 @@ def _read_ahead(
     closed) the next event is read before the held one is handed on, so a caller that
     stops at the end of the reply still gets the call's usage recorded. Should the
     read fail, the events held are handed on before the error: the caller gets every
-    event its record was made of, as the bare SDK would have given them.
+    event its record was made of, as the bare SDK would have given them. A read that
+    fails with a ``ValueError`` the SDK let through (an SSE data line that is not JSON:
+    a proxy cut it, a server sent a non-JSON line) raises :class:`ProviderError`, the
+    original in ``__cause__`` (:func:`_malformed`).
     """
     held: list[Any] = []
     while True:
@@ -290,10 +294,12 @@ def _read_ahead(
             event = next(inner)
         except StopIteration:
             break
-        except Exception:
+        except Exception as exc:
             yield from held
             if readers.cut and acc.finished:
                 return  # cut under this read once the reply was whole: the loop ends
+            if isinstance(exc, ValueError) and not is_sdk_error(exc):
+                raise _malformed(provider, exc) from exc
             raise
         acc.feed(event)
         held.append(event)
@@ -301,6 +307,18 @@ def _read_ahead(
             out, held = held, []
             yield from out
     yield from held
+
+
+def _malformed(provider: str, exc: ValueError) -> ProviderError:
+    """The error for an event the SDK could not decode (its ``sse.json()`` raised
+    ``json.JSONDecodeError``; a body that is not UTF-8, ``UnicodeDecodeError``).
+
+    Why: the SDKs let it through as it was, and ``mapped_errors`` maps only their own
+    and their HTTP library's errors: the app's ``except ProviderError`` (its retry path)
+    missed a stream a proxy had cut mid-line, where the docs promise ``ProviderError``
+    for errors inside a stream (a review, s47). Only here, where the SDK's stream is
+    read: a ``ValueError`` of the app's or of the wrapper's own goes on as it is."""
+    return ProviderError(f"{provider}: malformed stream event ({type(exc).__name__}: {exc})")
 
 
 def _observed(
@@ -873,24 +891,58 @@ def instrument(
 
         stream.__dict__["_iterator"] = observed
         stream.__dict__["close"] = close
-        return _abandoned_when_dropped(stream, abandon)
+        return _abandoned_when_dropped(stream, abandon, getattr(stream, "response", None))
+    # Not the response: the caller iterates ``observed`` itself, and may drop the proxy
+    # while it reads on (``for event in client...create(stream=True)``).
     observed = _observed(iter(stream), acc, report, abandon, provider, hide, readers)
     return _abandoned_when_dropped(_StreamProxy(stream, observed, report), abandon)
 
 
-def _abandoned_when_dropped(stream: Any, abandon: Report) -> Any:
-    """``stream``, queued by ``abandon`` when it is freed.
+def _abandoned_when_dropped(stream: Any, abandon: Report, response: Any = None) -> Any:
+    """``stream``, queued by ``abandon`` when it is freed, and its HTTP ``response``
+    closed then (:func:`_dropped`).
 
     Why: the observing generator reports a stream dropped part-way (closing it runs its
     ``GeneratorExit`` handler), but a generator never started has no frame to run: a
     stream dropped before its first event (the app failed before reading it) was never
-    recorded, and its entry stayed in :class:`OpenStreams` until ``flush()``. The
-    callback holds no reference to the stream; a stream reported already is skipped by
-    :meth:`OpenStreams.drain`.
+    recorded, and its entry stayed in :class:`OpenStreams` until ``flush()``. Nor did
+    the SDK's generator run its ``finally`` that closes the response: the connection
+    stayed checked out of the pool, and the server's socket open, for good (a review,
+    s47; the bare SDK does the same, the docs said it was freed). The callback holds no
+    reference to the stream (the response holds none to it either: no cycle); a stream
+    reported already is skipped by :meth:`OpenStreams.drain`, a response closed already
+    is left alone.
     """
     with contextlib.suppress(TypeError):  # not weakly referable: reported at flush()
-        weakref.finalize(stream, abandon).atexit = False
+        weakref.finalize(stream, _dropped, abandon, response).atexit = False
     return stream
+
+
+def _dropped(abandon: Report, response: Any) -> None:
+    """A stream's finalizer: close its ``response`` unless it is closed, then queue its
+    report (``abandon``). The close runs at once, or, inside a garbage collection
+    (:func:`collecting`), on the reporter's thread, ahead of the report: closing gives
+    the connection back to the pool, under the pool's lock, which this very thread may
+    hold where the collector runs. Not at the interpreter's shutdown (the SDK's own
+    ``finally`` only marks it closed there: a close then can crash CPython 3.13)."""
+    try:
+        if response is None or getattr(response, "is_closed", False) or sys.is_finalizing():
+            return
+        if collecting():
+            _REPORTER.put(functools.partial(_close_response, response))
+        else:
+            _close_response(response)
+    finally:
+        abandon()
+
+
+def _close_response(response: Any) -> None:
+    """Close a dropped stream's HTTP response; a failure is logged (a finalizer's would
+    be printed to stderr, the reporter's would stop the report after it)."""
+    try:
+        response.close()
+    except Exception as exc:  # noqa: BLE001 - the stream is gone; nothing else to do
+        log.warning("closing the response of a stream dropped unread failed: %s", exc)
 
 
 def _closer(stream: Any) -> Report | None:

@@ -37,10 +37,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from ..cache.accounting import field_of
-from ..types import Usage
+from ..types import Message, Usage
 from .base import (
     CallRecord,
     ChatRequest,
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from contextos.engine.session import MemoryLike
 
 Recorder = Callable[[CallRecord], None]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,17 @@ class _Core:
         acc = self.adapter.accumulator()
 
         def done(recorded: Callable[[], None]) -> None:
-            record = _stream_record(self.adapter.name, model, acc, started, prefix, prepared)
+            try:
+                record = _stream_record(self.adapter.name, model, acc, started, prefix, prepared)
+            except Exception:  # noqa: BLE001 - the call was made and billed: record it
+                log.exception(
+                    "%s: reading a streamed reply failed; the call is recorded with its "
+                    "usage, as incomplete and with no reply, and its question remembered",
+                    self.adapter.name,
+                )
+                record = _unread_stream_record(
+                    self.adapter.name, model, acc, started, prefix, prepared
+                )
             self._finish(prepared, record, recorded)
 
         return instrument(
@@ -506,6 +517,47 @@ def _stream_record(
         acc.finished,
         _extra(acc),
     )
+
+
+def _unread_stream_record(
+    provider: str,
+    model: str,
+    acc: StreamAccumulator,
+    started: float,
+    prefix: str,
+    prepared: Prepared | None,
+) -> CallRecord:
+    """The record of a stream whose reply could not be read (:func:`_stream_record`
+    raised): what can still be read -- its usage, its id, what the server did to the
+    context -- with an empty reply, and incomplete, so its commit goes as a failed
+    stream's: no reply is logged, and the question is remembered.
+
+    Why: the record was lost whole. The error went on to the app's loop, the call never
+    reached ``calls`` nor ``on_call`` (its billed usage gone), and no commit ran, so the
+    question stayed in the log, never remembered (a review, s47: an Anthropic
+    ``input_json_delta`` whose ``partial_json`` was null)."""
+    return CallRecord(
+        provider,
+        model,
+        _or_else("usage", acc.usage, Usage()),
+        Message("assistant", ""),
+        True,
+        time.perf_counter() - started,
+        prefix,
+        prepared.logged if prepared else (),
+        _or_else("id", lambda: getattr(acc, "message_id", None), None),
+        False,
+        _or_else("server context report", lambda: _extra(acc), {}),
+    )
+
+
+def _or_else(what: str, read: Callable[[], T], default: T) -> T:
+    """``read()``, or ``default`` should it raise (logged, naming ``what`` was read)."""
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - a record with less in it beats none
+        log.exception("reading a stream's %s failed", what)
+        return default
 
 
 def _with_stream_usage(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
