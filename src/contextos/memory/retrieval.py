@@ -165,7 +165,7 @@ UNEMBEDDED_TEXTS = 64
 UNEMBEDDED_ROWS = 16
 
 #: How many of the best keyword hits are read while the query's embedding runs
-#: (``HybridRetriever._fetch_while_embedding``), in store calls of ``EARLY_FETCH_CHUNK``
+#: (``HybridRetriever._scan_while_embedding``), in store calls of ``EARLY_FETCH_CHUNK``
 #: (small, to stop soon after the vector is ready). Why 20: over 300 searches of
 #: ``bench scale``'s 10k store, keyword ranks 1-20 were all among the 50 fused
 #: candidates, ranks 21-30 only 58% of the time (``/work/notes/s32/overlap.py``); a
@@ -350,7 +350,7 @@ class HybridRetriever:
             else []
         )
         cue = question_time_cues(query, self.now()) if cfg.temporal_weight else None
-        fetched = self._fetch_while_embedding(flt, lexical, pending, cue)
+        self._scan_while_embedding(flt, lexical, pending, cue)
         dense: list[Ranked] = []
         unembedded: set[str] = set()
         vector = self._usable_query_vector(pending, min_score) if pending is not None else None
@@ -371,10 +371,12 @@ class HybridRetriever:
             fused = above_floor(fused, min_score)
         fused = fused[: max(cfg.rerank_depth, limit)]
         # Defense in depth: every record is re-checked against the whole filter at fetch
-        # time, whatever the store's indexes said.
+        # time, whatever the store's indexes said. All in one read, so in one snapshot:
+        # records read in two statements could straddle a commit that closed one fact
+        # and wrote its successor, and show both as current (a review: 9 searches in
+        # 44,000 beside an inferring add).
         now = datetime.now(UTC)
-        rest = [c.id for c in fused if c.id not in fetched]
-        fetched.update((r.id, r) for r in self.store.get_many(flt.scope.tenant, rest))
+        fetched = {r.id: r for r in self.store.get_many(flt.scope.tenant, [c.id for c in fused])}
         records = {c.id: r for c in fused if (r := fetched.get(c.id)) and flt.matches(r, now)}
         hits = [
             Hit(records[c.id], c.score, c.lexical_rank, c.dense_rank, relevance=c.cosine)
@@ -390,28 +392,27 @@ class HybridRetriever:
         hits = by_source(hits)
         return self._cut(hits, limit, token_budget)
 
-    def _fetch_while_embedding(
+    def _scan_while_embedding(
         self,
         flt: Filter,
         lexical: Sequence[Ranked],
         pending: Future[Vectors] | None,
         cue: TimeRange | None,
-    ) -> dict[str, MemoryRecord]:
-        """The records of the best keyword hits, read while the query's embedding is
-        still running, with the times their texts name resolved (``_times_named``).
+    ) -> None:
+        """For a question with a time cue: the times the best keyword hits' texts name,
+        resolved (``_times_named``) while the query's embedding is still running.
 
         Why: the embedding runs on another thread (onnxruntime leaves the GIL), and the
         keyword search finishes first: this thread waited ~1-2 ms a search for the
-        vector, then read the fused candidates and scanned their texts for times. The
-        best keyword hits are among the fused candidates (``EARLY_FETCH``), so reading
-        them in that wait moves work off the search's path instead of adding any. It
-        stops as soon as the vector is ready (a kept query vector: at once), and
-        ``search`` reads whatever fused candidate is still missing. A record read here
-        is checked against the filter with the others, after fusion. The times are kept
-        in ``TIMES_NAMED``, where ``temporal_rerank`` finds them."""
-        fetched: dict[str, MemoryRecord] = {}
-        if pending is None:
-            return fetched
+        vector, then scanned the fused candidates' texts for times. The best keyword
+        hits are among the fused candidates (``EARLY_FETCH``), so scanning them in that
+        wait moves work off the search's path. It stops as soon as the vector is ready
+        (a kept query vector: at once). The times are kept in ``TIMES_NAMED``, where
+        ``temporal_rerank`` finds them. The records read here are not the ones returned:
+        ``search`` reads every fused candidate again in one statement (one snapshot; see
+        there)."""
+        if pending is None or cue is None:
+            return
         ids = [r.id for r in lexical[:EARLY_FETCH]]
         for start in range(0, len(ids), EARLY_FETCH_CHUNK):
             if pending.done():
@@ -419,10 +420,7 @@ class HybridRetriever:
             for record in self.store.get_many(
                 flt.scope.tenant, ids[start : start + EARLY_FETCH_CHUNK]
             ):
-                fetched[record.id] = record
-                if cue is not None:
-                    _times_named(record.text, _anchor(record))
-        return fetched
+                _times_named(record.text, _anchor(record))
 
     def _usable_query_vector(
         self, pending: Future[Vectors], min_score: float | None
