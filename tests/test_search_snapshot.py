@@ -13,6 +13,8 @@ so it falls between the two reads every time."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,3 +57,38 @@ def test_a_forget_during_a_search_is_seen_whole_or_not_at_all(tmp_path: Path, qu
         assert embedder.during is None  # the forget ran inside the search
         shown = {h.record.id for h in hits} & erased
         assert shown in (set(), erased), f"{len(shown)} of the 30 erased memories returned"
+
+
+def test_many_records_are_read_in_one_snapshot(tmp_path: Path) -> None:
+    """``get_many`` of more ids than one statement takes (500) reads them all in one
+    read transaction: a commit that changes two of them together is seen in both or in
+    neither, as PostgreSQL's one statement gives."""
+    db = tmp_path / "m.db"
+    with Memory(db, embedder=HashEmbedder(), background_embedding=False) as m:
+        ids = [r.id for r in m.add([f"note {i} v0" for i in range(1200)], user_id="ana")]
+        first, last = ids[0], ids[-1]
+        m.update(first, text="pair v0")
+        m.update(last, text="pair v0")
+        stop = threading.Event()
+
+        def writer() -> None:
+            with sqlite3.connect(db, isolation_level=None, timeout=10) as other:
+                version = 0
+                while not stop.is_set():
+                    version += 1
+                    other.execute(
+                        "UPDATE memories SET text = ? WHERE id IN (?, ?)",
+                        (f"pair v{version}", first, last),
+                    )
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            torn = 0
+            for _ in range(60):
+                records = {r.id: r for r in m.store.get_many(m.tenant, ids)}
+                torn += records[first].text != records[last].text
+        finally:
+            stop.set()
+            thread.join()
+        assert torn == 0, f"{torn} of 60 reads saw half of a commit"

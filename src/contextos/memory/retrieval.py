@@ -369,7 +369,24 @@ class HybridRetriever:
             if full_above(dense, n, min_score):
                 fused = self._with_stored_cosines(flt, fused, unembedded, vector)
             fused = above_floor(fused, min_score)
-        fused = fused[: max(cfg.rerank_depth, limit)]
+        depth = max(cfg.rerank_depth, limit)
+        while True:
+            hits = self._reranked(query, flt, fused[:depth], cue)
+            if len(hits) >= limit or depth >= len(fused):
+                break
+            # Fewer hits than asked while candidates remain: a turn and its facts stored
+            # beside it (``turn_facts``) are one hit, and memories erased since the
+            # indexes were read are none. Deeper, so a page is full when it can be (a
+            # review: limit 50 gave 40 hits, limit 100 gave 90).
+            depth *= 2
+        return self._cut(hits, limit, token_budget)
+
+    def _reranked(
+        self, query: str, flt: Filter, fused: Sequence[Candidate], cue: TimeRange | None
+    ) -> list[Hit]:
+        """The records of ``fused``, reranked (speaker, time, conversation), one per
+        source turn (:func:`by_source`)."""
+        cfg = self.config
         # Defense in depth: every record is re-checked against the whole filter at fetch
         # time, whatever the store's indexes said. All in one read, so in one snapshot:
         # records read in two statements could straddle a commit that closed one fact
@@ -389,8 +406,7 @@ class HybridRetriever:
             hits = temporal_rerank(hits, cue, cfg.temporal_weight)
         if cfg.neighbour_weight or cfg.session_weight:
             hits = conversational_rerank(hits, cfg)
-        hits = by_source(hits)
-        return self._cut(hits, limit, token_budget)
+        return by_source(hits)
 
     def _scan_while_embedding(
         self,

@@ -356,7 +356,8 @@ class Store(Protocol):
         ...
 
     def get_many(self, tenant: str, ids: Sequence[str]) -> builtins.list[MemoryRecord]:
-        """Records of ``tenant`` for ``ids``, in the order given; unknown ids are skipped."""
+        """Records of ``tenant`` for ``ids``, in the order given; unknown ids are skipped.
+        All of one moment: read in one snapshot, however many ids."""
         ...
 
     def update(

@@ -472,16 +472,21 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         if not ids:
             return []
         found: dict[str, MemoryRecord] = {}
-        for chunk in _chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
-            for row in self._read(
-                # ``+tenant``: look the ids up in their unique index. Left to itself the
-                # planner walked the tenant's whole created_at index (100k rows: 70 ms).
-                f"SELECT {RECORD_COLUMNS} FROM memories WHERE +tenant = ? AND id IN ({marks})",
-                (tenant, *chunk),
-            ):
-                rec = row_to_record(row)
-                found[rec.id] = rec
+        chunks = list(_chunks(list(ids), 500))
+        # More than one statement: all in one read transaction, so the records are of
+        # one moment (as PostgreSQL's one statement gives), not split by a commit.
+        with self._snapshot() if len(chunks) > 1 else contextlib.nullcontext():
+            for chunk in chunks:
+                marks = ",".join("?" * len(chunk))
+                for row in self._read(
+                    # ``+tenant``: look the ids up in their unique index. Left to itself
+                    # the planner walked the tenant's whole created_at index (100k rows:
+                    # 70 ms).
+                    f"SELECT {RECORD_COLUMNS} FROM memories WHERE +tenant = ? AND id IN ({marks})",
+                    (tenant, *chunk),
+                ):
+                    rec = row_to_record(row)
+                    found[rec.id] = rec
         return [found[i] for i in ids if i in found]
 
     def _patch_sets(self, patch: Patch) -> tuple[object, tuple[list[str], list[object]]]:
