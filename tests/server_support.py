@@ -65,6 +65,19 @@ def assert_error(resp: Any, status: int, kind: str | None = None) -> dict[str, s
     return dict(body["error"])
 
 
+def assert_rpc_refusal(resp: Any, status: int, kind: str) -> str:
+    """The response is a refusal of the gate or the body limit under ``/mcp``: this HTTP
+    status, and a JSON-RPC error (code -32000, no id: the body was not read) whose
+    message starts with the refusal's type, which an MCP client shows; its message."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"jsonrpc", "id", "error"} and body["id"] is None
+    assert body["jsonrpc"] == "2.0" and body["error"]["code"] == -32000
+    message = str(body["error"]["message"])
+    assert message.startswith(f"{kind}: ") and len(message) > len(kind) + 2
+    return message
+
+
 #: Both stores: a SQLite file, and a PostgreSQL schema when the test server runs.
 STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -22,7 +22,7 @@ from cli_support import logged_server
 from contextos.server.access_log import request_line
 from contextos.server.keys import KeyStore
 from mcp_support import MCP_HEADERS, mcp_over_http
-from server_support import ADMIN_KEY, assert_error
+from server_support import ADMIN_KEY, assert_error, assert_rpc_refusal
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -185,5 +185,6 @@ def test_mcp_over_http_takes_a_key_in_x_api_key(tmp_path: Path) -> None:
             )
     assert [m["id"] for m in out["proxied"]["results"]] == [out["added"][0]["id"]]
     assert out["beta"]["results"] == []
-    assert "invalid API key" in assert_error(wrong, 401, "Unauthenticated")["message"]
-    assert "one API key" in assert_error(two, 401, "Unauthenticated")["message"]
+    # Under /mcp a refusal is a JSON-RPC error, which an MCP client can show.
+    assert "invalid API key" in assert_rpc_refusal(wrong, 401, "Unauthenticated")
+    assert "one API key" in assert_rpc_refusal(two, 401, "Unauthenticated")

@@ -27,6 +27,20 @@ MAX_EPOCH = MAX_TIME.timestamp()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+#: The most characters of a refused value an error message quotes (:func:`quoted`).
+QUOTED_CHARS = 100
+
+
+def quoted(value: str, limit: int = QUOTED_CHARS) -> str:
+    """``value`` as an error message quotes it: ``repr(value)``, or for a value over
+    ``limit`` characters its first ``limit`` and its length (``'9999…' (900,000
+    characters)``). Why: a refused value was echoed whole, so a 900 KB time argument
+    got a 900 KB error, in the library, the HTTP API's 422 and MCP alike (a review)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit] + '…'!r} ({len(value):,} characters)"
+
+
 def utc(value: object, name: str = "time") -> datetime:
     """``value`` as an aware UTC datetime; naive datetimes are taken as UTC.
 
@@ -36,10 +50,11 @@ def utc(value: object, name: str = "time") -> datetime:
     if type(value) is datetime and value.tzinfo is UTC:
         return value  # already UTC: the common case when decoding and filtering records
     if isinstance(value, str):
+        text = value
         try:
-            value = datetime.fromisoformat(value)
+            value = datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"{name} {value!r} is not an ISO-8601 date") from None
+            raise ValueError(f"{name} {quoted(text)} is not an ISO-8601 date") from None
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime or an ISO-8601 string")
     if value.tzinfo is None:

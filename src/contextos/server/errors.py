@@ -36,6 +36,7 @@ from ..errors import (
     StoreError,
     StoreFault,
 )
+from ..times import QUOTED_CHARS
 from .auth import Forbidden, Unauthenticated
 from .bodylimit import PayloadTooLarge
 
@@ -88,6 +89,24 @@ EMBEDDER_UNAVAILABLE = (
 def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
     """The one error shape every route and middleware answers with."""
     return {"error": {"type": kind, "message": message}}
+
+
+#: The JSON-RPC code of a request the MCP endpoint refused before reading it (the
+#: range JSON-RPC leaves to servers): :func:`rpc_error_body`.
+REFUSED_CODE = -32000
+
+
+def rpc_error_body(kind: str, message: str) -> dict[str, Any]:
+    """:func:`error_body` as the MCP endpoint answers it: a JSON-RPC error whose message
+    begins with the type (``RateLimited: rate limit exceeded ...``), id null (the body
+    was not read; the official client puts its request's id in its place).
+
+    Why: at a non-2xx status the official ``mcp`` client reads the body only when it
+    is a JSON-RPC error, else it stands in ``-32603`` "Server returned an error
+    response", so an invalid key, a body over the limit and a rate limit read the same
+    (a review)."""
+    error = {"code": REFUSED_CODE, "message": f"{kind}: {message}"}
+    return {"jsonrpc": "2.0", "id": None, "error": error}
 
 
 def status_for(exc: BaseException) -> int:
@@ -154,19 +173,39 @@ def retry_after(exc: BaseException) -> float | None:
 BRANCH = "branch:"
 
 
+#: The most characters of one problem's message :func:`describe` gives (a check's own
+#: message is a line or two; one that quotes the value it refused may be longer).
+DESCRIBED_CHARS = 500
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and its length when longer."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 def describe(errors: Iterable[Mapping[str, Any]]) -> str:
     """One readable line per validation problem: ``body.limit: must be <= 100``. The
     path leaves out the label of the union branch a value was validated as
     (``body.messages: a memory may hold ...``, not ``body.messages.branch:text: ...``),
-    and a check's own message is given as it is (pydantic's ``Value error, `` left out)."""
+    and a check's own message is given as it is (pydantic's ``Value error, `` left out).
+
+    Each part of the path (an unknown key's name) is cut to its first
+    :data:`~contextos.times.QUOTED_CHARS` characters and each message to
+    :data:`DESCRIBED_CHARS`, saying how long they were: a 900,000-character key was
+    echoed whole, a 900 KB 422 or tool error (a review)."""
     parts = []
     for err in list(errors)[:5]:
         loc = err.get("loc", ())
-        where = ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith(BRANCH)))
+        where = ".".join(
+            _cut(str(p), QUOTED_CHARS)
+            for p in loc
+            if not (isinstance(p, str) and p.startswith(BRANCH))
+        )
         msg = err.get("msg", "invalid")
         cause = (err.get("ctx") or {}).get("error")
         if err.get("type") == "value_error" and cause is not None and str(cause):
             msg = str(cause)
+        msg = _cut(str(msg), DESCRIBED_CHARS)
         # A model's own check (a model validator) has no path when the model is not a
         # body: MCP arguments (schemas.parse). Its message alone, not ": message".
         parts.append(f"{where}: {msg}" if where else msg)

@@ -31,7 +31,7 @@ from starlette.routing import Match
 from ..errors import ContextosError
 from .access_log import note_caller
 from .auth import Authenticator, Principal, bearer_credential
-from .errors import error_body, public_message, retry_after, status_for
+from .errors import error_body, public_message, retry_after, rpc_error_body, status_for
 from .ratelimit import TokenBucketLimiter
 
 Message = dict[str, Any]
@@ -78,17 +78,25 @@ def _keys_sent(scope: Message) -> int:
     return len(sent)
 
 
-def error_messages(exc: BaseException) -> tuple[Message, Message]:
-    """The ASGI messages of the one JSON error shape for ``exc`` (see errors.py)."""
+def error_messages(exc: BaseException, *, jsonrpc: bool = False) -> tuple[Message, Message]:
+    """The ASGI messages of the one JSON error shape for ``exc`` (see errors.py); with
+    ``jsonrpc``, the MCP endpoint's (:func:`~contextos.server.errors.rpc_error_body`),
+    whose message says the ``Retry-After`` too (an MCP client sees no headers)."""
     status = status_for(exc)
-    body = json.dumps(error_body(type(exc).__name__, public_message(exc))).encode()
+    wait = retry_after(exc)
+    after = None if wait is None else TokenBucketLimiter.retry_after_header(wait)
+    kind, message = type(exc).__name__, public_message(exc)
+    if jsonrpc:
+        said = message if after is None else f"{message}; retry after {after} s"
+        body = json.dumps(rpc_error_body(kind, said)).encode()
+    else:
+        body = json.dumps(error_body(kind, message)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
-    wait = retry_after(exc)
-    if wait is not None:
-        headers.append((b"retry-after", TokenBucketLimiter.retry_after_header(wait).encode()))
+    if after is not None:
+        headers.append((b"retry-after", after.encode()))
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     start = {"type": "http.response.start", "status": status, "headers": headers}
@@ -97,7 +105,8 @@ def error_messages(exc: BaseException) -> tuple[Message, Message]:
 
 class AuthGate:
     """Authenticate and rate-limit requests under ``prefixes`` (except those under
-    ``exclude``) from their headers alone."""
+    ``exclude``) from their headers alone; a refusal under ``jsonrpc_under`` (the MCP
+    endpoint) is a JSON-RPC error (:func:`error_messages`)."""
 
     def __init__(
         self,
@@ -105,11 +114,13 @@ class AuthGate:
         auth: Authenticator,
         prefixes: tuple[str, ...],
         exclude: tuple[str, ...] = (),
+        jsonrpc_under: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.auth = auth
         self.prefixes = prefixes
         self.exclude = exclude
+        self.jsonrpc_under = jsonrpc_under
 
     async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
         path = str(scope.get("path", ""))
@@ -134,7 +145,8 @@ class AuthGate:
                     functools.partial(self.auth.admit, headers, address, keys_sent=keys)
                 )
         except ContextosError as exc:
-            for message in error_messages(exc):
+            jsonrpc = bool(self.jsonrpc_under) and path.startswith(self.jsonrpc_under)
+            for message in error_messages(exc, jsonrpc=jsonrpc):
                 await send(message)
             return
         note_caller(scope, principal)

@@ -807,8 +807,10 @@ def mcp_http_app(
         limiter=TokenBucketLimiter(rate_limit or RateLimit()),
         failures=TokenBucketLimiter(auth_failures or DEFAULT_AUTH_FAILURES),
     )
-    gate = AuthGate(GateKey(WholeBody(app)), auth, ("/mcp",))
-    return BodyLimitMiddleware(gate, max_bytes=max_body_bytes)
+    # Their refusals (401, 403, 413, 429) as JSON-RPC errors: the one shape an MCP
+    # client reads (errors.rpc_error_body).
+    gate = AuthGate(GateKey(WholeBody(app)), auth, ("/mcp",), jsonrpc_under=("/mcp",))
+    return BodyLimitMiddleware(gate, max_bytes=max_body_bytes, jsonrpc_under=("/mcp",))
 
 
 _log = logging.getLogger(__name__)
@@ -830,7 +832,8 @@ class WholeBody:
     A request whose ``id`` is neither a string nor an integer is answered here, 400
     with ``-32600`` (stdio answers such a line with the same error): the SDK read it as
     a notification (no answer due: 202, no body) and ran nothing, so the client waited
-    for an answer that never came."""
+    for an answer that never came. So is JSON that is not one JSON-RPC message
+    (:func:`_body_refused`), with its id, as stdio answers it."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -853,7 +856,7 @@ class WholeBody:
                 break
         whole = b"".join(chunks)
         if scope.get("method") == "POST":
-            refused = _unparsed_body(whole)
+            refused = _body_refused(whole)
             if refused is not None:
                 code, message, request_id = refused
                 await _refuse_request(send, message, code, request_id)
@@ -924,20 +927,54 @@ def _bad_request_id(body: bytes) -> bool:
     return isinstance(request_id, bool) or not isinstance(request_id, str | int)
 
 
-def _unparsed_body(body: bytes) -> tuple[int, str, str | int | None] | None:
-    """The error (code, message, id) for a body the SDK's parser refuses although it is
-    JSON (see :func:`_unparsed`); None for any other body, left to the SDK."""
-    import pydantic_core
+def _body_refused(body: bytes) -> tuple[int, str, str | int | None] | None:
+    """The error (code, message, id) for a POST body that is JSON but not one JSON-RPC
+    2.0 message the SDK reads: stdio's check of a line (:func:`_refused`). None for a
+    message, and for a body that is not JSON (the SDK's parse error answers it).
 
+    Why: the SDK answered JSON that is no JSON-RPC message (a batch, ``"jsonrpc":
+    "1.0"``, ``params`` a list) with ``-32602``, id null and pydantic's dump of a
+    thousand characters, where stdio answers ``-32600`` with the request's id (a
+    review)."""
     try:
-        pydantic_core.from_json(body)  # the SDK's parser
-    except ValueError as exc:
+        _read_message(body)
+    except pydantic.ValidationError as exc:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        return _unparsed(text, body, str(exc))
+        return _refused(exc, text, body)
     return None
+
+
+def _read_message(data: str | bytes) -> Any:
+    """``data`` read as one JSON-RPC 2.0 message by the SDK's own model, as its
+    transports read one (``pydantic.ValidationError`` when it is not one)."""
+    try:
+        import mcp_types as types
+    except ImportError:  # pragma: no cover - mcp 1.x (HTTP only)
+        from mcp.types import JSONRPCMessage
+
+        return pydantic.TypeAdapter(JSONRPCMessage).validate_json(data)
+    return types.jsonrpc_message_adapter.validate_json(data, by_name=False)
+
+
+#: The answer to JSON that is not one JSON-RPC 2.0 message, over stdio and HTTP alike.
+_NOT_JSON_RPC = "Invalid request: the message is JSON but not a JSON-RPC 2.0 message"
+
+
+def _refused(
+    exc: pydantic.ValidationError, text: str, raw: bytes
+) -> tuple[int, str, str | int | None] | None:
+    """The JSON-RPC error (code, message, the request's id) for a message (``text``,
+    ``raw`` decoded) that :func:`_read_message` refused with ``exc``: JSON that is not a
+    JSON-RPC message is an invalid request (``-32600``) with its string or integer
+    id, JSON the SDK's parser refuses is :func:`_unparsed`'s. None when it is not
+    JSON at all. One check for stdio's lines and HTTP's bodies."""
+    unreadable = [e for e in exc.errors() if e["type"] == "json_invalid"]
+    if unreadable:
+        return _unparsed(text, raw, unreadable[0]["msg"])
+    return -32600, _NOT_JSON_RPC, _request_id(text)  # invalid request
 
 
 async def _refuse_request(
@@ -1178,26 +1215,20 @@ class _StdioLines:
             )
             return
         try:
-            message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+            message = _read_message(text)
         except pydantic.ValidationError as exc:
-            unreadable = [e for e in exc.errors() if e["type"] == "json_invalid"]
-            # Its id wherever it sits (the TypeScript SDK writes it last): the call
-            # fails at once instead of waiting out the client's timeout.
-            refused = _unparsed(text, line, unreadable[0]["msg"]) if unreadable else None
+            # JSON, but not a JSON-RPC message (the SDK dropped it: no answer), or JSON
+            # its parser refuses. Its id wherever it sits (the TypeScript SDK writes it
+            # last): the call fails at once instead of waiting out the client's timeout.
+            refused = _refused(exc, text, line)
             if refused is not None:
                 await self.refuse(*refused)
-            elif unreadable:
+            else:
                 request_id = _request_id(text)
                 if request_id is None:
                     request_id = _line_id(line)
                 await self.refuse(
                     types.PARSE_ERROR, "Parse error: the line is not valid JSON", request_id
-                )
-            else:  # JSON, but not a JSON-RPC message (the SDK dropped it: no answer)
-                await self.refuse(
-                    types.INVALID_REQUEST,
-                    "Invalid request: the line is JSON but not a JSON-RPC 2.0 message",
-                    _request_id(text),
                 )
             return
         if _bad_request_id(line):  # the SDK took it for a notification: no answer, ever
