@@ -173,6 +173,39 @@ UNEMBEDDED_ROWS = 16
 EARLY_FETCH = 20
 EARLY_FETCH_CHUNK = 10
 
+#: How many of the best keyword hits are checked for the query's identifiers
+#: (``HybridRetriever._exact_hits``): a memory holding a rare code is at the top of the
+#: keyword ranking, where BM25 puts the rarest term's holders.
+EXACT_DEPTH = 20
+
+#: A token as identifiers are written: letters and digits, joined by ``-``, ``_``,
+#: ``.``, ``/`` or ``#`` ("INV-96456", "v2.3.1", "AB12/7").
+_TOKEN = re.compile(r"[^\W_](?:[\w\-./#]*[^\W_])?")
+
+
+def _tokens_and_parts(text: str) -> set[str]:
+    """``text``'s tokens (casefolded), and the parts of each between its separators."""
+    tokens = {t.casefold() for t in _TOKEN.findall(text)}
+    return tokens | {p for t in tokens for p in _SEPARATORS.split(t) if p}
+
+
+_SEPARATORS = re.compile(r"[\-./#]")
+
+
+def identifiers(query: str) -> set[str]:
+    """The tokens of ``query`` that read as identifiers (casefolded): a number of five
+    digits or more ("96456"), or letters and at least two digits in five characters or
+    more ("INV-96456", "A1B2C3", "COVID-19"). Not a year ("2023"), a date ("7/5/2023"),
+    a time ("10am") or a short code ("MP3"): those a question names for their meaning,
+    which the embedding model reads as well as BM25 does."""
+    found = set()
+    for token in _TOKEN.findall(query):
+        digits = sum(c.isdigit() for c in token)
+        has_letter = any(c.isalpha() for c in token)
+        if len(token) >= 5 and (token.isdigit() or (has_letter and digits >= 2)):
+            found.add(token.casefold())
+    return found
+
 
 def _order(score: float, cosine: float | None, record_id: str) -> tuple[float, float, str]:
     """Sort key of a ranked memory: the higher score first; on an exact tie (common in
@@ -198,6 +231,7 @@ def fuse(
     dense: Sequence[Ranked],
     cfg: RetrievalConfig,
     unembedded: Collection[str] = (),
+    exact: Collection[str] = (),
 ) -> list[Candidate]:
     """Reciprocal-rank fusion: score = sum of weight / (k + rank) over the retrievers.
 
@@ -211,7 +245,14 @@ def fuse(
     returns) failed until the worker embedded it. A hit
     that has a vector but ranks beyond the dense list's depth gets nothing: there the
     dense retriever did judge it, and judged it worse. Once embedded, a memory takes
-    its true dense rank."""
+    its true dense rank.
+
+    ``exact``: keyword hits holding an identifier the query names (``exact_hits``: an
+    order, ticket or invoice number). The dense term of their lexical rank, when it
+    is more than their own: an embedding model barely tells "INV-96456" from
+    "INV-57541", so its rank says nothing there, and a search for a code answered with
+    its memory first while the memory waited for its vector (the rule above), then
+    ranked it 2nd to 8th once the vector was stored (a review: 8 of 20 codes)."""
     # One dict of [score, lexical rank, dense rank, cosine] per id: this runs on every
     # search over up to 2 x ``candidates`` ids, so it does one lookup per ranked id.
     k = cfg.rrf_k
@@ -229,6 +270,11 @@ def fuse(
         held = fused.get(memory_id)
         if held is not None and held[1] is not None and held[2] is None:
             held[0] += cfg.dense_weight / (k + held[1])
+    for memory_id in exact:
+        held = fused.get(memory_id)
+        if held is not None and held[1] is not None and (held[2] is None or held[2] > held[1]):
+            own = 0.0 if held[2] is None else cfg.dense_weight / (k + held[2])
+            held[0] += cfg.dense_weight / (k + held[1]) - own
     ordered = sorted(fused.items(), key=lambda kv: _order(kv[1][0], kv[1][3], kv[0]))
     return [Candidate(i, *entry) for i, entry in ordered]
 
@@ -362,7 +408,8 @@ class HybridRetriever:
             missing = [i for i in ids if i not in in_dense and i not in unembedded]
             unembedded |= self._without_vectors(flt, missing, len(vector))  # and after
             unembedded -= in_dense  # embedded meanwhile, and ranked
-        fused = fuse(lexical, dense, cfg, unembedded)
+        exact = self._exact_hits(flt, query, lexical) if dense else set()
+        fused = fuse(lexical, dense, cfg, unembedded - exact, exact)
         if min_score is not None and vector is not None:  # (no vector: refused above)
             if unembedded:
                 fused = self._with_cosines_of_unembedded(flt, fused, unembedded, vector)
@@ -407,6 +454,21 @@ class HybridRetriever:
         if cfg.neighbour_weight or cfg.session_weight:
             hits = conversational_rerank(hits, cfg)
         return by_source(hits)
+
+    def _exact_hits(self, flt: Filter, query: str, lexical: Sequence[Ranked]) -> set[str]:
+        """The best keyword hits (``EXACT_DEPTH``) whose text holds one of the query's
+        identifiers (:func:`identifiers`), any case, as a token or a part of one ("96456"
+        is in "INV-96456"); none (and no read) for a query that names no identifier, as
+        nearly every question does."""
+        wanted = identifiers(query)
+        if not wanted or not lexical:
+            return set()
+        ids = [r.id for r in lexical[:EXACT_DEPTH]]
+        return {
+            r.id
+            for r in self.store.get_many(flt.scope.tenant, ids)
+            if not wanted.isdisjoint(_tokens_and_parts(r.text))
+        }
 
     def _scan_while_embedding(
         self,
