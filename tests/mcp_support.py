@@ -3,8 +3,10 @@ results read back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -69,27 +71,30 @@ MCP_HEADERS = {
 
 
 @contextmanager
-def mcp_over_http(db: Path) -> Iterator[str]:
-    """``contextos mcp --transport streamable-http`` on ``db`` (hash embedder, no rate
-    limit), its base URL once it answers; stopped at the end."""
+def mcp_over_http(db: Path, *options: str, stderr: Path | None = None) -> Iterator[str]:
+    """``contextos mcp --transport streamable-http`` on ``db`` (hash embedder; ``options``
+    added to its command, no rate limit when none are given; its stderr written to
+    ``stderr`` when given), its base URL once it listens; stopped at the end. Readiness
+    is a TCP connect, not a request: a request without a key would count as a failed
+    authentication against the limits a test sets."""
     port = free_port()
     cmd = [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
-    cmd += ["--port", str(port), "--rate", "0"]
+    cmd += ["--port", str(port), *(options or ("--rate", "0"))]
     env = {**os.environ, "PYTHONPATH": SRC}
-    url = f"http://127.0.0.1:{port}"
     with (
-        reaped(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)) as proc,
-        httpx.Client(base_url=url, timeout=60) as http,
+        stderr.open("wb") if stderr is not None else contextlib.nullcontext() as err,
+        reaped(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)) as proc,
     ):
         deadline = time.monotonic() + 60
         while True:
+            assert proc.poll() is None, "the MCP server exited"
             try:
-                http.post("/mcp", json={})
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline
+            except OSError:
+                assert time.monotonic() < deadline, "the MCP server did not start"
                 time.sleep(0.1)
-        yield url
+        yield f"http://127.0.0.1:{port}"
         proc.terminate()
 
 

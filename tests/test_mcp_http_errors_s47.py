@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +30,12 @@ pytest.importorskip("mcp")
 
 from mcp.client.session import ClientSession  # noqa: E402
 
-from cli_support import reaped  # noqa: E402
-from contextos.bench.serve import free_port  # noqa: E402
 from contextos.errors import RateLimited  # noqa: E402
 from contextos.server.auth import Unauthenticated  # noqa: E402
 from contextos.server.bodylimit import BodyLimitMiddleware  # noqa: E402
 from contextos.server.gate import error_messages  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
-from mcp_support import CLI, MCP_HEADERS, SRC  # noqa: E402
+from mcp_support import CLI, MCP_HEADERS, SRC, mcp_over_http  # noqa: E402
 
 #: The rate every key gets here: its burst of 4 requests, then one every 100 s, so the
 #: fifth request is refused however slowly the test runs.
@@ -49,33 +45,6 @@ RATE = ("--rate", "0.01", "--burst", "4", "--max-body-bytes", "20000")
 def _keys(db: Path, *tenants: str) -> list[str]:
     with KeyStore(str(db)) as store:
         return [store.create(t).secret for t in tenants]
-
-
-@contextmanager
-def _mcp_server(db: Path, log: Path, *extra: str) -> Iterator[str]:
-    """``contextos mcp --transport streamable-http`` on ``db``: its ``/mcp`` URL."""
-    import socket
-    import time
-
-    port = free_port()
-    cmd = [*CLI, "mcp", "--db", str(db), "--embedder", "hash", "--transport", "streamable-http"]
-    cmd += ["--port", str(port), *extra]
-    env = {**os.environ, "PYTHONPATH": SRC}
-    with log.open("wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    with reaped(proc):
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the MCP server did not start"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _innermost(exc: BaseException) -> BaseException:
@@ -134,7 +103,8 @@ async def _client_errors(url: str, bad_key: str, key: str) -> dict[str, Any]:
 def test_the_official_client_reads_which_refusal_it_got(tmp_path: Path) -> None:
     db = tmp_path / "mcp.db"
     key, other, third = _keys(db, "acme", "beta", "gamma")
-    with _mcp_server(db, tmp_path / "stderr.txt", *RATE) as url:
+    with mcp_over_http(db, *RATE, stderr=tmp_path / "stderr.txt") as base:
+        url = f"{base}/mcp"
 
         async def scenario() -> dict[str, Any]:
             with anyio.fail_after(120):
@@ -255,7 +225,8 @@ def test_http_answers_json_that_is_not_json_rpc_as_stdio_does(tmp_path: Path) ->
     db = tmp_path / "mcp.db"
     [key] = _keys(db, "acme")
     lines = [line for line, _ in NOT_JSON_RPC]
-    with _mcp_server(db, tmp_path / "stderr.txt", "--rate", "0") as url:
+    with mcp_over_http(db, stderr=tmp_path / "stderr.txt") as base:
+        url = f"{base}/mcp"
         head = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
         over_http = [httpx.post(url, content=line, headers=head, timeout=30) for line in lines]
         ping = httpx.post(url, json={"jsonrpc": "2.0", "id": 9, "method": "ping"}, headers=head)

@@ -36,12 +36,12 @@ from contextos.providers import wrap  # noqa: E402
 from contextos.providers.base import CallRecord  # noqa: E402
 from contextos.testing.fake_anthropic import (  # noqa: E402
     AnthropicUsage,
-    FakeAnthropic,
     message_start,
 )
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 from contextos.types import Message, ToolCall  # noqa: E402
+from sdk_support import fake_and_client  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -55,16 +55,19 @@ def provider(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def fake(provider: str) -> Iterator[Any]:
-    with FakeAnthropic() if provider == "anthropic" else FakeOpenAI() as server:
-        yield server
+def fake_client(provider: str) -> Iterator[tuple[Any, Any]]:
+    with fake_and_client(provider) as pair:
+        yield pair
 
 
 @pytest.fixture
-def client(provider: str, fake: Any) -> Iterator[Any]:
-    sdk = anthropic.Anthropic if provider == "anthropic" else openai.OpenAI
-    with sdk(base_url=fake.base_url, api_key="t", max_retries=0) as c:
-        yield c
+def fake(fake_client: tuple[Any, Any]) -> Any:
+    return fake_client[0]
+
+
+@pytest.fixture
+def client(fake_client: tuple[Any, Any]) -> Any:
+    return fake_client[1]
 
 
 def _stream(client: Any, provider: str, question: str) -> Any:

@@ -299,17 +299,7 @@ class _Core:
         acc = self.adapter.accumulator()
 
         def done(recorded: Callable[[], None]) -> None:
-            try:
-                record = _stream_record(self.adapter.name, model, acc, started, prefix, prepared)
-            except Exception:  # noqa: BLE001 - the call was made and billed: record it
-                log.exception(
-                    "%s: reading a streamed reply failed; the call is recorded with its "
-                    "usage, as incomplete and with no reply, and its question remembered",
-                    self.adapter.name,
-                )
-                record = _unread_stream_record(
-                    self.adapter.name, model, acc, started, prefix, prepared
-                )
+            record = _stream_record(self.adapter.name, model, acc, started, prefix, prepared)
             self._finish(prepared, record, recorded)
 
         return instrument(
@@ -503,50 +493,36 @@ def _stream_record(
     prepared: Prepared | None,
 ) -> CallRecord:
     """The record of a stream as far as it got; whole when the protocol said it ended
-    (``acc.finished``), however the caller's iteration ended."""
-    return CallRecord(
-        provider,
-        model,
-        acc.usage(),
-        acc.reply(),
-        True,
-        time.perf_counter() - started,
-        prefix,
-        prepared.logged if prepared else (),
-        getattr(acc, "message_id", None),
-        acc.finished,
-        _extra(acc),
-    )
+    (``acc.finished``), however the caller's iteration ended.
 
-
-def _unread_stream_record(
-    provider: str,
-    model: str,
-    acc: StreamAccumulator,
-    started: float,
-    prefix: str,
-    prepared: Prepared | None,
-) -> CallRecord:
-    """The record of a stream whose reply could not be read (:func:`_stream_record`
-    raised): what can still be read -- its usage, its id, what the server did to the
-    context -- with an empty reply, and incomplete, so its commit goes as a failed
-    stream's: no reply is logged, and the question is remembered.
-
-    Why: the record was lost whole. The error went on to the app's loop, the call never
-    reached ``calls`` nor ``on_call`` (its billed usage gone), and no commit ran, so the
-    question stayed in the log, never remembered (a review, s47: an Anthropic
-    ``input_json_delta`` whose ``partial_json`` was null)."""
+    A reply that cannot be read (the accumulator raises) is recorded all the same: what
+    can still be read (its usage, its id, what the server did to the context) with an
+    empty reply, incomplete, so its commit goes as a failed stream's: no reply logged,
+    the question remembered; the error is logged. Why: the record was lost whole. The
+    error went on to the app's loop, the call never reached ``calls`` nor ``on_call``
+    (its billed usage gone), and no commit ran, so the question stayed in the log, never
+    remembered (a review, s47: an Anthropic ``input_json_delta`` whose ``partial_json``
+    was null; the accumulators read that now)."""
+    try:
+        reply, complete = acc.reply(), acc.finished
+    except Exception:  # noqa: BLE001 - the call was made and billed: record it
+        log.exception(
+            "%s: reading a streamed reply failed; the call is recorded with its usage, "
+            "as incomplete and with no reply, and its question remembered",
+            provider,
+        )
+        reply, complete = Message("assistant", ""), False
     return CallRecord(
         provider,
         model,
         _or_else("usage", acc.usage, Usage()),
-        Message("assistant", ""),
+        reply,
         True,
         time.perf_counter() - started,
         prefix,
         prepared.logged if prepared else (),
         _or_else("id", lambda: getattr(acc, "message_id", None), None),
-        False,
+        complete,
         _or_else("server context report", lambda: _extra(acc), {}),
     )
 
