@@ -70,6 +70,19 @@ MCP_HEADERS = {
 }
 
 
+#: The ``initialize`` request a raw client sends first (stdio lines, HTTP bodies).
+RAW_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+
+
 @contextmanager
 def mcp_over_http(db: Path, *options: str, stderr: Path | None = None) -> Iterator[str]:
     """``contextos mcp --transport streamable-http`` on ``db`` (hash embedder; ``options``

@@ -37,6 +37,25 @@ def fake_and_client(provider: str, **fake_options: Any) -> Iterator[tuple[Any, A
         yield fake, client
 
 
+@contextmanager
+def one_connection_client(provider: str, base_url: str, pool_timeout: float) -> Iterator[Any]:
+    """The real SDK client of ``provider`` at ``base_url`` with a pool of one connection,
+    waiting ``pool_timeout`` seconds at most for it (a connection never given back shows
+    as the SDK's timeout), without retries."""
+    import pytest
+
+    sdk: Any = pytest.importorskip(provider)
+    http = pytest.importorskip("httpx2" if provider == "anthropic" else "httpx")
+    limits = http.Limits(max_connections=1, max_keepalive_connections=1)
+    with sdk.DefaultHttpxClient(limits=limits) as pool:
+        client_class = sdk.Anthropic if provider == "anthropic" else sdk.OpenAI
+        timeout = sdk.Timeout(10.0, pool=pool_timeout)
+        with client_class(
+            base_url=base_url, api_key="t", max_retries=0, timeout=timeout, http_client=pool
+        ) as client:
+            yield client
+
+
 def sent_by_sdk(provider: str, body: dict[str, Any]) -> dict[str, Any]:
     """``body`` sent by the real SDK of ``provider`` to its loopback fake: the request the
     fake received (it refuses a malformed one, so the call must succeed)."""

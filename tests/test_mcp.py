@@ -23,7 +23,7 @@ from contextos.bench.serve import free_port  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from mcp_support import payload, stdio_call  # noqa: E402
+from mcp_support import RAW_INITIALIZE, payload, stdio_call  # noqa: E402
 
 CLI = [sys.executable, "-c", "from contextos.cli.main import main; main()"]
 TOOLS = {
@@ -340,18 +340,6 @@ def test_streamable_http_keeps_no_sessions_so_one_key_cannot_lock_out_others(
     assert b"Traceback" not in err
 
 
-_RAW_INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
-
-
 def _stdio_answers(db: Path, key: str, lines: list[bytes], n: int) -> tuple[list[Any], int, bytes]:
     """Write raw lines to a ``contextos mcp`` process, as a client that sends what it
     likes would, and read ``n`` answers (a missing answer fails the test, not hangs it);
@@ -361,7 +349,7 @@ def _stdio_answers(db: Path, key: str, lines: list[bytes], n: int) -> tuple[list
     from concurrent.futures import ThreadPoolExecutor
 
     head = [
-        json.dumps(_RAW_INITIALIZE).encode(),
+        json.dumps(RAW_INITIALIZE).encode(),
         b'{"jsonrpc":"2.0","method":"notifications/initialized"}',
     ]
     with reaped(
@@ -397,7 +385,7 @@ def test_stdio_answers_every_request_sent_before_stdin_closed(tmp_path: Path) ->
     db = tmp_path / "mcp.db"
     [key] = _keys(db, "acme")
     head = [
-        json.dumps(_RAW_INITIALIZE),
+        json.dumps(RAW_INITIALIZE),
         '{"jsonrpc":"2.0","method":"notifications/initialized"}',
     ]
     calls = [
@@ -472,7 +460,7 @@ def test_stdio_counts_cancels_at_eof_as_the_sdk_reads_them(
         "params": {"requestId": cancel_id},
     }
     lines = [
-        _RAW_INITIALIZE,
+        RAW_INITIALIZE,
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         add,
         cancel,
@@ -981,16 +969,7 @@ def test_stdio_client_gone_mid_call_exits_cleanly(tmp_path: Path) -> None:
         call = {"name": "add_memory", "arguments": args}
         return json.dumps({"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": call})
 
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
+    initialize = RAW_INITIALIZE
     log = tmp_path / "stderr.txt"
     with (
         log.open("wb") as err,

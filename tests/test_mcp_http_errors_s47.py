@@ -35,7 +35,7 @@ from contextos.server.auth import Unauthenticated  # noqa: E402
 from contextos.server.bodylimit import BodyLimitMiddleware  # noqa: E402
 from contextos.server.gate import error_messages  # noqa: E402
 from contextos.server.keys import KeyStore  # noqa: E402
-from mcp_support import CLI, MCP_HEADERS, SRC, mcp_over_http  # noqa: E402
+from mcp_support import CLI, MCP_HEADERS, RAW_INITIALIZE, SRC, mcp_over_http  # noqa: E402
 
 #: The rate every key gets here: its burst of 4 requests, then one every 100 s, so the
 #: fifth request is refused however slowly the test runs.
@@ -198,17 +198,7 @@ NOT_JSON_RPC: list[tuple[bytes, str | int | None]] = [
 
 def _stdio_answers(db: Path, key: str, lines: list[bytes]) -> list[dict[str, Any]]:
     """The error answers ``contextos mcp`` over stdio gives ``lines`` (after initialize)."""
-    init = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    text = b"\n".join([json.dumps(init).encode(), *lines]) + b"\n"
+    text = b"\n".join([json.dumps(RAW_INITIALIZE).encode(), *lines]) + b"\n"
     env = {**os.environ, "PYTHONPATH": SRC, "CONTEXTOS_API_KEY": key}
     done = subprocess.run(
         [*CLI, "mcp", "--db", str(db), "--embedder", "hash"],

@@ -41,7 +41,7 @@ from contextos.testing.fake_anthropic import (  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 from contextos.types import Message, ToolCall  # noqa: E402
-from sdk_support import fake_and_client  # noqa: E402
+from sdk_support import fake_and_client, one_connection_client  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -256,16 +256,8 @@ def test_a_malformed_data_line_raises_provider_error(
 @pytest.fixture
 def one_connection(provider: str, fake: Any) -> Iterator[Any]:
     """The SDK client with a pool of one connection, waiting 1 s at most for it."""
-    sdk = anthropic if provider == "anthropic" else openai
-    http = pytest.importorskip("httpx2" if provider == "anthropic" else "httpx")
-    limits = http.Limits(max_connections=1, max_keepalive_connections=1)
-    with sdk.DefaultHttpxClient(limits=limits) as pool:
-        client_class = sdk.Anthropic if provider == "anthropic" else sdk.OpenAI
-        timeout = sdk.Timeout(10.0, pool=1.0)
-        with client_class(
-            base_url=fake.base_url, api_key="t", max_retries=0, timeout=timeout, http_client=pool
-        ) as c:
-            yield c
+    with one_connection_client(provider, fake.base_url, pool_timeout=1.0) as client:
+        yield client
 
 
 @pytest.mark.usefixtures("no_gc")

@@ -26,6 +26,7 @@ from contextos.providers import wrap  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
 from contextos.types import Message  # noqa: E402
+from sdk_support import one_connection_client  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -47,16 +48,8 @@ def fake(provider: str) -> Iterator[Any]:
 @pytest.fixture
 def one_connection(provider: str, fake: Any) -> Iterator[Any]:
     """The SDK client with a pool of one connection, waiting 0.5 s at most for it."""
-    sdk = anthropic if provider == "anthropic" else openai
-    http = pytest.importorskip("httpx2" if provider == "anthropic" else "httpx")
-    limits = http.Limits(max_connections=1, max_keepalive_connections=1)
-    with sdk.DefaultHttpxClient(limits=limits) as pool:
-        client_class = sdk.Anthropic if provider == "anthropic" else sdk.OpenAI
-        timeout = sdk.Timeout(10.0, pool=0.5)
-        with client_class(
-            base_url=fake.base_url, api_key="t", max_retries=0, timeout=timeout, http_client=pool
-        ) as client:
-            yield client
+    with one_connection_client(provider, fake.base_url, pool_timeout=0.5) as client:
+        yield client
 
 
 def _enqueue(provider: str, fake: Any, text: str = LONG) -> None:
