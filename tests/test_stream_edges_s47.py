@@ -191,35 +191,18 @@ def test_tool_call_arguments_sent_as_an_object_are_logged_as_json(
 def _malformed(provider: str) -> FakeResponse:
     """A reply's first text ("Hel"), then a data line cut mid-JSON."""
     if provider == "anthropic":
-        return FakeResponse(
-            events=[
-                SSEEvent(
-                    event="message_start",
-                    data=json.dumps(message_start("msg_1", MODEL, AnthropicUsage(30, 1))),
-                ),
-                SSEEvent(
-                    event="content_block_start",
-                    data=json.dumps(
-                        {
-                            "type": "content_block_start",
-                            "index": 0,
-                            "content_block": {"type": "text", "text": ""},
-                        }
-                    ),
-                ),
-                SSEEvent(
-                    event="content_block_delta",
-                    data=json.dumps(
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "text_delta", "text": "Hel"},
-                        }
-                    ),
-                ),
-                SSEEvent(event="content_block_delta", data='{"type": "content_block_delta", "ind'),
-            ]
+        block = {"type": "text", "text": ""}
+        text = {"type": "text_delta", "text": "Hel"}
+        whole = _anthropic_events(
+            ("message_start", message_start("msg_1", MODEL, AnthropicUsage(30, 1))),
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": block},
+            ),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": text}),
         )
+        cut = SSEEvent(event="content_block_delta", data='{"type": "content_block_delta", "ind')
+        return FakeResponse(events=[*whole.events, cut])
     good = {**CHUNK, "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}
     return FakeResponse(
         events=[SSEEvent(data=json.dumps(good)), SSEEvent(data='{"id": "c1", "choices": [{"ind')]

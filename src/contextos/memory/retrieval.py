@@ -183,13 +183,14 @@ EXACT_DEPTH = 20
 _TOKEN = re.compile(r"[^\W_](?:[\w\-./#]*[^\W_])?")
 
 
+#: What joins the parts of an identifier ("INV-96456" holds "96456").
+_SEPARATORS = re.compile(r"[\-./#]")
+
+
 def _tokens_and_parts(text: str) -> set[str]:
     """``text``'s tokens (casefolded), and the parts of each between its separators."""
     tokens = {t.casefold() for t in _TOKEN.findall(text)}
     return tokens | {p for t in tokens for p in _SEPARATORS.split(t) if p}
-
-
-_SEPARATORS = re.compile(r"[\-./#]")
 
 
 def identifiers(query: str) -> set[str]:
@@ -247,8 +248,8 @@ def fuse(
     dense retriever did judge it, and judged it worse. Once embedded, a memory takes
     its true dense rank.
 
-    ``exact``: keyword hits holding an identifier the query names (``exact_hits``: an
-    order, ticket or invoice number). The dense term of their lexical rank, when it
+    ``exact``: keyword hits holding an identifier the query names (an order, ticket or
+    invoice number: ``HybridRetriever._exact_hits``). The dense term of their lexical rank, when it
     is more than their own: an embedding model barely tells "INV-96456" from
     "INV-57541", so its rank says nothing there, and a search for a code answered with
     its memory first while the memory waited for its vector (the rule above), then
