@@ -9,6 +9,23 @@ Misuse of the API (wrong types, contradictory arguments) raises the builtin
 
 from __future__ import annotations
 
+#: The most characters of a refused value an error message quotes (:func:`quoted`).
+QUOTED_CHARS = 100
+
+
+def quoted(text: str, limit: int = QUOTED_CHARS, *, as_repr: bool = True) -> str:
+    """``text`` as an error message quotes it: whole (as ``repr`` unless ``as_repr`` is
+    false), or for a text over ``limit`` characters its first ``limit``, an ellipsis and
+    its length (``'9999…' (900,000 characters)``).
+
+    Why: a refused value was echoed whole, so a 900 KB time argument got a 900 KB
+    error, in the library, the HTTP API's 422 and MCP alike (a review). The one rule
+    for every message that quotes what a caller sent."""
+    if len(text) <= limit:
+        return repr(text) if as_repr else text
+    head = text[:limit] + "…"
+    return f"{repr(head) if as_repr else head} ({len(text):,} characters)"
+
 
 class ContextosError(Exception):
     """Root of every error contextos raises on purpose."""

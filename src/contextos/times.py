@@ -14,6 +14,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import overload
 
+from .errors import quoted
+
 #: The first and last instants a time may take.
 MIN_TIME = datetime.min.replace(tzinfo=UTC)
 MAX_TIME = datetime.max.replace(tzinfo=UTC)  # 9999-12-31T23:59:59.999999
@@ -25,20 +27,6 @@ MAX_TIME = datetime.max.replace(tzinfo=UTC)  # 9999-12-31T23:59:59.999999
 MIN_EPOCH = MIN_TIME.timestamp()
 MAX_EPOCH = MAX_TIME.timestamp()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-#: The most characters of a refused value an error message quotes (:func:`quoted`).
-QUOTED_CHARS = 100
-
-
-def quoted(value: str, limit: int = QUOTED_CHARS) -> str:
-    """``value`` as an error message quotes it: ``repr(value)``, or for a value over
-    ``limit`` characters its first ``limit`` and its length (``'9999…' (900,000
-    characters)``). Why: a refused value was echoed whole, so a 900 KB time argument
-    got a 900 KB error, in the library, the HTTP API's 422 and MCP alike (a review)."""
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit] + '…'!r} ({len(value):,} characters)"
 
 
 def utc(value: object, name: str = "time") -> datetime:

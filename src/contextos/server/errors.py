@@ -35,8 +35,8 @@ from ..errors import (
     ScopeError,
     StoreError,
     StoreFault,
+    quoted,
 )
-from ..times import QUOTED_CHARS
 from .auth import Forbidden, Unauthenticated
 from .bodylimit import PayloadTooLarge
 
@@ -178,11 +178,6 @@ BRANCH = "branch:"
 DESCRIBED_CHARS = 500
 
 
-def _cut(text: str, limit: int) -> str:
-    """``text``, or its first ``limit`` characters and its length when longer."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
-
-
 def describe(errors: Iterable[Mapping[str, Any]]) -> str:
     """One readable line per validation problem: ``body.limit: must be <= 100``. The
     path leaves out the label of the union branch a value was validated as
@@ -190,14 +185,14 @@ def describe(errors: Iterable[Mapping[str, Any]]) -> str:
     and a check's own message is given as it is (pydantic's ``Value error, `` left out).
 
     Each part of the path (an unknown key's name) is cut to its first
-    :data:`~contextos.times.QUOTED_CHARS` characters and each message to
+    :data:`~contextos.errors.QUOTED_CHARS` characters and each message to
     :data:`DESCRIBED_CHARS`, saying how long they were: a 900,000-character key was
     echoed whole, a 900 KB 422 or tool error (a review)."""
     parts = []
     for err in list(errors)[:5]:
         loc = err.get("loc", ())
         where = ".".join(
-            _cut(str(p), QUOTED_CHARS)
+            quoted(str(p), as_repr=False)
             for p in loc
             if not (isinstance(p, str) and p.startswith(BRANCH))
         )
@@ -205,7 +200,7 @@ def describe(errors: Iterable[Mapping[str, Any]]) -> str:
         cause = (err.get("ctx") or {}).get("error")
         if err.get("type") == "value_error" and cause is not None and str(cause):
             msg = str(cause)
-        msg = _cut(str(msg), DESCRIBED_CHARS)
+        msg = quoted(str(msg), DESCRIBED_CHARS, as_repr=False)
         # A model's own check (a model validator) has no path when the model is not a
         # body: MCP arguments (schemas.parse). Its message alone, not ": message".
         parts.append(f"{where}: {msg}" if where else msg)
