@@ -1769,7 +1769,7 @@ class SessionContext:
 
         A reply with nothing in it (no text, no tool call, no metadata such as a
         compaction block) is not logged: sent back, it would be an empty turn,
-        which the API refuses. A reply whose stream was cut or abandoned
+        which the API refuses; the question it followed is remembered. A reply whose stream was cut or abandoned
         (``call.complete`` False) is logged with ``"complete": False`` in its
         metadata -- it is what the user saw -- but it is no answer: it is not
         remembered, and later calls leave it out of the conversation
@@ -1803,9 +1803,10 @@ class SessionContext:
         anchor = self._anchors.pop(id(prepared), None)
         reply = call.reply
         if reply is not None and not (reply.content or reply.tool_calls or reply.metadata):
-            reply = None  # nothing to log; a stream stopped before any text says so
-        if reply is None and call.complete:
-            return
+            # Nothing to log (a stream stopped before any text, a model that answered
+            # nothing); the question is remembered all the same: a complete empty reply
+            # returned here, and "I am vegetarian" never reached memory (a review).
+            reply = None
         session = self.session
         if session is None:
             anchor = None  # no log: nothing to follow

@@ -1,0 +1,80 @@
+"""A model that answers with nothing (a complete reply with no text: an empty OpenAI
+message, an Anthropic reply whose only text is empty) does not make the wrapper forget
+what the user said.
+
+Why: the question was said whole, as it is when a stream is cut (that question is
+remembered), but a complete empty reply returned before anything was remembered, so
+"I am vegetarian" was in the session's log and never in memory (a review). The
+app's retry of the question remembers it no second time.
+
+Real SDK clients against the loopback fakes, a real SQLite memory file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+from contextos import Memory  # noqa: E402
+from contextos.providers import wrap  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
+from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+
+QUESTION = "I am vegetarian, please keep that in mind"
+
+
+def _said(wrapped: Any, memory: Memory) -> list[str]:
+    wrapped.flush()  # the call's commit runs after the reply is returned
+    memory.flush()
+    return [r.text for r in memory.get_all(user_id="ana")]
+
+
+def _ask_anthropic(wrapped: Any, *, stream: bool) -> str:
+    messages = [{"role": "user", "content": QUESTION}]
+    if stream:
+        with wrapped.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=messages) as s:
+            return "".join(s.text_stream)
+    reply = wrapped.messages.create(model="claude-sonnet-4", max_tokens=64, messages=messages)
+    return "".join(getattr(block, "text", "") for block in reply.content)
+
+
+def _ask_openai(wrapped: Any, *, stream: bool) -> str:
+    messages = [{"role": "user", "content": QUESTION}]
+    if stream:
+        chunks = wrapped.chat.completions.create(
+            model="gpt-4.1-mini", messages=messages, stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reply = wrapped.chat.completions.create(model="gpt-4.1-mini", messages=messages)
+    return reply.choices[0].message.content or ""
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_empty_anthropic_reply_keeps_the_question(
+    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory, stream: bool
+) -> None:
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    fake_anthropic.enqueue_reply("", AnthropicUsage(12, 0), stream=stream)
+    assert _ask_anthropic(wrapped, stream=stream) == ""
+    assert _said(wrapped, memory) == [QUESTION]
+    # the app asks again; the answer comes, and the question is in memory once
+    fake_anthropic.enqueue_reply("Noted: no meat.", AnthropicUsage(12, 5), stream=stream)
+    assert _ask_anthropic(wrapped, stream=stream) == "Noted: no meat."
+    assert sorted(_said(wrapped, memory)) == sorted([QUESTION, "Noted: no meat."])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_an_empty_openai_reply_keeps_the_question(
+    fake_openai: FakeOpenAI, openai_client: Any, memory: Memory, stream: bool
+) -> None:
+    wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
+    fake_openai.enqueue_reply("", OpenAIUsage(12, 0), stream=stream)
+    assert _ask_openai(wrapped, stream=stream) == ""
+    assert _said(wrapped, memory) == [QUESTION]
+    fake_openai.enqueue_reply("Noted: no meat.", OpenAIUsage(12, 5), stream=stream)
+    assert _ask_openai(wrapped, stream=stream) == "Noted: no meat."
+    assert sorted(_said(wrapped, memory)) == sorted([QUESTION, "Noted: no meat."])
