@@ -36,7 +36,8 @@ def _said(wrapped: Any, memory: Memory) -> list[str]:
 def _ask_anthropic(wrapped: Any, *, stream: bool) -> str:
     messages = [{"role": "user", "content": QUESTION}]
     if stream:
-        with wrapped.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=messages) as s:
+        asked = wrapped.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=messages)
+        with asked as s:
             return "".join(s.text_stream)
     reply = wrapped.messages.create(model="claude-sonnet-4", max_tokens=64, messages=messages)
     return "".join(getattr(block, "text", "") for block in reply.content)

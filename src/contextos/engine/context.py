@@ -1769,11 +1769,11 @@ class SessionContext:
 
         A reply with nothing in it (no text, no tool call, no metadata such as a
         compaction block) is not logged: sent back, it would be an empty turn,
-        which the API refuses; the question it followed is remembered. A reply whose stream was cut or abandoned
-        (``call.complete`` False) is logged with ``"complete": False`` in its
-        metadata -- it is what the user saw -- but it is no answer: it is not
-        remembered, and later calls leave it out of the conversation
-        (:func:`in_conversation`), so the app's retry of the question is
+        which the API refuses; the question it followed is remembered. A reply
+        whose stream was cut or abandoned (``call.complete`` False) is logged with
+        ``"complete": False`` in its metadata -- it is what the user saw -- but it is
+        no answer: it is not remembered, and later calls leave it out of the
+        conversation (:func:`in_conversation`), so the app's retry of the question is
         recognised as a retry and the fragment is never sent back. The question is
         remembered all the same: it was said whole (a "stop" button, a closed tab
         lost "I am vegetarian" with the recipe cut after it; a review), and once only:
