@@ -1056,6 +1056,7 @@ class _Split:
     history: tuple[Item, ...]
     newest: str | None
     logged: tuple[Message, ...] = ()
+    logged_seqs: tuple[int, ...] = ()  # the seq of each of ``logged``
     #: The newest turn the call follows, this call's own where it logged any: its commit
     #: logs and remembers nothing once the log lost it (``SessionContext._commit``).
     anchor: TurnPrint | None = None
@@ -1346,13 +1347,15 @@ class SessionContext:
             prefill=prefill,
         )
         _check_newest_turn(window, question, history, split.newest)
-        logged, anchor = split.logged, split.anchor
+        logged, seqs, anchor = split.logged, split.logged_seqs, split.anchor
         if question is not None and self.session is not None and not split.parts.retry:
             # durable before the call, once it fits
             [asked] = self.session.add(_strip_wire(question))
-            logged += (asked.message,)
+            logged, seqs = logged + (asked.message,), seqs + (asked.seq,)
             anchor = turn_print(asked)
-        prepared = Prepared(window, model, question, logged, resent=split.parts.resent)
+        prepared = Prepared(
+            window, model, question, logged, resent=split.parts.resent, logged_seqs=seqs
+        )
         if anchor is not None:  # for its commit; dropped with the Prepared if none comes
             self._anchors[id(prepared)] = anchor
             weakref.finalize(prepared, self._anchors.pop, id(prepared), None)
@@ -1412,7 +1415,7 @@ class SessionContext:
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
             return _Split(parts, items, items[-1].key if items else None)
-        logged = tuple(t.message for t in added)
+        logged, logged_seqs = tuple(t.message for t in added), tuple(t.seq for t in added)
         # A call without a question (tool results) sends the open loop's thinking:
         # compaction costs it too (``open_loop``).
         open_loop = parts.question is None and parts.prefill is None
@@ -1435,7 +1438,8 @@ class SessionContext:
         items = turn_items(turns, state, self.tokenizer)
         anchor = turn_print(added[-1]) if added else self._own_last(prints)
         newest = f"turn:{end}" if kept else None
-        return _Split(parts, items, newest, logged, anchor, state, shown_turns(read, state))
+        shown = shown_turns(read, state)
+        return _Split(parts, items, newest, logged, logged_seqs, anchor, state, shown)
 
     def _own_last(self, prints: Sequence[TurnPrint]) -> TurnPrint | None:
         """The log's last turn when this context's user logged it, else None: the anchor
@@ -1764,8 +1768,8 @@ class SessionContext:
         self._committer.wait()
 
     def _commit(self, prepared: Prepared, call: CallRecord) -> None:
-        """Log the reply; remember the question, and the reply when it came whole (and
-        the reply the app kept in place of a logged one: :meth:`_kept_reply`).
+        """Log the reply; remember the question, the reply when it came whole, and what
+        the call logged beside its question (:meth:`_said_beside`).
 
         A reply with nothing in it (no text, no tool call, no metadata such as a
         compaction block) is not logged: sent back, it would be an empty turn,
@@ -1819,10 +1823,13 @@ class SessionContext:
             if anchor is not None
             else None
         )
+        beside = self._said_beside(prepared)
         if answer is not None and not call.complete and COMPLETE_KEY not in answer.metadata:
             # A cut reply reported after its retry's whole answer (a request cancelled
             # while its stream's read was blocked): logged at the end, it read as the
-            # answer's sequel (a review). The question has its answer: nothing to add.
+            # answer's sequel (a review). The question has its answer; what this call
+            # logged beside it is this call's to remember.
+            self._unwrite_if_erased(anchor, self._remember(*beside))
             return
         answered = answer is not None
         reply_seq: int | None = None
@@ -1837,33 +1844,37 @@ class SessionContext:
                     return  # erased since the read above: nothing was logged
         question, asked = (None, None) if answered else self._question_of(prepared, anchor)
         whole = reply if call.complete and self.remember_replies else None
-        kept = self._kept_reply(prepared, anchor)
-        remembered = self._remember(kept, (question, asked), (whole, reply_seq))
+        remembered = self._remember(*beside, (question, asked), (whole, reply_seq))
         if anchor is not None:
             self._forget_cut_branch(prepared, anchor, reply, reply_seq)
+        self._unwrite_if_erased(anchor, remembered)
+
+    def _unwrite_if_erased(
+        self, anchor: TurnPrint | None, remembered: Sequence[MemoryRecord]
+    ) -> None:
+        """Take ``remembered`` back out of memory when the log lost the turn the call
+        followed meanwhile (an erasure between the append and the memory writes)."""
         if anchor is not None and self._logged_turn(anchor) is None:
             self._unwrite(remembered)
 
-    def _kept_reply(
-        self, prepared: Prepared, anchor: TurnPrint | None
-    ) -> tuple[Message | None, int | None]:
-        """The reply the app kept in place of a logged one, and the seq of its turn: the
-        first turn this call logged, when it is an assistant turn that starts a branch
-        (:data:`REDO_KEY`); else nothing. Remembered by this call's commit only (a retry
-        logs it no more), so once.
+    def _said_beside(self, prepared: Prepared) -> list[tuple[Message, int]]:
+        """What this call logged beside its question, each with its seq, to be remembered
+        by this commit: the user's messages, and the assistant's when replies are
+        remembered (not tools' results, not system messages). A turn is logged
+        once, by the call that first sent it, so this remembers it once.
 
-        Why: the app kept another of ``n`` choices, or the answer it showed after a
-        double submit, and went on from it. That reply was logged and sent to the model,
-        but only the question and this call's own reply were remembered, and the branch
-        deleted the memory of the reply it replaced (:meth:`_forget_cut_branch`): memory
-        held no answer to the question at all, not even the one the user saw (a review).
-        """
-        if anchor is None or not prepared.logged or not self.remember_replies:
-            return None, None
-        first = prepared.logged[0]
-        if first.role != "assistant" or redo_of(first) is None:
-            return None, None
-        return first, anchor.seq - len(prepared.logged) + 1
+        Why: only the question and the reply were remembered. An app that sends its
+        whole history logs every message the log lacks: a resumed chat's earlier
+        messages ("My locker code is 4471."), the answer it kept of ``n`` choices, a
+        branch's turns said again after an edit or after two calls in flight (the
+        branch deleted the memories of the turns it cut, and their new copies were
+        never remembered: "My cat is called Tom." lost, a review). Under ``truncate``
+        or ``summarize`` compaction those turns then left every later window too."""
+        pairs = list(zip(prepared.logged, prepared.logged_seqs, strict=True))
+        if pairs and (prepared.question is not None or _said_before_prefill(prepared)):
+            pairs.pop()  # the question (or the message before a prefill): its own rule
+        roles = ("user", "assistant") if self.remember_replies else ("user",)
+        return [(m, seq) for m, seq in pairs if m.role in roles]
 
     def _remember(self, *said: tuple[Message | None, int | None]) -> Sequence[MemoryRecord]:
         """Add what was said (the question, the reply, each with the seq of its logged
@@ -1947,7 +1958,7 @@ class SessionContext:
         call that failed); else its reply, which goes on from a prefill that branched."""
         redo = next((r for m in prepared.logged if (r := redo_of(m)) is not None), None)
         if redo is not None:
-            return redo, anchor.seq - len(prepared.logged) + 1
+            return redo, prepared.logged_seqs[0]
         if not prepared.logged and prepared.question is not None:
             asked = self._logged_turn(anchor)
             if asked is not None and (redo := redo_of(asked.message)) is not None:

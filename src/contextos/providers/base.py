@@ -112,6 +112,8 @@ class Prepared:
     #: timeout): the new reply is logged (after the turn, marked ``redo_of``), the
     #: question is not remembered again.
     resent: bool = False
+    #: The seq of each turn of ``logged``, in its order (empty without a session).
+    logged_seqs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
