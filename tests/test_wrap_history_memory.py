@@ -95,9 +95,7 @@ def test_two_streams_read_in_the_other_order_keep_both_facts(wrapped: Any, memor
     assert said["What are my pets called?"] == 1
 
 
-def test_a_resumed_chat_remembers_the_messages_before_its_question(
-    wrapped: Any, memory: Memory
-):
+def test_a_resumed_chat_remembers_the_messages_before_its_question(wrapped: Any, memory: Memory):
     history = [
         _user("My locker code is 4471."),
         _assistant("Noted."),
