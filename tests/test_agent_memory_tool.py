@@ -176,6 +176,9 @@ def test_a_file_ending_in_long_whitespace_is_a_tool_error(tool: MemoryTool) -> N
     SDK's runner logged as a crash and sent the model as a repr (a review)."""
     msg = refused(tool, command="create", path="/memories/pad", file_text="note" + "\n" * 40_000)
     assert "ends in 40,000 characters of whitespace" in msg
+    # the limit in the unit it is checked in: 25,000 ideographic spaces are 75,000 bytes
+    msg = refused(tool, command="create", path="/memories/pad", file_text="x" + "\u3000" * 25_000)
+    assert "75,0" in msg and "at most 65,536 fit" in msg, msg
     assert tool.files.files() == []
     run(tool, command="create", path="/memories/pad", file_text="note" + "\n" * 1000)
     assert tool.files.read("/memories/pad") == "note" + "\n" * 1000  # kept exactly
@@ -390,6 +393,30 @@ def test_a_rename_stopped_partway_is_finished_by_asking_it_again(store: Store) -
     assert refused(tool, command="rename", old_path="/memories/p2", new_path="/memories/q2") == (
         "The destination /memories/q2 already exists"
     )
+
+
+@pytest.mark.parametrize("remade", ["y.md", "x.md"])
+def test_a_finished_rename_is_not_taken_for_one_stopped_partway(
+    tool: MemoryTool, memory: Memory, remade: str
+) -> None:
+    """A finished rename, one of its files deleted since and a file made under the old
+    path, has as many files at both ends as a rename stopped partway: counted, it was
+    "finished" again. The new file moved onto the path of an old one (``remade`` y.md),
+    hidden behind it, and the next edit purged its text; or the directories merged,
+    where a disk refuses (a review). Which files a rename moves is in its marks."""
+    run(tool, command="create", path="/memories/drafts/x.md", file_text="draft x v1\n")
+    run(tool, command="create", path="/memories/drafts/y.md", file_text="draft y v1\n")
+    run(tool, command="rename", old_path="/memories/drafts", new_path="/memories/archive")
+    run(tool, command="delete", path="/memories/archive/x.md")
+    run(tool, command="create", path=f"/memories/drafts/{remade}", file_text="the NEW one\n")
+    assert refused(
+        tool, command="rename", old_path="/memories/drafts", new_path="/memories/archive"
+    ) == ("The destination /memories/archive already exists")
+    assert {f.path: f.content for f in tool.files.files()} == {
+        "/memories/archive/y.md": "draft y v1\n",
+        f"/memories/drafts/{remade}": "the NEW one\n",
+    }
+    assert len(memory.get_all(user_id="ana")) == 2
 
 
 def test_rename_that_would_break_the_path_rules_moves_nothing(

@@ -22,6 +22,7 @@ or a delete removes the others.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -60,20 +61,25 @@ MOVED = "moved"
 @dataclass(frozen=True)
 class Moved:
     """What a rename records on each file it moves: the path the file was at, the
-    rename's id, and how many files that rename moves in all.
+    rename's id, how many files that rename moves in all, and which (a digest of their
+    memory ids, :func:`_members`: a file keeps its memory id when it moves).
 
     Why: each file moves in its own write, so a rename stopped partway (a killed
     process, a store error) leaves a directory split in two. The destination then
     holds only files of one rename, fewer than it moves, and the source holds the
     rest: the same rename asked again finishes the move. A rename that finished,
-    or a destination holding anything else, is refused as on a disk."""
+    or a destination holding anything else, is refused as on a disk. Which files: a
+    count alone took a finished rename, one of its files since deleted and a new file
+    made under the old path, for a rename stopped partway; the new file was moved onto
+    the path of an old one, and hidden behind it (a review)."""
 
     source: str
     move: str
     files: int
+    members: str = ""
 
     def as_metadata(self) -> dict[str, object]:
-        return {"from": self.source, "move": self.move, "files": self.files}
+        return {"from": self.source, "move": self.move, "files": self.files, "of": self.members}
 
     @classmethod
     def of(cls, record: MemoryRecord) -> Moved | None:
@@ -82,9 +88,20 @@ class Moved:
         if not isinstance(mark, dict):
             return None
         source, move, files = mark.get("from"), mark.get("move"), mark.get("files")
-        if isinstance(source, str) and isinstance(move, str) and type(files) is int:
-            return cls(source, move, files)
+        members = mark.get("of", "")
+        if (
+            isinstance(source, str)
+            and isinstance(move, str)
+            and type(files) is int
+            and isinstance(members, str)
+        ):
+            return cls(source, move, files, members)
         return None
+
+
+def _members(files: Sequence[MemoryFile]) -> str:
+    """A digest of the memory ids of ``files``, in any order: which files a rename moves."""
+    return hashlib.sha256("\n".join(sorted(f.memory_id for f in files)).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -203,13 +220,14 @@ class MemoryFiles:
         meta: dict[str, object] = {"source": SOURCE, "path": path, "tail": tail}
         if moved is not None:
             meta[MOVED] = moved.as_metadata()
-        if metadata_bytes(meta) > MAX_METADATA_BYTES:
+        if (stored := metadata_bytes(meta)) > MAX_METADATA_BYTES:
             # The trailing whitespace is kept in metadata (the text is stored stripped),
             # whose limit is in bytes of JSON ("\n" is two): a file within the size
             # above failed with the store's ValueError, not a tool error (a review).
             raise MemoryFileError(
-                f"File {path} ends in {len(tail):,} characters of whitespace; "
-                f"a memory file may end in at most about {MAX_METADATA_BYTES // 2:,}"
+                f"File {path} ends in {len(tail):,} characters of whitespace, kept in its "
+                f"metadata: {stored:,} bytes of JSON there, where at most "
+                f"{MAX_METADATA_BYTES:,} fit (a line break takes 2 bytes, U+3000 takes 3)"
             )
         return f"{path}\n{body}", meta
 
@@ -437,9 +455,10 @@ class MemoryFiles:
         # Each file is marked with where it was and which rename moved it: the same
         # rename asked again finishes a move stopped partway (see Moved).
         move = move or uuid.uuid4().hex
+        members = _members([*there, *moving])
         moves = []
         for f in moving:
-            mark = Moved(f.path, move, len(there) + len(moving))
+            mark = Moved(f.path, move, len(there) + len(moving), members)
             try:
                 target = normalize(new + f.path[len(old) :])
                 self._record(target, f.content, mark)  # its limits, before any write
@@ -464,17 +483,20 @@ def _unfinished_move(
     ``there`` at the destination and ``moving`` at the source; None when ``there``
     is not such a remainder. Every file there must carry one rename's mark, name
     its place under ``old``, and not have been written since; with the files left
-    at the source they must make up the whole move (a file made under ``old`` after
-    it, or one the rename never moved, and the destination exists)."""
+    at the source they must be exactly the files that rename moves (a file made
+    under ``old`` after it, one deleted from either side, or one the rename never
+    moved, and the destination exists)."""
     marks = [f.moved for f in there]
     first = marks[0] if marks else None
     if first is None or any(
-        m is None or (m.move, m.files) != (first.move, first.files) for m in marks
+        m is None or (m.move, m.files, m.members) != (first.move, first.files, first.members)
+        for m in marks
     ):
         return None
     if any(f.moved and f.moved.source != old + f.path[len(new) :] for f in there):
         return None
-    return first.move if len(there) + len(moving) == first.files else None
+    whole = len(there) + len(moving) == first.files
+    return first.move if whole and first.members == _members([*there, *moving]) else None
 
 
 def _stored_path(record: MemoryRecord) -> str | None:
