@@ -44,6 +44,8 @@ def test_self_editing_tools_over_mcp(tmp_path: Path) -> None:
             {"label": "human", "old_content": "Lisbon", "new_content": "Porto", **ana},
         )
         bad = await s.call_tool("core_memory_append", {"label": "mood", "content": "x", **ana})
+        missing = {"label": "human", "old_content": "Q" * 50_000, "new_content": "x", **ana}
+        long = await s.call_tool("core_memory_replace", missing)
         await s.call_tool(
             "archival_memory_insert", {"content": "Ana's flight to Porto is on 3 June.", **ana}
         )
@@ -51,6 +53,7 @@ def test_self_editing_tools_over_mcp(tmp_path: Path) -> None:
             "append": payload(append),
             "replace": payload(replace),
             "bad": (bad.is_error, _text(bad)),
+            "long": (long.is_error, _text(long)),
         }
 
     async def later(s: ClientSession) -> dict[str, Any]:
@@ -70,6 +73,12 @@ def test_self_editing_tools_over_mcp(tmp_path: Path) -> None:
     assert out1["append"]["result"] == "Core memory block 'human' is now:\nLives in Lisbon."
     assert out1["replace"]["result"].endswith("Lives in Porto.")
     assert out1["bad"][0] and "No core memory block 'mood'" in out1["bad"][1]
+    # one "Error" (the SDK's), the type, the wrappers' text; a long argument quoted cut
+    assert out1["bad"][1].startswith(
+        "Error executing tool core_memory_append: CoreMemoryError: No core memory block"
+    ), out1["bad"][1]
+    assert out1["long"][0] and len(out1["long"][1]) < 1_300, len(out1["long"][1])
+    assert "(50,000 characters)" in out1["long"][1]
     # the agent answers "where does Ana live?" from the block it pins
     assert "<human" in out2["view"]["result"] and "Lives in Porto." in out2["view"]["result"]
     assert "flight to Porto" in out2["found"]["result"]

@@ -395,6 +395,22 @@ def test_a_rename_stopped_partway_is_finished_by_asking_it_again(store: Store) -
     )
 
 
+def test_a_refused_str_replace_quotes_a_long_old_str_cut(tool: MemoryTool) -> None:
+    """The SDK's reference wording, with ``old_str`` cut past 1,000 characters: a
+    100,000-character one came back whole, a tool result logged and re-sent on every
+    later call (a review). A short one is quoted as the SDK quotes it."""
+    run(tool, command="create", path="/memories/n.md", file_text="one\ntwo\n")
+    msg = refused(
+        tool, command="str_replace", path="/memories/n.md", old_str="Q" * 100_000, new_str=""
+    )
+    assert len(msg) < 1_200 and "(100,000 characters)" in msg, msg[:200]
+    assert refused(
+        tool, command="str_replace", path="/memories/n.md", old_str="three", new_str=""
+    ) == (
+        "No replacement was performed, old_str `three` did not appear verbatim in /memories/n.md."
+    )
+
+
 @pytest.mark.parametrize("remade", ["y.md", "x.md"])
 def test_a_finished_rename_is_not_taken_for_one_stopped_partway(
     tool: MemoryTool, memory: Memory, remade: str

@@ -31,10 +31,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ..engine.message_text import lone_surrogate_at
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, quoted
 from ..types import MemoryRecord
 from .lock import owner_lock
 from .owner import oldest_first, owned_records, owner_scope
+
+#: The most characters of a refused argument a tool's error quotes back to the model.
+ECHOED_CHARS = 1000
 
 if TYPE_CHECKING:
     from contextos.engine.session import Session
@@ -243,9 +246,11 @@ class CoreMemory:
 
         def replaced(value: str) -> str:
             if old_content not in value:
+                # Quoted cut: a 99,000-character old_content came back whole, a tool
+                # result the session then logged and sent on every call (a review).
                 raise CoreMemoryError(
-                    f"old_content {old_content!r} does not appear in block {label!r}; "
-                    "copy it exactly from the block"
+                    f"old_content {quoted(old_content, ECHOED_CHARS)} does not appear in "
+                    f"block {label!r}; copy it exactly from the block"
                 )
             return value.replace(old_content, new_content)
 

@@ -29,10 +29,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from ..errors import Conflict
+from ..errors import Conflict, quoted
 from ..memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
 from ..store.records import refuse_nul
 from ..types import MemoryRecord
+from .core_memory import ECHOED_CHARS
 from .lock import owner_lock
 from .owner import oldest_first, owned_records, owner_scope
 from .paths import (
@@ -97,6 +98,14 @@ class Moved:
         ):
             return cls(source, move, files, members)
         return None
+
+
+def _echoed(text: str) -> str:
+    """``text`` as a refusal quotes it to the model: whole, as the SDK's reference tool
+    words it, up to :data:`~.core_memory.ECHOED_CHARS` characters, then cut and its
+    length said. Why: a 100,000-character ``old_str`` came back whole, a tool result
+    logged and sent on every later call (a review)."""
+    return quoted(text, ECHOED_CHARS, as_repr=False)
 
 
 def _members(files: Sequence[MemoryFile]) -> str:
@@ -369,7 +378,7 @@ class MemoryFiles:
         count = content.count(old_str) if old_str else 0
         if count == 0:
             raise MemoryFileError(
-                f"No replacement was performed, old_str `{old_str}` "
+                f"No replacement was performed, old_str `{_echoed(old_str)}` "
                 f"did not appear verbatim in {path}."
             )
         if count > 1:
@@ -378,7 +387,8 @@ class MemoryFiles:
                 lines.append(content[:pos].count("\n") + 1)
                 start = pos + 1
             raise MemoryFileError(
-                f"No replacement was performed. Multiple occurrences of old_str `{old_str}` "
+                f"No replacement was performed. Multiple occurrences of old_str "
+                f"`{_echoed(old_str)}` "
                 f"in lines: {', '.join(map(str, lines))}. Please ensure it is unique"
             )
         changed = content[: content.find(old_str)].count("\n")

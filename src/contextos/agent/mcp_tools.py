@@ -4,8 +4,9 @@ Each function acts on the tenant the server resolves for the call (from the
 API key, never from an argument) and on the user/agent/session given as
 arguments, like the server's other tools. Ids and texts are validated as the
 HTTP routes validate them (:mod:`contextos.agent.schemas`). A refused call
-raises, so the MCP SDK reports it as a tool error with the same text the
-wrappers' loop shows; a store failure raises StoreError, which the server
+raises, so the MCP SDK reports it as a tool error with the text the wrappers'
+loop shows (after the error's type, as every MCP tool error; its "Error: " left
+to the SDK's own prefix); a store failure raises StoreError, which the server
 reports without its detail (paths, hosts).
 """
 
@@ -40,8 +41,8 @@ def mcp_functions(memory_of_caller: Callable[[], Any]) -> list[Callable[..., Any
             session_id=call.session_id,
         )
         outcome = tools.execute(name, call.arguments)
-        if outcome.is_error:
-            raise CoreMemoryError(outcome.text)
+        if outcome.is_error:  # "Error: ..." for the model; the MCP SDK says it is one
+            raise CoreMemoryError(outcome.text.removeprefix("Error: "))
         return {"tool": name, "result": outcome.text}
 
     def core_memory_append(
