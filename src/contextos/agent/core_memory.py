@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from ..engine.message_text import lone_surrogate_at
 from ..errors import Conflict, NotFound, quoted
 from ..types import MemoryRecord
-from .lock import owner_lock
+from .lock import LeaseLost, owner_lock, renew_lease
 from .owner import oldest_first, owned_records, owner_scope
 
 #: The most characters of a refused argument a tool's error quotes back to the model.
@@ -190,6 +190,10 @@ class CoreMemory:
             raise _Changed  # by a writer outside the lock (an operator's update)
         text = f"{_header(label)}\n{value}"
         meta = {"source": SOURCE, "label": label}
+        try:
+            renew_lease()
+        except LeaseLost as exc:
+            raise CoreMemoryError(str(exc).capitalize()) from None
         if current is None:
             # dedupe=False: an equal plain memory must not stand in for the block.
             rec = self.memory.add(

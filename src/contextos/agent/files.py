@@ -34,7 +34,7 @@ from ..memory.ingest import MAX_METADATA_BYTES, MAX_TEXT_CHARS, metadata_bytes
 from ..store.records import refuse_nul
 from ..types import MemoryRecord
 from .core_memory import ECHOED_CHARS
-from .lock import owner_lock
+from .lock import LeaseLost, owner_lock, renew_lease
 from .owner import oldest_first, owned_records, owner_scope
 from .paths import (
     MAX_PATH_CHARS,
@@ -98,6 +98,15 @@ class Moved:
         ):
             return cls(source, move, files, members)
         return None
+
+
+def _renewed() -> None:
+    """Renew the files lock's lease before a write (:func:`~.lock.renew_lease`); lost,
+    the command stops with a tool error that says so, not "busy or unavailable"."""
+    try:
+        renew_lease()
+    except LeaseLost as exc:
+        raise MemoryFileError(str(exc).capitalize()) from None
 
 
 def _echoed(text: str) -> str:
@@ -242,6 +251,7 @@ class MemoryFiles:
 
     def _put(self, path: str, content: str) -> None:
         text, meta = self._record(path, content)
+        _renewed()
         # dedupe=False: an equal plain memory must not stand in for the file.
         self.memory.add(
             text, **self.scope.ids(), metadata=meta, memory_type="semantic", dedupe=False
@@ -256,6 +266,7 @@ class MemoryFiles:
         ``update_memory``), whose acknowledged edit was written over (a review: 42 of
         100)."""
         text, meta = self._record(path or found.path, content, moved)
+        _renewed()
         try:
             self.memory.update(
                 found.memory_id, text, metadata=meta, expected_text=found.record_text
@@ -273,6 +284,7 @@ class MemoryFiles:
         model has no other way to erase what it wrote ("Successfully deleted" must mean
         gone); the history keeps that the file existed and was deleted."""
         for memory_id in ids:
+            _renewed()
             self.memory.delete(memory_id, purge=True)
 
     def _locked(self) -> AbstractContextManager[None]:

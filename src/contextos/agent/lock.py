@@ -8,9 +8,19 @@ appends kept 9. The one compare-and-set the Store offers is
 :meth:`~contextos.store.base.Store.swap_session_meta`, so the lock is a lease
 kept in the state of a reserved session of the owner: taking it is a swap from
 a free (or expired) state to ``{"holder": token, "until": t}``, giving it back
-a swap to ``{}``. A holder that dies leaves the lease to run out
-(:data:`LEASE_S`); a caller that cannot get it within :data:`WAIT_S` gets
+a swap to ``{}``. A caller that cannot get it within :data:`WAIT_S` gets
 :class:`OwnerBusy` (a StoreError: 503 + Retry-After over HTTP).
+
+A holder renews the lease before each write (:func:`renew_lease`, once half of it has
+passed), by compare-and-set on its own token, and stops with :class:`LeaseLost` when
+the lease went to another editor meanwhile. Why: the lease was taken once and never
+looked at again, so a holder paused past it (a VM pause, swap, SIGSTOP) went on
+writing beside the editor that took it over, and a file both made was lost (a
+review). The lease names its holder's host and process: a holder killed on this
+host (``kill -9``, an out-of-memory kill, a deploy) is seen dead by the next caller
+here, who takes the lease at once; one that dies elsewhere leaves it to run out
+(:data:`LEASE_S`). Why: the next command of that owner waited 30 s and told the
+model the store was "busy or unavailable" (a review).
 
 A waiter that finds the lease held takes the one place of next holder in the same
 state (``next``, renewed while it waits, lost :data:`NEXT_S` after it stops), and a
@@ -27,11 +37,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import StoreError
@@ -41,8 +55,9 @@ from ..types import Scope
 if TYPE_CHECKING:
     from ..store.base import Store
 
-#: Seconds a lease lasts: longer than any one edit (a read, a write, an inline embed).
-LEASE_S = 60.0
+#: Seconds a lease lasts unless its holder renews it (it does before each write once
+#: half of it passed): longer than any one step of an edit (a read, one write).
+LEASE_S = 20.0
 #: Seconds a caller waits for a busy lease before giving up with OwnerBusy.
 WAIT_S = 30.0
 #: Seconds a waiter's place as the next holder lasts unless it renews it (it does
@@ -56,6 +71,26 @@ LOCK_PREFIX = LOCK_SESSION_PREFIX  # left out of session listings
 
 class OwnerBusy(StoreError):
     """Another editor held the owner's lock for longer than the caller would wait."""
+
+
+class LeaseLost(StoreError):
+    """The lease ran out while its holder was stopped, and another editor took it: the
+    holder writes nothing more (what it wrote before stays)."""
+
+
+@dataclass
+class _Lease:
+    """The lease a caller holds: where, its token, how long, and until when."""
+
+    store: Store
+    where: Scope
+    token: str
+    lease_s: float
+    until: float
+
+
+_HELD: ContextVar[_Lease | None] = ContextVar("contextos_owner_lease", default=None)
+_HOST = socket.gethostname()
 
 
 def lock_scope(scope: Scope, kind: str) -> Scope:
@@ -83,21 +118,61 @@ def _next_of(meta: dict[str, object], now: float) -> object:
     return meta.get("next") if _live(meta.get("next_until"), now) else None
 
 
-def _try_take(store: Store, where: Scope, token: str, lease_s: float) -> bool:
-    """Take the lease if it is free (or expired) and no other waiter is next: one
-    compare-and-set on its revision. Held, it takes (or renews) the next place."""
+def _holder_dead(meta: dict[str, object]) -> bool:
+    """Whether the lease's holder is a process of this host that no longer runs."""
+    pid = meta.get("pid")
+    if meta.get("host") != _HOST or type(pid) is not int or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process (EPERM): it runs
+        return False
+    return False
+
+
+def _try_take(store: Store, where: Scope, token: str, lease_s: float) -> float | None:
+    """Take the lease if it is free (or expired, or its holder died on this host) and no
+    other waiter is next: one compare-and-set on its revision; the time it lasts until,
+    or None. Held, it takes (or renews) the next place."""
     meta, revision = store.session_meta_revision(where)
     now = time.time()
     waiting = _next_of(meta, now)
-    if _live(meta.get("until"), now):
+    if _live(meta.get("until"), now) and not _holder_dead(meta):
         if waiting is None or (waiting == token and meta["next_until"] < now + NEXT_S / 2):
             place = {**meta, "next": token, "next_until": now + NEXT_S}
             store.swap_session_meta(where, place, revision=revision)
-        return False
+        return None
     if waiting not in (None, token):
-        return False
-    lease = {"holder": token, "until": now + lease_s}
-    return store.swap_session_meta(where, lease, revision=revision)
+        return None
+    until = now + lease_s
+    lease = {"holder": token, "until": until, "host": _HOST, "pid": os.getpid()}
+    return until if store.swap_session_meta(where, lease, revision=revision) else None
+
+
+def renew_lease() -> None:
+    """Before a write under :func:`owner_lock`: renew the lease once half of it passed
+    (one compare-and-set on the holder's token); nothing outside a lock.
+
+    Raises:
+        LeaseLost: the lease ran out and another editor took it (this one was paused).
+    """
+    held = _HELD.get()
+    if held is None or time.time() < held.until - held.lease_s / 2:
+        return
+    for _ in range(GIVE_BACK_TRIES):  # a waiter renewing its next place may swap between
+        meta, revision = held.store.session_meta_revision(held.where)
+        if meta.get("holder") != held.token:
+            break
+        until = time.time() + held.lease_s
+        if held.store.swap_session_meta(held.where, {**meta, "until": until}, revision=revision):
+            held.until = until
+            return
+    raise LeaseLost(
+        "this owner's lock passed to another editor while this command was stopped for "
+        "longer than its lease; it wrote nothing more: view the files again, then retry"
+    )
 
 
 def _leave(store: Store, where: Scope, token: str) -> None:
@@ -108,7 +183,7 @@ def _leave(store: Store, where: Scope, token: str) -> None:
 def _give_back(store: Store, where: Scope, token: str) -> None:
     """Free the lease if this token still holds it (an expired one may be another's),
     keeping a waiter's place as next holder."""
-    _drop(store, where, ("holder", "until"), while_=("holder", token))
+    _drop(store, where, ("holder", "until", "host", "pid"), while_=("holder", token))
 
 
 def _drop(store: Store, where: Scope, keys: tuple[str, ...], *, while_: tuple[str, str]) -> None:
@@ -138,16 +213,27 @@ def owner_lock(
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     pause = 0.005
-    while not _try_take(store, where, token, lease_s):
+    while (until := _try_take(store, where, token, lease_s)) is None:
         if time.monotonic() >= deadline:
             _leave(store, where, token)
             raise OwnerBusy(f"another editor holds the {kind} lock of this owner; retry")
         time.sleep(pause * random.uniform(0.5, 1.5))
         pause = min(pause * 2, 0.1)
+    held = _HELD.set(_Lease(store, where, token, lease_s, until))
     try:
         yield
     finally:
+        _HELD.reset(held)
         _give_back(store, where, token)
 
 
-__all__ = ["LEASE_S", "LOCK_PREFIX", "WAIT_S", "OwnerBusy", "lock_scope", "owner_lock"]
+__all__ = [
+    "LEASE_S",
+    "LOCK_PREFIX",
+    "WAIT_S",
+    "LeaseLost",
+    "OwnerBusy",
+    "lock_scope",
+    "owner_lock",
+    "renew_lease",
+]
