@@ -12,6 +12,12 @@ const view = ["memories", "sessions", "cache"].includes(params.get("view"))
 
 const $ = (id) => document.getElementById(id);
 
+// The search query of a link: in the URL's fragment (#q=...), which the browser never
+// sends, so a query (often words of a memory's text) is not in the server's access log
+// on a reload or a shared link (a review). A link with ?q= (before) still opens its search;
+// the query then moves to the fragment.
+const linkedQuery = new URLSearchParams(location.hash.slice(1)).get("q") || params.get("q");
+
 function el(tag, text, cls) {
   const node = document.createElement(tag);
   if (text !== undefined && text !== null) node.textContent = String(text);
@@ -59,11 +65,15 @@ function rendered() {
 
 function setUrl(updates) {
   const p = new URLSearchParams(location.search);
+  const h = new URLSearchParams(location.hash.slice(1));
+  p.delete("q");  // never in the query (see `linkedQuery`)
   for (const [k, v] of Object.entries(updates)) {
-    if (v === null || v === undefined || v === "") p.delete(k);
-    else p.set(k, String(v));
+    const into = k === "q" ? h : p;
+    if (v === null || v === undefined || v === "") into.delete(k);
+    else into.set(k, String(v));
   }
-  history.replaceState(null, "", "/ui?" + p.toString());
+  const hash = h.toString();
+  history.replaceState(null, "", "/ui?" + p.toString() + (hash ? "#" + hash : ""));
   navLinks(p.get("user_id"));
 }
 
@@ -86,6 +96,34 @@ class ApiError extends Error {
 // What the page says when a request got no answer at all.
 const UNREACHABLE = "The server did not answer (it may be stopped, or the network is down), "
   + "so what the page shows may be out of date. Try again.";
+// ... and when the answer of a request that succeeded could not be read: cut off on the
+// way, or not contextos's JSON (a proxy's login page): it was a TypeError on screen.
+const UNREADABLE = "The server's answer was cut off or was not JSON (a dropped connection, a "
+  + "restarting server, or a proxy in front of it), so what the page shows may be out of date. Try again.";
+
+// The seconds a 429 or 503 asks to wait (its Retry-After: seconds, or an HTTP date), or null.
+function retryAfter(resp) {
+  const value = (resp.headers.get("Retry-After") || "").trim();
+  if (!value) return null;
+  if (/^\d+$/.test(value)) return parseInt(value, 10);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+// The message of an error answer: the server's own (JSON), with how long to wait for a
+// 429; an answer with none (a proxy's 502 page) is named by its status.
+function errorMessage(resp, body) {
+  const own = body && body.error && body.error.message;
+  if (resp.status === 429) {
+    const wait = retryAfter(resp);
+    return "Too many requests for this key: " + (wait === null ? "wait a little and try again"
+      : "try again in " + wait + " s") + (own ? " (the server said: " + own + ")." : ".");
+  }
+  if (own) return own;
+  return "The server (or a proxy in front of it) answered HTTP " + resp.status
+    + (resp.statusText ? " " + resp.statusText : "") + " with no message from contextos, "
+    + "so what the page shows may be out of date. Try again.";
+}
 
 // An answer (or error) for a request that is no longer its panel's newest: dropped, never
 // shown (see `request`).
@@ -171,14 +209,22 @@ async function api(path, options = {}) {
   // is dropped: it must not reach a page shown to whoever signs in next.
   if (sessionStorage.getItem(KEY) !== key) throw new ApiError(401, null);
   if (resp.status === 401) refuse("The key was refused: sign in again.");
-  const text = await resp.text().catch(() => "");
+  // A body cut off on the way, or one that is not JSON, is null: an error answer is then
+  // named by its status, and a success is an error (each caller reads the answer's fields).
+  let text = null;
+  try {
+    text = await resp.text();
+  } catch (err) {
+    text = null;
+  }
   let body = null;
   try {
-    body = JSON.parse(text, exactNumbers);
+    body = text === null ? null : JSON.parse(text, exactNumbers);
   } catch (err) {
     body = null;
   }
-  if (!resp.ok) throw new ApiError(resp.status, body);
+  if (!resp.ok) throw new ApiError(resp.status, { error: { message: errorMessage(resp, body) } });
+  if (body === null || typeof body !== "object") throw new ApiError(0, { error: { message: UNREADABLE } });
   return options.raw ? [body, text] : body;
 }
 
@@ -285,6 +331,7 @@ const SHOWN = ["view-memories", "view-sessions", "view-cache", "nav", "signout",
 function clearData() {
   for (const id of FILLED) $(id).replaceChildren();
   for (const id of TYPED) $(id).value = "";
+  bidiNotes();
   for (const id of SHOWN) $(id).hidden = true;
   $("c-chart").removeAttribute("src");
   if (chartUrl) URL.revokeObjectURL(chartUrl);
@@ -346,10 +393,17 @@ async function start() {
   $("nav").hidden = false;
   $("signout").hidden = false;
   navLinks(params.get("user_id"));
-  for (const a of document.querySelectorAll("#nav a")) if (a.dataset.view === view) a.className = "current";
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.dataset.view !== view) continue;
+    a.className = "current";
+    a.setAttribute("aria-current", "page");
+  }
   $("view-" + view).hidden = false;
   const views = { memories: startMemories, sessions: startSessions, cache: startCache };
   wire[view]();  // once: start runs once a page (a sign-in loads the page again)
+  document.addEventListener("input", (e) => {
+    if (BIDI_BOXES.includes(e.target.id)) bidiNote(e.target.id);
+  });
   // The data first; who is signed in is shown after it (also when the user moved on
   // before the first data came, which made it stale).
   await views[view]().catch((err) => {
@@ -388,6 +442,7 @@ function formFields() {
 // page 2, numbered "51–60", with the URL and the forget box on bob (a review).
 function restoreForm() {
   if (mem.fields) for (const [id, value] of Object.entries(mem.fields)) $(id).value = value;
+  bidiNotes();
 }
 
 // An id as typed: the library keeps spaces as part of an id ("ana " is not "ana"), so
@@ -411,16 +466,26 @@ async function startMemories() {
   $("f-session").value = params.get("session_id") || "";
   $("f-type").value = params.get("memory_type") || "";
   $("f-validity").value = params.get("validity") === "all" ? "all" : "current";
-  $("f-query").value = params.get("q") || "";
+  $("f-query").value = linkedQuery || "";
+  bidiNotes();
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   if ($("f-query").value) await searchMemories();
-  else await loadMemories(offset, null, params.get("after") || null);
+  else {
+    const after = params.get("after") || null;
+    await loadMemories(offset, null, after).catch(async (err) => {
+      // A link's `after` the server does not know (hand-edited, cut short): its first page.
+      if (!after || !(err instanceof ApiError) || err.status !== 422 || !err.message.startsWith("query.after")) throw err;
+      await loadMemories(0);
+      showError("The link's page (its after=) is not a page of this list: the list is shown from its first page.");
+    });
+  }
 }
 
 function wireMemories() {
   $("scope-form").addEventListener("submit", (e) => {
     e.preventDefault();
     $("f-query").value = "";
+    bidiNote("f-query");
     loadMemories(0).catch(fail);
   });
   $("search-form").addEventListener("submit", (e) => {
@@ -429,6 +494,7 @@ function wireMemories() {
   });
   $("search-clear").addEventListener("click", () => {
     $("f-query").value = "";
+    bidiNote("f-query");
     loadMemories().catch(fail);
   });
   // "older": the page after the last memory shown (the server's key of it). "newer" goes
@@ -444,11 +510,12 @@ function wireMemories() {
     loadMemories(mem.nextOffset, "older", mem.next).catch(fail);
   });
   $("d-close").addEventListener("click", closeMemory);
-  $("history-more").addEventListener("click", () => moreHistory().catch(fail));
-  $("forget-confirm-input").addEventListener("input", () => {
-    $("forget-button").disabled = $("forget-confirm-input").value !== mem.scope.user_id;
+  $("detail").addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !$("detail").hidden) closeMemory();
   });
-  $("forget-button").addEventListener("click", () => forgetUser().catch(fail));
+  $("history-more").addEventListener("click", () => moreHistory().catch(fail));
+  $("forget-confirm-input").addEventListener("input", enableButtons);
+  $("forget-button").addEventListener("click", () => whileBusy("forget-button", forgetUser).catch(fail));
 }
 
 // A refused key has brought the sign-in form back, and a stale answer is for a view no
@@ -536,6 +603,62 @@ function escapeBidi(json) {
   return json.replace(BIDI_CONTROLS, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
 }
 
+// Stored text (a memory's, a history event's, a turn's, a window block's) as nodes: runs
+// of plain text, each bidi control marked as in ids (`mark`: in its own isolate, so it
+// reorders nothing). Drawn raw, "Ana is allergic to \u202estunaep" showed as "...peanuts",
+// which is not what the model reads nor what keyword search matches (a review). The
+// character stays in the text: a copy is exact.
+function storedParts(text) {
+  const s = text === null || text === undefined ? "" : String(text);
+  const parts = [];
+  let from = 0;
+  for (const m of s.matchAll(BIDI_CONTROLS)) {
+    if (m.index > from) parts.push(s.slice(from, m.index));
+    parts.push(mark(m[0]));
+    from = m.index + m[0].length;
+  }
+  if (from < s.length) parts.push(s.slice(from));
+  return parts;
+}
+
+// An element `tag` of class `cls` holding stored text (see `storedParts`).
+function stored(tag, text, cls) {
+  const node = el(tag, undefined, cls);
+  node.append(...storedParts(text));
+  return node;
+}
+
+// The boxes a value with bidi controls can be in (typed, or put there by the page). A box
+// cannot mark them: a note beside it names them (see `bidiNotes`).
+const BIDI_BOXES = ["f-user", "f-agent", "f-session", "f-query", "d-text", "s-user", "w-question", "c-user"];
+
+// The note beside box `id`: shown while its value holds bidi controls, which draw the
+// box's text out of order (the value is as typed or stored).
+function bidiNote(id) {
+  const box = $(id);
+  const noteId = id + "-bidi";
+  const found = [...new Set(box.value.match(BIDI_CONTROLS) || [])].map(codePoint);
+  let note = $(noteId);
+  if (!found.length) {
+    if (note) note.hidden = true;
+    box.removeAttribute("aria-describedby");
+    return;
+  }
+  if (!note) {
+    note = el("span", undefined, "bidi-note");
+    note.id = noteId;
+    (box.closest("label") || box).after(note);
+  }
+  note.textContent = "holds " + found.join(", ") + " (bidi control" + (found.length > 1 ? "s" : "")
+    + "): the text in this box may be drawn out of order";
+  note.hidden = false;
+  box.setAttribute("aria-describedby", noteId);
+}
+
+function bidiNotes() {
+  for (const id of BIDI_BOXES) bidiNote(id);
+}
+
 function metaText(meta) {
   const keys = Object.keys(meta || {});
   return keys.length ? escapeBidi(JSON.stringify(meta)) : "";
@@ -543,7 +666,7 @@ function metaText(meta) {
 
 function textCell(r) {
   const wrap = document.createElement("div");
-  wrap.appendChild(el("div", r.text, "text"));
+  wrap.appendChild(stored("div", r.text, "text"));
   const meta = metaText(r.metadata);
   if (meta) wrap.appendChild(el("div", meta, "meta"));
   return wrap;
@@ -572,7 +695,41 @@ function showForget(scope) {
   $("forget").hidden = !scope.user_id;
   $("forget-user").replaceChildren(idNode(scope.user_id || ""));
   $("forget-confirm-input").value = "";
-  $("forget-button").disabled = true;
+  enableButtons();
+}
+
+// The buttons whose request is on its way (Save, Really delete, Forget user): each is off
+// until its answer has been handled, and a click meanwhile does nothing. A double click
+// on Save sent two PATCHes: the second, on the version the first replaced, got a 409 and
+// the page said the saved edit was not saved; two forgets said "0 records erased" after
+// erasing them all (a review).
+const busy = new Set();
+
+// Runs `action` for button `id` unless its request is already on its way. Focus, on the
+// button when it was clicked, goes back to it if nothing else took it meanwhile (a
+// disabled button loses it).
+async function whileBusy(id, action) {
+  if (busy.has(id)) return;
+  const button = $(id);
+  const focused = document.activeElement === button;
+  busy.add(id);
+  enableButtons();
+  try {
+    return await action();
+  } finally {
+    busy.delete(id);
+    enableButtons();
+    const lost = document.activeElement === null || document.activeElement === document.body;
+    if (focused && lost && !button.disabled && button.offsetParent !== null) button.focus();
+  }
+}
+
+// Each of those buttons on, unless busy or not for now: Forget user until its user id is
+// typed, Save and Delete for a memory deleted elsewhere.
+function enableButtons() {
+  $("forget-button").disabled = busy.has("forget-button") || !mem.scope.user_id
+    || $("forget-confirm-input").value !== mem.scope.user_id;
+  for (const b of ["d-save", "d-delete", "d-delete-confirm"]) $(b).disabled = busy.has(b) || editing.gone;
 }
 
 // The page of the form's list after the key ``after`` (numbered from ``offset``), or at
@@ -708,6 +865,7 @@ async function openMemory(id, moveFocus = true) {
     return [el("dt", k), dd];
   }));
   $("d-text").value = r.text;
+  bidiNote("d-text");
   const meta = rawMember(source, "metadata");
   // Bidi controls escaped, as in the list: raw, an override drew the box's values reversed
   // (a review). The box sent back as it is stores the same strings.
@@ -724,11 +882,13 @@ async function openMemory(id, moveFocus = true) {
   const form = $("edit-form");
   form.onsubmit = (e) => {
     e.preventDefault();
-    saveMemory(r.id).catch(fail);
+    whileBusy("d-save", () => saveMemory(r.id))
+      .then((saved) => saved && saved.reloaded)
+      .catch(fail);
   };
   $("d-delete-confirm").hidden = true;
   $("d-delete").onclick = () => ($("d-delete-confirm").hidden = false);
-  $("d-delete-confirm").onclick = () => deleteMemory(r.id).catch(fail);
+  $("d-delete-confirm").onclick = () => whileBusy("d-delete-confirm", () => deleteMemory(r.id)).catch(fail);
   $("detail").hidden = false;
   $("detail").scrollIntoView();
   if (moveFocus) $("d-title").focus({ preventScroll: true });
@@ -740,7 +900,7 @@ async function openMemory(id, moveFocus = true) {
 // about when a memory changed, could not be reached (a review).
 function appendHistory(hist) {
   $("history-rows").append(...hist.results.map((e) => row([
-    when(e.at), e.event, el("div", e.old_text, "text"), el("div", e.new_text, "text"), idNode(e.actor ?? ""),
+    when(e.at), e.event, stored("div", e.old_text, "text"), stored("div", e.new_text, "text"), idNode(e.actor ?? ""),
   ])));
   editing.historyAfter = hist.next_after_seq ?? null;
   $("history-more").hidden = editing.historyAfter === null;
@@ -808,12 +968,13 @@ async function saveMemory(id) {
     // Shown once the reload is asked for, so its answer does not clear it (`showError`).
     const reload = reloadShown();
     showError(refused);
-    await reload;
-    return;
+    return { reloaded: reload };
   }
   showError("");
   await openMemory(id, false);
-  await reloadShown();
+  // The list's reload is not part of the Save (see `whileBusy`): Save is on again once
+  // the memory is shown as saved, while the list may still be on its way.
+  return { reloaded: reloadShown() };
 }
 
 // What the user changed in the boxes of memory `id`'s panel (null: that part unchanged).
@@ -833,6 +994,7 @@ function reloadShown() {
   restoreForm();
   if (mem.query === null) return loadMemories();
   $("f-query").value = mem.query;
+  bidiNote("f-query");
   return searchMemories();
 }
 
@@ -865,7 +1027,7 @@ function markGone(gone) {
   editing.gone = gone;
   $("d-gone").hidden = !gone;
   $("detail").dataset.gone = gone ? "1" : "";
-  for (const b of ["d-save", "d-delete", "d-delete-confirm"]) $(b).disabled = gone;
+  enableButtons();
   $("d-unsaved-use").hidden = gone;
   $("d-unsaved-why").textContent = gone ? "Your edit, not saved (the memory was deleted elsewhere):"
     : "Your edit, not saved (the memory above is as stored now):";
@@ -879,13 +1041,14 @@ function keepUnsaved(mine) {
   if (mine && mine.id !== editing.id) mine = null;
   const box = $("d-unsaved");
   box.hidden = !mine;
-  $("d-unsaved-text").textContent = mine && mine.text !== null ? "text: " + mine.text : "";
-  $("d-unsaved-meta").textContent = mine && mine.meta !== null ? "metadata: " + mine.meta : "";
+  $("d-unsaved-text").replaceChildren(...(mine && mine.text !== null ? storedParts("text: " + mine.text) : []));
+  $("d-unsaved-meta").replaceChildren(...(mine && mine.meta !== null ? storedParts("metadata: " + mine.meta) : []));
   $("d-unsaved-text").hidden = !mine || mine.text === null;
   $("d-unsaved-meta").hidden = !mine || mine.meta === null;
   $("d-unsaved-use").onclick = () => {
     if (!mine || mine.id !== editing.id || editing.gone) return keepUnsaved(null);
     if (mine.text !== null) $("d-text").value = mine.text;
+    bidiNote("d-text");
     if (mine.meta !== null) $("d-meta").value = mine.meta;
     keepUnsaved(null);
     showError("");
@@ -921,6 +1084,9 @@ async function deleteMemory(id) {
   }
   $("detail").hidden = true;
   await reloadShown();
+  // The panel that had focus is gone: focus goes to the list's status line (it dropped to
+  // the page's top, where a keyboard user started again: a review).
+  $("mem-status").focus();
 }
 
 async function forgetUser() {
@@ -933,6 +1099,7 @@ async function forgetUser() {
   mem.after = null;
   await reloadShown();
   $("mem-status").replaceChildren("Forgot user ", idNode(out.user_id), ": " + out.forgotten + " records erased.");
+  $("mem-status").focus();  // the Forget button, off now, had it (see deleteMemory)
 }
 
 // -- sessions -------------------------------------------------------------------------
@@ -960,10 +1127,21 @@ async function listSessions(listId, userInput, onPick) {
     $(opens.panel).hidden = true;
     setUrl({ user_id: user, session_id: null });
   } else setUrl({ user_id: user });
-  lists[listId] = { user, onPick, offset: 0, shown: new Set() };
+  lists[listId] = { user, onPick, offset: 0, shown: new Set(), open: before && before.user === user ? before.open : null };
   $(listId).replaceChildren();
   $(listId + "-more").hidden = true;
   return moreSessions(listId);
+}
+
+// Marks session `sid`'s chip in list `listId` as the one open (aria-current; the look is
+// the stylesheet's), and no other.
+function markOpen(listId, sid) {
+  const list = lists[listId];
+  if (list) list.open = sid;
+  for (const chip of $(listId).querySelectorAll("button.chip")) {
+    if (chip.dataset.sid === sid) chip.setAttribute("aria-current", "true");
+    else chip.removeAttribute("aria-current");
+  }
 }
 
 // The most ids one request may ask for (GET /v1/sessions's limit).
@@ -1002,6 +1180,8 @@ async function moreSessions(listId) {
     const li = document.createElement("li");
     const chip = button("", () => list.onPick(sid).catch(fail), "chip wrap");
     chip.append(idNode(sid));
+    chip.dataset.sid = sid;
+    if (list.open === sid) chip.setAttribute("aria-current", "true");
     li.appendChild(chip);
     return li;
   });
@@ -1028,6 +1208,7 @@ function wireSessions() {
 
 async function startSessions() {
   $("s-user").value = params.get("user_id") || "";
+  bidiNotes();
   const pick = params.get("session_id");
   // Asked for now: a session the user opens from the list before this log has come wins.
   const current = request("turns");
@@ -1063,6 +1244,7 @@ async function openSession(sid, firstPage, current = request("turns")) {
   sess.after = -1;
   setUrl({ session_id: sid });
   $("s-id").replaceChildren(idNode(sid));
+  markOpen("session-list", sid);
   $("turn-rows").replaceChildren();
   $("window-out").hidden = true;
   $("session-detail").hidden = false;
@@ -1084,7 +1266,7 @@ async function loadTurns() {
 // override (U+202E) in a name or the arguments reversed the rest of the line, the page's
 // brackets and the id included, and an id holding a U+200B read as another call's (a review).
 function turnText(t) {
-  const box = el("div", t.content, "text");
+  const box = stored("div", t.content, "text");
   for (const c of t.tool_calls || []) {
     const line = el("div", undefined, "call");
     line.append("\u2192 ", idNode(c.name), "(", el("bdi", c.arguments), ")  [", idNode(c.id), "]");
@@ -1101,7 +1283,7 @@ function turnText(t) {
 function appendTurns(found) {
   for (const t of found.results.slice(0, TURN_PAGE)) {
     $("turn-rows").appendChild(row([
-      t.seq, t.role, el("div", t.name, "wrap"), t.tokens, turnText(t), when(t.created_at),
+      t.seq, t.role, stored("div", t.name, "wrap"), t.tokens, turnText(t), when(t.created_at),
     ]));
     sess.after = t.seq;
   }
@@ -1111,8 +1293,11 @@ function appendTurns(found) {
 
 const SEGMENT_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
 
+// The window is of the user whose sessions are listed (the URL's), not of one typed in the
+// box and not submitted: that one's memories were placed in the window of another user's
+// session (a review).
 async function buildWindow() {
-  const user = idOf("s-user");
+  const user = lists["session-list"] ? lists["session-list"].user : "";
   const budget = parseInt($("w-budget").value, 10) || 2000;
   const current = request("window");
   const w = await current(api("/ui/api/window?" + query({ session_id: sess.id }), {
@@ -1143,7 +1328,7 @@ async function buildWindow() {
   }));
   const rows = [];
   w.blocks.forEach((b, i) => {
-    rows.push(row([i, el("span", b.segment, "swatch-text " + color[b.segment]), b.role, b.tokens, el("div", b.text, "text")]));
+    rows.push(row([i, el("span", b.segment, "swatch-text " + color[b.segment]), b.role, b.tokens, stored("div", b.text, "text")]));
     const bp = breaks.get(i);
     if (bp) {
       const tr = row(["", "cache breakpoint (" + bp.ttl + ")", "", bp.prefix_tokens, "prefix up to here is cached"]);
@@ -1195,6 +1380,7 @@ async function listCache() {
 
 async function startCache() {
   $("c-user").value = params.get("user_id") || "";
+  bidiNotes();
   $("c-model").value = params.get("model") || "claude-sonnet-4-6";
   const pick = params.get("session_id");
   const current = request("cache");  // a session opened from the list before this replay came wins
@@ -1236,6 +1422,7 @@ async function openCache(sid, prefetched, current = request("cache")) {
   current.clearEarlierError();  // a new session's replay: an earlier error no longer applies
   setUrl({ session_id: sid, model: $("c-model").value.trim() });
   $("c-id").replaceChildren(idNode(sid));
+  markOpen("cache-sessions", sid);
   $("c-summary").textContent = data.calls.length + " calls replayed with " + data.model + " · cache-read share " +
     (100 * data.read_share).toFixed(1) + "% · saved " + money(data.saved_usd) +
     (data.older_turns_left_out ? " · " + data.note : "");
