@@ -81,6 +81,10 @@ def test_a_name_or_a_word_of_another_language_stays_as_written(
         ("I paid $2000 for the bike in Lisbon", "$2000"),
         ("Nous avons marché 2000 mètres jusqu'à Montmartre", "2000 mètres"),
         ("I ran 2000 metres at the Porto stadium", "2000 metres"),
+        # a count, or a number that names a thing (a review: each was dated that year)
+        ("I bought 1999 shares of ACME for my pension", "1999 shares"),
+        ("My flat is number 2010 on Main street", "2010"),
+        ("My pin code is 1987, do not tell anyone", "1987"),
     ],
 )
 def test_an_amount_is_not_a_year(memory: Memory, text: str, kept: str) -> None:

@@ -616,9 +616,39 @@ def _month_cue(text: str, start: int, depth: int = 0) -> bool:
     return word in _PREPOSITIONS_OF_TIME or _month_cue(text, prev, depth + 1)
 
 
+#: Words that name a numbered thing, before a number: "flat number 2010", "pin code is
+#: 1987", "room 1204", "Cyberpunk 2077" is left alone (a title).
+_NUMBERED_BEFORE = re.compile(
+    r"(?:\b(?:number|no|nr|pin|code|password|room|flat|apartment|apt|unit|suite|page|route"
+    r"|bus|flight|model|version|item|order|ticket|line|chapter|episode|level|platform|gate"
+    r"|seat|house|door|box|id|turn)\b\.?(?:\s*(?:is|was|:|#))?|#)\s*$",
+    re.IGNORECASE,
+)
+#: A count after a number: a plural word ("1999 shares", "2010 votes"), not a verb or
+#: a small word that ends in "s" ("2019 was a good year").
+_COUNTED_AFTER = re.compile(
+    r"\s+(?!(?:was|is|has|does|goes|says|gets|seems|looks|this|his|its|us|as|thus|plus"
+    r"|always|perhaps|unless|besides|whereas|yes)\b)[a-z]+[a-rt-z]s\b"
+)
+#: Before a year, the words that make it one whatever follows ("in 2019 things changed").
+_YEAR_BEFORE = re.compile(
+    r"\b(?:in|since|until|till|by|from|of|during|before|after|around|circa|through"
+    r"|throughout|early|late|mid|summer|winter|spring|fall|autumn)\s+$",
+    re.IGNORECASE,
+)
+
+
 def _an_amount(text: str, start: int, end: int) -> bool:
-    """Whether the year-like number at ``text[start:end]`` is an amount ("2023 Euro")."""
-    return (start > 0 and text[start - 1] in _AMOUNT_BEFORE) or bool(_AMOUNT_AFTER.match(text, end))
+    """Whether the year-like number at ``text[start:end]`` is an amount or a count ("2023
+    Euro", "1999 shares") or names a thing ("flat number 2010", "my pin is 1987"), not a
+    year. Why: every number from 1900 to 2099 was read as a year, so "I bought 1999 shares"
+    was a fact of 1 January 1999 (a review)."""
+    if (start > 0 and text[start - 1] in _AMOUNT_BEFORE) or _AMOUNT_AFTER.match(text, end):
+        return True
+    before = text[max(0, start - 40) : start]
+    if _NUMBERED_BEFORE.search(before):
+        return True
+    return bool(_COUNTED_AFTER.match(text, end)) and not _YEAR_BEFORE.search(before)
 
 
 def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) -> _Resolved:
