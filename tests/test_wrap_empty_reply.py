@@ -79,3 +79,20 @@ def test_an_empty_openai_reply_keeps_the_question(
     fake_openai.enqueue_reply("Noted: no meat.", OpenAIUsage(12, 5), stream=stream)
     assert _ask_openai(wrapped, stream=stream) == "Noted: no meat."
     assert sorted(_said(wrapped, memory)) == sorted([QUESTION, "Noted: no meat."])
+
+
+@pytest.mark.parametrize("blank", [" \n", "", [{"type": "text", "text": "  "}], []])
+def test_a_blank_anthropic_question_is_refused_before_it_is_logged_or_sent(
+    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory, blank: Any
+) -> None:
+    """The Messages API refuses a blank user message (400). The wrapper logged it and sent
+    it first: a round trip for a refusal, and a blank turn in the log (a review).
+    ``context_window`` refuses a blank question the same way."""
+    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
+    with pytest.raises(ValueError, match="the last user message is blank"):
+        wrapped.messages.create(
+            model="claude-sonnet-4", max_tokens=64, messages=[{"role": "user", "content": blank}]
+        )
+    assert fake_anthropic.messages_requests() == []
+    wrapped.flush()
+    assert wrapped.context.session.turns() == []

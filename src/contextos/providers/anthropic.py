@@ -343,10 +343,24 @@ def parse(kwargs: Mapping[str, Any]) -> ChatRequest:
         parts = tuple(
             field_of(b, "text", "") for b in system or [] if field_of(b, "type") == "text"
         )
+    messages = tuple(_neutral(m) for m in _api_turns(kwargs.get("messages") or []))
+    last = messages[-1] if messages else None
+    if (
+        last is not None
+        and last.role == "user"
+        and not last.tool_calls
+        and not last.content.strip()
+    ):
+        # Refused before it is logged or sent, as ``context_window`` refuses a blank
+        # question: it was logged, sent, and refused by the API (400) after a round trip.
+        raise ValueError(
+            "the last user message is blank (no text, or only whitespace): the Messages API "
+            "refuses it; send text, or leave the message out"
+        )
     return ChatRequest(
         model=str(kwargs.get("model", "")),
         system=parts,
-        messages=tuple(_neutral(m) for m in _api_turns(kwargs.get("messages") or [])),
+        messages=messages,
         tools=neutral_tools(kwargs.get("tools")),
         stream=bool(kwargs.get("stream")),
         server_edits=server_edits(kwargs),
