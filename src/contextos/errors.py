@@ -76,16 +76,21 @@ class EmbedderSetupError(ConfigError):
 
 class BudgetError(ContextosError):
     """Something does not fit in the token budget it was given: ``requested`` tokens
-    are needed, ``available`` are there.
+    are needed, ``available`` are there; ``segment`` names what did not fit when it is
+    one part of a window ("question": the caller's message alone is too long, so a
+    chat may skip that line and go on).
 
     The message says "needs N tokens, has M": it said "requested N, available M", which
     read as the user's request swapped (``compact --budget 1``: "requested 5 tokens,
     available 1", a review)."""
 
-    def __init__(self, message: str, *, requested: int, available: int) -> None:
+    def __init__(
+        self, message: str, *, requested: int, available: int, segment: str | None = None
+    ) -> None:
         super().__init__(f"{message} (needs {requested} tokens, has {available})")
         self.requested = requested
         self.available = available
+        self.segment = segment
 
 
 class NotFound(ContextosError):

@@ -635,6 +635,11 @@ def missing_db(state: CliState, *, create: bool) -> str | None:
     return db
 
 
+def missing_db_found() -> str | None:
+    """The database path this command found missing (:func:`missing_db`), if any."""
+    return _MISSING[-1] if _MISSING else None
+
+
 def start_command() -> None:
     """Start a command with no missing database noted and no write reported (``main``
     runs one command, but a process may call it more than once: a test, an app
@@ -671,7 +676,7 @@ def with_missing_db(error: str, db: str | None = None) -> str:
     ``history``, ``session show`` on a mistyped ``--db`` answered "no memory 'ID'" or
     "no session" alone, as if the memory had gone (a review); the note after an answer
     never came after an error."""
-    missing = db or (_MISSING[-1] if _MISSING else None)
+    missing = db or missing_db_found()
     if missing is None or f"no database at {missing}" in error:
         return error
     return f"{error}; no database at {missing} (check --db or CONTEXTOS_DB)"

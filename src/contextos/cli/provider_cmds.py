@@ -8,11 +8,12 @@ import signal
 import sys
 import threading
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import click
 
 from ..engine.message_text import lone_surrogate_at
+from ..errors import BudgetError
 from .bench_frame import terminable
 from .common import (
     CliState,
@@ -132,6 +133,32 @@ def default_chat_session(user_id: str) -> str:
     return "chat" if user_id == DEFAULT_CHAT_USER else f"chat-{user_id}"
 
 
+def _read_line(stdin: IO[str]) -> str:
+    """The next line of ``stdin`` ("" at its end), read as bytes and decoded as UTF-8, a
+    byte that is not UTF-8 kept as a lone surrogate (``surrogateescape``) for the chat
+    to skip that line with a note.
+
+    Why bytes: under a UTF-8 locale other than C.UTF-8 (``en_US.UTF-8``: most desktops
+    and servers) Python's stdin decodes strictly, so one such byte raised in
+    ``readline`` and ended the chat (exit 2); the text layer had decoded a whole chunk
+    at once, so the valid lines read with it were lost too, and the rest never read (a
+    review). A stdin with no bytes under it (a test's StringIO) is read as text."""
+    raw = getattr(stdin, "buffer", None)
+    if raw is None:
+        return stdin.readline()
+    return cast(bytes, raw.readline()).decode("utf-8", errors="surrogateescape")
+
+
+def _line_too_long(exc: BudgetError) -> bool:
+    """Whether ``exc``, raised by sending a chat line, says that line (the question)
+    does not fit the window: the line is skipped then. Any other budget error (the
+    instructions alone, a floor) would refuse every line alike, and ends the chat.
+    The question is refused before the window is assembled (``ContextEngine``'s room
+    for the history) or, failing that, by the window's required segment: both name it
+    (``BudgetError.segment``)."""
+    return exc.segment == "question"
+
+
 def hangup_terminates(func: F) -> F:
     """Run ``func`` (under :func:`~.bench_frame.terminable`) so that SIGHUP ends it as
     SIGTERM does: by the handler ``terminable`` set, unwinding through every ``finally``.
@@ -248,7 +275,7 @@ def chat(
                 # On stderr: on stdout it led every line of `chat --json | tee chat.jsonl`
                 # (a terminal typing, a pipe reading), and no line parsed (a review).
                 err_console.print("[bold]you>[/bold] ", end="")
-            line = stdin.readline()
+            line = _read_line(stdin)
             number += 1
             if not line or line.strip() in ("/quit", "/exit"):
                 break
@@ -268,8 +295,23 @@ def chat(
                 # unread and the line unnamed (a review).
                 err_console.print(f"{exc}: skipped", highlight=False, markup=False)
                 continue
-            with naming_server(server):
-                turn = chat.send(line.strip())
+            try:
+                with naming_server(server):
+                    turn = chat.send(line.strip())
+            except BudgetError as exc:
+                if not _line_too_long(exc):
+                    raise
+                # It ended the chat (exit 1), the lines after it unread, the line
+                # unnamed, and advised a --budget that chat has not (a review). Nothing
+                # of it was logged or remembered.
+                err_console.print(
+                    f"stdin line {number} does not fit the model's window beside the "
+                    f"instructions (needs {exc.requested} tokens, has {exc.available}): "
+                    "skipped (send less, or use a model with a larger window: -m)",
+                    highlight=False,
+                    markup=False,
+                )
+                continue
             if state.as_json:
                 # One compact object per reply and line (JSON Lines): indented, the
                 # replies were a stream of documents that neither json.load nor a

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
-from contextos.engine.compaction import STRATEGIES, Thresholds
+from contextos.engine.compaction import STRATEGIES, Thresholds, needs_compaction
 from contextos.engine.session import CompactionResult, Session, never_sent, window_budget
 from contextos.engine.window import Window, left_out_dict
 from contextos.llm.models import ModelInfo, get_model, named_model
@@ -34,7 +34,9 @@ from .common import (
     int_range,
     json_option,
     missing_db,
+    missing_db_found,
     model_param,
+    note_missing_db,
     open_memory,
     pass_state,
     plural,
@@ -61,7 +63,8 @@ def _session(
     makes a new database file; on a missing path the others read an empty in-memory
     store (``common.missing_db``). ``session show`` and ``compact`` then fail with "no
     session", which names the missing database in its one line
-    (``common.with_missing_db``); ``window`` warns that it has no turns."""
+    (``common.with_missing_db``); ``window`` says after its answer that there is no
+    database there (``common.note_missing_db``)."""
     from ..store import open_store
 
     settings = state.settings
@@ -534,14 +537,17 @@ def _register_window(cli: click.Group) -> None:
         got = _memories_for(state, s, question, window_budget(info, budget))
         w = s.window(info, question, budget=budget, system=system, rules=got.rules, hits=got.hits)
         _warn_if_no_history(w, session_id)
+        missing = missing_db_found()
         if fmt != "table":
             print_json(render(w, info, fmt))  # type: ignore[arg-type]
-            return
-        rep = _window_report(w, model)
-        if state.as_json:
-            print_json(rep)
-            return
-        _print_window(w, rep)
+        elif state.as_json:
+            print_json(_window_report(w, model))
+        else:
+            _print_window(w, _window_report(w, model))
+        if missing is not None:
+            # After the answer, as every reading command says it: "session 'X' has no
+            # turns" alone read as the session gone, not the --db mistyped (a review).
+            note_missing_db(missing)
 
     @cli.command("compact")
     @_session_option
@@ -565,23 +571,54 @@ def _register_window(cli: click.Group) -> None:
         if not s.turns():  # like `session show`: an unknown session is an error
             raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
         result = _compact(state, s, strategy, budget, force)
+        why = _no_plan_reason(s, result, budget, force)
         if state.as_json:
-            print_json(result.to_json())
+            print_json({**result.to_json(), "reason": why and why[0]})
         else:
-            _print_compaction(result, strategy, force)
+            _print_compaction(result, strategy, why)
         if result.raced:  # nothing was done: not a success, with --json or without
             raise SystemExit(1)
 
 
-def _print_compaction(result: CompactionResult, strategy: str, force: bool) -> None:
-    """What ``compact`` did, in one line."""
+#: ``compact --json``'s ``reason`` when nothing was compacted (null when it was).
+UNDER_TRIGGER = "under_trigger"
+ONLY_PROTECTED = "only_recent_or_pinned"
+RACED = "raced"
+
+
+def _no_plan_reason(
+    s: Session, result: CompactionResult, budget: int, force: bool
+) -> tuple[str, str] | None:
+    """Why ``compact`` compacted nothing, as ``(reason, line)``: None when it did.
+
+    Why decided here: the library's plan is None both under the trigger and when every
+    turn that could go is protected (the recent or pinned ones), and the CLI read each
+    None without ``--force`` as "under the trigger": a history twice its budget was
+    called small (a review). The history's tokens against the trigger tell them apart,
+    as ``plan_compaction`` decides."""
     if result.raced:
-        console.print("another writer changed this session meanwhile: nothing done, run again")
-    elif result.plan is None and force:
-        console.print("nothing can be compacted (only recent or pinned turns left)")
-    elif result.plan is None:
-        console.print("under the trigger threshold: nothing to do (use --force)")
-    else:
+        return RACED, "another writer changed this session meanwhile: nothing done, run again"
+    if result.plan is not None:
+        return None
+    th = Thresholds()
+    tokens = s.history_tokens()
+    trigger = int(th.trigger * budget)
+    if not force and not needs_compaction(tokens, budget, th):
+        return UNDER_TRIGGER, (
+            f"under the trigger threshold (history {tokens:,} tokens, trigger {trigger:,}: "
+            f"{th.trigger:.0%} of --budget): nothing to do (use --force)"
+        )
+    return ONLY_PROTECTED, (
+        f"nothing can be compacted: only recent or pinned turns left (history {tokens:,} "
+        f"tokens, --budget {budget:,}; the last {th.keep_recent} turns are always kept)"
+    )
+
+
+def _print_compaction(result: CompactionResult, strategy: str, why: tuple[str, str] | None) -> None:
+    """What ``compact`` did, in one line."""
+    if why is not None:
+        console.print(SafeText(why[1]), highlight=False)
+    elif result.plan is not None:
         p = result.plan
         console.print(
             f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "

@@ -1582,6 +1582,7 @@ class SessionContext:
                     "instructions and tools: send less, or give a larger budget",
                     requested=asked,
                     available=budget - fixed,
+                    segment="question" if parts.question is not None else "prefill",
                 )
             fixed += asked
         else:  # a step of an open tool loop sends its question's images and documents

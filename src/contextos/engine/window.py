@@ -436,7 +436,10 @@ def assemble(
         if dropped and seg.required:
             need = sum(_cost(u) for u in dropped) + sum(_cost(u) for u in kept)
             raise BudgetError(
-                f"segment {seg.name!r} does not fit", requested=need, available=allowance
+                f"segment {seg.name!r} does not fit",
+                requested=need,
+                available=allowance,
+                segment=seg.name,
             )
         reason = _reason(seg, room, allowance, kept, dropped, held=reserved)
         overflow += [Overflow(seg.name, i.key, i.tokens, reason) for u in dropped for i in u]
