@@ -64,8 +64,9 @@ def test_a_compaction_makes_the_next_window_smaller_and_it_holds_the_summary(
         resp = _post(server, "/v1/sessions/long/compact", key, {"budget": 2000})
         assert resp.status_code == 200, resp.text
         done = resp.json()
-        assert set(done) == {"compacted", "plan", "state", "archived", "raced"}
+        assert set(done) == {"compacted", "plan", "state", "archived", "raced", "reason"}
         assert done["compacted"] is True and done["raced"] is False and done["archived"] == 0
+        assert done["reason"] is None
         assert done["plan"]["strategy"] == "summarize" and done["plan"]["rotate"]
         assert done["state"]["compactions"] == 1 and done["state"]["summary"]
 

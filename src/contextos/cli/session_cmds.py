@@ -13,8 +13,16 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
-from contextos.engine.compaction import STRATEGIES, Thresholds, needs_compaction
-from contextos.engine.session import CompactionResult, Session, never_sent, window_budget
+from contextos.engine.compaction import STRATEGIES, Thresholds
+from contextos.engine.session import (
+    ONLY_PROTECTED,
+    RACED,
+    UNDER_TRIGGER,
+    CompactionResult,
+    Session,
+    never_sent,
+    window_budget,
+)
 from contextos.engine.window import Window, left_out_dict
 from contextos.llm.models import ModelInfo, get_model, named_model
 
@@ -571,60 +579,33 @@ def _register_window(cli: click.Group) -> None:
         if not s.turns():  # like `session show`: an unknown session is an error
             raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
         result = _compact(state, s, strategy, budget, force)
-        why = _no_plan_reason(s, result, budget, force)
         if state.as_json:
-            print_json({**result.to_json(), "reason": why and why[0]})
+            print_json(result.to_json())
         else:
-            _print_compaction(result, strategy, why)
+            _print_compaction(result, strategy)
         if result.raced:  # nothing was done: not a success, with --json or without
             raise SystemExit(1)
 
 
-#: ``compact --json``'s ``reason`` when nothing was compacted (null when it was).
-UNDER_TRIGGER = "under_trigger"
-ONLY_PROTECTED = "only_recent_or_pinned"
-RACED = "raced"
+#: What ``compact`` says when it compacted nothing, by ``CompactionResult.reason``.
+_NOTHING_DONE = {
+    RACED: "another writer changed this session meanwhile: nothing done, run again",
+    ONLY_PROTECTED: "nothing can be compacted (only recent or pinned turns left)",
+    UNDER_TRIGGER: "under the trigger threshold: nothing to do (use --force)",
+}
 
 
-def _no_plan_reason(
-    s: Session, result: CompactionResult, budget: int, force: bool
-) -> tuple[str, str] | None:
-    """Why ``compact`` compacted nothing, as ``(reason, line)``: None when it did.
-
-    Why decided here: the library's plan is None both under the trigger and when every
-    turn that could go is protected (the recent or pinned ones), and the CLI read each
-    None without ``--force`` as "under the trigger": a history twice its budget was
-    called small (a review). The history's tokens against the trigger tell them apart,
-    as ``plan_compaction`` decides."""
-    if result.raced:
-        return RACED, "another writer changed this session meanwhile: nothing done, run again"
-    if result.plan is not None:
-        return None
-    th = Thresholds()
-    tokens = s.history_tokens()
-    trigger = int(th.trigger * budget)
-    if not force and not needs_compaction(tokens, budget, th):
-        return UNDER_TRIGGER, (
-            f"under the trigger threshold (history {tokens:,} tokens, trigger {trigger:,}: "
-            f"{th.trigger:.0%} of --budget): nothing to do (use --force)"
-        )
-    return ONLY_PROTECTED, (
-        f"nothing can be compacted: only recent or pinned turns left (history {tokens:,} "
-        f"tokens, --budget {budget:,}; the last {th.keep_recent} turns are always kept)"
-    )
-
-
-def _print_compaction(result: CompactionResult, strategy: str, why: tuple[str, str] | None) -> None:
+def _print_compaction(result: CompactionResult, strategy: str) -> None:
     """What ``compact`` did, in one line."""
-    if why is not None:
-        console.print(SafeText(why[1]), highlight=False)
-    elif result.plan is not None:
-        p = result.plan
-        console.print(
-            f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
-            f"{plural(len(p.rotate), 'turn')} rotated, "
-            f"{plural(len(p.clear), 'result')} cleared"
-        )
+    if result.plan is None:
+        console.print(_NOTHING_DONE.get(result.reason or "", "nothing was compacted"))
+        return
+    p = result.plan
+    console.print(
+        f"{strategy}: {p.before_tokens:,} -> ~{p.after_tokens:,} tokens, "
+        f"{plural(len(p.rotate), 'turn')} rotated, "
+        f"{plural(len(p.clear), 'result')} cleared"
+    )
 
 
 def _register_bench(bench: click.Group) -> None:

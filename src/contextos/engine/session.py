@@ -36,6 +36,7 @@ from contextos.engine.compaction import (
     Thresholds,
     apply_compaction,
     history_tokens,
+    needs_compaction,
     pinned_seqs,
     plan_compaction,
     stub_text,
@@ -1128,8 +1129,8 @@ def window_budget(model: ModelInfo | str, budget: int | None = None) -> int:
 
 @dataclass(frozen=True)
 class CompactionResult:
-    """What ``Session.compact`` did: the plan (None when under the trigger, or when it
-    lost a race) and the new state."""
+    """What ``Session.compact`` did: the plan (None when under the trigger, when only
+    recent or pinned turns were left, or when it lost a race) and the new state."""
 
     plan: Plan | None
     state: HistoryState
@@ -1137,6 +1138,10 @@ class CompactionResult:
     #: True when a plan was made but dropped: another writer (a compaction, a pin, an
     #: erasure) changed the state between its read and the save. Calling again re-plans.
     raced: bool = False
+    #: Why nothing was compacted (None when something was): :data:`UNDER_TRIGGER`,
+    #: :data:`ONLY_PROTECTED` or :data:`RACED`. Why: "no plan" was read as "under the
+    #: trigger" by the CLI, and a history twice its budget was called small (a review).
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """What the compaction did, as JSON: ``contextos compact --json`` prints it, and
@@ -1147,7 +1152,14 @@ class CompactionResult:
             "plan": asdict(self.plan) if self.plan else None,
             "archived": self.archived,
             "raced": self.raced,
+            "reason": self.reason,
         }
+
+
+#: :attr:`CompactionResult.reason` values.
+UNDER_TRIGGER = "under_trigger"
+ONLY_PROTECTED = "only_recent_or_pinned"
+RACED = "raced"
 
 
 #: How often ``pin`` reads and writes again when other writers keep changing the state.
@@ -1875,7 +1887,10 @@ class Session:
             costed, state, budget, strategy, thresholds, force=force, tokenizer=self.tokenizer
         )
         if plan is None:
-            return CompactionResult(None, state, leftover)
+            tokens = history_tokens(costed, state, self.tokenizer)
+            over = needs_compaction(tokens, budget, thresholds or Thresholds())
+            why = ONLY_PROTECTED if force or over else UNDER_TRIGGER
+            return CompactionResult(None, state, leftover, reason=why)
         summarizer = summarizer or (
             ExtractiveSummarizer(self.tokenizer) if strategy == "summarize" else None
         )
@@ -1903,7 +1918,7 @@ class Session:
             # Stale: another compaction or a pin got there first, or an erasure ran
             # while this summarized (its state quotes erased turns; the next ``turns``
             # finds them gone and reads the log again).
-            return CompactionResult(None, self.state(), raced=True)
+            return CompactionResult(None, self.state(), raced=True, reason=RACED)
         if strategy == "offload" and memory is not None:
             archived = leftover + self._finish_archive(memory, claim, listed)
             return CompactionResult(plan, self.state(), archived)  # as confirmed

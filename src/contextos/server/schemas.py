@@ -941,6 +941,11 @@ class CompactionOut(BaseModel):
         description="Always false in a 200: a compaction that lost the race to another "
         "writer is a 409 (nothing was done; retrying is safe)."
     )
+    reason: Literal["under_trigger", "only_recent_or_pinned", "raced"] | None = Field(
+        None,
+        description="Why nothing was compacted: the history is under the trigger (without "
+        "force), or only recent or pinned turns are left; null when it compacted.",
+    )
 
 
 class KeyOut(_Out):
