@@ -1731,11 +1731,12 @@ class Session:
         return first
 
     def _logged(self, seqs: Sequence[int] | set[int]) -> dict[int, Turn]:
-        """The turns numbered ``seqs`` the log holds now (one indexed read of their span)."""
+        """The turns numbered ``seqs`` the log holds now (one indexed read of their span,
+        after any erasure under way: ``settled``)."""
         if not seqs:
             return {}
         lo, hi = min(seqs), max(seqs)
-        found = self.store.turns(self.scope, after_seq=lo - 1, limit=hi - lo + 1)
+        found = self.store.turns(self.scope, after_seq=lo - 1, limit=hi - lo + 1, settled=True)
         wanted = set(seqs)
         return {t.seq: t for t in self._counted([t for t in found if t.seq in wanted])}
 

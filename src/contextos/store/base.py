@@ -662,13 +662,21 @@ class Store(Protocol):
         limit: int | None = None,
         newest: bool = False,
         max_bytes: int | None = None,
+        settled: bool = False,
     ) -> builtins.list[Turn]:
         """A session's turns in order, those with seq > ``after_seq``: the first
         ``limit`` of them, or with ``newest`` the last ``limit`` (one indexed read
         either way, however long the log); ``max_bytes`` stops them (the first, or with
         ``newest`` the last) where the UTF-8 bytes of their content, tool calls and
         metadata would pass it (at least one turn;
-        :func:`~contextos.store.records.within_bytes`)."""
+        :func:`~contextos.store.records.within_bytes`).
+
+        ``settled``: read after any write of this session's log under way (an append,
+        an erasure) has committed. Why: an offload's check for turns erased while it
+        archived them (``engine/offload.py``) read the log before a ``forget`` that was
+        committing on PostgreSQL, found the turns, and kept copies of erased text that
+        nothing erased again (a review). SQLite's one writer settles every read. A
+        settled read takes no ``max_bytes`` (``ValueError``)."""
         ...
 
     def turn_texts(

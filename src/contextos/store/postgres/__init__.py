@@ -1023,9 +1023,15 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         limit: int | None = None,
         newest: bool = False,
         max_bytes: int | None = None,
+        settled: bool = False,
     ) -> _Turns:
         return self._sessions.turns(
-            scope, after_seq=after_seq, limit=limit, newest=newest, max_bytes=max_bytes
+            scope,
+            after_seq=after_seq,
+            limit=limit,
+            newest=newest,
+            max_bytes=max_bytes,
+            settled=settled,
         )
 
     @_absent_if_nul([], "scope")

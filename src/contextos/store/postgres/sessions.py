@@ -132,10 +132,23 @@ class PgSessionLog:
         limit: int | None = None,
         newest: bool = False,
         max_bytes: int | None = None,
+        settled: bool = False,
     ) -> list[Turn]:
         where = "tenant = %s AND session_id = %s AND seq > %s"
         order = f"ORDER BY seq {'DESC' if newest else ''}"
         args = (scope.tenant, scope.session_id, after_seq, limit)
+        if settled:
+            if max_bytes is not None:
+                raise ValueError("a settled read of the log takes no max_bytes")
+            # The log's lock, shared, then the read in the same transaction: its snapshot
+            # is taken after an append or erasure holding the lock has committed (one
+            # statement would have taken it before the wait).
+            with self._tx("read") as cur:
+                key = _session_key(scope.tenant, str(scope.session_id))
+                cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (key,))
+                query = f"SELECT {TURN_COLUMNS} FROM turns WHERE {where} {order} LIMIT %s"
+                turns = [turn_from_row(r) for r in cur.execute(query, args).fetchall()]
+            return turns[::-1] if newest else turns
         if max_bytes is None:
             rows = self._read(
                 f"SELECT {TURN_COLUMNS} FROM turns WHERE {where} {order} LIMIT %s", args

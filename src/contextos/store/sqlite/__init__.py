@@ -1533,7 +1533,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         limit: int | None = None,
         newest: bool = False,
         max_bytes: int | None = None,
+        settled: bool = False,  # one writer at a time: a write's copies wait for it
     ) -> builtins.list[Turn]:
+        if settled and max_bytes is not None:
+            raise ValueError("a settled read of the log takes no max_bytes")
         where = "tenant = ? AND session_id = ? AND seq > ?"
         order = f"ORDER BY seq {'DESC' if newest else ''}"
         args = (scope.tenant, scope.session_id, after_seq, -1 if limit is None else limit)
