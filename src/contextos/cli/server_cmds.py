@@ -45,7 +45,7 @@ from .common import (
     with_missing_db,
     write_out,
 )
-from .text import SafeText, shown
+from .text import SafeText, shown_id
 
 if TYPE_CHECKING:
     from ..server.app import ServerConfig
@@ -450,13 +450,16 @@ def limit_options(note: str = "") -> Callable[[F], F]:
             "--rate",
             50.0,
             RateRange(0),
-            text("requests per second per key (0: no limit); over it: 429 + Retry-After."),
+            text(
+                "requests per second per key per server process (N processes, as with "
+                "serve --workers N, allow N times; 0: no limit); over it: 429 + Retry-After."
+            ),
         ),
         number_option(
             "--burst",
             100,
             click.IntRange(1),
-            text("requests a key may send at once before the rate applies."),
+            text("requests a key may send at once, per server process, before the rate applies."),
         ),
         number_option(
             "--max-body-bytes",
@@ -731,14 +734,24 @@ def _keys_tenant(state: CliState, tenant: str | None) -> str | None:
     help="Tenant the key acts for (default: the group's --tenant or CONTEXTOS_TENANT; "
     "one of them is required).",
 )
-@click.option("--name", default="", help="A label to recognise the key by.")
+@click.option(
+    "--name",
+    default="",
+    help="A label to recognise the key by (at most 200 characters, as over HTTP).",
+)
 @group_options(tenant=False)
 @json_option
 @pass_state
 def keys_create(state: CliState, tenant: str | None, name: str) -> None:
     """Create a key for TENANT and print its secret (shown this once only)."""
-    from ..server.keys import KeyStore
+    from ..server.keys import MAX_KEY_NAME, KeyStore
 
+    # Refused as HTTP refuses it (CreateKeyRequest.name): the CLI took a 100,000-character
+    # name, one `keys list` line of 100,057 characters (a review).
+    if len(name) > MAX_KEY_NAME:
+        raise click.BadParameter(
+            f"String should have at most {MAX_KEY_NAME} characters", param_hint="'--name'"
+        )
     tenant = _keys_tenant(state, tenant)
     if tenant is None:
         raise click.UsageError(
@@ -809,7 +822,9 @@ def keys_list(state: CliState, tenant: str | None, all_tenants: bool) -> None:
         lines = []
         for k in found:
             status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
-            name, tenant = shown(str(k["name"] or "-")), shown(str(k["tenant"]))
+            # One key, one line: a newline in a name printed as-is forged a second row
+            # ("fake  beta  active", a review), so names and tenants are shown as ids are.
+            name, tenant = shown_id(str(k["name"] or "-")), shown_id(str(k["tenant"]))
             lines.append(f"{k['id']}  {tenant}  {name}  {k['created_at']}  {status}\n")
         write_out("".join(lines))
     if absent_db(target):  # after the answer, as the memory commands note it

@@ -15,9 +15,9 @@ midway through an answer. The path and query are written
 percent-encoded (as uvicorn does), so a request cannot write a line break or an escape
 sequence into the log. The key's secret never reaches the log: only its id (a key
 sent in the query, ``?api_key=ctx_...``, is refused and written ``ctx_<id>_<redacted>``,
-the admin key ``<admin key>``); nor does a memory's text: ``expected_text``
-(``DELETE``'s precondition, the one query value that holds one) is written as its
-length, ``expected_text=<31 chars>``.
+the admin key ``<admin key>``, and so is one a client put in the path); nor does a
+memory's text: ``expected_text`` (``DELETE``'s precondition, the one query value that
+holds one) is written as its length, ``expected_text=<31 chars>``.
 
 At ``--log-level warning`` (the default) the middleware costs one level check a request.
 """
@@ -138,7 +138,7 @@ def request_line(
     """The access line of one request (without the level prefix)."""
     client = scope.get("client")
     where = f"{client[0]}:{client[1]}" if client else "-"
-    target = quote(scope.get("path", ""), safe=_SAFE)
+    target = _path_logged(str(scope.get("path", "")), admin_key)
     query = scope.get("query_string", b"")
     if query:
         target += "?" + _query_logged(query.decode("latin-1"), admin_key)
@@ -151,6 +151,15 @@ def request_line(
     if isinstance(who, Principal):
         line += " admin" if who.is_admin else f" tenant={who.tenant} key={who.key_id}"
     return line
+
+
+def _path_logged(path: str, admin_key: str | None) -> str:
+    """A request's (decoded) path as the access line writes it: escaped, with any API
+    key (or ``admin_key``) in it without its secret (:func:`_redacted`). Why: a client
+    that put its key in the path (``/v1/sessions/ctx_.../turns``) had the whole working
+    key written to the log, where one in the query was redacted (a review)."""
+    secrets = _secrets(admin_key)
+    return _redacted(path, secrets) if secrets.search(path) else quote(path, safe=_SAFE)
 
 
 def _query_logged(query: str, admin_key: str | None) -> str:

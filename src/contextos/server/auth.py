@@ -151,6 +151,28 @@ class Authenticator:
             raise revoked_key(key)
         return self._charge(Principal(key_id=key.id, tenant=key.tenant))
 
+    def readmit(self, headers: Mapping[str, str], principal: Principal) -> None:
+        """Check again the key of a request :meth:`admit` let in as ``principal``: the
+        gate calls it (on a thread) once the request's body is in, when that took longer
+        than the key cache's lifetime. Raises what a fresh request with these headers
+        would get: Unauthenticated (``revoked``) for a key revoked since (or its
+        tenant's keys erased: ``forget --whole-tenant``), Unauthenticated for a key that
+        names nobody now. Charges neither the rate nor the failed attempts: the request
+        was charged when it was admitted. The admin key needs nothing.
+
+        Why: the key was checked from the headers alone, and a client may take an hour
+        to send a 1 MB body (the body-rate rule lets it): a key revoked meanwhile was
+        served, a write landed 300 s after the revocation, and one landed after
+        ``forget --whole-tenant`` had made its last pass (a review)."""
+        if principal.is_admin:
+            return
+        secret = bearer_secret(headers)
+        key = (self.keys.checked(secret) or self.keys.check(secret)) if secret else None
+        if key is None or key.id != principal.key_id:
+            raise Unauthenticated("invalid API key")
+        if not key.active:
+            raise revoked_key(key)
+
     def _identify_request(self, headers: Mapping[str, str]) -> Principal:
         """:meth:`identify` of the key a request's headers carry (:func:`missing_key`
         when they carry none)."""

@@ -8,7 +8,10 @@ failed attempts) without a byte of the body being read (a revoked key sent with
 its right secret is 401 too, but uses no attempt: its holder is not guessing),
 and a valid key is charged to its rate-limit bucket here, once, for the HTTP API
 and the MCP endpoint alike. The verified :class:`~contextos.server.auth.Principal`
-travels in the ASGI scope to the route, which does not look the key up again.
+travels in the ASGI scope to the route, which does not look the key up again,
+except once its body is in, when that took longer than the key cache's lifetime:
+a key revoked while its request's body was arriving is then refused 401 before
+the route runs (:meth:`AuthGate._readmitting`).
 
 :class:`JsonBody` lets a JSON body through whatever ``Content-Type`` the client
 sent (``curl -d`` sends a form type): every body of this API is JSON.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -150,7 +154,73 @@ class AuthGate:
                 await send(message)
             return
         note_caller(scope, principal)
-        await self.app({**scope, PRINCIPAL: principal}, receive, send)
+        scope = {**scope, PRINCIPAL: principal}
+        if principal.is_admin:
+            await self.app(scope, receive, send)
+            return
+        jsonrpc = bool(self.jsonrpc_under) and path.startswith(self.jsonrpc_under)
+        await self._readmitting(scope, receive, send, headers, principal, jsonrpc)
+
+    async def _readmitting(
+        self,
+        scope: Message,
+        receive: Any,
+        send: Any,
+        headers: dict[str, str],
+        principal: Principal,
+        jsonrpc: bool,
+    ) -> None:
+        """Run the app, checking the key again when the request's body is in if that
+        was more than the key cache's lifetime after its admission
+        (:meth:`~contextos.server.auth.Authenticator.readmit`): a key revoked meanwhile
+        gets the 401 a fresh request gets, before the route runs.
+
+        Why: the key is checked from the headers, and the route runs once the body is
+        in; a client trickling its body (a 1 MB body may take an hour) was served long
+        after its key was revoked, a write landing 300 s after the revocation and one
+        after ``forget --whole-tenant`` had made its last pass (a review). Whatever the
+        app answers to the failed body read (FastAPI's 400) is replaced by the 401, as
+        :class:`~contextos.server.bodylimit.BodyLimitMiddleware` replaces it by its
+        413; a request whose body arrived within the cache's lifetime costs nothing."""
+        admitted = time.monotonic()
+        refused: list[ContextosError] = []
+        started = False
+
+        async def checking_receive() -> Message:
+            message: Message = await receive()
+            if (
+                message["type"] == "http.request"
+                and not message.get("more_body", False)
+                and time.monotonic() - admitted > self.auth.keys.cache_ttl
+            ):
+                try:
+                    await anyio.to_thread.run_sync(self.auth.readmit, headers, principal)
+                except ContextosError as exc:
+                    refused.append(exc)
+                    raise _KeyGone from exc
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused and not started:
+                return  # the app's answer to the failed body read: the 401 replaces it
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, checking_receive, guarded_send)
+        except _KeyGone:
+            if started:
+                raise
+        if refused and not started:
+            for message in error_messages(refused[0], jsonrpc=jsonrpc):
+                await send(message)
+
+
+class _KeyGone(Exception):
+    """Raised to the app by :meth:`AuthGate._readmitting`'s receive: the request's key
+    was revoked while its body was arriving (not a ContextosError: no handler of the
+    app's may answer it)."""
 
 
 class JsonBody:

@@ -220,6 +220,10 @@ class _Sql:
             self._conn.close()
 
 
+#: The most characters a key's name may hold (the HTTP API's ``CreateKeyRequest.name``
+#: and ``contextos keys create --name`` alike).
+MAX_KEY_NAME = 200
+
 #: The server's ``cache_ttl`` (seconds): a revocation made elsewhere reaches it this late.
 KEY_CACHE_TTL = 1.0
 #: Verified keys the server keeps at most (a full cache is emptied, then refills).
@@ -248,8 +252,11 @@ class KeyStore:
         self._revocations = 0  # a verify that read its row before a revoke caches nothing
 
     def create(self, tenant: str, name: str = "") -> IssuedKey:
-        """Issue a new key for ``tenant``; the returned secret is never stored."""
+        """Issue a new key for ``tenant``; the returned secret is never stored. A
+        ``name`` over :data:`MAX_KEY_NAME` characters is a ValueError."""
         validate_tenant(tenant)
+        if len(name) > MAX_KEY_NAME:
+            raise ValueError(f"String should have at most {MAX_KEY_NAME} characters")
         key_id = secrets.token_hex(6)
         secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         now = datetime.now(UTC)
