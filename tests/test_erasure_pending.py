@@ -143,7 +143,13 @@ def test_http_forget_behind_a_reader_is_a_202_with_the_count(tmp_path: Path) -> 
         assert body["forgotten"] == 3 and body["user_id"] == "fay"
         assert "open reader" in body["pending"] and "retry" in body["pending"]
         again = c.post("/v1/memories/forget", headers=h, json={"user_id": "fay"})
-        assert again.status_code == 200 and again.json() == {"user_id": "fay", "forgotten": 0}
+        assert again.status_code == 200
+        assert again.json() == {
+            "user_id": "fay",
+            "forgotten": 0,
+            "sessions_forgotten": 0,
+            "turns_forgotten": 0,
+        }
 
 
 _FORGET = """

@@ -73,7 +73,12 @@ def _forget_s1(http: Any) -> None:
         assert http.post("/v1/memories/forget", json=bad).status_code == 422, bad
     resp = http.post("/v1/memories/forget", json={"session_id": "s1"})
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"session_id": "s1", "forgotten": 3}
+    assert resp.json() == {
+        "session_id": "s1",
+        "forgotten": 3,
+        "sessions_forgotten": 1,
+        "turns_forgotten": 2,
+    }
     assert http.get("/v1/sessions/s1/turns").json()["results"] == []
     assert http.get("/v1/memories", params={"session_id": "s1"}).json()["results"] == []
     left = http.get("/v1/memories", params={"user_id": "ana"}).json()["results"]

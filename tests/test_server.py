@@ -82,7 +82,7 @@ def test_memory_routes_match_the_python_api(acme: Tenant, db: Path) -> None:
     assert c.delete(f"/v1/memories/{ids[1]}", headers=h).json() == deleted
     assert_error(c.get(f"/v1/memories/{ids[1]}", headers=h), 404, "NotFound")
     gone = c.post("/v1/memories/forget", headers=h, json={"user_id": "ana"}).json()
-    assert gone == {"user_id": "ana", "forgotten": 1}
+    assert gone == {"user_id": "ana", "forgotten": 1, "sessions_forgotten": 0, "turns_forgotten": 0}
     left = c.get("/v1/memories", headers=h, params={"user_id": "bob"}).json()["results"]
     assert [r["text"] for r in left] == ["Bob rides a red bike"]
 

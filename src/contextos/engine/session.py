@@ -336,21 +336,42 @@ def as_sent(turns: Sequence[Turn], state: HistoryState) -> list[Turn]:
 
 
 #: How far before a tool result :func:`never_sent` looks first for the assistant turn
-#: that may have called it (then the whole log).
+#: that may have called it (then back page by page: :func:`_last_reply`).
 _REPLY_LOOKBACK = 256
+#: The turns of a page of that walk back: their (seq, role, content) only.
+_REPLY_PAGE = 512
 
 
 def _tail_from_reply(session: Session, seq: int) -> list[Turn]:
-    """The log from the last assistant turn before ``seq`` on (the whole log if there is
-    none): :func:`sendable_units` starts over at every assistant turn, so what it makes
-    of the turns after one does not depend on the turns before it. Why not read the
-    whole log: every tool result appended over HTTP read and walked it, 1.3 s at 40,000
-    turns (a review)."""
-    tail = session.store.turns(session.scope, after_seq=max(-1, seq - _REPLY_LOOKBACK - 1))
+    """The log from the last assistant turn before ``seq`` on (from ``seq``'s look back
+    if there is none): :func:`sendable_units` starts over at every assistant turn, so
+    what it makes of the turns after one does not depend on the turns before it, and
+    with none before ``seq``, no result there answers a call (a call is an assistant's:
+    neither API takes one on another role). Why not read the whole log: every tool
+    result appended over HTTP read and walked it, 1.3 s at 40,000 turns; then, with no
+    assistant turn in the look back (a log of notes and results, as the HTTP API logs
+    them: it cannot log a call), still 0.4 s at 30,000 turns (reviews)."""
+    below = max(-1, seq - _REPLY_LOOKBACK - 1)
+    tail = session.store.turns(session.scope, after_seq=below)
     for i in range(len(tail) - 1, -1, -1):
         if tail[i].seq < seq and tail[i].message.role == "assistant":
             return tail[i:]
-    return session.store.turns(session.scope)
+    reply = _last_reply(session, below)
+    return tail if reply is None else session.store.turns(session.scope, after_seq=reply - 1)
+
+
+def _last_reply(session: Session, seq: int) -> int | None:
+    """The seq of the last assistant turn at or before ``seq`` (None: there is none),
+    found walking back a page of turns' roles at a time (``Store.turn_texts``, which
+    decodes no tool calls or metadata) and stopping at the first one."""
+    while seq >= 0:
+        lo = max(-1, seq - _REPLY_PAGE)
+        page = session.store.turn_texts(session.scope, after_seq=lo, limit=seq - lo)
+        for at, role, _ in reversed(page):
+            if at <= seq and role == "assistant":
+                return at
+        seq = lo
+    return None
 
 
 def sendable_units(turns: Sequence[Turn]) -> list[list[Turn]]:

@@ -350,7 +350,7 @@ def inspect_router(
 
         return await slots.run(tenant, build, client_gone=request.is_disconnected)
 
-    @router.post("/sessions/{session_id:path}/window")
+    @router.post("/sessions/{session_id:anything}/window")
     async def window(
         session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant, request: Request
     ) -> dict[str, Any]:
@@ -438,7 +438,7 @@ def add_cache_routes(
             "svg": svg,
         }
 
-    @router.get("/sessions/{session_id:path}/cache")
+    @router.get("/sessions/{session_id:anything}/cache")
     async def cache(
         session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
     ) -> Any:
@@ -452,7 +452,7 @@ def add_cache_routes(
         """:func:`cache_of` the session in the query (any id; the page uses this one)."""
         return await cache_of(session_id, tenant, model)
 
-    @router.get("/sessions/{session_id:path}/cache.svg")
+    @router.get("/sessions/{session_id:anything}/cache.svg")
     async def cache_svg(
         session_id: SessionPath, tenant: Tenant, model: ModelName = DEFAULT_MODEL
     ) -> Any:

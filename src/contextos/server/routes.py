@@ -18,11 +18,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
 from fastapi.security import HTTPBearer
 from pydantic import AfterValidator, BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from contextos.engine.session import Session, never_sent
 from contextos.llm.tokens import Tokenizer
 
-from ..store.base import ErasurePending
+from ..store.base import Erasure, ErasurePending
 from ..types import Scope
 from . import ops
 from . import schemas as s
@@ -75,11 +76,26 @@ ListAfter = Annotated[str | None, Query(min_length=1, max_length=100)]
 #: The order of ``GET /v1/sessions``: by last activity, oldest or newest first, or by id.
 SessionOrder = Annotated[Literal["oldest", "newest", "id"], Query()]
 #: A user/agent/session id in a path or a query, by the one id rule of the bodies (s.ScopeId).
-#: In a path it is declared ``{session_id:path}`` before a fixed last segment: the routes
-#: are matched on the decoded path, so an id holding "/" (sent as "%2F" or as is) was a
-#: bare 404 under every session route though the library takes it (a review); the route's
-#: pattern is anchored at both ends, so the last segment still picks the route.
+#: In a path it is declared ``{session_id:anything}`` before a fixed last segment: the
+#: routes are matched on the decoded path, so an id holding "/" (sent as "%2F" or as is)
+#: was a bare 404 under every session route though the library takes it (a review); the
+#: route's pattern is anchored at both ends, so the last segment still picks the route.
 SessionPath = Annotated[IdPath, AfterValidator(s.check_scope_id)]
+
+
+class AnythingConvertor(PathConvertor):
+    """Starlette's ``path`` converter, of any character: its regex ``.*`` is compiled
+    without DOTALL, so an id holding a newline ("team%0Achat", which ``POST
+    /v1/memories`` and the library take, and ``GET /v1/sessions`` lists) matched no
+    route, a bare 404 under every session route (a review)."""
+
+    regex = r"[\s\S]*"
+
+
+#: The converter's name in a route's path (``{session_id:anything}``), registered once.
+ANYTHING = "anything"
+register_url_convertor(ANYTHING, AnythingConvertor())
+
 #: ``DELETE``'s precondition on the text (``PATCH``'s ``expected_text``, in the query).
 ExpectedText = Annotated[
     str | None,
@@ -122,12 +138,13 @@ def _added(mem: "Memory", body: s.AddRequest) -> Response:
 
 async def erased(
     erase: Callable[[], object],
-    answer: Callable[[int], AnswerT],
+    answer: Callable[[Erasure], AnswerT],
     mem: "Memory",
     request: Request,
 ) -> AnswerT | Response:
     """Run an erasure (a forget, a purge) on the tenant's write thread and ``answer``
-    with what it returned; one that committed but left old bytes in the SQLite file
+    with what it returned (an ``Erasure``: memories, session logs and turns; a plain
+    count is memories only); one that committed but left old bytes in the SQLite file
     (``ErasurePending``) is a 202 of the same answer with ``pending`` saying why. It
     was a 503 "busy, retry": the retry answered that nothing was left to erase, and how
     much had been was said nowhere (a review)."""
@@ -135,9 +152,29 @@ async def erased(
         done = await run_write(erase, tenant=mem.tenant, client_gone=request.is_disconnected)
     except ErasurePending as exc:
         log.warning("erasure left old bytes: %s", exc)
-        pending = answer(int(exc.erased)).model_copy(update={"pending": exc.reason})
+        pending = answer(_erasure(exc.erased)).model_copy(update={"pending": exc.reason})
         return json_response(pending, 202, exclude_none=True)
-    return answer(done if isinstance(done, int) else 0)
+    return answer(_erasure(done))
+
+
+def _erasure(done: object) -> Erasure:
+    """What an erasure returned, as an ``Erasure`` (nothing counted: 0)."""
+    if isinstance(done, Erasure):
+        return done
+    return Erasure(done if isinstance(done, int) else 0)
+
+
+def _forgotten(body: s.ForgetRequest, erasure: Erasure) -> s.Forgotten:
+    """``forget``'s answer: the memories, and the session logs and turns, it erased.
+    Why the logs': a forget of a session's 500 turns answered ``forgotten: 0`` (a
+    review)."""
+    return s.Forgotten(
+        user_id=body.user_id,
+        session_id=body.session_id,
+        forgotten=erasure.memories,
+        sessions_forgotten=erasure.sessions,
+        turns_forgotten=erasure.turns,
+    )
 
 
 def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
@@ -194,7 +231,7 @@ def memory_router(auth: Authenticator, tenants: TenantMemories) -> APIRouter:
         ``user_id`` and ``session_id``."""
         return await erased(
             lambda: mem.forget(body.user_id, session_id=body.session_id),
-            lambda n: s.Forgotten(user_id=body.user_id, session_id=body.session_id, forgotten=n),
+            lambda erasure: _forgotten(body, erasure),
             mem,
             request,
         )
@@ -322,7 +359,7 @@ def session_router(
     Tenant = Annotated[str, Depends(tenant_of)]
 
     @router.post(
-        "/{session_id:path}/turns",
+        "/{session_id:anything}/turns",
         status_code=201,
         response_model=s.AppendedTurns,
         summary="append_turns",
@@ -349,7 +386,7 @@ def session_router(
 
         return await run_write(write, tenant=tenant, client_gone=request.is_disconnected)
 
-    @router.get("/{session_id:path}/turns", response_model=s.TurnList, summary="turns")
+    @router.get("/{session_id:anything}/turns", response_model=s.TurnList, summary="turns")
     def turns(
         session_id: SessionPath,
         tenant: Tenant,
@@ -363,7 +400,7 @@ def session_router(
 
     slots = windows or WindowSlots()
 
-    @router.post("/{session_id:path}/window", response_model=s.WindowOut, summary="window")
+    @router.post("/{session_id:anything}/window", response_model=s.WindowOut, summary="window")
     async def window(
         session_id: SessionPath, body: s.WindowRequestIn, tenant: Tenant, request: Request
     ) -> s.WindowOut:
@@ -380,7 +417,7 @@ def session_router(
         return s.WindowOut(**answer)
 
     @router.post(
-        "/{session_id:path}/compact",
+        "/{session_id:anything}/compact",
         response_model=s.CompactionOut,
         summary="compact",
         responses={409: {"model": s.ErrorOut, "description": "Lost a race: nothing done"}},

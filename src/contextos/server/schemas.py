@@ -809,12 +809,20 @@ class Deleted(BaseModel):
 
 class Forgotten(BaseModel):
     """What a forget erased: the target as given (``user_id`` or ``session_id``; the
-    other is left out of the answer) and how many memories went; ``pending`` (with
-    HTTP 202) when the erasure committed but old bytes of it remain in the file."""
+    other is left out of the answer), how many memories went (``forgotten``), and how
+    many session logs and turns of them (the CLI's ``--json`` names); ``pending`` (with
+    HTTP 202) when the erasure committed but old bytes of it remain in the file.
+
+    Why the logs' counts: a forget that erased a session of 500 turns (and no memory)
+    answered ``forgotten: 0``, read as "nothing was erased" (a review)."""
 
     user_id: str | None = None
     session_id: str | None = None
-    forgotten: int
+    forgotten: int = Field(description="Memories erased.")
+    sessions_forgotten: int = Field(
+        0, description="Session logs emptied (a log other users' turns keep is not one)."
+    )
+    turns_forgotten: int = Field(0, description="Session log turns erased.")
     pending: str | None = Field(default=None, description=PENDING)
 
 

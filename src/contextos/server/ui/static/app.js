@@ -1098,7 +1098,12 @@ async function forgetUser() {
   mem.offset = 0;
   mem.after = null;
   await reloadShown();
-  $("mem-status").replaceChildren("Forgot user ", idNode(out.user_id), ": " + out.forgotten + " records erased.");
+  // The session logs it emptied too: a user of chats only read "0 records erased".
+  const logs = out.sessions_forgotten
+    ? ", and " + out.sessions_forgotten + " session log(s) of " + out.turns_forgotten + " turns"
+    : "";
+  $("mem-status").replaceChildren(
+    "Forgot user ", idNode(out.user_id), ": " + out.forgotten + " records erased" + logs + ".");
   $("mem-status").focus();  // the Forget button, off now, had it (see deleteMemory)
 }
 
