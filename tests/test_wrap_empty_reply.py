@@ -22,7 +22,7 @@ openai = pytest.importorskip("openai")
 from contextos import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
-from contextos.testing.fake_openai import FakeOpenAI, OpenAIUsage  # noqa: E402
+from contextos.testing.fake_openai import OpenAIUsage  # noqa: E402
 
 QUESTION = "I am vegetarian, please keep that in mind"
 
@@ -55,29 +55,21 @@ def _ask_openai(wrapped: Any, *, stream: bool) -> str:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_an_empty_anthropic_reply_keeps_the_question(
-    fake_anthropic: FakeAnthropic, anthropic_client: Any, memory: Memory, stream: bool
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_an_empty_reply_keeps_the_question(
+    request: pytest.FixtureRequest, memory: Memory, provider: str, stream: bool
 ) -> None:
-    wrapped = wrap(anthropic_client, memory=memory, session="s", user_id="ana")
-    fake_anthropic.enqueue_reply("", AnthropicUsage(12, 0), stream=stream)
-    assert _ask_anthropic(wrapped, stream=stream) == ""
+    fake = request.getfixturevalue(f"fake_{provider}")
+    client = request.getfixturevalue(f"{provider}_client")
+    ask = _ask_anthropic if provider == "anthropic" else _ask_openai
+    usage = AnthropicUsage if provider == "anthropic" else OpenAIUsage
+    wrapped = wrap(client, memory=memory, session="s", user_id="ana")
+    fake.enqueue_reply("", usage(12, 0), stream=stream)
+    assert ask(wrapped, stream=stream) == ""
     assert _said(wrapped, memory) == [QUESTION]
     # the app asks again; the answer comes, and the question is in memory once
-    fake_anthropic.enqueue_reply("Noted: no meat.", AnthropicUsage(12, 5), stream=stream)
-    assert _ask_anthropic(wrapped, stream=stream) == "Noted: no meat."
-    assert sorted(_said(wrapped, memory)) == sorted([QUESTION, "Noted: no meat."])
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-def test_an_empty_openai_reply_keeps_the_question(
-    fake_openai: FakeOpenAI, openai_client: Any, memory: Memory, stream: bool
-) -> None:
-    wrapped = wrap(openai_client, memory=memory, session="s", user_id="ana")
-    fake_openai.enqueue_reply("", OpenAIUsage(12, 0), stream=stream)
-    assert _ask_openai(wrapped, stream=stream) == ""
-    assert _said(wrapped, memory) == [QUESTION]
-    fake_openai.enqueue_reply("Noted: no meat.", OpenAIUsage(12, 5), stream=stream)
-    assert _ask_openai(wrapped, stream=stream) == "Noted: no meat."
+    fake.enqueue_reply("Noted: no meat.", usage(12, 5), stream=stream)
+    assert ask(wrapped, stream=stream) == "Noted: no meat."
     assert sorted(_said(wrapped, memory)) == sorted([QUESTION, "Noted: no meat."])
 
 
