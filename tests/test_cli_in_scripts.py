@@ -110,8 +110,8 @@ def test_keys_list_whose_reader_stops_early_exits_141(tmp_path: Path) -> None:
 
     db = tmp_path / "k.db"
     with KeyStore(str(db)) as keys:
-        for i in range(100):  # 100 lines of ~1 kB: well over a pipe's 64 KiB
-            keys.create("acme", f"key {i} " + "n" * 1000)
+        for i in range(400):  # 400 lines of ~250 bytes (names at most 200): over 64 KiB
+            keys.create("acme", f"key {i} " + "n" * 180)
     status, err = exit_when_reader_stops([*CLI, "keys", "list"], cli_env(db))
     assert status == 141, err
     assert err == ""
