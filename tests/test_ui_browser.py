@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +20,7 @@ import pytest
 
 from contextos.engine.session import Session
 from contextos.types import Message
-from ui_support import (
+from ui_support import (  # noqa: F401 - module_browser, module_server: fixtures
     ADMIN_KEY,
     SHOTS,
     Held,
@@ -29,6 +28,8 @@ from ui_support import (
     auth,
     chromium,
     live_server,
+    module_browser,
+    module_server,
     new_page,
     paint_times,
     reads,
@@ -44,18 +45,6 @@ from ui_support import (
 FIRST_PAINT_MS = 300.0
 #: Fresh page loads per page; the median is compared with the target.
 RUNS = 5
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("ui") / "ui.db") as s:
-        yield s
 
 
 def rows(page: Any, selector: str = "#mem-rows tr") -> list[list[str]]:

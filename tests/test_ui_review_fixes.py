@@ -18,10 +18,12 @@ from contextos.engine.session import Session
 from contextos.store.base import Store
 from contextos.types import Filter, MemoryRecord, Message, Scope, ToolCall, content_hash
 from server_support import app_client, assert_error, auth, database, issue_key
-from ui_support import (
+from ui_support import (  # noqa: F401 - module_browser, module_server: fixtures
     LiveServer,
     chromium,
     live_server,
+    module_browser,
+    module_server,
     new_page,
     row_texts,
     said,
@@ -148,18 +150,6 @@ def test_delete_takes_patchs_precondition(client: Any) -> None:
 
 
 # -- the page, in a real browser -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("uifix") / "ui.db") as s:
-        yield s
 
 
 def open_panel(page: Any, text: str) -> None:

@@ -9,36 +9,25 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from ui_support import (
+from ui_support import (  # noqa: F401 - module_browser, module_server: fixtures
     Held,
     LiveServer,
     auth,
     chromium,
     live_server,
+    module_browser,
+    module_server,
     new_page,
     said,
     unmark_rendered,
     wait_rendered,
     wait_text,
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("ui48") / "ui.db") as s:
-        yield s
 
 
 def sent(page: Any, method: str, pattern: str) -> list[str]:

@@ -9,20 +9,19 @@ Debian's chromium (playwright) against a real server on loopback over a SQLite f
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import pytest
-
 from contextos.engine.session import Session
 from contextos.types import Message
-from ui_support import (
+from ui_support import (  # noqa: F401 - module_browser, module_server: fixtures
     Held,
     LiveServer,
     chromium,
     live_server,
+    module_browser,
+    module_server,
     new_page,
     reads,
     row_texts,
@@ -32,18 +31,6 @@ from ui_support import (
     wait_rendered,
     wait_text,
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("uiscope") / "ui.db") as s:
-        yield s
 
 
 def chips(page: Any, selector: str) -> list[str]:

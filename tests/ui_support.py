@@ -281,3 +281,18 @@ def row_texts(page: Any) -> list[str]:
             "#mem-rows tr", "trs => trs.map(tr => tr.cells[0].innerText.split('\\n')[0])"
         )
     )
+
+
+@pytest.fixture(name="browser", scope="module")
+def module_browser() -> Iterator[Any]:
+    """One headless chromium for a test module's pages. A UI test file imports it (and
+    :func:`module_server`) under any name: pytest knows it as ``browser``."""
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(name="server", scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server on a fresh SQLite file for a test module (known as ``server``)."""
+    with live_server(tmp_path_factory.mktemp("ui") / "ui.db") as s:
+        yield s
