@@ -136,11 +136,17 @@ def test_http_forget_behind_a_reader_is_a_202_with_the_count(tmp_path: Path) -> 
         for text in (f"my code word is {SECRET}", "I like tea", "I live in Lisbon"):
             added = c.post("/v1/memories", headers=h, json={"messages": text, "user_id": "fay"})
             assert added.status_code == 201, added.text
+        said = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+        logged = c.post(
+            "/v1/sessions/fay-chat/turns", headers=h, json={"messages": said, "user_id": "fay"}
+        )
+        assert logged.status_code == 201, logged.text
         with _reader(db):
             resp = c.post("/v1/memories/forget", headers=h, json={"user_id": "fay"})
         assert resp.status_code == 202, resp.text
         body = resp.json()
         assert body["forgotten"] == 3 and body["user_id"] == "fay"
+        assert body["sessions_forgotten"] == 1 and body["turns_forgotten"] == 2  # the 202's too
         assert "open reader" in body["pending"] and "retry" in body["pending"]
         again = c.post("/v1/memories/forget", headers=h, json={"user_id": "fay"})
         assert again.status_code == 200

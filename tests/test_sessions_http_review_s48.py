@@ -22,7 +22,6 @@ import pytest
 
 from contextos.engine.compaction import visible_turns
 from contextos.engine.session import Session, never_sent, sendable_units
-from contextos.store.base import Erasure, ErasurePending
 from contextos.store.sqlite import SQLiteStore
 from contextos.types import Message, Scope, ToolCall, Turn
 from ui_support import LiveServer, auth, live_server
@@ -72,31 +71,6 @@ def test_forget_counts_the_session_logs_and_turns_it_erased(server: LiveServer, 
         "forgotten": 0,
         "sessions_forgotten": 0,
         "turns_forgotten": 0,
-    }
-
-
-def test_a_forget_that_left_old_bytes_is_a_202_with_the_same_counts(
-    server: LiveServer, key: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The store's erasure committed, then could not finish on disk (``ErasurePending``,
-    as a reader holding the -wal makes it, after a 10 s busy timeout): its counts."""
-    store = server.app.state.tenants.store
-    real = store.forget
-
-    def left_bytes(scope: Scope) -> Erasure:
-        raise ErasurePending(real(scope), "an open reader kept old pages; retry")
-
-    monkeypatch.setattr(store, "forget", left_bytes)
-    server.turns(key, "fp-1", notes(7), user_id="yan")
-    server.add(key, user_id="yan", messages="yan rides a red bike")
-    resp = server.http.post("/v1/memories/forget", json={"user_id": "yan"}, headers=auth(key))
-    assert resp.status_code == 202, resp.text
-    assert resp.json() == {
-        "user_id": "yan",
-        "forgotten": 1,
-        "sessions_forgotten": 1,
-        "turns_forgotten": 7,
-        "pending": "an open reader kept old pages; retry",
     }
 
 
