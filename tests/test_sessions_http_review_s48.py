@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,11 @@ from contextos.engine.compaction import visible_turns
 from contextos.engine.session import Session, never_sent, sendable_units
 from contextos.store.sqlite import SQLiteStore
 from contextos.types import Message, Scope, ToolCall, Turn
-from ui_support import LiveServer, auth, live_server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("sessions-s48") / "s.db") as s:
-        yield s
+from ui_support import (
+    LiveServer,
+    auth,
+    module_server,  # noqa: F401 - the module's fixture, known as `server`
+)
 
 
 @pytest.fixture(scope="module")
