@@ -26,6 +26,13 @@ what was read are reported as ``prompt_tokens_details.cache_write_tokens``.
 ``mode: explicit`` turns the implicit prefix cache off for that request's
 writes. Markers are not content: they are left out of every prefix hash. A
 malformed ``prompt_cache_options`` or breakpoint is refused with a 400.
+
+The ``reply`` hook returns the answer's text, or a :data:`ToolCalls` mapping to script
+an agent's tool calls: ``{"tool_calls": [{"name": "get_weather", "arguments": {"city":
+"Porto"}}], "content": None}`` (``arguments`` a JSON object, or the raw text a model
+sent; ``id`` optional). They go out as the API sends them: ``message.tool_calls`` with
+``finish_reason: "tool_calls"``, streamed as ``delta.tool_calls`` pieces of each call's
+arguments; through the Responses API as ``function_call`` output items.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +57,10 @@ from .fake_http import (
     text_pieces,
     without_key,
 )
+
+#: What the ``reply`` hook may return instead of text: the assistant message's
+#: ``tool_calls`` (each ``name``, ``arguments`` and optionally ``id``) and ``content``.
+ToolCalls = Mapping[str, Any]
 
 #: OpenAI reports cache hits in increments of this many tokens.
 CACHE_INCREMENT = 128
@@ -222,7 +233,7 @@ class FakeOpenAI(FakeHTTPServer):
     def __init__(
         self,
         *,
-        reply: Callable[[dict[str, Any]], str] = echo_reply,
+        reply: Callable[[dict[str, Any]], str | ToolCalls] = echo_reply,
         min_cache_tokens: int = 1024,
         cache_increment: int = CACHE_INCREMENT,
     ) -> None:
@@ -296,8 +307,13 @@ class FakeOpenAI(FakeHTTPServer):
             total, cached, written = self.cache.account(body)
         except CacheOptionsError as exc:
             return _error(400, str(exc), param="prompt_cache_options")
-        text = self.reply(body)
-        usage = OpenAIUsage(total, estimate_tokens(text), cached, written)
+        try:
+            text, calls = _answer(self.reply(body), self._ids)
+        except ValueError as exc:
+            return _error(
+                500, f"the fake's reply hook returned {exc}", kind_code=("server_error", None)
+            )
+        usage = OpenAIUsage(total, estimate_tokens(text + canonical_json(calls)), cached, written)
         options = body.get("stream_options") or {}
         return self._completion(
             body["model"],
@@ -305,6 +321,8 @@ class FakeOpenAI(FakeHTTPServer):
             usage,
             stream=bool(body.get("stream")),
             include_usage=bool(options.get("include_usage")),
+            finish_reason="tool_calls" if calls else "stop",
+            tool_calls=calls,
         )
 
     def responses_requests(self) -> list[RecordedRequest]:
@@ -334,7 +352,14 @@ class FakeOpenAI(FakeHTTPServer):
             )
         except CacheOptionsError as exc:
             return _error(400, str(exc), param="prompt_cache_options")
-        text = self.reply({"messages": [i for i in items if "role" in i]})
+        try:
+            text, calls = _answer(
+                self.reply({"messages": [i for i in items if "role" in i]}), self._ids
+            )
+        except ValueError as exc:
+            return _error(
+                500, f"the fake's reply hook returned {exc}", kind_code=("server_error", None)
+            )
         rid = f"resp_fake{next(self._ids):06d}"
         output: list[dict[str, Any]] = []
         threshold = [
@@ -345,16 +370,29 @@ class FakeOpenAI(FakeHTTPServer):
         if threshold and total >= (threshold[0] or 0):
             secret = "enc_" + hashlib.sha256(canonical_json(items).encode()).hexdigest()[:16]
             output.append({"type": "compaction", "id": f"cmp_{rid}", "encrypted_content": secret})
-        output.append(
+        if text or not calls:
+            output.append(
+                {
+                    "type": "message",
+                    "id": f"msg_{rid}",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+            )
+        output += [
             {
-                "type": "message",
-                "id": f"msg_{rid}",
-                "role": "assistant",
+                "type": "function_call",
+                "id": f"fc_{call['id']}",
+                "call_id": call["id"],
+                "name": call["function"]["name"],
+                "arguments": call["function"]["arguments"],
                 "status": "completed",
-                "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
-        )
-        usage = OpenAIUsage(total, estimate_tokens(text), cached, written).responses_wire()
+            for call in calls
+        ]
+        spoken = estimate_tokens(text + canonical_json(calls))
+        usage = OpenAIUsage(total, spoken, cached, written).responses_wire()
         response = {
             "id": rid,
             "object": "response",
@@ -391,8 +429,10 @@ class FakeOpenAI(FakeHTTPServer):
         include_usage: bool,
         finish_reason: str = "stop",
         refusal: bool = False,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> FakeResponse:
         cid = f"chatcmpl-fake{next(self._ids):06d}"
+        calls = tool_calls or []
         if not stream:
             return FakeResponse(
                 json_body={
@@ -408,9 +448,10 @@ class FakeOpenAI(FakeHTTPServer):
                             "finish_reason": finish_reason,
                             "message": {
                                 "role": "assistant",
-                                "content": None if refusal else text,
+                                "content": None if refusal or (calls and not text) else text,
                                 "refusal": text if refusal else None,
                                 "annotations": [],
+                                **({"tool_calls": calls} if calls else {}),
                             },
                         }
                     ],
@@ -418,7 +459,7 @@ class FakeOpenAI(FakeHTTPServer):
                     "service_tier": "default",
                 }
             )
-        chunks = _chunks(cid, model, text, usage, include_usage, finish_reason, refusal)
+        chunks = _chunks(cid, model, text, usage, include_usage, finish_reason, refusal, calls)
         events = [SSEEvent(data=json.dumps(c)) for c in chunks]
         return FakeResponse(events=[*events, SSEEvent(data="[DONE]")])
 
@@ -431,8 +472,11 @@ def _chunks(
     include_usage: bool,
     finish_reason: str = "stop",
     refusal: bool = False,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The ``chat.completion.chunk`` sequence of a streamed response."""
+    """The ``chat.completion.chunk`` sequence of a streamed response: a tool call as the
+    API streams one (its id, type and name first with empty arguments, then the
+    arguments' text in pieces, each delta naming the call by its ``index``)."""
     extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -452,6 +496,11 @@ def _chunks(
         yield chunk({"role": "assistant", "content": "", "refusal": None})
     for piece in text_pieces(text):
         yield chunk({"refusal" if refusal else "content": piece})
+    for index, call in enumerate(tool_calls or []):
+        opened = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+        yield chunk({"tool_calls": [{"index": index, **opened}]})
+        for piece in text_pieces(call["function"]["arguments"]):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     yield chunk({}, finish_reason)
     if include_usage:
         yield {
@@ -463,6 +512,30 @@ def _chunks(
             "choices": [],
             "usage": usage.wire(),
         }
+
+
+def _answer(reply: str | ToolCalls, ids: Iterator[int]) -> tuple[str, list[dict[str, Any]]]:
+    """The text and the wire-format ``tool_calls`` of what a ``reply`` hook returned
+    (see :data:`ToolCalls`); a ValueError names what is malformed."""
+    if isinstance(reply, str):
+        return reply, []
+    if not isinstance(reply, Mapping):
+        raise ValueError(f"a {type(reply).__name__}, not text or a mapping of tool_calls")
+    text = reply.get("content") or ""
+    if not isinstance(text, str):
+        raise ValueError("a content that is not text")
+    calls = []
+    for call in reply.get("tool_calls") or []:
+        name, arguments = call.get("name"), call.get("arguments", {})
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a tool call without a name: {call!r}")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        call_id = call.get("id") or f"call_fake{next(ids):06d}"
+        calls.append(
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        )
+    return text, calls
 
 
 def _item_events(index: int, item: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
