@@ -54,6 +54,15 @@ _END_AT_PLACE = rf"(?=\s*(?:[,.;!?:()\u2013\u2014-]|$|\s+(?:{_END_WORDS}|near|by
 #: ended the current value: see ``_SLOTS``). Fixed width, as a look-behind must be.
 _NOT_NOW = r"(?<!\bused\sto\s)(?<!\bwas\s)(?<!\bwere\s)"
 _NUMWORD = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|no)"
+#: How an "X's Y is Z" attribute is said: "is", or the ways of giving Y's name ("'s name
+#: is", "is called", "is named", "is known as"), all one attribute of one value. Why:
+#: "My sister's name is Ana" (read "sister name": "ana") and "My sister is called Rita"
+#: ("user sister": "called rita") were two attributes, and both stayed current (a
+#: review, s49). Not "is named after", "is known for": no name.
+_NAMED = (
+    r"(?:'s\s+name\s+is|\s+is(?!\s+(?:called|named|known)\s+(?:after|for|by)\b)"
+    r"(?:\s+(?:called|named|known\s+as))?)"
+)
 
 #: Slot, pattern ending its value at :data:`_END`, the same ending it at a place too
 #: (:data:`_END_AT_PLACE`): :func:`_claim` takes the second for a proper name or a job.
@@ -85,7 +94,9 @@ _SLOTS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = tuple(
         ("partner", rf"\bis\s+(?:dating|seeing)\s+{_VALUE}"),
         ("count:kids", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:kids|children|sons|daughters)"),
         ("count:pets", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:dogs|cats|pets)"),
-        ("attr", rf"\b(?P<o>\w+)'s\s+(?P<k>(?:favou?rite\s+)?\w+)\s+is\s+{_VALUE}"),
+        # "Ann's dog is Max", "Ann's dog's name is Max", "Ann's dog is called (named,
+        # known as) Max": one attribute, "ann dog", of one value, "max" (see _NAMED).
+        ("attr", rf"\b(?P<o>\w+)'s\s+(?P<k>(?:favou?rite\s+)?\w+){_NAMED}\s+{_VALUE}"),
     )
 )
 _NEGATION = re.compile(

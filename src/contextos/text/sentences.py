@@ -29,14 +29,46 @@ _NUMBER_ABBREVIATIONS = word_set("no.")
 #: letter or digit ("(Dr.", "Wait—Dr.", "...Dr.": "dr."; "21st.": none, its letters
 #: follow a digit).
 _LAST_WORD = re.compile(r"(?:^|\W)([^\W\d_][\w.]*)$")
-#: Where a sentence ends: ".", "!" or "?" (and closing quotes) before a space and a
-#: capital or a digit; a line break; or "。", "！" or "？", which Chinese and Japanese
-#: write with no space after (a paragraph of them was one "sentence").
+#: Line breaks: the line-break alternative of :data:`_SPLIT` (a sentence ends at one,
+#: whatever follows), and not the space of a break after a period (see :data:`_GAP`).
+_LINE_BREAK = "\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029"
+#: Between a sentence's end and the next sentence: spaces (no line break), and control
+#: and zero-width characters, which are as good as none. Why: "Porto.\x07 My sister's
+#: name is Ana." was one sentence (a review, s49).
+_INVISIBLE = "\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u200b-\u200d\u2060\ufeff"
+_GAP = rf"(?:[^\S{_LINE_BREAK}]|[{_INVISIBLE}])+"
+#: Lower-case words that open a sentence and do not go on one after an abbreviation:
+#: the pronouns, possessive and demonstrative determiners and articles a clause starts
+#: with, and the discourse markers and interjections chat opens one with. A lower-case
+#: word after a period opens a sentence only when it is one of these: "Dr. smith",
+#: "approx. five" and "5 p.m. tomorrow" go on (content words: a period before one is an
+#: abbreviation's as often as a sentence's), "i live in porto. my sister's name is ana."
+#: is two sentences. (Not "and" and "or": "at 5 p.m. and then" goes on. A word is
+#: matched whole, its contraction after it: "i" is also "i'm", "it" "it's".)
+_OPENERS = (
+    r"i|me|my|we|our|us|you|your|he|his|him|she|her|they|their|them|it"
+    r"|its|this|that|these|those|there|here|the|a|an|let's|but|so|also|then|now|anyway|btw"
+    r"|oh|ok|okay|yes|yeah|yep|no|nope|well|lol|haha|thanks|hey|hi|hello|sorry|what|why"
+    r"|how|when|where|who"
+)
+#: Where a sentence may end (:func:`split_sentences` decides): ".", "!" or "?" (and
+#: closing quotes) before a space (:data:`_GAP`) and a letter or digit; a line break; or
+#: "。", "！" or "？", which Chinese and Japanese write with no space after (a paragraph
+#: of them was one "sentence"). After the space, a letter that is not lower case (any
+#: script: "Óscar", "Łukasz", "Ирина", a digit, a Han character) starts a sentence, and
+#: a lower-case one only as an :data:`_OPENERS` word (group ``op``; group ``low`` is the
+#: first character of any other word), and not after a closing quote or bracket ('"Hi."
+#: she said', group ``close``) or an ellipsis ("work stuff... but the worst was"). Why
+#: any script: only "[A-Z0-9]" was, so "I live in Porto. Óscar is my brother's name."
+#: and lower-case chat were one fact, and a move closed the brother with the home (a
+#: review, s49).
 #: (The line-break alternative starts only where a run of white space starts, ``(?<!\s)``:
 #: tried at each of its characters, a run of 20,000 spaces took 1.8 s, 90,000 minutes.)
 _SPLIT = re.compile(
-    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[。！？])(?![」』）])\s*"
-    r"|(?<=[。！？][」』）])\s*|(?<!\s)\s*\n+\s*"
+    rf"(?<=[.!?])(?P<close>[\"')\]\u201d\u2019]*){_GAP}(?=[\"'(\[\u201c\u2018\u00bf\u00a1]?"
+    rf"(?:(?P<op>(?:{_OPENERS})\b(?![.-]\w))|(?P<low>[^\W_])))"
+    r"|(?<=[。！？])(?![」』）])\s*|(?<=[。！？][」』）])\s*"
+    rf"|(?<!\s)\s*[{_LINE_BREAK}]+\s*"
 )
 
 STOPWORDS = word_set(
@@ -74,6 +106,25 @@ _FILLER_START = re.compile(
 )
 _QUESTION = re.compile(r"\?[\"')\s]*$")
 _FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|me|my|mine|myself)\b")
+#: Words after which a clause starts: conjunctions, question words, time adverbs.
+_CLAUSE_OPENERS = (
+    r"and|but|so|or|because|cause|cuz|if|when|whenever|while|since|until|till|that|than|as"
+    r"|though|although|before|after|once|where|how|why|what|then|now|today|yesterday"
+    r"|tonight|tomorrow"
+)
+#: A lower-case "i" that is the pronoun "I", as typed in chat ("i live in porto"):
+#: where it opens the sentence or a clause (after a comma, a dash or
+#: :data:`_CLAUSE_OPENERS`), or with a contraction ("i'm", "i've", "i'd", "i'll").
+#: Not anywhere: "i" is "and" in Polish and Catalan ("Ana i Marek"), and not "i.e.".
+#: Why: "i moved to lisbon" was no first person, kept as "User: i moved to lisbon."
+#: (a review, s49).
+_LOWER_I = re.compile(
+    rf"(?:(?:^|[,;:(\u2013\u2014])[\s\"'\u201c\u2018(\[]*|\b(?:{_CLAUSE_OPENERS})\s+)"
+    r"i\b(?![.-]\w)|\bi(?='(?:m|ve|d|ll)\b)"
+)
+#: A lone "i" (not "i.e."): in a sentence where one is the pronoun (:data:`_LOWER_I`),
+#: each is, as its writer types "I" so ("i think i like it").
+_LONE_I = re.compile(r"\bi\b(?![.-]\w)")
 #: Han and kana, written without spaces between words: each character is a word.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 #: A word: letters and digits of any script ('&- inside), or one Han or kana character.
@@ -147,6 +198,11 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     pos = 0
     for m in _SPLIT.finditer(text):
+        letter = m.group("low")
+        if (letter is not None and letter.islower()) or (
+            m.group("op") and (m.group("close") or text[m.start() - 2 : m.start()] == "..")
+        ):
+            continue  # "Dr. smith", '"Hi." she said', "stuff... but": no sentence starts
         out.append((pos, text[pos : m.start()]))
         pos = m.end()
     out.append((pos, text[pos:]))
@@ -324,8 +380,21 @@ def has_second_person(sentence: str) -> bool:
 
 
 def has_first_person(sentence: str) -> bool:
-    """True when the speaker talks about themself (I, me, my, ...)."""
-    return _FIRST_PERSON.search(sentence) is not None
+    """True when the speaker talks about themself (I, me, my, ..., and a lower-case
+    "i" that is "I": :data:`_LOWER_I`)."""
+    return _FIRST_PERSON.search(sentence) is not None or (
+        _LONE_I.search(sentence) is not None and _LOWER_I.search(sentence) is not None
+    )
+
+
+def capital_i(sentence: str) -> str:
+    """``sentence`` with its lower-case "i" written "I" where it is the pronoun: each
+    lone "i" of a sentence where one opens a clause or has a contraction
+    (:data:`_LOWER_I`: "so i think i moved" -> "so I think I moved"; not "Ana i Marek",
+    "i.e.")."""
+    if _LONE_I.search(sentence) is None or _LOWER_I.search(sentence) is None:
+        return sentence
+    return _LONE_I.sub("I", sentence)
 
 
 def numbers(text: str) -> list[str]:
@@ -404,6 +473,7 @@ def _object(m: re.Match[str], name: str) -> str:
 
 
 def to_third_person(sentence: str, name: str) -> str:
-    """``sentence`` with I/me/my made ``name`` ("I love my dog" -> "Ann loves Ann's dog")."""
-    text = _SUBJECT.sub(lambda m: _subject(m, name), sentence)
+    """``sentence`` with I/me/my made ``name`` ("I love my dog" -> "Ann loves Ann's dog";
+    "i" too where it is "I": :func:`capital_i`)."""
+    text = _SUBJECT.sub(lambda m: _subject(m, name), capital_i(sentence))
     return _OBJECT.sub(lambda m: _object(m, name), text)
