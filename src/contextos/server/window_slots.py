@@ -12,6 +12,7 @@ window."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -21,6 +22,11 @@ import anyio.to_thread
 
 #: How many windows of one tenant are built at once (:class:`WindowSlots`).
 WINDOWS_PER_TENANT = 1
+#: How many windows of all tenants are built at once (:class:`WindowSlots`): twice the
+#: cores, at least four. A build is Python work under the interpreter lock, its query's
+#: embedding and its reads aside, so more at once than that finish no sooner and each
+#: holds its working set (its session's log, read whole when cold).
+WINDOWS_AT_ONCE = max(4, 2 * (os.cpu_count() or 1))
 #: The tools whose cost grows with a session's log, run in the window slots too: the
 #: window, ``compact_session`` (it reads and summarizes the history) and
 #: ``conversation_search`` (it reads the whole log a page at a time).
@@ -157,10 +163,18 @@ class WindowSlots(TenantSlots):
     interpreter lock for 44 s: another tenant's ``GET /v1/memories`` went from 50 ms to
     p50 700 ms, max 4 to 6 s. Now one tenant's windows queue behind each other only, and
     never hold more than ``per_tenant`` threads.
+
+    And at most ``total`` of all tenants at once (:data:`WINDOWS_AT_ONCE`). Why: with a
+    bound per tenant only, 300 tenants asking at once had 300 builds on 306 threads:
+    835 MB at the peak (293 MB one after another), kept after the burst, and another
+    tenant's ``GET /v1/memories`` took up to 9.4 s (a review, s49). The others wait
+    without a thread, their clients' disconnects still heard.
     """
 
-    def __init__(self, per_tenant: int = WINDOWS_PER_TENANT) -> None:
-        super().__init__(per_tenant)
+    def __init__(
+        self, per_tenant: int = WINDOWS_PER_TENANT, *, total: int = WINDOWS_AT_ONCE
+    ) -> None:
+        super().__init__(per_tenant, total=total)
 
 
 async def _take(
