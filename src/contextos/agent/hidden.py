@@ -28,7 +28,9 @@ said the app's results alone, and branched there (a review).
 A ``create()`` cut between two of the loop's requests (the one carrying our results
 failed) leaves the log ending with the request's messages and our exchanges, no answer:
 :meth:`HiddenExchanges.unfinished` reads them back, so the retry of a restarted process
-sends the failed request again, as the same process's retry does.
+sends the failed request again, as the same process's retry does. An app that does not
+retry but sends its next question after the unanswered one (``[q1, q2]``) gets those
+exchanges put back before the new question (:func:`_walk`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..cache import field_of
-from ..cache.render import tool_input
+from ..cache.render import tool_object
 from ..engine.conversation import TurnPrint, logged_blocks, said_digest
 from ..engine.message_text import mended
 from ..times import utc
@@ -339,7 +341,15 @@ def _walk(
     sent: Sequence[_Said], conversation: Sequence[TurnPrint], j: int
 ) -> tuple[int, list[tuple[int, Sequence[TurnPrint]]]]:
     """(how many messages sent the conversation says from turn ``j`` on, stepping over
-    runs of tool turns; those runs as :func:`_gaps` gives them)."""
+    runs of tool turns; those runs as :func:`_gaps` gives them).
+
+    A run of tool exchanges that ends the log, reached when only the last message sent
+    is left, is a run too, put back before that message (which the log does not hold
+    yet). Why: a ``create()`` whose request carrying our results failed leaves the log
+    ending with our exchange, no answer. An app that then asks its next question with
+    the whole conversation (the unanswered one kept) sent the first question followed
+    directly by the new one: read as a branch, the new one was logged as a redo and the
+    exchange left the window, the model's own core edit with it (a review)."""
     gaps: list[tuple[int, Sequence[TurnPrint]]] = []
     k = 0
     while k < len(sent) and j < len(conversation):
@@ -347,6 +357,8 @@ def _walk(
             k, j = k + 1, j + 1
             continue
         end = _run_end(sent[k], conversation, j) if k else None
+        if end is None and k and k == len(sent) - 1 and j in _tail_exchanges(conversation):
+            end = len(conversation)  # the log ends with a run of them, the last message is new
         if end is None:
             break  # the request parts from the conversation here: a branch, or new turns
         gaps.append((sent[k].at, conversation[j:end]))
@@ -462,7 +474,12 @@ def _logged(session: Session, seqs: Sequence[int]) -> dict[int, Turn]:
 
 def _calls_wire(provider: str, message: Message) -> dict[str, Any] | None:
     """A logged assistant turn of tool calls as the provider's wire message (None when a
-    call's arguments are not a JSON object: a cut stream's fragment, never run)."""
+    call's arguments are not a JSON object: a cut stream's fragment, never run).
+
+    An Anthropic input holding a lone surrogate is given as the log holds it, so the
+    wrapper reads the message as that logged turn; its rendering of the turn sends it
+    mended (:func:`contextos.cache.render.tool_input`). Why: left out, the exchange
+    was not put back, and a re-sent conversation branched there (a review)."""
     if provider == "openai":
         return {
             "role": "assistant",
@@ -476,7 +493,7 @@ def _calls_wire(provider: str, message: Message) -> dict[str, Any] | None:
                 for c in message.tool_calls
             ],
         }
-    inputs = [tool_input(c.arguments) for c in message.tool_calls]  # the one parsing rule
+    inputs = [tool_object(c.arguments) for c in message.tool_calls]  # the one parsing rule
     if any(value is None for value in inputs):
         return None
     uses = [

@@ -124,9 +124,16 @@ class ToolLoop:
         session's log (:meth:`_logged_progress`). A tool that
         raises (its store busy or down) keeps the progress too: the retry runs the
         response's calls not run yet, then goes on, without asking the model again.
+
+        A ``tool_choice`` that forces a tool call goes out as given on the first request
+        and relaxed to auto on each follow-up carrying our results (:func:`_relaxed`). A
+        caller's tool named like one of ours is refused (``TypeError``) before anything
+        is sent (:func:`_refuse_our_names`).
         """
         if kwargs.get("stream"):
             raise TypeError("memory_tools runs a tool loop; call create() without stream=True")
+        _refuse_our_names(kwargs.get("tools"))
+        self._drop_stale()
         if not self.edits_wait:
             self.prefix.catch_up()
         hidden = self._with_hidden(self._with_owed_results(kwargs))
@@ -138,8 +145,9 @@ class ToolLoop:
         while True:
             if response is None:  # the next request
                 step += 1
+                body = {**request, "messages": messages}
                 try:
-                    response = send({**request, "messages": messages})
+                    response = send(_relaxed(body, self.provider) if done.messages else body)
                 except BaseException:
                     self._keep(key, done)
                     raise
@@ -176,8 +184,33 @@ class ToolLoop:
         if done is None:
             return self._logged_progress(messages)
         if done.kept_at is not None and time.monotonic() - done.kept_at > self.resume_within_s:
+            self._dropped([done])
             return _Unfinished()  # no retry: a new question in the same words
         return done
+
+    def _drop_stale(self) -> None:
+        """Drop the kept progress no retry came for within :attr:`resume_within_s`
+        (:meth:`_dropped`)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [
+                key
+                for key, done in self._unfinished.items()
+                if done.kept_at is not None and now - done.kept_at > self.resume_within_s
+            ]
+            dropped = [self._unfinished.pop(key) for key in stale]
+        self._dropped(dropped)
+
+    def _dropped(self, dropped: Sequence[_Unfinished]) -> None:
+        """Render the snapshot again at this ``create()`` when progress dropped unused
+        ran tools: the edits it made were meant to reach the model as their calls and
+        results in the retried request, which never came.
+
+        Why: an app that gave up on a failed ``create()`` and asked something else in a
+        way that leaves the exchange out of its window (a branch) left the model with
+        its own edit nowhere: the snapshot waited for a compaction point (a review)."""
+        if any(d.messages or d.ran for d in dropped):
+            self.prefix.catch_up()
 
     def _logged_progress(self, messages: Any) -> _Unfinished:
         """The progress of a ``create()`` of ``messages`` cut between its requests, as the
@@ -203,10 +236,12 @@ class ToolLoop:
         loop's first, or whose tool failed (at most :data:`MAX_UNFINISHED`, newest kept)."""
         if not done.messages and done.calling is None:
             return  # the first request failed: the app's retry is a plain retry
+        dropped = []
         with self._lock:
             self._unfinished[key] = replace(done, kept_at=time.monotonic())
             while len(self._unfinished) > MAX_UNFINISHED:
-                del self._unfinished[next(iter(self._unfinished))]
+                dropped.append(self._unfinished.pop(next(iter(self._unfinished))))
+        self._dropped(dropped)
 
     def _run(
         self, calls: Sequence[ToolCall], ran: list[tuple[str, ToolOutcome]] | None = None
@@ -385,6 +420,70 @@ class _Owed:
     def answered_by(self, ids: set[str]) -> bool:
         """Whether results for ``ids`` answer one of the caller's calls of the response."""
         return bool(ids & (self.calls - self.ours))
+
+
+def _tool_name(tool: Any) -> Any:
+    """The name of a caller's tool as either API lists it (Anthropic: ``name``; OpenAI:
+    ``function.name`` or ``custom.name``), or None."""
+    name = field_of(tool, "name")
+    if name is None:
+        for kind in ("function", "custom"):
+            inner = field_of(tool, kind)
+            if inner is not None and (name := field_of(inner, "name")) is not None:
+                break
+    return name
+
+
+def _refuse_our_names(tools: Any) -> None:
+    """Refuse a caller's tool named as one of the memory tools, before anything is sent.
+
+    Why: the loop appends its own five, so the request named the tool twice (the
+    Messages API answers such a request with a 400, "tools: Tool names must be
+    unique."), and the loop ran the model's calls of the caller's tool as its own,
+    never handing them to the caller (a review)."""
+    if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
+        return
+    for tool in tools:
+        name = _tool_name(tool)
+        if isinstance(name, str) and name in TOOL_NAMES:
+            raise TypeError(
+                f"tools: {name!r} is one of memory_tools' own tools (the loop adds and "
+                "runs it); rename yours, or wrap without memory_tools"
+            )
+
+
+def _relaxed(body: dict[str, Any], provider: str) -> dict[str, Any]:
+    """``body`` (a follow-up carrying our tools' results) with a ``tool_choice`` that
+    forces a tool call relaxed to auto: Anthropic ``{"type": "any"}`` or ``{"type":
+    "tool", ...}`` to ``{"type": "auto"}`` (keeping ``disable_parallel_tool_use``);
+    OpenAI ``"required"``, a named function or custom tool to ``"auto"``, and an
+    ``allowed_tools`` choice in ``"required"`` mode to ``"auto"`` mode (its list kept).
+
+    Why: both APIs make the model call a tool in every response while the choice is
+    forced, so after each of our results it called ours again: the same edit made
+    seven times, then ``ProviderError`` (a review). Relaxed, the model answers, or
+    calls the caller's tool (which it may still do under auto)."""
+    choice = body.get("tool_choice")
+    if provider == "anthropic":
+        if isinstance(choice, Mapping) and choice.get("type") in ("any", "tool"):
+            kept = {k: v for k, v in choice.items() if k == "disable_parallel_tool_use"}
+            return {**body, "tool_choice": {"type": "auto", **kept}}
+        return body
+    if choice == "required":
+        return {**body, "tool_choice": "auto"}
+    if isinstance(choice, Mapping):
+        kind = choice.get("type")
+        if kind in ("function", "custom"):
+            return {**body, "tool_choice": "auto"}
+        allowed = choice.get("allowed_tools")
+        if (
+            kind == "allowed_tools"
+            and isinstance(allowed, Mapping)
+            and allowed.get("mode") == "required"
+        ):
+            relaxed = {**allowed, "mode": "auto"}
+            return {**body, "tool_choice": {**choice, "allowed_tools": relaxed}}
+    return body
 
 
 def _anthropic_with_owed(message: Any, owed: Sequence[_Owed]) -> Any:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from contextos.engine.conversation import result_text
+from contextos.engine.message_text import lone_surrogate_at
 from contextos.engine.window import TOOL_RESULTS_KEY as TOOL_RESULTS_KEY
 from contextos.engine.window import Block, Window, canonical_json
 from contextos.llm.media_tokens import results_digest
@@ -72,21 +73,65 @@ def _described(schema: Mapping[str, Any]) -> dict[str, Any]:
 def tool_input(arguments: str) -> dict[str, Any] | None:
     """A logged tool call's arguments as a ``tool_use`` input, or None when they are not
     a JSON object (a fragment from a cut stream in a log written before such calls were
-    left out): that call cannot be sent, and must not stop every later request.
+    left out): that call cannot be sent, and must not stop every later request. A lone
+    surrogate in a string of it (half of an emoji's pair, escaped ``"\\ud83d"``) is sent
+    as U+FFFD (:func:`mended_input`).
 
     Why strict: Python's parser takes ``NaN``, ``Infinity`` and ``1e999`` (as inf), which
     are not JSON, and raises RecursionError on arguments nested ~2,000 deep. A model
     wrote such arguments, the OpenAI wrapper logged them verbatim, and every later
     Anthropic request of the session failed: the SDK refused to send it, the HTTP window
     answered 500 or sent ``null`` in the value's place (a review)."""
+    value = tool_object(arguments)
+    return None if value is None else mended_input(value)
+
+
+def tool_object(arguments: str) -> dict[str, Any] | None:
+    """A logged tool call's arguments parsed as :func:`tool_input` parses them, a lone
+    surrogate kept as it is (the value the logged call says), or None when they are not
+    a JSON object."""
     try:
         value = json.loads(arguments or "{}", parse_constant=_not_json, parse_float=_finite)
-        # An escaped lone surrogate ("\\ud800", half of an emoji's pair) parses, and the
-        # SDK then fails to encode every later request (a review): not sendable either.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def mended_input(value: dict[str, Any]) -> dict[str, Any] | None:
+    """``value`` (a parsed ``tool_use`` input) with each lone surrogate in its strings
+    (keys too) replaced by U+FFFD, as the wrapper mends a reply's text
+    (:func:`contextos.engine.message_text.mended`); ``value`` itself when it holds none,
+    None when it cannot be encoded at all (nested past the recursion limit).
+
+    Why mended, not left out: the SDK cannot encode such a string, so the call was left
+    out of every request, and its (error) result with it (:func:`unsendable_calls`). The
+    tool loop's follow-up then carried only the question again, and the model, never
+    reading "content is not valid Unicode", made the same call until the loop gave up
+    (a review: eight requests)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    except (ValueError, RecursionError):
+        return None
+    try:
+        mended = _surrogates_mended(value)
+    except RecursionError:
+        return None
+    return mended if isinstance(mended, dict) else None
+
+
+def _surrogates_mended(value: Any) -> Any:
+    if isinstance(value, str):
+        if lone_surrogate_at(value) is None:
+            return value
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, dict):
+        return {_surrogates_mended(k): _surrogates_mended(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_surrogates_mended(v) for v in value]
+    return value
 
 
 def _not_json(name: str) -> Any:
@@ -152,7 +197,8 @@ def _tool_result_blocks(msg: Message) -> list[dict[str, Any]]:
 def unsendable_calls(window: Window) -> frozenset[str]:
     """The ids of the window's tool calls whose arguments are not a JSON object: Anthropic
     takes a ``tool_use`` input only as an object (:func:`tool_input`), so such a call is
-    not sent, and neither are its results.
+    not sent, and neither are its results. (An object holding a lone surrogate is sent,
+    mended: :func:`mended_input`.)
 
     Why the results too: a call is kept in a window while a result answers it (the
     engine's units are the same for both APIs, and OpenAI takes any arguments string,

@@ -60,6 +60,7 @@ for what the real API refuses whatever the model: an empty text block
 messages must have non-empty content except for the optional final assistant
 message``) or a first message that is not the user's is answered with a 400
 ``invalid_request_error``, so a test catches any path that sends one. So is a
+``tools`` list that names a tool twice (``tools: Tool names must be unique.``), and a
 ``tool_use`` without its ``tool_result`` in the next message (parallel calls need
 one result block each), and, with ``thinking`` enabled, a tool loop whose assistant
 turn lost its leading thinking block.
@@ -406,6 +407,15 @@ def empty_content(body: dict[str, Any]) -> str | None:
     return None
 
 
+def duplicate_tool_names(body: dict[str, Any]) -> str | None:
+    """The real API's refusal of a request that names a tool twice in ``tools``
+    (``tools: Tool names must be unique.``), or None."""
+    tools = body.get("tools")
+    listed = tools if isinstance(tools, list) else []
+    names = [t["name"] for t in listed if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    return "tools: Tool names must be unique." if len(names) != len(set(names)) else None
+
+
 def assistant_first(body: dict[str, Any]) -> str | None:
     """The real API's refusal of a request whose first message is not the user's
     (``messages: first message must use the "user" role``), or None."""
@@ -530,7 +540,8 @@ class FakeAnthropic(FakeHTTPServer):
             refusal = None
             if isinstance(body, dict):
                 refusal = (
-                    empty_content(body)
+                    duplicate_tool_names(body)
+                    or empty_content(body)
                     or assistant_first(body)
                     or unanswered_tool_use(body)
                     or thinking_dropped(body)
