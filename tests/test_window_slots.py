@@ -95,3 +95,29 @@ def test_windows_of_many_tenants_are_built_a_bounded_number_at_once() -> None:
     anyio.run(main)
     assert most == WINDOWS_AT_ONCE
     assert len(threads) <= WINDOWS_AT_ONCE + 2  # (a thread may end as the next starts)
+
+
+def test_one_slots_object_serves_several_event_loops_at_once() -> None:
+    # An app driven from several threads, each with a loop of its own (a test client used
+    # without `with`): a limiter of all tenants shared by the loops lost its wake-ups,
+    # and 12 threads' windows hung after 4 (a review, s49).
+    slots = WindowSlots()
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    def thread(n: int) -> None:
+        try:
+            for i in range(20):
+                anyio.run(slots.run, f"t{n}-{i}", lambda: time.sleep(0.002))
+                done.append(n)
+        except BaseException as exc:  # the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread, args=(n,), daemon=True) for n in range(12)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not errors, errors
+    assert len(done) == 12 * 20, f"{len(done)} windows built; the others hung"

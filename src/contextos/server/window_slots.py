@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 
 #: How many windows of one tenant are built at once (:class:`WindowSlots`).
 WINDOWS_PER_TENANT = 1
@@ -71,9 +72,11 @@ class TenantSlots:
         #: every tenant that ever asked for a window (70 MB per 100,000; a review).
         self._limiters: dict[str, tuple[anyio.CapacityLimiter, int]] = {}
         self._lock = threading.Lock()
-        #: The slots of all tenants together (``total``), made on first use, in the
-        #: event loop that uses them.
-        self._all: anyio.CapacityLimiter | None = None
+        #: The slots of all tenants together (``total``), one limiter per event loop,
+        #: made on first use in it (as anyio keeps its shared pool's). Why per loop: a
+        #: limiter waited on from two loops at once (an app served by two test clients
+        #: on threads of their own) lost its wake-ups, and the windows hung (a review).
+        self._all: RunVar[anyio.CapacityLimiter] = RunVar(f"contextos_slots_{id(self)}")
 
     def _enter(self, tenant: str) -> anyio.CapacityLimiter:
         with self._lock:
@@ -95,9 +98,12 @@ class TenantSlots:
         """The limiter of all tenants' slots, when there is a ``total``."""
         if self.total is None:
             return []
-        if self._all is None:
-            self._all = anyio.CapacityLimiter(self.total)
-        return [self._all]
+        try:
+            return [self._all.get()]
+        except LookupError:
+            limiter = anyio.CapacityLimiter(self.total)
+            self._all.set(limiter)
+            return [limiter]
 
     def __len__(self) -> int:
         """Tenants with a call running or waited for now."""
