@@ -119,13 +119,14 @@ class HiddenExchanges:
         self._kept_chars = 0
         self._lock = threading.Lock()
 
-    def put_back(self, messages: list[Any], session: Session) -> list[Any]:
+    def put_back(self, messages: list[Any], session: Session, *, tail: bool = True) -> list[Any]:
         """``messages`` (a request's, in wire form) with each of our exchanges the log
-        holds between two of them put back in between; ``messages`` when none is."""
+        holds between two of them put back in between; ``messages`` when none is.
+        ``tail``: also those the log ends with, before the last message (:func:`_walk`)."""
         sent = self._said(messages)
         if len(sent) < 2:
             return messages  # one message alone is never matched as a branch
-        found = _gaps(sent, session.conversation_prints())
+        found = _gaps(sent, session.conversation_prints(), tail)
         gaps: list[tuple[int, tuple[Any, ...]]] = []
         wires = self._wires([run for _, run in found], session)
         for (at, _), wire in zip(found, wires, strict=True):
@@ -296,7 +297,7 @@ def _parser(provider: str) -> Callable[[Sequence[Any]], Sequence[Message]]:
 
 
 def _gaps(
-    sent: Sequence[_Said], conversation: Sequence[TurnPrint]
+    sent: Sequence[_Said], conversation: Sequence[TurnPrint], tail: bool = True
 ) -> list[tuple[int, Sequence[TurnPrint]]]:
     """Where the conversation holds a run of tool turns between two messages sent one
     after the other: (the place of the second in the request, the run's prints), in
@@ -316,14 +317,14 @@ def _gaps(
     """
     if not conversation:
         return []
-    whole = _walk(sent, conversation, 0) if sent[0].says(conversation[0]) else (0, [])
+    whole = _walk(sent, conversation, 0, tail) if sent[0].says(conversation[0]) else (0, [])
     if whole[0] >= len(sent) - 1:
         return whole[1]
     best: tuple[int, list[tuple[int, Sequence[TurnPrint]]]] = (0, [])
     for start in _starts(sent, conversation):
         if len(conversation) - start < best[0]:
             break  # a walk reads a turn a message at least: none from here reads as far
-        found = _walk(sent, conversation, start)
+        found = _walk(sent, conversation, start, tail)
         if found[0] >= best[0]:
             best = found
     return best[1] if best[0] > whole[0] else whole[1]
@@ -338,7 +339,7 @@ def _starts(sent: Sequence[_Said], conversation: Sequence[TurnPrint]) -> list[in
 
 
 def _walk(
-    sent: Sequence[_Said], conversation: Sequence[TurnPrint], j: int
+    sent: Sequence[_Said], conversation: Sequence[TurnPrint], j: int, tail: bool = True
 ) -> tuple[int, list[tuple[int, Sequence[TurnPrint]]]]:
     """(how many messages sent the conversation says from turn ``j`` on, stepping over
     runs of tool turns; those runs as :func:`_gaps` gives them).
@@ -349,7 +350,10 @@ def _walk(
     ending with our exchange, no answer. An app that then asks its next question with
     the whole conversation (the unanswered one kept) sent the first question followed
     directly by the new one: read as a branch, the new one was logged as a redo and the
-    exchange left the window, the model's own core edit with it (a review)."""
+    exchange left the window, the model's own core edit with it (a review). Not with
+    ``tail`` off (Anthropic with extended thinking, :meth:`ToolLoop._with_hidden`): the
+    put-back call would be the request's last assistant turn, which the API wants sent
+    with its thinking, and a window that ends with a question sends none."""
     gaps: list[tuple[int, Sequence[TurnPrint]]] = []
     k = 0
     while k < len(sent) and j < len(conversation):
@@ -357,7 +361,8 @@ def _walk(
             k, j = k + 1, j + 1
             continue
         end = _run_end(sent[k], conversation, j) if k else None
-        if end is None and k and k == len(sent) - 1 and j in _tail_exchanges(conversation):
+        last = tail and k and k == len(sent) - 1
+        if end is None and last and j in _tail_exchanges(conversation):
             end = len(conversation)  # the log ends with a run of them, the last message is new
         if end is None:
             break  # the request parts from the conversation here: a branch, or new turns

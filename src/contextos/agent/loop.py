@@ -208,8 +208,11 @@ class ToolLoop:
 
         Why: an app that gave up on a failed ``create()`` and asked something else in a
         way that leaves the exchange out of its window (a branch) left the model with
-        its own edit nowhere: the snapshot waited for a compaction point (a review)."""
-        if any(d.messages or d.ran for d in dropped):
+        its own edit nowhere: the snapshot waited for a compaction point (a review). Only
+        for progress that called a core edit: a re-render of the snapshot is a write of
+        the whole cached prefix, and a loop that only searched changed nothing in it (a
+        review of the first fix)."""
+        if any(_core_edited(d) for d in dropped):
             self.prefix.catch_up()
 
     def _logged_progress(self, messages: Any) -> _Unfinished:
@@ -300,7 +303,7 @@ class ToolLoop:
             return kwargs
         if self.flush is not None:
             self.flush()
-        out = self._hidden.put_back(messages, session)
+        out = self._hidden.put_back(messages, session, tail=not _thinking(kwargs))
         return kwargs if out is messages else {**kwargs, "messages": out}
 
     def after_compaction(self, system: tuple[str, ...]) -> tuple[str, ...]:
@@ -422,6 +425,34 @@ class _Owed:
         return bool(ids & (self.calls - self.ours))
 
 
+def _core_edited(progress: _Unfinished) -> bool:
+    """Whether kept progress called a core-memory edit (:data:`CORE_EDIT_TOOLS`): its
+    assistant messages' tool calls, either API's wire form, or the response whose calls
+    did not all run."""
+    messages = [*progress.messages]
+    if progress.calling is not None:
+        messages.append({"content": field_of(progress.calling, "content")})
+        for choice in field_of(progress.calling, "choices") or []:
+            messages.append({"tool_calls": field_of(field_of(choice, "message"), "tool_calls")})
+    for message in messages:
+        blocks = field_of(message, "content")
+        uses = (
+            [b for b in blocks if field_of(b, "type") == "tool_use"]
+            if isinstance(blocks, list)
+            else []
+        )
+        functions = [field_of(c, "function") for c in field_of(message, "tool_calls") or []]
+        if any(field_of(c, "name") in CORE_EDIT_TOOLS for c in [*uses, *functions]):
+            return True
+    return False
+
+
+def _thinking(kwargs: Mapping[str, Any]) -> bool:
+    """Whether an (Anthropic) request has extended thinking on."""
+    thinking = kwargs.get("thinking")
+    return isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled")
+
+
 def _tool_name(tool: Any) -> Any:
     """The name of a caller's tool as either API lists it (Anthropic: ``name``; OpenAI:
     ``function.name`` or ``custom.name``), or None."""
@@ -454,32 +485,47 @@ def _refuse_our_names(tools: Any) -> None:
 
 def _relaxed(body: dict[str, Any], provider: str) -> dict[str, Any]:
     """``body`` (a follow-up carrying our tools' results) with a ``tool_choice`` that
-    forces a tool call relaxed to auto: Anthropic ``{"type": "any"}`` or ``{"type":
-    "tool", ...}`` to ``{"type": "auto"}`` (keeping ``disable_parallel_tool_use``);
-    OpenAI ``"required"``, a named function or custom tool to ``"auto"``, and an
-    ``allowed_tools`` choice in ``"required"`` mode to ``"auto"`` mode (its list kept).
+    forces a call of our tools no longer forcing it.
+
+    A choice naming one of ours (Anthropic ``{"type": "tool"}``, OpenAI a named function
+    or custom tool, ``allowed_tools`` in ``"required"`` mode listing only ours) goes to
+    auto. Any tool (Anthropic ``{"type": "any"}``, OpenAI ``"required"``): to auto when
+    the caller has no tools of its own; to the caller's tool by name when it has one; as
+    given when it has several (the model is then to call one of them). Anthropic keeps
+    ``disable_parallel_tool_use``.
 
     Why: both APIs make the model call a tool in every response while the choice is
     forced, so after each of our results it called ours again: the same edit made
-    seven times, then ``ProviderError`` (a review). Relaxed, the model answers, or
-    calls the caller's tool (which it may still do under auto)."""
+    seven times, then ``ProviderError`` (a review). And why not always auto: an app that
+    forces a call of its own tool (structured output) must still get it after the model
+    used ours first (a review of the first fix)."""
     choice = body.get("tool_choice")
+    apps = [n for t in body.get("tools") or [] if (n := _tool_name(t)) not in TOOL_NAMES]
     if provider == "anthropic":
-        if isinstance(choice, Mapping) and choice.get("type") in ("any", "tool"):
-            kept = {k: v for k, v in choice.items() if k == "disable_parallel_tool_use"}
-            return {**body, "tool_choice": {"type": "auto", **kept}}
-        return body
+        if not isinstance(choice, Mapping) or choice.get("type") not in ("any", "tool"):
+            return body
+        kept = {k: v for k, v in choice.items() if k == "disable_parallel_tool_use"}
+        if choice.get("type") == "any" and len(apps) > 1:
+            return body
+        if choice.get("type") == "any" and apps:
+            return {**body, "tool_choice": {"type": "tool", "name": apps[0], **kept}}
+        return {**body, "tool_choice": {"type": "auto", **kept}}
     if choice == "required":
+        if len(apps) > 1:
+            return body
+        if apps:
+            return {**body, "tool_choice": {"type": "function", "function": {"name": apps[0]}}}
         return {**body, "tool_choice": "auto"}
     if isinstance(choice, Mapping):
         kind = choice.get("type")
         if kind in ("function", "custom"):
-            return {**body, "tool_choice": "auto"}
+            return {**body, "tool_choice": "auto"}  # it named ours: the first step called it
         allowed = choice.get("allowed_tools")
         if (
             kind == "allowed_tools"
             and isinstance(allowed, Mapping)
             and allowed.get("mode") == "required"
+            and all(_tool_name(t) in TOOL_NAMES for t in allowed.get("tools") or [])
         ):
             relaxed = {**allowed, "mode": "auto"}
             return {**body, "tool_choice": {**choice, "allowed_tools": relaxed}}

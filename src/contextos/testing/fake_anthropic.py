@@ -452,20 +452,30 @@ def unanswered_tool_use(body: dict[str, Any]) -> str | None:
 
 
 def thinking_dropped(body: dict[str, Any]) -> str | None:
-    """The real API's refusal, with ``thinking`` enabled, of a tool loop in progress (the
-    last message a tool result) whose assistant turn does not start with its thinking."""
+    """The real API's refusal, with ``thinking`` enabled, of a request whose last assistant
+    turn calls tools whose results follow it (a tool loop in progress, whatever the user
+    says after the results) and does not start with its thinking."""
     thinking = body.get("thinking")
     messages = body.get("messages") or []
     if not isinstance(thinking, dict) or thinking.get("type") != "enabled" or len(messages) < 2:
         return None
-    if not _ids_of(messages[-1].get("content"), "tool_result", "tool_use_id"):
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if last is None:
         return None
-    content = messages[-2].get("content")
+    calls = set(_ids_of(messages[last].get("content"), "tool_use", "id"))
+    answered = {
+        i
+        for m in messages[last + 1 :]
+        for i in _ids_of(m.get("content"), "tool_result", "tool_use_id")
+    }
+    if not calls & answered:
+        return None
+    content = messages[last].get("content")
     first = content[0].get("type") if isinstance(content, list) and content else "text"
     if first in ("thinking", "redacted_thinking"):
         return None
     return (
-        f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+        f"messages.{last}.content.0.type: Expected `thinking` or "
         f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
         "`assistant` message must start with a thinking block."
     )
