@@ -115,3 +115,35 @@ def test_a_search_begun_during_an_outage_is_answered_soon_after_the_server_is_ba
         assert answer and not isinstance(answer[0], Exception), answer
         assert [h.record.text for h in answer[0]] == ["Ana keeps bees on the roof."]  # type: ignore[attr-defined]
         assert waited < 2.0, f"answered {waited:.1f} s after the server came back"
+
+
+def test_a_call_waiting_for_a_busy_pool_keeps_its_place() -> None:
+    # A server that answers, every connection busy: the call that asked first is served
+    # first. (A first fix asked again every second, at the back of the queue: a later
+    # call was served first and the earlier one timed out; a review.)
+    from contextos.store.postgres.pool import checked_connection, open_pool
+    from pg_support import pg_url
+
+    pool = open_pool(pg_url(), {"autocommit": True}, max_size=1, timeout=5.0, name="fifo")
+    began = time.monotonic()
+    served: list[tuple[str, float]] = []
+
+    def hold(name: str, after: float, for_s: float) -> None:
+        time.sleep(after)
+        try:
+            with checked_connection(pool, 2):
+                served.append((name, time.monotonic() - began))
+                time.sleep(for_s)
+        except Exception as exc:  # the assertion below shows it
+            served.append((f"{name} failed: {exc}", time.monotonic() - began))
+
+    try:
+        calls = [("holder", 0.0, 1.5), ("first", 0.2, 0.1), ("later", 1.0, 3.0)]
+        threads = [threading.Thread(target=hold, args=c) for c in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+    finally:
+        pool.close()
+    assert [name for name, _ in served] == ["holder", "first", "later"], served

@@ -66,8 +66,8 @@ def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float
     """A ``psycopg_pool.ConnectionPool`` of 1 to ``max_size`` connections, opened (its
     first connection made; psycopg errors are the caller's to turn into StoreError).
     ``timeout``: seconds a call waits for a connection. The pool tries to replace a
-    connection it lost for :data:`WAIT_SLICE_S` before it leaves that to the next call
-    (or the next slice of a call's wait, :func:`_connection`), which connects at once.
+    connection it lost for :data:`NUDGE_S` before it leaves that to the next call (or to
+    its nudger, :func:`_nudge`, while calls wait), which connects at once.
     With psycopg_pool's default, 300 s, the next try after an outage of tens of seconds
     was up to half a minute away, and every call failed until then; with 10 s, a call
     begun during the outage failed although the server was back."""
@@ -80,7 +80,7 @@ def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float
         max_size=max_size,
         open=False,
         timeout=timeout,
-        reconnect_timeout=min(timeout, WAIT_SLICE_S),
+        reconnect_timeout=min(timeout, NUDGE_S),
         name=name,
     )
     try:
@@ -88,13 +88,14 @@ def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float
     except BaseException:
         pool.close()
         raise
+    threading.Thread(target=_nudge, args=(pool,), name=f"{name}-nudge", daemon=True).start()
     return pool
 
 
-#: Seconds a call waits for the pool at a time while the pool fails to connect, and how
-#: long the pool tries to replace a connection it lost before it leaves that to the next
-#: wait (see :func:`_connection`).
-WAIT_SLICE_S = 1.0
+#: How often a pool's nudger looks whether calls wait while the pool fails to connect,
+#: and how long the pool tries to replace a connection it lost before it leaves that to
+#: the next call (see :func:`_nudge`).
+NUDGE_S = 1.0
 
 
 @contextmanager
@@ -105,7 +106,7 @@ def checked_connection(pool: Any, tries: int) -> Iterator[Any]:
     import psycopg
 
     for _ in range(tries):
-        with _connection(pool) as conn:
+        with pool.connection() as conn:
             try:
                 conn.execute("")
             except psycopg.Error:
@@ -117,39 +118,38 @@ def checked_connection(pool: Any, tries: int) -> Iterator[Any]:
     raise psycopg.OperationalError(f"no connection of {tries} tried was open")
 
 
-@contextmanager
-def _connection(pool: Any) -> Iterator[Any]:
-    """A connection of ``pool``, waited for up to the pool's timeout.
+def _nudge(pool: Any) -> None:
+    """While ``pool`` is open: every :data:`NUDGE_S`, when calls wait for a connection and
+    the pool failed to connect since the last look, ask it for one (a short wait at the
+    back of the queue, given back at once if served), which makes it try to connect now.
 
-    Why in slices: the pool tries to connect again 1 s, 2 s, 4 s... after a failure, and
-    a call waiting for it asked for a connection only once, when it began. A call begun
-    while the server was down waited out its 10 s and failed although the server had
-    been back for seconds (a review: back at 7.2 s, failed at 10.1 s; four apps lost a
-    call each over an 8 s restart). While the pool fails to connect, a call asks again
-    every :data:`WAIT_SLICE_S` (the pool, which gives up its own tries as soon,
-    connects at once for a call that asks), so it is served about a second after the
-    server is back. A call that waits for busy connections of a server that answers
-    (no failed connection) waits the rest in one go, keeping its place in the queue."""
+    Why: after an outage the pool tries again 1 s, 2 s, 4 s... after its last failure,
+    and a waiting call asked only once, when it began. A call begun while the server
+    was down waited out its 10 s and failed although the server had been back for
+    seconds (a review: back at 7.2 s, failed at 10.1 s; four apps lost a call each over
+    an 8 s restart). The pool now gives up its own tries after :data:`NUDGE_S`, and this
+    asks again each second, so a waiting call is served about a second after the server
+    is back. Why not the waiting calls themselves, asking again in slices: a call that
+    asks again goes to the back of the queue, and on a busy pool of a server that
+    answers, a later call was served first and the earlier one timed out (a review of
+    that first fix)."""
     from psycopg_pool import PoolTimeout
 
-    deadline = time.monotonic() + pool.timeout
-    failed = _connect_errors(pool)
-    wait = WAIT_SLICE_S
-    while True:
-        left = deadline - time.monotonic()
+    seen = _connect_errors(pool)
+    while not pool.closed:
+        time.sleep(NUDGE_S)
+        failed = seen
         try:
-            conn = pool.getconn(timeout=max(min(wait, left), 0.001))
-            break
+            stats = pool.get_stats()
+            failed = int(stats.get("connections_errors", 0))
+            if failed > seen and stats.get("requests_waiting", 0):
+                pool.putconn(pool.getconn(timeout=0.05))
         except PoolTimeout:
-            if left <= wait:
-                waited = f"{pool.timeout:.2f}"
-                raise PoolTimeout(f"couldn't get a connection after {waited} sec") from None
-        failed, before = _connect_errors(pool), failed
-        wait = WAIT_SLICE_S if failed > before else deadline - time.monotonic()
-    try:
-        yield conn
-    finally:
-        pool.putconn(conn)
+            pass  # the pool tries to connect: the waiting calls are served first
+        except Exception:  # closed meanwhile, or anything else: the calls' own waits end
+            if pool.closed:
+                return
+        seen = failed
 
 
 def _connect_errors(pool: Any) -> int:
