@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from contextos.types import Scope
+from tcp_proxy import proxied
 
 ANA = Scope(tenant="default", user_id="ana")
 
@@ -160,58 +159,19 @@ def test_a_ctrl_c_while_a_turn_is_taken_leaves_no_turn_held() -> None:
 
     with (
         fresh_schema("turns_int") as (url, _),
-        delaying_proxy(url) as (slow, delay),
+        proxied(url) as (slow, proxy),
         stores(1, url=slow) as (notebook,),
         stores(1, url=url, owner_turn_wait_s=0) as (replica,),
     ):
         with notebook.owner_turn(Scope(tenant="default", user_id="bob")):
             pass  # the lock connection is open
-        delay[0] = 0.3
+        proxy.delay_s = 0.3
         threading.Timer(0.15, os.kill, (os.getpid(), signal.SIGINT)).start()
         with pytest.raises(KeyboardInterrupt), notebook.owner_turn(ANA):
             time.sleep(5)  # not reached: the Ctrl-C comes first
         time.sleep(0.4)  # the granted lock's reply has arrived
-        delay[0] = 0.0
+        proxy.delay_s = 0.0
         assert free_now(replica, ANA)
-
-
-@contextmanager
-def delaying_proxy(url: str) -> Iterator[tuple[str, list[float]]]:
-    """``url`` through a loopback TCP proxy that holds each reply of the server
-    ``delay[0]`` seconds (0 at first) before passing it on (a database far away)."""
-    parts = urlsplit(url)
-    listener = socket.create_server(("127.0.0.1", 0))
-    delay_s = [0.0]
-
-    def pipe(src: socket.socket, dst: socket.socket, delay: list[float]) -> None:
-        try:
-            while data := src.recv(65536):
-                time.sleep(delay[0])
-                dst.sendall(data)
-        except OSError:
-            pass
-        for end in (src, dst):
-            with suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-    def accept() -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432))
-            threading.Thread(target=pipe, args=(client, server, [0.0]), daemon=True).start()
-            threading.Thread(target=pipe, args=(server, client, delay_s), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    port = listener.getsockname()[1]
-    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{port}"
-    try:
-        yield urlunsplit(parts._replace(netloc=netloc)), delay_s
-    finally:
-        listener.close()
 
 
 # -- SQLite: a lock in <db>-turns ------------------------------------------------------------

@@ -10,90 +10,23 @@ connection cut, new ones refused) and comes back on the same port.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from urllib.parse import urlsplit, urlunsplit
 
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
+from tcp_proxy import proxied
 
 # Seconds the server stays down while a search waits: past the pool's reconnection tries
 # at about 1 s and 3 s, so its next one is at about 7 s.
 DOWN_S = 3.6
 
 
-class Proxy:
-    """A loopback TCP proxy to ``host:port`` that can go down and come back."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._listener: socket.socket | None = None
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.port = 0
-        self.up()
-
-    def up(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def down(self) -> None:
-        """Refuse new connections and cut every open one (a server that went away)."""
-        assert self._listener is not None
-        with suppress(OSError):  # wakes the accepting thread (a close alone does not)
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            for end in self._open:
-                with suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-                end.close()
-            self._open.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self._target)
-            with self._lock:
-                self._open += [client, server]
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    for end in (src, dst):
-        with suppress(OSError):
-            end.shutdown(socket.SHUT_RDWR)
-
-
-@contextmanager
-def through_proxy(url: str) -> Iterator[tuple[str, Proxy]]:
-    parts = urlsplit(url)
-    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
-    try:
-        yield urlunsplit(parts._replace(netloc=netloc)), proxy
-    finally:
-        proxy.down()
-
-
 def test_a_search_begun_during_an_outage_is_answered_soon_after_the_server_is_back() -> None:
     from pg_support import fresh_schema
 
-    with fresh_schema("outage") as (url, _schema), through_proxy(url) as (proxied, proxy):
-        with Memory(proxied, embedder=HashEmbedder()) as memory:
+    with fresh_schema("outage") as (url, _schema), proxied(url) as (through, proxy):
+        with Memory(through, embedder=HashEmbedder()) as memory:
             memory.add("Ana keeps bees on the roof.", user_id="ana")
             assert memory.flush(timeout=30)
             proxy.down()
