@@ -54,16 +54,6 @@ _END_AT_PLACE = rf"(?=\s*(?:[,.;!?:()\u2013\u2014-]|$|\s+(?:{_END_WORDS}|near|by
 #: ended the current value: see ``_SLOTS``). Fixed width, as a look-behind must be.
 _NOT_NOW = r"(?<!\bused\sto\s)(?<!\bwas\s)(?<!\bwere\s)"
 _NUMWORD = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|no)"
-#: How an "X's Y is Z" attribute is said: "is", or the ways of giving Y's name ("'s name
-#: is", "is called", "is named", "is known as"), all one attribute of one value. Why:
-#: "My sister's name is Ana" (read "sister name": "ana") and "My sister is called Rita"
-#: ("user sister": "called rita") were two attributes, and both stayed current (a
-#: review, s49). Not "is named after", "is known for": no name.
-_NAMED = (
-    r"(?:'s\s+name\s+is|\s+is(?!\s+(?:called|named|known)\s+(?:after|for|by)\b)"
-    r"(?:\s+(?:called|named|known\s+as))?)"
-)
-
 #: Slot, pattern ending its value at :data:`_END`, the same ending it at a place too
 #: (:data:`_END_AT_PLACE`): :func:`_claim` takes the second for a proper name or a job.
 _SLOTS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = tuple(
@@ -94,9 +84,14 @@ _SLOTS: tuple[tuple[str, re.Pattern[str], re.Pattern[str]], ...] = tuple(
         ("partner", rf"\bis\s+(?:dating|seeing)\s+{_VALUE}"),
         ("count:kids", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:kids|children|sons|daughters)"),
         ("count:pets", rf"\bhas\s+(?P<v>{_NUMWORD})\s+(?:dogs|cats|pets)"),
-        # "Ann's dog is Max", "Ann's dog's name is Max", "Ann's dog is called (named,
-        # known as) Max": one attribute, "ann dog", of one value, "max" (see _NAMED).
-        ("attr", rf"\b(?P<o>\w+)'s\s+(?P<k>(?:favou?rite\s+)?\w+){_NAMED}\s+{_VALUE}"),
+        # "Ann's dog is called (named, known as) Max": the attribute "Ann's dog's name is
+        # Max" is, "dog name" (the value a proper name, :func:`_claim`). Not plain "is":
+        # read as the name, "My sister's name is Ana" then "My sister is a nurse" closed
+        # the name (a review, s49); "is called to the bar", "is known as a good boy",
+        # "is named after my dad" name no one, and are read as "Ann's dog is Z" below.
+        ("name", rf"\b(?P<o>\w+)'s\s+(?P<k>\w+)\s+is\s+(?:called|named|known\s+as)\s+{_VALUE}"),
+        # "Ann's dog is Max" ("ann dog"), "Ann's dog's name is Max" ("dog name").
+        ("attr", rf"\b(?P<o>\w+)'s\s+(?P<k>(?:favou?rite\s+)?\w+)\s+is\s+{_VALUE}"),
     )
 )
 _NEGATION = re.compile(
@@ -397,6 +392,13 @@ def _claim(text: str, speaker: str | None) -> Claim | None:
         m = at_place.search(body)
         if m is None:
             continue
+        if slot == "name":  # "is called Ana": the key "Ann's sister's name is Ana" has
+            if not _is_proper(m.group("v")) or m.group("k").lower() in STOPWORDS:
+                continue
+            key = f"attr:{m.group('k').lower()} name"
+            return Claim(
+                told_of(text, speaker), key, _norm_value(m.group("v")), negated, m.group(0)
+            )
         if slot != "job" and not _is_proper(m.group("v")):
             m = pattern.search(body, m.start()) or m
         key = slot

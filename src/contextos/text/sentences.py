@@ -25,6 +25,20 @@ def word_set(text: str) -> frozenset[str]:
 _ABBREVIATIONS = word_set("mr. mrs. ms. dr. st. e.g. i.e. vs. etc. jr. sr. prof. mt.")
 #: Abbreviations only before a number ("No. 5"): "No. It's mine." is two sentences.
 _NUMBER_ABBREVIATIONS = word_set("no.")
+#: Abbreviations a lower-case word goes on after, though a capital starts a sentence
+#: ("See fig. a", "approx. the same", "I love Jan. a lot"; "I met Jan. He was nice."
+#: is two sentences); not a word that also ends one ("the sun.", "a min."). Words with
+#: an inner period ("a.m.", "U.S.A.", "Ph.D.") are abbreviations too
+#: (:func:`_lower_goes_on`). Why: a lower-case opener split them, and "I'm flying to
+#: Rome at 9 a.m. this Friday." was stored as the flight and a fact of its own, "on 4
+#: December 2026." (a review, s49).
+_LOWER_ABBREVIATIONS = _ABBREVIATIONS | word_set(
+    """approx. appr. fig. figs. vol. vols. ca. cf. ch. pp. pg. ver. est. al. dept. jan.
+    feb. apr. jun. jul. aug. sep. sept. oct. nov. dec. tue. tues. thu. thur. thurs. fri."""
+)
+#: The subject pronouns that still start a sentence after a word with an inner period:
+#: "I met him at 5 p.m. he was late." is two sentences, "at 9 a.m. this Friday" one.
+_PRONOUN_OPENERS = word_set("i we you he she they it")
 #: The word a sentence ends in, letters and periods after anything else that is not a
 #: letter or digit ("(Dr.", "Wait—Dr.", "...Dr.": "dr."; "21st.": none, its letters
 #: follow a digit).
@@ -106,25 +120,41 @@ _FILLER_START = re.compile(
 )
 _QUESTION = re.compile(r"\?[\"')\s]*$")
 _FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|me|my|mine|myself)\b")
-#: Words after which a clause starts: conjunctions, question words, time adverbs.
+#: English words after which "i" starts a clause: conjunctions, question words, time
+#: adverbs, and the verbs a clause follows ("i think i moved", "i guess i").
 _CLAUSE_OPENERS = (
-    r"and|but|so|or|because|cause|cuz|if|when|whenever|while|since|until|till|that|than|as"
+    r"and|but|so|or|because|cause|cuz|if|when|whenever|while|since|until|till|that|than"
     r"|though|although|before|after|once|where|how|why|what|then|now|today|yesterday"
-    r"|tonight|tomorrow"
+    r"|tonight|tomorrow|think|thought|guess|hope|know|knew|feel|felt|believe|said|mean"
+    r"|wish|bet|swear"
 )
-#: A lower-case "i" that is the pronoun "I", as typed in chat ("i live in porto"):
-#: where it opens the sentence or a clause (after a comma, a dash or
-#: :data:`_CLAUSE_OPENERS`), or with a contraction ("i'm", "i've", "i'd", "i'll").
-#: Not anywhere: "i" is "and" in Polish and Catalan ("Ana i Marek"), and not "i.e.".
-#: Why: "i moved to lisbon" was no first person, kept as "User: i moved to lisbon."
-#: (a review, s49).
+#: English words that follow the pronoun "i" (auxiliaries, adverbs, the verbs chat says
+#: most), besides a past in "-ed" and a negation in "n't": "i live", "i moved", "i don't".
+#: Not "is", "do", "to", "in", ...: "i is an index", Polish "i do domu", "i to wszystko".
+_I_VERBS = (
+    r"am|was|have|had|can|could|will|would|should|shall|might|must|just|also|really|never"
+    r"|always|still|only|even|usually|often|already|actually|think|thought|guess|hope|know"
+    r"|knew|feel|felt|believe|mean|want|wanna|need|gotta|gonna|dunno|like|love|hate|live"
+    r"|work|prefer|go|went|get|got|see|saw|say|said|make|made|take|took|come|came|leave|left"
+    r"|find|found|tell|told|give|gave|buy|bought|meet|met|eat|ate|drink|drive|drove|fly|flew"
+    r"|run|ran|read|write|wrote|speak|spoke|play|study|teach|taught|use|own|miss|wish"
+    r"|agree|keep|kept|lost|won|began|start|stay|sleep|slept|cook|visit|plan|try|tried"
+    r"|hear|heard|bet|swear|forgot|remember|enjoy"
+)
+#: A lower-case "i" that is the pronoun "I", as typed in chat ("i live in porto"): one
+#: that opens the sentence or follows :data:`_CLAUSE_OPENERS`, and has an English verb
+#: after it (:data:`_I_VERBS`, "-ed", "n't"); or one with a contraction ("i'm",
+#: "i've", "i'd", "i'll"). Only that "i" is rewritten (:func:`capital_i`), not every
+#: lone "i" of its sentence. Not after a comma, "(" or ":", nor as "i)" or "i.": "i" is
+#: the Italian article ("Mi piacciono i gatti, i cani") and "and" in Catalan, Croatian
+#: and Polish ("Ana i Marko žive u Zagrebu, i imaju psa"), a letter or an index ("for
+#: each index i, i goes"), a list marker. Why: each of those was rewritten to the
+#: speaker, its next word conjugated (a review, s49).
 _LOWER_I = re.compile(
-    rf"(?:(?:^|[,;:(\u2013\u2014])[\s\"'\u201c\u2018(\[]*|\b(?:{_CLAUSE_OPENERS})\s+)"
-    r"i\b(?![.-]\w)|\bi(?='(?:m|ve|d|ll)\b)"
+    rf"(?:^[\s\"'\u201c\u2018]*|\b(?i:{_CLAUSE_OPENERS})\s+)i"
+    rf"(?=\s+(?:(?:{_I_VERBS})\b|[a-z]{{2,}}ed\b|[a-z]+n['\u2019]t\b))"
+    r"|\bi(?='(?:m|ve|d|ll)\b)"
 )
-#: A lone "i" (not "i.e."): in a sentence where one is the pronoun (:data:`_LOWER_I`),
-#: each is, as its writer types "I" so ("i think i like it").
-_LONE_I = re.compile(r"\bi\b(?![.-]\w)")
 #: Han and kana, written without spaces between words: each character is a word.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 #: A word: letters and digits of any script ('&- inside), or one Han or kana character.
@@ -199,35 +229,65 @@ def split_sentences(text: str) -> list[tuple[int, str]]:
     pos = 0
     for m in _SPLIT.finditer(text):
         letter = m.group("low")
+        opener = m.group("op")
         if (letter is not None and letter.islower()) or (
-            m.group("op") and (m.group("close") or text[m.start() - 2 : m.start()] == "..")
+            opener
+            and (
+                m.group("close")
+                or text[m.start() - 2 : m.start()] == ".."
+                or _lower_goes_on(text, m.start(), opener)
+            )
         ):
-            continue  # "Dr. smith", '"Hi." she said', "stuff... but": no sentence starts
+            continue  # "Dr. smith", '"Hi." she said', "stuff... but", "9 a.m. this Friday"
         out.append((pos, text[pos : m.start()]))
         pos = m.end()
     out.append((pos, text[pos:]))
-    merged: list[tuple[int, str]] = []
+    # Merged as [start, end) ranges, each sliced once: a merged sentence re-sliced at
+    # each merge was quadratic ("mr. the " * 120000 took 5 s).
+    spans: list[list[int]] = []
     for offset, sent in out:
-        if merged and _abbreviated(merged[-1][1], sent):
-            prev_off, prev = merged[-1]
-            merged[-1] = (prev_off, text[prev_off : offset + len(sent)])
+        if spans and _abbreviated(text, spans[-1][0], spans[-1][1], sent):
+            spans[-1][1] = offset + len(sent)
         elif sent.strip():
-            merged.append((offset, sent))
-    return merged
+            spans.append([offset, offset + len(sent)])
+    return [(start, text[start:end]) for start, end in spans]
 
 
-def _abbreviated(sentence: str, following: str) -> bool:
-    """Whether ``sentence`` ends in an abbreviation, so that ``following`` goes on it."""
-    words = sentence.rsplit(None, 1)
-    # Its last 16 characters: no abbreviation is longer, and read whole, a word of
-    # "a." repeated was scanned to its end from every period (quadratic).
-    found = _LAST_WORD.search(words[-1][-16:]) if words else None
-    if found is None:
+def _last_word(text: str, start: int, end: int) -> str | None:
+    """The word ``text[start:end]`` ends in, lower case (see :data:`_LAST_WORD`), read in
+    its last 16 characters: no abbreviation is longer, and read whole, a word of "a."
+    repeated was scanned to its end from every period (quadratic)."""
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    tail = text[max(start, end - 16) : end].rsplit(None, 1)
+    found = _LAST_WORD.search(tail[-1]) if tail else None
+    return found.group(1).lower() if found else None
+
+
+def _abbreviated(text: str, start: int, end: int, following: str) -> bool:
+    """Whether ``text[start:end]`` ends in an abbreviation, so that ``following`` goes on it."""
+    last = _last_word(text, start, end)
+    if last is None:
         return False
-    last = found.group(1).lower()
     if last in _NUMBER_ABBREVIATIONS:
         return following.lstrip()[:1].isdigit()
     return last in _ABBREVIATIONS
+
+
+def _lower_goes_on(text: str, end: int, opener: str) -> bool:
+    """Whether the lower-case ``opener`` after ``text[:end]`` (ending in a period) goes on
+    its sentence: after an abbreviation of :data:`_LOWER_ABBREVIATIONS` ("approx. the
+    same"), and after a word with an inner period unless it is a subject pronoun ("at 9
+    a.m. this Friday", "in the U.S.A. now"; "at 5 p.m. he was late" is two)."""
+    if text[end - 1 : end] != ".":
+        return False
+    last = _last_word(text, max(0, end - 16), end)
+    if last is None:
+        return False
+    if last in _LOWER_ABBREVIATIONS:
+        return True
+    parts = last[:-1].split(".")
+    return len(parts) > 1 and all(0 < len(p) <= 2 for p in parts) and opener not in _PRONOUN_OPENERS
 
 
 _INTENSIFIER = re.compile(
@@ -382,19 +442,14 @@ def has_second_person(sentence: str) -> bool:
 def has_first_person(sentence: str) -> bool:
     """True when the speaker talks about themself (I, me, my, ..., and a lower-case
     "i" that is "I": :data:`_LOWER_I`)."""
-    return _FIRST_PERSON.search(sentence) is not None or (
-        _LONE_I.search(sentence) is not None and _LOWER_I.search(sentence) is not None
-    )
+    return _FIRST_PERSON.search(sentence) is not None or _LOWER_I.search(sentence) is not None
 
 
 def capital_i(sentence: str) -> str:
-    """``sentence`` with its lower-case "i" written "I" where it is the pronoun: each
-    lone "i" of a sentence where one opens a clause or has a contraction
+    """``sentence`` with each lower-case "i" that is the pronoun written "I"
     (:data:`_LOWER_I`: "so i think i moved" -> "so I think I moved"; not "Ana i Marek",
-    "i.e.")."""
-    if _LONE_I.search(sentence) is None or _LOWER_I.search(sentence) is None:
-        return sentence
-    return _LONE_I.sub("I", sentence)
+    "Mi piacciono i gatti", "for each index i, i goes", "i.e.")."""
+    return _LOWER_I.sub(lambda m: m.group(0)[:-1] + "I", sentence)
 
 
 def numbers(text: str) -> list[str]:
