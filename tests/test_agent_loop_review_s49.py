@@ -429,3 +429,70 @@ def test_lone_surrogate_exchange_is_put_back_into_a_resent_conversation(memory: 
     assert [m.role for m in log] == ["user", "assistant", "tool", "assistant", "user", "assistant"]
     assert not any(REDO_KEY in m.metadata for m in log)
     assert len(tool_results(body)) == 1  # the exchange still in the window
+
+
+APP_FUNCTIONS = [
+    {"type": "function", "function": {"name": "lookup_order", "parameters": {}}},
+    {"type": "custom", "custom": {"name": "run_sql"}},
+]
+
+
+def test_a_forced_choice_on_a_follow_up_names_the_apps_tools_in_their_own_kind() -> None:
+    # A review of the second fix: one custom (free-form) tool was forced as a function,
+    # and with several tools of the app's "required" stayed as given, so a model that
+    # kept calling ours made the same edit seven times.
+    from contextos.agent.loop import _relaxed
+
+    ours = [{"type": "function", "function": {"name": "core_memory_append"}}]
+    custom = {"tool_choice": "required", "tools": [APP_FUNCTIONS[1], *ours]}
+    assert _relaxed(custom, "openai")["tool_choice"] == {
+        "type": "custom",
+        "custom": {"name": "run_sql"},
+    }
+    several = {"tool_choice": "required", "tools": [*APP_FUNCTIONS, *ours]}
+    assert _relaxed(several, "openai")["tool_choice"] == {
+        "type": "allowed_tools",
+        "allowed_tools": {
+            "mode": "required",
+            "tools": [
+                {"type": "function", "function": {"name": "lookup_order"}},
+                {"type": "custom", "custom": {"name": "run_sql"}},
+            ],
+        },
+    }
+    tools = [APP_TOOL, {**APP_TOOL, "name": "cancel_order"}, {"name": "core_memory_append"}]
+    anthropic_several = {"tool_choice": {"type": "any"}, "tools": tools}
+    assert _relaxed(anthropic_several, "anthropic")["tool_choice"] == {"type": "auto"}
+
+
+def test_thinking_given_in_extra_body_counts_as_thinking(memory: Memory) -> None:
+    # A review: thinking passed through `extra_body` still got the tail put back, and the
+    # API refused the next question with a 400.
+    q1 = {"role": "user", "content": "I moved to Porto."}
+    q2 = {"role": "user", "content": "Hello? Are you there?"}
+    extra = {"extra_body": {"thinking": {"type": "enabled", "budget_tokens": 1024}}}
+    signed = {"type": "thinking", "thinking": "I should save this.", "signature": "sig-abc"}
+    call = {
+        "type": "tool_use",
+        "id": "toolu_T1",
+        "name": "core_memory_append",
+        "input": {"label": "human", "content": "Lives in Porto."},
+    }
+    body = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-6",
+        "content": [signed, call],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
+    with FakeAnthropic() as fake:
+        client = _client("anthropic", fake, memory)
+        fake.enqueue(FakeResponse(json_body=body))
+        fake.enqueue_error(529)
+        with pytest.raises(ProviderHTTPError):
+            _ask(client, [q1], **extra)
+        answer = _ask(client, [q1, q2], **extra)
+        assert answer.content[0].type == "text"

@@ -448,8 +448,12 @@ def _core_edited(progress: _Unfinished) -> bool:
 
 
 def _thinking(kwargs: Mapping[str, Any]) -> bool:
-    """Whether an (Anthropic) request has extended thinking on."""
+    """Whether an (Anthropic) request has extended thinking on (as ``thinking=``, or in
+    ``extra_body``, which the SDK merges into the body)."""
+    extra = kwargs.get("extra_body")
     thinking = kwargs.get("thinking")
+    if isinstance(extra, Mapping) and "thinking" in extra:
+        thinking = extra["thinking"]
     return isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled")
 
 
@@ -490,8 +494,9 @@ def _relaxed(body: dict[str, Any], provider: str) -> dict[str, Any]:
     A choice naming one of ours (Anthropic ``{"type": "tool"}``, OpenAI a named function
     or custom tool, ``allowed_tools`` in ``"required"`` mode listing only ours) goes to
     auto. Any tool (Anthropic ``{"type": "any"}``, OpenAI ``"required"``): to auto when
-    the caller has no tools of its own; to the caller's tool by name when it has one; as
-    given when it has several (the model is then to call one of them). Anthropic keeps
+    the caller has no tools of its own; to the caller's tool by name when it has one;
+    with several, OpenAI to ``allowed_tools`` in ``"required"`` mode listing the
+    caller's, Anthropic (which cannot force one of a few) to auto. Anthropic keeps
     ``disable_parallel_tool_use``.
 
     Why: both APIs make the model call a tool in every response while the choice is
@@ -500,22 +505,20 @@ def _relaxed(body: dict[str, Any], provider: str) -> dict[str, Any]:
     forces a call of its own tool (structured output) must still get it after the model
     used ours first (a review of the first fix)."""
     choice = body.get("tool_choice")
-    apps = [n for t in body.get("tools") or [] if (n := _tool_name(t)) not in TOOL_NAMES]
+    apps = [t for t in body.get("tools") or [] if _tool_name(t) not in TOOL_NAMES]
     if provider == "anthropic":
         if not isinstance(choice, Mapping) or choice.get("type") not in ("any", "tool"):
             return body
         kept = {k: v for k, v in choice.items() if k == "disable_parallel_tool_use"}
-        if choice.get("type") == "any" and len(apps) > 1:
-            return body
-        if choice.get("type") == "any" and apps:
-            return {**body, "tool_choice": {"type": "tool", "name": apps[0], **kept}}
+        if choice.get("type") == "any" and len(apps) == 1:
+            return {**body, "tool_choice": {"type": "tool", "name": _tool_name(apps[0]), **kept}}
         return {**body, "tool_choice": {"type": "auto", **kept}}
     if choice == "required":
-        if len(apps) > 1:
-            return body
-        if apps:
-            return {**body, "tool_choice": {"type": "function", "function": {"name": apps[0]}}}
-        return {**body, "tool_choice": "auto"}
+        named = [_openai_choice(t) for t in apps]
+        if len(named) > 1:
+            listed = {"mode": "required", "tools": named}
+            return {**body, "tool_choice": {"type": "allowed_tools", "allowed_tools": listed}}
+        return {**body, "tool_choice": named[0] if named else "auto"}
     if isinstance(choice, Mapping):
         kind = choice.get("type")
         if kind in ("function", "custom"):
@@ -530,6 +533,13 @@ def _relaxed(body: dict[str, Any], provider: str) -> dict[str, Any]:
             relaxed = {**allowed, "mode": "auto"}
             return {**body, "tool_choice": {**choice, "allowed_tools": relaxed}}
     return body
+
+
+def _openai_choice(tool: Any) -> dict[str, Any]:
+    """The ``tool_choice`` that names an OpenAI tool: ``{"type": "function", "function":
+    {"name": ...}}``, or ``custom`` for a custom (free-form) tool."""
+    kind = "custom" if field_of(tool, "type") == "custom" else "function"
+    return {"type": kind, kind: {"name": _tool_name(tool)}}
 
 
 def _anthropic_with_owed(message: Any, owed: Sequence[_Owed]) -> Any:

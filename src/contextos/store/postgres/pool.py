@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -88,7 +89,9 @@ def open_pool(url: str, kwargs: dict[str, Any], *, max_size: int, timeout: float
     except BaseException:
         pool.close()
         raise
-    threading.Thread(target=_nudge, args=(pool,), name=f"{name}-nudge", daemon=True).start()
+    nudger = threading.Thread(target=_nudge, args=(weakref.ref(pool),), name=f"{name}-nudge")
+    nudger.daemon = True
+    nudger.start()
     return pool
 
 
@@ -118,8 +121,9 @@ def checked_connection(pool: Any, tries: int) -> Iterator[Any]:
     raise psycopg.OperationalError(f"no connection of {tries} tried was open")
 
 
-def _nudge(pool: Any) -> None:
-    """While ``pool`` is open: every :data:`NUDGE_S`, when calls wait for a connection and
+def _nudge(held: weakref.ref[Any]) -> None:
+    """While the pool ``held`` (weakly: a store dropped unclosed lets its pool go) is
+    open: every :data:`NUDGE_S`, when calls wait for a connection and
     the pool failed to connect since the last look, ask it for one (a short wait at the
     back of the queue, given back at once if served), which makes it try to connect now.
 
@@ -135,9 +139,12 @@ def _nudge(pool: Any) -> None:
     that first fix)."""
     from psycopg_pool import PoolTimeout
 
-    seen = _connect_errors(pool)
-    while not pool.closed:
+    seen = 0
+    while True:
         time.sleep(NUDGE_S)
+        pool = held()
+        if pool is None or pool.closed:
+            return
         failed = seen
         try:
             stats = pool.get_stats()
@@ -150,6 +157,7 @@ def _nudge(pool: Any) -> None:
             if pool.closed:
                 return
         seen = failed
+        del pool
 
 
 def _connect_errors(pool: Any) -> int:
