@@ -52,6 +52,20 @@ def test_a_server_stops_within_its_bounds_while_postgres_is_frozen(
             with httpx.Client(base_url=base, headers=headers, timeout=5) as http:
                 body = {"messages": "before the freeze", "user_id": "ana"}
                 assert http.post("/v1/memories", json=body).status_code == 201
+
+            # Reads at once first, so the pool holds several idle sessions to freeze: with
+            # one, the server's own background reads (its embedding worker's) could take
+            # it first, and every add got a new session (seen in session 49 on base and
+            # head alike).
+            def read() -> None:
+                with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
+                    c.get("/v1/memories", params={"user_id": "ana"})
+
+            readers = [threading.Thread(target=read) for _ in range(16)]
+            for r in readers:
+                r.start()
+            for r in readers:
+                r.join()
             with connect(pg_url()) as conn:
                 pids = [
                     r[0]
