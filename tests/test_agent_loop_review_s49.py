@@ -242,14 +242,21 @@ def test_next_question_after_a_failed_loop_keeps_our_exchange(
     assert text.index("I moved to Porto.") < text.index("Lives in Porto.") < text.index("Hello?")
 
 
-def test_with_thinking_the_next_question_is_sent_as_the_api_takes_it(memory: Memory) -> None:
+@pytest.mark.parametrize("given", ["thinking", "extra_body"])
+def test_with_thinking_the_next_question_is_sent_as_the_api_takes_it(
+    memory: Memory, given: str
+) -> None:
     """With extended thinking, the exchange is not put back before a new question: it would
     be the request's last assistant turn, which the API takes only with its thinking,
     and a window that ends with a question sends none (a review of the put-back: a 400
-    on every next question). The fake refuses it as the API does."""
+    on every next question). The fake refuses it as the API does. Thinking given in
+    ``extra_body`` is thinking too (a review of that fix)."""
     q1 = {"role": "user", "content": "I moved to Porto."}
     q2 = {"role": "user", "content": "Hello? Are you there?"}
-    thinking = {"type": "enabled", "budget_tokens": 1024}
+    enabled = {"type": "enabled", "budget_tokens": 1024}
+    thinking: dict[str, Any] = (
+        {"thinking": enabled} if given == "thinking" else {"extra_body": {"thinking": enabled}}
+    )
     signed = {"type": "thinking", "thinking": "I should save this.", "signature": "sig-abc"}
     call = {
         "type": "tool_use",
@@ -275,8 +282,8 @@ def test_with_thinking_the_next_question_is_sent_as_the_api_takes_it(memory: Mem
         )
         fake.enqueue_error(529)
         with pytest.raises(ProviderHTTPError):
-            _ask(client, [q1], thinking=thinking)
-        answer = _ask(client, [q1, q2], thinking=thinking)
+            _ask(client, [q1], **thinking)
+        answer = _ask(client, [q1, q2], **thinking)
         assert answer.content[0].type == "text"
     assert _human(memory) == "Lives in Porto."
 
@@ -463,36 +470,3 @@ def test_a_forced_choice_on_a_follow_up_names_the_apps_tools_in_their_own_kind()
     tools = [APP_TOOL, {**APP_TOOL, "name": "cancel_order"}, {"name": "core_memory_append"}]
     anthropic_several = {"tool_choice": {"type": "any"}, "tools": tools}
     assert _relaxed(anthropic_several, "anthropic")["tool_choice"] == {"type": "auto"}
-
-
-def test_thinking_given_in_extra_body_counts_as_thinking(memory: Memory) -> None:
-    # A review: thinking passed through `extra_body` still got the tail put back, and the
-    # API refused the next question with a 400.
-    q1 = {"role": "user", "content": "I moved to Porto."}
-    q2 = {"role": "user", "content": "Hello? Are you there?"}
-    extra = {"extra_body": {"thinking": {"type": "enabled", "budget_tokens": 1024}}}
-    signed = {"type": "thinking", "thinking": "I should save this.", "signature": "sig-abc"}
-    call = {
-        "type": "tool_use",
-        "id": "toolu_T1",
-        "name": "core_memory_append",
-        "input": {"label": "human", "content": "Lives in Porto."},
-    }
-    body = {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-6",
-        "content": [signed, call],
-        "stop_reason": "tool_use",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 10, "output_tokens": 5},
-    }
-    with FakeAnthropic() as fake:
-        client = _client("anthropic", fake, memory)
-        fake.enqueue(FakeResponse(json_body=body))
-        fake.enqueue_error(529)
-        with pytest.raises(ProviderHTTPError):
-            _ask(client, [q1], **extra)
-        answer = _ask(client, [q1, q2], **extra)
-        assert answer.content[0].type == "text"
