@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -25,22 +26,32 @@ def test_a_tenants_limiter_goes_with_its_last_window() -> None:
     anyio.run(main)
 
 
+class Builds:
+    """A stand-in window build that counts how many run at once (``most``), on which
+    threads, and what ``seen`` returns while each runs."""
+
+    def __init__(self, seconds: float, seen: Callable[[], int] = lambda: 0) -> None:
+        self._seconds, self._seen = seconds, seen
+        self._guard = threading.Lock()
+        self._running = 0
+        self.most = 0
+        self.threads: set[int] = set()
+        self.seen_while_busy: list[int] = []
+
+    def __call__(self) -> None:
+        with self._guard:
+            self._running += 1
+            self.most = max(self.most, self._running)
+            self.threads.add(threading.get_ident())
+        self.seen_while_busy.append(self._seen())
+        time.sleep(self._seconds)
+        with self._guard:
+            self._running -= 1
+
+
 def test_the_limit_holds_while_windows_of_one_tenant_wait() -> None:
     slots = WindowSlots(per_tenant=1)
-    running = 0
-    most = 0
-    seen_while_busy: list[int] = []
-    guard = threading.Lock()
-
-    def build() -> None:
-        nonlocal running, most
-        with guard:
-            running += 1
-            most = max(most, running)
-        seen_while_busy.append(len(slots))
-        time.sleep(0.02)
-        with guard:
-            running -= 1
+    build = Builds(0.02, seen=lambda: len(slots))
 
     async def main() -> None:
         async with anyio.create_task_group() as group:
@@ -49,8 +60,8 @@ def test_the_limit_holds_while_windows_of_one_tenant_wait() -> None:
         assert len(slots) == 0
 
     anyio.run(main)
-    assert most == 2  # one of "a" and one of "b" at a time
-    assert max(seen_while_busy) == 2 and min(seen_while_busy) >= 1
+    assert build.most == 2  # one of "a" and one of "b" at a time
+    assert max(build.seen_while_busy) == 2 and min(build.seen_while_busy) >= 1
 
 
 def test_a_window_whose_client_left_leaves_no_limiter() -> None:
@@ -71,20 +82,7 @@ def test_windows_of_many_tenants_are_built_a_bounded_number_at_once() -> None:
     # Bounded per tenant only, 300 tenants' windows sent at once were 300 builds on 306
     # threads, 835 MB at the peak against 293 MB one after another (a review, s49).
     slots = WindowSlots()
-    running = 0
-    most = 0
-    threads: set[int] = set()
-    guard = threading.Lock()
-
-    def build() -> None:
-        nonlocal running, most
-        with guard:
-            running += 1
-            most = max(most, running)
-            threads.add(threading.get_ident())
-        time.sleep(0.01)
-        with guard:
-            running -= 1
+    build = Builds(0.01)
 
     async def main() -> None:
         async with anyio.create_task_group() as group:
@@ -93,8 +91,8 @@ def test_windows_of_many_tenants_are_built_a_bounded_number_at_once() -> None:
         assert len(slots) == 0
 
     anyio.run(main)
-    assert most == WINDOWS_AT_ONCE
-    assert len(threads) <= WINDOWS_AT_ONCE + 2  # (a thread may end as the next starts)
+    assert build.most == WINDOWS_AT_ONCE
+    assert len(build.threads) <= WINDOWS_AT_ONCE + 2  # (a thread may end as the next starts)
 
 
 def test_one_slots_object_serves_several_event_loops_at_once() -> None:
