@@ -160,11 +160,6 @@ def _nudge(held: weakref.ref[Any]) -> None:
         del pool
 
 
-def _connect_errors(pool: Any) -> int:
-    """How many times ``pool`` failed to open a connection (psycopg_pool's counter)."""
-    return int(pool.get_stats().get("connections_errors", 0))
-
-
 #: Connections of the pool a transaction (a write) may not take: they stay free for
 #: reads (:class:`WriteSlots`).
 READ_RESERVE = 2
