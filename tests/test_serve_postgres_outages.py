@@ -20,6 +20,7 @@ from contextos.server.keys import KeyStore  # noqa: E402
 from contextos.store.postgres.pool import LIVENESS, with_liveness  # noqa: E402
 from contextos.types import Scope  # noqa: E402
 
+
 def test_the_stores_sessions_carry_the_liveness_settings_unless_the_url_sets_them() -> None:
     # TCP keepalives and tcp_user_timeout (with application_name) are set by one rule,
     # each only where the URL names none: the name is the one visible from the server.
