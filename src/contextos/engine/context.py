@@ -1046,6 +1046,17 @@ def split_request(sent: Sequence[Message], turns: Sequence[Turn | TurnPrint]) ->
     return Parts(tuple(new), question, prefill, match.retry(sent), resent)
 
 
+@dataclass
+class _InFlight:
+    """A prepared call of a :class:`SessionContext`, until its commit: the turn it
+    followed (:attr:`_Split.anchor`), whether it retried that turn's call, and whether a
+    retry of it came meanwhile (:meth:`SessionContext._supersede`)."""
+
+    anchor: TurnPrint
+    retry: bool = False
+    superseded: bool = False
+
+
 @dataclass(frozen=True)
 class _Split:
     """A request as ``SessionContext`` places it: its :class:`Parts`, the history items,
@@ -1227,9 +1238,10 @@ class SessionContext:
                 raise ConfigError('placement="topic" needs a memory with an embedder')
             self.topic = TopicBlock(embedder)
         self._last_call: float | None = None
-        #: Each prepared call's anchor (:attr:`_Split.anchor`), by ``id`` of its Prepared,
-        #: for its commit: the turn whose loss tells that the session was erased meanwhile.
-        self._anchors: dict[int, TurnPrint] = {}
+        #: Each prepared call's anchor (:attr:`_Split.anchor`) and whether a retry of it
+        #: came meanwhile (:class:`_InFlight`), by ``id`` of its Prepared, for its commit:
+        #: the turn whose loss tells that the session was erased meanwhile.
+        self._anchors: dict[int, _InFlight] = {}
         #: Gives a call's system parts (``ChatRequest.system``) again once its compaction
         #: is done, before its window is built; None: as sent. For a part that shows what
         #: the compaction point decides (the tool loop's pinned core-memory snapshot,
@@ -1357,9 +1369,25 @@ class SessionContext:
             window, model, question, logged, resent=split.parts.resent, logged_seqs=seqs
         )
         if anchor is not None:  # for its commit; dropped with the Prepared if none comes
-            self._anchors[id(prepared)] = anchor
+            if split.parts.retry:
+                self._supersede(anchor)
+            self._anchors[id(prepared)] = _InFlight(anchor, retry=split.parts.retry)
             weakref.finalize(prepared, self._anchors.pop, id(prepared), None)
         return prepared
+
+    def _supersede(self, anchor: TurnPrint) -> None:
+        """Mark this client's calls still in flight on ``anchor`` as given up: a retry of
+        them is being prepared. Their commits treat their replies as abandoned (a cut
+        stream's: logged as not complete, not remembered, left out of later windows).
+
+        Why: an asyncio app that stops waiting (``wait_for`` times out, the task is
+        cancelled) cannot stop a call running in ``to_thread``; it runs to its end and
+        commits. The user's retry was recognised and logged nothing again, but both
+        replies were logged and remembered as answers to the one question, and the model
+        was sent both (a review). The reply kept is the retry's: the one the user saw."""
+        for call in list(self._anchors.values()):
+            if call.anchor.seq == anchor.seq and call.anchor.ident == anchor.ident:
+                call.superseded = True
 
     def input_budget(self, model: ModelInfo, reserve_tokens: int) -> int:
         """The window's budget for a call to ``model`` that keeps ``reserve_tokens`` free
@@ -1805,7 +1833,10 @@ class SessionContext:
         the memory writes, for an erasure that landed between the append and them
         (:meth:`_unwrite`).
         """
-        anchor = self._anchors.pop(id(prepared), None)
+        in_flight = self._anchors.pop(id(prepared), None)
+        anchor = in_flight.anchor if in_flight is not None else None
+        if in_flight is not None and in_flight.superseded:
+            call = replace(call, complete=False)  # given up for a retry: abandoned
         reply = call.reply
         if reply is not None and not (reply.content or reply.tool_calls or reply.metadata):
             # Nothing to log (a stream stopped before any text, a model that answered
@@ -1825,11 +1856,19 @@ class SessionContext:
             else None
         )
         beside = self._said_beside(prepared)
-        if answer is not None and not call.complete and COMPLETE_KEY not in answer.metadata:
+        retried = in_flight is not None and in_flight.retry
+        if (
+            answer is not None
+            and COMPLETE_KEY not in answer.metadata
+            and (not call.complete or retried)
+        ):
             # A cut reply reported after its retry's whole answer (a request cancelled
             # while its stream's read was blocked): logged at the end, it read as the
-            # answer's sequel (a review). The question has its answer; what this call
-            # logged beside it is this call's to remember.
+            # answer's sequel (a review). Nor a retry's whole reply after the whole
+            # answer of the call it retried, made by another client or process (whose
+            # call this client could not mark given up, :meth:`_supersede`): the
+            # question has one answer, the first logged. What this call logged beside
+            # it is this call's to remember.
             self._unwrite_if_erased(anchor, self._remember(*beside))
             return
         answered = answer is not None
