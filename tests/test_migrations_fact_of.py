@@ -229,13 +229,16 @@ def test_the_sqlite_file_set_back_has_the_previous_version_s_schema(tmp_path: Pa
 def test_metadata_that_is_not_json_does_not_keep_a_sqlite_store_from_opening(
     tmp_path: Path,
 ) -> None:
-    """A row another writer left with broken metadata stays as it was."""
+    """A row another writer left with broken metadata stays as it was. (The rows are in a
+    session: a link on a record outside one is put back by V17, see
+    tests/test_upgrade_repairs.py.)"""
     path = tmp_path / "v8.db"
     con = sqlite_file_at(path, V9_SQLITE)
     for rid, meta in (("t1", "{}"), ("bad", '{"source": "t1"'), ("f1", '{"source":"t1"}')):
         con.execute(
-            "INSERT INTO memories (id, tenant, user_id, memory_type, text, metadata, created_at, "
-            "updated_at, hash) VALUES (?, 'default', 'ann', 'episodic', ?, ?, 0, 0, 'h')",
+            "INSERT INTO memories (id, tenant, user_id, session_id, memory_type, text, metadata, "
+            "created_at, updated_at, hash) "
+            "VALUES (?, 'default', 'ann', 's1', 'episodic', ?, ?, 0, 0, 'h')",
             (rid, f"note {rid}", meta),
         )
     con.commit()

@@ -420,6 +420,61 @@ CREATE INDEX IF NOT EXISTS memories_type_agent
     ON memories (tenant, memory_type, agent_id, created_at DESC, seq DESC);
 """
 
+#: V13 once shipped as another script (one index, ``memories_type`` on (tenant,
+#: memory_type, created_at)) and was then rewritten under the same number (see SQLite's
+#: V16): a schema made by that first V13 kept its index, and each window's read of a
+#: user's rules walked every rule of the tenant. V14 runs today's V13 again (it is
+#: written to run again) and drops the first one's index, by its name in the store's
+#: own schema (``current_schema()``): a bare name is looked up along the search path,
+#: and would drop the index of another store kept in ``public``.
+V14_V13_AGAIN = (
+    V13_MEMORY_TYPE_INDEX
+    + """DO $migration$
+BEGIN
+    EXECUTE format('DROP INDEX IF EXISTS %I.memories_type', current_schema());
+END
+$migration$;
+"""
+)
+
+#: The records V7 took for facts that are none (see SQLite's V17, which says why and
+#: how they are told apart): a ``fact_of`` naming a record of the tenant that is not
+#: the record's turn (another user, agent or session, or another ``created_at``: a
+#: fact shares its turn's), or held by a record outside a session. Left as they are: a
+#: record in a session whose ``fact_of`` names no record of the tenant, and one that
+#: holds a ``source`` too (one the app set again after V7, which moving ``fact_of`` back
+#: would overwrite: it stays a fact).
+_V15_NOT_FACTS = """jsonb_typeof(f.metadata -> 'fact_of') = 'string'
+AND NOT f.metadata ? 'source'
+AND (f.session_id IS NULL OR EXISTS (
+    SELECT 1 FROM memories AS t
+    WHERE t.tenant = f.tenant AND t.id = f.metadata ->> 'fact_of'
+    AND (t.created_at != f.created_at OR t.user_id IS DISTINCT FROM f.user_id
+         OR t.agent_id IS DISTINCT FROM f.agent_id
+         OR t.session_id IS DISTINCT FROM f.session_id)
+))"""
+
+#: Puts back ``metadata["source"]`` on the records V7 took for facts and are none
+#: (``_V15_NOT_FACTS``), as V7 moved it, in reverse. Only ``metadata`` changes (``tsv``
+#: and ``ntok`` are generated from text and context; no HNSW index is touched). A vector
+#: is queued again only where the record's embedded text changes: a session's message
+#: (``role``, not written by ``add(infer=True)``) is a conversation turn again, embedded
+#: with its facts, where as a fact its vector was made bare (see SQLite's V17); it
+#: serves search until the new one is written, and a claim on it is ended. Written to
+#: run again: a second run finds nothing to move.
+V15_SOURCE_AGAIN = f"""
+INSERT INTO pending_vectors (tenant, memory_id)
+SELECT f.tenant, f.id FROM memories AS f
+WHERE {_V15_NOT_FACTS}
+AND f.session_id IS NOT NULL AND f.metadata ? 'role' AND NOT f.metadata ? 'inferred'
+AND EXISTS (SELECT 1 FROM vectors AS v WHERE v.tenant = f.tenant AND v.memory_id = f.id)
+ON CONFLICT (tenant, memory_id) DO UPDATE
+SET claimed_by = NULL, claimed_until = '-infinity';
+UPDATE memories AS f
+SET metadata = (f.metadata - 'fact_of') || jsonb_build_object('source', f.metadata -> 'fact_of')
+WHERE {_V15_NOT_FACTS};
+"""
+
 #: Ordered migrations: SQL scripts, each run as one statement batch in the migration's
 #: transaction.
 
@@ -437,6 +492,8 @@ MIGRATIONS: tuple[str, ...] = (
     V11_VECTOR_SIZE_INDEX,
     V12_HISTORY_SESSION,
     V13_MEMORY_TYPE_INDEX,
+    V14_V13_AGAIN,
+    V15_SOURCE_AGAIN,
 )
 
 

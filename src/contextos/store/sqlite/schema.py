@@ -380,6 +380,66 @@ CREATE INDEX IF NOT EXISTS memories_type_agent
     ON memories (tenant, memory_type, agent_id, created_at);
 """
 
+#: V15 once shipped as another script (one index, ``memories_type`` on (tenant,
+#: memory_type, created_at)) and was then rewritten under the same number, as V10 was
+#: (see V11): a file made by that first V15 kept its index, and each window's read of a
+#: user's rules walked every rule of the tenant (5.6 ms a window at 20,000 rules of
+#: 4,000 users, against 0.09 ms with today's two; a review). V16 runs today's V15 again
+#: (it is written to run again) and drops the first one's index, so every file ends
+#: alike.
+V16_V15_AGAIN = V15_MEMORY_TYPE_INDEX + "DROP INDEX IF EXISTS memories_type;\n"
+
+#: The records V9 took for facts that are none: whose ``fact_of`` names a record that is
+#: not their turn. A fact beside a turn is always its turn's record with new text
+#: (``dataclasses.replace`` in ``memory.infer.facts_beside``, as in the release that
+#: first wrote them under ``source``): it is in a session (only a session's turns take
+#: facts) and shares its turn's tenant, user, agent, session and ``created_at`` to the
+#: last digit. V9 asked only for the scope, so an app's memory whose ``source`` held the
+#: id of another memory of the same user (a note derived from it) became a fact of it:
+#: deleted with it, folded into its hit by search, and beyond the app's repair
+#: (``fact_of`` is reserved). So a record outside a session, or one whose ``fact_of``
+#: names a record of its tenant with another scope or ``created_at``, is none. Left as
+#: they are: a record in a session whose ``fact_of`` names no record of its tenant
+#: (there is no turn to test it against), and one that holds a ``source`` too (the app
+#: set one again after V9: moving ``fact_of`` back would overwrite it; it stays a fact).
+#: A ``fact_of`` an app stored itself, before contextos used the key, is judged alike.
+#: Malformed metadata is skipped, as in V9.
+_V17_NOT_FACTS = """FROM (
+    SELECT rowid, tenant, user_id, agent_id, session_id, created_at,
+           CASE WHEN json_valid(metadata) THEN metadata END AS meta
+    FROM memories
+) AS f
+WHERE json_type(f.meta, '$.fact_of') = 'text' AND json_type(f.meta, '$.source') IS NULL
+AND (f.session_id IS NULL OR EXISTS (
+    SELECT 1 FROM memories AS t
+    WHERE t.id = json_extract(f.meta, '$.fact_of') AND t.tenant = f.tenant
+    AND (t.created_at != f.created_at OR t.user_id IS NOT f.user_id
+         OR t.agent_id IS NOT f.agent_id OR t.session_id IS NOT f.session_id)
+))"""
+
+#: Puts back ``metadata["source"]`` on the records V9 took for facts and are none
+#: (``_V17_NOT_FACTS``, which says how they are told apart), as V9 moved it, in reverse.
+#: Only ``metadata`` is set, so no trigger fires (see V9). A vector is queued again
+#: only where the record's embedded text changes: a session's message (``role``, not
+#: written by ``add(infer=True)``) is a conversation turn again, embedded with its facts
+#: (``memory.expansion``), where as a fact its vector was made bare; that vector serves
+#: search until the new one is written, and a claim on it is ended (as an edit ends
+#: one). A record without a vector is queued already, or quarantined (tried again as
+#: ever). Written to run again: a second run finds nothing to move.
+V17_SOURCE_AGAIN = f"""
+INSERT INTO pending_vectors (mem_rowid)
+SELECT f.rowid {_V17_NOT_FACTS}
+AND f.session_id IS NOT NULL AND json_type(f.meta, '$.role') IS NOT NULL
+AND json_type(f.meta, '$.inferred') IS NULL
+AND EXISTS (SELECT 1 FROM vectors AS v WHERE v.mem_rowid = f.rowid)
+ON CONFLICT (mem_rowid) DO UPDATE SET claimed_by = NULL, claimed_until = 0;
+UPDATE memories
+SET metadata = json_set(
+    json_remove(metadata, '$.fact_of'), '$.source', json_extract(metadata, '$.fact_of')
+)
+WHERE rowid IN (SELECT f.rowid {_V17_NOT_FACTS});
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     V1_INITIAL,
     V2_PENDING_VECTORS,
@@ -396,6 +456,8 @@ MIGRATIONS: tuple[str, ...] = (
     V13_VECTOR_SIZE_INDEX,
     V14_HISTORY_SESSION,
     V15_MEMORY_TYPE_INDEX,
+    V16_V15_AGAIN,
+    V17_SOURCE_AGAIN,
 )
 
 
