@@ -19,6 +19,7 @@ import functools
 import hashlib
 import marshal
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -152,12 +153,43 @@ def _check_offline(name: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=4)
-def _load_encoding(name: str):  # type: ignore[no-untyped-def]
-    import tiktoken
+#: The encodings built so far, by name (:func:`_load_encoding`).
+_ENCODINGS: dict[str, Any] = {}
+#: Held while an encoding is built, so that it is built once per process.
+_BUILDING = threading.Lock()
 
-    # ``name`` was checked when its tokenizer was made (``TiktokenTokenizer``).
-    return tiktoken.Encoding(**_encoding_spec(f"{name}_offline"))
+
+def _load_encoding(name: str):  # type: ignore[no-untyped-def]
+    """The ``tiktoken.Encoding`` of ``name``, built at its first use and kept.
+
+    Why a lock: building one (tiktoken's ``CoreBPE``, 60-400 ms) holds the GIL, and
+    ``functools.lru_cache``, used before, does not stop concurrent first callers from
+    each running the build: the first burst of calls of an asyncio app (each in
+    ``asyncio.to_thread``) built it once per caller, and stalled the event loop for up
+    to half a second (a review, s50). Concurrent first callers now wait for the one
+    build; later ones read the dict without the lock."""
+    encoding = _ENCODINGS.get(name)
+    if encoding is not None:
+        return encoding
+    with _BUILDING:
+        encoding = _ENCODINGS.get(name)
+        if encoding is None:
+            import tiktoken
+
+            # ``name`` was checked when its tokenizer was made (``TiktokenTokenizer``).
+            encoding = tiktoken.Encoding(**_encoding_spec(f"{name}_offline"))
+            _ENCODINGS[name] = encoding
+    return encoding
+
+
+def _building_after_fork() -> None:
+    """A fork's child gets a lock of its own: another of the parent's threads may have
+    held it, building, and that thread is not copied."""
+    global _BUILDING
+    _BUILDING = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_building_after_fork)
 
 
 #: The version of the layout of a cached encoding (:func:`_encoding_spec`).

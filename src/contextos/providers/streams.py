@@ -90,6 +90,7 @@ import itertools
 import logging
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -227,7 +228,7 @@ class Readers:
     of it, outside the stream (the generator waits at the event last handed on): another
     client of its session may settle it (:meth:`OpenStreams.settle_for`)."""
 
-    __slots__ = ("cut", "ended", "last", "shared", "started")
+    __slots__ = ("cut", "ended", "inside", "last", "shared", "started")
 
     def __init__(self) -> None:
         self.last = Reader()
@@ -235,6 +236,10 @@ class Readers:
         self.started = False
         self.cut = False
         self.ended = False
+        #: the ident of the thread running the observing generator now (between a
+        #: ``next()`` and the event it hands on: reading the socket, mostly), or None:
+        #: a close on another thread shuts the socket down first (:func:`_waking_close`)
+        self.inside: int | None = None
 
     def read(self) -> None:
         """Note who asks for the next event (and that someone did): one comparison when
@@ -333,13 +338,16 @@ def _observed(
     """The caller's events; ``done`` when the stream ends or fails, ``abandoned`` when the
     generator is closed (``close()``, or the garbage collector: so only an enqueue).
     ``readers`` notes whoever asks for each event."""
+    readers.inside = threading.get_ident()
     try:
         with mapped_errors(provider):
             for event in _read_ahead(inner, acc, readers, provider):
                 readers.read()
                 if hide is None or not hide(event):
                     readers.ended = acc.finished
+                    readers.inside = None
                     yield event
+                    readers.inside = threading.get_ident()
                     readers.ended = False
     except GeneratorExit:
         abandoned()
@@ -347,6 +355,8 @@ def _observed(
     except BaseException:
         done()
         raise
+    finally:
+        readers.inside = None
     done()
 
 
@@ -847,14 +857,84 @@ def _close_observer(observed: Generator[Any, None, None]) -> None:
     """Close the observing generator, unless another thread is inside it.
 
     Why: "stop generating" closes a stream from another thread (a UI handler, a
-    disconnect callback) while the reader waits for the next event. Closing a running
-    generator raises ``ValueError`` ("generator already executing"): the close failed,
-    the SDK's own close after it never ran, the stream went on to its end and the
-    stopped reply was logged as complete (a review). The caller's close then reports
-    the reply as it stands and closes the response, which ends that read as it does
-    with the bare SDK (the reader's next event raises)."""
+    disconnect callback, an asyncio handler's ``finally`` after its task was cancelled
+    while a worker thread still runs ``next()``) while the reader waits for the next
+    event. Closing a running generator raises ``ValueError`` ("generator already
+    executing"): the close failed, the SDK's own close after it never ran, the stream
+    went on to its end and the stopped reply was logged as complete (a review). The
+    caller's close then reports the reply as it stands and closes the response, whose
+    socket is shut down first (:func:`_waking_close`): the reader's blocked read ends
+    at once and it gets :class:`~contextos.errors.ProviderError`. Closing the socket
+    alone did not wake it: the read waited for the model's next bytes, or, once the
+    fd number was reused by another connection, until the SDK's read timeout (600 s
+    by default; a review, s50: the default executor's threads stayed stuck and
+    ``asyncio.run()`` never returned)."""
     with contextlib.suppress(ValueError):
         observed.close()
+
+
+def _waking_close(response: Any, readers: Readers) -> None:
+    """Make ``response.close()`` shut its socket down first while another thread is
+    inside the stream's observing generator (:attr:`Readers.inside`), then close it as
+    the HTTP library does; once closed, the response is left as it was.
+
+    Why on the response, not only in the wrapper's ``close``: every close of a stream
+    ends there -- the instrumented ``close`` (through the SDK's), the proxy's, the
+    wrapper's cut (:meth:`OpenStreams._cut_entry`), and the SDKs' helpers, one of which
+    (openai's ``ChatCompletionStream.close``) closes the response directly. A close
+    on the reader's own thread (the SDK's ``finally`` at the stream's end, the HTTP
+    library's at the body's end) and a close while nobody reads (the usual one) shut
+    nothing down: the connection goes back to the pool as before.
+
+    Only an HTTP/1 response whose socket the HTTP library exposes
+    (``extensions["network_stream"].get_extra_info("socket")``) is watched: an HTTP/2
+    connection carries other requests' streams, and a stand-in response (a test's
+    mock) has none. The hook holds the response weakly (no cycle), and is removed
+    once the response is closed."""
+    cls_close = getattr(type(response), "close", None)
+    extensions = getattr(response, "extensions", None)
+    if (
+        not callable(cls_close)
+        or not isinstance(extensions, Mapping)
+        or extensions.get("network_stream") is None
+        or extensions.get("http_version", b"HTTP/1.1") not in (b"HTTP/1.1", b"HTTP/1.0")
+        or not isinstance(getattr(response, "__dict__", None), dict)
+    ):
+        return
+    try:
+        ref = weakref.ref(response)
+    except TypeError:
+        return
+
+    def close() -> None:
+        target = ref()
+        if target is None:
+            return
+        inside = readers.inside
+        if (
+            inside is not None
+            and inside != threading.get_ident()
+            and not getattr(target, "is_closed", False)
+        ):
+            _shut_down(target)
+        try:
+            cls_close(target)
+        finally:
+            if getattr(target, "is_closed", True) and target.__dict__.get("close") is close:
+                del target.__dict__["close"]
+
+    response.__dict__["close"] = close
+
+
+def _shut_down(response: Any) -> None:
+    """Shut down (both ways) the socket ``response`` is read from, which wakes a read
+    blocked on it in another thread (its ``recv`` returns: the body ends early and the
+    HTTP library raises). Never raises: a socket already closed or gone is left be."""
+    with contextlib.suppress(Exception):
+        network = response.extensions["network_stream"]
+        sock = network.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def instrument(
@@ -878,6 +958,7 @@ def instrument(
     """
     release = _closer(stream)
     report, abandon, readers = open_streams.track(done, release, commits=commits)
+    _waking_close(getattr(stream, "response", None), readers)
     inner = getattr(stream, "_iterator", None)
     if isinstance(inner, Iterator) and hasattr(stream, "__dict__"):
         observed = _observed(inner, acc, report, abandon, provider, hide, readers)
