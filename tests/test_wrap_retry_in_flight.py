@@ -24,6 +24,7 @@ anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
 
 from contextos.engine.session import Session  # noqa: E402
+from contextos.errors import ContextosError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
@@ -123,13 +124,16 @@ def test_a_retry_of_a_call_still_running_keeps_one_answer_the_retrys(
         ], sent
 
 
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_a_retry_through_another_client_leaves_one_answer(tmp_path: Path, provider: str) -> None:
+def test_a_retry_through_another_client_leaves_one_answer(
+    tmp_path: Path, provider: str, order: str
+) -> None:
     # An app that wraps a client per request: the retry's client cannot mark the first
-    # call given up, and that call's whole answer commits first. The retry's reply is
-    # not logged after it as a second answer (the model was sent both): the first stays.
+    # call given up. Whichever whole answer commits first is the question's one answer:
+    # the other is not logged after it (the model was sent both), nor remembered.
     fake_server, sdk_client = fake_and_sdk(provider)
-    replies = Replies({1: 0.8, 2: 1.6})
+    replies = Replies(ORDERS[order])
     with (
         fake_server(reply=replies) as fake,
         Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
@@ -145,8 +149,77 @@ def test_a_retry_through_another_client_leaves_one_answer(tmp_path: Path, provid
         first.flush()
         second.flush()
 
+        kept = "Answer number 1" if order == "abandoned-commits-first" else "Answer number 2"
         log = Session(memory, "chat-1").turns()
         said = [(t.message.role, t.message.content) for t in log]
-        assert said == [("user", QUESTION), ("assistant", "Answer number 1: lentil curry.")]
+        assert said == [("user", QUESTION), ("assistant", f"{kept}: lentil curry.")]
         remembered = [r.text for r in memory.get_all(user_id="ann")]
-        assert sorted(remembered) == sorted([QUESTION, "Answer number 1: lentil curry."])
+        assert sorted(remembered) == sorted([QUESTION, f"{kept}: lentil curry."])
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_retry_that_fails_while_the_first_call_runs_leaves_the_question_remembered_once(
+    tmp_path: Path, provider: str
+) -> None:
+    fake_server, sdk_client = fake_and_sdk(provider)
+    replies = Replies({1: 1.0})
+    with (
+        fake_server(reply=replies) as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
+    ):
+        client = wrap(sdk, memory=memory, session="chat-1", user_id="ann")
+        abandoned = threading.Thread(target=_ask, args=(client, provider, QUESTION))
+        abandoned.start()
+        assert replies.first_started.wait(10)
+        fake.enqueue_error(529 if provider == "anthropic" else 503, "overloaded")
+        with pytest.raises(ContextosError):
+            _ask(client, provider, QUESTION)  # the retry fails at once
+        abandoned.join(30)
+        client.flush()
+        remembered = [r.text for r in memory.get_all(user_id="ann")]
+        assert remembered.count(QUESTION) == 1, remembered
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_regenerate_stopped_then_regenerated_again_keeps_the_question_in_memory(
+    tmp_path: Path, provider: str
+) -> None:
+    # A whole-history app: the user regenerates the last answer, stops its stream, and
+    # regenerates again (the second is a retry of the first's question). The question
+    # the regenerates say again keeps its memory; the replaced answers go.
+    fake_server, sdk_client = fake_and_sdk(provider)
+    long_reply = "word " * 200
+    with (
+        fake_server(reply=lambda body: long_reply) as fake,
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
+    ):
+        client = wrap(sdk, memory=memory, session="chat-1", user_id="ann")
+
+        def ask(messages: list[dict[str, str]], **kw: Any) -> Any:
+            if provider == "anthropic":
+                return client.messages.create(
+                    model="claude-haiku-4-5", max_tokens=50, messages=messages, **kw
+                )
+            return client.chat.completions.create(model="gpt-4.1-mini", messages=messages, **kw)
+
+        history = [{"role": "user", "content": "Hi, I'm Ann."}]
+        ask(history)
+        history += [
+            {"role": "assistant", "content": long_reply},
+            {"role": "user", "content": QUESTION},
+        ]
+        ask(history)
+        client.flush()
+        stream = ask(history, stream=True)  # regenerate, streamed; the user stops it
+        for i, _ in enumerate(stream):
+            if i == 3:
+                break
+        stream.close()
+        client.flush()
+        ask(history)  # and regenerates again
+        client.flush()
+        remembered = [r.text for r in memory.get_all(user_id="ann")]
+        assert remembered.count(QUESTION) == 1, remembered
+        assert "Hi, I'm Ann." in remembered

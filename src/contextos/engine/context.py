@@ -156,6 +156,11 @@ _COMMITTED_KEYS = frozenset({"usage", "provider"})
 #: its question, its last tool result), which this reply answers
 #: (``SessionContext._answer_after``).
 REPLY_TO_KEY = "reply_to"
+#: Reply metadata a commit writes on the reply of a retry (True): a whole reply of the
+#: call it retried, made by another client (which could not mark that call given up,
+#: :meth:`SessionContext._supersede`) and reported after it, is not logged as a second
+#: answer.
+RETRY_REPLY_KEY = "retry_reply"
 
 #: The most cut turns whose memories one branch deletes (one read a turn).
 MAX_CUT_TURNS = 200
@@ -1860,15 +1865,15 @@ class SessionContext:
         if (
             answer is not None
             and COMPLETE_KEY not in answer.metadata
-            and (not call.complete or retried)
+            and (not call.complete or retried or answer.metadata.get(RETRY_REPLY_KEY))
         ):
             # A cut reply reported after its retry's whole answer (a request cancelled
             # while its stream's read was blocked): logged at the end, it read as the
-            # answer's sequel (a review). Nor a retry's whole reply after the whole
-            # answer of the call it retried, made by another client or process (whose
-            # call this client could not mark given up, :meth:`_supersede`): the
-            # question has one answer, the first logged. What this call logged beside
-            # it is this call's to remember.
+            # answer's sequel (a review). Nor a whole reply of a retry and of the call
+            # it retried, made by another client or process (which this client could
+            # not mark given up, :meth:`_supersede`), after the other's whole answer:
+            # the question has one answer, the first logged. What this call logged
+            # beside it is this call's to remember.
             self._unwrite_if_erased(anchor, self._remember(*beside))
             return
         answered = answer is not None
@@ -1876,13 +1881,19 @@ class SessionContext:
         if reply is not None:
             reply = _as_logged(reply, prepared, call)
             if anchor is not None:
-                reply = replace(reply, metadata={**reply.metadata, REPLY_TO_KEY: anchor.seq})
+                marks: dict[str, Any] = {REPLY_TO_KEY: anchor.seq}
+                if retried:
+                    marks[RETRY_REPLY_KEY] = True
+                reply = replace(reply, metadata={**reply.metadata, **marks})
             if session is not None:
                 try:
                     reply_seq = self._log_reply(session, reply, followed, anchor)
                 except NotFound:
                     return  # erased since the read above: nothing was logged
-        question, asked = (None, None) if answered else self._question_of(prepared, anchor)
+        superseded = in_flight is not None and in_flight.superseded
+        question, asked = (
+            (None, None) if answered else self._question_of(prepared, anchor, superseded)
+        )
         whole = reply if call.complete and self.remember_replies else None
         remembered = self._remember(*beside, (question, asked), (whole, reply_seq))
         if anchor is not None:
@@ -1978,7 +1989,11 @@ class SessionContext:
         # logged reply sent back as its prefill (a ``pause_turn`` continued) is logged
         # whole as a new turn, whose memory holds the old one's text: the old one goes
         # (it stayed, a fragment beside the whole answer: a review).
-        resent_question = prepared.resent and prefill_of(prepared.window) is None
+        # A retry of a regenerate's question (its stream stopped, or a double click)
+        # answers a question that says its redo turn again as well: that turn's memory
+        # stays (it was deleted, the question gone from memory: a review).
+        says_again = prepared.resent or self._said_again(first) == redo
+        resent_question = says_again and prefill_of(prepared.window) is None
         start = redo + 1 if resent_question else redo
         seqs = set(range(start, min(first, start + MAX_CUT_TURNS)))
         seqs |= {said for seq in seqs if (said := self._said_again(seq)) is not None}
@@ -2024,17 +2039,19 @@ class SessionContext:
         return redo if said_digest(earlier.message) == said_digest(turn.message) else None
 
     def _question_of(
-        self, prepared: Prepared, anchor: TurnPrint | None
+        self, prepared: Prepared, anchor: TurnPrint | None, superseded: bool = False
     ) -> tuple[Message | None, int | None]:
         """What a commit remembers of what the user said, and the seq of its logged
         turn: the question, or the message before the app's prefill
         (:func:`_said_before_prefill`); nothing for a re-sent request (memory holds it
-        from its first answer) or a retried question already remembered."""
+        from its first answer) or a retried question already remembered, by its retry
+        too when this call was given up for it (``superseded``: the retry that failed
+        remembered it, a review)."""
         if prepared.resent:
             return None, None
         question = prepared.question or _said_before_prefill(prepared)
         asked = anchor.seq if anchor is not None and question is not None else None
-        if question is not None and asked is not None and not prepared.logged:
+        if question is not None and asked is not None and (superseded or not prepared.logged):
             # A retry of a question logged by an earlier call: remembered by that call
             # when it failed (:meth:`failed`), or by nothing when it came before this
             # rule (a log from an older version); its turn's mark tells which.
