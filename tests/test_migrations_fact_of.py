@@ -12,12 +12,10 @@ real SQLite file and a real PostgreSQL.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,91 +25,25 @@ from contextos.memory.infer import facts_beside
 from contextos.memory.render import FACT_OF
 from contextos.memory.retrieval import source_of
 from contextos.store.base import Store
-from contextos.store.postgres.schema import MIGRATIONS as POSTGRES_MIGRATIONS
-from contextos.store.postgres.schema import V7_FACT_OF
 from contextos.store.sqlite import SQLiteStore
 from contextos.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from contextos.store.sqlite.schema import V9_FACT_OF
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord, Scope, content_hash
-from pg_support import connect, fresh_schema, pg_url
+from migration_support import KINDS, Backend, backend_of, sqlite_sql
 from store_support import sqlite_file_at
 
 #: Migrations before V9 (the one under test): a SQLite file at this version is V8's.
 V9_SQLITE = SQLITE_MIGRATIONS.index(V9_FACT_OF)
-#: Migrations before PostgreSQL's V7 (the one under test).
-V7_POSTGRES = POSTGRES_MIGRATIONS.index(V7_FACT_OF)
 WHEN = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
 REX = "Hi Bob! I adopted a puppy named Rex yesterday."
 POTTERY = "I went to a pottery class in Paris last week with my sister Jane."
 
 
-@dataclass
-class Backend:
-    """One store's file or schema: opened again at will, and looked at directly."""
-
-    kind: str
-    open: Callable[[], Store]
-    sql: Callable[[str], list[tuple[Any, ...]]]  # runs SQL on its own connection
-
-    def set_back(self) -> None:
-        """Record the schema version before the migration under test, as the previous
-        release left the database."""
-        if self.kind == "sqlite":
-            # Later migrations run again too; each can (V10 alters nothing), once the
-            # columns V12 and V14 add are gone, as they were in that release.
-            self.sql("ALTER TABLE vector_quarantine DROP COLUMN model")
-            self.sql("DROP INDEX history_session")
-            self.sql("ALTER TABLE history DROP COLUMN session_id")
-            self.sql(f"PRAGMA user_version = {V9_SQLITE}")
-        else:
-            # Later migrations run again too; each can (V8 is written to).
-            self.sql(f"DELETE FROM schema_version WHERE version > {V7_POSTGRES}")
-
-    def vectors(self) -> list[tuple[Any, ...]]:
-        """Every stored vector with its record, model and (SQLite) write sequence."""
-        if self.kind == "sqlite":
-            return self.sql(
-                "SELECT m.id, v.vseq, v.model, v.vec FROM vectors v "
-                "JOIN memories m ON m.rowid = v.mem_rowid ORDER BY m.id"
-            )
-        return self.sql("SELECT memory_id, model, vec::text FROM vectors ORDER BY memory_id")
-
-    def reindexed(self) -> int:
-        """Entries of SQLite's index log (records other processes' vector indexes re-read)."""
-        return int(self.sql("SELECT count(*) FROM index_log")[0][0]) if self.kind == "sqlite" else 0
-
-
-def _sqlite_sql(path: Path) -> Callable[[str], list[tuple[Any, ...]]]:
-    def run(sql: str) -> list[tuple[Any, ...]]:
-        con = sqlite3.connect(path)
-        try:
-            rows = con.execute(sql).fetchall()
-            con.commit()
-            return rows
-        finally:
-            con.close()
-
-    return run
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=KINDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        path = tmp_path / "old.db"
-        yield Backend("sqlite", lambda: SQLiteStore(path), _sqlite_sql(path))
-        return
-    pytest.importorskip("psycopg")
-    from contextos.store.postgres import PostgresStore
-
-    with fresh_schema("factof") as (_, schema):
-
-        def run(sql: str) -> list[tuple[Any, ...]]:
-            with connect(pg_url(), schema) as con:
-                cur = con.execute(sql)
-                return list(cur.fetchall()) if cur.description else []
-
-        yield Backend("postgres", lambda: PostgresStore(pg_url(), schema=schema), run)
+    with backend_of(request.param, tmp_path, "factof", Backend) as made:
+        yield made
 
 
 @dataclass
@@ -176,7 +108,7 @@ def test_facts_of_an_old_store_point_to_their_turn_after_the_upgrade(backend: Ba
     old = _write_old_store(backend.open())
     vectors, reindexed = backend.vectors(), backend.reindexed()
     assert len(vectors) == 5 + len(old.facts)
-    backend.set_back()
+    backend.set_back_before_v9()
 
     store = backend.open()
     # Only metadata changed: no vector queued again, rewritten or dropped, and no
@@ -221,7 +153,7 @@ def test_the_sqlite_file_set_back_has_the_previous_version_s_schema(tmp_path: Pa
         con.close()
     schemas = []
     for name in ("v8.db", "v9.db"):
-        rows = _sqlite_sql(tmp_path / name)("SELECT type, name, sql FROM sqlite_master ORDER BY 2")
+        rows = sqlite_sql(tmp_path / name)("SELECT type, name, sql FROM sqlite_master ORDER BY 2")
         schemas.append(rows)
     assert schemas[0] == schemas[1]
 
@@ -246,6 +178,6 @@ def test_metadata_that_is_not_json_does_not_keep_a_sqlite_store_from_opening(
     store = SQLiteStore(path)
     assert _stored(store, MemoryRecord(id="f1", text="x")).metadata == {FACT_OF: "t1"}
     store.close()
-    assert _sqlite_sql(path)("SELECT metadata FROM memories WHERE id = 'bad'") == [
+    assert sqlite_sql(path)("SELECT metadata FROM memories WHERE id = 'bad'") == [
         ('{"source": "t1"',)
     ]

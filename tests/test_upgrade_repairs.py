@@ -19,11 +19,9 @@ file and a real PostgreSQL; then it is opened by the current store and ``Memory`
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -39,14 +37,12 @@ from contextos.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from contextos.store.sqlite.schema import V9_FACT_OF, V16_V15_AGAIN
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord
+from migration_support import KINDS, Backend, backend_of, sqlite_sql
 from pg_support import connect, fresh_schema, pg_url
 from store_support import sqlite_file_at
 
-#: The versions the old releases left: before V9 / V7 (the store written when facts were
-#: linked by ``source``), and the one before V16 / V14 (the release that shipped V9 / V7
-#: and the first type index).
-BEFORE_V9_SQLITE = SQLITE_MIGRATIONS.index(V9_FACT_OF)
-BEFORE_V7_POSTGRES = POSTGRES_MIGRATIONS.index(V7_FACT_OF)
+#: The version the release that shipped V9 / V7 and the first type index left (the one
+#: before V16 / V14).
 FIRST_V15_SQLITE = SQLITE_MIGRATIONS.index(V16_V15_AGAIN)
 FIRST_V13_POSTGRES = POSTGRES_MIGRATIONS.index(V14_V13_AGAIN)
 
@@ -58,13 +54,9 @@ FIRST_V13 = (
 TODAY_S_TYPE_INDEXES = {"memories_type_user", "memories_type_agent"}
 
 
-@dataclass
-class Backend:
-    """One store's file or schema: opened again at will, and looked at directly."""
-
-    kind: str
-    open: Callable[[], Store]
-    sql: Callable[[str], list[tuple[Any, ...]]]  # runs SQL on its own connection
+class RepairBackend(Backend):
+    """A store's database (:class:`migration_support.Backend`), with what these tests
+    read and write directly."""
 
     def type_indexes(self) -> set[str]:
         if self.kind == "sqlite":
@@ -77,25 +69,6 @@ class Backend:
                 "AND indexname LIKE 'memories_type%'"
             )
         return {r[0] for r in rows}
-
-    def set_version(self, version: int) -> None:
-        """Record ``version`` as the schema's last migration."""
-        if self.kind == "sqlite":
-            self.sql(f"PRAGMA user_version = {version}")
-        else:
-            self.sql(f"DELETE FROM schema_version WHERE version > {version}")
-
-    def set_back_before_v9(self) -> None:
-        """The schema as the release before V9 / V7 left it (see
-        tests/test_migrations_fact_of.py: the later migrations run again, SQLite's once
-        the columns V12 and V14 add are gone)."""
-        if self.kind == "sqlite":
-            self.sql("ALTER TABLE vector_quarantine DROP COLUMN model")
-            self.sql("DROP INDEX history_session")
-            self.sql("ALTER TABLE history DROP COLUMN session_id")
-            self.set_version(BEFORE_V9_SQLITE)
-        else:
-            self.set_version(BEFORE_V7_POSTGRES)
 
     def as_the_release_with_v9_left_it(self) -> None:
         """V9 / V7 run on the rows (as the release that shipped it did when it opened
@@ -136,49 +109,11 @@ class Backend:
             rows = self.sql("SELECT memory_id FROM pending_vectors")
         return {r[0] for r in rows}
 
-    def vectors(self) -> list[tuple[Any, ...]]:
-        if self.kind == "sqlite":
-            return self.sql(
-                "SELECT m.id, v.vseq, v.model, v.vec FROM vectors v "
-                "JOIN memories m ON m.rowid = v.mem_rowid ORDER BY m.id"
-            )
-        return self.sql("SELECT memory_id, model, vec::text FROM vectors ORDER BY memory_id")
 
-    def reindexed(self) -> int:
-        """Entries of SQLite's index log (records other processes' indexes re-read)."""
-        return int(self.sql("SELECT count(*) FROM index_log")[0][0]) if self.kind == "sqlite" else 0
-
-
-def _sqlite_sql(path: Path) -> Callable[[str], list[tuple[Any, ...]]]:
-    def run(sql: str) -> list[tuple[Any, ...]]:
-        con = sqlite3.connect(path)
-        try:
-            rows = con.execute(sql).fetchall()
-            con.commit()
-            return rows
-        finally:
-            con.close()
-
-    return run
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        path = tmp_path / "old.db"
-        yield Backend("sqlite", lambda: SQLiteStore(path), _sqlite_sql(path))
-        return
-    pytest.importorskip("psycopg")
-    from contextos.store.postgres import PostgresStore
-
-    with fresh_schema("repair") as (_, schema):
-
-        def run(sql: str) -> list[tuple[Any, ...]]:
-            with connect(pg_url(), schema) as con:
-                cur = con.execute(sql)
-                return list(cur.fetchall()) if cur.description else []
-
-        yield Backend("postgres", lambda: PostgresStore(pg_url(), schema=schema), run)
+@pytest.fixture(params=KINDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RepairBackend]:
+    with backend_of(request.param, tmp_path, "repair", RepairBackend) as made:
+        yield made
 
 
 def _memory(store: Store) -> Memory:
@@ -189,7 +124,7 @@ def _memory(store: Store) -> Memory:
 
 
 def test_a_store_made_by_the_first_type_index_migration_ends_like_every_other(
-    backend: Backend,
+    backend: RepairBackend,
 ) -> None:
     """The review's repro (91cd7ee's store): its one index is gone, today's two are
     there, and rules are read as they are written."""
@@ -224,7 +159,7 @@ def test_a_sqlite_file_from_the_first_v15_has_a_new_file_s_schema(tmp_path: Path
     SQLiteStore(tmp_path / "first-v15.db").close()
     SQLiteStore(tmp_path / "new.db").close()
     listing = "SELECT type, name, sql FROM sqlite_master ORDER BY 2"
-    assert _sqlite_sql(tmp_path / "first-v15.db")(listing) == _sqlite_sql(tmp_path / "new.db")(
+    assert sqlite_sql(tmp_path / "first-v15.db")(listing) == sqlite_sql(tmp_path / "new.db")(
         listing
     )
 
@@ -335,7 +270,7 @@ def _gone(memory: Memory, record_id: str) -> bool:
 
 @pytest.mark.parametrize("old", ["before_v9", "v9_applied"])
 def test_an_app_s_source_naming_another_memory_is_the_app_s_again(
-    backend: Backend, old: str
+    backend: RepairBackend, old: str
 ) -> None:
     """The review's repro, from a store written before V9 / V7 (the migrations run in
     one open) and from one the release with V9 / V7 already opened (the app's note a
@@ -388,7 +323,7 @@ def test_an_app_s_source_naming_another_memory_is_the_app_s_again(
         assert memory.flush() and store.embedding_status().pending == 0
 
 
-def test_which_links_the_repair_moves_back(backend: Backend) -> None:
+def test_which_links_the_repair_moves_back(backend: RepairBackend) -> None:
     """Links no release's fact has, given by hand after V9 / V7 ran: to a record of
     another user in the session, at the turn's very time (moved back: a fact shares its
     turn's scope); on a record outside a session (moved back); on one that holds a
@@ -441,6 +376,6 @@ def test_metadata_that_is_not_json_does_not_keep_a_sqlite_file_from_opening(
     got = store.get("default", "f1")
     assert got is not None and got.metadata == {"source": "t1"}
     store.close()
-    assert _sqlite_sql(path)("SELECT metadata FROM memories WHERE id = 'bad'") == [
+    assert sqlite_sql(path)("SELECT metadata FROM memories WHERE id = 'bad'") == [
         ('{"fact_of": "t1"',)
     ]
