@@ -3,11 +3,13 @@ same steps against Anthropic and OpenAI."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from contextos.testing.fake_anthropic import FakeAnthropic
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start
+from contextos.testing.fake_http import SSEEvent
 from contextos.testing.fake_openai import FakeOpenAI
 
 
@@ -118,3 +120,22 @@ def said(messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
         parts += [c["id"] for c in m.get("tool_calls") or []]
         out.append((m["role"], " ".join(p for p in parts if p)))
     return out
+
+
+def first_events(provider: str, text: str, *, model: str, message_id: str) -> list[SSEEvent]:
+    """The first events of a streamed reply of ``provider`` saying ``text``, and no end:
+    what a reader has seen when the stream stalls or the connection drops there."""
+    if provider == "anthropic":
+        block = {"type": "text", "text": ""}
+        delta = {"type": "text_delta", "text": text}
+        return [
+            SSEEvent(json.dumps(e), e["type"])
+            for e in (
+                message_start(message_id, model, AnthropicUsage(5, 1)),
+                {"type": "content_block_start", "index": 0, "content_block": block},
+                {"type": "content_block_delta", "index": 0, "delta": delta},
+            )
+        ]
+    choice = {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model}
+    return [SSEEvent(json.dumps({**chunk, "choices": [choice]}))]

@@ -18,7 +18,6 @@ memory file with the hash embedder.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +34,10 @@ from contextos.errors import ProviderError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
+from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from sdk_support import first_events  # noqa: E402
 
 # Asserts that a blocked read ends within WAKE_S: runs alone (tests/conftest.py).
 pytestmark = pytest.mark.serial
@@ -56,22 +56,11 @@ SETTLE_S = 0.3
 
 
 def _anthropic_events() -> list[SSEEvent]:
-    text = {"type": "text", "text": ""}
-    delta = {"type": "text_delta", "text": PARTIAL}
-    return [
-        SSEEvent(json.dumps(e), e["type"])
-        for e in (
-            message_start("msg_stalled", MODEL, AnthropicUsage(5, 1)),
-            {"type": "content_block_start", "index": 0, "content_block": text},
-            {"type": "content_block_delta", "index": 0, "delta": delta},
-        )
-    ]
+    return first_events("anthropic", PARTIAL, model=MODEL, message_id="msg_stalled")
 
 
 def _openai_events() -> list[SSEEvent]:
-    choice = {"index": 0, "delta": {"role": "assistant", "content": PARTIAL}}
-    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": GPT}
-    return [SSEEvent(json.dumps({**chunk, "choices": [{**choice, "finish_reason": None}]}))]
+    return first_events("openai", PARTIAL, model=GPT, message_id="msg_stalled")
 
 
 @pytest.fixture(params=["anthropic", "openai"])

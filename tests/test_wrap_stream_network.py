@@ -26,6 +26,7 @@ from contextos.providers import wrap  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
+from sdk_support import first_events  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -54,22 +55,11 @@ def _cause_names(exc: BaseException) -> list[str]:
 
 
 def _anthropic_events() -> list[SSEEvent]:
-    text = {"type": "text", "text": ""}
-    delta = {"type": "text_delta", "text": PARTIAL}
-    return [
-        SSEEvent(json.dumps(e), e["type"])
-        for e in (
-            message_start("msg_cut", MODEL, AnthropicUsage(5, 1)),
-            {"type": "content_block_start", "index": 0, "content_block": text},
-            {"type": "content_block_delta", "index": 0, "delta": delta},
-        )
-    ]
+    return first_events("anthropic", PARTIAL, model=MODEL, message_id="msg_cut")
 
 
 def _openai_events() -> list[SSEEvent]:
-    choice = {"index": 0, "delta": {"role": "assistant", "content": PARTIAL}}
-    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": GPT}
-    return [SSEEvent(json.dumps({**chunk, "choices": [{**choice, "finish_reason": None}]}))]
+    return first_events("openai", PARTIAL, model=GPT, message_id="msg_cut")
 
 
 def _read_all(provider: str, wrapped: Any) -> None:
