@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from contextos.errors import ContextosError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
-from sdk_support import fake_and_sdk  # noqa: E402
+from sdk_support import fake_and_client  # noqa: E402
 
 QUESTION = "SLOW: I am vegetarian, what should I cook tonight?"
 
@@ -52,6 +54,17 @@ class Replies:
             self.first_started.set()
         time.sleep(self.delays.get(n, 0.0))
         return f"Answer number {n}: lentil curry."
+
+
+@contextmanager
+def _chat(tmp_path: Path, provider: str, reply: Any) -> Iterator[tuple[Any, Memory, Any]]:
+    """The fake model answering with ``reply``, a Memory on a SQLite file, and the SDK
+    client pointed at the fake."""
+    with (
+        fake_and_client(provider, reply=reply) as (fake, sdk),
+        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
+    ):
+        yield fake, memory, sdk
 
 
 def _ask(client: Any, provider: str, text: str) -> None:
@@ -86,13 +99,8 @@ ORDERS = {"abandoned-commits-first": {1: 0.8, 2: 1.6}, "retry-commits-first": {1
 def test_a_retry_of_a_call_still_running_keeps_one_answer_the_retrys(
     tmp_path: Path, provider: str, order: str
 ) -> None:
-    fake_server, sdk_client = fake_and_sdk(provider)
     replies = Replies(ORDERS[order])
-    with (
-        fake_server(reply=replies) as fake,
-        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
-        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
-    ):
+    with _chat(tmp_path, provider, replies) as (fake, memory, sdk):
         client = wrap(sdk, memory=memory, session="chat-1", user_id="ann")
         abandoned = threading.Thread(target=_ask, args=(client, provider, QUESTION))
         abandoned.start()  # the app's wait_for gives up on it; it runs on
@@ -132,13 +140,8 @@ def test_a_retry_through_another_client_leaves_one_answer(
     # An app that wraps a client per request: the retry's client cannot mark the first
     # call given up. Whichever whole answer commits first is the question's one answer:
     # the other is not logged after it (the model was sent both), nor remembered.
-    fake_server, sdk_client = fake_and_sdk(provider)
     replies = Replies(ORDERS[order])
-    with (
-        fake_server(reply=replies) as fake,
-        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
-        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
-    ):
+    with _chat(tmp_path, provider, replies) as (fake, memory, sdk):
         first = wrap(sdk, memory=memory, session="chat-1", user_id="ann")
         abandoned = threading.Thread(target=_ask, args=(first, provider, QUESTION))
         abandoned.start()
@@ -161,13 +164,8 @@ def test_a_retry_through_another_client_leaves_one_answer(
 def test_a_retry_that_fails_while_the_first_call_runs_leaves_the_question_remembered_once(
     tmp_path: Path, provider: str
 ) -> None:
-    fake_server, sdk_client = fake_and_sdk(provider)
     replies = Replies({1: 1.0})
-    with (
-        fake_server(reply=replies) as fake,
-        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
-        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
-    ):
+    with _chat(tmp_path, provider, replies) as (fake, memory, sdk):
         client = wrap(sdk, memory=memory, session="chat-1", user_id="ann")
         abandoned = threading.Thread(target=_ask, args=(client, provider, QUESTION))
         abandoned.start()
@@ -188,13 +186,8 @@ def test_a_regenerate_stopped_then_regenerated_again_keeps_the_question_in_memor
     # A whole-history app: the user regenerates the last answer, stops its stream, and
     # regenerates again (the second is a retry of the first's question). The question
     # the regenerates say again keeps its memory; the replaced answers go.
-    fake_server, sdk_client = fake_and_sdk(provider)
     long_reply = "word " * 200
-    with (
-        fake_server(reply=lambda body: long_reply) as fake,
-        Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory,
-        sdk_client(base_url=fake.base_url, api_key="t", max_retries=0) as sdk,
-    ):
+    with _chat(tmp_path, provider, lambda body: long_reply) as (fake, memory, sdk):
         client = wrap(sdk, memory=memory, session="chat-1", user_id="ann")
 
         def ask(messages: list[dict[str, str]], **kw: Any) -> Any:
