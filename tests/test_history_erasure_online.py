@@ -22,7 +22,6 @@ Real SQLite files and a real PostgreSQL (``source scripts/postgres.sh start``), 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from contextos.store.sqlite import SQLiteStore
 from contextos.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from contextos.store.sqlite.schema import V14_HISTORY_SESSION
 from contextos.testing.embedders import HashEmbedder
+from migration_support import sqlite_sql
 from pg_support import connect, fresh_schema, pg_url, rows_mentioning
 from store_support import sqlite_file_at
 
@@ -80,19 +80,6 @@ class Backend:
             self.sql(f"DELETE FROM schema_version WHERE version > {BEFORE_POSTGRES}")
 
 
-def _sqlite_sql(path: Path) -> Callable[[str], list[tuple[Any, ...]]]:
-    def run(sql: str) -> list[tuple[Any, ...]]:
-        con = sqlite3.connect(path)
-        try:
-            rows = con.execute(sql).fetchall()
-            con.commit()
-            return rows
-        finally:
-            con.close()
-
-    return run
-
-
 def _file_bytes(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
 
@@ -106,7 +93,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             blob = _file_bytes(path)
             return [w for w in words if w.encode() in blob or w[-12:].encode() in blob]
 
-        yield Backend("sqlite", lambda: SQLiteStore(path), _sqlite_sql(path), in_file)
+        yield Backend("sqlite", lambda: SQLiteStore(path), sqlite_sql(path), in_file)
         return
     pytest.importorskip("psycopg")
     from contextos.store.postgres import PostgresStore
@@ -263,13 +250,13 @@ def test_the_sqlite_file_set_back_has_the_schema_of_the_release_before(tmp_path:
     con.commit()
     con.close()
     SQLiteStore(tmp_path / "new.db").close()
-    new = _sqlite_sql(tmp_path / "new.db")
+    new = sqlite_sql(tmp_path / "new.db")
     new("DROP INDEX history_session")
     new("ALTER TABLE history DROP COLUMN session_id")
     new("DROP INDEX memories_type_user")  # V15's
     new("DROP INDEX memories_type_agent")
     listing = "SELECT type, name, sql FROM sqlite_master ORDER BY 2"
-    assert new(listing) == _sqlite_sql(tmp_path / "old.db")(listing)
+    assert new(listing) == sqlite_sql(tmp_path / "old.db")(listing)
 
 
 # -- 3. update refuses another value for a library key ---------------------------------
