@@ -906,24 +906,48 @@ def _waking_close(response: Any, readers: Readers) -> None:
     except TypeError:
         return
 
+    # Held while the socket is judged and shut down, and through every close that shuts
+    # nothing down: so a reader's own close, which hands the connection back to the pool,
+    # never runs between another thread's check and its shutdown (the next request on
+    # that connection was cut; the diff's review). The close that shut the socket down
+    # closes outside it: its reader may close through here meanwhile.
+    # A forked child shares the parent's socket, and may have been forked while a
+    # parent's thread held the lock: it closes without either.
+    lock = threading.RLock()
+    owner = os.getpid()
+
     def close() -> None:
         target = ref()
         if target is None:
             return
-        inside = readers.inside
-        if (
-            inside is not None
-            and inside != threading.get_ident()
-            and not getattr(target, "is_closed", False)
-        ):
-            _shut_down(target)
-        try:
-            cls_close(target)
-        finally:
-            if getattr(target, "is_closed", True) and target.__dict__.get("close") is close:
-                del target.__dict__["close"]
+        if os.getpid() != owner:
+            _closed(target, close)
+            return
+        with lock:
+            inside = readers.inside
+            wake = (
+                inside is not None
+                and inside != threading.get_ident()
+                and not getattr(target, "is_closed", False)
+            )
+            if wake:
+                _shut_down(target)
+            else:
+                _closed(target, close)
+        if wake:
+            _closed(target, close)
 
     response.__dict__["close"] = close
+
+
+def _closed(response: Any, hook: Callable[[], None]) -> None:
+    """Close ``response`` as its class does, then drop ``hook`` (its instance ``close``)
+    once it is closed."""
+    try:
+        type(response).close(response)
+    finally:
+        if getattr(response, "is_closed", True) and response.__dict__.get("close") is hook:
+            del response.__dict__["close"]
 
 
 def _shut_down(response: Any) -> None:
