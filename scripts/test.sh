@@ -52,9 +52,9 @@ for arg in "$@"; do
 done
 # One worker more than the cores: these tests wait much of their time on the processes
 # they start (CLI calls, servers, fake model servers), and a worker waiting leaves its
-# core idle (the 30 test_cli_* files, session 50: 2 workers 131 s, 3 workers 117 s on 2
-# cores). At most 4: each opens PostgreSQL connections (its stores' pools, the servers
-# it starts), and scripts/postgres.sh allows 60.
+# core idle (the 30 test_cli_* files, session 50, 2 cores: 2 workers 177 / 131 s, 3
+# workers 141 / 117 s). At most 4: each opens PostgreSQL connections (its stores'
+# pools, the servers it starts), and scripts/postgres.sh allows 60.
 workers=${CONTEXTOS_TEST_WORKERS:-$(python -c 'import os; print(min(4, (os.cpu_count() or 1) + 1))')}
 echo "== pytest, in parallel ($workers workers): the tests that measure no time"
 # --durations: the slowest tests of each part in the log, so the suite's time (kept well
