@@ -1643,6 +1643,7 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
             )
         folder_writable = os.access(file.parent, os.W_OK)
         read_only = opens_read_only(file)
+        check_no_stray_wal(file)
         create_private(file)  # a new file only: read_only is of one that exists
     try:
         if read_only:
@@ -1686,6 +1687,37 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
         if _damaged(exc) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:
             raise StoreFault(damaged_message(Path(path), exc)) from exc
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
+
+
+def check_no_stray_wal(file: Path) -> None:
+    """Refuse (a :class:`StoreFault`) a database file in rollback-journal mode with a
+    ``-wal`` beside it that holds frames: that ``-wal`` is another file's.
+
+    Why: a backup made with ``VACUUM INTO`` (or a copy of one) is in rollback mode
+    (header bytes 18-19 are 1; a store contextos opened is in WAL mode, 2). Copied in
+    where the replaced file was, it sits beside that file's ``-wal`` and ``-shm``; the
+    next open switched it to WAL mode, and SQLite replayed the other file's frames onto
+    it: the restored file was damaged ("malformed database schema"), and the old
+    file's last acknowledged writes were in neither file (a review of restores). Told
+    "the file is damaged: restore a backup", the operator who had just restored one had
+    no way out. Nothing of the file or the ``-wal`` is changed here."""
+    wal = file.with_name(file.name + "-wal")
+    try:
+        with file.open("rb") as f:
+            header = f.read(20)
+        wal_size = wal.stat().st_size
+    except OSError:  # no file, no -wal, or unreadable: SQLite's open says what is wrong
+        return
+    rollback = header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x01\x01"
+    if rollback and wal_size > 0:
+        raise StoreFault(
+            f"{wal} belongs to another database file: {file.absolute()} is in rollback "
+            "mode (a backup, or a copy of one) and never wrote it, and opening it would "
+            "replay that file's writes onto it and damage it. Stop every process that "
+            f"had the replaced file open, then move {wal.name} and "
+            f"{file.name}-shm aside (beside the file they belong to, e.g. old.db-wal "
+            'and old.db-shm), and open it again (docs/server.md, "Backups and restores")'
+        )
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
