@@ -77,6 +77,7 @@ from contextos.store.postgres.pool import (
     WriteSlots,
     checked_connection,
     open_pool,
+    stale_session,
     with_liveness,
 )
 from contextos.store.postgres.schema import ensure_hnsw_index, migrate
@@ -130,7 +131,10 @@ _R = TypeVar("_R")
 
 def _again_after_deadlock(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run a write of one transaction again, after a random wait, when PostgreSQL ended it
-    to break a deadlock (40P01: it rolled back whole, so nothing of it holds).
+    to break a deadlock (40P01: it rolled back whole, so nothing of it holds), and at once
+    when its connection had a statement prepared before the database changed under it
+    (``pool.stale_session``: the transaction rolled back too, and the pool replaces its
+    connections, so the next try runs on a fresh one).
 
     Why: an erasure (``forget``, ``delete(purge=True)``) locks a user's rows, history
     and the replies quoting them in an order an add, a delete or a vector write cannot
@@ -147,7 +151,11 @@ def _again_after_deadlock(method: Callable[_P, _R]) -> Callable[_P, _R]:
             try:
                 return method(*args, **kwargs)
             except StoreError as exc:
-                if attempt == DEADLOCK_TRIES - 1 or not _deadlocked(exc):
+                if attempt == DEADLOCK_TRIES - 1:
+                    raise
+                if stale_session(exc.__cause__):
+                    continue
+                if not _deadlocked(exc):
                     raise
                 wait_before_retry(attempt + 4)  # up to 16 ms, then 32, 64...
             finally:
@@ -357,7 +365,18 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             # warning said "failed" of writes that then succeeded (a review).
             retried = exc.sqlstate == "40P01" and _DEADLOCK_RETRIED.get()
             level = logging.DEBUG if retried else logging.WARNING
-            log.log(level, "PostgreSQL %s failed (%s): %s", what, self._where, exc)
+            if stale_session(exc):
+                # checked_connection had the pool replace its connections; the call is
+                # run again on a fresh one (``_read``, ``_again_after_deadlock``).
+                log.warning(
+                    "PostgreSQL %s met a statement prepared before the database changed "
+                    "(a restore, DDL) (%s): %s; its connections are replaced",
+                    what,
+                    self._where,
+                    exc,
+                )
+            else:
+                log.log(level, "PostgreSQL %s failed (%s): %s", what, self._where, exc)
             raise StoreError(f"PostgreSQL {what} failed: {_first_line(exc)}") from exc
 
     @contextmanager
@@ -372,8 +391,17 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 committed.done = True
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> _Rows:
-        with self._conn("read") as conn:
-            return list(conn.execute(sql, params).fetchall())
+        """The rows of one query; run again, once, on a fresh connection when the first
+        one's prepared statement was stale (``pool.stale_session``: a ``pg_restore
+        --clean`` or DDL since it was prepared), so the call still succeeds."""
+        for attempt in range(2):
+            try:
+                with self._conn("read") as conn:
+                    return list(conn.execute(sql, params).fetchall())
+            except StoreError as exc:
+                if attempt or not stale_session(exc.__cause__):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @property
     def closed(self) -> bool:
@@ -647,7 +675,8 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
         """``forget`` of a scope with a user. Run again, from the start, when the user
         began a session while it locked theirs (locked after them, out of order, two
         erasures of users sharing sessions could wait on each other), or when PostgreSQL
-        ended it to break a deadlock (it took nothing then)."""
+        ended it to break a deadlock, or its connection's prepared statement was stale
+        (``pool.stale_session``; it took nothing then)."""
         for attempt in range(_ERASE_TRIES):
             last = attempt == _ERASE_TRIES - 1
             token = _DEADLOCK_RETRIED.set(not last)
@@ -656,7 +685,7 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
             except _SessionsMoved:
                 continue
             except StoreError as exc:
-                if last or not _deadlocked(exc):
+                if last or not (_deadlocked(exc) or stale_session(exc.__cause__)):
                     raise
                 wait_before_retry(attempt + 4)
             finally:

@@ -116,9 +116,48 @@ def checked_connection(pool: Any, tries: int) -> Iterator[Any]:
                 if not conn.closed:  # not a connection lost: not ours to hide
                     raise
                 continue  # back to the pool, which drops it and opens another
-            yield conn
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                if stale_session(exc):
+                    _replace_all(pool, conn)
+                raise
             return
     raise psycopg.OperationalError(f"no connection of {tries} tried was open")
+
+
+def stale_session(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is an error that no retry on its connection mends: a statement
+    that psycopg prepared on it (after ``prepare_threshold`` runs, 5) keeps a type or a
+    result shape the database no longer has. XX000 "cache lookup failed for type ...":
+    the ``vector`` extension was dropped and created again (``pg_restore --clean`` of a
+    whole database gives it a new type oid), and the prepared statements' parameters
+    still name the old one; 0A000 "cached plan must not change result type": DDL changed
+    the columns a prepared statement returns.
+
+    Why: such errors came back on every call for ever (a review: after a ``pg_restore
+    --clean`` under a running server, every search a 503 "retry after a moment" until
+    a restart), since the connection went back to the pool with its prepared statements."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    message = str(getattr(getattr(exc, "diag", None), "message_primary", None) or exc)
+    if sqlstate == "XX000":
+        return message.startswith("cache lookup failed")
+    if sqlstate == "0A000":
+        return message.startswith("cached plan must not change result type")
+    return False
+
+
+def _replace_all(pool: Any, conn: Any) -> None:
+    """Have the pool replace ``conn`` and every other connection it holds (``drain``:
+    those idle at once, those in use, ``conn`` among them, when given back): each was
+    opened before the change that made ``conn``'s statements stale, so each may have the
+    same statements prepared. New connections prepare their own. Without ``drain``
+    (a pool older than psycopg_pool 3.2), ``conn`` is closed: the pool drops it."""
+    drain = getattr(pool, "drain", None)
+    if drain is None:
+        conn.close()
+    else:
+        drain()
 
 
 def _nudge(held: weakref.ref[Any]) -> None:
