@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,30 +34,62 @@ def _texts(path: Path) -> list[str]:
         return sorted(r.text for r in memory.get_all(user_id="ann", limit=1000))
 
 
+#: The running server: adds, then keeps its store open (its last writes in the -wal)
+#: until its standard input closes.
+RUNNING = """
+import sys
+from contextos.memory import Memory
+from contextos.testing.embedders import HashEmbedder
+memory = Memory(sys.argv[1], embedder=HashEmbedder(), background_embedding=False)
+for i in range(40):
+    memory.add(f"fact {i} before the backup", user_id="ann")
+print("added", flush=True)
+sys.stdin.readline()
+for i in range(5):
+    memory.add(f"fact {i} after the backup", user_id="ann")
+print("added", flush=True)
+sys.stdin.readline()
+memory.close()
+"""
+
+
 def test_a_backup_copied_beside_the_replaced_files_wal_is_refused_and_left_whole(
     tmp_path: Path,
 ) -> None:
     path, old, backup = tmp_path / "memory.db", tmp_path / "old.db", tmp_path / "backup.db"
-    running = _memory(path)  # the server that keeps the file open
-    for i in range(40):
-        running.add(f"fact {i} before the backup", user_id="ann")
-    with sqlite3.connect(path) as con:
-        con.execute(f"VACUUM INTO '{backup}'")
-    for i in range(5):
-        running.add(f"fact {i} after the backup", user_id="ann")
-    wal = tmp_path / "memory.db-wal"
-    assert wal.stat().st_size > 0  # the running store's last writes are there
+    running = subprocess.Popen(
+        [sys.executable, "-c", RUNNING, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert running.stdout is not None and running.stdin is not None
+        assert running.stdout.readline() == "added\n"
+        with sqlite3.connect(path) as con:
+            con.execute(f"VACUUM INTO '{backup}'")
+        running.stdin.write("\n")
+        running.stdin.flush()
+        assert running.stdout.readline() == "added\n"
+        wal = tmp_path / "memory.db-wal"
+        assert wal.stat().st_size > 0  # the running store's last writes are there
 
-    path.rename(old)
-    shutil.copyfile(backup, path)
-    with pytest.raises(StoreFault, match="memory.db-wal belongs to another database file") as e:
-        _memory(path)  # a CLI call on the restored file while the old server runs
-    assert "move memory.db-wal and memory.db-shm aside" in str(e.value)
-    assert path.read_bytes() == backup.read_bytes()  # nothing replayed onto it
-    assert wal.stat().st_size > 0
+        path.rename(old)
+        shutil.copyfile(backup, path)
+        with pytest.raises(StoreFault, match="memory.db-wal belongs to another database file") as e:
+            _memory(path)  # a CLI call on the restored file while the old server runs
+        assert "move memory.db-wal and memory.db-shm aside" in str(e.value)
+        assert path.read_bytes() == backup.read_bytes()  # nothing replayed onto it
+        assert wal.stat().st_size > 0
 
-    # As the message says: the old process stopped, its -wal and -shm moved beside it.
-    running.close()
+        # As the message says: the old process stopped, its -wal and -shm moved beside it.
+        running.stdin.write("\n")
+        running.stdin.flush()
+        assert running.wait(30) == 0
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait(10)
     for end in ("-wal", "-shm"):
         stray = tmp_path / f"memory.db{end}"
         if stray.exists():

@@ -1703,13 +1703,10 @@ def check_no_stray_wal(file: Path) -> None:
     no way out. Nothing of the file or the ``-wal`` is changed here."""
     wal = file.with_name(file.name + "-wal")
     try:
-        with file.open("rb") as f:
-            header = f.read(20)
         wal_size = wal.stat().st_size
-    except OSError:  # no file, no -wal, or unreadable: SQLite's open says what is wrong
+    except OSError:  # no -wal, or unreadable: SQLite's open says what is wrong
         return
-    rollback = header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x01\x01"
-    if rollback and wal_size > 0:
+    if wal_size > 0 and not _open_in_this_process(file) and _in_rollback_mode(str(file)):
         raise StoreFault(
             f"{wal} belongs to another database file: {file.absolute()} is in rollback "
             "mode (a backup, or a copy of one) and never wrote it, and opening it would "
@@ -1718,6 +1715,39 @@ def check_no_stray_wal(file: Path) -> None:
             f"{file.name}-shm aside (beside the file they belong to, e.g. old.db-wal "
             'and old.db-shm), and open it again (docs/server.md, "Backups and restores")'
         )
+
+
+def _open_in_this_process(file: Path) -> bool:
+    """Whether a store of this process has a file open at ``file``'s path (or the same
+    file under another path)."""
+    here = _file_id(str(file))
+    return any(
+        isinstance(store, SQLiteStore) and not store.closed and _file_id(str(store.path)) == here
+        for store in forks.open_stores()
+    )
+
+
+def _in_rollback_mode(path: str) -> bool:
+    """Whether the file at ``path`` is a SQLite database in rollback-journal mode (its
+    header's read and write versions, bytes 18-19, are 1; WAL mode's are 2): a backup
+    made with ``VACUUM INTO``, or a copy of one. False when it cannot be read.
+
+    Never while a connection of this process has the file open (the caller's to
+    check, :func:`_open_in_this_process`): closing any descriptor of a file drops every
+    POSIX lock the process holds on it, SQLite's included, and another process could
+    then write under a connection that believes it holds a lock (a raw read of the
+    header on every write made a long-running store miss another process's changes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        header = os.pread(fd, 20, 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x01\x01"
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
