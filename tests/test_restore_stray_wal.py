@@ -12,6 +12,7 @@ Real SQLite files, a real Memory.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -96,3 +97,32 @@ def test_a_backup_copied_beside_the_replaced_files_wal_is_refused_and_left_whole
             stray.rename(tmp_path / f"old.db{end}")
     assert _texts(path) == sorted(f"fact {i} before the backup" for i in range(40))
     assert len(_texts(old)) == 45  # the replaced file kept its last writes
+
+
+def _posix_locks(path: Path) -> list[str]:
+    """This process's POSIX locks on the file at ``path`` (Linux's /proc/locks)."""
+    inode = f":{path.stat().st_ino} "
+    pid = f" {os.getpid()} "
+    lines = Path("/proc/locks").read_text().splitlines()
+    return [line for line in lines if "POSIX" in line and pid in line and inode in line]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+def test_a_second_store_on_a_file_this_process_holds_leaves_its_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check reads the file's header with a descriptor of its own, and closing any
+    # descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    # included: never done while a store of this process has the file open, under
+    # whatever path (a relative one after a chdir: the diff's review).
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with _memory(Path("memory.db")) as first:
+        first.add("a fact", user_id="ann")
+        assert (tmp_path / "memory.db-wal").stat().st_size > 0
+        held = _posix_locks(tmp_path / "memory.db")
+        assert held, "SQLite holds a lock on the file while a connection is open"
+        monkeypatch.chdir(tmp_path / "sub")
+        with _memory(Path("../memory.db")) as second:
+            assert _posix_locks(tmp_path / "memory.db") == held
+            assert [r.text for r in second.get_all(user_id="ann")] == ["a fact"]

@@ -50,11 +50,6 @@ _INHERITED: list[object] = []
 _INHERITED_FILES: dict[tuple[int, int], str] = {}
 
 
-def open_stores() -> list[Any]:
-    """The stores open in this process now (those not yet collected)."""
-    return list(_OPEN)
-
-
 def track(store: ForkAware) -> int:
     """Register ``store`` to be handed over at a fork; returns this process's id."""
     _OPEN.add(store)

@@ -174,7 +174,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         self._absolute_path = os.path.abspath(path)
         self._lock = threading.RLock()
         self._busy_timeout_ms = int(busy_timeout_ms)
-        self._db = _connect(str(path), busy_timeout_ms, synchronous.upper())
+        self._db, self._held = _connect(str(path), busy_timeout_ms, synchronous.upper())
         self.read_only = bool(self._db.execute("PRAGMA query_only").fetchone()[0])
         #: The files this store writes, as they were when it opened them (``_write``
         #: checks the path still names them); None where it never writes.
@@ -414,6 +414,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 if self._reader is not self._db:
                     self._reader.close()
             self._db.close()
+            if still_open:
+                _release(self._held)
         self._owner_turns.close()
         with self._lexical_lock:
             if self._lexical is not None:
@@ -1625,8 +1627,12 @@ def create_private(file: Path) -> None:
         os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
-def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
+def _connect(
+    path: str, busy_timeout_ms: int, synchronous: str
+) -> tuple[sqlite3.Connection, _FileKey | None]:
     """Open (and migrate) the database file; read-only when its folder is not writable.
+    Also the file's key in :data:`_HELD` (None: not counted), for the store's close to
+    :func:`_release`.
 
     A missing folder is an error rather than created: a mistyped path used to
     leave a new empty database behind and answer "0 memories".
@@ -1643,30 +1649,16 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
             )
         folder_writable = os.access(file.parent, os.W_OK)
         read_only = opens_read_only(file)
-        check_no_stray_wal(file)
         create_private(file)  # a new file only: read_only is of one that exists
+    held: _FileKey | None = None
     try:
         if read_only:
-            # A WAL database is read through its -shm: where the folder can hold one,
-            # or holds the -wal and -shm a writer left (read-only ones too), the WAL's
-            # writes are read. Only a folder that holds neither and can hold none is
-            # read with immutable=1, the main file alone: with it always, the memories
-            # a crashed writer left in the WAL were not shown (a review).
-            file = Path(path).resolve()
-            side = [file.with_name(file.name + end) for end in ("-wal", "-shm")]
-            uri = f"file:{quote(str(file))}?mode=ro"
-            if not folder_writable and not all(p.exists() for p in side):
-                uri += "&immutable=1"
-            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA query_only = 1")
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version > len(MIGRATIONS):  # a rollback opening a migrated file
-                raise newer_schema(version)
-            if version != len(MIGRATIONS):
-                raise StoreError(f"database {path!r} is read-only and needs a schema upgrade")
-            return db
-        db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            return _open_read_only(path, folder_writable)
+        db, held = _held_open(
+            path,
+            lambda: sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            ),
         )
         db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         db.execute("PRAGMA journal_mode = WAL")
@@ -1675,18 +1667,101 @@ def _connect(path: str, busy_timeout_ms: int, synchronous: str) -> sqlite3.Conne
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA secure_delete = ON")
         migrate(db)
-        return db
+        return db, held
     except sqlite3.OperationalError as exc:
+        _release(held)
         refused = _write_refused(None if path == ":memory:" else _Opened.now(path), exc)
         if isinstance(refused, StoreFault):  # a -wal or -shm left read-only
             raise refused from exc
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
+        _release(held)
         # "file is not a database" at open is most often a path to another file: said
         # as such. Damage found once open (the file was a database) is a fault.
         if _damaged(exc) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CORRUPT:
             raise StoreFault(damaged_message(Path(path), exc)) from exc
         raise StoreError(f"cannot open database {path!r}: {exc}") from exc
+    except BaseException:
+        _release(held)
+        raise
+
+
+def _open_read_only(path: str, folder_writable: bool) -> tuple[sqlite3.Connection, _FileKey | None]:
+    """:func:`_connect` of a file this process may not write (or whose folder it may not).
+
+    A WAL database is read through its -shm: where the folder can hold one, or holds
+    the -wal and -shm a writer left (read-only ones too), the WAL's writes are read.
+    Only a folder that holds neither and can hold none is read with immutable=1, the
+    main file alone: with it always, the memories a crashed writer left in the WAL were
+    not shown (a review)."""
+    file = Path(path).resolve()
+    side = [file.with_name(file.name + end) for end in ("-wal", "-shm")]
+    uri = f"file:{quote(str(file))}?mode=ro"
+    if not folder_writable and not all(p.exists() for p in side):
+        uri += "&immutable=1"
+    db, held = _held_open(
+        path, lambda: sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    )
+    try:
+        db.execute("PRAGMA query_only = 1")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):  # a rollback opening a migrated file
+            raise newer_schema(version)
+        if version != len(MIGRATIONS):
+            raise StoreError(f"database {path!r} is read-only and needs a schema upgrade")
+    except BaseException:
+        _release(held)
+        raise
+    return db, held
+
+
+#: A database file's (device, inode).
+_FileKey = tuple[int, int]
+#: The database files this process holds open through SQLite (a store's connections),
+#: each with how many stores hold it. Guarded by :data:`_HOLDING`, which is held from a
+#: check of the file (:func:`check_no_stray_wal`) to the count of the connection it
+#: opens: a store opening the file on another thread meanwhile could lose its locks.
+_HELD: dict[_FileKey, int] = {}
+_HOLDING = threading.Lock()
+
+
+def _new_holding_lock() -> None:
+    """A forked child's own :data:`_HOLDING` (a thread of its parent may have held it
+    at the fork, for good in the child)."""
+    global _HOLDING
+    _HOLDING = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_holding_lock)
+
+
+def _held_open(
+    path: str, connect: Callable[[], sqlite3.Connection]
+) -> tuple[sqlite3.Connection, _FileKey | None]:
+    """``connect()``, the file checked first for another file's ``-wal``
+    (:func:`check_no_stray_wal`) unless a store of this process holds it open, and then
+    counted as held (its key; None for a file that cannot be told)."""
+    with _HOLDING:
+        if path != ":memory:" and _file_id(path) not in _HELD:
+            check_no_stray_wal(Path(path))
+        db = connect()
+        key = _file_id(path) if path != ":memory:" else None
+        if not isinstance(key, tuple):
+            return db, None
+        _HELD[key] = _HELD.get(key, 0) + 1
+        return db, key
+
+
+def _release(key: _FileKey | None) -> None:
+    """A store's connections to the file ``key`` are closed (or never opened)."""
+    if key is None:
+        return
+    with _HOLDING:
+        left = _HELD.get(key, 0) - 1
+        if left > 0:
+            _HELD[key] = left
+        else:
+            _HELD.pop(key, None)
 
 
 def check_no_stray_wal(file: Path) -> None:
@@ -1706,7 +1781,7 @@ def check_no_stray_wal(file: Path) -> None:
         wal_size = wal.stat().st_size
     except OSError:  # no -wal, or unreadable: SQLite's open says what is wrong
         return
-    if wal_size > 0 and not _open_in_this_process(file) and _in_rollback_mode(str(file)):
+    if wal_size > 0 and _in_rollback_mode(str(file)):
         raise StoreFault(
             f"{wal} belongs to another database file: {file.absolute()} is in rollback "
             "mode (a backup, or a copy of one) and never wrote it, and opening it would "
@@ -1717,23 +1792,13 @@ def check_no_stray_wal(file: Path) -> None:
         )
 
 
-def _open_in_this_process(file: Path) -> bool:
-    """Whether a store of this process has a file open at ``file``'s path (or the same
-    file under another path)."""
-    here = _file_id(str(file))
-    return any(
-        isinstance(store, SQLiteStore) and not store.closed and _file_id(str(store.path)) == here
-        for store in forks.open_stores()
-    )
-
-
 def _in_rollback_mode(path: str) -> bool:
     """Whether the file at ``path`` is a SQLite database in rollback-journal mode (its
     header's read and write versions, bytes 18-19, are 1; WAL mode's are 2): a backup
     made with ``VACUUM INTO``, or a copy of one. False when it cannot be read.
 
     Never while a connection of this process has the file open (the caller's to
-    check, :func:`_open_in_this_process`): closing any descriptor of a file drops every
+    check, :func:`_held_open`): closing any descriptor of a file drops every
     POSIX lock the process holds on it, SQLite's included, and another process could
     then write under a connection that believes it holds a lock (a raw read of the
     header on every write made a long-running store miss another process's changes)."""
