@@ -91,6 +91,9 @@ def test_a_backup_copied_beside_the_replaced_files_wal_is_refused_and_left_whole
         if running.poll() is None:
             running.kill()
             running.wait(10)
+        for pipe in (running.stdin, running.stdout):
+            if pipe is not None:
+                pipe.close()
     for end in ("-wal", "-shm"):
         stray = tmp_path / f"memory.db{end}"
         if stray.exists():
