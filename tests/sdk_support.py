@@ -4,6 +4,7 @@ same steps against Anthropic and OpenAI."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -139,3 +140,22 @@ def first_events(provider: str, text: str, *, model: str, message_id: str) -> li
     choice = {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}
     chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": model}
     return [SSEEvent(json.dumps({**chunk, "choices": [choice]}))]
+
+
+def read_in_thread(stream: Any) -> tuple[threading.Thread, list[Any], list[BaseException]]:
+    """Read ``stream`` to its end on a daemon thread, started here: the thread, the
+    events read so far, and what ended the read (empty while it reads, or when the
+    stream ended on its own)."""
+    read: list[Any] = []
+    ended: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for event in stream:
+                read.append(event)
+        except BaseException as exc:  # noqa: BLE001 - what the reader saw is the point
+            ended.append(exc)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    return thread, read, ended

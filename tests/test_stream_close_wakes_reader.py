@@ -37,7 +37,7 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
-from sdk_support import first_events  # noqa: E402
+from sdk_support import first_events, read_in_thread  # noqa: E402
 
 # Asserts that a blocked read ends within WAKE_S: runs alone (tests/conftest.py).
 pytestmark = pytest.mark.serial
@@ -137,18 +137,7 @@ def test_a_close_on_another_thread_wakes_the_reader_blocked_in_the_stream(
 ) -> None:
     _, wrapped = chat
     stream, close = _open(provider, wrapped, how)
-    read: list[Any] = []
-    ended: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            for event in stream:
-                read.append(event)
-        except BaseException as exc:  # noqa: BLE001 - what the reader saw is the point
-            ended.append(exc)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+    thread, read, ended = read_in_thread(stream)
     _wait_for(lambda: bool(read))
     time.sleep(SETTLE_S)  # the reader has every event sent: it waits in the socket's read
     assert thread.is_alive()

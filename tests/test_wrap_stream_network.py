@@ -10,7 +10,6 @@ body is read later, in the app's loop, where the HTTP library's own exception
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -26,7 +25,7 @@ from contextos.providers import wrap  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
-from sdk_support import first_events  # noqa: E402
+from sdk_support import first_events, read_in_thread  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -179,18 +178,7 @@ def test_stop_generating_from_another_thread_ends_the_read_and_logs_a_fragment(
             )
         else:
             stream = wrapped.chat.completions.create(model=GPT, messages=question, stream=True)
-        read: list[Any] = []
-        ended: list[BaseException] = []
-
-        def reader() -> None:
-            try:
-                for event in stream:
-                    read.append(event)
-            except BaseException as exc:  # noqa: BLE001 - what the reader saw is the point
-                ended.append(exc)
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
+        thread, read, ended = read_in_thread(stream)
         deadline = time.monotonic() + 10
         while len(read) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
