@@ -159,3 +159,16 @@ def read_in_thread(stream: Any) -> tuple[threading.Thread, list[Any], list[BaseE
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     return thread, read, ended
+
+
+def assert_logged_as_cut(wrapped: Any, question: str, partial: str) -> None:
+    """The wrapped client's one call was cut after ``partial``: recorded incomplete, and
+    the session's log holds ``question`` and the fragment marked not complete."""
+    from contextos.engine.context import COMPLETE_KEY
+
+    (call,) = wrapped.calls
+    assert not call.complete and call.reply is not None and call.reply.content == partial
+    wrapped.flush()
+    turns = [t.message for t in wrapped.context.session.turns()]
+    assert [(m.role, m.content) for m in turns] == [("user", question), ("assistant", partial)]
+    assert turns[1].metadata[COMPLETE_KEY] is False

@@ -29,7 +29,6 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
 
-from contextos.engine.context import COMPLETE_KEY  # noqa: E402
 from contextos.errors import ProviderError  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
@@ -37,7 +36,7 @@ from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
-from sdk_support import first_events, read_in_thread  # noqa: E402
+from sdk_support import assert_logged_as_cut, first_events, read_in_thread  # noqa: E402
 
 # Asserts that a blocked read ends within WAKE_S: runs alone (tests/conftest.py).
 pytestmark = pytest.mark.serial
@@ -120,15 +119,7 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
 
 
 def _assert_logged_as_cut(wrapped: Any) -> None:
-    (call,) = wrapped.calls
-    assert not call.complete and call.reply is not None and call.reply.content == PARTIAL
-    wrapped.flush()
-    turns = [t.message for t in wrapped.context.session.turns()]
-    assert [(m.role, m.content) for m in turns] == [
-        ("user", "is my flight ok?"),
-        ("assistant", PARTIAL),
-    ]
-    assert turns[1].metadata[COMPLETE_KEY] is False
+    assert_logged_as_cut(wrapped, "is my flight ok?", PARTIAL)
 
 
 @pytest.mark.parametrize("how", ["create", "helper", "helper_exit"])

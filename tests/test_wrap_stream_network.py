@@ -25,7 +25,7 @@ from contextos.providers import wrap  # noqa: E402
 from contextos.testing.fake_anthropic import AnthropicUsage, FakeAnthropic, message_start  # noqa: E402
 from contextos.testing.fake_http import FakeResponse, SSEEvent  # noqa: E402
 from contextos.testing.fake_openai import FakeOpenAI  # noqa: E402
-from sdk_support import first_events, read_in_thread  # noqa: E402
+from sdk_support import assert_logged_as_cut, first_events, read_in_thread  # noqa: E402
 
 MODEL = "claude-sonnet-4"
 GPT = "gpt-4.1-mini"
@@ -91,15 +91,7 @@ def test_a_stream_cut_by_the_network_raises_a_provider_error_and_logs_the_fragme
             _read_all(provider, wrapped)
         assert CAUSES[provider, cut] in _cause_names(raised.value)
         assert CAUSES[provider, cut] in str(raised.value)
-        (call,) = wrapped.calls
-        assert not call.complete and call.reply is not None and call.reply.content == PARTIAL
-        wrapped.flush()
-        turns = [t.message for t in wrapped.context.session.turns()]
-        assert [(m.role, m.content) for m in turns] == [
-            ("user", "is my flight ok?"),
-            ("assistant", PARTIAL),
-        ]
-        assert turns[1].metadata[COMPLETE_KEY] is False
+        assert_logged_as_cut(wrapped, "is my flight ok?", PARTIAL)
 
 
 def test_a_transport_error_names_itself_in_the_message(memory: Memory) -> None:
