@@ -103,11 +103,16 @@ def test_a_backup_copied_beside_the_replaced_files_wal_is_refused_and_left_whole
 
 
 def _posix_locks(path: Path) -> list[str]:
-    """This process's POSIX locks on the file at ``path`` (Linux's /proc/locks)."""
+    """This process's POSIX locks on the file at ``path`` (Linux's /proc/locks), each
+    without the line's ordinal (which moves as other processes take and drop locks)."""
     inode = f":{path.stat().st_ino} "
     pid = f" {os.getpid()} "
     lines = Path("/proc/locks").read_text().splitlines()
-    return [line for line in lines if "POSIX" in line and pid in line and inode in line]
+    return sorted(
+        line.split(":", 1)[1].strip()
+        for line in lines
+        if "POSIX" in line and pid in line and inode in line
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
