@@ -11,11 +11,15 @@ relevance, and dropped when it does not.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from contextos import Memory
-from contextos.store.base import Store
+from contextos.store.base import Ranked, Store, Vector
+from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
+from contextos.types import Filter
 
 FLOOR = 0.35
 QUESTION = "what coffee does alex drink"
@@ -29,9 +33,13 @@ UNRELATED = "coffee invoice 8812 overdue"
 RELATED = "coffee alex paid the bill"
 
 
-def _cosine(embedder: HashEmbedder, text: str) -> float:
-    vectors = embedder.embed([QUESTION, text])
+def _cosine_of(embedder: HashEmbedder, query: str, text: str) -> float:
+    vectors = embedder.embed([query, text])
     return float(np.dot(vectors[0], vectors[1]))
+
+
+def _cosine(embedder: HashEmbedder, text: str) -> float:
+    return _cosine_of(embedder, QUESTION, text)
 
 
 def test_a_keyword_hit_beyond_the_vector_depth_is_held_to_the_floor(store: Store) -> None:
@@ -50,3 +58,52 @@ def test_a_keyword_hit_beyond_the_vector_depth_is_held_to_the_floor(store: Store
     assert related.dense_rank is None and related.lexical_rank is not None
     assert related.relevance is not None
     assert abs(related.relevance - _cosine(embedder, RELATED)) < 1e-5
+
+
+class ApproximateVectorSearch(SQLiteStore):
+    """A store whose vector search misses its nearest hit, as an approximate index may:
+    PostgreSQL's HNSW missed a user's best match (cosine 0.82) when another user had
+    stored copies of that user's texts (a review; reproduced only at scale, so this
+    store stands in for it here)."""
+
+    def vector_search(self, flt: Filter, vector: Vector, *, limit: int) -> list[Ranked]:
+        return super().vector_search(flt, vector, limit=limit + 1)[1:]
+
+
+def test_a_keyword_hit_an_approximate_vector_search_missed_is_judged_by_its_vector(
+    tmp_path: Path,
+) -> None:
+    embedder = HashEmbedder(1024)
+    fact = "alex likes to drink coffee with oat milk"
+    others = [f"note {i} about the weather" for i in range(20)]
+    assert _cosine(embedder, fact) > FLOOR > max(_cosine(embedder, t) for t in others)
+    store = ApproximateVectorSearch(tmp_path / "m.db")
+    with Memory(store=store, embedder=embedder, background_embedding=False) as m:
+        m.add([fact, *others], user_id="alex")
+        missed = m.search(QUESTION, user_id="alex")
+        # What the test rests on: the vector search did not return the fact.
+        assert [(h.lexical_rank, h.dense_rank) for h in missed if h.record.text == fact] == [
+            (1, None)
+        ]
+        hits = m.search(QUESTION, user_id="alex", min_score=FLOOR)
+    assert [(h.record.text, round(h.relevance or 0, 5)) for h in hits] == [
+        (fact, round(_cosine(embedder, fact), 5))
+    ]
+
+
+def test_a_memory_holding_the_identifier_a_query_names_passes_the_floor(
+    store: Store,
+) -> None:
+    embedder = HashEmbedder(1024)
+    booking = "booking reference 2978347 for the lisbon hotel two nights"
+    invoice = "invoice 0741c7a8 was paid on may third"
+    # What the test rests on: one word of many, so the cosine is under the floor.
+    assert _cosine_of(embedder, "2978347", booking) < FLOOR
+    with Memory(store=store, embedder=embedder, background_embedding=False) as m:
+        m.add([booking, invoice, *(f"note {i} about groceries" for i in range(20))], user_id="ana")
+        hits = m.search("2978347", user_id="ana", min_score=FLOOR)
+        # A query naming no identifier is still held to the floor alone.
+        assert m.search("lisbon", user_id="ana", min_score=0.9) == []
+    assert [h.record.text for h in hits] == [booking]
+    # Its relevance is reported as it is: the floor let it through for its identifier.
+    assert hits[0].relevance is not None and hits[0].relevance < FLOOR

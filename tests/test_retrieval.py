@@ -23,13 +23,11 @@ from contextos.memory.retrieval import (
     Candidate,
     above_floor,
     conversational_rerank,
-    full_above,
     hit_order,
     named_speaker,
     speaker_rerank,
     temporal_rerank,
 )
-from contextos.store.base import Ranked
 from contextos.testing.embedders import HashEmbedder
 from contextos.text.temporal import question_time_cues
 from contextos.types import Hit, MemoryRecord, Scope
@@ -92,13 +90,6 @@ def test_the_floor_keeps_only_candidates_with_a_known_cosine() -> None:
     # "c" has no cosine (search reads it from its stored vector when it could pass): out.
     assert [c.id for c in above_floor(fused, 0.3)] == ["a", "b"]
     assert [c.id for c in above_floor(fused, 0.5)] == ["a"]
-
-
-def test_only_a_dense_list_full_above_the_floor_leaves_room_beyond_it() -> None:
-    dense = [Ranked("a", 0.6), Ranked("b", 0.4)]
-    assert full_above(dense, 2, 0.3)  # more may pass: their cosines are read
-    assert not full_above(dense, 2, 0.5)  # its last cosine is under: so is every other
-    assert not full_above(dense, 3, 0.3)  # not full: every vector was scored
 
 
 @pytest.mark.parametrize(

@@ -296,26 +296,30 @@ def checked_floor(min_score: object) -> float:
     return floor
 
 
-def above_floor(candidates: Sequence[Candidate], min_score: float) -> list[Candidate]:
-    """The candidates whose query-memory cosine is known and at least ``min_score``.
+def above_floor(
+    candidates: Sequence[Candidate], min_score: float, exact: Collection[str] = ()
+) -> list[Candidate]:
+    """The candidates whose query-memory cosine is known and at least ``min_score``, or
+    known and held by a memory holding an identifier the query names (``exact``: see
+    ``HybridRetriever._exact_hits``).
 
     Why cosine: fused scores are built from ranks, so the best hit of a query about
     nothing stored scores as high as the best hit of a query with a perfect answer;
     the cosine of MiniLM vectors is on one scale for every query (see
     docs/benchmarks.md for where LoCoMo's evidence and off-topic hits fall on it).
-    Why a candidate without one is dropped: ``search`` fills in every cosine that can
-    pass (``full_above``); one still unknown belongs to a memory the embedder refused,
-    or to one of more pending rows than a search embeds. Kept, a keyword hit unrelated
-    to the question came back with ``relevance=None`` under a floor it missed (a review).
+    Why a candidate without one is dropped: ``search`` fills in every cosine it can
+    (the stored vectors of every keyword hit); one still unknown belongs to a memory
+    the embedder refused, or to one of more pending rows than a search embeds. Kept, a
+    keyword hit unrelated to the question came back with ``relevance=None`` under a
+    floor it missed (a review).
+    Why an identifier passes whatever its cosine: a code or a number is no meaning
+    MiniLM reads, so the only memory holding the invoice number a query names scored
+    0.30 and was dropped at 0.3 while another booking passed (a review). It still needs
+    a known cosine: every hit of a floor search says how near it is.
     """
-    return [c for c in candidates if c.cosine is not None and c.cosine >= min_score]
-
-
-def full_above(dense: Sequence[Ranked], n: int, min_score: float) -> bool:
-    """Whether the vector search's ``n`` hits all pass ``min_score``: only then may a
-    candidate outside them pass too (its cosine is at most the n-th one), and its
-    cosine is worth reading (``HybridRetriever._with_stored_cosines``)."""
-    return len(dense) >= n and dense[-1].score >= min_score
+    return [
+        c for c in candidates if c.cosine is not None and (c.cosine >= min_score or c.id in exact)
+    ]
 
 
 def _checked_embed(embedder: Embedder, texts: Sequence[str]) -> Vectors:
@@ -409,14 +413,14 @@ class HybridRetriever:
             missing = [i for i in ids if i not in in_dense and i not in unembedded]
             unembedded |= self._without_vectors(flt, missing, len(vector))  # and after
             unembedded -= in_dense  # embedded meanwhile, and ranked
-        exact = self._exact_hits(flt, query, lexical) if dense else set()
+        floor = min_score is not None
+        exact = self._exact_hits(flt, query, lexical) if dense or floor else set()
         fused = fuse(lexical, dense, cfg, unembedded - exact, exact)
         if min_score is not None and vector is not None:  # (no vector: refused above)
             if unembedded:
                 fused = self._with_cosines_of_unembedded(flt, fused, unembedded, vector)
-            if full_above(dense, n, min_score):
-                fused = self._with_stored_cosines(flt, fused, unembedded, vector)
-            fused = above_floor(fused, min_score)
+            fused = self._with_stored_cosines(flt, fused, unembedded, vector)
+            fused = above_floor(fused, min_score, exact)
         depth = max(cfg.rerank_depth, limit)
         while True:
             hits = self._reranked(query, flt, fused[:depth], cue)
@@ -649,12 +653,16 @@ class HybridRetriever:
         self, flt: Filter, fused: list[Candidate], unembedded: set[str], query: Vectors
     ) -> list[Candidate]:
         """``fused`` with the query's cosine filled in, from their stored vectors, for the
-        keyword hits the vector search ranked beyond its depth (``Store.vector_scores``).
+        keyword hits the vector search did not return (``Store.vector_scores``).
 
-        Why: with more memories above ``min_score`` than the vector search returns, such a
-        hit may pass the floor or not, and only its vector tells; one unrelated to the
-        question came back with no cosine under the floor (a review). One store call
-        (SQLite reads its in-memory index), made only in that case."""
+        Why: such a hit may pass ``min_score`` or not, and only its vector tells; one
+        unrelated to the question came back with no cosine under the floor (a review).
+        Why for every floor search, not only when the whole dense list passes (so that
+        one beyond it might too): that shortcut holds for an exact vector search, and
+        PostgreSQL's HNSW index is approximate. It missed the rank-1 keyword hit, cosine
+        0.82, of a user whose texts another user had stored too, and the floor then
+        dropped it: a search that found nothing relevant (a review). One store call for
+        at most ``candidates`` ids (SQLite reads its in-memory index)."""
         wanted = [c.id for c in fused if c.cosine is None and c.id not in unembedded]
         if not wanted:
             return fused

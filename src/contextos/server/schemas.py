@@ -392,7 +392,8 @@ class SearchRequest(ScopeIn):
     min_score: MinScore | None = Field(
         None,
         description="Relevance floor: keep hits whose query-memory cosine (`relevance`) is at "
-        "least this; 0.3 keeps 99% of LoCoMo evidence in the top 10 (docs/benchmarks.md).",
+        "least this, and hits holding an identifier the query names (an order number, a "
+        "code); 0.3 keeps 99% of LoCoMo evidence in the top 10 (docs/benchmarks.md).",
     )
 
 
