@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -20,6 +21,13 @@ from contextos.testing.embedders import HashEmbedder
 from contextos.testing.fake_anthropic import FakeAnthropic
 from contextos.testing.fake_http import FakeHTTPServer
 from contextos.testing.fake_openai import FakeOpenAI
+
+#: The suite's expectations are written on UTC's calendar: an add without a time keeps
+#: the zone of the process (``TZ``), so a developer's shell in another zone changed
+#: them (a time-less add kept no zone in UTC only). Every process the tests start
+#: inherits it. A test of another zone sets its own (tests/test_local_calendar.py).
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 REPO = Path(__file__).resolve().parent.parent
 LOCOMO = REPO.parent / "shared" / "data" / "locomo" / "locomo-dev.json"

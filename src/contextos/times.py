@@ -128,6 +128,20 @@ def fixed_zone(value: datetime) -> timezone | None:
     return zone(offset_minutes(value))
 
 
+def local_now() -> datetime:
+    """Now on this process's calendar: in the fixed offset its zone (``TZ``) has now,
+    UTC where it has none (and exactly ``datetime.now(UTC)`` there).
+
+    Why: "yesterday" said without a time was read against UTC's calendar whatever the
+    process's zone, so a New York user who said it at 20:30 (00:30 UTC) got today's
+    date, and a question's "yesterday" at 21:00 there boosted that day's memories (a
+    review). A time given with its zone still wins; a server whose users live in other
+    zones passes each one's (``event_time`` with its offset)."""
+    now = datetime.now(UTC)
+    tz = fixed_zone(now.astimezone())
+    return now if tz is None else now.astimezone(tz)
+
+
 def zone(minutes: object) -> timezone | None:
     """The fixed zone ``minutes`` east of UTC, or None when ``minutes`` is no whole
     number of minutes a zone may have (0 included: UTC, what times are stored in).

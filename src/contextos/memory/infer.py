@@ -27,13 +27,13 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from contextos.text import sentences as S
 
 from ..store.base import Store, TokenCounter
-from ..times import offset_minutes, utc
+from ..times import local_now, offset_minutes, utc
 from ..types import MemoryRecord, Message, Scope, content_hash
 from .extract import (
     POSITION_ID,
@@ -154,7 +154,7 @@ def extract_facts(
     (the extractor's, dated) -> decisions and records (:func:`plan_facts`, one source
     turn at a time). What a record needs from its turn (its position, the question it
     answers) goes with the candidates, not added afterwards."""
-    default_time = zoned(opts.event_local, opts.metadata) or datetime.now(UTC)
+    default_time = zoned(opts.event_local, opts.metadata) or local_now()
     turns = prepare(messages, opts, default_time)
     extractor = extractor or OfflineExtractor()
     candidates = extractor.extract(turns, session_time=default_time)

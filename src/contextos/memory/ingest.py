@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..engine.message_text import check_text, check_unicode
-from ..times import offset_minutes, opt_local, opt_utc
+from ..times import local_now, offset_minutes, opt_local, opt_utc
 from ..types import (
     MEMORY_TYPES,
     MemoryRecord,
@@ -310,7 +310,9 @@ def build_records(
                     f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
                 )
             check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the keys it gets
-            _keep_zone(meta, local)
+            # Said without a time: on this process's calendar, its zone kept (a caller's
+            # own utc_offset must be that zone's, as it must be a given time's).
+            _keep_zone(meta, local if local is not None else local_now())
             if seq is not None:
                 _refuse_own_seq(meta)
                 meta["seq"] = seq

@@ -71,6 +71,7 @@ from contextos.text.text_cache import TextCache
 from ..embed import Embedder, Vectors, checked_vectors, normalize
 from ..errors import EmbedderOutputError, EmbedderSetupError, EmbedderUnavailable
 from ..store.base import Ranked, Store, Vector
+from ..times import local_now
 from ..types import Filter, Hit, MemoryRecord
 from .record_tokens import RecordTokens
 from .render import FACT_OF
@@ -372,8 +373,9 @@ class HybridRetriever:
         self.config = config or RetrievalConfig()
         #: Counts hits' renderings (``Hit.tokens``, the token budget); none: 0 tokens.
         self._tokens = RecordTokens(tokenizer) if tokenizer is not None else None
-        #: The "now" relative time cues in questions ("last year") resolve against.
-        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        #: The "now" relative time cues in questions ("last year") resolve against: on
+        #: this process's calendar (``TZ``), as an add without a time is dated.
+        self.now: Callable[[], datetime] = local_now
 
     def search(
         self,

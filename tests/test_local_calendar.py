@@ -1,0 +1,111 @@
+"""Relative dates said without a time are read on the calendar of the process's zone.
+
+Why: an add without a time resolved "yesterday" against UTC's calendar whatever the
+process's ``TZ``, so a New York user who said it at 20:30 (00:30 UTC) got today's date,
+and a question's "yesterday" asked at 21:00 there boosted that day's memories (a review
+of clocks and zones, session 51). Each test sets this process's zone (``TZ``, as a user's
+shell does) to one whose date today is not UTC's, whatever the hour the suite runs at.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from contextos import Memory
+from contextos.memory.expansion import expansion_facts
+from contextos.testing.embedders import HashEmbedder
+
+
+@pytest.fixture
+def offset(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """Minutes east of UTC of the zone this process is set to: UTC+13 from 11:00 UTC on
+    (its date is tomorrow's), UTC-12 before (yesterday's)."""
+    minutes = 13 * 60 if datetime.now(UTC).hour >= 11 else -12 * 60
+    # POSIX zones count west of UTC: "XXX-13" is 13 hours east.
+    monkeypatch.setenv("TZ", f"XXX{'-' if minutes > 0 else '+'}{abs(minutes) // 60}")
+    time.tzset()
+    assert datetime.now().astimezone().date() != datetime.now(UTC).date()
+    yield minutes
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _local_yesterday(offset: int) -> date:
+    return datetime.now(timezone(timedelta(minutes=offset))).date() - timedelta(days=1)
+
+
+def _said(day: date) -> str:
+    """How the offline extractor writes a day: "7 May 2023"."""
+    return f"{day.day} {day:%B %Y}"
+
+
+def test_an_inferred_yesterday_is_the_users_yesterday(tmp_path: Path, offset: int) -> None:
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        facts = m.add("Yesterday I adopted a cat named Tom.", user_id="ana", infer=True)
+    [fact] = [f for f in facts if "Tom" in f.text]
+    assert _said(_local_yesterday(offset)) in fact.text
+    assert fact.metadata["utc_offset"] == offset
+
+
+def test_a_turns_yesterday_is_the_users_yesterday_and_its_zone_is_kept(
+    tmp_path: Path, offset: int
+) -> None:
+    said = {"role": "user", "name": "Ana", "content": "Yesterday I adopted a cat named Tom."}
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        [turn] = m.add([said], user_id="ana", session_id="s1")
+        assert m.get(turn.id).metadata["utc_offset"] == offset
+    assert any(_said(_local_yesterday(offset)) in f for f in expansion_facts(turn))
+
+
+def test_a_questions_yesterday_is_the_users_yesterday(tmp_path: Path, offset: int) -> None:
+    zone = timezone(timedelta(minutes=offset))
+    local_start = datetime.combine(_local_yesterday(offset), datetime.min.time(), zone)
+    utc_start = datetime.combine(
+        datetime.now(UTC).date() - timedelta(days=1), datetime.min.time(), UTC
+    )
+    hours = [local_start + timedelta(hours=h) for h in range(-48, 48)]
+    in_local = [t for t in hours if local_start <= t < local_start + timedelta(days=1)]
+    in_utc = [t for t in hours if utc_start <= t < utc_start + timedelta(days=1)]
+    # A time of the user's yesterday that is not UTC's, and one of UTC's that is not the user's.
+    users = next(t for t in in_local if t not in in_utc)
+    utcs = next(t for t in in_utc if t not in in_local)
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        m.add("My hobby session was a hike", user_id="ana", event_time=users)
+        m.add("My hobby session was pottery", user_id="ana", event_time=utcs)
+        hits = m.search("Which hobby session did I have yesterday?", user_id="ana")
+    assert [h.record.text for h in hits] == [
+        "My hobby session was a hike",
+        "My hobby session was pottery",
+    ]
+
+
+def test_in_utc_an_add_without_a_time_keeps_no_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the process keeps UTC (as servers mostly do), nothing changes: no zone key."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+            [turn] = m.add("Yesterday I adopted a cat named Tom.", user_id="ana")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert "utc_offset" not in turn.metadata
+
+
+def test_metadata_read_back_is_taken_again_without_a_time(tmp_path: Path, offset: int) -> None:
+    """Every memory this process stores without a time keeps its zone now, so an app's
+    copy of one (``add(text, metadata=read.metadata)``) must not be refused for it."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        [first] = m.add("Lunch with Bea at the harbour", user_id="ana")
+        [copy] = m.add("Lunch again", user_id="ana", metadata=m.get(first.id).metadata)
+        assert copy.metadata["utc_offset"] == offset
+        # Another zone's key, with no time to tell it by, is still refused.
+        with pytest.raises(ValueError, match="'utc_offset' is reserved"):
+            m.add("x", user_id="ana", metadata={"utc_offset": offset - 60})
