@@ -29,6 +29,12 @@ the lease again straight after giving it back, while a waiter polled with backof
 the waiter's tries fell in held periods, and one redaction waited 30 s for
 ``OwnerBusy`` while an appender made 471 edits (a review).
 
+Every time in the state is the store's clock (``Store.clock``: PostgreSQL's server, one
+SQLite host's), and a lease (or next place) ending more than two of its lengths past it
+counts as ended. Why: each process stamped and judged ``until`` by its own clock, so a
+host 30 s ahead took a lock another held (two holders at once), and a clock stepped back
+kept a dead holder's lease for the step (a review).
+
 The reserved session (``contextos.lock.<kind>.<digest>``) holds no turns; it
 names the owner's user, so ``forget`` removes it with the user's other data.
 """
@@ -86,7 +92,8 @@ class _Lease:
     where: Scope
     token: str
     lease_s: float
-    until: float
+    until: float  # by the store's clock
+    renewed: float = 0.0  # time.monotonic() when ``until`` was stamped
 
 
 _HELD: ContextVar[_Lease | None] = ContextVar("contextos_owner_lease", default=None)
@@ -109,13 +116,23 @@ def lock_scope(scope: Scope, kind: str) -> Scope:
     )
 
 
-def _live(until: object, now: float) -> bool:
-    return isinstance(until, int | float) and until > now
+def _live(until: object, now: float, lease_s: float) -> bool:
+    """Whether a lease of ``lease_s`` ending at ``until`` runs at ``now`` (the store's
+    clock): not yet ended, and not ending further ahead than a holder could have set it
+    (twice its length: stamped before the clock stepped back)."""
+    return isinstance(until, int | float) and now < until <= now + 2 * lease_s
+
+
+def _lease_of(meta: dict[str, object], default: float) -> float:
+    """The length of the lease in ``meta``, as its holder took it (``default``: one
+    taken by a version that did not write it)."""
+    lease_s = meta.get("lease_s")
+    return float(lease_s) if isinstance(lease_s, int | float) and lease_s > 0 else default
 
 
 def _next_of(meta: dict[str, object], now: float) -> object:
     """The token of the waiter whose place as next holder is live, or None."""
-    return meta.get("next") if _live(meta.get("next_until"), now) else None
+    return meta.get("next") if _live(meta.get("next_until"), now, NEXT_S) else None
 
 
 def _holder_dead(meta: dict[str, object]) -> bool:
@@ -137,9 +154,9 @@ def _try_take(store: Store, where: Scope, token: str, lease_s: float) -> float |
     other waiter is next: one compare-and-set on its revision; the time it lasts until,
     or None. Held, it takes (or renews) the next place."""
     meta, revision = store.session_meta_revision(where)
-    now = time.time()
+    now = store.clock()
     waiting = _next_of(meta, now)
-    if _live(meta.get("until"), now) and not _holder_dead(meta):
+    if _live(meta.get("until"), now, _lease_of(meta, lease_s)) and not _holder_dead(meta):
         if waiting is None or (waiting == token and meta["next_until"] < now + NEXT_S / 2):
             place = {**meta, "next": token, "next_until": now + NEXT_S}
             store.swap_session_meta(where, place, revision=revision)
@@ -147,7 +164,7 @@ def _try_take(store: Store, where: Scope, token: str, lease_s: float) -> float |
     if waiting not in (None, token):
         return None
     until = now + lease_s
-    lease = {"holder": token, "until": until, "host": _HOST, "pid": os.getpid()}
+    lease = {"holder": token, "until": until, "lease_s": lease_s, "host": _HOST, "pid": os.getpid()}
     return until if store.swap_session_meta(where, lease, revision=revision) else None
 
 
@@ -159,15 +176,18 @@ def renew_lease() -> None:
         LeaseLost: the lease ran out and another editor took it (this one was paused).
     """
     held = _HELD.get()
-    if held is None or time.time() < held.until - held.lease_s / 2:
+    # Half a lease by this process's monotonic clock: no read of the store's clock per
+    # write, and a step of this host's clock does not move it.
+    if held is None or time.monotonic() < held.renewed + held.lease_s / 2:
         return
     for _ in range(GIVE_BACK_TRIES):  # a waiter renewing its next place may swap between
         meta, revision = held.store.session_meta_revision(held.where)
         if meta.get("holder") != held.token:
             break
-        until = time.time() + held.lease_s
+        stamped = time.monotonic()
+        until = held.store.clock() + held.lease_s
         if held.store.swap_session_meta(held.where, {**meta, "until": until}, revision=revision):
-            held.until = until
+            held.until, held.renewed = until, stamped
             return
     raise LeaseLost(
         "this owner's lock passed to another editor while this command was stopped for "
@@ -183,7 +203,7 @@ def _leave(store: Store, where: Scope, token: str) -> None:
 def _give_back(store: Store, where: Scope, token: str) -> None:
     """Free the lease if this token still holds it (an expired one may be another's),
     keeping a waiter's place as next holder."""
-    _drop(store, where, ("holder", "until", "host", "pid"), while_=("holder", token))
+    _drop(store, where, ("holder", "until", "lease_s", "host", "pid"), while_=("holder", token))
 
 
 def _drop(store: Store, where: Scope, keys: tuple[str, ...], *, while_: tuple[str, str]) -> None:
@@ -213,13 +233,16 @@ def owner_lock(
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait_s
     pause = 0.005
-    while (until := _try_take(store, where, token, lease_s)) is None:
+    while True:
+        taking = time.monotonic()  # before the lease is stamped: renewed never too late
+        if (until := _try_take(store, where, token, lease_s)) is not None:
+            break
         if time.monotonic() >= deadline:
             _leave(store, where, token)
             raise OwnerBusy(f"another editor holds the {kind} lock of this owner; retry")
         time.sleep(pause * random.uniform(0.5, 1.5))
         pause = min(pause * 2, 0.1)
-    held = _HELD.set(_Lease(store, where, token, lease_s, until))
+    held = _HELD.set(_Lease(store, where, token, lease_s, until, taking))
     try:
         yield
     finally:

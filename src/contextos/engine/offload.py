@@ -141,18 +141,25 @@ def _holder_died(archiver: str) -> bool:
     return fields[0] in ("Z", "X", "x") or fields[19] != process
 
 
-def hold_runs(state: HistoryState) -> bool:
+def hold_runs(state: HistoryState, now: float | None = None) -> bool:
     """Whether ``state``'s turns are held by an offload storing them now: a hold
-    (``HistoryState.archiver``) whose lease has not run out and whose process is not
-    known to be dead (:func:`_holder_died`).
+    (``HistoryState.archiver``) whose lease has not run out at ``now`` (the store's
+    clock, ``Store.clock``, that stamped it; this host's when not given) and whose
+    process is not known to be dead (:func:`_holder_died`). A hold ending more than two
+    leases after ``now`` was stamped before the clock stepped back: no live holder
+    (which takes one lease) stands behind it.
 
     Why the process: a process killed while it stored its turns (OOM, a deploy, kill
     -9) kept them held for the whole lease. The next offload, even the restarted app's,
     stored nothing and listed its own rotated turns under the dead hold, so for two
     minutes every turn rotated out was in neither the window nor long-term memory. A
     live holder is never taken over: its turns, found not stored yet, were stored
-    twice."""
-    if not state.archiver or state.archiver_until <= time.time():
+    twice.
+
+    Why the store's clock: a host whose clock ran more than a lease ahead of the
+    holder's took over a live hold, and its turns were stored twice (a review)."""
+    now = time.time() if now is None else now
+    if not state.archiver or not now < state.archiver_until <= now + 2 * ARCHIVE_LEASE_S:
         return False
     return not _holder_died(state.archiver)
 
@@ -386,6 +393,7 @@ def finish_archive(
     tries: int,
     claim: str | None = None,
     listed: frozenset[int] = frozenset(),
+    clock: Callable[[], float] = time.time,
 ) -> int:
     """Store the turns the state lists as unarchived (those not stored yet), then
     confirm them with a compare-and-set; returns how many records were stored.
@@ -399,7 +407,8 @@ def finish_archive(
     stored before (see :func:`_store_owed`). Tried again on the fresh state when
     another writer changed it meanwhile, up to ``tries`` times. ``read_state``, ``save``
     and ``logged`` are the session's (``scope``'s): a
-    :class:`~contextos.engine.session.Session` hands its own."""
+    :class:`~contextos.engine.session.Session` hands its own, and its store's ``clock``
+    (``Store.clock``), which stamps and judges the hold."""
     claim = claim or archive_claim()
     stored = 0
     mine: set[int] = set()  # the turns this call stored
@@ -411,9 +420,10 @@ def finish_archive(
             return stored
         if state.archiver != claim:
             listed = frozenset()  # held by another meanwhile: it may have stored them
-            if hold_runs(state):
+            now = clock()
+            if hold_runs(state, now):
                 return stored  # another is storing them
-            held = replace(state, archiver=claim, archiver_until=time.time() + ARCHIVE_LEASE_S)
+            held = replace(state, archiver=claim, archiver_until=now + ARCHIVE_LEASE_S)
             if not save(held, meta, revision, None):
                 continue
             state, meta, revision = read_state()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-import time
 import uuid
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
@@ -1927,7 +1926,10 @@ class Session:
         )
         claim = archive_claim()
         listed = frozenset(new.unarchived) - frozenset(state.unarchived)  # by this save
-        if hold_runs(state):
+        # The store's clock, the one every host stamps and judges a hold by (a review: a
+        # host ahead took over a live hold); read only where a hold is in play.
+        now = self.store.clock() if state.archiver or new.unarchived else 0.0
+        if hold_runs(state, now):
             # Another Session holds the listed turns and is storing them: its hold stays
             # and it stores these too (its confirming save fails on this one and tries
             # again). Taken over, its turns were found not stored yet and stored twice.
@@ -1935,7 +1937,7 @@ class Session:
             # were stored by no one until the lease ran out.
             new = replace(new, archiver=state.archiver, archiver_until=state.archiver_until)
         elif new.unarchived:  # this compaction's winner stores them: held in the same save
-            new = replace(new, archiver=claim, archiver_until=time.time() + ARCHIVE_LEASE_S)
+            new = replace(new, archiver=claim, archiver_until=now + ARCHIVE_LEASE_S)
         if not self._save(new, meta, revision):
             # Stale: another compaction or a pin got there first, or an erasure ran
             # while this summarized (its state quotes erased turns; the next ``turns``
@@ -1964,6 +1966,7 @@ class Session:
             tries=_SAVE_TRIES,
             claim=claim,
             listed=listed,
+            clock=self.store.clock,
         )
 
     # -- the window ------------------------------------------------------------------

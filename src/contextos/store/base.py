@@ -12,14 +12,15 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import Conflict, StoreError
+from ..times import utc
 from ..types import Filter, HistoryEvent, MemoryRecord, Message, Scope, TokenCount, Turn
 
 Vector = npt.NDArray[np.float32]
@@ -275,6 +276,39 @@ def newest_checks(after: Newest | Sequence[Newest] | None) -> tuple[Newest, ...]
     if after is None:
         return ()
     return (after,) if isinstance(after, Newest) else tuple(after)
+
+
+#: timestamptz's resolution: a write based on a scope's newest record is stamped at
+#: least this long after it (and a session's activity this long after the last).
+TICK = timedelta(microseconds=1)
+
+
+def stamped_after(
+    records: Sequence[MemoryRecord], scope: Scope, newest: datetime | None, now: datetime
+) -> Sequence[MemoryRecord]:
+    """``records``, each of ``scope`` created no earlier than :data:`TICK` after
+    ``newest`` (the creation time of the scope's newest record, read in the put's
+    transaction, under the scope's lock or the store's write lock).
+
+    Why: a write based on a scope's newest record (``put(after=...)``: a session's next
+    turn, numbered after and quoting the one before) must become the newest, and newest
+    is by ``created_at``, which each process stamps from its own clock. With one app
+    server's clock 2 s behind another's (PostgreSQL), or one host's clock stepped back
+    (SQLite, a review), its turns never became the session's newest, so the next add
+    numbered itself after, and quoted, an older turn. Stamped here, a session's order
+    is the order its writes committed in; a clock that is right is left alone. Both
+    stores' ``put`` use it."""
+    if newest is None:
+        return records
+    floor = newest + TICK
+    in_scope = Filter(scope=scope, include_invalid=True)
+    stamped: builtins.list[MemoryRecord] = []
+    for r in records:
+        if utc(r.created_at or now) < floor and in_scope.matches(r, now):
+            updated = None if r.updated_at is None else max(utc(r.updated_at), floor)
+            r = replace(r, created_at=floor, updated_at=updated)
+        stamped.append(r)
+    return stamped
 
 
 def check_unchanged(expected: Mapping[str, str], found: Iterable[Sequence[Any]]) -> None:
@@ -746,6 +780,16 @@ class Store(Protocol):
     def vacuum(self) -> None:
         """Rewrite the storage so that erased rows leave no bytes behind and space is
         reclaimed (see each backend for what it does and what it locks)."""
+        ...
+
+    def clock(self) -> float:
+        """Now, in epoch seconds, by the one clock every process on this store judges
+        leases by (an offload's archive hold, an agent owner lock): SQLite, this host's
+        (one host); PostgreSQL, the database server's.
+
+        Why: each process stamped a lease's end with its own clock and another compared
+        it with its own, so a host whose clock ran ahead took over a live hold (its turns
+        were stored twice) or a live lock (two holders at once; a review)."""
         ...
 
     def close(self) -> None:

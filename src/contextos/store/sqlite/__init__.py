@@ -62,6 +62,7 @@ from contextos.store.base import (
     check_repeats,
     check_unchanged,
     newest_checks,
+    stamped_after,
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
 from contextos.store.filters import pointing_clause
@@ -94,6 +95,12 @@ _INSERT_RECORD = (
     f"INSERT INTO memories ({', '.join(shared.RECORD_FIELDS)}) "
     f"VALUES ({','.join('?' * len(shared.RECORD_FIELDS))})"
 )
+
+
+#: Seconds ahead of the clock past which an embedding claim's end is taken to have been
+#: stamped before the clock stepped back (``claim_vectors``), whatever the claimant's lease:
+#: ten minutes, well past any claim's lease (30 s by default).
+_CLAIM_REACH_S = 600.0
 
 
 #: How this store writes the session-meta statements (``records.MetaSQL``).
@@ -391,6 +398,11 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             return True
         return False
 
+    def clock(self) -> float:
+        """This host's clock: every process on a SQLite file runs on one host, so leases
+        (``Store.clock``) are judged by the clock that stamped them."""
+        return time.time()
+
     def owner_turn(self, owner: Scope) -> contextlib.AbstractContextManager[bool]:
         """One inferring add of ``owner`` at a time among every handle on this file,
         through a lock in ``<db>-turns`` (``store.sqlite.owner_turns``); yields whether
@@ -441,11 +453,15 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             for each in newest_checks(after):
                 where, params = filter_sql(each.filter, now)
                 newest = db.execute(
-                    f"SELECT m.id, m.updated_at FROM memories m WHERE {where} "
+                    f"SELECT m.id, m.updated_at, m.created_at FROM memories m WHERE {where} "
                     "ORDER BY m.created_at DESC, m.rowid DESC LIMIT 1",
                     params,
                 ).fetchone()
                 check_newest(each, newest and (newest[0], from_epoch(newest[1])))
+                # After the newest, as PostgreSQL does: this host's clock may have stepped
+                # back since it was written (a review: turns numbered twice).
+                created = from_epoch(newest[2]) if newest else None
+                records = stamped_after(records, each.filter.scope, created, from_epoch(now))
             if unchanged:
                 ids = json.dumps(list(unchanged))
                 found = db.execute(
@@ -1193,15 +1209,22 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
     ) -> builtins.list[MemoryRecord]:
         now = time.time()
         # Only queue rows of records that exist (a row left by foreign SQL would be
-        # claimed, return nothing and take a batch slot for good).
+        # claimed, return nothing and take a batch slot for good). A claim further ahead
+        # than two leases (and ``_CLAIM_REACH_S``: the row does not keep its claimer's
+        # lease, which may be longer than this one's) was stamped before the host's clock
+        # stepped back: no live claimer (which renews one lease ahead) stands behind it (a
+        # review: a dead worker's claim held its rows for the hour the clock stepped back,
+        # and flush() returned False).
         claimable = (
             "SELECT p.mem_rowid FROM pending_vectors p JOIN memories m ON m.rowid = p.mem_rowid "
-            "WHERE p.claimed_until < ? OR p.claimed_by = ? ORDER BY p.mem_rowid LIMIT ?"
+            "WHERE p.claimed_until < ? OR p.claimed_by = ? OR p.claimed_until > ? "
+            "ORDER BY p.mem_rowid LIMIT ?"
         )
+        beyond = now + max(2 * lease_s, _CLAIM_REACH_S)
         # A read first: with nothing to claim no write transaction is opened (an inline
         # flush() then neither waits on another process's write lock nor fails on a
         # read-only file, and flush()'s polling of other claims takes no lock).
-        if self.read_only or not self._read(claimable, (now, owner, 1)):
+        if self.read_only or not self._read(claimable, (now, owner, beyond, 1)):
             return []  # read-only: this process could not store the vectors either
         # One short write transaction: the claim and the read of the claimed records.
         # The embedding happens after it, outside any lock.
@@ -1209,7 +1232,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             claimed = db.execute(
                 "UPDATE pending_vectors SET claimed_by = ?, claimed_until = ? "
                 f"WHERE mem_rowid IN ({claimable}) RETURNING mem_rowid",
-                (owner, now + lease_s, now, owner, limit),
+                (owner, now + lease_s, now, owner, beyond, limit),
             ).fetchall()
             if not claimed:
                 return []

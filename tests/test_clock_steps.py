@@ -1,0 +1,100 @@
+"""A session written after the clock stepped back (or by a host whose clock is behind)
+keeps its order: its turns are numbered after, and answer, the ones before.
+
+Why (a review of clocks): SQLite's ``put`` stamped a session's next turn from this
+host's clock, and the session's newest turn is newest by ``created_at``. After an NTP
+step back of two minutes the next turns were numbered after, and quoted, a turn from
+before the step (two turns numbered 2, a reply indexed as answering the wrong question).
+PostgreSQL stamped them after the newest already (``store.base.stamped_after``, now
+shared).
+
+The other clock is honest here: the times a process with that clock wrote are written
+into the real SQLite file (sqlite3) or the PostgreSQL schema (psycopg), and everything
+else goes through the public API.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from contextos.memory import Memory
+from contextos.testing.embedders import HashEmbedder
+
+BOTH = pytest.mark.parametrize(
+    "kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+
+#: How far the clock stepped back (seconds): the review's two minutes.
+STEP_S = 120
+
+
+@contextmanager
+def _memory(kind: str, tmp_path: Path) -> Iterator[tuple[Memory, str | None]]:
+    """A Memory on a real SQLite file or a fresh PostgreSQL schema, and the schema."""
+    if kind == "sqlite":
+        with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+            yield m, None
+        return
+    from pg_support import postgres_store
+
+    with postgres_store() as store:
+        m = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+        try:
+            yield m, store.schema
+        finally:
+            m.close()
+
+
+def _sql(kind: str, tmp_path: Path, schema: str | None, sqlite_sql: str, pg_sql: str) -> None:
+    """Run one statement on the storage as another process would (its own connection)."""
+    if kind == "sqlite":
+        with sqlite3.connect(tmp_path / "m.db") as db:
+            db.execute(sqlite_sql)
+        return
+    from pg_support import connect, pg_url
+
+    with connect(pg_url(), schema) as conn:
+        conn.execute(pg_sql)
+
+
+@BOTH
+def test_turns_after_a_step_back_are_numbered_after_and_answer_their_own_question(
+    kind: str, tmp_path: Path
+) -> None:
+    with _memory(kind, tmp_path) as (m, schema):
+        m.add("Where should we eat tonight?", session_id="s1", user_id="ana")
+        m.add(
+            [{"role": "assistant", "content": "Try the Thai place on 5th."}],
+            session_id="s1",
+            user_id="ana",
+        )
+        # Those two were written before this host's clock stepped back STEP_S seconds:
+        # stamped STEP_S ahead of the clock as it reads now.
+        _sql(
+            kind,
+            tmp_path,
+            schema,
+            f"UPDATE memories SET created_at = created_at + {STEP_S}, "
+            f"updated_at = updated_at + {STEP_S} WHERE session_id = 's1'",
+            f"UPDATE memories SET created_at = created_at + interval '{STEP_S} seconds', "
+            f"updated_at = updated_at + interval '{STEP_S} seconds' WHERE session_id = 's1'",
+        )
+        m.add("What is my dentist's name?", session_id="s1", user_id="ana")
+        m.add(
+            [{"role": "assistant", "content": "Your dentist is Dr. Okafor."}],
+            session_id="s1",
+            user_id="ana",
+        )
+        newest_first = m.get_all(session_id="s1")
+        assert [r.metadata.get("seq") for r in newest_first] == [3, 2, 1, 0]
+        reply = newest_first[0]
+        assert reply.text == "Your dentist is Dr. Okafor."
+        assert "What is my dentist's name?" in reply.context
+        assert "Thai place" not in reply.context
+        created = [r.created_at for r in newest_first]
+        assert created == sorted(created, reverse=True) and len(set(created)) == 4
