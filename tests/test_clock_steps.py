@@ -16,6 +16,7 @@ else goes through the public API.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
+from contextos.types import Filter
 
 BOTH = pytest.mark.parametrize(
     "kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -98,3 +100,45 @@ def test_turns_after_a_step_back_are_numbered_after_and_answer_their_own_questio
         assert "Thai place" not in reply.context
         created = [r.created_at for r in newest_first]
         assert created == sorted(created, reverse=True) and len(set(created)) == 4
+
+
+@BOTH
+def test_a_fact_closed_by_a_clock_ahead_is_not_current_to_a_reader_behind_it(
+    kind: str, tmp_path: Path
+) -> None:
+    """A close stamps ``valid_to`` with the closing writer's clock: to a reader whose clock
+    is behind it (another app server, a host stepped back), the replaced fact was current
+    beside the fact that replaced it for as long as the clocks differed (a review: "lives
+    in Berlin" listed and searched first beside "moved to Paris", three minutes on)."""
+    with _memory(kind, tmp_path) as (m, schema):
+        m.add("I live in Berlin.", user_id="ana", infer=True)
+        m.add("I moved to Paris.", user_id="ana", infer=True)
+        every = m.get_all(user_id="ana", filters=Filter(include_invalid=True))
+        closed = [r for r in every if r.valid_to is not None]
+        assert [r.text for r in closed] == ["User lives in Berlin."]
+        # The close as a writer STEP_S ahead of this process wrote it.
+        _sql(
+            kind,
+            tmp_path,
+            schema,
+            f"UPDATE memories SET valid_to = valid_to + {STEP_S}, "
+            f"updated_at = updated_at + {STEP_S} WHERE id = '{closed[0].id}'",
+            f"UPDATE memories SET valid_to = valid_to + interval '{STEP_S} seconds', "
+            f"updated_at = updated_at + interval '{STEP_S} seconds' WHERE id = '{closed[0].id}'",
+        )
+        current = [r.text for r in m.get_all(user_id="ana")]
+        found = [h.record.text for h in m.search("where does ana live", user_id="ana")]
+        # An end still to come (a fact said to hold until a date) is still judged by the
+        # clock: it holds until then.
+        [ends] = m.add("Ana's gym pass", user_id="ana")
+        _sql(
+            kind,
+            tmp_path,
+            schema,
+            f"UPDATE memories SET valid_to = {time.time() + 3600} WHERE id = '{ends.id}'",
+            f"UPDATE memories SET valid_to = now() + interval '1 hour' WHERE id = '{ends.id}'",
+        )
+        holding = [r.text for r in m.get_all(user_id="ana")]
+    assert "User lives in Berlin." not in current and "User moved to Paris." in current
+    assert "User lives in Berlin." not in found
+    assert "Ana's gym pass" in holding

@@ -371,8 +371,11 @@ class Filter:
         from .times import utc
 
         valid_to = record.valid_to
-        if self.as_of is None:
-            return valid_to is None or utc(valid_to) > utc(now)
+        if self.as_of is None:  # as ``store.filters.open_clause``: a close is no end to come
+            return valid_to is None or (
+                utc(valid_to) > utc(now)
+                and (record.updated_at is None or utc(valid_to) > utc(record.updated_at))
+            )
         at = utc(self.as_of)
         if valid_to is not None and utc(valid_to) <= at:
             return False

@@ -30,6 +30,23 @@ class Dialect:
     metadata_in: Callable[[str, str, Sequence[str]], tuple[str, list[object]]]
 
 
+def open_clause(alias: str, now: str) -> str:
+    """The SQL test that a record of ``alias`` is open at ``now`` (a parameter mark or a
+    SQL time): no ``valid_to``, or one still ahead that no close wrote.
+
+    Why the close: ``valid_to`` is stamped with the closing writer's clock, so a reader
+    whose clock was behind it (another app server, a host whose clock stepped back)
+    saw a replaced fact as current beside the fact that replaced it, for as long as the
+    clocks differed (a review). A close writes ``valid_to`` no later than the
+    ``updated_at`` of the same write; an end still to come (a fact said to hold until a
+    date) lies after it. So a closed record is told by its own two times, whatever the
+    reader's clock. :meth:`~contextos.types.Filter.matches` holds the same rule."""
+    return (
+        f"({alias}.valid_to IS NULL OR "
+        f"({alias}.valid_to > {now} AND {alias}.valid_to > {alias}.updated_at))"
+    )
+
+
 def where_clause(
     flt: Filter, now: datetime, dialect: Dialect, alias: str = "m"
 ) -> tuple[str, list[object]]:
@@ -61,12 +78,14 @@ def where_clause(
             clauses.append(f"{col} {op} {mark}")
             params.append(dialect.time(bound))
     if not flt.include_invalid:
-        at = dialect.time(now if flt.as_of is None else flt.as_of)
-        clauses.append(f"({a}.valid_to IS NULL OR {a}.valid_to > {mark})")
-        params.append(at)
-        if flt.as_of is not None:
+        if flt.as_of is None:
+            clauses.append(open_clause(a, mark))
+            params.append(dialect.time(now))
+        else:
+            at = dialect.time(flt.as_of)
+            clauses.append(f"({a}.valid_to IS NULL OR {a}.valid_to > {mark})")
             clauses.append(f"({a}.valid_from IS NULL OR {a}.valid_from <= {mark})")
-            params.append(at)
+            params += [at, at]
     for key, value in sorted(flt.metadata.items()):
         check_metadata_key(key)
         tests = [dialect.metadata(a, path, value) for path in metadata_paths(key)]

@@ -58,7 +58,7 @@ from contextos.store.base import (
     stamped_after,
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
-from contextos.store.filters import pointing_clause
+from contextos.store.filters import open_clause, pointing_clause
 from contextos.store.owner_turns import OWNER_TURN_WAIT_S
 from contextos.store.postgres.bm25 import bm25_sql
 from contextos.store.postgres.codec import (
@@ -1395,7 +1395,7 @@ _LIVE_BY_HASH = (
     "WHERE m.tenant = %s AND m.hash = %s "
     "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
     "AND m.session_id IS NOT DISTINCT FROM %s "
-    "AND (m.valid_to IS NULL OR m.valid_to > now())"
+    f"AND {open_clause('m', 'now()')}"
 )
 
 

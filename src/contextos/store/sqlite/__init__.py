@@ -65,7 +65,7 @@ from contextos.store.base import (
     stamped_after,
 )
 from contextos.store.erasure import REPLY_MARK, Scrub
-from contextos.store.filters import pointing_clause
+from contextos.store.filters import open_clause, pointing_clause
 from contextos.store.owner_turns import OWNER_TURN_WAIT_S
 from contextos.store.sqlite.codec import (
     RECORD_COLUMNS,
@@ -120,7 +120,7 @@ _META_SQL = shared.MetaSQL(
 _LIVE_BY_HASH = (
     "INDEXED BY memories_hash WHERE tenant = ? AND hash = ? "
     "AND user_id IS ? AND agent_id IS ? AND session_id IS ? "
-    "AND (valid_to IS NULL OR valid_to > ?)"
+    f"AND {open_clause('memories', '?')}"
 )
 
 
