@@ -89,21 +89,3 @@ def test_a_keyword_hit_an_approximate_vector_search_missed_is_judged_by_its_vect
     assert [(h.record.text, round(h.relevance or 0, 5)) for h in hits] == [
         (fact, round(_cosine(embedder, fact), 5))
     ]
-
-
-def test_a_memory_holding_the_identifier_a_query_names_passes_the_floor(
-    store: Store,
-) -> None:
-    embedder = HashEmbedder(1024)
-    booking = "booking reference 2978347 for the lisbon hotel two nights"
-    invoice = "invoice 0741c7a8 was paid on may third"
-    # What the test rests on: one word of many, so the cosine is under the floor.
-    assert _cosine_of(embedder, "2978347", booking) < FLOOR
-    with Memory(store=store, embedder=embedder, background_embedding=False) as m:
-        m.add([booking, invoice, *(f"note {i} about groceries" for i in range(20))], user_id="ana")
-        hits = m.search("2978347", user_id="ana", min_score=FLOOR)
-        # A query naming no identifier is still held to the floor alone.
-        assert m.search("lisbon", user_id="ana", min_score=0.9) == []
-    assert [h.record.text for h in hits] == [booking]
-    # Its relevance is reported as it is: the floor let it through for its identifier.
-    assert hits[0].relevance is not None and hits[0].relevance < FLOOR

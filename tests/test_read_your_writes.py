@@ -151,8 +151,7 @@ def test_a_floor_judges_a_memory_not_yet_embedded_by_the_vector_it_will_get(
     """``search(min_score=...)`` compares cosines, and a memory whose vector was still
     being made had none: a fact added a moment before was dropped by any floor. Its
     cosine now comes from the vector the worker will store, so it passes or fails the
-    floor as it will once embedded. (A word, not a code such as "zebra99x": a memory
-    holding an identifier the query names passes any floor, see test_min_score_floor.)"""
+    floor as it will once embedded."""
     embedder = HeldBatches()
     with open_memory(kind, tmp_path, embedder=embedder) as m:
         for n in range(12):
@@ -160,17 +159,17 @@ def test_a_floor_judges_a_memory_not_yet_embedded_by_the_vector_it_will_get(
         assert m.flush(timeout=30)
         embedder.hold()
         try:
-            near = m.add("zebraqx", user_id="ana")[0]
+            near = m.add("zebra99x", user_id="ana")[0]
             far = m.add(
-                "the ledger lists zebraqx among invoices receipts payroll audits and taxes",
+                "the ledger lists zebra99x among invoices receipts payroll audits and taxes",
                 user_id="ana",
             )[0]
             assert m.embedding_status().pending == 2
-            pending = {h.record.id: h for h in m.search("zebraqx", user_id="ana", min_score=0.5)}
+            pending = {h.record.id: h for h in m.search("zebra99x", user_id="ana", min_score=0.5)}
         finally:
             embedder.release()
         assert m.flush(timeout=30)
-        embedded = {h.record.id: h for h in m.search("zebraqx", user_id="ana")}
+        embedded = {h.record.id: h for h in m.search("zebra99x", user_id="ana")}
         assert embedded[near.id].relevance == pytest.approx(1.0, abs=1e-5)
         assert embedded[far.id].relevance is not None and embedded[far.id].relevance < 0.5
         assert list(pending) == [near.id]

@@ -432,8 +432,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @click.option(
         "--min-score",
         type=FiniteFloatRange(-1.0, 1.0),
-        help="Leave out hits whose query-memory cosine is below this (e.g. 0.3), "
-        "but for those holding an identifier the query names (an order number, a code).",
+        help="Leave out hits whose query-memory cosine is below this (e.g. 0.3).",
     )
     @group_options()
     @json_option

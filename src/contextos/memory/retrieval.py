@@ -297,12 +297,8 @@ def checked_floor(min_score: object) -> float:
     return floor
 
 
-def above_floor(
-    candidates: Sequence[Candidate], min_score: float, exact: Collection[str] = ()
-) -> list[Candidate]:
-    """The candidates whose query-memory cosine is known and at least ``min_score``, or
-    known and held by a memory holding an identifier the query names (``exact``: see
-    ``HybridRetriever._exact_hits``).
+def above_floor(candidates: Sequence[Candidate], min_score: float) -> list[Candidate]:
+    """The candidates whose query-memory cosine is known and at least ``min_score``.
 
     Why cosine: fused scores are built from ranks, so the best hit of a query about
     nothing stored scores as high as the best hit of a query with a perfect answer;
@@ -313,14 +309,13 @@ def above_floor(
     the embedder refused, or to one of more pending rows than a search embeds. Kept, a
     keyword hit unrelated to the question came back with ``relevance=None`` under a
     floor it missed (a review).
-    Why an identifier passes whatever its cosine: a code or a number is no meaning
-    MiniLM reads, so the only memory holding the invoice number a query names scored
-    0.30 and was dropped at 0.3 while another booking passed (a review). It still needs
-    a known cosine: every hit of a floor search says how near it is.
+    Why a memory holding the code a query names is held to it too: MiniLM reads no
+    meaning in a bare code (the only memory holding an invoice number scored 0.30 for
+    it), but a number of five digits or more is also a step count or an amount, and a
+    floor that let such hits through returned "The stadium seats 15000 people." for
+    "What did I buy for 15000?" (two reviews): a lookup by code is a search without one.
     """
-    return [
-        c for c in candidates if c.cosine is not None and (c.cosine >= min_score or c.id in exact)
-    ]
+    return [c for c in candidates if c.cosine is not None and c.cosine >= min_score]
 
 
 def _checked_embed(embedder: Embedder, texts: Sequence[str]) -> Vectors:
@@ -437,14 +432,13 @@ class HybridRetriever:
             missing = [i for i in ids if i not in in_dense and i not in unembedded]
             unembedded |= self._without_vectors(flt, missing, len(vector))  # and after
             unembedded -= in_dense  # embedded meanwhile, and ranked
-        floor = min_score is not None
-        exact = self._exact_hits(flt, query, lexical) if dense or floor else set()
+        exact = self._exact_hits(flt, query, lexical) if dense else set()
         fused = fuse(lexical, dense, cfg, unembedded - exact, exact)
         if min_score is not None and vector is not None:  # (no vector: refused above)
             if unembedded:
                 fused = self._with_cosines_of_unembedded(flt, fused, unembedded, vector)
             fused = self._with_stored_cosines(flt, fused, unembedded, vector)
-            fused = above_floor(fused, min_score, exact)
+            fused = above_floor(fused, min_score)
         depth = max(cfg.rerank_depth, limit)
         while True:
             hits = self._reranked(query, flt, fused[:depth], cue)

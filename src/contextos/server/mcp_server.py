@@ -143,8 +143,7 @@ class MemoryTools:
         only memories valid at that instant; event_after/event_before: ISO 8601, only
         memories whose event time lies in that range; metadata: equality filters,
         dotted keys look into nested objects; min_score: a floor on each hit's
-        relevance, the query-memory cosine in -1..1, which a hit holding an identifier
-        the query names passes whatever it is). Hits past 4 MiB of text and
+        relevance, the query-memory cosine in -1..1). Hits past 4 MiB of text and
         metadata are left out, as over HTTP."""
         body = s.parse(s.SearchRequest, **_arguments(locals()))
         hits, _cut = ops.search(self._memory(), body)

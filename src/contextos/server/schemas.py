@@ -392,8 +392,7 @@ class SearchRequest(ScopeIn):
     min_score: MinScore | None = Field(
         None,
         description="Relevance floor: keep hits whose query-memory cosine (`relevance`) is at "
-        "least this, and hits holding an identifier the query names (an order number, a "
-        "code); 0.3 keeps 99% of LoCoMo evidence in the top 10 (docs/benchmarks.md).",
+        "least this; 0.3 keeps 99% of LoCoMo evidence in the top 10 (docs/benchmarks.md).",
     )
 
 
