@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from contextos import Memory
+from contextos.engine.session import Session
 from contextos.memory.expansion import expansion_facts
+from contextos.memory.render import render
 from contextos.testing.embedders import HashEmbedder
+from contextos.types import Message
 
 
 @pytest.fixture
@@ -100,12 +103,52 @@ def test_in_utc_an_add_without_a_time_keeps_no_zone(
 
 
 def test_metadata_read_back_is_taken_again_without_a_time(tmp_path: Path, offset: int) -> None:
-    """Every memory this process stores without a time keeps its zone now, so an app's
-    copy of one (``add(text, metadata=read.metadata)``) must not be refused for it."""
+    """Every memory a process outside UTC stores without a time keeps its zone now, so a
+    copy of one (``add(text, metadata=read.metadata)``, an export added back) is taken,
+    in this process and in one of another offset (a server in UTC), plainly and
+    inferring, and dated by that zone's calendar (a review: refused in UTC)."""
     with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
         [first] = m.add("Lunch with Bea at the harbour", user_id="ana")
-        [copy] = m.add("Lunch again", user_id="ana", metadata=m.get(first.id).metadata)
+        read = m.get(first.id).metadata
+        [copy] = m.add("Lunch again", user_id="ana", metadata=read)
         assert copy.metadata["utc_offset"] == offset
-        # Another zone's key, with no time to tell it by, is still refused.
-        with pytest.raises(ValueError, match="'utc_offset' is reserved"):
-            m.add("x", user_id="ana", metadata={"utc_offset": offset - 60})
+    with pytest.MonkeyPatch.context() as utc:  # a process in UTC: a server, a container
+        utc.setenv("TZ", "UTC")
+        time.tzset()
+        with Memory(tmp_path / "m.db", embedder=HashEmbedder()) as m:
+            [back] = m.add("Lunch with Bea at the harbour", user_id="bo", metadata=read)
+            facts = m.add("Yesterday I adopted a cat.", user_id="bo", metadata=read, infer=True)
+    time.tzset()  # the fixture's zone again
+    assert back.metadata["utc_offset"] == offset
+    assert {f.metadata["utc_offset"] for f in facts} == {offset}
+    assert any(_said(_local_yesterday(offset)) in f.text for f in facts)
+
+
+def test_the_same_text_added_from_two_zones_is_one_memory(tmp_path: Path, offset: int) -> None:
+    """A repeat is the same text without a time whatever calendar its add was on: the
+    zone each add keeps left the same text from a laptop and a UTC server two memories."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        [first] = m.add("Ana's locker code is 4471.", user_id="ana")
+    with pytest.MonkeyPatch.context() as utc:
+        utc.setenv("TZ", "UTC")
+        time.tzset()
+        with Memory(tmp_path / "m.db", embedder=HashEmbedder()) as m:
+            [again] = m.add("Ana's locker code is 4471.", user_id="ana")
+            stored = m.get_all(user_id="ana")
+    time.tzset()
+    assert again.id == first.id and len(stored) == 1
+
+
+def test_an_offloaded_turn_is_dated_on_the_process_calendar(tmp_path: Path, offset: int) -> None:
+    """A turn moved from a session into memory by an offload is dated as an add without a
+    time is: in UTC, a turn said at 21:00 in New York was the next day's."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        chat = Session(m.store, "chat", tenant=m.tenant, user_id="ana")
+        for i in range(30):
+            chat.add(Message("user", f"turn {i}: I adopted a cat named Tom and walked the dog."))
+        chat.compact(300, "offload", memory=m, force=True)
+        archived = [r for r in m.get_all(user_id="ana", limit=100) if r.event_time is not None]
+    assert archived
+    assert {r.metadata.get("utc_offset") for r in archived} == {offset}
+    today = datetime.now(timezone(timedelta(minutes=offset))).date()
+    assert {render(r)[1:11] for r in archived} == {today.isoformat()}

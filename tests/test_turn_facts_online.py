@@ -161,14 +161,22 @@ def test_next_year_said_on_new_years_eve_in_california(tmp_path: Path) -> None:
 
 
 def test_a_time_in_utc_keeps_no_zone_and_a_callers_other_zone_is_refused(tmp_path: Path) -> None:
+    """A zone the caller's metadata names against the zone of the time given is refused.
+    Without a time, the caller's zone is that of now (session 51: a memory read back from
+    a process outside UTC keeps its zone, and was refused when added back in UTC)."""
     with memory(tmp_path / "m.db") as m:
         for when in ("2023-05-08T20:00:00", "2023-05-08T20:00:00+00:00", None):
             [turn] = m.add("plain", user_id="ann", event_time=when, dedupe=False)
             assert turn.metadata == {"role": "user"}
         with pytest.raises(ValueError, match="'utc_offset' is reserved"):
             m.add("x", user_id="ann", event_time=LA_EVENING, metadata={UTC_OFFSET: 60})
-        with pytest.raises(ValueError, match="'utc_offset' is reserved"):
-            m.add("x", user_id="ann", metadata={UTC_OFFSET: 60}, infer=True)
+        facts = m.add(
+            "Yesterday I adopted a cat named Tom.",
+            user_id="ann",
+            metadata={UTC_OFFSET: 60},
+            infer=True,
+        )
+        assert facts and {f.metadata[UTC_OFFSET] for f in facts} == {60}
         # The same value, as metadata read from a stored memory carries it, is let through.
         [again] = m.add("y", user_id="ann", event_time=LA_EVENING, metadata={UTC_OFFSET: -420})
         assert again.metadata[UTC_OFFSET] == -420

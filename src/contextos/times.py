@@ -137,9 +137,15 @@ def local_now() -> datetime:
     date, and a question's "yesterday" at 21:00 there boosted that day's memories (a
     review). A time given with its zone still wins; a server whose users live in other
     zones passes each one's (``event_time`` with its offset)."""
-    now = datetime.now(UTC)
-    tz = fixed_zone(now.astimezone())
-    return now if tz is None else now.astimezone(tz)
+    return on_local_calendar(datetime.now(UTC))
+
+
+def on_local_calendar(instant: datetime) -> datetime:
+    """``instant`` in the fixed offset this process's zone (``TZ``) had at it; as it is
+    where that is UTC. A time logged in UTC (a session turn's) then dates what was said
+    by the day the process's user lived in, as :func:`local_now` dates an add."""
+    tz = fixed_zone(instant.astimezone())
+    return instant if tz is None else instant.astimezone(tz)
 
 
 def zone(minutes: object) -> timezone | None:

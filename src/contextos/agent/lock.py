@@ -93,7 +93,25 @@ class _Lease:
     token: str
     lease_s: float
     until: float  # by the store's clock
-    renewed: float = 0.0  # time.monotonic() when ``until`` was stamped
+    #: When ``until`` was stamped, by this process's monotonic and wall clocks
+    #: (:func:`_stamp`).
+    renewed: tuple[float, float] = (0.0, 0.0)
+
+
+def _stamp() -> tuple[float, float]:
+    return time.monotonic(), time.time()
+
+
+def _half_gone(held: _Lease) -> bool:
+    """Whether half the lease has passed since it was stamped, by either clock of this
+    process. Why both: the monotonic clock needs no read of the store's clock per write
+    and a step of this host's clock does not move it, but it stands still while the
+    machine sleeps, and a laptop that woke after its lease ran out would have gone on
+    writing without renewing, past another holder (a review); the wall clock counts the
+    sleep."""
+    monotonic, wall = _stamp()
+    half = held.lease_s / 2
+    return monotonic >= held.renewed[0] + half or wall >= held.renewed[1] + half
 
 
 _HELD: ContextVar[_Lease | None] = ContextVar("contextos_owner_lease", default=None)
@@ -176,15 +194,13 @@ def renew_lease() -> None:
         LeaseLost: the lease ran out and another editor took it (this one was paused).
     """
     held = _HELD.get()
-    # Half a lease by this process's monotonic clock: no read of the store's clock per
-    # write, and a step of this host's clock does not move it.
-    if held is None or time.monotonic() < held.renewed + held.lease_s / 2:
+    if held is None or not _half_gone(held):
         return
     for _ in range(GIVE_BACK_TRIES):  # a waiter renewing its next place may swap between
         meta, revision = held.store.session_meta_revision(held.where)
         if meta.get("holder") != held.token:
             break
-        stamped = time.monotonic()
+        stamped = _stamp()
         until = held.store.clock() + held.lease_s
         if held.store.swap_session_meta(held.where, {**meta, "until": until}, revision=revision):
             held.until, held.renewed = until, stamped
@@ -234,7 +250,7 @@ def owner_lock(
     deadline = time.monotonic() + wait_s
     pause = 0.005
     while True:
-        taking = time.monotonic()  # before the lease is stamped: renewed never too late
+        taking = _stamp()  # before the lease is stamped: renewed never too late
         if (until := _try_take(store, where, token, lease_s)) is not None:
             break
         if time.monotonic() >= deadline:

@@ -108,9 +108,10 @@ def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: int | No
     for col in ("type", "when", "memory"):
         table.add_column(col, overflow="fold")
     for r in records:
-        # The memory's own date, as rendered beside it: in the zone its time was given in
-        # (it showed UTC's day beside the rendered local one: a review).
-        when = local_time(r.event_time, r.metadata) if r.event_time else r.created_at
+        # The memory's own date, as rendered beside it: in the zone its time was given in,
+        # or its add was made in (it showed UTC's day beside the rendered local one: a review).
+        said = r.event_time or r.created_at
+        when = local_time(said, r.metadata) if said is not None else None
         text = render(r)
         if cut is not None and len(text) > cut:
             text = f"{text[:cut]}… ({len(text) - cut:,} more characters: get ID)"

@@ -39,6 +39,7 @@ from contextos.memory.render import FACT_OF, TURN_FACTS
 from contextos.providers.base import PLACEHOLDER_KEY
 from contextos.retry import wait_before_retry
 from contextos.store.records import same_turn
+from contextos.times import on_local_calendar
 from contextos.types import ROLES, Filter, MemoryRecord, Message, Scope, Turn, scope_ids
 
 if TYPE_CHECKING:  # the session module imports this one
@@ -361,7 +362,9 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
             "source_id": turn_ref(t),
         }
         if when is not None:
-            meta["event_time"] = when.isoformat()
+            # On this process's calendar, as an add without a time is dated: in UTC, a
+            # turn said at 21:00 in New York was dated the next day (a review).
+            meta["event_time"] = on_local_calendar(when).isoformat()
         text = _archived_text(t.message)
         if not text or t.message.metadata.get(PLACEHOLDER_KEY):
             # Nothing said (memory.add refuses a run of only empty messages), or only

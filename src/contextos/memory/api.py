@@ -1259,7 +1259,12 @@ def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
     """An exact repeat: the same text, scope and type, and the same event time and
     metadata. Why the last two: "I went to the gym" on 1 May and again on 8 May are
     two events; the second add handed back the first record and stored nothing, so a
-    search of 8 May found no gym."""
+    search of 8 May found no gym. Without an event time, the zone each add kept
+    (``utc_offset``: the calendar its process was on) is left out: the same text added
+    from a laptop in New York and a server in UTC, or by one app either side of a
+    daylight-saving change, was stored twice (a review)."""
+    if a.event_time is None:
+        a, b = _without_zone(a), _without_zone(b)
     return (
         a.hash == b.hash
         and a.scope == b.scope
@@ -1268,6 +1273,11 @@ def _same_memory(a: MemoryRecord, b: MemoryRecord) -> bool:
         # As stored: a tuple the caller passes reads back as a list.
         and (a.metadata == b.metadata or stored_json(a.metadata) == stored_json(b.metadata))
     )
+
+
+def _without_zone(record: MemoryRecord) -> MemoryRecord:
+    meta = {k: v for k, v in record.metadata.items() if k != UTC_OFFSET}
+    return replace(record, metadata=meta)
 
 
 def _check_limit(limit: object) -> None:

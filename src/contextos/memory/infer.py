@@ -33,7 +33,7 @@ from typing import Any
 from contextos.text import sentences as S
 
 from ..store.base import Store, TokenCounter
-from ..times import local_now, offset_minutes, utc
+from ..times import offset_minutes, utc
 from ..types import MemoryRecord, Message, Scope, content_hash
 from .extract import (
     POSITION_ID,
@@ -43,7 +43,14 @@ from .extract import (
     speaker_of,
     turn_ids,
 )
-from .ingest import AddOptions, check_fact_copies, check_metadata_copies, said_local, zoned
+from .ingest import (
+    AddOptions,
+    check_fact_copies,
+    check_metadata_copies,
+    said_local,
+    undated_now,
+    zoned,
+)
 from .reconcile import INFERRED, Outcome, Plan, Reconciler
 from .render import CAPTION_KEYS, FACT_OF, UTC_OFFSET, local_time
 
@@ -154,7 +161,7 @@ def extract_facts(
     (the extractor's, dated) -> decisions and records (:func:`plan_facts`, one source
     turn at a time). What a record needs from its turn (its position, the question it
     answers) goes with the candidates, not added afterwards."""
-    default_time = zoned(opts.event_local, opts.metadata) or local_now()
+    default_time = zoned(opts.event_local, opts.metadata) or undated_now(opts.metadata)
     turns = prepare(messages, opts, default_time)
     extractor = extractor or OfflineExtractor()
     candidates = extractor.extract(turns, session_time=default_time)

@@ -310,9 +310,7 @@ def build_records(
                     f"metadata key {FACT_OF!r} is reserved: it marks a fact stored beside a turn"
                 )
             check_metadata(counted_metadata(meta), RECORD_METADATA)  # before the keys it gets
-            # Said without a time: on this process's calendar, its zone kept (a caller's
-            # own utc_offset must be that zone's, as it must be a given time's).
-            _keep_zone(meta, local if local is not None else local_now())
+            _keep_zone(meta, local if local is not None else undated_now(meta))
             if seq is not None:
                 _refuse_own_seq(meta)
                 meta["seq"] = seq
@@ -539,7 +537,8 @@ def check_said_by(messages: Sequence[Message], opts: AddOptions) -> None:
     for message in messages:
         meta = {**opts.metadata, **message.metadata}
         _refuse_said_by(meta, message)
-        _refuse_other_zone(meta, offset_minutes(said_local(message, opts)))
+        local = said_local(message, opts)
+        _refuse_other_zone(meta, offset_minutes(local if local is not None else undated_now(meta)))
         if opts.scope.session_id is not None:
             _refuse_own_seq(meta)
 
@@ -617,6 +616,22 @@ def said_local(message: Message, opts: AddOptions) -> datetime | None:
     given = message.metadata.get("event_time")
     local = opts.event_local if given is None else opt_local(given, "event_time")
     return zoned(local, {**opts.metadata, **message.metadata})
+
+
+def undated_now(metadata: Mapping[str, Any]) -> datetime:
+    """When a message given no time was said, for its dates: now in the zone the
+    caller's metadata keeps (``utc_offset``, as a memory read back holds it), else on
+    this process's calendar (:func:`~contextos.times.local_now`, kept in ``utc_offset``
+    where it is not UTC). One rule for a plain add, an inferring one and its checks.
+
+    Why the caller's zone: every memory a process outside UTC stores without a time
+    keeps its zone now, and one exported there (``contextos list --json``) was refused
+    when added back in a process of another offset (a server in UTC, the same app after
+    a daylight-saving change): the key was judged against the adding process's zone,
+    though no time was given to tell it by (a review)."""
+    if UTC_OFFSET in metadata:
+        return local_time(datetime.now(UTC), metadata)  # an invalid key: UTC, refused
+    return local_now()
 
 
 def zoned(local: datetime | None, metadata: Mapping[str, Any]) -> datetime | None:
