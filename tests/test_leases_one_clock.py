@@ -23,7 +23,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,6 +33,7 @@ from contextos.store.base import Store
 from contextos.store.sqlite import SQLiteStore
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import MemoryRecord, Message, Scope, content_hash
+from memory_support import FailsOnce
 
 ANA = Scope("default", user_id="ana")
 
@@ -111,23 +111,6 @@ def test_a_claim_within_its_lease_still_holds(tmp_path: Path) -> None:
 
 
 # -- the offload archive hold ---------------------------------------------------------
-
-
-class FailsOnce:
-    """A Memory whose first ``add`` fails: the compaction lists its rotated turns as
-    owed and releases its hold, for the test to hold them as another process would."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.memory, self.failed = memory, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.memory, name)
-
-    def add(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("the store is busy")
-        return self.memory.add(*args, **kwargs)
 
 
 def _owed(memory: Memory) -> tuple[Session, tuple[int, ...]]:

@@ -31,6 +31,7 @@ from contextos.engine.session import Session
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message
+from memory_support import FailsOnce
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 
@@ -244,22 +245,6 @@ def test_a_hold_whose_pid_another_process_took_is_over(tmp_path: Path) -> None:
                 other.kill()
         state = app.state()
         assert state.unarchived == () and sorted(_archived(memory)) == list(range(state.start_seq))
-
-
-class FailsOnce:
-    """A Memory whose first ``add`` fails (the store busy, the embedder down)."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.memory, self.failed = memory, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.memory, name)
-
-    def add(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("the store is busy")
-        return self.memory.add(*args, **kwargs)
 
 
 def test_a_failed_archive_releases_its_hold(tmp_path: Path) -> None:
