@@ -152,3 +152,33 @@ def test_an_offloaded_turn_is_dated_on_the_process_calendar(tmp_path: Path, offs
     assert {r.metadata.get("utc_offset") for r in archived} == {offset}
     today = datetime.now(timezone(timedelta(minutes=offset))).date()
     assert {render(r)[1:11] for r in archived} == {today.isoformat()}
+
+
+def test_an_offloaded_turn_said_with_its_own_time_keeps_its_zone(
+    tmp_path: Path, offset: int
+) -> None:
+    """A turn logged with the speaker's zoned time keeps that zone when an offload moves
+    it into memory, whatever the calendar of the process that moves it."""
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        chat = Session(m.store, "chat", tenant=m.tenant, user_id="ana")
+        said = {"event_time": "2023-05-08T22:00:00-07:00"}  # Los Angeles, 9 May in UTC
+        for i in range(30):
+            chat.add(Message("user", f"turn {i}: I adopted a cat named Tom.", metadata=said))
+        chat.compact(300, "offload", memory=m, force=True)
+        archived = [r for r in m.get_all(user_id="ana", limit=100) if r.event_time is not None]
+    assert archived
+    assert {r.metadata.get("utc_offset") for r in archived} == {-420}
+    assert {render(r)[1:11] for r in archived} == {"2023-05-08"}
+
+
+def test_an_inferring_add_of_a_message_with_its_own_zone_dates_it_there(
+    tmp_path: Path, offset: int
+) -> None:
+    """A message given no time but a zone of its own is said now in that zone, by an
+    inferring add as by a plain one (its "yesterday" was the process's)."""
+    said = Message("user", "Yesterday I adopted a cat named Tom.", metadata={"utc_offset": 0})
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as m:
+        facts = m.add([said], user_id="ana", infer=True)
+    utc_yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert utc_yesterday != _local_yesterday(offset)
+    assert any(_said(utc_yesterday) in f.text for f in facts)

@@ -362,9 +362,11 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
             "source_id": turn_ref(t),
         }
         if when is not None:
-            # On this process's calendar, as an add without a time is dated: in UTC, a
-            # turn said at 21:00 in New York was dated the next day (a review).
-            meta["event_time"] = on_local_calendar(when).isoformat()
+            # A turn's own time as given (its zone is the speaker's); a turn logged
+            # without one on this process's calendar, as an add without a time is dated:
+            # in UTC, a turn said at 21:00 in New York was the next day's (a review).
+            logged = when is t.created_at
+            meta["event_time"] = (on_local_calendar(when) if logged else when).isoformat()
         text = _archived_text(t.message)
         if not text or t.message.metadata.get(PLACEHOLDER_KEY):
             # Nothing said (memory.add refuses a run of only empty messages), or only

@@ -1385,7 +1385,8 @@ def _fixed_keys(record: MemoryRecord) -> dict[str, tuple[Any, str]]:
         FACT_OF: (old.get(FACT_OF, _ABSENT), ": it marks a fact stored beside a turn"),
         UTC_OFFSET: (
             old.get(UTC_OFFSET, 0),
-            ": the library keeps there the zone event_time was given in, in minutes east of UTC",
+            ": the library keeps there the zone of the memory's time (event_time as given; "
+            "without one, when it was added), in minutes east of UTC",
         ),
     }
     if "role" in old:

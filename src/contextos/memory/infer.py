@@ -64,6 +64,9 @@ def prepare(messages: Sequence[Message], opts: AddOptions, default_time: datetim
     ``source_id`` is accepted as the turn id (the extractor reads ``turn_id``), and a
     turn's ``event_time`` (or the call's; ``default_time`` where neither gives one), in
     the zone it was said in (``ingest.said_local``), becomes its ``session_time`` anchor.
+    A message given no time but a zone of its own (``utc_offset``) is said now in that
+    zone, as a plain add reads it (``ingest.undated_now``): its "yesterday" was read on
+    the call's calendar (a review).
     """
     out = []
     for i, message in enumerate(messages):
@@ -73,7 +76,11 @@ def prepare(messages: Sequence[Message], opts: AddOptions, default_time: datetim
             meta["turn_id"] = f"{POSITION_ID}{i}"  # its place in this add (see POSITION_ID)
         elif not turn_ids(message):
             meta["turn_id"] = str(source)
-        when = said_local(message, opts) or default_time
+        when = said_local(message, opts) or (
+            undated_now({**opts.metadata, **message.metadata})
+            if UTC_OFFSET in message.metadata
+            else default_time
+        )
         meta["event_time"] = when
         out.append(replace(message, metadata=meta))
     return out

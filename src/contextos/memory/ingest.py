@@ -514,8 +514,9 @@ def _refuse_other_zone(meta: Mapping[str, Any], offset: int) -> None:
     if UTC_OFFSET in meta and meta[UTC_OFFSET] != offset:
         raise ValueError(
             f"metadata key {UTC_OFFSET!r} is reserved: the library keeps there the zone "
-            f"event_time was given in, in minutes east of UTC ({offset}), which would "
-            f"replace your {meta[UTC_OFFSET]!r}; give event_time with its zone "
+            f"of the memory's time (event_time as given; without one, now), in minutes "
+            f"east of UTC ({offset}), which would replace your {meta[UTC_OFFSET]!r}: a "
+            "whole number of minutes, with event_time given in that zone "
             "(e.g. 2023-05-08T20:00:00-07:00), or your key another name"
         )
 
