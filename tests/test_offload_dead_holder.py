@@ -268,7 +268,7 @@ def test_this_process_never_judges_its_own_hold_dead() -> None:
 
     claim = archive_claim()
     held = HistoryState(unarchived=(1,), archiver=claim, archiver_until=time.time() + 60)
-    assert hold_runs(held)
-    assert not hold_runs(HistoryState(archiver=claim, archiver_until=time.time() - 1))
+    assert hold_runs(held, time.time())
+    assert not hold_runs(HistoryState(archiver=claim, archiver_until=time.time() - 1), time.time())
     if Path("/proc/self/stat").exists():
         assert f"/{os.getpid()}/" in claim

@@ -30,10 +30,10 @@ the waiter's tries fell in held periods, and one redaction waited 30 s for
 ``OwnerBusy`` while an appender made 471 edits (a review).
 
 Every time in the state is the store's clock (``Store.clock``: PostgreSQL's server, one
-SQLite host's), and a lease (or next place) ending more than two of its lengths past it
-counts as ended. Why: each process stamped and judged ``until`` by its own clock, so a
-host 30 s ahead took a lock another held (two holders at once), and a clock stepped back
-kept a dead holder's lease for the step (a review).
+SQLite host's), and a lease (or next place) ending further past it than a holder stamps
+one counts as ended (``store.base.lease_runs``). Why: each process stamped and judged
+``until`` by its own clock, so a host 30 s ahead took a lock another held (two holders
+at once), and a clock stepped back kept a dead holder's lease for the step (a review).
 
 The reserved session (``contextos.lock.<kind>.<digest>``) holds no turns; it
 names the owner's user, so ``forget`` removes it with the user's other data.
@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import StoreError
+from ..store.base import lease_runs
 from ..store.records import LOCK_SESSION_PREFIX
 from ..types import Scope
 
@@ -134,13 +135,6 @@ def lock_scope(scope: Scope, kind: str) -> Scope:
     )
 
 
-def _live(until: object, now: float, lease_s: float) -> bool:
-    """Whether a lease of ``lease_s`` ending at ``until`` runs at ``now`` (the store's
-    clock): not yet ended, and not ending further ahead than a holder could have set it
-    (twice its length: stamped before the clock stepped back)."""
-    return isinstance(until, int | float) and now < until <= now + 2 * lease_s
-
-
 def _lease_of(meta: dict[str, object], default: float) -> float:
     """The length of the lease in ``meta``, as its holder took it (``default``: one
     taken by a version that did not write it)."""
@@ -150,7 +144,7 @@ def _lease_of(meta: dict[str, object], default: float) -> float:
 
 def _next_of(meta: dict[str, object], now: float) -> object:
     """The token of the waiter whose place as next holder is live, or None."""
-    return meta.get("next") if _live(meta.get("next_until"), now, NEXT_S) else None
+    return meta.get("next") if lease_runs(meta.get("next_until"), now, NEXT_S) else None
 
 
 def _holder_dead(meta: dict[str, object]) -> bool:
@@ -174,7 +168,7 @@ def _try_take(store: Store, where: Scope, token: str, lease_s: float) -> float |
     meta, revision = store.session_meta_revision(where)
     now = store.clock()
     waiting = _next_of(meta, now)
-    if _live(meta.get("until"), now, _lease_of(meta, lease_s)) and not _holder_dead(meta):
+    if lease_runs(meta.get("until"), now, _lease_of(meta, lease_s)) and not _holder_dead(meta):
         if waiting is None or (waiting == token and meta["next_until"] < now + NEXT_S / 2):
             place = {**meta, "next": token, "next_until": now + NEXT_S}
             store.swap_session_meta(where, place, revision=revision)

@@ -38,6 +38,7 @@ from contextos.memory.ingest import (
 from contextos.memory.render import FACT_OF, TURN_FACTS
 from contextos.providers.base import PLACEHOLDER_KEY
 from contextos.retry import wait_before_retry
+from contextos.store.base import lease_runs
 from contextos.store.records import same_turn
 from contextos.times import on_local_calendar
 from contextos.types import ROLES, Filter, MemoryRecord, Message, Scope, Turn, scope_ids
@@ -142,13 +143,11 @@ def _holder_died(archiver: str) -> bool:
     return fields[0] in ("Z", "X", "x") or fields[19] != process
 
 
-def hold_runs(state: HistoryState, now: float | None = None) -> bool:
+def hold_runs(state: HistoryState, now: float) -> bool:
     """Whether ``state``'s turns are held by an offload storing them now: a hold
-    (``HistoryState.archiver``) whose lease has not run out at ``now`` (the store's
-    clock, ``Store.clock``, that stamped it; this host's when not given) and whose
-    process is not known to be dead (:func:`_holder_died`). A hold ending more than two
-    leases after ``now`` was stamped before the clock stepped back: no live holder
-    (which takes one lease) stands behind it.
+    (``HistoryState.archiver``) whose lease runs at ``now`` (the store's clock,
+    ``Store.clock``, that stamped it: :func:`~contextos.store.base.lease_runs`) and whose
+    process is not known to be dead (:func:`_holder_died`).
 
     Why the process: a process killed while it stored its turns (OOM, a deploy, kill
     -9) kept them held for the whole lease. The next offload, even the restarted app's,
@@ -159,8 +158,7 @@ def hold_runs(state: HistoryState, now: float | None = None) -> bool:
 
     Why the store's clock: a host whose clock ran more than a lease ahead of the
     holder's took over a live hold, and its turns were stored twice (a review)."""
-    now = time.time() if now is None else now
-    if not state.archiver or not now < state.archiver_until <= now + 2 * ARCHIVE_LEASE_S:
+    if not state.archiver or not lease_runs(state.archiver_until, now, ARCHIVE_LEASE_S):
         return False
     return not _holder_died(state.archiver)
 

@@ -279,8 +279,22 @@ def newest_checks(after: Newest | Sequence[Newest] | None) -> tuple[Newest, ...]
 
 
 #: timestamptz's resolution: a write based on a scope's newest record is stamped at
-#: least this long after it (and a session's activity this long after the last).
+#: least this long after it.
 TICK = timedelta(microseconds=1)
+
+#: How many of its lengths ahead of the store's clock a lease may end and still run: a
+#: holder stamps one length ahead, so an end further off was stamped before the clock
+#: stepped back, and no live holder stands behind it.
+LEASE_REACH = 2
+
+
+def lease_runs(until: object, now: float, lease_s: float) -> bool:
+    """Whether a lease of ``lease_s`` seconds ending at ``until`` still runs at ``now``,
+    both by the store's clock (``Store.clock``): not yet ended, and not ending further
+    ahead than :data:`LEASE_REACH` lengths. Why the bound: a dead holder's lease stamped
+    before the host's clock stepped back an hour held its work for that hour (a review).
+    The offload's archive hold and the agent owner lock judge theirs by it."""
+    return isinstance(until, int | float) and now < until <= now + LEASE_REACH * lease_s
 
 
 def stamped_after(

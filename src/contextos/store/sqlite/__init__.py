@@ -46,6 +46,7 @@ from contextos.errors import NotFound, StoreError, StoreFault
 from contextos.store import forks
 from contextos.store import records as shared  # the parameter of put() is named records
 from contextos.store.base import (
+    LEASE_REACH,
     QUARANTINED_SHOWN,
     Close,
     EmbeddingStatus,
@@ -1220,7 +1221,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             "WHERE p.claimed_until < ? OR p.claimed_by = ? OR p.claimed_until > ? "
             "ORDER BY p.mem_rowid LIMIT ?"
         )
-        beyond = now + max(2 * lease_s, _CLAIM_REACH_S)
+        beyond = now + max(LEASE_REACH * lease_s, _CLAIM_REACH_S)
         # A read first: with nothing to claim no write transaction is opened (an inline
         # flush() then neither waits on another process's write lock nor fails on a
         # read-only file, and flush()'s polling of other claims takes no lock).
