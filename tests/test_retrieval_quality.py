@@ -159,11 +159,16 @@ def stored_memory(
     The turns are added with the hash embedder (same dimensions) and their vectors then
     written by ``re_embed``, before ``embedder`` opens the file: the background worker
     would embed them all once more only for ``re_embed`` to replace its vectors (about
-    70 s of CPU of this module's 230). What is stored does not depend on the embedder."""
-    with Memory(path, embedder=HashEmbedder(dimensions=embedder.dimensions)) as cheap:
+    70 s of CPU of this module's 230). What is stored does not depend on the embedder.
+
+    Without a worker (vectors written inline): a worker still running when ``re_embed``
+    wrote the real vectors took them for another process's embedder and embedded them
+    again with the hash embedder, when the machine was loaded (a suite beside other
+    work: "beside" lost 0.06 of recall within 1,000 tokens, seen twice)."""
+    hashed = HashEmbedder(dimensions=embedder.dimensions)
+    with Memory(path, embedder=hashed, background_embedding=False) as cheap:
         for conv in convs:
             add(cheap, conv, [])
-        assert cheap.flush(timeout=600)
         re_embed(cheap, convs, embedder)
     return Memory(path, embedder=embedder)
 
