@@ -62,7 +62,7 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Literal, Protocol, TypedDict
@@ -90,6 +90,7 @@ from contextos.engine.conversation import (
 )
 from contextos.engine.message_text import mended
 from contextos.engine.offload import text_pieces
+from contextos.engine.owed import Commits, Owed, mark_of, marked
 from contextos.engine.recall import RULES_SHARE, Rules, Shown, recall, scope_rules, shown_turns
 from contextos.engine.session import (
     LOGGED_SESSION_KEY,
@@ -1060,6 +1061,10 @@ class _InFlight:
     anchor: TurnPrint
     retry: bool = False
     superseded: bool = False
+    #: The call's hold on what its commit owes to memory (:meth:`Commits.mark`; empty:
+    #: nothing is owed), and the holds of dead calls its commit takes over.
+    mark: Mapping[str, Any] = field(default_factory=dict)
+    owed: tuple[Owed, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1084,6 +1089,8 @@ class _Split:
     #: The turns the window shows (:func:`~contextos.engine.recall.shown_turns`), in
     #: ``state``: the memories of those are not retrieved.
     shown: Shown = Shown()
+    #: The holds of earlier calls whose commits never ended (:meth:`Commits.find`).
+    owed: tuple[Owed, ...] = ()
 
 
 def _redo(message: Message, said: Turn | TurnPrint) -> Message:
@@ -1206,6 +1213,7 @@ class SessionContext:
         tenant = given.tenant
         self.session = self._session(session, store, tenant, user_id, agent_id)
         self._committer = _Committer(background_commit, _log_of(self.session))
+        self._commits = Commits(self.session) if self.session is not None else None
         wait_on_close = getattr(memory, "wait_on_close", None)  # a Memory; not MemoryLike's
         if background_commit and wait_on_close is not None:
             wait_on_close(self._committer)  # its close waits for the last reply's commit
@@ -1305,6 +1313,12 @@ class SessionContext:
         return self.scope.is_scoped()
 
     @property
+    def _owes(self) -> bool:
+        """Whether a call's commit remembers anything (:meth:`_remember`), so that what
+        it logs is owed to memory until the commit ends (:mod:`.owed`)."""
+        return self.remember and self.memory is not None and self.scope_ok
+
+    @property
     def session_id(self) -> str | None:
         return self.session.session_id if self.session is not None else None
 
@@ -1325,7 +1339,8 @@ class SessionContext:
         self._last_call = now
         restarts = self.session.log_restarts if self.session is not None else 0
         pinned = self._rules(budget)
-        split = self._log_and_split(request, budget, pinned)
+        mark = self._commits.mark() if self._commits is not None and self._owes else {}
+        split = self._log_and_split(request, budget, pinned, mark)
         if self.system_after_compaction is not None:
             request = replace(request, system=self.system_after_compaction(request.system))
         question, history, prefill = split.parts.question, split.history, split.parts.prefill
@@ -1367,7 +1382,8 @@ class SessionContext:
         logged, seqs, anchor = split.logged, split.logged_seqs, split.anchor
         if question is not None and self.session is not None and not split.parts.retry:
             # durable before the call, once it fits
-            [asked] = self.session.add(_strip_wire(question))
+            owes = mark if not split.parts.resent else {}  # a re-sent one is not remembered
+            [asked] = self.session.add(marked(_strip_wire(question), owes))
             logged, seqs = logged + (asked.message,), seqs + (asked.seq,)
             anchor = turn_print(asked)
         prepared = Prepared(
@@ -1376,7 +1392,9 @@ class SessionContext:
         if anchor is not None:  # for its commit; dropped with the Prepared if none comes
             if split.parts.retry:
                 self._supersede(anchor)
-            self._anchors[id(prepared)] = _InFlight(anchor, retry=split.parts.retry)
+            self._anchors[id(prepared)] = _InFlight(
+                anchor, retry=split.parts.retry, mark=mark, owed=split.owed
+            )
             weakref.finalize(prepared, self._anchors.pop, id(prepared), None)
         return prepared
 
@@ -1439,11 +1457,14 @@ class SessionContext:
         model.check_budget(self.budget, reserve)
         return self.budget
 
-    def _log_and_split(self, request: ChatRequest, budget: int, pinned: Rules) -> _Split:
-        """Log what is new but the question and a prefill (:func:`split_request`), then
-        build the history: the conversation as the request continues it (beside the
-        stored rules ``pinned``)."""
-        parts, added = self._log_new(request, budget)
+    def _log_and_split(
+        self, request: ChatRequest, budget: int, pinned: Rules, mark: Mapping[str, Any]
+    ) -> _Split:
+        """Log what is new but the question and a prefill (:func:`split_request`), the
+        turns its commit will remember carrying the call's hold ``mark``, then build the
+        history: the conversation as the request continues it (beside the stored rules
+        ``pinned``), and find the holds of earlier calls owed in it."""
+        parts, added = self._log_new(request, budget, mark)
         new = parts.new
         if self.session is None:
             items = tuple(message_item(f"msg:{i}", m, self.tokenizer) for i, m in enumerate(new))
@@ -1467,12 +1488,22 @@ class SessionContext:
         # where the prints were (a turn leaves the conversation by its seq).
         end = prints[kept - 1].seq if kept else -1
         read = self.session.window_turns(state)
-        turns = [t for t in conversation(read) if t.seq <= end]
+        said = conversation(read)
+        turns = [t for t in said if t.seq <= end]
         items = turn_items(turns, state, self.tokenizer)
         anchor = turn_print(added[-1]) if added else self._own_last(prints)
         newest = f"turn:{end}" if kept else None
         shown = shown_turns(read, state)
-        return _Split(parts, items, newest, logged, logged_seqs, anchor, state, shown)
+        owed = self._owed_in(said, mark)
+        return _Split(parts, items, newest, logged, logged_seqs, anchor, state, shown, owed)
+
+    def _owed_in(self, said: Sequence[Turn], mark: Mapping[str, Any]) -> tuple[Owed, ...]:
+        """The holds of earlier calls owed in the conversation ``said`` (none when this
+        context remembers nothing: what it would owe, it does not do either)."""
+        own = mark_of(mark)
+        if self._commits is None or own is None:
+            return ()
+        return self._commits.find(said, own[0])
 
     def _own_last(self, prints: Sequence[TurnPrint]) -> TurnPrint | None:
         """The log's last turn when this context's user logged it, else None: the anchor
@@ -1489,10 +1520,13 @@ class SessionContext:
             return None
         return prints[-1]
 
-    def _log_new(self, request: ChatRequest, budget: int) -> tuple[Any, list[Turn]]:
+    def _log_new(
+        self, request: ChatRequest, budget: int, mark: Mapping[str, Any]
+    ) -> tuple[Any, list[Turn]]:
         """Split ``request`` against the log (:func:`split_request`) and log what it
         holds that the log lacks (not its question or prefill), only while the log is
-        as read: (the split, the turns logged).
+        as read: (the split, the turns logged). Those its commit remembers
+        (:meth:`_said_beside`) carry the call's hold ``mark`` (:mod:`.owed`).
 
         Why only as read: an app that sends its whole history may send it through two
         wrapped clients of one session (a web request each, two workers). The second
@@ -1521,13 +1555,20 @@ class SessionContext:
             if self.session is None or not new:
                 return parts, []
             try:
-                return parts, self.session.add(*[_strip_wire(m) for m in new], newest=read)
+                owes = [marked(_strip_wire(m), self._owed_mark(m, mark)) for m in new]
+                return parts, self.session.add(*owes, newest=read)
             except Conflict:
                 if attempt == _APPEND_TRIES - 1:
                     raise
                 # calls of one client shared by threads append meanwhile: let them
                 time.sleep(random.uniform(0, _APPEND_PAUSE_S * (attempt + 1)))
         raise AssertionError("unreachable")
+
+    def _owed_mark(self, message: Message, mark: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``mark`` for a message this call logs that its commit remembers (the roles
+        :meth:`_said_beside` keeps), else none."""
+        roles = ("user", "assistant") if self.remember_replies else ("user",)
+        return mark if message.role in roles else {}
 
     def _check_results_sendable(
         self, conversation: Sequence[TurnPrint], new: Sequence[Message]
@@ -1802,8 +1843,23 @@ class SessionContext:
         self._committer.wait()
 
     def _commit(self, prepared: Prepared, call: CallRecord) -> None:
+        """Do what earlier calls' commits owed and never did (:meth:`_recover`), then
+        this call's (:meth:`_log_and_remember`), then settle this call's hold: its turns
+        are owed no more (:mod:`.owed`). Not settled when it raised: the next call of
+        another process, or after this one's lease, does it."""
+        in_flight = self._anchors.pop(id(prepared), None)
+        if in_flight is not None:
+            self._recover(in_flight)
+        reply_seq = self._log_and_remember(prepared, call, in_flight)
+        if in_flight is not None:
+            self._settle(in_flight, prepared, call, reply_seq)
+
+    def _log_and_remember(
+        self, prepared: Prepared, call: CallRecord, in_flight: _InFlight | None
+    ) -> int | None:
         """Log the reply; remember the question, the reply when it came whole, and what
-        the call logged beside its question (:meth:`_said_beside`).
+        the call logged beside its question (:meth:`_said_beside`); the seq the reply
+        was logged at (None: not logged).
 
         A reply with nothing in it (no text, no tool call, no metadata such as a
         compaction block) is not logged: sent back, it would be an empty turn,
@@ -1838,7 +1894,6 @@ class SessionContext:
         the memory writes, for an erasure that landed between the append and them
         (:meth:`_unwrite`).
         """
-        in_flight = self._anchors.pop(id(prepared), None)
         anchor = in_flight.anchor if in_flight is not None else None
         if in_flight is not None and in_flight.superseded:
             call = replace(call, complete=False)  # given up for a retry: abandoned
@@ -1853,7 +1908,7 @@ class SessionContext:
             anchor = None  # no log: nothing to follow
         followed = self._logged_turn(anchor) if anchor is not None else None
         if anchor is not None and followed is None:
-            return  # the session was erased during the call: its answer goes with it
+            return None  # the session was erased during the call: its answer goes with it
         # Before this reply is logged: whether a commit already answered the question.
         answer = (
             self._answer_after(anchor, logged_here=bool(prepared.logged))
@@ -1875,21 +1930,19 @@ class SessionContext:
             # the question has one answer, the first logged. What this call logged
             # beside it is this call's to remember.
             self._unwrite_if_erased(anchor, self._remember(*beside))
-            return
+            return None
         answered = answer is not None
         reply_seq: int | None = None
         if reply is not None:
             reply = _as_logged(reply, prepared, call)
             if anchor is not None:
-                marks: dict[str, Any] = {REPLY_TO_KEY: anchor.seq}
-                if retried:
-                    marks[RETRY_REPLY_KEY] = True
+                marks = self._reply_marks(anchor, call, in_flight)
                 reply = replace(reply, metadata={**reply.metadata, **marks})
             if session is not None:
                 try:
                     reply_seq = self._log_reply(session, reply, followed, anchor)
                 except NotFound:
-                    return  # erased since the read above: nothing was logged
+                    return None  # erased since the read above: nothing was logged
         superseded = in_flight is not None and in_flight.superseded
         question, asked = (
             (None, None) if answered else self._question_of(prepared, anchor, superseded)
@@ -1899,6 +1952,69 @@ class SessionContext:
         if anchor is not None:
             self._forget_cut_branch(prepared, anchor, reply, reply_seq)
         self._unwrite_if_erased(anchor, remembered)
+        return reply_seq
+
+    def _reply_marks(
+        self, anchor: TurnPrint, call: CallRecord, in_flight: _InFlight | None
+    ) -> dict[str, Any]:
+        """The metadata a commit writes on the reply it logs after ``anchor``: the turn
+        it answers, whether it is a retry's, and the call's hold when it is owed."""
+        marks: dict[str, Any] = {REPLY_TO_KEY: anchor.seq}
+        if in_flight is not None and in_flight.retry:
+            marks[RETRY_REPLY_KEY] = True
+        if in_flight is not None and self._marks_reply(call, in_flight):
+            marks.update(in_flight.mark)
+        return marks
+
+    def _marks_reply(self, call: CallRecord, in_flight: _InFlight | None) -> bool:
+        """Whether the reply a commit logs carries the call's hold: it is remembered
+        (whole, and replies are), so a commit killed between its append and its memory
+        write owes it too."""
+        return bool(in_flight is not None and in_flight.mark and call.complete) and (
+            self.remember_replies
+        )
+
+    def _recover(self, in_flight: _InFlight) -> None:
+        """Remember what the dead calls' commits owed (:attr:`_InFlight.owed`, found by
+        this call's prepare): each hold taken over first (:meth:`Commits.take`: of two
+        processes, one does it), then its turns still logged and not in memory yet (the
+        dead commit may have written some), then settled. What an erasure took
+        meanwhile is purged again, as a commit's own writes are.
+
+        Why in this call's commit: it runs off the caller's path, and before this call's
+        own, so a retried question the dead call owed is remembered once
+        (:meth:`_question_of` finds it)."""
+        commits = self._commits
+        taker = mark_of(in_flight.mark)
+        if commits is None or taker is None or not self._owes:
+            return
+        for owed in in_flight.owed:
+            if not commits.take(owed, taker[0]):
+                continue
+            turns = [t for t in owed.turns if self._logged_turn(turn_print(t)) is not None]
+            said = [(t.message, t.seq) for t in turns if not self._remembered(t.seq)]
+            remembered = self._remember(*said)
+            if any(self._logged_turn(turn_print(t)) is None for t in turns):
+                self._unwrite(remembered)  # erased while they were written
+            commits.settle(owed.holder, owed.turns[-1].seq)
+
+    def _settle(
+        self, in_flight: _InFlight, prepared: Prepared, call: CallRecord, reply_seq: int | None
+    ) -> None:
+        """Settle the call's hold once its commit ended, when it marked a turn: its
+        newest marked turn's seq with it (the reply's, else the newest this call logged).
+        Not for a session erased during the call (its meta stays as the erasure left it)."""
+        if self._commits is None or (holder := mark_of(in_flight.mark)) is None:
+            return
+        owed = [
+            s
+            for m, s in zip(prepared.logged, prepared.logged_seqs, strict=True)
+            if mark_of(m.metadata) is not None
+        ]
+        if reply_seq is not None and self._marks_reply(call, in_flight):
+            owed.append(reply_seq)
+        if owed and self._logged_turn(in_flight.anchor) is not None:
+            self._commits.settle(holder[0], max(owed))
 
     def _unwrite_if_erased(
         self, anchor: TurnPrint | None, remembered: Sequence[MemoryRecord]

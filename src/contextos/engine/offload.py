@@ -18,14 +18,14 @@ state's read and compare-and-set, and a read of its log.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from contextos.engine.compaction import HistoryState
+from contextos.engine.holders import holder_claim as archive_claim
+from contextos.engine.holders import holder_died as _holder_died
 from contextos.engine.summarize import turn_ref, turn_time
 from contextos.llm.media_tokens import THINKING_KEY, TOOL_RESULTS_KEY, WIRE_KEY
 from contextos.memory.ingest import (
@@ -62,92 +62,12 @@ _UNSTORED_KEY = "unstored_from"
 #: died elsewhere (another host sharing a PostgreSQL, another container).
 ARCHIVE_LEASE_S = 120.0
 
-#: Where a process's ``/proc`` is (:func:`archive_claim`, :func:`hold_runs`).
-_PROC = "/proc"
-
-
-def _machine() -> str | None:
-    """The boot and pid namespace this process runs in (``<boot id>/<namespace>``): two
-    processes that share it see each other's pids. None where ``/proc`` does not tell
-    them (not Linux), or tells the pids of another namespace than this process's."""
-    try:
-        with open(f"{_PROC}/sys/kernel/random/boot_id", encoding="ascii") as f:
-            boot = f.read().strip()
-        namespace = os.readlink(f"{_PROC}/self/ns/pid")  # "pid:[4026531836]"
-        if os.readlink(f"{_PROC}/self") != str(os.getpid()):
-            return None
-    except (OSError, ValueError):
-        return None
-    return f"{boot}/{namespace.strip('pid:[]')}"
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of ``pid``'s ``/proc/<pid>/stat`` after its name (state first, start
-    time at 19), None when it cannot be read."""
-    try:
-        with open(f"{_PROC}/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return fields if len(fields) > 19 else None
-
-
-#: This process's name in a hold (``<boot id>/<pid namespace>/<pid>/<start time>``, None
-#: where ``/proc`` does not tell it), by pid: a forked child names itself.
-_THIS_PROCESS: dict[int, str | None] = {}
-
-
-def _this_process() -> str | None:
-    """This process, as :func:`archive_claim` names it (read once: ~0.2 ms a time)."""
-    pid = os.getpid()
-    if pid not in _THIS_PROCESS:
-        machine = _machine()
-        fields = _proc_stat(pid) if machine is not None else None
-        _THIS_PROCESS[pid] = None if fields is None else f"{machine}/{pid}/{fields[19]}"
-    return _THIS_PROCESS[pid]
-
-
-def archive_claim() -> str:
-    """A fresh name for one offload's hold on the turns it stores: unique across
-    processes and hosts, and where ``/proc`` tells them, naming the holder's process
-    (``<uuid>@<boot id>/<pid namespace>/<pid>/<start time>``) so that an offload on the
-    same machine sees when it died (:func:`hold_runs`)."""
-    claim, process = uuid.uuid4().hex, _this_process()
-    return claim if process is None else f"{claim}@{process}"
-
-
-def _holder_died(archiver: str) -> bool:
-    """Whether the process ``archiver`` names (:func:`archive_claim`) is known to be
-    gone: it ran on this machine, in this pid namespace, and no process runs as its pid
-    now, or that pid's process is a zombie or started at another time (the pid was used
-    again). False whenever it cannot be told (another machine, a claim by a version
-    that named no process, a process of another user hidden by ``/proc``)."""
-    _, at, holder = archiver.partition("@")
-    machine, _, process = holder.rpartition("/")
-    machine, _, pid_text = machine.rpartition("/")
-    this = _this_process()
-    if not at or not pid_text.isdigit() or this is None or machine != this.rsplit("/", 2)[0]:
-        return False
-    pid = int(pid_text)
-    if pid <= 0 or holder == this:
-        return False  # this process is alive (a process is checked, not a thread's hold)
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the pid exists
-    except ProcessLookupError:
-        return True
-    except OSError:
-        pass  # it exists (another user's: EPERM)
-    fields = _proc_stat(pid)
-    if fields is None:
-        return False  # there, but hidden (hidepid): taken to be alive
-    return fields[0] in ("Z", "X", "x") or fields[19] != process
-
 
 def hold_runs(state: HistoryState, now: float) -> bool:
     """Whether ``state``'s turns are held by an offload storing them now: a hold
     (``HistoryState.archiver``) whose lease runs at ``now`` (the store's clock,
     ``Store.clock``, that stamped it: :func:`~contextos.store.base.lease_runs`) and whose
-    process is not known to be dead (:func:`_holder_died`).
+    process is not known to be dead (:func:`~contextos.engine.holders.holder_died`).
 
     Why the process: a process killed while it stored its turns (OOM, a deploy, kill
     -9) kept them held for the whole lease. The next offload, even the restarted app's,

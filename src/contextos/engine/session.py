@@ -23,7 +23,7 @@ import numbers
 import threading
 import uuid
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Unpack
 
@@ -1759,6 +1759,27 @@ class Session:
         found = self.store.turns(self.scope, after_seq=lo - 1, limit=hi - lo + 1, settled=True)
         wanted = set(seqs)
         return {t.seq: t for t in self._counted([t for t in found if t.seq in wanted])}
+
+    def change_meta(self, key: str, change: Callable[[Any], Any], *, tries: int = 8) -> bool:
+        """Write ``change(value)`` as the session meta's ``key`` (``value``: what the key
+        holds now, None for nothing) only while the meta is as read, reading it again
+        when another writer changed it meanwhile, up to ``tries`` times; False when
+        ``change`` returned None (write nothing) or every try was refused.
+
+        Why here: the meta also holds the compaction state and the log's epoch, which
+        a write of a key beside them must carry over (without the epoch, a long-lived
+        Session took its own write for an erasure and read its whole log again).
+        Used by :mod:`contextos.engine.owed` for the holds of wrapped calls' commits."""
+        if key in (_META_KEY, _EPOCH_KEY):
+            raise ValueError(f"the session meta key {key!r} is the session's own")
+        for _ in range(tries):
+            state, meta, revision = self._read_state()
+            value = change(meta.get(key))
+            if value is None:
+                return False
+            if self._save(state, meta, revision, {key: value}):
+                return True
+        return False
 
     # -- compaction state ----------------------------------------------------------
     def state(self) -> HistoryState:
