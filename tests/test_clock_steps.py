@@ -142,3 +142,35 @@ def test_a_fact_closed_by_a_clock_ahead_is_not_current_to_a_reader_behind_it(
     assert "User lives in Berlin." not in current and "User moved to Paris." in current
     assert "User lives in Berlin." not in found
     assert "Ana's gym pass" in holding
+
+
+@BOTH
+def test_facts_closed_by_a_clock_ahead_leave_the_search_its_candidates(
+    kind: str, tmp_path: Path
+) -> None:
+    """The search's in-process indexes (SQLite's vectors and keywords) judged a close by
+    the reader's clock alone: facts closed by a writer ahead of it took every candidate
+    place of the search and were dropped only when fetched, and the one current fact,
+    ranked below them, was never found."""
+    with _memory(kind, tmp_path) as (m, schema):
+        crowd = [f"locker code {i}" for i in range(130)]  # more than the candidates (100)
+        old = [r.id for text in crowd for r in m.add(text, user_id="ana")]
+        [current] = m.add(
+            "The new locker code sits on a yellow note inside the blue desk drawer by the "
+            "window of the second floor office.",
+            user_id="ana",
+        )
+        ids = ", ".join(f"'{i}'" for i in old)
+        # Closed as a writer STEP_S ahead of this process closes them: valid_to is its
+        # updated_at, both ahead of this clock.
+        _sql(
+            kind,
+            tmp_path,
+            schema,
+            f"UPDATE memories SET valid_to = {time.time() + STEP_S}, "
+            f"updated_at = {time.time() + STEP_S} WHERE id IN ({ids})",
+            f"UPDATE memories SET valid_to = now() + interval '{STEP_S} seconds', "
+            f"updated_at = now() + interval '{STEP_S} seconds' WHERE id IN ({ids})",
+        )
+        found = [h.record.id for h in m.search("locker code", user_id="ana", limit=5)]
+    assert found == [current.id]

@@ -1470,10 +1470,10 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
 
     def _lex_rows(self, where: str, params: Sequence[object]) -> builtins.list[LexRow]:
         return [
-            LexRow(*r)
+            LexRow(*r[:-1], updated_at=r[-1])
             for r in self._reader.execute(
                 "SELECT id, tenant, user_id, agent_id, session_id, memory_type, created_at, "
-                "event_time, valid_from, valid_to, rowid, text, context, scope_terms "
+                "event_time, valid_from, valid_to, rowid, text, context, scope_terms, updated_at "
                 f"FROM memories WHERE {where} ORDER BY rowid",
                 params,
             )
@@ -1511,7 +1511,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         assert self._index is not None
         cur = self._reader.execute(
             "SELECT v.vseq, v.vec, m.id, m.tenant, m.user_id, m.agent_id, m.session_id, "
-            "m.memory_type, m.created_at, m.event_time, m.valid_from, m.valid_to "
+            "m.memory_type, m.created_at, m.event_time, m.valid_from, m.valid_to, m.updated_at "
             f"FROM vectors v JOIN memories m ON m.rowid = v.mem_rowid WHERE {where} "
             "ORDER BY v.vseq",
             params,
@@ -1521,7 +1521,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         while batch := cur.fetchmany(4096):
             good = [r for r in batch if len(r[1]) == dim * 4]
             vecs = np.frombuffer(b"".join(r[1] for r in good), dtype=np.float32)
-            self._index.upsert([IndexRow(*r[2:]) for r in good], vecs.reshape(-1, dim))
+            self._index.upsert(
+                [IndexRow(*r[2:-1], updated_at=r[-1]) for r in good], vecs.reshape(-1, dim)
+            )
             top = max(top, batch[-1][0])
         return int(top)
 

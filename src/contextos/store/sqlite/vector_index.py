@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -42,7 +42,7 @@ _SCOPE_FIELDS = ("agent_id", "session_id", "memory_type")
 #: Rows of one user in a batch from which :meth:`VectorIndex.upsert` appends them as
 #: slices; fewer are written one at a time.
 _SLICED_ROWS = 8
-TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to")
+TIME_FIELDS = ("created_at", "event_time", "valid_from", "valid_to", "updated_at")
 
 
 @dataclass(slots=True)
@@ -63,6 +63,10 @@ class IndexRow:
     event_time: float | None
     valid_from: float | None
     valid_to: float | None
+    #: When the record was last written: a ``valid_to`` no later than it was written by a
+    #: close (``store.filters.open_clause``). Keyword-only, so the rows of the lexical
+    #: index (:class:`~contextos.store.sqlite.lexical_index.LexRow`) keep their order.
+    updated_at: float | None = field(default=None, kw_only=True)
 
 
 class ScopeCodes:
@@ -472,6 +476,8 @@ def time_mask(
             vt = times["valid_to"][:n]
             vf = times["valid_from"][:n]
             mask &= np.isnan(vt) | (vt > at)
-            if flt.as_of is not None:
+            if flt.as_of is None:  # a close is no end to come, whatever this clock says
+                mask &= ~(vt <= times["updated_at"][:n])
+            else:
                 mask &= np.isnan(vf) | (vf <= at)
     return mask
