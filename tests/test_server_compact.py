@@ -181,9 +181,11 @@ def test_the_schemas_strategies_are_the_engines() -> None:
 
 
 def test_a_compaction_that_loses_a_race_is_a_409_and_changes_nothing(tmp_path: Path) -> None:
-    """Another writer (here a library Session pinning and unpinning a turn, as an agent
+    """Another writer (here a library Session pinning and unpinning turns, as an agent
     would, in a loop) saves the state while the server compacts: the server's save is
-    refused (compare-and-set), nothing is written, and the client is told to retry."""
+    refused (compare-and-set), nothing is written, and the client is told to retry.
+    The pins slide (turn k pinned, then k - 1 unpinned), so the state never comes back
+    to one the server read: a state read again unchanged is no race (``Session._save``)."""
     with live_server(tmp_path / "s.db") as server:
         key = server.issue_key("acme")
         for _ in range(5):
@@ -193,9 +195,13 @@ def test_a_compaction_that_loses_a_race_is_a_409_and_changes_nothing(tmp_path: P
 
         def pin_and_unpin() -> None:
             other = Session(store, "race", tenant="acme")
-            while not stop.is_set():
-                for pinned in (True, False):
-                    other.pin(1, pinned)
+            seq = 1
+            other.pin(seq)
+            while not stop.is_set() and seq < 4000:  # the log holds 5,000 turns
+                other.pin(seq + 1)
+                other.pin(seq, False)
+                seq += 1
+            other.pin(seq, False)
 
         writer = threading.Thread(target=pin_and_unpin)
         writer.start()

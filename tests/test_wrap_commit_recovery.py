@@ -56,7 +56,7 @@ from contextos.memory import Memory
 from contextos.providers import wrap
 from contextos.testing.embedders import HashEmbedder
 
-kind, where, schema, base_url, mode, messages = sys.argv[1:7]
+kind, where, schema, base_url, mode, messages, user = sys.argv[1:8]
 if kind == "sqlite":
     memory = Memory(where, embedder=HashEmbedder(), background_embedding=False)
 else:
@@ -90,7 +90,7 @@ class Stopped:
 returned = threading.Event()
 sdk = anthropic.Anthropic(base_url=base_url, api_key="t", max_retries=0)
 options = {"remember": False} if mode == "forget" else {}
-client = wrap(sdk, memory=Stopped(memory), session="chat", user_id="ana", **options)
+client = wrap(sdk, memory=Stopped(memory), session="chat", user_id=user, **options)
 out = client.messages.create(model="claude-sonnet-4-6", max_tokens=64,
                              messages=json.loads(messages))
 print("RETURNED", flush=True)
@@ -128,16 +128,21 @@ def fake() -> Iterator[FakeAnthropic]:
         yield server
 
 
-def _child(where: list[str], fake: FakeAnthropic, mode: str, messages: Any) -> list[str]:
+def _child(
+    where: list[str], fake: FakeAnthropic, mode: str, messages: Any, user: str = "ana"
+) -> list[str]:
     import json
 
-    return [sys.executable, "-c", CHILD, *where, fake.base_url, mode, json.dumps(messages)]
+    args = [*where, fake.base_url, mode, json.dumps(messages), user]
+    return [sys.executable, "-c", CHILD, *args]
 
 
-def _run_child(where: list[str], fake: FakeAnthropic, mode: str, messages: Any) -> str:
+def _run_child(
+    where: list[str], fake: FakeAnthropic, mode: str, messages: Any, user: str = "ana"
+) -> str:
     """Run :data:`CHILD` to its end (or its kill); its stdout."""
     done = subprocess.run(
-        _child(where, fake, mode, messages), capture_output=True, text=True, timeout=120
+        _child(where, fake, mode, messages, user), capture_output=True, text=True, timeout=120
     )
     assert "RETURNED" in done.stdout, done.stderr
     if mode in ("kill", "forget"):
@@ -147,18 +152,20 @@ def _run_child(where: list[str], fake: FakeAnthropic, mode: str, messages: Any) 
     return done.stdout
 
 
-def _ask(memory: Memory, fake: FakeAnthropic, question: str, **options: Any) -> None:
+def _ask(
+    memory: Memory, fake: FakeAnthropic, question: str, user: str = "ana", **options: Any
+) -> None:
     """The next call of the session, in this process, and its commit."""
     with anthropic.Anthropic(base_url=fake.base_url, api_key="t", max_retries=0) as sdk:
-        client = wrap(sdk, memory=memory, session="chat", user_id="ana", **options)
+        client = wrap(sdk, memory=memory, session="chat", user_id=user, **options)
         client.messages.create(
             model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": question}]
         )
         client.flush()
 
 
-def _times_remembered(memory: Memory, text: str) -> int:
-    records = memory.get_all(session_id="chat", user_id="ana", limit=1000)
+def _times_remembered(memory: Memory, text: str, user: str = "ana") -> int:
+    records = memory.get_all(session_id="chat", user_id=user, limit=1000)
     return sum(1 for r in records if r.text == text)
 
 
@@ -327,7 +334,42 @@ def test_of_two_that_find_a_dead_calls_turns_owed_one_takes_them(
                 Commits(Session(store, "chat", tenant=memory.tenant, user_id="ana"))
                 for store in (memory.store, other)
             ]
-            found = [c.find(c.session.conversation(), "a call of ours") for c in takers]
+            found = [
+                c.find(c.session.conversation(), "a call of ours", ("ana", None)) for c in takers
+            ]
             assert [[t.message.content for t in o.turns] for [o] in found] == [[Q1, REPLY]] * 2
             taken = [c.take(o, holder_claim()) for c, [o] in zip(takers, found, strict=True)]
             assert taken.count(True) == 1
+
+
+@BOTH
+def test_in_a_shared_session_a_dead_call_is_recovered_in_its_own_users_scope(
+    kind: str, tmp_path: Path, fake: FakeAnthropic
+) -> None:
+    """Ana's call took over Bob's killed commit and stored his question as Ana's memory,
+    which Bob's scope (and his ``forget``) never found (a review). Bob's next call does it."""
+    with _storage(kind, tmp_path) as (memory, where):
+        _run_child(where, fake, "kill", [{"role": "user", "content": Q1}], user="bob")
+        _ask(memory, fake, Q2)  # Ana's
+        assert _times_remembered(memory, Q1, user="ana") == 0
+        assert _times_remembered(memory, Q1, user="bob") == 0
+        _ask(memory, fake, "And tomorrow?", user="bob")
+        assert _times_remembered(memory, Q1, user="bob") == 1
+        assert _times_remembered(memory, Q1, user="ana") == 0
+
+
+@BOTH
+def test_a_forget_of_the_other_user_brings_back_no_deleted_memory(
+    kind: str, tmp_path: Path, fake: FakeAnthropic
+) -> None:
+    """``forget`` of Ana resets the shared session's meta, and with it the list of the
+    commits that ended: Bob's next call, in a fresh process, took his settled call for a
+    dead one and remembered the question whose memory he had deleted (a review)."""
+    with _storage(kind, tmp_path) as (memory, where):
+        _run_child(where, fake, "plain", [{"role": "user", "content": Q1}], user="bob")
+        _run_child(where, fake, "plain", [{"role": "user", "content": Q2}], user="ana")
+        [said] = [r for r in memory.get_all(session_id="chat", user_id="bob") if r.text == Q1]
+        memory.delete(said.id)
+        memory.forget("ana")
+        _run_child(where, fake, "plain", [{"role": "user", "content": "And now?"}], user="bob")
+        assert _times_remembered(memory, Q1, user="bob") == 0

@@ -1499,11 +1499,19 @@ class SessionContext:
 
     def _owed_in(self, said: Sequence[Turn], mark: Mapping[str, Any]) -> tuple[Owed, ...]:
         """The holds of earlier calls owed in the conversation ``said`` (none when this
-        context remembers nothing: what it would owe, it does not do either)."""
+        context remembers nothing: what it would owe, it does not do either), of this
+        context's user and agent only.
+
+        Why only theirs: a commit remembers in its caller's scope (:meth:`_remember`), so
+        in a session two users share, Ana's call took over Bob's killed commit and
+        stored "Bob: my PIN hint is the dog's name." as Ana's memory, which Bob's
+        scope, and his ``forget``, never found (a review). Bob's next call does it."""
         own = mark_of(mark)
-        if self._commits is None or own is None:
+        if self._commits is None or own is None or self.session is None:
             return ()
-        return self._commits.find(said, own[0])
+        scope = self.session.scope
+        author = (scope.user_id, scope.agent_id)
+        return self._commits.find(said, own[0], author)
 
     def _own_last(self, prints: Sequence[TurnPrint]) -> TurnPrint | None:
         """The log's last turn when this context's user logged it, else None: the anchor

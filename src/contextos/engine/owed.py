@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from contextos.engine.holders import holder_claim, holder_died
 from contextos.store.base import lease_runs
+from contextos.store.records import ERASED_AT_KEY
 from contextos.types import Message, Turn
 
 if TYPE_CHECKING:  # the session module imports offload, which imports holders
@@ -60,6 +61,9 @@ COMMITS_KEY = "commits"
 #: or a live call's question would be remembered twice. A dead holder on the same
 #: machine is seen at once (:func:`~contextos.engine.holders.holder_died`).
 OWED_LEASE_S = 1800.0
+#: Seconds after an erasure's reset of the meta within which a hold still counts as made
+#: before it (:meth:`_Book.ended`): the erasing host's clock against the store's.
+ERASURE_SKEW_S = 60.0
 #: How far back from the conversation's end (in turns) a call looks for owed turns.
 #: Why a bound: the check must cost nothing for a long conversation, and the settled
 #: list must stay small (:data:`SETTLED_KEEP`).
@@ -126,11 +130,16 @@ class _Book:
 
     settled: list[tuple[int, str]]
     taken: dict[str, tuple[str, float]]
+    #: When an erasure last reset the meta (None: never), which took the book with it.
+    erased_at: float | None = None
 
     @classmethod
-    def of(cls, raw: object) -> _Book:
-        """The book the meta's :data:`COMMITS_KEY` holds (``raw``: its value)."""
+    def of(cls, meta: Mapping[str, Any]) -> _Book:
+        """The book of the session's ``meta``: its :data:`COMMITS_KEY`, and when an
+        erasure last reset it (``ERASED_AT_KEY``)."""
+        raw = meta.get(COMMITS_KEY)
         raw = raw if isinstance(raw, dict) else {}
+        erased = meta.get(ERASED_AT_KEY)
         settled = [
             (int(e[0]), str(e[1]))
             for e in raw.get("settled") or []
@@ -141,10 +150,21 @@ class _Book:
             for k, v in (raw.get("taken") or {}).items()
             if isinstance(v, list) and len(v) == 2 and isinstance(v[1], int | float)
         }
-        return cls(settled, taken)
+        return cls(settled, taken, float(erased) if isinstance(erased, int | float) else None)
 
     def is_settled(self, holder: str) -> bool:
         return any(h == holder for _, h in self.settled)
+
+    def ended(self, owed: Owed) -> bool:
+        """Whether ``owed`` counts as done: settled, or made before the last erasure's
+        reset (which dropped the book: whether it was settled is not known, and a
+        memory the user deleted since must not come back; a dead call's turns are
+        lost rather). Made up to :data:`ERASURE_SKEW_S` after it too: the erasing
+        host's clock and the store's may differ."""
+        if self.is_settled(owed.holder):
+            return True
+        made = owed.until - OWED_LEASE_S
+        return self.erased_at is not None and made <= self.erased_at + ERASURE_SKEW_S
 
     def held(self, owed: Owed, now: float) -> bool:
         """Whether ``owed`` is being done: by a process that took it over, else by its
@@ -189,10 +209,13 @@ class Commits:
         """A new call's hold, as the metadata its owed turns carry."""
         return {OWED_KEY: [holder_claim(), self._clock.now() + OWED_LEASE_S]}
 
-    def find(self, said: Sequence[Turn], own: str) -> tuple[Owed, ...]:
+    def find(
+        self, said: Sequence[Turn], own: str, author: tuple[str | None, str | None]
+    ) -> tuple[Owed, ...]:
         """The holds owed among the conversation's last :data:`RECOVER_REACH` turns
-        ``said`` (other than the calling call's, ``own``): none without a read while
-        every mark there is known settled."""
+        ``said`` (other than the calling call's, ``own``) on turns ``author`` (a user id
+        and an agent id) logged: none without a read while every mark there is known
+        settled."""
         if not said:
             return ()
         floor = said[-1].seq - RECOVER_REACH
@@ -203,13 +226,15 @@ class Commits:
             mark = mark_of(turn.message.metadata)
             if mark is None or mark[0] == own or _known(mark[0]):
                 continue
+            if (turn.user_id, turn.agent_id) != author:
+                continue  # another's: done in their scope, by their next call
             found.setdefault(mark[0], (mark[1], []))[1].insert(0, turn)
         if not found:
             return ()
-        book = _Book.of(self.session.store.session_meta(self.session.scope).get(COMMITS_KEY))
+        book = _Book.of(self.session.store.session_meta(self.session.scope))
         _know([h for _, h in book.settled])
         owed = [Owed(h, until, tuple(turns)) for h, (until, turns) in found.items()]
-        owed = [o for o in owed if not book.is_settled(o.holder)]
+        owed = [o for o in owed if not book.ended(o)]
         if not owed:
             return ()
         now = self.session.store.clock()
@@ -220,9 +245,9 @@ class Commits:
         False when it was settled or taken by a running holder meanwhile."""
         clock = self.session.store.clock
 
-        def taken(raw: Any) -> dict[str, Any] | None:
-            book = _Book.of(raw)
-            if book.is_settled(owed.holder) or book.held(owed, clock()):
+        def taken(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+            book = _Book.of(meta)
+            if book.ended(owed) or book.held(owed, clock()):
                 return None
             book.taken[owed.holder] = (taker, clock() + OWED_LEASE_S)
             return book.json()
@@ -234,8 +259,8 @@ class Commits:
         owed no more. Given up after :data:`_TRIES` refused writes: the hold's memories
         are found by their turn marks then (``SessionContext._remembered``)."""
 
-        def settled(raw: Any) -> dict[str, Any]:
-            book = _Book.of(raw)
+        def settled(meta: Mapping[str, Any]) -> dict[str, Any]:
+            book = _Book.of(meta)
             book.taken.pop(holder, None)
             if not book.is_settled(holder):
                 book.settled.append((seq, holder))

@@ -175,6 +175,9 @@ PRINT_BYTES = 150
 #: unchanged no turn was erased, so a moved revision alone (a compaction or pin by
 #: another Session) lets a reader keep the turns it read (:meth:`Session.turns`).
 _EPOCH_KEY = "log_epoch"
+#: Tries of a save while other writers change only other keys of the meta
+#: (:meth:`Session._save`).
+_SAVE_TRIES = 8
 
 #: Segment priorities of the default layout (who is served first when the budget is
 #: short). The question is required and served first; then the instructions; then the
@@ -1760,11 +1763,13 @@ class Session:
         wanted = set(seqs)
         return {t.seq: t for t in self._counted([t for t in found if t.seq in wanted])}
 
-    def change_meta(self, key: str, change: Callable[[Any], Any], *, tries: int = 8) -> bool:
-        """Write ``change(value)`` as the session meta's ``key`` (``value``: what the key
-        holds now, None for nothing) only while the meta is as read, reading it again
-        when another writer changed it meanwhile, up to ``tries`` times; False when
-        ``change`` returned None (write nothing) or every try was refused.
+    def change_meta(
+        self, key: str, change: Callable[[Mapping[str, Any]], Any], *, tries: int = 8
+    ) -> bool:
+        """Write ``change(meta)`` as the session meta's ``key`` (``meta``: the whole meta
+        as it is now) only while the meta is as read, reading it again when another
+        writer changed it meanwhile, up to ``tries`` times; False when ``change``
+        returned None (write nothing) or every try was refused.
 
         Why here: the meta also holds the compaction state and the log's epoch, which
         a write of a key beside them must carry over (without the epoch, a long-lived
@@ -1774,7 +1779,7 @@ class Session:
             raise ValueError(f"the session meta key {key!r} is the session's own")
         for _ in range(tries):
             state, meta, revision = self._read_state()
-            value = change(meta.get(key))
+            value = change(meta)
             if value is None:
                 return False
             if self._save(state, meta, revision, {key: value}):
@@ -1802,13 +1807,29 @@ class Session:
         ``revision`` (when it was read); False when another writer (a compaction or pin
         in another Session or process, an erasure's reset) changed it meanwhile: nothing
         is written then. The log epoch is carried over, or drawn when the meta has none
-        (new, or reset)."""
-        epoch = meta.get(_EPOCH_KEY) or uuid.uuid4().hex
-        new = {**meta, **(extra or {}), _META_KEY: state.to_json(), _EPOCH_KEY: epoch}
-        saved = self.store.swap_session_meta(self.scope, new, revision=revision)
-        if saved and not meta.get(_EPOCH_KEY):
-            self._adopt_epoch(epoch, revision)
-        return saved
+        (new, or reset).
+
+        A writer that changed only other keys does not count: the write is made again
+        on the meta as it is then, up to :data:`_SAVE_TRIES` times, while the state, the
+        epoch and the ``extra`` keys are as read. Why: each wrapped call's commit writes
+        its key (``engine/owed.py``) once it ends, and a compaction in another process
+        (``contextos compact``, the server, a second worker) lost its swap to it and
+        threw its summary (a model call) away: 10 of 11 in a review's run."""
+        # An erasure's reset drops the epoch; without an epoch read, nothing tells a reset
+        # from a state never saved: no second try then.
+        written = (_META_KEY, _EPOCH_KEY, *(extra or {}))
+        for _ in range(_SAVE_TRIES):
+            epoch = meta.get(_EPOCH_KEY) or uuid.uuid4().hex
+            new = {**meta, **(extra or {}), _META_KEY: state.to_json(), _EPOCH_KEY: epoch}
+            if self.store.swap_session_meta(self.scope, new, revision=revision):
+                if not meta.get(_EPOCH_KEY):
+                    self._adopt_epoch(epoch, revision)
+                return True
+            now, now_revision = self.store.session_meta_revision(self.scope)
+            if not meta.get(_EPOCH_KEY) or any(now.get(k) != meta.get(k) for k in written):
+                return False  # another writer changed what this one writes
+            meta, revision = now, now_revision
+        return False
 
     def _adopt_epoch(self, epoch: str, revision: str | None) -> None:
         """Take ``epoch``, just drawn by this Session's own save at ``revision``, as the

@@ -564,10 +564,11 @@ class Store(Protocol):
         deleted earlier too (its events name the record's session; those written
         before they did name none, ``records.ErasedRows.history``), and copies of
         the erased text in other records' reply context. A session that loses turns
-        and lives on (another user's turns remain) has its metadata reset to {}, at
-        a new revision: its rolling summary quoted the erased turns, and the next
-        compaction rebuilds it from those that remain (pins go too); a row that named
-        the user is made again naming nobody.
+        and lives on (another user's turns remain) has its metadata reset to only the
+        erasure's time (``records.ERASED_AT_KEY``), at a new revision: its rolling
+        summary quoted the erased turns, and the next compaction rebuilds it from those
+        that remain (pins go too); a row that named the user is made again naming
+        nobody.
         Returns the number of records removed, an :class:`Erasure` that also counts the
         session log's turns and the logs emptied, in the erasure's transaction. A
         ``KeyboardInterrupt`` once that transaction has committed is raised as

@@ -614,6 +614,12 @@ def append_turn_rows(
 #: ``forget``'s reset, the row's creation by ``append_turns``). Kept inside the JSON so
 #: that no schema migration was needed; ``session_meta`` hands the meta back without it.
 REVISION_KEY = "_revision"
+#: The session meta's key for when an erasure (``forget``) last reset it (seconds since
+#: the epoch, the erasing host's clock). Why: what other writers kept in the meta went
+#: with the reset, and the wrapped calls' record of which commits ended
+#: (``engine/owed.py``) must not read as "none ended": a memory the other user of a
+#: shared session had deleted came back (a review). Holds made before it count as ended.
+ERASED_AT_KEY = "_erased_at"
 
 
 #: A list key's row number: ASCII digits only (``int`` also takes other scripts' digits,
@@ -898,7 +904,8 @@ def reset_session_meta(
     no longer exists cannot change).
     """
     m, json_cast, in_sessions = sql.mark, sql.json_cast, sql.in_sessions
-    body = fresh_meta_json()
+    at = now.timestamp() if isinstance(now, datetime) else float(now)
+    body = fresh_meta_json({ERASED_AT_KEY: at})
     cur.execute(
         f"UPDATE session_meta SET meta = {m}{json_cast}, updated_at = {m} "
         f"WHERE tenant = {m} AND session_id {in_sessions}",
