@@ -1,5 +1,6 @@
 """Memories that fail as a store or an embedder in trouble makes them fail, for the tests
-of what a caller does then (an offload's archive, its hold)."""
+of what a caller does then (an offload's archive, its hold), and the opening of a child
+process's memory on the storage a test made."""
 
 from __future__ import annotations
 
@@ -23,3 +24,20 @@ class FailsOnce:
             self.failed = True
             raise RuntimeError("the store is busy")
         return self.memory.add(*args, **kwargs)
+
+
+#: Source for a child process (``python -c``): opens ``memory`` on the storage named by
+#: the variables ``kind`` ("sqlite" or "postgres"), ``where`` (a file, or a PostgreSQL URL)
+#: and ``schema``, with the hash embedder and vectors written inline.
+OPEN_MEMORY_IN_CHILD = """
+from contextos.memory import Memory
+from contextos.testing.embedders import HashEmbedder
+
+if kind == "sqlite":
+    memory = Memory(where, embedder=HashEmbedder(), background_embedding=False)
+else:
+    from contextos.store.postgres import PostgresStore
+
+    store = PostgresStore(where, schema=schema)
+    memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+"""

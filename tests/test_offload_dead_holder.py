@@ -31,7 +31,7 @@ from contextos.engine.session import Session
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message
-from memory_support import FailsOnce
+from memory_support import OPEN_MEMORY_IN_CHILD, FailsOnce
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 
@@ -39,21 +39,16 @@ BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 #: with ``offload`` (budget 300: the turns do not fit). With ``hang``, its ``memory.add``
 #: says ARCHIVING and waits for a line on stdin before its first store (where the test kills
 #: it, or lets it go on). Prints ``ARCHIVED <records> <rotated?>``.
-CHAT = """
+CHAT = (
+    """
 import sys
 from contextos.engine.session import Session
-from contextos.memory import Memory
-from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message
 
 kind, where, schema, mode, first, last = sys.argv[1:7]
-if kind == "sqlite":
-    memory = Memory(where, embedder=HashEmbedder(), background_embedding=False)
-else:
-    from contextos.store.postgres import PostgresStore
-
-    store = PostgresStore(where, schema=schema)
-    memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+"""
+    + OPEN_MEMORY_IN_CHILD
+    + """
 
 
 class Hangs:
@@ -81,6 +76,7 @@ done = session.compact(300, "offload", memory=Hangs(memory) if mode == "hang" el
 print("ARCHIVED", done.archived, done.plan is not None, flush=True)
 memory.close()
 """
+)
 
 
 @contextmanager

@@ -36,6 +36,7 @@ from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+from memory_support import OPEN_MEMORY_IN_CHILD  # noqa: E402
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 CLAUDE = "claude-sonnet-4-6"
@@ -49,21 +50,16 @@ REPLY = "Noted, no peanuts."
 #: ``hold`` -- the commit says COMMITTING and waits for a line on stdin first; ``plain``
 #: -- the commit runs, and the process exits cleanly; ``forget`` -- ``remember=False``,
 #: and the process is killed as soon as the call returned.
-CHILD = """
+CHILD = (
+    """
 import json, os, signal, sys, threading
 import anthropic
-from contextos.memory import Memory
 from contextos.providers import wrap
-from contextos.testing.embedders import HashEmbedder
 
 kind, where, schema, base_url, mode, messages, user = sys.argv[1:8]
-if kind == "sqlite":
-    memory = Memory(where, embedder=HashEmbedder(), background_embedding=False)
-else:
-    from contextos.store.postgres import PostgresStore
-
-    store = PostgresStore(where, schema=schema)
-    memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+"""
+    + OPEN_MEMORY_IN_CHILD
+    + """
 
 
 class Stopped:
@@ -101,6 +97,7 @@ client.flush()
 memory.close()
 print("DONE", flush=True)
 """
+)
 
 
 @contextmanager
