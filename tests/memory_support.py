@@ -4,9 +4,13 @@ process's memory on the storage a test made."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from contextos import Memory
+from contextos.testing.embedders import HashEmbedder
 
 
 class FailsOnce:
@@ -41,3 +45,23 @@ else:
     store = PostgresStore(where, schema=schema)
     memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
 """
+
+
+@contextmanager
+def child_storage(kind: str, tmp_path: Path) -> Iterator[tuple[Memory, list[str]]]:
+    """A Memory on a real SQLite file or a fresh PostgreSQL schema, and the arguments
+    (``kind``, ``where``, ``schema``) that open the same storage in a child process
+    (:data:`OPEN_MEMORY_IN_CHILD`)."""
+    if kind == "sqlite":
+        db = tmp_path / "m.db"
+        with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
+            yield memory, ["sqlite", str(db), ""]
+        return
+    from pg_support import pg_url, postgres_store
+
+    with postgres_store() as store:
+        memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
+        try:
+            yield memory, ["postgres", pg_url(), store.schema]
+        finally:
+            memory.close()

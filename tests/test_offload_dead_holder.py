@@ -20,8 +20,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +27,8 @@ import pytest
 
 from contextos.engine.session import Session
 from contextos.memory import Memory
-from contextos.testing.embedders import HashEmbedder
 from contextos.types import Message
-from memory_support import OPEN_MEMORY_IN_CHILD, FailsOnce
+from memory_support import OPEN_MEMORY_IN_CHILD, FailsOnce, child_storage
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 
@@ -79,25 +76,6 @@ memory.close()
 )
 
 
-@contextmanager
-def _storage(kind: str, tmp_path: Path) -> Iterator[tuple[Memory, list[str]]]:
-    """A Memory on a real SQLite file or a fresh PostgreSQL schema, and the arguments
-    that open the same storage in :data:`CHAT`."""
-    if kind == "sqlite":
-        db = tmp_path / "m.db"
-        with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
-            yield memory, ["sqlite", str(db), ""]
-        return
-    from pg_support import pg_url, postgres_store
-
-    with postgres_store() as store:
-        memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
-        try:
-            yield memory, ["postgres", pg_url(), store.schema]
-        finally:
-            memory.close()
-
-
 def _holder(where: list[str], first: int, last: int) -> subprocess.Popen[str]:
     """A chat process that compacts and is now inside its archive's ``memory.add``."""
     proc = subprocess.Popen(
@@ -138,7 +116,7 @@ def _session(memory: Memory) -> Session:
 def test_a_new_process_stores_at_once_the_turns_a_killed_offload_held(
     kind: str, tmp_path: Path
 ) -> None:
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         with _holder(where, 0, 40) as holder:
             holder.kill()  # SIGKILL, while its memory.add stores the rotated turns
         assert holder.returncode == -signal.SIGKILL
@@ -163,7 +141,7 @@ def test_a_new_process_stores_at_once_the_turns_a_killed_offload_held(
 
 @BOTH
 def test_a_live_holder_in_another_process_is_not_taken_over(kind: str, tmp_path: Path) -> None:
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         with _holder(where, 0, 40) as holder:
             try:
                 archived, planned = _chat(where, 40, 60)  # another process, meanwhile
@@ -205,7 +183,7 @@ def _let_the_hold_run_out(session: Session) -> None:
 def test_a_hold_named_by_another_machine_lasts_its_lease(tmp_path: Path) -> None:
     # Its process cannot be looked at from here: taken over while it still stores, its
     # turns were stored twice. It is waited for, as before, until the lease runs out.
-    with _storage("sqlite", tmp_path) as (memory, where):
+    with child_storage("sqlite", tmp_path) as (memory, where):
         with _holder(where, 0, 40) as holder:
             holder.kill()
         app = _session(memory)
@@ -224,7 +202,7 @@ def test_a_hold_named_by_another_machine_lasts_its_lease(tmp_path: Path) -> None
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="names processes by /proc")
 def test_a_hold_whose_pid_another_process_took_is_over(tmp_path: Path) -> None:
     # The holder died and its pid went to a new process: it started at another time.
-    with _storage("sqlite", tmp_path) as (memory, where):
+    with child_storage("sqlite", tmp_path) as (memory, where):
         with _holder(where, 0, 40) as holder:
             holder.kill()
         app = _session(memory)
@@ -246,7 +224,7 @@ def test_a_hold_whose_pid_another_process_took_is_over(tmp_path: Path) -> None:
 def test_a_failed_archive_releases_its_hold(tmp_path: Path) -> None:
     # "A failing store in between leaves them listed: the next offload stores them
     # first". It held them for the lease instead, its own process's next call included.
-    with _storage("sqlite", tmp_path) as (memory, _):
+    with child_storage("sqlite", tmp_path) as (memory, _):
         app = _session(memory)
         app.add(*[Message("user", f"turn {i}: about the trip to Lisbon {i}") for i in range(40)])
         flaky = FailsOnce(memory)

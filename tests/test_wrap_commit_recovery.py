@@ -34,9 +34,8 @@ from contextos.engine.owed import COMMITS_KEY, OWED_KEY, Commits  # noqa: E402
 from contextos.engine.session import Session  # noqa: E402
 from contextos.memory import Memory  # noqa: E402
 from contextos.providers import wrap  # noqa: E402
-from contextos.testing.embedders import HashEmbedder  # noqa: E402
 from contextos.testing.fake_anthropic import FakeAnthropic  # noqa: E402
-from memory_support import OPEN_MEMORY_IN_CHILD  # noqa: E402
+from memory_support import OPEN_MEMORY_IN_CHILD, child_storage  # noqa: E402
 
 BOTH = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 CLAUDE = "claude-sonnet-4-6"
@@ -100,25 +99,6 @@ print("DONE", flush=True)
 )
 
 
-@contextmanager
-def _storage(kind: str, tmp_path: Path) -> Iterator[tuple[Memory, list[str]]]:
-    """A Memory on a real SQLite file or a fresh PostgreSQL schema, and the arguments
-    that open the same storage in :data:`CHILD`."""
-    if kind == "sqlite":
-        db = tmp_path / "m.db"
-        with Memory(db, embedder=HashEmbedder(), background_embedding=False) as memory:
-            yield memory, ["sqlite", str(db), ""]
-        return
-    from pg_support import pg_url, postgres_store
-
-    with postgres_store() as store:
-        memory = Memory(store=store, embedder=HashEmbedder(), background_embedding=False)
-        try:
-            yield memory, ["postgres", pg_url(), store.schema]
-        finally:
-            memory.close()
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeAnthropic]:
     with FakeAnthropic(reply=lambda _body: REPLY) as server:
@@ -175,7 +155,7 @@ def _logged(memory: Memory) -> list[str]:
 def test_a_question_whose_commit_was_killed_is_remembered_by_the_next_call(
     kind: str, tmp_path: Path, fake: FakeAnthropic
 ) -> None:
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         _run_child(where, fake, "kill", [{"role": "user", "content": Q1}])
         assert _logged(memory) == [Q1, REPLY]  # the reply was logged, then the kill
         assert _times_remembered(memory, Q1) == 0
@@ -193,7 +173,7 @@ def test_a_question_whose_commit_was_killed_is_remembered_by_the_next_call(
 def test_a_live_holders_commit_is_not_done_twice(
     kind: str, tmp_path: Path, fake: FakeAnthropic
 ) -> None:
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         proc = subprocess.Popen(
             _child(where, fake, "hold", [{"role": "user", "content": Q1}]),
             stdin=subprocess.PIPE,
@@ -223,7 +203,7 @@ def test_a_live_holders_commit_is_not_done_twice(
 def test_a_memory_deleted_after_its_commit_does_not_come_back(
     kind: str, tmp_path: Path, fake: FakeAnthropic
 ) -> None:
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         _run_child(where, fake, "plain", [{"role": "user", "content": Q1}])
         [record] = [r for r in memory.get_all(session_id="chat", user_id="ana") if r.text == Q1]
         memory.delete(record.id)  # the user's: hard-deleted, nothing left to tell it by
@@ -241,7 +221,7 @@ def test_a_question_an_edit_cut_is_not_recovered(
     """The edit's own call (which deletes what the turns it cut had remembered), or with
     ``remember=False`` a later call, finds the killed commit's question cut: gone from
     the conversation, it is owed nothing."""
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         q0, tom, felix = "Hello there.", "My cat is called Tom.", "My cat is called Felix."
         history = [{"role": "user", "content": q0}, {"role": "assistant", "content": REPLY}]
         _run_child(where, fake, "plain", history[:1])
@@ -267,7 +247,7 @@ def test_a_question_an_edit_cut_is_not_recovered(
 def test_nothing_is_owed_by_a_call_that_remembers_nothing(
     kind: str, tmp_path: Path, fake: FakeAnthropic
 ) -> None:
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         _run_child(where, fake, "forget", [{"role": "user", "content": Q1}])
         session = Session(memory.store, "chat", tenant=memory.tenant, user_id="ana")
         [asked, *_] = session.store.turns(session.scope)
@@ -281,7 +261,7 @@ def test_nothing_is_owed_by_a_call_that_remembers_nothing(
 def test_two_processes_recovering_at_once_remember_it_once(
     kind: str, tmp_path: Path, fake: FakeAnthropic
 ) -> None:
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         _run_child(where, fake, "kill", [{"role": "user", "content": Q1}])
         procs = [
             subprocess.Popen(
@@ -324,7 +304,7 @@ def test_of_two_that_find_a_dead_calls_turns_owed_one_takes_them(
     """Both found the hold owed before either took it (the race the compare-and-set
     decides, which the processes above rarely hit): one takes it, and the other's
     take finds it held by a live taker."""
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         _run_child(where, fake, "kill", [{"role": "user", "content": Q1}])
         with _second_handle(where) as other:
             takers = [
@@ -345,7 +325,7 @@ def test_in_a_shared_session_a_dead_call_is_recovered_in_its_own_users_scope(
 ) -> None:
     """Ana's call took over Bob's killed commit and stored his question as Ana's memory,
     which Bob's scope (and his ``forget``) never found (a review). Bob's next call does it."""
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         _run_child(where, fake, "kill", [{"role": "user", "content": Q1}], user="bob")
         _ask(memory, fake, Q2)  # Ana's
         assert _times_remembered(memory, Q1, user="ana") == 0
@@ -362,7 +342,7 @@ def test_a_forget_of_the_other_user_brings_back_no_deleted_memory(
     """``forget`` of Ana resets the shared session's meta, and with it the list of the
     commits that ended: Bob's next call, in a fresh process, took his settled call for a
     dead one and remembered the question whose memory he had deleted (a review)."""
-    with _storage(kind, tmp_path) as (memory, where):
+    with child_storage(kind, tmp_path) as (memory, where):
         _run_child(where, fake, "plain", [{"role": "user", "content": Q1}], user="bob")
         _run_child(where, fake, "plain", [{"role": "user", "content": Q2}], user="ana")
         [said] = [r for r in memory.get_all(session_id="chat", user_id="bob") if r.text == Q1]
