@@ -62,8 +62,10 @@ COMMITS_KEY = "commits"
 #: machine is seen at once (:func:`~contextos.engine.holders.holder_died`).
 OWED_LEASE_S = 1800.0
 #: Seconds after an erasure's reset of the meta within which a hold still counts as made
-#: before it (:meth:`_Book.ended`): the erasing host's clock against the store's.
-ERASURE_SKEW_S = 60.0
+#: before it (:meth:`_Book.ended`). Both are stamped by the store's clock, but a hold's
+#: by a reading carried on by this host's monotonic clock (``_StoreClock``), which may
+#: drift from it a little over a long-lived client.
+ERASURE_SKEW_S = 5.0
 #: How far back from the conversation's end (in turns) a call looks for owed turns.
 #: Why a bound: the check must cost nothing for a long conversation, and the settled
 #: list must stay small (:data:`SETTLED_KEEP`).
@@ -159,8 +161,7 @@ class _Book:
         """Whether ``owed`` counts as done: settled, or made before the last erasure's
         reset (which dropped the book: whether it was settled is not known, and a
         memory the user deleted since must not come back; a dead call's turns are
-        lost rather). Made up to :data:`ERASURE_SKEW_S` after it too: the erasing
-        host's clock and the store's may differ."""
+        lost rather). Made up to :data:`ERASURE_SKEW_S` after it too (see there)."""
         if self.is_settled(owed.holder):
             return True
         made = owed.until - OWED_LEASE_S

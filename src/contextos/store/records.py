@@ -615,7 +615,7 @@ def append_turn_rows(
 #: that no schema migration was needed; ``session_meta`` hands the meta back without it.
 REVISION_KEY = "_revision"
 #: The session meta's key for when an erasure (``forget``) last reset it (seconds since
-#: the epoch, the erasing host's clock). Why: what other writers kept in the meta went
+#: the epoch, by the store's clock: ``Store.clock``). Why: what other writers kept in the meta went
 #: with the reset, and the wrapped calls' record of which commits ended
 #: (``engine/owed.py``) must not read as "none ended": a memory the other user of a
 #: shared session had deleted came back (a review). Holds made before it count as ended.
@@ -891,6 +891,7 @@ def reset_session_meta(
     sessions: object,
     now: Any,
     sql: MetaSQL,
+    erased_at: float,
 ) -> None:
     """``forget``'s reset of the sessions it took turns from (``sessions``, the value
     of the store's ``sql.in_sessions`` test),
@@ -902,10 +903,13 @@ def reset_session_meta(
     another user's turns gets a row again, naming no user: without one, a compaction
     that read "no row" could insert its state after a second erasure (a revision that
     no longer exists cannot change).
+
+    ``erased_at``: the store's clock (``Store.clock``) at the erasure, kept in the meta
+    (:data:`ERASED_AT_KEY`): the wrapped calls' holds it is compared with are stamped by
+    that clock, and the erasing host's may be minutes apart from it (a review).
     """
     m, json_cast, in_sessions = sql.mark, sql.json_cast, sql.in_sessions
-    at = now.timestamp() if isinstance(now, datetime) else float(now)
-    body = fresh_meta_json({ERASED_AT_KEY: at})
+    body = fresh_meta_json({ERASED_AT_KEY: erased_at})
     cur.execute(
         f"UPDATE session_meta SET meta = {m}{json_cast}, updated_at = {m} "
         f"WHERE tenant = {m} AND session_id {in_sessions}",

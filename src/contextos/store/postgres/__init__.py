@@ -751,7 +751,13 @@ class PostgresStore(shared.PatchUpdates, shared.VectorWrites):
                 cur.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
                 # A session that lost turns and lives on (another user's, shared): its
                 # compaction state (the rolling summary quotes those turns) starts over.
-                shared.reset_session_meta(cur, t, sorted({r[0] for r in turns}), _now(), META_SQL)
+                # The server's clock (``clock``), which stamps the holds it is compared with.
+                [(erased_at,)] = cur.execute(
+                    "SELECT extract(epoch FROM clock_timestamp())"
+                ).fetchall()
+                shared.reset_session_meta(
+                    cur, t, sorted({r[0] for r in turns}), _now(), META_SQL, float(erased_at)
+                )
                 emptied = shared.sessions_emptied(
                     cur, t, (r[0] for r in turns), mark="%s", any_of=_any_of, listed=list
                 )

@@ -709,8 +709,9 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
                 db.execute(f"DELETE FROM session_meta WHERE {rows.records}", rows.record_args)
                 # A session that lost turns and lives on (another user's, shared): its
                 # compaction state (the rolling summary quotes those turns) starts over.
+                now = time.time()  # this store's clock (``clock``)
                 shared.reset_session_meta(
-                    db, t, json.dumps(sorted({r[0] for r in turns})), time.time(), _META_SQL
+                    db, t, json.dumps(sorted({r[0] for r in turns})), now, _META_SQL, now
                 )
                 _merge_fts_and_mark_erasure(db, time.time(), rebuild=True)
                 emptied = shared.sessions_emptied(
