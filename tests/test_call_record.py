@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from contextos import Message, ProviderError
+from contextos.engine.owed import OWED_KEY, unmarked
 from contextos.memory import Memory
 from contextos.providers import CallRecord, wrap
 
@@ -83,8 +84,10 @@ def test_new_messages_then_the_reply_are_the_session_log(
     by_calls = [m for c in seen for m in (*c.new_messages, c.reply)]
     failed = [("user", "Still there?")]  # logged by the call that failed (no record)
     assert _said(log) == _said(by_calls[:-1]) + failed + _said(by_calls[-1:])
-    # As the log holds them (no wire form), not as the caller sent them.
-    assert seen[0].new_messages == (log[0],)
+    # As the log holds them (no wire form), not as the caller sent them, and without the
+    # hold its commit owed to memory (the log's own bookkeeping: engine/owed.py).
+    assert OWED_KEY in log[0].metadata
+    assert seen[0].new_messages == (unmarked(log[0]),)
     assert seen[0].new_messages[0] == Message("user", "I moved to Lisbon")
 
 

@@ -90,7 +90,7 @@ from contextos.engine.conversation import (
 )
 from contextos.engine.message_text import mended
 from contextos.engine.offload import text_pieces
-from contextos.engine.owed import Commits, Owed, mark_of, marked
+from contextos.engine.owed import OWED_KEY, Commits, Owed, mark_of, marked
 from contextos.engine.recall import RULES_SHARE, Rules, Shown, recall, scope_rules, shown_turns
 from contextos.engine.session import (
     LOGGED_SESSION_KEY,
@@ -1100,7 +1100,10 @@ def _redo(message: Message, said: Turn | TurnPrint) -> Message:
 
 
 def _strip_wire(message: Message) -> Message:
-    meta = {k: v for k, v in message.metadata.items() if k != WIRE_KEY}
+    """``message`` as the log takes it from the app: without its wire form, nor a hold
+    (``owed_by``) it may carry copied from another call's record: a hold is the log's
+    own, put there by the call that logs the turn (:func:`~contextos.engine.owed.marked`)."""
+    meta = {k: v for k, v in message.metadata.items() if k not in (WIRE_KEY, OWED_KEY)}
     return replace(message, metadata=meta)
 
 

@@ -116,6 +116,14 @@ def marked(message: Message, mark: Mapping[str, Any]) -> Message:
     return replace(message, metadata={**message.metadata, **mark})
 
 
+def unmarked(message: Message) -> Message:
+    """``message`` without a hold (:data:`OWED_KEY`): what the app sees of a logged turn
+    in a call's record, and what it may send, since a hold is only ever the log's own."""
+    if OWED_KEY not in message.metadata:
+        return message
+    return replace(message, metadata={k: v for k, v in message.metadata.items() if k != OWED_KEY})
+
+
 @dataclass(frozen=True)
 class Owed:
     """A hold found neither settled nor running: its holder, its lease's end, and the
@@ -280,4 +288,5 @@ __all__ = [
     "Owed",
     "mark_of",
     "marked",
+    "unmarked",
 ]

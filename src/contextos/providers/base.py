@@ -101,7 +101,7 @@ class Prepared:
     last; ``logged`` the messages this call appended to the session log before
     sending, as the log holds them: the turns the log did not have yet and the
     question (none on a retry, or without a session). The wrapper hands them on
-    as :attr:`CallRecord.new_messages`.
+    as :attr:`CallRecord.new_messages` (:attr:`new_messages`).
     """
 
     window: Window
@@ -114,6 +114,16 @@ class Prepared:
     resent: bool = False
     #: The seq of each turn of ``logged``, in its order (empty without a session).
     logged_seqs: tuple[int, ...] = ()
+
+    @property
+    def new_messages(self) -> tuple[Message, ...]:
+        """``logged`` as the wrapper reports it (:attr:`CallRecord.new_messages`): without
+        the hold its commit owes to memory (``engine/owed.py``), the log's bookkeeping,
+        not the app's (a review: copied from ``new_messages`` into another session, a
+        message took the hold along, and that session's next call "recovered" it)."""
+        from contextos.engine.owed import unmarked
+
+        return tuple(unmarked(m) for m in self.logged)
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,8 @@ class CallRecord:
     (Anthropic: ``applied_edits``, ``compaction_usage``, ``stop_reason``; OpenAI:
     ``cache_write_ttl``), as each adapter's ``extra`` reports it.
     ``new_messages`` are the messages this call appended to the session log
-    before sending (``Prepared.logged``); the reply, logged after it, is
+    before sending (``Prepared.logged``, without the hold its commit owes to memory:
+    ``owed_by`` in the log's metadata); the reply, logged after it, is
     ``reply``. Call by call, ``new_messages`` then ``reply`` are the log.
     """
 
