@@ -19,11 +19,11 @@ import json
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import Any, ClassVar, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -1050,31 +1050,66 @@ def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:
     return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
 
 
-def log_deletion(
+class Deletion(NamedTuple):
+    """One deleted memory, as its deletion is logged (:func:`log_deletions`)."""
+
+    memory_id: str
+    user_id: str | None
+    text: str
+    session_id: str | None
+
+
+#: Ids a statement names at most (``memory_id IN (...)``): under SQLite's 32,766
+#: parameters and PostgreSQL's 65,535, and few enough plans of distinct lengths.
+_IDS_A_STATEMENT = 500
+
+
+def _in_ids(mark: str, ids: Sequence[str]) -> str:
+    """``memory_id IN (...)`` with one parameter an id."""
+    return f"memory_id IN ({','.join([mark] * len(ids))})"
+
+
+def _id_chunks(memory_ids: Sequence[str]) -> Iterator[list[str]]:
+    unique = list(dict.fromkeys(memory_ids))
+    for start in range(0, len(unique), _IDS_A_STATEMENT):
+        yield unique[start : start + _IDS_A_STATEMENT]
+
+
+def log_deletions(
     cur: Any,
     tenant: str,
-    memory_id: str,
-    user_id: str | None,
-    text: str,
+    deletions: Sequence[Deletion],
     *,
-    session_id: str | None,
-    purge: bool,
+    blank: Collection[str],
     at: object,
     actor: str,
     mark: str,
 ) -> None:
-    """Record the deletion of one memory (of ``session_id``) in its history. A purge
-    keeps the event but blanks every text of the memory's history, so the erased words
-    are left nowhere."""
-    if purge:
+    """Record the deletion of each of ``deletions`` in its memory's history. Those whose
+    id is in ``blank`` (a purge) keep the event but every text of their history is
+    blanked, so the erased words are left nowhere.
+
+    Why a statement per 500 ids, not per memory: on PostgreSQL each statement is a round
+    trip, and a purge of a 2,400-turn session with its facts made 7,200 of them (1.4 s
+    of its 2.4 s here, 7.8 s on a loaded CI machine)."""
+    blank_history(cur, tenant, [d.memory_id for d in deletions if d.memory_id in blank], mark=mark)
+    events = [
+        (tenant, d.user_id, d.memory_id, "DELETE", None if d.memory_id in blank else d.text)
+        + (None, at, actor, d.session_id)
+        for d in deletions
+    ]
+    if events:
+        cur.executemany(insert_history_sql(mark), events)
+
+
+def blank_history(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str) -> None:
+    """Blank every text the history of ``memory_ids`` keeps (a purge)."""
+    for chunk in _id_chunks(memory_ids):
         cur.execute(
             "UPDATE history SET old_text = NULL, new_text = NULL "
-            f"WHERE tenant = {mark} AND memory_id = {mark}",
-            (tenant, memory_id),
+            f"WHERE tenant = {mark} AND {_in_ids(mark, chunk)}",
+            (tenant, *chunk),
         )
-    blank = None if purge else text
-    event = (tenant, user_id, memory_id, "DELETE", blank, None, at, actor, session_id)
-    cur.execute(insert_history_sql(mark), event)
 
 
 def history_texts(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str) -> list[str]:
@@ -1083,10 +1118,11 @@ def history_texts(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str
     earlier text (a reply's quote of the turn as first said, by an earlier version)
     must go too; and by an update rewriting such quotes (``RecordUpdate.requote``)."""
     texts: set[str] = set()
-    for memory_id in memory_ids:
+    for chunk in _id_chunks(memory_ids):
         rows = cur.execute(
-            f"SELECT old_text, new_text FROM history WHERE tenant = {mark} AND memory_id = {mark}",
-            (tenant, memory_id),
+            "SELECT old_text, new_text FROM history "
+            f"WHERE tenant = {mark} AND {_in_ids(mark, chunk)}",
+            (tenant, *chunk),
         ).fetchall()
         texts.update(t for row in rows for t in row if t)
     return sorted(texts)
@@ -1103,12 +1139,7 @@ def purge_remains(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str
     (``forget``) (a review)."""
     texts = history_texts(cur, tenant, memory_ids, mark=mark)
     if texts:
-        for memory_id in memory_ids:
-            cur.execute(
-                "UPDATE history SET old_text = NULL, new_text = NULL "
-                f"WHERE tenant = {mark} AND memory_id = {mark}",
-                (tenant, memory_id),
-            )
+        blank_history(cur, tenant, memory_ids, mark=mark)
     return texts
 
 

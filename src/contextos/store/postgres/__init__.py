@@ -1296,20 +1296,15 @@ def _delete_records(
             sessions=sorted({r[3] for r in rows if r[3] is not None}),
             loose={(r[1], r[4]) for r in rows if r[3] is None},
         )
-    for memory_id, user_id, text, session, _agent in rows:
-        blank = purge or memory_id in derived
-        shared.log_deletion(
-            cur,
-            tenant,
-            memory_id,
-            user_id,
-            text,
-            session_id=session,
-            purge=blank,
-            at=now,
-            actor=actor,
-            mark="%s",
-        )
+    shared.log_deletions(
+        cur,
+        tenant,
+        [shared.Deletion(r[0], r[1], r[2], r[3]) for r in rows],
+        blank={r[0] for r in rows if purge or r[0] in derived},
+        at=now,
+        actor=actor,
+        mark="%s",
+    )
     return [r[0] for r in rows]
 
 

@@ -1972,20 +1972,15 @@ def _delete_records(
             sessions=sorted({r[4] for r in rows if r[4] is not None}),
             loose={(r[2], r[5]) for r in rows if r[4] is None},
         )
-    for _rowid, memory_id, user_id, text, session, _agent in rows:
-        blank = purge or memory_id in derived
-        shared.log_deletion(
-            db,
-            tenant,
-            memory_id,
-            user_id,
-            text,
-            session_id=session,
-            purge=blank,
-            at=now,
-            actor=actor,
-            mark="?",
-        )
+    shared.log_deletions(
+        db,
+        tenant,
+        [shared.Deletion(r[1], r[2], r[3], r[4]) for r in rows],
+        blank={r[1] for r in rows if purge or r[1] in derived},
+        at=now,
+        actor=actor,
+        mark="?",
+    )
     return [r[1] for r in rows]
 
 
