@@ -184,8 +184,14 @@ def test_shell_examples_name_real_commands_and_flags(path: Path) -> None:
 def test_shell_examples_are_found() -> None:
     readme = shell_invocations(REPO / "README.md")
     assert readme[0][:9] == ["add", '"I', "moved", "to", "Lisbon", "in", 'May"', "-u", "ana"]
-    assert ["list", "-u", "ana"] in readme and ["keys", "create"] in readme
-    assert len(readme) >= 15
+    assert ["list", "-u", "ana"] in readme and ["forget", "-u", "ana", "--yes"] in readme
+    assert ["keys", "create", "--tenant", "acme", "--name", "laptop"] in readme  # in $(...)
+    # Every command line of the README's blocks, in order (a parser that lost lines would
+    # check fewer of them).
+    assert [words[0] for words in readme] == [
+        *("add", "search", "list", "update", "delete", "forget", "count", "session", "window"),
+        *("keys", "serve", "mcp"),
+    ]
 
 
 # -- the reference pages ----------------------------------------------------------------
