@@ -1360,11 +1360,14 @@ def _scrub_contexts(
         return
     rows: list[tuple[str, str]] = []
     if anywhere:
-        for probe in scrub.probes:
-            rows += cur.execute(
-                "SELECT id, context FROM memories WHERE tenant = %s AND strpos(context, %s) > 0",
-                (tenant, probe),
-            ).fetchall()
+        # One scan for every probe, not one statement a probe: a purge of 700 memories
+        # deleted earlier made 700 round trips, each reading the whole tenant.
+        rows += cur.execute(
+            "SELECT m.id, m.context FROM memories m WHERE m.tenant = %s AND m.context <> '' "
+            "AND EXISTS (SELECT 1 FROM unnest(%s::text[]) AS p(probe) "
+            "WHERE strpos(m.context, p.probe) > 0)",
+            (tenant, list(scrub.probes)),
+        ).fetchall()
     if sessions:
         rows += cur.execute(
             "SELECT id, context FROM memories WHERE tenant = %s AND context <> '' "
@@ -1381,13 +1384,8 @@ def _scrub_contexts(
             "AND session_id IS NULL AND strpos(context, %s) > 0",
             (tenant, *ids, REPLY_MARK),
         ).fetchall()
-    for memory_id, ctx in rows:
-        new = scrub(ctx)
-        if new != ctx:
-            cur.execute(
-                "UPDATE memories SET context = %s WHERE tenant = %s AND id = %s",
-                (new, tenant, memory_id),
-            )
+    changed = [(new, tenant, memory_id) for memory_id, ctx in rows if (new := scrub(ctx)) != ctx]
+    cur.executemany("UPDATE memories SET context = %s WHERE tenant = %s AND id = %s", changed)
 
 
 #: The live records of one scope with one text hash (``find_by_hash``, ``put``'s

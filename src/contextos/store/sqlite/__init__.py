@@ -2035,11 +2035,15 @@ def _scrub_contexts(
         return
     rows: builtins.list[tuple[int, str]] = []
     if anywhere:
-        for probe in scrub.probes:
-            rows += db.execute(
-                "SELECT rowid, context FROM memories WHERE tenant = ? AND instr(context, ?) > 0",
-                (tenant, probe),
-            ).fetchall()
+        # One read of the tenant's contexts for every probe, not a scan a probe (a purge
+        # of 700 memories deleted earlier scanned the tenant 700 times).
+        rows += [
+            (rowid, ctx)
+            for rowid, ctx in db.execute(
+                "SELECT rowid, context FROM memories WHERE tenant = ? AND context != ''", (tenant,)
+            )
+            if any(probe in ctx for probe in scrub.probes)
+        ]
     if sessions:
         rows += db.execute(
             "SELECT rowid, context FROM memories WHERE tenant = ? AND context != '' "
