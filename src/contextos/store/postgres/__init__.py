@@ -1385,7 +1385,8 @@ def _scrub_contexts(
             (tenant, *ids, REPLY_MARK),
         ).fetchall()
     changed = [(new, tenant, memory_id) for memory_id, ctx in rows if (new := scrub(ctx)) != ctx]
-    cur.executemany("UPDATE memories SET context = %s WHERE tenant = %s AND id = %s", changed)
+    if changed:  # psycopg's executemany of nothing still opens a pipeline: a round trip
+        cur.executemany("UPDATE memories SET context = %s WHERE tenant = %s AND id = %s", changed)
 
 
 #: The live records of one scope with one text hash (``find_by_hash``, ``put``'s
