@@ -41,8 +41,8 @@ def test_every_purged_memory_is_blanked_and_logged_once(memory: Memory, count: i
         )
     ]
     assert len(set(ids)) == count
-    # Memories changed before the purge have more than one event to blank; the last id
-    # of each statement and the first of the next among them.
+    # Memories changed before the purge have more than one event to blank: some at
+    # either end of the list and around its 500th id.
     edited = {ids[0], ids[A_STATEMENT - 1], ids[-1], *ids[A_STATEMENT : A_STATEMENT + 1]}
     for memory_id in edited:
         memory.update(memory_id, f"edited {memory_id}")

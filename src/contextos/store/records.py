@@ -1059,20 +1059,21 @@ class Deletion(NamedTuple):
     session_id: str | None
 
 
-#: Ids a statement names at most (``memory_id IN (...)``): under SQLite's 32,766
-#: parameters and PostgreSQL's 65,535, and few enough plans of distinct lengths.
-_IDS_A_STATEMENT = 500
+#: Ids a statement names at most (``id IN (...)``): under SQLite's 32,766 parameters
+#: and PostgreSQL's 65,535, and few enough plans of distinct lengths.
+IDS_A_STATEMENT = 500
+
+
+def id_chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    """``ids``, each once, in lists of at most :data:`IDS_A_STATEMENT`: one a statement."""
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), IDS_A_STATEMENT):
+        yield unique[start : start + IDS_A_STATEMENT]
 
 
 def _in_ids(mark: str, ids: Sequence[str]) -> str:
     """``memory_id IN (...)`` with one parameter an id."""
     return f"memory_id IN ({','.join([mark] * len(ids))})"
-
-
-def _id_chunks(memory_ids: Sequence[str]) -> Iterator[list[str]]:
-    unique = list(dict.fromkeys(memory_ids))
-    for start in range(0, len(unique), _IDS_A_STATEMENT):
-        yield unique[start : start + _IDS_A_STATEMENT]
 
 
 def log_deletions(
@@ -1104,7 +1105,7 @@ def log_deletions(
 
 def blank_history(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str) -> None:
     """Blank every text the history of ``memory_ids`` keeps (a purge)."""
-    for chunk in _id_chunks(memory_ids):
+    for chunk in id_chunks(memory_ids):
         cur.execute(
             "UPDATE history SET old_text = NULL, new_text = NULL "
             f"WHERE tenant = {mark} AND {_in_ids(mark, chunk)}",
@@ -1118,7 +1119,7 @@ def history_texts(cur: Any, tenant: str, memory_ids: Sequence[str], *, mark: str
     earlier text (a reply's quote of the turn as first said, by an earlier version)
     must go too; and by an update rewriting such quotes (``RecordUpdate.requote``)."""
     texts: set[str] = set()
-    for chunk in _id_chunks(memory_ids):
+    for chunk in id_chunks(memory_ids):
         rows = cur.execute(
             "SELECT old_text, new_text FROM history "
             f"WHERE tenant = {mark} AND {_in_ids(mark, chunk)}",

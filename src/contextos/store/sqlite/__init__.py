@@ -491,7 +491,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         if not ids:
             return []
         found: dict[str, MemoryRecord] = {}
-        chunks = list(_chunks(list(ids), 500))
+        chunks = list(shared.id_chunks(ids))
         # More than one statement: all in one read transaction, so the records are of
         # one moment (as PostgreSQL's one statement gives), not split by a commit.
         with self._snapshot() if len(chunks) > 1 else contextlib.nullcontext():
@@ -1136,7 +1136,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
             return []
         where, params = filter_sql(flt, time.time())
         ok: set[str] = set()
-        for chunk in _chunks([h[0] for h in hits], 500):
+        for chunk in shared.id_chunks([h[0] for h in hits]):
             marks = ",".join("?" * len(chunk))
             ok.update(
                 r[0]
@@ -2380,8 +2380,3 @@ def _stale_vectors(model: str, dimensions: int | None) -> tuple[str, tuple[objec
     same = "UNION ALL SELECT mem_rowid FROM vectors WHERE model = ? AND length(vec)"
     stale += f" {same} < ? {same} > ?"
     return stale, (model, model, model, size, model, size)
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
