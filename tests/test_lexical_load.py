@@ -108,9 +108,21 @@ def _reference(rows: list[LexRow]) -> tuple[Counter[tuple[str, int, int]], list[
     return counts, lengths
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_tokens_are_fts5s_own(seed: int) -> None:
-    rows = _rows(seed, 300)
+#: A batch the tokenizer reads in two halves at once (``SPLIT_ROWS``), odd so the halves
+#: differ, its second half holding words the first has not.
+SPLIT = lexical_index.SPLIT_ROWS + 1
+
+
+def _split_rows(seed: int) -> list[LexRow]:
+    rows = _rows(seed, SPLIT)
+    for n in range(SPLIT // 2, SPLIT, 7):
+        rows[n].text += f" only{n} zz{n % 13}"
+    return rows
+
+
+@pytest.mark.parametrize(("seed", "count"), [(1, 300), (2, 300), (3, 300), (4, SPLIT)])
+def test_the_tokens_are_fts5s_own(seed: int, count: int) -> None:
+    rows = _rows(seed, count) if count < SPLIT else _split_rows(seed)
     tokenizer = Tokenizer()
     try:
         tokens = tokenizer.rows(rows)
@@ -179,6 +191,16 @@ def _check_block(index: LexicalIndex, rows: list[LexRow]) -> None:
         positions = postings.entries[0::3]
         assert postings.live == len(positions)
         assert list(positions) == sorted(positions)  # added in row order
+
+
+def test_a_load_read_in_two_halves_holds_every_row() -> None:
+    rows = _split_rows(5)
+    index = LexicalIndex()
+    try:
+        index.load("t", "u", rows)
+        _check_block(index, rows)
+    finally:
+        index.close()
 
 
 def test_a_second_batch_adds_to_the_terms_held() -> None:
@@ -260,3 +282,24 @@ def test_resized_is_numpys_resize(size: int, dtype: type[np.generic]) -> None:
     got = lexical_index._resized(values, size)  # noqa: SLF001
     want = np.resize(values, size)
     assert got.dtype == want.dtype and got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("count", [300, SPLIT])
+def test_a_batch_that_fails_leaves_the_tokenizer_usable(count: int) -> None:
+    """A text SQLite cannot take (a lone surrogate) fails the batch; in either half of a
+    batch read in two, no transaction is left open and the next batch is tokenized."""
+    rows = _rows(6, count)
+    rows[-1].text = "bad \ud800 text"
+    tokenizer = Tokenizer()
+    try:
+        with pytest.raises(UnicodeEncodeError):
+            tokenizer.rows(rows)
+        rows[-1].text = "fine"
+        rows[0].text = "bad \ud800 text"
+        with pytest.raises(UnicodeEncodeError):
+            tokenizer.rows(rows)
+        good = _rows(6, count)
+        counts, lengths = _reference(good)
+        assert tokenizer.rows(good).lengths.tolist() == lengths
+    finally:
+        tokenizer.close()

@@ -50,11 +50,13 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import os
 import sqlite3
 import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import TypeVar
@@ -203,6 +205,119 @@ def _counted(
     )
 
 
+#: Rows from which :meth:`Tokenizer.rows` reads two halves at once. Why: reading a
+#: table's token instances (``_PER_TERM``: SQLite walks every instance and joins the
+#: codes) is the largest part of a user's first load (0.28 of 0.93 s for a user of
+#: 60,000 memories, the CLI's cold search), it runs in C without the GIL, and two
+#: tables are read in parallel at full speed. The inserts are not split: FTS5's
+#: tokenizing contends on SQLite's global allocator mutex and ran no faster on two
+#: threads (each half took about 4x its time alone). Below this, a batch (an add's rows)
+#: is too small to pay for a second table and a thread (~0.5 ms).
+SPLIT_ROWS = 4096
+
+
+def _private_table() -> sqlite3.Connection:
+    """A private in-memory connection holding the FTS5 table ``t`` that tokenizes and
+    its ``fts5vocab`` table ``v``."""
+    db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    # Only its terms are read (``fts5vocab``), never its rows, and every batch is
+    # rolled back: no copy of the texts (content ''), no column sizes, no merging of
+    # the segments a batch writes (automerge 0): the same terms, ~45% less time to
+    # insert a batch.
+    db.execute(
+        "CREATE VIRTUAL TABLE t USING fts5(text, context, scope_terms, "
+        f"tokenize=\"{TOKENIZE}\", content='', columnsize=0)"
+    )
+    db.execute("INSERT INTO t (t, rank) VALUES ('automerge', 0)")
+    db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, instance)")
+    return db
+
+
+#: One table's token instances: per term (its raw bytes; None for the empty term), the
+#: codes of its instances joined by commas (``_PER_TERM``).
+_PerTerm = list[tuple[bytes | None, str]]
+
+
+def _insert(db: sqlite3.Connection, rows: Sequence[LexRow], first: int) -> None:
+    """Open a transaction on ``db``'s table and insert ``rows``, numbered from
+    ``first`` (so the codes of two tables' halves are the batch's row numbers)."""
+    db.execute("BEGIN")
+    try:
+        db.executemany(
+            "INSERT INTO t (rowid, text, context, scope_terms) VALUES (?, ?, ?, ?)",
+            (
+                (first + i, fts_text(r.text), fts_text(r.context), r.scope_terms)
+                for i, r in enumerate(rows)
+            ),
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _read_and_empty(db: sqlite3.Connection) -> _PerTerm:
+    """The instances of what :func:`_insert` put into ``db``'s table, which is then
+    emptied (the table is only a tokenizer)."""
+    try:
+        return db.execute(_PER_TERM).fetchall()
+    finally:
+        db.execute("ROLLBACK")
+
+
+def _instances_of(db: sqlite3.Connection, rows: Sequence[LexRow], first: int) -> _PerTerm:
+    """``rows`` tokenized in ``db``'s table: their instances (:func:`_read_and_empty`)."""
+    _insert(db, rows, first)
+    return _read_and_empty(db)
+
+
+def _read_in_parallel(db: sqlite3.Connection, rows: Sequence[LexRow]) -> list[_PerTerm]:
+    """``rows`` tokenized in two halves: the first in ``db``'s table, the second in a
+    private table of its own; both inserted here, then read at once, the second on a
+    helper thread (see :data:`SPLIT_ROWS`)."""
+    half = len(rows) // 2
+    helper = _private_table()
+    try:
+        _insert(db, rows[:half], 0)
+        try:
+            _insert(helper, rows[half:], half)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        with ThreadPoolExecutor(1, thread_name_prefix="contextos-tokenize") as pool:
+            second = pool.submit(_read_and_empty, helper)
+            try:
+                first = _read_and_empty(db)
+            finally:
+                rest = second.result()  # waited for, even when the first read failed
+        return [first, rest]
+    finally:
+        helper.close()
+
+
+def _joined(
+    parts: Sequence[_PerTerm],
+) -> tuple[list[str], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The vocabulary of ``parts`` (each term once, in the raw bytes' order) and every
+    instance's term (an index into it) and code, part after part."""
+    raw = sorted(
+        {term for part in parts for term, _ in part}, key=lambda t: (t is not None, t or b"")
+    )
+    index = {term: i for i, term in enumerate(raw)}
+    terms, joined = [], []
+    for part in parts:
+        sizes = [codes.count(",") + 1 for _, codes in part]
+        ids = np.array([index[term] for term, _ in part], dtype=np.int64)
+        terms.append(np.repeat(ids, sizes))
+        joined.append(",".join([codes for _, codes in part]))
+    term = np.concatenate(terms) if terms else _NO_CODES
+    text = ",".join(j for j in joined if j)
+    # Parsed in C (a list of a million strings, then numpy's conversion: ~8x longer).
+    code = np.fromstring(text, dtype=np.int64, sep=",") if text else _NO_CODES
+    if len(code) != len(term):  # not one integer per code: numpy stopped early
+        raise ValueError("unexpected fts5vocab codes")
+    return [_term(term) for term in raw], term, code
+
+
 class Tokenizer:
     """FTS5's tokenizer, run on a private in-memory FTS5 table (Python's sqlite3 has no
     other way to call it). ~15 us a LoCoMo turn.
@@ -218,17 +333,7 @@ class Tokenizer:
     server). The same word in a query is cut and decoded alike, so it still matches."""
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        # Only its terms are read (``fts5vocab``), never its rows, and every batch is
-        # rolled back: no copy of the texts (content ''), no column sizes, no merging of
-        # the segments a batch writes (automerge 0): the same terms, ~45% less time to
-        # insert a batch.
-        self._db.execute(
-            "CREATE VIRTUAL TABLE t USING fts5(text, context, scope_terms, "
-            f"tokenize=\"{TOKENIZE}\", content='', columnsize=0)"
-        )
-        self._db.execute("INSERT INTO t (t, rank) VALUES ('automerge', 0)")
-        self._db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, instance)")
+        self._db = _private_table()
         self._lock = threading.Lock()
         self._words: dict[str, tuple[str, ...]] = {}
 
@@ -239,29 +344,17 @@ class Tokenizer:
         (a user of 20,000 sixty-word memories: 3.5 s before the first search answered).
         The instances come out of ``fts5vocab`` in term order, so SQLite joins each
         term's (row, column) codes into one string without sorting, and numpy counts
-        them."""
+        them.
+
+        A batch of :data:`SPLIT_ROWS` or more (a user's first load) is cut in two
+        halves, each inserted into a table of its own, and the two tables' instances
+        are read at once, one on a helper thread (:func:`_read_in_parallel`)."""
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT INTO t (rowid, text, context, scope_terms) VALUES (?, ?, ?, ?)",
-                    (
-                        (i, fts_text(r.text), fts_text(r.context), r.scope_terms)
-                        for i, r in enumerate(rows)
-                    ),
-                )
-                per_term = self._db.execute(_PER_TERM).fetchall()
-            finally:
-                self._db.execute("ROLLBACK")  # the table is only a tokenizer: keep it empty
-        vocab = [_term(term) for term, _ in per_term]
-        sizes = [codes.count(",") + 1 for _, codes in per_term]
-        term = np.repeat(np.arange(len(vocab), dtype=np.int64), sizes)
-        joined = ",".join([codes for _, codes in per_term])
-        # Parsed in C (a list of a million strings, then numpy's conversion: ~8x longer).
-        code = np.fromstring(joined, dtype=np.int64, sep=",") if joined else _NO_CODES
-        if len(code) != len(term):  # not one integer per code: numpy stopped early
-            raise ValueError("unexpected fts5vocab codes")
-        return _counted(vocab, term, code, len(rows))
+            if len(rows) < SPLIT_ROWS or (os.cpu_count() or 1) < 2:
+                parts = [_instances_of(self._db, rows, 0)]
+            else:
+                parts = _read_in_parallel(self._db, rows)
+        return _counted(*_joined(parts), len(rows))
 
     def word(self, word: str) -> tuple[str, ...]:
         """The terms FTS5 makes of one query word (its stem; cached); none for a word of
