@@ -607,7 +607,7 @@ def _statement(clause: str) -> str:
 def _worth_keeping(core: str, timed: bool, names: Sequence[str], *, asked: bool = False) -> bool:
     """False for chit-chat: greetings, thanks, praise, questions. What a question held
     (``asked``: :func:`_question_fact`) is kept only with a first person and an anchor."""
-    if S.is_question(core):
+    if S.is_question(core) or S.foreign_chitchat(core, names):
         return False
     ignore = {n.lower() for n in names}
     words = S.content_words(core, ignore)

@@ -8,6 +8,7 @@ on every turn at hundreds of turns per second on two cores.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Collection
@@ -109,6 +110,93 @@ that'll there'll gonna 'cause cause anyways yet ever appreciate appreciated luck
 dang wish luck cheers brilliant neat wild crazy long time bummer sorry hear heard glad advice
 """
 )
+
+# -- another language ------------------------------------------------------------
+#: Words of :data:`STOPWORDS` that are also words of their own in the languages the
+#: extractor's chat meets most (Spanish, Portuguese, French, Italian, Catalan, German,
+#: Dutch, Polish, Czech), or said in any of them (interjections): no sign of English.
+_SHARED_WORDS = word_set(
+    """
+    a i me my mine myself no do to on so he as has by an am in was will also see kind sort
+    super cool ok okay wow oh ah hey hi hello haha lol omg yeah yep nope bye sure it
+    """
+)
+#: Words that show a sentence is English: :data:`STOPWORDS` but the shared ones.
+_ENGLISH_WORDS = STOPWORDS - _SHARED_WORDS
+#: Function words and the commonest verb forms of those languages, none an English
+#: word ("son", "die", "hat", "ai", "os", "com", "mit" left out): a sentence holding
+#: one, and no English word (:data:`_ENGLISH_WORDS`), is in another language
+#: (:func:`reads_foreign`).
+_FOREIGN_WORDS = word_set(
+    """
+    que el los las del y en es está están estoy estás soy fue hay muy pero por para con una
+    unos unas se le les mi mis tu tus su sus nos te voy vas vamos tengo tiene tienen ayer
+    hoy mañana también cuando porque
+    je il elle nous vous ils elles est au aux des du pas ne ce cette mais très suis sommes
+    sont avons avez vais leur c'est j'ai n'est qu'il aujourd'hui hier demain
+    eu não uma ao mas muito da dos das você ele ela sou estou vou tenho é foi
+    che è non gli della sono ho abbiamo anche perché oggi ieri domani
+    der das und ist nicht ich wir ein eine auf für dem sie ihr sind habe heute gestern
+    morgen aber oder auch
+    het een niet ik wij jij zijn heb
+    w się nie jest że jak z czy jestem jesteśmy jsem jsme
+    """
+)
+#: Greetings, thanks and assent in those languages: with :data:`_FOREIGN_WORDS`, what a
+#: sentence of chit-chat is made of ("¡Hola!", "Danke schön!", "Claro que sí.").
+_FOREIGN_CHITCHAT = word_set(
+    """
+    hola gracias muchas buenas buenos días dias noches tardes adiós adios claro vale bueno
+    genial perfecto sí si vale dale obrigado obrigada olá ola oi bom boa tchau beleza
+    merci beaucoup bonjour bonsoir salut oui bien super d'accord ciao grazie mille prego
+    certo perfetto benissimo danke schön bitte hallo tschüss ja nein genau gut toll
+    dank bedankt hoi dzięki cześć tak dobrze děkuji ahoj
+    """
+)
+_WORD_OF_ANY_SCRIPT = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
+
+
+@functools.lru_cache(maxsize=4096)  # one sentence is asked about up to 3 times
+def reads_foreign(sentence: str) -> bool:
+    """Whether ``sentence`` is in another language than English: it holds a function
+    word of another language (:data:`_FOREIGN_WORDS`) or a word of another script than
+    Latin, and no English one (:data:`_ENGLISH_WORDS`). A mixed sentence with English
+    words in it ("I told her que sí") reads as English.
+
+    Why: the extractor's rewrites are English rules. Applied to other languages they
+    made wrong facts: Spanish and French "me", Polish "my" (we) rewritten as the speaker
+    ("Mi jefe me dijo ..." said by Lucía stored as "Mi jefe Lucía dijo ...", her boss
+    named Lucía), and an English weekday in a Spanish sentence dated by an English tense
+    it does not have ("Tengo examen el Friday", a plan, dated the Friday before; a
+    review, s55). Such a sentence is left as written: a wrong fact or date is worse than
+    none."""
+    words = _WORD_OF_ANY_SCRIPT.findall(sentence.lower().replace("\u2019", "'"))
+    if any(w in _ENGLISH_WORDS for w in words):
+        return False
+    return any(w in _FOREIGN_WORDS or not w.isascii() and not _latin(w) for w in words)
+
+
+def foreign_chitchat(sentence: str, names: Collection[str] = ()) -> bool:
+    """Whether ``sentence`` is only greetings, thanks or assent in another language
+    (:data:`_FOREIGN_CHITCHAT`, function words, the listener's name): "¡Hola, Ana!",
+    "Gracias!", "Claro que sí." Why: the English ones were dropped as chit-chat, these
+    were stored as facts ("Lucía: Hola!"; a review, s55)."""
+    named = {n.lower() for n in names}
+    seen = False
+    for m in _WORD_OF_ANY_SCRIPT.finditer(sentence.lower().replace("\u2019", "'")):
+        word = m.group(0)
+        if word in named:
+            continue
+        if word not in _FOREIGN_CHITCHAT and word not in _FOREIGN_WORDS:
+            return False  # most sentences: at their first word
+        seen = True
+    return seen
+
+
+def _latin(word: str) -> bool:
+    """Whether every letter of ``word`` is a Latin one (accents and all)."""
+    return all("LATIN" in unicodedata.name(c, "") for c in word if c.isalpha())
+
 
 _FILLER_START = re.compile(
     r"^(?:(?:hey|hi|hello|hiya|wow|whoa|oh|ah|aw+|yeah|yes|yep|yup|nope|no|ok|okay|well|so|"
@@ -441,8 +529,10 @@ def has_second_person(sentence: str) -> bool:
 
 def has_first_person(sentence: str) -> bool:
     """True when the speaker talks about themself (I, me, my, ..., and a lower-case
-    "i" that is "I": :data:`_LOWER_I`)."""
-    return _FIRST_PERSON.search(sentence) is not None or _LOWER_I.search(sentence) is not None
+    "i" that is "I": :data:`_LOWER_I`); not in a sentence in another language
+    (:func:`reads_foreign`: Spanish "me", Polish "my")."""
+    found = _FIRST_PERSON.search(sentence) is not None or _LOWER_I.search(sentence) is not None
+    return found and not reads_foreign(sentence)
 
 
 def capital_i(sentence: str) -> str:
@@ -530,5 +620,7 @@ def _object(m: re.Match[str], name: str) -> str:
 def to_third_person(sentence: str, name: str) -> str:
     """``sentence`` with I/me/my made ``name`` ("I love my dog" -> "Ann loves Ann's dog";
     "i" too where it is "I": :func:`capital_i`)."""
+    if reads_foreign(sentence):
+        return sentence  # "me", "my", "I" are other words there (:func:`reads_foreign`)
     text = _SUBJECT.sub(lambda m: _subject(m, name), capital_i(sentence))
     return _OBJECT.sub(lambda m: _object(m, name), text)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from .sentences import reads_foreign
+
 Granularity = Literal["day", "weekend", "week", "month", "season", "year"]
 
 
@@ -692,6 +694,27 @@ def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
     return None
 
 
+def _told_in_the_past(day: datetime, anchor: datetime, m: re.Match[str]) -> datetime:
+    """A day named without a year (dated in the anchor's year), moved to the year before
+    when it is after the anchor and told in the past tense, read from its clause, the
+    words after it or its sentence (:func:`_segments`): "Dec 5 the concert was amazing",
+    said in May 2024, is 5 December 2023, not 2024 (a review, s55). Left in the anchor's
+    year when no tense is read ("on the 4th of July") or the sentence is in another
+    language."""
+    if day.date() <= anchor.date():
+        return day
+    segments = _segments(m.string, m.start(), m.end())
+    if reads_foreign(segments[2]):
+        return day
+    tense = next((t for part in segments if (t := _tense(part, True)) is not None), None)
+    if tense != "past":
+        return day
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February, in a year before without one
+        return day
+
+
 def _absolute(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) -> _Resolved:
     """Dates written out; a missing year comes from the anchor."""
     g = m.group
@@ -707,6 +730,8 @@ def _absolute(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
     elif g("mdy"):
         start = _date(g("mdyy"), _month_name(g("mdym")), g("mdyd"), anchor)
         inferred = not g("mdyy")
+    if inferred and start is not None:
+        start = _told_in_the_past(start, anchor, m)
     elif g("my"):
         return (
             datetime(int(g("myy")), _month_name(g("mym")), 1, tzinfo=anchor.tzinfo),
@@ -794,6 +819,12 @@ def _scan(text: str, anchor: datetime, future: bool | None) -> tuple[list[_Found
         return found, False
 
 
+class _TenseUnknown(Exception):
+    """A bare weekday, month or weekend in a sentence in another language ("Tengo
+    examen el Friday"): whether it lies ahead or behind is said in words these rules do
+    not read, so it names no date (a plan was dated the Friday before; a review, s55)."""
+
+
 def _resolve_one(m: re.Match[str], anchor: datetime, future: bool | None) -> _Found | None:
     """One mention placed against ``anchor``; None when it names no time."""
     g = m.group
@@ -806,6 +837,8 @@ def _resolve_one(m: re.Match[str], anchor: datetime, future: bool | None) -> _Fo
             return future
         if not guessed:
             guessed.append(_clause_tense(m))
+        if guessed[0] == "unknown":
+            raise _TenseUnknown
         return guessed[0] != "past"
 
     try:
@@ -818,6 +851,8 @@ def _resolve_one(m: re.Match[str], anchor: datetime, future: bool | None) -> _Fo
         # Past the years 1-9999 a datetime holds ("next year" said in 9999, "31
         # December 9999", "last year" dated year 1): no time it can name. Raised,
         # it failed every time-cued search of the memory's owner (a review).
+        return None
+    except _TenseUnknown:
         return None
     kind = (
         "weekday"
@@ -999,7 +1034,8 @@ def _step(start: datetime, kind: str, n: int) -> datetime:
 
 
 def _clause_tense(m: re.Match[str]) -> str:
-    """The tense a bare time's clause is in: "past", "future" or "present".
+    """The tense a bare time's clause is in: "past", "future" or "present"; "unknown" in
+    a sentence in another language (``sentences.reads_foreign``).
 
     Read from the clause up to the mention ("I saw the doctor on Friday"); when that
     has no verb, the words after it ("On Saturday we went hiking", "The party on
@@ -1014,11 +1050,14 @@ def _clause_tense(m: re.Match[str]) -> str:
     it, so "I have a job interview on Friday", said on a Wednesday, was stored as the
     Friday before, and "My lease ends in July" as last July (a review)."""
     text, start, end = m.string, m.start(), m.end()
+    segments = _segments(text, start, end)
+    if reads_foreign(segments[2]):
+        return "unknown"  # its tense is in words these rules do not read (_TenseUnknown)
     prep = (m.group("prep") or "").lower()
     if prep in ("from", "after") and _word_before(text, start) in _WORN_OUT:
         return "past"  # "I'm still tired from Saturday": what tired you is behind you
     perfect = prep not in _ENDS_SPAN
-    for segment in _segments(text, start, end):
+    for segment in segments:
         tense = _tense(segment, perfect)
         if tense is not None:
             return "past" if prep == "since" and tense == "present" else tense
