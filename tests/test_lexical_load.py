@@ -16,13 +16,17 @@ from __future__ import annotations
 import gc
 import random
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from contextos.store.sqlite import lexical_index
+from contextos.store.sqlite import SQLiteStore, lexical_index
 from contextos.store.sqlite.lexical_index import (
     TOKENIZE,
     LexicalIndex,
@@ -30,6 +34,7 @@ from contextos.store.sqlite.lexical_index import (
     Tokenizer,
     fts_text,
 )
+from contextos.types import MemoryRecord, Scope, content_hash
 
 WORDS = [
     "apple",
@@ -303,3 +308,47 @@ def test_a_batch_that_fails_leaves_the_tokenizer_usable(count: int) -> None:
         assert tokenizer.rows(good).lengths.tolist() == lengths
     finally:
         tokenizer.close()
+
+
+def test_a_big_first_load_without_a_thread_to_be_had(tmp_path: Path) -> None:
+    """A first keyword search of a user of ``SPLIT`` memories from an ``atexit`` handler,
+    where no thread can be started ("cannot schedule new futures after interpreter
+    shutdown"): the halves are read one after the other, the hits are found, and the
+    tokenizer is left with no transaction open (a review, s55: it was left inside one,
+    and every later search of the process failed)."""
+    path = tmp_path / "big.db"
+    store = SQLiteStore(path)
+    now = datetime.now(UTC)
+    store.put(
+        [
+            MemoryRecord(
+                id=f"m{n}",
+                text=f"tea garden note {n}" if n % 7 == 0 else f"note {n} about nothing",
+                scope=Scope(tenant="t1", user_id="ann"),
+                hash=content_hash(f"note {n}"),
+                created_at=now,
+            )
+            for n in range(SPLIT)
+        ]
+    )
+    store.close()
+    script = f"""
+import atexit
+from contextos.store.sqlite import SQLiteStore
+from contextos.types import Filter, Scope
+
+store = SQLiteStore({str(path)!r})
+
+def search():
+    for _ in range(2):  # the second finds the index held, or loads it again
+        hits = store.keyword_search(Filter(scope=Scope("t1", user_id="ann")), "tea", limit=5)
+        print("hits", len(hits), flush=True)
+    store.close()
+
+atexit.register(search)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["hits 5", "hits 5"], out.stdout + out.stderr

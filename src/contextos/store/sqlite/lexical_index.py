@@ -56,7 +56,7 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import TypeVar
@@ -207,16 +207,25 @@ def _counted(
 
 #: Rows from which :meth:`Tokenizer.rows` reads two halves at once. Why: reading a
 #: table's token instances (``_PER_TERM``: SQLite walks every instance and joins the
-#: codes) is the largest part of a user's first load (0.28 of 0.93 s for a user of
-#: 60,000 memories, the CLI's cold search), it runs in C without the GIL, and two
-#: tables are read in parallel at full speed. The inserts are not split: FTS5's
-#: tokenizing contends on SQLite's global allocator mutex and ran no faster on two
-#: threads (each half took about 4x its time alone). Below this, a batch (an add's rows)
-#: is too small to pay for a second table and a thread (~0.5 ms).
+#: codes) is a large part of a big user's first load (0.28 s of 0.93 s for a user of
+#: 60,000 memories, the CLI's cold search; the rest is the SQL read, the inserts and the
+#: postings), it runs in C without the GIL, and two tables are read in parallel at full
+#: speed when a second core is idle (on a busy machine it gains nothing). The inserts
+#: are not split: FTS5's tokenizing contends on SQLite's global allocator mutex and ran
+#: no faster on two threads (each half took about 4x its time alone). The cost: a
+#: thread, and ~20 MiB of peak memory for such a load (a review, s55). Below this, a
+#: batch (an add's rows) is too small to pay for a second table and a thread (~0.5 ms).
 SPLIT_ROWS = 4096
 
 
-def _private_table() -> sqlite3.Connection:
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, as in a
+    container pinned to one; else every CPU)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _tokenizing_connection() -> sqlite3.Connection:
     """A private in-memory connection holding the FTS5 table ``t`` that tokenizes and
     its ``fts5vocab`` table ``v``."""
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
@@ -272,26 +281,32 @@ def _instances_of(db: sqlite3.Connection, rows: Sequence[LexRow], first: int) ->
 
 def _read_in_parallel(db: sqlite3.Connection, rows: Sequence[LexRow]) -> list[_PerTerm]:
     """``rows`` tokenized in two halves: the first in ``db``'s table, the second in a
-    private table of its own; both inserted here, then read at once, the second on a
-    helper thread (see :data:`SPLIT_ROWS`)."""
+    connection of its own; both inserted here, then read at once, the second on a helper
+    thread (see :data:`SPLIT_ROWS`), or here after the first when no thread can be had
+    (the interpreter shutting down, a limit on threads). ``db`` ends with no transaction
+    open whatever fails: every later batch and query word would fail on one."""
     half = len(rows) // 2
-    helper = _private_table()
+    other = _tokenizing_connection()
+    pool: ThreadPoolExecutor | None = None
+    later: Future[_PerTerm] | None = None
     try:
         _insert(db, rows[:half], 0)
         try:
-            _insert(helper, rows[half:], half)
+            _insert(other, rows[half:], half)
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        with ThreadPoolExecutor(1, thread_name_prefix="contextos-tokenize") as pool:
-            second = pool.submit(_read_and_empty, helper)
-            try:
-                first = _read_and_empty(db)
-            finally:
-                rest = second.result()  # waited for, even when the first read failed
-        return [first, rest]
+        try:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="contextos-tokenize")
+            later = pool.submit(_read_and_empty, other)
+        except RuntimeError:  # "can't start new thread", "after interpreter shutdown"
+            later = None
+        first_half = _read_and_empty(db)  # ends db's transaction, read or not
+        return [first_half, later.result() if later is not None else _read_and_empty(other)]
     finally:
-        helper.close()
+        if pool is not None:
+            pool.shutdown(wait=True)  # the helper is done with ``other`` before it closes
+        other.close()  # and with it any transaction of its own
 
 
 def _joined(
@@ -333,7 +348,7 @@ class Tokenizer:
     server). The same word in a query is cut and decoded alike, so it still matches."""
 
     def __init__(self) -> None:
-        self._db = _private_table()
+        self._db = _tokenizing_connection()
         self._lock = threading.Lock()
         self._words: dict[str, tuple[str, ...]] = {}
 
@@ -346,11 +361,12 @@ class Tokenizer:
         term's (row, column) codes into one string without sorting, and numpy counts
         them.
 
-        A batch of :data:`SPLIT_ROWS` or more (a user's first load) is cut in two
-        halves, each inserted into a table of its own, and the two tables' instances
-        are read at once, one on a helper thread (:func:`_read_in_parallel`)."""
+        A batch of :data:`SPLIT_ROWS` or more (a big user's first load, or as many
+        logged changes) is cut in two halves, each inserted into a table of its own,
+        and the two tables' instances are read at once, one on a helper thread
+        (:func:`_read_in_parallel`)."""
         with self._lock:
-            if len(rows) < SPLIT_ROWS or (os.cpu_count() or 1) < 2:
+            if len(rows) < SPLIT_ROWS or _usable_cpus() < 2:
                 parts = [_instances_of(self._db, rows, 0)]
             else:
                 parts = _read_in_parallel(self._db, rows)
