@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -397,7 +397,12 @@ def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
     if wide is not None:
         raise ValueError(f"{what} integers must fit in 64 bits (got {wide})")
     check_unicode(metadata, what)  # a ValueError naming it, not a UnicodeEncodeError
-    size = metadata_bytes(metadata)
+    return check_metadata_size(metadata_bytes(metadata), what)
+
+
+def check_metadata_size(size: int, what: str = "metadata") -> int:
+    """``size`` (bytes of metadata as stored: :func:`metadata_bytes`) if it is within
+    :data:`MAX_METADATA_BYTES`; else a ValueError saying the limit."""
     if size > MAX_METADATA_BYTES:
         raise ValueError(
             f"{what} may hold at most {MAX_METADATA_BYTES:,} bytes as JSON "
@@ -415,14 +420,20 @@ def counted_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k != "role"}
 
 
-def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
+def check_add_metadata(
+    metadata: Mapping[str, Any],
+    messages: Sequence[Message],
+    check: Callable[[dict[str, Any], str], object] = check_metadata,
+) -> None:
     """The metadata checks of an add of ``messages`` with ``metadata`` (what
     :func:`build_records` refuses, but for a turn's ``seq``): the copies of ``metadata``
-    in all (:func:`check_metadata_copies`), then each memory's (:func:`check_metadata`)."""
+    in all (:func:`check_metadata_copies`), then each memory's (``check``:
+    :func:`check_metadata`, or the server's equal check of parsed JSON at C speed,
+    ``server.json_checks.check_json_metadata``)."""
     said = [m for m in messages if m.content.strip()]
     check_metadata_copies(metadata, len(said))
     for message in said:
-        check_metadata(counted_metadata(_record_metadata(metadata, message)), RECORD_METADATA)
+        check(counted_metadata(_record_metadata(metadata, message)), RECORD_METADATA)
 
 
 def check_metadata_copies(metadata: Mapping[str, Any], copies: int) -> None:

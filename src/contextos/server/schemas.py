@@ -39,7 +39,6 @@ from ..memory.ingest import (
     ROLE_ALIASES,
     check_add_metadata,
     check_inferred_type,
-    check_metadata,
 )
 from ..times import local
 from ..types import (
@@ -52,6 +51,7 @@ from ..types import (
     scope_ids,
 )
 from .errors import BRANCH, describe
+from .json_checks import check_json_metadata
 
 if TYPE_CHECKING:  # windowing imports the engine; a window is built only on request
     from .compacting import CompactRequest
@@ -218,11 +218,11 @@ def _check_json(
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """Strict JSON (:func:`_check_json`) within the library's size limit for one memory's
-    metadata (:func:`contextos.memory.ingest.check_metadata`)."""
+    metadata (:func:`contextos.memory.ingest.check_metadata`), checked at C speed
+    (:func:`.json_checks.check_json_metadata`: this runs on the event loop)."""
     if value is None:
         return None
-    value = _check_json(value)
-    check_metadata(value)
+    check_json_metadata(value)
     return value
 
 
@@ -354,7 +354,8 @@ class AddRequest(ScopeIn):
         when the copies would be too large, so a body under the size limit cannot write
         hundreds of times its size (0.9 MB of metadata with 500 short messages: 467 MB)."""
         if isinstance(self.messages, list):
-            check_add_metadata(self.metadata or {}, [m.to_message() for m in self.messages])
+            messages = [m.to_message() for m in self.messages]
+            check_add_metadata(self.metadata or {}, messages, check=check_json_metadata)
         check_inferred_type(self.memory_type, self.infer)  # a 422, as malformed input
         return self
 
