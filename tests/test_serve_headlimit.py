@@ -253,6 +253,36 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(tmp_path:
         assert received < len(whole), (received, len(whole))
 
 
+def test_an_answer_the_kernel_took_whole_is_dropped_after_the_send_timeout(
+    tmp_path: Path,
+) -> None:
+    """A client with the kernel's default buffers asks for a 4 MB page and reads none of
+    it. The kernel took the whole answer, so writing never paused and the send clock
+    never ran: the connection stayed, and once closed the kernel kept the unsent bytes
+    behind a FIN for minutes, to be delivered whenever the client read (a review, s55).
+    Now the clock also runs for a complete answer not yet taken, and the drop is a reset:
+    a client that reads after it gets the start of the answer, then the reset."""
+    text = "word " * 19_000  # 95 KB a memory
+    with serving(tmp_path, "--send-timeout", "0.5", "--keep-alive", "30") as (host, port, key, _):
+        for i in range(45):
+            body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(add_head(key, body) + body)
+                assert response(sock).startswith(b"HTTP/1.1 201")
+        listing = (
+            b"GET /v1/memories?user_id=u&limit=100 HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {key}\r\n\r\n".encode()
+        )
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(listing)
+            time.sleep(3)  # reads nothing for six send timeouts
+            received = 0
+            with suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    received += len(chunk)
+    assert received < 45 * len(text) // 2, received  # cut off, not the whole answer
+
+
 def rss_mb(pid: int) -> float:
     """The resident memory of process ``pid`` (Linux's /proc)."""
     status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
@@ -625,3 +655,28 @@ def test_a_closed_connections_transport_is_freed_without_the_cyclic_collector() 
             assert left == 0, f"{left} closed transports wait for the cyclic collector"
         finally:
             gc.enable()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /v1/memories HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["negative-length", "length-and-chunked", "bad-chunk-size"],
+)
+def test_a_request_uvicorn_cannot_parse_gets_the_one_error_shape(
+    server: Served, head: bytes
+) -> None:
+    """A text/plain "Invalid HTTP request received." was the one error outside the
+    JSON shape docs/server.md promises (a review, s55)."""
+    host, port, _key, _pid = server
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(head)
+        closed, sent = closed_within(sock, 10)
+    answer_head, _, body = sent.partition(b"\r\n\r\n")
+    assert closed and answer_head.startswith(b"HTTP/1.1 400"), sent[:300]
+    assert b"content-type: application/json" in answer_head.lower()
+    assert json.loads(body)["error"]["type"] == "InvalidRequest"

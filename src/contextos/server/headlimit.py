@@ -36,11 +36,14 @@ pickled copy of it, apply the same ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import json
 import math
 import resource
+import socket
+import struct
 import termios
 from typing import Any
 
@@ -99,6 +102,11 @@ def _response(status: str, kind: str, message: str, *, retry: bool = False) -> b
 
 _LATE = _response("408 Request Timeout", "RequestTimeout", "request headers not received in time")
 _BODY_LATE = _response("408 Request Timeout", "RequestTimeout", "request body not received in time")
+_MALFORMED = _response(
+    "400 Bad Request",
+    "InvalidRequest",
+    "the request is not valid HTTP/1.1 (its request line, a header or its body's framing)",
+)
 _TOO_MANY = _response(
     "429 Too Many Requests",
     "TooManyPipelined",
@@ -200,9 +208,10 @@ class HeadLimitProtocol(HttpToolsProtocol):
     408 if the app has not begun its answer (the app reads a disconnect), else the
     connection is closed.
 
-    Send. A write blocked for ``send_timeout`` seconds with no byte taken by the
-    client aborts the connection: uvicorn's close waits for the buffer to drain, so a
-    client that stopped reading kept its responses in memory for ever."""
+    Send. Bytes written and not taken by the client for ``send_timeout`` seconds (a
+    write blocked, or a complete response still in the kernel's queue) reset the
+    connection: uvicorn's close waits for the buffer to drain, so a client that
+    stopped reading kept its responses in memory for ever (:meth:`_watch_unsent`)."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -257,11 +266,30 @@ class HeadLimitProtocol(HttpToolsProtocol):
             _release_read_callback(self._transport)
             self._transport = None
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes it cannot parse as a request (a negative
+        ``Content-Length``, one beside ``Transfer-Encoding: chunked``, a bad chunk
+        size), in the one JSON error shape, closing the connection: it was a text/plain
+        "Invalid HTTP request received." (a review, s55)."""
+        self.transport.write(_MALFORMED)
+        self.transport.close()
+
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self.send_timeout is not None and self._send_timer is None:
-            self._send_buffered = self._unsent()
-            self._send_timer = self.loop.call_later(self.send_timeout, self._send_check)
+        self._watch_unsent()
+
+    def _watch_unsent(self) -> None:
+        """Arm the send clock (:meth:`_send_check`) while bytes written are not taken:
+        when the transport pauses writing, and when a response is complete with bytes
+        still unsent. Why the latter: the kernel's buffers (megabytes) can take a whole
+        answer, so writing never paused, and a client that read none of it kept its
+        connection and up to ~4 MB of kernel memory for minutes past the send timeout
+        (its close only queued a FIN behind the data; a review, s55)."""
+        if self.send_timeout is not None and self._send_timer is None and not self._turned_away:
+            unsent = self._unsent()
+            if unsent:
+                self._send_buffered = unsent
+                self._send_timer = self.loop.call_later(self.send_timeout, self._send_check)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -337,6 +365,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._watch_unsent()
         if self._owed is not None:  # refused behind earlier requests: answer once done
             if self._idle():
                 self._answer(self._owed)
@@ -430,12 +459,25 @@ class HeadLimitProtocol(HttpToolsProtocol):
         """Abort the connection if the client took nothing since the last check."""
         self._send_timer = None
         buffered = self._unsent()
+        if not buffered:
+            return  # all taken: nothing to watch until a write is held again
         if buffered < self._send_buffered:  # it reads, however slowly: wait on
             self._send_buffered = buffered
             assert self.send_timeout is not None  # armed only with one
             self._send_timer = self.loop.call_later(self.send_timeout, self._send_check)
         else:
-            self.transport.abort()
+            self._reset()
+
+    def _reset(self) -> None:
+        """Drop the connection and what the kernel still holds of it: a reset
+        (``SO_LINGER`` 0). A plain abort closed the socket, but the kernel kept its
+        unsent bytes (up to ~4 MB) behind a FIN, for a client that never reads, for
+        minutes (a review, s55)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def _refuse(self, response: bytes) -> None:
         """Stop reading and parsing, and answer ``response`` then close; behind requests
