@@ -305,6 +305,17 @@ def test_a_refused_union_names_its_one_problem_in_the_librarys_words(tmp_path: P
         assert assert_error(nul, 422)["message"] == (
             "body.messages: text may not contain NUL characters"
         )
+        # A body that is not JSON: where and why, not a field named by its position
+        # ("body.15: JSON decode error"; a review, s55).
+        for raw, said in [
+            (b'{"messages": "a\x00b", "user_id": "u"}', "character 15: invalid control character"),
+            (b"messages=x", "character 0: expecting value"),
+            (b'{"messages": "x",, }', "character 17: expecting property name enclosed in"),
+        ]:
+            bad = c.post(
+                "/v1/memories", headers={**h, "content-type": "application/json"}, content=raw
+            )
+            assert assert_error(bad, 422)["message"].startswith(f"body: not valid JSON ({said}")
         # Every kind of filter value still reaches the store.
         values = {"s": "x", "b": True, "i": 3, "f": 2.5}
         ok = c.post("/v1/memories/search", headers=h, json={**search, "metadata": values})

@@ -190,6 +190,9 @@ def describe(errors: Iterable[Mapping[str, Any]]) -> str:
     echoed whole, a 900 KB 422 or tool error (a review)."""
     parts = []
     for err in list(errors)[:5]:
+        if err.get("type") == "json_invalid":
+            parts.append(_not_json(err))
+            continue
         loc = err.get("loc", ())
         where = ".".join(
             quoted(str(p), as_repr=False)
@@ -205,6 +208,17 @@ def describe(errors: Iterable[Mapping[str, Any]]) -> str:
         # body: MCP arguments (schemas.parse). Its message alone, not ": message".
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts) or "invalid request"
+
+
+def _not_json(err: Mapping[str, Any]) -> str:
+    """A body that is not JSON, said so with where and why: its ``loc`` holds the
+    character's position where a field's path goes ("body.15: JSON decode error" read
+    as a field named 15, and said nothing of a raw control character; a review, s55)."""
+    loc = err.get("loc", ())
+    where = f"character {loc[1]}: " if len(loc) > 1 and isinstance(loc[1], int) else ""
+    reason = str((err.get("ctx") or {}).get("error") or "cannot be read")
+    reason = reason.removesuffix(" at").strip()
+    return f"body: not valid JSON ({where}{reason[:1].lower()}{reason[1:]})"
 
 
 def package_version() -> str:
