@@ -98,9 +98,12 @@ def test_an_english_weekday_or_month_in_another_language_names_no_date(
         ("My exam is on Friday.", date(2024, 5, 17)),  # a plan: ahead
         ("I went hiking on Saturday.", date(2024, 5, 11)),  # told in the past: behind
         ("Dec 5 the concert was amazing.", date(2023, 12, 5)),  # not the coming December
-        ("I met her on 3 June.", date(2023, 6, 3)),
+        ("On Dec 5 we went to a concert.", date(2023, 12, 5)),
         ("The concert on Dec 5 will be great.", date(2024, 12, 5)),
         ("My birthday is on Dec 5.", date(2024, 12, 5)),  # no past: the anchor's year
+        # A past before the date in its clause is often the telling of a plan.
+        ("I booked flights for Dec 20.", date(2024, 12, 20)),
+        ("They told me the wedding is on Sept 9.", date(2024, 9, 9)),
     ],
 )
 def test_english_times_are_dated_by_their_tense(memory: Memory, text: str, day: date) -> None:
@@ -113,6 +116,26 @@ def test_english_times_are_dated_by_their_tense(memory: Memory, text: str, day: 
 )
 def test_greetings_and_thanks_in_another_language_are_not_facts(memory: Memory, text: str) -> None:
     assert infer(memory, text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("El Paso on Friday!", date(2024, 5, 10)),  # no verb: the last one, as before
+        ("Los Angeles on Monday.", date(2024, 5, 13)),
+        ("Dinner con Ana on Friday.", date(2024, 5, 10)),
+        ("Hay ride on Saturday.", date(2024, 5, 11)),
+    ],
+)
+def test_a_name_or_word_shared_with_another_language_leaves_english_as_english(
+    memory: Memory, text: str, day: date
+) -> None:
+    """A capitalised function word before a capitalised word is part of a name ("El
+    Paso"), and English words that are also Spanish ones ("con", "hay") are no sign of
+    Spanish: these are still dated, as English is (a review of this session's diff)."""
+    (fact,) = infer(memory, text, speaker="Ana")
+    assert fact.event_time is not None and fact.event_time.date() == day, fact.text
+    assert day.strftime("%-d %B %Y") in fact.text
 
 
 def test_a_fact_said_after_a_greeting_is_kept(memory: Memory) -> None:

@@ -283,6 +283,47 @@ def test_an_answer_the_kernel_took_whole_is_dropped_after_the_send_timeout(
     assert received < 45 * len(text) // 2, received  # cut off, not the whole answer
 
 
+def test_a_steady_reader_of_one_page_after_another_is_not_dropped(tmp_path: Path) -> None:
+    """One kept-alive connection reading pages of 60 and 120 KB one after another at a
+    steady 80 KB/s through an 8 KB receive buffer: never reset. The send clock armed
+    for one complete response compared the next response's unsent bytes with it, and
+    reset such a reader within a second or two (the session's diff review)."""
+    text = " ".join(f"w{i}" for i in range(12_000))[:60_000]
+    with serving(tmp_path, "--send-timeout", "1", "--rate", "0") as (host, port, key, _):
+        for i in range(4):
+            body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
+            with socket.create_connection((host, port), timeout=10) as sock:
+                sock.sendall(add_head(key, body) + body)
+                assert response(sock).startswith(b"HTTP/1.1 201")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.connect((host, port))
+        with sock:
+            for limit in (1, 2, 1, 2):
+                sock.sendall(
+                    f"GET /v1/memories?user_id=u&limit={limit} HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Bearer {key}\r\n\r\n".encode()
+                )
+                data = b""
+                while b"\r\n\r\n" not in data or len(data) < _length(data):
+                    chunk = sock.recv(2048)
+                    assert chunk, f"reset after {len(data)} bytes of a limit={limit} page"
+                    data += chunk
+                    time.sleep(0.025)  # ~80 KB/s: the next page starts within a send timeout
+                assert data.startswith(b"HTTP/1.1 200")
+
+
+def _length(data: bytes) -> int:
+    """The whole length of the response that ``data`` begins (head and body)."""
+    head, _, _ = data.partition(b"\r\n\r\n")
+    size = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    return len(head) + 4 + size
+
+
 def rss_mb(pid: int) -> float:
     """The resident memory of process ``pid`` (Linux's /proc)."""
     status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")

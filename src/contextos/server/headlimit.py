@@ -225,6 +225,7 @@ class HeadLimitProtocol(HttpToolsProtocol):
         self._body_bytes = 0  # body bytes received since then
         self._send_timer: asyncio.TimerHandle | None = None
         self._send_buffered = 0  # bytes waiting in the write buffer at the last check
+        self._send_at_rest = False  # the clock runs for a complete response's unsent bytes
         self._in_head = False  # a request's first byte is parsed, its headers are not
         self._head_bytes = 0  # of the current request's head and trailers, as reported
         self._reported = 0  # bytes reported by the parser during the current read
@@ -278,24 +279,32 @@ class HeadLimitProtocol(HttpToolsProtocol):
         super().pause_writing()
         self._watch_unsent()
 
-    def _watch_unsent(self) -> None:
+    def _watch_unsent(self, *, at_rest: bool = False) -> None:
         """Arm the send clock (:meth:`_send_check`) while bytes written are not taken:
-        when the transport pauses writing, and when a response is complete with bytes
-        still unsent. Why the latter: the kernel's buffers (megabytes) can take a whole
-        answer, so writing never paused, and a client that read none of it kept its
-        connection and up to ~4 MB of kernel memory for minutes past the send timeout
-        (its close only queued a FIN behind the data; a review, s55)."""
+        when the transport pauses writing, and (``at_rest``) when the last response is
+        complete with bytes still unsent. Why the latter: the kernel's buffers
+        (megabytes) can take a whole answer, so writing never paused, and a client that
+        read none of it kept its connection and up to ~4 MB of kernel memory for minutes
+        past the send timeout (its close only queued a FIN behind the data; a review,
+        s55). The clock at rest stops when the next request begins: its unsent bytes
+        are then another response's, and comparing them with the last one's reset a
+        steady reader of a page a second (the session's diff review)."""
         if self.send_timeout is not None and self._send_timer is None and not self._turned_away:
             unsent = self._unsent()
             if unsent:
                 self._send_buffered = unsent
+                self._send_at_rest = at_rest
                 self._send_timer = self.loop.call_later(self.send_timeout, self._send_check)
 
-    def resume_writing(self) -> None:
-        super().resume_writing()
+    def _stop_send_clock(self) -> None:
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
+        self._send_at_rest = False
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_send_clock()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -318,6 +327,8 @@ class HeadLimitProtocol(HttpToolsProtocol):
         if self._refused:
             return
         super().on_message_begin()
+        if self._send_at_rest:
+            self._stop_send_clock()  # the next response's bytes are not the last one's
         self.scope["extensions"] = {CONNECTION_EXTENSION: self._connection}  # type: ignore[dict-item]
         self._in_head = True
         self._head_bytes = 0
@@ -365,7 +376,8 @@ class HeadLimitProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._watch_unsent()
+        if self._idle():  # not when a pipelined request's answer is under way already
+            self._watch_unsent(at_rest=True)
         if self._owed is not None:  # refused behind earlier requests: answer once done
             if self._idle():
                 self._answer(self._owed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 
 def word_set(text: str) -> frozenset[str]:
@@ -124,12 +124,12 @@ _SHARED_WORDS = word_set(
 #: Words that show a sentence is English: :data:`STOPWORDS` but the shared ones.
 _ENGLISH_WORDS = STOPWORDS - _SHARED_WORDS
 #: Function words and the commonest verb forms of those languages, none an English
-#: word ("son", "die", "hat", "ai", "os", "com", "mit" left out): a sentence holding
+#: word ("son", "die", "hat", "hay", "con", "ai", "os", "com", "mit" left out): a sentence holding
 #: one, and no English word (:data:`_ENGLISH_WORDS`), is in another language
 #: (:func:`reads_foreign`).
 _FOREIGN_WORDS = word_set(
     """
-    que el los las del y en es está están estoy estás soy fue hay muy pero por para con una
+    que el los las del y en es está están estoy estás soy fue muy pero por para una
     unos unas se le les mi mis tu tus su sus nos te voy vas vamos tengo tiene tienen ayer
     hoy mañana también cuando porque
     je il elle nous vous ils elles est au aux des du pas ne ce cette mais très suis sommes
@@ -169,11 +169,21 @@ def reads_foreign(sentence: str) -> bool:
     named Lucía), and an English weekday in a Spanish sentence dated by an English tense
     it does not have ("Tengo examen el Friday", a plan, dated the Friday before; a
     review, s55). Such a sentence is left as written: a wrong fact or date is worse than
-    none."""
-    words = _WORD_OF_ANY_SCRIPT.findall(sentence.lower().replace("\u2019", "'"))
-    if any(w in _ENGLISH_WORDS for w in words):
+    none. A capitalised function word before another capitalised word is a name's part,
+    no sign of a language ("El Paso", "Los Angeles", "Des Moines", "Da Nang")."""
+    words = _WORD_OF_ANY_SCRIPT.findall(sentence.replace("\u2019", "'"))
+    lower = [w.lower() for w in words]
+    if any(w in _ENGLISH_WORDS for w in lower):
         return False
-    return any(w in _FOREIGN_WORDS or not w.isascii() and not _latin(w) for w in words)
+    return any(
+        (w in _FOREIGN_WORDS and not _in_a_name(words, i)) or not w.isascii() and not _latin(w)
+        for i, w in enumerate(lower)
+    )
+
+
+def _in_a_name(words: Sequence[str], i: int) -> bool:
+    """Whether ``words[i]`` and the word after it are capitalised (a name's parts)."""
+    return words[i][:1].isupper() and i + 1 < len(words) and words[i + 1][:1].isupper()
 
 
 def foreign_chitchat(sentence: str, names: Collection[str] = ()) -> bool:

@@ -696,18 +696,18 @@ def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
 
 def _told_in_the_past(day: datetime, anchor: datetime, m: re.Match[str]) -> datetime:
     """A day named without a year (dated in the anchor's year), moved to the year before
-    when it is after the anchor and told in the past tense, read from its clause, the
-    words after it or its sentence (:func:`_segments`): "Dec 5 the concert was amazing",
-    said in May 2024, is 5 December 2023, not 2024 (a review, s55). Left in the anchor's
-    year when no tense is read ("on the 4th of July") or the sentence is in another
-    language."""
+    when it is after the anchor, opens its clause and what follows it is told in the past
+    tense: "Dec 5 the concert was amazing", "On Dec 5 we went to a concert", said in May
+    2024, are 5 December 2023, not 2024 (a review, s55). Left in the anchor's year when
+    a verb comes before it in its clause: a past there is often the telling of a plan
+    ("I booked flights for Dec 20", "they told me the wedding is on Sept 9"), and when
+    no tense is read or the sentence is in another language."""
     if day.date() <= anchor.date():
         return day
-    segments = _segments(m.string, m.start(), m.end())
-    if reads_foreign(segments[2]):
+    before, after, sentence = _segments(m.string, m.start(), m.end())
+    if reads_foreign(sentence) or _tense(before, True) is not None:
         return day
-    tense = next((t for part in segments if (t := _tense(part, True)) is not None), None)
-    if tense != "past":
+    if _tense(after, True) != "past":
         return day
     try:
         return day.replace(year=day.year - 1)
@@ -724,14 +724,13 @@ def _absolute(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
         start = (
             _date(g("isoy"), int(g("isom")), g("isod"), anchor) if 0 < int(g("isom")) < 13 else None
         )
-    elif g("dmy"):
-        start = _date(g("dmyy"), _month_name(g("dmym")), g("dmyd"), anchor)
-        inferred = not g("dmyy")
-    elif g("mdy"):
-        start = _date(g("mdyy"), _month_name(g("mdym")), g("mdyd"), anchor)
-        inferred = not g("mdyy")
-    if inferred and start is not None:
-        start = _told_in_the_past(start, anchor, m)
+    elif g("dmy") or g("mdy"):
+        order = "dmy" if g("dmy") else "mdy"
+        year = g(f"{order}y")
+        start = _date(year, _month_name(g(f"{order}m")), g(f"{order}d"), anchor)
+        inferred = not year
+        if inferred and start is not None:
+            start = _told_in_the_past(start, anchor, m)
     elif g("my"):
         return (
             datetime(int(g("myy")), _month_name(g("mym")), 1, tzinfo=anchor.tzinfo),
