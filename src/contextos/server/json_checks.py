@@ -49,7 +49,11 @@ def check_json_metadata(value: dict[str, Any], what: str = "metadata") -> None:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except RecursionError:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep") from None
-    except ValueError:  # NaN or an infinity (a parser's value holds no cycle)
+    except TypeError as exc:  # no parser makes one: a set, bytes (the walk's words)
+        raise ValueError(f"unsupported {what} value ({exc})") from None
+    except ValueError as exc:  # NaN or an infinity (a parser's value holds no cycle)
+        if "integer string conversion" in str(exc):  # an int of over 4,300 digits
+            raise ValueError(f"{what} integers must fit in 64 bits") from None
         raise ValueError(f"{what} numbers must be finite") from None
     encoded = text.encode("utf-8", "surrogatepass")
     check_metadata_size(len(encoded), what)
