@@ -80,7 +80,9 @@ async def run_write(
     except SlotWaitExpired:
         raise StoreError(
             f"no write thread was free for {WRITE_THREAD_WAIT_S:g} s (this tenant's "
-            "other writes, or every write thread, waiting for the database's write lock)"
+            f"{WRITES_PER_TENANT} writes, or every write thread, still running: waiting "
+            "for the store, SQLite's write lock or a PostgreSQL connection or lock, or "
+            "doing long writes)"
         ) from None
 
 
