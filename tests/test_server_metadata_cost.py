@@ -129,3 +129,74 @@ def test_many_messages_with_metadata_at_the_limit_cost_milliseconds() -> None:
     start = time.thread_time()
     schemas.AddRequest.model_validate(parsed)
     assert time.thread_time() - start < 0.4
+
+
+def _library_walks(value: Any) -> int | str:
+    """What ``ingest.check_metadata`` answered by its walks alone: the size, or the
+    message of its refusal."""
+    from contextos.engine.message_text import check_unicode
+    from contextos.memory.ingest import (
+        check_metadata_size,
+        metadata_bytes,
+        metadata_depth,
+        wide_int,
+    )
+
+    try:
+        if metadata_depth(value) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata may nest at most {MAX_METADATA_DEPTH} levels deep")
+        if (wide := wide_int(value)) is not None:
+            raise ValueError(f"metadata integers must fit in 64 bits (got {wide})")
+        check_unicode(value, "metadata")
+        return check_metadata_size(metadata_bytes(value))
+    except ValueError as exc:
+        return str(exc)
+
+
+def _library(value: Any) -> int | str:
+    try:
+        return check_metadata(value)
+    except ValueError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"a": 1, "b": [1.5, -2, True, None, "x"], "c": {"d": "é🙂"}},
+        {"big": 2**63 - 1, "small": -(2**63)},
+        {"big": 2**63},
+        {"nan": math.nan},  # the library keeps a NaN (the server refuses it)
+        {"nul": "a\x00b"},  # and a NUL
+        {"surrogate": "\ud800"},
+        {1: "an int key", 2.5: "a float key"},
+        {"t": (1, [2, (3,)])},
+        {"s": {1, 2}},
+        _nested(MAX_METADATA_DEPTH),
+        _nested(MAX_METADATA_DEPTH + 1),
+        {"a": "x" * (MAX_METADATA_BYTES - 7)},
+        {"a": [0] * 30_000},
+    ],
+)
+def test_the_library_check_answers_as_its_walks(value: dict[str, Any]) -> None:
+    """``Memory.add``'s metadata check reads plain JSON at C speed and walks the rest:
+    the same size or the same refusal as the walks alone."""
+    assert _library(value) == _library_walks(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _json, max_size=5))
+def test_any_value_gets_the_library_answer_of_its_walks(value: dict[str, Any]) -> None:
+    assert _library(value) == _library_walks(value)
+
+
+def test_many_messages_with_metadata_cost_the_write_threads_milliseconds() -> None:
+    """The library's own check, which an add runs on the server's write threads after
+    the body's: 15 messages with 60 KB of metadata each walked ~0.1 s a message, holding
+    the GIL from every tenant's requests (a review of the server on PostgreSQL)."""
+    meta = {"a": [0] * 30_000}
+    start = time.thread_time()
+    for _ in range(15):
+        check_metadata(meta)
+    assert time.thread_time() - start < 0.3

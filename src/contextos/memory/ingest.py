@@ -29,6 +29,7 @@ from ..types import (
     content_hash,
     fits_int64,
 )
+from .metadata_json import plain_size
 from .render import FACT_OF, TURN_FACTS, UTC_OFFSET, caption_of, local_time
 
 #: Longest text accepted for one memory (characters); larger inputs are an error.
@@ -390,7 +391,12 @@ def wide_int(value: Any) -> int | None:
 def check_metadata(metadata: Mapping[str, Any], what: str = "metadata") -> int:
     """Refuse ``metadata`` over :data:`MAX_METADATA_BYTES`, nested deeper than
     :data:`MAX_METADATA_DEPTH` or holding an integer past 64 bits (ValueError naming the
-    limit); return its size in bytes."""
+    limit); return its size in bytes. Plain JSON is read at C speed
+    (:func:`.metadata_json.plain_size`); the walks run for anything else, and say
+    what is wrong."""
+    size = plain_size(metadata, MAX_METADATA_DEPTH)
+    if size is not None:
+        return check_metadata_size(size, what)
     if metadata_depth(metadata) > MAX_METADATA_DEPTH:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
     wide = wide_int(metadata)

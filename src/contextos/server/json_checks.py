@@ -18,27 +18,15 @@ HTTP body and MCP's arguments are. Anything else is left to the walk.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-import numpy as np
-
 from ..memory.ingest import MAX_METADATA_DEPTH, check_metadata_size
-from ..types import fits_int64
+from ..memory.metadata_json import bare, nesting, strict_dump, wide_ints
 
-#: A JSON string in ``json.dumps`` output (its quotes and escapes).
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 #: A NUL in ``json.dumps`` output: escaped as ``\u0000``, after an even run of
 #: backslashes (a user's own backslash is written ``\\``).
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-#: 19 digits in a row (strings removed): only such a number may not fit in 64 bits.
-_LONG_RUN = re.compile(r"\d{19}")
-#: A number of 19 digits or more, with what touches it: part of a float when a "." or
-#: an exponent does.
-_LONG_NUMBER = re.compile(r"[-\d.eE+]*\d{19,}[-\d.eE+]*")
-
-_OPEN, _CLOSE = np.frombuffer(b"[{", dtype=np.uint8), np.frombuffer(b"]}", dtype=np.uint8)
 
 
 def check_json_metadata(value: dict[str, Any], what: str = "metadata") -> None:
@@ -46,7 +34,7 @@ def check_json_metadata(value: dict[str, Any], what: str = "metadata") -> None:
     their words: over the size limit, a non-finite number, an integer past 64 bits,
     deeper than :data:`MAX_METADATA_DEPTH`, a NUL, a lone surrogate (ValueError)."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = strict_dump(value)
     except RecursionError:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep") from None
     except TypeError as exc:  # no parser makes one: a set, bytes (the walk's words)
@@ -55,25 +43,15 @@ def check_json_metadata(value: dict[str, Any], what: str = "metadata") -> None:
         if "integer string conversion" in str(exc):  # an int of over 4,300 digits
             raise ValueError(f"{what} integers must fit in 64 bits") from None
         raise ValueError(f"{what} numbers must be finite") from None
-    encoded = text.encode("utf-8", "surrogatepass")
-    check_metadata_size(len(encoded), what)
+    check_metadata_size(len(text.encode("utf-8", "surrogatepass")), what)
     if "\\u0000" in text and _NUL.search(text):  # the substring first: C's search
         raise ValueError("text may not contain NUL characters")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("text must be valid Unicode (no lone surrogates)") from None
-    bare = _STRING.sub('""', text)
-    for number in _LONG_NUMBER.findall(bare) if _LONG_RUN.search(bare) else ():
-        if number.lstrip("-").isdigit() and not fits_int64(int(number)):
-            raise ValueError(f"{what} integers must fit in 64 bits")
-    opened = bare.count("[") + bare.count("{")
-    if opened > MAX_METADATA_DEPTH and _depth(bare.encode("ascii", "replace")) > MAX_METADATA_DEPTH:
+    stripped = bare(text)
+    if next(wide_ints(stripped), None) is not None:
+        raise ValueError(f"{what} integers must fit in 64 bits")
+    if nesting(stripped) > MAX_METADATA_DEPTH:
         raise ValueError(f"{what} may nest at most {MAX_METADATA_DEPTH} levels deep")
-
-
-def _depth(bare: bytes) -> int:
-    """How many objects and lists nest in JSON text without strings (``_STRING``)."""
-    chars = np.frombuffer(bare, dtype=np.uint8)
-    step = np.isin(chars, _OPEN).astype(np.int32) - np.isin(chars, _CLOSE).astype(np.int32)
-    return int(np.cumsum(step).max()) if len(step) else 0
