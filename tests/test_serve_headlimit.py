@@ -117,6 +117,16 @@ def add_head(key: str, body: bytes) -> bytes:
     )
 
 
+def add_memories(host: str, port: int, key: str, text: str, count: int) -> None:
+    """Store ``count`` memories of user "u", each ``text`` after its number, one
+    connection each."""
+    for i in range(count):
+        body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(add_head(key, body) + body)
+            assert response(sock).startswith(b"HTTP/1.1 201")
+
+
 def health(host: str, port: int) -> bytes:
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -223,11 +233,7 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(tmp_path:
     # write buffer to drain). With --send-timeout the connection is aborted.
     text = "word " * 19_000  # 95 KB a memory; 60 of them outgrow the kernel's buffers
     with serving(tmp_path, "--send-timeout", "0.5") as (host, port, key, _pid):
-        for i in range(60):
-            body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
-            with socket.create_connection((host, port), timeout=10) as sock:
-                sock.sendall(add_head(key, body) + body)
-                assert response(sock).startswith(b"HTTP/1.1 201")
+        add_memories(host, port, key, text, 60)
         listing = (
             b"GET /v1/memories?user_id=u&limit=100 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             + f"Authorization: Bearer {key}\r\n\r\n".encode()
@@ -264,11 +270,7 @@ def test_an_answer_the_kernel_took_whole_is_dropped_after_the_send_timeout(
     a client that reads after it gets the start of the answer, then the reset."""
     text = "word " * 19_000  # 95 KB a memory
     with serving(tmp_path, "--send-timeout", "0.5", "--keep-alive", "30") as (host, port, key, _):
-        for i in range(45):
-            body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
-            with socket.create_connection((host, port), timeout=10) as sock:
-                sock.sendall(add_head(key, body) + body)
-                assert response(sock).startswith(b"HTTP/1.1 201")
+        add_memories(host, port, key, text, 45)
         listing = (
             b"GET /v1/memories?user_id=u&limit=100 HTTP/1.1\r\nHost: x\r\n"
             + f"Authorization: Bearer {key}\r\n\r\n".encode()
@@ -290,11 +292,7 @@ def test_a_steady_reader_of_one_page_after_another_is_not_dropped(tmp_path: Path
     reset such a reader within a second or two (the session's diff review)."""
     text = " ".join(f"w{i}" for i in range(12_000))[:60_000]
     with serving(tmp_path, "--send-timeout", "1", "--rate", "0") as (host, port, key, _):
-        for i in range(4):
-            body = json.dumps({"messages": f"{i} {text}", "user_id": "u"}).encode()
-            with socket.create_connection((host, port), timeout=10) as sock:
-                sock.sendall(add_head(key, body) + body)
-                assert response(sock).startswith(b"HTTP/1.1 201")
+        add_memories(host, port, key, text, 4)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         sock.connect((host, port))
