@@ -13,6 +13,7 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from contextos.embed import Embedder  # noqa: E402
 from contextos.server.app import ServerConfig, close_app, create_app  # noqa: E402
 from contextos.server.ratelimit import RateLimit  # noqa: E402
 from contextos.testing.embedders import HashEmbedder  # noqa: E402
@@ -28,13 +29,18 @@ def auth(key: str) -> dict[str, str]:
 
 
 @contextmanager
-def app_client(db: Path | str, **config: Any) -> Iterator[TestClient]:
-    """A TestClient over a fresh app on ``db`` (HashEmbedder, admin key, no rate limit
-    and no throttle on failed authentication unless the test sets them)."""
+def app_client(
+    db: Path | str, *, embedder: Embedder | None = None, **config: Any
+) -> Iterator[TestClient]:
+    """A TestClient over a fresh app on ``db`` (``embedder``, a HashEmbedder by default;
+    admin key, no rate limit and no throttle on failed authentication unless the test
+    sets them)."""
     config.setdefault("admin_key", ADMIN_KEY)
     config.setdefault("rate_limit", RateLimit(rate=0))
     config.setdefault("auth_failures", RateLimit(rate=0))
-    app = create_app(ServerConfig(db=str(db), embedder="hash", **config), embedder=HashEmbedder())
+    app = create_app(
+        ServerConfig(db=str(db), embedder="hash", **config), embedder=embedder or HashEmbedder()
+    )
     try:
         with TestClient(app) as client:
             yield client

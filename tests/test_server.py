@@ -551,45 +551,28 @@ def test_healthz_answers_while_every_worker_thread_waits(tmp_path: Path) -> None
     searches held in their query embedding; in a review, s55, a PostgreSQL outage) a
     sync /healthz waited for a thread, 12.7 s, and a liveness probe would have
     restarted every replica."""
-    from fastapi.testclient import TestClient
-
-    from contextos.server.app import ServerConfig, close_app, create_app
-
     held = _RecordingEmbedder()
-    config = ServerConfig(
-        db=str(tmp_path / "h.db"),
-        embedder="hash",
-        admin_key=ADMIN_KEY,
-        rate_limit=RateLimit(rate=0),
-        auth_failures=RateLimit(rate=0),
-    )
-    app = create_app(config, embedder=held)
-    try:
-        with TestClient(app) as c:
-            key = issue_key(c, "acme")
-            assert c.post(
-                "/v1/memories", headers=auth(key), json={"messages": "tea", "user_id": "u"}
+    with app_client(tmp_path / "h.db", embedder=held) as c:
+        key = issue_key(c, "acme")
+        assert c.post("/v1/memories", headers=auth(key), json={"messages": "tea", "user_id": "u"})
+        held.gate.clear()
+        searches = [
+            threading.Thread(
+                target=c.post,
+                args=("/v1/memories/search",),
+                kwargs={"headers": auth(key), "json": {"query": f"q{i}", "user_id": "u"}},
             )
-            held.gate.clear()
-            searches = [
-                threading.Thread(
-                    target=c.post,
-                    args=("/v1/memories/search",),
-                    kwargs={"headers": auth(key), "json": {"query": f"q{i}", "user_id": "u"}},
-                )
-                for i in range(50)
-            ]
-            for t in searches:
-                t.start()
-            time.sleep(1.0)  # every pool thread taken, the rest queued
-            answers: list[int] = []
-            probe = threading.Thread(target=lambda: answers.append(c.get("/healthz").status_code))
-            probe.start()
-            probe.join(3.0)
-            answered_in_time = list(answers)
-            held.gate.set()  # let everything go, whatever the probe did
-            for t in [probe, *searches]:
-                t.join(60)
-    finally:
-        close_app(app)
+            for i in range(50)
+        ]
+        for t in searches:
+            t.start()
+        time.sleep(1.0)  # every pool thread taken, the rest queued
+        answers: list[int] = []
+        probe = threading.Thread(target=lambda: answers.append(c.get("/healthz").status_code))
+        probe.start()
+        probe.join(3.0)
+        answered_in_time = list(answers)
+        held.gate.set()  # let everything go, whatever the probe did
+        for t in [probe, *searches]:
+            t.join(60)
     assert answered_in_time == [200], answers
