@@ -51,6 +51,7 @@ def infer(memory: Memory, text: str, speaker: str = "Lucía") -> list[MemoryReco
         "Eu me formei em 2019.",
         "My mieszkamy w Krakowie.",
         "I gatti sono belli, ho detto.",
+        "Mi Jefe Me Dijo Que No.",  # title case: no name in it
     ],
 )
 def test_a_pronoun_of_another_language_is_not_the_speaker(memory: Memory, text: str) -> None:
@@ -101,9 +102,13 @@ def test_an_english_weekday_or_month_in_another_language_names_no_date(
         ("On Dec 5 we went to a concert.", date(2023, 12, 5)),
         ("The concert on Dec 5 will be great.", date(2024, 12, 5)),
         ("My birthday is on Dec 5.", date(2024, 12, 5)),  # no past: the anchor's year
-        # A past before the date in its clause is often the telling of a plan.
+        ("I went to Paris on Dec 5.", date(2023, 12, 5)),
+        ("We moved here on August 15.", date(2023, 8, 15)),
+        # A past that tells a plan leaves it ahead.
         ("I booked flights for Dec 20.", date(2024, 12, 20)),
         ("They told me the wedding is on Sept 9.", date(2024, 9, 9)),
+        ("I bought tickets for the show on Aug 2.", date(2024, 8, 2)),
+        ("The kickoff was moved to Sept 10.", date(2024, 9, 10)),
     ],
 )
 def test_english_times_are_dated_by_their_tense(memory: Memory, text: str, day: date) -> None:

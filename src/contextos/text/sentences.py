@@ -182,8 +182,14 @@ def reads_foreign(sentence: str) -> bool:
 
 
 def _in_a_name(words: Sequence[str], i: int) -> bool:
-    """Whether ``words[i]`` and the word after it are capitalised (a name's parts)."""
-    return words[i][:1].isupper() and i + 1 < len(words) and words[i + 1][:1].isupper()
+    """Whether ``words[i]`` and the word after it are capitalised (a name's parts), in
+    a sentence not written in title case ("Mi Jefe Me Dijo Que No" is Spanish)."""
+    return (
+        words[i][:1].isupper()
+        and i + 1 < len(words)
+        and words[i + 1][:1].isupper()
+        and not all(w[:1].isupper() for w in words)
+    )
 
 
 def foreign_chitchat(sentence: str, names: Collection[str] = ()) -> bool:

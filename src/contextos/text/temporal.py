@@ -694,25 +694,50 @@ def _relative(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) ->
     return None
 
 
+#: In the clause before a year-less date told in the past, what makes the date a plan's
+#: (left in the anchor's year): a present or future told after the past ("they told me
+#: the wedding is on Sept 9"), or a verb of arranging ("I booked flights for Dec 20",
+#: "I bought tickets for the show on Aug 2").
+_A_PLAN = re.compile(
+    r"\b(?:is|are|will|shall|going\s+to|gonna|book(?:s|ed|ing)?|reserv(?:e|es|ed|ing)"
+    r"|(?:re)?schedul(?:e|es|ed|ing)|plann?(?:ed|ing)?|arrang(?:e|es|ed|ing)|tickets?"
+    r"|sign(?:s|ed)?\s+up|register(?:s|ed)?|postpon(?:e|es|ed)|invit(?:e|es|ed))\b"
+    r"|['\u2019](?:re|ll)\b",
+    re.IGNORECASE,
+)
+#: The last word before a date (past "on"/"the") that makes it a target ("for Dec 20",
+#: "until June 3", "to Sept 10").
+_TARGET = frozenset({"for", "until", "till", "to", "by"})
+
+
 def _told_in_the_past(day: datetime, anchor: datetime, m: re.Match[str]) -> datetime:
     """A day named without a year (dated in the anchor's year), moved to the year before
-    when it is after the anchor, opens its clause and what follows it is told in the past
-    tense: "Dec 5 the concert was amazing", "On Dec 5 we went to a concert", said in May
-    2024, are 5 December 2023, not 2024 (a review, s55). Left in the anchor's year when
-    a verb comes before it in its clause: a past there is often the telling of a plan
-    ("I booked flights for Dec 20", "they told me the wedding is on Sept 9"), and when
-    no tense is read or the sentence is in another language."""
+    when it is after the anchor and told in the past tense (read from its clause, else
+    the words after it): "I went to Paris on Dec 5", "Dec 5 the concert was amazing",
+    said in May 2024, are in December 2023, not 2024 (a review, s55). Left in the
+    anchor's year when the clause before it tells a plan (:data:`_A_PLAN`, a target
+    preposition just before it: :data:`_TARGET`), when no tense is read, and in a
+    sentence in another language."""
     if day.date() <= anchor.date():
         return day
     before, after, sentence = _segments(m.string, m.start(), m.end())
-    if reads_foreign(sentence) or _tense(before, True) is not None:
+    if reads_foreign(sentence):
         return day
-    if _tense(after, True) != "past":
+    tense = _tense(before, True) or _tense(after, True)
+    if tense != "past" or _A_PLAN.search(before) or _target_before(before):
         return day
     try:
         return day.replace(year=day.year - 1)
     except ValueError:  # 29 February, in a year before without one
         return day
+
+
+def _target_before(before: str) -> bool:
+    """Whether the last word before a date (past "on" and "the") is a target's."""
+    words = re.findall(r"[a-z]+", before.lower())
+    while words and words[-1] in ("on", "the"):
+        words.pop()
+    return bool(words) and words[-1] in _TARGET
 
 
 def _absolute(m: re.Match[str], anchor: datetime, future: Callable[[], bool]) -> _Resolved:
