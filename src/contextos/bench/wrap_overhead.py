@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -203,25 +203,31 @@ def measure(
     """
     if calls < 1 or warmup < 0:
         raise ValueError("calls must be >= 1 and warmup >= 0")
-    with _server(provider) as (fake, client), tempfile.TemporaryDirectory() as tmp:
-        memory = None
+    # The memory is closed (its embedding worker stopped) before its folder goes, however
+    # the block ends: a SIGTERM during its first add left the worker reading a removed
+    # file, and its "disk I/O error" was printed after "terminated" (a CI run, s55).
+    with (
+        _server(provider) as (fake, client),
+        tempfile.TemporaryDirectory() as tmp,
+        ExitStack() as stack,
+    ):
         if mode == "session":
             from ..embed import make_embedder
             from ..memory import Memory
 
-            memory = Memory(
-                Path(tmp) / "bench.db", embedder=make_embedder(embedder), background_embedding=True
+            memory = stack.enter_context(
+                Memory(
+                    Path(tmp) / "bench.db",
+                    embedder=make_embedder(embedder),
+                    background_embedding=True,
+                )
             )
             memory.add(list(_FACTS), user_id="ana", session_id="earlier")
             wrapped = wrap(client, memory=memory, session="bench", user_id="ana")
         else:
             wrapped = wrap(client)
-        try:
-            bare, timed = _run(provider, mode, calls, warmup, stream, wrapped, client, fake)
-        finally:
-            wrapped.flush()
-            if memory is not None:
-                memory.close()
+        stack.callback(wrapped.flush)  # before the memory closes (last in, first out)
+        bare, timed = _run(provider, mode, calls, warmup, stream, wrapped, client, fake)
     return OverheadResult(
         provider,
         mode,

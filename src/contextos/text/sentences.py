@@ -8,7 +8,6 @@ on every turn at hundreds of turns per second on two cores.
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from collections.abc import Collection, Sequence
@@ -156,7 +155,6 @@ _FOREIGN_CHITCHAT = word_set(
 _WORD_OF_ANY_SCRIPT = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
 
 
-@functools.lru_cache(maxsize=4096)  # one sentence is asked about up to 3 times
 def reads_foreign(sentence: str) -> bool:
     """Whether ``sentence`` is in another language than English: it holds a function
     word of another language (:data:`_FOREIGN_WORDS`) or a word of another script than

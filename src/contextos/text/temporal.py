@@ -723,7 +723,8 @@ def _told_in_the_past(day: datetime, anchor: datetime, m: re.Match[str]) -> date
     before, after, sentence = _segments(m.string, m.start(), m.end())
     if reads_foreign(sentence):
         return day
-    tense = _tense(before, True) or _tense(after, True)
+    # Not through ``_tense``'s cache: it would keep the memory's words (tests/test_text_cache.py).
+    tense = _tense.__wrapped__(before, True) or _tense.__wrapped__(after, True)
     if tense != "past" or _A_PLAN.search(before) or _target_before(before):
         return day
     try:
