@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -426,20 +426,14 @@ def counted_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k != "role"}
 
 
-def check_add_metadata(
-    metadata: Mapping[str, Any],
-    messages: Sequence[Message],
-    check: Callable[[dict[str, Any], str], object] = check_metadata,
-) -> None:
+def check_add_metadata(metadata: Mapping[str, Any], messages: Sequence[Message]) -> None:
     """The metadata checks of an add of ``messages`` with ``metadata`` (what
     :func:`build_records` refuses, but for a turn's ``seq``): the copies of ``metadata``
-    in all (:func:`check_metadata_copies`), then each memory's (``check``:
-    :func:`check_metadata`, or the server's equal check of parsed JSON at C speed,
-    ``server.json_checks.check_json_metadata``)."""
+    in all (:func:`check_metadata_copies`), then each memory's (:func:`check_metadata`)."""
     said = [m for m in messages if m.content.strip()]
     check_metadata_copies(metadata, len(said))
     for message in said:
-        check(counted_metadata(_record_metadata(metadata, message)), RECORD_METADATA)
+        check_metadata(counted_metadata(_record_metadata(metadata, message)), RECORD_METADATA)
 
 
 def check_metadata_copies(metadata: Mapping[str, Any], copies: int) -> None:

@@ -354,8 +354,7 @@ class AddRequest(ScopeIn):
         when the copies would be too large, so a body under the size limit cannot write
         hundreds of times its size (0.9 MB of metadata with 500 short messages: 467 MB)."""
         if isinstance(self.messages, list):
-            messages = [m.to_message() for m in self.messages]
-            check_add_metadata(self.metadata or {}, messages, check=check_json_metadata)
+            check_add_metadata(self.metadata or {}, [m.to_message() for m in self.messages])
         check_inferred_type(self.memory_type, self.infer)  # a 422, as malformed input
         return self
 

@@ -122,9 +122,9 @@ _SHARED_WORDS = word_set(
 )
 #: Words that show a sentence is English: :data:`STOPWORDS` but the shared ones.
 _ENGLISH_WORDS = STOPWORDS - _SHARED_WORDS
-#: Function words and the commonest verb forms of those languages, none an English
-#: word ("son", "die", "hat", "hay", "con", "ai", "os", "com", "mit" left out): a sentence holding
-#: one, and no English word (:data:`_ENGLISH_WORDS`), is in another language
+#: Function words and the commonest verb forms of those languages, none an English word
+#: ("son", "die", "hat", "hay", "con", "ai", "os", "com", "mit" left out): a sentence
+#: holding one, and no English word (:data:`_ENGLISH_WORDS`), is in another language
 #: (:func:`reads_foreign`).
 _FOREIGN_WORDS = word_set(
     """
@@ -146,7 +146,7 @@ _FOREIGN_WORDS = word_set(
 _FOREIGN_CHITCHAT = word_set(
     """
     hola gracias muchas buenas buenos días dias noches tardes adiós adios claro vale bueno
-    genial perfecto sí si vale dale obrigado obrigada olá ola oi bom boa tchau beleza
+    genial perfecto sí si dale obrigado obrigada olá ola oi bom boa tchau beleza
     merci beaucoup bonjour bonsoir salut oui bien super d'accord ciao grazie mille prego
     certo perfetto benissimo danke schön bitte hallo tschüss ja nein genau gut toll
     dank bedankt hoi dzięki cześć tak dobrze děkuji ahoj
@@ -634,7 +634,8 @@ def _object(m: re.Match[str], name: str) -> str:
 def to_third_person(sentence: str, name: str) -> str:
     """``sentence`` with I/me/my made ``name`` ("I love my dog" -> "Ann loves Ann's dog";
     "i" too where it is "I": :func:`capital_i`)."""
-    if reads_foreign(sentence):
-        return sentence  # "me", "my", "I" are other words there (:func:`reads_foreign`)
     text = _SUBJECT.sub(lambda m: _subject(m, name), capital_i(sentence))
-    return _OBJECT.sub(lambda m: _object(m, name), text)
+    text = _OBJECT.sub(lambda m: _object(m, name), text)
+    if text != sentence and reads_foreign(sentence):  # only where a word was rewritten
+        return sentence  # "me", "my", "I" are other words there (:func:`reads_foreign`)
+    return text
