@@ -105,3 +105,82 @@ def test_workers_past_the_databases_connections_wait_instead_of_crashing(
             )
             conn.execute(f"DROP SCHEMA {role} CASCADE")
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_an_outage_is_logged_in_the_servers_format_without_a_line_a_retry(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL gone for a few seconds under a client that keeps asking: psycopg_pool's
+    own lines ("error connecting in 'contextos': ...", with a tab-indented "Is the server
+    running" line after each) were written bare, split over lines, about 13 a second
+    (193 in a 15 s outage, a review). They now come in the server's format (a level
+    prefix), one line each, and a line repeated within seconds is written once."""
+    import threading
+
+    from pg_support import fresh_schema
+    from tcp_proxy import proxied
+
+    with fresh_schema("outlog") as (url, _schema), proxied(url) as (through, proxy):
+        with KeyStore(through) as keys:
+            key = keys.create("acme").secret
+        log = tmp_path / "serve.log"
+        with (
+            logged_server(through, log) as (base, _proc),
+            httpx.Client(
+                base_url=base, timeout=30, headers={"Authorization": f"Bearer {key}"}
+            ) as c,
+        ):
+            assert c.post("/v1/memories/search", json={"query": "tea", "user_id": "a"}).is_success
+            proxy.down()
+            asking = time.monotonic() + 4.0
+
+            def ask() -> None:
+                with httpx.Client(
+                    base_url=base, timeout=30, headers={"Authorization": f"Bearer {key}"}
+                ) as each:
+                    while time.monotonic() < asking:
+                        each.post("/v1/memories/search", json={"query": "tea", "user_id": "a"})
+
+            clients = [threading.Thread(target=ask) for _ in range(4)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join(timeout=60)
+            proxy.up()
+            back = c.post("/v1/memories/search", json={"query": "tea", "user_id": "a"})
+        said = log.read_text(encoding="utf-8", errors="replace")
+    assert back.is_success, back.text
+    lines = said.splitlines()
+    pool_lines = [line for line in lines if "error connecting in" in line]
+    assert pool_lines, said[-3000:]  # the outage was seen (else the test tests nothing)
+    assert not [line for line in lines if line[:1].isspace()], said[-3000:]
+    assert all(line.startswith("WARNING:") for line in pool_lines), pool_lines[:5]
+    # One line per distinct message in a few seconds, not one a retry.
+    assert len(pool_lines) <= 2 * len(set(pool_lines)) + 2, pool_lines
+
+
+def test_a_repeat_after_the_window_says_how_many_were_left_out() -> None:
+    import logging
+
+    from contextos.server.log_repeats import REMEMBERED, OneLineQuietRepeats
+
+    quiet = OneLineQuietRepeats(window_s=0.3)
+
+    def record(msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord("psycopg.pool", logging.WARNING, __file__, 1, msg, args, None)
+
+    first = record("error connecting in %r: %s", "pool", "refused\n\tIs the server running?")
+    assert quiet.filter(first)
+    assert first.getMessage() == "error connecting in 'pool': refused Is the server running?"
+    same = "error connecting in 'pool': refused\n\tIs the server running?"
+    assert not any(quiet.filter(record(same)) for _ in range(5))
+    assert quiet.filter(record("another message"))  # each distinct message its own window
+    time.sleep(0.35)
+    later = record(same)
+    assert quiet.filter(later)
+    assert later.getMessage().endswith("(5 more like it in the last 0.3 s)")
+    # A flood of distinct messages is not remembered without bound: the oldest is
+    # forgotten (so written again at once, inside its window).
+    assert all(quiet.filter(record(f"message {n}")) for n in range(REMEMBERED + 1))
+    assert not quiet.filter(record(f"message {REMEMBERED}"))
+    assert quiet.filter(record("message 0"))

@@ -263,8 +263,9 @@ def _raise_if_a_worker_failed(supervisor: Any) -> None:
 
 def log_config(level: str, *, access_log: bool) -> dict[str, Any]:
     """uvicorn's logging configuration, with the library's loggers (``contextos.*``) on
-    its handler and format at ``level``, and the access lines of
-    :mod:`contextos.server.access_log` at ``info`` unless ``access_log`` is off.
+    its handler and format at ``level``, the access lines of
+    :mod:`contextos.server.access_log` at ``info`` unless ``access_log`` is off, and
+    psycopg's lines in the same format through :mod:`contextos.server.log_repeats`.
 
     Why: without a handler of their own the library's lines went through Python's
     last-resort handler, warnings and worse only, so ``--log-level info`` showed uvicorn's
@@ -280,6 +281,20 @@ def log_config(level: str, *, access_log: bool) -> dict[str, Any]:
     }
     if not access_log:
         config["loggers"]["contextos.access"] = {"level": "WARNING"}
+    # psycopg_pool's lines (a connection try each, during a database outage): the same
+    # format, one line each, a repeat within seconds written once (log_repeats).
+    config.setdefault("filters", {})["quiet_repeats"] = {
+        "()": "contextos.server.log_repeats.OneLineQuietRepeats"
+    }
+    config["handlers"]["quiet_repeats"] = {
+        **config["handlers"]["default"],
+        "filters": ["quiet_repeats"],
+    }
+    config["loggers"]["psycopg"] = {
+        "handlers": ["quiet_repeats"],
+        "level": level.upper(),
+        "propagate": False,
+    }
     return config
 
 
