@@ -63,6 +63,13 @@ function rendered() {
   document.documentElement.dataset.rendered = view;
 }
 
+// Set while a view draws itself from the page's URL (its load, and so also Back and
+// Forward, which load the page again: see the boot code): the URL it settles on then
+// replaces the entry. Later, a URL that changes (a page of the list, a search, a session
+// opened) is a new entry of the history: every change replaced the one entry, so Back
+// after five pages of "older" left the view (a review); a list drawn again is not.
+let booting = true;
+
 function setUrl(updates) {
   const p = new URLSearchParams(location.search);
   const h = new URLSearchParams(location.hash.slice(1));
@@ -73,7 +80,10 @@ function setUrl(updates) {
     else into.set(k, String(v));
   }
   const hash = h.toString();
-  history.replaceState(null, "", "/ui?" + p.toString() + (hash ? "#" + hash : ""));
+  const url = "/ui?" + p.toString() + (hash ? "#" + hash : "");
+  if (booting || url === location.pathname + location.search + location.hash) {
+    history.replaceState(null, "", url);
+  } else history.pushState(null, "", url);
   navLinks(p.get("user_id"));
 }
 
@@ -116,8 +126,15 @@ function errorMessage(resp, body) {
   const own = body && body.error && body.error.message;
   if (resp.status === 429) {
     const wait = retryAfter(resp);
-    return "Too many requests for this key: " + (wait === null ? "wait a little and try again"
-      : "try again in " + wait + " s") + (own ? " (the server said: " + own + ")." : ".");
+    const later = wait === null ? "wait a little and try again" : "try again in " + wait + " s";
+    // The server counts failed key checks by the client's address, before it reads any
+    // key: a valid key from that address waits too. It was "for this key" (a review).
+    if (own && /failed authentications/.test(own)) {
+      return "Too many failed sign-ins from this browser's network address (every client at "
+        + "it counts, e.g. all those behind one proxy), so no key is checked from it for now: "
+        + later + ".";
+    }
+    return "Too many requests for this key: " + later + (own ? " (the server said: " + own + ")." : ".");
   }
   if (own) return own;
   return "The server (or a proxy in front of it) answered HTTP " + resp.status
@@ -604,15 +621,22 @@ function escapeBidi(json) {
 }
 
 // Stored text (a memory's, a history event's, a turn's, a window block's) as nodes: runs
-// of plain text, each bidi control marked as in ids (`mark`: in its own isolate, so it
+// of plain text, each bidi control (and control character) marked as in ids (`mark`: in its own isolate, so it
 // reorders nothing). Drawn raw, "Ana is allergic to \u202estunaep" showed as "...peanuts",
 // which is not what the model reads nor what keyword search matches (a review). The
 // character stays in the text: a copy is exact.
+// Marked in stored text besides the bidi controls: control characters other than tab and
+// line breaks (an ESC drew nothing, so "\x1b[31mRED" showed as "[31mRED"; a review).
+const STORED_MARKED = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/g;
+
 function storedParts(text) {
   const s = text === null || text === undefined ? "" : String(text);
+  // A text of unseen characters only (zero-width spaces) drew a blank cell: marked as an
+  // id's are, each character (a review).
+  if (s && [...s].every((c) => UNSEEN.test(c))) return [...s].map(mark);
   const parts = [];
   let from = 0;
-  for (const m of s.matchAll(BIDI_CONTROLS)) {
+  for (const m of s.matchAll(STORED_MARKED)) {
     if (m.index > from) parts.push(s.slice(from, m.index));
     parts.push(mark(m[0]));
     from = m.index + m[0].length;
@@ -774,7 +798,7 @@ async function loadMemories(offset = null, step = null, after = null) {
   current.clearEarlierError();
   showForget(scope);
   setUrl({ ...scope, ...filters, offset: offset || "", after: after || "", q: "" });
-  head(["memory", "type", "scope", "created", "validity", ""]);
+  head(["memory", "type", "scope", "created", "validity", "actions"]);
   $("mem-rows").replaceChildren(...page.results.map((r) => row([
     textCell(r), r.memory_type, scopeCell(r), when(r.created_at), validity(r), openButton(r),
   ])));
@@ -800,7 +824,11 @@ async function searchMemories() {
   showForget(scope);
   setUrl({ ...scope, q, offset: "", after: "" });
   if (!isScoped(scope)) {
+    // What was listed is not of this scope: hidden, as the list's own unscoped branch
+    // does (it stayed under this message, a review).
     $("mem-status").textContent = "Searching needs a user, agent or session.";
+    $("memories").hidden = true;
+    $("pager").hidden = true;
     rendered();
     return;
   }
@@ -815,7 +843,7 @@ async function searchMemories() {
   mem.listing = "";
   mem.fields = fields;
   mem.query = q;
-  head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", ""]);
+  head(["#", "score", "lexical rank", "dense rank", "memory", "type", "scope", "actions"]);
   $("mem-rows").replaceChildren(...found.results.map((h, i) => row([
     i + 1, h.score.toFixed(4), h.lexical_rank ?? "–", h.dense_rank ?? "–", textCell(h.memory),
     h.memory.memory_type, scopeCell(h.memory), openButton(h.memory),
@@ -1460,6 +1488,9 @@ async function openCache(sid, prefetched, current = request("cache")) {
 document.addEventListener("DOMContentLoaded", () => {
   $("signin-form").addEventListener("submit", signIn);
   $("signout").addEventListener("click", signOut);
-  if (sessionStorage.getItem(KEY)) start().catch(fail);
+  // Back and Forward (an entry setUrl pushed, or a link's fragment changed in the tab)
+  // keep the document: it is loaded again, and each view draws itself from the URL.
+  window.addEventListener("popstate", () => location.reload());
+  if (sessionStorage.getItem(KEY)) start().catch(fail).finally(() => { booting = false; });
   else showSignin("");
 });
