@@ -360,6 +360,38 @@ def test_a_long_session_compacts_into_a_summary_and_keeps_the_log(
     assert wrapped.context.session.state().compactions >= 1
 
 
+def test_wrap_takes_the_history_share_and_the_compaction_thresholds(
+    fake_anthropic, anthropic_client, memory
+):
+    # They were SessionContext's only: wrap() refused them (TypeError), so an agent whose
+    # steps add several tool results at once compacted every other step (a review).
+    from contextos.engine.compaction import Thresholds
+
+    def compactions(**options: Any) -> int:
+        wrapped = wrap(
+            anthropic_client,
+            memory=memory,
+            session=f"share-{len(options)}",
+            user_id="ana",
+            budget=2500,
+            remember=False,
+            **options,
+        )
+        for i in range(24):
+            _ask(wrapped, f"Turn {i}: " + "the weather in Lisbon was sunny and warm today. " * 8)
+        wrapped.flush()
+        return wrapped.context.session.state().compactions
+
+    default = compactions()
+    roomier = compactions(history_share=0.9, thresholds=Thresholds(trigger=0.95, target=0.3))
+    assert default >= 3 and roomier < default, (default, roomier)
+    for share in (0, -0.5, 1.5, float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match="history_share"):
+            wrap(anthropic_client, memory=memory, session="bad", user_id="ana", history_share=share)
+    with pytest.raises(TypeError, match="Thresholds"):
+        wrap(anthropic_client, memory=memory, session="bad", user_id="ana", thresholds=(0.9, 0.5))
+
+
 def test_a_question_over_the_budget_fails_before_sending_and_is_not_logged(
     fake_anthropic, anthropic_client, memory
 ):
@@ -631,6 +663,80 @@ def test_a_reply_holding_nul_is_logged_mended_and_fails_no_call(
         client.close()
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_a_tool_result_holding_nul_or_a_lone_surrogate_is_logged_mended(memory, provider):
+    # An agent returns what a tool read (a binary file; a command's output decoded with
+    # surrogateescape) as the tool's result: its NUL made the wrapped call raise
+    # ValueError, where the bare SDK's call went through (a review). Tool output is no
+    # more the app's to clean than a model's reply: logged with U+FFFD, sent so, and the
+    # app's echo of it on the next call is recognised (logged once).
+    output = "ELF\x00\x00 header \udcff tail"
+    mended = "ELF\ufffd\ufffd header \ufffd tail"
+
+    def reply(body: dict[str, Any]) -> Any:
+        last = str(body["messages"][-1]["content"])
+        if "logo" not in last or "header" in last:
+            return "done"
+        if provider == "anthropic":
+            return [{"type": "tool_use", "id": "toolu_1", "name": "cat", "input": {"p": "logo"}}]
+        return {"tool_calls": [{"id": "call_1", "name": "cat", "arguments": {"p": "logo"}}]}
+
+    fake_server, sdk = fake_and_sdk(provider)
+    with fake_server(reply=reply) as fake:
+        client = sdk(base_url=fake.base_url, api_key="t", max_retries=0)
+        wrapped = wrap(client, memory=memory, session="bin", user_id="ana")
+        history: list[dict[str, Any]] = [{"role": "user", "content": "what is in logo?"}]
+        if provider == "anthropic":
+            tool = {"name": "cat", "description": "read", "input_schema": {"type": "object"}}
+            first = wrapped.messages.create(
+                model=MODEL, max_tokens=64, messages=history, tools=[tool]
+            )
+            history += [
+                {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": output}
+                    ],
+                },
+            ]
+            wrapped.messages.create(model=MODEL, max_tokens=64, messages=history, tools=[tool])
+            history += [
+                {"role": "assistant", "content": "done"},
+                {"role": "user", "content": "thanks"},
+            ]
+            wrapped.messages.create(model=MODEL, max_tokens=64, messages=history, tools=[tool])
+        else:
+            tool = {"type": "function", "function": {"name": "cat", "parameters": {}}}
+            first = wrapped.chat.completions.create(
+                model="gpt-4.1-mini", messages=history, tools=[tool]
+            )
+            history += [
+                first.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": "call_1", "content": output},
+            ]
+            wrapped.chat.completions.create(model="gpt-4.1-mini", messages=history, tools=[tool])
+            history += [
+                {"role": "assistant", "content": "done"},
+                {"role": "user", "content": "thanks"},
+            ]
+            wrapped.chat.completions.create(model="gpt-4.1-mini", messages=history, tools=[tool])
+        wrapped.flush()
+        sent = fake.requests[1].json()["messages"][-1]
+        log = [(t.message.role, t.message.content) for t in wrapped.context.session.turns()]
+        client.close()
+    assert mended in json.dumps(sent, ensure_ascii=False), sent
+    assert [content for role, content in log if role == "tool"] == [mended]
+    assert [role for role, _ in log] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+    ]
+
+
 @pytest.mark.parametrize("background", [True, False])
 def test_one_wrapped_client_shared_by_threads_never_fails_a_call(
     fake_anthropic, anthropic_client, memory, background
@@ -731,12 +837,14 @@ def test_wrap_passes_session_context_options_with_its_defaults(anthropic_client,
     is refused at once."""
     import inspect
 
+    from contextos.engine.compaction import Thresholds
     from contextos.engine.context import ContextOptions
 
     params = inspect.signature(SessionContext).parameters
     assert ContextOptions.__annotations__.keys() <= params.keys()
     given: ContextOptions = {"memory_limit": 3, "memory_tokens": 200, "remember": False}
     given |= {"budget": 5000, "compaction": "truncate", "background_commit": False}
+    given |= {"history_share": 0.7, "thresholds": Thresholds(trigger=0.9, target=0.4)}
     assert given.keys() == ContextOptions.__annotations__.keys()
     ctx = wrap(anthropic_client, memory=memory, user_id="ana", **given).context
     assert {name: getattr(ctx, name) for name in given if name != "background_commit"} == {

@@ -191,7 +191,18 @@ class ContextOptions(TypedDict, total=False):
     remember: bool
     budget: int | None
     compaction: Compaction | None
+    history_share: float
+    thresholds: Thresholds | None
     background_commit: bool
+
+
+def _checked_share(share: float) -> float:
+    """``history_share``: the window's share the history may take, over 0 and at most 1.
+    Unchecked, 0 or a negative share compacted at every call and 2 let the history
+    crowd out the question; a string failed inside the first call."""
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+        raise ValueError(f"history_share must be a number over 0 and at most 1, not {share!r}")
+    return float(share)
 
 
 class ContextSource(Protocol):
@@ -589,6 +600,17 @@ def _same(a: Message, b: Logged) -> bool:
     if said_digest(a) == logged:
         return True
     return a.role == role and said_digest(mended(replace(a, metadata={}))) == logged
+
+
+def _tool_output(message: Message) -> Message:
+    """A tool result :func:`~contextos.engine.message_text.mended` (each NUL and lone
+    surrogate as U+FFFD), any other message as given (the app's own text with one is
+    refused). Why: a tool's output is no more the app's to clean than a model's reply (a
+    binary file read, a command's output decoded with ``surrogateescape``), and the store
+    refused it: the wrapped call raised ValueError where the bare SDK's went through (a
+    review). The app's echo of it on later calls is recognised as a reply's is
+    (:func:`_same`)."""
+    return mended(message) if message.role == "tool" else message
 
 
 def _answered(message: Logged) -> bool:
@@ -1240,7 +1262,9 @@ class SessionContext:
         self.infer = False
         self.budget = checked_budget(budget) if budget is not None else None
         self.compaction: Strategy | None = _checked_compaction(compaction)
-        self.history_share = history_share
+        self.history_share = _checked_share(history_share)
+        if thresholds is not None and not isinstance(thresholds, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, not {type(thresholds).__name__}")
         self.thresholds = thresholds
         self.layout = layout or Layout()
         self.placement: Placement = placement
@@ -1566,7 +1590,7 @@ class SessionContext:
             if self.session is None or not new:
                 return parts, []
             try:
-                owes = [marked(_strip_wire(m), self._owed_mark(m, mark)) for m in new]
+                owes = [marked(_strip_wire(_tool_output(m)), self._owed_mark(m, mark)) for m in new]
                 return parts, self.session.add(*owes, newest=read)
             except Conflict:
                 if attempt == _APPEND_TRIES - 1:

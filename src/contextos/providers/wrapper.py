@@ -917,6 +917,11 @@ def wrap(
             - ``compaction``: the session's compaction strategy (``summarize``, the
               default, ``truncate``, ``clear_tool_results``, ``offload``) or None to
               never compact.
+            - ``history_share``: the share of the budget the history may take (0.6);
+              ``thresholds``: when compaction starts and down to what, as shares of
+              that (:class:`~contextos.engine.compaction.Thresholds`, 0.8 and 0.5). A
+              step that adds much (several tool results at once) compacts less often
+              with more room between them.
             - ``background_commit``: log the reply and remember the exchange on a
               background thread (the next call or ``flush()`` waits for it, and so do
               ``Memory.close()`` and the interpreter's exit); False to do it inline.
