@@ -941,8 +941,8 @@ def test_a_slow_answer_is_not_drawn_into_the_session_opened_meanwhile(
     page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=long")
     wait_rendered(page, "sessions")
     assert len(rows(page, "#turn-rows tr")) == 200
-    # "more turns" of long, slow; short is opened meanwhile.
-    held = Held(page, re.compile(r"/ui/api/turns\?session_id=long&after_seq=199&"))
+    # "more turns" of long (asked from its last turn shown), slow; short opened meanwhile.
+    held = Held(page, re.compile(r"/ui/api/turns\?session_id=long&after_seq=198&"))
     page.click("#turns-more")
     held.wait()
     open_session("short", 1)
@@ -965,7 +965,7 @@ def test_a_slow_answer_is_not_drawn_into_the_session_opened_meanwhile(
 
     # "more turns" clicked twice before the first answer: each turn is listed once.
     open_session("long", 200)
-    held = Held(page, re.compile(r"/ui/api/turns\?session_id=long&after_seq=199&"))
+    held = Held(page, re.compile(r"/ui/api/turns\?session_id=long&after_seq=198&"))
     page.click("#turns-more")
     page.click("#turns-more")
     held.wait(2)

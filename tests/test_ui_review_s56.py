@@ -11,6 +11,8 @@ import base64
 import time
 from typing import Any
 
+import pytest
+
 from ui_support import (  # noqa: F401 - module_browser, module_server: fixtures
     LiveServer,
     auth,
@@ -174,6 +176,59 @@ def test_a_search_without_a_user_clears_the_list_it_leaves(
         assert page.is_hidden("#memories") and page.is_hidden("#pager")
     finally:
         context.close()
+
+
+def _turns(server: LiveServer, key: str, sid: str, label: str, count: int) -> None:
+    for start in range(0, count, 100):
+        server.turns(
+            key,
+            sid,
+            [{"role": "user", "content": f"{label} turn {n}"} for n in range(start, start + 100)],
+            user_id="mix",
+        )
+
+
+def _shown_turns(page: Any) -> list[str]:
+    """The content of each turn the log's table shows, in order."""
+    return list(
+        page.evaluate(
+            "() => [...document.querySelectorAll('#turn-rows tr')]"
+            ".map((tr) => tr.cells[4].textContent)"
+        )
+    )
+
+
+@pytest.mark.parametrize("written_again", [True, False])
+def test_more_turns_of_a_log_erased_elsewhere_says_so_and_shows_it_anew(
+    server: LiveServer, browser: Any, written_again: bool
+) -> None:
+    """Review F2: a session forgotten and written again by another client numbers its
+    turns from 0 again; "more turns" appended them under the erased ones as one log
+    ("199 OLD turn 199", "200 NEW turn 200"), and a session only forgotten hid "more
+    turns" and left the erased turns on screen. The next page is asked from the last
+    turn shown: when that turn is not there any more, the page says the log changed and
+    shows it as it is now."""
+    key = server.issue_key(f"mix{written_again}")
+    sid = "mix-sess"
+    _turns(server, key, sid, "OLD", 300)
+    context, page = new_page(browser, key)
+    try:
+        page.goto(f"{server.base}/ui?view=sessions&user_id=mix&session_id={sid}")
+        wait_rendered(page, "sessions")
+        page.wait_for_selector("#turns-more:not([hidden])")
+        assert _shown_turns(page)[-1] == "OLD turn 199"
+        server.call("POST", "/v1/memories/forget", key, {"session_id": sid})
+        if written_again:
+            _turns(server, key, sid, "NEW", 300)
+        page.click("#turns-more")
+        page.wait_for_selector("#error:not([hidden])")
+        message = page.inner_text("#error")
+        shown = _shown_turns(page)
+    finally:
+        context.close()
+    assert "log changed" in message, message
+    assert not [t for t in shown if t.startswith("OLD")], shown[:3]
+    assert shown == ([f"NEW turn {n}" for n in range(200)] if written_again else []), shown[:3]
 
 
 def test_a_throttled_address_is_not_blamed_on_the_key(server: LiveServer, browser: Any) -> None:

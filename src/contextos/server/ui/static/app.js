@@ -1224,7 +1224,8 @@ async function moreSessions(listId) {
   return page;
 }
 
-const sess = { id: null, after: -1 };
+// The session shown, and the last turn of it shown (null: none yet).
+const sess = { id: null, last: null };
 
 function wireSessions() {
   $("sess-scope").addEventListener("submit", (e) => {
@@ -1274,7 +1275,7 @@ async function openSession(sid, firstPage, current = request("turns")) {
   drop("window");
   current.clearEarlierError();
   sess.id = sid;
-  sess.after = -1;
+  sess.last = null;
   setUrl({ session_id: sid });
   $("s-id").replaceChildren(idNode(sid));
   markOpen("session-list", sid);
@@ -1284,12 +1285,27 @@ async function openSession(sid, firstPage, current = request("turns")) {
   appendTurns(found);
 }
 
-// The next page of the session shown (twice clicked: the second page asked for is shown).
+// The next page of the session shown (twice clicked: the second page asked for is shown),
+// asked from the last turn shown, so that the page can tell it continues the log shown: a
+// session forgotten and written again elsewhere numbers its turns from 0 again, and its
+// turns were appended under the erased ones as one log; a session only forgotten hid
+// "more turns" and left the erased turns on screen (a review). Then it says so and shows
+// the log as it is now, from its start.
 async function loadTurns() {
   const current = request("more");
-  const found = await current(turnsPage(sess.id, sess.after));
+  const last = sess.last;
+  const found = await current(api("/ui/api/turns?" + query({
+    session_id: sess.id, after_seq: last.seq - 1, limit: TURN_PAGE + 2,
+  })));
   current.clearEarlierError();
-  appendTurns(found);
+  const first = found.results[0];
+  if (!first || first.seq !== last.seq || first.created_at !== last.created_at || first.content !== last.content) {
+    await openSession(sess.id);
+    showError("This session's log changed since it was shown (erased, or erased and written again "
+      + "elsewhere): it is shown again as it is now, from its start.");
+    return;
+  }
+  appendTurns({ ...found, results: found.results.slice(1) });
 }
 
 // A turn's content, then each tool call it made and, for a tool result, the call it
@@ -1318,7 +1334,7 @@ function appendTurns(found) {
     $("turn-rows").appendChild(row([
       t.seq, t.role, stored("div", t.name, "wrap"), t.tokens, turnText(t), when(t.created_at),
     ]));
-    sess.after = t.seq;
+    sess.last = t;
   }
   // More when the page was full, or the server cut it short by its bytes.
   $("turns-more").hidden = found.results.length <= TURN_PAGE && found.next_after_seq == null;
