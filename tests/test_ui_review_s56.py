@@ -291,3 +291,23 @@ def test_a_text_of_unseen_characters_and_control_characters_are_marked(
         ["\u200b\u200b\u200b", ["U+200B", "U+200B", "U+200B"]],
     ]
     assert header == "actions"
+
+
+def test_the_admin_key_brings_the_sign_in_form_back_naming_the_key_to_use(
+    server: LiveServer, browser: Any
+) -> None:
+    """Review F8: signed in with the admin key, every view said "the admin key manages
+    keys only" with the nav up and no sign-in form; only Sign out led to another key."""
+    from ui_support import ADMIN_KEY
+
+    context, page = new_page(browser, ADMIN_KEY)
+    try:
+        page.goto(f"{server.base}/ui?user_id=ana")
+        page.wait_for_selector("#signin:not([hidden])")
+        message = page.inner_text("#error")
+        stored = page.evaluate("sessionStorage.getItem('contextos_key')")
+        nav_hidden = page.is_hidden("#nav")
+    finally:
+        context.close()
+    assert "admin key" in message and "tenant's key" in message, message
+    assert stored is None and nav_hidden

@@ -240,6 +240,13 @@ async function api(path, options = {}) {
   } catch (err) {
     body = null;
   }
+  // The admin key is refused by every route the page reads (403): it was kept, and each
+  // view said so with the page's controls still up and no way to another key but Sign
+  // out (a review). It is dropped, as a refused key is, and the form says which key to use.
+  const own = body && body.error && body.error.message;
+  if (resp.status === 403 && typeof own === "string" && own.startsWith("the admin key manages keys only")) {
+    refuse("That is the server's admin key, which manages keys only: sign in with a tenant's key.");
+  }
   if (!resp.ok) throw new ApiError(resp.status, { error: { message: errorMessage(resp, body) } });
   if (body === null || typeof body !== "object") throw new ApiError(0, { error: { message: UNREADABLE } });
   return options.raw ? [body, text] : body;
