@@ -900,8 +900,7 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         ``wait_ms`` (within the busy timeout) for readers and writers (see
         :meth:`_truncate_wal`; 0 for the retry after each write, which must not slow
         it): whether it was still busy, and the frames of the WAL it copied into the
-        file when a reader's older snapshot left later frames uncopied (else None, and
-        when no checkpoint ran: the rebuild was busy). The lock held. A
+        file (None when no checkpoint ran: the rebuild was busy). The lock held. A
         rebuild that failed for another reason than a lock (no room) is put off and the
         checkpoint made."""
         timeout = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
@@ -909,10 +908,8 @@ class SQLiteStore(shared.PatchUpdates, shared.VectorWrites):
         try:
             if not self._rebuild_if_marked(leave_fresh=leave_fresh):
                 return True, None
-            busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            # Every frame copied: what keeps the WAL is a reader reading it now, which
-            # a wait lets finish (None, as no frame was left behind).
-            return bool(busy), int(copied) if 0 <= copied < frames else None
+            busy, _frames, copied = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return bool(busy), int(copied)
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
 
