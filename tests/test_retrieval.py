@@ -227,3 +227,27 @@ def test_relevance_never_leaves_the_range_of_a_cosine(tmp_path: Path) -> None:
     finally:
         m.close()
     assert seen and all(r is not None and -1.0 <= r <= 1.0 for r in seen), max(seen)
+
+
+def test_a_memory_outside_sessions_is_scored_as_a_turn_alone_in_its_session() -> None:
+    """Session turns gain from their session's best turns and their neighbours; a memory
+    outside any session (a fact an inferring client stored, a plain ``add``) gained
+    nothing, so it ranked under turns that only shared a session with stronger ones: a
+    memory's own unique word ranked it 6th behind turns sharing no word with the query
+    (a soak review, s56). It now counts as a session of its own: scored as a turn alone
+    in its session, and above the turns of a session whose only strength is itself."""
+
+    def hit(mid: str, score: float, session: str | None, seq: int | None) -> Hit:
+        meta = {} if seq is None else {"seq": seq}
+        record = MemoryRecord(mid, mid, Scope("t", "u", session_id=session), metadata=meta)
+        return Hit(record, score=score, lexical_rank=None, dense_rank=None)
+
+    hits = [
+        hit("outside", 0.10, None, None),
+        hit("alone", 0.10, "solo", 0),
+        hit("pair-a", 0.09, "pair", 0),
+        hit("pair-b", 0.02, "pair", 1),
+    ]
+    scored = {h.record.id: h.score for h in conversational_rerank(hits, RetrievalConfig())}
+    assert scored["outside"] == pytest.approx(scored["alone"])
+    assert scored["outside"] > scored["pair-a"]

@@ -752,8 +752,9 @@ def conversational_rerank(hits: Sequence[Hit], cfg: RetrievalConfig) -> list[Hit
             score = h.score + (
                 cfg.neighbour_weight * neighbour + cfg.session_weight * session_strength[session]
             )
-            h = _rescored(h, score)
-        rescored.append(h)
+        else:
+            score = h.score * (1 + cfg.session_weight)
+        rescored.append(_rescored(h, score))
     rescored.sort(key=hit_order)
     return rescored
 
