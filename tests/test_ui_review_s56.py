@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,6 +26,20 @@ from ui_support import (  # noqa: F401 - module_browser, module_server: fixtures
     wait_rendered,
     wait_text,
 )
+
+
+@contextmanager
+def listed(server: LiveServer, browser: Any, user: str, *texts: str) -> Iterator[Any]:
+    """A page signed in with a new tenant's key, showing ``user``'s memories ``texts``."""
+    key = server.issue_key(f"t-{user}")
+    server.add(key, user_id=user, messages=said(*texts), infer=False)
+    context, page = new_page(browser, key)
+    try:
+        page.goto(f"{server.base}/ui?user_id={user}")
+        wait_rendered(page, "memories")
+        yield page
+    finally:
+        context.close()
 
 
 def layout_ms(page: Any) -> float:
@@ -138,12 +154,7 @@ def test_a_changed_fragment_runs_its_search(server: LiveServer, browser: Any) ->
     """Review F5: the query of a ``#q=`` link was read once, at load: the same page with
     only its fragment changed (a link pasted into the tab, the fragment edited) showed
     an empty search box and the list."""
-    key = server.issue_key("frag")
-    server.add(key, user_id="fr", messages=said("ana keeps bees", "bob likes tea"), infer=False)
-    context, page = new_page(browser, key)
-    try:
-        page.goto(f"{server.base}/ui?user_id=fr")
-        wait_rendered(page, "memories")
+    with listed(server, browser, "fr", "ana keeps bees", "bob likes tea") as page:
         unmark_rendered(page)
         page.goto(f"{server.base}/ui?user_id=fr#q=bees")
         wait_rendered(page, "memories")
@@ -151,8 +162,6 @@ def test_a_changed_fragment_runs_its_search(server: LiveServer, browser: Any) ->
         assert page.input_value("#f-query") == "bees"
         assert page.inner_text("#mem-rows").splitlines()[0].startswith("1")
         assert "ana keeps bees" in page.inner_text("#mem-rows")
-    finally:
-        context.close()
 
 
 def test_a_search_without_a_user_clears_the_list_it_leaves(
@@ -160,12 +169,7 @@ def test_a_search_without_a_user_clears_the_list_it_leaves(
 ) -> None:
     """Review F6: with the user box cleared, a search said "Searching needs a user..."
     under the previous user's 50 rows and "1-50 of ...", while the URL named no user."""
-    key = server.issue_key("unscoped")
-    server.add(key, user_id="shown", messages=said("first note", "second note"), infer=False)
-    context, page = new_page(browser, key)
-    try:
-        page.goto(f"{server.base}/ui?user_id=shown")
-        wait_rendered(page, "memories")
+    with listed(server, browser, "shown", "first note", "second note") as page:
         assert page.is_visible("#memories")
         page.fill("#f-user", "")
         page.fill("#f-query", "note")
@@ -174,8 +178,6 @@ def test_a_search_without_a_user_clears_the_list_it_leaves(
         wait_rendered(page, "memories")
         wait_text(page, "#mem-status", "Searching needs a user")
         assert page.is_hidden("#memories") and page.is_hidden("#pager")
-    finally:
-        context.close()
 
 
 def _turns(server: LiveServer, key: str, sid: str, label: str, count: int) -> None:
@@ -268,24 +270,12 @@ def test_a_text_of_unseen_characters_and_control_characters_are_marked(
     """Review F8: a memory of zero-width spaces only drew a blank cell, and an ESC in a
     text drew nothing ("\\x1b[31mRED" showed as "[31mRED"). Each is marked as in ids;
     the characters stay in the text. The actions column's header is named."""
-    key = server.issue_key("unseen")
-    server.add(
-        key,
-        user_id="un",
-        messages=said("\u200b\u200b\u200b", "\x1b[31mRED tea"),
-        infer=False,
-    )
-    context, page = new_page(browser, key)
-    try:
-        page.goto(f"{server.base}/ui?user_id=un")
-        wait_rendered(page, "memories")
+    with listed(server, browser, "un", "\u200b\u200b\u200b", "\x1b[31mRED tea") as page:
         cells = page.evaluate(
             "() => [...document.querySelectorAll('#mem-rows .text')].map((t) => ["
             " t.textContent, [...t.querySelectorAll('.mark')].map((m) => m.dataset.mark)])"
         )
         header = page.locator("#mem-head th").last.inner_text()
-    finally:
-        context.close()
     assert sorted(cells) == [
         ["\x1b[31mRED tea", ["U+001B"]],
         ["\u200b\u200b\u200b", ["U+200B", "U+200B", "U+200B"]],
