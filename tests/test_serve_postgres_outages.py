@@ -184,3 +184,6 @@ def test_a_repeat_after_the_window_says_how_many_were_left_out() -> None:
     assert all(quiet.filter(record(f"message {n}")) for n in range(REMEMBERED + 1))
     assert not quiet.filter(record(f"message {REMEMBERED}"))
     assert quiet.filter(record("message 0"))
+    # Lines under warning (a --log-level that asks for them) are all written.
+    debug = logging.LogRecord("psycopg.pool", logging.DEBUG, __file__, 1, "try\n\tagain", (), None)
+    assert quiet.filter(debug) and quiet.filter(debug) and debug.getMessage() == "try again"

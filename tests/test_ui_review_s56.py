@@ -11,10 +11,12 @@ import base64
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from contextos.testing.embedders import HashEmbedder
 from ui_support import (  # noqa: F401 - module_browser, module_server: fixtures
     LiveServer,
     auth,
@@ -233,6 +235,46 @@ def test_more_turns_of_a_log_erased_elsewhere_says_so_and_shows_it_anew(
     assert shown == ([f"NEW turn {n}" for n in range(200)] if written_again else []), shown[:3]
 
 
+def test_more_turns_goes_on_past_two_turns_over_a_page_together(
+    tmp_path: Path, browser: Any
+) -> None:
+    """The diff review: asked from the last turn shown, a page cut by its 4 MiB held that
+    turn alone when it and the next one were over 4 MiB together (turns a wrapped agent
+    logs from big tool results); "more turns" then asked the same page at every click,
+    and the turns after it were out of reach."""
+    from contextos import Memory, Session
+    from contextos.types import Message
+    from ui_support import live_server
+
+    with live_server(tmp_path / "big.db") as server:
+        key = server.issue_key("bigturns")
+        with Memory(tmp_path / "big.db", embedder=HashEmbedder()) as m:
+            log = Session(m, "big", tenant="bigturns", user_id="ana")
+            for n in range(199):
+                log.add(Message(role="user", content=f"small {n}"))
+            log.add(Message(role="user", content="B" * 2_200_000))  # seq 199, last of page 1
+            log.add(Message(role="user", content="C" * 2_200_000))
+            log.add(Message(role="user", content="small last"))
+        context, page = new_page(browser, key)
+        try:
+            page.goto(f"{server.base}/ui?view=sessions&user_id=ana&session_id=big")
+            wait_rendered(page, "sessions")
+            for _click in range(3):
+                if page.is_hidden("#turns-more"):
+                    break
+                count = len(_shown_turns(page))
+                page.click("#turns-more")
+                page.wait_for_function(
+                    "(n) => document.querySelectorAll('#turn-rows tr').length > n", arg=count
+                )
+            shown = _shown_turns(page)
+            more_hidden = page.is_hidden("#turns-more")
+        finally:
+            context.close()
+    assert len(shown) == 202 and shown[-1] == "small last", (len(shown), shown[-1][:20])
+    assert more_hidden
+
+
 def test_a_throttled_address_is_not_blamed_on_the_key(server: LiveServer, browser: Any) -> None:
     """Review F7: after guesses from the same address (the loopback here; a proxy's for
     every client behind it), a valid key's page said "Too many requests for this key".
@@ -301,3 +343,36 @@ def test_the_admin_key_brings_the_sign_in_form_back_naming_the_key_to_use(
         context.close()
     assert "admin key" in message and "tenant's key" in message, message
     assert stored is None and nav_hidden
+
+
+def test_back_with_an_edit_not_saved_asks_first(server: LiveServer, browser: Any) -> None:
+    """The diff review: Back, now a move inside the view, loaded the page again and threw
+    an edit away unasked. The page asks; staying keeps the edit and the URL of what is
+    shown, leaving goes back."""
+    with listed(server, browser, "editor", "ana likes tea") as page:
+        first = page.url
+        page.fill("#f-query", "tea")
+        unmark_rendered(page)
+        page.click("#search-button")
+        wait_text(page, "#mem-status", "hits for the query")
+        searched = page.url
+        page.locator("#mem-rows button").first.click()
+        page.wait_for_selector("#detail:not([hidden])")
+        page.fill("#d-text", "ana likes green tea")
+        asked: list[str] = []
+
+        def stay(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", stay)
+        page.go_back()
+        page.wait_for_function("(u) => location.href === u", arg=searched)
+        assert asked and "not saved" in asked[0]
+        assert page.input_value("#d-text") == "ana likes green tea"
+        page.once("dialog", lambda dialog: dialog.accept())
+        unmark_rendered(page)
+        page.go_back()
+        wait_rendered(page, "memories")
+        assert page.url == first
+        assert page.is_hidden("#detail")

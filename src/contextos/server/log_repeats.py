@@ -24,9 +24,11 @@ REMEMBERED = 256
 
 
 class OneLineQuietRepeats(logging.Filter):
-    """Rewrites a record's message to one line and drops it when the same message was
-    written less than ``window_s`` seconds ago. The next one written after the window
-    ends with the number dropped in between."""
+    """Rewrites a record's message to one line and drops a warning or worse when the same
+    message was written less than ``window_s`` seconds ago. The next one written after
+    the window ends with the number dropped in between (repeats after the last one
+    written are not counted anywhere). Lines under warning, which only a lower
+    ``--log-level`` shows, are all written."""
 
     def __init__(self, window_s: float = WINDOW_S) -> None:
         super().__init__()
@@ -37,6 +39,9 @@ class OneLineQuietRepeats(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = " ".join(record.getMessage().split())
+        if record.levelno < logging.WARNING:  # asked for (--log-level info, debug): all
+            record.msg, record.args = message, None
+            return True
         now = time.monotonic()
         with self._lock:
             written, dropped = self._seen.get(message, (float("-inf"), 0))

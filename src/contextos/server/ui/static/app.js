@@ -69,6 +69,8 @@ function rendered() {
 // opened) is a new entry of the history: every change replaced the one entry, so Back
 // after five pages of "older" left the view (a review); a list drawn again is not.
 let booting = true;
+// The URL of what the page shows (see the boot code's popstate).
+let shownUrl = location.href;
 
 function setUrl(updates) {
   const p = new URLSearchParams(location.search);
@@ -84,6 +86,7 @@ function setUrl(updates) {
   if (booting || url === location.pathname + location.search + location.hash) {
     history.replaceState(null, "", url);
   } else history.pushState(null, "", url);
+  shownUrl = location.href;
   navLinks(p.get("user_id"));
 }
 
@@ -1012,6 +1015,13 @@ async function saveMemory(id) {
   return { reloaded: reloadShown() };
 }
 
+// Whether the memory panel is open with an edit not saved.
+function editNotSaved() {
+  if ($("detail").hidden || editing.id === null) return false;
+  const mine = unsavedEdit(editing.id);
+  return mine.text !== null || mine.meta !== null;
+}
+
 // What the user changed in the boxes of memory `id`'s panel (null: that part unchanged).
 function unsavedEdit(id) {
   const text = $("d-text").value;
@@ -1312,6 +1322,14 @@ async function loadTurns() {
       + "elsewhere): it is shown again as it is now, from its start.");
     return;
   }
+  if (found.results.length === 1 && found.next_after_seq === last.seq) {
+    // The page was cut by its bytes to the last turn shown alone (it and the next one are
+    // over the 4 MiB of a page): the next page is asked after it. Left at that, "more
+    // turns" asked the same page again at every click, and the turns after it were out
+    // of reach (the session's diff review).
+    appendTurns(await current(turnsPage(sess.id, last.seq)));
+    return;
+  }
   appendTurns({ ...found, results: found.results.slice(1) });
 }
 
@@ -1512,8 +1530,22 @@ document.addEventListener("DOMContentLoaded", () => {
   $("signin-form").addEventListener("submit", signIn);
   $("signout").addEventListener("click", signOut);
   // Back and Forward (an entry setUrl pushed, or a link's fragment changed in the tab)
-  // keep the document: it is loaded again, and each view draws itself from the URL.
-  window.addEventListener("popstate", () => location.reload());
+  // keep the document: it is loaded again, and each view draws itself from the URL. An
+  // edit not saved went with it, unasked (the session's diff review): the page asks
+  // first, and staying puts back the URL of what is shown.
+  let leaving = false;
+  window.addEventListener("popstate", () => {
+    if (editNotSaved() && !confirm("Your edit of this memory is not saved. Leave it?")) {
+      history.pushState(null, "", shownUrl);
+      return;
+    }
+    leaving = true;
+    location.reload();
+  });
+  // Leaving the page (another site, the tab closed, a reload) asks too.
+  window.addEventListener("beforeunload", (e) => {
+    if (!leaving && editNotSaved()) e.preventDefault();
+  });
   if (sessionStorage.getItem(KEY)) start().catch(fail).finally(() => { booting = false; });
   else showSignin("");
 });
