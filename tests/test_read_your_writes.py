@@ -141,7 +141,10 @@ def test_an_embedded_keyword_hit_beyond_the_dense_depth_gets_no_dense_term(
         assert sorted(h.dense_rank or 0 for t, h in hits.items() if t in nearer) == [1, 2]
         hit = hits[far.text]
         assert (hit.lexical_rank, hit.dense_rank) == (1, None)
-        assert hit.score == pytest.approx(cfg.lexical_weight / (cfg.rrf_k + 1))
+        # Its keyword term alone, as a memory outside any session counts it (a session of
+        # its own: conversational_rerank).
+        keyword_term = cfg.lexical_weight / (cfg.rrf_k + 1)
+        assert hit.score == pytest.approx(keyword_term * (1 + cfg.session_weight))
 
 
 @BOTH
