@@ -221,40 +221,51 @@ class Memory:
         if store is None:  # from CONTEXTOS_DB or settings too: "   " made a file of spaces
             _db_location(self.settings.db)
         self.store: Store = store or open_store(self.settings.db)
-        self.embedder = embedder or make_embedder(self.settings.embedder)
-        self.tokenizer = tokenizer or default_tokenizer()
-        #: Counts each record written (stored with it, so searches need not count it).
-        self.record_tokens = RecordTokens(self.tokenizer)
-        self.extractor = extractor  # None: the offline extractor, for add(infer=True)
-        self.reconciler = reconciler  # None: the heuristic reconciler
-        #: Store the offline extractor's facts beside the turns of a session (see ``add``).
-        self.turn_facts = turn_facts
-        if retrieval is None and turn_facts:
-            retrieval = TURN_FACTS_RETRIEVAL
-        self.retriever = HybridRetriever(
-            self.store, self.embedder, config=retrieval, tokenizer=self.tokenizer
-        )
-        #: Adds to a session take turns per stripe (see ``_after_newest``).
-        self._session_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
-        #: Inferring adds of one user (or agent) take turns (see ``_infer``).
-        self._owner_locks = KeyedLocks()
-        #: Adds of one text in one scope take turns (see ``_reuse_repeats``).
-        self._repeat_locks = KeyedLocks()
-        # A shared worker (one per store, e.g. in the server) is used but not owned.
-        self._owns_worker = worker is None
-        self._worker = worker or (
-            EmbeddingWorker(self.store, self.embedder, batch_size=self.settings.embed_batch_size)
-            if background_embedding and not self.store.read_only
-            else None
-        )
-        if self._worker is not None:
-            self._worker.notify()  # embed whatever a crashed process left pending
-        self._pending: weakref.WeakSet[PendingWrites] = weakref.WeakSet()
-        self._finalizer = _close_when_dropped(
-            self,
-            self._worker if self._owns_worker else None,
-            self.store if owns_store else None,
-        )
+        try:
+            self.embedder = embedder or make_embedder(self.settings.embedder)
+            self.tokenizer = tokenizer or default_tokenizer()
+            #: Counts each record written (stored with it, so searches need not count it).
+            self.record_tokens = RecordTokens(self.tokenizer)
+            self.extractor = extractor  # None: the offline extractor, for add(infer=True)
+            self.reconciler = reconciler  # None: the heuristic reconciler
+            #: Store the offline extractor's facts beside the turns of a session (see ``add``).
+            self.turn_facts = turn_facts
+            if retrieval is None and turn_facts:
+                retrieval = TURN_FACTS_RETRIEVAL
+            self.retriever = HybridRetriever(
+                self.store, self.embedder, config=retrieval, tokenizer=self.tokenizer
+            )
+            #: Adds to a session take turns per stripe (see ``_after_newest``).
+            self._session_locks = [threading.Lock() for _ in range(SESSION_STRIPES)]
+            #: Inferring adds of one user (or agent) take turns (see ``_infer``).
+            self._owner_locks = KeyedLocks()
+            #: Adds of one text in one scope take turns (see ``_reuse_repeats``).
+            self._repeat_locks = KeyedLocks()
+            # A shared worker (one per store, e.g. in the server) is used but not owned.
+            self._owns_worker = worker is None
+            self._worker = worker or (
+                EmbeddingWorker(
+                    self.store, self.embedder, batch_size=self.settings.embed_batch_size
+                )
+                if background_embedding and not self.store.read_only
+                else None
+            )
+            if self._worker is not None:
+                self._worker.notify()  # embed whatever a crashed process left pending
+            self._pending: weakref.WeakSet[PendingWrites] = weakref.WeakSet()
+            self._finalizer = _close_when_dropped(
+                self,
+                self._worker if self._owns_worker else None,
+                self.store if owns_store else None,
+            )
+        except BaseException:
+            # Interrupted while it opens (Ctrl-C, or a SIGTERM a benchmark raises as
+            # KeyboardInterrupt): the half-built Memory is never returned to be closed, and
+            # its worker went on reading a store whose folder was removed meanwhile ("disk
+            # I/O error" after "terminated", a fresh clone's suite, s56). What it opened is
+            # closed here, as close() would.
+            self._close_opened(owns_store)
+            raise
 
     # -- writing ---------------------------------------------------------------
     def add(
@@ -1109,6 +1120,18 @@ class Memory:
         the store under the commit of its reply, which was lost.
         """
         self._pending.add(writes)
+
+    def _close_opened(self, owns_store: bool) -> None:
+        """What an interrupted ``__init__`` opened: its own worker (stopped), the store it
+        opened, and the finalizer that would close them again."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+        worker = getattr(self, "_worker", None)
+        if worker is not None and getattr(self, "_owns_worker", False):
+            worker.close()
+        if owns_store:
+            self.store.close()
 
     def close(self) -> None:
         """Wait for the writes registered by :meth:`wait_on_close`, stop the embedding

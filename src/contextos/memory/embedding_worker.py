@@ -470,8 +470,15 @@ class EmbeddingWorker:
         self._exit_lock = threading.Lock()
         self._exited = False
         self._thread = threading.Thread(target=self._run, name="contextos-embed", daemon=True)
-        self._thread.start()
         _LIVE.add(self)
+        try:
+            self._thread.start()
+        except BaseException:
+            # Interrupted while the thread starts (Ctrl-C, a SIGTERM raised as
+            # KeyboardInterrupt while a Memory opens): the thread may be running already,
+            # and no one would get this worker to close it (s56).
+            self.close()
+            raise
 
     @property
     def store(self) -> Store:
@@ -567,7 +574,8 @@ class EmbeddingWorker:
         self._closing.set()
         self._flushing.set()  # cut a linger short: closing waits for nothing to gather
         self._wake.set()
-        self._thread.join(timeout=self._close_timeout)
+        if self._thread.is_alive():  # not when its start was interrupted (see __init__)
+            self._thread.join(timeout=self._close_timeout)
         _LIVE.discard(self)
 
     def release(self, then: Callable[[], None] | None = None) -> None:
