@@ -34,6 +34,19 @@ class Terminated(KeyboardInterrupt):
 _RECEIVED: list[int] = []
 
 
+def stop_if_terminated() -> None:
+    """Raise :class:`Terminated` when a SIGTERM came during :func:`sigterm_unwinds`: for
+    a benchmark's loop to call at each step.
+
+    Why: the handler raises where the main thread happens to be, and that may be code
+    whose exceptions Python swallows (a ``gc.callbacks`` hook, a weakref callback,
+    ``__del__``: "Exception ignored in ..."); the handler ignores every later SIGTERM, so
+    ``bench wrap`` ran on with its 100,000 calls and was killed 90 s later (a fresh
+    clone's suite, s56)."""
+    if _RECEIVED:
+        raise Terminated
+
+
 @contextmanager
 def sigterm_unwinds() -> Iterator[Callable[[], bool]]:
     """While the block runs, SIGTERM raises :class:`Terminated` (once: a second SIGTERM

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from ..errors import MissingExtraError
 from ..providers.wrapper import WrappedClient, wrap
 from ..testing.fake_http import FakeHTTPServer
+from .sigterm import stop_if_terminated
 
 Provider = Literal["anthropic", "openai"]
 Mode = Literal["passthrough", "session"]
@@ -173,6 +174,7 @@ def _run(
     bare_ms: list[float] = []
     wrapped_ms: list[float] = []
     for i in range(warmup + calls):
+        stop_if_terminated()  # a SIGTERM whose exception was swallowed (see there)
         kwargs = _call_kwargs(provider, f"Question {i}: what do you know about Ana?")
         w = _timed(lambda kw=kwargs: _send(provider, wrapped, kw, stream))  # type: ignore[misc]
         bare_kwargs = _sent_body(fake) if mode == "session" else kwargs
