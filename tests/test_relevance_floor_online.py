@@ -169,20 +169,29 @@ def test_over_http_a_floor_judges_a_bulk_add_by_the_vectors_it_is_stored_with(
 def test_one_search_embeds_at_most_its_bound_and_the_next_one_goes_on(tmp_path: Path) -> None:
     """Beyond ``UNEMBEDDED_TEXTS`` texts a search leaves the worse pending hits out under
     a floor (docs/api.md); the vectors it made are kept, so the next search judges those
-    at no cost and embeds the next ones: two searches judge 80 pending memories."""
+    at no cost and embeds the next ones: two searches judge 80 pending memories.
+
+    The oldest pending memory matches no search, so no search keeps its vector and the
+    worker's first batch must call the held embedder. Without it, once the second
+    search had kept all 80 vectors the worker stored them without calling the embedder
+    (``kept_or_embedded``): a third search that ran after its linger (a loaded machine)
+    ranked them by the dense list too, in another order (1 run in 15)."""
     embedder = HeldBatches()
     texts = [f"zebra99x note {n}" for n in range(80)]
     with Memory(tmp_path / "m.db", embedder=embedder) as m:
         embedder.hold()
         try:
+            m.add("a plain note the searches never match", user_id="ana")
             m.add(texts, user_id="ana")
-            assert m.embedding_status().pending == 80
+            assert m.embedding_status().pending == 81
             order = [h.record.id for h in m.search("zebra99x", user_id="ana", limit=100)]
             calls = embedder.calls
             first = m.search("zebra99x", user_id="ana", min_score=-1.0, limit=100)
             second = m.search("zebra99x", user_id="ana", min_score=-1.0, limit=100)
+            time.sleep(0.5)  # past the worker's linger: it has taken its batch
             third = m.search("zebra99x", user_id="ana", min_score=-1.0, limit=100)
             embedded = embedder.calls - calls
+            assert m.embedding_status().pending == 81  # held: all judged while pending
         finally:
             embedder.release()
     assert len(order) == 80
