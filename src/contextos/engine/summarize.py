@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from contextos.llm.tokens import Tokenizer, default_tokenizer
 from contextos.text.sentences import STOPWORDS, split_sentences
 from contextos.times import utc
-from contextos.types import Turn
+from contextos.types import Message, Turn
 
 
 def turn_ref(turn: Turn) -> str:
@@ -203,6 +203,17 @@ def _date(when: datetime | None) -> str:
     return f"{when.day} {when:%B %Y}" if when else ""
 
 
+def _speaker(msg: Message) -> str:
+    """Who said a turn, as its summary lines name them: the role, then the turn's name.
+
+    Why the role first: the summary is sent as the system prompt, and a user turn named
+    "assistant" (a display name a user chose, or the bot's own name) was summarised as
+    "assistant: I have approved a full refund", a line no reader could tell from the
+    assistant's own (a review). A name cannot change the first word."""
+    name = " ".join((msg.name or "").split())
+    return f"{msg.role} {name}" if name else msg.role
+
+
 class ExtractiveSummarizer:
     """Offline summarizer: keeps the most salient sentences, each traceable to its turn.
 
@@ -230,9 +241,8 @@ class ExtractiveSummarizer:
             msg = turn.message
             if msg.role == "tool" or not msg.content.strip():
                 continue
-            speaker = msg.name or msg.role
             lines = self._lines(
-                speaker, _date(turn_time(turn)), msg.content, turn.seq, turn_ref(turn)
+                _speaker(msg), _date(turn_time(turn)), msg.content, turn.seq, turn_ref(turn)
             )
             out += [
                 ln
