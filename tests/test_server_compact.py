@@ -136,6 +136,24 @@ def test_offload_archives_into_the_callers_tenant_only(tmp_path: Path) -> None:
         assert FACT in "".join(b["text"] for b in window["blocks"] if b["segment"] == "memories")
 
 
+def test_offload_archives_a_turn_whose_own_metadata_says_placeholder(tmp_path: Path) -> None:
+    """The adapters mark a turn of only images ``placeholder: True`` and offload stores no
+    memory of it; an app's own key of that name (a chat UI's input hint) made offload
+    drop a turn of real text from every window and search (review s57)."""
+    said = _chat(200)
+    said[0] = {**said[0], "metadata": {"placeholder": "Type a message..."}}
+    with live_server(tmp_path / "s.db") as server:
+        acme = server.issue_key("acme")
+        server.turns(acme, "s-ph", said, user_id="ana")
+        body = {"budget": 1500, "strategy": "offload", "user_id": "ana"}
+        resp = _post(server, "/v1/sessions/s-ph/compact", acme, body)
+        assert resp.status_code == 200, resp.text
+        assert 0 in resp.json()["plan"]["rotate"]
+        query = {"query": "zeppelin hangar code", "limit": 5, "session_id": "s-ph"}
+        hits = server.call("POST", "/v1/memories/search", acme, query)
+        assert any(FACT in h["memory"]["text"] for h in hits["results"])
+
+
 def test_another_tenants_key_cannot_compact_a_session(tmp_path: Path) -> None:
     with live_server(tmp_path / "s.db") as server:
         acme, other = server.issue_key("acme"), server.issue_key("other")

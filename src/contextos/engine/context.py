@@ -121,7 +121,13 @@ from contextos.keyed_locks import KeyedSets
 from contextos.llm.media_tokens import media_tokens, open_loop_start
 from contextos.llm.models import ModelInfo, Prices, get_model
 from contextos.llm.tokens import TOKENS_PER_REPLY, Tokenizer, default_tokenizer
-from contextos.providers.base import PLACEHOLDER_KEY, WIRE_KEY, CallRecord, ChatRequest, Prepared
+from contextos.providers.base import (
+    WIRE_KEY,
+    CallRecord,
+    ChatRequest,
+    Prepared,
+    is_placeholder,
+)
 from contextos.types import (
     Filter,
     Hit,
@@ -961,7 +967,7 @@ def _memory_query(request: ChatRequest, question: Message | None, history: Seque
     asked = question
     if asked is None and (at := _loop_question_at(history)) is not None:
         asked = history[at].message
-    return asked.content if asked is not None and not asked.metadata.get(PLACEHOLDER_KEY) else ""
+    return asked.content if asked is not None and not is_placeholder(asked) else ""
 
 
 def _loop_question_given(
@@ -2087,7 +2093,7 @@ class SessionContext:
         kept = [
             (m, seq)
             for m, seq in said
-            if m is not None and m.content.strip() and not m.metadata.get(PLACEHOLDER_KEY)
+            if m is not None and m.content.strip() and not is_placeholder(m)
         ]
         if not kept:
             return ()

@@ -36,7 +36,7 @@ from contextos.memory.ingest import (
     metadata_depth,
 )
 from contextos.memory.render import FACT_OF, TURN_FACTS
-from contextos.providers.base import PLACEHOLDER_KEY
+from contextos.providers.base import is_placeholder
 from contextos.retry import wait_before_retry
 from contextos.store.base import lease_runs
 from contextos.store.records import same_turn
@@ -286,7 +286,7 @@ def archive(memory: MemoryLike, turns: Sequence[Turn], scope: Scope) -> list[Mem
             logged = when is t.created_at
             meta["event_time"] = (on_local_calendar(when) if logged else when).isoformat()
         text = _archived_text(t.message)
-        if not text or t.message.metadata.get(PLACEHOLDER_KEY):
+        if not text or is_placeholder(t.message):
             # Nothing said (memory.add refuses a run of only empty messages), or only
             # images or documents, logged as "[image]": no memory, as a wrapped call
             # remembers none of them (an offload filled a user's memory with "[image]").

@@ -31,6 +31,15 @@ WIRE_KEY = "wire"
 PLACEHOLDER_KEY = "placeholder"
 
 
+def is_placeholder(message: Message) -> bool:
+    """Whether ``message`` is the adapters' stand-in for parts with no text
+    (:data:`PLACEHOLDER_KEY` set to True). Only that mark counts: an app's own metadata
+    key of the same name (a chat UI's ``"placeholder": "Type a message..."``, logged
+    over HTTP) made offload skip a turn of real text, which then left every window and
+    every search (a review)."""
+    return message.metadata.get(PLACEHOLDER_KEY) is True
+
+
 def own_content(question: Message | None, provider: str) -> list[dict[str, Any]] | None:
     """The caller's own content parts for the question (images, documents), as given in
     ``provider``'s wire format (a copy), or None when it came as plain text or from the
@@ -84,11 +93,7 @@ class ChatRequest:
     def last_user_text(self) -> str:
         """The text of the last user message ('' when there is none)."""
         for message in reversed(self.messages):
-            if (
-                message.role == "user"
-                and message.content.strip()
-                and not message.metadata.get(PLACEHOLDER_KEY)
-            ):
+            if message.role == "user" and message.content.strip() and not is_placeholder(message):
                 return message.content
         return ""
 
