@@ -16,9 +16,9 @@ passed), by compare-and-set on its own token, and stops with :class:`LeaseLost` 
 the lease went to another editor meanwhile. Why: the lease was taken once and never
 looked at again, so a holder paused past it (a VM pause, swap, SIGSTOP) went on
 writing beside the editor that took it over, and a file both made was lost (a
-review). The lease names its holder's host and process: a holder killed on this
-host (``kill -9``, an out-of-memory kill, a deploy) is seen dead by the next caller
-here, who takes the lease at once; one that dies elsewhere leaves it to run out
+review). The lease names its holder's host (with its PID namespace) and process: a
+holder killed on this host (``kill -9``, an out-of-memory kill, a deploy) is seen dead
+by the next caller here, who takes the lease at once; one that dies elsewhere leaves it to run out
 (:data:`LEASE_S`). Why: the next command of that owner waited 30 s and told the
 model the store was "busy or unavailable" (a review).
 
@@ -46,6 +46,7 @@ import json
 import os
 import random
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -116,7 +117,27 @@ def _half_gone(held: _Lease) -> bool:
 
 
 _HELD: ContextVar[_Lease | None] = ContextVar("contextos_owner_lease", default=None)
-_HOST = socket.gethostname()
+
+
+def _process_space() -> str | None:
+    """What names the space this process's ids are counted in: the host name and, on
+    Linux, the PID namespace; None when that namespace cannot be read (no holder is then
+    judged dead: its lease runs out).
+
+    Why the namespace: two containers of one pod (or with host networking) share a host
+    name, not their pids. A holder alive in one was judged dead by a process of the
+    other, whose namespace had no process with its pid: both took the lock, and a file
+    both created was lost (a review)."""
+    host = socket.gethostname()
+    if not sys.platform.startswith("linux"):
+        return host
+    try:
+        return f"{host} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+_HOST = _process_space()
 
 
 def lock_scope(scope: Scope, kind: str) -> Scope:
@@ -148,9 +169,12 @@ def _next_of(meta: dict[str, object], now: float) -> object:
 
 
 def _holder_dead(meta: dict[str, object]) -> bool:
-    """Whether the lease's holder is a process of this host that no longer runs."""
+    """Whether the lease's holder is a process of this host (and PID namespace) that no
+    longer runs."""
     pid = meta.get("pid")
-    if meta.get("host") != _HOST or type(pid) is not int or pid <= 0 or pid == os.getpid():
+    if _HOST is None or meta.get("host") != _HOST:
+        return False
+    if type(pid) is not int or pid <= 0 or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
