@@ -154,6 +154,59 @@ def test_offload_archives_a_turn_whose_own_metadata_says_placeholder(tmp_path: P
         assert any(FACT in h["memory"]["text"] for h in hits["results"])
 
 
+def _with_dia_ids(said: list[dict[str, str]], ids: list[str]) -> list[dict[str, Any]]:
+    return [{**turn, "metadata": {"dia_id": id_}} for turn, id_ in zip(said, ids, strict=True)]
+
+
+def _memories_text(window: dict[str, Any]) -> str:
+    return "".join(b["text"] for b in window["blocks"] if b["segment"] == "memories")
+
+
+def test_a_client_that_copies_one_dia_id_onto_every_turn_gets_offloaded_turns_back(
+    tmp_path: Path,
+) -> None:
+    """An archived turn's memory was left out while the window showed a turn of the same
+    ``dia_id``: with one id on every turn (a client that copies message metadata), no
+    archived turn ever came back (review s57). A turn is now known by its ``seq``."""
+    said = _with_dia_ids(_chat(200), ["conv-77"] * 200)
+    with live_server(tmp_path / "s.db") as server:
+        acme = server.issue_key("acme")
+        server.turns(acme, "s-copied", said, user_id="ana")
+        body = {"budget": 1500, "strategy": "offload", "user_id": "ana"}
+        assert (
+            0 in _post(server, "/v1/sessions/s-copied/compact", acme, body).json()["plan"]["rotate"]
+        )
+        window = _window(server, acme, "s-copied", user_id="ana", question="the hangar code?")
+        assert FACT in _memories_text(window)
+
+
+def test_a_memory_of_another_session_is_placed_though_a_turn_here_has_its_dia_id(
+    tmp_path: Path,
+) -> None:
+    """An app that numbers message ids per conversation: a fact offloaded from session A
+    (``dia_id`` "0") was never placed in session B's window while B showed its own turn
+    "0", nor was a note outside any session with ``source_id`` "1" (review s57)."""
+    with live_server(tmp_path / "s.db") as server:
+        acme = server.issue_key("acme")
+        server.turns(
+            acme, "s-a", _with_dia_ids(_chat(200), [str(i) for i in range(200)]), user_id="ana"
+        )
+        body = {"budget": 1500, "strategy": "offload", "user_id": "ana"}
+        assert 0 in _post(server, "/v1/sessions/s-a/compact", acme, body).json()["plan"]["rotate"]
+        note = {
+            "role": "user",
+            "content": "Ana's loyalty card is LC-55120.",
+            "metadata": {"source_id": "1"},
+        }
+        server.call("POST", "/v1/memories", acme, {"messages": [note], "user_id": "ana"})
+        hello = [{"role": "user", "content": "hello again"}, {"role": "assistant", "content": "hi"}]
+        server.turns(acme, "s-b", _with_dia_ids(hello, ["0", "1"]), user_id="ana")
+        window = _window(server, acme, "s-b", user_id="ana", question="the hangar code?")
+        assert FACT in _memories_text(window)
+        window = _window(server, acme, "s-b", user_id="ana", question="my loyalty card?")
+        assert "LC-55120" in _memories_text(window)
+
+
 def test_another_tenants_key_cannot_compact_a_session(tmp_path: Path) -> None:
     with live_server(tmp_path / "s.db") as server:
         acme, other = server.issue_key("acme"), server.issue_key("other")

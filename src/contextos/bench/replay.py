@@ -41,6 +41,7 @@ from contextos.engine.compaction import (
     rotated_turns,
 )
 from contextos.engine.offload import archive
+from contextos.engine.recall import shown_turns
 from contextos.engine.session import Layout, context_window, turn_items
 from contextos.engine.summarize import ExtractiveSummarizer
 from contextos.engine.topic import (
@@ -242,11 +243,9 @@ class Replayer:
                     limit=60,
                     token_budget=ceiling * TOPIC_SEARCH_OVER,
                 )
-                known = {p for it in items for p in it.provenance}
-                if self.run.history.summary is not None:
-                    known |= set(self.run.history.summary.provenance())
+                shown = shown_turns(past, self.run.history, self.conv.sample_id)
                 topic, hits, refreshed = topic_memories(
-                    self.topic, question, fresh, known, ceiling, commit=commit
+                    self.topic, question, fresh, shown.shows, ceiling, commit=commit
                 )
                 if refreshed and commit:
                     self.run.topic_refreshes += 1

@@ -1526,7 +1526,7 @@ class SessionContext:
         items = turn_items(turns, state, self.tokenizer)
         anchor = turn_print(added[-1]) if added else self._own_last(prints)
         newest = f"turn:{end}" if kept else None
-        shown = shown_turns(read, state)
+        shown = shown_turns(read, state, self.session.session_id)
         owed = self._owed_in(said, mark)
         return _Split(parts, items, newest, logged, logged_seqs, anchor, state, shown, owed)
 
@@ -1841,7 +1841,7 @@ class SessionContext:
             tokens=block_tokens * TOPIC_SEARCH_OVER,
         )
         hits, delta, _ = topic_memories(
-            block, query, fresh, known.refs, block_tokens, limit=self.memory_limit
+            block, query, fresh, known.shows, block_tokens, limit=self.memory_limit
         )
         return layout, hits, delta
 

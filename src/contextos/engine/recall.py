@@ -34,7 +34,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from contextos.engine.compaction import HistoryState, visible_turns
-from contextos.engine.session import MemoryLike, Session, hit_refs, novel_hits, search_scope
+from contextos.engine.offload import TURN_SEQ_KEY
+from contextos.engine.session import (
+    LOGGED_SESSION_KEY,
+    LOGGED_TURN_KEY,
+    MemoryLike,
+    Session,
+    hit_refs,
+    novel_hits,
+    search_scope,
+)
 from contextos.engine.summarize import turn_ref
 from contextos.engine.window import text_item
 from contextos.llm.tokens import Tokenizer
@@ -71,6 +80,29 @@ class Shown:
     texts: frozenset[str] = frozenset()
     #: Those of them too long for one memory (remembered in pieces).
     long_texts: tuple[str, ...] = ()
+    #: The session they are turns of (None: no session, nothing shown).
+    session_id: str | None = None
+    #: Their ``seq``: the turns shown verbatim and those the summary keeps a line of.
+    seqs: frozenset[int] = frozenset()
+
+    def shows(self, hit: Hit) -> bool:
+        """Whether the window shows every turn ``hit`` is a memory of, so it would only
+        repeat them: a memory of this session whose turn (its ``seq`` when it names one:
+        an archived turn, a remembered exchange) or every reference is shown.
+
+        Why the session and the ``seq``: a reference is the client's own ``dia_id`` when
+        it gives one, unique only within a session, and not even there when the client
+        copies one id onto every message. A memory of another session (or of none) whose
+        ``dia_id`` was that of a turn shown here left every window of this session, and
+        with one id copied onto every turn, no archived turn ever came back: offload gave
+        nothing back (a review)."""
+        if self.session_id is None or _session_of(hit.record) != self.session_id:
+            return False
+        seq = _turn_seq(hit.record)
+        if seq is not None:
+            return seq in self.seqs
+        refs = hit_refs(hit)
+        return bool(refs) and self.refs.issuperset(refs)
 
     def says(self, text: str) -> bool:
         """Whether a turn shown verbatim holds ``text``: is it, or holds it as one of
@@ -82,8 +114,8 @@ class Shown:
         return words in self.texts or any(words in said for said in self.long_texts)
 
 
-def shown_turns(turns: Sequence[Turn], state: HistoryState) -> Shown:
-    """The turns a window of the session in ``state`` shows: every turn of ``turns``
+def shown_turns(turns: Sequence[Turn], state: HistoryState, session_id: str) -> Shown:
+    """The turns a window of session ``session_id`` in ``state`` shows: every turn of ``turns``
     (:meth:`~contextos.engine.session.Session.window_turns` for ``state``) it does not
     rotate out, and those its summary keeps a line of.
 
@@ -94,11 +126,31 @@ def shown_turns(turns: Sequence[Turn], state: HistoryState) -> Shown:
     """
     visible = visible_turns(turns, state)
     refs = {turn_ref(t) for t in visible}
+    seqs = {t.seq for t in visible}
     if state.summary is not None:
         refs.update(state.summary.provenance())
+        seqs.update(line.seq for line in state.summary.lines)
     texts = frozenset(t.message.content.strip() for t in visible)
     long_texts = tuple(said for said in texts if len(said) > MAX_TEXT_CHARS)
-    return Shown(frozenset(refs), texts, long_texts)
+    return Shown(frozenset(refs), texts, long_texts, session_id, frozenset(seqs))
+
+
+def _session_of(record: MemoryRecord) -> str | None:
+    """The session ``record`` is a memory of: its own, else the one of the logged turn a
+    wrapped client remembered it from (:data:`~contextos.engine.session.LOGGED_SESSION_KEY`)."""
+    logged = record.metadata.get(LOGGED_SESSION_KEY)
+    return record.session_id or (logged if isinstance(logged, str) else None)
+
+
+def _turn_seq(record: MemoryRecord) -> int | None:
+    """The ``seq`` of the turn ``record`` is a memory of, when it names one: a turn offload
+    archived (:data:`~contextos.engine.offload.TURN_SEQ_KEY`) or an exchange a wrapped
+    client remembered (:data:`~contextos.engine.session.LOGGED_TURN_KEY`)."""
+    for key in (TURN_SEQ_KEY, LOGGED_TURN_KEY):
+        seq = record.metadata.get(key)
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            return seq
+    return None
 
 
 @dataclass(frozen=True)
@@ -274,7 +326,7 @@ def recall(
         # agent reached every such window (a review).
         hits = [h for h in hits if h.record.user_id is None]
     hits = _one_copy_a_turn(hits)
-    return novel_hits(hits, shown.refs, sys.maxsize if tokens is None else tokens)[:limit]
+    return novel_hits(hits, shown.shows, sys.maxsize if tokens is None else tokens)[:limit]
 
 
 def _said_again(hit: Hit, session_id: str, shown: Shown) -> bool:
@@ -330,7 +382,7 @@ def session_recall(
     scope's stored rules after ``rules`` (:func:`scope_rules`). What the server's window
     and ``contextos window`` place."""
     state = session.state()
-    shown = shown_turns(session.window_turns(state), state)
+    shown = shown_turns(session.window_turns(state), state, session.session_id)
     pinned = scope_rules(
         memory,
         scope=session.scope,

@@ -693,11 +693,10 @@ def hit_refs(hit: Hit) -> tuple[str, ...]:
     return ()
 
 
-def novel_hits(
-    hits: Sequence[Hit], known: set[str] | frozenset[str], token_budget: int
-) -> list[Hit]:
-    """``hits`` (best first) less those whose every source turn is in ``known``, cut to
-    ``token_budget`` tokens (``Hit.tokens``; a shorter hit further down may still fit).
+def novel_hits(hits: Sequence[Hit], shown: Callable[[Hit], bool], token_budget: int) -> list[Hit]:
+    """``hits`` (best first) less those ``shown`` says the window shows every source turn
+    of (:meth:`contextos.engine.recall.Shown.shows`), cut to ``token_budget`` tokens
+    (``Hit.tokens``; a shorter hit further down may still fit).
 
     Why: a memory archived from a turn that the history still shows (verbatim or
     as a summary line) tells the model nothing new; its room goes to the next one.
@@ -705,8 +704,7 @@ def novel_hits(
     out: list[Hit] = []
     used = 0
     for hit in hits:
-        refs = hit_refs(hit)
-        if refs and known.issuperset(refs):
+        if shown(hit):
             continue
         if used + hit.tokens > token_budget:
             continue

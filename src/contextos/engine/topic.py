@@ -32,7 +32,7 @@ A memory is never in both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -218,7 +218,7 @@ def topic_memories(
     block: TopicBlock,
     question: str,
     fresh: Sequence[Hit],
-    known: set[str] | frozenset[str],
+    shown: Callable[[Hit], bool],
     block_tokens: int,
     *,
     limit: int | None = None,
@@ -227,12 +227,12 @@ def topic_memories(
     """(block, delta, refreshed) for ``question`` from the memories ``fresh`` retrieved.
 
     ``fresh`` should be searched with ``TOPIC_SEARCH_OVER`` times
-    ``block_tokens``: memories whose every source turn is in ``known`` (the
-    history shows them, verbatim or summarised) are dropped first, then the
+    ``block_tokens``: memories whose every source turn ``shown`` says the history
+    shows (verbatim or summarised) are dropped first, then the
     rest is cut to ``block_tokens`` (and to ``limit`` memories, if given) and
     handed to :meth:`TopicBlock.update`.
     """
-    novel = novel_hits(fresh, known, block_tokens)
+    novel = novel_hits(fresh, shown, block_tokens)
     return block.update(question, novel if limit is None else novel[:limit], commit=commit)
 
 
