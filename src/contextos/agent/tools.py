@@ -212,15 +212,38 @@ def entry(head: str, text: str) -> str:
     return head + ("\n" + CONTINUED).join(lines)
 
 
-#: How a ``conversation_search`` answer begins (:meth:`AgentTools._conversation`).
-_ANSWER_START = re.compile(r"\[turn \d+\] (?:user|assistant|tool): |No earlier messages matched\.")
+#: How a line that begins an entry of a ``conversation_search`` answer starts.
+_ANSWER_ENTRY = re.compile(r"\[turn \d+\] (?:user|assistant|tool): ")
+#: A ``conversation_search`` answer that found nothing (:meth:`AgentTools._conversation`).
+_NO_MATCH = "No earlier messages matched."
 
 
-def _own_answer(content: str) -> bool:
-    """Whether a tool result is an earlier ``conversation_search`` answer: not searched,
-    as it only quotes turns the search finds themselves (the answers quoted each other,
-    several levels deep: one grew from 218 to 3,614 characters of echoes, a review)."""
-    return _ANSWER_START.match(content) is not None
+def _without_own_answers(content: str) -> str:
+    """A tool turn's text without the earlier ``conversation_search`` answers in it: the
+    lines of an entry (``[turn N] role: `` and the lines after it that start with
+    :data:`CONTINUED`), and a "nothing matched" line.
+
+    Why: an answer only quotes turns the search finds themselves; searched, the answers
+    quoted each other, several levels deep (218 grew to 3,614 characters of echoes, a
+    review). Why line by line, not whether the turn starts with an answer: Anthropic's
+    parallel tool results are logged as one turn, their texts joined by line breaks, so
+    an answer after another result was quoted again, nesting deeper every turn (12
+    turns: 38 to 4,453 characters), and the results after an answer that came first
+    were never found (a review, s57). A tool's own line shaped like an entry is skipped
+    too, as its whole result was before."""
+    if "[turn " not in content and _NO_MATCH not in content:
+        return content
+    kept: list[str] = []
+    in_answer = False
+    for line in content.split("\n"):
+        if _ANSWER_ENTRY.match(line):
+            in_answer = True
+        elif line == _NO_MATCH:
+            in_answer = False
+        elif not (in_answer and line.startswith(CONTINUED)):
+            in_answer = False
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def excerpt(text: str, wanted: re.Pattern[str]) -> str:
@@ -404,11 +427,11 @@ class AgentTools:
         # pattern finds them without listing every word of a long log.
         wanted = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
         scored = (
-            (len(found), seq, role, content)
+            (len(found), seq, role, text)
             for seq, role, content in self._logged_texts()
             if role != "system"
-            and not (role == "tool" and _own_answer(content))
-            and (found := set(wanted.findall(content.lower())))
+            and (text := _without_own_answers(content) if role == "tool" else content)
+            and (found := set(wanted.findall(text.lower())))
         )
         # The most query words first, the newest among equals; only those kept.
         best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))
