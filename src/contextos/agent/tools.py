@@ -46,10 +46,12 @@ _WORD = re.compile(r"\w+")
 MAX_QUERY_WORDS = 64
 #: Turns read at a time by ``conversation_search`` (its memory is one page, not the log).
 SCAN_PAGE = 128
-#: Characters of one turn a ``conversation_search`` answer shows, around its first match.
-#: Why: tool results are searched too (a cleared or rotated-out result could be found
-#: nowhere: a review), and five whole 50,000-character results would fill the context
-#: the search is meant to spare.
+#: Characters of one entry (a turn, a passage) a search answer shows, around its first
+#: match (:func:`excerpt`). Why: tool results are searched too (a cleared or rotated-out
+#: result could be found nowhere: a review), and five whole 50,000-character results
+#: would fill the context the search is meant to spare; an archival passage may be
+#: 100,000 characters (five of them came back as one 450,004-character result, sent on
+#: every later call: a review, s57).
 ENTRY_CHARS = 2_000
 
 
@@ -246,13 +248,28 @@ def _without_own_answers(content: str) -> str:
     return "\n".join(kept)
 
 
-def excerpt(text: str, wanted: re.Pattern[str]) -> str:
+def query_words(query: str) -> re.Pattern[str] | None:
+    """A pattern of the distinct words of ``query`` (its first :data:`MAX_QUERY_WORDS`,
+    of two characters or more, lower-cased), each found only as a whole word; None when
+    it has none."""
+    asked = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
+    words = set(itertools.islice(dict.fromkeys(asked), MAX_QUERY_WORDS))
+    if not words:
+        return None
+    # A query word is found where it is a whole word of the text (a run of \w that
+    # equals it), as the turn's words were once all listed and intersected; one
+    # pattern finds them without listing every word of a long log.
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
+
+
+def excerpt(text: str, wanted: re.Pattern[str] | None) -> str:
     """``text``, or :data:`ENTRY_CHARS` of it from a little before its first match of
-    ``wanted`` (matched on the lower-cased text, as the search), with what was left out
-    said in brackets."""
+    ``wanted`` (matched on the lower-cased text, as the search; from its start with no
+    match or no ``wanted``), with what was left out said in brackets. Every search
+    answer's entries are bounded by it."""
     if len(text) <= ENTRY_CHARS:
         return text
-    found = wanted.search(text.lower())
+    found = wanted.search(text.lower()) if wanted is not None else None
     start = max(0, min((found.start() if found else 0) - ENTRY_CHARS // 4, len(text) - ENTRY_CHARS))
     end = start + ENTRY_CHARS
     before = f"[{start:,} characters before] " if start else ""
@@ -375,6 +392,8 @@ class AgentTools:
         agents). Searched wide and filtered after, the agent's own passage was lost
         behind a thousand of its users' (a review); the tag is filtered in the search.
         The owner's passages stored before the tag are tagged first (:meth:`_tag_older`).
+        A long passage is shown as ``conversation_search`` shows a long turn
+        (:func:`excerpt`: :data:`ENTRY_CHARS` around the first query word).
         """
         need_text("query", query)
         scope = self.core.scope
@@ -388,7 +407,10 @@ class AgentTools:
         mine = owned([h.record for h in hits], scope)
         if not mine:
             return "No archival memories matched."
-        return "\n".join(entry(f"{i}. ", r.text) for i, r in enumerate(mine, start=1))
+        wanted = query_words(query)
+        return "\n".join(
+            entry(f"{i}. ", excerpt(r.text, wanted)) for i, r in enumerate(mine, start=1)
+        )
 
     def _tag_older(self) -> None:
         """Tag the owner's archival passages stored before the owner tag, once per owner
@@ -418,14 +440,9 @@ class AgentTools:
             raise CoreMemoryError("there is no conversation log to search here")
         if not isinstance(query, str):
             raise CoreMemoryError("query must be a string")
-        asked = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
-        words = set(itertools.islice(dict.fromkeys(asked), MAX_QUERY_WORDS))
-        if not words:
+        wanted = query_words(query)
+        if wanted is None:
             raise CoreMemoryError("query must contain a word")
-        # A query word is found where it is a whole word of the turn (a run of \w that
-        # equals it), as the turn's words were once all listed and intersected; one
-        # pattern finds them without listing every word of a long log.
-        wanted = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
         scored = (
             (len(found), seq, role, text)
             for seq, role, content in self._logged_texts()
