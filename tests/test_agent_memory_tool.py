@@ -411,6 +411,29 @@ def test_a_refused_str_replace_quotes_a_long_old_str_cut(tool: MemoryTool) -> No
     )
 
 
+def test_a_refused_str_replace_names_each_line_once_and_a_bounded_few(tool: MemoryTool) -> None:
+    """A short ``old_str`` that repeats (a CSV separator, one letter) is an ordinary model
+    mistake; the refusal named a line per occurrence, unbounded (297,102 characters for
+    one letter on a 99,000-character line, 1.6 s under the owner's lock: a review, s57)."""
+    table = "".join(f"item{i};{i}.00;EUR\n" for i in range(3000))
+    run(tool, command="create", path="/memories/prices.csv", file_text=table)
+    lines = ", ".join(str(n) for n in range(1, 21))
+    assert refused(
+        tool, command="str_replace", path="/memories/prices.csv", old_str=";", new_str=","
+    ) == (
+        f"No replacement was performed. Multiple occurrences of old_str `;` in lines: {lines}"
+        " and 2,980 more lines. Please ensure it is unique"
+    )
+    run(tool, command="create", path="/memories/a.txt", file_text="b\n" + "a" * 99_000)
+    assert refused(
+        tool, command="str_replace", path="/memories/a.txt", old_str="a", new_str="b"
+    ) == (
+        "No replacement was performed. Multiple occurrences of old_str `a` in lines: 2. "
+        "Please ensure it is unique"
+    )
+    assert tool.files.read("/memories/prices.csv") == table
+
+
 @pytest.mark.parametrize("remade", ["y.md", "x.md"])
 def test_a_finished_rename_is_not_taken_for_one_stopped_partway(
     tool: MemoryTool, memory: Memory, remade: str
