@@ -495,6 +495,21 @@ def test_a_file_is_never_written_under_a_path_outside_the_rules(memory: Memory) 
     assert memory.get_all(user_id="ana") == []
 
 
+def test_a_file_updated_without_its_path_line_reads_as_written(
+    tool: MemoryTool, memory: Memory
+) -> None:
+    """A file's memory set to new text by ``Memory.update`` (``PATCH /v1/memories``, MCP
+    ``update_memory``), without the path line the tool writes: read after its first line,
+    the file read as empty, and the next command wrote over the edit (a review, s57)."""
+    run(tool, command="create", path="/memories/todo.md", file_text="buy milk\n")
+    memory.update(tool.files.memory_id("/memories/todo.md"), "buy oat milk\nbake bread")
+    assert tool.files.read("/memories/todo.md") == "buy oat milk\nbake bread\n"
+    run(tool, command="str_replace", path="/memories/todo.md", old_str="oat", new_str="soy")
+    assert tool.files.read("/memories/todo.md") == "buy soy milk\nbake bread\n"
+    stored = memory.get(tool.files.memory_id("/memories/todo.md"))
+    assert stored.text == "/memories/todo.md\nbuy soy milk\nbake bread"
+
+
 def test_every_change_is_in_history_and_searchable(tool: MemoryTool, memory: Memory) -> None:
     run(tool, command="create", path="/memories/prefs.md", file_text="Ana drinks coffee\n")
     mid = tool.files.memory_id("/memories/prefs.md")

@@ -220,7 +220,13 @@ class MemoryFiles:
                 first = by_path[path]
                 by_path[path] = replace(first, shadowed=(*first.shadowed, r.id))
                 continue
-            body = r.text.partition("\n")[2]
+            head, _, body = r.text.partition("\n")
+            if head != path:
+                # Written without its path line (the memory's text set by PATCH
+                # /v1/memories or MCP update_memory): all of it is the content, as for
+                # a core block (core_memory._value_of); read after its first line, a
+                # file updated to "buy oat milk" read as empty (a review, s57).
+                body = r.text
             content = body + str(r.metadata.get("tail", ""))
             by_path[path] = MemoryFile(path, content, r.id, record_text=r.text, moved=Moved.of(r))
         return sorted(by_path.values(), key=lambda f: f.path)
