@@ -66,3 +66,40 @@ def test_agent_routes_edit_core_memory_and_answer_from_it(tmp_path: Path) -> Non
             400,
         )
         assert client.post("/v1/agent/tools/core_memory_append", json={}).status_code == 401
+
+
+def test_a_block_corrected_through_patch_memories_keeps_the_correction(tmp_path: Path) -> None:
+    """The documented operator edit: ``GET /v1/agent/core`` shows a block's value and
+    memory_id, the app saves the corrected value with ``PATCH /v1/memories/{id}``. The
+    value was read after the record's first (header) line, so the block read as empty
+    and the agent's next append wrote over the correction (a review, s57)."""
+    with app_client(tmp_path / "s.db") as client:
+        h = auth(issue_key(client, "acme"))
+
+        def human() -> dict[str, object]:
+            core = client.get("/v1/agent/core", params={"user_id": "ana"}, headers=h).json()
+            return next(dict(b) for b in core["blocks"] if b["label"] == "human")
+
+        def append(content: str) -> str:
+            body = {"user_id": "ana", "arguments": {"label": "human", "content": content}}
+            resp = client.post("/v1/agent/tools/core_memory_append", json=body, headers=h)
+            assert resp.status_code == 200 and not resp.json()["is_error"], resp.text
+            return str(resp.json()["text"])
+
+        append("Lives in Lisbon. Passport X1234567.")
+        block = human()
+        corrected = str(block["value"]).replace(" Passport X1234567.", "")
+        patched = client.patch(
+            f"/v1/memories/{block['memory_id']}", json={"text": corrected}, headers=h
+        )
+        assert patched.status_code == 200, patched.text
+        assert human()["value"] == "Lives in Lisbon."
+        core = client.get("/v1/agent/core", params={"user_id": "ana"}, headers=h).json()
+        assert "Lives in Lisbon." in core["prefix"]
+        assert (
+            append("Likes tea.")
+            == "Core memory block 'human' is now:\nLives in Lisbon.\nLikes tea."
+        )
+        record = client.get(f"/v1/memories/{block['memory_id']}", headers=h).json()
+        assert record["text"] == "[core memory block: human]\nLives in Lisbon.\nLikes tea."
+        assert "X1234567" not in str(human())

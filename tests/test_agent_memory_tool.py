@@ -411,6 +411,29 @@ def test_a_refused_str_replace_quotes_a_long_old_str_cut(tool: MemoryTool) -> No
     )
 
 
+def test_a_refused_str_replace_names_each_line_once_and_a_bounded_few(tool: MemoryTool) -> None:
+    """A short ``old_str`` that repeats (a CSV separator, one letter) is an ordinary model
+    mistake; the refusal named a line per occurrence, unbounded (297,102 characters for
+    one letter on a 99,000-character line, 1.6 s under the owner's lock: a review, s57)."""
+    table = "".join(f"item{i};{i}.00;EUR\n" for i in range(3000))
+    run(tool, command="create", path="/memories/prices.csv", file_text=table)
+    lines = ", ".join(str(n) for n in range(1, 21))
+    assert refused(
+        tool, command="str_replace", path="/memories/prices.csv", old_str=";", new_str=","
+    ) == (
+        f"No replacement was performed. Multiple occurrences of old_str `;` in lines: {lines}"
+        " and 2,980 more lines. Please ensure it is unique"
+    )
+    run(tool, command="create", path="/memories/a.txt", file_text="b\n" + "a" * 99_000)
+    assert refused(
+        tool, command="str_replace", path="/memories/a.txt", old_str="a", new_str="b"
+    ) == (
+        "No replacement was performed. Multiple occurrences of old_str `a` in lines: 2. "
+        "Please ensure it is unique"
+    )
+    assert tool.files.read("/memories/prices.csv") == table
+
+
 @pytest.mark.parametrize("remade", ["y.md", "x.md"])
 def test_a_finished_rename_is_not_taken_for_one_stopped_partway(
     tool: MemoryTool, memory: Memory, remade: str
@@ -470,6 +493,21 @@ def test_a_file_is_never_written_under_a_path_outside_the_rules(memory: Memory) 
         with pytest.raises(MemoryFileError):
             files._put(path, "x")
     assert memory.get_all(user_id="ana") == []
+
+
+def test_a_file_updated_without_its_path_line_reads_as_written(
+    tool: MemoryTool, memory: Memory
+) -> None:
+    """A file's memory set to new text by ``Memory.update`` (``PATCH /v1/memories``, MCP
+    ``update_memory``), without the path line the tool writes: read after its first line,
+    the file read as empty, and the next command wrote over the edit (a review, s57)."""
+    run(tool, command="create", path="/memories/todo.md", file_text="buy milk\n")
+    memory.update(tool.files.memory_id("/memories/todo.md"), "buy oat milk\nbake bread")
+    assert tool.files.read("/memories/todo.md") == "buy oat milk\nbake bread\n"
+    run(tool, command="str_replace", path="/memories/todo.md", old_str="oat", new_str="soy")
+    assert tool.files.read("/memories/todo.md") == "buy soy milk\nbake bread\n"
+    stored = memory.get(tool.files.memory_id("/memories/todo.md"))
+    assert stored.text == "/memories/todo.md\nbuy soy milk\nbake bread"
 
 
 def test_every_change_is_in_history_and_searchable(tool: MemoryTool, memory: Memory) -> None:

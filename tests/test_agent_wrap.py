@@ -23,6 +23,7 @@ from agent_scripts import (
 )
 from contextos import Memory, wrap
 from contextos.agent.core_memory import CoreMemory
+from contextos.agent.tools import ENTRY_CHARS
 from contextos.testing.embedders import HashEmbedder
 from contextos.testing.fake_anthropic import FakeAnthropic
 from contextos.testing.fake_openai import FakeOpenAI
@@ -252,3 +253,29 @@ def test_memory_tools_refuse_the_stream_and_parse_helpers_before_sending(
                 helper(messages=messages, **kw)
         assert fake.requests == []
         assert client.context.session.turns() == []
+
+
+def test_archival_search_shows_a_long_passage_around_its_match(memory: Memory) -> None:
+    """A passage may be 100,000 characters; five came back whole as one 450,004-character
+    tool result, sent again on every later call (a review, s57). It is bounded as a
+    conversation_search entry is (``ENTRY_CHARS``), around the query's word."""
+    passage = "clause text " * 4_000 + "The ACME penalty is 12 percent. " + "more text " * 4_000
+    with FakeAnthropic() as fake:
+        sdk = opened(anthropic.Anthropic(base_url=fake.base_url, api_key="test"))
+        client = wrap(sdk, memory=memory, session="s1", user_id="ana", memory_tools=True)
+        fake.enqueue(
+            anthropic_tool_use(("archival_memory_insert", {"content": passage})),
+            anthropic_text("Stored."),
+            anthropic_tool_use(("archival_memory_search", {"query": "ACME penalty"})),
+            anthropic_text("12 percent."),
+        )
+        messages: list[dict[str, Any]] = []
+        for ask in ("Keep this contract.", "What is the ACME penalty?"):
+            messages.append({"role": "user", "content": ask})
+            reply = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=64, messages=messages
+            )
+            messages.append({"role": "assistant", "content": reply.content[0].text})
+        found = tool_results(fake.messages_requests()[3].json())[-1]
+    assert found.startswith("1. [47,") and "The ACME penalty is 12 percent." in found
+    assert "characters after]" in found and len(found) < ENTRY_CHARS + 100

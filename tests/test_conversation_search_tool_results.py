@@ -14,8 +14,9 @@ from typing import Any
 
 import anthropic
 
+from agent_scripts import anthropic_text, anthropic_tool_use, tool_results
 from contextos import wrap
-from contextos.agent.tools import ENTRY_CHARS, scoped_tools
+from contextos.agent.tools import CONTINUED, ENTRY_CHARS, scoped_tools
 from contextos.engine.session import Session
 from contextos.memory import Memory
 from contextos.testing.embedders import HashEmbedder
@@ -117,3 +118,53 @@ def test_earlier_search_answers_in_the_log_are_not_searched(tmp_path: Path) -> N
             )
         assert "tool:" not in answers[-1]
         assert answers[-1] == answers[0] == "[turn 0] user: My locker code is 4412."
+
+
+def test_parallel_results_beside_a_search_answer_are_searched_not_its_answer(
+    tmp_path: Path,
+) -> None:
+    """Anthropic logs a response's parallel tool results as one turn, their texts joined.
+    The search skipped only a turn that started with its answer: an answer after another
+    result was quoted again, nesting deeper every turn, and a result after an answer that
+    came first could never be found (a review, s57: 38 grew to 4,453 characters)."""
+    memory = Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False)
+    with FakeAnthropic() as fake:
+        sdk = anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0)
+        client = wrap(sdk, memory=memory, session="s", user_id="ana", memory_tools=True)
+        messages: list[dict[str, Any]] = []
+        # the search first, a core edit beside it; then searches after an archival insert
+        fake.enqueue(
+            anthropic_tool_use(
+                ("conversation_search", {"query": "door code"}),
+                ("core_memory_append", {"label": "human", "content": "Gate code is 4417"}),
+            ),
+            anthropic_text("Noted."),
+        )
+        for i in range(6):
+            fake.enqueue(
+                anthropic_tool_use(
+                    ("archival_memory_insert", {"content": f"note {i}"}),
+                    ("conversation_search", {"query": "travel plans"}),
+                ),
+                anthropic_text("Noted."),
+            )
+        fake.enqueue(
+            anthropic_tool_use(("conversation_search", {"query": "gate code 4417"})),
+            anthropic_text("Noted."),
+        )
+        asks = ["Remember my door code"] + [f"my travel plans, part {i}" for i in range(7)]
+        for ask in asks:
+            messages.append({"role": "user", "content": ask})
+            reply = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=64, messages=messages
+            )
+            messages.append({"role": "assistant", "content": reply.content[0].text})
+        client.flush()
+        answers = [tool_results(r.json())[-1] for r in fake.messages_requests()[1::2]]
+    travel = answers[1:-1]
+    # each answer quotes the user's turns, never an earlier answer (no nested entry)
+    assert all("\n" + CONTINUED + "[turn" not in a for a in travel), travel[-1]
+    assert travel[-1].count("[turn") == 5 and len(travel[-1]) < 250
+    # the core edit logged beside the first search answer is found
+    assert "tool: Core memory block 'human' is now:\n    Gate code is 4417" in answers[-1]
+    memory.close()

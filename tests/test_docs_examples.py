@@ -329,3 +329,15 @@ def test_the_agent_bench_prints_what_docs_agent_md_shows(
     block = page.split(command, 1)[1].split("```", 1)[0]
     assert main(["--turns", "30", "--edits", "5"]) == 0
     assert capsys.readouterr().out == block
+
+
+def test_docs_agent_md_gives_the_owner_lock_times_the_code_uses() -> None:
+    """docs/agent.md gave the owner lock's lease as 20 s in one place and 60 s in
+    another (a review, s57); every lease length and wait it states is the code's."""
+    from contextos.agent.lock import LEASE_S, WAIT_S
+
+    page = " ".join((REPO / "docs" / "agent.md").read_text(encoding="utf-8").split())
+    leases = re.findall(r"lease (?:of|lasts) (\d+) s", page)
+    waits = re.findall(r"waits(?: up to)? (\d+) s for (?:it|the lock)", page)
+    assert leases and {float(n) for n in leases} == {LEASE_S}, leases
+    assert waits and {float(n) for n in waits} == {WAIT_S}, waits

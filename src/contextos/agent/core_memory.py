@@ -81,8 +81,16 @@ def _header(label: str) -> str:
 
 
 def _value_of(record: MemoryRecord) -> str:
-    """A block's value in its record: the text after the header line."""
-    return record.text.partition("\n")[2]
+    """A block's value in its record: the text after the header line, or the whole
+    text when its first line is not the block's header.
+
+    Why: ``GET /v1/agent/core`` shows a block's value and its ``memory_id``, and an app
+    saving a corrected value with ``PATCH /v1/memories/{memory_id}`` (or MCP
+    ``update_memory``) writes the value alone. Read after its first line, the block was
+    empty, and the agent's next edit wrote over the correction (a review, s57). The
+    next tool edit writes the header back."""
+    head, _, rest = record.text.partition("\n")
+    return rest if head == _header(str(record.metadata.get("label"))) else record.text
 
 
 class CoreMemory:

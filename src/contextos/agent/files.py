@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 MAX_FILE_CHARS = MAX_TEXT_CHARS - MAX_PATH_CHARS - 1
 MAX_LINES = 999_999
 LINE_NUMBER_WIDTH = len(str(MAX_LINES))
+#: Lines a ``str_replace`` refusal of several matches names (:func:`_match_lines`).
+LISTED_LINES = 20
 #: Metadata marking a memory as a memory-tool file, with its path and trailing whitespace.
 SOURCE = "memory_tool"
 #: Metadata of a file a rename moved: where from, and which rename (see :class:`Moved`).
@@ -115,6 +117,31 @@ def _echoed(text: str) -> str:
     length said. Why: a 100,000-character ``old_str`` came back whole, a tool result
     logged and sent on every later call (a review)."""
     return quoted(text, ECHOED_CHARS, as_repr=False)
+
+
+def _match_lines(content: str, old_str: str) -> str:
+    """The lines of ``content`` where an occurrence of ``old_str`` starts, as a refusal of
+    several matches names them: each line once, the first :data:`LISTED_LINES`, then how
+    many more ("1, 4, 9 and 312 more lines").
+
+    Why: the reference backend names a line per occurrence, each counted from the file's
+    start: a one-letter ``old_str`` on a 99,000-character line gave a 297,102-character
+    refusal after 1.6 s under the owner's lock (a review, s57), a tool result sent on
+    every later call. Here each line is found once (the search skips to the next line)
+    and counted from the last, so a refusal is one pass over the file."""
+    listed: list[str] = []
+    more, line, start = 0, 1, 0  # ``start`` begins line number ``line``
+    while (pos := content.find(old_str, start)) != -1:
+        line += content.count("\n", start, pos)
+        if len(listed) < LISTED_LINES:
+            listed.append(str(line))
+        else:
+            more += 1
+        start = content.find("\n", pos) + 1  # the next line; 0: this is the last
+        if not start:
+            break
+        line += 1
+    return ", ".join(listed) + (f" and {more:,} more lines" if more else "")
 
 
 def _members(files: Sequence[MemoryFile]) -> str:
@@ -193,7 +220,13 @@ class MemoryFiles:
                 first = by_path[path]
                 by_path[path] = replace(first, shadowed=(*first.shadowed, r.id))
                 continue
-            body = r.text.partition("\n")[2]
+            head, _, body = r.text.partition("\n")
+            if head != path:
+                # Written without its path line (the memory's text set by PATCH
+                # /v1/memories or MCP update_memory): all of it is the content, as for
+                # a core block (core_memory._value_of); read after its first line, a
+                # file updated to "buy oat milk" read as empty (a review, s57).
+                body = r.text
             content = body + str(r.metadata.get("tail", ""))
             by_path[path] = MemoryFile(path, content, r.id, record_text=r.text, moved=Moved.of(r))
         return sorted(by_path.values(), key=lambda f: f.path)
@@ -394,14 +427,10 @@ class MemoryFiles:
                 f"did not appear verbatim in {path}."
             )
         if count > 1:
-            lines, start = [], 0
-            while (pos := content.find(old_str, start)) != -1:
-                lines.append(content[:pos].count("\n") + 1)
-                start = pos + 1
             raise MemoryFileError(
                 f"No replacement was performed. Multiple occurrences of old_str "
                 f"`{_echoed(old_str)}` "
-                f"in lines: {', '.join(map(str, lines))}. Please ensure it is unique"
+                f"in lines: {_match_lines(content, old_str)}. Please ensure it is unique"
             )
         changed = content[: content.find(old_str)].count("\n")
         new_content = content.replace(old_str, new_str)

@@ -46,10 +46,12 @@ _WORD = re.compile(r"\w+")
 MAX_QUERY_WORDS = 64
 #: Turns read at a time by ``conversation_search`` (its memory is one page, not the log).
 SCAN_PAGE = 128
-#: Characters of one turn a ``conversation_search`` answer shows, around its first match.
-#: Why: tool results are searched too (a cleared or rotated-out result could be found
-#: nowhere: a review), and five whole 50,000-character results would fill the context
-#: the search is meant to spare.
+#: Characters of one entry (a turn, a passage) a search answer shows, around its first
+#: match (:func:`excerpt`). Why: tool results are searched too (a cleared or rotated-out
+#: result could be found nowhere: a review), and five whole 50,000-character results
+#: would fill the context the search is meant to spare; an archival passage may be
+#: 100,000 characters (five of them came back as one 450,004-character result, sent on
+#: every later call: a review, s57).
 ENTRY_CHARS = 2_000
 
 
@@ -212,24 +214,62 @@ def entry(head: str, text: str) -> str:
     return head + ("\n" + CONTINUED).join(lines)
 
 
-#: How a ``conversation_search`` answer begins (:meth:`AgentTools._conversation`).
-_ANSWER_START = re.compile(r"\[turn \d+\] (?:user|assistant|tool): |No earlier messages matched\.")
+#: How a line that begins an entry of a ``conversation_search`` answer starts.
+_ANSWER_ENTRY = re.compile(r"\[turn \d+\] (?:user|assistant|tool): ")
+#: A ``conversation_search`` answer that found nothing (:meth:`AgentTools._conversation`).
+_NO_MATCH = "No earlier messages matched."
 
 
-def _own_answer(content: str) -> bool:
-    """Whether a tool result is an earlier ``conversation_search`` answer: not searched,
-    as it only quotes turns the search finds themselves (the answers quoted each other,
-    several levels deep: one grew from 218 to 3,614 characters of echoes, a review)."""
-    return _ANSWER_START.match(content) is not None
+def _without_own_answers(content: str) -> str:
+    """A tool turn's text without the earlier ``conversation_search`` answers in it: the
+    lines of an entry (``[turn N] role: `` and the lines after it that start with
+    :data:`CONTINUED`), and a "nothing matched" line.
+
+    Why: an answer only quotes turns the search finds themselves; searched, the answers
+    quoted each other, several levels deep (218 grew to 3,614 characters of echoes, a
+    review). Why line by line, not whether the turn starts with an answer: Anthropic's
+    parallel tool results are logged as one turn, their texts joined by line breaks, so
+    an answer after another result was quoted again, nesting deeper every turn (12
+    turns: 38 to 4,453 characters), and the results after an answer that came first
+    were never found (a review, s57). A tool's own line shaped like an entry is skipped
+    too, as its whole result was before."""
+    if "[turn " not in content and _NO_MATCH not in content:
+        return content
+    kept: list[str] = []
+    in_answer = False
+    for line in content.split("\n"):
+        if _ANSWER_ENTRY.match(line):
+            in_answer = True
+        elif line == _NO_MATCH:
+            in_answer = False
+        elif not (in_answer and line.startswith(CONTINUED)):
+            in_answer = False
+            kept.append(line)
+    return "\n".join(kept)
 
 
-def excerpt(text: str, wanted: re.Pattern[str]) -> str:
+def query_words(query: str) -> re.Pattern[str] | None:
+    """A pattern of the distinct words of ``query`` (its first :data:`MAX_QUERY_WORDS`,
+    of two characters or more, lower-cased), each found only as a whole word; None when
+    it has none."""
+    asked = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
+    words = set(itertools.islice(dict.fromkeys(asked), MAX_QUERY_WORDS))
+    if not words:
+        return None
+    # A query word is found where it is a whole word of the text (a run of \w that
+    # equals it), as the turn's words were once all listed and intersected; one
+    # pattern finds them without listing every word of a long log.
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
+
+
+def excerpt(text: str, wanted: re.Pattern[str] | None) -> str:
     """``text``, or :data:`ENTRY_CHARS` of it from a little before its first match of
-    ``wanted`` (matched on the lower-cased text, as the search), with what was left out
-    said in brackets."""
+    ``wanted`` (matched on the lower-cased text, as the search; from its start with no
+    match or no ``wanted``), with what was left out said in brackets. Every search
+    answer's entries are bounded by it."""
     if len(text) <= ENTRY_CHARS:
         return text
-    found = wanted.search(text.lower())
+    found = wanted.search(text.lower()) if wanted is not None else None
     start = max(0, min((found.start() if found else 0) - ENTRY_CHARS // 4, len(text) - ENTRY_CHARS))
     end = start + ENTRY_CHARS
     before = f"[{start:,} characters before] " if start else ""
@@ -352,6 +392,8 @@ class AgentTools:
         agents). Searched wide and filtered after, the agent's own passage was lost
         behind a thousand of its users' (a review); the tag is filtered in the search.
         The owner's passages stored before the tag are tagged first (:meth:`_tag_older`).
+        A long passage is shown as ``conversation_search`` shows a long turn
+        (:func:`excerpt`: :data:`ENTRY_CHARS` around the first query word).
         """
         need_text("query", query)
         scope = self.core.scope
@@ -365,7 +407,10 @@ class AgentTools:
         mine = owned([h.record for h in hits], scope)
         if not mine:
             return "No archival memories matched."
-        return "\n".join(entry(f"{i}. ", r.text) for i, r in enumerate(mine, start=1))
+        wanted = query_words(query)
+        return "\n".join(
+            entry(f"{i}. ", excerpt(r.text, wanted)) for i, r in enumerate(mine, start=1)
+        )
 
     def _tag_older(self) -> None:
         """Tag the owner's archival passages stored before the owner tag, once per owner
@@ -395,20 +440,15 @@ class AgentTools:
             raise CoreMemoryError("there is no conversation log to search here")
         if not isinstance(query, str):
             raise CoreMemoryError("query must be a string")
-        asked = (w for w in _WORD.findall(query.lower()) if len(w) > 1)
-        words = set(itertools.islice(dict.fromkeys(asked), MAX_QUERY_WORDS))
-        if not words:
+        wanted = query_words(query)
+        if wanted is None:
             raise CoreMemoryError("query must contain a word")
-        # A query word is found where it is a whole word of the turn (a run of \w that
-        # equals it), as the turn's words were once all listed and intersected; one
-        # pattern finds them without listing every word of a long log.
-        wanted = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words))) + r")\b")
         scored = (
-            (len(found), seq, role, content)
+            (len(found), seq, role, text)
             for seq, role, content in self._logged_texts()
             if role != "system"
-            and not (role == "tool" and _own_answer(content))
-            and (found := set(wanted.findall(content.lower())))
+            and (text := _without_own_answers(content) if role == "tool" else content)
+            and (found := set(wanted.findall(text.lower())))
         )
         # The most query words first, the newest among equals; only those kept.
         best = heapq.nlargest(self.search_limit, scored, key=lambda x: (x[0], x[1]))
