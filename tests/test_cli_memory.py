@@ -828,3 +828,26 @@ def test_list_cuts_long_memories_and_says_more_pages_follow(tmp_path: Path) -> N
     assert "more follow" not in last.stderr and "1 memory from #5" in last.stdout
     whole = json.loads(run(db, "list", "-u", "a", "--limit", "2", "--json").stdout)
     assert all(len(r["text"]) > 10_000 for r in whole)
+
+
+def test_search_and_history_cut_long_memories_as_list_does(tmp_path: Path) -> None:
+    """``search`` and ``history`` printed a memory whole where ``list`` cut it: one of
+    ~100,000 characters made 3,773 lines of ``search`` and 12,687 of ``history`` on a
+    terminal (a review). Each text is cut at ``list``'s 500 characters, saying how many
+    more there are and what shows them (``get ID``; for an old version, ``--json``)."""
+    db = tmp_path / "m.db"
+    long = "kayak paddle " * 5_000
+    added = run(db, "add", f"first {long}", "-u", "a", "--json")
+    assert added.returncode == 0, added.stderr
+    mid = json.loads(added.stdout)[0]["id"]
+    assert run(db, "update", mid, "--text", f"second {long}").returncode == 0
+    found = run(db, "search", "kayak", "-u", "a")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.count("(64,507 more characters: get ID)") == 1, found.stdout[-500:]
+    assert len(found.stdout) < 5_000
+    history = run(db, "history", mid)
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.count("more characters: --json)") == 3, history.stdout[-500:]
+    assert len(history.stdout) < 10_000
+    whole = json.loads(run(db, "history", mid, "--json").stdout)
+    assert [len(e["new_text"]) for e in whole] == [65_005, 65_007]
