@@ -136,8 +136,9 @@ def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: bool = F
 
 
 def _time_param(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """Callback of ``--event-time`` and ``--as-of``: the value as a datetime, checked
-    before anything is opened; a bad one is a usage error naming the option."""
+    """Callback of ``--expected-updated-at`` (and :func:`_local_time_param`): the value
+    as a datetime, checked before anything is opened; a bad one is a usage error naming
+    the option. Without a zone it is UTC, as ``get --json`` writes ``updated_at``."""
     if value is None:
         return None
     try:
@@ -146,6 +147,26 @@ def _time_param(_ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(
             f"{value!r} is not an ISO-8601 date or time", param=param
         ) from None
+
+
+def _local_time_param(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> datetime | None:
+    """Callback of ``--event-time``, ``--as-of``, ``--after`` and ``--before``: as
+    :func:`_time_param`, but a time without a zone (a bare date) is this process's
+    local time (``TZ``), as the tables show each memory's day.
+
+    Why: the library reads it as UTC, so at +14 a memory the table dated 2026-12-08 was
+    not found by ``search --after 2026-12-08 --before 2026-12-09`` (a review). Why
+    ``--event-time`` too: read as UTC there and local here, a memory added on a bare
+    date would fall outside a search of that same day west of UTC."""
+    when = _time_param(ctx, param, value)
+    if when is None or when.tzinfo is not None:
+        return when
+    try:
+        return when.astimezone()  # the offset the zone has at that time
+    except (OverflowError, ValueError, OSError):  # at years 1 or 9999: the library's check
+        return when
 
 
 def _parse_metadata(value: str | None) -> dict[str, Any] | None:
@@ -350,7 +371,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @with_scope
     @click.option("--metadata", help="JSON object kept with the memory.")
     @click.option(
-        "--event-time", callback=_time_param, help="When it was said or happened (ISO-8601)."
+        "--event-time",
+        callback=_local_time_param,
+        help="When it was said or happened (ISO-8601; without a zone, local time).",
     )
     @click.option(
         "--type",
@@ -429,17 +452,21 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @type_option
     @where_option
     @click.option(
-        "--as-of", callback=_time_param, help="Only memories valid at this time (ISO-8601)."
+        "--as-of",
+        callback=_local_time_param,
+        help="Only memories valid at this time (ISO-8601; without a zone, local time).",
     )
     @click.option(
         "--after",
-        callback=_time_param,
-        help="Only memories that happened at or after this time (event time; ISO-8601).",
+        callback=_local_time_param,
+        help="Only memories that happened at or after this time (event time; ISO-8601; "
+        "without a zone, local time).",
     )
     @click.option(
         "--before",
-        callback=_time_param,
-        help="Only memories that happened before this time (event time; ISO-8601).",
+        callback=_local_time_param,
+        help="Only memories that happened before this time (event time; ISO-8601; "
+        "without a zone, local time).",
     )
     @click.option(
         "--min-score",
