@@ -4,9 +4,15 @@ and an unknown session is an error, not "nothing to do"."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from pathlib import Path
 
-from cli_support import run_cli
+from cli_support import reaped, run_cli
 
 
 def _session_of_ten_turns(db: Path) -> None:
@@ -61,3 +67,38 @@ def test_a_budget_too_small_for_a_summary_names_what_it_needs_and_what_it_has(
     )
     assert out.returncode == 1, out.stderr
     assert "(needs 5 tokens, has 1)" in out.stderr, out.stderr
+
+
+def test_a_ctrl_c_while_an_offload_waits_for_vectors_reports_the_compaction(
+    tmp_path: Path,
+) -> None:
+    """After an offload has committed, ``compact`` waits for its archive's vectors (about
+    a second while the model loads, ~3 s for a long session). A Ctrl-C there said
+    "aborted", exit 130, with no report, though the turns were archived and the session
+    compacted (a review). As ``add``: the report, then that the vectors come later,
+    exit 0. A real SIGINT, sent once the report is printed, with the real default
+    embedder (whose load is the wait)."""
+    db = tmp_path / "m.db"
+    _session_of_ten_turns(db)
+    env = {k: v for k, v in os.environ.items() if k not in ("CONTEXTOS_EMBEDDER", "COLUMNS")}
+    offload = ["compact", "--session", "s1", "--budget", "100", "--force", "--strategy", "offload"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contextos", "--db", str(db), *offload],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    with reaped(proc):
+        report = proc.stdout.readline()  # printed, and flushed, once the offload committed
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert "aborted" not in err and "Traceback" not in err, err
+    assert "interrupted while computing vectors: what was written is stored" in err, err
+    assert proc.returncode == 0, (report, out, err)
+    assert report.startswith("offload: ") and "rotated" in report, (report, err)
+    assert out == ""
+    with closing(sqlite3.connect(db)) as con:
+        [(archived,)] = con.execute("SELECT count(*) FROM memories").fetchall()
+    assert archived > 0

@@ -828,3 +828,57 @@ def test_list_cuts_long_memories_and_says_more_pages_follow(tmp_path: Path) -> N
     assert "more follow" not in last.stderr and "1 memory from #5" in last.stdout
     whole = json.loads(run(db, "list", "-u", "a", "--limit", "2", "--json").stdout)
     assert all(len(r["text"]) > 10_000 for r in whole)
+
+
+def _days_found(db: Path, tz: str, *bounds: str) -> list[str]:
+    """The texts ``search`` finds for ana between ``bounds`` (``--after X --before Y``)
+    in a CLI running in zone ``tz``."""
+    env = {"COLUMNS": "200", "TZ": tz}
+    out = run_cli("--json", "search", "kayak", "-u", "ana", *bounds, db=db, env=env)
+    assert out.returncode == 0, out.stderr
+    return [h["text"] for h in json.loads(out.stdout)]
+
+
+def test_a_date_without_a_zone_is_the_local_day_the_tables_show(tmp_path: Path) -> None:
+    """At +14 a memory of 18:26 UTC on 7 December is shown on 8 December, but ``search
+    --after 2026-12-08 --before 2026-12-09`` read those dates as UTC and missed it (a
+    review). A time without a zone is the process's local time, in ``--event-time``
+    too: at -07 a memory added on a bare date is found by a search of that day."""
+    east, west = "KIR-14", "XXX+7"  # POSIX zones: no tz database needed
+    db = tmp_path / "m.db"
+    kayak = ["add", "I bought a kayak", "-u", "ana", "--event-time", "2026-12-08T08:26+14:00"]
+    assert run_cli(*kayak, db=db, env={"TZ": east}).returncode == 0
+    shown = run_cli("list", "-u", "ana", db=db, env={"COLUMNS": "200", "TZ": east})
+    assert "2026-12-08" in shown.stdout, shown.stdout
+    day = ("--after", "2026-12-08", "--before", "2026-12-09")
+    assert _days_found(db, east, *day) == ["I bought a kayak"]
+    assert _days_found(db, east, "--before", "2026-12-08") == []
+    other = tmp_path / "w.db"
+    paddle = ["add", "kayak paddle day", "-u", "ana", "--event-time", "2024-05-02"]
+    assert run_cli(*paddle, db=other, env={"TZ": west}).returncode == 0
+    day = ("--after", "2024-05-02", "--before", "2024-05-03")
+    assert _days_found(other, west, *day) == ["kayak paddle day"]
+    assert _days_found(other, west, "--after", "2024-05-03") == []
+
+
+def test_search_and_history_cut_long_memories_as_list_does(tmp_path: Path) -> None:
+    """``search`` and ``history`` printed a memory whole where ``list`` cut it: one of
+    ~100,000 characters made 3,773 lines of ``search`` and 12,687 of ``history`` on a
+    terminal (a review). Each text is cut at ``list``'s 500 characters, saying how many
+    more there are and what shows them (``get ID``; for an old version, ``--json``)."""
+    db = tmp_path / "m.db"
+    long = "kayak paddle " * 5_000
+    added = run(db, "add", f"first {long}", "-u", "a", "--json")
+    assert added.returncode == 0, added.stderr
+    mid = json.loads(added.stdout)[0]["id"]
+    assert run(db, "update", mid, "--text", f"second {long}").returncode == 0
+    found = run(db, "search", "kayak", "-u", "a")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.count("(64,507 more characters: get ID)") == 1, found.stdout[-500:]
+    assert len(found.stdout) < 5_000
+    history = run(db, "history", mid)
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.count("more characters: --json)") == 3, history.stdout[-500:]
+    assert len(history.stdout) < 10_000
+    whole = json.loads(run(db, "history", mid, "--json").stdout)
+    assert [len(e["new_text"]) for e in whole] == [65_005, 65_007]

@@ -41,6 +41,21 @@ def test_status_lists_quarantined_records_and_vacuum_runs(tmp_path: Path) -> Non
     assert run(db, "vacuum").returncode == 0
 
 
+def test_vacuum_refuses_a_database_that_does_not_exist(tmp_path: Path) -> None:
+    """On a mistyped path it noted "no database", then said "vacuumed" and exited 0
+    (``{"vacuumed": true}`` with --json): a script vacuuming after its purges was told
+    the bytes were gone (a review). One error line, exit 1, as ``get`` on that path."""
+    missing = tmp_path / "mistyped.db"
+    for extra in ([], ["--json"]):
+        out = run(missing, *extra, "vacuum")
+        assert out.returncode == 1, (out.stdout, out.stderr)
+        assert out.stdout == ""
+        assert out.stderr == (
+            f"error: nothing vacuumed: no database at {missing} (check --db or CONTEXTOS_DB)\n"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_status_counts_every_quarantined_record_and_prints_whole_ids(tmp_path: Path) -> None:
     """It listed the oldest 100 and said "quarantined: 100" for 150; and at 80
     columns the ids were cut with an ellipsis, so none could be given to `update`."""

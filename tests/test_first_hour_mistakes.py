@@ -243,6 +243,23 @@ def test_a_path_naming_a_folder_is_refused_not_made_a_file(
     assert inside.returncode == 0, inside.stderr
 
 
+def test_an_existing_folder_named_without_a_slash_is_a_config_error(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """api.md: a path naming a folder is a ``ConfigError``. ``Memory("data")`` on an
+    existing folder raised the store's ``StoreError`` (only ``"data/"`` was a
+    ``ConfigError``), so an app catching ``ConfigError`` for bad settings missed it (a
+    review)."""
+    (tmp_path / "data").mkdir()
+    for given in ("data", tmp_path / "data"):
+        with pytest.raises(ConfigError, match="is a directory: pass a database file inside"):
+            Memory(given, embedder=HashEmbedder())
+    monkeypatch.setenv("CONTEXTOS_DB", "data")
+    with pytest.raises(ConfigError, match="data is a directory"):
+        Memory(embedder=HashEmbedder())
+    assert list((tmp_path / "data").iterdir()) == []
+
+
 def test_the_cli_refuses_an_in_memory_database(home: Path, tmp_path: Path) -> None:
     """``--db :memory:`` said "added" for a memory gone when the command ended. The
     library's ``Memory(":memory:")``, a scratch store, still opens."""

@@ -61,8 +61,6 @@ def check_db(db: str) -> str:
         return db
     check_not_folder(db)
     path = Path(expanded_db(db))
-    if path.is_dir():
-        raise ConfigError(f"{db} is a directory: pass a database file inside it")
     if not path.parent.is_dir():
         raise ConfigError(
             f"no directory {str(path.parent)!r} for the database {db}: create it first "
@@ -72,16 +70,20 @@ def check_db(db: str) -> str:
 
 
 def check_not_folder(db: str) -> None:
-    """Refuse a SQLite path that names a folder by its form: ending in a separator
-    (``data/``), ``.`` or ``..``, whether that folder exists or not.
+    """Refuse a SQLite path that is a folder, or names one by its form: ending in a
+    separator (``data/``), ``.`` or ``..``, whether that folder exists or not.
 
-    Why: ``--db data/`` or ``Memory("data/")`` with no folder ``data`` created a *file*
-    named ``data`` and reported success, so the folder the user meant could no longer be
-    made, while the same path was refused once the folder existed (a review)."""
-    if "://" in db or os.path.basename(db) not in ("", ".", ".."):
+    Why by its form: ``--db data/`` or ``Memory("data/")`` with no folder ``data``
+    created a *file* named ``data`` and reported success, so the folder the user meant
+    could no longer be made (a review). Why an existing folder here too, ``data`` with
+    no slash: ``Memory("data")`` raised the store's ``StoreError``, not the
+    ``ConfigError`` documented and raised for ``Memory("data/")`` (a review)."""
+    if "://" in db:
         return
     if Path(expanded_db(db)).is_dir():
         raise ConfigError(f"{db} is a directory: pass a database file inside it")
+    if os.path.basename(db) not in ("", ".", ".."):
+        return
     raise ConfigError(
         f"{db} names a folder: give a database file inside it, e.g. "
         f"{os.path.join(db, 'memory.db')} (create the folder first)"

@@ -65,9 +65,20 @@ from .text import SafeText
 if TYPE_CHECKING:
     from ..memory import Memory
 
-#: How much of each memory ``list`` prints (``get ID`` and ``--json`` show it whole): a
-#: page of 100 memories of 100,000 characters printed 193,705 lines (a review).
+#: How much of each memory ``list``, ``search`` and ``history`` print (``get ID`` and
+#: ``--json`` show it whole): a page of 100 memories of 100,000 characters printed
+#: 193,705 lines (a review).
 LISTED_CHARS = 500
+
+
+def cut_text(text: str, whole: str) -> str:
+    """``text`` up to :data:`LISTED_CHARS`, the rest counted, with what shows it whole
+    (``whole``). One rule for every table of memories: ``list`` cut, but ``search`` and
+    ``history`` printed a 100,000-character memory whole, 12,687 terminal lines for
+    one history (a review)."""
+    if len(text) <= LISTED_CHARS:
+        return text
+    return f"{text[:LISTED_CHARS]}… ({len(text) - LISTED_CHARS:,} more characters: {whole})"
 
 
 def _list_page(
@@ -100,9 +111,9 @@ def _more_follow(key: str, next_offset: int, after: str | None) -> str:
     )
 
 
-def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: int | None = None) -> Table:
-    """The records as a table, each memory's text whole or, with ``cut``, up to that
-    many characters and a count of the rest."""
+def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: bool = False) -> Table:
+    """The records as a table, each memory's text whole or, with ``cut``, as
+    :func:`cut_text` cuts it."""
     table = Table(title=SafeText(title))
     table.add_column("id", no_wrap=True)  # whole: what `get ID` takes
     for col in ("type", "when", "memory"):
@@ -113,8 +124,8 @@ def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: int | No
         said = r.event_time or r.created_at
         when = local_time(said, r.metadata) if said is not None else None
         text = render(r)
-        if cut is not None and len(text) > cut:
-            text = f"{text[:cut]}… ({len(text) - cut:,} more characters: get ID)"
+        if cut:
+            text = cut_text(text, "get ID")
         table.add_row(
             SafeText(r.id),
             r.memory_type,
@@ -125,8 +136,9 @@ def _records_table(records: Sequence[MemoryRecord], title: str, *, cut: int | No
 
 
 def _time_param(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """Callback of ``--event-time`` and ``--as-of``: the value as a datetime, checked
-    before anything is opened; a bad one is a usage error naming the option."""
+    """Callback of ``--expected-updated-at`` (and :func:`_local_time_param`): the value
+    as a datetime, checked before anything is opened; a bad one is a usage error naming
+    the option. Without a zone it is UTC, as ``get --json`` writes ``updated_at``."""
     if value is None:
         return None
     try:
@@ -135,6 +147,26 @@ def _time_param(_ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(
             f"{value!r} is not an ISO-8601 date or time", param=param
         ) from None
+
+
+def _local_time_param(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> datetime | None:
+    """Callback of ``--event-time``, ``--as-of``, ``--after`` and ``--before``: as
+    :func:`_time_param`, but a time without a zone (a bare date) is this process's
+    local time (``TZ``), as the tables show each memory's day.
+
+    Why: the library reads it as UTC, so at +14 a memory the table dated 2026-12-08 was
+    not found by ``search --after 2026-12-08 --before 2026-12-09`` (a review). Why
+    ``--event-time`` too: read as UTC there and local here, a memory added on a bare
+    date would fall outside a search of that same day west of UTC."""
+    when = _time_param(ctx, param, value)
+    if when is None or when.tzinfo is not None:
+        return when
+    try:
+        return when.astimezone()  # the offset the zone has at that time
+    except (OverflowError, ValueError, OSError):  # at years 1 or 9999: the library's check
+        return when
 
 
 def _parse_metadata(value: str | None) -> dict[str, Any] | None:
@@ -339,7 +371,9 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @with_scope
     @click.option("--metadata", help="JSON object kept with the memory.")
     @click.option(
-        "--event-time", callback=_time_param, help="When it was said or happened (ISO-8601)."
+        "--event-time",
+        callback=_local_time_param,
+        help="When it was said or happened (ISO-8601; without a zone, local time).",
     )
     @click.option(
         "--type",
@@ -418,17 +452,21 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
     @type_option
     @where_option
     @click.option(
-        "--as-of", callback=_time_param, help="Only memories valid at this time (ISO-8601)."
+        "--as-of",
+        callback=_local_time_param,
+        help="Only memories valid at this time (ISO-8601; without a zone, local time).",
     )
     @click.option(
         "--after",
-        callback=_time_param,
-        help="Only memories that happened at or after this time (event time; ISO-8601).",
+        callback=_local_time_param,
+        help="Only memories that happened at or after this time (event time; ISO-8601; "
+        "without a zone, local time).",
     )
     @click.option(
         "--before",
-        callback=_time_param,
-        help="Only memories that happened before this time (event time; ISO-8601).",
+        callback=_local_time_param,
+        help="Only memories that happened before this time (event time; ISO-8601; "
+        "without a zone, local time).",
     )
     @click.option(
         "--min-score",
@@ -487,7 +525,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 *cosine,
                 str(h.tokens),
                 SafeText(h.record.id),
-                SafeText(render(h.record)),
+                SafeText(cut_text(render(h.record), "get ID")),
             )
         print_table(table)
 
@@ -555,7 +593,7 @@ def register(cli: click.Group, bench: click.Group) -> None:  # noqa: C901 - one 
                 title += f" after {after}"
             if offset:
                 title += f" from #{offset + 1}"
-            print_table(_records_table(records, title, cut=LISTED_CHARS))
+            print_table(_records_table(records, title, cut=True))
         if next_key is not None:  # on stderr: stdout stays the table or JSON a script reads
             err_console.print(_more_follow(next_key, offset + limit, after), highlight=False)
 
@@ -924,6 +962,8 @@ def _confirm_forget(target: str) -> None:
 
 
 def _print_history(events: Sequence[HistoryEvent]) -> None:
+    """``history``'s table; each text cut as ``list`` cuts (only ``--json`` shows an
+    old version whole: ``get`` shows the current one)."""
     table = Table(title="history")
     for col in ("at", "event", "old", "new", "actor"):
         table.add_column(col, overflow="fold")
@@ -931,8 +971,8 @@ def _print_history(events: Sequence[HistoryEvent]) -> None:
         table.add_row(
             e.at.isoformat(timespec="seconds"),
             e.event,
-            SafeText(e.old_text or ""),
-            SafeText(e.new_text or ""),
+            SafeText(cut_text(e.old_text or "", "--json")),
+            SafeText(cut_text(e.new_text or "", "--json")),
             SafeText(e.actor),
         )
     print_table(table)

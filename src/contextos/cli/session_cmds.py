@@ -31,7 +31,6 @@ from ..errors import BudgetError, NotFound
 from ..types import Message, Role, Turn
 from .bench_frame import report_path_param, terminable, write_json
 from .common import (
-    VECTOR_WAIT_S,
     CliState,
     FiniteFloatRange,
     choice_option,
@@ -39,6 +38,7 @@ from .common import (
     embedding_memory,
     err_console,
     group_options,
+    held_interrupt,
     int_range,
     json_option,
     missing_db,
@@ -54,6 +54,7 @@ from .common import (
     read_text_arg,
     reported_after_write,
     scope_id_param,
+    settle,
 )
 from .text import SafeText, id_is_escaped, shown_id
 
@@ -473,17 +474,33 @@ def _print_turn(t: Turn, compacted: bool, *, whole: bool) -> None:
 
 
 def _compact(
-    state: CliState, s: Session, strategy: str, budget: int, force: bool
+    state: CliState,
+    s: Session,
+    strategy: str,
+    budget: int,
+    force: bool,
+    report: Callable[[CompactionResult], None],
 ) -> CompactionResult:
-    """``s.compact``; with offload, into a Memory on the same store (the CLI's, that
-    never re-embeds another model's vectors: :func:`embedding_memory`), whose archive's
-    vectors are written before the command ends and which is closed after (a Memory
-    dropped unclosed warns)."""
+    """``s.compact``, then ``report`` of what it did; with offload, into a Memory on the
+    same store (the CLI's, that never re-embeds another model's vectors:
+    :func:`embedding_memory`), which is closed after (a Memory dropped unclosed warns).
+
+    Why an offload reports before it waits for its archive's vectors, held and settled
+    as ``add`` and ``update`` (:func:`held_interrupt`, :func:`settle`): it waited first,
+    and a Ctrl-C in that wait (about 3 s for a long session) said "aborted", exit 130,
+    with no report, though the compaction had committed (a review)."""
     if strategy != "offload":
-        return s.compact(budget, strategy, force=force)  # type: ignore[arg-type]
+        result = s.compact(budget, strategy, force=force)  # type: ignore[arg-type]
+        report(result)
+        return result
     with embedding_memory(state.settings, store=s.store) as memory:
         result = s.compact(budget, strategy, memory=memory, force=force)  # type: ignore[arg-type]
-        memory.flush(timeout=VECTOR_WAIT_S, others=False)  # see common.wait_for_vectors
+        if result.plan is None:  # nothing written: nothing to wait for, a Ctrl-C aborts
+            report(result)
+            return result
+        with held_interrupt() as held:  # from the compaction's return to its report
+            report(result)
+        settle(memory, held)
         return result
 
 
@@ -578,11 +595,14 @@ def _register_window(cli: click.Group) -> None:
         s = _session(state, session_id, user_id)
         if not s.turns():  # like `session show`: an unknown session is an error
             raise NotFound(f"no session {session_id!r} (or it has no turns yet)")
-        result = _compact(state, s, strategy, budget, force)
-        if state.as_json:
-            print_json(result.to_json())
-        else:
-            _print_compaction(result, strategy)
+
+        def report(done: CompactionResult) -> None:
+            if state.as_json:
+                print_json(done.to_json())
+            else:
+                _print_compaction(done, strategy)
+
+        result = _compact(state, s, strategy, budget, force, report)
         if result.raced:  # nothing was done: not a success, with --json or without
             raise SystemExit(1)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import click
 from rich.table import Column, Table
 
+from ..errors import NotFound
 from ..times import iso
 from .common import (
     CliState,
+    absent_db,
     console,
     group_options,
     json_option,
@@ -79,6 +81,11 @@ def register(cli: click.Group, bench: click.Group) -> None:
     @pass_state
     def vacuum(state: CliState) -> None:
         """Rewrite the database so erased rows leave no bytes (PostgreSQL: VACUUM FULL)."""
+        db = str(state.settings.db)
+        if absent_db(db):
+            # Not "vacuumed", exit 0, after a note: a script vacuuming a mistyped --db
+            # after its purges was told the erased bytes were gone (a review).
+            raise NotFound(f"nothing vacuumed: no database at {db} (check --db or CONTEXTOS_DB)")
         with open_memory(state, embed=False) as memory:
             memory.vacuum()
         if state.as_json:

@@ -124,7 +124,7 @@ def _db_location(path_or_url: object) -> str:
         raise TypeError("the database path must be text (str or pathlib.Path), not bytes")
     if not location.strip():
         raise ConfigError(EMPTY_DB)
-    check_not_folder(location)  # "data/": a file named data was made
+    check_not_folder(location)  # "data/": a file named data was made; "data": StoreError
     return location
 
 
