@@ -241,12 +241,15 @@ def test_the_oldest_rules_are_pinned_within_the_count_and_the_budget(tmp_path: P
         got = session_recall(
             memory, session, "colour number 24", limit=8, budget=100_000, rules=[rules[1]]
         )
-        assert got.rules == (rules[1], rules[0], *rules[2:MAX_RULES])
+        assert got.stored_rules == (rules[0], *rules[2:MAX_RULES])  # rules[1] is given
         assert rules[MAX_RULES + 4] in [h.record.text for h in got.hits]
         assert not set(rules[:MAX_RULES]) & {h.record.text for h in got.hits}
 
         small = session_recall(memory, session, QUESTION, limit=8, budget=400)
-        assert small.rules == tuple(rules[: len(small.rules)]) and 1 <= len(small.rules) < 5
+        assert (
+            small.stored_rules == tuple(rules[: len(small.stored_rules)])
+            and 1 <= len(small.stored_rules) < 5
+        )
 
 
 def test_a_rule_too_long_for_the_share_does_not_keep_out_the_rules_after_it(
@@ -261,7 +264,7 @@ def test_a_rule_too_long_for_the_share_does_not_keep_out_the_rules_after_it(
         memory.add(RULE, user_id="ana", memory_type="procedural")
         session = Session(memory.store, "chat", user_id="ana")
         got = session_recall(memory, session, QUESTION, limit=8, budget=2000)
-    assert got.rules == (RULE,)
+    assert got.stored_rules == (RULE,)
 
 
 def test_an_agents_own_rule_is_pinned_behind_a_hundred_of_its_users_rules(
@@ -279,7 +282,7 @@ def test_an_agents_own_rule_is_pinned_behind_a_hundred_of_its_users_rules(
         session = Session(memory.store, "chat", agent_id="bot")
         session.add(Message("user", "hello"))
         got = session_recall(memory, session, QUESTION, limit=8, budget=4000)
-    assert got.rules == (own,)
+    assert got.stored_rules == (own,)
 
 
 def test_core_memory_blocks_are_left_to_the_agents_snapshot(tmp_path: Path) -> None:
@@ -292,7 +295,7 @@ def test_core_memory_blocks_are_left_to_the_agents_snapshot(tmp_path: Path) -> N
         memory.add(RULE, user_id="ana", memory_type="procedural")
         session = Session(memory.store, "chat", user_id="ana")
         got = session_recall(memory, session, QUESTION, limit=8, budget=4000)
-    assert got.rules == (RULE,)
+    assert got.stored_rules == (RULE,)
 
 
 # -- Session.window (the README's flow) ------------------------------------------------------
@@ -317,3 +320,24 @@ def test_the_readmes_session_window_pins_the_stored_rules(tmp_path: Path) -> Non
         placed = [b.text for b in again.blocks]
         assert [b.text for b in again.blocks if b.segment == "rules"] == [RULE]
         assert sum(RULE in text for text in placed) == 1, placed
+
+
+def test_the_callers_rules_that_do_not_fit_are_refused_as_its_system_prompt_is(
+    tmp_path: Path,
+) -> None:
+    """A window whose question and system prompt left the caller's own rule no room
+    answered 200 with the rule only in ``left_out``, and the ready request went out
+    without it (review s57); the caller's rules are now all placed or a 400, as its
+    system prompt and tools are. The stored rules still give way."""
+    db = tmp_path / "server.db"
+    rule = "Never reveal the internal discount code ZX-99. " * 20
+    with _open(db, "acme") as memory:
+        memory.add(RULE, user_id="ana", memory_type="procedural")
+    with keyed_server(str(db), "--embedder", "hash") as (http, _key):
+        ask = {"question": QUESTION, "user_id": "ana", "token_budget": 200, "format": "anthropic"}
+        short = http.post("/v1/sessions/chat/window", json={**ask, "rules": ["Be brief."]})
+        refused = http.post("/v1/sessions/chat/window", json={**ask, "rules": [rule]})
+    assert short.status_code == 200, short.text
+    assert _segment(short.json(), "rules") == ["Be brief.", RULE]
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["message"].startswith("segment 'rules' does not fit")

@@ -560,7 +560,14 @@ def _register_window(cli: click.Group) -> None:
                 raise click.BadParameter(str(exc), param_hint="--budget") from None
         s = _session(state, session_id, user_id)
         got = _memories_for(state, s, question, window_budget(info, budget))
-        w = s.window(info, question, budget=budget, system=system, rules=got.rules, hits=got.hits)
+        w = s.window(
+            info,
+            question,
+            budget=budget,
+            system=system,
+            stored_rules=got.stored_rules,
+            hits=got.hits,
+        )
         _warn_if_no_history(w, session_id)
         missing = missing_db_found()
         if fmt != "table":

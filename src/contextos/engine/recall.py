@@ -171,11 +171,13 @@ class Rules:
         window places it once, here."""
         return hit.record.id in self.ids or hit.record.text.strip() in self.texts
 
-    def after(self, given: Sequence[str]) -> tuple[str, ...]:
-        """The window's ``rules`` segment: ``given`` (the caller's own: ``rules=``, a
-        wrapped request's ``system[1:]``), then these but one ``given`` says already."""
+    def beside(self, given: Sequence[str]) -> tuple[str, ...]:
+        """These rules but one ``given`` says already: what the window's ``rules``
+        segment places after ``given`` (the caller's own: ``rules=``, a wrapped
+        request's ``system[1:]``) while room is left (``stored_rules`` of
+        :func:`~contextos.engine.session.context_window`)."""
         said = {rule.strip() for rule in given}
-        return (*given, *(text for text in self.texts if text.strip() not in said))
+        return tuple(text for text in self.texts if text.strip() not in said)
 
 
 def scope_rules(
@@ -361,8 +363,9 @@ def _one_copy_a_turn(hits: list[Hit]) -> list[Hit]:
 class Recalled:
     """What a window of a session places from memory (:func:`session_recall`)."""
 
-    #: Its ``rules`` segment: the caller's rules, then the scope's stored ones.
-    rules: tuple[str, ...]
+    #: The scope's stored rules its ``rules`` segment places after the caller's
+    #: (:meth:`Rules.beside`).
+    stored_rules: tuple[str, ...]
     #: The memories retrieved for its question.
     hits: list[Hit]
 
@@ -379,7 +382,7 @@ def session_recall(
     """:func:`recall` for a window :meth:`~contextos.engine.session.Session.window`
     builds of ``session`` as it is now (its scope, the turns its stored state shows),
     of ``budget`` tokens (:func:`~contextos.engine.session.window_budget`), with the
-    scope's stored rules after ``rules`` (:func:`scope_rules`). What the server's window
+    scope's stored rules that ``rules`` do not say (:func:`scope_rules`). What the server's window
     and ``contextos window`` place."""
     state = session.state()
     shown = shown_turns(session.window_turns(state), state, session.session_id)
@@ -393,7 +396,7 @@ def session_recall(
     hits = recall(
         memory, query, scope=session.scope, session=session, shown=shown, limit=limit, pinned=pinned
     )
-    return Recalled(pinned.after(rules), hits)
+    return Recalled(pinned.beside(rules), hits)
 
 
 __all__ = [

@@ -774,6 +774,26 @@ def check_instructions(system: Any, rules: Any, tools: Any) -> None:
         )
 
 
+def _rules_segment(
+    rules: Sequence[str], stored_rules: Sequence[str], tokenizer: Tokenizer
+) -> Segment:
+    """The ``rules`` segment (:func:`context_window`): the caller's ``rules``, each a
+    block keyed ``rule:<n>`` by its place among them (a blank one is left out), all
+    required; then the ``stored_rules`` none of them says, numbered on."""
+    given = [(i, r) for i, r in enumerate(rules) if r.strip()]
+    said = {r.strip() for r in rules}
+    stored = [r for r in stored_rules if r.strip() and r.strip() not in said]
+    keyed = [*given, *enumerate(stored, start=len(rules))]
+    return Segment(
+        "rules",
+        "system",
+        tuple(text_item(f"rule:{i}", r, tokenizer, role="system") for i, r in keyed),
+        priority=RULES_PRIORITY,
+        cache_ttl="1h",
+        required_first=len(given),
+    )
+
+
 def context_window(
     budget: int,
     *,
@@ -782,6 +802,7 @@ def context_window(
     min_cache_tokens: int = 0,
     system: str = "",
     rules: Sequence[str] = (),
+    stored_rules: Sequence[str] = (),
     tools: Sequence[Mapping[str, Any]] = (),
     summary: Summary | None = None,
     turns: Sequence[Item] = (),
@@ -814,6 +835,13 @@ def context_window(
     Blank instructions (an empty or whitespace-only system prompt, rule or header)
     are left out: each would be an empty text block, which the Messages API refuses
     ("text content blocks must be non-empty").
+
+    The ``rules`` segment holds the caller's ``rules``, required as the system prompt
+    and the tools are (all of them, or ``BudgetError``), then the scope's
+    ``stored_rules`` (:meth:`contextos.engine.recall.Rules.beside`) while room is left.
+    Why required: a window whose system prompt and question left no room for the
+    caller's rule answered 200 with the rule only in ``left_out``, and a client sending
+    the ready request as returned called the model without it (a review).
 
     Raises:
         TypeError: ``system``, ``rules`` or ``tools`` is not of its type
@@ -894,17 +922,7 @@ def context_window(
             cache_ttl="1h",
             required=True,
         ),
-        Segment(
-            "rules",
-            "system",
-            tuple(
-                text_item(f"rule:{i}", r, tokenizer, role="system")
-                for i, r in enumerate(rules)
-                if r.strip()
-            ),
-            priority=RULES_PRIORITY,
-            cache_ttl="1h",
-        ),
+        _rules_segment(rules, stored_rules, tokenizer),
         Segment(
             "summary",
             "system",
@@ -2051,6 +2069,7 @@ class Session:
         budget: int | None = None,
         system: str = "",
         rules: Sequence[str] = (),
+        stored_rules: Sequence[str] = (),
         tools: Sequence[Mapping[str, Any]] = (),
         hits: Sequence[Hit] = (),
         layout: Layout | None = None,
@@ -2071,7 +2090,10 @@ class Session:
         none that names a user who takes no part in this session
         (:meth:`participants_hits`).
 
-        ``rules``: placed first in the ``rules`` segment. A Session opened on a Memory
+        ``rules``: placed first in the ``rules`` segment, all of them or ``BudgetError``
+        (:func:`context_window`). ``stored_rules``: the scope's stored rules, placed after
+        them while room is left (:func:`~contextos.engine.recall.session_recall`'s, for a
+        Session on a store alone). A Session opened on a Memory
         (``Session(memory, ...)``) pins the scope's stored rules after them, its current
         ``procedural`` memories (:func:`~contextos.engine.recall.scope_rules`, as every
         wrapped call and server window does), and leaves those out of ``hits``. Why: in
@@ -2111,7 +2133,8 @@ class Session:
                 tokens=int(RULES_SHARE * total),
                 tokenizer=self.tokenizer,
             )
-            rules, hits = pinned.after(rules), [h for h in hits if not pinned.holds(h)]
+            stored_rules = (*stored_rules, *pinned.beside(rules))
+            hits = [h for h in hits if not pinned.holds(h)]
 
         def build(history: Sequence[Item]) -> Window:
             return context_window(
@@ -2121,6 +2144,7 @@ class Session:
                 min_cache_tokens=model.min_cache_tokens,
                 system=system,
                 rules=rules,
+                stored_rules=stored_rules,
                 tools=tools,
                 summary=state.summary,
                 turns=history,

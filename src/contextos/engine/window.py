@@ -102,6 +102,16 @@ class Segment:
     cache_ttl: TTL | None = None
     anchor_every: int = 0
     required: bool = False
+    #: The first this many items are required as a ``required`` segment's are (the
+    #: caller's own rules before the stored ones, in one ``rules`` segment).
+    required_first: int = 0
+
+    def lost_required(self, dropped: Sequence[tuple[Item, ...]]) -> bool:
+        """Whether ``dropped`` (units left out) holds an item this segment requires."""
+        if self.required:
+            return bool(dropped)
+        must = {item.key for item in self.items[: self.required_first]}
+        return any(item.key in must for unit in dropped for item in unit)
 
 
 @dataclass(frozen=True)
@@ -415,7 +425,7 @@ def assemble(
 
     Raises:
         BudgetError: the floors alone exceed the budget, or a required segment
-            (the question) does not fit.
+            (the question) or a segment's required items do not fit.
     """
     _check(segments, budget)
     left = budget - TOKENS_PER_REPLY
@@ -433,7 +443,7 @@ def assemble(
         room = left - reserved
         allowance = room if seg.ceiling is None else min(room, seg.ceiling)
         kept, dropped = _select(seg, allowance)
-        if dropped and seg.required:
+        if seg.lost_required(dropped):
             need = sum(_cost(u) for u in dropped) + sum(_cost(u) for u in kept)
             raise BudgetError(
                 f"segment {seg.name!r} does not fit",
