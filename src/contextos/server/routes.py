@@ -379,7 +379,7 @@ def session_router(
                 agent_id=body.agent_id,
                 tokenizer=tokenizer,
             )
-            turns = session.add(*(m.to_message() for m in body.messages))
+            turns = session.add(*(m.to_message() for m in body.messages), newest=body.newest)
             return s.AppendedTurns(
                 results=[s.TurnOut.of(t) for t in turns], warnings=never_sent(session, turns)
             )
