@@ -99,6 +99,23 @@ def test_a_long_turn_is_shown_around_its_match(tmp_path: Path) -> None:
         assert len(found.text) < ENTRY_CHARS + 200
 
 
+def test_a_long_turn_is_shown_around_its_match_when_lower_case_is_longer(
+    tmp_path: Path,
+) -> None:
+    """'İ' lower-cased is two characters: the match was found in the lower-cased turn
+    and the turn cut at that offset, so after 640 of them the excerpt missed the match
+    (a review, s57)."""
+    line = "İstanbul İzmir İlçe İş raporu satırı. "
+    report = line * 160 + "Sözleşme numarası: ZX-99812. " + line * 160
+    with Memory(tmp_path / "m.db", embedder=HashEmbedder(), background_embedding=False) as memory:
+        Session(memory, "tr", user_id="ana").add(Message("user", report))
+        found = scoped_tools(memory, user_id="ana", session_id="tr").execute(
+            "conversation_search", {"query": "ZX-99812 sözleşme"}
+        )
+        assert "Sözleşme numarası: ZX-99812." in found.text
+        assert len(found.text) < ENTRY_CHARS + 200
+
+
 def test_earlier_search_answers_in_the_log_are_not_searched(tmp_path: Path) -> None:
     """An agent's own conversation_search answers are logged as tool results; searched
     too, they quoted each other several levels deep (a review: 218 characters grew to
