@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import threading
+import unicodedata
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -263,8 +264,16 @@ def query_words(query: str) -> re.Pattern[str] | None:
 
 
 def searchable(text: str) -> str:
-    """``text`` as the searches of this module compare it to a query: lower-cased."""
-    return text.lower()
+    """``text`` as the searches of this module compare it to a query: composed (NFC)
+    and lower-cased. What is shown stays the text as logged (:func:`excerpt`).
+
+    Why composed: a word typed decomposed ("Zu\u0308rich", as text pasted from macOS
+    file names or some PDFs arrives) is the same word; compared as code points, the
+    model's "Zürich" did not find it (a review, s57), though the library treats the two
+    as one text elsewhere (``types.content_hash``, archival search)."""
+    if text.isascii():  # nothing to compose (most text): the check is one pass in C
+        return text.lower()
+    return unicodedata.normalize("NFC", text).lower()
 
 
 def _offset_in(text: str, at: int) -> int:
@@ -273,7 +282,8 @@ def _offset_in(text: str, at: int) -> int:
     pass in C).
 
     Why: the searchable form can be longer than the text ('İ' lower-cased is two
-    characters), so its offsets cut the text elsewhere: a long Turkish turn was shown
+    characters) or shorter (a decomposed letter composed), so its offsets cut the text
+    elsewhere: a long Turkish turn was shown
     640 characters past its match, the match not in the excerpt (a review, s57)."""
     if text.isascii():
         return at
